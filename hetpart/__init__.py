@@ -1,0 +1,43 @@
+"""hetpart: run an ONNX model on one machine's CPU and CUDA GPU together.
+
+The package is laid out in pipeline order, one subpackage per stage:
+
+    importer     ONNX file -> op graph of fused TVM kernels        (hetpart.load)
+    costmodel    per-kernel microbenchmarks, transfer model, predictor
+    partitioner  op graph + costs -> Plan (a device per kernel)   (hetpart.partition)
+    compiler     Plan -> one TVM module per partition, on disk     (hetpart.compile)
+    runtime      runs the partitions on CPU and CUDA streams       (hetpart.Session)
+
+``kernels`` (schedule rules, per-target build), ``targets`` (device registry),
+``models`` (the built-in zoo) and ``errors`` serve every stage.  Public names are
+imported lazily so ``import hetpart`` stays cheap and a stage's import cost is paid
+only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import HetpartError, InternalError
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "load": "hetpart.importer",
+    "OpGraph": "hetpart.importer",
+    "partition": "hetpart.partitioner",
+    "Plan": "hetpart.partitioner",
+    "compile": "hetpart.compiler",
+    "load_compiled": "hetpart.compiler",
+    "CompiledModel": "hetpart.compiler",
+    "Session": "hetpart.runtime",
+    "MultiSession": "hetpart.runtime",
+}
+
+__all__ = ["HetpartError", "InternalError", "__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'hetpart' has no attribute '{name}'")

@@ -1,0 +1,56 @@
+"""Entry point of the ``partition`` console script.
+
+User errors (:class:`HetpartError`) print one line and exit 1, with no traceback;
+anything else is a bug in hetpart: its traceback is printed and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from ..errors import HetpartError
+from . import commands  # noqa: F401  (registers every subcommand)
+from .registry import COMMANDS, DEFAULT, make_parser, summary
+
+
+def _overview() -> str:
+    lines = ["usage: partition MODEL [options]          plan (and optionally compile/run) a model",
+             "       partition COMMAND [options]", "", "commands:"]
+    for name, cls in sorted(COMMANDS.items()):
+        lines.append(f"  {name:<12} {summary(cls)}")
+    lines += ["", "MODEL is an .onnx file or zoo:NAME[:small]. `partition COMMAND --help` for details."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview())
+        return 0 if argv else 1
+    if argv[0] in ("-V", "--version"):
+        from .. import __version__
+
+        print(f"hetpart {__version__}")
+        return 0
+    name = argv[0] if argv[0] in COMMANDS else DEFAULT
+    rest = argv[1:] if argv[0] in COMMANDS else argv
+    cls = COMMANDS[name]
+    args = make_parser(cls).parse_args(rest)
+    try:
+        return int(cls().run(args) or 0)
+    except HetpartError as exc:
+        print(f"partition: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("partition: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
+        traceback.print_exc()
+        print("partition: internal error (a bug in hetpart); please report it with the traceback above",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

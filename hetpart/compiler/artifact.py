@@ -1,0 +1,182 @@
+"""The compiled artifact: what the compiler writes and the runtime loads.
+
+A :class:`CompiledModel` is a plan turned into one built library per partition.  On
+disk it is a directory::
+
+    manifest.json     schema "hetpart-artifact", versions, targets, per-partition
+                      inputs/outputs (names, shapes, dtypes), sha256 of each library
+    plan.json         the plan it was compiled from
+    p0_cpu.so ...     one shared library per partition (a Relax VM executable
+                      exported with ``export_library``)
+
+Invariants: ``partitions`` are in a topological order (every input of a partition is
+a model input or an output of an earlier partition); ``main`` of a partition takes
+exactly ``inputs`` in order and returns ``outputs`` in order (a single tensor when
+there is one output, else a tuple).  When ``dps`` is true the library also has
+``main_dps(*inputs, *outputs)``, which writes each output into the buffer passed for
+it and returns those same buffers.  ``sha256`` is the hash of the library file;
+:func:`load_compiled` refuses a file whose hash differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CompileError
+
+SCHEMA = "hetpart-artifact"
+VERSION = 1
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+
+MAIN_FUNCTION = "main"
+"""The plain entry point of every partition library."""
+
+DPS_FUNCTION = "main_dps"
+"""The destination-passing entry point (present when ``PartitionArtifact.dps``)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor crossing a partition boundary (or the model's boundary)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+@dataclass
+class PartitionArtifact:
+    """One compiled partition.
+
+    ``device`` is the plan's device name; ``device_type`` where it really runs
+    (``"cpu"`` for a simulated CUDA partition); ``target`` the TVM target as JSON.
+    ``module`` is what ``relax.VirtualMachine(module, dev)`` takes: the loaded library
+    (None until built or loaded, and for a cross-compiled CUDA library on a machine
+    without a GPU).  ``dps`` says whether the library has ``main_dps``.
+    """
+
+    name: str
+    device: str
+    device_type: str
+    target: dict
+    library: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    kernels: list[str]
+    sha256: str = ""
+    function: str = MAIN_FUNCTION
+    simulated: bool = False
+    dps: bool = False
+    module: Any = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("module")
+        d["inputs"] = [t.to_json() for t in self.inputs]
+        d["outputs"] = [t.to_json() for t in self.outputs]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PartitionArtifact":
+        d = dict(d)
+        d["inputs"] = [TensorSpec.from_json(t) for t in d["inputs"]]
+        d["outputs"] = [TensorSpec.from_json(t) for t in d["outputs"]]
+        return cls(**d)
+
+
+@dataclass
+class CompiledModel:
+    """A plan compiled into partitions; see the module docstring for the invariants.
+
+    ``directory`` holds the library files: a private staging directory right after
+    :func:`hetpart.compile`, the saved directory after :meth:`save` or
+    :func:`load_compiled`.  ``targets`` maps each device name to its TVM target JSON.
+    """
+
+    plan: Any  # hetpart.partitioner.Plan
+    partitions: list[PartitionArtifact]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    directory: Path | None = None
+    compile_seconds: float = 0.0
+    model: str = ""
+    targets: dict = field(default_factory=dict)
+    simulated: bool = False
+    _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
+
+    def partition(self, name: str) -> PartitionArtifact:
+        for p in self.partitions:
+            if p.name == name:
+                return p
+        raise KeyError(f"compiled model '{self.model}' has no partition '{name}'")
+
+    def library_path(self, partition: PartitionArtifact) -> Path:
+        if self.directory is None:
+            raise CompileError(f"partition '{partition.name}' has no library on disk yet")
+        return Path(self.directory) / partition.library
+
+    def manifest(self) -> dict:
+        """The manifest as a JSON-ready dict (see the module docstring)."""
+        import tvm
+
+        from .. import __version__
+
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "hetpart": __version__,
+            "tvm": tvm.__version__,
+            "model": self.model,
+            "simulated": self.simulated,
+            "compile_seconds": round(self.compile_seconds, 3),
+            "targets": self.targets,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "partitions": [p.to_json() for p in self.partitions],
+        }
+
+    def save(self, directory) -> Path:
+        """Write the artifact directory (libraries, ``plan.json``, then ``manifest.json``
+        last, so a directory with a manifest is complete).  Returns the directory."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for p in self.partitions:
+            src = self.library_path(p)
+            dst = out / p.library
+            if src.resolve() != dst.resolve():
+                shutil.copyfile(src, dst)
+        plan_json = self.plan.to_json() if hasattr(self.plan, "to_json") else self.plan
+        _write_json(out / PLAN, plan_json)
+        _write_json(out / MANIFEST, self.manifest())
+        self.directory = out
+        return out
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,12 @@
+"""Import stage: ONNX model -> op graph of fused TVM kernels.
+
+Pipeline, one module each: :mod:`.onnx_source` (read, check, fix shapes) ->
+:mod:`.relax_import` (TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) ->
+:mod:`.graph_builder` (an :class:`OpGraph`).
+"""
+
+from .onnx_source import ModelSource, input_shapes, read_model
+from .op_graph import Kernel, OpGraph, Tensor
+from .relax_import import load, to_relax
+
+__all__ = ["Kernel", "ModelSource", "OpGraph", "Tensor", "input_shapes", "load", "read_model", "to_relax"]

@@ -1,0 +1,57 @@
+"""Lower an imported Relax module to TVM's fused kernels, as every target compiles them.
+
+In: the IRModule that ``from_onnx`` returns (high-level Relax ops, weights embedded as
+constants).  Out: an IRModule whose ``main`` is one dataflow block of ``call_tir``
+bindings, each calling one fused PrimFunc (e.g. ``fused_conv2d_add_relu``).
+
+The passes are TVM's own legalisation and operator fusion -- the same ones TVM's
+default CUDA pipeline runs first -- so a node of hetpart's op graph is exactly one
+kernel the compiler will emit, on either target.  Schedules are *not* applied here:
+kernels stay target-neutral until :mod:`hetpart.kernels` schedules them.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+BEFORE_FUSION = ("FoldBatchnormToConv2D", "DecomposeOpsForInference", "FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
+AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
+
+
+def _run(mod: tvm.IRModule, names) -> tvm.IRModule:
+    seq = tvm.transform.Sequential([getattr(relax.transform, n)() for n in names])
+    with tvm.transform.PassContext(opt_level=3):
+        return seq(mod)
+
+
+def fuse(mod: tvm.IRModule) -> tvm.IRModule:
+    """Legalise and fuse ``mod``; keeps the function signature of ``main`` unchanged."""
+    return fuse_with_ops(mod)[0]
+
+
+def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str, ...]]]:
+    """Like :func:`fuse`, also returning, per fused PrimFunc, the operators inside it.
+
+    FuseTIR names each fused PrimFunc after the Relax function FuseOps grouped the
+    operators into, so reading that group before FuseTIR gives the operator list
+    (``{"fused_conv2d_add_relu": ("conv2d", "add", "relu")}``).
+    """
+    grouped = _run(mod, BEFORE_FUSION)
+    fused_ops: dict[str, tuple[str, ...]] = {}
+    for gv, func in grouped.functions.items():
+        if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:
+            fused_ops[gv.name_hint] = tuple(_callees(func))
+    return _run(grouped, AFTER_FUSION), fused_ops
+
+
+def _callees(func: relax.Function) -> list[str]:
+    """Operator names of the ``call_tir`` calls in a grouped function, in order."""
+    names: list[str] = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) == "relax.call_tir":
+            names.append(expr.args[0].name_hint.rstrip("0123456789").rstrip("_"))
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return names

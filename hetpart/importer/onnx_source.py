@@ -1,0 +1,166 @@
+"""Read and validate an ONNX model before TVM sees it.
+
+In: a path, a ``zoo:NAME[:small]`` spec, or an ``onnx.ModelProto``; optional fixed
+input shapes.  Out: a checked ``ModelProto`` whose inputs all have static shapes.
+
+Every way a model can be wrong is reported here as one :class:`HetpartError` that
+names the file and the problem: missing, not ONNX, truncated, failing the checker or
+shape inference, symbolic dims nobody fixed, or operators TVM cannot import (all of
+them at once, with the nodes that use them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+
+_PROTO_LIMIT = 2**31 - 1
+_HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A validated model and where it came from (for messages and plan metadata)."""
+
+    model: onnx.ModelProto
+    name: str
+    origin: str
+
+
+def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource:
+    """Resolve ``model`` to a checked ``ModelProto`` with static input shapes."""
+    source = _resolve(model)
+    _check(source)
+    fixed = _fix_shapes(source.model, shapes or {}, source.origin)
+    _check_supported(fixed, source.origin)
+    _infer_shapes(fixed, source.origin)
+    return ModelSource(fixed, source.name, source.origin)
+
+
+def _resolve(model) -> ModelSource:
+    if isinstance(model, onnx.ModelProto):
+        return ModelSource(model, model.graph.name or "model", "<in-memory model>")
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelLoadError(f"expected a path, 'zoo:NAME' or onnx.ModelProto, got {type(model).__name__}")
+    spec = str(model)
+    from ..models import build, parse_zoo_spec
+
+    parsed = parse_zoo_spec(spec)
+    if parsed is not None:
+        name, small, cfg = parsed
+        return ModelSource(build(name, small=small, **cfg), name + ("_small" if small else ""), spec)
+    path = Path(spec)
+    if not path.exists():
+        raise ModelLoadError(f"{spec}: no such file (built-in models are named 'zoo:NAME'; see `partition zoo`)")
+    if path.is_dir():
+        raise ModelLoadError(f"{spec}: is a directory, expected an .onnx file")
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{spec}: not a readable ONNX model (truncated or not ONNX?): {exc}") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
+    return ModelSource(proto, path.stem, spec)
+
+
+def _check(source: ModelSource) -> None:
+    """ONNX checker and shape inference; large models are checked by path."""
+    try:
+        if source.model.ByteSize() < _PROTO_LIMIT:
+            onnx.checker.check_model(source.model)
+        else:
+            onnx.checker.check_model(source.origin)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source.origin}: the ONNX checker rejects the model: {first}") from None
+
+
+def _infer_shapes(model: onnx.ModelProto, origin: str) -> None:
+    """Strict ONNX shape inference: an inconsistent model fails here, not deep in TVM."""
+    if model.ByteSize() >= _PROTO_LIMIT:
+        return  # inference on >2 GB models needs the file path; TVM's import checks them
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{origin}: ONNX shape inference fails: {first}") from None
+
+
+def _symbolic_dims(model: onnx.ModelProto) -> dict[str, list]:
+    out = {}
+    inits = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
+        out[inp.name] = dims
+    return out
+
+
+def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: str) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose inputs have the static shapes asked for."""
+    dims = _symbolic_dims(model)
+    unknown = sorted(set(shapes) - set(dims))
+    if unknown:
+        raise ShapeError(f"{origin}: --shape names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
+    missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x <= 0 for x in d)}
+    if missing:
+        hint = " ".join(f"--shape {n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}" for n, d in missing.items())
+        raise ShapeError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. {hint}")
+    if not shapes:
+        return model
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for inp in fixed.graph.input:
+        if inp.name not in shapes:
+            continue
+        want = list(shapes[inp.name])
+        have = dims[inp.name]
+        if len(want) != len(have):
+            raise ShapeError(f"{origin}: input '{inp.name}' has rank {len(have)}, --shape gives {len(want)} dims")
+        for d, (w, h) in zip(inp.type.tensor_type.shape.dim, zip(want, have)):
+            if isinstance(h, int) and h > 0 and h != w:
+                raise ShapeError(f"{origin}: input '{inp.name}' is {have}; --shape {want} changes a fixed dim")
+            d.Clear()
+            d.dim_value = int(w)
+    return fixed
+
+
+def input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Static shapes of the real (non-initializer) inputs of a fixed model."""
+    return {n: [int(x) for x in d] for n, d in _symbolic_dims(model).items()}
+
+
+def _check_supported(model: onnx.ModelProto, origin: str) -> None:
+    """Raise :class:`UnsupportedOpsError` listing every op TVM's importer lacks."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = set(_get_convert_map()) | _HANDLED_BY_FRONTEND
+    bad: dict[str, list[str]] = {}
+    for i, node in enumerate(_all_nodes(model.graph)):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in known:
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            bad.setdefault(key, []).append(node.name or f"#{i}")
+    if bad:
+        lines = "; ".join(f"{op} (nodes: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})" for op, names in sorted(bad.items()))
+        raise UnsupportedOpsError(
+            f"{origin}: {len(bad)} operator type(s) cannot be imported by TVM: {lines}. "
+            "Replace them in the exporter, or split them out of the model.",
+            ops=bad,
+        )
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)

@@ -1,0 +1,49 @@
+"""ONNX -> TVM Relax, and the public ``load`` that runs the whole import stage.
+
+In: a model (path, ``zoo:`` spec or ``ModelProto``) and optional fixed shapes.
+Out: an :class:`OpGraph` whose ``module`` is the fused Relax module and whose
+``relax_module`` is TVM's unfused import.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import tvm
+
+from ..errors import ModelLoadError, UnsupportedOpsError
+from .fusion import fuse_with_ops
+from .graph_builder import build_op_graph
+from .onnx_source import ModelSource, input_shapes, read_model
+from .op_graph import OpGraph
+
+
+def to_relax(source: ModelSource) -> tvm.IRModule:
+    """Import a validated model with TVM's Relax ONNX frontend (weights as constants)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shapes = input_shapes(source.model)
+    try:
+        with warnings.catch_warnings():
+            # The frontend re-runs the checker and warns on harmless omissions (e.g.
+            # outputs without a declared shape); _check already validated the model.
+            warnings.simplefilter("ignore", UserWarning)
+            return from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
+    except tvm.error.OpNotImplemented as exc:
+        raise UnsupportedOpsError(f"{source.origin}: {exc}") from None
+    except (tvm.error.TVMError, ValueError, TypeError, KeyError, IndexError, AssertionError) as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source.origin}: TVM could not import the model: {msg}") from exc
+
+
+def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
+    """Import ``model`` into an :class:`OpGraph` of fused kernels.
+
+    ``model`` is a path, ``"zoo:NAME[:small]"`` or an ``onnx.ModelProto``; ``shapes``
+    fixes symbolic input dims (``{"x": [1, 3, 224, 224]}``).  Raises a
+    :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
+    """
+    source = read_model(model, shapes)
+    relax_mod = to_relax(source)
+    fused, fused_ops = fuse_with_ops(relax_mod)
+    return build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod)

@@ -1,0 +1,253 @@
+"""Import stage: ONNX -> fused-kernel op graph, its invariants, and every bad-input error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import networkx as nx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hetpart
+from hetpart import models
+from hetpart.errors import HetpartError, InternalError, ModelLoadError, ShapeError, UnsupportedOpsError
+from hetpart.importer import load
+from hetpart.importer.fusion import fuse_with_ops
+
+
+def conv_mlp(batch="N", op="Relu", opset=17):
+    """Conv -> <op> -> Flatten -> MatMul -> Softmax, with a symbolic batch dim."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((8,)).astype(np.float32), "B"),
+        numpy_helper.from_array(rng.standard_normal((512, 10)).astype(np.float32), "M"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node(op, ["c"], ["r"], name="act"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "M"], ["y0"], name="fc"),
+        helper.make_node("Softmax", ["y0"], ["y"], name="softmax"),
+    ]
+    g = helper.make_graph(
+        nodes, "conv_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+# --- the op graph -------------------------------------------------------------------
+def test_conv_bias_relu_is_one_kernel():
+    g = load(conv_mlp(), shapes={"x": [2, 3, 8, 8]})
+    first = g.nodes[0]
+    assert first.ops == ("conv2d", "add", "relu")
+    assert first.op_class == "conv2d"
+    assert first.flops >= 2 * 2 * 8 * 8 * 8 * 27  # 2*N*OC*OH*OW*(IC*KH*KW) multiply-adds
+    assert first.param_bytes == (8 * 3 * 3 * 3 + 8) * 4
+    assert g.tensors["x"].shape == (2, 3, 8, 8) and g.tensors["x"].is_input
+    assert [g.tensors[o].shape for o in g.outputs] == [(2, 10)]
+
+
+def test_identical_kernels_share_a_signature():
+    rng = np.random.default_rng(1)
+    w = [numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), f"w{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]) for i in range(3)]
+    nodes = [n for i, n in enumerate(nodes) for n in (n, helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]))]
+    gr = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [4, 16])],
+                           [helper.make_tensor_value_info("h3", TensorProto.FLOAT, [4, 16])], w)
+    g = load(helper.make_model(gr, opset_imports=[helper.make_opsetid("", 17)]))
+    sigs = [k.signature for k in g.nodes]
+    assert len(g) == 3 and len(set(sigs)) == 1, "same matmul+relu on the same shapes must share one signature"
+
+
+def test_grouping_matches_what_tvm_compiles():
+    """The kernels of the op graph are exactly the PrimFuncs TVM's own fusion emits."""
+    import tvm
+    from tvm import relax
+
+    graph = load(conv_mlp(), shapes={"x": [1, 3, 8, 8]})
+    zero = relax.get_pipeline("zero")(graph.relax_module)
+    called = []
+    for block in zero["main"].body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and b.value.op.name == "relax.call_tir":
+                called.append(b.value.args[0].name_hint)
+    assert [k.func for k in graph.nodes] == called
+    for k in graph.nodes:
+        assert tvm.ir.structural_equal(zero[k.func], graph.module[k.func]) if hasattr(tvm.ir, "structural_equal") \
+            else str(zero[k.func]) == str(graph.module[k.func])
+
+
+def _check_invariants(graph, model):
+    graph.validate()
+    assert nx.is_directed_acyclic_graph(graph.nx)
+    order = graph.topological_order()
+    assert len(order) == len(graph) == graph.nx.number_of_nodes()
+    for t in graph.tensors.values():
+        producers = [k for k in graph.kernels.values() if t.name in k.outputs]
+        assert len(producers) + int(t.is_input) == 1, t.name
+        for c in t.consumers:
+            assert t.name in graph.kernels[c].inputs
+    for u, v, names in graph.edges():
+        assert graph.edge_bytes(u, v) == sum(graph.tensors[n].nbytes for n in names) > 0
+    # Outputs agree with ONNX shape inference, in shape and in bytes.
+    inferred = onnx.shape_inference.infer_shapes(model)
+    onnx_out = {o.name: o for o in inferred.graph.output}
+    assert len(graph.outputs) == len(onnx_out)
+    for gout, oout in zip(graph.outputs, inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in oout.type.tensor_type.shape.dim]
+        t = graph.tensors[gout]
+        if t.static and all(d is not None for d in dims):
+            assert list(t.shape) == dims
+            elem = onnx.helper.tensor_dtype_to_np_dtype(oout.type.tensor_type.elem_type).itemsize
+            assert t.nbytes == int(np.prod(dims)) * elem
+    for k in graph.nodes:
+        assert k.bytes_read >= k.param_bytes >= 0 and k.bytes_written > 0 and k.flops >= 0
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_small_zoo_model_imports(name):
+    model = models.build(name, small=True)
+    graph = load(model)
+    assert len(graph) > 0
+    _check_invariants(graph, model)
+    assert graph.summary().startswith(f"model {graph.name}")
+
+
+def test_symbolic_batch_is_fixed_by_shapes():
+    g = load(conv_mlp(), shapes={"x": [5, 3, 8, 8]})
+    assert g.tensors[g.outputs[0]].shape == (5, 10)
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 17, 21])
+def test_opsets(opset):
+    model = conv_mlp(batch=1, opset=opset)
+    model.ir_version = min(model.ir_version, 10)
+    g = load(model)
+    assert g.nodes[0].ops[0] == "conv2d"
+
+
+# --- bad input: one clear, typed error each ------------------------------------------
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load(tmp_path / "nope.onnx")
+
+
+def test_not_onnx(tmp_path):
+    p = tmp_path / "junk.onnx"
+    p.write_text("this is not a protobuf at all \x00\x01\x02" * 10)
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+        load(p)
+
+
+def test_truncated(tmp_path):
+    p = tmp_path / "cut.onnx"
+    data = conv_mlp(batch=1).SerializeToString()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="cut.onnx"):
+        load(p)
+
+
+def test_checker_failure():
+    model = conv_mlp(batch=1)
+    model.graph.node[1].input[0] = "does_not_exist"
+    with pytest.raises(ModelLoadError, match="checker"):
+        load(model)
+
+
+def test_shape_inference_failure():
+    model = conv_mlp(batch=1)
+    model.graph.initializer[2].dims[0] = 100  # MatMul of [1, 512] by [100, 10]
+    model.graph.initializer[2].raw_data = np.zeros((100, 10), np.float32).tobytes()
+    with pytest.raises(ModelLoadError, match="shape inference"):
+        load(model)
+
+
+def test_symbolic_dims_without_shape():
+    with pytest.raises(ShapeError, match="--shape x=\\?,3,8,8"):
+        load(conv_mlp())
+
+
+def test_bad_shape_overrides():
+    with pytest.raises(ShapeError, match="unknown input"):
+        load(conv_mlp(), shapes={"nope": [1]})
+    with pytest.raises(ShapeError, match="rank"):
+        load(conv_mlp(), shapes={"x": [1, 3, 8]})
+    with pytest.raises(ShapeError, match="fixed dim"):
+        load(conv_mlp(), shapes={"x": [1, 4, 8, 8]})
+
+
+def test_all_unsupported_ops_listed_at_once():
+    model = conv_mlp(batch=1)
+    model.graph.node[1].op_type = "FancyActivation"
+    model.graph.node[1].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    model.graph.node[4].op_type = "LpNormalization"  # a real ONNX op TVM cannot import
+    with pytest.raises(UnsupportedOpsError) as err:
+        load(model)
+    assert set(err.value.ops) == {"com.example.FancyActivation", "LpNormalization"}
+    assert "act" in str(err.value) and "softmax" in str(err.value)
+
+
+def test_wrong_type_is_a_user_error():
+    with pytest.raises(ModelLoadError, match="expected a path"):
+        load(42)
+
+
+def test_error_families_are_separate():
+    assert issubclass(UnsupportedOpsError, HetpartError)
+    assert not issubclass(InternalError, HetpartError)
+
+
+# --- the CLI: exit 1 and no traceback for user errors --------------------------------
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *args], capture_output=True, text=True)
+
+
+def test_cli_user_error_has_no_traceback(tmp_path):
+    r = _cli(str(tmp_path / "missing.onnx"), "--summary-only")
+    assert r.returncode == 1
+    assert "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_unknown_zoo_model():
+    r = _cli("zoo:nonexistent", "--summary-only")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "resnet18" in r.stderr
+
+
+def test_cli_summary(tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(conv_mlp(), p)
+    r = _cli(str(p), "--shape", "x=1,3,8,8", "--summary-only")
+    assert r.returncode == 0, r.stderr
+    assert "conv2d" in r.stdout and "fused kernels" in r.stdout
+
+
+def test_cli_bad_shape_syntax(tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(conv_mlp(), p)
+    r = _cli(str(p), "--shape", "x=1,three", "--summary-only")
+    assert r.returncode == 1 and "NAME=D0,D1" in r.stderr
+
+
+def test_cli_lists_zoo():
+    r = _cli("zoo")
+    assert r.returncode == 0 and all(n in r.stdout for n in models.names())
+
+
+def test_fused_ops_are_reported_per_function():
+    import tvm  # noqa: F401
+
+    graph = load(conv_mlp(batch=1))
+    _, ops = fuse_with_ops(graph.relax_module)
+    assert ops["fused_conv2d_add_relu"] == ("conv2d", "add", "relu")
+
+
+def test_public_api():
+    assert hetpart.load is load
