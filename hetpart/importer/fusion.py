@@ -6,7 +6,9 @@ bindings, each calling one fused PrimFunc (e.g. ``fused_conv2d_add_relu``).
 
 The passes are TVM's own legalisation and operator fusion -- the same ones TVM's
 default CUDA pipeline runs first -- so a node of hetpart's op graph is exactly one
-kernel the compiler will emit, on either target.  Schedules are *not* applied here:
+kernel the compiler will emit, on either target.  Batch norms are folded into
+the convolutions before them (their weight arithmetic in numpy, see
+:mod:`.fold_constants`), as inference compilers do.  Schedules are *not* applied here:
 kernels stay target-neutral until :mod:`hetpart.kernels` schedules them.
 """
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-BEFORE_FUSION = ("FoldBatchnormToConv2D", "DecomposeOpsForInference", "FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
+from .fold_constants import fold_weight_arithmetic
+
+BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
 AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
 
 
@@ -37,12 +41,19 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
     operators into, so reading that group before FuseTIR gives the operator list
     (``{"fused_conv2d_add_relu": ("conv2d", "add", "relu")}``).
     """
-    grouped = _run(mod, BEFORE_FUSION)
+    grouped = _run(prepare_for_inference(mod), BEFORE_FUSION)
     fused_ops: dict[str, tuple[str, ...]] = {}
     for gv, func in grouped.functions.items():
         if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:
             fused_ops[gv.name_hint] = tuple(_callees(func))
     return _run(grouped, AFTER_FUSION), fused_ops
+
+
+def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
+    """Fold batch norms into the convolutions before them; other batch norms become
+    elementwise arithmetic that fuses into its neighbours."""
+    mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
+    return fold_weight_arithmetic(mod)
 
 
 def _callees(func: relax.Function) -> list[str]:
