@@ -1,0 +1,123 @@
+"""GPU measurements of the runtime (run on the GPU machine, < 4 minutes).
+
+    PYTHONPATH=. python3 bench/runtime.py --out bench_runtime.json
+
+1. handoff bandwidth: the session's h2d/d2h copies (measured with CUDA events on its
+   stream) against a raw pinned cudaMemcpyAsync of the same size (target >= 90%);
+2. pipelined throughput against the ideal 1/max(stage) (target >= 90%);
+3. two models in a MultiSession against running them one after another.
+Prints a table and writes JSON (schema "hetpart-bench-runtime").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hetpart.compiler.artifact import TensorSpec
+from hetpart.runtime import MultiSession, Session, measure_pipeline
+from hetpart.runtime import cuda_api
+from hetpart.runtime.memory import CudaMemory, aligned_array
+from hetpart.runtime.streams import CudaStream
+from hetpart.runtime.synthetic import chain
+
+SIZES_MIB = (0.25, 1, 4, 16, 64)
+
+
+def feeds_for(shape, seed=0):
+    x = aligned_array(TensorSpec("x", shape, "float32"))
+    x[...] = np.random.default_rng(seed).standard_normal(shape)
+    return {"x": x}
+
+
+def raw_copy_seconds(nbytes: int, kind: str, repeats: int = 20) -> float:
+    """Median time of one cudaMemcpyAsync between pinned host and device memory."""
+    mem, stream = CudaMemory(), CudaStream()
+    spec = TensorSpec("raw", (nbytes // 4,), "float32")
+    host, dev = mem.pinned(spec), mem.device(spec)
+    src, dst = (host, dev) if kind == "h2d" else (dev, host)
+    times = []
+    for _ in range(repeats):
+        a = stream.record()
+        stream.copy(dst, src, kind)
+        b = stream.record()
+        b.synchronize()
+        times.append(b.seconds_since(a))
+        a.release()
+        b.release()
+    stream.close()
+    mem.close()
+    return float(np.median(times))
+
+
+def handoff_bandwidth(repeats: int = 20) -> list[dict]:
+    rows = []
+    for mib in SIZES_MIB:
+        shape = (int(mib * 2**20) // 4 // 256, 256)
+        nbytes = shape[0] * shape[1] * 4
+        with Session(chain(["cpu", "cuda", "cpu"], shape, simulate=False), handoff="copy", profile=True) as s:
+            f = feeds_for(shape)
+            s.run(f)
+            spans = {"h2d": [], "d2h": []}
+            for _ in range(repeats):
+                s.run(f)
+                for sp in s.last_run_stats.spans:
+                    if sp.category == "transfer":
+                        spans[sp.name.split()[0]].append(sp.seconds)
+        for kind in ("h2d", "d2h"):
+            ours, raw = float(np.median(spans[kind])), raw_copy_seconds(nbytes, kind)
+            rows.append({"size_bytes": nbytes, "direction": kind, "session_GBps": nbytes / ours / 1e9,
+                         "raw_GBps": nbytes / raw / 1e9, "ratio": raw / ours})
+    return rows
+
+
+def pipelined_throughput(batches: int = 64) -> dict:
+    shape = (256, 1024)
+    model = chain(["cpu", "cuda"], shape, work=8, simulate=False)
+    with Session(model, slots=2) as s:
+        report = measure_pipeline(s, feeds_for(shape), batches=batches)
+    return {"batches": batches, "throughput_per_s": report.throughput, "ideal_per_s": report.ideal,
+            "efficiency": report.efficiency, "stage_seconds": report.stage_seconds}
+
+
+def two_models(rounds: int = 30) -> dict:
+    shape = (256, 1024)
+    a = chain(["cpu", "cuda", "cpu"], shape, work=4, simulate=False, model="detector-like")
+    b = chain(["cuda", "cpu"], shape, work=4, simulate=False, model="classifier-like")
+    with MultiSession([a, b]) as ms:
+        report = ms.benchmark([feeds_for(shape, 1), feeds_for(shape, 2)], rounds=rounds)
+    print(report.render())
+    return {"models": report.models, "concurrent_latency_s": report.concurrent_latency_s,
+            "sequential_latency_s": report.sequential_latency_s,
+            "concurrent_rounds_per_s": report.concurrent_rounds_per_s,
+            "sequential_rounds_per_s": report.sequential_rounds_per_s, "speedup": report.speedup}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench_runtime.json")
+    args = p.parse_args(argv)
+    cuda_api.cudart()
+    start = time.perf_counter()
+    result = {"schema": "hetpart-bench-runtime", "version": 1}
+    result["handoff"] = handoff_bandwidth()
+    print(f"{'bytes':>10} {'dir':>4} {'session GB/s':>13} {'raw GB/s':>9} {'ratio':>6}")
+    for r in result["handoff"]:
+        print(f"{r['size_bytes']:>10} {r['direction']:>4} {r['session_GBps']:>13.2f} {r['raw_GBps']:>9.2f} {r['ratio']:>6.2f}")
+    result["pipeline"] = pipe = pipelined_throughput()
+    print(f"pipelined: {pipe['throughput_per_s']:.1f}/s vs ideal {pipe['ideal_per_s']:.1f}/s "
+          f"({pipe['efficiency']:.0%}); stages {pipe['stage_seconds']}")
+    result["multi"] = two_models()
+    result["seconds"] = time.perf_counter() - start
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out} in {result['seconds']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Runtime stage: run compiled partitions on a CPU worker and the session's CUDA stream.
+
+Modules, top-down: :mod:`.session` (Session: validate, run, pipeline, close) ->
+:mod:`.executor` (one run's tasks and handoffs) -> :mod:`.workers` (a thread per
+partition), :mod:`.streams` (the GPU stream, real or simulated), :mod:`.handoff`
+(routes across the cut, transfer mode, double-buffered slots), :mod:`.memory`
+(pinned/device buffers), :mod:`.partition_runner` (VM per thread, DPS calls).
+:mod:`.pipeline`, :mod:`.multi_session`, :mod:`.trace` and :mod:`.report` build on
+the session; :mod:`.cuda_api` and :mod:`.dlpack` are the low-level glue;
+:mod:`.synthetic` builds small models for tests and benchmarks.
+"""
+
+from .feeds import random_feeds
+from .handoff import TransferCosts, choose_mode
+from .multi_session import MultiReport, MultiSession
+from .pipeline import PipelineReport, measure_pipeline
+from .report import run_once_and_report
+from .session import Session
+from .stats import EdgeHandoff, RunStats, Span
+
+__all__ = [
+    "EdgeHandoff", "MultiReport", "MultiSession", "PipelineReport", "RunStats", "Session", "Span",
+    "TransferCosts", "choose_mode", "measure_pipeline", "random_feeds", "run_once_and_report",
+]

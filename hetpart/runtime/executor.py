@@ -1,0 +1,264 @@
+"""One run in flight: the values published so far, the tasks that produce them, the collection.
+
+A :class:`RunContext` holds one run's state.  Every value is published per *side*
+(``(tensor, "cpu")`` / ``(tensor, "cuda")``) with a threading event; a task that needs
+a value waits for its event, and, for a host read of something the GPU produced, for
+the stream marker behind it (an event sync: only that run's work, never the device).
+
+Task order per run (posted by the session): feeds (:func:`publish_feeds`, on the
+caller's thread), one :func:`run_stage` per partition (on that partition's worker),
+then :func:`finish` (on the collector), which waits for the run's last stream
+operation, hands the outputs out and frees the slot.
+
+Handoff happens where a value is produced (:func:`publish`): a CPU partition's output
+*is* the pinned buffer, so it only enqueues one h2d copy (or nothing, mapped); a GPU
+partition's output is copied d2h into the pinned buffer on the stream (or written
+there directly, mapped) and a marker tells the host when it has landed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..compiler.artifact import PartitionArtifact
+from ..errors import RuntimeFailure
+from .handoff import Route, Slot
+from .memory import Buffer, aligned_array, is_out_of_memory, wrap_host_array
+from .partition_runner import PartitionRunner
+from .stats import EdgeHandoff, RunStats, Span
+from .streams import Marker, Stream
+from .workers import Worker
+
+
+class _Aborted(Exception):
+    """Another task of this run failed; this one stops without reporting."""
+
+
+@dataclass
+class Stage:
+    """A partition as the session runs it: its artifact, its runner, its worker thread."""
+
+    artifact: PartitionArtifact
+    runner: PartitionRunner
+    worker: Worker
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def side(self) -> str:
+        return self.artifact.device
+
+    @property
+    def track(self) -> str:
+        return f"cpu: {self.name}" if self.side == "cpu" else ""
+
+
+class RunContext:
+    """The state of one run; filled by the tasks of that run only."""
+
+    def __init__(self, run_id: int, routes: dict[str, Route], slot: Slot, stream: Stream | None,
+                 stages: int, timed: bool):
+        self.run_id = run_id
+        self.routes = routes
+        self.slot = slot
+        self.stream = stream
+        self.timed = timed
+        self.stats = RunStats()
+        self.error: tuple[str, BaseException] | None = None
+        self.started = time.perf_counter()
+        self.fresh = {name: aligned_array(routes[name].spec) for name in slot.fresh_outputs}
+        self._events = {(n, s): threading.Event() for n, r in routes.items() for s in r.sides | {r.home}}
+        self._values: dict[tuple[str, str], Buffer] = {}
+        self._markers: dict[tuple[str, str], Marker] = {}
+        self._stream_spans: list[tuple[str, str, Marker, Marker]] = []
+        self._all_markers: list[Marker] = []
+        self._fence: Marker | None = None
+        self._lock = threading.Lock()
+        self._pending = stages
+        self._stages_done = threading.Event()
+        if stages == 0:
+            self._stages_done.set()
+
+    # --- values ----------------------------------------------------------------
+    def put(self, name: str, side: str, buf: Buffer, marker: Marker | None = None) -> None:
+        self._values[(name, side)] = buf
+        if marker is not None:
+            self._markers[(name, side)] = marker
+        self._events[(name, side)].set()
+
+    def get(self, name: str, side: str) -> Buffer:
+        """The value of ``name`` on ``side``, waiting until it is there (and landed)."""
+        self._events[(name, side)].wait()
+        if self.error is not None:
+            raise _Aborted()
+        marker = self._markers.get((name, side))
+        if marker is not None and side == "cpu":
+            marker.synchronize()
+        return self._values[(name, side)]
+
+    def output_buffer(self, name: str, side: str) -> Buffer:
+        """Where the producer of ``name`` writes it: a fresh result array or the slot's buffer."""
+        if name in self.fresh:
+            return wrap_host_array(self.fresh[name], self.routes[name].spec)
+        return self.slot.buffers[(name, side)]
+
+    # --- stream operations of this run ----------------------------------------
+    def enqueue(self, op: Callable[[], None], label: str, category: str) -> Marker:
+        """Enqueue ``op`` on the stream and return a marker placed right after it."""
+        start = self.stream.record() if self.timed else None
+        op()
+        with self._lock:  # record+assign together: the fence is the latest in stream order
+            end = self.stream.record()
+            self._fence = end
+            self._all_markers.extend(m for m in (start, end) if m is not None)
+            if start is not None:
+                self._stream_spans.append((label, category, start, end))
+        return end
+
+    def host_span(self, track: str, name: str, start: float, end: float) -> None:
+        self.stats.span(Span(track, name, start, end, "partition", self.run_id))
+
+    # --- completion ----------------------------------------------------------------
+    def fail(self, partition: str, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = (partition, error)
+        for event in self._events.values():
+            event.set()  # wake every waiting task; each sees the error and stops
+
+    def stage_done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._stages_done.set()
+
+    def wait_device_idle(self) -> None:
+        """Wait for every task, then for this run's last stream operation."""
+        self._stages_done.wait()
+        if self._fence is not None:
+            self._fence.synchronize()
+
+    def resolve_stream_spans(self, track: str, to_host: Callable[[Marker], float]) -> None:
+        for label, category, start, end in self._stream_spans:
+            self.stats.span(Span(track, label, to_host(start), to_host(end), category, self.run_id))
+
+    def release_markers(self) -> None:
+        for m in self._all_markers:
+            m.release()
+        self._all_markers.clear()
+
+
+# --- handoff -------------------------------------------------------------------------
+def publish(ctx: RunContext, name: str, side: str, buf: Buffer) -> None:
+    """Make ``name`` (just produced on ``side`` into ``buf``) available on every side that reads it."""
+    route = ctx.routes[name]
+    ctx.put(name, side, buf)
+    for other in route.sides - {side}:
+        if side == "cpu":
+            _to_gpu(ctx, route, buf)
+        else:
+            _to_host(ctx, route, buf)
+
+
+def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
+    name, dst = route.spec.name, ctx.slot.buffers[(route.spec.name, "cuda")]
+    if route.mode == "mapped":
+        ctx.stats.count("mapped")
+        ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", route.nbytes, copies=0))
+    else:
+        ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "transfer")
+        ctx.stats.count("h2d", route.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", route.nbytes, copies=1))
+    ctx.put(name, "cuda", dst)
+
+
+def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
+    name, dst = route.spec.name, ctx.slot.buffers[(route.spec.name, "cpu")]
+    if route.mode == "mapped" and device.ptr != ctx.slot.buffers[(name, "cuda")].ptr:
+        # a caller's device tensor is not our mapped buffer: it still needs one copy
+        route = Route(route.spec, route.producer, route.home, route.sides, route.is_output, "copy")
+    if route.mode == "mapped":
+        marker = ctx.enqueue(lambda: None, f"mapped {name}", "transfer")
+        ctx.stats.count("mapped")
+        ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", route.nbytes, copies=0))
+    else:
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "transfer")
+        ctx.stats.count("d2h", route.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", route.nbytes, copies=1))
+    ctx.put(name, "cpu", dst, marker)
+
+
+def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
+    """Publish validated feeds (Buffers on "cpu" or "cuda"); host feeds read by the GPU
+    are first copied into their pinned buffer (one ``feed_copies`` each)."""
+    for name, given in feeds.items():
+        route = ctx.routes[name]
+        if given.side == "cpu" and route.crosses:
+            pinned = ctx.slot.buffers[(name, "cpu")]
+            np.copyto(pinned.array, given.array)
+            ctx.stats.count("feed_copies")
+            given = pinned
+        publish(ctx, name, given.side, given)
+
+
+# --- tasks ---------------------------------------------------------------------------
+def run_stage(ctx: RunContext, stage: Stage) -> None:
+    """Run one partition of one run on its worker: wait inputs, compute, hand off outputs."""
+    try:
+        if ctx.error is not None:
+            raise _Aborted()
+        art = stage.artifact
+        inputs = [ctx.get(t.name, stage.side).tensor for t in art.inputs]
+        outputs = [ctx.output_buffer(t.name, stage.side) for t in art.outputs]
+        if stage.side == "cpu":
+            start = time.perf_counter()
+            stage.runner.call(inputs, outputs, ctx.stats)
+            ctx.host_span(stage.track, stage.name, start, time.perf_counter())
+        else:
+            handle = getattr(ctx.stream, "handle", 0)
+            call = lambda: stage.runner.call(inputs, outputs, ctx.stats, handle)  # noqa: E731
+            ctx.enqueue(lambda: ctx.stream.launch(call), stage.name, "partition")
+        for spec, buf in zip(art.outputs, outputs):
+            publish(ctx, spec.name, stage.side, buf)
+    except _Aborted:
+        pass
+    except BaseException as e:  # noqa: BLE001 - every failure goes to the caller, named
+        ctx.fail(stage.name, e)
+    finally:
+        ctx.stage_done()
+
+
+def collect_outputs(ctx: RunContext, output_names: list[str]) -> dict[str, np.ndarray]:
+    """The run's results as arrays the caller owns (fresh outputs without a copy)."""
+    results = {}
+    for name in output_names:
+        buf = ctx.get(name, "cpu")
+        if name in ctx.fresh:
+            results[name] = ctx.fresh[name]
+        else:
+            results[name] = np.array(buf.array, copy=True)
+            ctx.stats.count("output_copies")
+    return results
+
+
+def failure(ctx: RunContext, devices: dict[str, str]) -> RuntimeFailure:
+    """The error a failed run raises: the partition's name, device and cause, in the user's words."""
+    partition, error = ctx.error
+    where = f"partition '{partition}' ({devices.get(partition, '?')})"
+    if isinstance(error, RuntimeFailure) and error.partition is None:
+        out = RuntimeFailure(f"{where}: {error}", partition=partition)
+    elif is_out_of_memory(error):
+        out = RuntimeFailure(
+            f"{where} ran out of GPU memory: {error}. Use fewer session slots, a smaller "
+            "batch, or re-plan with --gpu-memory", partition=partition)
+    else:
+        out = RuntimeFailure(f"{where} failed: {type(error).__name__}: {error}", partition=partition)
+    out.__cause__ = error
+    return out

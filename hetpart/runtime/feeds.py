@@ -1,0 +1,126 @@
+"""The caller's inputs: checked up front (names, shapes, dtypes), then wrapped without copying.
+
+:func:`validate_feeds` turns ``{input name: array}`` into ``{name: Buffer}``.  A numpy
+array (or any host DLPack tensor) is viewed in place; a CUDA DLPack/TVM tensor is used
+on the GPU as it is.  Every problem is reported in one :class:`RuntimeFailure` that
+says which input and what the model expects, before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..compiler.artifact import TensorSpec
+from ..errors import RuntimeFailure
+from .memory import ALIGNMENT, Buffer, aligned_array, wrap_host_array
+
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
+
+
+def describe(spec: TensorSpec) -> str:
+    return f"'{spec.name}' {list(spec.shape)} {spec.dtype}"
+
+
+def validate_feeds(feeds: Any, specs: list[TensorSpec], *, gpu: bool) -> tuple[dict[str, Buffer], int]:
+    """``(buffers by input name, host copies made)``; raises RuntimeFailure listing every problem.
+
+    ``gpu`` says whether CUDA-resident tensors are acceptable (a real GPU session).
+    A copy is made only for a host array that is not C-contiguous and 64-byte aligned.
+    """
+    if not isinstance(feeds, Mapping):
+        raise RuntimeFailure(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+    by_name = {s.name: s for s in specs}
+    expected = ", ".join(describe(s) for s in specs)
+    problems = []
+    missing = [n for n in by_name if n not in feeds]
+    unknown = [n for n in feeds if n not in by_name]
+    if missing:
+        problems.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
+    if unknown:
+        problems.append(f"unknown input(s) {', '.join(repr(n) for n in unknown)}")
+    buffers, copies = {}, 0
+    for name, value in feeds.items():
+        if name not in by_name:
+            continue
+        try:
+            buffers[name], copied = _wrap(value, by_name[name], gpu)
+            copies += copied
+        except RuntimeFailure as e:
+            problems.append(str(e))
+    if problems:
+        raise RuntimeFailure("bad feeds: " + "; ".join(problems) + f". The model's inputs are: {expected}")
+    return buffers, copies
+
+
+def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> tuple[Buffer, int]:
+    if isinstance(value, np.ndarray):
+        return _host(value, spec)
+    if hasattr(value, "__dlpack_device__"):
+        kind = int(value.__dlpack_device__()[0])
+        if kind == _DL_CUDA:
+            return _device(value, spec, gpu), 0
+        if kind in (_DL_CPU, _DL_CUDA_HOST):
+            return _host(_host_array(value), spec)
+        raise RuntimeFailure(f"input '{spec.name}' lives on DLPack device type {kind}; pass a host array or a CUDA tensor")
+    raise RuntimeFailure(f"input '{spec.name}' must be a numpy array or a DLPack tensor, got {type(value).__name__}")
+
+
+def _check(spec: TensorSpec, shape: tuple, dtype: str) -> None:
+    if tuple(int(d) for d in shape) != tuple(int(d) for d in spec.shape):
+        raise RuntimeFailure(f"input '{spec.name}' has shape {list(shape)}, the model expects {list(spec.shape)}")
+    if str(dtype) != spec.dtype:
+        raise RuntimeFailure(
+            f"input '{spec.name}' has dtype {dtype}, the model expects {spec.dtype} "
+            f"(convert it, e.g. x.astype('{spec.dtype}'))")
+
+
+def _host(arr: np.ndarray, spec: TensorSpec) -> tuple[Buffer, int]:
+    _check(spec, arr.shape, str(arr.dtype))
+    if arr.flags.c_contiguous and arr.ctypes.data % ALIGNMENT == 0:
+        return wrap_host_array(arr, spec), 0
+    copy = aligned_array(spec)
+    np.copyto(copy, arr)
+    return wrap_host_array(copy, spec), 1
+
+
+def _host_array(value: Any) -> np.ndarray:
+    """A numpy view of a host DLPack tensor (a TVM ``cuda_host`` tensor included)."""
+    try:
+        return np.from_dlpack(value)
+    except (TypeError, BufferError, RuntimeError):
+        import ctypes
+
+        nbytes = int(np.prod(value.shape, dtype=np.int64)) * np.dtype(str(value.dtype)).itemsize
+        raw = (ctypes.c_uint8 * nbytes).from_address(int(value.data_ptr()))
+        return np.frombuffer(raw, dtype=str(value.dtype)).reshape(tuple(value.shape))
+
+
+def _device(value: Any, spec: TensorSpec, gpu: bool) -> Buffer:
+    if not gpu:
+        raise RuntimeFailure(
+            f"input '{spec.name}' is a CUDA tensor but this session has no real GPU "
+            "(it is simulated or CPU-only); pass a host array")
+    import tvm_ffi
+
+    tensor = value if isinstance(value, tvm_ffi.Tensor) else tvm_ffi.from_dlpack(value)
+    _check(spec, tuple(tensor.shape), str(tensor.dtype))
+    if not tensor.is_contiguous():
+        raise RuntimeFailure(f"input '{spec.name}' is a non-contiguous CUDA tensor; pass a contiguous one")
+    return Buffer(spec, "cuda", tensor, int(tensor.data_ptr()))
+
+
+def random_feeds(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for ``specs`` (normal floats; small non-negative ints, valid as indices)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        dtype = np.dtype(s.dtype)
+        if dtype.kind == "f":
+            out[s.name] = rng.standard_normal(s.shape).astype(dtype)
+        elif dtype.kind == "b":
+            out[s.name] = rng.integers(0, 2, s.shape).astype(dtype)
+        else:
+            out[s.name] = rng.integers(0, 2, s.shape).astype(dtype)
+    return out

@@ -1,0 +1,149 @@
+"""Handoff between partitions: which tensors cross CPU<->GPU, how, and the buffers that hold them.
+
+A :class:`Route` says, for one tensor, where it is produced (its *home* side), which
+sides read it, and, when it crosses, the transfer *mode*:
+
+* ``"copy"``: one asynchronous copy on the session stream between the pinned host
+  buffer and a device buffer;
+* ``"mapped"``: no copy at all; the GPU kernel reads (or writes) the pinned buffer
+  through its mapped device pointer.
+
+:func:`choose_mode` picks between them from :class:`TransferCosts` (the transfer
+model): mapped access skips the copy's fixed cost but every kernel read crosses the
+bus, so it wins for small tensors only.
+
+A :class:`Slot` is one complete set of per-run buffers, allocated once.  A session
+keeps two (or more) so that consecutive runs (micro-batches) never write a buffer a
+previous run still reads: double buffering.
+
+Invariant: for every tensor crossing CPU<->GPU, ``slot.buffers[(name, "cpu")]`` is a
+pinned Buffer, and it is the *same memory* the producing CPU partition writes (it is
+that partition's output tensor) or the GPU->CPU copy lands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..compiler.artifact import CompiledModel, TensorSpec
+from ..errors import HetpartError
+from .memory import Buffer, Memory, host_buffer
+
+MODES = ("auto", "copy", "mapped")
+
+
+@dataclass(frozen=True)
+class TransferCosts:
+    """A PCIe transfer model: a copy costs latency + bytes/bandwidth; a mapped read
+    costs ``mapped_reads`` passes over the bus at ``mapped_bandwidth`` (kernels may
+    touch a value more than once) but no fixed cost.  Defaults: PCIe 4/5 x16 class."""
+
+    copy_latency_s: float = 10e-6
+    copy_bandwidth: float = 20e9
+    mapped_latency_s: float = 1e-6
+    mapped_bandwidth: float = 15e9
+    mapped_reads: float = 4.0
+
+    def copy_seconds(self, nbytes: int) -> float:
+        return self.copy_latency_s + nbytes / self.copy_bandwidth
+
+    def mapped_seconds(self, nbytes: int) -> float:
+        return self.mapped_latency_s + self.mapped_reads * nbytes / self.mapped_bandwidth
+
+
+def choose_mode(nbytes: int, costs: TransferCosts | None = None) -> str:
+    """``"mapped"`` when zero-copy access is predicted faster than one copy, else ``"copy"``."""
+    costs = costs or TransferCosts()
+    return "mapped" if costs.mapped_seconds(nbytes) < costs.copy_seconds(nbytes) else "copy"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one tensor gets from its producer to every side that reads it.
+
+    ``producer`` is a partition name, or None for a model input (home ``"cpu"``:
+    feeds arrive as host arrays unless the caller passes a device tensor).
+    ``sides`` are the sides that need the value (``"cpu"`` for a model output; the
+    home side too, except for a feed read only by the GPU).  ``mode`` is None when the tensor stays on its home side.
+    """
+
+    spec: TensorSpec
+    producer: str | None
+    home: str
+    sides: frozenset
+    is_output: bool
+    mode: str | None
+
+    @property
+    def crosses(self) -> bool:
+        return bool(self.sides - {self.home})
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.spec.shape, dtype=np.int64)) * np.dtype(self.spec.dtype).itemsize
+
+
+def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCosts | None = None) -> dict[str, Route]:
+    """A :class:`Route` for every model input, model output and partition output."""
+    if mode not in MODES:
+        raise HetpartError(f"handoff mode must be one of {', '.join(MODES)}, got '{mode}'")
+    home: dict[str, tuple[str | None, str, TensorSpec]] = {t.name: (None, "cpu", t) for t in compiled.inputs}
+    for p in compiled.partitions:
+        for t in p.outputs:
+            home[t.name] = (p.name, p.device, t)
+    # a feed needs no side of its own: the caller hands it over on whichever side it lives
+    sides: dict[str, set] = {name: (set() if h[0] is None else {h[1]}) for name, h in home.items()}
+    for p in compiled.partitions:
+        for t in p.inputs:
+            sides[t.name].add(p.device)
+    outputs = {t.name for t in compiled.outputs}
+    for name in outputs:
+        sides[name].add("cpu")
+    routes = {}
+    for name, (producer, side, spec) in home.items():
+        crossing = bool(sides[name] - {side})
+        r = Route(spec, producer, side, frozenset(sides[name]), name in outputs, None)
+        if crossing:
+            picked = choose_mode(r.nbytes, costs) if mode == "auto" else mode
+            r = Route(spec, producer, side, r.sides, r.is_output, picked)
+        routes[name] = r
+    return routes
+
+
+@dataclass
+class Slot:
+    """One run's buffers: ``buffers[(tensor, side)]``, allocated once and reused.
+
+    ``fresh_outputs`` are model outputs produced on the CPU and read by nobody on the
+    GPU: each run writes them into a new array handed to the caller (no copy).
+    """
+
+    index: int
+    buffers: dict[tuple[str, str], Buffer] = field(default_factory=dict)
+    fresh_outputs: frozenset = frozenset()
+
+    @classmethod
+    def allocate(cls, index: int, routes: dict[str, Route], memory: Memory) -> "Slot":
+        slot = cls(index)
+        fresh = set()
+        for name, r in routes.items():
+            if r.crosses:
+                host = memory.pinned(r.spec)
+                slot.buffers[(name, "cpu")] = host
+                gpu = memory.mapped(host) if r.mode == "mapped" else memory.device(r.spec)
+                slot.buffers[(name, "cuda")] = gpu
+            elif r.producer is None:
+                continue  # a feed read on the CPU only: the caller's own array, no buffer
+            elif r.home == "cuda":
+                slot.buffers[(name, "cuda")] = memory.device(r.spec)
+            elif r.is_output:
+                fresh.add(name)
+            else:
+                slot.buffers[(name, "cpu")] = host_buffer(r.spec)
+        slot.fresh_outputs = frozenset(fresh)
+        return slot
+
+    def release(self) -> None:
+        self.buffers.clear()

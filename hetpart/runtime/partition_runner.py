@@ -1,0 +1,90 @@
+"""Calling one compiled partition: its library, one Relax VM per thread, DPS or fallback.
+
+A :class:`PartitionRunner` loads the partition's library once and gives each thread
+that calls it its own ``VirtualMachine`` (a VM used from two threads corrupts itself,
+TVM_NOTES 4).  :meth:`PartitionRunner.call` writes the partition's outputs into the
+buffers it is given:
+
+* with destination passing (``main_dps(*inputs, *outputs)``) the kernels write them
+  in place: zero copies;
+* otherwise ``main(*inputs)`` returns new tensors that are copied into the buffers
+  (one *staging* copy per output, counted in the run's stats).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
+from ..errors import CompileError
+from . import cuda_api
+from .memory import Buffer
+from .stats import RunStats
+
+
+def load_module(artifact: PartitionArtifact, directory: Path | None):
+    """The partition's runtime module: ``artifact.module``, else its library on disk."""
+    import tvm
+
+    module = artifact.module
+    if module is None:
+        if directory is None:
+            raise CompileError(f"partition '{artifact.name}' has no loaded module and the model has no directory")
+        path = Path(directory) / artifact.library
+        if not path.exists():
+            raise CompileError(f"library {path} of partition '{artifact.name}' is missing; recompile the model")
+        module = tvm.runtime.load_module(str(path))
+    if isinstance(module, tvm.runtime.Executable):
+        module = module.jit()
+    return module
+
+
+class PartitionRunner:
+    """One partition's library and its per-thread VMs."""
+
+    def __init__(self, artifact: PartitionArtifact, directory: Path | None = None):
+        import tvm
+
+        self.artifact = artifact
+        self._module = load_module(artifact, directory)
+        self._device = tvm.cuda(0) if artifact.device_type == "cuda" else tvm.cpu(0)
+        self._vms: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self.dps = bool(artifact.dps)  # the compiler says whether the library has main_dps
+
+    def _vm(self):
+        from tvm import relax
+
+        key = threading.get_ident()
+        vm = self._vms.get(key)
+        if vm is None:
+            vm = relax.VirtualMachine(self._module, self._device)
+            with self._lock:
+                self._vms[key] = vm
+        return vm
+
+    def call(self, inputs: list, outputs: list[Buffer], stats: RunStats, stream_handle: int = 0) -> None:
+        """Run the partition on ``inputs`` (TVM tensors), leaving its results in ``outputs``."""
+        vm = self._vm()
+        if self.dps:
+            vm[DPS_FUNCTION](*inputs, *(b.tensor for b in outputs))
+            return
+        result = vm[self.artifact.function](*inputs)
+        results = [result] if len(outputs) == 1 else list(result)
+        for buf, value in zip(outputs, results):
+            self._stage(buf, value, stream_handle)
+            stats.count("staging")
+
+    def _stage(self, buf: Buffer, value, stream_handle: int) -> None:
+        if buf.side == "cuda" and self.artifact.device_type == "cuda":
+            cuda_api.memcpy_async(buf.ptr, int(value.data_ptr()), buf.nbytes, cuda_api.ANY, stream_handle)
+        else:
+            np.copyto(buf.array, np.from_dlpack(value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._vms.clear()
+        self._module = None

@@ -1,0 +1,220 @@
+"""Session: run a compiled model on the CPU and the GPU, many times, from many threads.
+
+``Session(compiled)`` sets everything up once: a worker thread per partition, the
+session's own CUDA stream (or its simulation), and ``slots`` sets of handoff buffers
+(pinned host memory for every CPU<->GPU cut).  Then::
+
+    with hetpart.Session(compiled) as s:
+        outputs = s.run({"x": x})                 # dict name -> numpy array
+        s.last_run_stats.h2d                      # copies made by that run
+        s.run({"x": x}, trace="run.trace.json")   # plus a Chrome/Perfetto trace
+        results = s.run_pipelined(batches)        # micro-batches overlapped
+
+A run takes a free slot (or waits for one), so concurrent callers never share buffers,
+and runs in flight at once overlap stage by stage.  Any failure is raised to the
+caller as :class:`~hetpart.errors.RuntimeFailure` naming the partition; the session
+stays usable.  ``close()`` (or leaving the ``with``) joins every thread and frees
+every buffer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..compiler.artifact import CompiledModel
+from ..errors import NoGPUError, RuntimeFailure
+from ..targets import cuda_available
+from . import executor
+from .executor import RunContext, Stage
+from .handoff import Slot, TransferCosts, plan_routes
+from .memory import CudaMemory, Memory, SimulatedMemory
+from .partition_runner import PartitionRunner
+from .stats import RunStats
+from .streams import CudaStream, SimulatedStream, Stream
+from .workers import Worker
+from .feeds import validate_feeds
+
+
+class Session:
+    """A compiled model ready to run; see the module docstring.
+
+    ``slots`` is how many runs may be in flight at once (2 = double-buffered
+    handoff); ``handoff`` is ``"auto"`` (per cut, from ``transfer_costs``), ``"copy"``
+    or ``"mapped"``; ``profile=True`` records spans for every run, not only traced ones.
+    """
+
+    def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
+                 transfer_costs: TransferCosts | None = None, profile: bool = False):
+        if slots < 1:
+            raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
+        self.compiled = compiled
+        self.profile = profile
+        self.last_run_stats: RunStats | None = None
+        self._closed = False
+        self._stages: list[Stage] = []
+        self._slots: list[Slot] = []
+        self._stream: Stream | None = None
+        self._collector: Worker | None = None
+        gpu_parts = [p for p in compiled.partitions if p.device == "cuda"]
+        self.simulated = bool(gpu_parts) and all(p.device_type != "cuda" for p in gpu_parts)
+        self.real_gpu = bool(gpu_parts) and not self.simulated
+        if self.real_gpu and not cuda_available():
+            raise NoGPUError(
+                f"model '{self._model_name}' has CUDA partitions but no CUDA GPU is usable here; "
+                "compile it with simulate=True (--simulate) to run them on the CPU")
+        self._memory: Memory = CudaMemory() if self.real_gpu else SimulatedMemory()
+        try:
+            self._start(slots, handoff, transfer_costs, bool(gpu_parts))
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, slots: int, handoff: str, costs: TransferCosts | None, has_gpu: bool) -> None:
+        if has_gpu:
+            self._stream = CudaStream() if self.real_gpu else SimulatedStream()
+            self._epoch = self._stream.record()
+            self._epoch.synchronize()
+            self._epoch_host = time.perf_counter()
+        self.routes = plan_routes(self.compiled, handoff, costs)
+        for art in self.compiled.partitions:
+            runner = PartitionRunner(art, self.compiled.directory)
+            self._stages.append(Stage(art, runner, Worker(art.name)))
+        self._slots = [Slot.allocate(i, self.routes, self._memory) for i in range(slots)]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for slot in self._slots:
+            self._free.put(slot)
+        self._collector = Worker("collector")
+        self._submit_lock = threading.Lock()
+        self._run_ids = itertools.count()
+        self._devices = {a.name: a.device for a in self.compiled.partitions}
+
+    @property
+    def _model_name(self) -> str:
+        return getattr(self.compiled.plan, "model", None) or "model"
+
+    @property
+    def stream_track(self) -> str:
+        return "cuda stream (simulated)" if self.simulated else "cuda stream"
+
+    # --- running -----------------------------------------------------------------
+    def submit(self, feeds, *, timed: bool = False) -> Future:
+        """Start one run; returns a Future of its outputs (its ``.stats`` is the run's
+        RunStats once done).  Blocks only while no slot is free; ``timed`` records spans."""
+        self._check_open()
+        buffers, copies = validate_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu)
+        slot = self._free.get()
+        future: Future = Future()
+        ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
+                         timed or self.profile)
+        try:
+            for _ in range(copies):
+                ctx.stats.count("feed_copies")
+            with self._submit_lock:  # a run's tasks enter the queues together, in order
+                executor.publish_feeds(ctx, buffers)
+                for stage in self._stages:
+                    stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
+                self._collector.post(lambda: self._finish(ctx, future))
+        except BaseException:
+            self._free.put(slot)
+            raise
+        return future
+
+    def _finish(self, ctx: RunContext, future: Future) -> None:
+        """On the collector thread: wait for the run, hand out results, free the slot."""
+        outputs = None
+        try:
+            ctx.wait_device_idle()
+            if ctx.error is None:
+                outputs = executor.collect_outputs(ctx, [t.name for t in self.compiled.outputs])
+            ctx.stats.latency_s = time.perf_counter() - ctx.started
+            if ctx.timed and self._stream is not None:
+                ctx.resolve_stream_spans(self.stream_track, self._host_time)
+        except BaseException as e:  # noqa: BLE001 - reaches the caller through the future
+            ctx.fail("collect", e)
+        finally:
+            ctx.release_markers()
+            self._free.put(ctx.slot)
+        self.last_run_stats = ctx.stats
+        if ctx.error is not None:
+            future.set_exception(executor.failure(ctx, self._devices))
+        else:
+            future.stats = ctx.stats
+            future.set_result(outputs)
+
+    def _host_time(self, marker) -> float:
+        return self._epoch_host + marker.seconds_since(self._epoch)
+
+    def run(self, feeds, *, trace: str | Path | None = None) -> dict[str, np.ndarray]:
+        """Run once; ``trace`` writes a Chrome/Perfetto trace of this run (with the predicted timeline)."""
+        future = self.submit(feeds, timed=trace is not None)
+        outputs = future.result()
+        if trace is not None:
+            from .trace import write_trace
+
+            write_trace(trace, [future.stats], self)
+        return outputs
+
+    def run_pipelined(self, batches: Iterable, *, trace: str | Path | None = None) -> list[dict[str, np.ndarray]]:
+        """Run micro-batches overlapped across partitions; results in batch order."""
+        from .pipeline import run_pipelined
+
+        return run_pipelined(self, batches, trace=trace)
+
+    # --- lifetime ----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeFailure("this session is closed; create a new Session to run again")
+
+    def close(self) -> None:
+        """Finish runs in flight, stop every thread, free every buffer; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for stage in self._stages:
+            stage.worker.close()
+        if self._collector is not None:
+            self._collector.close()
+        for stage in self._stages:
+            stage.runner.close()
+        for slot in self._slots:
+            slot.release()
+        if self._stream is not None:
+            if hasattr(self, "_epoch"):
+                self._epoch.release()
+            self._stream.close()
+        self._memory.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def threads_alive(self) -> int:
+        """Worker threads still running (0 after close)."""
+        workers = [s.worker for s in self._stages] + ([self._collector] if self._collector else [])
+        return sum(w.alive for w in workers)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of pinned and device buffers held (0 after close)."""
+        return self._memory.live_bytes
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass

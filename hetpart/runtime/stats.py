@@ -1,0 +1,87 @@
+"""What one run did: copies per kind, handoffs per cut edge, spans for the trace.
+
+:class:`RunStats` is filled by the workers of one run (thread-safe) and published as
+``session.last_run_stats`` when the run completes, so a test can assert e.g. "the
+CPU->GPU edge: 0 staging copies, 1 h2d copy".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Span:
+    """One measured interval on one track (a CPU worker or the GPU stream), host seconds."""
+
+    track: str
+    name: str
+    start: float
+    end: float
+    category: str = "partition"  # "partition" | "transfer"
+    run: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class EdgeHandoff:
+    """How one tensor crossed between CPU and GPU in one run."""
+
+    tensor: str
+    direction: str  # "h2d" | "d2h"
+    mode: str  # "copy" (one async copy) | "mapped" (zero-copy through the mapped pointer)
+    nbytes: int
+    copies: int
+    staging_copies: int = 0
+
+
+@dataclass
+class RunStats:
+    """Counters of one run.  ``staging`` counts host copies at partition outputs (a
+    partition without destination-passing); ``feed_copies``/``output_copies`` count
+    copies of the caller's inputs into pinned memory and of results out of reused
+    buffers."""
+
+    h2d: int = 0
+    d2h: int = 0
+    d2d: int = 0
+    staging: int = 0
+    mapped: int = 0
+    feed_copies: int = 0
+    output_copies: int = 0
+    bytes_h2d: int = 0
+    bytes_d2h: int = 0
+    edges: list[EdgeHandoff] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    latency_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, kind: str, nbytes: int = 0) -> None:
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            if kind == "h2d":
+                self.bytes_h2d += nbytes
+            elif kind == "d2h":
+                self.bytes_d2h += nbytes
+
+    def edge(self, handoff: EdgeHandoff) -> None:
+        with self._lock:
+            self.edges.append(handoff)
+
+    def span(self, span: Span) -> None:
+        with self._lock:
+            self.spans.append(span)
+
+    def edge_for(self, tensor: str) -> EdgeHandoff:
+        """The handoff record of ``tensor`` (KeyError if it did not cross devices)."""
+        for e in self.edges:
+            if e.tensor == tensor:
+                return e
+        raise KeyError(f"tensor '{tensor}' did not cross between CPU and GPU in this run")
+
+    def partition_seconds(self) -> dict[str, float]:
+        return {s.name: s.seconds for s in self.spans if s.category == "partition"}

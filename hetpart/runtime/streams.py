@@ -1,0 +1,177 @@
+"""The session's GPU stream: kernels and copies run in the order they are enqueued.
+
+A :class:`Stream` is what a CUDA partition's work goes onto.  Host threads *enqueue*
+(``launch`` a partition, ``copy`` a handoff buffer, ``record`` a :class:`Marker`) and
+carry on; the device runs the work in FIFO order.  A host thread that needs a result
+waits on a marker (an event), never on the whole device.
+
+* :class:`CudaStream`: the session's own non-blocking CUDA stream (not the default
+  stream); kernels are launched with it as the thread's TVM env stream, copies are
+  ``cudaMemcpyAsync`` on it, markers are CUDA events (which also time spans).
+* :class:`SimulatedStream`: one thread and a FIFO queue standing in for the stream
+  (CI has no GPU); "copies" are memcpys and markers are threading events stamped
+  with the host clock.  The orchestration above it is identical.
+
+Invariant: work enqueued on one stream runs in enqueue order, and a marker completes
+only after everything enqueued before it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from . import cuda_api
+
+
+class Marker:
+    """A point in a stream's order; ``synchronize`` blocks the calling thread until it is reached."""
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def seconds_since(self, earlier: "Marker") -> float:
+        """Device time from ``earlier`` to this marker (both must have completed)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Free what the marker holds (a CUDA event); idempotent."""
+
+
+class Stream:
+    simulated: bool
+
+    def launch(self, fn: Callable[[], None]) -> None:
+        """Enqueue ``fn``'s kernels (``fn`` calls a partition's VM) on this stream."""
+        raise NotImplementedError
+
+    def copy(self, dst, src, kind: str) -> None:
+        """Enqueue one copy between a pinned host Buffer and a device Buffer (``kind`` h2d/d2h/d2d)."""
+        raise NotImplementedError
+
+    def record(self) -> Marker:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# --- simulation ----------------------------------------------------------------------
+class _SimMarker(Marker):
+    def __init__(self):
+        self.reached = threading.Event()
+        self.time = 0.0
+
+    def synchronize(self) -> None:
+        self.reached.wait()
+
+    def seconds_since(self, earlier: "Marker") -> float:
+        return self.time - earlier.time
+
+
+class SimulatedStream(Stream):
+    """A worker thread executing enqueued closures one at a time, in order."""
+
+    simulated = True
+
+    def __init__(self, name: str = "simulated cuda stream"):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            item()
+
+    def launch(self, fn: Callable[[], None]) -> None:
+        # A real launch returns once enqueued; here the caller waits so that errors
+        # surface on the launching thread, as TVM's argument checks do on a GPU.
+        done = threading.Event()
+        box: list[BaseException] = []
+
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the launching thread
+                box.append(e)
+            finally:
+                done.set()
+
+        self._queue.put(run)
+        done.wait()
+        if box:
+            raise box[0]
+
+    def copy(self, dst, src, kind: str) -> None:
+        self._queue.put(lambda: np.copyto(dst.array, src.array))
+
+    def record(self) -> Marker:
+        m = _SimMarker()
+
+        def reach():
+            m.time = time.perf_counter()
+            m.reached.set()
+
+        self._queue.put(reach)
+        return m
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+# --- CUDA ------------------------------------------------------------------------------
+class _CudaMarker(Marker):
+    def __init__(self, event: int):
+        self.event = event
+
+    def synchronize(self) -> None:
+        cuda_api.event_synchronize(self.event)
+
+    def seconds_since(self, earlier: "Marker") -> float:
+        return cuda_api.event_elapsed_s(earlier.event, self.event)
+
+    def release(self) -> None:
+        if self.event:
+            cuda_api.event_destroy(self.event)
+            self.event = 0
+
+
+class CudaStream(Stream):
+    """The session's own non-blocking stream on ``cuda:0``."""
+
+    simulated = False
+
+    def __init__(self):
+        import tvm
+        import tvm_ffi
+
+        cuda_api.cudart()  # fail early, with install advice, if cuda-bindings is missing
+        self._ffi = tvm_ffi
+        self.device = tvm.cuda(0)
+        self.handle = int(self.device.create_raw_stream())
+
+    def launch(self, fn: Callable[[], None]) -> None:
+        with self._ffi.use_raw_stream(self.device, self.handle):
+            fn()
+
+    def copy(self, dst, src, kind: str) -> None:
+        cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
+
+    def record(self) -> Marker:
+        event = cuda_api.event_create(timing=True)
+        cuda_api.event_record(event, self.handle)
+        return _CudaMarker(event)
+
+    def close(self) -> None:
+        if self.handle:
+            last = self.record()
+            last.synchronize()  # drain our own stream, not the device
+            last.release()
+            self.device.free_raw_stream(self.handle)
+            self.handle = 0

@@ -1,0 +1,140 @@
+"""Small synthetic compiled models, for testing and benchmarking the runtime alone.
+
+The runtime must be exercised before (and independently of) the importer, the
+partitioner and the compiler, and the GPU benchmark needs cut edges of exact sizes
+and stages of chosen duration.  :func:`build_partition` compiles one partition from a
+TE computation with both entry points the compiler produces (``main`` and the
+destination-passing ``main_dps``); :func:`chain` strings partitions into a model.
+
+Chain stage k computes ``y = x * (0.5 + 0.1k) + k + 1e-3 * sum_{r<work} roll(x, -r)``
+on a 2-D tensor, so ``work`` scales a stage's time and :func:`chain_reference`
+computes the expected output with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..compiler.artifact import CompiledModel, PartitionArtifact, TensorSpec
+from ..targets import resolve
+
+
+@dataclass
+class SyntheticPartition:
+    """The plan's view of a partition (what ``hetpart.partitioner.Partition`` provides)."""
+
+    name: str
+    device: str
+    kernels: list[str]
+    predicted_s: float | None = None
+
+
+@dataclass
+class SyntheticPlan:
+    model: str
+    objective: str = "latency"
+    partitions: list[SyntheticPartition] = field(default_factory=list)
+    assignment: dict = field(default_factory=dict)
+    graph: object = None
+
+
+def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                    compute: Callable[[list], list], *, simulate: bool = True, cuda_arch: str | None = None,
+                    dps: bool = True) -> PartitionArtifact:
+    """Compile ``compute`` (TE tensors of ``inputs`` -> TE tensors of ``outputs``) as one partition.
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; with ``simulate`` a CUDA partition is built for
+    the CPU.  ``dps=False`` leaves out ``main_dps`` (the runtime then copies outputs).
+    """
+    import tvm
+    from tvm import relax, te
+
+    spec = resolve(device, simulate=simulate, cuda_arch=cuda_arch)
+    te_in = [te.placeholder(tuple(t.shape), t.dtype, t.name) for t in inputs]
+    te_out = compute(te_in)
+    prim = te.create_prim_func([*te_in, *te_out]).with_attr("global_symbol", f"{name}_kernel")
+    mod = _relax_module(prim, f"{name}_kernel", inputs, outputs, dps)
+    if spec.is_gpu:
+        from tvm.s_tir import dlight as dl
+
+        with spec.tvm_target:
+            mod = dl.ApplyDefaultSchedule(dl.gpu.Fallback())(mod)
+    executable = tvm.compile(mod, spec.tvm_target)
+    return PartitionArtifact(
+        name=name, device=device, device_type=spec.device_type, target=spec.tvm_target.export(),
+        library=f"{name}.so", inputs=list(inputs), outputs=list(outputs), kernels=[f"{name}_kernel"],
+        simulated=spec.simulated, dps=dps, module=executable)
+
+
+def _relax_module(prim, kernel: str, inputs: list[TensorSpec], outputs: list[TensorSpec], dps: bool):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    gv = bb.add_func(prim, kernel)
+    out_ty = [relax.TensorType(tuple(t.shape), t.dtype) for t in outputs]
+
+    def function(fname: str, with_outputs: bool):
+        params = [relax.Var(t.name, relax.TensorType(tuple(t.shape), t.dtype)) for t in inputs]
+        if with_outputs:
+            params += [relax.Var(f"out_{t.name}", ty) for t, ty in zip(outputs, out_ty)]
+        with bb.function(fname, params):
+            with bb.dataflow():
+                if with_outputs:
+                    idx = [len(inputs) + i for i in range(len(outputs))]
+                    call = relax.op.call_tir_inplace(gv, params, idx, out_ty if len(out_ty) > 1 else out_ty[0])
+                else:
+                    call = relax.call_tir(gv, params, out_ty if len(out_ty) > 1 else out_ty[0])
+                result = bb.emit_output(bb.emit(call))
+            bb.emit_func_output(result)
+
+    function("main", False)
+    if dps:
+        function("main_dps", True)
+    return bb.get()
+
+
+def _stage_compute(k: int, work: int):
+    from tvm import te
+
+    def compute(ins):
+        (x,) = ins
+        n = int(x.shape[1])
+        if work > 0:
+            r = te.reduce_axis((0, work), name="r")
+            acc = te.compute(x.shape, lambda i, j: te.sum(x[i, (j + r) % n] * np.float32(1e-3), axis=r), name="acc")
+            y = te.compute(x.shape, lambda i, j: x[i, j] * np.float32(0.5 + 0.1 * k) + np.float32(k) + acc[i, j], name="y")
+        else:
+            y = te.compute(x.shape, lambda i, j: x[i, j] * np.float32(0.5 + 0.1 * k) + np.float32(k), name="y")
+        return [y]
+
+    return compute
+
+
+def chain(devices: list[str], shape=(64, 64), *, work: int = 0, simulate: bool = True,
+          cuda_arch: str | None = None, dps: bool = True, model: str = "synthetic-chain",
+          predicted_s: float | None = None) -> CompiledModel:
+    """A model of ``len(devices)`` partitions in a chain, partition k on ``devices[k]``."""
+    specs = [TensorSpec("x", tuple(shape), "float32")]
+    specs += [TensorSpec(f"t{k}", tuple(shape), "float32") for k in range(len(devices))]
+    parts, plan_parts = [], []
+    for k, device in enumerate(devices):
+        name = f"p{k}_{device}"
+        parts.append(build_partition(name, device, [specs[k]], [specs[k + 1]], _stage_compute(k, work),
+                                     simulate=simulate, cuda_arch=cuda_arch, dps=dps))
+        plan_parts.append(SyntheticPartition(name, device, [f"node_{k}"], predicted_s))
+    plan = SyntheticPlan(model, partitions=plan_parts,
+                         assignment={f"node_{k}": d for k, d in enumerate(devices)})
+    return CompiledModel(plan=plan, partitions=parts, inputs=[specs[0]], outputs=[specs[-1]], model=model,
+                         simulated=simulate)
+
+
+def chain_reference(x: np.ndarray, stages: int, work: int = 0) -> np.ndarray:
+    """What :func:`chain` computes, in numpy (float64 accumulation)."""
+    y = x.astype(np.float64)
+    for k in range(stages):
+        acc = sum(np.roll(y, -r, axis=1) for r in range(work)) * 1e-3 if work else 0.0
+        y = y * (0.5 + 0.1 * k) + k + acc
+    return y.astype(np.float32)

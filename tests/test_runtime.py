@@ -1,0 +1,321 @@
+"""Runtime orchestration in simulation mode (the "GPU" partitions built for the CPU).
+
+Uses hand-built synthetic partitions (hetpart.runtime.synthetic), so it needs neither
+the importer nor the compiler; results are checked against numpy references.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hetpart.compiler.artifact import CompiledModel, TensorSpec
+from hetpart.errors import RuntimeFailure
+from hetpart.runtime import MultiSession, Session, TransferCosts, choose_mode
+from hetpart.runtime.dlpack import live_views
+from hetpart.runtime.handoff import plan_routes
+from hetpart.runtime.memory import aligned_array
+from hetpart.runtime.synthetic import SyntheticPartition, SyntheticPlan, build_partition, chain, chain_reference
+
+SHAPE = (16, 32)
+
+
+@pytest.fixture(scope="module")
+def cpu_gpu_cpu():
+    return chain(["cpu", "cuda", "cpu"], SHAPE, work=2, predicted_s=1e-3)
+
+
+@pytest.fixture(scope="module")
+def gpu_cpu_gpu():
+    return chain(["cuda", "cpu", "cuda"], SHAPE)
+
+
+def feeds(seed=0, shape=SHAPE):
+    """Random input in a 64-byte aligned array (what TVM kernels take without a copy)."""
+    x = aligned_array(TensorSpec("x", shape, "float32"))
+    x[...] = np.random.default_rng(seed).standard_normal(shape)
+    return {"x": x}
+
+
+# --- correctness ---------------------------------------------------------------------
+@pytest.mark.parametrize("handoff", ["copy", "mapped"])
+@pytest.mark.parametrize("devices", [["cpu"], ["cuda"], ["cpu", "cuda"], ["cuda", "cpu"], ["cpu", "cuda", "cpu", "cuda"]])
+def test_chain_matches_reference(devices, handoff):
+    model = chain(devices, SHAPE, work=1)
+    f = feeds(1)
+    with Session(model, handoff=handoff) as s:
+        out = s.run(f)
+    np.testing.assert_allclose(out[f"t{len(devices) - 1}"], chain_reference(f["x"], len(devices), 1), rtol=1e-5, atol=1e-5)
+
+
+def test_dag_with_multi_output_and_host_reuse():
+    """p0 (cpu) makes a, b; p1 (cuda) reads b; p2 (cpu) reads a (CPU->CPU) and c (GPU->CPU)."""
+    from tvm import te
+
+    n = SHAPE
+    x, a, b, c, y = (TensorSpec(name, n, "float32") for name in "xabcy")
+    p0 = build_partition("p0_cpu", "cpu", [x], [a, b],
+                         lambda i: [te.compute(n, lambda r, s: i[0][r, s] + 1, name="a"),
+                                    te.compute(n, lambda r, s: i[0][r, s] * 2, name="b")])
+    p1 = build_partition("p1_cuda", "cuda", [b], [c], lambda i: [te.compute(n, lambda r, s: i[0][r, s] * 3, name="c")])
+    p2 = build_partition("p2_cpu", "cpu", [a, c], [y],
+                         lambda i: [te.compute(n, lambda r, s: i[0][r, s] - i[1][r, s], name="y")])
+    plan = SyntheticPlan("dag", partitions=[SyntheticPartition(p.name, p.device, p.kernels) for p in (p0, p1, p2)])
+    model = CompiledModel(plan, [p0, p1, p2], [x], [y, c])
+    f = feeds(2)
+    with Session(model, handoff="copy") as s:
+        out = s.run(f)
+        stats = s.last_run_stats
+    np.testing.assert_allclose(out["y"], (f["x"] + 1) - 6 * f["x"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["c"], 6 * f["x"], rtol=1e-5)
+    assert (stats.h2d, stats.d2h) == (1, 1)  # b up once; c down once, read by p2 and returned
+    assert stats.output_copies == 1 and stats.staging == 0  # y is written straight into the result
+
+
+# --- handoff: pinned buffers, pointer identity, copy counts ------------------------------
+def test_cpu_output_is_the_pinned_buffer(cpu_gpu_cpu):
+    with Session(cpu_gpu_cpu, handoff="copy", slots=1) as s:
+        captured = {}
+        p0 = s._stages[0]
+        original = p0.runner.call
+
+        def spy(inputs, outputs, stats, *a):
+            captured["out_ptr"] = outputs[0].ptr
+            captured["tensor_ptr"] = int(outputs[0].tensor.data_ptr())
+            return original(inputs, outputs, stats, *a)
+
+        p0.runner.call = spy
+        s.run(feeds())
+        pinned = s._slots[0].buffers[("t0", "cpu")]
+        assert pinned.pinned
+        assert captured["tensor_ptr"] == captured["out_ptr"] == pinned.ptr == pinned.array.ctypes.data
+        edge = s.last_run_stats.edge_for("t0")
+        assert (edge.direction, edge.mode, edge.copies, edge.staging_copies) == ("h2d", "copy", 1, 0)
+
+
+def test_copy_counts_per_run(cpu_gpu_cpu):
+    with Session(cpu_gpu_cpu, handoff="copy") as s:
+        for seed in range(3):  # the same counts every run: buffers are reused, not re-made
+            s.run(feeds(seed))
+            st_ = s.last_run_stats
+            assert (st_.h2d, st_.d2h, st_.staging, st_.mapped, st_.feed_copies, st_.output_copies) == (1, 1, 0, 0, 0, 0)
+            assert st_.bytes_h2d == st_.bytes_d2h == 16 * 32 * 4
+
+
+def test_mapped_handoff_makes_no_copy(cpu_gpu_cpu):
+    with Session(cpu_gpu_cpu, handoff="mapped") as s:
+        s.run(feeds())
+        st_ = s.last_run_stats
+        assert (st_.h2d, st_.d2h, st_.mapped) == (0, 0, 2)
+        slot = s._slots[0]
+        assert slot.buffers[("t0", "cuda")].ptr == slot.buffers[("t0", "cpu")].ptr  # GPU reads the pinned bytes
+
+
+def test_gpu_feed_is_staged_once_into_pinned_memory(gpu_cpu_gpu):
+    with Session(gpu_cpu_gpu, handoff="copy") as s:
+        out = s.run(feeds(3))
+        st_ = s.last_run_stats
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(3)["x"], 3), rtol=1e-5, atol=1e-5)
+    assert (st_.feed_copies, st_.h2d, st_.d2h, st_.output_copies) == (1, 2, 2, 1)
+
+
+def test_without_dps_outputs_are_copied_once_each():
+    model = chain(["cpu", "cuda"], SHAPE, dps=False)
+    with Session(model, handoff="copy") as s:
+        out = s.run(feeds())
+        assert s.last_run_stats.staging == 2
+    np.testing.assert_allclose(out["t1"], chain_reference(feeds()["x"], 2), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 1 << 28), st.floats(1e-7, 1e-4), st.floats(4e9, 5e10))
+def test_transfer_mode_is_monotone_in_size(nbytes, latency, bandwidth):
+    """Zero-copy wins below a crossover size and never above it (whenever a mapped byte
+    costs at least a copied byte, as the default 4 bus passes per byte make it)."""
+    costs = TransferCosts(copy_latency_s=latency, copy_bandwidth=bandwidth)
+    if choose_mode(nbytes, costs) == "mapped":
+        assert choose_mode(max(1, nbytes // 2), costs) == "mapped"
+    else:
+        assert choose_mode(nbytes * 2, costs) == "copy"
+
+
+def test_routes_cover_every_cut(cpu_gpu_cpu):
+    routes = plan_routes(cpu_gpu_cpu, "copy")
+    assert {n for n, r in routes.items() if r.crosses} == {"t0", "t1"}
+    assert routes["t0"].home == "cpu" and routes["t1"].home == "cuda" and not routes["t2"].crosses
+
+
+# --- validation ------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, words", [
+    ({}, "missing input(s) 'x'"),
+    ({"x": np.zeros(SHAPE, "float32"), "y": np.zeros(1)}, "unknown input(s) 'y'"),
+    ({"x": np.zeros((2, 2), "float32")}, "has shape [2, 2], the model expects [16, 32]"),
+    ({"x": np.zeros(SHAPE, "float64")}, "has dtype float64, the model expects float32"),
+    ({"x": [[1.0]]}, "must be a numpy array or a DLPack tensor"),
+])
+def test_bad_feeds_are_rejected_up_front(cpu_gpu_cpu, bad, words):
+    with Session(cpu_gpu_cpu) as s:
+        with pytest.raises(RuntimeFailure, match="bad feeds") as info:
+            s.run(bad)
+        assert words in str(info.value) and "'x' [16, 32] float32" in str(info.value)
+        assert s.run(feeds())  # still usable
+
+
+def test_unaligned_and_strided_feeds_are_copied_correctly(cpu_gpu_cpu):
+    x = np.asfortranarray(feeds(4)["x"])
+    with Session(chain(["cpu"], SHAPE)) as s:
+        out = s.run({"x": x})
+        assert s.last_run_stats.feed_copies == 1
+    np.testing.assert_allclose(out["t0"], chain_reference(np.ascontiguousarray(x), 1), rtol=1e-6)
+
+
+# --- errors ------------------------------------------------------------------------------
+def test_partition_error_names_partition_and_session_recovers(cpu_gpu_cpu):
+    with Session(cpu_gpu_cpu, slots=2) as s:
+        stage = s._stages[1]
+        original = stage.runner.call
+        stage.runner.call = lambda *a: (_ for _ in ()).throw(ValueError("kernel exploded"))
+        for _ in range(3):  # more failures than slots: every slot comes back
+            with pytest.raises(RuntimeFailure, match="p1_cuda.*kernel exploded") as info:
+                s.run(feeds())
+            assert info.value.partition == "p1_cuda"
+        stage.runner.call = original
+        out = s.run(feeds(5))
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(5)["x"], 3, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_real_tvm_error_is_reported(cpu_gpu_cpu):
+    """A library that disagrees with the manifest fails inside TVM, named."""
+    other = chain(["cpu", "cuda", "cpu"], (8, 8))
+    import copy
+
+    broken = copy.copy(cpu_gpu_cpu)
+    broken.partitions = list(cpu_gpu_cpu.partitions)
+    broken.partitions[2] = copy.copy(cpu_gpu_cpu.partitions[2])
+    broken.partitions[2].module = other.partitions[2].module
+    with Session(broken) as s:
+        with pytest.raises(RuntimeFailure, match="partition 'p2_cpu' \\(cpu\\) failed") as info:
+            s.run(feeds())
+        assert info.value.partition == "p2_cpu"
+
+
+def test_closed_session_refuses_to_run(cpu_gpu_cpu):
+    s = Session(cpu_gpu_cpu)
+    s.close()
+    with pytest.raises(RuntimeFailure, match="closed"):
+        s.run(feeds())
+
+
+# --- concurrency and pipelining -----------------------------------------------------------
+def test_many_concurrent_callers_get_their_own_results(cpu_gpu_cpu):
+    results, errors = {}, []
+    with Session(cpu_gpu_cpu, slots=2) as s:
+        def caller(i):
+            try:
+                for j in range(3):
+                    f = feeds(100 * i + j)
+                    results[(i, j)] = (f["x"], s.run(f)["t2"])
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors and len(results) == 24
+    for x, y in results.values():
+        np.testing.assert_allclose(y, chain_reference(x, 3, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_pipelined_results_in_order_and_buffers_alternate(cpu_gpu_cpu):
+    batches = [feeds(i) for i in range(8)]
+    with Session(cpu_gpu_cpu, slots=2, handoff="copy", profile=True) as s:
+        slots_used = []
+        original = s._finish
+
+        def spy(ctx, fut):
+            slots_used.append(ctx.slot.index)
+            original(ctx, fut)
+
+        s._finish = spy
+        out = s.run_pipelined(batches)
+    for f, o in zip(batches, out):
+        np.testing.assert_allclose(o["t2"], chain_reference(f["x"], 3, 2), rtol=1e-5, atol=1e-5)
+    assert set(slots_used) == {0, 1}
+
+
+def test_pipelining_overlaps_cpu_of_next_batch_with_gpu_of_this_one():
+    model = chain(["cpu", "cuda"], (64, 256), work=48)
+    with Session(model, slots=2) as s:
+        s.run(feeds(0, (64, 256)))  # warm the VMs
+        futures = [s.submit(feeds(i, (64, 256)), timed=True) for i in range(6)]
+        stats = [f.result() and f.stats for f in futures]
+    cpu = [next(sp for sp in st_.spans if sp.name == "p0_cpu") for st_ in stats]
+    gpu = [next(sp for sp in st_.spans if sp.name == "p1_cuda") for st_ in stats]
+    # batch i+1's CPU stage starts before batch i's GPU stage ends: they overlap
+    assert any(cpu[i + 1].start < gpu[i].end for i in range(5))
+    # and a stage never runs two batches at once, in batch order
+    assert all(cpu[i].end <= cpu[i + 1].start for i in range(5))
+    assert all(gpu[i].end <= gpu[i + 1].start for i in range(5))
+
+
+def test_multisession_runs_models_concurrently(cpu_gpu_cpu, gpu_cpu_gpu):
+    with MultiSession([cpu_gpu_cpu, gpu_cpu_gpu]) as ms:
+        f = [feeds(7), feeds(8)]
+        a, b = ms.run(f)
+        np.testing.assert_allclose(a["t2"], chain_reference(f[0]["x"], 3, 2), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b["t2"], chain_reference(f[1]["x"], 3), rtol=1e-5, atol=1e-5)
+        assert ms.sessions[0]._stream is not ms.sessions[1]._stream
+        report = ms.benchmark(f, rounds=4, warmup=1)
+    assert report.concurrent_rounds_per_s > 0 and len(report.concurrent_latency_s) == 2
+    assert "rounds/s" in report.render()
+
+
+# --- traces and reports ---------------------------------------------------------------------
+def test_trace_has_measured_and_predicted_tracks(cpu_gpu_cpu, tmp_path):
+    path = tmp_path / "run.trace.json"
+    with Session(cpu_gpu_cpu, handoff="copy") as s:
+        s.run(feeds(), trace=path)
+    doc = json.loads(path.read_text())
+    assert (doc["schema"], doc["version"]) == ("hetpart-trace", 1)
+    names = {(e["pid"], e["args"]["name"]) for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    assert {(1, "cpu: p0_cpu"), (1, "cpu: p2_cpu"), (1, "cuda stream (simulated)")} <= names
+    assert any(pid == 2 for pid, _ in names)
+    spans = {e["name"]: e for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 1}
+    assert {"p0_cpu", "p1_cuda", "p2_cpu", "h2d t0", "d2h t1"} <= set(spans)
+    # the measured timeline respects the data flow
+    assert spans["p0_cpu"]["ts"] + spans["p0_cpu"]["dur"] <= spans["h2d t0"]["ts"] + 1
+    assert spans["p1_cuda"]["ts"] + spans["p1_cuda"]["dur"] <= spans["p2_cpu"]["ts"] + 1
+    predicted = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 2]
+    assert [e["name"] for e in predicted] == ["p0_cpu", "p1_cuda", "p2_cpu"]
+    assert predicted[1]["ts"] == pytest.approx(1000.0)  # 1 ms each, one after the other
+
+
+def test_run_once_and_report_prints_measured_vs_predicted(cpu_gpu_cpu, tmp_path, capsys):
+    from hetpart.runtime import run_once_and_report
+
+    result = run_once_and_report(cpu_gpu_cpu, trace=tmp_path / "t.json")
+    text = capsys.readouterr().out
+    assert "p1_cuda" in text and "predicted ms" in text and "1.000" in text
+    assert set(result["partitions"]) == {"p0_cpu", "p1_cuda", "p2_cpu"}
+    assert (tmp_path / "t.json").exists()
+
+
+# --- lifetime -------------------------------------------------------------------------------
+def test_nothing_leaks_after_close(cpu_gpu_cpu):
+    gc.collect()
+    views_before, threads_before = live_views(), threading.active_count()
+    with Session(cpu_gpu_cpu, slots=3) as s:
+        s.run_pipelined([feeds(i) for i in range(4)])
+        assert s.buffer_bytes > 0 and s.threads_alive == 4
+    assert s.buffer_bytes == 0 and s.threads_alive == 0
+    del s
+    gc.collect()
+    assert threading.active_count() == threads_before
+    assert live_views() == views_before
