@@ -1,0 +1,169 @@
+"""Turn fused kernels into fast code for one target.
+
+In: a *fused* Relax module (:func:`hetpart.importer.fusion.fuse`'s output: ``main``
+calls fused PrimFuncs such as ``fused_conv2d_add_relu``) and a TVM target.  Out:
+the same module with every PrimFunc scheduled (:func:`schedule`), or a compiled VM
+executable (:func:`build`).  TVM 0.27 schedules nothing on CPUs by default (serial
+scalar loops) and its GPU defaults leave speed on the table; the rules in
+:mod:`hetpart.kernels.rules` fill that gap without any tuning.  Tuning is opt-in
+(:mod:`hetpart.kernels.tuning`); its records take precedence over the rules.
+
+Invariant: scheduling never changes what a function computes, only its loops; a
+function no rule can schedule is left as it was (on a CPU with its outer loop run in
+parallel where legal).  Each scheduled function records the rule that scheduled it
+in the attribute ``hetpart.rule``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm import relax, tirx
+from tvm.target import Target
+
+from ..errors import CompileError
+from .analysis import is_cpu, is_gpu
+from .rules import cpu_rules, gpu_rules, rule_name
+
+log = logging.getLogger(__name__)
+
+RULE_ATTR = "hetpart.rule"
+"""Function attribute naming the rule (class name) that scheduled a PrimFunc."""
+
+SCHEDULED_ATTR = "tirx.is_scheduled"
+"""TVM's own mark of a scheduled PrimFunc: dlight and the default pipelines skip it."""
+
+
+def rules_for(target: Target) -> list:
+    """The rule list :func:`schedule` tries for ``target`` (see :mod:`.rules`)."""
+    if is_gpu(target):
+        return gpu_rules()
+    if is_cpu(target):
+        return cpu_rules()
+    return []
+
+
+def _is_scheduled(func) -> bool:
+    return bool(func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False))
+
+
+def schedule_primfunc(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
+    """``func`` scheduled by the first rule that applies to it on ``target``.
+
+    A rule that raises while scheduling is skipped (logged at debug level), the next
+    one tried.  Returns ``func`` unchanged when it is already scheduled or no rule
+    applies; otherwise the new function carries ``tirx.is_scheduled`` and
+    ``hetpart.rule``.
+    """
+    target = _as_target(target)
+    if _is_scheduled(func):
+        return func
+    for rule in rules_for(target):
+        try:
+            with target:  # dlight GPU rules read Target.current()
+                sch = rule.apply(func, target, False)
+        except Exception as exc:  # noqa: BLE001 - a rule that cannot cope declines
+            log.debug("rule %s failed: %s", rule_name(rule), exc)
+            continue
+        if sch is None:
+            continue
+        if isinstance(sch, list):
+            sch = sch[0]
+        return sch.mod["main"].with_attr(SCHEDULED_ATTR, True).with_attr(RULE_ATTR, rule_name(rule))
+    return func
+
+
+def schedule(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
+    """Every not-yet-scheduled PrimFunc of ``mod`` scheduled for ``target``.
+
+    ``mod`` is a fused module (see the module docstring); Relax functions are kept.
+    """
+    target = _as_target(target)
+    out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions_items()))
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
+            out[gv] = schedule_primfunc(func, target)
+    return out
+
+
+def rules_applied(mod: tvm.IRModule) -> dict[str, str]:
+    """``{function name: rule name}`` of the scheduled PrimFuncs of ``mod`` (tuned
+    ones say ``"tuned"``; unscheduled ones are absent)."""
+    out = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and RULE_ATTR in func.attrs:
+            out[gv.name_hint] = str(func.attrs[RULE_ATTR])
+    return out
+
+
+def build(
+    mod: tvm.IRModule,
+    target: Target,
+    *,
+    cuda_graph: bool = True,
+    tuning_db: str | None = None,
+):
+    """Compile a fused module for one target into a VM executable.
+
+    The single path by which hetpart compiles kernels (the cost model's
+    microbenchmarks and the compiler alike), so a kernel measured is the kernel run:
+
+    1. with ``tuning_db`` (a MetaSchedule work dir holding records), apply the tuned
+       schedules found there (:func:`hetpart.kernels.tuning.apply_database`);
+    2. :func:`schedule` every other PrimFunc with hetpart's rules;
+    3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
+       ``relax.backend.use_cuda_graph`` when ``cuda_graph``.
+
+    Returns what ``relax.VirtualMachine(ex, dev)`` takes.  Raises
+    :class:`~hetpart.errors.CompileError` naming the function that failed.
+    """
+    target = _as_target(target)
+    if tuning_db is not None:
+        from .tuning import apply_database
+
+        mod = apply_database(mod, target, tuning_db)
+    mod = schedule(mod, target)
+    config = {}
+    if is_gpu(target) and cuda_graph:
+        config["relax.backend.use_cuda_graph"] = True
+    try:
+        with tvm.transform.PassContext(opt_level=3, config=config):
+            return tvm.compile(mod, target)
+    except Exception as exc:  # noqa: BLE001 - TVM raises many types; all mean "did not compile"
+        culprit = _failing_function(mod, target)
+        where = f"function '{culprit}'" if culprit else "the module"
+        raise CompileError(f"TVM failed to compile {where} for {target.kind.name}: {_first_line(exc)}") from exc
+
+
+def _failing_function(mod: tvm.IRModule, target: Target) -> str | None:
+    """Name of the first PrimFunc of ``mod`` that fails to build alone, else None
+    (then the Relax part failed).  Only called after a failure, so its cost is moot."""
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        try:
+            single = tvm.IRModule({gv: func.with_attr("global_symbol", gv.name_hint)})
+            tvm.tirx.build(single, target=target)
+        except Exception:  # noqa: BLE001
+            return gv.name_hint
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _as_target(target) -> Target:
+    return target if isinstance(target, Target) else Target(target)
+
+
+def tune(*args, **kwargs):
+    """See :func:`hetpart.kernels.tuning.tune` (imported lazily: it needs the ``tune`` extra)."""
+    from .tuning import tune as _tune
+
+    return _tune(*args, **kwargs)
+
+
+__all__ = ["build", "rules_applied", "rules_for", "schedule", "schedule_primfunc", "tune", "RULE_ATTR"]

@@ -1,0 +1,247 @@
+"""What the schedule rules need to know about a target and a fused PrimFunc.
+
+Two kinds of facts live here, shared by every rule:
+
+* the *machine*: SIMD width and register count of an LLVM target (:class:`CpuShape`);
+* the *program*: the blocks of a PrimFunc with their spatial ("S") and reduction
+  ("R") iterators, and the multiply-accumulate block at the heart of a matmul or a
+  convolution (:class:`MacBlock`).
+
+Nothing here changes a schedule except the small helpers at the end
+(:func:`try_inline_spatial`, :func:`parallel_vectorize`), which every CPU rule uses the
+same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
+from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
+from tvm.ir import TensorLoad
+from tvm.target import Target, codegen
+
+
+# --- the machine ------------------------------------------------------------------
+@dataclass(frozen=True)
+class CpuShape:
+    """SIMD facts of an LLVM target.
+
+    ``vector_bits`` is the widest SIMD register (512 with AVX-512, 256 with AVX2, else
+    128); ``registers`` how many of them the ISA has (32 with AVX-512, else 16);
+    ``cores`` the target's ``num-cores`` (1 when absent).
+    """
+
+    vector_bits: int
+    registers: int
+    cores: int
+
+    def lanes(self, dtype: str) -> int:
+        """Elements of ``dtype`` in one SIMD register (at least 4)."""
+        bits = tvm.runtime.DataType(dtype).bits
+        return max(self.vector_bits // max(bits, 8), 4)
+
+
+@lru_cache(maxsize=64)
+def _cpu_shape(target_json: str) -> CpuShape:
+    target = Target(target_json)
+    # llvm_get_vector_width reports 512 even for AVX2-only CPUs (znver3) in TVM 0.27,
+    # so ask for the ISA features instead.
+    triple = str(target.attrs.get("mtriple", "") or "")
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+        # Not x86: LLVM would crash asked about x86 features of an unknown triple.
+        # 128-bit SIMD (NEON) with 32 registers on aarch64, 16 elsewhere.
+        return CpuShape(128, 32 if triple.startswith("aarch64") else 16, cores)
+    with target:
+        if codegen.target_has_features("avx512f"):
+            bits, regs = 512, 32
+        elif codegen.target_has_features("avx2") or codegen.target_has_features("avx"):
+            bits, regs = 256, 16
+        else:
+            bits, regs = 128, 16
+    return CpuShape(bits, regs, cores)
+
+
+def cpu_shape(target: Target) -> CpuShape:
+    """The :class:`CpuShape` of an LLVM ``target``."""
+    return _cpu_shape(str(target))
+
+
+def is_cpu(target: Target) -> bool:
+    return target.kind.name == "llvm"
+
+
+def is_gpu(target: Target) -> bool:
+    return "gpu" in [str(k) for k in target.keys]
+
+
+# --- the program ------------------------------------------------------------------
+def block_infos(sch: s_tir.Schedule) -> list[SBlockInfo] | None:
+    """dlight's normal form of ``sch``'s function: one entry per block, loops 1:1 with
+    block iterators, or None where the function is not in that form (e.g. a block whose
+    iterator is bound to a fused loop, or an opaque block)."""
+    return normalize_prim_func(sch)
+
+
+def const_extent(sch: s_tir.Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _strip_cast(e):
+    while isinstance(e, tirx.Cast):
+        e = e.value
+    return e
+
+
+@dataclass
+class MacBlock:
+    """A block ``C[s...] += A[...] * B[...]``: the heart of matmul and convolution.
+
+    ``out`` is C; ``operands`` the two loaded buffers with their index expressions,
+    in read order.  ``spatial``/``reduce`` are the block's iterator vars (in block
+    order), ``extents`` their (static) extents by var.
+    """
+
+    info: SBlockInfo
+    out: tvm.ir.Var  # the output buffer (buffers are typed Vars in TVM 0.27)
+    out_indices: list
+    operands: list  # [(buffer, [index exprs]), (buffer, [index exprs])]
+    spatial: list
+    reduce: list
+    extents: dict
+
+    @property
+    def block(self):
+        return self.info.block_rv
+
+    def uses(self, operand: int, var) -> list[int]:
+        """Dims of ``operands[operand]`` whose index mentions ``var``."""
+        _, idx = self.operands[operand]
+        return [d for d, e in enumerate(idx) if any(v.same_as(var) for v in collect_vars_used_in_prim_expr(e))]
+
+    def plain_dim(self, operand: int, var) -> int | None:
+        """The dim of ``operands[operand]`` indexed by exactly ``var`` (and no other
+        dim mentions ``var``), else None."""
+        dims = self.uses(operand, var)
+        if len(dims) != 1:
+            return None
+        e = self.operands[operand][1][dims[0]]
+        return dims[0] if isinstance(e, tirx.Var) and e.same_as(var) else None
+
+
+def find_mac(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> MacBlock | None:
+    """The single multiply-accumulate block of a function, or None.
+
+    Accepts ``C = C + A*B`` (either order, with casts) over static extents, where C is
+    indexed by exactly the block's spatial iterators.  A function with two reduction
+    blocks (e.g. matmul followed by softmax) is not a contraction kernel: None.
+    """
+    reductions = [bi for bi in infos if not bi.is_injective()]
+    if len(reductions) != 1 or reductions[0].dom_kind().strip("SR"):
+        return None
+    info = reductions[0]
+    stmt = sch.get(info.block_rv)
+    body = stmt.body
+    if not isinstance(body, tirx.BufferStore) or not isinstance(body.value, tirx.Add):
+        return None
+    a, b = body.value.a, body.value.b
+    if isinstance(_strip_cast(a), TensorLoad) and _strip_cast(a).source.same_as(body.buffer):
+        prod = _strip_cast(b)
+    elif isinstance(_strip_cast(b), TensorLoad) and _strip_cast(b).source.same_as(body.buffer):
+        prod = _strip_cast(a)
+    else:
+        return None
+    if not isinstance(prod, tirx.Mul):
+        return None
+    x, y = _strip_cast(prod.a), _strip_cast(prod.b)
+    if not (isinstance(x, TensorLoad) and isinstance(y, TensorLoad)):
+        return None
+    iters = list(stmt.iter_vars)
+    extents = {}
+    for it in iters:
+        if not isinstance(it.dom.extent, tirx.IntImm):
+            return None
+        extents[it.var] = int(it.dom.extent)
+    spatial = [it.var for it in iters if it.iter_type == tirx.IterVar.DataPar]
+    reduce = [it.var for it in iters if it.iter_type == tirx.IterVar.CommReduce]
+    # C is indexed by the spatial iterators, each once and in order; dlight's
+    # normalisation leaves constant 0 where it removed a unit iterator (batch 1).
+    out_idx = list(body.indices)
+    named = [e for e in out_idx if not isinstance(e, tirx.IntImm)]
+    if len(named) != len(spatial) or not all(
+        isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(named, spatial)
+    ):
+        return None
+    return MacBlock(
+        info, body.buffer, out_idx, [(x.source, list(x.indices)), (y.source, list(y.indices))],
+        spatial, reduce, extents,
+    )
+
+
+# --- shared schedule helpers ------------------------------------------------------
+def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
+    """Inline every spatial block that has exactly one consumer, except those named in
+    ``keep`` and the function's outputs.
+
+    One consumer only: inlining a block read twice (softmax's ``exp``) would compute it
+    twice.  Failures (the primitive refuses, e.g. for a reduction) just keep the block.
+    """
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    for blk in blocks:
+        name = sch.get(blk).name_hint
+        if name in keep:
+            continue
+        stmt = sch.get(blk)
+        if any(iv.iter_type != tirx.IterVar.DataPar for iv in stmt.iter_vars):
+            continue
+        if len(sch.get_consumers(blk)) != 1:
+            continue
+        try:
+            sch.compute_inline(blk)
+        except Exception:  # noqa: BLE001 - the primitive explains refusals by raising
+            pass
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: int = 4096) -> None:
+    """The injective schedule: fuse all loops of ``block``, vectorise ``lanes`` at the
+    inside when they divide the extent, run the rest in parallel when there is enough
+    work (``min_parallel`` elements; below that a thread wake-up costs more than it
+    saves)."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    ext = const_extent(sch, fused)
+    if ext is None:
+        sch.parallel(fused)
+        return
+    vec = lanes if ext % lanes == 0 and ext >= lanes else None
+    if vec:
+        outer, inner = sch.split(fused, factors=[None, vec])
+        sch.vectorize(inner)
+    else:
+        outer = fused
+    if ext >= min_parallel:
+        sch.parallel(outer)
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest d <= at_most with n % d == 0 (1 when n == 0)."""
+    for d in range(min(n, at_most), 0, -1):
+        if n % d == 0:
+            return d
+    return 1

@@ -1,0 +1,213 @@
+"""Register tiling of a multiply-accumulate block on a CPU: the engine of the matmul
+and conv2d rules.
+
+The kernel is *output stationary*: a tile of ``rows x (vecs*lanes)`` outputs lives in
+SIMD registers while the whole reduction runs; each reduction step loads ``vecs``
+vectors of the *vector operand* (contiguous along the vectorised iterator) and
+broadcasts ``rows`` scalars of the *broadcast operand*, issuing ``rows*vecs`` fused
+multiply-adds.  For ``C[i,j] += A[i,k]*B[k,j]``: vectorise ``j`` (B is the vector
+operand), block ``i`` across rows (A is broadcast).  For an NCHW convolution:
+vectorise ``oc`` (the weight, packed so that ``oc`` is innermost) and block ``ow``.
+
+Loop nest produced (outer to inner)::
+
+    parallel  fused(other spatial, vec-outer, row-outer)      # one tile per iteration
+      init    acc[rows, vecs*lanes] = 0                       # registers
+      serial  reduction loops (block order)
+        unroll rows; unroll vecs; vectorise lanes: acc += bcast(X) * vload(W)
+      write-back tile acc -> C, with the fused epilogue (bias, relu, gelu, add...)
+
+``acc`` is a tile-sized buffer local to the parallel iteration; after unrolling all of
+its indices are constants, so LLVM keeps it in registers.  Invariant: the schedule only
+reorders, splits, packs and caches -- every output element is computed by the same
+sum in the same order as the unscheduled function, so results match to rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+
+from .analysis import CpuShape, MacBlock, const_extent, largest_divisor, parallel_vectorize
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How to tile one :class:`MacBlock`.
+
+    ``vec`` is the spatial iterator vectorised; ``vec_operand`` (0/1) the operand that
+    depends on it; ``pack_dim`` the operand dim to move innermost (None: it already is,
+    or the index is not a plain iterator and the load is used as is); ``row`` the
+    spatial iterator blocked across registers (None: no reuse of the vector loads is
+    possible, e.g. depthwise convolution).
+    """
+
+    vec: tirx.Var
+    vec_operand: int
+    pack_dim: int | None
+    row: tirx.Var | None
+    lanes: int
+    vecs: int
+    rows: int
+
+    def describe(self) -> str:
+        row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
+        pack = f", pack dim {self.pack_dim}" if self.pack_dim is not None else ""
+        return f"vec {self.vec.name}x{self.vecs}x{self.lanes}, rows {row}{pack}"
+
+
+@dataclass(frozen=True)
+class VecCandidate:
+    """A spatial iterator that one operand alone depends on: vectorisable."""
+
+    var: tirx.Var
+    operand: int
+    dim: int
+    plain: bool  # the operand's index there is exactly ``var``
+    last: bool  # ... and it is the operand's innermost dim
+
+
+def vec_candidates(mac: MacBlock, lanes: int) -> list[VecCandidate]:
+    """Spatial iterators usable as the vector dim: exactly one operand depends on them,
+    through one dim only, and ``lanes`` divides their extent."""
+    out = []
+    for var in mac.spatial:
+        if mac.extents[var] % lanes:
+            continue
+        users = [o for o in (0, 1) if mac.uses(o, var)]
+        if len(users) != 1:
+            continue
+        o = users[0]
+        dims = mac.uses(o, var)
+        if len(dims) != 1:
+            continue
+        plain = mac.plain_dim(o, var) is not None
+        out.append(VecCandidate(var, o, dims[0], plain, dims[0] == len(mac.operands[o][1]) - 1))
+    return out
+
+
+def make_plan(mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool) -> TilePlan:
+    """Sizes of the register tile for vectorising ``cand``: two vectors wide where the
+    extent allows, and as many rows as the register file holds (keeping ~4 registers
+    for the loads and the broadcast), using a row count that divides the extent so no
+    tail loop is needed."""
+    vecs = 2 if mac.extents[cand.var] % (2 * lanes) == 0 else 1
+    other = 1 - cand.operand
+    rows_var = None
+    for var in mac.spatial:  # the innermost one the broadcast operand alone uses
+        if var.same_as(cand.var) or mac.extents[var] == 1:
+            continue
+        if mac.uses(other, var) and not mac.uses(cand.operand, var):
+            rows_var = var
+    max_rows = min(8, max(1, (shape.registers - 4) // vecs))
+    rows = largest_divisor(mac.extents[rows_var], max_rows) if rows_var is not None else 1
+    if rows == 1:
+        rows_var = None
+    return TilePlan(cand.var, cand.operand, cand.dim if pack else None, rows_var, lanes, vecs, rows)
+
+
+def _read_index(sch: s_tir.Schedule, block, buffer) -> int:
+    for i, region in enumerate(sch.get(block).reads):
+        if region.source.same_as(buffer):
+            return i
+    raise ValueError(f"block does not read {buffer.name}")
+
+
+def _pack_operand(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan) -> None:
+    """Copy the vector operand into panels ``[d // L, <other dims>, d % L]`` (L = tile
+    width), so each reduction step of a tile reads one contiguous L-vector and
+    consecutive steps read consecutive memory.  The copy runs once per call, before
+    the main loop; its cost is one pass over the operand (weights are small next to
+    the ``rows``-fold reuse the tile gives them)."""
+    buf, idx = mac.operands[plan.vec_operand]
+    d, width, nd = plan.pack_dim, plan.lanes * plan.vecs, len(idx)
+
+    def panel(*ax):
+        return [ax[d] // width] + [ax[i] for i in range(nd) if i != d] + [ax[d] % width]
+
+    pk = sch.cache_read(mac.block, _read_index(sch, mac.block, buf), "global")
+    sch.transform_layout(pk, ("write", 0), tirx.IndexMap.from_func(panel, ndim=nd))
+    loops = sch.get_loops(pk)
+    sch.parallel(sch.fuse(*loops[: max(1, len(loops) - 1)]) if len(loops) > 1 else loops[0])
+
+
+def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: CpuShape) -> None:
+    """Apply ``plan`` to ``mac`` in ``sch`` (see the module docstring for the result).
+
+    Epilogue blocks that consume the MAC output element-wise are fused into the tile's
+    write-back; any other block at the root (padding, an epilogue that could not be
+    fused) gets the injective schedule.
+    """
+    main = mac.block
+    if plan.pack_dim is not None:
+        _pack_operand(sch, mac, plan)
+
+    # Accumulate into a buffer laid out (other..., row, vec): the vector dim innermost,
+    # so every FMA of the tile reads and writes one whole register.
+    wb = sch.cache_write(main, 0, "global")
+    def dim_of(var):
+        return next(d for d, e in enumerate(mac.out_indices) if isinstance(e, tirx.Var) and e.same_as(var))
+
+    inner = ([plan.row] if plan.row is not None else []) + [plan.vec]
+    inner_dims = [dim_of(v) for v in inner]
+    perm = [d for d in range(len(mac.out_indices)) if d not in inner_dims] + inner_dims
+    sch.transform_layout(
+        main, ("write", 0), tirx.IndexMap.from_func(lambda *ax: [ax[p] for p in perm], ndim=len(perm))
+    )
+    # Fuse the element-wise epilogue chain into the write-back, one block at a time.
+    while True:
+        consumers = sch.get_consumers(wb)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
+            break
+
+    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+    by = lambda v: next(loop for var, loop in loops.items() if var.same_as(v))  # noqa: E731
+    v0, v1, v2 = sch.split(by(plan.vec), factors=[None, plan.vecs, plan.lanes])
+    inner_row = []
+    outer = [by(v) for v in mac.spatial if not v.same_as(plan.vec) and not (plan.row is not None and v.same_as(plan.row))]
+    outer.append(v0)
+    if plan.row is not None:
+        r0, r1 = sch.split(by(plan.row), factors=[None, plan.rows])
+        outer.append(r0)
+        inner_row = [r1]
+    reds = [by(v) for v in mac.reduce]
+    sch.reorder(*outer, *reds, *inner_row, v1, v2)
+    tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.parallel(tile)
+    sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
+
+    # Annotate before splitting off the init: `vectorize` needs the block to still be
+    # a complete reduction block; decompose_reduction copies the loop kinds.
+    for loop in inner_row + [v1]:
+        sch.unroll(loop)
+    sch.vectorize(v2)
+    init = sch.decompose_reduction(main, reds[0])
+    _vectorize_innermost(sch, sch.get_loops(wb)[1:])
+
+    # Whatever else remains at the root (padding, unfused epilogue): injective schedule.
+    tile_blocks = {sch.get(b).name_hint for b in (main, wb, init)}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint in tile_blocks:
+            continue
+        if sch.get(sch.get_loops(blk)[0]).kind == tirx.ForKind.PARALLEL:
+            continue  # the packed operand, already parallel
+        if all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, plan.lanes)
+
+
+def _vectorize_innermost(sch: s_tir.Schedule, loops) -> None:
+    """Unroll-free vectorisation of a tile's copy loop nest: the innermost non-unit loop
+    is vectorised; unit loops are left to the simplifier."""
+    loops = [lp for lp in loops if const_extent(sch, lp) != 1]
+    if not loops:
+        return
+    if (const_extent(sch, loops[-1]) or 0) >= 2:
+        sch.vectorize(loops[-1])
+    for lp in loops[:-1]:
+        if (const_extent(sch, lp) or 0) <= 16:
+            sch.unroll(lp)

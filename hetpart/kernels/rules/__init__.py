@@ -1,0 +1,51 @@
+"""The registry of schedule rules: which rules :func:`hetpart.kernels.schedule` tries,
+in which order, for each kind of target.
+
+Each rule is a ``tvm.s_tir.dlight.ScheduleRule``: ``apply(func, target, tunable)``
+returns a ``Schedule`` when it knows how to schedule ``func`` and None otherwise.
+The first rule that returns a schedule wins, so specific rules come before general
+ones, and each list ends with a rule that accepts anything.  To add a rule: write a
+module here (one operator family each) and put an instance in the list below.
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import dlight as dl
+
+from .cpu_conv2d import CpuConv2d
+from .cpu_fallback import CpuFallback
+from .cpu_injective import CpuInjective
+from .cpu_matmul import CpuMatmul
+from .cpu_reduction import CpuReduction
+
+
+def cpu_rules() -> list:
+    """Rules for LLVM (CPU) targets, most specific first."""
+    return [CpuConv2d(), CpuMatmul(), CpuReduction(), CpuInjective(), CpuFallback()]
+
+
+def gpu_rules() -> list:
+    """Rules for CUDA targets: TVM's dlight GPU rules (the set TVM's default CUDA
+    pipeline uses, plus LowBatchGEMV and Transpose), ending with dlight's catch-all
+    Fallback.  hetpart's own GPU rules (none yet: a conv2d implicit-GEMM rule is the
+    planned first) go *before* these, so dlight stays the fallback."""
+    return [
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.LowBatchGEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Transpose(),
+        dl.gpu.Fallback(),
+    ]
+
+
+def rule_name(rule) -> str:
+    """A rule's name as recorded on the functions it schedules (its class name)."""
+    return type(rule).__name__
+
+
+__all__ = [
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction",
+    "cpu_rules", "gpu_rules", "rule_name",
+]

@@ -1,0 +1,48 @@
+"""CPU rule for matmul, dense and batch_matmul kernels, with any fused element-wise
+epilogue (bias add, relu, gelu, residual add).
+
+Matches a function whose one reduction block is a *plain* contraction: every operand
+index is a bare iterator (``A[b,i,k] * B[b,k,j]``, also ``B[b,j,k]`` as in Q @ K^T).
+Schedules it with :func:`hetpart.kernels.register_tile.register_tile`: vectorise the
+iterator only the right-hand operand uses (``j``), preferring one that already is that
+operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.
+Element-wise producers (a fused transpose or cast) are inlined into the loads.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.target import Target
+
+from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, try_inline_spatial
+from ..register_tile import make_plan, register_tile, vec_candidates
+
+
+class CpuMatmul(ScheduleRule):
+    """Register-tiled, parallel, vectorised matmul (see the module docstring)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        if not is_cpu(target):
+            return None
+        sch = s_tir.Schedule(func)
+        try_inline_spatial(sch)
+        infos = block_infos(sch)
+        if infos is None:
+            return None
+        mac = find_mac(sch, infos)
+        if mac is None:
+            return None
+        for _, idx in mac.operands:
+            if not all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in idx):
+                return None  # a convolution window or a gather: not a matmul
+        shape = cpu_shape(target)
+        lanes = shape.lanes(str(mac.out.dtype))
+        cands = vec_candidates(mac, lanes)
+        if not cands:
+            return None
+        # Prefer a dim that needs no packing, then the innermost iterator.
+        best = max(cands, key=lambda c: (c.last, mac.spatial.index(c.var)))
+        plan = make_plan(mac, best, shape, lanes, pack=not best.last)
+        register_tile(sch, mac, plan, shape)
+        return sch

@@ -1,0 +1,312 @@
+"""Tests of hetpart.kernels: every CPU rule is correct and actually applies; GPU rules
+compile for sm_90 (and, on a GPU machine, are correct); build() wraps failures and
+uses tuning records.
+
+Each case is a tiny Relax program (built with relax op builders), fused exactly as the
+importer fuses ONNX models, then built twice: with hetpart's schedules and with TVM's
+unscheduled default pipeline -- the two must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, tirx
+
+from hetpart import kernels
+from hetpart.errors import CompileError
+from hetpart.importer.fusion import fuse
+from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
+
+op = relax.op
+RNG = np.random.default_rng(7)
+
+
+def _const(*shape):
+    return relax.const(RNG.standard_normal(shape).astype("float32"))
+
+
+def _fused(inputs, body):
+    """Fused module of ``main(*inputs) = body(bb, *vars)`` and random (non-zero) inputs."""
+    bb = relax.BlockBuilder()
+    vs = [relax.Var(n, relax.TensorType(s, "float32")) for n, s in inputs]
+    with bb.function("main", vs):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *vs))
+        bb.emit_func_output(out)
+    args = [(RNG.uniform(0.5, 1.5, s) * RNG.choice([-1, 1], s)).astype("float32") for _, s in inputs]
+    return fuse(bb.get()), args
+
+
+def _matmul_gelu(bb, a):
+    return bb.emit(op.nn.gelu(bb.emit(op.add(bb.emit(op.matmul(a, _const(96, 80))), _const(80)))))
+
+
+def _conv(shape_w, **kw):
+    def body(bb, x):
+        return bb.emit(op.nn.conv2d(x, _const(*shape_w), **kw))
+
+    return body
+
+
+def _conv_bias_relu(bb, x):
+    y = bb.emit(op.nn.conv2d(x, _const(32, 16, 3, 3), padding=1))
+    return bb.emit(op.nn.relu(bb.emit(op.add(y, _const(1, 32, 1, 1)))))
+
+
+# name -> (inputs, body, rule expected on the heavy kernel)
+CASES = {
+    "matmul_gelu": ([("a", (24, 96))], _matmul_gelu, "CpuMatmul"),
+    "matmul_odd": ([("a", (37, 100))], lambda bb, a: bb.emit(op.matmul(a, _const(100, 72))), "CpuMatmul"),
+    "matmul_gemv": ([("a", (1, 64))], lambda bb, a: bb.emit(op.matmul(a, _const(64, 48))), "CpuMatmul"),
+    "batch_matmul": (
+        [("a", (3, 20, 32)), ("b", (3, 32, 24))],
+        lambda bb, a, b: bb.emit(op.matmul(a, b)),
+        "CpuMatmul",
+    ),
+    "matmul_bt": (  # Q @ K^T: the vector operand needs packing
+        [("a", (2, 16, 8)), ("b", (2, 24, 8))],
+        lambda bb, a, b: bb.emit(op.matmul(a, bb.emit(op.permute_dims(b, [0, 2, 1])))),
+        "CpuMatmul",
+    ),
+    "conv3x3_bias_relu": ([("x", (1, 16, 14, 14))], _conv_bias_relu, "CpuConv2d"),
+    "conv3x3_s2": ([("x", (2, 8, 15, 15))], _conv((16, 8, 3, 3), strides=2, padding=1), "CpuConv2d"),
+    # an unpadded 1x1 convolution *is* a matmul (all indices plain): the matmul rule
+    # takes it, packing the weight so output channels are the vector dim
+    "conv1x1": ([("x", (1, 32, 7, 7))], _conv((64, 32, 1, 1)), "CpuMatmul"),
+    "conv_depthwise": ([("x", (1, 16, 14, 14))], _conv((16, 1, 3, 3), padding=1, groups=16), "CpuConv2d"),
+    "conv_grouped": ([("x", (1, 16, 16, 16))], _conv((32, 4, 3, 3), padding=1, groups=4), "CpuConv2d"),
+    "max_pool": (
+        [("x", (1, 8, 16, 16))],
+        lambda bb, x: bb.emit(op.nn.max_pool2d(x, (3, 3), (2, 2), padding=(1, 1))),
+        "CpuReduction",
+    ),
+    "avg_pool": (
+        [("x", (1, 8, 16, 16))],
+        lambda bb, x: bb.emit(op.nn.avg_pool2d(x, (2, 2), (2, 2))),
+        "CpuReduction",
+    ),
+    "global_avg_pool": (
+        [("x", (2, 32, 7, 7))],
+        lambda bb, x: bb.emit(op.nn.adaptive_avg_pool2d(x, (1, 1))),
+        "CpuReduction",
+    ),
+    "softmax": ([("x", (4, 16, 40))], lambda bb, x: bb.emit(op.nn.softmax(x)), "CpuReduction"),
+    "layernorm": (
+        [("x", (16, 48))],
+        lambda bb, x: bb.emit(op.nn.layer_norm(x, _const(48), _const(48), axes=[-1])),
+        "CpuReduction",
+    ),
+    "eltwise_chain": (
+        [("x", (2, 8, 12, 12))],
+        lambda bb, x: bb.emit(op.nn.relu(bb.emit(op.multiply(bb.emit(op.add(x, _const(1, 8, 1, 1))), x)))),
+        "CpuInjective",
+    ),
+    "transpose": ([("x", (2, 16, 4, 8))], lambda bb, x: bb.emit(op.permute_dims(x, [0, 2, 1, 3])), "CpuInjective"),
+    "gather": (
+        [("x", (50, 24))],
+        lambda bb, x: bb.emit(op.take(x, relax.const(np.array([3, 1, 49, 7, 0], "int64")), axis=0)),
+        "CpuInjective",
+    ),
+}
+
+# Rules whose output must be parallel *and* vectorised for the shapes above.
+PARALLEL_AND_VECTOR = {"CpuMatmul", "CpuConv2d"}
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return cpu_tvm_target()
+
+
+def _run(ex, args):
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(ex, dev)
+    out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args])
+    return out.numpy()
+
+
+def _heavy(mod):
+    """The (only or most interesting) PrimFunc of a case: the one not a lone transpose
+    feeding another kernel."""
+    funcs = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    if len(funcs) > 1:
+        funcs.pop("transpose", None)
+    assert len(funcs) == 1, list(funcs)
+    return next(iter(funcs.items()))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_rule_matches_unscheduled(case, cpu):
+    inputs, body, _ = CASES[case]
+    mod, args = _fused(inputs, body)
+    want = _run(tvm.compile(mod, cpu), args)
+    got = _run(kernels.build(mod, cpu), args)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_rule_selected_and_applied(case, cpu):
+    inputs, body, rule = CASES[case]
+    mod, _ = _fused(inputs, body)
+    name, func = _heavy(mod)
+    scheduled = kernels.schedule_primfunc(func, cpu)
+    assert str(scheduled.attrs[kernels.RULE_ATTR]) == rule, f"{name} scheduled by the wrong rule"
+    text = scheduled.script()
+    if rule in PARALLEL_AND_VECTOR or case in {"max_pool", "softmax", "layernorm"}:
+        assert "T.parallel(" in text, text
+        assert "T.vectorized(" in text, text
+    elif rule == "CpuInjective":  # these shapes are too small to be worth threads
+        assert "T.vectorized(" in text, text
+    else:
+        assert "T.parallel(" in text, text
+
+
+def test_matmul_rule_register_tiles(cpu):
+    """The matmul rule keeps a rows x vectors tile: unrolled rows, vectorised lanes."""
+    mod, _ = _fused(*CASES["matmul_gelu"][:2])
+    _, func = _heavy(mod)
+    text = kernels.schedule_primfunc(func, cpu).script()
+    assert "T.unroll(" in text and "T.vectorized(" in text
+    # the epilogue (bias + gelu) is fused into the tile's write-back: one root loop nest
+    assert len(re.findall(r"^    for ", text, flags=re.M)) == 1, text
+
+
+def test_injective_rule_goes_parallel_on_large_tensors(cpu):
+    mod, _ = _fused([("x", (4, 64, 32, 32))], lambda bb, x: bb.emit(op.nn.relu(bb.emit(op.add(x, x)))))
+    _, func = _heavy(mod)
+    text = kernels.schedule_primfunc(func, cpu).script()
+    assert "T.parallel(" in text and "T.vectorized(" in text
+
+
+def test_fallback_parallelises_unknown_kernels(cpu):
+    """A function no specific rule takes (two chained reductions with a transpose in
+    between) is still scheduled, at least in parallel, and stays correct."""
+    from hetpart.kernels.rules import CpuFallback
+
+    mod, args = _fused([("x", (6, 10, 12))], lambda bb, x: bb.emit(op.sum(bb.emit(op.cumsum(x, axis=2)), axis=[1])))
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            sch = CpuFallback().apply(func, cpu)
+            assert sch is not None
+    want = _run(tvm.compile(mod, cpu), args)
+    np.testing.assert_allclose(_run(kernels.build(mod, cpu), args), want, rtol=1e-4, atol=1e-4)
+
+
+def test_schedule_keeps_relax_and_marks_scheduled(cpu):
+    mod, _ = _fused(*CASES["softmax"][:2])
+    out = kernels.schedule(mod, cpu)
+    assert "main" in [gv.name_hint for gv in out.get_global_vars()]
+    assert kernels.rules_applied(out) == {"softmax": "CpuReduction"}
+    again = kernels.schedule(out, cpu)  # already scheduled: unchanged
+    assert kernels.rules_applied(again) == {"softmax": "CpuReduction"}
+
+
+def test_build_wraps_failures_in_compile_error(cpu, monkeypatch):
+    mod, _ = _fused(*CASES["softmax"][:2])
+
+    def broken(*a, **k):
+        raise RuntimeError("InternalError: codegen exploded")
+
+    monkeypatch.setattr(tvm, "compile", broken)
+    with pytest.raises(CompileError, match="codegen exploded"):
+        kernels.build(mod, cpu)
+
+
+# --- GPU ------------------------------------------------------------------------
+GPU_CASES = ["matmul_gelu", "batch_matmul", "conv3x3_bias_relu", "conv1x1", "conv_depthwise", "softmax",
+             "layernorm", "max_pool", "eltwise_chain"]
+
+
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_gpu_rules_cross_compile_for_sm90(case):
+    """Every kernel scheduled by the GPU rule list compiles to CUDA C for sm_90."""
+    inputs, body, _ = CASES[case]
+    mod, _ = _fused(inputs, body)
+    target = cuda_tvm_target("sm_90")
+    scheduled = kernels.schedule(mod, target)
+    assert kernels.rules_applied(scheduled), "no GPU rule applied"
+    ex = kernels.build(mod, target, cuda_graph=False)
+    assert ex is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_gpu_rules_correct_on_gpu(case):
+    inputs, body, _ = CASES[case]
+    mod, args = _fused(inputs, body)
+    want = _run(tvm.compile(mod, cpu_tvm_target()), args)
+    dev = tvm.cuda(0)
+    vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target()), dev)
+    got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+# --- tuning -----------------------------------------------------------------------
+def test_tune_without_deps_says_what_to_install(monkeypatch, tmp_path):
+    from hetpart.kernels import tuning
+
+    monkeypatch.setattr(tuning, "missing_tune_deps", lambda: ["xgboost"])
+    mod, _ = _fused(*CASES["matmul_odd"][:2])
+    with pytest.raises(tuning.TuningDependencyError, match=r"hetpart\[tune\]"):
+        tuning.tune(mod, cpu_tvm_target(), 2, str(tmp_path), progress=False)
+
+
+def test_build_without_records_ignores_tuning_db(tmp_path, cpu):
+    mod, args = _fused(*CASES["matmul_odd"][:2])
+    got = _run(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
+    np.testing.assert_allclose(got, _run(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="on the 2-vCPU dev box every MetaSchedule candidate failed to "
+                   "build ('Build errors: 4 sample(s)'), so no valid record exists; cause not yet found")
+def test_build_uses_tuned_record(tmp_path, cpu):
+    from hetpart.kernels import tuning
+
+    if tuning.missing_tune_deps():
+        pytest.skip(f"tuning deps missing: {tuning.missing_tune_deps()}")
+    mod, args = _fused([("a", (16, 16))], lambda bb, a: bb.emit(op.matmul(a, _const(16, 16))))
+    n = tuning.tune(mod, cpu, 4, str(tmp_path), progress=False)
+    assert n > 0
+    applied = tuning.apply_database(mod, cpu, str(tmp_path))
+    assert kernels.rules_applied(applied) == {"matmul": "tuned"}
+    got = _run(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
+    np.testing.assert_allclose(got, _run(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
+
+
+# --- bench/kernels.py (argument parsing and table; the GPU run is the lead's) --------
+def _bench_module():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "kernels.py")
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_parses_args_and_formats_table():
+    bench = _bench_module()
+    args = bench.parse_args(["--models", "tiny", "--batches", "1,2", "--targets", "cpu", "--no-torch", "--quick"])
+    assert args.models == "tiny" and args.targets == "cpu" and args.no_torch
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--targets", "tpu"])
+    text = bench.table([{"model": "tiny", "batch": 1, "tvm_cpu": 1.5, "torch_cpu": 1.0, "ratio_cpu": 1.5}])
+    assert text.splitlines()[0] == "| model | batch | TVM CPU ms | torch CPU ms | CPU TVM/torch |"
+    assert "| tiny | 1 | 1.5 | 1 | 1.5 |" in text
+
+
+def test_bench_runs_tiny_model_on_cpu(tmp_path):
+    bench = _bench_module()
+    assert bench.main(["--models", "tiny", "--batches", "1", "--targets", "cpu", "--no-torch", "--quick",
+                       "--baseline", "", "--out", str(tmp_path)]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "kernels_bench.json").read_text())["rows"]
+    assert rows[0]["model"] == "tiny" and rows[0]["tvm_cpu"] > 0
