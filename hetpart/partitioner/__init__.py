@@ -1,0 +1,25 @@
+"""Partitioner: op graph + costs -> :class:`Plan` (which device runs each kernel, and why).
+
+Read in this order: :mod:`.problem` (the costs, looked up once) -> :mod:`.mincut`
+(the exact latency solution) -> :mod:`.memory` and :mod:`.capacity` (the GPU memory
+cap) -> :mod:`.grouping` and :mod:`.layout` (partitions and copies) ->
+:mod:`.timeline` and :mod:`.evaluate` (predicted numbers) -> :mod:`.objectives` (the
+registry; :mod:`.baselines`, :mod:`.heft` and :mod:`.search` serve it) ->
+:mod:`.planning` (the entry point) -> :mod:`.plan` (the data) -> :mod:`.report`, :mod:`.svg`, :mod:`.trace`
+(what the user sees).  :mod:`.costs` is the cost protocol the algorithms rely on;
+:mod:`.synthetic` makes random test cases.
+"""
+
+from .costs import Costs, TableCosts
+from .objectives import OBJECTIVES, objective
+from .pins import Pin, parse_pins
+from .plan import Cut, Partition, Plan, Span
+from .planning import partition
+from .report import explain, render_plan
+from .svg import write_svg
+from .trace import write_trace
+
+__all__ = [
+    "OBJECTIVES", "Costs", "Cut", "Partition", "Pin", "Plan", "Span", "TableCosts", "explain",
+    "objective", "parse_pins", "partition", "render_plan", "write_svg", "write_trace",
+]

@@ -1,0 +1,137 @@
+"""From a device per kernel to partitions: maximal connected same-device groups.
+
+Invariants of :func:`group_kernels`' result: every kernel is in exactly one group;
+a group's kernels share a device and are listed in topological order; the graph of
+groups (an edge where a kernel of one feeds a kernel of another) is acyclic, and the
+groups come in a topological order of it.
+
+Connected same-device groups can depend on each other in a cycle (CPU group A feeds
+CUDA group B, which feeds A again).  Groups on such a cycle are split by *switch
+level* (the most device switches on any path from a graph input to the kernel);
+levels never decrease along an edge and grow at every switch, so the split groups are
+acyclic.  Then adjacent same-device groups are merged back wherever that closes no
+cycle, so no group is split more than it must be.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .problem import Assignment, Problem
+
+
+@dataclass(frozen=True)
+class Group:
+    device: str
+    kernels: tuple[str, ...]
+
+
+def group_kernels(problem: Problem, a: Assignment, by_level: bool = False) -> list[Group]:
+    """The partitions of ``a`` (see module docstring for the invariants).
+
+    ``by_level`` makes more, smaller partitions so CPU and CUDA work can overlap (the
+    makespan objective weighs this against overheads): groups are split by switch
+    level, and a group also ends at each kernel that feeds the other device, so that
+    copy can start before the rest of the group runs.  Nothing is merged back.
+    """
+    if by_level:
+        level = _switch_levels(problem, a)
+        feeds = {u for u, v in problem.edges if a[u] != a[v]}
+        part = _components(problem, a, lambda u, v: level[u] == level[v] and u not in feeds)
+        if _has_cycle(problem, part):  # cutting at the feeders can close a cycle; levels alone cannot
+            part = _components(problem, a, lambda u, v: level[u] == level[v])
+        return _ordered_groups(problem, a, part)
+    part = _components(problem, a, lambda u, v: True)
+    if _has_cycle(problem, part):
+        level = _switch_levels(problem, a)
+        cyclic = _cyclic_parts(problem, part)
+        split = _components(problem, a, lambda u, v: part[u] not in cyclic or level[u] == level[v])
+        part = _merge_back(problem, a, split)
+    return _ordered_groups(problem, a, part)
+
+
+def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:
+    """Union-find over same-device edges for which ``joinable(u, v)``; kernel -> root step."""
+    parent = {k: k for k in problem.order}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in problem.edges:
+        if a[u] == a[v] and joinable(u, v):
+            ru, rv = find(u), find(v)
+            if ru != rv:
+                first, second = sorted((ru, rv), key=problem.step.__getitem__)
+                parent[second] = first
+    return {k: problem.step[find(k)] for k in problem.order}
+
+
+def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
+    q = nx.DiGraph()
+    q.add_nodes_from(set(part.values()))
+    q.add_edges_from((part[u], part[v]) for u, v in problem.edges if part[u] != part[v])
+    return q
+
+
+def _has_cycle(problem: Problem, part: dict[str, int]) -> bool:
+    return not nx.is_directed_acyclic_graph(_quotient(problem, part))
+
+
+def _cyclic_parts(problem: Problem, part: dict[str, int]) -> set[int]:
+    sccs = nx.strongly_connected_components(_quotient(problem, part))
+    return {p for scc in sccs if len(scc) > 1 for p in scc}
+
+
+def _switch_levels(problem: Problem, a: Assignment) -> dict[str, int]:
+    level = {k: 0 for k in problem.order}
+    for u, v in problem.edges:  # sorted by producer step: a topological sweep
+        level[v] = max(level[v], level[u] + (a[u] != a[v]))
+    return level
+
+
+def _merge_back(problem: Problem, a: Assignment, part: dict[str, int]) -> dict[str, int]:
+    """Merge same-device neighbour groups whenever no other path joins them."""
+    q = _quotient(problem, part)
+    device = {part[k]: a[k] for k in problem.order}
+    merged = True
+    while merged:
+        merged = False
+        for p, r in sorted(q.edges):
+            if device[p] != device[r]:
+                continue
+            q.remove_edge(p, r)
+            if nx.has_path(q, p, r):
+                q.add_edge(p, r)
+                continue
+            keep, gone = min(p, r), max(p, r)
+            nx.contracted_nodes(q, keep, gone, self_loops=False, copy=False)
+            part = {k: keep if g == gone else g for k, g in part.items()}
+            merged = True
+            break
+    return part
+
+
+def _ordered_groups(problem: Problem, a: Assignment, part: dict[str, int]) -> list[Group]:
+    """Groups in a topological order of their graph, earliest first kernel first."""
+    members: dict[int, list[str]] = {}
+    for k in problem.order:
+        members.setdefault(part[k], []).append(k)
+    q = _quotient(problem, part)
+    indeg = {p: q.in_degree(p) for p in q}
+    ready = [p for p, d in indeg.items() if d == 0]
+    heapq.heapify(ready)
+    groups = []
+    while ready:
+        p = heapq.heappop(ready)
+        groups.append(Group(a[members[p][0]], tuple(members[p])))
+        for r in q.successors(p):
+            indeg[r] -= 1
+            if indeg[r] == 0:
+                heapq.heappush(ready, r)
+    return groups

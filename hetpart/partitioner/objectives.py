@@ -1,0 +1,115 @@
+"""The objectives a plan can minimise: one registry, one function each.
+
+An objective names the predicted number it minimises (a field of
+:class:`~.evaluate.Evaluation`) and a solver ``fn(problem, progress) -> assignment``.
+Every solver honours pins and the GPU memory cap.  To add an objective, write the
+solver and decorate it::
+
+    @objective("energy", metric="sequential_s", timeline="sequential")
+    def energy(problem, progress=False): ...
+
+Seeds: each solver starts from the best of its exact or heuristic starting points
+*and* the baselines (a plan should never be predicted worse than what a user gets
+without hetpart), then improves it with :func:`.search.improve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .baselines import BASELINES
+from .capacity import repair, solve_under_cap
+from .evaluate import Evaluation, evaluate
+from .heft import heft
+from .memory import fits
+from .mincut import Weights
+from .problem import Assignment, Problem
+from .search import improve
+
+LATENCY_BUDGET = 150  # evaluations; only partition overheads leave the min cut room to improve
+MAKESPAN_BUDGET = 400
+THROUGHPUT_BUDGET = 400
+THROUGHPUT_CPU_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``metric``: the Evaluation field minimised; ``timeline``: the simulated schedule
+    reported ("sequential" or "parallel"); ``pipelined``: throughput is 1/period
+    (micro-batches overlap) rather than 1/latency; ``overlap``: partitions may be split
+    by switch level where that overlaps CPU and CUDA work better (:func:`.evaluate`)."""
+
+    name: str
+    metric: str
+    timeline: str
+    pipelined: bool
+    overlap: bool
+    solve: Callable[..., Assignment]
+    doc: str
+
+    def evaluate(self, problem: Problem, a: Assignment) -> Evaluation:
+        return evaluate(problem, a, overlap=self.overlap)
+
+    def key(self, e: Evaluation) -> tuple:
+        """What the search minimises: the metric, then sequential latency to break ties."""
+        return getattr(e, self.metric), e.sequential_s
+
+    @property
+    def latency_field(self) -> str:
+        return "sequential_s" if self.timeline == "sequential" else "makespan_s"
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def objective(name: str, *, metric: str, timeline: str, pipelined: bool = False, overlap: bool = False):
+    """Register ``fn(problem, progress=False) -> assignment`` as objective ``name``."""
+
+    def deco(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
+        OBJECTIVES[name] = Objective(name, metric, timeline, pipelined, overlap, fn, doc)
+        return fn
+
+    return deco
+
+
+def best_of(problem: Problem, candidates: list[Assignment], obj: Objective) -> Assignment:
+    """The candidate under the cap with the lowest key (the first one on ties)."""
+    scored = [(obj.key(e), i, c) for i, c in enumerate(candidates)
+              if (e := obj.evaluate(problem, c)).fits]
+    return min(scored)[2]
+
+
+def feasible_baselines(problem: Problem) -> list[Assignment]:
+    return [a for a in (fn(problem) for fn in BASELINES.values()) if fits(problem, a)]
+
+
+@objective("latency", metric="sequential_s", timeline="sequential")
+def latency(problem: Problem, progress: bool = False) -> Assignment:
+    """Minimise one inference with partitions run one after another: exact minimum cut,
+    then merge partitions whose per-call overhead outweighs what they save."""
+    exact = solve_under_cap(problem, progress=progress)
+    start = best_of(problem, [exact, *feasible_baselines(problem)], OBJECTIVES["latency"])
+    if not any(problem.overhead.values()):
+        return start  # the cut is optimal: nothing for the search to find
+    return improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
+
+
+@objective("makespan", metric="makespan_s", timeline="parallel", overlap=True)
+def makespan(problem: Problem, progress: bool = False) -> Assignment:
+    """Minimise one inference when independent CPU and CUDA partitions overlap: start from
+    the latency plan and HEFT, improve with local moves on the simulated timeline."""
+    obj = OBJECTIVES["makespan"]
+    seeds = [latency(problem, progress), repair(problem, heft(problem)), *feasible_baselines(problem)]
+    return improve(problem, best_of(problem, seeds, obj), obj, MAKESPAN_BUDGET, progress)
+
+
+@objective("throughput", metric="period_s", timeline="parallel", pipelined=True)
+def throughput(problem: Problem, progress: bool = False) -> Assignment:
+    """Maximise pipelined micro-batches per second: minimise the busiest track (CPU, CUDA,
+    or a copy direction); seeds are minimum cuts that weigh CPU time against CUDA time."""
+    obj = OBJECTIVES["throughput"]
+    seeds = [solve_under_cap(problem, Weights(cpu=w, cuda=1.0 - w), progress) for w in THROUGHPUT_CPU_WEIGHTS]
+    seeds += [latency(problem, progress), *feasible_baselines(problem)]
+    return improve(problem, best_of(problem, seeds, obj), obj, THROUGHPUT_BUDGET, progress)

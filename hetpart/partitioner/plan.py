@@ -1,0 +1,168 @@
+"""The plan: what runs where, what moves between devices, and what it should cost.
+
+A :class:`Plan` is plain data.  It goes to the compiler (one module per
+:class:`Partition`) and the runtime (which runs partitions in the order listed, copying
+each :class:`Cut`), and to disk as JSON (``"schema": "hetpart-plan"``) that loads back
+equal (:meth:`Plan.save`, :meth:`Plan.load`).  The op graph and the cost model a
+plan was made from ride along in memory only.
+
+Times are seconds, sizes bytes.  ``predicted`` holds:
+
+* ``latency_s``: one inference under the plan's objective (partitions one after
+  another for ``latency``; overlapping for ``makespan`` and ``throughput``);
+* ``throughput_per_s``: inferences per second: ``1 / latency_s``, or for the
+  ``throughput`` objective ``1 / period_s`` (micro-batches pipelined);
+* ``sequential_s``, ``makespan_s``, ``period_s``: all three execution models;
+  ``compute_s``, ``transfer_s``, ``overhead_s``, ``transfer_bytes``;
+* ``gpu_memory``: ``params``, ``peak_activations``, ``total``, ``cap`` (bytes);
+* ``baselines``: ``{"all_cpu" | "all_cuda" | "greedy": {latency_s, throughput_per_s, ...}
+  or None}``, and ``baseline_notes``: why one is None or what it had to keep elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import PlanError
+
+SCHEMA = "hetpart-plan"
+VERSION = 1
+
+
+@dataclass
+class Partition:
+    """Kernels (topological order) that run as one call on one device.
+
+    ``inputs`` are the tensors it reads from outside (model inputs or other
+    partitions), ``outputs`` those it makes that are read outside or returned.
+    ``predicted_s`` = ``compute_s`` + ``overhead_s``.
+    """
+
+    name: str
+    device: str
+    kernels: list[str]
+    predicted_s: float = 0.0
+    compute_s: float = 0.0
+    overhead_s: float = 0.0
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class Cut:
+    """One copy of ``tensor`` from ``src_device`` to ``dst_device``.
+
+    ``src`` is the partition making it (None: a model input, in host memory);
+    ``readers`` every partition on ``dst_device`` that reads it, ``dst`` the first of
+    them (None when only the model's output needs it on the host).  The copy is made
+    once, whatever the number of readers.
+    """
+
+    tensor: str
+    src: str | None
+    dst: str | None
+    readers: list[str]
+    src_device: str
+    dst_device: str
+    nbytes: int
+    seconds: float
+
+
+@dataclass
+class Span:
+    """A predicted interval on a track (``cpu``, ``cuda``, ``h2d``, ``d2h``)."""
+
+    track: str
+    name: str
+    start: float
+    end: float
+    kind: str = "partition"  # or "copy"
+
+
+@dataclass
+class Plan:
+    model: str
+    objective: str
+    assignment: dict[str, str]
+    partitions: list[Partition]
+    cuts: list[Cut]
+    timeline: list[Span]
+    predicted: dict
+    profile_origin: str
+    constraints: dict[str, str] = field(default_factory=dict)  # kernel -> why it is held on one device
+    gpu_memory_cap: int | None = None
+    graph: object = field(default=None, compare=False, repr=False)
+    costs: object = field(default=None, compare=False, repr=False)
+
+    # --- questions callers ask --------------------------------------------------
+    def partition_of(self, kernel_id: str) -> Partition:
+        for p in self.partitions:
+            if kernel_id in p.kernels:
+                return p
+        raise KeyError(f"no partition of this plan holds '{kernel_id}'")
+
+    def best_baseline(self) -> tuple[str, float] | None:
+        """(name, latency_s) of the fastest feasible baseline, or None."""
+        feasible = [(v["latency_s"], k) for k, v in self.predicted["baselines"].items() if v]
+        return (min(feasible)[1], min(feasible)[0]) if feasible else None
+
+    # --- JSON --------------------------------------------------------------------
+    def to_json(self) -> dict:
+        out = {"schema": SCHEMA, "version": VERSION}
+        for f in fields(self):
+            if f.name not in ("graph", "costs"):
+                out[f.name] = _plain(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict, graph=None) -> "Plan":
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise PlanError(f"not a hetpart plan (schema {d.get('schema') if isinstance(d, dict) else None!r}, "
+                            f"expected {SCHEMA!r})")
+        if d.get("version") != VERSION:
+            raise PlanError(f"plan file version {d.get('version')} is not supported (this hetpart reads "
+                            f"version {VERSION}); make the plan again with `partition MODEL -o OUT`")
+        try:
+            plan = cls(
+                model=d["model"], objective=d["objective"], assignment=dict(d["assignment"]),
+                partitions=[Partition(**p) for p in d["partitions"]], cuts=[Cut(**c) for c in d["cuts"]],
+                timeline=[Span(**s) for s in d["timeline"]], predicted=d["predicted"],
+                profile_origin=d["profile_origin"], constraints=dict(d.get("constraints", {})),
+                gpu_memory_cap=d.get("gpu_memory_cap"), graph=graph)
+        except (KeyError, TypeError) as exc:
+            raise PlanError(f"plan file is incomplete or malformed ({exc}); make the plan again") from None
+        if graph is not None and set(graph.kernels) != set(plan.assignment):
+            raise PlanError(f"this plan was made for a different model or input shapes than '{graph.name}' "
+                            f"({len(plan.assignment)} kernels planned, {len(graph.kernels)} in the model)")
+        return plan
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path, graph=None) -> "Plan":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PlanError(f"plan file {path} does not exist") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PlanError(f"cannot read plan file {path}: {exc}") from None
+        return cls.from_json(data, graph)
+
+
+def _plain(value):
+    """Dataclasses and tuples to JSON-ready dicts and lists."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,129 @@
+"""``partition(graph, ...)``: the partitioner's one entry point, and how a Plan is built.
+
+graph + costs + pins + cap -> :class:`~.problem.Problem` -> the objective's solver ->
+an assignment -> :func:`make_plan` (partitions, cuts, timeline, predictions and
+baselines, all from :func:`~.evaluate.evaluate`).
+"""
+
+from __future__ import annotations
+
+from ..errors import PlanError
+from .baselines import BASELINES
+from .costs import cost_origin
+from .evaluate import Evaluation
+from .objectives import OBJECTIVES, Objective
+from .plan import Cut, Partition, Plan, Span
+from .problem import Assignment, Problem, build_problem
+from .timeline import simulate
+
+
+def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
+              cost_model=None, progress: bool = True) -> Plan:
+    """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
+
+    ``profile`` (None, a path or a Profile) picks the cost model's measurements;
+    ``cost_model`` (anything with the :class:`~.costs.Costs` methods) replaces it.
+    ``gpu_memory`` caps GPU parameters plus peak activations, in bytes; ``pins`` are
+    ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  Raises
+    PlanError for an unknown objective, a bad pin, or a cap that cannot be met.
+    """
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
+    if gpu_memory is not None and gpu_memory < 0:
+        raise PlanError(f"--gpu-memory must be positive, got {gpu_memory} bytes")
+    costs = cost_model if cost_model is not None else _cost_model(profile)
+    problem = build_problem(graph, costs, pins, gpu_memory)
+    obj = OBJECTIVES[objective]
+    return make_plan(problem, obj, obj.solve(problem, progress))
+
+
+def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
+    """The Plan of assignment ``a``: partitions named in run order, cuts, timeline, numbers."""
+    e = obj.evaluate(problem, a)
+    if not e.fits:
+        raise PlanError("internal: the chosen assignment breaks the GPU memory cap")
+    schedule = simulate(e.layout, obj.timeline)
+    run_order = [s.task.index for s in schedule if s.task.kind == "partition"]
+    names = {g: f"p{i}_{e.layout.groups[g].device}" for i, g in enumerate(run_order)}
+    partitions = [_partition(problem, e, g, names[g]) for g in run_order]
+    cuts = [_cut(problem, e, t, names) for t in e.layout.transfers]
+    timeline = [Span(s.task.track, _span_name(problem, e, s.task, names), s.start, s.end, s.task.kind)
+                for s in schedule]
+    return Plan(
+        model=problem.graph.name, objective=obj.name, assignment=dict(a), partitions=partitions,
+        cuts=cuts, timeline=timeline, predicted=_predicted(problem, obj, e), profile_origin=cost_origin(problem.costs),
+        constraints=dict(problem.reasons), gpu_memory_cap=problem.gpu_memory, graph=problem.graph,
+        costs=problem.costs)
+
+
+def _cost_model(profile):
+    """The measured cost model for ``profile`` (None: the default profile)."""
+    from ..costmodel import CostModel, resolve_profile
+
+    return CostModel(resolve_profile(profile))
+
+
+def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
+    group = e.layout.groups[g]
+    inside = set(group.kernels)
+    tensors = problem.graph.tensors
+    reads = dict.fromkeys(t for k in group.kernels for t in problem.graph.kernels[k].inputs
+                          if tensors[t].producer not in inside)
+    made = [t for k in group.kernels for t in problem.graph.kernels[k].outputs]
+    writes = [t for t in made if tensors[t].is_output or any(c not in inside for c in tensors[t].consumers)]
+    compute = problem.compute_s(e.layout.assignment, group.kernels)
+    return Partition(name, group.device, list(group.kernels), e.layout.group_seconds[g], compute,
+                     problem.overhead[group.device], list(reads), writes,
+                     sum(tensors[t].nbytes for t in reads), sum(tensors[t].nbytes for t in writes))
+
+
+def _cut(problem: Problem, e: Evaluation, t, names) -> Cut:
+    f = problem.flows[t.flow]
+    readers = [names[r] for r in t.readers]
+    return Cut(f.name, None if t.src is None else names[t.src], readers[0] if readers else None,
+               readers, problem.source_device(f, e.layout.assignment), t.device, f.nbytes, t.seconds)
+
+
+def _span_name(problem: Problem, e: Evaluation, task, names) -> str:
+    if task.kind == "partition":
+        return names[task.index]
+    return f"copy {problem.flows[e.layout.transfers[task.index].flow].name}"
+
+
+def _numbers(problem: Problem, obj: Objective, e: Evaluation) -> dict:
+    latency = getattr(e, obj.latency_field)
+    a = e.layout.assignment
+    return {
+        "latency_s": latency,
+        "throughput_per_s": 1.0 / (e.period_s if obj.pipelined else latency) if latency > 0 else None,
+        "sequential_s": e.sequential_s, "makespan_s": e.makespan_s, "period_s": e.period_s,
+        "compute_s": problem.compute_s(a), "transfer_s": sum(t.seconds for t in e.layout.transfers),
+        "overhead_s": sum(problem.overhead[g.device] for g in e.layout.groups),
+        "transfer_bytes": sum(problem.flows[t.flow].nbytes for t in e.layout.transfers),
+        "gpu_memory_bytes": e.memory.total,
+    }
+
+
+def _predicted(problem: Problem, obj: Objective, e: Evaluation) -> dict:
+    out = _numbers(problem, obj, e)
+    out["gpu_memory"] = {"params": e.memory.params, "peak_activations": e.memory.peak_activations,
+                         "total": e.memory.total, "cap": problem.gpu_memory}
+    out["baselines"], out["baseline_notes"] = {}, {}
+    for name, fn in BASELINES.items():
+        b = obj.evaluate(problem, fn(problem))
+        note = _baseline_note(problem, name, b)
+        out["baselines"][name] = _numbers(problem, obj, b) if b.fits else None
+        if note:
+            out["baseline_notes"][name] = note
+    return out
+
+
+def _baseline_note(problem: Problem, name: str, b: Evaluation) -> str:
+    from ..importer.summary import human_bytes
+
+    if not b.fits:
+        return (f"infeasible: needs {human_bytes(b.memory.total)} of GPU memory, over the cap of "
+                f"{human_bytes(problem.gpu_memory)}")
+    device = {"all_cpu": "cpu", "all_cuda": "cuda"}.get(name)
+    held = [k for k, d in b.layout.assignment.items() if device and d != device]
+    return f"{len(held)} kernel(s) held on the other device by pins or capability" if held else ""

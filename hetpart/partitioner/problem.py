@@ -1,0 +1,161 @@
+"""The partitioning problem: an op graph with every cost looked up once.
+
+:func:`build_problem` asks the cost model for each kernel on each device and each
+tensor's transfer, applies capability limits and user pins, and returns a
+:class:`Problem` that every algorithm works on.  An *assignment* is a plain
+``dict[kernel id, device]``.
+
+The host is the CPU: model inputs start in host memory and model outputs must end
+there, so an input read on CUDA costs a host-to-device copy and an output made on
+CUDA a device-to-host copy.  A tensor read on the other device is copied once, however
+many kernels read it there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import InternalError, PlanError
+from ..targets import DEVICES
+from .pins import resolve_pins
+
+HOST = "cpu"
+"""Where model inputs come from and model outputs go."""
+
+Assignment = dict[str, str]
+
+
+def other(device: str) -> str:
+    """The other of the two devices."""
+    return DEVICES[1] if device == DEVICES[0] else DEVICES[0]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A tensor as the partitioner sees it: who makes it, who reads it, what a copy costs.
+
+    ``producer`` is None for a model input (it starts on the host).  ``copy_s[dst]``
+    is the seconds to copy it to device ``dst`` from the other one.
+    """
+
+    name: str
+    producer: str | None
+    consumers: tuple[str, ...]
+    nbytes: int
+    is_output: bool
+    copy_s: dict[str, float]
+
+
+@dataclass
+class Problem:
+    """Everything the algorithms need, looked up once.
+
+    ``seconds[k][d]`` exists only for devices ``d`` in ``allowed[k]``; ``reasons[k]``
+    says why a kernel is held to one device (a pin or a capability).
+    """
+
+    graph: object
+    costs: object
+    order: tuple[str, ...]
+    seconds: dict[str, dict[str, float]]
+    allowed: dict[str, tuple[str, ...]]
+    reasons: dict[str, str]
+    flows: tuple[Flow, ...]
+    overhead: dict[str, float]
+    gpu_memory: int | None = None
+    step: dict[str, int] = field(init=False, repr=False)
+    reads: dict[str, list[int]] = field(init=False, repr=False)
+    writes: dict[str, list[int]] = field(init=False, repr=False)
+    edges: list[tuple[str, str]] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.step = {k: i for i, k in enumerate(self.order)}
+        pairs = {(f.producer, c) for f in self.flows if f.producer is not None for c in f.consumers}
+        self.edges = sorted(pairs, key=lambda e: (self.step[e[0]], self.step[e[1]]))
+        self.reads = {k: [] for k in self.order}
+        self.writes = {k: [] for k in self.order}
+        for i, f in enumerate(self.flows):
+            if f.producer is not None:
+                self.writes[f.producer].append(i)
+            for c in dict.fromkeys(f.consumers):
+                self.reads[c].append(i)
+
+    # --- what an assignment costs, without partition overheads ----------------------
+    def check(self, a: Assignment) -> None:
+        """InternalError if ``a`` misses a kernel or breaks a pin/capability."""
+        for k in self.order:
+            if a.get(k) not in self.allowed[k]:
+                raise InternalError(f"assignment puts {k} on {a.get(k)}; allowed: {self.allowed[k]}")
+
+    def source_device(self, f: Flow, a: Assignment) -> str:
+        return HOST if f.producer is None else a[f.producer]
+
+    def copies(self, f: Flow, a: Assignment) -> list[str]:
+        """Devices ``f`` must be copied to under ``a`` (at most one: the other device)."""
+        src = self.source_device(f, a)
+        needed = {a[c] for c in f.consumers} | ({HOST} if f.is_output else set())
+        return [d for d in DEVICES if d in needed and d != src]
+
+    def compute_s(self, a: Assignment, kernels=None) -> float:
+        return sum(self.seconds[k][a[k]] for k in (self.order if kernels is None else kernels))
+
+    def transfer_s(self, a: Assignment, flows=None) -> float:
+        idx = range(len(self.flows)) if flows is None else flows
+        return sum(self.flows[i].copy_s[d] for i in idx for d in self.copies(self.flows[i], a))
+
+    def linear_cost(self, a: Assignment) -> float:
+        """Compute plus transfer seconds: the quantity the minimum cut minimises exactly."""
+        return self.compute_s(a) + self.transfer_s(a)
+
+    def move_delta(self, a: Assignment, kernels, device: str) -> float:
+        """Change of :meth:`linear_cost` when ``kernels`` all move to ``device``."""
+        kernels = list(kernels)
+        touched = sorted({i for k in kernels for i in self.reads[k] + self.writes[k]})
+        b = dict(a)
+        b.update({k: device for k in kernels})
+        before = self.compute_s(a, kernels) + self.transfer_s(a, touched)
+        return self.compute_s(b, kernels) + self.transfer_s(b, touched) - before
+
+    def movable(self, k: str, device: str) -> bool:
+        return device in self.allowed[k]
+
+
+def build_problem(graph, costs, pins=(), gpu_memory: int | None = None) -> Problem:
+    """Look every cost up once; PlanError for a kernel no device can run or a bad pin."""
+    order = tuple(graph.topological_order())
+    pinned = resolve_pins(graph, pins)
+    seconds, allowed, reasons = {}, {}, {}
+    for kid in order:
+        kernel = graph.kernels[kid]
+        support = {d: costs.supports(kernel, d) for d in DEVICES}
+        can = tuple(d for d in DEVICES if support[d][0])
+        if not can:
+            whys = "; ".join(f"{d}: {support[d][1]}" for d in DEVICES)
+            raise PlanError(f"{kid} ({'+'.join(kernel.ops)}) can run on no device ({whys})")
+        if len(can) == 1:
+            missing = other(can[0])
+            reasons[kid] = f"cannot run on {missing}: {support[missing][1]}"
+        if kid in pinned:
+            device, why = pinned[kid]
+            if device not in can:
+                raise PlanError(f"{kid} ({'+'.join(kernel.ops)}) is {why} but cannot run on {device}: "
+                                f"{support[device][1]}")
+            can, reasons[kid] = (device,), why
+        seconds[kid] = {d: float(costs.kernel_cost(kernel, d)) for d in can}
+        if not all(math.isfinite(s) and s >= 0 for s in seconds[kid].values()):
+            raise PlanError(f"the cost model gives {kid} ({'+'.join(kernel.ops)}) the cost {seconds[kid]} "
+                            "seconds; re-profile the model (`partition profile MODEL`)")
+        allowed[kid] = can
+    return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs),
+                   {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory)
+
+
+def _flows(graph, costs) -> tuple[Flow, ...]:
+    flows = []
+    for t in graph.tensors.values():
+        if not t.consumers and not t.is_output:
+            continue
+        copy_s = {d: float(costs.transfer_cost(t.nbytes, other(d), d)) for d in DEVICES}
+        flows.append(Flow(t.name, t.producer, tuple(t.consumers), t.nbytes, t.is_output, copy_s))
+    return tuple(flows)

@@ -1,0 +1,124 @@
+"""Simulated timelines of one inference, and the pipelined throughput bound.
+
+Tasks are the partitions (on their device's track, ``cpu`` or ``cuda``) and the
+copies (on ``h2d`` to the GPU or ``d2h`` back, each its own copy engine).  A copy
+waits for the partition that makes its tensor; a partition waits for its copies and
+for the same-device partitions it reads from.
+
+* ``sequential``: one task at a time (partitions run one after another; each copy
+  right after the partition that makes it).  Its end is the ``latency`` objective.
+* ``parallel``: list scheduling: tasks in order of their critical path to the end
+  (upward rank, HEFT's priority), each on its track as soon as its inputs are there
+  and the track is free.  Its end is the ``makespan`` objective.
+* :func:`pipeline_period`: with micro-batches pipelined, every track is busy with
+  its own work once per micro-batch, so the slowest track bounds the period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .layout import Layout
+
+TRACKS = ("cpu", "cuda", "h2d", "d2h")
+
+
+@dataclass(frozen=True)
+class Task:
+    """``kind`` "partition" (``index`` into layout.groups) or "copy" (into layout.transfers)."""
+
+    kind: str
+    index: int
+    track: str
+    seconds: float
+    deps: tuple[int, ...]  # positions of earlier tasks in the task list
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    task: Task
+    start: float
+    end: float
+
+
+def copy_track(device: str) -> str:
+    return "h2d" if device == "cuda" else "d2h"
+
+
+def tasks(layout: Layout) -> list[Task]:
+    """All tasks in a topological order: input copies, then each partition followed by its copies."""
+    out: list[Task] = []
+    done_group: dict[int, int] = {}
+    copy_pos: dict[int, list[int]] = {i: [] for i in range(len(layout.groups))}  # reader group -> copies
+
+    def add_copy(j, t):
+        deps = () if t.src is None else (done_group[t.src],)
+        out.append(Task("copy", j, copy_track(t.device), t.seconds, deps))
+        for r in t.readers:
+            copy_pos[r].append(len(out) - 1)
+
+    for j, t in enumerate(layout.transfers):
+        if t.src is None:
+            add_copy(j, t)
+    by_src: dict[int, list[int]] = {}
+    for j, t in enumerate(layout.transfers):
+        if t.src is not None:
+            by_src.setdefault(t.src, []).append(j)
+    for i, g in enumerate(layout.groups):
+        deps = tuple(sorted(copy_pos[i] + [done_group[d] for d in layout.deps[i]]))
+        out.append(Task("partition", i, g.device, layout.group_seconds[i], deps))
+        done_group[i] = len(out) - 1
+        for j in by_src.get(i, ()):
+            add_copy(j, layout.transfers[j])
+    return out
+
+
+def simulate(layout: Layout, mode: str) -> list[Scheduled]:
+    """Start and end of every task under ``mode`` ("sequential" or "parallel")."""
+    ts = tasks(layout)
+    if mode == "sequential":
+        order = range(len(ts))
+    elif mode == "parallel":
+        rank = _upward_rank(ts)
+        order = sorted(range(len(ts)), key=lambda i: (-rank[i], i))
+    else:
+        raise ValueError(f"unknown timeline mode {mode!r}")
+    end = [0.0] * len(ts)
+    free = {track: 0.0 for track in TRACKS}
+    clock = 0.0
+    out: dict[int, Scheduled] = {}
+    for i in order:
+        t = ts[i]
+        ready = max((end[d] for d in t.deps), default=0.0)
+        start = clock if mode == "sequential" else max(ready, free[t.track])
+        end[i] = start + t.seconds
+        free[t.track] = clock = end[i]
+        out[i] = Scheduled(t, start, end[i])
+    return [out[i] for i in order]
+
+
+def finish(schedule: list[Scheduled]) -> float:
+    return max((s.end for s in schedule), default=0.0)
+
+
+def busy(layout: Layout) -> dict[str, float]:
+    """Seconds each track works per inference."""
+    load = {track: 0.0 for track in TRACKS}
+    for g, s in zip(layout.groups, layout.group_seconds):
+        load[g.device] += s
+    for t in layout.transfers:
+        load[copy_track(t.device)] += t.seconds
+    return load
+
+
+def pipeline_period(layout: Layout) -> float:
+    """Seconds per micro-batch when micro-batches are pipelined: the busiest track."""
+    return max(busy(layout).values())
+
+
+def _upward_rank(ts: list[Task]) -> list[float]:
+    rank = [t.seconds for t in ts]
+    for i in range(len(ts) - 1, -1, -1):  # successors come later in a topological list
+        for d in ts[i].deps:
+            rank[d] = max(rank[d], ts[d].seconds + rank[i])
+    return rank

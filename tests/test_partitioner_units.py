@@ -1,0 +1,293 @@
+"""Unit tests of the partitioner's modules on small hand-built graphs (no TVM)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from hetpart.errors import PlanError
+from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
+from hetpart.partitioner import OBJECTIVES, Pin, Plan, TableCosts, explain, objective, parse_pins, partition
+from hetpart.partitioner import render_plan, write_svg, write_trace
+from hetpart.partitioner.memory import gpu_memory
+from hetpart.partitioner.pins import resolve_pins
+from hetpart.partitioner.problem import build_problem
+
+US = 1e-6
+
+
+def make_graph(spec: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], sizes=None, params=None,
+               outputs=("out",), name="g") -> OpGraph:
+    """``spec[kernel] = (ops, input tensors)``; kernel i writes tensor ``t_<kernel>``, the last one "out".
+
+    Tensor "x" is the model input.  ``sizes`` gives element counts (float32), default 1000.
+    """
+    sizes, params = sizes or {}, params or {}
+    ids = list(spec)
+    out_of = {k: ("out" if k == ids[-1] else f"t_{k}") for k in ids}
+    readers: dict[str, list[str]] = {"x": []}
+    for k in ids:
+        readers[out_of[k]] = []
+    for k, (_, ins) in spec.items():
+        for t in ins:
+            readers[t].append(k)
+    producer = {out_of[k]: k for k in ids}
+    tensors = {t: Tensor(t, (sizes.get(t, 1000),), "float32", producer.get(t), tuple(r), t == "x", t in outputs)
+               for t, r in readers.items()}
+    kernels = {k: Kernel(k, f"fused_{k}", ops, "injective", tuple(ins), (out_of[k],), 0, 0, 0,
+                         params.get(k, 0), f"sig_{k}", i)
+               for i, (k, (ops, ins)) in enumerate(spec.items())}
+    return OpGraph(name, kernels, tensors, ("x",), tuple(outputs))
+
+
+def table(graph, cpu_us, cuda_us, **kw) -> TableCosts:
+    return TableCosts({k: {"cpu": cpu_us[k] * US, "cuda": cuda_us[k] * US} for k in graph.kernels}, **kw)
+
+
+# A diamond: node_0 -> (node_1, node_2) -> node_3.
+DIAMOND = {"node_0": (("conv2d", "relu"), ("x",)), "node_1": (("take",), ("t_node_0",)),
+           "node_2": (("matmul", "add"), ("t_node_0",)), "node_3": (("add",), ("t_node_1", "t_node_2"))}
+
+
+# --- pins ---------------------------------------------------------------------------------
+def test_parse_pins_accepts_ops_and_nodes_and_rejects_junk():
+    assert parse_pins(["Gather=cpu", " node_17 = CUDA "]) == (Pin("Gather", "cpu"), Pin("node_17", "cuda"))
+    for bad in ("Gather", "=cpu", "Gather=tpu"):
+        with pytest.raises(PlanError, match="--pin"):
+            parse_pins([bad])
+
+
+def test_resolve_pins_onnx_and_tvm_names_and_node_pins_win():
+    g = make_graph(DIAMOND)
+    assert resolve_pins(g, ["Gather=cpu"]) == {"node_1": ("cpu", "pinned by --pin Gather=cpu")}
+    assert set(resolve_pins(g, ["TAKE=cuda"])) == {"node_1"}
+    assert set(resolve_pins(g, ["Conv=cpu"])) == {"node_0"}
+    assert set(resolve_pins(g, ["Gemm=cuda"])) == {"node_2"}
+    assert set(resolve_pins(g, ["add=cpu"])) == {"node_2", "node_3"}  # any fused op matches
+    mixed = resolve_pins(g, ["add=cpu", "node_2=cuda"])
+    assert mixed["node_2"][0] == "cuda" and mixed["node_3"][0] == "cpu"
+
+
+def test_unknown_pin_lists_close_matches():
+    g = make_graph(DIAMOND)
+    with pytest.raises(PlanError, match="close matches: .*gather"):
+        resolve_pins(g, ["Gathr=cpu"])
+    with pytest.raises(PlanError, match="node_1"):
+        resolve_pins(g, ["node_11=cpu"])
+    with pytest.raises(PlanError, match="pinned to both"):
+        resolve_pins(g, ["node_1=cpu", "fused_node_1=cuda"])
+
+
+def test_pin_to_a_device_the_kernel_cannot_use_is_an_error():
+    g = make_graph(DIAMOND)
+    costs = table(g, dict.fromkeys(g.kernels, 10), dict.fromkeys(g.kernels, 1),
+                  unsupported={("node_1", "cuda"): "no CUDA take for int8"})
+    with pytest.raises(PlanError, match="node_1 .*cannot run on cuda: no CUDA take for int8"):
+        partition(g, cost_model=costs, pins=["Gather=cuda"], progress=False)
+
+
+# --- the cut: costs, copies once, capability --------------------------------------------------
+def test_tensor_read_by_two_gpu_kernels_is_copied_once():
+    g = make_graph(DIAMOND, sizes={"t_node_0": 3_000_000})
+    costs = table(g, {"node_0": 10, "node_1": 900, "node_2": 900, "node_3": 10},
+                  {"node_0": 5000, "node_1": 10, "node_2": 10, "node_3": 500}, link_bytes_per_s=12e9)
+    plan = partition(g, cost_model=costs, progress=False)
+    copy = 10 * US + 12e6 / 12e9
+    # node_1 and node_2 on CUDA share one 12 MB copy (1 ms); two copies (2 ms) would lose to the CPU (1.8 ms).
+    assert plan.assignment == {"node_0": "cpu", "node_1": "cuda", "node_2": "cuda", "node_3": "cpu"}
+    [big] = [c for c in plan.cuts if c.tensor == "t_node_0"]
+    assert big.seconds == pytest.approx(copy) and big.readers == ["p1_cuda", "p2_cuda"]  # two partitions, one copy
+    assert plan.predicted["transfer_s"] == pytest.approx(copy + 2 * (10 * US + 4000 / 12e9))
+
+
+def test_unsupported_kernel_is_pinned_with_reason_and_shown_in_explain():
+    g = make_graph(DIAMOND)
+    costs = table(g, dict.fromkeys(g.kernels, 100), dict.fromkeys(g.kernels, 1),
+                  unsupported={("node_1", "cuda"): "no CUDA schedule for take"})
+    plan = partition(g, cost_model=costs, progress=False)
+    assert plan.assignment["node_1"] == "cpu"
+    assert plan.constraints["node_1"] == "cannot run on cuda: no CUDA schedule for take"
+    assert "stays: cannot run on cuda: no CUDA schedule for take" in explain(plan)
+
+
+def test_kernel_no_device_can_run_is_an_error():
+    g = make_graph(DIAMOND)
+    costs = table(g, dict.fromkeys(g.kernels, 1), dict.fromkeys(g.kernels, 1),
+                  unsupported={("node_2", "cuda"): "a", ("node_2", "cpu"): "b"})
+    with pytest.raises(PlanError, match="node_2 .*can run on no device"):
+        partition(g, cost_model=costs, progress=False)
+
+
+# --- partitions ------------------------------------------------------------------------------
+def test_cyclic_same_device_group_is_split():
+    # node_0 (cpu) feeds node_1 (cuda) and node_2 (cpu); node_1 also feeds node_2.
+    # {node_0, node_2} is connected but would depend on node_1 both ways: split it.
+    spec = {"node_0": (("add",), ("x",)), "node_1": (("matmul",), ("t_node_0",)),
+            "node_2": (("add",), ("t_node_0", "t_node_1"))}
+    g = make_graph(spec)
+    costs = table(g, {"node_0": 1, "node_1": 1000, "node_2": 1}, {"node_0": 1000, "node_1": 1, "node_2": 1000})
+    plan = partition(g, cost_model=costs, progress=False)
+    assert [(p.device, p.kernels) for p in plan.partitions] == [
+        ("cpu", ["node_0"]), ("cuda", ["node_1"]), ("cpu", ["node_2"])]
+    assert [p.name for p in plan.partitions] == ["p0_cpu", "p1_cuda", "p2_cpu"]
+
+
+def test_independent_same_device_kernels_merge_when_no_cycle():
+    # node_0 -> node_1 (cuda) ; node_0 -> node_2 (cpu) -> node_3 ; node_1 -> node_3: all cpu but node_1.
+    spec = {"node_0": (("add",), ("x",)), "node_1": (("matmul",), ("t_node_0",)),
+            "node_2": (("add",), ("t_node_0",)), "node_3": (("add",), ("t_node_1", "t_node_2"))}
+    g = make_graph(spec)
+    costs = table(g, {"node_0": 1, "node_1": 5000, "node_2": 1, "node_3": 1},
+                  {"node_0": 900, "node_1": 1, "node_2": 900, "node_3": 900})
+    plan = partition(g, cost_model=costs, progress=False)
+    kernels = [p.kernels for p in plan.partitions]
+    assert ["node_0", "node_2"] in kernels and ["node_3"] in kernels and ["node_1"] in kernels
+
+
+# --- memory ------------------------------------------------------------------------------------
+def test_gpu_memory_model_by_hand():
+    chain = {"node_0": (("add",), ("x",)), "node_1": (("matmul",), ("t_node_0",)),
+             "node_2": (("add",), ("t_node_1", "t_node_0"))}
+    g = make_graph(chain, sizes={"x": 10, "t_node_0": 100, "t_node_1": 1000, "out": 1},
+                   params={"node_1": 7000, "node_2": 50})
+    p = build_problem(g, table(g, dict.fromkeys(g.kernels, 1), dict.fromkeys(g.kernels, 1)))
+    mem = gpu_memory(p, {"node_0": "cpu", "node_1": "cuda", "node_2": "cpu"})
+    # step 0: t_node_0 copied over (400 B); step 1: + t_node_1 (4000 B); node_2 on the CPU.
+    assert (mem.params, mem.peak_activations) == (7000, 4400)
+    mem = gpu_memory(p, {"node_0": "cuda", "node_1": "cuda", "node_2": "cuda"})
+    # x (40) from step 0 to 0; t_node_0 to step 2; t_node_1 steps 1-2; out (4) at step 2.
+    assert (mem.params, mem.peak_activations) == (7050, 400 + 4000 + 4)
+
+
+def test_infeasible_cap_is_reported_with_numbers():
+    g = make_graph(DIAMOND, params={"node_2": 10_000_000})
+    costs = table(g, dict.fromkeys(g.kernels, 100), dict.fromkeys(g.kernels, 1))
+    with pytest.raises(PlanError, match=r"cap 1\.0 MiB cannot be met.*node_2 \(pinned by --pin node_2=cuda\)"
+                                        r".*Raise --gpu-memory"):
+        partition(g, cost_model=costs, pins=["node_2=cuda"], gpu_memory=2**20, progress=False)
+
+
+def test_cap_moves_the_heavy_kernel_and_reports_all_cuda_infeasible():
+    g = make_graph(DIAMOND, params={"node_1": 50_000_000})
+    costs = table(g, dict.fromkeys(g.kernels, 1000), dict.fromkeys(g.kernels, 10))
+    free = partition(g, cost_model=costs, progress=False)
+    assert set(free.assignment.values()) == {"cuda"}
+    capped = partition(g, cost_model=costs, gpu_memory=2**20, progress=False)
+    assert capped.assignment == {"node_0": "cuda", "node_1": "cpu", "node_2": "cuda", "node_3": "cuda"}
+    assert capped.predicted["gpu_memory"]["total"] <= 2**20
+    assert capped.predicted["baselines"]["all_cuda"] is None
+    assert "infeasible" in capped.predicted["baseline_notes"]["all_cuda"]
+    assert "over the cap" in render_plan(capped)
+
+
+# --- timelines ---------------------------------------------------------------------------------
+def test_sequential_and_parallel_timelines():
+    g = make_graph(DIAMOND, sizes={"x": 1, "t_node_0": 1, "t_node_1": 1, "t_node_2": 1, "out": 1})
+    costs = table(g, {"node_0": 1, "node_1": 400, "node_2": 300, "node_3": 1},
+                  {"node_0": 1000, "node_1": 450, "node_2": 1000, "node_3": 1000}, link_latency_s=0.0)
+    lat = partition(g, cost_model=costs, progress=False)
+    mk = partition(g, "makespan", cost_model=costs, progress=False)
+    # one after another: 1 + 400 + 300 + 1 on the CPU is best
+    assert lat.predicted["latency_s"] == pytest.approx(702 * US, rel=1e-6)
+    # overlapping, node_1 on CUDA (slower there) runs beside node_2 on the CPU: 1 + max(450, 300) + 1
+    assert mk.assignment == {"node_0": "cpu", "node_1": "cuda", "node_2": "cpu", "node_3": "cpu"}
+    assert mk.predicted["latency_s"] == pytest.approx(452 * US, rel=1e-3)
+    assert mk.predicted["sequential_s"] > lat.predicted["sequential_s"]
+    tracks = {s.track for s in mk.timeline}
+    assert {"cpu", "cuda", "h2d", "d2h"} == tracks
+
+
+# --- objectives registry ---------------------------------------------------------------------------
+def test_unknown_objective_lists_choices():
+    g = make_graph(DIAMOND)
+    with pytest.raises(PlanError, match="latency, makespan, throughput"):
+        partition(g, "speed", cost_model=table(g, dict.fromkeys(g.kernels, 1), dict.fromkeys(g.kernels, 1)))
+
+
+def test_a_new_objective_is_one_decorated_function():
+    @objective("all_on_cpu_test", metric="sequential_s", timeline="sequential")
+    def everything_on_cpu(problem, progress=False):
+        return {k: "cpu" for k in problem.order}
+
+    try:
+        g = make_graph(DIAMOND)
+        plan = partition(g, "all_on_cpu_test", cost_model=table(g, dict.fromkeys(g.kernels, 5),
+                                                                dict.fromkeys(g.kernels, 1)), progress=False)
+        assert set(plan.assignment.values()) == {"cpu"} and plan.objective == "all_on_cpu_test"
+    finally:
+        del OBJECTIVES["all_on_cpu_test"]
+
+
+# --- files and text --------------------------------------------------------------------------------
+@pytest.fixture
+def split_plan():
+    spec = {"node_0": (("add",), ("x",)), "node_1": (("matmul",), ("t_node_0",)),
+            "node_2": (("take",), ("t_node_0", "t_node_1"))}
+    g = make_graph(spec)
+    costs = table(g, {"node_0": 1, "node_1": 1000, "node_2": 1}, {"node_0": 1000, "node_1": 1, "node_2": 1000})
+    return partition(g, cost_model=costs, pins=["Gather=cpu"], progress=False)
+
+
+def test_trace_is_chrome_trace_events(split_plan, tmp_path):
+    doc = json.loads(write_trace(split_plan, tmp_path / "plan.trace.json").read_text())
+    assert doc["schema"] == "hetpart-trace" and doc["version"] == 1
+    names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    assert names == {"cpu", "cuda", "h2d", "d2h"}
+    complete = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert len(complete) == len(split_plan.timeline)
+    last = max(e["ts"] + e["dur"] for e in complete)
+    assert last == pytest.approx(split_plan.predicted["latency_s"] * 1e6)
+
+
+def test_svg_colours_kernels_and_marks_cuts(split_plan, tmp_path):
+    from hetpart.partitioner.svg import COLOURS, CUT, draw_svg
+
+    root = ET.fromstring(draw_svg(split_plan))
+    ns = "{http://www.w3.org/2000/svg}"
+    fills = [r.get("fill") for r in root.iter(f"{ns}rect") if r.get("rx")]
+    assert sorted(fills) == sorted(COLOURS[d] for d in split_plan.assignment.values())
+    cut_lines = [ln for ln in root.iter(f"{ns}line") if ln.get("stroke") == CUT and ln.find(f"{ns}title") is not None]
+    crossing = [(u, v) for u, v, _ in split_plan.graph.edges() if split_plan.assignment[u] != split_plan.assignment[v]]
+    assert len(cut_lines) == len(crossing) == 2
+    assert write_svg(split_plan, tmp_path / "plan.svg").read_text().startswith("<")
+
+
+def test_render_and_explain_say_where_and_why(split_plan):
+    text = render_plan(split_plan)
+    for needle in ("p0_cpu", "p1_cuda", "p2_cpu", "all_cpu", "all_cuda", "greedy", "transfers at the cuts"):
+        assert needle in text
+    why = explain(split_plan)
+    assert "stays: pinned by --pin Gather=cpu" in why
+    assert "p1_cuda" in why and "slower on cpu" in why
+
+
+def test_plan_file_errors(split_plan, tmp_path):
+    with pytest.raises(PlanError, match="does not exist"):
+        Plan.load(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "hetpart-profile", "version": 1}))
+    with pytest.raises(PlanError, match="not a hetpart plan"):
+        Plan.load(bad)
+    bad.write_text(json.dumps({**split_plan.to_json(), "version": 99}))
+    with pytest.raises(PlanError, match="version 99"):
+        Plan.load(bad)
+    path = split_plan.save(tmp_path / "plan.json")
+    with pytest.raises(PlanError, match="different model"):
+        Plan.load(path, make_graph(DIAMOND))
+    assert Plan.load(path, split_plan.graph) == split_plan
+
+
+def test_the_real_cost_model_has_every_method_the_partitioner_calls():
+    costmodel = pytest.importorskip("hetpart.costmodel", reason="hetpart.costmodel is not importable yet")
+    from hetpart.partitioner.costs import Costs
+
+    wanted = [m for m in dir(Costs) if not m.startswith("_")]
+    assert wanted and all(callable(getattr(costmodel.CostModel, m, None)) for m in wanted)
+
+
+def test_partition_is_public_on_the_package():
+    import hetpart
+
+    assert hetpart.partition is partition and hetpart.Plan is Plan
