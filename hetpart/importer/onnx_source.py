@@ -20,7 +20,6 @@ from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
 
-_PROTO_LIMIT = 2**31 - 1
 _HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
 
 
@@ -69,13 +68,39 @@ def _resolve(model) -> ModelSource:
     return ModelSource(proto, path.stem, spec)
 
 
+def skeleton(model: onnx.ModelProto, min_bytes: int = 4096) -> onnx.ModelProto:
+    """``model`` with every large initializer turned into a typed graph input.
+
+    The checker and shape inference serialise the whole model (seconds for BERT's
+    440 MB of weights, impossible past protobuf's 2 GB), yet only need the weights'
+    types and shapes.  Small initializers stay, since shape inference reads values
+    such as a Reshape's target shape.
+    """
+    g = model.graph
+    small = [t for t in g.initializer if _tensor_bytes(t) < min_bytes]
+    large = [t for t in g.initializer if _tensor_bytes(t) >= min_bytes]
+    inputs = list(g.input) + [
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in large if t.name not in {i.name for i in g.input}
+    ]
+    graph = onnx.helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
+                                   value_info=list(g.value_info))
+    out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    return out
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n * max(1, onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize) if t.data_type else 0
+
+
 def _check(source: ModelSource) -> None:
-    """ONNX checker and shape inference; large models are checked by path."""
+    """The ONNX checker, on the model's skeleton (weights' shapes, not their bytes)."""
     try:
-        if source.model.ByteSize() < _PROTO_LIMIT:
-            onnx.checker.check_model(source.model)
-        else:
-            onnx.checker.check_model(source.origin)
+        onnx.checker.check_model(skeleton(source.model))
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{source.origin}: the ONNX checker rejects the model: {first}") from None
@@ -83,10 +108,8 @@ def _check(source: ModelSource) -> None:
 
 def _infer_shapes(model: onnx.ModelProto, origin: str) -> None:
     """Strict ONNX shape inference: an inconsistent model fails here, not deep in TVM."""
-    if model.ByteSize() >= _PROTO_LIMIT:
-        return  # inference on >2 GB models needs the file path; TVM's import checks them
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(skeleton(model), check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{origin}: ONNX shape inference fails: {first}") from None
