@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from ..options import add_profile_options, parse_shapes
+from ..registry import register
+
+
+@register
+class CostModelCommand:
+    """Show the cost-model profile in use, its accuracy, or what MODEL's kernels cost.
+
+    Without options: which profile is used (and whether it was measured on this
+    machine), how many kernels it holds per device and op class, the per-call
+    overheads and the transfer fits.  --eval: held-out accuracy of the predictor for
+    unmeasured kernels (leave-shapes-out: each measured kernel predicted by a fit
+    without it), median and 90th-percentile relative error per op class and device.
+    With MODEL: every kernel's cost on each device, marked (p) where predicted.
+
+    examples:
+      partition costmodel
+      partition costmodel --eval
+      partition costmodel zoo:bert:small --profile prof.json
+    """
+
+    name = "costmodel"
+
+    def add_arguments(self, parser):
+        m = parser.add_argument_group("model")
+        m.add_argument("model", nargs="?", metavar="MODEL", help="an .onnx file or zoo:NAME[:small] to cost")
+        m.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                       help="fix an input's shape, e.g. --shape input=1,3,224,224 (repeatable)")
+        add_profile_options(parser)
+        parser.add_argument("--eval", action="store_true", help="report held-out predictor accuracy")
+
+    def run(self, args) -> int:
+        from ...costmodel import CostModel, resolve_profile
+        from ...costmodel.predictor import evaluate, render_eval
+
+        prof = resolve_profile(args.profile)
+        print(f"profile: {prof.origin}")
+        if args.eval:
+            print(render_eval(evaluate(prof)))
+        elif args.model:
+            self._model_costs(CostModel(prof), args)
+        else:
+            print(render_profile(prof))
+        return 0
+
+    def _model_costs(self, cm, args) -> None:
+        from ... import importer
+
+        graph = importer.load(args.model, parse_shapes(args.shape))
+        devices = list(cm.profile.overheads)
+        print(f"{'kernel':<9} {'op class':<10} {'function':<40} " + " ".join(f"{d + ' us':>12}" for d in devices))
+        for k in graph.nodes:
+            cells = []
+            for d in devices:
+                cost = cm.kernel_cost(k, d)
+                cells.append(f"{cost * 1e6:11.1f}{'p' if cm.is_predicted(k, d) else ' '}")
+            print(f"{k.id:<9} {k.op_class:<10} {k.func[:40]:<40} " + " ".join(cells))
+        print("(p) predicted, not measured")
+
+
+def render_profile(prof) -> str:
+    """Counts per device and op class, overheads, transfer fits."""
+    lines = [f"machine: {prof.fingerprint.describe()}, TVM {prof.fingerprint.tvm_version}",
+             f"models profiled: {', '.join(sorted(prof.models)) or 'none'}"]
+    for d in prof.devices:
+        recs = prof.kernels[d].values()
+        by_class: dict[str, int] = {}
+        for r in recs:
+            by_class[r.features.op_class] = by_class.get(r.features.op_class, 0) + 1
+        failed = sum(r.failed for r in recs)
+        dynamic = sum(r.status == "dynamic" for r in recs)
+        lines.append(f"{d}: {len(recs)} kernels ({failed} failed, {dynamic} data-dependent, predicted): "
+                     + ", ".join(f"{c} {n}" for c, n in sorted(by_class.items())))
+    for d, oh in prof.overheads.items():
+        lines.append(f"{d} overheads: call {oh.call_s * 1e6:.2f} us, launch {oh.launch_s * 1e6:.2f} us/kernel, "
+                     f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us")
+    if prof.transfers:
+        for key, fit in sorted(prof.transfers.fits.items()):
+            lines.append(f"transfer {key}: latency {fit.latency_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.2f} GB/s")
+    else:
+        lines.append("transfers: not measured (partition profile --transfer, on a GPU machine)")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import time
+
+from ..options import parse_shapes
+from ..registry import register
+
+
+@register
+class ProfileCommand:
+    """Measure this machine for the cost model: kernels of MODEL, overheads, transfers.
+
+    Compiles each distinct kernel of MODEL alone for every device (in parallel), times
+    it with random inputs, and stores the timings in this machine's profile (one JSON
+    file per machine; default in the user cache, or --profile PATH / $HETPART_PROFILE).
+    Kernels already in the profile -- from any model -- are not measured again, and
+    Ctrl-C keeps everything measured so far: run it again to resume.
+
+    --transfer measures host<->GPU copies (pinned and pageable, 4 KiB .. 256 MiB) and
+    fits latency + bytes/bandwidth; it needs a CUDA GPU.  On a machine without a GPU
+    only the CPU is measured; plans then use the recorded profile shipped with hetpart
+    (both devices from one machine), unless --profile names this one.
+
+    examples:
+      partition profile zoo:resnet50
+      partition profile model.onnx --shape input=1,3,224,224 --profile prof.json
+      partition profile --transfer
+    """
+
+    name = "profile"
+
+    def add_arguments(self, parser):
+        m = parser.add_argument_group("model")
+        m.add_argument("model", nargs="*", metavar="MODEL",
+                       help="an .onnx file or zoo:NAME[:small]; several may be given (optional with --transfer)")
+        m.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                       help="fix an input's shape, e.g. --shape input=1,3,224,224 (repeatable)")
+        g = parser.add_argument_group("profiling")
+        g.add_argument("--profile", metavar="PATH", default=None,
+                       help="profile file to measure into (default: $HETPART_PROFILE, else this machine's "
+                            "profile in the user cache)")
+        g.add_argument("--device", action="append", default=[], choices=["cpu", "cuda"],
+                       help="measure only this device (repeatable; default: cpu, and cuda if a GPU is present)")
+        g.add_argument("--transfer", action="store_true", help="measure (again) the host<->GPU transfer model")
+        g.add_argument("--quick", action="store_true", help="fewer repeats: faster, noisier")
+        g.add_argument("--retry-failed", action="store_true", help="measure again kernels recorded as failed")
+        g.add_argument("--jobs", type=int, default=None, help="parallel build processes (default: all cores)")
+
+    def run(self, args) -> int:
+        import os
+
+        from ... import importer
+        from ...costmodel.build_pool import BuildPool
+        from ...costmodel.kernel_bench import MeasureSettings
+        from ...costmodel.locate import ENV_PROFILE, default_profile_path
+        from ...errors import HetpartError
+        from ...targets import cuda_available, num_cores
+
+        if not args.model and not args.transfer:
+            raise HetpartError("give a MODEL to profile, or --transfer to measure the transfer model")
+        path = args.profile or os.environ.get(ENV_PROFILE) or default_profile_path()
+        gpu = cuda_available()
+        devices = tuple(args.device) or (("cpu", "cuda") if gpu else ("cpu",))
+        if not gpu and "cuda" not in args.device:
+            print("note: no CUDA GPU here: measuring the CPU only. Plans on this machine use the recorded "
+                  "profile (CPU and GPU of one machine) unless --profile names this file.")
+        settings = MeasureSettings.quick() if args.quick else MeasureSettings()
+        shapes = parse_shapes(args.shape)
+        with BuildPool(args.jobs or num_cores()) as pool:  # workers shared by all models
+            for model in args.model:
+                self._profile_one(importer.load(model, shapes), devices, path, settings, pool, args)
+        if args.transfer:
+            self._transfers(path, args.quick)
+        print(f"profile: {path}")
+        return 0
+
+    def _profile_one(self, graph, devices, path, settings, pool, args) -> None:
+        from ...costmodel import profile
+
+        rep = profile(graph, devices, path, settings=settings, pool=pool, retry_failed=args.retry_failed).last_report
+        for d in devices:
+            print(f"{graph.name} on {d}: measured {rep.measured[d]} kernels ({rep.failed[d]} failed to build "
+                  f"or run), reused {rep.reused[d]}")
+        print(f"{graph.name}: {rep.seconds:.1f} s")
+
+    def _transfers(self, path, quick: bool) -> None:
+        from ...costmodel import measure_transfers
+        from ...costmodel.profiler import open_profile
+
+        prof = open_profile(path)
+        t0 = time.perf_counter()
+        prof.transfers = measure_transfers(repeats=10 if quick else 20)
+        prof.save()
+        for key, fit in sorted(prof.transfers.fits.items()):
+            print(f"transfer {key:<14} latency {fit.latency_s * 1e6:7.1f} us  "
+                  f"bandwidth {fit.bandwidth_Bps / 1e9:6.2f} GB/s")
+        print(f"transfers: {time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,109 @@
+"""CostModel: the numbers the partitioner asks for, read from one :class:`Profile`.
+
+* ``kernel_cost(kernel, device)``: seconds per call of a kernel inside a partition
+  = its measured work (timing minus the empty-call baseline) + one kernel launch
+  (:meth:`KernelRecord.cost`).  The launch is added here, once; it is not in the
+  stored timing's work part.  Unmeasured kernels are predicted (:mod:`.predictor`)
+  unless ``predict=False``.
+* ``transfer_cost(n, src, dst)``: the pinned-memory fit (the runtime hands tensors
+  over through pinned buffers); 0 on the same device.
+* ``partition_overhead(device)``: calling a partition plus the host switch after it.
+* ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
+  bandwidth k x narrower.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import ProfileError
+from .predictor import Predictor
+from .profile_db import KernelFeatures, Overheads, Profile
+
+GPU_DEVICES = ("cuda",)
+
+
+class CostModel:
+    """Kernel, transfer and partition costs of one machine (see the module docstring)."""
+
+    def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0):
+        self.profile = profile
+        self.predict = predict
+        self.gpu_scale = float(gpu_scale)
+        self.link_scale = float(link_scale)
+        self._predictors: dict[str, Predictor] = {}
+
+    # --- kernels ------------------------------------------------------------------
+    def _where(self) -> str:
+        return str(self.profile.path or "the profile")
+
+    def _overheads(self, device: str) -> Overheads:
+        try:
+            return self.profile.overheads[device]
+        except KeyError:
+            raise ProfileError(f"{self._where()} has no measurements for device '{device}'; "
+                               f"measured devices: {', '.join(self.profile.overheads) or 'none'}") from None
+
+    def _scale(self, device: str) -> float:
+        return self.gpu_scale if device in GPU_DEVICES else 1.0
+
+    def _predictor(self, device: str) -> Predictor:
+        if device not in self._predictors:
+            self._predictors[device] = Predictor(self.profile, device)
+        return self._predictors[device]
+
+    def is_predicted(self, kernel, device: str) -> bool:
+        """True when ``kernel_cost`` for this kernel comes from the predictor, not a measurement."""
+        rec = self.profile.record(device, kernel.signature)
+        return rec is None or rec.status == "dynamic"
+
+    def supports(self, kernel, device: str) -> tuple[bool, str]:
+        """``(False, reason)`` when the profile records that the kernel failed on ``device``."""
+        rec = self.profile.record(device, kernel.signature)
+        if rec is not None and rec.failed:
+            return False, f"{kernel.id} ({kernel.func}) on {device}: {rec.error}"
+        return True, ""
+
+    def kernel_cost(self, kernel, device: str) -> float:
+        """Seconds per call inside a partition, launch included; ``inf`` if it cannot run there.
+
+        Raises :class:`ProfileError` naming the kernel when it is unmeasured and
+        prediction is off (or impossible).
+        """
+        oh = self._overheads(device)
+        rec = self.profile.record(device, kernel.signature)
+        if rec is not None and rec.ok:
+            return rec.cost(oh) * self._scale(device)
+        if rec is not None and rec.failed:
+            return math.inf
+        if not self.predict:
+            raise ProfileError(f"{kernel.id} ({kernel.op_class} kernel {kernel.func}) has no measurement on {device} "
+                               f"in {self._where()}; run `partition profile MODEL` or allow prediction")
+        try:
+            cost = self._predictor(device).predict(KernelFeatures.of(kernel))
+        except ProfileError as exc:
+            raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
+        return cost * self._scale(device)
+
+    # --- transfers and partitions -----------------------------------------------------
+    def transfer_cost(self, nbytes: int, src: str, dst: str) -> float:
+        """Seconds to move ``nbytes`` from ``src`` to ``dst`` (pinned fit); 0.0 when equal."""
+        if src == dst or nbytes <= 0:
+            return 0.0
+        direction = "h2d" if dst in GPU_DEVICES else "d2h"
+        tm = self.profile.transfers
+        fit = tm.fit(direction, "pinned") if tm else None
+        if fit is None:
+            raise ProfileError(f"{self._where()} has no {direction} transfer model; "
+                               "measure it on the GPU machine with `partition profile --transfer`")
+        return fit.latency_s + nbytes * self.link_scale / fit.bandwidth_Bps
+
+    def partition_overhead(self, device: str) -> float:
+        """Seconds per partition call on ``device``: calling it plus the host switch after it."""
+        oh = self._overheads(device)
+        return oh.call_s + oh.switch_s
+
+    def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
+        """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
+        return CostModel(self.profile, predict=self.predict,
+                         gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)

@@ -1,0 +1,205 @@
+"""Microbenchmark of one fused kernel, alone, exactly as the compiler builds it.
+
+In: an :class:`OpGraph` and one of its kernels.  Out: a :class:`Timing` of the
+kernel on one target.
+
+Steps: :func:`single_kernel_module` copies the kernel's PrimFunc into a tiny
+IRModule whose Relax ``main`` calls it once (every argument, constants too, becomes
+a parameter); :func:`build` compiles that with :func:`hetpart.kernels.build` -- the
+same schedules and pipeline the compiler uses, so what is measured is what runs;
+:func:`random_inputs` makes arguments (floats uniform in [0.1, 1): never zeros;
+integer tensors used as indices stay inside the dimension they index; integer
+constants keep their real values); :func:`time_executable` runs TVM's
+``time_evaluator`` after a warm-up call.
+
+The timing is of the whole one-kernel VM call, so it contains the fixed per-call
+cost once; :class:`~.CostModel` subtracts :attr:`Overheads.empty_s` (measured the
+same way on an empty kernel) and adds the per-kernel launch cost instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.ir import TensorLoad
+
+from ..errors import InternalError
+from .profile_db import Timing
+
+FLOAT_LOW, FLOAT_HIGH = 0.1, 1.0
+"""Random float inputs are uniform in [FLOAT_LOW, FLOAT_HIGH): never zero, never negative
+(so log/sqrt/division kernels time their normal path, not NaN handling)."""
+
+FREE_INT_HIGH = 8
+"""Integer inputs not used as an index are drawn from [0, FREE_INT_HIGH)."""
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One parameter of a single-kernel module: how to make a value for it.
+
+    ``value`` is the real constant for integer constants (always valid indices);
+    ``index_bound`` is the smallest dimension an integer input indexes (values are
+    drawn from ``[0, index_bound)``), 0 when unknown and random values could be out
+    of range (then the input is all zeros -- integers only, never floats).
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    value: np.ndarray | None = None
+    index_bound: int | None = None
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    """A module whose ``main(*args)`` calls one kernel once, and how to feed it."""
+
+    mod: tvm.IRModule
+    args: tuple[ArgSpec, ...]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long to time: ``repeat`` repeats of at least ``min_repeat_ms`` each."""
+
+    repeat: int = 7
+    min_repeat_ms: int = 10
+
+    @classmethod
+    def quick(cls) -> "MeasureSettings":
+        return cls(repeat=5, min_repeat_ms=4)
+
+
+def kernel_builder():
+    """THE per-target build (:func:`hetpart.kernels.build`): measured == compiled."""
+    from .. import kernels
+
+    if not hasattr(kernels, "build"):
+        raise InternalError("hetpart.kernels.build is missing; the cost model needs the compiler's build")
+    return kernels.build
+
+
+def build_module(mod: tvm.IRModule, target: tvm.target.Target):
+    """Compile a single-kernel module for ``target`` (an executable for relax.VirtualMachine)."""
+    return kernel_builder()(mod, target)
+
+
+# --- the module -----------------------------------------------------------------
+def _binding_of(graph, kernel):
+    index = 0
+    for block in graph.module["main"].body.blocks:
+        for binding in block.bindings:
+            if index == kernel.index:
+                return binding
+            index += 1
+    raise InternalError(f"{kernel.id} ({kernel.func}): binding {kernel.index} not found in main")
+
+
+def _flat_args(call) -> tuple[list, object | None]:
+    """The tensor arguments of a call, and the GlobalVar of its PrimFunc (call_tir) or None."""
+    if call.op.name == "relax.call_tir":
+        args = call.args[1]
+        return (list(args.fields) if isinstance(args, relax.Tuple) else [args]), call.args[0]
+    return list(call.args), None
+
+
+def _arg_spec(expr, bound: int | None) -> ArgSpec:
+    if isinstance(expr, tvm.ir.GenericConst):
+        value = expr.value.numpy()
+        keep = value if np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_ else None
+        return ArgSpec(tuple(value.shape), str(value.dtype), keep, bound)
+    ty = expr.ty
+    return ArgSpec(tuple(int(d) for d in ty.shape.values), str(ty.dtype), None, bound)
+
+
+def single_kernel_module(graph, kernel) -> KernelModule:
+    """A module with ``kernel``'s PrimFunc and a ``main`` that calls it once (see module doc)."""
+    call = _binding_of(graph, kernel).value
+    args, gvar = _flat_args(call)
+    prim = graph.module[gvar] if gvar is not None else None
+    bounds = index_bounds(prim) if prim is not None else {}
+    specs = [_arg_spec(a, bounds.get(i)) for i, a in enumerate(args)]
+    params = [relax.Var(f"arg{i}", relax.TensorType(list(s.shape), s.dtype)) for i, s in enumerate(specs)]
+    bb = relax.BlockBuilder()
+    if gvar is not None:
+        new_gv = bb.add_func(prim, gvar.name_hint)
+        new_args = [new_gv, relax.Tuple(params), *call.args[2:]]
+    else:
+        new_args = params
+    with bb.function("main", params):
+        out = bb.emit(relax.Call(call.op, new_args, call.attrs, call.ty_args))
+        bb.emit_func_output(out)
+    return KernelModule(bb.get(), tuple(specs))
+
+
+def index_bounds(prim) -> dict[int, int]:
+    """Parameter position -> the smallest extent any integer parameter indexes directly.
+
+    Integer parameters loaded inside another load's index (``A[idx[i], j]``) get the
+    extent of that dimension of ``A``.  An integer parameter the walk cannot bound
+    while the function does index indirectly gets 0 (use zeros: always in range).
+    """
+    int_params = [(i, p) for i, p in enumerate(prim.params) if "int" in str(getattr(p.ty, "dtype", ""))]
+    bounds: dict[int, int] = {}
+    indirect = False
+
+    def position(var) -> int | None:
+        return next((i for i, p in int_params if p.same_as(var)), None)
+
+    def visit(node):
+        nonlocal indirect
+        for dim, idx in enumerate(node.indices):
+            inner: list = []
+            tvm_ffi.structural_walk(idx, (TensorLoad, inner.append), order="post")
+            for load in inner:
+                indirect = True
+                pos = position(load.source)
+                if pos is not None:
+                    extent = int(node.source.ty.shape[dim])
+                    bounds[pos] = min(bounds.get(pos, extent), extent)
+
+    tvm_ffi.structural_walk(prim.body, (TensorLoad, visit), order="post")
+    if indirect:
+        for pos, _ in int_params:
+            bounds.setdefault(pos, 0)
+    return bounds
+
+
+# --- inputs and timing ------------------------------------------------------------
+def random_array(spec: ArgSpec, rng: np.random.Generator) -> np.ndarray:
+    """A value for ``spec`` (see :class:`ArgSpec`): floats never zero."""
+    if spec.value is not None:
+        return spec.value
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=spec.shape).astype(bool)
+    if "int" in spec.dtype:
+        high = FREE_INT_HIGH if spec.index_bound is None else spec.index_bound
+        if high <= 0:
+            return np.zeros(spec.shape, dtype=spec.dtype)
+        return rng.integers(0, high, size=spec.shape).astype(spec.dtype)
+    return rng.uniform(FLOAT_LOW, FLOAT_HIGH, size=spec.shape).astype(spec.dtype)
+
+
+def random_inputs(kmod: KernelModule, dev, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [tvm.runtime.tensor(random_array(s, rng), dev) for s in kmod.args]
+
+
+def time_executable(executable, inputs: list, dev, settings: MeasureSettings, func: str = "main") -> Timing:
+    """Median/min/max seconds per call of ``func`` after one warm-up call."""
+    vm = relax.VirtualMachine(executable, dev)
+    vm[func](*inputs)  # warm-up: lazy module init, allocator pools, CUDA module load
+    dev.sync()
+    res = vm.time_evaluator(func, dev, number=1, repeat=settings.repeat, min_repeat_ms=settings.min_repeat_ms)(*inputs)
+    results = [float(r) for r in res.results]
+    number = max(1, round(settings.min_repeat_ms / 1e3 / max(min(results), 1e-9))) if settings.min_repeat_ms else 1
+    return Timing(float(np.median(results)), min(results), max(results), len(results), number)
+
+
+def measure(kmod: KernelModule, executable, dev, settings: MeasureSettings) -> Timing:
+    """Time a built single-kernel module on ``dev`` with random inputs."""
+    return time_executable(executable, random_inputs(kmod, dev), dev, settings)

@@ -1,0 +1,278 @@
+"""The profile database: one JSON file per machine with everything measured on it.
+
+In: measurements (from :mod:`.kernel_bench`, :mod:`.overhead_bench`,
+:mod:`.transfer_bench`).  Out: a :class:`Profile` the :class:`~.CostModel` reads.
+
+File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
+
+    fingerprint   the machine (see :mod:`.fingerprint`)
+    targets       device -> the TVM target the kernels were built for
+    settings      how timings were taken (repeats, min_repeat_ms, CPU threads)
+    overheads     device -> Overheads (per partition call, per kernel launch, ...)
+    kernels       device -> kernel signature -> KernelRecord (features + timing)
+    models        model name -> the signatures of its kernels (what was profiled)
+    transfers     raw copy timings and their latency/bandwidth fits
+
+Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`);
+a file that is not a valid profile of this schema and version is never
+overwritten -- loading it raises :class:`ProfileError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ProfileError
+from .atomic import atomic_write_text
+from .fingerprint import Fingerprint, this_machine
+from .transfer_model import TransferModel
+
+SCHEMA = "hetpart-profile"
+VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one measured function over ``count`` repeats.
+
+    ``number`` is about how many calls each repeat averaged (time_evaluator grows it
+    to fill ``min_repeat_ms``; estimated from ``min_s``, it says how stable the
+    median is, nothing more).
+    """
+
+    median_s: float
+    min_s: float
+    max_s: float
+    count: int
+    number: int = 1
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """What the predictor knows about a kernel without running it (from :class:`Kernel`)."""
+
+    op_class: str
+    ops: tuple[str, ...]
+    func: str
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    param_bytes: int
+
+    @classmethod
+    def of(cls, kernel) -> "KernelFeatures":
+        return cls(kernel.op_class, tuple(kernel.ops), kernel.func, int(kernel.flops),
+                   int(kernel.bytes_read), int(kernel.bytes_written), int(kernel.param_bytes))
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One kernel signature on one device: its features and its raw timing.
+
+    ``timing`` is the single-kernel VM call as measured (it still contains the fixed
+    per-call cost, :attr:`Overheads.empty_s`; the :class:`CostModel` subtracts it).
+    ``status`` is ``"ok"``; ``"failed"`` (it did not build or run on the device: it
+    cannot be placed there; ``error`` says why); or ``"dynamic"`` (a data-dependent
+    shape makes it unmeasurable alone: its cost is predicted).  Only ``"ok"`` has a
+    ``timing``.
+    """
+
+    signature: str
+    features: KernelFeatures
+    status: str
+    timing: Timing | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def cost(self, overheads: "Overheads") -> float:
+        """Seconds this kernel adds inside a partition: its own work (the timing minus
+        the empty-call baseline, never negative) plus one kernel launch."""
+        if self.timing is None:
+            raise ValueError(f"kernel {self.signature} has no timing ({self.status})")
+        return max(self.timing.median_s - overheads.empty_s, 0.0) + overheads.launch_s
+
+    def to_json(self) -> dict:
+        d = asdict(self.features)
+        d.update(status=self.status, error=self.error, timing=asdict(self.timing) if self.timing else None)
+        return d
+
+    @classmethod
+    def from_json(cls, signature: str, d: dict) -> "KernelRecord":
+        feats = KernelFeatures(**{f.name: d[f.name] for f in fields(KernelFeatures)})
+        feats = KernelFeatures(**{**asdict(feats), "ops": tuple(feats.ops)})
+        timing = Timing(**d["timing"]) if d.get("timing") else None
+        return cls(signature, feats, d["status"], timing, d.get("error", ""))
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Fixed costs on one device, in seconds (see :mod:`.overhead_bench`).
+
+    ``call_s``: invoking a partition function, before its first kernel;
+    ``launch_s``: each kernel inside it (GPU: one launch);
+    ``empty_s``: a one-kernel VM call timed like the kernels (subtracted from them);
+    ``switch_s``: handing control back to the host after a partition (host wall
+    clock of call + device sync, beyond ``empty_s``).
+    """
+
+    call_s: float
+    launch_s: float
+    empty_s: float
+    switch_s: float
+
+
+@dataclass
+class Profile:
+    """Everything measured on one machine.  Plain data; see the module docstring.
+
+    ``path`` is where it was loaded from or last saved; ``origin`` says in words where
+    it came from (for the CLI: which profile, and whether measured here).
+    """
+
+    fingerprint: Fingerprint
+    kernels: dict[str, dict[str, KernelRecord]] = field(default_factory=dict)
+    overheads: dict[str, Overheads] = field(default_factory=dict)
+    transfers: TransferModel | None = None
+    targets: dict[str, str] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    models: dict[str, list[str]] = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    path: Path | None = field(default=None, compare=False)
+    origin: str = field(default="", compare=False)
+    last_report: object = field(default=None, compare=False, repr=False)  # set by profile()
+
+    # --- queries ----------------------------------------------------------------
+    @property
+    def devices(self) -> list[str]:
+        """Devices with any kernel measured, in the order hetpart.targets lists them."""
+        from ..targets import DEVICES
+
+        return [d for d in DEVICES if self.kernels.get(d)] + sorted(set(self.kernels) - set(DEVICES))
+
+    def record(self, device: str, signature: str) -> KernelRecord | None:
+        return self.kernels.get(device, {}).get(signature)
+
+    def measured_here(self) -> bool:
+        return self.fingerprint == this_machine()
+
+    def describe(self) -> str:
+        """``<path> (measured on this machine)`` or ``... (recorded on X, NOT measured here)``."""
+        where = str(self.path) if self.path else "<in memory>"
+        if self.measured_here():
+            return f"{where} (measured on this machine)"
+        return f"{where} (recorded on {self.fingerprint.describe()}, NOT measured here)"
+
+    # --- updates ----------------------------------------------------------------
+    def add_kernel(self, device: str, record: KernelRecord) -> None:
+        self.kernels.setdefault(device, {})[record.signature] = record
+        self.updated = now_iso()
+
+    # --- files ------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "created": self.created,
+            "updated": self.updated,
+            "fingerprint": self.fingerprint.to_json(),
+            "targets": dict(self.targets),
+            "settings": dict(self.settings),
+            "overheads": {d: asdict(o) for d, o in self.overheads.items()},
+            "models": {m: list(s) for m, s in self.models.items()},
+            "kernels": {d: {s: r.to_json() for s, r in sorted(recs.items())} for d, recs in self.kernels.items()},
+            "transfers": self.transfers.to_json() if self.transfers else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Profile":
+        return cls(
+            fingerprint=Fingerprint.from_json(data["fingerprint"]),
+            kernels={d: {s: KernelRecord.from_json(s, r) for s, r in recs.items()}
+                     for d, recs in data["kernels"].items()},
+            overheads={d: Overheads(**o) for d, o in data["overheads"].items()},
+            transfers=TransferModel.from_json(data["transfers"]) if data.get("transfers") else None,
+            targets=dict(data.get("targets", {})),
+            settings=dict(data.get("settings", {})),
+            models={m: list(s) for m, s in data.get("models", {}).items()},
+            created=data.get("created", ""),
+            updated=data.get("updated", ""),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a profile file.
+
+        Raises :class:`ProfileError` naming ``path`` when it is missing, not JSON, of
+        another schema or version, or malformed.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProfileError(f"no profile at {path}; measure one with `partition profile MODEL --profile {path}`") from None
+        except OSError as exc:
+            raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"profile {path} is corrupt (not valid JSON: {exc.msg} at line {exc.lineno}); "
+                               "delete it or pass another --profile; hetpart will not overwrite it") from None
+        _check_header(path, data)
+        try:
+            prof = cls.from_json(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProfileError(f"profile {path} is malformed ({type(exc).__name__}: {exc}); "
+                               "delete it or pass another --profile") from None
+        prof.path = path
+        prof.origin = prof.describe()
+        return prof
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write atomically to ``path`` (default: :attr:`path`) and return it.
+
+        Refuses (:class:`ProfileError`) to replace a file that is not a profile of
+        this schema, or a profile of another machine, unless that file is the one
+        this profile was loaded from.
+        """
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ProfileError("this profile has no file yet; pass a path to save() or --profile PATH")
+        if target.exists() and target != self.path:
+            other = Profile.load(target)  # raises on a corrupt or foreign-schema file
+            if other.fingerprint != self.fingerprint:
+                raise ProfileError(f"{target} holds the profile of another machine "
+                                   f"({other.fingerprint.describe()}); choose another path")
+        atomic_write_text(target, json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+        self.path = target
+        self.origin = self.describe()
+        return target
+
+
+def _check_header(path: Path, data) -> None:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ProfileError(f"{path} is not a hetpart profile (schema {got!r}, expected {SCHEMA!r}); "
+                           "pass the path of a profile, or delete the file")
+    if data.get("version") != VERSION:
+        raise ProfileError(f"profile {path} has version {data.get('version')!r}, this hetpart reads version "
+                           f"{VERSION}; re-measure it with `partition profile` into a new file")

@@ -1,0 +1,156 @@
+"""Measure what a profile is missing for one model: overheads and kernels per device.
+
+In: an :class:`OpGraph`, device names, a profile (path, Profile or None for this
+machine's default file).  Out: the updated :class:`Profile`, saved after every
+measurement so Ctrl-C or a crash loses nothing already measured; running again
+resumes where it stopped (measured signatures are skipped, on any model).
+
+Compiling is the slow part, so each chunk of kernels is compiled in parallel worker
+processes (:mod:`.build_pool`), then timed one by one with nothing else running, so
+compile work never disturbs a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tqdm import tqdm
+
+from ..errors import ProfileError
+from ..targets import num_cores, resolve
+from . import kernel_bench
+from .build_pool import BuildFailed, BuildPool, error_line
+from .fingerprint import this_machine
+from .kernel_bench import MeasureSettings
+from .locate import default_profile_path
+from .overhead_bench import measure_overheads
+from .profile_db import KernelFeatures, KernelRecord, Profile
+
+
+@dataclass
+class ProfileReport:
+    """What one :func:`profile` call did, per device: measured, reused, failed, seconds."""
+
+    measured: dict[str, int]
+    reused: dict[str, int]
+    failed: dict[str, int]
+    seconds: float
+
+
+def open_profile(profile: str | os.PathLike | Profile | None) -> Profile:
+    """The profile to measure into: loaded if its file exists, else new; must be this machine's."""
+    if isinstance(profile, Profile):
+        prof = profile
+    else:
+        path = Path(profile) if profile is not None else default_profile_path()
+        prof = Profile.load(path) if path.exists() else Profile(this_machine(), path=path)
+        prof.origin = prof.describe()
+    if prof.fingerprint != this_machine():
+        where = prof.path or "the given profile"
+        raise ProfileError(
+            f"{where} was measured on another machine ({'; '.join(prof.fingerprint.differences(this_machine()))}); "
+            "measure this machine into another file (--profile PATH)")
+    return prof
+
+
+def _distinct_missing(graph, prof: Profile, device: str, retry_failed: bool = False) -> list:
+    """One kernel per signature that ``prof`` lacks on ``device`` (or recorded as failed, if retrying)."""
+    seen, out = set(), []
+    for k in graph.nodes:
+        rec = prof.record(device, k.signature)
+        if k.signature in seen or (rec is not None and not (retry_failed and rec.failed)):
+            continue
+        seen.add(k.signature)
+        out.append(k)
+    return out
+
+
+def is_dynamic(graph, kernel) -> bool:
+    """True when a tensor of ``kernel`` has a data-dependent dim: it cannot be built alone."""
+    return not all(graph.tensors[t].static for t in (*kernel.inputs, *kernel.outputs))
+
+
+def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
+    """Build ``chunk`` in ``pool``, then time each kernel alone; returns how many failed."""
+    dev = spec.device()
+    dynamic = [k for k in chunk if is_dynamic(graph, k)]
+    for kernel in dynamic:
+        prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "dynamic",
+                                                error="data-dependent shapes: not measurable alone; cost predicted"))
+        bar.update(1)
+    chunk = [k for k in chunk if k not in dynamic]
+    kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
+    built = pool.build_all([km.mod for km in kmods], spec.tvm_target)
+    failed = 0
+    for kernel, kmod, exe in zip(chunk, kmods, built):
+        feats = KernelFeatures.of(kernel)
+        if isinstance(exe, BuildFailed):
+            rec = KernelRecord(kernel.signature, feats, "failed", error=f"build failed: {exe}")
+        else:
+            try:
+                rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
+            except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
+                rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
+        failed += not rec.ok
+        prof.add_kernel(spec.name, rec)
+        prof.save()
+        bar.update(1)
+    return failed
+
+
+def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSettings | None = None,
+            jobs: int | None = None, progress: bool | None = None, chunk: int | None = None,
+            retry_failed: bool = False, label: str | None = None, pool: BuildPool | None = None):
+    """Measure ``graph``'s missing kernels (and the devices' overheads) into ``profile``.
+
+    ``targets``: device names (``"cuda"`` needs a GPU: :class:`NoGPUError` otherwise).
+    ``profile``: a path, a :class:`Profile`, or None for this machine's default file.
+    ``jobs``: compile processes (default: all cores); ``pool``: a :class:`BuildPool`
+    to reuse across calls (its workers start once).  ``progress``: tqdm bar on stderr
+    (None: only on a terminal).  ``retry_failed``: measure again kernels recorded as
+    failed (e.g. after a hetpart upgrade fixed their build).  ``label``: the name the
+    profile lists the model under (default ``graph.name``; e.g. ``bert:batch=32``
+    to keep a variant apart).  Returns the :class:`Profile`; its
+    ``last_report`` attribute is a :class:`ProfileReport`.
+    """
+    t0 = time.perf_counter()
+    settings = settings or MeasureSettings()
+    prof = open_profile(profile)
+    if prof.path is None:
+        prof.path = default_profile_path()
+    kernel_bench.kernel_builder()  # fail now, not per kernel, if the build is missing
+    specs = [resolve(d) for d in targets]
+    jobs = jobs or num_cores()
+    chunk = chunk or max(4 * jobs, 16)
+    measured, reused, failed = {}, {}, {}
+    prof.settings.setdefault("repeat", settings.repeat)
+    prof.settings.setdefault("min_repeat_ms", settings.min_repeat_ms)
+    prof.settings.setdefault("cpu_threads", int(tvm.runtime.num_threads()))
+    own_pool = pool is None
+    pool = pool or BuildPool(jobs)
+    try:
+        for spec in specs:
+            prof.targets[spec.name] = str(spec.tvm_target)
+            if spec.name not in prof.overheads:
+                prof.overheads[spec.name] = measure_overheads(spec.tvm_target, spec.device(), settings, pool)
+                prof.save()
+            todo = _distinct_missing(graph, prof, spec.name, retry_failed)
+            reused[spec.name] = len({k.signature for k in graph.nodes}) - len(todo)
+            failed[spec.name] = 0
+            with tqdm(total=len(todo), desc=f"{graph.name} on {spec.name}", unit="kernel",
+                      file=sys.stderr, disable=(None if progress is None else not progress)) as bar:
+                for i in range(0, len(todo), chunk):
+                    failed[spec.name] += _measure_chunk(graph, todo[i:i + chunk], spec, prof, settings, pool, bar)
+            measured[spec.name] = len(todo)
+    finally:
+        if own_pool:  # on Ctrl-C too: do not wait for queued builds; what was timed is saved
+            pool.close()
+    prof.models[label or graph.name] = sorted({k.signature for k in graph.nodes})
+    prof.save()
+    prof.last_report = ProfileReport(measured, reused, failed, time.perf_counter() - t0)
+    return prof
