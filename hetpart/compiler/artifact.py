@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,6 @@ MAIN_FUNCTION = "main"
 
 DPS_FUNCTION = "main_dps"
 """The destination-passing entry point (present when ``PartitionArtifact.dps``)."""
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,7 @@ class PartitionArtifact:
     module: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("module")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "module"}
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
         return d
@@ -166,6 +162,21 @@ class CompiledModel:
         _write_json(out / MANIFEST, self.manifest())
         self.directory = out
         return out
+
+
+def target_json(target) -> dict:
+    """A TVM target as plain JSON data (``Target.export()`` holds FFI containers)."""
+    return _plain(target.export())
+
+
+def _plain(obj):
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if hasattr(obj, "__iter__"):
+        return [_plain(v) for v in obj]
+    return str(obj)
 
 
 def sha256_of(path: Path) -> str:

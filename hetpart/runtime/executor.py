@@ -14,6 +14,11 @@ Handoff happens where a value is produced (:func:`publish`): a CPU partition's o
 *is* the pinned buffer, so it only enqueues one h2d copy (or nothing, mapped); a GPU
 partition's output is copied d2h into the pinned buffer on the stream (or written
 there directly, mapped) and a marker tells the host when it has landed.
+
+A tensor of data-dependent shape (:attr:`Route.dynamic`) has no slot buffer: its
+producer runs ``main`` and publishes the tensor its VM returned, and each crossing
+copies it into a buffer of the actual size made for this run (counted as an h2d/d2h
+copy and in ``transient_buffers``).  Static tensors keep the zero-copy path.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 from ..compiler.artifact import PartitionArtifact
 from ..errors import RuntimeFailure
 from .handoff import Route, Slot
-from .memory import Buffer, aligned_array, is_out_of_memory, wrap_host_array
+from .memory import Buffer, Memory, SimulatedMemory, aligned_array, is_out_of_memory, wrap_host_array
 from .partition_runner import PartitionRunner
 from .stats import EdgeHandoff, RunStats, Span
 from .streams import Marker, Stream
@@ -64,11 +69,12 @@ class RunContext:
     """The state of one run; filled by the tasks of that run only."""
 
     def __init__(self, run_id: int, routes: dict[str, Route], slot: Slot, stream: Stream | None,
-                 stages: int, timed: bool):
+                 stages: int, timed: bool, memory: Memory | None = None):
         self.run_id = run_id
         self.routes = routes
         self.slot = slot
         self.stream = stream
+        self.memory = memory if memory is not None else SimulatedMemory()  # for per-run (dynamic) buffers
         self.timed = timed
         self.stats = RunStats()
         self.error: tuple[str, BaseException] | None = None
@@ -103,11 +109,19 @@ class RunContext:
             marker.synchronize()
         return self._values[(name, side)]
 
-    def output_buffer(self, name: str, side: str) -> Buffer:
-        """Where the producer of ``name`` writes it: a fresh result array or the slot's buffer."""
+    def output_buffer(self, name: str, side: str) -> Buffer | None:
+        """Where the producer of ``name`` writes it: a fresh result array or the slot's
+        buffer; None for a data-dependent shape (the producer's VM allocates it)."""
+        if self.routes[name].dynamic:
+            return None
         if name in self.fresh:
             return wrap_host_array(self.fresh[name], self.routes[name].spec)
         return self.slot.buffers[(name, side)]
+
+    def transient(self, like: Buffer, side: str) -> Buffer:
+        """A buffer on ``side`` for this run only, of ``like``'s actual shape."""
+        self.stats.count("transient_buffers")
+        return self.memory.transient(like.spec, side)
 
     # --- stream operations of this run ----------------------------------------
     def enqueue(self, op: Callable[[], None], label: str, category: str) -> Marker:
@@ -168,39 +182,49 @@ def publish(ctx: RunContext, name: str, side: str, buf: Buffer) -> None:
 
 
 def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
-    name, dst = route.spec.name, ctx.slot.buffers[(route.spec.name, "cuda")]
+    name = route.spec.name
+    dst = ctx.transient(host, "cuda") if route.dynamic else ctx.slot.buffers[(name, "cuda")]
     if route.mode == "mapped":
         ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", route.nbytes, copies=0))
+        ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
     else:
         ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "transfer")
-        ctx.stats.count("h2d", route.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", route.nbytes, copies=1))
+        ctx.stats.count("h2d", host.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
     ctx.put(name, "cuda", dst)
 
 
 def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
-    name, dst = route.spec.name, ctx.slot.buffers[(route.spec.name, "cpu")]
+    name = route.spec.name
+    if route.dynamic:  # no slot buffers: one copy into host memory of the actual size
+        dst = ctx.transient(device, "cpu")
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "transfer")
+        ctx.stats.count("d2h", device.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
+        ctx.put(name, "cpu", dst, marker)
+        return
+    dst = ctx.slot.buffers[(name, "cpu")]
     if route.mode == "mapped" and device.ptr != ctx.slot.buffers[(name, "cuda")].ptr:
         # a caller's device tensor is not our mapped buffer: it still needs one copy
         route = Route(route.spec, route.producer, route.home, route.sides, route.is_output, "copy")
     if route.mode == "mapped":
         marker = ctx.enqueue(lambda: None, f"mapped {name}", "transfer")
         ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", route.nbytes, copies=0))
+        ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
     else:
         marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "transfer")
-        ctx.stats.count("d2h", route.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", route.nbytes, copies=1))
+        ctx.stats.count("d2h", device.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
     ctx.put(name, "cpu", dst, marker)
 
 
 def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
     """Publish validated feeds (Buffers on "cpu" or "cuda"); host feeds read by the GPU
-    are first copied into their pinned buffer (one ``feed_copies`` each)."""
+    are first copied into their pinned buffer (one ``feed_copies`` each), except those
+    of data-dependent shape, which have none and are copied to the GPU directly."""
     for name, given in feeds.items():
         route = ctx.routes[name]
-        if given.side == "cpu" and route.crosses:
+        if given.side == "cpu" and route.crosses and not route.dynamic:
             pinned = ctx.slot.buffers[(name, "cpu")]
             np.copyto(pinned.array, given.array)
             ctx.stats.count("feed_copies")
@@ -219,12 +243,15 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         outputs = [ctx.output_buffer(t.name, stage.side) for t in art.outputs]
         if stage.side == "cpu":
             start = time.perf_counter()
-            stage.runner.call(inputs, outputs, ctx.stats)
+            outputs = _held(stage.runner.call(inputs, outputs, ctx.stats), outputs)
             ctx.host_span(stage.track, stage.name, start, time.perf_counter())
         else:
             handle = getattr(ctx.stream, "handle", 0)
-            call = lambda: stage.runner.call(inputs, outputs, ctx.stats, handle)  # noqa: E731
+            held: list = []
+            # launch runs ``call`` on this thread (enqueueing kernels) before returning
+            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
             ctx.enqueue(lambda: ctx.stream.launch(call), stage.name, "partition")
+            outputs = _held(held[0] if held else None, outputs)
         for spec, buf in zip(art.outputs, outputs):
             publish(ctx, spec.name, stage.side, buf)
     except _Aborted:
@@ -235,13 +262,24 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         ctx.stage_done()
 
 
+def _held(returned, passed: list) -> list[Buffer]:
+    """The Buffers holding a partition's outputs: what ``runner.call`` returned, or the
+    buffers it was given (a stand-in runner may return nothing)."""
+    held = list(returned) if returned is not None else list(passed)
+    if len(held) != len(passed) or any(b is None for b in held):
+        raise RuntimeFailure("the partition did not return a tensor for every output of data-dependent shape")
+    return held
+
+
 def collect_outputs(ctx: RunContext, output_names: list[str]) -> dict[str, np.ndarray]:
-    """The run's results as arrays the caller owns (fresh outputs without a copy)."""
+    """The run's results as arrays the caller owns (fresh outputs without a copy; so is
+    a data-dependent output, made for this run by its producer or its d2h copy)."""
     results = {}
     for name in output_names:
         buf = ctx.get(name, "cpu")
-        if name in ctx.fresh:
-            results[name] = ctx.fresh[name]
+        route = ctx.routes[name]
+        if name in ctx.fresh or (route.dynamic and route.producer is not None):
+            results[name] = ctx.fresh[name] if name in ctx.fresh else buf.array
         else:
             results[name] = np.array(buf.array, copy=True)
             ctx.stats.count("output_copies")

@@ -4,6 +4,10 @@
 array (or any host DLPack tensor) is viewed in place; a CUDA DLPack/TVM tensor is used
 on the GPU as it is.  Every problem is reported in one :class:`RuntimeFailure` that
 says which input and what the model expects, before anything runs.
+
+A dim the model leaves symbolic (a string in the TensorSpec, e.g. ``"batch"``)
+accepts any size; numbered dims and the rank must match.  The Buffer of a feed
+carries the feed's actual shape.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 
 from ..compiler.artifact import TensorSpec
 from ..errors import RuntimeFailure
-from .memory import ALIGNMENT, Buffer, aligned_array, wrap_host_array
+from .memory import ALIGNMENT, Buffer, aligned_array, concrete, wrap_host_array
 
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
 
@@ -67,9 +71,19 @@ def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> tuple[Buffer, int]:
     raise RuntimeFailure(f"input '{spec.name}' must be a numpy array or a DLPack tensor, got {type(value).__name__}")
 
 
+def shape_matches(expected: tuple, shape: tuple) -> bool:
+    """Same rank, and every numbered dim of ``expected`` equal (a string dim: any size)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != len(expected):
+        return False
+    return all(isinstance(e, str) or int(e) == d for e, d in zip(expected, shape))
+
+
 def _check(spec: TensorSpec, shape: tuple, dtype: str) -> None:
-    if tuple(int(d) for d in shape) != tuple(int(d) for d in spec.shape):
-        raise RuntimeFailure(f"input '{spec.name}' has shape {list(shape)}, the model expects {list(spec.shape)}")
+    if not shape_matches(tuple(spec.shape), shape):
+        anyw = " (a named dim takes any size)" if any(isinstance(d, str) for d in spec.shape) else ""
+        raise RuntimeFailure(
+            f"input '{spec.name}' has shape {[int(d) for d in shape]}, the model expects {list(spec.shape)}{anyw}")
     if str(dtype) != spec.dtype:
         raise RuntimeFailure(
             f"input '{spec.name}' has dtype {dtype}, the model expects {spec.dtype} "
@@ -78,9 +92,9 @@ def _check(spec: TensorSpec, shape: tuple, dtype: str) -> None:
 
 def _host(arr: np.ndarray, spec: TensorSpec) -> tuple[Buffer, int]:
     _check(spec, arr.shape, str(arr.dtype))
-    if arr.flags.c_contiguous and arr.ctypes.data % ALIGNMENT == 0:
+    if arr.flags.c_contiguous and (arr.ctypes.data % ALIGNMENT == 0 or arr.size == 0):
         return wrap_host_array(arr, spec), 0
-    copy = aligned_array(spec)
+    copy = aligned_array(concrete(spec, arr.shape))
     np.copyto(copy, arr)
     return wrap_host_array(copy, spec), 1
 
@@ -108,19 +122,21 @@ def _device(value: Any, spec: TensorSpec, gpu: bool) -> Buffer:
     _check(spec, tuple(tensor.shape), str(tensor.dtype))
     if not tensor.is_contiguous():
         raise RuntimeFailure(f"input '{spec.name}' is a non-contiguous CUDA tensor; pass a contiguous one")
-    return Buffer(spec, "cuda", tensor, int(tensor.data_ptr()))
+    return Buffer(concrete(spec, tuple(tensor.shape)), "cuda", tensor, int(tensor.data_ptr()))
 
 
-def random_feeds(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for ``specs`` (normal floats; small non-negative ints, valid as indices)."""
+def random_feeds(specs: list[TensorSpec], seed: int = 0, dim: int = 1) -> dict[str, np.ndarray]:
+    """Random inputs for ``specs`` (normal floats; small non-negative ints, valid as
+    indices); a symbolic (string) dim gets size ``dim``."""
     rng = np.random.default_rng(seed)
     out = {}
     for s in specs:
         dtype = np.dtype(s.dtype)
+        shape = tuple(dim if isinstance(d, str) else int(d) for d in s.shape)
         if dtype.kind == "f":
-            out[s.name] = rng.standard_normal(s.shape).astype(dtype)
+            out[s.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
-            out[s.name] = rng.integers(0, 2, s.shape).astype(dtype)
+            out[s.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
-            out[s.name] = rng.integers(0, 2, s.shape).astype(dtype)
+            out[s.name] = rng.integers(0, 2, shape).astype(dtype)
     return out

@@ -16,20 +16,25 @@ A :class:`Slot` is one complete set of per-run buffers, allocated once.  A sessi
 keeps two (or more) so that consecutive runs (micro-batches) never write a buffer a
 previous run still reads: double buffering.
 
-Invariant: for every tensor crossing CPU<->GPU, ``slot.buffers[(name, "cpu")]`` is a
-pinned Buffer, and it is the *same memory* the producing CPU partition writes (it is
-that partition's output tensor) or the GPU->CPU copy lands in.
+Invariant: for every tensor of static shape crossing CPU<->GPU,
+``slot.buffers[(name, "cpu")]`` is a pinned Buffer, and it is the *same memory* the
+producing CPU partition writes (it is that partition's output tensor) or the GPU->CPU
+copy lands in.
+
+Data-dependent shapes (:attr:`Route.dynamic`: a string dim in the TensorSpec, e.g.
+NonMaxSuppression's output) have no buffers in a slot: the producing partition's VM
+allocates the value (through ``main``, never ``main_dps``), and a crossing is always
+``"copy"``: one copy per run into a buffer of the actual size made for that run
+(:meth:`~.memory.Memory.transient`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..compiler.artifact import CompiledModel, TensorSpec
 from ..errors import HetpartError
-from .memory import Buffer, Memory, host_buffer
+from .memory import Buffer, Memory, host_buffer, is_static, nbytes_of
 
 MODES = ("auto", "copy", "mapped")
 
@@ -81,8 +86,14 @@ class Route:
         return bool(self.sides - {self.home})
 
     @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.spec.shape, dtype=np.int64)) * np.dtype(self.spec.dtype).itemsize
+    def dynamic(self) -> bool:
+        """True when the shape is data-dependent: no preallocated buffer, copied per run."""
+        return not is_static(self.spec.shape)
+
+    @property
+    def nbytes(self) -> int | None:
+        """Bytes of the value; None for a data-dependent shape (known per run only)."""
+        return None if self.dynamic else nbytes_of(self.spec.shape, self.spec.dtype)
 
 
 def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCosts | None = None) -> dict[str, Route]:
@@ -105,7 +116,9 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
     for name, (producer, side, spec) in home.items():
         crossing = bool(sides[name] - {side})
         r = Route(spec, producer, side, frozenset(sides[name]), name in outputs, None)
-        if crossing:
+        if crossing and r.dynamic:
+            r = Route(spec, producer, side, r.sides, r.is_output, "copy")  # nothing to map
+        elif crossing:
             picked = choose_mode(r.nbytes, costs) if mode == "auto" else mode
             r = Route(spec, producer, side, r.sides, r.is_output, picked)
         routes[name] = r
@@ -118,6 +131,7 @@ class Slot:
 
     ``fresh_outputs`` are model outputs produced on the CPU and read by nobody on the
     GPU: each run writes them into a new array handed to the caller (no copy).
+    Tensors of data-dependent shape get nothing here (see the module docstring).
     """
 
     index: int
@@ -129,6 +143,8 @@ class Slot:
         slot = cls(index)
         fresh = set()
         for name, r in routes.items():
+            if r.dynamic:
+                continue  # allocated per run, at its actual size
             if r.crosses:
                 host = memory.pinned(r.spec)
                 slot.buffers[(name, "cpu")] = host

@@ -1,8 +1,14 @@
 """Where the runtime's buffers come from: host, page-locked host, and device memory.
 
-Every buffer is allocated once, when a session starts, and freed by ``close()``.
+Every buffer of a tensor with a static shape is allocated once, when a session
+starts, and freed by ``close()``.  A tensor whose shape is data-dependent (a
+:class:`TensorSpec` dim that is a string, e.g. NonMaxSuppression's
+``selected_indices`` of shape ``('s', 's')``) cannot be preallocated: its producer's
+VM allocates it, and a copy across devices lands in a :meth:`Memory.transient`
+buffer of the actual size, made for that run and dropped with it.
 A :class:`Buffer` is one tensor's bytes as a kernel on one *side* takes them
-(``side="cpu"``: a ``cpu:0`` TVM tensor; ``side="cuda"``: a ``cuda:0`` tensor).
+(``side="cpu"``: a ``cpu:0`` TVM tensor; ``side="cuda"``: a ``cuda:0`` tensor); its
+``spec`` always has the concrete shape of those bytes.
 
 Two implementations of the same :class:`Memory` interface:
 
@@ -21,17 +27,40 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..compiler.artifact import TensorSpec
-from ..errors import RuntimeFailure
+from ..errors import InternalError, RuntimeFailure
 from . import cuda_api
 from .dlpack import tensor_view
 
 ALIGNMENT = 64  # TVM kernels assume 64-byte aligned data
+
+
+def is_static(shape) -> bool:
+    """True when every dim of ``shape`` is a number (a string dim is data-dependent)."""
+    return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
+
+
+def nbytes_of(shape, dtype) -> int:
+    """Bytes of a compact tensor of a static ``shape``."""
+    return int(np.prod([int(d) for d in shape], dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def concrete(spec: TensorSpec, shape) -> TensorSpec:
+    """``spec`` with the actual ``shape`` of one value (``spec`` itself when it is static)."""
+    shape = tuple(int(d) for d in shape)
+    return spec if tuple(spec.shape) == shape else replace(spec, shape=shape)
+
+
+def _require_static(spec: TensorSpec, doing: str) -> None:
+    if not is_static(spec.shape):
+        raise InternalError(
+            f"cannot {doing} for tensor '{spec.name}': its shape {list(spec.shape)} is data-dependent "
+            "(pass the concrete spec of one value)")
 
 
 @dataclass
@@ -47,16 +76,17 @@ class Buffer:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.spec.shape, dtype=np.int64)) * np.dtype(self.spec.dtype).itemsize
+        return nbytes_of(self.spec.shape, self.spec.dtype)
 
 
 def aligned_array(spec: TensorSpec) -> np.ndarray:
-    """A zeroed C-contiguous numpy array for ``spec`` whose data is 64-byte aligned."""
+    """A zeroed C-contiguous numpy array for ``spec`` (static shape) whose data is 64-byte aligned."""
+    _require_static(spec, "allocate an array")
     dtype = np.dtype(spec.dtype)
-    nbytes = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = nbytes_of(spec.shape, dtype)
     raw = np.zeros(nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(spec.shape)
+    return raw[start:start + nbytes].view(dtype).reshape(tuple(int(d) for d in spec.shape))
 
 
 def host_buffer(spec: TensorSpec) -> Buffer:
@@ -67,9 +97,25 @@ def host_buffer(spec: TensorSpec) -> Buffer:
 
 
 def wrap_host_array(arr: np.ndarray, spec: TensorSpec) -> Buffer:
-    """A cpu-side Buffer over the caller's own array (zero copy; ``arr`` is kept alive)."""
+    """A cpu-side Buffer over the caller's own array (zero copy; ``arr`` is kept alive).
+    ``spec`` may have data-dependent dims: the Buffer gets ``arr``'s actual shape."""
+    spec = concrete(spec, arr.shape)
     return Buffer(spec, "cpu", tensor_view(arr.ctypes.data, spec.shape, spec.dtype, owner=arr),
                   arr.ctypes.data, arr)
+
+
+def wrap_result(tensor, spec: TensorSpec, side: str) -> Buffer:
+    """A Buffer over a tensor a partition's VM allocated and returned (zero copy).
+
+    How a data-dependent output leaves its producer: ``spec`` gets the tensor's actual
+    shape; a host-resident tensor (a CPU partition, or a simulated CUDA one) also gets
+    ``array``, a numpy view of the same bytes.
+    """
+    spec = concrete(spec, tuple(tensor.shape))
+    array = None
+    if tensor.device.dlpack_device_type() in (1, 3):  # kDLCPU, kDLCUDAHost
+        array = np.from_dlpack(tensor)
+    return Buffer(spec, side, tensor, int(tensor.data_ptr()), array)
 
 
 class Memory:
@@ -85,6 +131,13 @@ class Memory:
 
     def mapped(self, host: Buffer) -> Buffer:
         """A ``cuda``-side Buffer reading and writing ``host``'s pinned bytes in place."""
+        raise NotImplementedError
+
+    def transient(self, spec: TensorSpec, side: str) -> Buffer:
+        """A buffer for one run only (a data-dependent shape; ``spec`` is concrete):
+        ordinary host memory for ``"cpu"``, device memory for ``"cuda"``.  It is freed
+        when the last reference goes, is not held by the session and does not count in
+        :attr:`live_bytes`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -104,9 +157,10 @@ class SimulatedMemory(Memory):
     def __init__(self):
         self._arrays: list[np.ndarray] = []
 
-    def _take(self, spec: TensorSpec, side: str, pinned: bool) -> Buffer:
+    def _take(self, spec: TensorSpec, side: str, pinned: bool, keep: bool = True) -> Buffer:
         arr = aligned_array(spec)
-        self._arrays.append(arr)
+        if keep:
+            self._arrays.append(arr)
         view = tensor_view(arr.ctypes.data, spec.shape, spec.dtype, owner=arr)
         return Buffer(spec, side, view, arr.ctypes.data, arr, pinned=pinned)
 
@@ -118,6 +172,9 @@ class SimulatedMemory(Memory):
 
     def mapped(self, host: Buffer) -> Buffer:
         return Buffer(host.spec, "cuda", host.tensor, host.ptr, host.array, pinned=True)
+
+    def transient(self, spec: TensorSpec, side: str) -> Buffer:
+        return self._take(spec, side, pinned=False, keep=False)
 
     def close(self) -> None:
         self._arrays.clear()
@@ -141,7 +198,8 @@ class CudaMemory(Memory):
         self._lock = threading.Lock()
 
     def pinned(self, spec: TensorSpec) -> Buffer:
-        nbytes = max(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize, 1)
+        _require_static(spec, "preallocate a pinned buffer")
+        nbytes = max(nbytes_of(spec.shape, spec.dtype), 1)
         ptr = cuda_api.host_alloc(nbytes, mapped=True)
         with self._lock:
             self._pinned[ptr] = nbytes
@@ -151,12 +209,22 @@ class CudaMemory(Memory):
         return Buffer(spec, "cpu", tensor_view(ptr, spec.shape, spec.dtype, owner=buf), ptr, buf, pinned=True)
 
     def device(self, spec: TensorSpec) -> Buffer:
+        buf = self._device_tensor(spec)
+        self._device.append(buf.tensor)
+        return buf
+
+    def _device_tensor(self, spec: TensorSpec) -> Buffer:
+        _require_static(spec, "allocate a device buffer")
         try:
-            t = self._tvm.runtime.empty(tuple(spec.shape), spec.dtype, self._tvm.cuda(0))
+            t = self._tvm.runtime.empty(tuple(int(d) for d in spec.shape), spec.dtype, self._tvm.cuda(0))
         except Exception as e:  # noqa: BLE001 - TVM reports OOM as a generic error
             raise _oom_or_raise(e, f"allocating the device buffer for tensor '{spec.name}'", spec)
-        self._device.append(t)
         return Buffer(spec, "cuda", t, int(t.data_ptr()))
+
+    def transient(self, spec: TensorSpec, side: str) -> Buffer:
+        # Host side: ordinary aligned memory (a d2h copy into it is synchronous, which a
+        # per-run buffer can afford; cudaHostAlloc per run would cost more).
+        return host_buffer(spec) if side == "cpu" else self._device_tensor(spec)
 
     def mapped(self, host: Buffer) -> Buffer:
         dptr = cuda_api.host_device_pointer(host.ptr)
@@ -185,7 +253,7 @@ def _oom_or_raise(error: Exception, doing: str, spec: TensorSpec) -> Exception:
     """A RuntimeFailure with sizes and advice if ``error`` is a GPU out-of-memory, else ``error``."""
     if not is_out_of_memory(error):
         return error
-    nbytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    nbytes = nbytes_of(spec.shape, spec.dtype)
     try:
         free, total = cuda_api.mem_get_info()
         have = f"; {free / 2**20:.0f} MiB of {total / 2**20:.0f} MiB free"

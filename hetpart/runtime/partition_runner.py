@@ -9,6 +9,12 @@ buffers it is given:
   in place: zero copies;
 * otherwise ``main(*inputs)`` returns new tensors that are copied into the buffers
   (one *staging* copy per output, counted in the run's stats).
+
+An output of data-dependent shape has no buffer (``None`` in ``outputs``): its size
+is known only once the partition has run, so the partition always runs through
+``main`` (whatever ``artifact.dps`` says) and the tensor the VM allocated *is* the
+output, wrapped without a copy.  :meth:`PartitionRunner.call` returns the Buffers
+that hold the outputs.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
 from ..errors import CompileError
 from . import cuda_api
-from .memory import Buffer
+from .memory import Buffer, is_static, wrap_result
 from .stats import RunStats
 
 
@@ -53,7 +59,10 @@ class PartitionRunner:
         self._device = tvm.cuda(0) if artifact.device_type == "cuda" else tvm.cpu(0)
         self._vms: dict[int, object] = {}
         self._lock = threading.Lock()
-        self.dps = bool(artifact.dps)  # the compiler says whether the library has main_dps
+        # The compiler says whether the library has main_dps; an output of data-dependent
+        # shape cannot be passed in, so such a partition runs through main.
+        self.dynamic_outputs = [not is_static(t.shape) for t in artifact.outputs]
+        self.dps = bool(artifact.dps) and not any(self.dynamic_outputs)
 
     def _vm(self):
         from tvm import relax
@@ -66,17 +75,26 @@ class PartitionRunner:
                 self._vms[key] = vm
         return vm
 
-    def call(self, inputs: list, outputs: list[Buffer], stats: RunStats, stream_handle: int = 0) -> None:
-        """Run the partition on ``inputs`` (TVM tensors), leaving its results in ``outputs``."""
+    def call(self, inputs: list, outputs: list[Buffer | None], stats: RunStats,
+             stream_handle: int = 0) -> list[Buffer]:
+        """Run the partition on ``inputs`` (TVM tensors), leaving its results in ``outputs``;
+        a None output (data-dependent shape) is the tensor the VM returns.  Returns the
+        Buffers holding the outputs, in order."""
         vm = self._vm()
         if self.dps:
             vm[DPS_FUNCTION](*inputs, *(b.tensor for b in outputs))
-            return
+            return list(outputs)
         result = vm[self.artifact.function](*inputs)
         results = [result] if len(outputs) == 1 else list(result)
-        for buf, value in zip(outputs, results):
+        held = []
+        for spec, buf, value in zip(self.artifact.outputs, outputs, results):
+            if buf is None:
+                held.append(wrap_result(value, spec, self.artifact.device))
+                continue
             self._stage(buf, value, stream_handle)
             stats.count("staging")
+            held.append(buf)
+        return held
 
     def _stage(self, buf: Buffer, value, stream_handle: int) -> None:
         if buf.side == "cuda" and self.artifact.device_type == "cuda":

@@ -113,7 +113,7 @@ class Session:
         slot = self._free.get()
         future: Future = Future()
         ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
-                         timed or self.profile)
+                         timed or self.profile, self._memory)
         try:
             for _ in range(copies):
                 ctx.stats.count("feed_copies")

@@ -44,7 +44,8 @@ class RunStats:
     """Counters of one run.  ``staging`` counts host copies at partition outputs (a
     partition without destination-passing); ``feed_copies``/``output_copies`` count
     copies of the caller's inputs into pinned memory and of results out of reused
-    buffers."""
+    buffers; ``transient_buffers`` counts buffers made for this run only, the copy
+    targets of tensors of data-dependent shape (which cannot be preallocated)."""
 
     h2d: int = 0
     d2h: int = 0
@@ -53,6 +54,7 @@ class RunStats:
     mapped: int = 0
     feed_copies: int = 0
     output_copies: int = 0
+    transient_buffers: int = 0
     bytes_h2d: int = 0
     bytes_d2h: int = 0
     edges: list[EdgeHandoff] = field(default_factory=list)

@@ -8,7 +8,9 @@ destination-passing ``main_dps``); :func:`chain` strings partitions into a model
 
 Chain stage k computes ``y = x * (0.5 + 0.1k) + k + 1e-3 * sum_{r<work} roll(x, -r)``
 on a 2-D tensor, so ``work`` scales a stage's time and :func:`chain_reference`
-computes the expected output with numpy.
+computes the expected output with numpy.  A string dim (``chain(..., shape=("n", 32))``)
+is symbolic: every tensor of the chain then has a shape known only at run time, as
+data-dependent outputs do, and the partitions get no ``main_dps``.
 """
 
 from __future__ import annotations
@@ -47,16 +49,26 @@ def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: l
     """Compile ``compute`` (TE tensors of ``inputs`` -> TE tensors of ``outputs``) as one partition.
 
     ``device`` is ``"cpu"`` or ``"cuda"``; with ``simulate`` a CUDA partition is built for
-    the CPU.  ``dps=False`` leaves out ``main_dps`` (the runtime then copies outputs).
+    the CPU.  ``dps=False`` leaves out ``main_dps`` (the runtime then copies outputs), as
+    does any string (symbolic) dim in ``inputs``/``outputs``: one tensor var per name.
     """
     import tvm
     from tvm import relax, te
 
     spec = resolve(device, simulate=simulate, cuda_arch=cuda_arch)
-    te_in = [te.placeholder(tuple(t.shape), t.dtype, t.name) for t in inputs]
+    dims: dict[str, object] = {}
+
+    def shape(t: TensorSpec) -> tuple:
+        return tuple(dims.setdefault(d, te.var(d, "int64")) if isinstance(d, str) else int(d)
+                     for d in t.shape)
+
+    dynamic = any(isinstance(d, str) for t in [*inputs, *outputs] for d in t.shape)
+    dps = dps and not dynamic
+    te_in = [te.placeholder(shape(t), t.dtype, t.name) for t in inputs]
     te_out = compute(te_in)
     prim = te.create_prim_func([*te_in, *te_out]).with_attr("global_symbol", f"{name}_kernel")
-    mod = _relax_module(prim, f"{name}_kernel", inputs, outputs, dps)
+    mod = _relax_module(prim, f"{name}_kernel", [shape(t) for t in inputs], [shape(t) for t in outputs],
+                        inputs, outputs, dps)
     if spec.is_gpu:
         from tvm.s_tir import dlight as dl
 
@@ -69,15 +81,16 @@ def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: l
         simulated=spec.simulated, dps=dps, module=executable)
 
 
-def _relax_module(prim, kernel: str, inputs: list[TensorSpec], outputs: list[TensorSpec], dps: bool):
+def _relax_module(prim, kernel: str, in_shapes: list, out_shapes: list, inputs: list[TensorSpec],
+                  outputs: list[TensorSpec], dps: bool):
     from tvm import relax
 
     bb = relax.BlockBuilder()
     gv = bb.add_func(prim, kernel)
-    out_ty = [relax.TensorType(tuple(t.shape), t.dtype) for t in outputs]
+    out_ty = [relax.TensorType(shape, t.dtype) for shape, t in zip(out_shapes, outputs)]
 
     def function(fname: str, with_outputs: bool):
-        params = [relax.Var(t.name, relax.TensorType(tuple(t.shape), t.dtype)) for t in inputs]
+        params = [relax.Var(t.name, relax.TensorType(shape, t.dtype)) for shape, t in zip(in_shapes, inputs)]
         if with_outputs:
             params += [relax.Var(f"out_{t.name}", ty) for t, ty in zip(outputs, out_ty)]
         with bb.function(fname, params):

@@ -1,0 +1,155 @@
+"""Compile a plan: build every partition for its device, in parallel, into a staging dir.
+
+In: a plan (``plan.partitions``; ``plan.graph`` or an explicit op graph) and how to
+reach the devices (``simulate``, ``cuda_arch``).  Out: a :class:`CompiledModel` whose
+libraries sit in a private staging directory until :meth:`CompiledModel.save`.
+
+Each partition goes through :func:`hetpart.kernels.build` -- the one per-target build
+the cost model measures with too -- with CUDA graph capture on for real GPUs, then
+``export_library``.  Partitions build on a thread pool: TVM's C++ passes, LLVM/NVRTC
+code generation and the linker subprocess release the GIL, so one partition's
+Python-side scheduling overlaps another's code generation (threads, not processes:
+an IRModule need not be serialised, and a process pool would pay a TVM import per
+worker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import kernels, targets
+from ..errors import CompileError, HetpartError, TargetError
+from .artifact import CompiledModel, PartitionArtifact, sha256_of, target_json
+from .extract import PartitionProgram, extract, tensor_spec
+
+
+def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None = None,
+            cpu_arch: str | None = None, jobs: int | None = None,
+            progress: bool = True) -> CompiledModel:  # noqa: A001 - the public name
+    """Compile every partition of ``plan`` for its device.
+
+    ``graph`` defaults to ``plan.graph``.  ``simulate`` compiles ``cuda`` partitions
+    for the CPU (they keep ``device="cuda"``); ``cuda_arch`` (``"sm_90"``)
+    cross-compiles them for a GPU this machine need not have.  ``cpu_arch`` (an LLVM
+    CPU name such as ``"x86-64-v3"`` or ``"sapphirerapids"``) builds the CPU code --
+    CPU partitions and the host side of CUDA ones -- for another machine's CPU;
+    default: this machine's.  ``jobs`` partitions build at once (default: one per
+    core, at most one per partition); ``progress`` shows a bar on a terminal.
+
+    Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
+    and :class:`~hetpart.errors.CompileError` naming the partition (and function)
+    that failed to build.
+    """
+    graph = graph if graph is not None else getattr(plan, "graph", None)
+    if graph is None:
+        raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
+    start = time.perf_counter()
+    programs = extract(graph, plan)
+    specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
+    staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
+    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name)
+    return CompiledModel(
+        plan=plan,
+        partitions=artifacts,
+        inputs=[tensor_spec(graph, t) for t in graph.inputs],
+        outputs=[tensor_spec(graph, t) for t in graph.outputs],
+        directory=Path(staging.name),
+        compile_seconds=time.perf_counter() - start,
+        model=getattr(plan, "model", "") or graph.name,
+        targets={d: target_json(s.tvm_target) for d, s in specs.items()},
+        simulated=any(s.simulated for s in specs.values()),
+        _staging=staging,
+    )
+
+
+def _resolve(device: str, simulate: bool, cuda_arch: str | None, cpu_arch: str | None) -> targets.TargetSpec:
+    spec = targets.resolve(device, simulate=simulate, cuda_arch=cuda_arch)
+    if cpu_arch is None:
+        return spec
+    return dataclasses.replace(spec, tvm_target=with_cpu_arch(spec.tvm_target, cpu_arch))
+
+
+def with_cpu_arch(target, cpu_arch: str):
+    """``target`` with its LLVM ``mcpu`` (or its host's, for a GPU target) set to
+    ``cpu_arch``; :class:`~hetpart.errors.TargetError` if LLVM does not know it."""
+    from tvm.target import Target, codegen
+
+    if not codegen.llvm_is_valid_cpu(cpu_arch, targets.host_triple()):
+        raise TargetError(f"'{cpu_arch}' is not a CPU LLVM knows; try 'x86-64-v3' (any AVX2 x86 CPU) "
+                          f"or a name such as 'sapphirerapids' or 'znver4'")
+    spec = target_json(target)
+    llvm = spec["host"] if "host" in spec else spec
+    llvm["mcpu"] = cpu_arch
+    return Target(spec)
+
+
+def _devices(programs: list[PartitionProgram]) -> list[str]:
+    return list(dict.fromkeys(p.device for p in programs))
+
+
+def default_jobs(n_partitions: int) -> int:
+    return max(1, min(n_partitions, targets.num_cores()))
+
+
+def _build_all(programs, specs, out_dir: Path, jobs, progress, model) -> list[PartitionArtifact]:
+    """Build ``programs`` on ``jobs`` threads; results in plan order."""
+    jobs = jobs or default_jobs(len(programs))
+    bar = tqdm(total=len(programs), desc=f"compiling {model}", unit="partition",
+               file=sys.stderr, disable=None if progress else True)
+    with bar, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hetpart-compile") as pool:
+        futures = [pool.submit(build_partition, p, specs[p.device], out_dir) for p in programs]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            bar.update(1)
+    return results
+
+
+def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Path) -> PartitionArtifact:
+    """Build one partition for ``spec``, export ``<name>.so`` into ``out_dir`` and load
+    it back (unless it is CUDA code and this machine has no GPU to load it on)."""
+    try:
+        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu)
+        library = out_dir / f"{program.name}.so"
+        executable.export_library(str(library))
+    except HetpartError as exc:
+        raise CompileError(f"partition '{program.name}' ({program.device}): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
+        raise CompileError(f"partition '{program.name}' ({program.device}) could not be exported: {exc}") from exc
+    return PartitionArtifact(
+        name=program.name,
+        device=program.device,
+        device_type=spec.device_type,
+        target=target_json(spec.tvm_target),
+        library=library.name,
+        inputs=list(program.inputs),
+        outputs=list(program.outputs),
+        kernels=list(program.kernels),
+        sha256=sha256_of(library),
+        simulated=spec.simulated,
+        dps=program.dps,
+        module=load_library(library, spec.device_type),
+    )
+
+
+def load_library(path: Path, device_type: str):
+    """The runtime module in ``path``, or None for CUDA code on a machine without a
+    GPU (TVM cannot load a CUDA module there; the file is still complete)."""
+    import tvm
+
+    if device_type == "cuda" and not targets.cuda_available():
+        return None
+    try:
+        return tvm.runtime.load_module(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CompileError(f"cannot load compiled library {path}: {exc}") from exc
+
+
+__all__ = ["build_partition", "compile", "default_jobs", "load_library"]

@@ -1,0 +1,350 @@
+"""Cut the fused Relax module into one standalone IRModule per partition.
+
+In: an :class:`~hetpart.importer.OpGraph` (its ``module`` is the fused Relax module:
+``main`` is one ``call_tir`` binding per kernel) and a plan (``plan.partitions``, each
+with a ``name``, a ``device`` and its ``kernels`` in topological order).
+
+Out: per partition a :class:`PartitionProgram`: its boundary tensors and an IRModule
+holding only the PrimFuncs it calls and two Relax functions
+
+* ``main(*inputs) -> output | (outputs...)``;
+* ``main_dps(*inputs, *outputs) -> output | (outputs...)``: the same computation,
+  but the kernel that produces each output writes it in place into the buffer the
+  caller passed (``call_tir_inplace``), and returns those buffers.  Built only when
+  every output is produced by a ``call_tir`` that allows it (``dps`` says so).
+
+Invariants: a partition's ``inputs`` are model inputs or outputs of earlier
+partitions, named by op-graph tensor name (parameters carry those names, so the
+runtime wires partitions by name); its ``outputs`` are the tensors it produces that a
+later partition reads or the model returns.  Weights are constants inside the call
+arguments, so each partition carries the ones it uses (a weight used on both devices
+is in both).  Composing the partitions in order computes the original ``main``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from ..errors import InternalError, PlanError
+from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec
+
+CALL_TIR = "relax.call_tir"
+
+
+@dataclass(frozen=True)
+class PartitionProgram:
+    """One partition, cut out of the model and ready to build for its device."""
+
+    name: str
+    device: str
+    kernels: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    module: tvm.IRModule
+    dps: bool
+
+
+@dataclass
+class _ModelBindings:
+    """What extraction needs from the fused ``main``, keyed by op-graph names.
+
+    ``calls[kid]`` is the Relax call of kernel ``kid``; ``names[var]`` the tensor
+    names a Relax variable stands for (several for a tuple); ``types[tensor]`` the
+    Relax type of a tensor.  Shape computations (``tensor_to_shape``, ``match_cast``
+    to a shape) are not kernels: ``shapes[var]`` is such a binding and
+    ``shape_deps[kid]`` the ones kernel ``kid`` needs (in order) because its result
+    type uses the symbolic dims they define; ``reads[kid]`` is every tensor ``kid``
+    depends on: its arguments and what those shape computations read;
+    ``consumers[tensor]`` the kernels that read it, by the same measure.
+    """
+
+    calls: dict[str, relax.Call] = field(default_factory=dict)
+    names: dict[object, list[str]] = field(default_factory=dict)
+    types: dict[str, object] = field(default_factory=dict)
+    shapes: dict[object, object] = field(default_factory=dict)
+    shape_deps: dict[str, list] = field(default_factory=dict)
+    reads: dict[str, list[str]] = field(default_factory=dict)
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+
+
+def extract_partitions(graph, plan) -> dict[str, tvm.IRModule]:
+    """``{partition name: standalone IRModule}`` for every partition of ``plan``."""
+    return {p.name: p.module for p in extract(graph, plan)}
+
+
+def extract(graph, plan) -> list[PartitionProgram]:
+    """The :class:`PartitionProgram` of every partition of ``plan``, in plan order.
+
+    Raises :class:`~hetpart.errors.PlanError` when the plan does not fit ``graph``
+    (unknown or twice-placed kernels, a partition reading a tensor no earlier
+    partition produces).
+    """
+    b = read_bindings(graph)
+    check_plan(graph, plan, b)
+    return [_extract_one(graph, b, p) for p in plan.partitions]
+
+
+def check_plan(graph, plan, b: _ModelBindings | None = None) -> None:
+    """:class:`PlanError` unless every kernel of ``graph`` is in exactly one partition
+    and partitions come in an order where each reads only what earlier ones wrote."""
+    b = b or read_bindings(graph)
+    seen: dict[str, str] = {}
+    for p in plan.partitions:
+        for kid in p.kernels:
+            if kid not in graph.kernels:
+                raise PlanError(f"partition '{p.name}' lists kernel '{kid}', which model '{graph.name}' does not have")
+            if kid in seen:
+                raise PlanError(f"kernel '{kid}' is in two partitions: '{seen[kid]}' and '{p.name}'")
+            seen[kid] = p.name
+    missing = [k for k in graph.topological_order() if k not in seen]
+    if missing:
+        raise PlanError(f"the plan places no device for {len(missing)} kernel(s) of '{graph.name}', e.g. '{missing[0]}'")
+    available = set(graph.inputs)
+    for p in plan.partitions:
+        for t in _boundary_inputs(graph, b, p.kernels):
+            if t not in available:
+                raise PlanError(
+                    f"partition '{p.name}' reads tensor '{t}' before any partition produces it; "
+                    f"partitions must be listed in a topological order"
+                )
+        available.update(t for kid in p.kernels for t in graph.kernels[kid].outputs)
+
+
+# --- boundaries ------------------------------------------------------------------
+def _boundary_inputs(graph, b: _ModelBindings, kernels) -> list[str]:
+    """Tensors ``kernels`` depend on but do not produce, in order of first use."""
+    produced = {t for kid in kernels for t in graph.kernels[kid].outputs}
+    out: dict[str, None] = {}
+    for kid in kernels:
+        for t in b.reads[kid]:
+            if t not in produced:
+                out.setdefault(t)
+    return list(out)
+
+
+def _boundary_outputs(graph, b: _ModelBindings, kernels) -> list[str]:
+    """Tensors ``kernels`` produce that the model returns or another partition reads."""
+    inside = set(kernels)
+    model_outputs = set(graph.outputs)
+    return [
+        t
+        for kid in kernels
+        for t in graph.kernels[kid].outputs
+        if t in model_outputs or any(c not in inside for c in b.consumers.get(t, ()))
+    ]
+
+
+def tensor_spec(graph, name: str) -> TensorSpec:
+    t = graph.tensors[name]
+    return TensorSpec(name, tuple(t.shape), t.dtype)
+
+
+# --- reading the fused main ------------------------------------------------------
+def read_bindings(graph) -> _ModelBindings:
+    """Walk ``graph.module["main"]`` as the importer did: the i-th binding of tensor
+    type that is a Call is kernel ``node_i``, and its outputs are that kernel's
+    tensors; TupleGetItem, Tuple and Var bindings are aliases; bindings of non-tensor
+    type are shape computations (see :class:`_ModelBindings`)."""
+    main = graph.module["main"]
+    b = _ModelBindings()
+    for param in main.params:
+        b.names[param] = [param.name]
+        b.types[param.name] = param.ty
+    order = graph.topological_order()
+    sym_owner: dict[object, object] = {}  # symbolic dim -> shape binding defining it
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            var, value = binding.var, binding.value
+            if not _holds_tensors(var.ty):
+                b.shapes[var] = binding
+                for sym in relax.analysis.tir_vars_in_type(var.ty):
+                    sym_owner.setdefault(sym, var)
+            elif isinstance(value, relax.Call):
+                kid = order[len(b.calls)]
+                b.calls[kid] = value
+                b.names[var] = list(graph.kernels[kid].outputs)
+                b.types.update(zip(b.names[var], _tensor_types(var.ty)))
+                b.shape_deps[kid] = _shape_deps(b, value, var.ty, sym_owner)
+                b.reads[kid] = list(dict.fromkeys(
+                    list(graph.kernels[kid].inputs) + [t for s in b.shape_deps[kid] for t in _shape_reads(b, s)]
+                ))
+                for t in b.reads[kid]:
+                    b.consumers.setdefault(t, []).append(kid)
+            elif isinstance(value, relax.TupleGetItem):
+                b.names[var] = [_names_of(b, value.tuple_value)[value.index]]
+            elif isinstance(value, (relax.Tuple, relax.Var)):
+                b.names[var] = _names_of(b, value)
+            else:
+                raise InternalError(f"cannot extract binding '{var.name}' of type {type(value).__name__}")
+    if len(b.calls) != len(order):
+        raise InternalError(f"main of '{graph.name}' has {len(b.calls)} calls but the op graph {len(order)} kernels")
+    return b
+
+
+def _tensor_types(ty) -> list:
+    return list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
+
+
+def _holds_tensors(ty) -> bool:
+    return all(isinstance(t, relax.TensorType) for t in _tensor_types(ty))
+
+
+def _names_of(b: _ModelBindings, expr) -> list[str]:
+    if isinstance(expr, relax.Tuple):
+        return [n for f in expr.fields for n in _names_of(b, f)]
+    if isinstance(expr, relax.Var) and expr in b.shapes:
+        return []
+    return list(b.names.get(expr, []))
+
+
+def _shape_deps(b: _ModelBindings, call, ty, sym_owner) -> list:
+    """Shape-binding variables a kernel needs, dependencies first: those defining the
+    symbolic dims of its result type or passed to it, and what they use in turn."""
+    wanted = [sym_owner[s] for s in relax.analysis.tir_vars_in_type(ty) if s in sym_owner]
+    wanted += [v for v in relax.analysis.free_vars(call) if v in b.shapes]
+    out: dict[object, None] = {}
+
+    def visit(var):
+        if var in out:
+            return
+        for used in relax.analysis.free_vars(b.shapes[var].value):
+            if used in b.shapes:
+                visit(used)
+        out[var] = None
+
+    for var in wanted:
+        visit(var)
+    return list(out)
+
+
+def _shape_reads(b: _ModelBindings, var) -> list[str]:
+    """Tensors the shape binding of ``var`` reads directly."""
+    return [n for v in relax.analysis.free_vars(b.shapes[var].value) for n in _names_of(b, v)]
+
+
+# --- building one partition --------------------------------------------------------
+def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
+    kernels = tuple(partition.kernels)
+    inputs = _boundary_inputs(graph, b, kernels)
+    outputs = _boundary_outputs(graph, b, kernels)
+    prims = {}
+    for kid in kernels:
+        call = b.calls[kid]
+        if _is_call_tir(call):
+            prims[call.args[0]] = graph.module[call.args[0]]
+    dps = all(_dps_slots(graph, b, kid, set(outputs)) is not None for kid in _producers(graph, outputs))
+    bb = relax.BlockBuilder(tvm.IRModule(prims))
+    _emit_function(bb, MAIN_FUNCTION, graph, b, kernels, inputs, outputs, dps=False)
+    if dps:
+        _emit_function(bb, DPS_FUNCTION, graph, b, kernels, inputs, outputs, dps=True)
+    return PartitionProgram(
+        name=partition.name,
+        device=partition.device,
+        kernels=kernels,
+        inputs=tuple(tensor_spec(graph, t) for t in inputs),
+        outputs=tuple(tensor_spec(graph, t) for t in outputs),
+        module=bb.get(),
+        dps=dps,
+    )
+
+
+def _producers(graph, tensors) -> list[str]:
+    return list(dict.fromkeys(graph.tensors[t].producer for t in tensors))
+
+
+def _is_call_tir(call) -> bool:
+    return getattr(call.op, "name", None) == CALL_TIR
+
+
+def _dps_slots(graph, b: _ModelBindings, kid: str, wanted: set[str]) -> list[int] | None:
+    """Positions of kernel ``kid``'s outputs in ``wanted``, when they can be written
+    in place; None when they cannot.
+
+    ``call_tir_inplace`` appends freshly allocated outputs *after* its arguments, so
+    the in-place outputs must be a prefix of the PrimFunc's outputs for the argument
+    order to stay (inputs..., outputs...).  Calls with extra TIR variables, calls
+    not lowered to TIR, and outputs of data-dependent shape (the caller cannot
+    allocate them in advance) cannot be written in place.
+    """
+    call = b.calls[kid]
+    if not _is_call_tir(call) or len(call.args) != 2:
+        return None
+    outs = graph.kernels[kid].outputs
+    slots = [i for i, t in enumerate(outs) if t in wanted]
+    if any(not graph.tensors[outs[i]].static for i in slots):
+        return None
+    return slots if slots == list(range(len(slots))) else None
+
+
+def _emit_function(bb, fname, graph, b, kernels, inputs, outputs, *, dps: bool) -> None:
+    """Emit ``fname`` into ``bb`` (see the module docstring for the two forms)."""
+    params = [relax.Var(t, b.types[t]) for t in inputs]
+    env: dict = dict(zip(inputs, params))  # tensor name or shape variable -> partition expr
+    out_params = {t: relax.Var(f"{t}.out", b.types[t]) for t in outputs} if dps else {}
+    with bb.function(fname, params + list(out_params.values())):
+        with bb.dataflow():
+            for kid in kernels:
+                for var in b.shape_deps[kid]:
+                    _emit_shape(bb, b, var, env)
+                call = _remap(b.calls[kid], b, env)
+                if out_params:
+                    call = _in_place(graph, b, kid, call, out_params)
+                _bind_outputs(bb, graph.kernels[kid].outputs, call, env)
+            result = env[outputs[0]] if len(outputs) == 1 else relax.Tuple([env[t] for t in outputs])
+            gv = bb.emit_output(result)
+        bb.emit_func_output(gv)
+
+
+def _emit_shape(bb, b: _ModelBindings, var, env) -> None:
+    """Re-emit the shape computation bound to ``var`` (once per function)."""
+    if var in env:
+        return
+    binding = b.shapes[var]
+    value = _remap(binding.value, b, env)
+    if isinstance(binding, relax.MatchCast):
+        env[var] = bb.match_cast(value, binding.ty, name_hint=var.name)
+    else:
+        env[var] = bb.emit(value, name_hint=var.name)
+
+
+def _in_place(graph, b, kid, call, out_params) -> relax.Call:
+    """``call`` rewritten to write the wanted outputs into the caller's buffers."""
+    slots = _dps_slots(graph, b, kid, set(out_params))
+    if not slots:
+        return call
+    outs = graph.kernels[kid].outputs
+    args = list(call.args[1].fields) + [out_params[outs[i]] for i in slots]
+    first = len(call.args[1].fields)
+    indices = [first + i if i < len(slots) else -1 for i in range(len(outs))]
+    out_ty = list(call.ty_args[0].fields) if isinstance(call.ty_args[0], relax.TupleType) else call.ty_args[0]
+    return relax.op.call_tir_inplace(call.args[0], relax.Tuple(args), indices, out_ty)
+
+
+def _bind_outputs(bb, names, call, env) -> None:
+    """Emit ``call`` and record the tensors it produces under their op-graph names."""
+    var = bb.emit(call, name_hint=names[0])
+    if isinstance(var.ty, relax.TupleType):
+        for i, name in enumerate(names):
+            env[name] = bb.emit(relax.TupleGetItem(var, i), name_hint=name)
+    else:
+        env[names[0]] = var
+
+
+def _remap(expr, b: _ModelBindings, env):
+    """``expr`` with every variable of the model's ``main`` replaced by the
+    partition's expression for the same tensor(s); constants and functions stay."""
+    if isinstance(expr, relax.Var):
+        if expr in b.shapes:
+            return env[expr]
+        names = b.names[expr]
+        if isinstance(expr.ty, relax.TupleType):
+            return relax.Tuple([env[n] for n in names])
+        return env[names[0]]
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_remap(f, b, env) for f in expr.fields])
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [_remap(a, b, env) for a in expr.args], expr.attrs, expr.ty_args)
+    return expr

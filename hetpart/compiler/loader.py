@@ -1,0 +1,117 @@
+"""Read a compiled artifact directory back, checking it before trusting it.
+
+In: a directory written by :meth:`CompiledModel.save`.  Out: a :class:`CompiledModel`
+whose partitions have their libraries loaded.  Every check failure raises
+:class:`~hetpart.errors.CompileError` naming the file and what to do: a missing or
+unreadable file, another schema or schema version, another TVM version (a library
+is only valid for the TVM that built it), a library whose sha256 differs from the
+manifest's (corrupt or modified).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..errors import CompileError
+from .artifact import MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec, sha256_of
+from .build import load_library
+
+log = logging.getLogger(__name__)
+
+RECOMPILE = "recompile it with `partition MODEL -o DIR --compile`"
+
+
+def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
+    """The :class:`CompiledModel` saved in ``directory``.
+
+    With ``load_modules=False`` the files are checked but no library is loaded
+    (``module`` stays None), e.g. to inspect a CUDA artifact on a machine without a GPU.
+    """
+    root = Path(directory)
+    manifest = read_manifest(root)
+    plan = _read_plan(root)
+    try:
+        parts = [PartitionArtifact.from_json(p) for p in manifest["partitions"]]
+        model = CompiledModel(
+            plan=plan,
+            partitions=parts,
+            inputs=[TensorSpec.from_json(t) for t in manifest["inputs"]],
+            outputs=[TensorSpec.from_json(t) for t in manifest["outputs"]],
+            directory=root,
+            compile_seconds=float(manifest.get("compile_seconds", 0.0)),
+            model=manifest.get("model", ""),
+            targets=manifest.get("targets", {}),
+            simulated=bool(manifest.get("simulated", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
+    for p in parts:
+        _check_library(model.library_path(p), p)
+        if load_modules:
+            p.module = load_library(model.library_path(p), p.device_type)
+    return model
+
+
+def read_manifest(root: Path) -> dict:
+    """The checked manifest of the artifact in ``root`` (schema, version, TVM version)."""
+    path = root / MANIFEST
+    data = _read_json(path, what="manifest")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise CompileError(f"{path} is not a hetpart compiled model (schema {found!r}, expected {SCHEMA!r})")
+    if data.get("version") != VERSION:
+        raise CompileError(
+            f"{path} has artifact format version {data.get('version')!r}; this hetpart reads version {VERSION}; "
+            f"{RECOMPILE}"
+        )
+    _check_versions(path, data)
+    return data
+
+
+def _check_versions(path: Path, data: dict) -> None:
+    import tvm
+
+    from .. import __version__
+
+    if data.get("tvm") != tvm.__version__:
+        raise CompileError(
+            f"{path} was compiled with TVM {data.get('tvm')}, but this is TVM {tvm.__version__}; "
+            f"its libraries only run with the TVM that built them: {RECOMPILE}"
+        )
+    if data.get("hetpart") != __version__:
+        # The format is fixed by "version" above; a different hetpart can still read it.
+        log.warning("%s was compiled by hetpart %s; this is hetpart %s", path, data.get("hetpart"), __version__)
+
+
+def _check_library(path: Path, p: PartitionArtifact) -> None:
+    if not path.is_file():
+        raise CompileError(f"library {path} of partition '{p.name}' is missing; {RECOMPILE}")
+    digest = sha256_of(path)
+    if digest != p.sha256:
+        raise CompileError(
+            f"library {path} of partition '{p.name}' is corrupt or was modified "
+            f"(sha256 {digest[:12]}…, manifest says {p.sha256[:12]}…); {RECOMPILE}"
+        )
+
+
+def _read_plan(root: Path):
+    """The plan in ``plan.json``: a :class:`hetpart.partitioner.Plan` when the
+    partitioner is installed, else the plain dict."""
+    data = _read_json(root / PLAN, what="plan")
+    try:
+        from ..partitioner import Plan
+    except ImportError:
+        return data
+    return Plan.from_json(data)
+
+
+def _read_json(path: Path, *, what: str):
+    if not path.is_file():
+        hint = "" if path.parent.is_dir() else f" (the directory {path.parent} does not exist)"
+        raise CompileError(f"no compiled model at {path.parent}: its {what} {path.name} is missing{hint}; {RECOMPILE}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompileError(f"{what} {path} is unreadable or not JSON ({exc}); {RECOMPILE}") from exc

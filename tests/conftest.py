@@ -1,0 +1,180 @@
+"""Shared test helpers: the CUDA gate, cached small-zoo models, plans from assignments,
+random feeds, and a minimal sequential composer of compiled partitions.
+
+* ``@pytest.mark.cuda`` tests are skipped with reason "no CUDA GPU" wherever
+  :func:`hetpart.targets.cuda_available` is False (see
+  :func:`pytest_collection_modifyitems`); ``requires_cuda`` is the same gate as a
+  decorator for modules that prefer ``skipif``.
+* ``zoo_graph(name)`` / ``zoo_onnx(name)`` load a small zoo model once per session.
+* ``plan_for(graph, assignment)`` makes a :class:`hetpart.partitioner.Plan` that
+  groups maximal same-device runs in topological order (what a hand-written plan
+  looks like; the partitioner's own plans are tested in its files).
+* ``run_composed(compiled, feeds)`` runs the partitions one after another in their
+  listed order on a plain ``relax.VirtualMachine`` each, wiring tensors by name.
+  It is the reference semantics of an artifact, deliberately without the runtime's
+  streams and pinned buffers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from hetpart.targets import cuda_available
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+# --- the small zoo, loaded once ------------------------------------------------------
+@lru_cache(maxsize=None)
+def _zoo_graph(name: str):
+    from hetpart import importer
+
+    return importer.load(f"zoo:{name}:small")
+
+
+@lru_cache(maxsize=None)
+def _zoo_onnx(name: str):
+    from hetpart import models
+
+    return models.build(name, small=True)
+
+
+@pytest.fixture(scope="session")
+def zoo_graph():
+    """``zoo_graph(name) -> OpGraph`` of the small zoo model ``name`` (cached)."""
+    return _zoo_graph
+
+
+@pytest.fixture(scope="session")
+def zoo_onnx():
+    """``zoo_onnx(name) -> onnx.ModelProto`` of the small zoo model ``name`` (cached)."""
+    return _zoo_onnx
+
+
+# --- plans and feeds ---------------------------------------------------------------------
+def plan_from_assignment(graph, assignment: dict[str, str], name: str = "manual"):
+    """A Plan whose partitions are the maximal same-device runs of ``assignment``
+    in topological order, named ``p<i>_<device>``."""
+    from hetpart.partitioner import Partition, Plan
+
+    parts: list = []
+    for kid in graph.topological_order():
+        device = assignment[kid]
+        if parts and parts[-1].device == device:
+            parts[-1].kernels.append(kid)
+        else:
+            parts.append(Partition(f"p{len(parts)}_{device}", device, [kid]))
+    return Plan(model=graph.name, objective=name, assignment=dict(assignment), partitions=parts,
+                cuts=[], timeline=[], predicted={}, profile_origin="test", graph=graph)
+
+
+@pytest.fixture(scope="session")
+def plan_for():
+    return plan_from_assignment
+
+
+def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh random inputs for ``graph``: standard normal floats, and integers in
+    [0, 10) (valid indices for every small zoo model's tables and vocabularies)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if np.issubdtype(np.dtype(t.dtype), np.integer):
+            feeds[name] = rng.integers(0, 10, size=t.shape).astype(t.dtype)
+        else:
+            feeds[name] = rng.standard_normal(t.shape).astype(t.dtype)
+    return feeds
+
+
+@pytest.fixture(scope="session")
+def make_feeds():
+    return random_feeds
+
+
+# --- running a compiled model, the plain way ----------------------------------------------
+def run_composed(compiled, feeds: dict[str, np.ndarray], *, dps: bool = False,
+                 vms: dict | None = None) -> list[np.ndarray]:
+    """The model outputs of ``compiled`` on ``feeds``, partitions run in order.
+
+    With ``dps`` every partition that has ``main_dps`` is called that way, writing
+    into buffers allocated here, so the destination-passing entry point is what
+    produces the tensors the next partitions read.  ``vms`` (partition name -> VM)
+    keeps the virtual machines between calls, so a second call replays what the
+    first captured (CUDA graphs).
+    """
+    import tvm
+    from tvm import relax
+
+    env = {name: tvm.runtime.tensor(value, _device("cpu")) for name, value in feeds.items()}
+    for p in compiled.partitions:
+        dev = _device(p.device_type)
+        vm = vms.get(p.name) if vms is not None else None
+        if vm is None:
+            vm = relax.VirtualMachine(p.module, dev)
+            if vms is not None:
+                vms[p.name] = vm
+        args = [_on(env[t.name], dev) for t in p.inputs]
+        if dps and p.dps:
+            outs = [tvm.runtime.empty(tuple(t.shape), t.dtype, dev) for t in p.outputs]
+            vm["main_dps"](*args, *outs)
+        else:
+            result = vm["main"](*args)
+            outs = [result] if len(p.outputs) == 1 else list(result)
+        env.update((t.name, o) for t, o in zip(p.outputs, outs))
+    return [env[t.name].numpy() for t in compiled.outputs]
+
+
+def _device(device_type: str):
+    import tvm
+
+    return tvm.cuda(0) if device_type == "cuda" else tvm.cpu(0)
+
+
+def _on(tensor, dev):
+    if tensor.device.dlpack_device_type() == dev.dlpack_device_type():
+        return tensor
+    return tensor.copyto(dev)
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose(compiled, feeds, dps=False) -> [outputs]`` (see :func:`run_composed`)."""
+    return run_composed
+
+
+_REFERENCE_BUILDS: dict[int, tuple] = {}  # id(module) -> (module kept alive, executable)
+
+
+def run_reference_tvm(graph, feeds) -> list[np.ndarray]:
+    """The unpartitioned model: ``graph.module`` built for the CPU as one module."""
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, targets
+
+    key = id(graph.module)
+    if key not in _REFERENCE_BUILDS:
+        _REFERENCE_BUILDS[key] = (graph.module, kernels.build(graph.module, targets.cpu_tvm_target()))
+    vm = relax.VirtualMachine(_REFERENCE_BUILDS[key][1], tvm.cpu(0))
+    result = vm["main"](*[tvm.runtime.tensor(feeds[n]) for n in graph.inputs])
+    outs = [result] if len(graph.outputs) == 1 else list(result)
+    return [o.numpy() for o in outs]
+
+
+@pytest.fixture(scope="session")
+def reference_tvm():
+    """``reference_tvm(graph, feeds) -> [outputs]`` of the single-target CPU build."""
+    return run_reference_tvm
