@@ -258,3 +258,12 @@ def test_fused_ops_are_reported_per_function():
 
 def test_public_api():
     assert hetpart.load is load
+
+
+def test_dependency_through_a_symbolic_shape_is_an_edge():
+    """NMS's box count reaches the slice that trims its output only through a
+    symbolic dim (tensor_to_shape + match_cast); the op graph must still link them."""
+    g = load(models.build("detector", small=True))
+    slice_k = next(k for k in g.nodes if k.func.startswith("dynamic_strided_slice"))
+    shape_k = next(k for k in g.nodes if k.func.startswith("shape_func"))
+    assert shape_k.id in g.predecessors(slice_k.id)

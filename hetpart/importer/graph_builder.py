@@ -54,6 +54,14 @@ def _shape_of(ty) -> tuple:
     return tuple(dims)
 
 
+def _dims_of_shape_type(ty) -> tuple:
+    """Dims a ShapeType binds (``R.Shape([s, s_1])``); empty when unknown."""
+    values = getattr(ty, "values", None)
+    if values is None:
+        return ()
+    return tuple(str(d) if not str(d).lstrip("-").isdigit() else int(str(d)) for d in values)
+
+
 def _tensor_types(ty) -> list:
     """The tensor types a binding produces: one, or the fields of a tuple type."""
     if isinstance(ty, relax.TupleType):
@@ -84,6 +92,10 @@ class _Builder:
         self.tensors: dict[str, dict] = {}
         # Relax var -> tensor name(s) it stands for (aliases resolve here).
         self.alias: dict[object, list[str]] = {}
+        # Symbolic dim name -> tensors its value is read from (e.g. NMS's box count):
+        # a kernel whose output shape uses the dim depends on them, with no Relax var
+        # in between.
+        self.sym_sources: dict[str, list[str]] = {}
 
     def tensor(self, name, shape, dtype, producer, is_input=False):
         # Relax var names are only hints and may repeat; tensor names must not.
@@ -119,8 +131,12 @@ class _Builder:
     def add_binding(self, index: int, var, value):
         if not _holds_tensors(var.ty):
             # Shape computations (tensor_to_shape, match_cast to a shape) run on the
-            # host as part of their consumer's launch: alias them to what they read.
+            # host as part of their consumer's launch: alias them to what they read,
+            # and remember which tensors define the symbolic dims they bind.
             self.alias[var] = self.read(value.args if isinstance(value, relax.Call) else value)
+            for dim in _dims_of_shape_type(var.ty):
+                if isinstance(dim, str):
+                    self.sym_sources.setdefault(dim, []).extend(self.alias[var])
             return
         if isinstance(value, relax.TupleGetItem):
             self.alias[var] = [self.read(value.tuple_value)[value.index]]
@@ -149,7 +165,9 @@ class _Builder:
             ops = (_prim_name(func_name.split(".")[-1]),)
             signature = f"{func_name}:{var.ty}"
             flops = 0
-        inputs = self.read(args)
+        inputs = self.read(args) + [
+            t for dim in _shape_of(var.ty) if isinstance(dim, str) for t in self.sym_sources.get(dim, ())
+        ]
         outs = [
             self.tensor(var.name if i == 0 and not isinstance(var.ty, relax.TupleType) else f"{var.name}.{i}",
                         _shape_of(t), t.dtype, kid)
