@@ -14,6 +14,12 @@ Prints a markdown table (times in ms, ratios TVM/PyTorch) and writes
 
     python bench/kernels.py --models resnet50,bert --batches 1,32 --out out/bench
     python bench/kernels.py --quick --targets cpu --no-torch --models tiny
+
+``--ops conv`` instead times single ResNet-50 convolutions (conv + bias + relu, batch
+``--batches``) on the GPU: hetpart's rules (``GpuConv2dImplicitGemm`` first) vs
+TVM's dlight rules alone vs ``torch.nn.functional.conv2d`` (+ bias + relu):
+
+    python bench/kernels.py --ops conv --batches 1 --out out/bench
 """
 
 from __future__ import annotations
@@ -186,6 +192,94 @@ def build_tvm(onnx_bytes: bytes, feeds: dict, target, *, default_pipeline: bool 
     return kernels.build(fuse(mod), target)
 
 
+# --- single ops (--ops conv) --------------------------------------------------------
+# ResNet-50's distinct conv shapes: (in channels, in size, out channels, kernel, stride)
+RESNET50_CONVS = [
+    (3, 224, 64, 7, 2), (64, 56, 64, 1, 1), (64, 56, 64, 3, 1), (64, 56, 256, 1, 1),
+    (256, 56, 128, 1, 1), (128, 28, 128, 3, 1), (128, 28, 512, 1, 1), (512, 28, 256, 1, 1),
+    (256, 14, 256, 3, 1), (256, 14, 1024, 1, 1), (1024, 14, 512, 1, 1), (512, 7, 512, 3, 1),
+    (512, 7, 2048, 1, 1), (128, 56, 128, 3, 2), (256, 56, 512, 1, 2), (256, 28, 256, 3, 2),
+    (512, 14, 512, 3, 2),
+]
+
+
+def conv_module(batch: int, cin: int, size: int, cout: int, k: int, stride: int):
+    """Fused Relax module ``relu(conv2d(x, w) + b)`` (padding k//2) and its weights."""
+    from tvm import relax
+
+    from hetpart.importer.fusion import fuse
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((cout, cin, k, k)).astype("float32") * 0.05
+    b = rng.standard_normal((1, cout, 1, 1)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((batch, cin, size, size), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=k // 2))
+            y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, relax.const(b)))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return fuse(bb.get()), w, b
+
+
+def run_conv_ops(args) -> list[dict]:
+    """One row per ResNet-50 conv shape: ms for hetpart rules, dlight alone, torch."""
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    from hetpart import kernels
+    from hetpart.kernels.rules import gpu_rules
+    from hetpart.targets import cuda_available, cuda_tvm_target
+
+    if not cuda_available():
+        log("no CUDA GPU: --ops conv needs one")
+        return []
+    target = cuda_tvm_target()
+    dlight_only = [r for r in gpu_rules() if type(r).__module__.startswith("tvm.")]
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for cin, size, cout, k, stride in RESNET50_CONVS:
+            shape = f"{cin}x{size}x{size}->{cout} k{k}s{stride}"
+            mod, w, b = conv_module(batch, cin, size, cout, k, stride)
+            feeds = {"x": np.random.default_rng(1).standard_normal((batch, cin, size, size)).astype("float32")}
+            row = {"model": shape, "batch": batch}
+            row["rule"] = ",".join(sorted(set(kernels.rules_applied(kernels.schedule(mod, target)).values())))
+            row["tvm_gpu"] = time_tvm(kernels.build(mod, target, cuda_graph=False), feeds, True, args.repeat)
+            with target:
+                plain = dl.ApplyDefaultSchedule(*dlight_only)(mod)
+            row["dlight_gpu"] = time_tvm(tvm.compile(plain, target), feeds, True, args.repeat)
+            if not args.no_torch:
+                row["torch_gpu"] = time_torch_conv(feeds["x"], w, b, stride, k // 2, args.repeat)
+                row["ratio_gpu"] = row["tvm_gpu"] / row["torch_gpu"]
+            log(f"conv {shape} b{batch}: {row}")
+            rows.append(row)
+    return rows
+
+
+def time_torch_conv(x, w, b, stride: int, pad: int, repeat: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    xt, wt, bt = (torch.from_numpy(a).cuda() for a in (x, w, b.reshape(-1)))
+    with torch.inference_mode():
+        def step():
+            return F.relu(F.conv2d(xt, wt, bt, stride=stride, padding=pad))
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeat):
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
 # --- main -------------------------------------------------------------------------
 def run(args) -> list[dict]:
     from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
@@ -236,7 +330,8 @@ def run(args) -> list[dict]:
 COLUMNS = [
     ("model", "model"), ("batch", "batch"), ("tvm_cpu", "TVM CPU ms"), ("torch_cpu", "torch CPU ms"),
     ("ratio_cpu", "CPU TVM/torch"), ("tvm_cpu_default", "TVM CPU default ms"), ("tvm_gpu", "TVM GPU ms"),
-    ("torch_gpu", "torch GPU ms"), ("ratio_gpu", "GPU TVM/torch"),
+    ("torch_gpu", "torch GPU ms"), ("ratio_gpu", "GPU TVM/torch"), ("rule", "rule"),
+    ("dlight_gpu", "dlight-only GPU ms"),
 ]
 
 
@@ -263,6 +358,8 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--out", default=None, help="directory for kernels_bench.json")
+    p.add_argument("--ops", default="", choices=["", "conv"],
+                   help="time single ops instead of models: 'conv' = ResNet-50 convs on the GPU")
     args = p.parse_args(argv)
     bad = [t for t in args.targets.split(",") if t not in TARGETS]
     if bad:
@@ -272,7 +369,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows = run(args)
+    rows = run_conv_ops(args) if args.ops == "conv" else run(args)
     print(table(rows))
     if args.out:
         os.makedirs(args.out, exist_ok=True)

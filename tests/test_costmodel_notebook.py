@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
+
+nbformat = pytest.importorskip("nbformat", reason="the notebook test needs the test extra (nbformat, nbclient)")
+NotebookClient = pytest.importorskip("nbclient", reason="the notebook test needs nbclient").NotebookClient
 
 from hetpart.costmodel import Profile, profile, recorded_profiles
 from hetpart.costmodel.fingerprint import Fingerprint

@@ -23,6 +23,8 @@ is in both).  Composing the partitions in order computes the original ``main``.
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass, field
 
 import tvm
@@ -84,7 +86,14 @@ def extract(graph, plan) -> list[PartitionProgram]:
     """
     b = read_bindings(graph)
     check_plan(graph, plan, b)
-    return [_extract_one(graph, b, p) for p in plan.partitions]
+    with _BLOCK_BUILDER_LOCK:
+        return [_extract_one(graph, b, p) for p in plan.partitions]
+
+
+# TVM's BlockBuilder keeps one process-wide stack of open builders: two threads
+# extracting at once (e.g. compiling several plans in parallel) corrupt it.  Building
+# the extracted modules needs no lock and still runs in parallel.
+_BLOCK_BUILDER_LOCK = threading.Lock()
 
 
 def check_plan(graph, plan, b: _ModelBindings | None = None) -> None:

@@ -82,6 +82,19 @@ def _cpu_cores() -> int:
 
 
 @lru_cache(maxsize=1)
+def _driver_version(dev) -> int | None:
+    """The CUDA driver version (e.g. 13000); TVM's attribute is None on some builds."""
+    if dev.driver_version is not None:
+        return int(dev.driver_version)
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, version = cudart.cudaDriverGetVersion()
+        return int(version) if int(err) == 0 else None
+    except ImportError:
+        return None
+
+
 def this_machine() -> Fingerprint:
     """The fingerprint of the machine this process runs on (cached)."""
     import tvm
@@ -93,7 +106,7 @@ def this_machine() -> Fingerprint:
         dev = tvm.cuda(0)
         gpu_name = str(dev.device_name)
         sm = int(dev.multi_processor_count)
-        driver = int(dev.driver_version)
+        driver = _driver_version(dev)
     return Fingerprint(
         cpu_model=_cpu_model(),
         cpu_cores=_cpu_cores(),

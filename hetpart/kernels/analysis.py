@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
@@ -216,27 +217,77 @@ def _has_root(sch) -> bool:
         return False
 
 
-def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: int = 4096) -> None:
-    """The injective schedule: fuse all loops of ``block``, vectorise ``lanes`` at the
-    inside when they divide the extent, run the rest in parallel when there is enough
-    work (``min_parallel`` elements; below that a thread wake-up costs more than it
-    saves)."""
+PARALLEL_MIN_ELEMENTS = 1 << 18
+"""Outputs below which an injective loop nest stays on one thread.  A parallel region
+costs a thread-pool wake-up and join (several microseconds, far more when the cores
+are shared); a memory-bound pass over 256 Ki floats (1 MiB) takes tens of
+microseconds on one core, enough to amortise it.  Measured on the 2-core dev box: a
+128x768 embedding gather ran 2-3x slower with two threads than with one."""
+
+
+def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: int = PARALLEL_MIN_ELEMENTS) -> None:
+    """The injective schedule: split ``lanes`` SIMD lanes off the innermost loop (or
+    off all loops fused, for a plain element-wise block) and vectorise them when they
+    divide its extent; run the remaining outer loops in parallel when the nest has at
+    least ``min_parallel`` outputs.
+
+    Only a *plain* block (:func:`_lane_safe`: no ``if_then_else``, no index loaded from
+    memory) may have a lane group span two rows: there every index stays affine in the
+    fused loop.  Elsewhere a lane group crossing a row boundary turns each index into
+    per-lane div/mod -- the padding of a 58-wide row, a gather whose row index is
+    loaded from memory -- which LLVM emits as scalar gathers, slower than the plain
+    loop (measured: a padded depthwise conv 17x slower).  An innermost extent ``lanes``
+    does not divide is left to LLVM's own loop vectoriser.
+    """
     loops = sch.get_loops(block)
     if not loops:
         return
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    ext = const_extent(sch, fused)
-    if ext is None:
-        sch.parallel(fused)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if any(e is None for e in extents):
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
         return
-    vec = lanes if ext % lanes == 0 and ext >= lanes else None
-    if vec:
-        outer, inner = sch.split(fused, factors=[None, vec])
-        sch.vectorize(inner)
+    total = 1
+    for e in extents:
+        total *= e
+    if _lane_safe(sch.get(block)):
+        inner = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        outer, ext = [], total
     else:
-        outer = fused
-    if ext >= min_parallel:
-        sch.parallel(outer)
+        # Trailing unit loops joined to the innermost real loop (same extent).
+        k = len(loops) - 1
+        while k > 0 and extents[k] == 1:
+            k -= 1
+        inner = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
+        outer, ext = list(loops[:k]), extents[k]
+    vectorised = ext % lanes == 0 and ext >= lanes
+    if vectorised:
+        chunks, vec = sch.split(inner, factors=[None, lanes])
+        sch.vectorize(vec)
+        outer.append(chunks)
+    if total < min_parallel:
+        return
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    elif not vectorised:
+        sch.parallel(inner)
+
+
+def _lane_safe(stmt) -> bool:
+    """True when ``stmt`` (a block) has no ``if_then_else`` and no load whose index
+    itself loads: then its indices are affine in its iterators and a vector may run
+    across rows."""
+    bad = []
+
+    def visit_call(e):
+        if str(getattr(e.op, "name", "")).endswith("if_then_else"):
+            bad.append(e)
+
+    def visit_load(e):
+        for idx in e.indices:
+            tvm_ffi.structural_walk(idx, (TensorLoad, bad.append), order="post")
+
+    tvm_ffi.structural_walk(stmt.body, [(tvm.ir.Call, visit_call), (TensorLoad, visit_load)], order="post")
+    return not bad
 
 
 def largest_divisor(n: int, at_most: int) -> int:

@@ -57,7 +57,9 @@ def _check(call: str, result):
 
 
 def _handle(value) -> int:
-    return int(value) if isinstance(value, int) else int(getattr(value, "getPtr", lambda: value)())
+    """The handle's value.  (``getPtr()`` would be the address of the wrapper's
+    storage, not the handle: passing that as an event crashes inside the driver.)"""
+    return int(value)
 
 
 def event_create(timing: bool = True) -> int:

@@ -17,6 +17,7 @@ from .cpu_fallback import CpuFallback
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
+from .gpu_conv2d import GpuConv2dImplicitGemm
 
 
 def cpu_rules() -> list:
@@ -25,11 +26,11 @@ def cpu_rules() -> list:
 
 
 def gpu_rules() -> list:
-    """Rules for CUDA targets: TVM's dlight GPU rules (the set TVM's default CUDA
-    pipeline uses, plus LowBatchGEMV and Transpose), ending with dlight's catch-all
-    Fallback.  hetpart's own GPU rules (none yet: a conv2d implicit-GEMM rule is the
-    planned first) go *before* these, so dlight stays the fallback."""
+    """Rules for CUDA targets: hetpart's own GPU rules first (conv2d as implicit
+    GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
+    LowBatchGEMV and Transpose), ending with dlight's catch-all Fallback."""
     return [
+        GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
         dl.gpu.GEMV(),
         dl.gpu.LowBatchGEMV(),
@@ -46,6 +47,6 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction",
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm",
     "cpu_rules", "gpu_rules", "rule_name",
 ]

@@ -12,14 +12,20 @@ Two shapes of function, two schedules:
   layer norm = sum, mean, variance, normalise): as in TVM's dlight CPU rule, the
   shared rows run in parallel and every block is computed inside the row loop, so a
   row stays in cache from its first pass to its last; element-wise passes are
-  vectorised, reductions run serially along the row.
+  vectorised, and each reduction along the row keeps ``lanes`` partial results in
+  one SIMD register (:func:`rfactor_rows`), combined at the end of the row.
+  Measured (2-core znver3, one thread): layer norm 128x768 5.5x over unscheduled
+  (was 0.9x).  Softmax stays ~1x: its cost is ``exp``, which LLVM emits as scalar
+  libm calls even in a vector loop (no vector math library is linked).
 
-Invariant: each output is reduced over the same elements in the same order as the
-unscheduled function.
+Invariant: each output is reduced over the same elements as in the unscheduled
+function; row reductions in a different order (``lanes`` interleaved chains), so
+results agree to rounding.
 """
 
 from __future__ import annotations
 
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
@@ -43,6 +49,87 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
         sch.vectorize(inner)
     elif ext <= lanes:
         sch.vectorize(loops[-1])
+
+
+def rfactor_rows(sch, block, lanes: int):
+    """Prepare ``block`` (a reduction over the end of each row) to reduce ``lanes``
+    elements at a time: split its reduction loop ``[n/lanes, lanes]`` and ``rfactor``
+    the inner part, giving a block of ``lanes`` partial results per row (reduced over
+    ``n/lanes`` steps) and the original block combining them.  Returns the partials
+    block, or None where it does not apply: the reduction must be the block's only
+    non-unit reduction, its innermost loop, divisible by ``lanes`` and at least
+    ``2*lanes`` long (so the vector pass runs at least twice).  Call at the root,
+    before any ``compute_at`` (``rfactor`` needs a complete reduction); then
+    :func:`vectorize_partials`.
+
+    Reorders the sum (``lanes`` interleaved chains), so results differ from the
+    serial loop by rounding only.
+    """
+    loops = sch.get_loops(block)
+    stmt = sch.get(block)
+    reduce_iters = [iv for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    if len([iv for iv in reduce_iters if not (isinstance(iv.dom.extent, tirx.IntImm) and int(iv.dom.extent) == 1)]) != 1:
+        return None
+    ext = const_extent(sch, loops[-1])
+    if ext is None or ext % lanes or ext < 2 * lanes or not _bound_to(sch, block, loops[-1], tirx.IterVar.CommReduce):
+        return None
+    _, ki = sch.split(loops[-1], factors=[None, lanes])
+    return sch.rfactor(ki, factor_axis=len(stmt.writes[0].region))
+
+
+def vectorize_partials(sch, rf, lanes: int) -> None:
+    """Schedule a partials block from :func:`rfactor_rows` where it now sits: its
+    ``lanes``-wide partial dim innermost and vectorised (one vector load and one
+    vector add/max per step, the partials in a register), zero-initialised before
+    the reduction loop."""
+    loops = sch.get_loops(rf)
+    red = [lp for lp in loops if _bound_to(sch, rf, lp, tirx.IterVar.CommReduce)]
+    part = [lp for lp in loops if const_extent(sch, lp) == lanes and not _bound_to(sch, rf, lp, tirx.IterVar.CommReduce)
+            and _binds_last_write_dim(sch, rf, lp)]
+    if len(red) != 1 or len(part) != 1:
+        return
+    sch.reorder(red[0], part[0])
+    sch.vectorize(part[0])
+    sch.decompose_reduction(rf, red[0])
+
+
+def _binds_last_write_dim(sch, block, loop) -> bool:
+    """Whether ``loop`` drives the last index of ``block``'s output (the partials dim)."""
+    stmt = sch.get(block)
+    last = stmt.writes[0].region[-1].min
+    iters = [iv for iv in stmt.iter_vars if _uses_var(last, iv.var)]
+    return len(iters) == 1 and _loop_binds(sch, block, loop, iters[0].var)
+
+
+def _uses_var(expr, var) -> bool:
+    found = []
+    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
+    return bool(found)
+
+
+def _realize_of(sch, block):
+    name = sch.get(block).name_hint
+    found = []
+    tvm_ffi.structural_walk(
+        sch.mod["main"].body, (s_tir.SBlockRealize, lambda r: found.append(r) if r.block.name_hint == name else None)
+    )
+    return found[0]
+
+
+def _loop_binds(sch, block, loop, var) -> bool:
+    """Whether ``loop``'s variable appears in the binding of block iterator ``var``."""
+    realize = _realize_of(sch, block)
+    loop_var = sch.get(loop).loop_var
+    return any(iv.var.same_as(var) and _uses_var(val, loop_var)
+               for iv, val in zip(realize.block.iter_vars, realize.iter_values))
+
+
+def _bound_to(sch, block, loop, kind) -> bool:
+    """Whether ``loop`` drives a block iterator of ``kind`` (e.g. a reduction)."""
+    realize = _realize_of(sch, block)
+    loop_var = sch.get(loop).loop_var
+    return any(iv.iter_type == kind and _uses_var(val, loop_var)
+               for iv, val in zip(realize.block.iter_vars, realize.iter_values))
 
 
 class CpuReduction(ScheduleRule):
@@ -108,14 +195,25 @@ class CpuReduction(ScheduleRule):
         lead = min(_leading_s(bi.dom_kind()) for bi in infos)
         if lead == 0:
             return False
+        # Row reductions first become lanes-wide partial sums (their own blocks), while
+        # each is still a complete reduction at the root where rfactor is allowed.
+        partials = [rfactor_rows(sch, bi.block_rv, lanes) for bi in infos[:-1] if not bi.is_injective()]
         last = infos[-1].block_rv
         loops = sch.get_loops(last)
         rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
         sch.parallel(rows)
         _vectorize_inner(sch, last, lanes)
-        for bi in reversed(infos[:-1]):
-            sch.compute_at(bi.block_rv, rows, preserve_unit_loops=True)
-        for bi in infos[:-1]:
-            if bi.is_injective():
-                _vectorize_inner(sch, bi.block_rv, lanes)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        for blk in reversed(blocks):
+            if not sch.get(blk).name_hint == sch.get(last).name_hint:
+                sch.compute_at(blk, rows, preserve_unit_loops=True)
+        rf_names = {sch.get(rf).name_hint for rf in partials if rf is not None}
+        for blk in blocks:
+            stmt = sch.get(blk)
+            if stmt.name_hint == sch.get(last).name_hint:
+                continue
+            if stmt.name_hint in rf_names:
+                vectorize_partials(sch, blk, lanes)
+            elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
+                _vectorize_inner(sch, blk, lanes)
         return True

@@ -1,0 +1,69 @@
+"""GPU rule for NCHW convolutions (regular, 1x1 padded, strided; fused padding and
+element-wise epilogue) as an *implicit GEMM*, scheduled by dlight's tiled Matmul rule.
+
+dlight's ``Matmul`` needs every operand indexed by bare iterators, so a convolution
+(input index ``oh*stride + ry - pad``) falls through to ``GeneralReduction`` /
+``Fallback`` -- one thread per output, no shared-memory reuse.  This rule first
+``reindex``-es the windowed operand: a new block copies it into a buffer indexed by
+the conv block's own iterators ``[n, oh, ow, ic, ry, rx]``, with the padding producer
+inlined into that copy (so its bounds test guards every load: no read outside the
+input).  The convolution is then a plain contraction ``M = n*oh*ow``, ``N = oc``,
+``K = ic*kh*kw``, which ``Matmul`` tiles into shared memory; the copy block is
+inlined into Matmul's shared-memory loads, so the im2col matrix is never stored.
+
+Applies only where the weight alone depends on an output iterator (``oc``) and the
+input alone on a reduction-free spatial iterator -- i.e. not depthwise or grouped
+convolutions, whose "GEMM" would be a batch of tiny ones; those stay with dlight.
+Returns None whenever dlight's Matmul declines, so the next rule in the list runs.
+Invariant: only the loop nest and staging change; each output is the same sum.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.target import Target
+
+from ..analysis import block_infos, find_mac, is_gpu
+
+
+def _plain(idx) -> bool:
+    return all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in idx)
+
+
+class GpuConv2dImplicitGemm(ScheduleRule):
+    """Convolution -> reindexed contraction -> dlight Matmul (see module docstring)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        if not is_gpu(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = block_infos(sch)
+        if infos is None:
+            return None
+        mac = find_mac(sch, infos)
+        if mac is None:
+            return None
+        windowed = [o for o in (0, 1) if not _plain(mac.operands[o][1])]
+        if len(windowed) != 1:
+            return None  # a plain contraction (Matmul's own) or something else
+        win, weight = windowed[0], 1 - windowed[0]
+        # Regular convolution: oc reaches the weight only, ic both operands.
+        if not any(mac.uses(weight, v) and not mac.uses(win, v) for v in mac.spatial):
+            return None
+        if not any(mac.uses(weight, v) and mac.uses(win, v) for v in mac.reduce):
+            return None
+        buf = mac.operands[win][0]
+        reads = [i for i, r in enumerate(sch.get(mac.block).reads) if r.source.same_as(buf)]
+        if len(reads) != 1:
+            return None
+        copy = sch.reindex(mac.block, ("read", reads[0]))
+        # Inline the padding (and any other element-wise producer) into the copy, so
+        # the bounds test sits on the loads Matmul stages into shared memory.
+        for producer in sch.get_producers(copy):
+            try:
+                sch.compute_inline(producer)
+            except Exception:  # noqa: BLE001 - not inlinable: stays a kernel stage
+                return None
+        return dl.gpu.Matmul().apply(sch.mod["main"], target, tunable)
