@@ -35,7 +35,14 @@ LOOSE = {"bert": dict(rtol=1e-3, atol=1e-4)}
 
 
 def alternating(graph):
-    return {kid: ("cpu", "cuda")[i % 2] for i, kid in enumerate(graph.topological_order())}
+    """Every other kernel on CUDA, except those hetpart cannot build there (NMS)."""
+    from hetpart.kernels.capabilities import unsupported_reason
+
+    def device(i, kid):
+        wanted = ("cpu", "cuda")[i % 2]
+        return "cpu" if wanted == "cuda" and unsupported_reason(graph.kernels[kid], "cuda") else wanted
+
+    return {kid: device(i, kid) for i, kid in enumerate(graph.topological_order())}
 
 
 def local_arch() -> str:

@@ -59,6 +59,11 @@ class CostModel:
 
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """``(False, reason)`` when the profile records that the kernel failed on ``device``."""
+        from ..kernels.capabilities import unsupported_reason
+
+        reason = unsupported_reason(kernel, device)
+        if reason:
+            return False, f"{kernel.id} ({kernel.func}) on {device}: {reason}"
         rec = self.profile.record(device, kernel.signature)
         if rec is not None and rec.failed:
             return False, f"{kernel.id} ({kernel.func}) on {device}: {rec.error}"
@@ -70,6 +75,8 @@ class CostModel:
         Raises :class:`ProfileError` naming the kernel when it is unmeasured and
         prediction is off (or impossible).
         """
+        if not self.supports(kernel, device)[0]:
+            return math.inf
         oh = self._overheads(device)
         rec = self.profile.record(device, kernel.signature)
         if rec is not None and rec.ok:

@@ -12,6 +12,8 @@ compile work never disturbs a timing.
 
 from __future__ import annotations
 
+from ..kernels.capabilities import unsupported_reason
+
 import os
 import sys
 import time
@@ -84,6 +86,12 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
                                                 error="data-dependent shapes: not measurable alone; cost predicted"))
         bar.update(1)
     chunk = [k for k in chunk if k not in dynamic]
+    for kernel in [k for k in chunk if unsupported_reason(k, spec.name)]:
+        # Known not to build there; trying can crash the process (see kernels.capabilities).
+        prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "failed",
+                                                error=unsupported_reason(kernel, spec.name)))
+        bar.update(1)
+    chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
     kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
     built = pool.build_all([km.mod for km in kmods], spec.tvm_target)
     failed = 0

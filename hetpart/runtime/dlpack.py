@@ -57,13 +57,16 @@ _DLManagedTensor._fields_ = [
 # Views TVM still holds, by address of their descriptor: the descriptor, its shape
 # array and the owner must outlive the view, and nothing else references them.
 _LIVE: dict[int, tuple] = {}
-_LIVE_LOCK = threading.Lock()
+_LIVE_LOCK = threading.RLock()
 
 
 @_DELETER
 def _release(managed_ptr):
     with _LIVE_LOCK:
-        _LIVE.pop(ctypes.addressof(managed_ptr.contents), None)
+        entry = _LIVE.pop(ctypes.addressof(managed_ptr.contents), None)
+    # Dropping the owner may free other views, whose deleters re-enter here: do it
+    # with the lock released (holding it deadlocked the first real-GPU session).
+    del entry
 
 
 _capsule_new = ctypes.pythonapi.PyCapsule_New

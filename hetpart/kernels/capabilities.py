@@ -1,0 +1,32 @@
+"""Kernels hetpart knows it cannot build for a device, and why.
+
+In: a kernel of the op graph and a device name.  Out: ``None`` when hetpart can
+build it there, else a reason a user can act on.  The cost model treats these as
+failed measurements without trying (so ``partition`` pins the kernel to the other
+device and says why), because trying is not always harmless: TVM 0.27's CUDA NMS
+either raises at compile time or crashes the process.
+"""
+
+from __future__ import annotations
+
+# PrimFunc name prefix -> reason, per device; found on the H200 machine (2026-11-21).
+_UNBUILDABLE = {
+    "cuda": {
+        "all_class_non_max_suppression": (
+            "TVM 0.27 cannot compile NonMaxSuppression for CUDA "
+            "('Buffer T_gather is used before its definition'); it runs on the CPU"
+        ),
+    },
+}
+
+
+def unsupported_reason(kernel, device: str) -> str | None:
+    """Why ``kernel`` (an op-graph Kernel) cannot be built for ``device``, or None."""
+    if device == "cuda" and "." in kernel.func:
+        # Not lowered to TIR (e.g. relax.topk): a runtime builtin with no schedule,
+        # so hetpart can neither compile it as a GPU kernel nor measure it.
+        return f"{kernel.func} is a TVM runtime builtin, not a kernel hetpart can build for CUDA; it runs on the CPU"
+    for prefix, reason in _UNBUILDABLE.get(device, {}).items():
+        if kernel.func.startswith(prefix):
+            return reason
+    return None
