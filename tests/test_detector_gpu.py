@@ -1,9 +1,10 @@
-"""Known bug, reproduced: the full detector with its backbone on a real GPU and its
-post-processing (NMS, TopK) on the CPU crashes the process at the first run.
+"""The detector on a real GPU: backbone on CUDA, post-processing (NMS, TopK) on the CPU.
 
-Seen on the H200 machine on 2026-11-21 (segfault, also with handoff="copy"); the same
-model all-CPU on that machine, and the same split in simulation, run fine.  The
-repro runs in a subprocess so the crash fails this test instead of killing pytest.
+Bug this guards (H200, 2026-11-21): the kernel dlight's Transpose rule made for the
+detector's score head (transpose, reshape, transpose, sigmoid) crashed the process, so
+every plan with that kernel on CUDA segfaulted at its first run, and so did profiling
+it.  hetpart no longer uses that rule.  Both checks run in a subprocess so a crash
+fails the test instead of killing pytest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,34 @@ import textwrap
 
 import pytest
 
-REPRO = textwrap.dedent(
+pytestmark = pytest.mark.cuda
+
+EVERY_KERNEL = textwrap.dedent(
+    """
+    import numpy as np, tvm
+    from tvm import relax
+    import hetpart
+    from hetpart.costmodel import kernel_bench
+    from hetpart.kernels import build
+    from hetpart.kernels.capabilities import unsupported_reason
+    from hetpart.targets import cpu_tvm_target, cuda_tvm_target
+    g = hetpart.load("zoo:detector:small")
+    for k in g.nodes:
+        if unsupported_reason(k, "cuda") or not all(g.tensors[t].static for t in k.outputs):
+            continue
+        km = kernel_bench.single_kernel_module(g, k)
+        inputs = [a.numpy() for a in kernel_bench.random_inputs(km, tvm.cpu(), seed=3)]
+        outs = []
+        for tgt, dev in ((cpu_tvm_target(), tvm.cpu()), (cuda_tvm_target(), tvm.cuda(0))):
+            r = relax.VirtualMachine(build(km.mod, tgt), dev)["main"](*[tvm.runtime.tensor(a, dev) for a in inputs])
+            outs.append([x.numpy() for x in ([r] if hasattr(r, "numpy") else list(r))])
+        for a, b in zip(*outs):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=k.func)
+    print("ran")
+    """
+)
+
+SPLIT_PLAN = textwrap.dedent(
     """
     import hetpart
     from hetpart import models
@@ -30,8 +58,14 @@ REPRO = textwrap.dedent(
 )
 
 
-@pytest.mark.cuda
-@pytest.mark.xfail(reason="segfaults on a real GPU (H200, 2026-11-21); not yet diagnosed", strict=False)
-def test_full_detector_split_across_gpu_and_cpu_runs():
-    r = subprocess.run([sys.executable, "-c", REPRO], capture_output=True, text=True, timeout=300)
+def _run(code: str):
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ran" in r.stdout, r.stderr[-2000:]
+
+
+def test_every_cuda_kernel_of_the_detector_matches_its_cpu_build():
+    _run(EVERY_KERNEL)
+
+
+def test_full_detector_split_across_gpu_and_cpu_runs():
+    _run(SPLIT_PLAN)

@@ -28,7 +28,10 @@ def cpu_rules() -> list:
 def gpu_rules() -> list:
     """Rules for CUDA targets: hetpart's own GPU rules first (conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
-    LowBatchGEMV and Transpose), ending with dlight's catch-all Fallback."""
+    LowBatchGEMV), ending with dlight's catch-all Fallback.
+
+    Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
+    score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
@@ -36,7 +39,6 @@ def gpu_rules() -> list:
         dl.gpu.LowBatchGEMV(),
         dl.gpu.Reduction(),
         dl.gpu.GeneralReduction(),
-        dl.gpu.Transpose(),
         dl.gpu.Fallback(),
     ]
 
