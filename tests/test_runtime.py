@@ -319,3 +319,150 @@ def test_nothing_leaks_after_close(cpu_gpu_cpu):
     gc.collect()
     assert threading.active_count() == threads_before
     assert live_views() == views_before
+
+
+# --- inline runs (Session.run on an idle session runs on the calling thread) ------------------
+def _stats_key(st_):
+    return (st_.h2d, st_.d2h, st_.staging, st_.mapped, st_.feed_copies, st_.output_copies,
+            st_.transient_buffers, st_.bytes_h2d, st_.bytes_d2h,
+            sorted((e.tensor, e.direction, e.mode, e.nbytes, e.copies) for e in st_.edges))
+
+
+@pytest.mark.parametrize("devices, handoff", [(["cpu"], "copy"), (["cpu", "cuda", "cpu"], "copy"),
+                                              (["cuda", "cpu", "cuda"], "mapped")])
+def test_inline_and_threaded_runs_agree(devices, handoff):
+    """The same results and the same copies whichever way a run goes; an unaligned feed's
+    aligned copy is reused run after run and still counted."""
+    model = chain(devices, SHAPE, work=2)
+    out_name = f"t{len(devices) - 1}"
+    with Session(model, handoff=handoff) as fast, Session(model, handoff=handoff, inline=False) as slow:
+        for seed in range(3):
+            f = feeds(seed)
+            unaligned = {"x": np.zeros(SHAPE[0] * SHAPE[1] + 1, "float32")[1:].reshape(SHAPE)}
+            unaligned["x"][...] = f["x"]
+            for fd in (f, unaligned):
+                a, b = fast.run(fd), slow.run(fd)
+                np.testing.assert_array_equal(a[out_name], b[out_name])
+                np.testing.assert_allclose(a[out_name], chain_reference(f["x"], len(devices), 2), rtol=1e-5, atol=1e-5)
+                assert _stats_key(fast.last_run_stats) == _stats_key(slow.last_run_stats)
+        assert fast.inline_runs == 6 and slow.inline_runs == 0
+        # results handed out earlier are the callers' own: later runs never overwrite them
+        r1 = fast.run(feeds(10))[out_name].copy()
+        kept = fast.run(feeds(10))[out_name]
+        fast.run(feeds(11))
+        np.testing.assert_array_equal(kept, r1)
+
+
+def test_inline_run_error_names_partition_and_session_recovers(cpu_gpu_cpu):
+    with Session(cpu_gpu_cpu, slots=1) as s:
+        stage = s._stages[1]
+        original = stage.runner.call
+        stage.runner.call = lambda *a: (_ for _ in ()).throw(ValueError("kernel exploded"))
+        for _ in range(2):
+            with pytest.raises(RuntimeFailure, match="p1_cuda.*kernel exploded") as info:
+                s.run(feeds())
+            assert info.value.partition == "p1_cuda"
+        stage.runner.call = original
+        assert s.inline_runs == 2 and s._in_flight == 0 and s._free.qsize() == 1
+        out = s.run(feeds(5))
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(5)["x"], 3, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_callers_while_an_inline_run_is_in_flight_go_threaded_and_never_share_a_vm():
+    """While one caller's run is inline (held inside its CPU partition), other callers'
+    runs and submits go through the workers; no VM is ever entered by two threads at once."""
+    model = chain(["cpu", "cuda", "cpu"], SHAPE, work=2)
+    with Session(model, slots=2) as s:
+        inside = {"now": 0, "max": 0}
+        guard = threading.Lock()
+        entered, release = threading.Event(), threading.Event()
+        s.run(feeds(0))  # warm: the partition's VM function is made and cached
+        stage = s._stages[0]
+        runner = stage.runner
+        name = "main_dps" if runner.dps else runner.artifact.function
+        original = runner._functions[name]
+        inline_thread = []
+
+        def spy(*a):  # inside the VM: the runner's lock is held here
+            with guard:
+                inside["now"] += 1
+                inside["max"] = max(inside["max"], inside["now"])
+            try:
+                if threading.current_thread() in inline_thread:
+                    entered.set()
+                    release.wait(10)
+                return original(*a)
+            finally:
+                with guard:
+                    inside["now"] -= 1
+
+        runner._functions[name] = spy
+        results, errors = {}, []
+
+        def first():
+            try:
+                f = feeds(1)
+                results["first"] = (f["x"], s.run(f)["t2"])
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        t = threading.Thread(target=first)
+        inline_thread.append(t)
+        t.start()
+        assert entered.wait(10)
+        assert s.inline_runs == 2
+        # the session is busy: these runs take the threaded way, concurrently with the inline one
+        fut = s.submit(feeds(2))
+
+        def other(i):
+            try:
+                f = feeds(100 + i)
+                results[i] = (f["x"], s.run(f)["t2"])
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        others = [threading.Thread(target=other, args=(i,)) for i in range(3)]
+        for o in others:
+            o.start()
+        release.set()
+        t.join()
+        for o in others:
+            o.join()
+        out2 = fut.result()
+        assert not errors
+        np.testing.assert_allclose(out2["t2"], chain_reference(feeds(2)["x"], 3, 2), rtol=1e-5, atol=1e-5)
+        for x, y in results.values():
+            np.testing.assert_allclose(y, chain_reference(x, 3, 2), rtol=1e-5, atol=1e-5)
+        assert len(results) == 4
+        assert inside["max"] == 1  # the partition's lock: one thread inside its VM at a time
+        assert s._in_flight == 0 and s._free.qsize() == 2
+
+
+def test_close_waits_for_an_inline_run():
+    model = chain(["cpu", "cuda"], SHAPE, work=2)
+    s = Session(model)
+    stage = s._stages[0]
+    original = stage.runner.call
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(*a):
+        entered.set()
+        release.wait(10)
+        return original(*a)
+
+    stage.runner.call = slow
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("out", s.run(feeds(3))))
+    t.start()
+    assert entered.wait(10)
+    closer = threading.Thread(target=s.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waiting for the inline run
+    release.set()
+    t.join()
+    closer.join()
+    np.testing.assert_allclose(box["out"]["t1"], chain_reference(feeds(3)["x"], 2, 2), rtol=1e-5, atol=1e-5)
+    assert s.buffer_bytes == 0 and s.threads_alive == 0
+    with pytest.raises(RuntimeFailure, match="closed"):
+        s.run(feeds())

@@ -33,7 +33,7 @@ import numpy as np
 from ..compiler.artifact import PartitionArtifact
 from ..errors import RuntimeFailure
 from .handoff import Route, Slot
-from .memory import Buffer, Memory, SimulatedMemory, aligned_array, is_out_of_memory, wrap_host_array
+from .memory import Buffer, Memory, SimulatedMemory, aligned_empty, is_out_of_memory, wrap_host_array
 from .partition_runner import PartitionRunner
 from .stats import EdgeHandoff, RunStats, Span
 from .streams import Marker, Stream
@@ -77,45 +77,68 @@ class RunContext:
         self.memory = memory if memory is not None else SimulatedMemory()  # for per-run (dynamic) buffers
         self.timed = timed
         self.stats = RunStats()
+        self.feeds: dict[str, Buffer] = {}  # the run's validated feeds (set by the session)
         self.error: tuple[str, BaseException] | None = None
         self.started = time.perf_counter()
-        self.fresh = {name: aligned_array(routes[name].spec) for name in slot.fresh_outputs}
-        self._events = {(n, s): threading.Event() for n, r in routes.items() for s in r.sides | {r.home}}
+        # fresh result arrays: every byte is written by the producing kernel, so no zeroing
+        self.fresh = {name: aligned_empty(routes[name].spec) for name in slot.fresh_outputs}
+        self._fresh_buffers: dict[str, Buffer] = {}
         self._values: dict[tuple[str, str], Buffer] = {}
         self._markers: dict[tuple[str, str], Marker] = {}
+        # Events are made only for a value some task waits for before it is there
+        # (never on the synchronous path, where every value precedes its reader).
+        self._events: dict[tuple[str, str], threading.Event] = {}
         self._stream_spans: list[tuple[str, str, Marker, Marker]] = []
         self._all_markers: list[Marker] = []
         self._fence: Marker | None = None
         self._lock = threading.Lock()
         self._pending = stages
-        self._stages_done = threading.Event()
-        if stages == 0:
-            self._stages_done.set()
+        self._stages_done: threading.Event | None = None
 
     # --- values ----------------------------------------------------------------
     def put(self, name: str, side: str, buf: Buffer, marker: Marker | None = None) -> None:
-        self._values[(name, side)] = buf
+        key = (name, side)
         if marker is not None:
-            self._markers[(name, side)] = marker
-        self._events[(name, side)].set()
+            self._markers[key] = marker
+        with self._lock:  # value and wake-up together: a waiter either sees it or gets woken
+            self._values[key] = buf
+            event = self._events.get(key)
+        if event is not None:
+            event.set()
 
     def get(self, name: str, side: str) -> Buffer:
         """The value of ``name`` on ``side``, waiting until it is there (and landed)."""
-        self._events[(name, side)].wait()
+        key = (name, side)
+        buf = self._values.get(key)
+        if buf is None and self.error is None:
+            with self._lock:
+                buf = self._values.get(key)
+                event = None
+                if buf is None and self.error is None:
+                    event = self._events.get(key)
+                    if event is None:
+                        event = self._events[key] = threading.Event()
+            if event is not None:
+                event.wait()
         if self.error is not None:
             raise _Aborted()
-        marker = self._markers.get((name, side))
+        marker = self._markers.get(key)
         if marker is not None and side == "cpu":
             marker.synchronize()
-        return self._values[(name, side)]
+        return self._values[key]
 
     def output_buffer(self, name: str, side: str) -> Buffer | None:
         """Where the producer of ``name`` writes it: a fresh result array or the slot's
         buffer; None for a data-dependent shape (the producer's VM allocates it)."""
-        if self.routes[name].dynamic:
+        route = self.routes[name]
+        if route.dynamic:
             return None
-        if name in self.fresh:
-            return wrap_host_array(self.fresh[name], self.routes[name].spec)
+        fresh = self.fresh.get(name)
+        if fresh is not None:
+            buf = self._fresh_buffers.get(name)
+            if buf is None:
+                buf = self._fresh_buffers[name] = wrap_host_array(fresh, route.spec)
+            return buf
         return self.slot.buffers[(name, side)]
 
     def transient(self, like: Buffer, side: str) -> Buffer:
@@ -144,18 +167,25 @@ class RunContext:
         with self._lock:
             if self.error is None:
                 self.error = (partition, error)
-        for event in self._events.values():
+            events = list(self._events.values())
+        for event in events:
             event.set()  # wake every waiting task; each sees the error and stops
 
     def stage_done(self) -> None:
         with self._lock:
             self._pending -= 1
-            if self._pending == 0:
-                self._stages_done.set()
+            done = self._stages_done if self._pending == 0 else None
+        if done is not None:
+            done.set()
 
     def wait_device_idle(self) -> None:
         """Wait for every task, then for this run's last stream operation."""
-        self._stages_done.wait()
+        with self._lock:
+            done = None
+            if self._pending > 0:
+                done = self._stages_done = self._stages_done or threading.Event()
+        if done is not None:
+            done.wait()
         if self._fence is not None:
             self._fence.synchronize()
 

@@ -12,13 +12,13 @@ carries the feed's actual shape.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..compiler.artifact import TensorSpec
 from ..errors import RuntimeFailure
-from .memory import ALIGNMENT, Buffer, aligned_array, concrete, wrap_host_array
+from .memory import ALIGNMENT, Buffer, aligned_empty, concrete, dtype_name, wrap_host_array
 
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
 
@@ -33,38 +33,74 @@ def validate_feeds(feeds: Any, specs: list[TensorSpec], *, gpu: bool) -> tuple[d
     ``gpu`` says whether CUDA-resident tensors are acceptable (a real GPU session).
     A copy is made only for a host array that is not C-contiguous and 64-byte aligned.
     """
+    by_name = {s.name: s for s in specs}
+    return stage_feeds(check_feeds(feeds, specs, gpu=gpu, by_name=by_name), by_name)
+
+
+def check_feeds(feeds: Any, specs: list[TensorSpec], *, gpu: bool,
+                by_name: Mapping[str, TensorSpec] | None = None) -> dict[str, Buffer | np.ndarray]:
+    """Check every feed (names, shapes, dtypes) without copying anything: a feed usable
+    in place becomes a Buffer; a host array that needs an aligned copy stays an array
+    (checked) for :func:`stage_feeds`.  Raises RuntimeFailure listing every problem."""
     if not isinstance(feeds, Mapping):
         raise RuntimeFailure(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-    by_name = {s.name: s for s in specs}
-    expected = ", ".join(describe(s) for s in specs)
+    if by_name is None:
+        by_name = {s.name: s for s in specs}
     problems = []
-    missing = [n for n in by_name if n not in feeds]
-    unknown = [n for n in feeds if n not in by_name]
-    if missing:
-        problems.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
-    if unknown:
-        problems.append(f"unknown input(s) {', '.join(repr(n) for n in unknown)}")
-    buffers, copies = {}, 0
+    if len(feeds) != len(by_name) or any(n not in by_name for n in feeds):
+        missing = [n for n in by_name if n not in feeds]
+        unknown = [n for n in feeds if n not in by_name]
+        if missing:
+            problems.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
+        if unknown:
+            problems.append(f"unknown input(s) {', '.join(repr(n) for n in unknown)}")
+    checked: dict[str, Buffer | np.ndarray] = {}
     for name, value in feeds.items():
-        if name not in by_name:
+        spec = by_name.get(name)
+        if spec is None:
             continue
         try:
-            buffers[name], copied = _wrap(value, by_name[name], gpu)
-            copies += copied
+            checked[name] = _wrap(value, spec, gpu)
         except RuntimeFailure as e:
             problems.append(str(e))
     if problems:
+        expected = ", ".join(describe(s) for s in specs)
         raise RuntimeFailure("bad feeds: " + "; ".join(problems) + f". The model's inputs are: {expected}")
+    return checked
+
+
+def stage_feeds(checked: Mapping[str, Buffer | np.ndarray], by_name: Mapping[str, TensorSpec], *,
+                staging: Callable[[str, TensorSpec], np.ndarray] | None = None,
+                direct: frozenset = frozenset()) -> tuple[dict[str, Buffer], int]:
+    """``(buffers, host copies made)`` from :func:`check_feeds`' result: each array that
+    needs it is copied into an aligned array, ``staging(name, concrete spec)`` (e.g. one
+    reused per session slot) or a new one.  A name in ``direct`` is not copied here: its
+    Buffer (``tensor`` None) is only read by :func:`~.executor.publish_feeds`, which
+    copies it into its pinned buffer anyway."""
+    buffers: dict[str, Buffer] = {}
+    copies = 0
+    for name, value in checked.items():
+        if isinstance(value, Buffer):
+            buffers[name] = value
+            continue
+        spec = concrete(by_name[name], value.shape)
+        if name in direct:
+            buffers[name] = Buffer(spec, "cpu", None, 0, value)
+            continue
+        copy = staging(name, spec) if staging is not None else aligned_empty(spec)
+        np.copyto(copy, value)
+        copies += 1
+        buffers[name] = wrap_host_array(copy, spec)
     return buffers, copies
 
 
-def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> tuple[Buffer, int]:
+def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> Buffer | np.ndarray:
     if isinstance(value, np.ndarray):
         return _host(value, spec)
     if hasattr(value, "__dlpack_device__"):
         kind = int(value.__dlpack_device__()[0])
         if kind == _DL_CUDA:
-            return _device(value, spec, gpu), 0
+            return _device(value, spec, gpu)
         if kind in (_DL_CPU, _DL_CUDA_HOST):
             return _host(_host_array(value), spec)
         raise RuntimeFailure(f"input '{spec.name}' lives on DLPack device type {kind}; pass a host array or a CUDA tensor")
@@ -73,6 +109,8 @@ def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> tuple[Buffer, int]:
 
 def shape_matches(expected: tuple, shape: tuple) -> bool:
     """Same rank, and every numbered dim of ``expected`` equal (a string dim: any size)."""
+    if expected == shape:
+        return True
     shape = tuple(int(d) for d in shape)
     if len(shape) != len(expected):
         return False
@@ -80,7 +118,7 @@ def shape_matches(expected: tuple, shape: tuple) -> bool:
 
 
 def _check(spec: TensorSpec, shape: tuple, dtype: str) -> None:
-    if not shape_matches(tuple(spec.shape), shape):
+    if not shape_matches(spec.shape if isinstance(spec.shape, tuple) else tuple(spec.shape), shape):
         anyw = " (a named dim takes any size)" if any(isinstance(d, str) for d in spec.shape) else ""
         raise RuntimeFailure(
             f"input '{spec.name}' has shape {[int(d) for d in shape]}, the model expects {list(spec.shape)}{anyw}")
@@ -90,13 +128,14 @@ def _check(spec: TensorSpec, shape: tuple, dtype: str) -> None:
             f"(convert it, e.g. x.astype('{spec.dtype}'))")
 
 
-def _host(arr: np.ndarray, spec: TensorSpec) -> tuple[Buffer, int]:
-    _check(spec, arr.shape, str(arr.dtype))
-    if arr.flags.c_contiguous and (arr.ctypes.data % ALIGNMENT == 0 or arr.size == 0):
-        return wrap_host_array(arr, spec), 0
-    copy = aligned_array(concrete(spec, arr.shape))
-    np.copyto(copy, arr)
-    return wrap_host_array(copy, spec), 1
+def _host(arr: np.ndarray, spec: TensorSpec) -> Buffer | np.ndarray:
+    """A Buffer over ``arr`` in place, or ``arr`` itself (checked) when it needs an aligned copy."""
+    _check(spec, arr.shape, dtype_name(arr.dtype))
+    if arr.flags.c_contiguous:
+        buf = wrap_host_array(arr, spec)
+        if buf.ptr % ALIGNMENT == 0 or arr.size == 0:
+            return buf
+    return arr
 
 
 def _host_array(value: Any) -> np.ndarray:

@@ -137,6 +137,8 @@ class Slot:
     index: int
     buffers: dict[tuple[str, str], Buffer] = field(default_factory=dict)
     fresh_outputs: frozenset = frozenset()
+    # aligned copies of the caller's unaligned feeds, by input name, reused run after run
+    staging: dict = field(default_factory=dict)
 
     @classmethod
     def allocate(cls, index: int, routes: dict[str, Route], memory: Memory) -> "Slot":
@@ -163,3 +165,4 @@ class Slot:
 
     def release(self) -> None:
         self.buffers.clear()
+        self.staging.clear()

@@ -26,11 +26,13 @@ not None) is a numpy array over exactly those bytes.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import tvm_ffi
 
 from ..compiler.artifact import TensorSpec
 from ..errors import InternalError, RuntimeFailure
@@ -45,9 +47,20 @@ def is_static(shape) -> bool:
     return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
 
 
+_ITEMSIZE: dict = {}
+
+
+def itemsize_of(dtype) -> int:
+    """``np.dtype(dtype).itemsize``, cached (it is asked on every run)."""
+    size = _ITEMSIZE.get(dtype)
+    if size is None:
+        size = _ITEMSIZE[dtype] = np.dtype(dtype).itemsize
+    return size
+
+
 def nbytes_of(shape, dtype) -> int:
     """Bytes of a compact tensor of a static ``shape``."""
-    return int(np.prod([int(d) for d in shape], dtype=np.int64)) * np.dtype(dtype).itemsize
+    return math.prod(int(d) for d in shape) * itemsize_of(dtype)
 
 
 def concrete(spec: TensorSpec, shape) -> TensorSpec:
@@ -76,17 +89,69 @@ class Buffer:
 
     @property
     def nbytes(self) -> int:
+        if self.array is not None:
+            return self.array.nbytes
         return nbytes_of(self.spec.shape, self.spec.dtype)
 
 
 def aligned_array(spec: TensorSpec) -> np.ndarray:
     """A zeroed C-contiguous numpy array for ``spec`` (static shape) whose data is 64-byte aligned."""
+    return _aligned(spec, np.zeros)
+
+
+def aligned_empty(spec: TensorSpec) -> np.ndarray:
+    """Like :func:`aligned_array` but not zeroed: for arrays every byte of which is
+    written before it is read (a kernel's output, a copy of a feed)."""
+    return _aligned(spec, np.empty)
+
+
+def _aligned(spec: TensorSpec, make) -> np.ndarray:
     _require_static(spec, "allocate an array")
-    dtype = np.dtype(spec.dtype)
-    nbytes = nbytes_of(spec.shape, dtype)
-    raw = np.zeros(nbytes + ALIGNMENT, dtype=np.uint8)
-    start = (-raw.ctypes.data) % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(tuple(int(d) for d in spec.shape))
+    nbytes = nbytes_of(spec.shape, spec.dtype)
+    raw = make(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.__array_interface__["data"][0]) % ALIGNMENT
+    return raw[start:start + nbytes].view(spec.dtype).reshape(tuple(int(d) for d in spec.shape))
+
+
+def data_ptr(arr: np.ndarray) -> int:
+    """The address of ``arr``'s first byte (cheaper than ``arr.ctypes.data``)."""
+    return arr.__array_interface__["data"][0]
+
+
+def _compact(arr: np.ndarray) -> bool:
+    """True when ``arr``'s strides are exactly the row-major ones of its shape (C-contiguous
+    numpy arrays may carry any stride on a dim of size 1, which a kernel could reject)."""
+    expected = arr.itemsize
+    for d, st in zip(reversed(arr.shape), reversed(arr.strides)):
+        if st != expected:
+            return False
+        expected *= d
+    return True
+
+
+def host_tensor(arr: np.ndarray, spec: TensorSpec):
+    """A ``cpu:0`` TVM tensor over ``arr``'s bytes (zero copy; keeps ``arr`` alive).
+
+    numpy's own DLPack export is an order of magnitude cheaper than the hand-built
+    :func:`~.dlpack.tensor_view`; the latter stays for what numpy cannot export
+    (read-only arrays) or would export with unusual strides."""
+    if arr.flags.writeable and _compact(arr):
+        try:
+            return tvm_ffi.from_dlpack(arr, require_alignment=0)
+        except (BufferError, TypeError, ValueError, RuntimeError):
+            pass
+    return tensor_view(data_ptr(arr), spec.shape, spec.dtype, owner=arr)
+
+
+_DTYPE_NAMES: dict = {}
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """``str(dtype)``, cached (numpy's ``__str__`` costs microseconds per call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
 
 
 def host_buffer(spec: TensorSpec) -> Buffer:
@@ -99,9 +164,10 @@ def host_buffer(spec: TensorSpec) -> Buffer:
 def wrap_host_array(arr: np.ndarray, spec: TensorSpec) -> Buffer:
     """A cpu-side Buffer over the caller's own array (zero copy; ``arr`` is kept alive).
     ``spec`` may have data-dependent dims: the Buffer gets ``arr``'s actual shape."""
-    spec = concrete(spec, arr.shape)
-    return Buffer(spec, "cpu", tensor_view(arr.ctypes.data, spec.shape, spec.dtype, owner=arr),
-                  arr.ctypes.data, arr)
+    if tuple(spec.shape) != arr.shape:
+        spec = concrete(spec, arr.shape)
+    tensor = host_tensor(arr, spec)
+    return Buffer(spec, "cpu", tensor, int(tensor.data_ptr()), arr)
 
 
 def wrap_result(tensor, spec: TensorSpec, side: str) -> Buffer:

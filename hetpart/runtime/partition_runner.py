@@ -1,8 +1,13 @@
-"""Calling one compiled partition: its library, one Relax VM per thread, DPS or fallback.
+"""Calling one compiled partition: its library, its Relax VM, DPS or fallback.
 
-A :class:`PartitionRunner` loads the partition's library once and gives each thread
-that calls it its own ``VirtualMachine`` (a VM used from two threads corrupts itself,
-TVM_NOTES 4).  :meth:`PartitionRunner.call` writes the partition's outputs into the
+A :class:`PartitionRunner` loads the partition's library once and makes one
+``VirtualMachine`` for it.  A VM entered from two threads *at the same time* corrupts
+itself (TVM_NOTES 4), so :meth:`PartitionRunner.call` holds the runner's lock while
+it is inside the VM: the VM is used by one thread at a time, whichever thread that is
+(the partition's worker, the simulated stream, or a caller running a run
+synchronously, see :mod:`.session`).  One VM, not one per calling thread, also keeps
+its workspace (CUDA-graph buffers, pooled allocations) from being made again for
+every thread.  :meth:`PartitionRunner.call` writes the partition's outputs into the
 buffers it is given:
 
 * with destination passing (``main_dps(*inputs, *outputs)``) the kernels write them
@@ -57,44 +62,52 @@ class PartitionRunner:
         self.artifact = artifact
         self._module = load_module(artifact, directory)
         self._device = tvm.cuda(0) if artifact.device_type == "cuda" else tvm.cpu(0)
-        self._vms: dict[int, object] = {}
-        self._lock = threading.Lock()
+        self._vm_instance = None
+        self._functions: dict[str, object] = {}
+        self._lock = threading.Lock()  # held while a thread is inside the VM
         # The compiler says whether the library has main_dps; an output of data-dependent
         # shape cannot be passed in, so such a partition runs through main.
         self.dynamic_outputs = [not is_static(t.shape) for t in artifact.outputs]
         self.dps = bool(artifact.dps) and not any(self.dynamic_outputs)
 
     def _vm(self):
-        from tvm import relax
-
-        key = threading.get_ident()
-        vm = self._vms.get(key)
+        """The partition's VM (made on first use); call with ``self._lock`` held."""
+        vm = self._vm_instance
         if vm is None:
-            vm = relax.VirtualMachine(self._module, self._device)
-            with self._lock:
-                self._vms[key] = vm
+            from tvm import relax
+
+            vm = self._vm_instance = relax.VirtualMachine(self._module, self._device)
+            self._functions = {}
         return vm
+
+    def _function(self, name: str):
+        """``vm[name]``, looked up once (a lookup per call costs microseconds); lock held."""
+        fn = self._functions.get(name)
+        if fn is None:
+            fn = self._functions[name] = self._vm()[name]
+        return fn
 
     def call(self, inputs: list, outputs: list[Buffer | None], stats: RunStats,
              stream_handle: int = 0) -> list[Buffer]:
         """Run the partition on ``inputs`` (TVM tensors), leaving its results in ``outputs``;
         a None output (data-dependent shape) is the tensor the VM returns.  Returns the
         Buffers holding the outputs, in order."""
-        vm = self._vm()
-        if self.dps:
-            vm[DPS_FUNCTION](*inputs, *(b.tensor for b in outputs))
-            return list(outputs)
-        result = vm[self.artifact.function](*inputs)
-        results = [result] if len(outputs) == 1 else list(result)
-        held = []
-        for spec, buf, value in zip(self.artifact.outputs, outputs, results):
-            if buf is None:
-                held.append(wrap_result(value, spec, self.artifact.device))
-                continue
-            self._stage(buf, value, stream_handle)
-            stats.count("staging")
-            held.append(buf)
-        return held
+        with self._lock:  # one thread at a time inside the VM (and its results)
+            self._vm()
+            if self.dps:
+                self._function(DPS_FUNCTION)(*inputs, *(b.tensor for b in outputs))
+                return list(outputs)
+            result = self._function(self.artifact.function)(*inputs)
+            results = [result] if len(outputs) == 1 else list(result)
+            held = []
+            for spec, buf, value in zip(self.artifact.outputs, outputs, results):
+                if buf is None:
+                    held.append(wrap_result(value, spec, self.artifact.device))
+                    continue
+                self._stage(buf, value, stream_handle)
+                stats.count("staging")
+                held.append(buf)
+            return held
 
     def _stage(self, buf: Buffer, value, stream_handle: int) -> None:
         if buf.side == "cuda" and self.artifact.device_type == "cuda":
@@ -104,5 +117,6 @@ class PartitionRunner:
 
     def close(self) -> None:
         with self._lock:
-            self._vms.clear()
+            self._vm_instance = None
+            self._functions = {}
         self._module = None

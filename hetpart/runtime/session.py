@@ -11,7 +11,21 @@ session's own CUDA stream (or its simulation), and ``slots`` sets of handoff buf
         results = s.run_pipelined(batches)        # micro-batches overlapped
 
 A run takes a free slot (or waits for one), so concurrent callers never share buffers,
-and runs in flight at once overlap stage by stage.  Any failure is raised to the
+and runs in flight at once overlap stage by stage.
+
+Two ways a run is executed, with the same tasks (:mod:`.executor`), buffers, copies
+and stats:
+
+* *threaded* (:meth:`Session.submit`, :meth:`Session.run_pipelined`, and ``run``
+  while another run is in flight): each partition's task goes to that partition's
+  worker thread and a collector thread finishes the run, so runs overlap;
+* *inline* (``run`` on an idle session, unless ``Session(..., inline=False)``): the
+  calling thread runs the partitions itself in topological order (a CUDA partition
+  is still only enqueued on the session stream, with the stream made current for the
+  calling thread; host reads of GPU results still wait on that run's events) and
+  finishes the run, saving the thread hand-offs.  A run submitted meanwhile goes the
+  threaded way.  Each partition's VM is entered by one thread at a time whatever the
+  way (:class:`~.partition_runner.PartitionRunner` holds a lock while inside it).  Any failure is raised to the
 caller as :class:`~hetpart.errors.RuntimeFailure` naming the partition; the session
 stays usable.  ``close()`` (or leaving the ``with``) joins every thread and frees
 every buffer.
@@ -40,7 +54,8 @@ from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
 from .workers import Worker
-from .feeds import validate_feeds
+from .feeds import check_feeds, stage_feeds
+from .memory import aligned_empty, dtype_name
 
 
 class Session:
@@ -48,15 +63,19 @@ class Session:
 
     ``slots`` is how many runs may be in flight at once (2 = double-buffered
     handoff); ``handoff`` is ``"auto"`` (per cut, from ``transfer_costs``), ``"copy"``
-    or ``"mapped"``; ``profile=True`` records spans for every run, not only traced ones.
+    or ``"mapped"``; ``profile=True`` records spans for every run, not only traced ones;
+    ``inline=False`` sends every run through the worker threads (no inline runs).
     """
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
-                 transfer_costs: TransferCosts | None = None, profile: bool = False):
+                 transfer_costs: TransferCosts | None = None, profile: bool = False,
+                 inline: bool = True):
         if slots < 1:
             raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
         self.compiled = compiled
         self.profile = profile
+        self.inline = inline
+        self.inline_runs = 0  # runs executed inline so far (for tests and benchmarks)
         self.last_run_stats: RunStats | None = None
         self._closed = False
         self._stages: list[Stage] = []
@@ -95,6 +114,19 @@ class Session:
         self._submit_lock = threading.Lock()
         self._run_ids = itertools.count()
         self._devices = {a.name: a.device for a in self.compiled.partitions}
+        # per-run bookkeeping computed once
+        self._inputs_by_name = {t.name: t for t in self.compiled.inputs}
+        self._output_names = [t.name for t in self.compiled.outputs]
+        # host feeds copied into their pinned buffer anyway: no alignment copy before
+        self._direct_feeds = frozenset(n for n, r in self.routes.items()
+                                       if r.producer is None and r.crosses and not r.dynamic)
+        # A feed's aligned copy may be reused run after run (per slot) unless a partition
+        # returns a tensor of data-dependent shape, which is handed out without a copy
+        # and could be a view of that copy.
+        self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
+        self._state_lock = threading.Lock()
+        self._in_flight = 0  # runs started and not yet finished, threaded and inline
+        self._inline_lock = threading.Lock()  # held by the inline run, if any (close waits for it)
 
     @property
     def _model_name(self) -> str:
@@ -109,31 +141,66 @@ class Session:
         """Start one run; returns a Future of its outputs (its ``.stats`` is the run's
         RunStats once done).  Blocks only while no slot is free; ``timed`` records spans."""
         self._check_open()
-        buffers, copies = validate_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu)
-        slot = self._free.get()
-        future: Future = Future()
-        ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
-                         timed or self.profile, self._memory)
+        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        with self._state_lock:
+            self._in_flight += 1
         try:
-            for _ in range(copies):
-                ctx.stats.count("feed_copies")
+            slot = self._free.get()
+        except BaseException:
+            self._run_ended()
+            raise
+        future: Future = Future()
+        try:
+            ctx = self._context(checked, slot, timed)
             with self._submit_lock:  # a run's tasks enter the queues together, in order
-                executor.publish_feeds(ctx, buffers)
+                executor.publish_feeds(ctx, ctx.feeds)
                 for stage in self._stages:
                     stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
                 self._collector.post(lambda: self._finish(ctx, future))
         except BaseException:
             self._free.put(slot)
+            self._run_ended()
             raise
         return future
 
+    def _context(self, checked: dict, slot: Slot, timed: bool) -> RunContext:
+        """A run's context on ``slot``, with its feeds made ready (``ctx.feeds``)."""
+        staging = None
+        if self._reuse_feed_copies:
+            def staging(name, spec, slot=slot):  # the slot's own aligned copy of this feed
+                arr = slot.staging.get(name)
+                if arr is None or arr.shape != tuple(spec.shape) or dtype_name(arr.dtype) != spec.dtype:
+                    arr = slot.staging[name] = aligned_empty(spec)
+                return arr
+        buffers, copies = stage_feeds(checked, self._inputs_by_name, staging=staging, direct=self._direct_feeds)
+        ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
+                         timed or self.profile, self._memory)
+        for _ in range(copies):
+            ctx.stats.count("feed_copies")
+        ctx.feeds = buffers
+        return ctx
+
+    def _run_ended(self) -> None:
+        with self._state_lock:
+            self._in_flight -= 1
+
     def _finish(self, ctx: RunContext, future: Future) -> None:
         """On the collector thread: wait for the run, hand out results, free the slot."""
+        outputs = self._complete(ctx)
+        if ctx.error is not None:
+            future.set_exception(executor.failure(ctx, self._devices))
+        else:
+            future.stats = ctx.stats
+            future.set_result(outputs)
+
+    def _complete(self, ctx: RunContext):
+        """Wait for the run's last stream operation, collect its outputs (None if it
+        failed), free its slot and publish its stats."""
         outputs = None
         try:
             ctx.wait_device_idle()
             if ctx.error is None:
-                outputs = executor.collect_outputs(ctx, [t.name for t in self.compiled.outputs])
+                outputs = executor.collect_outputs(ctx, self._output_names)
             ctx.stats.latency_s = time.perf_counter() - ctx.started
             if ctx.timed and self._stream is not None:
                 ctx.resolve_stream_spans(self.stream_track, self._host_time)
@@ -142,24 +209,66 @@ class Session:
         finally:
             ctx.release_markers()
             self._free.put(ctx.slot)
+            self._run_ended()
         self.last_run_stats = ctx.stats
+        return outputs
+
+    def _run_inline(self, feeds, timed: bool) -> tuple[dict[str, np.ndarray], RunContext] | None:
+        """Run on the calling thread if the session is idle; None (nothing done) if it is not.
+
+        Idle means no run in flight: every slot is free and no worker is inside a
+        partition.  Counting this run as in flight makes concurrent callers take the
+        threaded way meanwhile, so at most one run is inline at a time."""
+        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        with self._state_lock:
+            self._check_open()  # under the lock: close() waits for a run that got past here
+            if self._in_flight:
+                return None
+            try:
+                slot = self._free.get_nowait()  # idle: every slot is free
+            except queue.Empty:
+                return None
+            self._in_flight = 1
+            self._inline_lock.acquire()  # free: only one run is ever inline
+        try:
+            try:
+                ctx = self._context(checked, slot, timed)
+                executor.publish_feeds(ctx, ctx.feeds)
+            except BaseException:
+                self._free.put(slot)
+                self._run_ended()
+                raise
+            self.inline_runs += 1
+            for stage in self._stages:  # topological order: each reads only what earlier ones made
+                executor.run_stage(ctx, stage)
+            outputs = self._complete(ctx)
+        finally:
+            self._inline_lock.release()
         if ctx.error is not None:
-            future.set_exception(executor.failure(ctx, self._devices))
-        else:
-            future.stats = ctx.stats
-            future.set_result(outputs)
+            raise executor.failure(ctx, self._devices)
+        return outputs, ctx
 
     def _host_time(self, marker) -> float:
         return self._epoch_host + marker.seconds_since(self._epoch)
 
     def run(self, feeds, *, trace: str | Path | None = None) -> dict[str, np.ndarray]:
-        """Run once; ``trace`` writes a Chrome/Perfetto trace of this run (with the predicted timeline)."""
-        future = self.submit(feeds, timed=trace is not None)
-        outputs = future.result()
+        """Run once; ``trace`` writes a Chrome/Perfetto trace of this run (with the predicted timeline).
+
+        On an idle session the run executes on the calling thread (see the module docstring)."""
+        self._check_open()
+        timed = trace is not None
+        done = self._run_inline(feeds, timed) if self.inline else None
+        if done is not None:
+            outputs, ctx = done
+            stats = ctx.stats
+        else:
+            future = self.submit(feeds, timed=timed)
+            outputs = future.result()
+            stats = future.stats
         if trace is not None:
             from .trace import write_trace
 
-            write_trace(trace, [future.stats], self)
+            write_trace(trace, [stats], self)
         return outputs
 
     def run_pipelined(self, batches: Iterable, *, trace: str | Path | None = None) -> list[dict[str, np.ndarray]]:
@@ -175,9 +284,14 @@ class Session:
 
     def close(self) -> None:
         """Finish runs in flight, stop every thread, free every buffer; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with getattr(self, "_state_lock", None) or threading.Lock():
+            if self._closed:
+                return
+            self._closed = True
+        inline = getattr(self, "_inline_lock", None)
+        if inline is not None:
+            with inline:  # an inline run in progress finishes first
+                pass
         for stage in self._stages:
             stage.worker.close()
         if self._collector is not None:
