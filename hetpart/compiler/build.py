@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import kernels, targets
 from ..errors import CompileError, HetpartError, TargetError
+from ..kernels.tuning import default_database
 from .artifact import CompiledModel, PartitionArtifact, sha256_of, target_json
 from .extract import PartitionProgram, extract, tensor_spec
 
@@ -116,7 +117,8 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     """Build one partition for ``spec``, export ``<name>.so`` into ``out_dir`` and load
     it back (unless it is CUDA code and this machine has no GPU to load it on)."""
     try:
-        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu)
+        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu,
+                                   tuning_db=default_database(spec.tvm_target))
         library = out_dir / f"{program.name}.so"
         executable.export_library(str(library))
     except HetpartError as exc:

@@ -85,7 +85,9 @@ def kernel_builder():
 
 def build_module(mod: tvm.IRModule, target: tvm.target.Target):
     """Compile a single-kernel module for ``target`` (an executable for relax.VirtualMachine)."""
-    return kernel_builder()(mod, target)
+    from ..kernels.tuning import default_database
+
+    return kernel_builder()(mod, target, tuning_db=default_database(target))
 
 
 # --- the module -----------------------------------------------------------------

@@ -8,9 +8,19 @@ best ones in a JSON database in ``work_dir`` (``database_workload.json`` and
 module; ``build(..., tuning_db=work_dir)`` calls it before the default rules, so tuned
 kernels win and the rest keep hetpart's schedules.
 
-Tuning needs the ``tune`` extra (``pip install hetpart[tune]``: xgboost-cpu, psutil,
+Tuning needs the ``tune`` extra (``pip install -e ".[tune]"``: xgboost-cpu, psutil,
 cloudpickle).  Interrupting it (Ctrl-C) keeps every record already committed: the
 JSON database appends each measured record to disk as it goes.
+
+Where records live: :func:`default_database_dir` (``$HETPART_TUNING_DB``, else
+``$XDG_CACHE_HOME/hetpart/tuning/<kind>-<arch>``); :func:`default_database` is the one
+resolver the compiler and the cost model ask, so both use tuned schedules once
+``partition tune`` has recorded some.
+
+Candidates are built with :func:`_build_candidate` rather than MetaSchedule's default
+builder: that one imports ``tvm.s_tir.tensor_intrin`` in every (freshly started)
+build worker, which takes 30-40 s on a small machine -- longer than the builder's
+timeout, so every candidate failed with "LocalBuilder: Timeout".
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 
 import tvm
 import tvm_ffi
@@ -30,6 +42,10 @@ from ..errors import HetpartError
 log = logging.getLogger(__name__)
 
 TUNE_DEPS = ("xgboost", "psutil", "cloudpickle")
+ENV_TUNING_DB = "HETPART_TUNING_DB"
+"""Environment variable naming the tuning database directory (overrides the default)."""
+BUILD_TIMEOUT_S = 60.0
+"""Per-batch timeout of a candidate build (MetaSchedule's default is 30 s)."""
 _RECORDS = "database_tuning_record.json"
 _WORKLOADS = "database_workload.json"
 
@@ -41,6 +57,18 @@ class TuningDependencyError(HetpartError):
 def missing_tune_deps() -> list[str]:
     """Names of the ``tune`` extra's modules that cannot be imported here."""
     return [m for m in TUNE_DEPS if importlib.util.find_spec(m) is None]
+
+
+def require_tune_deps() -> None:
+    """Raise :class:`TuningDependencyError` (saying what to install) unless the
+    ``tune`` extra's modules are all importable."""
+    missing = missing_tune_deps()
+    if missing:
+        raise TuningDependencyError(
+            f"tuning needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
+            'install the tune extra with `pip install -e ".[tune]"` in a hetpart checkout '
+            '(or `pip install "hetpart[tune]"`): xgboost-cpu, psutil, cloudpickle'
+        )
 
 
 def has_records(work_dir: str) -> bool:
@@ -66,12 +94,7 @@ def tune(
     stderr when ``progress``).  Raises :class:`TuningDependencyError` when xgboost,
     psutil or cloudpickle is missing.
     """
-    missing = missing_tune_deps()
-    if missing:
-        raise TuningDependencyError(
-            f"tuning needs {', '.join(missing)}; install them with `pip install hetpart[tune]` "
-            "(xgboost-cpu, psutil, cloudpickle)"
-        )
+    require_tune_deps()
     from tvm.s_tir import meta_schedule as ms
 
     target = target if isinstance(target, Target) else Target(target)
@@ -83,21 +106,97 @@ def tune(
         for gv, f in mod.functions_items()
         if isinstance(f, tirx.PrimFunc) and not (f.attrs is not None and f.attrs.get("tirx.is_scheduled", False))
     ]
+    per_task = max(1, -(-int(trials) // max(1, len(todo))))
     if progress:
         print(f"tuning {len(todo)} kernels for {target.kind.name}, {trials} trials -> {work_dir}", file=sys.stderr)
-    try:
-        ms.relax_integration.tune_relax(
-            mod,
-            params={},
-            target=target,
-            work_dir=work_dir,
-            max_trials_global=int(trials),
-            num_trials_per_iter=min(64, max(1, int(trials))),
-        )
-    except KeyboardInterrupt:
-        if progress:
-            print("tuning interrupted; keeping the records measured so far", file=sys.stderr)
+    with _InterruptWatch() as watch:
+        try:
+            ms.relax_integration.tune_relax(
+                mod,
+                params={},
+                target=target,
+                work_dir=work_dir,
+                max_trials_global=int(trials),
+                # spread the trials over the kernels: left to itself, the first task
+                # takes a whole batch of 64 and small budgets tune one kernel only
+                max_trials_per_task=per_task,
+                num_trials_per_iter=min(64, per_task),
+                builder=ms.builder.LocalBuilder(f_build=_build_candidate, timeout_sec=BUILD_TIMEOUT_S),
+            )
+        except KeyboardInterrupt:
+            watch.interrupted = True
+        except Exception:
+            # Ctrl-C inside TVM's C++ search loop comes back through its FFI as a bare
+            # RuntimeError, not a KeyboardInterrupt: the watch tells the two apart.
+            if not watch.interrupted:
+                raise
+    if watch.interrupted and progress:
+        print("tuning interrupted; keeping the records measured so far", file=sys.stderr)
     return count_records(work_dir)
+
+
+class _InterruptWatch:
+    """While active, SIGINT still raises KeyboardInterrupt but also sets
+    ``interrupted`` (only in the main thread; elsewhere signals cannot be watched)."""
+
+    def __init__(self):
+        self.interrupted = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        self.interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _build_candidate(mod, target, _params):
+    """MetaSchedule's ``default_build`` without its import of ``tvm.s_tir.tensor_intrin``.
+
+    Runs in a build worker (pickled by reference).  The candidate is already
+    scheduled -- any tensorization is applied -- so building it needs no intrinsic
+    registry, and skipping that import saves 30-40 s per worker (see the module
+    docstring).
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def default_database_dir(target: Target) -> str:
+    """Where tuning records for ``target`` are kept: ``$HETPART_TUNING_DB`` when set,
+    else ``$XDG_CACHE_HOME/hetpart/tuning/<kind>-<arch>`` (``~/.cache`` when
+    XDG_CACHE_HOME is unset), e.g. ``.../tuning/cuda-sm_90`` or
+    ``.../tuning/llvm-skylake-avx512``.  The directory need not exist."""
+    env = os.environ.get(ENV_TUNING_DB)
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    target = target if isinstance(target, Target) else Target(target)
+    kind = str(target.kind.name)
+    arch = str(target.attrs.get("arch") or target.attrs.get("mcpu") or "generic")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hetpart", "tuning", f"{kind}-{arch}")
+
+
+def default_database(target: Target) -> str | None:
+    """The tuning database that builds for ``target`` should use, or None.
+
+    THE resolver for :func:`hetpart.kernels.build`'s ``tuning_db`` in the compiler and
+    the cost model: :func:`default_database_dir` when it exists and holds records,
+    else None (then hetpart's schedule rules alone are used).
+    """
+    path = default_database_dir(target)
+    return path if has_records(path) else None
 
 
 def count_records(work_dir: str) -> int:

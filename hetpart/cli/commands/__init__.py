@@ -2,7 +2,7 @@
 
 import importlib
 
-MODULES = ("plan", "zoo", "profile", "costmodel", "bench")
+MODULES = ("plan", "zoo", "profile", "costmodel", "tune", "bench")
 
 for _m in MODULES:
     importlib.import_module(f"{__name__}.{_m}")
