@@ -191,7 +191,8 @@ def test_recorded_profile_covers_every_zoo_model(path):
 
 
 @needs_recorded
-@pytest.mark.xfail(reason="target median <= 25% not met yet on the H200 profile (cpu 57%, cuda 31%)", strict=False)
+@pytest.mark.xfail(reason="target median <= 25% not met yet on the H200 profile "
+                          "(cpu 32%, cuda 22%; was 57%, 31%)", strict=False)
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_predictor_accuracy_on_the_recorded_profile(path):
     rows = evaluate(Profile.load(path))

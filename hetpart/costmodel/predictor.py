@@ -10,20 +10,25 @@ partition (:meth:`KernelRecord.cost`).  Two steps:
 1. a *form* from the small registry :data:`FORMS` (add one with
    :func:`register_form`) maps features to design columns whose non-negative
    coefficients are fitted in log space (so every kernel's relative error counts
-   alike, 1 us or 100 ms).  The default, ``roofline``, is
-   ``cost = c + flops / P + bytes / B``: a fixed cost plus the compute and memory
-   terms of a roofline, added instead of maxed so the fit stays smooth;
+   alike, 1 us or 100 ms).  ``roofline`` is ``cost = c + flops / P + bytes / B``:
+   a fixed cost plus the compute and memory terms of a roofline, added instead of
+   maxed so the fit stays smooth; the default, ``roofline_params``, prices weight
+   bytes apart from activation bytes.  The fit is robust (Huber weights on the log
+   residuals, :data:`HUBER`), so a few noisy timings do not drag the rest;
 2. a correction by the residuals of the :data:`NEIGHBOURS` most similar measured
    kernels of the class (nearest in log FLOPs and log bytes): kernels of similar
    shape miss the roofline by similar factors (how well their schedule fits).
 
-Fallback chain: a class with fewer than :data:`MIN_POINTS` measured kernels on the
-device uses the device's pooled fit over all classes.
+A class's own fit is shrunk towards the device's pooled fit over all classes (in
+log space, weight ``n / (n + SHRINK)``).  A class with fewer than :data:`MIN_POINTS`
+measured kernels uses the pooled fit, moved by its kernels' shrunk median residual
+when it has any.  No prediction is below the device's per-launch overhead, which
+every measured cost contains.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -34,6 +39,8 @@ from .transfer_model import nonneg_relative_lstsq
 
 MIN_POINTS = 4
 NEIGHBOURS = 3
+HUBER = 0.5  # log residual (a factor ~1.65) beyond which a kernel's weight in the fit shrinks
+SHRINK = 4.0  # pseudo-count of the pooled fit when blending it with a class's own
 POOLED = "*"
 
 FORMS: dict[str, Callable[[KernelFeatures], list[float]]] = {}
@@ -58,10 +65,15 @@ def _roofline(f: KernelFeatures) -> list[float]:
 def _roofline_params(f: KernelFeatures) -> list[float]:
     # Weights may be laid out (packed) differently from activations; a separate
     # term lets the fit price them apart.
-    return [1.0, float(f.flops), float(f.bytes - f.param_bytes), float(f.param_bytes)]
+    return [1.0, float(f.flops), float(f.bytes - f.param_bytes), float(_weight_traffic(f))]
 
 
-DEFAULT_FORM = "roofline"
+def _weight_traffic(f: KernelFeatures) -> int:
+    """Weight bytes actually read: a gather reads only the table rows it outputs."""
+    return min(f.param_bytes, f.bytes_written) if f.op_class == "gather" else f.param_bytes
+
+
+DEFAULT_FORM = "roofline_params"
 
 
 def _position(f: KernelFeatures) -> np.ndarray:
@@ -74,7 +86,9 @@ class Fit:
     """``cost = columns(features) . coef``, corrected by nearby residuals.
 
     ``scope`` is the op class or ``*`` (pooled); ``anchors`` are the training
-    kernels' positions and log residuals ``log(measured / fitted)``.
+    kernels' positions and log residuals ``log(measured / fitted)``.  ``prior`` (the
+    pooled fit) is blended in with weight ``1 - weight`` in log space; ``offset`` is a
+    log factor on the whole; ``floor`` the least cost predicted.
     """
 
     form: str
@@ -82,19 +96,26 @@ class Fit:
     coef: tuple[float, ...]
     n: int
     anchors: tuple[tuple[float, float, float], ...] = ()
+    prior: "Fit | None" = None
+    weight: float = 1.0
+    offset: float = 0.0
+    floor: float = 0.0
 
     def base(self, f: KernelFeatures) -> float:
-        return max(float(np.dot(FORMS[self.form](f), self.coef)), 1e-12)
+        own = np.log(max(float(np.dot(FORMS[self.form](f), self.coef)), 1e-12))
+        if self.prior is not None:
+            own = self.weight * own + (1.0 - self.weight) * np.log(self.prior.base(f))
+        return float(np.exp(own + self.offset))
 
     def predict(self, f: KernelFeatures, neighbours: int | None = None) -> float:
         neighbours = NEIGHBOURS if neighbours is None else neighbours
         if not self.anchors or neighbours <= 0:
-            return self.base(f)
+            return max(self.base(f), self.floor)
         a = np.array(self.anchors)
         dist = np.linalg.norm(a[:, :2] - _position(f), axis=1)
         near = np.argsort(dist)[:neighbours]
         weight = 1.0 / (dist[near] + 0.5)  # closer kernels count more; 0.5 = a factor ~1.6 apart
-        return self.base(f) * float(np.exp(np.dot(weight, a[near, 2]) / weight.sum()))
+        return max(self.base(f) * float(np.exp(np.dot(weight, a[near, 2]) / weight.sum())), self.floor)
 
 
 def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, float]]:
@@ -105,31 +126,36 @@ def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, fl
     return [(s, r.features, r.cost(oh)) for s, r in sorted(profile.kernels.get(device, {}).items()) if r.ok]
 
 
-def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100) -> np.ndarray:
-    """Coefficients ``w >= 0`` minimising ``sum(log(x @ w / y) ** 2)`` (Levenberg-Marquardt).
+def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight: np.ndarray | None = None,
+                  start: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients ``w >= 0`` minimising ``sum(s * log(x @ w / y) ** 2)`` (Levenberg-Marquardt).
 
-    Solved for ``theta = log w`` (so ``w`` stays positive), starting from the
-    relative least-squares solution.  Columns that are zero everywhere get 0.
+    Solved for ``theta = log w`` (so ``w`` stays positive), starting from ``start``
+    or the relative least-squares solution; ``s`` is ``sample_weight`` (default 1).
+    Columns that are zero everywhere get 0.
     """
     used = x.max(axis=0) > 0
     scale = x[:, used].max(axis=0)
     xs = x[:, used] / scale
-    theta = np.log(np.maximum(nonneg_relative_lstsq(xs, y), 1e-6 * np.median(y)))
+    init = nonneg_relative_lstsq(xs, y) if start is None else start[used] * scale
+    theta = np.log(np.maximum(init, 1e-6 * np.median(y)))
     ly = np.log(y)
+    s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    rs = np.sqrt(s)
 
     def loss(t):
         if np.max(t) > 700:  # exp would overflow: not a step worth taking
             return np.inf
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            value = float(np.sum((np.log(xs @ np.exp(t)) - ly) ** 2))
+            value = float(np.sum(s * (np.log(xs @ np.exp(t)) - ly) ** 2))
         return value if np.isfinite(value) else np.inf
 
     lam, cur = 1e-3, loss(theta)
     for _ in range(iters):
         c = np.exp(theta)
         pred = xs @ c
-        jac = xs * c / pred[:, None]
-        a, g = jac.T @ jac, jac.T @ (np.log(pred) - ly)
+        jac = xs * c / pred[:, None] * rs[:, None]
+        a, g = jac.T @ jac, jac.T @ ((np.log(pred) - ly) * rs)
         while lam < 1e10:
             step = np.linalg.solve(a + lam * (np.diag(np.diag(a)) + 1e-12 * np.eye(len(theta))), -g)
             new = loss(theta + step)
@@ -146,14 +172,37 @@ def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100) -> np.ndarray:
     return w
 
 
-def fit_form(form: str, scope: str, data: list[tuple[str, KernelFeatures, float]]) -> Fit:
-    """Fit ``form`` to ``data`` (see the module docstring)."""
+def robust_log_fit(x: np.ndarray, y: np.ndarray, huber: float = HUBER, rounds: int = 20) -> np.ndarray:
+    """:func:`log_space_fit` with Huber weights on the log residuals (iteratively reweighted)."""
+    w = log_space_fit(x, y)
+    for _ in range(rounds):
+        r = np.abs(np.log(np.maximum(x @ w, 1e-300) / y))
+        w = log_space_fit(x, y, sample_weight=huber / np.maximum(r, huber), start=w)
+    return w
+
+
+def _with_anchors(fit: Fit, data: list[tuple[str, KernelFeatures, float]]) -> Fit:
+    """``fit`` plus its training kernels' positions and log residuals."""
+    anchors = tuple((*_position(f), float(np.log(max(c, 1e-12) / fit.base(f)))) for _, f, c in data)
+    return replace(fit, anchors=anchors)
+
+
+def fit_form(form: str, scope: str, data: list[tuple[str, KernelFeatures, float]],
+             prior: Fit | None = None, floor: float = 0.0) -> Fit:
+    """Fit ``form`` to ``data``, blended with ``prior`` if given (see the module docstring)."""
     x = np.array([FORMS[form](f) for _, f, _ in data], dtype=float)
     y = np.maximum(np.array([c for _, _, c in data], dtype=float), 1e-12)
-    coef = tuple(float(v) for v in log_space_fit(x, y))
-    fit = Fit(form, scope, coef, len(data))
-    anchors = tuple((*_position(f), float(np.log(c / fit.base(f)))) for (_, f, _), c in zip(data, y))
-    return Fit(form, scope, coef, len(data), anchors)
+    coef = tuple(float(v) for v in robust_log_fit(x, y))
+    weight = len(data) / (len(data) + SHRINK) if prior is not None else 1.0
+    return _with_anchors(Fit(form, scope, coef, len(data), prior=prior, weight=weight, floor=floor), data)
+
+
+def shifted(pooled: Fit, own: list[tuple[str, KernelFeatures, float]]) -> Fit:
+    """The pooled fit moved by ``own``'s median log residual, shrunk by ``n / (n + SHRINK)``."""
+    if not own:
+        return pooled
+    res = np.median([np.log(max(c, 1e-12) / pooled.base(f)) for _, f, c in own])
+    return replace(pooled, offset=pooled.offset + float(res) * len(own) / (len(own) + SHRINK))
 
 
 class Predictor:
@@ -171,18 +220,25 @@ class Predictor:
                                f"others -- measure the model with `partition profile MODEL`")
         self.device = device
         self.form = form
+        self.floor = profile.overheads[device].launch_s
         self._fits: dict[str, Fit] = {}
 
+    def pooled(self) -> Fit:
+        """The device's fit over all classes."""
+        if POOLED not in self._fits:
+            self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor)
+        return self._fits[POOLED]
+
     def fit_for(self, op_class: str) -> Fit:
-        """The class's own fit if it has :data:`MIN_POINTS` kernels, else the pooled one."""
+        """The class's own fit (shrunk to the pooled one) if it has :data:`MIN_POINTS`
+        kernels, else the pooled fit shifted by the class's few kernels."""
         if op_class not in self._fits:
             own = [d for d in self.data if d[1].op_class == op_class]
             if len(own) >= MIN_POINTS:
-                self._fits[op_class] = fit_form(self.form, op_class, own)
+                prior = replace(self.pooled(), anchors=())
+                self._fits[op_class] = fit_form(self.form, op_class, own, prior=prior, floor=self.floor)
             else:
-                if POOLED not in self._fits:
-                    self._fits[POOLED] = fit_form(self.form, POOLED, self.data)
-                self._fits[op_class] = self._fits[POOLED]
+                self._fits[op_class] = shifted(self.pooled(), own)
         return self._fits[op_class]
 
     def predict(self, f: KernelFeatures) -> float:
