@@ -125,6 +125,11 @@ class MacBlock:
         _, idx = self.operands[operand]
         return [d for d, e in enumerate(idx) if any(v.same_as(var) for v in collect_vars_used_in_prim_expr(e))]
 
+    def is_plain(self, operand: int) -> bool:
+        """True when ``operands[operand]`` is indexed by bare iterators and constants
+        only: no convolution window, no gathered index."""
+        return all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in self.operands[operand][1])
+
     def plain_dim(self, operand: int, var) -> int | None:
         """The dim of ``operands[operand]`` indexed by exactly ``var`` (and no other
         dim mentions ``var``), else None."""

@@ -96,7 +96,7 @@ class CpuConv2d(ScheduleRule):
         mac = find_mac(sch, infos)
         if mac is None:
             return None
-        if all(isinstance(e, (tirx.Var, tirx.IntImm)) for _, idx in mac.operands for e in idx):
+        if mac.is_plain(0) and mac.is_plain(1):
             return None  # a plain contraction: the matmul rule's job
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
@@ -119,4 +119,4 @@ class CpuConv2d(ScheduleRule):
     @staticmethod
     def _is_weight(mac, operand: int) -> bool:
         """The operand indexed by bare iterators only (the weight, not the window)."""
-        return all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in mac.operands[operand][1])
+        return mac.is_plain(operand)

@@ -33,9 +33,8 @@ class CpuMatmul(ScheduleRule):
         mac = find_mac(sch, infos)
         if mac is None:
             return None
-        for _, idx in mac.operands:
-            if not all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in idx):
-                return None  # a convolution window or a gather: not a matmul
+        if not (mac.is_plain(0) and mac.is_plain(1)):
+            return None  # a convolution window or a gather: not a matmul
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
         cands = vec_candidates(mac, lanes)

@@ -28,10 +28,6 @@ from tvm.target import Target
 from ..analysis import block_infos, find_mac, is_gpu
 
 
-def _plain(idx) -> bool:
-    return all(isinstance(e, (tirx.Var, tirx.IntImm)) for e in idx)
-
-
 class GpuConv2dImplicitGemm(ScheduleRule):
     """Convolution -> reindexed contraction -> dlight Matmul (see module docstring)."""
 
@@ -45,7 +41,7 @@ class GpuConv2dImplicitGemm(ScheduleRule):
         mac = find_mac(sch, infos)
         if mac is None:
             return None
-        windowed = [o for o in (0, 1) if not _plain(mac.operands[o][1])]
+        windowed = [o for o in (0, 1) if not mac.is_plain(o)]
         if len(windowed) != 1:
             return None  # a plain contraction (Matmul's own) or something else
         win, weight = windowed[0], 1 - windowed[0]
