@@ -66,10 +66,14 @@ def dlrm_cap(small: bool) -> int:
 
 
 def zoo_workloads(names: list[str], batches: list[int], small: bool) -> list[bench.Workload]:
+    """Each model at each of ``batches``, and at its own serving batch (dlrm: 256) last."""
     size = ":small" if small else ""
     first, rest = [], []
-    for batch in batches:
+    served = sorted({models.registry.entry(n).default_batch for n in names} - set(batches))
+    for batch in batches + served:
         for name in names:
+            if batch in served and models.registry.entry(name).default_batch != batch:
+                continue
             spec = f"zoo:{name}{size}:batch={batch}"
             out = first if batch == batches[0] else rest
             out.append(bench.Workload(f"{name} b{batch}", spec, batch=batch, heterogeneous=name in HETEROGENEOUS,

@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="comma list of zoo models (default: all)")
     ap.add_argument("--batch32", default="resnet50,bert",
                     help="models also profiled at batch 32 (comma list; '' for none)")
+    ap.add_argument("--also", default="",
+                    help="more zoo specs to profile, comma list (e.g. zoo:resnet50:batch=8)")
     ap.add_argument("--devices", default=None, help="comma list (default: cpu,cuda; cpu only without a GPU)")
     ap.add_argument("--small", action="store_true", help="the small zoo variants (a smoke test)")
     ap.add_argument("--quick", action="store_true", help="fewer timing repeats")
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     specs = [f"zoo:{n}" + (":small" if args.small else "") for n in names]
     specs += [f"zoo:{n}" + (":small" if args.small else "") + ":batch=32"
               for n in filter(None, args.batch32.split(",")) if n in names]
+    specs += [s for s in args.also.split(",") if s]
     devices = tuple(args.devices.split(",")) if args.devices else (("cpu", "cuda") if cuda_available() else ("cpu",))
     settings = MeasureSettings.quick() if args.quick else MeasureSettings()
     print(f"recording {len(specs)} models on {', '.join(devices)} into {out}", flush=True)

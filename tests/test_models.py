@@ -144,9 +144,17 @@ def test_dlrm_indices_and_interaction_shape():
     feeds = models.example_inputs(model)
     assert feeds["sparse_indices"].dtype == np.int64 and feeds["sparse_indices"].max() < 50
     (prob,) = ReferenceEvaluator(model).run(None, feeds)
-    assert prob.shape == (1, 1) and 0 < prob.item() < 1
+    assert prob.shape == (256, 1) and ((0 < prob) & (prob < 1)).all()  # served at batch 256
     pairs = next(t for t in model.graph.initializer if t.name == "interaction.pair_indices")
     assert pairs.dims == [5 * 4 // 2]  # F = 4 tables + dense
+
+
+def test_default_batch_is_per_model_and_overridable():
+    assert models.build("mlp", small=True).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    dlrm = models.build("dlrm", small=True)
+    assert dlrm.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 256
+    one = models.build("dlrm", small=True, batch=1)
+    assert one.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
 
 
 def test_example_inputs_respect_index_limits():

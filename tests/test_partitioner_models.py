@@ -9,29 +9,16 @@ import time
 
 import pytest
 
+from hetpart import importer
+from hetpart.costmodel import CostModel, resolve_profile
 from hetpart.partitioner import TableCosts, partition
 
-importer = pytest.importorskip("hetpart.importer")
-
-
-def _load(spec):
-    try:
-        return importer.load(spec)
-    except Exception as exc:  # noqa: BLE001 - the zoo/importer are written concurrently; say what broke
-        pytest.skip(f"{spec} does not import yet ({type(exc).__name__}: {exc})")
+_load = importer.load
 
 
 def recorded_cost_model():
-    """The real cost model on its default (recorded) profile, or skip saying why not."""
-    try:
-        from hetpart.costmodel import CostModel, resolve_profile
-    except ImportError as exc:
-        pytest.skip(f"hetpart.costmodel is not importable yet ({exc})")
-    try:
-        profile = resolve_profile(None)
-    except Exception as exc:  # noqa: BLE001 - ProfileError, or the package is unfinished
-        pytest.skip(f"no recorded GPU profile to plan with ({type(exc).__name__}: {exc})")
-    return CostModel(profile)
+    """The real cost model on the default profile: here (no GPU) the recorded H200 one."""
+    return CostModel(resolve_profile(None))
 
 
 def mlp_favouring_gpu(graph):
@@ -44,7 +31,7 @@ def mlp_favouring_gpu(graph):
 
 # --- DLRM: a cap below the embedding tables ------------------------------------------------------------
 def test_dlrm_cap_below_tables_keeps_gathers_on_cpu_and_mlps_on_cuda():
-    graph = _load("zoo:dlrm:small")
+    graph = _load("zoo:dlrm:small:batch=1")  # the synthetic costs below are per batch-1 kernel
     costs = mlp_favouring_gpu(graph)
     gathers = [k.id for k in graph.nodes if k.ops[0] == "take" and k.param_bytes >= 1000]
     mlps = [k.id for k in graph.nodes if k.ops[0] == "matmul" and k.param_bytes > 0]
@@ -121,6 +108,22 @@ def test_zoo_full_size_plans_in_seconds(name):
         took = time.perf_counter() - start
         assert took < 20, f"{name} {objective}: {took:.1f} s for {len(graph)} kernels"
         assert plan.predicted["latency_s"] <= plan.best_baseline()[1] * (1 + 1e-9)
+
+
+def test_dlrm_served_batch_cap_below_tables_keeps_mlps_on_cuda_on_recorded_profile():
+    """The issue's case on real costs: full-size MLPs at DLRM's serving batch (256), tables
+    cut to 20k rows (41 MiB) so CI imports it quickly, and a GPU cap below the tables."""
+    costs = recorded_cost_model()
+    graph = _load("zoo:dlrm:table_rows=20000")
+    gathers = [k.id for k in graph.nodes if k.ops[0] == "take" and k.param_bytes >= 2**20]
+    mlps = [k.id for k in graph.nodes if k.ops[0] == "matmul" and k.param_bytes > 0]
+    assert len(gathers) == 8 and len(mlps) == 6  # bottom 3, top 3
+    tables = sum(graph.kernels[k].param_bytes for k in gathers)
+    plan = partition(graph, cost_model=costs, gpu_memory=tables // 2, progress=False)
+    assert plan.predicted["gpu_memory"]["total"] <= tables // 2
+    assert [plan.assignment[k] for k in gathers] == ["cpu"] * len(gathers)
+    assert [plan.assignment[k] for k in mlps] == ["cuda"] * len(mlps)
+    assert plan.predicted["latency_s"] < plan.predicted["baselines"]["all_cpu"]["latency_s"]
 
 
 @pytest.mark.slow

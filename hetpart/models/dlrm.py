@@ -24,6 +24,9 @@ saved file) and must be saved with external data, e.g.
 does so automatically above ~1.8 GB.
 
 Small: 3 tables x 100 rows x 8 dims, bottom MLP 13 -> 16 -> 8, top MLP 14 -> 16 -> 1.
+
+Unlike the other zoo models its default batch is 256 (``zoo:dlrm:batch=1`` for one
+item).
 """
 
 from __future__ import annotations
@@ -49,11 +52,15 @@ class DLRMConfig:
 
 
 FULL = DLRMConfig()
+# A ranking request scores many candidate items at once, so DLRM is served batched
+# (MLPerf's DLRM server scenario batches far more); at batch 1 its MLPs are too small
+# for a GPU to pay for the launch and the copies.
+DEFAULT_BATCH = 256
 SMALL = DLRMConfig(num_tables=3, table_rows=100, embedding_dim=8, bottom_mlp=(16,), top_mlp=(16,))
 
 
 @register("dlrm", "DLRM recommendation model (embedding tables + dot interaction)",
-          full=FULL, small=SMALL)
+          full=FULL, small=SMALL, default_batch=DEFAULT_BATCH)
 def build_dlrm(cfg: DLRMConfig, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
     _validate(cfg)
     b = GraphBuilder("dlrm", seed)

@@ -36,6 +36,9 @@ class ZooEntry:
     builder: Builder
     full: Any  # an instance of the model's config dataclass
     small: Any
+    # The batch a model is served at when the user names none: 1 for latency-bound
+    # models; a recommender scores many candidate items per request.
+    default_batch: int = 1
 
     def config_keys(self) -> list[str]:
         """The config fields a user may override, read from the dataclass's signature."""
@@ -48,7 +51,8 @@ class ZooEntry:
 _REGISTRY: dict[str, ZooEntry] = {}
 
 
-def register(name: str, description: str, *, full: Any, small: Any) -> Callable[[Builder], Builder]:
+def register(name: str, description: str, *, full: Any, small: Any,
+             default_batch: int = 1) -> Callable[[Builder], Builder]:
     """Register ``builder`` as zoo model ``name``; returns the builder unchanged."""
     if not dataclasses.is_dataclass(full) or type(small) is not type(full):
         raise TypeError(f"zoo model {name!r}: full and small must be instances of one dataclass")
@@ -56,7 +60,7 @@ def register(name: str, description: str, *, full: Any, small: Any) -> Callable[
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"zoo model {name!r} registered twice")
-        _REGISTRY[name] = ZooEntry(name, description, builder, full, small)
+        _REGISTRY[name] = ZooEntry(name, description, builder, full, small, default_batch)
         return builder
 
     return decorate
@@ -95,7 +99,7 @@ def build(name: str, small: bool = False, **cfg: Any) -> onnx.ModelProto:
     """Build zoo model ``name`` (the small variant if ``small``) with overrides ``cfg``."""
     zoo = entry(name)
     check_keys(name, cfg)
-    batch = cfg.pop("batch", 1)
+    batch = cfg.pop("batch", zoo.default_batch)
     seed = cfg.pop("seed", 0)
     check(_is_int(batch) and batch >= 1,
           f"zoo model {name!r}: batch must be an int >= 1, got {batch!r}")
@@ -125,7 +129,7 @@ def describe(name: str) -> str:
         f"{name}: {zoo.description}",
         f"  full:  {_format_config(zoo.full)}",
         f"  small: {_format_config(zoo.small)}",
-        "  also:  batch (default 1), seed (default 0)",
+        f"  also:  batch (default {zoo.default_batch}), seed (default 0)",
     ])
 
 
