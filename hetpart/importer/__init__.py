@@ -1,8 +1,9 @@
 """Import stage: ONNX model -> op graph of fused TVM kernels.
 
 Pipeline, one module each: :mod:`.onnx_source` (read, check, fix shapes) ->
-:mod:`.relax_import` (TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) ->
-:mod:`.graph_builder` (an :class:`OpGraph`).
+:mod:`.shape_folding` (fold what the static shapes decide) -> :mod:`.relax_import`
+(TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) -> :mod:`.graph_builder`
+(an :class:`OpGraph`).
 """
 
 from .onnx_source import ModelSource, input_shapes, read_model

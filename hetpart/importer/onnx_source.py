@@ -1,7 +1,10 @@
 """Read and validate an ONNX model before TVM sees it.
 
 In: a path, a ``zoo:NAME[:small]`` spec, or an ``onnx.ModelProto``; optional fixed
-input shapes.  Out: a checked ``ModelProto`` whose inputs all have static shapes.
+input shapes.  Out: a checked ``ModelProto`` whose inputs all have static shapes,
+with the shape arithmetic those shapes decide folded into initializers
+(:mod:`.shape_folding`; a caller's ``ModelProto`` is never edited, but copied when
+something folds).
 
 Every way a model can be wrong is reported here as one :class:`HetpartError` that
 names the file and the problem: missing, not ONNX, truncated, failing the checker or
@@ -19,6 +22,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from .shape_folding import fold_static_shapes
 
 _HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
 
@@ -33,13 +37,18 @@ class ModelSource:
 
 
 def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource:
-    """Resolve ``model`` to a checked ``ModelProto`` with static input shapes."""
+    """Resolve ``model`` to a checked ``ModelProto`` with static input shapes and
+    its static shape arithmetic folded."""
     source = _resolve(model)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
     _check_supported(fixed, source.origin)
     _infer_shapes(fixed, source.origin)
-    return ModelSource(fixed, source.name, source.origin)
+    # Fold in place only a model this function made (read, built or reshaped here).
+    folded = fold_static_shapes(fixed, inplace=fixed is not model).model
+    if folded is not fixed:
+        _infer_shapes(folded, source.origin)
+    return ModelSource(folded, source.name, source.origin)
 
 
 def _resolve(model) -> ModelSource:
