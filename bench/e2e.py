@@ -69,10 +69,12 @@ def zoo_workloads(names: list[str], batches: list[int], small: bool) -> list[ben
     """Each model at each of ``batches``, and at its own serving batch (dlrm: 256) last."""
     size = ":small" if small else ""
     first, rest = [], []
-    served = sorted({models.registry.entry(n).default_batch for n in names} - set(batches))
+    # models served batched (dlrm) also run at their serving batch
+    serving = {n: models.registry.entry(n).default_batch for n in names}
+    served = sorted({b for b in serving.values() if b != 1} - set(batches))
     for batch in batches + served:
         for name in names:
-            if batch in served and models.registry.entry(name).default_batch != batch:
+            if batch in served and serving[name] != batch:
                 continue
             spec = f"zoo:{name}{size}:batch={batch}"
             out = first if batch == batches[0] else rest

@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer timing repeats")
     ap.add_argument("--no-transfer", action="store_true", help="skip the transfer model")
     ap.add_argument("--retransfer", action="store_true", help="measure transfers even if the file has them")
+    ap.add_argument("--session", action="store_true", help="measure the session overheads even if the file has them")
     ap.add_argument("--jobs", type=int, default=None, help="build worker processes (default: all cores)")
     args = ap.parse_args(argv)
 
@@ -84,6 +85,15 @@ def main(argv=None) -> int:
         for key, fit in sorted(prof.transfers.fits.items()):
             print(f"transfer {key:<14} latency {fit.latency_s * 1e6:7.1f} us, {fit.bandwidth_Bps / 1e9:6.2f} GB/s")
         print(f"transfers: {time.perf_counter() - t0:.1f} s", flush=True)
+    if "cuda" in devices and (args.session or not any(o.session_s for o in prof.overheads.values())):
+        from hetpart.runtime.overhead import session_overheads
+
+        t0 = time.perf_counter()
+        prof.set_session_overheads(session_overheads(repeats=100 if args.quick else 300))
+        prof.save()
+        print("session overhead per partition: " + ", ".join(
+            f"{d} {o.session_s * 1e6:.1f} us" for d, o in sorted(prof.overheads.items()))
+            + f" ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     missing = [(spec, d) for spec, g in graphs.items() for d in devices
                for k in g.nodes if prof.record(d, k.signature) is None]

@@ -199,3 +199,26 @@ def test_local_profile_is_used_only_where_a_gpu_can_be_measured(isolated, monkey
         assert chosen.path == default_profile_path()
     else:  # a CPU-only profile cannot price the GPU: the recorded machine is used for both
         assert chosen.fingerprint == OTHER and "NOT measured here" in chosen.origin
+
+
+# --- session overheads ------------------------------------------------------------------------------
+def test_session_overheads_are_stored_beyond_the_vm_call_and_survive_a_round_trip(tmp_path):
+    prof = make_profile()
+    prof.set_session_overheads({"cpu": 50e-6})
+    oh = prof.overheads["cpu"]
+    assert oh.session_s == pytest.approx(50e-6 - oh.call_s - oh.switch_s)
+    prof.set_session_overheads({"cpu": 1e-7})  # less than the VM call already counted: clipped
+    assert prof.overheads["cpu"].session_s == 0.0
+    prof.set_session_overheads({"cpu": 80e-6})
+    prof.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").overheads["cpu"].session_s == pytest.approx(oh.session_s + 30e-6)
+    with pytest.raises(ProfileError, match="no overheads for cuda"):
+        prof.set_session_overheads({"cuda": 1e-4})
+
+
+def test_a_profile_written_before_session_overheads_loads_with_zero(tmp_path):
+    path = make_profile().save(tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    del data["overheads"]["cpu"]["session_s"]
+    path.write_text(json.dumps(data))
+    assert Profile.load(path).overheads["cpu"].session_s == 0.0

@@ -466,3 +466,14 @@ def test_close_waits_for_an_inline_run():
     assert s.buffer_bytes == 0 and s.threads_alive == 0
     with pytest.raises(RuntimeFailure, match="closed"):
         s.run(feeds())
+
+
+# --- the session's own cost per partition (simulated here; real on the GPU machine) ---------
+def test_session_overheads_fit_one_cost_per_partition_and_device():
+    from hetpart.runtime.overhead import CHAINS, session_overheads
+
+    assert {d for c in CHAINS for d in c} == {"cpu", "cuda"}
+    per = session_overheads(simulate=True, repeats=20)
+    assert set(per) == {"cpu", "cuda"}
+    # runs cost something, nothing costs a second (noise may pull one device's fit to 0)
+    assert all(0.0 <= s < 1.0 for s in per.values()) and sum(per.values()) > 0, per

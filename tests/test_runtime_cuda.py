@@ -129,3 +129,16 @@ def test_zoo_model_matches_onnxruntime(name):
         out = s.run(feeds)
     for want, spec in zip(ref, compiled.outputs):
         np.testing.assert_allclose(out[spec.name], want, rtol=1e-3, atol=1e-3, err_msg=f"{name}: {spec.name}")
+
+
+def test_session_overheads_on_gpu_and_blocking_waits_give_the_same_results():
+    from hetpart.runtime import Session
+    from hetpart.runtime.overhead import session_overheads
+    from hetpart.runtime.synthetic import chain, chain_reference
+
+    per = session_overheads(simulate=False, repeats=30)
+    assert set(per) == {"cpu", "cuda"} and all(0.0 <= s < 0.1 for s in per.values()) and sum(per.values()) > 0
+    x = np.random.default_rng(3).standard_normal((64, 64)).astype("float32")
+    with Session(chain(["cpu", "cuda", "cpu"], simulate=False), spin_wait=False) as s:
+        for _ in range(3):
+            np.testing.assert_allclose(s.run({"x": x})["t2"], chain_reference(x, 3), rtol=1e-5, atol=1e-5)

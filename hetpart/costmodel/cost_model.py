@@ -7,7 +7,8 @@
   unless ``predict=False``.
 * ``transfer_cost(n, src, dst)``: the pinned-memory fit (the runtime hands tensors
   over through pinned buffers); 0 on the same device.
-* ``partition_overhead(device)``: calling a partition plus the host switch after it.
+* ``partition_overhead(device)``: calling a partition, the host switch after it and
+  the session's own per-partition cost (:attr:`Overheads.session_s`).
 * ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
   bandwidth k x narrower.
 """
@@ -106,9 +107,10 @@ class CostModel:
         return fit.latency_s + nbytes * self.link_scale / fit.bandwidth_Bps
 
     def partition_overhead(self, device: str) -> float:
-        """Seconds per partition call on ``device``: calling it plus the host switch after it."""
+        """Seconds per partition call on ``device``: calling it, the host switch after it,
+        and the runtime's own handling of it (where the profile measured that)."""
         oh = self._overheads(device)
-        return oh.call_s + oh.switch_s
+        return oh.call_s + oh.switch_s + oh.session_s
 
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -131,13 +131,17 @@ class Overheads:
     ``launch_s``: each kernel inside it (GPU: one launch);
     ``empty_s``: a one-kernel VM call timed like the kernels (subtracted from them);
     ``switch_s``: handing control back to the host after a partition (host wall
-    clock of call + device sync, beyond ``empty_s``).
+    clock of call + device sync, beyond ``empty_s``);
+    ``session_s``: what hetpart's runtime adds around each partition of a run beyond
+    the above (handoff, waits, wake-ups; :mod:`hetpart.runtime.overhead`); 0 where
+    it was not measured (profiles older than it).
     """
 
     call_s: float
     launch_s: float
     empty_s: float
     switch_s: float
+    session_s: float = 0.0
 
 
 @dataclass
@@ -168,6 +172,17 @@ class Profile:
         from ..targets import DEVICES
 
         return [d for d in DEVICES if self.kernels.get(d)] + sorted(set(self.kernels) - set(DEVICES))
+
+    def set_session_overheads(self, per_partition: dict[str, float]) -> None:
+        """Store what a Session costs per partition (seconds, by device, as measured by
+        :func:`hetpart.runtime.overhead.session_overheads`) as ``session_s``: the part
+        beyond the VM call and host switch already in each device's Overheads."""
+        for device, seconds in per_partition.items():
+            oh = self.overheads.get(device)
+            if oh is None:
+                raise ProfileError(f"{self.path or 'the profile'} has no overheads for {device}: "
+                                   "profile a model on it first")
+            self.overheads[device] = replace(oh, session_s=max(0.0, seconds - oh.call_s - oh.switch_s))
 
     def record(self, device: str, signature: str) -> KernelRecord | None:
         return self.kernels.get(device, {}).get(signature)

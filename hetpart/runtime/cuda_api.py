@@ -62,9 +62,12 @@ def _handle(value) -> int:
     return int(value)
 
 
-def event_create(timing: bool = True) -> int:
+def event_create(timing: bool = True, blocking: bool = False) -> int:
+    """A CUDA event; ``blocking`` makes a host waiting on it sleep instead of spinning."""
     rt = cudart()
-    flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+    flags = int(rt.cudaEventDefault if timing else rt.cudaEventDisableTiming)
+    if blocking:
+        flags |= int(rt.cudaEventBlockingSync)
     return _handle(_check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(flags)))
 
 

@@ -64,17 +64,22 @@ class Session:
     ``slots`` is how many runs may be in flight at once (2 = double-buffered
     handoff); ``handoff`` is ``"auto"`` (per cut, from ``transfer_costs``), ``"copy"``
     or ``"mapped"``; ``profile=True`` records spans for every run, not only traced ones;
-    ``inline=False`` sends every run through the worker threads (no inline runs).
+    ``inline=False`` sends every run through the worker threads (no inline runs);
+    ``spin_wait=False`` makes host threads sleep while they wait for the GPU instead
+    of spinning (CUDA's default): it frees a core for the CPU partitions but costs a
+    wake-up; on the H200 machine pipelined throughput was lower with it (1,051/s
+    against 1,426/s, ``bench/runtime.py``), so spinning stays the default.
     """
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
-                 inline: bool = True):
+                 inline: bool = True, spin_wait: bool = True):
         if slots < 1:
             raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
         self.compiled = compiled
         self.profile = profile
         self.inline = inline
+        self.spin_wait = spin_wait
         self.inline_runs = 0  # runs executed inline so far (for tests and benchmarks)
         self.last_run_stats: RunStats | None = None
         self._closed = False
@@ -98,7 +103,7 @@ class Session:
 
     def _start(self, slots: int, handoff: str, costs: TransferCosts | None, has_gpu: bool) -> None:
         if has_gpu:
-            self._stream = CudaStream() if self.real_gpu else SimulatedStream()
+            self._stream = CudaStream(self.spin_wait) if self.real_gpu else SimulatedStream()
             self._epoch = self._stream.record()
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()

@@ -147,10 +147,14 @@ class CudaStream(Stream):
 
     simulated = False
 
-    def __init__(self):
+    def __init__(self, spin_wait: bool = True):
         import tvm
         import tvm_ffi
 
+        # A host thread waiting for the GPU spins on a core (CUDA's default); the CPU
+        # partitions use every core, so a spinning waiter may stall a slice of their
+        # parallel loops.  Blocking waits free the core but cost a wake-up.
+        self.spin_wait = spin_wait
         cuda_api.cudart()  # fail early, with install advice, if cuda-bindings is missing
         self._ffi = tvm_ffi
         self.device = tvm.cuda(0)
@@ -164,7 +168,7 @@ class CudaStream(Stream):
         cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
 
     def record(self) -> Marker:
-        event = cuda_api.event_create(timing=True)
+        event = cuda_api.event_create(timing=True, blocking=not self.spin_wait)
         cuda_api.event_record(event, self.handle)
         return _CudaMarker(event)
 

@@ -17,7 +17,8 @@ class ProfileCommand:
     Ctrl-C keeps everything measured so far: run it again to resume.
 
     --transfer measures host<->GPU copies (pinned and pageable, 4 KiB .. 256 MiB) and
-    fits latency + bytes/bandwidth; it needs a CUDA GPU.  On a machine without a GPU
+    fits latency + bytes/bandwidth, and what hetpart's runtime adds per partition of a
+    run (tiny models through a real Session); it needs a CUDA GPU.  On a machine without a GPU
     only the CPU is measured; plans then use the recorded profile shipped with hetpart
     (both devices from one machine), unless --profile names this one.
 
@@ -71,6 +72,7 @@ class ProfileCommand:
                 self._profile_one(importer.load(model, shapes), devices, path, settings, pool, args)
         if args.transfer:
             self._transfers(path, args.quick)
+            self._session(path, args.quick)
         print(f"profile: {path}")
         return 0
 
@@ -95,3 +97,15 @@ class ProfileCommand:
             print(f"transfer {key:<14} latency {fit.latency_s * 1e6:7.1f} us  "
                   f"bandwidth {fit.bandwidth_Bps / 1e9:6.2f} GB/s")
         print(f"transfers: {time.perf_counter() - t0:.1f} s")
+
+    def _session(self, path, quick: bool) -> None:
+        from ...costmodel.profiler import open_profile
+        from ...runtime.overhead import session_overheads
+
+        prof = open_profile(path)
+        t0 = time.perf_counter()
+        prof.set_session_overheads(session_overheads(repeats=100 if quick else 300))
+        prof.save()
+        for device, oh in sorted(prof.overheads.items()):
+            print(f"session overhead per {device} partition: {oh.session_s * 1e6:7.1f} us")
+        print(f"session overheads: {time.perf_counter() - t0:.1f} s")
