@@ -67,8 +67,8 @@ class Session:
     ``inline=False`` sends every run through the worker threads (no inline runs);
     ``spin_wait=False`` makes host threads sleep while they wait for the GPU instead
     of spinning (CUDA's default): it frees a core for the CPU partitions but costs a
-    wake-up; on the H200 machine pipelined throughput was lower with it (1,051/s
-    against 1,426/s, ``bench/runtime.py``), so spinning stays the default.
+    wake-up; on the H200 machine it made no consistent difference to pipelined
+    throughput over three runs (``bench/runtime.py``), so spinning stays the default.
     """
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
