@@ -37,6 +37,9 @@ def test_costmodel_eval_prints_held_out_errors(measured_path, capsys):
     out = capsys.readouterr().out
     assert "median err" in out and "p90 err" in out
     assert any(line.split()[:2] == ["cpu", "all"] for line in out.splitlines())
+    assert main(["costmodel", "--eval", "--held-out", "model", "--profile", str(measured_path)]) == 0
+    out = capsys.readouterr().out
+    assert "held out: one model at a time" in out and "median err" in out
 
 
 def test_costmodel_model_marks_predicted_costs(measured_path, capsys):

@@ -181,8 +181,6 @@ def test_recorded_profile_covers_both_devices_and_transfers(path):
 
 
 @needs_recorded
-@pytest.mark.xfail(reason="the detector's kernels crashed the profiler on the H200 (issue 3 note); "
-                          "it is planned from predicted costs", strict=False)
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_profile_covers_every_zoo_model(path):
     from hetpart import models
@@ -191,8 +189,6 @@ def test_recorded_profile_covers_every_zoo_model(path):
 
 
 @needs_recorded
-@pytest.mark.xfail(reason="target median <= 25% not met yet on the H200 profile "
-                          "(cpu 32%, cuda 22%; was 57%, 31%)", strict=False)
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_predictor_accuracy_on_the_recorded_profile(path):
     rows = evaluate(Profile.load(path))

@@ -2,25 +2,30 @@
 
 In: a :class:`Profile` (each record stores the kernel's features next to its
 timing, so no model needs re-importing).  Out: per device and op class, a fitted
-:class:`Fit`; :func:`evaluate` reports its held-out accuracy.
+:class:`Fit`; :func:`evaluate` reports its held-out accuracy, per held-out kernel
+shape or per held-out model.
 
 The quantity predicted is the one the partitioner uses: a kernel's cost inside a
 partition (:meth:`KernelRecord.cost`).  Two steps:
 
 1. a *form* from the small registry :data:`FORMS` (add one with
-   :func:`register_form`) maps features to design columns whose non-negative
+   :func:`register_form`) maps a kernel's features, and what the profile says of
+   its device (:class:`DeviceFacts`), to design columns whose non-negative
    coefficients are fitted in log space (so every kernel's relative error counts
-   alike, 1 us or 100 ms).  ``roofline`` is ``cost = c + flops / P + bytes / B``:
-   a fixed cost plus the compute and memory terms of a roofline, added instead of
-   maxed so the fit stays smooth; the default, ``roofline_params``, prices weight
-   bytes apart from activation bytes.  The fit is robust (Huber weights on the log
-   residuals, :data:`HUBER`), so a few noisy timings do not drag the rest;
+   alike, 1 us or 100 ms).  The default, ``roofline_shape``, is a roofline with
+   its terms added instead of maxed (so the fit stays smooth): a fixed cost, the
+   FLOPs, the bytes streamed, a contraction's weight bytes, plus one term for what
+   limits that kind of device besides (see :func:`_roofline_shape`).  The fit is
+   robust (Huber weights on the log residuals, :data:`HUBER`), so a few noisy
+   timings do not drag the rest;
 2. a correction by the residuals of the :data:`NEIGHBOURS` most similar measured
    kernels of the class (nearest in log FLOPs and log bytes): kernels of similar
    shape miss the roofline by similar factors (how well their schedule fits).
 
 A class's own fit is shrunk towards the device's pooled fit over all classes (in
-log space, weight ``n / (n + SHRINK)``).  A class with fewer than :data:`MIN_POINTS`
+log space, weight ``n / (n + SHRINK)``); a term that fewer than :data:`MIN_POINTS`
+of the class's kernels exercise keeps the pooled fit's coefficient (one kernel
+cannot price a term for its class).  A class with fewer than :data:`MIN_POINTS`
 measured kernels uses the pooled fit, moved by its kernels' shrunk median residual
 when it has any.  No prediction is below the device's per-launch overhead, which
 every measured cost contains.
@@ -28,26 +33,70 @@ every measured cost contains.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
 from ..errors import ProfileError
+from .kernel_shape import one_thread, reduction_length, rows, scalar_flops, streamed_bytes, weight_bytes
 from .profile_db import KernelFeatures, Profile
 from .transfer_model import nonneg_relative_lstsq
 
 MIN_POINTS = 4
+MIN_SUPPORT = 3
 NEIGHBOURS = 3
 HUBER = 0.5  # log residual (a factor ~1.65) beyond which a kernel's weight in the fit shrinks
 SHRINK = 4.0  # pseudo-count of the pooled fit when blending it with a class's own
 POOLED = "*"
 
-FORMS: dict[str, Callable[[KernelFeatures], list[float]]] = {}
+
+# --- the device -------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the forms need to know of the device a profile measured.
+
+    ``gpu``: it runs every output of a kernel at once (a CUDA device);
+    ``simd_lanes``: float32 lanes of a CPU's vector registers (0: unknown).
+    """
+
+    gpu: bool = False
+    simd_lanes: int = 0
+
+    @classmethod
+    def of(cls, profile: Profile, device: str) -> "DeviceFacts":
+        """From the TVM target the profile records for ``device`` (or its name alone)."""
+        target = profile.targets.get(device, "")
+        try:
+            kind = json.loads(target).get("kind", "") if target else ""
+        except (json.JSONDecodeError, AttributeError):
+            kind = ""
+        if kind == "llvm":
+            return cls(gpu=False, simd_lanes=_cpu_lanes(target))
+        return cls(gpu=kind in ("cuda", "rocm", "vulkan", "metal") or (not kind and device != "cpu"))
+
+
+@lru_cache(maxsize=16)
+def _cpu_lanes(target_json: str) -> int:
+    """float32 lanes the compiler's CPU rules vectorise with on this target (0 if unknown)."""
+    try:
+        from tvm.target import Target
+
+        from ..kernels.analysis import cpu_shape
+
+        return cpu_shape(Target(target_json)).lanes("float32")
+    except Exception:  # noqa: BLE001 - a target this TVM cannot parse: no vector-width term
+        return 0
+
+
+# --- forms --------------------------------------------------------------------------
+FORMS: dict[str, Callable[[KernelFeatures, DeviceFacts], list[float]]] = {}
 
 
 def register_form(name: str):
-    """Register ``columns(features) -> list[float]`` (design row, coefficients >= 0)."""
+    """Register ``columns(features, device_facts) -> list[float]`` (design row, coefficients >= 0)."""
 
     def deco(fn):
         FORMS[name] = fn
@@ -57,23 +106,38 @@ def register_form(name: str):
 
 
 @register_form("roofline")
-def _roofline(f: KernelFeatures) -> list[float]:
+def _roofline(f: KernelFeatures, device: DeviceFacts) -> list[float]:
     return [1.0, float(f.flops), float(f.bytes)]
 
 
-@register_form("roofline_params")
-def _roofline_params(f: KernelFeatures) -> list[float]:
-    # Weights may be laid out (packed) differently from activations; a separate
-    # term lets the fit price them apart.
-    return [1.0, float(f.flops), float(f.bytes - f.param_bytes), float(_weight_traffic(f))]
+@register_form("roofline_shape")
+def _roofline_shape(f: KernelFeatures, device: DeviceFacts) -> list[float]:
+    """``c + flops/P + streamed/B + weights/W + limit``, where ``limit`` is:
+
+    * on a GPU, the reduction length K (FLOPs per output / 2): all outputs run at
+      once, one per thread, so a kernel with fewer outputs than the GPU has lanes
+      takes the time of one K-long dot product, however few outputs it has (a 7x7
+      convolution with K = 4608 is 8x slower than one with K = 577 and 8x the
+      outputs);
+    * on a CPU, the FLOPs of a contraction whose output width the SIMD width does
+      not divide: it runs as scalar dot products, ~10x slower per FLOP (a
+      1000-class head).
+    """
+    streamed = float(streamed_bytes(f))
+    if device.gpu:
+        return [1.0, float(f.flops), streamed, float(weight_bytes(f)), serial_length(f)]
+    serial = one_thread(f)
+    return [1.0, float(f.flops), 0.0 if serial else streamed, float(weight_bytes(f)),
+            float(scalar_flops(f, device.simd_lanes)), streamed if serial else 0.0]
 
 
-def _weight_traffic(f: KernelFeatures) -> int:
-    """Weight bytes actually read: a gather reads only the table rows it outputs."""
-    return min(f.param_bytes, f.bytes_written) if f.op_class == "gather" else f.param_bytes
+def serial_length(f: KernelFeatures) -> float:
+    """The reduction length a GPU thread runs alone: K, except for a one-row
+    contraction (a GEMV), whose schedule splits K over the threads of a block."""
+    return 0.0 if rows(f) == 1 else reduction_length(f)
 
 
-DEFAULT_FORM = "roofline_params"
+DEFAULT_FORM = "roofline_shape"
 
 
 def _position(f: KernelFeatures) -> np.ndarray:
@@ -81,6 +145,7 @@ def _position(f: KernelFeatures) -> np.ndarray:
     return np.array([np.log1p(f.flops), np.log1p(f.bytes)])
 
 
+# --- fits -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Fit:
     """``cost = columns(features) . coef``, corrected by nearby residuals.
@@ -95,27 +160,56 @@ class Fit:
     scope: str
     coef: tuple[float, ...]
     n: int
+    device: DeviceFacts = DeviceFacts()
     anchors: tuple[tuple[float, float, float], ...] = ()
     prior: "Fit | None" = None
     weight: float = 1.0
     offset: float = 0.0
     floor: float = 0.0
+    neighbours: int = NEIGHBOURS
+
+    def columns(self, f: KernelFeatures) -> list[float]:
+        return FORMS[self.form](f, self.device)
 
     def base(self, f: KernelFeatures) -> float:
-        own = np.log(max(float(np.dot(FORMS[self.form](f), self.coef)), 1e-12))
+        own = np.log(max(float(np.dot(self.columns(f), self.coef)), 1e-12))
         if self.prior is not None:
             own = self.weight * own + (1.0 - self.weight) * np.log(self.prior.base(f))
         return float(np.exp(own + self.offset))
 
     def predict(self, f: KernelFeatures, neighbours: int | None = None) -> float:
-        neighbours = NEIGHBOURS if neighbours is None else neighbours
+        neighbours = self.neighbours if neighbours is None else neighbours
         if not self.anchors or neighbours <= 0:
             return max(self.base(f), self.floor)
         a = np.array(self.anchors)
-        dist = np.linalg.norm(a[:, :2] - _position(f), axis=1)
-        near = np.argsort(dist)[:neighbours]
-        weight = 1.0 / (dist[near] + 0.5)  # closer kernels count more; 0.5 = a factor ~1.6 apart
-        return max(self.base(f) * float(np.exp(np.dot(weight, a[near, 2]) / weight.sum())), self.floor)
+        correction = _nearby_residual(a[:, :2], a[:, 2], _position(f), neighbours)
+        return max(self.base(f) * float(np.exp(correction)), self.floor)
+
+
+def _nearby_residual(positions: np.ndarray, residuals: np.ndarray, at: np.ndarray, k: int) -> float:
+    """Distance-weighted mean log residual of the ``k`` anchors nearest ``at``."""
+    dist = np.linalg.norm(positions - at, axis=1)
+    near = np.argsort(dist, kind="stable")[:k]
+    weight = 1.0 / (dist[near] + 0.5)  # closer kernels count more; 0.5 = a factor ~1.6 apart
+    return float(np.dot(weight, residuals[near]) / weight.sum())
+
+
+def _useful_neighbours(anchors: tuple[tuple[float, float, float], ...]) -> int:
+    """How many neighbours (0 .. :data:`NEIGHBOURS`) best predict each training
+    kernel's residual from the others' (mean absolute log error, leave-one-out).
+
+    Where the fit's misses are local (kernels of similar size miss alike) the
+    correction pays; where they are not (kernels of one size that run 10x apart)
+    it only spreads noise, and none is used."""
+    a = np.array(anchors)
+    if len(a) < 2 * NEIGHBOURS:
+        return 0
+    others = [np.delete(np.arange(len(a)), i) for i in range(len(a))]
+    err = [np.mean(np.abs(a[:, 2]))]
+    for k in range(1, NEIGHBOURS + 1):
+        guess = [_nearby_residual(a[o, :2], a[o, 2], a[i, :2], k) for i, o in enumerate(others)]
+        err.append(float(np.mean(np.abs(a[:, 2] - guess))))
+    return int(np.argmin(err))
 
 
 def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, float]]:
@@ -127,17 +221,22 @@ def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, fl
 
 
 def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight: np.ndarray | None = None,
-                  start: np.ndarray | None = None) -> np.ndarray:
-    """Coefficients ``w >= 0`` minimising ``sum(s * log(x @ w / y) ** 2)`` (Levenberg-Marquardt).
+                  start: np.ndarray | None = None, fixed: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients ``w >= 0`` minimising ``sum(s * log((x @ w + fixed) / y) ** 2)`` (Levenberg-Marquardt).
 
     Solved for ``theta = log w`` (so ``w`` stays positive), starting from ``start``
-    or the relative least-squares solution; ``s`` is ``sample_weight`` (default 1).
-    Columns that are zero everywhere get 0.
+    or the relative least-squares solution; ``s`` is ``sample_weight`` (default 1);
+    ``fixed`` (default 0) is a known part of each cost.  Columns that are zero
+    everywhere get 0.
     """
+    fixed = np.zeros(len(y)) if fixed is None else np.asarray(fixed, dtype=float)
     used = x.max(axis=0) > 0
+    if not used.any():
+        return np.zeros(x.shape[1])
     scale = x[:, used].max(axis=0)
     xs = x[:, used] / scale
-    init = nonneg_relative_lstsq(xs, y) if start is None else start[used] * scale
+    rest = np.maximum(y - fixed, 1e-3 * y)  # what the fitted columns must explain
+    init = nonneg_relative_lstsq(xs, rest) if start is None else start[used] * scale
     theta = np.log(np.maximum(init, 1e-6 * np.median(y)))
     ly = np.log(y)
     s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
@@ -147,13 +246,13 @@ def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight:
         if np.max(t) > 700:  # exp would overflow: not a step worth taking
             return np.inf
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            value = float(np.sum(s * (np.log(xs @ np.exp(t)) - ly) ** 2))
+            value = float(np.sum(s * (np.log(xs @ np.exp(t) + fixed) - ly) ** 2))
         return value if np.isfinite(value) else np.inf
 
     lam, cur = 1e-3, loss(theta)
     for _ in range(iters):
         c = np.exp(theta)
-        pred = xs @ c
+        pred = xs @ c + fixed
         jac = xs * c / pred[:, None] * rs[:, None]
         a, g = jac.T @ jac, jac.T @ ((np.log(pred) - ly) * rs)
         while lam < 1e10:
@@ -172,29 +271,43 @@ def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight:
     return w
 
 
-def robust_log_fit(x: np.ndarray, y: np.ndarray, huber: float = HUBER, rounds: int = 20) -> np.ndarray:
+def robust_log_fit(x: np.ndarray, y: np.ndarray, huber: float = HUBER, rounds: int = 20,
+                   fixed: np.ndarray | None = None) -> np.ndarray:
     """:func:`log_space_fit` with Huber weights on the log residuals (iteratively reweighted)."""
-    w = log_space_fit(x, y)
+    fixed = np.zeros(len(y)) if fixed is None else fixed
+    w = log_space_fit(x, y, fixed=fixed)
     for _ in range(rounds):
-        r = np.abs(np.log(np.maximum(x @ w, 1e-300) / y))
-        w = log_space_fit(x, y, sample_weight=huber / np.maximum(r, huber), start=w)
+        r = np.abs(np.log(np.maximum(x @ w + fixed, 1e-300) / y))
+        w = log_space_fit(x, y, sample_weight=huber / np.maximum(r, huber), start=w, fixed=fixed)
     return w
 
 
 def _with_anchors(fit: Fit, data: list[tuple[str, KernelFeatures, float]]) -> Fit:
     """``fit`` plus its training kernels' positions and log residuals."""
     anchors = tuple((*_position(f), float(np.log(max(c, 1e-12) / fit.base(f)))) for _, f, c in data)
-    return replace(fit, anchors=anchors)
+    return replace(fit, anchors=anchors, neighbours=_useful_neighbours(anchors))
+
+
+def _own_coef(x: np.ndarray, y: np.ndarray, prior: Fit | None) -> tuple[float, ...]:
+    """Coefficients fitted to ``x, y``; with a ``prior``, a column fewer than
+    :data:`MIN_POINTS` rows exercise keeps the prior's coefficient."""
+    if prior is None:
+        return tuple(float(v) for v in robust_log_fit(x, y))
+    free = (x > 0).sum(axis=0) >= MIN_SUPPORT
+    kept = np.where(free, 0.0, np.asarray(prior.coef))
+    coef = robust_log_fit(x * free, y, fixed=x @ kept)
+    return tuple(float(v) for v in np.where(free, coef, kept))
 
 
 def fit_form(form: str, scope: str, data: list[tuple[str, KernelFeatures, float]],
-             prior: Fit | None = None, floor: float = 0.0) -> Fit:
+             prior: Fit | None = None, floor: float = 0.0, device: DeviceFacts = DeviceFacts()) -> Fit:
     """Fit ``form`` to ``data``, blended with ``prior`` if given (see the module docstring)."""
-    x = np.array([FORMS[form](f) for _, f, _ in data], dtype=float)
+    x = np.array([FORMS[form](f, device) for _, f, _ in data], dtype=float)
     y = np.maximum(np.array([c for _, _, c in data], dtype=float), 1e-12)
-    coef = tuple(float(v) for v in robust_log_fit(x, y))
+    coef = _own_coef(x, y, prior)
     weight = len(data) / (len(data) + SHRINK) if prior is not None else 1.0
-    return _with_anchors(Fit(form, scope, coef, len(data), prior=prior, weight=weight, floor=floor), data)
+    fit = Fit(form, scope, coef, len(data), device, prior=prior, weight=weight, floor=floor)
+    return _with_anchors(fit, data)
 
 
 def shifted(pooled: Fit, own: list[tuple[str, KernelFeatures, float]]) -> Fit:
@@ -219,6 +332,7 @@ class Predictor:
             raise ProfileError(f"{where} has {len(self.data)} measured kernels on {device}; too few to predict "
                                f"others -- measure the model with `partition profile MODEL`")
         self.device = device
+        self.facts = DeviceFacts.of(profile, device)
         self.form = form
         self.floor = profile.overheads[device].launch_s
         self._fits: dict[str, Fit] = {}
@@ -226,7 +340,7 @@ class Predictor:
     def pooled(self) -> Fit:
         """The device's fit over all classes."""
         if POOLED not in self._fits:
-            self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor)
+            self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor, device=self.facts)
         return self._fits[POOLED]
 
     def fit_for(self, op_class: str) -> Fit:
@@ -236,7 +350,8 @@ class Predictor:
             own = [d for d in self.data if d[1].op_class == op_class]
             if len(own) >= MIN_POINTS:
                 prior = replace(self.pooled(), anchors=())
-                self._fits[op_class] = fit_form(self.form, op_class, own, prior=prior, floor=self.floor)
+                self._fits[op_class] = fit_form(self.form, op_class, own, prior=prior, floor=self.floor,
+                                                device=self.facts)
             else:
                 self._fits[op_class] = shifted(self.pooled(), own)
         return self._fits[op_class]
@@ -244,6 +359,11 @@ class Predictor:
     def predict(self, f: KernelFeatures) -> float:
         """Predicted cost in seconds."""
         return self.fit_for(f.op_class).predict(f)
+
+
+# --- held-out accuracy ----------------------------------------------------------------------
+HELD_OUT = ("shape", "model")
+UNLISTED = "(no model)"
 
 
 @dataclass(frozen=True)
@@ -258,23 +378,44 @@ class EvalRow:
     fit_scope: str
 
 
-def held_out_predictions(profile: Profile, device: str, form: str = DEFAULT_FORM):
-    """Leave-shapes-out: each measured signature predicted by a fit without it.
+def model_groups(profile: Profile, device: str) -> dict[str, frozenset[str]]:
+    """Signatures measured on ``device`` per zoo model (``resnet50`` and
+    ``resnet50:batch=8`` are one model); kernels no listed model has form one group."""
+    measured = {s for s, _, _ in samples(profile, device)}
+    groups: dict[str, set[str]] = {}
+    for model, sigs in profile.models.items():
+        groups.setdefault(model.split(":")[0], set()).update(measured.intersection(sigs))
+    listed = set().union(*groups.values()) if groups else set()
+    groups[UNLISTED] = measured - listed
+    return {m: frozenset(s) for m, s in sorted(groups.items()) if s}
 
-    Returns ``[(signature, features, measured, predicted)]``.
+
+def held_out_predictions(profile: Profile, device: str, form: str = DEFAULT_FORM, by: str = "shape"):
+    """Each measured kernel predicted by a fit that never saw it.
+
+    ``by="shape"``: the fit leaves out that one signature (every measurement of it);
+    ``by="model"``: it leaves out every kernel of the kernel's model (all batch
+    sizes), so the model's shapes are all new to it -- a kernel two models share is
+    predicted once for each.  Returns ``[(signature, features, measured, predicted)]``.
     """
+    if by not in HELD_OUT:
+        raise ValueError(f"by must be one of {HELD_OUT}, not {by!r}")
+    data = samples(profile, device)
+    if by == "shape":
+        return [(s, f, m, Predictor(profile, device, form, exclude=frozenset({s})).predict(f)) for s, f, m in data]
     out = []
-    for sig, feats, measured in samples(profile, device):
-        pred = Predictor(profile, device, form, exclude=frozenset({sig})).predict(feats)
-        out.append((sig, feats, measured, pred))
+    for sigs in model_groups(profile, device).values():
+        pred = Predictor(profile, device, form, exclude=sigs)
+        out.extend((s, f, m, pred.predict(f)) for s, f, m in data if s in sigs)
     return out
 
 
-def evaluate(profile: Profile, form: str = DEFAULT_FORM) -> list[EvalRow]:
-    """Held-out accuracy per device and op class, plus an ``all`` row per device."""
+def evaluate(profile: Profile, form: str = DEFAULT_FORM, by: str = "shape") -> list[EvalRow]:
+    """Held-out accuracy (see :func:`held_out_predictions`) per device and op class,
+    plus an ``all`` row per device."""
     rows = []
     for device in profile.devices:
-        preds = held_out_predictions(profile, device, form)
+        preds = held_out_predictions(profile, device, form, by)
         if not preds:
             continue
         full = Predictor(profile, device, form)

@@ -11,13 +11,16 @@ class CostModelCommand:
     Without options: which profile is used (and whether it was measured on this
     machine), how many kernels it holds per device and op class, the per-call
     overheads and the transfer fits.  --eval: held-out accuracy of the predictor for
-    unmeasured kernels (leave-shapes-out: each measured kernel predicted by a fit
-    without it), median and 90th-percentile relative error per op class and device.
+    unmeasured kernels, median and 90th-percentile relative error per op class and
+    device: leave-shapes-out by default (each measured kernel predicted by a fit
+    without it), or --held-out model (each model's kernels predicted by a fit that
+    saw none of that model's, at any batch size: what a new model meets).
     With MODEL: every kernel's cost on each device, marked (p) where predicted.
 
     examples:
       partition costmodel
       partition costmodel --eval
+      partition costmodel --eval --held-out model
       partition costmodel zoo:bert:small --profile prof.json
     """
 
@@ -30,6 +33,8 @@ class CostModelCommand:
                        help="fix an input's shape, e.g. --shape input=1,3,224,224 (repeatable)")
         add_profile_options(parser)
         parser.add_argument("--eval", action="store_true", help="report held-out predictor accuracy")
+        parser.add_argument("--held-out", choices=("shape", "model"), default="shape",
+                            help="with --eval: leave out one kernel shape (default) or one whole model at a time")
 
     def run(self, args) -> int:
         from ...costmodel import CostModel, resolve_profile
@@ -38,7 +43,8 @@ class CostModelCommand:
         prof = resolve_profile(args.profile)
         print(f"profile: {prof.origin}")
         if args.eval:
-            print(render_eval(evaluate(prof)))
+            print(f"held out: one {args.held_out} at a time")
+            print(render_eval(evaluate(prof, by=args.held_out)))
         elif args.model:
             self._model_costs(CostModel(prof), args)
         else:

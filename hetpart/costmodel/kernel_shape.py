@@ -1,0 +1,120 @@
+"""What a kernel's shape implies for its cost, derived from its :class:`KernelFeatures`.
+
+A profile stores, for each kernel, its op class, FLOPs and bytes (read, written,
+of which weights) -- not its tensor shapes.  The quantities below recover what the
+predictor needs from those numbers alone, so they are the same for a measured
+record and for a kernel of a model never profiled.  Elements are counted as 4-byte
+floats: the profile does not store dtypes, and the float tensors that dominate
+cost are float32.
+
+* :func:`streamed_bytes`, :func:`weight_bytes`: memory traffic, split by how it
+  is read;
+* :func:`outputs`, :func:`reduction_length`: how much work each output is;
+* :func:`output_width`: the dim a contraction's weights and outputs share (the
+  columns of a matmul, the output channels of a convolution);
+* :func:`one_thread`: whether the CPU schedules keep the kernel on one thread.
+"""
+
+from __future__ import annotations
+
+from ..kernels.analysis import PARALLEL_MIN_ELEMENTS
+from ..kernels.register_tile import PARALLEL_MIN_MACS
+from .profile_db import KernelFeatures
+
+ELEMENT_BYTES = 4
+CONTRACTIONS = ("matmul", "conv2d")
+REDUCTIONS = CONTRACTIONS + ("reduce", "norm", "softmax", "pool")
+
+
+def outputs(f: KernelFeatures) -> int:
+    """Elements the kernel writes (at least 1)."""
+    return max(f.bytes_written // ELEMENT_BYTES, 1)
+
+
+def weight_bytes(f: KernelFeatures) -> int:
+    """Weight bytes of a contraction, 0 for any other kernel.
+
+    A matmul or convolution reads each weight once per tile of outputs and may pack
+    it first, so its weights cost differently from the activations it streams.  Any
+    other kernel reads its constants (a bias, an embedding table) like activations.
+    """
+    return f.param_bytes if f.op_class in CONTRACTIONS else 0
+
+
+def streamed_bytes(f: KernelFeatures) -> int:
+    """Bytes read or written once, in order: everything but a contraction's weights.
+
+    A gather reads only the rows it outputs, not its whole table (an embedding
+    lookup of 64 rows touches 16 KiB of a 50 MiB table): it moves about twice what
+    it writes.
+    """
+    if f.op_class == "gather":
+        return f.bytes_written + min(f.bytes_read, f.bytes_written)
+    return f.bytes - weight_bytes(f)
+
+
+def reduction_length(f: KernelFeatures) -> float:
+    """FLOPs per output / 2: the K of a matmul or convolution (``C_in * kh * kw``),
+    the extent a reduction sums over; 0 for element-wise and data-movement kernels."""
+    if f.op_class not in REDUCTIONS:
+        return 0.0
+    return f.flops / (2.0 * outputs(f))
+
+
+def output_width(f: KernelFeatures) -> int | None:
+    """N of a contraction: matmul columns (``[M, K] @ [K, N]``), conv output channels.
+
+    With weights: they hold ``N * K`` values (``N * (K + 1)`` with a bias) and the
+    outputs ``M * N``, so N is the one divisor of the weight count near ``K`` that
+    also divides the output count.  Without weights (``A @ B`` of two activations):
+    when A and B have equal size (Q @ K^T, a Gram matrix) each is ``B * N * K``
+    elements, so ``N = outputs * 2K / inputs``; otherwise the output count itself
+    (any vector-width factor N lacks, it lacks too).  None when unknown.
+    """
+    if f.op_class not in CONTRACTIONS or f.flops <= 0:
+        return None
+    out, params = outputs(f), f.param_bytes // ELEMENT_BYTES
+    k = int(f.flops // (2 * out))  # fused epilogues add a few FLOPs per output: K or a little more
+    if k <= 0:
+        return None
+    if params == 0:
+        inputs = f.bytes_read // ELEMENT_BYTES
+        n, rest = divmod(out * 2 * k, max(inputs, 1))
+        return n if rest == 0 and n > 0 and out % n == 0 else out
+    for kk in (k, k - 1, k - 2, k - 3):
+        for per_column in (kk, kk + 1):  # without, with a bias
+            n, rest = divmod(params, max(per_column, 1))
+            if rest == 0 and n > 0 and out % n == 0:
+                return n
+    return None
+
+
+def rows(f: KernelFeatures) -> int | None:
+    """M of a contraction: the outputs that share each weight (matmul rows, conv
+    output pixels), ``outputs / N``; None when N is unknown."""
+    n = output_width(f)
+    return outputs(f) // n if n else None
+
+
+def scalar_flops(f: KernelFeatures, simd_lanes: int) -> int:
+    """FLOPs of a contraction that cannot be vectorised along its outputs, else 0.
+
+    The CPU schedules tile N in SIMD registers only when ``simd_lanes`` divides it;
+    otherwise each output is a scalar dot product (a 1000-class head with 16 lanes,
+    a 12-channel conv): ~10x slower per FLOP.
+    """
+    if simd_lanes <= 1:
+        return 0
+    n = output_width(f)
+    return f.flops if n is not None and n % simd_lanes else 0
+
+
+def one_thread(f: KernelFeatures) -> bool:
+    """True when hetpart's CPU schedules run the kernel on one thread: waking the
+    thread pool costs microseconds, so an element-wise or data-movement kernel with
+    fewer than ``PARALLEL_MIN_ELEMENTS`` outputs, or a contraction with fewer than
+    ``PARALLEL_MIN_MACS`` multiply-adds, stays serial (reductions always split
+    their rows).  Its bytes then move at one core's bandwidth, not the socket's."""
+    if f.op_class in CONTRACTIONS:
+        return f.flops // 2 < PARALLEL_MIN_MACS
+    return f.op_class not in REDUCTIONS and outputs(f) < PARALLEL_MIN_ELEMENTS
