@@ -9,7 +9,8 @@ The package is laid out in pipeline order, one subpackage per stage:
     runtime      runs the partitions on CPU and CUDA streams       (hetpart.Session)
 
 ``kernels`` (schedule rules, per-target build), ``targets`` (device registry),
-``models`` (the built-in zoo) and ``errors`` serve every stage.  Public names are
+``models`` (the built-in zoo), ``cpu_cores`` (CPU thread-pool size) and ``errors``
+serve every stage.  Public names are
 imported lazily so ``import hetpart`` stays cheap and a stage's import cost is paid
 only when it is used.
 """
@@ -18,7 +19,12 @@ from __future__ import annotations
 
 import importlib
 
+from .cpu_cores import set_default_pool_size
 from .errors import HetpartError, InternalError
+
+# Every CPU kernel uses one thread per physical core (TVM alone would use half the
+# logical CPUs); TVM_NUM_THREADS set by the user wins.  See hetpart.cpu_cores.
+set_default_pool_size()
 
 __version__ = "0.1.0"
 

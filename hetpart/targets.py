@@ -12,7 +12,6 @@ the whole partition / compile / runtime orchestration.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -20,6 +19,7 @@ from typing import Callable
 import tvm
 from tvm.target import Target
 
+from .cpu_cores import pool_size
 from .errors import NoGPUError, TargetError
 
 DEVICES = ("cpu", "cuda")
@@ -87,11 +87,9 @@ def cuda_available() -> bool:
 
 
 def num_cores() -> int:
-    """Cores this process may use: the affinity mask, overridable by TVM_NUM_THREADS."""
-    env = os.environ.get("TVM_NUM_THREADS")
-    if env and env.isdigit():
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Cores the CPU kernels run on: the thread-pool size (:func:`hetpart.cpu_cores.pool_size`:
+    TVM_NUM_THREADS, else the physical cores of the affinity mask)."""
+    return pool_size()
 
 
 @lru_cache(maxsize=None)

@@ -267,3 +267,15 @@ def test_dependency_through_a_symbolic_shape_is_an_edge():
     slice_k = next(k for k in g.nodes if k.func.startswith("dynamic_strided_slice"))
     shape_k = next(k for k in g.nodes if k.func.startswith("shape_func"))
     assert shape_k.id in g.predecessors(slice_k.id)
+
+
+def test_erf_is_imported_as_tvm_fast_erf_and_still_pinnable():
+    """BERT's GELU erf becomes TVM's fast_erf at import (hetpart.importer.fast_erf), and
+    `--pin Erf=cpu` still finds those kernels by their ONNX name."""
+    from hetpart import importer
+    from hetpart.partitioner.pins import parse_pins, resolve_pins
+
+    g = importer.load("zoo:bert:small")
+    gelu = [k.id for k in g.nodes if "fast_erf" in k.ops]
+    assert gelu and not any("erf" in k.ops for k in g.nodes)
+    assert set(resolve_pins(g, parse_pins(["Erf=cpu"]))) == set(gelu)

@@ -477,3 +477,70 @@ def test_session_overheads_fit_one_cost_per_partition_and_device():
     assert set(per) == {"cpu", "cuda"}
     # runs cost something, nothing costs a second (noise may pull one device's fit to 0)
     assert all(0.0 <= s < 1.0 for s in per.values()) and sum(per.values()) > 0, per
+
+
+# --- thread placement and pipeline measurement (issue 6) -------------------------------------
+def test_pool_threads_policy_reserves_cores_only_next_to_a_gpu():
+    from hetpart.runtime.threads import pool_threads
+
+    assert pool_threads(None, has_gpu=True, default=16, cpus=16) == 14  # two CPUs feed the GPU
+    assert pool_threads(None, has_gpu=True, default=16, cpus=16, reserve=1) == 15
+    assert pool_threads(None, has_gpu=True, default=8, cpus=16) is None  # already leaves room
+    assert pool_threads(None, has_gpu=False, default=16, cpus=16) is None
+    assert pool_threads(None, has_gpu=True, default=2, cpus=2) == 1  # never below one
+    assert pool_threads(None, has_gpu=True, default=1, cpus=2) is None
+    assert pool_threads(6, has_gpu=False, default=16, cpus=16) == 6  # asked for: as asked
+    assert pool_threads(16, has_gpu=True, default=16, cpus=16) is None
+    with pytest.raises(RuntimeFailure, match="at least 1"):
+        pool_threads(0, has_gpu=True)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity API")
+def test_session_threads_do_not_inherit_a_pinned_creator():
+    """TVM pins a thread that runs a parallel kernel; threads it then creates inherit the
+    mask.  The session's threads start with the whole process mask instead."""
+    import os
+
+    from hetpart.runtime.threads import PROCESS_CPUS
+
+    if len(PROCESS_CPUS) < 2:
+        pytest.skip("needs two CPUs")
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(PROCESS_CPUS)})  # as TVM leaves a pool's calling thread
+    try:
+        with Session(chain(["cpu", "cuda"], SHAPE), inline=False) as s:
+            s.run(feeds())
+            threads = [st.worker._thread for st in s._stages] + [s._collector._thread]
+            masks = {t.name: os.sched_getaffinity(t.native_id) for t in threads}
+    finally:
+        os.sched_setaffinity(0, before)
+    assert all(m == set(PROCESS_CPUS) for m in masks.values()), masks
+
+
+def test_cpu_threads_sizes_the_cpu_workers_pool():
+    from hetpart.runtime.threads import tvm_default_threads
+
+    model = chain(["cpu", "cuda"], SHAPE, work=[2, 0], parallel=True)
+    wanted = tvm_default_threads() + 1  # differs from TVM's default, so it is applied (TVM caps it)
+    with Session(model, cpu_threads=wanted, inline=False) as s:
+        out = s.run(feeds(5))
+        used = s.pool_threads_used["p0_cpu"]
+    assert isinstance(used, int) and 1 <= used <= wanted
+    np.testing.assert_allclose(out["t1"], chain_reference(feeds(5)["x"], 2, [2, 0]), rtol=1e-5, atol=1e-5)
+    with Session(model, cpu_threads=tvm_default_threads()) as s:
+        assert s.pool_threads_used == {"p0_cpu": None}  # TVM's default: nothing to change
+
+
+def test_measure_pipeline_interleaves_rounds_and_reports_the_spread():
+    from hetpart.runtime import measure_pipeline
+
+    with Session(chain(["cpu", "cuda"], SHAPE, work=[2, 1]), slots=2) as s:
+        report = measure_pipeline(s, feeds(), batches=4, warmup=1, rounds=3, alone=2)
+        assert s.inline_runs == 0  # every run through the workers, warm-up included
+    assert len(report.rounds) == 3 and all(r.batches == 4 for r in report.rounds)
+    assert set(report.stage_seconds) == {"cpu: p0_cpu", "cuda stream (simulated)"}
+    low, high = report.efficiency_range
+    assert 0 < low <= high
+    assert report.seconds == pytest.approx(float(np.median([r.seconds for r in report.rounds])))
+    with pytest.raises(RuntimeFailure, match="rounds"):
+        measure_pipeline(s, feeds(), rounds=0)

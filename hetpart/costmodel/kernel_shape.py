@@ -81,8 +81,11 @@ def output_width(f: KernelFeatures) -> int | None:
         inputs = f.bytes_read // ELEMENT_BYTES
         n, rest = divmod(out * 2 * k, max(inputs, 1))
         return n if rest == 0 and n > 0 and out % n == 0 else out
+    # FLOPs beyond 2K per output mean an epilogue (a bias adds one): try "with a bias"
+    # first then, since N*(K+1) can also factor as (N+1)*K (K = N = 110).
+    with_bias_first = f.flops > 2 * k * out
     for kk in (k, k - 1, k - 2, k - 3):
-        for per_column in (kk, kk + 1):  # without, with a bias
+        for per_column in ((kk + 1, kk) if with_bias_first else (kk, kk + 1)):
             n, rest = divmod(params, max(per_column, 1))
             if rest == 0 and n > 0 and out % n == 0:
                 return n

@@ -8,7 +8,8 @@ The passes are TVM's own legalisation and operator fusion -- the same ones TVM's
 default CUDA pipeline runs first -- so a node of hetpart's op graph is exactly one
 kernel the compiler will emit, on either target.  Batch norms are folded into
 the convolutions before them (their weight arithmetic in numpy, see
-:mod:`.fold_constants`), as inference compilers do.  Schedules are *not* applied here:
+:mod:`.fold_constants`), as inference compilers do, and ``erf`` is computed by TVM's
+fast approximation (:mod:`.fast_erf`).  Schedules are *not* applied here:
 kernels stay target-neutral until :mod:`hetpart.kernels` schedules them.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .fast_erf import fast_erf
 from .fold_constants import fold_weight_arithmetic
 
 BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
@@ -51,9 +53,10 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
 
 def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
-    elementwise arithmetic that fuses into its neighbours."""
+    elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
+    approximation (:mod:`.fast_erf`)."""
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
-    return fold_weight_arithmetic(mod)
+    return fast_erf(fold_weight_arithmetic(mod))
 
 
 def _callees(func: relax.Function) -> list[str]:

@@ -242,7 +242,8 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
     per-lane div/mod -- the padding of a 58-wide row, a gather whose row index is
     loaded from memory -- which LLVM emits as scalar gathers, slower than the plain
     loop (measured: a padded depthwise conv 17x slower).  An innermost extent ``lanes``
-    does not divide is left to LLVM's own loop vectoriser.
+    does not divide is left to LLVM's own loop vectoriser; a narrower power-of-two
+    width that divides it is used instead (:func:`fitting_lanes`).
     """
     loops = sch.get_loops(block)
     if not loops:
@@ -264,9 +265,10 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
             k -= 1
         inner = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
         outer, ext = list(loops[:k]), extents[k]
-    vectorised = ext % lanes == 0 and ext >= lanes
+    width = fitting_lanes(ext, lanes)
+    vectorised = width is not None
     if vectorised:
-        chunks, vec = sch.split(inner, factors=[None, lanes])
+        chunks, vec = sch.split(inner, factors=[None, width])
         sch.vectorize(vec)
         outer.append(chunks)
     if total < min_parallel:
@@ -293,6 +295,21 @@ def _lane_safe(stmt) -> bool:
 
     tvm_ffi.structural_walk(stmt.body, [(tvm.ir.Call, visit_call), (TensorLoad, visit_load)], order="post")
     return not bad
+
+
+def fitting_lanes(extent: int, lanes: int, minimum: int = 4) -> int | None:
+    """The widest vector, ``lanes`` or a power-of-two fraction of it down to ``minimum``,
+    that divides ``extent``; None when none does.
+
+    An AVX-512 register holds 16 floats, but a dim of 24, 72 or 1000 is a whole number
+    of 8-wide (AVX2-width) vectors: half-width vectors beat the scalar loop that a
+    full-width-only rule would leave (LLVM narrows them to ymm registers)."""
+    w = lanes
+    while w >= minimum:
+        if extent % w == 0 and extent >= w:
+            return w
+        w //= 2
+    return None
 
 
 def largest_divisor(n: int, at_most: int) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 
 from .analysis import (
-    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, largest_divisor, parallel_vectorize,
+    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, fitting_lanes, largest_divisor, parallel_vectorize,
 )
 
 PARALLEL_MIN_MACS = 1 << 16
@@ -74,14 +74,17 @@ class VecCandidate:
     dim: int
     plain: bool  # the operand's index there is exactly ``var``
     last: bool  # ... and it is the operand's innermost dim
+    lanes: int  # vector width that divides its extent (:func:`~.analysis.fitting_lanes`)
 
 
 def vec_candidates(mac: MacBlock, lanes: int) -> list[VecCandidate]:
     """Spatial iterators usable as the vector dim: exactly one operand depends on them,
-    through one dim only, and ``lanes`` divides their extent."""
+    through one dim only, and ``lanes`` or a narrower power of two divides their extent
+    (each candidate carries the widest that does)."""
     out = []
     for var in mac.spatial:
-        if mac.extents[var] % lanes:
+        width = fitting_lanes(mac.extents[var], lanes)
+        if width is None:
             continue
         users = [o for o in (0, 1) if mac.uses(o, var)]
         if len(users) != 1:
@@ -91,7 +94,7 @@ def vec_candidates(mac: MacBlock, lanes: int) -> list[VecCandidate]:
         if len(dims) != 1:
             continue
         plain = mac.plain_dim(o, var) is not None
-        out.append(VecCandidate(var, o, dims[0], plain, dims[0] == len(mac.operands[o][1]) - 1))
+        out.append(VecCandidate(var, o, dims[0], plain, dims[0] == len(mac.operands[o][1]) - 1, width))
     return out
 
 

@@ -18,8 +18,8 @@ from ..targets import DEVICES
 
 ONNX_TO_TVM: dict[str, tuple[str, ...]] = {
     "add": ("add",), "sub": ("subtract",), "mul": ("multiply",), "div": ("divide",),
-    "pow": ("power",), "sqrt": ("sqrt",), "exp": ("exp",), "erf": ("erf",), "tanh": ("tanh",),
-    "relu": ("relu",), "sigmoid": ("sigmoid", "tir_sigmoid"), "gelu": ("gelu",),
+    "pow": ("power",), "sqrt": ("sqrt",), "exp": ("exp",), "erf": ("erf", "fast_erf"), "tanh": ("tanh",),
+    "relu": ("relu",), "sigmoid": ("sigmoid", "tir_sigmoid"), "gelu": ("gelu", "gelu_fast_erf"),
     "clip": ("clip",), "where": ("where",), "less": ("less",), "greater": ("greater",),
     "equal": ("equal",), "cast": ("astype",),
     "matmul": ("matmul",), "gemm": ("matmul",), "einsum": ("einsum",),

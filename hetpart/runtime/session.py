@@ -53,6 +53,7 @@ from .memory import CudaMemory, Memory, SimulatedMemory
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
+from .threads import configure_current_pool, pool_threads
 from .workers import Worker
 from .feeds import check_feeds, stage_feeds
 from .memory import aligned_empty, dtype_name
@@ -69,17 +70,24 @@ class Session:
     of spinning (CUDA's default): it frees a core for the CPU partitions but costs a
     wake-up; on the H200 machine it made no consistent difference to pipelined
     throughput over three runs (``bench/runtime.py``), so spinning stays the default.
+    ``cpu_threads`` sizes the TVM thread pool of each CPU partition's worker; None
+    applies :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay
+    free for the threads that feed the GPU (``pool_threads_used`` says what each got;
+    inline runs use the calling thread's own pool, untouched).
     """
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
-                 inline: bool = True, spin_wait: bool = True):
+                 inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None):
         if slots < 1:
             raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
         self.compiled = compiled
         self.profile = profile
         self.inline = inline
         self.spin_wait = spin_wait
+        self.cpu_threads = cpu_threads
+        # CPU partition -> its worker's pool size once set (None: TVM's default kept)
+        self.pool_threads_used: dict[str, int | None] = {}
         self.inline_runs = 0  # runs executed inline so far (for tests and benchmarks)
         self.last_run_stats: RunStats | None = None
         self._closed = False
@@ -108,9 +116,11 @@ class Session:
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()
         self.routes = plan_routes(self.compiled, handoff, costs)
+        pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
-            self._stages.append(Stage(art, runner, Worker(art.name)))
+            setup = self._pool_setup(art.name, pool) if art.device == "cpu" else None
+            self._stages.append(Stage(art, runner, Worker(art.name, setup)))
         self._slots = [Slot.allocate(i, self.routes, self._memory) for i in range(slots)]
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
@@ -132,6 +142,21 @@ class Session:
         self._state_lock = threading.Lock()
         self._in_flight = 0  # runs started and not yet finished, threaded and inline
         self._inline_lock = threading.Lock()  # held by the inline run, if any (close waits for it)
+
+    def _pool_setup(self, partition: str, threads: int | None):
+        """The first task of a CPU partition's worker: size that thread's TVM pool.
+        A failure only costs speed, so it is recorded (size None), never raised."""
+        self.pool_threads_used[partition] = None
+        if threads is None:
+            return None
+
+        def setup() -> None:
+            try:
+                self.pool_threads_used[partition] = configure_current_pool(threads)
+            except Exception:  # noqa: BLE001 - the partition still runs on TVM's default pool
+                self.pool_threads_used[partition] = None
+
+        return setup
 
     @property
     def _model_name(self) -> str:
@@ -212,9 +237,10 @@ class Session:
         except BaseException as e:  # noqa: BLE001 - reaches the caller through the future
             ctx.fail("collect", e)
         finally:
-            ctx.release_markers()
+            # the slot first: the next batch's submit waits for it; the events are ours alone
             self._free.put(ctx.slot)
             self._run_ended()
+            ctx.release_markers()
         self.last_run_stats = ctx.stats
         return outputs
 

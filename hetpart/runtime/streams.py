@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import cuda_api
+from .threads import unpin_current_thread
 
 
 class Marker:
@@ -84,6 +85,7 @@ class SimulatedStream(Stream):
         self._thread.start()
 
     def _loop(self) -> None:
+        unpin_current_thread()  # like the session's workers (see .workers)
         while (item := self._queue.get()) is not None:
             item()
 

@@ -16,11 +16,12 @@ data-dependent outputs do, and the partitions get no ``main_dps``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..compiler.artifact import CompiledModel, PartitionArtifact, TensorSpec
+from ..errors import HetpartError
 from ..targets import resolve
 
 
@@ -45,12 +46,14 @@ class SyntheticPlan:
 
 def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
                     compute: Callable[[list], list], *, simulate: bool = True, cuda_arch: str | None = None,
-                    dps: bool = True) -> PartitionArtifact:
+                    dps: bool = True, parallel: bool = False) -> PartitionArtifact:
     """Compile ``compute`` (TE tensors of ``inputs`` -> TE tensors of ``outputs``) as one partition.
 
     ``device`` is ``"cpu"`` or ``"cuda"``; with ``simulate`` a CUDA partition is built for
     the CPU.  ``dps=False`` leaves out ``main_dps`` (the runtime then copies outputs), as
     does any string (symbolic) dim in ``inputs``/``outputs``: one tensor var per name.
+    ``parallel`` runs the outer loop of every block of a CPU build on TVM's thread pool
+    (as scheduled real kernels do); by default the kernel is serial (one thread).
     """
     import tvm
     from tvm import relax, te
@@ -67,6 +70,8 @@ def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: l
     te_in = [te.placeholder(shape(t), t.dtype, t.name) for t in inputs]
     te_out = compute(te_in)
     prim = te.create_prim_func([*te_in, *te_out]).with_attr("global_symbol", f"{name}_kernel")
+    if parallel and not spec.is_gpu:
+        prim = _parallel_outer_loops(prim)
     mod = _relax_module(prim, f"{name}_kernel", [shape(t) for t in inputs], [shape(t) for t in outputs],
                         inputs, outputs, dps)
     if spec.is_gpu:
@@ -79,6 +84,16 @@ def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: l
         name=name, device=device, device_type=spec.device_type, target=spec.tvm_target.export(),
         library=f"{name}.so", inputs=list(inputs), outputs=list(outputs), kernels=[f"{name}_kernel"],
         simulated=spec.simulated, dps=dps, module=executable)
+
+
+def _parallel_outer_loops(prim):
+    """``prim`` with the outermost loop of each top-level block parallel."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(prim)
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        sch.parallel(sch.get_loops(block)[0])
+    return sch.mod["main"]
 
 
 def _relax_module(prim, kernel: str, in_shapes: list, out_shapes: list, inputs: list[TensorSpec],
@@ -126,17 +141,23 @@ def _stage_compute(k: int, work: int):
     return compute
 
 
-def chain(devices: list[str], shape=(64, 64), *, work: int = 0, simulate: bool = True,
+def chain(devices: list[str], shape=(64, 64), *, work: int | Sequence[int] = 0, simulate: bool = True,
           cuda_arch: str | None = None, dps: bool = True, model: str = "synthetic-chain",
-          predicted_s: float | None = None) -> CompiledModel:
-    """A model of ``len(devices)`` partitions in a chain, partition k on ``devices[k]``."""
+          predicted_s: float | None = None, parallel: bool = False) -> CompiledModel:
+    """A model of ``len(devices)`` partitions in a chain, partition k on ``devices[k]``;
+    ``work`` is every stage's work, or one per stage (e.g. a heavy CPU stage and a light
+    simulated GPU one, as on a real GPU); ``parallel`` makes the CPU stages' kernels
+    use TVM's thread pool (see :func:`build_partition`)."""
+    works = [work] * len(devices) if isinstance(work, int) else [int(w) for w in work]
+    if len(works) != len(devices):
+        raise HetpartError(f"chain: {len(works)} work values for {len(devices)} stages")
     specs = [TensorSpec("x", tuple(shape), "float32")]
     specs += [TensorSpec(f"t{k}", tuple(shape), "float32") for k in range(len(devices))]
     parts, plan_parts = [], []
     for k, device in enumerate(devices):
         name = f"p{k}_{device}"
-        parts.append(build_partition(name, device, [specs[k]], [specs[k + 1]], _stage_compute(k, work),
-                                     simulate=simulate, cuda_arch=cuda_arch, dps=dps))
+        parts.append(build_partition(name, device, [specs[k]], [specs[k + 1]], _stage_compute(k, works[k]),
+                                     simulate=simulate, cuda_arch=cuda_arch, dps=dps, parallel=parallel))
         plan_parts.append(SyntheticPartition(name, device, [f"node_{k}"], predicted_s))
     plan = SyntheticPlan(model, partitions=plan_parts,
                          assignment={f"node_{k}": d for k, d in enumerate(devices)})
@@ -144,10 +165,12 @@ def chain(devices: list[str], shape=(64, 64), *, work: int = 0, simulate: bool =
                          simulated=simulate)
 
 
-def chain_reference(x: np.ndarray, stages: int, work: int = 0) -> np.ndarray:
+def chain_reference(x: np.ndarray, stages: int, work: int | Sequence[int] = 0) -> np.ndarray:
     """What :func:`chain` computes, in numpy (float64 accumulation)."""
+    works = [work] * stages if isinstance(work, int) else list(work)
     y = x.astype(np.float64)
     for k in range(stages):
+        work = works[k]
         acc = sum(np.roll(y, -r, axis=1) for r in range(work)) * 1e-3 if work else 0.0
         y = y * (0.5 + 0.1 * k) + k + acc
     return y.astype(np.float32)

@@ -18,6 +18,7 @@ from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
+from .gpu_splitk import GpuSplitKGemm
 
 
 def cpu_rules() -> list:
@@ -26,13 +27,15 @@ def cpu_rules() -> list:
 
 
 def gpu_rules() -> list:
-    """Rules for CUDA targets: hetpart's own GPU rules first (conv2d as implicit
+    """Rules for CUDA targets: hetpart's own GPU rules first (split-K for convolutions
+    and matmuls whose output tiles cannot fill the GPU, then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
     LowBatchGEMV), ending with dlight's catch-all Fallback.
 
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
+        GpuSplitKGemm(),
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
         dl.gpu.GEMV(),
@@ -49,6 +52,6 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm",
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm",
     "cpu_rules", "gpu_rules", "rule_name",
 ]

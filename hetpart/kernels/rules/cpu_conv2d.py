@@ -104,13 +104,13 @@ class CpuConv2d(ScheduleRule):
         # Output-channel vectors: a plain dim of one operand (the weight), packed.
         plain = [c for c in cands if c.plain and self._is_weight(mac, c.operand)]
         if plain:
-            plan = make_plan(mac, plain[0], shape, lanes, pack=not plain[0].last)
+            plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last)
         else:
             # Output-width vectors: the innermost windowed dim, loads used as they are.
             width = [c for c in cands if c.last]
             if not width or window_stride(mac, width[-1]) != 1:
                 return s_tir.Schedule(func)  # see the module docstring: LLVM does better
-            plan = make_plan(mac, width[-1], shape, lanes, pack=False)
+            plan = make_plan(mac, width[-1], shape, width[-1].lanes, pack=False)
             if plan.row is None and mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac):
                 return s_tir.Schedule(func)  # too little reuse: LLVM does better (docstring)
         register_tile(sch, mac, plan, shape)

@@ -40,8 +40,8 @@ class CpuMatmul(ScheduleRule):
         cands = vec_candidates(mac, lanes)
         if not cands:
             return None
-        # Prefer a dim that needs no packing, then the innermost iterator.
-        best = max(cands, key=lambda c: (c.last, mac.spatial.index(c.var)))
-        plan = make_plan(mac, best, shape, lanes, pack=not best.last)
+        # Prefer a dim that needs no packing, then full-width vectors, then the innermost iterator.
+        best = max(cands, key=lambda c: (c.last, c.lanes, mac.spatial.index(c.var)))
+        plan = make_plan(mac, best, shape, best.lanes, pack=not best.last)
         register_tile(sch, mac, plan, shape)
         return sch

@@ -30,7 +30,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, const_extent, cpu_shape, is_cpu, try_inline_spatial
+from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
 
 
 def _leading_s(kind: str) -> int:
@@ -42,12 +42,15 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
     if not loops:
         return
     ext = const_extent(sch, loops[-1])
-    if ext is None or ext < 2:
+    width = fitting_lanes(ext, lanes) if ext else None
+    if width is None:
+        # No whole vectors fit (a 10-class softmax row): leave the loop to LLVM.  A
+        # vector of the loop's odd extent also failed to build (an allocation inside).
         return
-    if ext > lanes and ext % lanes == 0:
-        _, inner = sch.split(loops[-1], factors=[None, lanes])
+    if ext > width:
+        _, inner = sch.split(loops[-1], factors=[None, width])
         sch.vectorize(inner)
-    elif ext <= lanes:
+    else:
         sch.vectorize(loops[-1])
 
 
@@ -146,6 +149,10 @@ class CpuReduction(ScheduleRule):
         if any(not bi.dom_kind() or bi.dom_kind()[0] != "S" for bi in infos):
             return None
         lanes = cpu_shape(target).lanes(str(sch.get(infos[-1].block_rv).writes[0].source.dtype))
+        # Narrower vectors where the full width does not divide the output's rows (24, 72).
+        row = sch.get(infos[-1].block_rv).writes[0].source.shape[-1]
+        if isinstance(row, tirx.IntImm):
+            lanes = fitting_lanes(int(row), lanes) or lanes
         reductions = [bi for bi in infos if not bi.is_injective()]
         if len(reductions) == 1 and infos[0] is reductions[0]:
             if self._one_reduction(sch, infos, lanes):

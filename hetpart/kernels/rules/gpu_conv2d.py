@@ -25,7 +25,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, find_mac, is_gpu
+from ..analysis import MacBlock, block_infos, find_mac, is_gpu
 
 
 class GpuConv2dImplicitGemm(ScheduleRule):
@@ -41,25 +41,37 @@ class GpuConv2dImplicitGemm(ScheduleRule):
         mac = find_mac(sch, infos)
         if mac is None:
             return None
-        windowed = [o for o in (0, 1) if not mac.is_plain(o)]
-        if len(windowed) != 1:
-            return None  # a plain contraction (Matmul's own) or something else
-        win, weight = windowed[0], 1 - windowed[0]
-        # Regular convolution: oc reaches the weight only, ic both operands.
-        if not any(mac.uses(weight, v) and not mac.uses(win, v) for v in mac.spatial):
+        if not reindex_window(sch, mac):
             return None
-        if not any(mac.uses(weight, v) and mac.uses(win, v) for v in mac.reduce):
-            return None
-        buf = mac.operands[win][0]
-        reads = [i for i, r in enumerate(sch.get(mac.block).reads) if r.source.same_as(buf)]
-        if len(reads) != 1:
-            return None
-        copy = sch.reindex(mac.block, ("read", reads[0]))
-        # Inline the padding (and any other element-wise producer) into the copy, so
-        # the bounds test sits on the loads Matmul stages into shared memory.
-        for producer in sch.get_producers(copy):
-            try:
-                sch.compute_inline(producer)
-            except Exception:  # noqa: BLE001 - not inlinable: stays a kernel stage
-                return None
         return dl.gpu.Matmul().apply(sch.mod["main"], target, tunable)
+
+
+def reindex_window(sch: s_tir.Schedule, mac: MacBlock) -> bool:
+    """Make ``mac`` (a regular convolution's MAC block) a plain contraction: ``reindex``
+    its windowed operand into a copy indexed by the block's own iterators, with the
+    padding (any element-wise producer) inlined into the copy so its bounds test
+    guards every load.  False, with ``sch`` possibly half-changed (the caller drops
+    it), when ``mac`` is no such convolution: both operands plain (a matmul),
+    depthwise/grouped (oc reaches the input), or a producer that cannot be inlined."""
+    windowed = [o for o in (0, 1) if not mac.is_plain(o)]
+    if len(windowed) != 1:
+        return False  # a plain contraction (Matmul's own) or something else
+    win, weight = windowed[0], 1 - windowed[0]
+    # Regular convolution: oc reaches the weight only, ic both operands.
+    if not any(mac.uses(weight, v) and not mac.uses(win, v) for v in mac.spatial):
+        return False
+    if not any(mac.uses(weight, v) and mac.uses(win, v) for v in mac.reduce):
+        return False
+    buf = mac.operands[win][0]
+    reads = [i for i, r in enumerate(sch.get(mac.block).reads) if r.source.same_as(buf)]
+    if len(reads) != 1:
+        return False
+    copy = sch.reindex(mac.block, ("read", reads[0]))
+    # Inline the padding (and any other element-wise producer) into the copy, so the
+    # bounds test sits on the loads later staged into shared memory.
+    for producer in sch.get_producers(copy):
+        try:
+            sch.compute_inline(producer)
+        except Exception:  # noqa: BLE001 - not inlinable: stays a kernel stage
+            return False
+    return True

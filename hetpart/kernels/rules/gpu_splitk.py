@@ -1,0 +1,297 @@
+"""GPU rule: *split-K* for contractions whose output is too small to fill the GPU.
+
+A convolution taken as an implicit GEMM (``M = n*oh*ow``, ``N = oc``, ``K =
+ic*kh*kw``; see :mod:`.gpu_conv2d`) or a plain matmul is tiled by dlight's ``Matmul``
+into 32x64 output tiles, one thread block each, every block looping serially over
+all of K.  ResNet-50's late 3x3 layers have tiny outputs and long K (512ch 7x7: M =
+49, N = 512, K = 4608 -> 16 blocks on 132 SMs, 288 serial k-steps each): the GPU
+idles.  This rule cuts K into S chunks and gives each chunk its own blocks:
+
+1. normalise the contraction to ``C[b, I, J] += A[b, I, K] * B[b, J, K]`` (a
+   convolution's windowed operand first ``reindex``-ed, padding inlined into it,
+   exactly as :class:`.GpuConv2dImplicitGemm` does), padded to whole tiles;
+2. split K into (S, K/S) and ``rfactor`` the S loop: kernel 1 computes S partial
+   products ``P[s, b, I, J]`` (a global buffer), chunk ``s`` on ``blockIdx.z``,
+   tiled through shared memory with a 4x4 register tile per thread;
+3. kernel 2, one thread per output element, sums the S partials in a register and
+   applies the fused element-wise epilogue (bias, relu, residual add ...), which is
+   inlined into it.
+
+S (:func:`split_factor`) is chosen so that the grid holds at least
+``TARGET_WAVES`` blocks per SM while every chunk keeps ``MIN_K_CHUNK`` or more of K;
+when the un-split grid already has a block per SM, or K is too short to split, the
+rule returns None and the next rule (the un-split path) runs, so nothing else
+changes.  The rule also returns None for anything it does not recognise (dynamic
+shapes, non-float32, depthwise/grouped convolutions, epilogues that cannot be
+inlined).  ``HETPART_SPLITK=0`` in the environment switches it off (for A/B timing).
+
+Invariant: each output is the same sum of the same products; only the order of the
+floating-point additions changes (S partial sums added at the end).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.s_tir.dlight.gpu.matmul import get_index_map
+from tvm.target import Target
+
+from ..analysis import MacBlock, block_infos, find_mac, is_gpu, largest_divisor
+from .gpu_conv2d import reindex_window
+
+ENV_SWITCH = "HETPART_SPLITK"
+"""Environment variable: "0"/"off"/"false" disables the rule, "conv" limits it to
+convolutions; anything else (or unset) enables it for convolutions and matmuls."""
+
+SM_COUNT = 132
+"""Streaming multiprocessors assumed.  A TVM target does not say how many SMs the
+GPU has; 132 is the H200's (and H100 SXM's), the GPU hetpart targets.  On a smaller
+GPU the rule merely splits a little more than needed (still correct)."""
+
+TARGET_WAVES = 2
+"""Blocks per SM the split aims for: a 128-thread block cannot hide memory latency
+alone on an SM, two begin to."""
+
+MIN_K_CHUNK = 256
+"""Shortest K chunk worth a thread block: below it the partial sums written and read
+back (S*M*N floats) cost more than the k-loop they save."""
+
+# Tile of kernel 1: a block computes TILE_M x TILE_N outputs with THREADS_M x
+# THREADS_N threads, each a MICRO x MICRO register tile, K in steps of K_STEP staged
+# through shared memory.  The same shape as dlight's CUDA Matmul config, so the split
+# is the only change against the un-split path.
+THREADS_M, THREADS_N, MICRO, K_STEP, VEC = 8, 16, 4, 16, 2
+TILE_M, TILE_N = THREADS_M * MICRO, THREADS_N * MICRO
+UNROLL = 256
+
+EPILOGUE_THREADS = 256
+"""Threads per block of kernel 2 (at most; a divisor of the output count, so no
+thread runs past the end)."""
+
+
+def split_k_mode() -> str:
+    """"off", "conv" or "all", from :data:`ENV_SWITCH`."""
+    raw = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if raw in ("0", "off", "false", "no"):
+        return "off"
+    return "conv" if raw == "conv" else "all"
+
+
+def split_factor(batch: int, m: int, n: int, k: int, sms: int = SM_COUNT) -> int:
+    """How many K chunks to compute in parallel for a ``batch`` x (M x N x K) GEMM
+    tiled TILE_M x TILE_N; 1 means "do not split".
+
+    Splits only when the un-split grid has fewer blocks than ``sms``.  S divides the
+    number of K_STEP steps (no chunk is ragged) with K/S >= MIN_K_CHUNK; the smallest
+    such S that reaches TARGET_WAVES blocks per SM, else the largest allowed.
+    """
+    blocks = batch * math.ceil(m / TILE_M) * math.ceil(n / TILE_N)
+    if blocks >= sms:
+        return 1
+    steps = math.ceil(k / K_STEP)
+    allowed = [s for s in range(2, steps + 1) if steps % s == 0 and steps // s * K_STEP >= MIN_K_CHUNK]
+    if not allowed:
+        return 1
+    for s in allowed:
+        if blocks * s >= TARGET_WAVES * sms:
+            return s
+    return allowed[-1]
+
+
+class GpuSplitKGemm(ScheduleRule):
+    """Split-K for starved convolutions (implicit GEMM) and matmuls (module docstring).
+
+    ``sms`` is the SM count assumed (:data:`SM_COUNT`); ``matmul`` whether plain
+    matmuls are split too (convolutions always are, unless :data:`ENV_SWITCH` says
+    off).
+    """
+
+    def __init__(self, sms: int = SM_COUNT, matmul: bool = True):
+        self.sms = sms
+        self.matmul = matmul
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        mode = split_k_mode()
+        if mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = block_infos(sch)
+        if infos is None:
+            return None
+        mac = find_mac(sch, infos)
+        if mac is None or not _all_float32(sch, mac):
+            return None
+        plain = mac.is_plain(0) and mac.is_plain(1)
+        if plain:
+            if not (self.matmul and mode == "all"):
+                return None
+        elif not reindex_window(sch, mac):
+            return None
+        main = mac.block
+        shape = _normalise(sch, main)
+        if shape is None:
+            return None
+        s = split_factor(*shape, sms=self.sms)
+        if s == 1:
+            return None
+        # Whole tiles (rows past M, columns past N, K past a multiple of K_STEP*S
+        # read as zeros), so no tile or chunk is ragged.
+        sch.pad_einsum(main, [1, TILE_M, TILE_N, K_STEP * s])
+        _, _, _, k = sch.get_loops(main)
+        chunk, _ = sch.split(k, [s, None])
+        partial = sch.rfactor(chunk, factor_axis=0)
+        _schedule_partials(sch, partial)
+        if not _schedule_sum_epilogue(sch, main, partial):
+            return None
+        return sch
+
+
+# --- step 1: normal form ------------------------------------------------------------
+def _all_float32(sch: s_tir.Schedule, mac: MacBlock) -> bool:
+    """float32 operands and accumulator: fp16/int8 GEMMs belong to dlight's tensor-core
+    rules, which this rule must not pre-empt."""
+    return all(str(buf.dtype) == "float32" for buf in (mac.out, mac.operands[0][0], mac.operands[1][0]))
+
+
+def _normalise(sch: s_tir.Schedule, main) -> tuple[int, int, int, int] | None:
+    """Rewrite ``main`` (the MAC block) to ``C[b, I, J] += A[b, I, K] * B[b, J, K]``
+    through reindex copies (later inlined), with dlight's own analysis of which
+    iterator is which.  Returns the static extents (batch, M, N, K), or None when the
+    block is not a GEMM in that sense."""
+    if get_index_map(sch.get(main)) is None:
+        return None
+    copies = [sch.reindex(main, ("read", 0)), sch.reindex(main, ("read", 1)), sch.reindex(main, ("write", 0))]
+    maps = get_index_map(sch.get(main))
+    if maps is None:
+        return None
+    block_map, a_map, b_map, c_map = maps
+    sch.transform_layout(copies[0], ("write", 0), a_map)
+    sch.transform_layout(copies[1], ("write", 0), b_map)
+    sch.transform_layout(copies[2], ("read", 0), c_map)
+    sch.transform_block_layout(main, block_map)
+    extents = [iv.dom.extent for iv in sch.get(main).iter_vars]
+    if len(extents) != 4 or not all(isinstance(e, tirx.IntImm) for e in extents):
+        return None
+    return tuple(int(e) for e in extents)
+
+
+# --- step 2: kernel 1, the partial GEMMs --------------------------------------------
+def _schedule_partials(sch: s_tir.Schedule, partial) -> None:
+    """Tile the rfactor block ``P[s, b, i, j] += A[b, i, s*KC + kr] * B[b, j, s*KC + kr]``:
+    chunk ``s`` -> blockIdx.z, (b, J tile) -> blockIdx.y, I tile -> blockIdx.x; J
+    across threadIdx.x (so neighbouring threads write neighbouring partials), I across
+    threadIdx.y; each K_STEP slice of A and B staged in shared memory by all threads;
+    the MICRO x MICRO accumulators in registers."""
+    b, i, j, chunk, kr = sch.get_loops(partial)  # rfactor keeps the loop order
+    bi, ty, mi = sch.split(i, [None, THREADS_M, MICRO])
+    bj, tx, mj = sch.split(j, [None, THREADS_N, MICRO])
+    ko, ki = sch.split(kr, [None, K_STEP])
+    sch.reorder(chunk, b, bj, bi, ty, tx, ko, ki, mi, mj)
+    sch.bind(chunk, "blockIdx.z")
+    sch.bind(sch.fuse(b, bj), "blockIdx.y")
+    sch.bind(bi, "blockIdx.x")
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.annotate(tx, ann_key="pragma_auto_unroll_max_step", ann_val=UNROLL)
+    sch.annotate(tx, ann_key="pragma_unroll_explicit", ann_val=1)
+
+    acc = sch.cache_write(partial, 0, "local")
+    sch.reverse_compute_at(acc, tx, preserve_unit_loops=True)
+    _, vec = sch.split(sch.get_loops(acc)[-1], [None, VEC])
+    sch.vectorize(vec)
+    for operand in (0, 1):
+        staged = _stage_in_shared(sch, partial, operand, ko)
+        _inline_producers(sch, staged)
+    sch.decompose_reduction(partial, ko)
+
+
+def _stage_in_shared(sch: s_tir.Schedule, block, operand: int, at):
+    """Copy ``block``'s ``operand`` slice for one iteration of loop ``at`` into shared
+    memory, every thread of the block loading VEC contiguous elements per step."""
+    staged = sch.cache_read(block, operand, "shared")
+    ndim = len(sch.get_loops(staged))
+    sch.compute_at(staged, at, preserve_unit_loops=True)
+    loops = sch.get_loops(staged)[-ndim:]
+    ty, tx, _, vec = sch.split(sch.fuse(*loops), [THREADS_M, THREADS_N, None, VEC])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.vectorize(vec)
+    # Pad each row by VEC floats: rows of K_STEP floats would otherwise map the
+    # threads reading one column to the same shared-memory bank.
+    sch.storage_align(staged, 0, axis=-2, factor=8, offset=VEC)
+    return staged
+
+
+def _inline_producers(sch: s_tir.Schedule, block) -> None:
+    """Inline every producer chain of ``block`` (reindex copies, tile padding, conv
+    padding) into it, so it loads straight from the function's inputs and no im2col
+    matrix is ever stored."""
+    todo = list(sch.get_producers(block))
+    while todo:
+        producer = todo.pop()
+        more = list(sch.get_producers(producer))
+        sch.compute_inline(producer)
+        todo.extend(more)
+
+
+# --- step 3: kernel 2, sum of partials + epilogue -------------------------------------
+def _schedule_sum_epilogue(sch: s_tir.Schedule, total, partial) -> bool:
+    """Inline the element-wise blocks after the write-back block ``total`` (``C[b, i, j]
+    = sum_s P[s, b, i, j]``) into the function's output block, run that block one
+    thread per element, and compute ``total`` in a register inside each thread.
+    False when the blocks after the GEMM are not a single inlinable chain."""
+    tail = _consumer_chain(sch, total)
+    if tail is None:
+        return False
+    for blk in tail[:-1]:
+        sch.compute_inline(blk)
+    out = tail[-1] if tail else None
+    if out is None:
+        return False
+    loops = sch.get_loops(out)
+    count = 1
+    for lp in loops:
+        ext = sch.get(lp).extent
+        if not isinstance(ext, tirx.IntImm):
+            return False
+        count *= int(ext)
+    threads = largest_divisor(count, EPILOGUE_THREADS)
+    if threads < 32:
+        return False  # ragged output: leave it to the un-split rules
+    bx, tx = sch.split(sch.fuse(*loops) if len(loops) > 1 else loops[0], [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.compute_at(total, tx, preserve_unit_loops=True)
+    sch.set_scope(total, 0, "local")
+    return _all_on_gpu(sch)
+
+
+def _consumer_chain(sch: s_tir.Schedule, block) -> list | None:
+    """The blocks after ``block``, each the single consumer of the one before (the
+    write-back copies and the epilogue); None if the chain forks or a block in it is
+    not element-wise."""
+    chain, cur = [], block
+    while True:
+        consumers = sch.get_consumers(cur)
+        if not consumers:
+            return chain
+        if len(consumers) != 1:
+            return None
+        cur = consumers[0]
+        if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(cur).iter_vars):
+            return None
+        chain.append(cur)
+
+
+def _all_on_gpu(sch: s_tir.Schedule) -> bool:
+    """True when every block at the function's root sits under a blockIdx loop (a
+    block left over would be a host loop nest the CUDA build rejects)."""
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = sch.get_loops(blk)
+        binding = sch.get(loops[0]).thread_binding if loops else None
+        if binding is None or not str(binding.thread_tag).startswith("blockIdx"):
+            return False
+    return True

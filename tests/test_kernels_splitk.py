@@ -1,0 +1,155 @@
+"""Tests of the split-K GPU rule (hetpart.kernels.rules.gpu_splitk).
+
+Without a GPU: the rule takes ResNet-50's starved 3x3 convolutions (and declines
+what it should not split), its schedule passes TVM's GPU-code verifier and builds
+for sm_90, and -- run on the CPU with every thread loop made serial, which keeps
+TIR's meaning -- it computes what the unscheduled function computes.  With a GPU
+(``cuda`` mark): the built kernels match the CPU reference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, s_tir, tirx
+
+from hetpart import kernels
+from hetpart.importer.fusion import fuse
+from hetpart.kernels.rules import GpuSplitKGemm
+from hetpart.kernels.rules.gpu_splitk import ENV_SWITCH, split_factor
+from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
+
+op = relax.op
+SM90 = cuda_tvm_target("sm_90")
+# What an H200 allows a block (TVM's verifier checks the scheduled function against it).
+H200_LIMITS = {
+    "max_shared_memory_per_block": 48 * 1024, "max_threads_per_block": 1024, "max_thread_x": 1024,
+    "max_thread_y": 1024, "max_thread_z": 64, "max_local_memory_per_block": 2**31 - 1, "max_vthread": 8,
+    "max_vector_bytes": 16,
+}
+
+
+def _conv_module(batch, cin, size, cout, k=3, stride=1, residual=False, seed=0):
+    """Fused ``relu(conv(x, w) + b [+ r])`` (padding k//2) and random inputs."""
+    rng = np.random.default_rng(seed)
+    w = relax.const((rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"))
+    b = relax.const(rng.standard_normal((1, cout, 1, 1)).astype("float32"))
+    out_size = (size + 2 * (k // 2) - k) // stride + 1
+    x = relax.Var("x", relax.TensorType((batch, cin, size, size), "float32"))
+    params = [x]
+    if residual:
+        params.append(relax.Var("r", relax.TensorType((batch, cout, out_size, out_size), "float32")))
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            y = bb.emit(op.add(bb.emit(op.nn.conv2d(x, w, strides=stride, padding=k // 2)), b))
+            if residual:
+                y = bb.emit(op.add(y, params[1]))
+            out = bb.emit_output(bb.emit(op.nn.relu(y)))
+        bb.emit_func_output(out)
+    args = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32") for p in params]
+    return fuse(bb.get()), args
+
+
+def _conv_func(mod) -> tirx.PrimFunc:
+    (func,) = [f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc) and "conv" in gv.name_hint]
+    return func
+
+
+def _split(func):
+    with SM90:
+        return GpuSplitKGemm().apply(func, SM90)
+
+
+def _serial(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every thread-bound loop serial and every buffer global: the same
+    computation (TIR's meaning does not depend on the binding), runnable on a CPU."""
+    text = func.script()
+    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
+    text = re.sub(r', scope="(shared|local)"', "", text).replace("private=True", "private=False")
+    return tvm.script.from_source(text)
+
+
+def _run_cpu(func: tirx.PrimFunc, seed: int = 1) -> np.ndarray:
+    """Output of ``func`` (its last parameter) on the CPU for random inputs (weights are
+    parameters of the PrimFunc too; the same ``seed`` gives the same inputs)."""
+    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=cpu_tvm_target())
+    rng = np.random.default_rng(seed)
+    tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype("float32"))
+               for p in func.params]
+    lib(*tensors)
+    return tensors[-1].numpy()
+
+
+# (batch, cin, size, cout, k, stride, residual): ResNet-50's late 3x3 layers at batch 1
+STARVED = {
+    "512x7x7": (1, 512, 7, 512, 3, 1, False),
+    "256x14x14_residual": (1, 256, 14, 256, 3, 1, True),
+    "512x14x14_s2": (1, 512, 14, 512, 3, 2, False),
+    "1024x14x14_1x1": (1, 1024, 14, 512, 1, 1, False),  # a plain matmul (no window)
+}
+
+
+def test_split_factor_fills_the_gpu_only_when_starved():
+    assert split_factor(1, 49, 512, 4608) == 18  # 16 blocks -> 288, chunks of 256
+    assert split_factor(1, 196, 256, 2304) == 9  # K/S may not drop below 256
+    assert split_factor(8, 49, 512, 4608) == 3  # 104 blocks -> 312
+    assert split_factor(8, 3136, 64, 576) == 1  # 784 blocks: the GPU is full
+    assert split_factor(1, 12544, 64, 147) == 1  # the 7x7 stem: K too short
+    for args in [(1, 49, 512, 4608), (1, 784, 128, 1152), (2, 100, 100, 1000)]:
+        s = split_factor(*args)
+        assert s == 1 or (-(-args[3] // 16)) % s == 0
+
+
+@pytest.mark.parametrize("case", sorted(STARVED))
+def test_splitk_schedule_verifies_and_matches_unscheduled(case):
+    mod, _ = _conv_module(*STARVED[case])
+    func = _conv_func(mod)
+    sch = _split(func)
+    assert sch is not None, "split-K declined a starved convolution"
+    scheduled = sch.mod["main"]
+    text = scheduled.script()
+    assert 'thread="blockIdx.z"' in text and 'scope="shared"' in text
+    assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
+    want = _run_cpu(func)
+    got = _run_cpu(_serial(scheduled))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_splitk_declines_what_should_not_split(monkeypatch):
+    full, _ = _conv_module(8, 64, 56, 64)  # 784 blocks un-split
+    stem, _ = _conv_module(1, 3, 32, 64, k=7, stride=2)  # K = 147
+    for mod in (full, stem):
+        assert _split(_conv_func(mod)) is None
+    starved, _ = _conv_module(1, 512, 7, 512)  # taken ...
+    assert _split(_conv_func(starved)) is not None
+    monkeypatch.setenv(ENV_SWITCH, "0")  # ... unless switched off
+    assert _split(_conv_func(starved)) is None
+
+
+def test_splitk_selected_and_built_for_sm90():
+    mod, _ = _conv_module(1, 512, 7, 512)
+    assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuSplitKGemm"}
+    assert kernels.build(mod, SM90, cuda_graph=True) is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("shape", [
+    (1, 512, 7, 512, 3, 1, False), (1, 256, 14, 256, 3, 1, True), (1, 128, 28, 128, 3, 1, False),
+    (1, 64, 56, 64, 3, 1, False), (1, 512, 14, 512, 3, 2, False), (8, 512, 7, 512, 3, 1, True),
+    (8, 256, 14, 256, 3, 1, False),
+])
+def test_splitk_correct_on_gpu(shape):
+    mod, args = _conv_module(*shape)
+    cpu = cpu_tvm_target()
+    want = relax.VirtualMachine(tvm.compile(mod, cpu), tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args])
+    want = want.numpy()
+    dev = tvm.cuda(0)
+    for graph in (False, True):
+        vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=graph), dev)
+        got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
