@@ -17,11 +17,12 @@ cost are float32.
 
 from __future__ import annotations
 
-from ..kernels.analysis import PARALLEL_MIN_ELEMENTS
+from ..kernels.analysis import PARALLEL_MIN_ELEMENTS, fitting_lanes
 from ..kernels.register_tile import PARALLEL_MIN_MACS
 from .profile_db import KernelFeatures
 
 ELEMENT_BYTES = 4
+EPILOGUE_FLOPS = 128  # most FLOPs per output a fused element-wise epilogue adds (an erf polynomial: ~80)
 CONTRACTIONS = ("matmul", "conv2d")
 REDUCTIONS = CONTRACTIONS + ("reduce", "norm", "softmax", "pool")
 
@@ -74,7 +75,7 @@ def output_width(f: KernelFeatures) -> int | None:
     if f.op_class not in CONTRACTIONS or f.flops <= 0:
         return None
     out, params = outputs(f), f.param_bytes // ELEMENT_BYTES
-    k = int(f.flops // (2 * out))  # fused epilogues add a few FLOPs per output: K or a little more
+    k = int(f.flops // (2 * out))  # fused epilogues add FLOPs per output: K or a little more
     if k <= 0:
         return None
     if params == 0:
@@ -84,7 +85,9 @@ def output_width(f: KernelFeatures) -> int | None:
     # FLOPs beyond 2K per output mean an epilogue (a bias adds one): try "with a bias"
     # first then, since N*(K+1) can also factor as (N+1)*K (K = N = 110).
     with_bias_first = f.flops > 2 * k * out
-    for kk in (k, k - 1, k - 2, k - 3):
+    # A fused epilogue adds FLOPs per output (a bias 1, a relu 1, an erf polynomial
+    # ~30), so K is at most k and may be a little less.
+    for kk in range(k, max(k - EPILOGUE_FLOPS // 2, 0), -1):
         for per_column in ((kk + 1, kk) if with_bias_first else (kk, kk + 1)):
             n, rest = divmod(params, max(per_column, 1))
             if rest == 0 and n > 0 and out % n == 0:
@@ -102,14 +105,15 @@ def rows(f: KernelFeatures) -> int | None:
 def scalar_flops(f: KernelFeatures, simd_lanes: int) -> int:
     """FLOPs of a contraction that cannot be vectorised along its outputs, else 0.
 
-    The CPU schedules tile N in SIMD registers only when ``simd_lanes`` divides it;
-    otherwise each output is a scalar dot product (a 1000-class head with 16 lanes,
-    a 12-channel conv): ~10x slower per FLOP.
+    The CPU schedules tile N in SIMD registers of ``simd_lanes``, or of a power-of-two
+    fraction of it down to 4 lanes that divides N (:func:`hetpart.kernels.analysis.fitting_lanes`);
+    where none does, each output is a scalar dot product (N = 1000 with 16 lanes runs
+    on 8-lane vectors; N = 10 or 1001 runs scalar, ~10x slower per FLOP).
     """
     if simd_lanes <= 1:
         return 0
     n = output_width(f)
-    return f.flops if n is not None and n % simd_lanes else 0
+    return f.flops if n is not None and fitting_lanes(n, simd_lanes) is None else 0
 
 
 def one_thread(f: KernelFeatures) -> bool:
