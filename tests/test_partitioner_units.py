@@ -199,6 +199,24 @@ def test_sequential_and_parallel_timelines():
     assert {"cpu", "cuda", "h2d", "d2h"} == tracks
 
 
+def test_pipelined_period_discounts_plans_that_span_both_devices():
+    """A two-stage chain that splits evenly: the busiest-track bound says a split doubles
+    throughput, but measured pipelines reach about half the bound (timeline docstring), so
+    the throughput objective keeps a single device unless a split wins by more than that."""
+    from hetpart.partitioner.timeline import SPLIT_PIPELINE_EFFICIENCY
+
+    chain = {"node_0": (("matmul",), ("x",)), "node_1": (("matmul",), ("t_node_0",))}
+    g = make_graph(chain, sizes={"x": 1, "t_node_0": 1, "out": 1})
+    even = table(g, {"node_0": 100, "node_1": 100}, {"node_0": 100, "node_1": 100}, link_latency_s=0.0)
+    tp = partition(g, "throughput", cost_model=even, progress=False)
+    assert len(set(tp.assignment.values())) == 1 and tp.predicted["period_s"] == pytest.approx(200 * US, rel=1e-3)
+    # a CPU stage 4x cheaper than the GPU's whole chain: the split wins even discounted
+    lopsided = table(g, {"node_0": 10, "node_1": 1000}, {"node_0": 400, "node_1": 10}, link_latency_s=0.0)
+    tp = partition(g, "throughput", cost_model=lopsided, progress=False)
+    assert tp.assignment == {"node_0": "cpu", "node_1": "cuda"}
+    assert tp.predicted["period_s"] == pytest.approx(10 * US / SPLIT_PIPELINE_EFFICIENCY, rel=0.05)
+
+
 # --- objectives registry ---------------------------------------------------------------------------
 def test_unknown_objective_lists_choices():
     g = make_graph(DIAMOND)

@@ -11,7 +11,8 @@ for the same-device partitions it reads from.
   (upward rank, HEFT's priority), each on its track as soon as its inputs are there
   and the track is free.  Its end is the ``makespan`` objective.
 * :func:`pipeline_period`: with micro-batches pipelined, every track is busy with
-  its own work once per micro-batch, so the slowest track bounds the period.
+  its own work once per micro-batch, so the slowest track bounds the period (a
+  measured efficiency discounts plans that hand work between devices).
 """
 
 from __future__ import annotations
@@ -111,9 +112,22 @@ def busy(layout: Layout) -> dict[str, float]:
     return load
 
 
+SPLIT_PIPELINE_EFFICIENCY = 0.5
+"""Measured pipelined throughput over the busiest-track bound, for plans whose
+partitions span both devices.  On the H200 machine (``bench/e2e.py``, 2026-11-30,
+20 workloads) such plans reached 0.26-0.74 of the bound, median 0.48: per batch the
+runtime's host threads hand work between devices under one interpreter lock, and the
+CPU partitions share the cores with them, neither of which the bound knows.  A plan
+on one device has no such hand-off and keeps the bound.  Without this factor the
+``throughput`` objective chose splits that ran at half the speed of all-CUDA."""
+
+
 def pipeline_period(layout: Layout) -> float:
-    """Seconds per micro-batch when micro-batches are pipelined: the busiest track."""
-    return max(busy(layout).values())
+    """Seconds per micro-batch when micro-batches are pipelined: the busiest track,
+    divided by :data:`SPLIT_PIPELINE_EFFICIENCY` when the partitions use both devices."""
+    bound = max(busy(layout).values())
+    devices = {g.device for g in layout.groups}
+    return bound / SPLIT_PIPELINE_EFFICIENCY if len(devices) > 1 else bound
 
 
 def _upward_rank(ts: list[Task]) -> list[float]:
