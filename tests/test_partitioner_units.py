@@ -199,6 +199,16 @@ def test_sequential_and_parallel_timelines():
     assert {"cpu", "cuda", "h2d", "d2h"} == tracks
 
 
+def test_makespan_keeps_the_latency_plan_unless_overlap_gains_more_than_noise():
+    g = make_graph(DIAMOND, sizes={"x": 1, "t_node_0": 1, "t_node_1": 1, "t_node_2": 1, "out": 1})
+    # node_1 on CUDA beside node_2 on the CPU: 1 + max(699, 300) + 1 = 701 against 702 all-CPU
+    costs = table(g, {"node_0": 1, "node_1": 400, "node_2": 300, "node_3": 1},
+                  {"node_0": 1000, "node_1": 699, "node_2": 1000, "node_3": 1000}, link_latency_s=0.0)
+    lat = partition(g, cost_model=costs, progress=False)
+    mk = partition(g, "makespan", cost_model=costs, progress=False)
+    assert mk.assignment == lat.assignment == {k: "cpu" for k in g.kernels}
+
+
 def test_pipelined_period_discounts_plans_that_span_both_devices():
     """A two-stage chain that splits evenly: the busiest-track bound says a split doubles
     throughput, but measured pipelines reach about half the bound (timeline docstring), so
