@@ -70,19 +70,6 @@ def all_cpu_compiled(spec: str):
     return graph, hetpart.compile(plan, graph, progress=False)
 
 
-def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Model inputs: integers in [0, 10) (valid token ids), floats standard normal."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if np.issubdtype(np.dtype(t.dtype), np.integer):
-            out[name] = rng.integers(0, 10, size=t.shape).astype(t.dtype)
-        else:
-            out[name] = rng.standard_normal(t.shape).astype(t.dtype)
-    return out
-
-
 def constant_positions(graph) -> list[tuple[str, set[int]]]:
     """Per kernel in binding order: (PrimFunc name, argument positions that are constants)."""
     import tvm
@@ -280,7 +267,9 @@ def measure(spec: str, rounds: int, with_profile: bool, with_cold: bool) -> dict
     art = compiled.partitions[0]
     report: dict = {"model": spec, "kernels": len(graph.nodes), "tvm_threads": int(tvm.runtime.num_threads()),
                     "cpu_count": os.cpu_count(), "compile_s": time.perf_counter() - t0}
-    feeds = random_feeds(graph)
+    from hetpart.runtime import random_feeds
+
+    feeds = random_feeds(compiled.inputs)
     dev = tvm.cpu(0)
     vm = relax.VirtualMachine(art.module, dev)
     main = vm[art.function]

@@ -183,12 +183,18 @@ def test_cap_moves_the_heavy_kernel_and_reports_all_cuda_infeasible():
 
 
 # --- timelines ---------------------------------------------------------------------------------
-def test_sequential_and_parallel_timelines():
+def _diamond_plans(node_1_on_cuda_us: float):
+    """Latency and makespan plans of DIAMOND with free transfers: all-CPU takes
+    1 + 400 + 300 + 1 us; node_1 on CUDA can run beside node_2 on the CPU."""
     g = make_graph(DIAMOND, sizes={"x": 1, "t_node_0": 1, "t_node_1": 1, "t_node_2": 1, "out": 1})
     costs = table(g, {"node_0": 1, "node_1": 400, "node_2": 300, "node_3": 1},
-                  {"node_0": 1000, "node_1": 450, "node_2": 1000, "node_3": 1000}, link_latency_s=0.0)
-    lat = partition(g, cost_model=costs, progress=False)
-    mk = partition(g, "makespan", cost_model=costs, progress=False)
+                  {"node_0": 1000, "node_1": node_1_on_cuda_us, "node_2": 1000, "node_3": 1000},
+                  link_latency_s=0.0)
+    return g, partition(g, cost_model=costs, progress=False), partition(g, "makespan", cost_model=costs, progress=False)
+
+
+def test_sequential_and_parallel_timelines():
+    g, lat, mk = _diamond_plans(450)
     # one after another: 1 + 400 + 300 + 1 on the CPU is best
     assert lat.predicted["latency_s"] == pytest.approx(702 * US, rel=1e-6)
     # overlapping, node_1 on CUDA (slower there) runs beside node_2 on the CPU: 1 + max(450, 300) + 1
@@ -200,12 +206,7 @@ def test_sequential_and_parallel_timelines():
 
 
 def test_makespan_keeps_the_latency_plan_unless_overlap_gains_more_than_noise():
-    g = make_graph(DIAMOND, sizes={"x": 1, "t_node_0": 1, "t_node_1": 1, "t_node_2": 1, "out": 1})
-    # node_1 on CUDA beside node_2 on the CPU: 1 + max(699, 300) + 1 = 701 against 702 all-CPU
-    costs = table(g, {"node_0": 1, "node_1": 400, "node_2": 300, "node_3": 1},
-                  {"node_0": 1000, "node_1": 699, "node_2": 1000, "node_3": 1000}, link_latency_s=0.0)
-    lat = partition(g, cost_model=costs, progress=False)
-    mk = partition(g, "makespan", cost_model=costs, progress=False)
+    g, lat, mk = _diamond_plans(699)  # overlapped: 1 + max(699, 300) + 1 = 701 against 702 all-CPU
     assert mk.assignment == lat.assignment == {k: "cpu" for k in g.kernels}
 
 

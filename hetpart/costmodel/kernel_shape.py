@@ -12,10 +12,13 @@ cost are float32.
 * :func:`outputs`, :func:`reduction_length`: how much work each output is;
 * :func:`output_width`: the dim a contraction's weights and outputs share (the
   columns of a matmul, the output channels of a convolution);
-* :func:`one_thread`: whether the CPU schedules keep the kernel on one thread.
+* :func:`one_thread`: whether the CPU schedules keep the kernel on one thread;
+* :func:`sort_work`: the comparisons of a sort (which the FLOP count omits).
 """
 
 from __future__ import annotations
+
+import math
 
 from ..kernels.analysis import PARALLEL_MIN_ELEMENTS, fitting_lanes
 from ..kernels.register_tile import PARALLEL_MIN_MACS
@@ -25,6 +28,7 @@ ELEMENT_BYTES = 4
 EPILOGUE_FLOPS = 128  # most FLOPs per output a fused element-wise epilogue adds (an erf polynomial: ~80)
 CONTRACTIONS = ("matmul", "conv2d")
 REDUCTIONS = CONTRACTIONS + ("reduce", "norm", "softmax", "pool")
+SORT_OPS = ("topk", "sort", "argsort")
 
 
 def outputs(f: KernelFeatures) -> int:
@@ -125,3 +129,18 @@ def one_thread(f: KernelFeatures) -> bool:
     if f.op_class in CONTRACTIONS:
         return f.flops // 2 < PARALLEL_MIN_MACS
     return f.op_class not in REDUCTIONS and outputs(f) < PARALLEL_MIN_ELEMENTS
+
+
+def sort_work(f: KernelFeatures) -> float:
+    """``n log2 n`` for a kernel that sorts (an op in :data:`SORT_OPS`) its ``n``
+    input elements, else 0.
+
+    A sort or top-k is an extern call that compares and moves elements serially:
+    its FLOP count is 0 and its bytes are few (9600 floats, 38 KB, took 238 us on
+    the H200 host's CPU), so neither the FLOP nor the byte term can price it, and a
+    sort class fitted without this term overprices the element-wise kernels that
+    share the class (``less``/``where`` index fix-ups) to compensate."""
+    if not any(op in SORT_OPS for op in f.ops):
+        return 0.0
+    n = max(f.bytes_read // ELEMENT_BYTES, 2)
+    return n * math.log2(n)

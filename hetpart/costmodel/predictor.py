@@ -41,7 +41,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ProfileError
-from .kernel_shape import one_thread, reduction_length, rows, scalar_flops, streamed_bytes, weight_bytes
+from .kernel_shape import (
+    one_thread, reduction_length, rows, scalar_flops, sort_work, streamed_bytes, weight_bytes,
+)
 from .profile_db import KernelFeatures, Profile
 from .transfer_model import nonneg_relative_lstsq
 
@@ -121,14 +123,16 @@ def _roofline_shape(f: KernelFeatures, device: DeviceFacts) -> list[float]:
       outputs);
     * on a CPU, the FLOPs of a contraction whose output width the SIMD width does
       not divide: it runs as scalar dot products, ~10x slower per FLOP (a
-      1000-class head).
+      10-class head); the streamed bytes of a kernel kept on one thread, which
+      move at one core's bandwidth; and a sort's ``n log n`` comparisons
+      (:func:`~.kernel_shape.sort_work`), serial work that no FLOP counts.
     """
     streamed = float(streamed_bytes(f))
     if device.gpu:
         return [1.0, float(f.flops), streamed, float(weight_bytes(f)), serial_length(f)]
     serial = one_thread(f)
     return [1.0, float(f.flops), 0.0 if serial else streamed, float(weight_bytes(f)),
-            float(scalar_flops(f, device.simd_lanes)), streamed if serial else 0.0]
+            float(scalar_flops(f, device.simd_lanes)), streamed if serial else 0.0, sort_work(f)]
 
 
 def serial_length(f: KernelFeatures) -> float:

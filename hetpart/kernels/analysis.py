@@ -140,6 +140,16 @@ class MacBlock:
         return dims[0] if isinstance(e, tirx.Var) and e.same_as(var) else None
 
 
+def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
+    """A fresh schedule of ``func`` and its multiply-accumulate block (:func:`find_mac`),
+    or None when ``func`` is not in dlight's normal form or has no such block: the
+    first step of every contraction rule."""
+    sch = s_tir.Schedule(func)
+    infos = block_infos(sch)
+    mac = find_mac(sch, infos) if infos is not None else None
+    return (sch, mac) if mac is not None else None
+
+
 def find_mac(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> MacBlock | None:
     """The single multiply-accumulate block of a function, or None.
 

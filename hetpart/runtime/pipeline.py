@@ -42,12 +42,13 @@ def run_pipelined(session, batches: Iterable, *, trace: str | Path | None = None
 
 
 @dataclass
-class PipelineRound:
-    """One round of :func:`measure_pipeline`: stage times alone, then a pipelined pass."""
+class PipelineTiming:
+    """``batches`` pipelined in ``seconds`` (first submit to last result), against the
+    ``stage_seconds`` each stage took alone: one round of :func:`measure_pipeline`."""
 
     batches: int
-    seconds: float  # the pipelined pass, first submit to last result
-    stage_seconds: dict[str, float]  # median per stage over this round's runs alone
+    seconds: float
+    stage_seconds: dict[str, float]
 
     @property
     def throughput(self) -> float:
@@ -63,29 +64,14 @@ class PipelineRound:
 
 
 @dataclass
-class PipelineReport:
+class PipelineReport(PipelineTiming):
     """Measured pipelined throughput against the ideal 1/max(stage).
 
     ``seconds`` is the median pipelined pass and ``stage_seconds`` the median of every
     stage's time alone over all rounds; ``rounds`` keeps each round, whose own
     efficiency (against the stage times measured next to it) gives the spread."""
 
-    batches: int
-    seconds: float
-    stage_seconds: dict[str, float]
-    rounds: list[PipelineRound] = field(default_factory=list)
-
-    @property
-    def throughput(self) -> float:
-        return self.batches / self.seconds
-
-    @property
-    def ideal(self) -> float:
-        return ideal_throughput(self.stage_seconds)
-
-    @property
-    def efficiency(self) -> float:
-        return self.throughput / self.ideal if self.ideal else 0.0
+    rounds: list[PipelineTiming] = field(default_factory=list)
 
     @property
     def efficiency_range(self) -> tuple[float, float]:
@@ -131,7 +117,7 @@ def measure_pipeline(session, feeds: dict, batches: int = 32, warmup: int = 4, r
         raise RuntimeFailure(f"measure_pipeline needs rounds, alone and batches >= 1, got {rounds}, {alone}, {batches}")
     for _ in range(warmup):
         session.submit(feeds).result()
-    measured: list[PipelineRound] = []
+    measured: list[PipelineTiming] = []
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
         profiled = []
@@ -141,7 +127,7 @@ def measure_pipeline(session, feeds: dict, batches: int = 32, warmup: int = 4, r
             profiled.append(f.stats)
         for track, secs in _stage_samples(profiled, session.stream_track).items():
             samples.setdefault(track, []).extend(secs)
-        measured.append(PipelineRound(batches, _pipelined_seconds(session, feeds, batches),
+        measured.append(PipelineTiming(batches, _pipelined_seconds(session, feeds, batches),
                                       stage_seconds(profiled, session.stream_track)))
     return PipelineReport(batches, float(np.median([r.seconds for r in measured])),
                           {t: float(np.median(v)) for t, v in samples.items()}, measured)

@@ -25,7 +25,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import MacBlock, block_infos, find_mac, is_gpu
+from ..analysis import MacBlock, is_gpu, schedule_mac
 
 
 class GpuConv2dImplicitGemm(ScheduleRule):
@@ -34,13 +34,10 @@ class GpuConv2dImplicitGemm(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_gpu(target):
             return None
-        sch = s_tir.Schedule(func)
-        infos = block_infos(sch)
-        if infos is None:
+        found = schedule_mac(func)
+        if found is None:
             return None
-        mac = find_mac(sch, infos)
-        if mac is None:
-            return None
+        sch, mac = found
         if not reindex_window(sch, mac):
             return None
         return dl.gpu.Matmul().apply(sch.mod["main"], target, tunable)

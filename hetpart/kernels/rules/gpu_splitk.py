@@ -39,7 +39,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.gpu.matmul import get_index_map
 from tvm.target import Target
 
-from ..analysis import MacBlock, block_infos, find_mac, is_gpu, largest_divisor
+from ..analysis import MacBlock, is_gpu, largest_divisor, schedule_mac
 from .gpu_conv2d import reindex_window
 
 ENV_SWITCH = "HETPART_SPLITK"
@@ -117,13 +117,10 @@ class GpuSplitKGemm(ScheduleRule):
         mode = split_k_mode()
         if mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
             return None
-        sch = s_tir.Schedule(func)
-        infos = block_infos(sch)
-        if infos is None:
+        found = schedule_mac(func)
+        if found is None or not _all_float32(*found):
             return None
-        mac = find_mac(sch, infos)
-        if mac is None or not _all_float32(sch, mac):
-            return None
+        sch, mac = found
         plain = mac.is_plain(0) and mac.is_plain(1)
         if plain:
             if not (self.matmul and mode == "all"):
