@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hetpart.costmodel.kernel_shape import (
-    one_thread, output_width, reduction_length, rows, scalar_flops, streamed_bytes, weight_bytes,
+    one_thread, output_width, reduction_length, rows, scalar_flops, sort_work, streamed_bytes, weight_bytes,
 )
 from hetpart.costmodel.predictor import DEFAULT_FORM, FORMS, DeviceFacts, model_groups
 from hetpart.costmodel.profile_db import KernelFeatures
@@ -74,6 +74,18 @@ def test_small_kernels_stay_on_one_thread():
     assert not one_thread(dense(64, 512, 512, False))
     tiny = KernelFeatures("injective", ("relax.add",), "fused_add", 100, 800, 400, 0)
     assert one_thread(tiny)
+
+
+def test_only_a_sort_has_sort_work_and_it_grows_as_n_log_n():
+    def topk(n: int) -> KernelFeatures:
+        return KernelFeatures("sort", ("topk",), "relax.topk", 0, n * F32, n // 4 * F32, 0)
+
+    where = KernelFeatures("sort", ("less", "add", "where"), "fused_less_add_where", 256, 2048, 2048, 0)
+    assert sort_work(where) == 0.0  # an index fix-up filed with the sorts: element-wise work only
+    assert sort_work(topk(1024)) == 1024 * 10
+    assert 8 < sort_work(topk(8192)) / sort_work(topk(1024)) < 8 * 14 / 10 + 1e-9
+    cpu = FORMS[DEFAULT_FORM](topk(1024), DeviceFacts(simd_lanes=16))
+    assert cpu[-1] == sort_work(topk(1024))  # the CPU form prices it in its own column
 
 
 def test_device_facts_change_the_form_s_columns():

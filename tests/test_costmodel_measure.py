@@ -46,6 +46,23 @@ def test_cpu_kernels_of_small_models_are_measured(measured, zoo_graph):
     assert json.loads(path.read_text())["settings"]["repeat"] == QUICK.repeat
 
 
+def test_each_measured_kernel_records_its_schedule_rule(measured, zoo_graph):
+    """The rule is the one hetpart's build stamps on the kernel for the CPU target."""
+    from hetpart import kernels
+    from hetpart.costmodel.schedule_rule import kernel_rule
+
+    _, _, prof = measured
+    target = tvm.target.Target(prof.targets["cpu"])
+    for name in ("mlp", "dlrm"):
+        graph = zoo_graph(name)
+        for k in graph.nodes:
+            rec = prof.record("cpu", k.signature)
+            built = kernels.schedule(kernel_bench.single_kernel_module(graph, k).mod, target)
+            assert rec.rule == kernel_rule(graph, k, target) == kernels.rules_applied(built)[k.func], k.func
+            assert rec.rule.startswith("Cpu")
+    assert Profile.load(prof.path).kernels == prof.kernels  # and the rules are saved
+
+
 def test_identical_signatures_are_measured_once(measured, zoo_graph):
     _, first, prof = measured
     mlp, dlrm = zoo_graph("mlp"), zoo_graph("dlrm")

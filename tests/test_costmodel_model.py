@@ -95,6 +95,48 @@ def test_small_classes_fall_back_to_the_pooled_fit():
     assert p.fit_for("matmul").scope == "matmul"
 
 
+def test_a_class_split_by_schedule_rule_gets_a_fit_per_rule():
+    """Two rules in one class, one 3x slower at the same shapes: the rule-aware fit
+    tells them apart, the class fit (rule unknown) cannot."""
+    prof, _ = roofline_profile()
+    rng = np.random.default_rng(2)
+    for i in range(2 * MIN_POINTS + 2):
+        k = kernel(800 + i, "conv2d", int(rng.integers(1e6, 1e9)), int(rng.integers(1e4, 1e7)))
+        slow = 3.0 if i % 2 else 1.0
+        cost = slow * (2e-6 + k.flops / 1e11 + (k.bytes_read + k.bytes_written) / 2e10)
+        raw = cost - OH.launch_s + OH.empty_s
+        prof.add_kernel("cuda", KernelRecord(k.signature, KernelFeatures.of(k), "ok", Timing(raw, raw, raw, 5),
+                                             rule="Slow" if i % 2 else "Fast"))
+    p = Predictor(prof, "cuda")
+    new = KernelFeatures.of(kernel(999, "conv2d", 10**8, 10**6))
+    assert p.fit_for("conv2d", "Slow").scope == "conv2d/Slow"
+    # 3x apart in truth; each rule's few kernels are shrunk towards the class fit, so less
+    assert 1.5 < p.predict(new, "Slow") / p.predict(new, "Fast") <= 3.05
+    assert p.predict(new, "Fast") < p.predict(new) < p.predict(new, "Slow")
+    assert p.fit_for("matmul", "Other") is p.fit_for("matmul")  # no kernel of the rule: the class fit
+
+
+def test_the_cost_model_schedules_an_unseen_kernel_to_find_its_rule(zoo_graph):
+    """Not measured, not recorded: the rule comes from the kernel's PrimFunc and the
+    profile's targets -- the recorded CUDA target too, with no GPU here."""
+    from hetpart.costmodel.schedule_rule import kernel_rule
+
+    path = RECORDED[0] if RECORDED else pytest.skip("no recorded profile")
+    prof = Profile.load(path)
+    graph = zoo_graph("mlp")
+    new = next(k for k in graph.nodes if k.op_class == "matmul")
+    assert all(prof.record(d, new.signature) is None for d in ("cpu", "cuda"))
+    cm = CostModel(prof, graph=graph)
+    assert CostModel(prof).rule_of(new, "cpu") == ""  # no graph: nothing to schedule
+    for device, family in (("cpu", "Cpu"), ("cuda", "")):
+        rule = cm.rule_of(new, device)
+        assert rule and rule.startswith(family) and rule == kernel_rule(graph, new, prof.targets[device])
+        want = Predictor(prof, device).predict(KernelFeatures.of(new), rule)
+        assert cm.kernel_cost(new, device) == pytest.approx(want)
+    assert cm.rule_of(new, "cuda") not in {r.rule for r in prof.kernels["cpu"].values()}
+    assert cm.scaled(gpu=2).rule_of(new, "cpu") == cm.rule_of(new, "cpu")
+
+
 def test_prediction_needs_measurements():
     prof = Profile(this_machine())
     prof.overheads["cuda"] = OH

@@ -4,7 +4,10 @@
   = its measured work (timing minus the empty-call baseline) + one kernel launch
   (:meth:`KernelRecord.cost`).  The launch is added here, once; it is not in the
   stored timing's work part.  Unmeasured kernels are predicted (:mod:`.predictor`)
-  unless ``predict=False``.
+  unless ``predict=False``, from the kernel's features and its schedule rule on the
+  device (:meth:`CostModel.rule_of`: recorded, or found by scheduling its PrimFunc
+  for the profile's recorded target -- no GPU needed -- when the CostModel was
+  given the kernel's op graph; else ``""`` and the predictor uses its class fit).
 * ``transfer_cost(n, src, dst)``: the pinned-memory fit (the runtime hands tensors
   over through pinned buffers); 0 on the same device.
 * ``partition_overhead(device)``: calling a partition, the host switch after it and
@@ -20,6 +23,7 @@ import math
 from ..errors import ProfileError
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
+from .schedule_rule import kernel_rule, target_of
 
 GPU_DEVICES = ("cuda",)
 
@@ -27,12 +31,47 @@ GPU_DEVICES = ("cuda",)
 class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
-    def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0):
+    def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
+                 graph=None):
         self.profile = profile
         self.predict = predict
         self.gpu_scale = float(gpu_scale)
         self.link_scale = float(link_scale)
         self._predictors: dict[str, Predictor] = {}
+        self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
+        self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
+        if graph is not None:
+            self.add_graph(graph)
+
+    def add_graph(self, graph) -> "CostModel":
+        """Let :meth:`rule_of` find the PrimFuncs of ``graph``'s kernels; returns self.
+        Adding the same graph again changes nothing."""
+        if not any(g is graph for g in self._graphs):
+            self._graphs.append(graph)
+        return self
+
+    def rule_of(self, kernel, device: str) -> str:
+        """The schedule rule ``kernel`` gets on ``device``: the profile's record of it,
+        else its PrimFunc (from a graph given to :meth:`add_graph`) scheduled for the
+        profile's target of ``device``, cached per signature; ``""`` when neither is
+        known (then the predictor uses the class fit, as for a profile without rules)."""
+        rec = self.profile.record(device, kernel.signature)
+        if rec is not None and rec.rule:
+            return rec.rule
+        key = (device, kernel.signature)
+        if key not in self._rules:
+            self._rules[key] = self._scheduled_rule(kernel, device)
+        return self._rules[key]
+
+    def _scheduled_rule(self, kernel, device: str) -> str:
+        target = self.profile.targets.get(device)
+        graph = next((g for g in self._graphs if _holds(g, kernel)), None)
+        if not target or graph is None:
+            return ""
+        try:
+            return kernel_rule(graph, kernel, target_of(target))
+        except Exception:  # noqa: BLE001 - a target this TVM cannot parse: predict without the rule
+            return ""
 
     # --- kernels ------------------------------------------------------------------
     def _where(self) -> str:
@@ -88,7 +127,7 @@ class CostModel:
             raise ProfileError(f"{kernel.id} ({kernel.op_class} kernel {kernel.func}) has no measurement on {device} "
                                f"in {self._where()}; run `partition profile MODEL` or allow prediction")
         try:
-            cost = self._predictor(device).predict(KernelFeatures.of(kernel))
+            cost = self._predictor(device).predict(KernelFeatures.of(kernel), self.rule_of(kernel, device))
         except ProfileError as exc:
             raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
         return cost * self._scale(device)
@@ -114,5 +153,13 @@ class CostModel:
 
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
-        return CostModel(self.profile, predict=self.predict,
-                         gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)
+        out = CostModel(self.profile, predict=self.predict,
+                        gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)
+        out._graphs, out._rules = self._graphs, self._rules  # same profile, same rules
+        return out
+
+
+def _holds(graph, kernel) -> bool:
+    """True when ``graph`` has ``kernel`` (same id and signature), so its module holds the PrimFunc."""
+    mine = getattr(graph, "kernels", {}).get(kernel.id)
+    return mine is not None and mine.signature == kernel.signature

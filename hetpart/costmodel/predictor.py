@@ -29,6 +29,16 @@ cannot price a term for its class).  A class with fewer than :data:`MIN_POINTS`
 measured kernels uses the pooled fit, moved by its kernels' shrunk median residual
 when it has any.  No prediction is below the device's per-launch overhead, which
 every measured cost contains.
+
+Within a class, the schedule rule that builds the kernel on the device
+(:attr:`KernelRecord.rule`; for an unmeasured kernel the :class:`CostModel` schedules
+its PrimFunc to find it, :mod:`.schedule_rule`) refines the fit the same way once
+more: the kernels of one (class, rule) get a fit of their own shrunk towards the
+class's fit when there are :data:`MIN_POINTS` of them, else the class's fit moved
+by their shrunk median residual.  Two kernels of one class can run 2-3x apart
+because different rules tile them (a 1x1 convolution runs as a GEMM, a small
+matmul as a reduction); FLOPs and bytes do not show that, the rule does.  A kernel
+whose rule is unknown (``""``: a profile older than the field) uses the class fit.
 """
 
 from __future__ import annotations
@@ -216,6 +226,11 @@ def _useful_neighbours(anchors: tuple[tuple[float, float, float], ...]) -> int:
     return int(np.argmin(err))
 
 
+def rules(profile: Profile, device: str) -> dict[str, str]:
+    """Signature -> schedule rule recorded on ``device`` (``""`` where none was)."""
+    return {s: r.rule for s, r in profile.kernels.get(device, {}).items()}
+
+
 def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, float]]:
     """``(signature, features, measured cost)`` of every successfully measured kernel on ``device``."""
     oh = profile.overheads.get(device)
@@ -323,7 +338,8 @@ def shifted(pooled: Fit, own: list[tuple[str, KernelFeatures, float]]) -> Fit:
 
 
 class Predictor:
-    """Fits for one device of a profile: per op class where there is data, else pooled.
+    """Fits for one device of a profile: per (op class, schedule rule), per op class
+    where there is data, else pooled (see the module docstring).
 
     Fits are made on first use, so asking about one class fits only that class.
     """
@@ -339,6 +355,7 @@ class Predictor:
         self.facts = DeviceFacts.of(profile, device)
         self.form = form
         self.floor = profile.overheads[device].launch_s
+        self.rules = rules(profile, device)
         self._fits: dict[str, Fit] = {}
 
     def pooled(self) -> Fit:
@@ -347,22 +364,42 @@ class Predictor:
             self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor, device=self.facts)
         return self._fits[POOLED]
 
-    def fit_for(self, op_class: str) -> Fit:
-        """The class's own fit (shrunk to the pooled one) if it has :data:`MIN_POINTS`
-        kernels, else the pooled fit shifted by the class's few kernels."""
+    def fit_for(self, op_class: str, rule: str = "") -> Fit:
+        """The fit for kernels of ``op_class`` scheduled by ``rule`` (``""``: any rule).
+
+        Without a rule: the class's own fit (shrunk to the pooled one) if it has
+        :data:`MIN_POINTS` kernels, else the pooled fit shifted by the class's few
+        kernels.  With one: the same step again one level down (:meth:`_rule_fit`).
+        """
         if op_class not in self._fits:
             own = [d for d in self.data if d[1].op_class == op_class]
-            if len(own) >= MIN_POINTS:
-                prior = replace(self.pooled(), anchors=())
-                self._fits[op_class] = fit_form(self.form, op_class, own, prior=prior, floor=self.floor,
-                                                device=self.facts)
-            else:
-                self._fits[op_class] = shifted(self.pooled(), own)
-        return self._fits[op_class]
+            self._fits[op_class] = self._refined(op_class, own, self.pooled())
+        if not rule:
+            return self._fits[op_class]
+        return self._rule_fit(op_class, rule)
 
-    def predict(self, f: KernelFeatures) -> float:
-        """Predicted cost in seconds."""
-        return self.fit_for(f.op_class).predict(f)
+    def _rule_fit(self, op_class: str, rule: str) -> Fit:
+        """The (class, rule) fit, its prior the class fit.  The class fit itself when
+        every kernel of the class has that rule (nothing to refine)."""
+        key = f"{op_class}/{rule}"
+        if key not in self._fits:
+            cls = [d for d in self.data if d[1].op_class == op_class]
+            own = [d for d in cls if self.rules.get(d[0], "") == rule]
+            parent = self._fits[op_class]
+            self._fits[key] = parent if len(own) == len(cls) else self._refined(key, own, parent)
+        return self._fits[key]
+
+    def _refined(self, scope: str, own: list[tuple[str, KernelFeatures, float]], parent: Fit) -> Fit:
+        """A fit of ``own`` shrunk towards ``parent`` with :data:`MIN_POINTS` kernels
+        or more, else ``parent`` shifted by their shrunk median residual."""
+        if len(own) >= MIN_POINTS:
+            return fit_form(self.form, scope, own, prior=replace(parent, anchors=()), floor=self.floor,
+                            device=self.facts)
+        return shifted(parent, own)
+
+    def predict(self, f: KernelFeatures, rule: str = "") -> float:
+        """Predicted cost in seconds of a kernel with features ``f`` built by ``rule``."""
+        return self.fit_for(f.op_class, rule).predict(f)
 
 
 # --- held-out accuracy ----------------------------------------------------------------------
@@ -405,12 +442,14 @@ def held_out_predictions(profile: Profile, device: str, form: str = DEFAULT_FORM
     if by not in HELD_OUT:
         raise ValueError(f"by must be one of {HELD_OUT}, not {by!r}")
     data = samples(profile, device)
+    rule = rules(profile, device)  # known for a held-out kernel too: it needs only its PrimFunc
     if by == "shape":
-        return [(s, f, m, Predictor(profile, device, form, exclude=frozenset({s})).predict(f)) for s, f, m in data]
+        return [(s, f, m, Predictor(profile, device, form, exclude=frozenset({s})).predict(f, rule[s]))
+                for s, f, m in data]
     out = []
     for sigs in model_groups(profile, device).values():
         pred = Predictor(profile, device, form, exclude=sigs)
-        out.extend((s, f, m, pred.predict(f)) for s, f, m in data if s in sigs)
+        out.extend((s, f, m, pred.predict(f, rule[s])) for s, f, m in data if s in sigs)
     return out
 
 

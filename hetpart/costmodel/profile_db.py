@@ -9,9 +9,14 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
     targets       device -> the TVM target the kernels were built for
     settings      how timings were taken (repeats, min_repeat_ms, CPU threads)
     overheads     device -> Overheads (per partition call, per kernel launch, ...)
-    kernels       device -> kernel signature -> KernelRecord (features + timing)
+    kernels       device -> kernel signature -> KernelRecord (features + timing +
+                  the schedule rule the kernel was built with there)
     models        model name -> the signatures of its kernels (what was profiled)
     transfers     raw copy timings and their latency/bandwidth fits
+
+Version 1 gained the per-record key ``rule`` without a version bump: it is additive
+(older hetpart ignores it; a record without it loads with ``rule=""``, "not
+recorded"), so files of either age load in both.
 
 Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`);
 a file that is not a valid profile of this schema and version is never
@@ -86,7 +91,9 @@ class KernelRecord:
     ``status`` is ``"ok"``; ``"failed"`` (it did not build or run on the device: it
     cannot be placed there; ``error`` says why); or ``"dynamic"`` (a data-dependent
     shape makes it unmeasurable alone: its cost is predicted).  Only ``"ok"`` has a
-    ``timing``.
+    ``timing``.  ``rule`` names the hetpart schedule rule that scheduled the kernel on
+    this device (``hetpart.rule``, e.g. ``CpuMatmul``; ``"tuned"``), ``""`` where it
+    was not recorded (older profiles) or no rule applies.
     """
 
     signature: str
@@ -94,6 +101,7 @@ class KernelRecord:
     status: str
     timing: Timing | None = None
     error: str = ""
+    rule: str = ""
 
     @property
     def ok(self) -> bool:
@@ -112,7 +120,8 @@ class KernelRecord:
 
     def to_json(self) -> dict:
         d = asdict(self.features)
-        d.update(status=self.status, error=self.error, timing=asdict(self.timing) if self.timing else None)
+        d.update(status=self.status, error=self.error, rule=self.rule,
+                 timing=asdict(self.timing) if self.timing else None)
         return d
 
     @classmethod
@@ -120,7 +129,7 @@ class KernelRecord:
         feats = KernelFeatures(**{f.name: d[f.name] for f in fields(KernelFeatures)})
         feats = KernelFeatures(**{**asdict(feats), "ops": tuple(feats.ops)})
         timing = Timing(**d["timing"]) if d.get("timing") else None
-        return cls(signature, feats, d["status"], timing, d.get("error", ""))
+        return cls(signature, feats, d["status"], timing, d.get("error", ""), str(d.get("rule", "")))
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from ..kernels.capabilities import unsupported_reason
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tvm
 from tqdm import tqdm
 
 from ..errors import ProfileError
+from ..kernels.tuning import default_database
 from ..targets import num_cores, resolve
 from . import kernel_bench
 from .build_pool import BuildFailed, BuildPool, error_line
@@ -32,6 +33,7 @@ from .kernel_bench import MeasureSettings
 from .locate import default_profile_path
 from .overhead_bench import measure_overheads
 from .profile_db import KernelFeatures, KernelRecord, Profile
+from .schedule_rule import kernel_rule, module_rule
 
 
 @dataclass
@@ -78,12 +80,17 @@ def is_dynamic(graph, kernel) -> bool:
 
 
 def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
-    """Build ``chunk`` in ``pool``, then time each kernel alone; returns how many failed."""
+    """Build ``chunk`` in ``pool``, then time each kernel alone; returns how many failed.
+
+    Each record built or predicted here also names the schedule rule the kernel gets
+    on the device (:mod:`.schedule_rule`: the build's own choice, made again here --
+    the build ran in a worker process; it is deterministic and takes milliseconds)."""
     dev = spec.device()
     dynamic = [k for k in chunk if is_dynamic(graph, k)]
     for kernel in dynamic:
         prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "dynamic",
-                                                error="data-dependent shapes: not measurable alone; cost predicted"))
+                                                error="data-dependent shapes: not measurable alone; cost predicted",
+                                                rule=kernel_rule(graph, kernel, spec.tvm_target)))
         bar.update(1)
     chunk = [k for k in chunk if k not in dynamic]
     for kernel in [k for k in chunk if unsupported_reason(k, spec.name)]:
@@ -94,6 +101,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
     chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
     kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
     built = pool.build_all([km.mod for km in kmods], spec.tvm_target)
+    tuning_db = default_database(spec.tvm_target)  # what the build applied before the rules
     failed = 0
     for kernel, kmod, exe in zip(chunk, kmods, built):
         feats = KernelFeatures.of(kernel)
@@ -104,6 +112,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
                 rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
             except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
                 rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
+        rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db))
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
         prof.save()

@@ -32,6 +32,8 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"--gpu-memory must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else _cost_model(profile)
+    if hasattr(costs, "add_graph"):  # unmeasured kernels are predicted with their schedule rule
+        costs.add_graph(graph)
     problem = build_problem(graph, costs, pins, gpu_memory)
     obj = OBJECTIVES[objective]
     return make_plan(problem, obj, obj.solve(problem, progress))

@@ -55,6 +55,7 @@ class CostModelCommand:
         from ... import importer
 
         graph = importer.load(args.model, parse_shapes(args.shape))
+        cm.add_graph(graph)  # unmeasured kernels are predicted with their schedule rule
         devices = list(cm.profile.overheads)
         print(f"{'kernel':<9} {'op class':<10} {'function':<40} " + " ".join(f"{d + ' us':>12}" for d in devices))
         for k in graph.nodes:
