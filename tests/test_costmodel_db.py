@@ -25,12 +25,13 @@ OTHER = Fingerprint("Some Other CPU", 16, "NVIDIA H100 80GB HBM3", 132, 12080, "
 
 pos = st.floats(min_value=1e-9, max_value=10.0, allow_nan=False)
 records = st.builds(
-    lambda sig, cls, flops, br, bw, med, spread, n, rule: KernelRecord(
+    lambda sig, cls, flops, br, bw, med, spread, n, rule, access: KernelRecord(
         sig, KernelFeatures(cls, ("matmul", "add"), f"fused_{cls}", flops, br, bw, br // 2),
-        "ok", Timing(med, med / spread, med * spread, n, 3), rule=rule),
+        "ok", Timing(med, med / spread, med * spread, n, 3), rule=rule, access=access),
     st.text("0123456789abcdef", min_size=16, max_size=16), st.sampled_from(["matmul", "conv2d", "injective"]),
     st.integers(0, 10**12), st.integers(1, 10**10), st.integers(1, 10**10), pos,
-    st.floats(1.0, 2.0), st.integers(1, 50), st.sampled_from(["", "CpuMatmul", "GpuSplitKGemm", "tuned"]))
+    st.floats(1.0, 2.0), st.integers(1, 50), st.sampled_from(["", "CpuMatmul", "GpuSplitKGemm", "tuned"]),
+    st.sampled_from(["", "contiguous", "strided"]))
 
 
 def make_profile(path: Path | None = None, fingerprint: Fingerprint | None = None) -> Profile:
@@ -57,17 +58,20 @@ def test_save_load_round_trip_keeps_every_field(tmp_path_factory, recs, times):
     assert data["schema"] == "hetpart-profile" and data["version"] == 1
 
 
-def test_a_profile_written_before_records_had_a_rule_still_loads(tmp_path):
-    """Version-1 files from before the ``rule`` key: every record loads with rule ""."""
+@pytest.mark.parametrize("keys", [("rule", "access"), ("access",)], ids=["no-rule", "no-access"])
+def test_a_profile_written_before_records_had_a_rule_or_access_still_loads(tmp_path, keys):
+    """Version-1 files from before the ``rule`` and ``access`` keys: records load with ""."""
     path = tmp_path / "old.json"
     make_profile().save(path)
     data = json.loads(path.read_text())
     for recs in data["kernels"].values():
         for rec in recs.values():
-            del rec["rule"]
+            for key in keys:
+                del rec[key]
     path.write_text(json.dumps(data))
     back = Profile.load(path)
-    assert back.record("cpu", "00aa").rule == "" and back.record("cpu", "00aa").timing.median_s == 1e-4
+    rec = back.record("cpu", "00aa")
+    assert rec.access == "" and rec.timing.median_s == 1e-4
     assert back.kernels == make_profile().kernels
 
 

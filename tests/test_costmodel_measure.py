@@ -63,6 +63,22 @@ def test_each_measured_kernel_records_its_schedule_rule(measured, zoo_graph):
     assert Profile.load(prof.path).kernels == prof.kernels  # and the rules are saved
 
 
+def test_each_measured_kernel_records_its_access_pattern(measured, zoo_graph):
+    """The access pattern of the kernel's PrimFunc, known for every kernel with one."""
+    from hetpart.costmodel.access_pattern import kernel_access
+
+    _, _, prof = measured
+    seen = set()
+    for name in ("mlp", "dlrm"):
+        graph = zoo_graph(name)
+        for k in graph.nodes:
+            rec = prof.record("cpu", k.signature)
+            assert rec.access == kernel_access(graph, k), k.func
+            seen.add(rec.access)
+    assert "contiguous" in seen and seen <= {"contiguous", "strided", ""}
+    assert Profile.load(prof.path).kernels == prof.kernels  # and the patterns are saved
+
+
 def test_identical_signatures_are_measured_once(measured, zoo_graph):
     _, first, prof = measured
     mlp, dlrm = zoo_graph("mlp"), zoo_graph("dlrm")

@@ -131,10 +131,50 @@ def test_the_cost_model_schedules_an_unseen_kernel_to_find_its_rule(zoo_graph):
     for device, family in (("cpu", "Cpu"), ("cuda", "")):
         rule = cm.rule_of(new, device)
         assert rule and rule.startswith(family) and rule == kernel_rule(graph, new, prof.targets[device])
-        want = Predictor(prof, device).predict(KernelFeatures.of(new), rule)
+        want = Predictor(prof, device).predict(KernelFeatures.of(new), rule, cm.access_of(new, device))
         assert cm.kernel_cost(new, device) == pytest.approx(want)
     assert cm.rule_of(new, "cuda") not in {r.rule for r in prof.kernels["cpu"].values()}
     assert cm.scaled(gpu=2).rule_of(new, "cpu") == cm.rule_of(new, "cpu")
+
+
+def test_the_cost_model_reads_an_unseen_kernels_access_pattern_off_its_primfunc(zoo_graph):
+    """Not measured, not recorded: the access pattern comes from the kernel's PrimFunc
+    (the same on every device) and the prediction uses it with the rule."""
+    from hetpart.costmodel.access_pattern import kernel_access
+
+    path = RECORDED[0] if RECORDED else pytest.skip("no recorded profile")
+    prof = Profile.load(path)
+    graph = zoo_graph("mlp")
+    new = next(k for k in graph.nodes if k.op_class == "matmul")
+    assert all(prof.record(d, new.signature) is None for d in ("cpu", "cuda"))
+    cm = CostModel(prof, graph=graph)
+    assert CostModel(prof).access_of(new, "cpu") == ""  # no graph: nothing to read
+    access = cm.access_of(new, "cpu")
+    assert access == kernel_access(graph, new) == cm.access_of(new, "cuda") == "contiguous"
+    for device in ("cpu", "cuda"):
+        want = Predictor(prof, device).predict(KernelFeatures.of(new), cm.rule_of(new, device), access)
+        assert cm.kernel_cost(new, device) == pytest.approx(want)
+    assert cm.scaled(gpu=2).access_of(new, "cpu") == access
+
+
+def test_a_class_split_by_access_pattern_gets_a_fit_per_pattern():
+    """One rule, two access patterns, one 5x slower at the same shapes: the access
+    pattern refines the (class, rule) fit; unknown ("") stops at the (class, rule) fit."""
+    prof, _ = roofline_profile()
+    rng = np.random.default_rng(3)
+    for i in range(2 * MIN_POINTS + 2):
+        k = kernel(900 + i, "transpose", 0, int(rng.integers(1e4, 1e7)))
+        slow = 5.0 if i % 2 else 1.0
+        cost = slow * (2e-6 + (k.bytes_read + k.bytes_written) / 2e10)
+        raw = cost - OH.launch_s + OH.empty_s
+        prof.add_kernel("cuda", KernelRecord(k.signature, KernelFeatures.of(k), "ok", Timing(raw, raw, raw, 5),
+                                             rule="Copy", access="strided" if i % 2 else "contiguous"))
+    p = Predictor(prof, "cuda")
+    new = KernelFeatures.of(kernel(998, "transpose", 0, 10**6))
+    assert p.fit_for("transpose", "Copy", "strided").scope == "transpose/Copy@strided"
+    assert 2.0 < p.predict(new, "Copy", "strided") / p.predict(new, "Copy", "contiguous") <= 5.05
+    assert p.predict(new, "Copy", "") == p.predict(new, "Copy") == p.fit_for("transpose", "Copy").predict(new)
+    assert p.fit_for("matmul", "", "strided") is p.fit_for("matmul")  # no kernel of it: the class fit
 
 
 def test_prediction_needs_measurements():

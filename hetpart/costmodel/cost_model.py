@@ -7,7 +7,9 @@
   unless ``predict=False``, from the kernel's features and its schedule rule on the
   device (:meth:`CostModel.rule_of`: recorded, or found by scheduling its PrimFunc
   for the profile's recorded target -- no GPU needed -- when the CostModel was
-  given the kernel's op graph; else ``""`` and the predictor uses its class fit).
+  given the kernel's op graph; else ``""`` and the predictor uses its class fit)
+  and its access pattern (:meth:`CostModel.access_of`: recorded, or read off its
+  PrimFunc the same way; :mod:`.access_pattern`).
 * ``transfer_cost(n, src, dst)``: the pinned-memory fit (the runtime hands tensors
   over through pinned buffers); 0 on the same device.
 * ``partition_overhead(device)``: calling a partition, the host switch after it and
@@ -23,6 +25,7 @@ import math
 from ..errors import ProfileError
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
+from .access_pattern import kernel_access
 from .schedule_rule import kernel_rule, target_of
 
 GPU_DEVICES = ("cuda",)
@@ -40,6 +43,7 @@ class CostModel:
         self._predictors: dict[str, Predictor] = {}
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
+        self._accesses: dict[str, str] = {}  # signature -> access pattern: analyse each once
         if graph is not None:
             self.add_graph(graph)
 
@@ -62,6 +66,19 @@ class CostModel:
         if key not in self._rules:
             self._rules[key] = self._scheduled_rule(kernel, device)
         return self._rules[key]
+
+    def access_of(self, kernel, device: str) -> str:
+        """The access pattern of ``kernel``: the profile's record of it on ``device``,
+        else read off its PrimFunc (from a graph given to :meth:`add_graph`; it does
+        not depend on the device), cached per signature; ``""`` when neither is known
+        (then the predictor stops at the (class, rule) fit)."""
+        rec = self.profile.record(device, kernel.signature)
+        if rec is not None and rec.access:
+            return rec.access
+        if kernel.signature not in self._accesses:
+            graph = next((g for g in self._graphs if _holds(g, kernel)), None)
+            self._accesses[kernel.signature] = kernel_access(graph, kernel) if graph is not None else ""
+        return self._accesses[kernel.signature]
 
     def _scheduled_rule(self, kernel, device: str) -> str:
         target = self.profile.targets.get(device)
@@ -127,7 +144,8 @@ class CostModel:
             raise ProfileError(f"{kernel.id} ({kernel.op_class} kernel {kernel.func}) has no measurement on {device} "
                                f"in {self._where()}; run `partition profile MODEL` or allow prediction")
         try:
-            cost = self._predictor(device).predict(KernelFeatures.of(kernel), self.rule_of(kernel, device))
+            cost = self._predictor(device).predict(KernelFeatures.of(kernel), self.rule_of(kernel, device),
+                                                   self.access_of(kernel, device))
         except ProfileError as exc:
             raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
         return cost * self._scale(device)
@@ -155,7 +173,7 @@ class CostModel:
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
         out = CostModel(self.profile, predict=self.predict,
                         gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)
-        out._graphs, out._rules = self._graphs, self._rules  # same profile, same rules
+        out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
         return out
 
 

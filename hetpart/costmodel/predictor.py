@@ -39,6 +39,14 @@ by their shrunk median residual.  Two kernels of one class can run 2-3x apart
 because different rules tile them (a 1x1 convolution runs as a GEMM, a small
 matmul as a reduction); FLOPs and bytes do not show that, the rule does.  A kernel
 whose rule is unknown (``""``: a profile older than the field) uses the class fit.
+
+The kernel's access pattern (:attr:`KernelRecord.access`, :mod:`.access_pattern`:
+whether its innermost output loop reads an input with a non-unit stride) refines
+the (class, rule) fit once more, the same way: a transpose whose last output dim is
+not its input's last dim misses the cache on every read and runs 10x slower than a
+reshape of the same bytes, which FLOPs, bytes and rule do not show.  An unknown
+access (``""``) stops at the (class, rule) fit, so a profile without the field
+predicts exactly as before.
 """
 
 from __future__ import annotations
@@ -231,6 +239,11 @@ def rules(profile: Profile, device: str) -> dict[str, str]:
     return {s: r.rule for s, r in profile.kernels.get(device, {}).items()}
 
 
+def accesses(profile: Profile, device: str) -> dict[str, str]:
+    """Signature -> access pattern recorded on ``device`` (``""`` where none was)."""
+    return {s: r.access for s, r in profile.kernels.get(device, {}).items()}
+
+
 def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, float]]:
     """``(signature, features, measured cost)`` of every successfully measured kernel on ``device``."""
     oh = profile.overheads.get(device)
@@ -338,8 +351,9 @@ def shifted(pooled: Fit, own: list[tuple[str, KernelFeatures, float]]) -> Fit:
 
 
 class Predictor:
-    """Fits for one device of a profile: per (op class, schedule rule), per op class
-    where there is data, else pooled (see the module docstring).
+    """Fits for one device of a profile: per (op class, schedule rule, access
+    pattern), per (op class, rule), per op class where there is data, else pooled
+    (see the module docstring).
 
     Fits are made on first use, so asking about one class fits only that class.
     """
@@ -356,6 +370,7 @@ class Predictor:
         self.form = form
         self.floor = profile.overheads[device].launch_s
         self.rules = rules(profile, device)
+        self.accesses = accesses(profile, device)
         self._fits: dict[str, Fit] = {}
 
     def pooled(self) -> Fit:
@@ -364,30 +379,33 @@ class Predictor:
             self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor, device=self.facts)
         return self._fits[POOLED]
 
-    def fit_for(self, op_class: str, rule: str = "") -> Fit:
-        """The fit for kernels of ``op_class`` scheduled by ``rule`` (``""``: any rule).
+    def fit_for(self, op_class: str, rule: str = "", access: str = "") -> Fit:
+        """The fit for kernels of ``op_class`` scheduled by ``rule`` with access
+        pattern ``access`` (``""``: any).
 
-        Without a rule: the class's own fit (shrunk to the pooled one) if it has
+        Without either: the class's own fit (shrunk to the pooled one) if it has
         :data:`MIN_POINTS` kernels, else the pooled fit shifted by the class's few
-        kernels.  With one: the same step again one level down (:meth:`_rule_fit`).
+        kernels.  Each one given takes the same step again one level down
+        (:meth:`_sub_fit`): first the rule, then the access pattern.
         """
         if op_class not in self._fits:
             own = [d for d in self.data if d[1].op_class == op_class]
             self._fits[op_class] = self._refined(op_class, own, self.pooled())
-        if not rule:
-            return self._fits[op_class]
-        return self._rule_fit(op_class, rule)
-
-    def _rule_fit(self, op_class: str, rule: str) -> Fit:
-        """The (class, rule) fit, its prior the class fit.  The class fit itself when
-        every kernel of the class has that rule (nothing to refine)."""
-        key = f"{op_class}/{rule}"
-        if key not in self._fits:
-            cls = [d for d in self.data if d[1].op_class == op_class]
-            own = [d for d in cls if self.rules.get(d[0], "") == rule]
-            parent = self._fits[op_class]
-            self._fits[key] = parent if len(own) == len(cls) else self._refined(key, own, parent)
+        key, members = op_class, [d for d in self.data if d[1].op_class == op_class]
+        for sep, known, value in (("/", self.rules, rule), ("@", self.accesses, access)):
+            if value:  # unknown: no refinement at this level (a profile older than the field)
+                key, members = self._sub_fit(key, members, f"{key}{sep}{value}",
+                                             [d for d in members if known.get(d[0], "") == value])
         return self._fits[key]
+
+    def _sub_fit(self, parent: str, members: list, key: str, own: list) -> tuple[str, list]:
+        """Make the fit ``key`` of ``own`` (a subset of ``parent``'s ``members``), its
+        prior the fit ``parent``; it is that fit itself when ``own`` is all of
+        ``members`` (nothing to refine).  Returns ``(key, own)``."""
+        if key not in self._fits:
+            parent_fit = self._fits[parent]
+            self._fits[key] = parent_fit if len(own) == len(members) else self._refined(key, own, parent_fit)
+        return key, own
 
     def _refined(self, scope: str, own: list[tuple[str, KernelFeatures, float]], parent: Fit) -> Fit:
         """A fit of ``own`` shrunk towards ``parent`` with :data:`MIN_POINTS` kernels
@@ -397,9 +415,10 @@ class Predictor:
                             device=self.facts)
         return shifted(parent, own)
 
-    def predict(self, f: KernelFeatures, rule: str = "") -> float:
-        """Predicted cost in seconds of a kernel with features ``f`` built by ``rule``."""
-        return self.fit_for(f.op_class, rule).predict(f)
+    def predict(self, f: KernelFeatures, rule: str = "", access: str = "") -> float:
+        """Predicted cost in seconds of a kernel with features ``f`` built by ``rule``
+        that reads its inputs as ``access`` says."""
+        return self.fit_for(f.op_class, rule, access).predict(f)
 
 
 # --- held-out accuracy ----------------------------------------------------------------------
@@ -442,14 +461,15 @@ def held_out_predictions(profile: Profile, device: str, form: str = DEFAULT_FORM
     if by not in HELD_OUT:
         raise ValueError(f"by must be one of {HELD_OUT}, not {by!r}")
     data = samples(profile, device)
-    rule = rules(profile, device)  # known for a held-out kernel too: it needs only its PrimFunc
+    # rule and access pattern are known for a held-out kernel too: they need only its PrimFunc
+    rule, access = rules(profile, device), accesses(profile, device)
     if by == "shape":
-        return [(s, f, m, Predictor(profile, device, form, exclude=frozenset({s})).predict(f, rule[s]))
+        return [(s, f, m, Predictor(profile, device, form, exclude=frozenset({s})).predict(f, rule[s], access[s]))
                 for s, f, m in data]
     out = []
     for sigs in model_groups(profile, device).values():
         pred = Predictor(profile, device, form, exclude=sigs)
-        out.extend((s, f, m, pred.predict(f, rule[s])) for s, f, m in data if s in sigs)
+        out.extend((s, f, m, pred.predict(f, rule[s], access[s])) for s, f, m in data if s in sigs)
     return out
 
 

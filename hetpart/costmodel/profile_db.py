@@ -10,13 +10,14 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
     settings      how timings were taken (repeats, min_repeat_ms, CPU threads)
     overheads     device -> Overheads (per partition call, per kernel launch, ...)
     kernels       device -> kernel signature -> KernelRecord (features + timing +
-                  the schedule rule the kernel was built with there)
+                  the schedule rule the kernel was built with there + its
+                  access pattern)
     models        model name -> the signatures of its kernels (what was profiled)
     transfers     raw copy timings and their latency/bandwidth fits
 
-Version 1 gained the per-record key ``rule`` without a version bump: it is additive
-(older hetpart ignores it; a record without it loads with ``rule=""``, "not
-recorded"), so files of either age load in both.
+Version 1 gained the per-record keys ``rule`` and ``access`` without a version bump:
+they are additive (older hetpart ignores them; a record without them loads with
+``""``, "not recorded"), so files of either age load in both.
 
 Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`);
 a file that is not a valid profile of this schema and version is never
@@ -93,7 +94,9 @@ class KernelRecord:
     shape makes it unmeasurable alone: its cost is predicted).  Only ``"ok"`` has a
     ``timing``.  ``rule`` names the hetpart schedule rule that scheduled the kernel on
     this device (``hetpart.rule``, e.g. ``CpuMatmul``; ``"tuned"``), ``""`` where it
-    was not recorded (older profiles) or no rule applies.
+    was not recorded (older profiles) or no rule applies.  ``access`` is how the
+    kernel's PrimFunc reads its inputs (:mod:`.access_pattern`: ``"contiguous"``,
+    ``"strided"``), ``""`` where it was not recorded or cannot be told.
     """
 
     signature: str
@@ -102,6 +105,7 @@ class KernelRecord:
     timing: Timing | None = None
     error: str = ""
     rule: str = ""
+    access: str = ""
 
     @property
     def ok(self) -> bool:
@@ -120,7 +124,7 @@ class KernelRecord:
 
     def to_json(self) -> dict:
         d = asdict(self.features)
-        d.update(status=self.status, error=self.error, rule=self.rule,
+        d.update(status=self.status, error=self.error, rule=self.rule, access=self.access,
                  timing=asdict(self.timing) if self.timing else None)
         return d
 
@@ -129,7 +133,8 @@ class KernelRecord:
         feats = KernelFeatures(**{f.name: d[f.name] for f in fields(KernelFeatures)})
         feats = KernelFeatures(**{**asdict(feats), "ops": tuple(feats.ops)})
         timing = Timing(**d["timing"]) if d.get("timing") else None
-        return cls(signature, feats, d["status"], timing, d.get("error", ""), str(d.get("rule", "")))
+        return cls(signature, feats, d["status"], timing, d.get("error", ""), str(d.get("rule", "")),
+                   str(d.get("access", "")))
 
 
 @dataclass(frozen=True)

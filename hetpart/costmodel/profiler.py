@@ -32,6 +32,7 @@ from .fingerprint import this_machine
 from .kernel_bench import MeasureSettings
 from .locate import default_profile_path
 from .overhead_bench import measure_overheads
+from .access_pattern import kernel_access, module_access
 from .profile_db import KernelFeatures, KernelRecord, Profile
 from .schedule_rule import kernel_rule, module_rule
 
@@ -84,19 +85,23 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
 
     Each record built or predicted here also names the schedule rule the kernel gets
     on the device (:mod:`.schedule_rule`: the build's own choice, made again here --
-    the build ran in a worker process; it is deterministic and takes milliseconds)."""
+    the build ran in a worker process; it is deterministic and takes milliseconds)
+    and every record its access pattern (:mod:`.access_pattern`: from the PrimFunc
+    alone, so also for a kernel that failed)."""
     dev = spec.device()
     dynamic = [k for k in chunk if is_dynamic(graph, k)]
     for kernel in dynamic:
         prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "dynamic",
                                                 error="data-dependent shapes: not measurable alone; cost predicted",
-                                                rule=kernel_rule(graph, kernel, spec.tvm_target)))
+                                                rule=kernel_rule(graph, kernel, spec.tvm_target),
+                                                access=kernel_access(graph, kernel)))
         bar.update(1)
     chunk = [k for k in chunk if k not in dynamic]
     for kernel in [k for k in chunk if unsupported_reason(k, spec.name)]:
         # Known not to build there; trying can crash the process (see kernels.capabilities).
         prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "failed",
-                                                error=unsupported_reason(kernel, spec.name)))
+                                                error=unsupported_reason(kernel, spec.name),
+                                                access=kernel_access(graph, kernel)))
         bar.update(1)
     chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
     kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
@@ -112,7 +117,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
                 rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
             except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
                 rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
-        rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db))
+        rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db), access=module_access(kmod.mod))
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
         prof.save()
