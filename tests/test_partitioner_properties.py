@@ -219,6 +219,8 @@ def test_makespan_never_predicts_worse_than_latency(seed, n, overhead):
     check_structure(mk, graph, costs)
     assert mk.predicted["makespan_s"] <= lat.predicted["makespan_s"] * (1 + 1e-9)
     assert mk.predicted["latency_s"] <= lat.predicted["latency_s"] * (1 + 1e-9)
+    best = min((b["latency_s"] for b in mk.predicted["baselines"].values() if b), default=float("inf"))
+    assert mk.predicted["latency_s"] <= best * (1 + 1e-9), "never predicted worse than a baseline (greedy too)"
 
 
 @settings(max_examples=30, **SETTINGS)
