@@ -116,16 +116,23 @@ def test_a_class_split_by_schedule_rule_gets_a_fit_per_rule():
     assert p.fit_for("matmul", "Other") is p.fit_for("matmul")  # no kernel of the rule: the class fit
 
 
-def test_the_cost_model_schedules_an_unseen_kernel_to_find_its_rule(zoo_graph):
-    """Not measured, not recorded: the rule comes from the kernel's PrimFunc and the
-    profile's targets -- the recorded CUDA target too, with no GPU here."""
-    from hetpart.costmodel.schedule_rule import kernel_rule
-
+def _unseen_mlp_kernel(zoo_graph):
+    """The recorded profile, the small mlp's graph and one of its matmuls that the profile
+    has measured on no device (skips where no profile is shipped)."""
     path = RECORDED[0] if RECORDED else pytest.skip("no recorded profile")
     prof = Profile.load(path)
     graph = zoo_graph("mlp")
     new = next(k for k in graph.nodes if k.op_class == "matmul")
     assert all(prof.record(d, new.signature) is None for d in ("cpu", "cuda"))
+    return prof, graph, new
+
+
+def test_the_cost_model_schedules_an_unseen_kernel_to_find_its_rule(zoo_graph):
+    """Not measured, not recorded: the rule comes from the kernel's PrimFunc and the
+    profile's targets -- the recorded CUDA target too, with no GPU here."""
+    from hetpart.costmodel.schedule_rule import kernel_rule
+
+    prof, graph, new = _unseen_mlp_kernel(zoo_graph)
     cm = CostModel(prof, graph=graph)
     assert CostModel(prof).rule_of(new, "cpu") == ""  # no graph: nothing to schedule
     for device, family in (("cpu", "Cpu"), ("cuda", "")):
@@ -142,11 +149,7 @@ def test_the_cost_model_reads_an_unseen_kernels_access_pattern_off_its_primfunc(
     (the same on every device) and the prediction uses it with the rule."""
     from hetpart.costmodel.access_pattern import kernel_access
 
-    path = RECORDED[0] if RECORDED else pytest.skip("no recorded profile")
-    prof = Profile.load(path)
-    graph = zoo_graph("mlp")
-    new = next(k for k in graph.nodes if k.op_class == "matmul")
-    assert all(prof.record(d, new.signature) is None for d in ("cpu", "cuda"))
+    prof, graph, new = _unseen_mlp_kernel(zoo_graph)
     cm = CostModel(prof, graph=graph)
     assert CostModel(prof).access_of(new, "cpu") == ""  # no graph: nothing to read
     access = cm.access_of(new, "cpu")
