@@ -31,7 +31,8 @@ from hetpart.compiler.artifact import TensorSpec  # noqa: E402
 from hetpart.runtime import Session, measure_pipeline  # noqa: E402
 from hetpart.runtime.memory import aligned_array  # noqa: E402
 from hetpart.runtime.synthetic import chain  # noqa: E402
-from hetpart.runtime.threads import PROCESS_CPUS, thread_affinities, tvm_default_threads  # noqa: E402
+from hetpart.cpu_cores import pool_size  # noqa: E402
+from hetpart.runtime.threads import PROCESS_CPUS, thread_affinities  # noqa: E402
 
 SHAPE = (256, 1024)
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     ncpu = len(PROCESS_CPUS)
     siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
-    env = {"cpus": ncpu, "tvm_default_threads": tvm_default_threads(),
+    env = {"cpus": ncpu, "tvm_default_threads": pool_size(),
            "TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS"),
            "TVM_THREAD_POOL_SPIN_COUNT": os.environ.get("TVM_THREAD_POOL_SPIN_COUNT"),
            "cpu0_thread_siblings": siblings.read_text().strip() if siblings.exists() else None}

@@ -518,16 +518,16 @@ def test_session_threads_do_not_inherit_a_pinned_creator():
 
 
 def test_cpu_threads_sizes_the_cpu_workers_pool():
-    from hetpart.runtime.threads import tvm_default_threads
+    from hetpart.cpu_cores import pool_size
 
     model = chain(["cpu", "cuda"], SHAPE, work=[2, 0], parallel=True)
-    wanted = tvm_default_threads() + 1  # differs from TVM's default, so it is applied (TVM caps it)
+    wanted = pool_size() + 1  # differs from TVM's default, so it is applied (TVM caps it)
     with Session(model, cpu_threads=wanted, inline=False) as s:
         out = s.run(feeds(5))
         used = s.pool_threads_used["p0_cpu"]
     assert isinstance(used, int) and 1 <= used <= wanted
     np.testing.assert_allclose(out["t1"], chain_reference(feeds(5)["x"], 2, [2, 0]), rtol=1e-5, atol=1e-5)
-    with Session(model, cpu_threads=tvm_default_threads()) as s:
+    with Session(model, cpu_threads=pool_size()) as s:
         assert s.pool_threads_used == {"p0_cpu": None}  # TVM's default: nothing to change
 
 

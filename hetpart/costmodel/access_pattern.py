@@ -34,6 +34,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.ir import TensorLoad
 
+from .kernel_bench import kernel_primfunc, module_primfunc
+
 CONTIGUOUS = "contiguous"
 STRIDED = "strided"
 UNKNOWN = ""
@@ -60,18 +62,13 @@ def access_of(func) -> str:
 
 def module_access(mod) -> str:
     """:func:`access_of` the (single) PrimFunc of a single-kernel module; ``""`` if it has none."""
-    prims = [f for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)]
-    return access_of(prims[0]) if len(prims) == 1 else UNKNOWN
+    return access_of(module_primfunc(mod))
 
 
 def kernel_access(graph, kernel) -> str:
     """:func:`access_of` the PrimFunc of ``kernel`` in ``graph.module`` (``""`` when the
     kernel calls no PrimFunc of the module, e.g. a packed library call)."""
-    try:
-        func = graph.module[kernel.func]
-    except (KeyError, ValueError, AttributeError):  # no such function in the module (TVM: ValueError)
-        return UNKNOWN
-    return access_of(func)
+    return access_of(kernel_primfunc(graph, kernel))
 
 
 # --- the analysis ------------------------------------------------------------------

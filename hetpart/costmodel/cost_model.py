@@ -76,13 +76,18 @@ class CostModel:
         if rec is not None and rec.access:
             return rec.access
         if kernel.signature not in self._accesses:
-            graph = next((g for g in self._graphs if _holds(g, kernel)), None)
+            graph = self._graph_of(kernel)
             self._accesses[kernel.signature] = kernel_access(graph, kernel) if graph is not None else ""
         return self._accesses[kernel.signature]
 
+    def _graph_of(self, kernel):
+        """The graph given to :meth:`add_graph` that holds ``kernel`` (same id and
+        signature, so its module has the PrimFunc), or None."""
+        return next((g for g in self._graphs if _holds(g, kernel)), None)
+
     def _scheduled_rule(self, kernel, device: str) -> str:
         target = self.profile.targets.get(device)
-        graph = next((g for g in self._graphs if _holds(g, kernel)), None)
+        graph = self._graph_of(kernel)
         if not target or graph is None:
             return ""
         try:

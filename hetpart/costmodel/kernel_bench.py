@@ -118,6 +118,21 @@ def _arg_spec(expr, bound: int | None) -> ArgSpec:
     return ArgSpec(tuple(int(d) for d in ty.shape.values), str(ty.dtype), None, bound)
 
 
+def kernel_primfunc(graph, kernel):
+    """``kernel``'s PrimFunc in ``graph.module``, or None when the kernel calls no
+    PrimFunc of the module (a packed library call)."""
+    try:
+        return graph.module[kernel.func]
+    except (KeyError, ValueError, AttributeError):  # no such function in the module (TVM: ValueError)
+        return None
+
+
+def module_primfunc(mod: tvm.IRModule):
+    """The PrimFunc of a single-kernel module, or None when it has not exactly one."""
+    prims = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return prims[0] if len(prims) == 1 else None
+
+
 def single_kernel_module(graph, kernel) -> KernelModule:
     """A module with ``kernel``'s PrimFunc and a ``main`` that calls it once (see module doc)."""
     call = _binding_of(graph, kernel).value

@@ -20,6 +20,8 @@ import tvm
 from tvm import tirx
 from tvm.target import Target
 
+from .kernel_bench import kernel_primfunc, module_primfunc
+
 NO_RULE = ""
 
 
@@ -47,18 +49,13 @@ def rule_of(func, target, tuning_db: str | None = None) -> str:
 
 def module_rule(mod: tvm.IRModule, target, tuning_db: str | None = None) -> str:
     """:func:`rule_of` the (single) PrimFunc of a single-kernel module; ``""`` if it has none."""
-    prims = [f for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)]
-    return rule_of(prims[0], target, tuning_db) if len(prims) == 1 else NO_RULE
+    return rule_of(module_primfunc(mod), target, tuning_db)
 
 
 def kernel_rule(graph, kernel, target) -> str:
     """:func:`rule_of` the PrimFunc of ``kernel`` in ``graph.module`` (``""`` when the
     kernel calls no PrimFunc of the module, e.g. a packed library call)."""
-    try:
-        func = graph.module[kernel.func]
-    except (KeyError, ValueError, AttributeError):  # no such function in the module (TVM: ValueError)
-        return NO_RULE
-    return rule_of(func, target)
+    return rule_of(kernel_primfunc(graph, kernel), target)
 
 
 @lru_cache(maxsize=16)

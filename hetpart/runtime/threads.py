@@ -52,13 +52,6 @@ def unpin_current_thread() -> bool:
     return True
 
 
-def tvm_default_threads() -> int:
-    """The pool size a new TVM thread pool gets in this process: ``TVM_NUM_THREADS``,
-    which ``import hetpart`` sets to the physical cores unless the user did
-    (:mod:`hetpart.cpu_cores`)."""
-    return pool_size()
-
-
 def pool_threads(requested: int | None, *, has_gpu: bool, default: int | None = None,
                  cpus: int | None = None, reserve: int = DEFAULT_RESERVE) -> int | None:
     """How many threads a CPU partition's pool should use; None: leave TVM's default.
@@ -66,7 +59,7 @@ def pool_threads(requested: int | None, *, has_gpu: bool, default: int | None = 
     ``requested`` (the session's ``cpu_threads``) wins when given (>= 1).  Otherwise a
     session with GPU partitions gets ``min(default, cpus - reserve)`` (at least 1),
     and None when that is not smaller than ``default`` (nothing to change)."""
-    default = tvm_default_threads() if default is None else default
+    default = pool_size() if default is None else default
     if requested is not None:
         if requested < 1:
             raise RuntimeFailure(f"cpu_threads must be at least 1, got {requested}")
