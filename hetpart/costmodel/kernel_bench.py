@@ -28,6 +28,7 @@ from tvm import relax
 from tvm.ir import TensorLoad
 
 from ..errors import InternalError
+from ..kernels.weight_prepack import TRANSFORM_PARAMS
 from .profile_db import Timing
 
 FLOAT_LOW, FLOAT_HIGH = 0.1, 1.0
@@ -52,6 +53,7 @@ class ArgSpec:
     dtype: str
     value: np.ndarray | None = None
     index_bound: int | None = None
+    weight: bool = False  # a constant of the model (comes after the inputs in ``main``)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class KernelModule:
     """A module whose ``main(*args)`` calls one kernel once, and how to feed it."""
 
     mod: tvm.IRModule
-    args: tuple[ArgSpec, ...]
+    args: tuple[ArgSpec, ...]  # in ``main``'s parameter order: inputs, then weights
+    num_inputs: int | None = None  # where the weights start (None: all are inputs)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def _arg_spec(expr, bound: int | None) -> ArgSpec:
     if isinstance(expr, tvm.ir.GenericConst):
         value = expr.value.numpy()
         keep = value if np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_ else None
-        return ArgSpec(tuple(value.shape), str(value.dtype), keep, bound)
+        return ArgSpec(tuple(value.shape), str(value.dtype), keep, bound, weight=True)
     ty = expr.ty
     return ArgSpec(tuple(int(d) for d in ty.shape.values), str(ty.dtype), None, bound)
 
@@ -147,10 +150,17 @@ def single_kernel_module(graph, kernel) -> KernelModule:
         new_args = [new_gv, relax.Tuple(params), *call.args[2:]]
     else:
         new_args = params
-    with bb.function("main", params):
-        out = bb.emit(relax.Call(call.op, new_args, call.attrs, call.ty_args))
+    # main takes the inputs first, then the weights (``num_input`` says where they
+    # start), so the CPU build can move weight packing into main_transform_params.
+    order = [i for i, s in enumerate(specs) if not s.weight] + [i for i, s in enumerate(specs) if s.weight]
+    with bb.function("main", [params[i] for i in order]):
+        with bb.dataflow():  # LiftTransformParams only lifts bindings of dataflow blocks
+            out = bb.emit_output(relax.Call(call.op, new_args, call.attrs, call.ty_args))
         bb.emit_func_output(out)
-    return KernelModule(bb.get(), tuple(specs))
+    mod = bb.get()
+    n_inputs = sum(not s.weight for s in specs)
+    mod["main"] = mod["main"].with_attr("num_input", n_inputs)
+    return KernelModule(mod, tuple(specs[i] for i in order), n_inputs)
 
 
 def index_bounds(prim) -> dict[int, int]:
@@ -218,5 +228,25 @@ def time_executable(executable, inputs: list, dev, settings: MeasureSettings, fu
 
 
 def measure(kmod: KernelModule, executable, dev, settings: MeasureSettings) -> Timing:
-    """Time a built single-kernel module on ``dev`` with random inputs."""
-    return time_executable(executable, random_inputs(kmod, dev), dev, settings)
+    """Time a built single-kernel module on ``dev`` with random inputs.  Weights the
+    build repacks (``main_transform_params``, see :mod:`hetpart.kernels.weight_prepack`)
+    are packed once before timing, as the compiled model has them packed."""
+    return time_executable(executable, prepared_inputs(kmod, executable, dev), dev, settings)
+
+
+def prepared_inputs(kmod: KernelModule, executable, dev, seed: int = 0) -> list:
+    """:func:`random_inputs` as the built ``main`` takes them (weights transformed)."""
+    inputs = random_inputs(kmod, dev, seed)
+    vm = relax.VirtualMachine(executable, dev)
+    if kmod.num_inputs is None or not _has_function(vm, TRANSFORM_PARAMS):
+        return inputs
+    packed = vm[TRANSFORM_PARAMS](inputs[kmod.num_inputs:])
+    return inputs[: kmod.num_inputs] + list(packed)
+
+
+def _has_function(vm, name: str) -> bool:
+    try:
+        vm[name]
+    except (AttributeError, KeyError, ValueError, RuntimeError):  # TVM raises one of these
+        return False
+    return True

@@ -24,6 +24,7 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import is_cpu, is_gpu
+from . import weight_prepack
 from .rules import cpu_rules, gpu_rules, rule_name
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def build(
 
     1. with ``tuning_db`` (a MetaSchedule work dir holding records), apply the tuned
        schedules found there (:func:`hetpart.kernels.tuning.apply_database`);
-    2. :func:`schedule` every other PrimFunc with hetpart's rules;
+    2. :func:`schedule` every other PrimFunc with hetpart's rules; on a CPU the
+       weights those schedules repack are packed now, once (:mod:`.weight_prepack`);
     3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
        ``relax.backend.use_cuda_graph`` when ``cuda_graph``.
 
@@ -123,7 +125,11 @@ def build(
         from .tuning import apply_database
 
         mod = apply_database(mod, target, tuning_db)
-    mod = schedule(mod, target)
+    if is_cpu(target):
+        mod = schedule(weight_prepack.mark_weights(mod), target)
+        mod = weight_prepack.split_and_fold(mod, target)
+    else:
+        mod = schedule(mod, target)
     config = {}
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True

@@ -140,6 +140,20 @@ class MacBlock:
         return dims[0] if isinstance(e, tirx.Var) and e.same_as(var) else None
 
 
+LAYOUT_FREE_ATTR = "layout_free_buffers"
+"""PrimFunc attribute set by Relax's ``AttachAttrLayoutFreeBuffers``: the positions of
+the parameters bound to model constants (weights), whose layout a schedule may change."""
+
+
+def is_layout_free(func: tirx.PrimFunc, buffer) -> bool:
+    """True when ``buffer`` is a parameter of ``func`` that Relax marked layout-free
+    (a model weight: see :mod:`hetpart.kernels.weight_prepack`)."""
+    positions = func.attrs.get(LAYOUT_FREE_ATTR) if func.attrs is not None else None
+    if not positions:
+        return False
+    return any(func.params[int(i)].same_as(buffer) for i in positions)
+
+
 def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
     """A fresh schedule of ``func`` and its multiply-accumulate block (:func:`find_mac`),
     or None when ``func`` is not in dlight's normal form or has no such block: the

@@ -11,7 +11,7 @@ vectorise ``oc`` (the weight, packed so that ``oc`` is innermost) and block ``ow
 
 Loop nest produced (outer to inner)::
 
-    parallel  fused(other spatial, vec-outer, row-outer)      # one tile per iteration
+    parallel  fused(panel spatial, vec-outer, other spatial, row-outer)  # one tile each
       init    acc[rows, vecs*lanes] = 0                       # registers
       serial  reduction loops (block order)
         unroll rows; unroll vecs; vectorise lanes: acc += bcast(X) * vload(W)
@@ -33,6 +33,8 @@ from .analysis import (
     PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, fitting_lanes, largest_divisor, parallel_vectorize,
 )
 
+LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
+
 PARALLEL_MIN_MACS = 1 << 16
 """Multiply-accumulates below which a tiled kernel stays on one thread: 64 Ki FMAs
 take a few microseconds vectorised, no more than waking and joining the thread pool
@@ -48,7 +50,10 @@ class TilePlan:
     depends on it; ``pack_dim`` the operand dim to move innermost (None: it already is,
     or the index is not a plain iterator and the load is used as is); ``row`` the
     spatial iterator blocked across registers (None: no reuse of the vector loads is
-    possible, e.g. depthwise convolution).
+    possible, e.g. depthwise convolution).  ``prepack``: the packed operand is a
+    weight of the model (a layout-free parameter), so its packing is split off and
+    done once at compile time (:mod:`hetpart.kernels.weight_prepack`) instead of on
+    every call.
     """
 
     vec: tirx.Var
@@ -58,6 +63,7 @@ class TilePlan:
     lanes: int
     vecs: int
     rows: int
+    prepack: bool = False
 
     def describe(self) -> str:
         row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
@@ -98,7 +104,9 @@ def vec_candidates(mac: MacBlock, lanes: int) -> list[VecCandidate]:
     return out
 
 
-def make_plan(mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool) -> TilePlan:
+def make_plan(
+    mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool, prepack: bool = False
+) -> TilePlan:
     """Sizes of the register tile for vectorising ``cand``: two vectors wide where the
     extent allows, and as many rows as the register file holds (keeping ~4 registers
     for the loads and the broadcast), using a row count that divides the extent so no
@@ -122,7 +130,8 @@ def make_plan(mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *,
     if rows == 1:
         rows_var = None
         vecs = largest_divisor(mac.extents[cand.var] // lanes, budget)
-    return TilePlan(cand.var, cand.operand, cand.dim if pack else None, rows_var, lanes, vecs, rows)
+    pack_dim = cand.dim if (pack or prepack) else None
+    return TilePlan(cand.var, cand.operand, pack_dim, rows_var, lanes, vecs, rows, prepack=prepack)
 
 
 def mac_count(mac: MacBlock) -> int:
@@ -144,8 +153,11 @@ def _pack_operand(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan):
     """Copy the vector operand into panels ``[d // L, <other dims>, d % L]`` (L = tile
     width), so each reduction step of a tile reads one contiguous L-vector and
     consecutive steps read consecutive memory.  The copy runs once per call, before
-    the main loop; its cost is one pass over the operand (weights are small next to
-    the ``rows``-fold reuse the tile gives them).  Returns the packing block."""
+    the main loop; its cost is one pass over the operand -- none at run time when the
+    plan says ``prepack`` (a model weight, packed once at compile time).  Packed panels
+    also keep a tile's reads off the cache-set conflicts that a row stride of a power
+    of two times 1-4 KiB causes (768x3072 weights ran at half speed unpacked).
+    Returns the packing block."""
     buf, idx = mac.operands[plan.vec_operand]
     d, width, nd = plan.pack_dim, plan.lanes * plan.vecs, len(idx)
 
@@ -153,7 +165,13 @@ def _pack_operand(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan):
         return [ax[d] // width] + [ax[i] for i in range(nd) if i != d] + [ax[d] % width]
 
     pk = sch.cache_read(mac.block, _read_index(sch, mac.block, buf), "global")
-    sch.transform_layout(pk, ("write", 0), tirx.IndexMap.from_func(panel, ndim=nd))
+    # A callable, not an IndexMap: the schedule then builds the map with the block's own
+    # index dtype (an int64 map on an int32 buffer fails to invert in TVM 0.27).
+    sch.transform_layout(pk, ("write", 0), panel)
+    if plan.prepack:
+        # TVM's marker for a weight-layout rewrite: SplitLayoutRewritePreproc moves
+        # this block into its own function, which weight_prepack folds at compile time.
+        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
     loops = sch.get_loops(pk)
     elements = 1
     for lp in loops:
@@ -182,9 +200,7 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     inner = ([plan.row] if plan.row is not None else []) + [plan.vec]
     inner_dims = [dim_of(v) for v in inner]
     perm = [d for d in range(len(mac.out_indices)) if d not in inner_dims] + inner_dims
-    sch.transform_layout(
-        main, ("write", 0), tirx.IndexMap.from_func(lambda *ax: [ax[p] for p in perm], ndim=len(perm))
-    )
+    sch.transform_layout(main, ("write", 0), lambda *ax: [ax[p] for p in perm])
     # Fuse the element-wise epilogue chain into the write-back, one block at a time.
     while True:
         consumers = sch.get_consumers(wb)
@@ -199,8 +215,12 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     by = lambda v: next(loop for var, loop in loops.items() if var.same_as(v))  # noqa: E731
     v0, v1, v2 = sch.split(by(plan.vec), factors=[None, plan.vecs, plan.lanes])
     inner_row = []
-    outer = [by(v) for v in mac.spatial if not v.same_as(plan.vec) and not (plan.row is not None and v.same_as(plan.row))]
-    outer.append(v0)
+    # Tile order: the vector operand's panel (v0) outside the loops it does not depend
+    # on, so consecutive tiles of a thread reuse one panel from L2 (a 512x512x3x3
+    # weight re-streamed from L3 for each output row ran 2x slower).
+    rest = [v for v in mac.spatial if not v.same_as(plan.vec) and not (plan.row is not None and v.same_as(plan.row))]
+    panel_vars = [v for v in rest if mac.uses(plan.vec_operand, v)]
+    outer = [by(v) for v in panel_vars] + [v0] + [by(v) for v in rest if not mac.uses(plan.vec_operand, v)]
     if plan.row is not None:
         r0, r1 = sch.split(by(plan.row), factors=[None, plan.rows])
         outer.append(r0)

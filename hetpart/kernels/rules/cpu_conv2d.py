@@ -7,7 +7,8 @@ what the shapes allow:
 
 * **output-channel vectors** (regular and 1x1 convolutions): the weight alone depends
   on ``oc``, so it is packed into ``[oc/L, ic, kh, kw, L]`` panels and ``oc`` is
-  vectorised; ``ow`` is blocked across registers, its input scalar broadcast.  This
+  vectorised; ``ow`` is blocked across registers, its input scalar broadcast.  A
+  weight that is a model constant is packed once, at compile time.  This
   works for any stride and any (small) output width -- the NCHWc idea without
   changing the layout the rest of the model sees.
 * **output-width vectors** (grouped convolutions, where input and weight both depend
@@ -41,7 +42,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, try_inline_spatial
+from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
 from ..register_tile import mac_count, make_plan, register_tile, vec_candidates
 
 
@@ -104,7 +105,8 @@ class CpuConv2d(ScheduleRule):
         # Output-channel vectors: a plain dim of one operand (the weight), packed.
         plain = [c for c in cands if c.plain and self._is_weight(mac, c.operand)]
         if plain:
-            plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last)
+            prepack = is_layout_free(func, mac.operands[plain[0].operand][0])
+            plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack)
         else:
             # Output-width vectors: the innermost windowed dim, loads used as they are.
             width = [c for c in cands if c.last]

@@ -5,7 +5,8 @@ Matches a function whose one reduction block is a *plain* contraction: every ope
 index is a bare iterator (``A[b,i,k] * B[b,k,j]``, also ``B[b,j,k]`` as in Q @ K^T).
 Schedules it with :func:`hetpart.kernels.register_tile.register_tile`: vectorise the
 iterator only the right-hand operand uses (``j``), preferring one that already is that
-operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.
+operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.  A vector operand that is
+a model weight is packed once, at compile time (:mod:`hetpart.kernels.weight_prepack`).
 Element-wise producers (a fused transpose or cast) are inlined into the loads.
 """
 
@@ -15,7 +16,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, try_inline_spatial
+from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
 from ..register_tile import make_plan, register_tile, vec_candidates
 
 
@@ -40,8 +41,14 @@ class CpuMatmul(ScheduleRule):
         cands = vec_candidates(mac, lanes)
         if not cands:
             return None
-        # Prefer a dim that needs no packing, then full-width vectors, then the innermost iterator.
-        best = max(cands, key=lambda c: (c.last, c.lanes, mac.spatial.index(c.var)))
-        plan = make_plan(mac, best, shape, best.lanes, pack=not best.last)
+        # Prefer vectors of a model weight (packed once at compile time into contiguous
+        # panels, whatever its row stride), then a dim that needs no packing, then
+        # full-width vectors, then the innermost iterator.
+        def weight(c):
+            return is_layout_free(func, mac.operands[c.operand][0])
+
+        best = max(cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
+        prepack = weight(best)
+        plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
         register_tile(sch, mac, plan, shape)
         return sch

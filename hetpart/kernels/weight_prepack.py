@@ -1,0 +1,145 @@
+"""Pack model weights into the layout a CPU kernel reads -- once, at compile time.
+
+The CPU matmul and conv2d rules read their vector operand in contiguous panels
+(:func:`hetpart.kernels.register_tile._pack_operand`).  When that operand is a
+weight of the model, repacking it on every call costs a pass over the weights per
+inference (ResNet-50's 100 MB at batch 1).  This module moves that copy to compile
+time, with the machinery TVM's MetaSchedule uses for the same job:
+
+1. :func:`mark_weights` (before scheduling) records on each PrimFunc which of its
+   parameters are bound to model constants (or to parameters past ``main``'s
+   ``num_input``), as Relax's ``AttachAttrLayoutFreeBuffers`` would; the rules read it through
+   :func:`hetpart.kernels.analysis.is_layout_free` and annotate the packing block
+   with ``meta_schedule.layout_rewrite_preproc``.
+2. :func:`split_and_fold` (after scheduling): ``SplitLayoutRewritePreproc`` cuts each
+   annotated block out into its own ``<f>_weight_prepack`` PrimFunc that Relax calls
+   before ``<f>_prepacked``; then every such call on a constant is evaluated here and
+   replaced by the packed constant -- once per weight, even where two Relax
+   functions (a partition's ``main`` and ``main_dps``) call it -- and calls on
+   parameters are lifted into ``main_transform_params`` (``LiftTransformParams``),
+   which the single-kernel benchmarks run once before timing.
+
+Keeps: every value the program computes (the packing is a pure permutation of a
+weight's elements).  Removes: the per-call copy, and the unpacked weight constants
+the folded calls no longer use.  CPU targets only: no GPU rule annotates packing.
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir, tirx
+
+from .analysis import LAYOUT_FREE_ATTR
+
+PREPACK_SUFFIX = "_weight_prepack"
+TRANSFORM_PARAMS = "main_transform_params"
+
+
+def mark_weights(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with ``layout_free_buffers`` (parameter positions) on every PrimFunc
+    that each of its call sites calls with a weight at those positions.
+
+    The attribute Relax's ``AttachAttrLayoutFreeBuffers`` sets, set here in place: that
+    pass copies every called PrimFunc under a new name (keeping a public one's
+    ``global_symbol``, so the copies then clash at build time)."""
+    positions: dict = {}  # GlobalVar -> set of weight positions common to its call sites
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            _collect_weight_args(func, positions)
+    for gv, free in positions.items():
+        if free:
+            mod[gv] = mod[gv].with_attr(LAYOUT_FREE_ATTR, sorted(free))
+    return mod
+
+
+def _collect_weight_args(func: relax.Function, positions: dict) -> None:
+    n_inputs = int(func.attrs["num_input"]) if _has_num_input(func) else len(func.params)
+    weights = list(func.params[n_inputs:])
+
+    def is_weight(arg) -> bool:
+        return isinstance(arg, tvm.ir.GenericConst) or any(arg.same_as(w) for w in weights)
+
+    def visit(call):
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+            return
+        gv, args = call.args[0], call.args[1]
+        fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        free = {i for i, a in enumerate(fields) if is_weight(a)}
+        positions[gv] = positions[gv] & free if gv in positions else free
+
+    relax.analysis.post_order_visit(func.body, lambda e: visit(e) if isinstance(e, relax.Call) else None)
+
+
+def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
+    """Split the annotated packing blocks off and run them now where the weight is a
+    constant (``host``: the LLVM target that evaluates them); see the module doc."""
+    if not _has_prepack_blocks(mod):
+        return mod
+    mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+    mod = _fold_constant_prepacks(mod, host)
+    if any(_has_num_input(f) for _, f in mod.functions_items()):
+        mod = relax.transform.LiftTransformParams()(mod)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def _has_num_input(func) -> bool:
+    return isinstance(func, relax.Function) and func.attrs is not None and "num_input" in func.attrs
+
+
+def _has_prepack_blocks(mod: tvm.IRModule) -> bool:
+    found = []
+
+    def visit(block):
+        if "meta_schedule.layout_rewrite_preproc" in block.annotations:
+            found.append(block)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
+    return bool(found)
+
+
+def _fold_constant_prepacks(mod: tvm.IRModule, host) -> tvm.IRModule:
+    folder = _PrepackFolder(mod, host)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = folder.visit_expr(func)
+    return mod
+
+
+@relax.expr_functor.mutator
+class _PrepackFolder(relax.PyExprMutator):
+    """Replaces ``call_tir(<f>_weight_prepack, (constant,))`` by its value."""
+
+    def __init__(self, mod: tvm.IRModule, host) -> None:
+        super().__init__(mod)
+        self._mod = mod
+        self._host = host
+        self._done: list[tuple[str, object, object]] = []  # (function, weight, packed)
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+            return call
+        gv, args = call.args[0], call.args[1]
+        fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        if not gv.name_hint.endswith(PREPACK_SUFFIX) or len(fields) != 1:
+            return call
+        weight = fields[0]
+        if not isinstance(weight, tvm.ir.GenericConst):
+            return call  # a parameter: LiftTransformParams takes it
+        for name, seen, packed in self._done:
+            if name == gv.name_hint and seen.same_as(weight):
+                return packed
+        packed = relax.const(self._run(self._mod[gv], weight.value, call.ty_args[0]))
+        self._done.append((gv.name_hint, weight, packed))
+        return packed
+
+    def _run(self, prim, value, out_ty):
+        shape = [int(d) for d in out_ty.shape.values]
+        exe = tvm.compile(tvm.IRModule({"main": prim.with_attr("global_symbol", "main")}), target=self._host)
+        dev = tvm.cpu()
+        out = tvm.runtime.empty(shape, str(out_ty.dtype), dev)
+        exe["main"](tvm.runtime.tensor(value.numpy(), dev), out)
+        return out.numpy()
