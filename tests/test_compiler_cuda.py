@@ -31,7 +31,12 @@ from hetpart import compiler, models
 pytestmark = pytest.mark.cuda
 
 TOL = dict(rtol=1e-4, atol=1e-5)
-LOOSE = {"bert": dict(rtol=1e-3, atol=1e-4)}
+LOOSE = {
+    "bert": dict(rtol=1e-3, atol=1e-4),
+    # dlrm is served at batch 256: its MLP GEMMs fill the GPU and run on TF32 tensor
+    # cores (hetpart.kernels.tf32), 10-bit operand mantissas: ~1e-3 relative.
+    "dlrm": dict(rtol=5e-3, atol=1e-3),
+}
 
 
 def alternating(graph):

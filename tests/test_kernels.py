@@ -489,8 +489,8 @@ def test_bench_parses_args_and_formats_table():
 
 def test_bench_conv_ops_mode_builds_resnet_convs_for_sm90():
     """--ops conv parses, and its modules are convs our GPU rules take (windowed ones:
-    implicit GEMM, split-K where the grid is starved) or dlight's Matmul (unpadded
-    stride-1 1x1); without a GPU it returns no rows."""
+    implicit GEMM, split-K where the grid is starved, TF32 tensor cores where a tile
+    fills it) or dlight's Matmul (unpadded stride-1 1x1); without a GPU it returns no rows."""
     bench = _bench_module()
     assert bench.parse_args(["--ops", "conv", "--batches", "1"]).ops == "conv"
     with pytest.raises(SystemExit):
@@ -500,6 +500,7 @@ def test_bench_conv_ops_mode_builds_resnet_convs_for_sm90():
         mod, _, _ = bench.conv_module(1, *spec)
         (rule,) = kernels.rules_applied(kernels.schedule(mod, target)).values()
         want = {"Matmul"} if spec[3] == 1 and spec[4] == 1 else {"GpuConv2dImplicitGemm", "GpuSplitKGemm"}
+        want.add("GpuTensorCoreGemm")  # where a tile's grid fills the GPU (hetpart.kernels.tf32)
         assert rule in want, (spec, rule)
     if not cuda_available():
         assert bench.run_conv_ops(bench.parse_args(["--ops", "conv", "--batches", "1"])) == []

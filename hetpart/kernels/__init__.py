@@ -24,7 +24,7 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import is_cpu, is_gpu
-from . import weight_prepack
+from . import cuda_pipeline, weight_prepack
 from .rules import cpu_rules, gpu_rules, rule_name
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ def build(
     2. :func:`schedule` every other PrimFunc with hetpart's rules; on a CPU the
        weights those schedules repack are packed now, once (:mod:`.weight_prepack`);
     3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
-       ``relax.backend.use_cuda_graph`` when ``cuda_graph``.
+       ``relax.backend.use_cuda_graph`` when ``cuda_graph``, and through
+       :mod:`.cuda_pipeline` (TVM's TIR pipeline, every warp buffer lowered).
 
     Returns what ``relax.VirtualMachine(ex, dev)`` takes.  Raises
     :class:`~hetpart.errors.CompileError` naming the function that failed.
@@ -131,11 +132,17 @@ def build(
     else:
         mod = schedule(mod, target)
     config = {}
+    if target.kind.name == "cuda":
+        # TVM's CSE runs before warp memory is lowered and hides the lane term of a warp
+        # buffer's index in a let-bound variable, which the lowering then rejects.  nvcc
+        # eliminates common subexpressions itself.
+        config["tirx.disable_cse_tir"] = True
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
+    tir_pipeline = cuda_pipeline.register() if target.kind.name == "cuda" else "default"
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
-            return tvm.compile(mod, target)
+            return tvm.compile(mod, target, tir_pipeline=tir_pipeline)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types; all mean "did not compile"
         culprit = _failing_function(mod, target)
         where = f"function '{culprit}'" if culprit else "the module"

@@ -19,6 +19,7 @@ from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
+from .gpu_tensor_core import GpuTensorCoreGemm
 
 
 def cpu_rules() -> list:
@@ -36,6 +37,7 @@ def gpu_rules() -> list:
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
         GpuSplitKGemm(),
+        GpuTensorCoreGemm(),
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
         dl.gpu.GEMV(),
@@ -52,6 +54,6 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm",
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
     "cpu_rules", "gpu_rules", "rule_name",
 ]

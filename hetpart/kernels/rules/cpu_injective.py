@@ -3,8 +3,11 @@ concat, gather, padding -- any function whose blocks are all spatial.
 
 Every block with a single consumer is inlined into it, so each output is written by
 one loop nest that reads the inputs directly; each remaining nest is fused into one
-loop, split into SIMD-width chunks (vectorised) and run in parallel.  Correct for
-any such function: only loops are restructured, each element computed as before.
+loop, split into SIMD-width chunks (vectorised) and run in parallel -- from
+:data:`STRIDED_PARALLEL_MIN_ELEMENTS` outputs already when the nest reads an input
+with a stride along its innermost loop (a transpose: each element costs a cache line).
+Correct for any such function: only loops are restructured, each element computed
+as before.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import cpu_shape, is_cpu, parallel_vectorize, try_inline_spatial
+from ..access import reads_strided
+from ..analysis import PARALLEL_MIN_ELEMENTS, cpu_shape, is_cpu, parallel_vectorize, try_inline_spatial
+
+STRIDED_PARALLEL_MIN_ELEMENTS = 1 << 14
+"""Outputs from which a strided copy runs in parallel.  Measured on the H200 host (16
+cores): BERT's K^T transpose (``[1,128,12,64] -> [1,12,64,128]``, 96 Ki floats, each
+read from its own cache line) took 130-160 us on one thread, ~1.5 ns an element, so
+16 Ki elements already amortise a thread-pool wake-up; the contiguous threshold
+(:data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`, 256 Ki) kept it serial."""
 
 
 def _spatial_blocks(sch: s_tir.Schedule):
@@ -44,6 +55,15 @@ class CpuInjective(ScheduleRule):
             return None
         shape = cpu_shape(target)
         for blk in blocks:
-            dtype = sch.get(blk).writes[0].source.dtype
-            parallel_vectorize(sch, blk, shape.lanes(str(dtype)))
+            stmt = sch.get(blk)
+            strided = _strided(stmt)
+            parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
+                               min_parallel=STRIDED_PARALLEL_MIN_ELEMENTS if strided else PARALLEL_MIN_ELEMENTS)
         return sch
+
+
+def _strided(stmt) -> bool:
+    try:
+        return reads_strided(stmt)
+    except Exception:  # noqa: BLE001 - an index the analysis cannot read: the default threshold
+        return False

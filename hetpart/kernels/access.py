@@ -1,0 +1,128 @@
+"""How a block walks the buffers it reads: the stride of each read along the block's
+innermost loop.
+
+In: a block statement of a PrimFunc (after its single-consumer spatial blocks are
+inlined, so a fused ``reshape -> transpose`` shows its composed index).  Out: per
+read, how many elements its flat (row-major) offset moves when the innermost spatial
+iterator steps by one -- 0 (a broadcast), 1 (streaming), more (a transpose reading
+one element per cache line).  How: each read's offset is evaluated at a few points
+of the innermost iterator's range, the other iterators held at the middle of
+theirs; the most common step is the stride (a reshape's wrap-around is one step of
+many).  Reads whose index is not integer arithmetic on the iterators (a gathered
+index, a dynamic shape) are left out.
+
+Used by the CPU injective rule (a strided copy is parallelised earlier) and by the
+cost model (:mod:`hetpart.costmodel.access_pattern`, a predictor feature).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+
+import tvm_ffi
+from tvm import tirx
+from tvm.ir import TensorLoad
+
+
+class Unknown(Exception):
+    """An index this analysis cannot evaluate (a gathered index, a dynamic shape)."""
+
+
+def read_strides(block) -> list[int]:
+    """The stride (elements per step of the innermost spatial iterator) of each read in
+    ``block`` whose offset can be evaluated; none when the block has no such iterator."""
+    inner = _innermost(block)
+    if inner is None:
+        return []
+    env = [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
+    written = [w.source for w in block.writes]
+    loads: list = []
+    tvm_ffi.structural_walk(block.body, (TensorLoad, loads.append), order="post")
+    out = []
+    for load in loads:
+        if _is_one_of(load.source, written):  # a reduction's accumulator: read where it writes
+            continue
+        try:
+            out.append(_stride(load, inner, env))
+        except Unknown:
+            continue
+    return out
+
+
+def _innermost(block):
+    """``(var, extent)`` of the block's last spatial iterator with more than one value
+    (the innermost loop of a block as the importer emits it), or None."""
+    spatial = [iv for iv in block.iter_vars
+               if iv.iter_type == tirx.IterVar.DataPar and (_extent(iv) or 0) > 1]
+    return (spatial[-1].var, _extent(spatial[-1])) if spatial else None
+
+
+def _stride(load, inner, env) -> int:
+    """The most common change of ``load``'s flat offset when ``inner``'s var steps by one,
+    sampled at a few points of its range (a reshape's wrap-around is one step of many)."""
+    var, extent = inner
+    starts = sorted({min(x, extent - 2) for x in (0, extent // 4, extent // 2, 3 * extent // 4)})
+    steps = Counter()
+    for x in starts:
+        at = [(v, x if v.same_as(var) else value) for v, value in env]
+        nxt = [(v, x + 1 if v.same_as(var) else value) for v, value in env]
+        steps[_offset(load, nxt) - _offset(load, at)] += 1
+    return steps.most_common(1)[0][0]  # ties: the first sampled (Counter keeps insertion order)
+
+
+def _offset(load, env) -> int:
+    """Row-major flat element offset of ``load`` with the iterators valued by ``env``."""
+    shape = [_const(d) for d in load.source.ty.shape]
+    flat = 0
+    for dim, index in zip(shape, load.indices):
+        flat = flat * dim + _value(index, env)
+    return flat
+
+
+_BINARY = {
+    tirx.Add: operator.add, tirx.Sub: operator.sub, tirx.Mul: operator.mul,
+    tirx.FloorDiv: operator.floordiv, tirx.FloorMod: operator.mod, tirx.Min: min, tirx.Max: max,
+}
+
+
+def _value(expr, env) -> int:
+    """The integer value of an index expression; :class:`Unknown` for anything beyond
+    integer arithmetic on the iterators (a loaded index, a call)."""
+    if isinstance(expr, tirx.IntImm):
+        return int(expr.value)
+    if isinstance(expr, tirx.Var):
+        for v, value in env:
+            if v.same_as(expr):
+                return value
+        raise Unknown(f"{expr} is not a block iterator")
+    if isinstance(expr, tirx.Cast):
+        return _value(expr.value, env)
+    op = _BINARY.get(type(expr))
+    if op is None:
+        raise Unknown(type(expr).__name__)
+    b = _value(expr.b, env)
+    if op in (operator.floordiv, operator.mod) and b == 0:
+        raise Unknown("division by zero")
+    return op(_value(expr.a, env), b)
+
+
+def _const(dim) -> int:
+    if not isinstance(dim, tirx.IntImm):
+        raise Unknown("dynamic shape")
+    return int(dim.value)
+
+
+def _extent(iv) -> int | None:
+    ext = iv.dom.extent
+    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
+
+
+def reads_strided(block) -> bool:
+    """True when some read of ``block`` moves by more than one element per step of
+    its innermost spatial iterator (see the module docstring)."""
+    return any(abs(s) > 1 for s in read_strides(block))
+
+
+def _is_one_of(buf, bufs) -> bool:
+    return any(buf.same_as(b) for b in bufs)

@@ -1,0 +1,64 @@
+"""The TIR pipeline hetpart compiles CUDA kernels with: TVM's default one, with every
+warp-scope buffer lowered to registers.
+
+TVM 0.27's ``LowerWarpMemory`` lowers only the *first* warp-scope allocation of a
+statement sequence: it hands the rest of the sequence to the rewriter of that one
+buffer and stops looking.  A tensor-core kernel holds three warp buffers (the A and
+B operand registers and the accumulators), allocated side by side, so two of them
+stayed 32 times too large in local memory.  This pipeline is TVM's (``"s_tir"``)
+with that pass repeated until no warp buffer is left.
+
+Keeps: every pass of the default pipeline, in order.  Changes: only warp-scope
+allocations the default pipeline would have left unlowered.
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+
+NAME = "hetpart_cuda"
+"""Name under which the pipeline is registered (``tvm.compile(..., tir_pipeline=NAME)``)."""
+
+MAX_ROUNDS = 16
+"""Lowering rounds at most (one per warp buffer in a sequence; kernels hold 1-3)."""
+
+
+def _has_warp_alloc(func) -> bool:
+    found = []
+
+    def visit(node):
+        if node.buffer.scope() == "warp":
+            found.append(node)
+
+    tvm_ffi.structural_walk(func.body, (tirx.AllocBuffer, visit), order="post")
+    return bool(found)
+
+
+@tvm.transform.module_pass(opt_level=0, name="hetpart.LowerAllWarpMemory")
+def lower_all_warp_memory(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """``LowerWarpMemory`` until no function of ``mod`` has a warp-scope allocation."""
+    lower = tirx.transform.LowerWarpMemory()
+    for _ in range(MAX_ROUNDS):
+        if not any(isinstance(f, tirx.PrimFunc) and _has_warp_alloc(f) for _, f in mod.functions_items()):
+            break
+        mod = lower(mod)
+    return mod
+
+
+def _pipeline():
+    pipeline, finalize_host, _ = tvm.tirx.get_tir_pipeline("s_tir")
+
+    def finalize_device():
+        return tvm.transform.Sequential(
+            [lower_all_warp_memory, tirx.transform.StmtSimplify(), tirx.transform.LowerIntrin()]
+        )
+
+    return pipeline, finalize_host, finalize_device
+
+
+def register() -> str:
+    """Register the pipeline with TVM (idempotent); returns :data:`NAME`."""
+    tvm.tirx.compilation_pipeline.register_tir_pipeline(NAME, _pipeline)
+    return NAME

@@ -1,0 +1,255 @@
+"""TF32 tensor-core intrinsics for float32 contractions on CUDA (``mma.sync`` m16n8k8).
+
+TVM 0.27 ships tensor intrinsics for float16/int8/fp8 operands only, and its WMMA
+code generator refuses float32 operand fragments.  Its PTX ``mma`` code generator
+does emit the TF32 shape, so this module writes the three intrinsics a float32 GEMM
+needs around it, in the same *warp-buffer* form as TVM's own ``mma_*`` intrinsics (a
+16xN tile held by a warp as a ``[32 lanes, n]`` buffer, which TVM's warp-memory
+lowering turns into ``n`` registers per thread):
+
+* ``load_a``: a 16x8 tile of A (rows I, columns K) from shared memory into the
+  m16n8k8 A fragment -- lane ``4g+t`` holds ``A[g][t]``, ``A[g+8][t]``, ``A[g][t+4]``,
+  ``A[g+8][t+4]`` (:func:`a_layout`);
+* ``load_b``: a 16x8 tile of B given as ``[N, K]`` into two B fragments (columns 0-7
+  and 8-15) -- lane ``4g+t`` holds ``B[g][t]``, ``B[g][t+4]``, ``B[g+8][t]``,
+  ``B[g+8][t+4]`` (:func:`b_layout`);
+* ``compute``: ``C[16x16] += A[16x8] * B[16x8]^T`` as two m16n8k8 TF32 ``mma.sync``.
+
+* ``init`` / ``store``: zero a 16x16 float32 accumulator / copy it to shared memory,
+  in the m16n8 accumulator layout (:func:`c_layout`, the one TVM's own ``mma_*``
+  intrinsics use), each lane's 8 registers written by unrolled code.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+ENV_SWITCH = "HETPART_TF32"
+"""Environment variable: "0"/"off"/"false"/"no" keeps float32 contractions on CUDA
+cores (full float32 precision)."""
+
+M, N, K = 16, 16, 8
+"""The tile one ``compute`` call covers (two m16n8k8 instructions)."""
+
+WARP = 32
+
+NAMES = {
+    "load_a": "hetpart_tf32_load_a_16x8_shared_dyn",
+    "load_b": "hetpart_tf32_load_b_16x8_trans_shared_dyn",
+    "compute": "hetpart_tf32_mma_16x16x8_trans",
+    "init": "hetpart_tf32_fill_16x16",
+    "store": "hetpart_tf32_store_16x16_shared_dyn",
+}
+"""Intrinsic names by role."""
+
+SCOPE = "shared.dyn"
+"""Where operand tiles are staged and accumulators stored before the epilogue."""
+
+_lock = threading.Lock()
+_registered = False
+
+
+def enabled() -> bool:
+    """False when :data:`ENV_SWITCH` asks for full float32."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def a_layout(i, k):
+    """(lane, register) holding element ``(i, k)`` of a 16x8 A tile."""
+    return 4 * (i % 8) + k % 4, 2 * (k // 4) + i // 8
+
+
+def b_layout(n, k):
+    """(lane, register) holding element ``(n, k)`` of a 16x8 B tile given as [N, K]."""
+    return 4 * (n % 8) + k % 4, 2 * (n // 8) + k // 4
+
+
+def c_layout(i, j):
+    """(lane, register) holding element ``(i, j)`` of the 16x16 float32 accumulator
+    (TVM's ``shared_16x16_to_ldmatrix_32x8_layout``)."""
+    return 4 * (i % 8) + (j % 8) // 2, 4 * (j // 8) + 2 * (i // 8) + j % 2
+
+
+def intrinsics() -> dict[str, str]:
+    """:data:`NAMES`, with hetpart's intrinsics registered (on the first call)."""
+    global _registered
+    with _lock:
+        if not _registered:
+            _register()
+            _registered = True
+    return dict(NAMES)
+
+
+def _register() -> None:
+    from tvm.s_tir import TensorIntrin
+
+    TensorIntrin.register(NAMES["load_a"], *_load_intrin(M, a_layout, lambda lane, r: (
+        lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2))))
+    TensorIntrin.register(NAMES["load_b"], *_load_intrin(N, b_layout, lambda lane, r: (
+        lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2))))
+    TensorIntrin.register(NAMES["compute"], *_mma_intrin())
+    TensorIntrin.register(NAMES["init"], *_fill_intrin())
+    TensorIntrin.register(NAMES["store"], *_store_intrin())
+
+
+def _c_inverse(lane, r):
+    """Tile coordinates of register ``r`` of ``lane`` in the accumulator (:func:`c_layout`)."""
+    return lane // 4 + 8 * ((r % 4) // 2), 8 * (r // 4) + 2 * (lane % 4) + r % 2
+
+
+def _fill_intrin():
+    """(desc, impl) zeroing a 16x16 accumulator, each lane its 8 registers (unrolled)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle) -> None:
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:WARP, 0:8])
+            for i, j in T.grid(M, N):
+                with T.sblock("fill"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    lane, reg = T.meta_var(c_layout(vi, vj))
+                    T.reads()
+                    T.writes(C[lane, reg])
+                    C[lane, reg] = T.float32(0)
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle) -> None:
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:WARP, 0:8])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for r in T.unroll(8):
+                    C[lane, r] = T.float32(0)
+
+    return desc, impl
+
+
+def _store_intrin():
+    """(desc, impl) copying a 16x16 accumulator to shared memory, each lane its 8
+    registers (unrolled)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle, s: T.handle) -> None:
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        S = T.match_buffer(s, (M, N), "float32", align=64, offset_factor=1, scope=SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8])
+            T.writes(S[0:M, 0:N])
+            for i, j in T.grid(M, N):
+                with T.sblock("store"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    lane, reg = T.meta_var(c_layout(vi, vj))
+                    T.reads(C[lane, reg])
+                    T.writes(S[vi, vj])
+                    S[vi, vj] = C[lane, reg]
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle, s: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        S = T.match_buffer(s, (M, N), "float32", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8])
+            T.writes(S[0:M, 0:N])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for r in T.unroll(8):
+                    row, col = T.meta_var(_c_inverse(lane, r))
+                    S[row, col] = C[lane, r]
+
+    return desc, impl
+
+
+def _load_intrin(rows: int, layout, inverse):
+    """(desc, impl) copying a ``rows`` x 8 shared-memory tile into a ``[32, 4]`` warp
+    buffer by ``layout``; the impl has each lane load its 4 elements (``inverse``:
+    register -> tile coordinates)."""
+    from tvm.script import tirx as T
+
+    regs = rows * K // WARP
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (rows, K), "float32", align=64, offset_factor=1, scope=SCOPE)
+        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:K])
+            T.writes(C[0:WARP, 0:regs])
+            for i, k in T.grid(rows, K):
+                with T.sblock("load"):
+                    vi, vk = T.axis.remap("SS", [i, k])
+                    lane, reg = T.meta_var(layout(vi, vk))
+                    T.reads(A[vi, vk])
+                    T.writes(C[lane, reg])
+                    C[lane, reg] = A[vi, vk]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (rows, K), "float32", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:K])
+            T.writes(C[0:WARP, 0:regs])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for r in T.unroll(regs):
+                    row, col = T.meta_var(inverse(lane, r))
+                    C[lane, r] = A[row, col]
+
+    return desc, impl
+
+
+def _mma_intrin():
+    """(desc, impl) of ``C[16x16] += A[16x8] * B[16x8]^T`` on warp buffers, the impl two
+    ``mma.sync.m16n8k8`` TF32 instructions (columns 0-7, then 8-15)."""
+    import tvm
+    from tvm.script import tirx as T
+
+    lift = tvm.runtime.convert
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:4], B[0:WARP, 0:4])
+            T.writes(C[0:WARP, 0:8])
+            for i, j, k in T.grid(M, N, K):
+                with T.sblock("C"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    lc, rc = T.meta_var(c_layout(vi, vj))
+                    la, ra = T.meta_var(a_layout(vi, vk))
+                    lb, rb = T.meta_var(b_layout(vj, vk))
+                    T.reads(C[lc, rc], A[la, ra], B[lb, rb])
+                    T.writes(C[lc, rc])
+                    C[lc, rc] = C[lc, rc] + A[la, ra] * B[lb, rb]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:4], B[0:WARP, 0:4])
+            T.writes(C[0:WARP, 0:8])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for half in T.unroll(2):
+                    T.evaluate(
+                        T.ptx_legacy.mma(
+                            "m16n8k8", "row", "col", "tf32", "tf32", "fp32",
+                            A.data, A.elem_offset + lane * lift(4),
+                            B.data, B.elem_offset + lane * lift(4) + half * lift(2),
+                            C.data, C.elem_offset + lane * lift(8) + half * lift(4),
+                            False, dtype="float32",
+                        )
+                    )
+
+    return desc, impl

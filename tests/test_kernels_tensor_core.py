@@ -1,0 +1,185 @@
+"""Tests of the TF32 tensor-core GPU rule (hetpart.kernels.rules.gpu_tensor_core) and
+the pieces it stands on (hetpart.kernels.tf32, hetpart.kernels.cuda_pipeline).
+
+Without a GPU: the fragment layouts are the PTX ISA's m16n8k8 TF32 layouts (each tile
+element in exactly one lane and register); the rule takes float32 matmuls and
+convolutions whose grid fills the GPU and declines the rest (small grids, pre-Ampere
+targets, ``HETPART_TF32=0``); what it builds for sm_90 issues TF32 ``mma.sync`` with
+every warp buffer lowered to a handful of registers.  With a GPU (``cuda`` mark): the
+built kernels match the CPU build within TF32's precision.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, tirx
+
+from hetpart import kernels
+from hetpart.importer.fusion import fuse
+from hetpart.kernels import tf32
+from hetpart.kernels.rules import GpuTensorCoreGemm
+from hetpart.kernels.rules.gpu_tensor_core import MATMUL_TILES
+from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
+
+op = relax.op
+SM90 = cuda_tvm_target("sm_90")
+SM75 = cuda_tvm_target("sm_75")
+
+TF32_RTOL = 5e-3
+"""Error bound relative to the output's magnitude: TF32 keeps 10 mantissa bits of each
+operand (2^-11 ~ 5e-4 relative per product) and random-sign sums grow it by ~sqrt(K)."""
+
+
+# --- the layouts -----------------------------------------------------------------------
+@pytest.mark.parametrize("layout, rows, cols, regs", [
+    (tf32.a_layout, 16, 8, 4), (tf32.b_layout, 16, 8, 4), (tf32.c_layout, 16, 16, 8),
+])
+def test_fragment_layouts_cover_each_element_once(layout, rows, cols, regs):
+    slots = {layout(i, j) for i in range(rows) for j in range(cols)}
+    assert slots == {(lane, r) for lane in range(32) for r in range(regs)}
+
+
+def test_fragment_layouts_are_the_ptx_isa_ones():
+    # mma.m16n8k8 .tf32 (PTX ISA, "Matrix Fragments for mma.m16n8k8"): group g = lane/4,
+    # thread-in-group t = lane%4; A: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+    # B (K x N): b0 (k=t, n=g), b1 (k=t+4, n=g); C: c0 (g, 2t), c1 (g, 2t+1), c2/c3 rows g+8.
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        assert [tf32.a_layout(i, k) for i, k in [(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)]] == \
+            [(lane, r) for r in range(4)]
+        assert [tf32.b_layout(n, k) for n, k in [(g, t), (g, t + 4)]] == [(lane, 0), (lane, 1)]
+        assert [tf32.c_layout(i, j) for i, j in [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]] \
+            == [(lane, r) for r in range(4)]
+
+
+# --- modules -----------------------------------------------------------------------------
+def _matmul_module(m, k, n, *, transposed=False, batch=None, seed=0):
+    """Fused ``relu(x @ W + b)`` (``W`` given as [n, k] when ``transposed``; a batched
+    ``x @ y`` of two inputs when ``batch``) and random inputs."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    if batch:
+        x = relax.Var("x", relax.TensorType((batch, m, k), "float32"))
+        y = relax.Var("y", relax.TensorType((batch, k, n), "float32"))
+        params = [x, y]
+        with bb.function("main", params):
+            with bb.dataflow():
+                out = bb.emit_output(bb.emit(op.matmul(x, y)))
+            bb.emit_func_output(out)
+    else:
+        w = (rng.standard_normal((n, k) if transposed else (k, n)) * 0.05).astype("float32")
+        b = relax.const(rng.standard_normal(n).astype("float32"))
+        x = relax.Var("x", relax.TensorType((m, k), "float32"))
+        params = [x]
+        with bb.function("main", params):
+            with bb.dataflow():
+                wt = op.permute_dims(relax.const(w)) if transposed else relax.const(w)
+                y = bb.emit(op.add(bb.emit(op.matmul(x, wt)), b))
+                out = bb.emit_output(bb.emit(op.nn.relu(y)))
+            bb.emit_func_output(out)
+    args = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32") for p in params]
+    return fuse(bb.get()), args
+
+
+def _conv_module(batch, cin, size, cout, k=3, stride=1, seed=0):
+    """Fused ``relu(conv(x, w) + b)`` (padding k//2) and random inputs."""
+    rng = np.random.default_rng(seed)
+    w = relax.const((rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"))
+    b = relax.const(rng.standard_normal((1, cout, 1, 1)).astype("float32"))
+    x = relax.Var("x", relax.TensorType((batch, cin, size, size), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(op.add(bb.emit(op.nn.conv2d(x, w, strides=stride, padding=k // 2)), b))
+            out = bb.emit_output(bb.emit(op.nn.relu(y)))
+        bb.emit_func_output(out)
+    return fuse(bb.get()), [rng.standard_normal((batch, cin, size, size)).astype("float32")]
+
+
+def _contraction(mod) -> tirx.PrimFunc:
+    (func,) = [f for gv, f in mod.functions_items()
+               if isinstance(f, tirx.PrimFunc) and ("conv" in gv.name_hint or "matmul" in gv.name_hint)]
+    return func
+
+
+def _apply(func, target=SM90):
+    with target:
+        return GpuTensorCoreGemm().apply(func, target)
+
+
+FILLING = {  # grids of at least one 64x128 tile per SM
+    "bert_b32_qkv": lambda: _matmul_module(4096, 768, 768),
+    "bert_b32_ffn_down_transposed": lambda: _matmul_module(4096, 3072, 768, transposed=True),
+    "attention_scores_batched": lambda: _matmul_module(128, 64, 128, batch=384),
+    "resnet_b32_3x3": lambda: _conv_module(32, 64, 56, 64),
+    "resnet_b32_1x1_s2": lambda: _conv_module(32, 256, 56, 512, k=1, stride=2),
+}
+
+
+# --- selection -----------------------------------------------------------------------------
+@pytest.mark.parametrize("case", sorted(FILLING))
+def test_rule_takes_contractions_that_fill_the_gpu(case):
+    mod, _ = FILLING[case]()
+    assert _apply(_contraction(mod)) is not None
+
+
+def test_rule_declines_small_grids_old_gpus_and_the_switch(monkeypatch):
+    small, _ = _matmul_module(128, 768, 768)  # BERT at batch 1: 12 tiles
+    assert _apply(_contraction(small)) is None
+    big, _ = _matmul_module(4096, 768, 768)
+    assert _apply(_contraction(big), SM75) is None  # no TF32 before sm_80
+    monkeypatch.setenv(tf32.ENV_SWITCH, "0")
+    assert _apply(_contraction(big)) is None
+
+
+def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
+    mod, _ = _matmul_module(4096, 768, 768)
+    assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuTensorCoreGemm"}
+    exe = kernels.build(mod, SM90, cuda_graph=False)
+    source = _cuda_source(exe)
+    assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in source
+    # Each warp buffer lowered to its lane's registers -- A: 4 per fragment, B: 4, C: 8
+    # (TVM alone lowers only the first of them; the rest stay 32x larger).
+    t = MATMUL_TILES[0]
+    sizes = sorted(int(n) for n in re.findall(r"float \w+_warp_ptr\[(\d+)\];", source))
+    assert sizes == sorted([4 * t.frags_m, 4 * t.frags_n, 8 * t.frags_m * t.frags_n])
+
+
+def _cuda_source(exe) -> str:
+    def walk(mod):
+        if mod.kind == "cuda":
+            return mod.inspect_source("cuda")
+        for sub in mod.imports:
+            found = walk(sub)
+            if found:
+                return found
+        return ""
+
+    return walk(exe.mod)
+
+
+# --- on the GPU ----------------------------------------------------------------------------
+def _reference(mod, args) -> np.ndarray:
+    """The module's float32 result on the CPU (hetpart's CPU build, itself checked
+    against the unscheduled functions in test_kernels)."""
+    exe = kernels.build(mod, cpu_tvm_target())
+    return relax.VirtualMachine(exe, tvm.cpu())["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(FILLING))
+def test_tensor_core_kernels_correct_on_gpu(case):
+    mod, args = FILLING[case]()
+    assert "GpuTensorCoreGemm" in kernels.rules_applied(kernels.schedule(mod, cuda_tvm_target())).values()
+    want = _reference(mod, args)
+    dev = tvm.cuda(0)
+    for graph in (False, True):
+        vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=graph), dev)
+        got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
