@@ -31,10 +31,12 @@ EVERY_KERNEL = textwrap.dedent(
         if unsupported_reason(k, "cuda") or not all(g.tensors[t].static for t in k.outputs):
             continue
         km = kernel_bench.single_kernel_module(g, k)
-        inputs = [a.numpy() for a in kernel_bench.random_inputs(km, tvm.cpu(), seed=3)]
         outs = []
         for tgt, dev in ((cpu_tvm_target(), tvm.cpu()), (cuda_tvm_target(), tvm.cuda(0))):
-            r = relax.VirtualMachine(build(km.mod, tgt), dev)["main"](*[tvm.runtime.tensor(a, dev) for a in inputs])
+            exe = build(km.mod, tgt)
+            # The same random inputs on both, weights packed as each build reads them.
+            inputs = kernel_bench.prepared_inputs(km, exe, dev, seed=3)
+            r = relax.VirtualMachine(exe, dev)["main"](*inputs)
             outs.append([x.numpy() for x in ([r] if hasattr(r, "numpy") else list(r))])
         for a, b in zip(*outs):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=k.func)

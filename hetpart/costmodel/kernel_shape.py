@@ -22,6 +22,7 @@ import math
 
 from ..kernels.analysis import PARALLEL_MIN_ELEMENTS, fitting_lanes
 from ..kernels.register_tile import PARALLEL_MIN_MACS
+from ..kernels.rules.cpu_injective import STRIDED_PARALLEL_MIN_ELEMENTS
 from .profile_db import KernelFeatures
 
 ELEMENT_BYTES = 4
@@ -120,15 +121,18 @@ def scalar_flops(f: KernelFeatures, simd_lanes: int) -> int:
     return f.flops if n is not None and fitting_lanes(n, simd_lanes) is None else 0
 
 
-def one_thread(f: KernelFeatures) -> bool:
+def one_thread(f: KernelFeatures, strided: bool = False) -> bool:
     """True when hetpart's CPU schedules run the kernel on one thread: waking the
     thread pool costs microseconds, so an element-wise or data-movement kernel with
-    fewer than ``PARALLEL_MIN_ELEMENTS`` outputs, or a contraction with fewer than
-    ``PARALLEL_MIN_MACS`` multiply-adds, stays serial (reductions always split
-    their rows).  Its bytes then move at one core's bandwidth, not the socket's."""
+    fewer than ``PARALLEL_MIN_ELEMENTS`` outputs (``STRIDED_PARALLEL_MIN_ELEMENTS``
+    when it reads an input ``strided``, see :mod:`hetpart.kernels.rules.cpu_injective`),
+    or a contraction with fewer than ``PARALLEL_MIN_MACS`` multiply-adds, stays
+    serial (reductions always split their rows).  Its bytes then move at one core's
+    bandwidth, not the socket's."""
     if f.op_class in CONTRACTIONS:
         return f.flops // 2 < PARALLEL_MIN_MACS
-    return f.op_class not in REDUCTIONS and outputs(f) < PARALLEL_MIN_ELEMENTS
+    limit = STRIDED_PARALLEL_MIN_ELEMENTS if strided else PARALLEL_MIN_ELEMENTS
+    return f.op_class not in REDUCTIONS and outputs(f) < limit
 
 
 def sort_work(f: KernelFeatures) -> float:

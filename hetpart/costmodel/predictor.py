@@ -59,6 +59,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ProfileError
+from .access_pattern import STRIDED
 from .kernel_shape import (
     one_thread, reduction_length, rows, scalar_flops, sort_work, streamed_bytes, weight_bytes,
 )
@@ -126,12 +127,12 @@ def register_form(name: str):
 
 
 @register_form("roofline")
-def _roofline(f: KernelFeatures, device: DeviceFacts) -> list[float]:
+def _roofline(f: KernelFeatures, device: DeviceFacts, strided: bool = False) -> list[float]:
     return [1.0, float(f.flops), float(f.bytes)]
 
 
 @register_form("roofline_shape")
-def _roofline_shape(f: KernelFeatures, device: DeviceFacts) -> list[float]:
+def _roofline_shape(f: KernelFeatures, device: DeviceFacts, strided: bool = False) -> list[float]:
     """``c + flops/P + streamed/B + weights/W + limit``, where ``limit`` is:
 
     * on a GPU, the reduction length K (FLOPs per output / 2): all outputs run at
@@ -142,13 +143,15 @@ def _roofline_shape(f: KernelFeatures, device: DeviceFacts) -> list[float]:
     * on a CPU, the FLOPs of a contraction whose output width the SIMD width does
       not divide: it runs as scalar dot products, ~10x slower per FLOP (a
       10-class head); the streamed bytes of a kernel kept on one thread, which
-      move at one core's bandwidth; and a sort's ``n log n`` comparisons
+      move at one core's bandwidth (``strided``: the fit is for kernels that read an
+      input strided, which the CPU schedules parallelise from fewer outputs); and a
+      sort's ``n log n`` comparisons
       (:func:`~.kernel_shape.sort_work`), serial work that no FLOP counts.
     """
     streamed = float(streamed_bytes(f))
     if device.gpu:
         return [1.0, float(f.flops), streamed, float(weight_bytes(f)), serial_length(f)]
-    serial = one_thread(f)
+    serial = one_thread(f, strided)
     return [1.0, float(f.flops), 0.0 if serial else streamed, float(weight_bytes(f)),
             float(scalar_flops(f, device.simd_lanes)), streamed if serial else 0.0, sort_work(f)]
 
@@ -189,9 +192,10 @@ class Fit:
     offset: float = 0.0
     floor: float = 0.0
     neighbours: int = NEIGHBOURS
+    strided: bool = False  # a fit of kernels that read an input strided (its columns say so)
 
     def columns(self, f: KernelFeatures) -> list[float]:
-        return FORMS[self.form](f, self.device)
+        return FORMS[self.form](f, self.device, self.strided)
 
     def base(self, f: KernelFeatures) -> float:
         own = np.log(max(float(np.dot(self.columns(f), self.coef)), 1e-12))
@@ -332,13 +336,14 @@ def _own_coef(x: np.ndarray, y: np.ndarray, prior: Fit | None) -> tuple[float, .
 
 
 def fit_form(form: str, scope: str, data: list[tuple[str, KernelFeatures, float]],
-             prior: Fit | None = None, floor: float = 0.0, device: DeviceFacts = DeviceFacts()) -> Fit:
+             prior: Fit | None = None, floor: float = 0.0, device: DeviceFacts = DeviceFacts(),
+             strided: bool = False) -> Fit:
     """Fit ``form`` to ``data``, blended with ``prior`` if given (see the module docstring)."""
-    x = np.array([FORMS[form](f, device) for _, f, _ in data], dtype=float)
+    x = np.array([FORMS[form](f, device, strided) for _, f, _ in data], dtype=float)
     y = np.maximum(np.array([c for _, _, c in data], dtype=float), 1e-12)
     coef = _own_coef(x, y, prior)
     weight = len(data) / (len(data) + SHRINK) if prior is not None else 1.0
-    fit = Fit(form, scope, coef, len(data), device, prior=prior, weight=weight, floor=floor)
+    fit = Fit(form, scope, coef, len(data), device, prior=prior, weight=weight, floor=floor, strided=strided)
     return _with_anchors(fit, data)
 
 
@@ -412,7 +417,7 @@ class Predictor:
         or more, else ``parent`` shifted by their shrunk median residual."""
         if len(own) >= MIN_POINTS:
             return fit_form(self.form, scope, own, prior=replace(parent, anchors=()), floor=self.floor,
-                            device=self.facts)
+                            device=self.facts, strided=scope.endswith("@" + STRIDED))
         return shifted(parent, own)
 
     def predict(self, f: KernelFeatures, rule: str = "", access: str = "") -> float:

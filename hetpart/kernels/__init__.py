@@ -115,8 +115,9 @@ def build(
     2. :func:`schedule` every other PrimFunc with hetpart's rules; on a CPU the
        weights those schedules repack are packed now, once (:mod:`.weight_prepack`);
     3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
-       ``relax.backend.use_cuda_graph`` when ``cuda_graph``, and through
-       :mod:`.cuda_pipeline` (TVM's TIR pipeline, every warp buffer lowered).
+       ``relax.backend.use_cuda_graph`` when ``cuda_graph``; a module with
+       tensor-core kernels through :mod:`.cuda_pipeline` (TVM's TIR pipeline, every
+       warp buffer lowered).
 
     Returns what ``relax.VirtualMachine(ex, dev)`` takes.  Raises
     :class:`~hetpart.errors.CompileError` naming the function that failed.
@@ -132,14 +133,15 @@ def build(
     else:
         mod = schedule(mod, target)
     config = {}
-    if target.kind.name == "cuda":
-        # TVM's CSE runs before warp memory is lowered and hides the lane term of a warp
-        # buffer's index in a let-bound variable, which the lowering then rejects.  nvcc
-        # eliminates common subexpressions itself.
+    tir_pipeline = "default"
+    if target.kind.name == "cuda" and cuda_pipeline.has_warp_buffers(mod):
+        # Tensor-core kernels: every warp buffer lowered (cuda_pipeline), and no TIR CSE,
+        # which runs before that lowering and hides the lane term of a warp buffer's
+        # index in a let-bound variable the lowering rejects (nvcc does its own CSE).
+        tir_pipeline = cuda_pipeline.register()
         config["tirx.disable_cse_tir"] = True
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
-    tir_pipeline = cuda_pipeline.register() if target.kind.name == "cuda" else "default"
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
             return tvm.compile(mod, target, tir_pipeline=tir_pipeline)

@@ -36,6 +36,26 @@ def _has_warp_alloc(func) -> bool:
     return bool(found)
 
 
+def has_warp_buffers(mod: tvm.IRModule) -> bool:
+    """True when a scheduled PrimFunc of ``mod`` stages data in warp-scope buffers (the
+    tensor-core rule's operand and accumulator registers): the modules built with
+    this pipeline; every other module keeps TVM's default one."""
+    found = []
+
+    def visit(block):
+        if any(buf.scope() == "warp" for buf in block.alloc_buffers):
+            found.append(block)
+
+    from tvm import s_tir
+
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
+            if found:
+                return True
+    return False
+
+
 @tvm.transform.module_pass(opt_level=0, name="hetpart.LowerAllWarpMemory")
 def lower_all_warp_memory(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """``LowerWarpMemory`` until no function of ``mod`` has a warp-scope allocation."""

@@ -101,7 +101,14 @@ def _has_prepack_blocks(mod: tvm.IRModule) -> bool:
 
 
 def _fold_constant_prepacks(mod: tvm.IRModule, host) -> tvm.IRModule:
-    folder = _PrepackFolder(mod, host)
+    prepacks = {gv.name_hint: f for gv, f in mod.functions_items()
+                if isinstance(f, tirx.PrimFunc) and gv.name_hint.endswith(PREPACK_SUFFIX)}
+    if not prepacks:
+        return mod
+    # One build for all of them: a build per weight cost ResNet-50 ~2 s of compile time.
+    lib = tvm.compile(tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in prepacks.items()}),
+                      target=host)
+    folder = _PrepackFolder(mod, lib)
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
             mod[gv] = folder.visit_expr(func)
@@ -110,12 +117,12 @@ def _fold_constant_prepacks(mod: tvm.IRModule, host) -> tvm.IRModule:
 
 @relax.expr_functor.mutator
 class _PrepackFolder(relax.PyExprMutator):
-    """Replaces ``call_tir(<f>_weight_prepack, (constant,))`` by its value."""
+    """Replaces ``call_tir(<f>_weight_prepack, (constant,))`` by its value (``lib``:
+    the prepack functions built for the host, by name)."""
 
-    def __init__(self, mod: tvm.IRModule, host) -> None:
+    def __init__(self, mod: tvm.IRModule, lib) -> None:
         super().__init__(mod)
-        self._mod = mod
-        self._host = host
+        self._lib = lib
         self._done: list[tuple[str, object, object]] = []  # (function, weight, packed)
 
     def visit_call_(self, call):
@@ -132,14 +139,12 @@ class _PrepackFolder(relax.PyExprMutator):
         for name, seen, packed in self._done:
             if name == gv.name_hint and seen.same_as(weight):
                 return packed
-        packed = relax.const(self._run(self._mod[gv], weight.value, call.ty_args[0]))
+        packed = relax.const(self._run(gv.name_hint, weight.value, call.ty_args[0]))
         self._done.append((gv.name_hint, weight, packed))
         return packed
 
-    def _run(self, prim, value, out_ty):
-        shape = [int(d) for d in out_ty.shape.values]
-        exe = tvm.compile(tvm.IRModule({"main": prim.with_attr("global_symbol", "main")}), target=self._host)
+    def _run(self, name: str, value, out_ty):
         dev = tvm.cpu()
-        out = tvm.runtime.empty(shape, str(out_ty.dtype), dev)
-        exe["main"](tvm.runtime.tensor(value.numpy(), dev), out)
+        out = tvm.runtime.empty([int(d) for d in out_ty.shape.values], str(out_ty.dtype), dev)
+        self._lib[name](tvm.runtime.tensor(value.numpy(), dev), out)
         return out.numpy()
