@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax, te, tirx
+from tvm import relax, te
 
 from hetpart import kernels
 from hetpart.costmodel import kernel_bench

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 import tvm
-from tvm import relax, tirx
+from tvm import tirx
 from tvm.target import Target
 
 from ..errors import CompileError

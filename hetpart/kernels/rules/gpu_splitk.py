@@ -7,9 +7,9 @@ all of K.  ResNet-50's late 3x3 layers have tiny outputs and long K (512ch 7x7: 
 49, N = 512, K = 4608 -> 16 blocks on 132 SMs, 288 serial k-steps each): the GPU
 idles.  This rule cuts K into S chunks and gives each chunk its own blocks:
 
-1. normalise the contraction to ``C[b, I, J] += A[b, I, K] * B[b, J, K]`` (a
-   convolution's windowed operand first ``reindex``-ed, padding inlined into it,
-   exactly as :class:`.GpuConv2dImplicitGemm` does), padded to whole tiles;
+1. normalise the contraction to ``C[b, I, J] += A[b, I, K] * B[b, J, K]``
+   (:func:`.gpu_gemm.as_normal_gemm`: a convolution's windowed operand first
+   ``reindex``-ed, padding inlined into it), padded to whole tiles;
 2. split K into (S, K/S) and ``rfactor`` the S loop: kernel 1 computes S partial
    products ``P[s, b, I, J]`` (a global buffer), chunk ``s`` on ``blockIdx.z``,
    tiled through shared memory with a 4x4 register tile per thread;
@@ -36,11 +36,10 @@ import os
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
-from tvm.s_tir.dlight.gpu.matmul import get_index_map
 from tvm.target import Target
 
-from ..analysis import MacBlock, is_gpu, largest_divisor, schedule_mac
-from .gpu_conv2d import reindex_window
+from ..analysis import is_gpu, largest_divisor
+from .gpu_gemm import as_normal_gemm, inline_producers
 
 ENV_SWITCH = "HETPART_SPLITK"
 """Environment variable: "0"/"off"/"false" disables the rule, "conv" limits it to
@@ -117,20 +116,10 @@ class GpuSplitKGemm(ScheduleRule):
         mode = split_k_mode()
         if mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
             return None
-        found = schedule_mac(func)
-        if found is None or not _all_float32(*found):
+        gemm = as_normal_gemm(func, plain=self.matmul and mode == "all")
+        if gemm is None:
             return None
-        sch, mac = found
-        plain = mac.is_plain(0) and mac.is_plain(1)
-        if plain:
-            if not (self.matmul and mode == "all"):
-                return None
-        elif not reindex_window(sch, mac):
-            return None
-        main = mac.block
-        shape = _normalise(sch, main)
-        if shape is None:
-            return None
+        sch, main, _, shape = gemm
         s = split_factor(*shape, sms=self.sms)
         if s == 1:
             return None
@@ -144,35 +133,6 @@ class GpuSplitKGemm(ScheduleRule):
         if not _schedule_sum_epilogue(sch, main, partial):
             return None
         return sch
-
-
-# --- step 1: normal form ------------------------------------------------------------
-def _all_float32(sch: s_tir.Schedule, mac: MacBlock) -> bool:
-    """float32 operands and accumulator: fp16/int8 GEMMs belong to dlight's tensor-core
-    rules, which this rule must not pre-empt."""
-    return all(str(buf.dtype) == "float32" for buf in (mac.out, mac.operands[0][0], mac.operands[1][0]))
-
-
-def _normalise(sch: s_tir.Schedule, main) -> tuple[int, int, int, int] | None:
-    """Rewrite ``main`` (the MAC block) to ``C[b, I, J] += A[b, I, K] * B[b, J, K]``
-    through reindex copies (later inlined), with dlight's own analysis of which
-    iterator is which.  Returns the static extents (batch, M, N, K), or None when the
-    block is not a GEMM in that sense."""
-    if get_index_map(sch.get(main)) is None:
-        return None
-    copies = [sch.reindex(main, ("read", 0)), sch.reindex(main, ("read", 1)), sch.reindex(main, ("write", 0))]
-    maps = get_index_map(sch.get(main))
-    if maps is None:
-        return None
-    block_map, a_map, b_map, c_map = maps
-    sch.transform_layout(copies[0], ("write", 0), a_map)
-    sch.transform_layout(copies[1], ("write", 0), b_map)
-    sch.transform_layout(copies[2], ("read", 0), c_map)
-    sch.transform_block_layout(main, block_map)
-    extents = [iv.dom.extent for iv in sch.get(main).iter_vars]
-    if len(extents) != 4 or not all(isinstance(e, tirx.IntImm) for e in extents):
-        return None
-    return tuple(int(e) for e in extents)
 
 
 # --- step 2: kernel 1, the partial GEMMs --------------------------------------------
@@ -201,7 +161,7 @@ def _schedule_partials(sch: s_tir.Schedule, partial) -> None:
     sch.vectorize(vec)
     for operand in (0, 1):
         staged = _stage_in_shared(sch, partial, operand, ko)
-        _inline_producers(sch, staged)
+        inline_producers(sch, staged)
     sch.decompose_reduction(partial, ko)
 
 
@@ -220,18 +180,6 @@ def _stage_in_shared(sch: s_tir.Schedule, block, operand: int, at):
     # threads reading one column to the same shared-memory bank.
     sch.storage_align(staged, 0, axis=-2, factor=8, offset=VEC)
     return staged
-
-
-def _inline_producers(sch: s_tir.Schedule, block) -> None:
-    """Inline every producer chain of ``block`` (reindex copies, tile padding, conv
-    padding) into it, so it loads straight from the function's inputs and no im2col
-    matrix is ever stored."""
-    todo = list(sch.get_producers(block))
-    while todo:
-        producer = todo.pop()
-        more = list(sch.get_producers(producer))
-        sch.compute_inline(producer)
-        todo.extend(more)
 
 
 # --- step 3: kernel 2, sum of partials + epilogue -------------------------------------

@@ -35,9 +35,9 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from .. import tf32
-from ..analysis import is_gpu, schedule_mac
-from .gpu_conv2d import reindex_window
-from .gpu_splitk import SM_COUNT, _all_float32, _inline_producers, _normalise
+from ..analysis import is_gpu
+from .gpu_gemm import as_normal_gemm, inline_producers
+from .gpu_splitk import SM_COUNT
 
 @dataclass(frozen=True)
 class Tile:
@@ -98,17 +98,10 @@ class GpuTensorCoreGemm(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not (tf32.enabled() and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
             return None
-        found = schedule_mac(func)
-        if found is None or not _all_float32(*found):
+        gemm = as_normal_gemm(func)
+        if gemm is None:
             return None
-        sch, mac = found
-        plain = mac.is_plain(0) and mac.is_plain(1)
-        if not plain and not reindex_window(sch, mac):
-            return None
-        main = mac.block
-        shape = _normalise(sch, main)
-        if shape is None:
-            return None
+        sch, main, plain, shape = gemm
         batch, m, n, _ = shape
         tiles = MATMUL_TILES if plain else CONV_TILES
         tile = next((t for t in tiles if t.blocks(batch, m, n) >= MIN_BLOCKS), None)
@@ -149,7 +142,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, names: dict[str, str]) -> bool
 
     for operand in (0, 1):
         staged = _stage(sch, step, operand, ko, t.warps)
-        _inline_producers(sch, staged)
+        inline_producers(sch, staged)
     a_frag = sch.cache_read(step, 0, "warp")
     b_frag = sch.cache_read(step, 1, "warp")
     sch.compute_at(a_frag, ki)
