@@ -39,6 +39,7 @@ from ..analysis import is_gpu
 from .gpu_gemm import as_normal_gemm, inline_producers
 from .gpu_splitk import SM_COUNT
 
+
 @dataclass(frozen=True)
 class Tile:
     """A thread block's share of the GEMM: ``warps_m x warps_n`` warps, each computing
