@@ -2,7 +2,7 @@
 
 TVM 0.27 ships tensor intrinsics for float16/int8/fp8 operands only, and its WMMA
 code generator refuses float32 operand fragments.  Its PTX ``mma`` code generator
-does emit the TF32 shape, so this module writes the three intrinsics a float32 GEMM
+does emit the TF32 shape, so this module writes the intrinsics a float32 GEMM
 needs around it, in the same *warp-buffer* form as TVM's own ``mma_*`` intrinsics (a
 16xN tile held by a warp as a ``[32 lanes, n]`` buffer, which TVM's warp-memory
 lowering turns into ``n`` registers per thread):
