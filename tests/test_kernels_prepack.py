@@ -63,6 +63,17 @@ def test_weights_are_packed_at_compile_time_and_results_unchanged(transposed):
     np.testing.assert_allclose(_run(kernels.build(mod, CPU), x), want, rtol=1e-4, atol=1e-4)
 
 
+def test_building_leaves_the_callers_module_unchanged():
+    # build() used to set layout_free_buffers on the PrimFuncs of the module it was given
+    # (an op graph's): a later build then saw other functions than the tuning database
+    # recorded, and the graph's kernels changed under it.
+    mod, _, _, _ = _dense_module()
+    before = {gv.name_hint: f for gv, f in mod.functions_items()}
+    kernels.build(mod, CPU)
+    assert all(mod[name].same_as(f) for name, f in before.items())
+    assert len(list(mod.functions_items())) == len(before)
+
+
 def test_transposed_weight_at_int32_shapes_is_packed_by_the_matmul_rule():
     # te gives int32 shapes: the packing index map used to be built int64 and failed to
     # invert, so the matmul rule raised and a slow reduction schedule took the kernel.

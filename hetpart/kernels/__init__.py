@@ -23,7 +23,7 @@ from tvm import tirx
 from tvm.target import Target
 
 from ..errors import CompileError
-from .analysis import is_cpu, is_gpu
+from .analysis import copy_module, is_cpu, is_gpu
 from . import cuda_pipeline, weight_prepack
 from .rules import cpu_rules, gpu_rules, rule_name
 
@@ -81,7 +81,7 @@ def schedule(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     ``mod`` is a fused module (see the module docstring); Relax functions are kept.
     """
     target = _as_target(target)
-    out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions_items()))
+    out = copy_module(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
             out[gv] = schedule_primfunc(func, target)

@@ -154,6 +154,12 @@ def is_layout_free(func: tirx.PrimFunc, buffer) -> bool:
     return any(func.params[int(i)].same_as(buffer) for i in positions)
 
 
+def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
+    """A new IRModule holding ``mod``'s functions: what the passes here return, so the
+    caller's module (an op graph's, a partition's) is never changed under it."""
+    return mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions_items()))
+
+
 def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
     """A fresh schedule of ``func`` and its multiply-accumulate block (:func:`find_mac`),
     or None when ``func`` is not in dlight's normal form or has no such block: the

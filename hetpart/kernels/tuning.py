@@ -38,6 +38,7 @@ from tvm import relax, tirx
 from tvm.target import Target
 
 from ..errors import HetpartError
+from .analysis import copy_module
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def apply_database(mod: tvm.IRModule, target: Target, work_dir: str) -> tvm.IRMo
 
     target = target if isinstance(target, Target) else Target(target)
     database = ms.Database.create("json", work_dir=work_dir, module_equality="structural")
-    out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions_items()))
+    out = copy_module(mod)
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or (func.attrs is not None and func.attrs.get("tirx.is_scheduled", False)):
             continue

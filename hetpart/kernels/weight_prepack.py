@@ -30,7 +30,7 @@ import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 
-from .analysis import LAYOUT_FREE_ATTR
+from .analysis import LAYOUT_FREE_ATTR, copy_module
 
 PREPACK_SUFFIX = "_weight_prepack"
 TRANSFORM_PARAMS = "main_transform_params"
@@ -47,10 +47,11 @@ def mark_weights(mod: tvm.IRModule) -> tvm.IRModule:
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
             _collect_weight_args(func, positions)
+    out = copy_module(mod)
     for gv, free in positions.items():
         if free:
-            mod[gv] = mod[gv].with_attr(LAYOUT_FREE_ATTR, sorted(free))
-    return mod
+            out[gv] = mod[gv].with_attr(LAYOUT_FREE_ATTR, sorted(free))
+    return out
 
 
 def _collect_weight_args(func: relax.Function, positions: dict) -> None:
