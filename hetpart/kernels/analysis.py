@@ -160,6 +160,14 @@ def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
     return mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions_items()))
 
 
+def contains(stmt, node_type, predicate) -> bool:
+    """True when some node of type ``node_type`` in ``stmt`` satisfies ``predicate``."""
+    found = []
+    tvm_ffi.structural_walk(stmt, (node_type, lambda node: found.append(node) if predicate(node) else None),
+                            order="post")
+    return bool(found)
+
+
 def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
     """A fresh schedule of ``func`` and its multiply-accumulate block (:func:`find_mac`),
     or None when ``func`` is not in dlight's normal form or has no such block: the

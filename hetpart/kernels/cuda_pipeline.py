@@ -15,8 +15,9 @@ allocations the default pipeline would have left unlowered.
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
-from tvm import tirx
+from tvm import s_tir, tirx
+
+from .analysis import contains
 
 NAME = "hetpart_cuda"
 """Name under which the pipeline is registered (``tvm.compile(..., tir_pipeline=NAME)``)."""
@@ -26,34 +27,16 @@ MAX_ROUNDS = 16
 
 
 def _has_warp_alloc(func) -> bool:
-    found = []
-
-    def visit(node):
-        if node.buffer.scope() == "warp":
-            found.append(node)
-
-    tvm_ffi.structural_walk(func.body, (tirx.AllocBuffer, visit), order="post")
-    return bool(found)
+    return contains(func.body, tirx.AllocBuffer, lambda node: node.buffer.scope() == "warp")
 
 
 def has_warp_buffers(mod: tvm.IRModule) -> bool:
     """True when a scheduled PrimFunc of ``mod`` stages data in warp-scope buffers (the
     tensor-core rule's operand and accumulator registers): the modules built with
     this pipeline; every other module keeps TVM's default one."""
-    found = []
-
-    def visit(block):
-        if any(buf.scope() == "warp" for buf in block.alloc_buffers):
-            found.append(block)
-
-    from tvm import s_tir
-
-    for _, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc):
-            tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
-            if found:
-                return True
-    return False
+    return any(isinstance(func, tirx.PrimFunc)
+               and contains(func.body, s_tir.SBlock, lambda b: any(buf.scope() == "warp" for buf in b.alloc_buffers))
+               for _, func in mod.functions_items())
 
 
 @tvm.transform.module_pass(opt_level=0, name="hetpart.LowerAllWarpMemory")

@@ -27,10 +27,10 @@ the folded calls no longer use.  CPU targets only: no GPU rule annotates packing
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import relax, s_tir, tirx
 
-from .analysis import LAYOUT_FREE_ATTR, copy_module
+from .analysis import LAYOUT_FREE_ATTR, contains, copy_module
+from .register_tile import LAYOUT_REWRITE_PREPROC
 
 PREPACK_SUFFIX = "_weight_prepack"
 TRANSFORM_PARAMS = "main_transform_params"
@@ -62,14 +62,22 @@ def _collect_weight_args(func: relax.Function, positions: dict) -> None:
         return isinstance(arg, tvm.ir.GenericConst) or any(arg.same_as(w) for w in weights)
 
     def visit(call):
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        target = _call_tir(call)
+        if target is None:
             return
-        gv, args = call.args[0], call.args[1]
-        fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
-        free = {i for i, a in enumerate(fields) if is_weight(a)}
+        gv, args = target
+        free = {i for i, a in enumerate(args) if is_weight(a)}
         positions[gv] = positions[gv] & free if gv in positions else free
 
     relax.analysis.post_order_visit(func.body, lambda e: visit(e) if isinstance(e, relax.Call) else None)
+
+
+def _call_tir(call) -> tuple | None:
+    """``(GlobalVar, [arguments])`` of a ``call_tir``, None for any other call."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        return None
+    args = call.args[1]
+    return call.args[0], (list(args.fields) if isinstance(args, relax.Tuple) else [args])
 
 
 def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
@@ -89,16 +97,9 @@ def _has_num_input(func) -> bool:
 
 
 def _has_prepack_blocks(mod: tvm.IRModule) -> bool:
-    found = []
-
-    def visit(block):
-        if "meta_schedule.layout_rewrite_preproc" in block.annotations:
-            found.append(block)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc):
-            tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
-    return bool(found)
+    return any(isinstance(func, tirx.PrimFunc)
+               and contains(func.body, s_tir.SBlock, lambda b: LAYOUT_REWRITE_PREPROC in b.annotations)
+               for _, func in mod.functions_items())
 
 
 def _fold_constant_prepacks(mod: tvm.IRModule, host) -> tvm.IRModule:
@@ -128,10 +129,10 @@ class _PrepackFolder(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        target = _call_tir(call)
+        if target is None:
             return call
-        gv, args = call.args[0], call.args[1]
-        fields = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        gv, fields = target
         if not gv.name_hint.endswith(PREPACK_SUFFIX) or len(fields) != 1:
             return call
         weight = fields[0]

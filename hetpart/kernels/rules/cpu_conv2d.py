@@ -37,24 +37,16 @@ from __future__ import annotations
 
 import tvm
 import tvm.sym
-import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
+from ..analysis import block_infos, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
 from ..register_tile import mac_count, make_plan, register_tile, vec_candidates
 
 
 def _has_if_then_else(stmt) -> bool:
-    found = []
-
-    def visit(e):
-        if isinstance(e, tvm.ir.Call) and str(getattr(e.op, "name", "")).endswith("if_then_else"):
-            found.append(e)
-
-    tvm_ffi.structural_walk(stmt.body, (tvm.ir.Call, visit), order="post")
-    return bool(found)
+    return contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else"))
 
 
 MIN_ROWLESS_STEPS = 16

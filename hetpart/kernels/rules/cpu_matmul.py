@@ -5,8 +5,9 @@ Matches a function whose one reduction block is a *plain* contraction: every ope
 index is a bare iterator (``A[b,i,k] * B[b,k,j]``, also ``B[b,j,k]`` as in Q @ K^T).
 Schedules it with :func:`hetpart.kernels.register_tile.register_tile`: vectorise the
 iterator only the right-hand operand uses (``j``), preferring one that already is that
-operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.  A vector operand that is
-a model weight is packed once, at compile time (:mod:`hetpart.kernels.weight_prepack`).
+operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.
+A vector operand that is a model weight is preferred, and packed once, at compile
+time (:mod:`hetpart.kernels.weight_prepack`).
 Element-wise producers (a fused transpose or cast) are inlined into the loads.
 """
 
