@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from ..kernels.access import read_strides
+from ..kernels.access import is_one_of, read_strides
 from .kernel_bench import kernel_primfunc, module_primfunc
 
 CONTIGUOUS = "contiguous"
@@ -74,8 +74,4 @@ def _output_blocks(sch: s_tir.Schedule) -> list:
     """The block statements of ``sch``'s function that write one of its parameters."""
     params = list(sch.mod["main"].params)
     blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    return [st for st in blocks if any(_is_one_of(w.source, params) for w in st.writes)]
-
-
-def _is_one_of(buf, bufs) -> bool:
-    return any(buf.same_as(b) for b in bufs)
+    return [st for st in blocks if any(is_one_of(w.source, params) for w in st.writes)]

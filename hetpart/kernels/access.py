@@ -41,7 +41,7 @@ def read_strides(block) -> list[int]:
     tvm_ffi.structural_walk(block.body, (TensorLoad, loads.append), order="post")
     out = []
     for load in loads:
-        if _is_one_of(load.source, written):  # a reduction's accumulator: read where it writes
+        if is_one_of(load.source, written):  # a reduction's accumulator: read where it writes
             continue
         try:
             out.append(_stride(load, inner, env))
@@ -124,5 +124,6 @@ def reads_strided(block) -> bool:
     return any(abs(s) > 1 for s in read_strides(block))
 
 
-def _is_one_of(buf, bufs) -> bool:
+def is_one_of(buf, bufs) -> bool:
+    """True when ``buf`` is (the same object as) one of ``bufs``."""
     return any(buf.same_as(b) for b in bufs)

@@ -215,7 +215,7 @@ def _write_out(sch: s_tir.Schedule, out_shared) -> bool:
     last is inlined into its consumers first, then the last into the copy.  False
     when a block after the GEMM is not element-wise or will not inline."""
     after = _blocks_after(sch, out_shared)
-    if after is None or not after:
+    if not after:  # None (not element-wise) or nothing to write out through
         return False
     try:
         for blk in after[:-1]:
