@@ -5,8 +5,12 @@ Without a GPU: the fragment layouts are the PTX ISA's m16n8k8 TF32 layouts (each
 element in exactly one lane and register); the rule takes float32 matmuls and
 convolutions whose grid fills the GPU and declines the rest (small grids, pre-Ampere
 targets, ``HETPART_TF32=0``); what it builds for sm_90 issues TF32 ``mma.sync`` with
-every warp buffer lowered to a handful of registers.  With a GPU (``cuda`` mark): the
-built kernels match the CPU build within TF32's precision.
+every warp buffer lowered to a handful of registers; a convolution's weight is packed at
+compile time into the ``[1, N, K]`` matrix the kernel reads (K ordered ky, kx, channel,
+padded to whole tiles); the K loop is software-pipelined with ``cp.async`` except for
+bounds-tested loads on large grids.  With a GPU (``cuda`` mark): the built kernels
+match the CPU build within TF32's precision, pipelined or not, with weights folded at
+compile time or packed by ``main_transform_params`` (the cost model's benchmarks).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from tvm import relax, tirx
 
 from hetpart import kernels
 from hetpart.importer.fusion import fuse
-from hetpart.kernels import tf32
+from hetpart.costmodel import kernel_bench
+from hetpart.kernels import access, tf32, weight_prepack
 from hetpart.kernels.rules import GpuTensorCoreGemm
-from hetpart.kernels.rules.gpu_tensor_core import MATMUL_TILES
+from hetpart.kernels.rules.gpu_tensor_core import CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PREDICATED
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
 
 op = relax.op
@@ -85,10 +90,11 @@ def _matmul_module(m, k, n, *, transposed=False, batch=None, seed=0):
     return fuse(bb.get()), args
 
 
-def _conv_module(batch, cin, size, cout, k=3, stride=1, seed=0):
-    """Fused ``relu(conv(x, w) + b)`` (padding k//2) and random inputs."""
+def _conv_module(batch, cin, size, cout, k=3, stride=1, seed=0, weights=None):
+    """Fused ``relu(conv(x, w) + b)`` (padding k//2) and random inputs (``weights``:
+    an array for ``w``)."""
     rng = np.random.default_rng(seed)
-    w = relax.const((rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"))
+    w = relax.const(weights if weights is not None else (rng.standard_normal((cout, cin, k, k)) * 0.05).astype("float32"))
     b = relax.const(rng.standard_normal((1, cout, 1, 1)).astype("float32"))
     x = relax.Var("x", relax.TensorType((batch, cin, size, size), "float32"))
     bb = relax.BlockBuilder()
@@ -117,6 +123,7 @@ FILLING = {  # grids of at least one 64x128 tile per SM
     "attention_scores_batched": lambda: _matmul_module(128, 64, 128, batch=384),
     "resnet_b32_3x3": lambda: _conv_module(32, 64, 56, 64),
     "resnet_b32_1x1_s2": lambda: _conv_module(32, 256, 56, 512, k=1, stride=2),
+    "resnet_b32_3x3_7x7_small_grid": lambda: _conv_module(32, 512, 7, 512),  # pipelined, bounds-tested
 }
 
 
@@ -147,6 +154,85 @@ def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
     t = MATMUL_TILES[0]
     sizes = sorted(int(n) for n in re.findall(r"float \w+_warp_ptr\[(\d+)\];", source))
     assert sizes == sorted([4 * t.frags_m, 4 * t.frags_n, 8 * t.frags_m * t.frags_n])
+
+
+# --- weight packing, staging, pipelining ---------------------------------------------------
+def test_conv_weight_packed_at_compile_time_as_ky_kx_channel_rows_padded_to_tiles():
+    cin, cout, k = 3, 64, 7  # K = 147, padded to whole K tiles
+    w = np.random.default_rng(4).standard_normal((cout, cin, k, k)).astype("float32")
+    mod, _ = _conv_module(32, cin, 64, cout, k=k, stride=2, weights=w)
+    scheduled = kernels.schedule(weight_prepack.mark_weights(mod), SM90)
+    assert set(kernels.rules_applied(scheduled).values()) == {"GpuTensorCoreGemm"}
+    folded = weight_prepack.split_and_fold(scheduled, tvm.target.Target(weight_prepack.HOST_TARGET))
+    names = [gv.name_hint for gv in folded.get_global_vars()]
+    assert not any(n.endswith(weight_prepack.PREPACK_SUFFIX) for n in names), names
+    consts = []
+    relax.analysis.post_order_visit(folded["main"].body,
+                                    lambda e: consts.append(e.value.numpy()) if isinstance(e, tvm.ir.GenericConst) else None)
+    (packed,) = [c for c in consts if c.ndim == 3]
+    k_tile = CONV_TILES[0].k
+    assert packed.shape == (1, cout, -(-cin * k * k // k_tile) * k_tile)
+    want = w.transpose(0, 2, 3, 1).reshape(cout, -1)  # K = (ky, kx, channel)
+    np.testing.assert_array_equal(packed[0, :, : want.shape[1]], want)
+    assert not packed[0, :, want.shape[1]:].any()
+
+
+def test_windowed_input_reads_are_contiguous_along_rows_not_k():
+    # The facts the rule's staging choice rests on, for an NCHW 3x3 convolution in
+    # normal form with K = (ky, kx, channel): the input copy moves by one element per
+    # output pixel (row) and by a whole plane per K step.
+    from hetpart.kernels.rules.gpu_gemm import as_normal_gemm, inline_producers
+
+    mod, _ = FILLING["resnet_b32_3x3"]()
+    sch, main, _, _ = as_normal_gemm(_contraction(mod), channels_last=True)
+    staged = sch.cache_read(main, 0, tf32.SCOPE)  # as the rule stages operand A
+    inline_producers(sch, staged)
+    blk = sch.get(staged)
+    _, rows, ks = blk.iter_vars
+    assert access.strides_along(blk, rows.var) == [1]
+    assert access.strides_along(blk, ks.var) == [56 * 56]
+    assert access.unit_run(blk, rows.var, 8) == 8 and access.unit_run(blk, ks.var, 4) == 1
+
+
+@pytest.mark.parametrize("case, pipelined", [
+    ("bert_b32_qkv", True),  # no bounds tests
+    ("resnet_b32_1x1_s2", True),  # windowed, no padding
+    ("resnet_b32_3x3", False),  # padded, 1568 blocks
+    ("resnet_b32_3x3_7x7_small_grid", True),  # padded, 200 blocks
+])
+def test_k_loop_pipelined_with_cp_async_unless_bounds_tested_on_a_large_grid(case, pipelined):
+    mod, _ = FILLING[case]()
+    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    assert ("cp.async.wait_group" in source) == pipelined
+    assert 200 <= PIPELINE_MAX_BLOCKS_PREDICATED < 1568
+
+
+def test_benchmark_module_packs_a_weight_parameter_on_the_gpu():
+    # The cost model times single kernels with weights as parameters: the packing is
+    # lifted into main_transform_params, built for the GPU like the kernel.
+    km = _conv_kernel_module()
+    scheduled = kernels.schedule(weight_prepack.mark_weights(km.mod), SM90)
+    split = weight_prepack.split_and_fold(scheduled, tvm.target.Target(weight_prepack.HOST_TARGET))
+    assert weight_prepack.TRANSFORM_PARAMS in [gv.name_hint for gv in split.get_global_vars()]
+    source = _cuda_source(kernels.build(km.mod, SM90, cuda_graph=False))
+    assert re.search(r"__global__ .*weight_prepack_kernel", source)
+
+
+def _conv_kernel_module():
+    from hetpart.importer.fusion import fuse_with_ops
+    from hetpart.importer.graph_builder import build_op_graph
+
+    rng = np.random.default_rng(0)
+    w = relax.const((rng.standard_normal((64, 64, 3, 3)) * 0.05).astype("float32"))
+    x = relax.Var("x", relax.TensorType((32, 64, 56, 56), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(op.nn.relu(bb.emit(op.nn.conv2d(x, w, padding=1)))))
+        bb.emit_func_output(out)
+    graph = build_op_graph("conv", *fuse_with_ops(bb.get()))
+    (kernel,) = [kk for kk in graph.nodes if "conv" in kk.func]
+    return kernel_bench.single_kernel_module(graph, kernel)
 
 
 def _cuda_source(exe) -> str:
@@ -183,3 +269,17 @@ def test_tensor_core_kernels_correct_on_gpu(case):
         got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
         err = float(np.abs(got - want).max() / np.abs(want).max())
         assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_benchmark_module_with_weight_parameter_correct_on_gpu():
+    km = _conv_kernel_module()
+    cpu_exe = kernels.build(km.mod, cpu_tvm_target())
+    cpu_in = kernel_bench.prepared_inputs(km, cpu_exe, tvm.cpu())
+    want = relax.VirtualMachine(cpu_exe, tvm.cpu())["main"](*cpu_in).numpy()
+    dev = tvm.cuda(0)
+    exe = kernels.build(km.mod, cuda_tvm_target(), cuda_graph=False)
+    got = relax.VirtualMachine(exe, dev)["main"](*kernel_bench.prepared_inputs(km, exe, dev)).numpy()
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"

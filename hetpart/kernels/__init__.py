@@ -23,17 +23,12 @@ from tvm import tirx
 from tvm.target import Target
 
 from ..errors import CompileError
-from .analysis import copy_module, is_cpu, is_gpu
+from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
 from . import cuda_pipeline, weight_prepack
 from .rules import cpu_rules, gpu_rules, rule_name
 
 log = logging.getLogger(__name__)
 
-RULE_ATTR = "hetpart.rule"
-"""Function attribute naming the rule (class name) that scheduled a PrimFunc."""
-
-SCHEDULED_ATTR = "tirx.is_scheduled"
-"""TVM's own mark of a scheduled PrimFunc: dlight and the default pipelines skip it."""
 
 
 def rules_for(target: Target) -> list:
@@ -112,8 +107,9 @@ def build(
 
     1. with ``tuning_db`` (a MetaSchedule work dir holding records), apply the tuned
        schedules found there (:func:`hetpart.kernels.tuning.apply_database`);
-    2. :func:`schedule` every other PrimFunc with hetpart's rules; on a CPU the
-       weights those schedules repack are packed now, once (:mod:`.weight_prepack`);
+    2. :func:`schedule` every other PrimFunc with hetpart's rules; the weights those
+       schedules repack (CPU panels, the GPU tensor-core layout) are packed now, once
+       (:mod:`.weight_prepack`);
     3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
        ``relax.backend.use_cuda_graph`` when ``cuda_graph``; a module with
        tensor-core kernels through :mod:`.cuda_pipeline` (TVM's TIR pipeline, every
@@ -127,11 +123,13 @@ def build(
         from .tuning import apply_database
 
         mod = apply_database(mod, target, tuning_db)
+    mod = schedule(weight_prepack.mark_weights(mod), target)
     if is_cpu(target):
-        mod = schedule(weight_prepack.mark_weights(mod), target)
         mod = weight_prepack.split_and_fold(mod, target)
     else:
-        mod = schedule(mod, target)
+        # Packing functions left in the module (weights passed as parameters, lifted
+        # into main_transform_params) run on the GPU too: schedule them as well.
+        mod = schedule(weight_prepack.split_and_fold(mod, Target(weight_prepack.HOST_TARGET)), target)
     config = {}
     tir_pipeline = "default"
     if target.kind.name == "cuda" and cuda_pipeline.has_warp_buffers(mod):
@@ -140,6 +138,8 @@ def build(
         # index in a let-bound variable the lowering rejects (nvcc does its own CSE).
         tir_pipeline = cuda_pipeline.register()
         config["tirx.disable_cse_tir"] = True
+        # Software-pipelined shared-memory stages (the tensor-core rule's) copy with cp.async.
+        config["tirx.use_async_copy"] = True
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
     try:

@@ -11,8 +11,12 @@ theirs; the most common step is the stride (a reshape's wrap-around is one step 
 many).  Reads whose index is not integer arithmetic on the iterators (a gathered
 index, a dynamic shape) are left out.
 
-Used by the CPU injective rule (a strided copy is parallelised earlier) and by the
-cost model (:mod:`hetpart.costmodel.access_pattern`, a predictor feature).
+:func:`strides_along` and :func:`unit_run` ask the same along any iterator (how far a
+read moves per step; how many steps it stays contiguous).
+
+Used by the CPU injective rule (a strided copy is parallelised earlier), the GPU
+tensor-core rule (which way to stage an operand slice) and the cost model
+(:mod:`hetpart.costmodel.access_pattern`, a predictor feature).
 """
 
 from __future__ import annotations
@@ -33,21 +37,45 @@ def read_strides(block) -> list[int]:
     """The stride (elements per step of the innermost spatial iterator) of each read in
     ``block`` whose offset can be evaluated; none when the block has no such iterator."""
     inner = _innermost(block)
-    if inner is None:
+    return [] if inner is None else strides_along(block, inner[0])
+
+
+def strides_along(block, var) -> list[int]:
+    """The stride of each evaluable read of ``block`` along its iterator ``var`` (the
+    others held at the middle of their ranges); a reduction's accumulator left out."""
+    inner = next(((iv.var, _extent(iv)) for iv in block.iter_vars if iv.var.same_as(var)), None)
+    if inner is None or not inner[1] or inner[1] < 2:
         return []
     env = [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
-    written = [w.source for w in block.writes]
-    loads: list = []
-    tvm_ffi.structural_walk(block.body, (TensorLoad, loads.append), order="post")
     out = []
-    for load in loads:
-        if is_one_of(load.source, written):  # a reduction's accumulator: read where it writes
-            continue
+    for load in _reads(block):
         try:
             out.append(_stride(load, inner, env))
         except Unknown:
             continue
     return out
+
+
+def _reads(block) -> list:
+    """The loads of ``block`` but those of the buffers it writes (an accumulator)."""
+    loads: list = []
+    tvm_ffi.structural_walk(block.body, (TensorLoad, loads.append), order="post")
+    written = [w.source for w in block.writes]
+    return [ld for ld in loads if not is_one_of(ld.source, written)]
+
+
+def unit_run(block, var, limit: int) -> int:
+    """How many consecutive elements every read of ``block`` takes as the iterator
+    ``var`` steps from 0 (the others held at the middle of their ranges): ``limit``
+    when all of the first ``limit`` steps move by one element, else the length of the
+    shortest contiguous run.  :class:`Unknown` for an index this module cannot evaluate."""
+    env = [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
+    run = limit
+    for load in _reads(block):
+        offsets = [_offset(load, [(v, x if v.same_as(var) else value) for v, value in env]) for x in range(limit)]
+        steps = [b - a for a, b in zip(offsets, offsets[1:])]
+        run = min(run, next((i + 1 for i, st in enumerate(steps) if st != 1), limit))
+    return run
 
 
 def _innermost(block):

@@ -140,6 +140,12 @@ class MacBlock:
         return dims[0] if isinstance(e, tirx.Var) and e.same_as(var) else None
 
 
+RULE_ATTR = "hetpart.rule"
+"""Function attribute naming the rule (class name) that scheduled a PrimFunc."""
+
+SCHEDULED_ATTR = "tirx.is_scheduled"
+"""TVM's own mark of a scheduled PrimFunc: dlight and the default pipelines skip it."""
+
 LAYOUT_FREE_ATTR = "layout_free_buffers"
 """PrimFunc attribute set by Relax's ``AttachAttrLayoutFreeBuffers``: the positions of
 the parameters bound to model constants (weights), whose layout a schedule may change."""

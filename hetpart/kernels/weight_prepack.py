@@ -1,7 +1,9 @@
-"""Pack model weights into the layout a CPU kernel reads -- once, at compile time.
+"""Pack model weights into the layout a kernel reads -- once, at compile time.
 
 The CPU matmul and conv2d rules read their vector operand in contiguous panels
-(:func:`hetpart.kernels.register_tile._pack_operand`).  When that operand is a
+(:func:`hetpart.kernels.register_tile._pack_operand`); the GPU tensor-core rule reads
+a weight as a ``[N, K]`` matrix padded to whole tiles, K in its own order
+(:mod:`hetpart.kernels.rules.gpu_tensor_core`).  When that operand is a
 weight of the model, repacking it on every call costs a pass over the weights per
 inference (ResNet-50's 100 MB at batch 1).  This module moves that copy to compile
 time, with the machinery TVM's MetaSchedule uses for the same job:
@@ -21,7 +23,8 @@ time, with the machinery TVM's MetaSchedule uses for the same job:
 
 Keeps: every value the program computes (the packing is a pure permutation of a
 weight's elements).  Removes: the per-call copy, and the unpacked weight constants
-the folded calls no longer use.  CPU targets only: no GPU rule annotates packing.
+the folded calls no longer use.  Packing runs on the host (:data:`HOST_TARGET`) for
+every target; on a GPU the copy is then a constant uploaded with the others.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, tirx
 
-from .analysis import LAYOUT_FREE_ATTR, contains, copy_module
+from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
 PREPACK_SUFFIX = "_weight_prepack"
+HOST_TARGET = "llvm"
+"""Target the packing of a GPU build's weights is compiled for (a CPU build packs with
+its own target)."""
 TRANSFORM_PARAMS = "main_transform_params"
 
 
@@ -85,11 +91,22 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
     constant (``host``: the LLVM target that evaluates them); see the module doc."""
     if not _has_prepack_blocks(mod):
         return mod
-    mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+    mod = _unscheduled_prepacks(relax.transform.SplitLayoutRewritePreproc()(mod))
     mod = _fold_constant_prepacks(mod, host)
     if any(_has_num_input(f) for _, f in mod.functions_items()):
         mod = relax.transform.LiftTransformParams()(mod)
     return relax.transform.DeadCodeElimination()(mod)
+
+
+def _unscheduled_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
+    """The split-off packing functions inherit their kernel's attributes, "scheduled"
+    included; they are plain loops, so drop that mark: a GPU build schedules the ones
+    left in the module (weights passed as parameters), which would otherwise reach
+    the CUDA build with no thread bound (test_kernels_tensor_core)."""
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.endswith(PREPACK_SUFFIX):
+            mod[gv] = func.without_attr(SCHEDULED_ATTR).without_attr(RULE_ATTR)
+    return mod
 
 
 def _has_num_input(func) -> bool:

@@ -19,13 +19,15 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.gpu.matmul import get_index_map
 
 from ..analysis import MacBlock, schedule_mac
+from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_conv2d import reindex_window
 
 
-def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True):
+def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True, channels_last: bool = False):
     """``(sch, block, is_plain, (batch, M, N, K))`` for ``func`` in normal form (see the
     module docstring), or None.  ``plain=False`` declines plain contractions
-    (matmuls), keeping convolutions only."""
+    (matmuls), keeping convolutions only; ``channels_last`` orders a convolution's K
+    as ``(ky, kx, channel)`` (:func:`_channels_last`) rather than the input's order."""
     found = schedule_mac(func)
     if found is None or not _all_float32(*found):
         return None
@@ -35,8 +37,28 @@ def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True):
         return None
     if not is_plain and not reindex_window(sch, mac):
         return None
+    if not is_plain and channels_last:
+        _channels_last(sch, mac)
     shape = _normalise(sch, mac.block)
     return None if shape is None else (sch, mac.block, is_plain, shape)
+
+
+def _channels_last(sch: s_tir.Schedule, mac: MacBlock) -> None:
+    """Order a convolution's reduction iterators window first, channels last, so that
+    K = (ky, kx, ic): a K slice of whole channels has one window offset, so its bounds
+    test and address are one add per row instead of a division of K per element.
+    The channel iterators are those indexing a dim of the windowed operand alone."""
+    win = 0 if not mac.is_plain(0) else 1
+    ivs = [iv.var for iv in sch.get(mac.block).iter_vars]
+    channel = [v for v in mac.reduce if mac.plain_dim(win, v) is not None]
+    window = [v for v in mac.reduce if mac.plain_dim(win, v) is None]
+    order = list(mac.spatial) + window + channel
+    if len(order) != len(ivs) or all(a.same_as(b) for a, b in zip(order, ivs)):
+        return
+    position = [next(i for i, v in enumerate(ivs) if v.same_as(o)) for o in order]
+    index_map = tirx.IndexMap.from_func(lambda *vs: [vs[p] for p in position], ndim=len(ivs),
+                                        index_dtype=str(sch.get(mac.block).iter_vars[0].dom.extent.ty))
+    sch.transform_block_layout(mac.block, index_map)
 
 
 def _all_float32(sch: s_tir.Schedule, mac: MacBlock) -> bool:
@@ -75,6 +97,8 @@ def inline_producers(sch: s_tir.Schedule, block) -> None:
     todo = list(sch.get_producers(block))
     while todo:
         producer = todo.pop()
+        if LAYOUT_REWRITE_PREPROC in sch.get(producer).annotations:
+            continue  # a weight packed at compile time: read, not recomputed
         more = list(sch.get_producers(producer))
         sch.compute_inline(producer)
         todo.extend(more)
