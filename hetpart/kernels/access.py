@@ -46,7 +46,7 @@ def strides_along(block, var) -> list[int]:
     inner = next(((iv.var, _extent(iv)) for iv in block.iter_vars if iv.var.same_as(var)), None)
     if inner is None or not inner[1] or inner[1] < 2:
         return []
-    env = [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
+    env = _at_middle(block)
     out = []
     for load in _reads(block):
         try:
@@ -54,6 +54,16 @@ def strides_along(block, var) -> list[int]:
         except Unknown:
             continue
     return out
+
+
+def _at_middle(block) -> list:
+    """``[(var, value)]``: each iterator of ``block`` with a static extent at its middle."""
+    return [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
+
+
+def _with(env: list, var, value: int) -> list:
+    """``env`` with ``var`` set to ``value``."""
+    return [(v, value if v.same_as(var) else old) for v, old in env]
 
 
 def _reads(block) -> list:
@@ -69,10 +79,10 @@ def unit_run(block, var, limit: int) -> int:
     ``var`` steps from 0 (the others held at the middle of their ranges): ``limit``
     when all of the first ``limit`` steps move by one element, else the length of the
     shortest contiguous run.  :class:`Unknown` for an index this module cannot evaluate."""
-    env = [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
+    env = _at_middle(block)
     run = limit
     for load in _reads(block):
-        offsets = [_offset(load, [(v, x if v.same_as(var) else value) for v, value in env]) for x in range(limit)]
+        offsets = [_offset(load, _with(env, var, x)) for x in range(limit)]
         steps = [b - a for a, b in zip(offsets, offsets[1:])]
         run = min(run, next((i + 1 for i, st in enumerate(steps) if st != 1), limit))
     return run
@@ -93,9 +103,7 @@ def _stride(load, inner, env) -> int:
     starts = sorted({min(x, extent - 2) for x in (0, extent // 4, extent // 2, 3 * extent // 4)})
     steps = Counter()
     for x in starts:
-        at = [(v, x if v.same_as(var) else value) for v, value in env]
-        nxt = [(v, x + 1 if v.same_as(var) else value) for v, value in env]
-        steps[_offset(load, nxt) - _offset(load, at)] += 1
+        steps[_offset(load, _with(env, var, x + 1)) - _offset(load, _with(env, var, x))] += 1
     return steps.most_common(1)[0][0]  # ties: the first sampled (Counter keeps insertion order)
 
 
