@@ -9,7 +9,7 @@ ResNet-50 batch-32 convolutions (+ bias/relu epilogue) with hetpart's CUDA rules
 and prints median ms and TFLOP/s; then PyTorch's matmuls (float32 and TF32) and
 TF32 convolutions of the same shapes.  A shape whose grid the tile cannot fill is
 left to the other rules (the CUDA-core implicit GEMM), as in a real build.  The
-results of 2026-11-30 are in bench/results/nvidia-h200.md (section 0).
+results of 2026-11-30 are in bench/results/nvidia-h200.md (section 0c).
 """
 import json
 import subprocess

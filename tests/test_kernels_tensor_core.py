@@ -8,7 +8,9 @@ targets, ``HETPART_TF32=0``); what it builds for sm_90 issues TF32 ``mma.sync`` 
 every warp buffer lowered to a handful of registers; a convolution's weight is packed at
 compile time into the ``[1, N, K]`` matrix the kernel reads (K ordered ky, kx, channel,
 padded to whole tiles); the K loop is software-pipelined with ``cp.async`` except for
-bounds-tested loads on large grids.  With a GPU (``cuda`` mark): the built kernels
+bounds-tested loads on large grids; a convolution whose grid is small has its K split
+at window offsets into chunks (partial products, then a sum kernel); its result is written out along its
+pixels (contiguous in NCHW), 4 at a time where its images' pixel count allows.  With a GPU (``cuda`` mark): the built kernels
 match the CPU build within TF32's precision, pipelined or not, with weights folded at
 compile time or packed by ``main_transform_params`` (the cost model's benchmarks).
 """
@@ -20,14 +22,16 @@ import re
 import numpy as np
 import pytest
 import tvm
-from tvm import relax, tirx
+from tvm import relax, s_tir, te, tirx
 
 from hetpart import kernels
 from hetpart.importer.fusion import fuse
 from hetpart.costmodel import kernel_bench
 from hetpart.kernels import access, tf32, weight_prepack
 from hetpart.kernels.rules import GpuTensorCoreGemm
-from hetpart.kernels.rules.gpu_tensor_core import CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PREDICATED
+from hetpart.kernels.rules.gpu_tensor_core import (
+    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PREDICATED, split_factor,
+)
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
 
 op = relax.op
@@ -123,7 +127,8 @@ FILLING = {  # grids of at least one 64x128 tile per SM
     "attention_scores_batched": lambda: _matmul_module(128, 64, 128, batch=384),
     "resnet_b32_3x3": lambda: _conv_module(32, 64, 56, 64),
     "resnet_b32_1x1_s2": lambda: _conv_module(32, 256, 56, 512, k=1, stride=2),
-    "resnet_b32_3x3_7x7_small_grid": lambda: _conv_module(32, 512, 7, 512),  # pipelined, bounds-tested
+    "resnet_b32_3x3_7x7_small_grid": lambda: _conv_module(32, 64, 7, 512),  # pipelined, bounds-tested
+    "resnet_b32_3x3_7x7_split": lambda: _conv_module(32, 512, 7, 512),  # K in 3 chunks
 }
 
 
@@ -184,7 +189,8 @@ def test_windowed_input_reads_are_contiguous_along_rows_not_k():
     from hetpart.kernels.rules.gpu_gemm import as_normal_gemm, inline_producers
 
     mod, _ = FILLING["resnet_b32_3x3"]()
-    sch, main, _, _ = as_normal_gemm(_contraction(mod), channels_last=True)
+    gemm = as_normal_gemm(_contraction(mod), channels_last=True)
+    sch, main = gemm.sch, gemm.block
     staged = sch.cache_read(main, 0, tf32.SCOPE)  # as the rule stages operand A
     inline_producers(sch, staged)
     blk = sch.get(staged)
@@ -199,12 +205,84 @@ def test_windowed_input_reads_are_contiguous_along_rows_not_k():
     ("resnet_b32_1x1_s2", True),  # windowed, no padding
     ("resnet_b32_3x3", False),  # padded, 1568 blocks
     ("resnet_b32_3x3_7x7_small_grid", True),  # padded, 200 blocks
+    ("resnet_b32_3x3_7x7_split", False),  # padded, 600 blocks once K is split in 3
 ])
 def test_k_loop_pipelined_with_cp_async_unless_bounds_tested_on_a_large_grid(case, pipelined):
     mod, _ = FILLING[case]()
     source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     assert ("cp.async.wait_group" in source) == pipelined
     assert 200 <= PIPELINE_MAX_BLOCKS_PREDICATED < 1568
+
+
+def _gemm_rows_into_nchw(n, c, h, w):
+    """The rule's write-out block in miniature: a ``[1, rows, channels]`` GEMM result
+    copied into an NCHW output, the copy inlined into the block computing the result
+    (which then writes ``out[r // hw, c, r % hw // w, r % w]``)."""
+    a = te.placeholder((1, n * h * w, c), "float32", name="a")
+    g = te.compute((1, n * h * w, c), lambda b, r, ch: a[b, r, ch] * 2.0, name="g")
+    out = te.compute((n, c, h, w), lambda b, ch, y, x: g[0, b * h * w + y * w + x, ch], name="out")
+    sch = s_tir.Schedule(te.create_prim_func([a, out]))
+    sch.reverse_compute_inline(sch.get_sblock("out"))
+    return sch.get(sch.get_sblock("g"))
+
+
+@pytest.mark.parametrize("size, in_runs_of_4", [(56, True), (14, True), (7, False)])
+def test_nchw_output_is_written_along_rows_in_runs_the_image_size_allows(size, in_runs_of_4):
+    # The facts the write-out's direction and width rest on: one element per row
+    # (pixel), a plane per column (channel); runs of 4 rows from any multiple of 4
+    # stay inside one image when 4 divides its pixel count (56*56, 14*14; not 7*7).
+    blk = _gemm_rows_into_nchw(4, 8, size, size)
+    _, rows, cols = blk.iter_vars
+    assert access.write_strides_along(blk, rows.var) == [1]
+    assert access.write_strides_along(blk, cols.var) == [size * size]
+    assert access.writes_in_runs(blk, rows.var, 4) == in_runs_of_4
+    assert access.writes_in_runs(blk, rows.var, 1)
+
+
+@pytest.mark.parametrize("case, store", [
+    ("bert_b32_qkv", "float4"),  # [tokens, features]: along the columns, as before
+    ("resnet_b32_3x3", "float4"),  # NCHW, 56x56 images: 4 pixels per store
+    ("resnet_b32_3x3_7x7_small_grid", "float"),  # 7x7 images: one pixel per store
+])
+def test_result_written_with_whole_vectors_not_scattered(case, store):
+    # Written along the columns, an NCHW result took four scalar stores a plane apart
+    # per thread (an int4 of indices); along the pixels each store is one vector.
+    mod, _ = FILLING[case]()
+    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    assert not re.search(r"compute\w*_ptr\[v_\w*\.[xyzw]\]", source)
+    vector = re.search(r"\*\(float4\*\)\(compute\w*_ptr \+", source)
+    assert bool(vector) == (store == "float4")
+    if case.startswith("resnet"):  # accumulators staged [channel, pixel] for that
+        assert tf32.NAMES["store_cols"] in str(_apply(_contraction(mod)).trace)
+
+
+@pytest.mark.parametrize("blocks, k, k_run, want", [
+    (200, 4608, 512, 3),  # ResNet-50's 3x3 512ch at 7x7: chunks of 3 whole windows
+    (200, 2304, 256, 3),
+    (392, 4608, 512, 1),  # grid already 2 blocks per SM
+    (200, 2048, 2048, 1),  # a 1x1 convolution / matmul (one window): not split
+    (196, 1152, 128, 1),  # 3 chunks would be shorter than MIN_K_CHUNK, 2 start mid-window
+    (140, 4 * 4 * 512, 512, 2),  # a 4x4 window: 2 chunks of 8 offsets reach 280 blocks
+    (140, 5 * 5 * 256, 256, 1),  # a 5x5 window: no factor of 2..4 cuts at window offsets
+])
+def test_split_factor_cuts_k_at_window_offsets_for_small_grids(blocks, k, k_run, want):
+    assert split_factor(blocks, k, k_run, CONV_TILES[0]) == want
+
+
+def test_split_factor_off_by_switch(monkeypatch):
+    monkeypatch.setenv("HETPART_SPLITK", "0")
+    assert split_factor(200, 4608, 512, CONV_TILES[0]) == 1
+
+
+def test_split_convolution_writes_partials_then_sums_them_through_the_epilogue():
+    mod, _ = FILLING["resnet_b32_3x3_7x7_split"]()
+    sch = _apply(_contraction(mod))
+    assert "rfactor" in str(sch.trace)
+    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    kernels_ = re.findall(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\(', source)
+    assert len(set(kernels_)) == 2, kernels_  # partial products, then sum + bias + relu
+    # The partials land as [chunk, channel, pixel]: written 4 pixels at a time.
+    assert re.search(r"\*\(float4\*\)\(\w*_rf_ptr \+", source)
 
 
 def test_benchmark_module_packs_a_weight_parameter_on_the_gpu():

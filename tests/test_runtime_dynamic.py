@@ -228,3 +228,61 @@ def test_detector_nms_on_a_real_gpu_matches_onnx(zoo_graph, zoo_onnx, plan_for):
             out = s.run(feeds)
             check_against_onnx(compiled, onnx_model, out, feeds)
             assert s.last_run_stats.edge_for(dyn.name).copies == 1
+
+
+@pytest.mark.cuda
+def test_detector_nms_on_a_real_gpu_matches_onnx_while_the_gpu_is_busy(zoo_graph, zoo_onnx, plan_for):
+    """As above, with another stream keeping every SM busy: the GPU partition's VM
+    reads the selected count on the host with copies outside the session's stream; a
+    copy engine is not an SM, so run on our stream that read could overtake the kernel
+    that writes the count (it came back (0, 0) under load before launch_in_order)."""
+    import threading
+
+    graph = zoo_graph("detector")
+    from hetpart.kernels.capabilities import unsupported_reason
+
+    nms = {k for k in nms_kernels(graph) if not unsupported_reason(graph.kernels[k], "cuda")}
+    assignment = {k: ("cuda" if k in nms else "cpu") for k in graph.topological_order()}
+    compiled = hetpart.compile(plan_for(graph, assignment), graph, progress=False)
+    onnx_model = zoo_onnx("detector")
+    stop = threading.Event()
+    busy = threading.Thread(target=_keep_gpu_busy, args=(stop,), daemon=True)
+    busy.start()
+    try:
+        with Session(compiled) as s:
+            for seed in range(20):
+                feeds = models.example_inputs(onnx_model, seed % 3)
+                check_against_onnx(compiled, onnx_model, s.run(feeds), feeds)
+    finally:
+        stop.set()
+        busy.join()  # no kernel launches left running into the interpreter's exit
+
+
+def _keep_gpu_busy(stop) -> None:
+    """Launch a 2048^3 float32 matmul (tens of microseconds on every SM) again and
+    again on a stream of its own until ``stop`` is set."""
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    from hetpart import kernels
+    from hetpart.targets import cuda_tvm_target
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2048, 2048), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.matmul(x, x)))
+        bb.emit_func_output(out)
+    dev = tvm.cuda(0)
+    vm = relax.VirtualMachine(kernels.build(bb.get(), cuda_tvm_target(), cuda_graph=False), dev)
+    arg = tvm.runtime.tensor(np.ones((2048, 2048), "float32"), dev)
+    stream = dev.create_raw_stream()
+    try:
+        with tvm_ffi.use_raw_stream(dev, stream):
+            while not stop.is_set():
+                for _ in range(20):
+                    vm["main"](arg)
+                dev.sync()
+    finally:
+        dev.free_raw_stream(stream)

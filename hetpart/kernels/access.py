@@ -12,10 +12,13 @@ many).  Reads whose index is not integer arithmetic on the iterators (a gathered
 index, a dynamic shape) are left out.
 
 :func:`strides_along` and :func:`unit_run` ask the same along any iterator (how far a
-read moves per step; how many steps it stays contiguous).
+read moves per step; how many steps it stays contiguous); :func:`write_strides_along`
+asks it of the block's writes, and :func:`writes_in_runs` whether every aligned group
+of steps writes consecutive elements (proved, not sampled, with TVM's arithmetic).
 
 Used by the CPU injective rule (a strided copy is parallelised earlier), the GPU
-tensor-core rule (which way to stage an operand slice) and the cost model
+tensor-core rule (which way to stage an operand slice, which way to write out the
+result) and the cost model
 (:mod:`hetpart.costmodel.access_pattern`, a predictor feature).
 """
 
@@ -26,7 +29,8 @@ from collections import Counter
 
 import tvm_ffi
 from tvm import tirx
-from tvm.ir import TensorLoad
+from tvm.ir import Range, TensorLoad
+from tvm.sym.analyzer import Analyzer
 
 
 class Unknown(Exception):
@@ -56,6 +60,61 @@ def strides_along(block, var) -> list[int]:
     return out
 
 
+def write_strides_along(block, var) -> list[int]:
+    """The stride of each write of ``block`` along its iterator ``var`` (the others held
+    at the middle of their ranges), as :func:`strides_along` for the reads."""
+    inner = next(((iv.var, _extent(iv)) for iv in block.iter_vars if iv.var.same_as(var)), None)
+    if inner is None or not inner[1] or inner[1] < 2:
+        return []
+    env = _at_middle(block)
+    return [_stride(store, inner, env) for store in _writes(block)]
+
+
+def writes_in_runs(block, var, group: int) -> bool:
+    """True when, for every ``g``, the iterator ``var`` stepping through ``group*g ..
+    group*g + group-1`` makes every write of ``block`` move by one element per step
+    (so ``group`` lanes of a vector store are consecutive); False when TVM's
+    arithmetic analyzer cannot prove it (an NCHW output whose images hold a pixel count
+    ``group`` does not divide)."""
+    ivs = {iv.var: iv for iv in block.iter_vars}
+    target = next((iv for iv in block.iter_vars if iv.var.same_as(var)), None)
+    if target is None or _extent(target) is None or _extent(target) % group:
+        return False
+    dtype = str(target.dom.extent.ty)
+    g, v = tirx.Var("g", dtype), tirx.Var("v", dtype)
+
+    def analyzer(value):
+        a = Analyzer()
+        for iv in ivs.values():
+            if not iv.var.same_as(var):
+                a.bind(iv.var, iv.dom)
+        a.bind(g, Range(0, _extent(target) // group))
+        a.bind(v, Range(0, group))
+        if value is not None:
+            a.bind(var, value)
+        return a
+
+    for store in _writes(block):
+        flat = _flat_expr(store)
+        moved = analyzer(g * group + v).simplify(flat)
+        start = analyzer(g * group).simplify(flat)
+        if not _is_zero(analyzer(None).simplify(moved - start - v)):
+            return False
+    return True
+
+
+def _is_zero(expr) -> bool:
+    return isinstance(expr, tirx.IntImm) and int(expr.value) == 0
+
+
+def _flat_expr(access):
+    """Row-major flat offset of ``access`` as an expression of the block's iterators."""
+    flat = None
+    for dim, index in zip(_shape(access), access.indices):
+        flat = index if flat is None else flat * dim + index
+    return flat
+
+
 def _at_middle(block) -> list:
     """``[(var, value)]``: each iterator of ``block`` with a static extent at its middle."""
     return [(iv.var, _extent(iv) // 2) for iv in block.iter_vars if _extent(iv) is not None]
@@ -72,6 +131,13 @@ def _reads(block) -> list:
     tvm_ffi.structural_walk(block.body, (TensorLoad, loads.append), order="post")
     written = [w.source for w in block.writes]
     return [ld for ld in loads if not is_one_of(ld.source, written)]
+
+
+def _writes(block) -> list:
+    """The stores of ``block``."""
+    stores: list = []
+    tvm_ffi.structural_walk(block.body, (tirx.BufferStore, stores.append), order="post")
+    return stores
 
 
 def unit_run(block, var, limit: int) -> int:
@@ -108,8 +174,8 @@ def _stride(load, inner, env) -> int:
 
 
 def _offset(load, env) -> int:
-    """Row-major flat element offset of ``load`` with the iterators valued by ``env``."""
-    shape = [_const(d) for d in load.source.ty.shape]
+    """Row-major flat element offset of ``load`` (or a store) with the iterators valued by ``env``."""
+    shape = [_const(d) for d in _shape(load)]
     flat = 0
     for dim, index in zip(shape, load.indices):
         flat = flat * dim + _value(index, env)
@@ -120,6 +186,11 @@ _BINARY = {
     tirx.Add: operator.add, tirx.Sub: operator.sub, tirx.Mul: operator.mul,
     tirx.FloorDiv: operator.floordiv, tirx.FloorMod: operator.mod, tirx.Min: min, tirx.Max: max,
 }
+
+
+def _shape(access):
+    """The shape of the buffer a load or a store addresses."""
+    return (access.source if isinstance(access, TensorLoad) else access.buffer).ty.shape
 
 
 def _value(expr, env) -> int:

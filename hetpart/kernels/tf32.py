@@ -17,7 +17,9 @@ lowering turns into ``n`` registers per thread):
 
 * ``init`` / ``store``: zero a 16x16 float32 accumulator / copy it to shared memory,
   in the m16n8 accumulator layout (:func:`c_layout`, the one TVM's own ``mma_*``
-  intrinsics use), each lane's 8 registers written by unrolled code.
+  intrinsics use), each lane's 8 registers written by unrolled code;
+  ``store_cols`` copies it transposed (shared memory holding ``[column, row]``), for a
+  write-out that walks the rows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ NAMES = {
     "compute": "hetpart_tf32_mma_16x16x8_trans",
     "init": "hetpart_tf32_fill_16x16",
     "store": "hetpart_tf32_store_16x16_shared_dyn",
+    "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
 }
 """Intrinsic names by role."""
 
@@ -90,7 +93,8 @@ def _register() -> None:
         lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2))))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
-    TensorIntrin.register(NAMES["store"], *_store_intrin())
+    TensorIntrin.register(NAMES["store"], *_store_intrin(transposed=False))
+    TensorIntrin.register(NAMES["store_cols"], *_store_intrin(transposed=True))
 
 
 def _c_inverse(lane, r):
@@ -129,10 +133,13 @@ def _fill_intrin():
     return desc, impl
 
 
-def _store_intrin():
+def _store_intrin(transposed: bool):
     """(desc, impl) copying a 16x16 accumulator to shared memory, each lane its 8
-    registers (unrolled)."""
+    registers (unrolled); ``transposed``: element ``(i, j)`` lands at ``S[j, i]``."""
     from tvm.script import tirx as T
+
+    def at(i, j):
+        return (j, i) if transposed else (i, j)
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle, s: T.handle) -> None:
@@ -145,9 +152,10 @@ def _store_intrin():
                 with T.sblock("store"):
                     vi, vj = T.axis.remap("SS", [i, j])
                     lane, reg = T.meta_var(c_layout(vi, vj))
+                    si, sj = T.meta_var(at(vi, vj))
                     T.reads(C[lane, reg])
-                    T.writes(S[vi, vj])
-                    S[vi, vj] = C[lane, reg]
+                    T.writes(S[si, sj])
+                    S[si, sj] = C[lane, reg]
 
     @T.prim_func(s_tir=True)
     def impl(c: T.handle, s: T.handle) -> None:
@@ -161,7 +169,8 @@ def _store_intrin():
             for lane in T.thread_binding(0, WARP, "threadIdx.x"):
                 for r in T.unroll(8):
                     row, col = T.meta_var(_c_inverse(lane, r))
-                    S[row, col] = C[lane, r]
+                    si, sj = T.meta_var(at(row, col))
+                    S[si, sj] = C[lane, r]
 
     return desc, impl
 

@@ -92,6 +92,12 @@ def event_elapsed_s(start: int, end: int) -> float:
     return _check("cudaEventElapsedTime", fn(rt.cudaEvent_t(start), rt.cudaEvent_t(end))) / 1e3
 
 
+def stream_synchronize(stream: int) -> None:
+    """Block the calling host thread until everything on ``stream`` (0: the default stream) has run."""
+    rt = cudart()
+    _check("cudaStreamSynchronize", rt.cudaStreamSynchronize(rt.cudaStream_t(stream)))
+
+
 def stream_wait_event(stream: int, event: int) -> None:
     """Make ``stream`` wait (on the device, host not blocked) for ``event``."""
     rt = cudart()

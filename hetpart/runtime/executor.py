@@ -159,12 +159,6 @@ class RunContext:
                 self._stream_spans.append((label, category, start, end))
         return end
 
-    def drain_stream(self) -> None:
-        """Wait on the host until everything enqueued on the stream so far has run."""
-        marker = self.stream.record()
-        marker.synchronize()
-        marker.release()
-
     def host_span(self, track: str, name: str, start: float, end: float) -> None:
         self.stats.span(Span(track, name, start, end, "partition", self.run_id))
 
@@ -282,16 +276,19 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             outputs = _held(stage.runner.call(inputs, outputs, ctx.stats), outputs)
             ctx.host_span(stage.track, stage.name, start, time.perf_counter())
         else:
-            if any(stage.runner.dynamic_outputs):
-                # Its output shapes come from tensor values (e.g. NMS's selected count) that
-                # the VM reads on the host, outside our stream: the copies that bring those
-                # values must have landed first (found on the GPU: it read zeros before).
-                ctx.drain_stream()
-            handle = getattr(ctx.stream, "handle", 0)
             held: list = []
-            # launch runs ``call`` on this thread (enqueueing kernels) before returning
-            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
-            ctx.enqueue(lambda: ctx.stream.launch(call), stage.name, "partition")
+            if any(stage.runner.dynamic_outputs):
+                # Its output shapes come from tensor values (e.g. NMS's selected count)
+                # that the VM reads on the host with copies outside our stream: it runs
+                # after our stream's work and on the default stream, where those copies
+                # wait for its kernels (Stream.launch_in_order).
+                call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, 0))  # noqa: E731
+                ctx.enqueue(lambda: ctx.stream.launch_in_order(call), stage.name, "partition")
+            else:
+                handle = getattr(ctx.stream, "handle", 0)
+                # launch runs ``call`` on this thread (enqueueing kernels) before returning
+                call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
+                ctx.enqueue(lambda: ctx.stream.launch(call), stage.name, "partition")
             outputs = _held(held[0] if held else None, outputs)
         for spec, buf in zip(art.outputs, outputs):
             publish(ctx, spec.name, stage.side, buf)

@@ -50,6 +50,13 @@ class Stream:
         """Enqueue ``fn``'s kernels (``fn`` calls a partition's VM) on this stream."""
         raise NotImplementedError
 
+    def launch_in_order(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (a partition whose VM sizes its outputs from tensor values it reads
+        on the host) after everything enqueued on this stream so far, and return once
+        its kernels have run.  TVM makes those reads with copies outside this stream,
+        which do not wait for this stream's kernels."""
+        raise NotImplementedError
+
     def copy(self, dst, src, kind: str) -> None:
         """Enqueue one copy between a pinned host Buffer and a device Buffer (``kind`` h2d/d2h/d2d)."""
         raise NotImplementedError
@@ -108,6 +115,9 @@ class SimulatedStream(Stream):
         if box:
             raise box[0]
 
+    def launch_in_order(self, fn: Callable[[], None]) -> None:
+        self.launch(fn)  # the queue already orders it, and launch waits for it
+
     def copy(self, dst, src, kind: str) -> None:
         self._queue.put(lambda: np.copyto(dst.array, src.array))
 
@@ -165,6 +175,16 @@ class CudaStream(Stream):
     def launch(self, fn: Callable[[], None]) -> None:
         with self._ffi.use_raw_stream(self.device, self.handle):
             fn()
+
+    def launch_in_order(self, fn: Callable[[], None]) -> None:
+        # Everything on the device's default stream, where TVM's own copies run (a value
+        # read there while its kernel still ran on this non-blocking stream came back as
+        # zeros -- found on the H200: NMS's selected indices (0, 0) with the GPU shared).
+        last = self.record()
+        last.synchronize()
+        last.release()
+        fn()
+        cuda_api.stream_synchronize(0)
 
     def copy(self, dst, src, kind: str) -> None:
         cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)

@@ -15,6 +15,9 @@ Invariant: only copies and layouts change; the block computes the same sums.
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.gpu.matmul import get_index_map
 
@@ -23,11 +26,24 @@ from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_conv2d import reindex_window
 
 
-def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True, channels_last: bool = False):
-    """``(sch, block, is_plain, (batch, M, N, K))`` for ``func`` in normal form (see the
-    module docstring), or None.  ``plain=False`` declines plain contractions
-    (matmuls), keeping convolutions only; ``channels_last`` orders a convolution's K
-    as ``(ky, kx, channel)`` (:func:`_channels_last`) rather than the input's order."""
+class NormalGemm(NamedTuple):
+    """A function scheduled into normal form: ``sch`` and its MAC ``block``; ``plain``:
+    a matmul (no windowed operand); ``shape``: the static ``(batch, M, N, K)``;
+    ``k_run``: how many consecutive K share one window offset (a convolution's
+    channel count with K ordered ``(ky, kx, channel)``; K itself otherwise)."""
+
+    sch: s_tir.Schedule
+    block: object
+    plain: bool
+    shape: tuple[int, int, int, int]
+    k_run: int
+
+
+def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True, channels_last: bool = False) -> NormalGemm | None:
+    """``func`` in normal form (see the module docstring), or None.  ``plain=False``
+    declines plain contractions (matmuls), keeping convolutions only;
+    ``channels_last`` orders a convolution's K as ``(ky, kx, channel)``
+    (:func:`_channels_last`) rather than the input's order."""
     found = schedule_mac(func)
     if found is None or not _all_float32(*found):
         return None
@@ -37,28 +53,34 @@ def as_normal_gemm(func: tirx.PrimFunc, *, plain: bool = True, channels_last: bo
         return None
     if not is_plain and not reindex_window(sch, mac):
         return None
-    if not is_plain and channels_last:
-        _channels_last(sch, mac)
+    channels = _channels_last(sch, mac) if not is_plain and channels_last else None
     shape = _normalise(sch, mac.block)
-    return None if shape is None else (sch, mac.block, is_plain, shape)
+    if shape is None:
+        return None
+    return NormalGemm(sch, mac.block, is_plain, shape, channels or shape[3])
 
 
-def _channels_last(sch: s_tir.Schedule, mac: MacBlock) -> None:
+def _channels_last(sch: s_tir.Schedule, mac: MacBlock) -> int | None:
     """Order a convolution's reduction iterators window first, channels last, so that
     K = (ky, kx, ic): a K slice of whole channels has one window offset, so its bounds
     test and address are one add per row instead of a division of K per element.
-    The channel iterators are those indexing a dim of the windowed operand alone."""
+    The channel iterators are those indexing a dim of the windowed operand alone.
+    Returns their extents' product (the channels per window offset), None if unknown."""
     win = 0 if not mac.is_plain(0) else 1
-    ivs = [iv.var for iv in sch.get(mac.block).iter_vars]
+    block = sch.get(mac.block)
+    ivs = [iv.var for iv in block.iter_vars]
     channel = [v for v in mac.reduce if mac.plain_dim(win, v) is not None]
     window = [v for v in mac.reduce if mac.plain_dim(win, v) is None]
+    extents = [iv.dom.extent for iv in block.iter_vars for v in channel if iv.var.same_as(v)]
+    count = math.prod(int(e) for e in extents) if all(isinstance(e, tirx.IntImm) for e in extents) else None
     order = list(mac.spatial) + window + channel
     if len(order) != len(ivs) or all(a.same_as(b) for a, b in zip(order, ivs)):
-        return
+        return count
     position = [next(i for i, v in enumerate(ivs) if v.same_as(o)) for o in order]
     index_map = tirx.IndexMap.from_func(lambda *vs: [vs[p] for p in position], ndim=len(ivs),
                                         index_dtype=str(sch.get(mac.block).iter_vars[0].dom.extent.ty))
     sch.transform_block_layout(mac.block, index_map)
+    return count
 
 
 def _all_float32(sch: s_tir.Schedule, mac: MacBlock) -> bool:

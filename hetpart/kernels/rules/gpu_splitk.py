@@ -39,6 +39,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import is_gpu, largest_divisor
+from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
 
 ENV_SWITCH = "HETPART_SPLITK"
@@ -119,7 +120,7 @@ class GpuSplitKGemm(ScheduleRule):
         gemm = as_normal_gemm(func, plain=self.matmul and mode == "all")
         if gemm is None:
             return None
-        sch, main, _, shape = gemm
+        sch, main, shape = gemm.sch, gemm.block, gemm.shape
         s = split_factor(*shape, sms=self.sms)
         if s == 1:
             return None
@@ -130,7 +131,7 @@ class GpuSplitKGemm(ScheduleRule):
         chunk, _ = sch.split(k, [s, None])
         partial = sch.rfactor(chunk, factor_axis=0)
         _schedule_partials(sch, partial)
-        if not _schedule_sum_epilogue(sch, main, partial):
+        if not schedule_sum_epilogue(sch, main, partial):
             return None
         return sch
 
@@ -183,7 +184,7 @@ def _stage_in_shared(sch: s_tir.Schedule, block, operand: int, at):
 
 
 # --- step 3: kernel 2, sum of partials + epilogue -------------------------------------
-def _schedule_sum_epilogue(sch: s_tir.Schedule, total, partial) -> bool:
+def schedule_sum_epilogue(sch: s_tir.Schedule, total, partial) -> bool:
     """Inline the element-wise blocks after the write-back block ``total`` (``C[b, i, j]
     = sum_s P[s, b, i, j]``) into the function's output block, run that block one
     thread per element, and compute ``total`` in a register inside each thread.
@@ -233,8 +234,12 @@ def _consumer_chain(sch: s_tir.Schedule, block) -> list | None:
 
 def _all_on_gpu(sch: s_tir.Schedule) -> bool:
     """True when every block at the function's root sits under a blockIdx loop (a
-    block left over would be a host loop nest the CUDA build rejects)."""
+    block left over would be a host loop nest the CUDA build rejects) -- but a weight's
+    layout rewrite, which :mod:`hetpart.kernels.weight_prepack` moves out and runs at
+    compile time."""
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if LAYOUT_REWRITE_PREPROC in sch.get(blk).annotations:
+            continue
         loops = sch.get_loops(blk)
         binding = sch.get(loops[0]).thread_binding if loops else None
         if binding is None or not str(binding.thread_tag).startswith("blockIdx"):
