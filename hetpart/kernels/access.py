@@ -76,18 +76,19 @@ def writes_in_runs(block, var, group: int) -> bool:
     (so ``group`` lanes of a vector store are consecutive); False when TVM's
     arithmetic analyzer cannot prove it (an NCHW output whose images hold a pixel count
     ``group`` does not divide)."""
-    ivs = {iv.var: iv for iv in block.iter_vars}
     target = next((iv for iv in block.iter_vars if iv.var.same_as(var)), None)
     if target is None or _extent(target) is None or _extent(target) % group:
         return False
+    others = [iv for iv in block.iter_vars if not iv.var.same_as(var)]
     dtype = str(target.dom.extent.ty)
     g, v = tirx.Var("g", dtype), tirx.Var("v", dtype)
 
     def analyzer(value):
+        """An analyzer knowing every iterator's range, with ``var`` bound to ``value``
+        (binding an expression substitutes it: Python has no TIR substitute here)."""
         a = Analyzer()
-        for iv in ivs.values():
-            if not iv.var.same_as(var):
-                a.bind(iv.var, iv.dom)
+        for iv in others:
+            a.bind(iv.var, iv.dom)
         a.bind(g, Range(0, _extent(target) // group))
         a.bind(v, Range(0, group))
         if value is not None:
