@@ -212,14 +212,7 @@ def test_dynamic_specs_round_trip_the_manifest(detector, zoo_onnx, tmp_path):
 def test_detector_nms_on_a_real_gpu_matches_onnx(zoo_graph, zoo_onnx, plan_for):
     """The same split on a real GPU: the NMS partition's VM allocates its output on the
     device and the session copies it back per run.  (Not run where there is no GPU.)"""
-    graph = zoo_graph("detector")
-    from hetpart.kernels.capabilities import unsupported_reason
-
-    # NMS itself cannot be built for CUDA (kernels.capabilities); the slice that trims
-    # its output to the data-dependent size can, and produces the dynamic tensor there.
-    nms = {k for k in nms_kernels(graph) if not unsupported_reason(graph.kernels[k], "cuda")}
-    assignment = {k: ("cuda" if k in nms else "cpu") for k in graph.topological_order()}
-    compiled = hetpart.compile(plan_for(graph, assignment), graph, progress=False)
+    compiled = _detector_with_nms_slice_on_gpu(zoo_graph, plan_for)
     onnx_model = zoo_onnx("detector")
     (dyn,) = [t for t in compiled.outputs if not is_static(t.shape)]
     with Session(compiled) as s:
@@ -238,12 +231,7 @@ def test_detector_nms_on_a_real_gpu_matches_onnx_while_the_gpu_is_busy(zoo_graph
     that writes the count (it came back (0, 0) under load before launch_in_order)."""
     import threading
 
-    graph = zoo_graph("detector")
-    from hetpart.kernels.capabilities import unsupported_reason
-
-    nms = {k for k in nms_kernels(graph) if not unsupported_reason(graph.kernels[k], "cuda")}
-    assignment = {k: ("cuda" if k in nms else "cpu") for k in graph.topological_order()}
-    compiled = hetpart.compile(plan_for(graph, assignment), graph, progress=False)
+    compiled = _detector_with_nms_slice_on_gpu(zoo_graph, plan_for)
     onnx_model = zoo_onnx("detector")
     stop = threading.Event()
     busy = threading.Thread(target=_keep_gpu_busy, args=(stop,), daemon=True)
@@ -256,6 +244,19 @@ def test_detector_nms_on_a_real_gpu_matches_onnx_while_the_gpu_is_busy(zoo_graph
     finally:
         stop.set()
         busy.join()  # no kernel launches left running into the interpreter's exit
+
+
+def _detector_with_nms_slice_on_gpu(zoo_graph, plan_for):
+    """The detector compiled with every NMS kernel that can run on CUDA there, the rest
+    on the CPU: NMS itself cannot be built for CUDA (kernels.capabilities); the slice
+    that trims its output to the data-dependent size can, and produces the dynamic
+    tensor there."""
+    from hetpart.kernels.capabilities import unsupported_reason
+
+    graph = zoo_graph("detector")
+    nms = {k for k in nms_kernels(graph) if not unsupported_reason(graph.kernels[k], "cuda")}
+    assignment = {k: ("cuda" if k in nms else "cpu") for k in graph.topological_order()}
+    return hetpart.compile(plan_for(graph, assignment), graph, progress=False)
 
 
 def _keep_gpu_busy(stop) -> None:

@@ -280,15 +280,14 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             if any(stage.runner.dynamic_outputs):
                 # Its output shapes come from tensor values (e.g. NMS's selected count)
                 # that the VM reads on the host with copies outside our stream: it runs
-                # after our stream's work and on the default stream, where those copies
-                # wait for its kernels (Stream.launch_in_order).
-                call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, 0))  # noqa: E731
-                ctx.enqueue(lambda: ctx.stream.launch_in_order(call), stage.name, "partition")
+                # after our stream's work and on the default stream (handle 0), where
+                # those copies wait for its kernels (Stream.launch_in_order).
+                launch, handle = ctx.stream.launch_in_order, 0
             else:
-                handle = getattr(ctx.stream, "handle", 0)
-                # launch runs ``call`` on this thread (enqueueing kernels) before returning
-                call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
-                ctx.enqueue(lambda: ctx.stream.launch(call), stage.name, "partition")
+                launch, handle = ctx.stream.launch, getattr(ctx.stream, "handle", 0)
+            # launch runs ``call`` on this thread (enqueueing kernels) before returning
+            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
+            ctx.enqueue(lambda: launch(call), stage.name, "partition")
             outputs = _held(held[0] if held else None, outputs)
         for spec, buf in zip(art.outputs, outputs):
             publish(ctx, spec.name, stage.side, buf)

@@ -180,11 +180,15 @@ class CudaStream(Stream):
         # Everything on the device's default stream, where TVM's own copies run (a value
         # read there while its kernel still ran on this non-blocking stream came back as
         # zeros -- found on the H200: NMS's selected indices (0, 0) with the GPU shared).
+        self._drain()
+        fn()
+        cuda_api.stream_synchronize(0)
+
+    def _drain(self) -> None:
+        """Block until everything enqueued on this stream has run (not the whole device)."""
         last = self.record()
         last.synchronize()
         last.release()
-        fn()
-        cuda_api.stream_synchronize(0)
 
     def copy(self, dst, src, kind: str) -> None:
         cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
@@ -196,8 +200,6 @@ class CudaStream(Stream):
 
     def close(self) -> None:
         if self.handle:
-            last = self.record()
-            last.synchronize()  # drain our own stream, not the device
-            last.release()
+            self._drain()
             self.device.free_raw_stream(self.handle)
             self.handle = 0

@@ -78,7 +78,7 @@ def _channels_last(sch: s_tir.Schedule, mac: MacBlock) -> int | None:
         return count
     position = [next(i for i, v in enumerate(ivs) if v.same_as(o)) for o in order]
     index_map = tirx.IndexMap.from_func(lambda *vs: [vs[p] for p in position], ndim=len(ivs),
-                                        index_dtype=str(sch.get(mac.block).iter_vars[0].dom.extent.ty))
+                                        index_dtype=str(block.iter_vars[0].dom.extent.ty))
     sch.transform_block_layout(mac.block, index_map)
     return count
 
@@ -109,7 +109,6 @@ def _normalise(sch: s_tir.Schedule, main) -> tuple[int, int, int, int] | None:
     if len(extents) != 4 or not all(isinstance(e, tirx.IntImm) for e in extents):
         return None
     return tuple(int(e) for e in extents)
-
 
 
 def inline_producers(sch: s_tir.Schedule, block) -> None:
