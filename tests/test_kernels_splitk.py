@@ -19,7 +19,8 @@ from tvm import relax, s_tir, tirx
 from hetpart import kernels
 from hetpart.importer.fusion import fuse
 from hetpart.kernels.rules import GpuSplitKGemm
-from hetpart.kernels.rules.gpu_splitk import ENV_SWITCH, split_factor
+from hetpart.kernels.options import KernelOptions
+from hetpart.kernels.rules.gpu_splitk import split_factor
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
 
 op = relax.op
@@ -59,9 +60,9 @@ def _conv_func(mod) -> tirx.PrimFunc:
     return func
 
 
-def _split(func):
+def _split(func, options=KernelOptions()):
     with SM90:
-        return GpuSplitKGemm().apply(func, SM90)
+        return GpuSplitKGemm(options).apply(func, SM90)
 
 
 def _serial(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -119,15 +120,16 @@ def test_splitk_schedule_verifies_and_matches_unscheduled(case):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
-def test_splitk_declines_what_should_not_split(monkeypatch):
+def test_splitk_declines_what_should_not_split():
     full, _ = _conv_module(8, 64, 56, 64)  # 784 blocks un-split
     stem, _ = _conv_module(1, 3, 32, 64, k=7, stride=2)  # K = 147
     for mod in (full, stem):
         assert _split(_conv_func(mod)) is None
     starved, _ = _conv_module(1, 512, 7, 512)  # taken ...
     assert _split(_conv_func(starved)) is not None
-    monkeypatch.setenv(ENV_SWITCH, "0")  # ... unless switched off
-    assert _split(_conv_func(starved)) is None
+    assert _split(_conv_func(starved), KernelOptions(split_k="off")) is None  # ... unless switched off
+    # A GPU with 8 SMs: the 16 un-split blocks already fill it.
+    assert _split(_conv_func(starved), KernelOptions(sm_count=8)) is None
 
 
 def test_splitk_selected_and_built_for_sm90():

@@ -30,8 +30,9 @@ from hetpart.costmodel import kernel_bench
 from hetpart.kernels import access, tf32, weight_prepack
 from hetpart.kernels.rules import GpuTensorCoreGemm
 from hetpart.kernels.rules.gpu_tensor_core import (
-    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PREDICATED, split_factor,
+    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED, split_factor,
 )
+from hetpart.kernels.options import DEFAULT_SM_COUNT, KernelOptions
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
 
 op = relax.op
@@ -116,9 +117,9 @@ def _contraction(mod) -> tirx.PrimFunc:
     return func
 
 
-def _apply(func, target=SM90):
+def _apply(func, target=SM90, options=KernelOptions()):
     with target:
-        return GpuTensorCoreGemm().apply(func, target)
+        return GpuTensorCoreGemm(options).apply(func, target)
 
 
 FILLING = {  # grids of at least one 64x128 tile per SM
@@ -139,13 +140,14 @@ def test_rule_takes_contractions_that_fill_the_gpu(case):
     assert _apply(_contraction(mod)) is not None
 
 
-def test_rule_declines_small_grids_old_gpus_and_the_switch(monkeypatch):
+def test_rule_declines_small_grids_old_gpus_and_the_switch():
     small, _ = _matmul_module(128, 768, 768)  # BERT at batch 1: 12 tiles
     assert _apply(_contraction(small)) is None
     big, _ = _matmul_module(4096, 768, 768)
     assert _apply(_contraction(big), SM75) is None  # no TF32 before sm_80
-    monkeypatch.setenv(tf32.ENV_SWITCH, "0")
-    assert _apply(_contraction(big)) is None
+    assert _apply(_contraction(big), options=KernelOptions(tf32=False)) is None
+    # At most 1536 blocks (32x64 tiles): too few to fill a GPU of 4000 SMs.
+    assert _apply(_contraction(big), options=KernelOptions(sm_count=4000)) is None
 
 
 def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
@@ -211,7 +213,7 @@ def test_k_loop_pipelined_with_cp_async_unless_bounds_tested_on_a_large_grid(cas
     mod, _ = FILLING[case]()
     source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     assert ("cp.async.wait_group" in source) == pipelined
-    assert 200 <= PIPELINE_MAX_BLOCKS_PREDICATED < 1568
+    assert 200 <= PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED * DEFAULT_SM_COUNT < 1568
 
 
 def _gemm_rows_into_nchw(n, c, h, w):
@@ -269,9 +271,10 @@ def test_split_factor_cuts_k_at_window_offsets_for_small_grids(blocks, k, k_run,
     assert split_factor(blocks, k, k_run, CONV_TILES[0]) == want
 
 
-def test_split_factor_off_by_switch(monkeypatch):
-    monkeypatch.setenv("HETPART_SPLITK", "0")
-    assert split_factor(200, 4608, 512, CONV_TILES[0]) == 1
+def test_split_factor_off_by_switch_and_scaled_by_sm_count():
+    assert split_factor(200, 4608, 512, CONV_TILES[0], KernelOptions(split_k="off")) == 1
+    assert split_factor(200, 4608, 512, CONV_TILES[0], KernelOptions(sm_count=66)) == 1  # 200 >= 2 x 66
+    assert split_factor(200, 4608, 512, CONV_TILES[0], KernelOptions(sm_count=264)) == 3
 
 
 def test_split_convolution_writes_partials_then_sums_them_through_the_epilogue():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from .. import compiler, targets
+from ..kernels.options import DEFAULT, KernelOptions
 from .plans import assignment_key
 
 
@@ -33,10 +34,13 @@ class Build:
 
 
 class BuildCache:
-    """Builds of one op graph.  ``simulate``/``cuda_arch`` as in :func:`hetpart.compile`."""
+    """Builds of one op graph.  ``simulate``/``cuda_arch``/``kernel_options`` as in
+    :func:`hetpart.compile` (its ``options``)."""
 
-    def __init__(self, graph, *, simulate: bool = False, cuda_arch: str | None = None, jobs: int | None = None):
+    def __init__(self, graph, *, simulate: bool = False, cuda_arch: str | None = None, jobs: int | None = None,
+                 kernel_options: KernelOptions = DEFAULT):
         self.graph = graph
+        self.kernel_options = kernel_options
         self.simulate = simulate
         self.cuda_arch = cuda_arch
         self.jobs = jobs or max(1, min(4, targets.num_cores() // 2))
@@ -72,7 +76,7 @@ class BuildCache:
 
     def _compile(self, plan, plan_name: str, build_name: str, jobs: int | None) -> Build:
         compiled = compiler.compile(plan, self.graph, simulate=self.simulate, cuda_arch=self.cuda_arch,
-                                    jobs=jobs, progress=False)
+                                    jobs=jobs, progress=False, options=self.kernel_options)
         return Build(build_name, compiled, compiled.compile_seconds, plan_name)
 
     def __len__(self) -> int:

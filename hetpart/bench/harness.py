@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import importer, models
 from ..errors import HetpartError, InternalError, PlanError
+from ..kernels.options import DEFAULT, KernelOptions
 from ..partitioner import partition
 from ..partitioner.baselines import BASELINES
 from ..partitioner.problem import build_problem
@@ -79,7 +80,8 @@ class Options:
     ``peers``: names in :data:`~.peers.PEERS`.  ``oracle_top``/``oracle_random``:
     candidates the oracle check measures.  ``measure_missing``: before planning,
     measure into this machine's profile the kernels (and transfer model) it lacks,
-    so plans use measured costs, not predicted ones.
+    so plans use measured costs, not predicted ones.  ``kernel_options``: what every
+    build (and every kernel measured) is built with.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -94,6 +96,7 @@ class Options:
     seed: int = 0
     progress: bool = True
     measure_missing: bool = False  # profile kernels the profile lacks before planning (needs a GPU)
+    kernel_options: KernelOptions = DEFAULT
 
     def costs(self):
         if self.cost_model is not None:
@@ -144,7 +147,8 @@ def bench_workload(w: Workload, options: Options, *, keep_builds: bool = False) 
     if options.measure_missing:
         measure_missing(prep.graph, options)
     costs = options.costs()
-    cache = BuildCache(prep.graph, simulate=options.simulate, cuda_arch=options.cuda_arch)
+    cache = BuildCache(prep.graph, simulate=options.simulate, cuda_arch=options.cuda_arch,
+                       kernel_options=options.kernel_options)
     contenders, notes = plan_contenders(prep, costs, options)
     cache.prefetch([(c.name, c.plan) for c in contenders if c.plan is not None], options.progress)
     rows = [measure_contender(c, cache, prep, options) for c in contenders]
@@ -165,7 +169,8 @@ def measure_missing(graph, options: Options) -> None:
     from ..costmodel import measure_transfers, profile
     from ..costmodel.profiler import open_profile
 
-    prof = profile(graph, ("cpu", "cuda"), options.profile, progress=options.progress)
+    prof = profile(graph, ("cpu", "cuda"), options.profile, progress=options.progress,
+                   options=options.kernel_options)
     if prof.transfers is None:
         prof = open_profile(prof)
         prof.transfers = measure_transfers(progress=options.progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import HetpartError, ShapeError
 
@@ -35,6 +36,45 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                    help="build and run the CUDA partitions on the CPU (no GPU needed; same plan)")
     g.add_argument("--cuda-arch", metavar="SM", default=None,
                    help="cross-compile CUDA partitions for this arch (e.g. sm_90) when this machine has no GPU")
+    add_kernel_options(parser)
+
+
+ENV_TF32 = "HETPART_TF32"
+"""Environment variable: "0"/"off"/"false"/"no" is ``--no-tf32``."""
+
+ENV_SPLITK = "HETPART_SPLITK"
+"""Environment variable: "0"/"off"/"false"/"no" is ``--split-k off``, "conv" ``--split-k conv``."""
+
+_OFF = ("0", "off", "false", "no")
+
+
+def add_kernel_options(parser: argparse.ArgumentParser) -> None:
+    """--no-tf32, --split-k MODE, --sm-count N: the code-generation choices of GPU builds
+    (:class:`hetpart.kernels.options.KernelOptions`); read with :func:`kernel_options`."""
+    g = parser.add_argument_group("GPU code generation")
+    g.add_argument("--no-tf32", action="store_true",
+                   help=f"keep float32 matmuls and convolutions on CUDA cores, full float32 (also ${ENV_TF32}=0)")
+    g.add_argument("--split-k", choices=["off", "conv", "all"], default=None,
+                   help=f"split K of starved contractions across blocks: all (default), conv only, or off "
+                        f"(also ${ENV_SPLITK}=0|conv)")
+    g.add_argument("--sm-count", type=int, default=None, metavar="N",
+                   help="the GPU's SM count the grids are sized for (default: the GPU's, else a default for "
+                        "--cuda-arch, e.g. 132 for sm_90)")
+
+
+def kernel_options(args: argparse.Namespace):
+    """The :class:`~hetpart.kernels.options.KernelOptions` the flags of
+    :func:`add_kernel_options` (and ``$HETPART_TF32`` / ``$HETPART_SPLITK`` where a flag
+    is not given) ask for: the one place the environment is read for them."""
+    from ..kernels import options
+
+    tf32 = not getattr(args, "no_tf32", False) and os.environ.get(ENV_TF32, "1").strip().lower() not in _OFF
+    split_k = getattr(args, "split_k", None)
+    if split_k is None:
+        raw = os.environ.get(ENV_SPLITK, "all").strip().lower()
+        split_k = "off" if raw in _OFF else ("conv" if raw == "conv" else "all")
+    return options.resolve(tf32=tf32, split_k=split_k, cuda_arch=getattr(args, "cuda_arch", None),
+                           sm_count=getattr(args, "sm_count", None))
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@
 A :class:`CompiledModel` is a plan turned into one built library per partition.  On
 disk it is a directory::
 
-    manifest.json     schema "hetpart-artifact", versions, targets, per-partition
+    manifest.json     schema "hetpart-artifact", versions, targets, kernel options, per-partition
                       inputs/outputs (names, shapes, dtypes), sha256 of each library
     plan.json         the plan it was compiled from
     p0_cpu.so ...     one shared library per partition (a Relax VM executable
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CompileError
+from ..kernels.options import DEFAULT, KernelOptions
 
 SCHEMA = "hetpart-artifact"
 VERSION = 1
@@ -102,7 +103,8 @@ class CompiledModel:
 
     ``directory`` holds the library files: a private staging directory right after
     :func:`hetpart.compile`, the saved directory after :meth:`save` or
-    :func:`load_compiled`.  ``targets`` maps each device name to its TVM target JSON.
+    :func:`load_compiled`.  ``targets`` maps each device name to its TVM target JSON;
+    ``kernel_options`` the code-generation choices every partition was built with.
     """
 
     plan: Any  # hetpart.partitioner.Plan
@@ -114,6 +116,7 @@ class CompiledModel:
     model: str = ""
     targets: dict = field(default_factory=dict)
     simulated: bool = False
+    kernel_options: KernelOptions = DEFAULT
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
 
     def partition(self, name: str) -> PartitionArtifact:
@@ -142,6 +145,7 @@ class CompiledModel:
             "simulated": self.simulated,
             "compile_seconds": round(self.compile_seconds, 3),
             "targets": self.targets,
+            "kernel_options": self.kernel_options.to_json(),
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
             "partitions": [p.to_json() for p in self.partitions],

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import kernels, targets
 from ..errors import CompileError, HetpartError, TargetError
+from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.tuning import default_database
 from .artifact import CompiledModel, PartitionArtifact, sha256_of, target_json
 from .extract import PartitionProgram, extract, tensor_spec
@@ -33,7 +34,7 @@ from .extract import PartitionProgram, extract, tensor_spec
 
 def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None = None,
             cpu_arch: str | None = None, jobs: int | None = None,
-            progress: bool = True) -> CompiledModel:  # noqa: A001 - the public name
+            progress: bool = True, options: KernelOptions = DEFAULT) -> CompiledModel:  # noqa: A001 - the public name
     """Compile every partition of ``plan`` for its device.
 
     ``graph`` defaults to ``plan.graph``.  ``simulate`` compiles ``cuda`` partitions
@@ -43,6 +44,8 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
     CPU partitions and the host side of CUDA ones -- for another machine's CPU;
     default: this machine's.  ``jobs`` partitions build at once (default: one per
     core, at most one per partition); ``progress`` shows a bar on a terminal.
+    ``options``: the kernel options (TF32, split-K, SM count) every partition is built
+    with, recorded in the manifest.
 
     Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
     and :class:`~hetpart.errors.CompileError` naming the partition (and function)
@@ -55,7 +58,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
     programs = extract(graph, plan)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
-    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name)
+    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options)
     return CompiledModel(
         plan=plan,
         partitions=artifacts,
@@ -66,6 +69,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
         model=getattr(plan, "model", "") or graph.name,
         targets={d: target_json(s.tvm_target) for d, s in specs.items()},
         simulated=any(s.simulated for s in specs.values()),
+        kernel_options=options,
         _staging=staging,
     )
 
@@ -99,13 +103,13 @@ def default_jobs(n_partitions: int) -> int:
     return max(1, min(n_partitions, targets.num_cores()))
 
 
-def _build_all(programs, specs, out_dir: Path, jobs, progress, model) -> list[PartitionArtifact]:
+def _build_all(programs, specs, out_dir: Path, jobs, progress, model, options) -> list[PartitionArtifact]:
     """Build ``programs`` on ``jobs`` threads; results in plan order."""
     jobs = jobs or default_jobs(len(programs))
     bar = tqdm(total=len(programs), desc=f"compiling {model}", unit="partition",
                file=sys.stderr, disable=None if progress else True)
     with bar, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hetpart-compile") as pool:
-        futures = [pool.submit(build_partition, p, specs[p.device], out_dir) for p in programs]
+        futures = [pool.submit(build_partition, p, specs[p.device], out_dir, options) for p in programs]
         results = []
         for f in futures:
             results.append(f.result())
@@ -113,12 +117,13 @@ def _build_all(programs, specs, out_dir: Path, jobs, progress, model) -> list[Pa
     return results
 
 
-def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Path) -> PartitionArtifact:
-    """Build one partition for ``spec``, export ``<name>.so`` into ``out_dir`` and load
+def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Path,
+                    options: KernelOptions = DEFAULT) -> PartitionArtifact:
+    """Build one partition for ``spec`` with ``options``, export ``<name>.so`` into ``out_dir`` and load
     it back (unless it is CUDA code and this machine has no GPU to load it on)."""
     try:
         executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu,
-                                   tuning_db=default_database(spec.tvm_target))
+                                   tuning_db=default_database(spec.tvm_target), options=options)
         library = out_dir / f"{program.name}.so"
         executable.export_library(str(library))
     except HetpartError as exc:

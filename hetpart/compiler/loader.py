@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from ..errors import CompileError
+from ..kernels.options import KernelOptions
 from .artifact import MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec, sha256_of
 from .build import load_library
 
@@ -44,6 +45,7 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
             model=manifest.get("model", ""),
             targets=manifest.get("targets", {}),
             simulated=bool(manifest.get("simulated", False)),
+            kernel_options=KernelOptions.from_json(manifest.get("kernel_options")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc

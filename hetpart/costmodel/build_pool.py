@@ -30,6 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import tvm
 
+from ..kernels.options import DEFAULT, KernelOptions
+
 
 class BuildFailed(Exception):
     """A module TVM could not build for the target (the message is TVM's last line)."""
@@ -40,12 +42,12 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
-def _build_in_worker(mod_json: str, target_json: str, path: str) -> str | None:
+def _build_in_worker(mod_json: str, target_json: str, path: str, options: KernelOptions) -> str | None:
     """Build and export one module; None on success, else the error line."""
     from hetpart.costmodel import kernel_bench
 
     try:
-        ex = kernel_bench.build_module(tvm.ir.load_json(mod_json), tvm.target.Target(target_json))
+        ex = kernel_bench.build_module(tvm.ir.load_json(mod_json), tvm.target.Target(target_json), options)
         ex.export_library(path)
         return None
     except Exception as exc:  # noqa: BLE001 - any TVM failure means "cannot build here"
@@ -61,15 +63,15 @@ class BuildPool:
         self._dir = tempfile.TemporaryDirectory(prefix="hetpart-build-")
         self._count = 0
 
-    def build_all(self, mods: list, target) -> list:
-        """Executables (or :class:`BuildFailed`) for ``mods``, in order."""
+    def build_all(self, mods: list, target, options: KernelOptions = DEFAULT) -> list:
+        """Executables (or :class:`BuildFailed`) for ``mods``, in order, built with ``options``."""
         from . import kernel_bench
 
         if self.jobs == 1 or len(mods) <= 2:  # too little work to pay for starting workers
             out = []
             for mod in mods:
                 try:
-                    out.append(kernel_bench.build_module(mod, target))
+                    out.append(kernel_bench.build_module(mod, target, options))
                 except Exception as exc:  # noqa: BLE001 - see _build_in_worker
                     out.append(BuildFailed(error_line(exc)))
             return out
@@ -81,7 +83,7 @@ class BuildPool:
             self._count += 1
             paths.append(os.path.join(self._dir.name, f"k{self._count}.so"))
         try:
-            futures = [self._pool.submit(_build_in_worker, tvm.ir.save_json(m), str(target), p)
+            futures = [self._pool.submit(_build_in_worker, tvm.ir.save_json(m), str(target), p, options)
                        for m, p in zip(mods, paths)]
             errors = [f.result() for f in futures]
         except BrokenProcessPool:
@@ -91,7 +93,7 @@ class BuildPool:
                           "Guard your script with `if __name__ == \"__main__\":` to build in parallel.")
             self.close()
             self.jobs = 1
-            return self.build_all(mods, target)
+            return self.build_all(mods, target, options)
         return [BuildFailed(e) if e else tvm.runtime.load_module(p) for e, p in zip(errors, paths)]
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from ..errors import ProfileError
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
+from .fingerprint import recorded_options
 from .schedule_rule import kernel_rule, target_of
 
 GPU_DEVICES = ("cuda",)
@@ -37,6 +38,7 @@ class CostModel:
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
                  graph=None):
         self.profile = profile
+        self.kernel_options = recorded_options(profile.settings)  # what its kernels were built with
         self.predict = predict
         self.gpu_scale = float(gpu_scale)
         self.link_scale = float(link_scale)
@@ -91,7 +93,7 @@ class CostModel:
         if not target or graph is None:
             return ""
         try:
-            return kernel_rule(graph, kernel, target_of(target))
+            return kernel_rule(graph, kernel, target_of(target), self.kernel_options)
         except Exception:  # noqa: BLE001 - a target this TVM cannot parse: predict without the rule
             return ""
 

@@ -4,6 +4,11 @@ A profile is only true for the machine it was measured on, so every profile carr
 a :class:`Fingerprint`: CPU model and core count, GPU name and SM count, CUDA
 driver, TVM version.  Two profiles are interchangeable exactly when their
 fingerprints are equal; :meth:`Fingerprint.key` names this machine's profile file.
+
+The timings also depend on the code-generation choices the kernels were built with
+(:class:`~hetpart.kernels.options.KernelOptions`: TF32, split-K, SM count); a profile
+records them in its settings (:func:`recorded_options`) and is measured and priced
+with those only (:func:`check_options`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ import os
 import platform
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+
+from ..errors import ProfileError
+from ..kernels.options import KernelOptions
+
+OPTIONS_KEY = "kernel_options"
+"""Key of a profile's ``settings`` holding the :class:`KernelOptions` its kernels were built with."""
 
 
 @dataclass(frozen=True)
@@ -115,3 +126,20 @@ def this_machine() -> Fingerprint:
         gpu_driver=driver,
         tvm_version=str(tvm.__version__),
     )
+
+
+def recorded_options(settings: dict) -> KernelOptions:
+    """The kernel options a profile's ``settings`` record; the defaults where none are
+    recorded (profiles from before the options existed were built with them)."""
+    return KernelOptions.from_json(settings.get(OPTIONS_KEY))
+
+
+def check_options(settings: dict, options: KernelOptions, where: str) -> None:
+    """Raise :class:`ProfileError` when the profile ``where`` (its ``settings``) was
+    measured with other kernel options than ``options``: its timings do not price
+    kernels built with these."""
+    have = recorded_options(settings)
+    if have != options:
+        raise ProfileError(
+            f"{where} was measured with kernel options ({have.describe()}) other than these "
+            f"({options.describe()}); measure into another file (--profile PATH) or use the same options")

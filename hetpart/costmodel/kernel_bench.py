@@ -28,6 +28,7 @@ from tvm import relax
 from tvm.ir import TensorLoad
 
 from ..errors import InternalError
+from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.weight_prepack import TRANSFORM_PARAMS
 from .profile_db import Timing
 
@@ -86,11 +87,12 @@ def kernel_builder():
     return kernels.build
 
 
-def build_module(mod: tvm.IRModule, target: tvm.target.Target):
-    """Compile a single-kernel module for ``target`` (an executable for relax.VirtualMachine)."""
+def build_module(mod: tvm.IRModule, target: tvm.target.Target, options: KernelOptions = DEFAULT):
+    """Compile a single-kernel module for ``target`` with ``options`` (an executable
+    for relax.VirtualMachine)."""
     from ..kernels.tuning import default_database
 
-    return kernel_builder()(mod, target, tuning_db=default_database(target))
+    return kernel_builder()(mod, target, tuning_db=default_database(target), options=options)
 
 
 # --- the module -----------------------------------------------------------------

@@ -28,7 +28,8 @@ from ..kernels.tuning import default_database
 from ..targets import num_cores, resolve
 from . import kernel_bench
 from .build_pool import BuildFailed, BuildPool, error_line
-from .fingerprint import this_machine
+from ..kernels.options import DEFAULT, KernelOptions
+from .fingerprint import OPTIONS_KEY, check_options, this_machine
 from .kernel_bench import MeasureSettings
 from .locate import default_profile_path
 from .overhead_bench import measure_overheads
@@ -80,7 +81,7 @@ def is_dynamic(graph, kernel) -> bool:
     return not all(graph.tensors[t].static for t in (*kernel.inputs, *kernel.outputs))
 
 
-def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
+def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: KernelOptions) -> int:
     """Build ``chunk`` in ``pool``, then time each kernel alone; returns how many failed.
 
     Each record built or predicted here also names the schedule rule the kernel gets
@@ -93,7 +94,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
     for kernel in dynamic:
         prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "dynamic",
                                                 error="data-dependent shapes: not measurable alone; cost predicted",
-                                                rule=kernel_rule(graph, kernel, spec.tvm_target),
+                                                rule=kernel_rule(graph, kernel, spec.tvm_target, options),
                                                 access=kernel_access(graph, kernel)))
         bar.update(1)
     chunk = [k for k in chunk if k not in dynamic]
@@ -105,7 +106,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
         bar.update(1)
     chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
     kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
-    built = pool.build_all([km.mod for km in kmods], spec.tvm_target)
+    built = pool.build_all([km.mod for km in kmods], spec.tvm_target, options)
     tuning_db = default_database(spec.tvm_target)  # what the build applied before the rules
     failed = 0
     for kernel, kmod, exe in zip(chunk, kmods, built):
@@ -117,7 +118,8 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
                 rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
             except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
                 rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
-        rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db), access=module_access(kmod.mod))
+        rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db, options),
+                      access=module_access(kmod.mod))
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
         prof.save()
@@ -127,7 +129,8 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar) -> int:
 
 def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSettings | None = None,
             jobs: int | None = None, progress: bool | None = None, chunk: int | None = None,
-            retry_failed: bool = False, label: str | None = None, pool: BuildPool | None = None):
+            retry_failed: bool = False, label: str | None = None, pool: BuildPool | None = None,
+            options: KernelOptions = DEFAULT):
     """Measure ``graph``'s missing kernels (and the devices' overheads) into ``profile``.
 
     ``targets``: device names (``"cuda"`` needs a GPU: :class:`NoGPUError` otherwise).
@@ -137,7 +140,9 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     (None: only on a terminal).  ``retry_failed``: measure again kernels recorded as
     failed (e.g. after a hetpart upgrade fixed their build).  ``label``: the name the
     profile lists the model under (default ``graph.name``; e.g. ``bert:batch=32``
-    to keep a variant apart).  Returns the :class:`Profile`; its
+    to keep a variant apart).  ``options``: the kernel options to build with, recorded
+    in the profile (:class:`ProfileError` if it holds timings built with others).
+    Returns the :class:`Profile`; its
     ``last_report`` attribute is a :class:`ProfileReport`.
     """
     t0 = time.perf_counter()
@@ -145,6 +150,8 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     prof = open_profile(profile)
     if prof.path is None:
         prof.path = default_profile_path()
+    check_options(prof.settings, options, str(prof.path))
+    prof.settings[OPTIONS_KEY] = options.to_json()
     kernel_bench.kernel_builder()  # fail now, not per kernel, if the build is missing
     specs = [resolve(d) for d in targets]
     jobs = jobs or num_cores()
@@ -167,7 +174,8 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
             with tqdm(total=len(todo), desc=f"{graph.name} on {spec.name}", unit="kernel",
                       file=sys.stderr, disable=(None if progress is None else not progress)) as bar:
                 for i in range(0, len(todo), chunk):
-                    failed[spec.name] += _measure_chunk(graph, todo[i:i + chunk], spec, prof, settings, pool, bar)
+                    failed[spec.name] += _measure_chunk(graph, todo[i:i + chunk], spec, prof, settings, pool, bar,
+                                                        options)
             measured[spec.name] = len(todo)
     finally:
         if own_pool:  # on Ctrl-C too: do not wait for queued builds; what was timed is saved

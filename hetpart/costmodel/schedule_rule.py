@@ -20,13 +20,15 @@ import tvm
 from tvm import tirx
 from tvm.target import Target
 
+from ..kernels.options import DEFAULT, KernelOptions
 from .kernel_bench import kernel_primfunc, module_primfunc
 
 NO_RULE = ""
 
 
-def rule_of(func, target, tuning_db: str | None = None) -> str:
-    """The rule name that schedules ``func`` for ``target`` (see the module docstring).
+def rule_of(func, target, tuning_db: str | None = None, options: KernelOptions = DEFAULT) -> str:
+    """The rule name that schedules ``func`` for ``target`` with ``options`` (see the
+    module docstring).
 
     ``tuning_db``: the database :func:`hetpart.kernels.build` would apply first
     (``"tuned"`` if it holds a record for ``func``).  Never raises for a function
@@ -41,21 +43,21 @@ def rule_of(func, target, tuning_db: str | None = None) -> str:
         from ..kernels.tuning import apply_database
 
         func = apply_database(tvm.IRModule({"main": func}), target, tuning_db)["main"]
-    scheduled = schedule_primfunc(func, target)
+    scheduled = schedule_primfunc(func, target, options)
     if scheduled.attrs is None or RULE_ATTR not in scheduled.attrs:
         return NO_RULE
     return str(scheduled.attrs[RULE_ATTR])
 
 
-def module_rule(mod: tvm.IRModule, target, tuning_db: str | None = None) -> str:
+def module_rule(mod: tvm.IRModule, target, tuning_db: str | None = None, options: KernelOptions = DEFAULT) -> str:
     """:func:`rule_of` the (single) PrimFunc of a single-kernel module; ``""`` if it has none."""
-    return rule_of(module_primfunc(mod), target, tuning_db)
+    return rule_of(module_primfunc(mod), target, tuning_db, options)
 
 
-def kernel_rule(graph, kernel, target) -> str:
+def kernel_rule(graph, kernel, target, options: KernelOptions = DEFAULT) -> str:
     """:func:`rule_of` the PrimFunc of ``kernel`` in ``graph.module`` (``""`` when the
     kernel calls no PrimFunc of the module, e.g. a packed library call)."""
-    return rule_of(kernel_primfunc(graph, kernel), target)
+    return rule_of(kernel_primfunc(graph, kernel), target, options=options)
 
 
 @lru_cache(maxsize=16)

@@ -25,16 +25,16 @@ from tvm.target import Target
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
 from . import cuda_pipeline, weight_prepack
+from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
 
 log = logging.getLogger(__name__)
 
 
-
-def rules_for(target: Target) -> list:
-    """The rule list :func:`schedule` tries for ``target`` (see :mod:`.rules`)."""
+def rules_for(target: Target, options: KernelOptions = DEFAULT) -> list:
+    """The rule list :func:`schedule` tries for ``target`` with ``options`` (see :mod:`.rules`)."""
     if is_gpu(target):
-        return gpu_rules()
+        return gpu_rules(options)
     if is_cpu(target):
         return cpu_rules()
     return []
@@ -44,8 +44,8 @@ def _is_scheduled(func) -> bool:
     return bool(func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False))
 
 
-def schedule_primfunc(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
-    """``func`` scheduled by the first rule that applies to it on ``target``.
+def schedule_primfunc(func: tirx.PrimFunc, target: Target, options: KernelOptions = DEFAULT) -> tirx.PrimFunc:
+    """``func`` scheduled by the first rule that applies to it on ``target`` with ``options``.
 
     A rule that raises while scheduling is skipped (logged at debug level), the next
     one tried.  Returns ``func`` unchanged when it is already scheduled or no rule
@@ -55,7 +55,7 @@ def schedule_primfunc(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
     target = _as_target(target)
     if _is_scheduled(func):
         return func
-    for rule in rules_for(target):
+    for rule in rules_for(target, options):
         try:
             with target:  # dlight GPU rules read Target.current()
                 sch = rule.apply(func, target, False)
@@ -70,8 +70,8 @@ def schedule_primfunc(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
     return func
 
 
-def schedule(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """Every not-yet-scheduled PrimFunc of ``mod`` scheduled for ``target``.
+def schedule(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> tvm.IRModule:
+    """Every not-yet-scheduled PrimFunc of ``mod`` scheduled for ``target`` with ``options``.
 
     ``mod`` is a fused module (see the module docstring); Relax functions are kept.
     """
@@ -79,7 +79,7 @@ def schedule(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     out = copy_module(mod)
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
-            out[gv] = schedule_primfunc(func, target)
+            out[gv] = schedule_primfunc(func, target, options)
     return out
 
 
@@ -99,8 +99,10 @@ def build(
     *,
     cuda_graph: bool = True,
     tuning_db: str | None = None,
+    options: KernelOptions = DEFAULT,
 ):
-    """Compile a fused module for one target into a VM executable.
+    """Compile a fused module for one target into a VM executable, with the
+    code-generation choices ``options`` (:mod:`.options`; they affect GPU code only).
 
     The single path by which hetpart compiles kernels (the cost model's
     microbenchmarks and the compiler alike), so a kernel measured is the kernel run:
@@ -123,13 +125,13 @@ def build(
         from .tuning import apply_database
 
         mod = apply_database(mod, target, tuning_db)
-    mod = schedule(weight_prepack.mark_weights(mod), target)
+    mod = schedule(weight_prepack.mark_weights(mod), target, options)
     if is_cpu(target):
         mod = weight_prepack.split_and_fold(mod, target)
     else:
         # Packing functions left in the module (weights passed as parameters, lifted
         # into main_transform_params) run on the GPU too: schedule them as well.
-        mod = schedule(weight_prepack.split_and_fold(mod, Target(weight_prepack.HOST_TARGET)), target)
+        mod = schedule(weight_prepack.split_and_fold(mod, Target(weight_prepack.HOST_TARGET)), target, options)
     config = {}
     tir_pipeline = "default"
     if target.kind.name == "cuda" and cuda_pipeline.has_warp_buffers(mod):
@@ -181,4 +183,4 @@ def tune(*args, **kwargs):
     return _tune(*args, **kwargs)
 
 
-__all__ = ["build", "rules_applied", "rules_for", "schedule", "schedule_primfunc", "tune", "RULE_ATTR"]
+__all__ = ["DEFAULT", "KernelOptions", "build", "rules_applied", "rules_for", "schedule", "schedule_primfunc", "tune", "RULE_ATTR"]

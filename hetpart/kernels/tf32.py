@@ -15,6 +15,9 @@ lowering turns into ``n`` registers per thread):
   ``B[g+8][t+4]`` (:func:`b_layout`);
 * ``compute``: ``C[16x16] += A[16x8] * B[16x8]^T`` as two m16n8k8 TF32 ``mma.sync``.
 
+Whether a build uses them is the build's choice (``KernelOptions.tf32``,
+:mod:`hetpart.kernels.options`), not this module's.
+
 * ``init`` / ``store``: zero a 16x16 float32 accumulator / copy it to shared memory,
   in the m16n8 accumulator layout (:func:`c_layout`, the one TVM's own ``mma_*``
   intrinsics use), each lane's 8 registers written by unrolled code;
@@ -24,12 +27,7 @@ lowering turns into ``n`` registers per thread):
 
 from __future__ import annotations
 
-import os
 import threading
-
-ENV_SWITCH = "HETPART_TF32"
-"""Environment variable: "0"/"off"/"false"/"no" keeps float32 contractions on CUDA
-cores (full float32 precision)."""
 
 M, N, K = 16, 16, 8
 """The tile one ``compute`` call covers (two m16n8k8 instructions)."""
@@ -51,11 +49,6 @@ SCOPE = "shared.dyn"
 
 _lock = threading.Lock()
 _registered = False
-
-
-def enabled() -> bool:
-    """False when :data:`ENV_SWITCH` asks for full float32."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def a_layout(i, k):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from ..options import add_model_options, add_profile_options, add_target_options, parse_bytes, parse_shapes
+from ..options import (add_model_options, add_profile_options, add_target_options, kernel_options, parse_bytes,
+                       parse_shapes)
 from ..registry import register
 
 
@@ -65,7 +66,8 @@ class Bench:
 
         options = bench.Options(settings=_settings(args), objectives=tuple(args.objective) or bench.OBJECTIVES,
                                 simulate=args.simulate, cuda_arch=args.cuda_arch, profile=args.profile,
-                                peers=_peers(args), measure_missing=args.measure)
+                                peers=_peers(args), measure_missing=args.measure,
+                                kernel_options=kernel_options(args))
         if not args.measure:
             options.cost_model = options.costs()  # a missing profile is one error, not one per MODEL
         shapes = parse_shapes(args.shape) or None

@@ -6,6 +6,7 @@ from ..options import (
     add_model_options,
     add_profile_options,
     add_target_options,
+    kernel_options,
     parse_bytes,
     parse_shapes,
 )
@@ -102,10 +103,24 @@ class Plan:
             raise HetpartError("--compile and --run need -o DIR to put the compiled artifact in")
         from ... import compiler
 
-        compiled = compiler.compile(plan, graph, simulate=args.simulate, cuda_arch=args.cuda_arch)
+        options = kernel_options(args)
+        _note_option_mismatch(args.profile, options)
+        compiled = compiler.compile(plan, graph, simulate=args.simulate, cuda_arch=args.cuda_arch, options=options)
         compiled.save(out)
         print(f"wrote compiled artifact to {out}")
         if args.run:
             from ... import runtime
 
             runtime.run_once_and_report(compiled, trace=(out / "run.trace.json") if args.trace else None)
+
+
+def _note_option_mismatch(profile, options) -> None:
+    """Say so when the profile that priced the plan was measured with other kernel
+    options than the build will use: its prices are for other GPU code."""
+    from ...costmodel import resolve_profile
+    from ...costmodel.fingerprint import recorded_options
+
+    have = recorded_options(resolve_profile(profile).settings)
+    if have != options:
+        print(f"note: the profile was measured with kernel options ({have.describe()}); building with "
+              f"({options.describe()}): the plan's GPU costs may be off")

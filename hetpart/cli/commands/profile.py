@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from ..options import parse_shapes
+from ..options import add_kernel_options, kernel_options, parse_shapes
 from ..registry import register
 
 
@@ -46,6 +46,7 @@ class ProfileCommand:
         g.add_argument("--quick", action="store_true", help="fewer repeats: faster, noisier")
         g.add_argument("--retry-failed", action="store_true", help="measure again kernels recorded as failed")
         g.add_argument("--jobs", type=int, default=None, help="parallel build processes (default: all cores)")
+        add_kernel_options(parser)
 
     def run(self, args) -> int:
         import os
@@ -79,7 +80,8 @@ class ProfileCommand:
     def _profile_one(self, graph, devices, path, settings, pool, args) -> None:
         from ...costmodel import profile
 
-        rep = profile(graph, devices, path, settings=settings, pool=pool, retry_failed=args.retry_failed).last_report
+        rep = profile(graph, devices, path, settings=settings, pool=pool, retry_failed=args.retry_failed,
+                      options=kernel_options(args)).last_report
         for d in devices:
             print(f"{graph.name} on {d}: measured {rep.measured[d]} kernels ({rep.failed[d]} failed to build "
                   f"or run), reused {rep.reused[d]}")

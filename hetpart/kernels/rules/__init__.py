@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tvm.s_tir import dlight as dl
 
+from ..options import DEFAULT, KernelOptions
 from .cpu_conv2d import CpuConv2d
 from .cpu_fallback import CpuFallback
 from .cpu_injective import CpuInjective
@@ -27,8 +28,8 @@ def cpu_rules() -> list:
     return [CpuConv2d(), CpuMatmul(), CpuReduction(), CpuInjective(), CpuFallback()]
 
 
-def gpu_rules() -> list:
-    """Rules for CUDA targets: hetpart's own GPU rules first (split-K for convolutions
+def gpu_rules(options: KernelOptions = DEFAULT) -> list:
+    """Rules for CUDA targets, hetpart's own built for ``options`` (TF32, split-K, SM count): hetpart's own GPU rules first (split-K for convolutions
     and matmuls whose output tiles cannot fill the GPU, then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
     LowBatchGEMV), ending with dlight's catch-all Fallback.
@@ -36,8 +37,8 @@ def gpu_rules() -> list:
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
-        GpuSplitKGemm(),
-        GpuTensorCoreGemm(),
+        GpuSplitKGemm(options),
+        GpuTensorCoreGemm(options),
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
         dl.gpu.GEMV(),

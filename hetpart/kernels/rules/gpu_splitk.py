@@ -23,7 +23,8 @@ when the un-split grid already has a block per SM, or K is too short to split, t
 rule returns None and the next rule (the un-split path) runs, so nothing else
 changes.  The rule also returns None for anything it does not recognise (dynamic
 shapes, non-float32, depthwise/grouped convolutions, epilogues that cannot be
-inlined).  ``HETPART_SPLITK=0`` in the environment switches it off (for A/B timing).
+inlined).  :class:`~hetpart.kernels.options.KernelOptions` ``split_k="off"`` switches it
+off (for A/B timing); its ``sm_count`` is the SM count the grid is sized for.
 
 Invariant: each output is the same sum of the same products; only the order of the
 floating-point additions changes (S partial sums added at the end).
@@ -32,24 +33,15 @@ floating-point additions changes (S partial sums added at the end).
 from __future__ import annotations
 
 import math
-import os
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import is_gpu, largest_divisor
+from ..options import DEFAULT, KernelOptions
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
-
-ENV_SWITCH = "HETPART_SPLITK"
-"""Environment variable: "0"/"off"/"false" disables the rule, "conv" limits it to
-convolutions; anything else (or unset) enables it for convolutions and matmuls."""
-
-SM_COUNT = 132
-"""Streaming multiprocessors assumed.  A TVM target does not say how many SMs the
-GPU has; 132 is the H200's (and H100 SXM's), the GPU hetpart targets.  On a smaller
-GPU the rule merely splits a little more than needed (still correct)."""
 
 TARGET_WAVES = 2
 """Blocks per SM the split aims for: a 128-thread block cannot hide memory latency
@@ -72,15 +64,7 @@ EPILOGUE_THREADS = 256
 thread runs past the end)."""
 
 
-def split_k_mode() -> str:
-    """"off", "conv" or "all", from :data:`ENV_SWITCH`."""
-    raw = os.environ.get(ENV_SWITCH, "1").strip().lower()
-    if raw in ("0", "off", "false", "no"):
-        return "off"
-    return "conv" if raw == "conv" else "all"
-
-
-def split_factor(batch: int, m: int, n: int, k: int, sms: int = SM_COUNT) -> int:
+def split_factor(batch: int, m: int, n: int, k: int, sms: int = DEFAULT.sm_count) -> int:
     """How many K chunks to compute in parallel for a ``batch`` x (M x N x K) GEMM
     tiled TILE_M x TILE_N; 1 means "do not split".
 
@@ -104,20 +88,19 @@ def split_factor(batch: int, m: int, n: int, k: int, sms: int = SM_COUNT) -> int
 class GpuSplitKGemm(ScheduleRule):
     """Split-K for starved convolutions (implicit GEMM) and matmuls (module docstring).
 
-    ``sms`` is the SM count assumed (:data:`SM_COUNT`); ``matmul`` whether plain
-    matmuls are split too (convolutions always are, unless :data:`ENV_SWITCH` says
-    off).
+    ``options``: ``sm_count`` is the SM count the grid is sized for; ``split_k``
+    says whether plain matmuls are split too (``"all"``), only convolutions
+    (``"conv"``), or nothing (``"off"``).
     """
 
-    def __init__(self, sms: int = SM_COUNT, matmul: bool = True):
-        self.sms = sms
-        self.matmul = matmul
+    def __init__(self, options: KernelOptions = DEFAULT):
+        self.sms = options.sm_count
+        self.mode = options.split_k
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        mode = split_k_mode()
-        if mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
+        if self.mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
             return None
-        gemm = as_normal_gemm(func, plain=self.matmul and mode == "all")
+        gemm = as_normal_gemm(func, plain=self.mode == "all")
         if gemm is None:
             return None
         sch, main, shape = gemm.sch, gemm.block, gemm.shape

@@ -28,16 +28,17 @@ the tensor cores (TF32 ``mma.sync`` on 16x16x8 warp tiles, :mod:`hetpart.kernels
    matmul, the rows (pixels) of an NCHW convolution, whose accumulators are then
    stored transposed so that the write-out reads them along the rows too.
 
-A convolution whose grid has fewer than two blocks per SM (:data:`SPLIT_K_BELOW`) has
+A convolution whose grid has fewer than two blocks per SM (:data:`SPLIT_K_BELOW_PER_SM`) has
 its K cut into 2-4 chunks that start at window offsets (:func:`split_factor`): steps
 1-4 run per chunk as more blocks, writing partial products ``P[s, b, J, I]`` instead
 of fusing the epilogue, and a second kernel (:func:`.gpu_splitk.schedule_sum_epilogue`)
 adds the chunks and applies the epilogue, one thread per output element.
 
-Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BLOCKS`
-blocks of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
-tensor cores (sm_80 and later); returns None otherwise, or when
-``HETPART_TF32=0`` asks for full float32.  Invariant: every output is the same sum
+Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BLOCKS_PER_SM`
+blocks per SM of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
+tensor cores (sm_80 and later); returns None otherwise, or when the build's
+:class:`~hetpart.kernels.options.KernelOptions` ask for full float32 (``tf32=False``).
+The grid thresholds scale with the options' ``sm_count``.  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
 split K changes only the order of the additions.
 """
@@ -56,7 +57,8 @@ from .. import access, tf32
 from ..analysis import contains, is_gpu, is_layout_free
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
-from .gpu_splitk import SM_COUNT, schedule_sum_epilogue, split_k_mode
+from ..options import DEFAULT, KernelOptions
+from .gpu_splitk import schedule_sum_epilogue
 
 
 @dataclass(frozen=True)
@@ -103,17 +105,17 @@ loads of the windowed operand; smaller tiles serve outputs too small for the fir
 WARP = 32
 VEC = 4
 
-MIN_BLOCKS = SM_COUNT
-"""Blocks below which a tile is not used (and with no tile left, the rule declines):
-with fewer blocks than SMs the tensor cores idle, and split-K (which cuts K across
-blocks) does better."""
+MIN_BLOCKS_PER_SM = 1
+"""Blocks per SM below which a tile is not used (and with no tile left, the rule
+declines): with fewer blocks than SMs the tensor cores idle, and split-K (which cuts
+K across blocks) does better."""
 
 MIN_ARCH = 80
 """TF32 ``mma.sync`` needs compute capability 8.0 (Ampere) or later."""
 
 
-SPLIT_K_BELOW = 2 * SM_COUNT
-"""Grids (in blocks) below which a convolution's K is split across blocks
+SPLIT_K_BELOW_PER_SM = 2
+"""Blocks per SM below which a convolution's K is split across blocks
 (:func:`split_factor`)."""
 
 MIN_K_CHUNK = 512
@@ -121,20 +123,22 @@ MIN_K_CHUNK = 512
 partial sums written and read back cost more than the parallelism gives."""
 
 
-def split_factor(blocks: int, k: int, k_run: int, tile: Tile) -> int:
+def split_factor(blocks: int, k: int, k_run: int, tile: Tile, options: KernelOptions = DEFAULT) -> int:
     """How many chunks to cut a convolution's K into (1: none) for a grid of
     ``blocks`` tiles: the smallest of 2..4 that brings the grid to
-    :data:`SPLIT_K_BELOW` blocks with chunks of whole K slices, at least
-    :data:`MIN_K_CHUNK` long, that start at a window offset (a multiple of ``k_run``,
-    the channels per offset; a chunk starting mid-window costs its loads a division
-    per element).  ``HETPART_SPLITK=0`` switches splitting off.
+    :data:`SPLIT_K_BELOW_PER_SM` blocks per SM (of ``options.sm_count``) with chunks of
+    whole K slices, at least :data:`MIN_K_CHUNK` long, that start at a window offset (a
+    multiple of ``k_run``, the channels per offset; a chunk starting mid-window costs
+    its loads a division per element).  ``options.split_k == "off"`` switches
+    splitting off.
 
     Measured on the H200 (ResNet-50, batch 32): the 3x3 layers at 7x7 outputs (200
     blocks of 64x64 on 132 SMs, 144 K slices each) took 0.164 / 0.198 ms un-split
     (stride 1 / 2), 0.108 / 0.129 split in 3 (600 blocks) -- cuDNN 0.079 / 0.085;
     split in 2 (chunks starting mid-window) 0.35 ms.  The 1x1 layers with grids
-    under :data:`SPLIT_K_BELOW` gained nothing from a split (they are not split)."""
-    if blocks >= SPLIT_K_BELOW or split_k_mode() == "off" or k_run >= k:
+    under the threshold gained nothing from a split (they are not split)."""
+    below = SPLIT_K_BELOW_PER_SM * options.sm_count
+    if blocks >= below or options.split_k == "off" or k_run >= k:
         return 1
     for s in (2, 3, 4):
         chunk = k // s
@@ -142,37 +146,43 @@ def split_factor(blocks: int, k: int, k_run: int, tile: Tile) -> int:
             continue
         if chunk < MIN_K_CHUNK:
             break
-        if blocks * s >= SPLIT_K_BELOW:
+        if blocks * s >= below:
             return s
     return 1
 
 
 class GpuTensorCoreGemm(ScheduleRule):
-    """float32 GEMM / implicit-GEMM convolution on TF32 tensor cores (module doc)."""
+    """float32 GEMM / implicit-GEMM convolution on TF32 tensor cores (module doc),
+    with the build's ``options`` (TF32 on/off, split-K, the SM count)."""
+
+    def __init__(self, options: KernelOptions = DEFAULT):
+        self.options = options
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if not (tf32.enabled() and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
+        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
             return None
         gemm = as_normal_gemm(func, channels_last=True)
         if gemm is None:
             return None
         sch, main, plain, (batch, m, n, k), k_run = gemm
         tiles = MATMUL_TILES if plain else CONV_TILES
-        tile = next((t for t in tiles if t.blocks(batch, m, n) >= MIN_BLOCKS), None)
+        min_blocks = MIN_BLOCKS_PER_SM * self.options.sm_count
+        tile = next((t for t in tiles if t.blocks(batch, m, n) >= min_blocks), None)
         if tile is None:
             return None
         blocks = tile.blocks(batch, m, n)
-        split = split_factor(blocks, k, k_run, tile)
+        split = split_factor(blocks, k, k_run, tile, self.options)
         sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
         _mark_weight_packs(sch, main, func)
         if split == 1:
-            return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics()) else None
+            return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), self.options.sm_count) else None
         # K in `split` chunks: the tensor cores write partial products as P[s, b, J, I]
         # (the order of the convolution's NCHW output), a second kernel sums them
         # through the epilogue.
         chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
         partial = sch.rfactor(chunk, factor_axis=0)
-        if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), partials=True):
+        if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), self.options.sm_count,
+                         partials=True):
             return None
         return sch if schedule_sum_epilogue(sch, main, partial) else None
 
@@ -217,9 +227,10 @@ def _arch(target: Target) -> int:
     return int(digits) if digits else 0
 
 
-def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], *,
+def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
               partials: bool = False) -> bool:
-    """Tile, stage and tensorize the normal-form block ``main``; False when a step
+    """Tile, stage and tensorize the normal-form block ``main`` (a grid of ``blocks``
+    on ``sms`` SMs); False when a step
     TVM refuses leaves nothing usable (the caller then declines).  With ``partials``,
     ``main`` is a split-K block ``P[s, b, I, J] += ...``: its chunks run as more
     blocks; it writes the partials, as ``[s, b, J, I]``, and fuses no epilogue."""
@@ -263,7 +274,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     for loop in (ki, mi, mj):
         _unroll_in_nvcc(sch, loop)
     init = sch.decompose_reduction(step, ko)
-    if _pipelined(sch, staged, blocks):
+    if _pipelined(sch, staged, blocks, sms):
         # Stage 0 (both shared-memory copies, async) runs one K slice ahead of stage 1
         # (the fragment loads and MMAs); TVM double-buffers the shared tiles.
         sch.annotate(ko, "software_pipeline_stage", [0, 0, 1])
@@ -357,8 +368,8 @@ def _along_rows(sch: s_tir.Schedule, staged, warps: int) -> bool:
     return len(along_r) == 1 and len(along_k) == 1 and 0 < abs(along_r[0]) < abs(along_k[0])
 
 
-PIPELINE_MAX_BLOCKS_PREDICATED = 2 * SM_COUNT
-"""Grids up to which a slice with bounds-tested loads (a padded convolution) is still
+PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED = 2
+"""Grids (in blocks per SM) up to which a slice with bounds-tested loads (a padded convolution) is still
 software-pipelined.  Measured on the H200 (ResNet-50 convolutions, batch 32): the
 pipeline cut 20% off 512x7x7 3x3 (200 blocks) but added 10-20% to the 3x3 layers at
 56x56-14x14 (392-1568 blocks), whose predicated 4-byte copies cost more than the
@@ -370,11 +381,12 @@ unpipelined, 0.192 pipelined."""
 IF_THEN_ELSE = "prim.if_then_else"
 
 
-def _pipelined(sch: s_tir.Schedule, staged: list, blocks: int) -> bool:
-    """Whether to software-pipeline the K loop (see :data:`PIPELINE_MAX_BLOCKS_PREDICATED`)."""
+def _pipelined(sch: s_tir.Schedule, staged: list, blocks: int, sms: int) -> bool:
+    """Whether to software-pipeline the K loop of a grid of ``blocks`` on ``sms`` SMs
+    (see :data:`PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED`)."""
     predicated = any(contains(sch.get(b).body, tvm.ir.Call, lambda c: getattr(c.op, "name", "") == IF_THEN_ELSE)
                      for b in staged)
-    return not predicated or blocks <= PIPELINE_MAX_BLOCKS_PREDICATED
+    return not predicated or blocks <= PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED * sms
 
 
 def _tensorize_tiles(sch: s_tir.Schedule, block, rows: int, cols: int, intrin: str) -> None:

@@ -1,0 +1,101 @@
+"""KernelOptions: the code-generation choices a build makes beyond the target.
+
+In: what the user asked for (TF32 on/off, split-K mode) and the GPU the code is for
+(its SM count, read from the device or defaulted from ``--cuda-arch``).  Out: one
+frozen, hashable value passed to :func:`hetpart.kernels.build` and on to the schedule
+rules, recorded in the profile a cost model prices with and in the compiled
+artifact's manifest -- so a profile measured with one setting is never silently used
+to price builds made with another.
+
+Only the CLI edge (:mod:`hetpart.cli`) reads the environment (``HETPART_TF32``,
+``HETPART_SPLITK``) and turns it into a :class:`KernelOptions`; no stage below does.
+The options change GPU code only; a CPU build is the same whatever they say.
+
+Invariant: :data:`DEFAULT` builds exactly the code hetpart built before the options
+existed (TF32 on, split-K for convolutions and matmuls, an H200's 132 SMs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import TargetError
+
+SPLIT_K_MODES = ("off", "conv", "all")
+"""``off``: never split K; ``conv``: convolutions only; ``all``: convolutions and matmuls."""
+
+DEFAULT_SM_COUNT = 132
+"""The H200's (and H100 SXM's) SM count: hetpart's reference GPU."""
+
+SM_COUNT_BY_ARCH = {"sm_70": 80, "sm_75": 40, "sm_80": 108, "sm_86": 84, "sm_89": 142, "sm_90": 132}
+"""Default SM counts when cross-compiling for an arch with no GPU to ask: one common
+part per arch (V100, T4, A100, RTX A6000, L40S, H100/H200 SXM).  A default, not a
+fact about the GPU that will run the code: where it differs, pass ``--sm-count``."""
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """Code-generation choices of one build (module docstring).
+
+    ``tf32``: float32 contractions on TF32 tensor cores (sm_80+) -- False keeps full
+    float32 on CUDA cores.  ``split_k``: one of :data:`SPLIT_K_MODES`.  ``sm_count``:
+    the GPU's streaming multiprocessors, which the GPU rules size their grids by.
+    """
+
+    tf32: bool = True
+    split_k: str = "all"
+    sm_count: int = DEFAULT_SM_COUNT
+
+    def __post_init__(self):
+        if self.split_k not in SPLIT_K_MODES:
+            raise TargetError(f"split-K mode '{self.split_k}' is not one of {', '.join(SPLIT_K_MODES)}")
+        if not isinstance(self.sm_count, int) or self.sm_count < 1:
+            raise TargetError(f"SM count must be a positive integer, got {self.sm_count!r}")
+
+    def describe(self) -> str:
+        """One line, e.g. ``tf32 on, split-K all, 132 SMs``."""
+        return f"tf32 {'on' if self.tf32 else 'off'}, split-K {self.split_k}, {self.sm_count} SMs"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "KernelOptions":
+        """The options in ``data``; None or missing keys are the defaults (files written
+        before the options were recorded were built with :data:`DEFAULT`)."""
+        data = data or {}
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+DEFAULT = KernelOptions()
+
+
+def sm_count_for_arch(arch: str | None) -> int:
+    """The default SM count for a CUDA arch (:data:`SM_COUNT_BY_ARCH`), else
+    :data:`DEFAULT_SM_COUNT`."""
+    return SM_COUNT_BY_ARCH.get(arch or "", DEFAULT_SM_COUNT)
+
+
+def device_sm_count() -> int | None:
+    """The SM count of this machine's GPU 0, or None without a usable GPU."""
+    from ..targets import cuda_available
+
+    if not cuda_available():
+        return None
+    import tvm
+
+    return int(tvm.cuda(0).multi_processor_count)
+
+
+def resolve(*, tf32: bool = True, split_k: str = "all", cuda_arch: str | None = None,
+            sm_count: int | None = None) -> KernelOptions:
+    """The options for a build: ``sm_count`` if given; else, cross-compiling for
+    ``cuda_arch``, that arch's default; else this machine's GPU's; else the default."""
+    if sm_count is None:
+        local = None if cuda_arch else device_sm_count()
+        sm_count = local if local is not None else sm_count_for_arch(cuda_arch)
+    return KernelOptions(tf32=tf32, split_k=split_k, sm_count=sm_count)
+
+
+__all__ = ["DEFAULT", "DEFAULT_SM_COUNT", "KernelOptions", "SM_COUNT_BY_ARCH", "SPLIT_K_MODES",
+           "device_sm_count", "resolve", "sm_count_for_arch"]
