@@ -20,7 +20,7 @@ from hetpart.runtime import MultiSession, Session, TransferCosts, choose_mode
 from hetpart.runtime.dlpack import live_views
 from hetpart.runtime.handoff import plan_routes
 from hetpart.runtime.memory import aligned_array
-from hetpart.runtime.synthetic import SyntheticPartition, SyntheticPlan, build_partition, chain, chain_reference
+from hetpart.runtime.synthetic import build_partition, chain, chain_reference, plan_of
 
 SHAPE = (16, 32)
 
@@ -65,8 +65,7 @@ def test_dag_with_multi_output_and_host_reuse():
     p1 = build_partition("p1_cuda", "cuda", [b], [c], lambda i: [te.compute(n, lambda r, s: i[0][r, s] * 3, name="c")])
     p2 = build_partition("p2_cpu", "cpu", [a, c], [y],
                          lambda i: [te.compute(n, lambda r, s: i[0][r, s] - i[1][r, s], name="y")])
-    plan = SyntheticPlan("dag", partitions=[SyntheticPartition(p.name, p.device, p.kernels) for p in (p0, p1, p2)])
-    model = CompiledModel(plan, [p0, p1, p2], [x], [y, c])
+    model = CompiledModel(plan_of("dag", [p0, p1, p2]), [p0, p1, p2], [x], [y, c])
     f = feeds(2)
     with Session(model, handoff="copy") as s:
         out = s.run(f)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import CompileError
 from ..kernels.options import DEFAULT, KernelOptions
+from ..partitioner.plan import Plan
 
 SCHEMA = "hetpart-artifact"
 VERSION = 1
@@ -107,7 +108,7 @@ class CompiledModel:
     ``kernel_options`` the code-generation choices every partition was built with.
     """
 
-    plan: Any  # hetpart.partitioner.Plan
+    plan: Plan
     partitions: list[PartitionArtifact]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -161,8 +162,7 @@ class CompiledModel:
             dst = out / p.library
             if src.resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
-        plan_json = self.plan.to_json() if hasattr(self.plan, "to_json") else self.plan
-        _write_json(out / PLAN, plan_json)
+        _write_json(out / PLAN, self.plan.to_json())
         _write_json(out / MANIFEST, self.manifest())
         self.directory = out
         return out

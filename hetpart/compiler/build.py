@@ -28,11 +28,13 @@ from .. import kernels, targets
 from ..errors import CompileError, HetpartError, TargetError
 from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.tuning import default_database
+from ..importer.op_graph import OpGraph
+from ..partitioner.plan import Plan
 from .artifact import CompiledModel, PartitionArtifact, sha256_of, target_json
 from .extract import PartitionProgram, extract, tensor_spec
 
 
-def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None = None,
+def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False, cuda_arch: str | None = None,
             cpu_arch: str | None = None, jobs: int | None = None,
             progress: bool = True, options: KernelOptions = DEFAULT) -> CompiledModel:  # noqa: A001 - the public name
     """Compile every partition of ``plan`` for its device.
@@ -51,7 +53,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
     and :class:`~hetpart.errors.CompileError` naming the partition (and function)
     that failed to build.
     """
-    graph = graph if graph is not None else getattr(plan, "graph", None)
+    graph = graph if graph is not None else plan.graph
     if graph is None:
         raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
     start = time.perf_counter()
@@ -66,7 +68,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
         outputs=[tensor_spec(graph, t) for t in graph.outputs],
         directory=Path(staging.name),
         compile_seconds=time.perf_counter() - start,
-        model=getattr(plan, "model", "") or graph.name,
+        model=plan.model or graph.name,
         targets={d: target_json(s.tvm_target) for d, s in specs.items()},
         simulated=any(s.simulated for s in specs.values()),
         kernel_options=options,

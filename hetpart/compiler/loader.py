@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import CompileError
 from ..kernels.options import KernelOptions
+from ..partitioner.plan import Plan
 from .artifact import MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec, sha256_of
 from .build import load_library
 
@@ -98,15 +99,13 @@ def _check_library(path: Path, p: PartitionArtifact) -> None:
         )
 
 
-def _read_plan(root: Path):
-    """The plan in ``plan.json``: a :class:`hetpart.partitioner.Plan` when the
-    partitioner is installed, else the plain dict."""
+def _read_plan(root: Path) -> Plan:
+    """The plan in ``plan.json``."""
     data = _read_json(root / PLAN, what="plan")
     try:
-        from ..partitioner import Plan
-    except ImportError:
-        return data
-    return Plan.from_json(data)
+        return Plan.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CompileError(f"plan {root / PLAN} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
 
 
 def _read_json(path: Path, *, what: str):

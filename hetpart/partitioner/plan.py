@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import PlanError
+from ..importer.op_graph import OpGraph
+from .costs import Costs
 
 SCHEMA = "hetpart-plan"
 VERSION = 1
@@ -95,8 +97,8 @@ class Plan:
     profile_origin: str
     constraints: dict[str, str] = field(default_factory=dict)  # kernel -> why it is held on one device
     gpu_memory_cap: int | None = None
-    graph: object = field(default=None, compare=False, repr=False)
-    costs: object = field(default=None, compare=False, repr=False)
+    graph: OpGraph | None = field(default=None, compare=False, repr=False)
+    costs: Costs | None = field(default=None, compare=False, repr=False)
 
     # --- questions callers ask --------------------------------------------------
     def partition_of(self, kernel_id: str) -> Partition:

@@ -17,7 +17,9 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import InternalError, PlanError
+from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
+from .costs import Costs
 from .pins import resolve_pins
 
 HOST = "cpu"
@@ -55,8 +57,8 @@ class Problem:
     says why a kernel is held to one device (a pin or a capability).
     """
 
-    graph: object
-    costs: object
+    graph: OpGraph
+    costs: Costs
     order: tuple[str, ...]
     seconds: dict[str, dict[str, float]]
     allowed: dict[str, tuple[str, ...]]

@@ -81,7 +81,7 @@ class MultiSession:
                 fut.result()
                 con_lat[i].append(fut.stats.latency_s)
         concurrent = time.perf_counter() - start
-        names = [getattr(s.compiled.plan, "model", None) or f"model{i}" for i, s in enumerate(self.sessions)]
+        names = [s.compiled.plan.model or f"model{i}" for i, s in enumerate(self.sessions)]
         return MultiReport(names, [float(np.median(v)) for v in con_lat], [float(np.median(v)) for v in seq_lat],
                            rounds / concurrent, rounds / sequential)
 

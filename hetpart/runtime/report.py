@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .feeds import random_feeds
 from .session import Session
-from .trace import predicted_seconds
 
 
 def run_once_and_report(compiled, trace: str | Path | None = None, *, warmup: int = 1, file=None) -> dict:
@@ -16,7 +15,7 @@ def run_once_and_report(compiled, trace: str | Path | None = None, *, warmup: in
     trace to ``trace`` when given.  Returns ``{"latency_s", "partitions": {name: s}, "stats"}``."""
     file = file or sys.stdout
     feeds = random_feeds(compiled.inputs)
-    plan_parts = {p.name: p for p in getattr(compiled.plan, "partitions", []) or []}
+    plan_parts = {p.name: p for p in compiled.plan.partitions}
     with Session(compiled, profile=True) as session:
         for _ in range(warmup):
             session.run(feeds)
@@ -27,7 +26,7 @@ def run_once_and_report(compiled, trace: str | Path | None = None, *, warmup: in
     print(f"  {'partition':<20}{'device':<8}{'measured ms':>12}{'predicted ms':>14}{'ratio':>8}", file=file)
     for art in compiled.partitions:
         got = measured.get(art.name, 0.0)
-        pred = predicted_seconds(plan_parts.get(art.name))
+        pred = plan_parts[art.name].predicted_s if art.name in plan_parts else None
         pred_txt = f"{pred * 1e3:>14.3f}" if pred else f"{'-':>14}"
         ratio = f"{got / pred:>8.2f}" if pred else f"{'-':>8}"
         print(f"  {art.name:<20}{art.device:<8}{got * 1e3:>12.3f}{pred_txt}{ratio}", file=file)

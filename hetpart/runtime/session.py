@@ -160,7 +160,7 @@ class Session:
 
     @property
     def _model_name(self) -> str:
-        return getattr(self.compiled.plan, "model", None) or "model"
+        return self.compiled.plan.model or "model"
 
     @property
     def stream_track(self) -> str:

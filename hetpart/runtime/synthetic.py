@@ -15,33 +15,27 @@ data-dependent outputs do, and the partitions get no ``main_dps``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..compiler.artifact import CompiledModel, PartitionArtifact, TensorSpec
 from ..errors import HetpartError
+from ..partitioner.plan import Partition, Plan, Span
 from ..targets import resolve
 
 
-@dataclass
-class SyntheticPartition:
-    """The plan's view of a partition (what ``hetpart.partitioner.Partition`` provides)."""
-
-    name: str
-    device: str
-    kernels: list[str]
-    predicted_s: float | None = None
-
-
-@dataclass
-class SyntheticPlan:
-    model: str
-    objective: str = "latency"
-    partitions: list[SyntheticPartition] = field(default_factory=list)
-    assignment: dict = field(default_factory=dict)
-    graph: object = None
+def plan_of(model: str, partitions: list[PartitionArtifact], predicted_s: float | None = None) -> Plan:
+    """The :class:`Plan` of compiled ``partitions`` run one after another (kernel
+    ``node_k`` in partition k), each predicted to take ``predicted_s`` (None: no
+    prediction, an empty timeline)."""
+    parts = [Partition(p.name, p.device, [f"node_{k}"], predicted_s or 0.0, compute_s=predicted_s or 0.0,
+                       inputs=[t.name for t in p.inputs], outputs=[t.name for t in p.outputs])
+             for k, p in enumerate(partitions)]
+    timeline = [] if predicted_s is None else [
+        Span(p.device, p.name, k * predicted_s, (k + 1) * predicted_s) for k, p in enumerate(parts)]
+    return Plan(model, "latency", {f"node_{k}": p.device for k, p in enumerate(parts)}, parts, cuts=[],
+                timeline=timeline, predicted={}, profile_origin="synthetic")
 
 
 def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
@@ -153,15 +147,12 @@ def chain(devices: list[str], shape=(64, 64), *, work: int | Sequence[int] = 0, 
         raise HetpartError(f"chain: {len(works)} work values for {len(devices)} stages")
     specs = [TensorSpec("x", tuple(shape), "float32")]
     specs += [TensorSpec(f"t{k}", tuple(shape), "float32") for k in range(len(devices))]
-    parts, plan_parts = [], []
+    parts = []
     for k, device in enumerate(devices):
         name = f"p{k}_{device}"
         parts.append(build_partition(name, device, [specs[k]], [specs[k + 1]], _stage_compute(k, works[k]),
                                      simulate=simulate, cuda_arch=cuda_arch, dps=dps, parallel=parallel))
-        plan_parts.append(SyntheticPartition(name, device, [f"node_{k}"], predicted_s))
-    plan = SyntheticPlan(model, partitions=plan_parts,
-                         assignment={f"node_{k}": d for k, d in enumerate(devices)})
-    return CompiledModel(plan=plan, partitions=parts, inputs=[specs[0]], outputs=[specs[-1]], model=model,
+    return CompiledModel(plan=plan_of(model, parts, predicted_s), partitions=parts, inputs=[specs[0]], outputs=[specs[-1]], model=model,
                          simulated=simulate)
 
 
