@@ -261,7 +261,7 @@ def split_plan():
 
 def test_trace_is_chrome_trace_events(split_plan, tmp_path):
     doc = json.loads(write_trace(split_plan, tmp_path / "plan.trace.json").read_text())
-    assert doc["schema"] == "hetpart-trace" and doc["version"] == 1
+    assert doc["schema"] == "hetpart-trace" and doc["version"] == 2
     names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
     assert names == {"cpu", "cuda", "h2d", "d2h"}
     complete = [e for e in doc["traceEvents"] if e["ph"] == "X"]

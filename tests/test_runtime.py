@@ -282,7 +282,8 @@ def test_trace_has_measured_and_predicted_tracks(cpu_gpu_cpu, tmp_path):
     with Session(cpu_gpu_cpu, handoff="copy") as s:
         s.run(feeds(), trace=path)
     doc = json.loads(path.read_text())
-    assert (doc["schema"], doc["version"]) == ("hetpart-trace", 1)
+    assert (doc["schema"], doc["version"]) == ("hetpart-trace", 2)
+    assert doc["otherData"]["model"] == cpu_gpu_cpu.plan.model
     names = {(e["pid"], e["args"]["name"]) for e in doc["traceEvents"] if e["name"] == "thread_name"}
     assert {(1, "cpu: p0_cpu"), (1, "cpu: p2_cpu"), (1, "cuda stream (simulated)")} <= names
     assert any(pid == 2 for pid, _ in names)

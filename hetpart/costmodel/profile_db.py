@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ProfileError
-from .atomic import atomic_write_text
+from ..contracts.jsonfile import atomic_write_text
 from .fingerprint import Fingerprint, this_machine
 from .transfer_model import TransferModel
 

@@ -25,6 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..contracts.trace import Span  # noqa: F401 - the timeline's spans (tracks cpu, cuda, h2d, d2h); re-exported
 from ..errors import PlanError
 from ..importer.op_graph import OpGraph
 from .costs import Costs
@@ -72,17 +73,6 @@ class Cut:
     dst_device: str
     nbytes: int
     seconds: float
-
-
-@dataclass
-class Span:
-    """A predicted interval on a track (``cpu``, ``cuda``, ``h2d``, ``d2h``)."""
-
-    track: str
-    name: str
-    start: float
-    end: float
-    kind: str = "partition"  # or "copy"
 
 
 @dataclass

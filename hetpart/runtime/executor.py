@@ -218,7 +218,7 @@ def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
         ctx.stats.count("mapped")
         ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
     else:
-        ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "transfer")
+        ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "copy")
         ctx.stats.count("h2d", host.nbytes)
         ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
     ctx.put(name, "cuda", dst)
@@ -228,7 +228,7 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
     name = route.spec.name
     if route.dynamic:  # no slot buffers: one copy into host memory of the actual size
         dst = ctx.transient(device, "cpu")
-        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "transfer")
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "copy")
         ctx.stats.count("d2h", device.nbytes)
         ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
         ctx.put(name, "cpu", dst, marker)
@@ -238,11 +238,11 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
         # a caller's device tensor is not our mapped buffer: it still needs one copy
         route = Route(route.spec, route.producer, route.home, route.sides, route.is_output, "copy")
     if route.mode == "mapped":
-        marker = ctx.enqueue(lambda: None, f"mapped {name}", "transfer")
+        marker = ctx.enqueue(lambda: None, f"mapped {name}", "copy")
         ctx.stats.count("mapped")
         ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
     else:
-        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "transfer")
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "copy")
         ctx.stats.count("d2h", device.nbytes)
         ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
     ctx.put(name, "cpu", dst, marker)

@@ -37,7 +37,7 @@ def run_pipelined(session, batches: Iterable, *, trace: str | Path | None = None
     if trace is not None:
         from .trace import write_trace
 
-        write_trace(trace, [f.stats for f in futures], session)
+        write_trace(session, [f.stats for f in futures], trace)
     return results
 
 

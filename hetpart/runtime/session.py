@@ -299,7 +299,7 @@ class Session:
         if trace is not None:
             from .trace import write_trace
 
-            write_trace(trace, [stats], self)
+            write_trace(self, [stats], trace)
         return outputs
 
     def run_pipelined(self, batches: Iterable, *, trace: str | Path | None = None) -> list[dict[str, np.ndarray]]:

@@ -10,21 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-
-@dataclass
-class Span:
-    """One measured interval on one track (a CPU worker or the GPU stream), host seconds."""
-
-    track: str
-    name: str
-    start: float
-    end: float
-    category: str = "partition"  # "partition" | "transfer"
-    run: int = 0
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
+from ..contracts.trace import PARTITION, Span  # measured spans: a CPU worker's or the GPU stream's, host seconds
 
 
 @dataclass
@@ -86,4 +72,4 @@ class RunStats:
         raise KeyError(f"tensor '{tensor}' did not cross between CPU and GPU in this run")
 
     def partition_seconds(self) -> dict[str, float]:
-        return {s.name: s.seconds for s in self.spans if s.category == "partition"}
+        return {s.name: s.seconds for s in self.spans if s.kind == PARTITION}
