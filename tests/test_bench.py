@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hetpart import bench
-from hetpart.bench import goals, plans
+from hetpart.bench import goals
+from hetpart.partitioner import candidates
 from hetpart.bench.harness import Options, Workload, bench_workload, spearman
 from hetpart.bench.peers import PEERS, PeerModel, PeerUnavailable
 from hetpart.bench.results import BenchReport, Candidate, ConcurrentResult, Row, WorkloadResult
@@ -57,16 +58,16 @@ def test_random_plans_honour_capabilities_and_cap(seed):
     graph, costs = random_case(seed)
     free = build_problem(graph, costs)
     floor = evaluate(free, least_gpu(free)).memory.total
-    most = evaluate(free, plans.random_valid_assignments(free, 1, seed)[0]).memory.total
+    most = evaluate(free, candidates.random_valid_assignments(free, 1, seed)[0]).memory.total
     problem = build_problem(graph, costs, gpu_memory=(floor + most) // 2)
-    found = plans.random_valid_assignments(problem, 5, seed)
+    found = candidates.random_valid_assignments(problem, 5, seed)
     assert len(found) == 5
     for a in found:
         assert set(a) == set(problem.order)
         assert all(a[k] in problem.allowed[k] for k in problem.order)
         assert evaluate(problem, a).fits
     if floor > 0:  # below the least GPU memory any assignment needs: nothing is valid
-        assert plans.random_valid_assignments(build_problem(graph, costs, gpu_memory=floor - 1), 5, seed) == []
+        assert candidates.random_valid_assignments(build_problem(graph, costs, gpu_memory=floor - 1), 5, seed) == []
 
 
 @settings(max_examples=20, deadline=None)
@@ -74,9 +75,9 @@ def test_random_plans_honour_capabilities_and_cap(seed):
 def test_oracle_candidates_are_distinct_feasible_and_start_with_the_chosen(seed):
     graph, costs = random_case(seed)
     problem = build_problem(graph, costs)
-    chosen = plans.single_device_assignments(problem)[0].assignment
-    top, randoms = plans.oracle_candidates(problem, [chosen], top=4, n_random=3, seed=seed)
-    keys = [plans.assignment_key(a) for a in top + randoms]
+    chosen = candidates.single_device_assignments(problem)[0].assignment
+    top, randoms = candidates.oracle_candidates(problem, [chosen], top=4, n_random=3, seed=seed)
+    keys = [candidates.assignment_key(a) for a in top + randoms]
     assert len(keys) == len(set(keys))
     assert top[0] == chosen and len(top) <= 4 and len(randoms) <= 3
     assert all(evaluate(problem, a).fits for a in top + randoms)
@@ -87,12 +88,12 @@ def test_oracle_candidates_are_distinct_feasible_and_start_with_the_chosen(seed)
 def test_infeasible_all_cuda_says_why(zoo_graph):
     graph = zoo_graph("mlp")
     problem = build_problem(graph, roofline_costs(graph), gpu_memory=1)
-    by_name = {b.name: b for b in plans.single_device_assignments(problem)}
+    by_name = {b.name: b for b in candidates.single_device_assignments(problem)}
     assert by_name["all_cuda"].assignment is None
     assert "all-CUDA infeasible: exceeds --gpu-memory" in by_name["all_cuda"].note
     assert by_name["all_cpu"].assignment is not None
     with pytest.raises(Exception, match="exceeds --gpu-memory"):
-        plans.plan_for_assignment(problem, {k: "cuda" for k in problem.order})
+        candidates.plan_for_assignment(problem, {k: "cuda" for k in problem.order})
 
 
 # --- results, goals, markdown -------------------------------------------------------------

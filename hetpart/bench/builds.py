@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .. import compiler, targets
 from ..kernels.options import DEFAULT, KernelOptions
-from .plans import assignment_key
+from ..partitioner import assignment_key
 
 
 @dataclass

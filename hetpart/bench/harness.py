@@ -36,7 +36,7 @@ from ..partitioner.baselines import BASELINES
 from ..partitioner.problem import build_problem
 from .builds import BuildCache
 from .peers import PEERS, PeerModel, PeerUnavailable
-from .plans import oracle_candidates, plan_for_assignment, single_device_assignments
+from ..partitioner import oracle_candidates, plan_for_assignment, single_device_assignments
 from .results import Candidate, ConcurrentResult, Oracle, Row, WorkloadResult
 from .timing import Settings, Stats, time_calls, time_throughput
 

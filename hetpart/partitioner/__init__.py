@@ -6,10 +6,14 @@ cap) -> :mod:`.grouping` and :mod:`.layout` (partitions and copies) ->
 :mod:`.timeline` and :mod:`.evaluate` (predicted numbers) -> :mod:`.objectives` (the
 registry; :mod:`.baselines`, :mod:`.heft` and :mod:`.search` serve it) ->
 :mod:`.planning` (the entry point) -> :mod:`.plan` (the data) -> :mod:`.report`, :mod:`.svg`, :mod:`.trace`
-(what the user sees).  :mod:`.costs` is the cost protocol the algorithms rely on;
-:mod:`.synthetic` makes random test cases.
+(what the user sees), :mod:`.candidates` (other plans worth measuring: baselines,
+rescaled cuts, single moves, random valid plans -- the benchmark's oracle).
+:mod:`.costs` is the cost protocol the algorithms rely on; :mod:`.synthetic` makes
+random test cases.
 """
 
+from .candidates import (assignment_key, oracle_candidates, plan_for_assignment, random_valid_assignments,
+                         single_device_assignments)
 from .costs import Costs, TableCosts
 from .objectives import OBJECTIVES, objective
 from .pins import Pin, parse_pins
@@ -22,4 +26,6 @@ from .trace import write_trace
 __all__ = [
     "OBJECTIVES", "Costs", "Cut", "Partition", "Pin", "Plan", "Span", "TableCosts", "explain",
     "objective", "parse_pins", "partition", "render_plan", "write_svg", "write_trace",
+    "assignment_key", "oracle_candidates", "plan_for_assignment", "random_valid_assignments",
+    "single_device_assignments",
 ]

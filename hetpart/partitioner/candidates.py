@@ -1,4 +1,5 @@
-"""Which plans a benchmark measures, each as a real :class:`~hetpart.partitioner.Plan`.
+"""Candidate plans besides the chosen one, each as a real :class:`~hetpart.partitioner.Plan`
+(what a benchmark measures, and its oracle check).
 
 * :func:`plan_for_assignment`: the Plan of a *given* device-per-kernel assignment
   (all-CPU, all-CUDA, greedy, an oracle candidate), predicted by the same cost model
@@ -9,8 +10,8 @@
 * :func:`oracle_candidates`: the assignments the oracle check measures: the plans of
   every objective, the baselines, minimum cuts under rescaled GPU costs, every
   single move (a whole partition or a boundary kernel) from the chosen plan, then a
-  seeded sample of random valid plans.  The partitioner exposes no list of the
-  candidates it considered, so this module regenerates a comparable set.
+  seeded sample of random valid plans: a comparable set to the candidates the
+  partitioner's search considers.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from dataclasses import dataclass
 
 from ..errors import PlanError
 from ..importer.summary import human_bytes
-from ..partitioner.baselines import BASELINES
-from ..partitioner.capacity import least_gpu, repair
-from ..partitioner.evaluate import evaluate
-from ..partitioner.mincut import Weights, solve_min_cut
-from ..partitioner.objectives import OBJECTIVES
-from ..partitioner.planning import make_plan
-from ..partitioner.problem import Assignment, Problem, build_problem, other
-from ..partitioner.search import moves
+from .baselines import BASELINES
+from .capacity import least_gpu, repair
+from .evaluate import evaluate
+from .mincut import Weights, solve_min_cut
+from .objectives import OBJECTIVES
+from .planning import make_plan
+from .problem import Assignment, Problem, build_problem, other
+from .search import moves
 
 GPU_COST_SCALES = (0.5, 0.75, 1.5, 2.0)
 """Min cuts under CUDA costs this many times the model's: plans a slightly wrong cost model would pick."""
