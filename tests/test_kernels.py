@@ -465,15 +465,11 @@ def test_build_uses_tuned_record(tmp_path, cpu):
     np.testing.assert_allclose(got, _run(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
 
 
-# --- bench/kernels.py (argument parsing and table; the GPU run is the lead's) --------
+# --- hetpart.bench.kernels (argument parsing and table; the GPU run is the lead's) --------
 def _bench_module():
-    import importlib.util
+    from hetpart.bench import kernels as bench_kernels
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "kernels.py")
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_kernels
 
 
 def test_bench_parses_args_and_formats_table():
