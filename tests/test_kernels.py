@@ -9,7 +9,6 @@ unscheduled default pipeline -- the two must agree.
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np

@@ -11,7 +11,7 @@ Why: TVM 0.27 lowers ``erf`` on LLVM targets to a call of libm's scalar ``erff``
 which never vectorises and whose time depends on the data (16-20 ns an element for
 |x| < 4, 4 ns once it saturates): BERT's GELU epilogue spent ~5 ms a layer there,
 and the cost model's random inputs, which saturate it, hid most of that
-(``bench/cpu_gap.py``).  The approximation costs well under a nanosecond an element
+(``bench/cpu_gap.py``, in git history before 97fd98d; results in ``bench/results/nvidia-h200-cpu-gap.json``).  The approximation costs well under a nanosecond an element
 whatever the data, on the CPU and the GPU alike, so one op graph serves both targets.
 """
 

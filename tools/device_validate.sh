@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What to run on the GPU machine to check the GPU code paths (one device call):
-#   source .tvmpack/unpack.sh && bash bench/device_validate.sh [FILE...]
+#   source .tvmpack/unpack.sh && bash tools/device_validate.sh [FILE...]
 # Each test file runs in its own process with a time limit, so one crash or hang
 # does not hide the others; JOBS files run at once (default 3: the tests check
 # results, not speed, so sharing the GPU and the 16 cores changes nothing they assert).

@@ -2,7 +2,7 @@
 
 Run on the GPU machine from the repository root (hetpart need not be installed)::
 
-    PYTHONPATH=. python3 bench/record_profile.py --out hetpart/costmodel/recorded/h100.json
+    PYTHONPATH=. python3 tools/record_profile.py --out hetpart/costmodel/recorded/h100.json
 
 Measures, for cpu and cuda, every distinct kernel of every zoo model at full size
 (batch 1, plus batch 32 of the models in --batch32), the per-call overheads and

@@ -13,7 +13,7 @@ and its index expressions read (:func:`hetpart.costmodel.access_pattern.kernel_a
 Scheduling only transforms TIR, so this runs on a machine without the GPU the
 profile was recorded on.  Records are matched by signature.
 
-Usage: python bench/backfill_rules.py [PROFILE] [--check]
+Usage: python tools/backfill_rules.py [PROFILE] [--check]
 (``--check``: report, write nothing).
 """
 
