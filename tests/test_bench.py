@@ -23,7 +23,7 @@ from hetpart.bench.timing import Settings, Stats, time_calls
 from hetpart.partitioner.capacity import least_gpu
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.problem import build_problem
-from hetpart.partitioner.synthetic import random_case, roofline_costs
+from hetpart.partitioner.random_cases import random_case, roofline_costs
 
 
 # --- timing ---------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_single_kernel_benchmark_packs_weight_parameters_once():
 
 def _graph_of(raw):
     from hetpart.importer.fusion import fuse_with_ops
-    from hetpart.importer.graph_builder import build_op_graph
+    from hetpart.importer.op_graph_builder import build_op_graph
 
     return build_op_graph("dense", *fuse_with_ops(raw))
 

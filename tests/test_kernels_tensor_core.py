@@ -301,7 +301,7 @@ def test_benchmark_module_packs_a_weight_parameter_on_the_gpu():
 
 def _conv_kernel_module():
     from hetpart.importer.fusion import fuse_with_ops
-    from hetpart.importer.graph_builder import build_op_graph
+    from hetpart.importer.op_graph_builder import build_op_graph
 
     rng = np.random.default_rng(0)
     w = relax.const((rng.standard_normal((64, 64, 3, 3)) * 0.05).astype("float32"))

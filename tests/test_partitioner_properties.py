@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from hetpart.errors import PlanError
 from hetpart.partitioner import Plan, partition
-from hetpart.partitioner.synthetic import CaseShape, random_case
+from hetpart.partitioner.random_cases import CaseShape, random_case
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 seeds = st.integers(0, 2**31 - 1)

@@ -11,7 +11,7 @@ from hetpart.errors import PlanError
 from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
 from hetpart.partitioner import OBJECTIVES, Pin, Plan, TableCosts, explain, objective, parse_pins, partition
 from hetpart.partitioner import render_plan, write_svg, write_trace
-from hetpart.partitioner.memory import gpu_memory
+from hetpart.partitioner.gpu_memory import gpu_memory
 from hetpart.partitioner.pins import resolve_pins
 from hetpart.partitioner.problem import build_problem
 

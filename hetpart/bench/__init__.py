@@ -21,7 +21,7 @@ Typical use::
 """
 
 from .harness import OBJECTIVES, Options, Workload, bench_workload
-from .report import render_markdown, write
+from .render import render_markdown, write
 from .results import BenchReport
 from .suite import Pair, gpu_slug, machine, run
 from .timing import Settings

@@ -2,7 +2,7 @@
 
 Pipeline, one module each: :mod:`.onnx_source` (read, check, fix shapes) ->
 :mod:`.shape_folding` (fold what the static shapes decide) -> :mod:`.relax_import`
-(TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) -> :mod:`.graph_builder`
+(TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) -> :mod:`.op_graph_builder`
 (an :class:`OpGraph`).
 """
 

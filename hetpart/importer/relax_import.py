@@ -13,7 +13,7 @@ import tvm
 
 from ..errors import ModelLoadError, UnsupportedOpsError
 from .fusion import fuse_with_ops
-from .graph_builder import build_op_graph
+from .op_graph_builder import build_op_graph
 from .onnx_source import ModelSource, input_shapes, read_model
 from .op_graph import OpGraph
 

@@ -1,14 +1,14 @@
 """Partitioner: op graph + costs -> :class:`Plan` (which device runs each kernel, and why).
 
 Read in this order: :mod:`.problem` (the costs, looked up once) -> :mod:`.mincut`
-(the exact latency solution) -> :mod:`.memory` and :mod:`.capacity` (the GPU memory
+(the exact latency solution) -> :mod:`.gpu_memory` and :mod:`.capacity` (the GPU memory
 cap) -> :mod:`.grouping` and :mod:`.layout` (partitions and copies) ->
 :mod:`.timeline` and :mod:`.evaluate` (predicted numbers) -> :mod:`.objectives` (the
 registry; :mod:`.baselines`, :mod:`.heft` and :mod:`.search` serve it) ->
-:mod:`.planning` (the entry point) -> :mod:`.plan` (the data) -> :mod:`.report`, :mod:`.svg`, :mod:`.trace`
+:mod:`.planning` (the entry point) -> :mod:`.plan` (the data) -> :mod:`.plan_report`, :mod:`.svg`, :mod:`.trace`
 (what the user sees), :mod:`.candidates` (other plans worth measuring: baselines,
 rescaled cuts, single moves, random valid plans -- the benchmark's oracle).
-:mod:`.costs` is the cost protocol the algorithms rely on; :mod:`.synthetic` makes
+:mod:`.costs` is the cost protocol the algorithms rely on; :mod:`.random_cases` makes
 random test cases.
 """
 
@@ -19,7 +19,7 @@ from .objectives import OBJECTIVES, objective
 from .pins import Pin, parse_pins
 from .plan import Cut, Partition, Plan, Span
 from .planning import partition
-from .report import explain, render_plan
+from .plan_report import explain, render_plan
 from .svg import write_svg
 from .trace import write_trace
 

@@ -2,7 +2,7 @@
 
 1. Charge each CUDA kernel ``lambda`` seconds per byte of its parameters and outputs
    (:func:`mincut.gpu_charge`), and bisect ``lambda`` (on a log scale) for the
-   smallest penalty whose minimum cut fits the cap (:mod:`.memory`).
+   smallest penalty whose minimum cut fits the cap (:mod:`.gpu_memory`).
 2. Repair: if even the largest penalty does not fit (the activation peak is not
    linear), move CUDA kernels to the CPU, most bytes saved per second lost first,
    until it fits.
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import PlanError
 from ..importer.summary import human_bytes
-from .memory import fits, gpu_memory
+from .gpu_memory import fits, gpu_memory
 from .mincut import Weights, gpu_charge, solve_min_cut
 from .problem import Assignment, Problem
 

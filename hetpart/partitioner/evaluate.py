@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .layout import Layout, lay_out
-from .memory import GpuMemory, gpu_memory
+from .gpu_memory import GpuMemory, gpu_memory
 from .problem import Assignment, Problem
 from .timeline import finish, pipeline_period, simulate
 

@@ -24,7 +24,7 @@ from .baselines import BASELINES
 from .capacity import repair, solve_under_cap
 from .evaluate import Evaluation, evaluate
 from .heft import heft
-from .memory import fits
+from .gpu_memory import fits
 from .mincut import Weights
 from .problem import Assignment, Problem
 from .search import improve
