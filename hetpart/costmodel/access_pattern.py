@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from ..kernels.access import is_one_of, read_strides
+from ..kernels.facts import is_one_of, read_strides
 from .kernel_bench import kernel_primfunc, module_primfunc
 
 CONTIGUOUS = "contiguous"
@@ -65,7 +65,7 @@ def kernel_access(graph, kernel) -> str:
 # --- the analysis ------------------------------------------------------------------
 def _inline(sch: s_tir.Schedule) -> None:
     """Inline the intermediate spatial blocks, so reads are of the composed index."""
-    from ..kernels.analysis import try_inline_spatial
+    from ..kernels.facts import try_inline_spatial
 
     try_inline_spatial(sch)
 

@@ -14,15 +14,16 @@ cost are float32.
   columns of a matmul, the output channels of a convolution);
 * :func:`one_thread`: whether the CPU schedules keep the kernel on one thread;
 * :func:`sort_work`: the comparisons of a sort (which the FLOP count omits).
+
+The schedule rules' own thresholds and vector widths come from
+:mod:`hetpart.kernels.facts`, never copied, so the predictor follows a rule's change.
 """
 
 from __future__ import annotations
 
 import math
 
-from ..kernels.analysis import PARALLEL_MIN_ELEMENTS, fitting_lanes
-from ..kernels.register_tile import PARALLEL_MIN_MACS
-from ..kernels.rules.cpu_injective import STRIDED_PARALLEL_MIN_ELEMENTS
+from ..kernels.facts import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, STRIDED_PARALLEL_MIN_ELEMENTS, fitting_lanes
 from .profile_db import KernelFeatures
 
 ELEMENT_BYTES = 4

@@ -105,7 +105,7 @@ def _cpu_lanes(target_json: str) -> int:
     try:
         from tvm.target import Target
 
-        from ..kernels.analysis import cpu_shape
+        from ..kernels.facts import cpu_shape
 
         return cpu_shape(Target(target_json)).lanes("float32")
     except Exception:  # noqa: BLE001 - a target this TVM cannot parse: no vector-width term
