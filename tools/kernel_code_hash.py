@@ -12,8 +12,10 @@ prints the cases that differ and exits 1 if any do.
     ... change the code ...
     PYTHONPATH=. python tools/kernel_code_hash.py --compare before.json
 
-``--no-tf32`` / ``--no-splitk`` build with those switches off (the same kernel
-options the CLI's ``--no-tf32`` / ``--no-splitk`` give).
+``--no-tf32`` / ``--no-splitk`` build with those switches off (the kernel options
+the CLI's ``--no-tf32`` / ``--split-k off`` give; on a checkout from before
+:class:`~hetpart.kernels.options.KernelOptions` existed, the environment variables
+``HETPART_TF32=0`` / ``HETPART_SPLITK=0`` that did the same).
 """
 
 from __future__ import annotations
