@@ -80,3 +80,22 @@ def test_manifest_records_the_options(zoo_graph, plan_for, tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["kernel_options"] == opts.to_json()
     assert compiler.load_compiled(tmp_path / "out").kernel_options == opts
+
+
+def test_cost_model_schedules_unmeasured_kernels_with_the_profiles_options():
+    # A kernel the profile never measured gets the rule the profile's options would
+    # give it: TF32 tensor cores by default, not when the profile was measured without.
+    from hetpart import importer
+    from hetpart.costmodel import CostModel
+    from hetpart.targets import cuda_tvm_target
+
+    graph = importer.load("zoo:mlp:small:batch=4096,in_features=768,hidden=768/768")
+    kernel = max(graph.nodes, key=lambda k: k.flops)
+    rules = {}
+    for opts in (DEFAULT, KernelOptions(tf32=False)):
+        prof = Profile(this_machine())
+        prof.targets["cuda"] = str(cuda_tvm_target("sm_90"))
+        prof.settings[OPTIONS_KEY] = opts.to_json()
+        rules[opts.tf32] = CostModel(prof, graph=graph).rule_of(kernel, "cuda")
+    assert rules[True] == "GpuTensorCoreGemm"
+    assert rules[False] not in ("GpuTensorCoreGemm", "")
