@@ -173,6 +173,7 @@ def test_compiler_build_uses_default_database(monkeypatch, clean_env):
     from hetpart import kernels
     from hetpart.compiler import build as compiler_build
     from hetpart.errors import CompileError
+    from hetpart.kernels.options import DEFAULT
     from hetpart.targets import resolve
 
     calls = []
@@ -182,7 +183,7 @@ def test_compiler_build_uses_default_database(monkeypatch, clean_env):
     program = SimpleNamespace(module=None, name="p0", device="cpu")
     with pytest.raises(CompileError):
         compiler_build.build_partition(program, spec, clean_env)
-    assert calls == [{"cuda_graph": False, "tuning_db": db}]
+    assert calls == [{"cuda_graph": False, "tuning_db": db, "options": DEFAULT}]
 
 
 # --- a real (tiny) tune ------------------------------------------------------------------
