@@ -15,6 +15,7 @@ from hetpart import compiler
 from hetpart.cli.options import add_target_options, kernel_options
 from hetpart.costmodel import Profile, profile
 from hetpart.costmodel.fingerprint import OPTIONS_KEY, recorded_options, this_machine
+from hetpart.costmodel.profiler import adopt_options
 from hetpart.errors import ProfileError, TargetError
 from hetpart.kernels.options import DEFAULT, KernelOptions, resolve, sm_count_for_arch
 
@@ -69,6 +70,16 @@ def test_profile_records_options_and_refuses_to_mix_them(tmp_path, zoo_graph):
     assert recorded_options(Profile.load(path).settings) == KernelOptions(tf32=False)
     with pytest.raises(ProfileError, match="kernel options"):
         profile(zoo_graph("mlp"), ("cpu",), path, options=DEFAULT, progress=False)
+
+
+def test_a_new_profile_takes_any_options_then_keeps_them():
+    prof = Profile(this_machine())
+    a100 = KernelOptions(sm_count=108)
+    adopt_options(prof, a100)  # nothing measured yet: any options will do
+    assert recorded_options(prof.settings) == a100
+    adopt_options(prof, a100)
+    with pytest.raises(ProfileError, match="kernel options"):
+        adopt_options(prof, DEFAULT)
 
 
 def test_manifest_records_the_options(zoo_graph, plan_for, tmp_path):

@@ -64,6 +64,15 @@ def open_profile(profile: str | os.PathLike | Profile | None) -> Profile:
     return prof
 
 
+def adopt_options(prof: Profile, options: KernelOptions) -> None:
+    """Record ``options`` as the kernel options ``prof`` is measured with; a profile
+    that already holds kernels or overheads measured with others raises
+    :class:`ProfileError` (an empty one takes any)."""
+    if prof.kernels or prof.overheads or OPTIONS_KEY in prof.settings:
+        check_options(prof.settings, options, str(prof.path or "the profile"))
+    prof.settings[OPTIONS_KEY] = options.to_json()
+
+
 def _distinct_missing(graph, prof: Profile, device: str, retry_failed: bool = False) -> list:
     """One kernel per signature that ``prof`` lacks on ``device`` (or recorded as failed, if retrying)."""
     seen, out = set(), []
@@ -150,8 +159,7 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     prof = open_profile(profile)
     if prof.path is None:
         prof.path = default_profile_path()
-    check_options(prof.settings, options, str(prof.path))
-    prof.settings[OPTIONS_KEY] = options.to_json()
+    adopt_options(prof, options)
     kernel_bench.kernel_builder()  # fail now, not per kernel, if the build is missing
     specs = [resolve(d) for d in targets]
     jobs = jobs or num_cores()
