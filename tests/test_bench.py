@@ -193,6 +193,7 @@ def mlp_costs():
     return roofline_costs(importer.load("zoo:mlp:small"))
 
 
+@pytest.mark.slow
 def test_bench_workload_end_to_end_simulated(mlp_costs):
     options = Options(settings=Settings.tiny(), simulate=True, cost_model=mlp_costs, progress=False)
     result, _ = bench_workload(Workload("mlp", "zoo:mlp:small", oracle=True), options)
@@ -215,6 +216,7 @@ def test_bench_workload_end_to_end_simulated(mlp_costs):
     assert result.oracle.best_s <= result.oracle.chosen_s
 
 
+@pytest.mark.slow
 def test_capped_workload_adds_cap_lifted_all_cuda(mlp_costs):
     options = Options(settings=Settings.tiny(), simulate=True, cost_model=mlp_costs, progress=False,
                       objectives=("latency",), peers=())
@@ -225,6 +227,7 @@ def test_capped_workload_adds_cap_lifted_all_cuda(mlp_costs):
     assert rows["hetpart:latency"].placement.startswith("cpu 3 kernels")
 
 
+@pytest.mark.slow
 def test_cli_bench_writes_json_and_markdown(tmp_path, monkeypatch, mlp_costs, capsys):
     from hetpart.cli.main import main
 

@@ -34,6 +34,8 @@ ONNX_TOL = dict(rtol=1e-4, atol=1e-5)
 ALTERNATING = ["mlp", "dlrm", "detector", "bert"]
 RANDOM_RUNS = ["resnet18", "resnet50"]
 MEAN_RUN = {"resnet18": 3, "resnet50": 8}  # about 8 partitions each
+FAST = ("mlp",)  # the others take 8-35 s each to build: in the full suite only
+MODELS = [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in ALTERNATING + RANDOM_RUNS]
 
 
 def alternating(graph) -> dict[str, str]:
@@ -79,7 +81,7 @@ def assert_outputs_close(got, want, names, tol):
             np.testing.assert_allclose(a, b, err_msg=name, **tol)
 
 
-@pytest.mark.parametrize("model", ALTERNATING + RANDOM_RUNS)
+@pytest.mark.parametrize("model", MODELS)
 def test_partitions_compose_to_the_unpartitioned_build(model, compiled, compose, reference_tvm, make_feeds):
     g, plan, cm = compiled(model)
     assert [p.name for p in cm.partitions] == [p.name for p in plan.partitions]
@@ -90,7 +92,7 @@ def test_partitions_compose_to_the_unpartitioned_build(model, compiled, compose,
     assert_outputs_close(compose(cm, feeds), reference_tvm(g, feeds), g.outputs, TVM_TOL)
 
 
-@pytest.mark.parametrize("model", ALTERNATING + RANDOM_RUNS)
+@pytest.mark.parametrize("model", MODELS)
 def test_partitions_compose_to_the_onnx_reference(model, compiled, compose, zoo_onnx, make_feeds):
     g, _, cm = compiled(model)
     onnx_model = zoo_onnx(model)
@@ -99,7 +101,7 @@ def test_partitions_compose_to_the_onnx_reference(model, compiled, compose, zoo_
     assert_outputs_close(compose(cm, feeds), want, g.outputs, ONNX_TOL)
 
 
-@pytest.mark.parametrize("model", ALTERNATING + RANDOM_RUNS)
+@pytest.mark.parametrize("model", MODELS)
 def test_destination_passing_entry_points_match_main(model, compiled, compose, make_feeds):
     g, _, cm = compiled(model)
     assert sum(p.dps for p in cm.partitions) >= len(cm.partitions) - 2  # only data-dependent outputs opt out
@@ -114,6 +116,7 @@ def test_every_zoo_model_is_covered():
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=st.sampled_from(["mlp", "dlrm"]), seed=st.integers(0, 2**16), mean_run=st.integers(1, 4))
+@pytest.mark.slow
 def test_random_assignments_compute_the_same_function(zoo_graph, plan_for, compose, reference_tvm, make_feeds,
                                                       model, seed, mean_run):
     g = zoo_graph(model)

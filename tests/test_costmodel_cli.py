@@ -16,6 +16,7 @@ def measured_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_profile_measures_into_the_given_file_and_reports(measured_path, capsys):
     prof = Profile.load(measured_path)
     assert prof.kernels["cpu"] and all(r.ok for r in prof.kernels["cpu"].values())

@@ -119,6 +119,7 @@ KILL_MID_WRITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_mid_write_leaves_the_old_file_intact(tmp_path):
     path = tmp_path / "p.json"
     make_profile().save(path)

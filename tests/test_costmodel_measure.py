@@ -28,6 +28,7 @@ def measured(tmp_path_factory, zoo_graph):
     return path, first, prof
 
 
+@pytest.mark.slow
 def test_cpu_kernels_of_small_models_are_measured(measured, zoo_graph):
     path, _, prof = measured
     for name in ("mlp", "dlrm"):
@@ -46,6 +47,7 @@ def test_cpu_kernels_of_small_models_are_measured(measured, zoo_graph):
     assert json.loads(path.read_text())["settings"]["repeat"] == QUICK.repeat
 
 
+@pytest.mark.slow
 def test_each_measured_kernel_records_its_schedule_rule(measured, zoo_graph):
     """The rule is the one hetpart's build stamps on the kernel for the CPU target."""
     from hetpart import kernels
@@ -63,6 +65,7 @@ def test_each_measured_kernel_records_its_schedule_rule(measured, zoo_graph):
     assert Profile.load(prof.path).kernels == prof.kernels  # and the rules are saved
 
 
+@pytest.mark.slow
 def test_each_measured_kernel_records_its_access_pattern(measured, zoo_graph):
     """The access pattern of the kernel's PrimFunc, known for every kernel with one."""
     from hetpart.costmodel.access_pattern import kernel_access
@@ -79,6 +82,7 @@ def test_each_measured_kernel_records_its_access_pattern(measured, zoo_graph):
     assert Profile.load(prof.path).kernels == prof.kernels  # and the patterns are saved
 
 
+@pytest.mark.slow
 def test_identical_signatures_are_measured_once(measured, zoo_graph):
     _, first, prof = measured
     mlp, dlrm = zoo_graph("mlp"), zoo_graph("dlrm")
@@ -90,6 +94,7 @@ def test_identical_signatures_are_measured_once(measured, zoo_graph):
     assert again.measured == {"cpu": 0}
 
 
+@pytest.mark.slow
 def test_cost_model_reads_measured_costs(measured, zoo_graph):
     _, _, prof = measured
     cm = CostModel(prof, predict=False)
@@ -101,6 +106,7 @@ def test_cost_model_reads_measured_costs(measured, zoo_graph):
     assert cm.partition_overhead("cpu") == pytest.approx(oh.call_s + oh.switch_s)
 
 
+@pytest.mark.slow
 def test_interrupted_profiling_resumes_without_losing_measurements(tmp_path, zoo_graph, monkeypatch):
     graph = zoo_graph("dlrm")
     path = tmp_path / "p.json"
@@ -149,6 +155,7 @@ def test_gather_indices_stay_in_range_and_floats_are_never_zero(zoo_graph):
             f"{k.func}: no index bound found and no constant indices"
 
 
+@pytest.mark.slow
 def test_kernels_with_data_dependent_shapes_are_recorded_as_dynamic(tmp_path, zoo_graph):
     graph = zoo_graph("detector")
     dyn = [k for k in graph.nodes if is_dynamic(graph, k)]

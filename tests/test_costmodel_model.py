@@ -275,6 +275,7 @@ def test_recorded_profile_covers_every_zoo_model(path):
 
 @needs_recorded
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
+@pytest.mark.slow
 def test_predictor_accuracy_on_the_recorded_profile(path):
     rows = evaluate(Profile.load(path))
     overall = {r.device: r for r in rows if r.op_class == "all"}

@@ -50,6 +50,7 @@ def synthetic_gpu_profile(graph, path) -> Profile:
     return prof
 
 
+@pytest.mark.slow
 def test_notebook_on_a_cpu_only_profile_measured_here(tmp_path, monkeypatch, zoo_graph):
     path = tmp_path / "cpu.json"
     profile(zoo_graph("dlrm"), ("cpu",), path, settings=MeasureSettings(3, 1), progress=False, jobs=1)
@@ -58,6 +59,7 @@ def test_notebook_on_a_cpu_only_profile_measured_here(tmp_path, monkeypatch, zoo
     assert "no transfer model" in out
 
 
+@pytest.mark.slow
 def test_notebook_what_if_on_a_two_device_profile(tmp_path, monkeypatch, zoo_graph):
     path = tmp_path / "synthetic.json"
     synthetic_gpu_profile(zoo_graph("bert"), path)
@@ -69,6 +71,7 @@ def test_notebook_what_if_on_a_two_device_profile(tmp_path, monkeypatch, zoo_gra
 @pytest.mark.skipif(not recorded_profiles(), reason="no recorded profile in hetpart/costmodel/recorded/ yet "
                                                    "(the lead records it on the GPU machine)")
 @pytest.mark.parametrize("path", recorded_profiles(), ids=[p.name for p in recorded_profiles()])
+@pytest.mark.slow
 def test_notebook_on_the_recorded_profile(tmp_path, monkeypatch, path):
     out = run_notebook(tmp_path, monkeypatch, path, model="zoo:bert:small")
     assert "gpu  64x slower" in out

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from hetpart import cpu_cores
 
 
@@ -43,10 +45,12 @@ def _pool_in_fresh_process(env_value: str | None) -> str:
                           check=True).stdout.split()
 
 
+@pytest.mark.slow
 def test_import_sizes_tvm_pools_to_the_physical_cores():
     expected = str(cpu_cores.physical_cores())
     assert _pool_in_fresh_process(None) == [expected, expected]
 
 
+@pytest.mark.slow
 def test_the_user_s_setting_wins():
     assert _pool_in_fresh_process("1") == ["1", "1"]

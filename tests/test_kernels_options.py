@@ -93,6 +93,7 @@ def test_manifest_records_the_options(zoo_graph, plan_for, tmp_path):
     assert compiler.load_compiled(tmp_path / "out").kernel_options == opts
 
 
+@pytest.mark.slow  # imports and schedules a 4096x768 MLP
 def test_cost_model_schedules_unmeasured_kernels_with_the_profiles_options():
     # A kernel the profile never measured gets the rule the profile's options would
     # give it: TF32 tensor cores by default, not when the profile was measured without.
