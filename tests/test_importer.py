@@ -217,17 +217,20 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_user_error_has_no_traceback(tmp_path):
     r = _cli(str(tmp_path / "missing.onnx"), "--summary-only")
     assert r.returncode == 1
     assert "no such file" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_unknown_zoo_model():
     r = _cli("zoo:nonexistent", "--summary-only")
     assert r.returncode == 1 and "Traceback" not in r.stderr and "resnet18" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_summary(tmp_path):
     p = tmp_path / "m.onnx"
     onnx.save(conv_mlp(), p)
@@ -236,6 +239,7 @@ def test_cli_summary(tmp_path):
     assert "conv2d" in r.stdout and "fused kernels" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_bad_shape_syntax(tmp_path):
     p = tmp_path / "m.onnx"
     onnx.save(conv_mlp(), p)
@@ -243,6 +247,7 @@ def test_cli_bad_shape_syntax(tmp_path):
     assert r.returncode == 1 and "NAME=D0,D1" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_lists_zoo():
     r = _cli("zoo")
     assert r.returncode == 0 and all(n in r.stdout for n in models.names())

@@ -339,6 +339,7 @@ def _unfused_gelu_module():
     return bb.get()
 
 
+@pytest.mark.slow
 def test_fused_gelu_does_not_call_libm_erf(cpu):
     """GELU's erf must not reach libm's scalar, data-dependent erff on a CPU (it cost
     BERT ~5 ms a layer and made kernels timed on random data look cheap, see

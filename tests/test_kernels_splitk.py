@@ -106,6 +106,7 @@ def test_split_factor_fills_the_gpu_only_when_starved():
 
 
 @pytest.mark.parametrize("case", sorted(STARVED))
+@pytest.mark.slow
 def test_splitk_schedule_verifies_and_matches_unscheduled(case):
     mod, _ = _conv_module(*STARVED[case])
     func = _conv_func(mod)

@@ -210,6 +210,7 @@ def test_plan_structure_pins_and_caps(seed, n, overhead):
 
 @settings(max_examples=50, **SETTINGS)
 @given(seed=seeds, n=st.integers(2, 24), overhead=st.sampled_from([0.0, 20e-6]))
+@pytest.mark.slow
 def test_makespan_never_predicts_worse_than_latency(seed, n, overhead):
     graph, costs = case(seed, n, overhead_s=overhead)
     lat = plan_or_none(graph, costs)
