@@ -483,6 +483,7 @@ def test_bench_parses_args_and_formats_table():
     assert "| tiny | 1 | 1.5 | 1 | 1.5 |" in text
 
 
+@pytest.mark.slow
 def test_bench_conv_ops_mode_builds_resnet_convs_for_sm90():
     """--ops conv parses, and its modules are convs our GPU rules take (windowed ones:
     implicit GEMM, split-K where the grid is starved, TF32 tensor cores where a tile
