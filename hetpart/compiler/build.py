@@ -148,6 +148,7 @@ def load_library(path: Path, device_type: str):
 
     if device_type == "cuda" and not targets.cuda_available():
         return None
+    kernels.cuda_compile.install()  # a cross-compiled library's CUDA C is compiled now
     try:
         return tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001
