@@ -61,6 +61,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
         partitions=artifacts,
         inputs=[tensor_spec(graph, t) for t in graph.inputs],
         outputs=[tensor_spec(graph, t) for t in graph.outputs],
+        output_names=list(graph.model_output_names),
         directory=Path(staging.name),
         compile_seconds=time.perf_counter() - start,
         model=getattr(plan, "model", "") or graph.name,
