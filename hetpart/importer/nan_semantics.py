@@ -31,15 +31,17 @@ def _is_float(expr) -> bool:
     return str(getattr(getattr(expr, "ty", None), "dtype", "")).startswith("float")
 
 
+# The TE outputs are named "compute", as topi names them, so generated code and the
+# rules' buffer names read as before the rewrite.
 def _relu(x):
     zero = tirx.const(0, x.dtype)
-    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < zero, zero, x(*i)), name="T_relu")
+    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < zero, zero, x(*i)), name="compute")
 
 
 def _clip(x, lo, hi):
     lo, hi = tirx.const(lo, x.dtype), tirx.const(hi, x.dtype)
     return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < lo, lo, tirx.Select(x(*i) > hi, hi, x(*i))),
-                      name="T_clip")
+                      name="compute")
 
 
 def _nan_extremum(which: str):
@@ -72,12 +74,12 @@ def _sign(x):
     def sign(v):
         return tirx.Select(tirx.isnan(v), v, tirx.Select(v > zero, one, tirx.Select(v < zero, -one, zero)))
 
-    return te.compute(x.shape, lambda *i: sign(x(*i)), name="T_sign")
+    return te.compute(x.shape, lambda *i: sign(x(*i)), name="compute")
 
 
 def _thresholded_relu(x, alpha):
     zero, alpha = tirx.const(0, x.dtype), tirx.const(alpha, x.dtype)
-    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) > alpha, x(*i), zero), name="T_thresholded_relu")
+    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) > alpha, x(*i), zero), name="compute")
 
 
 @expr_functor.mutator
