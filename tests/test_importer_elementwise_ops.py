@@ -45,7 +45,7 @@ N = SPECIAL.size  # 21 special values
 
 
 # The unary ops whose lowering hetpart rewrites (nan_semantics, fast_erf): the fast subset.
-UNARY_NAN = ["Relu", "Sign", "Erf", "ThresholdedRelu", "Elu", "HardSigmoid", "Sigmoid", "IsNaN"]
+UNARY_NAN = ["Relu", "Sign", "Erf", "ThresholdedRelu", "Elu", "HardSigmoid", "Sigmoid", "IsNaN"]  # + Clip, Mod
 
 
 def _unary_group(ops=tuple(UNARY)):
@@ -55,7 +55,9 @@ def _unary_group(ops=tuple(UNARY)):
         nodes.append(helper.make_node(op, ["x"], [op]))
         outs.append((op, list(x.shape), np.bool_ if op in UNARY_BOOL_OUT else F32))
     nodes.append(helper.make_node("Clip", ["x", "lo", "hi"], ["Clip"]))
-    outs.append(("Clip", list(x.shape), F32))
+    # a Clip of another shape: the frontend's PrimFuncs are then maximum1 / minimum1
+    nodes += [helper.make_node("Transpose", ["x"], ["xt"]), helper.make_node("Clip", ["xt", "", "two"], ["Clip_t"])]
+    outs += [("Clip", list(x.shape), F32), ("Clip_t", list(x.shape)[::-1], F32)]
     nodes.append(helper.make_node("Mod", ["x", "two"], ["Mod_fmod"], fmod=1))
     outs.append(("Mod_fmod", list(x.shape), F32))
     inits = {"lo": F32(-1), "hi": F32(2), "two": F32(2.5)}

@@ -119,7 +119,7 @@ class _NaNSemantics(PyExprMutator):
 
     def _maybe_maxmin_primfunc(self, call: Call):
         """``call_tir(maximum|minimum, (a, b))`` as the frontend emits for Clip's bounds."""
-        which = _MAXMIN_PRIMFUNCS.get(getattr(call.args[0], "name_hint", ""))
+        which = _MAXMIN_PRIMFUNCS.get(getattr(call.args[0], "name_hint", "").rstrip("0123456789"))  # maximum1 ...
         args = list(call.args[1].fields) if isinstance(call.args[1], relax.Tuple) else []
         if which is None or len(args) != 2 or not all(_is_float(a) for a in args):
             return call
