@@ -155,7 +155,7 @@ def test_routes_cover_every_cut(cpu_gpu_cpu):
     ({"x": np.zeros(SHAPE, "float32"), "y": np.zeros(1)}, "unknown input(s) 'y'"),
     ({"x": np.zeros((2, 2), "float32")}, "has shape [2, 2], the model expects [16, 32]"),
     ({"x": np.zeros(SHAPE, "float64")}, "has dtype float64, the model expects float32"),
-    ({"x": [[1.0]]}, "must be a numpy array or a DLPack tensor"),
+    ({"x": [[1.0]]}, "must be a numpy array, a numpy scalar or a DLPack tensor"),
 ])
 def test_bad_feeds_are_rejected_up_front(cpu_gpu_cpu, bad, words):
     with Session(cpu_gpu_cpu) as s:

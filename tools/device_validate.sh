@@ -11,7 +11,8 @@ OUT=${OUT:-out/device}; mkdir -p "$OUT"
 JOBS=${JOBS:-3}; PER_FILE_S=${PER_FILE_S:-240}
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test_compiler_cuda test_runtime_cuda test_kernels test_costmodel_measure
-                                 test_detector_gpu test_runtime_dynamic test_bench)
+                                 test_detector_gpu test_runtime_dynamic test_bench
+                                 test_kernels_cuda_compile test_importer_elementwise_ops)
 one() {
   local f=$1 start=$SECONDS
   timeout "$PER_FILE_S" python3 -m pytest -m cuda -q -rs -p no:cacheprovider --timeout $((PER_FILE_S - 20)) \

@@ -4,7 +4,8 @@ A :class:`CompiledModel` is a plan turned into one built library per partition. 
 disk it is a directory::
 
     manifest.json     schema "hetpart-artifact", versions, targets, kernel options, per-partition
-                      inputs/outputs (names, shapes, dtypes), sha256 of each library
+                      inputs/outputs (names, shapes, dtypes), sha256 of each library,
+                      the model's output names (``output_names``, one per output)
     plan.json         the plan it was compiled from
     p0_cpu.so ...     one shared library per partition (a Relax VM executable
                       exported with ``export_library``)
@@ -106,6 +107,8 @@ class CompiledModel:
     :func:`hetpart.compile`, the saved directory after :meth:`save` or
     :func:`load_compiled`.  ``targets`` maps each device name to its TVM target JSON;
     ``kernel_options`` the code-generation choices every partition was built with.
+    ``output_names[i]`` is the model's name of ``outputs[i]`` (the ONNX output name;
+    ``outputs`` are named by graph tensor); empty means the tensor names.
     """
 
     plan: Plan
@@ -118,7 +121,13 @@ class CompiledModel:
     targets: dict = field(default_factory=dict)
     simulated: bool = False
     kernel_options: KernelOptions = DEFAULT
+    output_names: list[str] = field(default_factory=list)
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
+
+    @property
+    def model_output_names(self) -> list[str]:
+        """The name under which :class:`hetpart.Session` returns each of ``outputs``."""
+        return list(self.output_names) or [t.name for t in self.outputs]
 
     def partition(self, name: str) -> PartitionArtifact:
         for p in self.partitions:
@@ -149,6 +158,7 @@ class CompiledModel:
             "kernel_options": self.kernel_options.to_json(),
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
+            "output_names": self.model_output_names,
             "partitions": [p.to_json() for p in self.partitions],
         }
 

@@ -66,6 +66,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         partitions=artifacts,
         inputs=[tensor_spec(graph, t) for t in graph.inputs],
         outputs=[tensor_spec(graph, t) for t in graph.outputs],
+        output_names=list(graph.model_output_names),
         directory=Path(staging.name),
         compile_seconds=time.perf_counter() - start,
         model=plan.model or graph.name,
@@ -155,6 +156,7 @@ def load_library(path: Path, device_type: str):
 
     if device_type == "cuda" and not targets.cuda_available():
         return None
+    kernels.cuda_compile.install()  # a cross-compiled library's CUDA C is compiled now
     try:
         return tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001

@@ -47,7 +47,10 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
             targets=manifest.get("targets", {}),
             simulated=bool(manifest.get("simulated", False)),
             kernel_options=KernelOptions.from_json(manifest.get("kernel_options")),
+            output_names=[str(n) for n in manifest.get("output_names", [])],
         )
+        if model.output_names and len(model.output_names) != len(model.outputs):
+            raise ValueError(f"{len(model.output_names)} output names for {len(model.outputs)} outputs")
     except (KeyError, TypeError, ValueError) as exc:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
     for p in parts:

@@ -30,6 +30,11 @@ def _float32(call: Call) -> bool:
     return str(getattr(ty, "dtype", "")) == "float32"
 
 
+def _erf(x):
+    """The fast erf, NaN for NaN (``fast_erf`` clamps its input first, which makes NaN 1)."""
+    return topi.where(topi.isnan(x), x, topi.fast_erf(x))
+
+
 def _gelu(x):
     """GELU with the fast erf, as a TE compute."""
     return topi.multiply(topi.multiply(x, 0.5), topi.add(topi.fast_erf(topi.multiply(x, _INV_SQRT2)), 1.0))
@@ -41,7 +46,7 @@ class _FastErf(PyExprMutator):
         call = super().visit_call_(call)
         name = getattr(call.op, "name", None)
         if name == "relax.erf" and _float32(call):
-            return self.builder_.call_te(topi.fast_erf, call.args[0], primfunc_name_hint="fast_erf")
+            return self.builder_.call_te(_erf, call.args[0], primfunc_name_hint="fast_erf")
         if name == "relax.nn.gelu" and _float32(call):
             return self.builder_.call_te(_gelu, call.args[0], primfunc_name_hint="gelu_fast_erf")
         return call

@@ -20,6 +20,7 @@ from tvm import relax
 
 from .fast_erf import fast_erf
 from .fold_constants import fold_weight_arithmetic
+from .nan_semantics import propagate_nan
 
 BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
 AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
@@ -54,9 +55,10 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
 def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
     elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
-    approximation (:mod:`.fast_erf`)."""
+    approximation (:mod:`.fast_erf`); max/min-based ops propagate NaN as ONNX's do
+    (:mod:`.nan_semantics`)."""
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
-    return fast_erf(fold_weight_arithmetic(mod))
+    return propagate_nan(fast_erf(fold_weight_arithmetic(mod)))
 
 
 def _callees(func: relax.Function) -> list[str]:

@@ -95,6 +95,9 @@ class OpGraph:
     ``module`` is the fused Relax IRModule (see :mod:`hetpart.importer.fusion`);
     ``relax_module`` the unfused import, kept so stages that need TVM's
     original program (e.g. a single-target reference build) have it.
+    ``output_names[i]`` is the name the ONNX model gives output ``i`` (``outputs[i]``
+    is the tensor that holds it, a Relax var name such as ``lv74``); empty for a
+    graph not imported from ONNX, whose outputs are called by their tensor names.
     """
 
     name: str
@@ -104,7 +107,14 @@ class OpGraph:
     outputs: tuple[str, ...]
     module: object = field(repr=False, default=None)
     relax_module: object = field(repr=False, default=None)
+    output_names: tuple[str, ...] = ()
     _g: nx.DiGraph = field(init=False, repr=False)
+
+    @property
+    def model_output_names(self) -> tuple[str, ...]:
+        """The model's name of each of ``outputs``, in order (tensor names where the
+        model gave none)."""
+        return tuple(self.output_names) or tuple(self.outputs)
 
     def __post_init__(self):
         g = nx.DiGraph()
@@ -188,6 +198,9 @@ class OpGraph:
         for u, v, ts in self.edges():
             if order[u] >= order[v] or not ts:
                 raise InternalError(f"edge {u}->{v} breaks the binding order")
+        if self.output_names and len(self.output_names) != len(self.outputs):
+            raise InternalError(f"op graph of '{self.name}' names {len(self.output_names)} outputs "
+                                f"but has {len(self.outputs)}")
 
     def summary(self, top: int = 5) -> str:
         """A human-readable report: kernels by op class, FLOPs, parameters, largest tensors."""

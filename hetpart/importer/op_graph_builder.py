@@ -96,6 +96,8 @@ class _Builder:
         # a kernel whose output shape uses the dim depends on them, with no Relax var
         # in between.
         self.sym_sources: dict[str, list[str]] = {}
+        # Var -> the Tuple or Var it is bound to (aliases that keep their structure).
+        self.values: dict[object, object] = {}
 
     def tensor(self, name, shape, dtype, producer, is_input=False):
         # Relax var names are only hints and may repeat; tensor names must not.
@@ -143,6 +145,7 @@ class _Builder:
             return
         if isinstance(value, (relax.Tuple, relax.Var)):
             self.alias[var] = self.read(value)
+            self.values[var] = value  # main's return value is a var bound to the outputs' tuple
             return
         if not isinstance(value, relax.Call):
             raise InternalError(f"unexpected binding {type(value).__name__} for '{var.name}'")
@@ -199,8 +202,36 @@ def _nbytes(t: dict) -> int:
     return n * dtype_bytes(t["dtype"])
 
 
-def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[str, ...]], relax_module=None) -> OpGraph:
-    """The :class:`OpGraph` of the fused module ``fused`` (see module docstring)."""
+def _named_outputs(b: _Builder, body, model_names) -> tuple[list[str], list[str]]:
+    """``(tensors, names)``: the tensors ``main`` returns and the model's name for each.
+
+    ``main`` returns the model's outputs in the model's order, one field each (a
+    single value when there is one).  A field that is a constant holds no tensor and
+    is left out, with its name; without ``model_names`` (or when the count differs),
+    the names are the tensor names."""
+    while isinstance(body, relax.Var) and body in b.values:
+        body = b.values[body]
+    fields = list(body.fields) if isinstance(body, relax.Tuple) else [body]
+    model_names = list(model_names or ())
+    if len(model_names) != len(fields):
+        outputs = b.read(body)
+        return outputs, list(outputs)
+    outputs, names = [], []
+    for f, n in zip(fields, model_names):
+        read = b.read(f)
+        if len(read) == 1:
+            outputs.append(read[0])
+            names.append(n)
+        else:  # a constant (nothing to read) or a nested tuple: called by tensor names
+            outputs.extend(read)
+            names.extend(read)
+    return outputs, names
+
+
+def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[str, ...]], relax_module=None,
+                   output_names=None) -> OpGraph:
+    """The :class:`OpGraph` of the fused module ``fused`` (see module docstring);
+    ``output_names`` are the model's names of ``main``'s return values, in order."""
     main = fused["main"]
     b = _Builder(fused, fused_ops)
     b.add_inputs(main)
@@ -209,7 +240,7 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
         for binding in block.bindings:
             b.add_binding(index, binding.var, binding.value)
             index += 1
-    outputs = b.read(main.body.body)
+    outputs, names = _named_outputs(b, main.body.body, output_names)
     for t in outputs:
         b.tensors[t]["is_output"] = True
     tensors = {
@@ -225,6 +256,7 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
         for n, d in b.tensors.items()
     }
     inputs = tuple(p.name for p in main.params)
-    graph = OpGraph(name, b.kernels, tensors, inputs, tuple(outputs), module=fused, relax_module=relax_module)
+    graph = OpGraph(name, b.kernels, tensors, inputs, tuple(outputs), module=fused, relax_module=relax_module,
+                    output_names=tuple(names))
     graph.validate()
     return graph

@@ -46,4 +46,5 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     source = read_model(model, shapes)
     relax_mod = to_relax(source)
     fused, fused_ops = fuse_with_ops(relax_mod)
-    return build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod)
+    return build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod,
+                          output_names=[o.name for o in source.model.graph.output])

@@ -24,11 +24,15 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_pipeline, weight_prepack
+from . import cuda_compile, cuda_pipeline, weight_prepack
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
 
 log = logging.getLogger(__name__)
+
+# TVM's CUDA compile callback uses fast math (powf of a negative base is NaN): every
+# CUDA module this process builds or loads is compiled by hetpart's instead.
+cuda_compile.install()
 
 
 def rules_for(target: Target, options: KernelOptions = DEFAULT) -> list:
@@ -121,6 +125,7 @@ def build(
     :class:`~hetpart.errors.CompileError` naming the function that failed.
     """
     target = _as_target(target)
+    cuda_compile.install()
     if tuning_db is not None:
         from .tuning import apply_database
 

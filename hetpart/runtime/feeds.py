@@ -1,8 +1,8 @@
 """The caller's inputs: checked up front (names, shapes, dtypes), then wrapped without copying.
 
 :func:`validate_feeds` turns ``{input name: array}`` into ``{name: Buffer}``.  A numpy
-array (or any host DLPack tensor) is viewed in place; a CUDA DLPack/TVM tensor is used
-on the GPU as it is.  Every problem is reported in one :class:`RuntimeFailure` that
+array (or any host DLPack tensor) is viewed in place; a numpy scalar (``np.float32(0)``)
+is a 0-d array; a CUDA DLPack/TVM tensor is used on the GPU as it is.  Every problem is reported in one :class:`RuntimeFailure` that
 says which input and what the model expects, before anything runs.
 
 A dim the model leaves symbolic (a string in the TensorSpec, e.g. ``"batch"``)
@@ -95,6 +95,8 @@ def stage_feeds(checked: Mapping[str, Buffer | np.ndarray], by_name: Mapping[str
 
 
 def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> Buffer | np.ndarray:
+    if isinstance(value, (np.generic, bool, int, float)):
+        value = np.asarray(value)  # a scalar feeds a 0-d input (its dtype is still checked)
     if isinstance(value, np.ndarray):
         return _host(value, spec)
     if hasattr(value, "__dlpack_device__"):
@@ -104,7 +106,8 @@ def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> Buffer | np.ndarray:
         if kind in (_DL_CPU, _DL_CUDA_HOST):
             return _host(_host_array(value), spec)
         raise RuntimeFailure(f"input '{spec.name}' lives on DLPack device type {kind}; pass a host array or a CUDA tensor")
-    raise RuntimeFailure(f"input '{spec.name}' must be a numpy array or a DLPack tensor, got {type(value).__name__}")
+    raise RuntimeFailure(f"input '{spec.name}' must be a numpy array, a numpy scalar or a DLPack tensor, "
+                         f"got {type(value).__name__}")
 
 
 def shape_matches(expected: tuple, shape: tuple) -> bool:

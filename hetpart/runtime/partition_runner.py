@@ -47,6 +47,9 @@ def load_module(artifact: PartitionArtifact, directory: Path | None):
         path = Path(directory) / artifact.library
         if not path.exists():
             raise CompileError(f"library {path} of partition '{artifact.name}' is missing; recompile the model")
+        from ..kernels import cuda_compile
+
+        cuda_compile.install()  # a cross-compiled library's CUDA C is compiled now
         module = tvm.runtime.load_module(str(path))
     if isinstance(module, tvm.runtime.Executable):
         module = module.jit()

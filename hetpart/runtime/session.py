@@ -5,7 +5,7 @@ session's own CUDA stream (or its simulation), and ``slots`` sets of handoff buf
 (pinned host memory for every CPU<->GPU cut).  Then::
 
     with hetpart.Session(compiled) as s:
-        outputs = s.run({"x": x})                 # dict name -> numpy array
+        outputs = s.run({"x": x})                 # dict: model output name -> numpy array
         s.last_run_stats.h2d                      # copies made by that run
         s.run({"x": x}, trace="run.trace.json")   # plus a Chrome/Perfetto trace
         results = s.run_pipelined(batches)        # micro-batches overlapped
@@ -132,6 +132,8 @@ class Session:
         # per-run bookkeeping computed once
         self._inputs_by_name = {t.name: t for t in self.compiled.inputs}
         self._output_names = [t.name for t in self.compiled.outputs]
+        # results are keyed by the model's output names (ONNX's), not by graph tensors
+        self._output_keys = list(zip(self.compiled.model_output_names, self._output_names))
         # host feeds copied into their pinned buffer anyway: no alignment copy before
         self._direct_feeds = frozenset(n for n, r in self.routes.items()
                                        if r.producer is None and r.crosses and not r.dynamic)
@@ -230,7 +232,7 @@ class Session:
         try:
             ctx.wait_device_idle()
             if ctx.error is None:
-                outputs = executor.collect_outputs(ctx, self._output_names)
+                outputs = self._by_model_name(executor.collect_outputs(ctx, self._output_names))
             ctx.stats.latency_s = time.perf_counter() - ctx.started
             if ctx.timed and self._stream is not None:
                 ctx.resolve_stream_spans(self.stream_track, self._host_time)
@@ -243,6 +245,15 @@ class Session:
             ctx.release_markers()
         self.last_run_stats = ctx.stats
         return outputs
+
+    def _by_model_name(self, results: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``results`` (by tensor) keyed by the model's output names, in the model's
+        order; two outputs held by one tensor get an array each."""
+        out, seen = {}, set()
+        for key, tensor in self._output_keys:
+            out[key] = results[tensor].copy() if tensor in seen else results[tensor]
+            seen.add(tensor)
+        return out
 
     def _run_inline(self, feeds, timed: bool) -> tuple[dict[str, np.ndarray], RunContext] | None:
         """Run on the calling thread if the session is idle; None (nothing done) if it is not.

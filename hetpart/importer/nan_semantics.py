@@ -1,0 +1,162 @@
+"""Make the element-wise ops TVM lowers with ``max``/``min`` or a multiply by a mask
+give NaN and infinities as ONNX does, before fusion.
+
+In: a Relax module of high-level ops (``from_onnx``'s output).  Out: the same module
+where every float ``relax.nn.relu``, ``relax.clip``, ``relax.maximum`` /
+``relax.minimum`` (and the ``maximum`` / ``minimum`` PrimFuncs the frontend emits for
+``Clip`` with tensor bounds), ONNX ``Max`` / ``Min`` (imported as a max/min over a
+stack of the operands), ``relax.sign`` and ONNX ``ThresholdedRelu`` (imported as
+``x * (x > alpha)``) is computed by a ``call_te`` of the same name that propagates
+NaN; they fuse into their neighbours like any element-wise op.
+
+Why: TVM lowers ``max(x, 0)`` to ``x > 0 ? x : 0`` (NaN becomes 0: Relu, Clip, Max,
+Min, and Elu/Selu/HardSigmoid/HardSwish built from them), ``sign`` to two compares
+(NaN becomes 0), and ``x * (x > alpha)`` is NaN for x = -inf where ONNX gives 0.
+ONNX (numpy, onnxruntime) propagates NaN.  The rewritten ops cost the same compare
+and select, no extra memory traffic.  Reductions (ReduceMax, ReduceMin, ArgMax,
+ArgMin) still ignore NaN: making them propagate needs a second reduction (see the
+README's "Numerics").
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, te, tirx, topi
+from tvm.relax import Call, PyExprMutator, expr_functor
+
+_MAXMIN_PRIMFUNCS = {"maximum": "max", "minimum": "min"}
+
+
+def _is_float(expr) -> bool:
+    return str(getattr(getattr(expr, "ty", None), "dtype", "")).startswith("float")
+
+
+# The TE outputs are named "compute", as topi names them, so generated code and the
+# rules' buffer names read as before the rewrite.
+def _relu(x):
+    zero = tirx.const(0, x.dtype)
+    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < zero, zero, x(*i)), name="compute")
+
+
+def _clip(x, lo, hi):
+    lo, hi = tirx.const(lo, x.dtype), tirx.const(hi, x.dtype)
+    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < lo, lo, tirx.Select(x(*i) > hi, hi, x(*i))),
+                      name="compute")
+
+
+def _nan_extremum(which: str):
+    """Broadcasting ``max``/``min`` that is NaN where either operand is."""
+    pick = topi.maximum if which == "max" else topi.minimum
+
+    def compute(a, b):
+        either_nan = topi.logical_or(topi.isnan(a), topi.isnan(b))
+        return topi.where(either_nan, topi.add(a, b), pick(a, b))
+
+    return compute
+
+
+def _nan_extremum_of(which: str, count: int):
+    """``max``/``min`` of ``count`` same-shape tensors, NaN where any is."""
+    pairwise = _nan_extremum(which)
+
+    def compute(*xs):
+        out = xs[0]
+        for x in xs[1:count]:
+            out = pairwise(out, x)
+        return out
+
+    return compute
+
+
+def _sign(x):
+    one, zero = tirx.const(1, x.dtype), tirx.const(0, x.dtype)
+
+    def sign(v):
+        return tirx.Select(tirx.isnan(v), v, tirx.Select(v > zero, one, tirx.Select(v < zero, -one, zero)))
+
+    return te.compute(x.shape, lambda *i: sign(x(*i)), name="compute")
+
+
+def _thresholded_relu(x, alpha):
+    zero, alpha = tirx.const(0, x.dtype), tirx.const(alpha, x.dtype)
+    return te.compute(x.shape, lambda *i: tirx.Select(x(*i) > alpha, x(*i), zero), name="compute")
+
+
+@expr_functor.mutator
+class _NaNSemantics(PyExprMutator):
+    def visit_call_(self, call: Call):
+        call = super().visit_call_(call)
+        name = getattr(call.op, "name", None)
+        if name == "relax.call_tir":
+            return self._maybe_maxmin_primfunc(call)
+        if not call.args or not _is_float(call.args[0]):
+            return call
+        if name == "relax.nn.relu":
+            return self.builder_.call_te(_relu, call.args[0], primfunc_name_hint="relu")
+        if name == "relax.clip" and all(hasattr(a, "value") and isinstance(a.value, (int, float))
+                                        for a in call.args[1:]):
+            lo, hi = (float(a.value) for a in call.args[1:])  # IntImm / FloatImm bounds
+            return self.builder_.call_te(_clip, call.args[0], lo, hi, primfunc_name_hint="clip")
+        if name in ("relax.maximum", "relax.minimum"):
+            which = name.split(".")[-1][:3]
+            return self.builder_.call_te(_nan_extremum(which), *call.args, primfunc_name_hint=name.split(".")[-1])
+        if name in ("relax.max", "relax.min"):
+            return self._maybe_stacked_extremum(call, name.split(".")[-1])
+        if name == "relax.sign":
+            return self.builder_.call_te(_sign, call.args[0], primfunc_name_hint="sign")
+        if name == "relax.multiply":
+            return self._maybe_thresholded_relu(call)
+        return call
+
+    def _bound(self, expr, op_name: str):
+        """The call ``expr`` (a var) is bound to, if it is a call of ``op_name``."""
+        if not isinstance(expr, relax.Var):
+            return None
+        value = self.lookup_binding(expr)
+        if isinstance(value, Call) and getattr(value.op, "name", None) == op_name:
+            return value
+        return None
+
+    def _maybe_maxmin_primfunc(self, call: Call):
+        """``call_tir(maximum|minimum, (a, b))`` as the frontend emits for Clip's bounds."""
+        which = _MAXMIN_PRIMFUNCS.get(getattr(call.args[0], "name_hint", "").rstrip("0123456789"))  # maximum1 ...
+        args = list(call.args[1].fields) if isinstance(call.args[1], relax.Tuple) else []
+        if which is None or len(args) != 2 or not all(_is_float(a) for a in args):
+            return call
+        return self.builder_.call_te(_nan_extremum(which), *args, primfunc_name_hint=call.args[0].name_hint)
+
+    def _maybe_stacked_extremum(self, call: Call, which: str):
+        """ONNX Max/Min: ``max(stack(xs, axis=k), axis=[k])`` -> NaN-propagating max of ``xs``."""
+        stack = self._bound(call.args[0], "relax.stack")
+        axis = getattr(call.attrs, "axis", None)
+        if stack is None or axis is None or len(axis) != 1 or call.attrs.keepdims:
+            return call
+        fields = stack.args[0]
+        fields = list(fields.fields) if isinstance(fields, relax.Tuple) else None
+        if not fields or int(axis[0]) != int(stack.attrs.axis):
+            return call
+        if len(fields) == 1:
+            return fields[0]
+        return self.builder_.call_te(_nan_extremum_of(which, len(fields)), *fields,
+                                     primfunc_name_hint="maximum" if which == "max" else "minimum")
+
+    def _maybe_thresholded_relu(self, call: Call):
+        """ThresholdedRelu as imported: ``astype(greater(x, alpha)) * x``."""
+        mask, x = call.args
+        cast = self._bound(mask, "relax.astype")
+        greater = self._bound(cast.args[0], "relax.greater") if cast is not None else None
+        if greater is None or not greater.args[0].same_as(x) or not isinstance(greater.args[1], tvm.ir.GenericConst):
+            return call
+        alpha = greater.args[1].value.numpy()
+        if alpha.size != 1:
+            return call
+        return self.builder_.call_te(_thresholded_relu, x, float(alpha), primfunc_name_hint="thresholded_relu")
+
+
+def propagate_nan(mod):
+    """``mod`` with the ops of the module docstring computed NaN-propagating."""
+    mutator = _NaNSemantics(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()

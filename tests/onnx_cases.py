@@ -1,0 +1,110 @@
+"""Helpers for tests that run small hand-built ONNX models through hetpart and compare
+with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...``).
+
+* ``model(nodes, inputs, outputs, initializers)``: an opset-17 ModelProto;
+* ``run_on(model, device, feeds, simulate=...)``: import, pin every kernel on
+  ``device`` (``"cpu"`` or ``"cuda"``), compile, run one Session; outputs by name;
+* ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
+* ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
+  where it has ±Inf, otherwise close.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+OPSET = 17
+
+# Float inputs that exercise every special case: negatives, zeros (both signs),
+# values around 1, large magnitudes, ±Inf and NaN.
+SPECIAL = np.array([-np.inf, -1e30, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, -1e-3, -0.0, 0.0, 1e-3,
+                    0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 1e30, np.inf, np.nan], dtype=np.float32)
+
+
+def special_values(n: int = 64, seed: int = 0) -> np.ndarray:
+    """``n`` float32 values: :data:`SPECIAL` first, then uniform in [-3, 3]."""
+    rng = np.random.default_rng(seed)
+    rest = rng.uniform(-3, 3, max(0, n - SPECIAL.size)).astype(np.float32)
+    return np.concatenate([SPECIAL, rest])[:n]
+
+
+def value_info(name: str, shape, dtype=np.float32):
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(shape))
+
+
+def model(nodes, inputs, outputs, initializers=None, opset: int = OPSET) -> onnx.ModelProto:
+    """A checked model; ``inputs`` / ``outputs`` are ``(name, shape, dtype)`` (an
+    output shape may be None: left to shape inference); ``initializers`` name -> array."""
+    graph = helper.make_graph(
+        nodes, "case",
+        [value_info(n, s, d) for n, s, d in inputs],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), s)
+         for n, s, d in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def plan_all_on(graph, device: str):
+    """A one-partition plan with every kernel of ``graph`` on ``device``."""
+    from hetpart.partitioner import Partition, Plan
+
+    order = graph.topological_order()
+    return Plan(model=graph.name, objective="pinned", assignment={k: device for k in order},
+                partitions=[Partition(f"p0_{device}", device, list(order))], cuts=[], timeline=[],
+                predicted={}, profile_origin="test", graph=graph)
+
+
+def compile_on(m: onnx.ModelProto, device: str, *, simulate: bool):
+    from hetpart import compiler, importer
+
+    graph = importer.load(m)
+    return compiler.compile(plan_all_on(graph, device), simulate=simulate, progress=False)
+
+
+def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = True) -> dict[str, np.ndarray]:
+    """``m`` run with every kernel on ``device``: ``{output name: array}``."""
+    from hetpart.runtime import Session
+
+    with Session(compile_on(m, device, simulate=simulate)) as s:
+        return s.run(feeds)
+
+
+def reference(m: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
+    names = [o.name for o in m.graph.output]
+    return dict(zip(names, ReferenceEvaluator(m).run(None, feeds)))
+
+
+def assert_matches(got: np.ndarray, want: np.ndarray, *, rtol: float = 1e-5, atol: float = 1e-6,
+                   what: str = "") -> None:
+    """Equal shapes and dtypes; NaN where ``want`` is NaN (and only there); the
+    same infinities; other values within tolerance (integers and booleans exactly)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    if want.dtype.kind != "f":
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    nan_want, nan_got = np.isnan(want), np.isnan(got)
+    bad = np.flatnonzero(nan_want != nan_got)
+    assert bad.size == 0, (f"{what}: NaN mismatch at {bad.size} of {want.size} elements, e.g. index "
+                           f"{bad[0]}: got {got.flat[bad[0]]}, want {want.flat[bad[0]]}")
+    keep = ~nan_want
+    np.testing.assert_allclose(got[keep], want[keep], rtol=rtol, atol=atol, err_msg=what)
+
+
+def accept_ieee_pow(want: np.ndarray, got: np.ndarray, x, y) -> np.ndarray:
+    """``want`` (onnx.reference's ``x ** y``) where ``got`` may follow either convention
+    for ``(-inf) ** y``, y > 0 not an integer: numpy says NaN, IEEE 754 (C's powf,
+    CUDA, onnxruntime) +inf.  TVM's CPU code gives one or the other depending on how
+    LLVM lowers the call, CUDA's powf the IEEE one."""
+    x, y = np.broadcast_arrays(np.asarray(x), np.asarray(y))
+    x, y = np.broadcast_to(x, want.shape), np.broadcast_to(y, want.shape)
+    either = (x == -np.inf) & (y > 0) & (np.floor(y) != y) & ((got == np.inf) | np.isnan(got))
+    return np.where(either, got, want)
