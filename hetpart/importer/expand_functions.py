@@ -93,10 +93,19 @@ def _tvm_ops() -> set[str]:
     return set(_get_convert_map())
 
 
+EXPAND_WHEN = {
+    "LayerNormalization": (lambda node: len([o for o in node.output if o]) > 1,
+                           "TVM's converter returns Y only, not the optional Mean and InvStdDev"),
+}
+"""Ops TVM imports except in some forms: op -> (the form's predicate, why)."""
+
+
 def _wanted(node: onnx.NodeProto, known: set[str]) -> bool:
     if node.domain not in ("", "ai.onnx"):
         return False
-    return node.op_type not in known or node.op_type in EXPAND_ALWAYS
+    when = EXPAND_WHEN.get(node.op_type)
+    return (node.op_type not in known or node.op_type in EXPAND_ALWAYS
+            or (when is not None and when[0](node)))
 
 
 def _opset(model: onnx.ModelProto) -> int:

@@ -22,6 +22,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from . import preflight
 from .expand_functions import expand_functions
 from .shape_folding import fold_static_shapes
 
@@ -50,6 +51,7 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     folded = fold_static_shapes(fixed, inplace=fixed is not model).model
     if folded is not fixed:
         _infer_shapes(folded, source.origin)
+    preflight.check(folded, fixed, source.origin)  # forms TVM would import wrongly
     return ModelSource(folded, source.name, source.origin)
 
 

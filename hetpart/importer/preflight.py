@@ -1,0 +1,126 @@
+"""Refuse, with a typed error, the model forms TVM 0.27 would import wrongly or crash on.
+
+In: a checked ``ModelProto`` with static input shapes, its shape arithmetic folded
+(``folded``) and the same model before folding (``unfolded``, to name the op behind
+a folded value).  Out: nothing, or :class:`~hetpart.errors.UnsupportedOpsError`
+listing every refused node (``ops``: op -> node names) with the reason.
+
+Each rule below was found by the onnx backend node tests
+(``tests/conformance/``): without it the model imported and then gave a wrong result
+or failed deep inside TVM.  A rule is a refusal, not a fix; where ONNX defines an op
+as a function, :mod:`.expand_functions` expands it instead.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from ..errors import UnsupportedOpsError
+
+SUPPORTED_DTYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BOOL,
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+}
+"""Element types hetpart runs (TVM lacks bfloat16, float8, 4-bit, complex and strings)."""
+
+CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Range": (0, 1, 2),
+    "Slice": (1, 2, 3, 4),
+    "Expand": (1,),
+    "NonMaxSuppression": (2, 3, 4),
+}
+"""Op -> inputs that decide the output's shape (or, for NonMaxSuppression, that TVM
+reads only as constants, taking 0 boxes otherwise): they must be constants once the
+input shapes are fixed."""
+
+_INTEGER = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+            onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
+def check(folded: onnx.ModelProto, unfolded: onnx.ModelProto, origin: str) -> None:
+    """Raise UnsupportedOpsError naming every node of a form hetpart refuses."""
+    g = folded.graph
+    types = _elem_types(folded)
+    constants = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    problems: dict[str, list[str]] = {}
+    reasons: list[str] = []
+
+    def refuse(op: str, node: str, why: str) -> None:
+        problems.setdefault(op, []).append(node)
+        reasons.append(f"{op} '{node}': {why}")
+
+    _check_values(g, unfolded, types, constants, refuse)
+    for i, node in enumerate(g.node):
+        name = node.name or f"#{i}"
+        why = _node_problem(node, types, constants)
+        if why:
+            refuse(node.op_type, name, why)
+    if problems:
+        raise UnsupportedOpsError(f"{origin}: hetpart cannot run {len(reasons)} node(s): " + "; ".join(reasons[:10])
+                                  + (" ..." if len(reasons) > 10 else ""), ops=problems)
+
+
+def _check_values(g, unfolded, types, constants, refuse) -> None:
+    """Graph inputs/outputs: tensors of supported types, outputs computed from inputs."""
+    producers = {o: n for n in unfolded.graph.node for o in n.output}
+    for v in [*g.input, *g.output]:
+        kind = v.type.WhichOneof("value")
+        if kind != "tensor_type":
+            refuse(kind or "untyped", v.name, f"'{v.name}' is a {kind or 'value of no type'}; hetpart runs tensors only")
+    for name, dtype in types.items():
+        if dtype not in SUPPORTED_DTYPES and dtype != onnx.TensorProto.UNDEFINED:
+            refuse(onnx.TensorProto.DataType.Name(dtype), name,
+                   f"'{name}' is {onnx.TensorProto.DataType.Name(dtype).lower()}, an element type TVM does not support")
+    inputs = {i.name for i in g.input}
+    # Shape/Size of a static-shaped tensor is a constant too (TVM returns a shape value)
+    constants = constants | {o for n in g.node if n.op_type in ("Shape", "Size") for o in n.output}
+    for out in g.output:
+        if out.name in constants and out.name not in inputs:
+            node = producers.get(out.name)
+            op = node.op_type if node is not None else "Constant"
+            refuse(op, node.name or out.name if node is not None else out.name,
+                   f"output '{out.name}' is a constant once the input shapes are fixed; hetpart compiles only "
+                   "outputs computed from the inputs (take it out of the model's outputs)")
+
+
+def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
+    """Why hetpart refuses this node, or None."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    for i in CONSTANT_INPUTS.get(op, ()):
+        if i < len(node.input) and node.input[i] and node.input[i] not in constants:
+            return (f"input {i} ('{node.input[i]}') is not a constant; the output's shape would depend on input "
+                    "values, which hetpart's static-shape compile cannot express")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if op == "Pow" and types.get(node.input[0]) in _INTEGER:
+        return "an integer base; TVM's power takes floating point only"
+    if op == "Dropout" and (len(node.output) > 1 and node.output[1] or len(node.input) > 2 and node.input[2]):
+        return "training mode or a mask output; hetpart runs inference (Dropout as identity) only"
+    if op == "IsInf" and (attrs.get("detect_positive", 1) != 1 or attrs.get("detect_negative", 1) != 1):
+        return "detect_positive/detect_negative; TVM's importer ignores them"
+    if op == "SpaceToDepth" and attrs.get("mode", b"DCR") not in (b"DCR", "DCR"):
+        return "mode CRD; TVM's importer ignores the mode"
+    return None
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor value ONNX shape inference can type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - read_model validated the model; use what it declares
+        inferred = model
+    g = inferred.graph
+    types = {}
+    for v in [*g.input, *g.value_info, *g.output]:
+        if v.type.WhichOneof("value") == "tensor_type":
+            types[v.name] = v.type.tensor_type.elem_type
+    for t in g.initializer:
+        types[t.name] = t.data_type
+    for n in g.node:
+        if n.op_type == "Cast":
+            to = next((a.i for a in n.attribute if a.name == "to"), None)
+            if to is not None:
+                types.update({o: to for o in n.output})
+    return types
