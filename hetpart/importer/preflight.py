@@ -72,16 +72,35 @@ def _check_values(g, unfolded, types, constants, refuse) -> None:
         if dtype not in SUPPORTED_DTYPES and dtype != onnx.TensorProto.UNDEFINED:
             refuse(onnx.TensorProto.DataType.Name(dtype), name,
                    f"'{name}' is {onnx.TensorProto.DataType.Name(dtype).lower()}, an element type TVM does not support")
-    inputs = {i.name for i in g.input}
-    # Shape/Size of a static-shaped tensor is a constant too (TVM returns a shape value)
-    constants = constants | {o for n in g.node if n.op_type in ("Shape", "Size") for o in n.output}
+    live = _input_dependent(g)
     for out in g.output:
-        if out.name in constants and out.name not in inputs:
+        if out.name not in live:
             node = producers.get(out.name)
             op = node.op_type if node is not None else "Constant"
-            refuse(op, node.name or out.name if node is not None else out.name,
+            refuse(op, (node.name or out.name) if node is not None else out.name,
                    f"output '{out.name}' is a constant once the input shapes are fixed; hetpart compiles only "
                    "outputs computed from the inputs (take it out of the model's outputs)")
+
+
+def _input_dependent(g: onnx.GraphProto) -> set[str]:
+    """Values whose data depend on a graph input (Shape/Size read only the static shape)."""
+    inits = {t.name for t in g.initializer}
+    live = {i.name for i in g.input if i.name not in inits}
+    for node in g.node:
+        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
+            continue
+        if any(i in live for i in node.input) or _reads_subgraph_inputs(node, live):
+            live.update(o for o in node.output if o)
+    return live
+
+
+def _reads_subgraph_inputs(node: onnx.NodeProto, live: set[str]) -> bool:
+    """Whether an If/Loop body refers to a live outer value (captured, not an input)."""
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            if any(i in live for n in sub.node for i in n.input):
+                return True
+    return False
 
 
 def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
@@ -94,6 +113,8 @@ def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
             return (f"input {i} ('{node.input[i]}') is not a constant; the output's shape would depend on input "
                     "values, which hetpart's static-shape compile cannot express")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if op in ("If", "Loop", "Scan"):
+        return "control flow; hetpart's kernel graph has no branches or loops"
     if op == "Pow" and types.get(node.input[0]) in _INTEGER:
         return "an integer base; TVM's power takes floating point only"
     if op == "Dropout" and (len(node.output) > 1 and node.output[1] or len(node.input) > 2 and node.input[2]):
