@@ -22,6 +22,7 @@ import json
 import sys
 import time
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,14 @@ def main(argv=None) -> int:
     expected = {} if args.no_expected else expected_failures(args.device)
     simulate = True if args.simulate else None
     done = [0]
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"conformance-{args.device.lower()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.jsonl")  # each result as it comes (a long run can be read early)
+    partial.write_text("")
 
     def progress(r):
+        with partial.open("a") as f:
+            f.write(json.dumps(asdict(r)) + "\n")
         done[0] += 1
         if r.status not in conformance.GOOD:
             print(f"[{done[0]}/{len(cases)}] {r.name}: {r.status}: {r.detail[:200]}", flush=True)
@@ -83,10 +90,9 @@ def main(argv=None) -> int:
 
     simulated = args.device == "CUDA" and (args.simulate or not cuda_available())
     doc = conformance.report(results, args.device, simulated, time.perf_counter() - start, selection)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"conformance-{args.device.lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps({k: doc[k] for k in ("device", "simulated", "total", "counts", "pass_rate", "wall_seconds")}))
+    partial.unlink()
     print(f"wrote {out}")
     return 1 if doc["failures"] else 0
 

@@ -151,7 +151,10 @@ def _inline(model: onnx.ModelProto, opset: int, functions) -> onnx.ModelProto:
     convert = any(o.version != opset for f in functions for o in f.opset_import if o.domain in ("", "ai.onnx"))
     if convert:
         try:
-            typed = onnx.shape_inference.infer_shapes(model)
+            inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
+            typed = onnx.ModelProto()
+            typed.CopyFrom(model)
+            typed.graph.value_info.extend(inferred.graph.value_info)
             return onnx.inliner.inline_local_functions(typed, convert_version=True)
         except (RuntimeError, onnx.shape_inference.InferenceError):
             for f in model.functions:
@@ -208,7 +211,7 @@ def _fill_default_attributes(node: onnx.NodeProto, opset: int) -> None:
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Types of the graph's values (inputs, initializers, inferred intermediates)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
     except Exception:  # noqa: BLE001 - the caller validated the model; fall back to what it declares
         inferred = model
     g = inferred.graph
@@ -216,6 +219,15 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     for t in g.initializer:
         types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
     return types
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large weights as typed inputs (inference need not copy them)."""
+    from .onnx_source import skeleton
+
+    out = skeleton(model)
+    out.functions.extend(model.functions)  # the local functions being inlined
+    return out
 
 
 def _drop_domain(model: onnx.ModelProto) -> None:

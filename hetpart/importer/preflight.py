@@ -128,8 +128,10 @@ def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor value ONNX shape inference can type."""
+    from .onnx_source import skeleton  # weights as typed inputs: inference need not copy them
+
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model))
     except Exception:  # noqa: BLE001 - read_model validated the model; use what it declares
         inferred = model
     g = inferred.graph
