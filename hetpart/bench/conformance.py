@@ -229,11 +229,12 @@ def _run_chunk(chunk: dict, device, simulate, expected, time_limit, nice, record
                             record(judge(msg["name"], msg["status"], msg["detail"], expected, msg["seconds"]))
                             left.remove(msg["name"])
                             current = None
-                elif current is not None and time.monotonic() - started > time_limit:
+                elif time.monotonic() - started > time_limit:  # silent past the limit (a case, or start-up)
                     _kill(proc)
-                    record(judge(current, "hang", f"no result after {time_limit:.0f} s; killed", expected,
+                    victim = current or left[0]
+                    record(judge(victim, "hang", f"no result after {time_limit:.0f} s; killed", expected,
                                  time.monotonic() - started))
-                    left.remove(current)
+                    left.remove(victim)
                     return left
             proc.wait()
             if left:
