@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+import onnx
 import onnx.backend.test
 import pytest
 
@@ -43,13 +44,19 @@ def test_expected_failure_fails_with_a_typed_error(name):
     assert result.status == "expected-fail", f"{name}: {result.status}: {result.detail}"
 
 
+REVIEWED_WITH_ONNX = "1.23.2"  # the onnx release whose node tests the table and subset were reviewed on
+
+
 def test_expected_failure_table_is_reviewed():
     """Every entry names a known category, gives a reason, and is a real test name."""
     for table in (EXPECTED_FAILURES, EXPECTED_FAILURES_CUDA):
         for name, (category, reason) in table.items():
             assert category in CATEGORIES, f"{name}: unknown category {category!r}"
             assert len(reason) > 10, f"{name}: say why it fails"
-            assert name in CASES, f"{name} is not an onnx node test (renamed or removed?)"
+    if onnx.__version__ != REVIEWED_WITH_ONNX:
+        pytest.skip(f"test names checked against onnx {REVIEWED_WITH_ONNX}; this is {onnx.__version__}")
+    missing = [n for t in (EXPECTED_FAILURES, EXPECTED_FAILURES_CUDA) for n in t if n not in CASES]
+    assert not missing, f"not onnx node tests (renamed or removed?): {missing[:10]}"
 
 
 def test_subset_is_a_real_selection():
