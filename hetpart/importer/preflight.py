@@ -121,6 +121,14 @@ def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
         return "training mode or a mask output; hetpart runs inference (Dropout as identity) only"
     if op == "IsInf" and (attrs.get("detect_positive", 1) != 1 or attrs.get("detect_negative", 1) != 1):
         return "detect_positive/detect_negative; TVM's importer ignores them"
+    if op == "EyeLike" and "dtype" not in attrs:
+        return "no dtype; TVM's importer then returns a constant that hetpart's kernel graph drops"
+    if op == "BatchNormalization" and attrs.get("training_mode", 0):
+        return "training_mode=1; hetpart runs inference (running statistics) only"
+    if op == "ConvTranspose" and "output_shape" in attrs:
+        return "output_shape; TVM's importer ignores it"
+    if op == "RoiAlign" and attrs.get("mode", b"avg") not in (b"avg", "avg"):
+        return "mode max; TVM's importer computes avg"
     if op == "SpaceToDepth" and attrs.get("mode", b"DCR") not in (b"DCR", "DCR"):
         return "mode CRD; TVM's importer ignores the mode"
     return None
