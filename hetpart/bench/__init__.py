@@ -12,6 +12,7 @@ Modules, top-down:
     results   the report's dataclasses and their JSON ("schema": "hetpart-bench")
     goals     pass/fail of the published goals, from the numbers
     report    markdown tables
+    conformance  the onnx backend node tests through hetpart.backend, crash-isolated (bench/conformance.py)
 
 Typical use::
 

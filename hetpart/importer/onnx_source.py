@@ -22,6 +22,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from . import preflight
+from .expand_functions import expand_functions
 from .shape_folding import fold_static_shapes
 
 _HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
@@ -42,12 +44,14 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     source = _resolve(model)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
+    fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
     _infer_shapes(fixed, source.origin)
     # Fold in place only a model this function made (read, built or reshaped here).
     folded = fold_static_shapes(fixed, inplace=fixed is not model).model
     if folded is not fixed:
         _infer_shapes(folded, source.origin)
+    preflight.check(folded, fixed, source.origin)  # forms TVM would import wrongly
     return ModelSource(folded, source.name, source.origin)
 
 

@@ -44,7 +44,10 @@ def _shape_of(ty) -> tuple:
     """Shape of a Relax TensorType: ints, or strings for symbolic dims."""
     shape = getattr(ty, "shape", None)
     if shape is None or not hasattr(shape, "values"):
-        return ()
+        # No shape known (e.g. a field of relax.run.unique's tuple): data-dependent
+        # dims, one per axis of a known rank -- never () (a 0-d static tensor).
+        ndim = int(getattr(ty, "ndim", -1))
+        return tuple(f"?{i}" for i in range(ndim)) if ndim >= 0 else ("?",)
     dims = []
     for d in shape.values:
         try:

@@ -1,0 +1,63 @@
+"""The onnx package's backend node tests through hetpart's ONNX backend (CPU path).
+
+The default CI run takes the deterministic subset in ``ci_subset.txt`` (one test per
+op type; the whole suite takes ~30 min here, see ``bench/conformance.py``):
+
+* every subset test not in ``expected_failures.py`` runs as the onnx package's own
+  ``BackendTest`` (its models, inputs, expected outputs and tolerances) and must pass;
+* every subset test in the table must still fail with a typed ``HetpartError`` --
+  a listed test that passes fails here ("unexpected pass": take it off the list),
+  and so does one that fails any other way (wrong result, internal error).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import onnx
+import onnx.backend.test
+import pytest
+
+from hetpart.backend import HetpartBackend
+from hetpart.bench import conformance
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from expected_failures import CATEGORIES, EXPECTED_FAILURES, EXPECTED_FAILURES_CUDA, expected_for  # noqa: E402
+
+CASES = conformance.load_cases()  # onnx generates them once per process; BackendTest reuses them
+SUBSET = [n for n in (HERE / "ci_subset.txt").read_text().split() if not n.startswith("#") and n in CASES]
+EXPECTED = expected_for("CPU")
+
+backend_test = onnx.backend.test.BackendTest(HetpartBackend, __name__)
+_must_pass = [n for n in SUBSET if n not in EXPECTED]
+backend_test.include("^(" + "|".join(re.escape(n) for n in _must_pass) + ")_cpu$")
+globals().update(backend_test.test_cases)
+
+
+@pytest.mark.parametrize("name", [n for n in SUBSET if n in EXPECTED])
+def test_expected_failure_fails_with_a_typed_error(name):
+    status, detail = conformance.run_case(CASES[name], "CPU")
+    result = conformance.judge(name, status, detail, EXPECTED)
+    assert result.status == "expected-fail", f"{name}: {result.status}: {result.detail}"
+
+
+REVIEWED_WITH_ONNX = "1.23.2"  # the onnx release whose node tests the table and subset were reviewed on
+
+
+def test_expected_failure_table_is_reviewed():
+    """Every entry names a known category, gives a reason, and is a real test name."""
+    for table in (EXPECTED_FAILURES, EXPECTED_FAILURES_CUDA):
+        for name, (category, reason) in table.items():
+            assert category in CATEGORIES, f"{name}: unknown category {category!r}"
+            assert len(reason) > 10, f"{name}: say why it fails"
+    if onnx.__version__ != REVIEWED_WITH_ONNX:
+        pytest.skip(f"test names checked against onnx {REVIEWED_WITH_ONNX}; this is {onnx.__version__}")
+    missing = [n for t in (EXPECTED_FAILURES, EXPECTED_FAILURES_CUDA) for n in t if n not in CASES]
+    assert not missing, f"not onnx node tests (renamed or removed?): {missing[:10]}"
+
+
+def test_subset_is_a_real_selection():
+    assert len(SUBSET) > 150  # the file lists ~200; a renamed onnx suite must not silently shrink CI
