@@ -122,7 +122,10 @@ def _transformers_model(name: str, batch: int, rng):
     else:
         raise SystemExit(f"unknown corpus model {name!r}; known: {', '.join(TORCHVISION + TRANSFORMERS)}")
     cfg.use_cache = False
-    cfg._attn_implementation = "eager"  # the attention users' exports contain, op by op
+    try:  # the attention written op by op, which the TorchScript exporter traces plainly
+        cfg._attn_implementation = "eager"
+    except AttributeError:
+        pass
     model = cls(cfg)
     if name == "whisper_encoder":
         model = model.get_encoder()
@@ -134,8 +137,9 @@ def _transformers_model(name: str, batch: int, rng):
             self.inner = inner
 
         def forward(self, *args):
-            out = self.inner(*args, return_dict=True)
-            return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
+            out = self.inner(*args)
+            values = out.values() if hasattr(out, "values") else out
+            return tuple(v for v in values if isinstance(v, torch.Tensor))
 
     return Plain(model).eval(), feeds
 
