@@ -76,6 +76,7 @@ def test_swin_pads_are_computed_from_shapes(zoo_onnx):
     assert pads and all(p.input[1] in produced for p in pads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_matches_the_onnx_reference(name, device, zoo_graph, zoo_onnx, plan_for, compose):
