@@ -16,12 +16,19 @@ cuda-marked test's job on the GPU machine.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
 from hetpart import compiler, models
+
+# T5's bucketing takes log(0) for the zero distance and casts the -inf to int64
+# before Where discards it, as the real model does; the reference warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning",
+                                        "ignore:invalid value encountered in cast:RuntimeWarning")
 
 FAMILIES = ["llama", "gpt2", "t5enc", "mobilenet", "efficientnet", "convnext", "swin"]
 REL_TOL = 1e-4
@@ -80,14 +87,26 @@ def test_swin_pads_are_computed_from_shapes(zoo_onnx):
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_matches_the_onnx_reference(name, device, zoo_graph, zoo_onnx, plan_for, compose):
+    _check_against_reference(name, device, True, REL_TOL, zoo_graph, zoo_onnx, plan_for, compose)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_matches_the_onnx_reference_on_the_real_gpu(name, zoo_graph, zoo_onnx, plan_for, compose):
+    """Real CUDA math (``powf`` of negative bases, fast-math); TF32 contractions allow 1e-2."""
+    tol = 1e-4 if os.environ.get("HETPART_TF32") == "0" else 1e-2
+    _check_against_reference(name, "cuda", False, tol, zoo_graph, zoo_onnx, plan_for, compose)
+
+
+def _check_against_reference(name, device, simulate, tol, zoo_graph, zoo_onnx, plan_for, compose):
     graph = zoo_graph(name)
     model = zoo_onnx(name)
     plan = plan_for(graph, {k: device for k in graph.kernels})
-    compiled = compiler.compile(plan, simulate=True, progress=False)
+    compiled = compiler.compile(plan, simulate=simulate, progress=False)
     feeds = models.example_inputs(model, seed=5)
     want = ReferenceEvaluator(model).run(None, feeds)
     got = compose(compiled, {n: feeds[n] for n in graph.inputs})
     for info, a, b in zip(model.graph.output, got, want):
         assert a.shape == b.shape, info.name
         assert np.isfinite(b).all() and np.isfinite(a).all(), f"{info.name}: NaN or Inf"
-        assert rel_err(a, b) <= REL_TOL, f"{name} on {device}: {info.name} rel. error {rel_err(a, b):.2e}"
+        assert rel_err(a, b) <= tol, f"{name} on {device}: {info.name} rel. error {rel_err(a, b):.2e}"
