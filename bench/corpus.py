@@ -403,18 +403,27 @@ def main(argv=None) -> int:
         return _worker(args)
     out_json = Path(args.out or RESULTS / f"corpus-{gpu_slug(args.simulate)}.json")
     results = load_results(out_json)
-    done = {_key(r) for r in load_results(Path(args.skip_done))["records"]} if args.skip_done else set()
+    earlier = load_results(Path(args.skip_done))["records"] if args.skip_done else []
+    done = {_key(r) for r in earlier}
+    # The output always holds the union: a run on a fresh machine writing elsewhere
+    # (e.g. $OUT) still returns the whole table.
+    results["records"] += [r for r in earlier if _key(r) not in {_key(x) for x in results["records"]}]
+    start = time.monotonic()
     onnx_files = dict(item.split("=", 1) for item in args.onnx)
     names = args.models.split(",") if args.models else (list(onnx_files) or TORCHVISION + TRANSFORMERS)
     devices = args.devices.split(",")
     for batch in (int(b) for b in args.batches.split(",")):
         for name in names:
             todo = [d for d in devices if (name, batch, d) not in done]
+            if todo and args.budget and time.monotonic() - start > args.budget:
+                print(f"budget of {args.budget:g} s spent; stopping before {name} b{batch}", flush=True)
+                break
             if todo:
                 for record in run_model(name, batch, todo, args, onnx_files.get(name)):
                     results["records"] = [r for r in results["records"] if _key(r) != _key(record)] + [record]
                     save_results(out_json, results)
                     print(_line(record), flush=True)
+    save_results(out_json, results)
     return 0
 
 
@@ -553,7 +562,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", default=str(Path.home() / ".cache" / "hetpart" / "corpus"),
                    help="cached ONNX exports, inputs and reference outputs")
     p.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH", help="an ONNX file exported elsewhere")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per stage subprocess")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per stage subprocess")
+    p.add_argument("--budget", type=float, default=0,
+                   help="seconds: start no new model after this long (0: no limit), so a time-limited call "
+                        "ends with its records written")
     p.add_argument("--profile", default="recorded",
                    help="'recorded' (this machine's profile, else the shipped recording; no measuring), "
                         "'quick' (measure missing kernels with few repeats), or a profile PATH")
