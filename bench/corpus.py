@@ -11,7 +11,9 @@ For every model and batch:
    With ``--time`` it also times PyTorch on the GPU with the forward captured in a
    CUDA graph (TF32 allowed), the GPU peer.
 2. *run* (one subprocess per device): ``hetpart.load`` -> ``hetpart.partition``
-   (the latency objective, every kernel pinned to the device: all-CUDA or all-CPU)
+   (the latency objective, every kernel pinned to the device -- all-CUDA or all-CPU
+   -- but those hetpart cannot build there, e.g. TVM runtime builtins such as
+   ``cumsum`` on CUDA, which the planner places and the record's ``note`` names)
    -> ``hetpart.compile`` -> ``Session.run`` on the cached inputs -> compare.
 
 Each subprocess has a time limit, so a crash or a hang costs one record, not the
@@ -290,8 +292,12 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
         graph = hetpart.load(meta["onnx"])
         stage = "plan"
         prof = _profile(graph, profile, device)
-        plan = hetpart.partition(graph, "latency", profile=prof, pins=[Pin(k, device) for k in graph.kernels],
+        pinned, elsewhere = _device_pins(graph, device)
+        plan = hetpart.partition(graph, "latency", profile=prof, pins=[Pin(k, device) for k in pinned],
                                  progress=False)
+        if elsewhere:
+            record["note"] = f"{len(elsewhere)} kernel(s) hetpart cannot build for {device} left to the planner: " \
+                             + ", ".join(sorted({graph.kernels[k].func for k in elsewhere})[:5])
         stage = "compile"
         compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False)
         stage = "run"
@@ -306,6 +312,15 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
         record.update(status="error", rel_err=None, detail=f"{stage}: {type(exc).__name__}: {first[:400]}")
     out.write(json.dumps(record) + "\n")
     out.flush()
+
+
+def _device_pins(graph, device: str) -> tuple[list[str], list[str]]:
+    """Kernel ids to pin to ``device`` (all it can build), and the rest (e.g. TVM
+    runtime builtins such as cumsum or topk on CUDA), which the planner places."""
+    from hetpart.kernels.capabilities import unsupported_reason
+
+    ok = [k for k, kernel in graph.kernels.items() if unsupported_reason(kernel, device) is None]
+    return ok, [k for k in graph.kernels if k not in set(ok)]
 
 
 def _profile(graph, how: str, device: str):
@@ -541,7 +556,7 @@ def markdown(results: dict) -> str:
     for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"])):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
-        detail = str(r.get("detail", "")).replace("|", "\\|")
+        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note")])).replace("|", "\\|")
         rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['status']} | {err} | {ms('hetpart_ms')} "
                     f"| {r.get('peer', '–')} | {ms('peer_ms')} | {detail} |")
     head = (f"# Model corpus ({results['schema']} v{results['version']})\n\n"
