@@ -154,8 +154,11 @@ def export(name: str, batch: int, path: Path) -> dict:
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     with torch.inference_mode():
         n_out = len(_as_tuple(module(*args)))
-    torch.onnx.export(module, args, str(path), input_names=list(feeds), output_names=[f"output_{i}" for i in range(n_out)],
+    partial = path.with_name(path.name + ".partial")  # a cut-off export is never reused
+    torch.onnx.export(module, args, str(partial), input_names=list(feeds),
+                      output_names=[f"output_{i}" for i in range(n_out)],
                       opset_version=17, dynamo=False, do_constant_folding=True)
+    partial.replace(path)
     return feeds
 
 
