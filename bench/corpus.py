@@ -94,7 +94,10 @@ def _transformers_model(name: str, batch: int, rng):
     import transformers as tf
 
     def ids(vocab, seq=SEQ):
-        return {"input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64)}
+        # With an attention mask, as text models are exported and served (transformers 5
+        # also traces torch.diff, which opset 17 lacks, when the mask is left out).
+        return {"input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64),
+                "attention_mask": np.ones((batch, seq), np.int64)}
 
     if name == "bert":
         cfg, cls, feeds = tf.BertConfig(), tf.BertModel, None
@@ -133,17 +136,17 @@ def _transformers_model(name: str, batch: int, rng):
         model = model.get_encoder()
     feeds = feeds or ids(cfg.vocab_size)
 
-    class Plain(torch.nn.Module):  # tensors out, not a ModelOutput
-        def __init__(self, inner):
+    class Plain(torch.nn.Module):  # inputs by name, tensors out (not a ModelOutput)
+        def __init__(self, inner, names):
             super().__init__()
-            self.inner = inner
+            self.inner, self.names = inner, names
 
         def forward(self, *args):
-            out = self.inner(*args)
+            out = self.inner(**dict(zip(self.names, args)))
             values = out.values() if hasattr(out, "values") else out
             return tuple(v for v in values if isinstance(v, torch.Tensor))
 
-    return Plain(model).eval(), feeds
+    return Plain(model, list(feeds)).eval(), feeds
 
 
 def export(name: str, batch: int, path: Path) -> dict:
