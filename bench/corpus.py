@@ -39,6 +39,14 @@ On the GPU machine (about 1-3 min per model and device)::
     python bench/corpus.py                       # all models, batch 1, cuda and cpu
     python bench/corpus.py --models gpt2,t5_encoder,llama,swin_t --batches 1,32 --time
     python bench/corpus.py --skip-done bench/results/corpus-nvidia-h200.json
+    # a time-limited call: stop starting models after 8 min, results where they come back
+    python3 bench/corpus.py --budget 480 --export-dir /tmp/corpus \
+        --skip-done bench/results/corpus-nvidia-h200.json --out $OUT/corpus-nvidia-h200.json
+
+Text models are exported with ``input_ids`` and an all-ones ``attention_mask`` (seq
+128; CLIP text 77); Whisper with 80 x 3000 log-mel frames; images at 224 (299 for
+Inception v3).  Checked without a GPU (torch 2.14.1, torchvision 0.29.1,
+transformers 5.18.0): every model exports and hetpart imports it.
 
 Here (no GPU, no torch): ``python bench/corpus.py --models zoo:gpt2:small --simulate``.
 """
