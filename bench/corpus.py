@@ -39,8 +39,8 @@ On the GPU machine (about 1-3 min per model and device)::
     python bench/corpus.py                       # all models, batch 1, cuda and cpu
     python bench/corpus.py --models gpt2,t5_encoder,llama,swin_t --batches 1,32 --time
     python bench/corpus.py --skip-done bench/results/corpus-nvidia-h200.json
-    # a time-limited call: stop starting models after 8 min, results where they come back
-    python3 bench/corpus.py --budget 480 --export-dir /tmp/corpus \
+    # a call limited to 10 min: stop at 9, results where they come back
+    python3 bench/corpus.py --budget 540 --export-dir /tmp/corpus \
         --skip-done bench/results/corpus-nvidia-h200.json --out $OUT/corpus-nvidia-h200.json
 
 Text models are exported with ``input_ids`` and an all-ones ``attention_mask`` (seq
@@ -438,17 +438,18 @@ def main(argv=None) -> int:
     # (e.g. $OUT) still returns the whole table.
     results["records"] += [r for r in earlier if _key(r) not in {_key(x) for x in results["records"]}]
     start = time.monotonic()
+    deadline = start + args.budget if args.budget else float("inf")
     onnx_files = dict(item.split("=", 1) for item in args.onnx)
     names = args.models.split(",") if args.models else (list(onnx_files) or TORCHVISION + TRANSFORMERS)
     devices = args.devices.split(",")
     for batch in (int(b) for b in args.batches.split(",")):
         for name in names:
             todo = [d for d in devices if (name, batch, d) not in done]
-            if todo and args.budget and time.monotonic() - start > args.budget:
+            if todo and time.monotonic() > deadline - 30:
                 print(f"budget of {args.budget:g} s spent; stopping before {name} b{batch}", flush=True)
                 break
             if todo:
-                for record in run_model(name, batch, todo, args, onnx_files.get(name)):
+                for record in run_model(name, batch, todo, args, onnx_files.get(name), deadline):
                     results["records"] = [r for r in results["records"] if _key(r) != _key(record)] + [record]
                     save_results(out_json, results)
                     print(_line(record), flush=True)
@@ -456,25 +457,40 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_model(name: str, batch: int, devices: list[str], args, onnx_path: str | None) -> list[dict]:
-    """Records of ``name`` at ``batch`` on ``devices``; stage failures become error records."""
+def run_model(name: str, batch: int, devices: list[str], args, onnx_path: str | None,
+              deadline: float = float("inf")) -> list[dict]:
+    """Records of ``name`` at ``batch`` on ``devices``; stage failures become error
+    records.  A stage cut by ``deadline`` (``time.monotonic()``, from --budget) gives
+    no record, so the next call (--skip-done) runs it again."""
     export_dir = Path(args.export_dir)
     common = ["--export-dir", str(export_dir), "--repeat", str(args.repeat)] + (["--time"] if args.time else [])
     prep = [sys.executable, __file__, "--worker", "prepare", "--models", name, "--batches", str(batch), *common]
     if onnx_path:
         prep += ["--onnx", f"{name}={onnx_path}"]
-    failure = _call(prep, args.timeout, "prepare (export / ONNX Runtime)")
+    limit, cut = _stage_limit(args.timeout, deadline)
+    failure = _call(prep, limit, "prepare (export / ONNX Runtime)")
     if failure:
-        return [_error(name, batch, d, failure) for d in devices]
+        return [] if cut and "timed out" in failure else [_error(name, batch, d, failure) for d in devices]
     records = []
     for device in devices:
         cmd = [sys.executable, __file__, "--worker", "run", "--models", name, "--batches", str(batch),
                "--devices", device, "--profile", args.profile, *common] + (["--simulate"] if args.simulate else [])
+        limit, cut = _stage_limit(args.timeout, deadline)
+        if limit <= 0:
+            break
         with _Capture() as cap:
-            failure = _call(cmd, args.timeout, f"run on {device}", stdout=cap.file)
+            failure = _call(cmd, limit, f"run on {device}", stdout=cap.file)
             lines = [json.loads(line) for line in cap.text().splitlines() if line.startswith("{")]
+        if not lines and cut and failure and "timed out" in failure:
+            break
         records.append(lines[-1] if lines else _error(name, batch, device, failure or "no record written"))
     return records
+
+
+def _stage_limit(timeout: float, deadline: float) -> tuple[float, bool]:
+    """(seconds this stage may take, whether the budget rather than --timeout bounds it)."""
+    left = deadline - time.monotonic()
+    return (min(timeout, left), left < timeout)
 
 
 class _Capture:
@@ -593,8 +609,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH", help="an ONNX file exported elsewhere")
     p.add_argument("--timeout", type=float, default=300, help="seconds per stage subprocess")
     p.add_argument("--budget", type=float, default=0,
-                   help="seconds: start no new model after this long (0: no limit), so a time-limited call "
-                        "ends with its records written")
+                   help="seconds of wall clock for the whole call (0: no limit); stages are cut at it and "
+                        "leave no record (a later --skip-done call runs them), so a time-limited call ends in "
+                        "time with what it finished written")
     p.add_argument("--profile", default="recorded",
                    help="'recorded' (this machine's profile, else the shipped recording; no measuring), "
                         "'quick' (measure missing kernels with few repeats), or a profile PATH")

@@ -65,3 +65,17 @@ def test_cpu_run_records_resumes_and_reports_errors(corpus, tmp_path):
     before = out.read_text()
     assert corpus.main(["--models", "zoo:mlp:small", "--skip-done", str(out), *common]) == 0
     assert out.read_text() == before
+
+
+def test_budget_cut_leaves_no_record(corpus, tmp_path):
+    """A stage cut by --budget is not an error record: the next call runs it again;
+    a stage cut by --timeout is."""
+    import time
+
+    args = corpus._parser().parse_args(["--devices", "cpu", "--export-dir", str(tmp_path), "--timeout", "0.5"])
+    assert corpus.run_model("zoo:mlp:small", 1, ["cpu"], args, None, deadline=time.monotonic() + 0.5) == []
+    (timed_out,) = corpus.run_model("zoo:mlp:small", 1, ["cpu"], args, None)
+    assert timed_out["status"] == "error" and "timed out" in timed_out["detail"]
+    out = tmp_path / "corpus.json"
+    assert corpus.main(["--models", "zoo:mlp:small", "--budget", "10", "--out", str(out), *["--devices", "cpu"]]) == 0
+    assert json.loads(out.read_text())["records"] == []  # under 30 s left: nothing started
