@@ -33,6 +33,10 @@ pytestmark = pytest.mark.cuda
 TOL = dict(rtol=1e-4, atol=1e-5)
 LOOSE = {
     "bert": dict(rtol=1e-3, atol=1e-4),
+    # The family transformers have bert's small sizes (hidden 64); given bert's bound
+    # before their first GPU run (NaN or a wrong op still fails it by far).
+    "llama": dict(rtol=1e-3, atol=1e-4), "gpt2": dict(rtol=1e-3, atol=1e-4),
+    "t5enc": dict(rtol=1e-3, atol=1e-4),
     # dlrm is served at batch 256: its MLP GEMMs fill the GPU and run on TF32 tensor
     # cores (hetpart.kernels.tf32), 10-bit operand mantissas: ~1e-3 relative.
     "dlrm": dict(rtol=5e-3, atol=1e-3),

@@ -74,7 +74,11 @@ def test_small_model_imports_into_tvm(small_models, name):
     tvm = pytest.importorskip("tvm")
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = tvm.relax.transform.LegalizeOps()(from_onnx(small_models[name]))
+    from hetpart.importer.shape_folding import fold_static_shapes
+
+    # Folded first, as hetpart's importer does: swin's pads are computed from shapes,
+    # which TVM's frontend alone refuses ("Dynamic pads are not supported yet").
+    mod = tvm.relax.transform.LegalizeOps()(from_onnx(fold_static_shapes(small_models[name]).model))
     assert "main" in [gv.name_hint for gv in mod.get_global_vars()]
 
 

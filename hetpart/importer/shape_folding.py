@@ -95,7 +95,24 @@ def fold_static_shapes(model: onnx.ModelProto, *, inplace: bool = False,
 
     ``inplace`` edits ``model`` itself; otherwise a model that folds is copied first
     (the copy includes its weights: pass ``inplace=True`` for a model you own).
+
+    Repeats until a round folds nothing: ONNX shape inference cannot follow every
+    computed shape (its data propagation skips ``Mod``, ``Floor``, ``Where`` ...), so
+    a ``Reshape`` to ``H // ws`` windows (Swin) has an unknown output shape until its
+    shape input is folded, and the ``Shape`` -> ``Concat`` -> ``Pad`` chain behind it
+    folds only in the next round.  Each round removes at least one node, so this ends.
     """
+    result = FoldResult(model)
+    while True:
+        step = _fold_once(result.model, inplace=inplace or bool(result.folded), max_bytes=max_bytes)
+        if not step.folded:
+            return result
+        result = FoldResult(step.model, result.folded + step.folded,
+                            result.removed_nodes + step.removed_nodes)
+
+
+def _fold_once(model: onnx.ModelProto, *, inplace: bool, max_bytes: int) -> FoldResult:
+    """One round: fold with the shapes one run of ONNX shape inference knows."""
     graph = model.graph
     sources = _Sources(graph, max_bytes)
     if not any(_may_fold(n, sources) for n in graph.node):
