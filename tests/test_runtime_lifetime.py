@@ -4,6 +4,7 @@ process, so a hang or a crash fails the test instead of stalling pytest."""
 
 from __future__ import annotations
 
+import pytest
 from isolated import assert_clean, run_isolated
 
 
@@ -82,6 +83,7 @@ def test_submitted_runs_finish_or_fail_typed_when_closed():
     assert "ok" in out
 
 
+@pytest.mark.slow
 def test_many_sessions_leave_no_os_threads_behind():
     """Sessions whose worker threads size a TVM pool (cpu_threads, or a simulated GPU
     partition next to a CPU one) and whose simulated stream runs parallel kernels."""
@@ -97,7 +99,7 @@ def test_many_sessions_leave_no_os_threads_behind():
         model = chain(["cpu", "cuda"], (16, 32), work=1, parallel=True)
         x = np.zeros((16, 32), np.float32)
         counts = []
-        for i in range(24):
+        for i in range(15):
             options = ({}, {"cpu_threads": 1}, {"inline": False})[i % 3]
             with Session(model, **options) as s:
                 s.run({"x": x})

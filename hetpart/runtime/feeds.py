@@ -98,11 +98,11 @@ def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> Buffer | np.ndarray:
     if isinstance(value, np.ndarray):
         return _host(value, spec)
     if hasattr(value, "__dlpack_device__"):
-        kind = int(value.__dlpack_device__()[0])
+        kind = _dlpack_device_type(value, spec)
         if kind == _DL_CUDA:
             return _device(value, spec, gpu)
         if kind in (_DL_CPU, _DL_CUDA_HOST):
-            return _host(_host_array(value), spec)
+            return _host(_host_array(value, spec), spec)
         raise RuntimeFailure(f"input '{spec.name}' lives on DLPack device type {kind}; pass a host array or a CUDA tensor")
     raise RuntimeFailure(f"input '{spec.name}' must be a numpy array or a DLPack tensor, got {type(value).__name__}")
 
@@ -138,11 +138,29 @@ def _host(arr: np.ndarray, spec: TensorSpec) -> Buffer | np.ndarray:
     return arr
 
 
-def _host_array(value: Any) -> np.ndarray:
-    """A numpy view of a host DLPack tensor (a TVM ``cuda_host`` tensor included)."""
+def _dlpack_device_type(value: Any, spec: TensorSpec) -> int:
+    """The DLPack device type ``value`` declares; RuntimeFailure if it cannot say."""
+    try:
+        return int(value.__dlpack_device__()[0])
+    except Exception as exc:  # noqa: BLE001 - a foreign object: any failure is the caller's
+        raise RuntimeFailure(f"input '{spec.name}' is not a usable DLPack tensor: its __dlpack_device__() "
+                             f"failed ({type(exc).__name__}: {exc}); pass a numpy array") from exc
+
+
+def _host_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    """A numpy view of a host DLPack tensor (a TVM ``cuda_host`` tensor included).
+
+    Only DLPack is trusted with a foreign object; a raw pointer (``data_ptr()``) is read
+    only from a TVM tensor, whose pointer and size TVM itself vouches for."""
     try:
         return np.from_dlpack(value)
-    except (TypeError, BufferError, RuntimeError):
+    except Exception as exc:  # noqa: BLE001 - a foreign exporter may raise anything
+        import tvm_ffi
+
+        if not isinstance(value, tvm_ffi.Tensor):
+            raise RuntimeFailure(
+                f"input '{spec.name}' ({type(value).__name__}) could not be read through DLPack "
+                f"({type(exc).__name__}: {exc}); pass a numpy array") from exc
         import ctypes
 
         nbytes = int(np.prod(value.shape, dtype=np.int64)) * np.dtype(str(value.dtype)).itemsize
@@ -157,7 +175,11 @@ def _device(value: Any, spec: TensorSpec, gpu: bool) -> Buffer:
             "(it is simulated or CPU-only); pass a host array")
     import tvm_ffi
 
-    tensor = value if isinstance(value, tvm_ffi.Tensor) else tvm_ffi.from_dlpack(value)
+    try:
+        tensor = value if isinstance(value, tvm_ffi.Tensor) else tvm_ffi.from_dlpack(value)
+    except Exception as exc:  # noqa: BLE001 - a foreign exporter may raise anything
+        raise RuntimeFailure(f"input '{spec.name}' ({type(value).__name__}) could not be read through "
+                             f"DLPack ({type(exc).__name__}: {exc}); pass a contiguous CUDA tensor") from exc
     _check(spec, tuple(tensor.shape), str(tensor.dtype))
     if not tensor.is_contiguous():
         raise RuntimeFailure(f"input '{spec.name}' is a non-contiguous CUDA tensor; pass a contiguous one")
