@@ -43,7 +43,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..compiler.artifact import CompiledModel
+from ..compiler.artifact import CompiledModel, check_order
 from ..errors import NoGPUError, RuntimeFailure
 from ..targets import cuda_available
 from . import executor
@@ -121,6 +121,7 @@ class Session:
             self._epoch = self._stream.record()
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()
+        check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         self.routes = plan_routes(self.compiled, handoff, costs)
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
         for art in self.compiled.partitions:
