@@ -18,6 +18,8 @@ it and returns those same buffers.  ``sha256`` is the hash of the library file;
 :func:`load_compiled` refuses a file whose hash differs.  ``library`` is a plain file
 name inside the directory (:func:`confined`: no path, no symlink out), and
 :func:`check_order` checks the partition order against the data dependencies.
+``index_limits`` (optional) gives, per model input used as indices, the range its
+values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CompileError
+from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
 VERSION = 1
@@ -116,6 +119,8 @@ class CompiledModel:
     model: str = ""
     targets: dict = field(default_factory=dict)
     simulated: bool = False
+    # model inputs used as indices -> their valid values, checked on every feed
+    index_limits: dict[str, IndexLimits] = field(default_factory=dict)
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
 
     def partition(self, name: str) -> PartitionArtifact:
@@ -148,6 +153,7 @@ class CompiledModel:
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
             "partitions": [p.to_json() for p in self.partitions],
+            "index_limits": {name: lim.to_json() for name, lim in self.index_limits.items()},
         }
 
     def save(self, directory) -> Path:

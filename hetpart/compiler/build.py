@@ -66,6 +66,7 @@ def compile(plan, graph=None, *, simulate: bool = False, cuda_arch: str | None =
         model=getattr(plan, "model", "") or graph.name,
         targets={d: target_json(s.tvm_target) for d, s in specs.items()},
         simulated=any(s.simulated for s in specs.values()),
+        index_limits=dict(getattr(graph, "index_limits", {})),
         _staging=staging,
     )
 

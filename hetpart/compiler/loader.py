@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from ..errors import CompileError
+from ..importer.op_graph import IndexLimits
 from .artifact import (MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
                        check_order, confined, sha256_of)
 from .build import load_library
@@ -52,6 +53,7 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
             model=manifest.get("model", ""),
             targets=manifest.get("targets", {}),
             simulated=bool(manifest.get("simulated", False)),
+            index_limits={str(k): IndexLimits.from_json(v) for k, v in manifest.get("index_limits", {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc

@@ -201,3 +201,29 @@ def random_feeds(specs: list[TensorSpec], seed: int = 0, dim: int = 1) -> dict[s
         else:
             out[s.name] = rng.integers(0, 2, shape).astype(dtype)
     return out
+
+
+def check_indices(checked: Mapping[str, Buffer | np.ndarray], limits: Mapping) -> None:
+    """RuntimeFailure if a feed used as indices holds a value out of its range
+    (``limits``: input name -> :class:`~hetpart.importer.op_graph.IndexLimits`), so an
+    out-of-range index never reaches a kernel that would read foreign memory with it.
+    Costs a min and a max per index feed; a CUDA-resident one is copied to the host."""
+    problems = []
+    for name, limit in limits.items():
+        value = checked.get(name)
+        if value is None:
+            continue
+        problem = limit.violation(_values(value))
+        if problem is not None:
+            problems.append(f"input '{name}' {problem}")
+    if problems:
+        raise RuntimeFailure("bad feeds: " + "; ".join(problems) +
+                             " (an index out of range is an error in ONNX; a negative one counts from the end)")
+
+
+def _values(value: Buffer | np.ndarray) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if value.array is not None:
+        return value.array
+    return value.tensor.numpy()

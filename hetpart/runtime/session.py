@@ -55,7 +55,7 @@ from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
 from .threads import configure_current_pool, pool_threads
 from .workers import Worker
-from .feeds import check_feeds, stage_feeds
+from .feeds import check_feeds, check_indices, stage_feeds
 from .memory import aligned_empty, dtype_name
 
 
@@ -164,7 +164,7 @@ class Session:
         """Start one run; returns a Future of its outputs (its ``.stats`` is the run's
         RunStats once done).  Blocks only while no slot is free; ``timed`` records spans."""
         self._check_open()
-        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        checked = self._checked(feeds)
         with self._state_lock:
             self._check_open()  # under the lock: close() waits for every run admitted here
             self._in_flight += 1
@@ -191,6 +191,13 @@ class Session:
             self._run_ended()
             raise
         return future
+
+    def _checked(self, feeds) -> dict:
+        """The feeds checked (names, shapes, dtypes, and indices in range), not yet copied."""
+        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        if self.compiled.index_limits:
+            check_indices(checked, self.compiled.index_limits)
+        return checked
 
     def _context(self, checked: dict, slot: Slot, timed: bool) -> RunContext:
         """A run's context on ``slot``, with its feeds made ready (``ctx.feeds``)."""
@@ -251,7 +258,7 @@ class Session:
         Idle means no run in flight: every slot is free and no worker is inside a
         partition.  Counting this run as in flight makes concurrent callers take the
         threaded way meanwhile, so at most one run is inline at a time."""
-        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        checked = self._checked(feeds)
         with self._state_lock:
             self._check_open()  # under the lock: close() waits for a run that got past here
             if self._in_flight:
