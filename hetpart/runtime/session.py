@@ -126,7 +126,7 @@ class Session:
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
-            worker = Worker(art.name, pool if art.device == "cpu" else None)
+            worker = Worker(art.name, pool, "cpu") if art.device == "cpu" else Worker(art.name)
             if art.device == "cpu":  # recorded on the worker, before its first run
                 self.pool_threads_used[art.name] = None
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))

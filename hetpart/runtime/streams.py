@@ -90,7 +90,7 @@ class SimulatedStream(Stream):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         # a leased thread, like the session's workers (see .workers): the kernels it
         # runs make it a TVM pool that would outlive a thread of its own
-        self._lease = lease(name, self._loop)
+        self._lease = lease(name, self._loop, role="simulated stream")
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -138,8 +138,9 @@ class Lease:
 class _HostThread:
     """A daemon thread that runs leased bodies one after another and parks in between."""
 
-    def __init__(self, pool: int | None):
+    def __init__(self, pool: int | None, role: str):
         self.pool = pool
+        self.key = (role, pool)
         self.pool_size: int | None = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._main, name="hetpart (parked)", daemon=True)
@@ -163,24 +164,26 @@ class _HostThread:
                 done.set()  # parked first: a lease taken after join() may reuse this thread
 
 
-_PARKED: dict[int | None, list[_HostThread]] = {}
+_PARKED: dict[tuple[str, int | None], list[_HostThread]] = {}
 _PARKED_LOCK = threading.Lock()
 
 
 def _park(host: _HostThread) -> None:
     with _PARKED_LOCK:
-        _PARKED.setdefault(host.pool, []).append(host)
+        _PARKED.setdefault(host.key, []).append(host)
 
 
-def lease(name: str, body: Callable[[], None], pool: int | None = None) -> Lease:
-    """Run ``body`` on a parked host thread whose TVM pool was sized ``pool`` threads
-    (None: TVM's default), or on a new one; the thread is renamed ``name`` meanwhile
-    and parks again when ``body`` returns.  ``body`` must catch its own errors."""
+def lease(name: str, body: Callable[[], None], pool: int | None = None, role: str = "") -> Lease:
+    """Run ``body`` on a parked host thread of the same ``role`` whose TVM pool was sized
+    ``pool`` threads (None: TVM's default), or on a new one; the thread is renamed
+    ``name`` meanwhile and parks again when ``body`` returns.  ``body`` must catch its
+    own errors.  ``role`` keeps threads that run kernels (which TVM pins) apart from
+    those that only orchestrate, so a thread is reused only as what it was."""
     with _PARKED_LOCK:
-        idle = _PARKED.get(pool)
+        idle = _PARKED.get((role, pool))
         host = idle.pop() if idle else None
     if host is None:
-        host = _HostThread(pool)
+        host = _HostThread(pool, role)
     held = Lease(host)
     host._inbox.put((name, body, held._done))
     return held

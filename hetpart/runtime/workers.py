@@ -33,14 +33,15 @@ class Worker:
     """One named thread executing posted callables one at a time, in posting order.
 
     ``pool`` sizes the thread's TVM pool (None: TVM's default); ``pool_size`` is what
-    TVM reports for it, None if left alone (known once the first task runs)."""
+    TVM reports for it, None if left alone (known once the first task runs).  ``role``
+    (e.g. ``"cpu"`` for a thread running CPU kernels) picks which parked threads it may reuse."""
 
-    def __init__(self, name: str, pool: int | None = None):
+    def __init__(self, name: str, pool: int | None = None, role: str = ""):
         self.name = name
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopped = False
-        self._lease = lease(f"hetpart {name}", self._loop, pool)
+        self._lease = lease(f"hetpart {name}", self._loop, pool, role)
         self._thread = self._lease.thread
 
     def _loop(self) -> None:
