@@ -95,3 +95,32 @@ def test_indices_computed_in_the_graph_never_read_foreign_memory():
     print("ok")
     """, timeout=300))
     assert "ok" in out
+
+
+@pytest.mark.cuda
+def test_cuda_resident_index_feeds_are_checked_too():
+    """A real GPU session fed a CUDA tensor of token ids: the ids are checked (copied to
+    the host for it) before any kernel reads them."""
+    out = assert_clean(run_isolated(_RUN + """
+    import tvm
+    graph = hetpart.load("zoo:bert:small")
+    order = graph.topological_order()
+    plan = Plan(model=graph.name, objective="test", assignment={k: "cuda" for k in order},
+                partitions=[Partition("p0_cuda", "cuda", list(order))], cuts=[], timeline=[],
+                predicted={}, profile_origin="test", graph=graph)
+    cm = compiler.compile(plan, progress=False)
+    ids = np.arange(16, dtype=np.int64).reshape(1, 16)
+    with hetpart.Session(cm) as s:
+        want = s.run({"input_ids": ids})
+        got = s.run({"input_ids": tvm.runtime.tensor(ids, tvm.cuda(0))})
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+        bad = ids.copy()
+        bad[0, 5] = 100000
+        try:
+            s.run({"input_ids": tvm.runtime.tensor(bad, tvm.cuda(0))})
+        except RuntimeFailure as e:
+            assert "input_ids" in str(e) and "100000" in str(e), e
+            print("refused")
+    """, timeout=300))
+    assert "refused" in out
