@@ -97,12 +97,15 @@ class IndexLimits:
     high: np.ndarray
     uses: list[str]
 
+    def __post_init__(self):
+        self._floor = int(self.low.max()) if self.low.size else 0  # every element's range holds this one
+        self._ceiling = int(self.high.min()) if self.high.size else 0
+
     def violation(self, values: np.ndarray) -> str | None:
         """None if every element of ``values`` is in range, else what the first bad one is."""
         if values.size == 0:
             return None
-        lo, hi = values.min(), values.max()
-        if lo >= self.low.max() and hi < self.high.min():  # the common case: two reductions
+        if values.min() >= self._floor and values.max() < self._ceiling:  # the common case: two reductions
             return None
         bad = (values < self.low) | (values >= self.high)
         if not bad.any():
