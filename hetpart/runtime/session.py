@@ -53,7 +53,7 @@ from .memory import CudaMemory, Memory, SimulatedMemory
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
-from .threads import configure_current_pool, pool_threads
+from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
 from .memory import aligned_empty, dtype_name
