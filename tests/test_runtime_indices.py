@@ -33,6 +33,7 @@ _RUN = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zoo, name, rows", [("bert", "input_ids", 1000), ("dlrm", "sparse_indices", 100)])
 def test_index_feeds_out_of_range_are_typed_errors_and_negative_ones_count_from_the_end(zoo, name, rows):
     out = assert_clean(run_isolated(_RUN + f"""
