@@ -16,7 +16,11 @@ exactly ``inputs`` in order and returns ``outputs`` in order (a single tensor wh
 there is one output, else a tuple).  When ``dps`` is true the library also has
 ``main_dps(*inputs, *outputs)``, which writes each output into the buffer passed for
 it and returns those same buffers.  ``sha256`` is the hash of the library file;
-:func:`load_compiled` refuses a file whose hash differs.
+:func:`load_compiled` refuses a file whose hash differs.  ``library`` is a plain file
+name inside the directory (:func:`confined`: no path, no symlink out), and
+:func:`check_order` checks the partition order against the data dependencies.
+``index_limits`` (optional) gives, per model input used as indices, the range its
+values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from ..errors import CompileError
 from ..kernels.options import DEFAULT, KernelOptions
 from ..partitioner.plan import Plan
+from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
 VERSION = 1
@@ -122,6 +127,8 @@ class CompiledModel:
     simulated: bool = False
     kernel_options: KernelOptions = DEFAULT
     output_names: list[str] = field(default_factory=list)
+    # model inputs used as indices -> their valid values, checked on every feed
+    index_limits: dict[str, IndexLimits] = field(default_factory=dict)
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
 
     @property
@@ -136,9 +143,10 @@ class CompiledModel:
         raise KeyError(f"compiled model '{self.model}' has no partition '{name}'")
 
     def library_path(self, partition: PartitionArtifact) -> Path:
+        """The partition's library file, checked to lie in ``directory`` (:func:`confined`)."""
         if self.directory is None:
             raise CompileError(f"partition '{partition.name}' has no library on disk yet")
-        return Path(self.directory) / partition.library
+        return confined(Path(self.directory), partition.library, f"library of partition '{partition.name}'")
 
     def manifest(self) -> dict:
         """The manifest as a JSON-ready dict (see the module docstring)."""
@@ -160,6 +168,7 @@ class CompiledModel:
             "outputs": [t.to_json() for t in self.outputs],
             "output_names": self.model_output_names,
             "partitions": [p.to_json() for p in self.partitions],
+            "index_limits": {name: lim.to_json() for name, lim in self.index_limits.items()},
         }
 
     def save(self, directory) -> Path:
@@ -169,13 +178,52 @@ class CompiledModel:
         out.mkdir(parents=True, exist_ok=True)
         for p in self.partitions:
             src = self.library_path(p)
-            dst = out / p.library
+            dst = confined(out, p.library, f"library of partition '{p.name}'")
             if src.resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
         _write_json(out / PLAN, self.plan.to_json())
         _write_json(out / MANIFEST, self.manifest())
         self.directory = out
         return out
+
+
+def confined(root: Path, name, what: str) -> Path:
+    """``root / name`` for a file a manifest names, checked to stay in ``root``: ``name``
+    is a plain file name (not absolute, no directory part, not ``..``) and, symlinks
+    resolved, the file is still directly in ``root``.  CompileError otherwise (a library
+    elsewhere is native code from who knows where: it is never loaded or written)."""
+    ok = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
+    path = Path(root) / name if ok else None
+    if ok:
+        try:
+            ok = path.resolve().parent == Path(root).resolve()
+        except (OSError, RuntimeError):  # a symlink loop, an unreadable directory
+            ok = False
+    if not ok:
+        raise CompileError(f"the {what} is {name!r}, which is not a file directly inside the artifact "
+                           f"directory {root} (paths and symlinks out of it are refused); recompile the model")
+    return path
+
+
+def check_order(model: "CompiledModel", where: str = "the compiled model") -> None:
+    """CompileError unless every partition reads only model inputs and outputs of
+    earlier partitions, no tensor is made twice, and every model output is made: the
+    order the runtime relies on (a wrong one would wait forever for a value)."""
+    available = {t.name for t in model.inputs}
+    for p in model.partitions:
+        missing = [t.name for t in p.inputs if t.name not in available]
+        if missing:
+            raise CompileError(f"{where}: partition '{p.name}' reads {', '.join(missing)} before any earlier "
+                               "partition makes it: the partitions are not in a valid order; recompile the model")
+        twice = [t.name for t in p.outputs if t.name in available]
+        if twice:
+            raise CompileError(f"{where}: partition '{p.name}' makes {', '.join(twice)}, already made before it: "
+                               "the partition order is invalid; recompile the model")
+        available.update(t.name for t in p.outputs)
+    lost = [t.name for t in model.outputs if t.name not in available]
+    if lost:
+        raise CompileError(f"{where}: no partition makes the model output(s) {', '.join(lost)}; "
+                           "the partition order is invalid; recompile the model")
 
 
 def target_json(target) -> dict:
@@ -203,5 +251,6 @@ def sha256_of(path: Path) -> str:
 
 def _write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a stale file or a symlink there must not be written through
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)

@@ -73,6 +73,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         targets={d: target_json(s.tvm_target) for d, s in specs.items()},
         simulated=any(s.simulated for s in specs.values()),
         kernel_options=options,
+        index_limits=dict(graph.index_limits),
         _staging=staging,
     )
 

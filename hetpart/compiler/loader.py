@@ -4,8 +4,14 @@ In: a directory written by :meth:`CompiledModel.save`.  Out: a :class:`CompiledM
 whose partitions have their libraries loaded.  Every check failure raises
 :class:`~hetpart.errors.CompileError` naming the file and what to do: a missing or
 unreadable file, another schema or schema version, another TVM version (a library
-is only valid for the TVM that built it), a library whose sha256 differs from the
-manifest's (corrupt or modified).
+is only valid for the TVM that built it), a library named outside the directory, a
+partition order that breaks a data dependency, a library whose sha256 differs from
+the manifest's (corrupt or modified) or whose ELF headers reach past its end
+(truncated: mapping it would fault).  :func:`load_checked` repeats the library checks
+right before loading, on every path that loads a library from disk (the session's too).
+
+An artifact is native code: these checks catch accidents and confine the files, but
+the manifest carries its own hashes, so only load artifacts you trust.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import logging
 from pathlib import Path
 
 from ..errors import CompileError
+from ..importer.op_graph import IndexLimits
 from ..kernels.options import KernelOptions
 from ..partitioner.plan import Plan
-from .artifact import MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec, sha256_of
+from .artifact import (MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
+                       check_order, confined, sha256_of)
 from .build import load_library
+from .elf import check_bounds
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +57,28 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
             simulated=bool(manifest.get("simulated", False)),
             kernel_options=KernelOptions.from_json(manifest.get("kernel_options")),
             output_names=[str(n) for n in manifest.get("output_names", [])],
+            index_limits={str(k): IndexLimits.from_json(v) for k, v in manifest.get("index_limits", {}).items()},
         )
         if model.output_names and len(model.output_names) != len(model.outputs):
             raise ValueError(f"{len(model.output_names)} output names for {len(model.outputs)} outputs")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
+    check_order(model, str(root / MANIFEST))
     for p in parts:
-        _check_library(model.library_path(p), p)
         if load_modules:
-            p.module = load_library(model.library_path(p), p.device_type)
+            p.module = load_checked(root, p)
+        else:
+            _check_library(model.library_path(p), p)
     return model
+
+
+def load_checked(root: Path, p: PartitionArtifact):
+    """Partition ``p``'s library in ``root``, loaded right after checking it (inside
+    ``root``, sha256 as the manifest says, ELF bounds); None for CUDA code on a
+    machine without a GPU (see :func:`~.build.load_library`)."""
+    path = confined(Path(root), p.library, f"library of partition '{p.name}'")
+    _check_library(path, p)
+    return load_library(path, p.device_type)
 
 
 def read_manifest(root: Path) -> dict:
@@ -98,8 +119,9 @@ def _check_library(path: Path, p: PartitionArtifact) -> None:
     if digest != p.sha256:
         raise CompileError(
             f"library {path} of partition '{p.name}' is corrupt or was modified "
-            f"(sha256 {digest[:12]}…, manifest says {p.sha256[:12]}…); {RECOMPILE}"
+            f"(sha256 {digest[:12]}…, manifest says {str(p.sha256)[:12]}…); {RECOMPILE}"
         )
+    check_bounds(path)
 
 
 def _read_plan(root: Path) -> Plan:

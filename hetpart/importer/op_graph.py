@@ -89,6 +89,44 @@ class Kernel:
 
 
 @dataclass
+class IndexLimits:
+    """The valid values of one model input used as indices: ``low <= v < high`` element
+    by element (arrays broadcastable to its shape); ``uses`` says what it indexes."""
+
+    low: np.ndarray
+    high: np.ndarray
+    uses: list[str]
+
+    def __post_init__(self):
+        self._floor = int(self.low.max()) if self.low.size else 0  # every element's range holds this one
+        self._ceiling = int(self.high.min()) if self.high.size else 0
+
+    def violation(self, values: np.ndarray) -> str | None:
+        """None if every element of ``values`` is in range, else what the first bad one is."""
+        if values.size == 0:
+            return None
+        if values.min() >= self._floor and values.max() < self._ceiling:  # the common case: two reductions
+            return None
+        bad = (values < self.low) | (values >= self.high)
+        if not bad.any():
+            return None
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        low = np.broadcast_to(self.low, values.shape)[at]
+        high = np.broadcast_to(self.high, values.shape)[at]
+        return (f"holds {int(values[at])} at {list(at)}, out of range for {' and '.join(self.uses)}: "
+                f"valid values there are {int(low)}..{int(high) - 1}")
+
+    def to_json(self) -> dict:
+        return {"low": self.low.tolist(), "high": self.high.tolist(), "uses": list(self.uses)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "IndexLimits":
+        return cls(np.asarray(d["low"], dtype=np.int64), np.asarray(d["high"], dtype=np.int64),
+                   [str(u) for u in d.get("uses", [])])
+
+
+
+@dataclass
 class OpGraph:
     """A model as a DAG of fused kernels, with the TVM module that defines them.
 
@@ -98,6 +136,7 @@ class OpGraph:
     ``output_names[i]`` is the name the ONNX model gives output ``i`` (``outputs[i]``
     is the tensor that holds it, a Relax var name such as ``lv74``); empty for a
     graph not imported from ONNX, whose outputs are called by their tensor names.
+    ``index_limits``: the valid values of each model input used as indices.
     """
 
     name: str
@@ -108,6 +147,8 @@ class OpGraph:
     module: object = field(repr=False, default=None)
     relax_module: object = field(repr=False, default=None)
     output_names: tuple[str, ...] = ()
+    # model inputs used as indices -> their valid values (see importer.index_guard)
+    index_limits: dict[str, IndexLimits] = field(default_factory=dict, repr=False)
     _g: nx.DiGraph = field(init=False, repr=False)
 
     @property

@@ -14,6 +14,7 @@ import tvm
 from ..errors import ModelLoadError, UnsupportedOpsError
 from .fusion import fuse_with_ops
 from .op_graph_builder import build_op_graph
+from .index_guard import guard_indices
 from .onnx_source import ModelSource, input_shapes, read_model
 from .op_graph import OpGraph
 
@@ -44,7 +45,9 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
     """
     source = read_model(model, shapes)
-    relax_mod = to_relax(source)
+    relax_mod, limits = guard_indices(to_relax(source))
     fused, fused_ops = fuse_with_ops(relax_mod)
-    return build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod,
-                          output_names=[o.name for o in source.model.graph.output])
+    graph = build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod,
+                           output_names=[o.name for o in source.model.graph.output])
+    graph.index_limits = limits
+    return graph

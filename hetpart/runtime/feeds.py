@@ -100,11 +100,11 @@ def _wrap(value: Any, spec: TensorSpec, gpu: bool) -> Buffer | np.ndarray:
     if isinstance(value, np.ndarray):
         return _host(value, spec)
     if hasattr(value, "__dlpack_device__"):
-        kind = int(value.__dlpack_device__()[0])
+        kind = _dlpack_device_type(value, spec)
         if kind == _DL_CUDA:
             return _device(value, spec, gpu)
         if kind in (_DL_CPU, _DL_CUDA_HOST):
-            return _host(_host_array(value), spec)
+            return _host(_host_array(value, spec), spec)
         raise RuntimeFailure(f"input '{spec.name}' lives on DLPack device type {kind}; pass a host array or a CUDA tensor")
     raise RuntimeFailure(f"input '{spec.name}' must be a numpy array, a numpy scalar or a DLPack tensor, "
                          f"got {type(value).__name__}")
@@ -141,11 +141,29 @@ def _host(arr: np.ndarray, spec: TensorSpec) -> Buffer | np.ndarray:
     return arr
 
 
-def _host_array(value: Any) -> np.ndarray:
-    """A numpy view of a host DLPack tensor (a TVM ``cuda_host`` tensor included)."""
+def _dlpack_device_type(value: Any, spec: TensorSpec) -> int:
+    """The DLPack device type ``value`` declares; RuntimeFailure if it cannot say."""
+    try:
+        return int(value.__dlpack_device__()[0])
+    except Exception as exc:  # noqa: BLE001 - a foreign object: any failure is the caller's
+        raise RuntimeFailure(f"input '{spec.name}' is not a usable DLPack tensor: its __dlpack_device__() "
+                             f"failed ({type(exc).__name__}: {exc}); pass a numpy array") from exc
+
+
+def _host_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    """A numpy view of a host DLPack tensor (a TVM ``cuda_host`` tensor included).
+
+    Only DLPack is trusted with a foreign object; a raw pointer (``data_ptr()``) is read
+    only from a TVM tensor, whose pointer and size TVM itself vouches for."""
     try:
         return np.from_dlpack(value)
-    except (TypeError, BufferError, RuntimeError):
+    except Exception as exc:  # noqa: BLE001 - a foreign exporter may raise anything
+        import tvm_ffi
+
+        if not isinstance(value, tvm_ffi.Tensor):
+            raise RuntimeFailure(
+                f"input '{spec.name}' ({type(value).__name__}) could not be read through DLPack "
+                f"({type(exc).__name__}: {exc}); pass a numpy array") from exc
         import ctypes
 
         nbytes = int(np.prod(value.shape, dtype=np.int64)) * np.dtype(str(value.dtype)).itemsize
@@ -160,7 +178,11 @@ def _device(value: Any, spec: TensorSpec, gpu: bool) -> Buffer:
             "(it is simulated or CPU-only); pass a host array")
     import tvm_ffi
 
-    tensor = value if isinstance(value, tvm_ffi.Tensor) else tvm_ffi.from_dlpack(value)
+    try:
+        tensor = value if isinstance(value, tvm_ffi.Tensor) else tvm_ffi.from_dlpack(value)
+    except Exception as exc:  # noqa: BLE001 - a foreign exporter may raise anything
+        raise RuntimeFailure(f"input '{spec.name}' ({type(value).__name__}) could not be read through "
+                             f"DLPack ({type(exc).__name__}: {exc}); pass a contiguous CUDA tensor") from exc
     _check(spec, tuple(tensor.shape), str(tensor.dtype))
     if not tensor.is_contiguous():
         raise RuntimeFailure(f"input '{spec.name}' is a non-contiguous CUDA tensor; pass a contiguous one")
@@ -182,3 +204,29 @@ def random_feeds(specs: list[TensorSpec], seed: int = 0, dim: int = 1) -> dict[s
         else:
             out[s.name] = rng.integers(0, 2, shape).astype(dtype)
     return out
+
+
+def check_indices(checked: Mapping[str, Buffer | np.ndarray], limits: Mapping) -> None:
+    """RuntimeFailure if a feed used as indices holds a value out of its range
+    (``limits``: input name -> :class:`~hetpart.importer.op_graph.IndexLimits`), so an
+    out-of-range index never reaches a kernel that would read foreign memory with it.
+    Costs a min and a max per index feed; a CUDA-resident one is copied to the host."""
+    problems = []
+    for name, limit in limits.items():
+        value = checked.get(name)
+        if value is None:
+            continue
+        problem = limit.violation(_values(value))
+        if problem is not None:
+            problems.append(f"input '{name}' {problem}")
+    if problems:
+        raise RuntimeFailure("bad feeds: " + "; ".join(problems) +
+                             " (an index out of range is an error in ONNX; a negative one counts from the end)")
+
+
+def _values(value: Buffer | np.ndarray) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if value.array is not None:
+        return value.array
+    return value.tensor.numpy()

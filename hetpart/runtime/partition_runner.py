@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
+from ..compiler.loader import load_checked
 from ..errors import CompileError
 from . import cuda_api
 from .memory import Buffer, is_static, wrap_result
@@ -44,13 +45,9 @@ def load_module(artifact: PartitionArtifact, directory: Path | None):
     if module is None:
         if directory is None:
             raise CompileError(f"partition '{artifact.name}' has no loaded module and the model has no directory")
-        path = Path(directory) / artifact.library
-        if not path.exists():
-            raise CompileError(f"library {path} of partition '{artifact.name}' is missing; recompile the model")
-        from ..kernels import cuda_compile
-
-        cuda_compile.install()  # a cross-compiled library's CUDA C is compiled now
-        module = tvm.runtime.load_module(str(path))
+        module = load_checked(Path(directory), artifact)  # the file may have changed since load_compiled
+        if module is None:
+            raise CompileError(f"partition '{artifact.name}' is CUDA code and no CUDA GPU is usable here")
     if isinstance(module, tvm.runtime.Executable):
         module = module.jit()
     return module

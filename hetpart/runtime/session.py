@@ -43,7 +43,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..compiler.artifact import CompiledModel
+from ..compiler.artifact import CompiledModel, check_order
 from ..errors import NoGPUError, RuntimeFailure
 from ..targets import cuda_available
 from . import executor
@@ -53,9 +53,9 @@ from .memory import CudaMemory, Memory, SimulatedMemory
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
-from .threads import configure_current_pool, pool_threads
+from .threads import pool_threads
 from .workers import Worker
-from .feeds import check_feeds, stage_feeds
+from .feeds import check_feeds, check_indices, stage_feeds
 from .memory import aligned_empty, dtype_name
 
 
@@ -91,6 +91,12 @@ class Session:
         self.inline_runs = 0  # runs executed inline so far (for tests and benchmarks)
         self.last_run_stats: RunStats | None = None
         self._closed = False
+        # _in_flight counts runs admitted (under _state_lock, while open) and not yet
+        # finished; close() waits on _idle until it is 0, so no run posts a task to a
+        # worker that has already stopped.
+        self._state_lock = threading.Lock()
+        self._idle = threading.Condition(self._state_lock)
+        self._in_flight = 0
         self._stages: list[Stage] = []
         self._slots: list[Slot] = []
         self._stream: Stream | None = None
@@ -115,12 +121,16 @@ class Session:
             self._epoch = self._stream.record()
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()
+        check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         self.routes = plan_routes(self.compiled, handoff, costs)
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
-            setup = self._pool_setup(art.name, pool) if art.device == "cpu" else None
-            self._stages.append(Stage(art, runner, Worker(art.name, setup)))
+            worker = Worker(art.name, pool, "cpu") if art.device == "cpu" else Worker(art.name)
+            if art.device == "cpu":  # recorded on the worker, before its first run
+                self.pool_threads_used[art.name] = None
+                worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
+            self._stages.append(Stage(art, runner, worker))
         self._slots = [Slot.allocate(i, self.routes, self._memory) for i in range(slots)]
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
@@ -141,24 +151,7 @@ class Session:
         # returns a tensor of data-dependent shape, which is handed out without a copy
         # and could be a view of that copy.
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
-        self._state_lock = threading.Lock()
-        self._in_flight = 0  # runs started and not yet finished, threaded and inline
-        self._inline_lock = threading.Lock()  # held by the inline run, if any (close waits for it)
-
-    def _pool_setup(self, partition: str, threads: int | None):
-        """The first task of a CPU partition's worker: size that thread's TVM pool.
-        A failure only costs speed, so it is recorded (size None), never raised."""
-        self.pool_threads_used[partition] = None
-        if threads is None:
-            return None
-
-        def setup() -> None:
-            try:
-                self.pool_threads_used[partition] = configure_current_pool(threads)
-            except Exception:  # noqa: BLE001 - the partition still runs on TVM's default pool
-                self.pool_threads_used[partition] = None
-
-        return setup
+        self._inline_lock = threading.Lock()  # held by the inline run, if any
 
     @property
     def _model_name(self) -> str:
@@ -173,14 +166,20 @@ class Session:
         """Start one run; returns a Future of its outputs (its ``.stats`` is the run's
         RunStats once done).  Blocks only while no slot is free; ``timed`` records spans."""
         self._check_open()
-        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        checked = self._checked(feeds)
         with self._state_lock:
+            self._check_open()  # under the lock: close() waits for every run admitted here
             self._in_flight += 1
         try:
             slot = self._free.get()
         except BaseException:
             self._run_ended()
             raise
+        if self._closed:  # closed while this run waited for a slot: it never starts
+            self._free.put(slot)
+            self._run_ended()
+            raise RuntimeFailure("this session was closed while the run waited to start; "
+                                 "create a new Session to run again")
         future: Future = Future()
         try:
             ctx = self._context(checked, slot, timed)
@@ -194,6 +193,13 @@ class Session:
             self._run_ended()
             raise
         return future
+
+    def _checked(self, feeds) -> dict:
+        """The feeds checked (names, shapes, dtypes, and indices in range), not yet copied."""
+        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        if self.compiled.index_limits:
+            check_indices(checked, self.compiled.index_limits)
+        return checked
 
     def _context(self, checked: dict, slot: Slot, timed: bool) -> RunContext:
         """A run's context on ``slot``, with its feeds made ready (``ctx.feeds``)."""
@@ -215,6 +221,8 @@ class Session:
     def _run_ended(self) -> None:
         with self._state_lock:
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     def _finish(self, ctx: RunContext, future: Future) -> None:
         """On the collector thread: wait for the run, hand out results, free the slot."""
@@ -261,7 +269,7 @@ class Session:
         Idle means no run in flight: every slot is free and no worker is inside a
         partition.  Counting this run as in flight makes concurrent callers take the
         threaded way meanwhile, so at most one run is inline at a time."""
-        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        checked = self._checked(feeds)
         with self._state_lock:
             self._check_open()  # under the lock: close() waits for a run that got past here
             if self._in_flight:
@@ -325,15 +333,19 @@ class Session:
             raise RuntimeFailure("this session is closed; create a new Session to run again")
 
     def close(self) -> None:
-        """Finish runs in flight, stop every thread, free every buffer; idempotent."""
-        with getattr(self, "_state_lock", None) or threading.Lock():
+        """Finish runs in flight, stop every thread, free every buffer; idempotent.
+
+        A run that calls in meanwhile, or waits for a free slot, raises RuntimeFailure
+        (the session is closed); close() returns once the runs that started are done."""
+        idle = getattr(self, "_idle", None)
+        if idle is None:  # __init__ failed before any state existed
+            return
+        with idle:
             if self._closed:
                 return
             self._closed = True
-        inline = getattr(self, "_inline_lock", None)
-        if inline is not None:
-            with inline:  # an inline run in progress finishes first
-                pass
+            while self._in_flight:  # started runs finish, inline ones included
+                idle.wait()
         for stage in self._stages:
             stage.worker.close()
         if self._collector is not None:

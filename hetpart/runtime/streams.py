@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import cuda_api
-from .threads import unpin_current_thread
+from .threads import lease
 
 
 class Marker:
@@ -88,11 +88,11 @@ class SimulatedStream(Stream):
 
     def __init__(self, name: str = "simulated cuda stream"):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        # a leased thread, like the session's workers (see .workers): the kernels it
+        # runs make it a TVM pool that would outlive a thread of its own
+        self._lease = lease(name, self._loop, role="simulated stream")
 
     def _loop(self) -> None:
-        unpin_current_thread()  # like the session's workers (see .workers)
         while (item := self._queue.get()) is not None:
             item()
 
@@ -132,9 +132,9 @@ class SimulatedStream(Stream):
         return m
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        if self._lease.is_alive():
             self._queue.put(None)
-            self._thread.join()
+            self._lease.join()
 
 
 # --- CUDA ------------------------------------------------------------------------------

@@ -21,12 +21,21 @@ Linux) decide this module:
 
 Nothing here changes a pool that is already as small as the policy asks, so a
 serial kernel, or a machine where TVM already uses half the CPUs, is left alone.
+
+* A thread's TVM pool is never freed: when the thread exits, its pool's workers stay
+  (checked here: 2 more OS threads per exited thread that had a pool, for good).  So
+  the session's host threads are *leased* (:func:`lease`) from long-lived threads
+  parked between uses, keyed by the pool size they were given, and a new Session
+  reuses the threads (and pools) an earlier one gave back: the process holds as many
+  threads as were ever in use at once, not as many as sessions ever made.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
+from typing import Callable
 
 from ..cpu_cores import pool_size
 from ..errors import RuntimeFailure
@@ -99,3 +108,88 @@ def thread_affinities() -> dict[str, list[int]]:
             continue
         out[f"{names.get(tid, 'tvm pool / native')} ({tid})"] = cpus
     return out
+
+
+# --- long-lived host threads, leased one body at a time ------------------------------
+class Lease:
+    """One body running on a parked host thread; see :func:`lease`."""
+
+    def __init__(self, host: "_HostThread"):
+        self._host = host
+        self._done = threading.Event()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._host.thread
+
+    @property
+    def pool_size(self) -> int | None:
+        """What TVM reports for the thread's pool once sized; None if left as TVM made it."""
+        return self._host.pool_size
+
+    def is_alive(self) -> bool:
+        """Whether the body is still running (the thread itself lives on, parked)."""
+        return not self._done.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+
+class _HostThread:
+    """A daemon thread that runs leased bodies one after another and parks in between."""
+
+    def __init__(self, pool: int | None, role: str):
+        self.pool = pool
+        self.key = (role, pool)
+        self.pool_size: int | None = None
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._main, name="hetpart (parked)", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        unpin_current_thread()
+        if self.pool is not None:
+            try:
+                self.pool_size = configure_current_pool(self.pool)
+            except Exception:  # noqa: BLE001 - only speed is lost: TVM's default pool stays
+                self.pool_size = None
+        while True:
+            name, body, done = self._inbox.get()
+            self.thread.name = name
+            try:
+                body()
+            finally:
+                self.thread.name = "hetpart (parked)"
+                _park(self)
+                done.set()  # parked first: a lease taken after join() may reuse this thread
+
+
+_PARKED: dict[tuple[str, int | None], list[_HostThread]] = {}
+_PARKED_LOCK = threading.Lock()
+
+
+def _park(host: _HostThread) -> None:
+    with _PARKED_LOCK:
+        _PARKED.setdefault(host.key, []).append(host)
+
+
+def lease(name: str, body: Callable[[], None], pool: int | None = None, role: str = "") -> Lease:
+    """Run ``body`` on a parked host thread of the same ``role`` whose TVM pool was sized
+    ``pool`` threads (None: TVM's default), or on a new one; the thread is renamed
+    ``name`` meanwhile and parks again when ``body`` returns.  ``body`` must catch its
+    own errors.  ``role`` keeps threads that run kernels (which TVM pins) apart from
+    those that only orchestrate, so a thread is reused only as what it was."""
+    with _PARKED_LOCK:
+        idle = _PARKED.get((role, pool))
+        host = idle.pop() if idle else None
+    if host is None:
+        host = _HostThread(pool, role)
+    held = Lease(host)
+    host._inbox.put((name, body, held._done))
+    return held
+
+
+def parked_threads() -> int:
+    """Host threads parked now, waiting for a lease (for tests and leak checks)."""
+    with _PARKED_LOCK:
+        return sum(len(v) for v in _PARKED.values())
