@@ -1,0 +1,154 @@
+"""Profile files under attack (issue 21, items 8, 9, 19): binary or unwritable files,
+records with nonsense numbers, two writers at once, a CPU-only profile on a machine
+without a GPU.  Every failure must be a ProfileError naming the file (and record)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hetpart.costmodel import Profile, resolve_profile
+from hetpart.costmodel.fingerprint import this_machine
+from hetpart.costmodel.profile_db import KernelFeatures, KernelRecord, Overheads, Timing
+from hetpart.errors import ProfileError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_profile(path=None) -> Profile:
+    prof = Profile(this_machine(), path=path)
+    prof.overheads["cpu"] = Overheads(2e-6, 5e-7, 2.5e-6, 1e-6)
+    prof.add_kernel("cpu", KernelRecord("00aa", KernelFeatures("matmul", ("matmul",), "mm", 10**6, 8000, 4000, 4000),
+                                        "ok", Timing(1e-4, 9e-5, 2e-4, 7, 10)))
+    return prof
+
+
+def cli(*argv, env=None, cwd=None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *argv], capture_output=True, text=True,
+                          env=e, cwd=cwd, timeout=300)
+
+
+# --- item 8: files that are not profiles, paths that cannot be written -------------------
+def test_a_binary_file_is_a_profile_error_naming_it(tmp_path):
+    path = tmp_path / "prof.json"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ProfileError, match=str(path)):
+        Profile.load(path)
+
+
+@pytest.mark.parametrize("how", ["--profile", "HETPART_PROFILE"])
+def test_cli_with_a_binary_profile_exits_1_naming_it(tmp_path, how):
+    path = tmp_path / "prof.bin"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00" * 50)
+    argv = ["zoo:mlp:small"] + (["--profile", str(path)] if how == "--profile" else [])
+    res = cli(*argv, env={"HETPART_PROFILE": str(path)} if how != "--profile" else None)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert str(path) in res.stderr and "internal error" not in res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_profile_path_is_a_profile_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ProfileError, match=r"cannot write profile .*ro/p\.json"):
+            make_profile().save(ro / "p.json")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_profile_path_under_a_file_is_a_profile_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ProfileError, match=r"cannot write profile .*file/p\.json"):
+        make_profile().save(tmp_path / "file" / "p.json")
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda d: d["kernels"]["cpu"]["00aa"]["timing"].update(median_s="fast"), r'kernels\["cpu"\]\["00aa"\]\.timing\.median_s'),
+    (lambda d: d["kernels"]["cpu"]["00aa"]["timing"].update(median_s=math.nan), r"median_s is nan"),
+    (lambda d: d["kernels"]["cpu"]["00aa"]["timing"].update(max_s=math.inf), r"max_s is inf"),
+    (lambda d: d["kernels"]["cpu"]["00aa"]["timing"].update(count=0), r"timing\.count"),
+    (lambda d: d["kernels"]["cpu"]["00aa"].update(flops=-5), r"\.flops"),
+    (lambda d: d["kernels"]["cpu"]["00aa"].update(status="great"), r"\.status"),
+    (lambda d: d["kernels"]["cpu"]["00aa"].update(timing=None), r"no timing"),
+    (lambda d: d["overheads"]["cpu"].update(launch_s=-math.inf), r'overheads\["cpu"\]\.launch_s'),
+], ids=["string", "nan", "inf", "count0", "negative-flops", "status", "ok-without-timing", "overhead-inf"])
+def test_a_record_with_unusable_numbers_is_refused_naming_the_record(tmp_path, edit, named):
+    path = tmp_path / "p.json"
+    make_profile().save(path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))  # json writes NaN / Infinity, as Python's json reads them
+    with pytest.raises(ProfileError, match=named) as info:
+        Profile.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_non_finite_values_are_never_written(tmp_path):
+    path = tmp_path / "p.json"
+    prof = make_profile()
+    prof.add_kernel("cpu", KernelRecord("00bb", prof.record("cpu", "00aa").features, "ok",
+                                        Timing(math.nan, 1e-5, 1e-4, 3, 1)))
+    with pytest.raises(ProfileError, match=r'kernels\["cpu"\]\["00bb"\]\.timing\.median_s is nan'):
+        prof.save(path)
+    assert not path.exists()
+    assert "NaN" not in json.dumps(make_profile().to_json(), allow_nan=False)
+
+
+def test_the_recorded_profiles_pass_the_check():
+    from hetpart.costmodel import recorded_profiles
+
+    for p in recorded_profiles():
+        Profile.load(p)  # raises when a record is unusable
+
+
+# --- item 9: two writers at once ----------------------------------------------------------
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from hetpart.costmodel.profiler import open_profile
+    from hetpart.costmodel.profile_db import KernelFeatures, KernelRecord, Overheads, Timing
+    path, tag, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    prof = open_profile(path)            # both read the file before either writes, as two
+    Path(go.parent / ("ready-" + tag)).write_text("")   # `partition profile` runs do
+    while not go.exists():
+        time.sleep(0.01)
+    prof.overheads.setdefault("cpu", Overheads(1e-6, 1e-7, 1e-6, 1e-7))
+    for i in range(40):
+        sig = f"{tag}{i:04d}"
+        prof.add_kernel("cpu", KernelRecord(sig, KernelFeatures("injective", ("add",), "f", 1, 4, 4, 0),
+                                            "ok", Timing(1e-5, 1e-5, 1e-5, 3, 1)))
+        prof.save()
+    prof.models["model_" + tag] = [f"{tag}{i:04d}" for i in range(40)]
+    prof.save()
+""")
+
+
+def test_two_processes_profiling_into_one_file_lose_nothing(tmp_path):
+    path = tmp_path / "shared.json"
+    make_profile().save(path)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(go)], env=env) for tag in "ab"]
+    for _ in range(6000):
+        if all((tmp_path / f"ready-{t}").exists() for t in "ab") or any(p.poll() is not None for p in procs):
+            break
+        import time
+
+        time.sleep(0.01)
+    go.write_text("")
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    back = Profile.load(path)
+    sigs = set(back.kernels["cpu"])
+    assert {f"{t}{i:04d}" for t in "ab" for i in range(40)} <= sigs
+    assert "00aa" in sigs
+    assert {"model_a", "model_b"} <= set(back.models)
