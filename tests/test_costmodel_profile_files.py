@@ -152,3 +152,77 @@ def test_two_processes_profiling_into_one_file_lose_nothing(tmp_path):
     assert {f"{t}{i:04d}" for t in "ab" for i in range(40)} <= sigs
     assert "00aa" in sigs
     assert {"model_a", "model_b"} <= set(back.models)
+
+
+# --- item 19: a GPU-less machine's own profile, and --transfer on a fresh GPU machine ------
+def cpu_only_profile(path: Path) -> Profile:
+    """This machine's kind of profile where there is no GPU: CPU records only (taken
+    from the recorded machine's CPU, timings x3 so they are told apart)."""
+    from dataclasses import replace
+
+    from hetpart.costmodel import recorded_profiles
+    from hetpart.costmodel.fingerprint import Fingerprint
+
+    rec = Profile.load(recorded_profiles()[0])
+    prof = Profile(Fingerprint("A GPU-less CPU", 2, None, None, None, rec.fingerprint.tvm_version), path=path)
+    prof.overheads["cpu"] = rec.overheads["cpu"]
+    prof.targets["cpu"] = rec.targets["cpu"]
+    for sig, r in rec.kernels["cpu"].items():
+        t = r.timing
+        prof.add_kernel("cpu", replace(r, timing=replace(t, median_s=3 * t.median_s, min_s=3 * t.min_s,
+                                                          max_s=3 * t.max_s) if t else None))
+    prof.save(path)
+    return prof
+
+
+def test_a_cpu_only_profile_plans_with_the_recorded_gpu_and_says_so(tmp_path, zoo_graph):
+    import hetpart
+    from hetpart.costmodel import recorded_profiles
+
+    path = tmp_path / "cpu.json"
+    mine = cpu_only_profile(path)
+    both = resolve_profile(path)
+    recorded = Profile.load(recorded_profiles()[0])
+    assert both.kernels["cpu"] == mine.kernels["cpu"] and both.kernels["cuda"] == recorded.kernels["cuda"]
+    assert both.overheads["cpu"] == mine.overheads["cpu"] and both.transfers == recorded.transfers
+    assert "two machines" in both.origin and both.path is None  # cannot be saved over either file
+    plan = hetpart.partition(zoo_graph("mlp"), profile=path, progress=False)
+    assert "two machines" in plan.profile_origin
+
+
+def test_cli_plans_with_a_cpu_only_profile(tmp_path):
+    path = tmp_path / "cpu.json"
+    cpu_only_profile(path)
+    res = cli("zoo:mlp:small", "--profile", str(path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "two machines" in res.stdout
+
+
+@pytest.mark.cuda
+def test_transfer_alone_on_a_fresh_gpu_machine_measures_everything_it_needs(tmp_path):
+    path = tmp_path / "fresh.json"
+    res = cli("profile", "--transfer", "--quick", "--profile", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    prof = Profile.load(path)
+    assert set(prof.overheads) == {"cpu", "cuda"} and prof.transfers is not None
+    assert prof.gpu_memory_bytes and prof.gpu_memory_bytes > 2**30
+
+
+# --- item 11 (planner part): the GPU's memory is the default cap --------------------------
+def test_the_gpus_memory_is_the_default_cap(zoo_onnx):
+    """An input dim of 2**40 needs TiBs of activations: no plan may put them on the GPU."""
+    import onnx
+
+    import hetpart
+    from hetpart.costmodel import recorded_profiles
+
+    model = onnx.ModelProto()
+    model.CopyFrom(zoo_onnx("mlp"))
+    for vi in (*model.graph.input, *model.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 2**40
+    graph = hetpart.load(model)
+    prof = Profile.load(recorded_profiles()[0])
+    assert prof.gpu_memory_bytes and prof.gpu_memory_bytes > 2**30
+    plan = hetpart.partition(graph, profile=prof, progress=False)
+    assert plan.gpu_memory_cap == prof.gpu_memory_bytes
+    assert set(plan.assignment.values()) == {"cpu"}

@@ -60,6 +60,11 @@ def _record_problems(where: str, rec) -> list[str]:
     return out
 
 
+def problems_of_record(rec) -> list[str]:
+    """What is wrong with one :class:`~.profile_db.KernelRecord` (empty: nothing)."""
+    return _record_problems(f"record {rec.signature}", rec)
+
+
 def problems(prof) -> list[str]:
     """Every value of ``prof`` the cost model could not use, each naming its record."""
     out: list[str] = []
@@ -68,6 +73,8 @@ def problems(prof) -> list[str]:
             out += _record_problems(f'kernels["{device}"]["{sig}"]', rec)
     for device, oh in prof.overheads.items():
         out += _fields(f'overheads["{device}"]', oh, {f.name: _number for f in fields(oh)})
+    if prof.gpu_memory_bytes is not None and _count(prof.gpu_memory_bytes):
+        out.append(f"gpu_memory_bytes {_count(prof.gpu_memory_bytes)}")
     if prof.transfers is not None:
         for i, p in enumerate(prof.transfers.points):
             out += _fields(f"transfers.points[{i}]", p, {"nbytes": _count, "median_s": _number, "min_s": _number,

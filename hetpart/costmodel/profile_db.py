@@ -14,8 +14,11 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
                   access pattern)
     models        model name -> the signatures of its kernels (what was profiled)
     transfers     raw copy timings and their latency/bandwidth fits
+    gpu_memory_bytes  the CUDA GPU's total memory (null: no GPU measured); a plan's
+                  default GPU memory cap
 
-Version 1 gained the per-record keys ``rule`` and ``access`` without a version bump:
+Version 1 gained the per-record keys ``rule`` and ``access`` (and the top-level
+``gpu_memory_bytes``) without a version bump:
 they are additive (older hetpart ignores them; a record without them loads with
 ``""``, "not recorded"), so files of either age load in both.
 
@@ -181,6 +184,7 @@ class Profile:
     models: dict[str, list[str]] = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
+    gpu_memory_bytes: int | None = None  # the CUDA GPU's memory where one was measured
     path: Path | None = field(default=None, compare=False)
     origin: str = field(default="", compare=False)
     last_report: object = field(default=None, compare=False, repr=False)  # set by profile()
@@ -237,6 +241,7 @@ class Profile:
             "models": {m: list(s) for m, s in self.models.items()},
             "kernels": {d: {s: r.to_json() for s, r in sorted(recs.items())} for d, recs in self.kernels.items()},
             "transfers": self.transfers.to_json() if self.transfers else None,
+            "gpu_memory_bytes": self.gpu_memory_bytes,
         }
 
     @classmethod
@@ -252,6 +257,7 @@ class Profile:
             models={m: list(s) for m, s in data.get("models", {}).items()},
             created=data.get("created", ""),
             updated=data.get("updated", ""),
+            gpu_memory_bytes=data.get("gpu_memory_bytes"),
         )
 
     @classmethod
@@ -355,6 +361,8 @@ class Profile:
             setattr(self, name, merged)
         if self.transfers is None:
             self.transfers = other.transfers
+        if self.gpu_memory_bytes is None:
+            self.gpu_memory_bytes = other.gpu_memory_bytes
         self.created = min(self.created, other.created) if other.created else self.created
 
 
