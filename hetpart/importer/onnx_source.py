@@ -172,7 +172,8 @@ def _check_structure(model: onnx.ModelProto, origin: str) -> None:
             if what not in ("tensor_type", None if kind == "output" else "tensor_type"):
                 raise ModelLoadError(f"{origin}: graph {kind} '{v.name}' is not a tensor "
                                      f"({what or 'no type'}); hetpart takes tensors only")
-            if kind == "input" and v.type.tensor_type.elem_type not in known:
+            elem = v.type.tensor_type.elem_type
+            if elem not in known and (kind == "input" or elem != onnx.TensorProto.UNDEFINED):
                 raise ModelLoadError(f"{origin}: graph {kind} '{v.name}' has an undefined or unknown element "
                                      f"type ({v.type.tensor_type.elem_type}); give it one (e.g. FLOAT)")
 
