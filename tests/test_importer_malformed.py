@@ -49,9 +49,13 @@ def test_an_input_of_undefined_element_type_names_the_input():
         hetpart.load(model)
 
 
-def test_an_impossible_pool_window_is_a_typed_error():
-    model = one_node("MaxPool", ["x"], [1, 3, 4, 4], None, kernel_shape=[9, 9])
-    with pytest.raises(HetpartError):
+def test_an_impossible_pool_window_names_the_pool(zoo_onnx):
+    """ONNX infers a negative dim without complaint; TVM's lowering raised ValueError."""
+    model = onnx.ModelProto()
+    model.CopyFrom(zoo_onnx("resnet18"))
+    pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+    next(a for a in pool.attribute if a.name == "kernel_shape").ints[:] = [1 << 16, 1 << 16]
+    with pytest.raises(ShapeError, match=r"node 'maxpool' \(MaxPool\) computes .* negative dim"):
         hetpart.load(model)
 
 

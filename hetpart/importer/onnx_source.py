@@ -124,10 +124,27 @@ def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
     """Strict ONNX shape inference: an inconsistent model fails here, not deep in TVM.
     Returns the inferred skeleton (its outputs carry ONNX's types and shapes)."""
     try:
-        return onnx.shape_inference.infer_shapes(skeleton(model), check_type=True, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{origin}: ONNX shape inference fails: {first}") from None
+    _check_no_negative_dims(inferred, origin)
+    return inferred
+
+
+def _check_no_negative_dims(inferred: onnx.ModelProto, origin: str) -> None:
+    """ONNX infers a negative dim, without complaint, for e.g. a pool window larger
+    than its (padded) input; TVM then fails deep in lowering.  Name the node."""
+    g = inferred.graph
+    producer = {o: n for n in g.node for o in n.output}
+    for v in (*g.value_info, *g.output):
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if any(d < 0 for d in dims):
+            node = producer.get(v.name)
+            where = f"node '{node.name or v.name}' ({node.op_type})" if node is not None else f"value '{v.name}'"
+            raise ShapeError(f"{origin}: {where} computes '{v.name}' of shape {dims} (a negative dim): its "
+                             "attributes do not fit its input (e.g. a pool or convolution window larger than "
+                             "the padded input); fix them in the model")
 
 
 def output_types(model: onnx.ModelProto) -> tuple:

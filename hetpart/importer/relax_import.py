@@ -103,5 +103,10 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     """
     source = read_model(model, shapes)
     relax_mod = to_relax(source)
-    fused, fused_ops = fuse_with_ops(relax_mod)
+    try:
+        fused, fused_ops = fuse_with_ops(relax_mod)
+    except (ValueError, RuntimeError) as exc:  # TVM's lowering refusing what its import took
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source.origin}: TVM cannot lower the imported model: {msg}; check the "
+                             "operators' attributes against their inputs' shapes") from None
     return build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod)
