@@ -104,7 +104,9 @@ class CostModel:
             return self.profile.overheads[device]
         except KeyError:
             raise ProfileError(f"{self._where()} has no measurements for device '{device}'; "
-                               f"measured devices: {', '.join(self.profile.overheads) or 'none'}") from None
+                               f"measured devices: {', '.join(self.profile.overheads) or 'none'}. Measure it "
+                               f"with `partition profile MODEL --device {device}` on a machine that has it, "
+                               "or plan without --profile (the recorded profile)") from None
 
     def _scale(self, device: str) -> float:
         return self.gpu_scale if device in GPU_DEVICES else 1.0
