@@ -226,3 +226,26 @@ def test_the_gpus_memory_is_the_default_cap(zoo_onnx):
     plan = hetpart.partition(graph, profile=prof, progress=False)
     assert plan.gpu_memory_cap == prof.gpu_memory_bytes
     assert set(plan.assignment.values()) == {"cpu"}
+
+
+def test_transfer_without_a_gpu_says_it_needs_one_before_measuring_anything(tmp_path):
+    from hetpart.targets import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "p.json"
+    res = cli("profile", "--transfer", "--quick", "--profile", str(path))
+    assert res.returncode == 1 and "run `partition profile --transfer` on the machine with the GPU" in res.stderr
+    assert not path.exists()
+
+
+def test_a_failing_write_is_a_profile_error(tmp_path, monkeypatch):
+    """Where permissions cannot be tested (root ignores them), the disk refusing."""
+    from hetpart.costmodel import profile_db
+
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(profile_db, "atomic_write_text", refuse)
+    with pytest.raises(ProfileError, match=r"cannot write profile .*p\.json: Permission denied"):
+        make_profile().save(tmp_path / "p.json")

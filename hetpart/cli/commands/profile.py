@@ -61,6 +61,11 @@ class ProfileCommand:
             raise HetpartError("give a MODEL to profile, or --transfer to measure the transfer model")
         path = args.profile or os.environ.get(ENV_PROFILE) or default_profile_path()
         gpu = cuda_available()
+        if args.transfer and not gpu:
+            from ...errors import NoGPUError
+
+            raise NoGPUError("--transfer measures copies between the host and a CUDA GPU, and this machine has "
+                             "none; run `partition profile --transfer` on the machine with the GPU")
         devices = tuple(args.device) or (("cpu", "cuda") if gpu else ("cpu",))
         if not gpu and "cuda" not in args.device:
             print("note: no CUDA GPU here: measuring the CPU only. Plans on this machine use the recorded "
