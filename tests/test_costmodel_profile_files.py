@@ -179,9 +179,12 @@ def test_a_cpu_only_profile_plans_with_the_recorded_gpu_and_says_so(tmp_path, zo
     import hetpart
     from hetpart.costmodel import recorded_profiles
 
+    from hetpart.costmodel.locate import with_recorded_gpu
+
     path = tmp_path / "cpu.json"
     mine = cpu_only_profile(path)
-    both = resolve_profile(path)
+    assert resolve_profile(path) == mine  # the file as it is (`partition costmodel` shows it)
+    both = with_recorded_gpu(resolve_profile(path))
     recorded = Profile.load(recorded_profiles()[0])
     assert both.kernels["cpu"] == mine.kernels["cpu"] and both.kernels["cuda"] == recorded.kernels["cuda"]
     assert both.overheads["cpu"] == mine.overheads["cpu"] and both.transfers == recorded.transfers

@@ -15,7 +15,8 @@ would compare numbers from two machines.  Both devices then come from one record
 machine, and :attr:`Profile.origin` says it was NOT measured here.  A GPU-less
 machine's own profile named explicitly (``--profile``, ``$HETPART_PROFILE``) is used
 for the CPU, with the recorded machine's CUDA (:func:`with_recorded_gpu`; its
-origin says so).
+origin says so); planning applies it, not :func:`resolve_profile`, so a profile file
+is still shown as it is.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def resolve_profile(path: str | os.PathLike | Profile | None = None) -> Profile:
     if isinstance(path, Profile):
         return path
     if path is not None:
-        return with_recorded_gpu(Profile.load(path))
+        return Profile.load(path)
     if os.environ.get(ENV_PROFILE):
-        return with_recorded_gpu(Profile.load(os.environ[ENV_PROFILE]))
+        return Profile.load(os.environ[ENV_PROFILE])
     local = default_profile_path()
     if local.exists() and this_machine().has_gpu:
         prof = Profile.load(local)

@@ -65,8 +65,10 @@ def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
 def _cost_model(profile):
     """The measured cost model for ``profile`` (None: the default profile)."""
     from ..costmodel import CostModel, resolve_profile
+    from ..costmodel.locate import with_recorded_gpu
 
-    return CostModel(resolve_profile(profile))
+    # A GPU-less machine's own profile has CPU numbers only: the recorded GPU completes it.
+    return CostModel(with_recorded_gpu(resolve_profile(profile)))
 
 
 def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
