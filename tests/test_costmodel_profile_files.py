@@ -252,3 +252,17 @@ def test_a_failing_write_is_a_profile_error(tmp_path, monkeypatch):
     monkeypatch.setattr(profile_db, "atomic_write_text", refuse)
     with pytest.raises(ProfileError, match=r"cannot write profile .*p\.json: Permission denied"):
         make_profile().save(tmp_path / "p.json")
+
+
+def test_a_profile_object_with_nan_timings_cannot_make_a_plan(zoo_graph):
+    """Built in code, not loaded: a NaN must not become a plan of 'nan us'."""
+    import dataclasses
+
+    import hetpart
+    from hetpart.costmodel import recorded_profiles
+
+    prof = Profile.load(recorded_profiles()[0])
+    sig, rec = next((s, r) for s, r in prof.kernels["cuda"].items() if r.ok)
+    prof.kernels["cuda"][sig] = dataclasses.replace(rec, timing=dataclasses.replace(rec.timing, median_s=math.nan))
+    with pytest.raises(ProfileError, match=rf'kernels\["cuda"\]\["{sig}"\]\.timing\.median_s is nan'):
+        hetpart.partition(zoo_graph("mlp"), profile=prof, progress=False)

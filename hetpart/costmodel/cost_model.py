@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ProfileError
+from . import profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
@@ -36,6 +37,9 @@ class CostModel:
 
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
                  graph=None):
+        found = profile_check.problems(profile)
+        if found:  # a Profile built in code skips Profile.load's check
+            raise ProfileError(f"{profile.path or 'the profile'} has unusable values: {profile_check.describe(found)}")
         self.profile = profile
         self.predict = predict
         self.gpu_scale = float(gpu_scale)

@@ -14,6 +14,7 @@ never writes one.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import fields
 
 STATUSES = ("ok", "failed", "dynamic")
@@ -21,7 +22,7 @@ STATUSES = ("ok", "failed", "dynamic")
 
 def _number(value, *, positive: bool = False) -> str:
     """``""`` when ``value`` is a finite real >= 0 (> 0 if ``positive``), else why not."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"is {value!r}, expected a number"
     if not math.isfinite(value):
         return f"is {value!r}, expected a finite number"
@@ -31,7 +32,7 @@ def _number(value, *, positive: bool = False) -> str:
 
 
 def _count(value) -> str:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         return f"is {value!r}, expected a whole number >= 1"
     return ""
 
