@@ -36,8 +36,8 @@ class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
-                 graph=None):
-        found = profile_check.problems(profile)
+                 graph=None, _checked: bool = False):
+        found = [] if _checked else profile_check.problems(profile)
         if found:  # a Profile built in code skips Profile.load's check
             raise ProfileError(f"{profile.path or 'the profile'} has unusable values: {profile_check.describe(found)}")
         self.profile = profile
@@ -182,8 +182,8 @@ class CostModel:
 
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
-        out = CostModel(self.profile, predict=self.predict,
-                        gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)
+        out = CostModel(self.profile, predict=self.predict, gpu_scale=self.gpu_scale * gpu,
+                        link_scale=self.link_scale * link, _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
         return out
 
