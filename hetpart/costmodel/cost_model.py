@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ProfileError
+from . import profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
@@ -36,7 +37,10 @@ class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
-                 graph=None):
+                 graph=None, _checked: bool = False):
+        found = [] if _checked else profile_check.problems(profile)
+        if found:  # a Profile built in code skips Profile.load's check
+            raise ProfileError(f"{profile.path or 'the profile'} has unusable values: {profile_check.describe(found)}")
         self.profile = profile
         self.kernel_options = recorded_options(profile.settings)  # what its kernels were built with
         self.predict = predict
@@ -106,7 +110,9 @@ class CostModel:
             return self.profile.overheads[device]
         except KeyError:
             raise ProfileError(f"{self._where()} has no measurements for device '{device}'; "
-                               f"measured devices: {', '.join(self.profile.overheads) or 'none'}") from None
+                               f"measured devices: {', '.join(self.profile.overheads) or 'none'}. Measure it "
+                               f"with `partition profile MODEL --device {device}` on a machine that has it, "
+                               "or plan without --profile (the recorded profile)") from None
 
     def _scale(self, device: str) -> float:
         return self.gpu_scale if device in GPU_DEVICES else 1.0
@@ -178,8 +184,8 @@ class CostModel:
 
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
-        out = CostModel(self.profile, predict=self.predict,
-                        gpu_scale=self.gpu_scale * gpu, link_scale=self.link_scale * link)
+        out = CostModel(self.profile, predict=self.predict, gpu_scale=self.gpu_scale * gpu,
+                        link_scale=self.link_scale * link, _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
         return out
 

@@ -12,7 +12,11 @@ GPU* > the recorded profile matching this machine, else the newest recorded one.
 Why skip a GPU-less machine's own profile: it can only hold CPU timings, and a plan
 compares CPU and CUDA costs; mixing this machine's CPU with another machine's GPU
 would compare numbers from two machines.  Both devices then come from one recorded
-machine, and :attr:`Profile.origin` says it was NOT measured here.
+machine, and :attr:`Profile.origin` says it was NOT measured here.  A GPU-less
+machine's own profile named explicitly (``--profile``, ``$HETPART_PROFILE``) is used
+for the CPU, with the recorded machine's CUDA (:func:`with_recorded_gpu`; its
+origin says so); planning applies it, not :func:`resolve_profile`, so a profile file
+is still shown as it is.
 """
 
 from __future__ import annotations
@@ -80,3 +84,31 @@ def resolve_profile(path: str | os.PathLike | Profile | None = None) -> Profile:
             "this machine has no CUDA GPU, and hetpart ships no recorded profile; pass --profile PATH "
             "to a profile measured on a machine with a GPU")
     raise ProfileError(f"no cost-model profile found; {hint}")
+
+
+def with_recorded_gpu(prof: Profile) -> Profile:
+    """``prof`` itself, or -- when it was measured on a machine without a GPU, so it
+    holds CPU timings only -- a profile combining its CPU with the CUDA device,
+    transfers and GPU memory of the recorded profile (:func:`pick_recorded`).
+
+    Its ``origin`` says plainly that the numbers come from two machines; it has no
+    ``path``, so it cannot be saved over either file.  Raises :class:`ProfileError`
+    saying what to do when there is no recorded GPU to combine with.
+    """
+    if "cuda" in prof.overheads or prof.fingerprint.has_gpu:
+        return prof
+    recorded = pick_recorded()
+    if recorded is None or "cuda" not in recorded.overheads:
+        raise ProfileError(f"{prof.path} holds CPU measurements only (measured on a machine without a GPU) and "
+                           "hetpart ships no recorded GPU to combine them with; plan with a profile measured on "
+                           "a machine with a CUDA GPU (`partition profile MODEL` there), or omit --profile")
+    gpu = {d: recs for d, recs in recorded.kernels.items() if d not in prof.kernels}
+    both = Profile(prof.fingerprint, kernels={**prof.kernels, **gpu},
+                   overheads={**recorded.overheads, **prof.overheads}, transfers=recorded.transfers,
+                   targets={**recorded.targets, **prof.targets}, settings=dict(prof.settings),
+                   models=dict(prof.models), created=prof.created, updated=prof.updated,
+                   gpu_memory_bytes=recorded.gpu_memory_bytes)
+    both.origin = (f"{prof.path} for the CPU (measured on {prof.fingerprint.describe()}) + the recorded "
+                   f"{recorded.path.name} for CUDA and transfers ({recorded.fingerprint.gpu_name}): two machines' "
+                   "numbers; for an exact plan, profile a machine with both devices")
+    return both

@@ -14,18 +14,26 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
                   access pattern)
     models        model name -> the signatures of its kernels (what was profiled)
     transfers     raw copy timings and their latency/bandwidth fits
+    gpu_memory_bytes  the CUDA GPU's total memory (null: no GPU measured); a plan's
+                  default GPU memory cap
 
-Version 1 gained the per-record keys ``rule`` and ``access`` without a version bump:
+Version 1 gained the per-record keys ``rule`` and ``access`` (and the top-level
+``gpu_memory_bytes``) without a version bump:
 they are additive (older hetpart ignores them; a record without them loads with
 ``""``, "not recorded"), so files of either age load in both.
 
-Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`);
-a file that is not a valid profile of this schema and version is never
-overwritten -- loading it raises :class:`ProfileError` naming it.
+Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`),
+under a lock, merged with what another process saved meanwhile (no measurement is
+lost when two runs profile into one file); a file that is not a valid profile of
+this schema and version, or holds a value the cost model cannot use (NaN, a
+string for a time: :mod:`.profile_check`), is never overwritten -- loading it
+raises :class:`ProfileError` naming it and the record -- and no such value is
+ever written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -34,6 +42,7 @@ from pathlib import Path
 
 from ..errors import ProfileError
 from ..contracts.jsonfile import atomic_write_text
+from . import profile_check
 from .fingerprint import Fingerprint, this_machine
 from .transfer_model import TransferModel
 
@@ -175,9 +184,11 @@ class Profile:
     models: dict[str, list[str]] = field(default_factory=dict)
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
+    gpu_memory_bytes: int | None = None  # the CUDA GPU's memory where one was measured
     path: Path | None = field(default=None, compare=False)
     origin: str = field(default="", compare=False)
     last_report: object = field(default=None, compare=False, repr=False)  # set by profile()
+    _disk_stamp: tuple | None = field(default=None, compare=False, repr=False)  # file as last read/written
 
     # --- queries ----------------------------------------------------------------
     @property
@@ -230,6 +241,7 @@ class Profile:
             "models": {m: list(s) for m, s in self.models.items()},
             "kernels": {d: {s: r.to_json() for s, r in sorted(recs.items())} for d, recs in self.kernels.items()},
             "transfers": self.transfers.to_json() if self.transfers else None,
+            "gpu_memory_bytes": self.gpu_memory_bytes,
         }
 
     @classmethod
@@ -245,6 +257,7 @@ class Profile:
             models={m: list(s) for m, s in data.get("models", {}).items()},
             created=data.get("created", ""),
             updated=data.get("updated", ""),
+            gpu_memory_bytes=data.get("gpu_memory_bytes"),
         )
 
     @classmethod
@@ -261,6 +274,9 @@ class Profile:
             raise ProfileError(f"no profile at {path}; measure one with `partition profile MODEL --profile {path}`") from None
         except OSError as exc:
             raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ProfileError(f"profile {path} is not a text file (a binary file?); pass the path of a "
+                               "hetpart profile (JSON) with --profile or $HETPART_PROFILE") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -272,7 +288,13 @@ class Profile:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProfileError(f"profile {path} is malformed ({type(exc).__name__}: {exc}); "
                                "delete it or pass another --profile") from None
+        found = profile_check.problems(prof)
+        if found:
+            raise ProfileError(f"profile {path} has unusable values: {profile_check.describe(found)}; "
+                               "delete those records (they are measured again) or the file, "
+                               "or pass another --profile") from None
         prof.path = path
+        prof._disk_stamp = _stamp(path)
         prof.origin = prof.describe()
         return prof
 
@@ -281,20 +303,98 @@ class Profile:
 
         Refuses (:class:`ProfileError`) to replace a file that is not a profile of
         this schema, or a profile of another machine, unless that file is the one
-        this profile was loaded from.
+        this profile was loaded from, and to write a value the cost model could not
+        use (:mod:`.profile_check`: NaN, infinity, ...).  Several processes may save
+        into one file (two ``partition profile`` runs): each save holds an exclusive
+        lock on ``.<name>.lock`` beside it and first merges in what another process
+        wrote since this one last read or wrote the file (:meth:`merge_missing`), so
+        no measurement is lost.  Unreadable or unwritable paths are a ProfileError.
         """
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ProfileError("this profile has no file yet; pass a path to save() or --profile PATH")
-        if target.exists() and target != self.path:
-            other = Profile.load(target)  # raises on a corrupt or foreign-schema file
-            if other.fingerprint != self.fingerprint:
-                raise ProfileError(f"{target} holds the profile of another machine "
-                                   f"({other.fingerprint.describe()}); choose another path")
-        atomic_write_text(target, json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+        found = profile_check.problems(self)
+        if found:
+            raise ProfileError(f"will not write profile {target}: unusable values "
+                               f"{profile_check.describe(found)} (a bug in what measured them?)")
+        try:
+            with _file_lock(target):
+                self._merge_disk(target)
+                atomic_write_text(target, json.dumps(self.to_json(), indent=1, sort_keys=False,
+                                                     allow_nan=False) + "\n")
+                self._disk_stamp = _stamp(target)
+        except OSError as exc:
+            raise ProfileError(f"cannot write profile {target}: {exc.strerror or exc}; pass a writable "
+                               "path with --profile (its parent must be a directory)") from None
         self.path = target
         self.origin = self.describe()
         return target
+
+    def _merge_disk(self, target: Path) -> None:
+        """Under the lock: check the file at ``target`` may be replaced, and take in
+        what it holds that this profile lacks, unless it is unchanged since this
+        profile last read or wrote it."""
+        if not target.exists():
+            return
+        mine = target == self.path
+        if mine and _stamp(target) == self._disk_stamp:
+            return
+        other = Profile.load(target)  # raises on a corrupt or foreign-schema file
+        if other.fingerprint != self.fingerprint:
+            if not mine:
+                raise ProfileError(f"{target} holds the profile of another machine "
+                                   f"({other.fingerprint.describe()}); choose another path")
+            return
+        self.merge_missing(other)
+
+    def merge_missing(self, other: "Profile") -> None:
+        """Add what ``other`` (the same machine's profile) has and this one lacks:
+        kernel records, overheads, models, targets, settings, transfers.  What this
+        profile has wins (it is the newer measurement)."""
+        for device, recs in other.kernels.items():
+            mine = self.kernels.setdefault(device, {})
+            for sig, rec in recs.items():
+                mine.setdefault(sig, rec)
+        for name in ("overheads", "targets", "settings", "models"):
+            merged = dict(getattr(other, name))
+            merged.update(getattr(self, name))
+            setattr(self, name, merged)
+        if self.transfers is None:
+            self.transfers = other.transfers
+        if self.gpu_memory_bytes is None:
+            self.gpu_memory_bytes = other.gpu_memory_bytes
+        self.created = min(self.created, other.created) if other.created else self.created
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What tells whether another process replaced ``path``: inode, size, mtime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def _file_lock(target: Path):
+    """An exclusive advisory lock (``fcntl.flock``) on ``.<name>.lock`` beside ``target``.
+
+    A lock file of its own, since saves replace ``target`` by renaming (a lock on the
+    old inode would not exclude a writer of the new one).  Where ``fcntl`` does not
+    exist (Windows) saves are unlocked.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(target.parent / f".{target.name}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _check_header(path: Path, data) -> None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..errors import ProfileError
 from ..kernels.tuning import default_database
 from ..targets import num_cores, resolve
-from . import kernel_bench
+from . import kernel_bench, profile_check
 from .build_pool import BuildFailed, BuildPool, error_line
 from ..kernels.options import DEFAULT, KernelOptions
 from .fingerprint import OPTIONS_KEY, check_options, this_machine
@@ -71,6 +71,18 @@ def adopt_options(prof: Profile, options: KernelOptions) -> None:
     if prof.kernels or prof.overheads or OPTIONS_KEY in prof.settings:
         check_options(prof.settings, options, str(prof.path or "the profile"))
     prof.settings[OPTIONS_KEY] = options.to_json()
+
+
+def ensure_overheads(prof: Profile, spec, settings: MeasureSettings, pool: BuildPool) -> None:
+    """Record ``spec``'s target and, where missing, measure its device's overheads
+    (and, for CUDA, the GPU's memory size: a plan's default memory cap) into
+    ``prof``, saved.  What every other measurement of the device builds on."""
+    prof.targets[spec.name] = str(spec.tvm_target)
+    if spec.name == "cuda":
+        prof.gpu_memory_bytes = int(spec.device().total_global_memory)
+    if spec.name not in prof.overheads:
+        prof.overheads[spec.name] = measure_overheads(spec.tvm_target, spec.device(), settings, pool)
+    prof.save()
 
 
 def _distinct_missing(graph, prof: Profile, device: str, retry_failed: bool = False) -> list:
@@ -127,6 +139,9 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
                 rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
             except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
                 rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
+            if profile_check.problems_of_record(rec):  # e.g. a NaN time: never stored as a measurement
+                rec = KernelRecord(kernel.signature, feats, "failed",
+                                   error=f"unusable timing: {profile_check.problems_of_record(rec)[0]}")
         rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db, options),
                       access=module_access(kmod.mod))
         failed += not rec.ok
@@ -172,10 +187,7 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     pool = pool or BuildPool(jobs)
     try:
         for spec in specs:
-            prof.targets[spec.name] = str(spec.tvm_target)
-            if spec.name not in prof.overheads:
-                prof.overheads[spec.name] = measure_overheads(spec.tvm_target, spec.device(), settings, pool)
-                prof.save()
+            ensure_overheads(prof, spec, settings, pool)
             todo = _distinct_missing(graph, prof, spec.name, retry_failed)
             reused[spec.name] = len({k.signature for k in graph.nodes}) - len(todo)
             failed[spec.name] = 0

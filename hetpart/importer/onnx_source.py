@@ -36,23 +36,25 @@ class ModelSource:
     model: onnx.ModelProto
     name: str
     origin: str
+    outputs: tuple = ()  # per graph output: (name, elem type, dims (int, or None: unknown) or None)
 
 
 def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource:
     """Resolve ``model`` to a checked ``ModelProto`` with static input shapes and
     its static shape arithmetic folded."""
     source = _resolve(model)
+    _check_structure(source.model, source.origin)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
-    _infer_shapes(fixed, source.origin)
+    inferred = _infer_shapes(fixed, source.origin)
     # Fold in place only a model this function made (read, built or reshaped here).
-    folded = fold_static_shapes(fixed, inplace=fixed is not model).model
-    if folded is not fixed:
-        _infer_shapes(folded, source.origin)
-    preflight.check(folded, fixed, source.origin)  # forms TVM would import wrongly
-    return ModelSource(folded, source.name, source.origin)
+    result = fold_static_shapes(fixed, inplace=fixed is not model)
+    if result.folded:  # checked alike whether folded in place (a file) or in a copy (a ModelProto)
+        inferred = _infer_shapes(result.model, source.origin)
+    preflight.check(result.model, fixed, source.origin)  # forms TVM would import wrongly
+    return ModelSource(result.model, source.name, source.origin, output_types(inferred))
 
 
 def _resolve(model) -> ModelSource:
@@ -92,9 +94,12 @@ def skeleton(model: onnx.ModelProto, min_bytes: int = 4096) -> onnx.ModelProto:
     g = model.graph
     small = [t for t in g.initializer if _tensor_bytes(t) < min_bytes]
     large = [t for t in g.initializer if _tensor_bytes(t) >= min_bytes]
+    # Before IR 4 an initializer is only a default of a graph input: ONNX ignores one
+    # that is not also an input (e.g. a value shape folding just added), so list it.
+    listed = small if model.ir_version < 4 else []
     inputs = list(g.input) + [
         onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-        for t in large if t.name not in {i.name for i in g.input}
+        for t in large + listed if t.name not in {i.name for i in g.input}
     ]
     graph = onnx.helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
                                    value_info=list(g.value_info))
@@ -119,13 +124,79 @@ def _check(source: ModelSource) -> None:
         raise ModelLoadError(f"{source.origin}: the ONNX checker rejects the model: {first}") from None
 
 
-def _infer_shapes(model: onnx.ModelProto, origin: str) -> None:
-    """Strict ONNX shape inference: an inconsistent model fails here, not deep in TVM."""
+def _infer_shapes(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+    """Strict ONNX shape inference: an inconsistent model fails here, not deep in TVM.
+    Returns the inferred skeleton (its outputs carry ONNX's types and shapes)."""
     try:
-        onnx.shape_inference.infer_shapes(skeleton(model), check_type=True, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{origin}: ONNX shape inference fails: {first}") from None
+    _check_no_negative_dims(inferred, origin)
+    return inferred
+
+
+def _check_no_negative_dims(inferred: onnx.ModelProto, origin: str) -> None:
+    """ONNX infers a negative dim, without complaint, for e.g. a pool window larger
+    than its (padded) input; TVM then fails deep in lowering.  Name the node."""
+    g = inferred.graph
+    producer = {o: n for n in g.node for o in n.output}
+    for v in (*g.value_info, *g.output):
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if any(d < 0 for d in dims):
+            node = producer.get(v.name)
+            where = f"node '{node.name or v.name}' ({node.op_type})" if node is not None else f"value '{v.name}'"
+            raise ShapeError(f"{origin}: {where} computes '{v.name}' of shape {dims} (a negative dim): its "
+                             "attributes do not fit its input (e.g. a pool or convolution window larger than "
+                             "the padded input); fix them in the model")
+
+
+def output_types(model: onnx.ModelProto) -> tuple:
+    """``(name, elem type, dims)`` of each graph output as ONNX declares or infers it;
+    a dim ONNX does not know is None, dims are None where even the rank is unknown."""
+    out = []
+    for o in model.graph.output:
+        tt = o.type.tensor_type
+        dims = None
+        if tt.HasField("shape"):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        out.append((o.name, tt.elem_type, dims))
+    return tuple(out)
+
+
+def _check_structure(model: onnx.ModelProto, origin: str) -> None:
+    """What the ONNX checker lets through but no importer can use: a graph without
+    outputs or listing one twice, an opset newer than the installed onnx knows,
+    tensors of an unknown or undefined element type."""
+    g = model.graph
+    if not g.output:
+        raise ModelLoadError(f"{origin}: the graph has no outputs; list the values it computes in graph.output")
+    seen: set[str] = set()
+    for o in g.output:
+        if o.name in seen:
+            raise ModelLoadError(f"{origin}: graph output '{o.name}' is listed twice; list each output once")
+        seen.add(o.name)
+    newest = onnx.defs.onnx_opset_version()
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version > newest:
+            raise ModelLoadError(f"{origin}: the model needs ONNX opset {op.version}, the installed onnx "
+                                 f"{onnx.__version__} knows up to {newest}; export with opset <= {newest} "
+                                 "or upgrade onnx")
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+    for t in g.initializer:
+        if t.data_type not in known:
+            raise ModelLoadError(f"{origin}: initializer '{t.name}' has unknown element type {t.data_type}; "
+                                 "re-export the model")
+    for kind, values in (("input", g.input), ("output", g.output)):
+        for v in values:
+            what = v.type.WhichOneof("value")
+            if what not in ("tensor_type", None if kind == "output" else "tensor_type"):
+                raise ModelLoadError(f"{origin}: graph {kind} '{v.name}' is not a tensor "
+                                     f"({what or 'no type'}); hetpart takes tensors only")
+            elem = v.type.tensor_type.elem_type
+            if elem not in known and (kind == "input" or elem != onnx.TensorProto.UNDEFINED):
+                raise ModelLoadError(f"{origin}: graph {kind} '{v.name}' has an undefined or unknown element "
+                                     f"type ({v.type.tensor_type.elem_type}); give it one (e.g. FLOAT)")
 
 
 def _symbolic_dims(model: onnx.ModelProto) -> dict[str, list]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import warnings
 
 import tvm
+from tvm import relax, tirx
 
-from ..errors import ModelLoadError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
 from .fusion import fuse_with_ops
 from .op_graph_builder import build_op_graph
 from .index_guard import guard_indices
@@ -29,12 +30,69 @@ def to_relax(source: ModelSource) -> tvm.IRModule:
             # The frontend re-runs the checker and warns on harmless omissions (e.g.
             # outputs without a declared shape); _check already validated the model.
             warnings.simplefilter("ignore", UserWarning)
-            return from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
+            mod = from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
     except tvm.error.OpNotImplemented as exc:
         raise UnsupportedOpsError(f"{source.origin}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the frontend fails with many exception types
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{source.origin}: TVM could not import the model: {msg}") from exc
+        raise ModelLoadError(f"{source.origin}: TVM could not import {_failing_node(exc)}: {msg}. "
+                             "Check that node's inputs and attributes against the ONNX operator "
+                             "spec, or re-export the model") from None
+    check_outputs(mod, source)
+    return mod
+
+
+def _failing_node(exc: BaseException) -> str:
+    """``node 'n3' (Reshape)``: the ONNX node TVM's frontend was converting when it
+    raised (read off the traceback: the frontend converts nodes one by one in
+    ``_construct_nodes``), or ``the model`` when it failed elsewhere."""
+    tb, node = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_construct_nodes":
+            node = tb.tb_frame.f_locals.get("node", node)
+        tb = tb.tb_next
+    if node is None or not hasattr(node, "op_type"):
+        return "the model"
+    return f"node '{node.name or node.output[0] if node.output else node.name}' ({node.op_type})"
+
+
+def check_outputs(mod: tvm.IRModule, source: ModelSource) -> None:
+    """Raise :class:`ShapeError` when TVM's import computes an output of another
+    rank, dim or element type than ONNX declares or infers for it (e.g. a Gemm bias
+    of shape [16, 1] that TVM broadcasts where ONNX forbids it): the result would be
+    silently wrong."""
+    ret = mod["main"].ret_ty
+    got = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    if len(got) != len(source.outputs):
+        raise ShapeError(f"{source.origin}: TVM's import returns {len(got)} value(s), the graph lists "
+                         f"{len(source.outputs)} outputs; the model is not importable as it stands")
+    for ty, (name, elem, dims) in zip(got, source.outputs):
+        if not isinstance(ty, relax.TensorType):
+            continue
+        shape = [int(d) if isinstance(d, tirx.IntImm) else None for d in ty.shape.values] \
+            if ty.shape is not None else None
+        onnx_dtype = _dtype_name(elem)
+        if onnx_dtype and str(ty.dtype) != onnx_dtype:
+            raise ShapeError(f"{source.origin}: output '{name}' is {onnx_dtype} in ONNX but TVM computes "
+                             f"{ty.dtype}; the model is inconsistent (check the nodes producing it)")
+        if dims is None or shape is None:
+            continue
+        if len(shape) != len(dims) or any(a is not None and b is not None and a != b for a, b in zip(shape, dims)):
+            onnx_shape = [d if d is not None else "?" for d in dims]
+            raise ShapeError(f"{source.origin}: output '{name}' has shape {onnx_shape} in ONNX but TVM computes "
+                             f"{[d if d is not None else '?' for d in shape]}; an operator's inputs break its "
+                             "ONNX broadcasting rules (e.g. a Gemm bias not broadcastable to [M, N]) -- fix the "
+                             "model (onnx.reference rejects it too)")
+
+
+def _dtype_name(elem_type: int) -> str:
+    """numpy-style dtype name of an ONNX element type (``""``: undefined or unknown)."""
+    import onnx
+
+    try:
+        return "bool" if elem_type == onnx.TensorProto.BOOL else str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError):
+        return ""
 
 
 def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
@@ -46,7 +104,12 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     """
     source = read_model(model, shapes)
     relax_mod, limits = guard_indices(to_relax(source))
-    fused, fused_ops = fuse_with_ops(relax_mod)
+    try:
+        fused, fused_ops = fuse_with_ops(relax_mod)
+    except (ValueError, RuntimeError) as exc:  # TVM's lowering refusing what its import took
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source.origin}: TVM cannot lower the imported model: {msg}; check the "
+                             "operators' attributes against their inputs' shapes") from None
     graph = build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod,
                            output_names=[o.name for o in source.model.graph.output])
     graph.index_limits = limits

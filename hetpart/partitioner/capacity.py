@@ -10,6 +10,9 @@
    the cost and still fits.
 
 If the cap cannot be met with every movable kernel on the CPU, say so with numbers.
+
+Without an explicit cap, the GPU's own memory (recorded in the profile,
+:func:`default_cap`) is the cap: a plan never puts more on the GPU than it holds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from .problem import Assignment, Problem
 
 BISECTION_STEPS = 24
 REFILL_PASSES = 3
+
+
+def default_cap(costs) -> int | None:
+    """The GPU memory (bytes) of the machine ``costs``' profile measured, or None
+    where unknown (costs without a profile, profiles older than the record)."""
+    size = getattr(getattr(costs, "profile", None), "gpu_memory_bytes", None)
+    return int(size) if isinstance(size, int) and size > 0 else None
 
 
 def solve_under_cap(problem: Problem, weights: Weights = Weights(), progress: bool = False) -> Assignment:

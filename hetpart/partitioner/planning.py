@@ -12,6 +12,7 @@ from .baselines import BASELINES
 from .costs import cost_origin
 from .evaluate import Evaluation
 from .objectives import OBJECTIVES, Objective
+from .capacity import default_cap
 from .plan import Cut, Partition, Plan, Span
 from .problem import Assignment, Problem, build_problem
 from .timeline import simulate
@@ -23,7 +24,8 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
     ``cost_model`` (anything with the :class:`~.costs.Costs` methods) replaces it.
-    ``gpu_memory`` caps GPU parameters plus peak activations, in bytes; ``pins`` are
+    ``gpu_memory`` caps GPU parameters plus peak activations, in bytes (default: the
+    GPU memory the profile records, :func:`.capacity.default_cap`); ``pins`` are
     ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  Raises
     PlanError for an unknown objective, a bad pin, or a cap that cannot be met.
     """
@@ -34,6 +36,8 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     costs = cost_model if cost_model is not None else _cost_model(profile)
     if hasattr(costs, "add_graph"):  # unmeasured kernels are predicted with their schedule rule
         costs.add_graph(graph)
+    if gpu_memory is None:  # never plan more onto the GPU than it has
+        gpu_memory = default_cap(costs)
     problem = build_problem(graph, costs, pins, gpu_memory)
     obj = OBJECTIVES[objective]
     return make_plan(problem, obj, obj.solve(problem, progress))
@@ -61,8 +65,10 @@ def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
 def _cost_model(profile):
     """The measured cost model for ``profile`` (None: the default profile)."""
     from ..costmodel import CostModel, resolve_profile
+    from ..costmodel.locate import with_recorded_gpu
 
-    return CostModel(resolve_profile(profile))
+    # A GPU-less machine's own profile has CPU numbers only: the recorded GPU completes it.
+    return CostModel(with_recorded_gpu(resolve_profile(profile)))
 
 
 def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:

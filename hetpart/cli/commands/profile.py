@@ -62,6 +62,11 @@ class ProfileCommand:
             raise HetpartError("give a MODEL to profile, or --transfer to measure the transfer model")
         path = args.profile or os.environ.get(ENV_PROFILE) or default_profile_path()
         gpu = cuda_available()
+        if args.transfer and not gpu:
+            from ...errors import NoGPUError
+
+            raise NoGPUError("--transfer measures copies between the host and a CUDA GPU, and this machine has "
+                             "none; run `partition profile --transfer` on the machine with the GPU")
         devices = tuple(args.device) or (("cpu", "cuda") if gpu else ("cpu",))
         if not gpu and "cuda" not in args.device:
             print("note: no CUDA GPU here: measuring the CPU only. Plans on this machine use the recorded "
@@ -71,6 +76,8 @@ class ProfileCommand:
         with BuildPool(args.jobs or num_cores()) as pool:  # workers shared by all models
             for model in args.model:
                 self._profile_one(importer.load(model, shapes), devices, path, settings, pool, args)
+            if args.transfer:
+                self._overheads(path, settings, pool)  # session overheads are stored beyond them
         if args.transfer:
             self._transfers(path, args.quick)
             self._session(path, args.quick)
@@ -86,6 +93,17 @@ class ProfileCommand:
             print(f"{graph.name} on {d}: measured {rep.measured[d]} kernels ({rep.failed[d]} failed to build "
                   f"or run), reused {rep.reused[d]}")
         print(f"{graph.name}: {rep.seconds:.1f} s")
+
+    def _overheads(self, path, settings, pool) -> None:
+        """Measure the CPU's and GPU's per-call overheads where the profile lacks them
+        (a fresh machine profiled with --transfer alone)."""
+        from ...costmodel.profiler import ensure_overheads, open_profile
+        from ...targets import resolve
+
+        prof = open_profile(path)
+        for device in ("cpu", "cuda"):
+            if device not in prof.overheads:
+                ensure_overheads(prof, resolve(device), settings, pool)
 
     def _transfers(self, path, quick: bool) -> None:
         from ...costmodel import measure_transfers
