@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(cls().run(args) or 0)
     except HetpartError as exc:
-        print(f"partition: error: {exc}", file=sys.stderr)
+        print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("partition: interrupted", file=sys.stderr)
