@@ -6,6 +6,7 @@ anything else is a bug in hetpart: its traceback is printed and the exit code is
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except HetpartError as exc:
         print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("partition: interrupted", file=sys.stderr)
         return 130
@@ -50,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         print("partition: internal error (a bug in hetpart); please report it with the traceback above",
               file=sys.stderr)
         return 2
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``partition zoo | head -1``): stop quietly.
+
+    Python would still try to flush stdout at exit and print a second BrokenPipeError,
+    so stdout is pointed at /dev/null first.  Exit code: 128 + SIGPIPE, as a tool
+    killed by the signal reports.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":
