@@ -105,9 +105,9 @@ def test_missing_cxx_compiler_says_how_to_get_one(monkeypatch, tmp_path, zoo_gra
     assert "C++ compiler" in str(info.value) and "apt-get install g++" in str(info.value)
 
 
-def run_cli(args: str, pipe: str = "") -> subprocess.CompletedProcess:
-    """``partition ARGS [| PIPE]`` in a shell, as a user types it."""
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+def run_cli(args: str, pipe: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    """``partition ARGS [| PIPE]`` in a shell, as a user types it (``env``: extra variables)."""
+    env = dict(os.environ, **(env or {}), PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     command = f"{sys.executable} -c 'import sys; from hetpart.cli.main import main; sys.exit(main())' {args}"
     return subprocess.run(command + (f" | {pipe}" if pipe else ""), shell=True, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -117,3 +117,24 @@ def test_output_into_a_closed_pipe_is_quiet():
     done = run_cli("zoo", pipe="head -1")
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+TVM_NOISE = ("Fast mode segfaults", "pragma_scope", "max_shared_memory_per_block", "/project/include/tvm")
+
+
+@pytest.mark.slow
+def test_tvm_log_goes_to_a_file_not_into_the_report(tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = run_cli(f"zoo:dlrm:small --pin node_1=cuda --simulate -o {tmp_path / 'out'} --compile --run", env=env)
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines() if any(n in line for n in TVM_NOISE)]
+    assert not noise, f"TVM's log in the report's stderr: {noise[:3]}"
+    log = (tmp_path / "cache" / "hetpart" / "tvm.log").read_text()
+    assert "partition zoo:dlrm:small" in log and "Fast mode segfaults" in log
+
+
+def test_verbose_shows_tvm_log(tmp_path):
+    done = run_cli("zoo:dlrm:small --verbose", env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "Fast mode segfaults" in done.stderr
+    assert not (tmp_path / "hetpart" / "tvm.log").exists()

@@ -13,6 +13,7 @@ import traceback
 from ..errors import HetpartError
 from . import commands  # noqa: F401  (registers every subcommand)
 from .registry import COMMANDS, DEFAULT, make_parser, summary
+from .tvm_log import TvmLog, default_path
 
 
 def _overview() -> str:
@@ -38,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[1:] if argv[0] in COMMANDS else argv
     cls = COMMANDS[name]
     args = make_parser(cls).parse_args(rest)
+    log = TvmLog(default_path(), "partition " + " ".join(argv))
     try:
-        return int(cls().run(args) or 0)
+        if args.verbose:
+            return int(cls().run(args) or 0)
+        with log:
+            return int(cls().run(args) or 0)
     except HetpartError as exc:
         print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
@@ -50,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
         traceback.print_exc()
-        print("partition: internal error (a bug in hetpart); please report it with the traceback above",
-              file=sys.stderr)
+        print("partition: internal error (a bug in hetpart); please report it with the traceback above"
+              + ("" if args.verbose else f" and TVM's log of this run ({log.path})"), file=sys.stderr)
         return 2
 
 
