@@ -115,6 +115,8 @@ def _predicted(problem: Problem, obj: Objective, e: Evaluation) -> dict:
         b = obj.evaluate(problem, fn(problem))
         note = _baseline_note(problem, name, b)
         out["baselines"][name] = _numbers(problem, obj, b) if b.fits else None
+        if b.fits:  # the report says "same placement" only when it is
+            out["baselines"][name]["same_placement"] = b.layout.assignment == e.layout.assignment
         if note:
             out["baseline_notes"][name] = note
     return out
