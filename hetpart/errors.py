@@ -28,9 +28,10 @@ _API_NAMES = {"shape": "shapes", "pin": "pins"}
 def option(name: str, value=None) -> str:
     """An option named inside an error message, rendered per caller.
 
-    ``name`` is the API spelling (``cuda_arch``); ``value`` an example value, or True
-    for a flag.  API: ``cuda_arch='sm_90'`` / ``simulate=True``; CLI: ``--cuda-arch
-    sm_90`` / ``--simulate``.
+    ``name`` is the CLI's long flag in snake case (``cuda_arch`` for ``--cuda-arch``),
+    which is also the API's argument except where :data:`_API_NAMES` says otherwise;
+    ``value`` an example value, or True for a flag.  API: ``cuda_arch='sm_90'`` /
+    ``simulate=True``; CLI: ``--cuda-arch sm_90`` / ``--simulate``.
     """
     return f"{_OPEN}{name}{_SEP}{'' if value is None else repr(value)}{_CLOSE}"
 

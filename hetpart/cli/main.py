@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
         traceback.print_exc()
         print("partition: internal error (a bug in hetpart); please report it with the traceback above"
-              + ("" if args.verbose else f" and TVM's log of this run ({log.path})"), file=sys.stderr)
+              + (f" and TVM's log of this run ({log.path})" if log.wrote else ""), file=sys.stderr)
         return 2
 
 

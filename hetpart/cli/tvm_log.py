@@ -38,6 +38,7 @@ class TvmLog:
         self._stderr = None
         self._handler: logging.Handler | None = None
         self._showwarning = None
+        self.wrote = False  # True once this run's lines are in the file
 
     def __enter__(self) -> "TvmLog":
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace")
@@ -79,6 +80,7 @@ class TvmLog:
                 self.path.unlink()
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {self.header}\n{text}")
+            self.wrote = True
         except OSError:
             pass
 
