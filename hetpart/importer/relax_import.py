@@ -11,7 +11,7 @@ import warnings
 
 import tvm
 
-from ..errors import ModelLoadError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError, option
 from .fusion import fuse_with_ops
 from .graph_builder import build_op_graph
 from .onnx_source import ModelSource, input_shapes, read_model
@@ -36,6 +36,15 @@ def to_relax(source: ModelSource) -> tvm.IRModule:
         raise ModelLoadError(f"{source.origin}: TVM could not import the model: {msg}") from exc
 
 
+def _check_dims(shapes) -> None:
+    """Every fixed dim is a positive integer (0 or -1 would plan negative FLOPs)."""
+    for name, dims in (shapes or {}).items():
+        if any(not isinstance(d, int) or d <= 0 for d in dims):
+            given = ",".join(str(d) for d in dims)
+            raise ShapeError(f"{option('shape')} for input '{name}' is [{given}]; every dim must be a "
+                             "positive integer")
+
+
 def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     """Import ``model`` into an :class:`OpGraph` of fused kernels.
 
@@ -43,6 +52,7 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     fixes symbolic input dims (``{"x": [1, 3, 224, 224]}``).  Raises a
     :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
     """
+    _check_dims(shapes)
     source = read_model(model, shapes)
     relax_mod = to_relax(source)
     fused, fused_ops = fuse_with_ops(relax_mod)
