@@ -138,3 +138,15 @@ def test_verbose_shows_tvm_log(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Fast mode segfaults" in done.stderr
     assert not (tmp_path / "hetpart" / "tvm.log").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_out_in_a_read_only_directory_is_a_user_error(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        rc, out, err = cli(capsys, MODEL, "-o", str(locked / "out"))
+    finally:
+        locked.chmod(0o755)
+    assert rc == 1 and out == "" and "not writable" in err
