@@ -41,11 +41,16 @@ class TvmLog:
         self.wrote = False  # True once this run's lines are in the file
 
     def __enter__(self) -> "TvmLog":
-        self._file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="backslashreplace")
-        sys.stderr.flush()
-        self._saved_fd = os.dup(2)
+        try:
+            self._saved_fd = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to keep clean
+            self._saved_fd = None
+            return self
+        self._file = _append_only_temp()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         os.dup2(self._file.fileno(), 2)
-        if sys.stderr is sys.__stderr__:  # the process's stderr: keep hetpart's own writes on the terminal
+        if sys.stderr is not None and sys.stderr is sys.__stderr__:  # the process's stderr: keep hetpart's own writes on the terminal
             self._stderr = sys.stderr
             sys.stderr = io.TextIOWrapper(io.FileIO(self._saved_fd, "w", closefd=False),
                                           encoding=sys.__stderr__.encoding, errors="backslashreplace",
@@ -54,6 +59,8 @@ class TvmLog:
         return self
 
     def __exit__(self, *exc) -> bool:
+        if self._saved_fd is None:
+            return False
         logging.getLogger("tvm").removeHandler(self._handler)
         logging.getLogger("tvm").propagate = True
         warnings.showwarning = self._showwarning
@@ -101,6 +108,18 @@ class TvmLog:
                 self._showwarning(message, category, filename, lineno, file, line)
 
         warnings.showwarning = showwarning
+
+
+def _append_only_temp():
+    """An anonymous file every writer appends to (O_APPEND): TVM's C++ writes through
+    descriptor 2 and the Python handler through its own buffer never overwrite each other."""
+    fd, path = tempfile.mkstemp(prefix="hetpart-tvm-", suffix=".log")
+    try:
+        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    finally:
+        os.unlink(path)
+    return open(fd, "a+", encoding="utf-8", errors="backslashreplace")
 
 
 def _tvm_file() -> str:
