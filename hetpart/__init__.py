@@ -20,7 +20,20 @@ from __future__ import annotations
 import importlib
 
 from .cpu_cores import set_default_pool_size
-from .errors import HetpartError, InternalError
+from .errors import (
+    CompileError,
+    HetpartError,
+    InternalError,
+    ModelLoadError,
+    NoGPUError,
+    PlanError,
+    ProfileError,
+    RuntimeFailure,
+    ShapeError,
+    TargetError,
+    UnknownModelError,
+    UnsupportedOpsError,
+)
 
 # Every CPU kernel uses one thread per physical core (TVM alone would use half the
 # logical CPUs); TVM_NUM_THREADS set by the user wins.  See hetpart.cpu_cores.
@@ -38,9 +51,15 @@ _PUBLIC = {
     "CompiledModel": "hetpart.compiler",
     "Session": "hetpart.runtime",
     "MultiSession": "hetpart.runtime",
+    "cuda_available": "hetpart.targets",
 }
 
-__all__ = ["HetpartError", "InternalError", "__version__", *_PUBLIC]
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "UnsupportedOpsError", "UnknownModelError",
+           "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
+           "InternalError"]
+"""Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
+
+__all__ = [*_ERRORS, "__version__", *_PUBLIC]
 
 
 def __getattr__(name: str):

@@ -9,13 +9,53 @@ Two families, kept apart on purpose (as Polygraphy does):
   asks for a report; it exits with code 2.
 
 Every subclass adds no behaviour, only a name a caller can catch.
+
+Advice speaks the caller's language: a message names an option with :func:`option`
+(``option("simulate", True)``), and reads ``simulate=True`` from the Python API
+(``str(exc)``) but ``--simulate`` from the ``partition`` CLI (``exc.cli_message()``).
 """
 
 from __future__ import annotations
 
+import re
+
+_OPEN, _SEP, _CLOSE = "\x1e", "\x1f", "\x1d"  # ASCII separators: never in a real message
+_OPTION = re.compile(f"{_OPEN}([^{_SEP}]*){_SEP}([^{_CLOSE}]*){_CLOSE}")
+_API_NAMES = {"shape": "shapes", "pin": "pins"}
+"""CLI option -> the API argument it becomes where the two are spelled differently."""
+
+
+def option(name: str, value=None) -> str:
+    """An option named inside an error message, rendered per caller.
+
+    ``name`` is the CLI's long flag in snake case (``cuda_arch`` for ``--cuda-arch``),
+    which is also the API's argument except where :data:`_API_NAMES` says otherwise;
+    ``value`` an example value, or True for a flag.  API: ``cuda_arch='sm_90'`` /
+    ``simulate=True``; CLI: ``--cuda-arch sm_90`` / ``--simulate``.
+    """
+    return f"{_OPEN}{name}{_SEP}{'' if value is None else repr(value)}{_CLOSE}"
+
+
+def _render(text: str, cli: bool) -> str:
+    def one(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if cli:
+            flag = "--" + name.replace("_", "-")
+            return flag if value in ("", "True") else f"{flag} {value.strip(chr(39))}"
+        name = _API_NAMES.get(name, name)
+        return f"{name}={value}" if value else name
+    return _OPTION.sub(one, text)
+
 
 class HetpartError(Exception):
     """Base of every error caused by the user's input or machine."""
+
+    def __str__(self) -> str:
+        return _render(super().__str__(), cli=False)
+
+    def cli_message(self) -> str:
+        """The message as the ``partition`` command line should print it."""
+        return _render(super().__str__(), cli=True)
 
 
 # --- input models ---------------------------------------------------------------

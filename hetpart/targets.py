@@ -20,7 +20,7 @@ import tvm
 from tvm.target import Target
 
 from .cpu_cores import pool_size
-from .errors import NoGPUError, TargetError
+from .errors import NoGPUError, TargetError, option
 
 DEVICES = ("cpu", "cuda")
 """Device names a plan can assign a kernel to, in a fixed order."""
@@ -133,8 +133,9 @@ def cuda_tvm_target(arch: str | None = None) -> Target:
     if arch is None:
         if not cuda_available():
             raise NoGPUError(
-                "no CUDA GPU is usable on this machine; pass --cuda-arch (e.g. sm_90) to "
-                "cross-compile, or --simulate to run the CUDA partitions on the CPU"
+                f"no CUDA GPU is usable on this machine; pass {option('cuda_arch', 'sm_90')} to "
+                f"cross-compile for a GPU elsewhere, or {option('simulate', True)} to run the CUDA "
+                "partitions on the CPU"
             )
         arch = "sm_" + str(tvm.cuda(0).compute_version).replace(".", "")
     if not arch.startswith("sm_"):

@@ -258,3 +258,23 @@ def test_bench_on_the_gpu(mlp_costs):
     rows = {r.name: r for r in result.rows}
     assert rows["tvm:all_cuda"].skipped is None and rows["tvm:all_cuda"].latency.median_s > 0
     assert rows["tvm:all_cuda"].label == "TVM all-CUDA"
+
+
+def test_plans_alike_in_placement_but_not_in_partitions_get_their_own_builds(monkeypatch, zoo_graph):
+    """A makespan plan may split one device's kernels into more partitions than the
+    latency plan of the same assignment: it must not be measured on the other's build."""
+    from conftest import plan_from_assignment
+
+    from hetpart.bench.builds import Build, BuildCache
+    from hetpart.partitioner import Partition
+
+    graph = zoo_graph("mlp")
+    order = graph.topological_order()
+    joined = plan_from_assignment(graph, dict.fromkeys(order, "cpu"))
+    split = plan_from_assignment(graph, dict.fromkeys(order, "cpu"))
+    split.partitions = [Partition(f"p{i}_cpu", "cpu", [k]) for i, k in enumerate(order)]
+    cache = BuildCache(graph)
+    monkeypatch.setattr(cache, "_compile", lambda plan, name, build, jobs: Build(build, plan, 0.0, name))
+    assert cache.get(joined, "latency").compiled is joined
+    assert cache.get(split, "makespan").compiled is split
+    assert cache.get(plan_from_assignment(graph, dict.fromkeys(order, "cpu")), "greedy").plan_name == "latency"

@@ -1,4 +1,4 @@
-"""notebooks/costmodel_tuning.ipynb runs top to bottom without a GPU."""
+"""notebooks/costmodel_tuning.ipynb runs top to bottom without a GPU, and shows its figures."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ from hetpart.costmodel.transfer_model import TransferModel, TransferPoint
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "costmodel_tuning.ipynb"
 
 
-def run_notebook(tmp_path, monkeypatch, profile_path, model="zoo:mlp:small") -> str:
+def run_notebook(tmp_path, monkeypatch, profile_path, model="zoo:mlp:small") -> tuple[str, int]:
+    """Execute the notebook as Jupyter does: (its printed text, how many figures it showed)."""
     monkeypatch.setenv("HETPART_PROFILE", str(profile_path))
     monkeypatch.setenv("HETPART_WHATIF_MODEL", model)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own (inline) backend, as a user gets
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    figures = sum(1 for o in outputs if o.get("output_type") == "display_data" and "image/png" in o.get("data", {}))
+    return "\n".join(o.get("text", "") for o in outputs), figures
 
 
 def synthetic_gpu_profile(graph, path) -> Profile:
@@ -54,18 +57,20 @@ def synthetic_gpu_profile(graph, path) -> Profile:
 def test_notebook_on_a_cpu_only_profile_measured_here(tmp_path, monkeypatch, zoo_graph):
     path = tmp_path / "cpu.json"
     profile(zoo_graph("dlrm"), ("cpu",), path, settings=MeasureSettings(3, 1), progress=False, jobs=1)
-    out = run_notebook(tmp_path, monkeypatch, path)
+    out, figures = run_notebook(tmp_path, monkeypatch, path)
     assert "measured on this machine" in out and "has no CUDA measurements" in out
     assert "no transfer model" in out
+    assert figures == 2  # measured vs predicted, residuals (no transfer model, no what-if)
 
 
 @pytest.mark.slow
 def test_notebook_what_if_on_a_two_device_profile(tmp_path, monkeypatch, zoo_graph):
     path = tmp_path / "synthetic.json"
     synthetic_gpu_profile(zoo_graph("bert"), path)
-    out = run_notebook(tmp_path, monkeypatch, path, model="zoo:bert:small")
+    out, figures = run_notebook(tmp_path, monkeypatch, path, model="zoo:bert:small")
     assert "NOT measured here" in out
     assert "gpu  64x slower" in out and "link  64x slower" in out
+    assert figures == 4  # measured vs predicted, residuals, transfer model, what-if
 
 
 @pytest.mark.skipif(not recorded_profiles(), reason="no recorded profile in hetpart/costmodel/recorded/ yet "
@@ -73,5 +78,6 @@ def test_notebook_what_if_on_a_two_device_profile(tmp_path, monkeypatch, zoo_gra
 @pytest.mark.parametrize("path", recorded_profiles(), ids=[p.name for p in recorded_profiles()])
 @pytest.mark.slow
 def test_notebook_on_the_recorded_profile(tmp_path, monkeypatch, path):
-    out = run_notebook(tmp_path, monkeypatch, path, model="zoo:bert:small")
+    out, figures = run_notebook(tmp_path, monkeypatch, path, model="zoo:bert:small")
     assert "gpu  64x slower" in out
+    assert figures == 4

@@ -284,3 +284,12 @@ def test_erf_is_imported_as_tvm_fast_erf_and_still_pinnable():
     gelu = [k.id for k in g.nodes if "fast_erf" in k.ops]
     assert gelu and not any("erf" in k.ops for k in g.nodes)
     assert set(resolve_pins(g, parse_pins(["Erf=cpu"]))) == set(gelu)
+
+
+@pytest.mark.parametrize("dims", [[-1, 32], [0, 32], [1, -32]])
+def test_non_positive_shape_dims_are_a_shape_error_naming_the_argument(dims):
+    from hetpart import ShapeError, load
+
+    with pytest.raises(ShapeError, match=r"^shapes for input .input. is \[.*positive") as info:
+        load("zoo:mlp:small", shapes={"input": dims})
+    assert "--shape" not in str(info.value) and "--shape" in info.value.cli_message()

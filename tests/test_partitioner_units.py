@@ -165,7 +165,7 @@ def test_infeasible_cap_is_reported_with_numbers():
     g = make_graph(DIAMOND, params={"node_2": 10_000_000})
     costs = table(g, dict.fromkeys(g.kernels, 100), dict.fromkeys(g.kernels, 1))
     with pytest.raises(PlanError, match=r"cap 1\.0 MiB cannot be met.*node_2 \(pinned by --pin node_2=cuda\)"
-                                        r".*Raise --gpu-memory"):
+                                        r".*Raise gpu_memory"):
         partition(g, cost_model=costs, pins=["node_2=cuda"], gpu_memory=2**20, progress=False)
 
 

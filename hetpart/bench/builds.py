@@ -1,7 +1,7 @@
-"""Compiled builds, one per distinct assignment: plans that place every kernel alike share one.
+"""Compiled builds, one per distinct placement: plans that place and partition every kernel alike share one.
 
 Compiling is the slow part of a benchmark, so a :class:`BuildCache` compiles each
-distinct assignment of one model once (keyed by :func:`~.plans.assignment_key`), and
+distinct placement of one model once (keyed by :func:`~hetpart.partitioner.candidates.build_key`), and
 compiles a batch of them on a thread pool before anything is timed (TVM releases the
 GIL while it compiles).  Builds are named ``b0``, ``b1``, ... in the order first asked for.
 """
@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .. import compiler, targets
 from ..kernels.options import DEFAULT, KernelOptions
-from ..partitioner import assignment_key
+from ..partitioner.candidates import build_key
 
 
 @dataclass
@@ -48,7 +48,7 @@ class BuildCache:
 
     def get(self, plan, plan_name: str) -> Build:
         """The build of ``plan``'s assignment, compiling it now if nobody has."""
-        key = assignment_key(plan.assignment)
+        key = build_key(plan)
         if key not in self._builds:
             self._builds[key] = self._compile(plan, plan_name, f"b{len(self._builds)}", jobs=None)
         return self._builds[key]
@@ -57,7 +57,7 @@ class BuildCache:
         """Compile every not-yet-built assignment among ``named_plans``, ``jobs`` at a time."""
         todo: dict[tuple, tuple[str, object]] = {}
         for name, plan in named_plans:
-            key = assignment_key(plan.assignment)
+            key = build_key(plan)
             if key not in self._builds and key not in todo:
                 todo[key] = (name, plan)
         if not todo:

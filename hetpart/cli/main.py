@@ -6,12 +6,14 @@ anything else is a bug in hetpart: its traceback is printed and the exit code is
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
 from ..errors import HetpartError
 from . import commands  # noqa: F401  (registers every subcommand)
 from .registry import COMMANDS, DEFAULT, make_parser, summary
+from .tvm_log import TvmLog, default_path
 
 
 def _overview() -> str:
@@ -37,19 +39,39 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[1:] if argv[0] in COMMANDS else argv
     cls = COMMANDS[name]
     args = make_parser(cls).parse_args(rest)
+    log = TvmLog(default_path(), "partition " + " ".join(argv))
     try:
-        return int(cls().run(args) or 0)
+        if args.verbose:
+            return int(cls().run(args) or 0)
+        with log:
+            return int(cls().run(args) or 0)
     except HetpartError as exc:
-        print(f"partition: error: {exc}", file=sys.stderr)
+        print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("partition: interrupted", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
         traceback.print_exc()
-        print("partition: internal error (a bug in hetpart); please report it with the traceback above",
-              file=sys.stderr)
+        print("partition: internal error (a bug in hetpart); please report it with the traceback above"
+              + (f" and TVM's log of this run ({log.path})" if log.wrote else ""), file=sys.stderr)
         return 2
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``partition zoo | head -1``): stop quietly.
+
+    Python would still try to flush stdout at exit and print a second BrokenPipeError,
+    so stdout is pointed at /dev/null first.  Exit code: 128 + SIGPIPE, as a tool
+    killed by the signal reports.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
-from ..errors import HetpartError, ShapeError
+from ..errors import HetpartError, PlanError, ShapeError, TargetError
 
 
 def add_model_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
@@ -27,7 +28,32 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
             shapes[name] = [int(d) for d in dims.split(",")]
         except ValueError:
             raise ShapeError(f"--shape '{item}' is not NAME=D0,D1,... with integer dims") from None
+        if any(d <= 0 for d in shapes[name]):
+            raise ShapeError(f"--shape '{item}': every dim must be a positive integer")
     return shapes
+
+
+def check_cuda_arch(arch: str | None) -> None:
+    """``--cuda-arch`` is ``sm_<digits>`` (e.g. sm_90), or absent."""
+    if arch is not None and not re.fullmatch(r"sm_\d+a?", arch):
+        raise TargetError(f"--cuda-arch '{arch}' is not a CUDA arch; write it like sm_90 (H100/H200) or sm_80 (A100)")
+
+
+def check_objective(name: str) -> None:
+    from ..partitioner import OBJECTIVES
+
+    if name not in OBJECTIVES:
+        raise PlanError(f"--objective: unknown objective '{name}'; choose one of: {', '.join(OBJECTIVES)}")
+
+
+def parse_gpu_memory(text: str | None) -> int | None:
+    """``--gpu-memory`` in bytes (None when absent); a positive size."""
+    if text is None:
+        return None
+    size = parse_bytes(text)
+    if size <= 0:
+        raise PlanError(f"--gpu-memory '{text}': the cap must be a positive size, e.g. 4GiB")
+    return size
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:

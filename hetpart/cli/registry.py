@@ -43,4 +43,6 @@ def make_parser(cls) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cls().add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TVM's own log on stderr (otherwise it goes to ~/.cache/hetpart/tvm.log)")
     return parser

@@ -57,6 +57,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     if graph is None:
         raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
     start = time.perf_counter()
+    _require_cxx()
     programs = extract(graph, plan)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
@@ -76,6 +77,18 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         index_limits=dict(graph.index_limits),
         _staging=staging,
     )
+
+
+def _require_cxx() -> None:
+    """Exporting a partition links a shared library: TVM runs the C++ compiler it finds
+    ($CXX, $CC, else g++/gcc/clang++/clang/c++/cc on PATH).  Without one it would fail
+    deep inside with a TypeError, so say here what is missing and how to get it."""
+    from tvm.support.cc import get_cc
+
+    if get_cc() is None:
+        raise CompileError("compiling needs a C++ compiler to link each partition's library, and none is on "
+                           "PATH (g++, gcc, clang++, clang, c++ or cc; or set CXX); install one, e.g. "
+                           "`apt-get install g++` (Debian/Ubuntu) or `dnf install gcc-c++` (Fedora)")
 
 
 def _resolve(device: str, simulate: bool, cuda_arch: str | None, cpu_arch: str | None) -> targets.TargetSpec:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import ProfileError
+from ..errors import ProfileError, option
 from .fingerprint import this_machine
 from .profile_db import Profile
 
@@ -81,7 +81,7 @@ def resolve_profile(path: str | os.PathLike | Profile | None = None) -> Profile:
     if recorded is not None:
         return recorded
     hint = ("measure this machine with `partition profile MODEL`" if this_machine().has_gpu else
-            "this machine has no CUDA GPU, and hetpart ships no recorded profile; pass --profile PATH "
+            f"this machine has no CUDA GPU, and hetpart ships no recorded profile; pass {option('profile', 'PATH')} "
             "to a profile measured on a machine with a GPU")
     raise ProfileError(f"no cost-model profile found; {hint}")
 

@@ -28,7 +28,8 @@ OP_CLASSES = (
     ("softmax", ("softmax",)),
     ("reduce", ("sum", "mean", "max", "min", "prod", "argmax", "argmin", "variance", "std")),
     ("gather", ("take", "gather", "scatter", "embedding")),
-    ("sort", ("sort", "topk", "non_max_suppression", "nms", "argsort", "where", "nonzero")),
+    ("sort", ("sort", "topk", "non_max_suppression", "nms", "argsort", "nonzero")),
+    # ``where`` (select) is elementwise: it falls through to "injective"
 )
 
 

@@ -12,7 +12,7 @@ import warnings
 import tvm
 from tvm import relax, tirx
 
-from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError, option
 from .fusion import fuse_with_ops
 from .op_graph_builder import build_op_graph
 from .index_guard import guard_indices
@@ -95,6 +95,15 @@ def _dtype_name(elem_type: int) -> str:
         return ""
 
 
+def _check_dims(shapes) -> None:
+    """Every fixed dim is a positive integer (0 or -1 would plan negative FLOPs)."""
+    for name, dims in (shapes or {}).items():
+        if any(not isinstance(d, int) or d <= 0 for d in dims):
+            given = ",".join(str(d) for d in dims)
+            raise ShapeError(f"{option('shape')} for input '{name}' is [{given}]; every dim must be a "
+                             "positive integer")
+
+
 def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     """Import ``model`` into an :class:`OpGraph` of fused kernels.
 
@@ -102,6 +111,7 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     fixes symbolic input dims (``{"x": [1, 3, 224, 224]}``).  Raises a
     :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
     """
+    _check_dims(shapes)
     source = read_model(model, shapes)
     relax_mod, limits = guard_indices(to_relax(source))
     try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 
 from hetpart.models.graph_builder import GraphBuilder

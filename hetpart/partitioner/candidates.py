@@ -39,6 +39,13 @@ def assignment_key(a: Assignment) -> tuple:
     return tuple(sorted(a.items()))
 
 
+def build_key(plan) -> tuple:
+    """Plans with equal keys compile to the same libraries: the same assignment *and*
+    the same partitions (an overlapping plan may split one device's kernels into more
+    partitions than the sequential plan of the same assignment)."""
+    return assignment_key(plan.assignment), tuple(tuple(p.kernels) for p in plan.partitions)
+
+
 def plan_for_assignment(problem: Problem, a: Assignment, objective: str = "latency"):
     """The Plan of assignment ``a`` (predictions under ``objective``'s timeline).
 

@@ -21,7 +21,7 @@ import math
 
 from tqdm import tqdm
 
-from ..errors import PlanError
+from ..errors import PlanError, option
 from ..importer.summary import human_bytes
 from .gpu_memory import fits, gpu_memory
 from .mincut import Weights, gpu_charge, solve_min_cut
@@ -95,7 +95,7 @@ def infeasible_message(problem: Problem, floor: Assignment) -> str:
     return (f"GPU memory cap {human_bytes(problem.gpu_memory)} cannot be met: with every kernel that may "
             f"run on the CPU moved there, the GPU still needs {human_bytes(mem.total)} "
             f"(parameters {human_bytes(mem.params)} + peak activations {human_bytes(mem.peak_activations)}) "
-            f"for the kernels held on CUDA: {why}{more}. Raise --gpu-memory to at least "
+            f"for the kernels held on CUDA: {why}{more}. Raise {option('gpu_memory')} to at least "
             f"{human_bytes(mem.total)}, or drop the pins that hold kernels on CUDA")
 
 

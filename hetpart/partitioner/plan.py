@@ -133,8 +133,16 @@ class Plan:
         return plan
 
     def save(self, path) -> Path:
+        """Write the plan as JSON to ``path``, creating missing parent directories.
+
+        Raises PlanError when the path cannot be written (a parent is a file, no
+        permission)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise PlanError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
         return path
 
     @classmethod

@@ -9,10 +9,11 @@ to the other device.  It needs the plan's op graph and costs (kept in memory by
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..errors import PlanError
 from ..importer.summary import human_bytes
+from .evaluate import Evaluation
 from .objectives import OBJECTIVES
 from .plan import Plan
 from .problem import Problem, build_problem, other
@@ -32,6 +33,8 @@ def human_seconds(s: float | None) -> str:
 
 
 def signed_seconds(s: float) -> str:
+    if abs(s) < 5e-8:  # below the 0.1 us shown: no sign, so rounding noise does not read as a change
+        return "0"
     return ("+" if s >= 0 else "-") + human_seconds(abs(s))
 
 
@@ -48,10 +51,35 @@ def _partition_table(plan: Plan) -> list[str]:
     rows = [f"{'partition':<12} {'device':<6} {'kernels':>7} {'predicted':>11} {'bytes in':>10} "
             f"{'bytes out':>10}  kernels"]
     for p in plan.partitions:
-        span = p.kernels[0] if len(p.kernels) == 1 else f"{p.kernels[0]} .. {p.kernels[-1]}"
+        span = kernel_ranges(p.kernels)
         rows.append(f"{p.name:<12} {p.device:<6} {len(p.kernels):>7} {human_seconds(p.predicted_s):>11} "
                     f"{human_bytes(p.bytes_in):>10} {human_bytes(p.bytes_out):>10}  {span}")
     return rows
+
+
+def kernel_ranges(kernels, limit: int = 6) -> str:
+    """Kernel ids as runs of consecutive ``node_<i>``: ``node_0..node_3, node_7``.
+
+    A partition need not be contiguous in kernel numbering (the graph's topological
+    order interleaves branches), so a first..last span would claim kernels it does
+    not hold.  At most ``limit`` runs are shown, then how many kernels are left.
+    """
+    runs: list[list] = []  # [prefix, first, last] or [id] for ids without a number
+    for k in kernels:
+        prefix, _, num = k.rpartition("_")
+        if num.isdigit() and runs and len(runs[-1]) == 3 and runs[-1][0] == prefix and runs[-1][2] + 1 == int(num):
+            runs[-1][2] = int(num)
+        elif num.isdigit():
+            runs.append([prefix, int(num), int(num)])
+        else:
+            runs.append([k])
+    text = [r[0] if len(r) == 1 else f"{r[0]}_{r[1]}" if r[1] == r[2] else f"{r[0]}_{r[1]}..{r[0]}_{r[2]}"
+            for r in runs]
+    if len(text) <= limit:
+        return ", ".join(text)
+    shown = runs[:limit]
+    left = len(kernels) - sum(1 if len(r) == 1 else r[2] - r[1] + 1 for r in shown)
+    return ", ".join(text[:limit]) + f", ... ({left} more kernels)"
 
 
 def _cut_table(plan: Plan) -> list[str]:
@@ -102,8 +130,10 @@ def _versus(plan_numbers: dict, b: dict, pipelined: bool) -> str:
     else:
         ratio, better, worse = b["latency_s"] / max(plan_numbers["latency_s"], 1e-30), "faster", "slower"
         unit = ""
+    if b.get("same_placement"):
+        return "same placement as the plan"
     if abs(ratio - 1) < 0.005:
-        return "same as the plan"
+        return "another placement, predicted within 0.5% of the plan"
     word = better if ratio > 1 else worse
     return f"plan is {max(ratio, 1 / ratio):.2f}x {word} {unit}".rstrip()
 
@@ -114,29 +144,68 @@ def _rate(numbers: dict) -> str:
 
 
 # --- explain ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MoveEffect:
+    """What moving some kernels does to the objective's number, in parts that add up:
+    ``total_s == compute_s + copies_s + overheads_s + overlap_s``.
+
+    ``compute_s``: the kernels' own time; ``copies_s``: CPU<->GPU copies;
+    ``overheads_s``: per-partition call overheads (a move can split or merge
+    partitions); ``overlap_s``: the rest -- overlap of CPU, GPU and copies lost (+)
+    or gained (-), and for a pipelined objective the change of the busiest track.
+    It is 0 when partitions run one after another."""
+
+    compute_s: float
+    copies_s: float
+    overheads_s: float
+    overlap_s: float
+    total_s: float
+    moved: Evaluation
+
+
+def _work(problem: Problem, e: Evaluation) -> tuple[float, float, float]:
+    """(compute, copies, overheads) seconds of one evaluated assignment, summed."""
+    layout = e.layout
+    return (problem.compute_s(layout.assignment), sum(t.seconds for t in layout.transfers),
+            sum(problem.overhead[g.device] for g in layout.groups))
+
+
+def move_effect(problem: Problem, obj, here: Evaluation, b) -> MoveEffect:
+    """The change of ``obj``'s metric from ``here`` to assignment ``b``, in parts."""
+    moved = obj.evaluate(problem, b)
+    parts = [m - h for m, h in zip(_work(problem, moved), _work(problem, here))]
+    total = getattr(moved, obj.metric) - getattr(here, obj.metric)
+    return MoveEffect(*parts, total - sum(parts), total, moved)
+
+
 def explain(plan: Plan) -> str:
     """Per partition and for the heaviest kernels: what moving it to the other device would cost."""
     problem = problem_of(plan)
     obj = OBJECTIVES[plan.objective]
     here = obj.evaluate(problem, plan.assignment)
-    base = getattr(here, obj.metric)
     column = "d period" if obj.pipelined else "d latency"
     measure = {"sequential_s": "latency with partitions run one after another",
                "makespan_s": "latency with CPU and CUDA partitions overlapping",
                "period_s": "seconds per pipelined micro-batch"}.get(obj.metric, obj.metric)
-    header = (f"{'device':<6} {'compute here':>13} {'there':>11} {'d compute':>11} "
-              f"{'d transfer':>11} {column:>11}  verdict")
+    header = (f"{'device':<6} {'compute here':>13} {'there':>11} {'d compute':>11} {'d copies':>11} "
+              f"{'d overheads':>11} {'d overlap':>11} {'= ' + column:>12}  verdict")
+    overlap = ("0 here: partitions run one after another" if obj.metric == "sequential_s" else
+               "overlap of CPU, GPU and copies lost (+) or gained (-)" if not obj.pipelined else
+               "the change of the busiest device or copy engine beyond its work")
     lines = ["why each partition is where it is: the change if it moved to the other device",
-             f"({column} = change in predicted {measure}; positive means the plan's choice is better)",
+             f"({column} = change in predicted {measure}; positive means the plan's choice is better.",
+             " It is the sum of: d compute (the kernels' time), d copies (CPU<->GPU), d overheads",
+             f" (per-partition calls; a move can split or merge partitions) and d overlap ({overlap}))",
              f"  {'partition':<12} {header}"]
     for p in plan.partitions:
-        lines.append(_move_row(problem, plan, obj, base, p.name, p.device, p.kernels, 12))
+        lines.append(_move_row(problem, plan, obj, here, p.name, p.device, p.kernels, 12))
     heavy = sorted(plan.assignment, key=lambda k: -problem.seconds[k][plan.assignment[k]])[:TOP_KERNELS]
     lines += ["", f"heaviest kernels (top {len(heavy)} by predicted time on their device):",
               f"  {'kernel':<12} {header}"]
     for k in heavy:
-        ops = "+".join(problem.graph.kernels[k].ops)
-        lines.append(_move_row(problem, plan, obj, base, k, plan.assignment[k], [k], 12) + f"  [{ops}]")
+        kernel = problem.graph.kernels[k]
+        lines.append(_move_row(problem, plan, obj, here, k, plan.assignment[k], [k], 12)
+                     + f"  [{'+'.join(kernel.ops)}: {kernel.op_class}]")
     return "\n".join(lines)
 
 
@@ -156,34 +225,34 @@ def problem_of(plan: Plan) -> Problem:
     return replace(problem, allowed=allowed, reasons=dict(plan.constraints))
 
 
-def _move_row(problem, plan, obj, base, name, device, kernels, width) -> str:
+def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
     a = plan.assignment
     there = other(device)
     movable = [k for k in kernels if problem.movable(k, there)]
     compute_here = problem.compute_s(a, kernels)
     head = f"  {name:<{width}} {device:<6} {human_seconds(compute_here):>13}"
     if not movable:
-        return head + f" {'-':>11} {'-':>11} {'-':>11} {'-':>11}  stays: {problem.reasons.get(kernels[0], '')}"
+        return head + f" {'-':>11}" * 5 + f" {'-':>12}  stays: {problem.reasons.get(kernels[0], '')}"
     b = dict(a)
     b.update({k: there for k in movable})
-    d_compute = problem.compute_s(b, movable) - problem.compute_s(a, movable)
-    d_transfer = problem.transfer_s(b) - problem.transfer_s(a)
-    moved = obj.evaluate(problem, b)
-    d_latency = getattr(moved, obj.metric) - base
-    compute_there = compute_here + d_compute
-    row = (head + f" {human_seconds(compute_there):>11} {signed_seconds(d_compute):>11} "
-           f"{signed_seconds(d_transfer):>11} {signed_seconds(d_latency):>11}  ")
-    return row + _verdict(problem, moved, d_compute, d_transfer, d_latency, there, len(kernels) - len(movable))
+    m = move_effect(problem, obj, here, b)
+    row = (head + f" {human_seconds(compute_here + m.compute_s):>11}"
+           + "".join(f" {signed_seconds(v):>11}" for v in (m.compute_s, m.copies_s, m.overheads_s, m.overlap_s))
+           + f" {signed_seconds(m.total_s):>12}  ")
+    return row + _verdict(problem, m, there, len(kernels) - len(movable))
 
 
-def _verdict(problem, moved, d_compute, d_transfer, d_latency, there, stuck) -> str:
-    if not moved.fits:
-        text = f"would not fit: GPU needs {human_bytes(moved.memory.total)} > cap {human_bytes(problem.gpu_memory)}"
-    elif d_latency <= 0:
+def _verdict(problem, m: MoveEffect, there, stuck) -> str:
+    if not m.moved.fits:
+        text = (f"would not fit: GPU needs {human_bytes(m.moved.memory.total)} > cap "
+                f"{human_bytes(problem.gpu_memory)}")
+    elif m.total_s <= 0:
         text = "as good or better there: a tie, or a gain the search did not reach"
-    elif d_compute < 0:
-        text = f"faster on {there}, but the copies cost more"
-    elif d_transfer < 0:
+    elif m.compute_s < 0:
+        costs = {"the copies": m.copies_s, "the extra partition overheads": m.overheads_s,
+                 "the lost overlap": m.overlap_s}
+        text = f"faster on {there}, but {max(costs, key=costs.get)} cost more"
+    elif m.copies_s < 0:
         text = f"saves copies, but slower on {there}"
     else:
         text = f"slower on {there}"

@@ -7,7 +7,7 @@ baselines, all from :func:`~.evaluate.evaluate`).
 
 from __future__ import annotations
 
-from ..errors import PlanError
+from ..errors import PlanError, option
 from .baselines import BASELINES
 from .costs import cost_origin
 from .evaluate import Evaluation
@@ -32,7 +32,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
     if gpu_memory is not None and gpu_memory < 0:
-        raise PlanError(f"--gpu-memory must be positive, got {gpu_memory} bytes")
+        raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else _cost_model(profile)
     if hasattr(costs, "add_graph"):  # unmeasured kernels are predicted with their schedule rule
         costs.add_graph(graph)
@@ -121,6 +121,8 @@ def _predicted(problem: Problem, obj: Objective, e: Evaluation) -> dict:
         b = obj.evaluate(problem, fn(problem))
         note = _baseline_note(problem, name, b)
         out["baselines"][name] = _numbers(problem, obj, b) if b.fits else None
+        if b.fits:  # the report says "same placement" only when it is
+            out["baselines"][name]["same_placement"] = b.layout.assignment == e.layout.assignment
         if note:
             out["baseline_notes"][name] = note
     return out

@@ -1,7 +1,15 @@
 from __future__ import annotations
 
-from ..options import (add_model_options, add_profile_options, add_target_options, kernel_options, parse_bytes,
-                       parse_shapes)
+from ..options import (
+    add_model_options,
+    add_profile_options,
+    add_target_options,
+    check_cuda_arch,
+    check_objective,
+    kernel_options,
+    parse_gpu_memory,
+    parse_shapes,
+)
 from ..registry import register
 
 
@@ -64,6 +72,8 @@ class Bench:
         from ... import bench
         from ...partitioner import parse_pins
 
+        _check(args)
+
         options = bench.Options(settings=_settings(args), objectives=tuple(args.objective) or bench.OBJECTIVES,
                                 simulate=args.simulate, cuda_arch=args.cuda_arch, profile=args.profile,
                                 peers=_peers(args), measure_missing=args.measure,
@@ -71,7 +81,7 @@ class Bench:
         if not args.measure:
             options.cost_model = options.costs()  # a missing profile is one error, not one per MODEL
         shapes = parse_shapes(args.shape) or None
-        cap = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+        cap = parse_gpu_memory(args.gpu_memory)
         pins = tuple(parse_pins(args.pin))
         workloads = [bench.Workload(_label(m, i, args.model), m, shapes=shapes, gpu_memory=cap, pins=pins,
                                     oracle=args.oracle, heterogeneous=cap is not None)
@@ -83,6 +93,25 @@ class Bench:
         for path in bench.write(report, args.json, args.md):
             print(f"wrote {path}", file=sys.stderr)
         return 0 if report.workloads else 1
+
+
+def _check(args) -> None:
+    """Arguments checked before any work.  Every plan but all-CPU runs CUDA partitions:
+    without a GPU (and without --simulate) say so now, not in a table note after the
+    CPU builds."""
+    from ... import targets
+    from ...errors import NoGPUError
+
+    check_cuda_arch(args.cuda_arch)
+    for name in args.objective:
+        check_objective(name)
+    parse_gpu_memory(args.gpu_memory)
+    if args.simulate or targets.cuda_available():
+        return
+    arch = " (--cuda-arch cross-compiles, but the builds must run here)" if args.cuda_arch else ""
+    raise NoGPUError("partition bench runs the plans' CUDA partitions, and this machine has no CUDA GPU"
+                     f"{arch}; add --simulate to run them on the CPU (the numbers then say nothing "
+                     "about a GPU), or run it on a machine with one")
 
 
 def _settings(args):

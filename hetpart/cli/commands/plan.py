@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from pathlib import Path
-
+from ...errors import HetpartError, NoGPUError
 from ..options import (
     add_model_options,
     add_profile_options,
     add_target_options,
+    check_cuda_arch,
+    check_objective,
     kernel_options,
-    parse_bytes,
+    parse_gpu_memory,
     parse_shapes,
 )
 from ..registry import register
@@ -58,60 +59,83 @@ class Plan:
     def run(self, args) -> int:
         from ... import importer
 
-        graph = importer.load(args.model, parse_shapes(args.shape))
-        print(graph.summary())
+        checked = self._check(args)
+        graph = importer.load(args.model, checked["shapes"])
         if args.summary_only:
+            print(graph.summary())
             return 0
-        plan = self._plan(args, graph)
-        out = Path(args.out) if args.out else None
-        if out:
-            self._write_plan(plan, out)
-        if args.compile or args.run:
-            self._compile_and_run(args, plan, graph, out)
+        plan = self._plan(args, graph, checked)
+        self._check_devices(args, plan)
+        report = [graph.summary(), "", _partitioner().render_plan(plan)]
+        if args.explain:
+            report += ["", _partitioner().explain(plan)]
+        print("\n".join(report))
+        if checked["out"] is not None:
+            compiled = self._write(args, plan, graph, checked["out"], checked["options"])
+            if args.run:
+                from ... import runtime
+
+                runtime.run_once_and_report(compiled, trace=(checked["out"].path / "run.trace.json")
+                                            if args.trace else None)
         return 0
 
-    def _plan(self, args, graph):
-        from ... import partitioner
+    def _check(self, args) -> dict:
+        """Every argument checked before any work (a mistake costs no import or plan)."""
+        from ..outdir import OutputDir
 
-        plan = partitioner.partition(
-            graph,
-            objective=args.objective,
-            profile=args.profile,
-            gpu_memory=parse_bytes(args.gpu_memory) if args.gpu_memory else None,
-            pins=partitioner.parse_pins(args.pin),
-        )
-        print()
-        print(partitioner.render_plan(plan))
-        if args.explain:
-            print()
-            print(partitioner.explain(plan))
-        return plan
+        if args.trace and not args.run:
+            raise HetpartError("--trace records the timeline of --run; add --run (and -o DIR)")
+        if (args.compile or args.run) and not args.out:
+            flag = "--compile" if args.compile else "--run"
+            raise HetpartError(f"{flag} needs -o DIR to put the compiled artifact in")
+        check_objective(args.objective)
+        check_cuda_arch(args.cuda_arch)
+        return {"shapes": parse_shapes(args.shape), "gpu_memory": parse_gpu_memory(args.gpu_memory),
+                "pins": _partitioner().parse_pins(args.pin),
+                "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args)}
 
-    def _write_plan(self, plan, out: Path) -> None:
-        from ... import partitioner
+    def _plan(self, args, graph, checked):
+        return _partitioner().partition(graph, objective=args.objective, profile=args.profile,
+                                        gpu_memory=checked["gpu_memory"], pins=checked["pins"])
 
-        out.mkdir(parents=True, exist_ok=True)
-        plan.save(out / "plan.json")
-        partitioner.write_svg(plan, out / "plan.svg")
-        partitioner.write_trace(plan, out / "plan.trace.json")
-        print(f"\nwrote {out / 'plan.json'}, {out / 'plan.svg'}, {out / 'plan.trace.json'}")
+    def _check_devices(self, args, plan) -> None:
+        """Compiling or running CUDA partitions needs a GPU, --simulate or --cuda-arch: say so now."""
+        from ... import targets
 
-    def _compile_and_run(self, args, plan, graph, out: Path | None) -> None:
-        from ...errors import HetpartError
+        if not (args.compile or args.run) or args.simulate or all(p.device != "cuda" for p in plan.partitions):
+            return
+        targets.resolve("cuda", cuda_arch=args.cuda_arch)  # NoGPUError without a GPU or an arch
+        if args.run and not targets.cuda_available():
+            raise NoGPUError("--run runs the CUDA partitions, and this machine has no CUDA GPU; "
+                             "add --simulate to run them on the CPU")
 
-        if out is None:
-            raise HetpartError("--compile and --run need -o DIR to put the compiled artifact in")
-        from ... import compiler
+    def _write(self, args, plan, graph, out, options):
+        """plan.json, plan.svg, plan.trace.json and (--compile/--run) the artifact, into OUT whole."""
+        partitioner = _partitioner()
+        compiled = None
+        with out.staging() as tmp:
+            plan.save(tmp / "plan.json")
+            partitioner.write_svg(plan, tmp / "plan.svg")
+            partitioner.write_trace(plan, tmp / "plan.trace.json")
+            if args.compile or args.run:
+                from ... import compiler
 
-        options = kernel_options(args)
-        _note_option_mismatch(args.profile, options)
-        compiled = compiler.compile(plan, graph, simulate=args.simulate, cuda_arch=args.cuda_arch, options=options)
-        compiled.save(out)
-        print(f"wrote compiled artifact to {out}")
-        if args.run:
-            from ... import runtime
+                _note_option_mismatch(args.profile, options)
+                compiled = compiler.compile(plan, graph, simulate=args.simulate, cuda_arch=args.cuda_arch,
+                                            options=options)
+                compiled.save(tmp)
+        where = out.path
+        print(f"\nwrote {where / 'plan.json'}, {where / 'plan.svg'}, {where / 'plan.trace.json'}")
+        if compiled is not None:
+            compiled.directory = where  # the staging directory became OUT
+            print(f"wrote compiled artifact to {where}")
+        return compiled
 
-            runtime.run_once_and_report(compiled, trace=(out / "run.trace.json") if args.trace else None)
+
+def _partitioner():
+    from ... import partitioner
+
+    return partitioner
 
 
 def _note_option_mismatch(profile, options) -> None:
