@@ -313,7 +313,7 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
             record["note"] = f"{len(elsewhere)} kernel(s) hetpart cannot build for {device} left to the planner: " \
                              + ", ".join(sorted({graph.kernels[k].func for k in elsewhere})[:5])
         stage = "compile"
-        compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False)
+        compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False, options=_kernel_options())
         stage = "run"
         with hetpart.Session(compiled) as session:
             got = list(session.run(_session_feeds(session, feeds)).values())
@@ -384,7 +384,15 @@ def _median_ms(fn, repeat: int) -> float:
 
 
 def tf32_on() -> bool:
+    """``HETPART_TF32=0`` asks for full-float32 GPU builds (read here, at the script's edge)."""
     return os.environ.get("HETPART_TF32", "1") != "0"
+
+
+def _kernel_options():
+    """The kernel options of every build in this run: this GPU's, TF32 as ``tf32_on``."""
+    from hetpart.kernels.options import resolve
+
+    return resolve(tf32=tf32_on())
 
 
 def compare(got: list, refs: list) -> dict:

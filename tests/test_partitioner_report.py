@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from hetpart.partitioner import Partition, explain, partition
-from hetpart.partitioner.report import _partition_table, _versus, kernel_ranges
+from hetpart.partitioner.plan_report import _partition_table, _versus, kernel_ranges
 from test_partitioner_units import DIAMOND, US, make_graph, table
 
 SECONDS = r"([+-][\d.]+ (?:us|ms|s)|0|-)"
