@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One device call of the correctness round (issue 16), results under $OUT:
+#   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
+# STEP 1: machine facts, the cuda-marked tests (tools/device_validate.sh) and the
+#         corpus models whose GPU path returned NaN (both devices) plus the
+#         transformers (GPU);
+# STEP 2: the torchvision corpus (GPU), then TF32 off on a few models;
+# STEP 3: the whole ONNX node suite with real CUDA partitions.
+# Each step stops its work at BUDGET seconds (default 540) so what it has comes back.
+set -u
+export PYTHONPATH=.:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+OUT=${OUT:-out/device}; mkdir -p "$OUT"
+BUDGET=${BUDGET:-540}
+EXPORTS=/tmp/corpus
+corpus() {  # corpus NAME DEVICES MODELS [ENV...]: one stream, its own results file
+  local name=$1 devices=$2 models=$3; shift 3
+  env "$@" timeout "$BUDGET" python3 bench/corpus.py --models "$models" --devices "$devices" --timeout 300 \
+    --budget $((BUDGET - 30)) --export-dir "$EXPORTS" --out "$OUT/corpus-$name.json" > "$OUT/logs/corpus-$name.log" 2>&1
+}
+mkdir -p "$OUT/logs"
+case "${1:-1}" in
+1)
+  { nvidia-smi -L; python3 -c "import tvm; d = tvm.cuda(0); print('total_global_memory', d.total_global_memory)"
+    python3 -c "from hetpart.kernels.options import resolve; print(resolve())"; } > "$OUT/logs/machine.txt" 2>&1
+  OUT="$OUT/logs" JOBS=3 PER_FILE_S=240 timeout "$BUDGET" bash tools/device_validate.sh test_kernels_cuda_compile \
+    test_importer_elementwise_ops test_runtime_cuda test_runtime_dynamic test_compiler_cuda test_runtime_indices \
+    test_kernels_tensor_core test_kernels_splitk test_costmodel_profile_files test_costmodel_measure \
+    test_detector_gpu test_kernels test_bench test_models_families > "$OUT/logs/validate.txt" 2>&1 &
+  corpus nan cuda,cpu gpt2,t5_encoder,llama,swin_t &
+  corpus text cuda distilbert,bert,roberta,whisper_encoder,clip_text,clip_vision,vit_b_16 &
+  wait ;;
+2)
+  corpus vision1 cuda resnet50,vgg11,densenet121,inception_v3,googlenet &
+  corpus vision2 cuda mobilenet_v2,mobilenet_v3_large,efficientnet_b0,convnext_tiny &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32 cuda gpt2,llama,bert,resnet50 HETPART_TF32=0 &
+  wait ;;
+3)
+  timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 14 --time-limit 120 \
+    -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1
+  ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
+esac
+tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
+ls -la "$OUT"
