@@ -30,8 +30,15 @@ def make_profile(path=None) -> Profile:
     return prof
 
 
+def child_env(**extra) -> dict:
+    """This process's environment with the checkout first on PYTHONPATH (keeping the
+    rest: on the GPU machine TVM itself comes from PYTHONPATH)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def cli(*argv, env=None, cwd=None) -> subprocess.CompletedProcess:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    e = child_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *argv], capture_output=True, text=True,
                           env=e, cwd=cwd, timeout=300)
 
@@ -137,7 +144,7 @@ def test_two_processes_profiling_into_one_file_lose_nothing(tmp_path):
     path = tmp_path / "shared.json"
     make_profile().save(path)
     go = tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(go)], env=env) for tag in "ab"]
     for _ in range(6000):
         if all((tmp_path / f"ready-{t}").exists() for t in "ab") or any(p.poll() is not None for p in procs):

@@ -31,7 +31,8 @@ HANG_S = 120  # no single mutant may take longer
 
 
 def _worker(indices: list[int]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TVM_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p),
+           "TVM_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(HERE / "fuzz_models.py"), str(SEED), str(COMPILED),
                              *map(str, indices)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env=env)
