@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from hetpart.bench import conformance
 
 
@@ -36,6 +38,7 @@ def test_judge_against_the_expected_failure_table():
     assert conformance.judge("new", "typed-error", "x", table).status == "typed-error"
 
 
+@pytest.mark.slow
 def test_a_crashing_worker_costs_its_case_not_the_run():
     got = []
     left = conformance._run_chunk({"dies": _Dies()}, "CPU", None, {}, 60.0, 0, got.append)
@@ -43,6 +46,7 @@ def test_a_crashing_worker_costs_its_case_not_the_run():
     assert "exit code 3" in got[0].detail
 
 
+@pytest.mark.slow
 def test_a_hanging_worker_is_killed_after_the_time_limit():
     got = []
     start = time.monotonic()

@@ -76,6 +76,7 @@ def test_out_holding_files_hetpart_did_not_write_is_left_alone(capsys, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_compile_replaces_an_older_artifact_whole(capsys, tmp_path):
     out = tmp_path / "out"
     rc, _, err = cli(capsys, MODEL, "--pin", "node_0=cpu", "--pin", "node_1=cuda", "--pin", "node_2=cpu", "--simulate", "-o", str(out), "--compile")
@@ -133,6 +134,7 @@ def test_tvm_log_goes_to_a_file_not_into_the_report(tmp_path):
     assert "partition zoo:dlrm:small" in log and "Fast mode segfaults" in log
 
 
+@pytest.mark.slow
 def test_verbose_shows_tvm_log(tmp_path):
     done = run_cli("zoo:dlrm:small --verbose", env={"XDG_CACHE_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr

@@ -99,6 +99,7 @@ def test_reversed_partitions_are_refused_not_run(art):
         compiler.load_compiled(art)
 
 
+@pytest.mark.slow
 def test_in_memory_model_in_the_wrong_order_is_refused_by_the_session(saved):
     """The session checks too (a CompiledModel may be built or edited in memory); run
     in a child: the unchecked session hangs."""
@@ -117,6 +118,7 @@ def test_in_memory_model_in_the_wrong_order_is_refused_by_the_session(saved):
     assert "refused:" in out and "order" in out
 
 
+@pytest.mark.slow
 def test_truncated_library_with_matching_hash_is_refused_not_mapped(art):
     lib = art / "p0_cpu.so"
     size = lib.stat().st_size

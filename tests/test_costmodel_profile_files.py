@@ -51,6 +51,7 @@ def test_a_binary_file_is_a_profile_error_naming_it(tmp_path):
         Profile.load(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--profile", "HETPART_PROFILE"])
 def test_cli_with_a_binary_profile_exits_1_naming_it(tmp_path, how):
     path = tmp_path / "prof.bin"
@@ -140,6 +141,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_profiling_into_one_file_lose_nothing(tmp_path):
     path = tmp_path / "shared.json"
     make_profile().save(path)
@@ -200,6 +202,7 @@ def test_a_cpu_only_profile_plans_with_the_recorded_gpu_and_says_so(tmp_path, zo
     assert "two machines" in plan.profile_origin
 
 
+@pytest.mark.slow
 def test_cli_plans_with_a_cpu_only_profile(tmp_path):
     path = tmp_path / "cpu.json"
     cpu_only_profile(path)
@@ -238,6 +241,7 @@ def test_the_gpus_memory_is_the_default_cap(zoo_onnx):
     assert set(plan.assignment.values()) == {"cpu"}
 
 
+@pytest.mark.slow
 def test_transfer_without_a_gpu_says_it_needs_one_before_measuring_anything(tmp_path):
     from hetpart.targets import cuda_available
 

@@ -74,6 +74,7 @@ def _run_share(indices: list[int], results: dict) -> None:
         todo = [i for i in todo if i not in results]
 
 
+@pytest.mark.slow
 def test_fuzzed_zoo_models_give_typed_errors_or_correct_results():
     import fuzz_models  # noqa: F401 - fail here, not in every worker, if it does not import
 

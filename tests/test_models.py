@@ -82,6 +82,7 @@ def test_small_model_imports_into_tvm(small_models, name):
     assert "main" in [gv.name_hint for gv in mod.get_global_vars()]
 
 
+@pytest.mark.slow
 def test_detector_runs_end_to_end_in_tvm(small_models):
     """NonMaxSuppression and TopK compile with TVM and agree with the ONNX reference."""
     tvm = pytest.importorskip("tvm")

@@ -48,6 +48,7 @@ def test_dlrm_cap_below_tables_keeps_gathers_on_cpu_and_mlps_on_cuda():
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys):
     from hetpart.cli.main import main
     from hetpart.partitioner import Plan, planning
@@ -66,6 +67,7 @@ def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys):
     assert (out / "plan.svg").read_text().lstrip().startswith("<")
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_pin_as_user_error(monkeypatch, capsys):
     from hetpart.cli.main import main
     from hetpart.partitioner import planning
@@ -78,9 +80,11 @@ def test_cli_reports_bad_pin_as_user_error(monkeypatch, capsys):
 
 # --- every zoo model on the recorded GPU profile --------------------------------------------------------------
 ZOO = ("mlp", "resnet18", "resnet50", "bert", "detector", "dlrm")
+_FAST_ZOO = ("mlp", "bert")  # the rest take 8-16 s each on 2 cores: full runs only
+ZOO_CASES = [n if n in _FAST_ZOO else pytest.param(n, marks=pytest.mark.slow) for n in ZOO]
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", ZOO_CASES)
 def test_zoo_small_plan_beats_or_ties_every_baseline(name):
     costs = recorded_cost_model()
     graph = _load(f"zoo:{name}:small")
@@ -110,6 +114,7 @@ def test_zoo_full_size_plans_in_seconds(name):
         assert plan.predicted["latency_s"] <= plan.best_baseline()[1] * (1 + 1e-9)
 
 
+@pytest.mark.slow
 def test_dlrm_served_batch_cap_below_tables_keeps_mlps_on_cuda_on_recorded_profile():
     """The issue's case on real costs: full-size MLPs at DLRM's serving batch (256), tables
     cut to 20k rows (41 MiB) so CI imports it quickly, and a GPU cap below the tables."""

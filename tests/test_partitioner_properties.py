@@ -156,6 +156,7 @@ def check_timeline(plan: Plan):
 
 
 # --- properties ------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=300, **SETTINGS)
 @given(seed=seeds, n=st.integers(1, 12))
 def test_latency_equals_brute_force_optimum(seed, n):
@@ -176,6 +177,7 @@ def test_latency_equals_brute_force_on_16_kernels(seed, n):
     assert plan.predicted["latency_s"] == pytest.approx(best, rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **SETTINGS)
 @given(seed=seeds, n=st.integers(1, 20), overhead=st.sampled_from([0.0, 5e-6, 200e-6]))
 def test_plan_structure_pins_and_caps(seed, n, overhead):

@@ -162,6 +162,7 @@ def check_against_onnx(compiled, onnx_model, got: dict, feeds: dict) -> None:
 
 
 # ids avoid the word "cuda": conftest skips items with that keyword where no GPU is
+@pytest.mark.slow
 @pytest.mark.parametrize("nms_device", ["cpu", "cuda"], ids=["nms_on_cpu", "nms_on_gpu"])
 def test_detector_with_nms_split_from_backbone_matches_onnx(detector, zoo_onnx, nms_device):
     compiled = detector(nms_device)

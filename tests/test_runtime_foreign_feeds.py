@@ -5,9 +5,12 @@ never read.  Runs in a child process: a raw read of a bogus pointer is a SIGSEGV
 
 from __future__ import annotations
 
+import pytest
+
 from isolated import assert_clean, run_isolated
 
 
+@pytest.mark.slow
 def test_foreign_objects_are_refused_typed_and_never_read_raw():
     out = assert_clean(run_isolated("""
         import numpy as np

@@ -65,6 +65,7 @@ def test_index_feeds_out_of_range_are_typed_errors_and_negative_ones_count_from_
     assert out.count("refused") == 4 and "negative ok" in out
 
 
+@pytest.mark.slow
 def test_indices_computed_in_the_graph_never_read_foreign_memory():
     """Gather(table, Cast(x)) with x a float input: the indices are not a feed, so the
     take is clipped; in-range values still match onnxruntime."""

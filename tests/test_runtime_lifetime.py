@@ -8,6 +8,7 @@ import pytest
 from isolated import assert_clean, run_isolated
 
 
+@pytest.mark.slow
 def test_close_while_eight_threads_run_returns_and_every_caller_gets_a_typed_error():
     out = assert_clean(run_isolated("""
         import threading, time
@@ -49,6 +50,7 @@ def test_close_while_eight_threads_run_returns_and_every_caller_gets_a_typed_err
     assert "ok" in out
 
 
+@pytest.mark.slow
 def test_submitted_runs_finish_or_fail_typed_when_closed():
     out = assert_clean(run_isolated("""
         import threading

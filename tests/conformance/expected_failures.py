@@ -826,3 +826,11 @@ def expected_for(device: str) -> dict[str, tuple[str, str]]:
     if device.upper().startswith("CUDA"):
         table.update(EXPECTED_FAILURES_CUDA)
     return table
+
+
+def subset_names() -> list[str]:
+    """The test names in ``ci_subset.txt`` (one per line; ``#`` starts a comment)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "ci_subset.txt").read_text()
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
