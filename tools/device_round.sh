@@ -38,6 +38,19 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 14 --time-limit 120 \
     -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1
   ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
+4)  # everything still missing, in one call: the zoo's GPU disagreement located, the
+    # CUDA test file that timed out, the torchvision corpus, TF32 off, a CUDA conformance sample
+  python3 tools/kernel_diff.py zoo:gpt2:small --top 10 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
+  python3 tools/kernel_diff.py zoo:mobilenet:small --top 10 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --durations=10 --timeout 200 \
+    tests/test_compiler_cuda.py tests/test_costmodel_profile_files.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  corpus vision1 cuda mobilenet_v3_large,efficientnet_b0,convnext_tiny,resnet50,googlenet &
+  corpus vision2 cuda mobilenet_v2,densenet121,inception_v3,vgg11 &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32 cuda gpt2,llama HETPART_TF32=0 &
+  timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 4 --time-limit 120 --sample 400 \
+    -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1 &
+  wait
+  mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
