@@ -40,8 +40,8 @@ case "${1:-1}" in
   ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
 4)  # everything still missing, in one call: the zoo's GPU disagreement located, the
     # CUDA test file that timed out, the torchvision corpus, TF32 off, a CUDA conformance sample
-  python3 tools/kernel_diff.py zoo:gpt2:small --top 10 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
-  python3 tools/kernel_diff.py zoo:mobilenet:small --top 10 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:gpt2:small --top 10 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:mobilenet:small --top 10 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
   timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --durations=10 --timeout 200 \
     tests/test_compiler_cuda.py tests/test_costmodel_profile_files.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
   corpus vision1 cuda mobilenet_v3_large,efficientnet_b0,convnext_tiny,resnet50,googlenet &
