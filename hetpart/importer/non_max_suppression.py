@@ -49,19 +49,48 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
     BC = B * C
     iou_thr, score_thr = float(np.float32(iou_threshold)), float(np.float32(score_threshold))
 
-    def before(s, b, c, x, y):
-        """Box ``x`` comes before box ``y`` in class ``c``: higher score, then lower index."""
-        return tirx.Or(s[b, c, x] > s[b, c, y], tirx.And(s[b, c, x] == s[b, c, y], x < y))
+    def sort_key(score, i):
+        """An int64 that orders boxes as ONNX does: higher score first, then lower index.
+        High word: the float32 score's bits made monotonic as a signed int (-0.0 taken
+        as 0.0, as float comparison does); low word: ``N - 1 - i``."""
+        bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
+        ordered = tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
+        return tirx.Cast("int64", ordered) * T.int64(1 << 32) + tirx.Cast("int64", N - 1 - i)
 
-    def suppresses(box, b, x, y):
-        """ONNX's IoU test of boxes ``x`` and ``y`` (rows of ``box``: ymin, xmin, ymax, xmax, area)."""
-        iy0, iy1 = tirx.max(box[b, x, 0], box[b, y, 0]), tirx.min(box[b, x, 2], box[b, y, 2])
-        ix0, ix1 = tirx.max(box[b, x, 1], box[b, y, 1]), tirx.min(box[b, x, 3], box[b, y, 3])
-        inter = (ix1 - ix0) * (iy1 - iy0)
+    def box_of(key):
+        return N - 1 - tirx.Cast("int32", tirx.bitwise_and(key, T.int64(0xFFFFFFFF)))
+
+    def overlap(box, b, x, y):
+        """Boxes ``x`` and ``y`` intersect (rows of ``box``: ymin, xmin, ymax, xmax, area).
+        Tested first and on its own: most pairs do not, and then no IoU is computed."""
+        return tirx.all(tirx.max(box[b, x, 1], box[b, y, 1]) < tirx.min(box[b, x, 3], box[b, y, 3]),
+                        tirx.max(box[b, x, 0], box[b, y, 0]) < tirx.min(box[b, x, 2], box[b, y, 2]))
+
+    def iou_above(box, b, x, y):
+        """ONNX's IoU test of intersecting boxes ``x`` and ``y``, in its operation order."""
+        inter = ((tirx.min(box[b, x, 3], box[b, y, 3]) - tirx.max(box[b, x, 1], box[b, y, 1]))
+                 * (tirx.min(box[b, x, 2], box[b, y, 2]) - tirx.max(box[b, x, 0], box[b, y, 0])))
         union = box[b, x, 4] + box[b, y, 4] - inter
-        return tirx.all(ix1 > ix0, iy1 > iy0, inter > T.float32(0), box[b, x, 4] > T.float32(0),
-                        box[b, y, 4] > T.float32(0), union > T.float32(0),
-                        inter / union > T.float32(iou_thr))
+        return tirx.all(inter > T.float32(0), box[b, x, 4] > T.float32(0), box[b, y, 4] > T.float32(0),
+                        union > T.float32(0), inter / union > T.float32(iou_thr))
+
+    @T.macro
+    def sift_down(heap, bc, size, hole, child, item, start):
+        """Move ``heap[bc, start]`` down below the larger keys of the first ``size`` (a max-heap)."""
+        hole[0] = start
+        item[0] = heap[bc, start]
+        child[0] = start * 2 + 1
+        while child[0] < size[0]:
+            if child[0] + 1 < size[0]:
+                if heap[bc, child[0] + 1] > heap[bc, child[0]]:
+                    child[0] = child[0] + 1
+            if heap[bc, child[0]] > item[0]:
+                heap[bc, hole[0]] = heap[bc, child[0]]
+                hole[0] = child[0]
+                child[0] = child[0] * 2 + 1
+            else:
+                child[0] = size[0]
+        heap[bc, hole[0]] = item[0]
 
     @T.prim_func(private=True, s_tir=True)
     def nms(data: T.Buffer((T.int64(B), T.int64(N), T.int64(4)), "float32"),
@@ -73,7 +102,7 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             T.reads()
             T.writes()
             box = T.sblock_alloc_buffer((B, N, 5), "float32")  # corners sorted per axis, then area
-            heap = T.sblock_alloc_buffer((BC, max(N, 1)), "int32")
+            heap = T.sblock_alloc_buffer((BC, max(N, 1)), "int64")  # sort keys
             kept = T.sblock_alloc_buffer((BC, max(K, 1)), "int32")
             count = T.sblock_alloc_buffer((BC,), "int32")
             with T.sblock("all_class_nms"):  # opaque, as passes over s_tir expect a block
@@ -89,61 +118,40 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                 for bc in T.parallel(BC):
                     b = T.meta_var(bc // C)
                     c = T.meta_var(bc % C)
-                    size = T.alloc_local((1,), "int32")  # boxes left in the heap
-                    pos = T.alloc_local((1,), "int32")
-                    child = T.alloc_local((1,), "int32")
-                    top = T.alloc_local((1,), "int32")
-                    n_kept = T.alloc_local((1,), "int32")
-                    j = T.alloc_local((1,), "int32")
+                    size = T.alloc_buffer((1,), "int32")  # boxes left in the heap
+                    hole = T.alloc_buffer((1,), "int32")
+                    child = T.alloc_buffer((1,), "int32")
+                    item = T.alloc_buffer((1,), "int64")
+                    top = T.alloc_buffer((1,), "int32")
+                    n_kept = T.alloc_buffer((1,), "int32")
+                    j = T.alloc_buffer((1,), "int32")
+
                     size[0] = 0
                     for i in range(N):
                         if scores[b, c, i] > T.float32(score_thr):
-                            heap[bc, size[0]] = i
+                            heap[bc, size[0]] = sort_key(scores[b, c, i], i)
                             size[0] = size[0] + 1
-                    # Heapify, then pop: sift_down from every parent, last first.
-                    for r in range(size[0] // 2):
-                        pos[0] = size[0] // 2 - 1 - r
-                        while pos[0] * 2 + 1 < size[0]:
-                            child[0] = pos[0] * 2 + 1
-                            if child[0] + 1 < size[0]:
-                                if before(scores, b, c, heap[bc, child[0] + 1], heap[bc, child[0]]):
-                                    child[0] = child[0] + 1
-                            if before(scores, b, c, heap[bc, child[0]], heap[bc, pos[0]]):
-                                top[0] = heap[bc, pos[0]]
-                                heap[bc, pos[0]] = heap[bc, child[0]]
-                                heap[bc, child[0]] = top[0]
-                                pos[0] = child[0]
-                            else:
-                                pos[0] = size[0]
+                    for r in range(size[0] // 2):  # heapify: every parent, last first
+                        sift_down(heap, bc, size, hole, child, item, size[0] // 2 - 1 - r)
                     n_kept[0] = 0
-                    while n_kept[0] < K and size[0] > 0:
-                        top[0] = heap[bc, 0]
+                    while n_kept[0] < K and size[0] > 0:  # pop boxes in ONNX's order
+                        top[0] = box_of(heap[bc, 0])
                         size[0] = size[0] - 1
                         heap[bc, 0] = heap[bc, size[0]]
-                        pos[0] = 0
-                        while pos[0] * 2 + 1 < size[0]:
-                            child[0] = pos[0] * 2 + 1
-                            if child[0] + 1 < size[0]:
-                                if before(scores, b, c, heap[bc, child[0] + 1], heap[bc, child[0]]):
-                                    child[0] = child[0] + 1
-                            if before(scores, b, c, heap[bc, child[0]], heap[bc, pos[0]]):
-                                j[0] = heap[bc, pos[0]]
-                                heap[bc, pos[0]] = heap[bc, child[0]]
-                                heap[bc, child[0]] = j[0]
-                                pos[0] = child[0]
-                            else:
-                                pos[0] = size[0]
+                        sift_down(heap, bc, size, hole, child, item, 0)
+                        # Compare with the boxes kept so far; j ends past n_kept if one suppresses it.
                         j[0] = 0
                         while j[0] < n_kept[0]:
-                            if suppresses(box, b, top[0], kept[bc, j[0]]):
-                                j[0] = n_kept[0] + 1
-                            else:
-                                j[0] = j[0] + 1
+                            other = kept[bc, j[0]]
+                            j[0] = j[0] + 1
+                            if overlap(box, b, top[0], other):
+                                if iou_above(box, b, top[0], other):
+                                    j[0] = n_kept[0] + 1
                         if j[0] == n_kept[0]:
                             kept[bc, n_kept[0]] = top[0]
                             n_kept[0] = n_kept[0] + 1
                     count[bc] = n_kept[0]
-                offset = T.alloc_local((1,), "int64")
+                offset = T.alloc_buffer((1,), "int64")
                 offset[0] = T.int64(0)
                 for bc in range(BC):
                     for k in range(count[bc]):
