@@ -11,8 +11,8 @@ Why: TOPI's CPU kernel is serial over (batch, class) and, for every box it keeps
 starts a parallel loop over *all* remaining candidates (a thread-pool launch and
 up to N IoUs per kept box): 40-47 ms of the zoo detector's 60 ms on a 16-core
 CPU.  It also departs from ONNX: it suppresses at ``IoU >= threshold`` (ONNX:
-``>``), skips suppression altogether when the threshold is <= 0, and never
-suppresses boxes whose score is <= 0.
+``>``), selects no box at all when the threshold is <= 0, and never suppresses
+boxes whose score is <= 0.
 
 The kernel here runs the ONNX reference algorithm, one (batch, class) pair per
 parallel task: the boxes scoring above ``score_threshold`` go into a binary heap
@@ -118,6 +118,8 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                 for bc in T.parallel(BC):
                     b = T.meta_var(bc // C)
                     c = T.meta_var(bc % C)
+                    # Scalars as 1-element "global" buffers: TVM keeps those on the stack
+                    # (registers), while "local" ones become workspace allocations.
                     size = T.alloc_buffer((1,), "int32")  # boxes left in the heap
                     hole = T.alloc_buffer((1,), "int32")
                     child = T.alloc_buffer((1,), "int32")
