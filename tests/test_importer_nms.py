@@ -52,7 +52,7 @@ def _random_cases():
         "center_point_box": (_boxes(rng, 1, 40, center=True), ties(1, 2, 40), 6, 0.3, 0.1, 1),
         "nothing_above_score_threshold": (_boxes(rng, 1, 20), uniform(0, 0.9, 1, 2, 20), 5, 0.5, 0.95, 0),
         "max_output_zero": (_boxes(rng, 1, 20), uniform(0, 1, 1, 2, 20), 0, 0.5, 0.0, 0),
-        "negative_scores": (_boxes(rng, 1, 40), uniform(-1, 1, 1, 2, 40), 10, 0.3, -0.5, 0),
+        "negative_scores": (_boxes(rng, 1, 40), uniform(-1, 1, 1, 2, 40), 40, 0.3, -0.5, 0),
         "iou_threshold_zero": (_boxes(rng, 1, 40), uniform(0, 1, 1, 2, 40), 40, 0.0, 0.0, 0),
         "many_boxes_one_class": (_boxes(rng, 1, 300), ties(1, 1, 300), 300, 0.5, 0.0, 0),
     }
