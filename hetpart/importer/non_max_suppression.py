@@ -23,6 +23,10 @@ already kept for that class is above ``iou_threshold``, until
 float32 and the same operation order (empty intersections and non-positive areas
 never suppress).  Rows come out batch-major, then class, then in keeping order.
 
+Every loop whose trip count depends on the data is a ``while`` loop: TVM's flop
+estimate (the op graph's ``flops``, a cost-model feature) counts a ``for`` loop of
+unknown extent as 2**32 iterations, a ``while`` body once.
+
 Invariant: the function is named ``all_class_non_max_suppression`` like TOPI's,
 so the op graph, pins and capability table see the same kernel; it is marked
 scheduled (its parallel loop is its schedule) so no schedule rule rewrites it.
@@ -121,6 +125,7 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                     # Scalars as 1-element "global" buffers: TVM keeps those on the stack
                     # (registers), while "local" ones become workspace allocations.
                     size = T.alloc_buffer((1,), "int32")  # boxes left in the heap
+                    parent = T.alloc_buffer((1,), "int32")
                     hole = T.alloc_buffer((1,), "int32")
                     child = T.alloc_buffer((1,), "int32")
                     item = T.alloc_buffer((1,), "int64")
@@ -133,8 +138,10 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                         if scores[b, c, i] > T.float32(score_thr):
                             heap[bc, size[0]] = sort_key(scores[b, c, i], i)
                             size[0] = size[0] + 1
-                    for r in range(size[0] // 2):  # heapify: every parent, last first
-                        sift_down(heap, bc, size, hole, child, item, size[0] // 2 - 1 - r)
+                    parent[0] = size[0] // 2
+                    while parent[0] > 0:  # heapify: sift every parent down, last first
+                        parent[0] = parent[0] - 1
+                        sift_down(heap, bc, size, hole, child, item, parent[0])
                     n_kept[0] = 0
                     while n_kept[0] < K and size[0] > 0:  # pop boxes in ONNX's order
                         top[0] = box_of(heap[bc, 0])
@@ -156,10 +163,11 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                 offset = T.alloc_buffer((1,), "int64")
                 offset[0] = T.int64(0)
                 for bc in range(BC):
-                    for k in range(count[bc]):
-                        rows[offset[0] + T.Cast("int64", k), 0] = T.Cast("int64", bc // C)
-                        rows[offset[0] + T.Cast("int64", k), 1] = T.Cast("int64", bc % C)
-                        rows[offset[0] + T.Cast("int64", k), 2] = T.Cast("int64", kept[bc, k])
+                    for k in range(K):
+                        if k < count[bc]:
+                            rows[offset[0] + T.Cast("int64", k), 0] = T.Cast("int64", bc // C)
+                            rows[offset[0] + T.Cast("int64", k), 1] = T.Cast("int64", bc % C)
+                            rows[offset[0] + T.Cast("int64", k), 2] = T.Cast("int64", kept[bc, k])
                     offset[0] = offset[0] + T.Cast("int64", count[bc])
                 total[0] = offset[0]
 
