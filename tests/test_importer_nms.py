@@ -19,10 +19,6 @@ from onnx.reference import ReferenceEvaluator
 
 import hetpart.backend
 
-# One model holds every case, so one import and compile (~20 s on 2 cores: each case is
-# its own kernel) covers them all.
-pytestmark = pytest.mark.slow
-
 OPSET = 13
 
 
@@ -108,6 +104,8 @@ def node_tests():
         {name: expected for name, (_, expected, _) in _node_test_cases().items()}
 
 
+# One model holds every case, so one import and compile (~20 s on 2 cores: each case is
+# its own kernel) covers them all; the tests reading it are marked slow.
 @pytest.fixture(scope="module")
 def results(node_tests):
     """hetpart's outputs (every kernel on the CPU) for the random cases and the node tests."""
@@ -129,6 +127,7 @@ def reference(results):
 
 
 @pytest.mark.parametrize("name", list(_random_cases()))
+@pytest.mark.slow
 def test_matches_the_onnx_reference(results, reference, name):
     _, _, got = results
     want = reference[name]
@@ -136,6 +135,7 @@ def test_matches_the_onnx_reference(results, reference, name):
     assert got[name].dtype == np.int64 and got[name].shape == (len(want), 3)
 
 
+@pytest.mark.slow
 def test_onnxruntime_agrees_on_every_random_case(results):
     """The same rows from ONNX Runtime, a second independent implementation."""
     ort = pytest.importorskip("onnxruntime")
@@ -146,6 +146,7 @@ def test_onnxruntime_agrees_on_every_random_case(results):
         np.testing.assert_array_equal(got[name], want, err_msg=f"{name}: hetpart vs onnxruntime")
 
 
+@pytest.mark.slow
 def test_onnx_node_test_data(results, node_tests):
     """The onnx package's node tests (their limits made constants): the expected rows."""
     _, _, got = results
@@ -153,6 +154,7 @@ def test_onnx_node_test_data(results, node_tests):
         np.testing.assert_array_equal(got[name], expected, err_msg=name)
 
 
+@pytest.mark.slow
 def test_the_cases_mean_something(results):
     """Suppression happened, ties and empty outputs occurred: the comparisons above are not vacuous."""
     _, cases, got = results
@@ -162,3 +164,13 @@ def test_the_cases_mean_something(results):
     kept = got["ties_in_score"]
     scores = cases["ties_in_score"][1]
     assert len(np.unique(scores[kept[:, 0], kept[:, 1], kept[:, 2]])) < len(kept)  # kept boxes with tied scores
+
+
+def test_flop_estimate_of_the_nms_kernel_is_bounded():
+    """The op graph's ``flops`` (TVM's estimate, a cost-model feature) counts a ``for`` loop
+    of data-dependent extent as 2**32 iterations: the kernel keeps such loops ``while``
+    loops, so the estimate stays near a few operations per box and class."""
+    graph = hetpart.load("zoo:detector:small")
+    (nms,) = [k for k in graph.nodes if k.func.startswith("all_class_non_max_suppression")]
+    boxes, classes = 128, 4  # the small detector's
+    assert 0 < nms.flops < 100 * boxes * classes
