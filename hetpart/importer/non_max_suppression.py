@@ -16,14 +16,15 @@ boxes whose score is <= 0.
 
 The kernel here runs the ONNX reference algorithm, one (batch, class) pair per
 parallel task: the boxes scoring above ``score_threshold`` go into a binary heap
-ordered by (score descending, box index ascending), so only the boxes actually
-visited are ever ordered; each popped box is kept unless its IoU with a box
+of int64 keys ordered as (score descending, box index ascending), so only the boxes
+actually visited are ever ordered; each popped box is kept unless its IoU with a box
 already kept for that class is above ``iou_threshold``, until
 ``max_output_boxes_per_class`` are kept.  The IoU test is the reference's, in
 float32 and the same operation order (empty intersections and non-positive areas
 never suppress).  Rows come out batch-major, then class, then in keeping order.
 
-Every loop whose trip count depends on the data is a ``while`` loop: TVM's flop
+Every loop whose trip count depends on the data is a ``while`` loop (or a guarded
+loop of constant extent): TVM's flop
 estimate (the op graph's ``flops``, a cost-model feature) counts a ``for`` loop of
 unknown extent as 2**32 iterations, a ``while`` body once.
 
