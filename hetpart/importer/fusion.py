@@ -18,6 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .bit_shift import guard_shift_range
 from .fast_erf import fast_erf
 from .fold_constants import fold_weight_arithmetic
 from .nan_semantics import propagate_nan
@@ -55,10 +56,11 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
 def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
     elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
-    approximation (:mod:`.fast_erf`); max/min-based ops propagate NaN as ONNX's do
-    (:mod:`.nan_semantics`)."""
+    approximation (:mod:`.fast_erf`); max/min-based ops, reductions and float mod
+    give NaN and infinities as ONNX's do (:mod:`.nan_semantics`); bit shifts out of
+    range give ONNX's fill (:mod:`.bit_shift`)."""
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
-    return propagate_nan(fast_erf(fold_weight_arithmetic(mod)))
+    return guard_shift_range(propagate_nan(fast_erf(fold_weight_arithmetic(mod))))
 
 
 def _callees(func: relax.Function) -> list[str]:

@@ -29,6 +29,8 @@ import tvm
 from tvm import relax, te, tirx, topi
 from tvm.relax import Call, PyExprMutator, expr_functor
 
+from .te_broadcast import broadcast
+
 _MAXMIN_PRIMFUNCS = {"maximum": "max", "minimum": "min"}
 
 
@@ -125,24 +127,6 @@ def _extremum_reduction(which: str, axes, keepdims: bool):
     return compute
 
 
-def _is_one(dim) -> bool:
-    return isinstance(dim, tirx.IntImm) and int(dim) == 1
-
-
-def _broadcast(fn, a, b):
-    """``fn(a[i], b[i])`` over numpy's broadcast of ``a`` and ``b``."""
-    nd = max(len(a.shape), len(b.shape))
-    da = [1] * (nd - len(a.shape)) + list(a.shape)
-    db = [1] * (nd - len(b.shape)) + list(b.shape)
-    shape = [y if _is_one(x) else x for x, y in zip(da, db)]
-
-    def at(t, i):
-        lead = nd - len(t.shape)
-        return t(*[0 if _is_one(d) else i[lead + k] for k, d in enumerate(t.shape)])
-
-    return te.compute(shape, lambda *i: fn(at(a, i), at(b, i)), name="compute")
-
-
 def _floor_mod(a, b):
     """numpy's ``mod`` of floats: C's ``fmod``, moved by ``b`` where the signs
     differ; a zero takes ``b``'s sign."""
@@ -156,7 +140,7 @@ def _floor_mod(a, b):
         signed_zero = tirx.Select(y < zero, neg_zero, zero)  # tirx.copysign has no float16 lowering
         return tirx.Select(r == zero, signed_zero, moved)
 
-    return _broadcast(mod, a, b)
+    return broadcast(mod, a, b)
 
 
 def _thresholded_relu(x, alpha):

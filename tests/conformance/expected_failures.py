@@ -102,8 +102,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
     'test_bitcast_scalar_float32_to_int32': ('tvm-op', "TVM's importer has no converter for BitCast"),
     'test_bitcast_uint16_to_int16': ('tvm-op', "TVM's importer has no converter for BitCast"),
     'test_bitcast_uint32_to_int32': ('tvm-op', "TVM's importer has no converter for BitCast"),
-    'test_bitshift_left_int32_negative_shift': ('edge-case', 'BitShift by a negative amount or by >= the bit width: ONNX defines 0, TVM returns the shifted bits'),
-    'test_bitshift_left_int32_shift_ge_width': ('edge-case', 'BitShift by a negative amount or by >= the bit width: ONNX defines 0, TVM returns the shifted bits'),
     'test_blackmanwindow': ('dynamic', "a shape-deciding input is a graph input, not a constant (value-dependent shape): Range '#13': input 1 ('Periodic_Size_FP__1') is not a constant; the output's shape would depend on input value"),
     'test_blackmanwindow_expanded': ('dynamic', "a shape-deciding input is a graph input, not a constant (value-dependent shape): Range '#13': input 1 ('BlackmanWindow_test_blackmanwindow_expanded_function_Periodic_Size_FP') is not a consta"),
     'test_blackmanwindow_symmetric': ('dynamic', "a shape-deciding input is a graph input, not a constant (value-dependent shape): Range '#13': input 1 ('Periodic_Size_FP__1') is not a constant; the output's shape would depend on input value"),
