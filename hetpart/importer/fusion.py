@@ -18,6 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .accurate_math import accurate_math
 from .bit_shift import guard_shift_range
 from .fast_erf import fast_erf
 from .fold_constants import fold_weight_arithmetic
@@ -58,9 +59,10 @@ def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
     approximation (:mod:`.fast_erf`); max/min-based ops, reductions and float mod
     give NaN and infinities as ONNX's do (:mod:`.nan_semantics`); bit shifts out of
-    range give ONNX's fill (:mod:`.bit_shift`)."""
+    range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
+    digits near 0 (:mod:`.accurate_math`)."""
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
-    return guard_shift_range(propagate_nan(fast_erf(fold_weight_arithmetic(mod))))
+    return accurate_math(guard_shift_range(propagate_nan(fast_erf(fold_weight_arithmetic(mod)))))
 
 
 def _callees(func: relax.Function) -> list[str]:

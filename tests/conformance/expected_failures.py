@@ -453,8 +453,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
     'test_maxpool_with_argmax_2d_precomputed_strides': ('tvm-attr', "TVM's importer does not handle this form: Missing outputs during conversion. Expected 2 but Got 1 in MaxPool."),
     'test_maxunpool_export_with_output_shape': ('tvm-attr', "TVM's importer does not handle this form: 'Var' object has no attribute 'tolist'"),
     'test_melweightmatrix': ('tvm-op', "TVM's importer has no converter for MelWeightMatrix"),
-    'test_mish': ('precision', '1 of 10000 elements off by 5.8e-7 absolute (1.3e-3 relative, tolerance 1e-3 + 1e-7) near x = 0'),
-    'test_mish_expanded': ('precision', '1 of 10000 elements off by 5.8e-7 absolute (1.3e-3 relative, tolerance 1e-3 + 1e-7) near x = 0'),
     'test_mod_float_edge_cases_fmod_0_float16': ('nan', 'fmod with Inf/NaN/zero operands: ONNX (C fmod) gives inf/finite values where hetpart gives NaN (Inf/NaN tests lost in the build)'),
     'test_mod_float_edge_cases_fmod_0_float32': ('nan', 'fmod with Inf/NaN/zero operands: ONNX (C fmod) gives inf/finite values where hetpart gives NaN (Inf/NaN tests lost in the build)'),
     'test_mod_float_edge_cases_fmod_0_float64': ('nan', 'fmod with Inf/NaN/zero operands: ONNX (C fmod) gives inf/finite values where hetpart gives NaN (Inf/NaN tests lost in the build)'),
