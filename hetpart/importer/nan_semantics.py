@@ -7,7 +7,7 @@ where every float ``relax.nn.relu``, ``relax.clip``, ``relax.maximum`` /
 ``Clip`` with tensor bounds), ONNX ``Max`` / ``Min`` (imported as a max/min over a
 stack of the operands), ``relax.sign``, ONNX ``ThresholdedRelu`` (imported as
 ``x * (x > alpha)``), the ``relax.max`` / ``relax.min`` reductions (ReduceMax,
-ReduceMin) and ``relax.floor_mod`` (``Mod`` with ``fmod=0``) is computed by a
+ReduceMin) and ``relax.floor_mod`` (``Mod`` with ``fmod=0``; a float16 ``relax.mod`` too, in float32) is computed by a
 ``call_te`` of the same name that propagates NaN and infinities; they fuse into
 their neighbours like the ops they replace.
 
@@ -17,7 +17,8 @@ Min, and Elu/Selu/HardSigmoid/HardSwish built from them), ``sign`` to two compar
 Its max (min) reduction starts from the lowest (highest) *finite* value, so a row
 of -inf reduces to -3.4e38 (onnx's Attention function then misses a fully masked
 row), and it skips NaN.  Its float ``floor_mod`` is ``x - floor(x / y) * y``: NaN
-for an infinite ``y``, where C's ``fmod`` and numpy give ``x`` or ``y``.  ONNX
+for an infinite ``y``, where C's ``fmod`` and numpy give ``x`` or ``y``.  (CUDA has no
+half-precision ``fmod``: float16 mods compute in float32, as numpy does, and round once.)  ONNX
 (numpy, onnxruntime) propagates NaN.  The rewritten ops cost the same compares and
 selects, no extra memory traffic.  ArgMax / ArgMin still ignore NaN (README,
 "Numerics").
@@ -127,20 +128,33 @@ def _extremum_reduction(which: str, axes, keepdims: bool):
     return compute
 
 
+def _wide(dtype) -> str:
+    """The type a float mod computes in: float16 in float32 (CUDA has no half fmod;
+    numpy also computes half in float and rounds once)."""
+    return "float32" if str(dtype) == "float16" else str(dtype)
+
+
 def _floor_mod(a, b):
     """numpy's ``mod`` of floats: C's ``fmod``, moved by ``b`` where the signs
     differ; a zero takes ``b``'s sign."""
-    zero, neg_zero = tirx.const(0.0, a.dtype), tirx.const(-0.0, a.dtype)
+    dtype, wide = str(a.dtype), _wide(a.dtype)
+    zero, neg_zero = tirx.const(0.0, wide), tirx.const(-0.0, wide)
 
     def mod(x, y):
+        x, y = x.astype(wide), y.astype(wide)
         r = tirx.truncmod(x, y)  # C fmod for floats (LLVM frem, CUDA fmodf); tirx.fmod has no LLVM lowering
         # signs differ (a bool != bool would become an fcmp on i1, which LLVM rejects)
         differ = tirx.Or(tirx.And(r < zero, y > zero), tirx.And(r > zero, y < zero))
         moved = tirx.Select(differ, r + y, r)
         signed_zero = tirx.Select(y < zero, neg_zero, zero)  # tirx.copysign has no float16 lowering
-        return tirx.Select(r == zero, signed_zero, moved)
+        return tirx.Select(r == zero, signed_zero, moved).astype(dtype)
 
     return broadcast(mod, a, b)
+
+
+def _half_trunc_mod(a, b):
+    """C's ``fmod`` of float16 operands, computed in float32 (CUDA has no half fmod)."""
+    return broadcast(lambda x, y: tirx.truncmod(x.astype("float32"), y.astype("float32")).astype("float16"), a, b)
 
 
 def _thresholded_relu(x, alpha):
@@ -170,6 +184,8 @@ class _NaNSemantics(PyExprMutator):
             return self._extremum(call, name.split(".")[-1])
         if name == "relax.floor_mod":
             return self.builder_.call_te(_floor_mod, *call.args, primfunc_name_hint="floor_mod")
+        if name == "relax.mod" and str(call.args[0].ty.dtype) == "float16":
+            return self.builder_.call_te(_half_trunc_mod, *call.args, primfunc_name_hint="mod")
         if name == "relax.sign":
             return self.builder_.call_te(_sign, call.args[0], primfunc_name_hint="sign")
         if name == "relax.multiply":
