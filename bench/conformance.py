@@ -90,7 +90,7 @@ def main(argv=None) -> int:
 
     simulated = args.device == "CUDA" and (args.simulate or not cuda_available())
     doc = conformance.report(results, args.device, simulated, time.perf_counter() - start, selection)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     print(json.dumps({k: doc[k] for k in ("device", "simulated", "total", "counts", "pass_rate", "wall_seconds")}))
     partial.unlink()
     print(f"wrote {out}")

@@ -92,9 +92,22 @@ def torch_model(name: str, batch: int):
         if name in ("inception_v3", "googlenet"):
             kwargs.update(aux_logits=False, init_weights=False)
         size = 299 if name == "inception_v3" else 224
-        module = getattr(tvm, name)(**kwargs)
+        module = _no_zero_layers(getattr(tvm, name)(**kwargs))
         return module.eval(), {"input": rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
     return _transformers_model(name, batch, rng)
+
+
+def _no_zero_layers(module):
+    """``module`` with every all-zero weight redrawn (normal, std 0.02).  torchvision
+    starts some classifier heads at zero (ViT's): the output would be all zeros on
+    every backend, and a comparison of zeros proves nothing."""
+    import torch
+
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(0.0, 0.02)
+    return module
 
 
 def _transformers_model(name: str, batch: int, rng):

@@ -27,6 +27,15 @@ from hetpart.targets import cuda_available
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The fast loop (``-m "not slow"``) does not even import the node-test module: it
+    generates the onnx package's ~1,900 cases on import (~15 s), and all its tests are
+    slow-marked anyway."""
+    if collection_path.name == "test_backend_node_conformance.py" and "not slow" in (config.option.markexpr or ""):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     if cuda_available():
         return

@@ -259,7 +259,7 @@ def test_save_uses_external_data_above_threshold(tmp_path, monkeypatch):
 # --- full-size variants ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name, expected_params",
-    [("mlp", 5.82e6), ("resnet18", 11.69e6), ("resnet50", 25.56e6)],
+    [("mlp", 5.82e6), ("resnet18", 11.69e6), pytest.param("resnet50", 25.56e6, marks=pytest.mark.slow)],
 )
 def test_full_model_is_valid_and_has_the_real_size(name, expected_params):
     model = models.build(name)

@@ -38,6 +38,32 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 14 --time-limit 120 \
     -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1
   ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
+4)  # everything still missing, in one call: the zoo's GPU disagreement located, the
+    # CUDA test file that timed out, the torchvision corpus, TF32 off, a CUDA conformance sample
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:gpt2:small --top 10 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:mobilenet:small --top 10 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --durations=10 --timeout 200 \
+    tests/test_compiler_cuda.py tests/test_costmodel_profile_files.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  corpus vision1 cuda mobilenet_v3_large,efficientnet_b0,convnext_tiny,resnet50,googlenet &
+  corpus vision2 cuda mobilenet_v2,densenet121,inception_v3,vgg11 &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32 cuda gpt2,llama HETPART_TF32=0 &
+  timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 4 --time-limit 120 --sample 400 \
+    -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1 &
+  wait
+  mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null ;;
+5)  # the two GPU fixes checked where they failed, and the CPU NMS benchmark on 16 cores
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:gpt2:small --top 5 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
+  timeout "$BUDGET" python3 tools/kernel_diff.py zoo:mobilenet:small --top 5 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 -k "gpt2 or mobilenet" \
+    tests/test_compiler_cuda.py tests/test_models_families.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 4 --time-limit 120 --cases \
+    test_causal_conv_with_state_decode_step test_causal_conv_with_state_decode_step_expanded \
+    test_flexattention_causal_mask_expanded_ver26 test_maxunpool_export_without_output_shape \
+    -o "$OUT/conformance-cuda-rerun.json" > "$OUT/logs/conformance.log" 2>&1 &
+  corpus vit cuda vit_b_16 &  # its head no longer starts at zero
+  wait
+  mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null
+  timeout 150 python3 bench/cpu_nms.py > "$OUT/logs/cpu_nms.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -6,7 +6,8 @@ bindings, each calling one fused PrimFunc (e.g. ``fused_conv2d_add_relu``).
 
 The passes are TVM's own legalisation and operator fusion -- the same ones TVM's
 default CUDA pipeline runs first -- so a node of hetpart's op graph is exactly one
-kernel the compiler will emit, on either target.  Batch norms are folded into
+kernel the compiler will emit, on either target (NonMaxSuppression alone is
+lowered by hetpart's own kernel, :mod:`.non_max_suppression`).  Batch norms are folded into
 the convolutions before them (their weight arithmetic in numpy, see
 :mod:`.fold_constants`), as inference compilers do, and ``erf`` is computed by TVM's
 fast approximation (:mod:`.fast_erf`).  Schedules are *not* applied here:
@@ -24,13 +25,18 @@ from .fast_erf import fast_erf
 from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
 from .nan_semantics import propagate_nan
+from .non_max_suppression import LEGALIZE
+
+# TVM's legalisations, but NonMaxSuppression lowered by hetpart's kernel (see
+# :mod:`.non_max_suppression`: TOPI's is slow on CPUs and departs from ONNX).
+_PASSES = {"LegalizeOps": lambda: relax.transform.LegalizeOps(LEGALIZE)}
 
 BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
 AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
 
 
 def _run(mod: tvm.IRModule, names) -> tvm.IRModule:
-    seq = tvm.transform.Sequential([getattr(relax.transform, n)() for n in names])
+    seq = tvm.transform.Sequential([_PASSES.get(n, getattr(relax.transform, n))() for n in names])
     with tvm.transform.PassContext(opt_level=3):
         return seq(mod)
 

@@ -25,6 +25,7 @@ from tvm.target import Target
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
 from . import cuda_compile, cuda_pipeline, weight_prepack
+from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
 
@@ -70,6 +71,8 @@ def schedule_primfunc(func: tirx.PrimFunc, target: Target, options: KernelOption
             continue
         if isinstance(sch, list):
             sch = sch[0]
+        if is_gpu(target):
+            unvectorize_bool_access(sch)  # TVM's CUDA C reads a bool pair as ushort2
         return sch.mod["main"].with_attr(SCHEDULED_ATTR, True).with_attr(RULE_ATTR, rule_name(rule))
     return func
 

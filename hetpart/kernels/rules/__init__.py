@@ -18,6 +18,7 @@ from .cpu_fallback import CpuFallback
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
+from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
 from .gpu_tensor_core import GpuTensorCoreGemm
@@ -43,7 +44,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         dl.gpu.Matmul(),
         dl.gpu.GEMV(),
         dl.gpu.LowBatchGEMV(),
-        dl.gpu.Reduction(),
+        Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]

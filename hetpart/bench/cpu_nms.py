@@ -1,0 +1,146 @@
+"""The zoo detector on the CPU against ONNX Runtime, and its NonMaxSuppression alone.
+
+Run by ``bench/cpu_nms.py``; prints, in one run:
+
+* hetpart with every kernel on the CPU (pinned as :mod:`hetpart.backend` does) and
+  ONNX Runtime's CPU run of the same ONNX model: median ``Session.run`` /
+  ``InferenceSession.run`` latency and their ratio, and whether hetpart's selected rows
+  are ONNX Runtime's NonMaxSuppression of hetpart's own boxes and scores;
+* the NonMaxSuppression node alone, fed the detector's own boxes and scores: TVM's
+  TOPI lowering (what hetpart used before :mod:`hetpart.importer.non_max_suppression`),
+  hetpart's lowering, and ONNX Runtime; each lowering's selected rows are checked
+  against ONNX Runtime's.
+
+Timings are wall-clock medians (:func:`hetpart.bench.timing.time_calls`); the CPU
+thread pool is hetpart's (``TVM_NUM_THREADS``, one per physical core by default),
+ONNX Runtime's is its default (one per physical core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .timing import Settings, time_calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.quick() if args.quick else Settings()
+    from .. import models
+    from ..cpu_cores import pool_size
+
+    model = models.build("detector", small=args.small, batch=args.batch)
+    entry = models.registry.entry("detector")
+    cfg = entry.small if args.small else entry.full
+    feeds = models.example_inputs(model, seed=0)
+    ort_run = _ort_runner(model)
+    outputs = dict(zip([o.name for o in model.graph.output], ort_run(feeds)))
+    boxes, scores = outputs["boxes"], outputs["scores"]
+    nms = _nms_model(boxes.shape, scores.shape, cfg.max_detections, cfg.iou_threshold, cfg.score_threshold)
+    print(f"zoo:detector{':small' if args.small else ''} batch {args.batch}; hetpart CPU pool "
+          f"{pool_size()} threads, ONNX Runtime its default")
+    _whole_model(model, feeds, ort_run, _ort_runner(nms), settings)
+    _nms_alone(nms, boxes, scores, settings)
+    return 0
+
+
+def _whole_model(model, feeds, ort_run, ort_nms, settings: Settings) -> None:
+    """hetpart all-CPU and ONNX Runtime latency, their ratio, and hetpart's rows checked."""
+    hetpart_run = _hetpart_runner(model, feeds)
+    got = hetpart_run()
+    # The two models' scores differ in the last bits (their convolutions), which can swap
+    # near-tied boxes; so hetpart's rows are checked against ONNX Runtime's NMS of
+    # hetpart's own boxes and scores.
+    want = ort_nms({"boxes": got["boxes"], "scores": got["scores"]})[0]
+    same = "yes" if np.array_equal(got["selected_indices"], want) else "NO"
+    hetpart_s = time_calls(hetpart_run, settings).median_s
+    ort_s = time_calls(lambda: ort_run(feeds), settings).median_s
+    print(f"  hetpart all-CPU     {hetpart_s * 1e3:9.3f} ms   its rows = ONNX Runtime's NMS of its boxes: {same}")
+    print(f"  ONNX Runtime CPU    {ort_s * 1e3:9.3f} ms")
+    print(f"  ratio hetpart/ORT   {hetpart_s / ort_s:9.2f}x")
+
+
+def _nms_alone(nms: onnx.ModelProto, boxes, scores, settings: Settings) -> None:
+    """The NMS node alone: TVM's lowering, hetpart's, ONNX Runtime; rows checked against ORT's."""
+    ort_nms = _ort_runner(nms)
+    feeds = {"boxes": boxes, "scores": scores}
+    want = ort_nms(feeds)[0]
+    print(f"NonMaxSuppression alone ({scores.shape[1]} classes x {scores.shape[2]} boxes, "
+          f"{len(want)} selected by ONNX Runtime)")
+    for label, hetpart_lowering in (("TVM TOPI lowering", False), ("hetpart lowering", True)):
+        run = _nms_runner(nms, hetpart_lowering)
+        got = run(boxes, scores)
+        t = time_calls(lambda: run(boxes, scores), settings).median_s
+        same = "yes" if np.array_equal(got, want) else f"NO ({len(got)} rows)"
+        print(f"  {label:<20}{t * 1e3:9.3f} ms   same rows as ONNX Runtime: {same}")
+    print(f"  {'ONNX Runtime':<20}{time_calls(lambda: ort_nms(feeds), settings).median_s * 1e3:9.3f} ms")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", action="store_true", help="the small detector (fast smoke run)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="few repeats (not a publishable number)")
+    return p
+
+
+def _hetpart_runner(model: onnx.ModelProto, feeds: dict):
+    """``run()`` of a Session with every kernel of ``model`` on the CPU."""
+    from .. import compile as hp_compile
+    from .. import load
+    from ..backend import forced_plan
+    from ..runtime import Session
+
+    graph = load(model)
+    session = Session(hp_compile(forced_plan(graph, "cpu"), graph, progress=False))
+    return lambda: session.run(feeds)
+
+
+def _ort_runner(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def _nms_model(boxes_shape, scores_shape, max_boxes: int, iou: float, score: float) -> onnx.ModelProto:
+    """One NonMaxSuppression node with constant limits, as the detector has it."""
+    limits = [numpy_helper.from_array(np.array([max_boxes], np.int64), "max_boxes"),
+              numpy_helper.from_array(np.array([iou], np.float32), "iou"),
+              numpy_helper.from_array(np.array([score], np.float32), "score")]
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_boxes", "iou", "score"], ["selected"])
+    graph = helper.make_graph([node], "nms", [
+        helper.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, list(boxes_shape)),
+        helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, list(scores_shape))],
+        [helper.make_tensor_value_info("selected", onnx.TensorProto.INT64, ["selected", 3])], initializer=limits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _nms_runner(model: onnx.ModelProto, hetpart_lowering: bool):
+    """``run(boxes, scores) -> selected`` of ``model`` lowered by hetpart's NMS kernel or by
+    TVM's TOPI one, otherwise through hetpart's own passes and CPU build."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from .. import kernels
+    from ..importer.fusion import AFTER_FUSION, BEFORE_FUSION
+    from ..importer.non_max_suppression import LEGALIZE
+    from ..targets import cpu_tvm_target
+
+    legalize = relax.transform.LegalizeOps(LEGALIZE if hetpart_lowering else None)
+    passes = [legalize if n == "LegalizeOps" else getattr(relax.transform, n)()
+              for n in (*BEFORE_FUSION, *AFTER_FUSION)]
+    with tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential(passes)(from_onnx(model))
+    vm = relax.VirtualMachine(kernels.build(mod, cpu_tvm_target()), tvm.cpu())
+    return lambda boxes, scores: vm["main"](tvm.runtime.tensor(boxes), tvm.runtime.tensor(scores)).numpy()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

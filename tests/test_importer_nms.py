@@ -1,0 +1,176 @@
+"""NonMaxSuppression through hetpart (:mod:`hetpart.importer.non_max_suppression`) against
+the ONNX reference evaluator, ONNX Runtime and the onnx package's own node-test data.
+
+Every case is one NonMaxSuppression node of a single model (its limits constants, as
+hetpart requires), so one compile covers them all.  The random cases cover what the
+node tests do not: ties in score, flipped corners, zero-area boxes, scores <= 0, an
+IoU threshold of 0, nothing above the score threshold, max_output_boxes_per_class
+of 0 and above the box count, several batches and classes, and more boxes than the
+heap's first levels hold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import hetpart.backend
+
+OPSET = 13
+
+
+def _boxes(rng, batch, n, flip=False, zero_area=0.0, center=False):
+    """Random boxes on a 20x20 field, sides 0.5..6 (overlapping often)."""
+    lo = rng.uniform(0, 20, (batch, n, 2))
+    side = rng.uniform(0.5, 6, (batch, n, 2))
+    side[rng.uniform(size=(batch, n)) < zero_area, 0] = 0.0
+    if center:
+        return np.concatenate([lo + side / 2, side], axis=2).astype(np.float32)  # [xc, yc, w, h]
+    boxes = np.concatenate([lo, lo + side], axis=2)  # [y1, x1, y2, x2]
+    if flip:
+        swap = rng.uniform(size=(batch, n)) < 0.5
+        boxes[swap] = boxes[swap][:, [2, 3, 0, 1]]
+    return boxes.astype(np.float32)
+
+
+def _random_cases():
+    rng = np.random.default_rng(7)
+    ties = lambda *shape: rng.choice([0.2, 0.4, 0.6, 0.8], shape).astype(np.float32)  # noqa: E731
+    uniform = lambda lo, hi, *shape: rng.uniform(lo, hi, shape).astype(np.float32)  # noqa: E731
+    # name: (boxes, scores, max_output_boxes_per_class, iou_threshold, score_threshold, center_point_box)
+    return {
+        "ties_in_score": (_boxes(rng, 2, 64), ties(2, 3, 64), 8, 0.4, 0.3, 0),
+        "flipped_and_zero_area": (_boxes(rng, 2, 30, flip=True, zero_area=0.2), uniform(0, 1, 2, 2, 30), 100, 0.2,
+                                  0.0, 0),
+        "center_point_box": (_boxes(rng, 1, 40, center=True), ties(1, 2, 40), 6, 0.3, 0.1, 1),
+        "nothing_above_score_threshold": (_boxes(rng, 1, 20), uniform(0, 0.9, 1, 2, 20), 5, 0.5, 0.95, 0),
+        "max_output_zero": (_boxes(rng, 1, 20), uniform(0, 1, 1, 2, 20), 0, 0.5, 0.0, 0),
+        "negative_scores": (_boxes(rng, 1, 40), uniform(-1, 1, 1, 2, 40), 40, 0.3, -0.5, 0),
+        "iou_threshold_zero": (_boxes(rng, 1, 40), uniform(0, 1, 1, 2, 40), 40, 0.0, 0.0, 0),
+        "many_boxes_one_class": (_boxes(rng, 1, 300), ties(1, 1, 300), 300, 0.5, 0.0, 0),
+    }
+
+
+def _node_test_cases():
+    """The onnx package's NonMaxSuppression node tests: name -> (inputs, expected, center)."""
+    from onnx.backend.test.case.node import nonmaxsuppression
+
+    cases = {}
+
+    def capture(node, inputs, outputs, name, **kwargs):
+        center = next((a.i for a in node.attribute if a.name == "center_point_box"), 0)
+        cases[name] = (inputs, outputs[0], center)
+
+    original = nonmaxsuppression.expect
+    nonmaxsuppression.expect = capture
+    try:
+        for attr in dir(nonmaxsuppression.NonMaxSuppression):
+            if attr.startswith("export"):
+                getattr(nonmaxsuppression.NonMaxSuppression, attr)()
+    finally:
+        nonmaxsuppression.expect = original
+    return cases
+
+
+def _model(cases: dict) -> onnx.ModelProto:
+    """One NonMaxSuppression node per case: inputs ``<case>.boxes``/``.scores``, limits as
+    initializers, output ``<case>``."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    for name, (boxes, scores, max_out, iou, score, center) in cases.items():
+        limits = [f"{name}.max", f"{name}.iou", f"{name}.score"]
+        inits += [numpy_helper.from_array(np.array(max_out, np.int64).reshape(1), limits[0]),
+                  numpy_helper.from_array(np.array(iou, np.float32).reshape(1), limits[1]),
+                  numpy_helper.from_array(np.array(score, np.float32).reshape(1), limits[2])]
+        inputs += [helper.make_tensor_value_info(f"{name}.boxes", onnx.TensorProto.FLOAT, boxes.shape),
+                   helper.make_tensor_value_info(f"{name}.scores", onnx.TensorProto.FLOAT, scores.shape)]
+        outputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [f"{name}.n", 3]))
+        nodes.append(helper.make_node("NonMaxSuppression", [f"{name}.boxes", f"{name}.scores", *limits], [name],
+                                      name=name, center_point_box=center))
+    graph = helper.make_graph(nodes, "nms_cases", inputs, outputs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _feeds(cases: dict) -> dict:
+    return {f"{n}.{k}": v for n, c in cases.items() for k, v in zip(("boxes", "scores"), c[:2])}
+
+
+@pytest.fixture(scope="module")
+def node_tests():
+    return {name: (*inputs[:2], *(np.asarray(x).reshape(-1)[0] for x in inputs[2:]), center)
+            for name, (inputs, _, center) in _node_test_cases().items()}, \
+        {name: expected for name, (_, expected, _) in _node_test_cases().items()}
+
+
+# One model holds every case, so one import and compile (~20 s on 2 cores: each case is
+# its own kernel) covers them all; the tests reading it are marked slow.
+@pytest.fixture(scope="module")
+def results(node_tests):
+    """hetpart's outputs (every kernel on the CPU) for the random cases and the node tests."""
+    cases = {**_random_cases(), **node_tests[0]}
+    model = _model(cases)
+    rep = hetpart.backend.prepare(model, device="CPU")
+    try:
+        got = dict(zip(rep.output_names, rep.run(_feeds(cases))))
+    finally:
+        rep.close()
+    return model, cases, got
+
+
+@pytest.fixture(scope="module")
+def reference(results):
+    model, cases, _ = results
+    names = list(_random_cases())
+    return dict(zip(names, ReferenceEvaluator(model).run(names, _feeds(cases))))
+
+
+@pytest.mark.parametrize("name", list(_random_cases()))
+@pytest.mark.slow
+def test_matches_the_onnx_reference(results, reference, name):
+    _, _, got = results
+    want = reference[name]
+    np.testing.assert_array_equal(got[name], want, err_msg=f"{name}: hetpart vs onnx.reference")
+    assert got[name].dtype == np.int64 and got[name].shape == (len(want), 3)
+
+
+@pytest.mark.slow
+def test_onnxruntime_agrees_on_every_random_case(results):
+    """The same rows from ONNX Runtime, a second independent implementation."""
+    ort = pytest.importorskip("onnxruntime")
+    model, cases, got = results
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = list(_random_cases())
+    for name, want in zip(names, session.run(names, _feeds(cases))):
+        np.testing.assert_array_equal(got[name], want, err_msg=f"{name}: hetpart vs onnxruntime")
+
+
+@pytest.mark.slow
+def test_onnx_node_test_data(results, node_tests):
+    """The onnx package's node tests (their limits made constants): the expected rows."""
+    _, _, got = results
+    for name, expected in node_tests[1].items():
+        np.testing.assert_array_equal(got[name], expected, err_msg=name)
+
+
+@pytest.mark.slow
+def test_the_cases_mean_something(results):
+    """Suppression happened, ties and empty outputs occurred: the comparisons above are not vacuous."""
+    _, cases, got = results
+    assert len(got["nothing_above_score_threshold"]) == 0 and len(got["max_output_zero"]) == 0
+    assert len(got["many_boxes_one_class"]) < 300  # IoU suppressed some
+    assert 0 < len(got["iou_threshold_zero"]) < 2 * 40
+    kept = got["ties_in_score"]
+    scores = cases["ties_in_score"][1]
+    assert len(np.unique(scores[kept[:, 0], kept[:, 1], kept[:, 2]])) < len(kept)  # kept boxes with tied scores
+
+
+def test_flop_estimate_of_the_nms_kernel_is_bounded():
+    """The op graph's ``flops`` (TVM's estimate, a cost-model feature) counts a ``for`` loop
+    of data-dependent extent as 2**32 iterations: the kernel keeps such loops ``while``
+    loops, so the estimate stays near a few operations per box and class."""
+    graph = hetpart.load("zoo:detector:small")
+    (nms,) = [k for k in graph.nodes if k.func.startswith("all_class_non_max_suppression")]
+    boxes, classes = 128, 4  # the small detector's
+    assert 0 < nms.flops < 100 * boxes * classes
