@@ -23,7 +23,9 @@ def _values() -> np.ndarray:
     return np.concatenate([SPECIAL, mags, -mags]).astype(F32)
 
 
-@pytest.mark.parametrize("device,simulate", [("cpu", False), ("cuda", True)], ids=["cpu-rules", "gpu-rules"])
+@pytest.mark.parametrize("device,simulate", [
+    pytest.param("cpu", False, id="cpu-rules"), pytest.param("cuda", True, id="gpu-rules"),
+    pytest.param("cuda", False, id="real-gpu", marks=pytest.mark.cuda)])
 def test_softplus_mish_tanh_keep_their_digits(device, simulate):
     x = _values()
     ops = ("Softplus", "Mish", "Tanh")

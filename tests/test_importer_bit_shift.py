@@ -43,7 +43,9 @@ def _case(dtype):
     return model(nodes, inputs, outs, opset=28), {"x": x, "y": y, "xf": xf.copy(), "yf": yf.copy(), "xs": xs, "ys": ys}
 
 
-@pytest.mark.parametrize("device,simulate", [("cpu", False), ("cuda", True)], ids=["cpu-rules", "gpu-rules"])
+@pytest.mark.parametrize("device,simulate", [
+    pytest.param("cpu", False, id="cpu-rules"), pytest.param("cuda", True, id="gpu-rules"),
+    pytest.param("cuda", False, id="real-gpu", marks=pytest.mark.cuda)])
 def test_bit_shift_by_any_amount_matches_onnx_reference(device, simulate):
     bad = []
     for dtype in DTYPES:

@@ -36,7 +36,9 @@ def _case():
     return model(nodes, inputs, outs, {"axes": np.array([1], np.int64)}), {"a": a, "b": b, "x": x, "w": w, "s": s}
 
 
-@pytest.mark.parametrize("device,simulate", [("cpu", False), ("cuda", True)], ids=["cpu-rules", "gpu-rules"])
+@pytest.mark.parametrize("device,simulate", [
+    pytest.param("cpu", False, id="cpu-rules"), pytest.param("cuda", True, id="gpu-rules"),
+    pytest.param("cuda", False, id="real-gpu", marks=pytest.mark.cuda)])
 def test_float16_accumulates_as_onnx_reference(device, simulate):
     m, feeds = _case()
     want, got = reference(m, feeds), run_on(m, device, feeds, simulate=simulate)
