@@ -294,3 +294,24 @@ def test_non_positive_shape_dims_are_a_shape_error_naming_the_argument(dims):
     with pytest.raises(ShapeError, match=r"^shapes for input .input. is \[.*positive") as info:
         load("zoo:mlp:small", shapes={"input": dims})
     assert "--shape" not in str(info.value) and "--shape" in info.value.cli_message()
+
+
+def test_a_zero_size_input_dim_is_static_not_symbolic():
+    # onnx's CastLike tests pass their type as an empty tensor (shape [0]); a dim of 0
+    # is a real (empty) dim, not a symbolic one that would need --shape
+    from onnx.reference import ReferenceEvaluator
+
+    from hetpart.backend import HetpartBackend
+
+    f32, f16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    graph = helper.make_graph(
+        [helper.make_node("CastLike", ["x", "like"], ["y"]), helper.make_node("Relu", ["e"], ["r"])], "m",
+        [helper.make_tensor_value_info("x", f32, [4]), helper.make_tensor_value_info("like", f16, [0]),
+         helper.make_tensor_value_info("e", f32, [0, 3])],
+        [helper.make_tensor_value_info("y", f16, [4]), helper.make_tensor_value_info("r", f32, [0, 3])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": np.arange(4, dtype=np.float32) / 3, "like": np.zeros(0, np.float16), "e": np.zeros((0, 3), np.float32)}
+    got = HetpartBackend.run_model(m, list(feeds.values()))
+    for g, w in zip(got, ReferenceEvaluator(m).run(None, feeds)):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

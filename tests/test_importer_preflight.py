@@ -47,6 +47,10 @@ CASES = {
     "Constant": model([helper.make_node("Constant", [], ["y"], name="cst",
                                         value=numpy_helper.from_array(np.ones(2, np.float32)))],
                       [], [("y", F, [2])]),
+    # output_shape [9, 8] is not what the (zero) pads give ([10, 8]): ONNX pads to it
+    "ConvTranspose": model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="convt", strides=[3, 2],
+                                             output_padding=[1, 1], output_shape=[9, 8])],
+                           [("x", F, [1, 1, 3, 3]), ("w", F, [1, 2, 3, 3])], [("y", F, [1, 2, 9, 8])]),
     "BFLOAT16": model([helper.make_node("Cast", ["x"], ["y"], name="cast", to=F)],
                       [("x", TensorProto.BFLOAT16, [3])], [("y", F, [3])]),
 }
@@ -84,3 +88,15 @@ def test_constant_nms_limits_still_import():
     m = model([helper.make_node("NonMaxSuppression", ["b", "s", "k", "iou"], ["y"])],
               [("b", F, [1, 4, 4]), ("s", F, [1, 1, 4])], [("y", I64, [None, 3])], inits)
     assert hetpart.load(m).kernels
+
+
+def test_conv_transpose_output_shape_the_pads_imply_runs():
+    # onnx's test_convtranspose_kernel_shape: output_shape is what strides, kernel and
+    # output_padding give, so TVM (which ignores output_shape) computes ONNX's result
+    m = model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2], kernel_shape=[3, 3],
+                                output_padding=[1, 1], output_shape=[10, 8])],
+              [("x", F, [1, 1, 3, 3]), ("w", F, [1, 2, 3, 3])], [("y", F, [1, 2, 10, 8])])
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 1, 3, 3), np.float32), rng.standard_normal((1, 2, 3, 3), np.float32)
+    (got,) = HetpartBackend.run_model(m, [x, w])
+    np.testing.assert_allclose(got, ReferenceEvaluator(m).run(None, {"x": x, "w": w})[0], rtol=1e-5, atol=1e-6)

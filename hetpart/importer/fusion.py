@@ -19,7 +19,10 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .accurate_math import accurate_math
+from .bit_shift import guard_shift_range
 from .fast_erf import fast_erf
+from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
 from .nan_semantics import propagate_nan
 from .non_max_suppression import LEGALIZE
@@ -61,10 +64,15 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
 def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
     elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
-    approximation (:mod:`.fast_erf`); max/min-based ops propagate NaN as ONNX's do
-    (:mod:`.nan_semantics`)."""
+    approximation (:mod:`.fast_erf`); max/min-based ops, reductions and float mod
+    give NaN and infinities as ONNX's do (:mod:`.nan_semantics`); bit shifts out of
+    range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
+    digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
+    and sums accumulate in float32 (:mod:`.float16_accumulation`)."""
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
-    return propagate_nan(fast_erf(fold_weight_arithmetic(mod)))
+    # float16 first: the max its softmax emits is then made NaN/Inf-exact too
+    mod = accumulate_float16_in_float32(fast_erf(fold_weight_arithmetic(mod)))
+    return accurate_math(guard_shift_range(propagate_nan(mod)))
 
 
 def _callees(func: relax.Function) -> list[str]:

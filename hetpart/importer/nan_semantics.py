@@ -1,21 +1,27 @@
-"""Make the element-wise ops TVM lowers with ``max``/``min`` or a multiply by a mask
-give NaN and infinities as ONNX does, before fusion.
+"""Make the ops TVM lowers with ``max``/``min``, a multiply by a mask or a floor
+division give NaN and infinities as ONNX does, before fusion.
 
 In: a Relax module of high-level ops (``from_onnx``'s output).  Out: the same module
 where every float ``relax.nn.relu``, ``relax.clip``, ``relax.maximum`` /
 ``relax.minimum`` (and the ``maximum`` / ``minimum`` PrimFuncs the frontend emits for
 ``Clip`` with tensor bounds), ONNX ``Max`` / ``Min`` (imported as a max/min over a
-stack of the operands), ``relax.sign`` and ONNX ``ThresholdedRelu`` (imported as
-``x * (x > alpha)``) is computed by a ``call_te`` of the same name that propagates
-NaN; they fuse into their neighbours like any element-wise op.
+stack of the operands), ``relax.sign``, ONNX ``ThresholdedRelu`` (imported as
+``x * (x > alpha)``), the ``relax.max`` / ``relax.min`` reductions (ReduceMax,
+ReduceMin) and ``relax.floor_mod`` (``Mod`` with ``fmod=0``; a float16 ``relax.mod`` too, in float32) is computed by a
+``call_te`` of the same name that propagates NaN and infinities; they fuse into
+their neighbours like the ops they replace.
 
 Why: TVM lowers ``max(x, 0)`` to ``x > 0 ? x : 0`` (NaN becomes 0: Relu, Clip, Max,
 Min, and Elu/Selu/HardSigmoid/HardSwish built from them), ``sign`` to two compares
 (NaN becomes 0), and ``x * (x > alpha)`` is NaN for x = -inf where ONNX gives 0.
-ONNX (numpy, onnxruntime) propagates NaN.  The rewritten ops cost the same compare
-and select, no extra memory traffic.  Reductions (ReduceMax, ReduceMin, ArgMax,
-ArgMin) still ignore NaN: making them propagate needs a second reduction (see the
-README's "Numerics").
+Its max (min) reduction starts from the lowest (highest) *finite* value, so a row
+of -inf reduces to -3.4e38 (onnx's Attention function then misses a fully masked
+row), and it skips NaN.  Its float ``floor_mod`` is ``x - floor(x / y) * y``: NaN
+for an infinite ``y``, where C's ``fmod`` and numpy give ``x`` or ``y``.  (CUDA has no
+half-precision ``fmod``: float16 mods compute in float32, as numpy does, and round once.)  ONNX
+(numpy, onnxruntime) propagates NaN.  The rewritten ops cost the same compares and
+selects, no extra memory traffic.  ArgMax / ArgMin still ignore NaN (README,
+"Numerics").
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx, topi
 from tvm.relax import Call, PyExprMutator, expr_functor
+
+from .te_broadcast import broadcast
 
 _MAXMIN_PRIMFUNCS = {"maximum": "max", "minimum": "min"}
 
@@ -77,6 +85,78 @@ def _sign(x):
     return te.compute(x.shape, lambda *i: sign(x(*i)), name="compute")
 
 
+def _reducer(which: str):
+    """A max/min reducer that starts from -inf/+inf and keeps a NaN once it meets one.
+
+    ``a`` wins when it is further out or NaN: a NaN in either operand gives NaN, so
+    the combiner stays commutative and associative (as a TVM reducer must be)."""
+    def combine(a, b):
+        further = a > b if which == "max" else a < b
+        return tirx.Select(tirx.Or(further, tirx.isnan(a)), a, b)
+
+    def identity(dtype):
+        return tirx.const(float("-inf") if which == "max" else float("inf"), dtype)
+
+    return te.comm_reducer(combine, identity, name=which)
+
+
+def _extremum_reduction(which: str, axes, keepdims: bool):
+    """ONNX ReduceMax/ReduceMin of ``x`` over ``axes`` (None: all), as numpy computes it."""
+    reducer = _reducer(which)
+
+    def compute(x):
+        ndim = len(x.shape)
+        axes_ = sorted({int(a) % ndim for a in axes} if axes is not None else range(ndim))
+        kept = [d for d in range(ndim) if d not in axes_]
+        rk = [te.reduce_axis((0, x.shape[d]), name=f"k{d}") for d in axes_]
+        out_shape = [1 if d in axes_ else x.shape[d] for d in range(ndim)] if keepdims \
+            else [x.shape[d] for d in kept]
+
+        def body(*i):
+            it, kt, index = iter(i), iter(rk), []
+            for d in range(ndim):
+                if d in axes_:
+                    index.append(next(kt).var)
+                    if keepdims:
+                        next(it)
+                else:
+                    index.append(next(it))
+            return reducer(x(*index), axis=rk)
+
+        return te.compute(out_shape, body, name=f"{which}_red")
+
+    return compute
+
+
+def _wide(dtype) -> str:
+    """The type a float mod computes in: float16 in float32 (CUDA has no half fmod;
+    numpy also computes half in float and rounds once)."""
+    return "float32" if str(dtype) == "float16" else str(dtype)
+
+
+def _floor_mod(a, b):
+    """numpy's ``mod`` of floats: C's ``fmod``, moved by ``b`` where the signs
+    differ; a zero takes ``b``'s sign."""
+    dtype, wide = str(a.dtype), _wide(a.dtype)
+    zero, neg_zero = tirx.const(0.0, wide), tirx.const(-0.0, wide)
+
+    def mod(x, y):
+        x, y = x.astype(wide), y.astype(wide)
+        r = tirx.truncmod(x, y)  # C fmod for floats (LLVM frem, CUDA fmodf); tirx.fmod has no LLVM lowering
+        # signs differ (a bool != bool would become an fcmp on i1, which LLVM rejects)
+        differ = tirx.Or(tirx.And(r < zero, y > zero), tirx.And(r > zero, y < zero))
+        moved = tirx.Select(differ, r + y, r)
+        signed_zero = tirx.Select(y < zero, neg_zero, zero)  # tirx.copysign has no float16 lowering
+        return tirx.Select(r == zero, signed_zero, moved).astype(dtype)
+
+    return broadcast(mod, a, b)
+
+
+def _half_trunc_mod(a, b):
+    """C's ``fmod`` of float16 operands, computed in float32 (CUDA has no half fmod)."""
+    return broadcast(lambda x, y: tirx.truncmod(x.astype("float32"), y.astype("float32")).astype("float16"), a, b)
+
+
 def _thresholded_relu(x, alpha):
     zero, alpha = tirx.const(0, x.dtype), tirx.const(alpha, x.dtype)
     return te.compute(x.shape, lambda *i: tirx.Select(x(*i) > alpha, x(*i), zero), name="compute")
@@ -101,7 +181,11 @@ class _NaNSemantics(PyExprMutator):
             which = name.split(".")[-1][:3]
             return self.builder_.call_te(_nan_extremum(which), *call.args, primfunc_name_hint=name.split(".")[-1])
         if name in ("relax.max", "relax.min"):
-            return self._maybe_stacked_extremum(call, name.split(".")[-1])
+            return self._extremum(call, name.split(".")[-1])
+        if name == "relax.floor_mod":
+            return self.builder_.call_te(_floor_mod, *call.args, primfunc_name_hint="floor_mod")
+        if name == "relax.mod" and str(call.args[0].ty.dtype) == "float16":
+            return self.builder_.call_te(_half_trunc_mod, *call.args, primfunc_name_hint="mod")
         if name == "relax.sign":
             return self.builder_.call_te(_sign, call.args[0], primfunc_name_hint="sign")
         if name == "relax.multiply":
@@ -124,6 +208,16 @@ class _NaNSemantics(PyExprMutator):
         if which is None or len(args) != 2 or not all(_is_float(a) for a in args):
             return call
         return self.builder_.call_te(_nan_extremum(which), *args, primfunc_name_hint=call.args[0].name_hint)
+
+    def _extremum(self, call: Call, which: str):
+        """ONNX Max/Min of several tensors, else a ReduceMax/ReduceMin."""
+        stacked = self._maybe_stacked_extremum(call, which)
+        if stacked is not call:
+            return stacked
+        axis = call.attrs.axis
+        axes = None if axis is None else [int(a) for a in axis]
+        return self.builder_.call_te(_extremum_reduction(which, axes, bool(call.attrs.keepdims)), call.args[0],
+                                     primfunc_name_hint=which)
 
     def _maybe_stacked_extremum(self, call: Call, which: str):
         """ONNX Max/Min: ``max(stack(xs, axis=k), axis=[k])`` -> NaN-propagating max of ``xs``."""

@@ -216,7 +216,8 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
     unknown = sorted(set(shapes) - set(dims))
     if unknown:
         raise ShapeError(f"{origin}: --shape names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
-    missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x <= 0 for x in d)}
+    # a dim of 0 is a real (empty) dim, static; only unnamed/named/negative dims are symbolic
+    missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x < 0 for x in d)}
     if missing:
         hint = " ".join(f"--shape {n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}" for n, d in missing.items())
         raise ShapeError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. {hint}")

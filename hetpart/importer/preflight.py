@@ -41,7 +41,7 @@ _INTEGER = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT3
 def check(folded: onnx.ModelProto, unfolded: onnx.ModelProto, origin: str) -> None:
     """Raise UnsupportedOpsError naming every node of a form hetpart refuses."""
     g = folded.graph
-    types = _elem_types(folded)
+    types, shapes = _value_infos(folded)
     constants = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     problems: dict[str, list[str]] = {}
     reasons: list[str] = []
@@ -53,7 +53,7 @@ def check(folded: onnx.ModelProto, unfolded: onnx.ModelProto, origin: str) -> No
     _check_values(g, unfolded, types, constants, refuse)
     for i, node in enumerate(g.node):
         name = node.name or f"#{i}"
-        why = _node_problem(node, types, constants)
+        why = _node_problem(node, types, constants, shapes)
         if why:
             refuse(node.op_type, name, why)
     if problems:
@@ -103,7 +103,7 @@ def _reads_subgraph_inputs(node: onnx.NodeProto, live: set[str]) -> bool:
     return False
 
 
-def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
+def _node_problem(node: onnx.NodeProto, types, constants, shapes=None) -> str | None:
     """Why hetpart refuses this node, or None."""
     if node.domain not in ("", "ai.onnx"):
         return None
@@ -125,8 +125,9 @@ def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
         return "no dtype; TVM's importer then returns a constant that hetpart's kernel graph drops"
     if op == "BatchNormalization" and attrs.get("training_mode", 0):
         return "training_mode=1; hetpart runs inference (running statistics) only"
-    if op == "ConvTranspose" and "output_shape" in attrs:
-        return "output_shape; TVM's importer ignores it"
+    if op == "ConvTranspose" and "output_shape" in attrs and not _output_shape_is_implied(node, attrs, shapes or {}):
+        return ("output_shape other than the pads and output_padding give (or not known); TVM's importer ignores "
+                "output_shape")
     if op == "RoiAlign" and attrs.get("mode", b"avg") not in (b"avg", "avg"):
         return "mode max; TVM's importer computes avg"
     if op == "SpaceToDepth" and attrs.get("mode", b"DCR") not in (b"DCR", "DCR"):
@@ -134,8 +135,29 @@ def _node_problem(node: onnx.NodeProto, types, constants) -> str | None:
     return None
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor value ONNX shape inference can type."""
+def _output_shape_is_implied(node: onnx.NodeProto, attrs: dict, shapes: dict) -> bool:
+    """Whether ConvTranspose's ``output_shape`` is the shape TVM computes from the
+    node's pads and output_padding, with those pads where ONNX would put them
+    (then ignoring ``output_shape``, as TVM's importer does, gives ONNX's result)."""
+    x, w = (shapes.get(n) for n in node.input[:2])
+    if not x or not w or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    n = len(x) - 2
+    want = list(attrs["output_shape"])[-n:]
+    kernel = list(attrs.get("kernel_shape", w[2:]))
+    strides, dilations = list(attrs.get("strides", [1] * n)), list(attrs.get("dilations", [1] * n))
+    out_pad, pads = list(attrs.get("output_padding", [0] * n)), list(attrs.get("pads", [0] * 2 * n))
+    for i in range(n):
+        full = strides[i] * (x[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+        total = full - want[i]
+        if (pads[i], pads[n + i]) != (total - total // 2, total // 2):  # ONNX's split for NOTSET
+            return False
+    return True
+
+
+def _value_infos(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Element type of every tensor value ONNX shape inference can type, and the
+    static shape of those it can shape."""
     from .onnx_source import skeleton  # weights as typed inputs: inference need not copy them
 
     try:
@@ -143,15 +165,19 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     except Exception:  # noqa: BLE001 - read_model validated the model; use what it declares
         inferred = model
     g = inferred.graph
-    types = {}
+    types, shapes = {}, {}
     for v in [*g.input, *g.value_info, *g.output]:
         if v.type.WhichOneof("value") == "tensor_type":
             types[v.name] = v.type.tensor_type.elem_type
+            dims = v.type.tensor_type.shape.dim
+            if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                shapes[v.name] = [d.dim_value for d in dims]
     for t in g.initializer:
         types[t.name] = t.data_type
+        shapes[t.name] = list(t.dims)
     for n in g.node:
         if n.op_type == "Cast":
             to = next((a.i for a in n.attribute if a.name == "to"), None)
             if to is not None:
                 types.update({o: to for o in n.output})
-    return types
+    return types, shapes
