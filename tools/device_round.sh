@@ -56,9 +56,14 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 tools/kernel_diff.py zoo:mobilenet:small --top 5 > "$OUT/logs/diff-mobilenet.txt" 2>&1 &
   timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 -k "gpt2 or mobilenet" \
     tests/test_compiler_cuda.py tests/test_models_families.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 \
+    tests/test_importer_nan_semantics.py tests/test_importer_bit_shift.py tests/test_importer_accurate_math.py \
+    tests/test_importer_float16_accumulation.py tests/test_importer_elementwise_ops.py > "$OUT/logs/pytest-cuda2.txt" 2>&1 &
   timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 4 --time-limit 120 --cases \
     test_causal_conv_with_state_decode_step test_causal_conv_with_state_decode_step_expanded \
     test_flexattention_causal_mask_expanded_ver26 test_maxunpool_export_without_output_shape \
+    test_attention_4d_fp16 test_mod_float_edge_cases_fmod_0_float16 test_mod_mixed_sign_float16 \
+    test_bitshift_left_int32_shift_ge_width test_mish test_causal_conv_with_state_silu_fp16 test_cosh test_sinh \
     -o "$OUT/conformance-cuda-rerun.json" > "$OUT/logs/conformance.log" 2>&1 &
   corpus vit cuda vit_b_16 &  # its head no longer starts at zero
   wait
