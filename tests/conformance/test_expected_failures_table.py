@@ -22,3 +22,10 @@ def test_expected_failure_table_is_reviewed():
 
 def test_subset_is_a_real_selection():
     assert len(SUBSET) > 150  # the file lists ~200; a renamed onnx suite must not silently shrink CI
+
+
+def test_cpu_only_entries_are_cpu_entries():
+    from expected_failures import PASS_ON_CUDA, expected_for
+
+    assert PASS_ON_CUDA <= set(EXPECTED_FAILURES)
+    assert not PASS_ON_CUDA & set(expected_for("CUDA"))
