@@ -21,6 +21,8 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax import Call, PyExprMutator, expr_functor
 
+from .relax_rewrite import rewrite_functions
+
 _SERIES_BELOW = 0.0625
 # tanh(x) = x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835 - ...; below 1/16 the first
 # omitted term is under 1e-11 relative, and TVM's formula is within 5e-7 above it.
@@ -94,8 +96,4 @@ class _AccurateMath(PyExprMutator):
 
 def accurate_math(mod):
     """``mod`` with ``log(1 + u)`` and ``tanh`` as the module docstring says."""
-    mutator = _AccurateMath(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _AccurateMath(mod))

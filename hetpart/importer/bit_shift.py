@@ -16,9 +16,10 @@ two compares and a select, no extra memory traffic.
 from __future__ import annotations
 
 import tvm
-from tvm import relax, tirx
+from tvm import tirx
 from tvm.relax import Call, PyExprMutator, expr_functor
 
+from .relax_rewrite import rewrite_functions
 from .te_broadcast import broadcast
 
 _SHIFTS = {"relax.left_shift": "left_shift", "relax.right_shift": "right_shift"}
@@ -61,8 +62,4 @@ class _ShiftRange(PyExprMutator):
 
 def guard_shift_range(mod):
     """``mod`` with its bit shifts as the module docstring says."""
-    mutator = _ShiftRange(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _ShiftRange(mod))

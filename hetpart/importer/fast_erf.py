@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 
-from tvm import relax, topi
+from tvm import topi
 from tvm.relax import Call, PyExprMutator, expr_functor
+
+from .relax_rewrite import rewrite_functions
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
@@ -54,8 +56,4 @@ class _FastErf(PyExprMutator):
 
 def fast_erf(mod):
     """``mod`` with float32 erf (and GELU's erf) computed by ``topi.fast_erf`` (module docstring)."""
-    mutator = _FastErf(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _FastErf(mod))

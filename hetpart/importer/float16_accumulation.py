@@ -21,6 +21,8 @@ from __future__ import annotations
 from tvm import relax
 from tvm.relax import Call, PyExprMutator, expr_functor
 
+from .relax_rewrite import rewrite_functions
+
 F16, F32 = "float16", "float32"
 _CONVS = {"relax.nn.conv1d": relax.op.nn.conv1d, "relax.nn.conv2d": relax.op.nn.conv2d,
           "relax.nn.conv3d": relax.op.nn.conv3d}
@@ -65,8 +67,4 @@ class _Float16Accumulation(PyExprMutator):
 
 def accumulate_float16_in_float32(mod):
     """``mod`` with its float16 accumulations as the module docstring says."""
-    mutator = _Float16Accumulation(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _Float16Accumulation(mod))

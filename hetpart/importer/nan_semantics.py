@@ -30,6 +30,7 @@ import tvm
 from tvm import relax, te, tirx, topi
 from tvm.relax import Call, PyExprMutator, expr_functor
 
+from .relax_rewrite import rewrite_functions
 from .te_broadcast import broadcast
 
 _MAXMIN_PRIMFUNCS = {"maximum": "max", "minimum": "min"}
@@ -249,8 +250,4 @@ class _NaNSemantics(PyExprMutator):
 
 def propagate_nan(mod):
     """``mod`` with the ops of the module docstring computed NaN-propagating."""
-    mutator = _NaNSemantics(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(mod, _NaNSemantics(mod))
