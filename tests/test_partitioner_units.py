@@ -308,6 +308,22 @@ def test_plan_file_errors(split_plan, tmp_path):
     assert Plan.load(path, split_plan.graph) == split_plan
 
 
+def test_version_1_plan_reads_as_all_resident_and_a_streamed_partition_must_fit_the_ring(split_plan, tmp_path):
+    old = {k: v for k, v in split_plan.to_json().items() if k not in ("stream_slots", "stream_slot_bytes")}
+    old["version"] = 1
+    old["partitions"] = [{k: v for k, v in p.items() if k not in ("weights", "weight_bytes")}
+                         for p in old["partitions"]]
+    assert Plan.from_json(old) == split_plan and not split_plan.streamed
+    gpu = next(p for p in split_plan.to_json()["partitions"] if p["device"] == "cuda")
+    streamed = {**split_plan.to_json(), "stream_slots": 2, "stream_slot_bytes": 100}
+    streamed["partitions"] = [{**p, "weights": "streamed", "weight_bytes": 64} if p is not None and p["name"] == gpu["name"]
+                              else p for p in streamed["partitions"]]
+    assert [p.name for p in Plan.from_json(streamed).streamed] == [gpu["name"]]
+    too_big = {**streamed, "stream_slot_bytes": 32}
+    with pytest.raises(PlanError, match="streams 64 bytes"):
+        Plan.from_json(too_big)
+
+
 def test_the_real_cost_model_has_every_method_the_partitioner_calls():
     costmodel = pytest.importorskip("hetpart.costmodel", reason="hetpart.costmodel is not importable yet")
     from hetpart.partitioner.costs import Costs

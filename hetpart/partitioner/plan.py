@@ -15,6 +15,7 @@ Times are seconds, sizes bytes.  ``predicted`` holds:
 * ``sequential_s``, ``makespan_s``, ``period_s``: all three execution models;
   ``compute_s``, ``transfer_s``, ``overhead_s``, ``transfer_bytes``;
 * ``gpu_memory``: ``params``, ``peak_activations``, ``total``, ``cap`` (bytes);
+  with streamed weights also ``stream_buffers`` (``stream_slots * stream_slot_bytes``);
 * ``baselines``: ``{"all_cpu" | "all_cuda" | "greedy": {latency_s, throughput_per_s, ...}
   or None}``, and ``baseline_notes``: why one is None or what it had to keep elsewhere.
 """
@@ -31,7 +32,9 @@ from ..importer.op_graph import OpGraph
 from .costs import Costs
 
 SCHEMA = "hetpart-plan"
-VERSION = 1
+VERSION = 2  # 2: Partition.weights / weight_bytes, Plan.stream_slots / stream_slot_bytes
+READS = (1, 2)  # a version-1 plan reads as one whose weights are all resident
+WEIGHTS = ("resident", "streamed")
 
 
 @dataclass
@@ -41,6 +44,13 @@ class Partition:
     ``inputs`` are the tensors it reads from outside (model inputs or other
     partitions), ``outputs`` those it makes that are read outside or returned.
     ``predicted_s`` = ``compute_s`` + ``overhead_s``.
+
+    ``weights`` says where a CUDA partition's constants live: ``"resident"`` (copied to
+    the GPU once, when the session opens) or ``"streamed"`` (held once in pinned host
+    memory and copied into one of the plan's ring slots on a copy stream ahead of each
+    call; the call waits for its copy, and a slot is refilled only after the call that
+    read it has finished).  ``weight_bytes`` is the size of those constants; a streamed
+    partition's must fit one slot.  CPU partitions are always ``"resident"``.
     """
 
     name: str
@@ -53,6 +63,8 @@ class Partition:
     outputs: list[str] = field(default_factory=list)
     bytes_in: int = 0
     bytes_out: int = 0
+    weights: str = "resident"
+    weight_bytes: int = 0
 
 
 @dataclass
@@ -87,10 +99,19 @@ class Plan:
     profile_origin: str
     constraints: dict[str, str] = field(default_factory=dict)  # kernel -> why it is held on one device
     gpu_memory_cap: int | None = None
+    # The ring of device buffers streamed partitions' weights are copied into
+    # (0 slots: nothing streamed).  Counted in the GPU memory cap.
+    stream_slots: int = 0
+    stream_slot_bytes: int = 0
     graph: OpGraph | None = field(default=None, compare=False, repr=False)
     costs: Costs | None = field(default=None, compare=False, repr=False)
 
     # --- questions callers ask --------------------------------------------------
+    @property
+    def streamed(self) -> list[Partition]:
+        """The partitions whose weights are streamed, in run order."""
+        return [p for p in self.partitions if p.weights == "streamed"]
+
     def partition_of(self, kernel_id: str) -> Partition:
         for p in self.partitions:
             if kernel_id in p.kernels:
@@ -115,21 +136,23 @@ class Plan:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise PlanError(f"not a hetpart plan (schema {d.get('schema') if isinstance(d, dict) else None!r}, "
                             f"expected {SCHEMA!r})")
-        if d.get("version") != VERSION:
+        if d.get("version") not in READS:
             raise PlanError(f"plan file version {d.get('version')} is not supported (this hetpart reads "
-                            f"version {VERSION}); make the plan again with `partition MODEL -o OUT`")
+                            f"versions {', '.join(map(str, READS))}); make the plan again with `partition MODEL -o OUT`")
         try:
             plan = cls(
                 model=d["model"], objective=d["objective"], assignment=dict(d["assignment"]),
                 partitions=[Partition(**p) for p in d["partitions"]], cuts=[Cut(**c) for c in d["cuts"]],
                 timeline=[Span(**s) for s in d["timeline"]], predicted=d["predicted"],
                 profile_origin=d["profile_origin"], constraints=dict(d.get("constraints", {})),
-                gpu_memory_cap=d.get("gpu_memory_cap"), graph=graph)
+                gpu_memory_cap=d.get("gpu_memory_cap"), stream_slots=d.get("stream_slots", 0),
+                stream_slot_bytes=d.get("stream_slot_bytes", 0), graph=graph)
         except (KeyError, TypeError) as exc:
             raise PlanError(f"plan file is incomplete or malformed ({exc}); make the plan again") from None
         if graph is not None and set(graph.kernels) != set(plan.assignment):
             raise PlanError(f"this plan was made for a different model or input shapes than '{graph.name}' "
                             f"({len(plan.assignment)} kernels planned, {len(graph.kernels)} in the model)")
+        _check_streaming(plan)
         return plan
 
     def save(self, path) -> Path:
@@ -155,6 +178,18 @@ class Plan:
         except (OSError, json.JSONDecodeError) as exc:
             raise PlanError(f"cannot read plan file {path}: {exc}") from None
         return cls.from_json(data, graph)
+
+
+def _check_streaming(plan: "Plan") -> None:
+    """PlanError unless streamed partitions are CUDA ones that fit a slot of the ring."""
+    for p in plan.partitions:
+        if p.weights not in WEIGHTS:
+            raise PlanError(f"partition {p.name}: weights {p.weights!r} is not one of {', '.join(WEIGHTS)}")
+        if p.weights == "streamed" and (p.device != "cuda" or p.weight_bytes > plan.stream_slot_bytes
+                                        or plan.stream_slots < 1):
+            raise PlanError(f"partition {p.name} streams {p.weight_bytes} bytes of weights on {p.device}, but the "
+                            f"plan's ring has {plan.stream_slots} slots of {plan.stream_slot_bytes} bytes; "
+                            "make the plan again")
 
 
 def _plain(value):
