@@ -180,6 +180,22 @@ def test_trace_has_the_copy_stream(mlp, tmp_path):
     assert s.copy_track in tracks and s.stream_track in tracks
 
 
+def test_close_frees_the_ring(mlp):
+    """Pinned weights, ring slots and the views of them are all freed by close()."""
+    import gc
+
+    from hetpart.runtime.dlpack import live_views
+
+    _, graph = mlp
+    before = live_views()
+    s = Session(compiled(graph, streamed=True))
+    s.run(feeds(graph, 0))
+    assert s.buffer_bytes >= sum(p.weights.nbytes for p in s.compiled.partitions if p.weights is not None)
+    s.close()
+    gc.collect()
+    assert s.buffer_bytes == 0 and live_views() == before
+
+
 @pytest.mark.parametrize("fault", ["call does not wait for its copy", "copy does not wait for the last reader"])
 def test_a_missing_event_wait_is_caught(mlp, monkeypatch, fault):
     """The product's schedule with one of its two event waits removed: the checking

@@ -157,7 +157,7 @@ class CheckedStream(SimulatedStream):
 
     def copy(self, dst, src, kind: str) -> None:
         with self.checker.lock:
-            self.checker.write(self.name, dst.ptr, f"a {kind} copy")
+            self.checker.write(self.name, dst.ptr, f"an {kind} copy")
             super().copy(dst, src, kind)
 
     def wait(self, marker: Marker) -> None:
@@ -338,6 +338,7 @@ class WeightRing:
             m.release()
         for part in self.parts:
             part.views.clear()
+        self.parts, self.slots = [], []  # their buffers' views go with them (Memory frees the bytes)
 
 
 def _load_pinned(compiled: CompiledModel, art: PartitionArtifact, memory: Memory) -> Buffer:
