@@ -180,6 +180,25 @@ def test_trace_has_the_copy_stream(mlp, tmp_path):
     assert s.copy_track in tracks and s.stream_track in tracks
 
 
+@pytest.mark.slow  # BERT's six partitions take ~15 s to build
+def test_bert_streamed_matches_onnx():
+    """Embedding tables, attention and layer-norm weights streamed, ring of 2."""
+    onnx_model = models.build("bert", small=True)
+    graph = importer.load(onnx_model)
+    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cpu"], streamed=True, slots=2)
+    model = compiler.compile(plan, simulate=True, progress=False)
+    assert sum(p.weights is not None for p in model.partitions) == 4
+    f = {n: (np.random.default_rng(0).integers(0, 10, graph.tensors[n].shape) if "int" in graph.tensors[n].dtype
+             else np.random.default_rng(0).standard_normal(graph.tensors[n].shape)).astype(graph.tensors[n].dtype)
+         for n in graph.inputs}
+    expected = ReferenceEvaluator(onnx_model).run(None, f)
+    with Session(model) as s:
+        for _ in range(2):
+            out = s.run(f)
+            for name, ref in zip(model.model_output_names, expected):
+                np.testing.assert_allclose(out[name], ref, **ONNX_TOL)
+
+
 def test_close_frees_the_ring(mlp):
     """Pinned weights, ring slots and the views of them are all freed by close()."""
     import gc
