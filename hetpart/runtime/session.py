@@ -278,7 +278,9 @@ class Session:
             if ctx.timed and self._stream is not None:
                 ctx.resolve_stream_spans(self.stream_track, self._host_time)
             if ctx.ring is not None:
-                ctx.ring.finish_run(ctx.stream_base, ctx.run_id, self.copy_track if ctx.timed else None,
+                # a failed run's copies may not all have landed: no spans to time then
+                traced = ctx.timed and ctx.error is None
+                ctx.ring.finish_run(ctx.stream_base, ctx.run_id, self.copy_track if traced else None,
                                     self._host_time, ctx.stats)
         except BaseException as e:  # noqa: BLE001 - reaches the caller through the future
             ctx.fail("collect", e)
