@@ -89,6 +89,10 @@ def test_resident_partitions_are_built_as_before(mlp):
     for name, prog in resident.items():
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
+    # and their libraries are the same bytes (the build is deterministic)
+    libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
+    for p in compiled(graph, streamed=True).partitions:
+        assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
 
 
 def test_artifact_holds_packed_weights_and_round_trips(mlp, tmp_path):
