@@ -57,6 +57,12 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     return ModelSource(result.model, source.name, source.origin, output_types(inferred))
 
 
+def read_source(model) -> ModelSource:
+    """``model`` (a path, ``zoo:`` spec or ModelProto) read as it is: no check, no shape
+    fixed; a caller that imports it several times (once per shape) reads it once."""
+    return _resolve(model)
+
+
 def _resolve(model) -> ModelSource:
     if isinstance(model, onnx.ModelProto):
         return ModelSource(model, model.graph.name or "model", "<in-memory model>")
