@@ -30,6 +30,7 @@ from .errors import (
     ProfileError,
     RuntimeFailure,
     ShapeError,
+    SymbolicDimsError,
     TargetError,
     UnknownModelError,
     UnsupportedOpsError,
@@ -57,7 +58,7 @@ _PUBLIC = {
     "cuda_available": "hetpart.targets",
 }
 
-_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "UnsupportedOpsError", "UnknownModelError",
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
            "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
            "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""

@@ -20,7 +20,8 @@ buckets, so a partition whose code is the same in two buckets is built once.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from .compiler.bucketed import Bucket, BucketedModel, bucket_directory
 from .compiler.artifact import TensorSpec
@@ -29,47 +30,76 @@ from .errors import ShapeError
 from .kernels.options import DEFAULT, KernelOptions
 
 
+@dataclass
+class PlannedBucket:
+    """One bucket planned: its sizes, its op graph (imported at those sizes) and its plan."""
+
+    spec: BucketSpec
+    sizes: dict[str, int]
+    graph: object
+    plan: object
+
+    @property
+    def label(self) -> str:
+        return bucket_label(self.sizes)
+
+
+def plan_buckets(model, buckets: dict[str, list[int]] | None = None, *,
+                 shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
+                 gpu_memory: int | None = None, pins=(), progress: bool = False) -> Iterator[PlannedBucket]:
+    """Import and plan ``model`` once per bucket, smallest first, one at a time (a
+    bucket's graph can be dropped before the next is imported).
+
+    ``buckets``: dim name (a ``dim_param``, or ``"batch"``) -> sizes; ``shapes`` fixes
+    inputs outright (not bucketed).  ``objective``, ``profile``, ``gpu_memory`` and
+    ``pins`` go to :func:`hetpart.partition`.  Raises ShapeError, before any import,
+    when the buckets cannot be decided (see :func:`~hetpart.importer.symbolic.bucket_spec`).
+    """
+    from . import importer, partitioner
+    from .importer.symbolic import bucket_shapes, bucket_spec
+
+    source = importer.read_source(model)  # read once: a zoo model is built once, a file parsed once
+    spec = bucket_spec(source.model, buckets, shapes)
+    for sizes in spec.grid():
+        graph = importer.load(source, bucket_shapes(source.model, spec, sizes, shapes))
+        _check_outputs(graph, spec, sizes)
+        plan = partitioner.partition(graph, objective=objective, profile=profile, gpu_memory=gpu_memory,
+                                     pins=pins, progress=progress)
+        yield PlannedBucket(spec, sizes, graph, plan)
+
+
 def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
                     shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
                     gpu_memory: int | None = None, pins=(), simulate: bool = False, cuda_arch: str | None = None,
                     options: KernelOptions = DEFAULT, progress: bool = False, reuse_libraries: bool = True,
-                    on_bucket: Callable | None = None) -> BucketedModel:
-    """Import, plan and compile ``model`` once per bucket; see the module docstring.
+                    on_bucket: Callable[[PlannedBucket], None] | None = None) -> BucketedModel:
+    """Import, plan and compile ``model`` once per bucket; see the module docstring
+    and :func:`plan_buckets` for the arguments it shares.
 
-    ``buckets``: dim name (a ``dim_param``, or ``"batch"``) -> sizes; ``shapes`` fixes
-    inputs outright (not bucketed).  ``objective``, ``profile``, ``gpu_memory`` and
-    ``pins`` go to :func:`hetpart.partition`; ``simulate``, ``cuda_arch`` and
-    ``options`` to :func:`hetpart.compile`.  ``reuse_libraries=False`` builds every
-    partition even where an earlier bucket built the same code (for measuring).
-    ``on_bucket(sizes, graph, plan)`` is called after each bucket is planned.
-    Raises ShapeError when the buckets cannot be decided (see
-    :func:`~hetpart.importer.symbolic.bucket_spec`), and what the stages raise.
+    ``simulate``, ``cuda_arch`` and ``options`` go to :func:`hetpart.compile`.
+    ``reuse_libraries=False`` builds every partition even where an earlier bucket built
+    the same code (for measuring).  ``on_bucket(planned)`` is called after each bucket
+    is planned, before it is compiled.
     """
-    from . import compiler, importer, partitioner
+    from . import compiler
     from .compiler.build import LibraryCache
-    from .importer.symbolic import bucket_shapes, bucket_spec
 
     start = time.perf_counter()
-    source = importer.read_source(model)  # read once: a zoo model is built once, a file parsed once
-    spec = bucket_spec(source.model, buckets, shapes)
     cache = LibraryCache() if reuse_libraries else None
-    built, graph = [], None
-    for sizes in spec.grid():
-        graph = importer.load(source.model, bucket_shapes(source.model, spec, sizes, shapes))
-        graph.name = source.name
-        _check_outputs(graph, spec, sizes)
-        plan = partitioner.partition(graph, objective=objective, profile=profile, gpu_memory=gpu_memory,
-                                     pins=pins, progress=progress)
+    built, spec, name = [], None, ""
+    for planned in plan_buckets(model, buckets, shapes=shapes, objective=objective, profile=profile,
+                                gpu_memory=gpu_memory, pins=pins, progress=progress):
         if on_bucket is not None:
-            on_bucket(sizes, graph, plan)
-        compiled = compiler.compile(plan, graph, simulate=simulate, cuda_arch=cuda_arch, options=options,
-                                    progress=progress, library_cache=cache)
-        built.append(Bucket(sizes, bucket_directory(sizes), compiled))
+            on_bucket(planned)
+        compiled = compiler.compile(planned.plan, planned.graph, simulate=simulate, cuda_arch=cuda_arch,
+                                    options=options, progress=progress, library_cache=cache)
+        built.append(Bucket(planned.sizes, bucket_directory(planned.sizes), compiled))
+        spec, name = planned.spec, planned.graph.name
     first = built[0].compiled
     stats = {"libraries_built": cache.misses, "libraries_reused": cache.hits} if cache is not None else {}
     return BucketedModel(spec=spec, buckets=built, inputs=_symbolic(first.inputs, spec.input_axes),
                          outputs=_symbolic_outputs(first, spec), output_names=first.model_output_names,
-                         model=source.name, compile_seconds=time.perf_counter() - start, build_stats=stats)
+                         model=name, compile_seconds=time.perf_counter() - start, build_stats=stats)
 
 
 def _check_outputs(graph, spec: BucketSpec, sizes: dict[str, int]) -> None:
@@ -100,4 +130,4 @@ def _symbolic_outputs(compiled, spec: BucketSpec) -> list[TensorSpec]:
                                      for i, d in enumerate(t.shape)), t.dtype) for t in compiled.outputs]
 
 
-__all__ = ["compile_buckets"]
+__all__ = ["PlannedBucket", "compile_buckets", "plan_buckets"]
