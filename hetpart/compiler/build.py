@@ -130,11 +130,13 @@ class LibraryCache:
     """Libraries built so far, by (partition module, target, options): a partition
     whose module is structurally equal to one built before (same kernels, same shapes,
     same constants) gets a copy of that library instead of a build.  ``hits`` and
-    ``misses`` count what it saved.  Thread-safe; the files must outlive the cache's use."""
+    ``misses`` count what it saved.  Thread-safe.  It keeps its own copy of each
+    library (a compiled model's staging directory goes when the model does)."""
 
     def __init__(self):
         self._entries: dict[tuple, list[tuple[object, Path, PartitionArtifact]]] = {}
         self._lock = threading.Lock()
+        self._dir = tempfile.TemporaryDirectory(prefix="hetpart-libcache-")
         self.hits = 0
         self.misses = 0
 
@@ -157,7 +159,9 @@ class LibraryCache:
 
     def add(self, key: tuple, program: PartitionProgram, path: Path, art: PartitionArtifact) -> None:
         with self._lock:
-            self._entries.setdefault(key, []).append((program.module, path, art))
+            kept = Path(self._dir.name) / f"{sum(map(len, self._entries.values()))}.so"
+            shutil.copyfile(path, kept)
+            self._entries.setdefault(key, []).append((program.module, kept, art))
 
 
 def _build_or_reuse(program, spec, out_dir: Path, options, cache: LibraryCache | None) -> PartitionArtifact:
