@@ -174,3 +174,19 @@ def test_a_sequence_dim_asked_for_is_padded_and_sliced_back():
     want = ReferenceEvaluator(seq_model()).run(None, {"x": x})[0]
     assert got["y"].shape == (2, 5, 4)
     np.testing.assert_allclose(got["y"], want, **TOL)
+
+
+@pytest.mark.cuda
+def test_buckets_with_a_gpu_partition_match_onnxruntime():
+    """On the GPU machine: each bucket's MatMul kernel pinned to CUDA (a CPU/GPU plan per
+    bucket), padded runs checked against onnxruntime."""
+    model = hetpart.compile_buckets(batch_model(), {"batch": [1, 4, 8]}, pins=["node_0=cuda"],
+                                    simulate=not hetpart.cuda_available())
+    assert all(any(p.device == "cuda" for p in b.compiled.partitions) for b in model.buckets)
+    with hetpart.Session(model) as s:
+        for n in (1, 3, 4, 7):
+            feed = feeds(n, seed=n)
+            got = s.run(feed)
+            want = _onnxruntime(batch_model(), feed)
+            for name in ("y", "p"):
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
