@@ -87,3 +87,13 @@ def test_shape_still_builds_one_static_plan(capsys, model_file):
     rc, out, err = cli(capsys, model_file, "--shape", "x=2,8", "--shape", "s=2,1")
     assert rc == 0, err
     assert "shape bucket" not in out
+
+
+def test_a_bucket_directory_holding_a_foreign_file_keeps_out_refused(capsys, model_file, tmp_path):
+    """OUT is replaced whole: a ``batch=1``-like directory counts as hetpart's only when
+    it holds only files hetpart writes."""
+    (tmp_path / "out" / "N=1").mkdir(parents=True)
+    (tmp_path / "out" / "N=1" / "notes.txt").write_text("mine")
+    rc, out, err = cli(capsys, model_file, "--buckets", "batch=1", "-o", tmp_path / "out")
+    assert rc == 1 and "N=1" in err and out == "", err
+    assert (tmp_path / "out" / "N=1" / "notes.txt").read_text() == "mine"
