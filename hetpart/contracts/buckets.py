@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from ..errors import ShapeError, option
+from ..errors import InternalError, ShapeError, option
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 """The batch buckets built when none are asked for: powers of two up to 32 (six
@@ -64,7 +64,7 @@ class BucketSpec:
         for bucket in self.grid():
             if all(bucket[d] >= n for d, n in actual.items()):
                 return bucket
-        raise AssertionError("unreachable: the largest bucket holds every size checked above")
+        raise InternalError(f"no bucket of {self.sizes} holds {actual}, though none exceeds the largest")
 
     @property
     def max_batch(self) -> int | None:
