@@ -22,10 +22,33 @@ from hetpart.runtime import BucketedSession
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
-# Every test here compiles (the shared two-bucket build alone takes ~5 s on 2 cores);
-# the pure logic (bucket choice, spec, JSON) is tested fast in test_contracts_buckets.py
-# and test_importer_symbolic.py.
-pytestmark = pytest.mark.slow
+# Every test here but the first compiles (the shared two-bucket build alone takes ~5 s
+# on 2 cores), so they are marked slow; the pure logic (bucket choice, spec, JSON) is
+# tested fast in test_contracts_buckets.py and test_importer_symbolic.py.
+slow = pytest.mark.slow
+
+
+def test_padding_and_slicing_follow_the_bucketed_axes():
+    """Zeros after the feed's rows/positions along each bucketed axis, nothing else
+    changed; outputs cut back along their bucketed axes only (no model is run)."""
+    from hetpart.compiler.bucketed import Bucket
+    from hetpart.contracts.buckets import BucketSpec
+
+    spec = BucketSpec(sizes={"batch": (4,), "seq": (8,)}, input_axes={"ids": {0: "batch", 1: "seq"}},
+                      output_axes={"h": {0: "batch", 1: "seq"}, "pooled": {0: "batch"}}, batch="batch")
+    model = BucketedModel(spec=spec, buckets=[Bucket({"batch": 4, "seq": 8}, "b", compiled=None)],
+                          inputs=[], outputs=[], output_names=["h", "pooled"])
+    runner = BucketedSession(model)
+    ids = np.arange(1, 16, dtype=np.int64).reshape(3, 5)
+    actual = runner._actual_sizes({"ids": ids, "mask": np.ones(2)})
+    assert actual == {"batch": 3, "seq": 5}
+    padded = runner._padded({"ids": ids, "mask": "untouched"}, {"batch": 4, "seq": 8})
+    assert padded["mask"] == "untouched" and padded["ids"].shape == (4, 8) and padded["ids"].dtype == np.int64
+    np.testing.assert_array_equal(padded["ids"][:3, :5], ids)
+    assert not padded["ids"][3:].any() and not padded["ids"][:, 5:].any()
+    h, pooled = np.random.rand(4, 8, 2), np.random.rand(4, 6)
+    np.testing.assert_array_equal(runner._sliced("h", h, actual, {"batch": 4, "seq": 8}), h[:3, :5])
+    np.testing.assert_array_equal(runner._sliced("pooled", pooled, actual, {"batch": 4, "seq": 8}), pooled[:3])
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +68,14 @@ def _onnxruntime(model, feed):
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
 
 
+@slow
 def test_session_of_a_bucketed_model_is_the_runner_interface(session, bucketed):
     assert isinstance(session, BucketedSession)
     assert session.buckets == [{"batch": 1}, {"batch": 4}] and session.max_batch == 4
     assert [t.shape for t in bucketed.inputs] == [("batch", 8), ("batch", 1)]
 
 
+@slow
 @pytest.mark.parametrize("n, bucket", [(1, 1), (2, 4), (3, 4), (4, 4)])
 def test_padded_runs_match_onnxruntime_and_onnx_reference(session, n, bucket):
     feed = feeds(n, seed=n)
@@ -64,6 +89,7 @@ def test_padded_runs_match_onnxruntime_and_onnx_reference(session, n, bucket):
         np.testing.assert_allclose(got[name], ref[name], **TOL)
 
 
+@slow
 def test_padded_run_equals_a_static_build_of_the_exact_shape(session):
     graph = hetpart.load(batch_model(), {"x": [3, 8], "s": [3, 1]})
     static = hetpart.compile(hetpart.partition(graph), graph, simulate=True, progress=False)
@@ -76,17 +102,20 @@ def test_padded_run_equals_a_static_build_of_the_exact_shape(session):
         np.testing.assert_allclose(got[name], want[name], **TOL)
 
 
+@slow
 def test_a_feed_larger_than_the_largest_bucket_is_a_shape_error(session):
     with pytest.raises(hetpart.ShapeError, match=r"'batch' is 5.*batch=1,4"):
         session.run(feeds(5))
 
 
+@slow
 def test_inputs_that_disagree_on_a_dim_are_refused(session):
     bad = dict(feeds(2), s=np.ones((3, 1), np.float32))
     with pytest.raises(hetpart.RuntimeFailure, match="dim 'batch' is 2 in one input and 3"):
         session.run(bad)
 
 
+@slow
 def test_many_threads_get_their_own_rows(session):
     """Runs of different sizes at once land in different buckets; each caller gets its own result."""
     errors = []
@@ -108,6 +137,7 @@ def test_many_threads_get_their_own_rows(session):
     assert not errors, errors
 
 
+@slow
 def test_manifest_round_trip(bucketed, tmp_path):
     bucketed.save(tmp_path / "art")
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
@@ -124,6 +154,7 @@ def test_manifest_round_trip(bucketed, tmp_path):
     np.testing.assert_allclose(got["y"], ReferenceEvaluator(batch_model()).run(None, feed)[0], **TOL)
 
 
+@slow
 def test_a_manifest_whose_buckets_do_not_match_its_spec_is_refused(bucketed, tmp_path):
     bucketed.save(tmp_path / "art")
     path = tmp_path / "art" / "manifest.json"
@@ -134,6 +165,7 @@ def test_a_manifest_whose_buckets_do_not_match_its_spec_is_refused(bucketed, tmp
         hetpart.load_compiled(tmp_path / "art")
 
 
+@slow
 def test_a_bucket_directory_outside_the_artifact_is_refused(bucketed, tmp_path):
     bucketed.save(tmp_path / "art")
     path = tmp_path / "art" / "manifest.json"
@@ -144,6 +176,7 @@ def test_a_bucket_directory_outside_the_artifact_is_refused(bucketed, tmp_path):
         hetpart.load_compiled(tmp_path / "art")
 
 
+@slow
 def test_same_partition_code_is_built_once(bucketed):
     """A second compile of the same plan through one LibraryCache reuses every library
     (here the only way two partitions have the same code: every kernel of this model
@@ -163,6 +196,7 @@ def test_same_partition_code_is_built_once(bucketed):
     np.testing.assert_allclose(got["y"], ReferenceEvaluator(batch_model()).run(None, feed)[0], **TOL)
 
 
+@slow
 def test_a_sequence_dim_asked_for_is_padded_and_sliced_back():
     """Positions are independent in this model, so padding ``seq`` is exact here (the
     caveat: a model that mixes positions without masking would change)."""
@@ -176,6 +210,7 @@ def test_a_sequence_dim_asked_for_is_padded_and_sliced_back():
     np.testing.assert_allclose(got["y"], want, **TOL)
 
 
+@slow
 @pytest.mark.cuda
 def test_buckets_with_a_gpu_partition_match_onnxruntime():
     """On the GPU machine: each bucket's MatMul kernel pinned to CUDA (a CPU/GPU plan per
