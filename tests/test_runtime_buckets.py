@@ -138,6 +138,19 @@ def test_many_threads_get_their_own_rows(session):
 
 
 @slow
+def test_submit_and_multisession_run_buckets_concurrently(session, bucketed):
+    futures = [session.submit(feeds(n, seed=n)) for n in (3, 1, 4, 2)]
+    for n, f in zip((3, 1, 4, 2), futures):
+        want = ReferenceEvaluator(batch_model()).run(None, feeds(n, seed=n))[0]
+        np.testing.assert_allclose(f.result()["y"], want, **TOL)
+        assert f.stats is not None
+    with hetpart.MultiSession([bucketed, bucketed]) as multi:
+        a, b = multi.run([feeds(3, seed=1), feeds(1, seed=2)])
+    np.testing.assert_allclose(a["y"], ReferenceEvaluator(batch_model()).run(None, feeds(3, seed=1))[0], **TOL)
+    assert b["y"].shape == (1, 4)
+
+
+@slow
 def test_manifest_round_trip(bucketed, tmp_path):
     bucketed.save(tmp_path / "art")
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())

@@ -6,6 +6,7 @@ The runner interface (what a server or dynamic batcher needs)::
     runner.buckets     # [{"batch": 1}, {"batch": 2}, ...]: every bucket, smallest first
     runner.max_batch   # the largest batch bucket (None when the batch dim is not bucketed)
     runner.run(feeds)  # {ONNX output name: numpy array}, rows = the feed's rows
+    runner.submit(feeds)  # the same as a concurrent.futures.Future (MultiSession.run uses it)
     runner.close()     # or `with`; also what a plain Session offers (thread-safe run)
 
 ``run`` reads the feed's size along every bucketed dim, takes the smallest bucket
@@ -28,6 +29,7 @@ takes).
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -64,12 +66,34 @@ class BucketedSession:
 
     def run(self, feeds) -> dict[str, np.ndarray]:
         """The outputs for ``feeds``, computed on the smallest bucket that holds them."""
+        session, padded, actual, sizes = self._prepare(feeds)
+        return self._unpadded(session.run(padded), actual, sizes)
+
+    def submit(self, feeds) -> Future:
+        """Start a run (see :meth:`Session.submit`); a Future of its unpadded outputs,
+        with ``.stats`` (the bucket's run's RunStats) once done."""
+        session, padded, actual, sizes = self._prepare(feeds)
+        inner, outer = session.submit(padded), Future()
+
+        def finish(done: Future) -> None:
+            try:
+                outer.stats = getattr(done, "stats", None)
+                outer.set_result(self._unpadded(done.result(), actual, sizes))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                outer.set_exception(exc)
+
+        inner.add_done_callback(finish)
+        return outer
+
+    def _prepare(self, feeds):
+        """(the bucket's session, the padded feeds, the feed's sizes, the bucket's sizes)."""
         arrays = self._arrays(feeds)
         actual = self._actual_sizes(arrays)
         sizes = self.spec.choose(actual)
-        bucket = self.model.bucket(sizes)
         self.last_bucket = dict(sizes)
-        outputs = self._session(bucket).run(self._padded(arrays, sizes))
+        return self._session(self.model.bucket(sizes)), self._padded(arrays, sizes), actual, sizes
+
+    def _unpadded(self, outputs: dict, actual: dict[str, int], sizes: dict[str, int]) -> dict[str, np.ndarray]:
         if actual == sizes:
             return outputs
         return {name: self._sliced(name, y, actual, sizes) for name, y in outputs.items()}
