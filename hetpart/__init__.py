@@ -30,6 +30,7 @@ from .errors import (
     ProfileError,
     RuntimeFailure,
     ShapeError,
+    SymbolicDimsError,
     TargetError,
     UnknownModelError,
     UnsupportedOpsError,
@@ -47,6 +48,9 @@ _PUBLIC = {
     "partition": "hetpart.partitioner",
     "Plan": "hetpart.partitioner",
     "compile": "hetpart.compiler",
+    "compile_buckets": "hetpart.buckets",
+    "BucketedModel": "hetpart.compiler",
+    "BucketedSession": "hetpart.runtime",
     "load_compiled": "hetpart.compiler",
     "CompiledModel": "hetpart.compiler",
     "Session": "hetpart.runtime",
@@ -54,7 +58,7 @@ _PUBLIC = {
     "cuda_available": "hetpart.targets",
 }
 
-_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "UnsupportedOpsError", "UnknownModelError",
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
            "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
            "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""

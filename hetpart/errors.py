@@ -67,6 +67,11 @@ class ShapeError(HetpartError):
     """An input has symbolic dims that no ``shapes``/``--shape`` fixes, or a shape is wrong."""
 
 
+class SymbolicDimsError(ShapeError):
+    """Inputs have symbolic dims that no ``shapes``/``--shape`` fixes (what shape
+    buckets, :func:`hetpart.compile_buckets`, build for instead)."""
+
+
 class UnsupportedOpsError(HetpartError):
     """The model uses operators hetpart (TVM) cannot import.
 

@@ -21,6 +21,9 @@ OWN_FILES = {"plan.json", "plan.svg", "plan.trace.json", "run.trace.json", "mani
 
 
 def _ours(entry: Path) -> bool:
+    """A file hetpart writes, or a shape bucket's directory (``batch=8``) holding only such files."""
+    if entry.is_dir() and not entry.is_symlink():
+        return "=" in entry.name and all(e.is_file() and _ours(e) for e in entry.iterdir())
     return entry.is_file() and (entry.name in OWN_FILES or entry.suffix == ".so")
 
 

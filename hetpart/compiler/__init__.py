@@ -17,12 +17,16 @@ Usage::
 """
 
 from .artifact import DPS_FUNCTION, MAIN_FUNCTION, CompiledModel, PartitionArtifact, TensorSpec
-from .build import compile
+from .bucketed import Bucket, BucketedModel
+from .build import LibraryCache, compile
 from .extract import PartitionProgram, extract, extract_partitions
 from .loader import load_compiled
 
 __all__ = [
+    "Bucket",
+    "BucketedModel",
     "DPS_FUNCTION",
+    "LibraryCache",
     "MAIN_FUNCTION",
     "CompiledModel",
     "PartitionArtifact",

@@ -16,8 +16,11 @@ worker).
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +39,8 @@ from .extract import PartitionProgram, extract, tensor_spec
 
 def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False, cuda_arch: str | None = None,
             cpu_arch: str | None = None, jobs: int | None = None,
-            progress: bool = True, options: KernelOptions = DEFAULT) -> CompiledModel:  # noqa: A001 - the public name
+            progress: bool = True, options: KernelOptions = DEFAULT,
+            library_cache: "LibraryCache | None" = None) -> CompiledModel:  # noqa: A001 - the public name
     """Compile every partition of ``plan`` for its device.
 
     ``graph`` defaults to ``plan.graph``.  ``simulate`` compiles ``cuda`` partitions
@@ -47,7 +51,9 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     default: this machine's.  ``jobs`` partitions build at once (default: one per
     core, at most one per partition); ``progress`` shows a bar on a terminal.
     ``options``: the kernel options (TF32, split-K, SM count) every partition is built
-    with, recorded in the manifest.
+    with, recorded in the manifest.  ``library_cache`` (a :class:`LibraryCache`
+    shared by several compiles, e.g. the shape buckets of one model) reuses the library
+    of a partition built before whose module, target and options are the same.
 
     Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
     and :class:`~hetpart.errors.CompileError` naming the partition (and function)
@@ -61,7 +67,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     programs = extract(graph, plan)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
-    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options)
+    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options, library_cache)
     return CompiledModel(
         plan=plan,
         partitions=artifacts,
@@ -120,13 +126,69 @@ def default_jobs(n_partitions: int) -> int:
     return max(1, min(n_partitions, targets.num_cores()))
 
 
-def _build_all(programs, specs, out_dir: Path, jobs, progress, model, options) -> list[PartitionArtifact]:
+class LibraryCache:
+    """Libraries built so far, by (partition module, target, options): a partition
+    whose module is structurally equal to one built before (same kernels, same shapes,
+    same constants) gets a copy of that library instead of a build.  ``hits`` and
+    ``misses`` count what it saved.  Thread-safe.  It keeps its own copy of each
+    library (a compiled model's staging directory goes when the model does)."""
+
+    def __init__(self):
+        self._entries: dict[tuple, list[tuple[object, Path, PartitionArtifact]]] = {}
+        self._lock = threading.Lock()
+        self._dir = tempfile.TemporaryDirectory(prefix="hetpart-libcache-")
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, program: PartitionProgram, spec: targets.TargetSpec, options: KernelOptions) -> tuple:
+        import tvm_ffi
+
+        return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
+                repr(options), program.dps)
+
+    def find(self, key: tuple, program: PartitionProgram):
+        import tvm_ffi
+
+        with self._lock:
+            for module, path, art in self._entries.get(key, []):
+                if tvm_ffi.structural_equal(module, program.module):
+                    self.hits += 1
+                    return path, art
+            self.misses += 1
+        return None
+
+    def add(self, key: tuple, program: PartitionProgram, path: Path, art: PartitionArtifact) -> None:
+        with self._lock:
+            kept = Path(self._dir.name) / f"{sum(map(len, self._entries.values()))}.so"
+            shutil.copyfile(path, kept)
+            self._entries.setdefault(key, []).append((program.module, kept, art))
+
+
+def _build_or_reuse(program, spec, out_dir: Path, options, cache: LibraryCache | None) -> PartitionArtifact:
+    if cache is None:
+        return build_partition(program, spec, out_dir, options)
+    key = cache.key(program, spec, options)
+    found = cache.find(key, program)
+    if found is None:
+        art = build_partition(program, spec, out_dir, options)
+        cache.add(key, program, out_dir / art.library, art)
+        return art
+    path, art = found
+    library = out_dir / f"{program.name}.so"
+    shutil.copyfile(path, library)
+    return dataclasses.replace(art, name=program.name, library=library.name, inputs=list(program.inputs),
+                               outputs=list(program.outputs), kernels=list(program.kernels),
+                               module=load_library(library, spec.device_type))
+
+
+def _build_all(programs, specs, out_dir: Path, jobs, progress, model, options,
+               cache: LibraryCache | None = None) -> list[PartitionArtifact]:
     """Build ``programs`` on ``jobs`` threads; results in plan order."""
     jobs = jobs or default_jobs(len(programs))
     bar = tqdm(total=len(programs), desc=f"compiling {model}", unit="partition",
                file=sys.stderr, disable=None if progress else True)
     with bar, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hetpart-compile") as pool:
-        futures = [pool.submit(build_partition, p, specs[p.device], out_dir, options) for p in programs]
+        futures = [pool.submit(_build_or_reuse, p, specs[p.device], out_dir, options, cache) for p in programs]
         results = []
         for f in futures:
             results.append(f.result())
@@ -194,4 +256,4 @@ def load_library(path: Path, device_type: str):
         raise CompileError(f"cannot load compiled library {path}: {exc}") from exc
 
 
-__all__ = ["build_partition", "compile", "default_jobs", "load_library"]
+__all__ = ["LibraryCache", "build_partition", "compile", "default_jobs", "load_library"]

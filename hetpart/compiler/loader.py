@@ -26,6 +26,7 @@ from ..kernels.options import KernelOptions
 from ..partitioner.plan import Plan
 from .artifact import (MANIFEST, PLAN, READS, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
                        check_order, confined, sha256_of)
+from .bucketed import BucketedModel, is_bucketed_manifest, load_bucketed
 from .build import load_library
 from .elf import check_bounds
 
@@ -34,13 +35,16 @@ log = logging.getLogger(__name__)
 RECOMPILE = "recompile it with `partition MODEL -o DIR --compile`"
 
 
-def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
-    """The :class:`CompiledModel` saved in ``directory``.
+def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | BucketedModel:
+    """The :class:`CompiledModel` saved in ``directory`` (a :class:`~.bucketed.BucketedModel`
+    when it holds one artifact per shape bucket, each loaded with these same checks).
 
     With ``load_modules=False`` the files are checked but no library is loaded
     (``module`` stays None), e.g. to inspect a CUDA artifact on a machine without a GPU.
     """
     root = Path(directory)
+    if is_bucketed_manifest(_read_json(root / MANIFEST, what="manifest")):
+        return load_bucketed(root, load_compiled, load_modules=load_modules)
     manifest = read_manifest(root)
     plan = _read_plan(root)
     try:

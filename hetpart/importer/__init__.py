@@ -6,8 +6,8 @@ Pipeline, one module each: :mod:`.onnx_source` (read, check, fix shapes) ->
 (an :class:`OpGraph`).
 """
 
-from .onnx_source import ModelSource, input_shapes, read_model
+from .onnx_source import ModelSource, input_shapes, read_model, read_source
 from .op_graph import Kernel, OpGraph, Tensor
 from .relax_import import load, to_relax
 
-__all__ = ["Kernel", "ModelSource", "OpGraph", "Tensor", "input_shapes", "load", "read_model", "to_relax"]
+__all__ = ["Kernel", "ModelSource", "OpGraph", "Tensor", "input_shapes", "load", "read_model", "read_source", "to_relax"]

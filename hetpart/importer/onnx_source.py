@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
 from . import preflight
 from .expand_functions import expand_functions
 from .shape_folding import fold_static_shapes
@@ -40,9 +40,9 @@ class ModelSource:
 
 
 def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource:
-    """Resolve ``model`` to a checked ``ModelProto`` with static input shapes and
-    its static shape arithmetic folded."""
-    source = _resolve(model)
+    """Resolve ``model`` (or take a :func:`read_source` result as it is, never edited) to
+    a checked ``ModelProto`` with static input shapes and its static shape arithmetic folded."""
+    source = model if isinstance(model, ModelSource) else _resolve(model)
     _check_structure(source.model, source.origin)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
@@ -50,11 +50,18 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     _check_supported(fixed, source.origin)
     inferred = _infer_shapes(fixed, source.origin)
     # Fold in place only a model this function made (read, built or reshaped here).
-    result = fold_static_shapes(fixed, inplace=fixed is not model)
+    made_here = not isinstance(model, (onnx.ModelProto, ModelSource))
+    result = fold_static_shapes(fixed, inplace=made_here or fixed is not source.model)
     if result.folded:  # checked alike whether folded in place (a file) or in a copy (a ModelProto)
         inferred = _infer_shapes(result.model, source.origin)
     preflight.check(result.model, fixed, source.origin)  # forms TVM would import wrongly
     return ModelSource(result.model, source.name, source.origin, output_types(inferred))
+
+
+def read_source(model) -> ModelSource:
+    """``model`` (a path, ``zoo:`` spec or ModelProto) read as it is: no check, no shape
+    fixed; a caller that imports it several times (once per shape) reads it once."""
+    return model if isinstance(model, ModelSource) else _resolve(model)
 
 
 def _resolve(model) -> ModelSource:
@@ -220,7 +227,9 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
     missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x < 0 for x in d)}
     if missing:
         hint = " ".join(f"--shape {n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}" for n, d in missing.items())
-        raise ShapeError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. {hint}")
+        raise SymbolicDimsError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. "
+                                f"{hint}, or build shape buckets (hetpart.compile_buckets; the CLI does without "
+                                "--shape)")
     if not shapes:
         return model
     fixed = onnx.ModelProto()

@@ -10,6 +10,7 @@ the session; :mod:`.cuda_api` and :mod:`.dlpack` are the low-level glue;
 :mod:`.synthetic` builds small models for tests and benchmarks.
 """
 
+from .bucketed_session import BucketedSession
 from .feeds import random_feeds
 from .handoff import TransferCosts, choose_mode
 from .multi_session import MultiReport, MultiSession
@@ -19,6 +20,6 @@ from .session import Session
 from .stats import EdgeHandoff, RunStats, Span
 
 __all__ = [
-    "EdgeHandoff", "MultiReport", "MultiSession", "PipelineReport", "RunStats", "Session", "Span",
+    "BucketedSession", "EdgeHandoff", "MultiReport", "MultiSession", "PipelineReport", "RunStats", "Session", "Span",
     "TransferCosts", "choose_mode", "measure_pipeline", "random_feeds", "run_once_and_report",
 ]

@@ -34,6 +34,10 @@ and stats:
 caller as :class:`~hetpart.errors.RuntimeFailure` naming the partition; the session
 stays usable.  ``close()`` (or leaving the ``with``) joins every thread and frees
 every buffer.
+
+``Session(bucketed)`` for a model compiled per shape bucket
+(:class:`~hetpart.compiler.bucketed.BucketedModel`) returns a
+:class:`~.bucketed_session.BucketedSession` (pads to the smallest bucket that fits).
 """
 
 from __future__ import annotations
@@ -81,6 +85,15 @@ class Session:
     free for the threads that feed the GPU (``pool_threads_used`` says what each got;
     inline runs use the calling thread's own pool, untouched).
     """
+
+    def __new__(cls, compiled=None, **kwargs):
+        # A model compiled per shape bucket opens as a BucketedSession, so
+        # hetpart.Session(hetpart.load_compiled(dir)) works for either kind of artifact.
+        if cls is Session and getattr(compiled, "is_bucketed", False):
+            from .bucketed_session import BucketedSession
+
+            return BucketedSession(compiled, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,

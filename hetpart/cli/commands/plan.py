@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ...errors import HetpartError, NoGPUError
+from ...errors import HetpartError, NoGPUError, SymbolicDimsError
 from ..options import (
     add_model_options,
     add_profile_options,
@@ -11,6 +11,7 @@ from ..options import (
     parse_gpu_memory,
     parse_shapes,
 )
+from ...contracts.buckets import parse_buckets
 from ..registry import register
 
 
@@ -27,11 +28,20 @@ class Plan:
     --compile also writes the compiled artifact to OUT; --run runs it once on random
     inputs (--trace adds OUT/run.trace.json, the measured timeline).
 
+    A model with symbolic input dims that --shape does not fix is planned (and
+    compiled) once per shape bucket, one line per bucket: the batch dim (axis 0) at
+    1,2,4,8,16,32 unless --buckets says otherwise; any other symbolic dim (a
+    sequence) needs --buckets (zero padding along it changes results unless the
+    model masks padded positions).  -o OUT then gets OUT/<bucket>/plan.json ... and,
+    with --compile, one artifact per bucket under a top manifest (hetpart.Session
+    opens it and pads each feed to the smallest bucket that fits).
+
     examples:
       partition zoo:resnet18
       partition model.onnx --shape input=1,3,224,224 --explain
       partition zoo:dlrm --gpu-memory 256MiB --pin Gather=cpu -o out/
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
+      partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
     """
 
     name = "plan"
@@ -50,6 +60,9 @@ class Plan:
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
         g.add_argument("--summary-only", action="store_true", help="print the op-graph summary and stop")
+        g.add_argument("--buckets", action="append", default=[], metavar="DIM=N,N,...",
+                       help="shape buckets to build for a symbolic dim, e.g. batch=1,8,32 (repeatable; 'batch' "
+                            "names the axis-0 dim; default: batch=1,2,4,8,16,32)")
         o = parser.add_argument_group("output")
         o.add_argument("-o", "--out", metavar="DIR", default=None, help="write plan.json, plan.svg, plan.trace.json here")
         o.add_argument("--compile", action="store_true", help="compile the plan into OUT (needs -o)")
@@ -60,7 +73,12 @@ class Plan:
         from ... import importer
 
         checked = self._check(args)
-        graph = importer.load(args.model, checked["shapes"])
+        if checked["buckets"]:
+            return self._run_buckets(args, checked)
+        try:
+            graph = importer.load(args.model, checked["shapes"])
+        except SymbolicDimsError:  # not fixed by --shape: build the shape buckets instead
+            return self._run_buckets(args, checked)
         if args.summary_only:
             print(graph.summary())
             return 0
@@ -90,9 +108,19 @@ class Plan:
             raise HetpartError(f"{flag} needs -o DIR to put the compiled artifact in")
         check_objective(args.objective)
         check_cuda_arch(args.cuda_arch)
-        return {"shapes": parse_shapes(args.shape), "gpu_memory": parse_gpu_memory(args.gpu_memory),
+        return {"shapes": parse_shapes(args.shape), "buckets": parse_buckets(args.buckets),
+                "gpu_memory": parse_gpu_memory(args.gpu_memory),
                 "pins": _partitioner().parse_pins(args.pin),
                 "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args)}
+
+    def _run_buckets(self, args, checked) -> int:
+        """Plan (and with --compile/--run build and run) every shape bucket; one line each."""
+        from ..bucket_report import run_buckets
+
+        if args.trace:
+            raise HetpartError("--trace records one run of one shape; with shape buckets, fix the shape with "
+                               "--shape to trace it")
+        return run_buckets(self, args, checked)
 
     def _plan(self, args, graph, checked):
         return _partitioner().partition(graph, objective=args.objective, profile=args.profile,

@@ -1,0 +1,133 @@
+"""Build a model with symbolic dims once per shape bucket: import, plan, compile each.
+
+In: a model whose inputs have symbolic dims (``dim_param``: ``batch``, ``seq``) and
+the buckets to build (``{"batch": [1, 8, 32]}``; default: the batch dim at
+:data:`~hetpart.contracts.buckets.DEFAULT_BATCH_SIZES`, powers of two up to 32).
+Out: a :class:`~hetpart.compiler.bucketed.BucketedModel`, one ordinary compiled
+artifact per bucket, each from its own plan (the best placement depends on the
+shape: at batch 1 a small layer may belong on the CPU, at batch 32 on the GPU)::
+
+    model = hetpart.compile_buckets("model.onnx", buckets={"batch": [1, 8, 32]}, simulate=True)
+    model.save("out/")
+    with hetpart.Session(hetpart.load_compiled("out/")) as s:   # a BucketedSession
+        s.run({"input": x})          # any batch up to 32: padded to the smallest bucket
+
+The stages are used as they are (``hetpart.load``, ``hetpart.partition``,
+``hetpart.compile``); one :class:`~hetpart.compiler.build.LibraryCache` spans the
+buckets, so a partition whose code is the same in two buckets is built once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .compiler.bucketed import Bucket, BucketedModel, bucket_directory
+from .compiler.artifact import TensorSpec
+from .contracts.buckets import BucketSpec, bucket_label
+from .errors import ShapeError
+from .kernels.options import DEFAULT, KernelOptions
+
+
+@dataclass
+class PlannedBucket:
+    """One bucket planned: its sizes, its op graph (imported at those sizes) and its plan."""
+
+    spec: BucketSpec
+    sizes: dict[str, int]
+    graph: object
+    plan: object
+
+    @property
+    def label(self) -> str:
+        return bucket_label(self.sizes)
+
+
+def plan_buckets(model, buckets: dict[str, list[int]] | None = None, *,
+                 shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
+                 gpu_memory: int | None = None, pins=(), progress: bool = False) -> Iterator[PlannedBucket]:
+    """Import and plan ``model`` once per bucket, smallest first, one at a time (a
+    bucket's graph can be dropped before the next is imported).
+
+    ``buckets``: dim name (a ``dim_param``, or ``"batch"``) -> sizes; ``shapes`` fixes
+    inputs outright (not bucketed).  ``objective``, ``profile``, ``gpu_memory`` and
+    ``pins`` go to :func:`hetpart.partition`.  Raises ShapeError, before any import,
+    when the buckets cannot be decided (see :func:`~hetpart.importer.symbolic.bucket_spec`).
+    """
+    from . import importer, partitioner
+    from .importer.symbolic import bucket_shapes, bucket_spec
+
+    source = importer.read_source(model)  # read once: a zoo model is built once, a file parsed once
+    spec = bucket_spec(source.model, buckets, shapes)
+    for sizes in spec.grid():
+        graph = importer.load(source, bucket_shapes(source.model, spec, sizes, shapes))
+        _check_outputs(graph, spec, sizes)
+        plan = partitioner.partition(graph, objective=objective, profile=profile, gpu_memory=gpu_memory,
+                                     pins=pins, progress=progress)
+        yield PlannedBucket(spec, sizes, graph, plan)
+
+
+def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
+                    shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
+                    gpu_memory: int | None = None, pins=(), simulate: bool = False, cuda_arch: str | None = None,
+                    options: KernelOptions = DEFAULT, progress: bool = False, reuse_libraries: bool = True,
+                    on_bucket: Callable[[PlannedBucket], None] | None = None) -> BucketedModel:
+    """Import, plan and compile ``model`` once per bucket; see the module docstring
+    and :func:`plan_buckets` for the arguments it shares.
+
+    ``simulate``, ``cuda_arch`` and ``options`` go to :func:`hetpart.compile`.
+    ``reuse_libraries=False`` builds every partition even where an earlier bucket built
+    the same code (for measuring).  ``on_bucket(planned)`` is called after each bucket
+    is planned, before it is compiled.
+    """
+    from . import compiler
+    from .compiler.build import LibraryCache
+
+    start = time.perf_counter()
+    cache = LibraryCache() if reuse_libraries else None
+    built, spec, name = [], None, ""
+    for planned in plan_buckets(model, buckets, shapes=shapes, objective=objective, profile=profile,
+                                gpu_memory=gpu_memory, pins=pins, progress=progress):
+        if on_bucket is not None:
+            on_bucket(planned)
+        compiled = compiler.compile(planned.plan, planned.graph, simulate=simulate, cuda_arch=cuda_arch,
+                                    options=options, progress=progress, library_cache=cache)
+        built.append(Bucket(planned.sizes, bucket_directory(planned.sizes), compiled))
+        spec, name = planned.spec, planned.graph.name
+    first = built[0].compiled
+    stats = {"libraries_built": cache.misses, "libraries_reused": cache.hits} if cache is not None else {}
+    return BucketedModel(spec=spec, buckets=built, inputs=_symbolic(first.inputs, spec.input_axes),
+                         outputs=_symbolic_outputs(first, spec), output_names=first.model_output_names,
+                         model=name, compile_seconds=time.perf_counter() - start, build_stats=stats)
+
+
+def _check_outputs(graph, spec: BucketSpec, sizes: dict[str, int]) -> None:
+    """Every output axis ONNX says follows a bucketed dim has that bucket's size in the
+    built graph (else slicing it back would cut the wrong rows)."""
+    shapes = {name: graph.tensors[t].shape for name, t in zip(graph.model_output_names, graph.outputs)}
+    for name, axes in spec.output_axes.items():
+        for axis, dim in axes.items():
+            got = shapes[name][axis] if name in shapes and axis < len(shapes[name]) else None
+            if got != sizes[dim]:
+                raise ShapeError(f"output '{name}' axis {axis} follows dim '{dim}' in ONNX's inference, but the "
+                                 f"model built for {bucket_label(sizes)} makes it {got}; the padded rows "
+                                 "cannot be sliced back; fix the inputs' shapes instead")
+
+
+def _symbolic(specs: list[TensorSpec], axes: dict[str, dict[int, str]]) -> list[TensorSpec]:
+    """``specs`` with each bucketed dim shown by its name."""
+    out = []
+    for t in specs:
+        ax = axes.get(t.name, {})
+        out.append(TensorSpec(t.name, tuple(ax.get(i, d) for i, d in enumerate(t.shape)), t.dtype))
+    return out
+
+
+def _symbolic_outputs(compiled, spec: BucketSpec) -> list[TensorSpec]:
+    by_tensor = dict(zip((t.name for t in compiled.outputs), compiled.model_output_names))
+    return [TensorSpec(t.name, tuple(spec.output_axes.get(by_tensor[t.name], {}).get(i, d)
+                                     for i, d in enumerate(t.shape)), t.dtype) for t in compiled.outputs]
+
+
+__all__ = ["PlannedBucket", "compile_buckets", "plan_buckets"]
