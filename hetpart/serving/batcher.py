@@ -180,12 +180,13 @@ class Lane:
             t.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
         return True
 
-    def reject_rest(self, reason: str) -> None:
-        """Fail every queued request, and every one in a batch still running, with ServerClosedError."""
+    def reject_rest(self, reason: str, *, running: bool = True) -> None:
+        """Fail every queued request, and (``running``) every one in a batch still
+        running, with ServerClosedError."""
         with self._cond:
             queued = list(self._queue)
             self._queue.clear()
-            running = [r for b in self._in_flight.values() for r in b]
+            running = [r for b in self._in_flight.values() for r in b] if running else []
             self._cond.notify_all()
         for r in queued:
             r.future.set_running_or_notify_cancel()

@@ -136,7 +136,7 @@ class Server:
             lane.stop_accepting()
         if not drain:
             for lane in lanes:
-                lane.reject_rest("the server closed before this request ran")
+                lane.reject_rest("the server closed before this request ran", running=False)
         for lane in lanes:
             lane.drain()
         deadline = None if timeout is None else time.perf_counter() + timeout
