@@ -7,7 +7,7 @@ is checked; :mod:`.runner` what a model must offer (:class:`Runner`: ``run`` ove
 leading batch dim and ``max_batch``; a fixed-batch Session through
 :class:`SessionRunner`); :mod:`.gate` shares run slots across models by priority;
 :mod:`.stats` counts and times.  No network protocol: docs/SERVING.md wraps a Server
-in an HTTP server (:mod:`.http`).
+in a stdlib HTTP server.
 """
 
 from .runner import Runner, RowSpec, SessionRunner, as_runner

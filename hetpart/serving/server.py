@@ -92,6 +92,13 @@ class Server:
     def max_batch(self, model: str) -> int:
         return self._lane(model).max_batch
 
+    def inputs(self, model: str) -> list | None:
+        """What one request row of ``model`` takes (:class:`~.runner.RowSpec`: name, shape
+        after the batch dim, dtype), or None where the runner states nothing."""
+        self._lane(model)
+        specs = self._specs[model]
+        return list(specs) if specs is not None else None
+
     # --- requests ----------------------------------------------------------------
     def submit(self, model: str, feeds: Mapping[str, Any]) -> Future:
         """Queue one request; a Future of ``{output name: its rows}``.  Never blocks on the model."""
