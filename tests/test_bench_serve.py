@@ -116,11 +116,13 @@ def test_the_benchmark_records_every_contender_and_renders(tmp_path):
         serve.Contender("hetpart-no-batching", hetpart_server(1, max_delay=0)),
         serve.Contender("mixer", lambda: Mixer(honest=sum(len(m.payloads) for m in models))),
         serve.Contender("torch-cuda-graphs", None, skipped="PyTorch not installed"),
+        serve.Contender("broken", lambda: 1 / 0),
     ], slo_ms=1000.0)
     options = serve.SweepOptions(window_s=0.15, start_rate=50, growth=2.0, max_steps=3, drain_s=5)
     body = serve.run([scenario], options, budget_s=60)
     rows = {r["contender"]: r for r in body["results"]}
-    assert set(rows) == {"hetpart", "hetpart-no-batching", "mixer", "torch-cuda-graphs"}
+    assert set(rows) == {"hetpart", "hetpart-no-batching", "mixer", "torch-cuda-graphs", "broken"}
+    assert rows["broken"]["skipped"].startswith("failed: ZeroDivisionError")
     for r in rows.values():
         for key in ("models", "contender", "slo_ms", "max_rate_per_s", "p50_ms", "p99_ms"):
             assert key in r

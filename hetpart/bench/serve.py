@@ -5,7 +5,8 @@ ResNet-50) with a p99 SLO; a *contender* one way of serving them, a factory for 
 system (``submit(model, feeds) -> Future``, ``close()``).  For each, :func:`sweep`
 offers open-loop Poisson load (:mod:`.serve_load`) at geometrically rising rates,
 from a fraction of what one-at-a-time serving would sustain, until p99 breaks the
-SLO twice running (or anything is lost or wrong), and the contender's score is the
+SLO twice running (or anything is lost or wrong), then bisects between the last rate
+that met it and the first that did not, and the contender's score is the
 highest offered rate that met the SLO with every answer right.
 
 The hetpart contender's ``speedup_vs_best`` is its rate over the best other
@@ -52,7 +53,8 @@ class Scenario:
 class SweepOptions:
     """``window_s`` of load per rate; rates start at ``start_fraction`` of the measured
     one-at-a-time capacity (or ``start_rate``) and grow by ``growth`` up to ``max_steps``
-    steps, stopping after ``misses`` SLO misses in a row; ``drain_s`` is how long after
+    steps, stopping after ``misses`` SLO misses in a row, then ``refine`` bisections
+    (geometric) between the best rate that met the SLO and the next that did not; ``drain_s`` is how long after
     a window its answers may still come (later: lost)."""
 
     window_s: float = 2.0
@@ -61,6 +63,7 @@ class SweepOptions:
     growth: float = 1.4
     max_steps: int = 24
     misses: int = 2
+    refine: int = 2
     drain_s: float = 10.0
     seed: int = 0
 
@@ -98,6 +101,7 @@ def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
     """Load points at rising rates until the SLO breaks ``options.misses`` times in a
     row, something is lost or wrong, or ``deadline`` (time.monotonic()) passes; and
     the mean latency of one request alone (ms)."""
+    references(system, models)  # once to warm up (first runs load code, pick algorithms)
     start = time.perf_counter()
     references(system, models)
     alone_s = (time.perf_counter() - start) / max(1, sum(len(m.payloads) for m in models))
@@ -107,20 +111,38 @@ def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
     for step in range(options.max_steps):
         if time.monotonic() + options.window_s > deadline:
             break
-        before = _batch_totals(system)
-        point = offer_load(system, models, rate, options.window_s, seed=options.seed + step,
-                           drain_s=options.drain_s)
-        after = _batch_totals(system)
-        if before and after and after[0] > before[0]:
-            point.mean_batch_rows = (after[1] - before[1]) / (after[0] - before[0])
+        point = _point(system, models, rate, options, options.seed + step)
         points.append(point)
         if point.lost or point.crossed or point.wrong:
-            break
+            return points, alone_s * 1e3
         misses = 0 if point.meets(slo_ms) else misses + 1
         if misses >= options.misses:
             break
         rate *= options.growth
+    # refine between the best rate that met the SLO and the lowest above it that did not
+    for step in range(options.refine):
+        passed = [p.rate_per_s for p in points if p.meets(slo_ms)]
+        if not passed or time.monotonic() + options.window_s > deadline:
+            break
+        above = [p.rate_per_s for p in points if p.rate_per_s > max(passed) and not p.meets(slo_ms)]
+        if not above:
+            break
+        point = _point(system, models, (max(passed) * min(above)) ** 0.5, options, options.seed + 1000 + step)
+        points.append(point)
+        if point.lost or point.crossed or point.wrong:
+            break
+    points.sort(key=lambda p: p.rate_per_s)
     return points, alone_s * 1e3
+
+
+def _point(system, models: list[LoadModel], rate: float, options: SweepOptions, seed: int) -> RatePoint:
+    """One load point, with the system's mean batch over it where it counts batches."""
+    before = _batch_totals(system)
+    point = offer_load(system, models, rate, options.window_s, seed=seed, drain_s=options.drain_s)
+    after = _batch_totals(system)
+    if before and after and after[0] > before[0]:
+        point.mean_batch_rows = (after[1] - before[1]) / (after[0] - before[0])
+    return point
 
 
 def _batch_totals(system) -> tuple[int, int] | None:
@@ -148,8 +170,9 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
             continue
         left = len(runnable) - runnable.index(c)
         share = time.monotonic() + (deadline - time.monotonic()) / left
-        system = c.make()
+        system = None
         try:
+            system = c.make()
             result.points, result.alone_ms = sweep(system, scenario.models, scenario.slo_ms, options, share)
         except Exception as exc:  # noqa: BLE001 - one contender failing must not lose the others' numbers
             result.skipped = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
