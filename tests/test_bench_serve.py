@@ -6,7 +6,6 @@ SVG).  No assertion depends on how fast this machine is."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import Future

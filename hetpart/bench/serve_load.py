@@ -175,9 +175,8 @@ def _finite(v):
 
 
 def _sleep_until(t: float) -> None:
-    """Sleep to ``t`` (perf_counter); the last half-millisecond spun for precision."""
+    """Sleep to ``t`` (perf_counter).  Never spin: a spinning Python thread holds the GIL
+    the serving threads need; the ~0.1 ms a sleep oversleeps counts against the system."""
     left = t - time.perf_counter()
-    if left > 0.0005:
-        time.sleep(left - 0.0005)
-    while time.perf_counter() < t:
-        pass
+    if left > 0:
+        time.sleep(left)
