@@ -361,3 +361,44 @@ def test_max_batch_below_the_runners_own_is_respected():
         with pytest.raises(hetpart.BadRequestError, match="1..3 rows"):
             server.submit("m", {"x": np.zeros((4, 3), np.float32)})
     assert runner.batch_sizes == [1, 3, 3]
+
+
+def test_close_while_clients_submit_leaves_no_future_pending():
+    """Clients keep submitting while the server closes: once close() returns, every
+    future a submit gave is done, each with its own answer or ServerClosedError, and
+    a submit after it raises ServerClosedError."""
+    server = Server({"m": Doubler(max_batch=4)}, max_delay=0.0005)
+    futures, refused, stop = [], [0], threading.Event()
+    lock = threading.Lock()
+
+    def client(t):
+        i = 0
+        while not stop.is_set():
+            pid = t * 100_000 + i
+            try:
+                fut = server.submit("m", row(pid))
+            except hetpart.ServerClosedError:
+                with lock:
+                    refused[0] += 1
+                return
+            with lock:
+                futures.append((fut, pid))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    while len(futures) < 500:
+        threading.Event().wait(0.001)
+    server.close()
+    stop.set()
+    for th in threads:
+        th.join(30)
+    with pytest.raises(hetpart.ServerClosedError):
+        server.submit("m", row(-1))
+    for fut, pid in futures:
+        assert fut.done()
+        if fut.exception() is None:
+            expect_own(fut.result(), pid)
+        else:
+            assert isinstance(fut.exception(), hetpart.ServerClosedError)
