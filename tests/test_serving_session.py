@@ -1,7 +1,7 @@
 """The server in front of a real hetpart Session: zoo:mlp:small compiled for the CPU at
 batch 4, fed one row per request from several threads.  Every answer is checked
 against onnxruntime running the same model (same seeded weights) at batch 1 on that
-request's row alone."""
+request's row alone.  The same on the GPU (cuda-marked)."""
 
 from __future__ import annotations
 
@@ -35,13 +35,23 @@ def test_session_runner_pads_to_the_compiled_batch_and_cuts_back(mlp_b4):
 
 
 def test_server_over_a_session_answers_each_request_with_its_own_row(mlp_b4):
+    serve_threaded_and_check(mlp_b4)
+
+
+@pytest.mark.cuda
+def test_server_over_a_gpu_session_answers_each_request_with_its_own_row():
+    graph = hetpart.load("zoo:mlp:small:batch=4")
+    serve_threaded_and_check(hetpart.compile(forced_plan(graph, "cuda"), graph, progress=False))
+
+
+def serve_threaded_and_check(compiled):
     reference = ort.InferenceSession(models.build("mlp", small=True, batch=1).SerializeToString(),
                                      providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     rows = [rng.standard_normal((1, 32)).astype(np.float32) for _ in range(100)]
     expected = [reference.run(None, {"input": r})[0] for r in rows]
     answers: dict[int, np.ndarray] = {}
-    with hetpart.Session(mlp_b4) as session, Server({"mlp": session}, max_delay=0.001) as server:
+    with hetpart.Session(compiled) as session, Server({"mlp": session}, max_delay=0.001) as server:
         with pytest.raises(hetpart.BadRequestError, match="'input'"):
             server.submit("mlp", {"input": np.zeros((1, 31), np.float32)})
 
