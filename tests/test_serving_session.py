@@ -41,10 +41,11 @@ def test_server_over_a_session_answers_each_request_with_its_own_row(mlp_b4):
 @pytest.mark.cuda
 def test_server_over_a_gpu_session_answers_each_request_with_its_own_row():
     graph = hetpart.load("zoo:mlp:small:batch=4")
-    serve_threaded_and_check(hetpart.compile(forced_plan(graph, "cuda"), graph, progress=False))
+    # TF32 tensor cores (hetpart's default on the GPU) round inputs to 10-bit mantissas
+    serve_threaded_and_check(hetpart.compile(forced_plan(graph, "cuda"), graph, progress=False), tol=5e-3)
 
 
-def serve_threaded_and_check(compiled):
+def serve_threaded_and_check(compiled, tol=1e-5):
     reference = ort.InferenceSession(models.build("mlp", small=True, batch=1).SerializeToString(),
                                      providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
@@ -67,5 +68,5 @@ def serve_threaded_and_check(compiled):
         stats = server.stats()["mlp"]
     assert sorted(answers) == list(range(len(rows)))
     for i, want in enumerate(expected):
-        np.testing.assert_allclose(answers[i], want, rtol=1e-5, atol=1e-5, err_msg=f"request {i}")
+        np.testing.assert_allclose(answers[i], want, rtol=tol, atol=tol, err_msg=f"request {i}")
     assert stats["completed"] == len(rows) and max(stats["batch_rows"]) <= 4
