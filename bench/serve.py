@@ -44,6 +44,7 @@ def parse(argv=None):
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="the batcher's max delay (default: %(default)s)")
     p.add_argument("--window-s", type=float, default=2.0, help="seconds of load per rate (default: %(default)s)")
     p.add_argument("--growth", type=float, default=1.5, help="rate multiplier per step (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=24, help="most rising rates per contender (default: %(default)s)")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds for everything, setup included (default: %(default)s)")
     p.add_argument("--small", action="store_true", help="zoo small models (smoke test, not the benchmark)")
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3,
                                                                 sessions=sessions), args.slo_ms))
-        options = serve.SweepOptions(window_s=args.window_s, growth=args.growth)
+        options = serve.SweepOptions(window_s=args.window_s, growth=args.growth, max_steps=args.max_steps)
         left = args.budget - (time.monotonic() - start) - 10  # 10 s to close sessions and write files
         body = serve.run(built, options, max(left, 0.0), log)
     finally:

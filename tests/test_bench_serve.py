@@ -9,8 +9,10 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hetpart.bench import serve, serve_report
 from hetpart.bench.serve_load import LoadModel, classify, fingerprint, offer_load, poisson_arrivals, references
@@ -140,3 +142,27 @@ def test_the_benchmark_records_every_contender_and_renders(tmp_path):
     assert "| hetpart |" in table and "skipped: PyTorch not installed" in table and "x the best other" in table
     root = ET.fromstring(serve_report.svg(body))
     assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 3
+
+
+@pytest.mark.slow
+def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
+    """bench/serve.py with a small zoo model, CUDA simulated: builds, serves through
+    every contender, writes the JSON (schema), the table and the plot."""
+    import runpy
+
+    from hetpart.contracts import read_json
+
+    out = tmp_path / "serve.json"
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    front["main"](["--small", "--simulate", "--scenarios", "mlp", "--max-batch", "4", "--budget", "120",
+                   "--window-s", "0.2", "--max-steps", "2", "--slo-ms", "1000", "--out", str(out)])
+    body = read_json(out, serve.SCHEMA, serve.VERSION)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart", "hetpart-no-batching", "sequential", "torch-cuda-graphs"}
+    assert rows["torch-cuda-graphs"]["skipped"]  # simulated: no GPU for PyTorch
+    for name in ("hetpart", "hetpart-no-batching", "sequential"):
+        assert rows[name]["skipped"] is None and rows[name]["max_rate_per_s"] > 0, rows[name]
+        assert rows[name]["lost"] == 0 and rows[name]["crossed"] == 0 and rows[name]["wrong"] == 0
+    assert body["scenarios"][0]["speedup_vs_best"] is not None
+    assert "| hetpart |" in out.with_suffix(".md").read_text()
+    ET.fromstring(out.with_suffix(".svg").read_text())
