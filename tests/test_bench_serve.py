@@ -6,6 +6,7 @@ SVG).  No assertion depends on how fast this machine is."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import Future
@@ -98,12 +99,39 @@ def test_mixed_answers_are_caught_as_crossed():
     assert not point.meets(1e9)
 
 
+class Slowpoke(Mixer):
+    """Answers every 5th request after the references only after ``delay`` s."""
+
+    def __init__(self, honest, delay):
+        super().__init__(honest)
+        self.delay = delay
+
+    def submit(self, model, feeds):
+        self.count += 1
+        f = Future()
+        result = self.inner.run(feeds)
+        if self.count > self.honest and self.count % 5 == 0:
+            threading.Timer(self.delay, f.set_result, args=(result,)).start()
+        else:
+            f.set_result(result)
+        return f
+
+
+def test_answers_after_the_drain_are_late_not_lost():
+    models = load_models()
+    system = Slowpoke(honest=sum(len(m.payloads) for m in models), delay=0.5)
+    references(system, models)
+    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1, drain_s=0.05, lost_after_s=30)
+    assert point.late > 0 and point.lost == 0 and point.completed == point.offered
+    assert not point.meets(1e9)
+
+
 def test_unanswered_requests_are_lost():
     models = load_models()
     system = Dropper(honest=sum(len(m.payloads) for m in models))
     references(system, models)
-    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1, drain_s=0.2)
-    assert point.lost > 0 and point.completed == point.offered - point.lost
+    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1, drain_s=0.2, lost_after_s=0.1)
+    assert point.lost > 0 and point.late == point.lost and point.completed == point.offered - point.lost
     assert point.p99_ms is None  # a lost request's latency is infinite
 
 

@@ -55,7 +55,8 @@ class SweepOptions:
     one-at-a-time capacity (or ``start_rate``) and grow by ``growth`` up to ``max_steps``
     steps, stopping after ``misses`` SLO misses in a row, then ``refine`` bisections
     (geometric) between the best rate that met the SLO and the next that did not; ``drain_s`` is how long after
-    a window its answers may still come (later: lost)."""
+    a window its answers may still come (later: late, counted as never for p99), and
+    ``lost_after_s`` how much longer a late answer is waited for (then: lost)."""
 
     window_s: float = 2.0
     start_fraction: float = 0.3
@@ -65,6 +66,7 @@ class SweepOptions:
     misses: int = 2
     refine: int = 2
     drain_s: float = 10.0
+    lost_after_s: float = 60.0
     seed: int = 0
 
 
@@ -90,7 +92,8 @@ class ContenderResult:
                 "slo_ms": self.slo_ms, "max_rate_per_s": best.rate_per_s if best else 0.0,
                 "p50_ms": best.p50_ms if best else None, "p99_ms": best.p99_ms if best else None,
                 "mean_batch_rows": getattr(best, "mean_batch_rows", None) if best else None,
-                "lost": sum(p.lost for p in self.points), "crossed": sum(p.crossed for p in self.points),
+                "lost": sum(p.lost for p in self.points), "late": sum(p.late for p in self.points),
+                "crossed": sum(p.crossed for p in self.points),
                 "wrong": sum(p.wrong for p in self.points), "failed": sum(p.failed for p in self.points),
                 "alone_ms": self.alone_ms, "skipped": self.skipped, "notes": self.notes,
                 "curve": [p.to_json() for p in self.points]}
@@ -113,7 +116,7 @@ def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
             break
         point = _point(system, models, rate, options, options.seed + step)
         points.append(point)
-        if point.lost or point.crossed or point.wrong:
+        if point.lost or point.late or point.crossed or point.wrong:
             return points, alone_s * 1e3
         misses = 0 if point.meets(slo_ms) else misses + 1
         if misses >= options.misses:
@@ -138,7 +141,8 @@ def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
 def _point(system, models: list[LoadModel], rate: float, options: SweepOptions, seed: int) -> RatePoint:
     """One load point, with the system's mean batch over it where it counts batches."""
     before = _batch_totals(system)
-    point = offer_load(system, models, rate, options.window_s, seed=seed, drain_s=options.drain_s)
+    point = offer_load(system, models, rate, options.window_s, seed=seed, drain_s=options.drain_s,
+                       lost_after_s=options.lost_after_s)
     after = _batch_totals(system)
     if before and after and after[0] > before[0]:
         point.mean_batch_rows = (after[1] - before[1]) / (after[0] - before[0])

@@ -12,7 +12,8 @@ sends payload ``i % pool``; its answer is reduced to a fingerprint (a fixed samp
 elements of every output, cheap enough to take on the answering thread) and, after
 the window, matched to the pool's: its own payload's (``ok``), another payload's
 (``crossed``: someone else's answer), or none (``wrong``).  A request with no answer
-by the end of the drain is ``lost``; one answered with an error ``failed``.
+by the end of the drain is ``late`` (its latency counts as forever), and ``lost`` if
+it still has none ``lost_after_s`` later; one answered with an error is ``failed``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RatePoint:
     p50_ms: float | None
     p99_ms: float | None
     lost: int = 0
+    late: int = 0
     crossed: int = 0
     wrong: int = 0
     failed: int = 0
@@ -56,7 +58,7 @@ class RatePoint:
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""
-        return (self.p99_ms is not None and self.p99_ms <= slo_ms and not self.lost
+        return (self.p99_ms is not None and self.p99_ms <= slo_ms and not self.lost and not self.late
                 and not self.crossed and not self.wrong and not self.failed)
 
     def to_json(self) -> dict:
@@ -100,9 +102,10 @@ def poisson_arrivals(rate_per_s: float, window_s: float, rng: np.random.Generato
 
 
 def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: float, *,
-               seed: int = 0, drain_s: float = 10.0) -> RatePoint:
+               seed: int = 0, drain_s: float = 10.0, lost_after_s: float = 60.0) -> RatePoint:
     """Offer ``rate_per_s`` requests per second in all (models drawn uniformly) for
-    ``window_s``; wait up to ``drain_s`` after the last for answers; score them."""
+    ``window_s``; wait up to ``drain_s`` after the last for answers (later ones are
+    late), and ``lost_after_s`` more for the late ones (then lost); score them."""
     rng = np.random.default_rng(seed)
     arrivals = poisson_arrivals(rate_per_s, window_s, rng)
     which = rng.integers(0, len(models), size=len(arrivals))
@@ -149,21 +152,24 @@ def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: flo
             continue
         fut.add_done_callback(lambda f, i=i: answered(i, f))
     all_done.wait(drain_s)
-    return _score(models, arrivals, which, own, start, done_at, prints, errors[0], rate_per_s, window_s)
+    late = np.isnan(done_at)
+    if late.any():
+        all_done.wait(lost_after_s)
+    return _score(models, arrivals, which, own, start, done_at, late, prints, errors[0], rate_per_s, window_s)
 
 
-def _score(models, arrivals, which, own, start, done_at, prints, failed, rate, window_s) -> RatePoint:
-    latency = (done_at - (start + arrivals)) * 1e3
+def _score(models, arrivals, which, own, start, done_at, late, prints, failed, rate, window_s) -> RatePoint:
+    latency = np.where(late, np.nan, (done_at - (start + arrivals)) * 1e3)
     lost = int(np.isnan(done_at).sum())
     counts = {"ok": 0, "crossed": 0, "wrong": 0}
     for i, fp in enumerate(prints):
         if fp is not None:
             counts[classify(fp, own[i], models[which[i]].fingerprints)] += 1
-    # a lost request's latency is "forever": it counts against p99, never for it
+    # a late or lost request's latency is "forever": it counts against p99, never for it
     latency = np.where(np.isnan(latency), _FOREVER_MS, latency)
     p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (None, None)
     return RatePoint(rate, len(arrivals), counts["ok"], _finite(p50), _finite(p99), lost,
-                     counts["crossed"], counts["wrong"], failed, window_s)
+                     int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s)
 
 
 _FOREVER_MS = 1e15  # finite, so percentiles never subtract infinities
