@@ -114,7 +114,10 @@ def test_requests_queued_behind_a_busy_runner_are_batched_up_to_max_batch():
             expect_own(fut.result(30), i)
         stats = server.stats()["m"]
     assert runner.batch_sizes == [1, 8, 2]
-    assert stats["batch_requests"] == {1: 1, 2: 1, 8: 1}
+    assert stats["batch_requests"] == {1: 1, 2: 1, 8: 1} and stats["batches"] == 3
+    assert stats["mean_batch_rows"] == 11 / 3
+    assert stats["queue_wait_ms"]["p50"] <= stats["queue_wait_ms"]["p99"]
+    assert stats["run_ms"]["p99"] is not None
 
 
 def test_one_request_at_a_time_runs_alone():
