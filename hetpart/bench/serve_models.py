@@ -17,7 +17,8 @@ Contenders (:func:`contenders`):
 * ``sequential``: batch-1 sessions, one request at a time across all models in
   arrival order (``max_concurrent_batches=1``: one model after another);
 * ``torch-cuda-graphs``: PyTorch, each model captured as a CUDA graph at batch 1 per
-  serving thread, two threads taking requests from one queue (:class:`TorchGraphs`).
+  serving thread, two threads taking requests from one queue (:class:`TorchGraphs`;
+  TF32 on for matmuls and convolutions, as hetpart's kernels).
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ class TorchGraphs:
         from .peers import _flatten_outputs
 
         self.torch, self._flatten = torch, _flatten_outputs
+        torch.backends.cuda.matmul.allow_tf32 = True  # as hetpart's kernels (TF32 on by default)
+        torch.backends.cudnn.allow_tf32 = True
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._graphs = []  # per thread: {model: (graph, static inputs, static outputs, input names)}
         self._streams = [torch.cuda.Stream() for _ in range(threads)]
@@ -182,7 +185,8 @@ class TorchGraphs:
     def _capture(self, stream, module, names, example):
         torch = self.torch
         static = [torch.from_numpy(np.ascontiguousarray(example[n])).cuda() for n in names]
-        with torch.inference_mode(), torch.cuda.stream(stream):
+        stream.wait_stream(torch.cuda.current_stream())  # the inputs' copies first
+        with torch.no_grad(), torch.cuda.stream(stream):
             for _ in range(3):  # warm up (cuDNN/cuBLAS choices) before capture
                 module(*static)
             stream.synchronize()
@@ -206,7 +210,7 @@ class TorchGraphs:
             model, feeds, fut = item
             try:
                 graph, static, outs, names = graphs[model]
-                with torch.inference_mode(), torch.cuda.stream(stream):
+                with torch.no_grad(), torch.cuda.stream(stream):
                     for buf, n in zip(static, names):
                         buf.copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=False)
                     graph.replay()
