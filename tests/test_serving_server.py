@@ -205,6 +205,13 @@ def test_outputs_without_the_batch_rows_fail_the_batch():
                 fut.result(30)
 
 
+class Unreadable:
+    """Like a GPU tensor: claims to be an array, but numpy cannot read it."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+
 def test_bad_feeds_are_refused_at_submit_naming_the_input():
     from hetpart.compiler.artifact import TensorSpec
 
@@ -216,6 +223,8 @@ def test_bad_feeds_are_refused_at_submit_naming_the_input():
             "wrong dtype": ({"x": np.zeros((1, 3), np.int64)}, ["x"]),
             "too many rows": ({"x": np.zeros((5, 3), np.float32)}, ["x"]),
             "no batch dim": ({"x": np.float32(1)}, ["x"]),
+            "not an array": ({"x": "text"}, ["x"]),
+            "unreadable": ({"x": Unreadable()}, ["x"]),
         }
         for what, (feeds, named) in cases.items():
             with pytest.raises(hetpart.BadRequestError) as info:

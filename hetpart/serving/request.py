@@ -1,6 +1,6 @@
 """One request: its feeds checked at submit, and the future its answer goes to.
 
-A request's feeds are ``{input name: array}`` **with a leading batch dim**: one row is
+A request's feeds are ``{input name: host array}`` **with a leading batch dim**: one row is
 an array of shape ``(1, *row_shape)``, as a batch-1 ``Session.run`` takes it; a request
 may carry up to ``max_batch`` rows (``(n, *row_shape)``) and is never split across
 batches.  Its answer has the same number of rows in every output.
@@ -81,7 +81,10 @@ def _check_one(name: str, value: Any, spec: RowSpec | None) -> np.ndarray | str:
     if not isinstance(value, np.ndarray):
         if not hasattr(value, "__array__") and not isinstance(value, (list, tuple)):
             return f"input '{name}' must be a numpy array, got {type(value).__name__}"
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except Exception as exc:  # noqa: BLE001 - e.g. a GPU tensor: the caller's input, told back to them
+            return f"input '{name}' cannot be read as a host numpy array ({type(exc).__name__}: {exc})"
     if value.dtype == object:
         return f"input '{name}' is an object array; give numbers"
     if value.ndim == 0:
