@@ -69,12 +69,15 @@ def expect_own(result, i, width=3, rows=1):
 
 # --- correctness under many threads -------------------------------------------------
 def test_hammer_every_response_is_its_own_requests():
-    """16 threads x 200 requests over two models, 1-3 rows each, distinct payloads:
-    each answer holds exactly its own rows, and every row ran exactly once."""
+    """16 threads x 200 requests over two models (one with three batchers), 1-3 rows
+    each, distinct payloads: each answer holds exactly its own rows, and every row ran
+    exactly once."""
     runners = {"a": Doubler(max_batch=8), "b": Doubler(max_batch=5)}
     threads, per_thread = 16, 200
     failures: list[str] = []
-    with Server(runners, max_delay=0.001) as server:
+    server = Server({"a": runners["a"]}, max_delay=0.001)
+    server.add_model("b", runners["b"], instances=3)  # three batches of b may run at once
+    with server:
         def client(t):
             rng = random.Random(t)
             futures = []

@@ -43,7 +43,7 @@ class Lane:
         self.stats = ModelStats()
         self._cond = threading.Condition()
         self._queue: deque[Request] = deque()
-        self._accepting, self._stopping = True, False
+        self._accepting, self._stopping, self._forming = True, False, False
         self._gap = float("inf")  # moving average of the gap between arrivals (s)
         self._last_arrival: float | None = None
         self._in_flight: dict[int, list[Request]] = {}  # thread id -> its running batch
@@ -65,32 +65,43 @@ class Lane:
             self._last_arrival = now
             self._queue.append(request)
             self.stats.count("submitted")
-            self._cond.notify()
+            self._cond.notify_all()  # the batcher forming a batch, or an idle one
 
     # --- forming a batch ---------------------------------------------------------
     def _next_batch(self) -> list[Request] | None:
         """The next batch (requests already marked running), or None once stopping and empty."""
         with self._cond:
-            while True:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
-                    return None
-                first = self._queue.popleft()
-                if first.future.set_running_or_notify_cancel():
-                    break
-                self.stats.count("cancelled")
-            batch, rows = [first], first.rows
+            # one batch forms at a time: a second instance would take the requests
+            # the first one waits for, and both would run half-empty batches
+            while self._forming or (not self._queue and not self._stopping):
+                self._cond.wait()
+            self._forming = True
+            try:
+                return self._form()
+            finally:
+                self._forming = False
+                self._cond.notify_all()
+
+    def _form(self) -> list[Request] | None:
+        """Under ``_cond``: the oldest request and its company (see the module docstring)."""
+        while True:
+            if not self._queue:
+                return None  # stopping, and nothing left
+            first = self._queue.popleft()
+            if first.future.set_running_or_notify_cancel():
+                break
+            self.stats.count("cancelled")
+        batch, rows = [first], first.rows
+        rows = self._take(batch, rows)
+        deadline = first.arrival + self.max_delay
+        while rows < self.max_batch and not self._stopping:
+            now = time.perf_counter()
+            expected = (self._last_arrival or now) + self._gap
+            if now >= deadline or expected > deadline:
+                break
+            self._cond.wait(deadline - now)
             rows = self._take(batch, rows)
-            deadline = first.arrival + self.max_delay
-            while rows < self.max_batch and not self._stopping:
-                now = time.perf_counter()
-                expected = (self._last_arrival or now) + self._gap
-                if now >= deadline or expected > deadline:
-                    break
-                self._cond.wait(deadline - now)
-                rows = self._take(batch, rows)
-            return batch
+        return batch
 
     def _take(self, batch: list[Request], rows: int) -> int:
         """Move queued requests that match ``batch[0]`` and fit into ``batch``; the rows it then has."""
