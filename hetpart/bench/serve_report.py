@@ -19,16 +19,16 @@ def markdown(body: dict, header: list[str] = ()) -> str:
     lines = list(header)
     for s in body["scenarios"]:
         lines += ["", f"## {s['scenario']} ({' + '.join(s['models'])}), p99 SLO {s['slo_ms']:g} ms", "",
-                  "| contender | max rate/s under SLO | p50 ms | p99 ms | mean batch | lost | crossed | wrong | note |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| contender | max rate/s under SLO | p50 ms | p99 ms | mean batch | late | lost | crossed | wrong | note |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in body["results"]:
             if r["scenario"] != s["scenario"]:
                 continue
             if r["skipped"]:
-                lines.append(f"| {r['contender']} | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
+                lines.append(f"| {r['contender']} | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
                 continue
             lines.append(f"| {r['contender']} | {r['max_rate_per_s']:.1f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | "
-                         f"{_num(r['mean_batch_rows'])} | {r['lost']} | {r['crossed']} | {r['wrong']} | "
+                         f"{_num(r['mean_batch_rows'])} | {r['late']} | {r['lost']} | {r['crossed']} | {r['wrong']} | "
                          f"{'; '.join(r['notes'])} |")
         speedup = s["speedup_vs_best"]
         verdict = "met" if s["goal_met"] else "NOT met"
