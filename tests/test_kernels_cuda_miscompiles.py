@@ -63,3 +63,43 @@ def test_reduction_epilogue_reads_what_other_threads_reduced_from_shared_memory(
     epilogue_reads = re.findall(r"T\.reads\(([^)]*)\)", last_block)[0]
     assert "_local[" not in epilogue_reads, f"the epilogue reads per-thread registers: {epilogue_reads}"
     assert "_shared[" in epilogue_reads
+
+
+def _depthwise_conv1d_decode_step():
+    """ONNX's decode-step ``CausalConvWithState`` core: a depthwise conv1d whose window
+    covers its whole input, ``[N=2, C=4, W=4] -> [2, 4, 1]``, with a bias."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 1, 4)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=4, kernel_shape=[4])
+    graph = helper.make_graph([node], "decode_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 1])], [weight, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_gemv_declines_a_conv_whose_stages_would_disagree_on_threads():
+    """dlight's GEMV walks this conv's (channel, batch) axes in one order for its
+    per-thread partial sums and in the other for the cross-thread sums: 6 of 8 outputs
+    read registers no thread wrote (the H200, ONNX's decode-step conformance case)."""
+    from hetpart.importer import load
+    from hetpart.kernels.rules.gpu_gemv import reorders_spatial_axes
+
+    graph = load(_depthwise_conv1d_decode_step())
+    conv = next(k for k in graph.kernels.values() if k.op_class == "conv2d")
+    assert reorders_spatial_axes(graph.module[conv.func])
+    scheduled = kernels.schedule(graph.module, SM90, resolve(cuda_arch="sm_90"))
+    assert str(scheduled[conv.func].attrs["hetpart.rule"]) != "GEMV"
+
+
+def test_gemv_still_schedules_matrix_times_vector(zoo_graph):
+    """The guard leaves ordinary GEMVs (one spatial axis, or axes in order) to dlight."""
+    from hetpart.kernels.rules.gpu_gemv import reorders_spatial_axes
+
+    graph = zoo_graph("mobilenet")
+    scheduled = kernels.schedule(graph.module, SM90, resolve(cuda_arch="sm_90"))
+    gemv = [k for k in graph.kernels.values() if str(scheduled[k.func].attrs["hetpart.rule"]) == "GEMV"]
+    assert gemv, "no MobileNet kernel is a GEMV any more"
+    assert not any(reorders_spatial_axes(graph.module[k.func]) for k in gemv)

@@ -9,6 +9,9 @@ disk it is a directory::
     plan.json         the plan it was compiled from
     p0_cpu.so ...     one shared library per partition (a Relax VM executable
                       exported with ``export_library``)
+    p1_cuda.weights.bin  per partition whose weights are streamed: its weights packed
+                      into one buffer (``PartitionArtifact.weights``: file, sha256,
+                      nbytes, and per weight name, shape, dtype, byte offset)
 
 Invariants: ``partitions`` are in a topological order (every input of a partition is
 a model input or an output of an earlier partition); ``main`` of a partition takes
@@ -21,6 +24,12 @@ name inside the directory (:func:`confined`: no path, no symlink out), and
 :func:`check_order` checks the partition order against the data dependencies.
 ``index_limits`` (optional) gives, per model input used as indices, the range its
 values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).
+
+A partition with ``weights`` (streamed, :class:`StreamedWeights`) takes them as
+parameters after its inputs: ``main(*inputs, *weights)`` and
+``main_dps(*inputs, *weights, *outputs)``, each weight a view of the packed buffer at
+its ``offset`` (a multiple of :data:`WEIGHT_ALIGNMENT`).  Version 2 of the manifest
+added ``weights``; version 1 manifests (no streamed partition) still read.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ from ..partitioner.plan import Plan
 from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
-VERSION = 1
+VERSION = 2  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file)
+READS = (1, 2)
+WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 
@@ -65,6 +76,62 @@ class TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["dtype"])
 
 
+@dataclass(frozen=True)
+class WeightSpec:
+    """One streamed weight: a tensor at ``offset`` bytes into its partition's packed buffer."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    offset: int
+    nbytes: int
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "offset": self.offset, "nbytes": self.nbytes}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "WeightSpec":
+        return cls(str(d["name"]), tuple(int(x) for x in d["shape"]), str(d["dtype"]), int(d["offset"]),
+                   int(d["nbytes"]))
+
+
+@dataclass(frozen=True)
+class StreamedWeights:
+    """A streamed partition's weights: ``file`` (in the artifact directory) holds
+    ``nbytes`` bytes, every tensor of ``tensors`` (parameter order) at its offset;
+    ``sha256`` is the file's hash, checked before the runtime loads it."""
+
+    file: str
+    nbytes: int
+    sha256: str
+    tensors: tuple[WeightSpec, ...]
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "nbytes": self.nbytes, "sha256": self.sha256,
+                "tensors": [t.to_json() for t in self.tensors]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StreamedWeights":
+        return cls(str(d["file"]), int(d["nbytes"]), str(d["sha256"]),
+                   tuple(WeightSpec.from_json(t) for t in d["tensors"]))
+
+
+def pack_weights(values, names) -> tuple[bytes, tuple[WeightSpec, ...]]:
+    """``values`` (numpy arrays) packed into one buffer, each at an offset that is a
+    multiple of :data:`WEIGHT_ALIGNMENT`; returns the bytes and the layout."""
+    import numpy as np
+
+    specs, offset = [], 0
+    for name, v in zip(names, values):
+        specs.append(WeightSpec(name, tuple(v.shape), str(v.dtype), offset, int(v.nbytes)))
+        offset += -(-int(v.nbytes) // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
+    out = bytearray(offset)
+    for spec, v in zip(specs, values):
+        out[spec.offset:spec.offset + spec.nbytes] = np.ascontiguousarray(v).tobytes()
+    return bytes(out), tuple(specs)
+
+
 @dataclass
 class PartitionArtifact:
     """One compiled partition.
@@ -73,7 +140,9 @@ class PartitionArtifact:
     (``"cpu"`` for a simulated CUDA partition); ``target`` the TVM target as JSON.
     ``module`` is what ``relax.VirtualMachine(module, dev)`` takes: the loaded library
     (None until built or loaded, and for a cross-compiled CUDA library on a machine
-    without a GPU).  ``dps`` says whether the library has ``main_dps``.
+    without a GPU).  ``dps`` says whether the library has ``main_dps``.  ``weights``
+    is None for a partition holding its weights in its library, else its streamed
+    weights (taken as parameters after the inputs).
     """
 
     name: str
@@ -88,12 +157,14 @@ class PartitionArtifact:
     function: str = MAIN_FUNCTION
     simulated: bool = False
     dps: bool = False
+    weights: StreamedWeights | None = None
     module: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "module"}
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
+        d["weights"] = self.weights.to_json() if self.weights is not None else None
         return d
 
     @classmethod
@@ -101,6 +172,7 @@ class PartitionArtifact:
         d = dict(d)
         d["inputs"] = [TensorSpec.from_json(t) for t in d["inputs"]]
         d["outputs"] = [TensorSpec.from_json(t) for t in d["outputs"]]
+        d["weights"] = StreamedWeights.from_json(d["weights"]) if d.get("weights") else None
         return cls(**d)
 
 
@@ -148,6 +220,12 @@ class CompiledModel:
             raise CompileError(f"partition '{partition.name}' has no library on disk yet")
         return confined(Path(self.directory), partition.library, f"library of partition '{partition.name}'")
 
+    def weights_path(self, partition: PartitionArtifact) -> Path:
+        """The partition's streamed-weights file, checked to lie in ``directory``."""
+        if self.directory is None or partition.weights is None:
+            raise CompileError(f"partition '{partition.name}' has no streamed weights on disk")
+        return confined(Path(self.directory), partition.weights.file, f"weights of partition '{partition.name}'")
+
     def manifest(self) -> dict:
         """The manifest as a JSON-ready dict (see the module docstring)."""
         import tvm
@@ -181,6 +259,11 @@ class CompiledModel:
             dst = confined(out, p.library, f"library of partition '{p.name}'")
             if src.resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
+            if p.weights is not None:
+                src = self.weights_path(p)
+                dst = confined(out, p.weights.file, f"weights of partition '{p.name}'")
+                if src.resolve() != dst.resolve():
+                    shutil.copyfile(src, dst)
         _write_json(out / PLAN, self.plan.to_json())
         _write_json(out / MANIFEST, self.manifest())
         self.directory = out

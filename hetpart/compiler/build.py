@@ -30,7 +30,7 @@ from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.tuning import default_database
 from ..importer.op_graph import OpGraph
 from ..partitioner.plan import Plan
-from .artifact import CompiledModel, PartitionArtifact, sha256_of, target_json
+from .artifact import CompiledModel, PartitionArtifact, StreamedWeights, pack_weights, sha256_of, target_json
 from .extract import PartitionProgram, extract, tensor_spec
 
 
@@ -139,7 +139,9 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     """Build one partition for ``spec`` with ``options``, export ``<name>.so`` into ``out_dir`` and load
     it back (unless it is CUDA code and this machine has no GPU to load it on)."""
     try:
-        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu,
+        # A streamed partition's weights arrive in a different ring slot call after
+        # call: a CUDA graph would replay the pointers it captured, so none is made.
+        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and not program.weights,
                                    tuning_db=default_database(spec.tvm_target), options=options)
         library = out_dir / f"{program.name}.so"
         executable.export_library(str(library))
@@ -148,6 +150,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
         raise CompileError(f"partition '{program.name}' ({program.device}) could not be exported: {exc}") from exc
     return PartitionArtifact(
+        weights=_write_weights(program, out_dir),
         name=program.name,
         device=program.device,
         device_type=spec.device_type,
@@ -161,6 +164,20 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         dps=program.dps,
         module=load_library(library, spec.device_type),
     )
+
+
+def _write_weights(program: PartitionProgram, out_dir: Path) -> StreamedWeights | None:
+    """Write a streamed partition's weights packed into ``<name>.weights.bin``; None
+    for a partition without streamed weights."""
+    if not program.weights:
+        return None
+    data, layout = pack_weights(program.weight_values, [w.name for w in program.weights])
+    path = out_dir / f"{program.name}.weights.bin"
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CompileError(f"cannot write the weights of partition '{program.name}' to {path}: {exc}") from exc
+    return StreamedWeights(path.name, len(data), sha256_of(path), layout)
 
 
 def load_library(path: Path, device_type: str):

@@ -19,6 +19,13 @@ runtime wires partitions by name); its ``outputs`` are the tensors it produces t
 later partition reads or the model returns.  Weights are constants inside the call
 arguments, so each partition carries the ones it uses (a weight used on both devices
 is in both).  Composing the partitions in order computes the original ``main``.
+
+A partition the plan marks ``weights="streamed"`` keeps no weight inside its module:
+every constant argument of its kernels becomes a parameter after the inputs
+(``main(*inputs, *weights)``, ``main_dps(*inputs, *weights, *outputs)``), in order of
+first use, and ``weights``/``weight_values`` hold their specs and values (the
+compiler writes the values to the artifact; the runtime streams them into the GPU).
+A resident partition's module is built exactly as before (no weight parameters).
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class PartitionProgram:
     outputs: tuple[TensorSpec, ...]
     module: tvm.IRModule
     dps: bool
+    # streamed partitions only: the lifted constants, in parameter order
+    weights: tuple[TensorSpec, ...] = ()
+    weight_values: tuple = field(default=(), repr=False, compare=False)
 
 
 @dataclass
@@ -245,10 +255,13 @@ def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
         if _is_call_tir(call):
             prims[call.args[0]] = graph.module[call.args[0]]
     dps = all(_dps_slots(graph, b, kid, set(outputs)) is not None for kid in _producers(graph, outputs))
+    lifted = _lift_weights(b, kernels, partition.name) if getattr(partition, "weights", "resident") == "streamed" else {}
     bb = relax.BlockBuilder(tvm.IRModule(prims))
-    _emit_function(bb, MAIN_FUNCTION, graph, b, kernels, inputs, outputs, dps=False)
+    _emit_function(bb, MAIN_FUNCTION, graph, b, kernels, inputs, outputs, dps=False, lifted=lifted)
     if dps:
-        _emit_function(bb, DPS_FUNCTION, graph, b, kernels, inputs, outputs, dps=True)
+        _emit_function(bb, DPS_FUNCTION, graph, b, kernels, inputs, outputs, dps=True, lifted=lifted)
+    weights = tuple(TensorSpec(var.name, tuple(int(d) for d in const.value.shape), str(const.value.dtype))
+                    for const, var in lifted.items())
     return PartitionProgram(
         name=partition.name,
         device=partition.device,
@@ -257,7 +270,24 @@ def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
         outputs=tuple(tensor_spec(graph, t) for t in outputs),
         module=bb.get(),
         dps=dps,
+        weights=weights,
+        weight_values=tuple(const.value.numpy() for const in lifted),
     )
+
+
+def _lift_weights(b: _ModelBindings, kernels, partition: str) -> dict:
+    """``{constant: parameter var}`` for every tensor constant passed to the kernels of a
+    streamed partition, in order of first use (a constant two kernels share is one
+    parameter).  Parameters are named ``<partition>.w<i>``."""
+    lifted: dict = {}
+    for kid in kernels:
+        call = b.calls[kid]
+        if not _is_call_tir(call):
+            continue
+        for arg in call.args[1].fields:
+            if isinstance(arg, tvm.ir.GenericConst) and isinstance(arg.ty, relax.TensorType) and arg not in lifted:
+                lifted[arg] = relax.Var(f"{partition}.w{len(lifted)}", arg.ty)
+    return lifted
 
 
 def _producers(graph, tensors) -> list[str]:
@@ -288,12 +318,16 @@ def _dps_slots(graph, b: _ModelBindings, kid: str, wanted: set[str]) -> list[int
     return slots if slots == list(range(len(slots))) else None
 
 
-def _emit_function(bb, fname, graph, b, kernels, inputs, outputs, *, dps: bool) -> None:
-    """Emit ``fname`` into ``bb`` (see the module docstring for the two forms)."""
+def _emit_function(bb, fname, graph, b, kernels, inputs, outputs, *, dps: bool, lifted: dict) -> None:
+    """Emit ``fname`` into ``bb`` (see the module docstring for the two forms); the
+    constants in ``lifted`` become parameters after the inputs."""
     params = [relax.Var(t, b.types[t]) for t in inputs]
     env: dict = dict(zip(inputs, params))  # tensor name or shape variable -> partition expr
+    # each function gets its own parameter vars (a var belongs to one function)
+    weights = {c: relax.Var(v.name, v.ty) for c, v in lifted.items()}
+    env.update((c, v) for c, v in weights.items())
     out_params = {t: relax.Var(f"{t}.out", b.types[t]) for t in outputs} if dps else {}
-    with bb.function(fname, params + list(out_params.values())):
+    with bb.function(fname, params + list(weights.values()) + list(out_params.values())):
         with bb.dataflow():
             for kid in kernels:
                 for var in b.shape_deps[kid]:
@@ -344,7 +378,10 @@ def _bind_outputs(bb, names, call, env) -> None:
 
 def _remap(expr, b: _ModelBindings, env):
     """``expr`` with every variable of the model's ``main`` replaced by the
-    partition's expression for the same tensor(s); constants and functions stay."""
+    partition's expression for the same tensor(s); constants stay, unless ``env``
+    maps them (a streamed partition's weight parameters); functions stay."""
+    if isinstance(expr, tvm.ir.GenericConst):
+        return env.get(expr, expr)
     if isinstance(expr, relax.Var):
         if expr in b.shapes:
             return env[expr]

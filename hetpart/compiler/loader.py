@@ -24,7 +24,7 @@ from ..errors import CompileError
 from ..importer.op_graph import IndexLimits
 from ..kernels.options import KernelOptions
 from ..partitioner.plan import Plan
-from .artifact import (MANIFEST, PLAN, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
+from .artifact import (MANIFEST, PLAN, READS, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
                        check_order, confined, sha256_of)
 from .build import load_library
 from .elf import check_bounds
@@ -65,6 +65,8 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
     check_order(model, str(root / MANIFEST))
     for p in parts:
+        if p.weights is not None:
+            check_weights(model, p)
         if load_modules:
             p.module = load_checked(root, p)
         else:
@@ -81,6 +83,19 @@ def load_checked(root: Path, p: PartitionArtifact):
     return load_library(path, p.device_type)
 
 
+def check_weights(model: CompiledModel, p: PartitionArtifact) -> Path:
+    """The path of partition ``p``'s streamed-weights file, checked: inside the
+    artifact directory, present, of the manifest's size and sha256."""
+    path = model.weights_path(p)
+    if not path.is_file():
+        raise CompileError(f"weights file {path} of partition '{p.name}' is missing; {RECOMPILE}")
+    size = path.stat().st_size
+    if size != p.weights.nbytes or sha256_of(path) != p.weights.sha256:
+        raise CompileError(f"weights file {path} of partition '{p.name}' is corrupt or was modified "
+                           f"({size} bytes, manifest says {p.weights.nbytes}; or its sha256 differs); {RECOMPILE}")
+    return path
+
+
 def read_manifest(root: Path) -> dict:
     """The checked manifest of the artifact in ``root`` (schema, version, TVM version)."""
     path = root / MANIFEST
@@ -88,10 +103,10 @@ def read_manifest(root: Path) -> dict:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise CompileError(f"{path} is not a hetpart compiled model (schema {found!r}, expected {SCHEMA!r})")
-    if data.get("version") != VERSION:
+    if data.get("version") not in READS:
         raise CompileError(
-            f"{path} has artifact format version {data.get('version')!r}; this hetpart reads version {VERSION}; "
-            f"{RECOMPILE}"
+            f"{path} has artifact format version {data.get('version')!r}; this hetpart reads versions "
+            f"{', '.join(map(str, READS))} (writes {VERSION}); {RECOMPILE}"
         )
     _check_versions(path, data)
     return data

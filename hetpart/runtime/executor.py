@@ -78,6 +78,9 @@ class RunContext:
         self.timed = timed
         self.stats = RunStats()
         self.feeds: dict[str, Buffer] = {}  # the run's validated feeds (set by the session)
+        # streamed weights: the session's ring and this run's first use number (.weight_stream)
+        self.ring = None
+        self.stream_base = 0
         self.error: tuple[str, BaseException] | None = None
         self.started = time.perf_counter()
         # fresh result arrays: every byte is written by the producing kernel, so no zeroing
@@ -264,11 +267,16 @@ def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
 
 # --- tasks ---------------------------------------------------------------------------
 def run_stage(ctx: RunContext, stage: Stage) -> None:
-    """Run one partition of one run on its worker: wait inputs, compute, hand off outputs."""
+    """Run one partition of one run on its worker: wait inputs, compute, hand off outputs.
+
+    A streamed partition's call waits for its weights' copy and gets them as extra
+    arguments; its use of the ring is retired exactly once, called or not, so the
+    slot's next copy is enqueued (:mod:`.weight_stream`)."""
+    art = stage.artifact
+    use = ctx.ring.use_of(ctx.stream_base, art.name) if ctx.ring is not None and art.weights is not None else None
     try:
         if ctx.error is not None:
             raise _Aborted()
-        art = stage.artifact
         inputs = [ctx.get(t.name, stage.side).tensor for t in art.inputs]
         outputs = [ctx.output_buffer(t.name, stage.side) for t in art.outputs]
         if stage.side == "cpu":
@@ -277,6 +285,11 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             ctx.host_span(stage.track, stage.name, start, time.perf_counter())
         else:
             held: list = []
+            reads: tuple = ()
+            if use is not None:  # weights: views of the ring slot their copy lands in
+                inputs = inputs + ctx.ring.acquire(use)
+                reads = (ctx.ring.slot_of(use),)
+                ctx.stats.count("weight_copies", art.weights.nbytes)
             if any(stage.runner.dynamic_outputs):
                 # Its output shapes come from tensor values (e.g. NMS's selected count)
                 # that the VM reads on the host with copies outside our stream: it runs
@@ -284,10 +297,16 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
                 # those copies wait for its kernels (Stream.launch_in_order).
                 launch, handle = ctx.stream.launch_in_order, 0
             else:
-                launch, handle = ctx.stream.launch, getattr(ctx.stream, "handle", 0)
+                launch, handle = (lambda fn: ctx.stream.launch(fn, reads)), getattr(ctx.stream, "handle", 0)
             # launch runs ``call`` on this thread (enqueueing kernels) before returning
             call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
-            ctx.enqueue(lambda: launch(call), stage.name, "partition")
+            done = None
+            try:
+                done = ctx.enqueue(lambda: launch(call), stage.name, "partition")
+            finally:
+                if use is not None:  # refill the slot now: that copy overlaps what follows
+                    retiring, use = use, None
+                    ctx.ring.retire(retiring, done)
             outputs = _held(held[0] if held else None, outputs)
         for spec, buf in zip(art.outputs, outputs):
             publish(ctx, spec.name, stage.side, buf)
@@ -296,6 +315,11 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     except BaseException as e:  # noqa: BLE001 - every failure goes to the caller, named
         ctx.fail(stage.name, e)
     finally:
+        if use is not None:  # not called: the slot is refilled all the same
+            try:
+                ctx.ring.retire(use, None)
+            except BaseException as e:  # noqa: BLE001
+                ctx.fail(stage.name, e)
         ctx.stage_done()
 
 

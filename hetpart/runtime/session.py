@@ -13,6 +13,11 @@ session's own CUDA stream (or its simulation), and ``slots`` sets of handoff buf
 A run takes a free slot (or waits for one), so concurrent callers never share buffers,
 and runs in flight at once overlap stage by stage.
 
+Partitions whose weights are streamed (``PartitionArtifact.weights``) get them from
+a :class:`~.weight_stream.WeightRing`: read once into pinned memory when the session
+opens, copied on a copy stream of its own into the plan's ring of device slots ahead
+of each call (in simulation, checked streams raise on any ordering hazard).
+
 Two ways a run is executed, with the same tasks (:mod:`.executor`), buffers, copies
 and stats:
 
@@ -53,6 +58,7 @@ from .memory import CudaMemory, Memory, SimulatedMemory
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
+from .weight_stream import CheckedStream, CopyEngine, HazardChecker, WeightRing
 from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
@@ -100,6 +106,7 @@ class Session:
         self._stages: list[Stage] = []
         self._slots: list[Slot] = []
         self._stream: Stream | None = None
+        self._ring: WeightRing | None = None
         self._collector: Worker | None = None
         gpu_parts = [p for p in compiled.partitions if p.device == "cuda"]
         self.simulated = bool(gpu_parts) and all(p.device_type != "cuda" for p in gpu_parts)
@@ -116,12 +123,25 @@ class Session:
             raise
 
     def _start(self, slots: int, handoff: str, costs: TransferCosts | None, has_gpu: bool) -> None:
+        streamed = any(a.weights is not None for a in self.compiled.partitions)
+        checker = HazardChecker() if streamed and not self.real_gpu else None
         if has_gpu:
-            self._stream = CudaStream(self.spin_wait) if self.real_gpu else SimulatedStream()
+            if self.real_gpu:
+                self._stream = CudaStream(self.spin_wait)
+            else:
+                self._stream = CheckedStream("cuda", checker) if checker else SimulatedStream()
             self._epoch = self._stream.record()
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()
         check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
+        if streamed:
+            copier = CudaStream(self.spin_wait) if self.real_gpu else CheckedStream("copy", checker)
+            try:
+                self._ring = WeightRing(self.compiled, self._memory, CopyEngine(self._stream, copier),
+                                        "cuda" if self.real_gpu else "cpu")
+            except BaseException:
+                copier.close()
+                raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
         for art in self.compiled.partitions:
@@ -161,6 +181,11 @@ class Session:
     def stream_track(self) -> str:
         return "cuda stream (simulated)" if self.simulated else "cuda stream"
 
+    @property
+    def copy_track(self) -> str:
+        """The trace track of the streamed weights' copy stream."""
+        return "copy stream (simulated)" if self.simulated else "copy stream"
+
     # --- running -----------------------------------------------------------------
     def submit(self, feeds, *, timed: bool = False) -> Future:
         """Start one run; returns a Future of its outputs (its ``.stats`` is the run's
@@ -184,6 +209,7 @@ class Session:
         try:
             ctx = self._context(checked, slot, timed)
             with self._submit_lock:  # a run's tasks enter the queues together, in order
+                self._reserve_weights(ctx)
                 executor.publish_feeds(ctx, ctx.feeds)
                 for stage in self._stages:
                     stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
@@ -193,6 +219,13 @@ class Session:
             self._run_ended()
             raise
         return future
+
+    def _reserve_weights(self, ctx: RunContext) -> None:
+        """Number this run's uses of the weight ring; called under ``_submit_lock``, the
+        lock that also orders runs' tasks, so uses and worker queues agree on run order."""
+        if self._ring is not None:
+            ctx.ring = self._ring
+            ctx.stream_base = self._ring.reserve()
 
     def _checked(self, feeds) -> dict:
         """The feeds checked (names, shapes, dtypes, and indices in range), not yet copied."""
@@ -244,6 +277,11 @@ class Session:
             ctx.stats.latency_s = time.perf_counter() - ctx.started
             if ctx.timed and self._stream is not None:
                 ctx.resolve_stream_spans(self.stream_track, self._host_time)
+            if ctx.ring is not None:
+                # a failed run's copies may not all have landed: no spans to time then
+                traced = ctx.timed and ctx.error is None
+                ctx.ring.finish_run(ctx.stream_base, ctx.run_id, self.copy_track if traced else None,
+                                    self._host_time, ctx.stats)
         except BaseException as e:  # noqa: BLE001 - reaches the caller through the future
             ctx.fail("collect", e)
         finally:
@@ -283,6 +321,8 @@ class Session:
         try:
             try:
                 ctx = self._context(checked, slot, timed)
+                with self._submit_lock:
+                    self._reserve_weights(ctx)
                 executor.publish_feeds(ctx, ctx.feeds)
             except BaseException:
                 self._free.put(slot)
@@ -352,6 +392,8 @@ class Session:
             self._collector.close()
         for stage in self._stages:
             stage.runner.close()
+        if self._ring is not None:
+            self._ring.close()
         for slot in self._slots:
             slot.release()
         if self._stream is not None:

@@ -30,7 +30,8 @@ class RunStats:
     """Counters of one run.  ``staging`` counts host copies at partition outputs (a
     partition without destination-passing); ``feed_copies``/``output_copies`` count
     copies of the caller's inputs into pinned memory and of results out of reused
-    buffers; ``transient_buffers`` counts buffers made for this run only, the copy
+    buffers; ``weight_copies``/``bytes_weights`` the streamed partitions' weights
+    copied into the ring for this run's calls; ``transient_buffers`` counts buffers made for this run only, the copy
     targets of tensors of data-dependent shape (which cannot be preallocated)."""
 
     h2d: int = 0
@@ -41,8 +42,10 @@ class RunStats:
     feed_copies: int = 0
     output_copies: int = 0
     transient_buffers: int = 0
+    weight_copies: int = 0  # streamed partitions' weight copies into the ring (copy stream)
     bytes_h2d: int = 0
     bytes_d2h: int = 0
+    bytes_weights: int = 0
     edges: list[EdgeHandoff] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
     latency_s: float = 0.0
@@ -55,6 +58,8 @@ class RunStats:
                 self.bytes_h2d += nbytes
             elif kind == "d2h":
                 self.bytes_d2h += nbytes
+            elif kind == "weight_copies":
+                self.bytes_weights += nbytes
 
     def edge(self, handoff: EdgeHandoff) -> None:
         with self._lock:

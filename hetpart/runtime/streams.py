@@ -46,8 +46,15 @@ class Marker:
 class Stream:
     simulated: bool
 
-    def launch(self, fn: Callable[[], None]) -> None:
-        """Enqueue ``fn``'s kernels (``fn`` calls a partition's VM) on this stream."""
+    def launch(self, fn: Callable[[], None], reads=()) -> None:
+        """Enqueue ``fn``'s kernels (``fn`` calls a partition's VM) on this stream.
+        ``reads``: Buffers written by another stream that those kernels read (a
+        streamed partition's ring slot); a checking stream verifies their ordering."""
+        raise NotImplementedError
+
+    def wait(self, marker: "Marker") -> None:
+        """Make work enqueued on this stream from now on wait (on the device; the host
+        does not block) until ``marker``, recorded on another stream, is reached."""
         raise NotImplementedError
 
     def launch_in_order(self, fn: Callable[[], None]) -> None:
@@ -96,9 +103,12 @@ class SimulatedStream(Stream):
         while (item := self._queue.get()) is not None:
             item()
 
-    def launch(self, fn: Callable[[], None]) -> None:
+    def launch(self, fn: Callable[[], None], reads=()) -> None:
         # A real launch returns once enqueued; here the caller waits so that errors
         # surface on the launching thread, as TVM's argument checks do on a GPU.
+        self._await(self._enqueue_call(fn))
+
+    def _enqueue_call(self, fn: Callable[[], None]):
         done = threading.Event()
         box: list[BaseException] = []
 
@@ -111,9 +121,17 @@ class SimulatedStream(Stream):
                 done.set()
 
         self._queue.put(run)
+        return done, box
+
+    @staticmethod
+    def _await(pending) -> None:
+        done, box = pending
         done.wait()
         if box:
             raise box[0]
+
+    def wait(self, marker: Marker) -> None:
+        self._queue.put(marker.synchronize)  # the stream's thread blocks: later items wait
 
     def launch_in_order(self, fn: Callable[[], None]) -> None:
         self.launch(fn)  # the queue already orders it, and launch waits for it
@@ -172,9 +190,12 @@ class CudaStream(Stream):
         self.device = tvm.cuda(0)
         self.handle = int(self.device.create_raw_stream())
 
-    def launch(self, fn: Callable[[], None]) -> None:
+    def launch(self, fn: Callable[[], None], reads=()) -> None:
         with self._ffi.use_raw_stream(self.device, self.handle):
             fn()
+
+    def wait(self, marker: Marker) -> None:
+        cuda_api.stream_wait_event(self.handle, marker.event)
 
     def launch_in_order(self, fn: Callable[[], None]) -> None:
         # Everything on the device's default stream, where TVM's own copies run (a value

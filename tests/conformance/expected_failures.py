@@ -775,8 +775,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
 
 _ROTARY = ("tvm-compile", "TVM 0.27's CUDA lowering of RotaryEmbedding's gather/slice stops with 'Divide by zero' "
            "(a typed CompileError naming the partition; the CPU path passes)")
-_DECODE_CONV = ("gpu-wrong", "a depthwise conv1d whose window covers its whole input (decode step), scheduled by dlight's "
-                "GEMV rule: 6 of 8 outputs wrong on the H200 (2026-12-03); open")
 EXPECTED_FAILURES_CUDA: dict[str, tuple[str, str]] = {
     **{name: _ROTARY for name in (
         "test_rotary_embedding", "test_rotary_embedding_expanded", "test_rotary_embedding_3d_input",
@@ -784,8 +782,6 @@ EXPECTED_FAILURES_CUDA: dict[str, tuple[str, str]] = {
         "test_rotary_embedding_interleaved_expanded", "test_rotary_embedding_no_position_ids",
         "test_rotary_embedding_no_position_ids_expanded", "test_rotary_embedding_no_position_ids_interleaved",
         "test_rotary_embedding_no_position_ids_interleaved_expanded")},
-    "test_causal_conv_with_state_decode_step": _DECODE_CONV,
-    "test_causal_conv_with_state_decode_step_expanded": _DECODE_CONV,
 }
 """Extra entries for the CUDA path only (from the full run on the H200, 2026-12-03)."""
 

@@ -18,6 +18,7 @@ from .cpu_fallback import CpuFallback
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
+from .gpu_gemv import GEMV
 from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
@@ -42,7 +43,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         GpuTensorCoreGemm(options),
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
-        dl.gpu.GEMV(),
+        GEMV(),  # dlight's, declining schedules whose stages disagree on threads (gpu_gemv)
         dl.gpu.LowBatchGEMV(),
         Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
         dl.gpu.GeneralReduction(),

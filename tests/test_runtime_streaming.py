@@ -1,0 +1,314 @@
+"""Streamed weights (issue 19): compiled as parameters, copied into a ring of device slots.
+
+In simulation (``simulate=True``) the CUDA partitions run on the CPU, but the streaming
+schedule is the product's: pinned weights, a copy stream, ring slots and event waits,
+on simulated streams that check the ordering (:mod:`hetpart.runtime.weight_stream`).
+Outputs are checked against ``onnx.reference`` and against the all-resident build.
+The ``cuda``-marked test at the end runs the same on a real GPU:
+
+    PYTHONPATH=. python -m pytest tests/test_runtime_streaming.py -q -m cuda
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from hetpart import compiler, importer, models
+from hetpart.compiler.artifact import WEIGHT_ALIGNMENT
+from hetpart.errors import CompileError, RuntimeFailure
+from hetpart.runtime import Session
+from hetpart.runtime import weight_stream
+from hetpart.runtime.weight_stream import HazardChecker, StreamHazard
+
+from streaming_plans import plan_with_devices
+
+TVM_TOL = dict(rtol=1e-5, atol=1e-6)
+ONNX_TOL = dict(rtol=1e-4, atol=1e-5)
+# four Gemm(+Relu) kernels: three CUDA partitions, two back to back, a CPU one between
+HIDDEN = (32, 32, 32)
+DEVICES = ["cuda", "cuda", "cpu", "cuda"]
+STREAMED = ["p0_cuda", "p1_cuda", "p3_cuda"]
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    onnx_model = models.build("mlp", small=True, hidden=HIDDEN)
+    return onnx_model, importer.load(onnx_model)
+
+
+_BUILT: dict = {}
+
+
+def compiled(graph, streamed: bool, slots: int = 2):
+    """The model compiled (once per residency; the ring's size is only read by the
+    session), as a fresh copy: saving one moves its directory."""
+    if streamed not in _BUILT:
+        plan = plan_with_devices(graph, DEVICES, streamed=streamed, slots=slots)
+        _BUILT[streamed] = compiler.compile(plan, simulate=True, progress=False)
+    model = _BUILT[streamed]
+    return dataclasses.replace(model, plan=dataclasses.replace(model.plan, stream_slots=slots))
+
+
+def feeds(graph, seed):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(graph.tensors[n].shape).astype(graph.tensors[n].dtype) for n in graph.inputs}
+
+
+# --- compiler --------------------------------------------------------------------------
+def test_streamed_partition_takes_weights_as_parameters(mlp):
+    _, graph = mlp
+    plan = plan_with_devices(graph, DEVICES, streamed=True)
+    programs = {p.name: p for p in compiler.extract(graph, plan)}
+    for part in plan.partitions:
+        prog = programs[part.name]
+        if part.weights == "streamed":
+            main = prog.module["main"]
+            assert len(main.params) == len(prog.inputs) + len(prog.weights) and prog.weights
+            assert sum(v.nbytes for v in prog.weight_values) == part.weight_bytes
+            consts = []
+            import tvm
+            from tvm import relax
+
+            relax.analysis.post_order_visit(
+                main.body, lambda e: consts.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
+            assert consts == [], f"{part.name} still bakes weights into its module"
+        else:
+            assert prog.weights == ()
+
+
+def test_resident_partitions_are_built_as_before(mlp):
+    """Marking some partitions streamed leaves the others' modules identical."""
+    _, graph = mlp
+    streamed = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=True))}
+    resident = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=False))}
+    for name, prog in resident.items():
+        same = prog.module.script() == streamed[name].module.script()
+        assert same == (not streamed[name].weights), name
+    # and their libraries are the same bytes (the build is deterministic)
+    libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
+    for p in compiled(graph, streamed=True).partitions:
+        assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
+
+
+def test_artifact_holds_packed_weights_and_round_trips(mlp, tmp_path):
+    _, graph = mlp
+    model = compiled(graph, streamed=True)
+    model.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["version"] == 2
+    for part in manifest["partitions"]:
+        if part["device"] == "cpu":
+            assert part["weights"] is None
+            continue
+        w = part["weights"]
+        assert (tmp_path / w["file"]).stat().st_size == w["nbytes"]
+        assert all(t["offset"] % WEIGHT_ALIGNMENT == 0 for t in w["tensors"])
+        ends = [t["offset"] + t["nbytes"] for t in w["tensors"]]
+        assert ends == sorted(ends) and ends[-1] <= w["nbytes"]
+    loaded = compiler.load_compiled(tmp_path)
+    f = feeds(graph, 3)
+    with Session(loaded) as s, Session(compiled(graph, streamed=False)) as r:
+        np.testing.assert_allclose(s.run(f)["logits"], r.run(f)["logits"], **TVM_TOL)
+
+
+def test_corrupt_weights_file_is_refused(mlp, tmp_path):
+    _, graph = mlp
+    compiled(graph, streamed=True).save(tmp_path)
+    path = next(tmp_path.glob("*.weights.bin"))
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CompileError, match="corrupt or was modified"):
+        compiler.load_compiled(tmp_path)
+
+
+def test_version_1_manifest_still_reads(mlp, tmp_path):
+    _, graph = mlp
+    compiled(graph, streamed=False).save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["version"] = 1
+    for p in manifest["partitions"]:
+        del p["weights"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = compiler.load_compiled(tmp_path)
+    assert all(p.weights is None for p in loaded.partitions)
+
+
+# --- runtime ---------------------------------------------------------------------------
+@pytest.mark.parametrize("slots", [1, 2])
+def test_streamed_outputs_match_resident_and_onnx(mlp, slots):
+    onnx_model, graph = mlp
+    reference = ReferenceEvaluator(onnx_model)
+    with Session(compiled(graph, streamed=True, slots=slots)) as s, \
+            Session(compiled(graph, streamed=False)) as resident:
+        for seed in range(3):  # several runs: the ring wraps round many times
+            f = feeds(graph, seed)
+            out = s.run(f)["logits"]
+            np.testing.assert_allclose(out, resident.run(f)["logits"], **TVM_TOL)
+            np.testing.assert_allclose(out, reference.run(None, f)[0], **ONNX_TOL)
+        stats = s.last_run_stats
+        streamed = [p for p in s.compiled.partitions if p.weights is not None]
+        assert stats.weight_copies == len(streamed) == len(STREAMED)
+        assert stats.bytes_weights == sum(p.weights.nbytes for p in streamed)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_runs_share_the_ring(mlp, slots):
+    """Runs in flight at once (threaded, pipelined) each read their own copies."""
+    onnx_model, graph = mlp
+    reference = ReferenceEvaluator(onnx_model)
+    batches = [feeds(graph, seed) for seed in range(6)]
+    with Session(compiled(graph, streamed=True, slots=slots), slots=3) as s:
+        futures = [s.submit(f) for f in batches]
+        for f, fut in zip(batches, futures):
+            np.testing.assert_allclose(fut.result()["logits"], reference.run(None, f)[0], **ONNX_TOL)
+        for f, out in zip(batches, s.run_pipelined(batches)):
+            np.testing.assert_allclose(out["logits"], reference.run(None, f)[0], **ONNX_TOL)
+
+
+def test_trace_has_the_copy_stream(mlp, tmp_path):
+    _, graph = mlp
+    with Session(compiled(graph, streamed=True)) as s:
+        s.run(feeds(graph, 0), trace=tmp_path / "run.trace.json")
+        spans = s.last_run_stats.spans
+    copies = [sp for sp in spans if sp.track == s.copy_track]
+    assert sorted(sp.name for sp in copies) == [f"weights {p}" for p in STREAMED]
+    assert all(sp.kind == "copy" and sp.end >= sp.start for sp in copies)
+    events = json.loads((tmp_path / "run.trace.json").read_text())["traceEvents"]
+    tracks = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert s.copy_track in tracks and s.stream_track in tracks
+
+
+@pytest.mark.slow  # BERT's six partitions take ~15 s to build
+def test_bert_streamed_matches_onnx():
+    """Embedding tables, attention and layer-norm weights streamed, ring of 2."""
+    onnx_model = models.build("bert", small=True)
+    graph = importer.load(onnx_model)
+    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cpu"], streamed=True, slots=2)
+    model = compiler.compile(plan, simulate=True, progress=False)
+    assert sum(p.weights is not None for p in model.partitions) == 4
+    f = {n: (np.random.default_rng(0).integers(0, 10, graph.tensors[n].shape) if "int" in graph.tensors[n].dtype
+             else np.random.default_rng(0).standard_normal(graph.tensors[n].shape)).astype(graph.tensors[n].dtype)
+         for n in graph.inputs}
+    expected = ReferenceEvaluator(onnx_model).run(None, f)
+    with Session(model) as s:
+        for _ in range(2):
+            out = s.run(f)
+            for name, ref in zip(model.model_output_names, expected):
+                np.testing.assert_allclose(out[name], ref, **ONNX_TOL)
+
+
+def test_close_frees_the_ring(mlp):
+    """Pinned weights, ring slots and the views of them are all freed by close()."""
+    import gc
+
+    from hetpart.runtime.dlpack import live_views
+
+    _, graph = mlp
+    before = live_views()
+    s = Session(compiled(graph, streamed=True))
+    s.run(feeds(graph, 0))
+    assert s.buffer_bytes >= sum(p.weights.nbytes for p in s.compiled.partitions if p.weights is not None)
+    s.close()
+    gc.collect()
+    assert s.buffer_bytes == 0 and live_views() == before
+
+
+@pytest.mark.parametrize("fault", ["call does not wait for its copy", "copy does not wait for the last reader"])
+def test_a_missing_event_wait_is_caught(mlp, monkeypatch, fault):
+    """The product's schedule with one of its two event waits removed: the checking
+    streams raise instead of computing with weights that may not have landed."""
+    _, graph = mlp
+    if fault == "call does not wait for its copy":
+        monkeypatch.setattr(weight_stream.CopyEngine, "before_read", lambda self, landed: None)
+    else:
+        fill = weight_stream.CopyEngine.fill
+        monkeypatch.setattr(weight_stream.CopyEngine, "fill", lambda self, dst, src, after: fill(self, dst, src, None))
+    with Session(compiled(graph, streamed=True, slots=2)) as s:
+        with pytest.raises(RuntimeFailure) as info:
+            for seed in range(2):
+                s.run(feeds(graph, seed))
+    assert isinstance(info.value.__cause__, StreamHazard)
+
+
+def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
+    """A run that fails before its streamed partitions run still retires their uses."""
+    from hetpart.runtime.partition_runner import PartitionRunner
+
+    onnx_model, graph = mlp
+    reference = ReferenceEvaluator(onnx_model)
+    call = PartitionRunner.call
+    failed = []
+
+    def flaky(self, *args, **kw):
+        if self.artifact.name == "p2_cpu" and not failed:
+            failed.append(True)
+            raise ValueError("injected")
+        return call(self, *args, **kw)
+
+    monkeypatch.setattr(PartitionRunner, "call", flaky)
+    with Session(compiled(graph, streamed=True, slots=1)) as s:
+        with pytest.raises(RuntimeFailure, match="injected"):
+            s.run(feeds(graph, 0))
+        for seed in range(2):
+            f = feeds(graph, seed)
+            np.testing.assert_allclose(s.run(f)["logits"], reference.run(None, f)[0], **ONNX_TOL)
+
+
+def test_hazard_checker_orders_by_event_waits():
+    """The checker on its own: a read needs a wait on a marker after the write, a
+    write needs one after every read since the last write."""
+    c = HazardChecker()
+    c.add_region(100)
+    with pytest.raises(StreamHazard, match="never filled"):
+        c.read("cuda", [100], "k0")
+    c.write("copy", 100, "w0")
+    with pytest.raises(StreamHazard, match="not ordered"):
+        c.read("cuda", [100], "k1")
+    c.wait("cuda", c.record("copy"))
+    c.read("cuda", [100], "k2")
+    with pytest.raises(StreamHazard, match="may still read"):
+        c.write("copy", 100, "w1")
+    c.wait("copy", c.record("cuda"))
+    c.write("copy", 100, "w2")
+    c.read("cuda", [200], "elsewhere")  # not a ring slot: not checked
+
+
+# --- a real GPU --------------------------------------------------------------------------
+@pytest.mark.cuda
+def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
+    """On the GPU: streamed equals resident, and the copy stream's copies overlap the
+    compute stream's partitions in time (the prefetch works)."""
+    from hetpart.kernels.options import KernelOptions
+
+    # 16 MiB of weights per layer, so a copy takes a while; full float32 (no TF32) so
+    # the two builds' different kernels agree closely
+    onnx_model = models.build("mlp", small=True, hidden=(2048,) * 5, in_features=2048, batch=256)
+    graph = importer.load(onnx_model)
+    devices = ["cuda"] * len(graph.topological_order())
+    options = KernelOptions(tf32=False)
+    resident = compiler.compile(plan_with_devices(graph, devices, streamed=False), progress=False, options=options)
+    streamed = compiler.compile(plan_with_devices(graph, devices, streamed=True, slots=2), progress=False,
+                                options=options)
+    assert all(p.weights is not None for p in streamed.partitions)
+    f = feeds(graph, 0)
+    with Session(resident) as r, Session(streamed) as s:
+        expected = r.run(f)["logits"]
+        np.testing.assert_allclose(expected, ReferenceEvaluator(onnx_model).run(None, f)[0], rtol=1e-3, atol=1e-3)
+        for seed in range(3):
+            g = feeds(graph, seed)
+            np.testing.assert_allclose(s.run(g)["logits"], r.run(g)["logits"], rtol=1e-4, atol=1e-4)
+        s.run(f, trace=tmp_path / "streaming.trace.json")
+        spans = s.last_run_stats.spans
+        assert s.last_run_stats.weight_copies == len(devices)
+    copies = [sp for sp in spans if sp.track == s.copy_track]
+    calls = [sp for sp in spans if sp.track == s.stream_track and sp.kind == "partition"]
+    assert len(copies) == len(calls) == len(devices)
+    assert all(c.end > c.start for c in copies)
+    overlapping = [(c.name, k.name) for c in copies for k in calls if c.start < k.end and k.start < c.end]
+    assert overlapping, f"no copy overlapped a partition: copies {copies}, calls {calls}"
