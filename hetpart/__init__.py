@@ -21,6 +21,8 @@ import importlib
 
 from .cpu_cores import set_default_pool_size
 from .errors import (
+    BadRequestError,
+    BatchError,
     CompileError,
     HetpartError,
     InternalError,
@@ -29,6 +31,8 @@ from .errors import (
     PlanError,
     ProfileError,
     RuntimeFailure,
+    ServerClosedError,
+    ServingError,
     ShapeError,
     SymbolicDimsError,
     TargetError,
@@ -56,11 +60,13 @@ _PUBLIC = {
     "Session": "hetpart.runtime",
     "MultiSession": "hetpart.runtime",
     "cuda_available": "hetpart.targets",
+    "Server": "hetpart.serving",
+    "serve": "hetpart.serving",
 }
 
 _ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
            "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
-           "InternalError"]
+           "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 
 __all__ = [*_ERRORS, "__version__", *_PUBLIC]

@@ -121,5 +121,35 @@ class RuntimeFailure(HetpartError):
         self.partition = partition
 
 
+# --- serving (hetpart.serving.Server) ------------------------------------------------
+class ServingError(HetpartError):
+    """A request to a :class:`hetpart.serving.Server` could not be served."""
+
+
+class BadRequestError(ServingError):
+    """A request was refused at submit: unknown model, or feeds with wrong names, shapes or dtypes.
+
+    ``model`` names the model; ``inputs`` the inputs at fault (empty if none is).
+    """
+
+    def __init__(self, message: str, model: str | None = None, inputs: list[str] | None = None):
+        super().__init__(message)
+        self.model = model
+        self.inputs = list(inputs or [])
+
+
+class ServerClosedError(ServingError):
+    """The server is closed: it accepts no request, and close() rejected this one unanswered."""
+
+
+class BatchError(RuntimeFailure):
+    """The batch a request ran in failed; every request of that batch gets this error
+    (its ``__cause__`` is what the model's runner raised; ``partition`` is carried over)."""
+
+    def __init__(self, message: str, model: str | None = None, partition: str | None = None):
+        super().__init__(message, partition)
+        self.model = model
+
+
 class InternalError(Exception):
     """A bug in hetpart, not in the user's input.  Deliberately *not* a HetpartError."""

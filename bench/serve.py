@@ -1,0 +1,103 @@
+"""Serving benchmark (issue 20): several models on one GPU under open-loop Poisson load.
+
+Run from the repository root on the GPU machine (one call, within --budget seconds)::
+
+    PYTHONPATH=. python3 bench/serve.py --budget 420
+
+Scenarios (--scenarios): ``resnet50+bert`` and ``detector+resnet50``.  Contenders:
+hetpart's Server with dynamic batching, the same without batching, one request at a
+time across the models (sequential), and PyTorch with CUDA graphs from two threads
+(skipped with the reason where torch+CUDA are missing or a model has no twin).  Per
+contender: the highest offered rate whose p99 stays under --slo-ms with every answer
+checked against its own request.  Writes bench/results/serve-<gpu>.json (schema
+``hetpart-bench-serve``), .md (table) and .svg (p99 against offered load).
+``--small --simulate`` is a CPU smoke test of the whole path (zoo small models,
+CUDA partitions on the CPU); its numbers mean nothing.  Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from hetpart.bench import serve, serve_models, serve_report  # noqa: E402
+from hetpart.bench.suite import gpu_slug, machine  # noqa: E402
+from hetpart.contracts import atomic_write_text, write_json  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SETUP_SHARE = 0.6  # the most of the budget model export + compilation may take before load starts
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", default="resnet50+bert,detector+resnet50",
+                   help="comma-separated scenarios, models joined by '+' (default: %(default)s)")
+    p.add_argument("--slo-ms", type=float, default=50.0, help="p99 latency SLO in ms (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=8, help="hetpart's batch (compiled for it; default: %(default)s)")
+    p.add_argument("--max-delay-ms", type=float, default=2.0, help="the batcher's max delay (default: %(default)s)")
+    p.add_argument("--window-s", type=float, default=2.0, help="seconds of load per rate (default: %(default)s)")
+    p.add_argument("--growth", type=float, default=1.5, help="rate multiplier per step (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=24, help="most rising rates per contender (default: %(default)s)")
+    p.add_argument("--budget", type=float, default=420.0,
+                   help="seconds for everything, setup included (default: %(default)s)")
+    p.add_argument("--small", action="store_true", help="zoo small models (smoke test, not the benchmark)")
+    p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (no GPU needed)")
+    p.add_argument("--out", default=None, help="JSON path (default: bench/results/serve-<gpu>.json; .md and .svg beside)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    start = time.monotonic()
+    log = lambda msg: print(f"[{time.monotonic() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    scenarios = [s.split("+") for s in args.scenarios.split(",") if s]
+    names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
+    with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
+        served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
+                                                         simulate=args.simulate, work=Path(work), log=log)}
+    setup_s = time.monotonic() - start
+    log(f"setup done in {setup_s:.0f} s")
+    if setup_s > SETUP_SHARE * args.budget:
+        log(f"setup took more than {SETUP_SHARE:.0%} of --budget: the sweeps get what is left")
+    sessions: dict = {}
+    try:
+        built = []
+        for models in scenarios:
+            members = [served[n] for n in models]
+            built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
+                                        serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3,
+                                                                sessions=sessions), args.slo_ms))
+        options = serve.SweepOptions(window_s=args.window_s, growth=args.growth, max_steps=args.max_steps)
+        left = args.budget - (time.monotonic() - start) - 10  # 10 s to close sessions and write files
+        body = serve.run(built, options, max(left, 0.0), log)
+    finally:
+        for s in sessions.values():
+            s.close()
+    info = machine()
+    body.update(created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=info,
+                command="PYTHONPATH=. python3 bench/serve.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+                setup_s=setup_s, simulate=args.simulate, small=args.small,
+                models={m.name: m.notes for m in served.values()})
+    out = Path(args.out or RESULTS / f"serve-{gpu_slug(info) if not args.simulate else 'simulated'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, serve.SCHEMA, serve.VERSION, body)
+    header = [f"# hetpart serving on {info['gpu']}", "", f"* date: {body['created']}", f"* cpu: {info['cpu']}",
+              f"* command: `{body['command']}`", f"* setup (export + compile): {setup_s:.0f} s",
+              "* models: " + "; ".join(n for m in served.values() for n in m.notes),
+              f"* plot: {out.with_suffix('.svg').name}"]
+    atomic_write_text(out.with_suffix(".md"), serve_report.markdown(body, header))
+    atomic_write_text(out.with_suffix(".svg"), serve_report.svg(body))
+    print(serve_report.markdown(body, header))
+    log(f"wrote {out}, .md, .svg")
+    return 0 if all(s["lost"] == 0 and s["crossed"] == 0 for s in body["scenarios"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

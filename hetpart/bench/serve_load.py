@@ -1,0 +1,188 @@
+"""Open-loop Poisson load on a serving system, and every answer checked against its own request.
+
+A *system* is anything with ``submit(model, feeds) -> Future`` of ``{output: array}``
+(a :class:`hetpart.serving.Server`, or the PyTorch contender).  :func:`offer_load`
+sends requests at Poisson arrival times whatever the system does (open loop: a slow
+system does not slow the load down), and times each request from its *scheduled*
+arrival to its answer, so a late generator counts against the system, never for it.
+
+Correctness: each model has a pool of distinct request payloads whose answers the
+system gave when each ran alone (:func:`references`).  Request ``i`` of a model
+sends payload ``i % pool``; its answer is reduced to a fingerprint (a fixed sample of
+elements of every output, cheap enough to take on the answering thread) and, after
+the window, matched to the pool's: its own payload's (``ok``), another payload's
+(``crossed``: someone else's answer), or none (``wrong``).  A request with no answer
+by the end of the drain is ``late`` (its latency counts as forever), and ``lost`` if
+it still has none ``lost_after_s`` later; one answered with an error is ``failed``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLES_PER_OUTPUT = 64
+RTOL, ATOL = 1e-2, 1e-3
+
+
+@dataclass
+class LoadModel:
+    """One model under load: its name in the system and its pool of payloads (each one
+    request with a batch dim of 1)."""
+
+    name: str
+    payloads: list[dict[str, np.ndarray]]
+    fingerprints: list[np.ndarray] = field(default_factory=list)  # the system's answers alone
+
+
+@dataclass
+class RatePoint:
+    """What one offered rate did."""
+
+    rate_per_s: float
+    offered: int
+    completed: int
+    p50_ms: float | None
+    p99_ms: float | None
+    lost: int = 0
+    late: int = 0
+    crossed: int = 0
+    wrong: int = 0
+    failed: int = 0
+    window_s: float = 0.0
+    mean_batch_rows: float | None = None  # rows per batch run, where the system counts them
+
+    def meets(self, slo_ms: float) -> bool:
+        """Every request answered, correctly, and p99 under the SLO."""
+        return (self.p99_ms is not None and self.p99_ms <= slo_ms and not self.lost and not self.late
+                and not self.crossed and not self.wrong and not self.failed)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fingerprint(outputs) -> np.ndarray:
+    """A fixed sample of every output's elements (outputs in sorted-name order)."""
+    parts = []
+    for name in sorted(outputs):
+        flat = np.asarray(outputs[name]).reshape(-1)
+        if flat.size == 0:
+            parts.append(np.zeros(1))
+            continue
+        idx = np.linspace(0, flat.size - 1, num=min(SAMPLES_PER_OUTPUT, flat.size)).astype(np.int64)
+        parts.append(flat[idx].astype(np.float64))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def references(system, models: list[LoadModel], timeout: float = 120.0) -> None:
+    """Fill each model's fingerprints with the system's answer to each payload, run alone."""
+    for m in models:
+        m.fingerprints = [fingerprint(system.submit(m.name, p).result(timeout)) for p in m.payloads]
+
+
+def classify(fp: np.ndarray, own: int, pool: list[np.ndarray]) -> str:
+    """``ok``, ``crossed`` (closest to another payload's answer) or ``wrong``."""
+    def close(ref):
+        return ref.shape == fp.shape and bool(np.all(np.abs(fp - ref) <= ATOL + RTOL * np.abs(ref)))
+
+    if close(pool[own]):
+        return "ok"
+    return "crossed" if any(close(ref) for i, ref in enumerate(pool) if i != own) else "wrong"
+
+
+def poisson_arrivals(rate_per_s: float, window_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Arrival times (s from the window's start) of a Poisson process of ``rate_per_s``."""
+    n = max(1, int(rate_per_s * window_s * 1.5) + 16)
+    times = np.cumsum(rng.exponential(1.0 / rate_per_s, size=n))
+    return times[times < window_s]
+
+
+def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: float, *,
+               seed: int = 0, drain_s: float = 10.0, lost_after_s: float = 60.0) -> RatePoint:
+    """Offer ``rate_per_s`` requests per second in all (models drawn uniformly) for
+    ``window_s``; wait up to ``drain_s`` after the last for answers (later ones are
+    late), and ``lost_after_s`` more for the late ones (then lost); score them."""
+    rng = np.random.default_rng(seed)
+    arrivals = poisson_arrivals(rate_per_s, window_s, rng)
+    which = rng.integers(0, len(models), size=len(arrivals))
+    counters = [0] * len(models)
+    done_at = np.full(len(arrivals), np.nan)
+    prints: list = [None] * len(arrivals)
+    own: list[int] = [0] * len(arrivals)
+    errors = [0]
+    remaining = [len(arrivals)]
+    all_done = threading.Event()
+    lock = threading.Lock()
+
+    def answered(i: int, fut: Future) -> None:
+        t = time.perf_counter()
+        try:
+            prints[i] = fingerprint(fut.result())
+        except BaseException:  # noqa: BLE001 - an error answer is counted, not raised
+            with lock:
+                errors[0] += 1
+        done_at[i] = t
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                all_done.set()
+
+    if not len(arrivals):
+        all_done.set()
+    start = time.perf_counter() + 0.01
+    for i, (at, m) in enumerate(zip(arrivals, which)):
+        _sleep_until(start + at)
+        model = models[m]
+        own[i] = counters[m] % len(model.payloads)
+        counters[m] += 1
+        try:
+            fut = system.submit(model.name, model.payloads[own[i]])
+        except BaseException:  # noqa: BLE001 - a refused request is a failed one
+            with lock:
+                errors[0] += 1
+            done_at[i] = time.perf_counter()
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    all_done.set()
+            continue
+        fut.add_done_callback(lambda f, i=i: answered(i, f))
+    all_done.wait(drain_s)
+    late = np.isnan(done_at)
+    if late.any():
+        all_done.wait(lost_after_s)
+    return _score(models, arrivals, which, own, start, done_at, late, prints, errors[0], rate_per_s, window_s)
+
+
+def _score(models, arrivals, which, own, start, done_at, late, prints, failed, rate, window_s) -> RatePoint:
+    latency = np.where(late, np.nan, (done_at - (start + arrivals)) * 1e3)
+    lost = int(np.isnan(done_at).sum())
+    counts = {"ok": 0, "crossed": 0, "wrong": 0}
+    for i, fp in enumerate(prints):
+        if fp is not None:
+            counts[classify(fp, own[i], models[which[i]].fingerprints)] += 1
+    # a late or lost request's latency is "forever": it counts against p99, never for it
+    latency = np.where(np.isnan(latency), _FOREVER_MS, latency)
+    p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (None, None)
+    return RatePoint(rate, len(arrivals), counts["ok"], _finite(p50), _finite(p99), lost,
+                     int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s)
+
+
+_FOREVER_MS = 1e15  # finite, so percentiles never subtract infinities
+
+
+def _finite(v):
+    """None for no value, or one a lost request decided (its latency is unknown)."""
+    return None if v is None or v >= _FOREVER_MS / 10 else v
+
+
+def _sleep_until(t: float) -> None:
+    """Sleep to ``t`` (perf_counter).  Never spin: a spinning Python thread holds the GIL
+    the serving threads need; the ~0.1 ms a sleep oversleeps counts against the system."""
+    left = t - time.perf_counter()
+    if left > 0:
+        time.sleep(left)

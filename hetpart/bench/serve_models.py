@@ -1,0 +1,226 @@
+"""The serving benchmark's real models and contenders (GPU machine; ``simulate`` on a CPU).
+
+Models: ``resnet50`` and ``bert`` are the PyTorch twins (torchvision ResNet-50,
+transformers BERT-base, :mod:`.export`) where torch is installed, so PyTorch serves
+the very same weights; else (or with ``small``) hetpart's zoo.  ``detector`` is the
+zoo detector: its NMS output has no batch dim, so it is served one request at a time
+by every contender.  Each model is compiled with every kernel the GPU can build on
+the GPU (:func:`hetpart.backend.forced_plan`; the partitioner picks all-CUDA for these
+models on the H200 anyway, bench/results/nvidia-h200-e2e.md), at batch 1 and at
+``max_batch``.
+
+Contenders (:func:`contenders`):
+
+* ``hetpart``: :class:`~hetpart.serving.Server`, batch-``max_batch`` sessions, dynamic
+  batching, two batches of a model in flight (a Session overlaps two runs);
+* ``hetpart-no-batching``: the same server over batch-1 sessions (``max_batch=1``);
+* ``sequential``: batch-1 sessions, one request at a time across all models in
+  arrival order (``max_concurrent_batches=1``: one model after another);
+* ``torch-cuda-graphs``: PyTorch, each model captured as a CUDA graph at batch 1 per
+  serving thread, two threads taking requests from one queue (:class:`TorchGraphs`;
+  TF32 on for matmuls and convolutions, as hetpart's kernels).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..serving import Server, SessionRunner
+from .serve import Contender
+from .serve_load import LoadModel
+
+TWIN = {"resnet50": "resnet50_torchvision", "bert": "bert_base_transformers"}
+UNBATCHABLE = {"detector"}  # outputs without a batch dim
+
+
+@dataclass
+class ServedModel:
+    """One model: its compiled builds by batch, its batch-1 payload pool, its torch twin."""
+
+    name: str
+    max_batch: int
+    compiled: dict[int, object] = field(default_factory=dict)
+    payloads: list[dict] = field(default_factory=list)
+    torch_module: object = None
+    input_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
+    """(onnx path or zoo spec, torch module or None, input names, note) of ``name`` at ``batch``."""
+    if name in TWIN and torch_ok and not small:
+        from . import export
+
+        e = export.export(TWIN[name], batch, work)
+        return str(e.path), e.module, e.input_names, f"{name}: {TWIN[name]} ({e.exporter} export)"
+    spec = f"zoo:{name}{':small' if small else ''}:batch={batch}"
+    return spec, None, [], f"{name}: {spec.replace(f':batch={batch}', '')}"
+
+
+def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work: Path, pool: int = 8,
+          log=lambda _: None) -> list[ServedModel]:
+    """Export (twins), load and compile every model at batch 1 and ``max_batch``."""
+    import onnx
+
+    import hetpart
+    from hetpart import models as zoo
+    from hetpart.backend import forced_plan
+
+    torch_ok = _torch_cuda() is None and not simulate
+    served, jobs = [], []
+    for name in names:
+        top = 1 if name in UNBATCHABLE else max_batch
+        m = ServedModel(name, top)
+        for batch in sorted({1, top}):
+            source, module, input_names, note = _sources(name, batch, small, torch_ok, work)
+            if batch == 1:
+                m.torch_module, m.input_names = module, input_names
+                m.notes.append(note)
+                proto = onnx.load(source) if not source.startswith("zoo:") else _zoo_proto(source)
+                m.payloads = [zoo.example_inputs(proto, seed=100 + k) for k in range(pool)]
+            jobs.append((m, batch, source))
+        served.append(m)
+
+    # the imports one after another (TVM's ONNX import is not thread-safe), the
+    # compiles in parallel (as hetpart.bench.builds does: TVM releases the GIL)
+    jobs = [(m, batch, hetpart.load(source)) for m, batch, source in jobs]
+
+    def compile_one(job):
+        m, batch, graph = job
+        compiled = hetpart.compile(forced_plan(graph, "cuda"), graph, simulate=simulate, progress=False)
+        log(f"compiled {m.name} b{batch} in {compiled.compile_seconds:.1f} s")
+        return m, batch, compiled
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(jobs)))) as ex:
+        for m, batch, compiled in ex.map(compile_one, jobs):
+            m.compiled[batch] = compiled
+    return served
+
+
+def _zoo_proto(spec: str):
+    from hetpart import models as zoo
+
+    name, small, cfg = zoo.parse_zoo_spec(spec)
+    return zoo.build(name, small=small, **cfg)
+
+
+def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -> list[Contender]:
+    """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
+    caller closes them) so scenarios sharing a model share its sessions."""
+    import hetpart
+
+    def session(m: ServedModel, batch: int):
+        key = (m.name, batch)
+        if key not in sessions:
+            sessions[key] = hetpart.Session(m.compiled[batch])
+        return sessions[key]
+
+    def server(batch_of, instances: int, gate: int | None, delay: float):
+        def make():
+            s = Server(max_delay=delay, max_concurrent_batches=gate)
+            for m in served:
+                b = batch_of(m)
+                s.add_model(m.name, SessionRunner(session(m, b)), instances=instances)
+            return s
+        return make
+
+    out = [Contender("hetpart", server(lambda m: m.max_batch, 2, None, max_delay),
+                     notes=[f"max_batch {max(m.max_batch for m in served)}, max_delay {max_delay * 1e3:g} ms"]),
+           Contender("hetpart-no-batching", server(lambda m: 1, 2, None, 0.0)),
+           Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
+    reason = _torch_cuda()
+    missing = [m.name for m in served if m.torch_module is None]
+    if reason is None and missing:
+        reason = f"{', '.join(missing)} has no PyTorch twin"
+    if reason is None:
+        out.append(Contender("torch-cuda-graphs", lambda: TorchGraphs(served), notes=["2 threads, batch 1"]))
+    else:
+        out.append(Contender("torch-cuda-graphs", None, skipped=reason))
+    return out
+
+
+def load_models(served: list[ServedModel]) -> list[LoadModel]:
+    return [LoadModel(m.name, m.payloads) for m in served]
+
+
+def _torch_cuda() -> str | None:
+    """None if PyTorch with a CUDA GPU is here, else why not."""
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch not installed"
+    if not torch.cuda.is_available():
+        return "PyTorch sees no CUDA GPU"
+    return None
+
+
+class TorchGraphs:
+    """PyTorch serving ``served`` from ``threads`` threads: per thread and model one CUDA
+    graph captured at batch 1 on the thread's own stream; requests from one FIFO queue."""
+
+    def __init__(self, served: list[ServedModel], threads: int = 2):
+        import torch
+
+        from .peers import _flatten_outputs
+
+        self.torch, self._flatten = torch, _flatten_outputs
+        torch.backends.cuda.matmul.allow_tf32 = True  # as hetpart's kernels (TF32 on by default)
+        torch.backends.cudnn.allow_tf32 = True
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._graphs = []  # per thread: {model: (graph, static inputs, static outputs, input names)}
+        self._streams = [torch.cuda.Stream() for _ in range(threads)]
+        modules = {m.name: (m.torch_module.eval().cuda(), m.input_names, m.payloads[0]) for m in served}
+        for stream in self._streams:
+            self._graphs.append({name: self._capture(stream, *spec) for name, spec in modules.items()})
+        self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _capture(self, stream, module, names, example):
+        torch = self.torch
+        static = [torch.from_numpy(np.ascontiguousarray(example[n])).cuda() for n in names]
+        stream.wait_stream(torch.cuda.current_stream())  # the inputs' copies first
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for _ in range(3):  # warm up (cuDNN/cuBLAS choices) before capture
+                module(*static)
+            stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                outs = self._flatten(module(*static))
+        stream.synchronize()
+        return graph, static, outs, names
+
+    def submit(self, model: str, feeds: dict) -> Future:
+        fut: Future = Future()
+        self._queue.put((model, feeds, fut))
+        return fut
+
+    def _serve(self, i: int) -> None:
+        torch, stream, graphs = self.torch, self._streams[i], self._graphs[i]
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            model, feeds, fut = item
+            try:
+                graph, static, outs, names = graphs[model]
+                with torch.no_grad(), torch.cuda.stream(stream):
+                    for buf, n in zip(static, names):
+                        buf.copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=False)
+                    graph.replay()
+                    host = {f"output{k}": o.cpu().numpy() for k, o in enumerate(outs)}  # .cpu() waits
+                fut.set_result(host)
+            except BaseException as exc:  # noqa: BLE001 - the request's caller gets it
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(30)

@@ -1,0 +1,241 @@
+"""One model's lane: its queue, its dynamic batcher thread(s), and the split of answers.
+
+A batcher takes the oldest request, adds every queued request of the same
+:func:`~.request.signature` that still fits (``max_batch`` rows, requests whole, in
+arrival order), and then *may* wait for more, never past ``oldest.arrival +
+max_delay``: only while more are expected by then (the recent gap between arrivals,
+a moving average, is shorter than the time left).  So under low load a request goes
+alone right away; as load rises, requests queue while the runner is busy and batches
+grow with the load, and at high rates the batcher also waits up to ``max_delay`` to
+fill a batch.
+
+A batch's feeds are concatenated along dim 0, run, and each output is cut back into
+the requests' own rows (a single-request batch gets the runner's outputs as they
+are).  A failing run, or outputs without the batch's rows, fail exactly that
+batch's futures with a :class:`~hetpart.errors.BatchError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+
+import numpy as np
+
+from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError
+from .gate import Gate
+from .request import Request
+from .stats import ModelStats
+
+_GAP_WEIGHT = 0.2  # weight of the newest inter-arrival gap in the moving average
+
+
+class Lane:
+    """The queue and batcher(s) of one model; ``instances`` batches may run at once."""
+
+    def __init__(self, name: str, runner, *, max_delay: float, priority: int = 0, instances: int = 1,
+                 gate: Gate | None = None):
+        self.name, self.runner = name, runner
+        self.max_batch = int(runner.max_batch)
+        self.max_delay, self.priority, self.gate = max_delay, priority, gate
+        self.stats = ModelStats()
+        self._cond = threading.Condition()
+        self._queue: deque[Request] = deque()
+        self._accepting, self._stopping, self._forming = True, False, False
+        self._gap = float("inf")  # moving average of the gap between arrivals (s)
+        self._last_arrival: float | None = None
+        self._in_flight: dict[int, list[Request]] = {}  # thread id -> its running batch
+        self._threads = [threading.Thread(target=self._loop, name=f"hetpart-serve-{name}-{i}", daemon=True)
+                         for i in range(instances)]
+        for t in self._threads:
+            t.start()
+
+    # --- requests in -------------------------------------------------------------
+    def put(self, request: Request) -> None:
+        with self._cond:
+            if not self._accepting:
+                raise ServerClosedError(f"model '{self.name}': the server is closed; it accepts no request")
+            now = request.arrival
+            if self._last_arrival is not None:
+                # one long idle spell must not hide a burst: gaps count at most 10 max_delays
+                gap = min(now - self._last_arrival, 10 * self.max_delay)
+                self._gap = gap if self._gap == float("inf") else (1 - _GAP_WEIGHT) * self._gap + _GAP_WEIGHT * gap
+            self._last_arrival = now
+            self._queue.append(request)
+            self.stats.count("submitted")
+            self._cond.notify_all()  # the batcher forming a batch, or an idle one
+
+    # --- forming a batch ---------------------------------------------------------
+    def _next_batch(self) -> list[Request] | None:
+        """The next batch (requests already marked running), or None once stopping and empty."""
+        with self._cond:
+            # one batch forms at a time: a second instance would take the requests
+            # the first one waits for, and both would run half-empty batches
+            while self._forming or (not self._queue and not self._stopping):
+                self._cond.wait()
+            self._forming = True
+            try:
+                return self._form()
+            finally:
+                self._forming = False
+                self._cond.notify_all()
+
+    def _form(self) -> list[Request] | None:
+        """Under ``_cond``: the oldest request and its company (see the module docstring)."""
+        while True:
+            if not self._queue:
+                return None  # stopping, and nothing left
+            first = self._queue.popleft()
+            if first.future.set_running_or_notify_cancel():
+                break
+            self.stats.count("cancelled")
+        batch, rows = [first], first.rows
+        rows = self._take(batch, rows)
+        deadline = first.arrival + self.max_delay
+        while rows < self.max_batch and not self._stopping:
+            now = time.perf_counter()
+            expected = (self._last_arrival or now) + self._gap
+            if now >= deadline or expected > deadline:
+                break
+            self._cond.wait(deadline - now)
+            rows = self._take(batch, rows)
+        return batch
+
+    def _take(self, batch: list[Request], rows: int) -> int:
+        """Move queued requests that match ``batch[0]`` and fit into ``batch``; the rows it then has."""
+        keep: deque[Request] = deque()
+        sig = batch[0].signature
+        while self._queue:
+            r = self._queue.popleft()
+            if r.signature != sig or rows + r.rows > self.max_batch:
+                keep.append(r)
+            elif r.future.set_running_or_notify_cancel():
+                batch.append(r)
+                rows += r.rows
+            else:
+                self.stats.count("cancelled")
+            if rows == self.max_batch:
+                break
+        keep.extend(self._queue)
+        self._queue = keep
+        return rows
+
+    # --- running it --------------------------------------------------------------
+    def _loop(self) -> None:
+        me = threading.get_ident()
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            with self._cond:
+                self._in_flight[me] = batch
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._in_flight.pop(me, None)
+                    self._cond.notify_all()
+
+    def _run(self, batch: list[Request]) -> None:
+        rows = sum(r.rows for r in batch)
+        if self.gate is not None:
+            self.gate.acquire(self.priority, batch[0].arrival)
+        start = time.perf_counter()
+        try:
+            outputs = self.runner.run(_concat(batch))
+            results = _split(outputs, batch, rows)
+        except BaseException as exc:  # noqa: BLE001 - every error reaches exactly this batch's callers
+            error = self._batch_error(exc, batch, rows)
+            self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], time.perf_counter() - start)
+            for r in batch:
+                if _settle(r.future, exc=error):
+                    self.stats.count("failed")
+            return
+        finally:
+            if self.gate is not None:
+                self.gate.release()
+        self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], time.perf_counter() - start)
+        for r, result in zip(batch, results):
+            if _settle(r.future, result=result):
+                self.stats.count("completed")
+
+    def _batch_error(self, exc: BaseException, batch: list[Request], rows: int) -> BatchError:
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HetpartError) else str(exc)
+        error = BatchError(f"model '{self.name}': its batch of {len(batch)} request(s), {rows} row(s), "
+                           f"failed: {what}", self.name, getattr(exc, "partition", None))
+        error.__cause__ = exc
+        return error
+
+    # --- shutting down -----------------------------------------------------------
+    def stop_accepting(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def drain(self) -> None:
+        """Stop waiting for company: batchers run what is queued, then exit."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def wait_idle(self, deadline: float | None) -> bool:
+        """Wait (until ``deadline``, perf_counter time) for the queue to empty and every batch to end."""
+        with self._cond:
+            while self._queue or self._in_flight:
+                left = None if deadline is None else deadline - time.perf_counter()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
+        return True
+
+    def reject_rest(self, reason: str, *, running: bool = True) -> None:
+        """Fail every queued request, and (``running``) every one in a batch still
+        running, with ServerClosedError."""
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+            running = [r for b in self._in_flight.values() for r in b] if running else []
+            self._cond.notify_all()
+        for r in queued:
+            r.future.set_running_or_notify_cancel()
+        for r in queued + running:
+            if _settle(r.future, exc=ServerClosedError(f"model '{self.name}': {reason}")):
+                self.stats.count("shut_down")
+
+
+def _concat(batch: list[Request]) -> dict[str, np.ndarray]:
+    if len(batch) == 1:
+        return batch[0].feeds
+    return {n: np.concatenate([r.feeds[n] for r in batch]) for n in batch[0].feeds}
+
+
+def _split(outputs, batch: list[Request], rows: int) -> list[dict[str, np.ndarray]]:
+    """Each request's own rows of every output (in batch order)."""
+    if not hasattr(outputs, "items"):
+        raise RuntimeFailure(f"the runner returned {type(outputs).__name__}, not a dict of output name -> array")
+    if len(batch) == 1:
+        return [dict(outputs)]
+    for name, y in outputs.items():
+        if np.ndim(y) == 0 or np.shape(y)[0] != rows:
+            raise RuntimeFailure(f"output '{name}' {list(np.shape(y))} does not have the batch's {rows} rows "
+                                 "in dim 0; serve this model with max_batch=1")
+    results, start = [], 0
+    for r in batch:
+        results.append({n: y[start:start + r.rows] for n, y in outputs.items()})
+        start += r.rows
+    return results
+
+
+def _settle(future: Future, result=None, exc: BaseException | None = None) -> bool:
+    """Answer ``future`` unless it is answered already (close() may have rejected it); True if this did."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return True
+    except InvalidStateError:
+        return False

@@ -1,0 +1,196 @@
+"""The serving benchmark's logic on the CPU with fake runners: the load generator, the
+per-answer check (a system that mixes answers is caught as ``crossed``, one that drops
+requests as ``lost``), the sweep, the records (schema fields) and the report (table,
+SVG).  No assertion depends on how fast this machine is."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hetpart.bench import serve, serve_report
+from hetpart.bench.serve_load import LoadModel, classify, fingerprint, offer_load, poisson_arrivals, references
+from hetpart.serving import Server
+
+
+class Sleepy:
+    """A fake model: y = 3x - row index independent; sleeps a little per batch."""
+
+    def __init__(self, max_batch, seconds=0.002):
+        self.max_batch, self.seconds = max_batch, seconds
+
+    def run(self, feeds):
+        time.sleep(self.seconds)
+        return {"y": 3 * feeds["x"] - 1, "norm": np.linalg.norm(feeds["x"], axis=1)}
+
+
+def pool(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def load_models():
+    return [LoadModel("a", pool(seed=1)), LoadModel("b", pool(seed=2))]
+
+
+class Mixer:
+    """Answers honestly while the references are taken, then each request with the previous one's answer."""
+
+    def __init__(self, honest):
+        self.inner, self.honest, self.prev, self.count = Sleepy(1, 0), honest, {}, 0
+
+    def submit(self, model, feeds):
+        self.count += 1
+        use = feeds if self.count <= self.honest else self.prev.get(model, feeds)
+        self.prev[model] = feeds
+        f = Future()
+        f.set_result(self.inner.run(use))
+        return f
+
+
+class Dropper(Mixer):
+    """Never answers every 5th request after the references."""
+
+    def submit(self, model, feeds):
+        self.count += 1
+        f = Future()
+        if self.count > self.honest and self.count % 5 == 0:
+            return f
+        f.set_result(self.inner.run(feeds))
+        return f
+
+
+def test_poisson_arrivals_have_the_rate_and_stay_in_the_window():
+    t = poisson_arrivals(500.0, 4.0, np.random.default_rng(0))
+    assert np.all(np.diff(t) > 0) and t[-1] < 4.0
+    assert 1800 < len(t) < 2200  # 2000 expected; seeded, so this is one fixed draw
+
+
+def test_classify_tells_own_other_and_wrong_answers_apart():
+    refs = [fingerprint({"y": np.full((1, 8), float(i))}) for i in range(3)]
+    assert classify(refs[1], 1, refs) == "ok"
+    assert classify(refs[2], 1, refs) == "crossed"
+    assert classify(fingerprint({"y": np.full((1, 8), 7.0)}), 1, refs) == "wrong"
+
+
+def test_a_server_under_load_answers_every_request_with_its_own_answer():
+    models = load_models()
+    with Server({"a": Sleepy(8), "b": Sleepy(4)}, max_delay=0.001) as server:
+        references(server, models)
+        point = offer_load(server, models, rate_per_s=300, window_s=0.3, seed=3)
+    assert point.offered > 30
+    assert (point.completed, point.lost, point.crossed, point.wrong, point.failed) == (point.offered, 0, 0, 0, 0)
+    assert point.p50_ms is not None and point.p99_ms >= point.p50_ms
+
+
+def test_mixed_answers_are_caught_as_crossed():
+    models = load_models()
+    system = Mixer(honest=sum(len(m.payloads) for m in models))
+    references(system, models)
+    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1)
+    assert point.crossed > 0 and point.completed + point.crossed + point.wrong == point.offered
+    assert not point.meets(1e9)
+
+
+class Slowpoke(Mixer):
+    """Answers every 5th request after the references only after ``delay`` s."""
+
+    def __init__(self, honest, delay):
+        super().__init__(honest)
+        self.delay = delay
+
+    def submit(self, model, feeds):
+        self.count += 1
+        f = Future()
+        result = self.inner.run(feeds)
+        if self.count > self.honest and self.count % 5 == 0:
+            threading.Timer(self.delay, f.set_result, args=(result,)).start()
+        else:
+            f.set_result(result)
+        return f
+
+
+def test_answers_after_the_drain_are_late_not_lost():
+    models = load_models()
+    system = Slowpoke(honest=sum(len(m.payloads) for m in models), delay=0.5)
+    references(system, models)
+    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1, drain_s=0.05, lost_after_s=30)
+    assert point.late > 0 and point.lost == 0 and point.completed == point.offered
+    assert not point.meets(1e9)
+
+
+def test_unanswered_requests_are_lost():
+    models = load_models()
+    system = Dropper(honest=sum(len(m.payloads) for m in models))
+    references(system, models)
+    point = offer_load(system, models, rate_per_s=200, window_s=0.2, seed=1, drain_s=0.2, lost_after_s=0.1)
+    assert point.lost > 0 and point.late == point.lost and point.completed == point.offered - point.lost
+    assert point.p99_ms is None  # a lost request's latency is infinite
+
+
+def test_the_benchmark_records_every_contender_and_renders(tmp_path):
+    def hetpart_server(max_batch, **options):
+        return lambda: Server({"a": Sleepy(max_batch), "b": Sleepy(max_batch)}, **options)
+
+    models = load_models()
+    scenario = serve.Scenario("pair", models, [
+        serve.Contender("hetpart", hetpart_server(8, max_delay=0.001)),
+        serve.Contender("hetpart-no-batching", hetpart_server(1, max_delay=0)),
+        # honest through the sweep's two reference passes (warm-up, then timed)
+        serve.Contender("mixer", lambda: Mixer(honest=2 * sum(len(m.payloads) for m in models))),
+        serve.Contender("torch-cuda-graphs", None, skipped="PyTorch not installed"),
+        serve.Contender("broken", lambda: 1 / 0),
+    ], slo_ms=1000.0)
+    options = serve.SweepOptions(window_s=0.15, start_rate=50, growth=2.0, max_steps=3, drain_s=5)
+    body = serve.run([scenario], options, budget_s=60)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart", "hetpart-no-batching", "mixer", "torch-cuda-graphs", "broken"}
+    assert rows["broken"]["skipped"].startswith("failed: ZeroDivisionError")
+    for r in rows.values():
+        for key in ("models", "contender", "slo_ms", "max_rate_per_s", "p50_ms", "p99_ms"):
+            assert key in r
+    ours = rows["hetpart"]
+    assert ours["models"] == ["a", "b"] and ours["lost"] == 0 and ours["crossed"] == 0 and ours["wrong"] == 0
+    assert ours["max_rate_per_s"] > 0 and ours["curve"] and ours["curve"][0]["mean_batch_rows"] >= 1
+    assert rows["mixer"]["crossed"] > 0 and rows["mixer"]["max_rate_per_s"] == 0
+    assert rows["torch-cuda-graphs"]["skipped"] == "PyTorch not installed"
+    (s,) = body["scenarios"]
+    assert s["lost"] == 0 and s["crossed"] == 0
+    assert s["best_other"] == "hetpart-no-batching"
+    assert s["speedup_vs_best"] == ours["max_rate_per_s"] / rows["hetpart-no-batching"]["max_rate_per_s"]
+    json.dumps(body)  # JSON-ready
+    table = serve_report.markdown(body)
+    assert "| hetpart |" in table and "skipped: PyTorch not installed" in table and "x the best other" in table
+    root = ET.fromstring(serve_report.svg(body))
+    assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 3
+
+
+@pytest.mark.slow
+def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
+    """bench/serve.py with a small zoo model, CUDA simulated: builds, serves through
+    every contender, writes the JSON (schema), the table and the plot."""
+    import runpy
+
+    from hetpart.contracts import read_json
+
+    out = tmp_path / "serve.json"
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    front["main"](["--small", "--simulate", "--scenarios", "mlp", "--max-batch", "4", "--budget", "120",
+                   "--window-s", "0.2", "--max-steps", "2", "--slo-ms", "1000", "--out", str(out)])
+    body = read_json(out, serve.SCHEMA, serve.VERSION)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart", "hetpart-no-batching", "sequential", "torch-cuda-graphs"}
+    assert rows["torch-cuda-graphs"]["skipped"]  # simulated: no GPU for PyTorch
+    for name in ("hetpart", "hetpart-no-batching", "sequential"):
+        assert rows[name]["skipped"] is None and rows[name]["max_rate_per_s"] > 0, rows[name]
+        assert rows[name]["lost"] == 0 and rows[name]["crossed"] == 0 and rows[name]["wrong"] == 0
+    assert body["scenarios"][0]["speedup_vs_best"] is not None
+    assert "| hetpart |" in out.with_suffix(".md").read_text()
+    ET.fromstring(out.with_suffix(".svg").read_text())

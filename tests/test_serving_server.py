@@ -1,0 +1,419 @@
+"""hetpart.serving.Server with fake runners: no mixing or dropping under a many-thread
+hammer, batching that follows the load, typed errors confined to their batch or
+request, and a shutdown that answers or rejects every pending request.
+
+Batching is made deterministic where it matters: a runner that blocks on an event
+holds the batcher while requests queue, so what the next batch holds does not depend
+on timing.  No test asserts a duration.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+
+import hetpart
+from hetpart.serving import Server
+from hetpart.serving.gate import Gate
+
+
+class Doubler:
+    """y = 2x + 1 and a per-row sum; records every row it ran (by payload id, column 0)."""
+
+    def __init__(self, max_batch=8, inputs=None):
+        self.max_batch = max_batch
+        self.rows_seen: list[float] = []
+        self.batch_sizes: list[int] = []
+        self.lock = threading.Lock()
+        if inputs is not None:
+            self.inputs = inputs
+
+    def run(self, feeds):
+        x = feeds["x"]
+        assert 1 <= len(x) <= self.max_batch
+        with self.lock:
+            self.rows_seen.extend(x[:, 0].tolist())
+            self.batch_sizes.append(len(x))
+        return {"y": 2 * x + 1, "s": x.sum(axis=1)}
+
+
+class Blocking(Doubler):
+    """A Doubler whose first run waits for ``release`` (``started`` is set when it begins)."""
+
+    def __init__(self, max_batch=8, poison=None):
+        super().__init__(max_batch)
+        self.started, self.release = threading.Event(), threading.Event()
+        self.poison = poison
+
+    def run(self, feeds):
+        self.started.set()
+        assert self.release.wait(30)
+        if self.poison is not None and (feeds["x"][:, 0] == self.poison).any():
+            raise hetpart.RuntimeFailure("poisoned row", partition="p0")
+        return super().run(feeds)
+
+
+def row(i, width=3):
+    return {"x": np.full((1, width), float(i), np.float32)}
+
+
+def expect_own(result, i, width=3, rows=1):
+    x = np.full((rows, width), float(i), np.float32)
+    np.testing.assert_array_equal(result["y"], 2 * x + 1)
+    np.testing.assert_array_equal(result["s"], x.sum(axis=1))
+
+
+# --- correctness under many threads -------------------------------------------------
+def test_hammer_every_response_is_its_own_requests():
+    """16 threads x 200 requests over two models (one with three batchers), 1-3 rows
+    each, distinct payloads: each answer holds exactly its own rows, and every row ran
+    exactly once."""
+    runners = {"a": Doubler(max_batch=8), "b": Doubler(max_batch=5)}
+    threads, per_thread = 16, 200
+    failures: list[str] = []
+    server = Server({"a": runners["a"]}, max_delay=0.001)
+    server.add_model("b", runners["b"], instances=3)  # three batches of b may run at once
+    with server:
+        def client(t):
+            rng = random.Random(t)
+            futures = []
+            for i in range(per_thread):
+                pid = t * 10_000 + i + 1
+                rows = rng.randint(1, 3)
+                x = np.stack([np.arange(4, dtype=np.float64) + pid * 10 + r for r in range(rows)])
+                x[:, 0] = pid * 10 + np.arange(rows)
+                futures.append((server.submit(rng.choice("ab"), {"x": x}), x))
+            for fut, x in futures:
+                out = fut.result(timeout=60)
+                if not (np.array_equal(out["y"], 2 * x + 1) and np.array_equal(out["s"], x.sum(axis=1))):
+                    failures.append(f"thread {t}: payload {x[0, 0]} got someone else's answer")
+        pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        stats = server.stats()
+    assert not failures, failures[:5]
+    seen = runners["a"].rows_seen + runners["b"].rows_seen
+    assert len(seen) == len(set(seen)), "a row ran twice"
+    assert sum(s["completed"] for s in stats.values()) == threads * per_thread
+    assert sum(s["submitted"] for s in stats.values()) == threads * per_thread
+    assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 5
+
+
+def test_requests_queued_behind_a_busy_runner_are_batched_up_to_max_batch():
+    runner = Blocking(max_batch=8)
+    with Server({"m": runner}, max_delay=0) as server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        rest = [server.submit("m", row(i)) for i in range(1, 11)]
+        runner.release.set()
+        expect_own(first.result(30), 0)
+        for i, fut in enumerate(rest, start=1):
+            expect_own(fut.result(30), i)
+        stats = server.stats()["m"]
+    assert runner.batch_sizes == [1, 8, 2]
+    assert stats["batch_requests"] == {1: 1, 2: 1, 8: 1} and stats["batches"] == 3
+    assert stats["mean_batch_rows"] == 11 / 3
+    assert stats["queue_wait_ms"]["p50"] <= stats["queue_wait_ms"]["p99"]
+    assert stats["run_ms"]["p99"] is not None
+
+
+def test_one_request_at_a_time_runs_alone():
+    runner = Doubler(max_batch=8)
+    with Server({"m": runner}) as server:
+        for i in range(20):
+            expect_own(server.infer("m", row(i), timeout=30), i)
+        assert server.stats()["m"]["batch_rows"] == {1: 20}
+    assert runner.batch_sizes == [1] * 20
+
+
+def test_a_lone_request_does_not_wait_for_max_delay():
+    """The first request on an idle server has no recent arrivals: it goes at once
+    (with max_delay an hour, waiting would time the result out)."""
+    with Server({"m": Doubler()}, max_delay=3600) as server:
+        expect_own(server.submit("m", row(7)).result(timeout=60), 7)
+
+
+def test_requests_of_different_shapes_are_batched_apart():
+    runner = Blocking(max_batch=8)
+    with Server({"m": runner}, max_delay=0) as server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        narrow = [server.submit("m", row(i, width=3)) for i in range(1, 4)]
+        wide = [server.submit("m", row(i, width=5)) for i in range(4, 7)]
+        runner.release.set()
+        first.result(30)
+        for i, f in enumerate(narrow, start=1):
+            expect_own(f.result(30), i, width=3)
+        for i, f in enumerate(wide, start=4):
+            expect_own(f.result(30), i, width=5)
+    assert runner.batch_sizes == [1, 3, 3]
+
+
+# --- errors -------------------------------------------------------------------------
+def test_a_failing_batch_fails_exactly_its_requests():
+    runner = Blocking(max_batch=4, poison=5.0)
+    with Server({"m": runner}, max_delay=0) as server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        futures = [server.submit("m", row(i)) for i in range(1, 11)]  # batches [1-4] [5-8] [9-10]
+        runner.release.set()
+        expect_own(first.result(30), 0)
+        for i, fut in enumerate(futures, start=1):
+            if 5 <= i <= 8:
+                with pytest.raises(hetpart.BatchError) as info:
+                    fut.result(30)
+                assert isinstance(info.value, hetpart.RuntimeFailure)
+                assert "poisoned row" in str(info.value) and info.value.partition == "p0"
+                assert isinstance(info.value.__cause__, hetpart.RuntimeFailure)
+            else:
+                expect_own(fut.result(30), i)
+        expect_own(server.infer("m", row(42), timeout=30), 42)  # still serving
+        stats = server.stats()["m"]
+    assert stats["failed"] == 4 and stats["completed"] == 8
+
+
+def test_a_runner_bug_is_a_typed_batch_error():
+    class Broken:
+        max_batch = 2
+
+        def run(self, feeds):
+            raise ZeroDivisionError("oops")
+
+    with Server({"m": Broken()}) as server:
+        with pytest.raises(hetpart.BatchError, match="ZeroDivisionError: oops"):
+            server.infer("m", row(1), timeout=30)
+
+
+def test_outputs_without_the_batch_rows_fail_the_batch():
+    class NoBatchDim(Blocking):
+        def run(self, feeds):
+            super().run(feeds)
+            return {"total": np.float32(feeds["x"].sum())}
+
+    runner = NoBatchDim(max_batch=4)
+    with Server({"m": runner}, max_delay=0) as server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        pair = [server.submit("m", row(1)), server.submit("m", row(2))]
+        runner.release.set()
+        assert first.result(30)["total"] == 0  # alone: the outputs as they are
+        for fut in pair:
+            with pytest.raises(hetpart.BatchError, match="max_batch=1"):
+                fut.result(30)
+
+
+class Unreadable:
+    """Like a GPU tensor: claims to be an array, but numpy cannot read it."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+
+def test_bad_feeds_are_refused_at_submit_naming_the_input():
+    from hetpart.compiler.artifact import TensorSpec
+
+    runner = Doubler(max_batch=4, inputs=[TensorSpec("x", (4, 3), "float32")])
+    with Server({"m": runner}) as server:
+        cases = {
+            "wrong name": ({"z": np.zeros((1, 3), np.float32)}, ["x", "z"]),
+            "wrong shape": ({"x": np.zeros((1, 5), np.float32)}, ["x"]),
+            "wrong dtype": ({"x": np.zeros((1, 3), np.int64)}, ["x"]),
+            "too many rows": ({"x": np.zeros((5, 3), np.float32)}, ["x"]),
+            "no batch dim": ({"x": np.float32(1)}, ["x"]),
+            "not an array": ({"x": "text"}, ["x"]),
+            "unreadable": ({"x": Unreadable()}, ["x"]),
+        }
+        for what, (feeds, named) in cases.items():
+            with pytest.raises(hetpart.BadRequestError) as info:
+                server.submit("m", feeds)
+            assert sorted(info.value.inputs) == named, what
+            assert "'x'" in str(info.value), what
+        with pytest.raises(hetpart.BadRequestError, match="no model named 'nope'"):
+            server.submit("nope", row(1))
+        expect_own(server.infer("m", row(3), timeout=30), 3)
+        assert server.stats()["m"]["rejected"] == len(cases)
+    assert runner.rows_seen == [3.0]
+
+
+def test_inputs_that_disagree_on_rows_are_refused():
+    class Two(Doubler):
+        def run(self, feeds):
+            return {"y": feeds["x"] + feeds["w"]}
+
+    with Server({"m": Two()}) as server:
+        with pytest.raises(hetpart.BadRequestError, match="disagree on the batch dim"):
+            server.submit("m", {"x": np.zeros((1, 3)), "w": np.zeros((2, 3))})
+
+
+def test_a_cancelled_request_is_not_run():
+    runner = Blocking(max_batch=8)
+    with Server({"m": runner}, max_delay=0) as server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        doomed = server.submit("m", row(1))
+        kept = server.submit("m", row(2))
+        assert doomed.cancel()
+        runner.release.set()
+        first.result(30)
+        expect_own(kept.result(30), 2)
+        with pytest.raises(CancelledError):
+            doomed.result(0)
+    assert 1.0 not in runner.rows_seen
+
+
+# --- shutdown -----------------------------------------------------------------------
+def test_close_answers_every_pending_request():
+    runner = Blocking(max_batch=4)
+    server = Server({"m": runner}, max_delay=0)
+    first = server.submit("m", row(0))
+    assert runner.started.wait(30)
+    pending = [server.submit("m", row(i)) for i in range(1, 10)]
+    closer = threading.Thread(target=server.close)
+    closer.start()
+    runner.release.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    for i, fut in enumerate([first] + pending):
+        expect_own(fut.result(0), i)
+    with pytest.raises(hetpart.ServerClosedError):
+        server.submit("m", row(99))
+
+
+def test_close_with_a_timeout_rejects_what_it_cannot_answer():
+    runner = Blocking(max_batch=4)
+    server = Server({"m": runner}, max_delay=0)
+    first = server.submit("m", row(0))
+    assert runner.started.wait(30)
+    pending = [server.submit("m", row(i)) for i in range(1, 10)]
+    assert server.close(timeout=0.05) is False  # the runner is stuck: nothing more can finish
+    for fut in [first] + pending:
+        assert fut.done()
+        with pytest.raises(hetpart.ServerClosedError):
+            fut.result(0)
+    runner.release.set()  # the stuck run ends; its late answer is dropped, not raised
+    assert server.stats()["m"]["shut_down"] == 10
+
+
+def test_close_without_drain_rejects_the_queue_and_finishes_the_running_batch():
+    runner = Blocking(max_batch=4)
+    server = Server({"m": runner}, max_delay=0)
+    first = server.submit("m", row(0))
+    assert runner.started.wait(30)
+    queued = [server.submit("m", row(i)) for i in range(1, 5)]
+    closer = threading.Thread(target=server.close, kwargs={"drain": False})
+    closer.start()
+    for fut in queued:
+        with pytest.raises(hetpart.ServerClosedError):
+            fut.result(30)
+    runner.release.set()
+    closer.join(60)
+    expect_own(first.result(0), 0)
+    assert runner.batch_sizes == [1]
+
+
+# --- priority -----------------------------------------------------------------------
+def test_gate_hands_a_freed_slot_to_the_highest_priority_then_the_oldest():
+    gate = Gate(1)
+    gate.acquire(0, 0.0)
+    order, threads = [], []
+    for name, priority, arrival in [("low-old", 0, 1.0), ("high", 5, 3.0), ("low-new", 0, 2.0), ("mid", 2, 4.0)]:
+        def take(name=name, priority=priority, arrival=arrival):
+            gate.acquire(priority, arrival)
+            order.append(name)
+            gate.release()
+        threads.append(threading.Thread(target=take))
+        threads[-1].start()
+    while len(gate._waiting) < 4:  # every one queued before the slot frees
+        threading.Event().wait(0.001)
+    gate.release()
+    for t in threads:
+        t.join(30)
+    assert order == ["high", "mid", "low-old", "low-new"]
+
+
+def test_one_slot_across_models_runs_one_batch_at_a_time():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    class Counting(Doubler):
+        def run(self, feeds):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                threading.Event().wait(0.001)
+                return super().run(feeds)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    server = Server(max_concurrent_batches=1)
+    server.add_model("a", Counting(), priority=1)
+    server.add_model("b", Counting())
+    with server:
+        futures = [(server.submit("ab"[i % 2], row(i)), i) for i in range(60)]
+        for fut, i in futures:
+            expect_own(fut.result(30), i)
+    assert peak[0] == 1
+
+
+def test_max_batch_below_the_runners_own_is_respected():
+    runner = Blocking(max_batch=8)
+    server = Server(max_delay=0)
+    server.add_model("m", runner, max_batch=3)
+    with server:
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        rest = [server.submit("m", row(i)) for i in range(1, 7)]
+        runner.release.set()
+        for i, fut in enumerate([first] + rest):
+            expect_own(fut.result(30), i)
+        with pytest.raises(hetpart.BadRequestError, match="1..3 rows"):
+            server.submit("m", {"x": np.zeros((4, 3), np.float32)})
+    assert runner.batch_sizes == [1, 3, 3]
+
+
+def test_close_while_clients_submit_leaves_no_future_pending():
+    """Clients keep submitting while the server closes: once close() returns, every
+    future a submit gave is done, each with its own answer or ServerClosedError, and
+    a submit after it raises ServerClosedError."""
+    server = Server({"m": Doubler(max_batch=4)}, max_delay=0.0005)
+    futures, refused, stop = [], [0], threading.Event()
+    lock = threading.Lock()
+
+    def client(t):
+        i = 0
+        while not stop.is_set():
+            pid = t * 100_000 + i
+            try:
+                fut = server.submit("m", row(pid))
+            except hetpart.ServerClosedError:
+                with lock:
+                    refused[0] += 1
+                return
+            with lock:
+                futures.append((fut, pid))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    while len(futures) < 500:
+        threading.Event().wait(0.001)
+    server.close()
+    stop.set()
+    for th in threads:
+        th.join(30)
+    with pytest.raises(hetpart.ServerClosedError):
+        server.submit("m", row(-1))
+    for fut, pid in futures:
+        assert fut.done()
+        if fut.exception() is None:
+            expect_own(fut.result(), pid)
+        else:
+            assert isinstance(fut.exception(), hetpart.ServerClosedError)
