@@ -25,9 +25,10 @@ from .capacity import repair, solve_under_cap
 from .evaluate import Evaluation, evaluate
 from .heft import heft
 from .gpu_memory import fits
-from .mincut import Weights
+from .mincut import Weights, solve_min_cut
 from .problem import Assignment, Problem
 from .search import improve
+from . import streaming
 
 LATENCY_BUDGET = 150  # evaluations; only partition overheads leave the min cut room to improve
 MAKESPAN_BUDGET = 400
@@ -114,9 +115,11 @@ def latency(problem: Problem, progress: bool = False) -> Assignment:
     then merge partitions whose per-call overhead outweighs what they save."""
     exact = solve_under_cap(problem, progress=progress)
     start = best_of(problem, [exact, *feasible_baselines(problem)], OBJECTIVES["latency"])
-    if not any(problem.overhead.values()):
-        return start  # the cut is optimal: nothing for the search to find
-    return improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
+    if any(problem.overhead.values()):  # else the cut is optimal: nothing for the search to find
+        start = improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
+    if problem.stream_weights and not fits(problem, solve_min_cut(problem)):
+        start = streaming.place(problem, start, progress)  # the cap binds: weights may stream
+    return start
 
 
 @objective("makespan", metric="makespan_s", timeline="parallel", overlap=True)
