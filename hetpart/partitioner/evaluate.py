@@ -63,11 +63,13 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
             mem = replace(base, stream_buffers=slots * slot)
             fits = problem.gpu_memory is None or mem.total <= problem.gpu_memory
             seq = finish(simulate(ringed, "sequential"))
-            span = finish(simulate(ringed, "parallel"))
+            span = finish(simulate(ringed, "parallel")) if overlap else None
             key = (not fits, span if overlap else seq, seq, slots)
             if best is None or key < best[0]:
-                best = (key, Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed))
-    return best[1]
+                best = (key, ringed, seq, span, mem, fits)
+    _, ringed, seq, span, mem, fits = best
+    span = finish(simulate(ringed, "parallel")) if span is None else span
+    return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed)
 
 
 def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozenset) -> Evaluation:

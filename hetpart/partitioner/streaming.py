@@ -11,8 +11,8 @@ placement without a cap does not fit (no cap pressure, no streaming).
 :func:`place` minimises the predicted latency (partitions one after another, weight
 copies beside them) under the cap:
 
-* **exact** when at most :data:`EXACT_KERNELS` kernels have a choice: every
-  placement (3 choices per kernel, fewer where pins or capabilities hold it) is
+* **exact** when there are at most :data:`EXACT_PLACEMENTS` placements (3 choices per
+  kernel, fewer where pins or capabilities hold it; 3^5 = 243): every one is
   evaluated and the best one that fits is taken.  "Exact" is over the model of
   :mod:`.evaluate`: slot size = the largest streamed kernel's weights, slot count the
   best of :data:`~.evaluate.SLOT_CHOICES`;
@@ -44,7 +44,7 @@ from .mincut import solve_min_cut
 from .problem import STREAM, Assignment, Problem
 from .search import _better
 
-EXACT_KERNELS = 7
+EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
 SLOT_SIZES = 4
 """Slot sizes tried by the heuristic's seeds: the largest distinct weight sizes of the
@@ -65,8 +65,12 @@ def key(e: Evaluation) -> tuple:
 def place(problem: Problem, resident: Assignment, progress: bool = False) -> Assignment:
     """The best placement found under ``problem.gpu_memory``, never worse than ``resident``
     (the best placement without streamed weights); see the module docstring."""
-    free = [k for k in problem.order if len(choices(problem, k)) > 1]
-    if len(free) <= EXACT_KERNELS:
+    placements = 1
+    for k in problem.order:
+        placements *= len(choices(problem, k))
+        if placements > EXACT_PLACEMENTS:
+            break
+    if placements <= EXACT_PLACEMENTS:
         return exhaustive(problem, resident)
     start = min((evaluate(problem, s) for s in [resident, *seeds(problem)]), key=key)
     return improve(problem, start, progress)
