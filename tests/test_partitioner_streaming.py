@@ -308,7 +308,7 @@ def test_streamed_plan_round_trips_through_json_and_explains(tmp_path):
 
 
 def test_streaming_is_opt_in():
-    graph = bert_like(layers=1)
+    graph = bert_like(layers=2)
     costs = bert_costs(graph, "prefill")
     cap = weights(graph) // 3
     plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)

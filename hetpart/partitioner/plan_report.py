@@ -272,7 +272,9 @@ def _alternative(problem: Problem, obj, here: Evaluation, kernels, there: str) -
     m = move_effect(problem, obj, here, b)
     if not m.moved.fits:
         return f"would not fit: GPU needs {human_bytes(m.moved.memory.total)}"
-    return f"{signed_seconds(m.total_s)} " + ("(slower)" if m.total_s > 0 else "(a tie or a gain not reached)")
+    slots = m.moved.layout.stream_slots
+    ring = f", ring cut to {slots} slot(s) to fit" if 0 < slots < here.layout.stream_slots else ""
+    return f"{signed_seconds(m.total_s)} " + (f"(slower{ring})" if m.total_s > 0 else "(a tie or a gain not reached)")
 
 
 def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
