@@ -21,7 +21,8 @@ copies beside them) under the cap:
   its CUDA weights streamed to fit -- chosen largest-first or spread evenly over the
   model (so resident compute sits between streamed calls and hides their copies) --
   then a first-improvement local search over whole partitions and single kernels
-  moved between the three choices (:data:`SEARCH_BUDGET` evaluations).
+  moved between the three choices, and pairs of nearby kernels streamed together
+  (:data:`SEARCH_BUDGET` evaluations).
   **Bound**: the result is never predicted slower than the best plan without
   streaming (it is one of the seeds and the search only accepts improvements), and
   is exact on small graphs; there is no ratio guarantee to the optimum beyond that.
@@ -46,6 +47,8 @@ from .search import _better
 
 EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
+PAIR_REACH = 3
+"""Pair moves stream a weighted kernel together with one of the next this many."""
 SLOT_SIZES = 4
 """Slot sizes tried by the heuristic's seeds: the largest distinct weight sizes of the
 unconstrained cut's CUDA kernels (a slot fits the largest kernel streamed in it)."""
@@ -196,9 +199,17 @@ def moves(problem: Problem, e: Evaluation):
             if move:
                 yield move
     kernels = problem.graph.kernels
-    for k in problem.order:
-        if kernels[k].param_bytes > 0:
-            for there in choices(problem, k):
-                if there != p[k]:
-                    yield {k: there}
+    weighted = [k for k in problem.order if kernels[k].param_bytes > 0]
+    for k in weighted:
+        for there in choices(problem, k):
+            if there != p[k]:
+                yield {k: there}
+    # One streamed kernel needs a slot as large as its weights, so it saves no memory
+    # alone: streaming starts to fit in pairs (near each other, so they can share a slot
+    # or keep the copy stream busy).
+    streamable = [k for k in weighted if STREAM in choices(problem, k)]
+    for i, k in enumerate(streamable):
+        for j in streamable[i + 1:i + 1 + PAIR_REACH]:
+            if p[k] != STREAM or p[j] != STREAM:
+                yield {k: STREAM, j: STREAM}
 
