@@ -315,3 +315,18 @@ def test_streaming_is_opt_in():
     assert not plan.streamed and plan.stream_slots == 0
     assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
     assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True).streamed
+
+
+def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():
+    from hetpart.errors import PlanError
+
+    g = chain([10 * MiB, 10 * MiB, 10 * MiB])
+    costs = TableCosts({k: {"cpu": 1e-3, "cuda": 1e-4} for k in g.kernels}, link_bytes_per_s=32e9)
+    pins = [f"{k}=cuda" for k in g.kernels]
+    with pytest.raises(PlanError, match="cannot be met"):
+        partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False)
+    plan = partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False, stream_weights=True)
+    assert plan.streamed and set(plan.assignment.values()) == {"cuda"}
+    assert plan_gpu_bytes(g, plan) == plan.predicted["gpu_memory"]["total"] <= 25 * MiB
+    with pytest.raises(PlanError, match="even with their weights streamed the GPU needs"):
+        partition(g, cost_model=costs, pins=pins, gpu_memory=5 * MiB, progress=False, stream_weights=True)
