@@ -47,9 +47,6 @@ class Layout:
     stream_slots: int = 0  # the ring streamed groups' weights are copied into (0: nothing streamed)
     stream_slot_bytes: int = 0
 
-    def is_streamed(self, g: int) -> bool:
-        return self.groups[g].streamed
-
     @property
     def streamed_groups(self) -> list[int]:
         """Indices of the streamed groups, in order (the order of their weight copies)."""
