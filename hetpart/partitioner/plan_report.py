@@ -254,12 +254,12 @@ def _streaming_lines(problem: Problem, plan: Plan, obj, here: Evaluation) -> lis
     lines = ["", f"streamed weights: {len(plan.streamed)} partition(s) copy their weights from pinned host memory "
              f"into a ring of {plan.stream_slots} x {human_bytes(plan.stream_slot_bytes)} ({human_bytes(ring)}) "
              "on a copy stream ahead of their calls; the change if one instead",
-             f"  {'partition':<12} {'weights':>10} {'copy':>11}  {'kept them resident':<44}  ran on the CPU"]
+             f"  {'partition':<12} {'weights':>10} {'copy':>11}  {'kept them resident':<50}  ran on the CPU"]
     for p in plan.streamed:
         copy = problem.weight_copy_s(p.weight_bytes)
         alts = [_alternative(problem, obj, here, p.kernels, there) for there in ("cuda", "cpu")]
         lines.append(f"  {p.name:<12} {human_bytes(p.weight_bytes):>10} {human_seconds(copy):>11}  "
-                     f"{alts[0]:<44}  {alts[1]}")
+                     f"{alts[0]:<50}  {alts[1]}")
     return lines
 
 
