@@ -2,7 +2,8 @@
 
 Read in this order: :mod:`.problem` (the costs, looked up once) -> :mod:`.mincut`
 (the exact latency solution) -> :mod:`.gpu_memory` and :mod:`.capacity` (the GPU memory
-cap) -> :mod:`.grouping` and :mod:`.layout` (partitions and copies) ->
+cap; :mod:`.streaming`: weights streamed from host memory when the cap binds) ->
+:mod:`.grouping` and :mod:`.layout` (partitions and copies) ->
 :mod:`.timeline` and :mod:`.evaluate` (predicted numbers) -> :mod:`.objectives` (the
 registry; :mod:`.baselines`, :mod:`.heft` and :mod:`.search` serve it) ->
 :mod:`.planning` (the entry point) -> :mod:`.plan` (the data) -> :mod:`.plan_report`, :mod:`.svg`, :mod:`.trace`

@@ -2,8 +2,12 @@
 
 The model, deliberately simple and a little pessimistic:
 
-* **parameters**: every CUDA kernel keeps its own constants resident, so the sum of
-  ``kernel.param_bytes`` over CUDA kernels (kernels do not share constants);
+* **parameters**: every CUDA kernel whose weights are resident keeps its own
+  constants on the GPU, so the sum of ``kernel.param_bytes`` over those kernels
+  (kernels do not share constants);
+* **stream buffers**: kernels whose weights are streamed (:mod:`.streaming`) keep
+  them in pinned host memory; the GPU holds only the ring they are copied into,
+  ``stream_slots * stream_slot_bytes``;
 * **activations**: kernels run one at a time in the graph's topological order.  A
   tensor occupies GPU memory from the step of its producer (if the producer is on
   the CPU, it is copied over right after it is made; a model input arrives at step 0)
@@ -11,7 +15,7 @@ The model, deliberately simple and a little pessimistic:
   CPU (or returned) lives for its producer's step, until it is copied back;
 * the peak is the largest sum of live tensors over the steps.
 
-``parameters + peak activations`` must fit under ``--gpu-memory``.
+``parameters + stream buffers + peak activations`` must fit under ``--gpu-memory``.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ class GpuMemory:
 
     params: int
     peak_activations: int
+    stream_buffers: int = 0
 
     @property
     def total(self) -> int:
-        return self.params + self.peak_activations
+        return self.params + self.stream_buffers + self.peak_activations
 
 
-def gpu_memory(problem: Problem, a: Assignment) -> GpuMemory:
-    """Parameters plus peak live activations on the GPU under ``a`` (see module doc)."""
+def gpu_memory(problem: Problem, a: Assignment, streamed=frozenset(), ring_bytes: int = 0) -> GpuMemory:
+    """Resident parameters, the stream ring (``ring_bytes``) and peak live activations on
+    the GPU under ``a``; kernels in ``streamed`` hold no resident weights (see module doc)."""
     kernels = problem.graph.kernels
-    params = sum(kernels[k].param_bytes for k in problem.order if a[k] == "cuda")
+    params = sum(kernels[k].param_bytes for k in problem.order if a[k] == "cuda" and k not in streamed)
     n = len(problem.order)
     delta = [0] * (n + 1)  # live bytes change at each step: +start, -after end
     for f in problem.flows:
@@ -48,7 +54,7 @@ def gpu_memory(problem: Problem, a: Assignment) -> GpuMemory:
     for d in delta[:n]:
         live += d
         peak = max(peak, live)
-    return GpuMemory(params, peak)
+    return GpuMemory(params, peak, ring_bytes)
 
 
 def _gpu_span(problem: Problem, f, a: Assignment) -> tuple[int, int] | None:

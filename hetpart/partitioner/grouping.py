@@ -11,6 +11,12 @@ level* (the most device switches on any path from a graph input to the kernel);
 levels never decrease along an edge and grow at every switch, so the split groups are
 acyclic.  Then adjacent same-device groups are merged back wherever that closes no
 cycle, so no group is split more than it must be.
+
+Kernels whose weights are streamed (:mod:`.streaming`) are grouped apart from CUDA
+kernels whose weights are resident (as if on a third device), and a streamed group is
+cut, in topological order, into partitions whose weights fit one slot of the stream
+ring (``slot_bytes``).  Cutting a group into runs of a topological order closes no
+cycle: every edge between the runs points forward.
 """
 
 from __future__ import annotations
@@ -23,34 +29,67 @@ import networkx as nx
 from .problem import Assignment, Problem
 
 
+STREAM_LABEL = "cuda-streamed"
+"""The grouping label of a CUDA kernel whose weights are streamed."""
+
+
 @dataclass(frozen=True)
 class Group:
     device: str
     kernels: tuple[str, ...]
+    streamed: bool = False  # a CUDA group whose weights are streamed into the ring
 
 
-def group_kernels(problem: Problem, a: Assignment, by_level: bool = False) -> list[Group]:
-    """The partitions of ``a`` (see module docstring for the invariants).
+def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
+                  slot_bytes: int = 0) -> list[Group]:
+    """The partitions of ``a`` (see module docstring for the invariants); the kernels in
+    ``streamed`` (CUDA ones) form streamed groups of at most ``slot_bytes`` of weights.
 
     ``by_level`` makes more, smaller partitions so CPU and CUDA work can overlap (the
     makespan objective weighs this against overheads): groups are split by switch
     level, and a group also ends at each kernel that feeds the other device, so that
     copy can start before the rest of the group runs.  Nothing is merged back.
     """
+    if streamed:
+        labels = {k: STREAM_LABEL if k in streamed else d for k, d in a.items()}
+        groups = _grouped(problem, labels, by_level, slot_bytes)
+        return [Group("cuda", g.kernels, True) if g.device == STREAM_LABEL else g for g in groups]
+    return _grouped(problem, a, by_level)
+
+
+def _grouped(problem: Problem, a: Assignment, by_level: bool, slot_bytes: int = 0) -> list[Group]:
     if by_level:
         level = _switch_levels(problem, a)
         feeds = {u for u, v in problem.edges if a[u] != a[v]}
         part = _components(problem, a, lambda u, v: level[u] == level[v] and u not in feeds)
         if _has_cycle(problem, part):  # cutting at the feeders can close a cycle; levels alone cannot
             part = _components(problem, a, lambda u, v: level[u] == level[v])
-        return _ordered_groups(problem, a, part)
+        return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
     part = _components(problem, a, lambda u, v: True)
     if _has_cycle(problem, part):
         level = _switch_levels(problem, a)
         cyclic = _cyclic_parts(problem, part)
         split = _components(problem, a, lambda u, v: part[u] not in cyclic or level[u] == level[v])
         part = _merge_back(problem, a, split)
-    return _ordered_groups(problem, a, part)
+    return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
+
+
+def _fit_slots(problem: Problem, a: Assignment, part: dict[str, int], slot_bytes: int) -> dict[str, int]:
+    """Streamed groups cut, in topological order, into runs whose weights fit ``slot_bytes``
+    (a kernel larger than a slot alone in its run; the caller sizes slots to prevent it)."""
+    kernels = problem.graph.kernels
+    used: dict[int, tuple[int, int]] = {}  # group -> (current run id, its bytes)
+    out = dict(part)
+    for k in problem.order:
+        if a[k] != STREAM_LABEL:
+            continue
+        w = kernels[k].param_bytes
+        run, size = used.get(part[k], (part[k], 0))
+        if size and size + w > slot_bytes:
+            run, size = problem.step[k], 0
+        used[part[k]] = (run, size + w)
+        out[k] = run
+    return out
 
 
 def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:

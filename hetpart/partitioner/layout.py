@@ -3,12 +3,13 @@
 :func:`lay_out` groups kernels into partitions (:mod:`.grouping`) and lists every copy:
 one per tensor whose readers (or, for a model output, the host) sit on the device
 its producer does not.  A copy serves every partition on the destination device that
-reads the tensor.
+reads the tensor.  A partition whose weights are streamed also has a weight copy
+(host to GPU, ``weight_seconds``), which :mod:`.timeline` runs on its own track.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from .grouping import Group, group_kernels
 from .problem import Assignment, Problem
@@ -41,12 +42,30 @@ class Layout:
     group_seconds: list[float]
     transfers: list[Transfer]
     deps: list[tuple[int, ...]]
+    weight_bytes: list[int] = field(default_factory=list)  # per group: its kernels' constants
+    weight_seconds: list[float] = field(default_factory=list)  # per group: its weight copy (0: resident)
+    stream_slots: int = 0  # the ring streamed groups' weights are copied into (0: nothing streamed)
+    stream_slot_bytes: int = 0
+
+    @property
+    def streamed_groups(self) -> list[int]:
+        """Indices of the streamed groups, in order (the order of their weight copies)."""
+        return [i for i, g in enumerate(self.groups) if g.streamed]
 
 
-def lay_out(problem: Problem, a: Assignment, by_level: bool = False) -> Layout:
-    """Partitions (see :func:`group_kernels`) and copies of ``a``; ``a`` must respect pins (checked)."""
+def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
+            slot_bytes: int = 0) -> Layout:
+    """Partitions (see :func:`group_kernels`) and copies of ``a``; ``a`` must respect pins (checked).
+
+    ``streamed``: CUDA kernels whose weights are streamed, in groups of at most
+    ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here)."""
     problem.check(a)
-    groups = group_kernels(problem, a, by_level)
+    groups = group_kernels(problem, a, by_level, streamed, slot_bytes)
+    kernels = problem.graph.kernels
+    weights = [sum(kernels[k].param_bytes for k in g.kernels) for g in groups]
+    # A streamed group without constants has nothing to copy: it runs as a resident one.
+    groups = [replace(g, streamed=g.streamed and w > 0) for g, w in zip(groups, weights)]
+    weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     seconds = [problem.compute_s(a, g.kernels) + problem.overhead[g.device] for g in groups]
     transfers, deps = [], [set() for _ in groups]
@@ -58,4 +77,4 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False) -> Layout:
         for device in problem.copies(f, a):
             readers = sorted({where[c] for c in f.consumers if a[c] == device})
             transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
-    return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps])
+    return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s)

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .baselines import BASELINES
-from .capacity import repair, solve_under_cap
+from ..errors import PlanError
+from ..importer.summary import human_bytes
+from .capacity import infeasible_message, least_gpu, repair, solve_under_cap
 from .evaluate import Evaluation, evaluate
 from .heft import heft
 from .gpu_memory import fits
-from .mincut import Weights
+from .mincut import Weights, solve_min_cut
 from .problem import Assignment, Problem
 from .search import improve
+from . import streaming
 
 LATENCY_BUDGET = 150  # evaluations; only partition overheads leave the min cut room to improve
 MAKESPAN_BUDGET = 400
@@ -112,11 +115,30 @@ def plain_plans(problem: Problem, progress: bool = False) -> list[Assignment]:
 def latency(problem: Problem, progress: bool = False) -> Assignment:
     """Minimise one inference with partitions run one after another: exact minimum cut,
     then merge partitions whose per-call overhead outweighs what they save."""
-    exact = solve_under_cap(problem, progress=progress)
+    try:
+        exact = solve_under_cap(problem, progress=progress)
+    except PlanError:  # the cap cannot be met with weights resident: streamed, perhaps it can
+        if not problem.stream_weights:
+            raise
+        return _streamed_floor(problem, progress)
     start = best_of(problem, [exact, *feasible_baselines(problem)], OBJECTIVES["latency"])
-    if not any(problem.overhead.values()):
-        return start  # the cut is optimal: nothing for the search to find
-    return improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
+    if any(problem.overhead.values()):  # else the cut is optimal: nothing for the search to find
+        start = improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
+    if problem.stream_weights and not fits(problem, solve_min_cut(problem)):
+        start = streaming.place(problem, start, progress)  # the cap binds: weights may stream
+    return start
+
+
+def _streamed_floor(problem: Problem, progress: bool) -> Assignment:
+    """The best placement with streamed weights when none with resident weights fits the
+    cap (kernels held on CUDA by pins or capabilities); PlanError if none fits at all."""
+    floor = least_gpu(problem)
+    found = streaming.place(problem, floor, progress)
+    e = evaluate(problem, found)
+    if not e.fits:
+        raise PlanError(f"{infeasible_message(problem, floor)}; even with their weights streamed the GPU needs "
+                        f"{human_bytes(e.memory.total)}")
+    return found
 
 
 @objective("makespan", metric="makespan_s", timeline="parallel", overlap=True)

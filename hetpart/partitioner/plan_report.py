@@ -16,7 +16,7 @@ from ..importer.summary import human_bytes
 from .evaluate import Evaluation
 from .objectives import OBJECTIVES
 from .plan import Plan
-from .problem import Problem, build_problem, other
+from .problem import STREAM, Problem, build_problem, other
 
 TOP_CUTS = 12
 TOP_KERNELS = 10
@@ -49,11 +49,12 @@ def render_plan(plan: Plan) -> str:
 
 def _partition_table(plan: Plan) -> list[str]:
     rows = [f"{'partition':<12} {'device':<6} {'kernels':>7} {'predicted':>11} {'bytes in':>10} "
-            f"{'bytes out':>10}  kernels"]
+            f"{'bytes out':>10} {'weights':>19}  kernels"]
     for p in plan.partitions:
         span = kernel_ranges(p.kernels)
+        weights = "-" if p.device != "cuda" or not p.weight_bytes else f"{p.weights} {human_bytes(p.weight_bytes)}"
         rows.append(f"{p.name:<12} {p.device:<6} {len(p.kernels):>7} {human_seconds(p.predicted_s):>11} "
-                    f"{human_bytes(p.bytes_in):>10} {human_bytes(p.bytes_out):>10}  {span}")
+                    f"{human_bytes(p.bytes_in):>10} {human_bytes(p.bytes_out):>10} {weights:>19}  {span}")
     return rows
 
 
@@ -102,8 +103,17 @@ def _cut_table(plan: Plan) -> list[str]:
 def _memory_lines(plan: Plan) -> list[str]:
     m = plan.predicted["gpu_memory"]
     cap = f" (cap {human_bytes(m['cap'])})" if m["cap"] is not None else ""
-    return [f"GPU memory: parameters {human_bytes(m['params'])} + peak activations "
-            f"{human_bytes(m['peak_activations'])} = {human_bytes(m['total'])}{cap}", ""]
+    ring = m.get("stream_buffers", 0)
+    buffers = (f" + stream buffers {human_bytes(ring)} ({plan.stream_slots} x "
+               f"{human_bytes(plan.stream_slot_bytes)})") if ring else ""
+    lines = [f"GPU memory: parameters {human_bytes(m['params'])}{buffers} + peak activations "
+             f"{human_bytes(m['peak_activations'])} = {human_bytes(m['total'])}{cap}"]
+    if plan.streamed:
+        streamed = sum(p.weight_bytes for p in plan.streamed)
+        lines.append(f"streamed weights: {len(plan.streamed)} partition(s), {human_bytes(streamed)} copied from "
+                     f"pinned host memory per inference ({human_seconds(plan.predicted.get('stream_s'))} on the "
+                     "copy stream, overlapped with compute)")
+    return lines + [""]
 
 
 def _comparison(plan: Plan) -> list[str]:
@@ -149,11 +159,12 @@ class MoveEffect:
     """What moving some kernels does to the objective's number, in parts that add up:
     ``total_s == compute_s + copies_s + overheads_s + overlap_s``.
 
-    ``compute_s``: the kernels' own time; ``copies_s``: CPU<->GPU copies;
+    ``compute_s``: the kernels' own time; ``copies_s``: CPU<->GPU copies, streamed
+    weights' copies included;
     ``overheads_s``: per-partition call overheads (a move can split or merge
     partitions); ``overlap_s``: the rest -- overlap of CPU, GPU and copies lost (+)
     or gained (-), and for a pipelined objective the change of the busiest track.
-    It is 0 when partitions run one after another."""
+    It is 0 when partitions run one after another and no weights stream."""
 
     compute_s: float
     copies_s: float
@@ -166,7 +177,8 @@ class MoveEffect:
 def _work(problem: Problem, e: Evaluation) -> tuple[float, float, float]:
     """(compute, copies, overheads) seconds of one evaluated assignment, summed."""
     layout = e.layout
-    return (problem.compute_s(layout.assignment), sum(t.seconds for t in layout.transfers),
+    return (problem.compute_s(layout.assignment),
+            sum(t.seconds for t in layout.transfers) + sum(layout.weight_seconds),
             sum(problem.overhead[g.device] for g in layout.groups))
 
 
@@ -182,14 +194,15 @@ def explain(plan: Plan) -> str:
     """Per partition and for the heaviest kernels: what moving it to the other device would cost."""
     problem = problem_of(plan)
     obj = OBJECTIVES[plan.objective]
-    here = obj.evaluate(problem, plan.assignment)
+    here = obj.evaluate(problem, placement_of(plan))
     column = "d period" if obj.pipelined else "d latency"
     measure = {"sequential_s": "latency with partitions run one after another",
                "makespan_s": "latency with CPU and CUDA partitions overlapping",
                "period_s": "seconds per pipelined micro-batch"}.get(obj.metric, obj.metric)
     header = (f"{'device':<6} {'compute here':>13} {'there':>11} {'d compute':>11} {'d copies':>11} "
               f"{'d overheads':>11} {'d overlap':>11} {'= ' + column:>12}  verdict")
-    overlap = ("0 here: partitions run one after another" if obj.metric == "sequential_s" else
+    overlap = ("partitions run one after another, so 0 unless weights stream: then the part of their copies "
+               "compute hides (-)" if obj.metric == "sequential_s" else
                "overlap of CPU, GPU and copies lost (+) or gained (-)" if not obj.pipelined else
                "the change of the busiest device or copy engine beyond its work")
     lines = ["why each partition is where it is: the change if it moved to the other device",
@@ -199,6 +212,7 @@ def explain(plan: Plan) -> str:
              f"  {'partition':<12} {header}"]
     for p in plan.partitions:
         lines.append(_move_row(problem, plan, obj, here, p.name, p.device, p.kernels, 12))
+    lines += _streaming_lines(problem, plan, obj, here)
     heavy = sorted(plan.assignment, key=lambda k: -problem.seconds[k][plan.assignment[k]])[:TOP_KERNELS]
     lines += ["", f"heaviest kernels (top {len(heavy)} by predicted time on their device):",
               f"  {'kernel':<12} {header}"]
@@ -225,6 +239,44 @@ def problem_of(plan: Plan) -> Problem:
     return replace(problem, allowed=allowed, reasons=dict(plan.constraints))
 
 
+def placement_of(plan: Plan) -> dict:
+    """The plan's placement: its assignment, with STREAM for kernels of streamed partitions."""
+    streamed = {k for p in plan.streamed for k in p.kernels}
+    return {k: STREAM if k in streamed else d for k, d in plan.assignment.items()}
+
+
+def _streaming_lines(problem: Problem, plan: Plan, obj, here: Evaluation) -> list[str]:
+    """Why each streamed partition streams: the change if it kept its weights resident
+    (usually: it would not fit), or ran on the CPU."""
+    if not plan.streamed:
+        return []
+    ring = plan.predicted["gpu_memory"].get("stream_buffers", 0)
+    lines = ["", f"streamed weights: {len(plan.streamed)} partition(s) copy their weights from pinned host memory "
+             f"into a ring of {plan.stream_slots} x {human_bytes(plan.stream_slot_bytes)} ({human_bytes(ring)}) "
+             "on a copy stream ahead of their calls; the change if one instead",
+             f"  {'partition':<12} {'weights':>10} {'copy':>11}  {'kept them resident':<50}  ran on the CPU"]
+    for p in plan.streamed:
+        copy = problem.weight_copy_s(p.weight_bytes)
+        alts = [_alternative(problem, obj, here, p.kernels, there) for there in ("cuda", "cpu")]
+        lines.append(f"  {p.name:<12} {human_bytes(p.weight_bytes):>10} {human_seconds(copy):>11}  "
+                     f"{alts[0]:<50}  {alts[1]}")
+    return lines
+
+
+def _alternative(problem: Problem, obj, here: Evaluation, kernels, there: str) -> str:
+    movable = [k for k in kernels if problem.movable(k, there)]
+    if not movable:
+        return f"cannot: {problem.reasons.get(kernels[0], 'held')}"
+    b = dict(here.placement)
+    b.update({k: there for k in movable})
+    m = move_effect(problem, obj, here, b)
+    if not m.moved.fits:
+        return f"would not fit: GPU needs {human_bytes(m.moved.memory.total)}"
+    slots = m.moved.layout.stream_slots
+    ring = f", ring cut to {slots} slot(s) to fit" if 0 < slots < here.layout.stream_slots else ""
+    return f"{signed_seconds(m.total_s)} " + (f"(slower{ring})" if m.total_s > 0 else "(a tie or a gain not reached)")
+
+
 def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
     a = plan.assignment
     there = other(device)
@@ -233,7 +285,7 @@ def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
     head = f"  {name:<{width}} {device:<6} {human_seconds(compute_here):>13}"
     if not movable:
         return head + f" {'-':>11}" * 5 + f" {'-':>12}  stays: {problem.reasons.get(kernels[0], '')}"
-    b = dict(a)
+    b = dict(here.placement)
     b.update({k: there for k in movable})
     m = move_effect(problem, obj, here, b)
     row = (head + f" {human_seconds(compute_here + m.compute_s):>11}"

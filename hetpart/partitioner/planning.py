@@ -19,14 +19,17 @@ from .timeline import simulate
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
-              cost_model=None, progress: bool = True) -> Plan:
+              cost_model=None, progress: bool = True, stream_weights: bool = False) -> Plan:
     """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
     ``cost_model`` (anything with the :class:`~.costs.Costs` methods) replaces it.
     ``gpu_memory`` caps GPU parameters plus peak activations, in bytes (default: the
     GPU memory the profile records, :func:`.capacity.default_cap`); ``pins`` are
-    ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  Raises
+    ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  With
+    ``stream_weights=True``, under a cap the best plan without one does not fit, CUDA
+    kernels may keep their weights in pinned host memory and stream them in
+    (:mod:`.streaming`).  Raises
     PlanError for an unknown objective, a bad pin, or a cap that cannot be met.
     """
     if objective not in OBJECTIVES:
@@ -38,13 +41,13 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         costs.add_graph(graph)
     if gpu_memory is None:  # never plan more onto the GPU than it has
         gpu_memory = default_cap(costs)
-    problem = build_problem(graph, costs, pins, gpu_memory)
+    problem = build_problem(graph, costs, pins, gpu_memory, stream_weights)
     obj = OBJECTIVES[objective]
     return make_plan(problem, obj, obj.solve(problem, progress))
 
 
 def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
-    """The Plan of assignment ``a``: partitions named in run order, cuts, timeline, numbers."""
+    """The Plan of placement ``a``: partitions named in run order, cuts, timeline, numbers."""
     e = obj.evaluate(problem, a)
     if not e.fits:
         raise PlanError("internal: the chosen assignment breaks the GPU memory cap")
@@ -53,12 +56,13 @@ def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
     names = {g: f"p{i}_{e.layout.groups[g].device}" for i, g in enumerate(run_order)}
     partitions = [_partition(problem, e, g, names[g]) for g in run_order]
     cuts = [_cut(problem, e, t, names) for t in e.layout.transfers]
-    timeline = [Span(s.task.track, _span_name(problem, e, s.task, names), s.start, s.end, s.task.kind)
-                for s in schedule]
+    timeline = [Span(s.task.track, _span_name(problem, e, s.task, names), s.start, s.end,
+                     "copy" if s.task.kind == "weights" else s.task.kind) for s in schedule]
     return Plan(
-        model=problem.graph.name, objective=obj.name, assignment=dict(a), partitions=partitions,
+        model=problem.graph.name, objective=obj.name, assignment=dict(e.layout.assignment), partitions=partitions,
         cuts=cuts, timeline=timeline, predicted=_predicted(problem, obj, e), profile_origin=cost_origin(problem.costs),
-        constraints=dict(problem.reasons), gpu_memory_cap=problem.gpu_memory, graph=problem.graph,
+        constraints=dict(problem.reasons), gpu_memory_cap=problem.gpu_memory,
+        stream_slots=e.layout.stream_slots, stream_slot_bytes=e.layout.stream_slot_bytes, graph=problem.graph,
         costs=problem.costs)
 
 
@@ -82,7 +86,9 @@ def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
     compute = problem.compute_s(e.layout.assignment, group.kernels)
     return Partition(name, group.device, list(group.kernels), e.layout.group_seconds[g], compute,
                      problem.overhead[group.device], list(reads), writes,
-                     sum(tensors[t].nbytes for t in reads), sum(tensors[t].nbytes for t in writes))
+                     sum(tensors[t].nbytes for t in reads), sum(tensors[t].nbytes for t in writes),
+                     "streamed" if group.streamed else "resident",
+                     e.layout.weight_bytes[g] if group.device == "cuda" else 0)
 
 
 def _cut(problem: Problem, e: Evaluation, t, names) -> Cut:
@@ -95,6 +101,8 @@ def _cut(problem: Problem, e: Evaluation, t, names) -> Cut:
 def _span_name(problem: Problem, e: Evaluation, task, names) -> str:
     if task.kind == "partition":
         return names[task.index]
+    if task.kind == "weights":
+        return f"weights {names[task.index]}"
     return f"copy {problem.flows[e.layout.transfers[task.index].flow].name}"
 
 
@@ -108,6 +116,8 @@ def _numbers(problem: Problem, obj: Objective, e: Evaluation) -> dict:
         "compute_s": problem.compute_s(a), "transfer_s": sum(t.seconds for t in e.layout.transfers),
         "overhead_s": sum(problem.overhead[g.device] for g in e.layout.groups),
         "transfer_bytes": sum(problem.flows[t.flow].nbytes for t in e.layout.transfers),
+        "streamed_bytes": sum(e.layout.weight_bytes[g] for g in e.layout.streamed_groups),
+        "stream_s": sum(e.layout.weight_seconds),
         "gpu_memory_bytes": e.memory.total,
     }
 
@@ -115,14 +125,15 @@ def _numbers(problem: Problem, obj: Objective, e: Evaluation) -> dict:
 def _predicted(problem: Problem, obj: Objective, e: Evaluation) -> dict:
     out = _numbers(problem, obj, e)
     out["gpu_memory"] = {"params": e.memory.params, "peak_activations": e.memory.peak_activations,
-                         "total": e.memory.total, "cap": problem.gpu_memory}
+                         "stream_buffers": e.memory.stream_buffers, "total": e.memory.total,
+                         "cap": problem.gpu_memory}
     out["baselines"], out["baseline_notes"] = {}, {}
     for name, fn in BASELINES.items():
         b = obj.evaluate(problem, fn(problem))
         note = _baseline_note(problem, name, b)
         out["baselines"][name] = _numbers(problem, obj, b) if b.fits else None
         if b.fits:  # the report says "same placement" only when it is
-            out["baselines"][name]["same_placement"] = b.layout.assignment == e.layout.assignment
+            out["baselines"][name]["same_placement"] = b.placement == e.placement
         if note:
             out["baseline_notes"][name] = note
     return out

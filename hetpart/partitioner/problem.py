@@ -3,7 +3,9 @@
 :func:`build_problem` asks the cost model for each kernel on each device and each
 tensor's transfer, applies capability limits and user pins, and returns a
 :class:`Problem` that every algorithm works on.  An *assignment* is a plain
-``dict[kernel id, device]``.
+``dict[kernel id, device]``.  A *placement* is an assignment that may also say
+:data:`STREAM` for a kernel: on CUDA, its weights streamed from pinned host memory
+(:mod:`.streaming`); :func:`split` turns it into an assignment and the streamed set.
 
 The host is the CPU: model inputs start in host memory and model outputs must end
 there, so an input read on CUDA costs a host-to-device copy and an output made on
@@ -26,6 +28,17 @@ HOST = "cpu"
 """Where model inputs come from and model outputs go."""
 
 Assignment = dict[str, str]
+
+STREAM = "stream"
+"""A placement's value for a kernel run on CUDA with its weights streamed."""
+
+
+def split(a: Assignment) -> tuple[Assignment, frozenset]:
+    """(device per kernel, the kernels whose weights are streamed) of placement ``a``."""
+    streamed = frozenset(k for k, d in a.items() if d == STREAM)
+    if not streamed:
+        return a, streamed
+    return {k: "cuda" if d == STREAM else d for k, d in a.items()}, streamed
 
 
 def other(device: str) -> str:
@@ -66,6 +79,7 @@ class Problem:
     flows: tuple[Flow, ...]
     overhead: dict[str, float]
     gpu_memory: int | None = None
+    stream_weights: bool = False  # under a binding cap, CUDA kernels may stream their weights
     step: dict[str, int] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
@@ -122,8 +136,12 @@ class Problem:
     def movable(self, k: str, device: str) -> bool:
         return device in self.allowed[k]
 
+    def weight_copy_s(self, nbytes: int) -> float:
+        """Seconds to copy ``nbytes`` of weights from (pinned) host memory to the GPU."""
+        return float(self.costs.transfer_cost(nbytes, HOST, "cuda")) if nbytes else 0.0
 
-def build_problem(graph, costs, pins=(), gpu_memory: int | None = None) -> Problem:
+
+def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False) -> Problem:
     """Look every cost up once; PlanError for a kernel no device can run or a bad pin."""
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
@@ -150,7 +168,7 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None) -> Probl
                             "seconds; re-profile the model (`partition profile MODEL`)")
         allowed[kid] = can
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs),
-                   {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory)
+                   {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights)
 
 
 def _flows(graph, costs) -> tuple[Flow, ...]:

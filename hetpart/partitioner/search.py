@@ -28,8 +28,8 @@ def improve(problem: Problem, a: Assignment, objective, budget: int, progress: b
     while improved and spent < budget:
         improved = False
         for kernels in moves(problem, best):
-            b = dict(best.layout.assignment)
-            b.update({k: other(b[k]) for k in kernels})
+            b = dict(best.placement)  # streamed weights stay streamed unless moved
+            b.update({k: other(best.layout.assignment[k]) for k in kernels})
             e = objective.evaluate(problem, b)
             spent += 1
             bar.update(1)
@@ -39,7 +39,7 @@ def improve(problem: Problem, a: Assignment, objective, budget: int, progress: b
             if spent >= budget:
                 break
     bar.close()
-    return dict(best.layout.assignment)
+    return dict(best.placement)
 
 
 def moves(problem: Problem, e: Evaluation) -> Iterator[tuple[str, ...]]:

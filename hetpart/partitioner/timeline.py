@@ -5,8 +5,16 @@ copies (on ``h2d`` to the GPU or ``d2h`` back, each its own copy engine).  A cop
 waits for the partition that makes its tensor; a partition waits for its copies and
 for the same-device partitions it reads from.
 
+Streamed weights (:mod:`.streaming`) have their own copy track, ``h2d_weights``: the
+runtime's copy stream, which copies each streamed partition's weights into a slot of
+a ring of ``stream_slots`` device buffers, in run order, as early as the ring allows.
+Weight copy ``i`` (of the ``i``-th streamed partition) starts once copy ``i - 1`` is
+done and the call of streamed partition ``i - stream_slots`` (the last reader of its
+slot) has finished; streamed partition ``i`` waits for copy ``i``.
+
 * ``sequential``: one task at a time (partitions run one after another; each copy
-  right after the partition that makes it).  Its end is the ``latency`` objective.
+  right after the partition that makes it), except weight copies, which run on
+  their track beside it under the rules above.  Its end is the ``latency`` objective.
 * ``parallel``: list scheduling: tasks in order of their critical path to the end
   (upward rank, HEFT's priority), each on its track as soon as its inputs are there
   and the track is free.  Its end is the ``makespan`` objective.
@@ -21,12 +29,14 @@ from dataclasses import dataclass
 
 from .layout import Layout
 
-TRACKS = ("cpu", "cuda", "h2d", "d2h")
+WEIGHTS_TRACK = "h2d_weights"
+TRACKS = ("cpu", "cuda", "h2d", "d2h", WEIGHTS_TRACK)
 
 
 @dataclass(frozen=True)
 class Task:
-    """``kind`` "partition" (``index`` into layout.groups) or "copy" (into layout.transfers)."""
+    """``kind`` "partition" (``index`` into layout.groups), "copy" (into layout.transfers)
+    or "weights" (the weight copy of streamed group ``index``)."""
 
     kind: str
     index: int
@@ -47,10 +57,22 @@ def copy_track(device: str) -> str:
 
 
 def tasks(layout: Layout) -> list[Task]:
-    """All tasks in a topological order: input copies, then each partition followed by its copies."""
+    """All tasks in a topological order: input copies and the first ring's weight copies,
+    then each partition followed by its copies and the weight copy its slot frees."""
     out: list[Task] = []
     done_group: dict[int, int] = {}
     copy_pos: dict[int, list[int]] = {i: [] for i in range(len(layout.groups))}  # reader group -> copies
+    streamed = layout.streamed_groups
+    slots = max(layout.stream_slots, 1)
+    frees = {streamed[i - slots]: streamed[i] for i in range(slots, len(streamed))}  # group -> next in its slot
+    last_weights: list[int] = []
+
+    def add_weights(g):
+        deps = tuple(last_weights[-1:]) + ((done_group[streamed[streamed.index(g) - slots]],)
+                                           if streamed.index(g) >= slots else ())
+        out.append(Task("weights", g, WEIGHTS_TRACK, layout.weight_seconds[g], tuple(sorted(deps))))
+        last_weights.append(len(out) - 1)
+        copy_pos[g].append(len(out) - 1)
 
     def add_copy(j, t):
         deps = () if t.src is None else (done_group[t.src],)
@@ -61,6 +83,8 @@ def tasks(layout: Layout) -> list[Task]:
     for j, t in enumerate(layout.transfers):
         if t.src is None:
             add_copy(j, t)
+    for g in streamed[:slots]:
+        add_weights(g)
     by_src: dict[int, list[int]] = {}
     for j, t in enumerate(layout.transfers):
         if t.src is not None:
@@ -71,6 +95,8 @@ def tasks(layout: Layout) -> list[Task]:
         done_group[i] = len(out) - 1
         for j in by_src.get(i, ()):
             add_copy(j, layout.transfers[j])
+        if i in frees:
+            add_weights(frees[i])
     return out
 
 
@@ -91,9 +117,14 @@ def simulate(layout: Layout, mode: str) -> list[Scheduled]:
     for i in order:
         t = ts[i]
         ready = max((end[d] for d in t.deps), default=0.0)
-        start = clock if mode == "sequential" else max(ready, free[t.track])
+        if mode == "parallel" or t.track == WEIGHTS_TRACK:  # the copy stream runs beside the clock
+            start = max(ready, free[t.track])
+        else:  # without streamed weights ready <= clock: one task after another
+            start = max(ready, clock)
         end[i] = start + t.seconds
-        free[t.track] = clock = end[i]
+        free[t.track] = end[i]
+        if mode == "sequential" and t.track != WEIGHTS_TRACK:
+            clock = end[i]
         out[i] = Scheduled(t, start, end[i])
     return [out[i] for i in order]
 
@@ -109,6 +140,7 @@ def busy(layout: Layout) -> dict[str, float]:
         load[g.device] += s
     for t in layout.transfers:
         load[copy_track(t.device)] += t.seconds
+    load[WEIGHTS_TRACK] += sum(layout.weight_seconds)
     return load
 
 

@@ -1,0 +1,215 @@
+"""Bigger than the GPU: per kernel, CPU, CUDA with resident weights, or CUDA with streamed weights.
+
+A kernel placed :data:`~.problem.STREAM` runs on CUDA while its weights stay in pinned
+host memory; before each call they are copied into one slot of a ring of device
+buffers on a copy stream that runs ahead of compute in plan order (the priced model:
+:mod:`.timeline`; the memory model: :mod:`.gpu_memory`; the ring's size:
+:func:`.evaluate.evaluate`).  Streaming only pays under a GPU memory cap: a copy
+costs time and saves nothing else, so :func:`place` is asked only when the best
+placement without a cap does not fit (no cap pressure, no streaming).
+
+:func:`place` minimises the predicted latency (partitions one after another, weight
+copies beside them) under the cap:
+
+* **exact** when there are at most :data:`EXACT_PLACEMENTS` placements (3 choices per
+  kernel, fewer where pins or capabilities hold it; 3^5 = 243): every one is
+  evaluated and the best one that fits is taken.  "Exact" is over the model of
+  :mod:`.evaluate`: slot size = the largest streamed kernel's weights, slot count the
+  best of :data:`~.evaluate.SLOT_CHOICES`;
+* otherwise a **heuristic**: seeds are the plan without streaming (the caller's) and,
+  for each candidate slot size, the unconstrained minimum cut with just enough of
+  its CUDA weights streamed to fit -- chosen largest-first or spread evenly over the
+  model (so resident compute sits between streamed calls and hides their copies) --
+  then a first-improvement local search over whole partitions and single kernels
+  moved between the three choices, and pairs of nearby kernels streamed together
+  (:data:`SEARCH_BUDGET` evaluations).
+  **Bound**: the result is never predicted slower than the best plan without
+  streaming (it is one of the seeds and the search only accepts improvements), and
+  is exact on small graphs; there is no ratio guarantee to the optimum beyond that.
+
+Whether a weight-heavy kernel is better streamed or run on the CPU is decided only by
+the costs (its CPU time against its CUDA time plus the part of its copy that compute
+does not hide): e.g. an LLM decode step reads each weight once, and a CPU reading
+it at memory bandwidth can beat PCIe; a prefill reuses it across the sequence and
+streaming wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from tqdm import tqdm
+
+from .evaluate import Evaluation, evaluate
+from .mincut import solve_min_cut
+from .problem import STREAM, Assignment, Problem
+from .search import _better
+
+EXACT_PLACEMENTS = 243
+SEARCH_BUDGET = 300
+PAIR_REACH = 3
+"""Pair moves stream a weighted kernel together with one of the next this many."""
+SLOT_SIZES = 4
+"""Slot sizes tried by the heuristic's seeds: the largest distinct weight sizes of the
+unconstrained cut's CUDA kernels (a slot fits the largest kernel streamed in it)."""
+
+
+def choices(problem: Problem, k: str) -> tuple[str, ...]:
+    """What kernel ``k`` may be: its allowed devices, and STREAM where CUDA is allowed."""
+    allowed = problem.allowed[k]
+    return allowed + ((STREAM,) if "cuda" in allowed else ())
+
+
+def key(e: Evaluation) -> tuple:
+    """Lower is better: fitting first, then sequential latency."""
+    return (int(not e.fits), e.sequential_s)
+
+
+def place(problem: Problem, resident: Assignment, progress: bool = False) -> Assignment:
+    """The best placement found under ``problem.gpu_memory``, never worse than ``resident``
+    (the best placement without streamed weights); see the module docstring."""
+    placements = 1
+    for k in problem.order:
+        placements *= len(choices(problem, k))
+        if placements > EXACT_PLACEMENTS:
+            break
+    if placements <= EXACT_PLACEMENTS:
+        return exhaustive(problem, resident)
+    start = min((evaluate(problem, s) for s in [resident, *seeds(problem)]), key=key)
+    return improve(problem, start, progress)
+
+
+def exhaustive(problem: Problem, resident: Assignment) -> Assignment:
+    """The best fitting placement over every combination of choices (ties: the first found,
+    ``resident`` first so that a tie keeps weights resident)."""
+    best = evaluate(problem, resident)
+    for combo in itertools.product(*(choices(problem, k) for k in problem.order)):
+        e = evaluate(problem, dict(zip(problem.order, combo)))
+        if key(e) < key(best):
+            best = e
+    return best.placement
+
+
+# --- the heuristic's seeds ---------------------------------------------------------------
+def seeds(problem: Problem) -> list[Assignment]:
+    """The unconstrained minimum cut with enough weights streamed to fit, per slot size and
+    selection rule (largest first, spread evenly); seeds that cannot fit are dropped."""
+    a = solve_min_cut(problem)
+    kernels = problem.graph.kernels
+    weighted = [k for k in problem.order if a[k] == "cuda" and kernels[k].param_bytes > 0]
+    sizes = sorted({kernels[k].param_bytes for k in weighted}, reverse=True)[:SLOT_SIZES]
+    out = []
+    for slot in sizes:
+        for pick in (_largest_first, _spread):
+            streamed = pick(problem, a, [k for k in weighted if kernels[k].param_bytes <= slot], slot)
+            if streamed is not None:
+                out += _labelled(problem, a, streamed)
+    return out
+
+
+def _excess(problem: Problem, a: Assignment, slot: int) -> int | None:
+    """Resident weight bytes ``a`` must shed to fit with a one-slot ring of ``slot`` bytes
+    (None: no cap)."""
+    if problem.gpu_memory is None:
+        return None
+    e = evaluate(problem, a)
+    return e.memory.total + slot - problem.gpu_memory
+
+
+def _largest_first(problem: Problem, a: Assignment, candidates: list[str], slot: int) -> set[str] | None:
+    need = _excess(problem, a, slot)
+    if need is None:
+        return None
+    kernels = problem.graph.kernels
+    chosen, shed = set(), 0
+    for k in sorted(candidates, key=lambda k: (-kernels[k].param_bytes, problem.step[k])):
+        if shed >= need:
+            break
+        chosen.add(k)
+        shed += kernels[k].param_bytes
+    return chosen if shed >= need else None
+
+
+def _spread(problem: Problem, a: Assignment, candidates: list[str], slot: int) -> set[str] | None:
+    """Just enough candidates, evenly spaced in run order (a Bresenham walk over their bytes)."""
+    need = _excess(problem, a, slot)
+    total = sum(problem.graph.kernels[k].param_bytes for k in candidates)
+    if need is None or total < need:
+        return None
+    share = min(1.0, need / total) if total else 1.0
+    chosen, owed, shed = set(), 0.0, 0
+    for k in candidates:
+        w = problem.graph.kernels[k].param_bytes
+        owed += share * w
+        if owed - shed >= w / 2 or total - w < need:
+            chosen.add(k)
+            shed += w
+        total -= w
+    return chosen if shed >= need else None
+
+
+def _labelled(problem: Problem, a: Assignment, streamed: set[str]) -> list[Assignment]:
+    """Placements streaming ``streamed``: glue kernels (no weights) left resident, and glue
+    joined to the streamed kernel before it (fewer, larger partitions)."""
+    plain = {k: STREAM if k in streamed else d for k, d in a.items()}
+    joined, last = dict(plain), None
+    kernels = problem.graph.kernels
+    for k in problem.order:
+        if a[k] != "cuda":
+            continue
+        if kernels[k].param_bytes > 0:
+            last = k
+        elif last in streamed:
+            joined[k] = STREAM
+    return [plain, joined]
+
+
+# --- local search ------------------------------------------------------------------------
+def improve(problem: Problem, start: Evaluation, progress: bool = False) -> Assignment:
+    """First-improvement local search over :func:`moves` from ``start`` (never worse)."""
+    best, spent, improved = start, 0, True
+    bar = tqdm(total=SEARCH_BUDGET, desc="streaming", disable=not progress or None, leave=False)
+    while improved and spent < SEARCH_BUDGET:
+        improved = False
+        for move in moves(problem, best):
+            b = dict(best.placement)
+            b.update(move)
+            e = evaluate(problem, b)
+            spent += 1
+            bar.update(1)
+            if _better(key(e), key(best)):
+                best, improved = e, True
+                break
+            if spent >= SEARCH_BUDGET:
+                break
+    bar.close()
+    return best.placement
+
+
+def moves(problem: Problem, e: Evaluation):
+    """Whole partitions to each other choice (smallest first), then weighted kernels one by one."""
+    p = e.placement
+    groups = sorted(e.layout.groups, key=lambda g: (len(g.kernels), problem.step[g.kernels[0]]))
+    for g in groups:
+        here = STREAM if g.streamed else g.device
+        for there in ("cpu", "cuda", STREAM):
+            if there == here:
+                continue
+            move = {k: there for k in g.kernels if there in choices(problem, k)}
+            if move:
+                yield move
+    kernels = problem.graph.kernels
+    weighted = [k for k in problem.order if kernels[k].param_bytes > 0]
+    for k in weighted:
+        for there in choices(problem, k):
+            if there != p[k]:
+                yield {k: there}
+    # One streamed kernel needs a slot as large as its weights, so it saves no memory
+    # alone: streaming starts to fit in pairs (near each other, so they can share a slot
+    # or keep the copy stream busy).
+    streamable = [k for k in weighted if STREAM in choices(problem, k)]
+    for i, k in enumerate(streamable):
+        for j in streamable[i + 1:i + 1 + PAIR_REACH]:
+            if p[k] != STREAM or p[j] != STREAM:
+                yield {k: STREAM, j: STREAM}
+

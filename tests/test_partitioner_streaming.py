@@ -1,0 +1,332 @@
+"""Streamed weights (issue 19, placement): per kernel CPU, CUDA resident or CUDA streamed.
+
+No TVM.  The references are written here from the documented model, not through the
+partitioner's helpers: a chain's latency with weight copies on a ring-bounded copy
+stream (:func:`chain_latency`), the GPU bytes of a plan (:func:`plan_gpu_bytes`),
+and brute force over every placement of small graphs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
+from hetpart.partitioner import Plan, TableCosts, explain, partition, render_plan
+from hetpart.partitioner.evaluate import evaluate
+from hetpart.partitioner.problem import STREAM, build_problem
+from hetpart.partitioner.random_cases import CaseShape, random_case
+
+SETTINGS = dict(derandomize=True, deadline=None, database=None)
+seeds = st.integers(0, 2**31 - 1)
+MiB = 2**20
+
+
+# --- synthetic models ------------------------------------------------------------------------
+def chain(params: list[int], act: int = 1000, name: str = "chain") -> OpGraph:
+    """Kernels node_0 -> node_1 -> ... each with ``params[i]`` bytes of weights; float32
+    activations of ``act`` elements; input x, output the last tensor."""
+    tensors = {"x": Tensor("x", (act,), "float32", None, ("node_0",), True, False)}
+    kernels = {}
+    for i, w in enumerate(params):
+        k, out = f"node_{i}", f"t{i}"
+        last = i == len(params) - 1
+        tensors[out] = Tensor(out, (act,), "float32", k, () if last else (f"node_{i + 1}",), False, last)
+        kernels[k] = Kernel(k, f"fused_{k}", ("matmul",), "matmul", ("x" if i == 0 else f"t{i - 1}",), (out,),
+                            0, 0, 0, w, f"sig{i}", i)
+    return OpGraph(name, kernels, tensors, ("x",), (f"t{len(params) - 1}",))
+
+
+def bert_like(layers: int = 4, hidden: int = 1024, seq: int = 128) -> OpGraph:
+    """A BERT-style encoder as a chain: per layer QKV, attention, projection, norm, two FFN
+    matmuls, norm; float32 weights (12 MiB + 4 MiB + 2 x 16 MiB per layer at hidden 1024)."""
+    w = hidden * hidden * 4
+    layer = [(3 * w, 1), (0, 1), (w, 1), (8 * hidden, 1), (4 * w, 4), (4 * w, 1), (8 * hidden, 1)]
+    params, widths = zip(*(layer * layers))
+    g = chain(list(params), act=seq * hidden, name="bert-like")
+    return g
+
+
+def bert_costs(graph: OpGraph, step: str) -> TableCosts:
+    """Costs shaped like the issue's measurements.  ``prefill`` (a sequence of 128): a
+    matmul reuses its weights 128 times, the CPU is compute-bound (1.5 TFLOP/s) and the
+    GPU fast (50 TFLOP/s).  ``decode`` (one token): each weight is read once, the CPU at
+    100 GB/s, the GPU at 3 TB/s.  The link: 55 GB/s host to device."""
+    seconds = {}
+    for k in graph.nodes:
+        w = k.param_bytes
+        if step == "prefill":
+            cpu, cuda = 20e-6 + w / 4 * 2 * 128 / 1.5e12, 5e-6 + w / 4 * 2 * 128 / 50e12
+        else:
+            cpu, cuda = 5e-6 + w / 100e9, 5e-6 + w / 3e12
+        seconds[k.id] = {"cpu": cpu, "cuda": cuda}
+    return TableCosts(seconds, link_bytes_per_s=55e9, link_latency_s=5e-6,
+                      overhead_s={"cpu": 5e-6, "cuda": 5e-6})
+
+
+def weights(graph) -> int:
+    return sum(k.param_bytes for k in graph.nodes)
+
+
+# --- independent references ------------------------------------------------------------------
+def label(plan: Plan, k: str) -> str:
+    p = plan.partition_of(k)
+    return STREAM if p.weights == "streamed" else p.device
+
+
+def chain_latency(graph, costs, placement, slots: int, slot_bytes: int) -> float:
+    """Sequential latency of ``placement`` on a chain, from the documented model: partitions
+    (runs of one label; streamed runs cut to fit a slot) one after another, activation
+    copies on the clock right after their producer, weight copy i on its own stream from
+    max(copy i-1 done, streamed call i-slots done), streamed call i after copy i."""
+    ids = [k.id for k in graph.nodes]
+    groups: list[list[str]] = []
+    for k in ids:
+        w = graph.kernels[k].param_bytes
+        prev = groups[-1] if groups else None
+        same = prev is not None and placement[prev[-1]] == placement[k]
+        if same and placement[k] == STREAM and sum(graph.kernels[j].param_bytes for j in prev) + w > slot_bytes:
+            same = False
+        if same:
+            prev.append(k)
+        else:
+            groups.append([k])
+    device = lambda k: "cuda" if placement[k] == STREAM else placement[k]  # noqa: E731
+    streamed = [g for g in groups if placement[g[0]] == STREAM and sum(graph.kernels[k].param_bytes for k in g)]
+    clock = costs.transfer_cost(graph.tensors["x"].nbytes, "cpu", device(ids[0]))
+    copy_done, call_end = 0.0, []
+    for gi, g in enumerate(groups):
+        start = clock
+        if g in streamed:
+            i = streamed.index(g)
+            copy_start = max(copy_done, call_end[i - slots] if i >= slots else 0.0)
+            copy_done = copy_start + costs.transfer_cost(sum(graph.kernels[k].param_bytes for k in g), "cpu", "cuda")
+            start = max(clock, copy_done)
+        dev = device(g[0])
+        clock = start + sum(costs.kernel_cost(graph.kernels[k], dev) for k in g) + costs.partition_overhead(dev)
+        if g in streamed:
+            call_end.append(clock)
+        out = graph.kernels[g[-1]].outputs[0]
+        nxt = "cpu" if gi == len(groups) - 1 else device(groups[gi + 1][0])
+        clock += costs.transfer_cost(graph.tensors[out].nbytes, dev, nxt)
+    return clock
+
+
+def activation_peak(graph, devices) -> int:
+    """Peak live GPU tensor bytes, step by step (the documented activation model)."""
+    order = graph.topological_order()
+    step = {k: i for i, k in enumerate(order)}
+    peak = 0
+    for i in range(len(order)):
+        live = 0
+        for t in graph.tensors.values():
+            start = 0 if t.producer is None else step[t.producer]
+            reads = [step[c] for c in t.consumers if devices[c] == "cuda"]
+            end = max(reads) if reads else (start if t.producer and devices[t.producer] == "cuda" else -1)
+            live += t.nbytes if start <= i <= end else 0
+        peak = max(peak, live)
+    return peak
+
+
+def plan_gpu_bytes(graph, plan: Plan) -> int:
+    """Resident weights of CUDA kernels + the ring + peak activations."""
+    resident = sum(graph.kernels[k].param_bytes for p in plan.partitions if p.device == "cuda"
+                   and p.weights == "resident" for k in p.kernels)
+    return resident + plan.stream_slots * plan.stream_slot_bytes + activation_peak(graph, plan.assignment)
+
+
+def choices(graph, costs, k):
+    allowed = [d for d in ("cpu", "cuda") if costs.supports(graph.kernels[k], d)[0]]
+    return allowed + ([STREAM] if "cuda" in allowed else [])
+
+
+# --- the model, checked by hand and against the chain reference --------------------------------
+def test_a_streamed_chain_by_hand():
+    """Three 1 MiB kernels streamed through two slots: copies 1 MiB / 1 GB/s each, calls 100 us."""
+    g = chain([MiB, MiB, MiB])
+    costs = TableCosts({k: {"cpu": 1.0, "cuda": 100e-6} for k in g.kernels}, link_bytes_per_s=1e9,
+                       link_latency_s=0.0)
+    e = evaluate(build_problem(g, costs), {k: STREAM for k in g.kernels})
+    copy = MiB / 1e9
+    assert e.layout.stream_slots == 2 and e.layout.stream_slot_bytes == MiB  # 3 slots buy nothing here
+    # x copied (4 us), then call 0 at copy 0's end; copy 2 waits for call 0 to free its slot
+    x = 4000 / 1e9
+    calls_end = [copy + 100e-6, 2 * copy + 100e-6]
+    third = max(3 * copy, calls_end[0] + copy) + 100e-6
+    assert e.sequential_s == pytest.approx(third + x)  # + the output copied back
+    assert e.memory.stream_buffers == 2 * MiB and e.memory.params == 0
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(seed=seeds, n=st.integers(1, 8))
+def test_evaluate_matches_the_chain_reference(seed, n):
+    rng = random.Random(seed)
+    g = chain([rng.choice((0, rng.randint(1, 4 * MiB))) for _ in range(n)], act=rng.randint(1, 300_000))
+    costs = TableCosts({k: {"cpu": rng.randint(1, 2000) * 1e-6, "cuda": rng.randint(1, 2000) * 1e-6}
+                        for k in g.kernels}, link_bytes_per_s=4e9, link_latency_s=10e-6,
+                       overhead_s={"cpu": 5e-6, "cuda": 7e-6})
+    placement = {k: rng.choice(("cpu", "cuda", STREAM)) for k in g.kernels}
+    e = evaluate(build_problem(g, costs), placement)
+    slots, slot = e.layout.stream_slots, e.layout.stream_slot_bytes
+    if not slot:  # nothing with weights streamed: the plain model, with every run resident
+        placement = {k: "cuda" if d == STREAM else d for k, d in placement.items()}
+    assert e.sequential_s == pytest.approx(chain_latency(g, costs, placement, slots, slot), rel=1e-9, abs=1e-12)
+    if slot:  # the ring chosen is the best of 1..4 slots (no cap here)
+        best = min(chain_latency(g, costs, placement, s, slot) for s in range(1, 5))
+        assert e.sequential_s == pytest.approx(best, rel=1e-9)
+
+
+# --- the solver ------------------------------------------------------------------------------
+SMALL = CaseShape(kernels=5, max_param_bytes=1 << 24, max_elements=1 << 16, overhead_s=5e-6)
+
+
+def case(seed, n):
+    """A random case whose weights take about as long to copy as kernels take to run
+    (8-16 MiB at 32 GB/s: 0.25-0.5 ms; kernels 1-2000 us), so all three choices compete.
+    Weights of similar size: streaming saves memory only when several kernels share a slot."""
+    graph, costs = random_case(seed, replace(SMALL, kernels=n))
+    rng = random.Random(seed)
+    kernels = {k: replace(v, param_bytes=rng.choice((0, 1, 1, 1)) * rng.randint(8 * MiB, 16 * MiB))
+               for k, v in graph.kernels.items()}
+    graph = OpGraph(graph.name, kernels, graph.tensors, graph.inputs, graph.outputs)
+    return graph, replace(costs, link_bytes_per_s=32e9)
+
+
+def check_brute_force_optimum(seed, n, squeeze) -> Plan:
+    """The plan's latency is the least over every fitting placement (3^n of them)."""
+    graph, costs = case(seed, n)
+    free = partition(graph, cost_model=costs, progress=False)
+    floor = evaluate(build_problem(graph, costs), {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda"
+                                                   for k in graph.kernels}).memory.total
+    cap = int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+    problem = build_problem(graph, costs, gpu_memory=cap)
+    best = min((e.sequential_s for combo in itertools.product(*(choices(graph, costs, k) for k in problem.order))
+                if (e := evaluate(problem, dict(zip(problem.order, combo)))).fits), default=None)
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
+    assert plan.predicted["latency_s"] == pytest.approx(best, rel=1e-9)
+    assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
+    return plan
+
+
+@pytest.mark.parametrize("seed,n,squeeze", [(3, 4, 0.5), (11, 4, 0.2), (16, 4, 0.2), (40, 4, 0.5)])
+def test_capped_small_graphs_stream_and_match_brute_force(seed, n, squeeze):
+    plan = check_brute_force_optimum(seed, n, squeeze)
+    assert plan.streamed and {p.device for p in plan.partitions} == {"cpu", "cuda"}, "all three choices in use"
+
+
+@pytest.mark.slow
+@settings(max_examples=20, **SETTINGS)
+@given(seed=seeds, n=st.integers(1, 5), squeeze=st.floats(0.0, 1.0))
+def test_small_graphs_plan_is_the_brute_force_optimum_over_all_placements(seed, n, squeeze):
+    check_brute_force_optimum(seed, n, squeeze)
+
+
+@pytest.mark.slow
+@settings(max_examples=8, **SETTINGS)
+@given(seed=seeds, n=st.integers(8, 14), squeeze=st.floats(0.0, 0.7))
+def test_larger_graphs_respect_the_cap_and_never_lose_to_resident_only(seed, n, squeeze):
+    graph, costs = case(seed, n)
+    free = partition(graph, cost_model=costs, progress=False)
+    least = {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda" for k in graph.kernels}
+    floor = evaluate(build_problem(graph, costs), least).memory.total
+    cap = int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
+    resident = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
+    assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
+    assert plan.predicted["latency_s"] <= resident.predicted["latency_s"] * (1 + 1e-9)
+    for p in plan.streamed:
+        assert p.device == "cuda" and 0 < p.weight_bytes <= plan.stream_slot_bytes
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(seed=seeds, n=st.integers(1, 12))
+def test_nothing_streams_when_it_all_fits(seed, n):
+    graph, costs = case(seed, n)
+    free = partition(graph, cost_model=costs, progress=False)
+    for cap in (None, free.predicted["gpu_memory"]["total"]):
+        plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
+        assert not plan.streamed and plan.stream_slots == 0
+        assert plan.predicted["gpu_memory"]["stream_buffers"] == 0
+        assert plan.assignment == free.assignment
+        assert plan.predicted["latency_s"] == free.predicted["latency_s"]
+
+
+# --- decode against prefill: the costs decide ----------------------------------------------------
+def test_prefill_streams_weights_and_decode_runs_them_on_the_cpu():
+    graph = bert_like(layers=2)
+    cap = weights(graph) // 3
+    matmuls = [k.id for k in graph.nodes if k.param_bytes >= MiB]
+    prefill = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=cap, progress=False,
+                        stream_weights=True)
+    decode = partition(graph, cost_model=bert_costs(graph, "decode"), gpu_memory=cap, progress=False,
+                       stream_weights=True)
+    for plan in (prefill, decode):
+        assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
+    # prefill: every big matmul on the GPU, those that do not fit streamed
+    assert all(prefill.assignment[k] == "cuda" for k in matmuls)
+    assert prefill.streamed and prefill.predicted["gpu_memory"]["stream_buffers"] > 0
+    resident = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=cap, progress=False)
+    assert prefill.predicted["latency_s"] < resident.predicted["latency_s"]
+    # decode: the CPU reads a weight faster than PCIe copies it, so nothing streams
+    assert not decode.streamed and any(decode.assignment[k] == "cpu" for k in matmuls)
+
+
+def test_stream_copies_in_the_timeline_respect_the_ring():
+    graph = bert_like(layers=2)
+    plan = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=weights(graph) // 3,
+                     progress=False, stream_weights=True)
+    copies = {s.name.removeprefix("weights "): s for s in plan.timeline if s.track == "h2d_weights"}
+    calls = {s.name: s for s in plan.timeline if s.kind == "partition"}
+    streamed = [p.name for p in plan.streamed]
+    assert list(copies) == streamed, "one weight copy per streamed partition, in run order"
+    for i, name in enumerate(streamed):
+        assert calls[name].start >= copies[name].end - 1e-15, "a call waits for its weights"
+        if i >= plan.stream_slots:
+            assert copies[name].start >= calls[streamed[i - plan.stream_slots]].end - 1e-15, "slot refilled early"
+        if i:
+            assert copies[name].start >= copies[streamed[i - 1]].end - 1e-15, "one copy stream"
+
+
+def test_streamed_plan_round_trips_through_json_and_explains(tmp_path):
+    graph = bert_like(layers=2)
+    plan = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=weights(graph) // 3,
+                     progress=False, stream_weights=True)
+    assert plan.streamed
+    back = Plan.load(plan.save(tmp_path / "plan.json"), graph)
+    assert back == plan and back.stream_slots == plan.stream_slots >= 1
+    assert [p.weights for p in back.partitions] == [p.weights for p in plan.partitions]
+    back.costs = plan.costs
+    text = explain(back)
+    assert "streamed weights:" in text and "would not fit" in text
+    shown = render_plan(back)
+    assert "stream buffers" in shown and "streamed" in shown
+
+
+def test_streaming_is_opt_in():
+    graph = bert_like(layers=2)
+    costs = bert_costs(graph, "prefill")
+    cap = weights(graph) // 3
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)
+    assert not plan.streamed and plan.stream_slots == 0
+    assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
+    assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True).streamed
+
+
+def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():
+    from hetpart.errors import PlanError
+
+    g = chain([10 * MiB, 10 * MiB, 10 * MiB])
+    costs = TableCosts({k: {"cpu": 1e-3, "cuda": 1e-4} for k in g.kernels}, link_bytes_per_s=32e9)
+    pins = [f"{k}=cuda" for k in g.kernels]
+    with pytest.raises(PlanError, match="cannot be met"):
+        partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False)
+    plan = partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False, stream_weights=True)
+    assert plan.streamed and set(plan.assignment.values()) == {"cuda"}
+    assert plan_gpu_bytes(g, plan) == plan.predicted["gpu_memory"]["total"] <= 25 * MiB
+    with pytest.raises(PlanError, match="even with their weights streamed the GPU needs"):
+        partition(g, cost_model=costs, pins=pins, gpu_memory=5 * MiB, progress=False, stream_weights=True)
