@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 # Importing a module registers its models.
-_MODEL_MODULES = ("mlp", "resnet", "bert", "detector", "dlrm", "llama", "gpt2", "t5", "mobilenet", "convnext", "swin")
+_MODEL_MODULES = ("mlp", "resnet", "bert", "detector", "dlrm", "llama", "llama_decode", "moe", "gpt2", "t5", "mobilenet", "convnext", "swin")
 for _module in _MODEL_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
