@@ -20,6 +20,8 @@ and writes what it has; a second call with --skip-done goes on)::
     python bench/capped.py --workloads llama_prefill,llama_decode --caps 1/2 --budget 500 \\
         --skip-done bench/results/capped-nvidia-h200.json --out $OUT/capped-nvidia-h200.json
 
+DLRM at several GB: ``--workloads "zoo:dlrm:table_rows=2000000,num_tables=26"`` (13 GB).
+
 Here (no GPU, no torch): ``python bench/capped.py --workloads zoo:mlp:small --simulate --quick``.
 """
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         progress=args.verbose,
         kernel_options=_kernel_options(args.simulate),
     )
-    names = [n for n in args.workloads.split(",") if n]
+    names = capped.split_names(args.workloads)
     caps = [c for c in args.caps.split(",") if c]
     for item in capped.bench(names, caps, options, Path(args.export_dir), done):
         capped.add(results, item)

@@ -126,3 +126,8 @@ def test_results_file_and_table(mlp_run, tmp_path):
 def test_unknown_workload_names_the_known_ones():
     with pytest.raises(HetpartError, match="bert_large"):
         capped.workload("gpt5", None)
+
+
+def test_workload_lists_keep_zoo_specs_whole():
+    assert capped.split_names("bert_large,zoo:dlrm:table_rows=9,num_tables=4,llama_decode,zoo:mlp:small") == [
+        "bert_large", "zoo:dlrm:table_rows=9,num_tables=4", "llama_decode", "zoo:mlp:small"]

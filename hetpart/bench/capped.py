@@ -115,6 +115,18 @@ NAMED = {
 }
 
 
+def split_names(text: str) -> list[str]:
+    """Workload names from a comma list, where a ``zoo:`` spec keeps its own commas:
+    ``bert_large,zoo:dlrm:table_rows=9,num_tables=4`` -> ``[bert_large, zoo:dlrm:table_rows=9,num_tables=4]``."""
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if names and names[-1].startswith("zoo:") and "=" in part and not part.startswith("zoo:"):
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    return names
+
+
 def workload(name: str, export_dir: Path) -> Workload:
     if name.startswith("zoo:"):
         return zoo_workload(name)
