@@ -411,10 +411,13 @@ def _accelerate_seconds(prep: Prepared, cap: int, options: Options) -> tuple[flo
     module = dispatch_model(module, device_map=device_map, main_device=0)
     on_gpu = sum(1 for d in device_map.values() if d not in ("cpu", "disk"))
     note = f"{on_gpu} modules on the GPU, {len(device_map) - on_gpu} offloaded"
+    # Inputs on the main device, as accelerate's users pass them: the model's own code
+    # outside its hooked modules (masks, positions) must not mix CPU and GPU tensors.
+    device = "cuda:0" if on_gpu else "cpu"
 
     def run():
         with torch.inference_mode():
-            args = [torch.from_numpy(np.ascontiguousarray(prep.onnx_feeds[n])) for n in names]
+            args = [torch.from_numpy(np.ascontiguousarray(prep.onnx_feeds[n])).to(device) for n in names]
             outs = module(*args)
             outs = outs if isinstance(outs, (tuple, list)) else (outs,)
             return [o.cpu().numpy() for o in outs]
