@@ -102,16 +102,28 @@ def transformers_workload(name: str, twin: str, export_dir: Path) -> Workload:
     return Workload(name, path, make_torch)
 
 
-def zoo_workload(spec: str) -> Workload:
-    return Workload(spec, spec, None, "a zoo model has no PyTorch twin")
+def zoo_workload(spec: str, name: str | None = None) -> Workload:
+    """A zoo model; the LLaMA decode step with its PyTorch twin (:mod:`.decode_twin`)."""
+    from .. import models
+
+    model_name, small, cfg = models.parse_zoo_spec(spec)
+    if model_name != "llama_decode":
+        return Workload(name or spec, spec, None, "a zoo model has no PyTorch twin")
+    model = models.build(model_name, small, **cfg)  # once: hetpart, ORT and the twin share it
+
+    def make_torch():
+        from .decode_twin import decode_twin
+
+        return decode_twin(model)
+
+    return Workload(name or spec, model, make_torch)
 
 
 # The workloads of issue 19 by name; zoo:... specs are workloads too.
 NAMED = {
     "bert_large": lambda d: transformers_workload("bert_large", "bert_large_transformers", d),
     "llama_prefill": lambda d: transformers_workload("llama_prefill", "llama_1b_transformers", d),
-    "llama_decode": lambda d: Workload("llama_decode", "zoo:llama_decode", None,
-                                       "the decode step is a zoo model (static KV cache); no PyTorch twin"),
+    "llama_decode": lambda d: zoo_workload("zoo:llama_decode", "llama_decode"),
 }
 
 
@@ -486,7 +498,7 @@ def measure_kernels(graph, options: Options) -> None:
     from ..costmodel.profiler import open_profile
 
     prof = profile(graph, ("cpu", "cuda"), options.profile, settings=MeasureSettings.quick(),
-                   progress=options.progress)
+                   progress=options.progress, options=options.kernel_options or DEFAULT)
     if prof.transfers is None:
         prof = open_profile(prof)
         prof.transfers = measure_transfers(progress=options.progress)
