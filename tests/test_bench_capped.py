@@ -131,3 +131,18 @@ def test_unknown_workload_names_the_known_ones():
 def test_workload_lists_keep_zoo_specs_whole():
     assert capped.split_names("bert_large,zoo:dlrm:table_rows=9,num_tables=4,llama_decode,zoo:mlp:small") == [
         "bert_large", "zoo:dlrm:table_rows=9,num_tables=4", "llama_decode", "zoo:mlp:small"]
+
+
+def test_a_workload_that_cannot_run_here_is_skipped_and_the_next_runs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import transformers  # noqa: F401
+        pytest.skip("transformers is installed: bert_large would run")
+    except ImportError:
+        pass
+    options = Options(settings=Settings.tiny(), cost_model=roofline_costs_for_mlp(), simulate=True,
+                      bandwidth_bytes=1 << 20, deadline=time.monotonic() + 3600)
+    items = capped.bench(["bert_large", "zoo:mlp:small"], ["1/2"], options, export_dir=tmp_path)
+    header, skipped, nxt = next(items), next(items), next(items)
+    assert skipped["workload"] == "bert_large" and "not installed" in skipped["skipped"]
+    assert nxt["workload"] == "zoo:mlp:small" and "weight_bytes" in nxt

@@ -88,7 +88,12 @@ def transformers_workload(name: str, twin: str, export_dir: Path) -> Workload:
         return module_and_names["module"], module_and_names["names"]
 
     if not path.exists():
-        import torch
+        try:
+            import torch
+            import transformers  # noqa: F401 - the twins are transformers models
+        except ImportError as exc:
+            raise HetpartError(f"workload {name} needs PyTorch and transformers ({exc.name} is not installed)") \
+                from None
 
         module, args, names, limits = TWINS[twin](1)
         module.eval()
@@ -459,7 +464,11 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
     for name in names:
         if _late(options):
             return
-        prep = prepare(workload(name, export_dir))
+        try:
+            prep = prepare(workload(name, export_dir))
+        except (HetpartError, ImportError) as exc:  # this workload cannot run here; the next may
+            yield {"workload": name, "skipped": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"}
+            continue
         if options.measure:
             measure_kernels(prep.graph, options)
             costs = options.costs()
@@ -590,7 +599,7 @@ def markdown(results: dict) -> str:
     by_row: dict[tuple, dict] = {}
     for r in results["records"]:
         by_row.setdefault((r["workload"], r["cap_bytes"]), {})[r["contender"]] = r
-    notes = []
+    notes = [f"{wl}: {info['skipped']}" for wl, info in results.get("workloads", {}).items() if info.get("skipped")]
     for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         limit = next((r["limit_ms"] for r in recs.values() if r.get("limit_ms") is not None), None)
         cells = [wl, human_bytes(cap), _ms(limit)]
