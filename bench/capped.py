@@ -15,6 +15,9 @@ On the GPU machine (one call of at most 10 min; --budget stops between contender
 and writes what it has; a second call with --skip-done goes on)::
 
     source .tvmpack/unpack.sh
+    # smoke (about 2 min): every contender, torch and accelerate included, on small zoo models
+    python bench/capped.py --workloads zoo:llama_decode:small,zoo:moe:small --caps 1/2 --quick \
+        --bandwidth-mib 256 --out $OUT/capped-smoke.json
     python bench/capped.py --workloads bert_large --caps 512MiB,1/2,1/3,1/4 --budget 500 \\
         --out $OUT/capped-nvidia-h200.json
     python bench/capped.py --workloads llama_prefill,llama_decode --caps 1/2 --budget 500 \\
