@@ -67,6 +67,7 @@ def main(argv=None) -> int:
         measure=args.profile == "quick",
         progress=args.verbose,
         kernel_options=_kernel_options(args.simulate),
+        contenders=_contenders(args.contenders),
     )
     names = capped.split_names(args.workloads)
     caps = [c for c in args.caps.split(",") if c]
@@ -88,6 +89,16 @@ def _kernel_options(simulate: bool):
     from hetpart.kernels.options import DEFAULT, resolve
 
     return DEFAULT if simulate else resolve(tf32=os.environ.get("HETPART_TF32", "1") != "0")
+
+
+def _contenders(text: str) -> tuple[str, ...]:
+    if not text:
+        return capped.CONTENDERS
+    chosen = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in capped.CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(capped.CONTENDERS)}")
+    return chosen
 
 
 def _line(item) -> str:
@@ -123,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-done", default=None, metavar="FILE", help="keep and skip what FILE has measured")
     p.add_argument("--export-dir", default=str(Path.home() / ".cache" / "hetpart" / "capped"),
                    help="cached ONNX exports of the transformers workloads")
+    p.add_argument("--contenders", default="",
+                   help="comma list of contenders to run (default: all of " + ", ".join(capped.CONTENDERS) + ")")
     p.add_argument("--budget", type=float, default=0, help="seconds for the whole call (0: no limit)")
     p.add_argument("--reserve", type=float, default=60,
                    help="seconds of --budget kept free: no contender starts after budget - reserve")

@@ -143,6 +143,6 @@ def test_a_workload_that_cannot_run_here_is_skipped_and_the_next_runs(tmp_path):
     options = Options(settings=Settings.tiny(), cost_model=roofline_costs_for_mlp(), simulate=True,
                       bandwidth_bytes=1 << 20, deadline=time.monotonic() + 3600)
     items = capped.bench(["bert_large", "zoo:mlp:small"], ["1/2"], options, export_dir=tmp_path)
-    header, skipped, nxt = next(items), next(items), next(items)
+    _, skipped, nxt = next(items), next(items), next(items)
     assert skipped["workload"] == "bert_large" and "not installed" in skipped["skipped"]
     assert nxt["workload"] == "zoo:mlp:small" and "weight_bytes" in nxt

@@ -324,6 +324,7 @@ class Options:
     bandwidth_bytes: int = 1 << 30
     measure: bool = False  # measure each workload's kernels (quick) into this machine's profile first
     progress: bool = False
+    contenders: tuple[str, ...] = CONTENDERS  # which to run (a subset keeps a short call short)
     kernel_options: object = None  # KernelOptions of every build and measurement (None: the default)
 
     def costs(self):
@@ -425,7 +426,7 @@ def _accelerate_seconds(prep: Prepared, cap: int, options: Options) -> tuple[flo
     no_split = sorted({c for m in module.modules() for c in (getattr(m, "_no_split_modules", None) or [])})
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     device_map = infer_auto_device_map(module, max_memory={0: cap, "cpu": host}, no_split_module_classes=no_split)
-    module = dispatch_model(module, device_map=device_map, main_device=0)
+    module = dispatch_model(module, device_map=device_map)
     on_gpu = sum(1 for d in device_map.values() if d not in ("cpu", "disk"))
     note = f"{on_gpu} modules on the GPU, {len(device_map) - on_gpu} offloaded"
     # Inputs on the main device, as accelerate's users pass them: the model's own code
@@ -442,7 +443,7 @@ def _accelerate_seconds(prep: Prepared, cap: int, options: Options) -> tuple[flo
     try:
         return time_calls(run, options.settings).median_s, note
     finally:
-        del module
+        module = None  # the hooked copy's GPU memory goes back before the next contender  # noqa: F841
         torch.cuda.empty_cache()
 
 
@@ -482,7 +483,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
         builds = BuildCache(prep.graph, simulate=options.simulate, kernel_options=options.kernel_options or DEFAULT)
         for cap in cap_bytes:
             limit = limit_s(compute, prep.weight_bytes, cap, bw) * 1e3
-            for contender in CONTENDERS:
+            for contender in (c for c in CONTENDERS if c in options.contenders):
                 if (name, cap, contender) in done:
                     continue
                 if _late(options):
