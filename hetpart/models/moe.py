@@ -16,7 +16,7 @@ RMSNorm -> the MoE MLP -> residual.  The MoE MLP, for tokens x [T, hidden]:
 Input ``input_ids`` int64 [batch, seq_len]; output ``logits`` [batch, seq_len, vocab].
 The full model is one token at a time (``seq_len=1``, a decode-sized step without a
 KV cache): 8 layers, hidden 1024, 16 heads over 4, 8 experts of MLP 2816, top-2,
-vocab 32000 -- ~2.4 GB of float32 weights, of which one step reads a quarter of the
+vocab 32000 -- ~2.6 GB of float32 weights (2.2 GB of them experts), of which one step reads a quarter of the
 experts.  Small: 2 layers, hidden 32, 8 experts of MLP 48, 4 tokens.
 """
 
