@@ -284,10 +284,10 @@ def _random_feeds(path: Path) -> dict:
     return feeds
 
 
-def _onnxruntime(path: Path):
-    import onnxruntime as ort
+def _onnxruntime(path: Path, threads: int | None = None):
+    from hetpart.bench.peers import ort_session
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort_session(path, threads=threads)
 
 
 def _torch_has_cuda() -> bool:
@@ -368,13 +368,9 @@ def _timings(session, feeds, device, model_path, meta, repeat) -> dict:
     hetpart_ms = _median_ms(lambda: session.run(run_feeds), repeat)
     out = {"hetpart_ms": round(hetpart_ms, 4)}
     if device == "cpu":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
         from hetpart.cpu_cores import physical_cores
 
-        opts.intra_op_num_threads = physical_cores()
-        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        sess = _onnxruntime(model_path, threads=physical_cores())
         out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4))
     elif "torch_cuda_graph_ms" in meta:
         out.update(peer="torch_cuda_graph", peer_ms=round(meta["torch_cuda_graph_ms"], 4))

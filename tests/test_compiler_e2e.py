@@ -112,7 +112,8 @@ def test_destination_passing_entry_points_match_main(model, compiled, compose, m
 
 # The family models (issue 16) run whole on each device in test_models_families.py;
 # partition boundaries are exercised on the models above.
-FAMILIES = {"llama", "gpt2", "t5enc", "mobilenet", "efficientnet", "convnext", "swin"}
+FAMILIES = {"llama", "gpt2", "t5enc", "mobilenet", "efficientnet", "convnext", "swin",
+            "llama_prefill", "llama_decode", "moe"}  # issue 19's: tests/test_models_serving.py
 
 
 def test_every_zoo_model_is_covered():

@@ -102,9 +102,9 @@ def _hetpart_runner(model: onnx.ModelProto, feeds: dict):
 
 
 def _ort_runner(model: onnx.ModelProto):
-    import onnxruntime as ort
+    from .peers import ort_session
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)  # at an IR version this ORT reads (make_model stamps the newest)
     return lambda feeds: session.run(None, feeds)
 
 

@@ -87,7 +87,9 @@ def _record_limits(path: Path, limits: dict[str, int]) -> None:
 
     if not limits:
         return
-    model = onnx.load(str(path))
+    # The graph alone: a model past 2 GB keeps its weights in the external-data file
+    # torch wrote beside it, which the header keeps pointing at.
+    model = onnx.load(str(path), load_external_data=False)
     for name, limit in limits.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = INPUT_LIMIT_PREFIX + name, str(limit)
@@ -137,3 +139,62 @@ def _bert_outputs_class():
 
 def _BertOutputs(bert):  # noqa: N802 - builds the nn.Module subclass lazily (torch is optional)
     return _bert_outputs_class()(bert)
+
+
+# --- the transformers models of the capped-memory benchmark (issue 19) -----------------------
+BERT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+# TinyLlama-1.1B's shape: 22 layers, hidden 2048, 32 query heads over 4 key/value heads.
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                num_key_value_heads=4, vocab_size=32000)
+LLAMA_PREFILL_SEQ = 512
+
+
+@twin("bert_large_transformers")
+def _bert_large(batch: int):
+    from transformers import BertConfig, BertModel
+
+    return _text_model(BertModel, BertConfig(**BERT_LARGE), batch, BERT_SEQ_LEN)
+
+
+@twin("llama_1b_transformers")
+def _llama_1b(batch: int):
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(**LLAMA_1B, max_position_embeddings=2048)
+    return _text_model(LlamaModel, config, batch, LLAMA_PREFILL_SEQ)
+
+
+def _text_model(cls, config, batch: int, seq: int):
+    """A transformers model from ``config`` (seeded random weights, eager attention, no
+    cache), taking ``input_ids`` and an all-ones ``attention_mask``, returning tensors."""
+    import torch
+
+    torch.manual_seed(0)
+    config.use_cache = False
+    try:  # the attention written op by op, which the TorchScript exporter traces plainly
+        config._attn_implementation = "eager"
+    except AttributeError:
+        pass
+    module = _plain_class()(cls(config), ["input_ids", "attention_mask"])
+    ids = torch.randint(0, config.vocab_size, (batch, seq), dtype=torch.int64)
+    mask = torch.ones(batch, seq, dtype=torch.int64)
+    return module, (ids, mask), ["input_ids", "attention_mask"], {"input_ids": config.vocab_size}
+
+
+def _plain_class():
+    import torch
+
+    class Plain(torch.nn.Module):
+        """A transformers model taking its inputs by position and returning a tuple of
+        tensors (not a ModelOutput); ``model`` is the wrapped PreTrainedModel."""
+
+        def __init__(self, model, names):
+            super().__init__()
+            self.model, self.names = model, names
+
+        def forward(self, *args):
+            out = self.model(**dict(zip(self.names, args)))
+            values = out.values() if hasattr(out, "values") else out
+            return tuple(v for v in values if isinstance(v, torch.Tensor))
+
+    return Plain

@@ -117,15 +117,11 @@ def _flatten_outputs(outs) -> list:
 @peer("onnxruntime_cpu", "ONNX Runtime (CPU)", "cpu")
 def onnxruntime_cpu(model: PeerModel, simulate: bool) -> Runner:
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - only whether it is there
     except ImportError:
         raise PeerUnavailable("ONNX Runtime not installed") from None
-    source = model.onnx_model
-    if not isinstance(source, (str, bytes)) and hasattr(source, "SerializeToString"):
-        source = source.SerializeToString()
     try:
-        session = ort.InferenceSession(source if isinstance(source, bytes) else str(source),
-                                       providers=["CPUExecutionProvider"])
+        session = ort_session(model.onnx_model)
     except Exception as exc:  # noqa: BLE001 - ORT reports unsupported models with many exception types
         raise PeerUnavailable(f"ONNX Runtime cannot load {model.name}: {str(exc).splitlines()[0][:200]}") from None
     names = [i.name for i in session.get_inputs()]
@@ -134,3 +130,81 @@ def onnxruntime_cpu(model: PeerModel, simulate: bool) -> Runner:
         return session.run(None, {n: feeds[n] for n in names})
 
     return run
+
+
+# --- opening an ONNX Runtime session: the one place hetpart.bench does it --------------------
+def ort_session(model, threads: int | None = None, external_data_above: int | None = None):
+    """An ``onnxruntime.InferenceSession`` on the CPU for ``model`` (a ModelProto or a path).
+
+    Two things every ORT session in the benchmark needs, done here once:
+
+    * the model's IR version is lowered to the least its opsets need
+      (:func:`ort_ir_version`): onnx's ``make_model`` stamps the newest IR version it
+      knows, which an older ORT refuses ("Unsupported model IR version") although it
+      runs every op of the model;
+    * a model whose weights approach protobuf's 2 GB limit cannot be serialized to
+      bytes (``EncodeError: Failed to serialize proto``): it is saved with its weights
+      as external data into a temporary directory, and the session opened from the
+      path.  ``external_data_above`` (bytes; default
+      :data:`hetpart.models.EXTERNAL_DATA_THRESHOLD`) is the size from which it is;
+      tests pass 0 to force the route on a small model.
+
+    ``threads`` sets ORT's intra-op pool (None: ORT's default).  ``model`` is left as
+    it was.  Raises what ORT raises for a model it cannot load.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    providers = ["CPUExecutionProvider"]
+    if not isinstance(model, onnx.ModelProto):  # a path: keep it unless its IR version is too new
+        header = onnx.load(str(model), load_external_data=False)
+        if header.ir_version <= ort_ir_version(header):
+            return ort.InferenceSession(str(model), opts, providers=providers)
+        model = onnx.load(str(model))
+    from ..models import EXTERNAL_DATA_THRESHOLD, weight_bytes
+
+    limit = EXTERNAL_DATA_THRESHOLD if external_data_above is None else external_data_above
+    with _ir_version(model, ort_ir_version(model)):
+        if weight_bytes(model) < limit:
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        return _session_from_external_data(ort, model, opts, providers)
+
+
+def ort_ir_version(model) -> int:
+    """The IR version ``model`` is handed to ONNX Runtime with: the least its opset
+    imports need (onnx's own table), never above the one it declares."""
+    from onnx.helper import find_min_ir_version_for
+
+    need = find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return min(int(model.ir_version), int(need)) if model.ir_version else int(need)
+
+
+class _ir_version:
+    """Set ``model.ir_version`` for the block, then put the original back."""
+
+    def __init__(self, model, version: int):
+        self.model, self.version, self.saved = model, version, model.ir_version
+
+    def __enter__(self):
+        self.model.ir_version = self.version
+
+    def __exit__(self, *exc):
+        self.model.ir_version = self.saved
+
+
+def _session_from_external_data(ort, model, opts, providers):
+    """Save ``model`` with external data in a temporary directory and open it from there.
+
+    The directory is removed once the session is open: ORT has read (or mapped) the
+    weights by then, and on Linux a mapped file stays readable after its unlink.
+    """
+    import tempfile
+
+    from ..models import save
+
+    with tempfile.TemporaryDirectory(prefix="hetpart-ort-") as tmp:
+        path = save(model, f"{tmp}/model.onnx", external_data=True)[0]
+        return ort.InferenceSession(str(path), opts, providers=providers)

@@ -35,11 +35,11 @@ from hetpart.models.registry import build, check_keys, describe, entry, names
 
 __all__ = [
     "build", "names", "describe", "parse_zoo_spec", "example_inputs", "save",
-    "EXTERNAL_DATA_THRESHOLD",
+    "EXTERNAL_DATA_THRESHOLD", "weight_bytes",
 ]
 
 # Importing a module registers its models.
-_MODEL_MODULES = ("mlp", "resnet", "bert", "detector", "dlrm", "llama", "gpt2", "t5", "mobilenet", "convnext", "swin")
+_MODEL_MODULES = ("mlp", "resnet", "bert", "detector", "dlrm", "llama", "llama_decode", "moe", "gpt2", "t5", "mobilenet", "convnext", "swin")
 for _module in _MODEL_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
@@ -97,15 +97,18 @@ def example_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarra
     return feeds
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
+def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> list[Path]:
     """Save ``model`` to ``path``; returns the files written.
 
     Models of ~1.8 GB or more (e.g. a DLRM with big embedding tables) go to
     ``path`` plus ``<path>.data`` with all weights as ONNX external data, because a
-    protobuf message cannot exceed 2 GB.  ``model`` itself is left as it was.
+    protobuf message cannot exceed 2 GB; ``external_data`` True/False forces the
+    choice.  ``model`` itself is left as it was.
     """
     path = Path(path)
-    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+    if external_data is None:
+        external_data = weight_bytes(model) >= EXTERNAL_DATA_THRESHOLD
+    if not external_data:
         onnx.save_model(model, path)
         return [path]
     data = path.with_name(path.name + ".data")
@@ -127,8 +130,9 @@ def _reload_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
             tensor.ClearField("data_location")
 
 
-def _weight_bytes(model: onnx.ModelProto) -> int:
-    # Per-tensor ByteSize: never asks protobuf for the size of a >2 GB message.
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Serialized bytes of ``model``'s initializers and nodes, summed per tensor and
+    node: never asks protobuf for the size of a >2 GB message."""
     graph = model.graph
     return sum(t.ByteSize() for t in graph.initializer) + sum(n.ByteSize() for n in graph.node)
 

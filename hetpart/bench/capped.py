@@ -1,0 +1,629 @@
+"""The capped-GPU-memory benchmark (issue 19, "Bigger than the GPU"): each workload
+under GPU memory caps smaller than its weights, against the tools users run today.
+
+For each workload and cap (bytes, or a fraction of the workload's weight bytes) it
+records, per contender (the names are fixed; the table and the goals read them):
+
+* ``hetpart`` -- ``hetpart.partition(graph, gpu_memory=cap)`` (the latency
+  objective), compiled and run in a Session: whatever placement the partitioner
+  makes, weight streaming included once it is there;
+* ``hetpart all-CPU`` -- every kernel on the CPU (measured once per workload);
+* ``onnxruntime_cpu``, ``torch_cpu`` -- the peers (:mod:`.peers`) on the same model
+  (once per workload);
+* ``accelerate`` -- the same PyTorch module through accelerate's
+  ``infer_auto_device_map`` + ``dispatch_model`` with ``max_memory={0: cap}``: the
+  modules left over are offloaded and their weights copied in at each call;
+* ``llama.cpp-style rule``, ``ORT-style rule`` -- the memory-only placements of
+  :mod:`hetpart.partitioner.memory_rules`, compiled and run like hetpart's plan.
+
+Every record carries ``limit_ms``, the physical limit of the workload under the cap
+(:func:`limit_s`) from bandwidths measured in the run (:func:`measure_bandwidths`),
+and ``predicted_ms`` where a plan predicts one.  A contender that cannot run here
+is a record with ``ms`` None and ``skipped`` saying why (no torch, no GPU, a plan
+that cannot meet the cap ...).
+
+Records go to a JSON file (schema ``hetpart-capped``) as they come, with a markdown
+table beside it; ``deadline`` (``time.monotonic()``) stops the run between two
+contenders, so a time-limited call ends with what it finished written, and
+``skip_done`` resumes.  The front end is ``bench/capped.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import HetpartError
+from ..kernels.options import DEFAULT
+from .builds import BuildCache
+from .timing import Settings, time_calls
+
+SCHEMA, VERSION = "hetpart-capped", 1
+CONTENDERS = ("hetpart", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
+              "llama.cpp-style rule", "ORT-style rule")
+# Measured once per workload: their placement does not depend on the cap.
+CAP_FREE = ("hetpart all-CPU", "onnxruntime_cpu", "torch_cpu")
+DEFAULT_CAPS = ("1/2", "1/3", "1/4")
+LIMIT = ("the best placement's time if every byte moved at the bandwidths measured in this run: "
+         "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
+         "reading the rest at its memory bandwidth, or the CPU reading all of them; a lower bound")
+
+
+# ========================================================================================
+# Workloads
+# ========================================================================================
+@dataclass
+class Workload:
+    """A model to run under caps.  ``model`` is a ``zoo:`` spec, a path or a ModelProto;
+    ``torch`` a zero-argument function returning ``(nn.Module, input names)`` (None:
+    no PyTorch twin, ``torch_note`` says why)."""
+
+    name: str
+    model: object
+    torch: Callable | None = None
+    torch_note: str = ""
+
+
+def transformers_workload(name: str, twin: str, export_dir: Path) -> Workload:
+    """A twin of :mod:`.export` exported to ``export_dir`` once (reused later)."""
+    from .export import TWINS, _export, _record_limits
+
+    # A directory per twin: past 2 GB torch writes each weight as a file beside the model.
+    path = Path(export_dir) / twin / "model.onnx"
+    module_and_names = {}
+
+    def make_torch():
+        if "module" not in module_and_names:
+            module, _, names, _ = TWINS[twin](1)
+            module_and_names.update(module=module.eval(), names=names)
+        return module_and_names["module"], module_and_names["names"]
+
+    if not path.exists():
+        try:
+            import torch
+            import transformers  # noqa: F401 - the twins are transformers models
+        except ImportError as exc:
+            raise HetpartError(f"workload {name} needs PyTorch and transformers ({exc.name} is not installed)") \
+                from None
+
+        module, args, names, limits = TWINS[twin](1)
+        module.eval()
+        module_and_names.update(module=module, names=names)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name("partial.onnx")  # a cut-off export is never reused
+        with torch.no_grad():
+            _export(torch, module, args, names, partial)
+        _record_limits(partial, limits)
+        partial.replace(path)
+    return Workload(name, path, make_torch)
+
+
+def zoo_workload(spec: str, name: str | None = None) -> Workload:
+    """A zoo model; the LLaMA decode step with its PyTorch twin (:mod:`.decode_twin`)."""
+    from .. import models
+
+    model_name, small, cfg = models.parse_zoo_spec(spec)
+    if model_name != "llama_decode":
+        return Workload(name or spec, spec, None, "a zoo model has no PyTorch twin")
+    model = models.build(model_name, small, **cfg)  # once: hetpart, ORT and the twin share it
+
+    def make_torch():
+        from .decode_twin import decode_twin
+
+        return decode_twin(model)
+
+    return Workload(name or spec, model, make_torch)
+
+
+# The workloads of issue 19 by name; zoo:... specs are workloads too.
+NAMED = {
+    "bert_large": lambda d: transformers_workload("bert_large", "bert_large_transformers", d),
+    "llama_prefill": lambda d: transformers_workload("llama_prefill", "llama_1b_transformers", d),
+    "llama_decode": lambda d: zoo_workload("zoo:llama_decode", "llama_decode"),
+}
+
+
+def split_names(text: str) -> list[str]:
+    """Workload names from a comma list, where a ``zoo:`` spec keeps its own commas:
+    ``bert_large,zoo:dlrm:table_rows=9,num_tables=4`` -> ``[bert_large, zoo:dlrm:table_rows=9,num_tables=4]``."""
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if names and names[-1].startswith("zoo:") and "=" in part and not part.startswith("zoo:"):
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    return names
+
+
+def workload(name: str, export_dir: Path) -> Workload:
+    if name.startswith("zoo:"):
+        return zoo_workload(name)
+    if name not in NAMED:
+        raise HetpartError(f"unknown capped workload {name!r}; known: {', '.join(NAMED)} or zoo:NAME[...]")
+    return NAMED[name](export_dir)
+
+
+@dataclass
+class Prepared:
+    """A workload imported: op graph, feeds (by graph and by ONNX input name), weights."""
+
+    workload: Workload
+    graph: object
+    onnx_model: object  # what ONNX Runtime opens: the path where there is one
+    feeds: dict
+    onnx_feeds: dict
+    weight_bytes: int
+
+
+def prepare(w: Workload) -> Prepared:
+    from .harness import Workload as HarnessWorkload
+    from .harness import prepare as harness_prepare
+
+    p = harness_prepare(HarnessWorkload(w.name, w.model))
+    # Text models run unpadded: an all-ones attention mask (the seeded feeds would mask every token).
+    onnx_feeds = {n: (np.ones_like(v) if "attention_mask" in n else v) for n, v in p.onnx_feeds.items()}
+    feeds = dict(zip(p.feeds, onnx_feeds.values()))
+    source = w.model if isinstance(w.model, (str, os.PathLike)) and not str(w.model).startswith("zoo:") \
+        else p.onnx_model
+    return Prepared(w, p.graph, source, feeds, onnx_feeds, initializer_bytes(p.onnx_model))
+
+
+def initializer_bytes(model) -> int:
+    """Bytes of the model's initializers from their shapes and types (never their data)."""
+    import onnx
+
+    total = 0
+    for t in model.graph.initializer:
+        size = int(np.prod(t.dims)) if len(t.dims) else 1
+        total += size * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+# ========================================================================================
+# Caps, bandwidths, the physical limit
+# ========================================================================================
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_cap(text: str, weight_bytes: int) -> int:
+    """``"1/3"`` or ``"0.5"`` (of ``weight_bytes``), or ``"512MiB"``/``"2GB"``/``"1000"`` bytes."""
+    t = text.strip()
+    m = re.fullmatch(r"([0-9.]+)\s*([a-zA-Z]*)", t)
+    try:
+        if "/" in t or (m and "." in m.group(1) and not m.group(2)):
+            share = Fraction(t)
+            if not 0 < share <= 1:
+                raise ValueError
+            return int(weight_bytes * share)
+        if m and m.group(2).lower() in _UNITS and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    except (ValueError, ZeroDivisionError):
+        pass
+    raise HetpartError(f"bad GPU memory cap {text!r}: give a share of the weights (1/3, 0.5) or bytes "
+                       "(512MiB, 2GB)")
+
+
+@dataclass(frozen=True)
+class Bandwidths:
+    """Bytes per second measured in this run, and how."""
+
+    h2d_bytes_per_s: float | None
+    cpu_bytes_per_s: float
+    how: dict = field(default_factory=dict)
+
+
+def measure_bandwidths(nbytes: int = 1 << 30, costs=None) -> Bandwidths:
+    """Host-to-device over PCIe (pinned, through torch; else the cost model's link,
+    else None) and the CPU's memory read bandwidth (a multi-threaded torch sum over
+    ``nbytes``; numpy's single-threaded sum without torch, an underestimate)."""
+    how = {}
+    h2d = _torch_h2d(nbytes)
+    if h2d is not None:
+        how["h2d"] = f"torch pinned copy of {nbytes} bytes to cuda:0, best of 5"
+    elif costs is not None:
+        h2d = (1 << 30) / costs.transfer_cost(1 << 30, "cpu", "cuda")
+        how["h2d"] = "the cost model's host-to-device link (no GPU measured here)"
+    cpu, how["cpu"] = _cpu_read(nbytes)
+    return Bandwidths(h2d, cpu, how)
+
+
+def _torch_h2d(nbytes: int) -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    host = torch.empty(nbytes // 4, dtype=torch.float32).pin_memory()
+    dev = torch.empty_like(host, device="cuda")
+    best = float("inf")
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dev.copy_(host, non_blocking=True)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    del host, dev
+    torch.cuda.empty_cache()
+    return nbytes / best
+
+
+def _cpu_read(nbytes: int) -> tuple[float, str]:
+    try:
+        import torch
+
+        data = torch.ones(nbytes // 4, dtype=torch.float32)
+        reduce, how = (lambda: float(data.sum())), f"torch sum over {nbytes} bytes, {torch.get_num_threads()} threads"
+    except ImportError:
+        data = np.ones(nbytes // 4, dtype=np.float32)
+        reduce, how = (lambda: float(data.sum())), f"numpy sum over {nbytes} bytes (one thread: an underestimate)"
+    reduce()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        reduce()
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best, how + ", best of 5"
+
+
+def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwidths) -> float:
+    """The physical limit of a workload under ``cap_bytes``: the least of
+
+    * all on the CPU: ``weight_bytes / cpu``;
+    * the GPU computing everything with the weights over the cap split between
+      streaming (``s / h2d``, overlapped with compute) and the CPU (``c / cpu``,
+      not overlapped): ``c / cpu + max(gpu_compute_s, s / h2d)``, ``c + s = weights
+      - cap``, at its best split (an end or where streaming meets compute).
+
+    Without a host-to-device bandwidth only the all-CPU term counts.
+    """
+    cpu_all = weight_bytes / bw.cpu_bytes_per_s
+    if bw.h2d_bytes_per_s is None:
+        return cpu_all
+    over = max(0, weight_bytes - cap_bytes)
+    splits = {0.0, float(over)}
+    splits.add(min(float(over), max(0.0, over - gpu_compute_s * bw.h2d_bytes_per_s)))
+    mixed = min(c / bw.cpu_bytes_per_s + max(gpu_compute_s, (over - c) / bw.h2d_bytes_per_s) for c in splits)
+    return min(cpu_all, mixed)
+
+
+def gpu_compute_s(graph, costs) -> float:
+    """Seconds of every kernel on the GPU per the cost model (the CPU's where it cannot)."""
+    from ..partitioner.problem import build_problem
+
+    problem = build_problem(graph, costs)
+    return sum(problem.seconds[k].get("cuda", problem.seconds[k]["cpu"]) for k in problem.order)
+
+
+# ========================================================================================
+# Contenders
+# ========================================================================================
+@dataclass
+class Options:
+    """How to run: ``profile`` (None, a path or a Profile) or ``cost_model`` for the
+    plans; ``simulate`` compiles CUDA partitions for the CPU (tests); ``deadline``
+    (``time.monotonic()``) stops between contenders; ``bandwidth_bytes`` the buffer
+    the bandwidths are measured with; ``measure``: before planning a workload, measure
+    its kernels on both devices (few repeats) and the link into this machine's
+    profile, so plans use this GPU's costs, not a recording's predictions."""
+
+    settings: Settings = field(default_factory=Settings.quick)
+    profile: object = None
+    cost_model: object = None
+    simulate: bool = False
+    deadline: float = float("inf")
+    bandwidth_bytes: int = 1 << 30
+    measure: bool = False  # measure each workload's kernels (quick) into this machine's profile first
+    progress: bool = False
+    contenders: tuple[str, ...] = CONTENDERS  # which to run (a subset keeps a short call short)
+    kernel_options: object = None  # KernelOptions of every build and measurement (None: the default)
+
+    def costs(self):
+        if self.cost_model is not None:
+            return self.cost_model
+        from ..partitioner.planning import _cost_model
+
+        return _cost_model(self.profile)
+
+
+@dataclass
+class Record:
+    workload: str
+    cap_bytes: int
+    contender: str
+    ms: float | None
+    predicted_ms: float | None
+    limit_ms: float | None
+    placement: str = ""
+    skipped: str = ""
+    note: str = ""
+
+    def key(self) -> tuple:
+        return (self.workload, self.cap_bytes, self.contender)
+
+
+class Skip(Exception):
+    """A contender cannot run here; the message says why."""
+
+
+def _plan_contender(name: str, prep: Prepared, costs, cap: int):
+    """The Plan contender ``name`` runs under ``cap`` (Skip if it has none)."""
+    from ..errors import PlanError
+    from ..partitioner import partition, plan_for_assignment
+    from ..partitioner.baselines import BASELINES
+    from ..partitioner.memory_rules import RULES
+    from ..partitioner.problem import build_problem
+
+    try:
+        if name == "hetpart":
+            return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False)
+        problem = build_problem(prep.graph, costs, (), cap)
+        a = BASELINES["all_cpu"](problem) if name == "hetpart all-CPU" else RULES[name](problem)
+        if a is None:
+            raise Skip(f"{name}: nothing fits under the cap")
+        return plan_for_assignment(problem, a)
+    except PlanError as exc:
+        raise Skip(f"no plan: {exc}") from None
+
+
+def _time_plan(plan, name: str, prep: Prepared, builds, options: Options) -> tuple[float, str]:
+    """Median seconds of ``plan`` in a Session; a placement already built and timed (the
+    same as another contender's) is measured once: (seconds, note)."""
+    from ..runtime import Session
+
+    build = builds.get(plan, name)
+    if build.latency is None:
+        with Session(build.compiled) as session:
+            build.latency = time_calls(lambda: session.run(prep.feeds), options.settings)
+    same = "" if build.plan_name == name else f"same placement as {build.plan_name}: measured once"
+    return build.latency.median_s, same
+
+
+def _peer_seconds(name: str, prep: Prepared, options: Options) -> float:
+    from .peers import PEERS, PeerModel, PeerUnavailable
+
+    w = prep.workload
+    module, names = (None, list(prep.onnx_feeds))
+    if name == "torch_cpu":
+        if w.torch is None:
+            raise Skip(w.torch_note or "no PyTorch twin")
+        try:
+            module, names = w.torch()
+        except ImportError as exc:
+            raise Skip(f"PyTorch not installed ({exc.name})") from None
+    try:
+        runner = PEERS[name].make(PeerModel(w.name, prep.onnx_model, names, module), options.simulate)
+    except PeerUnavailable as exc:
+        raise Skip(str(exc)) from None
+    return time_calls(lambda: runner(prep.onnx_feeds), options.settings).median_s
+
+
+def _accelerate_seconds(prep: Prepared, cap: int, options: Options) -> tuple[float, str]:
+    """The workload's PyTorch module offloaded by accelerate under ``cap`` on GPU 0."""
+    w = prep.workload
+    if options.simulate:
+        raise Skip("no GPU used under simulate")
+    if w.torch is None:
+        raise Skip(w.torch_note or "no PyTorch twin")
+    try:
+        import torch
+        from accelerate import dispatch_model, infer_auto_device_map
+    except ImportError as exc:
+        raise Skip(f"{exc.name} not installed") from None
+    if not torch.cuda.is_available():
+        raise Skip("PyTorch sees no CUDA GPU")
+    base, names = w.torch()
+    module = copy.deepcopy(base).eval()  # dispatch_model hooks the module: keep the original clean
+    no_split = sorted({c for m in module.modules() for c in (getattr(m, "_no_split_modules", None) or [])})
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    device_map = infer_auto_device_map(module, max_memory={0: cap, "cpu": host}, no_split_module_classes=no_split)
+    module = dispatch_model(module, device_map=device_map)
+    on_gpu = sum(1 for d in device_map.values() if d not in ("cpu", "disk"))
+    note = f"{on_gpu} modules on the GPU, {len(device_map) - on_gpu} offloaded"
+    # Inputs on the main device, as accelerate's users pass them: the model's own code
+    # outside its hooked modules (masks, positions) must not mix CPU and GPU tensors.
+    device = "cuda:0" if on_gpu else "cpu"
+
+    def run():
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(prep.onnx_feeds[n])).to(device) for n in names]
+            outs = module(*args)
+            outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+            return [o.cpu().numpy() for o in outs]
+
+    try:
+        return time_calls(run, options.settings).median_s, note
+    finally:
+        module = None  # the hooked copy's GPU memory goes back before the next contender  # noqa: F841
+        torch.cuda.empty_cache()
+
+
+# ========================================================================================
+# The run
+# ========================================================================================
+def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
+          done: set | None = None) -> Iterator[Record | dict]:
+    """Records of every workload in ``names`` under every cap in ``caps``, as they come.
+
+    Yields first a dict (the run's header: bandwidths, costs' origin), then Records.
+    Stops (returns) when ``options.deadline`` has passed, between two contenders.
+    ``done``: keys (:meth:`Record.key`) already recorded, skipped here.
+    """
+    done = done or set()
+    costs = options.costs()
+    bw = measure_bandwidths(options.bandwidth_bytes, costs)
+    yield {"bandwidths": asdict(bw), "costs": getattr(costs, "origin", None) or _origin(costs)}
+    for name in names:
+        if _late(options):
+            return
+        try:
+            prep = prepare(workload(name, export_dir))
+        except (HetpartError, ImportError) as exc:  # this workload cannot run here; the next may
+            yield {"workload": name, "skipped": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"}
+            continue
+        if options.measure:
+            measure_kernels(prep.graph, options)
+            costs = options.costs()
+        if hasattr(costs, "add_graph"):
+            costs.add_graph(prep.graph)
+        compute = gpu_compute_s(prep.graph, costs)
+        cap_bytes = [parse_cap(c, prep.weight_bytes) for c in caps]
+        yield {"workload": name, "weight_bytes": prep.weight_bytes, "gpu_compute_ms": compute * 1e3,
+               "kernels": len(prep.graph.kernels)}
+        cap_free: dict[str, Record] = {}
+        builds = BuildCache(prep.graph, simulate=options.simulate, kernel_options=options.kernel_options or DEFAULT)
+        for cap in cap_bytes:
+            limit = limit_s(compute, prep.weight_bytes, cap, bw) * 1e3
+            for contender in (c for c in CONTENDERS if c in options.contenders):
+                if (name, cap, contender) in done:
+                    continue
+                if _late(options):
+                    return
+                if contender in CAP_FREE and contender in cap_free:
+                    r = copy.copy(cap_free[contender])
+                    r.cap_bytes, r.limit_ms = cap, limit
+                    r.note = "cap-independent: measured once per workload"
+                else:
+                    r = _measure(contender, prep, cap, limit, costs, builds, options)
+                    if contender in CAP_FREE:
+                        cap_free[contender] = r
+                yield r
+        builds.clear()
+
+
+def measure_kernels(graph, options: Options) -> None:
+    """Measure ``graph``'s kernels the profile lacks on both devices (few repeats), and
+    the link if the profile has none, into this machine's profile (needs a GPU)."""
+    from ..costmodel import measure_transfers, profile
+    from ..costmodel.kernel_bench import MeasureSettings
+    from ..costmodel.profiler import open_profile
+
+    prof = profile(graph, ("cpu", "cuda"), options.profile, settings=MeasureSettings.quick(),
+                   progress=options.progress, options=options.kernel_options or DEFAULT)
+    if prof.transfers is None:
+        prof = open_profile(prof)
+        prof.transfers = measure_transfers(progress=options.progress)
+        prof.save()
+
+
+def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, builds,
+             options: Options) -> Record:
+    r = Record(prep.workload.name, cap, contender, None, None, limit_ms)
+    try:
+        if contender in ("onnxruntime_cpu", "torch_cpu"):
+            r.ms = _peer_seconds(contender, prep, options) * 1e3
+        elif contender == "accelerate":
+            seconds, r.note = _accelerate_seconds(prep, cap, options)
+            r.ms = seconds * 1e3
+        else:
+            from .harness import placement
+
+            plan = _plan_contender(contender, prep, costs, cap)
+            r.predicted_ms = float(plan.predicted["latency_s"]) * 1e3
+            r.placement = placement(plan)
+            seconds, r.note = _time_plan(plan, contender, prep, builds, options)
+            r.ms = seconds * 1e3
+    except Skip as exc:
+        r.skipped = str(exc)
+    except HetpartError as exc:
+        r.skipped = f"failed: {str(exc).splitlines()[0][:300]}"
+    except Exception as exc:  # noqa: BLE001 - one broken contender must not lose the table
+        r.skipped = f"failed (bug?): {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+    return r
+
+
+def _late(options: Options) -> bool:
+    return time.monotonic() > options.deadline
+
+
+def _origin(costs) -> str:
+    from ..partitioner.costs import cost_origin
+
+    return cost_origin(costs)
+
+
+# ========================================================================================
+# Results file and table
+# ========================================================================================
+def new_results(gpu: str) -> dict:
+    return {"schema": SCHEMA, "version": VERSION, "gpu": gpu, "limit": LIMIT, "runs": [], "workloads": {},
+            "records": []}
+
+
+def load_results(path: Path, gpu: str) -> dict:
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data.get("schema") == SCHEMA and data.get("version") == VERSION:
+            return data
+    return new_results(gpu)
+
+
+def add(results: dict, item: Record | dict) -> None:
+    """Put one item :func:`bench` yielded into ``results`` (a record replaces its key's)."""
+    if isinstance(item, Record):
+        rec = asdict(item)
+        results["records"] = [r for r in results["records"] if _key(r) != item.key()] + [rec]
+    elif "workload" in item:
+        results["workloads"][item["workload"]] = {k: v for k, v in item.items() if k != "workload"}
+    else:
+        results["runs"].append(item)
+
+
+def _key(r: dict) -> tuple:
+    return (r["workload"], r["cap_bytes"], r["contender"])
+
+
+def save(path: Path, results: dict) -> None:
+    """The JSON (atomically) and the markdown table beside it."""
+    from ..contracts.jsonfile import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    atomic_write_text(path.with_suffix(".md"), markdown(results))
+
+
+def markdown(results: dict) -> str:
+    """One row per workload and cap, one column per contender (ms; ``–`` skipped)."""
+    from ..importer.summary import human_bytes
+
+    head = ["workload", "cap", "limit ms", *CONTENDERS, "hetpart predicted ms"]
+    rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    by_row: dict[tuple, dict] = {}
+    for r in results["records"]:
+        by_row.setdefault((r["workload"], r["cap_bytes"]), {})[r["contender"]] = r
+    notes = [f"{wl}: {info['skipped']}" for wl, info in results.get("workloads", {}).items() if info.get("skipped")]
+    for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        limit = next((r["limit_ms"] for r in recs.values() if r.get("limit_ms") is not None), None)
+        cells = [wl, human_bytes(cap), _ms(limit)]
+        for c in CONTENDERS:
+            r = recs.get(c)
+            cells.append("" if r is None else _ms(r["ms"]))
+            if r is not None and r.get("skipped"):
+                notes.append(f"{wl} @ {human_bytes(cap)}, {c}: {r['skipped']}")
+        cells.append(_ms((recs.get("hetpart") or {}).get("predicted_ms")))
+        rows.append("| " + " | ".join(cells) + " |")
+    runs = results.get("runs") or [{}]
+    bw = runs[-1].get("bandwidths") or {}
+    gbs = lambda v: "–" if v is None else f"{v / 1e9:.1f} GB/s"  # noqa: E731
+    text = (f"# Bigger than the GPU: capped GPU memory ({results['schema']} v{results['version']}, "
+            f"{results.get('gpu', '?')})\n\n"
+            f"Median ms per inference. `limit ms`: {results['limit']}. Bandwidths measured: host-to-device "
+            f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
+            f"Costs: {runs[-1].get('costs', '?')}. Written by `bench/capped.py`.\n\n")
+    text += "\n".join(rows) + "\n"
+    if notes:
+        text += "\nSkipped:\n\n" + "\n".join(f"* {n}" for n in sorted(set(notes))) + "\n"
+    return text
+
+
+def _ms(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
