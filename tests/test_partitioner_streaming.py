@@ -270,7 +270,8 @@ def test_prefill_streams_weights_and_decode_runs_them_on_the_cpu():
     # prefill: every big matmul on the GPU, those that do not fit streamed
     assert all(prefill.assignment[k] == "cuda" for k in matmuls)
     assert prefill.streamed and prefill.predicted["gpu_memory"]["stream_buffers"] > 0
-    resident = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=cap, progress=False)
+    resident = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=cap, progress=False,
+                        stream_weights=False)
     assert prefill.predicted["latency_s"] < resident.predicted["latency_s"]
     # decode: the CPU reads a weight faster than PCIe copies it, so nothing streams
     assert not decode.streamed and any(decode.assignment[k] == "cpu" for k in matmuls)
@@ -307,14 +308,14 @@ def test_streamed_plan_round_trips_through_json_and_explains(tmp_path):
     assert "stream buffers" in shown and "streamed" in shown
 
 
-def test_streaming_is_opt_in():
+def test_streaming_is_on_by_default_and_can_be_turned_off():
     graph = bert_like(layers=2)
     costs = bert_costs(graph, "prefill")
     cap = weights(graph) // 3
-    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
     assert not plan.streamed and plan.stream_slots == 0
     assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
-    assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True).streamed
+    assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False).streamed
 
 
 def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():
@@ -324,7 +325,7 @@ def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():
     costs = TableCosts({k: {"cpu": 1e-3, "cuda": 1e-4} for k in g.kernels}, link_bytes_per_s=32e9)
     pins = [f"{k}=cuda" for k in g.kernels]
     with pytest.raises(PlanError, match="cannot be met"):
-        partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False)
+        partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False, stream_weights=False)
     plan = partition(g, cost_model=costs, pins=pins, gpu_memory=25 * MiB, progress=False, stream_weights=True)
     assert plan.streamed and set(plan.assignment.values()) == {"cuda"}
     assert plan_gpu_bytes(g, plan) == plan.predicted["gpu_memory"]["total"] <= 25 * MiB
