@@ -69,6 +69,24 @@ case "${1:-1}" in
   wait
   mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null
   [ -n "${NMS:-}" ] && timeout 150 python3 bench/cpu_nms.py > "$OUT/logs/cpu_nms.txt" 2>&1 ;;
+6)  # the new GPU paths (streamed weights, buckets, serving), the GEMV fix, NMS, BERT streamed
+  timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 300 tests/test_runtime_streaming.py \
+    tests/test_runtime_buckets.py tests/test_serving_session.py tests/test_runtime_cuda.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m pytest -q -rf -p no:cacheprovider tests/test_bench_decode_twin.py tests/test_bench_peers.py \
+    > "$OUT/logs/pytest-twin.txt" 2>&1 &
+  timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 2 --time-limit 120 --cases \
+    test_causal_conv_with_state_decode_step test_causal_conv_with_state_decode_step_expanded \
+    -o "$OUT/conformance-decode.json" > "$OUT/logs/conformance.log" 2>&1 &
+  timeout "$BUDGET" python3 bench/cpu_nms.py --quick > "$OUT/logs/cpu_nms.txt" 2>&1 &
+  timeout "$BUDGET" python3 -m hetpart.cli.main zoo:bert --gpu-memory 160MiB --explain -o /tmp/bert-stream --compile \
+    --run > "$OUT/logs/bert-stream.txt" 2>&1 &
+  wait ;;
+7)  # issue 19's table: BERT-large under GPU caps
+  timeout $((BUDGET + 60)) python3 bench/capped.py --workloads bert_large --caps 512MiB,1/2,1/3,1/4 --budget "$BUDGET" \
+    --reserve 120 --out "$OUT/capped-nvidia-h200.json" > "$OUT/logs/capped.txt" 2>&1 ;;
+8)  # issue 20's table: serving under open-loop load
+  timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+    > "$OUT/logs/serve.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
