@@ -84,6 +84,8 @@ case "${1:-1}" in
 7)  # issue 19's table: BERT-large under GPU caps
   timeout $((BUDGET + 60)) python3 bench/capped.py --workloads bert_large --caps 512MiB,1/2,1/3,1/4 --budget "$BUDGET" \
     --reserve 120 --out "$OUT/capped-nvidia-h200.json" > "$OUT/logs/capped.txt" 2>&1 ;;
+9)  # a streamed BERT on the GPU, with and without CUDA graphs for resident partitions
+  timeout "$BUDGET" python3 tools/stream_diag.py > "$OUT/logs/stream_diag.txt" 2>&1 ;;
 8)  # issue 20's table: serving under open-loop load
   timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;

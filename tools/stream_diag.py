@@ -1,0 +1,51 @@
+"""Where a streamed BERT run crashes on the GPU: one subprocess per variant, faulthandler on.
+
+    python3 tools/stream_diag.py [graphs|nographs] [GPU_MEMORY]
+Without an argument runs both variants (CUDA graphs for resident partitions on / off)
+and prints each one's exit status and the tail of its output.
+"""
+
+import faulthandler
+import subprocess
+import sys
+
+faulthandler.enable()
+
+
+def variant(graphs: bool, cap: str) -> None:
+    import numpy as np
+
+    import hetpart
+    from hetpart import kernels, models
+    from hetpart.bench.peers import ort_session
+    from hetpart.compiler import build as compiler_build
+    from hetpart.importer import load
+
+    if not graphs:  # no CUDA graph for any partition
+        real = kernels.build
+        compiler_build.kernels = type("K", (), {"build": staticmethod(lambda *a, **k: real(*a, **{**k, "cuda_graph": False}))})
+    model = models.build("bert")
+    graph = load(model)
+    plan = hetpart.partition(graph, gpu_memory=int(cap),
+                             progress=False)
+    print("streamed", len(plan.streamed), "slots", plan.stream_slots, flush=True)
+    compiled = hetpart.compile(plan, graph)
+    feeds = {"input_ids": np.random.default_rng(0).integers(0, 1000, (1, 128)).astype(np.int64)}
+    print("opening session", flush=True)
+    with hetpart.Session(compiled) as s:
+        print("first run", flush=True)
+        out = s.run(feeds)
+        print("second run", flush=True)
+        out = s.run(feeds)
+    ref = ort_session(model).run(None, feeds)
+    for (k, v), r in zip(out.items(), ref):
+        print(k, float(np.abs(v - r).max() / np.abs(r).max()), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        variant(sys.argv[1] == "graphs", sys.argv[2] if len(sys.argv) > 2 else str(160 << 20))
+    else:
+        for name in ("graphs", "nographs"):
+            r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, name], capture_output=True, text=True)
+            print(f"== {name}: rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}", flush=True)
