@@ -46,6 +46,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         variant(sys.argv[1] == "graphs", sys.argv[2] if len(sys.argv) > 2 else str(160 << 20))
     else:
-        for name in ("graphs", "nographs"):
-            r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, name], capture_output=True, text=True)
-            print(f"== {name}: rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}", flush=True)
+        procs = {name: subprocess.Popen([sys.executable, "-X", "faulthandler", __file__, name], text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("graphs", "nographs")}
+        for name, p in procs.items():
+            out, err = p.communicate()
+            print(f"== {name}: rc {p.returncode}\n{out[-3000:]}\n{err[-4000:]}", flush=True)
