@@ -90,6 +90,8 @@ def test_resident_partitions_are_built_as_before(mlp):
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
     # and their libraries are the same bytes (the build is deterministic)
+    assert not any(p.cuda_graph for p in streamed.values()), "no CUDA graph in a plan that streams"
+    assert all(p.cuda_graph for p in resident.values())
     libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
     for p in compiled(graph, streamed=True).partitions:
         assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
@@ -312,3 +314,23 @@ def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
     assert all(c.end > c.start for c in copies)
     overlapping = [(c.name, k.name) for c in copies for k in calls if c.start < k.end and k.start < c.end]
     assert overlapping, f"no copy overlapped a partition: copies {copies}, calls {calls}"
+
+
+@pytest.mark.cuda
+def test_resident_and_streamed_partitions_mixed_on_gpu_match_onnx():
+    """A plan with resident CUDA partitions beside streamed ones (what the partitioner
+    makes under a cap): the copy stream runs while resident partitions are called."""
+    onnx_model = models.build("mlp", small=True, hidden=(1024,) * 5, in_features=1024, batch=64)
+    graph = importer.load(onnx_model)
+    plan = plan_with_devices(graph, ["cuda"] * len(graph.topological_order()), streamed=True, slots=2)
+    for p in plan.partitions[::2]:
+        p.weights = "resident"
+    assert plan.streamed and len(plan.streamed) < len(plan.partitions)
+    from hetpart.kernels.options import KernelOptions
+
+    mixed = compiler.compile(plan, progress=False, options=KernelOptions(tf32=False))
+    with Session(mixed) as s:
+        for seed in range(3):
+            f = feeds(graph, seed)
+            np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0],
+                                       rtol=1e-3, atol=1e-3)

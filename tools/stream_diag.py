@@ -1,7 +1,8 @@
 """Where a streamed BERT run crashes on the GPU: one subprocess per variant, faulthandler on.
 
     python3 tools/stream_diag.py [graphs|nographs] [GPU_MEMORY]
-Without an argument runs both variants (CUDA graphs for resident partitions on / off)
+Without an argument runs both variants (CUDA graphs for resident partitions on, as
+before the fix; off, as the compiler now builds a plan that streams)
 and prints each one's exit status and the tail of its output.
 """
 
@@ -16,14 +17,16 @@ def variant(graphs: bool, cap: str) -> None:
     import numpy as np
 
     import hetpart
-    from hetpart import kernels, models
+    from hetpart import models
     from hetpart.bench.peers import ort_session
     from hetpart.compiler import build as compiler_build
     from hetpart.importer import load
 
-    if not graphs:  # no CUDA graph for any partition
-        real = kernels.build
-        compiler_build.kernels = type("K", (), {"build": staticmethod(lambda *a, **k: real(*a, **{**k, "cuda_graph": False}))})
+    if graphs:  # as before the fix: resident partitions captured as CUDA graphs beside streamed ones
+        import dataclasses
+
+        real = compiler_build.extract
+        compiler_build.extract = lambda g, p: [dataclasses.replace(x, cuda_graph=not x.weights) for x in real(g, p)]
     model = models.build("bert")
     graph = load(model)
     plan = hetpart.partition(graph, gpu_memory=int(cap),

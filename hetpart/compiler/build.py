@@ -144,7 +144,7 @@ class LibraryCache:
         import tvm_ffi
 
         return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
-                repr(options), program.dps)
+                repr(options), program.dps, program.cuda_graph)
 
     def find(self, key: tuple, program: PartitionProgram):
         import tvm_ffi
@@ -201,9 +201,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     """Build one partition for ``spec`` with ``options``, export ``<name>.so`` into ``out_dir`` and load
     it back (unless it is CUDA code and this machine has no GPU to load it on)."""
     try:
-        # A streamed partition's weights arrive in a different ring slot call after
-        # call: a CUDA graph would replay the pointers it captured, so none is made.
-        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and not program.weights,
+        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
                                    tuning_db=default_database(spec.tvm_target), options=options)
         library = out_dir / f"{program.name}.so"
         executable.export_library(str(library))

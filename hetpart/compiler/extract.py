@@ -30,6 +30,8 @@ A resident partition's module is built exactly as before (no weight parameters).
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 
 from dataclasses import dataclass, field
@@ -57,6 +59,11 @@ class PartitionProgram:
     # streamed partitions only: the lifted constants, in parameter order
     weights: tuple[TensorSpec, ...] = ()
     weight_values: tuple = field(default=(), repr=False, compare=False)
+    # May a GPU build capture the partition as a CUDA graph?  Not when it streams
+    # (its weights arrive in a different slot each call, a graph replays the pointers
+    # it captured), and not in a plan that streams at all: TVM captures in CUDA's
+    # global mode, which forbids the copy stream's calls made meanwhile by another thread.
+    cuda_graph: bool = True
 
 
 @dataclass
@@ -97,7 +104,10 @@ def extract(graph, plan) -> list[PartitionProgram]:
     b = read_bindings(graph)
     check_plan(graph, plan, b)
     with _BLOCK_BUILDER_LOCK:
-        return [_extract_one(graph, b, p) for p in plan.partitions]
+        programs = [_extract_one(graph, b, p) for p in plan.partitions]
+    if plan.streamed:
+        programs = [dataclasses.replace(p, cuda_graph=False) for p in programs]
+    return programs
 
 
 # TVM's BlockBuilder keeps one process-wide stack of open builders: two threads
