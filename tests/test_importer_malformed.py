@@ -101,8 +101,8 @@ def test_a_graph_output_listed_twice_is_refused(zoo_onnx):
 # --- item 20: a model object and its file import alike ----------------------------------------
 @pytest.mark.slow
 def test_an_old_ir_model_imports_alike_from_its_file_and_as_an_object():
-    """light_inception_v2 (IR 3, weights listed as graph inputs) from onnx's backend test data."""
-    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_inception_v2.onnx"
+    """light_shufflenet (IR 3, weights listed as graph inputs) from onnx's backend test data."""
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_shufflenet.onnx"
     if not path.exists():
         pytest.skip("this onnx package ships no backend test data")
     from_file = hetpart.load(str(path))
