@@ -89,6 +89,8 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 tests/test_runtime_streaming.py \
     tests/test_runtime_buckets.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
   wait ;;
+10)  # which streamed plans crash on the GPU
+  timeout "$BUDGET" python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 ;;
 8)  # issue 20's table: serving under open-loop load
   timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
