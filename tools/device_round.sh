@@ -97,6 +97,14 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 tests/test_runtime_streaming.py \
     tests/test_runtime_buckets.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
   wait ;;
+11)  # TF32 off (full float32 on the GPU): every corpus model not yet measured so (tolerance 1e-4)
+  export HETPART_TF32=0
+  EXPORTS=/tmp/corpus-notf32 corpus notf32a cuda resnet50,vgg11,densenet121,inception_v3,googlenet &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32b cuda mobilenet_v2,mobilenet_v3_large,efficientnet_b0,convnext_tiny,swin_t &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32c cuda bert,distilbert,roberta,t5_encoder &
+  EXPORTS=/tmp/corpus-notf32 corpus notf32d cuda whisper_encoder,clip_text,clip_vision,vit_b_16 &
+  wait
+  mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null ;;
 10)  # which streamed plans crash on the GPU
   timeout "$BUDGET" python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 ;;
 8)  # issue 20's table: serving under open-loop load
