@@ -598,13 +598,14 @@ def save_results(path: Path, results: dict) -> None:
 
 
 def markdown(results: dict) -> str:
-    rows = ["| model | batch | device | status | rel. error | hetpart ms | peer | peer ms | detail |",
-            "|---|---:|---|---|---:|---:|---|---:|---|"]
-    for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"])):
+    rows = ["| model | batch | device | TF32 | status | rel. error | hetpart ms | peer | peer ms | detail |",
+            "|---|---:|---|---|---|---:|---:|---|---:|---|"]
+    for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], not r.get("tf32", True))):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
         detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note")])).replace("|", "\\|")
-        rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['status']} | {err} | {ms('hetpart_ms')} "
+        tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
+        rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {tf32} | {r['status']} | {err} | {ms('hetpart_ms')} "
                     f"| {r.get('peer', '–')} | {ms('peer_ms')} | {detail} |")
     head = (f"# Model corpus ({results['schema']} v{results['version']})\n\n"
             f"Relative error: {results['relative_error']}. Pass: at most {results['tolerance']['tf32_on']:g} "

@@ -60,7 +60,7 @@ def test_cpu_run_records_resumes_and_reports_errors(corpus, tmp_path):
     by_model = {r["model"]: r for r in data["records"]}
     assert by_model["zoo:mlp:small"]["status"] == "pass" and by_model["zoo:mlp:small"]["rel_err"] <= 1e-4
     assert by_model["missing"]["status"] == "error" and "prepare" in by_model["missing"]["detail"]
-    assert "| zoo:mlp:small | 1 | cpu | pass |" in out.with_suffix(".md").read_text()
+    assert "| zoo:mlp:small | 1 | cpu | – | pass |" in out.with_suffix(".md").read_text()
     # Resuming skips what is recorded: the record (and its file) stay as they were.
     before = out.read_text()
     assert corpus.main(["--models", "zoo:mlp:small", "--skip-done", str(out), *common]) == 0
