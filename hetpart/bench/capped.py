@@ -365,7 +365,8 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
 
     try:
         if name == "hetpart":
-            return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False)
+            return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
+                             stream_weights=True)  # issue 19: weights that do not fit may stream
         problem = build_problem(prep.graph, costs, (), cap)
         a = BASELINES["all_cpu"](problem) if name == "hetpart all-CPU" else RULES[name](problem)
         if a is None:

@@ -19,17 +19,18 @@ from .timeline import simulate
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
-              cost_model=None, progress: bool = True, stream_weights: bool = True) -> Plan:
+              cost_model=None, progress: bool = True, stream_weights: bool = False) -> Plan:
     """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
     ``cost_model`` (anything with the :class:`~.costs.Costs` methods) replaces it.
     ``gpu_memory`` caps GPU parameters plus peak activations, in bytes (default: the
     GPU memory the profile records, :func:`.capacity.default_cap`); ``pins`` are
-    ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  Under a cap
-    the best plan without one does not fit, CUDA kernels may keep their weights in
-    pinned host memory and stream them in (:mod:`.streaming`), unless
-    ``stream_weights=False``.  Raises
+    ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  With
+    ``stream_weights=True``, under a cap the best plan without one does not fit, CUDA
+    kernels may keep their weights in pinned host memory and stream them in
+    (:mod:`.streaming`); opt-in until a streamed full-size BERT runs on the GPU
+    (it crashed on the H200, 2026-12-03; small models pass).  Raises
     PlanError for an unknown objective, a bad pin, or a cap that cannot be met.
     """
     if objective not in OBJECTIVES:

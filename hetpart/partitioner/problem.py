@@ -79,7 +79,7 @@ class Problem:
     flows: tuple[Flow, ...]
     overhead: dict[str, float]
     gpu_memory: int | None = None
-    stream_weights: bool = True  # under a binding cap, CUDA kernels may stream their weights
+    stream_weights: bool = False  # under a binding cap, CUDA kernels may stream their weights
     step: dict[str, int] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
@@ -141,7 +141,7 @@ class Problem:
         return float(self.costs.transfer_cost(nbytes, HOST, "cuda")) if nbytes else 0.0
 
 
-def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = True) -> Problem:
+def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False) -> Problem:
     """Look every cost up once; PlanError for a kernel no device can run or a bad pin."""
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)

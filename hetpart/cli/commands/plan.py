@@ -40,7 +40,7 @@ class Plan:
       partition zoo:resnet18
       partition model.onnx --shape input=1,3,224,224 --explain
       partition zoo:dlrm --gpu-memory 256MiB --pin Gather=cpu -o out/
-      partition zoo:bert --gpu-memory 160MiB --explain
+      partition zoo:bert --gpu-memory 160MiB --stream-weights --explain
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
       partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
     """
@@ -58,10 +58,9 @@ class Plan:
                        help="keep an op type (e.g. Gather=cpu) or a node (node_17=cuda) on a device; repeatable")
         g.add_argument("--gpu-memory", metavar="SIZE", default=None,
                        help="GPU memory cap for parameters plus peak activations, e.g. 4GiB")
-        g.add_argument("--no-stream-weights", dest="stream_weights", action="store_false",
-                       help="never stream weights: under --gpu-memory, a CUDA kernel keeps its weights resident or "
-                            "runs on the CPU (by default weights that do not fit may stream from pinned host memory "
-                            "where the costs say it beats running their kernels on the CPU)")
+        g.add_argument("--stream-weights", action="store_true",
+                       help="under --gpu-memory, let CUDA kernels stream weights that do not fit from pinned host "
+                            "memory (chosen where the costs say it beats running them on the CPU); experimental")
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
         g.add_argument("--summary-only", action="store_true", help="print the op-graph summary and stop")
