@@ -31,7 +31,6 @@ Here (no GPU, no torch): ``python bench/capped.py --workloads zoo:mlp:small --si
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hetpart.bench import capped  # noqa: E402
+from hetpart.bench import capped, gpu_slug, machine  # noqa: E402
 from hetpart.bench.timing import Settings  # noqa: E402
 from hetpart.importer.summary import human_bytes  # noqa: E402
 
@@ -50,7 +49,7 @@ SETTINGS = Settings(warmup=2, min_repeats=5, max_repeats=30, budget_s=1.0)
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     start = time.monotonic()
-    gpu = "simulated" if args.simulate else gpu_slug()
+    gpu = "simulated" if args.simulate else gpu_slug(machine())
     out = Path(args.out or RESULTS / f"capped-{gpu}.json")
     results = capped.load_results(out, gpu)
     done = set()
@@ -110,17 +109,6 @@ def _line(item) -> str:
                                                           if item.placement or item.note else "")
         return f"{item.workload:<16} cap {human_bytes(item.cap_bytes):>10}  {item.contender:<22} {ms}{pred}{limit}{why}"
     return "  ".join(f"{k}={v}" for k, v in item.items())
-
-
-def gpu_slug() -> str:
-    """``nvidia-h200`` from nvidia-smi; ``nogpu`` without one."""
-    try:
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return "nogpu"
-    parts = name.lower().replace("nvidia", "").split()
-    return "nvidia-" + "-".join(parts) if parts else "nogpu"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -567,16 +567,10 @@ def _line(r: dict) -> str:
 
 
 def gpu_slug(simulate: bool) -> str:
-    """``nvidia-h200`` from nvidia-smi; ``simulated`` / ``nogpu`` without one."""
-    if simulate:
-        return "simulated"
-    try:
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return "nogpu"
-    parts = name.lower().replace("nvidia", "").split()
-    return "nvidia-" + "-".join(parts) if parts else "nogpu"
+    """``nvidia-h200`` (the GPU's name); ``simulated`` / ``cpu-only`` without one."""
+    from hetpart.bench import gpu_slug as slug, machine
+
+    return "simulated" if simulate else slug(machine())
 
 
 def load_results(path: Path) -> dict:
