@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hetpart.errors import PlanError
 from hetpart.partitioner import Plan, partition
 from hetpart.partitioner.random_cases import CaseShape, random_case
+from gpu_memory_reference import gpu_bytes, plan_gpu_bytes
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -57,33 +58,6 @@ def brute_force(graph, costs):
         total += np.where(~src_gpu & any_gpu, costs.transfer_cost(t.nbytes, "cpu", "cuda"), 0.0)
         total += np.where(src_gpu & any_cpu, costs.transfer_cost(t.nbytes, "cuda", "cpu"), 0.0)
     return float(total.min())
-
-
-def gpu_bytes(graph, a):
-    """Parameters of CUDA kernels + peak of live GPU tensors, step by step (the documented model)."""
-    order = graph.topological_order()
-    step = {k: i for i, k in enumerate(order)}
-    params = sum(graph.kernels[k].param_bytes for k in order if a[k] == "cuda")
-    peak = 0
-    for i in range(len(order)):
-        live = 0
-        for t in graph.tensors.values():
-            start = 0 if t.producer is None else step[t.producer]
-            reads = [step[c] for c in t.consumers if a[c] == "cuda"]
-            end = max(reads) if reads else (start if t.producer and a[t.producer] == "cuda" else -1)
-            live += t.nbytes if start <= i <= end else 0
-        peak = max(peak, live)
-    return params + peak
-
-
-def plan_gpu_bytes(graph, plan) -> int:
-    """What ``plan`` keeps on the GPU: weights of resident CUDA partitions, the ring its
-    streamed partitions' weights are copied into, and the activations' peak."""
-    resident = sum(graph.kernels[k].param_bytes for p in plan.partitions
-                   if p.device == "cuda" and p.weights == "resident" for k in p.kernels)
-    activations = gpu_bytes(graph, plan.assignment) - sum(
-        graph.kernels[k].param_bytes for k in graph.kernels if plan.assignment[k] == "cuda")
-    return resident + plan.stream_slots * plan.stream_slot_bytes + activations
 
 
 def case(seed, n, **shape):

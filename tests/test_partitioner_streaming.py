@@ -2,7 +2,7 @@
 
 No TVM.  The references are written here from the documented model, not through the
 partitioner's helpers: a chain's latency with weight copies on a ring-bounded copy
-stream (:func:`chain_latency`), the GPU bytes of a plan (:func:`plan_gpu_bytes`),
+stream (:func:`chain_latency`), the GPU bytes of a plan (``gpu_memory_reference.plan_gpu_bytes``),
 and brute force over every placement of small graphs.
 """
 
@@ -21,6 +21,7 @@ from hetpart.partitioner import Plan, TableCosts, explain, partition, render_pla
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
+from gpu_memory_reference import plan_gpu_bytes
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -115,29 +116,6 @@ def chain_latency(graph, costs, placement, slots: int, slot_bytes: int) -> float
         nxt = "cpu" if gi == len(groups) - 1 else device(groups[gi + 1][0])
         clock += costs.transfer_cost(graph.tensors[out].nbytes, dev, nxt)
     return clock
-
-
-def activation_peak(graph, devices) -> int:
-    """Peak live GPU tensor bytes, step by step (the documented activation model)."""
-    order = graph.topological_order()
-    step = {k: i for i, k in enumerate(order)}
-    peak = 0
-    for i in range(len(order)):
-        live = 0
-        for t in graph.tensors.values():
-            start = 0 if t.producer is None else step[t.producer]
-            reads = [step[c] for c in t.consumers if devices[c] == "cuda"]
-            end = max(reads) if reads else (start if t.producer and devices[t.producer] == "cuda" else -1)
-            live += t.nbytes if start <= i <= end else 0
-        peak = max(peak, live)
-    return peak
-
-
-def plan_gpu_bytes(graph, plan: Plan) -> int:
-    """Resident weights of CUDA kernels + the ring + peak activations."""
-    resident = sum(graph.kernels[k].param_bytes for p in plan.partitions if p.device == "cuda"
-                   and p.weights == "resident" for k in p.kernels)
-    return resident + plan.stream_slots * plan.stream_slot_bytes + activation_peak(graph, plan.assignment)
 
 
 def choices(graph, costs, k):
