@@ -92,11 +92,9 @@ case "${1:-1}" in
 8)  # issue 20's table: serving under open-loop load
   timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
-9)  # a streamed BERT on the GPU, with and without CUDA graphs for resident partitions; the GPU tests that failed
-  timeout "$BUDGET" python3 tools/stream_diag.py > "$OUT/logs/stream_diag.txt" 2>&1 &
+9)  # the streaming and bucket GPU tests
   timeout "$BUDGET" python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 200 tests/test_runtime_streaming.py \
-    tests/test_runtime_buckets.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
-  wait ;;
+    tests/test_runtime_buckets.py > "$OUT/logs/pytest-cuda.txt" 2>&1 ;;
 11)  # TF32 off (full float32 on the GPU): every corpus model not yet measured so (tolerance 1e-4)
   export HETPART_TF32=0
   EXPORTS=/tmp/corpus-notf32 corpus notf32a cuda resnet50,vgg11,densenet121,inception_v3,googlenet &
