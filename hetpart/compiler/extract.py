@@ -30,11 +30,8 @@ A resident partition's module is built exactly as before (no weight parameters).
 
 from __future__ import annotations
 
-import dataclasses
-
 import threading
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tvm
 from tvm import relax
@@ -106,7 +103,7 @@ def extract(graph, plan) -> list[PartitionProgram]:
     with _BLOCK_BUILDER_LOCK:
         programs = [_extract_one(graph, b, p) for p in plan.partitions]
     if plan.streamed:
-        programs = [dataclasses.replace(p, cuda_graph=False) for p in programs]
+        programs = [replace(p, cuda_graph=False) for p in programs]
     return programs
 
 
@@ -265,7 +262,7 @@ def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
         if _is_call_tir(call):
             prims[call.args[0]] = graph.module[call.args[0]]
     dps = all(_dps_slots(graph, b, kid, set(outputs)) is not None for kid in _producers(graph, outputs))
-    lifted = _lift_weights(b, kernels, partition.name) if getattr(partition, "weights", "resident") == "streamed" else {}
+    lifted = _lift_weights(b, kernels, partition.name) if partition.weights == "streamed" else {}
     bb = relax.BlockBuilder(tvm.IRModule(prims))
     _emit_function(bb, MAIN_FUNCTION, graph, b, kernels, inputs, outputs, dps=False, lifted=lifted)
     if dps:
