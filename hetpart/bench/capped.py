@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import HetpartError
 from ..kernels.options import DEFAULT
+from ..partitioner.costs import cost_origin
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
@@ -462,7 +463,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
     done = done or set()
     costs = options.costs()
     bw = measure_bandwidths(options.bandwidth_bytes, costs)
-    yield {"bandwidths": asdict(bw), "costs": getattr(costs, "origin", None) or _origin(costs)}
+    yield {"bandwidths": asdict(bw), "costs": cost_origin(costs)}
     for name in names:
         if _late(options):
             return
@@ -544,12 +545,6 @@ def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, b
 
 def _late(options: Options) -> bool:
     return time.monotonic() > options.deadline
-
-
-def _origin(costs) -> str:
-    from ..partitioner.costs import cost_origin
-
-    return cost_origin(costs)
 
 
 # ========================================================================================
