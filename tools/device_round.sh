@@ -105,9 +105,12 @@ case "${1:-1}" in
   mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null ;;
 10)  # which streamed plans crash on the GPU
   timeout "$BUDGET" python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 ;;
-8)  # issue 20's table: serving under open-loop load
-  timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
-    > "$OUT/logs/serve.txt" 2>&1 ;;
+12)  # the streamed-BERT crash bisect (gdb backtraces), then issue 19's non-hetpart contenders
+  timeout 330 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1
+  CAPS=${CAPS:-512MiB}
+  timeout "$BUDGET" python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget $((BUDGET - 20)) --reserve 60 \
+    --contenders "onnxruntime_cpu,torch_cpu,accelerate,hetpart all-CPU,llama.cpp-style rule,ORT-style rule" \
+    --out "$OUT/capped-nvidia-h200.json" > "$OUT/logs/capped.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
