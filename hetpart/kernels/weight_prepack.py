@@ -32,6 +32,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, tirx
 
+from ..errors import CompileError
 from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
@@ -92,10 +93,74 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
     if not _has_prepack_blocks(mod):
         return mod
     mod = _unscheduled_prepacks(relax.transform.SplitLayoutRewritePreproc()(mod))
+    mod = _prepack_in_place_calls(mod)
     mod = _fold_constant_prepacks(mod, host)
     if any(_has_num_input(f) for _, f in mod.functions_items()):
         mod = relax.transform.LiftTransformParams()(mod)
     return relax.transform.DeadCodeElimination()(mod)
+
+
+def _prepack_in_place_calls(mod: tvm.IRModule) -> tvm.IRModule:
+    """Route every ``call_tir_inplace`` of a split kernel through its packing too.
+
+    ``SplitLayoutRewritePreproc`` rewrites ``call_tir`` sites only.  A partition's
+    ``main_dps`` calls the kernels producing its outputs with ``call_tir_inplace``;
+    left alone, that call kept the original PrimFunc, whose packing block no thread
+    is bound to -- on a GPU build it became host code reading the weight's device
+    pointer (the segfault of BERT-base under a 160 MiB cap on the H200, 2026-12-03).
+    Here ``call_tir_inplace(f, args)`` becomes ``call_tir_inplace(f_prepacked, args')``
+    with the weight in ``args'`` packed by ``call_tir(f_weight_prepack, (weight,))``
+    (folded to a constant like the others).  The packed type comes from a ``call_tir``
+    site of the same packing (every kernel ``main_dps`` calls, ``main`` calls too)."""
+    names = {gv.name_hint: gv for gv, _ in mod.functions_items()}
+    packed_types = _packed_types(mod)
+    rewriter = _InPlacePrepacker(mod, names, packed_types)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = rewriter.visit_expr(func)
+    return mod
+
+
+def _packed_types(mod: tvm.IRModule) -> dict:
+    """``{<f>_weight_prepack name: the packed weight's type}``, from its call sites."""
+    types: dict = {}
+
+    def visit(call):
+        target = _call_tir(call)
+        if target is not None and target[0].name_hint.endswith(PREPACK_SUFFIX):
+            types[target[0].name_hint] = call.ty_args[0]
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, lambda e: visit(e) if isinstance(e, relax.Call) else None)
+    return types
+
+
+@relax.expr_functor.mutator
+class _InPlacePrepacker(relax.PyExprMutator):
+    """See :func:`_prepack_in_place_calls`."""
+
+    def __init__(self, mod: tvm.IRModule, names: dict, packed_types: dict) -> None:
+        super().__init__(mod)
+        self._mod, self._names, self._types = mod, names, packed_types
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir_inplace"):
+            return call
+        name = call.args[0].name_hint
+        packed_fn, prepack = self._names.get(name + "_prepacked"), name + PREPACK_SUFFIX
+        if packed_fn is None:
+            return call
+        free = list(self._mod[call.args[0]].attrs[LAYOUT_FREE_ATTR])
+        if len(free) != 1 or prepack not in self._types:
+            raise CompileError(f"kernel '{name}' repacks {len(free)} weights in place with no known packed "
+                               "layout; hetpart handles one per kernel -- please report this model")
+        args = list(call.args[1].fields)
+        pos = int(free[0])
+        args[pos] = relax.call_tir(self._names[prepack], relax.Tuple([args[pos]]), self._types[prepack])
+        return relax.call_tir_inplace(packed_fn, relax.Tuple(args), list(call.attrs.inplace_indices),
+                                      call.ty_args[0] if len(call.ty_args) == 1 else list(call.ty_args))
 
 
 def _unscheduled_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
