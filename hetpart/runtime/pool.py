@@ -204,9 +204,14 @@ class _View:
 
 def reserved_bytes(compiled) -> int:
     """The GPU memory of ``compiled`` that TVM allocates itself, not the session: the
-    resident weights of its CUDA partitions, from its plan's predictions (0 when the
-    plan predicts none)."""
-    gpu = (getattr(compiled.plan, "predicted", None) or {}).get("gpu_memory") or {}
+    resident weights of its CUDA partitions -- from the op graph when the plan carries
+    it, else from the plan's predictions (0 when it predicts none)."""
+    plan = compiled.plan
+    graph = getattr(plan, "graph", None)
+    if graph is not None:
+        return sum(graph.kernels[k].param_bytes for p in plan.partitions
+                   if p.device == "cuda" and p.weights == "resident" for k in p.kernels)
+    gpu = (getattr(plan, "predicted", None) or {}).get("gpu_memory") or {}
     return int(gpu.get("params", 0))
 
 

@@ -4,15 +4,18 @@ The models' kernels compete for the GPU's memory and time.  Each model's answer 
 "how fast at how much memory" is its *curve*: the ordinary partitioner
 (:func:`hetpart.partition`) run at a few candidate caps between the model's floor
 (the least GPU memory any plan of it needs: every kernel that may run on the CPU
-there) and what its best plan under the whole cap uses.  :func:`.quotas.choose` then
+there) and what its best plan under the whole cap uses.  A point reserves what its
+session will hold (:func:`.footprint.quota_need`: the plan's predicted memory, or the
+runtime's per-slot device buffers when those are more).  :func:`.quotas.choose` then
 picks one point per model, exactly, minimising the joint objective (rate-weighted
 mean latency with GPU/CPU contention, priorities as weights; see :mod:`.quotas`) with
-the points' memories summed under the cap.  The cap left over is handed out to the
+the points' reservations summed under the cap.  The cap left over is handed out to the
 chosen models in proportion to their plans' memory (headroom; nothing is left idle),
 so the quotas sum to the cap.
 
-An explicit quota for a model (``quotas``) is kept as given: that model is planned
-once, under its quota, and the rest of the cap is split among the others.
+An explicit quota for a model (``quotas``) is kept as given: that model gets its
+best sampled plan whose need fits the quota, and the rest of the cap is split among
+the others.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Mapping, Sequence
 
 from ..errors import PlanError, option
 from ..importer.summary import human_bytes
+from .footprint import DEFAULT_SLOTS, quota_need
 from .joint_plan import JointPlan, ModelShare
 from .quotas import Demand, Option, choose, expected_latency, objective_value, option_of, utilisation, weight
 
@@ -30,7 +34,8 @@ FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 
 def partition_together(graphs, gpu_memory: int | None = None, quotas=None, priorities=None, rates=None, *,
                        objective: str = "latency", profile=None, cost_model=None, stream_weights: bool = False,
-                       candidate_caps: Sequence[int] | None = None, progress: bool = False) -> JointPlan:
+                       candidate_caps: Sequence[int] | None = None, slots: int = DEFAULT_SLOTS,
+                       progress: bool = False) -> JointPlan:
     """Place every model of ``graphs`` jointly under ``gpu_memory`` bytes of GPU memory.
 
     ``graphs``: OpGraphs (a list, named by ``graph.name``, or a dict name -> graph).
@@ -41,6 +46,8 @@ def partition_together(graphs, gpu_memory: int | None = None, quotas=None, prior
     model (list or dict); else ``profile`` as in :func:`hetpart.partition`, which also
     gives the default cap (the profiled GPU's memory).  ``candidate_caps`` replaces the
     sampled caps of every model's curve (those between its floor and the cap are used).
+    ``slots``: the session slots each model will be opened with (its quota holds that
+    many sets of device buffers, :mod:`.footprint`).
 
     Returns a :class:`JointPlan`: per model its plan, quota and priority; every plan
     predicts at most its quota, the quotas sum to at most the cap.  PlanError names the
@@ -57,13 +64,13 @@ def partition_together(graphs, gpu_memory: int | None = None, quotas=None, prior
     kw = dict(objective=objective, stream_weights=stream_weights, progress=progress)
     options = []
     for n in names:
-        floor = _floor(graphs[n], costs[n], stream_weights)
+        curve = _Curve(n, graphs[n], costs[n], kw, slots)
         if n in quotas:
-            options.append([_fixed(n, graphs[n], costs[n], quotas[n], floor, kw)])
+            options.append([curve.within_quota(quotas[n], candidate_caps)])
         else:
-            options.append(_curve(n, graphs[n], costs[n], floor, cap - sum(quotas.values()), candidate_caps, kw))
+            options.append(curve.options(cap - sum(quotas.values()), candidate_caps))
     chosen = choose(options, demands, cap, names)
-    shares = _shares(names, chosen, demands, quotas, priorities, rates, cap)
+    shares = _shares(names, chosen, demands, quotas, priorities, rates, cap, slots)
     u_cpu, u_gpu = utilisation(chosen, demands)
     has_rates = bool(rates)
     predicted = {"objective_value": objective_value(chosen, demands),
@@ -150,9 +157,59 @@ def _check_inputs(names, quotas: dict, priorities: dict, rates: dict, cap: int) 
                         f"{human_bytes(cap)}; lower a quota or raise {option('gpu_memory')}")
 
 
+class _Curve:
+    """One model's latency-vs-memory curve: its plans at sampled caps, each an
+    :class:`~.quotas.Option` reserving its :func:`~.footprint.quota_need`."""
+
+    def __init__(self, name: str, graph, costs, kw: dict, slots: int):
+        self.name, self.graph, self.costs, self.kw, self.slots = name, graph, costs, kw, slots
+        self.floor = _floor(graph, costs, kw["stream_weights"])
+        self._plans: dict[int, Option] = {}
+
+    def at(self, cap: int) -> Option:
+        """The model's plan under ``cap`` (predicted memory), as an option."""
+        if cap not in self._plans:
+            from ..partitioner import partition
+
+            plan = partition(self.graph, gpu_memory=cap, cost_model=self.costs, **self.kw)
+            self._plans[cap] = option_of(plan, cap, quota_need(plan, self.slots))
+        return self._plans[cap]
+
+    def caps(self, budget: int, candidate_caps) -> list[int]:
+        """The caps sampled between the floor and ``budget``: ``candidate_caps``, or
+        :data:`FRACTIONS` of the way to the memory of the best plan under ``budget``."""
+        if candidate_caps is not None:
+            return sorted({int(c) for c in candidate_caps if self.floor <= c <= budget} | {self.floor})
+        top = int(self.at(budget).plan.predicted["gpu_memory_bytes"])
+        return sorted({self.floor + int((top - self.floor) * f) for f in FRACTIONS} | {budget})
+
+    def options(self, budget: int, candidate_caps, why: str = "") -> list[Option]:
+        """The sampled plans whose need fits ``budget``, one per distinct need (the
+        faster); PlanError naming the model when none does."""
+        found = [self.at(c) for c in self.caps(budget, candidate_caps)] if budget >= self.floor else [
+            self.at(self.floor)]
+        by_memory: dict[int, Option] = {}
+        for o in sorted(found, key=lambda o: (o.memory, o.latency_s)):
+            if o.memory <= budget:
+                by_memory.setdefault(o.memory, o)
+        if not by_memory:
+            need = min(o.memory for o in found)
+            raise PlanError(f"model '{self.name}' needs at least {human_bytes(need)} of GPU memory (its kernels held "
+                            "on CUDA, their activations and its session's buffers), " + (why or (
+                                f"more than the {human_bytes(budget)} left for it; raise {option('gpu_memory')} "
+                                "or lower the other models' quotas")))
+        return list(by_memory.values())
+
+    def within_quota(self, quota: int, candidate_caps) -> Option:
+        """The fastest sampled plan whose need fits ``quota``, the whole quota reserved."""
+        o = min(self.options(quota, candidate_caps, f"above its quota of {human_bytes(quota)}; give it a "
+                             "larger quota"), key=lambda o: o.latency_s)
+        return Option(o.cap, quota, o.latency_s, o.cpu_s, o.gpu_s, o.plan)
+
+
 def _floor(graph, costs, stream_weights: bool) -> int:
-    """The least GPU memory any plan of ``graph`` needs (weights resident): every kernel
-    that may run on the CPU there, the rest (held on CUDA) with their activations."""
+    """The least predicted GPU memory of any plan of ``graph`` (weights resident): every
+    kernel that may run on the CPU there, the rest (held on CUDA) with their activations."""
     from ..partitioner.capacity import least_gpu
     from ..partitioner.gpu_memory import gpu_memory
     from ..partitioner.problem import build_problem
@@ -163,50 +220,11 @@ def _floor(graph, costs, stream_weights: bool) -> int:
     return gpu_memory(problem, least_gpu(problem)).total
 
 
-def _plan(graph, costs, cap: int, kw: dict):
-    from ..partitioner import partition
-
-    return partition(graph, gpu_memory=cap, cost_model=costs, **kw)
-
-
-def _fixed(name: str, graph, costs, quota: int, floor: int, kw: dict) -> Option:
-    """The one option of a model with an explicit quota: its plan under the quota, the
-    whole quota counted as its memory."""
-    if quota < floor:
-        raise PlanError(f"model '{name}': its quota of {human_bytes(quota)} is below the {human_bytes(floor)} of "
-                        f"GPU memory it needs at least (its kernels held on CUDA and their activations); "
-                        f"give it a quota of at least {human_bytes(floor)}")
-    o = option_of(_plan(graph, costs, quota, kw), quota)
-    return Option(quota, quota, o.latency_s, o.cpu_s, o.gpu_s, o.plan)
-
-
-def _curve(name: str, graph, costs, floor: int, budget: int, candidate_caps, kw: dict) -> list[Option]:
-    """The model's options: plans at caps sampled between its floor and ``budget``
-    (the cap left by explicit quotas), one per distinct memory need."""
-    if floor > budget:
-        raise PlanError(f"model '{name}' needs at least {human_bytes(floor)} of GPU memory (its kernels held on "
-                        f"CUDA and their activations), more than the {human_bytes(budget)} left for it; "
-                        f"raise {option('gpu_memory')} or lower the other models' quotas")
-    if candidate_caps is None:
-        top = option_of(_plan(graph, costs, budget, kw), budget)
-        caps = sorted({floor + int((top.memory - floor) * f) for f in FRACTIONS[:-1]})
-        found = [top]
-    else:
-        caps = sorted({int(c) for c in candidate_caps if floor <= c <= budget} | {floor})
-        found = []
-    for c in caps:
-        found.append(option_of(_plan(graph, costs, c, kw), c))
-    by_memory: dict[int, Option] = {}
-    for o in sorted(found, key=lambda o: (o.memory, o.latency_s)):
-        by_memory.setdefault(o.memory, o)  # equal memory: the faster plan
-    return list(by_memory.values())
-
-
 def _shares(names, chosen: list[Option], demands, quotas: dict, priorities: dict, rates: dict,
-            cap: int) -> list[ModelShare]:
+            cap: int, slots: int) -> list[ModelShare]:
     """Each model's share: its chosen plan, and its quota (an explicit one as given; the
     others their plan's memory plus their part of the cap left over, in proportion to
-    that memory, evenly when all are 0)."""
+    that reservation, evenly when all are 0)."""
     auto = [i for i, n in enumerate(names) if n not in quotas]
     left = cap - sum(o.memory for o in chosen)
     base = [chosen[i].memory for i in auto]
@@ -219,7 +237,8 @@ def _shares(names, chosen: list[Option], demands, quotas: dict, priorities: dict
     for n, o, d in zip(names, chosen, demands):
         predicted = {"latency_s": o.latency_s, "expected_latency_s": expected_latency(o, u_cpu, u_gpu),
                      "cpu_busy_s": o.cpu_s, "gpu_busy_s": o.gpu_s, "weight": d.weight,
-                     "memory_bytes": int(o.plan.predicted["gpu_memory_bytes"]), "planned_at_cap": o.cap}
+                     "memory_bytes": int(o.plan.predicted["gpu_memory_bytes"]), "planned_at_cap": o.cap,
+                     "need_bytes": quota_need(o.plan, slots)}
         shares.append(ModelShare(n, o.plan, int(quota[n]), int(priorities.get(n) or 0), rates.get(n), predicted))
     return shares
 

@@ -67,14 +67,15 @@ def weight(priority: int, rate: float | None) -> float:
     return (rate if rate is not None else 1.0) * PRIORITY_BASE ** priority
 
 
-def option_of(plan, cap: int) -> Option:
-    """The :class:`Option` of a partitioner plan made at ``cap``: memory, latency and
-    per-device busy seconds from its predictions (busy = the partitions' predicted_s)."""
+def option_of(plan, cap: int, memory: int | None = None) -> Option:
+    """The :class:`Option` of a partitioner plan made at ``cap``: latency and per-device
+    busy seconds from its predictions (busy = the partitions' predicted_s); ``memory``
+    what it reserves (default: its predicted GPU memory)."""
     busy = {"cpu": 0.0, "cuda": 0.0}
     for p in plan.partitions:
         busy[p.device] += p.predicted_s
-    return Option(cap, int(plan.predicted["gpu_memory_bytes"]), float(plan.predicted["latency_s"]),
-                  busy["cpu"], busy["cuda"], plan)
+    memory = int(plan.predicted["gpu_memory_bytes"]) if memory is None else int(memory)
+    return Option(cap, memory, float(plan.predicted["latency_s"]), busy["cpu"], busy["cuda"], plan)
 
 
 def utilisation(chosen: list[Option], demands: list[Demand]) -> tuple[float, float]:
