@@ -137,3 +137,12 @@ def test_a_quota_below_the_resident_weights_is_refused(split_mlp):
     assert weights > 0
     with pytest.raises(QuotaExceededError, match="resident weights"):
         Session(compiled, quota=weights - 1)
+
+
+def test_a_simulated_quota_the_size_of_a_real_gpu_costs_only_what_is_carved():
+    """141 GB (an H200) of simulated arena on a CI machine with far less memory."""
+    memory = PooledMemory(SimulatedMemory(), "big", 141 * 10**9)
+    buf = memory.device(TensorSpec("x", (1024,), "float32"))
+    buf.array[:] = 1.0
+    assert memory.in_use == 4096 and float(buf.array.sum()) == 1024.0
+    memory.close()

@@ -6,7 +6,8 @@ it and it cannot be taken away), and every device buffer the session makes comes
 of that arena:
 
 * :class:`Arena`: ``quota`` bytes on the device (one TVM ``cuda:0`` tensor; in
-  simulation one 64-byte-aligned host array) and a first-fit allocator over it:
+  simulation one page-aligned anonymous host mapping, whose untouched pages cost
+  nothing) and a first-fit allocator over it:
   blocks 64-byte aligned, freed blocks coalesced with their free neighbours, so a
   buffer made and dropped run after run (a data-dependent shape) reuses its space.
   A request that does not fit raises :class:`~hetpart.errors.QuotaExceededError`
@@ -26,6 +27,8 @@ bytes, ``reserved`` being the plan's resident weights (:func:`reserved_bytes`).
 from __future__ import annotations
 
 import bisect
+import mmap
+import sys
 import threading
 import weakref
 
@@ -35,6 +38,12 @@ from ..compiler.artifact import TensorSpec
 from ..errors import QuotaExceededError, RuntimeFailure
 from .dlpack import tensor_view
 from .memory import ALIGNMENT, Buffer, Memory, _require_static, nbytes_of
+
+
+# In simulation the arena is host memory mapped without reserving swap: a quota of the
+# size of a real GPU's memory (tens of GiB) costs only the pages its buffers use.
+_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(
+    mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 
 def _round_up(n: int) -> int:
@@ -60,10 +69,8 @@ class Arena:
         self._storage, self.ptr = self._allocate(max(self.capacity, ALIGNMENT))
 
     def _allocate(self, nbytes: int):
-        if self.simulated:
-            raw = np.zeros(nbytes + ALIGNMENT, dtype=np.uint8)
-            start = (-raw.__array_interface__["data"][0]) % ALIGNMENT
-            arr = raw[start:start + nbytes]
+        if self.simulated:  # page-aligned, zero, and only the pages carved out are ever touched
+            arr = np.frombuffer(mmap.mmap(-1, nbytes, flags=_MAP_FLAGS), dtype=np.uint8)
             return arr, arr.__array_interface__["data"][0]
         import tvm
 
