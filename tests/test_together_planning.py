@@ -53,9 +53,9 @@ def floor_by_brute_force(graph, costs) -> int:
 
 def session_need(graph, plan, slots: int = 2) -> int:
     """What a session of ``plan`` allocates on the GPU: resident weights of the CUDA
-    kernels, and per slot one aligned buffer per tensor that enters or leaves a CUDA
-    partition (made elsewhere and read inside, or made inside and read elsewhere or
-    returned)."""
+    kernels, every tensor made and read only inside one CUDA partition, and per slot
+    one aligned buffer per tensor that enters or leaves a CUDA partition (made
+    elsewhere and read inside, or made inside and read elsewhere or returned)."""
     part = {k: p.name for p in plan.partitions for k in p.kernels}
     cuda = {p.name for p in plan.partitions if p.device == "cuda"}
     if not cuda:
@@ -69,7 +69,9 @@ def session_need(graph, plan, slots: int = 2) -> int:
         if made_in in cuda and (t.is_output or any(r != made_in for r in read_in)):
             crossing.add(t.name)
     weights = sum(graph.kernels[k].param_bytes for k in part if part[k] in cuda)
-    return weights + slots * sum(-(-max(graph.tensors[t].nbytes, 1) // 64) * 64 for t in crossing)
+    inside = sum(t.nbytes for t in graph.tensors.values() if part.get(t.producer) in cuda and not t.is_output
+                 and all(part[c] == part[t.producer] for c in t.consumers))
+    return weights + inside + slots * sum(-(-max(graph.tensors[t].nbytes, 1) // 64) * 64 for t in crossing)
 
 
 def need(graph, plan) -> int:

@@ -19,9 +19,9 @@ of that arena:
 What the arena holds: the session's own device buffers (handoff buffers, the weight
 ring of streamed partitions, per-run buffers of data-dependent shape).  What it
 does not: the resident weights of the CUDA partitions and the intermediates inside
-one partition, which TVM's VM allocates itself; they are part of the plan's
-predicted memory, which fits the quota, so the arena is made ``quota - reserved``
-bytes, ``reserved`` being the plan's resident weights (:func:`reserved_bytes`).
+one partition, which TVM's VM allocates itself; the arena is made ``quota -
+reserved`` bytes, ``reserved`` being those (:func:`tvm_bytes`), so weights,
+intermediates and the session's buffers together stay within the quota.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ class PooledMemory(Memory):
     def __init__(self, base: Memory, model: str, quota: int, reserved: int = 0):
         if reserved > quota:
             raise QuotaExceededError(
-                f"model '{model}': its resident weights need {reserved} bytes of GPU memory, over its quota of "
+                f"model '{model}': its resident weights and partition intermediates need {reserved} bytes of GPU "
+                f"memory, over its quota of "
                 f"{quota} bytes; give it a larger quota or re-plan it under this one",
                 model=model, quota_bytes=quota, requested_bytes=reserved, in_use_bytes=0)
         self.base = base
@@ -210,16 +211,28 @@ class _View:
 
 
 def reserved_bytes(compiled) -> int:
-    """The GPU memory of ``compiled`` that TVM allocates itself, not the session: the
-    resident weights of its CUDA partitions -- from the op graph when the plan carries
-    it, else from the plan's predictions (0 when it predicts none)."""
-    plan = compiled.plan
+    """What TVM allocates itself for ``compiled``'s CUDA partitions, not the session:
+    :func:`tvm_bytes` of its plan."""
+    return tvm_bytes(compiled.plan)
+
+
+def tvm_bytes(plan) -> int:
+    """The GPU memory TVM's VMs take for ``plan``'s CUDA partitions: their resident
+    weights, and every tensor made and read only inside one of them (an upper bound:
+    TVM's memory planning may reuse).  From the op graph when the plan carries it,
+    else the plan's predicted parameters (0 when it predicts none)."""
     graph = getattr(plan, "graph", None)
-    if graph is not None:
-        return sum(graph.kernels[k].param_bytes for p in plan.partitions
-                   if p.device == "cuda" and p.weights == "resident" for k in p.kernels)
-    gpu = (getattr(plan, "predicted", None) or {}).get("gpu_memory") or {}
-    return int(gpu.get("params", 0))
+    if graph is None:
+        gpu = (getattr(plan, "predicted", None) or {}).get("gpu_memory") or {}
+        return int(gpu.get("params", 0))
+    cuda = [p for p in plan.partitions if p.device == "cuda"]
+    weights = sum(graph.kernels[k].param_bytes for p in cuda if p.weights == "resident" for k in p.kernels)
+    inside = 0
+    for p in cuda:
+        members, crossing = set(p.kernels), set(p.inputs) | set(p.outputs)
+        inside += sum(graph.tensors[t].nbytes for k in p.kernels for t in graph.kernels[k].outputs
+                      if t not in crossing and all(c in members for c in graph.tensors[t].consumers))
+    return weights + inside
 
 
 def check_quota(model: str, quota) -> int:

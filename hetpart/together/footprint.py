@@ -5,21 +5,22 @@ activations' *peak*: tensors that are never live together share bytes.  The runt
 does not reuse across tensors: a session allocates, once, per slot (``slots`` runs
 in flight), a device buffer for every tensor a CUDA partition reads or writes across
 its boundary, each 64-byte aligned, carved from the model's quota arena
-(:mod:`hetpart.runtime.pool`), beside the resident weights TVM holds and the ring of
-streamed weights.  So the quota a plan needs is the larger of the two::
+(:mod:`hetpart.runtime.pool`), beside what TVM's VMs hold (resident weights and the
+tensors made and read inside one CUDA partition, :func:`~hetpart.runtime.pool.tvm_bytes`)
+and the ring of streamed weights.  So the quota a plan needs is the larger of the two::
 
     need = max(plan's predicted GPU memory,
-               resident weights + ring + slots * sum(align64(boundary tensor of a CUDA partition)))
+               tvm_bytes + ring + slots * sum(align64(boundary tensor of a CUDA partition)))
 
-The second term is an upper bound on what the session carves (a tensor handed over
-as mapped pinned memory takes none; tensors of data-dependent shape are sized per
-run and not counted).  The intermediates inside one partition are TVM's, in the plan's
-prediction only.
+The second term is an upper bound on what the model allocates (a tensor handed over
+as mapped pinned memory takes none; TVM may reuse intermediates; tensors of
+data-dependent shape are sized per run and not counted).
 """
 
 from __future__ import annotations
 
 from ..runtime.memory import ALIGNMENT
+from ..runtime.pool import tvm_bytes
 
 DEFAULT_SLOTS = 2
 """The session's default ``slots`` (:class:`hetpart.runtime.Session`)."""
@@ -35,11 +36,10 @@ def session_bytes(plan, slots: int = DEFAULT_SLOTS) -> int:
     cuda = [p for p in plan.partitions if p.device == "cuda"]
     if not cuda:
         return 0
-    weights = sum(graph.kernels[k].param_bytes for p in cuda if p.weights == "resident" for k in p.kernels)
     boundary = {t for p in cuda for t in (*p.inputs, *p.outputs)}
     buffers = sum(_aligned(graph.tensors[t].nbytes) for t in boundary)
     ring = plan.stream_slots * _aligned(plan.stream_slot_bytes) if plan.stream_slots else 0
-    return weights + ring + slots * buffers
+    return tvm_bytes(plan) + ring + slots * buffers
 
 
 def quota_need(plan, slots: int = DEFAULT_SLOTS) -> int:
