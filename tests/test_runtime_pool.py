@@ -146,3 +146,13 @@ def test_a_simulated_quota_the_size_of_a_real_gpu_costs_only_what_is_carved():
     buf.array[:] = 1.0
     assert memory.in_use == 4096 and float(buf.array.sum()) == 1024.0
     memory.close()
+
+
+def test_multisession_refuses_a_quota_for_a_bucketed_model():
+    class Bucketed:
+        is_bucketed = True
+
+    with pytest.raises(hetpart.RuntimeFailure, match="per shape bucket"):
+        hetpart.MultiSession([Bucketed()], quotas=[1 << 20])
+    with pytest.raises(hetpart.RuntimeFailure, match="1 models, 2 quotas"):
+        hetpart.MultiSession([Bucketed()], quotas=[1, 2])

@@ -127,6 +127,10 @@ def _opened(models, quotas, priorities) -> list[tuple]:
     if not len(quotas) == len(priorities) == len(models):
         raise RuntimeFailure(f"{len(models)} models, {len(quotas)} quotas and {len(priorities)} priorities: "
                              "give one each (None for none)")
+    for c, q in zip(models, quotas):
+        if q is not None and getattr(c, "is_bucketed", False):
+            raise RuntimeFailure("a model compiled per shape bucket opens one session per bucket; a memory quota "
+                                 "is per compiled model: give it none (None), or serve one bucket's artifact")
     names = [getattr(getattr(c, "plan", None), "model", None) or f"model{i}" for i, c in enumerate(models)]
     if len(set(names)) != len(names):  # the same model twice: number them
         names = [f"{n}#{i}" for i, n in enumerate(names)]

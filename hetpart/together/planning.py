@@ -49,9 +49,10 @@ def partition_together(graphs, gpu_memory: int | None = None, quotas=None, prior
     ``slots``: the session slots each model will be opened with (its quota holds that
     many sets of device buffers, :mod:`.footprint`).
 
-    Returns a :class:`JointPlan`: per model its plan, quota and priority; every plan
-    predicts at most its quota, the quotas sum to at most the cap.  PlanError names the
-    model when a quota is below its floor, or when the models cannot fit together.
+    Returns a :class:`JointPlan`: per model its plan, quota and priority; every plan's
+    need (:func:`.footprint.quota_need`, at least its predicted memory) is at most its
+    quota, the quotas sum to at most the cap.  PlanError names the model when a quota
+    is below what it needs at least, or when the models cannot fit together.
     """
     graphs = _named(graphs)
     names = list(graphs)
