@@ -51,10 +51,12 @@ def test_the_arena_never_overlaps_never_overflows_and_fails_only_without_room(ca
     arena = Arena("m", capacity, simulated=True)
     cap = capacity - capacity % ALIGN
     live: dict[int, int] = {}
+    tokens: dict[int, int] = {}
+    token_of: dict[int, int] = {}
     for is_alloc, n in ops:
         if is_alloc or not live:
             try:
-                off = arena.alloc(n, "a buffer")
+                off, tokens[len(tokens)] = arena.alloc(n, "a buffer")
             except QuotaExceededError as e:
                 assert largest_gap(live, cap) < aligned(n)  # first fit fails only when no gap fits
                 assert e.model == "m" and e.requested_bytes == n
@@ -62,15 +64,31 @@ def test_the_arena_never_overlaps_never_overflows_and_fails_only_without_room(ca
             assert off % ALIGN == 0 and off + aligned(n) <= cap
             assert all(off + aligned(n) <= o or o + s <= off for o, s in live.items())
             live[off] = aligned(n)
+            token_of[off] = tokens[len(tokens) - 1]
         else:
             off = sorted(live)[n % len(live)]
-            arena.free(off)
+            if n % 2:
+                arena.free(off, token_of[off])
+            else:  # as a finaliser does: queued, done by the next call
+                arena.release(off, token_of[off])
+            arena.free(off, token_of[off])  # a second free of the same block frees nothing
             del live[off]
         assert arena.in_use == sum(live.values())
     for off in list(live):
-        arena.free(off)
+        arena.free(off, token_of[off])
     if cap:  # freed blocks coalesce: the whole arena is one block again
-        assert arena.alloc(cap, "everything") == 0
+        assert arena.alloc(cap, "everything")[0] == 0
+
+
+def test_a_stale_free_never_frees_the_block_that_reuses_its_space():
+    arena = Arena("m", 256, simulated=True)
+    old = arena.alloc(100, "a")
+    arena.release(*old)  # a finaliser's free, queued
+    new = arena.alloc(100, "b")  # done first, so b gets the same space
+    assert new[0] == old[0] and new[1] != old[1]
+    arena.free(*old)
+    arena.release(*old)
+    assert arena.in_use == 128 and arena.size_of(*new) == 128
 
 
 def test_a_transient_buffer_returns_its_block_when_dropped():

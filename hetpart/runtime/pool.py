@@ -27,6 +27,8 @@ intermediates and the session's buffers together stay within the quota.
 from __future__ import annotations
 
 import bisect
+import collections
+import itertools
 import mmap
 import sys
 import threading
@@ -53,7 +55,11 @@ def _round_up(n: int) -> int:
 class Arena:
     """``nbytes`` of device memory (``simulated``: host memory) with a first-fit allocator.
 
-    ``alloc(n) -> offset`` and ``free(offset)``; ``ptr`` is the arena's base address.
+    ``alloc(n) -> (offset, token)`` and ``free(offset, token)`` (a stale token -- a
+    block freed already, its space handed out again -- frees nothing); ``ptr`` is the
+    arena's base address.  :meth:`release` is what a dropped buffer's finaliser calls:
+    it only queues the free, done under the lock by the next call, since a finaliser
+    may run in the middle of an allocation on the same thread (the garbage collector).
     Invariant: live blocks never overlap and lie inside ``[0, capacity)``; ``in_use`` is
     the sum of their (aligned) sizes."""
 
@@ -64,7 +70,9 @@ class Arena:
         self.simulated = simulated
         self._lock = threading.Lock()
         self._free: list[tuple[int, int]] = [(0, self.capacity)] if self.capacity else []  # (offset, size), sorted
-        self._live: dict[int, int] = {}  # offset -> size
+        self._live: dict[int, tuple[int, int]] = {}  # offset -> (size, token)
+        self._released: collections.deque = collections.deque()  # (offset, token) from finalisers
+        self._tokens = itertools.count(1)
         self.high_water = 0
         self._storage, self.ptr = self._allocate(max(self.capacity, ALIGNMENT))
 
@@ -86,49 +94,71 @@ class Arena:
     @property
     def in_use(self) -> int:
         with self._lock:
-            return sum(self._live.values())
+            self._drain()
+            return self._in_use()
 
-    def size_of(self, offset: int) -> int:
-        """The size of the live block at ``offset`` (0 when it is free)."""
+    def _in_use(self) -> int:
+        return sum(size for size, _ in self._live.values())
+
+    def size_of(self, offset: int, token: int) -> int:
+        """The size of the live block ``(offset, token)`` (0 when it is free)."""
         with self._lock:
-            return self._live.get(offset, 0)
+            self._drain()
+            size, live = self._live.get(offset, (0, None))
+            return size if live == token else 0
 
-    def alloc(self, nbytes: int, what: str) -> int:
-        """The offset of a fresh block of ``nbytes`` (rounded up to 64); QuotaExceededError
-        when no free block is that large."""
+    def alloc(self, nbytes: int, what: str) -> tuple[int, int]:
+        """``(offset, token)`` of a fresh block of ``nbytes`` (rounded up to 64);
+        QuotaExceededError when no free block is that large."""
         size = _round_up(nbytes)
         with self._lock:
+            self._drain()
             for i, (off, free) in enumerate(self._free):
                 if free >= size:
                     self._free[i:i + 1] = [(off + size, free - size)] if free > size else []
-                    self._live[off] = size
-                    self.high_water = max(self.high_water, sum(self._live.values()))
-                    return off
-            in_use = sum(self._live.values())
+                    token = next(self._tokens)
+                    self._live[off] = (size, token)
+                    self.high_water = max(self.high_water, self._in_use())
+                    return off, token
+            in_use = self._in_use()
         raise QuotaExceededError(
             f"model '{self.model}': {what} needs {nbytes} bytes of GPU memory, but its quota of {self.quota} bytes "
             f"({self.capacity} for its own buffers) has {in_use} in use and no free block that large; give the "
             "model a larger quota (partition_together(quotas=...)) or use fewer session slots",
             model=self.model, quota_bytes=self.quota, requested_bytes=nbytes, in_use_bytes=in_use)
 
-    def free(self, offset: int) -> None:
-        """Return the block at ``offset`` and merge it with free neighbours."""
+    def free(self, offset: int, token: int) -> None:
+        """Return the block ``(offset, token)`` and merge it with free neighbours."""
         with self._lock:
-            size = self._live.pop(offset, None)
-            if size is None:
-                return  # freed already (close() then a late finaliser)
-            i = bisect.bisect(self._free, (offset, 0))
-            start, end = offset, offset + size
-            if i < len(self._free) and self._free[i][0] == end:
-                end += self._free.pop(i)[1]
-            if i > 0 and sum(self._free[i - 1]) == start:
-                start = self._free.pop(i - 1)[0]
-                i -= 1
-            self._free.insert(i, (start, end - start))
+            self._drain()
+            self._free_locked(offset, token)
+
+    def release(self, offset: int, token: int) -> None:
+        """Queue a free (safe from a finaliser, see the class docstring)."""
+        self._released.append((offset, token))
+
+    def _drain(self) -> None:
+        while self._released:
+            self._free_locked(*self._released.popleft())
+
+    def _free_locked(self, offset: int, token: int) -> None:
+        size, live = self._live.get(offset, (0, None))
+        if live != token:
+            return  # freed already (close(), then a late finaliser)
+        del self._live[offset]
+        i = bisect.bisect(self._free, (offset, 0))
+        start, end = offset, offset + size
+        if i < len(self._free) and self._free[i][0] == end:
+            end += self._free.pop(i)[1]
+        if i > 0 and sum(self._free[i - 1]) == start:
+            start = self._free.pop(i - 1)[0]
+            i -= 1
+        self._free.insert(i, (start, end - start))
 
     def close(self) -> None:
         with self._lock:
             self._live.clear()
+            self._released.clear()
             self._free = [(0, self.capacity)] if self.capacity else []
         self._storage = None
 
@@ -136,9 +166,9 @@ class Arena:
 class _Block:
     """Owns one block of an arena while any view of it is alive; frees it when dropped."""
 
-    def __init__(self, arena: Arena, offset: int):
-        self.arena, self.offset = arena, offset
-        weakref.finalize(self, arena.free, offset)
+    def __init__(self, arena: Arena, offset: int, token: int):
+        self.arena, self.offset, self.token = arena, offset, token
+        weakref.finalize(self, arena.release, offset, token)
 
 
 class PooledMemory(Memory):
@@ -162,8 +192,8 @@ class PooledMemory(Memory):
     def _carve(self, spec: TensorSpec, keep: bool) -> Buffer:
         _require_static(spec, "carve a device buffer from the quota")
         nbytes = nbytes_of(spec.shape, spec.dtype)
-        offset = self.arena.alloc(nbytes, f"tensor '{spec.name}' {list(spec.shape)} {spec.dtype}")
-        block = _Block(self.arena, offset)
+        offset, token = self.arena.alloc(nbytes, f"tensor '{spec.name}' {list(spec.shape)} {spec.dtype}")
+        block = _Block(self.arena, offset, token)
         if keep:
             self._held.append(block)
         ptr = self.arena.ptr + offset
@@ -195,7 +225,7 @@ class PooledMemory(Memory):
 
     @property
     def live_bytes(self) -> int:
-        return self.base.live_bytes + sum(self.arena.size_of(b.offset) for b in self._held)
+        return self.base.live_bytes + sum(self.arena.size_of(b.offset, b.token) for b in self._held)
 
     @property
     def in_use(self) -> int:
