@@ -30,6 +30,7 @@ from .errors import (
     NoGPUError,
     PlanError,
     ProfileError,
+    QuotaExceededError,
     RuntimeFailure,
     ServerClosedError,
     ServingError,
@@ -62,11 +63,12 @@ _PUBLIC = {
     "cuda_available": "hetpart.targets",
     "Server": "hetpart.serving",
     "serve": "hetpart.serving",
+    **dict.fromkeys(("partition_together", "compile_together", "JointPlan", "JointModel"), "hetpart.together"),
 }
 
 _ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
            "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
-           "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
+           "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 
 __all__ = [*_ERRORS, "__version__", *_PUBLIC]

@@ -151,5 +151,19 @@ class BatchError(RuntimeFailure):
         self.model = model
 
 
+class QuotaExceededError(RuntimeFailure):
+    """A model asked for more GPU memory than its quota (issue 20: models sharing one
+    GPU, each with its quota allocated up front); ``model``, ``quota_bytes``,
+    ``requested_bytes`` and ``in_use_bytes`` say whose and how much."""
+
+    def __init__(self, message: str, model: str | None = None, quota_bytes: int = 0, requested_bytes: int = 0,
+                 in_use_bytes: int = 0):
+        super().__init__(message)
+        self.model = model
+        self.quota_bytes = quota_bytes
+        self.requested_bytes = requested_bytes
+        self.in_use_bytes = in_use_bytes
+
+
 class InternalError(Exception):
     """A bug in hetpart, not in the user's input.  Deliberately *not* a HetpartError."""
