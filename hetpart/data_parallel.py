@@ -102,6 +102,16 @@ class BatchSource:
         """Drop every cached graph but those at ``rows`` (their weights are large)."""
         self._graphs = {r: g for r, g in self._graphs.items() if r in rows}
 
+    def onnx_model(self, rows: int):
+        """The ONNX model that runs batch ``rows`` (a zoo model built at it; else the
+        model itself, its batch dim symbolic), e.g. for a reference runtime."""
+        if self._zoo is None:
+            return self._source.model
+        from .models import build
+
+        name, small, cfg = self._zoo
+        return build(name, small=small, **{**cfg, "batch": rows})
+
     def axes(self) -> BatchAxes:
         """Where the batch sits in each input and output (the graphs at ``B`` and ``B // 2`` compared)."""
         a, b = self.batch, self.batch // 2
@@ -157,7 +167,8 @@ def seconds_per_batch(plan) -> float:
 def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, list[int]] | None = None,
                        objective: str = "latency", profile=None, cost_model=None, gpu_memory: int | None = None,
                        pins=(), split_costs: SplitCosts = SplitCosts(), step: int | None = None, window: int = 1,
-                       min_gain: float = MIN_GAIN, log=lambda _: None) -> DataParallelPlan:
+                       min_gain: float = MIN_GAIN, rows: tuple[int, int] | None = None, require_split: bool = False,
+                       log=lambda _: None) -> DataParallelPlan:
     """The best split of ``batch`` rows of ``model`` and whether it beats the best
     per-kernel plan at that batch (``chosen``); see the module docstring.
 
@@ -166,12 +177,17 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
     price both; ``split_costs``, ``step`` and ``window`` go to
     :func:`~hetpart.partitioner.data_parallel.choose_split`, ``min_gain`` to
     :func:`~hetpart.partitioner.data_parallel.beats`.  The per-kernel plan rides along
-    as ``.per_kernel``.
+    as ``.per_kernel``, the model's :class:`BatchSource` as ``.source``.
+
+    To measure splits the rule would not take (benchmarks): ``rows=(b_gpu, b_cpu)``
+    prices that split only; ``require_split=True`` takes the best one giving both
+    devices rows.  ``model`` may be a :class:`BatchSource` (its graphs are reused).
     """
     from .partitioner import partition
+    from .partitioner.data_parallel import price
 
-    source = BatchSource(model, batch, shapes)
-    costs = cost_model if cost_model is not None else _cost_model(profile)
+    source = model if isinstance(model, BatchSource) else BatchSource(model, batch, shapes)
+    costs = cost_model if cost_model is not None else measured_costs(profile)
     axes = source.axes()
     whole = source.graph(source.batch)
     log(f"{source.origin}: per-kernel plan at batch {source.batch}")
@@ -179,8 +195,17 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
                            progress=False)
     sides = SidePlanner(source, costs, gpu_memory)
     merge_bytes = sum(whole.tensors[t].nbytes for t in whole.outputs)
-    best, priced = choose_split(source.batch, sides.seconds, costs=split_costs, merge_bytes=merge_bytes,
-                                step=step, window=window)
+    if rows is None:
+        best, priced = choose_split(source.batch, sides.seconds, costs=split_costs, merge_bytes=merge_bytes,
+                                    step=step, window=window, require_split=require_split)
+    else:
+        if rows[0] < 0 or rows[1] < 0 or sum(rows) != source.batch:
+            raise PlanError(f"rows={rows} is not a split of the batch of {source.batch}")
+        best = price(source.batch, rows[1], sides.seconds, split_costs, merge_bytes)
+        if best.latency_s is None:
+            raise PlanError(f"the split {rows[0]} GPU + {rows[1]} CPU rows is infeasible: "
+                            f"{'; '.join(sides.infeasible.values())}")
+        priced = [best]
     per_kernel_s = seconds_per_batch(per_kernel)
     chosen = beats(best.latency_s, per_kernel_s, min_gain)
     log(f"{source.origin}: split {best.b_gpu} GPU + {best.b_cpu} CPU rows predicted {best.latency_s * 1e3:.3f} ms, "
@@ -266,12 +291,14 @@ def compile_data_parallel(plan: DataParallelPlan, *, model=None, shapes: dict[st
     return DataParallelModel(plan=plan, gpu=built.get("cuda"), cpu=built.get("cpu"))
 
 
-def _cost_model(profile):
+def measured_costs(profile=None):
+    """The cost model of ``profile`` (None: the default one; a GPU-less profile completed
+    with the recorded GPU), as :func:`hetpart.partition` uses."""
     from .costmodel import CostModel, resolve_profile
     from .costmodel.locate import with_recorded_gpu
 
     return CostModel(with_recorded_gpu(resolve_profile(profile)))
 
 
-__all__ = ["BatchSource", "SidePlanner", "compile_data_parallel", "explain_data_parallel",
-           "partition_data_parallel", "plan_data_parallel"]
+__all__ = ["BatchSource", "SidePlanner", "compile_data_parallel", "explain_data_parallel", "measured_costs",
+           "partition_data_parallel", "plan_data_parallel", "seconds_per_batch"]

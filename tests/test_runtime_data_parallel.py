@@ -112,6 +112,17 @@ def test_no_gain_returns_the_per_kernel_plan_with_both_predictions():
     assert "no split" in text and "per-kernel" in text
 
 
+def test_a_given_split_and_a_required_split_are_priced_as_asked():
+    """What the benchmark measures where the rule declines: the split it is told, or the best
+    that gives both devices rows."""
+    forced = plan_data_parallel(split_model(), 16, cost_model=CPU_SLOW, rows=(10, 6))
+    assert (forced.b_gpu, forced.b_cpu) == (10, 6) and not forced.chosen and len(forced.candidates) == 1
+    required = plan_data_parallel(split_model(), 16, cost_model=CPU_SLOW, require_split=True)
+    assert required.b_gpu > 0 and required.b_cpu > 0 and required.b_gpu + required.b_cpu == 16
+    with pytest.raises(hetpart.PlanError, match="not a split"):
+        plan_data_parallel(split_model(), 16, cost_model=EVEN, rows=(10, 5))
+
+
 def test_model_without_a_batch_dim_is_refused_with_a_typed_error():
     with pytest.raises(hetpart.NoBatchDimError, match="fixed shape"):
         plan_data_parallel(split_model(batch=16), 16, cost_model=EVEN)

@@ -116,9 +116,12 @@ def price(batch: int, b_cpu: int, side_seconds: SideSeconds, costs: SplitCosts, 
 
 
 def choose_split(batch: int, side_seconds: SideSeconds, *, costs: SplitCosts = SplitCosts(), merge_bytes: int = 0,
-                 step: int | None = None, window: int = 1) -> tuple[Candidate, list[Candidate]]:
+                 step: int | None = None, window: int = 1,
+                 require_split: bool = False) -> tuple[Candidate, list[Candidate]]:
     """(the cheapest split, every split priced in ascending ``b_cpu``); see the module
-    docstring.  PlanError when ``batch < 1`` or no split is feasible."""
+    docstring.  ``require_split``: the cheapest that gives both devices rows, where one
+    is feasible (to measure a split the rule would not take).  PlanError when
+    ``batch < 1`` or no split is feasible."""
     if batch < 1:
         raise PlanError(f"a data-parallel split needs a batch of at least 1 row, got {batch}")
     step = step or max(1, batch // 8)
@@ -127,6 +130,8 @@ def choose_split(batch: int, side_seconds: SideSeconds, *, costs: SplitCosts = S
     feasible = [c for c in priced if c.latency_s is not None]
     if not feasible:
         raise PlanError("no split of the batch between the GPU and the CPU is feasible")
+    if require_split and any(c.b_gpu and c.b_cpu for c in feasible):
+        feasible = [c for c in feasible if c.b_gpu and c.b_cpu]
     best = min(feasible, key=lambda c: (c.latency_s, c.b_gpu > 0 and c.b_cpu > 0, c.b_cpu))
     return best, priced
 
