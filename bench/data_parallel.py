@@ -14,6 +14,9 @@ On the GPU machine (one call of at most 10 min; --budget stops between batches):
     python bench/data_parallel.py --models zoo:dlrm --batches 32,64,128 --budget 480
     python bench/data_parallel.py --models zoo:mobilenet --batches 32,64,128 --budget 480 \\
         --out $OUT/dataparallel-nvidia-h200-mobilenet.json
+    # the GPU busy with another model; the split priced with half the GPU
+    python bench/data_parallel.py --models zoo:dlrm --batches 64,128 --busy zoo:resnet50:batch=8 \\
+        --gpu-share 0.5 --budget 480 --out $OUT/dataparallel-nvidia-h200-busy.json
 
 Here (no GPU; CUDA builds simulated on the CPU, numbers meaningless)::
 
@@ -47,9 +50,10 @@ def main(argv=None) -> int:
     out = Path(args.out or RESULTS / f"dataparallel-{gpu}.json")
     settings = Settings.tiny() if args.tiny else Settings.quick() if args.quick else SETTINGS
     log = (lambda msg: print(f"[{time.monotonic() - start:6.1f} s] {msg}", file=sys.stderr, flush=True))  # noqa: E731
+    share = args.gpu_share if args.gpu_share is not None else (0.5 if args.busy else 1.0)
     options = dp.Options(settings=settings, profile=args.profile, simulate=args.simulate,
                          deadline=start + args.budget if args.budget else float("inf"), step=args.step,
-                         kernel_options=_kernel_options(args.simulate), log=log)
+                         kernel_options=_kernel_options(args.simulate), busy=args.busy, gpu_share=share, log=log)
     command = "python bench/data_parallel.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     results = dp.new_results(info, settings, [command])
     models = [m for m in args.models.split(",") if m]
@@ -80,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="32,64,128", help="comma list of whole batches (default: %(default)s)")
     p.add_argument("--step", type=int, default=None, help="rows per step of the split grid (default: batch // 8)")
     p.add_argument("--profile", default=None, help="cost-model profile (default: the default profile)")
+    p.add_argument("--busy", default="", metavar="SPEC",
+                   help="keep the GPU busy with this model (all-CUDA, in a loop) while measuring, e.g. "
+                        "zoo:resnet50:batch=8")
+    p.add_argument("--gpu-share", type=float, default=None,
+                   help="the GPU share the split is priced with (default: 0.5 with --busy, else 1)")
     p.add_argument("--budget", type=float, default=0.0, help="seconds; no new batch starts after (0: none)")
     p.add_argument("--simulate", action="store_true", help="CUDA builds run on the CPU (smoke test)")
     p.add_argument("--quick", action="store_true", help="few timed calls")

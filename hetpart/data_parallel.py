@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .contracts.batch_axes import BatchAxes, batch_axes
 from .errors import NoBatchDimError, PlanError, ShapeError, option
 from .kernels.options import DEFAULT, KernelOptions
-from .partitioner.data_parallel import MIN_GAIN, RULE, SplitCosts, beats, choose_split
+from .partitioner.data_parallel import MIN_GAIN, RULE, SharedGpu, SplitCosts, beats, choose_split
 from .partitioner.data_parallel_plan import DataParallelPlan
 
 DEVICES = ("cuda", "cpu")
@@ -168,7 +168,7 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
                        objective: str = "latency", profile=None, cost_model=None, gpu_memory: int | None = None,
                        pins=(), split_costs: SplitCosts = SplitCosts(), step: int | None = None, window: int = 1,
                        min_gain: float = MIN_GAIN, rows: tuple[int, int] | None = None, require_split: bool = False,
-                       log=lambda _: None) -> DataParallelPlan:
+                       gpu_share: float = 1.0, log=lambda _: None) -> DataParallelPlan:
     """The best split of ``batch`` rows of ``model`` and whether it beats the best
     per-kernel plan at that batch (``chosen``); see the module docstring.
 
@@ -176,7 +176,9 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
     compared against (``gpu_memory`` caps the GPU side too); ``profile``/``cost_model``
     price both; ``split_costs``, ``step`` and ``window`` go to
     :func:`~hetpart.partitioner.data_parallel.choose_split`, ``min_gain`` to
-    :func:`~hetpart.partitioner.data_parallel.beats`.  The per-kernel plan rides along
+    :func:`~hetpart.partitioner.data_parallel.beats`.  ``gpu_share`` < 1 prices a GPU
+    busy with another model, of which this one gets that share
+    (:class:`~hetpart.partitioner.data_parallel.SharedGpu`).  The per-kernel plan rides along
     as ``.per_kernel``, the model's :class:`BatchSource` as ``.source``.
 
     To measure splits the rule would not take (benchmarks): ``rows=(b_gpu, b_cpu)``
@@ -188,6 +190,8 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
 
     source = model if isinstance(model, BatchSource) else BatchSource(model, batch, shapes)
     costs = cost_model if cost_model is not None else measured_costs(profile)
+    if gpu_share != 1.0:
+        costs = SharedGpu(costs, gpu_share)
     axes = source.axes()
     whole = source.graph(source.batch)
     log(f"{source.origin}: per-kernel plan at batch {source.batch}")
@@ -211,7 +215,7 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
     log(f"{source.origin}: split {best.b_gpu} GPU + {best.b_cpu} CPU rows predicted {best.latency_s * 1e3:.3f} ms, "
         f"per-kernel plan {per_kernel_s * 1e3:.3f} ms: {'split' if chosen else 'no split'}")
     predicted = {"latency_s": best.latency_s, "gpu_s": best.gpu_s, "cpu_s": best.cpu_s, "merge_s": best.merge_s,
-                 "per_kernel_s": per_kernel_s, "per_kernel_objective": objective,
+                 "gpu_share": gpu_share, "per_kernel_s": per_kernel_s, "per_kernel_objective": objective,
                  "gain": per_kernel_s / best.latency_s if best.latency_s > 0 else None,
                  "rows_per_s": source.batch / best.latency_s if best.latency_s > 0 else None}
     dp = DataParallelPlan(model=whole.name, batch=source.batch, b_gpu=best.b_gpu, b_cpu=best.b_cpu,
@@ -246,7 +250,10 @@ def explain_data_parallel(result) -> str:
     if s is None:
         return "no data-parallel split was priced for this plan"
     p = s["predicted"]
-    lines = [f"data-parallel split of batch {s['batch']}: {s['b_gpu']} rows on the GPU + {s['b_cpu']} on the CPU",
+    share = p.get("gpu_share", 1.0)
+    busy = f" (priced with {share:.0%} of a busy GPU)" if share != 1.0 else ""
+    lines = [f"data-parallel split of batch {s['batch']}: {s['b_gpu']} rows on the GPU + {s['b_cpu']} on the CPU"
+             + busy,
              f"  predicted {human_seconds(p['latency_s'])} per batch = max(GPU side {human_seconds(p['gpu_s'])}, "
              f"CPU side {human_seconds(p['cpu_s'])}) + merge {human_seconds(p['merge_s'])}",
              f"  best per-kernel plan ({p['per_kernel_objective']}): {human_seconds(p['per_kernel_s'])} per batch",

@@ -44,25 +44,29 @@ def test_a_split_slower_than_one_device_does_not_pay():
     assert "pays: no" in dp.line(d)
 
 
-@pytest.mark.slow  # three simulated builds and ONNX Runtime (~6 s on 2 cores)
-def test_the_script_runs_in_simulation_and_writes_its_records(tmp_path, capsys):
+@pytest.mark.slow  # three simulated builds and ONNX Runtime (~6 s on 2 cores; ~9 s with a busy "GPU")
+@pytest.mark.parametrize("busy", ["", "zoo:mlp:small"])
+def test_the_script_runs_in_simulation_and_writes_its_records(tmp_path, capsys, busy):
     pytest.importorskip("onnxruntime")
     spec = importlib.util.spec_from_file_location("bench_data_parallel", ROOT / "bench" / "data_parallel.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     out = tmp_path / "dataparallel.json"
+    extra = ["--busy", busy] if busy else []
     assert script.main(["--models", "zoo:mlp:small", "--batches", "8", "--simulate", "--tiny",
-                        "--out", str(out)]) == 0
+                        "--out", str(out), *extra]) == 0
     data = json.loads(out.read_text())
     assert data["schema"] == dp.SCHEMA and data["version"] == dp.VERSION
     ways = {r["way"]: r for r in data["records"]}
     assert set(ways) == set(dp.WAYS)
     for r in data["records"]:
         assert r["b_gpu"] + r["b_cpu"] == 8 and r["ms"] > 0 and r["max_abs_err"] < 1e-4
+        assert r["busy"] == busy and (r["busy_runs_per_s"] is not None) == bool(busy)
     assert (ways["all-cuda"]["b_gpu"], ways["all-cpu"]["b_cpu"]) == (8, 8)
     assert ways["split"]["b_gpu"] > 0 and ways["split"]["b_cpu"] > 0  # a split is measured even if not chosen
     assert set(ways["split"]["side_ms"]) == {"cuda", "cpu"}
     (d,) = data["decisions"]
+    assert d["gpu_share"] == (0.5 if busy else 1.0) and d["busy"] == busy
     assert d["all_cuda_over_split"] == pytest.approx(ways["all-cuda"]["ms"] / ways["split"]["ms"])
     assert d["pays"] == (ways["split"]["ms"] < min(ways["all-cuda"]["ms"], ways["all-cpu"]["ms"]))
     printed = capsys.readouterr().out

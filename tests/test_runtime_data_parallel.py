@@ -112,6 +112,18 @@ def test_no_gain_returns_the_per_kernel_plan_with_both_predictions():
     assert "no split" in text and "per-kernel" in text
 
 
+def test_a_busy_gpu_turns_no_split_into_a_split():
+    """The CPU 20x slower per byte: no split with the whole GPU; with a tenth of it (another
+    model busy on it) the CPU's rows pay, and the GPU side gets the larger share still."""
+    costs = PerByteCosts(cuda=1e-6, cpu=20e-6)
+    assert not plan_data_parallel(split_model(), 16, cost_model=costs).chosen
+    busy = plan_data_parallel(split_model(), 16, cost_model=costs, gpu_share=0.1)
+    assert busy.chosen and busy.split and busy.b_gpu > busy.b_cpu
+    assert busy.predicted["gpu_share"] == 0.1 and "busy GPU" in explain_data_parallel(busy)
+    with pytest.raises(hetpart.PlanError, match="GPU share"):
+        plan_data_parallel(split_model(), 16, cost_model=costs, gpu_share=0.0)
+
+
 def test_a_given_split_and_a_required_split_are_priced_as_asked():
     """What the benchmark measures where the rule declines: the split it is told, or the best
     that gives both devices rows."""

@@ -33,7 +33,10 @@ class Options:
     """``profile``/``cost_model``: the costs the split is chosen by; ``simulate``: CUDA
     builds run on the CPU (a smoke test: its numbers mean nothing); ``deadline``: a
     ``time.monotonic()`` after which no new (model, batch) starts; ``step``: rows per
-    grid step of the split (default batch // 8)."""
+    grid step of the split (default batch // 8).  ``busy``: a model spec kept running
+    all-CUDA in a loop on its own thread while everything is measured (a GPU busy with
+    another model); ``gpu_share``: the share of the GPU the split is priced with
+    (:class:`~hetpart.partitioner.data_parallel.SharedGpu`; 1.0: the whole GPU)."""
 
     settings: Settings = field(default_factory=Settings.quick)
     profile: object = None
@@ -42,6 +45,8 @@ class Options:
     deadline: float = float("inf")
     step: int | None = None
     kernel_options: KernelOptions = DEFAULT
+    busy: str = ""
+    gpu_share: float = 1.0
     log: Callable[[str], None] = lambda _: None
 
 
@@ -64,6 +69,8 @@ class Record:
     predicted_ms: float | None = None
     max_abs_err: float | None = None
     side_ms: dict = field(default_factory=dict)
+    busy: str = ""
+    busy_runs_per_s: float | None = None
     note: str = ""
 
     def to_json(self) -> dict:
@@ -75,28 +82,83 @@ def bench(models: list[str], batches: list[int], options: Options) -> Iterator[R
     from ..data_parallel import BatchSource, measured_costs
 
     costs = options.cost_model if options.cost_model is not None else measured_costs(options.profile)
-    for model in models:
-        for batch in batches:
-            if time.monotonic() > options.deadline:
-                options.log(f"budget spent: {model} b{batch} not started")
-                return
-            source = BatchSource(model, batch)
-            yield from _one(source, costs, options)
+    background = Background(options.busy, options) if options.busy else None
+    try:
+        for model in models:
+            for batch in batches:
+                if time.monotonic() > options.deadline:
+                    options.log(f"budget spent: {model} b{batch} not started")
+                    return
+                source = BatchSource(model, batch)
+                yield from _one(source, costs, options, background)
+    finally:
+        if background is not None:
+            background.close()
 
 
-def _one(source, costs, options: Options) -> Iterator[Record | dict]:
+class Background:
+    """``spec`` compiled with every kernel on CUDA and run in a loop on its own thread
+    while :meth:`running` is entered: another model keeping the GPU busy."""
+
+    def __init__(self, spec: str, options: Options):
+        import threading
+
+        from .. import compiler, importer
+        from ..backend import forced_plan
+        from ..runtime import Session, random_feeds
+
+        graph = importer.load(spec)
+        compiled = compiler.compile(forced_plan(graph, "cuda"), graph, simulate=options.simulate,
+                                    options=options.kernel_options, progress=False)
+        self.spec, self.feeds = spec, random_feeds(compiled.inputs)
+        self.session = Session(compiled, spin_wait=False)
+        self.session.run(self.feeds)  # warm
+        self._stop, self._threading, self.runs = threading.Event(), threading, 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.session.run(self.feeds)
+            self.runs += 1
+
+    def running(self):
+        """A context manager: the loop runs inside; ``.rate`` is its runs per second after."""
+        outer = self
+
+        class _Running:
+            rate = None
+
+            def __enter__(self):
+                outer._stop.clear()
+                outer.runs, self._t0 = 0, time.perf_counter()
+                self._thread = outer._threading.Thread(target=outer._loop, name="hetpart-busy-gpu", daemon=True)
+                self._thread.start()
+                return self
+
+            def __exit__(self, *exc):
+                outer._stop.set()
+                self._thread.join()
+                elapsed = time.perf_counter() - self._t0
+                self.rate = outer.runs / elapsed if elapsed > 0 else None
+
+        return _Running()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _one(source, costs, options: Options, background=None) -> Iterator[Record | dict]:
     from ..data_parallel import plan_data_parallel
 
     B, log = source.batch, options.log
-    chosen = plan_data_parallel(source, cost_model=costs, step=options.step, log=log)
-    split = chosen if chosen.split else plan_data_parallel(source, cost_model=costs, step=options.step,
-                                                           require_split=True, log=log)
+    common = dict(cost_model=costs, step=options.step, gpu_share=options.gpu_share)
+    chosen = plan_data_parallel(source, log=log, **common)
+    split = chosen if chosen.split else plan_data_parallel(source, require_split=True, log=log, **common)
     reference = _reference(source, B)
-    plans = {"all-cuda": plan_data_parallel(source, cost_model=costs, rows=(B, 0)),
-             "all-cpu": plan_data_parallel(source, cost_model=costs, rows=(0, B)), "split": split}
+    plans = {"all-cuda": plan_data_parallel(source, rows=(B, 0), **common),
+             "all-cpu": plan_data_parallel(source, rows=(0, B), **common), "split": split}
     records = {}
     for way in WAYS:
-        rec = _measure(source.origin, way, plans[way], reference, options)
+        rec = _measure(source.origin, way, plans[way], reference, options, background)
         records[way] = rec
         log(f"{source.origin} b{B} {way}: {rec.b_gpu} GPU + {rec.b_cpu} CPU rows, "
             f"{'-' if rec.ms is None else f'{rec.ms:.3f}'} ms (predicted {rec.predicted_ms:.3f} ms)")
@@ -110,6 +172,7 @@ def decision(model: str, chosen, split, records: dict[str, Record]) -> dict:
     ratio = lambda w: ms[w] / ms["split"] if ms.get(w) and ms.get("split") else None  # noqa: E731
     best_single = min((v for w, v in ms.items() if w != "split" and v), default=None)
     return {"kind": "decision", "model": model, "batch": chosen.batch, "chosen": chosen.chosen,
+            "busy": records["split"].busy, "gpu_share": chosen.predicted.get("gpu_share", 1.0),
             "rule_split": [chosen.b_gpu, chosen.b_cpu], "measured_split": [split.b_gpu, split.b_cpu],
             "predicted_split_ms": split.predicted["latency_s"] * 1e3,
             "predicted_per_kernel_ms": chosen.predicted["per_kernel_s"] * 1e3,
@@ -145,7 +208,7 @@ def _fixed(model, source, batch: int):
     return fixed
 
 
-def _measure(model: str, way: str, plan, reference, options: Options) -> Record:
+def _measure(model: str, way: str, plan, reference, options: Options, background=None) -> Record:
     from ..data_parallel import compile_data_parallel
     from ..runtime.data_parallel_session import DataParallelSession
 
@@ -163,7 +226,12 @@ def _measure(model: str, way: str, plan, reference, options: Options) -> Record:
             for d, v in s.last_side_seconds.items():
                 sides.setdefault(d, []).append(v)
 
-        stats = time_calls(once, options.settings)
+        if background is None:
+            stats = time_calls(once, options.settings)
+        else:
+            with background.running() as busy:
+                stats = time_calls(once, options.settings)
+            rec.busy, rec.busy_runs_per_s = background.spec, busy.rate
     rec.ms, rec.p10_ms, rec.p90_ms = stats.median_s * 1e3, stats.p10_s * 1e3, stats.p90_s * 1e3
     rec.rows_per_s = plan.batch / stats.median_s if stats.median_s > 0 else None
     rec.side_ms = {d: float(np.median(v)) * 1e3 for d, v in sides.items()}
@@ -198,7 +266,8 @@ def line(item: Record | dict) -> str:
         return (f"{item.model:<22} b{item.batch:<4} {item.way:<9} {item.b_gpu:>4} GPU + {item.b_cpu:<4} CPU  {ms}"
                 f"  predicted {item.predicted_ms:8.3f} ms  err {item.max_abs_err:.2e}  {sides}")
     fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-    return (f"{item['model']:<22} b{item['batch']:<4} split {item['measured_split'][0]}+{item['measured_split'][1]}: "
+    busy = f" [GPU busy with {item['busy']}, priced at share {item['gpu_share']:g}]" if item.get("busy") else ""
+    return (f"{item['model']:<22} b{item['batch']:<4}{busy} split {item['measured_split'][0]}+{item['measured_split'][1]}: "
             f"all-CUDA/split {fmt(item['all_cuda_over_split'])}, all-CPU/split {fmt(item['all_cpu_over_split'])}; "
             f"pays: {'yes' if item['pays'] else 'no'} (partitioner predicted {'yes' if item['predicted_pays'] else 'no'}"
             f": split {item['predicted_split_ms']:.3f} ms vs per-kernel {item['predicted_per_kernel_ms']:.3f} ms)")

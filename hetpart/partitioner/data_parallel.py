@@ -19,6 +19,9 @@ The rule (:func:`choose_split`):
    + merge_s`` (:class:`SplitCosts`); the cheapest wins (ties: the unsplit one, then
    fewer CPU rows).
 
+A GPU busy with another model is priced by :class:`SharedGpu` (this model's share of
+it), for the per-kernel plan and both sides alike.
+
 The split is offered instead of the per-kernel plan only when :func:`beats` says it
 is predicted faster than that plan at batch ``B`` by more than ``min_gain``
 (:data:`RULE`): the cost model knows nothing of the two sides competing for memory
@@ -76,6 +79,26 @@ class Candidate:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+class SharedGpu:
+    """``costs`` with every CUDA kernel ``1 / share`` times as slow: the GPU busy with
+    another model, of which this one gets ``share`` (0 < share <= 1).  Everything else
+    (copies, the profile, ``add_graph``) is ``costs``' own."""
+
+    def __init__(self, costs, share: float):
+        if not 0.0 < share <= 1.0:
+            raise PlanError(f"the GPU share must be in (0, 1], got {share}")
+        self.costs, self.share = costs, float(share)
+
+    def kernel_cost(self, kernel, device: str) -> float:
+        seconds = self.costs.kernel_cost(kernel, device)
+        return seconds / self.share if device == "cuda" else seconds
+
+    def __getattr__(self, name):  # the Costs protocol's other methods and the profile behind it
+        if name == "costs":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.costs, name)
 
 
 def proportional_rows(batch: int, gpu_s: float | None, cpu_s: float | None) -> float:
