@@ -10,7 +10,7 @@ where the cost model predicts no gain over the best per-kernel plan at ``B``, th
 plan (with the split's numbers in ``plan.predicted["data_parallel"]``)::
 
     dp = hetpart.partition_data_parallel("zoo:dlrm:batch=64")      # or (model.onnx, batch=64)
-    if isinstance(dp, hetpart.partitioner.DataParallelPlan):
+    if isinstance(dp, hetpart.partitioner.DataParallelPlan):  # else the per-kernel Plan won
         model = hetpart.compile_data_parallel(dp, simulate=True)
         with hetpart.DataParallelSession(model) as s:
             s.run(feeds)                                           # 64 rows in, 64 rows out
@@ -186,6 +186,7 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
     devices rows.  ``model`` may be a :class:`BatchSource` (its graphs are reused).
     """
     from .partitioner import partition
+    from .partitioner.costs import cost_origin
     from .partitioner.data_parallel import price
 
     source = model if isinstance(model, BatchSource) else BatchSource(model, batch, shapes)
@@ -222,7 +223,7 @@ def plan_data_parallel(model, batch: int | None = None, *, shapes: dict[str, lis
                           gpu=sides.plan("cuda", best.b_gpu) if best.b_gpu else None,
                           cpu=sides.plan("cpu", best.b_cpu) if best.b_cpu else None, axes=axes,
                           predicted=predicted, candidates=[c.to_json() for c in priced], chosen=chosen,
-                          rule=RULE.format(gain=min_gain), profile_origin=per_kernel.profile_origin)
+                          rule=RULE.format(gain=min_gain), profile_origin=cost_origin(costs))
     dp.per_kernel, dp.source = per_kernel, source
     source.keep({best.b_gpu, best.b_cpu, source.batch})
     return dp
