@@ -31,8 +31,6 @@ from .kernels.options import DEFAULT, KernelOptions
 from .partitioner.data_parallel import MIN_GAIN, RULE, SharedGpu, SplitCosts, beats, choose_split
 from .partitioner.data_parallel_plan import DataParallelPlan
 
-DEVICES = ("cuda", "cpu")
-
 
 class BatchSource:
     """A model that can be imported at any batch: :meth:`graph` (rows -> OpGraph, cached).
