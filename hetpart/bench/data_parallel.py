@@ -13,6 +13,8 @@ file: ``"schema": "hetpart-bench-dataparallel"``, version 1.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,8 +103,6 @@ class Background:
     while :meth:`running` is entered: another model keeping the GPU busy."""
 
     def __init__(self, spec: str, options: Options):
-        import threading
-
         from .. import compiler, importer
         from ..backend import forced_plan
         from ..runtime import Session, random_feeds
@@ -113,34 +113,28 @@ class Background:
         self.spec, self.feeds = spec, random_feeds(compiled.inputs)
         self.session = Session(compiled, spin_wait=False)
         self.session.run(self.feeds)  # warm
-        self._stop, self._threading, self.runs = threading.Event(), threading, 0
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.session.run(self.feeds)
-            self.runs += 1
-
+    @contextlib.contextmanager
     def running(self):
-        """A context manager: the loop runs inside; ``.rate`` is its runs per second after."""
-        outer = self
+        """The loop runs inside the ``with``; the dict yielded gets ``rate`` (its runs
+        per second) on the way out."""
+        stop, out = threading.Event(), {"runs": 0, "rate": None}
 
-        class _Running:
-            rate = None
+        def loop():
+            while not stop.is_set():
+                self.session.run(self.feeds)
+                out["runs"] += 1
 
-            def __enter__(self):
-                outer._stop.clear()
-                outer.runs, self._t0 = 0, time.perf_counter()
-                self._thread = outer._threading.Thread(target=outer._loop, name="hetpart-busy-gpu", daemon=True)
-                self._thread.start()
-                return self
-
-            def __exit__(self, *exc):
-                outer._stop.set()
-                self._thread.join()
-                elapsed = time.perf_counter() - self._t0
-                self.rate = outer.runs / elapsed if elapsed > 0 else None
-
-        return _Running()
+        thread = threading.Thread(target=loop, name="hetpart-busy-gpu", daemon=True)
+        t0 = time.perf_counter()
+        thread.start()
+        try:
+            yield out
+        finally:
+            stop.set()
+            thread.join()
+            elapsed = time.perf_counter() - t0
+            out["rate"] = out["runs"] / elapsed if elapsed > 0 else None
 
     def close(self) -> None:
         self.session.close()
@@ -231,7 +225,7 @@ def _measure(model: str, way: str, plan, reference, options: Options, background
         else:
             with background.running() as busy:
                 stats = time_calls(once, options.settings)
-            rec.busy, rec.busy_runs_per_s = background.spec, busy.rate
+            rec.busy, rec.busy_runs_per_s = background.spec, busy["rate"]
     rec.ms, rec.p10_ms, rec.p90_ms = stats.median_s * 1e3, stats.p10_s * 1e3, stats.p90_s * 1e3
     rec.rows_per_s = plan.batch / stats.median_s if stats.median_s > 0 else None
     rec.side_ms = {d: float(np.median(v)) * 1e3 for d, v in sides.items()}
