@@ -14,9 +14,9 @@ On the GPU machine (one call of at most 10 min; --budget stops between batches):
     python bench/data_parallel.py --models zoo:dlrm --batches 32,64,128 --budget 480
     python bench/data_parallel.py --models zoo:mobilenet --batches 32,64,128 --budget 480 \\
         --out $OUT/dataparallel-nvidia-h200-mobilenet.json
-    # the GPU busy with another model; the split priced with half the GPU
-    python bench/data_parallel.py --models zoo:dlrm --batches 64,128 --busy zoo:resnet50:batch=8 \\
-        --gpu-share 0.5 --budget 480 --out $OUT/dataparallel-nvidia-h200-busy.json
+    # the GPU busy with another model; the split priced with a tenth of the GPU
+    python bench/data_parallel.py --models zoo:mobilenet --batches 64,128 --busy zoo:resnet50:batch=32 \\
+        --gpu-share 0.1 --budget 480 --out $OUT/dataparallel-nvidia-h200-busy.json
 
 Here (no GPU; CUDA builds simulated on the CPU, numbers meaningless)::
 
