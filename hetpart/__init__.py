@@ -27,6 +27,7 @@ from .errors import (
     HetpartError,
     InternalError,
     ModelLoadError,
+    NoBatchDimError,
     NoGPUError,
     PlanError,
     ProfileError,
@@ -54,6 +55,9 @@ _PUBLIC = {
     "Plan": "hetpart.partitioner",
     "compile": "hetpart.compiler",
     "compile_buckets": "hetpart.buckets",
+    "partition_data_parallel": "hetpart.data_parallel",
+    "compile_data_parallel": "hetpart.data_parallel",
+    "DataParallelSession": "hetpart.runtime.data_parallel_session",
     "BucketedModel": "hetpart.compiler",
     "BucketedSession": "hetpart.runtime",
     "load_compiled": "hetpart.compiler",
@@ -66,7 +70,7 @@ _PUBLIC = {
     **dict.fromkeys(("partition_together", "compile_together", "JointPlan", "JointModel"), "hetpart.together"),
 }
 
-_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError", "UnknownModelError",
            "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
            "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""

@@ -72,6 +72,11 @@ class SymbolicDimsError(ShapeError):
     buckets, :func:`hetpart.compile_buckets`, build for instead)."""
 
 
+class NoBatchDimError(ShapeError):
+    """A data-parallel split was asked of a model without a batch dim to split along
+    (no symbolic axis-0 dim, or an output whose rows cannot be put back together)."""
+
+
 class UnsupportedOpsError(HetpartError):
     """The model uses operators hetpart (TVM) cannot import.
 

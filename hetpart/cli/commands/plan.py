@@ -36,6 +36,11 @@ class Plan:
     with --compile, one artifact per bucket under a top manifest (hetpart.Session
     opens it and pads each feed to the smallest bucket that fits).
 
+    --data-parallel [BATCH] prices splitting a batch between an all-GPU and an
+    all-CPU build of the model run at once (the model needs a symbolic batch dim, or
+    is a zoo spec), prints the split beside the best per-kernel plan, and keeps
+    whichever is predicted faster (docs/ARCHITECTURE.md, "Data-parallel split").
+
     examples:
       partition zoo:resnet18
       partition model.onnx --shape input=1,3,224,224 --explain
@@ -43,6 +48,8 @@ class Plan:
       partition zoo:bert --gpu-memory 160MiB --stream-weights --explain
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
       partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
+      partition zoo:dlrm:batch=64 --data-parallel
+      partition model.onnx --data-parallel 128 --simulate -o out/ --compile
     """
 
     name = "plan"
@@ -64,6 +71,9 @@ class Plan:
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
         g.add_argument("--summary-only", action="store_true", help="print the op-graph summary and stop")
+        g.add_argument("--data-parallel", nargs="?", type=int, const=0, default=None, metavar="BATCH",
+                       help="split a batch of BATCH rows (default: a zoo spec's batch=) between an all-GPU and an "
+                            "all-CPU build run at once, where the costs predict a gain over the per-kernel plan")
         g.add_argument("--buckets", action="append", default=[], metavar="DIM=N,N,...",
                        help="shape buckets to build for a symbolic dim, e.g. batch=1,8,32 (repeatable; 'batch' "
                             "names the axis-0 dim; default: batch=1,2,4,8,16,32)")
@@ -77,6 +87,10 @@ class Plan:
         from ... import importer
 
         checked = self._check(args)
+        if args.data_parallel is not None:
+            from ..data_parallel_report import run_data_parallel
+
+            return run_data_parallel(self, args, checked)
         if checked["buckets"]:
             return self._run_buckets(args, checked)
         try:
