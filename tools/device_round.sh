@@ -117,7 +117,7 @@ case "${1:-1}" in
     > "$OUT/logs/serve.txt" 2>&1 ;;
 14)  # after the in-place prepack fix: GPU tests, the BERT-base plans that crashed, then hetpart's capped row
   timeout 200 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_prepack.py \
-    tests/test_runtime_streaming.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+    tests/test_runtime_streaming.py tests/test_together_serving.py tests/test_runtime_pool.py tests/test_runtime_data_parallel.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
   timeout 200 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 &
   wait
   CAPS=${CAPS:-512MiB}
