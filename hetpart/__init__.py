@@ -29,6 +29,7 @@ from .errors import (
     ModelLoadError,
     NoGPUError,
     PlanError,
+    PrecisionError,
     ProfileError,
     RuntimeFailure,
     ServerClosedError,
@@ -60,12 +61,13 @@ _PUBLIC = {
     "Session": "hetpart.runtime",
     "MultiSession": "hetpart.runtime",
     "cuda_available": "hetpart.targets",
+    "Precision": "hetpart.contracts.precision",
     "Server": "hetpart.serving",
     "serve": "hetpart.serving",
 }
 
 _ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
-           "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
+           "TargetError", "NoGPUError", "PrecisionError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
            "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 

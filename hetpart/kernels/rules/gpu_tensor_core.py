@@ -204,7 +204,8 @@ def _mark_weight_packs(sch, main, func) -> None:
 
 
 def _producer_chain(sch, main, operand):
-    """Blocks producing ``main``'s read ``operand``, nearest first (single producers)."""
+    """Blocks producing ``main``'s read ``operand``, nearest first (single producers),
+    up to a block that changes the dtype (excluded)."""
     out = []
     buf = sch.get(main).reads[operand].source
     block = main
@@ -214,8 +215,13 @@ def _producer_chain(sch, main, operand):
         if len(prods) != 1:
             return out
         block = prods[0]
-        out.append(block)
         reads = sch.get(block).reads
+        if len(reads) == 1 and reads[0].source.dtype != buf.dtype:
+            # A weight stored in bf16/fp16 and widened here (importer.low_precision):
+            # packing through the widening would store it in float32 again; it stays
+            # in its own dtype, widened as the operand tiles are staged.
+            return out
+        out.append(block)
         if len(reads) != 1:
             return out
         buf = reads[0].source

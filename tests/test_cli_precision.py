@@ -1,0 +1,30 @@
+"""``partition MODEL --precision DEVICE=FORMAT,...``: parsed before any work, recorded
+in the plan and the compiled artifact's manifest."""
+
+from __future__ import annotations
+
+import json
+
+from hetpart.cli.main import main
+
+
+def cli(capsys, *argv):
+    rc = main([*argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_precision_reaches_plan_and_manifest(capsys, tmp_path):
+    out = tmp_path / "out"
+    rc, _, err = cli(capsys, "plan", "zoo:mlp:small", "--precision", "cuda=bf16,cpu=bf16", "--simulate",
+                     "-o", str(out), "--compile")
+    assert rc == 0, err
+    want = {"cpu": "bf16", "cuda": "bf16"}
+    assert json.loads((out / "plan.json").read_text())["precision"] == want
+    assert json.loads((out / "manifest.json").read_text())["precision"] == want
+
+
+def test_bad_precision_fails_before_import_naming_the_formats(capsys, tmp_path):
+    rc, out, err = cli(capsys, "plan", "zoo:mlp:small", "--precision", "cuda=int4", "-o", str(tmp_path / "o"))
+    assert rc == 1 and "fp32, tf32, bf16, fp16" in err and "op graph" not in out
+    assert not (tmp_path / "o").exists()
