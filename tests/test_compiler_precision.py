@@ -185,3 +185,16 @@ def test_bf16_on_the_gpu_matches_onnxruntime(name, zoo_graph, zoo_onnx):
     graph = zoo_graph(name)
     compiled = compiler.compile(all_on(graph, "cuda"), progress=False, precision="cuda=bf16")
     _check_against_ort(zoo_onnx(name), graph, compiled)
+
+
+def test_runtime_views_bfloat16_memory():
+    """The streamed-weight views (runtime.dlpack.tensor_view) take bfloat16: numpy has
+    no bfloat16 kind (ml_dtypes' is "V"), DLPack's code is kDLBfloat."""
+    import ml_dtypes
+
+    from hetpart.runtime.dlpack import tensor_view
+
+    data = np.arange(24, dtype=np.float32).reshape(4, 6).astype(ml_dtypes.bfloat16)
+    view = tensor_view(data.ctypes.data, data.shape, "bfloat16", owner=data)
+    assert str(view.dtype) == "bfloat16"
+    np.testing.assert_array_equal(view.numpy().astype(np.float32), data.astype(np.float32))
