@@ -54,3 +54,29 @@ def test_plan_file_records_precision_and_old_versions_read_default(tmp_path):
     del data["precision"]
     path.write_text(json.dumps(data))
     assert Plan.load(path, graph).precision == DEFAULT
+
+
+def test_bf16_kernels_are_measured_apart_and_priced_for_their_device(tmp_path, capsys):
+    """`partition profile --precision cpu=bf16` measures the kernels as built with bf16
+    weights (other signatures than the float32 ones); the partitioner then prices the
+    CPU kernels with those measurements, not with predictions or float32 timings."""
+    from hetpart.cli.main import main
+    from hetpart.costmodel import CostModel, Profile
+    from hetpart.importer.low_precision import lower_weights
+    from hetpart.partitioner.precision_costs import with_precision
+
+    path = tmp_path / "prof.json"
+    assert main(["profile", "zoo:mlp:small", "--profile", str(path), "--quick", "--device", "cpu", "--jobs", "1",
+                 "--precision", "cpu=bf16"]) == 0
+    assert "zoo" not in capsys.readouterr().err
+    graph = importer.load("zoo:mlp:small")
+    low = lower_weights(graph, list(graph.kernels), "bfloat16")
+    converted = [k for k in graph.kernels if low.kernels[k].signature != graph.kernels[k].signature]
+    assert converted
+    costs = CostModel(Profile.load(path))
+    priced = with_precision(costs, graph, Precision(cpu="bf16"))
+    for kid in converted:
+        assert costs.is_predicted(graph.kernels[kid], "cpu"), "the float32 kernel was not measured"
+        assert not priced.is_predicted(graph.kernels[kid], "cpu")
+        assert priced.kernel_cost(graph.kernels[kid], "cpu") == costs.kernel_cost(low.kernels[kid], "cpu")
+    assert with_precision(costs, graph, DEFAULT) is costs

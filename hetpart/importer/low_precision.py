@@ -8,7 +8,9 @@ the low dtype and widens each element to float32 as it reads it (FuseTIR of TVM'
 ``astype`` into the kernel: the widening is a block of the kernel, which the
 schedule rules inline into the loads), with the weights converted once (round to
 nearest even; a weight several converted kernels share is converted and stored
-once), and whose kernels' ``param_bytes`` count the low dtype.
+once), and whose kernels' ``param_bytes`` count the low dtype, their ``func`` and
+``signature`` those of the widened PrimFunc (so a profile measures and keys the
+low-precision kernel apart from the float32 one).
 :func:`param_bytes` says what each kernel's weights would take, without converting.
 
 Which constants are converted (:func:`convertible`): float32 tensor constants of at
@@ -45,6 +47,7 @@ import threading
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax, te
 
 from ..errors import InternalError
@@ -243,6 +246,7 @@ def lower_weights(graph, kernels, dtype: str):
     suffix = LOW_DTYPES[dtype]
     consts: dict = {}  # original constant -> its low copy (one per weight)
     funcs: dict = {}  # (PrimFunc name, positions) -> GlobalVar of the widened kernel
+    signatures: dict = {}  # that GlobalVar -> the widened PrimFunc's signature
     replaced: dict = {}  # original call -> new call
     new_kernels = dict(graph.kernels)
     for kid, call in calls.items():
@@ -253,6 +257,7 @@ def lower_weights(graph, kernels, dtype: str):
         if key not in funcs:
             prim = widened_kernel(graph.module[call.args[0]], call, positions, dtype)
             funcs[key] = bb.add_func(prim, f"{call.args[0].name_hint}_{suffix}w")
+            signatures[funcs[key]] = f"{tvm_ffi.structural_hash(prim):016x}"
         args = list(call.args[1].fields)
         for i in positions:
             if args[i] not in consts:
@@ -260,7 +265,8 @@ def lower_weights(graph, kernels, dtype: str):
             args[i] = consts[args[i]]
         replaced[call] = relax.Call(call.op, [funcs[key], relax.Tuple(args)], call.attrs, call.ty_args)
         k, size = graph.kernels[kid], _const_bytes(args)
-        new_kernels[kid] = dataclasses.replace(k, param_bytes=size, bytes_read=k.bytes_read - (k.param_bytes - size))
+        new_kernels[kid] = dataclasses.replace(k, func=funcs[key].name_hint, signature=signatures[funcs[key]],
+                                               param_bytes=size, bytes_read=k.bytes_read - (k.param_bytes - size))
     if not replaced:
         return graph
     module = bb.get()

@@ -34,12 +34,14 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     :class:`~hetpart.contracts.precision.Precision` or ``"cuda=bf16,cpu=fp32"``; default
     ``cpu=fp32,cuda=tf32``): CUDA kernels' weights are counted in the CUDA format (bf16
     and fp16 halve them: the memory cap, streaming and weight copies see that), and the
-    plan records it for the compiler.  Kernel times are the profile's, measured in
-    float32.  Raises PlanError for an unknown objective, a bad pin, or a cap that
+    plan records it for the compiler; each kernel is priced as built in its device's
+    format (:mod:`.precision_costs`: measured by ``partition profile --precision``,
+    else predicted).  Raises PlanError for an unknown objective, a bad pin, or a cap that
     cannot be met; PrecisionError for a bad precision.
     """
     from ..contracts.precision import coerce
     from ..importer.low_precision import with_weight_bytes
+    from .precision_costs import with_precision as priced_in
 
     precision = coerce(precision)
     if objective not in OBJECTIVES:
@@ -51,6 +53,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         costs.add_graph(graph)
     if gpu_memory is None:  # never plan more onto the GPU than it has
         gpu_memory = default_cap(costs)
+    costs = priced_in(costs, graph, precision)
     graph = with_weight_bytes(graph, precision.storage("cuda"))
     problem = build_problem(graph, costs, pins, gpu_memory, stream_weights)
     obj = OBJECTIVES[objective]
