@@ -129,8 +129,6 @@ class Plan:
         if args.trace:
             raise HetpartError("--trace records one run of one shape; with shape buckets, fix the shape with "
                                "--shape to trace it")
-        if checked["precision"] != checked["precision"].__class__():
-            raise HetpartError("--precision is not applied to shape buckets yet; fix the shape with --shape")
         return run_buckets(self, args, checked)
 
     def _plan(self, args, graph, checked):
