@@ -198,3 +198,20 @@ def test_runtime_views_bfloat16_memory():
     view = tensor_view(data.ctypes.data, data.shape, "bfloat16", owner=data)
     assert str(view.dtype) == "bfloat16"
     np.testing.assert_array_equal(view.numpy().astype(np.float32), data.astype(np.float32))
+
+
+def test_partitioned_plan_compiles_in_its_precision(zoo_graph, zoo_onnx):
+    """partition(precision=) -> compile(plan): the plan's precision is the build's;
+    ``cuda=fp32`` builds without TF32."""
+    from hetpart.partitioner import partition
+
+    from test_partitioner_models import mlp_favouring_gpu
+
+    graph = zoo_graph("mlp")
+    plan = partition(graph, cost_model=mlp_favouring_gpu(graph), progress=False, precision="cuda=bf16")
+    assert any(p.device == "cuda" for p in plan.partitions)
+    compiled = compiler.compile(plan, simulate=True, progress=False)
+    assert compiled.precision == Precision(cuda="bf16") and compiled.kernel_options.tf32
+    _check_against_ort(zoo_onnx("mlp"), graph, compiled, seed=5)
+    fp32 = compiler.compile(all_on(graph, "cuda"), simulate=True, progress=False, precision="cuda=fp32")
+    assert not fp32.kernel_options.tf32
