@@ -140,3 +140,15 @@ def _sources(mod) -> list[str]:
             pass
         out += _sources(imp)
     return out
+
+
+def test_converted_kernels_replace_their_float32_functions():
+    """The module keeps no PrimFunc that no kernel calls (a build schedules every one)
+    and the kernels name the functions they call."""
+    graph, _ = _gemm(64, 32, 64)
+    low = lp.lower_weights(graph, list(graph.kernels), "bfloat16")
+    prims = {gv.name_hint for gv, f in low.module.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert prims == {k.func for k in low.kernels.values()}
+    matmul = next(k for k in graph.kernels.values() if k.op_class == "matmul")
+    assert low.kernels[matmul.id].func == f"{matmul.func}_bf16w"
+    assert low.kernels[matmul.id].signature != matmul.signature

@@ -169,6 +169,10 @@ def kernel_calls(graph) -> dict[str, relax.Call]:
         for binding in block.bindings:
             if _is_kernel_binding(binding):
                 calls[f"node_{len(calls)}"] = binding.value
+    for kid, call in calls.items():
+        if _is_call_tir(call) and graph.kernels[kid].func != call.args[0].name_hint:
+            raise InternalError(f"{kid} calls {call.args[0].name_hint} in the module, {graph.kernels[kid].func} "
+                                "in the op graph: the kernels are not numbered as the op-graph builder does")
     return calls
 
 
@@ -272,19 +276,19 @@ def lower_weights(graph, kernels, dtype: str):
     module = bb.get()
     main = _replace_calls(graph.module["main"], replaced)
     # PrimFuncs no call reads any more go: a build schedules every PrimFunc of a module
-    called = {c.args[0] for c in replaced.values()} | {
-        c.args[0] for c in kernel_calls(graph).values() if _is_call_tir(c) and c not in replaced}
+    before = _callees(calls.values())
+    after = _callees(replaced.get(c, c) for c in calls.values())
     functions = {gv: f for gv, f in module.functions_items()
-                 if not isinstance(f, tvm.tirx.PrimFunc) or gv in called or gv.name_hint not in _callees(graph)}
+                 if not isinstance(f, tvm.tirx.PrimFunc) or gv.name_hint in after or gv.name_hint not in before}
     out = tvm.IRModule(functions, attrs=module.attrs, global_infos=module.global_infos)
     out[module.get_global_var("main")] = main
     # the rebuilt calls carry no type yet; passes that dedup functions by structure need it
     return dataclasses.replace(graph, kernels=new_kernels, module=relax.transform.Normalize()(out))
 
 
-def _callees(graph) -> set[str]:
-    """Names of the PrimFuncs the kernels of ``graph`` call."""
-    return {c.args[0].name_hint for c in kernel_calls(graph).values() if _is_call_tir(c)}
+def _callees(calls) -> set[str]:
+    """Names of the PrimFuncs ``calls`` call."""
+    return {c.args[0].name_hint for c in calls if _is_call_tir(c)}
 
 
 def _replace_calls(main: relax.Function, replaced: dict) -> relax.Function:
