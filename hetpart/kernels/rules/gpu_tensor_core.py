@@ -38,7 +38,13 @@ Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BL
 blocks per SM of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
 tensor cores (sm_80 and later); returns None otherwise, or when the build's
 :class:`~hetpart.kernels.options.KernelOptions` ask for full float32 (``tf32=False``).
-The grid thresholds scale with the options' ``sm_count``.  Invariant: every output is the same sum
+The grid thresholds scale with the options' ``sm_count``.
+A weight stored in bfloat16/float16 (:mod:`hetpart.importer.low_precision`: the
+kernel widens it in a block of its own) is a float32 contraction to this rule: the
+widening is inlined into the staging copy, so global memory holds the half-size weight
+and shared memory its float32 values, exact in TF32 -- the products are those of a
+bf16/fp16 ``mma`` accumulating in float32; its packing stops at the widening
+(:func:`_producer_chain`) and never stores it in float32 again.  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
 split K changes only the order of the additions.
 """
