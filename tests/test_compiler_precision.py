@@ -37,7 +37,9 @@ rounded weights reorder near-tied boxes (bf16: 5 of 240 indices, two swapped pai
 so they must agree on this share of elements rather than all."""
 
 FAST = ("mlp", "bert")
-CORPUS = [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in models.names()]
+# bf16 (the coarser mantissa) on the whole corpus, fp16 on the fast models
+CASES = [pytest.param(fmt, m, marks=() if m in FAST else pytest.mark.slow)
+         for fmt in ("bf16", "fp16") for m in models.names() if fmt == "bf16" or m in FAST]
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -72,12 +74,9 @@ def _check_against_ort(onnx_model, graph, compiled, seed=0):
             assert g.shape == w.shape and np.mean(g == w) >= INDEX_AGREEMENT, f"{spec.name}: {np.mean(g == w):.3f}"
 
 
-@pytest.mark.parametrize("name", CORPUS)
-@pytest.mark.parametrize("fmt", ["bf16", "fp16"])
-def test_low_precision_cuda_matches_onnxruntime(name, fmt, zoo_graph, zoo_onnx):
+@pytest.mark.parametrize("fmt, name", CASES)
+def test_low_precision_cuda_matches_onnxruntime(fmt, name, zoo_graph, zoo_onnx):
     """Every kernel on (simulated) CUDA in bf16/fp16 stays within REL_TOL of ORT's float32."""
-    if fmt == "fp16" and name not in FAST:
-        pytest.skip("fp16 runs on the fast models; bf16 (the coarser mantissa) on the whole corpus")
     graph = zoo_graph(name)
     compiled = compiler.compile(all_on(graph, "cuda"), simulate=True, progress=False,
                                 precision=f"cuda={fmt}")
