@@ -37,9 +37,10 @@ rounded weights reorder near-tied boxes (bf16: 5 of 240 indices, two swapped pai
 so they must agree on this share of elements rather than all."""
 
 FAST = ("mlp", "bert")
-# bf16 (the coarser mantissa) on the whole corpus, fp16 on the fast models
 CASES = [pytest.param(fmt, m, marks=() if m in FAST else pytest.mark.slow)
-         for fmt in ("bf16", "fp16") for m in models.names() if fmt == "bf16" or m in FAST]
+         for fmt in ("bf16", "fp16") for m in models.names()]
+"""Measured (small zoo, seed 0, 2026-12-03): largest relative error bf16 8.4e-3 (bert),
+fp16 1.6e-3 (t5enc); float32 itself 8.6e-7."""
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
