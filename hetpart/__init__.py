@@ -30,6 +30,7 @@ from .errors import (
     NoBatchDimError,
     NoGPUError,
     PlanError,
+    PrecisionError,
     ProfileError,
     QuotaExceededError,
     RuntimeFailure,
@@ -65,14 +66,16 @@ _PUBLIC = {
     "Session": "hetpart.runtime",
     "MultiSession": "hetpart.runtime",
     "cuda_available": "hetpart.targets",
+    "Precision": "hetpart.contracts.precision",
     "Server": "hetpart.serving",
     "serve": "hetpart.serving",
     **dict.fromkeys(("partition_together", "compile_together", "JointPlan", "JointModel"), "hetpart.together"),
 }
 
-_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError", "UnknownModelError",
-           "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
-           "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError",
+           "UnknownModelError", "TargetError", "NoGPUError", "PrecisionError", "ProfileError", "PlanError", "CompileError",
+           "RuntimeFailure", "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError",
+           "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 
 __all__ = [*_ERRORS, "__version__", *_PUBLIC]

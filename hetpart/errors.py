@@ -102,6 +102,10 @@ class NoGPUError(TargetError):
     """A CUDA device was needed but none is usable on this machine."""
 
 
+class PrecisionError(TargetError):
+    """A precision (``cuda=bf16,cpu=fp32``) names an unknown device or number format."""
+
+
 # --- files hetpart writes and reads back -----------------------------------------
 class ProfileError(HetpartError):
     """A cost-model profile is missing, corrupt, of another schema, or of another machine."""

@@ -3,12 +3,14 @@ from __future__ import annotations
 from ...errors import HetpartError, NoGPUError, SymbolicDimsError
 from ..options import (
     add_model_options,
+    add_precision_option,
     add_profile_options,
     add_target_options,
     check_cuda_arch,
     check_objective,
     kernel_options,
     parse_gpu_memory,
+    parse_precision,
     parse_shapes,
 )
 from ...contracts.buckets import parse_buckets
@@ -47,6 +49,7 @@ class Plan:
       partition zoo:dlrm --gpu-memory 256MiB --pin Gather=cpu -o out/
       partition zoo:bert --gpu-memory 160MiB --stream-weights --explain
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
+      partition zoo:bert:small --precision cuda=bf16 --simulate -o out/ --compile
       partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
       partition zoo:dlrm:batch=64 --data-parallel
       partition model.onnx --data-parallel 128 --simulate -o out/ --compile
@@ -68,6 +71,7 @@ class Plan:
         g.add_argument("--stream-weights", action="store_true",
                        help="under --gpu-memory, let CUDA kernels stream weights that do not fit from pinned host "
                             "memory (chosen where the costs say it beats running them on the CPU); experimental")
+        add_precision_option(g)
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
         g.add_argument("--summary-only", action="store_true", help="print the op-graph summary and stop")
@@ -129,7 +133,8 @@ class Plan:
         return {"shapes": parse_shapes(args.shape), "buckets": parse_buckets(args.buckets),
                 "gpu_memory": parse_gpu_memory(args.gpu_memory),
                 "pins": _partitioner().parse_pins(args.pin),
-                "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args)}
+                "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args),
+                "precision": parse_precision(getattr(args, "precision", None))}
 
     def _run_buckets(self, args, checked) -> int:
         """Plan (and with --compile/--run build and run) every shape bucket; one line each."""
@@ -143,7 +148,7 @@ class Plan:
     def _plan(self, args, graph, checked):
         return _partitioner().partition(graph, objective=args.objective, profile=args.profile,
                                         gpu_memory=checked["gpu_memory"], pins=checked["pins"],
-                                        stream_weights=args.stream_weights)
+                                        stream_weights=args.stream_weights, precision=checked["precision"])
 
     def _check_devices(self, args, plan) -> None:
         """Compiling or running CUDA partitions needs a GPU, --simulate or --cuda-arch: say so now."""
