@@ -116,8 +116,8 @@ case "${1:-1}" in
   timeout $((BUDGET + 40)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
 14)  # after the in-place prepack fix: GPU tests, the BERT-base plans that crashed, then hetpart's capped row
-  timeout 200 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_prepack.py \
-    tests/test_runtime_streaming.py tests/test_together_serving.py tests/test_runtime_pool.py tests/test_runtime_data_parallel.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  timeout 230 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_prepack.py \
+    tests/test_runtime_streaming.py tests/test_together_serving.py tests/test_runtime_pool.py tests/test_runtime_data_parallel.py tests/test_compiler_precision.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
   timeout 200 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 &
   wait
   CAPS=${CAPS:-512MiB}
