@@ -123,6 +123,10 @@ case "${1:-1}" in
   CAPS=${CAPS:-512MiB}
   timeout $((BUDGET + 30)) python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget "$BUDGET" --reserve 30 \
     --contenders hetpart --out "$OUT/capped-hetpart.json" > "$OUT/logs/capped-hetpart.txt" 2>&1 ;;
+15)  # the serving bench's illegal address: resnet50+bert with synchronous launches (the failing kernel named)
+  { which compute-sanitizer; ls /usr/local/cuda*/bin 2>/dev/null | head; } > "$OUT/logs/tools.txt" 2>&1
+  CUDA_LAUNCH_BLOCKING=1 timeout $((BUDGET + 40)) python3 bench/serve.py --scenarios resnet50+bert --budget "$BUDGET" \
+    --window-s 1.0 --out "$OUT/serve-debug.json" > "$OUT/logs/serve.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
