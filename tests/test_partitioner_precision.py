@@ -29,8 +29,9 @@ def test_bf16_tables_fit_a_cap_their_float32_tables_do_not():
     costs = mlp_favouring_gpu(graph)
     tables = sum(graph.kernels[k].param_bytes for k in gathers)
     cap = tables * 3 // 4
-    fp32 = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)
-    bf16 = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, precision="cuda=bf16")
+    fp32 = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
+    bf16 = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, precision="cuda=bf16",
+                     stream_weights=False)
     assert [fp32.assignment[k] for k in gathers] == ["cpu"] * len(gathers)
     assert [bf16.assignment[k] for k in gathers] == ["cuda"] * len(gathers)
     assert bf16.predicted["gpu_memory"]["total"] <= cap

@@ -100,7 +100,7 @@ def plan_at(graph, costs, cap, cache):
     key = (id(graph), cap)
     if key not in cache:
         try:
-            cache[key] = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)
+            cache[key] = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
         except PlanError:
             cache[key] = None
     return cache[key]
@@ -122,7 +122,7 @@ def test_every_plan_fits_its_quota_and_the_quotas_fit_the_cap(seed, n, share):
     graphs, costs = models_of(seed, n)
     if not plannable(graphs, costs):
         return
-    floor_plans = {k: partition(graphs[k], cost_model=costs[k], gpu_memory=floor_by_brute_force(graphs[k], costs[k]),
+    floor_plans = {k: partition(graphs[k], cost_model=costs[k], stream_weights=False, gpu_memory=floor_by_brute_force(graphs[k], costs[k]),
                                 progress=False) for k in graphs}
     full = sum(sum(k.param_bytes for k in g.kernels.values()) + sum(t.nbytes for t in g.tensors.values())
                for g in graphs.values())
@@ -191,7 +191,7 @@ def test_an_explicit_quota_is_kept_and_the_others_share_the_rest(seed, share):
     graphs, costs = models_of(seed, 3)
     if not plannable(graphs, costs):
         return
-    floors = {k: need(graphs[k], partition(graphs[k], cost_model=costs[k], progress=False,
+    floors = {k: need(graphs[k], partition(graphs[k], cost_model=costs[k], progress=False, stream_weights=False,
                                            gpu_memory=floor_by_brute_force(graphs[k], costs[k]))) for k in graphs}
     full = sum(k.param_bytes for k in graphs["m0"].kernels.values()) + sum(
         t.nbytes for t in graphs["m0"].tensors.values())
@@ -294,9 +294,9 @@ def test_a_higher_priority_wins_the_memory_both_want():
         (g, c) = random_case(seed, SHAPE)
         if not plannable({"a": g}, {"a": c}):
             continue
-        fast = partition(g, cost_model=c, gpu_memory=1 << 40, progress=False)
+        fast = partition(g, cost_model=c, gpu_memory=1 << 40, progress=False, stream_weights=False)
         floor = floor_by_brute_force(g, c)
-        slow = partition(g, cost_model=c, gpu_memory=floor, progress=False)
+        slow = partition(g, cost_model=c, gpu_memory=floor, progress=False, stream_weights=False)
         if need(g, fast) > need(g, slow) and fast.predicted["latency_s"] < 0.5 * slow.predicted["latency_s"]:
             break
     else:

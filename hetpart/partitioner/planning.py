@@ -19,7 +19,7 @@ from .timeline import simulate
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
-              cost_model=None, progress: bool = True, stream_weights: bool = False, precision=None) -> Plan:
+              cost_model=None, progress: bool = True, stream_weights: bool = True, precision=None) -> Plan:
     """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
@@ -29,8 +29,8 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  With
     ``stream_weights=True``, under a cap the best plan without one does not fit, CUDA
     kernels may keep their weights in pinned host memory and stream them in
-    (:mod:`.streaming`); opt-in until a streamed full-size BERT runs on the GPU
-    (it crashed on the H200, 2026-12-03; small models pass).  ``precision`` (a
+    (:mod:`.streaming`; on by default since BERT-large streamed under a 512 MiB cap
+    ran on the H200, 2026-12-03; ``False`` keeps every kernel's weights where it runs).  ``precision`` (a
     :class:`~hetpart.contracts.precision.Precision` or ``"cuda=bf16,cpu=fp32"``; default
     ``cpu=fp32,cuda=tf32``): CUDA kernels' weights are counted in the CUDA format (bf16
     and fp16 halve them: the memory cap, streaming and weight copies see that), and the

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+
 from ...errors import HetpartError, NoGPUError, SymbolicDimsError
 from ..options import (
     add_model_options,
@@ -47,7 +49,7 @@ class Plan:
       partition zoo:resnet18
       partition model.onnx --shape input=1,3,224,224 --explain
       partition zoo:dlrm --gpu-memory 256MiB --pin Gather=cpu -o out/
-      partition zoo:bert --gpu-memory 160MiB --stream-weights --explain
+      partition zoo:bert --gpu-memory 160MiB --explain        # weights over the cap may stream
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
       partition zoo:bert:small --precision cuda=bf16 --simulate -o out/ --compile
       partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
@@ -68,9 +70,10 @@ class Plan:
                        help="keep an op type (e.g. Gather=cpu) or a node (node_17=cuda) on a device; repeatable")
         g.add_argument("--gpu-memory", metavar="SIZE", default=None,
                        help="GPU memory cap for parameters plus peak activations, e.g. 4GiB")
-        g.add_argument("--stream-weights", action="store_true",
+        g.add_argument("--stream-weights", action=argparse.BooleanOptionalAction, default=True,
                        help="under --gpu-memory, let CUDA kernels stream weights that do not fit from pinned host "
-                            "memory (chosen where the costs say it beats running them on the CPU); experimental")
+                            "memory where the costs say it beats running them on the CPU (default: on; "
+                            "--no-stream-weights keeps each kernel's weights where it runs)")
         add_precision_option(g)
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
