@@ -24,7 +24,9 @@ and stats:
 * *threaded* (:meth:`Session.submit`, :meth:`Session.run_pipelined`, and ``run``
   while another run is in flight): each partition's task goes to that partition's
   worker thread and a collector thread finishes the run, so runs overlap;
-* *inline* (``run`` on an idle session, unless ``Session(..., inline=False)``): the
+* *inline* (``run`` on an idle session, unless ``Session(..., inline=False)``; on a
+  real GPU only after one threaded run, which captures the CUDA graphs on the
+  session's long-lived worker threads -- see ``_captured``): the
   calling thread runs the partitions itself in topological order (a CUDA partition
   is still only enqueued on the session stream, with the stream made current for the
   calling thread; host reads of GPU results still wait on that run's events) and
@@ -197,6 +199,14 @@ class Session:
         # and could be a view of that copy.
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
         self._inline_lock = threading.Lock()  # held by the inline run, if any
+        # A CUDA partition's first call captures its CUDA graph, and the workspace TVM
+        # hands a kernel during the capture comes from the *calling thread's* pool, baked
+        # into the graph: captured on a caller's thread that later exits, a replay writes
+        # freed memory (the serving benchmark's illegal address on the H200, 2026-12-03:
+        # a server's lane threads captured, a later server's replayed).  So on a GPU the
+        # first run goes through the workers, whose leased threads never exit; inline
+        # runs follow once one threaded run has completed.
+        self._captured = not self.real_gpu
 
     @property
     def _model_name(self) -> str:
@@ -390,7 +400,7 @@ class Session:
         On an idle session the run executes on the calling thread (see the module docstring)."""
         self._check_open()
         timed = trace is not None
-        done = self._run_inline(feeds, timed) if self.inline else None
+        done = self._run_inline(feeds, timed) if self.inline and self._captured else None
         if done is not None:
             outputs, ctx = done
             stats = ctx.stats
@@ -398,6 +408,7 @@ class Session:
             future = self.submit(feeds, timed=timed)
             outputs = future.result()
             stats = future.stats
+            self._captured = True
         if trace is not None:
             from .trace import write_trace
 
