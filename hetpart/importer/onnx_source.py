@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
 from . import preflight
 from .expand_functions import expand_functions
+from .inference_dropout import inference_dropout
 from .shape_folding import fold_static_shapes
 
 _HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
@@ -46,6 +47,7 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     _check_structure(source.model, source.origin)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
+    fixed = inference_dropout(fixed)  # Dropout that keeps everything, its mask output too
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
     inferred = _infer_shapes(fixed, source.origin)

@@ -316,8 +316,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
     'test_dft_opset19': ('tvm-op', "TVM's importer has no converter for DFT"),
     'test_dft_rfft': ('tvm-op', "TVM's importer has no converter for DFT"),
     'test_dft_rfft_opset19': ('tvm-op', "TVM's importer has no converter for DFT"),
-    'test_dropout_default_mask': ('training', 'training-mode op or output'),
-    'test_dropout_default_mask_ratio': ('training', 'training-mode op or output'),
     'test_edge_pad': ('tvm-attr', "TVM's importer does not handle this form: Dynamic pads are not supported yet."),
     'test_einsum_batch_matmul_bfloat16': ('dtype', "an element type TVM does not support: BFLOAT16 'x': 'x' is bfloat16, an element type TVM does not support; BFLOAT16 'y': 'y' is bfloat16, an element"),
     'test_einsum_sum_bfloat16': ('dtype', "an element type TVM does not support: BFLOAT16 'x': 'x' is bfloat16, an element type TVM does not support; BFLOAT16 'y': 'y' is bfloat16, an element"),
