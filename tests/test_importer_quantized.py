@@ -55,14 +55,31 @@ def test_quantize_dequantize_match_onnxruntime(opset, qtype, axis):
     np.testing.assert_allclose(got["d"], want["d"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("atype", [U8, I8])
-def test_matmul_integer_matches_onnxruntime(atype):
+@pytest.mark.parametrize("atype,btype", [(U8, I8), (I8, I8), (U8, U8), (I8, U8)])
+@pytest.mark.parametrize("zero_points", ["both", "none", "per-column", "a-only"])
+def test_matmul_integer_matches_onnxruntime(atype, btype, zero_points):
+    """Exact, whatever the operands' signedness and zero points (hetpart multiplies
+    uint8 by int8 and applies the zero points after the product)."""
     a = RNG.integers(np.iinfo(atype).min, np.iinfo(atype).max, (2, 5, 32)).astype(atype)
-    b = RNG.integers(-128, 127, (32, 16)).astype(I8)
-    m = model([helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])],
-              [("a", a.shape, atype)], [("y", (2, 5, 16), np.int32)],
-              {"b": b, "az": atype(3), "bz": I8(-2)}, opset=13)
+    b = RNG.integers(np.iinfo(btype).min, np.iinfo(btype).max, (32, 16)).astype(btype)
+    az, bz = atype(3), btype(np.iinfo(btype).max - 5)
+    if zero_points == "per-column":
+        bz = RNG.integers(np.iinfo(btype).min, np.iinfo(btype).max, 16).astype(btype)
+    inputs = {"none": ["a", "b"], "a-only": ["a", "b", "az"]}.get(zero_points, ["a", "b", "az", "bz"])
+    inits = {"b": b, "az": az, "bz": bz}
+    m = model([helper.make_node("MatMulInteger", inputs, ["y"])], [("a", a.shape, atype)],
+              [("y", (2, 5, 16), np.int32)], {k: inits[k] for k in inputs[1:]}, opset=13)
     np.testing.assert_array_equal(run_on(m, "cpu", {"a": a}, simulate=False)["y"], _ort(m, {"a": a})["y"])
+
+
+def test_matmul_integer_of_two_inputs_matches_onnxruntime():
+    """Both operands computed (attention's Q @ K^T in a dynamically quantised model)."""
+    a = RNG.integers(0, 255, (3, 8, 24)).astype(U8)
+    b = RNG.integers(0, 255, (3, 24, 8)).astype(U8)
+    m = model([helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])],
+              [("a", a.shape, U8), ("b", b.shape, U8), ("az", (), U8), ("bz", (), U8)], [("y", (3, 8, 8), np.int32)])
+    feeds = {"a": a, "b": b, "az": np.array(128, U8), "bz": np.array(7, U8)}
+    np.testing.assert_array_equal(run_on(m, "cpu", feeds, simulate=False)["y"], _ort(m, feeds)["y"])
 
 
 @pytest.mark.parametrize("opset,qtype", [(10, U8), (10, I8), (21, I8), (21, U8)])

@@ -1,10 +1,15 @@
 """Relax converters for ONNX's integer contractions that TVM 0.27's importer lacks.
 
-In: ONNX nodes ``ConvInteger`` (and, through :mod:`.qlinear`, ``QLinearConv``).
-Out: Relax where the contraction is an integer convolution accumulated in int32:
-``conv(x - x_zero_point, w - w_zero_point)``, zero points subtracted before the
-convolution so that padding contributes 0 (ONNX pads the shifted input), exactly
-as ONNX defines it (integer arithmetic, no rounding).
+In: ONNX nodes ``ConvInteger`` and ``MatMulInteger`` (and, through :mod:`.qlinear`,
+``QLinearConv`` and ``QLinearMatMul``).  Out: Relax where the contraction is integer,
+accumulated in int32, exactly as ONNX defines it (integer arithmetic, no rounding):
+
+* ConvInteger: ``conv(x - x_zero_point, w - w_zero_point)`` in int32, zero points
+  subtracted before the convolution so that padding contributes 0 (ONNX pads the
+  shifted input);
+* MatMulInteger: ``uint8 @ int8 -> int32`` on the 8-bit values themselves, zero
+  points applied after the product (replacing TVM's converter, which widens both
+  operands to int32 first; see :class:`MatMulInteger`).
 
 The converters join TVM's own only while :func:`converters` is active (the importer
 wraps ``from_onnx`` in it); :data:`CONVERTERS` names them for the supported-op check.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
+import tvm
 from tvm import relax
 
 
@@ -52,7 +58,62 @@ class ConvInteger:
         return Conv._impl_v11(bb, [x, w, None], dict(attr), params)
 
 
-CONVERTERS = {"ConvInteger": ConvInteger}
+def _zero(value) -> bool:
+    """Whether ``value`` is absent or a constant of zeros."""
+    import numpy as np
+
+    return value is None or (isinstance(value, tvm.ir.GenericConst) and not np.any(value.value.numpy()))
+
+
+def _shifted(bb, x, zp, want: str):
+    """``x`` as ``want`` (uint8 or int8) and its zero point as int32, the same values
+    ``x - zp``: an 8-bit tensor of the other signedness moves by 128, its zero point
+    with it."""
+    zp = None if _zero(zp) else _int32(bb, zp)
+    if x.ty.dtype == want:
+        return x, zp
+    shift = 128 if want == "uint8" else -128
+    moved = relax.op.astype(relax.op.add(_int32(bb, x), relax.const(shift, "int32")), want)
+    zp = relax.const(shift, "int32") if zp is None else relax.op.add(zp, relax.const(shift, "int32"))
+    return bb.normalize(moved), bb.normalize(zp)
+
+
+class MatMulInteger:
+    """ONNX MatMulInteger (opset 10) with 8-bit operands: ``uint8 @ int8 -> int32``.
+
+    TVM's converter widens both operands to int32 before the matmul (4x the weight
+    bytes, int32 multiplies).  Here the contraction reads the 8-bit values as they
+    are -- the activation as uint8, the weight as int8, the operand pair AVX-512 VNNI
+    multiplies (``vpdpbusd``); an operand of the other signedness is moved by 128,
+    its zero point with it -- and the zero points enter afterwards, exactly:
+    ``(A - za)(B - zb) = A@B - za*colsum(B) - rowsum(A)*zb + K*za*zb`` (a weight's
+    column sums fold at compile time; terms of a zero zero point are left out).
+    """
+
+    @classmethod
+    def get_converter(cls, opset):
+        return cls._impl_v10
+
+    @classmethod
+    def _impl_v10(cls, bb, inputs, attr, params):
+        a, za = _shifted(bb, inputs[0], inputs[2] if len(inputs) > 2 else None, "uint8")
+        b, zb = _shifted(bb, inputs[1], inputs[3] if len(inputs) > 3 else None, "int8")
+        acc = bb.normalize(relax.op.matmul(a, b, out_dtype="int32"))
+        if za is not None and za.ty.ndim == 1:  # per row: [M] -> [M, 1]
+            za = bb.normalize(relax.op.expand_dims(za, axis=-1))
+        if za is not None:
+            colsum = relax.op.sum(_int32(bb, b), axis=[-2], keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(za, colsum))
+        if zb is not None:
+            rowsum = relax.op.sum(_int32(bb, a), axis=[-1], keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(rowsum, zb))
+        if za is not None and zb is not None:
+            k = int(a.ty.shape.values[-1])
+            acc = relax.op.add(acc, relax.op.multiply(relax.op.multiply(za, zb), relax.const(k, "int32")))
+        return acc
+
+
+CONVERTERS = {"ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger}
 """ONNX op -> converter class (TVM's ``OnnxOpConverter`` protocol: ``get_converter``)."""
 
 _LOCK = threading.Lock()
@@ -60,7 +121,7 @@ _LOCK = threading.Lock()
 
 @contextmanager
 def converters():
-    """TVM's ONNX importer with :data:`CONVERTERS` added, for the ``with`` block.
+    """TVM's ONNX importer with :data:`CONVERTERS` added (or replacing TVM's), for the ``with`` block.
 
     TVM looks its converters up through the module-level ``_get_convert_map``; it is
     replaced for the block (under a lock: one import at a time in this process)."""

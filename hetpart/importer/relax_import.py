@@ -31,7 +31,7 @@ def to_relax(source: ModelSource) -> tvm.IRModule:
             # The frontend re-runs the checker and warns on harmless omissions (e.g.
             # outputs without a declared shape); _check already validated the model.
             warnings.simplefilter("ignore", UserWarning)
-            with integer_converters():  # ConvInteger, which TVM lacks
+            with integer_converters():  # ConvInteger, which TVM lacks; MatMulInteger on 8-bit operands
                 mod = from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
     except tvm.error.OpNotImplemented as exc:
         raise UnsupportedOpsError(f"{source.origin}: {exc}") from None
