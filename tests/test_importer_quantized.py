@@ -129,3 +129,49 @@ def test_conv_integer_matches_onnx_reference(w_zp_shape):
     node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 2, 1, 0], strides=[1, 2])
     m = model([node], [("x", x.shape, U8)], [("y", (2, 5, 7, 4), np.int32)], {"w": w, "xz": U8(17), "wz": w_zp}, opset=10)
     np.testing.assert_array_equal(run_on(m, "cpu", {"x": x}, simulate=False)["y"], reference(m, {"x": x})["y"])
+
+
+def _qdq_model():
+    """x -> Q/DQ -> MatMul(DQ(w, per-column)) -> Q/DQ -> Gemm(transB, DQ(w2), DQ(int32 bias))."""
+    w = RNG.integers(-127, 127, (32, 16)).astype(I8)
+    w2 = RNG.integers(-127, 127, (8, 16)).astype(I8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["h"]),
+        helper.make_node("QuantizeLinear", ["h", "hs", "hz"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "hs", "hz"], ["hd"]),
+        helper.make_node("DequantizeLinear", ["w2", "w2s"], ["w2d"]),
+        helper.make_node("DequantizeLinear", ["b", "bs"], ["bd"]),
+        helper.make_node("Gemm", ["hd", "w2d", "bd"], ["y"], transB=1),
+    ]
+    inits = {"xs": F32(0.05), "xz": U8(128), "w": w, "ws": RNG.uniform(0.01, 0.02, 16).astype(F32),
+             "wz": np.zeros(16, I8), "hs": F32(0.3), "hz": I8(-3), "w2": w2, "w2s": F32(0.02),
+             "b": RNG.integers(-500, 500, 8).astype(np.int32), "bs": F32(0.3 * 0.02)}
+    return model(nodes, [("x", (4, 32), F32)], [("y", (4, 8), F32)], inits, opset=19)
+
+
+def _accumulator_dtype(func) -> str:
+    """Element type of a contraction kernel's multiply-accumulate."""
+    from tvm import s_tir
+
+    from hetpart.kernels.analysis import block_infos, find_mac
+
+    sch = s_tir.Schedule(func)
+    return str(find_mac(sch, block_infos(sch)).out.dtype)
+
+
+def test_qdq_matmul_and_gemm_run_as_integer_contractions():
+    """QDQ MatMul/Gemm become MatMulInteger (8-bit operands) and give ORT's result."""
+    from hetpart.importer import load
+
+    m = _qdq_model()
+    graph = load(m)
+    contractions = [k for k in graph.nodes if k.op_class == "matmul"]
+    assert len(contractions) == 2
+    assert all(_accumulator_dtype(graph.module[k.func]) == "int32" for k in contractions)
+    x = RNG.uniform(-6, 6, (4, 32)).astype(F32)
+    got = run_on(m, "cpu", {"x": x}, simulate=False)["y"]
+    np.testing.assert_allclose(got, _ort(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, reference(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ from . import preflight
 from .expand_functions import expand_functions
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
+from .qdq import qdq_contractions
 from .qlinear import lower_qlinear
 from .shape_folding import fold_static_shapes
 
@@ -51,6 +52,7 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
     fixed = inference_dropout(fixed)  # Dropout that keeps everything, its mask output too
     fixed = lower_qlinear(fixed)  # QLinearMatMul/Conv: integer contraction + requantisation
+    fixed = qdq_contractions(fixed)  # MatMul/Gemm of DequantizeLinear pairs: MatMulInteger
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
     inferred = _infer_shapes(fixed, source.origin)
