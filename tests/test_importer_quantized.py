@@ -175,3 +175,23 @@ def test_qdq_matmul_and_gemm_run_as_integer_contractions():
     got = run_on(m, "cpu", {"x": x}, simulate=False)["y"]
     np.testing.assert_allclose(got, _ort(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, reference(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("qtype", [U8, I8])
+def test_blocked_quantize_dequantize_match_onnx_reference(axis, qtype):
+    """Opset 21's block_size (scales and zero points as inputs), blocks not dividing the
+    axis (5 = 2 + 2 + 1): exact against onnx.reference."""
+    shape = (5, 6) if axis == 0 else (4, 5)
+    blocks = [3, 6] if axis == 0 else [4, 3]
+    info = np.iinfo(qtype)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=axis, block_size=2),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], axis=axis, block_size=2)]
+    m = model(nodes, [("x", shape, F32), ("s", blocks, F32), ("z", blocks, qtype)],
+              [("q", shape, qtype), ("d", shape, F32)], opset=21)
+    feeds = {"x": RNG.uniform(-20, 20, shape).astype(F32), "s": RNG.uniform(0.05, 0.2, blocks).astype(F32),
+             "z": RNG.integers(info.min // 2, info.max // 2, blocks).astype(qtype)}
+    feeds["x"][0, 0] = 0.5 * feeds["s"][0, 0]  # a tie
+    got, want = run_on(m, "cpu", feeds, simulate=False), reference(m, feeds)
+    np.testing.assert_array_equal(got["q"], want["q"])
+    np.testing.assert_allclose(got["d"], want["d"], rtol=1e-6)

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
 from . import preflight
+from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
@@ -53,6 +54,7 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     fixed = inference_dropout(fixed)  # Dropout that keeps everything, its mask output too
     fixed = lower_qlinear(fixed)  # QLinearMatMul/Conv: integer contraction + requantisation
     fixed = qdq_contractions(fixed)  # MatMul/Gemm of DequantizeLinear pairs: MatMulInteger
+    fixed = blocked_quantization(fixed)  # (De)QuantizeLinear with block_size: element-wise ops
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
     inferred = _infer_shapes(fixed, source.origin)
