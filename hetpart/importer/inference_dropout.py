@@ -23,6 +23,8 @@ from onnx import helper, numpy_helper
 
 def inference_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with non-dropping Dropout nodes rewritten (see the module doc)."""
+    if not any(n.op_type == "Dropout" for n in model.graph.node):
+        return model
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     consts = _constants(model.graph)
     targets = [i for i, n in enumerate(model.graph.node)
@@ -42,13 +44,20 @@ def inference_dropout(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Values of the graph's initializers and Constant nodes (value= tensors)."""
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    inputs = {i.name for i in graph.input}
-    values = {k: v for k, v in values.items() if k not in inputs}  # an input-overridable default is no constant
-    for n in graph.node:
-        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    """Values of the Dropouts' ratio and training_mode inputs that are initializers or
+    Constant nodes (value= tensors); one that does not read (malformed: the checker
+    names it later) is left out."""
+    wanted = {i for n in graph.node if n.op_type == "Dropout" for i in n.input[1:3] if i}
+    inputs = {i.name for i in graph.input}  # an input-overridable default is no constant
+    protos = {t.name: t for t in graph.initializer if t.name in wanted and t.name not in inputs}
+    protos.update({n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"
+                   and n.output[0] in wanted and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    values = {}
+    for name, proto in protos.items():
+        try:
+            values[name] = numpy_helper.to_array(proto)
+        except (ValueError, TypeError):
+            continue
     return values
 
 

@@ -29,10 +29,10 @@ _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 def qdq_contractions(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its QDQ MatMul/Gemm nodes as integer contractions (module doc)."""
     g = model.graph
+    if not any(n.op_type == "DequantizeLinear" for n in g.node):
+        return model
     producer = {o: n for n in g.node for o in n.output}
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node
-                   if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    consts = _Constants(g)
     types = _types(model)
     plans = {}
     for i, node in enumerate(g.node):
@@ -48,6 +48,35 @@ def qdq_contractions(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.extend(_rewrite(node, i, *plans[i]) if i in plans else [node])
     _drop_unread(out.graph, nodes)
     return out
+
+
+class _Constants:
+    """The values of a graph's initializers and Constant nodes, read on demand (only
+    the scales and zero points asked for); one that does not read (a malformed
+    tensor: the checker names it later) counts as no constant."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self._protos = {t.name: t for t in graph.initializer}
+        self._protos.update({n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"
+                             and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+        self._values: dict[str, np.ndarray | None] = {}
+
+    def get(self, name: str):
+        if name not in self._values:
+            try:
+                self._values[name] = numpy_helper.to_array(self._protos[name]) if name in self._protos else None
+            except (ValueError, TypeError):
+                self._values[name] = None
+        return self._values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
