@@ -79,7 +79,10 @@ def main(argv=None) -> int:
         body = serve.run(built, options, max(left, 0.0), log)
     finally:
         for s in sessions.values():
-            s.close()
+            try:
+                s.close()
+            except Exception as exc:  # noqa: BLE001 - a failed close must not lose the numbers measured
+                log(f"closing a session failed: {type(exc).__name__}: {exc}")
     info = machine()
     body.update(created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=info,
                 command="PYTHONPATH=. python3 bench/serve.py " + shlex.join(sys.argv[1:] if argv is None else argv),

@@ -27,9 +27,12 @@ from .errors import (
     HetpartError,
     InternalError,
     ModelLoadError,
+    NoBatchDimError,
     NoGPUError,
     PlanError,
+    PrecisionError,
     ProfileError,
+    QuotaExceededError,
     RuntimeFailure,
     ServerClosedError,
     ServingError,
@@ -53,6 +56,9 @@ _PUBLIC = {
     "Plan": "hetpart.partitioner",
     "compile": "hetpart.compiler",
     "compile_buckets": "hetpart.buckets",
+    "partition_data_parallel": "hetpart.data_parallel",
+    "compile_data_parallel": "hetpart.data_parallel",
+    "DataParallelSession": "hetpart.runtime.data_parallel_session",
     "BucketedModel": "hetpart.compiler",
     "BucketedSession": "hetpart.runtime",
     "load_compiled": "hetpart.compiler",
@@ -60,13 +66,16 @@ _PUBLIC = {
     "Session": "hetpart.runtime",
     "MultiSession": "hetpart.runtime",
     "cuda_available": "hetpart.targets",
+    "Precision": "hetpart.contracts.precision",
     "Server": "hetpart.serving",
     "serve": "hetpart.serving",
+    **dict.fromkeys(("partition_together", "compile_together", "JointPlan", "JointModel"), "hetpart.together"),
 }
 
-_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "UnsupportedOpsError", "UnknownModelError",
-           "TargetError", "NoGPUError", "ProfileError", "PlanError", "CompileError", "RuntimeFailure",
-           "ServingError", "BadRequestError", "ServerClosedError", "BatchError", "InternalError"]
+_ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError",
+           "UnknownModelError", "TargetError", "NoGPUError", "PrecisionError", "ProfileError", "PlanError", "CompileError",
+           "RuntimeFailure", "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError",
+           "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 
 __all__ = [*_ERRORS, "__version__", *_PUBLIC]

@@ -46,13 +46,14 @@ class PlannedBucket:
 
 def plan_buckets(model, buckets: dict[str, list[int]] | None = None, *,
                  shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
-                 gpu_memory: int | None = None, pins=(), progress: bool = False) -> Iterator[PlannedBucket]:
+                 gpu_memory: int | None = None, pins=(), progress: bool = False,
+                 precision=None) -> Iterator[PlannedBucket]:
     """Import and plan ``model`` once per bucket, smallest first, one at a time (a
     bucket's graph can be dropped before the next is imported).
 
     ``buckets``: dim name (a ``dim_param``, or ``"batch"``) -> sizes; ``shapes`` fixes
-    inputs outright (not bucketed).  ``objective``, ``profile``, ``gpu_memory`` and
-    ``pins`` go to :func:`hetpart.partition`.  Raises ShapeError, before any import,
+    inputs outright (not bucketed).  ``objective``, ``profile``, ``gpu_memory``,
+    ``pins`` and ``precision`` go to :func:`hetpart.partition`.  Raises ShapeError, before any import,
     when the buckets cannot be decided (see :func:`~hetpart.importer.symbolic.bucket_spec`).
     """
     from . import importer, partitioner
@@ -64,7 +65,7 @@ def plan_buckets(model, buckets: dict[str, list[int]] | None = None, *,
         graph = importer.load(source, bucket_shapes(source.model, spec, sizes, shapes))
         _check_outputs(graph, spec, sizes)
         plan = partitioner.partition(graph, objective=objective, profile=profile, gpu_memory=gpu_memory,
-                                     pins=pins, progress=progress)
+                                     pins=pins, progress=progress, precision=precision)
         yield PlannedBucket(spec, sizes, graph, plan)
 
 
@@ -72,14 +73,15 @@ def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
                     shapes: dict[str, list[int]] | None = None, objective: str = "latency", profile=None,
                     gpu_memory: int | None = None, pins=(), simulate: bool = False, cuda_arch: str | None = None,
                     options: KernelOptions = DEFAULT, progress: bool = False, reuse_libraries: bool = True,
-                    on_bucket: Callable[[PlannedBucket], None] | None = None) -> BucketedModel:
+                    on_bucket: Callable[[PlannedBucket], None] | None = None, precision=None) -> BucketedModel:
     """Import, plan and compile ``model`` once per bucket; see the module docstring
     and :func:`plan_buckets` for the arguments it shares.
 
     ``simulate``, ``cuda_arch`` and ``options`` go to :func:`hetpart.compile`.
     ``reuse_libraries=False`` builds every partition even where an earlier bucket built
     the same code (for measuring).  ``on_bucket(planned)`` is called after each bucket
-    is planned, before it is compiled.
+    is planned, before it is compiled.  ``precision``: each bucket is planned and
+    compiled in it (:func:`plan_buckets`; the compile takes the plan's).
     """
     from . import compiler
     from .compiler.build import LibraryCache
@@ -88,7 +90,7 @@ def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
     cache = LibraryCache() if reuse_libraries else None
     built, spec, name = [], None, ""
     for planned in plan_buckets(model, buckets, shapes=shapes, objective=objective, profile=profile,
-                                gpu_memory=gpu_memory, pins=pins, progress=progress):
+                                gpu_memory=gpu_memory, pins=pins, progress=progress, precision=precision):
         if on_bucket is not None:
             on_bucket(planned)
         compiled = compiler.compile(planned.plan, planned.graph, simulate=simulate, cuda_arch=cuda_arch,

@@ -72,6 +72,11 @@ class SymbolicDimsError(ShapeError):
     buckets, :func:`hetpart.compile_buckets`, build for instead)."""
 
 
+class NoBatchDimError(ShapeError):
+    """A data-parallel split was asked of a model without a batch dim to split along
+    (no symbolic axis-0 dim, or an output whose rows cannot be put back together)."""
+
+
 class UnsupportedOpsError(HetpartError):
     """The model uses operators hetpart (TVM) cannot import.
 
@@ -95,6 +100,10 @@ class TargetError(HetpartError):
 
 class NoGPUError(TargetError):
     """A CUDA device was needed but none is usable on this machine."""
+
+
+class PrecisionError(TargetError):
+    """A precision (``cuda=bf16,cpu=fp32``) names an unknown device or number format."""
 
 
 # --- files hetpart writes and reads back -----------------------------------------
@@ -149,6 +158,20 @@ class BatchError(RuntimeFailure):
     def __init__(self, message: str, model: str | None = None, partition: str | None = None):
         super().__init__(message, partition)
         self.model = model
+
+
+class QuotaExceededError(RuntimeFailure):
+    """A model asked for more GPU memory than its quota (issue 20: models sharing one
+    GPU, each with its quota allocated up front); ``model``, ``quota_bytes``,
+    ``requested_bytes`` and ``in_use_bytes`` say whose and how much."""
+
+    def __init__(self, message: str, model: str | None = None, quota_bytes: int = 0, requested_bytes: int = 0,
+                 in_use_bytes: int = 0):
+        super().__init__(message)
+        self.model = model
+        self.quota_bytes = quota_bytes
+        self.requested_bytes = requested_bytes
+        self.in_use_bytes = in_use_bytes
 
 
 class InternalError(Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax, te
+from tvm import relax, s_tir, te
 
 from hetpart import kernels
 from hetpart.costmodel import kernel_bench
@@ -125,3 +125,115 @@ def test_strided_copies_run_in_parallel_from_fewer_outputs():
     contiguous = _copy_func((1, 128, 12, 64), [0, 2, 1, 3])  # the head split: rows of 64
     assert "T.parallel" in CpuInjective().apply(strided, CPU).mod["main"].script()
     assert "T.parallel" not in CpuInjective().apply(contiguous, CPU).mod["main"].script()
+
+
+# --- in-place calls (a partition's main_dps) ------------------------------------------
+def _ffn_partition(m=128, k=256, n=512):
+    """The partition program of ``relu(x @ W)`` alone: the GEMM produces the partition's
+    output, so ``main_dps`` calls it with ``call_tir_inplace``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hetpart import importer
+    from hetpart.compiler.extract import extract
+    from hetpart.partitioner import Partition, Plan
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Relu", ["mm"], ["y"])], "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, n])], [numpy_helper.from_array(w, "w")])
+    g = importer.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    kids = g.topological_order()
+    part = Partition("p0_cuda", "cuda", kids)
+    plan = Plan(model=g.name, objective="test", assignment={kid: "cuda" for kid in kids}, partitions=[part],
+                cuts=[], timeline=[], predicted={}, profile_origin="test", graph=g)
+    (program,) = extract(g, plan)
+    assert program.dps
+    x = rng.standard_normal((1, m, k)).astype(np.float32)
+    return program.module, x, np.maximum(x @ w, 0)
+
+
+def _in_place_targets(mod) -> list:
+    """The PrimFuncs ``main_dps`` calls in place."""
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.call_tir_inplace":
+            found.append(mod[e.args[0]])
+    relax.analysis.post_order_visit(mod["main_dps"].body, visit)
+    return found
+
+
+@pytest.mark.parametrize("target, shape", [("cpu", (64, 96, 128)),
+                                           ("sm_90", (128, 768, 3072))])  # a grid the tensor-core rule takes
+def test_in_place_calls_read_the_packed_weight_not_a_packing_block(target, shape):
+    """main_dps called the unsplit kernel, packing block and all: on a GPU build that
+    block became host code reading a device pointer (BERT-base under a 160 MiB cap
+    segfaulted on the H200); on the CPU it repacked the weight on every call."""
+    from hetpart.kernels.analysis import contains
+    from hetpart.kernels.register_tile import LAYOUT_REWRITE_PREPROC
+    from hetpart.targets import cuda_tvm_target
+
+    mod, _, _ = _ffn_partition(*shape)
+    tgt = CPU if target == "cpu" else cuda_tvm_target(target)
+    host = CPU if target == "cpu" else tvm.target.Target(weight_prepack.HOST_TARGET)
+    out = weight_prepack.split_and_fold(kernels.schedule(weight_prepack.mark_weights(mod), tgt), host)
+    assert any(gv.name_hint.endswith("_prepacked") for gv in out.get_global_vars()), "no packing: no subject"
+    called = _in_place_targets(out)
+    assert called, "the GEMM is not called in place: the test lost its subject"
+    for func in called:
+        assert not contains(func.body, s_tir.SBlock, lambda b: LAYOUT_REWRITE_PREPROC in b.annotations)
+    assert not any(gv.name_hint.endswith(weight_prepack.PREPACK_SUFFIX) for gv in out.get_global_vars())
+
+
+def test_in_place_call_of_a_packed_kernel_gives_the_numpy_result():
+    mod, x, want = _ffn_partition(64, 96, 128)
+    exe = kernels.build(mod, CPU)
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    out = tvm.runtime.tensor(np.full(want.shape, np.nan, np.float32))
+    vm["main_dps"](tvm.runtime.tensor(x), out)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def _ffn_model(m=128, k=768, n=3072):
+    """LayerNorm -> relu(x @ W1) -> (. @ W2) + x: at BERT-base's sizes the middle GEMM
+    is one the tensor-core rule packs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), "g"),
+             numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), "b"),
+             numpy_helper.from_array((rng.standard_normal((k, n)) * 0.03).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((n, k)) * 0.03).astype(np.float32), "w2")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln"], axis=-1),
+             helper.make_node("MatMul", ["ln", "w1"], ["up"]), helper.make_node("Relu", ["up"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["down"]), helper.make_node("Add", ["down", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, k])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # ORT 1.2x reads <= 13
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.parametrize("streamed", [False, True])
+def test_gpu_gemm_between_cpu_partitions_matches_onnxruntime(streamed, tmp_path):
+    """The plan shape that segfaulted: a TF32 GEMM alone on the GPU, its input from and
+    its output to CPU partitions (main_dps calls it in place)."""
+    import onnxruntime as ort
+
+    import hetpart
+    from hetpart import compiler, importer
+    from streaming_plans import plan_with_devices
+
+    model = _ffn_model()
+    g = importer.load(model)
+    plan = plan_with_devices(g, ["cpu", "cuda", "cpu"], streamed=streamed)
+    cm = compiler.compile(plan, g, progress=False)
+    x = np.random.default_rng(1).standard_normal((1, 128, 768)).astype(np.float32)
+    x[0, 0, :4] = [0.0, -0.0, -3.0, 1e4]
+    with hetpart.Session(cm) as s:
+        got = s.run({"x": x})["y"]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-2

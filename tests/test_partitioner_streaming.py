@@ -286,14 +286,14 @@ def test_streamed_plan_round_trips_through_json_and_explains(tmp_path):
     assert "stream buffers" in shown and "streamed" in shown
 
 
-def test_streaming_is_opt_in():
+def test_streaming_is_on_by_default_and_can_be_turned_off():
     graph = bert_like(layers=2)
     costs = bert_costs(graph, "prefill")
     cap = weights(graph) // 3
-    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False)
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
     assert not plan.streamed and plan.stream_slots == 0
     assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
-    assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True).streamed
+    assert partition(graph, cost_model=costs, gpu_memory=cap, progress=False).streamed
 
 
 def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():

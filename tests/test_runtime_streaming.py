@@ -102,7 +102,7 @@ def test_artifact_holds_packed_weights_and_round_trips(mlp, tmp_path):
     model = compiled(graph, streamed=True)
     model.save(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["version"] == 2
+    assert manifest["version"] >= 2  # version 2 added streamed weights (3: precision)
     for part in manifest["partitions"]:
         if part["device"] == "cpu":
             assert part["weights"] is None

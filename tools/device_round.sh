@@ -105,9 +105,28 @@ case "${1:-1}" in
   mv "$OUT"/corpus-*.md "$OUT/logs/" 2>/dev/null ;;
 10)  # which streamed plans crash on the GPU
   timeout "$BUDGET" python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 ;;
-8)  # issue 20's table: serving under open-loop load
-  timeout $((BUDGET + 60)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+12)  # the streamed-BERT crash bisect (gdb backtraces), then issue 19's non-hetpart contenders
+  timeout 330 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1
+  CAPS=${CAPS:-512MiB}
+  timeout "$BUDGET" python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget $((BUDGET - 20)) --reserve 60 \
+    --contenders "onnxruntime_cpu,torch_cpu,accelerate,hetpart all-CPU,llama.cpp-style rule,ORT-style rule" \
+    --out "$OUT/capped-nvidia-h200.json" > "$OUT/logs/capped.txt" 2>&1 ;;
+13)  # the crash bisect again (traced partitions, Python + native stacks), then issue 20's serve table
+  timeout 240 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1
+  timeout $((BUDGET + 40)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
+14)  # after the in-place prepack fix: GPU tests, the BERT-base plans that crashed, then hetpart's capped row
+  timeout 230 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_prepack.py \
+    tests/test_runtime_streaming.py tests/test_together_serving.py tests/test_runtime_pool.py tests/test_runtime_data_parallel.py tests/test_compiler_precision.py > "$OUT/logs/pytest-cuda.txt" 2>&1 &
+  timeout 200 python3 tools/stream_bisect.py > "$OUT/logs/stream_bisect.txt" 2>&1 &
+  wait
+  CAPS=${CAPS:-512MiB}
+  timeout $((BUDGET + 30)) python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget "$BUDGET" --reserve 30 \
+    --contenders hetpart --out "$OUT/capped-hetpart.json" > "$OUT/logs/capped-hetpart.txt" 2>&1 ;;
+15)  # the serving bench's illegal address: resnet50+bert with synchronous launches (the failing kernel named)
+  { which compute-sanitizer; ls /usr/local/cuda*/bin 2>/dev/null | head; } > "$OUT/logs/tools.txt" 2>&1
+  CUDA_LAUNCH_BLOCKING=1 timeout $((BUDGET + 40)) python3 bench/serve.py --scenarios resnet50+bert --budget "$BUDGET" \
+    --window-s 1.0 --out "$OUT/serve-debug.json" > "$OUT/logs/serve.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

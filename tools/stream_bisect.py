@@ -7,9 +7,9 @@
 import subprocess
 import sys
 
-sys.path.insert(0, "tests")
-
-VARIANTS = ["small_all_cuda", "small_no_pooler", "small_partitioner", "full_int_resident", "full_one_slot_each"]
+VARIANTS = ["full", "r160"]
+# gdb's backtrace of a crash, where the machine has gdb (the crash is native)
+GDB = ["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info registers rip", "--args"]
 
 
 def run(name: str) -> None:
@@ -17,34 +17,36 @@ def run(name: str) -> None:
 
     import hetpart
     from hetpart import compiler, importer, models
+    from hetpart.kernels.options import resolve
     from hetpart.bench.peers import ort_session
-    from streaming_plans import plan_with_devices
 
-    small = name.startswith("small")
-    m = models.build("bert", small=small)
+    m = models.build("bert")
     g = importer.load(m)
-    if name == "small_all_cuda":
-        plan = plan_with_devices(g, ["cuda"] * 3, streamed=True, slots=2)
-    elif name == "small_no_pooler":
-        plan = plan_with_devices(g, ["cuda", "cuda", "cpu"], streamed=True, slots=2)
-    elif name == "small_partitioner":
-        w = sum(k.param_bytes for k in g.kernels.values())
-        plan = hetpart.partition(g, gpu_memory=w // 4, progress=False)
+    import faulthandler
+    faulthandler.enable(all_threads=True)  # after TVM's handler: Python stacks, then TVM's native one
+    from hetpart.runtime import partition_runner
+    call = partition_runner.PartitionRunner.call
+
+    def traced(self, *a, **k):  # which partition was running when it crashed
+        print("call", self.artifact.name, flush=True)
+        out = call(self, *a, **k)
+        print("done", self.artifact.name, flush=True)
+        return out
+    partition_runner.PartitionRunner.call = traced
+    if name.startswith("r160"):  # the same cap without streaming: CPU takes the rest
+        plan = hetpart.partition(g, gpu_memory=160 << 20, stream_weights=False, progress=False)
     else:
-        plan = hetpart.partition(g, gpu_memory=160 << 20, progress=False)
-        for p in plan.partitions:
-            if name == "full_int_resident" and p.weights == "streamed" and p is plan.streamed[-1]:
-                p.weights = "resident"
-        if name == "full_one_slot_each":
-            plan.stream_slots = len(plan.streamed)
+        plan = hetpart.partition(g, gpu_memory=160 << 20, stream_weights=True, progress=False)
     print(name, "streamed", [(p.name, p.weight_bytes) for p in plan.streamed][:6], "slots", plan.stream_slots,
           flush=True)
-    cm = compiler.compile(plan, g, progress=False)
+    options = resolve(tf32="tf32_off" not in name, split_k="off" if "split_k_off" in name else "all")
+    cm = compiler.compile(plan, g, progress=False, options=options)
     inp = m.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     feeds = {inp.name: np.random.default_rng(0).integers(0, 100, shape).astype(np.int64)}
     print(name, "compiled; running", flush=True)
-    with hetpart.Session(cm) as s:
+    handoff = "copy" if "_copy" in name else "mapped" if "_mapped" in name else "auto"
+    with hetpart.Session(cm, handoff=handoff, inline="noinline" not in name) as s:
         out = s.run(feeds)
         out = s.run(feeds)
     ref = ort_session(m).run(None, feeds)
@@ -55,9 +57,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         run(sys.argv[1])
     else:
-        procs = {v: subprocess.Popen([sys.executable, __file__, v], text=True, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT) for v in VARIANTS}
+        import shutil
+        wrap = GDB if shutil.which("gdb") else []
+        procs = {v: subprocess.Popen(wrap + [sys.executable, "-X", "faulthandler", __file__, v], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for v in VARIANTS}
         for v, p in procs.items():
             out, _ = p.communicate()
-            lines = [ln for ln in out.splitlines() if "Warning" not in ln and '"<unknown>"' not in ln]
-            print(f"== {v}: rc {p.returncode}\n" + "\n".join(lines[-12:]), flush=True)
+            lines = [ln for ln in out.splitlines() if "Warning: Fast mode" not in ln]
+            print(f"== {v}: rc {p.returncode}\n" + "\n".join(lines[-120:]), flush=True)

@@ -182,11 +182,14 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
             result.skipped = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         finally:
             close = getattr(system, "close", None)
-            if callable(close):
-                close()
+            try:
+                if callable(close):
+                    close()
+            except Exception as exc:  # noqa: BLE001 - as above
+                result.skipped = result.skipped or f"failed at close: {type(exc).__name__}: {str(exc)[:300]}"
         best = result.best
         log(f"{scenario.name}: {c.name}: {len(result.points)} rates, max {best.rate_per_s if best else 0:.1f}/s "
-            f"under p99 {scenario.slo_ms} ms")
+            f"under p99 {scenario.slo_ms} ms" + (f" ({result.skipped})" if result.skipped else ""))
     return results
 
 

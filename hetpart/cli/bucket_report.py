@@ -51,7 +51,7 @@ def run_buckets(command, args, checked) -> int:
                 partitioner.write_trace(planned.plan, sub / "plan.trace.json")
 
         common = dict(shapes=checked["shapes"], objective=args.objective, profile=args.profile,
-                      gpu_memory=checked["gpu_memory"], pins=checked["pins"])
+                      gpu_memory=checked["gpu_memory"], pins=checked["pins"], precision=checked["precision"])
         compiled = None
         if args.compile or args.run:
             compiled = bucketing.compile_buckets(source, spec_buckets(spec), simulate=args.simulate,

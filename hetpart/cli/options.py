@@ -65,6 +65,22 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     add_kernel_options(parser)
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """--precision DEVICE=FORMAT,...: read with :func:`parse_precision`."""
+    parser.add_argument("--precision", metavar="DEVICE=FORMAT,...", default=None,
+                        help="number format per device: fp32, tf32 (CUDA), bf16 or fp16, e.g. cuda=bf16,cpu=fp32 "
+                             "(bf16/fp16: weights stored in it, half the bytes to hold or stream; activations "
+                             "and accumulation float32). Default cpu=fp32,cuda=tf32")
+
+
+def parse_precision(text: str | None):
+    """The :class:`~hetpart.contracts.precision.Precision` of ``--precision``
+    (PrecisionError naming the valid formats for a bad one)."""
+    from ..contracts.precision import parse
+
+    return parse(text)
+
+
 ENV_TF32 = "HETPART_TF32"
 """Environment variable: "0"/"off"/"false"/"no" is ``--no-tf32``."""
 

@@ -30,6 +30,9 @@ parameters after its inputs: ``main(*inputs, *weights)`` and
 ``main_dps(*inputs, *weights, *outputs)``, each weight a view of the packed buffer at
 its ``offset`` (a multiple of :data:`WEIGHT_ALIGNMENT`).  Version 2 of the manifest
 added ``weights``; version 1 manifests (no streamed partition) still read.
+Version 3 added ``precision`` (each device's number format,
+:class:`~hetpart.contracts.precision.Precision`; a streamed weight's ``dtype`` is then
+``bfloat16``/``float16`` on a bf16/fp16 device); versions 1 and 2 read as the default.
 """
 
 from __future__ import annotations
@@ -41,14 +44,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..contracts.precision import DEFAULT as DEFAULT_PRECISION, Precision
 from ..errors import CompileError
 from ..kernels.options import DEFAULT, KernelOptions
 from ..partitioner.plan import Plan
 from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
-VERSION = 2  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file)
-READS = (1, 2)
+VERSION = 3  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision
+READS = (1, 2, 3)  # 1 and 2 read as the default precision
 WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
@@ -198,6 +202,7 @@ class CompiledModel:
     targets: dict = field(default_factory=dict)
     simulated: bool = False
     kernel_options: KernelOptions = DEFAULT
+    precision: Precision = DEFAULT_PRECISION
     output_names: list[str] = field(default_factory=list)
     # model inputs used as indices -> their valid values, checked on every feed
     index_limits: dict[str, IndexLimits] = field(default_factory=dict)
@@ -242,6 +247,7 @@ class CompiledModel:
             "compile_seconds": round(self.compile_seconds, 3),
             "targets": self.targets,
             "kernel_options": self.kernel_options.to_json(),
+            "precision": self.precision.to_json(),
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
             "output_names": self.model_output_names,

@@ -35,12 +35,15 @@ from ..importer.op_graph import OpGraph
 from ..partitioner.plan import Plan
 from .artifact import CompiledModel, PartitionArtifact, StreamedWeights, pack_weights, sha256_of, target_json
 from .extract import PartitionProgram, extract, tensor_spec
+from .precision import lower_plan_weights, options_for, with_precision
+from .precision import resolve as precision_of
 
 
 def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False, cuda_arch: str | None = None,
             cpu_arch: str | None = None, jobs: int | None = None,
             progress: bool = True, options: KernelOptions = DEFAULT,
-            library_cache: "LibraryCache | None" = None) -> CompiledModel:  # noqa: A001 - the public name
+            library_cache: "LibraryCache | None" = None, precision=None) -> CompiledModel:  # noqa: A001
+    # (``compile`` is the public name)
     """Compile every partition of ``plan`` for its device.
 
     ``graph`` defaults to ``plan.graph``.  ``simulate`` compiles ``cuda`` partitions
@@ -54,6 +57,9 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     with, recorded in the manifest.  ``library_cache`` (a :class:`LibraryCache`
     shared by several compiles, e.g. the shape buckets of one model) reuses the library
     of a partition built before whose module, target and options are the same.
+    ``precision`` (a :class:`~hetpart.contracts.precision.Precision` or
+    ``"cuda=bf16,cpu=fp32"``; default: the plan's): each partition's float32 weights
+    are stored in its device's format (:mod:`.precision`), recorded in the manifest.
 
     Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
     and :class:`~hetpart.errors.CompileError` naming the partition (and function)
@@ -64,7 +70,10 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
     start = time.perf_counter()
     _require_cxx()
-    programs = extract(graph, plan)
+    prec = precision_of(plan, precision)
+    plan = with_precision(plan, graph, prec)
+    options = options_for(options, prec)
+    programs = extract(lower_plan_weights(graph, plan, prec), plan)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
     artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options, library_cache)
@@ -80,6 +89,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         targets={d: target_json(s.tvm_target) for d, s in specs.items()},
         simulated=any(s.simulated for s in specs.values()),
         kernel_options=options,
+        precision=prec,
         index_limits=dict(graph.index_limits),
         _staging=staging,
     )

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from ..errors import CompileError
 from ..importer.op_graph import IndexLimits
+from ..contracts.precision import Precision
+from ..errors import PrecisionError
 from ..kernels.options import KernelOptions
 from ..partitioner.plan import Plan
 from .artifact import (MANIFEST, PLAN, READS, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
@@ -60,12 +62,13 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
             targets=manifest.get("targets", {}),
             simulated=bool(manifest.get("simulated", False)),
             kernel_options=KernelOptions.from_json(manifest.get("kernel_options")),
+            precision=Precision.from_json(manifest.get("precision")),
             output_names=[str(n) for n in manifest.get("output_names", [])],
             index_limits={str(k): IndexLimits.from_json(v) for k, v in manifest.get("index_limits", {}).items()},
         )
         if model.output_names and len(model.output_names) != len(model.outputs):
             raise ValueError(f"{len(model.output_names)} output names for {len(model.outputs)} outputs")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, PrecisionError) as exc:
         raise CompileError(f"{root / MANIFEST} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
     check_order(model, str(root / MANIFEST))
     for p in parts:

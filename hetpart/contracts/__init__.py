@@ -7,7 +7,9 @@ without running backwards through the pipeline.
   atomically (:func:`~.jsonfile.write_json`, :func:`~.jsonfile.read_json`,
   :func:`~.jsonfile.atomic_write_text`);
 * :mod:`.trace`: :class:`~.trace.Span` (a predicted or measured interval on a track)
-  and the one trace format (:func:`~.trace.write_trace`).
+  and the one trace format (:func:`~.trace.write_trace`);
+* :mod:`.buckets`: shape buckets; :mod:`.batch_axes`: where the batch sits in a
+  model's inputs and outputs (what a data-parallel split cuts and joins).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, tirx
 
+from ..errors import CompileError
 from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
@@ -92,10 +93,81 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
     if not _has_prepack_blocks(mod):
         return mod
     mod = _unscheduled_prepacks(relax.transform.SplitLayoutRewritePreproc()(mod))
+    mod = _prepack_in_place_calls(mod)
     mod = _fold_constant_prepacks(mod, host)
     if any(_has_num_input(f) for _, f in mod.functions_items()):
         mod = relax.transform.LiftTransformParams()(mod)
     return relax.transform.DeadCodeElimination()(mod)
+
+
+def _prepack_in_place_calls(mod: tvm.IRModule) -> tvm.IRModule:
+    """Route every ``call_tir_inplace`` of a split kernel through its packing too.
+
+    ``SplitLayoutRewritePreproc`` rewrites ``call_tir`` sites only.  A partition's
+    ``main_dps`` calls the kernels producing its outputs with ``call_tir_inplace``;
+    left alone, that call kept the original PrimFunc, whose packing block no thread
+    is bound to -- on a GPU build it became host code reading the weight's device
+    pointer (the segfault of BERT-base under a 160 MiB cap on the H200, 2026-12-03).
+    Here ``call_tir_inplace(f, args)`` becomes ``call_tir_inplace(f_prepacked, args')``
+    where each argument ``f_prepacked`` takes packed is packed the way a ``call_tir``
+    site of it packs it (every kernel ``main_dps`` calls, ``main`` calls too), then
+    folded to a constant like the others."""
+    names = {gv.name_hint: gv for gv, _ in mod.functions_items()}
+    rewriter = _InPlacePrepacker(mod, names, _packed_arguments(mod))
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = rewriter.visit_expr(func)
+    return mod
+
+
+def _packed_arguments(mod: tvm.IRModule) -> dict:
+    """``{<f>_prepacked name: {argument position: (packing GlobalVar, packed type)}}``,
+    read off the ``call_tir`` sites: an argument bound to a ``call_tir`` of a packing
+    function is a packed one."""
+    found: dict = {}
+    for _, func in mod.functions_items():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        bound = {b.var: b.value for block in func.body.blocks for b in block.bindings
+                 if isinstance(b, relax.VarBinding)}
+        for value in bound.values():
+            target = _call_tir(value) if isinstance(value, relax.Call) else None
+            if target is None or not target[0].name_hint.endswith("_prepacked"):
+                continue
+            packed = found.setdefault(target[0].name_hint, {})
+            for i, arg in enumerate(target[1]):
+                source = bound.get(arg) if isinstance(arg, relax.Var) else None
+                pack = _call_tir(source) if isinstance(source, relax.Call) else None
+                if pack is not None and pack[0].name_hint.endswith(PREPACK_SUFFIX):
+                    packed[i] = (pack[0], source.ty_args[0])
+    return found
+
+
+@relax.expr_functor.mutator
+class _InPlacePrepacker(relax.PyExprMutator):
+    """See :func:`_prepack_in_place_calls`."""
+
+    def __init__(self, mod: tvm.IRModule, names: dict, packed: dict) -> None:
+        super().__init__(mod)
+        self._names, self._packed = names, packed
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir_inplace"):
+            return call
+        name = call.args[0].name_hint
+        packed_fn = self._names.get(name + "_prepacked")
+        if packed_fn is None:
+            return call
+        positions = self._packed.get(packed_fn.name_hint)
+        if not positions:
+            raise CompileError(f"kernel '{name}' is called in place and packs a weight, but no call of it shows "
+                               "how; please report this model")
+        args = list(call.args[1].fields)
+        for pos, (pack, ty) in positions.items():
+            args[pos] = relax.call_tir(pack, relax.Tuple([args[pos]]), ty)
+        return relax.call_tir_inplace(packed_fn, relax.Tuple(args), list(call.attrs.inplace_indices),
+                                      call.ty_args[0] if len(call.ty_args) == 1 else list(call.ty_args))
 
 
 def _unscheduled_prepacks(mod: tvm.IRModule) -> tvm.IRModule:

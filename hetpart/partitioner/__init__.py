@@ -16,6 +16,7 @@ random test cases.
 from .candidates import (assignment_key, oracle_candidates, plan_for_assignment, random_valid_assignments,
                          single_device_assignments)
 from .costs import Costs, TableCosts
+from .data_parallel_plan import DataParallelPlan
 from .objectives import OBJECTIVES, objective
 from .pins import Pin, parse_pins
 from .plan import Cut, Partition, Plan, Span
@@ -25,7 +26,7 @@ from .svg import write_svg
 from .trace import write_trace
 
 __all__ = [
-    "OBJECTIVES", "Costs", "Cut", "Partition", "Pin", "Plan", "Span", "TableCosts", "explain",
+    "OBJECTIVES", "Costs", "Cut", "DataParallelPlan", "Partition", "Pin", "Plan", "Span", "TableCosts", "explain",
     "objective", "parse_pins", "partition", "render_plan", "write_svg", "write_trace",
     "assignment_key", "oracle_candidates", "plan_for_assignment", "random_valid_assignments",
     "single_device_assignments",

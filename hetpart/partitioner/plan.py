@@ -28,14 +28,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..contracts.precision import DEFAULT as DEFAULT_PRECISION, Precision
 from ..contracts.trace import Span  # noqa: F401 - the timeline's spans (tracks cpu, cuda, h2d, d2h); re-exported
 from ..errors import PlanError
 from ..importer.op_graph import OpGraph
 from .costs import Costs
 
 SCHEMA = "hetpart-plan"
-VERSION = 2  # 2: Partition.weights / weight_bytes, Plan.stream_slots / stream_slot_bytes
-READS = (1, 2)  # a version-1 plan reads as one whose weights are all resident
+VERSION = 3  # 2: Partition.weights / weight_bytes, Plan.stream_slots / stream_slot_bytes; 3: Plan.precision
+READS = (1, 2, 3)  # version 1 reads as all weights resident; 1 and 2 as the default precision
 WEIGHTS = ("resident", "streamed")
 
 
@@ -105,6 +106,9 @@ class Plan:
     # (0 slots: nothing streamed).  Counted in the GPU memory cap.
     stream_slots: int = 0
     stream_slot_bytes: int = 0
+    # The number format of each device (hetpart.contracts.precision); weight_bytes and
+    # the GPU memory counted in it.
+    precision: Precision = DEFAULT_PRECISION
     graph: OpGraph | None = field(default=None, compare=False, repr=False)
     costs: Costs | None = field(default=None, compare=False, repr=False)
 
@@ -148,7 +152,8 @@ class Plan:
                 timeline=[Span(**s) for s in d["timeline"]], predicted=d["predicted"],
                 profile_origin=d["profile_origin"], constraints=dict(d.get("constraints", {})),
                 gpu_memory_cap=d.get("gpu_memory_cap"), stream_slots=d.get("stream_slots", 0),
-                stream_slot_bytes=d.get("stream_slot_bytes", 0), graph=graph)
+                stream_slot_bytes=d.get("stream_slot_bytes", 0),
+                precision=Precision.from_json(d.get("precision")), graph=graph)
         except (KeyError, TypeError) as exc:
             raise PlanError(f"plan file is incomplete or malformed ({exc}); make the plan again") from None
         if graph is not None and set(graph.kernels) != set(plan.assignment):

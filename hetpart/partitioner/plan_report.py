@@ -41,7 +41,8 @@ def signed_seconds(s: float) -> str:
 def render_plan(plan: Plan) -> str:
     """Partitions, cut transfers and predicted latency against the baselines, as text."""
     lines = [f"plan for {plan.model}: objective {plan.objective}, {len(plan.partitions)} partition(s), "
-             f"{len(plan.cuts)} transfer(s)", f"costs: {plan.profile_origin}", ""]
+             f"{len(plan.cuts)} transfer(s), precision {plan.precision.describe()}",
+             f"costs: {plan.profile_origin}", ""]
     lines += _partition_table(plan) + [""] + _cut_table(plan) + [""] + _memory_lines(plan)
     lines += _comparison(plan)
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from .timeline import simulate
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
-              cost_model=None, progress: bool = True, stream_weights: bool = False) -> Plan:
+              cost_model=None, progress: bool = True, stream_weights: bool = True, precision=None) -> Plan:
     """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
@@ -29,10 +29,21 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     ``"Op=device"``/``"node_i=device"`` strings or :class:`~.pins.Pin`.  With
     ``stream_weights=True``, under a cap the best plan without one does not fit, CUDA
     kernels may keep their weights in pinned host memory and stream them in
-    (:mod:`.streaming`); opt-in until a streamed full-size BERT runs on the GPU
-    (it crashed on the H200, 2026-12-03; small models pass).  Raises
-    PlanError for an unknown objective, a bad pin, or a cap that cannot be met.
+    (:mod:`.streaming`; on by default since BERT-large streamed under a 512 MiB cap
+    ran on the H200, 2026-12-03; ``False`` keeps every kernel's weights where it runs).  ``precision`` (a
+    :class:`~hetpart.contracts.precision.Precision` or ``"cuda=bf16,cpu=fp32"``; default
+    ``cpu=fp32,cuda=tf32``): CUDA kernels' weights are counted in the CUDA format (bf16
+    and fp16 halve them: the memory cap, streaming and weight copies see that), and the
+    plan records it for the compiler; each kernel is priced as built in its device's
+    format (:mod:`.precision_costs`: measured by ``partition profile --precision``,
+    else predicted).  Raises PlanError for an unknown objective, a bad pin, or a cap that
+    cannot be met; PrecisionError for a bad precision.
     """
+    from ..contracts.precision import coerce
+    from ..importer.low_precision import with_weight_bytes
+    from .precision_costs import with_precision as priced_in
+
+    precision = coerce(precision)
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
     if gpu_memory is not None and gpu_memory < 0:
@@ -42,9 +53,13 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         costs.add_graph(graph)
     if gpu_memory is None:  # never plan more onto the GPU than it has
         gpu_memory = default_cap(costs)
+    costs = priced_in(costs, graph, precision)
+    graph = with_weight_bytes(graph, precision.storage("cuda"))
     problem = build_problem(graph, costs, pins, gpu_memory, stream_weights)
     obj = OBJECTIVES[objective]
-    return make_plan(problem, obj, obj.solve(problem, progress))
+    plan = make_plan(problem, obj, obj.solve(problem, progress))
+    plan.precision = precision
+    return plan
 
 
 def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:

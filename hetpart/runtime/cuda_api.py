@@ -133,3 +133,29 @@ def mem_get_info() -> tuple[int, int]:
     """``(free, total)`` bytes of GPU memory."""
     free, total = _check("cudaMemGetInfo", cudart().cudaMemGetInfo())
     return int(free), int(total)
+
+
+def stream_priority_range() -> tuple[int, int]:
+    """``(least, greatest)`` CUDA stream priorities of the device (e.g. ``(0, -5)``: a
+    lower number is a higher priority)."""
+    least, greatest = _check("cudaDeviceGetStreamPriorityRange", cudart().cudaDeviceGetStreamPriorityRange())
+    return int(least), int(greatest)
+
+
+def stream_create_with_priority(priority: int) -> int:
+    """A non-blocking stream (``cudaStreamCreateWithPriority``) at CUDA ``priority``
+    (clamped by CUDA into :func:`stream_priority_range`)."""
+    rt = cudart()
+    flags = int(rt.cudaStreamNonBlocking)
+    return _handle(_check("cudaStreamCreateWithPriority", rt.cudaStreamCreateWithPriority(flags, int(priority))))
+
+
+def stream_get_priority(stream: int) -> int:
+    """The CUDA priority ``stream`` was created with."""
+    rt = cudart()
+    return int(_check("cudaStreamGetPriority", rt.cudaStreamGetPriority(rt.cudaStream_t(stream))))
+
+
+def stream_destroy(stream: int) -> None:
+    rt = cudart()
+    _check("cudaStreamDestroy", rt.cudaStreamDestroy(rt.cudaStream_t(stream)))

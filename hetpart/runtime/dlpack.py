@@ -21,6 +21,7 @@ import tvm_ffi
 
 DEVICE_TYPES = {"cpu": 1, "cuda": 2, "cuda_host": 3}
 _DTYPE_CODES = {"i": 0, "u": 1, "f": 2, "b": 6}
+_BFLOAT = 4  # kDLBfloat: numpy has no bfloat16 kind (ml_dtypes' is "V")
 
 
 class _DLDevice(ctypes.Structure):
@@ -84,7 +85,7 @@ class _Exporter:
         managed.dl_tensor.data = ptr
         managed.dl_tensor.device = _DLDevice(*device)
         managed.dl_tensor.ndim = len(shape)
-        code = 6 if dtype == np.bool_ else _DTYPE_CODES[dtype.kind]
+        code = 6 if dtype == np.bool_ else _BFLOAT if dtype.name == "bfloat16" else _DTYPE_CODES[dtype.kind]
         managed.dl_tensor.dtype = _DLDataType(code, dtype.itemsize * 8, 1)
         managed.dl_tensor.shape = ctypes.cast(shape_arr, ctypes.POINTER(ctypes.c_int64))
         managed.dl_tensor.strides = None  # compact row-major
@@ -107,9 +108,18 @@ def tensor_view(ptr: int, shape, dtype, device: str = "cpu", owner=None, device_
     ``owner`` is any object that keeps the memory valid; it is kept alive while the
     view is.  ``device`` is ``"cpu"``, ``"cuda"`` or ``"cuda_host"``.
     """
-    exporter = _Exporter(int(ptr), tuple(int(d) for d in shape), np.dtype(dtype),
+    exporter = _Exporter(int(ptr), tuple(int(d) for d in shape), _np_dtype(dtype),
                          (DEVICE_TYPES[device], device_id), owner)
     return tvm_ffi.from_dlpack(exporter, require_alignment=0)
+
+
+def _np_dtype(dtype) -> np.dtype:
+    """numpy's dtype for ``dtype`` (a name or dtype); ``bfloat16`` through ml_dtypes."""
+    if str(dtype) == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
 
 
 def live_views() -> int:

@@ -4,6 +4,12 @@
 runs overlap freely: while one model's GPU partition runs, another's CPU partition
 can.  :meth:`MultiSession.benchmark` reports each model's latency when run together
 and the combined throughput against running the models one after another.
+
+Models sharing one GPU under quotas (issue 20): ``MultiSession(joint_model)`` opens
+the models of :func:`hetpart.compile_together` each with its quota (one pooled
+device arena, :mod:`.pool`) and its priority (its CUDA stream's); or pass
+``quotas=`` / ``priorities=`` (lists in model order) beside plain compiled models.
+``multi.session(name)`` finds a model's session; ``Server(multi)`` serves them all.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.artifact import CompiledModel
+from ..errors import RuntimeFailure
 from .session import Session
 
 
@@ -43,14 +49,26 @@ class MultiReport:
 class MultiSession:
     """One :class:`Session` per compiled model; ``run`` serves all of them at once."""
 
-    def __init__(self, compiled_models: list[CompiledModel], **session_options):
+    def __init__(self, compiled_models, *, quotas=None, priorities=None, **session_options):
         self.sessions: list[Session] = []
+        opened = _opened(compiled_models, quotas, priorities)
+        self.names: list[str] = [name for name, *_ in opened]
+        if len(set(self.names)) != len(self.names):
+            raise RuntimeFailure(f"the models of a MultiSession need distinct names, got {self.names}")
+        self.priorities: dict[str, int] = {name: priority or 0 for name, _, _, priority in opened}
         try:
-            for compiled in compiled_models:
-                self.sessions.append(Session(compiled, **session_options))
+            for name, compiled, quota, priority in opened:
+                extra = {k: v for k, v in (("quota", quota), ("priority", priority)) if v is not None}
+                self.sessions.append(Session(compiled, **session_options, **extra))
         except BaseException:
             self.close()
             raise
+
+    def session(self, name: str) -> Session:
+        """The session of the model named ``name``."""
+        if name not in self.names:
+            raise RuntimeFailure(f"no model named '{name}' here (models: {', '.join(self.names)})")
+        return self.sessions[self.names.index(name)]
 
     def run(self, feeds: list[dict]) -> list[dict[str, np.ndarray]]:
         """Run every model on its feeds concurrently; results in model order."""
@@ -81,8 +99,7 @@ class MultiSession:
                 fut.result()
                 con_lat[i].append(fut.stats.latency_s)
         concurrent = time.perf_counter() - start
-        names = [s.compiled.plan.model or f"model{i}" for i, s in enumerate(self.sessions)]
-        return MultiReport(names, [float(np.median(v)) for v in con_lat], [float(np.median(v)) for v in seq_lat],
+        return MultiReport(list(self.names), [float(np.median(v)) for v in con_lat], [float(np.median(v)) for v in seq_lat],
                            rounds / concurrent, rounds / sequential)
 
     def close(self) -> None:
@@ -94,3 +111,27 @@ class MultiSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _opened(models, quotas, priorities) -> list[tuple]:
+    """``(name, compiled, quota, priority)`` per model: from a JointModel's shares, or
+    plain compiled models (named by their plans) with ``quotas``/``priorities`` lists."""
+    shares = getattr(models, "models", None)
+    if shares is not None and not isinstance(models, (list, tuple)):
+        if quotas is not None or priorities is not None:
+            raise RuntimeFailure("a joint model brings its own quotas and priorities; do not pass them again")
+        return [(m.name, m.compiled, m.quota_bytes, m.priority) for m in shares]
+    models = list(models)
+    quotas = [None] * len(models) if quotas is None else list(quotas)
+    priorities = [None] * len(models) if priorities is None else list(priorities)
+    if not len(quotas) == len(priorities) == len(models):
+        raise RuntimeFailure(f"{len(models)} models, {len(quotas)} quotas and {len(priorities)} priorities: "
+                             "give one each (None for none)")
+    for c, q in zip(models, quotas):
+        if q is not None and getattr(c, "is_bucketed", False):
+            raise RuntimeFailure("a model compiled per shape bucket opens one session per bucket; a memory quota "
+                                 "is per compiled model: give it none (None), or serve one bucket's artifact")
+    names = [getattr(getattr(c, "plan", None), "model", None) or f"model{i}" for i, c in enumerate(models)]
+    if len(set(names)) != len(names):  # the same model twice: number them
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+    return list(zip(names, models, quotas, priorities))

@@ -59,6 +59,7 @@ from . import executor
 from .executor import RunContext, Stage
 from .handoff import Slot, TransferCosts, plan_routes
 from .memory import CudaMemory, Memory, SimulatedMemory
+from .pool import PooledMemory, check_quota, reserved_bytes
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
@@ -84,6 +85,11 @@ class Session:
     applies :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay
     free for the threads that feed the GPU (``pool_threads_used`` says what each got;
     inline runs use the calling thread's own pool, untouched).
+    ``quota`` (bytes; issue 20, models sharing one GPU) allocates the model's GPU
+    memory quota up front as one arena and carves every device buffer of the session
+    from it (:mod:`.pool`; a buffer past it raises QuotaExceededError); ``priority``
+    (higher first) makes the session's CUDA streams with that priority
+    (:func:`~.streams.cuda_priority`; recorded only in simulation).
     """
 
     def __new__(cls, compiled=None, **kwargs):
@@ -97,7 +103,8 @@ class Session:
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
-                 inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None):
+                 inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None,
+                 quota: int | None = None, priority: int | None = None):
         if slots < 1:
             raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
         self.compiled = compiled
@@ -105,6 +112,7 @@ class Session:
         self.inline = inline
         self.spin_wait = spin_wait
         self.cpu_threads = cpu_threads
+        self.priority = priority
         # CPU partition -> its worker's pool size once set (None: TVM's default kept)
         self.pool_threads_used: dict[str, int | None] = {}
         self.inline_runs = 0  # runs executed inline so far (for tests and benchmarks)
@@ -130,6 +138,9 @@ class Session:
                 "compile it with simulate=True (--simulate) to run them on the CPU")
         self._memory: Memory = CudaMemory() if self.real_gpu else SimulatedMemory()
         try:
+            if quota is not None:  # the model's quota, allocated now; its device buffers come from it
+                self._memory = PooledMemory(self._memory, self._model_name, check_quota(self._model_name, quota),
+                                            reserved_bytes(compiled))
             self._start(slots, handoff, transfer_costs, bool(gpu_parts))
         except BaseException:
             self.close()
@@ -140,15 +151,16 @@ class Session:
         checker = HazardChecker() if streamed and not self.real_gpu else None
         if has_gpu:
             if self.real_gpu:
-                self._stream = CudaStream(self.spin_wait)
+                self._stream = CudaStream(self.spin_wait, self.priority)
             else:
                 self._stream = CheckedStream("cuda", checker) if checker else SimulatedStream()
+                self._stream.priority = self.priority
             self._epoch = self._stream.record()
             self._epoch.synchronize()
             self._epoch_host = time.perf_counter()
         check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         if streamed:
-            copier = CudaStream(self.spin_wait) if self.real_gpu else CheckedStream("copy", checker)
+            copier = CudaStream(self.spin_wait, self.priority) if self.real_gpu else CheckedStream("copy", checker)
             try:
                 self._ring = WeightRing(self.compiled, self._memory, CopyEngine(self._stream, copier),
                                         "cuda" if self.real_gpu else "cpu")
@@ -189,6 +201,24 @@ class Session:
     @property
     def _model_name(self) -> str:
         return self.compiled.plan.model or "model"
+
+    @property
+    def quota(self) -> int | None:
+        """The model's GPU memory quota (bytes) when the session was opened with one."""
+        return self._memory.quota if isinstance(self._memory, PooledMemory) else None
+
+    @property
+    def pool(self) -> PooledMemory | None:
+        """The quota's arena (:mod:`.pool`) the session's device buffers come from, or None."""
+        return self._memory if isinstance(self._memory, PooledMemory) else None
+
+    @property
+    def stream_priority(self) -> int | None:
+        """The CUDA priority of the session's stream on a real GPU; in simulation the
+        priority it was asked for (recorded only); None when none was given."""
+        if self._stream is None or self.priority is None:
+            return None
+        return getattr(self._stream, "cuda_priority", None) if self.real_gpu else self._stream.priority
 
     @property
     def stream_track(self) -> str:

@@ -8,6 +8,9 @@ waits on a marker (an event), never on the whole device.
 * :class:`CudaStream`: the session's own non-blocking CUDA stream (not the default
   stream); kernels are launched with it as the thread's TVM env stream, copies are
   ``cudaMemcpyAsync`` on it, markers are CUDA events (which also time spans).
+  With a ``priority`` (issue 20: models sharing one GPU) the stream is made by
+  ``cudaStreamCreateWithPriority`` (:func:`cuda_priority` maps hetpart's "higher
+  first" onto CUDA's range), so the GPU's scheduler runs its kernels first.
 * :class:`SimulatedStream`: one thread and a FIFO queue standing in for the stream
   (CI has no GPU); "copies" are memcpys and markers are threading events stamped
   with the host clock.  The orchestration above it is identical.
@@ -93,7 +96,8 @@ class SimulatedStream(Stream):
 
     simulated = True
 
-    def __init__(self, name: str = "simulated cuda stream"):
+    def __init__(self, name: str = "simulated cuda stream", priority: int | None = None):
+        self.priority = priority  # recorded only: one simulated stream has nothing to preempt
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         # a leased thread, like the session's workers (see .workers): the kernels it
         # runs make it a TVM pool that would outlive a thread of its own
@@ -177,7 +181,7 @@ class CudaStream(Stream):
 
     simulated = False
 
-    def __init__(self, spin_wait: bool = True):
+    def __init__(self, spin_wait: bool = True, priority: int | None = None):
         import tvm
         import tvm_ffi
 
@@ -188,7 +192,13 @@ class CudaStream(Stream):
         cuda_api.cudart()  # fail early, with install advice, if cuda-bindings is missing
         self._ffi = tvm_ffi
         self.device = tvm.cuda(0)
-        self.handle = int(self.device.create_raw_stream())
+        # priority None: TVM's own (non-blocking) stream; else one at that priority (issue 20)
+        self.cuda_priority: int | None = None
+        if priority is None:
+            self.handle = int(self.device.create_raw_stream())
+        else:
+            self.cuda_priority = cuda_priority(priority, *cuda_api.stream_priority_range())
+            self.handle = cuda_api.stream_create_with_priority(self.cuda_priority)
 
     def launch(self, fn: Callable[[], None], reads=()) -> None:
         with self._ffi.use_raw_stream(self.device, self.handle):
@@ -222,5 +232,15 @@ class CudaStream(Stream):
     def close(self) -> None:
         if self.handle:
             self._drain()
-            self.device.free_raw_stream(self.handle)
+            if self.cuda_priority is None:
+                self.device.free_raw_stream(self.handle)
+            else:
+                cuda_api.stream_destroy(self.handle)
             self.handle = 0
+
+
+def cuda_priority(priority: int, least: int, greatest: int) -> int:
+    """The CUDA stream priority of hetpart's ``priority`` (higher runs first, 0 the
+    default): CUDA's least priority for 0 or below, one step more urgent per level,
+    clamped at CUDA's greatest (CUDA counts down: ``greatest <= least``)."""
+    return max(greatest, least - max(int(priority), 0))

@@ -41,8 +41,10 @@ DEFAULT_MAX_DELAY = 0.002
 
 class Server:
     """See the module docstring.  ``models`` maps a name to a runner or a Session
-    (options per model via :meth:`add_model`); ``max_delay`` (seconds) is the longest
-    a request waits for others to join its batch."""
+    (options per model via :meth:`add_model`), or is a
+    :class:`~hetpart.runtime.MultiSession` (each model by its name, at its priority:
+    models of a joint plan, issue 20); ``max_delay`` (seconds) is the longest a request
+    waits for others to join its batch."""
 
     def __init__(self, models: Mapping[str, Any] | None = None, *, max_delay: float = DEFAULT_MAX_DELAY,
                  max_concurrent_batches: int | None = None):
@@ -55,8 +57,12 @@ class Server:
         self._lock = threading.Lock()
         self._closed = False
         try:
-            for name, runner in (models or {}).items():
-                self.add_model(name, runner)
+            if hasattr(models, "sessions") and hasattr(models, "names"):  # a MultiSession: its models and priorities
+                for name, session in zip(models.names, models.sessions):
+                    self.add_model(name, session, priority=models.priorities.get(name, 0))
+            else:
+                for name, runner in (models or {}).items():
+                    self.add_model(name, runner)
         except BaseException:
             self.close(timeout=0)
             raise

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import argparse
+
 from ...errors import HetpartError, NoGPUError, SymbolicDimsError
 from ..options import (
     add_model_options,
+    add_precision_option,
     add_profile_options,
     add_target_options,
     check_cuda_arch,
     check_objective,
     kernel_options,
     parse_gpu_memory,
+    parse_precision,
     parse_shapes,
 )
 from ...contracts.buckets import parse_buckets
@@ -36,13 +40,21 @@ class Plan:
     with --compile, one artifact per bucket under a top manifest (hetpart.Session
     opens it and pads each feed to the smallest bucket that fits).
 
+    --data-parallel [BATCH] prices splitting a batch between an all-GPU and an
+    all-CPU build of the model run at once (the model needs a symbolic batch dim, or
+    is a zoo spec), prints the split beside the best per-kernel plan, and keeps
+    whichever is predicted faster (docs/ARCHITECTURE.md, "Data-parallel split").
+
     examples:
       partition zoo:resnet18
       partition model.onnx --shape input=1,3,224,224 --explain
       partition zoo:dlrm --gpu-memory 256MiB --pin Gather=cpu -o out/
-      partition zoo:bert --gpu-memory 160MiB --stream-weights --explain
+      partition zoo:bert --gpu-memory 160MiB --explain        # weights over the cap may stream
       partition zoo:mlp:small --simulate -o out/ --compile --run --trace
+      partition zoo:bert:small --precision cuda=bf16 --simulate -o out/ --compile
       partition model.onnx --buckets batch=1,8,32 --simulate -o out/ --compile
+      partition zoo:dlrm:batch=64 --data-parallel
+      partition model.onnx --data-parallel 128 --simulate -o out/ --compile
     """
 
     name = "plan"
@@ -58,12 +70,17 @@ class Plan:
                        help="keep an op type (e.g. Gather=cpu) or a node (node_17=cuda) on a device; repeatable")
         g.add_argument("--gpu-memory", metavar="SIZE", default=None,
                        help="GPU memory cap for parameters plus peak activations, e.g. 4GiB")
-        g.add_argument("--stream-weights", action="store_true",
+        g.add_argument("--stream-weights", action=argparse.BooleanOptionalAction, default=True,
                        help="under --gpu-memory, let CUDA kernels stream weights that do not fit from pinned host "
-                            "memory (chosen where the costs say it beats running them on the CPU); experimental")
+                            "memory where the costs say it beats running them on the CPU (default: on; "
+                            "--no-stream-weights keeps each kernel's weights where it runs)")
+        add_precision_option(g)
         g.add_argument("--explain", action="store_true",
                        help="show what moving each partition and the heaviest kernels to the other device would cost")
         g.add_argument("--summary-only", action="store_true", help="print the op-graph summary and stop")
+        g.add_argument("--data-parallel", nargs="?", type=int, const=0, default=None, metavar="BATCH",
+                       help="split a batch of BATCH rows (default: a zoo spec's batch=) between an all-GPU and an "
+                            "all-CPU build run at once, where the costs predict a gain over the per-kernel plan")
         g.add_argument("--buckets", action="append", default=[], metavar="DIM=N,N,...",
                        help="shape buckets to build for a symbolic dim, e.g. batch=1,8,32 (repeatable; 'batch' "
                             "names the axis-0 dim; default: batch=1,2,4,8,16,32)")
@@ -77,6 +94,10 @@ class Plan:
         from ... import importer
 
         checked = self._check(args)
+        if args.data_parallel is not None:
+            from ..data_parallel_report import run_data_parallel
+
+            return run_data_parallel(self, args, checked)
         if checked["buckets"]:
             return self._run_buckets(args, checked)
         try:
@@ -115,7 +136,8 @@ class Plan:
         return {"shapes": parse_shapes(args.shape), "buckets": parse_buckets(args.buckets),
                 "gpu_memory": parse_gpu_memory(args.gpu_memory),
                 "pins": _partitioner().parse_pins(args.pin),
-                "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args)}
+                "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args),
+                "precision": parse_precision(getattr(args, "precision", None))}
 
     def _run_buckets(self, args, checked) -> int:
         """Plan (and with --compile/--run build and run) every shape bucket; one line each."""
@@ -129,7 +151,7 @@ class Plan:
     def _plan(self, args, graph, checked):
         return _partitioner().partition(graph, objective=args.objective, profile=args.profile,
                                         gpu_memory=checked["gpu_memory"], pins=checked["pins"],
-                                        stream_weights=args.stream_weights)
+                                        stream_weights=args.stream_weights, precision=checked["precision"])
 
     def _check_devices(self, args, plan) -> None:
         """Compiling or running CUDA partitions needs a GPU, --simulate or --cuda-arch: say so now."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from ..options import add_kernel_options, kernel_options, parse_shapes
+from ..options import add_kernel_options, add_precision_option, kernel_options, parse_precision, parse_shapes
 from ..registry import register
 
 
@@ -26,6 +26,10 @@ class ProfileCommand:
       partition profile zoo:resnet50
       partition profile model.onnx --shape input=1,3,224,224 --profile prof.json
       partition profile --transfer
+      partition profile zoo:bert --precision cuda=bf16
+
+    --precision measures a device's kernels as built in its format (bf16/fp16: with
+    their weights stored in it), what `partition MODEL --precision` then prices.
     """
 
     name = "profile"
@@ -46,6 +50,7 @@ class ProfileCommand:
         g.add_argument("--quick", action="store_true", help="fewer repeats: faster, noisier")
         g.add_argument("--retry-failed", action="store_true", help="measure again kernels recorded as failed")
         g.add_argument("--jobs", type=int, default=None, help="parallel build processes (default: all cores)")
+        add_precision_option(g)
         add_kernel_options(parser)
 
     def run(self, args) -> int:
@@ -60,6 +65,7 @@ class ProfileCommand:
 
         if not args.model and not args.transfer:
             raise HetpartError("give a MODEL to profile, or --transfer to measure the transfer model")
+        args.precision = parse_precision(args.precision)
         path = args.profile or os.environ.get(ENV_PROFILE) or default_profile_path()
         gpu = cuda_available()
         if args.transfer and not gpu:
@@ -85,14 +91,26 @@ class ProfileCommand:
         return 0
 
     def _profile_one(self, graph, devices, path, settings, pool, args) -> None:
+        """Measure ``graph`` on ``devices``; a device of a bf16/fp16 format measures the
+        graph with its weights in that format (other kernels, listed apart in the profile)."""
         from ...costmodel import profile
+        from ...importer.low_precision import LOW_DTYPES, lower_weights
 
-        rep = profile(graph, devices, path, settings=settings, pool=pool, retry_failed=args.retry_failed,
-                      options=kernel_options(args)).last_report
+        seconds = 0.0
+        plain = [d for d in devices if args.precision.storage(d) not in LOW_DTYPES]
+        runs = [(graph, tuple(plain), None)] if plain else []
         for d in devices:
-            print(f"{graph.name} on {d}: measured {rep.measured[d]} kernels ({rep.failed[d]} failed to build "
-                  f"or run), reused {rep.reused[d]}")
-        print(f"{graph.name}: {rep.seconds:.1f} s")
+            if d not in plain:
+                low = lower_weights(graph, list(graph.kernels), args.precision.storage(d))
+                runs.append((low, (d,), f"{graph.name}:{d}={args.precision.of(d)}"))
+        for g, devs, label in runs:
+            rep = profile(g, devs, path, settings=settings, pool=pool, retry_failed=args.retry_failed,
+                          options=kernel_options(args), label=label).last_report
+            seconds += rep.seconds
+            for d in devs:
+                print(f"{label or graph.name} on {d}: measured {rep.measured[d]} kernels ({rep.failed[d]} failed "
+                      f"to build or run), reused {rep.reused[d]}")
+        print(f"{graph.name}: {seconds:.1f} s")
 
     def _overheads(self, path, settings, pool) -> None:
         """Measure the CPU's and GPU's per-call overheads where the profile lacks them

@@ -38,7 +38,13 @@ Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BL
 blocks per SM of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
 tensor cores (sm_80 and later); returns None otherwise, or when the build's
 :class:`~hetpart.kernels.options.KernelOptions` ask for full float32 (``tf32=False``).
-The grid thresholds scale with the options' ``sm_count``.  Invariant: every output is the same sum
+The grid thresholds scale with the options' ``sm_count``.
+A weight stored in bfloat16/float16 (:mod:`hetpart.importer.low_precision`: the
+kernel widens it in a block of its own) is a float32 contraction to this rule: the
+widening is inlined into the staging copy, so global memory holds the half-size weight
+and shared memory its float32 values, exact in TF32 -- the products are those of a
+bf16/fp16 ``mma`` accumulating in float32; its packing stops at the widening
+(:func:`_producer_chain`) and never stores it in float32 again.  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
 split K changes only the order of the additions.
 """
@@ -204,7 +210,8 @@ def _mark_weight_packs(sch, main, func) -> None:
 
 
 def _producer_chain(sch, main, operand):
-    """Blocks producing ``main``'s read ``operand``, nearest first (single producers)."""
+    """Blocks producing ``main``'s read ``operand``, nearest first (single producers),
+    up to a block that changes the dtype (excluded)."""
     out = []
     buf = sch.get(main).reads[operand].source
     block = main
@@ -214,8 +221,13 @@ def _producer_chain(sch, main, operand):
         if len(prods) != 1:
             return out
         block = prods[0]
-        out.append(block)
         reads = sch.get(block).reads
+        if len(reads) == 1 and reads[0].source.dtype != buf.dtype:
+            # A weight stored in bf16/fp16 and widened here (importer.low_precision):
+            # packing through the widening would store it in float32 again; it stays
+            # in its own dtype, widened as the operand tiles are staged.
+            return out
+        out.append(block)
         if len(reads) != 1:
             return out
         buf = reads[0].source

@@ -1,0 +1,68 @@
+"""Apply a :class:`~hetpart.contracts.precision.Precision` to a plan before it is built.
+
+In: the op graph, the plan (which device runs each kernel) and the precision to
+build with.  Out: the op graph whose kernels on a ``bf16`` / ``fp16`` device store
+their weights in that format (:func:`hetpart.importer.low_precision.lower_weights`;
+same kernels and boundaries, so :func:`~hetpart.compiler.extract.extract` cuts it as
+it cuts the float32 graph), and the kernel options that build it (``cuda=fp32`` is
+TF32 off; every other CUDA format keeps the caller's TF32 choice, which runs the
+contractions of bf16/fp16 weights exactly on TF32 tensor cores).
+
+Invariant: with the default precision the graph and options come back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..contracts.precision import DEFAULT, DEVICES, Precision
+from ..errors import PlanError
+from ..importer.low_precision import lower_weights, param_bytes
+from ..kernels.options import KernelOptions
+
+
+def lower_plan_weights(graph, plan, precision: Precision):
+    """``graph`` with each kernel's weights in the format of the device ``plan`` runs it on."""
+    for device in DEVICES:
+        dtype = precision.storage(device)
+        kernels = [k for p in plan.partitions if p.device == device for k in p.kernels]
+        if kernels and dtype != "float32":
+            graph = lower_weights(graph, kernels, dtype)
+    return graph
+
+
+def options_for(options: KernelOptions, precision: Precision) -> KernelOptions:
+    """``options`` as ``precision`` asks: ``cuda=fp32`` switches TF32 off."""
+    return dataclasses.replace(options, tf32=False) if precision.cuda == "fp32" else options
+
+
+def resolve(plan, precision) -> Precision:
+    """The precision to compile ``plan`` with: ``precision`` if given, else the plan's.
+
+    A plan made for another (non-default) precision is refused: its weight bytes,
+    memory cap and stream slots were sized for that one."""
+    from ..contracts.precision import coerce
+
+    planned = getattr(plan, "precision", DEFAULT)
+    if precision is None:
+        return planned
+    precision = coerce(precision)
+    if planned != DEFAULT and precision != planned:
+        raise PlanError(f"the plan was made for precision {planned.describe()}, not {precision.describe()}; "
+                        f"compile it with that precision, or make the plan again with the one you want")
+    return precision
+
+
+def with_precision(plan, graph, precision: Precision):
+    """``plan`` recording ``precision``, each partition's ``weight_bytes`` counted in its
+    device's format (a plan made before precisions existed, now compiled with one)."""
+    if getattr(plan, "precision", DEFAULT) == precision:
+        return plan
+    sizes = {d: param_bytes(graph, precision.storage(d)) for d in DEVICES}
+    partitions = [dataclasses.replace(p, weight_bytes=sum(sizes[p.device].get(k, graph.kernels[k].param_bytes)
+                                                          for k in p.kernels)) for p in plan.partitions]
+    return dataclasses.replace(plan, partitions=partitions, precision=precision, graph=plan.graph,
+                               costs=plan.costs)
+
+
+__all__ = ["lower_plan_weights", "options_for", "resolve", "with_precision"]

@@ -1,0 +1,71 @@
+"""Costs of each kernel in the number format of the device it would run on.
+
+In: the partitioner's :class:`~.costs.Costs`, the op graph and a
+:class:`~hetpart.contracts.precision.Precision`.  Out (:func:`with_precision`): costs
+that price a kernel on a ``bf16`` / ``fp16`` device as the kernel the compiler will
+build there -- the op graph's kernel with its weights stored in that format
+(:func:`hetpart.importer.low_precision.lower_weights`: another PrimFunc, so another
+signature, measured into the profile by ``partition profile --precision``; where the
+profile has no measurement of it, the cost model predicts it from its own features
+and schedule rule, its weight bytes halved).  Other devices, transfers and overheads
+are priced as before.
+
+Invariant: with the default precision (or no low format on any device) the costs
+come back unchanged.
+"""
+
+from __future__ import annotations
+
+from ..contracts.precision import DEVICES, Precision
+from ..importer.low_precision import LOW_DTYPES, lower_weights
+
+
+class PrecisionCosts:
+    """``costs`` with every kernel asked about on a device in ``lowered`` replaced by
+    that device's version of it (``lowered[device][kernel id]``); everything else
+    (``profile``, ``origin``, ``rule_of`` ...) is ``costs``'."""
+
+    def __init__(self, costs, lowered: dict[str, dict]):
+        self.costs = costs
+        self.lowered = lowered
+
+    def _as_built(self, kernel, device: str):
+        return self.lowered.get(device, {}).get(kernel.id, kernel)
+
+    def kernel_cost(self, kernel, device: str) -> float:
+        return self.costs.kernel_cost(self._as_built(kernel, device), device)
+
+    def is_predicted(self, kernel, device: str) -> bool:
+        return self.costs.is_predicted(self._as_built(kernel, device), device)
+
+    def supports(self, kernel, device: str) -> tuple[bool, str]:
+        return self.costs.supports(self._as_built(kernel, device), device)
+
+    def transfer_cost(self, nbytes: int, src: str, dst: str) -> float:
+        return self.costs.transfer_cost(nbytes, src, dst)
+
+    def partition_overhead(self, device: str) -> float:
+        return self.costs.partition_overhead(device)
+
+    def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "PrecisionCosts":
+        return PrecisionCosts(self.costs.scaled(gpu=gpu, link=link), self.lowered)
+
+    def __getattr__(self, name):
+        return getattr(self.costs, name)
+
+
+def with_precision(costs, graph, precision: Precision):
+    """``costs`` pricing ``graph``'s kernels in ``precision`` (module docstring)."""
+    lowered = {}
+    for device in DEVICES:
+        dtype = precision.storage(device)
+        if dtype not in LOW_DTYPES:
+            continue
+        low = lower_weights(graph, list(graph.kernels), dtype)
+        if hasattr(costs, "add_graph"):  # the cost model finds the widened PrimFuncs' rules there
+            costs.add_graph(low)
+        lowered[device] = {k: v for k, v in low.kernels.items() if v is not graph.kernels[k]}
+    return PrecisionCosts(costs, lowered) if lowered else costs
+
+
+__all__ = ["PrecisionCosts", "with_precision"]
