@@ -23,7 +23,12 @@ from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
 from . import preflight
+from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
+from .inference_dropout import inference_dropout
+from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
+from .qdq import qdq_contractions
+from .qlinear import lower_qlinear
 from .shape_folding import fold_static_shapes
 
 _HANDLED_BY_FRONTEND = {"If"}  # converted by from_onnx itself, not through its op table  # protobuf cannot serialise more than this in one message
@@ -46,6 +51,10 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     _check_structure(source.model, source.origin)
     _check(source)
     fixed = _fix_shapes(source.model, shapes or {}, source.origin)
+    fixed = inference_dropout(fixed)  # Dropout that keeps everything, its mask output too
+    fixed = lower_qlinear(fixed)  # QLinearMatMul/Conv: integer contraction + requantisation
+    fixed = qdq_contractions(fixed)  # MatMul/Gemm of DequantizeLinear pairs: MatMulInteger
+    fixed = blocked_quantization(fixed)  # (De)QuantizeLinear with block_size: element-wise ops
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)
     inferred = _infer_shapes(fixed, source.origin)
@@ -258,7 +267,7 @@ def _check_supported(model: onnx.ModelProto, origin: str) -> None:
     """Raise :class:`UnsupportedOpsError` listing every op TVM's importer lacks."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map()) | _HANDLED_BY_FRONTEND
+    known = set(_get_convert_map()) | _HANDLED_BY_FRONTEND | set(INTEGER_CONVERTERS)
     bad: dict[str, list[str]] = {}
     for i, node in enumerate(_all_nodes(model.graph)):
         if node.domain not in ("", "ai.onnx") or node.op_type not in known:

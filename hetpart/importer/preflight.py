@@ -118,7 +118,8 @@ def _node_problem(node: onnx.NodeProto, types, constants, shapes=None) -> str | 
     if op == "Pow" and types.get(node.input[0]) in _INTEGER:
         return "an integer base; TVM's power takes floating point only"
     if op == "Dropout" and (len(node.output) > 1 and node.output[1] or len(node.input) > 2 and node.input[2]):
-        return "training mode or a mask output; hetpart runs inference (Dropout as identity) only"
+        return ("training mode (training_mode not a constant false, ratio not a constant 0); hetpart runs "
+                "inference (Dropout as identity, its mask all true) only")
     if op == "IsInf" and (attrs.get("detect_positive", 1) != 1 or attrs.get("detect_negative", 1) != 1):
         return "detect_positive/detect_negative; TVM's importer ignores them"
     if op == "EyeLike" and "dtype" not in attrs:

@@ -15,6 +15,7 @@ from tvm.s_tir import dlight as dl
 from ..options import DEFAULT, KernelOptions
 from .cpu_conv2d import CpuConv2d
 from .cpu_fallback import CpuFallback
+from .cpu_int8_matmul import CpuInt8Matmul
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
@@ -27,7 +28,7 @@ from .gpu_tensor_core import GpuTensorCoreGemm
 
 def cpu_rules() -> list:
     """Rules for LLVM (CPU) targets, most specific first."""
-    return [CpuConv2d(), CpuMatmul(), CpuReduction(), CpuInjective(), CpuFallback()]
+    return [CpuConv2d(), CpuInt8Matmul(), CpuMatmul(), CpuReduction(), CpuInjective(), CpuFallback()]
 
 
 def gpu_rules(options: KernelOptions = DEFAULT) -> list:
@@ -57,6 +58,6 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
     "cpu_rules", "gpu_rules", "rule_name",
 ]

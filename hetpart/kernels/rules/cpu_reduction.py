@@ -199,13 +199,16 @@ class CpuReduction(ScheduleRule):
         """Blocks sharing leading spatial rows, the last one element-wise."""
         if not infos[-1].is_injective():
             return False
-        lead = min(_leading_s(bi.dom_kind()) for bi in infos)
-        if lead == 0:
+        if min(_leading_s(bi.dom_kind()) for bi in infos) == 0:
             return False
+        last = infos[-1].block_rv
+        lead = _row_loops(sch, infos)
         # Row reductions first become lanes-wide partial sums (their own blocks), while
         # each is still a complete reduction at the root where rfactor is allowed.
         partials = [rfactor_rows(sch, bi.block_rv, lanes) for bi in infos[:-1] if not bi.is_injective()]
-        last = infos[-1].block_rv
+        if lead == 0:
+            _one_row(sch, partials, lanes)
+            return True
         loops = sch.get_loops(last)
         rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
         sch.parallel(rows)
@@ -224,3 +227,26 @@ class CpuReduction(ScheduleRule):
             elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
                 _vectorize_inner(sch, blk, lanes)
         return True
+
+
+def _row_loops(sch, infos) -> int:
+    """How many of the last (element-wise) block's loops run over rows: its loops less
+    the axes the reductions reduce.  0 for a single row (a softmax over ``[1, N]``),
+    where the normal form drops the unit row loop and every loop the last block has
+    runs along the row: making it the parallel "row" loop and computing the row
+    reductions inside it would put them (and their buffers) inside a vectorised loop,
+    which TVM refuses ("VectorizeLoop before LiftStorageAlloc")."""
+    reduced = max(len(bi.dom_kind()) - _leading_s(bi.dom_kind()) for bi in infos if not bi.is_injective())
+    return max(len(sch.get_loops(infos[-1].block_rv)) - reduced, 0)
+
+
+def _one_row(sch, partials, lanes: int) -> None:
+    """A single row: every block stays at the root, one pass over the row each; the
+    element-wise passes vectorised, the row reductions as lanes-wide partials."""
+    rf_names = {sch.get(rf).name_hint for rf in partials if rf is not None}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        stmt = sch.get(blk)
+        if stmt.name_hint in rf_names:
+            vectorize_partials(sch, blk, lanes)
+        elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
+            _vectorize_inner(sch, blk, lanes)

@@ -1,0 +1,184 @@
+"""CPU rule for int8 matmuls on AVX-512 VNNI: ``uint8 @ int8 -> int32`` with ``vpdpbusd``.
+
+Matches a function whose one reduction block is ``C[.., i, j] += int32(A[.., i, k]) *
+int32(B[k, j])`` (A uint8 with ``k`` innermost, B int8 of two dims, C int32) -- what
+the importer makes of MatMulInteger, QLinearMatMul and a dynamically quantised
+model's matmuls (:mod:`hetpart.importer.integer_ops`) -- on a target with
+``avx512vnni``, where ``j`` is a whole number of 16-lane vectors and ``k`` of 4.
+
+Schedule: B is packed into ``[j/16, k/4, 16, 4]`` panels (a weight once, at compile
+time: :mod:`hetpart.kernels.weight_prepack`); each tile of ``rows x vecs`` outputs
+accumulates in registers, one ``vpdpbusd`` per 4 steps of ``k`` and 16 outputs
+(TVM's ``dot_16x4_vnni`` intrinsic, 64 multiply-adds an instruction where the generic
+rule's int32 multiplies do 16); tiles run in parallel; the element-wise epilogue (the
+zero-point correction, the rescale to float) is fused into the tile's write-back.
+
+Invariant: integer arithmetic, so the result is exactly the unscheduled function's.
+Declines (None) anything else; :class:`~.cpu_matmul.CpuMatmul` then takes it.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import TensorIntrin
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.script import tirx as T
+from tvm.target import Target, codegen
+
+from ..analysis import block_infos, find_mac, is_cpu, is_layout_free, parallel_vectorize, try_inline_spatial
+from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
+
+LANES, DEPTH = 16, 4  # vpdpbusd: 16 int32 outputs, each over 4 u8*s8 products
+ROWS, VECS = 4, 2  # register tile: ROWS x VECS accumulators (zmm registers)
+INTRIN = "hetpart_dot_16x4_u8i8i32_vnni"
+"""The tensor intrinsic: TVM's ``dot_16x4_vnni`` (``tvm.s_tir.tensor_intrin.x86``,
+whose import parses every target's intrinsics: ~20 s) with the operand types LLVM
+21+ gives ``vpdpbusd`` (``<64 x i8>``; TVM's ``<16 x i32>`` fails to verify there)."""
+
+
+@T.prim_func(s_tir=True)
+def _dot_desc(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_vnni(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_u8x4 = A.vload([0], "uint8x4")
+        a_i32 = T.reinterpret(a_u8x4, dtype="int32")
+        a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
+        b_i8x64 = B.vload([0, 0], dtype="int8x64")
+        c_i32x16 = C.vload([0], dtype="int32x16")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c_i32x16, a_u8x64, b_i8x64,
+            dtype="int32x16")
+
+
+TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
+
+
+def has_vnni(target: Target) -> bool:
+    """Whether an LLVM ``target`` has AVX-512 VNNI."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+        return False
+    if codegen.llvm_version_major() < 21:  # vpdpbusd took <16 x i32> operands then
+        return False
+    with target:
+        return bool(codegen.target_has_features("avx512vnni"))
+
+
+def _dtype(buf) -> str:
+    return str(buf.dtype)
+
+
+class CpuInt8Matmul(ScheduleRule):
+    """VNNI-tensorized uint8 x int8 matmul (see the module docstring)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        if not is_cpu(target) or not has_vnni(target):
+            return None
+        sch = s_tir.Schedule(func)
+        try_inline_spatial(sch)
+        infos = block_infos(sch)
+        mac = find_mac(sch, infos) if infos is not None else None
+        shape = _shape(mac)
+        if shape is None:
+            return None
+        try:
+            _schedule(sch, func, mac, *shape)
+        except Exception:  # noqa: BLE001 - a form tensorize does not match: the generic rule takes it
+            return None
+        return sch
+
+
+def _shape(mac):
+    """(i, j, k) iterator vars of a VNNI-shaped contraction, or None."""
+    if mac is None or len(mac.reduce) != 1 or _dtype(mac.out) != "int32":
+        return None
+    (a, a_idx), (b, b_idx) = mac.operands
+    if (_dtype(a), _dtype(b)) != ("uint8", "int8") or not (mac.is_plain(0) and mac.is_plain(1)):
+        return None
+    k = mac.reduce[0]
+    if len(b_idx) != 2 or not b_idx[0].same_as(k) or not isinstance(b_idx[1], tirx.Var):
+        return None
+    j = b_idx[1]
+    if not isinstance(a_idx[-1], tirx.Var) or not a_idx[-1].same_as(k):
+        return None
+    if not mac.out_indices or not isinstance(mac.out_indices[-1], tirx.Var) or not mac.out_indices[-1].same_as(j):
+        return None
+    if mac.extents[j] % LANES or mac.extents[k] % DEPTH:
+        return None
+    rows = [v for v in mac.spatial if not v.same_as(j) and mac.uses(0, v) and not mac.uses(1, v)]
+    i = rows[-1] if rows else None
+    return i, j, k
+
+
+def _schedule(sch, func, mac, i, j, k) -> None:
+    main = mac.block
+    b_buf = mac.operands[1][0]
+    read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
+    pk = sch.cache_read(main, read, "global")
+    sch.transform_layout(pk, ("write", 0),
+                         lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
+    if is_layout_free(func, b_buf):
+        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
+
+    wb = sch.cache_write(main, 0, "global")
+    while len(sch.get_consumers(wb)) == 1:  # the element-wise epilogue into the write-back
+        try:
+            sch.reverse_compute_inline(sch.get_consumers(wb)[0])
+        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
+            break
+
+    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+
+    def by(v):
+        return next(loop for var, loop in loops.items() if var.same_as(v))
+
+    vecs = VECS if mac.extents[j] % (LANES * VECS) == 0 else 1
+    j0, j1, j2 = sch.split(by(j), factors=[None, vecs, LANES])
+    k0, k1 = sch.split(by(k), factors=[None, DEPTH])
+    outer = [by(v) for v in mac.spatial if not v.same_as(j) and (i is None or not v.same_as(i))] + [j0]
+    inner_row = []
+    if i is not None:
+        rows = ROWS if mac.extents[i] % ROWS == 0 else 1
+        i0, i1 = sch.split(by(i), factors=[None, rows])
+        outer.append(i0)
+        inner_row = [i1]
+    sch.reorder(*outer, k0, *inner_row, j1, j2, k1)
+    tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(tile)
+    sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
+    for loop in inner_row + [j1]:
+        sch.unroll(loop)
+    init = sch.decompose_reduction(main, k0)
+    done = {sch.get(b).name_hint for b in (main, wb, init, pk)}
+    sch.tensorize(j2, INTRIN)
+    init_loops = sch.get_loops(init)
+    sch.vectorize(init_loops[-1])
+    wb_loops = [lp for lp in sch.get_loops(wb)[1:]]
+    if wb_loops:
+        sch.vectorize(wb_loops[-1])
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in done and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, LANES)

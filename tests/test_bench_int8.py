@@ -1,0 +1,44 @@
+"""The int8 benchmark (hetpart.bench.int8, bench/int8.py) on a small zoo model: one
+record per quantisation, compared with ONNX Runtime's int8 output, written in the
+corpus schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hetpart import models
+from hetpart.bench.int8 import QUANTIZATIONS, run_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_int8_record_of_a_quantised_zoo_model(quant, tmp_path):
+    path = tmp_path / "mlp.onnx"
+    models.save(models.build("mlp", small=True), path)
+    record = run_model("zoo:mlp:small", path, quant, repeat=2, work_dir=tmp_path)
+    assert record["status"] == "pass", record
+    assert record["precision"] == "int8" and record["quantization"] == quant
+    assert record["rel_err"] <= max(1e-3, 1.5 * record["ort_int8_vs_fp32"])
+    assert record["hetpart_ms"] > 0 and record["ort_int8_ms"] > 0
+    assert (tmp_path / f"mlp.{quant}.onnx").exists()  # the quantised model is cached
+
+
+def test_a_failing_stage_is_an_error_record(tmp_path):
+    record = run_model("missing", tmp_path / "missing.onnx", "dynamic", repeat=1, work_dir=tmp_path)
+    assert record["status"] == "error" and record["detail"].startswith("quantize:")
+
+
+def test_front_end_writes_the_corpus_schema(tmp_path):
+    out = tmp_path / "int8.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "int8.py"), "--models", "zoo:mlp:small", "--quant", "dynamic",
+                    "--repeat", "1", "--export-dir", str(tmp_path), "--out", str(out)], check=True, cwd=ROOT,
+                   capture_output=True)
+    doc = json.loads(out.read_text())
+    assert (doc["schema"], doc["version"]) == ("hetpart-corpus", 1)
+    assert [r["model"] for r in doc["records"]] == ["zoo:mlp:small"]

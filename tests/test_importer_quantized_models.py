@@ -1,0 +1,126 @@
+"""Zoo models quantised by ONNX Runtime's own tool, run all-CPU through hetpart, against
+ONNX Runtime's int8 output.
+
+* ``quantize_static`` (QDQ format: QuantizeLinear/DequantizeLinear pairs around every
+  Conv, Gemm and MatMul, calibrated on a few random feeds);
+* ``quantize_dynamic`` (MatMulInteger and ConvInteger fed by DynamicQuantizeLinear).
+
+Tolerance, the quantised model's own: the dynamic models' integer contractions are
+exact, so only float rounding of the rescaling separates hetpart from ORT
+(``rtol=1e-5``).  A QDQ model re-rounds every activation to its quantisation grid, so
+a value a float rounding away from a tie lands one step off and the step travels on;
+hetpart must stay within one step of the output's grid where the model is shallow
+(mlp, mobilenet); for BERT (dozens of re-quantised activations deep, through layer
+norms and softmax) within three steps of ORT running the QDQ graph as written, and
+no further from the float model than ORT's own int8 result is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnx_cases import plan_all_on
+
+from hetpart import compiler, models
+from hetpart.importer import load
+from hetpart.runtime import Session
+
+quantization = pytest.importorskip("onnxruntime.quantization")
+
+
+def _feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for i in (i for i in model.graph.input if i.name not in inits):
+        shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            out[i.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            out[i.name] = rng.integers(0, 100, shape).astype(np.int64)
+    return out
+
+
+class _Calibration(quantization.CalibrationDataReader):
+    def __init__(self, model):
+        self._feeds = iter([_feeds(model, seed) for seed in range(8)])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def _quantize(name: str, mode: str, tmp_path) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(float model, ORT-quantised model) of zoo model ``name`` (small)."""
+    fp = models.build(name, small=True)
+    src, dst = tmp_path / f"{name}.onnx", tmp_path / f"{name}.{mode}.onnx"
+    models.save(fp, src)
+    if mode == "static":
+        quantization.quantize_static(str(src), str(dst), _Calibration(fp), quant_format=quantization.QuantFormat.QDQ)
+    else:
+        quantization.quantize_dynamic(str(src), str(dst))
+    return fp, onnx.load(str(dst))
+
+
+def _ort(model: onnx.ModelProto, feeds) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _hetpart(model: onnx.ModelProto, feeds) -> list[np.ndarray]:
+    graph = load(model)
+    with Session(compiler.compile(plan_all_on(graph, "cpu"), progress=False)) as s:
+        got = s.run(feeds)
+    return [got[o.name] for o in model.graph.output]
+
+
+def _output_steps(model: onnx.ModelProto) -> list[float | None]:
+    """Per graph output: the scale of the DequantizeLinear producing it (None: not one)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    steps = []
+    for o in model.graph.output:
+        n = producer.get(o.name)
+        steps.append(float(np.max(inits[n.input[1]])) if n is not None and n.op_type == "DequantizeLinear"
+                     and n.input[1] in inits else None)
+    return steps
+
+
+def _ops(model: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+@pytest.mark.parametrize("name", ["mlp", "mobilenet", "bert"])
+def test_dynamic_quantized_model_matches_onnxruntime(name, tmp_path):
+    _, q = _quantize(name, "dynamic", tmp_path)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= _ops(q)
+    feeds = _feeds(q, 100)
+    for got, want in zip(_hetpart(q, feeds), _ort(q, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", ["mlp", "mobilenet"])
+def test_static_qdq_model_is_within_one_step_of_onnxruntime(name, tmp_path):
+    _, q = _quantize(name, "static", tmp_path)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(q)
+    feeds = _feeds(q, 100)
+    for got, want, step in zip(_hetpart(q, feeds), _ort(q, feeds), _output_steps(q)):
+        assert step is not None
+        assert np.abs(got - want).max() <= step * 1.001
+
+
+def test_static_qdq_bert_is_as_accurate_as_onnxruntime_int8(tmp_path):
+    """Against ORT running the QDQ graph as written (no fusion into its int8 kernels,
+    the semantics hetpart runs): within a few steps of the output grid; against the
+    float model: no further off than ORT's int8 result is."""
+    fp, q = _quantize("bert", "static", tmp_path)
+    feeds = _feeds(q, 100)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    as_written = ort.InferenceSession(q.SerializeToString(), plain, providers=["CPUExecutionProvider"]).run(None, feeds)
+    outputs = zip(_hetpart(q, feeds), as_written, _ort(q, feeds), _ort(fp, feeds), _output_steps(q))
+    for got, written, int8, ref, step in outputs:
+        if step is not None:
+            assert np.abs(got - written).max() <= 3 * step
+        assert np.abs(got - ref).max() <= 1.5 * np.abs(int8 - ref).max()

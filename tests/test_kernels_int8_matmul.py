@@ -1,0 +1,76 @@
+"""The VNNI int8 matmul rule (:mod:`hetpart.kernels.rules.cpu_int8_matmul`): which
+functions it takes, and exact results against numpy's int64 product.
+
+Built for fixed CPUs (the host may lack VNNI): Cascade Lake has AVX-512 VNNI, Skylake
+AVX-512 without it (the generic matmul rule then takes the function).  Run on the host
+where it has VNNI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from hetpart import kernels
+from hetpart.importer.fusion import fuse
+from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
+from hetpart.targets import cpu_tvm_target, host_triple
+
+RNG = np.random.default_rng(3)
+
+
+def _target(mcpu: str):
+    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
+
+
+def _int8_matmul(a_shape, n: int, atype="uint8", btype="int8"):
+    """Fused module of ``float(A @ W) * 0.5`` (W a constant) and (A, W)."""
+    k = a_shape[-1]
+    w = RNG.integers(np.iinfo(btype).min, np.iinfo(btype).max, (k, n)).astype(btype)
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType(a_shape, atype))
+    with bb.function("main", [a]):
+        with bb.dataflow():
+            mm = bb.emit(relax.op.matmul(a, relax.const(w), out_dtype="int32"))
+            out = bb.emit_output(relax.op.multiply(relax.op.astype(mm, "float32"), relax.const(0.5, "float32")))
+        bb.emit_func_output(out)
+    return fuse(bb.get()), w
+
+
+def _rule(mod, target) -> str:
+    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    return str(kernels.schedule_primfunc(func, target).attrs[kernels.RULE_ATTR])
+
+
+SHAPES = [((64, 256), 128), ((5, 64), 48), ((2, 7, 32), 32), ((1, 768), 256)]
+
+
+@pytest.mark.parametrize("a_shape,n", SHAPES)
+def test_vnni_rule_takes_uint8_by_int8_matmuls_and_builds(a_shape, n):
+    mod, _ = _int8_matmul(a_shape, n)
+    assert _rule(mod, _target("cascadelake")) == "CpuInt8Matmul"
+    kernels.build(mod, _target("cascadelake"))
+    assert _rule(mod, _target("skylake-avx512")) == "CpuMatmul"  # no VNNI
+
+
+@pytest.mark.parametrize("a_shape,n,atype", [((8, 30), 32, "uint8"), ((8, 32), 40, "uint8"), ((8, 32), 32, "int8")])
+def test_vnni_rule_declines_other_shapes_and_types(a_shape, n, atype):
+    """k not a multiple of 4, n not of 16, a signed activation: the generic rule."""
+    mod, _ = _int8_matmul(a_shape, n, atype=atype)
+    assert _rule(mod, _target("cascadelake")) == "CpuMatmul"
+
+
+@pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("a_shape,n", SHAPES)
+def test_vnni_matmul_is_exact_on_the_host(a_shape, n):
+    mod, w = _int8_matmul(a_shape, n)
+    target = cpu_tvm_target()
+    assert _rule(mod, target) == "CpuInt8Matmul"
+    vm = relax.VirtualMachine(kernels.build(mod, target), tvm.cpu())
+    a = RNG.integers(0, 256, a_shape).astype("uint8")
+    a.flat[:4] = 255  # the largest products: 255 * -128
+    got = vm["main"](tvm.runtime.tensor(a)).numpy()
+    want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5)
+    np.testing.assert_array_equal(got, want)
