@@ -368,6 +368,26 @@ def test_inline_run_error_names_partition_and_session_recovers(cpu_gpu_cpu):
     np.testing.assert_allclose(out["t2"], chain_reference(feeds(5)["x"], 3, 2), rtol=1e-5, atol=1e-5)
 
 
+def test_cuda_partitions_are_first_called_on_the_session_workers(cpu_gpu_cpu):
+    """On a GPU the first call of a CUDA partition captures its CUDA graph with workspace
+    from the calling thread's pool: it must be a leased worker thread, which never exits
+    (a server lane thread that captured and exited left the graph writing freed memory:
+    the serving bench's illegal address on the H200).  Simulation stands in for a GPU
+    here by marking the session uncaptured, as a real-GPU session starts."""
+    seen: list[str] = []
+    with Session(cpu_gpu_cpu) as s:
+        s._captured = False  # what a real-GPU session starts with
+        call = s._stages[1].runner.call
+        s._stages[1].runner.call = lambda *a, **k: seen.append(threading.current_thread().name) or call(*a, **k)
+        caller = threading.Thread(target=lambda: s.run(feeds()), name="short-lived caller")
+        caller.start()
+        caller.join()
+        assert s.inline_runs == 0 and seen and seen[0] != "short-lived caller"
+        out = s.run(feeds(3))  # captured: later runs may go inline
+        assert s.inline_runs == 1
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(3)["x"], 3, 2), rtol=1e-5, atol=1e-5)
+
+
 def test_callers_while_an_inline_run_is_in_flight_go_threaded_and_never_share_a_vm():
     """While one caller's run is inline (held inside its CPU partition), other callers'
     runs and submits go through the workers; no VM is ever entered by two threads at once."""

@@ -143,3 +143,29 @@ def test_session_overheads_on_gpu_and_blocking_waits_give_the_same_results():
     with Session(chain(["cpu", "cuda", "cpu"], simulate=False), spin_wait=False) as s:
         for _ in range(3):
             np.testing.assert_allclose(s.run({"x": x})["t2"], chain_reference(x, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_graphs_captured_by_a_caller_thread_that_exits_still_replay():
+    """A server's lane threads call, then exit; a later server's threads replay the
+    same session's CUDA graphs (the serving bench's illegal address, 2026-12-03)."""
+    import threading
+
+    from hetpart import compiler, importer, models
+    from hetpart.backend import forced_plan
+    from hetpart.bench.peers import ort_session
+    from hetpart.runtime import Session
+
+    model = models.build("resnet50")
+    graph = importer.load(model)
+    compiled = compiler.compile(forced_plan(graph, "cuda"), graph, progress=False)
+    x = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    feeds = {model.graph.input[0].name: x}
+    got: dict = {}
+    with Session(compiled) as s:
+        for _ in range(2):  # each run on a thread that is gone before the next starts
+            t = threading.Thread(target=lambda: got.update(s.run(feeds)))
+            t.start()
+            t.join()
+    want = ort_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(next(iter(got.values())), want, rtol=2e-2, atol=2e-2)
