@@ -165,8 +165,11 @@ def test_the_benchmark_records_every_contender_and_renders(tmp_path):
     assert s["lost"] == 0 and s["crossed"] == 0
     assert s["best_other"] == "hetpart-no-batching"
     assert s["speedup_vs_best"] == ours["max_rate_per_s"] / rows["hetpart-no-batching"]["max_rate_per_s"]
+    # a contender that failed was not measured: no verdict (the H200 run that lost two to a crash said "met")
+    assert s["failed_contenders"] == ["broken"]
     json.dumps(body)  # JSON-ready
     table = serve_report.markdown(body)
+    assert "Not measured (failed): broken" in table
     assert "| hetpart |" in table and "skipped: PyTorch not installed" in table and "x the best other" in table
     root = ET.fromstring(serve_report.svg(body))
     assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 3

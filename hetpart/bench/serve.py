@@ -205,14 +205,17 @@ def summary(scenario: str, results: list[ContenderResult]) -> dict:
     lost = sum(p.lost for p in ours.points) if ours else None
     crossed = sum(p.crossed for p in ours.points) if ours else None
     wrong = sum(p.wrong for p in ours.points) if ours else None
+    # a contender that failed (not one skipped by design) was not measured: no verdict over it
+    failed = [r.contender for r in results if r.skipped and r.skipped.startswith("failed")]
     return {"scenario": scenario, "models": results[0].models if results else [],
             "slo_ms": results[0].slo_ms if results else None,
             "max_rate_per_s": rate(ours) if ours else None,
             "best_other": best_other.contender if best_other else None,
             "best_other_rate_per_s": rate(best_other) if best_other else None,
             "speedup_vs_best": speedup, "lost": lost, "crossed": crossed, "wrong": wrong,
+            "failed_contenders": failed,
             "goal_met": bool(speedup is not None and speedup >= GOAL_SPEEDUP and lost == 0 and crossed == 0
-                             and wrong == 0)}
+                             and wrong == 0 and not failed)}
 
 
 def run(scenarios: list[Scenario], options: SweepOptions, budget_s: float,

@@ -36,6 +36,8 @@ def markdown(body: dict, header: list[str] = ()) -> str:
                       f"lost {s['lost']}, crossed {s['crossed']}: goal (>= {body['goal_speedup']}x, none lost or "
                       f"crossed) {verdict}." if speedup is not None else
                   f"hetpart: no speedup computed (a contender is missing or sustained no rate); goal {verdict}."]
+        if s.get("failed_contenders"):
+            lines.append(f"Not measured (failed): {', '.join(s['failed_contenders'])}; the goal needs every contender.")
     return "\n".join(lines) + "\n"
 
 
