@@ -159,7 +159,11 @@ class Session:
                 self._stream.priority = self.priority
             self._epoch = self._stream.record()
             self._epoch.synchronize()
-            self._epoch_host = time.perf_counter()
+            # A simulated marker carries its host time: use it, since the stamp taken
+            # after synchronize() can lag it (by 0.5 ms on a loaded CI machine, which put
+            # the trace's GPU spans after the CPU work that waited for them).  A CUDA
+            # event has none: the moment its wait returns is the best estimate.
+            self._epoch_host = getattr(self._epoch, "time", None) or time.perf_counter()
         check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         if streamed:
             copier = CudaStream(self.spin_wait, self.priority) if self.real_gpu else CheckedStream("copy", checker)
