@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..contracts.batch_axes import BatchAxes
 from ..errors import PlanError
-from .plan import Plan
+from .plan import Plan, read_plan_file
 
 SCHEMA = "hetpart-data-parallel-plan"
 VERSION = 1
@@ -126,11 +126,4 @@ class DataParallelPlan:
 
     @classmethod
     def load(cls, path, graphs: dict[int, object] | None = None) -> "DataParallelPlan":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PlanError(f"plan file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PlanError(f"cannot read plan file {path}: {exc}") from None
-        return cls.from_json(data, graphs)
+        return cls.from_json(read_plan_file(path), graphs)

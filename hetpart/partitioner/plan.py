@@ -177,14 +177,7 @@ class Plan:
 
     @classmethod
     def load(cls, path, graph=None) -> "Plan":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PlanError(f"plan file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PlanError(f"cannot read plan file {path}: {exc}") from None
-        return cls.from_json(data, graph)
+        return cls.from_json(read_plan_file(path), graph)
 
 
 def _check_streaming(plan: "Plan") -> None:
@@ -208,3 +201,15 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def read_plan_file(path) -> dict:
+    """The JSON object in plan file ``path``; PlanError naming the file when it is
+    missing or unreadable (every plan kind's ``load`` reads through here)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError(f"plan file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"cannot read plan file {path}: {exc}") from None
