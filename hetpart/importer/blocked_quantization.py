@@ -28,7 +28,7 @@ def blocked_quantization(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with blocked (de)quantisation rewritten (see the module doc)."""
     if not any(n.op_type in _OPS and _attrs(n).get("block_size", 0) for n in model.graph.node):
         return model
-    from .expand_functions import _value_types
+    from .onnx_types import value_types as _value_types
 
     types = {k: t.tensor_type for k, t in _value_types(model).items() if t.HasField("tensor_type")}
     out = onnx.ModelProto()

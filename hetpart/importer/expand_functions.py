@@ -21,6 +21,8 @@ import onnx
 import onnx.inliner
 from onnx import FunctionProto, helper
 
+from .onnx_types import skeleton_with_functions, value_types
+
 EXPAND_ALWAYS: dict[str, str] = {
     "Attention": "TVM's converter is com.microsoft's Attention (a num_heads attribute), not ONNX's opset-23 op",
     "RMSNormalization": "TVM's converter fails inside TIR (a scale of rank 1 read with no index)",
@@ -120,7 +122,7 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto | None:
     targets = [i for i, n in enumerate(model.graph.node) if _wanted(n, known) and _has_function(n, opset)]
     if not targets:
         return None
-    types = _value_types(model)
+    types = value_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     functions = []
@@ -151,7 +153,7 @@ def _inline(model: onnx.ModelProto, opset: int, functions) -> onnx.ModelProto:
     convert = any(o.version != opset for f in functions for o in f.opset_import if o.domain in ("", "ai.onnx"))
     if convert:
         try:
-            inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
+            inferred = onnx.shape_inference.infer_shapes(skeleton_with_functions(model))
             typed = onnx.ModelProto()
             typed.CopyFrom(model)
             typed.graph.value_info.extend(inferred.graph.value_info)
@@ -206,28 +208,6 @@ def _fill_default_attributes(node: onnx.NodeProto, opset: int) -> None:
     for name, attr in schema.attributes.items():
         if name not in present and attr.default_value and attr.default_value.name:
             node.attribute.append(attr.default_value)
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Types of the graph's values (inputs, initializers, inferred intermediates)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
-    except Exception:  # noqa: BLE001 - the caller validated the model; fall back to what it declares
-        inferred = model
-    g = inferred.graph
-    types = {v.name: v.type for v in [*g.input, *g.value_info, *g.output]}
-    for t in g.initializer:
-        types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
-    return types
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with its large weights as typed inputs (inference need not copy them)."""
-    from .onnx_source import skeleton
-
-    out = skeleton(model)
-    out.functions.extend(model.functions)  # the local functions being inlined
-    return out
 
 
 def _drop_domain(model: onnx.ModelProto) -> None:

@@ -78,7 +78,7 @@ def _keeps_everything(node: onnx.NodeProto, opset: int, consts: dict) -> bool:
 
 def _value_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element types of the model's tensor values (shape inference's)."""
-    from .expand_functions import _value_types as value_types
+    from .onnx_types import value_types
 
     return {k: t.tensor_type.elem_type for k, t in value_types(model).items() if t.HasField("tensor_type")}
 

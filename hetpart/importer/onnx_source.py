@@ -27,6 +27,7 @@ from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
+from .onnx_types import skeleton
 from .qdq import qdq_contractions
 from .qlinear import lower_qlinear
 from .shape_folding import fold_static_shapes
@@ -97,38 +98,6 @@ def _resolve(model) -> ModelSource:
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
     return ModelSource(proto, path.stem, spec)
-
-
-def skeleton(model: onnx.ModelProto, min_bytes: int = 4096) -> onnx.ModelProto:
-    """``model`` with every large initializer turned into a typed graph input.
-
-    The checker and shape inference serialise the whole model (seconds for BERT's
-    440 MB of weights, impossible past protobuf's 2 GB), yet only need the weights'
-    types and shapes.  Small initializers stay, since shape inference reads values
-    such as a Reshape's target shape.
-    """
-    g = model.graph
-    small = [t for t in g.initializer if _tensor_bytes(t) < min_bytes]
-    large = [t for t in g.initializer if _tensor_bytes(t) >= min_bytes]
-    # Before IR 4 an initializer is only a default of a graph input: ONNX ignores one
-    # that is not also an input (e.g. a value shape folding just added), so list it.
-    listed = small if model.ir_version < 4 else []
-    inputs = list(g.input) + [
-        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-        for t in large + listed if t.name not in {i.name for i in g.input}
-    ]
-    graph = onnx.helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
-                                   value_info=list(g.value_info))
-    out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
-    out.ir_version = model.ir_version
-    return out
-
-
-def _tensor_bytes(t: onnx.TensorProto) -> int:
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n * max(1, onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize) if t.data_type else 0
 
 
 def _check(source: ModelSource) -> None:

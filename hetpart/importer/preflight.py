@@ -159,7 +159,7 @@ def _output_shape_is_implied(node: onnx.NodeProto, attrs: dict, shapes: dict) ->
 def _value_infos(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list[int]]]:
     """Element type of every tensor value ONNX shape inference can type, and the
     static shape of those it can shape."""
-    from .onnx_source import skeleton  # weights as typed inputs: inference need not copy them
+    from .onnx_types import skeleton  # weights as typed inputs: inference need not copy them
 
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton(model))

@@ -80,7 +80,7 @@ class _Constants:
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
-    from .expand_functions import _value_types
+    from .onnx_types import value_types as _value_types
 
     return {k: t.tensor_type.elem_type for k, t in _value_types(model).items() if t.HasField("tensor_type")}
 

@@ -45,7 +45,7 @@ def lower_qlinear(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Rank of every tensor value shape inference can shape."""
-    from .expand_functions import _value_types
+    from .onnx_types import value_types as _value_types
 
     out = {}
     for name, t in _value_types(model).items():

@@ -337,7 +337,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int]]]:
     """Element type and static shape of the graph's values: ONNX shape inference
     with data propagation (so ``Reshape`` to a computed shape is known), on the
     skeleton (the weights' shapes, not their bytes)."""
-    from .onnx_source import skeleton
+    from .onnx_types import skeleton
 
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=True)

@@ -20,7 +20,8 @@ import onnx
 
 from ..contracts.buckets import BATCH, DEFAULT_BATCH_SIZES, BucketSpec
 from ..errors import ShapeError, option
-from .onnx_source import read_source, skeleton
+from .onnx_source import read_source
+from .onnx_types import skeleton
 
 
 def symbolic_dims(model) -> dict[str, list]:
