@@ -1,5 +1,7 @@
 """Bigger than the GPU (issue 19): each workload under GPU memory caps below its weight
-bytes, hetpart against all-CPU, ONNX Runtime CPU, PyTorch CPU, accelerate's offload and
+bytes, hetpart (float32, and ``hetpart bf16``: weights held and streamed in bfloat16,
+``precision="cuda=bf16,cpu=fp32"``, outputs checked against ONNX Runtime within 2e-2,
+beside its own limit for the bytes it moves) against all-CPU, ONNX Runtime CPU, PyTorch CPU, accelerate's offload and
 the llama.cpp-style and ORT-style memory rules, beside the physical limit from
 bandwidths measured in the run.  The logic is ``hetpart.bench.capped``.
 
@@ -22,6 +24,9 @@ and writes what it has; a second call with --skip-done goes on)::
         --out $OUT/capped-nvidia-h200.json
     python bench/capped.py --workloads llama_prefill,llama_decode --caps 1/2 --budget 500 \\
         --skip-done bench/results/capped-nvidia-h200.json --out $OUT/capped-nvidia-h200.json
+    # float32 against bf16 weights (tools/device_round.sh 16)
+    python bench/capped.py --workloads bert_large --caps 512MiB,1/2,1/3,1/4 --contenders "hetpart,hetpart bf16" \\
+        --budget 500 --out $OUT/capped-bf16.json
 
 DLRM at several GB: ``--workloads "zoo:dlrm:table_rows=2000000,num_tables=26"`` (13 GB).
 
@@ -107,7 +112,9 @@ def _line(item) -> str:
         limit = "" if item.limit_ms is None else f"  limit {item.limit_ms:.2f} ms"
         why = f"  ({item.skipped})" if item.skipped else (f"  [{item.placement or item.note}]"
                                                           if item.placement or item.note else "")
-        return f"{item.workload:<16} cap {human_bytes(item.cap_bytes):>10}  {item.contender:<22} {ms}{pred}{limit}{why}"
+        err = "" if item.rel_error is None else f"  rel err {item.rel_error:.1e}"
+        return (f"{item.workload:<16} cap {human_bytes(item.cap_bytes):>10}  {item.contender:<22} {ms}{pred}{limit}"
+                f"{err}{why}")
     return "  ".join(f"{k}={v}" for k, v in item.items())
 
 

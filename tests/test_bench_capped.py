@@ -40,6 +40,93 @@ def test_the_limit_takes_the_best_placement():
     assert limits == sorted(limits, reverse=True)  # more memory never makes the limit worse
 
 
+def test_the_bf16_limit_counts_the_bytes_the_gpu_holds_and_streams():
+    bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
+    # 100 float32 bytes, 50 as the GPU holds them in bf16, 40 fit: 10 streamed under 1 s of compute.
+    assert limit_s(1.0, 100, 40, bw, gpu_weight_bytes=50) == pytest.approx(1.0)
+    assert limit_s(1.0, 100, 40, bw, gpu_weight_bytes=100) == limit_s(1.0, 100, 40, bw) == pytest.approx(3.5)
+    # No cap at all: 50 bf16 bytes over it; a bf16 byte left to the CPU is 2 float32 bytes read there:
+    # streaming 30 (3 s) with 20 GPU bytes = 40 CPU bytes (2 s) beats all-CPU (5 s) and all streamed (5 s).
+    assert limit_s(1.0, 100, 0, bw, gpu_weight_bytes=50) == pytest.approx(5.0)
+    for cap in (0, 20, 40, 60, 100):
+        assert limit_s(1.0, 100, cap, bw, gpu_weight_bytes=50) <= limit_s(1.0, 100, cap, bw)
+
+
+def test_precision_weight_bytes_are_the_graphs_accounting():
+    from hetpart import importer
+
+    graph = importer.load("zoo:mlp:small")
+    w = capped.initializer_bytes(capped.prepare(Workload("mlp", "zoo:mlp:small")).onnx_model)
+    assert capped.precision_weight_bytes(graph, w, "cuda=fp32") == w
+    assert capped.precision_weight_bytes(graph, w, "cuda=tf32,cpu=fp32") == w
+    low = capped.precision_weight_bytes(graph, w, "cuda=bf16,cpu=fp32")
+    assert w / 2 <= low < w  # Gemm weights (nearly all the bytes) at 2 bytes, the rest at 4
+
+
+def test_a_v1_results_file_reads_as_float32(tmp_path):
+    path = tmp_path / "capped.json"
+    old = {"schema": capped.SCHEMA, "version": 1, "gpu": "g", "limit": "", "runs": [], "workloads": {},
+           "records": [{"workload": "w", "cap_bytes": 1, "contender": "hetpart", "ms": 1.0, "predicted_ms": None,
+                        "limit_ms": 0.5, "placement": "", "skipped": "", "note": ""}]}
+    path.write_text(json.dumps(old))
+    data = capped.load_results(path, "g")
+    assert data["version"] == capped.VERSION and data["records"][0]["precision"] == "fp32"
+    assert "| 0.50 | – |" in capped.markdown(data)  # the fp32 limit; no bf16 limit
+
+
+def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
+    results = capped.new_results("g")
+    for contender, precision, limit, err in (("hetpart", "fp32", 10.0, None), ("hetpart bf16", "bf16", 6.0, 0.5)):
+        capped.add(results, Record("w", 1 << 20, contender, 12.0, 11.0, limit, precision=precision, rel_error=err))
+    table = capped.markdown(results)
+    row = next(line for line in table.splitlines() if line.startswith("| w |"))
+    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | 12.00 | 12.00 (wrong) |")
+    assert "hetpart bf16: 5.00e-01" in table
+
+
+@pytest.fixture(scope="module")
+def bf16_run():
+    """hetpart and hetpart bf16 on the zoo MLP (23 MB of weights: big enough for the
+    GPU under roofline costs) under half its weights, simulated."""
+    from hetpart import importer
+
+    costs = roofline_costs(importer.load("zoo:mlp"))
+    options = Options(settings=Settings.tiny(), cost_model=costs, simulate=True, bandwidth_bytes=1 << 20,
+                      contenders=("hetpart", "hetpart bf16"))
+    return list(capped.bench(["zoo:mlp"], ["1/2"], options, export_dir=None))
+
+
+@pytest.mark.slow  # two simulated builds of the MLP (~5 s)
+def test_bf16_runs_on_the_gpu_within_the_tolerance_below_the_fp32_limit(bf16_run):
+    _, workload, fp32, bf16 = bf16_run
+    assert (fp32.contender, fp32.precision, bf16.contender, bf16.precision) == (
+        "hetpart", "fp32", "hetpart bf16", "bf16")
+    assert workload["weight_bytes"] / 2 <= workload["bf16_gpu_weight_bytes"] < workload["weight_bytes"]
+    assert "cuda" in bf16.placement and bf16.ms is not None and not bf16.skipped, bf16
+    assert bf16.rel_error is not None and 0 < bf16.rel_error <= capped.BF16_TOLERANCE  # bf16 weights did run
+    assert fp32.rel_error is None and fp32.limit_ms is not None
+    assert 0 < bf16.limit_ms < fp32.limit_ms
+
+
+@pytest.mark.slow  # the front end compiles two simulated builds (~10 s)
+def test_the_front_end_runs_bf16_simulated_and_renders_both(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "capped.py"))
+    out = tmp_path / "capped.json"
+    assert front["main"](["--workloads", "zoo:mlp", "--caps", "1/2", "--simulate", "--quick", "--bandwidth-mib", "1",
+                          "--contenders", "hetpart,hetpart bf16", "--out", str(out)]) == 0
+    records = {r["contender"]: r for r in json.loads(out.read_text())["records"]}
+    assert {c: r["precision"] for c, r in records.items()} == {"hetpart": "fp32", "hetpart bf16": "bf16"}
+    assert records["hetpart bf16"]["ms"] is not None and records["hetpart bf16"]["rel_error"] <= capped.BF16_TOLERANCE
+    assert records["hetpart bf16"]["limit_ms"] < records["hetpart"]["limit_ms"]
+    table = out.with_suffix(".md").read_text()
+    assert "| limit ms | bf16 limit ms |" in table and "| hetpart | hetpart bf16 |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| zoo:mlp |"))
+    assert "–" not in row.split("|")[3:7]  # both limits, both times
+
+
 @pytest.fixture(scope="module")
 def mlp_run():
     """Every item bench() yields for zoo:mlp:small under two caps, simulated."""
@@ -70,10 +157,16 @@ def test_plans_are_measured_and_the_rest_skipped_with_a_reason(mlp_run):
             assert r.ms is None and r.skipped, r
         else:
             assert r.ms is not None and r.ms > 0 and not r.skipped, r
-        if r.contender in ("hetpart", "hetpart all-CPU", "llama.cpp-style rule", "ORT-style rule"):
+        if r.contender in ("hetpart", "hetpart bf16", "hetpart all-CPU", "llama.cpp-style rule", "ORT-style rule"):
             assert r.predicted_ms is not None and r.placement
+        assert r.precision == ("bf16" if r.contender == "hetpart bf16" else "fp32")
     all_cpu = [r for r in records if r.contender == "hetpart all-CPU"]
     assert all_cpu[0].ms == all_cpu[1].ms and "measured once" in all_cpu[1].note
+    # Both hetparts place everything on the CPU here; a build's key is its placement alone, yet
+    # the bf16 contender is built and checked on its own (its build must never be float32's).
+    for r in records:
+        if r.contender == "hetpart bf16":
+            assert "same placement" not in r.note and r.rel_error is not None, r
 
 
 def test_torch_contenders_say_torch_is_missing():

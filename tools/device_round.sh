@@ -127,6 +127,11 @@ case "${1:-1}" in
   { which compute-sanitizer; ls /usr/local/cuda*/bin 2>/dev/null | head; } > "$OUT/logs/tools.txt" 2>&1
   CUDA_LAUNCH_BLOCKING=1 timeout $((BUDGET + 40)) python3 bench/serve.py --scenarios resnet50+bert --budget "$BUDGET" \
     --window-s 1.0 --out "$OUT/serve-debug.json" > "$OUT/logs/serve.txt" 2>&1 ;;
+16)  # issue 19 in bf16: BERT-large's weights held and streamed in bfloat16 beside float32, each cap in turn
+     # (both contenders at 512MiB first; --budget writes what it has); outputs checked against ORT (2e-2)
+  CAPS=${CAPS:-512MiB,1/2,1/3,1/4}
+  timeout $((BUDGET + 50)) python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget "$BUDGET" --reserve 90 \
+    --contenders "hetpart,hetpart bf16" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -7,6 +7,13 @@ records, per contender (the names are fixed; the table and the goals read them):
 * ``hetpart`` -- ``hetpart.partition(graph, gpu_memory=cap)`` (the latency
   objective), compiled and run in a Session: whatever placement the partitioner
   makes, weight streaming included once it is there;
+* ``hetpart bf16`` -- the same with ``precision="cuda=bf16,cpu=fp32"``
+  (:mod:`hetpart.contracts.precision`): CUDA kernels hold and stream their
+  contraction/gather weights in bfloat16 (half the bytes), compute stays float32.
+  Its outputs are checked against ONNX Runtime's float32 ones (``rel_error``, at most
+  :data:`BF16_TOLERANCE` of the largest reference value, as the precision's tests);
+  its ``limit_ms`` is the physical limit with the bytes it holds and streams
+  (:func:`precision_weight_bytes`);
 * ``hetpart all-CPU`` -- every kernel on the CPU (measured once per workload);
 * ``onnxruntime_cpu``, ``torch_cpu`` -- the peers (:mod:`.peers`) on the same model
   (once per workload);
@@ -17,8 +24,9 @@ records, per contender (the names are fixed; the table and the goals read them):
   :mod:`hetpart.partitioner.memory_rules`, compiled and run like hetpart's plan.
 
 Every record carries ``limit_ms``, the physical limit of the workload under the cap
-(:func:`limit_s`) from bandwidths measured in the run (:func:`measure_bandwidths`),
-and ``predicted_ms`` where a plan predicts one.  A contender that cannot run here
+(:func:`limit_s`) from bandwidths measured in the run (:func:`measure_bandwidths`)
+for the record's ``precision`` (``fp32``: float32 weight bytes; ``bf16``: the
+``hetpart bf16`` contender's), and ``predicted_ms`` where a plan predicts one.  A contender that cannot run here
 is a record with ``ms`` None and ``skipped`` saying why (no torch, no GPU, a plan
 that cannot meet the cap ...).
 
@@ -48,12 +56,19 @@ from ..partitioner.costs import cost_origin
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
-SCHEMA, VERSION = "hetpart-capped", 1
-CONTENDERS = ("hetpart", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
+SCHEMA, VERSION = "hetpart-capped", 2  # 2: Record.precision, Record.rel_error, the bf16 contender
+READS = (1, 2)  # version 1's records read as precision fp32
+CONTENDERS = ("hetpart", "hetpart bf16", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
               "llama.cpp-style rule", "ORT-style rule")
 # Measured once per workload: their placement does not depend on the cap.
 CAP_FREE = ("hetpart all-CPU", "onnxruntime_cpu", "torch_cpu")
 DEFAULT_CAPS = ("1/2", "1/3", "1/4")
+# The precision (hetpart.contracts.precision) each hetpart contender plans and builds
+# with, by its record's label; every other contender is float32 ("fp32").
+PRECISIONS = {"hetpart bf16": ("bf16", "cuda=bf16,cpu=fp32")}
+BF16_TOLERANCE = 2e-2
+"""Largest ``max|hetpart - ORT| / max|ORT|`` over the outputs for a bf16 record to be
+right: the tolerance hetpart's precision is tested to (README, tests/test_compiler_precision.py)."""
 LIMIT = ("the best placement's time if every byte moved at the bandwidths measured in this run: "
          "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
          "reading the rest at its memory bandwidth, or the CPU reading all of them; a lower bound")
@@ -163,6 +178,7 @@ class Prepared:
     feeds: dict
     onnx_feeds: dict
     weight_bytes: int
+    reference: dict | None = None  # ONNX Runtime's outputs on onnx_feeds, by output name (first asked: reference())
 
 
 def prepare(w: Workload) -> Prepared:
@@ -176,6 +192,32 @@ def prepare(w: Workload) -> Prepared:
     source = w.model if isinstance(w.model, (str, os.PathLike)) and not str(w.model).startswith("zoo:") \
         else p.onnx_model
     return Prepared(w, p.graph, source, feeds, onnx_feeds, initializer_bytes(p.onnx_model))
+
+
+def reference(prep: Prepared) -> dict:
+    """ONNX Runtime's (CPU, float32) outputs of ``prep`` by output name, computed once."""
+    if prep.reference is None:
+        from .peers import ort_session
+
+        session = ort_session(prep.onnx_model)
+        names = [o.name for o in session.get_outputs()]
+        prep.reference = dict(zip(names, session.run(None, prep.onnx_feeds)))
+    return prep.reference
+
+
+def rel_error(got: dict, want: dict) -> float:
+    """``max|got - want| / max|want|``, the largest over ``want``'s outputs (a missing
+    or misshapen output is an error of ``inf``)."""
+    worst = 0.0
+    for name, ref in want.items():
+        ref = np.asarray(ref, np.float64)
+        out = got.get(name)
+        if out is None or np.shape(out) != ref.shape:
+            return float("inf")
+        if ref.size:
+            diff = float(np.abs(np.asarray(out, np.float64) - ref).max())
+            worst = max(worst, diff / max(float(np.abs(ref).max()), 1e-30))
+    return worst
 
 
 def initializer_bytes(model) -> int:
@@ -276,7 +318,8 @@ def _cpu_read(nbytes: int) -> tuple[float, str]:
     return nbytes / best, how + ", best of 5"
 
 
-def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwidths) -> float:
+def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwidths,
+            gpu_weight_bytes: int | None = None) -> float:
     """The physical limit of a workload under ``cap_bytes``: the least of
 
     * all on the CPU: ``weight_bytes / cpu``;
@@ -285,16 +328,43 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
       not overlapped): ``c / cpu + max(gpu_compute_s, s / h2d)``, ``c + s = weights
       - cap``, at its best split (an end or where streaming meets compute).
 
-    Without a host-to-device bandwidth only the all-CPU term counts.
+    ``gpu_weight_bytes``: the weights' bytes as the GPU holds and streams them (a
+    low precision's, :func:`precision_weight_bytes`; default ``weight_bytes``, float32
+    on both devices).  The GPU then holds or streams ``gpu_weight_bytes - cap`` bytes
+    over the cap, and a GPU byte left to the CPU costs ``weight_bytes /
+    gpu_weight_bytes`` bytes read there (the CPU keeps float32).  Without a
+    host-to-device bandwidth only the all-CPU term counts.
     """
     cpu_all = weight_bytes / bw.cpu_bytes_per_s
     if bw.h2d_bytes_per_s is None:
         return cpu_all
-    over = max(0, weight_bytes - cap_bytes)
+    gpu_bytes = weight_bytes if gpu_weight_bytes is None else gpu_weight_bytes
+    per_gpu_byte = weight_bytes / gpu_bytes if gpu_bytes else 1.0  # CPU bytes per GPU byte left to the CPU
+    over = max(0, gpu_bytes - cap_bytes)
     splits = {0.0, float(over)}
     splits.add(min(float(over), max(0.0, over - gpu_compute_s * bw.h2d_bytes_per_s)))
-    mixed = min(c / bw.cpu_bytes_per_s + max(gpu_compute_s, (over - c) / bw.h2d_bytes_per_s) for c in splits)
+    mixed = min(c * per_gpu_byte / bw.cpu_bytes_per_s + max(gpu_compute_s, (over - c) / bw.h2d_bytes_per_s)
+                for c in splits)
     return min(cpu_all, mixed)
+
+
+def precision_weight_bytes(graph, weight_bytes: int, precision) -> int:
+    """The workload's weight bytes as the GPU holds them in ``precision``'s CUDA format:
+    ``weight_bytes`` (the initializers, float32) less what storing each converted
+    kernel's weights in that format saves, by the graph's own accounting
+    (:func:`hetpart.importer.low_precision.param_bytes`, what the partitioner sizes
+    the cap and the streams with).  Float32 and TF32: ``weight_bytes``.
+
+    This is the one term of :func:`limit_s` a precision changes: its compute stays
+    float32, so its GPU compute term is float32's (a bf16 kernel reads fewer weight
+    bytes from GPU memory, which the bound does not credit: negligible beside the
+    host-to-device stream it halves)."""
+    from ..contracts.precision import coerce
+    from ..importer.low_precision import param_bytes
+
+    sizes = param_bytes(graph, coerce(precision).storage("cuda"))
+    saved = sum(graph.kernels[k].param_bytes - size for k, size in sizes.items())
+    return max(0, weight_bytes - saved)
 
 
 def gpu_compute_s(graph, costs) -> float:
@@ -347,6 +417,8 @@ class Record:
     placement: str = ""
     skipped: str = ""
     note: str = ""
+    precision: str = "fp32"  # the weights' format on the GPU: "fp32" (every contender but hetpart bf16) or "bf16"
+    rel_error: float | None = None  # max|out - ORT| / max|ORT| where checked (hetpart bf16)
 
     def key(self) -> tuple:
         return (self.workload, self.cap_bytes, self.contender)
@@ -368,6 +440,9 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
         if name == "hetpart":
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
                              stream_weights=True)  # issue 19: weights that do not fit may stream
+        if name in PRECISIONS:  # the plan records its precision; compile() builds with it
+            return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
+                             stream_weights=True, precision=PRECISIONS[name][1])
         problem = build_problem(prep.graph, costs, (), cap)
         a = BASELINES["all_cpu"](problem) if name == "hetpart all-CPU" else RULES[name](problem)
         if a is None:
@@ -377,17 +452,49 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
         raise Skip(f"no plan: {exc}") from None
 
 
-def _time_plan(plan, name: str, prep: Prepared, builds, options: Options) -> tuple[float, str]:
+class Builds:
+    """One :class:`~.builds.BuildCache` per precision (its key is the placement alone:
+    a bf16 build must never stand in for the float32 build of the same placement), and
+    each checked build's relative error against ONNX Runtime."""
+
+    def __init__(self, graph, options: Options):
+        self.graph, self.options = graph, options
+        self.caches: dict[str, BuildCache] = {}
+        self.errors: dict[tuple[str, str], float] = {}
+
+    def cache(self, precision: str) -> BuildCache:
+        if precision not in self.caches:
+            self.caches[precision] = BuildCache(self.graph, simulate=self.options.simulate,
+                                                kernel_options=self.options.kernel_options or DEFAULT)
+        return self.caches[precision]
+
+    def clear(self) -> None:
+        for c in self.caches.values():
+            c.clear()
+
+
+def precision_label(contender: str) -> str:
+    """``"bf16"`` for ``hetpart bf16``, ``"fp32"`` for every other contender."""
+    return PRECISIONS[contender][0] if contender in PRECISIONS else "fp32"
+
+
+def _time_plan(plan, name: str, prep: Prepared, builds: Builds, options: Options) -> tuple[float, str, float | None]:
     """Median seconds of ``plan`` in a Session; a placement already built and timed (the
-    same as another contender's) is measured once: (seconds, note)."""
+    same as another contender's of the same precision) is measured once.  A low-precision
+    contender's outputs are checked against ONNX Runtime's once per build:
+    (seconds, note, relative error or None)."""
     from ..runtime import Session
 
-    build = builds.get(plan, name)
+    precision = precision_label(name)
+    build = builds.cache(precision).get(plan, name)
+    key = (precision, build.name)
     if build.latency is None:
         with Session(build.compiled) as session:
             build.latency = time_calls(lambda: session.run(prep.feeds), options.settings)
+            if name in PRECISIONS:
+                builds.errors[key] = rel_error(session.run(prep.feeds), reference(prep))
     same = "" if build.plan_name == name else f"same placement as {build.plan_name}: measured once"
-    return build.latency.median_s, same
+    return build.latency.median_s, same, builds.errors.get(key)
 
 
 def _peer_seconds(name: str, prep: Prepared, options: Options) -> float:
@@ -479,12 +586,19 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
             costs.add_graph(prep.graph)
         compute = gpu_compute_s(prep.graph, costs)
         cap_bytes = [parse_cap(c, prep.weight_bytes) for c in caps]
+        # The GPU weight bytes of each precision a contender runs in (its limit's only change:
+        # compute stays float32, so the compute term is float32's, :func:`precision_weight_bytes`).
+        gpu_bytes = {"fp32": prep.weight_bytes} | {
+            label: precision_weight_bytes(prep.graph, prep.weight_bytes, text)
+            for label, text in (PRECISIONS[c] for c in options.contenders if c in PRECISIONS)}
         yield {"workload": name, "weight_bytes": prep.weight_bytes, "gpu_compute_ms": compute * 1e3,
-               "kernels": len(prep.graph.kernels)}
+               "kernels": len(prep.graph.kernels),
+               **{f"{label}_gpu_weight_bytes": b for label, b in gpu_bytes.items() if label != "fp32"}}
         cap_free: dict[str, Record] = {}
-        builds = BuildCache(prep.graph, simulate=options.simulate, kernel_options=options.kernel_options or DEFAULT)
+        builds = Builds(prep.graph, options)
         for cap in cap_bytes:
-            limit = limit_s(compute, prep.weight_bytes, cap, bw) * 1e3
+            limits = {label: limit_s(compute, prep.weight_bytes, cap, bw, b) * 1e3 for label, b in gpu_bytes.items()}
+            limit = limits["fp32"]
             for contender in (c for c in CONTENDERS if c in options.contenders):
                 if (name, cap, contender) in done:
                     continue
@@ -495,7 +609,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
                     r.cap_bytes, r.limit_ms = cap, limit
                     r.note = "cap-independent: measured once per workload"
                 else:
-                    r = _measure(contender, prep, cap, limit, costs, builds, options)
+                    r = _measure(contender, prep, cap, limits[precision_label(contender)], costs, builds, options)
                     if contender in CAP_FREE:
                         cap_free[contender] = r
                 yield r
@@ -519,7 +633,7 @@ def measure_kernels(graph, options: Options) -> None:
 
 def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, builds,
              options: Options) -> Record:
-    r = Record(prep.workload.name, cap, contender, None, None, limit_ms)
+    r = Record(prep.workload.name, cap, contender, None, None, limit_ms, precision=precision_label(contender))
     try:
         if contender in ("onnxruntime_cpu", "torch_cpu"):
             r.ms = _peer_seconds(contender, prep, options) * 1e3
@@ -532,8 +646,11 @@ def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, b
             plan = _plan_contender(contender, prep, costs, cap)
             r.predicted_ms = float(plan.predicted["latency_s"]) * 1e3
             r.placement = placement(plan)
-            seconds, r.note = _time_plan(plan, contender, prep, builds, options)
+            seconds, r.note, r.rel_error = _time_plan(plan, contender, prep, builds, options)
             r.ms = seconds * 1e3
+            if r.rel_error is not None and not r.rel_error <= BF16_TOLERANCE:
+                r.note = "; ".join(filter(None, [r.note, f"WRONG: outputs off by {r.rel_error:.2e} of the largest "
+                                                          f"ONNX Runtime value (tolerance {BF16_TOLERANCE:g})"]))
     except Skip as exc:
         r.skipped = str(exc)
     except HetpartError as exc:
@@ -556,9 +673,15 @@ def new_results(gpu: str) -> dict:
 
 
 def load_results(path: Path, gpu: str) -> dict:
+    """The results at ``path`` (any version of :data:`READS`, brought to this one: a
+    version-1 record is float32), else new ones."""
     if path.exists():
         data = json.loads(path.read_text())
-        if data.get("schema") == SCHEMA and data.get("version") == VERSION:
+        if data.get("schema") == SCHEMA and data.get("version") in READS:
+            for r in data["records"]:
+                r.setdefault("precision", "fp32")
+                r.setdefault("rel_error", None)
+            data["version"] = VERSION
             return data
     return new_results(gpu)
 
@@ -587,25 +710,33 @@ def save(path: Path, results: dict) -> None:
     atomic_write_text(path.with_suffix(".md"), markdown(results))
 
 
+LOW = tuple(label for label, _ in PRECISIONS.values())  # the low precisions, each with its limit column
+
+
 def markdown(results: dict) -> str:
-    """One row per workload and cap, one column per contender (ms; ``–`` skipped)."""
+    """One row per workload and cap, one column per contender (ms; ``–`` skipped; a
+    checked record off by more than :data:`BF16_TOLERANCE` marked ``wrong``), the
+    float32 limit and each low precision's (``bf16 limit ms``)."""
     from ..importer.summary import human_bytes
 
-    head = ["workload", "cap", "limit ms", *CONTENDERS, "hetpart predicted ms"]
+    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), *CONTENDERS,
+            *(f"{c} predicted ms" for c in CONTENDERS if c == "hetpart" or c in PRECISIONS)]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     by_row: dict[tuple, dict] = {}
     for r in results["records"]:
         by_row.setdefault((r["workload"], r["cap_bytes"]), {})[r["contender"]] = r
     notes = [f"{wl}: {info['skipped']}" for wl, info in results.get("workloads", {}).items() if info.get("skipped")]
+    errors = []
     for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        limit = next((r["limit_ms"] for r in recs.values() if r.get("limit_ms") is not None), None)
-        cells = [wl, human_bytes(cap), _ms(limit)]
+        cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *LOW))]
         for c in CONTENDERS:
             r = recs.get(c)
-            cells.append("" if r is None else _ms(r["ms"]))
+            cells.append("" if r is None else _ms(r["ms"]) + _wrong(r))
             if r is not None and r.get("skipped"):
                 notes.append(f"{wl} @ {human_bytes(cap)}, {c}: {r['skipped']}")
-        cells.append(_ms((recs.get("hetpart") or {}).get("predicted_ms")))
+            if r is not None and r.get("rel_error") is not None:
+                errors.append(f"{wl} @ {human_bytes(cap)}, {c}: {r['rel_error']:.2e}")
+        cells += [_ms((recs.get(c) or {}).get("predicted_ms")) for c in CONTENDERS if c == "hetpart" or c in PRECISIONS]
         rows.append("| " + " | ".join(cells) + " |")
     runs = results.get("runs") or [{}]
     bw = runs[-1].get("bandwidths") or {}
@@ -616,9 +747,25 @@ def markdown(results: dict) -> str:
             f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
             f"Costs: {runs[-1].get('costs', '?')}. Written by `bench/capped.py`.\n\n")
     text += "\n".join(rows) + "\n"
+    if errors:
+        text += (f"\n`hetpart bf16`: CUDA weights held and streamed in bfloat16 (`cuda=bf16,cpu=fp32`), compute "
+                 f"float32; `bf16 limit ms` counts the bytes it holds and streams. Outputs against ONNX Runtime "
+                 f"float32, max|error| / max|reference| (right at most {BF16_TOLERANCE:g}):\n\n"
+                 + "\n".join(f"* {e}" for e in errors) + "\n")
     if notes:
         text += "\nSkipped:\n\n" + "\n".join(f"* {n}" for n in sorted(set(notes))) + "\n"
     return text
+
+
+def _limit(recs: dict, precision: str) -> float | None:
+    """The limit of the row's records of ``precision`` (records before version 2: fp32)."""
+    return next((r["limit_ms"] for r in recs.values()
+                 if r.get("limit_ms") is not None and r.get("precision", "fp32") == precision), None)
+
+
+def _wrong(r: dict) -> str:
+    err = r.get("rel_error")
+    return " (wrong)" if err is not None and not err <= BF16_TOLERANCE and r.get("ms") is not None else ""
 
 
 def _ms(v) -> str:
