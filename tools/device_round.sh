@@ -132,6 +132,10 @@ case "${1:-1}" in
   CAPS=${CAPS:-512MiB,1/2,1/3,1/4}
   timeout $((BUDGET + 50)) python3 bench/capped.py --workloads bert_large --caps "$CAPS" --budget "$BUDGET" --reserve 90 \
     --contenders "hetpart,hetpart bf16" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
+17)  # the serving fix on the GPU: graphs captured by exited threads, then issue 20's full serve table
+  timeout 150 python3 tools/graph_thread_check.py > "$OUT/logs/graph_thread_check.txt" 2>&1
+  timeout $((BUDGET + 40)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+    > "$OUT/logs/serve.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
