@@ -38,6 +38,8 @@ On the GPU machine (about 1-3 min per model and device)::
     source .tvmpack/unpack.sh
     python bench/corpus.py                       # all models, batch 1, cuda and cpu
     python bench/corpus.py --models gpt2,t5_encoder,llama,swin_t --batches 1,32 --time
+    # issue 17's bf16 rows: CUDA builds with bf16 weights, PyTorch under torch.autocast(bfloat16)
+    python bench/corpus.py --devices cuda --batches 1,32 --time --precision bf16
     python bench/corpus.py --skip-done bench/results/corpus-nvidia-h200.json
     # a call limited to 10 min: stop at 9, results where they come back
     python3 bench/corpus.py --budget 540 --export-dir /tmp/corpus \
@@ -190,8 +192,16 @@ def _as_tuple(out) -> tuple:
     return out if isinstance(out, tuple) else (out,)
 
 
-def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int) -> float:
-    """Median ms of the module's forward replayed from a CUDA graph, TF32 allowed."""
+AUTOCAST = {"bf16": lambda torch: torch.bfloat16, "fp16": lambda torch: torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")  # of the CUDA builds (--precision); the CPU builds stay fp32
+TOLERANCE = {"tf32_on": 1e-2, "tf32_off": 1e-4, "bf16": 2e-2, "fp16": 2e-2}
+
+
+def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int, precision: str = "fp32") -> float:
+    """Median ms of the module's forward replayed from a CUDA graph, TF32 allowed;
+    ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type (issue 17's peer)."""
+    import contextlib
+
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -202,12 +212,15 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int) -> fl
     with torch.inference_mode():
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        warm = torch.autocast("cuda", dtype=AUTOCAST[precision](torch)) if precision in AUTOCAST else None
+        with torch.cuda.stream(stream), (warm or contextlib.nullcontext()):
             for _ in range(3):
                 module(*args)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        autocast = (torch.autocast("cuda", dtype=AUTOCAST[precision](torch)) if precision in AUTOCAST
+                    else contextlib.nullcontext())
+        with torch.cuda.graph(graph), autocast:
             module(*args)
         times = []
         for _ in range(repeat):
@@ -229,7 +242,8 @@ def cached_paths(export_dir: Path, name: str, batch: int) -> tuple[Path, Path, P
     return base.with_suffix(".onnx"), base.with_suffix(".npz"), base.with_suffix(".json")
 
 
-def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None, timing: bool, repeat: int) -> None:
+def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None, timing: bool, repeat: int,
+            precision: str = "fp32") -> None:
     """Write the ONNX file, inputs + reference outputs (npz) and notes (json)."""
     model_path, data_path, meta_path = cached_paths(export_dir, name, batch)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +266,7 @@ def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None, timi
     outputs = _onnxruntime(model_path).run(None, feeds)
     np.savez(data_path, **feeds, **{f"ref:{i}": o for i, o in enumerate(outputs)})
     if timing and not name.startswith("zoo:") and not onnx_path and _torch_has_cuda():
-        meta["torch_cuda_graph_ms"] = time_torch_cuda_graph(name, batch, feeds, repeat)
+        meta[_peer_key(precision)] = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
     meta_path.write_text(json.dumps(meta, indent=1))
 
 
@@ -301,8 +315,12 @@ def _torch_has_cuda() -> bool:
 # ========================================================================================
 # Stage 2: run on one device and compare
 # ========================================================================================
+def _peer_key(precision: str) -> str:
+    return "torch_cuda_graph_ms" if precision == "fp32" else f"torch_cuda_graph_{precision}_ms"
+
+
 def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: bool, profile: str,
-               timing: bool, repeat: int, out) -> None:
+               timing: bool, repeat: int, out, precision: str = "fp32") -> None:
     """hetpart on ``device`` (every kernel there); writes one JSON record line to ``out``."""
     import hetpart
     from hetpart.partitioner import Pin
@@ -312,7 +330,9 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
     data = dict(np.load(data_path))
     feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
     refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
-    record = {"model": name, "batch": batch, "device": device, "precision": "fp32", "tf32": tf32_on(),
+    precision = precision if device == "cuda" else "fp32"
+    low = None if precision == "fp32" else f"cuda={precision},cpu=fp32"
+    record = {"model": name, "batch": batch, "device": device, "precision": precision, "tf32": tf32_on(),
               "simulated": simulate and device == "cuda"}
     stage = "import"
     try:
@@ -321,19 +341,20 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
         prof = _profile(graph, profile, device)
         pinned, elsewhere = _device_pins(graph, device)
         plan = hetpart.partition(graph, "latency", profile=prof, pins=[Pin(k, device) for k in pinned],
-                                 progress=False)
+                                 progress=False, precision=low)
         if elsewhere:
             record["note"] = f"{len(elsewhere)} kernel(s) hetpart cannot build for {device} left to the planner: " \
                              + ", ".join(sorted({graph.kernels[k].func for k in elsewhere})[:5])
         stage = "compile"
-        compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False, options=_kernel_options())
+        compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False, options=_kernel_options(),
+                                   precision=low)
         stage = "run"
         with hetpart.Session(compiled) as session:
             got = list(session.run(_session_feeds(session, feeds)).values())
             if timing:
-                record.update(_timings(session, feeds, device, model_path, meta, repeat))
+                record.update(_timings(session, feeds, device, model_path, meta, repeat, precision))
         stage = "compare"
-        record.update(compare(got, refs))
+        record.update(compare(got, refs, precision))
     except Exception as exc:  # noqa: BLE001 - any failure is this record's result
         first = (str(exc).strip().splitlines() or [""])[0]
         record.update(status="error", rel_err=None, detail=f"{stage}: {type(exc).__name__}: {first[:400]}")
@@ -361,7 +382,7 @@ def _profile(graph, how: str, device: str):
     return None if how in ("", "recorded") else how
 
 
-def _timings(session, feeds, device, model_path, meta, repeat) -> dict:
+def _timings(session, feeds, device, model_path, meta, repeat, precision: str = "fp32") -> dict:
     """hetpart's median ms and its peer's: ONNX Runtime CPU (all cores) or PyTorch
     with a CUDA graph (measured in prepare)."""
     run_feeds = _session_feeds(session, feeds)
@@ -372,8 +393,9 @@ def _timings(session, feeds, device, model_path, meta, repeat) -> dict:
 
         sess = _onnxruntime(model_path, threads=physical_cores())
         out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4))
-    elif "torch_cuda_graph_ms" in meta:
-        out.update(peer="torch_cuda_graph", peer_ms=round(meta["torch_cuda_graph_ms"], 4))
+    elif _peer_key(precision) in meta:
+        peer = "torch_cuda_graph" if precision == "fp32" else f"torch_cuda_graph_autocast_{precision}"
+        out.update(peer=peer, peer_ms=round(meta[_peer_key(precision)], 4))
     return out
 
 
@@ -404,9 +426,9 @@ def _kernel_options():
     return resolve(tf32=tf32_on())
 
 
-def compare(got: list, refs: list) -> dict:
-    """status/rel_err/detail of hetpart's outputs against the reference's."""
-    tol = 1e-2 if tf32_on() else 1e-4
+def compare(got: list, refs: list, precision: str = "fp32") -> dict:
+    """status/rel_err/detail of hetpart's outputs against the (float32) reference's."""
+    tol = TOLERANCE.get(precision) or (TOLERANCE["tf32_on"] if tf32_on() else TOLERANCE["tf32_off"])
     if len(got) != len(refs):
         return {"status": "wrong", "rel_err": None, "detail": f"{len(got)} outputs, reference has {len(refs)}"}
     worst, notes = 0.0, []
@@ -461,7 +483,7 @@ def main(argv=None) -> int:
     devices = args.devices.split(",")
     for batch in (int(b) for b in args.batches.split(",")):
         for name in names:
-            todo = [d for d in devices if (name, batch, d) not in done]
+            todo = [d for d in devices if (name, batch, d, args.precision if d == "cuda" else "fp32") not in done]
             if todo and time.monotonic() > deadline - 30:
                 print(f"budget of {args.budget:g} s spent; stopping before {name} b{batch}", flush=True)
                 break
@@ -480,14 +502,15 @@ def run_model(name: str, batch: int, devices: list[str], args, onnx_path: str | 
     records.  A stage cut by ``deadline`` (``time.monotonic()``, from --budget) gives
     no record, so the next call (--skip-done) runs it again."""
     export_dir = Path(args.export_dir)
-    common = ["--export-dir", str(export_dir), "--repeat", str(args.repeat)] + (["--time"] if args.time else [])
+    common = ["--export-dir", str(export_dir), "--repeat", str(args.repeat), "--precision", args.precision] + (
+        ["--time"] if args.time else [])
     prep = [sys.executable, __file__, "--worker", "prepare", "--models", name, "--batches", str(batch), *common]
     if onnx_path:
         prep += ["--onnx", f"{name}={onnx_path}"]
     limit, cut = _stage_limit(args.timeout, deadline)
     failure = _call(prep, limit, "prepare (export / ONNX Runtime)")
     if failure:
-        return [] if cut and "timed out" in failure else [_error(name, batch, d, failure) for d in devices]
+        return [] if cut and "timed out" in failure else [_error(name, batch, d, failure, args.precision) for d in devices]
     records = []
     for device in devices:
         cmd = [sys.executable, __file__, "--worker", "run", "--models", name, "--batches", str(batch),
@@ -500,7 +523,7 @@ def run_model(name: str, batch: int, devices: list[str], args, onnx_path: str | 
             lines = [json.loads(line) for line in cap.text().splitlines() if line.startswith("{")]
         if not lines and cut and failure and "timed out" in failure:
             break
-        records.append(lines[-1] if lines else _error(name, batch, device, failure or "no record written"))
+        records.append(lines[-1] if lines else _error(name, batch, device, failure or "no record written", args.precision))
     return records
 
 
@@ -540,8 +563,9 @@ def _call(cmd: list[str], timeout: float, what: str, stdout=None) -> str | None:
     return None
 
 
-def _error(name: str, batch: int, device: str, detail: str) -> dict:
-    return {"model": name, "batch": batch, "device": device, "precision": "fp32", "tf32": tf32_on(),
+def _error(name: str, batch: int, device: str, detail: str, precision: str = "fp32") -> dict:
+    return {"model": name, "batch": batch, "device": device, "precision": precision if device == "cuda" else "fp32",
+            "tf32": tf32_on(),
             "status": "error", "rel_err": None, "detail": detail}
 
 
@@ -550,15 +574,15 @@ def _worker(args) -> int:
     export_dir = Path(args.export_dir)
     if args.worker == "prepare":
         onnx_path = dict(item.split("=", 1) for item in args.onnx).get(name)
-        prepare(name, batch, export_dir, onnx_path, args.time, args.repeat)
+        prepare(name, batch, export_dir, onnx_path, args.time, args.repeat, args.precision)
     else:
         run_device(name, batch, args.devices, export_dir, args.simulate, args.profile, args.time, args.repeat,
-                   sys.stdout)
+                   sys.stdout, args.precision)
     return 0
 
 
 def _key(r: dict) -> tuple:
-    return (r["model"], r["batch"], r["device"])
+    return (r["model"], r["batch"], r["device"], r.get("precision", "fp32"))
 
 
 def _line(r: dict) -> str:
@@ -579,7 +603,7 @@ def load_results(path: Path) -> dict:
         if data.get("schema") == SCHEMA:
             return data
     return {"schema": SCHEMA, "version": VERSION, "relative_error": REL_ERR,
-            "tolerance": {"tf32_on": 1e-2, "tf32_off": 1e-4}, "records": []}
+            "tolerance": dict(TOLERANCE), "records": []}
 
 
 def save_results(path: Path, results: dict) -> None:
@@ -592,18 +616,20 @@ def save_results(path: Path, results: dict) -> None:
 
 
 def markdown(results: dict) -> str:
-    rows = ["| model | batch | device | TF32 | status | rel. error | hetpart ms | peer | peer ms | detail |",
-            "|---|---:|---|---|---|---:|---:|---|---:|---|"]
+    rows = ["| model | batch | device | precision | TF32 | status | rel. error | hetpart ms | peer | peer ms | detail |",
+            "|---|---:|---|---|---|---|---:|---:|---|---:|---|"]
     for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], not r.get("tf32", True))):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
         detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note")])).replace("|", "\\|")
         tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
-        rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {tf32} | {r['status']} | {err} | {ms('hetpart_ms')} "
+        rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r.get('precision', 'fp32')} | {tf32} "
+                    f"| {r['status']} | {err} | {ms('hetpart_ms')} "
                     f"| {r.get('peer', '–')} | {ms('peer_ms')} | {detail} |")
     head = (f"# Model corpus ({results['schema']} v{results['version']})\n\n"
             f"Relative error: {results['relative_error']}. Pass: at most {results['tolerance']['tf32_on']:g} "
-            f"with TF32 on, {results['tolerance']['tf32_off']:g} with `HETPART_TF32=0`, and no NaN/Inf the "
+            f"with TF32 on, {results['tolerance']['tf32_off']:g} with `HETPART_TF32=0`, "
+            f"{results['tolerance'].get('bf16', 2e-2):g} for bf16/fp16 CUDA builds (`--precision`), and no NaN/Inf the "
             f"reference lacks. Written by `bench/corpus.py`.\n\n")
     return head + "\n".join(rows) + "\n"
 
@@ -629,6 +655,9 @@ def _parser() -> argparse.ArgumentParser:
                         "'quick' (measure missing kernels with few repeats), or a profile PATH")
     p.add_argument("--simulate", action="store_true", help="CUDA partitions compiled and run on the CPU")
     p.add_argument("--time", action="store_true", help="also record hetpart_ms, peer and peer_ms")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the CUDA builds' precision (bf16/fp16: weights stored so, tolerance 2e-2; the peer "
+                        "runs under torch.autocast to that type); CPU builds stay fp32")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")
     p.add_argument("--worker", choices=["prepare", "run"], help=argparse.SUPPRESS)
     return p

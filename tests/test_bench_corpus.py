@@ -45,6 +45,28 @@ def test_tolerance_follows_tf32(corpus, monkeypatch):
     assert corpus.compare([a], [b])["status"] == "wrong"
 
 
+def test_low_precision_builds_are_held_to_their_own_tolerance(corpus):
+    b = np.ones(4, np.float32)
+    a = b * (1 + 1.5e-2)
+    assert corpus.compare([a], [b])["status"] == "wrong"  # float32 with TF32: 1e-2
+    assert corpus.compare([a], [b], "bf16")["status"] == "pass"  # bf16 weights: 2e-2 (issue 17)
+    assert corpus.compare([b * 1.03], [b], "bf16")["status"] == "wrong"
+
+
+@pytest.mark.slow
+def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, tmp_path):
+    """--precision bf16 (simulated CUDA): its own record, its own key, within 2e-2."""
+    out = tmp_path / "corpus.json"
+    common = ["--models", "zoo:mlp:small", "--devices", "cuda", "--simulate", "--out", str(out),
+              "--export-dir", str(tmp_path / "exports")]
+    assert corpus.main(common) == 0
+    assert corpus.main([*common, "--precision", "bf16", "--skip-done", str(out)]) == 0
+    records = {r["precision"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"fp32", "bf16"}
+    assert records["bf16"]["status"] == "pass" and 0 < records["bf16"]["rel_err"] <= 2e-2
+    assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
+
+
 def test_shape_mismatch_is_wrong(corpus):
     assert corpus.compare([np.zeros(3)], [np.zeros(4)])["status"] == "wrong"
 
@@ -60,7 +82,7 @@ def test_cpu_run_records_resumes_and_reports_errors(corpus, tmp_path):
     by_model = {r["model"]: r for r in data["records"]}
     assert by_model["zoo:mlp:small"]["status"] == "pass" and by_model["zoo:mlp:small"]["rel_err"] <= 1e-4
     assert by_model["missing"]["status"] == "error" and "prepare" in by_model["missing"]["detail"]
-    assert "| zoo:mlp:small | 1 | cpu | – | pass |" in out.with_suffix(".md").read_text()
+    assert "| zoo:mlp:small | 1 | cpu | fp32 | – | pass |" in out.with_suffix(".md").read_text()
     # Resuming skips what is recorded: the record (and its file) stay as they were.
     before = out.read_text()
     assert corpus.main(["--models", "zoo:mlp:small", "--skip-done", str(out), *common]) == 0

@@ -136,6 +136,12 @@ case "${1:-1}" in
   timeout 150 python3 tools/graph_thread_check.py > "$OUT/logs/graph_thread_check.txt" 2>&1
   timeout $((BUDGET + 40)) python3 bench/serve.py --budget "$BUDGET" --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
+18)  # issue 17's table: every corpus model on the GPU at batch 1 and 32, TF32 and bf16, against PyTorch CUDA graphs
+  for prec in fp32 bf16; do
+    timeout $((BUDGET / 2)) python3 bench/corpus.py --devices cuda --batches 1,32 --time --precision "$prec" \
+      --budget $((BUDGET / 2 - 20)) --export-dir "$EXPORTS" --skip-done bench/results/corpus-nvidia-h200.json \
+      --out "$OUT/corpus-gpu-$prec.json" > "$OUT/logs/corpus-$prec.log" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
