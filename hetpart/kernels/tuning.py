@@ -33,8 +33,7 @@ import sys
 import threading
 
 import tvm
-import tvm_ffi
-from tvm import relax, tirx
+from tvm import tirx
 from tvm.target import Target
 
 from ..errors import HetpartError

@@ -50,7 +50,7 @@ def build_partition(name: str, device: str, inputs: list[TensorSpec], outputs: l
     (as scheduled real kernels do); by default the kernel is serial (one thread).
     """
     import tvm
-    from tvm import relax, te
+    from tvm import te
 
     spec = resolve(device, simulate=simulate, cuda_arch=cuda_arch)
     dims: dict[str, object] = {}
