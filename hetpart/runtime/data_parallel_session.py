@@ -14,10 +14,24 @@ each output along its batch axis, GPU rows first.  Inputs without a batch axis g
 to both sides.  The GPU side's Session sleeps while it waits for the GPU
 (``spin_wait=False``), so the CPU side keeps every core.
 
-A feed must have exactly the plan's ``B`` rows (each side is compiled for its share);
-a different count is a :class:`~hetpart.errors.RuntimeFailure` that says so.  A side
-that fails raises its RuntimeFailure once the other side has finished; the session
-stays usable.  ``run`` may be called from several threads (each Session is).
+A feed carries 1..``B`` rows (the plan's batch; ``max_batch``): ``B`` rows go to
+the sides as planned.  Fewer rows are not split proportionally -- each side is
+compiled for a fixed share and costs the same however few real rows it gets -- but
+placed where they finish first (:meth:`DataParallelSession.rows_per_side`): all on
+one side when they fit there, the side the plan predicts faster first, so the other
+side does not run; else the GPU side full and the rest on the CPU side.  A side given
+fewer rows than its share is padded by repeating its first row (a real input, so index
+inputs stay in range) and its outputs cut back, as
+:class:`~hetpart.serving.SessionRunner` does; rows are independent, so the real rows'
+outputs are those of the whole model.  More than ``B`` rows, or inputs carrying
+different counts, is a :class:`~hetpart.errors.RuntimeFailure` that says so.
+
+So the session is a serving :class:`~hetpart.serving.Runner` as it is:
+``hetpart.Server({"m": dp_session})`` batches requests up to ``B`` rows and runs them
+here (:meth:`check_servable`: every input and output must have its batch on axis 0;
+``inputs`` states what a request takes).  A side that fails raises its RuntimeFailure
+once the other side has finished; the session stays usable.  ``run`` may be called
+from several threads (each Session is).
 """
 
 from __future__ import annotations
@@ -27,7 +41,8 @@ import time
 
 import numpy as np
 
-from ..errors import RuntimeFailure
+from ..compiler.artifact import TensorSpec
+from ..errors import RuntimeFailure, ServingError
 from .session import Session
 
 
@@ -54,6 +69,7 @@ class DataParallelSession:
 
     @property
     def max_batch(self) -> int:
+        """The most rows one :meth:`run` takes: the plan's batch ``B`` (a serving Runner's ``max_batch``)."""
         return self.batch
 
     @property
@@ -61,56 +77,129 @@ class DataParallelSession:
         """(device, rows) of each side, in row order."""
         return [(d, n) for d, n, _ in self._sessions]
 
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs at batch ``B`` (name, shape, dtype; a side's shapes with its
+        batch axis set to ``B``): what a serving Server checks requests against."""
+        _, _, compiled = self.model.sides()[0]
+        out = []
+        for spec in compiled.inputs:
+            axis = self.axes.inputs.get(spec.name)
+            shape = tuple(self.batch if i == axis else d for i, d in enumerate(spec.shape))
+            out.append(TensorSpec(spec.name, shape, spec.dtype))
+        return out
+
+    def check_servable(self) -> None:
+        """Raise ServingError unless every input and output has its batch on axis 0 (what
+        :class:`~hetpart.serving.Server` concatenates requests along and cuts answers by)."""
+        shared = [n for n, a in self.axes.inputs.items() if a is None]
+        moved = {n: a for n, a in {**self.axes.split_inputs, **self.axes.outputs}.items() if a != 0}
+        if shared or moved:
+            what = [f"input '{n}' has no batch axis" for n in shared]
+            what += [f"'{n}' has its batch on axis {a}" for n, a in moved.items()]
+            raise ServingError(f"data-parallel model '{self.model.plan.model}' cannot be served: "
+                               f"{'; '.join(what)}; a served model takes and returns its batch on axis 0 "
+                               "(run it with DataParallelSession.run instead)")
+
+    def rows_per_side(self, rows: int) -> list[int]:
+        """How ``rows`` (1..B) real rows are shared out, per side in row order (0: that side
+        does not run).  ``B`` rows: each side its compiled share.  Fewer: all on one side
+        where they fit, the side predicted faster first (``plan.predicted``: ``gpu_s``,
+        ``cpu_s``); else the GPU side full and the rest on the CPU side."""
+        if not 1 <= rows <= self.batch:
+            raise RuntimeFailure(f"this data-parallel build runs 1..{self.batch} rows, got {rows}")
+        sizes = [n for _, n, _ in self._sessions]
+        if rows == self.batch:
+            return sizes
+        predicted = self.model.plan.predicted or {}
+        seconds = {"cuda": predicted.get("gpu_s"), "cpu": predicted.get("cpu_s")}
+        order = sorted(range(len(sizes)), key=lambda i: (seconds.get(self._sessions[i][0]) or 0.0, i))
+        for i in order:
+            if rows <= sizes[i]:
+                return [rows if j == i else 0 for j in range(len(sizes))]
+        first = min(rows, sizes[0])
+        return [first, rows - first]
+
     def run(self, feeds) -> dict[str, np.ndarray]:
-        """All ``B`` rows' outputs, each side's rows computed by its build."""
+        """The outputs of the feeds' rows (1..B along each input's batch axis), each side's
+        rows computed by its build; a side given fewer rows than it was compiled for is
+        padded (its first row repeated) and its outputs cut back."""
         if not self._sessions:
             raise RuntimeFailure("this session is closed; create a new DataParallelSession to run again")
-        parts = self.split_feeds(feeds)
+        arrays = self._arrays(feeds)
+        shares = self.rows_per_side(self._rows(arrays))
+        parts = self.split_feeds(arrays, shares)
+        running = [(dev, session, part) for (dev, _, session), part in zip(self._sessions, parts)
+                   if part is not None]
         start = time.perf_counter()
         seconds: dict[str, float] = {}
-        (first_dev, _, first), rest = self._sessions[0], self._sessions[1:]
-        if not rest:
-            out = first.run(parts[0])
-            self.last_side_seconds = {first_dev: time.perf_counter() - start}
-            return out
-        (second_dev, _, second), = rest
-        future = first.submit(parts[0])
-        future.add_done_callback(lambda _: seconds.__setitem__(first_dev, time.perf_counter() - start))
-        try:
-            second_out = second.run(parts[1])
-            seconds[second_dev] = time.perf_counter() - start
-        except BaseException:
-            future.exception()  # wait for the GPU side: nothing of this run is left in flight
-            raise
-        first_out = future.result()
+        if len(running) == 1:
+            dev, session, part = running[0]
+            outs = [session.run(part)]
+            seconds[dev] = time.perf_counter() - start
+        else:
+            (first_dev, first, first_part), (second_dev, second, second_part) = running
+            future = first.submit(first_part)
+            future.add_done_callback(lambda _: seconds.__setitem__(first_dev, time.perf_counter() - start))
+            try:
+                second_out = second.run(second_part)
+                seconds[second_dev] = time.perf_counter() - start
+            except BaseException:
+                future.exception()  # wait for the GPU side: nothing of this run is left in flight
+                raise
+            outs = [future.result(), second_out]
         self.last_side_seconds = seconds
-        return self.merge([first_out, second_out])
+        real = [n for n in shares if n]
+        compiled = [n for (_, n, _), share in zip(self._sessions, shares) if share]
+        return self.merge([self._cut(o, n, full) for o, n, full in zip(outs, real, compiled)])
 
-    def split_feeds(self, feeds) -> list[dict]:
-        """``feeds`` cut into each side's rows, in row order; RuntimeFailure when a feed
-        with a batch axis does not have exactly ``B`` rows along it."""
+    def _arrays(self, feeds) -> dict[str, np.ndarray]:
         if not hasattr(feeds, "items"):
             raise RuntimeFailure(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        arrays = {n: np.asarray(v) for n, v in feeds.items()}
+        return {n: np.asarray(v) for n, v in feeds.items()}
+
+    def _rows(self, arrays: dict[str, np.ndarray]) -> int:
+        """The rows every split input carries along its batch axis (one count, 1..B)."""
+        counts = {}
         for name, axis in self.axes.split_inputs.items():
             a = arrays.get(name)
-            if a is not None and (a.ndim <= axis or a.shape[axis] != self.batch):
+            if a is None:
+                raise RuntimeFailure(f"bad feeds: input '{name}' is missing; the model takes "
+                                     f"{', '.join(self.axes.inputs)}")
+            if a.ndim <= axis or not 1 <= a.shape[axis] <= self.batch:
                 raise RuntimeFailure(f"bad feeds: input '{name}' has shape {list(a.shape)}, but this data-parallel "
-                                     f"build splits exactly {self.batch} rows along axis {axis}; send {self.batch} "
-                                     "rows (pad a smaller batch, or build the split for its size)")
+                                     f"build takes 1..{self.batch} rows along axis {axis}; send at most "
+                                     f"{self.batch} rows per run (or build the split for a larger batch)")
+            counts[name] = a.shape[axis]
+        if len(set(counts.values())) > 1:
+            raise RuntimeFailure(f"bad feeds: the inputs carry different numbers of rows {counts}")
+        return next(iter(counts.values()))
+
+    def split_feeds(self, feeds, shares: list[int] | None = None) -> list[dict | None]:
+        """``feeds`` cut into each side's rows, in row order (``shares``: the real rows
+        per side, default :meth:`rows_per_side`), each side's part padded to the rows it
+        was compiled for by repeating its first row; None for a side given no rows."""
+        arrays = self._arrays(feeds)
+        if shares is None:
+            shares = self.rows_per_side(self._rows(arrays))
         parts, begin = [], 0
-        for _, rows, _ in self._sessions:
+        for (_, size, _), rows in zip(self._sessions, shares):
+            if not rows:
+                parts.append(None)
+                continue
             part = {}
             for name, a in arrays.items():
                 axis = self.axes.inputs.get(name)
-                if axis is None:
-                    part[name] = a
-                else:
-                    index = tuple(slice(begin, begin + rows) if i == axis else slice(None) for i in range(a.ndim))
-                    part[name] = np.ascontiguousarray(a[index])
+                part[name] = a if axis is None else _pad(_rows_of(a, axis, begin, begin + rows), axis, size)
             parts.append(part)
             begin += rows
         return parts
+
+    def _cut(self, outputs: dict, rows: int, size: int) -> dict:
+        """A side's outputs cut back from its compiled ``size`` rows to the ``rows`` real ones."""
+        if rows == size:
+            return outputs
+        return {n: _rows_of(y, self.axes.outputs[n], 0, rows) for n, y in outputs.items()}
 
     def merge(self, outputs: list[dict]) -> dict[str, np.ndarray]:
         """Each output's sides concatenated along its batch axis, in row order."""
@@ -132,3 +221,18 @@ class DataParallelSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _rows_of(a: np.ndarray, axis: int, begin: int, end: int) -> np.ndarray:
+    """Rows ``begin:end`` of ``a`` along ``axis``, contiguous."""
+    index = tuple(slice(begin, end) if i == axis else slice(None) for i in range(a.ndim))
+    return np.ascontiguousarray(a[index])
+
+
+def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``a`` grown to ``size`` rows along ``axis`` by repeating its first row (a real
+    input, so index inputs stay in range)."""
+    missing = size - a.shape[axis]
+    if not missing:
+        return a
+    return np.concatenate([a, np.repeat(_rows_of(a, axis, 0, 1), missing, axis=axis)], axis=axis)

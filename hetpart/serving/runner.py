@@ -15,7 +15,10 @@ inputs stay in range), and the outputs cut back to the rows asked for.
 
 A runner may also say what a request must look like (``inputs``: specs with ``name``,
 ``shape`` whose dim 0 is the batch, ``dtype``, as ``CompiledModel.inputs``); the
-server then checks every request's feeds against them at submit.
+server then checks every request's feeds against them at submit.  A runner that can
+tell it cannot be served (e.g. a data-parallel session whose batch is not on axis 0)
+offers ``check_servable()``, raising :class:`~hetpart.errors.ServingError`;
+:func:`as_runner` calls it.
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ def as_runner(obj: Any, max_batch: int | None = None) -> Runner:
     or capped at ``max_batch`` when that is smaller than its own."""
     if not callable(getattr(obj, "run", None)):
         raise ServingError(f"a served model needs a run(feeds) method; got {type(obj).__name__}")
+    check = getattr(obj, "check_servable", None)
+    if callable(check):  # a runner that knows when it cannot be served (ServingError saying why)
+        check()
     own = getattr(obj, "max_batch", None)
     if own is None:
         if getattr(obj, "compiled", None) is None:
