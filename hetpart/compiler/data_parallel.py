@@ -8,6 +8,10 @@ On disk a directory::
     cuda/ cpu/      one complete artifact each (a side with 0 rows has none):
                     :func:`~.loader.load_compiled` opens either alone
 
+:func:`~.loader.load_compiled` on the directory itself returns the
+:class:`DataParallelModel` (:func:`load_data_parallel`), and ``hetpart.Session`` of it
+(or of the directory) a :class:`~hetpart.runtime.data_parallel_session.DataParallelSession`.
+
 Invariant: ``gpu`` is compiled for ``plan.b_gpu`` rows (None when 0), ``cpu`` for
 ``plan.b_cpu``; :class:`~hetpart.runtime.data_parallel_session.DataParallelSession`
 runs both.
@@ -34,6 +38,8 @@ class DataParallelModel:
     plan: DataParallelPlan
     gpu: CompiledModel | None
     cpu: CompiledModel | None
+
+    is_data_parallel = True  # what hetpart.Session looks at to open a DataParallelSession
 
     def __post_init__(self):
         for device, rows, _ in self.plan.sides():
@@ -66,9 +72,14 @@ class DataParallelModel:
         return root
 
 
-def load_data_parallel(directory) -> DataParallelModel:
+def is_data_parallel_manifest(data) -> bool:
+    """Whether a parsed ``manifest.json`` is a data-parallel model's (schema ``hetpart-data-parallel``)."""
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def load_data_parallel(directory, *, load_modules: bool = True) -> DataParallelModel:
     """The model :meth:`DataParallelModel.save` wrote to ``directory`` (each side through
-    :func:`~.loader.load_compiled`, with its checks)."""
+    :func:`~.loader.load_compiled`, with its checks; ``load_modules`` goes to it)."""
     from .loader import load_compiled
 
     root = Path(directory)
@@ -78,5 +89,6 @@ def load_data_parallel(directory) -> DataParallelModel:
     for side in manifest["sides"]:
         if side["device"] not in SIDES:
             raise CompileError(f"{root}: unknown side device {side['device']!r}")
-        built[side["device"]] = load_compiled(confined(root, side["directory"], f"{side['device']} side"))
+        built[side["device"]] = load_compiled(confined(root, side["directory"], f"{side['device']} side"),
+                                              load_modules=load_modules)
     return DataParallelModel(plan=plan, gpu=built.get("cuda"), cpu=built.get("cpu"))

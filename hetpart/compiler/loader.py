@@ -28,7 +28,10 @@ from ..kernels.options import KernelOptions
 from ..partitioner.plan import Plan
 from .artifact import (MANIFEST, PLAN, READS, SCHEMA, VERSION, CompiledModel, PartitionArtifact, TensorSpec,
                        check_order, confined, sha256_of)
+from .bucketed import SCHEMA as BUCKETS_SCHEMA
 from .bucketed import BucketedModel, is_bucketed_manifest, load_bucketed
+from .data_parallel import SCHEMA as DATA_PARALLEL_SCHEMA
+from .data_parallel import DataParallelModel, is_data_parallel_manifest, load_data_parallel
 from .build import load_library
 from .elf import check_bounds
 
@@ -37,16 +40,43 @@ log = logging.getLogger(__name__)
 RECOMPILE = "recompile it with `partition MODEL -o DIR --compile`"
 
 
-def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | BucketedModel:
+KINDS = {SCHEMA: "compiled", BUCKETS_SCHEMA: "bucketed", DATA_PARALLEL_SCHEMA: "data-parallel"}  # schema -> kind
+
+
+def artifact_kind(directory) -> str:
+    """What ``directory`` holds, from its manifest's schema alone (no library read):
+    ``"compiled"`` (one artifact), ``"bucketed"`` (one per shape bucket) or
+    ``"data-parallel"`` (a GPU side and a CPU side).  CompileError for a missing or
+    unreadable manifest, or any other schema."""
+    path = Path(directory) / MANIFEST
+    data = _read_json(path, what="manifest")
+    if is_bucketed_manifest(data):
+        return "bucketed"
+    if is_data_parallel_manifest(data):
+        return "data-parallel"
+    if isinstance(data, dict) and data.get("schema") == SCHEMA:
+        return "compiled"
+    found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+    raise CompileError(f"{path} is not a hetpart compiled model (schema {found!r}; expected one of "
+                       f"{', '.join(map(repr, KINDS))}); {RECOMPILE}")
+
+
+def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | BucketedModel | DataParallelModel:
     """The :class:`CompiledModel` saved in ``directory`` (a :class:`~.bucketed.BucketedModel`
-    when it holds one artifact per shape bucket, each loaded with these same checks).
+    when it holds one artifact per shape bucket, a
+    :class:`~.data_parallel.DataParallelModel` when it holds a data-parallel split's two
+    sides; each artifact loaded with these same checks).  Any other directory is a
+    CompileError (:func:`artifact_kind`).
 
     With ``load_modules=False`` the files are checked but no library is loaded
     (``module`` stays None), e.g. to inspect a CUDA artifact on a machine without a GPU.
     """
     root = Path(directory)
-    if is_bucketed_manifest(_read_json(root / MANIFEST, what="manifest")):
+    kind = artifact_kind(root)
+    if kind == "bucketed":
         return load_bucketed(root, load_compiled, load_modules=load_modules)
+    if kind == "data-parallel":
+        return load_data_parallel(root, load_modules=load_modules)
     manifest = read_manifest(root)
     plan = _read_plan(root)
     try:

@@ -39,12 +39,18 @@ every buffer.
 
 ``Session(bucketed)`` for a model compiled per shape bucket
 (:class:`~hetpart.compiler.bucketed.BucketedModel`) returns a
-:class:`~.bucketed_session.BucketedSession` (pads to the smallest bucket that fits).
+:class:`~.bucketed_session.BucketedSession` (pads to the smallest bucket that fits);
+``Session(data_parallel)`` for a data-parallel split
+(:class:`~hetpart.compiler.data_parallel.DataParallelModel`) a
+:class:`~.data_parallel_session.DataParallelSession`.  ``Session(directory)`` loads
+the artifact saved there first (:func:`~hetpart.compiler.load_compiled`), whichever
+kind; anything else is a RuntimeFailure.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import time
@@ -55,6 +61,7 @@ from typing import Iterable
 import numpy as np
 
 from ..compiler.artifact import CompiledModel, check_order
+from ..compiler.loader import artifact_kind, load_compiled
 from ..errors import NoGPUError, RuntimeFailure
 from ..targets import cuda_available
 from . import executor
@@ -95,18 +102,30 @@ class Session:
     """
 
     def __new__(cls, compiled=None, **kwargs):
-        # A model compiled per shape bucket opens as a BucketedSession, so
-        # hetpart.Session(hetpart.load_compiled(dir)) works for either kind of artifact.
+        # A model compiled per shape bucket opens as a BucketedSession, a data-parallel
+        # split as a DataParallelSession, so hetpart.Session(hetpart.load_compiled(dir))
+        # and hetpart.Session(dir) work for every kind of artifact.
+        if cls is Session and _is_path(compiled) and artifact_kind(compiled) != "compiled":
+            compiled = load_compiled(compiled)  # a plain artifact is loaded by __init__
         if cls is Session and getattr(compiled, "is_bucketed", False):
             from .bucketed_session import BucketedSession
 
             return BucketedSession(compiled, **kwargs)
+        if cls is Session and getattr(compiled, "is_data_parallel", False):
+            from .data_parallel_session import DataParallelSession
+
+            return DataParallelSession(compiled, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
                  inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None,
                  quota: int | None = None, priority: int | None = None):
+        if _is_path(compiled):
+            compiled = load_compiled(compiled)
+        if not isinstance(compiled, CompiledModel):
+            raise RuntimeFailure(f"a Session opens a compiled model (hetpart.compile, hetpart.load_compiled) or "
+                                 f"the directory one was saved to; got {type(compiled).__name__}")
         if slots < 1:
             raise RuntimeFailure(f"a session needs at least one slot, got {slots}")
         self.compiled = compiled
@@ -486,3 +505,8 @@ class Session:
             self.close()
         except Exception:  # noqa: BLE001 - never raise from a finaliser
             pass
+
+
+def _is_path(obj) -> bool:
+    """Whether ``obj`` names an artifact directory (a str or a path) rather than a loaded model."""
+    return isinstance(obj, (str, os.PathLike))
