@@ -299,11 +299,11 @@ def compile_data_parallel(plan: DataParallelPlan, *, model=None, shapes: dict[st
 
 def measured_costs(profile=None):
     """The cost model of ``profile`` (None: the default one; a GPU-less profile completed
-    with the recorded GPU), as :func:`hetpart.partition` uses."""
-    from .costmodel import CostModel, resolve_profile
-    from .costmodel.locate import with_recorded_gpu
+    with the recorded GPU), as :func:`hetpart.partition` uses
+    (:func:`~hetpart.partitioner.cost_model_for`)."""
+    from .partitioner import cost_model_for
 
-    return CostModel(with_recorded_gpu(resolve_profile(profile)))
+    return cost_model_for(profile)
 
 
 __all__ = ["BatchSource", "SidePlanner", "compile_data_parallel", "explain_data_parallel", "measured_costs",

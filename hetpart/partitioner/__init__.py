@@ -20,13 +20,14 @@ from .data_parallel_plan import DataParallelPlan
 from .objectives import OBJECTIVES, objective
 from .pins import Pin, parse_pins
 from .plan import Cut, Partition, Plan, Span
-from .planning import partition
+from .planning import cost_model_for, partition
 from .plan_report import explain, render_plan
 from .svg import write_svg
 from .trace import write_trace
 
 __all__ = [
-    "OBJECTIVES", "Costs", "Cut", "DataParallelPlan", "Partition", "Pin", "Plan", "Span", "TableCosts", "explain",
+    "OBJECTIVES", "Costs", "Cut", "DataParallelPlan", "Partition", "Pin", "Plan", "Span", "TableCosts", "cost_model_for",
+    "explain",
     "objective", "parse_pins", "partition", "render_plan", "write_svg", "write_trace",
     "assignment_key", "oracle_candidates", "plan_for_assignment", "random_valid_assignments",
     "single_device_assignments",

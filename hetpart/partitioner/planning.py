@@ -48,7 +48,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
-    costs = cost_model if cost_model is not None else _cost_model(profile)
+    costs = cost_model if cost_model is not None else cost_model_for(profile)
     if hasattr(costs, "add_graph"):  # unmeasured kernels are predicted with their schedule rule
         costs.add_graph(graph)
     if gpu_memory is None:  # never plan more onto the GPU than it has
@@ -82,13 +82,24 @@ def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
         costs=problem.costs)
 
 
-def _cost_model(profile):
-    """The measured cost model for ``profile`` (None: the default profile)."""
+def cost_model_for(profile=None):
+    """The measured cost model :func:`partition` prices with for its ``profile`` argument.
+
+    In: ``profile`` as :func:`partition` takes it (None: the default profile; a path; a
+    :class:`~hetpart.costmodel.Profile`).  Out: a :class:`~hetpart.costmodel.CostModel`
+    (the :class:`~.costs.Costs` protocol).  A GPU-less machine's own profile has CPU
+    numbers only: the recorded GPU's completes it
+    (:func:`~hetpart.costmodel.locate.with_recorded_gpu`).  For callers that plan
+    several times (several models, several batches) over one cost model: build it once
+    here and pass it as ``cost_model=``.  ProfileError when no profile can be found.
+    """
     from ..costmodel import CostModel, resolve_profile
     from ..costmodel.locate import with_recorded_gpu
 
-    # A GPU-less machine's own profile has CPU numbers only: the recorded GPU completes it.
     return CostModel(with_recorded_gpu(resolve_profile(profile)))
+
+
+_cost_model = cost_model_for  # the former private name, still imported by some callers
 
 
 def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:

@@ -111,9 +111,9 @@ def _per_model(value, names: list[str], what: str) -> dict:
 def _costs(cost_model, profile, names: list[str]) -> dict:
     """The cost model of each model by name."""
     if cost_model is None:
-        from ..partitioner.planning import _cost_model
+        from ..partitioner import cost_model_for
 
-        shared = _cost_model(profile)
+        shared = cost_model_for(profile)
         return {n: shared for n in names}
     if isinstance(cost_model, Mapping):
         missing = [n for n in names if n not in cost_model]
