@@ -130,6 +130,24 @@ def test_too_many_or_disagreeing_rows_are_refused(served_build, split_build):
             s.run({"x": request(3, 0)["x"]})
 
 
+def test_submit_overlaps_runs_and_each_future_is_onnxruntimes_for_its_rows(split_build):
+    reference = Reference(split_model())
+    counts = (16, 5, 1, 12, 9, 16)
+    with DataParallelSession(split_build) as s:
+        sent = []
+        for i, n in enumerate(counts):
+            feed = dict(feeds(16, seed=50 + i), x=feeds(16, seed=50 + i)["x"][:n])
+            sent.append((s.submit(feed), feed))
+        for future, feed in sent:
+            got, want = future.result(timeout=120), reference(feed)
+            for name in ("y", "yt"):
+                np.testing.assert_allclose(got[name], want[name], **TOL)
+        with pytest.raises(hetpart.RuntimeFailure, match="1..16 rows"):
+            s.submit(feeds(17))
+    with pytest.raises(hetpart.RuntimeFailure, match="closed"):
+        s.submit(feeds(16))
+
+
 # --- behind a Server -----------------------------------------------------------------------
 def test_a_model_without_its_batch_on_axis_0_is_refused_by_the_server(split_build):
     with DataParallelSession(split_build) as s:

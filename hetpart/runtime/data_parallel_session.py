@@ -4,6 +4,7 @@
 
     with hetpart.DataParallelSession(hetpart.compile_data_parallel(dp)) as s:
         outputs = s.run(feeds)            # {ONNX output name: array}, all B rows
+        future = s.submit(feeds)          # the same without waiting: a Future of it
         s.last_side_seconds               # {"cuda": s, "cpu": s}: each side's run, measured
 
 ``run`` cuts every input with a batch axis (:class:`~hetpart.contracts.batch_axes.BatchAxes`)
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -124,13 +126,7 @@ class DataParallelSession:
         """The outputs of the feeds' rows (1..B along each input's batch axis), each side's
         rows computed by its build; a side given fewer rows than it was compiled for is
         padded (its first row repeated) and its outputs cut back."""
-        if not self._sessions:
-            raise RuntimeFailure("this session is closed; create a new DataParallelSession to run again")
-        arrays = self._arrays(feeds)
-        shares = self.rows_per_side(self._rows(arrays))
-        parts = self.split_feeds(arrays, shares)
-        running = [(dev, session, part) for (dev, _, session), part in zip(self._sessions, parts)
-                   if part is not None]
+        shares, running = self._prepare(feeds)
         start = time.perf_counter()
         seconds: dict[str, float] = {}
         if len(running) == 1:
@@ -149,6 +145,54 @@ class DataParallelSession:
                 raise
             outs = [future.result(), second_out]
         self.last_side_seconds = seconds
+        return self._joined(outs, shares)
+
+    def submit(self, feeds) -> Future:
+        """Start a run without waiting: each side running submitted to its Session (both
+        on their worker threads); a Future of what :meth:`run` returns.  Bad feeds and a
+        closed session raise here; a side's failure is the Future's exception, set once
+        every side of the run has finished."""
+        shares, running = self._prepare(feeds)
+        futures = []
+        try:
+            for _, session, part in running:
+                futures.append(session.submit(part))
+        except BaseException:
+            for f in futures:
+                f.exception()  # nothing of this run is left in flight
+            raise
+        outer, lock, left = Future(), threading.Lock(), [len(futures)]
+
+        def finish(_: Future) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            failed = [f.exception() for f in futures if f.exception() is not None]
+            try:
+                if failed:
+                    raise failed[0]
+                outer.set_result(self._joined([f.result() for f in futures], shares))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                outer.set_exception(exc)
+
+        for f in futures:
+            f.add_done_callback(finish)
+        return outer
+
+    def _prepare(self, feeds) -> tuple[list[int], list[tuple[str, Session, dict]]]:
+        """(real rows per side, (device, session, padded feeds) of each side that runs)."""
+        if not self._sessions:
+            raise RuntimeFailure("this session is closed; create a new DataParallelSession to run again")
+        arrays = self._arrays(feeds)
+        shares = self.rows_per_side(self._rows(arrays))
+        parts = self.split_feeds(arrays, shares)
+        running = [(dev, session, part) for (dev, _, session), part in zip(self._sessions, parts)
+                   if part is not None]
+        return shares, running
+
+    def _joined(self, outs: list[dict], shares: list[int]) -> dict[str, np.ndarray]:
+        """The running sides' outputs cut back to their real rows and merged in row order."""
         real = [n for n in shares if n]
         compiled = [n for (_, n, _), share in zip(self._sessions, shares) if share]
         return self.merge([self._cut(o, n, full) for o, n, full in zip(outs, real, compiled)])
