@@ -7,7 +7,8 @@ accumulated in int32, exactly as ONNX defines it (integer arithmetic, no roundin
 * ConvInteger: ``conv(x - x_zero_point, w - w_zero_point)`` in int32, zero points
   subtracted before the convolution so that padding contributes 0 (ONNX pads the
   shifted input);
-* DynamicQuantizeLinear: TVM's converter with its min/max in two stages (rows in parallel);
+* DynamicQuantizeLinear: TVM's converter with its min/max in two stages (vector partials per
+  row, rows in parallel) and onnx.reference's scale 1 for an all-zero input;
 * MatMulInteger: ``uint8 @ int8 -> int32`` on the 8-bit values themselves, zero
   points applied after the product (replacing TVM's converter, which widens both
   operands to int32 first; see :class:`MatMulInteger`).
@@ -114,16 +115,44 @@ class MatMulInteger:
         return acc
 
 
+def _extremum_partials(which: str, lanes: int):
+    """TE: ``x``'s max (``which="max"``) or min as ``lanes`` partial results per row of
+    its last axis, ``out[..., l] = extremum over k of x[..., k * lanes + l]`` --
+    contiguous ``lanes``-wide loads, one vector max/min a step, rows in parallel
+    (:class:`~hetpart.kernels.rules.cpu_reduction.CpuReduction`).  NaN-propagating,
+    from -inf/+inf, as :mod:`.nan_semantics` makes every ReduceMax/ReduceMin."""
+    from tvm import te
+
+    from .nan_semantics import _reducer  # the one NaN-propagating max/min combiner (same package)
+
+    reducer = _reducer(which)
+
+    def compute(x):
+        *lead, last = x.shape
+        k = te.reduce_axis((0, last // lanes), name="k")
+        return te.compute([*lead, lanes], lambda *i: reducer(x(*i[:-1], k * lanes + i[-1]), axis=k),
+                          name=f"{which}_red")
+
+    return compute
+
+
 class DynamicQuantizeLinear:
     """ONNX DynamicQuantizeLinear (opset 11), TVM's converter with its full-tensor
-    min/max as two stages: per row of a ``[gcd(n, 64), n / gcd(n, 64)]`` view, then over
-    the rows.  A reduction of a whole tensor to one value has no loop to run in
-    parallel, and hetpart's NaN-propagating max/min reducer cannot be split into
-    vector partials, so TVM's one-stage form ran serially (BERT-base, 72 of them: a
-    third of its dynamically quantised run); the rows now run in parallel.  The same
-    values: a max of maxima is the max."""
+    min/max in two stages: ``lanes`` partial results per row of the last axis
+    (:func:`_extremum_partials`, read in place: no reshape, which would be a copy of
+    its own -- an injective producer does not fuse into a reduction), then over the
+    partials.  A reduction of a whole tensor to one value has no loop to run in
+    parallel, and its vector form needs the lanes as an axis of their own: TVM's
+    one-stage form ran serially and scalar (BERT-base, 49 of them: a third of its
+    dynamically quantised run).  The same values: a max of maxima is the max; NaN
+    and infinities as ONNX's ReduceMax/ReduceMin, so as onnx.reference.
 
-    ROWS = 64
+    Scale 1 where max(x, 0) == min(x, 0) (x all zeros), as ONNX Runtime computes it
+    (the formula would divide by a zero scale; onnx.reference gives 1/255, the same
+    ``y``), and zero point 255 where ``-min(x) / scale`` is NaN (x holds -inf), as
+    both clamp NaN (``min(255, NaN)`` is 255)."""
+
+    LANES = 16
 
     @classmethod
     def get_converter(cls, opset):
@@ -134,18 +163,20 @@ class DynamicQuantizeLinear:
         import math
 
         x = inputs[0]
-        n = 1
-        for d in x.ty.shape.values:
-            n *= int(d)
-        rows = math.gcd(n, cls.ROWS) or 1
-        view = bb.normalize(relax.op.reshape(x, [rows, n // rows]))
-        x_max = relax.op.max(bb.normalize(relax.op.max(view, axis=[1])))
-        x_min = relax.op.min(bb.normalize(relax.op.min(view, axis=[1])))
         dtype = x.ty.dtype
+        if x.ty.ndim == 0:
+            x_max, x_min = x, x
+        else:
+            lanes = math.gcd(int(x.ty.shape.values[-1]), cls.LANES) or 1
+            x_max = relax.op.max(bb.call_te(_extremum_partials("max", lanes), x, primfunc_name_hint="max_partials"))
+            x_min = relax.op.min(bb.call_te(_extremum_partials("min", lanes), x, primfunc_name_hint="min_partials"))
         zero, qmax = relax.const(0, dtype), relax.const(255, dtype)
-        x_max, x_min = relax.op.maximum(zero, x_max), relax.op.minimum(zero, x_min)
-        scale = bb.normalize(relax.op.divide(relax.op.subtract(x_max, x_min), qmax))
+        x_max, x_min = bb.normalize(relax.op.maximum(zero, x_max)), bb.normalize(relax.op.minimum(zero, x_min))
+        span = relax.op.subtract(x_max, x_min)
+        span = relax.op.where(relax.op.equal(x_max, x_min), relax.const(255, dtype), span)
+        scale = bb.normalize(relax.op.divide(span, qmax))
         zp_real = relax.op.subtract(zero, relax.op.divide(x_min, scale))
+        zp_real = relax.op.where(relax.op.isnan(zp_real), qmax, zp_real)  # -inf / inf: ORT's clamp gives 255
         zp = bb.normalize(relax.op.astype(relax.op.round(relax.op.clip(zp_real, 0, 255)), "uint8"))
         y = relax.op.quantize(x, scale, zp, axis=0, out_dtype="uint8")
         return relax.Tuple([y, scale, zp])

@@ -1,0 +1,58 @@
+"""The VNNI int8 matmul rule's register tile (:data:`~hetpart.kernels.rules.cpu_int8_matmul.ROWS`
+x :data:`~hetpart.kernels.rules.cpu_int8_matmul.VECS`): 8 rows x 3 vectors where they divide
+the extents, smaller where not, and exact results for each choice (against numpy's int64
+product)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from hetpart import kernels
+from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
+from hetpart.targets import cpu_tvm_target
+from test_kernels_int8_matmul import _int8_matmul, _rule, _target
+
+RNG = np.random.default_rng(31)
+
+
+def _tile(mod, target) -> tuple[int, int]:
+    """(rows, vecs) of the scheduled kernel's register tile (its unrolled loops, unit ones too)."""
+    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    text = kernels.schedule_primfunc(func, target).script()
+    update = text[text.index('T.sblock("matmul_init")'):text.index('T.sblock("matmul_update_o")')]  # its loops
+    unrolled = [int(u) for u in re.findall(r"T\.unroll\(T\.int64\((\d+)\)\)", update)]
+    return tuple(unrolled)
+
+
+# (A shape, n) -> (rows, vecs): 8 x 3 where 8 divides the rows and 3 the 16-lane vectors;
+# 4 rows, 2 vectors, 1 otherwise.
+TILES = [(((128, 768), 768), (8, 3)), (((24, 96), 96), (8, 3)), (((12, 64), 80), (4, 1)),
+         (((16, 64), 32), (8, 2)), (((5, 64), 48), (1, 3))]
+
+
+@pytest.mark.parametrize("case,tile", TILES, ids=str)
+def test_register_tile(case, tile):
+    mod, _ = _int8_matmul(*case)
+    target = _target("cascadelake")
+    assert _rule(mod, target) == "CpuInt8Matmul"
+    assert _tile(mod, target) == tile
+
+
+@pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("case,tile", TILES, ids=str)
+def test_each_tile_is_exact_on_the_host(case, tile):
+    mod, w = _int8_matmul(*case)
+    target = cpu_tvm_target()
+    assert _rule(mod, target) == "CpuInt8Matmul"
+    a_shape = case[0]
+    vm = relax.VirtualMachine(kernels.build(mod, target), tvm.cpu())
+    a = RNG.integers(0, 256, a_shape).astype("uint8")
+    a.flat[:4] = 255  # the largest products: 255 * -128
+    got = vm["main"](tvm.runtime.tensor(a)).numpy()
+    want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5)
+    np.testing.assert_array_equal(got, want)
