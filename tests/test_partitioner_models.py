@@ -55,7 +55,7 @@ def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys):
     from hetpart.partitioner import Plan, planning
 
     graph = _load("zoo:dlrm:small")
-    monkeypatch.setattr(planning, "_cost_model", lambda profile: mlp_favouring_gpu(graph))
+    monkeypatch.setattr(planning, "cost_model_for", lambda profile=None: mlp_favouring_gpu(graph))
     out = tmp_path / "out"
     rc = main(["zoo:dlrm:small", "--pin", "Gather=cpu", "--explain", "-o", str(out)])
     text = capsys.readouterr().out
@@ -74,7 +74,7 @@ def test_cli_reports_bad_pin_as_user_error(monkeypatch, capsys):
     from hetpart.partitioner import planning
 
     graph = _load("zoo:dlrm:small")
-    monkeypatch.setattr(planning, "_cost_model", lambda profile: mlp_favouring_gpu(graph))
+    monkeypatch.setattr(planning, "cost_model_for", lambda profile=None: mlp_favouring_gpu(graph))
     assert main(["zoo:dlrm:small", "--pin", "Gathr=cpu"]) == 1
     assert "close matches" in capsys.readouterr().err
 

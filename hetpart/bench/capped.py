@@ -401,9 +401,9 @@ class Options:
     def costs(self):
         if self.cost_model is not None:
             return self.cost_model
-        from ..partitioner.planning import _cost_model
+        from ..partitioner.planning import cost_model_for
 
-        return _cost_model(self.profile)
+        return cost_model_for(self.profile)
 
 
 @dataclass

@@ -230,9 +230,9 @@ def problem_of(plan: Plan) -> Problem:
         raise PlanError("explaining a plan needs its op graph: load it with Plan.load(path, graph)")
     costs = plan.costs
     if costs is None:
-        from .planning import _cost_model
+        from .planning import cost_model_for
 
-        costs = _cost_model(None)
+        costs = cost_model_for(None)
     problem = build_problem(plan.graph, costs, (), plan.gpu_memory_cap)
     allowed = dict(problem.allowed)
     for k in plan.constraints:

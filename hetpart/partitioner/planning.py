@@ -99,7 +99,6 @@ def cost_model_for(profile=None):
     return CostModel(with_recorded_gpu(resolve_profile(profile)))
 
 
-_cost_model = cost_model_for  # the former private name, still imported by some callers
 
 
 def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
