@@ -20,10 +20,11 @@ same number of threads (hetpart's CPU pool: one per physical core).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
+
+from .timing import Settings, time_calls
 
 SCHEMA, VERSION = "hetpart-corpus", 1
 QUANTIZATIONS = ("dynamic", "qdq")
@@ -76,15 +77,9 @@ def quantize(float_path: Path, quant: str, out_path: Path, batch: int | None = N
 
 
 def median_ms(fn, repeat: int) -> float:
-    """Median wall time of ``fn()`` in ms over ``repeat`` runs after 3 warm-up runs."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+    """Median wall time of ``fn()`` in ms over exactly ``repeat`` runs after 3 warm-up runs."""
+    settings = Settings(warmup=3, min_repeats=repeat, max_repeats=repeat, budget_s=0.0)
+    return time_calls(fn, settings).median_s * 1e3
 
 
 def rel_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
