@@ -37,7 +37,7 @@ SETUP_SHARE = 0.6  # the most of the budget model export + compilation may take 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenarios", default="resnet50+bert,detector+resnet50",
+    p.add_argument("--scenarios", default="resnet50+bert,detector+resnet50,detector+resnet50+bert",
                    help="comma-separated scenarios, models joined by '+' (default: %(default)s)")
     p.add_argument("--slo-ms", type=float, default=50.0, help="p99 latency SLO in ms (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, help="hetpart's batch (compiled for it; default: %(default)s)")

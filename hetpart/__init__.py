@@ -56,6 +56,7 @@ _PUBLIC = {
     "Plan": "hetpart.partitioner",
     "compile": "hetpart.compiler",
     "compile_buckets": "hetpart.buckets",
+    "bucket_batches": "hetpart.buckets",
     "partition_data_parallel": "hetpart.data_parallel",
     "compile_data_parallel": "hetpart.data_parallel",
     "DataParallelSession": "hetpart.runtime.data_parallel_session",

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from .compiler.bucketed import Bucket, BucketedModel, bucket_directory
 from .compiler.artifact import TensorSpec
-from .contracts.buckets import BucketSpec, bucket_label
+from .contracts.buckets import BATCH, BucketSpec, bucket_label
 from .errors import ShapeError
 from .kernels.options import DEFAULT, KernelOptions
 
@@ -104,6 +104,55 @@ def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
                          model=name, compile_seconds=time.perf_counter() - start, build_stats=stats)
 
 
+def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedModel:
+    """Models compiled at fixed batches (one model exported at batch 1, 2, 4, ...) as one
+    :class:`BucketedModel` over the batch dim, so a :class:`hetpart.Session` of it runs
+    any batch up to the largest on the smallest build that holds it.
+
+    In: ``{batch: CompiledModel}``.  Every build must have the same inputs, each with
+    the build's batch as its leading dim and the rest alike; an output follows the
+    batch (sliced back after padding) when its leading dim is the build's batch in
+    every build, else it must be the same shape in all.  Out: the BucketedModel (not
+    saved; ``.save(dir)`` writes it).  ShapeError naming the input or output that breaks
+    this (such builds are not one model at different batches).
+    """
+    if not builds:
+        raise ShapeError("bucket_batches needs at least one build")
+    sizes = sorted(int(b) for b in builds)
+    first = builds[sizes[0]]
+    by_batch = {b: builds[b] for b in sizes}
+    for b, c in by_batch.items():
+        _check_batched(c.inputs, first.inputs, b, sizes[0], "input")
+    output_axes = {}
+    for i, name in enumerate(first.model_output_names):
+        follows = all(len(c.outputs[i].shape) and c.outputs[i].shape[0] == b for b, c in by_batch.items())
+        if follows:
+            output_axes[name] = {0: BATCH}
+        elif len({tuple(c.outputs[i].shape) for c in by_batch.values()}) > 1:
+            raise ShapeError(f"output '{name}' changes shape with the batch but not along its leading dim "
+                             f"({', '.join(f'b{b}: {list(c.outputs[i].shape)}' for b, c in by_batch.items())}); "
+                             "padded rows could not be sliced back: serve it at one batch")
+    spec = BucketSpec(sizes={BATCH: tuple(sizes)}, input_axes={t.name: {0: BATCH} for t in first.inputs},
+                      output_axes=output_axes, batch=BATCH)
+    spec.check()
+    built = [Bucket({BATCH: b}, bucket_directory({BATCH: b}), by_batch[b]) for b in sizes]
+    return BucketedModel(spec=spec, buckets=built, inputs=_symbolic(first.inputs, spec.input_axes),
+                         outputs=_symbolic_outputs(first, spec), output_names=first.model_output_names,
+                         model=model or getattr(first.plan, "model", "") or "",
+                         compile_seconds=sum(c.compile_seconds for c in by_batch.values()))
+
+
+def _check_batched(specs, reference, batch: int, ref_batch: int, what: str) -> None:
+    """ShapeError unless ``specs`` are ``reference`` with ``batch`` for ``ref_batch`` as every leading dim."""
+    if [t.name for t in specs] != [t.name for t in reference]:
+        raise ShapeError(f"the build at batch {batch} has {what}s {[t.name for t in specs]}, the one at batch "
+                         f"{ref_batch} {[t.name for t in reference]}: not one model at two batches")
+    for t, r in zip(specs, reference):
+        if not len(t.shape) or t.shape[0] != batch or tuple(t.shape[1:]) != tuple(r.shape[1:]):
+            raise ShapeError(f"{what} '{t.name}' is {list(t.shape)} in the build at batch {batch} (batch {ref_batch}: "
+                             f"{list(r.shape)}); each build's {what}s must lead with its batch, the rest alike")
+
+
 def _check_outputs(graph, spec: BucketSpec, sizes: dict[str, int]) -> None:
     """Every output axis ONNX says follows a bucketed dim has that bucket's size in the
     built graph (else slicing it back would cut the wrong rows)."""
@@ -132,4 +181,4 @@ def _symbolic_outputs(compiled, spec: BucketSpec) -> list[TensorSpec]:
                                      for i, d in enumerate(t.shape)), t.dtype) for t in compiled.outputs]
 
 
-__all__ = ["PlannedBucket", "compile_buckets", "plan_buckets"]
+__all__ = ["PlannedBucket", "bucket_batches", "compile_buckets", "plan_buckets"]

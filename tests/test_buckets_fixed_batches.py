@@ -1,0 +1,73 @@
+"""hetpart.bucket_batches: models compiled at fixed batches served as one bucketed model.
+
+The run is checked against onnxruntime on the unpadded feed (an independent
+reference); the shape checks with stand-in builds (no compile).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import hetpart
+from bucket_models import batch_model, feeds
+from hetpart.compiler.artifact import TensorSpec
+from hetpart.errors import ShapeError
+
+
+def _fake(batch: int, out_shape=None, x_cols: int = 8):
+    """A stand-in compiled model of tests/bucket_models.batch_model at ``batch``."""
+    return SimpleNamespace(
+        inputs=[TensorSpec("x", (batch, x_cols), "float32"), TensorSpec("s", (batch, 1), "float32")],
+        outputs=[TensorSpec("t_y", (batch, 4), "float32"), TensorSpec("t_p", out_shape or (batch, 1), "float32")],
+        model_output_names=["y", "p"], plan=SimpleNamespace(model="m"), compile_seconds=1.0)
+
+
+def test_spec_follows_the_batch_of_every_build():
+    model = hetpart.bucket_batches({4: _fake(4), 1: _fake(1), 2: _fake(2)})
+    assert model.spec.sizes == {"batch": (1, 2, 4)} and [b.sizes for b in model.buckets] == [
+        {"batch": 1}, {"batch": 2}, {"batch": 4}]
+    assert model.spec.input_axes == {"x": {0: "batch"}, "s": {0: "batch"}}
+    assert model.spec.output_axes == {"y": {0: "batch"}, "p": {0: "batch"}}
+    assert [t.shape for t in model.inputs] == [("batch", 8), ("batch", 1)]
+    assert model.spec.max_batch == 4 and model.compile_seconds == 3.0
+
+
+def test_an_output_without_the_batch_is_kept_whole_when_alike():
+    model = hetpart.bucket_batches({1: _fake(1, out_shape=(7,)), 2: _fake(2, out_shape=(7,))})
+    assert model.spec.output_axes == {"y": {0: "batch"}}
+
+
+@pytest.mark.parametrize("builds, words", [
+    ({1: _fake(1), 2: _fake(2, x_cols=9)}, "input 'x' is [2, 9]"),
+    ({1: _fake(1, out_shape=(3,)), 2: _fake(2, out_shape=(5,))}, "output 'p' changes shape"),
+    ({}, "at least one build"),
+])
+def test_builds_that_are_not_one_model_are_refused(builds, words):
+    with pytest.raises(ShapeError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        hetpart.bucket_batches(builds)
+
+
+def test_a_misnumbered_build_is_refused():
+    with pytest.raises(ShapeError, match="lead with its batch"):
+        hetpart.bucket_batches({1: _fake(1), 4: _fake(2)})
+
+
+@pytest.mark.slow
+def test_fixed_batch_builds_run_any_batch_like_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    builds = {b: hetpart.compile(hetpart.partition(g := hetpart.load(batch_model(b))), g, simulate=True,
+                                 progress=False) for b in (1, 4)}
+    proto = batch_model()
+    ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    with hetpart.Session(hetpart.bucket_batches(builds)) as s:
+        for rows in (1, 3, 4):
+            x = feeds(rows, seed=rows)
+            x["x"][0, :3] = [0.0, -1.5, -0.0]  # zeros and negatives through the Relu
+            got = s.run(x)
+            assert s.last_bucket == {"batch": 1 if rows == 1 else 4}
+            for name, want in zip(["y", "p"], ref.run(None, x)):
+                assert got[name].shape == want.shape
+                np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
