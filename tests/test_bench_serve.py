@@ -80,6 +80,23 @@ def test_classify_tells_own_other_and_wrong_answers_apart():
     assert classify(fingerprint({"y": np.full((1, 8), 7.0)}), 1, refs) == "wrong"
 
 
+def test_classify_measures_each_output_against_its_own_scale():
+    """Another build's rounding (TF32 tiles of a batch-4 bucket against the batch-1
+    reference) moves an element near zero by a fraction of the output's scale: ok.
+    The H200 serving run called such answers wrong when the check was elementwise."""
+    rng = np.random.default_rng(0)
+    logits = [rng.standard_normal((1, 1000)) * 3 for _ in range(3)]
+    logits[1][0, 0] = 1e-4  # a near-zero element the rounding moves by 2e-3 (1e-3 of the scale)
+    small = [rng.uniform(0, 1, (1, 4)) for _ in range(3)]  # a second output of another scale
+    refs = [fingerprint({"logits": lg, "p": q}) for lg, q in zip(logits, small)]
+    rounded = logits[1].copy()
+    rounded[0, 0] += 2e-3
+    assert classify(fingerprint({"logits": rounded, "p": small[1]}), 1, refs) == "ok"
+    # each output is held to its own scale: the small one cannot hide behind the logits'
+    assert classify(fingerprint({"logits": logits[1], "p": small[1] + 0.1}), 1, refs) == "wrong"
+    assert classify(fingerprint({"logits": logits[2], "p": small[2]}), 1, refs) == "crossed"
+
+
 def test_a_server_under_load_answers_every_request_with_its_own_answer():
     models = load_models()
     with Server({"a": Sleepy(8), "b": Sleepy(4)}, max_delay=0.001) as server:
