@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tvm
+import tvm_ffi
 
 from onnx_cases import assert_matches, reference
 
@@ -88,3 +89,18 @@ def test_cpu_softmax_uses_the_vector_exp(op):
              if isinstance(f, tvm.tirx.PrimFunc)]
     assert [str(f.attrs[kernels.RULE_ATTR]) for f in funcs] == ["CpuReduction"]
     assert not has_exp(funcs[0])
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 128, 128), (4, 512)])
+def test_softmax_exps_are_stored_in_the_output(shape):
+    """The exp scratch row (a workspace allocation per row when it exceeds TVM's 1 KiB
+    stack limit) is gone: the exps go into the output row, divided there in place."""
+    from hetpart.kernels.rules.cpu_reduction import CpuReduction
+
+    graph = load(softmax_model("Softmax", shape))
+    func = next(f for f in graph.module.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    scheduled = CpuReduction().apply(func, cpu_tvm_target()).mod["main"]
+    out = scheduled.params[-1]
+    allocated = [b for b in scheduled.body.block.alloc_buffers
+                 if tvm_ffi.structural_equal(list(b.shape), list(out.shape))]
+    assert allocated == [], [b.name for b in allocated]
