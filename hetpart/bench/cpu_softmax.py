@@ -99,9 +99,9 @@ def whole_model(spec: str, threads: int, settings: Settings) -> int:
     return 0
 
 
-def softmax_model(op: str, shape: tuple[int, ...]) -> onnx.ModelProto:
-    """One ``op`` node (``Softmax`` or ``LogSoftmax``, opset 13) over the last axis of ``x``."""
-    node = helper.make_node(op, ["x"], ["y"], axis=-1)
+def softmax_model(op: str, shape: tuple[int, ...], axis: int = -1) -> onnx.ModelProto:
+    """One ``op`` node (``Softmax`` or ``LogSoftmax``, opset 13) over ``axis`` of ``x``."""
+    node = helper.make_node(op, ["x"], ["y"], axis=axis)
     graph = helper.make_graph([node], op.lower(), [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(shape))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

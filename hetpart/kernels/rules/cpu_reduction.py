@@ -21,13 +21,15 @@ Two shapes of function, two schedules:
   vectorisable arithmetic within 4 ulps of ``expf``: LLVM emits ``T.exp`` as one
   scalar libm call per element even in a vector loop (no vector math library is
   linked), which was most of a softmax's time.  Measured (2-core EPYC, AVX-512, 2
-  threads, ``bench/cpu_softmax.py``): BERT-base attention softmax ``[1,12,128,128]``
-  0.25 -> 0.04 ms (ONNX Runtime 0.03-0.04 ms).  Rows that are not whole vectors
+  threads, ``bench/cpu_softmax.py``, with the in-place store below): BERT-base
+  attention softmax ``[1,12,128,128]`` 0.15 -> 0.033 ms (ONNX Runtime 0.024 ms),
+  ``[1,16,512,512]`` 3.5 -> 0.56-0.98 ms (ONNX Runtime 0.37-0.51 ms).  Rows that are not whole vectors
   (a 30522-word vocabulary, 197 ViT tokens) keep scalar row reductions: splitting
   them with a bound check needs the check on the partials block, and TVM 0.27's
   ``compute_at`` drops a block's ``T.where`` predicate when it moves the block into
   the row loop (it then reads past the row); their element-wise passes are
-  vectorised by LLVM now that ``exp`` is no call (128x30522: 6.7 -> 2.9 ms).
+  vectorised by LLVM now that ``exp`` is no call (128x30522: 4.6 -> 2.2 ms, ONNX
+  Runtime 0.33 ms).
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -261,12 +263,17 @@ def scratch_into_output(sch, last):
 
     Applies when every block sits in one row loop, the last (element-wise) block reads
     a root-allocated buffer of the output's shape and dtype at exactly the indices it
-    writes the output, and one other block writes that buffer.  Then, per row, every
-    read of the scratch happens before the last block overwrites that element (the
-    last block reads it in the same statement), and no other row touches it -- even
-    when the output aliases the input (an in-place call), each exp reads ``x[e]``
-    before writing ``out[e]`` and nothing reads ``x`` after.  Otherwise ``sch`` is
-    returned unchanged.  The result is no longer a stage pipeline (a block reads and
+    writes the output, one other block writes that buffer -- per row iteration as many
+    elements as the last block writes (compute_at makes it cover what the last block
+    reads, so it is then exactly the last block's row; a softmax over a leading axis
+    recomputes whole columns per row and is left alone) -- and no block after that one
+    reads a parameter of the output's shape and dtype.  Then, per row, every read of
+    the scratch happens before the last block overwrites that element (the last block
+    reads it in the same statement), and no other row touches it; and an input the
+    output may alias (an in-place call reuses one of its shape and dtype) is read,
+    element by element, before the output is written there (softmax: the exp reads
+    ``x[e]``, then writes ``out[e]``; nothing reads ``x`` after).  Otherwise ``sch``
+    is returned unchanged.  The result is no longer a stage pipeline (a block reads and
     writes the output), so this is the last step of the schedule.
     """
     func = sch.mod["main"]
@@ -277,6 +284,8 @@ def scratch_into_output(sch, last):
     out, root = store.buffer, func.body.block
     scratch = _elementwise_source(store, root.alloc_buffers)
     if scratch is None or len(_row_loop_children(func)) != 1 or _writers(func, scratch) != 1:
+        return sch
+    if _reads_alias_after_write(func, scratch, out) or not _same_row_region(sch, func, scratch, last):
         return sch
     body = tvm_ffi.structural_map(root.body, (tvm.ir.Var, lambda v: out if v.same_as(scratch) else v))
     new_root = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init,
@@ -299,6 +308,39 @@ def _elementwise_source(store, allocated):
                 and tvm_ffi.structural_equal(list(buf.shape), list(out.shape))):
             return buf
     return None
+
+
+def _reads_alias_after_write(func, scratch, out) -> bool:
+    """Whether a block after the one writing ``scratch`` reads a parameter that ``out``
+    could alias (same shape and dtype: what an in-place call reuses)."""
+    blocks = []
+    tvm_ffi.structural_walk(func.body.block.body, (s_tir.SBlock, blocks.append), order="pre")
+    first = next(i for i, b in enumerate(blocks) if any(w.source.same_as(scratch) for w in b.writes))
+    aliases = [p for p in func.params if not p.same_as(out) and str(p.dtype) == str(out.dtype)
+               and tvm_ffi.structural_equal(list(p.shape), list(out.shape))]
+    return any(r.source.same_as(p) for b in blocks[first + 1:] for r in b.reads for p in aliases)
+
+
+def _same_row_region(sch, func, scratch, last) -> bool:
+    """Whether the block writing ``scratch`` and ``last`` sit in the same outer (row)
+    loop and write as many elements per iteration of it."""
+    writers = []
+    tvm_ffi.structural_walk(func.body.block.body, (s_tir.SBlock, lambda b: writers.append(b)
+                                                   if any(w.source.same_as(scratch) for w in b.writes) else None))
+    writer = sch.get_sblock(writers[0].name_hint)
+    w_loops, l_loops = sch.get_loops(writer), sch.get_loops(last)
+    if not w_loops or not l_loops or not sch.get(w_loops[0]).same_as(sch.get(l_loops[0])):
+        return False
+    sizes = []
+    for loops in (w_loops[1:], l_loops[1:]):
+        extents = [const_extent(sch, lp) for lp in loops]
+        if any(e is None for e in extents):
+            return False
+        size = 1
+        for e in extents:
+            size *= e
+        sizes.append(size)
+    return sizes[0] == sizes[1]
 
 
 def _row_loop_children(func):
