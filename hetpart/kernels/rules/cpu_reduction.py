@@ -23,13 +23,17 @@ Two shapes of function, two schedules:
   linked), which was most of a softmax's time.  Measured (2-core EPYC, AVX-512, 2
   threads, ``bench/cpu_softmax.py``, with the in-place store below): BERT-base
   attention softmax ``[1,12,128,128]`` 0.15 -> 0.033 ms (ONNX Runtime 0.024 ms),
-  ``[1,16,512,512]`` 3.5 -> 0.56-0.98 ms (ONNX Runtime 0.37-0.51 ms).  Rows that are not whole vectors
-  (a 30522-word vocabulary, 197 ViT tokens) keep scalar row reductions: splitting
-  them with a bound check needs the check on the partials block, and TVM 0.27's
-  ``compute_at`` drops a block's ``T.where`` predicate when it moves the block into
-  the row loop (it then reads past the row); their element-wise passes are
-  vectorised by LLVM now that ``exp`` is no call (128x30522: 4.6 -> 2.2 ms, ONNX
-  Runtime 0.33 ms).
+  ``[1,16,512,512]`` 3.5 -> 0.56-0.98 ms (ONNX Runtime 0.37-0.51 ms).
+* rows that are not whole vectors (a 30522-word vocabulary, 197 ViT tokens) reduce
+  in ``lanes`` partials too: the split's bound check becomes a guard in the
+  partials' value (:func:`_guard_partials`; TVM 0.27's ``compute_at`` drops a
+  block's ``T.where`` predicate, and the block then reads past the row).  TVM's
+  VectorizeLoop turns that guarded loop into scalar code, but with ``lanes``
+  independent chains instead of one; the element-wise passes are LLVM's vectorised
+  loops.  128x30522 softmax 4.6 -> ~1.35 ms (ONNX Runtime 0.7 ms in the same,
+  busier, run), 1x12x197x197 0.67 -> 0.22 ms.  (LoopPartition could split off the
+  guarded last step and leave the rest vector code, but its loop hint is lost when
+  NarrowDataType renames the int64 loop variables.)
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -64,8 +68,10 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
     ext = const_extent(sch, loops[-1])
     width = fitting_lanes(ext, lanes) if ext else None
     if width is None:
-        # No whole vectors fit (a 10-class softmax row): leave the loop to LLVM.  A
-        # vector of the loop's odd extent also failed to build (an allocation inside).
+        # No whole vectors fit (a 10-class softmax row, 197 tokens): leave the loop to
+        # LLVM, which vectorises it with its own tail.  A vector of the loop's odd extent
+        # failed to build (an allocation inside); a split with a bound check and
+        # LoopPartition measured 2x slower than LLVM's loop (1x12x197x197 softmax).
         return
     if ext > width:
         _, inner = sch.split(loops[-1], factors=[None, width])
@@ -85,6 +91,12 @@ def rfactor_rows(sch, block, lanes: int):
     before any ``compute_at`` (``rfactor`` needs a complete reduction); then
     :func:`vectorize_partials`.
 
+    A row that is not a multiple of ``lanes`` leaves the split's bound check on the
+    partials block as a block predicate, which TVM 0.27's ``compute_at`` drops when
+    it moves the block (it then reads past the row): so the check is moved into the
+    value (:func:`_guard_partials`: elements past the row combine the reduction's
+    identity), before anything moves the block.
+
     Reorders the sum (``lanes`` interleaved chains), so results differ from the
     serial loop by rounding only.
     """
@@ -94,10 +106,64 @@ def rfactor_rows(sch, block, lanes: int):
     if len([iv for iv in reduce_iters if not (isinstance(iv.dom.extent, tirx.IntImm) and int(iv.dom.extent) == 1)]) != 1:
         return None
     ext = const_extent(sch, loops[-1])
-    if ext is None or ext % lanes or ext < 2 * lanes or not _bound_to(sch, block, loops[-1], tirx.IterVar.CommReduce):
+    if ext is None or ext < 2 * lanes or not _bound_to(sch, block, loops[-1], tirx.IterVar.CommReduce):
+        return None
+    if ext % lanes and _combiner(stmt) is None:
         return None
     _, ki = sch.split(loops[-1], factors=[None, lanes])
-    return sch.rfactor(ki, factor_axis=len(stmt.writes[0].region))
+    rf = sch.rfactor(ki, factor_axis=len(stmt.writes[0].region))
+    if ext % lanes:
+        _guard_partials(sch, rf)
+    return rf
+
+
+def _combiner(stmt):
+    """``(self load, other operand)`` of a reduction block whose update is
+    ``buf[i] = max|min|+|*(buf[i], other)`` (either order) with an init, else None."""
+    store = stmt.body
+    if stmt.init is None or not isinstance(store, tirx.BufferStore) or not isinstance(stmt.init, tirx.BufferStore):
+        return None
+    value = store.value
+    if not isinstance(value, (tirx.Max, tirx.Min, tirx.Add, tirx.Mul)):
+        return None
+    for mine, other in ((value.a, value.b), (value.b, value.a)):
+        if (isinstance(mine, tvm.ir.TensorLoad) and mine.source.same_as(store.buffer)
+                and tvm_ffi.structural_equal(mine.indices, store.indices)):
+            return mine, other
+    return None
+
+
+def _guard_partials(sch, rf) -> None:
+    """Replace the partials block's predicate (``k0 * lanes + k1 < n``) by a guard on
+    its value: ``buf = op(buf, if_then_else(k0 * lanes + k1 < n, other, identity))``,
+    the identity being the block's init value.  Raises where the block does not have
+    that form (the rule then declines the function)."""
+    loops = sch.get_loops(rf)
+    loop = sch.get(loops[-1])
+    realize, block = loop.body, sch.get(rf)
+    if not isinstance(realize, s_tir.SBlockRealize) or not realize.block.same_as(block):
+        raise ValueError("partials block not directly under its innermost loop")
+    to_block = {}
+    for iv, val in zip(block.iter_vars, realize.iter_values):
+        if isinstance(val, tvm.ir.Var):
+            to_block[val] = iv.var
+    used = []
+    tvm_ffi.structural_walk(realize.predicate, (tvm.ir.Var, used.append))
+    if any(not any(v.same_as(k) for k in to_block) for v in used):
+        raise ValueError("partials predicate not over the block's own loops")
+    cond = tvm_ffi.structural_map(realize.predicate, (tvm.ir.Var, lambda v: next(
+        (b for k, b in to_block.items() if k.same_as(v)), v)))
+    mine, other = _combiner(block)
+    store = block.body
+    guarded = tirx.if_then_else(cond, other, block.init.value)
+    value = type(store.value)(mine, guarded)
+    new_block = s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
+                             tirx.BufferStore(store.buffer, value, store.indices), block.init,
+                             block.alloc_buffers, block.match_buffers, block.annotations)
+    new_loop = tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind,
+                        s_tir.SBlockRealize(realize.iter_values, True, new_block), loop.thread_binding,
+                        loop.annotations)
+    sch.state.replace(sch.get_sref(loops[-1]), new_loop, {block: new_block})
 
 
 def vectorize_partials(sch, rf, lanes: int) -> None:
