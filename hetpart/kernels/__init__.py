@@ -8,7 +8,10 @@ scalar loops) and its GPU defaults leave speed on the table; the rules in
 :mod:`hetpart.kernels.rules` fill that gap without any tuning.  Tuning is opt-in
 (:mod:`hetpart.kernels.tuning`); its records take precedence over the rules.
 
-Invariant: scheduling never changes what a function computes, only its loops; a
+Invariant: scheduling never changes what a function computes, only its loops --
+except that the CPU reduction rule computes float32 ``exp`` by
+:func:`~hetpart.kernels.fast_exp.fast_exp` (within 4 ulps of libm's, same special
+values), since LLVM leaves ``exp`` a scalar libm call per element; a
 function no rule can schedule is left as it was (on a CPU with its outer loop run in
 parallel where legal).  Each scheduled function records the rule that scheduled it
 in the attribute ``hetpart.rule``.

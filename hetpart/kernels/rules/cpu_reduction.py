@@ -15,22 +15,46 @@ Two shapes of function, two schedules:
   vectorised, and each reduction along the row keeps ``lanes`` partial results in
   one SIMD register (:func:`rfactor_rows`), combined at the end of the row.
   Measured (2-core znver3, one thread): layer norm 128x768 5.5x over unscheduled
-  (was 0.9x).  Softmax stays ~1x: its cost is ``exp``, which LLVM emits as scalar
-  libm calls even in a vector loop (no vector math library is linked).
+  (was 0.9x).
+* every float32 ``exp`` of a function this rule schedules (softmax, log-softmax,
+  log-sum-exp) is computed by :func:`hetpart.kernels.fast_exp.fast_exp`, plain
+  vectorisable arithmetic within 4 ulps of ``expf``: LLVM emits ``T.exp`` as one
+  scalar libm call per element even in a vector loop (no vector math library is
+  linked), which was most of a softmax's time.  Measured (2-core EPYC, AVX-512, 2
+  threads, ``bench/cpu_softmax.py``, with the in-place store below): BERT-base
+  attention softmax ``[1,12,128,128]`` 0.15 -> 0.033 ms (ONNX Runtime 0.024 ms),
+  ``[1,16,512,512]`` 3.5 -> 0.56-0.98 ms (ONNX Runtime 0.37-0.51 ms).
+* rows that are not whole vectors (a 30522-word vocabulary, 197 ViT tokens) reduce
+  in ``lanes`` partials too: the split's bound check becomes a guard in the
+  partials' value (:func:`_guard_partials`; TVM 0.27's ``compute_at`` drops a
+  block's ``T.where`` predicate, and the block then reads past the row).  TVM's
+  VectorizeLoop turns that guarded loop into scalar code, but with ``lanes``
+  independent chains instead of one; the element-wise passes are LLVM's vectorised
+  loops.  128x30522 softmax 4.6 -> ~1.35 ms (ONNX Runtime 0.7 ms in the same,
+  busier, run), 1x12x197x197 0.67 -> 0.22 ms.  (LoopPartition could split off the
+  guarded last step and leave the rest vector code, but its loop hint is lost when
+  NarrowDataType renames the int64 loop variables.)
+* softmax's ``exp`` row is stored in the output row and divided there in place
+  (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
+  inside the parallel loop, cost a workspace alloc/free call pair per row once wider
+  than TVM's 1 KiB stack limit (``[1,16,512,512]``: 0.74 -> 0.57 ms).
 
 Invariant: each output is reduced over the same elements as in the unscheduled
 function; row reductions in a different order (``lanes`` interleaved chains), so
-results agree to rounding.
+results agree to rounding; ``exp`` agrees with libm's within 4 ulps
+(tests/test_kernels_fast_exp.py), with the same 0, +inf and NaN.
 """
 
 from __future__ import annotations
 
+import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
+from ..fast_exp import replace_exp
 
 
 def _leading_s(kind: str) -> int:
@@ -44,8 +68,10 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
     ext = const_extent(sch, loops[-1])
     width = fitting_lanes(ext, lanes) if ext else None
     if width is None:
-        # No whole vectors fit (a 10-class softmax row): leave the loop to LLVM.  A
-        # vector of the loop's odd extent also failed to build (an allocation inside).
+        # No whole vectors fit (a 10-class softmax row, 197 tokens): leave the loop to
+        # LLVM, which vectorises it with its own tail.  A vector of the loop's odd extent
+        # failed to build (an allocation inside); a split with a bound check and
+        # LoopPartition measured 2x slower than LLVM's loop (1x12x197x197 softmax).
         return
     if ext > width:
         _, inner = sch.split(loops[-1], factors=[None, width])
@@ -65,6 +91,12 @@ def rfactor_rows(sch, block, lanes: int):
     before any ``compute_at`` (``rfactor`` needs a complete reduction); then
     :func:`vectorize_partials`.
 
+    A row that is not a multiple of ``lanes`` leaves the split's bound check on the
+    partials block as a block predicate, which TVM 0.27's ``compute_at`` drops when
+    it moves the block (it then reads past the row): so the check is moved into the
+    value (:func:`_guard_partials`: elements past the row combine the reduction's
+    identity), before anything moves the block.
+
     Reorders the sum (``lanes`` interleaved chains), so results differ from the
     serial loop by rounding only.
     """
@@ -74,10 +106,64 @@ def rfactor_rows(sch, block, lanes: int):
     if len([iv for iv in reduce_iters if not (isinstance(iv.dom.extent, tirx.IntImm) and int(iv.dom.extent) == 1)]) != 1:
         return None
     ext = const_extent(sch, loops[-1])
-    if ext is None or ext % lanes or ext < 2 * lanes or not _bound_to(sch, block, loops[-1], tirx.IterVar.CommReduce):
+    if ext is None or ext < 2 * lanes or not _bound_to(sch, block, loops[-1], tirx.IterVar.CommReduce):
+        return None
+    if ext % lanes and _combiner(stmt) is None:
         return None
     _, ki = sch.split(loops[-1], factors=[None, lanes])
-    return sch.rfactor(ki, factor_axis=len(stmt.writes[0].region))
+    rf = sch.rfactor(ki, factor_axis=len(stmt.writes[0].region))
+    if ext % lanes:
+        _guard_partials(sch, rf)
+    return rf
+
+
+def _combiner(stmt):
+    """``(self load, other operand)`` of a reduction block whose update is
+    ``buf[i] = max|min|+|*(buf[i], other)`` (either order) with an init, else None."""
+    store = stmt.body
+    if stmt.init is None or not isinstance(store, tirx.BufferStore) or not isinstance(stmt.init, tirx.BufferStore):
+        return None
+    value = store.value
+    if not isinstance(value, (tirx.Max, tirx.Min, tirx.Add, tirx.Mul)):
+        return None
+    for mine, other in ((value.a, value.b), (value.b, value.a)):
+        if (isinstance(mine, tvm.ir.TensorLoad) and mine.source.same_as(store.buffer)
+                and tvm_ffi.structural_equal(mine.indices, store.indices)):
+            return mine, other
+    return None
+
+
+def _guard_partials(sch, rf) -> None:
+    """Replace the partials block's predicate (``k0 * lanes + k1 < n``) by a guard on
+    its value: ``buf = op(buf, if_then_else(k0 * lanes + k1 < n, other, identity))``,
+    the identity being the block's init value.  Raises where the block does not have
+    that form (the rule then declines the function)."""
+    loops = sch.get_loops(rf)
+    loop = sch.get(loops[-1])
+    realize, block = loop.body, sch.get(rf)
+    if not isinstance(realize, s_tir.SBlockRealize) or not realize.block.same_as(block):
+        raise ValueError("partials block not directly under its innermost loop")
+    to_block = {}
+    for iv, val in zip(block.iter_vars, realize.iter_values):
+        if isinstance(val, tvm.ir.Var):
+            to_block[val] = iv.var
+    used = []
+    tvm_ffi.structural_walk(realize.predicate, (tvm.ir.Var, used.append))
+    if any(not any(v.same_as(k) for k in to_block) for v in used):
+        raise ValueError("partials predicate not over the block's own loops")
+    cond = tvm_ffi.structural_map(realize.predicate, (tvm.ir.Var, lambda v: next(
+        (b for k, b in to_block.items() if k.same_as(v)), v)))
+    mine, other = _combiner(block)
+    store = block.body
+    guarded = tirx.if_then_else(cond, other, block.init.value)
+    value = type(store.value)(mine, guarded)
+    new_block = s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
+                             tirx.BufferStore(store.buffer, value, store.indices), block.init,
+                             block.alloc_buffers, block.match_buffers, block.annotations)
+    new_loop = tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind,
+                        s_tir.SBlockRealize(realize.iter_values, True, new_block), loop.thread_binding,
+                        loop.annotations)
+    sch.state.replace(sch.get_sref(loops[-1]), new_loop, {block: new_block})
 
 
 def vectorize_partials(sch, rf, lanes: int) -> None:
@@ -141,7 +227,7 @@ class CpuReduction(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
-        sch = s_tir.Schedule(func)
+        sch = s_tir.Schedule(replace_exp(func))
         try_inline_spatial(sch)
         infos = block_infos(sch)
         if infos is None or all(bi.is_injective() for bi in infos):
@@ -158,7 +244,9 @@ class CpuReduction(ScheduleRule):
             if self._one_reduction(sch, infos, lanes):
                 return sch
             return None
-        return sch if self._rows(sch, infos, lanes) else None
+        if not self._rows(sch, infos, lanes):
+            return None
+        return scratch_into_output(sch, infos[-1].block_rv)
 
     @staticmethod
     def _one_reduction(sch, infos, lanes: int) -> bool:
@@ -227,6 +315,112 @@ class CpuReduction(ScheduleRule):
             elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
                 _vectorize_inner(sch, blk, lanes)
         return True
+
+
+def scratch_into_output(sch, last):
+    """``sch`` with softmax's ``exp`` scratch stored in the output itself, when that is safe.
+
+    After :meth:`CpuReduction._rows` a softmax keeps ``exp(x - max)`` of each row in a
+    scratch buffer the size of the output, which TVM compacts to one row *allocated
+    inside the parallel row loop*: a row of more than 1 KiB (TVM's stack limit, 256
+    floats) is then a ``TVMBackendAllocWorkspace``/``FreeWorkspace`` call pair per row
+    (measured 0.74 -> 0.57 ms on ``[1,16,512,512]``, 2 threads).  So, as ONNX Runtime
+    does, the row's exps go into the output row and the last pass divides in place.
+
+    Applies when every block sits in one row loop, the last (element-wise) block reads
+    a root-allocated buffer of the output's shape and dtype at exactly the indices it
+    writes the output, one other block writes that buffer -- per row iteration as many
+    elements as the last block writes (compute_at makes it cover what the last block
+    reads, so it is then exactly the last block's row; a softmax over a leading axis
+    recomputes whole columns per row and is left alone) -- and no block after that one
+    reads a parameter of the output's shape and dtype.  Then, per row, every read of
+    the scratch happens before the last block overwrites that element (the last block
+    reads it in the same statement), and no other row touches it; and an input the
+    output may alias (an in-place call reuses one of its shape and dtype) is read,
+    element by element, before the output is written there (softmax: the exp reads
+    ``x[e]``, then writes ``out[e]``; nothing reads ``x`` after).  Otherwise ``sch``
+    is returned unchanged.  The result is no longer a stage pipeline (a block reads and
+    writes the output), so this is the last step of the schedule.
+    """
+    func = sch.mod["main"]
+    stmt = sch.get(last)
+    store = stmt.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(func.body, s_tir.SBlockRealize):
+        return sch
+    out, root = store.buffer, func.body.block
+    scratch = _elementwise_source(store, root.alloc_buffers)
+    if scratch is None or len(_row_loop_children(func)) != 1 or _writers(func, scratch) != 1:
+        return sch
+    if _reads_alias_after_write(func, scratch, out) or not _same_row_region(sch, func, scratch, last):
+        return sch
+    body = tvm_ffi.structural_map(root.body, (tvm.ir.Var, lambda v: out if v.same_as(scratch) else v))
+    new_root = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init,
+                            [b for b in root.alloc_buffers if not b.same_as(scratch)], root.match_buffers,
+                            root.annotations)
+    realize = func.body
+    return s_tir.Schedule(func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, new_root)))
+
+
+def _elementwise_source(store, allocated):
+    """The root-allocated buffer of ``store``'s shape and dtype that its value reads at
+    exactly ``store``'s indices (and nowhere else), or None."""
+    out = store.buffer
+    loads = []
+    tvm_ffi.structural_walk(store.value, (tvm.ir.TensorLoad, loads.append))
+    for buf in allocated:
+        mine = [ld for ld in loads if ld.source.same_as(buf)]
+        if (mine and str(buf.dtype) == str(out.dtype)
+                and all(tvm_ffi.structural_equal(ld.indices, store.indices) for ld in mine)
+                and tvm_ffi.structural_equal(list(buf.shape), list(out.shape))):
+            return buf
+    return None
+
+
+def _reads_alias_after_write(func, scratch, out) -> bool:
+    """Whether a block after the one writing ``scratch`` reads a parameter that ``out``
+    could alias (same shape and dtype: what an in-place call reuses)."""
+    blocks = []
+    tvm_ffi.structural_walk(func.body.block.body, (s_tir.SBlock, blocks.append), order="pre")
+    first = next(i for i, b in enumerate(blocks) if any(w.source.same_as(scratch) for w in b.writes))
+    aliases = [p for p in func.params if not p.same_as(out) and str(p.dtype) == str(out.dtype)
+               and tvm_ffi.structural_equal(list(p.shape), list(out.shape))]
+    return any(r.source.same_as(p) for b in blocks[first + 1:] for r in b.reads for p in aliases)
+
+
+def _same_row_region(sch, func, scratch, last) -> bool:
+    """Whether the block writing ``scratch`` and ``last`` sit in the same outer (row)
+    loop and write as many elements per iteration of it."""
+    writers = []
+    tvm_ffi.structural_walk(func.body.block.body, (s_tir.SBlock, lambda b: writers.append(b)
+                                                   if any(w.source.same_as(scratch) for w in b.writes) else None))
+    writer = sch.get_sblock(writers[0].name_hint)
+    w_loops, l_loops = sch.get_loops(writer), sch.get_loops(last)
+    if not w_loops or not l_loops or not sch.get(w_loops[0]).same_as(sch.get(l_loops[0])):
+        return False
+    sizes = []
+    for loops in (w_loops[1:], l_loops[1:]):
+        extents = [const_extent(sch, lp) for lp in loops]
+        if any(e is None for e in extents):
+            return False
+        size = 1
+        for e in extents:
+            size *= e
+        sizes.append(size)
+    return sizes[0] == sizes[1]
+
+
+def _row_loop_children(func):
+    """The statements directly under the root block (one: the parallel row loop)."""
+    body = func.body.block.body
+    return list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]
+
+
+def _writers(func, buf) -> int:
+    """How many blocks write ``buf``."""
+    found = []
+    tvm_ffi.structural_walk(func.body.block.body, (s_tir.SBlock, lambda b: found.append(b)
+                                                   if any(w.source.same_as(buf) for w in b.writes) else None))
+    return len(found)
 
 
 def _row_loops(sch, infos) -> int:

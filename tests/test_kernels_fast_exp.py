@@ -1,0 +1,104 @@
+"""``hetpart.kernels.fast_exp``: the vectorisable float32 exp against float64 ``exp``.
+
+Tolerance (the module's contract): relative error at most 4 float32 ulps
+(``4 * 2**-23``) wherever ``exp(x)`` is a normal float32; within 2 subnormal steps
+(``2 * 2**-149``) where it is subnormal; exactly 0, +inf and NaN for -inf, +inf and
+NaN, +inf beyond ``ln(FLT_MAX)``.  The kernel is built vectorised (16 lanes), as the
+CPU reduction rule builds it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import s_tir, te, tirx
+
+from hetpart.kernels.fast_exp import has_exp, replace_exp
+from hetpart.targets import cpu_tvm_target
+
+ULP_REL = 4 * 2.0 ** -23
+SUBNORMAL_ABS = 2 * 2.0 ** -149
+
+
+def _exp_kernel(n: int, fast: bool):
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: tirx.exp(a[i]), name="b")
+    func = te.create_prim_func([a, b])
+    if fast:
+        func = replace_exp(func)
+    sch = s_tir.Schedule(func)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+
+    def run(x):
+        out = tvm.runtime.empty((n,), "float32")
+        lib(tvm.runtime.tensor(x), out)
+        return out.numpy()
+
+    return run
+
+
+SPECIAL = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, 1.0, -1.0, 80.0, -80.0, 1e4, -1e4, 88.72, 88.7229,
+                    -87.33, -87.34, -103.9, -104.5, -150.0, 1e-30, -1e-30], np.float32)
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return _exp_kernel(1 << 16, fast=True)
+
+
+def _inputs(n: int = 1 << 16) -> np.ndarray:
+    grid = np.linspace(-110.0, 90.0, n - SPECIAL.size, dtype=np.float32)
+    return np.concatenate([SPECIAL, grid]).astype(np.float32)
+
+
+def test_fast_exp_within_4_ulps_of_exp(fast):
+    x = _inputs()
+    got = fast(x)
+    with np.errstate(all="ignore"):
+        want = np.exp(x.astype(np.float64))
+    f32 = np.finfo(np.float32)
+    normal = np.isfinite(x) & (want >= f32.tiny) & (want <= float(f32.max))
+    rel = np.abs(got[normal] - want[normal]) / want[normal]
+    assert rel.max() <= ULP_REL, f"max relative error {rel.max():.3g} at x={x[normal][rel.argmax()]}"
+    sub = np.isfinite(x) & (want < f32.tiny)
+    assert np.abs(got[sub] - want[sub]).max() <= SUBNORMAL_ABS
+    over = np.isfinite(x) & (want > float(f32.max))
+    assert np.all(np.isposinf(got[over]))
+
+
+def test_fast_exp_special_values(fast):
+    x = _inputs()
+    got = fast(x)
+    assert got[0] == 0.0 and np.isposinf(got[1]) and np.isnan(got[2])
+    assert got[3] == 1.0 and got[4] == 1.0
+    assert not np.isnan(got[3:]).any(), "NaN only for a NaN input"
+
+
+def test_fast_exp_matches_the_kernel_it_replaces(fast):
+    """Against TVM's own (libm) exp built the same way: within the same tolerance."""
+    x = _inputs()
+    want = _exp_kernel(x.size, fast=False)(x)
+    got = fast(x)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    ok = np.isfinite(want) & (want >= np.finfo(np.float32).tiny)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2 * ULP_REL, atol=0)
+
+
+def test_replace_exp_rewrites_every_float32_exp_and_only_those():
+    a = te.placeholder((8,), "float32", name="a")
+    b = te.compute((8,), lambda i: tirx.exp(a[i]) + tirx.exp(a[i] * 2.0), name="b")
+    func = te.create_prim_func([a, b])
+    assert has_exp(func)
+    assert not has_exp(replace_exp(func))
+    c = te.compute((8,), lambda i: a[i] + 1.0, name="c")
+    plain = te.create_prim_func([a, c])
+    assert replace_exp(plain).same_as(plain)
+    d = te.placeholder((8,), "float64", name="d")
+    e = te.compute((8,), lambda i: tirx.exp(d[i]), name="e")
+    wide = te.create_prim_func([d, e])
+    assert replace_exp(wide).same_as(wide), "float64 exp is left to libm"
+
