@@ -1,10 +1,11 @@
-"""CPU softmax kernel benchmark front end: hetpart's CPU Softmax/LogSoftmax kernels vs ONNX Runtime CPU.
+"""CPU softmax / element-wise kernel benchmark front end: hetpart's CPU kernels vs ONNX Runtime CPU.
 
 The benchmark is :mod:`hetpart.bench.cpu_softmax` (its docstring says what it measures);
 this script only runs it from a checkout:
 
     python bench/cpu_softmax.py                      # issue 18's shapes, Softmax and LogSoftmax
     python bench/cpu_softmax.py --ops Softmax --shapes 1x12x128x128 --quick
+    python bench/cpu_softmax.py --ops Sigmoid,SiLU --shapes 1x96x112x112,1x1280x7x7
 """
 
 from __future__ import annotations

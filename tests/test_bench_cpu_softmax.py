@@ -22,3 +22,15 @@ def test_main_prints_one_line_per_op_and_shape(capsys, monkeypatch):
     assert cpu_softmax.main(["--ops", "Softmax,LogSoftmax", "--shapes", "2x32,3x16", "--quick"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith(("Softmax", "LogSoftmax"))]
     assert len(lines) == 4
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "SiLU"])
+def test_measure_times_elementwise_ops(op):
+    row = cpu_softmax.measure(op, (1, 8, 5, 7), threads=1, settings=Settings.tiny())
+    assert row["hetpart_s"] > 0 and row["ort_s"] > 0
+    assert row["max_abs_diff"] < 1e-5
+
+
+def test_op_model_rejects_an_unknown_op():
+    with pytest.raises(ValueError, match="Sigmoid"):
+        cpu_softmax.op_model("Gelu", (2, 3))

@@ -102,3 +102,58 @@ def test_replace_exp_rewrites_every_float32_exp_and_only_those():
     wide = te.create_prim_func([d, e])
     assert replace_exp(wide).same_as(wide), "float64 exp is left to libm"
 
+
+
+def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps():
+    """``T.sigmoid`` (LLVM: ``1 / (1 + expf(-x))``, a libm call) becomes
+    ``1 / (1 + fast_exp(-x))``: within 6 ulps of the float64 sigmoid where that is a
+    normal float32; 0, 1 and NaN for -inf, +inf and NaN."""
+    n = 1 << 12
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: tirx.sigmoid(a[i]), name="b")
+    func = te.create_prim_func([a, b])
+    assert has_exp(func)
+    fast = replace_exp(func)
+    assert not has_exp(fast)
+    sch = s_tir.Schedule(fast)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+    x = np.concatenate([SPECIAL, np.linspace(-90.0, 90.0, n - SPECIAL.size, dtype=np.float32)]).astype(np.float32)
+    out = tvm.runtime.empty((n,), "float32")
+    lib(tvm.runtime.tensor(x), out)
+    got = out.numpy()
+    with np.errstate(all="ignore"):
+        want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert got[0] == 0.0 and got[1] == 1.0 and np.isnan(got[2]) and not np.isnan(got[3:]).any()
+    normal = np.isfinite(x) & (want >= np.finfo(np.float32).tiny) & (x > -88.0)
+    rel = np.abs(got[normal] - want[normal]) / want[normal]
+    assert rel.max() <= 6 * 2.0 ** -23, f"max relative error {rel.max():.3g} at x={x[normal][rel.argmax()]}"
+
+
+def test_fast_tanh_within_16_ulps():
+    """``T.tanh`` (LLVM: two libm ``expf`` calls) becomes :func:`fast_tanh`: within 16
+    ulps of the float64 tanh (exact where TOPI's small-x polynomial applies); +-1 for
+    +-inf, NaN for NaN, -0 for -0."""
+    grid = np.concatenate([np.linspace(-12.0, 12.0, 3072), np.geomspace(1e-8, 0.5, 1024 - SPECIAL.size)])
+    x = np.concatenate([SPECIAL, grid.astype(np.float32) * np.where(np.arange(grid.size) % 2, 1, -1)]).astype(np.float32)
+    n = x.size
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: tirx.tanh(a[i]), name="b")
+    func = te.create_prim_func([a, b])
+    assert has_exp(func)
+    fast = replace_exp(func)
+    assert not has_exp(fast)
+    sch = s_tir.Schedule(fast)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+    out = tvm.runtime.empty((n,), "float32")
+    lib(tvm.runtime.tensor(x), out)
+    got = out.numpy()
+    want = np.tanh(x.astype(np.float64))
+    assert got[0] == -1.0 and got[1] == 1.0 and np.isnan(got[2]) and not np.isnan(got[3:]).any()
+    assert np.signbit(got[4]) and got[4] == 0.0, "tanh(-0) = -0"
+    ok = np.isfinite(x) & (x != 0)
+    rel = np.abs(got[ok] - want[ok]) / np.abs(want[ok])
+    assert rel.max() <= 16 * 2.0 ** -23, f"max relative error {rel.max():.3g} at x={x[ok][rel.argmax()]}"

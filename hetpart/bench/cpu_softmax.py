@@ -1,7 +1,10 @@
-"""hetpart's CPU softmax kernels against ONNX Runtime's, one node at a time.
+"""hetpart's CPU softmax (and exp-based element-wise) kernels against ONNX Runtime's,
+one node at a time.
 
 Run by ``bench/cpu_softmax.py``.  For each case (an ONNX ``Softmax`` or
-``LogSoftmax`` over the last axis of one input), prints the median time of:
+``LogSoftmax`` over the last axis of one input, or an element-wise op of
+:data:`ELEMENTWISE`: ``Sigmoid``, ``SiLU`` = ``Mul(x, Sigmoid(x))``, ``Exp``, ...),
+prints the median time of:
 
 * hetpart's kernel: the one-node model imported by :func:`hetpart.load`, its fused
   module built by :func:`hetpart.kernels.build` for the host CPU (what a CPU
@@ -17,7 +20,8 @@ by default, :mod:`hetpart.cpu_cores`) and ORT's intra-op pool set to it.
 
 The default cases are the shapes issue 18 names: BERT-base attention
 ``[1,12,128,128]``, a larger attention ``[1,16,512,512]``, and a vocabulary-wide
-row softmax ``[128,30522]``.  Timings are wall-clock medians
+row softmax ``[128,30522]``; EfficientNet-B0's SiLU/Sigmoid shapes are
+``--shapes 1x96x112x112,1x1280x7x7``.  Timings are wall-clock medians
 (:func:`hetpart.bench.timing.time_calls`).
 """
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         return whole_model(args.model, threads, settings)
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")] if args.shapes else DEFAULT_SHAPES
-    print(f"CPU softmax kernels, {threads} threads each (hetpart's pool; ORT intra-op set to it)")
+    print(f"CPU kernels, {threads} threads each (hetpart's pool; ORT intra-op set to it)")
     print(f"  {'op':<11}{'shape':<20}{'hetpart ms':>11}{'ORT ms':>10}{'ratio':>8}{'max |diff|':>12}")
     for op in args.ops.split(","):
         for shape in shapes:
@@ -55,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(op: str, shape: tuple[int, ...], threads: int, settings: Settings) -> dict:
-    """``{hetpart_s, ort_s, ratio, max_abs_diff}`` of a one-node ``op`` over ``shape``'s last axis."""
+    """``{hetpart_s, ort_s, ratio, max_abs_diff}`` of a one-node ``op`` (:func:`op_model`) on ``shape``."""
     import tvm
 
     from .peers import ort_session
 
-    model = softmax_model(op, shape)
+    model = op_model(op, shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
     run = kernel_runner(model)
     x_tvm = tvm.runtime.tensor(x)
@@ -107,6 +111,24 @@ def softmax_model(op: str, shape: tuple[int, ...], axis: int = -1) -> onnx.Model
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+ELEMENTWISE = ("Sigmoid", "SiLU", "Exp", "Tanh", "Elu", "Selu", "Softplus")
+"""Element-wise ops :func:`op_model` builds (``SiLU`` as ``Mul(x, Sigmoid(x))``)."""
+
+
+def op_model(op: str, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """A one-``op`` model of ``x`` (float32, ``shape``) to ``y``: a softmax over the
+    last axis (:func:`softmax_model`) or an element-wise op of :data:`ELEMENTWISE`."""
+    if op in ("Softmax", "LogSoftmax"):
+        return softmax_model(op, shape)
+    if op not in ELEMENTWISE:
+        raise ValueError(f"unknown op {op!r}: use Softmax, LogSoftmax or one of {', '.join(ELEMENTWISE)}")
+    nodes = ([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])] if op == "SiLU"
+             else [helper.make_node(op, ["x"], ["y"])])
+    graph = helper.make_graph(nodes, op.lower(), [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(shape))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 def kernel_runner(model: onnx.ModelProto):
     """``run(x: tvm Tensor) -> tvm Tensor``: ``model``'s fused module built for the host
     CPU by hetpart's one per-target build, called through the VM."""
@@ -124,7 +146,7 @@ def kernel_runner(model: onnx.ModelProto):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ops", default="Softmax,LogSoftmax", help="comma-separated: Softmax, LogSoftmax")
+    p.add_argument("--ops", default="Softmax,LogSoftmax", help="comma-separated: Softmax, LogSoftmax, " + ", ".join(ELEMENTWISE))
     p.add_argument("--shapes", default="", help="e.g. 1x12x128x128,128x30522 (default: issue 18's three)")
     p.add_argument("--model", default="", help="a zoo spec (zoo:bert:small): time the whole model all-CPU instead")
     p.add_argument("--quick", action="store_true", help="few repeats (not a publishable number)")

@@ -9,9 +9,9 @@ scalar loops) and its GPU defaults leave speed on the table; the rules in
 (:mod:`hetpart.kernels.tuning`); its records take precedence over the rules.
 
 Invariant: scheduling never changes what a function computes, only its loops --
-except that the CPU reduction rule computes float32 ``exp`` by
-:func:`~hetpart.kernels.fast_exp.fast_exp` (within 4 ulps of libm's, same special
-values), since LLVM leaves ``exp`` a scalar libm call per element; a
+except that the CPU reduction, injective, conv2d and matmul rules compute float32
+``exp``, ``sigmoid`` and ``tanh`` by :func:`~hetpart.kernels.fast_exp.replace_exp`
+(within 4, 6 and 16 ulps, same special values), since LLVM leaves ``exp`` a scalar libm call per element; a
 function no rule can schedule is left as it was (on a CPU with its outer loop run in
 parallel where legal).  Each scheduled function records the rule that scheduled it
 in the attribute ``hetpart.rule``.

@@ -20,9 +20,17 @@ relative error at most 4 float32 ulps (``4 * 2**-23``, about 4.8e-7) where
 ``2**-149``-scale rounding (1e-44); ``exp(-inf) = 0``, ``exp(+inf) = +inf``, ``+inf``
 for ``x > ln(FLT_MAX)``, NaN for NaN.
 
-:func:`replace_exp` rewrites every float32 ``T.exp`` call of a PrimFunc into it; the
-CPU reduction rule applies it to the functions it schedules (softmax, log-softmax,
-log-sum-exp).
+:func:`replace_exp` rewrites every float32 ``T.exp`` call of a PrimFunc into it, and
+every float32 ``T.sigmoid`` into ``1 / (1 + fast_exp(-x))`` (TVM's LLVM lowering of
+``sigmoid`` is that expression with libm's ``exp``; same 0, 1 and NaN for -inf, +inf,
+NaN, within 6 ulps of the exact sigmoid where it is a normal float32).  The CPU
+rules that make vector loops apply it to the functions they schedule: reduction
+(softmax, log-softmax, log-sum-exp), injective (Sigmoid, SiLU = ``x * sigmoid(x)``,
+Exp, Elu, Selu, ...), conv2d and matmul (their fused epilogues: EfficientNet's SiLU).
+Not the fallback rule (scalar loops) nor the int8 matmul rule.  Float32 ``T.tanh`` too
+(:func:`fast_tanh`): TOPI's ``tanh`` is an odd polynomial only below ``|x| < 1/16`` and
+``T.tanh`` elsewhere, which LLVM lowers to two libm ``exp`` calls.  ``erf`` needs
+nothing: TOPI writes it for float32 as a rational approximation (plain arithmetic).
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ _LN2_LO = -2.12194440e-4
 _P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 
 _EXP = tvm.ir.Op.get("tirx.exp")
+_SIGMOID = tvm.ir.Op.get("tirx.sigmoid")
+_TANH = tvm.ir.Op.get("tirx.tanh")
+# tanh(x) = x (1 + x^2 (-1/3 + x^2 (2/15 - 17/315 x^2))) + O(x^9) for |x| < 1/16, as TOPI's.
+_TANH_SMALL = 0.0625
+_TANH_P = (-0.053968253968253971, 0.13333333333333333, -0.33333333333333331, 1.0)
 
 
 def _f32(v: float):
@@ -71,24 +84,62 @@ def fast_exp(x):
     return tirx.Select(tirx.isnan(x), x, y)
 
 
+def _is_f32(call, op) -> bool:
+    return isinstance(call.op, tvm.ir.Op) and call.op.same_as(op) and str(call.ty) == "float32"
+
+
 def _is_f32_exp(call) -> bool:
-    return isinstance(call.op, tvm.ir.Op) and call.op.same_as(_EXP) and str(call.ty) == "float32"
+    """A float32 call that LLVM would compute with libm's scalar ``exp``: ``T.exp``,
+    ``T.sigmoid`` or ``T.tanh``."""
+    return _is_f32(call, _EXP) or _is_f32(call, _SIGMOID) or _is_f32(call, _TANH)
+
+
+def fast_sigmoid(x):
+    """``sigmoid(x) = 1 / (1 + exp(-x))`` for a float32 expression ``x``, the exp by
+    :func:`fast_exp` (0 for -inf and below about -88.7, 1 for +inf, NaN for NaN)."""
+    one = _f32(1.0)
+    return one / (one + fast_exp(-x))
+
+
+def fast_tanh(x):
+    """``tanh(x)`` for a float32 expression ``x``: ``(1 - e) / (1 + e)``, ``e =``
+    :func:`fast_exp` ``(-2|x|)``, with ``x``'s sign -- LLVM's lowering of ``T.tanh``
+    with libm's ``exp`` -- and TOPI's odd polynomial below ``|x| < 1/16``, where
+    ``1 - e`` would cancel.  +-1 for +-inf, NaN for NaN, -0 for -0; within 16 ulps
+    (the cancellation just above 1/16 multiplies exp's 4 ulps by up to 4)."""
+    ax = tirx.abs(x)
+    e = fast_exp(_f32(-2.0) * ax)
+    one = _f32(1.0)
+    big = tirx.copysign((one - e) / (one + e), x)
+    x2 = x * x
+    poly = _f32(_TANH_P[0])
+    for c in _TANH_P[1:]:
+        poly = poly * x2 + _f32(c)
+    return tirx.Select(ax < _f32(_TANH_SMALL), x * poly, big)
 
 
 def has_exp(func: tirx.PrimFunc) -> bool:
-    """Whether ``func`` calls float32 ``T.exp`` anywhere."""
+    """Whether ``func`` calls float32 ``T.exp``, ``T.sigmoid`` or ``T.tanh`` anywhere."""
     found = []
     tvm_ffi.structural_walk(func.body, (tvm.ir.Call, lambda c: found.append(c) if _is_f32_exp(c) else None))
     return bool(found)
 
 
 def replace_exp(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """``func`` with every float32 ``T.exp(a)`` computed as :func:`fast_exp` ``(a)``;
-    everything else unchanged (the same function when it has none)."""
+    """``func`` with every float32 ``T.exp(a)`` computed as :func:`fast_exp` ``(a)`` and
+    every float32 ``T.sigmoid(a)`` / ``T.tanh(a)`` as :func:`fast_sigmoid` /
+    :func:`fast_tanh` ``(a)``; everything else unchanged (the same function when it
+    has none of them)."""
     if not has_exp(func):
         return func
 
     def visit(call):
-        return fast_exp(call.args[0]) if _is_f32_exp(call) else call
+        if _is_f32(call, _EXP):
+            return fast_exp(call.args[0])
+        if _is_f32(call, _SIGMOID):
+            return fast_sigmoid(call.args[0])
+        if _is_f32(call, _TANH):
+            return fast_tanh(call.args[0])
+        return call
 
     return func.with_body(tvm_ffi.structural_map(func.body, (tvm.ir.Call, visit)))

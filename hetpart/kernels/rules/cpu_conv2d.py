@@ -30,7 +30,10 @@ and the fallback's parallel outer loop moves the nest into a closure where LLVM
 loses the buffers' no-alias facts and that vectorisation (1.4x slower).
 
 The padding block stays separate (inlining it would put a bounds test into the inner
-loop) and gets the injective schedule.
+loop) and gets the injective schedule.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
+(EfficientNet's SiLU, ``x * sigmoid(x)``) is computed by
+:func:`hetpart.kernels.fast_exp.replace_exp` -- in the tile's write-back and where the
+function is left as it was -- since LLVM makes each a scalar libm call per element.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import block_infos, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
+from ..fast_exp import replace_exp
 from ..register_tile import mac_count, make_plan, register_tile, vec_candidates
 
 
@@ -78,6 +82,7 @@ class CpuConv2d(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
+        func = replace_exp(func)  # exp/sigmoid epilogues as vector code, here and where left as it was
         sch = s_tir.Schedule(func)
         # Keep padding blocks (bounds tests) out of the inner loop; inline the rest.
         root = sch.get_sblock("root")

@@ -8,7 +8,9 @@ iterator only the right-hand operand uses (``j``), preferring one that already i
 operand's innermost dim; when it is not (``B[j,k]``), the operand is packed first.
 A vector operand that is a model weight is preferred, and packed once, at compile
 time (:mod:`hetpart.kernels.weight_prepack`).
-Element-wise producers (a fused transpose or cast) are inlined into the loads.
+Element-wise producers (a fused transpose or cast) are inlined into the loads.  A
+float32 ``exp``/``sigmoid``/``tanh`` epilogue (SiLU after a 1x1 conv) is computed by
+:func:`hetpart.kernels.fast_exp.replace_exp`: LLVM makes each a scalar libm call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import block_infos, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
+from ..fast_exp import replace_exp
 from ..register_tile import make_plan, register_tile, vec_candidates
 
 
@@ -27,7 +30,7 @@ class CpuMatmul(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
-        sch = s_tir.Schedule(func)
+        sch = s_tir.Schedule(replace_exp(func))  # exp/sigmoid epilogues as vector code
         try_inline_spatial(sch)
         infos = block_infos(sch)
         if infos is None:

@@ -16,8 +16,8 @@ Two shapes of function, two schedules:
   one SIMD register (:func:`rfactor_rows`), combined at the end of the row.
   Measured (2-core znver3, one thread): layer norm 128x768 5.5x over unscheduled
   (was 0.9x).
-* every float32 ``exp`` of a function this rule schedules (softmax, log-softmax,
-  log-sum-exp) is computed by :func:`hetpart.kernels.fast_exp.fast_exp`, plain
+* every float32 ``exp`` (and ``sigmoid``, ``tanh``) of a function this rule schedules (softmax,
+  log-softmax, log-sum-exp) is computed by :func:`hetpart.kernels.fast_exp.fast_exp`, plain
   vectorisable arithmetic within 4 ulps of ``expf``: LLVM emits ``T.exp`` as one
   scalar libm call per element even in a vector loop (no vector math library is
   linked), which was most of a softmax's time.  Measured (2-core EPYC, AVX-512, 2
