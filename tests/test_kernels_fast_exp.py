@@ -103,14 +103,11 @@ def test_replace_exp_rewrites_every_float32_exp_and_only_those():
     assert replace_exp(wide).same_as(wide), "float64 exp is left to libm"
 
 
-
-def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps():
-    """``T.sigmoid`` (LLVM: ``1 / (1 + expf(-x))``, a libm call) becomes
-    ``1 / (1 + fast_exp(-x))``: within 6 ulps of the float64 sigmoid where that is a
-    normal float32; 0, 1 and NaN for -inf, +inf and NaN."""
-    n = 1 << 12
-    a = te.placeholder((n,), "float32", name="a")
-    b = te.compute((n,), lambda i: tirx.sigmoid(a[i]), name="b")
+def _run_replaced(op, x: np.ndarray) -> np.ndarray:
+    """``op`` element-wise over float32 ``x`` after :func:`replace_exp` (which must remove
+    every exp call), vectorised by 16 and compiled for this CPU."""
+    a = te.placeholder((x.size,), "float32", name="a")
+    b = te.compute((x.size,), lambda i: op(a[i]), name="b")
     func = te.create_prim_func([a, b])
     assert has_exp(func)
     fast = replace_exp(func)
@@ -119,10 +116,18 @@ def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps():
     (i,) = sch.get_loops(sch.get_sblock("b"))
     sch.vectorize(sch.split(i, [None, 16])[1])
     lib = tvm.compile(sch.mod, cpu_tvm_target())
-    x = np.concatenate([SPECIAL, np.linspace(-90.0, 90.0, n - SPECIAL.size, dtype=np.float32)]).astype(np.float32)
-    out = tvm.runtime.empty((n,), "float32")
+    out = tvm.runtime.empty((x.size,), "float32")
     lib(tvm.runtime.tensor(x), out)
-    got = out.numpy()
+    return out.numpy()
+
+
+def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps():
+    """``T.sigmoid`` (LLVM: ``1 / (1 + expf(-x))``, a libm call) becomes
+    ``1 / (1 + fast_exp(-x))``: within 6 ulps of the float64 sigmoid where that is a
+    normal float32; 0, 1 and NaN for -inf, +inf and NaN."""
+    n = 1 << 12
+    x = np.concatenate([SPECIAL, np.linspace(-90.0, 90.0, n - SPECIAL.size, dtype=np.float32)]).astype(np.float32)
+    got = _run_replaced(tirx.sigmoid, x)
     with np.errstate(all="ignore"):
         want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     assert got[0] == 0.0 and got[1] == 1.0 and np.isnan(got[2]) and not np.isnan(got[3:]).any()
@@ -137,20 +142,7 @@ def test_fast_tanh_within_16_ulps():
     +-inf, NaN for NaN, -0 for -0."""
     grid = np.concatenate([np.linspace(-12.0, 12.0, 3072), np.geomspace(1e-8, 0.5, 1024 - SPECIAL.size)])
     x = np.concatenate([SPECIAL, grid.astype(np.float32) * np.where(np.arange(grid.size) % 2, 1, -1)]).astype(np.float32)
-    n = x.size
-    a = te.placeholder((n,), "float32", name="a")
-    b = te.compute((n,), lambda i: tirx.tanh(a[i]), name="b")
-    func = te.create_prim_func([a, b])
-    assert has_exp(func)
-    fast = replace_exp(func)
-    assert not has_exp(fast)
-    sch = s_tir.Schedule(fast)
-    (i,) = sch.get_loops(sch.get_sblock("b"))
-    sch.vectorize(sch.split(i, [None, 16])[1])
-    lib = tvm.compile(sch.mod, cpu_tvm_target())
-    out = tvm.runtime.empty((n,), "float32")
-    lib(tvm.runtime.tensor(x), out)
-    got = out.numpy()
+    got = _run_replaced(tirx.tanh, x)
     want = np.tanh(x.astype(np.float64))
     assert got[0] == -1.0 and got[1] == 1.0 and np.isnan(got[2]) and not np.isnan(got[3:]).any()
     assert np.signbit(got[4]) and got[4] == 0.0, "tanh(-0) = -0"
