@@ -65,11 +65,17 @@ def test_vnni_rule_declines_other_shapes_and_types(a_shape, n, atype):
 @pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
 @pytest.mark.parametrize("a_shape,n", SHAPES)
 def test_vnni_matmul_is_exact_on_the_host(a_shape, n):
+    check_exact_on_host(a_shape, n, RNG)
+
+
+def check_exact_on_host(a_shape, n: int, rng) -> None:
+    """The VNNI rule takes the ``a_shape`` x ``n`` matmul on this host and its result
+    equals numpy's int64 product (scaled by the model's 0.5), the largest products included."""
     mod, w = _int8_matmul(a_shape, n)
     target = cpu_tvm_target()
     assert _rule(mod, target) == "CpuInt8Matmul"
     vm = relax.VirtualMachine(kernels.build(mod, target), tvm.cpu())
-    a = RNG.integers(0, 256, a_shape).astype("uint8")
+    a = rng.integers(0, 256, a_shape).astype("uint8")
     a.flat[:4] = 255  # the largest products: 255 * -128
     got = vm["main"](tvm.runtime.tensor(a)).numpy()
     want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5)

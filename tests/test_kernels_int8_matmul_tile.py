@@ -10,12 +10,11 @@ import re
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
 
 from hetpart import kernels
 from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
 from hetpart.targets import cpu_tvm_target
-from test_kernels_int8_matmul import _int8_matmul, _rule, _target
+from test_kernels_int8_matmul import _int8_matmul, _rule, _target, check_exact_on_host
 
 RNG = np.random.default_rng(31)
 
@@ -46,13 +45,4 @@ def test_register_tile(case, tile):
 @pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
 @pytest.mark.parametrize("case,tile", TILES, ids=str)
 def test_each_tile_is_exact_on_the_host(case, tile):
-    mod, w = _int8_matmul(*case)
-    target = cpu_tvm_target()
-    assert _rule(mod, target) == "CpuInt8Matmul"
-    a_shape = case[0]
-    vm = relax.VirtualMachine(kernels.build(mod, target), tvm.cpu())
-    a = RNG.integers(0, 256, a_shape).astype("uint8")
-    a.flat[:4] = 255  # the largest products: 255 * -128
-    got = vm["main"](tvm.runtime.tensor(a)).numpy()
-    want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5)
-    np.testing.assert_array_equal(got, want)
+    check_exact_on_host(*case, RNG)
