@@ -21,7 +21,8 @@ import hetpart
 from hetpart.data_parallel import plan_data_parallel
 from hetpart.runtime.data_parallel_session import DataParallelSession
 from hetpart.serving import Server
-from test_runtime_data_parallel import EVEN, TOL, feeds, split_model
+# split_build: the split model's build, the fixture test_runtime_data_parallel defines (one definition)
+from test_runtime_data_parallel import EVEN, TOL, feeds, split_build, split_model  # noqa: F401
 
 B = 8
 
@@ -71,13 +72,6 @@ class Reference:
 def served_build():
     dp = plan_data_parallel(served_model(), B, cost_model=EVEN)
     assert dp.split and dp.b_gpu + dp.b_cpu == B
-    return hetpart.compile_data_parallel(dp, simulate=True)
-
-
-@pytest.fixture(scope="module")
-def split_build():
-    dp = plan_data_parallel(split_model(), 16, cost_model=EVEN)
-    assert dp.split
     return hetpart.compile_data_parallel(dp, simulate=True)
 
 
