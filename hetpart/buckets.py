@@ -122,7 +122,7 @@ def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedMod
     first = builds[sizes[0]]
     by_batch = {b: builds[b] for b in sizes}
     for b, c in by_batch.items():
-        _check_batched(c.inputs, first.inputs, b, sizes[0], "input")
+        _check_inputs(c.inputs, first.inputs, b, sizes[0])
     output_axes = {}
     for i, name in enumerate(first.model_output_names):
         follows = all(len(c.outputs[i].shape) and c.outputs[i].shape[0] == b for b, c in by_batch.items())
@@ -142,15 +142,15 @@ def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedMod
                          compile_seconds=sum(c.compile_seconds for c in by_batch.values()))
 
 
-def _check_batched(specs, reference, batch: int, ref_batch: int, what: str) -> None:
-    """ShapeError unless ``specs`` are ``reference`` with ``batch`` for ``ref_batch`` as every leading dim."""
+def _check_inputs(specs, reference, batch: int, ref_batch: int) -> None:
+    """ShapeError unless the inputs ``specs`` are ``reference`` with ``batch`` for ``ref_batch`` as every leading dim."""
     if [t.name for t in specs] != [t.name for t in reference]:
-        raise ShapeError(f"the build at batch {batch} has {what}s {[t.name for t in specs]}, the one at batch "
+        raise ShapeError(f"the build at batch {batch} has inputs {[t.name for t in specs]}, the one at batch "
                          f"{ref_batch} {[t.name for t in reference]}: not one model at two batches")
     for t, r in zip(specs, reference):
         if not len(t.shape) or t.shape[0] != batch or tuple(t.shape[1:]) != tuple(r.shape[1:]):
-            raise ShapeError(f"{what} '{t.name}' is {list(t.shape)} in the build at batch {batch} (batch {ref_batch}: "
-                             f"{list(r.shape)}); each build's {what}s must lead with its batch, the rest alike")
+            raise ShapeError(f"input '{t.name}' is {list(t.shape)} in the build at batch {batch} (batch {ref_batch}: "
+                             f"{list(r.shape)}); each build's inputs must lead with its batch, the rest alike")
 
 
 def _check_outputs(graph, spec: BucketSpec, sizes: dict[str, int]) -> None:
