@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from hetpart.bench import serve, serve_report
-from hetpart.bench.serve_load import LoadModel, classify, fingerprint, offer_load, poisson_arrivals, references
+from hetpart.bench.serve_load import (INEXACT_MAX_FRACTION, LoadModel, classify, fingerprint, judge, mismatch_fraction,
+                                      offer_load, poisson_arrivals, references)
 from hetpart.serving import Server
 
 
@@ -95,6 +96,34 @@ def test_classify_measures_each_output_against_its_own_scale():
     # each output is held to its own scale: the small one cannot hide behind the logits'
     assert classify(fingerprint({"logits": logits[1], "p": small[1] + 0.1}), 1, refs) == "wrong"
     assert classify(fingerprint({"logits": logits[2], "p": small[2]}), 1, refs) == "crossed"
+
+
+def test_a_near_tie_broken_otherwise_is_inexact_not_wrong():
+    """The detector's TopK indices on another bucket's build: two equal scores come
+    out swapped, so two of a hundred indices differ from the batch-1 reference.  The
+    H200 serving run of 2026-12-03 counted such answers wrong (13 of 594 requests)."""
+    rng = np.random.default_rng(1)
+    indices = [rng.permutation(1000)[:100].astype(np.int64).reshape(1, 100) for _ in range(4)]
+    refs = [fingerprint({"topk_indices": ix}) for ix in indices]
+    swapped = indices[2].copy()
+    swapped[0, [0, 99]] = swapped[0, [99, 0]]  # elements the fingerprint samples (first and last)
+    verdict, off_own, off_other = judge(fingerprint({"topk_indices": swapped}), 2, refs)
+    assert verdict == "inexact" and 0 < off_own <= INEXACT_MAX_FRACTION < off_other
+    assert classify(fingerprint({"topk_indices": swapped}), 2, refs) == "inexact"
+
+
+def test_an_answer_off_in_many_elements_stays_wrong_and_a_copy_of_another_crossed():
+    rng = np.random.default_rng(2)
+    logits = [rng.standard_normal((1, 1000)) for _ in range(3)]
+    refs = [fingerprint({"logits": lg}) for lg in logits]
+    noisy = logits[0] + 0.05 * np.abs(logits[0]).max() * rng.standard_normal((1, 1000))  # 5% of scale everywhere
+    assert classify(fingerprint({"logits": noisy}), 0, refs) == "wrong"
+    half = logits[0].copy()
+    half[0, ::2] = logits[1][0, ::2]  # half its own, half another request's
+    assert classify(fingerprint({"logits": half}), 0, refs) == "wrong"
+    assert classify(fingerprint({"logits": logits[1]}), 0, refs) == "crossed"
+    assert mismatch_fraction(refs[0], refs[0]) == 0.0
+    assert mismatch_fraction(refs[0], fingerprint({"logits": logits[0], "extra": logits[0]})) == 1.0
 
 
 def test_a_server_under_load_answers_every_request_with_its_own_answer():

@@ -240,3 +240,25 @@ def test_buckets_with_a_gpu_partition_match_onnxruntime():
             want = _onnxruntime(batch_model(), feed)
             for name in ("y", "p"):
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
+
+
+@slow
+def test_warm_up_opens_and_runs_every_bucket_then_answers_match_onnxruntime(bucketed):
+    with BucketedSession(bucketed) as runner:
+        assert runner.open_buckets == []
+        assert runner.warm_up() == [{"batch": 1}, {"batch": 4}]
+        assert runner.open_buckets == [{"batch": 1}, {"batch": 4}]
+        feed = feeds(3, seed=11)
+        got = runner.run(feed)  # warming left nothing behind in the buckets' buffers
+        want = _onnxruntime(batch_model(), feed)
+        for name in ("y", "p"):
+            np.testing.assert_allclose(got[name], want[name], **TOL)
+
+
+@slow
+def test_a_server_warms_every_bucket_when_the_model_is_added(bucketed):
+    from hetpart.serving import Server
+
+    with BucketedSession(bucketed) as runner, Server(max_delay=0) as server:
+        server.add_model("m", runner)
+        assert runner.open_buckets == [{"batch": 1}, {"batch": 4}]

@@ -417,3 +417,50 @@ def test_close_while_clients_submit_leaves_no_future_pending():
             expect_own(fut.result(), pid)
         else:
             assert isinstance(fut.exception(), hetpart.ServerClosedError)
+
+
+# --- warm-up ---------------------------------------------------------------------
+class WarmCounting(Doubler):
+    def __init__(self, max_batch=8):
+        super().__init__(max_batch)
+        self.warmed = 0
+
+    def warm_up(self):
+        self.warmed += 1
+
+
+def test_a_runner_is_warmed_before_it_takes_requests_unless_told_not_to():
+    """A bucketed session's first run of each bucket loads code and captures CUDA graphs
+    (tens of ms): on the H200 that landed on live requests and broke p99.  The server
+    warms a runner that can be warmed when the model is added, capped or not."""
+    warm, cold, capped = WarmCounting(), WarmCounting(), WarmCounting(max_batch=8)
+    with Server(max_delay=0) as server:
+        server.add_model("warm", warm)
+        server.add_model("cold", cold, warm_up=False)
+        server.add_model("capped", capped, max_batch=2)
+        assert (warm.warmed, cold.warmed, capped.warmed) == (1, 0, 1)
+        expect_own(server.infer("warm", row(5), timeout=30), 5)
+    assert warm.rows_seen == [5.0]  # warming ran nothing through the batcher
+
+
+def test_a_session_runner_warms_its_session_once_on_zeros():
+    from hetpart.serving.runner import SessionRunner
+
+    class FakeSession:
+        class compiled:  # noqa: N801 - a stand-in for CompiledModel's attributes
+            inputs = [hetpart.compiler.artifact.TensorSpec("x", (4, 3), "float32")]
+            plan = None
+
+        def __init__(self):
+            self.feeds = []
+
+        def run(self, feeds):
+            self.feeds.append(feeds)
+            return {"y": feeds["x"]}
+
+    session = FakeSession()
+    assert SessionRunner(session).warm_up() is True
+    assert len(session.feeds) == 1 and session.feeds[0]["x"].shape == (4, 3) and not session.feeds[0]["x"].any()
+    FakeSession.compiled.inputs = [hetpart.compiler.artifact.TensorSpec("x", ("batch", 3), "float32")]
+    symbolic = FakeSession()
+    assert SessionRunner(symbolic, max_batch=4).warm_up() is False and symbolic.feeds == []

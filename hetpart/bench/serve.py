@@ -95,6 +95,7 @@ class ContenderResult:
                 "lost": sum(p.lost for p in self.points), "late": sum(p.late for p in self.points),
                 "crossed": sum(p.crossed for p in self.points),
                 "wrong": sum(p.wrong for p in self.points), "failed": sum(p.failed for p in self.points),
+                "inexact": sum(p.inexact for p in self.points),
                 "alone_ms": self.alone_ms, "skipped": self.skipped, "notes": self.notes,
                 "curve": [p.to_json() for p in self.points]}
 
@@ -205,6 +206,7 @@ def summary(scenario: str, results: list[ContenderResult]) -> dict:
     lost = sum(p.lost for p in ours.points) if ours else None
     crossed = sum(p.crossed for p in ours.points) if ours else None
     wrong = sum(p.wrong for p in ours.points) if ours else None
+    inexact = sum(p.inexact for p in ours.points) if ours else None
     # a contender that failed (not one skipped by design) was not measured: no verdict over it
     failed = [r.contender for r in results if r.skipped and r.skipped.startswith("failed")]
     return {"scenario": scenario, "models": results[0].models if results else [],
@@ -213,7 +215,7 @@ def summary(scenario: str, results: list[ContenderResult]) -> dict:
             "best_other": best_other.contender if best_other else None,
             "best_other_rate_per_s": rate(best_other) if best_other else None,
             "speedup_vs_best": speedup, "lost": lost, "crossed": crossed, "wrong": wrong,
-            "failed_contenders": failed,
+            "inexact": inexact, "failed_contenders": failed,
             "goal_met": bool(speedup is not None and speedup >= GOAL_SPEEDUP and lost == 0 and crossed == 0
                              and wrong == 0 and not failed)}
 

@@ -11,7 +11,9 @@ system gave when each ran alone (:func:`references`).  Request ``i`` of a model
 sends payload ``i % pool``; its answer is reduced to a fingerprint (a fixed sample of
 elements of every output, cheap enough to take on the answering thread) and, after
 the window, matched to the pool's: its own payload's (``ok``), another payload's
-(``crossed``: someone else's answer), or none (``wrong``).  A request with no answer
+(``crossed``: someone else's answer), its own but for a few elements (``inexact``:
+another build's rounding broke a near-tie, e.g. TopK's order of two equal scores;
+counted and reported, not a failure), or none (``wrong``).  A request with no answer
 by the end of the drain is ``late`` (its latency counts as forever), and ``lost`` if
 it still has none ``lost_after_s`` later; one answered with an error is ``failed``.
 """
@@ -27,6 +29,10 @@ import numpy as np
 
 SAMPLES_PER_OUTPUT = 64
 RTOL, ATOL = 1e-2, 1e-3
+# An answer off its own reference in at most this fraction of the sampled elements,
+# and nearer to its own than to any other payload's, is ``inexact``, not ``wrong``.
+INEXACT_MAX_FRACTION = 0.1
+MISMATCH_EXAMPLES = 5  # non-ok answers described per load point (diagnosis)
 
 
 @dataclass
@@ -55,6 +61,10 @@ class RatePoint:
     failed: int = 0
     window_s: float = 0.0
     mean_batch_rows: float | None = None  # rows per batch run, where the system counts them
+    inexact: int = 0
+    # up to MISMATCH_EXAMPLES non-ok answers: model, verdict, the fraction of sampled
+    # elements off the own reference and off the nearest other payload's
+    mismatches: list = field(default_factory=list)
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""
@@ -84,8 +94,10 @@ def references(system, models: list[LoadModel], timeout: float = 120.0) -> None:
         m.fingerprints = [fingerprint(system.submit(m.name, p).result(timeout)) for p in m.payloads]
 
 
-def close(fp, ref) -> bool:
-    """``fp`` matches ``ref`` output by output within ``ATOL + RTOL * max|ref's output|``.
+def mismatch_fraction(fp, ref) -> float:
+    """The largest fraction, over the outputs, of ``fp``'s sampled elements off
+    ``ref``'s by more than ``ATOL + RTOL * max|ref's output|`` (1.0 when the outputs'
+    count or shapes differ): one output wholly off is wholly off, however many the others.
 
     Relative to each output's scale, not elementwise: a batched request may run on
     another build than the one the reference came from (a batch-4 bucket, not batch 1),
@@ -93,22 +105,46 @@ def close(fp, ref) -> bool:
     fraction of the output's scale, which is not a wrong answer.  Another request's
     answer differs by the order of the scale itself, so crossings are still caught."""
     if len(fp) != len(ref):
-        return False
+        return 1.0
+    worst = 0.0
     for got, want in zip(fp, ref):
         if got.shape != want.shape:
-            return False
+            return 1.0
         scale = float(np.max(np.abs(want))) if want.size else 0.0
         with np.errstate(invalid="ignore"):
-            if not bool(np.all(np.abs(got - want) <= ATOL + RTOL * scale)):
-                return False
-    return True
+            off = int(np.count_nonzero(~(np.abs(got - want) <= ATOL + RTOL * scale)))
+        worst = max(worst, off / max(got.size, 1))
+    return worst
+
+
+def close(fp, ref) -> bool:
+    """``fp`` matches ``ref`` in every sampled element (see :func:`mismatch_fraction`)."""
+    return mismatch_fraction(fp, ref) == 0.0
+
+
+def judge(fp, own: int, pool: list) -> tuple[str, float, float]:
+    """(verdict, fraction off the own reference, fraction off the nearest other).
+
+    ``ok``: matches its own payload's answer; ``crossed``: matches another's exactly;
+    ``inexact``: off its own in a few elements (at most ``INEXACT_MAX_FRACTION``) and
+    nearer its own than any other (a near-tie broken otherwise by another build: the
+    detector's TopK indices swap two equal scores); ``wrong``: anything else."""
+    fractions = [mismatch_fraction(fp, ref) for ref in pool]
+    mine = fractions[own]
+    others = [f for i, f in enumerate(fractions) if i != own]
+    nearest_other = min(others, default=1.0)
+    if mine == 0.0:
+        return "ok", mine, nearest_other
+    if nearest_other == 0.0:
+        return "crossed", mine, nearest_other
+    if mine <= INEXACT_MAX_FRACTION and mine < nearest_other:
+        return "inexact", mine, nearest_other
+    return "wrong", mine, nearest_other
 
 
 def classify(fp, own: int, pool: list) -> str:
-    """``ok``, ``crossed`` (matches another payload's answer) or ``wrong``."""
-    if close(fp, pool[own]):
-        return "ok"
-    return "crossed" if any(close(fp, ref) for i, ref in enumerate(pool) if i != own) else "wrong"
+    """``ok``, ``crossed``, ``inexact`` or ``wrong`` (see :func:`judge`)."""
+    return judge(fp, own, pool)[0]
 
 
 def poisson_arrivals(rate_per_s: float, window_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -178,15 +214,21 @@ def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: flo
 def _score(models, arrivals, which, own, start, done_at, late, prints, failed, rate, window_s) -> RatePoint:
     latency = np.where(late, np.nan, (done_at - (start + arrivals)) * 1e3)
     lost = int(np.isnan(done_at).sum())
-    counts = {"ok": 0, "crossed": 0, "wrong": 0}
+    counts = {"ok": 0, "crossed": 0, "wrong": 0, "inexact": 0}
+    examples = []
     for i, fp in enumerate(prints):
         if fp is not None:
-            counts[classify(fp, own[i], models[which[i]].fingerprints)] += 1
+            verdict, mine, other = judge(fp, own[i], models[which[i]].fingerprints)
+            counts[verdict] += 1
+            if verdict != "ok" and len(examples) < MISMATCH_EXAMPLES:
+                examples.append({"model": models[which[i]].name, "verdict": verdict,
+                                 "off_own": round(mine, 4), "off_nearest_other": round(other, 4)})
     # a late or lost request's latency is "forever": it counts against p99, never for it
     latency = np.where(np.isnan(latency), _FOREVER_MS, latency)
     p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (None, None)
-    return RatePoint(rate, len(arrivals), counts["ok"], _finite(p50), _finite(p99), lost,
-                     int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s)
+    return RatePoint(rate, len(arrivals), counts["ok"] + counts["inexact"], _finite(p50), _finite(p99), lost,
+                     int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s,
+                     inexact=counts["inexact"], mismatches=examples)
 
 
 _FOREVER_MS = 1e15  # finite, so percentiles never subtract infinities

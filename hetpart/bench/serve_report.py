@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from xml.sax.saxutils import escape
 
+from .serve_load import INEXACT_MAX_FRACTION
+
 COLOURS = ["#2e7d32", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"]
 PANEL_W, PANEL_H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 300, 60, 150, 40, 45
 
@@ -19,23 +21,27 @@ def markdown(body: dict, header: list[str] = ()) -> str:
     lines = list(header)
     for s in body["scenarios"]:
         lines += ["", f"## {s['scenario']} ({' + '.join(s['models'])}), p99 SLO {s['slo_ms']:g} ms", "",
-                  "| contender | max rate/s under SLO | p50 ms | p99 ms | mean batch | late | lost | crossed | wrong | note |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| contender | max rate/s under SLO | p50 ms | p99 ms | mean batch | late | lost | crossed | wrong | inexact | note |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in body["results"]:
             if r["scenario"] != s["scenario"]:
                 continue
             if r["skipped"]:
-                lines.append(f"| {r['contender']} | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
+                lines.append(f"| {r['contender']} | – | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
                 continue
             lines.append(f"| {r['contender']} | {r['max_rate_per_s']:.1f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | "
                          f"{_num(r['mean_batch_rows'])} | {r['late']} | {r['lost']} | {r['crossed']} | {r['wrong']} | "
-                         f"{'; '.join(r['notes'])} |")
+                         f"{r.get('inexact', 0)} | {'; '.join(r['notes'])} |")
         speedup = s["speedup_vs_best"]
         verdict = "met" if s["goal_met"] else "NOT met"
         lines += ["", f"hetpart: {speedup:.2f}x the best other contender ({s['best_other']}); "
                       f"lost {s['lost']}, crossed {s['crossed']}: goal (>= {body['goal_speedup']}x, none lost or "
                       f"crossed) {verdict}." if speedup is not None else
                   f"hetpart: no speedup computed (a contender is missing or sustained no rate); goal {verdict}."]
+        if s.get("inexact"):
+            lines.append(f"hetpart answered {s['inexact']} request(s) inexactly: its own answer but for a few "
+                         f"sampled elements (at most {INEXACT_MAX_FRACTION:.0%}), e.g. a near-tie another build broke "
+                         "otherwise; see each load point's `mismatches`.")
         if s.get("failed_contenders"):
             lines.append(f"Not measured (failed): {', '.join(s['failed_contenders'])}; the goal needs every contender.")
     return "\n".join(lines) + "\n"

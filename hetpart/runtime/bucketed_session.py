@@ -23,7 +23,10 @@ split (a batcher sends at most ``max_batch`` rows).
 Each bucket's Session opens on first use (worker threads and buffers only for the
 shapes that are run) and stays open until ``close()``; ``run`` may be called from
 many threads, as a Session's.  Feeds are host arrays (anything ``numpy.asarray``
-takes).
+takes).  Opening a bucket loads its code and, on a GPU, captures its CUDA graphs on
+the first run: tens of milliseconds a server must not spend on a live request, so
+:meth:`BucketedSession.warm_up` opens and runs every bucket once up front (a
+:class:`~hetpart.serving.Server` calls it when the model is added).
 """
 
 from __future__ import annotations
@@ -84,6 +87,28 @@ class BucketedSession:
 
         inner.add_done_callback(finish)
         return outer
+
+    def warm_up(self) -> list[dict[str, int]]:
+        """Open every bucket's Session and run it once on zeros of the bucket's input
+        shapes (zeros are in range for index inputs); returns the buckets run, smallest
+        first.  A bucket with an input of symbolic shape (a dim left free, not
+        bucketed) is only opened: no size to run it at is known.  Afterwards no bucket
+        pays for opening, and a static one not for its first run, on a request."""
+        warmed = []
+        for bucket in self.model.buckets:
+            session = self._session(bucket)
+            shapes = [tuple(t.shape) for t in bucket.compiled.inputs]
+            if all(isinstance(d, int) for shape in shapes for d in shape):
+                session.run({t.name: np.zeros(shape, dtype=t.dtype)
+                             for t, shape in zip(bucket.compiled.inputs, shapes)})
+                warmed.append(dict(bucket.sizes))
+        return warmed
+
+    @property
+    def open_buckets(self) -> list[dict[str, int]]:
+        """The buckets whose Session is open (run at least once, or warmed)."""
+        with self._lock:
+            return [dict(b.sizes) for b in self.model.buckets if b.directory in self._sessions]
 
     def _prepare(self, feeds):
         """(the bucket's session, the padded feeds, the feed's sizes, the bucket's sizes)."""

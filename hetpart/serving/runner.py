@@ -13,6 +13,11 @@ fixed batch ``B``, is wrapped by :class:`SessionRunner`: ``max_batch = B``, and 
 smaller batch is padded to ``B`` by repeating its first row (a real input, so index
 inputs stay in range), and the outputs cut back to the rows asked for.
 
+A runner may offer ``warm_up()``: the server calls it when the model is added, so
+code loading and CUDA-graph capture happen before the first request, not on it
+(a bucketed session opens and runs every bucket; :class:`SessionRunner` runs its
+session once on zeros when its input shapes are static).
+
 A runner may also say what a request must look like (``inputs``: specs with ``name``,
 ``shape`` whose dim 0 is the batch, ``dtype``, as ``CompiledModel.inputs``); the
 server then checks every request's feeds against them at submit.  A runner that can
@@ -95,6 +100,15 @@ class SessionRunner:
             raise ServingError(f"model '{_name(session)}': max_batch must be 1..{self.fixed_batch or 'any'}, "
                                f"got {self.max_batch}")
 
+    def warm_up(self) -> bool:
+        """Run the session once on zeros (its first run loads code and captures CUDA
+        graphs); False, nothing run, where an input's shape is symbolic."""
+        shapes = [tuple(s.shape) for s in self.inputs]
+        if not all(isinstance(d, int) for shape in shapes for d in shape):
+            return False
+        self.session.run({s.name: np.zeros(shape, dtype=s.dtype) for s, shape in zip(self.inputs, shapes)})
+        return True
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = _rows(feeds)
         if rows > self.max_batch:
@@ -134,6 +148,10 @@ class _Capped:
 
     def run(self, feeds):
         return self.runner.run(feeds)
+
+    def warm_up(self):
+        warm = getattr(self.runner, "warm_up", None)
+        return warm() if callable(warm) else None
 
 
 def as_runner(obj: Any, max_batch: int | None = None) -> Runner:

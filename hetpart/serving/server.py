@@ -68,7 +68,7 @@ class Server:
             raise
 
     def add_model(self, name: str, runner: Any, *, max_batch: int | None = None, max_delay: float | None = None,
-                  priority: int = 0, instances: int = 1, inputs=None) -> None:
+                  priority: int = 0, instances: int = 1, inputs=None, warm_up: bool = True) -> None:
         """Serve ``runner`` (a :class:`~.runner.Runner` or a Session) as ``name``.
 
         ``max_batch`` caps the batch below the runner's own; ``max_delay`` overrides the
@@ -76,9 +76,14 @@ class Server:
         makes models wait for each other; ``instances`` batches of this model may run
         at once (a Session overlaps up to its ``slots`` runs); ``inputs`` (specs with
         the batch dim first, e.g. ``compiled.inputs``) checks requests at submit when
-        the runner states none.
+        the runner states none; ``warm_up`` calls the runner's ``warm_up()`` (if it
+        has one) before the model takes requests, so no request pays for loading code
+        or capturing CUDA graphs (a bucketed model: every bucket).
         """
         runner = as_runner(runner, max_batch)
+        warm = getattr(runner, "warm_up", None)
+        if warm_up and callable(warm):
+            warm()
         if instances < 1:
             raise ServingError(f"model '{name}': instances must be >= 1, got {instances}")
         specs = inputs if inputs is not None else input_specs_of(runner)
