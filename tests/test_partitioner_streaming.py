@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
 from hetpart.partitioner import Plan, TableCosts, explain, partition, render_plan
-from hetpart.partitioner.evaluate import evaluate
+from hetpart.partitioner.evaluate import SLOT_MULTIPLES, evaluate
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
 from gpu_memory_reference import plan_gpu_bytes
@@ -154,9 +154,29 @@ def test_evaluate_matches_the_chain_reference(seed, n):
     if not slot:  # nothing with weights streamed: the plain model, with every run resident
         placement = {k: "cuda" if d == STREAM else d for k, d in placement.items()}
     assert e.sequential_s == pytest.approx(chain_latency(g, costs, placement, slots, slot), rel=1e-9, abs=1e-12)
-    if slot:  # the ring chosen is the best of 1..4 slots (no cap here)
-        best = min(chain_latency(g, costs, placement, s, slot) for s in range(1, 5))
+    if slot:  # the ring chosen is the best of 1..4 slots of each size tried (no cap here)
+        largest = max(g.kernels[k].param_bytes for k, d in placement.items() if d == STREAM)
+        best = min(chain_latency(g, costs, placement, s, largest * m) for s in range(1, 5) for m in SLOT_MULTIPLES)
         assert e.sequential_s == pytest.approx(best, rel=1e-9)
+        assert slot in {largest * m for m in SLOT_MULTIPLES}
+
+
+def test_a_larger_slot_merges_streamed_calls_when_their_overheads_cost_more_than_its_memory():
+    """Six 1 MiB kernels streamed, each call 50 us but 200 us of overhead per partition
+    (BERT-large at a quarter of its weights: ~230 partitions, overheads 39% of its
+    latency): slots of 3 MiB make two partitions of three, and win by the reference."""
+    g = chain([MiB] * 6)
+    costs = TableCosts({k: {"cpu": 1.0, "cuda": 50e-6} for k in g.kernels}, link_bytes_per_s=1e10,
+                       link_latency_s=0.0, overhead_s={"cpu": 5e-6, "cuda": 200e-6})
+    placement = {k: STREAM for k in g.kernels}
+    e = evaluate(build_problem(g, costs), placement)
+    assert e.layout.stream_slot_bytes == 3 * MiB and len(e.layout.streamed_groups) == 2
+    one_mib = min(chain_latency(g, costs, placement, s, MiB) for s in range(1, 5))
+    assert e.sequential_s == pytest.approx(chain_latency(g, costs, placement, e.layout.stream_slots, 3 * MiB))
+    assert e.sequential_s < one_mib - 500e-6  # at least the overheads of the partitions merged away
+    # under a cap that holds one 1 MiB slot and no more, that is the ring: fitting comes first
+    capped = evaluate(build_problem(g, costs, (), MiB + 64 * 1024), placement)
+    assert capped.fits and capped.layout.stream_slot_bytes == MiB
 
 
 # --- the solver ------------------------------------------------------------------------------

@@ -5,11 +5,14 @@ parallel makespan, its pipelined period and its GPU memory.  Objectives compare
 candidates by one of these; the plan reports them all.
 
 A placement that streams weights (:data:`~.problem.STREAM`) also gets its ring: slots
-of the size of its largest streamed kernel's weights (consecutive streamed kernels
-share a partition while they fit one), and the number of slots in
-:data:`SLOT_CHOICES` that fits the cap with the lowest sequential latency (fewest
-slots on ties).  A placement without streamed weights is evaluated as before
-streaming existed.
+of a multiple (:data:`SLOT_MULTIPLES`) of its largest streamed kernel's weights
+(consecutive streamed kernels share a partition while they fit one slot), and the
+number of slots in :data:`SLOT_CHOICES`, the pair that fits the cap with the lowest
+sequential latency (least ring memory on ties).  A larger slot trades GPU memory for
+fewer streamed partitions, each a call with its own overhead: BERT-large at a quarter
+of its weights had ~230 partitions whose overheads were 39% of its predicted
+latency.  A placement without streamed weights is evaluated as before streaming
+existed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from .timeline import finish, pipeline_period, simulate
 SLOT_CHOICES = (1, 2, 3, 4)
 """Ring sizes tried: 2 is double buffering; a third or fourth slot lets the copy stream
 run further ahead of short calls, at one more slot of GPU memory each."""
+SLOT_MULTIPLES = (1, 2, 3)
+"""Slot sizes tried, in multiples of the largest streamed kernel's weights: 3 holds a
+transformer layer's four projections (the FFN's two the largest) in one slot."""
 
 
 @dataclass(frozen=True)
@@ -51,25 +57,38 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
     slot = max((kernels[k].param_bytes for k in streamed), default=0)
     if not slot:  # nothing to stream: resident weights, as without streaming
         return _resident(problem, a, overlap, streamed)
-    layouts = [lay_out(problem, a, False, streamed, slot)]
-    if overlap:
-        layouts.append(lay_out(problem, a, True, streamed, slot))
     base = gpu_memory(problem, a, streamed)
     best = None
-    for layout in layouts:
+    for layout, size in _ring_layouts(problem, a, streamed, slot, overlap):
         n = len(layout.streamed_groups)
         for slots in [s for s in SLOT_CHOICES if s <= max(n, 1)]:
-            ringed = replace(layout, stream_slots=slots, stream_slot_bytes=slot)
-            mem = replace(base, stream_buffers=slots * slot)
+            ringed = replace(layout, stream_slots=slots, stream_slot_bytes=size)
+            mem = replace(base, stream_buffers=slots * size)
             fits = problem.gpu_memory is None or mem.total <= problem.gpu_memory
             seq = finish(simulate(ringed, "sequential"))
             span = finish(simulate(ringed, "parallel")) if overlap else None
-            key = (not fits, span if overlap else seq, seq, slots)
+            key = (not fits, span if overlap else seq, seq, slots * size)
             if best is None or key < best[0]:
                 best = (key, ringed, seq, span, mem, fits)
     _, ringed, seq, span, mem, fits = best
     span = finish(simulate(ringed, "parallel")) if span is None else span
     return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed)
+
+
+def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest: int, overlap: bool):
+    """(layout, slot bytes) for each slot size of :data:`SLOT_MULTIPLES` (a multiple that
+    merges no further streamed partitions than a smaller one is skipped), maximal
+    partitions and, with ``overlap``, level-split ones too."""
+    seen = set()
+    for mult in SLOT_MULTIPLES:
+        size = largest * mult
+        for by_level in (False, True) if overlap else (False,):
+            layout = lay_out(problem, a, by_level, streamed, size)
+            shape = (by_level, len(layout.groups))
+            if mult > 1 and shape in seen:
+                continue
+            seen.add(shape)
+            yield layout, size
 
 
 def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozenset) -> Evaluation:

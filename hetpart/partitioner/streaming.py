@@ -14,8 +14,8 @@ copies beside them) under the cap:
 * **exact** when there are at most :data:`EXACT_PLACEMENTS` placements (3 choices per
   kernel, fewer where pins or capabilities hold it; 3^5 = 243): every one is
   evaluated and the best one that fits is taken.  "Exact" is over the model of
-  :mod:`.evaluate`: slot size = the largest streamed kernel's weights, slot count the
-  best of :data:`~.evaluate.SLOT_CHOICES`;
+  :mod:`.evaluate`: slot size = the largest streamed kernel's weights times the best of
+  :data:`~.evaluate.SLOT_MULTIPLES`, slot count the best of :data:`~.evaluate.SLOT_CHOICES`;
 * otherwise a **heuristic**: seeds are the plan without streaming (the caller's) and,
   for each candidate slot size, the unconstrained minimum cut with just enough of
   its CUDA weights streamed to fit -- chosen largest-first or spread evenly over the
