@@ -144,6 +144,12 @@ case "${1:-1}" in
       --budget $((BUDGET / 2 - 20)) --export-dir "$EXPORTS" $SKIP \
       --out "$OUT/corpus-gpu-$prec.json" > "$OUT/logs/corpus-$prec.log" 2>&1
   done ;;
+20)  # (BUDGET=560) issue 20 with warmed buckets and the inexact-answer check, then issue 19's bf16 rows
+     # with the larger ring slots (1/4 and 1/3 first: where the partition overheads were largest)
+  timeout $((BUDGET - 250)) python3 bench/serve.py --budget $((BUDGET - 280)) --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+    > "$OUT/logs/serve.txt" 2>&1
+  timeout 230 python3 bench/capped.py --workloads bert_large --caps 1/4,1/3 --budget 220 --reserve 40 \
+    --contenders "hetpart bf16,hetpart" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
 19)  # (BUDGET=580) issue 20 again: bucket builds' numerics, the serving table over bucketed builds, the data-parallel split
   timeout 90 python3 tools/bucket_numerics.py > "$OUT/logs/bucket_numerics.txt" 2>&1
   timeout $((BUDGET - 240)) python3 bench/serve.py --budget $((BUDGET - 270)) --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
