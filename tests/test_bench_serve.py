@@ -134,6 +134,9 @@ def test_a_server_under_load_answers_every_request_with_its_own_answer():
     assert point.offered > 30
     assert (point.completed, point.lost, point.crossed, point.wrong, point.failed) == (point.offered, 0, 0, 0, 0)
     assert point.p50_ms is not None and point.p99_ms >= point.p50_ms
+    # each model's own p99, the larger of them the overall p99's neighbourhood
+    assert set(point.p99_ms_by_model) == {"a", "b"}
+    assert max(point.p99_ms_by_model.values()) >= point.p50_ms
 
 
 def test_mixed_answers_are_caught_as_crossed():

@@ -65,6 +65,8 @@ class RatePoint:
     # up to MISMATCH_EXAMPLES non-ok answers: model, verdict, the fraction of sampled
     # elements off the own reference and off the nearest other payload's
     mismatches: list = field(default_factory=list)
+    # model name -> p99 ms of its requests alone (which model drives the p99 above)
+    p99_ms_by_model: dict = field(default_factory=dict)
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""
@@ -226,9 +228,12 @@ def _score(models, arrivals, which, own, start, done_at, late, prints, failed, r
     # a late or lost request's latency is "forever": it counts against p99, never for it
     latency = np.where(np.isnan(latency), _FOREVER_MS, latency)
     p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (None, None)
+    which = np.asarray(which)
+    by_model = {m.name: _finite(float(np.percentile(latency[which == i], 99)))
+                for i, m in enumerate(models) if np.any(which == i)}
     return RatePoint(rate, len(arrivals), counts["ok"] + counts["inexact"], _finite(p50), _finite(p99), lost,
                      int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s,
-                     inexact=counts["inexact"], mismatches=examples)
+                     inexact=counts["inexact"], mismatches=examples, p99_ms_by_model=by_model)
 
 
 _FOREVER_MS = 1e15  # finite, so percentiles never subtract infinities
