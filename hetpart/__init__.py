@@ -57,6 +57,7 @@ _PUBLIC = {
     "compile": "hetpart.compiler",
     "compile_buckets": "hetpart.buckets",
     "bucket_batches": "hetpart.buckets",
+    "nms_batch_columns": "hetpart.buckets",
     "partition_data_parallel": "hetpart.data_parallel",
     "compile_data_parallel": "hetpart.data_parallel",
     "DataParallelSession": "hetpart.runtime.data_parallel_session",

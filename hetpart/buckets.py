@@ -104,7 +104,20 @@ def compile_buckets(model, buckets: dict[str, list[int]] | None = None, *,
                          model=name, compile_seconds=time.perf_counter() - start, build_stats=stats)
 
 
-def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedModel:
+def nms_batch_columns(onnx_model) -> dict[str, int]:
+    """``{output name: 0}`` for each output of ``onnx_model`` (a ModelProto or a path)
+    that a ``NonMaxSuppression`` node writes: its rows are (batch, class, box), the
+    batch row in column 0 -- what :func:`bucket_batches` takes as ``batch_columns``."""
+    import onnx
+
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model),
+                                                                                load_external_data=False)
+    by_nms = {out for node in proto.graph.node if node.op_type == "NonMaxSuppression" for out in node.output}
+    return {o.name: 0 for o in proto.graph.output if o.name in by_nms}
+
+
+def bucket_batches(builds: Mapping[int, object], model: str = "",
+                   batch_columns: Mapping[str, int] | None = None) -> BucketedModel:
     """Models compiled at fixed batches (one model exported at batch 1, 2, 4, ...) as one
     :class:`BucketedModel` over the batch dim, so a :class:`hetpart.Session` of it runs
     any batch up to the largest on the smallest build that holds it.
@@ -112,9 +125,12 @@ def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedMod
     In: ``{batch: CompiledModel}``.  Every build must have the same inputs, each with
     the build's batch as its leading dim and the rest alike; an output follows the
     batch (sliced back after padding) when its leading dim is the build's batch in
-    every build, else it must be the same shape in all.  Out: the BucketedModel (not
-    saved; ``.save(dir)`` writes it).  ShapeError naming the input or output that breaks
-    this (such builds are not one model at different batches).
+    every build, else it must be the same shape in all, or be named in
+    ``batch_columns`` (output name -> the column holding each row's batch row, e.g.
+    :func:`nms_batch_columns`: padding's rows are dropped by it, and a server splits a
+    batch's rows back to its requests by it).  Out: the BucketedModel (not saved;
+    ``.save(dir)`` writes it).  ShapeError naming the input or output that breaks this
+    (such builds are not one model at different batches).
     """
     if not builds:
         raise ShapeError("bucket_batches needs at least one build")
@@ -123,8 +139,15 @@ def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedMod
     by_batch = {b: builds[b] for b in sizes}
     for b, c in by_batch.items():
         _check_inputs(c.inputs, first.inputs, b, sizes[0])
+    columns = dict(batch_columns or {})
+    unknown = sorted(set(columns) - set(first.model_output_names))
+    if unknown:
+        raise ShapeError(f"batch_columns name outputs the model does not have: {', '.join(unknown)}; "
+                         f"its outputs: {', '.join(first.model_output_names)}")
     output_axes = {}
     for i, name in enumerate(first.model_output_names):
+        if name in columns:
+            continue
         follows = all(len(c.outputs[i].shape) and c.outputs[i].shape[0] == b for b, c in by_batch.items())
         if follows:
             output_axes[name] = {0: BATCH}
@@ -133,7 +156,7 @@ def bucket_batches(builds: Mapping[int, object], model: str = "") -> BucketedMod
                              f"({', '.join(f'b{b}: {list(c.outputs[i].shape)}' for b, c in by_batch.items())}); "
                              "padded rows could not be sliced back: serve it at one batch")
     spec = BucketSpec(sizes={BATCH: tuple(sizes)}, input_axes={t.name: {0: BATCH} for t in first.inputs},
-                      output_axes=output_axes, batch=BATCH)
+                      output_axes=output_axes, batch=BATCH, batch_columns=columns)
     spec.check()
     built = [Bucket({BATCH: b}, bucket_directory({BATCH: b}), by_batch[b]) for b in sizes]
     return BucketedModel(spec=spec, buckets=built, inputs=_symbolic(first.inputs, spec.input_axes),
@@ -181,4 +204,4 @@ def _symbolic_outputs(compiled, spec: BucketSpec) -> list[TensorSpec]:
                                      for i, d in enumerate(t.shape)), t.dtype) for t in compiled.outputs]
 
 
-__all__ = ["PlannedBucket", "bucket_batches", "compile_buckets", "plan_buckets"]
+__all__ = ["PlannedBucket", "bucket_batches", "compile_buckets", "nms_batch_columns", "plan_buckets"]

@@ -71,3 +71,47 @@ def test_fixed_batch_builds_run_any_batch_like_onnxruntime():
             for name, want in zip(["y", "p"], ref.run(None, x)):
                 assert got[name].shape == want.shape
                 np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
+
+
+def test_nms_batch_columns_names_the_outputs_nonmaxsuppression_writes():
+    from hetpart import models
+
+    assert hetpart.nms_batch_columns(models.build("detector", small=True)) == {"selected_indices": 0}
+    assert hetpart.nms_batch_columns(batch_model()) == {}
+
+
+def test_an_output_named_as_batch_column_must_exist():
+    with pytest.raises(ShapeError, match="nosuch"):
+        hetpart.bucket_batches({1: _fake(1), 2: _fake(2)}, batch_columns={"nosuch": 0})
+
+
+@pytest.mark.slow
+def test_a_batched_detector_gives_each_image_its_own_detections_like_onnxruntime():
+    """The zoo detector at batch 1, 2 and 4 as one bucketed model: three images run
+    padded to 4, and each image's NonMaxSuppression rows (its batch column renumbered,
+    the padding image's rows dropped) and top-k are what ONNX Runtime gives it alone."""
+    pytest.importorskip("onnxruntime")
+    from hetpart import models
+    from hetpart.bench.peers import ort_session
+
+    protos = {b: models.build("detector", small=True, batch=b) for b in (1, 2, 4)}
+    builds = {b: hetpart.compile(hetpart.partition(g := hetpart.load(p)), g, simulate=True, progress=False)
+              for b, p in protos.items()}
+    model = hetpart.bucket_batches(builds, batch_columns=hetpart.nms_batch_columns(protos[1]))
+    images = [models.example_inputs(protos[1], seed=20 + i) for i in range(3)]
+    name = next(iter(images[0]))
+    images[1][name][0, 0, :4, :4] = 0.0  # zeros and negatives in one image
+    images[2][name] *= -1.0
+    ref = ort_session(protos[1])
+    with hetpart.Session(model) as s:
+        got = s.run({name: np.concatenate([im[name] for im in images])})
+        assert s.last_bucket == {"batch": 4}
+    out_names = [o.name for o in ref.get_outputs()]
+    for i, im in enumerate(images):
+        want = dict(zip(out_names, ref.run(None, im)))
+        mine = got["selected_indices"][got["selected_indices"][:, 0] == i].copy()
+        mine[:, 0] = 0
+        assert mine.shape == want["selected_indices"].shape
+        np.testing.assert_array_equal(np.sort(mine, axis=0), np.sort(want["selected_indices"], axis=0))
+        np.testing.assert_allclose(got["topk_scores"][i], want["topk_scores"][0], rtol=1e-5, atol=1e-6)
+    assert got["selected_indices"][:, 0].max() <= 2  # nothing of the padding image

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from hetpart.contracts.buckets import DEFAULT_BATCH_SIZES, BucketSpec, parse_buckets
+import numpy as np
+
+from hetpart.contracts.buckets import DEFAULT_BATCH_SIZES, BucketSpec, parse_buckets, rows_of_batch
 from hetpart.errors import ShapeError
 
 SPEC = BucketSpec(sizes={"batch": (1, 4, 16), "seq": (32, 128)}, input_axes={"ids": {0: "batch", 1: "seq"}},
@@ -46,12 +48,32 @@ def test_max_batch_is_the_largest_batch_bucket():
 def test_json_round_trip():
     again = BucketSpec.from_json(json.loads(json.dumps(SPEC.to_json())))
     assert again == SPEC and again.grid() == SPEC.grid()
+    nms = BucketSpec(sizes={"batch": (1, 4)}, input_axes={"x": {0: "batch"}}, batch="batch",
+                     batch_columns={"selected_indices": 0})
+    assert BucketSpec.from_json(json.loads(json.dumps(nms.to_json()))) == nms
+    old = {k: v for k, v in SPEC.to_json().items() if k != "batch_columns"}  # a manifest from before them
+    assert BucketSpec.from_json(old) == SPEC
+
+
+def test_rows_of_batch_keeps_a_row_range_and_rebases_its_column():
+    """NonMaxSuppression rows (batch, class, box) of a batch of 4: rows of batch 1-2
+    come out as a 2-row request's, numbered 0-1, in their order."""
+    sel = np.array([[0, 0, 5], [1, 0, 7], [2, 1, 3], [1, 1, 0], [3, 0, 9], [2, 0, 1]], dtype=np.int64)
+    got = rows_of_batch(sel, 0, 1, 3)
+    np.testing.assert_array_equal(got, [[0, 0, 7], [1, 1, 3], [0, 1, 0], [1, 0, 1]])
+    assert rows_of_batch(sel, 0, 4, 8).shape == (0, 3)  # padding's rows: none asked for
+    assert sel[1, 0] == 1  # the runner's array is left alone
+    with pytest.raises(ShapeError, match="batch column 3"):
+        rows_of_batch(sel, 3, 0, 1)
 
 
 @pytest.mark.parametrize("broken", [
     {"sizes": {"batch": [4, 1]}},                              # not increasing
     {"sizes": {"batch": [0, 1]}},                              # not positive
     {"input_axes": {"ids": {"0": "nosuchdim"}}},               # a dim without sizes
+    {"batch_columns": {"logits": 0}},                          # an output with a batch axis too
+    {"batch_columns": {"sel": -1}},                            # no such column
+    {"batch": "", "batch_columns": {"sel": 0}},                # no batch dim to count rows of
 ])
 def test_a_malformed_spec_is_refused(broken):
     d = dict(SPEC.to_json(), **broken)

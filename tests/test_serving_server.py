@@ -464,3 +464,34 @@ def test_a_session_runner_warms_its_session_once_on_zeros():
     FakeSession.compiled.inputs = [hetpart.compiler.artifact.TensorSpec("x", ("batch", 3), "float32")]
     symbolic = FakeSession()
     assert SessionRunner(symbolic, max_batch=4).warm_up() is False and symbolic.feeds == []
+
+
+class NmsLike(Blocking):
+    """A Blocking runner whose output ``sel`` is NonMaxSuppression-like: per row i of x
+    (payload id in column 0) two detections (i, class c, box id*10 + c), sorted by class."""
+
+    batch_columns = {"sel": 0}
+
+    def run(self, feeds):
+        super().run(feeds)  # blocks the first run; records the batch
+        ids = feeds["x"][:, 0].astype(np.int64)
+        sel = np.array([[i, c, ids[i] * 10 + c] for c in (0, 1) for i in range(len(ids))], dtype=np.int64)
+        return {"y": feeds["x"] * 2, "sel": sel}
+
+
+def test_an_output_split_by_its_batch_column_reaches_each_request_renumbered():
+    """A detector batched: its NonMaxSuppression rows (batch, class, box) are sorted by
+    class, not by request; each request must get exactly its own, numbered from 0."""
+    runner = NmsLike()
+    with Server(max_delay=0) as server:
+        server.add_model("det", runner, warm_up=False)
+        first = server.submit("det", row(1))
+        assert runner.started.wait(30)
+        queued = [server.submit("det", {"x": np.full((n, 3), float(i), np.float32)}) for i, n in ((2, 1), (3, 2), (4, 1))]
+        runner.release.set()
+        results = [f.result(30) for f in [first] + queued]
+    assert runner.batch_sizes == [1, 4]  # the three queued requests ran as one batch
+    for (pid, n), res in zip(((1, 1), (2, 1), (3, 2), (4, 1)), results):
+        want = np.array([[r, c, pid * 10 + c] for c in (0, 1) for r in range(n)], dtype=np.int64)
+        np.testing.assert_array_equal(res["sel"], want)
+        np.testing.assert_array_equal(res["y"], np.full((n, 3), 2.0 * pid, np.float32))

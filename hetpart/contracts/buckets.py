@@ -13,10 +13,16 @@ records in the bucketed manifest, and the runtime reads to pick a bucket and pad
 * ``batch``: the name of the dim that is the batch (axis 0 of the inputs; padding it
   is exact when rows are independent), or ``""``; ``padded_exactly``: the dims the
   user accepted padding for although it may change results (a sequence dim: exact only
-  if the model masks the padded positions).
+  if the model masks the padded positions);
+* ``batch_columns``: ONNX output name -> the column of its rows that holds the batch
+  row each came from (``NonMaxSuppression``'s ``selected_indices``: rows of (batch,
+  class, box), column 0): such an output has no batch axis, but a padded run's rows
+  are told apart by that column (rows of padding dropped) and a batch's rows split
+  back to its requests by it (:func:`rows_of_batch`).
 
 Invariant: every dim in ``input_axes`` and ``output_axes`` has sizes; sizes are
-positive and strictly increasing.
+positive and strictly increasing; ``batch_columns`` needs a ``batch`` dim, and an
+output there has no ``output_axes``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class BucketSpec:
     input_axes: dict[str, dict[int, str]]
     output_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     batch: str = ""
+    batch_columns: dict[str, int] = field(default_factory=dict)
 
     @property
     def dims(self) -> list[str]:
@@ -75,14 +82,15 @@ class BucketSpec:
         return {"sizes": {d: list(s) for d, s in self.sizes.items()},
                 "input_axes": {i: {str(a): d for a, d in ax.items()} for i, ax in self.input_axes.items()},
                 "output_axes": {o: {str(a): d for a, d in ax.items()} for o, ax in self.output_axes.items()},
-                "batch": self.batch}
+                "batch": self.batch, "batch_columns": dict(self.batch_columns)}
 
     @classmethod
     def from_json(cls, d: dict) -> "BucketSpec":
         spec = cls(sizes={str(k): tuple(int(x) for x in v) for k, v in d["sizes"].items()},
                    input_axes={i: {int(a): str(n) for a, n in ax.items()} for i, ax in d["input_axes"].items()},
                    output_axes={o: {int(a): str(n) for a, n in ax.items()} for o, ax in d["output_axes"].items()},
-                   batch=str(d.get("batch", "")))
+                   batch=str(d.get("batch", "")),
+                   batch_columns={str(o): int(c) for o, c in d.get("batch_columns", {}).items()})
         spec.check()
         return spec
 
@@ -95,6 +103,28 @@ class BucketSpec:
             unknown = set(where.values()) - set(self.sizes)
             if unknown:
                 raise ValueError(f"dims {sorted(unknown)} have no bucket sizes")
+        if self.batch_columns and not self.batch:
+            raise ValueError("batch_columns need a batch dim")
+        for name, column in self.batch_columns.items():
+            if column < 0 or name in self.output_axes:
+                raise ValueError(f"output '{name}': a batch column must be >= 0 (got {column}) on an output "
+                                 "with no batched axis")
+
+
+def rows_of_batch(y, column: int, start: int, stop: int):
+    """The rows of ``y`` (2-D, a batch column) that came from batch rows ``start`` up
+    to ``stop``, in their order, with that column re-based to count from ``start``:
+    what a request of those rows would have got had it run alone."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim != 2 or column >= y.shape[1]:
+        raise ShapeError(f"an output split by its batch column {column} must be 2-D with that column; "
+                         f"got shape {list(y.shape)}")
+    keep = (y[:, column] >= start) & (y[:, column] < stop)
+    out = np.array(y[keep], copy=True)
+    out[:, column] -= start
+    return out
 
 
 def bucket_label(bucket: dict[str, int]) -> str:

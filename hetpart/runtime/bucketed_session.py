@@ -37,7 +37,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..compiler.bucketed import Bucket, BucketedModel
-from ..contracts.buckets import bucket_label
+from ..contracts.buckets import bucket_label, rows_of_batch
 from ..errors import RuntimeFailure
 from .session import Session
 
@@ -118,10 +118,19 @@ class BucketedSession:
         self.last_bucket = dict(sizes)
         return self._session(self.model.bucket(sizes)), self._padded(arrays, sizes), actual, sizes
 
+    @property
+    def batch_columns(self) -> dict[str, int]:
+        """Outputs whose rows name their batch row in a column (see BucketSpec): a
+        server splits them by it (the runner interface's optional ``batch_columns``)."""
+        return dict(self.spec.batch_columns)
+
     def _unpadded(self, outputs: dict, actual: dict[str, int], sizes: dict[str, int]) -> dict[str, np.ndarray]:
         if actual == sizes:
             return outputs
-        return {name: self._sliced(name, y, actual, sizes) for name, y in outputs.items()}
+        rows = actual.get(self.spec.batch, 0)
+        return {name: rows_of_batch(y, self.spec.batch_columns[name], 0, rows)
+                if name in self.spec.batch_columns else self._sliced(name, y, actual, sizes)
+                for name, y in outputs.items()}
 
     # --- one run ---------------------------------------------------------------------
     def _arrays(self, feeds) -> dict:

@@ -11,7 +11,9 @@ fill a batch.
 
 A batch's feeds are concatenated along dim 0, run, and each output is cut back into
 the requests' own rows (a single-request batch gets the runner's outputs as they
-are).  A failing run, or outputs without the batch's rows, fail exactly that
+are); an output the runner names in ``batch_columns`` (NonMaxSuppression's rows of
+(batch, class, box)) is split by that column instead, re-based to each request's
+first row.  A failing run, or outputs without the batch's rows, fail exactly that
 batch's futures with a :class:`~hetpart.errors.BatchError`.
 """
 
@@ -24,6 +26,7 @@ from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
+from ..contracts.buckets import rows_of_batch
 from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError
 from .gate import Gate
 from .request import Request
@@ -39,6 +42,7 @@ class Lane:
                  gate: Gate | None = None):
         self.name, self.runner = name, runner
         self.max_batch = int(runner.max_batch)
+        self.batch_columns = dict(getattr(runner, "batch_columns", None) or {})
         self.max_delay, self.priority, self.gate = max_delay, priority, gate
         self.stats = ModelStats()
         self._cond = threading.Condition()
@@ -145,7 +149,7 @@ class Lane:
         start = time.perf_counter()
         try:
             outputs = self.runner.run(_concat(batch))
-            results = _split(outputs, batch, rows)
+            results = _split(outputs, batch, rows, self.batch_columns)
         except BaseException as exc:  # noqa: BLE001 - every error reaches exactly this batch's callers
             error = self._batch_error(exc, batch, rows)
             self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], time.perf_counter() - start)
@@ -212,19 +216,23 @@ def _concat(batch: list[Request]) -> dict[str, np.ndarray]:
     return {n: np.concatenate([r.feeds[n] for r in batch]) for n in batch[0].feeds}
 
 
-def _split(outputs, batch: list[Request], rows: int) -> list[dict[str, np.ndarray]]:
-    """Each request's own rows of every output (in batch order)."""
+def _split(outputs, batch: list[Request], rows: int, batch_columns: dict[str, int] | None = None
+           ) -> list[dict[str, np.ndarray]]:
+    """Each request's own rows of every output (in batch order): dim 0 cut, or for an
+    output in ``batch_columns`` the rows whose batch column falls in the request's rows."""
     if not hasattr(outputs, "items"):
         raise RuntimeFailure(f"the runner returned {type(outputs).__name__}, not a dict of output name -> array")
     if len(batch) == 1:
         return [dict(outputs)]
+    columns = batch_columns or {}
     for name, y in outputs.items():
-        if np.ndim(y) == 0 or np.shape(y)[0] != rows:
+        if name not in columns and (np.ndim(y) == 0 or np.shape(y)[0] != rows):
             raise RuntimeFailure(f"output '{name}' {list(np.shape(y))} does not have the batch's {rows} rows "
                                  "in dim 0; serve this model with max_batch=1")
     results, start = [], 0
     for r in batch:
-        results.append({n: y[start:start + r.rows] for n, y in outputs.items()})
+        results.append({n: rows_of_batch(y, columns[n], start, start + r.rows) if n in columns
+                        else y[start:start + r.rows] for n, y in outputs.items()})
         start += r.rows
     return results
 

@@ -18,6 +18,11 @@ code loading and CUDA-graph capture happen before the first request, not on it
 (a bucketed session opens and runs every bucket; :class:`SessionRunner` runs its
 session once on zeros when its input shapes are static).
 
+A runner may name ``batch_columns`` (output name -> column): outputs without a batch
+axis whose rows carry the batch row they came from (NonMaxSuppression's (batch,
+class, box) rows); the server splits them by that column.  A bucketed session built
+with them (:func:`hetpart.bucket_batches`, :func:`hetpart.nms_batch_columns`) does.
+
 A runner may also say what a request must look like (``inputs``: specs with ``name``,
 ``shape`` whose dim 0 is the batch, ``dtype``, as ``CompiledModel.inputs``); the
 server then checks every request's feeds against them at submit.  A runner that can
@@ -148,6 +153,10 @@ class _Capped:
 
     def run(self, feeds):
         return self.runner.run(feeds)
+
+    @property
+    def batch_columns(self):
+        return getattr(self.runner, "batch_columns", None)
 
     def warm_up(self):
         warm = getattr(self.runner, "warm_up", None)
