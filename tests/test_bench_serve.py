@@ -246,3 +246,16 @@ def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
     assert body["scenarios"][0]["speedup_vs_best"] is not None
     assert "| hetpart |" in out.with_suffix(".md").read_text()
     ET.fromstring(out.with_suffix(".svg").read_text())
+
+
+def test_nms_rows_of_another_count_are_compared_as_sets():
+    """A detector's selected_indices: the batched build keeps one box more near the score
+    threshold (a different row count) -- inexact, not wrong; another image's rows: wrong."""
+    rng = np.random.default_rng(3)
+    sel = [np.unique(np.stack([np.zeros(40, np.int64), rng.integers(0, 80, 40), rng.integers(0, 1200, 40)], 1), axis=0)
+           for _ in range(3)]
+    refs = [fingerprint({"selected_indices": s, "topk_scores": np.full((1, 10), float(i))}) for i, s in enumerate(sel)]
+    one_more = np.concatenate([sel[1], [[0, 5, 1199]]])
+    verdict, off_own, _ = judge(fingerprint({"selected_indices": one_more, "topk_scores": np.full((1, 10), 1.0)}), 1, refs)
+    assert verdict == "inexact" and 0 < off_own < 0.05
+    assert classify(fingerprint({"selected_indices": sel[2], "topk_scores": np.full((1, 10), 1.0)}), 1, refs) == "wrong"

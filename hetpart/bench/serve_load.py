@@ -77,11 +77,22 @@ class RatePoint:
         return dict(self.__dict__)
 
 
+WHOLE_ROWS_MAX = 1 << 16
+"""An integer 2-D output up to this many elements is kept whole in a fingerprint: its
+rows are a set of records (NonMaxSuppression's (batch, class, box)) whose count may
+differ between builds, compared as sets (:func:`mismatch_fraction`)."""
+
+
 def fingerprint(outputs) -> tuple[np.ndarray, ...]:
-    """A fixed sample of every output's elements, one array per output (sorted-name order)."""
+    """A fixed sample of every output's elements, one array per output (sorted-name
+    order); an integer 2-D output of at most ``WHOLE_ROWS_MAX`` elements whole."""
     parts = []
     for name in sorted(outputs):
-        flat = np.asarray(outputs[name]).reshape(-1)
+        y = np.asarray(outputs[name])
+        if y.ndim == 2 and y.dtype.kind in "iu" and y.size <= WHOLE_ROWS_MAX:
+            parts.append(y.astype(np.int64))
+            continue
+        flat = y.reshape(-1)
         if flat.size == 0:
             parts.append(np.zeros(1))
             continue
@@ -111,12 +122,26 @@ def mismatch_fraction(fp, ref) -> float:
     worst = 0.0
     for got, want in zip(fp, ref):
         if got.shape != want.shape:
-            return 1.0
+            rows = _row_set_difference(got, want)
+            if rows is None:
+                return 1.0
+            worst = max(worst, rows)
+            continue
         scale = float(np.max(np.abs(want))) if want.size else 0.0
         with np.errstate(invalid="ignore"):
             off = int(np.count_nonzero(~(np.abs(got - want) <= ATOL + RTOL * scale)))
         worst = max(worst, off / max(got.size, 1))
     return worst
+
+
+def _row_set_difference(got: np.ndarray, want: np.ndarray) -> float | None:
+    """For two integer 2-D outputs of one width kept whole: the rows in one but not the
+    other, over the larger row count (0 for the same set); None when not such a pair."""
+    if got.ndim != 2 or want.ndim != 2 or got.shape[1] != want.shape[1] or got.dtype.kind not in "iu" \
+            or want.dtype.kind not in "iu":
+        return None
+    a, b = set(map(tuple, got.tolist())), set(map(tuple, want.tolist()))
+    return len(a ^ b) / max(len(a), len(b), 1)
 
 
 def close(fp, ref) -> bool:

@@ -3,8 +3,9 @@
 Models: ``resnet50`` and ``bert`` are the PyTorch twins (torchvision ResNet-50,
 transformers BERT-base, :mod:`.export`) where torch is installed, so PyTorch serves
 the very same weights; else (or with ``small``) hetpart's zoo.  ``detector`` is the
-zoo detector: its NMS output has no batch dim, so it is served one request at a time
-by every contender.  Each model is compiled with every kernel the GPU can build on
+zoo detector: its NonMaxSuppression output has no batch dim but names each row's
+image in column 0 (:func:`hetpart.nms_batch_columns`), so hetpart batches it too and
+splits that output by the column.  Each model is compiled with every kernel the GPU can build on
 the GPU (:func:`hetpart.backend.forced_plan`; the partitioner picks all-CUDA for these
 models on the H200 anyway, bench/results/nvidia-h200-e2e.md), at every power of two
 up to ``max_batch`` (and ``max_batch``): :func:`hetpart.bucket_batches` makes them one
@@ -38,7 +39,6 @@ from .serve import Contender
 from .serve_load import LoadModel
 
 TWIN = {"resnet50": "resnet50_torchvision", "bert": "bert_base_transformers"}
-UNBATCHABLE = {"detector"}  # outputs without a batch dim
 
 
 @dataclass
@@ -52,6 +52,7 @@ class ServedModel:
     torch_module: object = None
     input_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    batch_columns: dict[str, int] = field(default_factory=dict)  # outputs split by a batch column (NMS)
 
 
 def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
@@ -77,7 +78,7 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
     torch_ok = _torch_cuda() is None and not simulate
     served, jobs = [], []
     for name in names:
-        top = 1 if name in UNBATCHABLE else max_batch
+        top = max_batch
         m = ServedModel(name, top)
         for batch in batches(top):
             source, module, input_names, note = _sources(name, batch, small, torch_ok, work)
@@ -86,6 +87,7 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
                 m.notes.append(note)
                 proto = onnx.load(source) if not source.startswith("zoo:") else _zoo_proto(source)
                 m.payloads = [zoo.example_inputs(proto, seed=100 + k) for k in range(pool)]
+                m.batch_columns = hetpart.nms_batch_columns(proto)
             jobs.append((m, batch, source))
         served.append(m)
 
@@ -128,7 +130,8 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -
         key = (m.name, batch)
         if key not in sessions:
             if batch is None:
-                sessions[key] = hetpart.Session(hetpart.bucket_batches(m.compiled, model=m.name))
+                sessions[key] = hetpart.Session(hetpart.bucket_batches(m.compiled, model=m.name,
+                                                                       batch_columns=m.batch_columns))
                 for b in sorted(m.compiled):
                     sessions[key].run(_rows(m.payloads, b))
             else:
