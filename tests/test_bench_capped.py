@@ -239,3 +239,26 @@ def test_a_workload_that_cannot_run_here_is_skipped_and_the_next_runs(tmp_path):
     _, skipped, nxt = next(items), next(items), next(items)
     assert skipped["workload"] == "bert_large" and "not installed" in skipped["skipped"]
     assert nxt["workload"] == "zoo:mlp:small" and "weight_bytes" in nxt
+
+
+def test_a_low_precision_contender_has_its_own_cuda_kernels_measured(monkeypatch):
+    """bf16 builds are other kernels (weights stored in bf16); unmeasured, the cost model
+    only predicted them, and BERT-large's bf16 plans ran 15-20% over their prediction."""
+    import hetpart
+    import hetpart.costmodel as costmodel
+
+    graph = hetpart.load("zoo:mlp:small")
+    calls = []
+
+    class Measured:  # what profile() returns: a profile that has the link already
+        transfers = "measured"
+
+    monkeypatch.setattr(costmodel, "profile", lambda g, devices, prof, **kw: calls.append(
+        (g, tuple(devices), kw.get("label"))) or Measured())
+    capped.measure_kernels(graph, Options(contenders=("hetpart", "hetpart bf16"), profile="quick"))
+    assert [(d, label) for _, d, label in calls] == [(("cpu", "cuda"), None), (("cuda",), f"{graph.name}:cuda=bf16")]
+    low = calls[1][0]
+    assert sum(k.param_bytes for k in low.kernels.values()) < sum(k.param_bytes for k in graph.kernels.values())
+    calls.clear()
+    capped.measure_kernels(graph, Options(contenders=("hetpart",), profile="quick"))
+    assert len(calls) == 1  # float32 contenders only: the graph as it is

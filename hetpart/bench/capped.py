@@ -617,14 +617,23 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
 
 
 def measure_kernels(graph, options: Options) -> None:
-    """Measure ``graph``'s kernels the profile lacks on both devices (few repeats), and
-    the link if the profile has none, into this machine's profile (needs a GPU)."""
+    """Measure ``graph``'s kernels the profile lacks on both devices (few repeats), the
+    CUDA kernels as each low-precision contender builds them (weights stored in its
+    format: other kernels, which the cost model would otherwise only predict), and the
+    link if the profile has none, into this machine's profile (needs a GPU)."""
+    from ..contracts.precision import coerce
     from ..costmodel import measure_transfers, profile
     from ..costmodel.kernel_bench import MeasureSettings
     from ..costmodel.profiler import open_profile
+    from ..importer.low_precision import LOW_DTYPES, lower_weights
 
-    prof = profile(graph, ("cpu", "cuda"), options.profile, settings=MeasureSettings.quick(),
-                   progress=options.progress, options=options.kernel_options or DEFAULT)
+    quick, kopts = MeasureSettings.quick(), options.kernel_options or DEFAULT
+    prof = profile(graph, ("cpu", "cuda"), options.profile, settings=quick, progress=options.progress, options=kopts)
+    for fmt in sorted({coerce(PRECISIONS[c][1]).storage("cuda") for c in options.contenders if c in PRECISIONS}):
+        if fmt in LOW_DTYPES:
+            low = lower_weights(graph, list(graph.kernels), fmt)
+            prof = profile(low, ("cuda",), prof, settings=quick, progress=options.progress, options=kopts,
+                           label=f"{graph.name}:cuda={LOW_DTYPES[fmt]}")
     if prof.transfers is None:
         prof = open_profile(prof)
         prof.transfers = measure_transfers(progress=options.progress)
