@@ -2,23 +2,35 @@
 to ONNX with random weights, run through hetpart on each device and compared with
 ONNX Runtime on the CPU.
 
-For every model and batch:
+For every model and batch (an *item*):
 
-1. *prepare* (one subprocess): build the model from its config (random weights,
-   nothing downloaded), ``torch.onnx.export(..., opset_version=17, dynamo=False)``,
-   draw seeded inputs, run ONNX Runtime CPU on them; the ONNX file, the inputs and
-   the reference outputs are cached in ``--export-dir`` and reused by later runs.
-   With ``--time`` it also times PyTorch on the GPU with the forward captured in a
-   CUDA graph (TF32 allowed), the GPU peer.
-2. *run* (one subprocess per device): ``hetpart.load`` -> ``hetpart.partition``
-   (the latency objective, every kernel pinned to the device -- all-CUDA or all-CPU
-   -- but those hetpart cannot build there, e.g. TVM runtime builtins such as
-   ``cumsum`` on CUDA, which the planner places and the record's ``note`` names)
-   -> ``hetpart.compile`` -> ``Session.run`` on the cached inputs -> compare.
+1. *prepare* (untimed; up to ``--jobs`` items at once, default a quarter of the CPUs):
+
+   a. one subprocess: build the model from its config (random weights, nothing
+      downloaded), ``torch.onnx.export(..., opset_version=17, dynamo=False)``, draw
+      seeded inputs, run ONNX Runtime CPU on them; the ONNX file, the inputs and the
+      reference outputs are cached in ``--export-dir`` and reused by later runs.
+   b. one subprocess per device: ``hetpart.load`` -> ``hetpart.partition`` (the
+      latency objective, every kernel pinned to the device -- all-CUDA or all-CPU --
+      but those hetpart cannot build there, e.g. TVM runtime builtins such as
+      ``cumsum`` on CUDA, which the planner places and the record's ``note`` names)
+      -> ``hetpart.compile``, the artifact saved in a directory that lives for this
+      call only.
+2. *measure* (one item at a time, never beside another measure): with ``--time``,
+   PyTorch on the GPU with the forward captured in a CUDA graph (TF32 allowed), the
+   GPU peer (one subprocess); then per device one subprocess: ``Session`` on the
+   build -> ``run`` on the cached inputs (timed with ``--time``) -> compare.
+
+Timings and compiles: a CPU record's timing (hetpart and ONNX Runtime on every core)
+waits until no prepare runs, and none starts meanwhile; a CUDA record's timing runs
+beside the prepares of later items, on other cores (``compiles_beside_timing`` in
+the record: at most that many ran; ``--quiet-timing`` makes every timing wait, and
+``--jobs 1`` runs one stage at a time, as before ``--jobs``).  The peer's CUDA-graph
+time is taken on the GPU by CUDA events, which compiles on the CPU do not enter.
 
 Each subprocess has a time limit, so a crash or a hang costs one record, not the
-run.  Records are appended to the JSON file as they come (``--skip-done`` resumes a
-cut-off run), and the markdown table beside it is rewritten each time.
+run.  Records are written to the JSON file as they come (``--skip-done`` resumes a
+cut-off run), in item order, and the markdown table beside it is rewritten each time.
 
 Comparison: relative error ``max|a - b| / max|b|`` per output (a: hetpart, b: ONNX
 Runtime), the largest over the outputs.  ``pass`` when it is at most 1e-2 with TF32
@@ -33,7 +45,7 @@ whisper_encoder, clip_text, clip_vision); ``zoo:NAME[:small]`` runs a hetpart zo
 model (no torch needed; what tests/test_bench_corpus.py uses), ``--onnx NAME=PATH`` an
 ONNX file exported elsewhere.
 
-On the GPU machine (about 1-3 min per model and device)::
+On the GPU machine (about 1-3 min per model and device, ``--jobs`` items compiled side by side)::
 
     source .tvmpack/unpack.sh
     python bench/corpus.py                       # all models, batch 1, cuda and cpu
@@ -56,11 +68,16 @@ Here (no GPU, no torch): ``python bench/corpus.py --models zoo:gpt2:small --simu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -236,14 +253,16 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int, preci
 # ========================================================================================
 # Stage 1: prepare (export, inputs, ONNX Runtime reference)
 # ========================================================================================
+def _stem(name: str) -> str:
+    return name.replace(":", "_").replace("=", "-").replace(",", "_").replace("/", "-")
+
+
 def cached_paths(export_dir: Path, name: str, batch: int) -> tuple[Path, Path, Path]:
-    stem = name.replace(":", "_").replace("=", "-").replace(",", "_").replace("/", "-")
-    base = export_dir / f"{stem}-b{batch}"
+    base = export_dir / f"{_stem(name)}-b{batch}"
     return base.with_suffix(".onnx"), base.with_suffix(".npz"), base.with_suffix(".json")
 
 
-def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None, timing: bool, repeat: int,
-            precision: str = "fp32") -> None:
+def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None) -> None:
     """Write the ONNX file, inputs + reference outputs (npz) and notes (json)."""
     model_path, data_path, meta_path = cached_paths(export_dir, name, batch)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -265,8 +284,25 @@ def prepare(name: str, batch: int, export_dir: Path, onnx_path: str | None, timi
     meta["onnx"] = str(model_path)
     outputs = _onnxruntime(model_path).run(None, feeds)
     np.savez(data_path, **feeds, **{f"ref:{i}": o for i, o in enumerate(outputs)})
-    if timing and not name.startswith("zoo:") and not onnx_path and _torch_has_cuda():
-        meta[_peer_key(precision)] = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
+    meta_path.write_text(json.dumps(meta, indent=1))
+
+
+def has_torch_peer(name: str, onnx_path: str | None) -> bool:
+    """Whether ``name`` has a PyTorch module to time as the GPU peer (corpus models do;
+    zoo models and --onnx files do not)."""
+    return not name.startswith("zoo:") and not onnx_path
+
+
+def time_peer(name: str, batch: int, export_dir: Path, repeat: int, precision: str = "fp32") -> None:
+    """PyTorch's CUDA-graph time on the prepared inputs, into the notes (json) as
+    ``_peer_key(precision)``; nothing without a GPU for torch.  A timed stage: the
+    driver runs it alone, never beside another timing."""
+    if not _torch_has_cuda():
+        return
+    _, data_path, meta_path = cached_paths(export_dir, name, batch)
+    feeds = {k: v for k, v in np.load(data_path).items() if not k.startswith("ref:")}
+    meta = json.loads(meta_path.read_text())
+    meta[_peer_key(precision)] = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
     meta_path.write_text(json.dumps(meta, indent=1))
 
 
@@ -319,17 +355,18 @@ def _peer_key(precision: str) -> str:
     return "torch_cuda_graph_ms" if precision == "fp32" else f"torch_cuda_graph_{precision}_ms"
 
 
-def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: bool, profile: str,
-               timing: bool, repeat: int, out, precision: str = "fp32") -> None:
-    """hetpart on ``device`` (every kernel there); writes one JSON record line to ``out``."""
+BUILD_RECORD = "record.json"  # in a build directory: the record so far, beside the artifact
+
+
+def build_device(name: str, batch: int, device: str, export_dir: Path, build_dir: Path, simulate: bool,
+                 profile: str, precision: str = "fp32") -> dict:
+    """hetpart's import -> plan (every kernel on ``device``) -> compile; the artifact
+    and the record so far (``BUILD_RECORD``) saved in ``build_dir``.  Returns that
+    record; a failed stage makes it final (status ``error``, ``detail`` names it)."""
     import hetpart
     from hetpart.partitioner import Pin
 
-    model_path, data_path, meta_path = cached_paths(export_dir, name, batch)
-    meta = json.loads(meta_path.read_text())
-    data = dict(np.load(data_path))
-    feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
-    refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
+    meta = json.loads(cached_paths(export_dir, name, batch)[2].read_text())
     precision = precision if device == "cuda" else "fp32"
     low = None if precision == "fp32" else f"cuda={precision},cpu=fp32"
     record = {"model": name, "batch": batch, "device": device, "precision": precision, "tf32": tf32_on(),
@@ -348,18 +385,43 @@ def run_device(name: str, batch: int, device: str, export_dir: Path, simulate: b
         stage = "compile"
         compiled = hetpart.compile(plan, graph, simulate=simulate, progress=False, options=_kernel_options(),
                                    precision=low)
-        stage = "run"
-        with hetpart.Session(compiled) as session:
+        compiled.save(build_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure is this record's result
+        _failed(record, stage, exc)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / BUILD_RECORD).write_text(json.dumps(record))
+    return record
+
+
+def measure_device(build_dir: Path, export_dir: Path, timing: bool, repeat: int) -> dict:
+    """The build in ``build_dir`` run on the cached inputs (timed with ``timing``) and
+    compared with the reference: its record, complete."""
+    import hetpart
+
+    record = json.loads((build_dir / BUILD_RECORD).read_text())
+    _, data_path, meta_path = cached_paths(export_dir, record["model"], record["batch"])
+    meta = json.loads(meta_path.read_text())
+    data = dict(np.load(data_path))
+    feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
+    refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
+    model_path = Path(meta["onnx"])  # the export, or the file given with --onnx
+    stage = "run"
+    try:
+        with hetpart.Session(build_dir) as session:
             got = list(session.run(_session_feeds(session, feeds)).values())
             if timing:
-                record.update(_timings(session, feeds, device, model_path, meta, repeat, precision))
+                record.update(_timings(session, feeds, record["device"], model_path, meta, repeat,
+                                       record["precision"]))
         stage = "compare"
-        record.update(compare(got, refs, precision))
+        record.update(compare(got, refs, record["precision"]))
     except Exception as exc:  # noqa: BLE001 - any failure is this record's result
-        first = (str(exc).strip().splitlines() or [""])[0]
-        record.update(status="error", rel_err=None, detail=f"{stage}: {type(exc).__name__}: {first[:400]}")
-    out.write(json.dumps(record) + "\n")
-    out.flush()
+        _failed(record, stage, exc)
+    return record
+
+
+def _failed(record: dict, stage: str, exc: Exception) -> None:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    record.update(status="error", rel_err=None, detail=f"{stage}: {type(exc).__name__}: {first[:400]}")
 
 
 def _device_pins(graph, device: str) -> tuple[list[str], list[str]]:
@@ -463,8 +525,38 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ========================================================================================
-# The driver: subprocesses with time limits, records appended as they come
+# The driver: stages in subprocesses with time limits; prepares side by side, timings
+# one at a time; records written as they come
 # ========================================================================================
+MARGIN_S = 30.0  # no item starts with less of the --budget left
+
+
+@dataclass(frozen=True)
+class Item:
+    """One model at one batch, on the devices this call still has to record."""
+
+    name: str
+    batch: int
+    devices: tuple[str, ...]
+    onnx_path: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} b{self.batch}"
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare_item` leaves for :func:`measure_item`: per device, in the
+    item's order, its final record (a stage failed) or the directory of its build."""
+
+    item: Item
+    steps: list[tuple[str, dict | Path]]
+
+    def built(self) -> list[str]:
+        """The devices with a build to run, time and check."""
+        return [device for device, step in self.steps if isinstance(step, Path)]
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.worker:
@@ -472,59 +564,189 @@ def main(argv=None) -> int:
     out_json = Path(args.out or RESULTS / f"corpus-{gpu_slug(args.simulate)}.json")
     results = load_results(out_json)
     earlier = load_results(Path(args.skip_done))["records"] if args.skip_done else []
-    done = {_key(r) for r in earlier}
     # The output always holds the union: a run on a fresh machine writing elsewhere
     # (e.g. $OUT) still returns the whole table.
     results["records"] += [r for r in earlier if _key(r) not in {_key(x) for x in results["records"]}]
-    start = time.monotonic()
-    deadline = start + args.budget if args.budget else float("inf")
-    onnx_files = dict(item.split("=", 1) for item in args.onnx)
-    names = args.models.split(",") if args.models else (list(onnx_files) or TORCHVISION + TRANSFORMERS)
-    devices = args.devices.split(",")
-    for batch in (int(b) for b in args.batches.split(",")):
-        for name in names:
-            todo = [d for d in devices if (name, batch, d, args.precision if d == "cuda" else "fp32") not in done]
-            if todo and time.monotonic() > deadline - 30:
-                print(f"budget of {args.budget:g} s spent; stopping before {name} b{batch}", flush=True)
-                break
-            if todo:
-                for record in run_model(name, batch, todo, args, onnx_files.get(name), deadline):
-                    results["records"] = [r for r in results["records"] if _key(r) != _key(record)] + [record]
-                    save_results(out_json, results)
-                    print(_line(record), flush=True)
+    deadline = time.monotonic() + args.budget if args.budget else float("inf")
+    jobs = args.jobs
+    if args.profile == "quick" and jobs > 1:
+        print("--profile quick measures kernels while planning: one stage at a time (--jobs 1)", flush=True)
+        jobs = 1
+    export_dir = Path(args.export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    base, new = results["records"], {}
+    # Builds live only for this call (they depend on hetpart's code): in a temporary
+    # directory, each removed once measured.
+    with tempfile.TemporaryDirectory(prefix="builds-", dir=export_dir) as builds:
+        stages = schedule(_items(args, {_key(r) for r in earlier}),
+                          functools.partial(prepare_item, args=args, builds=Path(builds), deadline=deadline),
+                          functools.partial(measure_item, args=args, deadline=deadline),
+                          functools.partial(_times_alone, args, jobs), jobs=jobs, deadline=deadline)
+        for index, records, beside in stages:
+            for record in records:
+                if "hetpart_ms" in record:
+                    record["compiles_beside_timing"] = beside
+                print(_line(record), flush=True)
+            new[index] = records
+            results["records"] = _merged(base, new)
+            save_results(out_json, results)
     save_results(out_json, results)
     return 0
 
 
-def run_model(name: str, batch: int, devices: list[str], args, onnx_path: str | None,
-              deadline: float = float("inf")) -> list[dict]:
-    """Records of ``name`` at ``batch`` on ``devices``; stage failures become error
-    records.  A stage cut by ``deadline`` (``time.monotonic()``, from --budget) gives
-    no record, so the next call (--skip-done) runs it again."""
-    export_dir = Path(args.export_dir)
-    common = ["--export-dir", str(export_dir), "--repeat", str(args.repeat), "--precision", args.precision] + (
-        ["--time"] if args.time else [])
-    prep = [sys.executable, __file__, "--worker", "prepare", "--models", name, "--batches", str(batch), *common]
-    if onnx_path:
-        prep += ["--onnx", f"{name}={onnx_path}"]
+def _items(args, done: set[tuple]) -> list[Item]:
+    """The (model, batch) items of this call, batch-major, without the devices ``done`` holds."""
+    onnx_files = dict(item.split("=", 1) for item in args.onnx)
+    names = args.models.split(",") if args.models else (list(onnx_files) or TORCHVISION + TRANSFORMERS)
+    items = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        for name in names:
+            todo = tuple(d for d in args.devices.split(",")
+                         if (name, batch, d, args.precision if d == "cuda" else "fp32") not in done)
+            if todo:
+                items.append(Item(name, batch, todo, onnx_files.get(name)))
+    return items
+
+
+def _merged(base: list[dict], new: dict[int, list[dict]]) -> list[dict]:
+    """``base`` less the records ``new`` replaces, then ``new``'s records in item order
+    (measures may finish out of order; the file lists them as the items came)."""
+    fresh = [r for index in sorted(new) for r in new[index]]
+    keys = {_key(r) for r in fresh}
+    return [r for r in base if _key(r) not in keys] + fresh
+
+
+def _times_alone(args, jobs: int, prepared: Prepared) -> bool:
+    """Whether ``prepared``'s measure must run with no prepare beside it: always with
+    ``--jobs 1`` (one stage at a time), with ``--quiet-timing``, and for CPU records
+    with ``--time`` (hetpart and ONNX Runtime time on every core).  CUDA timings
+    otherwise run beside compiles on other cores (``compiles_beside_timing``)."""
+    return jobs == 1 or (args.time and (args.quiet_timing or "cpu" in prepared.built()))
+
+
+def schedule(items: list, prepare, measure, alone, *, jobs: int, deadline: float, clock=time.monotonic,
+             margin: float = MARGIN_S):
+    """Prepare up to ``jobs`` items at once; measure prepared ones one at a time.
+
+    ``prepare(item) -> prepared`` runs on a thread of its own (it waits on its
+    subprocesses), ``measure(prepared) -> result`` on one more; ``alone(prepared)``
+    says whether that measure must run with no prepare beside it.  Yields
+    ``(index of the item, result, prepares beside)`` as measures finish; no more than
+    ``prepares beside`` prepares ran at once during that measure.
+
+    Invariants: at most ``jobs`` prepares and one measure run at any moment; of the
+    prepared items the earliest is measured first; a measure that must run alone
+    starts once the prepares in flight are done, and no prepare starts while it waits
+    or runs; at most ``jobs`` items wait prepared (their builds on disk, and what a
+    deadline would waste); no prepare starts past ``deadline - margin`` (``clock()``
+    time): the items left are named and dropped, those in flight finish (their stages
+    are cut at the deadline by their own limits) and are measured.
+    """
+    waiting = list(enumerate(items))
+    preparing: dict = {}  # future -> index
+    ready: list[tuple[int, object]] = []  # (index, prepared), by index
+    measuring = None  # [future, index, prepares beside, alone]
+    with (ThreadPoolExecutor(jobs, thread_name_prefix="prepare") as prepares,
+          ThreadPoolExecutor(1, thread_name_prefix="measure") as measures):
+        while waiting or preparing or ready or measuring:
+            if measuring is None and ready and not (preparing and alone(ready[0][1])):
+                index, prepared = ready.pop(0)
+                measuring = [measures.submit(measure, prepared), index, len(preparing), alone(prepared)]
+            held = (measuring is not None and measuring[3]) or (bool(ready) and alone(ready[0][1]))
+            while waiting and not held and len(preparing) < jobs and len(ready) < jobs:
+                if clock() > deadline - margin:
+                    print(f"budget nearly spent; not starting {', '.join(str(item) for _, item in waiting)} "
+                          f"(a later --skip-done call runs them)", flush=True)
+                    waiting.clear()
+                    break
+                index, item = waiting.pop(0)
+                preparing[prepares.submit(prepare, item)] = index
+                if measuring is not None:
+                    measuring[2] = max(measuring[2], len(preparing))
+            running = [*preparing, *([measuring[0]] if measuring else [])]
+            for future in (wait(running, return_when=FIRST_COMPLETED).done if running else ()):
+                if measuring is not None and future is measuring[0]:
+                    yield measuring[1], future.result(), measuring[2]
+                    measuring = None
+                else:
+                    ready.append((preparing.pop(future), future.result()))
+                    ready.sort(key=lambda pair: pair[0])
+
+
+def prepare_item(item: Item, args, builds: Path, deadline: float = float("inf")) -> Prepared:
+    """Stage 1 and the untimed part of stage 2, each in a subprocess: ``--worker
+    prepare`` (export, inputs, ONNX Runtime's outputs), then per device ``--worker
+    build`` (import, plan, compile into ``builds``).  May run beside other items'
+    prepares.  A failed stage gives the error record of the devices it stops; a stage
+    cut by ``deadline`` (``time.monotonic()``, from --budget) gives no record for the
+    devices from it on, so the next call (--skip-done) runs them again."""
+    prep = [*_worker_cmd("prepare", item, args)] + (["--onnx", f"{item.name}={item.onnx_path}"]
+                                                     if item.onnx_path else [])
     limit, cut = _stage_limit(args.timeout, deadline)
     failure = _call(prep, limit, "prepare (export / ONNX Runtime)")
     if failure:
-        return [] if cut and "timed out" in failure else [_error(name, batch, d, failure, args.precision) for d in devices]
-    records = []
-    for device in devices:
-        cmd = [sys.executable, __file__, "--worker", "run", "--models", name, "--batches", str(batch),
-               "--devices", device, "--profile", args.profile, *common] + (["--simulate"] if args.simulate else [])
+        errors = [] if cut and "timed out" in failure else item.devices
+        return Prepared(item, [(d, _error(item.name, item.batch, d, failure, args.precision)) for d in errors])
+    steps = []
+    for device in item.devices:
+        build_dir = builds / f"{_stem(item.name)}-b{item.batch}-{device}"
+        cmd = [*_worker_cmd("build", item, args), "--devices", device, "--build-dir", str(build_dir),
+               "--profile", args.profile] + (["--simulate"] if args.simulate else [])
         limit, cut = _stage_limit(args.timeout, deadline)
         if limit <= 0:
             break
+        failure = _call(cmd, limit, f"build on {device}")
+        record = json.loads((build_dir / BUILD_RECORD).read_text()) if (build_dir / BUILD_RECORD).exists() else None
+        if record is None and cut and failure and "timed out" in failure:
+            break
+        if record is None or "status" in record:  # no build: the record is final
+            record = record or _error(item.name, item.batch, device, failure or "no record written", args.precision)
+            steps.append((device, record))
+        else:
+            steps.append((device, build_dir))
+    return Prepared(item, steps)
+
+
+def measure_item(prepared: Prepared, args, deadline: float = float("inf")) -> list[dict]:
+    """Stage 2's timed part, each in a subprocess and never beside another: with
+    --time, PyTorch's CUDA-graph time (``--worker peer``), then per build ``--worker
+    run`` (run, time, compare).  The item's records in device order; each build is
+    removed once used.  A stage cut by ``deadline`` gives no record for the devices
+    from it on."""
+    item = prepared.item
+    steps = prepared.steps
+    if args.time and "cuda" in prepared.built() and has_torch_peer(item.name, item.onnx_path):
+        limit, cut = _stage_limit(args.timeout, deadline)
+        failure = _call(_worker_cmd("peer", item, args), limit, "peer (PyTorch CUDA graph)") if limit > 0 else "cut"
+        if failure and (limit <= 0 or (cut and "timed out" in failure)):
+            return []
+        if failure:
+            steps = [(d, _error(item.name, item.batch, d, failure, args.precision) if d == "cuda" else step)
+                     for d, step in steps]
+    records = []
+    for device, step in steps:
+        if isinstance(step, dict):
+            records.append(step)
+            continue
+        limit, cut = _stage_limit(args.timeout, deadline)
+        if limit <= 0:
+            break
+        cmd = [sys.executable, __file__, "--worker", "run", "--build-dir", str(step),
+               "--export-dir", args.export_dir, "--repeat", str(args.repeat)] + (["--time"] if args.time else [])
         with _Capture() as cap:
             failure = _call(cmd, limit, f"run on {device}", stdout=cap.file)
             lines = [json.loads(line) for line in cap.text().splitlines() if line.startswith("{")]
+        shutil.rmtree(step, ignore_errors=True)
         if not lines and cut and failure and "timed out" in failure:
             break
-        records.append(lines[-1] if lines else _error(name, batch, device, failure or "no record written", args.precision))
+        records.append(lines[-1] if lines else
+                       _error(item.name, item.batch, device, failure or "no record written", args.precision))
     return records
+
+
+def _worker_cmd(stage: str, item: Item, args) -> list[str]:
+    return [sys.executable, __file__, "--worker", stage, "--models", item.name, "--batches", str(item.batch),
+            "--export-dir", str(args.export_dir), "--repeat", str(args.repeat), "--precision", args.precision]
 
 
 def _stage_limit(timeout: float, deadline: float) -> tuple[float, bool]:
@@ -537,8 +759,6 @@ class _Capture:
     """A temporary file a subprocess writes its record line to."""
 
     def __enter__(self):
-        import tempfile
-
         self.file = tempfile.TemporaryFile(mode="w+")
         return self
 
@@ -570,14 +790,18 @@ def _error(name: str, batch: int, device: str, detail: str, precision: str = "fp
 
 
 def _worker(args) -> int:
-    name, batch = args.models, int(args.batches)
     export_dir = Path(args.export_dir)
+    if args.worker == "run":
+        print(json.dumps(measure_device(Path(args.build_dir), export_dir, args.time, args.repeat)), flush=True)
+        return 0
+    name, batch = args.models, int(args.batches)
     if args.worker == "prepare":
-        onnx_path = dict(item.split("=", 1) for item in args.onnx).get(name)
-        prepare(name, batch, export_dir, onnx_path, args.time, args.repeat, args.precision)
+        prepare(name, batch, export_dir, dict(item.split("=", 1) for item in args.onnx).get(name))
+    elif args.worker == "peer":
+        time_peer(name, batch, export_dir, args.repeat, args.precision)
     else:
-        run_device(name, batch, args.devices, export_dir, args.simulate, args.profile, args.time, args.repeat,
-                   sys.stdout, args.precision)
+        build_device(name, batch, args.devices, export_dir, Path(args.build_dir), args.simulate, args.profile,
+                     args.precision)
     return 0
 
 
@@ -631,6 +855,10 @@ def markdown(results: dict) -> str:
             f"with TF32 on, {results['tolerance']['tf32_off']:g} with `HETPART_TF32=0`, "
             f"{results['tolerance'].get('bf16', 2e-2):g} for bf16/fp16 CUDA builds (`--precision`), and no NaN/Inf the "
             f"reference lacks. Written by `bench/corpus.py`.\n\n")
+    beside = [r["compiles_beside_timing"] for r in results["records"] if r.get("compiles_beside_timing")]
+    if beside:
+        head += (f"{len(beside)} timed record(s) ran beside the compiles of other models (at most {max(beside)} "
+                 f"at once, on other cores; `compiles_beside_timing` in the JSON).\n\n")
     return head + "\n".join(rows) + "\n"
 
 
@@ -659,7 +887,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="the CUDA builds' precision (bf16/fp16: weights stored so, tolerance 2e-2; the peer "
                         "runs under torch.autocast to that type); CPU builds stay fp32")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")
-    p.add_argument("--worker", choices=["prepare", "run"], help=argparse.SUPPRESS)
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 4),
+                   help="items prepared (exported, imported, compiled) at once, each in its own subprocesses, "
+                        "while timed stages run one at a time (default: a quarter of the CPUs; 1: one stage "
+                        "at a time)")
+    p.add_argument("--quiet-timing", action="store_true",
+                   help="with --time, time only while no prepare runs (CPU records always are); slower, "
+                        "CUDA timings otherwise run beside compiles on other cores")
+    p.add_argument("--worker", choices=["prepare", "build", "peer", "run"], help=argparse.SUPPRESS)
+    p.add_argument("--build-dir", default=None, help=argparse.SUPPRESS)
     return p
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ PATH = Path(__file__).resolve().parent.parent / "bench" / "corpus.py"
 def corpus():
     spec = importlib.util.spec_from_file_location("bench_corpus", PATH)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
-    return mod
+    yield mod
+    sys.modules.pop(spec.name, None)
 
 
 def test_rel_err_is_max_abs_diff_over_max_abs_reference(corpus):
@@ -95,9 +98,115 @@ def test_budget_cut_leaves_no_record(corpus, tmp_path):
     import time
 
     args = corpus._parser().parse_args(["--devices", "cpu", "--export-dir", str(tmp_path), "--timeout", "0.5"])
-    assert corpus.run_model("zoo:mlp:small", 1, ["cpu"], args, None, deadline=time.monotonic() + 0.5) == []
-    (timed_out,) = corpus.run_model("zoo:mlp:small", 1, ["cpu"], args, None)
-    assert timed_out["status"] == "error" and "timed out" in timed_out["detail"]
+    item = corpus.Item("zoo:mlp:small", 1, ("cpu",))
+    assert corpus.prepare_item(item, args, tmp_path, deadline=time.monotonic() + 0.5).steps == []
+    ((device, timed_out),) = corpus.prepare_item(item, args, tmp_path).steps
+    assert device == "cpu" and timed_out["status"] == "error" and "timed out" in timed_out["detail"]
+    # A build left for a measure past the deadline: no record either.
+    built = corpus.Prepared(item, [("cpu", tmp_path / "a-build")])
+    assert corpus.measure_item(built, args, deadline=time.monotonic()) == []
     out = tmp_path / "corpus.json"
-    assert corpus.main(["--models", "zoo:mlp:small", "--budget", "10", "--out", str(out), *["--devices", "cpu"]]) == 0
+    assert corpus.main(["--models", "zoo:mlp:small", "--budget", "10", "--out", str(out), "--devices", "cpu",
+                        "--export-dir", str(tmp_path)]) == 0
     assert json.loads(out.read_text())["records"] == []  # under 30 s left: nothing started
+
+
+def test_schedule_prepares_side_by_side_and_measures_one_at_a_time(corpus):
+    """At most ``jobs`` prepares at once (and that many do run together), one measure
+    at a time, none beside a prepare when it must time alone (and no prepare starts
+    while it waits, which could starve it); every item measured."""
+    import threading
+    import time
+
+    lock, state, log = threading.Lock(), {"preparing": 0, "most": 0, "measuring": 0}, []
+    first_wave = threading.Barrier(2, timeout=30)  # items 0 and 1 only pass it together
+    alone, started_4, prepared_3 = {3}, threading.Event(), threading.Event()
+
+    def prepare(item):
+        with lock:
+            state["preparing"] += 1
+            state["most"] = max(state["most"], state["preparing"])
+            log.append(("prepare", item))
+        if item < 2:
+            first_wave.wait()
+        if item == 3:  # 4 starts while 3 is prepared ...
+            assert started_4.wait(30)
+        if item == 4:  # ... and still runs when 3, which must time alone, is ready
+            started_4.set()
+            assert prepared_3.wait(30)
+        time.sleep(0.2 if item in (4, 5) else 0.01)  # 5 would run through 3's measure
+        with lock:
+            state["preparing"] -= 1
+        if item == 3:
+            prepared_3.set()
+        return item
+
+    def measure(item):
+        for step in (1, -1):
+            with lock:
+                assert state["measuring"] == (0 if step == 1 else 1)
+                assert item not in alone or state["preparing"] == 0
+                state["measuring"] += step
+            time.sleep(0.05)
+        with lock:
+            log.append(("measured", item))
+        return f"record {item}"
+
+    out = list(corpus.schedule(list(range(6)), prepare, measure, lambda item: item in alone, jobs=2,
+                               deadline=float("inf")))
+    assert sorted((index, result) for index, result, _ in out) == [(i, f"record {i}") for i in range(6)]
+    assert state["most"] == 2
+    assert {index: beside for index, _, beside in out}[3] == 0
+    assert log.index(("measured", 3)) < log.index(("prepare", 5))  # held back while 3 waited and ran
+    assert all(0 <= beside <= 2 for _, _, beside in out)
+
+
+def test_schedule_starts_no_prepare_past_the_budget(corpus, capsys):
+    """Past ``deadline - margin`` no prepare starts; those started are measured."""
+    import threading
+
+    reads = iter([0.0, 0.0] + [75.0] * 10)  # the clock, read before each prepare starts
+    started, lock = [], threading.Lock()
+
+    def prepare(item):
+        with lock:
+            started.append(item)
+        return item
+
+    out = list(corpus.schedule(list("abcde"), prepare, str.upper, lambda item: False, jobs=2, deadline=100.0,
+                               clock=lambda: next(reads), margin=30.0))
+    assert sorted(started) == ["a", "b"]
+    assert sorted((index, result) for index, result, _ in out) == [(0, "A"), (1, "B")]
+    assert "not starting c, d, e" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_parallel_prepares_write_every_record_in_item_order(corpus, tmp_path):
+    """--jobs 2 (simulated CUDA): one complete record per item, listed as the items
+    came (batch-major), whatever order the measures finished in."""
+    out = tmp_path / "corpus.json"
+    assert corpus.main(["--models", "zoo:mlp:small", "--batches", "1,2,3", "--devices", "cuda", "--simulate",
+                        "--time", "--repeat", "2", "--jobs", "2", "--out", str(out),
+                        "--export-dir", str(tmp_path / "exports")]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [(r["model"], r["batch"], r["device"]) for r in records] == [("zoo:mlp:small", b, "cuda") for b in (1, 2, 3)]
+    for r in records:
+        assert r["status"] == "pass" and r["rel_err"] <= 1e-2 and r["simulated"] and r["precision"] == "fp32"
+        assert r["hetpart_ms"] > 0 and 0 <= r["compiles_beside_timing"] <= 2
+    assert not list((tmp_path / "exports").glob("builds-*"))  # the builds are gone
+
+
+@pytest.mark.slow
+def test_an_onnx_file_is_timed_against_onnxruntime_on_that_file(corpus, tmp_path):
+    """--onnx with --time on the CPU: the peer, ONNX Runtime, opens the file given (it
+    once looked for an export of that name, which --onnx never writes)."""
+    from hetpart import models
+
+    path = tmp_path / "mlp.onnx"
+    models.save(models.build("mlp", True), path)
+    out = tmp_path / "corpus.json"
+    assert corpus.main(["--onnx", f"mine={path}", "--devices", "cpu", "--time", "--repeat", "2", "--out", str(out),
+                        "--export-dir", str(tmp_path / "exports")]) == 0
+    (record,) = json.loads(out.read_text())["records"]
+    assert record["status"] == "pass" and record["peer"] == "onnxruntime_cpu" and record["peer_ms"] > 0
+    assert record["compiles_beside_timing"] == 0  # CPU records time alone
