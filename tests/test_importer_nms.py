@@ -6,7 +6,10 @@ hetpart requires), so one compile covers them all.  The random cases cover what 
 node tests do not: ties in score, flipped corners, zero-area boxes, scores <= 0, an
 IoU threshold of 0, nothing above the score threshold, max_output_boxes_per_class
 of 0 and above the box count, several batches and classes, and more boxes than the
-heap's first levels hold.
+heap's first levels hold, negative coordinates, NaN scores (dropped by the score
+threshold) and a NaN threshold (selects nothing), identical boxes, and more kept boxes
+than several vectors of the suppression test; and absent optional inputs, against
+ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -51,7 +54,20 @@ def _random_cases():
         "negative_scores": (_boxes(rng, 1, 40), uniform(-1, 1, 1, 2, 40), 40, 0.3, -0.5, 0),
         "iou_threshold_zero": (_boxes(rng, 1, 40), uniform(0, 1, 1, 2, 40), 40, 0.0, 0.0, 0),
         "many_boxes_one_class": (_boxes(rng, 1, 300), ties(1, 1, 300), 300, 0.5, 0.0, 0),
+        "negative_coordinates": (_boxes(rng, 1, 60, flip=True) - 25.0, uniform(0, 1, 1, 2, 60), 30, 0.3, 0.1, 0),
+        "nan_scores": (_boxes(rng, 1, 60), _with_nan(rng, uniform(0, 1, 1, 3, 60)), 30, 0.3, 0.2, 0),
+        "nan_score_threshold": (_boxes(rng, 1, 20), uniform(0, 1, 1, 2, 20), 5, 0.5, np.nan, 0),
+        "identical_boxes": (np.repeat(_boxes(rng, 1, 4), 10, axis=1), ties(1, 2, 40), 40, 0.5, 0.0, 0),
+        # sparse boxes: most are kept, so the kept boxes fill several vectors of the suppression test
+        "kept_past_several_vectors": (_boxes(rng, 1, 200) * 5.0, uniform(0, 1, 1, 1, 200), 150, 0.1, 0.0, 0),
     }
+
+
+def _with_nan(rng, scores):
+    """``scores`` with about one in five NaN (ONNX Runtime and the reference drop them at the
+    score-threshold test: ``NaN > threshold`` is false)."""
+    scores[rng.uniform(size=scores.shape) < 0.2] = np.nan
+    return scores
 
 
 def _node_test_cases():
@@ -164,6 +180,9 @@ def test_the_cases_mean_something(results):
     kept = got["ties_in_score"]
     scores = cases["ties_in_score"][1]
     assert len(np.unique(scores[kept[:, 0], kept[:, 1], kept[:, 2]])) < len(kept)  # kept boxes with tied scores
+    assert len(got["kept_past_several_vectors"]) > 48  # more kept boxes than 3 vectors of 16 lanes
+    assert len(got["nan_score_threshold"]) == 0 and 0 < len(got["nan_scores"])
+    assert len(got["identical_boxes"]) == 8  # each box once per class: its copies suppressed (IoU 1)
 
 
 def test_flop_estimate_of_the_nms_kernel_is_bounded():
@@ -174,3 +193,42 @@ def test_flop_estimate_of_the_nms_kernel_is_bounded():
     (nms,) = [k for k in graph.nodes if k.func.startswith("all_class_non_max_suppression")]
     boxes, classes = 128, 4  # the small detector's
     assert 0 < nms.flops < 100 * boxes * classes
+
+
+# --- absent optional inputs ---------------------------------------------------------------
+# ONNX: an absent iou_threshold is 0 (any overlap suppresses), an absent score_threshold
+# filters nothing.  TVM's converter read them as 0.5 and 0.0 (dropping every score <= 0).
+# onnx.reference cannot run a node with absent inputs, so ONNX Runtime is the reference.
+def _absent_inputs_model(boxes, scores):
+    inits = [numpy_helper.from_array(np.array([40], np.int64), "k"),
+             numpy_helper.from_array(np.array([0.3], np.float32), "iou")]
+    forms = {"no_thresholds": ["b", "s", "k"], "empty_names": ["b", "s", "k", "", ""],
+             "no_score_threshold": ["b", "s", "k", "iou"]}
+    nodes = [helper.make_node("NonMaxSuppression", ins, [name], name=name) for name, ins in forms.items()]
+    graph = helper.make_graph(nodes, "nms_absent", [
+        helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, boxes.shape),
+        helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, scores.shape)],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.INT64, [f"{n}.n", 3]) for n in forms], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), list(forms)
+
+
+@pytest.mark.slow
+def test_absent_thresholds_mean_what_onnx_says():
+    pytest.importorskip("onnxruntime")
+    from hetpart.bench.peers import ort_session
+
+    rng = np.random.default_rng(11)
+    boxes = _boxes(rng, 1, 40, flip=True) - 10.0
+    scores = rng.uniform(-1, 1, (1, 2, 40)).astype(np.float32)
+    scores[0, 0, :3] = -np.inf  # no threshold: kept as candidates, last in order
+    model, names = _absent_inputs_model(boxes, scores)
+    want = dict(zip(names, ort_session(model).run(names, {"b": boxes, "s": scores})))
+    rep = hetpart.backend.prepare(model, device="CPU")
+    try:
+        got = dict(zip(rep.output_names, rep.run({"b": boxes, "s": scores})))
+    finally:
+        rep.close()
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name}: hetpart vs onnxruntime")
+    kept_scores = scores[0, want["no_score_threshold"][:, 1], want["no_score_threshold"][:, 2]]
+    assert (kept_scores <= 0).any()  # the case means something: TVM's 0.0 default dropped these

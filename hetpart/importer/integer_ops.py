@@ -190,8 +190,9 @@ _LOCK = threading.Lock()
 
 
 @contextmanager
-def converters():
-    """TVM's ONNX importer with :data:`CONVERTERS` added (or replacing TVM's), for the ``with`` block.
+def converters(extra: dict | None = None):
+    """TVM's ONNX importer with :data:`CONVERTERS` (and ``extra``, another op -> converter
+    table) added or replacing TVM's, for the ``with`` block.
 
     TVM looks its converters up through the module-level ``_get_convert_map``; it is
     replaced for the block (under a lock: one import at a time in this process)."""
@@ -203,6 +204,7 @@ def converters():
         def extended():
             table = dict(original())
             table.update(CONVERTERS)
+            table.update(extra or {})
             return table
 
         fe._get_convert_map = extended

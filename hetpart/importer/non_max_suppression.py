@@ -43,16 +43,26 @@ from tvm.script import tirx as T
 OP = "relax.vision.all_class_non_max_suppression"
 FUNC_NAME = "all_class_non_max_suppression"
 INT32_MAX = 2**31 - 1
+LANES = 16
+"""Kept boxes tested against a candidate at once (one AVX-512 vector of float32)."""
+NO_SCORE_THRESHOLD = float("nan")
+"""The score threshold :class:`NonMaxSuppressionConverter` passes for an absent one: no filter."""
 
 
 def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
                  score_threshold: float) -> tirx.PrimFunc:
     """The NMS kernel for static sizes: ``(boxes[B,N,4], scores[B,C,N]) -> (rows[B*C*keep, 3]
     int64, count[1] int64)``; rows past ``count`` are unspecified.  ``keep`` is
-    ``min(max_output_boxes_per_class, N)`` (0 selects nothing)."""
+    ``min(max_output_boxes_per_class, N)`` (0 selects nothing).  A NaN ``score_threshold``
+    (:data:`NO_SCORE_THRESHOLD`) filters no box out, as ONNX without that input."""
     B, N, C, K = batch, boxes, classes, keep
     BC = B * C
+    KP = -(-max(K, 1) // LANES) * LANES  # kept boxes' rows padded to whole vectors
     iou_thr, score_thr = float(np.float32(iou_threshold)), float(np.float32(score_threshold))
+    filter_scores = not np.isnan(score_thr)
+
+    def candidate(score):
+        return score > T.float32(score_thr) if filter_scores else tirx.const(True, "bool")
 
     def sort_key(score, i):
         """An int64 that orders boxes as ONNX does: higher score first, then lower index.
@@ -65,19 +75,18 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
     def box_of(key):
         return N - 1 - tirx.Cast("int32", tirx.bitwise_and(key, T.int64(0xFFFFFFFF)))
 
-    def overlap(box, b, x, y):
-        """Boxes ``x`` and ``y`` intersect (rows of ``box``: ymin, xmin, ymax, xmax, area).
-        Tested first and on its own: most pairs do not, and then no IoU is computed."""
-        return tirx.all(tirx.max(box[b, x, 1], box[b, y, 1]) < tirx.min(box[b, x, 3], box[b, y, 3]),
-                        tirx.max(box[b, x, 0], box[b, y, 0]) < tirx.min(box[b, x, 2], box[b, y, 2]))
-
-    def iou_above(box, b, x, y):
-        """ONNX's IoU test of intersecting boxes ``x`` and ``y``, in its operation order."""
-        inter = ((tirx.min(box[b, x, 3], box[b, y, 3]) - tirx.max(box[b, x, 1], box[b, y, 1]))
-                 * (tirx.min(box[b, x, 2], box[b, y, 2]) - tirx.max(box[b, x, 0], box[b, y, 0])))
-        union = box[b, x, 4] + box[b, y, 4] - inter
-        return tirx.all(inter > T.float32(0), box[b, x, 4] > T.float32(0), box[b, y, 4] > T.float32(0),
-                        union > T.float32(0), inter / union > T.float32(iou_thr))
+    def suppresses(y1, x1, y2, x2, area, kept_box, bc, j):
+        """ONNX's IoU test of the candidate box (its corners sorted, its area) against the
+        kept box in lane ``j`` of ``kept_box[bc]``, in the reference's operation order:
+        boxes that do not intersect, and non-positive areas, never suppress.  Branch-free,
+        so a vector of kept boxes is tested at once."""
+        dx = tirx.min(x2, kept_box[bc, 3, j]) - tirx.max(x1, kept_box[bc, 1, j])
+        dy = tirx.min(y2, kept_box[bc, 2, j]) - tirx.max(y1, kept_box[bc, 0, j])
+        inter = dx * dy
+        union = area + kept_box[bc, 4, j] - inter
+        return tirx.all(dx > T.float32(0), dy > T.float32(0), inter > T.float32(0), area > T.float32(0),
+                        kept_box[bc, 4, j] > T.float32(0), union > T.float32(0),
+                        inter / union > T.float32(iou_thr))
 
     @T.macro
     def sift_down(heap, bc, size, hole, child, item, start):
@@ -86,9 +95,9 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
         item[0] = heap[bc, start]
         child[0] = start * 2 + 1
         while child[0] < size[0]:
-            if child[0] + 1 < size[0]:
-                if heap[bc, child[0] + 1] > heap[bc, child[0]]:
-                    child[0] = child[0] + 1
+            # the larger child, without a branch (which way is random: a branch mispredicts);
+            # a lone last child compares with itself
+            child[0] = child[0] + T.Select(heap[bc, T.min(child[0] + 1, size[0] - 1)] > heap[bc, child[0]], 1, 0)
             if heap[bc, child[0]] > item[0]:
                 heap[bc, hole[0]] = heap[bc, child[0]]
                 hole[0] = child[0]
@@ -109,6 +118,9 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             box = T.sblock_alloc_buffer((B, N, 5), "float32")  # corners sorted per axis, then area
             heap = T.sblock_alloc_buffer((BC, max(N, 1)), "int64")  # sort keys
             kept = T.sblock_alloc_buffer((BC, max(K, 1)), "int32")
+            # the kept boxes' corners and areas, one row each (ymin, xmin, ymax, xmax, area),
+            # so the suppression test reads them a vector at a time
+            kept_box = T.sblock_alloc_buffer((BC, 5, KP), "float32")
             count = T.sblock_alloc_buffer((BC,), "int32")
             with T.sblock("all_class_nms"):  # opaque, as passes over s_tir expect a block
                 T.reads()
@@ -133,10 +145,12 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                     top = T.alloc_buffer((1,), "int32")
                     n_kept = T.alloc_buffer((1,), "int32")
                     j = T.alloc_buffer((1,), "int32")
+                    hit = T.alloc_buffer((LANES,), "int32")  # one vector of suppression tests
+                    hits = T.alloc_buffer((1,), "int32")
 
                     size[0] = 0
                     for i in range(N):
-                        if scores[b, c, i] > T.float32(score_thr):
+                        if candidate(scores[b, c, i]):
                             heap[bc, size[0]] = sort_key(scores[b, c, i], i)
                             size[0] = size[0] + 1
                     parent[0] = size[0] // 2
@@ -149,16 +163,25 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                         size[0] = size[0] - 1
                         heap[bc, 0] = heap[bc, size[0]]
                         sift_down(heap, bc, size, hole, child, item, 0)
-                        # Compare with the boxes kept so far; j ends past n_kept if one suppresses it.
+                        # Test it against the boxes kept so far, a vector of them at a time
+                        # (lanes past n_kept read padding and are masked off).
+                        hits[0] = 0  # kept boxes that suppress it, in the vectors tested so far
                         j[0] = 0
-                        while j[0] < n_kept[0]:
-                            other = kept[bc, j[0]]
-                            j[0] = j[0] + 1
-                            if overlap(box, b, top[0], other):
-                                if iou_above(box, b, top[0], other):
-                                    j[0] = n_kept[0] + 1
-                        if j[0] == n_kept[0]:
+                        while j[0] < n_kept[0] and hits[0] == 0:
+                            for lane in T.vectorized(LANES):
+                                hit[lane] = T.Select(
+                                    tirx.all(j[0] + lane < n_kept[0],
+                                             suppresses(box[b, top[0], 0], box[b, top[0], 1], box[b, top[0], 2],
+                                                        box[b, top[0], 3], box[b, top[0], 4], kept_box, bc,
+                                                        j[0] + lane)),
+                                    1, 0)
+                            for lane in T.unroll(LANES):
+                                hits[0] = hits[0] + hit[lane]
+                            j[0] = j[0] + LANES
+                        if hits[0] == 0:
                             kept[bc, n_kept[0]] = top[0]
+                            for f in range(5):
+                                kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
                             n_kept[0] = n_kept[0] + 1
                     count[bc] = n_kept[0]
                 offset = T.alloc_buffer((1,), "int64")
@@ -173,6 +196,37 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                 total[0] = offset[0]
 
     return nms
+
+
+class NonMaxSuppressionConverter:
+    """TVM's ONNX converter for NonMaxSuppression with ONNX's meaning of absent inputs.
+
+    TVM's converter reads an absent ``iou_threshold`` as 0.5 (ONNX: 0, any overlap
+    suppresses) and an absent ``score_threshold`` as 0.0 (ONNX: no score filter, so
+    TVM dropped every box scoring <= 0).  This one hands TVM's converter explicit
+    constants instead: ``iou_threshold`` 0, and for an absent ``score_threshold``
+    :data:`NO_SCORE_THRESHOLD` (NaN), which :func:`nms_primfunc` reads as "filter
+    nothing".  A NaN given as the threshold selects nothing (``score > NaN`` is never
+    true), exactly as ``+inf`` does, so it is passed as ``+inf`` and stays apart from
+    the marker.  ``max_output_boxes_per_class`` absent is 0 in both."""
+
+    @classmethod
+    def get_converter(cls, opset: int):
+        return cls._impl
+
+    @classmethod
+    def _impl(cls, bb, inputs, attr, params):
+        from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+        filled = fe.onnx_input([inputs[i] for i in range(5)])  # onnx_input: None past its end
+        if filled[3] is None:
+            filled[3] = relax.const(np.array([0.0], np.float32))
+        score = filled[4]
+        if score is None:
+            filled[4] = relax.const(np.array([NO_SCORE_THRESHOLD], np.float32))
+        elif isinstance(score, tvm.ir.GenericConst) and np.isnan(score.value.numpy()).any():
+            filled[4] = relax.const(np.full(score.value.numpy().shape, np.inf, np.float32))
+        return fe.NonMaxSuppression._impl_v10(bb, filled, attr, params)
 
 
 def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -219,6 +273,9 @@ def _static_sizes(call: relax.Call):
 def _tvm_legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     return tvm.ir.Op.get(OP).get_attr("FLegalize")(bb, call)
 
+
+CONVERTERS = {"NonMaxSuppression": NonMaxSuppressionConverter}
+"""ONNX op -> converter, for the importer's ``from_onnx`` (:func:`.integer_ops.converters`)."""
 
 LEGALIZE = {OP: legalize}
 """The ``customize_legalize_map`` of ``relax.transform.LegalizeOps`` that lowers NMS here."""

@@ -17,6 +17,7 @@ from .fusion import fuse_with_ops
 from .op_graph_builder import build_op_graph
 from .index_guard import guard_indices
 from .integer_ops import converters as integer_converters
+from .non_max_suppression import CONVERTERS as NMS_CONVERTERS
 from .onnx_source import ModelSource, input_shapes, read_model
 from .op_graph import OpGraph
 
@@ -31,7 +32,9 @@ def to_relax(source: ModelSource) -> tvm.IRModule:
             # The frontend re-runs the checker and warns on harmless omissions (e.g.
             # outputs without a declared shape); _check already validated the model.
             warnings.simplefilter("ignore", UserWarning)
-            with integer_converters():  # ConvInteger, which TVM lacks; MatMulInteger on 8-bit operands
+            # ConvInteger, which TVM lacks; MatMulInteger on 8-bit operands; NonMaxSuppression's
+            # absent inputs as ONNX defines them
+            with integer_converters(NMS_CONVERTERS):
                 mod = from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
     except tvm.error.OpNotImplemented as exc:
         raise UnsupportedOpsError(f"{source.origin}: {exc}") from None
