@@ -25,10 +25,13 @@ from .fast_erf import fast_erf
 from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
 from .nan_semantics import propagate_nan
-from .non_max_suppression import LEGALIZE
+from .non_max_suppression import LEGALIZE as NMS_LEGALIZE
+from .top_k import LEGALIZE as TOPK_LEGALIZE
 
-# TVM's legalisations, but NonMaxSuppression lowered by hetpart's kernel (see
-# :mod:`.non_max_suppression`: TOPI's is slow on CPUs and departs from ONNX).
+# TVM's legalisations, but NonMaxSuppression and TopK lowered by hetpart's kernels (see
+# :mod:`.non_max_suppression`: TOPI's is slow on CPUs and departs from ONNX; :mod:`.top_k`:
+# TVM's runtime builtin orders NaN wrongly).
+LEGALIZE = {**NMS_LEGALIZE, **TOPK_LEGALIZE}
 _PASSES = {"LegalizeOps": lambda: relax.transform.LegalizeOps(LEGALIZE)}
 
 BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")

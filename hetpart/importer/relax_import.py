@@ -18,6 +18,7 @@ from .op_graph_builder import build_op_graph
 from .index_guard import guard_indices
 from .integer_ops import converters as integer_converters
 from .non_max_suppression import CONVERTERS as NMS_CONVERTERS
+from .top_k import CONVERTERS as TOPK_CONVERTERS
 from .onnx_source import ModelSource, input_shapes, read_model
 from .op_graph import OpGraph
 
@@ -33,8 +34,8 @@ def to_relax(source: ModelSource) -> tvm.IRModule:
             # outputs without a declared shape); _check already validated the model.
             warnings.simplefilter("ignore", UserWarning)
             # ConvInteger, which TVM lacks; MatMulInteger on 8-bit operands; NonMaxSuppression's
-            # absent inputs as ONNX defines them
-            with integer_converters(NMS_CONVERTERS):
+            # absent inputs as ONNX defines them; TopK with sorted=0
+            with integer_converters({**NMS_CONVERTERS, **TOPK_CONVERTERS}):
                 mod = from_onnx(source.model, shape_dict=shapes, sanitize_input_names=False)
     except tvm.error.OpNotImplemented as exc:
         raise UnsupportedOpsError(f"{source.origin}: {exc}") from None

@@ -17,6 +17,10 @@ _UNBUILDABLE = {
             "hetpart.importer.non_max_suppression; TVM 0.27's own failed to compile for CUDA); "
             "it runs on the CPU"
         ),
+        "topk": (
+            "TopK is a CPU kernel in hetpart (a serial heap per row, hetpart.importer.top_k; "
+            "before it, TVM's runtime builtin, which has no CUDA kernel either); it runs on the CPU"
+        ),
         "scatter_elements": (
             "ScatterElements has no CUDA schedule in TVM 0.27 (no GPU rule applies; built unscheduled it "
             "crashed the process on the H200: onnx's test_maxunpool_export_without_output_shape); it runs on the CPU"
