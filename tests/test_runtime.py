@@ -551,6 +551,24 @@ def test_cpu_threads_sizes_the_cpu_workers_pool():
         assert s.pool_threads_used == {"p0_cpu": None}  # TVM's default: nothing to change
 
 
+def test_cpu_threads_applies_to_runs_on_an_idle_session_too():
+    """An all-CPU session asked for a pool size other than TVM's default runs each run on
+    its CPU worker, whose pool has that size: an inline run would use the caller's pool
+    (it did, so ``cpu_threads`` was ignored by every run of an idle session)."""
+    from hetpart.cpu_cores import pool_size
+
+    if pool_size() < 2:
+        pytest.skip("needs a default pool of two threads or more")
+    model = chain(["cpu"], SHAPE, work=[2], parallel=True)
+    with Session(model, cpu_threads=1) as s:
+        out = s.run(feeds(5))
+        assert s.inline_runs == 0 and s.pool_threads_used == {"p0_cpu": 1}
+    np.testing.assert_allclose(out["t0"], chain_reference(feeds(5)["x"], 1, [2]), rtol=1e-5, atol=1e-5)
+    with Session(model) as s:  # the default pool: inline as before
+        s.run(feeds(5))
+        assert s.inline_runs == 1
+
+
 def test_measure_pipeline_interleaves_rounds_and_reports_the_spread():
     from hetpart.runtime import measure_pipeline
 

@@ -9,11 +9,17 @@ Run by ``bench/cpu_nms.py``; prints, in one run:
 * the NonMaxSuppression node alone, fed the detector's own boxes and scores: TVM's
   TOPI lowering (what hetpart used before :mod:`hetpart.importer.non_max_suppression`),
   hetpart's lowering, and ONNX Runtime; each lowering's selected rows are checked
-  against ONNX Runtime's.
+  against ONNX Runtime's;
+* with ``--kernels``, the detector's per-kernel table (:mod:`hetpart.bench.kernel_table`:
+  hetpart's kernels against ONNX Runtime's profiler);
+* with ``--dispatch``, what one more kernel costs the CPU runtime
+  (:mod:`hetpart.bench.dispatch`).
 
-Timings are wall-clock medians (:func:`hetpart.bench.timing.time_calls`); the CPU
-thread pool is hetpart's (``TVM_NUM_THREADS``, one per physical core by default),
-ONNX Runtime's is its default (one per physical core).
+Timings are wall-clock medians (:func:`hetpart.bench.timing.time_calls`).  Both sides
+run on ``--threads`` threads (default: hetpart's pool, one per physical core): hetpart's
+session through ``Session(cpu_threads=)``, ONNX Runtime through ``intra_op_num_threads``;
+the header says what each got.  The NMS-alone lines run on the calling thread's pool
+(hetpart's default) and ONNX Runtime's default pool.
 """
 
 from __future__ import annotations
@@ -34,24 +40,35 @@ def main(argv: list[str] | None = None) -> int:
     from .. import models
     from ..cpu_cores import pool_size
 
+    threads = args.threads or pool_size()
     model = models.build("detector", small=args.small, batch=args.batch)
     entry = models.registry.entry("detector")
     cfg = entry.small if args.small else entry.full
     feeds = models.example_inputs(model, seed=0)
-    ort_run = _ort_runner(model)
+    ort_run = _ort_runner(model, threads)
     outputs = dict(zip([o.name for o in model.graph.output], ort_run(feeds)))
     boxes, scores = outputs["boxes"], outputs["scores"]
     nms = _nms_model(boxes.shape, scores.shape, cfg.max_detections, cfg.iou_threshold, cfg.score_threshold)
-    print(f"zoo:detector{':small' if args.small else ''} batch {args.batch}; hetpart CPU pool "
-          f"{pool_size()} threads, ONNX Runtime its default")
-    _whole_model(model, feeds, ort_run, _ort_runner(nms), settings)
+    print(f"zoo:detector{':small' if args.small else ''} batch {args.batch}; {threads} thread(s) asked of "
+          f"hetpart's CPU pool and ONNX Runtime's intra-op pool")
+    _whole_model(model, feeds, ort_run, _ort_runner(nms), settings, threads)
     _nms_alone(nms, boxes, scores, settings)
+    if args.kernels:
+        from . import kernel_table
+
+        print(kernel_table.measure(model, feeds, threads).render())
+    if args.dispatch:
+        from . import dispatch
+
+        print("CPU runtime dispatch cost")
+        for rows in (1, 256):
+            print(dispatch.measure(threads, rows, settings).render())
     return 0
 
 
-def _whole_model(model, feeds, ort_run, ort_nms, settings: Settings) -> None:
+def _whole_model(model, feeds, ort_run, ort_nms, settings: Settings, threads: int) -> None:
     """hetpart all-CPU and ONNX Runtime latency, their ratio, and hetpart's rows checked."""
-    hetpart_run = _hetpart_runner(model, feeds)
+    hetpart_run, pool = _hetpart_runner(model, feeds, threads)
     got = hetpart_run()
     # The two models' scores differ in the last bits (their convolutions), which can swap
     # near-tied boxes; so hetpart's rows are checked against ONNX Runtime's NMS of
@@ -60,7 +77,8 @@ def _whole_model(model, feeds, ort_run, ort_nms, settings: Settings) -> None:
     same = "yes" if np.array_equal(got["selected_indices"], want) else "NO"
     hetpart_s = time_calls(hetpart_run, settings).median_s
     ort_s = time_calls(lambda: ort_run(feeds), settings).median_s
-    print(f"  hetpart all-CPU     {hetpart_s * 1e3:9.3f} ms   its rows = ONNX Runtime's NMS of its boxes: {same}")
+    print(f"  hetpart all-CPU     {hetpart_s * 1e3:9.3f} ms   pool {pool}; "
+          f"its rows = ONNX Runtime's NMS of its boxes: {same}")
     print(f"  ONNX Runtime CPU    {ort_s * 1e3:9.3f} ms")
     print(f"  ratio hetpart/ORT   {hetpart_s / ort_s:9.2f}x")
 
@@ -86,25 +104,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="the small detector (fast smoke run)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="few repeats (not a publishable number)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for both sides (default: hetpart's pool, one per physical core)")
+    p.add_argument("--kernels", action="store_true", help="also the per-kernel table against ORT's profiler")
+    p.add_argument("--dispatch", action="store_true", help="also the CPU runtime's cost per added kernel")
     return p
 
 
-def _hetpart_runner(model: onnx.ModelProto, feeds: dict):
-    """``run()`` of a Session with every kernel of ``model`` on the CPU."""
+def _hetpart_runner(model: onnx.ModelProto, feeds: dict, threads: int):
+    """``(run(), pool)``: ``run()`` of a Session with every kernel of ``model`` on the CPU
+    and a pool of ``threads``; ``pool`` says what the run got (TVM's default or its size)."""
     from .. import compile as hp_compile
     from .. import load
     from ..backend import forced_plan
+    from ..cpu_cores import pool_size
     from ..runtime import Session
 
     graph = load(model)
-    session = Session(hp_compile(forced_plan(graph, "cpu"), graph, progress=False))
-    return lambda: session.run(feeds)
+    session = Session(hp_compile(forced_plan(graph, "cpu"), graph, progress=False), cpu_threads=threads)
+    session.run(feeds)  # the worker sizes its pool before its first run
+    used = next(iter(session.pool_threads_used.values()), None)
+    pool = f"{used} threads (cpu_threads)" if used else f"TVM's default, {pool_size()} threads"
+    return (lambda: session.run(feeds)), pool
 
 
-def _ort_runner(model: onnx.ModelProto):
+def _ort_runner(model: onnx.ModelProto, threads: int | None = None):
     from .peers import ort_session
 
-    session = ort_session(model)  # at an IR version this ORT reads (make_model stamps the newest)
+    session = ort_session(model, threads=threads)  # at an IR version this ORT reads (make_model stamps the newest)
     return lambda feeds: session.run(None, feeds)
 
 

@@ -133,7 +133,8 @@ def onnxruntime_cpu(model: PeerModel, simulate: bool) -> Runner:
 
 
 # --- opening an ONNX Runtime session: the one place hetpart.bench does it --------------------
-def ort_session(model, threads: int | None = None, external_data_above: int | None = None):
+def ort_session(model, threads: int | None = None, external_data_above: int | None = None,
+                profile_prefix: str | None = None):
     """An ``onnxruntime.InferenceSession`` on the CPU for ``model`` (a ModelProto or a path).
 
     Two things every ORT session in the benchmark needs, done here once:
@@ -149,7 +150,9 @@ def ort_session(model, threads: int | None = None, external_data_above: int | No
       :data:`hetpart.models.EXTERNAL_DATA_THRESHOLD`) is the size from which it is;
       tests pass 0 to force the route on a small model.
 
-    ``threads`` sets ORT's intra-op pool (None: ORT's default).  ``model`` is left as
+    ``threads`` sets ORT's intra-op pool (None: ORT's default).  ``profile_prefix`` turns
+    on ORT's profiler, writing its JSON under that prefix (``end_profiling()`` names the
+    file).  ``model`` is left as
     it was.  Raises what ORT raises for a model it cannot load.
     """
     import onnx
@@ -158,6 +161,9 @@ def ort_session(model, threads: int | None = None, external_data_above: int | No
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     providers = ["CPUExecutionProvider"]
     if not isinstance(model, onnx.ModelProto):  # a path: keep it unless its IR version is too new
         header = onnx.load(str(model), load_external_data=False)

@@ -122,16 +122,19 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             # so the suppression test reads them a vector at a time
             kept_box = T.sblock_alloc_buffer((BC, 5, KP), "float32")
             count = T.sblock_alloc_buffer((BC,), "int32")
+            start = T.sblock_alloc_buffer((BC,), "int32")  # first output row of each (batch, class)
+            offset = T.sblock_alloc_buffer((1,), "int32")
             with T.sblock("all_class_nms"):  # opaque, as passes over s_tir expect a block
                 T.reads()
                 T.writes()
-                for b in T.parallel(B):
-                    for i in range(N):
-                        box[b, i, 0] = T.min(data[b, i, 0], data[b, i, 2])
-                        box[b, i, 1] = T.min(data[b, i, 1], data[b, i, 3])
-                        box[b, i, 2] = T.max(data[b, i, 0], data[b, i, 2])
-                        box[b, i, 3] = T.max(data[b, i, 1], data[b, i, 3])
-                        box[b, i, 4] = (box[b, i, 3] - box[b, i, 1]) * (box[b, i, 2] - box[b, i, 0])
+                for bi in T.parallel(B * N):
+                    b = T.meta_var(bi // N)
+                    i = T.meta_var(bi % N)
+                    box[b, i, 0] = T.min(data[b, i, 0], data[b, i, 2])
+                    box[b, i, 1] = T.min(data[b, i, 1], data[b, i, 3])
+                    box[b, i, 2] = T.max(data[b, i, 0], data[b, i, 2])
+                    box[b, i, 3] = T.max(data[b, i, 1], data[b, i, 3])
+                    box[b, i, 4] = (box[b, i, 3] - box[b, i, 1]) * (box[b, i, 2] - box[b, i, 0])
                 for bc in T.parallel(BC):
                     b = T.meta_var(bc // C)
                     c = T.meta_var(bc % C)
@@ -184,16 +187,17 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                                 kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
                             n_kept[0] = n_kept[0] + 1
                     count[bc] = n_kept[0]
-                offset = T.alloc_buffer((1,), "int64")
-                offset[0] = T.int64(0)
+                offset[0] = 0  # each (batch, class)'s first row: the counts before it, summed
                 for bc in range(BC):
+                    start[bc] = offset[0]
+                    offset[0] = offset[0] + count[bc]
+                total[0] = T.Cast("int64", offset[0])
+                for bc in T.parallel(BC):
                     for k in range(K):
                         if k < count[bc]:
-                            rows[offset[0] + T.Cast("int64", k), 0] = T.Cast("int64", bc // C)
-                            rows[offset[0] + T.Cast("int64", k), 1] = T.Cast("int64", bc % C)
-                            rows[offset[0] + T.Cast("int64", k), 2] = T.Cast("int64", kept[bc, k])
-                    offset[0] = offset[0] + T.Cast("int64", count[bc])
-                total[0] = offset[0]
+                            rows[T.Cast("int64", start[bc] + k), 0] = T.Cast("int64", bc // C)
+                            rows[T.Cast("int64", start[bc] + k), 1] = T.Cast("int64", bc % C)
+                            rows[T.Cast("int64", start[bc] + k), 2] = T.Cast("int64", kept[bc, k])
 
     return nms
 

@@ -92,8 +92,9 @@ class Session:
     throughput over three runs (``bench/runtime.py``), so spinning stays the default.
     ``cpu_threads`` sizes the TVM thread pool of each CPU partition's worker; None
     applies :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay
-    free for the threads that feed the GPU (``pool_threads_used`` says what each got;
-    inline runs use the calling thread's own pool, untouched).
+    free for the threads that feed the GPU (``pool_threads_used`` says what each got).
+    A session whose CPU workers' pools are resized runs no run inline: an inline run
+    would use the calling thread's own pool (TVM's default size), not the one asked for.
     ``quota`` (bytes; issue 20, models sharing one GPU) allocates the model's GPU
     memory quota up front as one arena and carves every device buffer of the session
     from it (:mod:`.pool`; a buffer past it raises QuotaExceededError); ``priority``
@@ -194,6 +195,8 @@ class Session:
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
+        # an inline run uses the caller's pool: only where the workers' pools are TVM's default too
+        self._inline_pool_ok = pool is None or all(a.device != "cpu" for a in self.compiled.partitions)
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
             worker = Worker(art.name, pool, "cpu") if art.device == "cpu" else Worker(art.name)
@@ -423,7 +426,8 @@ class Session:
         On an idle session the run executes on the calling thread (see the module docstring)."""
         self._check_open()
         timed = trace is not None
-        done = self._run_inline(feeds, timed) if self.inline and self._captured else None
+        inline = self.inline and self._captured and self._inline_pool_ok
+        done = self._run_inline(feeds, timed) if inline else None
         if done is not None:
             outputs, ctx = done
             stats = ctx.stats

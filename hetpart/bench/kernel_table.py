@@ -1,0 +1,123 @@
+"""Per-kernel CPU times of a model: hetpart's kernels against ONNX Runtime's nodes.
+
+In: an ONNX model, its feeds and a thread count.  Out: :class:`KernelTable`, the
+median time of each hetpart kernel call in one all-CPU run (the op graph's fused
+module built by :func:`hetpart.kernels.build`, as the compiler builds a CPU
+partition, run by a Relax VM whose instrument times every call; the run happens on a
+thread whose TVM pool has ``threads`` threads) and of each ONNX Runtime node (its own
+profiler, ``SessionOptions.enable_profiling``, ``intra_op_num_threads = threads``).
+
+The VM's own instructions (``vm.builtin.*``: allocations, shape checks, tuples) are
+summed into one line: with the kernels' sum, they say how much of a run is not in
+any kernel.  The instrument's Python callback adds about a microsecond to every call,
+so small calls read a little high.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """``hetpart``/``ort``: (name, median microseconds) per kernel or node, largest first;
+    ``builtin_us``: the VM's own instructions per run; ``threads``: both sides' pool."""
+
+    threads: int
+    hetpart: list[tuple[str, float]]
+    builtin_us: float
+    builtin_calls: int
+    ort: list[tuple[str, float]]
+
+    def render(self) -> str:
+        lines = [f"per-kernel medians, {self.threads} thread(s)",
+                 f"  {'hetpart kernel':<64}{'us':>9}     {'ONNX Runtime node':<40}{'us':>9}"]
+        for i in range(max(len(self.hetpart), len(self.ort))):
+            h = self.hetpart[i] if i < len(self.hetpart) else ("", None)
+            o = self.ort[i] if i < len(self.ort) else ("", None)
+            hs = f"{h[1]:9.1f}" if h[1] is not None else " " * 9
+            os_ = f"{o[1]:9.1f}" if o[1] is not None else " " * 9
+            lines.append(f"  {h[0][:63]:<64}{hs}     {o[0][:39]:<40}{os_}")
+        lines.append(f"  {'sum of kernels':<64}{sum(t for _, t in self.hetpart):9.1f}     "
+                     f"{'sum of nodes':<40}{sum(t for _, t in self.ort):9.1f}")
+        lines.append(f"  {f'VM instructions ({self.builtin_calls} calls)':<64}{self.builtin_us:9.1f}")
+        return "\n".join(lines)
+
+
+def measure(model, feeds: dict, threads: int, runs: int = 20) -> KernelTable:
+    """Both sides' per-kernel medians over ``runs`` runs (after one warm-up run each)."""
+    calls, builtin_us, builtin_calls = _hetpart_calls(model, feeds, threads, runs)
+    return KernelTable(threads, calls, builtin_us, builtin_calls, _ort_nodes(model, feeds, threads, runs))
+
+
+def _hetpart_calls(model, feeds: dict, threads: int, runs: int):
+    import tvm
+    from tvm import relax
+
+    from .. import kernels, load
+    from ..runtime.threads import lease
+    from ..targets import cpu_tvm_target
+
+    graph = load(model)
+    executable = kernels.build(graph.module, cpu_tvm_target())
+    args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+    samples: dict[str, list[float]] = collections.defaultdict(list)
+    result: dict = {}
+
+    def body():
+        try:
+            vm = relax.VirtualMachine(executable, tvm.cpu())
+            started: dict[str, float] = {}
+            run: list[tuple[str, float]] = []
+
+            def instrument(func, symbol, before, ret, *call_args):
+                if before:
+                    started[symbol] = time.perf_counter()
+                else:
+                    run.append((symbol, (time.perf_counter() - started[symbol]) * 1e6))
+                return 0
+
+            vm["main"](*args)  # warm-up, uninstrumented
+            vm.set_instrument(instrument)
+            for _ in range(runs):
+                run.clear()
+                vm["main"](*args)
+                seen: collections.Counter = collections.Counter()
+                for symbol, us in run:
+                    seen[symbol] += 1
+                    samples[symbol if seen[symbol] == 1 else f"{symbol} #{seen[symbol]}"].append(us)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    lease("kernel table", body, pool=threads, role="cpu").join()
+    if "error" in result:
+        raise result["error"]
+    medians = {name: float(np.median(v)) for name, v in samples.items()}
+    builtins = {n: t for n, t in medians.items() if n.startswith("vm.builtin.")}
+    kernel_rows = sorted(((n, t) for n, t in medians.items() if n not in builtins), key=lambda r: -r[1])
+    return kernel_rows, sum(builtins.values()), len(builtins)
+
+
+def _ort_nodes(model, feeds: dict, threads: int, runs: int) -> list[tuple[str, float]]:
+    from .peers import ort_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort_session(model, threads=threads, profile_prefix=os.path.join(tmp, "ort"))
+        session.run(None, feeds)  # warm-up
+        for _ in range(runs):
+            session.run(None, feeds)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    samples: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            samples[f"{e['args'].get('op_name', '?')} {e['name'][:-len('_kernel_time')]}"].append(e["dur"])
+    # the first record of each node is the warm-up run's
+    return sorted(((n, float(np.median(v[1:] or v))) for n, v in samples.items()), key=lambda r: -r[1])
