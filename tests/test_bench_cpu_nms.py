@@ -33,3 +33,13 @@ def test_small_detector_benchmark_runs_on_the_threads_asked(capsys):
     table = out[out.index("per-kernel medians"):]
     assert "all_class_non_max_suppression" in table and "NonMaxSuppression nms" in table
     assert "topk" in table and "TopK topk" in table
+
+
+def test_kernel_table_of_a_zoo_model(capsys):
+    """Every hetpart kernel and ORT node of a small MLP gets a line, on the threads asked."""
+    from hetpart.bench import kernel_table
+
+    assert kernel_table.main(["zoo:mlp:small", "--threads", "1", "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("per-kernel medians, 1 thread(s)")
+    assert out.count("_prepacked") == 3 and "Gemm classifier" in out and "VM instructions" in out

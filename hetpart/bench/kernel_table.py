@@ -11,10 +11,14 @@ The VM's own instructions (``vm.builtin.*``: allocations, shape checks, tuples) 
 summed into one line: with the kernels' sum, they say how much of a run is not in
 any kernel.  The instrument's Python callback adds about a microsecond to every call,
 so small calls read a little high.
+
+Run alone for any model: ``python -m hetpart.bench.kernel_table zoo:resnet50 --threads 8 16``
+(one table per thread count, to see which kernels stop scaling).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
@@ -121,3 +125,27 @@ def _ort_nodes(model, feeds: dict, threads: int, runs: int) -> list[tuple[str, f
             samples[f"{e['args'].get('op_name', '?')} {e['name'][:-len('_kernel_time')]}"].append(e["dur"])
     # the first record of each node is the warm-up run's
     return sorted(((n, float(np.median(v[1:] or v))) for n, v in samples.items()), key=lambda r: -r[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a zoo spec (zoo:resnet50) or an ONNX file with static input shapes")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts, one table each (default: hetpart's pool)")
+    p.add_argument("--runs", type=int, default=20)
+    args = p.parse_args(argv)
+    import onnx
+
+    from .. import models
+    from ..cpu_cores import pool_size
+
+    zoo = models.parse_zoo_spec(args.model)
+    model = models.build(zoo[0], small=zoo[1], **zoo[2]) if zoo else onnx.load(args.model)
+    feeds = models.example_inputs(model, seed=0)
+    for threads in args.threads or [pool_size()]:
+        print(measure(model, feeds, threads, args.runs).render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
