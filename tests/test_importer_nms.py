@@ -232,3 +232,26 @@ def test_absent_thresholds_mean_what_onnx_says():
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name}: hetpart vs onnxruntime")
     kept_scores = scores[0, want["no_score_threshold"][:, 1], want["no_score_threshold"][:, 2]]
     assert (kept_scores <= 0).any()  # the case means something: TVM's 0.0 default dropped these
+
+
+def test_tvms_own_lowering_never_sees_the_no_threshold_marker(monkeypatch):
+    """Forms hetpart's kernel does not cover (here float16) keep TVM's legalisation; an
+    absent score threshold reaches it as -inf, not as the NaN marker (under which
+    ``score > NaN`` would select nothing)."""
+    from tvm import relax
+
+    from hetpart.importer import non_max_suppression as nms
+
+    boxes = relax.Var("b", relax.TensorType([1, 30, 4], "float16"))
+    scores = relax.Var("s", relax.TensorType([1, 2, 30], "float16"))
+    call = relax.op.vision.all_class_non_max_suppression(
+        boxes, scores, relax.const(5, "int64"), relax.const(0.5, "float32"),
+        relax.const(nms.NO_SCORE_THRESHOLD, "float32"), output_format="onnx")
+    seen = []
+    original = nms._tvm_legalize
+    monkeypatch.setattr(nms, "_tvm_legalize", lambda bb, c: seen.append(float(c.args[4].value.numpy())) or
+                        original(bb, c))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [boxes, scores]):
+        bb.emit_func_output(nms.legalize(bb, call))
+    assert seen == [float("-inf")]

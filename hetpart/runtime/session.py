@@ -93,8 +93,9 @@ class Session:
     ``cpu_threads`` sizes the TVM thread pool of each CPU partition's worker; None
     applies :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay
     free for the threads that feed the GPU (``pool_threads_used`` says what each got).
-    A session whose CPU workers' pools are resized runs no run inline: an inline run
-    would use the calling thread's own pool (TVM's default size), not the one asked for.
+    A session given a ``cpu_threads`` other than TVM's default pool runs no run inline:
+    an inline run would use the calling thread's own pool, not the size asked for.  (The
+    smaller pools of GPU sessions are for pipelined runs; inline runs keep the caller's.)
     ``quota`` (bytes; issue 20, models sharing one GPU) allocates the model's GPU
     memory quota up front as one arena and carves every device buffer of the session
     from it (:mod:`.pool`; a buffer past it raises QuotaExceededError); ``priority``
@@ -195,8 +196,10 @@ class Session:
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
-        # an inline run uses the caller's pool: only where the workers' pools are TVM's default too
-        self._inline_pool_ok = pool is None or all(a.device != "cpu" for a in self.compiled.partitions)
+        # An inline run uses the caller's pool: none where cpu_threads asks the CPU workers for
+        # another size (the GPU sessions' own smaller pools are for pipelined runs only).
+        self._inline_pool_ok = (self.cpu_threads is None or pool is None
+                                or all(a.device != "cpu" for a in self.compiled.partitions))
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
             worker = Worker(art.name, pool, "cpu") if art.device == "cpu" else Worker(art.name)
