@@ -195,6 +195,9 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                             j[0] = j[0] + LANES
                         if hits[0] == 0:
                             kept[bc, n_kept[0]] = top[0]
+                            if n_kept[0] % LANES == 0:  # a new vector: its masked lanes hold zeros, not
+                                for f, lane in T.grid(5, LANES):  # stale bits (denormals slow some CPUs)
+                                    kept_box[bc, f, n_kept[0] + lane] = T.float32(0)
                             for f in range(5):
                                 kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
                             n_kept[0] = n_kept[0] + 1
