@@ -139,14 +139,14 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             with T.sblock("all_class_nms"):  # opaque, as passes over s_tir expect a block
                 T.reads()
                 T.writes()
-                for bi in T.parallel(B * N):
-                    b = T.meta_var(bi // N)
-                    i = T.meta_var(bi % N)
-                    box[b, i, 0] = T.min(data[b, i, 0], data[b, i, 2])
-                    box[b, i, 1] = T.min(data[b, i, 1], data[b, i, 3])
-                    box[b, i, 2] = T.max(data[b, i, 0], data[b, i, 2])
-                    box[b, i, 3] = T.max(data[b, i, 1], data[b, i, 3])
-                    box[b, i, 4] = (box[b, i, 3] - box[b, i, 1]) * (box[b, i, 2] - box[b, i, 0])
+                # a few ns per box: parallel over batches only (one batch: no fork-join at all)
+                for b in T.parallel(B):
+                    for i in range(N):
+                        box[b, i, 0] = T.min(data[b, i, 0], data[b, i, 2])
+                        box[b, i, 1] = T.min(data[b, i, 1], data[b, i, 3])
+                        box[b, i, 2] = T.max(data[b, i, 0], data[b, i, 2])
+                        box[b, i, 3] = T.max(data[b, i, 1], data[b, i, 3])
+                        box[b, i, 4] = (box[b, i, 3] - box[b, i, 1]) * (box[b, i, 2] - box[b, i, 0])
                 for bc in T.parallel(BC):
                     b = T.meta_var(bc // C)
                     c = T.meta_var(bc % C)
