@@ -33,7 +33,8 @@ Runtime 3.3 ms).
 
 An absent ``score_threshold`` reaches the kernel as :data:`NO_SCORE_THRESHOLD`
 (:class:`NonMaxSuppressionConverter`): every box is a candidate, NaN scores included
-(ordered above +inf, where ONNX Runtime leaves their order undefined).
+(ordered by their bits: above +inf, a negative NaN below -inf; ONNX Runtime leaves
+their order undefined).
 
 Every loop whose trip count depends on the data is a ``while`` loop (or a guarded
 loop of constant extent): TVM's flop
