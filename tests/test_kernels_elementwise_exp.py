@@ -134,7 +134,7 @@ def _conv_silu(c_in: int, c_out: int, k: int, group: int, hw: int, seed: int = 0
 
 CONVS = {  # EfficientNet's SiLU epilogues, by the rule that schedules them
     "3x3 conv (CpuConv2d, output-channel tiles)": ((16, 32, 3, 1, 12), "CpuConv2d"),
-    "depthwise 3x3 (CpuConv2d, left as it was)": ((32, 32, 3, 32, 12), "CpuConv2d"),
+    "depthwise 3x3 (CpuConv2d, channel rows)": ((32, 32, 3, 32, 12), "CpuConv2d"),
     "1x1 conv (CpuMatmul)": ((16, 48, 1, 1, 7), "CpuMatmul"),
 }
 

@@ -239,7 +239,11 @@ def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
     ``keep`` and the function's outputs.
 
     One consumer only: inlining a block read twice (softmax's ``exp``) would compute it
-    twice.  Failures (the primitive refuses, e.g. for a reduction) just keep the block.
+    twice.  Nor a block with a ``Let`` or a call in it (``fast_exp``'s code, a
+    ``T.sigmoid``...) that its consumer broadcasts (:func:`_broadcast`): squeeze-excite's
+    gate ``sigmoid(fc2)`` has one value per channel, and inlined into the gating
+    multiply it was computed once per pixel (``[1,144,56,56]``: 451 Ki exps instead of
+    144).  Failures (the primitive refuses, e.g. for a reduction) just keep the block.
     """
     root = sch.get_sblock("root") if _has_root(sch) else None
     blocks = sch.get_child_blocks(root) if root is not None else []
@@ -250,12 +254,48 @@ def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
         stmt = sch.get(blk)
         if any(iv.iter_type != tirx.IterVar.DataPar for iv in stmt.iter_vars):
             continue
-        if len(sch.get_consumers(blk)) != 1:
+        consumers = sch.get_consumers(blk)
+        if len(consumers) != 1:
+            continue
+        if _costly(stmt) and _broadcast(sch, blk, consumers[0]):
             continue
         try:
             sch.compute_inline(blk)
         except Exception:  # noqa: BLE001 - the primitive explains refusals by raising
             pass
+
+
+BROADCAST_RATIO = 16
+"""Consumer points per producer element from which a costly producer is not inlined
+(:func:`try_inline_spatial`)."""
+
+
+def _points(stmt) -> int | None:
+    n = 1
+    for iv in stmt.iter_vars:
+        if not isinstance(iv.dom.extent, tirx.IntImm):
+            return None
+        n *= int(iv.dom.extent)
+    return n
+
+
+_TRANSCENDENTAL = ("tirx.exp", "tirx.sigmoid", "tirx.tanh")
+
+
+def _costly(stmt) -> bool:
+    """Whether a block computes an ``exp``, ``sigmoid`` or ``tanh`` (as the call, or as
+    :mod:`~hetpart.kernels.fast_exp`'s code, which binds its argument by a ``Let``):
+    tens of instructions per element.  (Padding's ``if_then_else`` is not costly here:
+    the rules decide where padding goes.)"""
+    return (contains(stmt, tirx.Let, lambda e: True)
+            or contains(stmt, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")) in _TRANSCENDENTAL))
+
+
+def _broadcast(sch, producer, consumer) -> bool:
+    """Whether ``consumer`` runs over at least :data:`BROADCAST_RATIO` times as many
+    points as ``producer`` writes (it reads each produced element that often)."""
+    p, c = _points(sch.get(producer)), _points(sch.get(consumer))
+    return p is not None and c is not None and c >= BROADCAST_RATIO * p
 
 
 def _has_root(sch) -> bool:
@@ -299,7 +339,14 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
     total = 1
     for e in extents:
         total *= e
-    if _lane_safe(sch.get(block)):
+    k = _whole_vector_suffix(extents, lanes) if _lane_safe(sch.get(block)) else None
+    if k is not None and k > 0:
+        # The innermost loops that hold whole vectors, fused: a value indexed by the
+        # outer loops only (squeeze-excite's per-channel gate over [C, H, W]) stays one
+        # broadcast scalar per vector instead of a per-lane gather of ``c = i // (H*W)``.
+        inner = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
+        outer, ext = list(loops[:k]), _product(extents[k:])
+    elif k is not None:
         inner = sch.fuse(*loops) if len(loops) > 1 else loops[0]
         outer, ext = [], total
     else:
@@ -321,6 +368,22 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     elif not vectorised:
         sch.parallel(inner)
+
+
+def _product(extents) -> int:
+    n = 1
+    for e in extents:
+        n *= e
+    return n
+
+
+def _whole_vector_suffix(extents: list[int], lanes: int) -> int:
+    """The largest ``k`` such that ``extents[k:]`` hold a whole number of ``lanes``-wide
+    vectors (0: only all loops together, or none -- then all are fused, as before)."""
+    for k in range(len(extents) - 1, 0, -1):
+        if _product(extents[k:]) % lanes == 0:
+            return k
+    return 0
 
 
 def _lane_safe(stmt) -> bool:

@@ -16,24 +16,26 @@ what the shapes allow:
   vectors of one output row as the registers hold, accumulated over the group's
   input channels and the window.
 
-**Guard -- left as it was.**  Where the tile cannot pay -- depthwise convolutions
-(a reduction of only the window's 9 steps does not amortise the tile's zero-init
-and write-back), a window strided along the vector dim (each vector load becomes
-a gather), a width full SIMD vectors do not divide -- this rule claims the function
-and leaves its loops exactly as they were.
-LLVM's loop vectoriser already handles that plain nest well (it unrolls the 3x3
-window and de-interleaves strided loads with shuffles); measured on the 2-core dev
-box (one thread), a row-of-vectors tile was 0.8x of it on stride-1 depthwise
-convs, the earlier one-vector tile 0.06x (2.6 ms vs 0.15 ms, 96x56x56).  Claiming
-matters: the reduction rule would inline the padding into the window (6x slower),
-and the fallback's parallel outer loop moves the nest into a closure where LLVM
-loses the buffers' no-alias facts and that vectorisation (1.4x slower).
+**Channel rows where a tile cannot pay.**  Where the register tile does not pay --
+depthwise convolutions (a reduction of only the window's 9 steps does not amortise
+the tile's zero-init and write-back), a window strided along the vector dim (each
+vector load becomes a gather), a width full SIMD vectors do not divide -- the
+function gets :mod:`.cpu_depthwise`'s channel-row nest instead: channels in parallel,
+each channel's padding, window sums (rows of ``ow``, left to LLVM's loop vectoriser,
+which unrolls the window and de-interleaves strided loads with shuffles) and fused
+epilogue in one pass while the channel is in cache.  (A row-of-vectors tile measured
+0.8x of LLVM's plain nest on stride-1 depthwise convs, one thread; the plain nest left
+as it was ran padding, window and each epilogue block as passes over the whole
+tensor on one thread: EfficientNet-B0's depthwise layers at 1.3-3.7x ONNX Runtime's
+time, 2 threads, now 0.8-2.2x.)  Should a primitive refuse, the function is left as
+it was.  Claiming matters: the reduction rule would inline the padding into the
+window (6x slower).
 
 The padding block stays separate (inlining it would put a bounds test into the inner
-loop) and gets the injective schedule.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
+loop): the tiles give it the injective schedule, the channel rows compute it per
+channel.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
 (EfficientNet's SiLU, ``x * sigmoid(x)``) is computed by
-:func:`hetpart.kernels.fast_exp.replace_exp` -- in the tile's write-back and where the
-function is left as it was -- since LLVM makes each a scalar libm call per element.
+:func:`hetpart.kernels.fast_exp.replace_exp` -- in the tile's or the channel's write-back -- since LLVM makes each a scalar libm call per element.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from tvm.target import Target
 from ..analysis import block_infos, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import mac_count, make_plan, register_tile, vec_candidates
+from .cpu_depthwise import channel_rows
 
 
 def _has_if_then_else(stmt) -> bool:
@@ -108,12 +111,22 @@ class CpuConv2d(ScheduleRule):
             # Output-width vectors: the innermost windowed dim, loads used as they are.
             width = [c for c in cands if c.last]
             if not width or window_stride(mac, width[-1]) != 1:
-                return s_tir.Schedule(func)  # see the module docstring: LLVM does better
+                return self._rows(func, sch, mac, lanes)  # see the module docstring
             plan = make_plan(mac, width[-1], shape, width[-1].lanes, pack=False)
             if plan.row is None and mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac):
-                return s_tir.Schedule(func)  # too little reuse: LLVM does better (docstring)
+                return self._rows(func, sch, mac, lanes)  # too little reuse for a tile (docstring)
         register_tile(sch, mac, plan, shape)
         return sch
+
+    @staticmethod
+    def _rows(func, sch, mac, lanes: int) -> s_tir.Schedule:
+        """The channel-row schedule (:mod:`.cpu_depthwise`), else ``func`` as it was."""
+        try:
+            if channel_rows(sch, mac, lanes):
+                return sch
+        except Exception:  # noqa: BLE001 - a primitive refused: leave the nest to LLVM
+            pass
+        return s_tir.Schedule(func)
 
     @staticmethod
     def _is_weight(mac, operand: int) -> bool:

@@ -1,0 +1,122 @@
+"""The CPU channel-row schedule of depthwise convolutions (hetpart/kernels/rules/cpu_depthwise.py,
+through the conv2d rule) against ONNX Runtime and ``onnx.reference``.
+
+Cases: EfficientNet-B0's depthwise layers scaled down (3x3 and 5x5 windows, strides 1
+and 2, output widths that are and are not whole vectors: 56, 14, 7, 15) with a bias
+and a SiLU, ReLU or no epilogue.  Inputs: negatives and zeros (random, half of them
+negative, every 7th element 0); a second input with NaN and +-inf at a few places
+(a convolution spreads each over its window; ``inf + -inf`` within a window is NaN,
+whatever the order of the sum, so the patterns compare exactly).
+
+Tolerances: rtol 1e-5 and an atol of 1e-6 of the largest output -- the window's sum is
+the same in hetpart and the reference, but ORT sums it in another order and its SiLU
+(MLAS's sigmoid) is within ~5e-8 absolute (see tests/test_kernels_elementwise_exp.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+import tvm_ffi
+from onnx import helper, numpy_helper
+
+from onnx_cases import assert_matches, reference
+
+from hetpart import kernels, load
+from hetpart.backend import forced_plan
+from hetpart.targets import cpu_tvm_target
+
+# name -> (channels, image, kernel, stride, epilogue)
+CASES = {
+    "3x3 s1 56 silu": (24, 56, 3, 1, "silu"),
+    "5x5 s2 56 silu": (24, 56, 5, 2, "silu"),
+    "5x5 s1 14 silu": (64, 14, 5, 1, "silu"),
+    "3x3 s1 7 silu": (96, 7, 3, 1, "silu"),
+    "3x3 s2 30 relu": (16, 30, 3, 2, "relu"),
+    "3x3 s1 15 none": (16, 15, 3, 1, "none"),
+}
+
+
+def _model(c: int, hw: int, k: int, stride: int, epilogue: str, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((c, 1, k, k)) * 0.5).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=c, kernel_shape=[k, k],
+                              strides=[stride, stride], pads=[k // 2] * 4)]
+    if epilogue == "silu":
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    elif epilogue == "relu":
+        nodes += [helper.make_node("Relu", ["c"], ["y"])]
+    else:
+        nodes += [helper.make_node("Identity", ["c"], ["y"])]
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    graph = helper.make_graph(
+        nodes, "depthwise", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, hw, hw])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, out, out])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _input(c: int, hw: int, special: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1, c, hw, hw)) * 3).astype(np.float32)
+    x.flat[::7] = 0.0
+    if special:
+        x.flat[[5, 3 * hw + 9, x.size // 2, x.size - 1]] = [np.nan, np.inf, -np.inf, np.inf]
+    return x
+
+
+def _hetpart(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import hetpart
+
+    graph = load(m)
+    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
+        return s.run({"x": x})["y"]
+
+
+def _scheduled(m: onnx.ModelProto):
+    mod = kernels.schedule(load(m).module, cpu_tvm_target())
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1, "the conv and its epilogue are one fused kernel"
+    return funcs[0]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_depthwise_matches_onnxruntime(case):
+    c, hw, k, stride, epilogue = CASES[case]
+    m, x = _model(c, hw, k, stride, epilogue), _input(c, hw)
+    got = _hetpart(m, x)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+@pytest.mark.parametrize("case", ["3x3 s1 7 silu", "3x3 s2 30 relu", "3x3 s1 15 none"])
+def test_depthwise_nan_and_inf_as_the_reference(case):
+    """NaN and infinities spread over each window as in onnx.reference (SiLU of -inf is
+    ``-inf * 0 = NaN`` there too; ORT's clamped sigmoid makes it -inf, so not ORT)."""
+    c, hw, k, stride, epilogue = CASES[case]
+    m, x = _model(c, hw, k, stride, epilogue), _input(c, hw, special=True)
+    got = _hetpart(m, x)
+    want = reference(m, {"x": x})["y"]
+    assert np.isnan(want).any() and np.isinf(want).any(), "the case must exercise both"
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.nanmax(np.abs(want[np.isfinite(want)]))), what=case)
+
+
+def test_depthwise_is_one_parallel_nest_per_channel():
+    """The padding, the window sum and the SiLU all run inside one parallel loop over
+    the channels (before: four passes over the whole tensor on one thread)."""
+    func = _scheduled(_model(*CASES["3x3 s1 56 silu"]))
+    assert str(func.attrs[kernels.RULE_ATTR]) == "CpuConv2d"
+    fors = []
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, fors.append), order="pre")
+    outer = fors[0]
+    assert outer.kind == tvm.tirx.ForKind.PARALLEL, func.script()
+    blocks = []
+    tvm_ffi.structural_walk(outer.body, (tvm.s_tir.SBlock, lambda b: blocks.append(b.name_hint)))
+    assert any(n.startswith("pad") for n in blocks), blocks
+    assert any(n.endswith("_update") for n in blocks), blocks
+    root = func.body.block.body
+    assert not isinstance(root, tvm.tirx.SeqStmt), "everything is under the one channel loop"

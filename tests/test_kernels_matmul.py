@@ -1,0 +1,113 @@
+"""The CPU matmul rule's choice of tile for 1x1 NCHW convolutions
+(hetpart/kernels/rules/cpu_matmul.py, ``_activation_rows``): where the image rows are
+full SIMD vectors (112 = 7 x 16 and 7 x 8 lanes, so on AVX-512 and AVX2 alike), the
+tile is output channels x row vectors, the weight broadcast and not packed; against
+ONNX Runtime (finite inputs with negatives and zeros; rtol 1e-5, atol 1e-6 of the
+largest output: ORT sums in another order and its SiLU is within ~5e-8) and
+``onnx.reference`` (NaN and +-inf in the input: each spreads over its pixel's
+output channels; ``inf + -inf`` is NaN in any order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+import tvm_ffi
+from onnx import helper, numpy_helper
+
+from onnx_cases import assert_matches, reference
+
+from hetpart import kernels, load
+from hetpart.backend import forced_plan
+from hetpart.kernels import weight_prepack
+from hetpart.targets import cpu_tvm_target
+
+IC, OC, HW = 16, 48, 112
+
+
+def _model(epilogue: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((OC, IC, 1, 1)) * 0.5).astype(np.float32)
+    b = rng.standard_normal(OC).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1])]
+    nodes += ([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+              if epilogue == "silu" else [helper.make_node("Identity", ["c"], ["y"])])
+    graph = helper.make_graph(
+        nodes, "pointwise", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, IC, HW, HW])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, OC, HW, HW])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _input(special: bool = False) -> np.ndarray:
+    x = (np.random.default_rng(1).standard_normal((1, IC, HW, HW)) * 3).astype(np.float32)
+    x.flat[::9] = 0.0
+    if special:
+        x.flat[[3, 500, HW * HW + 7, x.size - 1]] = [np.nan, np.inf, -np.inf, np.inf]
+    return x
+
+
+def _hetpart(m, x):
+    import hetpart
+
+    graph = load(m)
+    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
+        return s.run({"x": x})["y"]
+
+
+@pytest.mark.parametrize("epilogue", ["silu", "none"])
+def test_pointwise_conv_matches_onnxruntime(epilogue):
+    m, x = _model(epilogue), _input()
+    got = _hetpart(m, x)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=epilogue)
+
+
+def test_pointwise_conv_nan_and_inf_as_the_reference():
+    m, x = _model("silu"), _input(special=True)
+    want = reference(m, {"x": x})["y"]
+    assert np.isnan(want).any() and np.isinf(want).any()
+    assert_matches(_hetpart(m, x), want, rtol=1e-5, atol=1e-6 * float(np.nanmax(np.abs(want[np.isfinite(want)]))))
+
+
+@pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
+def test_pointwise_conv_vectorises_image_rows_with_weight_broadcast(mcpu):
+    """Rows of the image are the vectors: no packed weight panel, and the vector loop
+    of the multiply-accumulate indexes the output's last (width) dim."""
+    from hetpart.targets import host_triple
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
+    mod = kernels.schedule(weight_prepack.mark_weights(load(_model("silu")).module), target)  # as build() does
+    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
+    text = func.script()
+    assert "layout_rewrite_preproc" not in text, "the weight is broadcast, not packed"
+    updates = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlockRealize, lambda r: updates.append(r)
+                                        if r.block.name_hint.endswith("_update") else None))
+    (update,) = updates
+    vec = []
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, lambda f: vec.append(f.loop_var)
+                                        if f.kind == tvm.tirx.ForKind.VECTORIZED else None))
+    x = func.params[0]
+    loads = []
+    tvm_ffi.structural_walk(update.block.body, (tvm.ir.TensorLoad, lambda ld: loads.append(ld)
+                                                if ld.source.same_as(x) else None))
+    assert loads, text
+    assert _bound_to_vector(update, loads[0].indices[-1], vec), "the image's width is not the vector dim:\n" + text
+
+
+def _bound_to_vector(realize, index, vec_vars) -> bool:
+    """Whether a block var ``index`` uses is bound to a vectorised loop."""
+    names = []
+    tvm_ffi.structural_walk(index, (tvm.tirx.Var, names.append))
+    for iv, value in zip(realize.block.iter_vars, realize.iter_values):
+        if any(iv.var.same_as(n) for n in names):
+            used = []
+            tvm_ffi.structural_walk(value, (tvm.tirx.Var, used.append))
+            if any(v.same_as(u) for v in vec_vars for u in used):
+                return True
+    return False
