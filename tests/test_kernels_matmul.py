@@ -1,5 +1,6 @@
-"""The CPU matmul rule's choice of tile for 1x1 NCHW convolutions
-(hetpart/kernels/rules/cpu_matmul.py, ``_activation_rows``): where the image rows are
+"""The CPU matmul rule's tiles for 1x1 NCHW convolutions (hetpart/kernels/rules/cpu_matmul.py,
+``_activation_rows``; hetpart/kernels/register_tile.py, ``_write_back_loops``: a 7-row
+tile written back along its vectors): where the image rows are
 full SIMD vectors (112 = 7 x 16 and 7 x 8 lanes, so on AVX-512 and AVX2 alike), the
 tile is output channels x row vectors, the weight broadcast and not packed; against
 ONNX Runtime (finite inputs with negatives and zeros; rtol 1e-5, atol 1e-6 of the
@@ -111,3 +112,48 @@ def _bound_to_vector(realize, index, vec_vars) -> bool:
             if any(v.same_as(u) for v in vec_vars for u in used):
                 return True
     return False
+
+
+def _model_14(epilogue: str = "silu") -> onnx.ModelProto:
+    """A 1x1 conv + SiLU on 14x14 (EfficientNet's 112->672): 7-row tiles of 16-lane vectors."""
+    rng = np.random.default_rng(2)
+    ic, oc, hw = 32, 96, 14
+    w = (rng.standard_normal((oc, ic, 1, 1)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(oc).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "pointwise14", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, ic, hw, hw])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, oc, hw, hw])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_seven_row_tile_matches_onnxruntime_and_the_reference():
+    m = _model_14()
+    x = (np.random.default_rng(3).standard_normal((1, 32, 14, 14)) * 3).astype(np.float32)
+    x.flat[::11] = 0.0
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert_matches(_hetpart(m, x), want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
+    x.flat[[4, 200, 3000]] = [np.nan, np.inf, -np.inf]
+    want = reference(m, {"x": x})["y"]
+    assert_matches(_hetpart(m, x), want, rtol=1e-5, atol=1e-6 * float(np.nanmax(np.abs(want[np.isfinite(want)]))))
+
+
+def test_seven_row_tile_writes_back_along_its_vectors():
+    """7 rows of a 14-wide image: the write-back's vector loop runs along the tile's
+    output-channel vectors (read contiguously), not along 7-lane rows (each lane a gather)."""
+    mod = kernels.schedule(weight_prepack.mark_weights(load(_model_14()).module), cpu_tvm_target())
+    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    realizes = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlockRealize, lambda r: realizes.append(r)
+                                        if r.block.name_hint.endswith("_global") and not r.block.name_hint.startswith("param")
+                                        else None))
+    assert realizes, func.script()
+    wb = realizes[-1]
+    vec = []
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, lambda f: vec.append(f.loop_var)
+                                        if f.kind == tvm.tirx.ForKind.VECTORIZED else None))
+    store = wb.block.body
+    channel_index = store.indices[1]  # the output is [n, oc, h, w]
+    assert _bound_to_vector(wb, channel_index, vec), func.script()
