@@ -1,6 +1,6 @@
 """The CPU matmul rule's tiles for 1x1 NCHW convolutions (hetpart/kernels/rules/cpu_matmul.py,
-``_activation_rows``; hetpart/kernels/register_tile.py, ``_write_back_loops``: a 7-row
-tile written back along its vectors): where the image rows are
+``_activation_rows``; hetpart/kernels/register_tile.py, ``_write_back_loops``: a tile
+written back along its vectors): where the image rows are
 full SIMD vectors (112 = 7 x 16 and 7 x 8 lanes, so on AVX-512 and AVX2 alike), the
 tile is output channels x row vectors, the weight broadcast and not packed; against
 ONNX Runtime (finite inputs with negatives and zeros; rtol 1e-5, atol 1e-6 of the

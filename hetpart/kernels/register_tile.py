@@ -254,18 +254,19 @@ def _write_back_loops(sch: s_tir.Schedule, wb, mac: MacBlock, plan: TilePlan, di
     """The write-back's loops under the tile, innermost last, as it should vectorise.
 
     In the output's order, its innermost dim innermost -- unless that dim is the row
-    dim and the tile's row count is no power of two (7 rows of a 28, 14 or 7 wide
-    image): then a vector of the write-back is 7 lanes, which LLVM splits into
-    pieces, each lane gathered across the tile's vectors; the tile's own vector dim
-    (full SIMD width, read contiguously, stored with a stride) goes innermost
-    instead.  Measured (2-core EPYC, 2 threads, least of 300 calls): 112->672 1x1
-    conv + SiLU on 14x14 0.21 -> 0.10 ms, 64->64 3x3 + SiLU on 28x28 0.29 -> 0.20,
-    40->240 1x1 + SiLU on 28x28 0.22 -> 0.20; with 8 rows (56 wide) it was no
-    better, so 8 rows keep the output's order."""
+    dim (an NCHW conv's ``ow``, tiled as rows of output-channel vectors): a vector of
+    the write-back along the rows has one lane per row (8, or 7 for a 28-, 14- or
+    7-wide image, which LLVM splits into pieces), each lane gathered across the
+    tile's vectors, and a fused epilogue (SiLU's ``exp``) computed on those narrow
+    vectors.  Then the tile's own vector dim (full SIMD width, read contiguously,
+    stored with a stride) goes innermost.  Measured (2-core EPYC, 2 threads, least of
+    300 calls, the output-order write-back then this): 112->672 1x1 conv + SiLU on
+    14x14 0.21 -> 0.10 ms, 24->144 1x1 + SiLU on 56x56 0.31 -> 0.19-0.23, the
+    EfficientNet stem (3->32 3x3 stride 2 + SiLU on 224) 0.29 -> 0.21-0.22; without an
+    epilogue the same (64->64, 128->128, 256->256 3x3 convs on 56, 28, 14: 0.49-0.53)."""
     loops = sch.get_loops(wb)[1:]
     last = len(mac.out_indices) - 1
-    if (plan.row is None or len(loops) != len(mac.out_indices) or dim_of(plan.row) != last
-            or plan.rows & (plan.rows - 1) == 0):
+    if plan.row is None or len(loops) != len(mac.out_indices) or dim_of(plan.row) != last:
         return loops
     d = dim_of(plan.vec)
     rest = [lp for i, lp in enumerate(loops) if i != d]

@@ -23,10 +23,10 @@ is left to LLVM's vectoriser, which handles the strided window loads with shuffl
 (see :mod:`.cpu_conv2d`); the write-back runs over the whole plane (a 14x14 plane is
 one loop of 196, not 14 rows of 14, mostly vector tail), in explicit ``lanes``-wide
 vectors where they divide it.  Measured (2-core EPYC, 2 threads, one kernel with its
-SiLU, least of 300 calls): 144x56x56 3x3 0.42 -> 0.14 ms (ORT 0.12-0.2), 5x5 s2
-0.45 -> 0.13 (ORT 0.11), 672x14x14 5x5 0.33 -> 0.20 (ORT 0.06-0.1), 1152x7x7 3x3
-0.08 -> 0.075 (ORT 0.02-0.035): small planes stay behind ONNX Runtime's
-channel-vectorised NCHWc kernels.
+SiLU, least of 300 calls, main then this): 144x56x56 3x3 0.43 -> 0.17 ms (ORT
+0.20-0.23), 5x5 stride 2 0.46 -> 0.10 (ORT 0.07-0.14), 672x14x14 5x5 0.34 -> 0.21
+(ORT 0.08-0.11), 1152x7x7 3x3 0.17 -> 0.04 (ORT 0.036): 14x14 planes stay behind ONNX
+Runtime's channel-vectorised NCHWc kernels.
 
 Invariant: loops only are restructured; every output is the same sum over the window
 in the same order (ry, rx), so results are bit-identical to the unscheduled function
