@@ -298,6 +298,19 @@ def _broadcast(sch, producer, consumer) -> bool:
     return p is not None and c is not None and c >= BROADCAST_RATIO * p
 
 
+def fuse_epilogue(sch: s_tir.Schedule, block) -> None:
+    """Inline the element-wise chain after ``block`` (a write-back) into it, one consumer
+    at a time, while there is exactly one and it inlines; the rest stay root blocks."""
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
+            return
+
+
 def _has_root(sch) -> bool:
     try:
         sch.get_sblock("root")

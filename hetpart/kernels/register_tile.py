@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 
 from .analysis import (
-    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, fitting_lanes, largest_divisor, parallel_vectorize,
+    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, fitting_lanes, fuse_epilogue, largest_divisor,
+    parallel_vectorize,
 )
 
 LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
@@ -201,15 +202,7 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     inner_dims = [dim_of(v) for v in inner]
     perm = [d for d in range(len(mac.out_indices)) if d not in inner_dims] + inner_dims
     sch.transform_layout(main, ("write", 0), lambda *ax: [ax[p] for p in perm])
-    # Fuse the element-wise epilogue chain into the write-back, one block at a time.
-    while True:
-        consumers = sch.get_consumers(wb)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
-            break
+    fuse_epilogue(sch, wb)  # the element-wise epilogue chain, into the write-back
 
     loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
     by = lambda v: next(loop for var, loop in loops.items() if var.same_as(v))  # noqa: E731

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from ..analysis import MacBlock, const_extent, fitting_lanes, parallel_vectorize
+from ..analysis import MacBlock, const_extent, fitting_lanes, fuse_epilogue, parallel_vectorize
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
 
 
@@ -58,7 +58,7 @@ def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
     chans, (oh, ow), reds = loops[: ns - 2], loops[ns - 2: ns], loops[ns:]
     pads = list(sch.get_producers(main))
     wb = sch.cache_write(main, 0, "global")
-    _fuse_epilogue(sch, wb)
+    fuse_epilogue(sch, wb)
     sch.reorder(*chans, oh, *reds, ow)
     outer = sch.fuse(*chans) if len(chans) > 1 else chans[0]
     if mac_count(mac) >= PARALLEL_MIN_MACS:
@@ -97,18 +97,6 @@ def _rows_last(mac: MacBlock) -> bool:
     """Whether the last two spatial iterators are the output's last two indices."""
     tail = mac.out_indices[-2:]
     return all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(tail, mac.spatial[-2:]))
-
-
-def _fuse_epilogue(sch: s_tir.Schedule, wb) -> None:
-    """Inline the element-wise chain after the convolution into its write-back block."""
-    while True:
-        consumers = sch.get_consumers(wb)
-        if len(consumers) != 1:
-            return
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
-            return
 
 
 __all__ = ["channel_rows"]
