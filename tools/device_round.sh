@@ -144,6 +144,13 @@ case "${1:-1}" in
       --budget $((BUDGET / 2 - 20)) --export-dir "$EXPORTS" $SKIP \
       --out "$OUT/corpus-gpu-$prec.json" > "$OUT/logs/corpus-$prec.log" 2>&1
   done ;;
+21)  # issue 18 on the 16-core Xeon: NMS/TopK and the kernels that stop scaling, then the all-CPU corpus
+     # against ORT (CPU timings wait for a quiet machine; --jobs compiles side by side)
+  { lscpu; timeout 120 python3 bench/cpu_nms.py --threads 16 --kernels --dispatch
+    timeout 60 python3 bench/cpu_nms.py --threads 8 --kernels
+    timeout 120 python3 -m hetpart.bench.kernel_table zoo:resnet50 --threads 8 16; } > "$OUT/logs/cpu-scaling.txt" 2>&1
+  timeout $((BUDGET - 300)) python3 bench/corpus.py --devices cpu --batches 1,32 --time --budget $((BUDGET - 320)) \
+    --export-dir "$EXPORTS" --out "$OUT/corpus-cpu.json" > "$OUT/logs/corpus-cpu.log" 2>&1 ;;
 20)  # (BUDGET=560) issue 20 with warmed buckets and the inexact-answer check, then issue 19's bf16 rows
      # with the larger ring slots (1/4 and 1/3 first: where the partition overheads were largest)
   timeout $((BUDGET - 250)) python3 bench/serve.py --budget $((BUDGET - 280)) --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
