@@ -183,3 +183,27 @@ def test_replace_exp_of_a_shared_call_is_well_formed():
     lib(tvm.runtime.tensor(x), out)
     e = np.exp(x.astype(np.float64) * 2)
     np.testing.assert_allclose(out.numpy(), e * e + e, rtol=2e-6)
+
+
+def test_fast_tanh_of_a_bfloat16_read_matches_tanh():
+    """A bf16 weight or activation read, cast to float32, under tanh (BERT's pooler in a
+    bf16 build): bound by a Let, the built kernel returned 1.0 for every element (CI's
+    bf16 precision tests against ONNX Runtime, 2026-12-03)."""
+    n = 256
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-3, 3, n - 4), [0.0, -0.0, 0.03, -5.0]]).astype(np.float32)
+    a = te.placeholder((n,), "bfloat16", name="a")
+    b = te.compute((n,), lambda i: tirx.tanh(a[i].astype("float32") * tirx.const(0.5, "float32")), name="b")
+    fast = replace_exp(te.create_prim_func([a, b]))
+    assert not has_exp(fast)
+    sch = s_tir.Schedule(fast)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)  # float32 -> bfloat16 by truncation
+    rounded = (bits.astype(np.uint32) << 16).view(np.float32)
+    src = tvm.runtime.empty((n,), "bfloat16")
+    src.copyfrom(bits)
+    out = tvm.runtime.empty((n,), "float32")
+    lib(src, out)
+    np.testing.assert_allclose(out.numpy(), np.tanh(rounded * 0.5), rtol=1e-5, atol=1e-6)
