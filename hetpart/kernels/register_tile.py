@@ -105,6 +105,15 @@ def vec_candidates(mac: MacBlock, lanes: int) -> list[VecCandidate]:
     return out
 
 
+GEMV_MAX_VECTORS = 8
+"""The most vectors a GEMV tile accumulates (the register budget allows ~28): eight
+chains already hide the FMA latency, and wider tiles ran far slower -- 25 vectors
+for ``1x1280 @ 1280x1000`` took 441 us on one thread, 8 (then 5) take 78 us (ONNX
+Runtime's Gemm: 69-73 us); ``1x2048 @ 2048x1000`` 853 -> 135 us (2-core EPYC,
+``python -m hetpart.bench.kernel_table``, 2026-12-03).  Narrower tiles also give
+more of them to the threads (5 tiles of 200 before, 25 of 40 now)."""
+
+
 def make_plan(
     mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool, prepack: bool = False
 ) -> TilePlan:
@@ -114,7 +123,7 @@ def make_plan(
     tail loop is needed.
 
     Without a row iterator (a GEMV, ``1 x K @ K x N``) the tile instead grows along
-    the vector iterator, up to the register budget: independent accumulators hide
+    the vector iterator, up to :data:`GEMV_MAX_VECTORS`: independent accumulators hide
     the FMA latency that one two-vector chain would serialise on (on a 96x56x56
     depthwise conv this measured 14x over the one-vector tile)."""
     budget = max(1, shape.registers - 4)
@@ -130,7 +139,7 @@ def make_plan(
     rows = largest_divisor(mac.extents[rows_var], max_rows) if rows_var is not None else 1
     if rows == 1:
         rows_var = None
-        vecs = largest_divisor(mac.extents[cand.var] // lanes, budget)
+        vecs = largest_divisor(mac.extents[cand.var] // lanes, min(budget, GEMV_MAX_VECTORS))
     pack_dim = cand.dim if (pack or prepack) else None
     return TilePlan(cand.var, cand.operand, pack_dim, rows_var, lanes, vecs, rows, prepack=prepack)
 
