@@ -78,9 +78,8 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
     torch_ok = _torch_cuda() is None and not simulate
     served, jobs = [], []
     for name in names:
-        top = max_batch
-        m = ServedModel(name, top)
-        for batch in batches(top):
+        m = ServedModel(name, max_batch)
+        for batch in batches(max_batch):
             source, module, input_names, note = _sources(name, batch, small, torch_ok, work)
             if batch == 1:
                 m.torch_module, m.input_names = module, input_names

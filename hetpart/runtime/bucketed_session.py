@@ -39,6 +39,7 @@ import numpy as np
 from ..compiler.bucketed import Bucket, BucketedModel
 from ..contracts.buckets import bucket_label, rows_of_batch
 from ..errors import RuntimeFailure
+from .feeds import zero_feeds
 from .session import Session
 
 
@@ -97,10 +98,9 @@ class BucketedSession:
         warmed = []
         for bucket in self.model.buckets:
             session = self._session(bucket)
-            shapes = [tuple(t.shape) for t in bucket.compiled.inputs]
-            if all(isinstance(d, int) for shape in shapes for d in shape):
-                session.run({t.name: np.zeros(shape, dtype=t.dtype)
-                             for t, shape in zip(bucket.compiled.inputs, shapes)})
+            zeros = zero_feeds(bucket.compiled.inputs)
+            if zeros is not None:
+                session.run(zeros)
                 warmed.append(dict(bucket.sizes))
         return warmed
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..compiler.artifact import TensorSpec
 from ..errors import RuntimeFailure
-from .memory import ALIGNMENT, Buffer, aligned_empty, concrete, dtype_name, wrap_host_array
+from .memory import ALIGNMENT, Buffer, aligned_empty, concrete, dtype_name, is_static, wrap_host_array
 
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
 
@@ -204,6 +204,14 @@ def random_feeds(specs: list[TensorSpec], seed: int = 0, dim: int = 1) -> dict[s
         else:
             out[s.name] = rng.integers(0, 2, shape).astype(dtype)
     return out
+
+
+def zero_feeds(specs: list[TensorSpec]) -> dict[str, np.ndarray] | None:
+    """Zeros of every input's shape (zeros are in range for index inputs), or None when
+    a shape is symbolic: what a warm-up run feeds."""
+    if not all(is_static(s.shape) for s in specs):
+        return None
+    return {s.name: np.zeros(tuple(int(d) for d in s.shape), dtype=s.dtype) for s in specs}
 
 
 def check_indices(checked: Mapping[str, Buffer | np.ndarray], limits: Mapping) -> None:

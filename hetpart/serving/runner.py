@@ -108,10 +108,12 @@ class SessionRunner:
     def warm_up(self) -> bool:
         """Run the session once on zeros (its first run loads code and captures CUDA
         graphs); False, nothing run, where an input's shape is symbolic."""
-        shapes = [tuple(s.shape) for s in self.inputs]
-        if not all(isinstance(d, int) for shape in shapes for d in shape):
+        from ..runtime.feeds import zero_feeds  # here: importing the server loads no TVM
+
+        zeros = zero_feeds(self.inputs)
+        if zeros is None:
             return False
-        self.session.run({s.name: np.zeros(shape, dtype=s.dtype) for s, shape in zip(self.inputs, shapes)})
+        self.session.run(zeros)
         return True
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
