@@ -44,6 +44,8 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
+from .analysis import contains
+
 # Beyond ln(FLT_MAX) the result is +inf; below ln(2**-150) it is 0 (rounded from the
 # subnormals, so clamping there changes nothing).
 _HI = 88.72283935546875
@@ -91,14 +93,7 @@ def _bound(x, body, bind: bool = True):
 
 def _has_half(x) -> bool:
     """Whether ``x`` (an expression or statement) has a bfloat16/float16 value anywhere."""
-    found = []
-
-    def visit(node):
-        if str(getattr(node, "dtype", "")).startswith(("bfloat16", "float16")):
-            found.append(node)
-
-    tvm_ffi.structural_walk(x, (tvm.ir.Expr, visit), order="post")
-    return bool(found)
+    return contains(x, tvm.ir.Expr, lambda e: str(getattr(e, "dtype", "")).startswith(("bfloat16", "float16")))
 
 
 def fast_exp(x, bind: bool = True):
