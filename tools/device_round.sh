@@ -163,6 +163,14 @@ case "${1:-1}" in
     > "$OUT/logs/serve.txt" 2>&1
   timeout 150 python3 bench/data_parallel.py --models zoo:dlrm --batches 64,128 --budget 100 \
     --out "$OUT/dataparallel-nvidia-h200.json" > "$OUT/logs/dp.txt" 2>&1 ;;
+22)  # (BUDGET=590) the cuda tests not yet run on a GPU, issue 20's serve table (warmed buckets,
+     # inexact check, batched detector), then issue 19's bf16 row at 1/4 with the larger ring slots
+  timeout 170 python3 -m pytest -m cuda -q -p no:cacheprovider tests/test_runtime_buckets.py tests/test_serving_session.py \
+    tests/test_runtime_streaming.py tests/test_detector_gpu.py tests/test_compiler_precision.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 270 python3 bench/serve.py --budget 240 --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+    > "$OUT/logs/serve.txt" 2>&1
+  timeout 140 python3 bench/capped.py --workloads bert_large --caps 1/4 --budget 130 --reserve 30 \
+    --contenders "hetpart bf16" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
