@@ -214,9 +214,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # of the CUDA builds (--precision); the C
 TOLERANCE = {"tf32_on": 1e-2, "tf32_off": 1e-4, "bf16": 2e-2, "fp16": 2e-2}
 
 
-def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int, precision: str = "fp32") -> float:
+def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
+                          precision: str = "fp32") -> tuple[float, list[np.ndarray]]:
     """Median ms of the module's forward replayed from a CUDA graph, TF32 allowed;
-    ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type (issue 17's peer)."""
+    ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type (issue 17's peer).
+    Also the graph's outputs (float32 numpy, in the export's output order), so the
+    peer's own error against the float32 reference can stand beside hetpart's."""
     import contextlib
 
     import torch
@@ -238,7 +241,7 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int, preci
         autocast = (torch.autocast("cuda", dtype=AUTOCAST[precision](torch)) if precision in AUTOCAST
                     else contextlib.nullcontext())
         with torch.cuda.graph(graph), autocast:
-            module(*args)
+            outputs = _as_tuple(module(*args))
         times = []
         for _ in range(repeat):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -247,7 +250,8 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int, preci
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
-    return float(np.median(times))
+        got = [o.float().cpu().numpy() for o in outputs]
+    return float(np.median(times)), got
 
 
 # ========================================================================================
@@ -300,10 +304,22 @@ def time_peer(name: str, batch: int, export_dir: Path, repeat: int, precision: s
     if not _torch_has_cuda():
         return
     _, data_path, meta_path = cached_paths(export_dir, name, batch)
-    feeds = {k: v for k, v in np.load(data_path).items() if not k.startswith("ref:")}
+    data = dict(np.load(data_path))
+    feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
+    refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
     meta = json.loads(meta_path.read_text())
-    meta[_peer_key(precision)] = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
+    meta[_peer_key(precision)], got = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
+    meta[_peer_key(precision) + "_rel_err"] = peer_rel_err(got, refs)
     meta_path.write_text(json.dumps(meta, indent=1))
+
+
+def peer_rel_err(got: list, refs: list) -> float | None:
+    """The peer's largest relative error over the outputs (:func:`rel_err`) against the
+    float32 reference, or None when its outputs do not line up with the export's (count
+    or shapes): the scale of error TF32/bf16 itself brings, beside hetpart's."""
+    if len(got) != len(refs) or any(np.shape(a) != np.shape(b) for a, b in zip(got, refs)):
+        return None
+    return max((rel_err(np.asarray(a), b) for a, b in zip(got, refs) if b.dtype.kind in "fc"), default=0.0)
 
 
 def _zoo_export(spec: str, batch: int, path: Path) -> dict:
@@ -458,6 +474,8 @@ def _timings(session, feeds, device, model_path, meta, repeat, precision: str = 
     elif _peer_key(precision) in meta:
         peer = "torch_cuda_graph" if precision == "fp32" else f"torch_cuda_graph_autocast_{precision}"
         out.update(peer=peer, peer_ms=round(meta[_peer_key(precision)], 4))
+        if meta.get(_peer_key(precision) + "_rel_err") is not None:
+            out["peer_rel_err"] = meta[_peer_key(precision) + "_rel_err"]
     return out
 
 
@@ -845,7 +863,8 @@ def markdown(results: dict) -> str:
     for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], not r.get("tf32", True))):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
-        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note")])).replace("|", "\\|")
+        peer_err = f"peer rel. error {r['peer_rel_err']:.1e}" if r.get("peer_rel_err") is not None else None
+        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err])).replace("|", "\\|")
         tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
         rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r.get('precision', 'fp32')} | {tf32} "
                     f"| {r['status']} | {err} | {ms('hetpart_ms')} "

@@ -70,6 +70,21 @@ def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, tmp_path):
     assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
 
 
+def test_the_peers_own_error_is_measured_the_same_way_and_shown(corpus):
+    """PyTorch's TF32/bf16 error against the float32 reference stands beside hetpart's,
+    so a 'wrong' at the TF32 tolerance can be read against what TF32 does to the peer."""
+    ref = [np.array([[1.0, -4.0], [0.0, 2.0]], np.float32), np.arange(3, dtype=np.int64)]
+    got = [ref[0] + np.float32(0.04), ref[1]]
+    assert corpus.peer_rel_err(got, ref) == pytest.approx(0.01)
+    assert corpus.peer_rel_err(got[:1], ref) is None  # outputs that do not line up: no number
+    assert corpus.peer_rel_err([ref[0][:1], ref[1]], ref) is None
+    record = {"model": "m", "batch": 32, "device": "cuda", "precision": "fp32", "status": "wrong", "rel_err": 0.019,
+              "hetpart_ms": 7.6, "peer": "torch_cuda_graph", "peer_ms": 4.9, "peer_rel_err": 0.017,
+              "detail": "tolerance 0.01"}
+    table = corpus.markdown(corpus.load_results(Path("/nonexistent")) | {"records": [record]})
+    assert "peer rel. error 1.7e-02" in table
+
+
 def test_shape_mismatch_is_wrong(corpus):
     assert corpus.compare([np.zeros(3)], [np.zeros(4)])["status"] == "wrong"
 
