@@ -596,7 +596,7 @@ def main(argv=None) -> int:
     # Builds live only for this call (they depend on hetpart's code): in a temporary
     # directory, each removed once measured.
     with tempfile.TemporaryDirectory(prefix="builds-", dir=export_dir) as builds:
-        stages = schedule(_items(args, {_key(r) for r in earlier}),
+        stages = schedule(_items(args, done_keys(earlier, timing=args.time)),
                           functools.partial(prepare_item, args=args, builds=Path(builds), deadline=deadline),
                           functools.partial(measure_item, args=args, deadline=deadline),
                           functools.partial(_times_alone, args, jobs), jobs=jobs, deadline=deadline)
@@ -610,6 +610,13 @@ def main(argv=None) -> int:
             save_results(out_json, results)
     save_results(out_json, results)
     return 0
+
+
+def done_keys(records: list[dict], timing: bool) -> set[tuple]:
+    """The keys ``--skip-done`` skips: every record's, but with ``timing`` (``--time``)
+    only those that carry a time -- a correctness-only record (no ``hetpart_ms``) or
+    one that errored is run again, else a timed table would silently keep its holes."""
+    return {_key(r) for r in records if not timing or r.get("hetpart_ms") is not None}
 
 
 def _items(args, done: set[tuple]) -> list[Item]:

@@ -85,6 +85,15 @@ def test_the_peers_own_error_is_measured_the_same_way_and_shown(corpus):
     assert "peer rel. error 1.7e-02" in table
 
 
+def test_a_timed_run_redoes_records_that_carry_no_time(corpus):
+    """--time --skip-done: a correctness-only record (or an error) is not done; the
+    H200 run of 2026-12-03 left 17 of 20 b1 rows untimed by skipping them."""
+    untimed = {"model": "vit", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass"}
+    timed = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "hetpart_ms": 1.4}
+    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32")}
+    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32"), ("r50", 1, "cuda", "fp32")}
+
+
 def test_shape_mismatch_is_wrong(corpus):
     assert corpus.compare([np.zeros(3)], [np.zeros(4)])["status"] == "wrong"
 
