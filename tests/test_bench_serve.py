@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hetpart.bench import serve, serve_report
 from hetpart.bench.serve_load import (INEXACT_MAX_FRACTION, LoadModel, RatePoint, bucket_references, classify,
                                       fingerprint, judge, judge_refs, mismatch_fraction, offer_load, poisson_arrivals,
-                                      references)
+                                      references, unstable)
 from hetpart.serving import Server
 
 
@@ -412,7 +412,7 @@ def test_an_answer_from_the_batch_2_build_is_its_own_ok():
     model = LoadModel("det", detector_pool())
     try:
         references(system, [model])
-        assert bucket_references(system, [model]) == {"det": [2, 4]}
+        assert bucket_references(system, [model]) == {"det": {2: 6, 4: 6}}  # every payload: another box
         pair = system.run_together("det", [model.payloads[3], model.payloads[4]])  # payload 3 at row 0
         answer = fingerprint(pair[0])
         assert judge(answer, 3, model.fingerprints)[0] == "wrong"  # the batch-1 reference alone: wrong
@@ -477,9 +477,52 @@ def test_references_forget_another_systems_builds():
         assert [k for k, _ in model.own_references(0)] == ["alone"]
 
 
+def test_the_sweep_records_how_the_references_came_out():
+    """Per model: payloads whose build answers otherwise than batch 1, and payloads
+    answered two ways alone (none here: the fake is deterministic); in the report."""
+    system, _ = bucketed_detector()
+    models = [LoadModel("det", detector_pool())]
+    try:
+        points, alone_ms, notes = serve.sweep(system, models, 1000.0, serve.SweepOptions(
+            window_s=0.1, start_rate=50, max_steps=1), deadline=time.monotonic() + 30)
+    finally:
+        system.close()
+    assert len(points) == 1 and alone_ms > 0
+    assert notes == {"unstable": {"det": 0}, "differ_by_build": {"det": {"2": 6, "4": 6}}}
+    lines = serve_report.reference_sentences([{"contender": "hetpart", "references": notes},
+                                              {"contender": "x", "references": {"unstable": {"det": 2}}}])
+    assert "det: batch 2: 6, batch 4: 6" in lines[0] and "x answered some payloads two ways" in lines[1]
+
+
 def test_the_report_says_which_build_the_answers_matched():
     text = serve_report.matched_sentence({"alone": 90, "2": 7, "4": 3})
     assert "(100)" in text and "90 alone" in text
     assert "7 on the batch-2 build" in text and "3 on the batch-4 build" in text
     points = [RatePoint(1.0, 1, 1, 1, 1, matched={"4": 1, "alone": 2}), RatePoint(2.0, 1, 1, 1, 1, matched={"2": 5})]
     assert list(serve.matched_counts(points).items()) == [("alone", 2), ("2", 5), ("4", 1)]
+
+
+class Flaky(Mixer):
+    """Answers model ``a``'s first ``honest`` requests otherwise than later ones (a nondeterministic kernel)."""
+
+    def submit(self, model, feeds):
+        self.count += 1
+        f = Future()
+        out = self.inner.run(feeds)
+        if self.count <= self.honest and model == "a":
+            out = {k: v + 1.0 for k, v in out.items()}
+        f.set_result(out)
+        return f
+
+
+def test_answers_alone_that_change_between_two_passes_are_counted():
+    models = load_models()
+    system = Flaky(honest=6)  # the first pass of a's 6 payloads
+    references(system, models)
+    first = {m.name: list(m.fingerprints) for m in models}
+    references(system, models)
+    assert unstable(first, models) == {"a": 6, "b": 0}
+    references(system, models)
+    first = {m.name: list(m.fingerprints) for m in models}
+    references(system, models)
+    assert unstable(first, models) == {"a": 0, "b": 0}

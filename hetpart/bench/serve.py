@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .serve_load import LoadModel, RatePoint, bucket_references, offer_load, references
+from .serve_load import LoadModel, RatePoint, bucket_references, offer_load, references, unstable
 
 SCHEMA, VERSION = "hetpart-bench-serve", 1
 HETPART = "hetpart"  # the contender the speedup is of
@@ -104,6 +104,10 @@ class ContenderResult:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     alone_ms: float | None = None  # mean latency of one request alone (sets the first rate)
+    # how the references came out: per model, payloads whose answer alone changed
+    # between two passes ("unstable"), and per bucket build those answering otherwise
+    # than alone ("differ_by_build"; only where the system offers its builds)
+    reference_notes: dict = field(default_factory=dict)
 
     @property
     def best(self) -> RatePoint | None:
@@ -120,7 +124,7 @@ class ContenderResult:
                 "crossed": sum(p.crossed for p in self.points),
                 "wrong": sum(p.wrong for p in self.points), "failed": sum(p.failed for p in self.points),
                 "inexact": sum(p.inexact for p in self.points), "matched": matched_counts(self.points),
-                "alone_ms": self.alone_ms, "skipped": self.skipped, "notes": self.notes,
+                "alone_ms": self.alone_ms, "references": self.reference_notes, "skipped": self.skipped, "notes": self.notes,
                 "curve": [p.to_json() for p in self.points]}
 
 
@@ -135,16 +139,22 @@ def matched_counts(points: list[RatePoint]) -> dict[str, int]:
 
 
 def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
-          deadline: float) -> tuple[list[RatePoint], float]:
+          deadline: float) -> tuple[list[RatePoint], float, dict]:
     """The load points :func:`search_rates` takes on ``system`` before ``deadline``
-    (time.monotonic()), rising rate order; and the mean latency of one request alone
-    (ms).  References first: each payload alone, and where the system offers its
-    builds, on every build (:func:`~.serve_load.bucket_references`; not timed)."""
+    (time.monotonic()), rising rate order; the mean latency of one request alone (ms);
+    and how the references came out (``unstable``, ``differ_by_build``: see
+    :class:`ContenderResult`).  References first: each payload alone (twice: a
+    warm-up, then timed), and where the system offers its builds, on every build
+    (:func:`~.serve_load.bucket_references`; not timed)."""
     references(system, models)  # once to warm up (first runs load code, pick algorithms)
+    first = {m.name: list(m.fingerprints) for m in models}
     start = time.perf_counter()
     references(system, models)
     alone_s = (time.perf_counter() - start) / max(1, sum(len(m.payloads) for m in models))
-    bucket_references(system, models)
+    notes = {"unstable": unstable(first, models)}
+    by_build = bucket_references(system, models)
+    if by_build:
+        notes["differ_by_build"] = {name: {str(b): n for b, n in sizes.items()} for name, sizes in by_build.items()}
     rate = options.start_rate or options.start_fraction / max(alone_s, 1e-6)
 
     def measure(r: float, step: int) -> RatePoint | None:
@@ -152,7 +162,7 @@ def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
             return None
         return _point(system, models, r, options, options.seed + step)
 
-    return search_rates(measure, rate, slo_ms, options), alone_s * 1e3
+    return search_rates(measure, rate, slo_ms, options), alone_s * 1e3, notes
 
 
 def search_rates(measure: Callable[[float, int], RatePoint | None], start: float, slo_ms: float,
@@ -259,7 +269,8 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
         system = None
         try:
             system = c.make()
-            result.points, result.alone_ms = sweep(system, scenario.models, scenario.slo_ms, options, share)
+            result.points, result.alone_ms, result.reference_notes = sweep(system, scenario.models, scenario.slo_ms,
+                                                                            options, share)
         except Exception as exc:  # noqa: BLE001 - one contender failing must not lose the others' numbers
             result.skipped = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         finally:

@@ -149,7 +149,7 @@ def references(system, models: list[LoadModel], timeout: float = 120.0) -> None:
         m.bucket_fingerprints = {}
 
 
-def bucket_references(system, models: list[LoadModel]) -> dict[str, list[int]]:
+def bucket_references(system, models: list[LoadModel]) -> dict[str, dict[int, int]]:
     """Fill each model's ``bucket_fingerprints`` where ``system`` is a
     :class:`BucketedSystem`: for every build of batch ``b > 1``, ``len(payloads)`` runs
     of ``b`` rows, run ``s`` holding payloads ``s, s+1, ...`` (cyclically), so every
@@ -157,9 +157,10 @@ def bucket_references(system, models: list[LoadModel]) -> dict[str, list[int]]:
     (an answer identical to one already kept, ``alone`` included, is dropped).  A
     row's arithmetic does not depend on what the other rows hold (other requests, or
     the zeros a bucket is padded with), only on the build and the row, so these are
-    all the answers a batched request may rightly get.  Returns model -> the batch
-    sizes done.  Call after :func:`references` (which sets the ``alone`` ones)."""
-    done: dict[str, list[int]] = {}
+    all the answers a batched request may rightly get.  Returns model -> batch size
+    -> how many payloads got an answer there other than alone (0: the build answers
+    as batch 1 does).  Call after :func:`references` (which sets the ``alone`` ones)."""
+    done: dict[str, dict[int, int]] = {}
     if not isinstance(system, BucketedSystem):
         return done
     for m in models:
@@ -176,8 +177,16 @@ def bucket_references(system, models: list[LoadModel]) -> dict[str, list[int]]:
                     if not any(_same(fp, ref) for ref in [m.fingerprints[i], *kept[i]]):
                         kept[i].append(fp)
             m.bucket_fingerprints[b] = kept
-        done[m.name] = sizes
+        done[m.name] = {b: sum(1 for k in m.bucket_fingerprints[b] if k) for b in sizes}
     return done
+
+
+def unstable(before: list[LoadModel] | dict, models: list[LoadModel]) -> dict[str, int]:
+    """Model -> how many payloads' answers alone changed between two :func:`references`
+    passes of one system (``before``: model name -> the first pass's fingerprints):
+    a build that answers one input two ways (a nondeterministic kernel), which no
+    reference can judge exactly."""
+    return {m.name: sum(1 for a, b in zip(before[m.name], m.fingerprints) if not _same(a, b)) for m in models}
 
 
 def _same(a: tuple, b: tuple) -> bool:

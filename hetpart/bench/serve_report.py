@@ -45,6 +45,7 @@ def markdown(body: dict, header: list[str] = ()) -> str:
                   f"hetpart: no speedup computed (a contender is missing or sustained no rate); goal {verdict}."]
         if s.get("matched"):
             lines.append(matched_sentence(s["matched"]))
+        lines += reference_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         if s.get("inexact"):
             lines.append(f"hetpart answered {s['inexact']} request(s) inexactly: its own answer but for a few "
                          f"sampled elements (at most {INEXACT_MAX_FRACTION:.0%}), e.g. a near-tie another build broke "
@@ -61,6 +62,26 @@ def matched_sentence(matched: dict) -> str:
     return (f"hetpart's right answers ({sum(matched.values())}) matched their own request's answer "
             f"{', '.join(parts)} (each payload's answer taken at setup on every build it may be batched into, "
             "at every row).")
+
+
+def reference_sentences(rows: list[dict]) -> list[str]:
+    """Where a build answers otherwise than batch 1, and where a contender answered one
+    input two ways alone (nondeterministic), one sentence each."""
+    lines = []
+    for r in rows:
+        notes = r.get("references") or {}
+        differ = {m: {b: n for b, n in by.items() if n} for m, by in (notes.get("differ_by_build") or {}).items()}
+        differ = {m: by for m, by in differ.items() if by}
+        if differ:
+            lines.append(f"{r['contender']}'s bucket builds answer some payloads otherwise than batch 1 (payloads, "
+                         "by build): " + "; ".join(f"{m}: " + ", ".join(f"batch {b}: {n}" for b, n in by.items())
+                                                   for m, by in differ.items())
+                         + " -- right answers for a request batched into that build.")
+        shaky = {m: n for m, n in (notes.get("unstable") or {}).items() if n}
+        if shaky:
+            lines.append(f"{r['contender']} answered some payloads two ways alone (nondeterministic build; payloads): "
+                         + ", ".join(f"{m}: {n}" for m, n in shaky.items()) + ".")
+    return lines
 
 
 def _ms(v) -> str:
