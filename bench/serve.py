@@ -9,7 +9,11 @@ hetpart's Server with dynamic batching, the same without batching, one request a
 time across the models (sequential), and PyTorch with CUDA graphs from two threads
 (skipped with the reason where torch+CUDA are missing or a model has no twin).  Per
 contender: the highest offered rate whose p99 stays under --slo-ms with every answer
-checked against its own request.  Writes bench/results/serve-<gpu>.json (schema
+checked against its own request (for hetpart's batching server: against its answer on
+every bucket build it may be batched into).  The rates: from --start-fraction of the
+one-at-a-time capacity, up by SLO/p99 clamped to [--growth, --max-growth] while the
+SLO holds (down likewise until it does), then --refine bisections down to
+--resolution; the report states this rule.  Writes bench/results/serve-<gpu>.json (schema
 ``hetpart-bench-serve``), .md (table) and .svg (p99 against offered load).
 ``--small --simulate`` is a CPU smoke test of the whole path (zoo small models,
 CUDA partitions on the CPU); its numbers mean nothing.  Progress goes to stderr.
@@ -43,8 +47,19 @@ def parse(argv=None):
     p.add_argument("--max-batch", type=int, default=8, help="hetpart's batch (compiled for it; default: %(default)s)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="the batcher's max delay (default: %(default)s)")
     p.add_argument("--window-s", type=float, default=2.0, help="seconds of load per rate (default: %(default)s)")
-    p.add_argument("--growth", type=float, default=1.5, help="rate multiplier per step (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=24, help="most rising rates per contender (default: %(default)s)")
+    p.add_argument("--start-fraction", type=float, default=1.0,
+                   help="first rate, as a fraction of the one-at-a-time capacity (default: %(default)s)")
+    p.add_argument("--growth", type=float, default=1.4,
+                   help="least rate multiplier per step; the step is SLO/p99 clamped to [growth, max-growth] "
+                        "(default: %(default)s)")
+    p.add_argument("--max-growth", type=float, default=3.0, help="most rate multiplier per step (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=24,
+                   help="most rates per contender before bisecting (default: %(default)s)")
+    p.add_argument("--refine", type=int, default=5,
+                   help="most bisections between the best rate under the SLO and the first over it "
+                        "(default: %(default)s)")
+    p.add_argument("--resolution", type=float, default=1.08,
+                   help="bisection stops once those two rates are within this ratio (default: %(default)s)")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds for everything, setup included (default: %(default)s)")
     p.add_argument("--small", action="store_true", help="zoo small models (smoke test, not the benchmark)")
@@ -74,7 +89,9 @@ def main(argv=None) -> int:
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3,
                                                                 sessions=sessions), args.slo_ms))
-        options = serve.SweepOptions(window_s=args.window_s, growth=args.growth, max_steps=args.max_steps)
+        options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
+                                     max_growth=args.max_growth, max_steps=args.max_steps, refine=args.refine,
+                                     resolution=args.resolution)
         left = args.budget - (time.monotonic() - start) - 10  # 10 s to close sessions and write files
         body = serve.run(built, options, max(left, 0.0), log)
     finally:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hetpart.bench import serve, serve_report
-from hetpart.bench.serve_load import (INEXACT_MAX_FRACTION, LoadModel, classify, fingerprint, judge, mismatch_fraction,
-                                      offer_load, poisson_arrivals, references)
+from hetpart.bench.serve_load import (INEXACT_MAX_FRACTION, LoadModel, RatePoint, bucket_references, classify,
+                                      fingerprint, judge, judge_refs, mismatch_fraction, offer_load, poisson_arrivals,
+                                      references, unstable)
 from hetpart.serving import Server
 
 
@@ -259,3 +262,267 @@ def test_nms_rows_of_another_count_are_compared_as_sets():
     verdict, off_own, _ = judge(fingerprint({"selected_indices": one_more, "topk_scores": np.full((1, 10), 1.0)}), 1, refs)
     assert verdict == "inexact" and 0 < off_own < 0.05
     assert classify(fingerprint({"selected_indices": sel[2], "topk_scores": np.full((1, 10), 1.0)}), 1, refs) == "wrong"
+
+
+# --- the rate search: a fake system whose p99 is a known function of the rate ----------
+
+def knee_system(knee: float, base_ms: float = 5.0):
+    """``measure`` of a system whose p99 is ``base / (1 - rate / knee)`` below ``knee``
+    and unbounded (None: late answers) at or above it; and the rates it was offered."""
+    offered: list[float] = []
+
+    def measure(rate, step):
+        offered.append(rate)
+        p99 = base_ms / (1 - rate / knee) if rate < knee else None
+        return RatePoint(rate, offered=100, completed=100, p50_ms=base_ms, p99_ms=p99, late=0 if p99 else 3)
+
+    return measure, offered
+
+
+def true_max(knee: float, slo_ms: float, base_ms: float = 5.0) -> float:
+    """The highest rate whose p99 meets the SLO: base / (1 - r / knee) = slo."""
+    return knee * (1 - base_ms / slo_ms)
+
+
+@pytest.mark.parametrize("start_over_knee", [0.002, 0.05, 0.3, 1.0, 4.0, 40.0])
+def test_the_search_finds_the_knee_within_a_few_points_from_any_start(start_over_knee):
+    """From far below (the H200 run's hetpart: 5 points still 10x under its knee) or
+    far above the knee, the search ends within the resolution of the highest rate
+    meeting the SLO, in at most 12 points, and reports only a rate it measured."""
+    knee, slo = 2741.0, 50.0
+    measure, offered = knee_system(knee)
+    options = serve.SweepOptions()
+    points = serve.search_rates(measure, start_over_knee * knee, slo, options)
+    best = max((p for p in points if p.meets(slo)), key=lambda p: p.rate_per_s)
+    assert len(points) == len(offered) <= 12
+    assert true_max(knee, slo) / options.resolution <= best.rate_per_s <= true_max(knee, slo)
+    assert {p.rate_per_s for p in points} == set(offered)
+    assert [p.rate_per_s for p in points] == sorted(p.rate_per_s for p in points)
+
+
+def test_the_old_ramp_would_have_stopped_far_below_the_knee():
+    """The search's budget on the H200 (5 points) against the old rule (start 0.3 of the
+    one-at-a-time capacity, x1.4 a step): 594/s of a 2741/s knee; the new one gets near it."""
+    knee, slo, alone_capacity = 2741.0, 50.0, 391.0
+    old = serve.SweepOptions(start_fraction=0.3, growth=1.4, max_growth=1.4, refine=0)
+    measure, _ = knee_system(knee)
+    old_best = max(p.rate_per_s for p in serve.search_rates(measure, 0.3 * alone_capacity, slo, old)[:5])
+    measure, _ = knee_system(knee)
+    new_points = serve.search_rates(measure, alone_capacity, slo, serve.SweepOptions())
+    assert old_best < 0.3 * knee and len(new_points) <= 10
+    assert max(p.rate_per_s for p in new_points if p.meets(slo)) >= true_max(knee, slo) / 1.08
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.floats(1.0, 1e4), st.integers(0, 6))
+def test_the_search_reports_only_measured_rates_that_met_the_slo(outcomes, start, refine):
+    """Whatever the system does (pass and miss at random: noise, non-monotone), every
+    point is a measured rate and the best is one that met the SLO; a point missing for
+    want of time ends the search."""
+    offered = []
+    it = iter(outcomes)
+
+    def measure(rate, step):
+        ok = next(it, None)
+        if ok is None:
+            return None  # out of time
+        offered.append(rate)
+        return RatePoint(rate, 10, 10, 1.0, 10.0 if ok else 80.0)
+
+    points = serve.search_rates(measure, start, 50.0, serve.SweepOptions(refine=refine))
+    assert sorted(p.rate_per_s for p in points) == sorted(offered)
+    met = [p for p in points if p.meets(50.0)]
+    assert all(p.p99_ms <= 50.0 for p in met)
+    result = serve.ContenderResult("s", ["a"], "x", 50.0, points=points)
+    assert result.to_json()["max_rate_per_s"] == (max(p.rate_per_s for p in met) if met else 0.0)
+    assert result.to_json()["max_rate_per_s"] in set(offered) | {0.0}
+
+
+def test_the_search_goes_down_from_a_start_above_the_knee_and_ends_on_a_crossed_answer():
+    measure, offered = knee_system(100.0)
+    points = serve.search_rates(measure, 1000.0, 50.0, serve.SweepOptions())
+    assert offered[0] == 1000.0 and offered[1] < 1000.0 and any(p.meets(50.0) for p in points)
+
+    def crossing(rate, step):
+        return RatePoint(rate, 10, 10, 1.0, 5.0, crossed=1 if rate > 150 else 0)
+
+    points = serve.search_rates(crossing, 100.0, 50.0, serve.SweepOptions())
+    assert points[-1].crossed == 1 and len(points) == 2  # no rate measured after something crossed
+
+
+def test_the_report_states_how_max_rate_was_found():
+    options = serve.SweepOptions(window_s=1.5, growth=1.5, max_growth=3.0, refine=5, resolution=1.08)
+    body = {"settings": dict(options.__dict__), "scenarios": [], "results": [], "goal_speedup": 1.5}
+    text = serve_report.markdown(body)
+    assert "Max rate search: first rate 1 x the one-at-a-time capacity" in text
+    assert "clamp(SLO / p99, 1.5, 3)" in text and "5 geometric bisections" in text and "1.08x" in text
+    assert "1.5 s of Poisson load" in text
+
+
+# --- answers of a batching server's other builds: their own, not wrong -----------------
+
+K = 8  # boxes a fake detector keeps per image
+
+
+class NearTies:
+    """A fake bucketed detector (a runner as a bucketed session is: ``buckets``,
+    ``spec.batch``, ``batch_columns``): per image, the (image, 0, box) rows of its top-K
+    of 32 scores, and its best score.  Its batch-2 and batch-4 builds break the K-th
+    place otherwise (keep the (K+1)-th box; another kernel's rounding on near-ties) and
+    round the score a little otherwise: each build's answer is the request's own."""
+
+    max_batch = 4
+    buckets = [{"batch": 1}, {"batch": 2}, {"batch": 4}]
+    spec = type("Spec", (), {"batch": "batch"})
+    batch_columns = {"selected": 0}
+
+    def run(self, feeds):
+        x = feeds["x"]
+        rows = x.shape[0]
+        b = min(size for size in (1, 2, 4) if size >= rows)
+        padded = np.zeros((b, x.shape[1]), x.dtype)
+        padded[:rows] = x  # zero padding, as a bucketed session pads
+        selected = []
+        for r in range(rows):
+            order = np.argsort(-padded[r], kind="stable")
+            keep = order[:K] if b == 1 else np.r_[order[:K - 1], order[K]]
+            selected.append(np.stack([np.full(K, r), np.zeros(K, np.int64), np.sort(keep)], 1))
+        return {"selected": np.concatenate(selected).astype(np.int64),
+                "score": padded[:rows].max(axis=1, keepdims=True) * (1.0 if b == 1 else 1.0 + 1e-6 * b)}
+
+
+def detector_pool(n=6):
+    rng = np.random.default_rng(7)
+    return [{"x": rng.standard_normal((1, 32)).astype(np.float32)} for _ in range(n)]
+
+
+def bucketed_detector():
+    from hetpart.bench.serve_models import BucketServer
+
+    runner = NearTies()
+    return BucketServer(Server({"det": runner}, max_delay=0.001), {"det": runner}), runner
+
+
+def test_an_answer_from_the_batch_2_build_is_its_own_ok():
+    """The H200 run's detector: a request batched into the batch-2 build gets that
+    build's answer, one box other than its batch-1 answer (a near-tie), so the check
+    against the batch-1 reference alone called it wrong.  Against every build's
+    reference of its own payload it is ok, and which build it matched is counted."""
+    system, runner = bucketed_detector()
+    model = LoadModel("det", detector_pool())
+    try:
+        references(system, [model])
+        assert bucket_references(system, [model]) == {"det": {2: 6, 4: 6}}  # every payload: another box
+        pair = system.run_together("det", [model.payloads[3], model.payloads[4]])  # payload 3 at row 0
+        answer = fingerprint(pair[0])
+        assert judge(answer, 3, model.fingerprints)[0] == "wrong"  # the batch-1 reference alone: wrong
+        refs = [model.own_references(i) for i in range(len(model.payloads))]
+        verdict, off_own, _, key = judge_refs(answer, 3, refs)
+        assert (verdict, off_own, key) == ("ok", 0.0, "2")
+        row1 = fingerprint(system.run_together("det", [model.payloads[0], model.payloads[3]])[1])
+        assert judge_refs(row1, 3, refs)[0] == "ok"  # at any row of the build
+    finally:
+        system.close()
+
+
+def test_another_requests_answer_from_any_build_is_crossed_and_noise_wrong():
+    system, _ = bucketed_detector()
+    model = LoadModel("det", detector_pool())
+    try:
+        references(system, [model])
+        bucket_references(system, [model])
+        refs = [model.own_references(i) for i in range(len(model.payloads))]
+        others_b4 = system.run_together("det", [model.payloads[k] for k in (5, 0, 1, 2)])
+        assert judge_refs(fingerprint(others_b4[0]), 3, refs)[0] == "crossed"  # payload 5's batch-4 answer
+        assert judge_refs(model.fingerprints[1], 3, refs)[0] == "crossed"  # payload 1's answer alone
+        rng = np.random.default_rng(0)
+        noise = {"selected": np.stack([np.zeros(K, np.int64), np.zeros(K, np.int64), rng.permutation(32)[:K]], 1),
+                 "score": np.array([[1.5]])}
+        assert judge_refs(fingerprint(noise), 3, refs)[0] == "wrong"
+    finally:
+        system.close()
+
+
+def test_a_batching_server_under_load_is_judged_against_its_builds():
+    """The whole path: load on the Server over the fake bucketed detector; whatever the
+    batches were, no answer is wrong or crossed, and every right one is counted by the
+    reference it matched (a batched one by its build's)."""
+    system, _ = bucketed_detector()
+    models = [LoadModel("det", detector_pool())]
+    try:
+        references(system, models)
+        bucket_references(system, models)
+        point = offer_load(system, models, rate_per_s=400, window_s=0.3, seed=2)
+    finally:
+        system.close()
+    assert (point.wrong, point.crossed, point.lost, point.inexact) == (0, 0, 0, 0)
+    assert sum(point.matched.values()) == point.completed == point.offered
+    assert set(point.matched) <= {"alone", "2", "4"}
+
+
+def test_references_forget_another_systems_builds():
+    """A scenario's models are swept by one contender after another: the next
+    contender (no builds offered) must not be judged against the last one's builds."""
+    system, _ = bucketed_detector()
+    model = LoadModel("det", detector_pool())
+    try:
+        references(system, [model])
+        bucket_references(system, [model])
+        assert model.bucket_fingerprints
+    finally:
+        system.close()
+    with Server({"det": NearTies()}, max_delay=0.001) as plain:
+        references(plain, [model])
+        assert bucket_references(plain, [model]) == {} and model.bucket_fingerprints == {}
+        assert [k for k, _ in model.own_references(0)] == ["alone"]
+
+
+def test_the_sweep_records_how_the_references_came_out():
+    """Per model: payloads whose build answers otherwise than batch 1, and payloads
+    answered two ways alone (none here: the fake is deterministic); in the report."""
+    system, _ = bucketed_detector()
+    models = [LoadModel("det", detector_pool())]
+    try:
+        points, alone_ms, notes = serve.sweep(system, models, 1000.0, serve.SweepOptions(
+            window_s=0.1, start_rate=50, max_steps=1), deadline=time.monotonic() + 30)
+    finally:
+        system.close()
+    assert len(points) == 1 and alone_ms > 0
+    assert notes == {"unstable": {"det": 0}, "differ_by_build": {"det": {"2": 6, "4": 6}}}
+    lines = serve_report.reference_sentences([{"contender": "hetpart", "references": notes},
+                                              {"contender": "x", "references": {"unstable": {"det": 2}}}])
+    assert "det: batch 2: 6, batch 4: 6" in lines[0] and "x answered some payloads two ways" in lines[1]
+
+
+def test_the_report_says_which_build_the_answers_matched():
+    text = serve_report.matched_sentence({"alone": 90, "2": 7, "4": 3})
+    assert "(100)" in text and "90 alone" in text
+    assert "7 on the batch-2 build" in text and "3 on the batch-4 build" in text
+    points = [RatePoint(1.0, 1, 1, 1, 1, matched={"4": 1, "alone": 2}), RatePoint(2.0, 1, 1, 1, 1, matched={"2": 5})]
+    assert list(serve.matched_counts(points).items()) == [("alone", 2), ("2", 5), ("4", 1)]
+
+
+class Flaky(Mixer):
+    """Answers model ``a``'s first ``honest`` requests otherwise than later ones (a nondeterministic kernel)."""
+
+    def submit(self, model, feeds):
+        self.count += 1
+        f = Future()
+        out = self.inner.run(feeds)
+        if self.count <= self.honest and model == "a":
+            out = {k: v + 1.0 for k, v in out.items()}
+        f.set_result(out)
+        return f
+
+
+def test_answers_alone_that_change_between_two_passes_are_counted():
+    models = load_models()
+    system = Flaky(honest=6)  # the first pass of a's 6 payloads
+    references(system, models)
+    first = {m.name: list(m.fingerprints) for m in models}
+    references(system, models)
+    assert unstable(first, models) == {"a": 6, "b": 0}
+    references(system, models)
+    first = {m.name: list(m.fingerprints) for m in models}
+    references(system, models)
+    assert unstable(first, models) == {"a": 0, "b": 0}

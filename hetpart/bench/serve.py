@@ -3,11 +3,13 @@
 A *scenario* is a set of models served at once (ResNet-50 + BERT, detector +
 ResNet-50) with a p99 SLO; a *contender* one way of serving them, a factory for a
 system (``submit(model, feeds) -> Future``, ``close()``).  For each, :func:`sweep`
-offers open-loop Poisson load (:mod:`.serve_load`) at geometrically rising rates,
-from a fraction of what one-at-a-time serving would sustain, until p99 breaks the
-SLO twice running (or anything is lost or wrong), then bisects between the last rate
-that met it and the first that did not, and the contender's score is the
-highest offered rate that met the SLO with every answer right.
+offers open-loop Poisson load (:mod:`.serve_load`) at rates found by
+:func:`search_rates`: from about what one-at-a-time serving would sustain, up by a
+factor that grows with the headroom p99 leaves under the SLO (capped) until a rate
+misses it, or down until one meets it; then bisection between the best rate that met
+the SLO and the lowest above it that did not, to a set resolution (anything lost,
+crossed or wrong ends the search).  The contender's score is the highest offered
+rate that met the SLO with every answer right: always a rate that was measured.
 
 The hetpart contender's ``speedup_vs_best`` is its rate over the best other
 contender's; ``lost`` and ``crossed`` are summed over all its load points (the goal:
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .serve_load import LoadModel, RatePoint, offer_load, references
+from .serve_load import LoadModel, RatePoint, bucket_references, offer_load, references, unstable
 
 SCHEMA, VERSION = "hetpart-bench-serve", 1
 HETPART = "hetpart"  # the contender the speedup is of
@@ -51,23 +53,45 @@ class Scenario:
 
 @dataclass
 class SweepOptions:
-    """``window_s`` of load per rate; rates start at ``start_fraction`` of the measured
-    one-at-a-time capacity (or ``start_rate``) and grow by ``growth`` up to ``max_steps``
-    steps, stopping after ``misses`` SLO misses in a row, then ``refine`` bisections
-    (geometric) between the best rate that met the SLO and the next that did not; ``drain_s`` is how long after
-    a window its answers may still come (later: late, counted as never for p99), and
+    """How :func:`search_rates` looks for a contender's highest rate under the SLO.
+
+    ``window_s`` of load per rate.  The first rate is ``start_rate`` or
+    ``start_fraction`` of the one-at-a-time capacity (1 / the mean latency of a request
+    alone).  While a rate meets the SLO the next is ``headroom`` times higher, where
+    headroom = SLO / p99 clamped to [``growth``, ``max_growth``]; while none has met
+    it, the next is lower by the same rule (p99 / SLO clamped), at most ``max_steps``
+    rates in all before bisecting.  Then up to ``refine`` bisections (geometric)
+    between the best rate that met the SLO and the lowest above it that did not, until
+    their ratio is at most ``resolution``.  ``drain_s`` is how long after a window its
+    answers may still come (later: late, counted as never for p99: a miss), and
     ``lost_after_s`` how much longer a late answer is waited for (then: lost)."""
 
     window_s: float = 2.0
-    start_fraction: float = 0.3
+    start_fraction: float = 1.0
     start_rate: float | None = None
     growth: float = 1.4
+    max_growth: float = 3.0
     max_steps: int = 24
-    misses: int = 2
-    refine: int = 2
+    refine: int = 5
+    resolution: float = 1.08
     drain_s: float = 10.0
     lost_after_s: float = 60.0
     seed: int = 0
+
+
+def search_rule(options: SweepOptions) -> str:
+    """How max rate is found, in words (the report states it)."""
+    o = options if isinstance(options, SweepOptions) else SweepOptions(**{
+        k: v for k, v in options.items() if k in SweepOptions.__dataclass_fields__})
+    start = (f"{o.start_rate:g}/s" if o.start_rate else
+             f"{o.start_fraction:g} x the one-at-a-time capacity (1 / mean latency of a request alone)")
+    return (f"first rate {start}; while p99 meets the SLO, next rate x clamp(SLO / p99, {o.growth:g}, "
+            f"{o.max_growth:g}); while none has, / clamp(p99 / SLO, {o.growth:g}, {o.max_growth:g}) "
+            f"(at most {o.max_steps} rates); then up to {o.refine} geometric bisections between the best rate "
+            f"that met the SLO and the lowest above it that missed, until within {o.resolution:g}x; "
+            f"{o.window_s:g} s of Poisson load per rate; a late answer (> {o.drain_s:g} s after the window) "
+            "is a miss, anything lost, crossed or wrong ends the search.  Max rate is the highest rate "
+            "offered that met the SLO with every answer right")
 
 
 @dataclass
@@ -80,6 +104,10 @@ class ContenderResult:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     alone_ms: float | None = None  # mean latency of one request alone (sets the first rate)
+    # how the references came out: per model, payloads whose answer alone changed
+    # between two passes ("unstable"), and per bucket build those answering otherwise
+    # than alone ("differ_by_build"; only where the system offers its builds)
+    reference_notes: dict = field(default_factory=dict)
 
     @property
     def best(self) -> RatePoint | None:
@@ -95,48 +123,111 @@ class ContenderResult:
                 "lost": sum(p.lost for p in self.points), "late": sum(p.late for p in self.points),
                 "crossed": sum(p.crossed for p in self.points),
                 "wrong": sum(p.wrong for p in self.points), "failed": sum(p.failed for p in self.points),
-                "inexact": sum(p.inexact for p in self.points),
-                "alone_ms": self.alone_ms, "skipped": self.skipped, "notes": self.notes,
+                "inexact": sum(p.inexact for p in self.points), "matched": matched_counts(self.points),
+                "alone_ms": self.alone_ms, "references": self.reference_notes, "skipped": self.skipped, "notes": self.notes,
                 "curve": [p.to_json() for p in self.points]}
 
 
+def matched_counts(points: list[RatePoint]) -> dict[str, int]:
+    """The ok answers over ``points`` by the reference they matched (``alone``, or a
+    bucket's batch size), ``alone`` first then rising batch size."""
+    total: dict[str, int] = {}
+    for p in points:
+        for key, n in p.matched.items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items(), key=lambda kv: (kv[0] != "alone", int(kv[0]) if kv[0].isdigit() else 0)))
+
+
 def sweep(system, models: list[LoadModel], slo_ms: float, options: SweepOptions,
-          deadline: float) -> tuple[list[RatePoint], float]:
-    """Load points at rising rates until the SLO breaks ``options.misses`` times in a
-    row, something is lost or wrong, or ``deadline`` (time.monotonic()) passes; and
-    the mean latency of one request alone (ms)."""
+          deadline: float) -> tuple[list[RatePoint], float, dict]:
+    """The load points :func:`search_rates` takes on ``system`` before ``deadline``
+    (time.monotonic()), rising rate order; the mean latency of one request alone (ms);
+    and how the references came out (``unstable``, ``differ_by_build``: see
+    :class:`ContenderResult`).  References first: each payload alone (twice: a
+    warm-up, then timed), and where the system offers its builds, on every build
+    (:func:`~.serve_load.bucket_references`; not timed)."""
     references(system, models)  # once to warm up (first runs load code, pick algorithms)
+    first = {m.name: list(m.fingerprints) for m in models}
     start = time.perf_counter()
     references(system, models)
     alone_s = (time.perf_counter() - start) / max(1, sum(len(m.payloads) for m in models))
+    notes = {"unstable": unstable(first, models)}
+    by_build = bucket_references(system, models)
+    if by_build:
+        notes["differ_by_build"] = {name: {str(b): n for b, n in sizes.items()} for name, sizes in by_build.items()}
     rate = options.start_rate or options.start_fraction / max(alone_s, 1e-6)
-    points: list[RatePoint] = []
-    misses = 0
-    for step in range(options.max_steps):
+
+    def measure(r: float, step: int) -> RatePoint | None:
         if time.monotonic() + options.window_s > deadline:
-            break
-        point = _point(system, models, rate, options, options.seed + step)
+            return None
+        return _point(system, models, r, options, options.seed + step)
+
+    return search_rates(measure, rate, slo_ms, options), alone_s * 1e3, notes
+
+
+def search_rates(measure: Callable[[float, int], RatePoint | None], start: float, slo_ms: float,
+                 options: SweepOptions) -> list[RatePoint]:
+    """The points measured looking for the highest rate that meets ``slo_ms``, in rising
+    rate order (see :class:`SweepOptions` for the rule).
+
+    ``measure(rate, step)`` offers ``rate`` (``step`` numbers the call, a seed) and
+    returns its RatePoint, or None when no time is left (the search stops).
+    Invariant: every point returned was measured at its ``rate_per_s``, so the best
+    (``max`` of those that ``meets(slo_ms)``) is a rate actually offered that met the
+    SLO with every answer right; a point with anything lost, crossed or wrong ends the
+    search (no rate above it is trusted to be found)."""
+    points: list[RatePoint] = []
+    met: float | None = None  # the best rate that met the SLO
+    missed: float | None = None  # the lowest rate above ``met`` that did not
+
+    def take(rate: float) -> RatePoint | None:
+        point = measure(rate, len(points))
+        if point is None:
+            return None
         points.append(point)
-        if point.lost or point.late or point.crossed or point.wrong:
-            return points, alone_s * 1e3
-        misses = 0 if point.meets(slo_ms) else misses + 1
-        if misses >= options.misses:
+        return point
+
+    rate = start
+    for _ in range(options.max_steps):  # bracket: up while meeting, down while missing
+        point = take(rate)
+        if point is None or _fatal(point):
+            return _sorted(points)
+        if point.meets(slo_ms):
+            met = max(met or 0.0, rate)
+            if missed is not None:
+                break
+            rate *= _clamp(slo_ms / max(point.p99_ms, 1e-9), options.growth, options.max_growth)
+        else:
+            missed = min(missed or rate, rate)
+            if met is not None:
+                break
+            ratio = point.p99_ms / slo_ms if point.p99_ms is not None else options.max_growth
+            rate /= _clamp(ratio, options.growth, options.max_growth)
+    for _ in range(options.refine):  # bisect between the best met and the lowest missed above it
+        if met is None or missed is None or missed / met <= options.resolution:
             break
-        rate *= options.growth
-    # refine between the best rate that met the SLO and the lowest above it that did not
-    for step in range(options.refine):
-        passed = [p.rate_per_s for p in points if p.meets(slo_ms)]
-        if not passed or time.monotonic() + options.window_s > deadline:
+        rate = (met * missed) ** 0.5
+        point = take(rate)
+        if point is None or _fatal(point):
             break
-        above = [p.rate_per_s for p in points if p.rate_per_s > max(passed) and not p.meets(slo_ms)]
-        if not above:
-            break
-        point = _point(system, models, (max(passed) * min(above)) ** 0.5, options, options.seed + 1000 + step)
-        points.append(point)
-        if point.lost or point.crossed or point.wrong:
-            break
-    points.sort(key=lambda p: p.rate_per_s)
-    return points, alone_s * 1e3
+        if point.meets(slo_ms):
+            met = rate
+        else:
+            missed = rate
+    return _sorted(points)
+
+
+def _fatal(point: RatePoint) -> bool:
+    """Something lost, crossed or wrong: the search ends (a late answer is only a miss)."""
+    return bool(point.lost or point.crossed or point.wrong)
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, x))
+
+
+def _sorted(points: list[RatePoint]) -> list[RatePoint]:
+    return sorted(points, key=lambda p: p.rate_per_s)
 
 
 def _point(system, models: list[LoadModel], rate: float, options: SweepOptions, seed: int) -> RatePoint:
@@ -178,7 +269,8 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
         system = None
         try:
             system = c.make()
-            result.points, result.alone_ms = sweep(system, scenario.models, scenario.slo_ms, options, share)
+            result.points, result.alone_ms, result.reference_notes = sweep(system, scenario.models, scenario.slo_ms,
+                                                                            options, share)
         except Exception as exc:  # noqa: BLE001 - one contender failing must not lose the others' numbers
             result.skipped = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         finally:
@@ -207,6 +299,7 @@ def summary(scenario: str, results: list[ContenderResult]) -> dict:
     crossed = sum(p.crossed for p in ours.points) if ours else None
     wrong = sum(p.wrong for p in ours.points) if ours else None
     inexact = sum(p.inexact for p in ours.points) if ours else None
+    matched = matched_counts(ours.points) if ours else None
     # a contender that failed (not one skipped by design) was not measured: no verdict over it
     failed = [r.contender for r in results if r.skipped and r.skipped.startswith("failed")]
     return {"scenario": scenario, "models": results[0].models if results else [],
@@ -215,7 +308,7 @@ def summary(scenario: str, results: list[ContenderResult]) -> dict:
             "best_other": best_other.contender if best_other else None,
             "best_other_rate_per_s": rate(best_other) if best_other else None,
             "speedup_vs_best": speedup, "lost": lost, "crossed": crossed, "wrong": wrong,
-            "inexact": inexact, "failed_contenders": failed,
+            "inexact": inexact, "matched": matched, "failed_contenders": failed,
             "goal_met": bool(speedup is not None and speedup >= GOAL_SPEEDUP and lost == 0 and crossed == 0
                              and wrong == 0 and not failed)}
 
@@ -230,5 +323,6 @@ def run(scenarios: list[Scenario], options: SweepOptions, budget_s: float,
         results = run_scenario(scenario, options, share, log)
         rows += [r.to_json() for r in results]
         summaries.append(summary(scenario.name, results))
-    return {"settings": {k: v for k, v in options.__dict__.items()}, "budget_s": budget_s,
+    return {"settings": {k: v for k, v in options.__dict__.items()}, "search": search_rule(options),
+            "budget_s": budget_s,
             "goal_speedup": GOAL_SPEEDUP, "results": rows, "scenarios": summaries}

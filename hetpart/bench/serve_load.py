@@ -7,15 +7,23 @@ system does not slow the load down), and times each request from its *scheduled*
 arrival to its answer, so a late generator counts against the system, never for it.
 
 Correctness: each model has a pool of distinct request payloads whose answers the
-system gave when each ran alone (:func:`references`).  Request ``i`` of a model
-sends payload ``i % pool``; its answer is reduced to a fingerprint (a fixed sample of
-elements of every output, cheap enough to take on the answering thread) and, after
-the window, matched to the pool's: its own payload's (``ok``), another payload's
-(``crossed``: someone else's answer), its own but for a few elements (``inexact``:
-another build's rounding broke a near-tie, e.g. TopK's order of two equal scores;
-counted and reported, not a failure), or none (``wrong``).  A request with no answer
-by the end of the drain is ``late`` (its latency counts as forever), and ``lost`` if
-it still has none ``lost_after_s`` later; one answered with an error is ``failed``.
+system gave when each ran alone (:func:`references`).  A system that serves a model
+on several builds (a batching server's bucket builds: batch 2, 4, 8) may offer them
+(:class:`BucketedSystem`); then each payload also has the answer of every such
+build, at every row of it (:func:`bucket_references`): a request batched with others
+runs on exactly such a build, whose kernels (other tiles, other algorithms, TF32)
+round differently from the batch-1 build, so its right answer is that build's, which
+may differ from the batch-1 one where the model has near-ties (NMS over
+random-weight scores).  Request ``i`` of a model sends payload ``i % pool``; its
+answer is reduced to a fingerprint (a fixed sample of elements of every output,
+cheap enough to take on the answering thread) and, after the window, matched to the
+pool's: one of its own payload's references (``ok``, counted per reference:
+``matched``), any reference of another payload's (``crossed``: someone else's
+answer), its own but for a few elements (``inexact``: a near-tie broken otherwise
+still; counted and reported, not a failure), or none (``wrong``).  A request with no
+answer by the end of the drain is ``late`` (its latency counts as forever), and
+``lost`` if it still has none ``lost_after_s`` later; one answered with an error is
+``failed``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -43,6 +52,34 @@ class LoadModel:
     name: str
     payloads: list[dict[str, np.ndarray]]
     fingerprints: list[tuple] = field(default_factory=list)  # the system's answers alone (fingerprint())
+    # batch size b > 1 -> per payload the distinct fingerprints of its answers on the
+    # system's batch-b build, at every row (none where the system offers no builds)
+    bucket_fingerprints: dict[int, list[list[tuple]]] = field(default_factory=dict)
+
+    def own_references(self, i: int) -> list[tuple[str, tuple]]:
+        """Payload ``i``'s references as (key, fingerprint): ``alone`` first, then each
+        bucket's (key: its batch size) in rising batch size."""
+        refs = [(ALONE, self.fingerprints[i])]
+        for b in sorted(self.bucket_fingerprints):
+            refs += [(str(b), fp) for fp in self.bucket_fingerprints[b][i]]
+        return refs
+
+
+ALONE = "alone"  # the key of the reference a request run alone gave
+
+
+@runtime_checkable
+class BucketedSystem(Protocol):
+    """A system that says on which builds it may run a model's request and runs rows on
+    one on demand (the serving bench's hetpart contender: a Server over bucketed
+    sessions).  ``bucket_sizes(model)``: the batch sizes of its builds (1 included);
+    ``run_together(model, rows)``: the rows (each a batch-1 payload; as many as one
+    build's batch) run as one batch through the server, on the build a batch of that
+    many rows runs on; each row's own answer, split as the server splits a batch."""
+
+    def bucket_sizes(self, model: str) -> list[int]: ...
+
+    def run_together(self, model: str, rows: list[dict]) -> list[dict]: ...
 
 
 @dataclass
@@ -63,10 +100,13 @@ class RatePoint:
     mean_batch_rows: float | None = None  # rows per batch run, where the system counts them
     inexact: int = 0
     # up to MISMATCH_EXAMPLES non-ok answers: model, verdict, the fraction of sampled
-    # elements off the own reference and off the nearest other payload's
+    # elements off the nearest own reference and off the nearest other payload's, and
+    # that own reference's key (nearest_own: "alone" or a bucket's batch size)
     mismatches: list = field(default_factory=list)
     # model name -> p99 ms of its requests alone (which model drives the p99 above)
     p99_ms_by_model: dict = field(default_factory=dict)
+    # the ok answers by the reference they matched: "alone", or a bucket's batch size
+    matched: dict = field(default_factory=dict)
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""
@@ -102,9 +142,56 @@ def fingerprint(outputs) -> tuple[np.ndarray, ...]:
 
 
 def references(system, models: list[LoadModel], timeout: float = 120.0) -> None:
-    """Fill each model's fingerprints with the system's answer to each payload, run alone."""
+    """Fill each model's fingerprints with the system's answer to each payload, run
+    alone; forget any bucket references (another system's: :func:`bucket_references`)."""
     for m in models:
         m.fingerprints = [fingerprint(system.submit(m.name, p).result(timeout)) for p in m.payloads]
+        m.bucket_fingerprints = {}
+
+
+def bucket_references(system, models: list[LoadModel]) -> dict[str, dict[int, int]]:
+    """Fill each model's ``bucket_fingerprints`` where ``system`` is a
+    :class:`BucketedSystem`: for every build of batch ``b > 1``, ``len(payloads)`` runs
+    of ``b`` rows, run ``s`` holding payloads ``s, s+1, ...`` (cyclically), so every
+    payload's answer is taken at every row of the build; the distinct ones are kept
+    (an answer identical to one already kept, ``alone`` included, is dropped).  A
+    row's arithmetic does not depend on what the other rows hold (other requests, or
+    the zeros a bucket is padded with), only on the build and the row, so these are
+    all the answers a batched request may rightly get.  Returns model -> batch size
+    -> how many payloads got an answer there other than alone (0: the build answers
+    as batch 1 does).  Call after :func:`references` (which sets the ``alone`` ones)."""
+    done: dict[str, dict[int, int]] = {}
+    if not isinstance(system, BucketedSystem):
+        return done
+    for m in models:
+        pool = len(m.payloads)
+        sizes = sorted(b for b in set(system.bucket_sizes(m.name)) if b > 1)
+        m.bucket_fingerprints = {}
+        for b in sizes:
+            kept: list[list[tuple]] = [[] for _ in range(pool)]
+            for shift in range(pool):
+                own = [(shift + k) % pool for k in range(b)]
+                answers = system.run_together(m.name, [m.payloads[i] for i in own])
+                for i, answer in zip(own, answers):
+                    fp = fingerprint(answer)
+                    if not any(_same(fp, ref) for ref in [m.fingerprints[i], *kept[i]]):
+                        kept[i].append(fp)
+            m.bucket_fingerprints[b] = kept
+        done[m.name] = {b: sum(1 for k in m.bucket_fingerprints[b] if k) for b in sizes}
+    return done
+
+
+def unstable(before: list[LoadModel] | dict, models: list[LoadModel]) -> dict[str, int]:
+    """Model -> how many payloads' answers alone changed between two :func:`references`
+    passes of one system (``before``: model name -> the first pass's fingerprints):
+    a build that answers one input two ways (a nondeterministic kernel), which no
+    reference can judge exactly."""
+    return {m.name: sum(1 for a, b in zip(before[m.name], m.fingerprints) if not _same(a, b)) for m in models}
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Two fingerprints identical (exactly: a tolerance here would chain)."""
+    return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b))
 
 
 def mismatch_fraction(fp, ref) -> float:
@@ -146,24 +233,38 @@ def _row_set_difference(got: np.ndarray, want: np.ndarray) -> float | None:
     return len(a ^ b) / max(len(a), len(b), 1)
 
 
-def judge(fp, own: int, pool: list) -> tuple[str, float, float]:
-    """(verdict, fraction off the own reference, fraction off the nearest other).
+def judge(fp, own: int, pool: list) -> tuple[str, float, float | None]:
+    """(verdict, fraction off the own reference, fraction off the nearest other) of an
+    answer against ``pool``, the payloads' answers alone; see :func:`judge_refs`."""
+    verdict, mine, other, _ = judge_refs(fp, own, [[(ALONE, ref)] for ref in pool])
+    return verdict, mine, other
 
-    ``ok``: matches its own payload's answer; ``crossed``: matches another's exactly;
-    ``inexact``: off its own in a few elements (at most ``INEXACT_MAX_FRACTION``) and
-    nearer its own than any other (a near-tie broken otherwise by another build: the
-    detector's TopK indices swap two equal scores); ``wrong``: anything else."""
-    fractions = [mismatch_fraction(fp, ref) for ref in pool]
-    mine = fractions[own]
-    others = [f for i, f in enumerate(fractions) if i != own]
-    nearest_other = min(others, default=1.0)
-    if mine == 0.0:
-        return "ok", mine, nearest_other
+
+def judge_refs(fp, own: int, refs: list[list[tuple[str, tuple]]]) -> tuple[str, float, float | None, str | None]:
+    """(verdict, fraction off the nearest own reference, fraction off the nearest
+    reference of another payload, key of the own reference matched or nearest) of
+    answer ``fp`` to payload ``own``; ``refs[i]``: payload ``i``'s references as
+    (key, fingerprint), as :meth:`LoadModel.own_references`.
+
+    ``ok``: matches one of its own references exactly (the first in order, whose key
+    is returned; the other payloads' are then not compared: None); ``crossed``:
+    matches any reference of another payload exactly; ``inexact``: off its nearest own
+    in a few elements (at most ``INEXACT_MAX_FRACTION``) and nearer its own than any
+    other's (a near-tie broken otherwise); ``wrong``: anything else."""
+    mine, key = 1.0, None
+    for k, ref in refs[own]:
+        f = mismatch_fraction(fp, ref)
+        if f == 0.0:
+            return "ok", 0.0, None, k
+        if f < mine or key is None:
+            mine, key = f, k
+    nearest_other = min((mismatch_fraction(fp, ref) for i, pool in enumerate(refs) if i != own for _, ref in pool),
+                        default=1.0)
     if nearest_other == 0.0:
-        return "crossed", mine, nearest_other
+        return "crossed", mine, nearest_other, key
     if mine <= INEXACT_MAX_FRACTION and mine < nearest_other:
-        return "inexact", mine, nearest_other
-    return "wrong", mine, nearest_other
+        return "inexact", mine, nearest_other, key
+    return "wrong", mine, nearest_other, key
 
 
 def classify(fp, own: int, pool: list) -> str:
@@ -239,14 +340,18 @@ def _score(models, arrivals, which, own, start, done_at, late, prints, failed, r
     latency = np.where(late, np.nan, (done_at - (start + arrivals)) * 1e3)
     lost = int(np.isnan(done_at).sum())
     counts = {"ok": 0, "crossed": 0, "wrong": 0, "inexact": 0}
+    matched: dict[str, int] = {}
     examples = []
+    refs = [[m.own_references(i) for i in range(len(m.payloads))] for m in models]
     for i, fp in enumerate(prints):
         if fp is not None:
-            verdict, mine, other = judge(fp, own[i], models[which[i]].fingerprints)
+            verdict, mine, other, key = judge_refs(fp, own[i], refs[which[i]])
             counts[verdict] += 1
-            if verdict != "ok" and len(examples) < MISMATCH_EXAMPLES:
-                examples.append({"model": models[which[i]].name, "verdict": verdict,
-                                 "off_own": round(mine, 4), "off_nearest_other": round(other, 4)})
+            if verdict == "ok":
+                matched[key] = matched.get(key, 0) + 1
+            elif len(examples) < MISMATCH_EXAMPLES:
+                examples.append({"model": models[which[i]].name, "verdict": verdict, "off_own": round(mine, 4),
+                                 "off_nearest_other": round(other, 4), "nearest_own": key})
     # a late or lost request's latency is "forever": it counts against p99, never for it
     latency = np.where(np.isnan(latency), _FOREVER_MS, latency)
     p50, p99 = (float(v) for v in np.percentile(latency, [50, 99])) if len(latency) else (None, None)
@@ -255,7 +360,7 @@ def _score(models, arrivals, which, own, start, done_at, late, prints, failed, r
                 for i, m in enumerate(models) if np.any(which == i)}
     return RatePoint(rate, len(arrivals), counts["ok"] + counts["inexact"], _finite(p50), _finite(p99), lost,
                      int(late.sum()), counts["crossed"], counts["wrong"], failed, window_s,
-                     inexact=counts["inexact"], mismatches=examples, p99_ms_by_model=by_model)
+                     inexact=counts["inexact"], mismatches=examples, p99_ms_by_model=by_model, matched=matched)
 
 
 _FOREVER_MS = 1e15  # finite, so percentiles never subtract infinities

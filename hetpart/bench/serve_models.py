@@ -15,7 +15,8 @@ Contenders (:func:`contenders`):
 
 * ``hetpart``: :class:`~hetpart.serving.Server` over each model's bucketed session
   (batches 1, 2, 4, ... ``max_batch``), dynamic batching, two batches of a model in
-  flight (a Session overlaps two runs);
+  flight (a Session overlaps two runs); as a :class:`BucketServer`, which offers the
+  answer check its bucket builds (a batched request's right answer is its build's);
 * ``hetpart-no-batching``: the same server over batch-1 sessions (``max_batch=1``);
 * ``sequential``: batch-1 sessions, one request at a time across all models in
   arrival order (``max_concurrent_batches=1``: one model after another);
@@ -140,11 +141,14 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -
     def server(batch_of, instances: int, gate: int | None, delay: float):
         def make():
             s = Server(max_delay=delay, max_concurrent_batches=gate)
+            bucketed = {}
             for m in served:
                 b = batch_of(m)  # None: the bucketed session, a runner as it is
                 runner = session(m, b) if b is None else SessionRunner(session(m, b))
                 s.add_model(m.name, runner, instances=instances)
-            return s
+                if b is None:
+                    bucketed[m.name] = runner
+            return BucketServer(s, bucketed) if bucketed else s
         return make
 
     out = [Contender("hetpart", server(lambda m: None if m.max_batch > 1 else 1, 2, None, max_delay),
@@ -161,6 +165,45 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -
     else:
         out.append(Contender("torch-cuda-graphs", None, skipped=reason))
     return out
+
+
+class BucketServer:
+    """A :class:`~hetpart.serving.Server` (``submit``, ``stats``, ``close`` as its) that
+    offers the answer check the builds of its bucketed models
+    (:class:`~hetpart.bench.serve_load.BucketedSystem`).  ``bucketed``: model name ->
+    its bucketed session (``buckets``, ``spec.batch``, ``batch_columns``)."""
+
+    def __init__(self, server: Server, bucketed: dict[str, object]):
+        self.server, self._bucketed = server, bucketed
+
+    def submit(self, model: str, feeds: dict) -> Future:
+        return self.server.submit(model, feeds)
+
+    def stats(self) -> dict:
+        return self.server.stats()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def bucket_sizes(self, model: str) -> list[int]:
+        """The batch sizes of ``model``'s builds ([1] for a model that is not bucketed)."""
+        runner = self._bucketed.get(model)
+        if runner is None:
+            return [1]
+        return sorted({b[runner.spec.batch] for b in runner.buckets if runner.spec.batch in b})
+
+    def run_together(self, model: str, rows: list[dict], timeout: float = 120.0) -> list[dict]:
+        """``rows`` as one request through the server: the bucketed session runs it on the
+        build of ``len(rows)`` rows (padding with zeros up to its bucket, as for a batch
+        of requests); each row's own outputs, split as the server splits a batch (dim 0,
+        or by the batch column: :func:`~hetpart.contracts.buckets.rows_of_batch`)."""
+        from ..contracts.buckets import rows_of_batch
+
+        feeds = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+        outputs = self.server.submit(model, feeds).result(timeout)
+        columns = dict(getattr(self._bucketed.get(model), "batch_columns", None) or {})
+        return [{name: rows_of_batch(y, columns[name], i, i + 1) if name in columns else y[i:i + 1]
+                 for name, y in outputs.items()} for i in range(len(rows))]
 
 
 def _rows(payloads: list[dict], n: int) -> dict:

@@ -10,15 +10,20 @@ from __future__ import annotations
 import math
 from xml.sax.saxutils import escape
 
-from .serve_load import INEXACT_MAX_FRACTION
+from .serve import search_rule
+from .serve_load import ALONE, INEXACT_MAX_FRACTION
 
 COLOURS = ["#2e7d32", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"]
 PANEL_W, PANEL_H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 300, 60, 150, 40, 45
 
 
 def markdown(body: dict, header: list[str] = ()) -> str:
-    """The results as markdown: one table per scenario, then the goal per scenario."""
+    """The results as markdown: how max rate was found, then one table per scenario and
+    the goal per scenario, with which references hetpart's answers matched."""
     lines = list(header)
+    rule = body.get("search") or (search_rule(body["settings"]) if body.get("settings") else None)
+    if rule:
+        lines += ["", f"Max rate search: {rule}."]
     for s in body["scenarios"]:
         lines += ["", f"## {s['scenario']} ({' + '.join(s['models'])}), p99 SLO {s['slo_ms']:g} ms", "",
                   "| contender | max rate/s under SLO | p50 ms | p99 ms | mean batch | late | lost | crossed | wrong | inexact | note |",
@@ -38,6 +43,9 @@ def markdown(body: dict, header: list[str] = ()) -> str:
                       f"lost {s['lost']}, crossed {s['crossed']}: goal (>= {body['goal_speedup']}x, none lost or "
                       f"crossed) {verdict}." if speedup is not None else
                   f"hetpart: no speedup computed (a contender is missing or sustained no rate); goal {verdict}."]
+        if s.get("matched"):
+            lines.append(matched_sentence(s["matched"]))
+        lines += reference_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         if s.get("inexact"):
             lines.append(f"hetpart answered {s['inexact']} request(s) inexactly: its own answer but for a few "
                          f"sampled elements (at most {INEXACT_MAX_FRACTION:.0%}), e.g. a near-tie another build broke "
@@ -45,6 +53,35 @@ def markdown(body: dict, header: list[str] = ()) -> str:
         if s.get("failed_contenders"):
             lines.append(f"Not measured (failed): {', '.join(s['failed_contenders'])}; the goal needs every contender.")
     return "\n".join(lines) + "\n"
+
+
+def matched_sentence(matched: dict) -> str:
+    """Which reference hetpart's right answers matched: alone (batch 1) or a bucket build."""
+    parts = [f"{n} {'alone (the batch-1 answer)' if key == ALONE else f'on the batch-{key} build'}"
+             for key, n in matched.items()]
+    return (f"hetpart's right answers ({sum(matched.values())}) matched their own request's answer "
+            f"{', '.join(parts)} (each payload's answer taken at setup on every build it may be batched into, "
+            "at every row).")
+
+
+def reference_sentences(rows: list[dict]) -> list[str]:
+    """Where a build answers otherwise than batch 1, and where a contender answered one
+    input two ways alone (nondeterministic), one sentence each."""
+    lines = []
+    for r in rows:
+        notes = r.get("references") or {}
+        differ = {m: {b: n for b, n in by.items() if n} for m, by in (notes.get("differ_by_build") or {}).items()}
+        differ = {m: by for m, by in differ.items() if by}
+        if differ:
+            lines.append(f"{r['contender']}'s bucket builds answer some payloads otherwise than batch 1 (payloads, "
+                         "by build): " + "; ".join(f"{m}: " + ", ".join(f"batch {b}: {n}" for b, n in by.items())
+                                                   for m, by in differ.items())
+                         + " -- right answers for a request batched into that build.")
+        shaky = {m: n for m, n in (notes.get("unstable") or {}).items() if n}
+        if shaky:
+            lines.append(f"{r['contender']} answered some payloads two ways alone (nondeterministic build; payloads): "
+                         + ", ".join(f"{m}: {n}" for m, n in shaky.items()) + ".")
+    return lines
 
 
 def _ms(v) -> str:
