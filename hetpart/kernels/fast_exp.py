@@ -32,7 +32,7 @@ NaN, within 6 ulps of the exact sigmoid where it is a normal float32).  The CPU
 rules that make vector loops apply it to the functions they schedule: reduction
 (softmax, log-softmax, log-sum-exp), injective (Sigmoid, SiLU = ``x * sigmoid(x)``,
 Exp, Elu, Selu, ...), conv2d and matmul (their fused epilogues: EfficientNet's SiLU).
-Not the fallback rule (scalar loops) nor the int8 matmul rule.  Float32 ``T.tanh`` too
+The int8 matmul rule too (a GELU in its write-back); not the fallback rule (scalar loops).  Float32 ``T.tanh`` too
 (:func:`fast_tanh`): TOPI's ``tanh`` is an odd polynomial only below ``|x| < 1/16`` and
 ``T.tanh`` elsewhere, which LLVM lowers to two libm ``exp`` calls.  ``erf`` needs
 nothing: TOPI writes it for float32 as a rational approximation (plain arithmetic).

@@ -11,14 +11,25 @@ time: :mod:`hetpart.kernels.weight_prepack`); each tile of ``rows x vecs`` outpu
 accumulates in registers, one ``vpdpbusd`` per 4 steps of ``k`` and 16 outputs
 (TVM's ``dot_16x4_vnni`` intrinsic, 64 multiply-adds an instruction where the generic
 rule's int32 multiplies do 16); tiles run in parallel; the element-wise epilogue (the
-zero-point correction, the rescale to float) is fused into the tile's write-back.
+zero-point correction, the rescale to float, a bias, a GELU) is fused into the tile's
+write-back, all of it: blocks read by several others are inlined once those readers are
+(:func:`_inline_epilogue`; BERT's erf GELU reads ``x / sqrt 2`` three times, and was left
+as a float tensor of the product's size stored and read back), ``exp``/``sigmoid``/``tanh``
+as :func:`hetpart.kernels.fast_exp.replace_exp`'s vector arithmetic and ``pow`` of a
+whole exponent 2..4 as products (:func:`_integer_powers`) -- LLVM makes each of those a
+scalar libm call per element of the vectorised write-back (GPT-2's ``gelu_new``, with
+``Pow(x, 3)`` and ``Tanh``: ``[128, 768] x [768, 3072]`` 7.8 -> 0.75 ms, 2 threads).
 
-Invariant: integer arithmetic, so the result is exactly the unscheduled function's.
+Invariant: the contraction is integer arithmetic, so exactly the unscheduled function's;
+the epilogue's floats too, but for ``exp``/``sigmoid``/``tanh`` (within fast_exp's ulps)
+and whole powers (two roundings for ``x**3``).
 Declines (None) anything else; :class:`~.cpu_matmul.CpuMatmul` then takes it.
 """
 
 from __future__ import annotations
 
+import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.s_tir.dlight import ScheduleRule
@@ -26,6 +37,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from ..analysis import block_infos, find_mac, is_cpu, is_layout_free, parallel_vectorize, try_inline_spatial
+from ..fast_exp import replace_exp
 from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
 
 LANES, DEPTH = 16, 4  # vpdpbusd: 16 int32 outputs, each over 4 u8*s8 products
@@ -80,6 +92,46 @@ def _dot_vnni(
 TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
 
 
+_POW = tvm.ir.Op.get("tirx.pow")
+MAX_POWER = 4
+
+
+def _integer_powers(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every float ``T.pow(x, n)`` of a constant whole ``n`` in
+    ``2..MAX_POWER`` computed as products of ``x`` (bound once by a ``Let``): within
+    ``n - 1`` roundings of libm's ``powf`` (``x**3``: two), the same signs, zeros and
+    infinities; every other ``pow`` unchanged."""
+
+    def visit(call):
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(_POW) and str(call.ty).startswith("float")):
+            return call
+        base, exponent = call.args
+        if not isinstance(exponent, tirx.FloatImm) or exponent.value not in range(2, MAX_POWER + 1):
+            return call
+        v = tirx.Var("b", base.ty)
+        body = v
+        for _ in range(int(exponent.value) - 1):
+            body = body * v
+        return tirx.Let(v, base, body)
+
+    return func.with_body(tvm_ffi.structural_map(func.body, (tvm.ir.Call, visit)))
+
+
+def _inline_epilogue(sch: s_tir.Schedule) -> None:
+    """:func:`~..analysis.try_inline_spatial` until it inlines nothing more: a block
+    read by several others (BERT's GELU reads its ``x / sqrt(2)`` three times) has one
+    consumer once those are inlined, so the whole epilogue becomes one block."""
+    def blocks() -> int:
+        try:
+            return len(sch.get_child_blocks(sch.get_sblock("root")))
+        except Exception:  # noqa: BLE001 - no root block: nothing to inline
+            return 0
+
+    count = None
+    while count != (count := blocks()):
+        try_inline_spatial(sch)
+
+
 def has_vnni(target: Target) -> bool:
     """Whether an LLVM ``target`` has AVX-512 VNNI."""
     triple = str(target.attrs.get("mtriple", "") or "")
@@ -101,8 +153,8 @@ class CpuInt8Matmul(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target) or not has_vnni(target):
             return None
-        sch = s_tir.Schedule(func)
-        try_inline_spatial(sch)
+        sch = s_tir.Schedule(replace_exp(_integer_powers(func)))
+        _inline_epilogue(sch)
         infos = block_infos(sch)
         mac = find_mac(sch, infos) if infos is not None else None
         shape = _shape(mac)
