@@ -91,7 +91,7 @@ def _ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet", "bert"])
+@pytest.mark.parametrize("name", ["mlp", "mobilenet", "bert", "gpt2"])
 def test_dynamic_quantized_model_matches_onnxruntime(name, tmp_path):
     _, q = _quantize(name, "dynamic", tmp_path)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= _ops(q)

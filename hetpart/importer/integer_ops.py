@@ -7,8 +7,9 @@ accumulated in int32, exactly as ONNX defines it (integer arithmetic, no roundin
 * ConvInteger: ``conv(x - x_zero_point, w - w_zero_point)`` in int32, zero points
   subtracted before the convolution so that padding contributes 0 (ONNX pads the
   shifted input);
-* DynamicQuantizeLinear: TVM's converter with its min/max in two stages (vector partials per
-  row, rows in parallel) and onnx.reference's scale 1 for an all-zero input;
+* DynamicQuantizeLinear: three kernels -- the min and max as vector partials per row
+  (rows in parallel, both in one pass), the scale and zero point from the partials
+  (ONNX Runtime's scale 1 for an all-zero input), the quantisation;
 * MatMulInteger: ``uint8 @ int8 -> int32`` on the 8-bit values themselves, zero
   points applied after the product (replacing TVM's converter, which widens both
   operands to int32 first; see :class:`MatMulInteger`).
@@ -115,37 +116,80 @@ class MatMulInteger:
         return acc
 
 
-def _extremum_partials(which: str, lanes: int):
-    """TE: ``x``'s max (``which="max"``) or min as ``lanes`` partial results per row of
-    its last axis, ``out[..., l] = extremum over k of x[..., k * lanes + l]`` --
-    contiguous ``lanes``-wide loads, one vector max/min a step, rows in parallel
+def _extremum_partials(lanes: int):
+    """TE: ``x``'s max and negated min as ``lanes`` partial results per row of its last
+    axis, in one pass: ``out[..., 0, l] = max over k of x[..., k * lanes + l]`` and
+    ``out[..., 1, l]`` the same of ``-x`` (``min(x) = -max(-x)``, exact in floats) --
+    contiguous ``lanes``-wide loads, one vector max a step, rows in parallel
     (:class:`~hetpart.kernels.rules.cpu_reduction.CpuReduction`).  NaN-propagating,
-    from -inf/+inf, as :mod:`.nan_semantics` makes every ReduceMax/ReduceMin."""
-    from tvm import te
+    from -inf, as :mod:`.nan_semantics` makes every ReduceMax/ReduceMin."""
+    from tvm import te, tirx
 
     from .nan_semantics import _reducer  # the one NaN-propagating max/min combiner (same package)
 
-    reducer = _reducer(which)
+    reducer = _reducer("max")
 
     def compute(x):
         *lead, last = x.shape
         k = te.reduce_axis((0, last // lanes), name="k")
-        return te.compute([*lead, lanes], lambda *i: reducer(x(*i[:-1], k * lanes + i[-1]), axis=k),
-                          name=f"{which}_red")
+
+        def body(*i):
+            v = x(*i[:-2], k * lanes + i[-1])
+            return reducer(tirx.Select(i[-2] == 0, v, -v), axis=k)
+
+        return te.compute([*lead, 2, lanes], body, name="extremum_red")
 
     return compute
 
 
+def _scale_zero_point(partials):
+    """TE: DynamicQuantizeLinear's ``(scale, zero_point)`` from :func:`_extremum_partials`'
+    ``[..., 2, lanes]`` partials, in one function: the max over the partials of each
+    half, then ``x_max = max(0, max x)``, ``x_min = min(0, min x)``, ``scale = (x_max -
+    x_min) / 255`` (1 where they are equal: ``x`` all zeros, as ONNX Runtime),
+    ``zero_point = uint8(round(clip(-x_min / scale, 0, 255)))`` (255 where that is NaN:
+    ``x`` holds -inf, as both references clamp NaN)."""
+    from tvm import te, tirx
+
+    from .nan_semantics import _reducer
+
+    reducer = _reducer("max")
+    *lead, _, lanes = partials.shape
+    axes = [te.reduce_axis((0, n), name=f"r{d}") for d, n in enumerate([*lead, lanes])]
+    red = te.compute([2], lambda s: reducer(partials(*axes[:-1], s, axes[-1]), axis=axes), name="extremum")
+    dtype = partials.dtype
+    zero, qmax = tirx.const(0, dtype), tirx.const(255, dtype)
+
+    def bounds():
+        return tirx.max(zero, red[0]), tirx.min(zero, -red[1])
+
+    def scale_of():
+        x_max, x_min = bounds()
+        return tirx.Select(x_max == x_min, qmax, x_max - x_min) / qmax
+
+    scale = te.compute([], lambda: scale_of(), name="scale")
+
+    def zero_point():
+        zp_real = zero - bounds()[1] / scale()
+        zp_real = tirx.Select(tirx.isnan(zp_real), qmax, zp_real)
+        return tirx.Cast("uint8", tirx.round(tirx.max(tirx.min(zp_real, qmax), zero)))
+
+    return [scale, te.compute([], zero_point, name="zero_point")]
+
+
 class DynamicQuantizeLinear:
-    """ONNX DynamicQuantizeLinear (opset 11), TVM's converter with its full-tensor
-    min/max in two stages: ``lanes`` partial results per row of the last axis
-    (:func:`_extremum_partials`, read in place: no reshape, which would be a copy of
-    its own -- an injective producer does not fuse into a reduction), then over the
-    partials.  A reduction of a whole tensor to one value has no loop to run in
-    parallel, and its vector form needs the lanes as an axis of their own: TVM's
-    one-stage form ran serially and scalar (BERT-base, 49 of them: a third of its
-    dynamically quantised run).  The same values: a max of maxima is the max; NaN
-    and infinities as ONNX's ReduceMax/ReduceMin, so as onnx.reference.
+    """ONNX DynamicQuantizeLinear (opset 11) as three kernels: the full-tensor max and
+    min as ``lanes`` partial results per row of the last axis, both in one pass
+    (:func:`_extremum_partials`, read in place: no reshape, which would be a copy of its
+    own -- an injective producer does not fuse into a reduction); the scale and zero
+    point from the partials (:func:`_scale_zero_point`); the quantisation.  A reduction
+    of a whole tensor to one value has no loop to run in parallel, and its vector form
+    needs the lanes as an axis of their own: TVM's one-stage form ran serially and
+    scalar (BERT-base, 49 of them: a third of its dynamically quantised run); TVM's
+    converter's min, max and scalar arithmetic were nine kernels a quantisation, each
+    a call and, in parallel, a wake-up of the thread pool.  The same values: a max of
+    maxima is the max; NaN and infinities as ONNX's ReduceMax/ReduceMin, so as
+    onnx.reference.
 
     Scale 1 where max(x, 0) == min(x, 0) (x all zeros), as ONNX Runtime computes it
     (the formula would divide by a zero scale; onnx.reference gives 1/255, the same
@@ -163,22 +207,14 @@ class DynamicQuantizeLinear:
         import math
 
         x = inputs[0]
-        dtype = x.ty.dtype
         if x.ty.ndim == 0:
-            x_max, x_min = x, x
-        else:
-            lanes = math.gcd(int(x.ty.shape.values[-1]), cls.LANES) or 1
-            x_max = relax.op.max(bb.call_te(_extremum_partials("max", lanes), x, primfunc_name_hint="max_partials"))
-            x_min = relax.op.min(bb.call_te(_extremum_partials("min", lanes), x, primfunc_name_hint="min_partials"))
-        zero, qmax = relax.const(0, dtype), relax.const(255, dtype)
-        x_max, x_min = bb.normalize(relax.op.maximum(zero, x_max)), bb.normalize(relax.op.minimum(zero, x_min))
-        span = relax.op.subtract(x_max, x_min)
-        span = relax.op.where(relax.op.equal(x_max, x_min), relax.const(255, dtype), span)
-        scale = bb.normalize(relax.op.divide(span, qmax))
-        zp_real = relax.op.subtract(zero, relax.op.divide(x_min, scale))
-        zp_real = relax.op.where(relax.op.isnan(zp_real), qmax, zp_real)  # -inf / inf: ORT's clamp gives 255
-        zp = bb.normalize(relax.op.astype(relax.op.round(relax.op.clip(zp_real, 0, 255)), "uint8"))
-        y = relax.op.quantize(x, scale, zp, axis=0, out_dtype="uint8")
+            x = bb.normalize(relax.op.reshape(x, [1]))
+        lanes = math.gcd(int(x.ty.shape.values[-1]), cls.LANES) or 1
+        partials = bb.normalize(bb.call_te(_extremum_partials(lanes), x, primfunc_name_hint="extremum_partials"))
+        scale_zp = bb.normalize(bb.call_te(_scale_zero_point, partials, primfunc_name_hint="scale_zero_point"))
+        scale = bb.normalize(relax.TupleGetItem(scale_zp, 0))
+        zp = bb.normalize(relax.TupleGetItem(scale_zp, 1))
+        y = relax.op.quantize(inputs[0], scale, zp, axis=0, out_dtype="uint8")
         return relax.Tuple([y, scale, zp])
 
 
