@@ -4,6 +4,8 @@ quantised by ORT's quantizer (``hetpart.bench.int8`` says how and what a record 
     python bench/int8.py                                   # zoo models, both quantisations
     python bench/int8.py --models zoo:bert,zoo:resnet50 --quant dynamic
     python bench/int8.py --onnx bert=/tmp/corpus/bert-b1.onnx   # a corpus export (bench/corpus.py)
+    python bench/int8.py --models zoo:gpt2:layers=2 --quant dynamic --threads 2 --kernels
+                                                           # + per-kernel table vs ORT's profiler
 
 On the GPU machine (the CPU of the H200 host; no GPU is used)::
 
@@ -53,6 +55,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=20, help="timed runs per measurement (median)")
     ap.add_argument("--export-dir", default="/tmp/hetpart-int8", help="float and quantised models are cached here")
     ap.add_argument("--out", help="output JSON (default bench/results/int8-<gpu>.json)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both runtimes (default: hetpart's pool, one per physical core)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also each model's per-kernel table against ORT's profiler (printed, and in the record)")
     args = ap.parse_args(argv)
 
     onnx_paths = dict(item.split("=", 1) for item in args.onnx)
@@ -64,10 +70,15 @@ def main(argv=None) -> int:
     for spec in specs:
         name, path = _float_model(spec, Path(args.export_dir), onnx_paths)
         for quant in args.quant.split(","):
-            record = run_model(name, path, quant, repeat=args.repeat, work_dir=Path(args.export_dir))
+            record = run_model(name, path, quant, repeat=args.repeat, work_dir=Path(args.export_dir),
+                               threads=args.threads, kernels=args.kernels)
             record["host"] = host
             records.append(record)
+            table = record.pop("kernel_table", None)
             print(json.dumps(record), flush=True)
+            if table:
+                print(table, flush=True)
+                record["kernel_table"] = table
             write_json(out, SCHEMA, VERSION, {
                 "relative_error": "max|a-b| / max|b| per output (a: hetpart all-CPU, b: ONNX Runtime int8 CPU), "
                                   "largest over outputs",

@@ -29,6 +29,17 @@ def test_int8_record_of_a_quantised_zoo_model(quant, tmp_path):
     assert (tmp_path / f"mlp.{quant}.onnx").exists()  # the quantised model is cached
 
 
+def test_threads_and_kernel_table(tmp_path):
+    """``threads`` sizes both runtimes' pools (hetpart's through ``Session(cpu_threads=)``);
+    ``kernels`` adds the per-kernel table measured on them."""
+    path = tmp_path / "mlp.onnx"
+    models.save(models.build("mlp", small=True), path)
+    record = run_model("zoo:mlp:small", path, "dynamic", repeat=2, work_dir=tmp_path, threads=1, kernels=True)
+    assert record["status"] == "pass" and record["threads"] == 1, record
+    assert record["kernel_table"].startswith("per-kernel medians, 1 thread(s)"), record["kernel_table"]
+    assert "extremum_partials" in record["kernel_table"] and "Quantize" in record["kernel_table"]  # both sides
+
+
 def test_a_failing_stage_is_an_error_record(tmp_path):
     record = run_model("missing", tmp_path / "missing.onnx", "dynamic", repeat=1, work_dir=tmp_path)
     assert record["status"] == "error" and record["detail"].startswith("quantize:")

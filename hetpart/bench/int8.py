@@ -15,7 +15,11 @@ relative error ``max|a - b| / max|b|`` to ORT's int8 output (a: hetpart) and het
 own error to the float model are at most the quantised model's own tolerance:
 :data:`SLACK` times ORT's int8 error to the float model, at least :data:`FLOOR`;
 ``wrong`` otherwise; ``error`` naming the stage that failed.  Both runtimes use the
-same number of threads (hetpart's CPU pool: one per physical core).
+same number of threads: ``threads``, by default hetpart's CPU pool (one per physical
+core); another number is hetpart's ``Session(cpu_threads=)`` and ORT's intra-op pool.
+With ``kernels``, the record carries the per-kernel table of the quantised model
+(:mod:`hetpart.bench.kernel_table`: each hetpart kernel's median beside ORT's profiled
+nodes, same threads) as ``kernel_table`` (its rendered text).
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ def rel_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 
 
 def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat: int = 20,
-              work_dir: Path | None = None) -> dict:
-    """One record (see the module doc) for model ``name`` at ``float_path``."""
+              work_dir: Path | None = None, threads: int | None = None, kernels: bool = False) -> dict:
+    """One record (see the module doc) for model ``name`` at ``float_path``, on ``threads``
+    threads (None: hetpart's CPU pool); with ``kernels``, its per-kernel table too."""
     import onnx
 
     import hetpart
@@ -98,7 +103,8 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
     from hetpart.cpu_cores import pool_size
     from hetpart.partitioner import Pin
 
-    threads = pool_size()
+    default_pool = threads is None or threads == pool_size()
+    threads = threads or pool_size()
     record = {"model": name, "batch": batch, "device": "cpu", "precision": "int8", "quantization": quant,
               "threads": threads}
     stage = "quantize"
@@ -120,7 +126,7 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         plan = hetpart.partition(graph, pins=[Pin(k.id, "cpu") for k in graph.nodes], progress=False)
         compiled = hetpart.compile(plan, graph, progress=False)
         stage = "run"
-        with hetpart.Session(compiled) as session:
+        with hetpart.Session(compiled, cpu_threads=None if default_pool else threads) as session:
             got = list(session.run(feeds).values())
             record["hetpart_ms"] = round(median_ms(lambda: session.run(feeds), repeat), 4)
         stage = "compare"
@@ -130,6 +136,13 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         record.update(status="pass" if ok else "wrong", rel_err=err, ort_int8_vs_fp32=ort_err,
                       hetpart_vs_fp32=own_err, detail=f"tolerance {tolerance:.3g}",
                       speedup_vs_ort_int8=round(record["ort_int8_ms"] / record["hetpart_ms"], 3))
+        if kernels:
+            from .kernel_table import measure
+
+            try:
+                record["kernel_table"] = measure(qmodel, feeds, threads, runs=repeat).render()
+            except Exception as exc:  # noqa: BLE001 - the table is extra: the record keeps its status
+                record["kernel_table"] = f"failed: {type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - any failure is this record's result
         first = (str(exc).strip().splitlines() or [""])[0]
         record.update(status="error", rel_err=None, detail=f"{stage}: {type(exc).__name__}: {first[:400]}")
