@@ -1,4 +1,4 @@
-"""Dynamically quantised models all-CPU: this tree's int8 path against an older tree's,
+"""ORT-quantised models all-CPU: this tree's int8 path against an older tree's,
 and both against ONNX Runtime's int8 CPU run, in one process on the same threads.
 
     python tools/int8_before_after.py --base /tmp/main-checkout --threads 2 \\
@@ -8,11 +8,11 @@ and both against ONNX Runtime's int8 CPU run, in one process on the same threads
 (``hetpart/importer/integer_ops.py``) and VNNI matmul rule
 (``hetpart/kernels/rules/cpu_int8_matmul.py``) loaded in their place -- the two modules
 issue 18's dynamic-quantisation work changed; everything else is this tree's.  Each float
-model is quantised as :mod:`hetpart.bench.int8` does (``quantize_dynamic``, cached beside
-it).  Prints, per model: whole-model ``Session.run`` / ORT ``run`` times in rounds that
-take turns (before, after, ORT; 10 runs each, 50 ms apart, so ORT's spinning pool has
-stopped) -- min, 25th percentile and median, a shared machine inflates the median --
-each variant's error against ORT's int8 output, and with ``--kernels`` both variants'
+model is quantised as :mod:`hetpart.bench.int8` does (``--quant``: ``quantize_dynamic`` by
+default, or QDQ ``quantize_static``; cached beside it).  Prints, per model: whole-model
+``Session.run`` / ORT ``run`` times in rounds that take turns (before, after, ORT; 10
+runs each, 50 ms apart, so ORT's spinning pool has stopped) -- min, 25th percentile
+and median, a shared machine inflates the median -- each variant's error against ORT's int8 output, and with ``--kernels`` both variants'
 per-kernel tables (:mod:`hetpart.bench.kernel_table`).  Not a timed assert: numbers to read.
 """
 
@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--onnx", action="append", required=True, metavar="NAME=PATH", help="a float ONNX model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--quant", default="dynamic", choices=("dynamic", "qdq"), help="ORT's quantisation (as bench/int8.py)")
     ap.add_argument("--kernels", action="store_true", help="also both variants' per-kernel tables")
     args = ap.parse_args(argv)
     import onnx
@@ -100,9 +101,9 @@ def main(argv=None) -> int:
 
     for name, path in (item.split("=", 1) for item in args.onnx):
         path = Path(path)
-        qpath = path.with_name(f"{path.stem}.dynamic.onnx")
+        qpath = path.with_name(f"{path.stem}.{args.quant}.onnx")
         if not qpath.exists():
-            quantize(path, "dynamic", qpath)
+            quantize(path, args.quant, qpath)
         qmodel = onnx.load(str(qpath))
         feeds = feeds_for(qmodel, seed=100)
         ort = ort_session(qmodel, threads=args.threads)
