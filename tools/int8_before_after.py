@@ -12,8 +12,9 @@ model is quantised as :mod:`hetpart.bench.int8` does (``--quant``: ``quantize_dy
 default, or QDQ ``quantize_static``; cached beside it).  Prints, per model: whole-model
 ``Session.run`` / ORT ``run`` times in rounds that take turns (before, after, ORT; 10
 runs each, 50 ms apart, so ORT's spinning pool has stopped) -- min, 25th percentile
-and median, a shared machine inflates the median -- each variant's error against ORT's int8 output, and with ``--kernels`` both variants'
-per-kernel tables (:mod:`hetpart.bench.kernel_table`).  Not a timed assert: numbers to read.
+and median, a shared machine inflates the median -- each variant's error against ORT's
+int8 output, and with ``--kernels`` both variants' per-kernel tables
+(:mod:`hetpart.bench.kernel_table`).  Not a timed assert: numbers to read.
 """
 
 from __future__ import annotations
