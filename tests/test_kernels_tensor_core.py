@@ -18,6 +18,7 @@ compile time or packed by ``main_transform_params`` (the cost model's benchmarks
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -161,6 +162,28 @@ def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
     t = MATMUL_TILES[0]
     sizes = sorted(int(n) for n in re.findall(r"float \w+_warp_ptr\[(\d+)\];", source))
     assert sizes == sorted([4 * t.frags_m, 4 * t.frags_n, 8 * t.frags_m * t.frags_n])
+
+
+def test_fragment_loads_round_operands_to_nearest_tf32():
+    # The tensor core truncates a float32 operand to TF32 (drops 13 mantissa bits):
+    # every A and B element goes through cvt.rna.tf32.f32 on its way into a fragment.
+    mod, _ = FILLING["resnet_b32_3x3"]()
+    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    loads = re.findall(r"(\w+_warp_ptr)\[[^\n]*\] = ([^\n]*buf_dyn_shmem_ptr)", source)
+    assert {name for name, _ in loads} >= {"pad_temp_reindex_reindex_shared_dyn_warp_ptr", "param_0_reindex_shared_dyn_warp_ptr"}
+    assert all(value.startswith(tf32.ROUND + "(") for _, value in loads), loads
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_rounding_compiles_to_one_cvt_rna_per_loaded_element():
+    from hetpart.kernels import cuda_compile
+
+    mod, _ = FILLING["resnet_b32_3x3"]()
+    ptx = cuda_compile.compile_source(_cuda_source(kernels.build(mod, SM90, cuda_graph=False)),
+                                      arch="90", fmt="ptx", compiler="nvcc").decode()
+    t = CONV_TILES[0]
+    per_k_slice = (t.frags_m + t.frags_n) * 4  # A and B fragments, 4 registers each
+    assert ptx.count("cvt.rna.tf32.f32") == per_k_slice * t.k_frags  # the K-slice loop unrolled
 
 
 # --- weight packing, staging, pipelining ---------------------------------------------------
@@ -364,3 +387,31 @@ def test_benchmark_module_with_weight_parameter_correct_on_gpu():
     got = relax.VirtualMachine(exe, dev)["main"](*kernel_bench.prepared_inputs(km, exe, dev)).numpy()
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_tf32_operands_rounded_to_nearest_not_truncated_on_gpu():
+    # x = +-(1 + 0.75 * 2^-10): TF32 keeps 10 mantissa bits, so the nearest TF32 value
+    # is 1 + 2^-10; truncation (the tensor core's own reading of a float32) gives 1.
+    # Every product and partial sum is exact in float32, so the result is exact too:
+    # 768 * (1 + 2^-10) = 768.75 rounded, 768.0 truncated (the true value 768.5625).
+    m, k, n = 4096, 768, 768
+    x = np.full((m, k), 1 + 0.75 * 2.0 ** -10, "float32")
+    x[1::2] *= -1
+    w = np.ones((k, n), "float32")
+    w[:, 1::2] = -1
+    xv = relax.Var("x", relax.TensorType((m, k), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(op.matmul(xv, relax.const(w))))
+        bb.emit_func_output(out)
+    mod = fuse(bb.get())
+    assert set(kernels.rules_applied(kernels.schedule(mod, cuda_tvm_target())).values()) == {"GpuTensorCoreGemm"}
+    dev = tvm.cuda(0)
+    got = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=False), dev)["main"](
+        tvm.runtime.tensor(x, dev)).numpy()
+    want = np.where((np.arange(m)[:, None] % 2) == (np.arange(n)[None, :] % 2), 768.75, -768.75).astype("float32")
+    np.testing.assert_array_equal(got, want)
+
