@@ -31,7 +31,7 @@ from hetpart.costmodel import kernel_bench
 from hetpart.kernels import access, tf32, weight_prepack
 from hetpart.kernels.rules import GpuTensorCoreGemm
 from hetpart.kernels.rules.gpu_tensor_core import (
-    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED, split_factor,
+    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED, SIDE_INPUTS_MIN_BATCH, split_factor,
 )
 from hetpart.kernels.options import DEFAULT_SM_COUNT, KernelOptions
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
@@ -184,6 +184,68 @@ def test_rounding_compiles_to_one_cvt_rna_per_loaded_element():
     t = CONV_TILES[0]
     per_k_slice = (t.frags_m + t.frags_n) * 4  # A and B fragments, 4 registers each
     assert ptx.count("cvt.rna.tf32.f32") == per_k_slice * t.k_frags  # the K-slice loop unrolled
+
+
+# --- ONNX Clip (ReLU6) epilogues -------------------------------------------------------------
+CLIP_CONVS = {  # name -> (cin, image, cout, kernel, stride, pad); MobileNet-v2's, at batch 32
+    "mnv2 expand 1x1 24->144 @56": (24, 56, 144, 1, 1, 0),
+    "mnv2 expand 1x1 160->960 @7": (160, 7, 960, 1, 1, 0),
+    "mnv2 stem 3x3 s2 3->32 @224": (3, 224, 32, 3, 2, 1),
+}
+
+
+def _onnx_conv(n, cin, size, cout, k, stride, pad, act, seed=0):
+    """ONNX ``act(Conv(x, w, b))`` as torchvision exports it: ReLU6 is ``Clip`` with
+    its bounds as (constant) inputs, which hetpart's NaN semantics test with isnan."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.5).astype("float32"), "w"),
+             numpy_helper.from_array(rng.standard_normal(cout).astype("float32"), "b"),
+             numpy_helper.from_array(np.array(0, "float32"), "lo"), numpy_helper.from_array(np.array(6, "float32"), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)]
+    nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]) if act == "clip" else helper.make_node("Relu", ["c"], ["y"]))
+    o = (size + 2 * pad - k) // stride + 1
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, o, o])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _onnx_kernel(m) -> tirx.PrimFunc:
+    from hetpart import load
+
+    (func,) = [f for f in load(m).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    return func
+
+
+def _bound(func) -> dict[str, list[int]]:
+    import tvm_ffi
+
+    out: dict[str, list[int]] = {}
+    tvm_ffi.structural_walk(func.body, (tirx.For, lambda f: out.setdefault(str(f.thread_binding.thread_tag), []).append(
+        int(f.extent)) if f.thread_binding is not None else None), order="post")
+    return {tag: sorted(v) for tag, v in out.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CLIP_CONVS))
+def test_clip_epilogue_convolutions_at_batch_32_on_tensor_cores_as_relu_ones(case):
+    # Clip's isnan tests of its bounds are blocks of their own (scalars read by the
+    # epilogue); they kept the epilogue from fusing, so the rule declined and these
+    # convolutions ran as SIMT float32 (dlight's Matmul).  Now the same grid and
+    # threads as the ReLU-ended convolution of that shape.
+    clip = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(32, *CLIP_CONVS[case], "clip")), SM90)
+    relu = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(32, *CLIP_CONVS[case], "relu")), SM90)
+    assert str(clip.attrs["hetpart.rule"]) == str(relu.attrs["hetpart.rule"]) == "GpuTensorCoreGemm"
+    assert _bound(clip) == _bound(relu)
+
+
+@pytest.mark.parametrize("case, rule", [("mnv2 expand 1x1 24->144 @56", "Matmul"),
+                                        ("mnv2 stem 3x3 s2 3->32 @224", "GpuConv2dImplicitGemm")])
+def test_clip_epilogue_convolutions_at_batch_1_keep_their_rule(case, rule):
+    assert SIDE_INPUTS_MIN_BATCH > 1
+    func = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(1, *CLIP_CONVS[case], "clip")), SM90)
+    assert str(func.attrs["hetpart.rule"]) == rule
 
 
 # --- weight packing, staging, pipelining ---------------------------------------------------
@@ -414,4 +476,23 @@ def test_tf32_operands_rounded_to_nearest_not_truncated_on_gpu():
         tvm.runtime.tensor(x, dev)).numpy()
     want = np.where((np.arange(m)[:, None] % 2) == (np.arange(n)[None, :] % 2), 768.75, -768.75).astype("float32")
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(CLIP_CONVS))
+def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
+    import onnxruntime as ort
+
+    from onnx_cases import run_on
+
+    cin, size = CLIP_CONVS[case][:2]
+    m = _onnx_conv(32, *CLIP_CONVS[case], "clip")
+    x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
+    x.flat[::7] = 0.0  # negatives and zeros
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert want.min() == 0 and want.max() == 6, "the case must clip at both bounds"
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
 
