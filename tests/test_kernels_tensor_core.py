@@ -10,9 +10,17 @@ compile time into the ``[1, N, K]`` matrix the kernel reads (K ordered ky, kx, c
 padded to whole tiles); the K loop is software-pipelined with ``cp.async`` except for
 bounds-tested loads on large grids; a convolution whose grid is small has its K split
 at window offsets into chunks (partial products, then a sum kernel); its result is written out along its
-pixels (contiguous in NCHW), 4 at a time where its images' pixel count allows.  With a GPU (``cuda`` mark): the built kernels
+pixels (contiguous in NCHW), 4 at a time where its images' pixel count allows; every
+operand element is rounded to the nearest TF32 value (``cvt.rna``) as it enters a
+fragment; at batch 32 ONNX ``Clip``-ended (ReLU6) convolutions get the same grid as
+ReLU-ended ones (batch 1 keeps its rule), and Inception-v3's 1x7/7x1/1x3 and valid
+stride-2 convolutions run on the tensor cores with the batch folded into the grid.
+With a GPU (``cuda`` mark): the built kernels
 match the CPU build within TF32's precision, pipelined or not, with weights folded at
-compile time or packed by ``main_transform_params`` (the cost model's benchmarks).
+compile time or packed by ``main_transform_params`` (the cost model's benchmarks); a
+product of operands 0.75 TF32 ulp above a TF32 value comes out rounded up, exactly; the
+Clip-ended and Inception convolutions at batch 32 match ONNX Runtime (CPU) within TF32's
+precision.
 """
 
 from __future__ import annotations
@@ -246,6 +254,45 @@ def test_clip_epilogue_convolutions_at_batch_1_keep_their_rule(case, rule):
     assert SIDE_INPUTS_MIN_BATCH > 1
     func = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(1, *CLIP_CONVS[case], "clip")), SM90)
     assert str(func.attrs["hetpart.rule"]) == rule
+
+
+INCEPTION_CONVS = {  # Inception-v3's asymmetric and valid (unpadded) convolutions: (cin, image, cout, kh, kw, stride, pads)
+    "1x7 128->128 @17": (128, 17, 128, 1, 7, 1, (0, 3, 0, 3)),
+    "7x1 128->192 @17": (128, 17, 192, 7, 1, 1, (3, 0, 3, 0)),
+    "1x3 384->384 @8": (384, 8, 384, 1, 3, 1, (0, 1, 0, 1)),
+    "3x3 s2 valid 3->32 @299": (3, 299, 32, 3, 3, 2, (0, 0, 0, 0)),
+    "3x3 s2 valid 288->384 @35": (288, 35, 384, 3, 3, 2, (0, 0, 0, 0)),
+}
+
+
+def _onnx_conv2(n, cin, size, cout, kh, kw, stride, pads, seed=0):
+    """ONNX ``relu(Conv(x, w, b))`` with a ``kh x kw`` kernel and ``pads`` (top, left, bottom, right)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, kh, kw)) * 0.1).astype("float32"), "w"),
+             numpy_helper.from_array(rng.standard_normal(cout).astype("float32"), "b")]
+    top, left, bottom, right = pads
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kh, kw], strides=[stride] * 2,
+                              pads=[top, left, bottom, right]), helper.make_node("Relu", ["c"], ["y"])]
+    oh, ow = (size + top + bottom - kh) // stride + 1, (size + left + right - kw) // stride + 1
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, oh, ow])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), oh * ow
+
+
+@pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
+def test_asymmetric_and_valid_convolutions_at_batch_32_on_tensor_cores_with_the_batch_in_the_grid(case):
+    # M = batch x output pixels: the batch folded into the grid's rows (blockIdx.y).
+    cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
+    m, pixels = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
+    func = kernels.schedule_primfunc(_onnx_kernel(m), SM90)
+    assert str(func.attrs["hetpart.rule"]) == "GpuTensorCoreGemm"
+    t = CONV_TILES[0]
+    bound = _bound(func)
+    assert bound["blockIdx.y"] == [-(-32 * pixels // t.m)] and bound["blockIdx.x"] == [-(-cout // t.n)]
+    assert bound["blockIdx.z"] == [1] and set(bound["threadIdx.y"]) == {t.warps}
 
 
 # --- weight packing, staging, pipelining ---------------------------------------------------
@@ -493,6 +540,24 @@ def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
     got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert want.min() == 0 and want.max() == 6, "the case must clip at both bounds"
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
+def test_asymmetric_and_valid_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
+    import onnxruntime as ort
+
+    from onnx_cases import run_on
+
+    cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
+    m, _ = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
+    x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
+    x.flat[::7] = 0.0  # negatives and zeros
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
 
