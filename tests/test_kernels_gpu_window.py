@@ -64,14 +64,16 @@ POOLS = {
     "googlenet maxpool 3x3 s1 p1 c480 28": (480, 28, "MaxPool", 3, 1, 1),
     "resnet maxpool 3x3 s2 p1 c64 112": (64, 112, "MaxPool", 3, 2, 1),
     "vgg maxpool 2x2 s2 c128 112": (128, 112, "MaxPool", 2, 2, 0),
+    "googlenet maxpool 3x3 s2 ceil c192 56": (192, 56, "MaxPool ceil", 3, 2, 0),
+    "avgpool 3x3 s2 p1 exclude-pad c64 28": (64, 28, "AveragePool exclude", 3, 2, 1),
 }
 
 BATCH = 32
 RAGGED = "mnv2 3x3 s1 c960 7"
 
 
-def _out(hw, k, stride, pad):
-    return (hw + 2 * pad - k) // stride + 1
+def _out(hw, k, stride, pad, ceil=False):
+    return -(-(hw + 2 * pad - k) // stride) + 1 if ceil else (hw + 2 * pad - k) // stride + 1
 
 
 def _depthwise(n, c, hw, k, stride, pad, epilogue, seed=0) -> onnx.ModelProto:
@@ -97,10 +99,15 @@ def _depthwise(n, c, hw, k, stride, pad, epilogue, seed=0) -> onnx.ModelProto:
 
 
 def _pool(n, c, hw, op, k, stride, pad) -> onnx.ModelProto:
+    """``op``: ``MaxPool`` / ``AveragePool``, with `` ceil`` (GoogLeNet's ceil_mode) or
+    `` exclude`` (count_include_pad=0) after it."""
+    op, _, variant = op.partition(" ")
     attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
-    if op == "AveragePool":
-        attrs["count_include_pad"] = 1  # torch's F.avg_pool2d default, as Inception-v3 uses it
-    o = _out(hw, k, stride, pad)
+    if op == "AveragePool":  # torch's F.avg_pool2d default, as Inception-v3 uses it, unless excluded
+        attrs["count_include_pad"] = 0 if variant == "exclude" else 1
+    if variant == "ceil":
+        attrs["ceil_mode"] = 1
+    o = _out(hw, k, stride, pad, ceil=variant == "ceil")
     graph = helper.make_graph(
         [helper.make_node(op, ["x"], ["y"], **attrs)], "pool",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, hw, hw])],
@@ -114,7 +121,8 @@ def _model(case: str, n: int) -> tuple[onnx.ModelProto, int, int]:
         c, hw, k, stride, pad, epilogue = DEPTHWISE[case]
         return _depthwise(n, c, hw, k, stride, pad, epilogue), n * c * _out(hw, k, stride, pad) ** 2, k * k
     c, hw, op, k, stride, pad = POOLS[case]
-    return _pool(n, c, hw, op, k, stride, pad), n * c * _out(hw, k, stride, pad) ** 2, k * k
+    o = _out(hw, k, stride, pad, ceil=op.endswith("ceil"))
+    return _pool(n, c, hw, op, k, stride, pad), n * c * o ** 2, k * k
 
 
 def _input(shape, seed=1) -> np.ndarray:
