@@ -214,7 +214,7 @@ def _images(func: tirx.PrimFunc) -> int:
 def _inline_side_inputs(sch: s_tir.Schedule, main) -> None:
     """Inline into the epilogue the blocks that compute values it reads from the
     function's inputs alone -- ONNX ``Clip``'s NaN tests of its bounds
-    (``isnan(min)``, scalars: ReLU6, hard-swish) -- so the epilogue is one chain of
+    (``isnan(min)``, scalars: ReLU6 as torchvision exports it) -- so the epilogue is one chain of
     blocks after ``main`` that :func:`_fuse_epilogue` can fuse into the write-out (TVM
     will not reverse-inline a block that reads another intermediate buffer).  Blocks
     that feed ``main`` (padding, weight copies) are not touched."""
