@@ -173,7 +173,7 @@ case "${1:-1}" in
     --contenders "hetpart bf16" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
 23)  # (BUDGET=590) the new cuda-marked tests (GPU rules at batch 32), then issue 20's serve table with
      # the bucket references and the SLO/p99-scaled rate search
-  timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider ${CUDA_TESTS:-tests/test_runtime_buckets.py} \
+  timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider ${CUDA_TESTS:-tests/test_kernels_gpu_window.py tests/test_kernels_tensor_core.py tests/test_compiler_precision.py} \
     > "$OUT/logs/cuda-tests.txt" 2>&1
   timeout 430 python3 bench/serve.py --budget 400 --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
     > "$OUT/logs/serve.txt" 2>&1 ;;
