@@ -145,8 +145,10 @@ def test_attention_scores_write_only_the_output():
     assert any(int(iv.dom.extent) == 208 for b in blocks for iv in b.iter_vars), "the case must pad"
 
 
-@pytest.mark.parametrize("extent, rows", [(197, 6), (17, 6), (71, 8), (73, 5), (56, 8), (147, 7), (8, 8), (5, 5)])
-def test_row_count_keeps_the_tile_tall(extent, rows):
+@pytest.mark.parametrize("extent, vecs, rows", [
+    (197, 2, 6), (17, 2, 6), (71, 2, 8), (73, 2, 5), (73, 1, 8), (56, 2, 8), (147, 2, 7), (8, 2, 8), (5, 2, 5)])
+def test_row_count_keeps_the_tile_tall(extent, vecs, rows):
     """A prime extent no longer collapses the tile to one row (a GEMV that reloads the
-    weight per row): the count from 4 to 8 with the least ragged padding."""
-    assert _row_count(extent, 8) == rows
+    weight per row): the count from 4 to 8 (8 for one vector a row: 8 accumulators)
+    with the least ragged padding; divisors as before."""
+    assert _row_count(extent, 8, vecs) == rows
