@@ -17,6 +17,10 @@ Loop nest produced (outer to inner)::
         unroll rows; unroll vecs; vectorise lanes: acc += bcast(X) * vload(W)
       write-back tile acc -> C, with the fused epilogue (bias, relu, gelu, add...)
 
+A row extent that no row count from 4 to 8 divides (197 tokens, a 17-wide image)
+gets a ragged last tile (:func:`_row_count`): the multiply-adds and the write-back
+carry a bound check on the row, which only the last tile fails.
+
 ``acc`` is a tile-sized buffer local to the parallel iteration; after unrolling all of
 its indices are constants, so LLVM keeps it in registers.  Invariant: the schedule only
 reorders, splits, packs and caches -- every output element is computed by the same

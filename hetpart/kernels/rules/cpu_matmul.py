@@ -10,6 +10,9 @@ A vector operand that is a model weight is preferred, and packed once, at compil
 time (:mod:`hetpart.kernels.weight_prepack`) -- except where the other operand is
 full SIMD width along the output's rows and the weight would need packing (a 1x1
 NCHW convolution, :func:`_activation_rows`).
+Where no dim is a whole number of vectors (attention scores over ViT's 197 tokens),
+the vector dim is padded to whole vectors first (:func:`_pad_ragged_vector`) and the
+epilogue computed with the copy-back, in the tile, over the unpadded domain.
 Element-wise producers (a fused transpose or cast) are inlined into the loads.  A
 float32 ``exp``/``sigmoid``/``tanh`` epilogue (SiLU after a 1x1 conv) is computed by
 :func:`hetpart.kernels.fast_exp.replace_exp`: LLVM makes each a scalar libm call.
