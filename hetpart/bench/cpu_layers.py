@@ -149,6 +149,7 @@ LAYERS = {
     # whisper encoder front end (tiny: 80 mels -> 384, 3000 frames)
     "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),
+    "whisper_attn": lambda: _attention(6, 1500, 64),
 }
 
 

@@ -49,11 +49,14 @@ class CpuMatmul(ScheduleRule):
         lanes = shape.lanes(str(mac.out.dtype))
         cands = vec_candidates(mac, lanes)
         padded = False
-        if not cands:
-            mac = _pad_ragged_vector(sch, mac, lanes)
-            if mac is None:
+        if not cands or max(c.lanes for c in cands) * NARROW_VECTORS <= lanes:
+            wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
+            if wide is None and not cands:
                 return None
-            padded = True
+        else:
+            wide = None
+        if wide is not None:
+            mac, padded = wide, True
             # The epilogue joins the copy-back (same, unpadded, domain), not the tile.
             copy_back = sch.get_consumers(mac.block)
             if len(copy_back) == 1:
@@ -80,13 +83,22 @@ MIN_RAGGED_VECTORS = 2
 the padding would be a third of the work or more)."""
 
 
-def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int):
+NARROW_VECTORS = 4
+"""A matmul whose widest vector dim holds only ``lanes / NARROW_VECTORS`` lanes (whisper's
+attention scores over 1500 frames: 4 of 16) is padded to full vectors where it can
+(:func:`_pad_ragged_vector`).  Half-width vectors are kept: on 56-wide rows neither
+tile won clearly (:func:`_activation_rows`)."""
+
+
+def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int, is_weight):
     """Where no dim is a whole number of vectors (ViT's attention scores
-    ``[12,197,64] @ [12,64,197]``: 197 = 12 vectors and 5), pad the iteration domain
-    of the innermost-stored dim one operand alone uses up to whole ``lanes`` vectors
-    (``pad_einsum``: that operand copied into a zero-padded buffer, the padded output
-    copied back), and return the padded block's :class:`MacBlock`; None when no dim
-    qualifies or the padding is refused.
+    ``[12,197,64] @ [12,64,197]``: 197 = 12 vectors and 5) or only narrow ones are
+    (:data:`NARROW_VECTORS`), pad the iteration domain of the innermost-stored dim one
+    operand alone uses up to whole ``lanes`` vectors (``pad_einsum``: that operand
+    copied into a zero-padded buffer, the padded output copied back), and return the
+    padded block's :class:`MacBlock`; None when no dim qualifies or the padding is
+    refused.  Never a model weight's dim (``is_weight(buffer)``): its copy would be
+    made on every call instead of packed once at compile time.
 
     A vector loop with a per-lane bound check instead is scalarised by TVM's
     VectorizeLoop: the attention-score kernel took 26 ms that way (the reduction
@@ -99,7 +111,7 @@ def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int):
         if ext % lanes == 0 or ext < MIN_RAGGED_VECTORS * lanes or len(users) != 1:
             continue
         dim = mac.plain_dim(users[0], var)
-        if dim is None:
+        if dim is None or is_weight(mac.operands[users[0]][0]):
             continue
         key = dim == len(mac.operands[users[0]][1]) - 1  # contiguous in its operand
         if best is None or key > best[0]:
