@@ -10,14 +10,23 @@ compile time into the ``[1, N, K]`` matrix the kernel reads (K ordered ky, kx, c
 padded to whole tiles); the K loop is software-pipelined with ``cp.async`` except for
 bounds-tested loads on large grids; a convolution whose grid is small has its K split
 at window offsets into chunks (partial products, then a sum kernel); its result is written out along its
-pixels (contiguous in NCHW), 4 at a time where its images' pixel count allows.  With a GPU (``cuda`` mark): the built kernels
+pixels (contiguous in NCHW), 4 at a time where its images' pixel count allows; every
+operand element is rounded to the nearest TF32 value (``cvt.rna``) as it enters a
+fragment; at batch 32 ONNX ``Clip``-ended (ReLU6) convolutions get the same grid as
+ReLU-ended ones (batch 1 keeps its rule), and Inception-v3's 1x7/7x1/1x3 and valid
+stride-2 convolutions run on the tensor cores with the batch folded into the grid.
+With a GPU (``cuda`` mark): the built kernels
 match the CPU build within TF32's precision, pipelined or not, with weights folded at
-compile time or packed by ``main_transform_params`` (the cost model's benchmarks).
+compile time or packed by ``main_transform_params`` (the cost model's benchmarks); a
+product of operands 0.75 TF32 ulp above a TF32 value comes out rounded up, exactly; the
+Clip-ended and Inception convolutions at batch 32 match ONNX Runtime (CPU) within TF32's
+precision.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -30,7 +39,7 @@ from hetpart.costmodel import kernel_bench
 from hetpart.kernels import access, tf32, weight_prepack
 from hetpart.kernels.rules import GpuTensorCoreGemm
 from hetpart.kernels.rules.gpu_tensor_core import (
-    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED, split_factor,
+    CONV_TILES, MATMUL_TILES, PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED, SIDE_INPUTS_MIN_BATCH, split_factor,
 )
 from hetpart.kernels.options import DEFAULT_SM_COUNT, KernelOptions
 from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
@@ -161,6 +170,129 @@ def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
     t = MATMUL_TILES[0]
     sizes = sorted(int(n) for n in re.findall(r"float \w+_warp_ptr\[(\d+)\];", source))
     assert sizes == sorted([4 * t.frags_m, 4 * t.frags_n, 8 * t.frags_m * t.frags_n])
+
+
+def test_fragment_loads_round_operands_to_nearest_tf32():
+    # The tensor core truncates a float32 operand to TF32 (drops 13 mantissa bits):
+    # every A and B element goes through cvt.rna.tf32.f32 on its way into a fragment.
+    mod, _ = FILLING["resnet_b32_3x3"]()
+    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    loads = re.findall(r"(\w+_warp_ptr)\[[^\n]*\] = ([^\n]*buf_dyn_shmem_ptr)", source)
+    assert {name for name, _ in loads} >= {"pad_temp_reindex_reindex_shared_dyn_warp_ptr", "param_0_reindex_shared_dyn_warp_ptr"}
+    assert all(value.startswith(tf32.ROUND + "(") for _, value in loads), loads
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_rounding_compiles_to_one_cvt_rna_per_loaded_element():
+    from hetpart.kernels import cuda_compile
+
+    mod, _ = FILLING["resnet_b32_3x3"]()
+    ptx = cuda_compile.compile_source(_cuda_source(kernels.build(mod, SM90, cuda_graph=False)),
+                                      arch="90", fmt="ptx", compiler="nvcc").decode()
+    t = CONV_TILES[0]
+    per_k_slice = (t.frags_m + t.frags_n) * 4  # A and B fragments, 4 registers each
+    assert ptx.count("cvt.rna.tf32.f32") == per_k_slice * t.k_frags  # the K-slice loop unrolled
+
+
+# --- ONNX Clip (ReLU6) epilogues -------------------------------------------------------------
+CLIP_CONVS = {  # name -> (cin, image, cout, kernel, stride, pad); MobileNet-v2's, at batch 32
+    "mnv2 expand 1x1 24->144 @56": (24, 56, 144, 1, 1, 0),
+    "mnv2 expand 1x1 160->960 @7": (160, 7, 960, 1, 1, 0),
+    "mnv2 stem 3x3 s2 3->32 @224": (3, 224, 32, 3, 2, 1),
+}
+
+
+def _onnx_conv(n, cin, size, cout, k, stride, pad, act, seed=0):
+    """ONNX ``act(Conv(x, w, b))`` as torchvision exports it: ReLU6 is ``Clip`` with
+    its bounds as (constant) inputs, which hetpart's NaN semantics test with isnan."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.5).astype("float32"), "w"),
+             numpy_helper.from_array(rng.standard_normal(cout).astype("float32"), "b"),
+             numpy_helper.from_array(np.array(0, "float32"), "lo"), numpy_helper.from_array(np.array(6, "float32"), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)]
+    nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]) if act == "clip" else helper.make_node("Relu", ["c"], ["y"]))
+    o = (size + 2 * pad - k) // stride + 1
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, o, o])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _onnx_kernel(m) -> tirx.PrimFunc:
+    from hetpart import load
+
+    (func,) = [f for f in load(m).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    return func
+
+
+def _bound(func) -> dict[str, list[int]]:
+    import tvm_ffi
+
+    out: dict[str, list[int]] = {}
+    tvm_ffi.structural_walk(func.body, (tirx.For, lambda f: out.setdefault(str(f.thread_binding.thread_tag), []).append(
+        int(f.extent)) if f.thread_binding is not None else None), order="post")
+    return {tag: sorted(v) for tag, v in out.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CLIP_CONVS))
+def test_clip_epilogue_convolutions_at_batch_32_on_tensor_cores_as_relu_ones(case):
+    # Clip's isnan tests of its bounds are blocks of their own (scalars read by the
+    # epilogue); they kept the epilogue from fusing, so the rule declined and these
+    # convolutions ran as SIMT float32 (dlight's Matmul).  Now the same grid and
+    # threads as the ReLU-ended convolution of that shape.
+    clip = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(32, *CLIP_CONVS[case], "clip")), SM90)
+    relu = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(32, *CLIP_CONVS[case], "relu")), SM90)
+    assert str(clip.attrs["hetpart.rule"]) == str(relu.attrs["hetpart.rule"]) == "GpuTensorCoreGemm"
+    assert _bound(clip) == _bound(relu)
+
+
+@pytest.mark.parametrize("case, rule", [("mnv2 expand 1x1 24->144 @56", "Matmul"),
+                                        ("mnv2 stem 3x3 s2 3->32 @224", "GpuConv2dImplicitGemm")])
+def test_clip_epilogue_convolutions_at_batch_1_keep_their_rule(case, rule):
+    assert SIDE_INPUTS_MIN_BATCH > 1
+    func = kernels.schedule_primfunc(_onnx_kernel(_onnx_conv(1, *CLIP_CONVS[case], "clip")), SM90)
+    assert str(func.attrs["hetpart.rule"]) == rule
+
+
+INCEPTION_CONVS = {  # Inception-v3's asymmetric and valid (unpadded) convolutions: (cin, image, cout, kh, kw, stride, pads)
+    "1x7 128->128 @17": (128, 17, 128, 1, 7, 1, (0, 3, 0, 3)),
+    "7x1 128->192 @17": (128, 17, 192, 7, 1, 1, (3, 0, 3, 0)),
+    "1x3 384->384 @8": (384, 8, 384, 1, 3, 1, (0, 1, 0, 1)),
+    "3x3 s2 valid 3->32 @299": (3, 299, 32, 3, 3, 2, (0, 0, 0, 0)),
+    "3x3 s2 valid 288->384 @35": (288, 35, 384, 3, 3, 2, (0, 0, 0, 0)),
+}
+
+
+def _onnx_conv2(n, cin, size, cout, kh, kw, stride, pads, seed=0):
+    """ONNX ``relu(Conv(x, w, b))`` with a ``kh x kw`` kernel and ``pads`` (top, left, bottom, right)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, kh, kw)) * 0.1).astype("float32"), "w"),
+             numpy_helper.from_array(rng.standard_normal(cout).astype("float32"), "b")]
+    top, left, bottom, right = pads
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kh, kw], strides=[stride] * 2,
+                              pads=[top, left, bottom, right]), helper.make_node("Relu", ["c"], ["y"])]
+    oh, ow = (size + top + bottom - kh) // stride + 1, (size + left + right - kw) // stride + 1
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, oh, ow])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), oh * ow
+
+
+@pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
+def test_asymmetric_and_valid_convolutions_at_batch_32_on_tensor_cores_with_the_batch_in_the_grid(case):
+    # M = batch x output pixels: the batch folded into the grid's rows (blockIdx.y).
+    cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
+    m, pixels = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
+    func = kernels.schedule_primfunc(_onnx_kernel(m), SM90)
+    assert str(func.attrs["hetpart.rule"]) == "GpuTensorCoreGemm"
+    t = CONV_TILES[0]
+    bound = _bound(func)
+    assert bound["blockIdx.y"] == [-(-32 * pixels // t.m)] and bound["blockIdx.x"] == [-(-cout // t.n)]
+    assert bound["blockIdx.z"] == [1] and set(bound["threadIdx.y"]) == {t.warps}
 
 
 # --- weight packing, staging, pipelining ---------------------------------------------------
@@ -364,3 +496,68 @@ def test_benchmark_module_with_weight_parameter_correct_on_gpu():
     got = relax.VirtualMachine(exe, dev)["main"](*kernel_bench.prepared_inputs(km, exe, dev)).numpy()
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_tf32_operands_rounded_to_nearest_not_truncated_on_gpu():
+    # x = +-(1 + 0.75 * 2^-10): TF32 keeps 10 mantissa bits, so the nearest TF32 value
+    # is 1 + 2^-10; truncation (the tensor core's own reading of a float32) gives 1.
+    # Every product and partial sum is exact in float32, so the result is exact too:
+    # 768 * (1 + 2^-10) = 768.75 rounded, 768.0 truncated (the true value 768.5625).
+    m, k, n = 4096, 768, 768
+    x = np.full((m, k), 1 + 0.75 * 2.0 ** -10, "float32")
+    x[1::2] *= -1
+    w = np.ones((k, n), "float32")
+    w[:, 1::2] = -1
+    xv = relax.Var("x", relax.TensorType((m, k), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(op.matmul(xv, relax.const(w))))
+        bb.emit_func_output(out)
+    mod = fuse(bb.get())
+    assert set(kernels.rules_applied(kernels.schedule(mod, cuda_tvm_target())).values()) == {"GpuTensorCoreGemm"}
+    dev = tvm.cuda(0)
+    got = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=False), dev)["main"](
+        tvm.runtime.tensor(x, dev)).numpy()
+    want = np.where((np.arange(m)[:, None] % 2) == (np.arange(n)[None, :] % 2), 768.75, -768.75).astype("float32")
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(CLIP_CONVS))
+def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
+    import onnxruntime as ort
+
+    from onnx_cases import run_on
+
+    cin, size = CLIP_CONVS[case][:2]
+    m = _onnx_conv(32, *CLIP_CONVS[case], "clip")
+    x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
+    x.flat[::7] = 0.0  # negatives and zeros
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert want.min() == 0 and want.max() == 6, "the case must clip at both bounds"
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
+def test_asymmetric_and_valid_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
+    import onnxruntime as ort
+
+    from onnx_cases import run_on
+
+    cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
+    m, _ = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
+    x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
+    x.flat[::7] = 0.0  # negatives and zeros
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+

@@ -171,6 +171,25 @@ case "${1:-1}" in
     > "$OUT/logs/serve.txt" 2>&1
   timeout 140 python3 bench/capped.py --workloads bert_large --caps 1/4 --budget 130 --reserve 30 \
     --contenders "hetpart bf16" --out "$OUT/capped-bf16.json" > "$OUT/logs/capped-bf16.txt" 2>&1 ;;
+23)  # (BUDGET=590) the new cuda-marked tests (GPU rules at batch 32), then issue 20's serve table with
+     # the bucket references and the SLO/p99-scaled rate search
+  timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider ${CUDA_TESTS:-tests/test_kernels_gpu_window.py tests/test_kernels_tensor_core.py tests/test_compiler_precision.py} \
+    > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 430 python3 bench/serve.py --budget 400 --window-s 1.5 --out "$OUT/serve-nvidia-h200.json" \
+    > "$OUT/logs/serve.txt" 2>&1 ;;
+24)  # (BUDGET=590) issue 19's BERT-large table: every contender at 1/2, 1/3 and 1/4 in one run
+     # (cap-free contenders once), hetpart in float32 and bf16 with the larger ring slots
+  timeout $((BUDGET - 10)) python3 bench/capped.py --workloads bert_large --caps 1/2,1/3,1/4 \
+    --budget $((BUDGET - 20)) --reserve 40 --out "$OUT/capped-bert-large.json" > "$OUT/logs/capped.txt" 2>&1 ;;
+25)  # (BUDGET=590) issue 17's table: issue models' b1 timed rows, then b32, TF32 then bf16; the peer's own
+     # error (peer_rel_err) beside hetpart's; bench/results/corpus-nvidia-h200.json carried for --skip-done
+  SKIP=""; [ -f bench/results/corpus-nvidia-h200.json ] && SKIP="--skip-done bench/results/corpus-nvidia-h200.json"
+  M=efficientnet_b0,convnext_tiny,mobilenet_v3_large,distilbert,vit_b_16,whisper_encoder,mobilenet_v2,inception_v3,resnet50
+  for prec in fp32 bf16; do
+    timeout $((BUDGET / 2)) python3 bench/corpus.py --models "$M" --devices cuda --batches 1,32 --time \
+      --precision "$prec" --budget $((BUDGET / 2 - 20)) --export-dir "$EXPORTS" $SKIP \
+      --out "$OUT/corpus-gpu-$prec.json" > "$OUT/logs/corpus-$prec.log" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

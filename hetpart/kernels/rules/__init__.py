@@ -24,6 +24,7 @@ from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
 from .gpu_tensor_core import GpuTensorCoreGemm
+from .gpu_window import GpuWindowReduction
 
 
 def cpu_rules() -> list:
@@ -35,7 +36,9 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     """Rules for CUDA targets, hetpart's own built for ``options`` (TF32, split-K, SM count): hetpart's own GPU rules first (split-K for convolutions
     and matmuls whose output tiles cannot fill the GPU, then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
-    LowBatchGEMV), ending with dlight's catch-all Fallback.
+    LowBatchGEMV), with hetpart's short-reduction rule (depthwise convolutions and
+    pooling at batch > 1, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
+    ending with dlight's catch-all Fallback.
 
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
@@ -47,6 +50,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         GEMV(),  # dlight's, declining schedules whose stages disagree on threads (gpu_gemv)
         dl.gpu.LowBatchGEMV(),
         Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
+        GpuWindowReduction(),  # depthwise conv / pooling at batch > 1: a thread per output
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]
@@ -59,5 +63,5 @@ def rule_name(rule) -> str:
 
 __all__ = [
     "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
-    "cpu_rules", "gpu_rules", "rule_name",
+    "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]

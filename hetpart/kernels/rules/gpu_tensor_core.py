@@ -23,7 +23,9 @@ the tensor cores (TF32 ``mma.sync`` on 16x16x8 warp tiles, :mod:`hetpart.kernels
    ``cp.async`` copies into double buffers) except where :func:`_pipelined` says it
    does not pay;
 4. each warp stores its accumulators to shared memory and writes them out through
-   the fused element-wise epilogue (bias, relu, residual add...), 4 floats per
+   the fused element-wise epilogue (bias, relu, residual add...; at batch > 1 also
+   ONNX ``Clip`` with its bounds as inputs -- ReLU6 -- whose NaN tests of the bounds
+   are first inlined into it, :func:`_inline_side_inputs`), 4 floats per
    thread per step along the output's contiguous dimension -- the columns of a
    matmul, the rows (pixels) of an NCHW convolution, whose accumulators are then
    stored transposed so that the write-out reads them along the rows too.
@@ -178,6 +180,8 @@ class GpuTensorCoreGemm(ScheduleRule):
             return None
         blocks = tile.blocks(batch, m, n)
         split = split_factor(blocks, k, k_run, tile, self.options)
+        if _images(func) >= SIDE_INPUTS_MIN_BATCH:
+            _inline_side_inputs(sch, main)
         sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
         _mark_weight_packs(sch, main, func)
         if split == 1:
@@ -191,6 +195,43 @@ class GpuTensorCoreGemm(ScheduleRule):
                          partials=True):
             return None
         return sch if schedule_sum_epilogue(sch, main, partial) else None
+
+
+SIDE_INPUTS_MIN_BATCH = 2
+"""Leading output extent (a convolution's batch) from which an epilogue's side inputs
+are inlined (:func:`_inline_side_inputs`).  Batch 1 keeps the schedules measured there (issue 17:
+its Clip-ended convolutions stay dlight's SIMT ``Matmul``) until this is measured
+there; lower it to 1 to extend it."""
+
+
+def _images(func: tirx.PrimFunc) -> int:
+    """The leading extent of ``func``'s output (a convolution's batch, a 3-D matmul's
+    batch; 0 if not static)."""
+    out = getattr(func.params[-1], "shape", None) or ()
+    return int(out[0]) if len(out) and isinstance(out[0], tirx.IntImm) else 0
+
+
+def _inline_side_inputs(sch: s_tir.Schedule, main) -> None:
+    """Inline into the epilogue the blocks that compute values it reads from the
+    function's inputs alone -- ONNX ``Clip``'s NaN tests of its bounds
+    (``isnan(min)``, scalars: ReLU6 as torchvision exports it) -- so the epilogue is one chain of
+    blocks after ``main`` that :func:`_fuse_epilogue` can fuse into the write-out (TVM
+    will not reverse-inline a block that reads another intermediate buffer).  Blocks
+    that feed ``main`` (padding, weight copies) are not touched."""
+    after = _blocks_after(sch, main)
+    if not after:
+        return
+    names = {sch.get(b).name_hint for b in after}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        consumers = sch.get_consumers(blk)
+        if (sch.get(blk).name_hint in names or not consumers or sch.get_producers(blk)
+                or not all(sch.get(c).name_hint in names for c in consumers)
+                or any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars)):
+            continue
+        try:
+            sch.compute_inline(blk)
+        except Exception:  # noqa: BLE001 - stays a block; the epilogue fusion then declines as before
+            pass
 
 
 def _mark_weight_packs(sch, main, func) -> None:

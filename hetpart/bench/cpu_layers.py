@@ -1,0 +1,253 @@
+"""Single layers of the corpus models where hetpart's all-CPU run trails ONNX Runtime
+(issue 18: ViT-B/16, inception_v3, whisper's encoder), timed against ONNX Runtime.
+
+In: layer names (``--list`` shows them; default all) and a thread count.  Out: per
+layer, hetpart's time beside ONNX Runtime's on the same threads, and the ratio: the
+least of interleaved whole runs (:func:`interleaved`; on a shared machine the medians
+of separate runs moved by 2-5x), or with ``--kernels`` the sums of the per-kernel
+medians of :func:`hetpart.bench.kernel_table.measure`; ``--save DIR`` writes the ONNX files instead (seeded
+weights, static shapes, batch 1), for ``python -m hetpart.bench.kernel_table FILE``.
+The corpus models are exported with torch on the GPU machine; :data:`LAYERS`
+rebuilds their layers with ``onnx.helper`` (exact shapes) so they can be measured
+anywhere.  A before/after comparison is this run on two checkouts.
+
+    python bench/cpu_layers.py --threads 2                 # every layer
+    python bench/cpu_layers.py vit_attn inc_1x7_192 --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0):
+    """Conv (+ bias, + ReLU: torchvision's BasicConv2d after BN folding) on a [1, c_in, h, w] input."""
+    rng = np.random.default_rng(seed)
+    kh, kw = k
+    h, w = hw
+    wt = (rng.standard_normal((c_out, c_in, kh, kw)) / np.sqrt(c_in * kh * kw)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32) * 0.1
+    oh = (h + pads[0] + pads[2] - kh) // stride[0] + 1
+    ow = (w + pads[1] + pads[3] - kw) // stride[1] + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu else "y"], kernel_shape=[kh, kw],
+                              strides=list(stride), pads=list(pads))]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, [(wt, "w"), (b, "b")])
+
+
+def _conv1d(c_in, c_out, length, k, stride, gelu=True, seed=0):
+    """Whisper's front end: Conv1d(k, stride, pad 1) + GELU (erf form)."""
+    rng = np.random.default_rng(seed)
+    wt = (rng.standard_normal((c_out, c_in, k)) / np.sqrt(c_in * k)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32) * 0.1
+    out = (length + 2 - k) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k], strides=[stride], pads=[1, 1])]
+    nodes += _gelu("c", "y") if gelu else [helper.make_node("Identity", ["c"], ["y"])]
+    return _model(nodes, {"x": [1, c_in, length]}, {"y": [1, c_out, out]}, [(wt, "w"), (b, "b")],
+                  consts=[(np.array(np.sqrt(0.5), np.float32), "rsqrt2"), (np.array(0.5, np.float32), "half"),
+                          (np.array(1.0, np.float32), "one")] if gelu else [])
+
+
+def _gelu(x, y):
+    return [helper.make_node("Mul", [x, "rsqrt2"], [x + "_s"]), helper.make_node("Erf", [x + "_s"], [x + "_e"]),
+            helper.make_node("Add", [x + "_e", "one"], [x + "_p"]), helper.make_node("Mul", [x, x + "_p"], [x + "_m"]),
+            helper.make_node("Mul", [x + "_m", "half"], [y])]
+
+
+def _vit_patch(seed=0):
+    """ViT-B/16's patch embedding as torch exports it: Conv 3->768 k16 s16, Reshape, Transpose."""
+    rng = np.random.default_rng(seed)
+    wt = (rng.standard_normal((768, 3, 16, 16)) / np.sqrt(768)).astype(np.float32)
+    b = rng.standard_normal(768).astype(np.float32) * 0.1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[16, 16], strides=[16, 16]),
+             helper.make_node("Reshape", ["c", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])]
+    return _model(nodes, {"x": [1, 3, 224, 224]}, {"y": [1, 196, 768]},
+                  [(wt, "w"), (b, "b"), (np.array([1, 768, 196], np.int64), "shape")])
+
+
+def _linear(m, k, n, gelu=False, seed=0):
+    """``x[1, m, k] @ W[k, n] + b`` (+ GELU): a transformer's projections."""
+    rng = np.random.default_rng(seed)
+    wt = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) * 0.1
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["a" if gelu else "y"])]
+    consts = []
+    if gelu:
+        nodes += _gelu("a", "y")
+        consts = [(np.array(np.sqrt(0.5), np.float32), "rsqrt2"), (np.array(0.5, np.float32), "half"),
+                  (np.array(1.0, np.float32), "one")]
+    return _model(nodes, {"x": [1, m, k]}, {"y": [1, m, n]}, [(wt, "w"), (b, "b")], consts=consts)
+
+
+def _attention(heads, seq, dim):
+    """softmax(Q @ K^T / sqrt(d)) @ V on [1, heads, seq, dim] inputs (the two batch matmuls)."""
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["ss"]),
+             helper.make_node("Softmax", ["ss"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])]
+    shp = [1, heads, seq, dim]
+    return _model(nodes, {"q": shp, "k": shp, "v": shp}, {"y": shp},
+                  [(np.array(1 / np.sqrt(dim), np.float32), "scale")])
+
+
+def _avgpool(c, hw):
+    """inception's branch pool: AveragePool 3x3 s1 pad 1 (count_include_pad=False as torch exports it)."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
+    return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
+
+
+def _maxpool(c, hw):
+    out = (hw - 3) // 2 + 1
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
+    return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, out, out]}, [])
+
+
+def _model(nodes, inputs, outputs, inits, consts=()):
+    graph = helper.make_graph(
+        nodes, "layer", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        initializer=[numpy_helper.from_array(a, n) for a, n in list(inits) + list(consts)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+LAYERS = {
+    # ViT-B/16
+    "vit_patch": lambda: _vit_patch(),
+    "vit_qkv": lambda: _linear(197, 768, 2304),
+    "vit_proj": lambda: _linear(197, 768, 768),
+    "vit_fc1": lambda: _linear(197, 768, 3072, gelu=True),
+    "vit_fc2": lambda: _linear(197, 3072, 768),
+    "vit_attn": lambda: _attention(12, 197, 64),
+    # inception_v3 (torchvision, 299x299)
+    "inc_stem1": lambda: _conv(3, 32, (299, 299), (3, 3), (2, 2)),
+    "inc_stem2": lambda: _conv(32, 32, (149, 149), (3, 3)),
+    "inc_stem3": lambda: _conv(32, 64, (147, 147), (3, 3), pads=(1, 1, 1, 1)),
+    "inc_stem4": lambda: _conv(64, 80, (73, 73), (1, 1)),
+    "inc_stem5": lambda: _conv(80, 192, (73, 73), (3, 3)),
+    "inc_5x5": lambda: _conv(48, 64, (35, 35), (5, 5), pads=(2, 2, 2, 2)),
+    "inc_3x3_35": lambda: _conv(64, 96, (35, 35), (3, 3), pads=(1, 1, 1, 1)),
+    "inc_3x3_96": lambda: _conv(96, 96, (35, 35), (3, 3), pads=(1, 1, 1, 1)),
+    "inc_b_s2": lambda: _conv(288, 384, (35, 35), (3, 3), (2, 2)),
+    "inc_1x7": lambda: _conv(128, 128, (17, 17), (1, 7), pads=(0, 3, 0, 3)),
+    "inc_7x1": lambda: _conv(128, 192, (17, 17), (7, 1), pads=(3, 0, 3, 0)),
+    "inc_1x7_192": lambda: _conv(192, 192, (17, 17), (1, 7), pads=(0, 3, 0, 3)),
+    "inc_7x1_192": lambda: _conv(192, 192, (17, 17), (7, 1), pads=(3, 0, 3, 0)),
+    "inc_d_s2": lambda: _conv(192, 320, (17, 17), (3, 3), (2, 2)),
+    "inc_1x3": lambda: _conv(384, 384, (8, 8), (1, 3), pads=(0, 1, 0, 1)),
+    "inc_3x1": lambda: _conv(384, 384, (8, 8), (3, 1), pads=(1, 0, 1, 0)),
+    "inc_1x1_8": lambda: _conv(2048, 320, (8, 8), (1, 1)),
+    "inc_avgpool_35": lambda: _avgpool(192, 35),
+    "inc_avgpool_17": lambda: _avgpool(768, 17),
+    "inc_maxpool_147": lambda: _maxpool(64, 147),
+    # whisper encoder front end (tiny: 80 mels -> 384, 3000 frames)
+    "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
+    "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),
+    "whisper_attn": lambda: _attention(6, 1500, 64),
+}
+
+
+BLOCK = 5
+"""Runs of one side before the other's turn: ORT's pool threads spin for a while after
+a run, and the first call after a switch pays for the other side's spinning (one call
+of each in turn measured ViT's attention block at 1.9-3.2 ms, its kernels alone 0.9)."""
+
+
+def interleaved(model, threads: int, runs: int = 30) -> tuple[float, float]:
+    """``(hetpart_ms, ort_ms)``: the least of ``runs`` whole runs of ``model`` each, both
+    on ``threads`` threads, in turns of :data:`BLOCK` calls (so a neighbour's load hits
+    both alike; the least is the run it hit least).  hetpart: the op graph's module built by
+    :func:`hetpart.kernels.build` (as the compiler builds a CPU partition) in a Relax VM
+    on a leased thread whose TVM pool has ``threads`` threads; ONNX Runtime:
+    :func:`hetpart.bench.peers.ort_session`."""
+    import time
+
+    import tvm
+    from tvm import relax
+
+    from .. import kernels, load
+    from ..models import example_inputs
+    from ..runtime.threads import lease
+    from ..targets import cpu_tvm_target
+    from .peers import ort_session
+
+    feeds = example_inputs(model, seed=0)
+    executable = kernels.build(load(model).module, cpu_tvm_target())
+    session = ort_session(model, threads=threads)
+    result: dict = {}
+
+    def body():
+        try:
+            vm = relax.VirtualMachine(executable, tvm.cpu())
+            args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+            vm["main"](*args)
+            session.run(None, feeds)
+            h, o = [], []
+            for _ in range(-(-runs // BLOCK)):
+                for _ in range(BLOCK):
+                    t = time.perf_counter()
+                    vm["main"](*args)
+                    h.append(time.perf_counter() - t)
+                for _ in range(BLOCK):
+                    t = time.perf_counter()
+                    session.run(None, feeds)
+                    o.append(time.perf_counter() - t)
+            result["times"] = (min(h) * 1e3, min(o) * 1e3)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    lease("cpu layers", body, pool=threads, role="cpu").join()
+    if "error" in result:
+        raise result["error"]
+    return result["times"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("layers", nargs="*", help="layer names (default: all)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--kernels", action="store_true",
+                   help="per-kernel medians (hetpart.bench.kernel_table) instead of interleaved whole runs")
+    p.add_argument("--save", metavar="DIR", help="write <layer>.onnx files to DIR instead of timing")
+    p.add_argument("--list", action="store_true")
+    a = p.parse_args(argv)
+    if a.list:
+        print("\n".join(LAYERS))
+        return 0
+    unknown = [n for n in a.layers if n not in LAYERS]
+    if unknown:
+        print(f"unknown layer(s) {', '.join(unknown)}; --list shows them", file=sys.stderr)
+        return 1
+    if a.save:
+        os.makedirs(a.save, exist_ok=True)
+    else:
+        print(f"{'layer':<18}{'hetpart ms':>12}{'ORT ms':>10}{'ratio':>8}"
+              + ("  slowest hetpart kernel" if a.kernels else f"   (least of {a.runs} interleaved runs, {a.threads} threads)"))
+    for name in a.layers or LAYERS:
+        m = LAYERS[name]()
+        onnx.checker.check_model(m)
+        if a.save:
+            onnx.save(m, os.path.join(a.save, f"{name}.onnx"))
+            continue
+        if not a.kernels:
+            h, o = interleaved(m, a.threads, a.runs)
+            print(f"{name:<18}{h:12.3f}{o:10.3f}{h / o:8.2f}", flush=True)
+            continue
+        from ..models import example_inputs
+        from .kernel_table import measure
+
+        t = measure(m, example_inputs(m, seed=0), a.threads, a.runs)
+        h, o = sum(us for _, us in t.hetpart) / 1e3, sum(us for _, us in t.ort) / 1e3
+        print(f"{name:<18}{h:12.3f}{o:10.3f}{h / o:8.2f}  {t.hetpart[0][0][:40]} {t.hetpart[0][1]:.1f} us", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Register tiles on extents no tile size divides (hetpart/kernels/register_tile.py's
+ragged rows, hetpart/kernels/rules/cpu_matmul.py's padded vector dim) against ONNX
+Runtime and ``onnx.reference``.
+
+Cases, the corpus shapes scaled down: ViT's 197 tokens (prime: rows of 6, the last
+tile ragged) in a linear layer and in the attention scores ``Q @ K^T`` (197 columns:
+no whole vectors, the dim padded to 208), inception's asymmetric 1x7 / 7x1
+convolutions on 17x17 and a 3x3 on 73x73 (71 wide).  Inputs: negatives and zeros
+(standard normal, every 7th element 0); NaN and +-inf at a few places for the
+padded matmul (the padding must not leak into the output, nor the output's NaN be
+lost).  Tolerances: rtol 1e-5 and an atol of 1e-6 of the largest output (the sums
+run in another order than ORT's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+import tvm_ffi
+from onnx import helper, numpy_helper
+
+from onnx_cases import assert_matches, reference
+
+from hetpart import kernels, load
+from hetpart.backend import forced_plan
+from hetpart.kernels import weight_prepack
+from hetpart.kernels.register_tile import _row_count
+from hetpart.targets import cpu_tvm_target
+
+
+def _graph(nodes, inputs, output, inits):
+    g = helper.make_graph(
+        nodes, "ragged", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, output)],
+        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _conv(c_in, c_out, hw, k, pads, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((c_out, c_in, *k)) / np.sqrt(c_in * k[0] * k[1])).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    oh, ow = hw[0] + pads[0] + pads[2] - k[0] + 1, hw[1] + pads[1] + pads[3] - k[1] + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(k), pads=list(pads)),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return _graph(nodes, {"x": [1, c_in, *hw]}, [1, c_out, oh, ow], {"w": w, "b": b})
+
+
+def _linear(m, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["y"])]
+    return _graph(nodes, {"x": [1, m, k]}, [1, m, n], {"w": w, "b": b})
+
+
+def _scores(heads, seq, dim):
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["y"])]
+    shp = [1, heads, seq, dim]
+    return _graph(nodes, {"x": shp, "k": shp}, [1, heads, seq, seq],
+                  {"scale": np.array(1 / np.sqrt(dim), np.float32)})
+
+
+CASES = {
+    "linear 197x64 @ 64x80": lambda: _linear(197, 64, 80),
+    "linear 37x48 @ 48x64": lambda: _linear(37, 48, 64),
+    "scores 3x197x32": lambda: _scores(3, 197, 32),
+    "scores 2x37x16": lambda: _scores(2, 37, 16),
+    "scores 2x100x16": lambda: _scores(2, 100, 16),
+    "conv 1x7 17x17": lambda: _conv(24, 32, (17, 17), (1, 7), (0, 3, 0, 3)),
+    "conv 7x1 17x17": lambda: _conv(24, 48, (17, 17), (7, 1), (3, 0, 3, 0)),
+    "conv 3x3 73x73": lambda: _conv(8, 32, (73, 73), (3, 3), (0, 0, 0, 0)),
+}
+
+
+def _feeds(m: onnx.ModelProto, special: bool = False) -> dict:
+    rng = np.random.default_rng(1)
+    out = {}
+    for i in m.graph.input:
+        x = rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+        x.flat[::7] = 0.0
+        if special:
+            x.flat[[3, x.size // 2, x.size - 1]] = [np.nan, np.inf, -np.inf]
+        out[i.name] = x
+    return out
+
+
+def _hetpart(m: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    import hetpart
+
+    graph = load(m)
+    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
+        return s.run(feeds)["y"]
+
+
+def _rules(m: onnx.ModelProto) -> dict[str, str]:
+    return kernels.rules_applied(kernels.schedule(load(m).module, cpu_tvm_target()))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_ragged_tiles_match_onnxruntime(case):
+    m = CASES[case]()
+    feeds = _feeds(m)
+    got = _hetpart(m, feeds)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+@pytest.mark.parametrize("case", ["scores 3x197x32", "linear 37x48 @ 48x64"])
+def test_ragged_tiles_nan_and_inf_as_the_reference(case):
+    """A NaN or infinity in a row or column reaches exactly that row's or column's
+    outputs (inf - inf within a dot product is NaN in any order)."""
+    m = CASES[case]()
+    feeds = _feeds(m, special=True)
+    got = _hetpart(m, feeds)
+    want = reference(m, feeds)["y"]
+    assert np.isnan(want).any() and np.isinf(want).any(), "the case must exercise both"
+    finite = np.abs(want[np.isfinite(want)])
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(finite.max()), what=case)
+
+
+def test_attention_scores_are_register_tiled():
+    """``Q @ K^T`` over 197 tokens (no whole vectors either way) is the matmul rule's
+    padded tile; before, no rule but the reduction rule's took it (10.6 ms against ONNX
+    Runtime's 0.46 ms, 2 threads)."""
+    rules = _rules(CASES["scores 3x197x32"]())
+    assert rules.get("fused_matmul_multiply") == "CpuMatmul", rules
+
+
+def test_attention_scores_write_only_the_output():
+    """The padded columns (197 -> 208) never reach the output: every block that writes
+    it iterates over the unpadded domain (TVM's reverse_compute_inline of the copy-back
+    into the padded write-back gave that block the padded one: stores past the row)."""
+    mod = kernels.schedule(load(CASES["scores 3x197x32"]()).module, cpu_tvm_target())
+    func = mod["fused_matmul_multiply"]
+    out = func.params[-1]
+    blocks = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
+    writers = [b for b in blocks if any(w.source.same_as(out) for w in b.writes)]
+    assert writers, func.script()
+    padded = [iv for b in writers for iv in b.iter_vars if int(iv.dom.extent) > 197]
+    assert not padded, func.script()
+    assert any(int(iv.dom.extent) == 208 for b in blocks for iv in b.iter_vars), "the case must pad"
+
+
+def test_narrow_vectors_are_padded_to_full_ones():
+    """Scores over 100 tokens (whisper's 1500 frames scaled down): 100 is 25 vectors of
+    4 lanes; the dim is padded to 112 (7 of 16) instead (whisper-tiny's scores: 44 ->
+    11.6 ms, ONNX Runtime 15.8, 2 threads)."""
+    mod = kernels.schedule(load(CASES["scores 2x100x16"]()).module, cpu_tvm_target())
+    func = mod["fused_matmul_multiply"]
+    assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
+    blocks = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
+    assert any(int(iv.dom.extent) == 112 for b in blocks for iv in b.iter_vars), func.script()
+
+
+def test_weights_are_not_padded():
+    """A weight's ragged dim (marked as kernels.build marks it) keeps its narrow
+    vectors, packed once at compile time, rather than a padded copy per call."""
+    mod = kernels.schedule(weight_prepack.mark_weights(load(_linear(6, 32, 100)).module), cpu_tvm_target())
+    func = next(f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    blocks = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
+    assert not any(int(iv.dom.extent) == 112 for b in blocks for iv in b.iter_vars), func.script()
+
+
+@pytest.mark.parametrize("extent, vecs, rows", [
+    (197, 2, 6), (17, 2, 6), (71, 2, 8), (73, 2, 5), (73, 1, 8), (56, 2, 8), (147, 2, 7), (8, 2, 8), (5, 2, 5)])
+def test_row_count_keeps_the_tile_tall(extent, vecs, rows):
+    """A prime extent no longer collapses the tile to one row (a GEMV that reloads the
+    weight per row): the count from 4 to 8 (8 for one vector a row: 8 accumulators)
+    with the least ragged padding; divisors as before."""
+    assert _row_count(extent, 8, vecs) == rows
