@@ -190,6 +190,14 @@ case "${1:-1}" in
       --precision "$prec" --budget $((BUDGET / 2 - 20)) --export-dir "$EXPORTS" $SKIP \
       --out "$OUT/corpus-gpu-$prec.json" > "$OUT/logs/corpus-$prec.log" 2>&1
   done ;;
+26)  # (BUDGET=590) issue 18 on the 16-core Xeon after the ragged tiles, conv and softmax work: the all-CPU
+     # corpus at b1 for the models they touch, then int8 (dynamic + QDQ) with per-kernel tables, then b32
+  timeout 240 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 220 --export-dir "$EXPORTS" \
+    --models vit_b_16,inception_v3,whisper_encoder,densenet121,mobilenet_v2,resnet50,mobilenet_v3_large,googlenet \
+    --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1
+  timeout 200 python3 bench/int8.py --export-dir /tmp/int8 --out "$OUT/int8-nvidia-h200.json" > "$OUT/logs/int8.txt" 2>&1
+  timeout 130 python3 bench/corpus.py --devices cpu --batches 32 --time --budget 110 --export-dir "$EXPORTS" \
+    --models resnet50,bert,vit_b_16,efficientnet_b0 --out "$OUT/corpus-cpu-b32.json" > "$OUT/logs/corpus-cpu-b32.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
