@@ -97,6 +97,13 @@ def _attention(heads, seq, dim):
                   [(np.array(1 / np.sqrt(dim), np.float32), "scale")])
 
 
+def _softmax(heads, seq):
+    """The attention softmax alone: Softmax over the last axis of [1, heads, seq, seq]."""
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=-1)]
+    shp = [1, heads, seq, seq]
+    return _model(nodes, {"x": shp}, {"y": shp}, [])
+
+
 def _avgpool(c, hw):
     """inception's branch pool: AveragePool 3x3 s1 pad 1 (count_include_pad=False as torch exports it)."""
     nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
@@ -125,6 +132,7 @@ LAYERS = {
     "vit_fc1": lambda: _linear(197, 768, 3072, gelu=True),
     "vit_fc2": lambda: _linear(197, 3072, 768),
     "vit_attn": lambda: _attention(12, 197, 64),
+    "vit_softmax": lambda: _softmax(12, 197),
     # inception_v3 (torchvision, 299x299)
     "inc_stem1": lambda: _conv(3, 32, (299, 299), (3, 3), (2, 2)),
     "inc_stem2": lambda: _conv(32, 32, (149, 149), (3, 3)),
@@ -150,6 +158,10 @@ LAYERS = {
     "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),
     "whisper_attn": lambda: _attention(6, 1500, 64),
+    "whisper_softmax": lambda: _softmax(6, 1500),
+    # rows of whole vectors, for comparison: BERT-base's attention softmax, 256-wide rows
+    "bert_softmax": lambda: _softmax(12, 128),
+    "softmax_256": lambda: _softmax(12, 256),
 }
 
 

@@ -24,16 +24,19 @@ Two shapes of function, two schedules:
   threads, ``bench/cpu_softmax.py``, with the in-place store below): BERT-base
   attention softmax ``[1,12,128,128]`` 0.15 -> 0.033 ms (ONNX Runtime 0.024 ms),
   ``[1,16,512,512]`` 3.5 -> 0.56-0.98 ms (ONNX Runtime 0.37-0.51 ms).
-* rows that are not whole vectors (a 30522-word vocabulary, 197 ViT tokens) reduce
-  in ``lanes`` partials too: the split's bound check becomes a guard in the
-  partials' value (:func:`_guard_partials`; TVM 0.27's ``compute_at`` drops a
-  block's ``T.where`` predicate, and the block then reads past the row).  TVM's
-  VectorizeLoop turns that guarded loop into scalar code, but with ``lanes``
-  independent chains instead of one; the element-wise passes are LLVM's vectorised
-  loops.  128x30522 softmax 4.6 -> ~1.35 ms (ONNX Runtime 0.7 ms in the same,
-  busier, run), 1x12x197x197 0.67 -> 0.22 ms.  (LoopPartition could split off the
-  guarded last step and leave the rest vector code, but its loop hint is lost when
-  NarrowDataType renames the int64 loop variables.)
+* rows that are not whole vectors (a 30522-word vocabulary, 197 ViT tokens, 1500
+  whisper frames) reduce in full-width partials too (:func:`_rfactor_widest`; 1500
+  had 4-wide ones, the widest dividing it): the split's bound check becomes a guard
+  in the partials' value (:func:`_guard_partials`; TVM 0.27's ``compute_at`` drops a
+  block's ``T.where`` predicate, and the block then reads past the row), and the
+  partials loop is then partitioned (:func:`_split_off_tail`) into the row's whole
+  vectors, unguarded, and the last, partial step, guarded: TVM's VectorizeLoop
+  turned the whole guarded loop into scalar code.  The element-wise passes of such
+  rows are LLVM's vectorised loops (:func:`_vectorize_row_pass`).  Measured (2
+  threads, same process, before/after/ONNX Runtime interleaved,
+  bench/results/cpu-softmax-rows-2core.md): 1x12x197x197 0.47 -> 0.21 ms (ORT
+  0.11), 1x6x1500x1500 6.1-6.9 -> 3.8-3.9 ms (ORT 3.0-3.6); rows of whole vectors
+  (128, 256, 512) are scheduled exactly as before.
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -80,6 +83,20 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
         sch.vectorize(loops[-1])
 
 
+def _vectorize_row_pass(sch, block, lanes: int, full: int) -> None:
+    """Vectorise an element-wise pass along a row (softmax's exp and divide): as
+    :func:`_vectorize_inner`, except that a row longer than one ``full`` vector and not
+    a whole number of them (1500, 1000, 72) is left to LLVM's loop vectoriser (full
+    vectors, its own tail) rather than split into the narrower vectors that divide it.
+    Measured (2-core znver5, 2 threads, exp + divide of softmax): [1,6,1500,1500]
+    5.1-9.4 -> 3.5-5.6 ms in 4-wide vectors -> LLVM's loop; [256,72] 0.024 -> 0.010 ms."""
+    loops = sch.get_loops(block)
+    ext = const_extent(sch, loops[-1]) if loops else None
+    if ext is not None and ext > full and ext % full:
+        return
+    _vectorize_inner(sch, block, lanes)
+
+
 def rfactor_rows(sch, block, lanes: int):
     """Prepare ``block`` (a reduction over the end of each row) to reduce ``lanes``
     elements at a time: split its reduction loop ``[n/lanes, lanes]`` and ``rfactor``
@@ -117,11 +134,14 @@ def rfactor_rows(sch, block, lanes: int):
     return rf
 
 
-def _combiner(stmt):
+def _combiner(stmt, with_init: bool = True):
     """``(self load, other operand)`` of a reduction block whose update is
-    ``buf[i] = max|min|+|*(buf[i], other)`` (either order) with an init, else None."""
+    ``buf[i] = max|min|+|*(buf[i], other)`` (either order) with an init (or, with
+    ``with_init=False``, the update block :meth:`decompose_reduction` leaves), else None."""
     store = stmt.body
-    if stmt.init is None or not isinstance(store, tirx.BufferStore) or not isinstance(stmt.init, tirx.BufferStore):
+    if not isinstance(store, tirx.BufferStore):
+        return None
+    if with_init and (stmt.init is None or not isinstance(stmt.init, tirx.BufferStore)):
         return None
     value = store.value
     if not isinstance(value, (tirx.Max, tirx.Min, tirx.Add, tirx.Mul)):
@@ -180,6 +200,46 @@ def vectorize_partials(sch, rf, lanes: int) -> None:
     sch.reorder(red[0], part[0])
     sch.vectorize(part[0])
     sch.decompose_reduction(rf, red[0])
+    if _is_guarded(sch.get(rf)):
+        _split_off_tail(sch, red[0])
+
+
+def _is_guarded(stmt) -> bool:
+    """Whether a partials block's update is the guarded form :func:`_guard_partials` writes."""
+    combine = _combiner(stmt, with_init=False)
+    return combine is not None and _guarded_operand(combine[1]) is not None
+
+
+def _guarded_operand(expr):
+    """``other`` of ``if_then_else(cond, other, identity)``, else None."""
+    if isinstance(expr, tvm.ir.Call) and expr.op.same_as(tvm.ir.Op.get("prim.if_then_else")):
+        return expr.args[1]
+    return None
+
+
+def _split_off_tail(sch, red) -> None:
+    """Partition the guarded partials loop ``red`` (``ceil(n/lanes)`` steps) into the
+    whole vectors (``n // lanes`` steps, the guard dropped: every element it reads is in
+    the row) and the last, partial step (guarded; TVM scalarises it).  Before, TVM's
+    VectorizeLoop turned the whole loop into scalar code because of the per-lane guard.
+    Invariant: the same elements combine into the same partials, in the same order."""
+    steps = const_extent(sch, red)
+    whole, _ = sch.loop_partition(red, [steps - 1])
+    for blk in sch.get_child_blocks(whole):
+        _drop_guard(sch, blk)
+
+
+def _drop_guard(sch, blk) -> None:
+    """Replace ``op(buf, if_then_else(cond, other, identity))`` by ``op(buf, other)`` in
+    partials block ``blk`` (whose loops keep ``cond`` true)."""
+    block = sch.get(blk)
+    mine, guarded = _combiner(block, with_init=False)
+    store = block.body
+    value = type(store.value)(mine, _guarded_operand(guarded))
+    new_block = s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
+                             tirx.BufferStore(store.buffer, value, store.indices), block.init,
+                             block.alloc_buffers, block.match_buffers, block.annotations)
+    sch.state.replace(sch.get_sref(blk), new_block, {block: new_block})
 
 
 def _binds_last_write_dim(sch, block, loop) -> bool:
@@ -234,7 +294,7 @@ class CpuReduction(ScheduleRule):
             return None
         if any(not bi.dom_kind() or bi.dom_kind()[0] != "S" for bi in infos):
             return None
-        lanes = cpu_shape(target).lanes(str(sch.get(infos[-1].block_rv).writes[0].source.dtype))
+        lanes = full = cpu_shape(target).lanes(str(sch.get(infos[-1].block_rv).writes[0].source.dtype))
         # Narrower vectors where the full width does not divide the output's rows (24, 72).
         row = sch.get(infos[-1].block_rv).writes[0].source.shape[-1]
         if isinstance(row, tirx.IntImm):
@@ -244,7 +304,7 @@ class CpuReduction(ScheduleRule):
             if self._one_reduction(sch, infos, lanes):
                 return sch
             return None
-        if not self._rows(sch, infos, lanes):
+        if not self._rows(sch, infos, lanes, full):
             return None
         return scratch_into_output(sch, infos[-1].block_rv)
 
@@ -283,8 +343,11 @@ class CpuReduction(ScheduleRule):
         return True
 
     @staticmethod
-    def _rows(sch, infos, lanes: int) -> bool:
-        """Blocks sharing leading spatial rows, the last one element-wise."""
+    def _rows(sch, infos, lanes: int, full: int) -> bool:
+        """Blocks sharing leading spatial rows, the last one element-wise.  Element-wise
+        passes in ``lanes``-wide vectors (a width that divides the row), row reductions
+        in ``full``-wide partials where the row holds two (a 1500- or 197-wide row: whole
+        vectors plus a guarded last step, :func:`_split_off_tail`), else ``lanes``-wide."""
         if not infos[-1].is_injective():
             return False
         if min(_leading_s(bi.dom_kind()) for bi in infos) == 0:
@@ -293,28 +356,46 @@ class CpuReduction(ScheduleRule):
         lead = _row_loops(sch, infos)
         # Row reductions first become lanes-wide partial sums (their own blocks), while
         # each is still a complete reduction at the root where rfactor is allowed.
-        partials = [rfactor_rows(sch, bi.block_rv, lanes) for bi in infos[:-1] if not bi.is_injective()]
+        partials = [_rfactor_widest(sch, bi.block_rv, full, lanes) for bi in infos[:-1] if not bi.is_injective()]
         if lead == 0:
             _one_row(sch, partials, lanes)
             return True
         loops = sch.get_loops(last)
         rows = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
         sch.parallel(rows)
-        _vectorize_inner(sch, last, lanes)
+        _vectorize_row_pass(sch, last, lanes, full)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         for blk in reversed(blocks):
             if not sch.get(blk).name_hint == sch.get(last).name_hint:
                 sch.compute_at(blk, rows, preserve_unit_loops=True)
-        rf_names = {sch.get(rf).name_hint for rf in partials if rf is not None}
+        rf_names = {sch.get(rf).name_hint: width for rf, width in partials if rf is not None}
         for blk in blocks:
             stmt = sch.get(blk)
             if stmt.name_hint == sch.get(last).name_hint:
                 continue
             if stmt.name_hint in rf_names:
-                vectorize_partials(sch, blk, lanes)
+                vectorize_partials(sch, blk, rf_names[stmt.name_hint])
             elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
-                _vectorize_inner(sch, blk, lanes)
+                _vectorize_row_pass(sch, blk, lanes, full)
         return True
+
+
+def _rfactor_widest(sch, block, full: int, lanes: int):
+    """``(partials block, width)`` from :func:`rfactor_rows`: ``full`` lanes, with a
+    guarded last step where the row is not whole full vectors (197, 1500), unless the
+    narrower ``lanes`` (which divide the row) take no more steps than the full vectors
+    plus a tail of ``full`` scalar steps (40, 72: 8-wide) or the row is shorter than
+    two full vectors (24); ``(None, 0)`` where neither applies."""
+    loops = sch.get_loops(block)
+    ext = const_extent(sch, loops[-1]) if loops else None
+    order = (full, lanes)
+    if ext is not None and lanes < full and ext % lanes == 0 and ext // lanes <= ext // full + full:
+        order = (lanes, full)
+    for width in dict.fromkeys(order):
+        rf = rfactor_rows(sch, block, width)
+        if rf is not None:
+            return rf, width
+    return None, 0
 
 
 def scratch_into_output(sch, last):
@@ -437,10 +518,10 @@ def _row_loops(sch, infos) -> int:
 def _one_row(sch, partials, lanes: int) -> None:
     """A single row: every block stays at the root, one pass over the row each; the
     element-wise passes vectorised, the row reductions as lanes-wide partials."""
-    rf_names = {sch.get(rf).name_hint for rf in partials if rf is not None}
+    rf_names = {sch.get(rf).name_hint: width for rf, width in partials if rf is not None}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(blk)
         if stmt.name_hint in rf_names:
-            vectorize_partials(sch, blk, lanes)
+            vectorize_partials(sch, blk, rf_names[stmt.name_hint])
         elif all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
             _vectorize_inner(sch, blk, lanes)
