@@ -1,5 +1,5 @@
 """Single layers of the corpus models where hetpart's all-CPU run trails ONNX Runtime
-(issue 18: ViT-B/16, inception_v3, whisper's encoder), timed against ONNX Runtime.
+(issue 18: ViT-B/16, inception_v3, whisper's encoder, resnet50, densenet121, mobilenet_v2), timed against ONNX Runtime.
 
 In: layer names (``--list`` shows them; default all) and a thread count.  Out: per
 layer, hetpart's time beside ONNX Runtime's on the same threads, and the ratio: the
@@ -26,20 +26,31 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0):
-    """Conv (+ bias, + ReLU: torchvision's BasicConv2d after BN folding) on a [1, c_in, h, w] input."""
+def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0, group=1, relu6=False):
+    """Conv (+ bias, + ReLU: torchvision's BasicConv2d after BN folding; ``relu6``: Clip(0, 6)
+    as mobilenet_v2 exports it; ``group``: depthwise when it is ``c_in``) on a [1, c_in, h, w] input."""
     rng = np.random.default_rng(seed)
     kh, kw = k
     h, w = hw
-    wt = (rng.standard_normal((c_out, c_in, kh, kw)) / np.sqrt(c_in * kh * kw)).astype(np.float32)
+    cg = c_in // group
+    wt = (rng.standard_normal((c_out, cg, kh, kw)) / np.sqrt(cg * kh * kw)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32) * 0.1
     oh = (h + pads[0] + pads[2] - kh) // stride[0] + 1
     ow = (w + pads[1] + pads[3] - kw) // stride[1] + 1
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu else "y"], kernel_shape=[kh, kw],
-                              strides=list(stride), pads=list(pads))]
-    if relu:
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu or relu6 else "y"], kernel_shape=[kh, kw],
+                              strides=list(stride), pads=list(pads), group=group)]
+    consts = []
+    if relu6:
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        consts = [(np.array(0.0, np.float32), "lo"), (np.array(6.0, np.float32), "hi")]
+    elif relu:
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
-    return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, [(wt, "w"), (b, "b")])
+    return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, [(wt, "w"), (b, "b")], consts=consts)
+
+
+def _dw(c, hw, stride):
+    """mobilenet_v2's depthwise 3x3 (pad 1) + bias + ReLU6."""
+    return _conv(c, c, (hw, hw), (3, 3), (stride, stride), pads=(1, 1, 1, 1), group=c, relu6=True)
 
 
 def _conv1d(c_in, c_out, length, k, stride, gelu=True, seed=0):
@@ -154,6 +165,39 @@ LAYERS = {
     "inc_avgpool_35": lambda: _avgpool(192, 35),
     "inc_avgpool_17": lambda: _avgpool(768, 17),
     "inc_maxpool_147": lambda: _maxpool(64, 147),
+    # resnet50 (torchvision v1.5: stride in the 3x3), BN folded
+    "r50_3x3_56": lambda: _conv(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1)),
+    "r50_3x3_28": lambda: _conv(128, 128, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
+    "r50_3x3_14": lambda: _conv(256, 256, (14, 14), (3, 3), pads=(1, 1, 1, 1)),
+    "r50_3x3_7": lambda: _conv(512, 512, (7, 7), (3, 3), pads=(1, 1, 1, 1)),
+    "r50_3x3_s2_28": lambda: _conv(128, 128, (56, 56), (3, 3), (2, 2), pads=(1, 1, 1, 1)),
+    "r50_1x1_56a": lambda: _conv(64, 256, (56, 56), (1, 1), relu=False),
+    "r50_1x1_56b": lambda: _conv(256, 64, (56, 56), (1, 1)),
+    "r50_1x1_28": lambda: _conv(512, 128, (28, 28), (1, 1)),
+    "r50_1x1_14": lambda: _conv(1024, 256, (14, 14), (1, 1)),
+    "r50_1x1_7": lambda: _conv(2048, 512, (7, 7), (1, 1)),
+    # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
+    "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
+    "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
+    "dn_1x1_14b": lambda: _conv(608, 128, (14, 14), (1, 1)),
+    "dn_1x1_7": lambda: _conv(992, 128, (7, 7), (1, 1)),
+    "dn_3x3_56": lambda: _conv(128, 32, (56, 56), (3, 3), pads=(1, 1, 1, 1)),
+    "dn_3x3_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
+    "dn_3x3_14": lambda: _conv(128, 32, (14, 14), (3, 3), pads=(1, 1, 1, 1)),
+    "dn_3x3_7": lambda: _conv(128, 32, (7, 7), (3, 3), pads=(1, 1, 1, 1)),
+    # mobilenet_v2: depthwise 3x3 + ReLU6, 1x1 expand (+ ReLU6) / project
+    "mb_dw_112": lambda: _dw(32, 112, 1),
+    "mb_dw_112s2": lambda: _dw(96, 112, 2),
+    "mb_dw_56": lambda: _dw(144, 56, 1),
+    "mb_dw_56s2": lambda: _dw(144, 56, 2),
+    "mb_dw_28": lambda: _dw(192, 28, 1),
+    "mb_dw_14": lambda: _dw(384, 14, 1),
+    "mb_dw_14s2": lambda: _dw(576, 14, 2),
+    "mb_dw_7": lambda: _dw(960, 7, 1),
+    "mb_exp_56": lambda: _conv(24, 144, (56, 56), (1, 1), relu6=True),
+    "mb_proj_56": lambda: _conv(144, 24, (56, 56), (1, 1), relu=False),
+    "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
+    "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
     # whisper encoder front end (tiny: 80 mels -> 384, 3000 frames)
     "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),

@@ -32,8 +32,9 @@ it was.  Claiming matters: the reduction rule would inline the padding into the
 window (6x slower).
 
 The padding block stays separate (inlining it would put a bounds test into the inner
-loop): the tiles give it the injective schedule, the channel rows compute it per
-channel.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
+loop): the tiles give it the injective schedule, in parallel rows also below that
+schedule's size for parallel loops (:func:`_parallel_padding`), the channel rows
+compute it per channel.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
 (EfficientNet's SiLU, ``x * sigmoid(x)``) is computed by
 :func:`hetpart.kernels.fast_exp.replace_exp` -- in the tile's or the channel's write-back -- since LLVM makes each a scalar libm call per element.
 """
@@ -46,9 +47,11 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial
+from ..analysis import (
+    block_infos, const_extent, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial,
+)
 from ..fast_exp import replace_exp
-from ..register_tile import mac_count, make_plan, register_tile, vec_candidates
+from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, register_tile, vec_candidates
 from .cpu_depthwise import channel_rows
 
 
@@ -77,6 +80,44 @@ def window_stride(mac, cand) -> int | None:
     if not coef or not isinstance(coef[0], tirx.IntImm):
         return None
     return int(coef[0])
+
+
+PARALLEL_PADDING_MIN = 1 << 15
+"""Padded elements from which a padding pass runs in parallel (:func:`_parallel_padding`):
+~32 Ki floats take several microseconds on one core, more than a thread-pool wake-up."""
+
+
+def _parallel_padding(sch: s_tir.Schedule, keep: set[str]) -> None:
+    """The padding blocks ``keep`` names, where the injective schedule left them on one
+    thread (fewer than :data:`~..analysis.PARALLEL_MIN_ELEMENTS` outputs) but they have
+    at least :data:`PARALLEL_PADDING_MIN`, run with their rows in parallel: the
+    convolution after them is parallel, so a serial padding pass is its serial
+    fraction -- resnet50's 256x16x16 and 512x9x9, densenet121's 128x30x30 and
+    128x16x16, about a tenth of those convs' time on 2 threads, more on 16.
+
+    Out: each such block's serial loops outside its row (the innermost loop, or its
+    vectorised part) fused and parallel; a block with a parallel loop already is left
+    as it is."""
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in keep:
+            continue
+        loops = sch.get_loops(blk)
+        extents = [const_extent(sch, lp) for lp in loops]
+        kinds = [sch.get(lp).kind for lp in loops]
+        if len(loops) < 2 or None in extents or tirx.ForKind.PARALLEL in kinds:
+            continue
+        serial = len(kinds) if all(k == tirx.ForKind.SERIAL for k in kinds) else kinds.index(
+            next(k for k in kinds if k != tirx.ForKind.SERIAL))
+        outer = loops[: min(serial, len(loops) - 1)]  # a row (or its vectors) stays inside
+        if outer and _product(extents) >= PARALLEL_PADDING_MIN:
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def _product(extents) -> int:
+    n = 1
+    for e in extents:
+        n *= e
+    return n
 
 
 class CpuConv2d(ScheduleRule):
@@ -116,6 +157,8 @@ class CpuConv2d(ScheduleRule):
             if plan.row is None and mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac):
                 return self._rows(func, sch, mac, lanes)  # too little reuse for a tile (docstring)
         register_tile(sch, mac, plan, shape)
+        if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
+            _parallel_padding(sch, keep)
         return sch
 
     @staticmethod
