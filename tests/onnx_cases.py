@@ -4,6 +4,7 @@ with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...`
 * ``model(nodes, inputs, outputs, initializers)``: an opset-17 ModelProto;
 * ``run_on(model, device, feeds, simulate=...)``: import, pin every kernel on
   ``device`` (``"cpu"`` or ``"cuda"``), compile, run one Session; outputs by name;
+* ``single_cpu_kernel(model)``: the one scheduled CPU PrimFunc it fuses into;
 * ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
 * ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
   where it has ±Inf, otherwise close.
@@ -74,6 +75,20 @@ def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = Tru
 
     with Session(compile_on(m, device, simulate=simulate)) as s:
         return s.run(feeds)
+
+
+def single_cpu_kernel(m: onnx.ModelProto):
+    """The one scheduled CPU PrimFunc ``m`` fuses into (asserting it is one: the op and
+    its epilogue in one kernel), to read the schedule a rule gave it."""
+    import tvm
+
+    from hetpart import importer, kernels
+    from hetpart.targets import cpu_tvm_target
+
+    mod = kernels.schedule(importer.load(m).module, cpu_tvm_target())
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
+    return funcs[0]
 
 
 def reference(m: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:

@@ -21,11 +21,10 @@ import tvm
 import tvm_ffi
 from onnx import helper, numpy_helper
 
-from onnx_cases import assert_matches
+from onnx_cases import assert_matches, run_on, single_cpu_kernel
 
-from hetpart import kernels, load
-from hetpart.backend import forced_plan
-from hetpart.targets import cpu_tvm_target
+from hetpart import kernels
+
 
 # name -> (c_in, c_out, image, kernel, stride)
 CASES = {
@@ -59,18 +58,7 @@ def _input(c: int, hw: int) -> np.ndarray:
 
 
 def _hetpart(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run({"x": x})["y"]
-
-
-def _scheduled(m: onnx.ModelProto):
-    mod = kernels.schedule(load(m).module, cpu_tvm_target())
-    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert len(funcs) == 1, "the conv and its epilogue are one fused kernel"
-    return funcs[0]
+    return run_on(m, "cpu", {"x": x})["y"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -102,7 +90,7 @@ def test_padding_runs_in_parallel(case):
     """densenet's 128x16x16 and resnet's 512x9x9 padded inputs (below the injective
     schedule's size for parallel loops) are padded in parallel rows, not on one thread
     before the parallel convolution."""
-    func = _scheduled(_model(*CASES[case]))
+    func = single_cpu_kernel(_model(*CASES[case]))
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuConv2d"
     loops = _padding_loops(func)
     assert loops and loops[0].kind == tvm.tirx.ForKind.PARALLEL, func.script()

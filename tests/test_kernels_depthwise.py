@@ -23,11 +23,10 @@ import tvm
 import tvm_ffi
 from onnx import helper, numpy_helper
 
-from onnx_cases import assert_matches, reference
+from onnx_cases import assert_matches, run_on, single_cpu_kernel, reference
 
-from hetpart import kernels, load
-from hetpart.backend import forced_plan
-from hetpart.targets import cpu_tvm_target
+from hetpart import kernels
+
 
 # name -> (channels, image, kernel, stride, epilogue)
 CASES = {
@@ -80,18 +79,7 @@ def _input(c: int, hw: int, special: bool = False) -> np.ndarray:
 
 
 def _hetpart(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run({"x": x})["y"]
-
-
-def _scheduled(m: onnx.ModelProto):
-    mod = kernels.schedule(load(m).module, cpu_tvm_target())
-    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert len(funcs) == 1, "the conv and its epilogue are one fused kernel"
-    return funcs[0]
+    return run_on(m, "cpu", {"x": x})["y"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -118,7 +106,7 @@ def test_depthwise_nan_and_inf_as_the_reference(case):
 def test_depthwise_is_one_parallel_nest_per_channel():
     """The padding, the window sum and the SiLU all run inside one parallel loop over
     the channels (before: four passes over the whole tensor on one thread)."""
-    func = _scheduled(_model(*CASES["3x3 s1 56 silu"]))
+    func = single_cpu_kernel(_model(*CASES["3x3 s1 56 silu"]))
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuConv2d"
     fors = []
     tvm_ffi.structural_walk(func.body, (tvm.tirx.For, fors.append), order="pre")
@@ -150,7 +138,7 @@ def test_depthwise_write_back_vectors_are_contiguous(case):
     """No explicit vector indexes the output plane through ``f // ow`` / ``f % ow`` of a
     fused loop: TVM does not fold them back and emits a gather and a scatter per vector
     (mobilenet_v2's 112x112 depthwise + ReLU6 ran 6x slower that way)."""
-    func = _scheduled(_model(*CASES[case]))
+    func = single_cpu_kernel(_model(*CASES[case]))
     divmods = []
     for idx in _vector_indices(func):
         tvm_ffi.structural_walk(idx, (tvm.tirx.FloorDiv, divmods.append))
