@@ -75,7 +75,8 @@ def _hetpart(m, feeds):
     (144, 24, 56, "none"),  # its projection
     (24, 48, 56, "add"),  # a residual add on the plane
     (32, 64, 28, "relu"),  # 28x28 = 49 vectors, a short reduction
-    (64, 64, 56, "relu"),  # 2 full channel vectors, K = 64: the weight tile (gate)
+    (64, 64, 56, "relu"),  # 2 full channel vectors, K = 64: still the plane
+    (128, 64, 56, "relu"),  # K = 128: the weight tile
 ])
 def test_fused_plane_matches_onnxruntime(ic, oc, hw, epilogue):
     m = _model(ic, oc, hw, epilogue)
@@ -133,6 +134,7 @@ def test_56_plane_is_tiled_in_full_16_lane_image_vectors(ic, oc):
 
 def test_long_reduction_on_whole_channel_vectors_keeps_the_weight_tile():
     """256 -> 64 on 56x56: 64 channels are two full vectors and K = 256 (the plane
-    measured 3-15% slower there): the weight is packed and vectorised as before."""
-    func = _scheduled(_model(256, 64, 56, "relu"))
-    assert "layout_rewrite_preproc" in func.script()
+    measured 3-15% slower there): the weight is packed and vectorised as before;
+    64 -> 64 (K = 64) takes the plane."""
+    assert "layout_rewrite_preproc" in _scheduled(_model(256, 64, 56, "relu")).script()
+    assert "layout_rewrite_preproc" not in _scheduled(_model(64, 64, 56, "relu")).script()

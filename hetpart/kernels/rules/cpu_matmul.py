@@ -138,15 +138,16 @@ def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int, is_weight):
     return find_mac(sch, infos) if infos is not None else None
 
 
-PLANE_MAX_REDUCTION = 32
+PLANE_MAX_REDUCTION = 64
 """Reduction length up to which a 1x1 conv's fused plane (:func:`_fuse_plane`) is tiled
 even where the weight tile would hold two full vectors of output channels: over so
-short a sum the write-back dominates, and the weight tile's is transposed (a scatter
-per vector, each with the epilogue).  Measured (2-core EPYC, 2 threads, A/B in one
-process, least of 200-400): mobilenet_v2's 32->192 + ReLU6 on 28x28 0.069 -> 0.033 ms;
-64->256 on 56x56 (K = 64) 0.45/0.70/0.74/0.41 -> 0.51/0.60/0.81/0.32 (undecided);
-256->64 on 56x56 and 512->128, 416->128 on 28x28 (K >= 256: 16 accumulators of the
-weight tile against 8-16 of the plane's) 3-15% slower."""
+short a sum the write-back weighs most, and the weight tile's is transposed (a
+scatter per vector, each with the epilogue).  Measured (2-core EPYC shared with
+other jobs, 2 threads, both builds in one process in turns, least of 400 calls, ms):
+resnet50's 64->256 on 56x56 0.74/0.59/0.61/0.41/0.35 -> 0.57/0.52/0.54/0.39/0.27,
+64->64 + ReLU 0.092/0.089 -> 0.071/0.079; mobilenet_v2's 32->192 + ReLU6 on 28x28
+0.059 -> 0.033.  With K >= 256 (256->64 on 56x56, 512->128 and 416->128 on 28x28)
+the weight tile's 14-16 accumulators beat the plane's 8-16: 3-15% slower there."""
 
 
 def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight):
