@@ -25,13 +25,13 @@ from hetpart.kernels import weight_prepack
 from hetpart.targets import host_triple
 
 
-def _model(ic: int, oc: int, hw: int, epilogue: str) -> onnx.ModelProto:
+def _model(ic: int, oc: int, hw: int, epilogue: str, batch: int = 1) -> onnx.ModelProto:
     """Conv 1x1 (+ bias) on ``[1, ic, hw, hw]`` then ``epilogue``: none, relu, relu6
     (Clip 0..6, as mobilenet_v2 exports it) or add (a residual input ``r``)."""
     rng = np.random.default_rng(ic * 1000 + oc)
     w = (rng.standard_normal((oc, ic, 1, 1)) / np.sqrt(ic)).astype(np.float32)
     b = (rng.standard_normal(oc) * 0.5).astype(np.float32)
-    inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, ic, hw, hw])]
+    inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, ic, hw, hw])]
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1])
     if epilogue == "relu":
@@ -42,11 +42,11 @@ def _model(ic: int, oc: int, hw: int, epilogue: str) -> onnx.ModelProto:
                   numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
     elif epilogue == "add":
         tail = [helper.make_node("Add", ["c", "r"], ["y"])]
-        inputs.append(helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [1, oc, hw, hw]))
+        inputs.append(helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [batch, oc, hw, hw]))
     else:
         tail = [helper.make_node("Identity", ["c"], ["y"])]
     graph = helper.make_graph(
-        [conv] + tail, "plane", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, oc, hw, hw])],
+        [conv] + tail, "plane", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, oc, hw, hw])],
         initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
@@ -70,16 +70,17 @@ def _hetpart(m, feeds):
         return s.run(feeds)["y"]
 
 
-@pytest.mark.parametrize("ic,oc,hw,epilogue", [
-    (24, 144, 56, "relu6"),  # mobilenet_v2's expansion on 56x56
-    (144, 24, 56, "none"),  # its projection
-    (24, 48, 56, "add"),  # a residual add on the plane
-    (32, 64, 28, "relu"),  # 28x28 = 49 vectors, a short reduction
-    (64, 64, 56, "relu"),  # 2 full channel vectors, K = 64: still the plane
-    (128, 64, 56, "relu"),  # K = 128: the weight tile
+@pytest.mark.parametrize("ic,oc,hw,epilogue,batch", [
+    (24, 144, 56, "relu6", 1),  # mobilenet_v2's expansion on 56x56
+    (144, 24, 56, "none", 1),  # its projection
+    (24, 48, 56, "add", 1),  # a residual add on the plane
+    (32, 64, 28, "relu", 1),  # 28x28 = 49 vectors, a short reduction
+    (64, 64, 56, "relu", 1),  # 2 full channel vectors, K = 64: still the plane
+    (128, 64, 56, "relu", 1),  # K = 128: the weight tile
+    (24, 48, 56, "add", 2),  # a batch of two planes
 ])
-def test_fused_plane_matches_onnxruntime(ic, oc, hw, epilogue):
-    m = _model(ic, oc, hw, epilogue)
+def test_fused_plane_matches_onnxruntime(ic, oc, hw, epilogue, batch):
+    m = _model(ic, oc, hw, epilogue, batch)
     feeds = _feeds(m)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     if epilogue in ("relu", "relu6"):  # the clamps are exercised
