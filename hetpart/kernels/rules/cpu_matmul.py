@@ -9,7 +9,9 @@ operand's innermost dim; when it is not (``B[j,k]``), the operand is packed firs
 A vector operand that is a model weight is preferred, and packed once, at compile
 time (:mod:`hetpart.kernels.weight_prepack`) -- except where the other operand is
 full SIMD width along the output's rows and the weight would need packing (a 1x1
-NCHW convolution, :func:`_activation_rows`).
+NCHW convolution, :func:`_activation_rows`).  A 1x1 conv whose image rows are not whole
+vectors but whose plane is (56x56, 28x28) is first rewritten to iterate the fused plane
+``h*w`` (:func:`_fuse_plane`), so those tiles use full-width vectors too.
 Where no dim is a whole number of vectors (attention scores over ViT's 197 tokens),
 the vector dim is padded to whole vectors first (:func:`_pad_ragged_vector`) and the
 epilogue computed with the copy-back, in the tile, over the unpadded domain.
@@ -19,6 +21,8 @@ float32 ``exp``/``sigmoid``/``tanh`` epilogue (SiLU after a 1x1 conv) is compute
 """
 
 from __future__ import annotations
+
+import math
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
@@ -47,6 +51,10 @@ class CpuMatmul(ScheduleRule):
             return None  # a convolution window or a gather: not a matmul
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
+        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+        plane_copy = None
+        if plane is not None:
+            sch, mac, plane_copy = plane
         cands = vec_candidates(mac, lanes)
         padded = False
         if not cands or max(c.lanes for c in cands) * NARROW_VECTORS <= lanes:
@@ -74,6 +82,11 @@ class CpuMatmul(ScheduleRule):
             cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
         prepack = weight(best)
         plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+        if plane_copy is not None:
+            try:
+                sch.compute_inline(plane_copy)  # loads straight from the image again
+            except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
+                pass
         register_tile(sch, mac, plan, shape, epilogue=not padded)
         return sch
 
@@ -126,6 +139,105 @@ def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int, is_weight):
         return None
     infos = block_infos(sch)
     return find_mac(sch, infos) if infos is not None else None
+
+
+PLANE_MAX_REDUCTION = 64
+"""Reduction length up to which a 1x1 conv's fused plane (:func:`_fuse_plane`) is tiled
+even where the weight tile would hold two full vectors of output channels: over so
+short a sum the write-back weighs most, and the weight tile's is transposed (a
+scatter per vector, each with the epilogue).  Measured (2-core EPYC shared with
+other jobs, 2 threads, both builds in one process in turns, least of 400 calls, ms):
+resnet50's 64->256 on 56x56 0.74/0.59/0.61/0.41/0.35 -> 0.57/0.52/0.54/0.39/0.27,
+64->64 + ReLU 0.092/0.089 -> 0.071/0.079; mobilenet_v2's 32->192 + ReLU6 on 28x28
+0.059 -> 0.033.  With K >= 256 (256->64 on 56x56, 512->128 and 416->128 on 28x28)
+the weight tile's 14-16 accumulators beat the plane's 8-16: 3-15% slower there."""
+
+
+def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight):
+    """Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
+    not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
+    = 196 vectors of 16, where a row holds 3.5): returns ``(sch, mac, copy)``, a copy
+    of the schedule with the block rewritten to iterate ``(.., oc, h*w, ic)``, the
+    activation read through a copy
+    ``X'[.., ic, h*w]`` (``copy``: to inline once the plan is made, so the tile loads
+    from the image itself, ``h*w`` contiguous) and the output written through one
+    (inlined into the tile's write-back with the epilogue); None where it does not apply.
+
+    Applies when the output's two innermost indices are spatial iterators ``h, w``
+    that are also the two innermost dims of the one non-weight operand, which the
+    other operand does not use, both buffers' last two dims are exactly ``h x w``
+    (so the plane is contiguous), ``w`` is not a whole number of ``lanes`` vectors and
+    ``h*w`` is, and either the output channels are not a whole number of two-vector
+    panels or the reduction is at most :data:`PLANE_MAX_REDUCTION` long.  Before, such
+    a conv got the weight tile: output-channel vectors x 8 image columns, with one
+    vector of 16 channels (144 channels: 8 accumulators) or one half-width vector
+    (24 channels), written back transposed.  Measured (A/B, 2 threads, least of 200):
+    mobilenet_v2's 24->144 + ReLU6 on 56x56 0.226 -> 0.148 ms (ONNX Runtime 0.230),
+    144->24 on 56x56 0.137 -> 0.073 (0.201); see bench/results/cpu-conv-eff-2core.md."""
+    if len(mac.out_indices) < 2:
+        return None
+    h, w = mac.out_indices[-2:]
+    if not (isinstance(h, tirx.Var) and isinstance(w, tirx.Var)):
+        return None
+    hw = (mac.extents[h], mac.extents[w])
+    if hw[1] % lanes == 0 or (hw[0] * hw[1]) % lanes != 0:
+        return None
+    users = [o for o in (0, 1) if mac.uses(o, h) or mac.uses(o, w)]
+    if len(users) != 1 or is_weight(mac.operands[users[0]][0]):
+        return None
+    o = users[0]
+    buf, idx = mac.operands[o]
+    if (len(idx) < 2 or not (isinstance(idx[-2], tirx.Var) and idx[-2].same_as(h))
+            or not (isinstance(idx[-1], tirx.Var) and idx[-1].same_as(w))
+            or mac.uses(o, h) != [len(idx) - 2] or mac.uses(o, w) != [len(idx) - 1]):
+        return None
+    if any(tuple(int(d) if isinstance(d, tirx.IntImm) else -1 for d in b.shape[-2:]) != hw
+           for b in (buf, mac.out)):
+        return None
+    channels = math.prod(mac.extents[v] for v in mac.spatial if mac.uses(1 - o, v))
+    depth = math.prod(mac.extents[v] for v in mac.reduce)
+    if channels % (2 * lanes) == 0 and depth > PLANE_MAX_REDUCTION:
+        return None  # the weight tile holds two full vectors and the reduction is long
+    block = sch.get(mac.block)
+    ivs = [iv.var for iv in block.iter_vars]
+    hi = next(i for i, v in enumerate(ivs) if v.same_as(h))
+    if hi + 1 >= len(ivs) or not ivs[hi + 1].same_as(w):
+        return None
+    width = hw[1]
+    dtype = str(block.iter_vars[0].dom.extent.ty)
+    fused = tirx.IndexMap.from_func(
+        lambda *vs: list(vs[:hi]) + [vs[hi] * width + vs[hi + 1]] + list(vs[hi + 2:]),
+        ndim=len(ivs), index_dtype=dtype)
+    read = next(i for i, r in enumerate(block.reads) if r.source.same_as(buf))
+    sch = sch.copy()  # on failure half-way the caller keeps its own schedule
+    try:
+        sch.transform_block_layout(mac.block, fused)
+        copy = sch.reindex(mac.block, ("read", read))
+        sch.reindex(mac.block, ("write", 0))
+    except Exception:  # noqa: BLE001 - TVM refused: keep the row tiles
+        return None
+    # The copy is indexed as the block iterates ((.., plane, ic, ..)); lay it out as the
+    # image ((.., ic, plane)) so the plane is its innermost, contiguous dim.
+    copy_idx = list(sch.get(copy).writes[0].source.shape)
+    infos = block_infos(sch)
+    new = find_mac(sch, infos) if infos is not None else None
+    if new is None:
+        return None
+    cbuf, cidx = new.operands[o]
+    plane_var = sch.get(new.block).iter_vars[hi].var
+    pos = next((d for d, e in enumerate(cidx) if isinstance(e, tirx.Var) and e.same_as(plane_var)), None)
+    if pos is None or len(cidx) != len(copy_idx):
+        return None
+    order = [d for d in range(len(cidx)) if d != pos] + [pos]
+    try:
+        sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
+    except Exception:  # noqa: BLE001 - TVM refused: keep the row tiles
+        return None
+    infos = block_infos(sch)
+    new = find_mac(sch, infos) if infos is not None else None
+    if new is None or not (new.is_plain(0) and new.is_plain(1)):
+        return None
+    return sch, new, copy
 
 
 def _activation_rows(mac, cands, weight, lanes: int):
