@@ -9,7 +9,8 @@ accumulated in int32, exactly as ONNX defines it (integer arithmetic, no roundin
   shifted input);
 * DynamicQuantizeLinear: three kernels -- the min and max as vector partials per row
   (rows in parallel, both in one pass), the scale and zero point from the partials
-  (ONNX Runtime's scale 1 for an all-zero input), the quantisation;
+  (one serial kernel; ONNX Runtime's scale 1 for an all-zero input), the quantisation
+  (parallel from 16 Ki elements, :mod:`hetpart.kernels.rules.cpu_injective`);
 * MatMulInteger: ``uint8 @ int8 -> int32`` on the 8-bit values themselves, zero
   points applied after the product (replacing TVM's converter, which widens both
   operands to int32 first; see :class:`MatMulInteger`).
@@ -148,20 +149,28 @@ def _scale_zero_point(partials):
     half, then ``x_max = max(0, max x)``, ``x_min = min(0, min x)``, ``scale = (x_max -
     x_min) / 255`` (1 where they are equal: ``x`` all zeros, as ONNX Runtime),
     ``zero_point = uint8(round(clip(-x_min / scale, 0, 255)))`` (255 where that is NaN:
-    ``x`` holds -inf, as both references clamp NaN)."""
+    ``x`` holds -inf, as both references clamp NaN).  One serial kernel: each half's max
+    is a 0-d reduction, as the scale and zero point are; a ``[2]``-shaped one was run
+    2-way parallel by :class:`~hetpart.kernels.rules.cpu_fallback.CpuFallback`, a
+    thread-pool wake-up for a few thousand scalar steps (measured in
+    bench/results/cpu-int8-dynamic-2core.md)."""
     from tvm import te, tirx
 
     from .nan_semantics import _reducer
 
     reducer = _reducer("max")
     *lead, _, lanes = partials.shape
-    axes = [te.reduce_axis((0, n), name=f"r{d}") for d, n in enumerate([*lead, lanes])]
-    red = te.compute([2], lambda s: reducer(partials(*axes[:-1], s, axes[-1]), axis=axes), name="extremum")
+
+    def half(s: int):  # 0-d: no spatial loop that the CPU fallback would run in parallel
+        axes = [te.reduce_axis((0, n), name=f"r{d}") for d, n in enumerate([*lead, lanes])]
+        return te.compute([], lambda: reducer(partials(*axes[:-1], s, axes[-1]), axis=axes), name=f"extremum{s}")
+
+    red = [half(0), half(1)]
     dtype = partials.dtype
     zero, qmax = tirx.const(0, dtype), tirx.const(255, dtype)
 
     def bounds():
-        return tirx.max(zero, red[0]), tirx.min(zero, -red[1])
+        return tirx.max(zero, red[0]()), tirx.min(zero, -red[1]())
 
     def scale_of():
         x_max, x_min = bounds()
