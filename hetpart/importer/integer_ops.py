@@ -10,7 +10,7 @@ accumulated in int32, exactly as ONNX defines it (integer arithmetic, no roundin
 * DynamicQuantizeLinear: three kernels -- the min and max as vector partials per row
   (rows in parallel, both in one pass), the scale and zero point from the partials
   (one serial kernel, 8 independent max chains; ONNX Runtime's scale 1 for an all-zero input), the quantisation
-  (parallel from 16 Ki elements, :mod:`hetpart.kernels.rules.cpu_injective`);
+  (parallel from 32 Ki elements, :mod:`hetpart.kernels.rules.cpu_injective`);
 * MatMulInteger: ``uint8 @ int8 -> int32`` on the 8-bit values themselves, zero
   points applied after the product (replacing TVM's converter, which widens both
   operands to int32 first; see :class:`MatMulInteger`).

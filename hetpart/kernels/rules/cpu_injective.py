@@ -6,8 +6,8 @@ one loop nest that reads the inputs directly; each remaining nest is fused into 
 loop, split into SIMD-width chunks (vectorised) and run in parallel -- from
 :data:`STRIDED_PARALLEL_MIN_ELEMENTS` outputs already when the nest reads an input
 with a stride along its innermost loop (a transpose: each element costs a cache line),
-and, on targets of 4 or more cores, from :data:`HEAVY_PARALLEL_MIN_ELEMENTS` when each
-element rounds a float to an integer (a quantisation: a divide, a round, a clip and a
+and from :data:`HEAVY_PARALLEL_MIN_ELEMENTS` when each element rounds a float to an
+integer (a quantisation: a divide, a round, a clip and a
 narrowing cast per element).
 Float32 ``exp``, ``sigmoid`` and ``tanh`` (Sigmoid, SiLU, Exp, Tanh, Elu, Selu, ...) are computed by
 :func:`hetpart.kernels.fast_exp.replace_exp`'s vectorisable arithmetic: LLVM emits
@@ -41,19 +41,15 @@ read from its own cache line) took 130-160 us on one thread, ~1.5 ns an element,
 
 HEAVY_PARALLEL_MIN_ELEMENTS = 1 << 15
 """Outputs from which a quantising nest (:func:`_quantising`: it rounds or casts a float
-to an integer type) runs in parallel on a target of :data:`HEAVY_PARALLEL_MIN_CORES`
-cores or more.  DynamicQuantizeLinear's quantisation of a transformer's ``[128, 768]``
-activation (96 Ki outputs; ``x / scale``, a round, a clip and a uint8 cast each) sat
-under the contiguous threshold (256 Ki, set for memory-bound copies) and ran on one
-thread.  It takes ~8.5 us on one core (~0.09 ns an output) and the parallel form saves
-``t * (1 - 1/cores)`` for a wake-up of ~3-5 us: a wash at 2 threads (measured: 8.3 ->
-7.9-12.5 us, bench/results/cpu-int8-dynamic-2core.md), ~7 us saved at 16; 32 Ki
-outputs (~3 us on one core) is where 16 cores save about a wake-up (an estimate from
-the 2-core numbers; not measured on a 16-core CPU)."""
-
-HEAVY_PARALLEL_MIN_CORES = 4
-"""Cores from which :data:`HEAVY_PARALLEL_MIN_ELEMENTS` applies; below it a quantising
-nest keeps the contiguous threshold (2 threads save at most half its time)."""
+to an integer type) runs in parallel.  DynamicQuantizeLinear's quantisation of a
+transformer's ``[128, 768]`` activation (96 Ki outputs; ``x / scale``, a round, a clip
+and a uint8 cast each) sat under the contiguous threshold (256 Ki, set for memory-bound
+copies) and ran on one thread: ~8.5 us on one core (~0.09 ns an output).  Measured in
+dynamically quantised GPT-2 (2-core EPYC, 2 threads, the pool awake from the min/max
+kernel just before): 8.3-8.7 -> 5.6-6.1 us (bench/results/cpu-int8-dynamic-2core.md);
+alone, the pool asleep, a wash (8.3 -> 7.0-12.5 us).  32 Ki outputs (~3 us on one
+core) is where 16 cores save about a wake-up (an estimate; not measured on a 16-core
+CPU)."""
 
 
 def _spatial_blocks(sch: s_tir.Schedule):
@@ -87,19 +83,18 @@ class CpuInjective(ScheduleRule):
         for blk in blocks:
             stmt = sch.get(blk)
             parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
-                               min_parallel=min_parallel(stmt, shape.cores))
+                               min_parallel=min_parallel(stmt))
         return sch
 
 
-def min_parallel(stmt, cores: int) -> int:
-    """The outputs from which the nest of block ``stmt`` (inlined) runs in parallel on a
-    target of ``cores`` cores: :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read,
-    :data:`HEAVY_PARALLEL_MIN_ELEMENTS` for a quantisation (from
-    :data:`HEAVY_PARALLEL_MIN_CORES` cores), else
+def min_parallel(stmt) -> int:
+    """The outputs from which the nest of block ``stmt`` (inlined) runs in parallel:
+    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read,
+    :data:`HEAVY_PARALLEL_MIN_ELEMENTS` for a quantisation, else
     :data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`."""
     if _strided(stmt):
         return STRIDED_PARALLEL_MIN_ELEMENTS
-    if cores >= HEAVY_PARALLEL_MIN_CORES and _quantising(stmt):
+    if _quantising(stmt):
         return HEAVY_PARALLEL_MIN_ELEMENTS
     return PARALLEL_MIN_ELEMENTS
 
