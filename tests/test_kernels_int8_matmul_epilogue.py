@@ -23,7 +23,7 @@ import tvm
 import tvm_ffi
 
 import hetpart
-from hetpart import kernels
+from hetpart import kernels, load
 from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
 from hetpart.models import save
 from hetpart.models.gpt2 import gelu_new
@@ -138,3 +138,16 @@ def test_integer_powers_are_products():
     got = y.numpy()
     np.testing.assert_allclose(got[[0, 1, 3]], want[[0, 1, 3]], rtol=3e-7)
     np.testing.assert_array_equal(np.signbit(got[1]), np.signbit(want[1]))
+
+
+def test_the_int8_rule_leaves_float_kernels_untouched(tmp_path):
+    """The VNNI rule rewrites (powers, exps) only functions with 8-bit integer buffers:
+    rewriting every float kernel before declining went with an intermittent heap
+    corruption in a float BERT build (tests/test_runtime_indices.py's bert case)."""
+    from hetpart.kernels.rules import cpu_int8_matmul
+
+    floats = load(_mlp("tanh"))
+    quant = load(_quantized("tanh", tmp_path))
+    matmul = lambda g: g.module[next(k.func for k in g.nodes if k.op_class == "matmul")]  # noqa: E731
+    assert not cpu_int8_matmul._reads_uint8(matmul(floats))
+    assert cpu_int8_matmul._reads_uint8(matmul(quant))
