@@ -36,7 +36,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
-from ..analysis import block_infos, find_mac, is_cpu, is_layout_free, parallel_vectorize, try_inline_spatial
+from ..analysis import block_infos, contains, find_mac, is_cpu, is_layout_free, parallel_vectorize, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
 
@@ -173,8 +173,7 @@ def _reads_uint8(func: tirx.PrimFunc) -> bool:
     are declined untouched -- rewriting every kernel of a float model before declining
     went with an intermittent heap corruption in a float BERT build (1 in 8 runs of
     test_runtime_indices' bert case, "malloc(): unaligned fastbin chunk"; none in 32 with this check; the cause inside the rewrite is not found)."""
-    text = func.script()  # TIR's printer names every buffer's dtype; one print per kernel
-    return '"uint8"' in text or '"int8"' in text
+    return contains(func.body, tvm.ir.Expr, lambda e: str(getattr(e, "dtype", "")) in ("uint8", "int8"))
 
 
 def _shape(mac):
