@@ -5,6 +5,7 @@ with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...`
 * ``run_on(model, device, feeds, simulate=...)``: import, pin every kernel on
   ``device`` (``"cpu"`` or ``"cuda"``), compile, run one Session; outputs by name;
 * ``single_cpu_kernel(model)``: the one scheduled CPU PrimFunc it fuses into;
+* ``cuda_source(executable)``: its CUDA C, for structural checks of GPU rules;
 * ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
 * ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
   where it has ±Inf, otherwise close.
@@ -89,6 +90,16 @@ def single_cpu_kernel(m: onnx.ModelProto):
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
     return funcs[0]
+
+
+def cuda_source(exe) -> str:
+    """The CUDA C of a built executable (its first ``cuda`` module, imports searched), or ""."""
+    def walk(mod):
+        if mod.kind == "cuda":
+            return mod.inspect_source("cuda")
+        return next((found for found in map(walk, mod.imports) if found), "")
+
+    return walk(exe.mod)
 
 
 def reference(m: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:

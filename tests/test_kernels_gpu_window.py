@@ -31,7 +31,7 @@ import tvm_ffi
 from onnx import helper, numpy_helper
 from tvm import tirx
 
-from onnx_cases import assert_matches, run_on
+from onnx_cases import assert_matches, cuda_source, run_on
 
 from hetpart import kernels, load
 from hetpart.kernels.analysis import RULE_ATTR
@@ -185,7 +185,7 @@ def test_builds_one_cuda_kernel_with_padding_and_epilogue_inside():
     m, outputs, _ = _model(RAGGED, 3)  # 3*960*7*7 outputs: no multiple of 256, the last block guarded
     assert outputs % THREADS
     exe = kernels.build(load(m).module, SM90, cuda_graph=False)
-    source = _cuda_source(exe)
+    source = cuda_source(exe)
     names = re.findall(r'extern "C" __global__ void __launch_bounds__\((\d+)\) (\w+)\(', source)
     assert {(int(t), name) for t, name in names} == {(THREADS, names[0][1])}  # one kernel (declared, defined)
     assert "__shared__" not in source
@@ -206,19 +206,6 @@ def test_declines_long_reductions_and_plain_element_wise_functions():
     (func,) = [f for f in load(relu).module.functions.values() if isinstance(f, tirx.PrimFunc)]
     with SM90:
         assert rule.apply(func, SM90) is None
-
-
-def _cuda_source(exe) -> str:
-    def walk(mod):
-        if mod.kind == "cuda":
-            return mod.inspect_source("cuda")
-        for sub in mod.imports:
-            found = walk(sub)
-            if found:
-                return found
-        return ""
-
-    return walk(exe.mod)
 
 
 # --- results (GPU) ----------------------------------------------------------------------------

@@ -33,6 +33,8 @@ import pytest
 import tvm
 from tvm import relax, s_tir, te, tirx
 
+from onnx_cases import cuda_source
+
 from hetpart import kernels
 from hetpart.importer.fusion import fuse
 from hetpart.costmodel import kernel_bench
@@ -163,7 +165,7 @@ def test_built_kernel_issues_tf32_mma_with_warp_buffers_in_registers():
     mod, _ = _matmul_module(4096, 768, 768)
     assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuTensorCoreGemm"}
     exe = kernels.build(mod, SM90, cuda_graph=False)
-    source = _cuda_source(exe)
+    source = cuda_source(exe)
     assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in source
     # Each warp buffer lowered to its lane's registers -- A: 4 per fragment, B: 4, C: 8
     # (TVM alone lowers only the first of them; the rest stay 32x larger).
@@ -176,7 +178,7 @@ def test_fragment_loads_round_operands_to_nearest_tf32():
     # The tensor core truncates a float32 operand to TF32 (drops 13 mantissa bits):
     # every A and B element goes through cvt.rna.tf32.f32 on its way into a fragment.
     mod, _ = FILLING["resnet_b32_3x3"]()
-    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    source = cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     loads = re.findall(r"(\w+_warp_ptr)\[[^\n]*\] = ([^\n]*buf_dyn_shmem_ptr)", source)
     assert {name for name, _ in loads} >= {"pad_temp_reindex_reindex_shared_dyn_warp_ptr", "param_0_reindex_shared_dyn_warp_ptr"}
     assert all(value.startswith(tf32.ROUND + "(") for _, value in loads), loads
@@ -187,7 +189,7 @@ def test_rounding_compiles_to_one_cvt_rna_per_loaded_element():
     from hetpart.kernels import cuda_compile
 
     mod, _ = FILLING["resnet_b32_3x3"]()
-    ptx = cuda_compile.compile_source(_cuda_source(kernels.build(mod, SM90, cuda_graph=False)),
+    ptx = cuda_compile.compile_source(cuda_source(kernels.build(mod, SM90, cuda_graph=False)),
                                       arch="90", fmt="ptx", compiler="nvcc").decode()
     t = CONV_TILES[0]
     per_k_slice = (t.frags_m + t.frags_n) * 4  # A and B fragments, 4 registers each
@@ -343,7 +345,7 @@ def test_windowed_input_reads_are_contiguous_along_rows_not_k():
 ])
 def test_k_loop_pipelined_with_cp_async_unless_bounds_tested_on_a_large_grid(case, pipelined):
     mod, _ = FILLING[case]()
-    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    source = cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     assert ("cp.async.wait_group" in source) == pipelined
     assert 200 <= PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED * DEFAULT_SM_COUNT < 1568
 
@@ -382,7 +384,7 @@ def test_result_written_with_whole_vectors_not_scattered(case, store):
     # Written along the columns, an NCHW result took four scalar stores a plane apart
     # per thread (an int4 of indices); along the pixels each store is one vector.
     mod, _ = FILLING[case]()
-    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    source = cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     assert not re.search(r"compute\w*_ptr\[v_\w*\.[xyzw]\]", source)
     vector = re.search(r"\*\(float4\*\)\(compute\w*_ptr \+", source)
     assert bool(vector) == (store == "float4")
@@ -413,7 +415,7 @@ def test_split_convolution_writes_partials_then_sums_them_through_the_epilogue()
     mod, _ = FILLING["resnet_b32_3x3_7x7_split"]()
     sch = _apply(_contraction(mod))
     assert "rfactor" in str(sch.trace)
-    source = _cuda_source(kernels.build(mod, SM90, cuda_graph=False))
+    source = cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     kernels_ = re.findall(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\(', source)
     assert len(set(kernels_)) == 2, kernels_  # partial products, then sum + bias + relu
     # The partials land as [chunk, channel, pixel]: written 4 pixels at a time.
@@ -427,7 +429,7 @@ def test_benchmark_module_packs_a_weight_parameter_on_the_gpu():
     scheduled = kernels.schedule(weight_prepack.mark_weights(km.mod), SM90)
     split = weight_prepack.split_and_fold(scheduled, tvm.target.Target(weight_prepack.HOST_TARGET))
     assert weight_prepack.TRANSFORM_PARAMS in [gv.name_hint for gv in split.get_global_vars()]
-    source = _cuda_source(kernels.build(km.mod, SM90, cuda_graph=False))
+    source = cuda_source(kernels.build(km.mod, SM90, cuda_graph=False))
     assert re.search(r"__global__ .*weight_prepack_kernel", source)
 
 
@@ -446,19 +448,6 @@ def _conv_kernel_module():
     graph = build_op_graph("conv", *fuse_with_ops(bb.get()))
     (kernel,) = [kk for kk in graph.nodes if "conv" in kk.func]
     return kernel_bench.single_kernel_module(graph, kernel)
-
-
-def _cuda_source(exe) -> str:
-    def walk(mod):
-        if mod.kind == "cuda":
-            return mod.inspect_source("cuda")
-        for sub in mod.imports:
-            found = walk(sub)
-            if found:
-                return found
-        return ""
-
-    return walk(exe.mod)
 
 
 # --- on the GPU ----------------------------------------------------------------------------
@@ -560,4 +549,3 @@ def test_asymmetric_and_valid_convolutions_at_batch_32_match_onnxruntime_on_gpu(
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
-
