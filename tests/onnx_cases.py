@@ -102,6 +102,15 @@ def cuda_source(exe) -> str:
     return walk(exe.mod)
 
 
+def onnxruntime_outputs(m: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    """ONNX Runtime's (CPU) outputs for ``m`` on ``feeds``, opened through the benchmark's
+    one ORT door, which lowers the IR version ``make_model`` stamps to the least the
+    opsets need: the GPU machine's ORT refuses IR 14 ("max supported IR version: 13")."""
+    from hetpart.bench.peers import ort_session
+
+    return ort_session(m).run(None, feeds)
+
+
 def reference(m: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
     names = [o.name for o in m.graph.output]
     return dict(zip(names, ReferenceEvaluator(m).run(None, feeds)))

@@ -518,16 +518,14 @@ def test_tf32_operands_rounded_to_nearest_not_truncated_on_gpu():
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("case", sorted(CLIP_CONVS))
 def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
-    import onnxruntime as ort
-
-    from onnx_cases import run_on
+    from onnx_cases import onnxruntime_outputs, run_on
 
     cin, size = CLIP_CONVS[case][:2]
     m = _onnx_conv(32, *CLIP_CONVS[case], "clip")
     x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
     x.flat[::7] = 0.0  # negatives and zeros
     got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = onnxruntime_outputs(m, {"x": x})[0]
     assert want.min() == 0 and want.max() == 6, "the case must clip at both bounds"
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
@@ -537,15 +535,13 @@ def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
 def test_asymmetric_and_valid_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
-    import onnxruntime as ort
-
-    from onnx_cases import run_on
+    from onnx_cases import onnxruntime_outputs, run_on
 
     cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
     m, _ = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
     x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
     x.flat[::7] = 0.0  # negatives and zeros
     got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = onnxruntime_outputs(m, {"x": x})[0]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
