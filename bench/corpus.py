@@ -98,8 +98,14 @@ SEQ = 128
 # ========================================================================================
 # The models (torch side; imported only in the prepare subprocess)
 # ========================================================================================
-def torch_model(name: str, batch: int):
-    """(module in eval mode, {input name: numpy array}) with seeded random weights."""
+def torch_model(name: str, batch: int, attention: str = "eager"):
+    """(module in eval mode, {input name: numpy array}) with seeded random weights.
+
+    ``attention`` is transformers' attention implementation: ``eager`` (op by op) for
+    the export, ``sdpa`` for the PyTorch peer -- what its users run, and the one
+    DistilBERT's forward can be captured in a CUDA graph with (its eager mask fill
+    makes a CPU scalar tensor: "Cannot copy between CPU and CUDA tensors during CUDA
+    graph capture").  The weights are the same either way (same seed, same params)."""
     import torch
 
     torch.manual_seed(SEED)
@@ -113,7 +119,7 @@ def torch_model(name: str, batch: int):
         size = 299 if name == "inception_v3" else 224
         module = _no_zero_layers(getattr(tvm, name)(**kwargs))
         return module.eval(), {"input": rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
-    return _transformers_model(name, batch, rng)
+    return _transformers_model(name, batch, rng, attention)
 
 
 def _no_zero_layers(module):
@@ -129,7 +135,7 @@ def _no_zero_layers(module):
     return module
 
 
-def _transformers_model(name: str, batch: int, rng):
+def _transformers_model(name: str, batch: int, rng, attention: str = "eager"):
     import torch
     import transformers as tf
 
@@ -167,8 +173,8 @@ def _transformers_model(name: str, batch: int, rng):
     else:
         raise SystemExit(f"unknown corpus model {name!r}; known: {', '.join(TORCHVISION + TRANSFORMERS)}")
     cfg.use_cache = False
-    try:  # the attention written op by op, which the TorchScript exporter traces plainly
-        cfg._attn_implementation = "eager"
+    try:  # eager: the attention written op by op, which the TorchScript exporter traces plainly
+        cfg._attn_implementation = attention
     except AttributeError:
         pass
     model = cls(cfg)
@@ -226,7 +232,7 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    module, _ = torch_model(name, batch)
+    module, _ = torch_model(name, batch, attention="sdpa")
     module = module.cuda()
     args = [torch.from_numpy(v).cuda() for v in feeds.values()]
     with torch.inference_mode():
