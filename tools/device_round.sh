@@ -198,6 +198,16 @@ case "${1:-1}" in
   timeout 200 python3 bench/int8.py --export-dir /tmp/int8 --out "$OUT/int8-nvidia-h200.json" > "$OUT/logs/int8.txt" 2>&1
   timeout 130 python3 bench/corpus.py --devices cpu --batches 32 --time --budget 110 --export-dir "$EXPORTS" \
     --models resnet50,bert,vit_b_16,efficientnet_b0 --out "$OUT/corpus-cpu-b32.json" > "$OUT/logs/corpus-cpu-b32.log" 2>&1 ;;
+27)  # (BUDGET=590) issue 17 after the gpu_window / Clip-epilogue / cvt.rna work: the GPU-rule tests
+     # against ORT (IR version lowered now), then b32 fp32 re-timed for the models the rules touch
+     # (no --skip-done: their old rows predate the rules), then DistilBERT with the sdpa peer
+  timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider tests/test_kernels_gpu_window.py \
+    tests/test_kernels_tensor_core.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 330 python3 bench/corpus.py --models mobilenet_v2,mobilenet_v3_large,inception_v3,resnet50,efficientnet_b0 \
+    --devices cuda --batches 32 --time --budget 310 --export-dir "$EXPORTS" \
+    --out "$OUT/corpus-gpu-b32.json" > "$OUT/logs/corpus-b32.log" 2>&1
+  timeout 120 python3 bench/corpus.py --models distilbert --devices cuda --batches 1 --time --budget 100 \
+    --export-dir "$EXPORTS" --out "$OUT/corpus-gpu-distilbert.json" > "$OUT/logs/corpus-distilbert.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
