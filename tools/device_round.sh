@@ -208,6 +208,14 @@ case "${1:-1}" in
     --out "$OUT/corpus-gpu-b32.json" > "$OUT/logs/corpus-b32.log" 2>&1
   timeout 120 python3 bench/corpus.py --models distilbert --devices cuda --batches 1 --time --budget 100 \
     --export-dir "$EXPORTS" --out "$OUT/corpus-gpu-distilbert.json" > "$OUT/logs/corpus-distilbert.log" 2>&1 ;;
+28)  # (BUDGET=590) issue 17's batch-1 gap on depthwise/SE nets (efficientnet 5.8x, convnext 5.7x PyTorch):
+     # each kernel of the b1 export timed alone on the GPU (partition profile), to set against the whole run
+  for m in efficientnet_b0 convnext_tiny; do
+    timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&1
+    timeout 240 partition profile "$EXPORTS/$m-b1.onnx" --device cuda --profile "$OUT/profile-$m-b1.json" \
+      > "$OUT/logs/profile-$m.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
