@@ -10,10 +10,14 @@ time across the models (sequential), and PyTorch with CUDA graphs from two threa
 (skipped with the reason where torch+CUDA are missing or a model has no twin).  Per
 contender: the highest offered rate whose p99 stays under --slo-ms with every answer
 checked against its own request (for hetpart's batching server: against its answer on
-every bucket build it may be batched into).  The rates: from --start-fraction of the
-one-at-a-time capacity, up by SLO/p99 clamped to [--growth, --max-growth] while the
-SLO holds (down likewise until it does), then --refine bisections down to
---resolution; the report states this rule.  Writes bench/results/serve-<gpu>.json (schema
+every bucket build it may be batched into).  hetpart batches a model only on the
+bucket builds that pay: at setup each build is timed on real payloads and kept where
+latency(b)/b <= --pays x latency(1) (a model where none pays is served unbatched, no
+wait); --batch-sizes gives the sizes outright instead (nothing timed; it wins).  The
+policy per model is recorded (JSON ``batching``, a line in the .md).  The rates:
+from --start-fraction of the one-at-a-time capacity, up by SLO/p99 clamped to
+[--growth, --max-growth] while the SLO holds (down likewise until it does), then
+--refine bisections down to --resolution; the report states this rule.  Writes bench/results/serve-<gpu>.json (schema
 ``hetpart-bench-serve``), .md (table) and .svg (p99 against offered load).
 ``--small --simulate`` is a CPU smoke test of the whole path (zoo small models,
 CUDA partitions on the CPU); its numbers mean nothing.  Progress goes to stderr.
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hetpart.bench import serve, serve_models, serve_report  # noqa: E402
 from hetpart.bench.suite import gpu_slug, machine  # noqa: E402
 from hetpart.contracts import atomic_write_text, write_json  # noqa: E402
+from hetpart.serving.policy import PAYS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETUP_SHARE = 0.6  # the most of the budget model export + compilation may take before load starts
@@ -45,6 +50,11 @@ def parse(argv=None):
                    help="comma-separated scenarios, models joined by '+' (default: %(default)s)")
     p.add_argument("--slo-ms", type=float, default=50.0, help="p99 latency SLO in ms (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=8, help="hetpart's batch (compiled for it; default: %(default)s)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="hetpart batches every model at these sizes, e.g. 1,2,4,8 (default: the bucket builds "
+                        "that pay, measured at setup)")
+    p.add_argument("--pays", type=float, default=PAYS,
+                   help="a bucket build b is kept where latency(b)/b <= PAYS x latency(1) (default: %(default)s)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="the batcher's max delay (default: %(default)s)")
     p.add_argument("--window-s", type=float, default=2.0, help="seconds of load per rate (default: %(default)s)")
     p.add_argument("--start-fraction", type=float, default=1.0,
@@ -73,6 +83,7 @@ def main(argv=None) -> int:
     start = time.monotonic()
     log = lambda msg: print(f"[{time.monotonic() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     scenarios = [s.split("+") for s in args.scenarios.split(",") if s]
+    explicit_sizes = [int(b) for b in args.batch_sizes.split(",") if b] if args.batch_sizes else None
     names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
     with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
         served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
@@ -88,7 +99,8 @@ def main(argv=None) -> int:
             members = [served[n] for n in models]
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3,
-                                                                sessions=sessions), args.slo_ms))
+                                                                sessions=sessions, batch_sizes=explicit_sizes,
+                                                                pays=args.pays), args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
                                      max_growth=args.max_growth, max_steps=args.max_steps, refine=args.refine,
                                      resolution=args.resolution)
@@ -104,13 +116,16 @@ def main(argv=None) -> int:
     body.update(created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=info,
                 command="PYTHONPATH=. python3 bench/serve.py " + shlex.join(sys.argv[1:] if argv is None else argv),
                 setup_s=setup_s, simulate=args.simulate, small=args.small,
-                models={m.name: m.notes for m in served.values()})
+                models={m.name: m.notes for m in served.values()},
+                batching={m.name: m.batching.record() for m in served.values() if m.batching is not None})
     out = Path(args.out or RESULTS / f"serve-{gpu_slug(info) if not args.simulate else 'simulated'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, serve.SCHEMA, serve.VERSION, body)
     header = [f"# hetpart serving on {info['gpu']}", "", f"* date: {body['created']}", f"* cpu: {info['cpu']}",
               f"* command: `{body['command']}`", f"* setup (export + compile): {setup_s:.0f} s",
               "* models: " + "; ".join(n for m in served.values() for n in m.notes),
+              "* hetpart batching (per model, decided at setup): " + ("; ".join(
+                  f"{m.name}: {m.batching.describe()}" for m in served.values() if m.batching is not None) or "none"),
               f"* plot: {out.with_suffix('.svg').name}"]
     atomic_write_text(out.with_suffix(".md"), serve_report.markdown(body, header))
     atomic_write_text(out.with_suffix(".svg"), serve_report.svg(body))

@@ -247,7 +247,10 @@ def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
         assert rows[name]["skipped"] is None and rows[name]["max_rate_per_s"] > 0, rows[name]
         assert rows[name]["lost"] == 0 and rows[name]["crossed"] == 0 and rows[name]["wrong"] == 0
     assert body["scenarios"][0]["speedup_vs_best"] is not None
-    assert "| hetpart |" in out.with_suffix(".md").read_text()
+    assert body["batching"]["mlp"]["source"] == "measured"  # each bucket build timed at setup
+    assert set(body["batching"]["mlp"]["latency_ms"]) == {"1", "2", "4"}
+    md = out.with_suffix(".md").read_text()
+    assert "| hetpart |" in md and "* hetpart batching (per model, decided at setup): mlp: " in md
     ET.fromstring(out.with_suffix(".svg").read_text())
 
 
@@ -526,3 +529,52 @@ def test_answers_alone_that_change_between_two_passes_are_counted():
     first = {m.name: list(m.fingerprints) for m in models}
     references(system, models)
     assert unstable(first, models) == {"a": 0, "b": 0}
+
+
+# --- hetpart's batching policy: batch only on the builds that pay ------------------------
+class Clocked(NearTies):
+    """NearTies on a fake clock: a run of ``rows`` rows advances it by ``costs`` of the
+    build it lands on (so measured latencies are exact, no real timing)."""
+
+    def __init__(self, costs, clock):
+        self.costs, self.clock, self.runs = costs, clock, []
+
+    def run(self, feeds):
+        b = min(size for size in (1, 2, 4) if size >= feeds["x"].shape[0])
+        self.clock[0] += self.costs[b]
+        self.runs.append(b)
+        return super().run(feeds)
+
+
+def test_the_setup_keeps_only_the_builds_that_pay_and_an_explicit_list_wins(monkeypatch):
+    from hetpart.bench.serve_models import batching_policy
+    from hetpart.serving import policy
+
+    clock = [0.0]
+    monkeypatch.setattr(policy.time, "perf_counter", lambda: clock[0])
+    linear = Clocked({1: 0.010, 2: 0.020, 4: 0.040}, clock)  # a detector: no build pays
+    p = batching_policy(linear, detector_pool(), [1, 2, 4])
+    assert p.sizes == (1,) and p.source == "measured" and p.latencies_ms == pytest.approx({1: 10, 2: 20, 4: 40})
+    cheap = Clocked({1: 0.010, 2: 0.011, 4: 0.012}, clock)
+    assert batching_policy(cheap, detector_pool(), [1, 2, 4]).sizes == (1, 2, 4)
+    given = Clocked({1: 0.010, 2: 0.020, 4: 0.040}, clock)
+    p = batching_policy(given, detector_pool(), [1, 2, 4], explicit_sizes=[1, 4])
+    assert p.sizes == (1, 4) and p.source == "explicit" and not p.latencies_ms
+    assert given.runs == [1, 2, 4]  # each build warmed once, none timed
+
+
+def test_a_bucket_server_offers_the_answer_check_only_the_builds_its_policy_runs():
+    from hetpart.bench.serve_models import BucketServer
+    from hetpart.serving import policy
+
+    runner = NearTies()
+    for kept, sizes in ((policy.decide({1: 1.0, 2: 2.0, 4: 4.0}), [1]),
+                        (policy.decide({1: 1.0, 2: 1.9, 4: 2.0}), [1, 4]),
+                        (None, [1, 2, 4])):
+        server = Server(max_delay=0.001)
+        server.add_model("det", runner, batching=kept)
+        system = BucketServer(server, {"det": runner}, {"det": kept})
+        try:
+            assert system.bucket_sizes("det") == sizes
+        finally:
+            system.close()

@@ -14,9 +14,12 @@ bucketed model, so a batch of 3 runs on the batch-4 build, not padded to 8.
 Contenders (:func:`contenders`):
 
 * ``hetpart``: :class:`~hetpart.serving.Server` over each model's bucketed session
-  (batches 1, 2, 4, ... ``max_batch``), dynamic batching, two batches of a model in
-  flight (a Session overlaps two runs); as a :class:`BucketServer`, which offers the
-  answer check its bucket builds (a batched request's right answer is its build's);
+  (batches 1, 2, 4, ... ``max_batch``), dynamic batching at the sizes its
+  :class:`~hetpart.serving.BatchingPolicy` keeps (:func:`batching_policy`: each bucket
+  build timed on real payloads at setup, kept where it pays; or the user's explicit
+  sizes), two batches of a model in flight (a Session overlaps two runs); as a
+  :class:`BucketServer`, which offers the answer check the builds it may run
+  (a batched request's right answer is its build's);
 * ``hetpart-no-batching``: the same server over batch-1 sessions (``max_batch=1``);
 * ``sequential``: batch-1 sessions, one request at a time across all models in
   arrival order (``max_concurrent_batches=1``: one model after another);
@@ -35,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..serving import Server, SessionRunner
+from ..serving import BatchingPolicy, Server, SessionRunner, policy
+from ..serving.policy import PAYS
 from .serve import Contender
 from .serve_load import LoadModel
 
@@ -54,6 +58,7 @@ class ServedModel:
     input_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     batch_columns: dict[str, int] = field(default_factory=dict)  # outputs split by a batch column (NMS)
+    batching: BatchingPolicy | None = None  # the sizes hetpart batches it at (batching_policy)
 
 
 def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
@@ -119,24 +124,45 @@ def _zoo_proto(spec: str):
     return zoo.build(name, small=small, **cfg)
 
 
-def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -> list[Contender]:
+def batching_policy(session, payloads: list[dict], sizes, explicit_sizes=None,
+                    threshold: float = PAYS) -> BatchingPolicy:
+    """Which of a bucketed ``session``'s builds (``sizes``) pay: each timed on real
+    ``payloads`` stacked to its size (after a warm-up run, which also opens it) and
+    kept where latency(b)/b <= ``threshold`` x latency(1) (:func:`hetpart.serving.policy.decide`).
+    ``explicit_sizes`` (the user's): used as given, nothing timed (each build still warmed)."""
+    if explicit_sizes:
+        for b in sorted(sizes):
+            session.run(_rows(payloads, b))
+        return policy.explicit(explicit_sizes)
+    return policy.decide(policy.measure_latencies(lambda b: session.run(_rows(payloads, b)), sizes), threshold)
+
+
+def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
+               batch_sizes: list[int] | None = None, pays: float = PAYS) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
-    caller closes them) so scenarios sharing a model share its sessions."""
+    caller closes them) so scenarios sharing a model share its sessions.  Each model's
+    :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
+    measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
 
     def session(m: ServedModel, batch: int | None):
         """The Session of ``m`` at ``batch``; None: the bucketed one over all its builds
-        (each bucket run once first, so no load window pays for opening it)."""
+        (each bucket run first, so no load window pays for opening it, and timed:
+        ``m.batching``)."""
         key = (m.name, batch)
         if key not in sessions:
             if batch is None:
                 sessions[key] = hetpart.Session(hetpart.bucket_batches(m.compiled, model=m.name,
                                                                        batch_columns=m.batch_columns))
-                for b in sorted(m.compiled):
-                    sessions[key].run(_rows(m.payloads, b))
+                if m.batching is None:
+                    m.batching = batching_policy(sessions[key], m.payloads, m.compiled, batch_sizes, pays)
             else:
                 sessions[key] = hetpart.Session(m.compiled[batch])
         return sessions[key]
+
+    for m in served:
+        if m.max_batch > 1:
+            session(m, None)  # at setup: warmed, timed, its policy decided
 
     def server(batch_of, instances: int, gate: int | None, delay: float):
         def make():
@@ -145,15 +171,16 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict) -
             for m in served:
                 b = batch_of(m)  # None: the bucketed session, a runner as it is
                 runner = session(m, b) if b is None else SessionRunner(session(m, b))
-                s.add_model(m.name, runner, instances=instances)
+                s.add_model(m.name, runner, instances=instances, batching=m.batching if b is None else None)
                 if b is None:
                     bucketed[m.name] = runner
-            return BucketServer(s, bucketed) if bucketed else s
+            return BucketServer(s, bucketed, {m.name: m.batching for m in served}) if bucketed else s
         return make
 
+    kept = "; ".join(f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
+                     for m in served if m.batching is not None)
     out = [Contender("hetpart", server(lambda m: None if m.max_batch > 1 else 1, 2, None, max_delay),
-                     notes=[f"batches {','.join(map(str, batches(max(m.max_batch for m in served))))}, "
-                            f"max_delay {max_delay * 1e3:g} ms"]),
+                     notes=[f"batches {kept or '1'}, max_delay {max_delay * 1e3:g} ms"]),
            Contender("hetpart-no-batching", server(lambda m: 1, 2, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()
@@ -171,10 +198,13 @@ class BucketServer:
     """A :class:`~hetpart.serving.Server` (``submit``, ``stats``, ``close`` as its) that
     offers the answer check the builds of its bucketed models
     (:class:`~hetpart.bench.serve_load.BucketedSystem`).  ``bucketed``: model name ->
-    its bucketed session (``buckets``, ``spec.batch``, ``batch_columns``)."""
+    its bucketed session (``buckets``, ``spec.batch``, ``batch_columns``);
+    ``policies``: model name -> the :class:`~hetpart.serving.BatchingPolicy` it is
+    served with (only the builds it keeps are offered), or None."""
 
-    def __init__(self, server: Server, bucketed: dict[str, object]):
-        self.server, self._bucketed = server, bucketed
+    def __init__(self, server: Server, bucketed: dict[str, object],
+                 policies: dict[str, BatchingPolicy | None] | None = None):
+        self.server, self._bucketed, self._policies = server, bucketed, dict(policies or {})
 
     def submit(self, model: str, feeds: dict) -> Future:
         return self.server.submit(model, feeds)
@@ -186,11 +216,13 @@ class BucketServer:
         self.server.close()
 
     def bucket_sizes(self, model: str) -> list[int]:
-        """The batch sizes of ``model``'s builds ([1] for a model that is not bucketed)."""
-        runner = self._bucketed.get(model)
+        """The batch sizes of ``model``'s builds its policy may run ([1] for a model that
+        is not bucketed or is served unbatched)."""
+        runner, batching = self._bucketed.get(model), self._policies.get(model)
         if runner is None:
             return [1]
-        return sorted({b[runner.spec.batch] for b in runner.buckets if runner.spec.batch in b})
+        sizes = {b[runner.spec.batch] for b in runner.buckets if runner.spec.batch in b}
+        return sorted(b for b in sizes if batching is None or batching.runs(b) and b <= batching.max_batch)
 
     def run_together(self, model: str, rows: list[dict], timeout: float = 120.0) -> list[dict]:
         """``rows`` as one request through the server: the bucketed session runs it on the

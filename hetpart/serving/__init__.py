@@ -6,11 +6,14 @@ load rises (:mod:`.batcher`); :mod:`.request` is what a request looks like and h
 is checked; :mod:`.runner` what a model must offer (:class:`Runner`: ``run`` over a
 leading batch dim and ``max_batch``; a fixed-batch Session through
 :class:`SessionRunner`); :mod:`.gate` shares run slots across models by priority;
-:mod:`.stats` counts and times.  No network protocol: docs/SERVING.md wraps a Server
-in a stdlib HTTP server.
+:mod:`.stats` counts and times; :mod:`.policy` decides, from measured bucket
+latencies, which batch sizes a model runs at (only builds that pay).  No network
+protocol: docs/SERVING.md wraps a Server in a stdlib HTTP server.
 """
 
+from .policy import BatchingPolicy
 from .runner import Runner, RowSpec, SessionRunner, as_runner
 from .server import DEFAULT_MAX_DELAY, Server, serve
 
-__all__ = ["DEFAULT_MAX_DELAY", "RowSpec", "Runner", "Server", "SessionRunner", "as_runner", "serve"]
+__all__ = ["BatchingPolicy", "DEFAULT_MAX_DELAY", "RowSpec", "Runner", "Server", "SessionRunner", "as_runner",
+           "serve"]

@@ -9,6 +9,13 @@ alone right away; as load rises, requests queue while the runner is busy and bat
 grow with the load, and at high rates the batcher also waits up to ``max_delay`` to
 fill a batch.
 
+With a :class:`~.policy.BatchingPolicy` a batch fills up to the largest size the
+policy keeps, and runs only on a bucket build the policy keeps
+(:meth:`~.policy.BatchingPolicy.runs`): a batch whose rows would land on a dropped
+build gives its last requests back to the head of the queue until it does not (never
+below its first request: a request is never split).  A policy of ``(1,)`` serves the
+model unbatched: every request runs alone, with no wait.
+
 A batch's feeds are concatenated along dim 0, run, and each output is cut back into
 the requests' own rows (a single-request batch gets the runner's outputs as they
 are); an output the runner names in ``batch_columns`` (NonMaxSuppression's rows of
@@ -29,6 +36,7 @@ import numpy as np
 from ..contracts.buckets import rows_of_batch
 from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError
 from .gate import Gate
+from .policy import BatchingPolicy
 from .request import Request
 from .stats import ModelStats
 
@@ -39,9 +47,13 @@ class Lane:
     """The queue and batcher(s) of one model; ``instances`` batches may run at once."""
 
     def __init__(self, name: str, runner, *, max_delay: float, priority: int = 0, instances: int = 1,
-                 gate: Gate | None = None):
-        self.name, self.runner = name, runner
-        self.max_batch = int(runner.max_batch)
+                 gate: Gate | None = None, policy: BatchingPolicy | None = None):
+        self.name, self.runner, self.policy = name, runner, policy
+        self.max_batch = int(runner.max_batch)  # the most rows a request (and a run) may carry
+        # the rows a batch of several requests fills up to
+        self.fill = min(policy.max_batch, self.max_batch) if policy is not None else self.max_batch
+        if self.fill == 1:
+            max_delay = 0.0  # unbatched: nothing to wait for
         self.batch_columns = dict(getattr(runner, "batch_columns", None) or {})
         self.max_delay, self.priority, self.gate = max_delay, priority, gate
         self.stats = ModelStats()
@@ -98,33 +110,53 @@ class Lane:
         batch, rows = [first], first.rows
         rows = self._take(batch, rows)
         deadline = first.arrival + self.max_delay
-        while rows < self.max_batch and not self._stopping:
+        while rows < self.fill and not self._stopping:
             now = time.perf_counter()
             expected = (self._last_arrival or now) + self._gap
             if now >= deadline or expected > deadline:
                 break
             self._cond.wait(deadline - now)
             rows = self._take(batch, rows)
-        return batch
+        self._trim(batch, rows)
+        return [first] + [r for r in batch[1:] if self._start(r)]
 
     def _take(self, batch: list[Request], rows: int) -> int:
-        """Move queued requests that match ``batch[0]`` and fit into ``batch``; the rows it then has."""
+        """Move queued requests that match ``batch[0]`` and fit into ``batch`` (up to
+        ``fill`` rows; not yet marked running); the rows it then has."""
         keep: deque[Request] = deque()
         sig = batch[0].signature
         while self._queue:
             r = self._queue.popleft()
-            if r.signature != sig or rows + r.rows > self.max_batch:
+            if r.signature != sig or rows + r.rows > self.fill:
                 keep.append(r)
-            elif r.future.set_running_or_notify_cancel():
+            elif r.future.cancelled():
+                r.future.set_running_or_notify_cancel()  # its waiters learn it is cancelled
+                self.stats.count("cancelled")
+            else:
                 batch.append(r)
                 rows += r.rows
-            else:
-                self.stats.count("cancelled")
-            if rows == self.max_batch:
+            if rows == self.fill:
                 break
         keep.extend(self._queue)
         self._queue = keep
         return rows
+
+    def _trim(self, batch: list[Request], rows: int) -> None:
+        """Give the tail of ``batch`` back to the head of the queue until its rows land on
+        a build the policy keeps (or only its first request is left)."""
+        back = []
+        while self.policy is not None and not self.policy.runs(rows) and len(batch) > 1:
+            r = batch.pop()
+            rows -= r.rows
+            back.append(r)
+        self._queue.extendleft(back)  # popped last-first: extendleft restores arrival order
+
+    def _start(self, r: Request) -> bool:
+        """Mark a taken request running; False (counted) if its caller cancelled it meanwhile."""
+        if r.future.set_running_or_notify_cancel():
+            return True
+        self.stats.count("cancelled")
+        return False
 
     # --- running it --------------------------------------------------------------
     def _loop(self) -> None:

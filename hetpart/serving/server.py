@@ -28,11 +28,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import BadRequestError, ServerClosedError, ServingError
 from .batcher import Lane
 from .gate import Gate
+from .policy import BatchingPolicy, explicit
 from .request import Request, check_feeds, signature
 from .runner import as_runner, input_specs_of, row_specs
 
@@ -68,7 +69,8 @@ class Server:
             raise
 
     def add_model(self, name: str, runner: Any, *, max_batch: int | None = None, max_delay: float | None = None,
-                  priority: int = 0, instances: int = 1, inputs=None, warm_up: bool = True) -> None:
+                  priority: int = 0, instances: int = 1, inputs=None, warm_up: bool = True,
+                  batching: BatchingPolicy | Sequence[int] | None = None) -> None:
         """Serve ``runner`` (a :class:`~.runner.Runner` or a Session) as ``name``.
 
         ``max_batch`` caps the batch below the runner's own; ``max_delay`` overrides the
@@ -78,8 +80,15 @@ class Server:
         the batch dim first, e.g. ``compiled.inputs``) checks requests at submit when
         the runner states none; ``warm_up`` calls the runner's ``warm_up()`` (if it
         has one) before the model takes requests, so no request pays for loading code
-        or capturing CUDA graphs (a bucketed model: every bucket).
+        or capturing CUDA graphs (a bucketed model: every bucket).  ``batching``: the
+        batch sizes this model runs at, a :class:`~.policy.BatchingPolicy` (e.g.
+        :func:`~.policy.measure`: only the bucket builds that pay; ``(1,)``: unbatched,
+        no ``max_delay`` wait) or the user's own list of sizes, which is used as given
+        (:func:`~.policy.explicit`); None: any size up to ``max_batch``.  Shown in
+        :meth:`stats` as ``batching``.
         """
+        if batching is not None and not isinstance(batching, BatchingPolicy):
+            batching = explicit(batching)
         runner = as_runner(runner, max_batch)
         warm = getattr(runner, "warm_up", None)
         if warm_up and callable(warm):
@@ -94,7 +103,7 @@ class Server:
                 raise ServingError(f"a model named '{name}' is served already")
             self._specs[name] = row_specs(specs) if specs is not None else None
             self._lanes[name] = Lane(name, runner, max_delay=self.max_delay if max_delay is None else max_delay,
-                                     priority=priority, instances=instances, gate=self._gate)
+                                     priority=priority, instances=instances, gate=self._gate, policy=batching)
 
     @property
     def models(self) -> list[str]:
@@ -138,8 +147,13 @@ class Server:
 
     # --- statistics --------------------------------------------------------------
     def stats(self) -> dict[str, dict]:
-        """Per model: counts, batch-size histograms, queue wait and run time percentiles (ms)."""
-        return {name: lane.stats.snapshot() for name, lane in self._lanes.items()}
+        """Per model: counts, batch-size histograms, queue wait and run time percentiles (ms),
+        and ``batching``: its policy's record (:meth:`~.policy.BatchingPolicy.record`) or None."""
+        out = {}
+        for name, lane in self._lanes.items():
+            out[name] = lane.stats.snapshot()
+            out[name]["batching"] = lane.policy.record() if lane.policy is not None else None
+        return out
 
     # --- lifetime ----------------------------------------------------------------
     def close(self, timeout: float | None = None, *, drain: bool = True) -> bool:
