@@ -85,7 +85,7 @@ class CpuInjective(ScheduleRule):
         shape = cpu_shape(target)
         for blk in blocks:
             stmt = sch.get(blk)
-            if _partition_concat(sch, blk, min_parallel(stmt)):
+            if _partition_concat(sch, blk):
                 continue
             parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
                                min_parallel=min_parallel(stmt))
@@ -138,49 +138,39 @@ def _offset_index(load, var, offset: int) -> bool:
     return False
 
 
-def _partition_concat(sch: s_tir.Schedule, block, min_parallel: int) -> bool:
+def _partition_concat(sch: s_tir.Schedule, block) -> bool:
     """A concat nest (:func:`concat_segments`, with whatever element-wise work was inlined
     into it) as one loop per input: the concat loop moved outermost and partitioned at
     the inputs' offsets, so TVM's simplifier resolves the ``if_then_else`` chain in each
     part and every element is a plain copy (+ epilogue) of one input.  In each part
     the loops after the concat axis are fused (an NCHW plane: contiguous, left to LLVM's
-    loop vectoriser); when the whole nest has ``min_parallel`` outputs, the rows (with
-    any loops before the concat axis) run in parallel instead, each thread copying
-    whole rows of every channel of the part.  False (nothing changed) where
-    the nest is no concat or its loops do not map one-to-one to the block's iterators.
+    loop vectoriser).  Serial: TVM parallelises only loops from 0, so a part could run
+    in parallel only over its rows, one thread-pool launch per part -- measured 5-8x
+    slower than serial at 2 threads (densenet's 12-input 480x28x28: 0.37 vs 0.044 ms;
+    the rows loop outside the partition, one launch: 0.28-1.7 ms).  False (nothing
+    changed) where the nest is no concat or its loops are not bound one-to-one to the
+    block's iterators.
 
     Why: the chain is evaluated per element, up to one compare per input -- densenet121's
-    Concat -> BatchNorm -> ReLU over 33 inputs, the ReLU's ``Select`` evaluating the chain
+    Concat -> BatchNorm -> ReLU over 24 inputs, the ReLU's ``Select`` evaluating the chain
     twice, took 1.8 ms for 992x14x14 outputs on 2 threads (15 us partitioned).
     """
     stmt = sch.get(block)
     found = concat_segments(stmt)
     loops = sch.get_loops(block)
-    extents = [const_extent(sch, lp) for lp in loops]
-    if found is None or len(loops) != len(stmt.iter_vars) or None in extents:
+    if found is None or len(loops) != len(stmt.iter_vars) or None in [const_extent(sch, lp) for lp in loops]:
         return False
     axis, sizes = found
     values = _iter_values(sch, block)
-    if extents[axis] != sum(sizes) or values is None \
+    if const_extent(sch, loops[axis]) != sum(sizes) or values is None \
             or any(not v.same_as(sch.get(lp).loop_var) for v, lp in zip(values, loops)):
         return False
-    total = 1
-    for e in extents:
-        total *= e
     sch.reorder(loops[axis], *loops[:axis])
-    parts = sch.loop_partition(loops[axis], factors=sizes[:-1] + [None])
-    for part in parts:
+    for part in sch.loop_partition(loops[axis], factors=sizes[:-1] + [None]):
         for blk in sch.get_child_blocks(part):
-            inner = sch.get_loops(blk)[-len(loops):]  # [concat part, loops before it, loops after it]
-            seg, before, after = inner[0], inner[1:axis + 1], inner[axis + 1:]
-            if total >= min_parallel and len(after) > 1:
-                # the part's loop starts at its offset, and TVM parallelises only loops
-                # from 0: the rows (and batch) outside, each row a contiguous run inside
-                sch.reorder(*before, *after[:-1], seg)
-                rows = [*before, *after[:-1]]
-                sch.parallel(sch.fuse(*rows) if len(rows) > 1 else rows[0])
-            elif len(after) > 1:
-                sch.fuse(*after)
+            plane = sch.get_loops(blk)[-len(loops):][axis + 1:]  # [concat part, loops before it, the plane]
+            if len(plane) > 1:
+                sch.fuse(*plane)
     return True
 
 
