@@ -127,6 +127,22 @@ def _maxpool(c, hw):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, out, out]}, [])
 
 
+def _dense_input(c0, n, hw, growth=32, seed=0):
+    """densenet121's pre-activation on a dense layer's input: Concat of the block input
+    (``c0`` channels) and ``n`` earlier layers' ``growth`` channels -> BatchNormalization
+    -> ReLU (torch.onnx keeps this norm: no convolution before it to fold it into)."""
+    rng = np.random.default_rng(seed)
+    c = c0 + growth * n
+    names = ["x"] + [f"f{i}" for i in range(n)]
+    inputs = {"x": [1, c0, hw, hw], **{f"f{i}": [1, growth, hw, hw] for i in range(n)}}
+    stats = [(rng.uniform(0.5, 1.5, c).astype(np.float32), "s"), ((rng.standard_normal(c) * 0.1).astype(np.float32), "b"),
+             ((rng.standard_normal(c) * 0.1).astype(np.float32), "m"), (rng.uniform(0.5, 1.5, c).astype(np.float32), "v")]
+    nodes = [helper.make_node("Concat", names, ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "s", "b", "m", "v"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["y"])]
+    return _model(nodes, inputs, {"y": [1, c, hw, hw]}, stats)
+
+
 def _model(nodes, inputs, outputs, inits, consts=()):
     graph = helper.make_graph(
         nodes, "layer", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
@@ -181,6 +197,10 @@ LAYERS = {
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
     "dn_1x1_14b": lambda: _conv(608, 128, (14, 14), (1, 1)),
     "dn_1x1_7": lambda: _conv(992, 128, (7, 7), (1, 1)),
+    "dn_cat_56": lambda: _dense_input(64, 5, 56),     # block 1's last layer: 6 inputs, 224 ch
+    "dn_cat_28": lambda: _dense_input(128, 11, 28),   # block 2's last: 12 inputs, 480 ch
+    "dn_cat_14": lambda: _dense_input(256, 23, 14),   # block 3's last: 24 inputs, 992 ch
+    "dn_cat_7": lambda: _dense_input(512, 15, 7),     # block 4's last: 16 inputs, 992 ch
     "dn_3x3_56": lambda: _conv(128, 32, (56, 56), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_14": lambda: _conv(128, 32, (14, 14), (3, 3), pads=(1, 1, 1, 1)),

@@ -66,13 +66,17 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
 
 def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
-    elementwise arithmetic that fuses into its neighbours; erf becomes TVM's fast
+    elementwise arithmetic that fuses into its neighbours (the ReLU after one too); erf becomes TVM's fast
     approximation (:mod:`.fast_erf`); max/min-based ops, reductions and float mod
     give NaN and infinities as ONNX's do (:mod:`.nan_semantics`); bit shifts out of
     range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
     and sums accumulate in float32 (:mod:`.float16_accumulation`)."""
-    mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference"))
+    # DecomposeOpsForInference leaves a batch norm not after a convolution as
+    # ``(y, mean, var)[0]``; FuseOps does not fuse across that tuple, so the norm and the
+    # ReLU after it (densenet's pre-activation BN-ReLU on each concatenated input) became
+    # two kernels, the ReLU a whole extra pass.  CanonicalizeBindings reads ``y`` through.
+    mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference", "CanonicalizeBindings"))
     # float16 first: the max its softmax emits is then made NaN/Inf-exact too
     mod = accumulate_float16_in_float32(fast_erf(fold_weight_arithmetic(mod)))
     return accurate_math(guard_shift_range(propagate_nan(mod)))
