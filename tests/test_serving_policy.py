@@ -13,7 +13,7 @@ import pytest
 
 from hetpart.errors import ServingError
 from hetpart.serving import BatchingPolicy, Server, policy
-from test_serving_server import Blocking, Doubler, expect_own, row
+from test_serving_server import Blocking, Doubler, expect_own, queue_behind_busy, row
 
 LINEAR = {1: 0.010, 2: 0.020, 4: 0.041, 8: 0.083}  # a detector: every build costs per image what b1 does
 CHEAP = {1: 0.004, 2: 0.0045, 4: 0.005, 8: 0.007}  # a ResNet: batching is nearly free
@@ -93,13 +93,7 @@ def test_a_model_no_build_pays_for_never_waits_max_delay():
     runner = Blocking(max_batch=8)
     with Server(max_delay=3600) as server:
         server.add_model("det", runner, batching=policy.decide(LINEAR))
-        first = server.submit("det", row(0))
-        assert runner.started.wait(30)
-        rest = [server.submit("det", row(i)) for i in range(1, 5)]
-        runner.release.set()
-        expect_own(first.result(30), 0)
-        for i, fut in enumerate(rest, start=1):
-            expect_own(fut.result(30), i)
+        queue_behind_busy(server, "det", runner, 4)
         stats = server.stats()["det"]
     assert runner.batch_sizes == [1] * 5
     assert stats["batch_rows"] == {1: 5} and stats["batching"]["sizes"] == [1]
@@ -121,12 +115,7 @@ def test_a_batch_that_would_land_on_a_dropped_build_is_cut_back_to_a_kept_one():
         runner = Blocking(max_batch=4)
         with Server(max_delay=0) as server:
             server.add_model("m", runner, batching=keep_4)
-            first = server.submit("m", row(0))
-            assert runner.started.wait(30)
-            rest = [server.submit("m", row(i)) for i in range(1, queued + 1)]
-            runner.release.set()
-            for i, fut in enumerate([first, *rest]):
-                expect_own(fut.result(30), i)
+            queue_behind_busy(server, "m", runner, queued)
         assert runner.batch_sizes == expected, queued
 
 
@@ -134,12 +123,7 @@ def test_an_explicit_size_list_wins_and_caps_the_batch():
     runner = Blocking(max_batch=8)
     with Server(max_delay=0) as server:
         server.add_model("m", runner, batching=[1, 2])
-        first = server.submit("m", row(0))
-        assert runner.started.wait(30)
-        rest = [server.submit("m", row(i)) for i in range(1, 6)]
-        runner.release.set()
-        for i, fut in enumerate([first, *rest]):
-            expect_own(fut.result(30), i)
+        queue_behind_busy(server, "m", runner, 5)
         assert server.stats()["m"]["batching"]["source"] == "explicit"
     assert runner.batch_sizes == [1, 2, 2, 1]
 

@@ -68,6 +68,19 @@ def expect_own(result, i, width=3, rows=1):
 
 
 # --- correctness under many threads -------------------------------------------------
+
+
+def queue_behind_busy(server, model: str, runner, queued: int) -> None:
+    """Submit row 0, wait until ``runner`` (a :class:`Blocking`) is busy with it, queue
+    rows 1..``queued`` behind it, release the runner, and check each answer is its own."""
+    first = server.submit(model, row(0))
+    assert runner.started.wait(30)
+    rest = [server.submit(model, row(i)) for i in range(1, queued + 1)]
+    runner.release.set()
+    for i, fut in enumerate([first, *rest]):
+        expect_own(fut.result(30), i)
+
+
 def test_hammer_every_response_is_its_own_requests():
     """16 threads x 200 requests over two models (one with three batchers), 1-3 rows
     each, distinct payloads: each answer holds exactly its own rows, and every row ran
@@ -108,13 +121,7 @@ def test_hammer_every_response_is_its_own_requests():
 def test_requests_queued_behind_a_busy_runner_are_batched_up_to_max_batch():
     runner = Blocking(max_batch=8)
     with Server({"m": runner}, max_delay=0) as server:
-        first = server.submit("m", row(0))
-        assert runner.started.wait(30)
-        rest = [server.submit("m", row(i)) for i in range(1, 11)]
-        runner.release.set()
-        expect_own(first.result(30), 0)
-        for i, fut in enumerate(rest, start=1):
-            expect_own(fut.result(30), i)
+        queue_behind_busy(server, "m", runner, 10)
         stats = server.stats()["m"]
     assert runner.batch_sizes == [1, 8, 2]
     assert stats["batch_requests"] == {1: 1, 2: 1, 8: 1} and stats["batches"] == 3
