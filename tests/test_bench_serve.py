@@ -625,6 +625,8 @@ def test_a_servers_load_point_records_where_its_latency_went():
     assert 0 <= slow["with_gc"] <= slow["count"]
     runs = tail["run_p99_ms_by_concurrency"]
     assert runs["n_1"] + runs["n_2+"] == point.completed
+    by_model = tail["run_p99_ms_by_model"]
+    assert set(by_model) == {"a", "b"} and sum(c["n_1"] + c["n_2+"] for c in by_model.values()) == point.completed
     assert set(tail["gc"]) == {"gen0", "gen1", "gen2"} and tail["gc_state"]["frozen"] >= 0
     assert tail["wake_lag"]["wakeups"] > 0
     json.dumps(point.to_json())
@@ -667,6 +669,7 @@ def test_a_gc_pause_inside_a_slow_request_is_counted_against_it():
     assert slow["count"] == 1 and slow["models"] == {"b": 1}
     assert slow["with_gc"] == 1 and slow["gc_ms"] == pytest.approx(20.0)
     assert slow["phases_ms"]["deliver"] == pytest.approx(47.0) and slow["concurrent"] == 2
+    assert tail["run_p99_ms_by_model"]["b"]["n_2+"] == 1 and tail["run_p99_ms_by_model"]["a"]["n_1"] == 1
     assert tail["gc"]["gen2"] == {"count": 1, "max_ms": pytest.approx(20.0), "total_ms": pytest.approx(20.0)}
 
 
@@ -680,6 +683,7 @@ def test_a_variant_is_reported_but_never_the_best_other_and_the_report_has_the_t
                                                                                       "deliver")},
                         "models": {"a": 1}, "with_gc": 0, "gc_ms": 0.0, "concurrent": 1.0, "batch_rows": 1.0},
             "run_p99_ms_by_concurrency": {"1": 2.0, "2+": None, "n_1": 10, "n_2+": 0},
+            "run_p99_ms_by_model": {"a": {"1": 2.0, "2+": None, "n_1": 10, "n_2+": 0}},
             "gc": {"gen0": {"count": 1, "max_ms": 0.1, "total_ms": 0.1}}, "gc_state": {"frozen": 5},
             "wake_lag": {"p50_ms": 0.1, "p99_ms": 0.2, "max_ms": 0.3, "wakeups": 9}}
     results = [serve.ContenderResult("s", ["a"], "hetpart", 50.0, [_point(100, 10, tail), _point(200, 80, tail)]),
@@ -694,4 +698,5 @@ def test_a_variant_is_reported_but_never_the_best_other_and_the_report_has_the_t
     md = serve_report.markdown(body)
     assert "hetpart tail at its best rate at 100/s" in md and "hetpart tail at the first rate over the SLO" in md
     assert "hetpart-i1 tail at its best rate at 900/s" in md and "sequential tail" not in md
+    assert "alone / beside other runs (requests): a 2.0 (10) / – (0)" in md
     assert "slowest 1% (1, mean 9.0 ms)" in md and "GC gen0 1x max 0.1 ms (5 objects frozen)" in md

@@ -16,7 +16,7 @@ slowest 1 % of requests (latency >= the point's p99): their count, mean latency 
 mean phase split, the models they were of, how many overlapped a GC pause and by how
 much, the mean number of batches running when theirs started and their mean batch
 rows; the run time's p99 by how many batches were running when it started (``1``:
-alone, ``2+``); the GC pauses per generation; the wake-up lag.  :func:`tail_line` is
+alone, ``2+``), overall and per model; the GC pauses per generation; the wake-up lag.  :func:`tail_line` is
 one line of it for the report.  Which to read: a tail made of ``run`` with ``2+``
 far above ``1`` is runs slowing each other (a shared CPU thread pool, the GPU); of
 ``queue`` behind long runs, capacity or batching; of ``lag``/``deliver`` with a large
@@ -113,14 +113,22 @@ def tail_record(latency_ms: np.ndarray, phases: list[dict | None], timings: list
                       "gc_ms": float(np.mean(gc_ms)),
                       "concurrent": float(np.mean([timings[i].concurrent for i in slow])),
                       "batch_rows": float(np.mean([timings[i].batch_rows for i in slow]))}
-    alone = [phases[i]["run"] for i in have if timings[i].concurrent <= 1]
-    beside = [phases[i]["run"] for i in have if timings[i].concurrent > 1]
-    out["run_p99_ms_by_concurrency"] = {"1": _p99(alone), "2+": _p99(beside), "n_1": len(alone), "n_2+": len(beside)}
+    out["run_p99_ms_by_concurrency"] = _by_concurrency(have, phases, timings)
+    out["run_p99_ms_by_model"] = {m: _by_concurrency([i for i in have if models[i] == m], phases, timings)
+                                  for m in sorted({models[i] for i in have})}
     if probe is not None:
         out["gc"] = probe.gc.record()
         out["gc_state"] = probe.gc_state
         out["wake_lag"] = probe.wake_record()
     return out
+
+
+def _by_concurrency(idx: list[int], phases: list, timings: list) -> dict:
+    """Run p99 (ms) of requests ``idx`` whose batch started alone (``1``) or beside
+    other batches (``2+``), and how many of each (``n_1``, ``n_2+``)."""
+    alone = [phases[i]["run"] for i in idx if timings[i].concurrent <= 1]
+    beside = [phases[i]["run"] for i in idx if timings[i].concurrent > 1]
+    return {"1": _p99(alone), "2+": _p99(beside), "n_1": len(alone), "n_2+": len(beside)}
 
 
 def _pcts(v: np.ndarray) -> dict:
@@ -136,7 +144,8 @@ def tail_line(point: dict) -> str | None:
     """One line of a load point's ``tail`` for the report, e.g. ``at 344/s (p99 32.9 ms):
     phase p99 ms lag 0.2 queue 9.1 form 0.3 run 28.0 deliver 0.2; slowest 1% (7, mean 41 ms):
     lag 0.1 + queue 8.0 + form 0.2 + run 32.5 + deliver 0.2, detector 7, 2 with GC (mean
-    0.4 ms), 2.3 batches running, 1.1 rows; run p99 alone 6.1 / beside others 30.2 ms;
+    0.4 ms), 2.3 batches running, 1.1 rows; run p99 ms alone / beside other runs
+    (requests): detector 6.1 (80) / 30.2 (120), resnet50 ...;
     GC gen0 120x max 0.3, gen1 11x max 0.9, gen2 1x max 35.0 ms; wake lag p99 0.3 max
     4.0 ms``; None where the point has no tail record."""
     tail = point.get("tail")
@@ -151,8 +160,9 @@ def tail_line(point: dict) -> str | None:
                  + " + ".join(f"{n} {_f(s['phases_ms'][n])}" for n in names)
                  + f", {models}, {s['with_gc']} with GC (mean {_f(s['gc_ms'])} ms), "
                  f"{s['concurrent']:.1f} batches running, {s['batch_rows']:.1f} rows")
-    c = tail["run_p99_ms_by_concurrency"]
-    parts.append(f"run p99 alone {_f(c['1'])} ({c['n_1']}) / beside others {_f(c['2+'])} ({c['n_2+']}) ms")
+    by_model = tail.get("run_p99_ms_by_model") or {"all": tail["run_p99_ms_by_concurrency"]}
+    parts.append("run p99 ms alone / beside other runs (requests): " + ", ".join(
+        f"{m} {_f(c['1'])} ({c['n_1']}) / {_f(c['2+'])} ({c['n_2+']})" for m, c in by_model.items()))
     if tail.get("gc"):
         parts.append("GC " + ", ".join(f"{g} {r['count']}x max {_f(r['max_ms'])}" for g, r in tail["gc"].items())
                      + f" ms ({tail.get('gc_state', {}).get('frozen', 0)} objects frozen)")
