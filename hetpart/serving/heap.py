@@ -16,7 +16,9 @@ garbage alive that exists at that moment (it is never collected); ``collect=True
 collects first, at the price of one full pause, which belongs to setup, never to a
 request.  A :class:`~.server.Server` freezes (without collecting: cheap, O(1)) when it
 takes its first request, once, since by then its models are added and warmed up
-(``Server(freeze_heap=False)`` leaves the GC alone).
+(``Server(freeze_heap=False)`` leaves the GC alone).  The thresholds are left as they
+are: freezing takes the cost out of each full collection, while raising them would
+only make collections rarer and each one longer (more to walk when it comes).
 
 :class:`GcPauses` records each collection (generation, start, end: ``gc.callbacks``)
 while it is active, for a benchmark's load window: count, max and total pause per
