@@ -21,6 +21,17 @@ from --start-fraction of the one-at-a-time capacity, up by SLO/p99 clamped to
 ``hetpart-bench-serve``), .md (table) and .svg (p99 against offered load).
 ``--small --simulate`` is a CPU smoke test of the whole path (zoo small models,
 CUDA partitions on the CPU); its numbers mean nothing.  Progress goes to stderr.
+
+Where hetpart's tail comes from (schema 2): every load point of a hetpart server
+records each request's latency split into phases (generator lag, queue, batch
+forming, run, delivery), the slowest 1 % of requests split likewise with their GC
+overlap and the batches running beside theirs, run p99 alone vs beside other runs,
+the GC's pauses per generation and a thread wake-up lag probe
+(:mod:`hetpart.bench.serve_tail`); the .md has a line of it per scenario at
+hetpart's best rate and at the first rate over the SLO.  --contenders runs only
+some contenders (a focused run); --instances sets how many batches of a model
+hetpart's servers run at once, --variant-instances adds hetpart variants with other
+counts (an A/B in one run); --no-freeze leaves the GC alone (the before of an A/B).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hetpart.bench import serve, serve_models, serve_report  # noqa: E402
 from hetpart.bench.suite import gpu_slug, machine  # noqa: E402
 from hetpart.contracts import atomic_write_text, write_json  # noqa: E402
+from hetpart.serving import heap  # noqa: E402
 from hetpart.serving.policy import PAYS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,6 +68,18 @@ def parse(argv=None):
     p.add_argument("--pays", type=float, default=PAYS,
                    help="a bucket build b is kept where latency(b)/b <= PAYS x latency(1) (default: %(default)s)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="the batcher's max delay (default: %(default)s)")
+    p.add_argument("--instances", type=int, default=2,
+                   help="batches of one model hetpart's servers run at once (default: %(default)s)")
+    p.add_argument("--variant-instances", default="",
+                   help="comma-separated instance counts, each adding a variant contender hetpart-i<n> (an A/B "
+                        "in one run, reported beside hetpart, never counted as the best other)")
+    p.add_argument("--contenders", default=None,
+                   help="comma-separated contenders to run, e.g. hetpart,sequential (default: all; the speedup "
+                        "is then over the best of those run)")
+    p.add_argument("--no-freeze", action="store_true",
+                   help="servers leave the GC alone (no gc.freeze() at their first request): the before of an A/B")
+    p.add_argument("--no-probe", action="store_true",
+                   help="no wake-up lag probe thread during the load windows (GC pauses are still recorded)")
     p.add_argument("--window-s", type=float, default=2.0, help="seconds of load per rate (default: %(default)s)")
     p.add_argument("--start-fraction", type=float, default=1.0,
                    help="first rate, as a fraction of the one-at-a-time capacity (default: %(default)s)")
@@ -84,6 +108,7 @@ def main(argv=None) -> int:
     log = lambda msg: print(f"[{time.monotonic() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     scenarios = [s.split("+") for s in args.scenarios.split(",") if s]
     explicit_sizes = [int(b) for b in args.batch_sizes.split(",") if b] if args.batch_sizes else None
+    wanted = {c for c in args.contenders.split(",") if c} if args.contenders else None
     names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
     with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
         served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
@@ -97,13 +122,15 @@ def main(argv=None) -> int:
         built = []
         for models in scenarios:
             members = [served[n] for n in models]
+            offered = serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3, sessions=sessions,
+                                              batch_sizes=explicit_sizes, pays=args.pays, instances=args.instances,
+                                              freeze_heap=not args.no_freeze,
+                                              variants=tuple(int(n) for n in args.variant_instances.split(",") if n))
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
-                                        serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3,
-                                                                sessions=sessions, batch_sizes=explicit_sizes,
-                                                                pays=args.pays), args.slo_ms))
+                                        [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
                                      max_growth=args.max_growth, max_steps=args.max_steps, refine=args.refine,
-                                     resolution=args.resolution)
+                                     resolution=args.resolution, probe=not args.no_probe)
         left = args.budget - (time.monotonic() - start) - 10  # 10 s to close sessions and write files
         body = serve.run(built, options, max(left, 0.0), log)
     finally:
@@ -115,7 +142,9 @@ def main(argv=None) -> int:
     info = machine()
     body.update(created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), machine=info,
                 command="PYTHONPATH=. python3 bench/serve.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-                setup_s=setup_s, simulate=args.simulate, small=args.small,
+                setup_s=setup_s, simulate=args.simulate, small=args.small, python=sys.version.split()[0],
+                gc_at_end=heap.state(), freeze_heap=not args.no_freeze, instances=args.instances,
+                process=_process_threads(),
                 models={m.name: m.notes for m in served.values()},
                 batching={m.name: m.batching.record() for m in served.values() if m.batching is not None})
     out = Path(args.out or RESULTS / f"serve-{gpu_slug(info) if not args.simulate else 'simulated'}.json")
@@ -126,12 +155,31 @@ def main(argv=None) -> int:
               "* models: " + "; ".join(n for m in served.values() for n in m.notes),
               "* hetpart batching (per model, decided at setup): " + ("; ".join(
                   f"{m.name}: {m.batching.describe()}" for m in served.values() if m.batching is not None) or "none"),
+              f"* serving: {args.instances} instance(s) per model; the GC: "
+              + ("left alone (--no-freeze)" if args.no_freeze else "heap frozen at each server's first request")
+              + f"; python {body['python']}; {body['process']['os_threads']} OS threads at the end "
+              f"(TVM CPU pool size {body['process']['cpu_pool_size']} per calling thread)",
               f"* plot: {out.with_suffix('.svg').name}"]
     atomic_write_text(out.with_suffix(".md"), serve_report.markdown(body, header))
     atomic_write_text(out.with_suffix(".svg"), serve_report.svg(body))
     print(serve_report.markdown(body, header))
     log(f"wrote {out}, .md, .svg")
     return 0 if all(s["lost"] == 0 and s["crossed"] == 0 for s in body["scenarios"]) else 1
+
+
+def _process_threads() -> dict:
+    """The process's OS threads now (Python's and native: TVM pools, CUDA) and the TVM
+    CPU pool size in force: how crowded the cores were (a fork-join pool per calling thread)."""
+    import os
+    import threading
+
+    from hetpart.cpu_cores import pool_size
+
+    try:
+        native = len(os.listdir("/proc/self/task"))
+    except OSError:
+        native = None
+    return {"os_threads": native, "python_threads": threading.active_count(), "cpu_pool_size": pool_size()}
 
 
 if __name__ == "__main__":

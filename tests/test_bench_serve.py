@@ -252,6 +252,31 @@ def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "| hetpart |" in md and "* hetpart batching (per model, decided at setup): mlp: " in md
     ET.fromstring(out.with_suffix(".svg").read_text())
+    # schema 2: where hetpart's latency went, at its best rate
+    assert rows["hetpart"]["tail"]["best"]["tail"]["slowest"]["count"] >= 1
+    assert "hetpart tail at its best rate" in md and body["freeze_heap"] and body["process"]["cpu_pool_size"] >= 1
+
+
+@pytest.mark.slow
+def test_the_front_end_runs_chosen_contenders_and_a_hetpart_variant(tmp_path):
+    """--contenders keeps the ones named (and any variant), --variant-instances adds
+    hetpart-i<n>, never the best other; --no-freeze is recorded."""
+    import runpy
+
+    from hetpart.contracts import read_json
+
+    out = tmp_path / "serve.json"
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    front["main"](["--small", "--simulate", "--scenarios", "mlp", "--max-batch", "2", "--budget", "90",
+                   "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "1000",
+                   "--contenders", "hetpart,sequential", "--variant-instances", "1", "--no-freeze", "--out", str(out)])
+    body = read_json(out, serve.SCHEMA, serve.VERSION)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart", "hetpart-i1", "sequential"}
+    assert rows["hetpart-i1"]["variant"] and not rows["hetpart"]["variant"]
+    assert rows["hetpart-i1"]["notes"] == ["variant of hetpart with 1 instance(s)"]
+    assert body["scenarios"][0]["best_other"] == "sequential"
+    assert body["freeze_heap"] is False and body["instances"] == 2
 
 
 def test_nms_rows_of_another_count_are_compared_as_sets():
@@ -578,3 +603,100 @@ def test_a_bucket_server_offers_the_answer_check_only_the_builds_its_policy_runs
             assert system.bucket_sizes("det") == sizes
         finally:
             system.close()
+
+
+# --- where the tail comes from (schema 2) ----------------------------------------------
+
+
+def test_a_servers_load_point_records_where_its_latency_went():
+    models = load_models()
+    with Server({"a": Sleepy(8), "b": Sleepy(4)}, max_delay=0.001) as server:
+        references(server, models)
+        point = offer_load(server, models, rate_per_s=300, window_s=0.3, seed=3)
+    tail = point.tail
+    assert set(tail["phases_ms"]) == {"lag", "queue", "form", "run", "deliver"}
+    for phase in tail["phases_ms"].values():
+        assert phase["p50"] <= phase["p99"] <= phase["max"]
+    slow = tail["slowest"]
+    assert 1 <= slow["count"] <= point.completed
+    # the phases split the latency exactly (telescoping stamps): their means sum to the mean
+    assert sum(slow["phases_ms"].values()) == pytest.approx(slow["latency_ms"], rel=1e-6)
+    assert sum(slow["models"].values()) == slow["count"] and slow["concurrent"] >= 1
+    assert 0 <= slow["with_gc"] <= slow["count"]
+    runs = tail["run_p99_ms_by_concurrency"]
+    assert runs["n_1"] + runs["n_2+"] == point.completed
+    by_model = tail["run_p99_ms_by_model"]
+    assert set(by_model) == {"a", "b"} and sum(c["n_1"] + c["n_2+"] for c in by_model.values()) == point.completed
+    assert set(tail["gc"]) == {"gen0", "gen1", "gen2"} and tail["gc_state"]["frozen"] >= 0
+    assert tail["wake_lag"]["wakeups"] > 0
+    json.dumps(point.to_json())
+
+
+def test_a_system_without_request_timings_has_no_tail_and_no_probe_means_no_wake_lag():
+    models = load_models()
+    system = Mixer(honest=10 ** 9)
+    references(system, models)
+    assert offer_load(system, models, rate_per_s=100, window_s=0.1, seed=1).tail is None
+    with Server({"a": Sleepy(8), "b": Sleepy(4)}) as server:
+        references(server, models)
+        point = offer_load(server, models, rate_per_s=100, window_s=0.1, seed=1, probe=False)
+    assert point.tail["wake_lag"] is None and point.tail["gc"]
+
+
+def test_a_gc_pause_inside_a_slow_request_is_counted_against_it():
+    from hetpart.bench.serve_tail import tail_record
+    from hetpart.serving.request import RequestTiming
+
+    class Probe:
+        from hetpart.serving.heap import GcPauses
+
+        gc = GcPauses()
+        gc_state = {"frozen": 0}
+
+        def wake_record(self):
+            return None
+
+    probe = Probe()
+    probe.gc.pauses = [(2, 10.010, 10.030)]  # 20 ms, inside request 1 only
+    timings = [RequestTiming(0.0 + k, taken=0.001 + k, started=0.002 + k, ran=0.003 + k, batch_rows=1,
+                             concurrent=1 + (k > 0)) for k in (0, 10)]
+    answered = [0.004, 10.050]
+    phases = [t.phases_ms(a, scheduled=t.submitted) for t, a in zip(timings, answered)]
+    latency = np.asarray([(a - t.submitted) * 1e3 for t, a in zip(timings, answered)])
+    intervals = [(t.submitted, a) for t, a in zip(timings, answered)]
+    tail = tail_record(latency, phases, timings, intervals, ["a", "b"], probe)
+    slow = tail["slowest"]
+    assert slow["count"] == 1 and slow["models"] == {"b": 1}
+    assert slow["with_gc"] == 1 and slow["gc_ms"] == pytest.approx(20.0)
+    assert slow["phases_ms"]["deliver"] == pytest.approx(47.0) and slow["concurrent"] == 2
+    assert tail["run_p99_ms_by_model"]["b"]["n_2+"] == 1 and tail["run_p99_ms_by_model"]["a"]["n_1"] == 1
+    assert tail["gc"]["gen2"] == {"count": 1, "max_ms": pytest.approx(20.0), "total_ms": pytest.approx(20.0)}
+
+
+def _point(rate, p99, tail=None):
+    return RatePoint(rate, 10, 10, p99 / 2, p99, tail=tail)
+
+
+def test_a_variant_is_reported_but_never_the_best_other_and_the_report_has_the_tail_lines():
+    tail = {"phases_ms": {n: {"p50": 1.0, "p99": 2.0, "max": 3.0} for n in ("lag", "queue", "form", "run", "deliver")},
+            "slowest": {"count": 1, "latency_ms": 9.0, "phases_ms": {n: 1.8 for n in ("lag", "queue", "form", "run",
+                                                                                      "deliver")},
+                        "models": {"a": 1}, "with_gc": 0, "gc_ms": 0.0, "concurrent": 1.0, "batch_rows": 1.0},
+            "run_p99_ms_by_concurrency": {"1": 2.0, "2+": None, "n_1": 10, "n_2+": 0},
+            "run_p99_ms_by_model": {"a": {"1": 2.0, "2+": None, "n_1": 10, "n_2+": 0}},
+            "gc": {"gen0": {"count": 1, "max_ms": 0.1, "total_ms": 0.1}}, "gc_state": {"frozen": 5},
+            "wake_lag": {"p50_ms": 0.1, "p99_ms": 0.2, "max_ms": 0.3, "wakeups": 9}}
+    results = [serve.ContenderResult("s", ["a"], "hetpart", 50.0, [_point(100, 10, tail), _point(200, 80, tail)]),
+               serve.ContenderResult("s", ["a"], "hetpart-i1", 50.0, [_point(900, 10, tail)], variant=True),
+               serve.ContenderResult("s", ["a"], "sequential", 50.0, [_point(50, 10)])]
+    summary = serve.summary("s", results)
+    assert summary["best_other"] == "sequential" and summary["speedup_vs_best"] == 2.0
+    ours = results[0].to_json()
+    assert ours["tail"]["best"]["rate_per_s"] == 100 and ours["tail"]["first_miss"]["rate_per_s"] == 200
+    assert results[2].to_json()["tail"] == {"best": None, "first_miss": None}
+    body = {"scenarios": [summary], "results": [r.to_json() for r in results], "goal_speedup": 1.5}
+    md = serve_report.markdown(body)
+    assert "hetpart tail at its best rate at 100/s" in md and "hetpart tail at the first rate over the SLO" in md
+    assert "hetpart-i1 tail at its best rate at 900/s" in md and "sequential tail" not in md
+    assert "alone / beside other runs (requests): a 2.0 (10) / – (0)" in md
+    assert "slowest 1% (1, mean 9.0 ms)" in md and "GC gen0 1x max 0.1 ms (5 objects frozen)" in md

@@ -17,6 +17,13 @@ contender's; ``lost`` and ``crossed`` are summed over all its load points (the g
 ``hetpart-bench-serve``), rendered by :mod:`.serve_report`.  The contenders with real
 models are made by ``bench/serve.py``; the logic here takes any factories, so CI
 runs it with fake runners.
+
+Schema versions: 1; 2 adds each load point's ``tail`` (where its latency went, for a
+system that stamps request timings, i.e. hetpart's servers: per-phase p50/p99/max
+ms, the slowest 1 % split into phases with GC overlap and concurrency, run p99 alone
+vs beside other runs, GC pauses per generation, wake-up lag; :mod:`.serve_tail`) and
+per contender ``tail`` (that record at its best point and at the lowest rate above
+it that missed the SLO: ``best``, ``first_miss``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Callable
 
 from .serve_load import LoadModel, RatePoint, bucket_references, offer_load, references, unstable
 
-SCHEMA, VERSION = "hetpart-bench-serve", 1
+SCHEMA, VERSION = "hetpart-bench-serve", 2
 HETPART = "hetpart"  # the contender the speedup is of
 GOAL_SPEEDUP = 1.5
 
@@ -41,6 +48,7 @@ class Contender:
     make: Callable[[], object] | None
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
+    variant: bool = False  # a variant of hetpart (an A/B): measured and reported, never the "best other"
 
 
 @dataclass
@@ -77,6 +85,7 @@ class SweepOptions:
     drain_s: float = 10.0
     lost_after_s: float = 60.0
     seed: int = 0
+    probe: bool = True  # the wake-up lag probe thread during each window (serve_tail.TailProbe)
 
 
 def search_rule(options: SweepOptions) -> str:
@@ -108,11 +117,27 @@ class ContenderResult:
     # between two passes ("unstable"), and per bucket build those answering otherwise
     # than alone ("differ_by_build"; only where the system offers its builds)
     reference_notes: dict = field(default_factory=dict)
+    variant: bool = False  # see Contender.variant
 
     @property
     def best(self) -> RatePoint | None:
         ok = [p for p in self.points if p.meets(self.slo_ms)]
         return max(ok, key=lambda p: p.rate_per_s) if ok else None
+
+    @property
+    def first_miss(self) -> RatePoint | None:
+        """The lowest rate above the best that missed the SLO (the first over the knee)."""
+        floor = self.best.rate_per_s if self.best else 0.0
+        over = [p for p in self.points if p.rate_per_s > floor and not p.meets(self.slo_ms)]
+        return min(over, key=lambda p: p.rate_per_s) if over else None
+
+    def tails(self) -> dict:
+        """``{"best": ..., "first_miss": ...}``: each that point's rate, p99 and ``tail`` (None where absent)."""
+        out = {}
+        for key, p in (("best", self.best), ("first_miss", self.first_miss)):
+            out[key] = {"rate_per_s": p.rate_per_s, "p99_ms": p.p99_ms, "tail": p.tail} \
+                if p is not None and p.tail else None
+        return out
 
     def to_json(self) -> dict:
         best = self.best
@@ -125,7 +150,7 @@ class ContenderResult:
                 "wrong": sum(p.wrong for p in self.points), "failed": sum(p.failed for p in self.points),
                 "inexact": sum(p.inexact for p in self.points), "matched": matched_counts(self.points),
                 "alone_ms": self.alone_ms, "references": self.reference_notes, "skipped": self.skipped, "notes": self.notes,
-                "curve": [p.to_json() for p in self.points]}
+                "variant": self.variant, "tail": self.tails(), "curve": [p.to_json() for p in self.points]}
 
 
 def matched_counts(points: list[RatePoint]) -> dict[str, int]:
@@ -234,7 +259,7 @@ def _point(system, models: list[LoadModel], rate: float, options: SweepOptions, 
     """One load point, with the system's mean batch over it where it counts batches."""
     before = _batch_totals(system)
     point = offer_load(system, models, rate, options.window_s, seed=seed, drain_s=options.drain_s,
-                       lost_after_s=options.lost_after_s)
+                       lost_after_s=options.lost_after_s, probe=options.probe)
     after = _batch_totals(system)
     if before and after and after[0] > before[0]:
         point.mean_batch_rows = (after[1] - before[1]) / (after[0] - before[0])
@@ -259,7 +284,7 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
     runnable = [c for c in scenario.contenders if c.skipped is None]
     for c in scenario.contenders:
         result = ContenderResult(scenario.name, names, c.name, scenario.slo_ms, skipped=c.skipped,
-                                 notes=list(c.notes))
+                                 notes=list(c.notes), variant=c.variant)
         results.append(result)
         if c.skipped is not None:
             log(f"{scenario.name}: {c.name} skipped: {c.skipped}")
@@ -289,7 +314,7 @@ def run_scenario(scenario: Scenario, options: SweepOptions, deadline: float,
 def summary(scenario: str, results: list[ContenderResult]) -> dict:
     """``speedup_vs_best`` of hetpart over the best other contender that ran, with its ``lost``/``crossed``."""
     ours = next((r for r in results if r.contender == HETPART and r.skipped is None), None)
-    others = [r for r in results if r.contender != HETPART and r.skipped is None]
+    others = [r for r in results if r.contender != HETPART and not r.variant and r.skipped is None]
     rate = lambda r: r.best.rate_per_s if r.best else 0.0  # noqa: E731
     best_other = max(others, key=rate) if others else None
     speedup = None

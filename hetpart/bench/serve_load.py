@@ -24,6 +24,11 @@ still; counted and reported, not a failure), or none (``wrong``).  A request wit
 answer by the end of the drain is ``late`` (its latency counts as forever), and
 ``lost`` if it still has none ``lost_after_s`` later; one answered with an error is
 ``failed``.
+
+Where the tail comes from: where the system's futures carry their
+:class:`~hetpart.serving.request.RequestTiming` (a hetpart Server), each answered
+request's latency is split into phases, and the window is watched for GC pauses and
+thread wake-up lag (:mod:`.serve_tail`); the point's ``tail`` records it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from .serve_tail import TailProbe, split, tail_record
 
 SAMPLES_PER_OUTPUT = 64
 RTOL, ATOL = 1e-2, 1e-3
@@ -107,6 +114,9 @@ class RatePoint:
     p99_ms_by_model: dict = field(default_factory=dict)
     # the ok answers by the reference they matched: "alone", or a bucket's batch size
     matched: dict = field(default_factory=dict)
+    # where the latency went (serve_tail.tail_record): phases, slowest 1 %, GC, wake lag;
+    # None where the system stamps no request timing
+    tail: dict | None = None
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""
@@ -280,16 +290,19 @@ def poisson_arrivals(rate_per_s: float, window_s: float, rng: np.random.Generato
 
 
 def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: float, *,
-               seed: int = 0, drain_s: float = 10.0, lost_after_s: float = 60.0) -> RatePoint:
+               seed: int = 0, drain_s: float = 10.0, lost_after_s: float = 60.0, probe: bool = True) -> RatePoint:
     """Offer ``rate_per_s`` requests per second in all (models drawn uniformly) for
     ``window_s``; wait up to ``drain_s`` after the last for answers (later ones are
-    late), and ``lost_after_s`` more for the late ones (then lost); score them."""
+    late), and ``lost_after_s`` more for the late ones (then lost); score them.  GC
+    pauses are recorded over the window and drain; ``probe`` adds the wake-up lag probe
+    thread (:class:`~.serve_tail.TailProbe`)."""
     rng = np.random.default_rng(seed)
     arrivals = poisson_arrivals(rate_per_s, window_s, rng)
     which = rng.integers(0, len(models), size=len(arrivals))
     counters = [0] * len(models)
     done_at = np.full(len(arrivals), np.nan)
     prints: list = [None] * len(arrivals)
+    timings: list = [None] * len(arrivals)
     own: list[int] = [0] * len(arrivals)
     errors = [0]
     remaining = [len(arrivals)]
@@ -298,6 +311,7 @@ def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: flo
 
     def answered(i: int, fut: Future) -> None:
         t = time.perf_counter()
+        timings[i] = getattr(fut, "timing", None)
         try:
             prints[i] = fingerprint(fut.result())
         except BaseException:  # noqa: BLE001 - an error answer is counted, not raised
@@ -311,29 +325,45 @@ def offer_load(system, models: list[LoadModel], rate_per_s: float, window_s: flo
 
     if not len(arrivals):
         all_done.set()
-    start = time.perf_counter() + 0.01
-    for i, (at, m) in enumerate(zip(arrivals, which)):
-        _sleep_until(start + at)
-        model = models[m]
-        own[i] = counters[m] % len(model.payloads)
-        counters[m] += 1
-        try:
-            fut = system.submit(model.name, model.payloads[own[i]])
-        except BaseException:  # noqa: BLE001 - a refused request is a failed one
-            with lock:
-                errors[0] += 1
-            done_at[i] = time.perf_counter()
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    all_done.set()
-            continue
-        fut.add_done_callback(lambda f, i=i: answered(i, f))
-    all_done.wait(drain_s)
+    with TailProbe(wake=probe) as watch:
+        start = time.perf_counter() + 0.01
+        for i, (at, m) in enumerate(zip(arrivals, which)):
+            _sleep_until(start + at)
+            model = models[m]
+            own[i] = counters[m] % len(model.payloads)
+            counters[m] += 1
+            try:
+                fut = system.submit(model.name, model.payloads[own[i]])
+            except BaseException:  # noqa: BLE001 - a refused request is a failed one
+                with lock:
+                    errors[0] += 1
+                done_at[i] = time.perf_counter()
+                with lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+                continue
+            fut.add_done_callback(lambda f, i=i: answered(i, f))
+        all_done.wait(drain_s)
     late = np.isnan(done_at)
     if late.any():
         all_done.wait(lost_after_s)
-    return _score(models, arrivals, which, own, start, done_at, late, prints, errors[0], rate_per_s, window_s)
+    point = _score(models, arrivals, which, own, start, done_at, late, prints, errors[0], rate_per_s, window_s)
+    point.tail = _tail(models, arrivals, which, start, done_at, late, prints, timings, watch)
+    return point
+
+
+def _tail(models, arrivals, which, start, done_at, late, prints, timings, watch) -> dict | None:
+    """The point's ``tail`` (:func:`~.serve_tail.tail_record`) over the requests answered
+    with a result in time."""
+    scheduled = start + np.asarray(arrivals)
+    answered_ok = [not late[i] and prints[i] is not None for i in range(len(arrivals))]
+    phases = [split(timings[i], float(done_at[i]), float(scheduled[i])) if answered_ok[i] else None
+              for i in range(len(arrivals))]
+    latency = (done_at - scheduled) * 1e3
+    intervals = [(float(scheduled[i]), float(done_at[i])) for i in range(len(arrivals))]
+    names = [models[m].name for m in which]
+    return tail_record(latency, phases, timings, intervals, names, watch)
 
 
 def _score(models, arrivals, which, own, start, done_at, late, prints, failed, rate, window_s) -> RatePoint:

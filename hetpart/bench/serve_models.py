@@ -138,9 +138,14 @@ def batching_policy(session, payloads: list[dict], sizes, explicit_sizes=None,
 
 
 def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
-               batch_sizes: list[int] | None = None, pays: float = PAYS) -> list[Contender]:
+               batch_sizes: list[int] | None = None, pays: float = PAYS, instances: int = 2,
+               freeze_heap: bool = True, variants: tuple[int, ...] = ()) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
-    caller closes them) so scenarios sharing a model share its sessions.  Each model's
+    caller closes them) so scenarios sharing a model share its sessions; ``instances``:
+    the batches of one model the two hetpart servers run at once; ``freeze_heap``: the
+    servers freeze the Python heap at their first request (:mod:`hetpart.serving.heap`);
+    ``variants``: per number, a variant ``hetpart-i<n>`` of the hetpart contender with
+    ``n`` instances (an A/B in one run; never the "best other").  Each model's
     :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
     measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
@@ -166,7 +171,7 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
 
     def server(batch_of, instances: int, gate: int | None, delay: float):
         def make():
-            s = Server(max_delay=delay, max_concurrent_batches=gate)
+            s = Server(max_delay=delay, max_concurrent_batches=gate, freeze_heap=freeze_heap)
             bucketed = {}
             for m in served:
                 b = batch_of(m)  # None: the bucketed session, a runner as it is
@@ -179,9 +184,11 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
 
     kept = "; ".join(f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
                      for m in served if m.batching is not None)
-    out = [Contender("hetpart", server(lambda m: None if m.max_batch > 1 else 1, 2, None, max_delay),
-                     notes=[f"batches {kept or '1'}, max_delay {max_delay * 1e3:g} ms"]),
-           Contender("hetpart-no-batching", server(lambda m: 1, 2, None, 0.0)),
+    out = [Contender("hetpart", server(lambda m: None if m.max_batch > 1 else 1, instances, None, max_delay),
+                     notes=[f"batches {kept or '1'}, max_delay {max_delay * 1e3:g} ms, {instances} instance(s)"]),
+           *[Contender(f"hetpart-i{n}", server(lambda m: None if m.max_batch > 1 else 1, n, None, max_delay),
+                       notes=[f"variant of hetpart with {n} instance(s)"], variant=True) for n in variants],
+           Contender("hetpart-no-batching", server(lambda m: 1, instances, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()
     missing = [m.name for m in served if m.torch_module is None]

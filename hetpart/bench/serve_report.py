@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 from .serve import search_rule
 from .serve_load import ALONE, INEXACT_MAX_FRACTION
+from .serve_tail import tail_line
 
 COLOURS = ["#2e7d32", "#1f77b4", "#ff7f0e", "#d62728", "#9467bd", "#8c564b"]
 PANEL_W, PANEL_H, PAD_L, PAD_R, PAD_T, PAD_B = 520, 300, 60, 150, 40, 45
@@ -45,6 +46,7 @@ def markdown(body: dict, header: list[str] = ()) -> str:
                   f"hetpart: no speedup computed (a contender is missing or sustained no rate); goal {verdict}."]
         if s.get("matched"):
             lines.append(matched_sentence(s["matched"]))
+        lines += tail_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         lines += reference_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         if s.get("inexact"):
             lines.append(f"hetpart answered {s['inexact']} request(s) inexactly: its own answer but for a few "
@@ -62,6 +64,22 @@ def matched_sentence(matched: dict) -> str:
     return (f"hetpart's right answers ({sum(matched.values())}) matched their own request's answer "
             f"{', '.join(parts)} (each payload's answer taken at setup on every build it may be batched into, "
             "at every row).")
+
+
+def tail_sentences(rows: list[dict]) -> list[str]:
+    """hetpart's tail (and each hetpart variant's), one line each at its best point and
+    the first rate that missed (:func:`~.serve_tail.tail_line`); none where not recorded
+    (schema 1, no timings)."""
+    lines = []
+    for r in rows:
+        if not (r["contender"] == "hetpart" or r.get("variant")) or not r.get("tail"):
+            continue
+        for key, label in (("best", "at its best rate"), ("first_miss", "at the first rate over the SLO")):
+            point = r["tail"].get(key)
+            line = tail_line(point) if point else None
+            if line:
+                lines.append(f"{r['contender']} tail {label} {line}.")
+    return lines
 
 
 def reference_sentences(rows: list[dict]) -> list[str]:

@@ -22,6 +22,12 @@ are); an output the runner names in ``batch_columns`` (NonMaxSuppression's rows 
 (batch, class, box)) is split by that column instead, re-based to each request's
 first row.  A failing run, or outputs without the batch's rows, fail exactly that
 batch's futures with a :class:`~hetpart.errors.BatchError`.
+
+Each request's :class:`~.request.RequestTiming` is stamped on the way: ``taken`` when
+a batcher takes it into a batch (anew if :meth:`Lane._trim` gave it back), ``started``
+when its batch's run starts (with the batch's rows and how many batches of the server,
+counted by the shared :class:`~.stats.RunCount`, were running then), ``ran`` when the
+run and split end, ``settled`` just before its future is answered.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError
 from .gate import Gate
 from .policy import BatchingPolicy
 from .request import Request
-from .stats import ModelStats
+from .stats import ModelStats, RunCount
 
 _GAP_WEIGHT = 0.2  # weight of the newest inter-arrival gap in the moving average
 
@@ -47,8 +53,9 @@ class Lane:
     """The queue and batcher(s) of one model; ``instances`` batches may run at once."""
 
     def __init__(self, name: str, runner, *, max_delay: float, priority: int = 0, instances: int = 1,
-                 gate: Gate | None = None, policy: BatchingPolicy | None = None):
+                 gate: Gate | None = None, policy: BatchingPolicy | None = None, running: RunCount | None = None):
         self.name, self.runner, self.policy = name, runner, policy
+        self.running = running if running is not None else RunCount()  # the server's batches running
         self.max_batch = int(runner.max_batch)  # the most rows a request (and a run) may carry
         # the rows a batch of several requests fills up to
         self.fill = min(policy.max_batch, self.max_batch) if policy is not None else self.max_batch
@@ -105,6 +112,7 @@ class Lane:
                 return None  # stopping, and nothing left
             first = self._queue.popleft()
             if first.future.set_running_or_notify_cancel():
+                first.timing.taken = time.perf_counter()
                 break
             self.stats.count("cancelled")
         batch, rows = [first], first.rows
@@ -124,7 +132,7 @@ class Lane:
         """Move queued requests that match ``batch[0]`` and fit into ``batch`` (up to
         ``fill`` rows; not yet marked running); the rows it then has."""
         keep: deque[Request] = deque()
-        sig = batch[0].signature
+        sig, now = batch[0].signature, time.perf_counter()
         while self._queue:
             r = self._queue.popleft()
             if r.signature != sig or rows + r.rows > self.fill:
@@ -133,6 +141,7 @@ class Lane:
                 r.future.set_running_or_notify_cancel()  # its waiters learn it is cancelled
                 self.stats.count("cancelled")
             else:
+                r.timing.taken = now
                 batch.append(r)
                 rows += r.rows
             if rows == self.fill:
@@ -178,24 +187,37 @@ class Lane:
         rows = sum(r.rows for r in batch)
         if self.gate is not None:
             self.gate.acquire(self.priority, batch[0].arrival)
+        concurrent = self.running.enter()
         start = time.perf_counter()
+        for r in batch:
+            r.timing.started, r.timing.batch_rows, r.timing.concurrent = start, rows, concurrent
         try:
             outputs = self.runner.run(_concat(batch))
             results = _split(outputs, batch, rows, self.batch_columns)
         except BaseException as exc:  # noqa: BLE001 - every error reaches exactly this batch's callers
             error = self._batch_error(exc, batch, rows)
-            self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], time.perf_counter() - start)
+            self._ran(batch, rows, start)
             for r in batch:
+                r.timing.settled = time.perf_counter()
                 if _settle(r.future, exc=error):
                     self.stats.count("failed")
             return
         finally:
+            self.running.leave()
             if self.gate is not None:
                 self.gate.release()
-        self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], time.perf_counter() - start)
+        self._ran(batch, rows, start)
         for r, result in zip(batch, results):
+            r.timing.settled = time.perf_counter()
             if _settle(r.future, result=result):
                 self.stats.count("completed")
+
+    def _ran(self, batch: list[Request], rows: int, start: float) -> None:
+        """Stamp the end of ``batch``'s run on its requests and count it in the stats."""
+        end = time.perf_counter()
+        for r in batch:
+            r.timing.ran = end
+        self.stats.batch(rows, len(batch), [start - r.arrival for r in batch], end - start)
 
     def _batch_error(self, exc: BaseException, batch: list[Request], rows: int) -> BatchError:
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HetpartError) else str(exc)

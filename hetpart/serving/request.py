@@ -25,15 +25,60 @@ from ..errors import BadRequestError
 from .runner import RowSpec
 
 
+PHASES = ("queue", "form", "run", "deliver")
+"""A request's time at the server, in order: ``queue`` (submit -> a batcher takes it
+into a batch), ``form`` (taken -> its batch's run starts: waiting for company, for the
+priority gate, and concatenating the feeds), ``run`` (the runner's run and the split of
+its outputs), ``deliver`` (run ended -> its caller saw the answer: the futures of the
+requests before it in the batch answered first, with their callbacks, then its own)."""
+
+
+@dataclass
+class RequestTiming:
+    """Where one request's time went: ``time.perf_counter()`` stamps set by the server
+    as the request moves (None: not reached yet), the rows of the batch it ran in, and
+    how many batches of the server were running when its batch started (itself
+    included).  A :class:`~.server.Server`'s futures carry theirs as ``future.timing``.
+
+    Invariant: ``submitted <= taken <= started <= ran <= settled`` once set, so
+    :meth:`phases_ms` of an answered request sums to ``answered - submitted``
+    (telescoping; ``lag`` adds ``submitted - scheduled`` in front where given)."""
+
+    submitted: float
+    taken: float | None = None
+    started: float | None = None
+    ran: float | None = None
+    settled: float | None = None
+    batch_rows: int = 0
+    concurrent: int = 0
+
+    def phases_ms(self, answered: float, scheduled: float | None = None) -> dict[str, float] | None:
+        """``{phase: ms}`` of :data:`PHASES` (``lag`` first where ``scheduled``, the time the
+        caller meant to submit, is given) up to ``answered`` (when the caller saw the
+        answer); None if the request never reached its run's end."""
+        if self.taken is None or self.started is None or self.ran is None:
+            return None
+        out = {"lag": (self.submitted - scheduled) * 1e3} if scheduled is not None else {}
+        out.update(queue=(self.taken - self.submitted) * 1e3, form=(self.started - self.taken) * 1e3,
+                   run=(self.ran - self.started) * 1e3, deliver=(answered - self.ran) * 1e3)
+        return out
+
+
 @dataclass
 class Request:
-    """A queued request.  ``arrival`` is ``time.perf_counter()`` at submit."""
+    """A queued request.  ``arrival`` is ``time.perf_counter()`` at submit; ``timing``
+    its :class:`RequestTiming` (made from ``arrival`` when not given)."""
 
     feeds: dict[str, np.ndarray]
     rows: int
     signature: tuple
     future: Future
     arrival: float = field(default_factory=time.perf_counter)
+    timing: RequestTiming | None = None
+
+    def __post_init__(self):
+        if self.timing is None:
+            self.timing = RequestTiming(self.arrival)
 
 
 def signature(feeds: Mapping[str, np.ndarray]) -> tuple:

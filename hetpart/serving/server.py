@@ -21,6 +21,14 @@ is never queued); a failed batch fails exactly its requests' futures with
 and running until ``timeout``, then fails whatever is left with ServerClosedError:
 no future is ever left pending.  The server does not close the runners: sessions
 stay the caller's.
+
+Every future ``submit`` returns carries ``future.timing``, the request's
+:class:`~.request.RequestTiming` (where its time went: queue, batch forming, run,
+delivery), filled in as it moves.  When the server takes its first request it freezes
+the Python heap (:func:`~.heap.freeze`: ``gc.freeze()``, once, cheap), so the cyclic
+GC's full collections while serving walk only what serving allocates, not the models'
+and libraries' long-lived objects (tens of ms per pause otherwise, landing on every
+request in flight; see :mod:`.heap`); ``freeze_heap=False`` leaves the GC alone.
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ from concurrent.futures import Future
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadRequestError, ServerClosedError, ServingError
+from . import heap
 from .batcher import Lane
 from .gate import Gate
 from .policy import BatchingPolicy, explicit
 from .request import Request, check_feeds, signature
 from .runner import as_runner, input_specs_of, row_specs
+from .stats import RunCount
 
 DEFAULT_MAX_DELAY = 0.002
 
@@ -45,10 +55,11 @@ class Server:
     (options per model via :meth:`add_model`), or is a
     :class:`~hetpart.runtime.MultiSession` (each model by its name, at its priority:
     models of a joint plan, issue 20); ``max_delay`` (seconds) is the longest a request
-    waits for others to join its batch."""
+    waits for others to join its batch; ``freeze_heap`` freezes the Python heap at the
+    first request (see the module docstring)."""
 
     def __init__(self, models: Mapping[str, Any] | None = None, *, max_delay: float = DEFAULT_MAX_DELAY,
-                 max_concurrent_batches: int | None = None):
+                 max_concurrent_batches: int | None = None, freeze_heap: bool = True):
         if max_delay < 0:
             raise ServingError(f"max_delay must be >= 0 seconds, got {max_delay}")
         self.max_delay = max_delay
@@ -57,6 +68,8 @@ class Server:
         self._specs: dict[str, list | None] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._running = RunCount()  # batches running now, across the models
+        self._freeze_pending = freeze_heap  # freeze at the first request (setup is done by then)
         try:
             if hasattr(models, "sessions") and hasattr(models, "names"):  # a MultiSession: its models and priorities
                 for name, session in zip(models.names, models.sessions):
@@ -103,7 +116,8 @@ class Server:
                 raise ServingError(f"a model named '{name}' is served already")
             self._specs[name] = row_specs(specs) if specs is not None else None
             self._lanes[name] = Lane(name, runner, max_delay=self.max_delay if max_delay is None else max_delay,
-                                     priority=priority, instances=instances, gate=self._gate, policy=batching)
+                                     priority=priority, instances=instances, gate=self._gate, policy=batching,
+                                     running=self._running)
 
     @property
     def models(self) -> list[str]:
@@ -125,14 +139,25 @@ class Server:
         lane = self._lane(model)
         if self._closed:
             raise ServerClosedError(f"model '{model}': the server is closed; it accepts no request")
+        if self._freeze_pending:
+            self._freeze_heap()
         try:
             arrays, rows = check_feeds(model, feeds, self._specs[model], lane.max_batch)
         except BadRequestError:
             lane.stats.count("rejected")
             raise
         future: Future = Future()
-        lane.put(Request(arrays, rows, signature(arrays), future))
+        request = Request(arrays, rows, signature(arrays), future)
+        future.timing = request.timing  # type: ignore[attr-defined]  # where its time goes (RequestTiming)
+        lane.put(request)
         return future
+
+    def _freeze_heap(self) -> None:
+        """Freeze the heap once, at the first request (see the module docstring)."""
+        with self._lock:
+            if self._freeze_pending:
+                self._freeze_pending = False
+                heap.freeze()
 
     def infer(self, model: str, feeds: Mapping[str, Any], timeout: float | None = None) -> dict:
         """``submit(model, feeds).result(timeout)``."""

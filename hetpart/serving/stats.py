@@ -75,3 +75,29 @@ def _percentiles(samples: list[float]) -> dict:
         return {f"p{p}": None for p in PERCENTILES}
     values = np.percentile(np.asarray(samples) * 1e3, PERCENTILES)
     return {f"p{p}": float(v) for p, v in zip(PERCENTILES, values)}
+
+
+class RunCount:
+    """How many batches a server is running right now, across its models (thread-safe).
+
+    :meth:`enter` at a batch's start returns the count with it included (1: it started
+    alone); :meth:`leave` at its end.  Recorded per request as
+    :attr:`~.request.RequestTiming.concurrent`: a run slowed by others running beside it
+    (a CPU thread pool or the GPU shared) shows there."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def enter(self) -> int:
+        with self._lock:
+            self._n += 1
+            return self._n
+
+    def leave(self) -> None:
+        with self._lock:
+            self._n -= 1
+
+    @property
+    def now(self) -> int:
+        return self._n
