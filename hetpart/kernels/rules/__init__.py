@@ -37,7 +37,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     and matmuls whose output tiles cannot fill the GPU, then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
     LowBatchGEMV), with hetpart's short-reduction rule (depthwise convolutions and
-    pooling at batch > 1, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
+    pooling, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
     ending with dlight's catch-all Fallback.
 
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
@@ -50,7 +50,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         GEMV(),  # dlight's, declining schedules whose stages disagree on threads (gpu_gemv)
         dl.gpu.LowBatchGEMV(),
         Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
-        GpuWindowReduction(),  # depthwise conv / pooling at batch > 1: a thread per output
+        GpuWindowReduction(options),  # depthwise conv / pooling: a thread per output
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]
