@@ -10,6 +10,11 @@ keeps its schedule; the first FC (no broadcast), norms and large contractions ar
 declined.  Before the rule, dlight's GEMV gave the first SE block's function 2
 thread blocks whose epilogue ran 6272 serial iterations per thread on one warp.
 
+SE's first FC at batch 1 (a 1x1 conv of the pooled ``[1, C, 1, 1]`` with its SiLU/ReLU,
+hetpart/kernels/rules/gpu_gemv.py): declined by dlight's GEMV, which staged the vector
+with one thread (1153 serial loads per thread for C = 1152), so dlight's Reduction
+gives each output a block; batch 32 keeps its schedule.
+
 With a GPU (``cuda`` mark): the same functions against ONNX Runtime (CPU).  No tensor
 cores are involved, so the tolerance is float32's (the FC's sum in the same order;
 sigmoid may differ in the last ulps): rtol 1e-5, atol 1e-6 of the largest output.
@@ -149,6 +154,69 @@ def test_builds_two_cuda_kernels():
     bounds = sorted({int(t) for t in re.findall(r'__global__ void __launch_bounds__\((\d+)\)', source)})
     assert bounds == [REDUCE_THREADS, EPILOGUE_THREADS]
     assert "__shared__" not in source
+
+
+# name -> (channels, squeezed, activation): SE's first FC
+FC1 = {"effnet fc1 32->8 silu": (32, 8, "silu"), "effnet fc1 1152->48 silu": (1152, 48, "silu"),
+       "mnv3 fc1 960->240 relu": (960, 240, "relu")}
+
+
+def _fc1(n, c, s, act, seed=0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((s, c, 1, 1)) / math.sqrt(c)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["z", "w", "b"], ["f"])]
+    if act == "silu":
+        nodes += [helper.make_node("Sigmoid", ["f"], ["g"]), helper.make_node("Mul", ["f", "g"], ["y"])]
+    else:
+        nodes.append(helper.make_node("Relu", ["f"], ["y"]))
+    graph = helper.make_graph(nodes, "fc1", [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [n, c, 1, 1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, s, 1, 1])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("case", list(FC1))
+def test_se_first_fc_at_batch_1_is_a_block_per_output_not_a_serial_vector_load(case):
+    from hetpart.kernels.rules.gpu_gemv import stages_vector_serially
+
+    c, s, act = FC1[case]
+    m = _fc1(1, c, s, act)
+    (raw,) = [f for f in load(m).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    assert stages_vector_serially(raw)
+    func = _scheduled(m)
+    assert str(func.attrs[RULE_ATTR]) == "Reduction"
+    bound = dict(_thread_loops(func))
+    assert bound["blockIdx.x"] == s  # a block per output, its threads sharing the C terms
+    assert not stages_vector_serially(_scheduled_raw(_fc1(32, c, s, act)))
+    assert str(_scheduled(_fc1(32, c, s, act)).attrs[RULE_ATTR]) != "Reduction"  # batch 32: as it was
+
+
+def _scheduled_raw(m: onnx.ModelProto) -> tirx.PrimFunc:
+    (func,) = [f for f in load(m).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    return func
+
+
+def test_matrix_times_vector_with_a_long_last_dim_is_not_declined():
+    """A decode-step matrix-vector product (vector [1, 1, K], K last): no unit last dim,
+    so the decline leaves it alone (tests/test_kernels_cuda_miscompiles.py checks GEMV
+    still schedules matrix times vector)."""
+    from hetpart.kernels.rules.gpu_gemv import stages_vector_serially
+
+    w = numpy_helper.from_array(np.ones((1024, 512), np.float32), "w")
+    m = _single([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", [1, 1, 1024])], ("y", [1, 1, 512]), [w])
+    assert not stages_vector_serially(_scheduled_raw(m))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", list(FC1))
+def test_se_first_fc_at_batch_1_matches_onnxruntime_on_the_gpu(case):
+    c, s, act = FC1[case]
+    m = _fc1(1, c, s, act)
+    feeds = {"z": np.random.default_rng(1).standard_normal((1, c, 1, 1)).astype(np.float32)}
+    got = run_on(m, "cuda", feeds, simulate=False)["y"]
+    want = onnxruntime_outputs(m, feeds)[0]
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
 
 @pytest.mark.cuda
