@@ -2,7 +2,7 @@
 gpu_kernel_profile.py): what runs without a GPU or torch -- the categories on both
 sides, reading a hetpart profile, the per-category table, the launch shape read from
 scheduled TIR and the CUDA source.  The tools' GPU/torch parts (``hetpart profile``
-on the device, ``torch.profiler``) run in the ``cuda`` test at the end:
+on the device, ``torch.profiler``) run in the ``cuda`` (and ``slow``) test at the end:
 
     PYTHONPATH=. python3 -m pytest tests/test_tools_gpu_kernels.py -q -m cuda
 """
@@ -209,6 +209,7 @@ def test_tensor_core_kernels_round_to_tf32_in_the_cuda_source():
 
 # --- on the GPU machine -----------------------------------------------------------------------
 @pytest.mark.cuda
+@pytest.mark.slow  # exports, profiles and compiles a whole corpus model: minutes
 def test_profile_tool_runs_both_sides_on_a_corpus_model(tmp_path):
     pytest.importorskip("torchvision")
     out = tmp_path / "k.json"
