@@ -32,8 +32,8 @@ blocks would give fewer than :data:`MIN_BLOCKS_PER_SM` blocks per SM (of the bui
 blocks of 256 on 132 SMs, 515 of 64.
 
 Batch 1 too (:data:`MIN_BATCH`): there dlight's ``GeneralReduction`` had given each
-output pixel a 256-thread block as well (EfficientNet-B0: ~2.1e6 such blocks per
-image, ConvNeXt-T's 7x7 layers the same; ``bench/results/gpu-b1-static.md``).
+output pixel a 256-thread block as well (EfficientNet-B0: ~2.3e6 such blocks per
+image, ConvNeXt-T's 7x7 layers ~2.1e6; ``bench/results/gpu-b1-static.md``).
 Returns None for anything else: more or fewer than one reduction block, dynamic or
 longer reductions, producers or consumers that do not inline (or leave more than one
 output block), an output block that reads more than one reduced value per thread.
