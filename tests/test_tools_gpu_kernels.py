@@ -221,3 +221,35 @@ def test_profile_tool_runs_both_sides_on_a_corpus_model(tmp_path):
     peer = {r["category"] for r in data["pytorch"]}
     assert {"depthwise conv", "pointwise conv", "squeeze-excite"} <= het & peer
     assert not data["missing"]
+
+
+# --- TF32 rounding A/B (tools/tf32_rounding_ab.py) ----------------------------------------------
+def test_rounding_ab_builds_one_variant_that_rounds_and_one_that_does_not(tmp_path, capsys):
+    import json
+
+    import tf32_rounding_ab as ab
+
+    c, hw = 256, 56  # a 1x1 conv large enough for the tensor-core rule at batch 1
+    w = numpy_helper.from_array(np.ones((c, c, 1, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "pw",
+                          [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, hw, hw])], [w])
+    path = tmp_path / "pw.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    assert ab.main([str(path), "--source-only"]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(found["round"].values()) == [True]
+    assert list(found["truncate"].values()) == [False]
+    assert found["round"].keys() == found["truncate"].keys()
+
+
+def test_rounding_ab_table():
+    import tf32_rounding_ab as ab
+
+    r = {"k1": {"flops": 2e9, "count": 2, "seconds": 20e-6, "rounds": True},
+         "k2": {"flops": 1e9, "count": 1, "seconds": 10e-6, "rounds": True}}
+    t = {"k1": {"flops": 2e9, "count": 2, "seconds": 16e-6, "rounds": False},
+         "k2": {"flops": 1e9, "count": 1, "seconds": 10e-6, "rounds": False}}
+    text = ab.table(r, t, top=5)
+    assert "| k1 | 2 | 2.00 | 20.0 | 16.0 | 1.25 | 100.0 |" in text
+    assert "| **total (2 kernels)** | | | 50.0 | 42.0 | 1.19 | |" in text
