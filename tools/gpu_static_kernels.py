@@ -80,6 +80,7 @@ class Launch:
     block: int
     serial: int
     serial_memory: int = 0
+    kernels: int = 1
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Row:
     block: int
     serial: int
     serial_memory: int
+    kernels: int
     outputs: int
     cvt_rna: bool | None
     bytes: int
@@ -121,28 +123,46 @@ def _children(stmt):
 
 def launch_shape(func) -> Launch:
     """Grid, block and serial stores per thread of a scheduled PrimFunc (module doc).
-    Extents of the same thread tag in several kernels of one function: the largest."""
+    A function of several kernels (a thread-bound nest each, launched one after the
+    other: split-K's partial products, then their sum): the grid and block of the
+    kernel whose threads do the most serial work (split-K's first), ``kernels`` their
+    number, the serial stores summed over them."""
     from tvm import tirx
 
-    tags: dict[str, int] = {}
+    kernels: list[dict] = []
+    inside = [False]
 
     def walk(stmt, mult: int) -> tuple[int, int]:
         if isinstance(stmt, tirx.BufferStore):
             return mult, (mult if stmt.buffer.scope() in MEMORY_SCOPES else 0)
         if isinstance(stmt, tirx.For):
             extent = int(stmt.extent) if isinstance(stmt.extent, tirx.IntImm) else 1
-            if stmt.thread_binding is not None:
+            if stmt.thread_binding is None:
+                return walk(stmt.body, mult * extent)
+            if inside[0]:
+                tags = kernels[-1]["tags"]
                 tag = str(stmt.thread_binding.thread_tag)
                 tags[tag] = max(tags.get(tag, 1), extent)
                 return walk(stmt.body, mult)
-            return walk(stmt.body, mult * extent)
+            # The outermost thread-bound loop of a nest: a kernel of its own.
+            kernels.append({"tags": {str(stmt.thread_binding.thread_tag): extent}})
+            inside[0] = True
+            found = walk(stmt.body, mult)
+            inside[0] = False
+            kernels[-1]["serial"] = found
+            return found
         parts = [walk(s, mult) for s in _children(stmt)]
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     serial, memory = walk(func.body, 1)
-    grid = math.prod(v for k, v in tags.items() if k.startswith("blockIdx"))
-    block = math.prod(v for k, v in tags.items() if k.startswith("threadIdx"))
-    return Launch(grid, block, serial, memory)
+
+    def size(tags, prefix):
+        return math.prod(v for k, v in tags.items() if k.startswith(prefix))
+
+    if not kernels:
+        return Launch(1, 1, serial, memory, 1)
+    main = max(kernels, key=lambda k: (k["serial"][0], size(k["tags"], "blockIdx") * size(k["tags"], "threadIdx")))
+    return Launch(size(main["tags"], "blockIdx"), size(main["tags"], "threadIdx"), serial, memory, len(kernels))
 
 
 # --- CUDA source ------------------------------------------------------------------------------
@@ -262,7 +282,7 @@ def analyse(model, *, source: bool = True, options=None) -> list[Row]:
         nbytes = int(k.bytes_read + k.bytes_written)
         roof, est = estimates(rule, launch, outputs, nbytes, int(k.flops), options.sm_count)
         rows.append(Row(k.id, k.func, counts[k.signature], category, rule, launch.grid, launch.block,
-                        launch.serial, launch.serial_memory, outputs, rna.get(k.func), nbytes, int(k.flops), roof * 1e6, est * 1e6,
+                        launch.serial, launch.serial_memory, launch.kernels, outputs, rna.get(k.func), nbytes, int(k.flops), roof * 1e6, est * 1e6,
                         flags(rule, category, launch, outputs, int(k.flops), options.sm_count, options.tf32)))
     return rows
 
@@ -280,12 +300,12 @@ def _feeds_se(graph, kernel) -> bool:
 # --- report -----------------------------------------------------------------------------------
 def table(rows: list[Row], title: str) -> str:
     lines = [f"### {title}", "",
-             "| kernel | x | category | rule | grid | block | serial/thr (mem) | outputs | cvt.rna | MB | MFLOP | "
+             "| kernel | x | category | rule | launches | grid | block | serial/thr (mem) | outputs | cvt.rna | MB | MFLOP | "
              "roofline us | est. us | flags |",
-             "|---|--:|---|---|--:|--:|--:|--:|---|--:|--:|--:|--:|---|"]
+             "|---|--:|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|---|"]
     for r in rows:
         rna = "-" if r.cvt_rna is None else ("yes" if r.cvt_rna else "no")
-        lines.append(f"| {r.func} | {r.count} | {r.category} | {r.rule} | {r.grid} | {r.block} | {r.serial} ({r.serial_memory}) | "
+        lines.append(f"| {r.func} | {r.count} | {r.category} | {r.rule} | {r.kernels} | {r.grid} | {r.block} | {r.serial} ({r.serial_memory}) | "
                      f"{r.outputs} | {rna} | {r.bytes / 1e6:.2f} | {r.flops / 1e6:.1f} | {r.roofline_us:.1f} | "
                      f"{r.estimate_us:.1f} | {' '.join(r.flags)} |")
     return "\n".join(lines)
