@@ -268,3 +268,18 @@ def test_launch_shape_of_a_split_k_function_is_its_partial_products_kernel():
     assert row.rule == "GpuSplitKGemm" and row.kernels == 2
     assert (row.grid, row.block) == (4 * 3 * 2, 8 * 16)
     assert "<SMs" in row.flags
+
+
+def test_broadcast_epilogue_bytes_are_priced_on_its_wide_kernel():
+    """SE's FC + gate (1 block of 32 threads) then the multiply (1568 blocks): the 3.2 MB
+    the multiply moves are priced at the bandwidth of a full grid, not of one SM."""
+    s, c, hw = 8, 32, 112
+    w = numpy_helper.from_array(np.ones((c, s, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["z", "w"], ["f"]), helper.make_node("Sigmoid", ["f"], ["g"]),
+             helper.make_node("Mul", ["g", "x"], ["y"])]
+    g = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, s, 1, 1]),
+                                        helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, hw, hw])], [w])
+    (row,) = static.analyse(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), source=False)
+    assert row.rule == "GpuBroadcastEpilogue" and row.kernels == 2 and row.grid == 1
+    assert row.estimate_us < 5.0  # 3.2 MB at full bandwidth: ~1 us (one SM's share: ~130 us)

@@ -18,7 +18,8 @@ two time estimates:
   :data:`TC_FLOPS` for tensor-core rules, :data:`SIMT_FLOPS` otherwise, never under
   :data:`MIN_KERNEL_S` (a kernel's own latency in a CUDA graph);
 * ``est.`` (what the schedule allows), the largest of: the roofline with bandwidth and
-  flop rate scaled by the share of SMs the grid occupies (min(1, grid / SMs)); for a
+  flop rate scaled by the share of SMs the grid occupies (min(1, grid / SMs); the
+  bandwidth by the widest of a function's kernels, the flops by the one shown); for a
   grid smaller than the SM count (one block per SM at most: no latency hiding), the
   serial stores per thread to memory x :data:`SERIAL_STORE_S` plus those to registers
   x :data:`SERIAL_REGISTER_S`; for a kernel that gives each
@@ -81,6 +82,7 @@ class Launch:
     serial: int
     serial_memory: int = 0
     kernels: int = 1
+    wide_grid: int = 0  # the largest grid of any of the function's kernels (0: ``grid``)
 
 
 @dataclass
@@ -162,7 +164,8 @@ def launch_shape(func) -> Launch:
     if not kernels:
         return Launch(1, 1, serial, memory, 1)
     main = max(kernels, key=lambda k: (k["serial"][0], size(k["tags"], "blockIdx") * size(k["tags"], "threadIdx")))
-    return Launch(size(main["tags"], "blockIdx"), size(main["tags"], "threadIdx"), serial, memory, len(kernels))
+    wide = max(size(k["tags"], "blockIdx") for k in kernels)
+    return Launch(size(main["tags"], "blockIdx"), size(main["tags"], "threadIdx"), serial, memory, len(kernels), wide)
 
 
 # --- CUDA source ------------------------------------------------------------------------------
@@ -217,8 +220,9 @@ def estimates(rule: str, launch: Launch, outputs: int, nbytes: int, flops: int,
     """(roofline, schedule) estimates in seconds (module doc)."""
     peak = TC_FLOPS if rule in TC_RULES else SIMT_FLOPS
     roof = max(nbytes / HBM_BPS, flops / peak, MIN_KERNEL_S)
-    share = min(1.0, max(launch.grid, 1) / sm_count)
-    est = max(nbytes / (HBM_BPS * share), flops / (peak * share), MIN_KERNEL_S)
+    share = min(1.0, max(launch.grid, 1) / sm_count)  # of the kernel with the serial work
+    wide = min(1.0, max(launch.wide_grid, launch.grid, 1) / sm_count)  # of the widest kernel
+    est = max(nbytes / (HBM_BPS * wide), flops / (peak * share), MIN_KERNEL_S)
     if launch.grid < sm_count:
         memory = launch.serial_memory
         est = max(est, memory * SERIAL_STORE_S + (launch.serial - memory) * SERIAL_REGISTER_S)
