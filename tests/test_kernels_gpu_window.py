@@ -1,15 +1,17 @@
 """The GPU short-reduction rule (hetpart/kernels/rules/gpu_window.py): depthwise
-convolutions and pooling at batch > 1, one thread per output.
+convolutions and pooling, one thread per output.
 
 Without a GPU: at batch 32 the corpus's depthwise layers (MobileNet-v2's 3x3,
 MobileNet-v3's 5x5, strides 1 and 2, with the models' ReLU6/hard-swish epilogues) and
 Inception/GoogLeNet/VGG/ResNet pools get this rule, their loops bound to one thread
 per output (blockIdx.x = ceil(outputs / 256), threadIdx.x = 256, a grid that fills
 132 SMs), each window summed in a register with its loops unrolled, padding and
-epilogue in the same single kernel; at batch 1 the schedules stay what they were
-(dlight's ``GeneralReduction`` / ``Fallback``); long reductions and non-reductions
-are declined.  Before the rule, batch 32 went to ``GeneralReduction``: a 256-thread
-block per output pixel for 9 multiply-adds.
+epilogue in the same single kernel; at batch 1 (EfficientNet-B0's 3x3/5x5 layers with
+their SiLU, ConvNeXt-T's 7x7 ones, MobileNet's, pools) the same, with blocks of 128 or
+64 threads where 256 would leave fewer than 2 blocks per SM; long reductions and
+non-reductions are declined.  Before the rule, batch 32 -- and batch 1 until the
+batch-1 analysis (bench/results/gpu-b1-static.md) -- went to ``GeneralReduction``: a
+256-thread block per output pixel for 9 multiply-adds.
 
 With a GPU (``cuda`` mark): the corpus's exact layer shapes at batch 32 against ONNX
 Runtime (CPU), inputs with negatives and zeros (every 7th element 0), and one at
@@ -36,7 +38,7 @@ from hetpart import kernels, load
 from hetpart.kernels.analysis import RULE_ATTR
 from hetpart.kernels.options import DEFAULT_SM_COUNT
 from hetpart.kernels.rules import GpuWindowReduction
-from hetpart.kernels.rules.gpu_window import MAX_TERMS, MIN_BATCH, THREADS
+from hetpart.kernels.rules.gpu_window import MAX_TERMS, MIN_BATCH, THREADS, threads_for
 from hetpart.targets import cuda_tvm_target
 
 SM90 = cuda_tvm_target("sm_90")
@@ -67,6 +69,23 @@ POOLS = {
     "avgpool 3x3 s2 p1 exclude-pad c64 28": (64, 28, "AveragePool exclude", 3, 2, 1),
 }
 
+# Batch 1: torchvision efficientnet_b0's and convnext_tiny's depthwise layers (SiLU:
+# x * sigmoid(x) as exported; ConvNeXt's with no activation), some above, pools.
+B1_DEPTHWISE = {
+    "effnet 3x3 s1 c32 112 silu": (32, 112, 3, 1, 1, "silu"),
+    "effnet 5x5 s2 c144 56 silu": (144, 56, 5, 2, 2, "silu"),
+    "effnet 5x5 s1 c672 14 silu": (672, 14, 5, 1, 2, "silu"),
+    "effnet 5x5 s2 c672 14 silu": (672, 14, 5, 2, 2, "silu"),
+    "effnet 5x5 s1 c1152 7 silu": (1152, 7, 5, 1, 2, "silu"),
+    "effnet 3x3 s1 c1152 7 silu": (1152, 7, 3, 1, 1, "silu"),
+    "convnext 7x7 s1 c96 56": (96, 56, 7, 1, 3, "none"),
+    "convnext 7x7 s1 c384 14": (384, 14, 7, 1, 3, "none"),
+    "convnext 7x7 s1 c768 7": (768, 7, 7, 1, 3, "none"),
+}
+DEPTHWISE.update(B1_DEPTHWISE)
+B1_CASES = list(B1_DEPTHWISE) + ["mnv2 3x3 s1 c144 56", "mnv3 5x5 s2 c672 14 hswish", "mnv2 3x3 s1 c960 7",
+                                 "inception avgpool 3x3 s1 p1 c288 35", "resnet maxpool 3x3 s2 p1 c64 112"]
+
 BATCH = 32
 RAGGED = "mnv2 3x3 s1 c960 7"
 
@@ -88,6 +107,8 @@ def _depthwise(n, c, hw, k, stride, pad, epilogue, seed=0) -> onnx.ModelProto:
         nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
     elif epilogue == "hardswish":
         nodes.append(helper.make_node("HardSwish", ["c"], ["y"]))
+    elif epilogue == "silu":  # torchvision's SiLU as exported: x * sigmoid(x)
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     o = _out(hw, k, stride, pad)
@@ -157,7 +178,7 @@ def _unrolled(func: tirx.PrimFunc) -> list[int]:
 
 
 # --- structure (no GPU) -----------------------------------------------------------------------
-@pytest.mark.parametrize("case", list(DEPTHWISE) + list(POOLS))
+@pytest.mark.parametrize("case", [c for c in DEPTHWISE if c not in B1_DEPTHWISE] + list(POOLS))
 def test_batch_32_gets_one_thread_per_output_on_a_full_grid(case):
     m, outputs, terms = _model(case, BATCH)
     func = _scheduled(m)
@@ -171,13 +192,34 @@ def test_batch_32_gets_one_thread_per_output_on_a_full_grid(case):
     assert 'scope="local"' in script and '"shared"' not in script
 
 
-@pytest.mark.parametrize("case", ["mnv2 3x3 s1 c144 56", "mnv3 5x5 s2 c672 14 hswish",
-                                  "inception avgpool 3x3 s1 p1 c288 35", "resnet maxpool 3x3 s2 p1 c64 112"])
-def test_batch_1_keeps_its_schedule(case):
-    m, _, _ = _model(case, 1)
-    rule = str(_scheduled(m).attrs[RULE_ATTR])
-    assert MIN_BATCH > 1
-    assert rule == ("Fallback" if "maxpool" in case else "GeneralReduction")
+@pytest.mark.parametrize("case", B1_CASES)
+def test_batch_1_gets_one_thread_per_output_on_a_full_grid(case):
+    """Batch 1 no longer goes to dlight's GeneralReduction (a 256-thread block per
+    output pixel): one thread per output, with blocks small enough for 2 per SM."""
+    m, outputs, terms = _model(case, 1)
+    func = _scheduled(m)
+    assert MIN_BATCH == 1
+    assert str(func.attrs[RULE_ATTR]) == "GpuWindowReduction"
+    bound = _bound(func)
+    (threads,), (blocks,) = bound["threadIdx.x"], bound["blockIdx.x"]
+    assert set(bound) == {"blockIdx.x", "threadIdx.x"}
+    assert threads in (THREADS, 128, 64) and blocks == math.ceil(outputs / threads)
+    assert blocks >= 2 * DEFAULT_SM_COUNT or threads == 64
+    if threads < THREADS:  # smaller blocks only where 256 would leave SMs without 2 blocks
+        assert math.ceil(outputs / (2 * threads)) < 2 * DEFAULT_SM_COUNT
+    assert math.prod(_unrolled(func)) == terms
+    assert '"shared"' not in func.script()
+
+
+def test_block_size_shrinks_only_below_two_blocks_per_sm():
+    # EfficientNet-B0's 672x7x7 layer at batch 1: 129 blocks of 256 on 132 SMs; 515 of 64.
+    assert threads_for(672 * 7 * 7, 132) == 64
+    assert threads_for(768 * 7 * 7, 132) == 128  # ConvNeXt-T's last stage: 294 blocks of 128
+    assert threads_for(32 * 112 * 112, 132) == THREADS
+    # Batch 32: every corpus layer keeps 256-thread blocks.
+    smallest_b32 = min(32 * c * _out(hw, k, st, p) ** 2 for c, hw, k, st, p, _ in DEPTHWISE.values())
+    assert threads_for(smallest_b32, 132) == THREADS
+    assert threads_for(10, 132) == 64  # tiny: the smallest block
 
 
 def test_builds_one_cuda_kernel_with_padding_and_epilogue_inside():
@@ -212,6 +254,17 @@ def test_declines_long_reductions_and_plain_element_wise_functions():
 @pytest.mark.parametrize("case, batch", [(c, BATCH) for c in list(DEPTHWISE) + list(POOLS)] + [(RAGGED, 3)])
 def test_batch_32_matches_onnxruntime_on_the_gpu(case, batch):
     m, _, _ = _model(case, batch)
+    shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    x = _input(shape)
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    want = onnxruntime_outputs(m, {"x": x})[0]
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", B1_CASES)
+def test_batch_1_matches_onnxruntime_on_the_gpu(case):
+    m, _, _ = _model(case, 1)
     shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     x = _input(shape)
     got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]

@@ -19,6 +19,7 @@ from .cpu_int8_matmul import CpuInt8Matmul
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
+from .gpu_broadcast_epilogue import GpuBroadcastEpilogue
 from .gpu_gemv import GEMV
 from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
@@ -36,8 +37,10 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     """Rules for CUDA targets, hetpart's own built for ``options`` (TF32, split-K, SM count): hetpart's own GPU rules first (split-K for convolutions
     and matmuls whose output tiles cannot fill the GPU, then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
-    LowBatchGEMV), with hetpart's short-reduction rule (depthwise convolutions and
-    pooling at batch > 1, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
+    LowBatchGEMV), with hetpart's small-contraction-with-broadcast-epilogue rule
+    (squeeze-excite's FC and gate at batch 1, :mod:`.gpu_broadcast_epilogue`) before
+    dlight's GEMV and its short-reduction rule (depthwise convolutions and
+    pooling, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
     ending with dlight's catch-all Fallback.
 
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
@@ -47,10 +50,11 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         GpuTensorCoreGemm(options),
         GpuConv2dImplicitGemm(),
         dl.gpu.Matmul(),
+        GpuBroadcastEpilogue(),  # batch 1: squeeze-excite's FC + gate as reduce, then broadcast
         GEMV(),  # dlight's, declining schedules whose stages disagree on threads (gpu_gemv)
         dl.gpu.LowBatchGEMV(),
         Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
-        GpuWindowReduction(),  # depthwise conv / pooling at batch > 1: a thread per output
+        GpuWindowReduction(options),  # depthwise conv / pooling: a thread per output
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]
@@ -62,6 +66,7 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
+    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
+    "GpuConv2dImplicitGemm", "GpuSplitKGemm", "GpuTensorCoreGemm",
     "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]

@@ -13,10 +13,20 @@ channel axis is the one every buffer uses) came out wrong in 6 of 8 outputs on t
 This rule declines such functions, so the next rule (``LowBatchGEMV``, ``Reduction``, …)
 schedules them; everything else is dlight's schedule under dlight's name (``GEMV``),
 which profiles record.
+
+It also declines, at batch 1 (:data:`UNIT_VECTOR_MAX_BATCH`), contractions whose
+vector operand ends in a unit dimension (:func:`stages_vector_serially`) -- a 1x1
+convolution of a 1x1 image, squeeze-excite's first FC reading the pooled
+``[1, C, 1, 1]``: dlight stages that vector into shared memory along its last
+dimension, so one thread of the block loads all C elements in a serial loop while
+the others wait (EfficientNet-B0's 1152 -> 48 FC: 1153 serial loads per thread on 3
+blocks; ``bench/results/gpu-b1-static.md``).  dlight's ``Reduction`` then gives each
+output a block whose threads share the C terms.
 """
 
 from __future__ import annotations
 
+import tvm_ffi
 from tvm import s_tir, sym, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -24,13 +34,49 @@ from tvm.s_tir.dlight.analysis.gemv import (collect_block_iter_vars_used_in_acce
 from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
 
 
+UNIT_VECTOR_MAX_BATCH = 1
+"""Largest leading extent at which :func:`stages_vector_serially` functions are declined:
+batch 32's schedules stay as measured."""
+
+
 class GEMV(dl.gpu.GEMV):
     """dlight's ``GEMV``; see the module docstring for what it declines."""
 
     def apply(self, func, target, tunable):
-        if isinstance(func, tirx.PrimFunc) and reorders_spatial_axes(func):
+        if isinstance(func, tirx.PrimFunc) and (reorders_spatial_axes(func) or stages_vector_serially(func)):
             return None
         return super().apply(func, target, tunable)
+
+
+def stages_vector_serially(func: tirx.PrimFunc) -> bool:
+    """True for a function whose one reduction block has a leading extent of at most
+    :data:`UNIT_VECTOR_MAX_BATCH` and reads a buffer of 2+ dims whose last dim is 1 at
+    an index that moves with a reduction iterator in another dim (the ``[1, C, 1, 1]``
+    vector of a 1x1 convolution of a 1x1 image): dlight's GEMV would load it into
+    shared memory with one thread, serially (module docstring)."""
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    reductions = [sch.get(b) for b in blocks
+                  if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return False
+    block = reductions[0]
+    ivs = block.iter_vars
+    if not ivs or ivs[0].iter_type != tirx.IterVar.DataPar or not isinstance(ivs[0].dom.extent, tirx.IntImm):
+        return False
+    if int(ivs[0].dom.extent) > UNIT_VECTOR_MAX_BATCH:
+        return False
+    reduce_vars = [iv.var for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce]
+    for read in block.reads:
+        shape = read.source.shape
+        if len(shape) < 2 or not _is_one(shape[-1]):
+            continue
+        for rng in list(read.region)[:-1]:
+            used = []
+            tvm_ffi.structural_walk(rng.min, (tirx.Var, used.append), order="post")
+            if any(u.same_as(r) for u in used for r in reduce_vars):
+                return True
+    return False
 
 
 def reorders_spatial_axes(func: tirx.PrimFunc) -> bool:

@@ -25,14 +25,18 @@ reduction iterator, :func:`_slides`):
    :data:`MAX_TERMS` or fewer terms unrolled.
 
 The grid has one thread per output, so it fills the GPU whenever the outputs do
-(a 32x96x112x112 depthwise layer: 150528 blocks of 256 on 132 SMs).
+(a 32x96x112x112 depthwise layer: 150528 blocks of 256 on 132 SMs).  Where 256-thread
+blocks would give fewer than :data:`MIN_BLOCKS_PER_SM` blocks per SM (of the build's
+``KernelOptions.sm_count``), the blocks are smaller (128, then 64 threads:
+:func:`threads_for`) -- EfficientNet-B0's 672x7x7 depthwise layer at batch 1 is 129
+blocks of 256 on 132 SMs, 515 of 64.
 
-Batch 1 keeps the schedules measured there (:data:`MIN_BATCH`): the rule declines
-functions whose reduction's leading spatial extent (the batch of an NCHW
-convolution or pool) is below it.  Returns None for anything else: more or fewer
-than one reduction block, dynamic or longer reductions, producers or consumers that
-do not inline (or leave more than one output block), an output block that reads more
-than one reduced value per thread.
+Batch 1 too (:data:`MIN_BATCH`): there dlight's ``GeneralReduction`` had given each
+output pixel a 256-thread block as well (EfficientNet-B0: ~2.3e6 such blocks per
+image, ConvNeXt-T's 7x7 layers ~2.1e6; ``bench/results/gpu-b1-static.md``).
+Returns None for anything else: more or fewer than one reduction block, dynamic or
+longer reductions, producers or consumers that do not inline (or leave more than one
+output block), an output block that reads more than one reduced value per thread.
 
 Invariant: each output is the same sum (max, ...) of the same terms in the same
 order; only the loop nest and where the partial value lives change.
@@ -48,22 +52,45 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import is_gpu
+from ..options import DEFAULT, DEFAULT_SM_COUNT, KernelOptions
 
 MAX_TERMS = 64
 """Most terms per output this rule reduces serially in one thread (a 7x7 window is
 49); longer reductions are the reduction rules' (threads cooperating on each)."""
 
 THREADS = 256
-"""Threads per block, one output each."""
+"""Threads per block, one output each, where the grid still fills the GPU."""
 
-MIN_BATCH = 2
-"""Smallest leading spatial extent (batch) the rule takes: batch 1 keeps dlight's
-``GeneralReduction`` schedules as measured (issue 17's batch-1 numbers) until this
-rule is measured there; lower it to 1 to extend the rule to batch 1."""
+SMALL_THREADS = (128, 64)
+"""Smaller blocks tried in turn where :data:`THREADS` gives too few blocks."""
+
+MIN_BLOCKS_PER_SM = 2
+"""Blocks per SM below which a smaller block is tried (:func:`threads_for`)."""
+
+MIN_BATCH = 1
+"""Smallest leading spatial extent (batch) the rule takes.  It was 2 (batch 1 kept
+dlight's ``GeneralReduction``: a 256-thread block per output pixel, the same schedule
+that made batch 32 30x slower than PyTorch) until the batch-1 static analysis
+(``tools/gpu_static_kernels.py``) found the same blocks-per-output there."""
+
+
+def threads_for(outputs: int, sm_count: int = DEFAULT_SM_COUNT) -> int:
+    """Threads per block for ``outputs`` outputs, one thread each: :data:`THREADS`,
+    unless that gives fewer than :data:`MIN_BLOCKS_PER_SM` blocks per SM; then the
+    first of :data:`SMALL_THREADS` that does, else the smallest of them."""
+    want = MIN_BLOCKS_PER_SM * sm_count
+    for threads in (THREADS, *SMALL_THREADS):
+        if math.ceil(outputs / threads) >= want:
+            return threads
+    return SMALL_THREADS[-1]
 
 
 class GpuWindowReduction(ScheduleRule):
-    """Short reductions (depthwise convolution, pooling) one thread per output (module docstring)."""
+    """Short reductions (depthwise convolution, pooling) one thread per output (module
+    docstring), block sizes for the build's ``options.sm_count``."""
+
+    def __init__(self, options: KernelOptions = DEFAULT):
+        self.options = options
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_gpu(target) or not isinstance(func, tirx.PrimFunc):
@@ -78,7 +105,7 @@ class GpuWindowReduction(ScheduleRule):
             out = _output_block(sch, red)
             if out is None:
                 return None
-            return sch if _bind(sch, red, out) else None
+            return sch if _bind(sch, red, out, self.options.sm_count) else None
         except Exception:  # noqa: BLE001 - a primitive TVM refuses: leave the function to the next rule
             return None
 
@@ -158,13 +185,16 @@ def _output_block(sch: s_tir.Schedule, red):
     return rest[0]
 
 
-def _bind(sch: s_tir.Schedule, red, out) -> bool:
-    """One thread per output of ``out``, :data:`THREADS` a block, ``red`` computed in
+def _bind(sch: s_tir.Schedule, red, out, sm_count: int = DEFAULT_SM_COUNT) -> bool:
+    """One thread per output of ``out``, :func:`threads_for` a block, ``red`` computed in
     each thread's register; False when a thread would compute more than one reduced
     value (``out`` reads ``red`` at more than one point)."""
     loops = sch.get_loops(out)
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    bx, tx = sch.split(fused, [None, THREADS])
+    extent = sch.get(fused).extent
+    if not isinstance(extent, tirx.IntImm):
+        return False
+    bx, tx = sch.split(fused, [None, threads_for(int(extent), sm_count)])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     sch.compute_at(red, tx, preserve_unit_loops=True)
