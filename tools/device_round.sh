@@ -227,6 +227,21 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   done
   timeout 170 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 150 --export-dir "$EXPORTS" \
     --models densenet121,inception_v3,googlenet,resnet50 --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1 ;;
+30)  # (BUDGET=590) issue 17 after the batch-1 rules (gpu_window from batch 1, the SE broadcast epilogue,
+     # gpu_gemv declining SE's first FC): their cuda tests against ORT, the b1 corpus rows they should move
+     # (fp32), then one model's per-kernel table against torch.profiler
+  timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider tests/test_kernels_gpu_window.py \
+    tests/test_kernels_gpu_broadcast_epilogue.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 250 python3 bench/corpus.py --models efficientnet_b0,mobilenet_v3_large,convnext_tiny --devices cuda \
+    --batches 1 --time --budget 230 --export-dir "$EXPORTS" --out "$OUT/corpus-b1-after.json" > "$OUT/logs/corpus-b1.log" 2>&1
+  timeout 170 python3 tools/gpu_kernel_profile.py efficientnet_b0 --export-dir "$EXPORTS" \
+    --json "$OUT/kernels-efficientnet_b0-b1.json" --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
+31)  # (BUDGET=590) issue 20's detector tail: hetpart (frozen heap, phase split) against one instance per
+     # model and sequential, then the same without the freeze (before/after of gc.freeze)
+  timeout 400 python3 bench/serve.py --scenarios detector+resnet50 --contenders hetpart,sequential \
+    --variant-instances 1 --budget 380 --window-s 1.5 --out "$OUT/serve-tail-nvidia-h200.json" > "$OUT/logs/serve-tail.txt" 2>&1
+  timeout 170 python3 bench/serve.py --scenarios detector+resnet50 --contenders hetpart --no-freeze \
+    --budget 150 --window-s 1.5 --out "$OUT/serve-nofreeze-nvidia-h200.json" > "$OUT/logs/serve-nofreeze.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
