@@ -4,8 +4,10 @@
     PYTHONPATH=. python tools/cpu_parallelism.py /tmp/mobilenet_v2.onnx
 
 In: a zoo spec or an ONNX file.  Every distinct kernel of the all-CPU build is
-scheduled by hetpart's CPU rules (:func:`hetpart.kernels.schedule`; the rules do not
-read the thread count, so the schedules are those of the 16-core machine too) and its
+scheduled by hetpart's CPU rules (:func:`hetpart.kernels.schedule`) for this CPU's ISA
+with ``--cores`` cores in the target (default 16: the GPU machine's Xeon, whose
+AVX-512 gives the same vector width; a rule may read the core count, e.g. the
+squeeze-excite gate's parallel threshold) and its
 TIR walked: each loop nest under the root is *work* (block executions: the product
 of the loop extents around every block, a vectorised loop counted by its lanes --
 for a convolution its multiply-accumulates, for a copy its elements; a weight's
@@ -129,7 +131,7 @@ def nests_of(func) -> list[Nest]:
     return nests
 
 
-def analyse(model) -> list[tuple[KernelParallelism, int]]:
+def analyse(model, cores: int = 16) -> list[tuple[KernelParallelism, int]]:
     """``(kernel, occurrences)`` for every distinct kernel of ``model``'s all-CPU build."""
     import tvm
 
@@ -138,7 +140,7 @@ def analyse(model) -> list[tuple[KernelParallelism, int]]:
     from hetpart.targets import cpu_tvm_target
 
     graph = load(model)
-    target = cpu_tvm_target()
+    target = cpu_tvm_target(cores)
     mod = kernels.schedule(weight_prepack.mark_weights(graph.module), target)
     rules = kernels.rules_applied(mod)
     counts: dict[str, int] = {}
@@ -158,6 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a zoo spec (zoo:resnet50) or an .onnx file")
     p.add_argument("--threads", type=int, nargs="+", default=[16, 2])
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--cores", type=int, default=16, help="num-cores of the target the rules schedule for")
     args = p.parse_args(argv)
     import onnx
 
@@ -168,10 +171,11 @@ def main(argv=None) -> int:
     else:
         name, small, cfg = models.parse_zoo_spec(args.model)
         model = models.build(name, small=small, **cfg)
-    rows = analyse(model)
+    rows = analyse(model, args.cores)
     total = sum(k.work * n for k, n in rows)
     ts = args.threads
-    print(f"{args.model}: {len(rows)} distinct kernels, {total / 1e6:.1f} M block executions")
+    print(f"{args.model}: {len(rows)} distinct kernels, {total / 1e6:.1f} M block executions"
+          f" (scheduled for {args.cores} cores)")
     for t in ts:
         ideal = total / t
         modelled = sum(k.work * n / t / k.efficiency(t) for k, n in rows)
