@@ -242,6 +242,9 @@ LAYERS = {
     "mn3_se_120_28": lambda: _se(120, 28, 32),
     "eff_se_672_14": lambda: _se(672, 14, 28, hard=False),
     "eff_se_1152_7": lambda: _se(1152, 7, 48, hard=False),
+    # 5x5 / 7x7 depthwise: mobilenet_v3_large's 120x28x28 (+ ReLU), convnext_tiny's first stage
+    "mn3_dw5_28": lambda: _conv(120, 120, (28, 28), (5, 5), pads=(2, 2, 2, 2), group=120),
+    "cnx_dw7_56": lambda: _conv(96, 96, (56, 56), (7, 7), pads=(3, 3, 3, 3), group=96, relu=False),
     # whisper encoder front end (tiny: 80 mels -> 384, 3000 frames)
     "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),
