@@ -42,6 +42,11 @@ CASES = {
     "3x3 s1 56 relu6": (16, 56, 3, 1, "relu6"),
     "3x3 s1 28 relu6": (16, 28, 3, 1, "relu6"),
     "3x3 s2 14 relu6": (32, 14, 3, 2, "relu6"),
+    # MobileNetV3's / EfficientNet's 5x5 and convnext's 7x7 on 28- and 56-wide images:
+    # 25 and 49 window steps, which took the row-less tile before (cpu_conv2d._one_channel_per_group)
+    "5x5 s1 28 relu": (24, 28, 5, 1, "relu"),
+    "7x7 s1 28 none": (32, 28, 7, 1, "none"),
+    "7x7 s1 56 none": (16, 56, 7, 1, "none"),
 }
 
 
@@ -103,10 +108,12 @@ def test_depthwise_nan_and_inf_as_the_reference(case):
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.nanmax(np.abs(want[np.isfinite(want)]))), what=case)
 
 
-def test_depthwise_is_one_parallel_nest_per_channel():
-    """The padding, the window sum and the SiLU all run inside one parallel loop over
-    the channels (before: four passes over the whole tensor on one thread)."""
-    func = single_cpu_kernel(_model(*CASES["3x3 s1 56 silu"]))
+@pytest.mark.parametrize("case", ["3x3 s1 56 silu", "5x5 s1 28 relu", "7x7 s1 28 none", "7x7 s1 56 none"])
+def test_depthwise_is_one_parallel_nest_per_channel(case):
+    """The padding, the window sum and the epilogue all run inside one parallel loop over
+    the channels (before: four passes over the whole tensor on one thread; 5x5 and 7x7
+    windows on 28/56-wide images: a row-less register tile of ``ow`` vectors, 1.6-2x slower)."""
+    func = single_cpu_kernel(_model(*CASES[case]))
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuConv2d"
     fors = []
     tvm_ffi.structural_walk(func.body, (tvm.tirx.For, fors.append), order="pre")

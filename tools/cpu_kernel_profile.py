@@ -1,6 +1,7 @@
 """Per-kernel CPU time of a zoo model: hetpart's kernels against ONNX Runtime's nodes.
 
     PYTHONPATH=. python tools/cpu_kernel_profile.py zoo:efficientnet [--top 15] [--quick]
+    PYTHONPATH=. python tools/cpu_kernel_profile.py /tmp/mobilenet_v2.onnx   # an ONNX file
 
 hetpart side: every distinct kernel of the model's all-CPU build, timed alone by the
 cost model's microbenchmark (:mod:`hetpart.costmodel.kernel_bench`: the kernel's
@@ -112,11 +113,14 @@ def ort_nodes(model, threads: int, runs: int, warm: int = 5) -> tuple[list[dict]
     return nodes, float(np.min(run_times[warm:] or run_times)) * 1e-6
 
 
-def ort_category(node: dict, conv_cats: dict[str, str]) -> str:
+def ort_category(node: dict, conv_cats: dict[str, str], conv_of: dict[str, str] | None = None) -> str:
     """The category of an ORT node (its name is the ONNX node's, with ORT's suffixes;
-    a Conv fused with the SE gate's Sigmoid takes the Sigmoid's name)."""
+    a Conv fused with the SE gate's Sigmoid takes the Sigmoid's name; one fused with
+    the BN / ReLU / Clip after it, that node's name: ``conv_of`` leads back to the Conv)."""
     name, op = node["name"], node["op"]
     base = name.split("/")[0].removesuffix("_nchwc")
+    if "Conv" in op and conv_of and base not in conv_cats and conv_of.get(base) in conv_cats:
+        base = conv_of[base]
     if "Conv" in op and base in conv_cats:
         return conv_cats[base]
     if ("Conv" in op and base.endswith(".sigmoid")) or (op == "Mul" and base.endswith(".block.2")):
@@ -128,6 +132,25 @@ def ort_category(node: dict, conv_cats: dict[str, str]) -> str:
     if op == "QuickGelu" or (op in ("Sigmoid", "Mul", "HardSwish", "HardSigmoid", "Relu") and ".act" in base):
         return "activation (in hetpart's convs)"
     return "elementwise/other"
+
+
+def conv_producers(model, hops: int = 3) -> dict[str, str]:
+    """ONNX node name -> the name of the Conv it follows through up to ``hops`` nodes of
+    first inputs (the BN / activation / residual Add ORT fuses into the Conv and names
+    the fused node after)."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    out = {}
+    for n in model.graph.node:
+        cur = n
+        for _ in range(hops):
+            src = by_output.get(cur.input[0]) if cur.input else None
+            if src is None:
+                break
+            if src.op_type == "Conv":
+                out[n.name] = src.name
+                break
+            cur = src
+    return out
 
 
 def onnx_conv_categories(model) -> dict[str, str]:
@@ -148,7 +171,7 @@ def onnx_conv_categories(model) -> dict[str, str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a zoo spec, e.g. zoo:efficientnet")
+    p.add_argument("model", help="a zoo spec, e.g. zoo:efficientnet, or an .onnx file")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--runs", type=int, default=50)
@@ -156,17 +179,23 @@ def main(argv=None) -> int:
     from hetpart import models
     from hetpart.cpu_cores import pool_size
 
-    name, small, cfg = models.parse_zoo_spec(args.model)
-    model = models.build(name, small=small, **cfg)
+    if args.model.endswith(".onnx"):
+        import onnx
+
+        model = onnx.load(args.model)
+    else:
+        name, small, cfg = models.parse_zoo_spec(args.model)
+        model = models.build(name, small=small, **cfg)
     threads = pool_size()
     conv_cats = onnx_conv_categories(model)
+    conv_of = conv_producers(model)
     ort_rows, ort_run = ort_nodes(model, threads, args.runs)
     het = hetpart_kernels(model, args.quick)
     h_cat, o_cat = defaultdict(float), defaultdict(float)
     for r in het:
         h_cat[r["cat"]] += r["s"]
     for r in ort_rows:
-        o_cat[ort_category(r, conv_cats)] += r["s"]
+        o_cat[ort_category(r, conv_cats, conv_of)] += r["s"]
     # SE: hetpart fuses fc2 + sigmoid + the gate's multiply; ORT runs fc2 and a Mul.
     print(f"{args.model} all-CPU, {threads} threads; hetpart kernels timed alone, ORT nodes profiled in a run")
     print(f"  sum of hetpart kernels {sum(h_cat.values()) * 1e3:.3f} ms; ORT nodes {sum(o_cat.values()) * 1e3:.3f} ms"
@@ -176,14 +205,18 @@ def main(argv=None) -> int:
         h, o = h_cat.get(cat, 0.0), o_cat.get(cat, 0.0)
         print(f"  {cat:<30}{h * 1e3:11.3f}{o * 1e3:9.3f}{(h / o if o else float('nan')):7.2f}")
     conv_names = list(conv_cats)
-    ort_by_name = {r["name"]: r["s"] for r in ort_rows}
+    ort_by_name = {}
+    for r in ort_rows:  # keyed by the ONNX Conv a fused node stands for
+        n = r["name"].split("_token")[0].removesuffix("_nchwc")
+        n = n if n in conv_cats or "Conv" not in r["op"] else conv_of.get(n, n)
+        ort_by_name[n] = ort_by_name.get(n, 0.0) + r["s"]
     conv_rows = [r for r in het if r["cat"] in ("depthwise", "pointwise", "conv", "se_fc", "se_fc+gate")]
     for i, r in enumerate(conv_rows):
         r["onnx"] = conv_names[i] if i < len(conv_names) else ""
     print(f"\n  top {args.top} hetpart kernels (ORT: the Conv node at the same position)")
     print(f"  {'kernel':<44}{'cat':<12}{'input':<18}{'ms':>8}{'ORT ms':>8}{'ratio':>7}")
     for r in sorted(het, key=lambda r: -r["s"])[: args.top]:
-        o = sum(s for n, s in ort_by_name.items() if r.get("onnx") and n.split("_token")[0].removesuffix("_nchwc") == r["onnx"])
+        o = ort_by_name.get(r.get("onnx"), 0.0)
         print(f"  {r['func'][:43]:<44}{r['cat']:<12}{'x'.join(map(str, r['shape'])):<18}{r['s'] * 1e3:8.3f}"
               f"{o * 1e3:8.3f}{(r['s'] / o if o else float('nan')):7.2f}")
     return 0

@@ -1,5 +1,6 @@
 """Single layers of the corpus models where hetpart's all-CPU run trails ONNX Runtime
-(issue 18: ViT-B/16, inception_v3, whisper's encoder, resnet50, densenet121, mobilenet_v2), timed against ONNX Runtime.
+(issue 18: ViT-B/16, inception_v3, whisper's encoder, resnet50, densenet121, mobilenet_v2, the squeeze-excite
+blocks of mobilenet_v3_large and efficientnet_b0), timed against ONNX Runtime.
 
 In: layer names (``--list`` shows them; default all) and a thread count.  Out: per
 layer, hetpart's time beside ONNX Runtime's on the same threads, and the ratio: the
@@ -143,6 +144,22 @@ def _dense_input(c0, n, hw, growth=32, seed=0):
     return _model(nodes, inputs, {"y": [1, c, hw, hw]}, stats)
 
 
+def _se(c, hw, squeeze, hard=True, seed=0):
+    """Squeeze-excite as the zoo / torchvision write it: GlobalAveragePool -> 1x1 conv ->
+    ReLU -> 1x1 conv -> HardSigmoid (MobileNetV3; ``hard=False``: Sigmoid, EfficientNet)
+    -> Mul(gate, x) on a [1, c, hw, hw] input."""
+    rng = np.random.default_rng(seed)
+    inits = [((rng.standard_normal(shape) * scale).astype(np.float32), name)
+             for name, shape, scale in [("w1", (squeeze, c, 1, 1), 2 / np.sqrt(c)), ("b1", (squeeze,), 0.5),
+                                        ("w2", (c, squeeze, 1, 1), 2 / np.sqrt(squeeze)), ("b2", (c,), 0.5)]]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Conv", ["p", "w1", "b1"], ["f1"]),
+             helper.make_node("Relu", ["f1"], ["a1"]), helper.make_node("Conv", ["a1", "w2", "b2"], ["f2"]),
+             helper.make_node("HardSigmoid", ["f2"], ["g"], alpha=1.0 / 6, beta=0.5) if hard
+             else helper.make_node("Sigmoid", ["f2"], ["g"]),
+             helper.make_node("Mul", ["g", "x"], ["y"])]
+    return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, inits)
+
+
 def _model(nodes, inputs, outputs, inits, consts=()):
     graph = helper.make_graph(
         nodes, "layer", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
@@ -218,6 +235,16 @@ LAYERS = {
     "mb_proj_56": lambda: _conv(144, 24, (56, 56), (1, 1), relu=False),
     "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
     "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
+    # squeeze-excite blocks: mobilenet_v3_large (hard-sigmoid) and efficientnet_b0 (sigmoid)
+    "mn3_se_480_14": lambda: _se(480, 14, 120),
+    "mn3_se_672_14": lambda: _se(672, 14, 168),
+    "mn3_se_960_7": lambda: _se(960, 7, 240),
+    "mn3_se_120_28": lambda: _se(120, 28, 32),
+    "eff_se_672_14": lambda: _se(672, 14, 28, hard=False),
+    "eff_se_1152_7": lambda: _se(1152, 7, 48, hard=False),
+    # 5x5 / 7x7 depthwise: mobilenet_v3_large's 120x28x28 (+ ReLU), convnext_tiny's first stage
+    "mn3_dw5_28": lambda: _conv(120, 120, (28, 28), (5, 5), pads=(2, 2, 2, 2), group=120),
+    "cnx_dw7_56": lambda: _conv(96, 96, (56, 56), (7, 7), pads=(3, 3, 3, 3), group=96, relu=False),
     # whisper encoder front end (tiny: 80 mels -> 384, 3000 frames)
     "whisper_conv1": lambda: _conv1d(80, 384, 3000, 3, 1),
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),

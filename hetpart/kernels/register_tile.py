@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 
 from .analysis import (
-    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, const_extent, fitting_lanes, fuse_epilogue, largest_divisor,
-    parallel_vectorize,
+    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, const_extent, fitting_lanes, fuse_epilogue,
+    largest_divisor, parallel_vectorize,
 )
 
 LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
@@ -45,6 +45,22 @@ PARALLEL_MIN_MACS = 1 << 16
 take a few microseconds vectorised, no more than waking and joining the thread pool
 (measured: a 16x14x14 depthwise conv, 28 Ki MACs, ran 9x slower in parallel on the
 2-core dev box than serially)."""
+
+
+def gate_parallel_min(cores: int) -> int:
+    """Elements from which a *broadcast* block left at the root beside the tile
+    (:func:`~.analysis.broadcast_prefix`: squeeze-excite's gate ``gate[c] * x[c, h, w]``
+    over the whole feature map, after the tiny fc2 GEMV that computes the gate) runs in
+    parallel on a target of ``cores`` cores: the injective schedule's
+    :data:`~.analysis.PARALLEL_MIN_ELEMENTS` (256 Ki) at 2 cores, 32 Ki at 16.
+
+    A serial pass costs the other ``cores - 1`` threads its whole time, so the size that
+    pays for a pool wake-up falls with the cores.  At 2 threads parallel gates of 56-188
+    Ki measured equal or slower (72x28x28, 120x28x28, EfficientNet's 240x28x28: 0.015
+    -> 0.019 ms), hence no change there; at 16 a 672x14x14 gate (131 Ki) on one thread
+    is 1/16 of the speed the rest of the model runs at (static analysis,
+    ``tools/cpu_parallelism.py``; issue 18, bench/results/cpu-convnets-2core.md)."""
+    return max(1 << 15, PARALLEL_MIN_ELEMENTS * 2 // max(1, cores))
 
 
 @dataclass(frozen=True)
@@ -279,14 +295,17 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     _vectorize_innermost(sch, _write_back_loops(sch, wb, mac, plan, dim_of))
     copy_back = _copy_back_in_tile(sch, wb, tile) if not epilogue else None
 
-    # Whatever else remains at the root (padding, unfused epilogue): injective schedule.
+    # Whatever else remains at the root (padding, unfused epilogue): injective schedule,
+    # a broadcast epilogue (the SE gate) in parallel from gate_parallel_min(cores) elements.
     # The packed operand keeps its own (layout-following) loops.
     tile_blocks = {sch.get(b).name_hint for b in (main, wb, init) + tuple(b for b in (pack, copy_back) if b is not None)}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(blk).name_hint in tile_blocks:
             continue
         if all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
-            parallel_vectorize(sch, blk, plan.lanes)
+            gate = broadcast_prefix(sch, blk) > 0
+            parallel_vectorize(sch, blk, plan.lanes,
+                               min_parallel=gate_parallel_min(shape.cores) if gate else PARALLEL_MIN_ELEMENTS)
 
 
 def _copy_back_in_tile(sch: s_tir.Schedule, wb, tile):

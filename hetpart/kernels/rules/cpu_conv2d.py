@@ -18,7 +18,8 @@ what the shapes allow:
 
 **Channel rows where a tile cannot pay.**  Where the register tile does not pay --
 depthwise convolutions (a reduction of only the window's 9 steps does not amortise
-the tile's zero-init and write-back), a window strided along the vector dim (each
+the tile's zero-init and write-back; nor, measured, do 5x5 and 7x7 windows:
+:func:`_one_channel_per_group`), a window strided along the vector dim (each
 vector load becomes a gather), a width full SIMD vectors do not divide -- the
 function gets :mod:`.cpu_depthwise`'s channel-row nest instead: channels in parallel,
 each channel's padding, window sums (rows of ``ow``, left to LLVM's loop vectoriser,
@@ -55,6 +56,10 @@ from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, register_ti
 from .cpu_depthwise import channel_rows
 
 
+def const_int(e) -> int | None:
+    return int(e.value) if isinstance(e, tirx.IntImm) else (int(e) if isinstance(e, int) else None)
+
+
 def _has_if_then_else(stmt) -> bool:
     return contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else"))
 
@@ -62,7 +67,18 @@ def _has_if_then_else(stmt) -> bool:
 MIN_ROWLESS_STEPS = 16
 """Reduction steps per output below which a tile without row blocking is not used
 (a 3x3 depthwise window has 9; a grouped conv with 4 channels per group, 36, measured
-1.3-1.5x faster tiled)."""
+1.3-1.5x faster tiled).  Depthwise convs never use it (:func:`_one_channel_per_group`)."""
+
+
+def _one_channel_per_group(mac, image_operand: int) -> bool:
+    """Whether the weight (the operand other than the windowed image) has one input
+    channel per group -- a depthwise conv, whose reduction is the window alone however
+    large: its 5x5 (25 steps) and 7x7 (49) windows pass :data:`MIN_ROWLESS_STEPS` but
+    ran faster as channel rows (2 threads, least of 200, tile -> rows: 120x28x28 5x5
+    0.116 -> 0.056 ms (ORT 0.060), 240x28x28 5x5 0.448 -> 0.237, convnext's 96x56x56
+    7x7 0.725 -> 0.507, 192x28x28 7x7 0.498 -> 0.321; bench/results/cpu-convnets-2core.md)."""
+    weight = mac.operands[1 - image_operand][0]
+    return len(weight.shape) == 4 and const_int(weight.shape[1]) == 1
 
 
 def _outputs(mac) -> int:
@@ -154,7 +170,8 @@ class CpuConv2d(ScheduleRule):
             if not width or window_stride(mac, width[-1]) != 1:
                 return self._rows(func, sch, mac, lanes)  # see the module docstring
             plan = make_plan(mac, width[-1], shape, width[-1].lanes, pack=False)
-            if plan.row is None and mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac):
+            if plan.row is None and (mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac)
+                                     or _one_channel_per_group(mac, width[-1].operand)):
                 return self._rows(func, sch, mac, lanes)  # too little reuse for a tile (docstring)
         register_tile(sch, mac, plan, shape)
         if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
