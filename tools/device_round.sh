@@ -242,6 +242,16 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     --variant-instances 1 --budget 380 --window-s 1.5 --out "$OUT/serve-tail-nvidia-h200.json" > "$OUT/logs/serve-tail.txt" 2>&1
   timeout 170 python3 bench/serve.py --scenarios detector+resnet50 --contenders hetpart --no-freeze \
     --budget 150 --window-s 1.5 --out "$OUT/serve-nofreeze-nvidia-h200.json" > "$OUT/logs/serve-nofreeze.txt" 2>&1 ;;
+32)  # (BUDGET=590) issue 18 on the 16-core Xeon after the SE-gate and depthwise fixes: the layers against
+     # ORT at 16 threads, whether resnet50/mobilenet_v2's gap is per core or threading (2/8/16), the
+     # all-CPU b1 rows they touch, then densenet/inception/googlenet after the Concat split
+  timeout 120 python3 bench/cpu_layers.py mn3_se_672_14 mn3_se_960_7 mn3_se_480_14 eff_se_672_14 mn3_dw5_28 \
+    cnx_dw7_56 --threads 16 --runs 40 > "$OUT/logs/cpu-layers-16.txt" 2>&1
+  for t in 2 8 16; do timeout 40 python3 bench/cpu_layers.py r50_3x3_7 r50_1x1_14 mb_proj_7 mb_exp_56 --threads $t \
+    --runs 40 > "$OUT/logs/cpu-layers-r50-$t.txt" 2>&1; done
+  timeout 290 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 270 --export-dir "$EXPORTS" \
+    --models mobilenet_v3_large,efficientnet_b0,convnext_tiny,inception_v3,googlenet,mobilenet_v2 \
+    --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
