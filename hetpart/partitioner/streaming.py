@@ -49,6 +49,11 @@ EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
 PAIR_REACH = 3
 """Pair moves stream a weighted kernel together with one of the next this many."""
+SEED_RINGS = (1, 2, 3)
+"""Ring sizes the heuristic's seeds make room for, in slots of the seed's slot size: a
+one-slot ring cannot copy a call's weights while the call before it runs, and a seed
+that sheds only one slot's worth is refitted by the evaluation to one slot (copies
+never overlapped), which the local search rarely climbs out of."""
 SLOT_SIZES = 4
 """Slot sizes tried by the heuristic's seeds: the largest distinct weight sizes of the
 unconstrained cut's CUDA kernels (a slot fits the largest kernel streamed in it)."""
@@ -100,15 +105,16 @@ def seeds(problem: Problem) -> list[Assignment]:
     sizes = sorted({kernels[k].param_bytes for k in weighted}, reverse=True)[:SLOT_SIZES]
     out = []
     for slot in sizes:
-        for pick in (_largest_first, _spread):
-            streamed = pick(problem, a, [k for k in weighted if kernels[k].param_bytes <= slot], slot)
-            if streamed is not None:
-                out += _labelled(problem, a, streamed)
+        for ring in SEED_RINGS:
+            for pick in (_largest_first, _spread):
+                streamed = pick(problem, a, [k for k in weighted if kernels[k].param_bytes <= slot], slot * ring)
+                if streamed is not None:
+                    out += _labelled(problem, a, streamed)
     return out
 
 
 def _excess(problem: Problem, a: Assignment, slot: int) -> int | None:
-    """Resident weight bytes ``a`` must shed to fit with a one-slot ring of ``slot`` bytes
+    """Resident weight bytes ``a`` must shed to fit with a ring of ``slot`` bytes in all
     (None: no cap)."""
     if problem.gpu_memory is None:
         return None
