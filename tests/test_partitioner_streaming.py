@@ -265,8 +265,11 @@ def test_prefill_streams_weights_and_decode_runs_them_on_the_cpu():
                        stream_weights=True)
     for plan in (prefill, decode):
         assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
-    # prefill: every big matmul on the GPU, those that do not fit streamed
-    assert all(prefill.assignment[k] == "cuda" for k in matmuls)
+    # prefill: the QKV and FFN matmuls (12-16 MiB) on the GPU, those that do not fit streamed
+    # (a 4 MiB projection may go to the CPU: 0.2 ms there against 0.08 ms of copy the
+    # copy stream, the bottleneck, no longer carries -- 1.65 ms predicted against 1.91 ms
+    # with every matmul on the GPU)
+    assert all(prefill.assignment[k] == "cuda" for k in matmuls if graph.kernels[k].param_bytes >= 12 * MiB)
     assert prefill.streamed and prefill.predicted["gpu_memory"]["stream_buffers"] > 0
     resident = partition(graph, cost_model=bert_costs(graph, "prefill"), gpu_memory=cap, progress=False,
                         stream_weights=False)
