@@ -80,7 +80,7 @@ def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
         capped.add(results, Record("w", 1 << 20, contender, 12.0, 11.0, limit, precision=precision, rel_error=err))
     table = capped.markdown(results)
     row = next(line for line in table.splitlines() if line.startswith("| w |"))
-    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | 12.00 | 12.00 (wrong) |")
+    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | – | 12.00 | 12.00 (wrong) |")
     assert "hetpart bf16: 5.00e-01" in table
 
 
