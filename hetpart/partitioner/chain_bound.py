@@ -77,10 +77,7 @@ def chain_bound(problem: Problem, h2d_bytes_per_s: float | None = None) -> Chain
     cap (see the module docstring); ``h2d_bytes_per_s`` defaults to the cost model's
     link (:func:`link_bandwidth`).  Without a cap every kernel may be resident."""
     h2d = h2d_bytes_per_s or link_bandwidth(problem)
-    order = problem.order
-    w = np.array([float(problem.graph.kernels[k].param_bytes) for k in order])
-    gpu = np.array([problem.seconds[k].get("cuda", UNAVAILABLE_S) for k in order])
-    cpu = np.array([problem.seconds[k].get(HOST, UNAVAILABLE_S) for k in order])
+    w, gpu, cpu = _arrays(problem)
     cap = float("inf") if problem.gpu_memory is None else float(problem.gpu_memory)
     # The largest streamed kernel's weights, W, sizes the ring's one slot at least:
     # each candidate W allows streaming kernels with weights <= W and leaves cap - W.
@@ -99,6 +96,27 @@ def chain_bound(problem: Problem, h2d_bytes_per_s: float | None = None) -> Chain
     chain = float(gpu[resident | streamed].sum() + cpu[on_cpu].sum())
     return ChainBound(seconds, int(w[resident].sum()), int(w[streamed].sum()), int(w[on_cpu].sum()), chain,
                       copy_s, int(slot), h2d)
+
+
+def relaxed_choices(problem: Problem, budget: float, slot: int, h2d_bytes_per_s: float) -> dict[str, str]:
+    """Each kernel's choice ("cuda" resident, :data:`~.problem.STREAM`, "cpu") at the
+    bound's multipliers for resident weights within ``budget`` and streaming up to
+    ``slot`` bytes: a placement to start a search from, not necessarily within the cap."""
+    from .problem import STREAM
+
+    w, gpu, cpu = _arrays(problem)
+    _, choice = _bound(w, gpu, cpu, float(budget), float(slot), h2d_bytes_per_s)
+    return {k: ("cuda", STREAM, HOST)[c] for k, c in zip(problem.order, choice)}
+
+
+def _arrays(problem: Problem):
+    """(weight bytes, CUDA seconds, CPU seconds) per kernel in run order, a missing
+    device at :data:`UNAVAILABLE_S`."""
+    order = problem.order
+    w = np.array([float(problem.graph.kernels[k].param_bytes) for k in order])
+    gpu = np.array([problem.seconds[k].get("cuda", UNAVAILABLE_S) for k in order])
+    cpu = np.array([problem.seconds[k].get(HOST, UNAVAILABLE_S) for k in order])
+    return w, gpu, cpu
 
 
 def _bound(w, gpu, cpu, budget: float, slot: float, h2d: float):
