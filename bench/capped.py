@@ -8,7 +8,9 @@ bandwidths measured in the run.  The logic is ``hetpart.bench.capped``.
 Workloads: ``bert_large`` (transformers BertConfig, 24 layers, hidden 1024, seq 128,
 batch 1), ``llama_prefill`` (a transformers LlamaConfig of TinyLlama-1.1B's shape,
 seq 512), ``llama_decode`` (the zoo's decode step: one token against a 2,048-position
-KV cache), any ``zoo:NAME[...]`` spec.  Random weights from configs, nothing
+KV cache), ``moe`` (the zoo's mixture-of-experts stack, 8 experts top-2, 2.6 GB), ``dlrm``
+(``zoo:dlrm:table_rows=1000000,num_tables=26``, 6.7 GB), any ``zoo:NAME[...]`` spec.
+The device steps for the LLM, MoE and DLRM rows: ``tools/capped_round.sh``.  Random weights from configs, nothing
 downloaded; exports are cached in ``--export-dir``.
 
 Caps: a share of the workload's weight bytes (``1/2``) or bytes (``512MiB``).
@@ -121,8 +123,8 @@ def _line(item) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", default="bert_large,llama_prefill,llama_decode",
-                   help="comma list: bert_large, llama_prefill, llama_decode, zoo:NAME[...]")
+    p.add_argument("--workloads", default="bert_large,llama_prefill,llama_decode,moe,dlrm",
+                   help="comma list: bert_large, llama_prefill, llama_decode, moe, dlrm, zoo:NAME[...]")
     p.add_argument("--caps", default=",".join(capped.DEFAULT_CAPS),
                    help="comma list of shares of the weights (1/2) or bytes (512MiB)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/capped-<gpu>.json)")

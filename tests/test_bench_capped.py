@@ -80,7 +80,7 @@ def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
         capped.add(results, Record("w", 1 << 20, contender, 12.0, 11.0, limit, precision=precision, rel_error=err))
     table = capped.markdown(results)
     row = next(line for line in table.splitlines() if line.startswith("| w |"))
-    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | 12.00 | 12.00 (wrong) |")
+    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | – | 12.00 | 12.00 (wrong) |")
     assert "hetpart bf16: 5.00e-01" in table
 
 
@@ -214,6 +214,34 @@ def test_results_file_and_table(mlp_run, tmp_path):
     assert all(c in table for c in capped.CONTENDERS)
     assert table.count("| zoo:mlp:small |") == 2
     assert capped.load_results(out, "x")["records"] == data["records"]
+
+
+@pytest.mark.slow  # the simulated run compiles four placements (~7 s)
+def test_float32_records_carry_the_chain_bound_under_the_plans(mlp_run):
+    """Every float32 record of a cap has the same chain bound, and no plan is predicted
+    below it (the bound is over every placement the partitioner can make)."""
+    records = [r for r in mlp_run if isinstance(r, Record)]
+    for cap in {r.cap_bytes for r in records}:
+        row = [r for r in records if r.cap_bytes == cap]
+        bounds = {r.chain_bound_ms for r in row if r.precision == "fp32"}
+        assert len(bounds) == 1 and None not in bounds
+        assert all(r.chain_bound_ms is None for r in row if r.precision != "fp32")
+        for r in row:
+            if r.predicted_ms is not None and r.precision == "fp32":
+                assert min(bounds) <= r.predicted_ms * (1 + 1e-9), r
+
+
+def test_the_issue_workloads_are_named():
+    """Issue 19's mixture-of-experts stack and DLRM at several GB run by name."""
+    from hetpart import models
+
+    for name, spec in (("moe", capped.MOE_SPEC), ("dlrm", capped.DLRM_SPEC)):
+        w = capped.workload(name, None)
+        assert (w.name, w.model) == (name, spec)
+        models.parse_zoo_spec(spec)  # a valid spec
+    # DLRM's tables alone: 26 x 1e6 rows x 64 float32 = 6.7 GB
+    _, _, cfg = models.parse_zoo_spec(capped.DLRM_SPEC)
+    assert cfg["table_rows"] * cfg["num_tables"] * 64 * 4 > 6e9
 
 
 def test_unknown_workload_names_the_known_ones():

@@ -56,8 +56,8 @@ from ..partitioner.costs import cost_origin
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
-SCHEMA, VERSION = "hetpart-capped", 2  # 2: Record.precision, Record.rel_error, the bf16 contender
-READS = (1, 2)  # version 1's records read as precision fp32
+SCHEMA, VERSION = "hetpart-capped", 3  # 2: Record.precision, Record.rel_error, the bf16 contender; 3: chain_bound_ms
+READS = (1, 2, 3)  # version 1's records read as precision fp32, before 3 without a chain bound
 CONTENDERS = ("hetpart", "hetpart bf16", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
               "llama.cpp-style rule", "ORT-style rule")
 # Measured once per workload: their placement does not depend on the cap.
@@ -72,6 +72,11 @@ right: the tolerance hetpart's precision is tested to (README, tests/test_compil
 LIMIT = ("the best placement's time if every byte moved at the bandwidths measured in this run: "
          "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
          "reading the rest at its memory bandwidth, or the CPU reading all of them; a lower bound")
+CHAIN = ("`chain bound ms` (float32, not the issue's limit; bench/results/capped-limit-analysis.md): the least "
+         "predicted latency any placement could have by the cost model's kernel times, at this run's "
+         "host-to-device bandwidth: each kernel resident, streamed or on the CPU (a fraction of each allowed), "
+         "CPU and GPU kernels one after another as on a dependency chain at batch 1, the weight copies "
+         "overlapped, resident weights within the cap less one ring slot")
 
 
 # ========================================================================================
@@ -140,11 +145,20 @@ def zoo_workload(spec: str, name: str | None = None) -> Workload:
     return Workload(name or spec, model, make_torch)
 
 
+MOE_SPEC = "zoo:moe"
+"""The mixture-of-experts stack: 8 LLaMA-style layers, hidden 1024, 8 experts of SwiGLU
+(intermediate 2816) routed top-2 through TopK + Gather, one token (2.5 GB of float32)."""
+DLRM_SPEC = "zoo:dlrm:table_rows=1000000,num_tables=26"
+"""DLRM at several GB: Criteo's 26 sparse features as tables of a million rows of 64
+floats (6.7 GB of float32), batch 256."""
+
 # The workloads of issue 19 by name; zoo:... specs are workloads too.
 NAMED = {
     "bert_large": lambda d: transformers_workload("bert_large", "bert_large_transformers", d),
     "llama_prefill": lambda d: transformers_workload("llama_prefill", "llama_1b_transformers", d),
     "llama_decode": lambda d: zoo_workload("zoo:llama_decode", "llama_decode"),
+    "moe": lambda d: zoo_workload(MOE_SPEC, "moe"),
+    "dlrm": lambda d: zoo_workload(DLRM_SPEC, "dlrm"),
 }
 
 
@@ -367,6 +381,16 @@ def precision_weight_bytes(graph, weight_bytes: int, precision) -> int:
     return max(0, weight_bytes - saved)
 
 
+def chain_bound_s(graph, costs, cap_bytes: int, bw: Bandwidths) -> float:
+    """The chain bound of ``graph`` under ``cap_bytes`` (:mod:`hetpart.partitioner.chain_bound`:
+    no placement the partitioner can make is predicted faster), with the copies at the
+    run's measured host-to-device bandwidth where there is one (else the cost model's)."""
+    from ..partitioner.chain_bound import chain_bound
+    from ..partitioner.problem import build_problem
+
+    return chain_bound(build_problem(graph, costs, (), cap_bytes, True), bw.h2d_bytes_per_s).seconds
+
+
 def gpu_compute_s(graph, costs) -> float:
     """Seconds of every kernel on the GPU per the cost model (the CPU's where it cannot)."""
     from ..partitioner.problem import build_problem
@@ -419,6 +443,7 @@ class Record:
     note: str = ""
     precision: str = "fp32"  # the weights' format on the GPU: "fp32" (every contender but hetpart bf16) or "bf16"
     rel_error: float | None = None  # max|out - ORT| / max|ORT| where checked (hetpart bf16)
+    chain_bound_ms: float | None = None  # float32 records: :func:`chain_bound_s` under the cap
 
     def key(self) -> tuple:
         return (self.workload, self.cap_bytes, self.contender)
@@ -599,6 +624,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
         for cap in cap_bytes:
             limits = {label: limit_s(compute, prep.weight_bytes, cap, bw, b) * 1e3 for label, b in gpu_bytes.items()}
             limit = limits["fp32"]
+            chain_ms = chain_bound_s(prep.graph, costs, cap, bw) * 1e3
             for contender in (c for c in CONTENDERS if c in options.contenders):
                 if (name, cap, contender) in done:
                     continue
@@ -612,6 +638,8 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
                     r = _measure(contender, prep, cap, limits[precision_label(contender)], costs, builds, options)
                     if contender in CAP_FREE:
                         cap_free[contender] = r
+                if r.precision == "fp32":
+                    r.chain_bound_ms = chain_ms
                 yield r
         builds.clear()
 
@@ -677,7 +705,8 @@ def _late(options: Options) -> bool:
 # Results file and table
 # ========================================================================================
 def new_results(gpu: str) -> dict:
-    return {"schema": SCHEMA, "version": VERSION, "gpu": gpu, "limit": LIMIT, "runs": [], "workloads": {},
+    return {"schema": SCHEMA, "version": VERSION, "gpu": gpu, "limit": LIMIT, "chain": CHAIN, "runs": [],
+            "workloads": {},
             "records": []}
 
 
@@ -690,7 +719,9 @@ def load_results(path: Path, gpu: str) -> dict:
             for r in data["records"]:
                 r.setdefault("precision", "fp32")
                 r.setdefault("rel_error", None)
+                r.setdefault("chain_bound_ms", None)
             data["version"] = VERSION
+            data.setdefault("chain", CHAIN)
             return data
     return new_results(gpu)
 
@@ -728,7 +759,7 @@ def markdown(results: dict) -> str:
     float32 limit and each low precision's (``bf16 limit ms``)."""
     from ..importer.summary import human_bytes
 
-    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), *CONTENDERS,
+    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), "chain bound ms", *CONTENDERS,
             *(f"{c} predicted ms" for c in CONTENDERS if c == "hetpart" or c in PRECISIONS)]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     by_row: dict[tuple, dict] = {}
@@ -737,7 +768,8 @@ def markdown(results: dict) -> str:
     notes = [f"{wl}: {info['skipped']}" for wl, info in results.get("workloads", {}).items() if info.get("skipped")]
     errors = []
     for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *LOW))]
+        cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *LOW)),
+                 _ms(next((r["chain_bound_ms"] for r in recs.values() if r.get("chain_bound_ms") is not None), None))]
         for c in CONTENDERS:
             r = recs.get(c)
             cells.append("" if r is None else _ms(r["ms"]) + _wrong(r))
@@ -754,7 +786,7 @@ def markdown(results: dict) -> str:
             f"{results.get('gpu', '?')})\n\n"
             f"Median ms per inference. `limit ms`: {results['limit']}. Bandwidths measured: host-to-device "
             f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
-            f"Costs: {runs[-1].get('costs', '?')}. Written by `bench/capped.py`.\n\n")
+            f"Costs: {runs[-1].get('costs', '?')}. {results.get('chain', CHAIN)}. Written by `bench/capped.py`.\n\n")
     text += "\n".join(rows) + "\n"
     if errors:
         text += (f"\n`hetpart bf16`: CUDA weights held and streamed in bfloat16 (`cuda=bf16,cpu=fp32`), compute "

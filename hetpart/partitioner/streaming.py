@@ -20,9 +20,11 @@ copies beside them) under the cap:
   for each candidate slot size, the unconstrained minimum cut with just enough of
   its CUDA weights streamed to fit -- chosen largest-first or spread evenly over the
   model (so resident compute sits between streamed calls and hides their copies) --
-  then a first-improvement local search over whole partitions and single kernels
-  moved between the three choices, and pairs of nearby kernels streamed together
-  (:data:`SEARCH_BUDGET` evaluations).
+  each seed making room for a ring of 1-3 slots (:data:`SEED_RINGS`), and the chain
+  bound's relaxed placement (:func:`bound_seed`); from the best seed of each ring size
+  and from the bound's seed, a first-improvement local search over whole partitions
+  and single kernels moved between the three choices, and pairs of nearby kernels
+  streamed together (:data:`SEARCH_BUDGET` evaluations each); the best end is kept.
   **Bound**: the result is never predicted slower than the best plan without
   streaming (it is one of the seeds and the search only accepts improvements), and
   is exact on small graphs; there is no ratio guarantee to the optimum beyond that.
@@ -41,6 +43,7 @@ import itertools
 from tqdm import tqdm
 
 from .evaluate import Evaluation, evaluate
+from .gpu_memory import gpu_memory
 from .mincut import solve_min_cut
 from .problem import STREAM, Assignment, Problem
 from .search import _better
@@ -49,6 +52,15 @@ EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
 PAIR_REACH = 3
 """Pair moves stream a weighted kernel together with one of the next this many."""
+SEED_RINGS = (1, 2, 3)
+"""Ring sizes the heuristic's seeds make room for, in slots of the seed's slot size: a
+one-slot ring cannot copy a call's weights while the call before it runs, and a seed
+that sheds only one slot's worth is refitted by the evaluation to one slot (copies
+never overlapped), which the local search rarely climbs out of.  :func:`place`
+searches from the best seed of each ring size and keeps the best end (on the zoo's
+BERT-large, 1-slot seeds ended best at 1/3 and 1/4, 2-3-slot seeds at 1/2)."""
+RING_SEED_SLOTS = 2
+"""Slots the chain bound's seed (:func:`bound_seed`) leaves room for: double buffering."""
 SLOT_SIZES = 4
 """Slot sizes tried by the heuristic's seeds: the largest distinct weight sizes of the
 unconstrained cut's CUDA kernels (a slot fits the largest kernel streamed in it)."""
@@ -75,8 +87,20 @@ def place(problem: Problem, resident: Assignment, progress: bool = False) -> Ass
             break
     if placements <= EXACT_PLACEMENTS:
         return exhaustive(problem, resident)
-    start = min((evaluate(problem, s) for s in [resident, *seeds(problem)]), key=key)
-    return improve(problem, start, progress)
+    # One search from the best seed of each ring size (the search is first-improvement,
+    # so where it ends depends on where it starts): the best end.
+    starts = []
+    for ring in SEED_RINGS:
+        start = min((evaluate(problem, s) for s in [resident, *seeds(problem, (ring,))]), key=key)
+        if all(start.placement != s.placement for s in starts):
+            starts.append(start)
+    relaxed = bound_seed(problem)
+    if relaxed is not None:
+        start = evaluate(problem, relaxed)
+        if all(start.placement != s.placement for s in starts):
+            starts.append(start)
+    ends = [evaluate(problem, improve(problem, s, progress)) for s in starts]
+    return min(ends, key=key).placement
 
 
 def exhaustive(problem: Problem, resident: Assignment) -> Assignment:
@@ -91,24 +115,46 @@ def exhaustive(problem: Problem, resident: Assignment) -> Assignment:
 
 
 # --- the heuristic's seeds ---------------------------------------------------------------
-def seeds(problem: Problem) -> list[Assignment]:
-    """The unconstrained minimum cut with enough weights streamed to fit, per slot size and
-    selection rule (largest first, spread evenly); seeds that cannot fit are dropped."""
+def seeds(problem: Problem, rings: tuple[int, ...] = SEED_RINGS) -> list[Assignment]:
+    """The unconstrained minimum cut with enough weights streamed to fit, per slot size, ring
+    of ``rings`` slots and selection rule (largest first, spread evenly); seeds that cannot
+    fit are dropped."""
     a = solve_min_cut(problem)
     kernels = problem.graph.kernels
     weighted = [k for k in problem.order if a[k] == "cuda" and kernels[k].param_bytes > 0]
     sizes = sorted({kernels[k].param_bytes for k in weighted}, reverse=True)[:SLOT_SIZES]
     out = []
     for slot in sizes:
-        for pick in (_largest_first, _spread):
-            streamed = pick(problem, a, [k for k in weighted if kernels[k].param_bytes <= slot], slot)
-            if streamed is not None:
-                out += _labelled(problem, a, streamed)
+        for ring in rings:
+            for pick in (_largest_first, _spread):
+                streamed = pick(problem, a, [k for k in weighted if kernels[k].param_bytes <= slot], slot * ring)
+                if streamed is not None:
+                    out += _labelled(problem, a, streamed)
     return out
 
 
+def bound_seed(problem: Problem) -> Assignment | None:
+    """The chain bound's relaxed placement (:mod:`.chain_bound`) with room for a two-slot
+    ring: each kernel the choice it takes at the bound's multipliers (resident only
+    where strictly cheaper), so the CPU takes the weights it runs at least as cheaply as
+    the link copies them (None: no cap).  On the zoo's BERT-large at 1/3 and 1/4 the
+    search from it ends 3% below the other starts' best."""
+    from .chain_bound import chain_bound, relaxed_choices
+
+    if problem.gpu_memory is None:
+        return None
+    b = chain_bound(problem)
+    if not b.slot_bytes:
+        return None
+    a = solve_min_cut(problem)
+    peak = gpu_memory(problem, {k: "cuda" if "cuda" in problem.allowed[k] else d for k, d in a.items()})
+    budget = problem.gpu_memory - RING_SEED_SLOTS * b.slot_bytes - peak.peak_activations
+    picked = relaxed_choices(problem, budget, b.slot_bytes, b.h2d_bytes_per_s)
+    return {k: d if d in choices(problem, k) else problem.allowed[k][0] for k, d in picked.items()}
+
+
 def _excess(problem: Problem, a: Assignment, slot: int) -> int | None:
-    """Resident weight bytes ``a`` must shed to fit with a one-slot ring of ``slot`` bytes
+    """Resident weight bytes ``a`` must shed to fit with a ring of ``slot`` bytes in all
     (None: no cap)."""
     if problem.gpu_memory is None:
         return None
