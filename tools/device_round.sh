@@ -252,6 +252,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 290 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 270 --export-dir "$EXPORTS" \
     --models mobilenet_v3_large,efficientnet_b0,convnext_tiny,inception_v3,googlenet,mobilenet_v2 \
     --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1 ;;
+33)  # (BUDGET=590) issue 19's other workloads: hetpart, hetpart bf16 and both memory rules at 1/2 on
+     # llama_decode, moe, dlrm, then llama_prefill (tools/capped_round.sh first; a rerun continues)
+  BUDGET=520 RESERVE=80 timeout 580 bash tools/capped_round.sh first > "$OUT/logs/capped-first.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
