@@ -234,6 +234,27 @@ def find_mac(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> MacBlock | None:
 
 
 # --- shared schedule helpers ------------------------------------------------------
+def consumer_chain(sch: s_tir.Schedule, block, *, static_extents: bool = False) -> list | None:
+    """The blocks after ``block``, each the only consumer of the one before, ending at the
+    function's output block (the write-back copies and the epilogue); None when the chain
+    forks or a block in it is not element-wise (every iter var data-parallel, and of a
+    constant extent where ``static_extents``)."""
+    chain, cur = [], block
+    while True:
+        consumers = sch.get_consumers(cur)
+        if not consumers:
+            return chain
+        if len(consumers) != 1:
+            return None
+        cur = consumers[0]
+        for iv in sch.get(cur).iter_vars:
+            if iv.iter_type != tirx.IterVar.DataPar:
+                return None
+            if static_extents and not isinstance(iv.dom.extent, tirx.IntImm):
+                return None
+        chain.append(cur)
+
+
 def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
     """Inline every spatial block that has exactly one consumer, except those named in
     ``keep`` and the function's outputs.

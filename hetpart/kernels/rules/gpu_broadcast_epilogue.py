@@ -44,7 +44,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import is_gpu
+from ..analysis import consumer_chain, is_gpu
 
 MAX_REDUCED = 4096
 """Most reduced values (batch x channels) the rule takes: one thread each."""
@@ -106,22 +106,6 @@ def _small_contraction(sch: s_tir.Schedule):
     return red
 
 
-def _chain(sch: s_tir.Schedule, red) -> list | None:
-    """The element-wise blocks after ``red``, each the only consumer of the one before,
-    ending at the function's output block; None when the chain forks or is not
-    element-wise."""
-    chain, cur = [], red
-    while True:
-        consumers = sch.get_consumers(cur)
-        if not consumers:
-            return chain
-        if len(consumers) != 1:
-            return None
-        cur = consumers[0]
-        if any(iv.iter_type != tirx.IterVar.DataPar or _extent(iv) is None for iv in sch.get(cur).iter_vars):
-            return None
-        chain.append(cur)
-
 
 def _count(sch: s_tir.Schedule, blk) -> int:
     return math.prod(_extent(iv) for iv in sch.get(blk).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
@@ -136,7 +120,7 @@ def _schedule(sch: s_tir.Schedule, red) -> bool:
         todo.extend(more)
     if sch.get_producers(red):
         return False
-    chain = _chain(sch, red)
+    chain = consumer_chain(sch, red, static_extents=True)
     if not chain:
         return False
     reduced = _count(sch, red)

@@ -38,7 +38,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import is_gpu, largest_divisor
+from ..analysis import consumer_chain, is_gpu, largest_divisor
 from ..options import DEFAULT, KernelOptions
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
@@ -172,7 +172,7 @@ def schedule_sum_epilogue(sch: s_tir.Schedule, total, partial) -> bool:
     = sum_s P[s, b, i, j]``) into the function's output block, run that block one
     thread per element, and compute ``total`` in a register inside each thread.
     False when the blocks after the GEMM are not a single inlinable chain."""
-    tail = _consumer_chain(sch, total)
+    tail = consumer_chain(sch, total)
     if tail is None:
         return False
     for blk in tail[:-1]:
@@ -197,22 +197,6 @@ def schedule_sum_epilogue(sch: s_tir.Schedule, total, partial) -> bool:
     sch.set_scope(total, 0, "local")
     return _all_on_gpu(sch)
 
-
-def _consumer_chain(sch: s_tir.Schedule, block) -> list | None:
-    """The blocks after ``block``, each the single consumer of the one before (the
-    write-back copies and the epilogue); None if the chain forks or a block in it is
-    not element-wise."""
-    chain, cur = [], block
-    while True:
-        consumers = sch.get_consumers(cur)
-        if not consumers:
-            return chain
-        if len(consumers) != 1:
-            return None
-        cur = consumers[0]
-        if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(cur).iter_vars):
-            return None
-        chain.append(cur)
 
 
 def _all_on_gpu(sch: s_tir.Schedule) -> bool:
