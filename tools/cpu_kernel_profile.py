@@ -176,16 +176,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--runs", type=int, default=50)
     args = p.parse_args(argv)
-    from hetpart import models
     from hetpart.cpu_cores import pool_size
+    from hetpart.importer.onnx_source import read_source
 
-    if args.model.endswith(".onnx"):
-        import onnx
-
-        model = onnx.load(args.model)
-    else:
-        name, small, cfg = models.parse_zoo_spec(args.model)
-        model = models.build(name, small=small, **cfg)
+    model = read_source(args.model).model
     threads = pool_size()
     conv_cats = onnx_conv_categories(model)
     conv_of = conv_producers(model)

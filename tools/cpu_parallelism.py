@@ -162,16 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--cores", type=int, default=16, help="num-cores of the target the rules schedule for")
     args = p.parse_args(argv)
-    import onnx
+    from hetpart.importer.onnx_source import read_source
 
-    from hetpart import models
-
-    if args.model.endswith(".onnx"):
-        model = onnx.load(args.model)
-    else:
-        name, small, cfg = models.parse_zoo_spec(args.model)
-        model = models.build(name, small=small, **cfg)
-    rows = analyse(model, args.cores)
+    rows = analyse(read_source(args.model).model, args.cores)
     total = sum(k.work * n for k, n in rows)
     ts = args.threads
     print(f"{args.model}: {len(rows)} distinct kernels, {total / 1e6:.1f} M block executions"

@@ -88,6 +88,18 @@ _TORCH_NORMS = ("BatchNorm2d", "BatchNorm1d", "LayerNorm", "LayerNorm2d", "Group
 _TORCH_POOLS = ("AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d", "AdaptiveMaxPool2d")
 
 
+def feeds_se(graph, kernel) -> bool:
+    """A global mean of ``kernel`` (a fused kernel of hetpart's ``OpGraph``) whose output
+    feeds a 1x1 convolution of a 1x1 image: squeeze-excite's pool (``se_pool`` of
+    :func:`hetpart_category`)."""
+    if "mean" not in kernel.ops:
+        return False
+    outs = [graph.tensors[t].shape for t in kernel.outputs]
+    if not outs or len(outs[0]) != 4 or tuple(outs[0][2:]) != (1, 1):
+        return False
+    return any("conv2d" in graph.kernel(s).ops for s in graph.successors(kernel.id))
+
+
 def torch_module_category(cls_name: str, conv_weight_shape=None, conv_in_shape=None) -> str:
     """The category of a kernel launched directly in a module of class ``cls_name``;
     for a ``Conv2d`` (or a conv-norm-activation group) pass its weight's and input's

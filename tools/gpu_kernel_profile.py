@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_kernel_categories import (CATEGORIES, hetpart_category, torch_category,  # noqa: E402
+from gpu_kernel_categories import (CATEGORIES, feeds_se, hetpart_category, torch_category,  # noqa: E402
                                    torch_kernel_category, torch_module_category)
 
 LABEL = "hp|"
@@ -84,18 +84,10 @@ def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
         seen.add(k.signature)
         weights = [a.shape for a in kernel_bench.single_kernel_module(graph, k).args if a.weight]
         shapes = [graph.tensors[t].shape for t in k.inputs]
-        out.append((k.signature, k.func, hetpart_category(k.ops, k.op_class, shapes, weights, _feeds_se(graph, k)),
+        out.append((k.signature, k.func, hetpart_category(k.ops, k.op_class, shapes, weights, feeds_se(graph, k)),
                     counts[k.signature]))
     return out
 
-
-def _feeds_se(graph, kernel) -> bool:
-    if "mean" not in kernel.ops:
-        return False
-    outs = [graph.tensors[t].shape for t in kernel.outputs]
-    if not outs or len(outs[0]) != 4 or tuple(outs[0][2:]) != (1, 1):
-        return False
-    return any("conv2d" in graph.kernel(s).ops for s in graph.successors(kernel.id))
 
 
 def hetpart_times(profile: dict, kernels: list[tuple[str, str, str, int]], device: str = "cuda"

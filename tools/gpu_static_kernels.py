@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_kernel_categories import hetpart_category  # noqa: E402
+from gpu_kernel_categories import feeds_se, hetpart_category  # noqa: E402
 
 HBM_BPS = 3.3e12
 """Bytes/s a streaming kernel reaches on the H200 (4.8 TB/s peak)."""
@@ -281,7 +281,7 @@ def analyse(model, *, source: bool = True, options=None) -> list[Row]:
         kmod = kernel_bench.single_kernel_module(graph, k)
         weights = [a.shape for a in kmod.args if a.weight]
         shapes = [graph.tensors[t].shape for t in k.inputs]
-        category = hetpart_category(k.ops, k.op_class, shapes, weights, se_pool=_feeds_se(graph, k))
+        category = hetpart_category(k.ops, k.op_class, shapes, weights, se_pool=feeds_se(graph, k))
         outputs = sum(math.prod(graph.tensors[t].shape) for t in k.outputs)
         nbytes = int(k.bytes_read + k.bytes_written)
         roof, est = estimates(rule, launch, outputs, nbytes, int(k.flops), options.sm_count)
@@ -290,15 +290,6 @@ def analyse(model, *, source: bool = True, options=None) -> list[Row]:
                         flags(rule, category, launch, outputs, int(k.flops), options.sm_count, options.tf32)))
     return rows
 
-
-def _feeds_se(graph, kernel) -> bool:
-    """A global mean whose output feeds a 1x1 convolution of a 1x1 image (an SE FC)."""
-    if "mean" not in kernel.ops:
-        return False
-    outs = [graph.tensors[t].shape for t in kernel.outputs]
-    if not outs or len(outs[0]) != 4 or tuple(outs[0][2:]) != (1, 1):
-        return False
-    return any("conv2d" in graph.kernel(s).ops for s in graph.successors(kernel.id))
 
 
 # --- report -----------------------------------------------------------------------------------

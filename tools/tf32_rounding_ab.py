@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_static_kernels import cuda_source  # noqa: E402
 
 RULE = "GpuTensorCoreGemm"
 
@@ -76,24 +79,13 @@ def worker(spec: str, batch: int, mode: str, arch: str, source_only: bool, max_k
     for k in picked[:max_kernels or None]:
         kmod = kernel_bench.single_kernel_module(graph, k)
         exe = kernel_bench.build_module(kmod.mod, target, options)
-        src = _cuda_source(exe)
+        src = cuda_source(exe)
         entry = {"flops": int(k.flops), "count": sum(1 for x in graph.kernels.values() if x.signature == k.signature),
                  "rounds": tf32.ROUND in src or "cvt.rna" in src, "seconds": None}
         if not source_only:
             entry["seconds"] = kernel_bench.measure(kmod, exe, tvm.cuda(0), kernel_bench.MeasureSettings()).median_s
         out[k.func] = entry
     return out
-
-
-def _cuda_source(exe) -> str:
-    def walk(mod) -> list[str]:
-        try:
-            src = mod.inspect_source()
-        except Exception:  # noqa: BLE001 - host modules have no CUDA source
-            src = ""
-        return ([src] if "__global__" in src else []) + [s for m in mod.imports for s in walk(m)]
-
-    return "\n".join(walk(exe.mod if hasattr(exe, "mod") else exe))
 
 
 def run_variant(spec: str, batch: int, mode: str, arch: str, source_only: bool, max_kernels: int = 0) -> dict:
