@@ -31,7 +31,12 @@ the GC's pauses per generation and a thread wake-up lag probe
 hetpart's best rate and at the first rate over the SLO.  --contenders runs only
 some contenders (a focused run); --instances sets how many batches of a model
 hetpart's servers run at once, --variant-instances adds hetpart variants with other
-counts (an A/B in one run); --no-freeze leaves the GC alone (the before of an A/B).
+counts (an A/B in one run); --no-freeze leaves the GC alone (the before of an A/B);
+--cpu-sharing gate,split,none sets how hetpart's sessions share the cores among CPU
+partitions running at once (:mod:`hetpart.runtime.cpu_share`: the first policy for
+every hetpart contender, each other one a variant hetpart-<policy>); the record says
+which ran (JSON ``cpu_sharing``: the policies, each one's lanes, their CPUs and pool
+sizes, and how often a CPU partition waited for a lane; a line in the .md).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hetpart.bench import serve, serve_models, serve_report  # noqa: E402
 from hetpart.bench.suite import gpu_slug, machine  # noqa: E402
 from hetpart.contracts import atomic_write_text, write_json  # noqa: E402
+from hetpart.runtime import cpu_share  # noqa: E402
 from hetpart.serving import heap  # noqa: E402
 from hetpart.serving.policy import PAYS  # noqa: E402
 
@@ -73,6 +79,10 @@ def parse(argv=None):
     p.add_argument("--variant-instances", default="",
                    help="comma-separated instance counts, each adding a variant contender hetpart-i<n> (an A/B "
                         "in one run, reported beside hetpart, never counted as the best other)")
+    p.add_argument("--cpu-sharing", default="gate",
+                   help="comma-separated CPU-sharing policies of hetpart's sessions (gate, split, split:N, none; "
+                        "hetpart.runtime.cpu_share): the first for every hetpart contender, each other one adding "
+                        "a variant hetpart-<policy> (an A/B in one run; default: %(default)s)")
     p.add_argument("--contenders", default=None,
                    help="comma-separated contenders to run, e.g. hetpart,sequential (default: all; the speedup "
                         "is then over the best of those run)")
@@ -109,6 +119,7 @@ def main(argv=None) -> int:
     scenarios = [s.split("+") for s in args.scenarios.split(",") if s]
     explicit_sizes = [int(b) for b in args.batch_sizes.split(",") if b] if args.batch_sizes else None
     wanted = {c for c in args.contenders.split(",") if c} if args.contenders else None
+    sharing = tuple(dict.fromkeys(cpu_share.parse(x).name for x in args.cpu_sharing.split(",") if x)) or ("gate",)
     names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
     with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
         served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
@@ -125,7 +136,8 @@ def main(argv=None) -> int:
             offered = serve_models.contenders(members, max_delay=args.max_delay_ms / 1e3, sessions=sessions,
                                               batch_sizes=explicit_sizes, pays=args.pays, instances=args.instances,
                                               freeze_heap=not args.no_freeze,
-                                              variants=tuple(int(n) for n in args.variant_instances.split(",") if n))
+                                              variants=tuple(int(n) for n in args.variant_instances.split(",") if n),
+                                              cpu_sharing=sharing)
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
@@ -144,6 +156,7 @@ def main(argv=None) -> int:
                 command="PYTHONPATH=. python3 bench/serve.py " + shlex.join(sys.argv[1:] if argv is None else argv),
                 setup_s=setup_s, simulate=args.simulate, small=args.small, python=sys.version.split()[0],
                 gc_at_end=heap.state(), freeze_heap=not args.no_freeze, instances=args.instances,
+                cpu_sharing={"hetpart": sharing[0], "variants": list(sharing[1:]), "shares": cpu_share.records()},
                 process=_process_threads(),
                 models={m.name: m.notes for m in served.values()},
                 batching={m.name: m.batching.record() for m in served.values() if m.batching is not None})
@@ -159,6 +172,7 @@ def main(argv=None) -> int:
               + ("left alone (--no-freeze)" if args.no_freeze else "heap frozen at each server's first request")
               + f"; python {body['python']}; {body['process']['os_threads']} OS threads at the end "
               f"(TVM CPU pool size {body['process']['cpu_pool_size']} per calling thread)",
+              "* CPU sharing (hetpart's sessions' CPU partitions): " + serve_report.cpu_sharing_line(body["cpu_sharing"]),
               f"* plot: {out.with_suffix('.svg').name}"]
     atomic_write_text(out.with_suffix(".md"), serve_report.markdown(body, header))
     atomic_write_text(out.with_suffix(".svg"), serve_report.svg(body))

@@ -260,7 +260,8 @@ def test_the_front_end_runs_end_to_end_on_the_cpu(tmp_path):
 @pytest.mark.slow
 def test_the_front_end_runs_chosen_contenders_and_a_hetpart_variant(tmp_path):
     """--contenders keeps the ones named (and any variant), --variant-instances adds
-    hetpart-i<n>, never the best other; --no-freeze is recorded."""
+    hetpart-i<n>, never the best other; --no-freeze is recorded; --cpu-sharing: the
+    first policy for hetpart, the others variants hetpart-<policy>, all recorded."""
     import runpy
 
     from hetpart.contracts import read_json
@@ -269,14 +270,34 @@ def test_the_front_end_runs_chosen_contenders_and_a_hetpart_variant(tmp_path):
     front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
     front["main"](["--small", "--simulate", "--scenarios", "mlp", "--max-batch", "2", "--budget", "90",
                    "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "1000",
-                   "--contenders", "hetpart,sequential", "--variant-instances", "1", "--no-freeze", "--out", str(out)])
+                   "--contenders", "hetpart,sequential", "--variant-instances", "1", "--no-freeze",
+                   "--cpu-sharing", "gate,none", "--out", str(out)])
     body = read_json(out, serve.SCHEMA, serve.VERSION)
     rows = {r["contender"]: r for r in body["results"]}
-    assert set(rows) == {"hetpart", "hetpart-i1", "sequential"}
+    assert set(rows) == {"hetpart", "hetpart-i1", "hetpart-none", "sequential"}
+    assert rows["hetpart-none"]["variant"] and rows["hetpart-none"]["lost"] == 0 == rows["hetpart-none"]["crossed"]
+    assert rows["hetpart-none"]["notes"] == ["variant of hetpart with cpu sharing none"]
+    assert body["cpu_sharing"]["hetpart"] == "gate" and body["cpu_sharing"]["variants"] == ["none"]
+    assert "* CPU sharing (hetpart's sessions' CPU partitions): hetpart gate; variants none" in \
+        out.with_suffix(".md").read_text()
     assert rows["hetpart-i1"]["variant"] and not rows["hetpart"]["variant"]
     assert rows["hetpart-i1"]["notes"] == ["variant of hetpart with 1 instance(s)"]
     assert body["scenarios"][0]["best_other"] == "sequential"
     assert body["freeze_heap"] is False and body["instances"] == 2
+
+
+def test_cpu_sharing_line_names_the_policies_and_each_ones_lanes():
+    record = {"hetpart": "gate", "variants": ["split:2", "none"],
+              "shares": {"gate": {"policy": "gate", "lanes": [{"lane": 0, "cpus": "TVM's pinning", "pool_size": 14}],
+                                  "calls": 10, "waited": 3, "max_busy": 1},
+                         "split:2": {"policy": "split:2", "calls": 4, "waited": 0, "max_busy": 2,
+                                     "lanes": [{"lane": 0, "cpus": list(range(7)), "pool_size": 7},
+                                               {"lane": 1, "cpus": list(range(7, 14)), "pool_size": 7}]}}}
+    line = serve_report.cpu_sharing_line(record)
+    assert line.startswith("hetpart gate; variants split:2, none; gate: 1 lane(s) (cpus TVM's pinning pool 14), "
+                           "10 calls, 3 waited for a lane; split:2: 2 lane(s) (cpus 0-6 pool 7; cpus 7-13 pool 7)")
+    assert line.endswith("(none: each calling thread's own pool)")
+    assert serve_report.cpu_sharing_line(None) == "not recorded"
 
 
 def test_nms_rows_of_another_count_are_compared_as_sets():

@@ -408,7 +408,9 @@ def test_callers_while_an_inline_run_is_in_flight_go_threaded_and_never_share_a_
     """While one caller's run is inline (held inside its CPU partition), other callers'
     runs and submits go through the workers; no VM is ever entered by two threads at once."""
     model = chain(["cpu", "cuda", "cpu"], SHAPE, work=2)
-    with Session(model, slots=2) as s:
+    # cpu_sharing="none": the CPU partition runs on the inline caller's own thread (under
+    # the default gate it runs on the gate lane's, tests/test_runtime_cpu_share.py)
+    with Session(model, slots=2, cpu_sharing="none") as s:
         inside = {"now": 0, "max": 0}
         guard = threading.Lock()
         entered, release = threading.Event(), threading.Event()

@@ -255,6 +255,21 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
 33)  # (BUDGET=590) issue 19's other workloads: hetpart, hetpart bf16 and both memory rules at 1/2 on
      # llama_decode, moe, dlrm, then llama_prefill (tools/capped_round.sh first; a rerun continues)
   BUDGET=520 RESERVE=80 timeout 580 bash tools/capped_round.sh first > "$OUT/logs/capped-first.txt" 2>&1 ;;
+35)  # (BUDGET=590) issue 20's detector tail after the CPU-sharing fix (hetpart.runtime.cpu_share): first the
+     # mechanism on the 16-core Xeon alone (CPU partitions of 2 and 4 concurrent sessions, each policy), then
+     # detector+resnet50 with hetpart under gate (its default), split:2 and none beside sequential, then
+     # detector+resnet50+bert (gate) if the time left allows
+  timeout 120 python3 -m hetpart.bench.serve_cpu_share --model zoo:detector --policies none,gate,split,split:4 \
+    --callers 2,4 --seconds 3 --json "$OUT/cpu-share-ab.json" > "$OUT/logs/cpu-share-ab.txt" 2>&1
+  timeout 420 python3 bench/serve.py --scenarios detector+resnet50 --contenders hetpart,sequential \
+    --cpu-sharing gate,split,none --budget 400 --window-s 1.5 --out "$OUT/serve-share-nvidia-h200.json" \
+    > "$OUT/logs/serve-share.txt" 2>&1
+  LEFT=$((BUDGET - SECONDS - 15))
+  if [ "$LEFT" -ge 120 ]; then
+    timeout "$LEFT" python3 bench/serve.py --scenarios detector+resnet50+bert --contenders hetpart,sequential \
+      --cpu-sharing gate --budget $((LEFT - 15)) --window-s 1.5 --out "$OUT/serve-share3-nvidia-h200.json" \
+      > "$OUT/logs/serve-share3.txt" 2>&1
+  fi ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

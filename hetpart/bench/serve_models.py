@@ -139,43 +139,54 @@ def batching_policy(session, payloads: list[dict], sizes, explicit_sizes=None,
 
 def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                batch_sizes: list[int] | None = None, pays: float = PAYS, instances: int = 2,
-               freeze_heap: bool = True, variants: tuple[int, ...] = ()) -> list[Contender]:
+               freeze_heap: bool = True, variants: tuple[int, ...] = (),
+               cpu_sharing: tuple[str, ...] = ("gate",)) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
     caller closes them) so scenarios sharing a model share its sessions; ``instances``:
     the batches of one model the two hetpart servers run at once; ``freeze_heap``: the
     servers freeze the Python heap at their first request (:mod:`hetpart.serving.heap`);
     ``variants``: per number, a variant ``hetpart-i<n>`` of the hetpart contender with
-    ``n`` instances (an A/B in one run; never the "best other").  Each model's
+    ``n`` instances (an A/B in one run; never the "best other"); ``cpu_sharing``: the
+    sessions' CPU-sharing policies (:mod:`hetpart.runtime.cpu_share`), the first for
+    every contender, each other one adding a variant ``hetpart-<policy>`` (its own
+    sessions, opened with that policy).  Each model's
     :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
     measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
 
-    def session(m: ServedModel, batch: int | None):
-        """The Session of ``m`` at ``batch``; None: the bucketed one over all its builds
-        (each bucket run first, so no load window pays for opening it, and timed:
-        ``m.batching``)."""
-        key = (m.name, batch)
+    main_sharing = cpu_sharing[0]
+
+    def session(m: ServedModel, batch: int | None, sharing: str = main_sharing):
+        """The Session of ``m`` at ``batch`` under CPU-sharing policy ``sharing``; None:
+        the bucketed one over all its builds (each bucket run first, so no load window
+        pays for opening it, and timed: ``m.batching``)."""
+        key = (m.name, batch, sharing)
         if key not in sessions:
             if batch is None:
                 sessions[key] = hetpart.Session(hetpart.bucket_batches(m.compiled, model=m.name,
-                                                                       batch_columns=m.batch_columns))
+                                                                       batch_columns=m.batch_columns),
+                                                cpu_sharing=sharing)
                 if m.batching is None:
                     m.batching = batching_policy(sessions[key], m.payloads, m.compiled, batch_sizes, pays)
+                else:  # another policy's sessions: opened and every bucket warmed at setup too
+                    for b in sorted(m.compiled):
+                        sessions[key].run(_rows(m.payloads, b))
             else:
-                sessions[key] = hetpart.Session(m.compiled[batch])
+                sessions[key] = hetpart.Session(m.compiled[batch], cpu_sharing=sharing)
         return sessions[key]
 
     for m in served:
         if m.max_batch > 1:
-            session(m, None)  # at setup: warmed, timed, its policy decided
+            for sharing in cpu_sharing:
+                session(m, None, sharing)  # at setup: warmed (the first: timed, its policy decided)
 
-    def server(batch_of, instances: int, gate: int | None, delay: float):
+    def server(batch_of, instances: int, gate: int | None, delay: float, sharing: str = main_sharing):
         def make():
             s = Server(max_delay=delay, max_concurrent_batches=gate, freeze_heap=freeze_heap)
             bucketed = {}
             for m in served:
                 b = batch_of(m)  # None: the bucketed session, a runner as it is
-                runner = session(m, b) if b is None else SessionRunner(session(m, b))
+                runner = session(m, b, sharing) if b is None else SessionRunner(session(m, b, sharing))
                 s.add_model(m.name, runner, instances=instances, batching=m.batching if b is None else None)
                 if b is None:
                     bucketed[m.name] = runner
@@ -184,10 +195,15 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
 
     kept = "; ".join(f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
                      for m in served if m.batching is not None)
-    out = [Contender("hetpart", server(lambda m: None if m.max_batch > 1 else 1, instances, None, max_delay),
-                     notes=[f"batches {kept or '1'}, max_delay {max_delay * 1e3:g} ms, {instances} instance(s)"]),
-           *[Contender(f"hetpart-i{n}", server(lambda m: None if m.max_batch > 1 else 1, n, None, max_delay),
+    bucketed = lambda m: None if m.max_batch > 1 else 1  # noqa: E731
+    out = [Contender("hetpart", server(bucketed, instances, None, max_delay),
+                     notes=[f"batches {kept or '1'}, max_delay {max_delay * 1e3:g} ms, {instances} instance(s), "
+                            f"cpu sharing {main_sharing}"]),
+           *[Contender(f"hetpart-i{n}", server(bucketed, n, None, max_delay),
                        notes=[f"variant of hetpart with {n} instance(s)"], variant=True) for n in variants],
+           *[Contender(f"hetpart-{sharing.replace(':', '')}", server(bucketed, instances, None, max_delay, sharing),
+                       notes=[f"variant of hetpart with cpu sharing {sharing}"], variant=True)
+             for sharing in cpu_sharing[1:]],
            Contender("hetpart-no-batching", server(lambda m: 1, instances, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()

@@ -102,6 +102,29 @@ def reference_sentences(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_sharing_line(record: dict | None) -> str:
+    """The .md's words for the JSON ``cpu_sharing`` record: hetpart's policy, the
+    variants', and per policy its lanes (CPUs, pool size) and how many CPU partition
+    calls waited for a lane."""
+    if not record:
+        return "not recorded"
+    parts = [f"hetpart {record['hetpart']}"]
+    if record.get("variants"):
+        parts.append("variants " + ", ".join(record["variants"]))
+    for name, share in sorted((record.get("shares") or {}).items()):
+        lanes = "; ".join(f"cpus {_cpus(lane['cpus'])} pool {lane['pool_size']}" for lane in share["lanes"])
+        parts.append(f"{name}: {len(share['lanes'])} lane(s) ({lanes}), {share['calls']} calls, "
+                     f"{share['waited']} waited for a lane")
+    return "; ".join(parts) + (" (none: each calling thread's own pool)" if "none" in
+                               [record["hetpart"], *record.get("variants", [])] else "")
+
+
+def _cpus(cpus) -> str:
+    if isinstance(cpus, str) or not cpus:
+        return str(cpus)
+    return f"{cpus[0]}-{cpus[-1]}" if list(cpus) == list(range(cpus[0], cpus[-1] + 1)) else ",".join(map(str, cpus))
+
+
 def _ms(v) -> str:
     return "–" if v is None else f"{v:.1f}"
 

@@ -8,7 +8,9 @@ partition), :mod:`.streams` (the GPU stream, real or simulated), :mod:`.handoff`
 device buffers are carved from), :mod:`.partition_runner` (VM per thread, DPS calls).
 :mod:`.pipeline`, :mod:`.multi_session`, :mod:`.trace` and :mod:`.report` build on
 the session; :mod:`.cuda_api` and :mod:`.dlpack` are the low-level glue;
-:mod:`.synthetic` builds small models for tests and benchmarks.
+:mod:`.synthetic` builds small models for tests and benchmarks; :mod:`.threads` and
+:mod:`.cpu_share` decide which threads (and TVM pools, on which cores) run CPU
+partitions, the latter across sessions running at once (``Session(cpu_sharing=)``).
 """
 
 from .bucketed_session import BucketedSession

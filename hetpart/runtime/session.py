@@ -73,6 +73,7 @@ from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
 from .weight_stream import CheckedStream, CopyEngine, HazardChecker, WeightRing
+from . import cpu_share
 from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
@@ -101,6 +102,13 @@ class Session:
     from it (:mod:`.pool`; a buffer past it raises QuotaExceededError); ``priority``
     (higher first) makes the session's CUDA streams with that priority
     (:func:`~.streams.cuda_priority`; recorded only in simulation).
+    ``cpu_sharing`` (issue 20: sessions' CPU partitions running at once must not
+    oversubscribe the cores; :mod:`.cpu_share`): ``"gate"`` (the default with GPU
+    partitions; an all-CPU session's is ``"none"``) runs every CPU
+    partition on the process's one gate lane (one pool over every core, one partition
+    at a time, GPU work still overlapping), ``"split:N"`` on N lanes with disjoint
+    cores, ``"none"`` on the calling thread's or the CPU worker's own pool (the old
+    way; implied by ``cpu_threads``, which cannot be combined with a sharing policy).
     """
 
     def __new__(cls, compiled=None, **kwargs):
@@ -122,7 +130,7 @@ class Session:
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
                  inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None,
-                 quota: int | None = None, priority: int | None = None):
+                 quota: int | None = None, priority: int | None = None, cpu_sharing=None):
         if _is_path(compiled):
             compiled = load_compiled(compiled)
         if not isinstance(compiled, CompiledModel):
@@ -135,6 +143,9 @@ class Session:
         self.inline = inline
         self.spin_wait = spin_wait
         self.cpu_threads = cpu_threads
+        # how this session's CPU partitions share the cores with other runs (.cpu_share)
+        self.cpu_sharing = cpu_share.resolve(cpu_sharing, cpu_threads,
+                                             has_gpu=any(p.device == "cuda" for p in compiled.partitions))
         self.priority = priority
         # CPU partition -> its worker's pool size once set (None: TVM's default kept)
         self.pool_threads_used: dict[str, int | None] = {}
@@ -195,13 +206,19 @@ class Session:
                 copier.close()
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
-        pool = pool_threads(self.cpu_threads, has_gpu=has_gpu)
+        share = cpu_share.share_for(self.cpu_sharing)
+        # under a sharing policy CPU workers only hand their calls to the lanes: no pool of their own
+        pool = pool_threads(self.cpu_threads, has_gpu=has_gpu) if share is None else None
         # An inline run uses the caller's pool: none where cpu_threads asks the CPU workers for
         # another size (the GPU sessions' own smaller pools are for pipelined runs only).
-        self._inline_pool_ok = (self.cpu_threads is None or pool is None
+        self._inline_pool_ok = (share is not None or self.cpu_threads is None or pool is None
                                 or all(a.device != "cpu" for a in self.compiled.partitions))
         for art in self.compiled.partitions:
             runner = PartitionRunner(art, self.compiled.directory)
+            if art.device == "cpu" and share is not None:  # its calls run on the share's lanes
+                self.pool_threads_used[art.name] = share.threads_per_lane
+                self._stages.append(Stage(art, cpu_share.SharedRunner(runner, share), Worker(art.name)))
+                continue
             worker = Worker(art.name, pool, "cpu") if art.device == "cpu" else Worker(art.name)
             if art.device == "cpu":  # recorded on the worker, before its first run
                 self.pool_threads_used[art.name] = None

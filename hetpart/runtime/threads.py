@@ -22,6 +22,14 @@ Linux) decide this module:
 Nothing here changes a pool that is already as small as the policy asks, so a
 serial kernel, or a machine where TVM already uses half the CPUs, is left alone.
 
+* TVM pins a pool's worker ``i`` to core ``i`` whatever thread the pool belongs to, and
+  an idle worker spins (300000 yields) before it sleeps: two threads' pools running at
+  once share every core, pinned, and a fork-join kernel waits for its slowest worker.
+  :mod:`.cpu_share` therefore runs CPU partitions on a few long-lived lanes, each with
+  one pool; a ``split`` lane's pool is pinned to its own CPUs by OS thread name
+  (:func:`name_current_os_thread`, :func:`pin_named_threads`), since TVM's
+  ``config_threadpool`` with a CPU list also sets the *process-wide* MaxConcurrency
+  that later pools are sized by.
 * A thread's TVM pool is never freed: when the thread exits, its pool's workers stay
   (checked here: 2 more OS threads per exited thread that had a pool, for good).  So
   the session's host threads are *leased* (:func:`lease`) from long-lived threads
@@ -90,6 +98,51 @@ def configure_current_pool(threads: int) -> int:
 
     tvm_ffi.get_global_func("runtime.config_threadpool")(_KBIG, int(threads))
     return int(tvm.runtime.num_threads())
+
+
+def name_current_os_thread(name: str) -> bool:
+    """Set the calling thread's OS name (Linux ``comm``, 15 bytes); threads it creates
+    afterwards -- TVM's pool workers -- inherit it, which is how :func:`pin_named_threads`
+    finds them.  False where the platform has no ``prctl``."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(15, name.encode()[:15], 0, 0, 0) == 0  # PR_SET_NAME
+    except (OSError, AttributeError):
+        return False
+
+
+def os_thread_names() -> dict[int, str]:
+    """``{tid: OS name}`` of this process's threads (Linux); {} elsewhere."""
+    out: dict[int, str] = {}
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                out[tid] = f.read().strip()
+        except OSError:
+            continue
+    return out
+
+
+def pin_named_threads(name: str, cpus) -> int:
+    """Confine every thread of this process whose OS name is ``name`` (a CPU lane and the
+    pool workers it made, :mod:`.cpu_share`) to ``cpus``; how many were pinned."""
+    if not hasattr(os, "sched_setaffinity"):
+        return 0
+    pinned = 0
+    for tid, comm in os_thread_names().items():
+        if comm == name:
+            try:
+                os.sched_setaffinity(tid, set(cpus))
+                pinned += 1
+            except OSError:  # the thread exited meanwhile
+                continue
+    return pinned
 
 
 def thread_affinities() -> dict[str, list[int]]:
