@@ -245,3 +245,21 @@ def test_hammer_many_threads_over_several_sessions_never_deadlocks_or_crosses(ml
     finally:
         for s in sessions + [hetero_session]:
             s.close()
+
+
+def test_a_process_exits_with_a_gate_session_left_open_in_a_global():
+    """A session left open is closed by its finaliser while the interpreter shuts down,
+    when daemon threads (its workers) no longer run: waiting for them hung the exit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import numpy as np\n"
+              "from hetpart import Session\n"
+              "from hetpart.runtime.synthetic import chain\n"
+              "s = Session(chain(['cpu', 'cuda'], (16, 64), work=1), cpu_sharing='gate')\n"
+              "s.run({'x': np.ones((16, 64), np.float32)})\n"
+              "print('ran')\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr[-2000:]

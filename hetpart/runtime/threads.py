@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from typing import Callable
 
@@ -185,6 +186,11 @@ class Lease:
         return not self._done.is_set()
 
     def join(self, timeout: float | None = None) -> bool:
+        """Wait for the body to end; True if it has.  While the interpreter shuts down
+        (a Session left open in a module global, closed by its finaliser) daemon threads
+        no longer run, so nothing is waited for: waiting would hang the exit."""
+        if sys.is_finalizing():
+            return self._done.is_set()
         return self._done.wait(timeout)
 
 
