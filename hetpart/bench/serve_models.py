@@ -20,6 +20,9 @@ Contenders (:func:`contenders`):
   sizes), two batches of a model in flight (a Session overlaps two runs); as a
   :class:`BucketServer`, which offers the answer check the builds it may run
   (a batched request's right answer is its build's);
+* ``hetpart-<policy>`` (``cpu_sharing``'s other policies, e.g. ``hetpart-split2``,
+  ``hetpart-none``): the hetpart contender over sessions opened with that CPU-sharing
+  policy (:mod:`hetpart.runtime.cpu_share`), a variant (never the best other);
 * ``hetpart-no-batching``: the same server over batch-1 sessions (``max_batch=1``);
 * ``sequential``: batch-1 sessions, one request at a time across all models in
   arrival order (``max_concurrent_batches=1``: one model after another);

@@ -122,6 +122,8 @@ def cpu_sharing_line(record: dict | None) -> str:
 def _cpus(cpus) -> str:
     if isinstance(cpus, str) or not cpus:
         return str(cpus)
+    if len(cpus) == 1:
+        return str(cpus[0])
     return f"{cpus[0]}-{cpus[-1]}" if list(cpus) == list(range(cpus[0], cpus[-1] + 1)) else ",".join(map(str, cpus))
 
 

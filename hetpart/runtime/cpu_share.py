@@ -37,7 +37,9 @@ policy share the same lanes (:func:`share_for`, one :class:`CpuShare` per policy
 process).  Sessions under *different* policies do not coordinate.
 
 Cost: a call is handed to the lane's thread and its result handed back (a queue put
-and an event wait, tens of microseconds), per CPU partition per run.
+and a lock the lane releases), per CPU partition per run: about 30 us on the 2-core CI
+machine (a one-kernel all-CPU session: 30 -> 65 us a run), which is why an all-CPU
+session (a lone caller's latency) keeps ``none`` unless asked.
 
 Deadlock freedom: a lane runs only partition calls, which wait for nothing (their
 inputs are ready before the call); a caller holds no lane while waiting for anything
