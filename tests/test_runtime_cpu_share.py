@@ -263,3 +263,21 @@ def test_a_process_exits_with_a_gate_session_left_open_in_a_global():
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr[-2000:]
+
+
+def test_multi_session_and_bucketed_sessions_pass_the_policy_on():
+    from hetpart import bucket_batches
+    from hetpart.runtime import MultiSession
+
+    a = chain(["cpu", "cuda"], SHAPE, work=1, model="a")
+    b = chain(["cuda", "cpu"], SHAPE, work=1, model="b")
+    with MultiSession([a, b], cpu_sharing="none") as multi:
+        assert [s.cpu_sharing.name for s in multi.sessions] == ["none", "none"]
+        outs = multi.run([_feeds(1), _feeds(2)])
+    np.testing.assert_allclose(outs[0]["t1"], chain_reference(_feeds(1)["x"], 2, 1), rtol=1e-5, atol=1e-5)
+    with MultiSession([a, b]) as multi:  # GPU partitions: the gate by default
+        assert [s.cpu_sharing.name for s in multi.sessions] == ["gate", "gate"]
+    bucketed = bucket_batches({16: a}, model="a")
+    with Session(bucketed, cpu_sharing="none") as s:
+        s.run(_feeds(3))
+        assert [inner.cpu_sharing.name for inner in s._sessions.values()] == ["none"]
