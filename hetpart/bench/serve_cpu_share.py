@@ -38,13 +38,14 @@ class PolicyResult:
     together_p50_ms: float
     together_p99_ms: float
     runs_per_s: float
+    cpu_ms_per_run: float  # process CPU time (user + system) per run together: spinning shows here
     os_threads: int | None
     wrong: int
 
     def line(self) -> str:
         return (f"{self.policy:<8} alone p50 {self.alone_p50_ms:7.2f} p99 {self.alone_p99_ms:7.2f} ms | "
                 f"{self.callers} together p50 {self.together_p50_ms:7.2f} p99 {self.together_p99_ms:7.2f} ms, "
-                f"{self.runs_per_s:8.1f} runs/s | {self.os_threads} OS threads | wrong {self.wrong}")
+                f"{self.runs_per_s:8.1f} runs/s, {self.cpu_ms_per_run:6.2f} CPU ms/run | {self.os_threads} OS threads | wrong {self.wrong}")
 
 
 def _os_threads() -> int | None:
@@ -101,16 +102,18 @@ def measure(model, payloads, policy: str, callers: int, seconds: float) -> Polic
         lats = [[] for _ in sessions]
         threads = [threading.Thread(target=_loop, args=(s, payloads, answers, seconds, lats[k], wrong))
                    for k, s in enumerate(sessions)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), os.times()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        took = time.perf_counter() - start
+        took, cpu_end = time.perf_counter() - start, os.times()
         together = [x for v in lats for x in v]
         ms = lambda v, q: float(np.percentile(v, q) * 1e3)  # noqa: E731
         return PolicyResult(policy, callers, ms(alone, 50), ms(alone, 99), ms(together, 50), ms(together, 99),
-                            len(together) / took, _os_threads(), len(wrong))
+                            len(together) / took,
+                            (cpu_end.user + cpu_end.system - cpu.user - cpu.system) * 1e3 / max(len(together), 1),
+                            _os_threads(), len(wrong))
     finally:
         for s in sessions:
             s.close()
