@@ -12,7 +12,8 @@ them; they run on a few *lanes*, process-wide, one lane = one long-lived thread 
 its one pool on its own cores:
 
 * ``gate`` (the default of a session with GPU partitions): one lane over the
-  process's cores, its pool as large as :func:`~hetpart.cpu_cores.pool_size` allows.  At most one CPU partition runs at
+  process's cores, its pool :func:`~hetpart.cpu_cores.pool_size` threads (what an
+  inline run on the caller's own pool had, so a lone caller's kernels are as fast).  At most one CPU partition runs at
   a time in the process (a caller waits for the lane, in arrival order); GPU work of
   every session still overlaps it.  No other pool ever runs, so none spins beside it.
 * ``split`` / ``split:N`` (N ways, default 2): N lanes, the process's CPUs cut into N
@@ -25,10 +26,6 @@ its one pool on its own cores:
   hand-off below; and what ``Session(cpu_threads=N)`` implies: the size asked for, on
   the session's own CPU workers).
 
-The lanes leave the last :data:`~.threads.DEFAULT_RESERVE` CPUs of the process to the
-threads that feed the GPU (spin-waits on CUDA events, workers, collectors), as the GPU
-sessions' own pools did (:func:`~.threads.pool_threads`), where that still leaves a
-CPU per lane.
 
 The policy is a value (:class:`CpuSharing`, parsed by :func:`parse` from ``"gate"``,
 ``"split:2"``, ``"none"``) given to ``Session(cpu_sharing=)`` (and through it to
@@ -56,7 +53,7 @@ from typing import Callable, TypeVar
 
 from ..cpu_cores import pool_size
 from ..errors import RuntimeFailure
-from .threads import DEFAULT_RESERVE, PROCESS_CPUS, configure_current_pool, name_current_os_thread, pin_named_threads, unpin_current_thread
+from .threads import PROCESS_CPUS, configure_current_pool, name_current_os_thread, pin_named_threads, unpin_current_thread
 
 T = TypeVar("T")
 
@@ -124,13 +121,6 @@ def resolve(cpu_sharing, cpu_threads: int | None, has_gpu: bool = True) -> CpuSh
                              f"'{sharing}' runs CPU partitions on shared lanes: give one of them "
                              "(or cpu_sharing='none' with cpu_threads)")
     return sharing
-
-
-def lane_cpus(cpus, ways: int, reserve: int = DEFAULT_RESERVE) -> list[int]:
-    """The CPUs the lanes use: ``cpus`` (sorted) less the last ``reserve``, where that
-    leaves at least one per lane; else all of them."""
-    cpus = sorted(cpus)
-    return cpus[:len(cpus) - reserve] if len(cpus) - reserve >= max(ways, 1) else cpus
 
 
 def core_sets(cpus, ways: int) -> list[tuple[int, ...]]:
@@ -218,9 +208,9 @@ class CpuShare:
         if sharing.policy == "none":
             raise RuntimeFailure("cpu_sharing 'none' has no lanes")
         self.sharing = sharing
-        cpus = lane_cpus(cpus if cpus is not None else (PROCESS_CPUS or range(pool_size())), sharing.ways)
+        cpus = sorted(cpus if cpus is not None else (PROCESS_CPUS or range(pool_size())))
         if sharing.policy == "gate":
-            self.lanes = [_Lane(0, "gate", None, max(1, min(pool_size(), len(cpus))))]
+            self.lanes = [_Lane(0, "gate", None, pool_size())]
         else:
             sets = core_sets(cpus, sharing.ways)
             self.lanes = [_Lane(k, f"s{sharing.ways}", s, len(s)) for k, s in enumerate(sets)]
