@@ -91,9 +91,11 @@ class Session:
     of spinning (CUDA's default): it frees a core for the CPU partitions but costs a
     wake-up; on the H200 machine it made no consistent difference to pipelined
     throughput over three runs (``bench/runtime.py``), so spinning stays the default.
-    ``cpu_threads`` sizes the TVM thread pool of each CPU partition's worker; None
-    applies :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay
-    free for the threads that feed the GPU (``pool_threads_used`` says what each got).
+    ``cpu_threads`` sizes the TVM thread pool of each CPU partition's worker (and
+    implies ``cpu_sharing="none"``); None, under ``cpu_sharing="none"``, applies
+    :func:`~.threads.pool_threads`: with GPU partitions, a couple of CPUs stay free for
+    the threads that feed the GPU; under a sharing policy the partitions run on its
+    lanes' pools instead (``pool_threads_used`` says what each got).
     A session given a ``cpu_threads`` other than TVM's default pool runs no run inline:
     an inline run would use the calling thread's own pool, not the size asked for.  (The
     smaller pools of GPU sessions are for pipelined runs; inline runs keep the caller's.)
