@@ -274,3 +274,25 @@ def test_multi_session_and_bucketed_sessions_pass_the_policy_on():
     with Session(bucketed, cpu_sharing="none") as s:
         s.run(_feeds(3))
         assert [inner.cpu_sharing.name for inner in s._sessions.values()] == ["none"]
+
+
+def test_a_caller_interrupted_while_waiting_for_a_lane_leaves_the_line():
+    """A waiter that raises (KeyboardInterrupt) inside the wait must leave the line: its
+    ticket at the head blocked every later caller for good."""
+    share = cpu_share.CpuShare(CpuSharing("gate", 1))
+    inside, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=lambda: share.run(lambda: (inside.set(), release.wait(20))))
+    holder.start()
+    assert inside.wait(20)
+    original = share._cond.wait
+    share._cond.wait = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())  # the next waiter is interrupted
+    with pytest.raises(KeyboardInterrupt):
+        share.run(lambda: None)
+    share._cond.wait = original
+    release.set()
+    holder.join(20)
+    got = []
+    later = threading.Thread(target=lambda: got.append(share.run(lambda: 7)), daemon=True)
+    later.start()
+    later.join(20)
+    assert got == [7] and not share._waiting

@@ -240,8 +240,13 @@ class CpuShare:
             self._waiting.append(ticket)
             if not (self._free and self._waiting[0] is ticket):
                 self.waited += 1
-            while not (self._free and self._waiting[0] is ticket):
-                self._cond.wait()
+            try:
+                while not (self._free and self._waiting[0] is ticket):
+                    self._cond.wait()
+            except BaseException:  # e.g. KeyboardInterrupt: out of the line, or it would block everyone behind
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+                raise
             self._waiting.popleft()
             last = self._last.get(me)
             index = last if last in self._free else min(self._free)
