@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_kernel_categories import feeds_se, hetpart_category  # noqa: E402
+from gpu_kernel_categories import feeds_se, hetpart_category, kernel_name_pattern  # noqa: E402
 
 HBM_BPS = 3.3e12
 """Bytes/s a streaming kernel reaches on the H200 (4.8 TB/s peak)."""
@@ -195,8 +195,7 @@ def cvt_rna_by_function(source_kernels: dict[str, dict], funcs) -> dict[str, boo
     the weight packing off) rounds to TF32; None when no kernel is found."""
     out = {}
     for f in funcs:
-        pattern = re.escape(f) + r"(_prepacked)?_kernel(_?\d+)?"
-        mine = [v for k, v in source_kernels.items() if k == f or re.fullmatch(pattern, k)]
+        mine = [v for k, v in source_kernels.items() if k == f or re.fullmatch(kernel_name_pattern(f), k)]
         out[f] = any(v["cvt_rna"] for v in mine) if mine else None
     return out
 
