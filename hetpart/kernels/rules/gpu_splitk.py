@@ -103,20 +103,26 @@ class GpuSplitKGemm(ScheduleRule):
         gemm = as_normal_gemm(func, plain=self.mode == "all")
         if gemm is None:
             return None
-        sch, main, shape = gemm.sch, gemm.block, gemm.shape
-        s = split_factor(*shape, sms=self.sms)
-        if s == 1:
-            return None
-        # Whole tiles (rows past M, columns past N, K past a multiple of K_STEP*S
-        # read as zeros), so no tile or chunk is ragged.
-        sch.pad_einsum(main, [1, TILE_M, TILE_N, K_STEP * s])
-        _, _, _, k = sch.get_loops(main)
-        chunk, _ = sch.split(k, [s, None])
-        partial = sch.rfactor(chunk, factor_axis=0)
-        _schedule_partials(sch, partial)
-        if not schedule_sum_epilogue(sch, main, partial):
-            return None
-        return sch
+        return split_gemm(gemm, split_factor(*gemm.shape, sms=self.sms))
+
+
+def split_gemm(gemm, s: int) -> s_tir.Schedule | None:
+    """Steps 2-3 on a function in normal form (``as_normal_gemm``'s): K in ``s``
+    chunks of whole K_STEP slices, the partial products, then their sum through the
+    epilogue; None when ``s`` is 1 or the epilogue is no inlinable chain."""
+    if s == 1:
+        return None
+    sch, main = gemm.sch, gemm.block
+    # Whole tiles (rows past M, columns past N, K past a multiple of K_STEP*S
+    # read as zeros), so no tile or chunk is ragged.
+    sch.pad_einsum(main, [1, TILE_M, TILE_N, K_STEP * s])
+    _, _, _, k = sch.get_loops(main)
+    chunk, _ = sch.split(k, [s, None])
+    partial = sch.rfactor(chunk, factor_axis=0)
+    _schedule_partials(sch, partial)
+    if not schedule_sum_epilogue(sch, main, partial):
+        return None
+    return sch
 
 
 # --- step 2: kernel 1, the partial GEMMs --------------------------------------------
