@@ -17,10 +17,8 @@ block per SM (at most :data:`MAX_SPLIT`).  The partials it writes and reads back
 (S x M x N floats: 0.6 MB for the 480 -> 80 layer split in 10) cost well under a
 microsecond of bandwidth, against the serial k-loop they remove.
 
-It also takes an epilogue that is no single chain -- SiLU ``y * sigmoid(y)`` and
-GELU read the GEMM's result twice -- which :func:`.gpu_splitk.schedule_sum_epilogue`
-declines: every element-wise block after the sum is inlined into the output block
-(:func:`_inline_epilogue`), and the sum stays one register per thread, read twice.
+An epilogue that reads the GEMM's result twice (EfficientNet's SiLU ``y * sigmoid(y)``)
+is inlined into the output block first (:func:`.gpu_splitk.inline_epilogue`).
 
 Applies only (:func:`fine_split_factor`) where all of these hold, so every other
 contraction keeps its schedule:
@@ -28,8 +26,10 @@ contraction keeps its schedule:
 * the output's leading extent (the images) is at most :data:`MAX_BATCH`;
 * the grid :mod:`.gpu_splitk` would launch (its split, or none) has at most
   ``sm_count / 2`` blocks: half the SMs or more idle (ConvNeXt's 2x2 downsampling
-  convolution (75 blocks), ResNet-50's 7x7 1x1 layers (128 blocks) and every
-  transformer projection at sequence 128-197 (144-288 blocks) keep theirs);
+  convolution (75 blocks), ResNet-50's 7x7 1x1 layers (128 blocks) and BERT's /
+  ViT's 768-wide projections at 128-197 tokens (144-288 blocks) keep theirs; T5-small's
+  512 x 512 projections at 128 tokens, split in 2 on 64 blocks, are taken: 8 chunks,
+  256 blocks);
 * each of those blocks loops over at least :data:`MIN_SERIAL_STEPS` K slices (a
   short K is not what makes the kernel slow);
 * a finer split exists: S divides the K slices, leaves each chunk >= MIN_K_STEPS.
@@ -96,7 +96,7 @@ class GpuFineSplitK(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if self.mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
             return None
-        if not 0 < _images(func) <= MAX_BATCH:
+        if not 0 < gpu_splitk.images(func) <= MAX_BATCH:
             return None
         gemm = as_normal_gemm(func, plain=self.mode == "all")
         if gemm is None:
@@ -105,54 +105,4 @@ class GpuFineSplitK(ScheduleRule):
         s = fine_split_factor(m, n, k, sms=self.sms, batch=batch)
         if s == 1:
             return None
-        if gpu_splitk.consumer_chain(gemm.sch, gemm.block) is None and not _inline_epilogue(gemm.sch, gemm.block):
-            return None
-        return gpu_splitk.split_gemm(gemm, s)
-
-
-def _images(func: tirx.PrimFunc) -> int:
-    """The leading extent of ``func``'s output (0 if not static)."""
-    shape = getattr(func.params[-1], "shape", None) or ()
-    return int(shape[0]) if len(shape) and isinstance(shape[0], tirx.IntImm) else 0
-
-
-def _inline_epilogue(sch: s_tir.Schedule, main) -> bool:
-    """Inline every block after ``main`` but the function's output block into the
-    blocks that read it, so what follows ``main`` is one chain (its write-back, then
-    the output block); False (the schedule may be half changed: the caller declines)
-    when a block is not element-wise, the blocks after ``main`` end in more than one
-    output, or TVM refuses an inlining."""
-    after = _reachable(sch, main)
-    outputs = [b for b in after if not sch.get_consumers(b)]
-    if len(outputs) != 1:
-        return False
-    for blk in after:
-        if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
-            return False
-    writeback = sch.get_consumers(main)
-    if len(writeback) != 1:
-        return False
-    out = sch.get(outputs[0]).name_hint
-    keep = {sch.get(writeback[0]).name_hint, out}
-    for name in [sch.get(b).name_hint for b in after]:
-        if name in keep:
-            continue
-        try:
-            sch.compute_inline(sch.get_sblock(name))
-        except Exception:  # noqa: BLE001 - TVM refuses with several error types
-            return False
-    return gpu_splitk.consumer_chain(sch, main) is not None
-
-
-def _reachable(sch: s_tir.Schedule, block) -> list:
-    """The blocks that read, directly or not, what ``block`` writes (in schedule order)."""
-    seen, todo, names = [], [block], set()
-    while todo:
-        for c in sch.get_consumers(todo.pop()):
-            name = sch.get(c).name_hint
-            if name not in names:
-                names.add(name)
-                seen.append(c)
-                todo.append(c)
-    order = {sch.get(b).name_hint: i for i, b in enumerate(sch.get_child_blocks(sch.get_sblock("root")))}
-    return sorted(seen, key=lambda b: order.get(sch.get(b).name_hint, len(order)))
+        return gpu_splitk.split_gemm(gemm, s, fork_epilogue=True)
