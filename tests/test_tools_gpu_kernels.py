@@ -246,6 +246,10 @@ def test_flags_and_estimates():
     assert static.flags("GEMV", "squeeze-excite", narrow, 401408, 4e5, 132) == ["<SMs", f"serial>{static.SERIAL_LIMIT}"]
     _, est = static.estimates("GEMV", narrow, 401408, 3_210_000, 400_000)
     assert est == pytest.approx(6273 * static.SERIAL_STORE_S + 14 * static.SERIAL_REGISTER_S)
+    # A function of two kernels (split-K: partials, then their sum) costs two kernel nodes at least.
+    two = static.Launch(grid=140, block=128, serial=400, serial_memory=20, kernels=2)
+    roof, est = static.estimates("GpuFineSplitK", two, 15680, 1_000_000, 15_000_000)
+    assert roof == pytest.approx(2 * static.MIN_KERNEL_S) and est == pytest.approx(2 * static.MIN_KERNEL_S)
     simt = static.Launch(grid=14, block=128, serial=500, serial_memory=50)
     assert "simt-gemm" in static.flags("Matmul", "pointwise conv", simt, 15680, 30e6, 132)
     assert "simt-gemm" not in static.flags("Matmul", "pointwise conv", simt, 15680, 30e6, 132, tf32=False)
