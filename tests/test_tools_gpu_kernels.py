@@ -161,6 +161,36 @@ def test_where_the_forward_goes():
     assert prof.forward_time(prof.trace_events({"traceEvents": []})) is None
 
 
+def test_main_reads_hetpart_side_from_a_trace(tmp_path):
+    """The tool end to end without a GPU or torch: a zoo model's export in the export
+    directory, a trace of one forward naming each of its functions' kernels, no PyTorch
+    side: every function found, its category, the forward's breakdown."""
+    import json
+
+    from hetpart import load
+    from hetpart.models import build
+
+    name = "zoo:efficientnet:small"
+    path = tmp_path / "zoo_efficientnet_small-b1.onnx"
+    onnx.save(build("efficientnet", small=True), str(path))
+    kernels = prof.hetpart_kernel_list(load(str(path)))
+    t0, events = 1000.0, []
+    for i, (_, func, _, count) in enumerate(kernels):
+        for j in range(count):
+            events.append(_x("kernel", f"{func}_kernel", t0 + 10.0 + 5 * (i + j), 2.0))
+    events.append(_x("user_annotation", prof.FORWARD, t0, 10.0 + 5 * len(events) + 20.0, pid=1, tid=1))
+    trace = tmp_path / "t.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    out = tmp_path / "k.json"
+    assert prof.main([name, "--export-dir", str(tmp_path), "--trace", str(trace), "--no-torch", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["missing"] == [] and data["unmatched"] == []
+    launches = sum(r["count"] for r in data["hetpart"])
+    assert launches == sum(k[3] for k in kernels)
+    assert {r["category"] for r in data["hetpart"]} >= {"depthwise conv", "pointwise conv", "squeeze-excite"}
+    assert data["forward"]["kernels"] == pytest.approx(2.0 * launches)
+
+
 def test_rules_come_from_a_profile_its_times_do_not():
     p = {"schema": "hetpart-profile", "overheads": {"cuda": {"empty_s": 3e-6}},
          "kernels": {"cuda": {"s1": {"status": "ok", "rule": "GpuWindowReduction", "timing": {"median_s": 1e-6}}}}}
