@@ -257,12 +257,13 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   BUDGET=520 RESERVE=80 timeout 580 bash tools/capped_round.sh first > "$OUT/logs/capped-first.txt" 2>&1 ;;
 37)  # (BUDGET=590) issue 17 at batch 1 after gpu_splitk_fine (MBConv pointwise convs at 14x14/7x7 split in
      # chunks down to 48 of K) and split-K taking GELU epilogues at b1 (ConvNeXt's stage-4 MLP): their cuda tests,
-     # the b1 fp32 rows of the corpus models (those it touches, and those it must not move), then convnext_tiny's per-kernel table
+     # the b1 fp32 rows of the corpus models (those it touches, and those it must not move; timed with no compile
+     # beside them: step 30's convnext_tiny row ran beside 2, and hetpart's number holds host work), then convnext_tiny's per-kernel table
      # from the fixed profile tool (GPU-clock kernel times from a CUPTI trace, and where the forward goes)
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider -k onnxruntime tests/test_kernels_gpu_splitk_fine.py \
     tests/test_kernels_splitk.py > "$OUT/logs/cuda-tests.txt" 2>&1
   timeout 290 python3 bench/corpus.py --models efficientnet_b0,mobilenet_v3_large,convnext_tiny,resnet50,vit_b_16,distilbert,t5_encoder \
-    --devices cuda --batches 1 --time --budget 270 --export-dir "$EXPORTS" \
+    --devices cuda --batches 1 --time --quiet-timing --budget 270 --export-dir "$EXPORTS" \
     --out "$OUT/corpus-b1-fine.json" > "$OUT/logs/corpus-b1.log" 2>&1
   timeout 190 python3 tools/gpu_kernel_profile.py convnext_tiny --export-dir "$EXPORTS" --runs 20 \
     --keep-trace "$OUT/trace-convnext_tiny-b1.json" --json "$OUT/kernels-convnext_tiny-b1.json" \
