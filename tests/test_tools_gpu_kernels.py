@@ -191,6 +191,24 @@ def test_main_reads_hetpart_side_from_a_trace(tmp_path):
     assert data["forward"]["kernels"] == pytest.approx(2.0 * launches)
 
 
+def test_a_trace_whose_gpu_clock_disagrees_counts_every_kernel():
+    """GPU timestamps nowhere inside the host ranges: every kernel of the trace counts,
+    spread over the forwards; span and idle are not measured."""
+    trace = _recorded_trace()
+    for e in trace["traceEvents"]:
+        if e.get("cat") in ("kernel", "gpu_memcpy"):
+            e["ts"] += 5e6
+    events = prof.trace_events(trace)
+    assert not prof.aligned(events) and prof.aligned(prof.trace_events(_recorded_trace()))
+    rows, _ = prof.hetpart_trace_times(events, _CATS)
+    dw = next(r for r in rows if r.category == "depthwise conv")
+    assert dw.count == pytest.approx(1.5) and dw.us == pytest.approx((3.9 + 4.0 + 4.0) / 3)  # the warm-up one too
+    t = prof.forward_time(events)
+    assert not t.aligned and t.kernels == pytest.approx((3.9 + 2 * 29.5) / 2)
+    assert math.isnan(t.span) and math.isnan(t.host_outside)
+    assert "clocks not aligned" in prof.forward_table(t, None, "f")
+
+
 def test_rules_come_from_a_profile_its_times_do_not():
     p = {"schema": "hetpart-profile", "overheads": {"cuda": {"empty_s": 3e-6}},
          "kernels": {"cuda": {"s1": {"status": "ok", "rule": "GpuWindowReduction", "timing": {"median_s": 1e-6}}}}}

@@ -109,10 +109,11 @@ class ForwardTime:
     copies: float
     span: float
     gpu_idle: float
+    aligned: bool = True  # False: GPU and host clocks disagree; span and gpu_idle not measured (NaN)
 
     @property
     def host_outside(self) -> float:
-        return max(self.wall - self.span, 0.0)
+        return max(self.wall - self.span, 0.0) if self.aligned else float("nan")
 
 
 def trace_events(trace: dict) -> list[TraceEvent]:
@@ -128,17 +129,34 @@ def _forwards(events: list[TraceEvent]) -> list[TraceEvent]:
     return sorted((e for e in events if e.name == FORWARD and not e.cat.startswith("gpu")), key=lambda e: e.ts)
 
 
+def _gpu(events: list[TraceEvent]) -> list[TraceEvent]:
+    return [e for e in events if e.cat == GPU_KERNEL or e.cat in GPU_COPY]
+
+
 def _in_forward(events: list[TraceEvent], forwards: list[TraceEvent]) -> list[tuple[int, TraceEvent]]:
-    """``(forward index, event)`` for each GPU kernel/copy that starts inside a forward."""
+    """``(forward index, event)`` for each GPU kernel/copy that starts inside a forward;
+    [] when none does (see :func:`aligned`)."""
     out = []
-    for e in events:
-        if e.cat != GPU_KERNEL and e.cat not in GPU_COPY:
-            continue
+    for e in _gpu(events):
         for i, f in enumerate(forwards):
             if f.ts <= e.ts <= f.end:
                 out.append((i, e))
                 break
     return out
+
+
+def aligned(events: list[TraceEvent]) -> bool:
+    """Whether the trace's GPU activities fall inside its host forward ranges (kineto puts
+    CUPTI's timestamps on the host clock; if a build did not, every GPU activity of the
+    trace counts, spread evenly over the forwards -- the trace holds the timed runs only --
+    and the span and idle time are not measured)."""
+    return bool(_in_forward(events, _forwards(events))) or not _gpu(events)
+
+
+def _per_forward(events: list[TraceEvent], forwards: list[TraceEvent]) -> list[tuple[int, TraceEvent]]:
+    """:func:`_in_forward`, or every GPU activity (forward index -1) when the clocks disagree."""
+    found = _in_forward(events, forwards)
+    return found if found else [(-1, e) for e in _gpu(events)]
 
 
 def _busy(intervals: list[tuple[float, float]]) -> float:
@@ -159,21 +177,22 @@ def forward_time(events: list[TraceEvent]) -> ForwardTime | None:
     if not forwards:
         return None
     per = defaultdict(list)
-    for i, e in _in_forward(events, forwards):
+    for i, e in _per_forward(events, forwards):
         per[i].append(e)
     n = len(forwards)
     kernels = copies = count = span = idle = 0.0
-    for i in range(n):
-        gpu = per.get(i, [])
+    for i, gpu in per.items():
         ks = [e for e in gpu if e.cat == GPU_KERNEL]
         kernels += sum(e.dur for e in ks)
         count += len(ks)
         copies += sum(e.dur for e in gpu if e.cat in GPU_COPY)
-        if gpu:
+        if gpu and i >= 0:
             s = max(e.end for e in gpu) - min(e.ts for e in gpu)
             span += s
             idle += s - _busy([(e.ts, e.end) for e in gpu])
     wall = sum(f.dur for f in forwards)
+    if -1 in per:
+        return ForwardTime(n, wall / n, kernels / n, count / n, copies / n, float("nan"), float("nan"), False)
     return ForwardTime(n, wall / n, kernels / n, count / n, copies / n, span / n, idle / n)
 
 
@@ -185,15 +204,16 @@ def hetpart_trace_times(events: list[TraceEvent], categories: dict[str, str], ru
     ``categories``: ``{PrimFunc name: category}`` of the model's kernels; a function
     of several CUDA kernels (split-K's partial products and sum, the broadcast
     epilogue's FC and multiply) adds its kernels' durations per launch of its first.
-    Only GPU kernels that start inside a timed forward count; kernels of other
-    libraries (or TVM builtins) are kept under category ``other``."""
+    Only GPU kernels that start inside a timed forward count (all of the trace's where
+    none does: :func:`aligned`); kernels of other libraries (or TVM builtins) are kept
+    under category ``other``."""
     forwards = _forwards(events)
     rules = rules or {}
     total: dict[str, float] = defaultdict(float)
     launches: dict[str, Counter] = defaultdict(Counter)
     unmatched: set[str] = set()
     owner: dict[str, str | None] = {}
-    for _, e in _in_forward(events, forwards):
+    for _, e in _per_forward(events, forwards):
         if e.cat != GPU_KERNEL:
             continue
         if e.name not in owner:
@@ -300,6 +320,8 @@ def forward_table(t: ForwardTime, peer_ms: float | None, title: str) -> str:
     for what, us in rows:
         lines.append(f"| {what} | {us:.1f} | {100 * us / t.wall if t.wall else 0:.0f} % |")
     lines.append(f"\n{t.forwards} forwards; {t.kernel_count:g} kernels each; GPU span {t.span:.1f} us.")
+    if not t.aligned:
+        lines[-1] += " GPU activities lie outside the host ranges (clocks not aligned): span and idle not measured."
     if peer_ms is not None:
         lines[-1] += f" PyTorch CUDA graph (corpus peer): {peer_ms * 1e3:.1f} us."
     return "\n".join(lines)
