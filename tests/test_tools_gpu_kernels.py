@@ -379,17 +379,17 @@ def test_rounding_ab_table():
 
 
 def test_launch_shape_of_a_split_k_function_is_its_partial_products_kernel():
-    """EfficientNet-B0's 1152 -> 192 pointwise conv at 7x7, batch 1, split-K: kernel 1
-    (partial products, 4x3x2 blocks of 8x16 threads, the serial work) is the one shown,
-    not the tags' maxima over both kernels multiplied (42x3x4 blocks of 224x8)."""
+    """EfficientNet-B0's 1152 -> 192 pointwise conv at 7x7, batch 1, split-K (in 12 by
+    gpu_splitk_fine): kernel 1 (partial products, 12x3x2 blocks of 8x16 threads, the
+    serial work) is the one shown, not the tags' maxima over both kernels multiplied."""
     ic, oc, hw = 1152, 192, 7
     w = numpy_helper.from_array(np.ones((oc, ic, 1, 1), np.float32), "w")
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "pw",
                           [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, ic, hw, hw])],
                           [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, oc, hw, hw])], [w])
     (row,) = static.analyse(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), source=False)
-    assert row.rule == "GpuSplitKGemm" and row.kernels == 2
-    assert (row.grid, row.block) == (4 * 3 * 2, 8 * 16)
+    assert row.rule == "GpuFineSplitK" and row.kernels == 2
+    assert (row.grid, row.block) == (12 * 3 * 2, 8 * 16)
     assert "<SMs" in row.flags
 
 
