@@ -511,6 +511,9 @@ def main(argv=None) -> int:
                 f"{', '.join(missing)}"
     if unmatched:
         text += f"\n\nCUDA kernels no hetpart function owns (category other): {', '.join(unmatched[:10])}"
+    if not any(e.cat == GPU_KERNEL for e in events):
+        text += ("\n\nwarning: the hetpart trace holds no GPU kernel at all: CUPTI recorded none of the "
+                 "session's kernels (replayed from a CUDA graph captured before profiling?); its side is empty")
     print(text)
     if args.md:
         with open(args.md, "a") as fh:
