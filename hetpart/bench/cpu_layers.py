@@ -237,6 +237,10 @@ LAYERS = {
     "mb_proj_56": lambda: _conv(144, 24, (56, 56), (1, 1), relu=False),
     "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
     "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
+    "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
+    "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
+    "mb_exp_7": lambda: _conv(160, 960, (7, 7), (1, 1), relu6=True),
+    "mb_last": lambda: _conv(320, 1280, (7, 7), (1, 1), relu6=True),
     # squeeze-excite blocks: mobilenet_v3_large (hard-sigmoid) and efficientnet_b0 (sigmoid)
     "mn3_se_480_14": lambda: _se(480, 14, 120),
     "mn3_se_672_14": lambda: _se(672, 14, 168),
