@@ -260,12 +260,12 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # the layers at 16 threads, the corpus b1 rows, hetpart's pool A/B (16/15 threads, pinned or not,
      # fresh process each, ORT beside) on two of those exports, mobilenet_v2's kernels at 8 and 16
      # threads, then resnet50 at b32
-  timeout 90 python3 bench/cpu_layers.py r50_3x3_7 r50_1x1_14 mb_proj_7 mb_exp_56 mb_last mb_stem eff_se_672_14 \
+  timeout 80 python3 bench/cpu_layers.py r50_3x3_7 r50_1x1_14 mb_proj_7 mb_exp_56 mb_last mb_stem eff_se_672_14 \
     cnx_dw7_56 mb_dw_7 --threads 16 --runs 20 > "$OUT/logs/cpu-layers-16-settled.txt" 2>&1
-  timeout 230 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 210 --export-dir "$EXPORTS" \
+  timeout 250 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 230 --export-dir "$EXPORTS" \
     --models mobilenet_v2,resnet50,googlenet,inception_v3,vit_b_16,densenet121 \
     --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1
-  timeout 140 python3 -m hetpart.bench.cpu_pool "$EXPORTS/mobilenet_v2-b1.onnx" "$EXPORTS/resnet50-b1.onnx" \
+  timeout 130 python3 -m hetpart.bench.cpu_pool "$EXPORTS/mobilenet_v2-b1.onnx" "$EXPORTS/resnet50-b1.onnx" \
     --rounds 2 --runs 30 --timeout 30 --json "$OUT/cpu-pool-ab.json" > "$OUT/logs/cpu-pool-ab.txt" 2>&1
   timeout 45 python3 -m hetpart.bench.kernel_table "$EXPORTS/mobilenet_v2-b1.onnx" --threads 16 8 \
     > "$OUT/logs/kernels-mobilenet_v2.txt" 2>&1

@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             vs = f"   {row['median_ms'] / ref:5.2f}x ORT" if ref and not v.ort else ""
             print(f"  {v.label:<22} median {row['median_ms']:9.3f} ms   least {row['min_ms']:9.3f} ms{vs}", flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
+        if a.json:  # after every model: a run cut by a time limit keeps the models done
+            Path(a.json).write_text(json.dumps(report, indent=1))
     return 0
 
 
