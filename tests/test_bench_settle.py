@@ -113,3 +113,18 @@ def test_log_sums_its_waits():
     assert j["settles"] == 2 and j["settle_not_quiet"] == 1
     assert j["settle_max_ms"] >= 100
     assert "1 still busy" in log.summary()
+
+
+def test_kernel_table_settles_before_each_side(monkeypatch):
+    """kernel_table.measure waits for quiet before hetpart's runs and before ORT's, and says so."""
+    from hetpart.bench import kernel_table
+    from hetpart.bench.cpu_layers import LAYERS
+    from hetpart.bench.settle import Settled
+    from hetpart.models import example_inputs
+
+    calls = []
+    monkeypatch.setattr(kernel_table, "settle", lambda: calls.append(1) or Settled(0.125, True, 0.0))
+    model = LAYERS["inc_1x3"]()
+    t = kernel_table.measure(model, example_inputs(model, seed=0), threads=1, runs=2)
+    assert len(calls) == 2 and t.settle_ms == (125.0, 125.0)
+    assert "settled 125 ms before hetpart's runs, 125 ms before ORT's" in t.render()
