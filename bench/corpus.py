@@ -468,15 +468,25 @@ def _profile(graph, how: str, device: str):
 
 def _timings(session, feeds, device, model_path, meta, repeat, precision: str = "fp32") -> dict:
     """hetpart's median ms and its peer's: ONNX Runtime CPU (all cores) or PyTorch
-    with a CUDA graph (measured in prepare)."""
+    with a CUDA graph (measured in prepare).  On the CPU, each side is timed once the
+    process's other threads are quiet (``hetpart.bench.settle``: TVM's pool workers
+    spin on after hetpart's runs, ORT's after its own), its waits recorded
+    (``settle_ms``: before hetpart's timing, before ORT's)."""
     run_feeds = _session_feeds(session, feeds)
+    waits = []
+    if device == "cpu":
+        from hetpart.bench.settle import settle
+
+        waits.append(settle())
     hetpart_ms = _median_ms(lambda: session.run(run_feeds), repeat)
     out = {"hetpart_ms": round(hetpart_ms, 4)}
     if device == "cpu":
         from hetpart.cpu_cores import physical_cores
 
         sess = _onnxruntime(model_path, threads=physical_cores())
-        out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4))
+        waits.append(settle())
+        out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4),
+                   settle_ms=[round(w.waited_s * 1e3, 1) for w in waits])
     elif _peer_key(precision) in meta:
         peer = "torch_cuda_graph" if precision == "fp32" else f"torch_cuda_graph_autocast_{precision}"
         out.update(peer=peer, peer_ms=round(meta[_peer_key(precision)], 4))
