@@ -6,15 +6,16 @@ At batch 1 the pointwise (1x1) convolutions of MobileNet-v3 and EfficientNet-B0 
 so with K = 192..1152 it splits in 1-4 and the grid stays at 12-40 blocks on 132 SMs,
 every block looping over 12-30 K slices in sequence (dlight's ``Matmul`` where it
 does not split: 14 blocks x 8072 serial stores per thread for EfficientNet-B0's
-480 -> 80 layer).  Measured on the H200 (issue 17, as the cost model's microbenchmark
-read them): those layers took 10-23 us each, ~360 us of EfficientNet-B0's 828 us
-forward, where cuBLAS's split-K GEMMs for the same layers take 3-6 us.
+480 -> 80 layer).  Measured on the H200 (issue 17, one-kernel VM-call medians, about
+the GPU time for kernels this long): the 16 such launches of EfficientNet-B0 took
+10.5-23 us each, 277 us of its 828 us forward, where PyTorch's cuBLAS/CUTLASS GEMMs
+for the same layers take 3.5-5.5 us.
 
 This rule runs the same two kernels as :mod:`.gpu_splitk` (partial products, then
 their sum through the epilogue, :func:`.gpu_splitk.split_gemm`) with K cut in chunks
 as short as :data:`MIN_K_STEPS` slices of 16, as many as it takes to give the grid a
 block per SM (at most :data:`MAX_SPLIT`).  The partials it writes and reads back
-(S x M x N floats: 0.6 MB for the 480 -> 80 layer split in 10) cost well under a
+(S x M x N floats of whole tiles: 1.1 MB for the 480 -> 80 layer split in 10) cost well under a
 microsecond of bandwidth, against the serial k-loop they remove.
 
 An epilogue that reads the GEMM's result twice (EfficientNet's SiLU ``y * sigmoid(y)``)
