@@ -191,6 +191,18 @@ def test_main_reads_hetpart_side_from_a_trace(tmp_path):
     assert data["forward"]["kernels"] == pytest.approx(2.0 * launches)
 
 
+
+def test_rules_of_a_graph_scheduled_for_sm90():
+    """Without a profile the rule column comes from scheduling the graph as the build does."""
+    from hetpart import load
+    from hetpart.models import build
+
+    graph = load(build("efficientnet", small=True))
+    rules = prof.scheduled_rules(graph, "sm_90")
+    assert set(rules) == {k.func for k in graph.kernels.values()}
+    assert "GpuWindowReduction" in rules.values()  # its depthwise convs
+
+
 def test_a_trace_whose_gpu_clock_disagrees_counts_every_kernel():
     """GPU timestamps nowhere inside the host ranges: every kernel of the trace counts,
     spread over the forwards; span and idle are not measured."""

@@ -13,7 +13,8 @@ kernel inside one is mapped to the PrimFunc TVM named it after (``<func>_kernel`
 ``<func>_kernel_1``, ..., ``gpu_kernel_categories.function_of_kernel``), its duration
 taken from the GPU's clock.  Besides the per-kernel rows: where the forward's wall
 time goes (the GPU's kernels, copies, its idle time inside the span, host time
-outside it).  Schedule rules come from a ``hetpart profile`` JSON where one exists.
+outside it).  Schedule rules come from a ``hetpart profile`` JSON where one exists,
+else from scheduling the graph for the local GPU (:func:`scheduled_rules`).
 
 (Until this version the hetpart side was the cost model's profile: each kernel's
 median time of one VM call less the empty call's.  A VM call costs the host a few
@@ -244,6 +245,21 @@ def profile_rules(profile: dict, kernels: list[tuple[str, str, str, int]], devic
     kernel per VM call, host-bound for short kernels (see :func:`hetpart_trace_times`)."""
     recs = profile.get("kernels", {}).get(device, {})
     return {func: recs[sig].get("rule", "") for sig, func, _, _ in kernels if sig in recs}
+
+
+def scheduled_rules(graph, arch: str | None = None) -> dict[str, str]:
+    """``{PrimFunc name: schedule rule}`` of an op graph's module scheduled for CUDA as
+    ``kernels.build`` schedules it (this machine's GPU, or ``arch``; the default kernel
+    options); {} where that fails (the table then has no rule column)."""
+    from hetpart import kernels
+    from hetpart.kernels.options import resolve
+    from hetpart.targets import cuda_tvm_target
+
+    try:
+        return dict(kernels.rules_applied(kernels.schedule(graph.module, cuda_tvm_target(arch), resolve(cuda_arch=arch))))
+    except Exception as exc:  # noqa: BLE001 - the rules are a courtesy column
+        print(f"warning: no schedule rules ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return {}
 
 
 def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
@@ -483,9 +499,11 @@ def main(argv=None) -> int:
     if not onnx_path.exists():
         export_dir.mkdir(parents=True, exist_ok=True)
         corpus.export(args.model, args.batch, onnx_path)
-    kernels = hetpart_kernel_list(load(str(onnx_path)))
+    graph = load(str(onnx_path))
+    kernels = hetpart_kernel_list(graph)
     profile_path = Path(args.profile or onnx_path.with_suffix(".profile.json"))
-    rules = profile_rules(json.loads(profile_path.read_text()), kernels) if profile_path.exists() else {}
+    rules = (profile_rules(json.loads(profile_path.read_text()), kernels) if profile_path.exists()
+             else scheduled_rules(graph))
     trace_path = Path(args.trace) if args.trace else export_dir / f"{onnx_path.stem}.hetpart-trace.json"
     if not args.trace:
         run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path)
