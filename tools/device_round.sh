@@ -255,6 +255,11 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
 33)  # (BUDGET=590) issue 19's other workloads: hetpart, hetpart bf16 and both memory rules at 1/2 on
      # llama_decode, moe, dlrm, then llama_prefill (tools/capped_round.sh first; a rerun continues)
   BUDGET=520 RESERVE=80 timeout 580 bash tools/capped_round.sh first > "$OUT/logs/capped-first.txt" 2>&1 ;;
+34)  # (BUDGET=590) issue 19's predictions after the cost fixes (bench/results/capped-predictions.md): llama_decode
+     # then moe at 1/2, their kernels measured here first, CPU weights at the measured memory bandwidth,
+     # hetpart / bf16 / all-CPU / both rules (tools/capped_round.sh costs; a rerun continues once
+     # $OUT/capped-costs.json is merged to bench/results/capped-costs-nvidia-h200.json); the profile comes back
+  BUDGET=520 RESERVE=90 timeout 580 bash tools/capped_round.sh costs > "$OUT/logs/capped-costs-step.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
