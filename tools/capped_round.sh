@@ -22,6 +22,11 @@
 #      table (its rows were planned on guesses), only against bench/results/capped-costs-nvidia-h200.json
 #      (this step's own merged rows, for a second call).  The measured profile is copied to
 #      $OUT/profile-capped.json (each kernel's time on both devices: the prediction analysis's data).
+#      Not timed yet: measuring ~25-50 distinct kernels per device plus the bf16 CUDA ones
+#      (16 build workers, 5 quick repeats each) and the link is estimated at 1-3 min per
+#      workload, before its first plan; moe may not finish in the same call (rerun after merging).
+# Since the capped-costs branch every step measures its workloads' kernels first on the
+# GPU machine (bench/capped.py's default --profile auto): add that time to the estimates below.
 #
 # Estimates (from planning here on 2 contended cores, 2026-12-03, and step 24's BERT-large
 # run, ~550 s for 3 caps x 8 contenders at 1.3 GB): import 4.4 GB (llama_*) ~40-60 s
