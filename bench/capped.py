@@ -15,6 +15,12 @@ downloaded; exports are cached in ``--export-dir``.
 
 Caps: a share of the workload's weight bytes (``1/2``) or bytes (``512MiB``).
 
+Costs: on a machine with a GPU each workload's kernels are measured first (``--profile
+auto``, the default; ``quick`` forces it, ``recorded`` plans on the recorded profile,
+its missing kernels predicted and counted in the table); CPU weights are priced at the
+CPU memory bandwidth measured in the run (``--hot-weights``: as timed alone).  Why:
+bench/results/capped-predictions.md.
+
 On the GPU machine (one call of at most 10 min; --budget stops between contenders
 and writes what it has; a second call with --skip-done goes on)::
 
@@ -66,11 +72,12 @@ def main(argv=None) -> int:
         results["records"] = [r for r in results["records"] if capped._key(r) not in done] + earlier
     options = capped.Options(
         settings=Settings.quick() if args.quick else SETTINGS,
-        profile=None if args.profile in ("recorded", "quick") else args.profile,
+        profile=None if args.profile in ("recorded", "quick", "auto") else args.profile,
         simulate=args.simulate,
         deadline=start + args.budget - args.reserve if args.budget else float("inf"),
         bandwidth_bytes=args.bandwidth_mib << 20,
-        measure=args.profile == "quick",
+        measure=args.profile == "quick" or (args.profile == "auto" and capped.measure_by_default(args.simulate)),
+        cold_weights=not args.hot_weights,
         progress=args.verbose,
         kernel_options=_kernel_options(args.simulate),
         contenders=_contenders(args.contenders),
@@ -136,9 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=0, help="seconds for the whole call (0: no limit)")
     p.add_argument("--reserve", type=float, default=60,
                    help="seconds of --budget kept free: no contender starts after budget - reserve")
-    p.add_argument("--profile", default="recorded",
-                   help="'recorded' (this machine's profile, else the shipped recording), 'quick' (first "
-                        "measure the workload's kernels and the link with few repeats), or a profile PATH")
+    p.add_argument("--profile", default="auto",
+                   help="'auto' (default: 'quick' where there is a GPU, else 'recorded'), 'recorded' (this "
+                        "machine's profile, else the shipped recording; kernels it lacks are predicted and "
+                        "counted in the table), 'quick' (first measure the workload's kernels and the link with "
+                        "few repeats), or a profile PATH")
+    p.add_argument("--hot-weights", action="store_true",
+                   help="price CPU weights as timed alone (cached), not at the run's CPU memory bandwidth")
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer the bandwidths are measured with")
     p.add_argument("--simulate", action="store_true", help="CUDA partitions compiled and run on the CPU")
     p.add_argument("--quick", action="store_true", help="few repeats (not a publishable number)")

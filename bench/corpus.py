@@ -221,11 +221,18 @@ TOLERANCE = {"tf32_on": 1e-2, "tf32_off": 1e-4, "bf16": 2e-2, "fp16": 2e-2}
 
 
 def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
-                          precision: str = "fp32") -> tuple[float, list[np.ndarray]]:
-    """Median ms of the module's forward replayed from a CUDA graph, TF32 allowed;
-    ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type (issue 17's peer).
-    Also the graph's outputs (float32 numpy, in the export's output order), so the
-    peer's own error against the float32 reference can stand beside hetpart's."""
+                          precision: str = "fp32") -> tuple[float, float, list[np.ndarray]]:
+    """``(gpu_ms, host_ms, outputs)`` of the module's forward replayed from a CUDA graph,
+    TF32 allowed; ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type
+    (issue 17's peer).
+
+    ``gpu_ms``: median GPU time of the replay alone (CUDA events; inputs already on the
+    GPU) -- the strict peer, the one ``peer_ms`` reports.  ``host_ms``: median wall time
+    of what ``Session.run`` does for hetpart's row: numpy inputs copied into the graph's
+    inputs, the replay, the outputs copied back to numpy -- the like-for-like peer
+    (``peer_host_ms``).  Also the graph's outputs (float32 numpy, in the export's output
+    order), so the peer's own error against the float32 reference can stand beside
+    hetpart's."""
     import contextlib
 
     import torch
@@ -256,8 +263,17 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
+        host_times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for arg, value in zip(args, feeds.values()):
+                arg.copy_(torch.from_numpy(value))
+            graph.replay()
+            host_out = [o.cpu().numpy() for o in outputs]  # .cpu() waits for the replay
+            host_times.append((time.perf_counter() - t0) * 1e3)
+        del host_out
         got = [o.float().cpu().numpy() for o in outputs]
-    return float(np.median(times)), got
+    return float(np.median(times)), float(np.median(host_times)), got
 
 
 # ========================================================================================
@@ -314,7 +330,8 @@ def time_peer(name: str, batch: int, export_dir: Path, repeat: int, precision: s
     feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
     refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
     meta = json.loads(meta_path.read_text())
-    meta[_peer_key(precision)], got = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
+    meta[_peer_key(precision)], meta[_peer_key(precision) + "_host"], got = time_torch_cuda_graph(
+        name, batch, feeds, repeat, precision)
     meta[_peer_key(precision) + "_rel_err"] = peer_rel_err(got, refs)
     meta_path.write_text(json.dumps(meta, indent=1))
 
@@ -468,18 +485,30 @@ def _profile(graph, how: str, device: str):
 
 def _timings(session, feeds, device, model_path, meta, repeat, precision: str = "fp32") -> dict:
     """hetpart's median ms and its peer's: ONNX Runtime CPU (all cores) or PyTorch
-    with a CUDA graph (measured in prepare)."""
+    with a CUDA graph (measured in prepare).  On the CPU, each side is timed once the
+    process's other threads are quiet (``hetpart.bench.settle``: TVM's pool workers
+    spin on after hetpart's runs, ORT's after its own), its waits recorded
+    (``settle_ms``: before hetpart's timing, before ORT's)."""
     run_feeds = _session_feeds(session, feeds)
+    waits = []
+    if device == "cpu":
+        from hetpart.bench.settle import settle
+
+        waits.append(settle())
     hetpart_ms = _median_ms(lambda: session.run(run_feeds), repeat)
     out = {"hetpart_ms": round(hetpart_ms, 4)}
     if device == "cpu":
         from hetpart.cpu_cores import physical_cores
 
         sess = _onnxruntime(model_path, threads=physical_cores())
-        out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4))
+        waits.append(settle())
+        out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4),
+                   settle_ms=[round(w.waited_s * 1e3, 1) for w in waits])
     elif _peer_key(precision) in meta:
         peer = "torch_cuda_graph" if precision == "fp32" else f"torch_cuda_graph_autocast_{precision}"
         out.update(peer=peer, peer_ms=round(meta[_peer_key(precision)], 4))
+        if meta.get(_peer_key(precision) + "_host") is not None:
+            out["peer_host_ms"] = round(meta[_peer_key(precision) + "_host"], 4)
         if meta.get(_peer_key(precision) + "_rel_err") is not None:
             out["peer_rel_err"] = meta[_peer_key(precision) + "_rel_err"]
     return out
@@ -877,7 +906,10 @@ def markdown(results: dict) -> str:
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
         peer_err = f"peer rel. error {r['peer_rel_err']:.1e}" if r.get("peer_rel_err") is not None else None
-        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err])).replace("|", "\\|")
+        peer_host = (f"peer with host copies {r['peer_host_ms']:.3f} ms" if r.get("peer_host_ms") is not None
+                     else None)
+        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err, peer_host])
+                           ).replace("|", "\\|")
         tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
         rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r.get('precision', 'fp32')} | {tf32} "
                     f"| {r['status']} | {err} | {ms('hetpart_ms')} "
@@ -886,7 +918,9 @@ def markdown(results: dict) -> str:
             f"Relative error: {results['relative_error']}. Pass: at most {results['tolerance']['tf32_on']:g} "
             f"with TF32 on, {results['tolerance']['tf32_off']:g} with `HETPART_TF32=0`, "
             f"{results['tolerance'].get('bf16', 2e-2):g} for bf16/fp16 CUDA builds (`--precision`), and no NaN/Inf the "
-            f"reference lacks. Written by `bench/corpus.py`.\n\n")
+            f"reference lacks. `peer ms` on CUDA: the PyTorch CUDA graph's replay alone (GPU time, inputs on "
+            f"the GPU); hetpart ms is `Session.run`'s wall time from numpy to numpy, so the detail also gives "
+            f"the peer timed the same way (`peer with host copies`). Written by `bench/corpus.py`.\n\n")
     beside = [r["compiles_beside_timing"] for r in results["records"] if r.get("compiles_beside_timing")]
     if beside:
         head += (f"{len(beside)} timed record(s) ran beside the compiles of other models (at most {max(beside)} "

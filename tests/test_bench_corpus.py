@@ -234,3 +234,54 @@ def test_an_onnx_file_is_timed_against_onnxruntime_on_that_file(corpus, tmp_path
     (record,) = json.loads(out.read_text())["records"]
     assert record["status"] == "pass" and record["peer"] == "onnxruntime_cpu" and record["peer_ms"] > 0
     assert record["compiles_beside_timing"] == 0  # CPU records time alone
+
+
+def test_cpu_timing_settles_before_each_side_and_records_it(corpus, tmp_path, monkeypatch):
+    """A CPU record times hetpart, then ORT, each after a settle (its waits in ``settle_ms``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import hetpart.bench.settle as settle_mod
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    order = []
+    monkeypatch.setattr(settle_mod, "settle", lambda: order.append("settle") or settle_mod.Settled(0.25, True, 0.0))
+
+    class Session:
+        class compiled:
+            inputs = [type("T", (), {"name": "x"})()]
+
+        def run(self, feeds):
+            order.append("hetpart")
+
+    out = corpus._timings(Session(), {"x": np.ones((1, 4), np.float32)}, "cpu", path, {}, repeat=2)
+    assert out["peer"] == "onnxruntime_cpu" and out["settle_ms"] == [250.0, 250.0]
+    assert order[0] == "settle" and order.index("settle", 1) > order.index("hetpart")
+
+
+def test_a_cuda_row_carries_the_peer_timed_host_to_host(corpus):
+    """hetpart's CUDA row times Session.run from numpy to numpy; the peer's ``peer_ms`` is
+    its graph replay alone. The row also carries the peer timed like hetpart
+    (``peer_host_ms``, from the notes ``time_peer`` wrote) and the table shows it, so the
+    two can be read like for like (issue 17's b1 gap held 60-120 us of copies)."""
+
+    class FakeSession:
+        class compiled:
+            inputs = [type("T", (), {"name": "x"})()]
+
+        def run(self, feeds):
+            return {"y": feeds["x"]}
+
+    meta = {"torch_cuda_graph_ms": 0.5, "torch_cuda_graph_ms_host": 0.61, "torch_cuda_graph_ms_rel_err": 1e-4}
+    out = corpus._timings(FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, meta, 3)
+    assert out["peer_ms"] == 0.5 and out["peer_host_ms"] == 0.61
+    record = {"model": "m", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 1e-4,
+              "detail": "tolerance 0.01", **out}
+    table = corpus.markdown(corpus.load_results(Path("/nonexistent")) | {"records": [record]})
+    assert "peer with host copies 0.610 ms" in table
+    del meta["torch_cuda_graph_ms_host"]  # notes written before the host timing: no field, no claim
+    assert "peer_host_ms" not in corpus._timings(FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, meta, 3)

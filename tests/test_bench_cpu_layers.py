@@ -31,3 +31,12 @@ def test_unknown_layer_is_refused(capsys):
 def test_interleaved_times_both_sides():
     h, o = cpu_layers.interleaved(cpu_layers.LAYERS["inc_1x3"](), threads=1, runs=2)
     assert h > 0 and o > 0
+
+
+def test_interleaved_settles_before_every_turn():
+    from hetpart.bench.settle import SettleLog
+
+    log = SettleLog()
+    cpu_layers.interleaved(cpu_layers.LAYERS["inc_1x3"](), threads=1, runs=cpu_layers.BLOCK + 1, log=log)
+    assert len(log.waits) == 4  # two rounds of a hetpart turn and an ORT turn
+    assert all(w.waited_s > 0 for w in log.waits)

@@ -180,6 +180,57 @@ def test_a_class_split_by_access_pattern_gets_a_fit_per_pattern():
     assert p.fit_for("matmul", "", "strided") is p.fit_for("matmul")  # no kernel of it: the class fit
 
 
+def test_a_refined_fit_does_not_price_kernels_past_its_reach():
+    """A rule whose few kernels were all tiny (launch-bound, with a steep per-byte
+    coefficient that means nothing) must not extrapolate that coefficient to a kernel
+    1000x their bytes: the class fit, which has seen such sizes, prices it.  The H200
+    profile's CUDA (matmul, Reduction) fit priced LLaMA's 16.8 MB decode attention at
+    890 us a kernel this way, against 6.8 us by the matmul class."""
+    prof, _ = roofline_profile()
+    for i in range(2 * MIN_POINTS):
+        k = kernel(800 + i, "matmul", 10**4, 1000 * (i + 1))
+        cost = 3e-6 + (k.bytes_read + k.bytes_written) / 1e8  # tiny: the per-byte term is noise here
+        raw = cost - OH.launch_s + OH.empty_s
+        prof.add_kernel("cuda", KernelRecord(k.signature, KernelFeatures.of(k), "ok", Timing(raw, raw, raw, 5),
+                                             rule="Tiny"))
+    p = Predictor(prof, "cuda")
+    small = KernelFeatures.of(kernel(997, "matmul", 10**4, 4000))
+    big = KernelFeatures.of(kernel(998, "matmul", 10**6, 5 * 10**7))
+    tiny = p.fit_for("matmul", "Tiny")
+    assert tiny.scope == "matmul/Tiny" and p.fit_for("matmul", "Tiny", features=small) is tiny
+    assert p.fit_for("matmul", "Tiny", features=big) is p.fit_for("matmul")
+    assert p.predict(big, "Tiny") == p.fit_for("matmul").predict(big)
+    truth = 2e-6 + big.flops / 1e11 + big.bytes / 2e10  # the class's roofline
+    assert p.predict(big, "Tiny") == pytest.approx(truth, rel=0.2)
+    assert tiny.predict(big) > 10 * truth  # what the rule's fit alone would have said
+
+
+def test_cold_weights_floor_a_kernel_at_its_weight_bytes_over_the_bandwidth():
+    """``with_weight_bandwidth``: a kernel costs at least a launch plus the weights it
+    reads at the device's memory bandwidth, measured or predicted; a gather reads only
+    the rows it writes; other devices, weightless kernels and what-if copies keep it."""
+    prof, ks = roofline_profile()
+    heavy = Kernel("node_900", "fused_matmul900", ("matmul",), "matmul", (), (), 10**6, 10**8, 4096, 10**8 - 4096,
+                   "matmul-heavy")
+    gather = Kernel("node_901", "take901", ("take",), "gather", (), (), 0, 10**8, 10**4, 10**8, "gather-rows")
+    for k in (heavy, gather):
+        raw = 5e-6 - OH.launch_s + OH.empty_s  # timed hot: 5 us
+        prof.add_kernel("cuda", KernelRecord(k.signature, KernelFeatures.of(k), "ok", Timing(raw, raw, raw, 5)))
+    cm = CostModel(prof)
+    cold = cm.with_weight_bandwidth({"cuda": 1e9})
+    assert cm.kernel_cost(heavy, "cuda") == pytest.approx(5e-6)
+    assert cold.kernel_cost(heavy, "cuda") == pytest.approx(OH.launch_s + heavy.param_bytes / 1e9)
+    assert cold.kernel_cost(gather, "cuda") == pytest.approx(OH.launch_s + 10**4 / 1e9)
+    assert cold.kernel_cost(ks[0], "cuda") == cm.kernel_cost(ks[0], "cuda")  # no weights
+    unmeasured = Kernel("node_902", "fused_matmul902", ("matmul",), "matmul", (), (), 10**6, 10**8, 4096,
+                        10**8 - 4096, "matmul-unmeasured")
+    assert cold.kernel_cost(unmeasured, "cuda") >= unmeasured.param_bytes / 1e9
+    assert cold.scaled(gpu=2).kernel_cost(heavy, "cuda") == pytest.approx(2 * cold.kernel_cost(heavy, "cuda"))
+    assert cm.weight_bandwidth == {}  # the copy's floor is its own
+    with pytest.raises(ProfileError, match="weight bandwidth of cpu"):
+        cm.with_weight_bandwidth({"cpu": 0})
+
+
 def test_prediction_needs_measurements():
     prof = Profile(this_machine())
     prof.overheads["cuda"] = OH

@@ -156,3 +156,71 @@ def test_splitk_correct_on_gpu(shape):
         vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=graph), dev)
         got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+# --- an epilogue that reads the GEMM twice (GELU): inlined into the output block -----------------
+def _gelu_matmul(m=49, k=768, n=3072, seed=0, rows_are_images=False):
+    """ConvNeXt-T's last-stage MLP up-projection at batch 1, as torch exports it:
+    ``x @ W + b`` then GELU spelled ``y * (erf(y / sqrt 2) + 1) * 0.5``; x is
+    ``[1, m, k]``, or ``[m, k]`` with ``rows_are_images`` (a classifier at batch m)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(1.4142135, np.float32), "r2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["y"]),
+             helper.make_node("Div", ["y", "r2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["y", "e1"], ["g"]),
+             helper.make_node("Mul", ["g", "half"], ["out"])]
+    lead = [] if rows_are_images else [1]
+    graph = helper.make_graph(nodes, "mlp",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, lead + [m, k])],
+                              [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, lead + [m, n])],
+                              initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_splitk_takes_a_gelu_epilogue_and_computes_the_same():
+    from hetpart import load
+
+    (func,) = [f for f in load(_gelu_matmul()).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    assert split_factor(1, 49, 3072, 768) == 3  # 96 blocks of 32x64 -> 288, chunks of 256
+    sch = _split(func)
+    assert sch is not None, "split-K declined an epilogue that reads the sum twice"
+    scheduled = sch.mod["main"]
+    assert 'thread="blockIdx.z"' in scheduled.script()
+    assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
+    want = _run_cpu(func)
+    got = _run_cpu(_serial(scheduled))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_splitk_leaves_a_forked_epilogue_alone_above_batch_1():
+    """MobileNet-v3's classifier at batch 32 (hard-swish) keeps dlight's schedule: the
+    forked epilogue is taken at batch 1 only (FORK_EPILOGUE_MAX_BATCH)."""
+    from hetpart import load
+
+    (func,) = [f for f in load(_gelu_matmul(32, 960, 1280, rows_are_images=True)).module.functions.values()
+               if isinstance(f, tirx.PrimFunc)]
+    assert split_factor(1, 32, 1280, 960) == 3
+    assert _split(func) is None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_splitk_gelu_epilogue_against_onnxruntime_on_the_gpu():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from onnx_cases import assert_matches, onnxruntime_outputs, run_on
+
+    m = _gelu_matmul()
+    x = np.random.default_rng(1).standard_normal((1, 49, 768)).astype(np.float32)
+    (want,) = onnxruntime_outputs(m, {"x": x})
+    got = run_on(m, "cuda", {"x": x}, simulate=False)
+    assert_matches(next(iter(got.values())), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

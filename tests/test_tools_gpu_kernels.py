@@ -76,27 +76,156 @@ def test_torch_category_follows_the_outermost_group():
     assert cats.torch_module_category("Conv2dNormActivation", (96, 32, 1, 1), (1, 32, 56, 56)) == "pointwise conv"
 
 
-# --- hetpart profile JSON ---------------------------------------------------------------------
-def _profile(records: dict, empty_s=3e-6) -> dict:
-    return {"schema": "hetpart-profile", "overheads": {"cuda": {"empty_s": empty_s, "launch_s": 2e-6}},
-            "kernels": {"cuda": records}}
+# --- hetpart side: a kineto trace ----------------------------------------------------------------
+def _x(cat, name, ts, dur, pid=0, tid=7, **args):
+    return {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur, "args": args}
 
 
-def _rec(median_s, status="ok", rule="GpuWindowReduction"):
-    timing = {"median_s": median_s, "min_s": median_s, "max_s": median_s, "count": 5, "number": 100}
-    return {"status": status, "rule": rule, "timing": timing if status == "ok" else None}
+def _recorded_trace() -> dict:
+    """Two forwards of a hetpart session as ``torch.profiler`` exports them (kineto's
+    Chrome trace, trimmed): host ranges, the driver's launches, the GPU's kernels, copies
+    and its copy of the annotation, flow and metadata events; one warm-up kernel before
+    the first forward.  GPU kernels carry TVM's names: ``<func>_kernel``, a split-K
+    function's second kernel ``_kernel_1``, ``mean1_kernel`` beside ``mean_kernel``."""
+    ev = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "GPU 0"}},
+          _x("kernel", "fused_conv2d1_add_tir_sigmoid_multiply_kernel", 1699000000050.0, 3.9, correlation=1)]
+    for f, t0 in enumerate((1699000000100.0, 1699000000400.0)):
+        ev += [
+            _x("user_annotation", "hp|forward", t0, 250.0, pid=4321, tid=4321, **{"External id": f}),
+            _x("gpu_user_annotation", "hp|forward", t0 + 30.0, 200.0),
+            _x("cuda_runtime", "cudaMemcpyAsync", t0 + 10.0, 6.0, pid=4321, tid=4321),
+            _x("gpu_memcpy", "Memcpy HtoD (Pageable -> Device)", t0 + 20.0, 20.0, bytes=602112),
+            _x("cuda_runtime", "cudaGraphLaunch", t0 + 35.0, 8.0, pid=4321, tid=4321),
+            _x("kernel", "fused_conv2d1_add_tir_sigmoid_multiply_kernel", t0 + 45.0, 4.0, grid=[1568, 1, 1]),
+            _x("kernel", "mean_kernel", t0 + 52.0, 1.0),
+            _x("kernel", "mean1_kernel", t0 + 55.0, 1.5),
+            _x("kernel", "fused_conv2d42_add31_add35_kernel", t0 + 60.0, 10.0),
+            _x("kernel", "fused_conv2d42_add31_add35_kernel_1", t0 + 72.0, 2.0),
+            _x("kernel", "fused_conv2d28_add20_add24_kernel", t0 + 80.0, 5.0),
+            _x("kernel", "fused_conv2d28_add20_add24_kernel", t0 + 90.0, 5.0),
+            _x("kernel", "copy_kernel_from_elsewhere", t0 + 100.0, 1.0),
+            _x("gpu_memcpy", "Memcpy DtoH (Device -> Pageable)", t0 + 110.0, 2.0, bytes=4000),
+            {"ph": "f", "id": f, "pid": 0, "tid": 7, "ts": t0 + 45.0, "cat": "ac2g", "name": "ac2g"},
+        ]
+    return {"schemaVersion": 1, "traceEvents": ev}
 
 
-def test_profile_times_less_the_empty_call():
-    p = _profile({"a": _rec(13e-6), "b": _rec(1e-6), "c": _rec(0, status="failed")})
-    assert prof.profile_kernel_us(p, "a") == pytest.approx(10.0)
-    assert prof.profile_kernel_us(p, "b") == 0.0  # never negative
-    assert prof.profile_kernel_us(p, "c") is None
-    assert prof.profile_kernel_us(p, "zz") is None
-    rows, missing = prof.hetpart_times(p, [("a", "f_a", "depthwise conv", 3), ("c", "f_c", "pool", 1),
-                                           ("zz", "f_z", "pool", 1)])
-    assert [(r.name, r.total_us, r.rule) for r in rows] == [("f_a", pytest.approx(30.0), "GpuWindowReduction")]
-    assert missing == ["f_c", "f_z"]
+_CATS = {"fused_conv2d1_add_tir_sigmoid_multiply": "depthwise conv", "mean": "pool", "mean1": "squeeze-excite",
+         "fused_conv2d42_add31_add35": "pointwise conv", "fused_conv2d28_add20_add24": "pointwise conv",
+         "fused_conv2d4_add3": "pointwise conv"}
+
+
+def test_kernel_names_map_to_their_functions_exactly():
+    funcs = ["mean", "mean1", "f", "f_kernel", "fused_conv2d42_add31_add35"]
+    assert cats.function_of_kernel("mean_kernel", funcs) == "mean"
+    assert cats.function_of_kernel("mean1_kernel", funcs) == "mean1"
+    assert cats.function_of_kernel("fused_conv2d42_add31_add35_kernel_1", funcs) == "fused_conv2d42_add31_add35"
+    assert cats.function_of_kernel("fused_conv2d42_add31_add35_kernel2", funcs) == "fused_conv2d42_add31_add35"
+    assert cats.function_of_kernel("mean1_prepacked_kernel", funcs) == "mean1"
+    assert cats.function_of_kernel("f_kernel_kernel", funcs) == "f_kernel"  # the longer function
+    assert cats.function_of_kernel("mean2_kernel", funcs) is None
+    assert cats.function_of_kernel("void at::native::reduce_kernel<512, 1>", funcs) is None
+
+
+def test_hetpart_kernels_from_a_recorded_trace():
+    """The bug this replaces: the cost model's one-kernel VM call, less the empty call,
+    read 0 us for every kernel shorter than the call (EfficientNet-B0's 16 depthwise
+    convolutions: 0.0 us).  From the trace they get the GPU's own durations."""
+    events = prof.trace_events(_recorded_trace())
+    rows, unmatched = prof.hetpart_trace_times(events, _CATS, {"mean1": "Reduction"})
+    got = {r.name: (r.category, pytest.approx(r.us), pytest.approx(r.count), r.rule) for r in rows}
+    assert got == {
+        "fused_conv2d1_add_tir_sigmoid_multiply": ("depthwise conv", 4.0, 1, ""),  # not the warm-up's 3.9
+        "mean": ("pool", 1.0, 1, ""),
+        "mean1": ("squeeze-excite", 1.5, 1, "Reduction"),
+        "fused_conv2d42_add31_add35": ("pointwise conv", 12.0, 1, ""),  # both kernels of the function
+        "fused_conv2d28_add20_add24": ("pointwise conv", 5.0, 2, ""),  # one function, launched twice
+        "copy_kernel_from_elsewhere": ("other", 1.0, 1, ""),
+    }
+    assert unmatched == ["copy_kernel_from_elsewhere"]
+    per = prof.by_category(rows)
+    assert per["depthwise conv"] == (pytest.approx(4.0), 1)
+    assert per["pointwise conv"] == (pytest.approx(22.0), 3)
+
+
+def test_where_the_forward_goes():
+    t = prof.forward_time(prof.trace_events(_recorded_trace()))
+    assert t.forwards == 2 and t.wall == pytest.approx(250.0)
+    assert t.kernel_count == 8 and t.kernels == pytest.approx(4 + 1 + 1.5 + 10 + 2 + 5 + 5 + 1)
+    assert t.copies == pytest.approx(22.0)
+    assert t.span == pytest.approx(112.0 - 20.0)  # HtoD start to DtoH end
+    assert t.gpu_idle == pytest.approx(92.0 - 22.0 - 29.5)
+    assert t.host_outside == pytest.approx(250.0 - 92.0)
+    text = prof.forward_table(t, 0.1, "f")
+    assert "| GPU kernels (sum) | 29.5 | 12 % |" in text and "PyTorch CUDA graph (corpus peer): 100.0 us" in text
+    assert prof.forward_time(prof.trace_events({"traceEvents": []})) is None
+
+
+def test_main_reads_hetpart_side_from_a_trace(tmp_path):
+    """The tool end to end without a GPU or torch: a zoo model's export in the export
+    directory, a trace of one forward naming each of its functions' kernels, no PyTorch
+    side: every function found, its category, the forward's breakdown."""
+    import json
+
+    from hetpart import load
+    from hetpart.models import build
+
+    name = "zoo:efficientnet:small"
+    path = tmp_path / "zoo_efficientnet_small-b1.onnx"
+    onnx.save(build("efficientnet", small=True), str(path))
+    kernels = prof.hetpart_kernel_list(load(str(path)))
+    t0, events = 1000.0, []
+    for i, (_, func, _, count) in enumerate(kernels):
+        for j in range(count):
+            events.append(_x("kernel", f"{func}_kernel", t0 + 10.0 + 5 * (i + j), 2.0))
+    events.append(_x("user_annotation", prof.FORWARD, t0, 10.0 + 5 * len(events) + 20.0, pid=1, tid=1))
+    trace = tmp_path / "t.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    out = tmp_path / "k.json"
+    assert prof.main([name, "--export-dir", str(tmp_path), "--trace", str(trace), "--no-torch", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["missing"] == [] and data["unmatched"] == []
+    launches = sum(r["count"] for r in data["hetpart"])
+    assert launches == sum(k[3] for k in kernels)
+    assert {r["category"] for r in data["hetpart"]} >= {"depthwise conv", "pointwise conv", "squeeze-excite"}
+    assert data["forward"]["kernels"] == pytest.approx(2.0 * launches)
+
+
+
+def test_rules_of_a_graph_scheduled_for_sm90():
+    """Without a profile the rule column comes from scheduling the graph as the build does."""
+    from hetpart import load
+    from hetpart.models import build
+
+    graph = load(build("efficientnet", small=True))
+    rules = prof.scheduled_rules(graph, "sm_90")
+    assert set(rules) == {k.func for k in graph.kernels.values()}
+    assert "GpuWindowReduction" in rules.values()  # its depthwise convs
+
+
+def test_a_trace_whose_gpu_clock_disagrees_counts_every_kernel():
+    """GPU timestamps nowhere inside the host ranges: every kernel of the trace counts,
+    spread over the forwards; span and idle are not measured."""
+    trace = _recorded_trace()
+    for e in trace["traceEvents"]:
+        if e.get("cat") in ("kernel", "gpu_memcpy"):
+            e["ts"] += 5e6
+    events = prof.trace_events(trace)
+    assert not prof.aligned(events) and prof.aligned(prof.trace_events(_recorded_trace()))
+    rows, _ = prof.hetpart_trace_times(events, _CATS)
+    dw = next(r for r in rows if r.category == "depthwise conv")
+    assert dw.count == pytest.approx(1.5) and dw.us == pytest.approx((3.9 + 4.0 + 4.0) / 3)  # the warm-up one too
+    t = prof.forward_time(events)
+    assert not t.aligned and t.kernels == pytest.approx((3.9 + 2 * 29.5) / 2)
+    assert math.isnan(t.span) and math.isnan(t.host_outside)
+    assert "clocks not aligned" in prof.forward_table(t, None, "f")
+
+
+def test_rules_come_from_a_profile_its_times_do_not():
+    p = {"schema": "hetpart-profile", "overheads": {"cuda": {"empty_s": 3e-6}},
+         "kernels": {"cuda": {"s1": {"status": "ok", "rule": "GpuWindowReduction", "timing": {"median_s": 1e-6}}}}}
+    assert prof.profile_rules(p, [("s1", "f1", "depthwise conv", 1), ("s2", "f2", "pool", 1)]) == {
+        "f1": "GpuWindowReduction"}
 
 
 def test_torch_times_per_category_and_the_table():
@@ -177,6 +306,10 @@ def test_flags_and_estimates():
     assert static.flags("GEMV", "squeeze-excite", narrow, 401408, 4e5, 132) == ["<SMs", f"serial>{static.SERIAL_LIMIT}"]
     _, est = static.estimates("GEMV", narrow, 401408, 3_210_000, 400_000)
     assert est == pytest.approx(6273 * static.SERIAL_STORE_S + 14 * static.SERIAL_REGISTER_S)
+    # A function of two kernels (split-K: partials, then their sum) costs two kernel nodes at least.
+    two = static.Launch(grid=140, block=128, serial=400, serial_memory=20, kernels=2)
+    roof, est = static.estimates("GpuFineSplitK", two, 15680, 1_000_000, 15_000_000)
+    assert roof == pytest.approx(2 * static.MIN_KERNEL_S) and est == pytest.approx(2 * static.MIN_KERNEL_S)
     simt = static.Launch(grid=14, block=128, serial=500, serial_memory=50)
     assert "simt-gemm" in static.flags("Matmul", "pointwise conv", simt, 15680, 30e6, 132)
     assert "simt-gemm" not in static.flags("Matmul", "pointwise conv", simt, 15680, 30e6, 132, tf32=False)
@@ -220,7 +353,9 @@ def test_profile_tool_runs_both_sides_on_a_corpus_model(tmp_path):
     het = {r["category"] for r in data["hetpart"]}
     peer = {r["category"] for r in data["pytorch"]}
     assert {"depthwise conv", "pointwise conv", "squeeze-excite"} <= het & peer
-    assert not data["missing"]
+    # Every kernel timed on the GPU's clock: none reads 0 us as the VM-call timing did.
+    assert all(r["us"] > 0 for r in data["hetpart"])
+    assert data["forward"]["kernels"] > 0 and data["forward"]["wall"] >= data["forward"]["span"] > 0
 
 
 # --- TF32 rounding A/B (tools/tf32_rounding_ab.py) ----------------------------------------------
@@ -256,17 +391,17 @@ def test_rounding_ab_table():
 
 
 def test_launch_shape_of_a_split_k_function_is_its_partial_products_kernel():
-    """EfficientNet-B0's 1152 -> 192 pointwise conv at 7x7, batch 1, split-K: kernel 1
-    (partial products, 4x3x2 blocks of 8x16 threads, the serial work) is the one shown,
-    not the tags' maxima over both kernels multiplied (42x3x4 blocks of 224x8)."""
+    """EfficientNet-B0's 1152 -> 192 pointwise conv at 7x7, batch 1, split-K (in 12 by
+    gpu_splitk_fine): kernel 1 (partial products, 12x3x2 blocks of 8x16 threads, the
+    serial work) is the one shown, not the tags' maxima over both kernels multiplied."""
     ic, oc, hw = 1152, 192, 7
     w = numpy_helper.from_array(np.ones((oc, ic, 1, 1), np.float32), "w")
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "pw",
                           [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, ic, hw, hw])],
                           [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, oc, hw, hw])], [w])
     (row,) = static.analyse(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), source=False)
-    assert row.rule == "GpuSplitKGemm" and row.kernels == 2
-    assert (row.grid, row.block) == (4 * 3 * 2, 8 * 16)
+    assert row.rule == "GpuFineSplitK" and row.kernels == 2
+    assert (row.grid, row.block) == (12 * 3 * 2, 8 * 16)
     assert "<SMs" in row.flags
 
 

@@ -13,6 +13,20 @@
 #      export once, 4.4 GB: the export goes to $EXPORTS, kept between steps on one machine).
 # STEP first: hetpart, its bf16 and the two memory rules at 1/2 on every new workload
 #      (the rows the goals read first), before the full steps.
+# STEP costs: llama_decode then moe at 1/2 again after the cost fixes (capped-costs branch,
+#      bench/results/capped-predictions.md): every kernel measured on this GPU and CPU first
+#      (`--profile quick`, also bench/capped.py's default here), CPU weights priced at the
+#      run's memory bandwidth, the CUDA fits kept within their reach.  Contenders hetpart,
+#      hetpart bf16, hetpart all-CPU (llama_decode's is skipped by name: one 4.4 GB
+#      library crashed LoadFromFile) and the two rules; not skipped against the merged
+#      table (its rows were planned on guesses), only against bench/results/capped-costs-nvidia-h200.json
+#      (this step's own merged rows, for a second call).  The measured profile is copied to
+#      $OUT/profile-capped.json (each kernel's time on both devices: the prediction analysis's data).
+#      Not timed yet: measuring ~25-50 distinct kernels per device plus the bf16 CUDA ones
+#      (16 build workers, 5 quick repeats each) and the link is estimated at 1-3 min per
+#      workload, before its first plan; moe may not finish in the same call (rerun after merging).
+# Since the capped-costs branch every step measures its workloads' kernels first on the
+# GPU machine (bench/capped.py's default --profile auto): add that time to the estimates below.
 #
 # Estimates (from planning here on 2 contended cores, 2026-12-03, and step 24's BERT-large
 # run, ~550 s for 3 caps x 8 contenders at 1.3 GB): import 4.4 GB (llama_*) ~40-60 s
@@ -39,9 +53,18 @@ capped() {  # capped NAME WORKLOADS CAPS [--contenders LIST]
     --reserve "$RESERVE" --export-dir "$EXPORTS" $SKIP "$@" --out "$OUT/capped-$name.json" \
     > "$OUT/logs/capped-$name.txt" 2>&1
 }
+keep_profile() {  # this machine's measured profile (what `--profile quick` measured) into $OUT
+  python3 -c "from hetpart.costmodel.locate import default_profile_path as p; print(p())" 2>/dev/null \
+    | { read -r path; [ -f "$path" ] && cp "$path" "$OUT/profile-capped.json"; } || true
+}
 case "${1:-first}" in
 first) capped first llama_decode,moe,dlrm,llama_prefill 1/2 \
          --contenders "hetpart,hetpart bf16,llama.cpp-style rule,ORT-style rule" ;;
 llama_decode|moe|dlrm|llama_prefill) capped "$1" "$1" 1/2,1/3,1/4 ;;
+costs) SKIP=""; [ -f bench/results/capped-costs-nvidia-h200.json ] && \
+         SKIP="--skip-done bench/results/capped-costs-nvidia-h200.json"
+       capped costs llama_decode,moe 1/2 --profile quick \
+         --contenders "hetpart,hetpart bf16,hetpart all-CPU,llama.cpp-style rule,ORT-style rule"
+       keep_profile ;;
 *) echo "unknown step $1" >&2; exit 2 ;;
 esac

@@ -270,6 +270,40 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
       --cpu-sharing gate --budget $((LEFT - 15)) --window-s 1.5 --out "$OUT/serve-share3-nvidia-h200.json" \
       > "$OUT/logs/serve-share3.txt" 2>&1
   fi ;;
+36)  # (BUDGET=590) issue 18 with fair CPU timing (hetpart.bench.settle: each side timed once the other's
+     # pool threads stop spinning; step 32's 16-thread layer rows of 2-7 ms timed ORT's spinning workers):
+     # the layers at 16 threads, the corpus b1 rows, hetpart's pool A/B (16/15 threads, pinned or not,
+     # fresh process each, ORT beside) on two of those exports, mobilenet_v2's kernels at 8 and 16
+     # threads, then resnet50 at b32
+  timeout 80 python3 bench/cpu_layers.py r50_3x3_7 r50_1x1_14 mb_proj_7 mb_exp_56 mb_last mb_stem eff_se_672_14 \
+    cnx_dw7_56 mb_dw_7 --threads 16 --runs 20 > "$OUT/logs/cpu-layers-16-settled.txt" 2>&1
+  timeout 250 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 230 --export-dir "$EXPORTS" \
+    --models mobilenet_v2,resnet50,googlenet,inception_v3,vit_b_16,densenet121 \
+    --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1
+  timeout 130 python3 -m hetpart.bench.cpu_pool "$EXPORTS/mobilenet_v2-b1.onnx" "$EXPORTS/resnet50-b1.onnx" \
+    --rounds 2 --runs 30 --timeout 30 --json "$OUT/cpu-pool-ab.json" > "$OUT/logs/cpu-pool-ab.txt" 2>&1
+  timeout 45 python3 -m hetpart.bench.kernel_table "$EXPORTS/mobilenet_v2-b1.onnx" --threads 16 8 \
+    > "$OUT/logs/kernels-mobilenet_v2.txt" 2>&1
+  timeout 80 python3 bench/corpus.py --devices cpu --batches 32 --time --budget 70 --export-dir "$EXPORTS" \
+    --models resnet50 --out "$OUT/corpus-cpu-b32.json" > "$OUT/logs/corpus-cpu-b32.log" 2>&1 ;;
+37)  # (BUDGET=590) issue 17 at batch 1 after gpu_splitk_fine (MBConv pointwise convs at 14x14/7x7 split in
+     # chunks down to 48 of K) and split-K taking GELU epilogues at b1 (ConvNeXt's stage-4 MLP): their cuda tests,
+     # the b1 fp32 rows of the corpus models (those it touches, and those it must not move; timed with no compile
+     # beside them: step 30's convnext_tiny row ran beside 2, and hetpart's number holds host work), then convnext_tiny's per-kernel table
+     # from the fixed profile tool (GPU-clock kernel times from a CUPTI trace, and where the forward goes)
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider -k onnxruntime tests/test_kernels_gpu_splitk_fine.py \
+    tests/test_kernels_splitk.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 290 python3 bench/corpus.py --models efficientnet_b0,mobilenet_v3_large,convnext_tiny,resnet50,vit_b_16,distilbert,t5_encoder \
+    --devices cuda --batches 1 --time --quiet-timing --budget 270 --export-dir "$EXPORTS" \
+    --out "$OUT/corpus-b1-fine.json" > "$OUT/logs/corpus-b1.log" 2>&1
+  timeout 190 python3 tools/gpu_kernel_profile.py convnext_tiny --export-dir "$EXPORTS" --runs 20 \
+    --keep-trace "$OUT/trace-convnext_tiny-b1.json" --json "$OUT/kernels-convnext_tiny-b1.json" \
+    --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
+34)  # (BUDGET=590) issue 19's predictions after the cost fixes (bench/results/capped-predictions.md): llama_decode
+     # then moe at 1/2, their kernels measured here first, CPU weights at the measured memory bandwidth,
+     # hetpart / bf16 / all-CPU / both rules (tools/capped_round.sh costs; a rerun continues once
+     # $OUT/capped-costs.json is merged to bench/results/capped-costs-nvidia-h200.json); the profile comes back
+  BUDGET=520 RESERVE=90 timeout 580 bash tools/capped_round.sh costs > "$OUT/logs/capped-costs-step.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

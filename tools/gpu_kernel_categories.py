@@ -20,6 +20,8 @@ SE block counts everything inside it.
 
 from __future__ import annotations
 
+import re
+
 CATEGORIES = ("depthwise conv", "pointwise conv", "conv", "squeeze-excite", "pool", "norm",
               "matmul", "softmax", "elementwise")
 
@@ -148,3 +150,21 @@ def torch_kernel_category(kernel_name: str) -> str | None:
     if "gemm" in name or "gemv" in name or "sgemm" in name or "cutlass" in name:
         return "matmul"
     return None
+
+
+# --- CUDA kernel names --------------------------------------------------------------------------
+def kernel_name_pattern(func: str) -> str:
+    """The regular expression of the CUDA kernels TVM names after PrimFunc ``func``:
+    ``<func>_kernel``, ``<func>_kernel_1`` / ``<func>_kernel1`` for a function of several
+    kernels, ``<func>_prepacked_kernel*`` once :mod:`hetpart.kernels.weight_prepack` has
+    split the weight packing off (``extern "C"``: CUPTI reports them unmangled)."""
+    return re.escape(func) + r"(_prepacked)?_kernel(_?\d+)?"
+
+
+def function_of_kernel(kernel_name: str, funcs) -> str | None:
+    """The PrimFunc of ``funcs`` a CUDA kernel named ``kernel_name`` belongs to, else
+    None (a kernel of another library, or a TVM builtin).  Exact: ``mean1_kernel`` is
+    ``mean1``'s, never ``mean``'s; where two names match (``f`` and ``f_kernel``), the
+    longer function wins."""
+    found = [f for f in funcs if kernel_name == f or re.fullmatch(kernel_name_pattern(f), kernel_name)]
+    return max(found, key=len) if found else None

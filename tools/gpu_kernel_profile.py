@@ -1,15 +1,26 @@
 """Per-kernel CUDA time of a corpus model: hetpart's kernels beside PyTorch's, per category.
 
-    PYTHONPATH=. python tools/gpu_kernel_profile.py efficientnet_b0 [--batch 1] [--profile P.json]
-        [--export-dir DIR] [--runs 20] [--top 15] [--json OUT.json] [--md OUT.md]
+    PYTHONPATH=. python tools/gpu_kernel_profile.py efficientnet_b0 [--batch 1] [--runs 20]
+        [--export-dir DIR] [--profile P.json] [--trace T.json] [--keep-trace T.json]
+        [--top 15] [--json OUT.json] [--md OUT.md]
 
 hetpart side: the model's ONNX export (``bench/corpus.py``'s, cached in
-``--export-dir``), its kernels timed alone by the cost model's microbenchmark --
-``python3 -m hetpart profile MODEL.onnx --device cuda --profile P.json``, run here
-unless P.json already holds every kernel of the model -- read back from P.json: each
-kernel's median time less the profile's empty-call time (``overheads.cuda.empty_s``,
-what the cost model subtracts too), times how often the kernel occurs.  The profile
-records what the default options build (TF32 on, split-K).
+``--export-dir``) built all-CUDA as the corpus builds it and run through a
+``Session`` -- in a subprocess, under ``torch.profiler`` with CUDA activity: CUPTI
+records every kernel of the process, TVM's too, replayed from hetpart's CUDA graph or
+not.  Each ``Session.run`` is a ``record_function("hp|forward")`` range; each CUDA
+kernel inside one is mapped to the PrimFunc TVM named it after (``<func>_kernel``,
+``<func>_kernel_1``, ..., ``gpu_kernel_categories.function_of_kernel``), its duration
+taken from the GPU's clock.  Besides the per-kernel rows: where the forward's wall
+time goes (the GPU's kernels, copies, its idle time inside the span, host time
+outside it).  Schedule rules come from a ``hetpart profile`` JSON where one exists,
+else from scheduling the graph for the local GPU (:func:`scheduled_rules`).
+
+(Until this version the hetpart side was the cost model's profile: each kernel's
+median time of one VM call less the empty call's.  A VM call costs the host a few
+microseconds, during which a short kernel finishes, so every kernel shorter than the
+call read 0 us -- EfficientNet-B0's depthwise convolutions, pools and gates: 258 us
+of a 828 us forward.)
 
 PyTorch side: the same torchvision/transformers module (``corpus.torch_model``: same
 seed) eager on the GPU, TF32 allowed as in the corpus peer, under ``torch.profiler``
@@ -20,7 +31,7 @@ and a kernel's category is read from the chain of those around its launch
 (``tools/gpu_kernel_categories.torch_category``).  Averages per forward.
 
 Prints (and with ``--md`` appends) the per-category table -- hetpart us, PyTorch us,
-ratio, kernel counts -- then hetpart's top kernels by time with their rule.
+ratio, kernel counts -- the forward's breakdown, then both sides' top kernels.
 """
 
 from __future__ import annotations
@@ -38,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_kernel_categories import (CATEGORIES, feeds_se, hetpart_category, torch_category,  # noqa: E402
-                                   torch_kernel_category, torch_module_category)
+from gpu_kernel_categories import (CATEGORIES, feeds_se, function_of_kernel, hetpart_category,  # noqa: E402
+                                   torch_category, torch_kernel_category, torch_module_category)
 
 LABEL = "hp|"
 
@@ -60,15 +71,195 @@ class KernelTime:
 
 
 # --- hetpart side -----------------------------------------------------------------------------
-def profile_kernel_us(profile: dict, signature: str, device: str = "cuda") -> float | None:
-    """Microseconds of one kernel in a ``hetpart-profile`` JSON: its median less the
-    device's empty-call time (never negative); None when the profile lacks the kernel
-    or it did not run (status other than ``ok``)."""
-    rec = profile.get("kernels", {}).get(device, {}).get(signature)
-    if rec is None or rec.get("status") != "ok" or not rec.get("timing"):
+FORWARD = "hp|forward"
+"""The ``record_function`` range around each timed ``Session.run`` in the hetpart trace."""
+GPU_KERNEL = "kernel"
+GPU_COPY = ("gpu_memcpy", "gpu_memset")
+"""Chrome-trace categories (``cat``) of kineto's GPU activities: kernels, copies and fills."""
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One complete (``ph: X``) event of a kineto Chrome trace; times in us."""
+
+    name: str
+    cat: str
+    ts: float
+    dur: float
+
+    @property
+    def end(self) -> float:
+        return self.ts + self.dur
+
+
+@dataclass
+class ForwardTime:
+    """Where one hetpart forward's wall time goes, us per forward (means over the runs).
+
+    ``wall``: the ``Session.run`` call on the host (what ``bench/corpus.py`` times);
+    ``kernels``: the sum of its kernels' durations; ``copies``: memcpy/memset;
+    ``span``: first GPU activity's start to the last one's end; ``gpu_idle``: the span
+    less the union of the GPU's busy intervals (launch gaps between kernels, inside a
+    CUDA graph or not); ``host_outside``: the wall less the span (host work before the
+    first copy and after the last: feeds, the VM call, outputs back, sync)."""
+
+    forwards: int
+    wall: float
+    kernels: float
+    kernel_count: float
+    copies: float
+    span: float
+    gpu_idle: float
+    aligned: bool = True  # False: GPU and host clocks disagree; span and gpu_idle not measured (NaN)
+
+    @property
+    def host_outside(self) -> float:
+        return max(self.wall - self.span, 0.0) if self.aligned else float("nan")
+
+
+def trace_events(trace: dict) -> list[TraceEvent]:
+    """The complete events of a Chrome trace as ``torch.profiler`` exports it
+    (``{"traceEvents": [...]}`` or a bare list)."""
+    raw = trace.get("traceEvents", []) if isinstance(trace, dict) else trace
+    return [TraceEvent(e["name"], e.get("cat", ""), float(e["ts"]), float(e.get("dur", 0.0)))
+            for e in raw if e.get("ph") == "X" and "ts" in e and "name" in e]
+
+
+def _forwards(events: list[TraceEvent]) -> list[TraceEvent]:
+    """The host ranges around each timed forward, in time order (not their GPU copies)."""
+    return sorted((e for e in events if e.name == FORWARD and not e.cat.startswith("gpu")), key=lambda e: e.ts)
+
+
+def _gpu(events: list[TraceEvent]) -> list[TraceEvent]:
+    return [e for e in events if e.cat == GPU_KERNEL or e.cat in GPU_COPY]
+
+
+def _in_forward(events: list[TraceEvent], forwards: list[TraceEvent]) -> list[tuple[int, TraceEvent]]:
+    """``(forward index, event)`` for each GPU kernel/copy that starts inside a forward;
+    [] when none does (see :func:`aligned`)."""
+    out = []
+    for e in _gpu(events):
+        for i, f in enumerate(forwards):
+            if f.ts <= e.ts <= f.end:
+                out.append((i, e))
+                break
+    return out
+
+
+def aligned(events: list[TraceEvent]) -> bool:
+    """Whether the trace's GPU activities fall inside its host forward ranges (kineto puts
+    CUPTI's timestamps on the host clock; if a build did not, every GPU activity of the
+    trace counts, spread evenly over the forwards -- the trace holds the timed runs only --
+    and the span and idle time are not measured)."""
+    return bool(_in_forward(events, _forwards(events))) or not _gpu(events)
+
+
+def _per_forward(events: list[TraceEvent], forwards: list[TraceEvent]) -> list[tuple[int, TraceEvent]]:
+    """:func:`_in_forward`, or every GPU activity (forward index -1) when the clocks disagree."""
+    found = _in_forward(events, forwards)
+    return found if found else [(-1, e) for e in _gpu(events)]
+
+
+def _busy(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``[start, end)`` intervals."""
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            total += 0.0 if cur_e is None else cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    return total + (0.0 if cur_e is None else cur_e - cur_s)
+
+
+def forward_time(events: list[TraceEvent]) -> ForwardTime | None:
+    """Means per forward of where the wall time went (None: no forward range in the trace)."""
+    forwards = _forwards(events)
+    if not forwards:
         return None
-    empty = (profile.get("overheads", {}).get(device) or {}).get("empty_s", 0.0)
-    return max(rec["timing"]["median_s"] - empty, 0.0) * 1e6
+    per = defaultdict(list)
+    for i, e in _per_forward(events, forwards):
+        per[i].append(e)
+    n = len(forwards)
+    kernels = copies = count = span = idle = 0.0
+    for i, gpu in per.items():
+        ks = [e for e in gpu if e.cat == GPU_KERNEL]
+        kernels += sum(e.dur for e in ks)
+        count += len(ks)
+        copies += sum(e.dur for e in gpu if e.cat in GPU_COPY)
+        if gpu and i >= 0:
+            s = max(e.end for e in gpu) - min(e.ts for e in gpu)
+            span += s
+            idle += s - _busy([(e.ts, e.end) for e in gpu])
+    wall = sum(f.dur for f in forwards)
+    if -1 in per:
+        return ForwardTime(n, wall / n, kernels / n, count / n, copies / n, float("nan"), float("nan"), False)
+    return ForwardTime(n, wall / n, kernels / n, count / n, copies / n, span / n, idle / n)
+
+
+def hetpart_trace_times(events: list[TraceEvent], categories: dict[str, str], rules: dict[str, str] | None = None
+                        ) -> tuple[list[KernelTime], list[str]]:
+    """(per hetpart function: mean us per launch and launches per forward, the CUDA
+    kernel names inside the forwards that are no function of ``categories``).
+
+    ``categories``: ``{PrimFunc name: category}`` of the model's kernels; a function
+    of several CUDA kernels (split-K's partial products and sum, the broadcast
+    epilogue's FC and multiply) adds its kernels' durations per launch of its first.
+    Only GPU kernels that start inside a timed forward count (all of the trace's where
+    none does: :func:`aligned`); kernels of other libraries (or TVM builtins) are kept
+    under category ``other``."""
+    forwards = _forwards(events)
+    rules = rules or {}
+    total: dict[str, float] = defaultdict(float)
+    launches: dict[str, Counter] = defaultdict(Counter)
+    unmatched: set[str] = set()
+    owner: dict[str, str | None] = {}
+    for _, e in _per_forward(events, forwards):
+        if e.cat != GPU_KERNEL:
+            continue
+        if e.name not in owner:
+            owner[e.name] = function_of_kernel(e.name, categories)
+        func = owner[e.name]
+        key = func or e.name
+        if func is None:
+            unmatched.add(e.name)
+        total[key] += e.dur
+        launches[key][e.name] += 1
+    n = max(len(forwards), 1)
+    rows = []
+    for key, us in total.items():
+        calls = min(launches[key].values())  # launches of the function: its rarest kernel's count
+        cat = categories.get(key, "other")
+        rows.append(KernelTime(key, cat, us / calls, calls / n, rules.get(key, "")))
+    return rows, sorted(unmatched)
+
+
+def function_categories(graph) -> dict[str, str]:
+    """``{PrimFunc name: category}`` of an op graph's kernels."""
+    return {func: cat for _, func, cat, _ in hetpart_kernel_list(graph)}
+
+
+def profile_rules(profile: dict, kernels: list[tuple[str, str, str, int]], device: str = "cuda") -> dict[str, str]:
+    """``{PrimFunc name: schedule rule}`` from a ``hetpart-profile`` JSON (its kernels'
+    ``rule``), for the functions it holds.  Only the rule: the profile's times are one
+    kernel per VM call, host-bound for short kernels (see :func:`hetpart_trace_times`)."""
+    recs = profile.get("kernels", {}).get(device, {})
+    return {func: recs[sig].get("rule", "") for sig, func, _, _ in kernels if sig in recs}
+
+
+def scheduled_rules(graph, arch: str | None = None) -> dict[str, str]:
+    """``{PrimFunc name: schedule rule}`` of an op graph's module scheduled for CUDA as
+    ``kernels.build`` schedules it (this machine's GPU, or ``arch``; the default kernel
+    options); {} where that fails (the table then has no rule column)."""
+    from hetpart import kernels
+    from hetpart.kernels.options import resolve
+    from hetpart.targets import cuda_tvm_target
+
+    try:
+        return dict(kernels.rules_applied(kernels.schedule(graph.module, cuda_tvm_target(arch), resolve(cuda_arch=arch))))
+    except Exception as exc:  # noqa: BLE001 - the rules are a courtesy column
+        print(f"warning: no schedule rules ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return {}
 
 
 def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
@@ -89,27 +280,67 @@ def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
     return out
 
 
+def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, runs: int, trace_path: Path) -> None:
+    """(In its own process, on the GPU.)  The corpus model's all-CUDA build, as
+    ``bench/corpus.py`` makes and runs it, under ``torch.profiler``: ``runs`` forwards
+    (each ``Session.run`` in a :data:`FORWARD` range) after a warm-up; the Chrome trace
+    written to ``trace_path``.  CUPTI records every kernel of the process, TVM's too
+    (launched through ``cuLaunchKernel``, or replayed from hetpart's CUDA graph)."""
+    import numpy as np
+    import torch
 
-def hetpart_times(profile: dict, kernels: list[tuple[str, str, str, int]], device: str = "cuda"
-                  ) -> tuple[list[KernelTime], list[str]]:
-    """(the kernels the profile times, the functions it lacks)."""
-    rows, missing = [], []
-    recs = profile.get("kernels", {}).get(device, {})
-    for sig, func, cat, count in kernels:
-        us = profile_kernel_us(profile, sig, device)
-        if us is None:
-            missing.append(func)
-            continue
-        rows.append(KernelTime(func, cat, us, count, recs[sig].get("rule", "")))
-    return rows, missing
+    torch.cuda.init()  # the primary context, before TVM's, so CUPTI follows it from the start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]):
+        pass  # kineto initialised before any TVM kernel loads
+    import hetpart
+    from bench import corpus
+
+    corpus.prepare(model, batch, export_dir, None)
+    record = corpus.build_device(model, batch, "cuda", export_dir, build_dir, False, "")
+    if record.get("status") == "error":
+        raise SystemExit(f"hetpart build failed: {record.get('detail')}")
+    data = dict(np.load(corpus.cached_paths(export_dir, model, batch)[1]))
+    feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
+    with hetpart.Session(build_dir) as session:
+        run_feeds = corpus._session_feeds(session, feeds)
+        for _ in range(5):
+            session.run(run_feeds)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                with torch.profiler.record_function(FORWARD):
+                    session.run(run_feeds)
+            torch.cuda.synchronize()
+    prof.export_chrome_trace(str(trace_path))
 
 
-def run_hetpart_profile(onnx_path: Path, profile_path: Path, jobs: int) -> None:
-    cmd = [sys.executable, "-m", "hetpart", "profile", str(onnx_path), "--device", "cuda",
-           "--profile", str(profile_path), "--jobs", str(jobs)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env)
+def run_hetpart_trace(model: str, batch: int, export_dir: Path, runs: int, trace_path: Path) -> None:
+    """:func:`trace_hetpart` in a subprocess (this process keeps torch's side apart)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hp-trace-") as build:
+        cmd = [sys.executable, str(Path(__file__).resolve()), model, "--batch", str(batch),
+               "--export-dir", str(export_dir), "--runs", str(runs), "--trace-worker", str(trace_path),
+               "--build-dir", build]
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, env=env)
+
+
+def forward_table(t: ForwardTime, peer_ms: float | None, title: str) -> str:
+    """Markdown: where hetpart's forward goes (us per forward)."""
+    lines = [f"### {title}", "", "| where | us per forward | share of wall |", "|---|--:|--:|"]
+    rows = [("Session.run wall (host)", t.wall), ("GPU kernels (sum)", t.kernels), ("GPU copies (memcpy/memset)", t.copies),
+            ("GPU idle inside the span (gaps between kernels)", t.gpu_idle),
+            ("host outside the GPU span (feeds, VM call, outputs, sync)", t.host_outside)]
+    for what, us in rows:
+        lines.append(f"| {what} | {us:.1f} | {100 * us / t.wall if t.wall else 0:.0f} % |")
+    lines.append(f"\n{t.forwards} forwards; {t.kernel_count:g} kernels each; GPU span {t.span:.1f} us.")
+    if not t.aligned:
+        lines[-1] += " GPU activities lie outside the host ranges (clocks not aligned): span and idle not measured."
+    if peer_ms is not None:
+        lines[-1] += f" PyTorch CUDA graph (corpus peer): {peer_ms * 1e3:.1f} us."
+    return "\n".join(lines)
 
 
 # --- PyTorch side -----------------------------------------------------------------------------
@@ -241,46 +472,75 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="a corpus model name (bench/corpus.py), e.g. efficientnet_b0")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--profile", default=None, help="hetpart profile JSON (default: EXPORT_DIR/<model>-b<batch>.profile.json)")
+    ap.add_argument("--profile", default=None,
+                    help="a hetpart profile JSON to read the schedule rules from (default: EXPORT_DIR/<model>-b<batch>"
+                         ".profile.json where it exists); its times are not used")
     ap.add_argument("--export-dir", default=str(Path.home() / ".cache" / "hetpart" / "corpus"))
-    ap.add_argument("--runs", type=int, default=20, help="PyTorch forwards profiled")
-    ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="hetpart profile's build jobs")
+    ap.add_argument("--runs", type=int, default=20, help="forwards profiled on each side")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-torch", action="store_true", help="hetpart's side only")
+    ap.add_argument("--trace", default=None, help="read hetpart's side from this Chrome trace (default: record one)")
+    ap.add_argument("--keep-trace", default=None, help="copy the recorded hetpart trace here")
     ap.add_argument("--json", help="write both sides' rows as JSON")
     ap.add_argument("--md", help="append the tables to this markdown file")
+    ap.add_argument("--trace-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--build-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    export_dir = Path(args.export_dir)
+    if args.trace_worker:
+        trace_hetpart(args.model, args.batch, export_dir, Path(args.build_dir), args.runs, Path(args.trace_worker))
+        return 0
 
     from bench import corpus
 
     from hetpart import load
 
-    export_dir = Path(args.export_dir)
-    onnx_path, _, _ = corpus.cached_paths(export_dir, args.model, args.batch)
+    onnx_path, _, meta_path = corpus.cached_paths(export_dir, args.model, args.batch)
     if not onnx_path.exists():
         export_dir.mkdir(parents=True, exist_ok=True)
         corpus.export(args.model, args.batch, onnx_path)
+    graph = load(str(onnx_path))
+    kernels = hetpart_kernel_list(graph)
     profile_path = Path(args.profile or onnx_path.with_suffix(".profile.json"))
-    kernels = hetpart_kernel_list(load(str(onnx_path)))
-    profile = json.loads(profile_path.read_text()) if profile_path.exists() else {}
-    het, missing = hetpart_times(profile, kernels)
-    if missing:
-        run_hetpart_profile(onnx_path, profile_path, args.jobs)
-        het, missing = hetpart_times(json.loads(profile_path.read_text()), kernels)
+    rules = (profile_rules(json.loads(profile_path.read_text()), kernels) if profile_path.exists()
+             else scheduled_rules(graph))
+    trace_path = Path(args.trace) if args.trace else export_dir / f"{onnx_path.stem}.hetpart-trace.json"
+    if not args.trace:
+        run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path)
+    if args.keep_trace:
+        Path(args.keep_trace).write_bytes(trace_path.read_bytes())
+    events = trace_events(json.loads(trace_path.read_text()))
+    het, unmatched = hetpart_trace_times(events, {func: cat for _, func, cat, _ in kernels}, rules)
+    seen = {r.name for r in het}
+    missing = sorted({func for _, func, _, _ in kernels} - seen)
+    forward = forward_time(events)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     peer = [] if args.no_torch else profile_torch(args.model, args.batch, args.runs)[0]
     title = f"{args.model} batch {args.batch}: CUDA kernel time per forward"
-    text = category_table(het, peer, title) + "\n\n" + top_table(het, args.top, f"{args.model}: hetpart's top kernels")
+    text = category_table(het, peer, title)
+    if forward is not None:
+        text += "\n\n" + forward_table(forward, meta.get("torch_cuda_graph_ms"),
+                                        f"{args.model} batch {args.batch}: where hetpart's forward goes")
+    text += "\n\n" + top_table(het, args.top, f"{args.model}: hetpart's top kernels")
     if peer:
         text += "\n\n" + top_table(peer, args.top, f"{args.model}: PyTorch's top kernels")
     if missing:
-        text += f"\n\nnot timed by hetpart's profile (failed or dynamic): {', '.join(missing)}"
+        text += f"\n\nno CUDA kernel of these functions ran in the forwards (CPU-placed, or no kernel): " \
+                f"{', '.join(missing)}"
+    if unmatched:
+        text += f"\n\nCUDA kernels no hetpart function owns (category other): {', '.join(unmatched[:10])}"
+    if not any(e.cat == GPU_KERNEL for e in events):
+        text += ("\n\nwarning: the hetpart trace holds no GPU kernel at all: CUPTI recorded none of the "
+                 "session's kernels (replayed from a CUDA graph captured before profiling?); its side is empty")
     print(text)
     if args.md:
         with open(args.md, "a") as fh:
             fh.write(text + "\n\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"hetpart": [asdict(r) for r in het],
-                                               "pytorch": [asdict(r) for r in peer], "missing": missing}, indent=1))
+                                               "pytorch": [asdict(r) for r in peer], "missing": missing,
+                                               "unmatched": unmatched,
+                                               "forward": asdict(forward) if forward else None}, indent=1))
     return 0
 
 

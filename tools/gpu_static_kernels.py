@@ -19,7 +19,8 @@ two time estimates:
   :data:`MIN_KERNEL_S` (a kernel's own latency in a CUDA graph);
 * ``est.`` (what the schedule allows), the largest of: the roofline with bandwidth and
   flop rate scaled by the share of SMs the grid occupies (min(1, grid / SMs); the
-  bandwidth by the widest of a function's kernels, the flops by the one shown); for a
+  bandwidth by the widest of a function's kernels, the flops by the one shown), never
+  under :data:`MIN_KERNEL_S` per kernel of the function (split-K's two: 4 us); for a
   grid smaller than the SM count (one block per SM at most: no latency hiding), the
   serial stores per thread to memory x :data:`SERIAL_STORE_S` plus those to registers
   x :data:`SERIAL_REGISTER_S`; for a kernel that gives each
@@ -47,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_kernel_categories import feeds_se, hetpart_category  # noqa: E402
+from gpu_kernel_categories import feeds_se, hetpart_category, kernel_name_pattern  # noqa: E402
 
 HBM_BPS = 3.3e12
 """Bytes/s a streaming kernel reaches on the H200 (4.8 TB/s peak)."""
@@ -195,8 +196,7 @@ def cvt_rna_by_function(source_kernels: dict[str, dict], funcs) -> dict[str, boo
     the weight packing off) rounds to TF32; None when no kernel is found."""
     out = {}
     for f in funcs:
-        pattern = re.escape(f) + r"(_prepacked)?_kernel(_?\d+)?"
-        mine = [v for k, v in source_kernels.items() if k == f or re.fullmatch(pattern, k)]
+        mine = [v for k, v in source_kernels.items() if k == f or re.fullmatch(kernel_name_pattern(f), k)]
         out[f] = any(v["cvt_rna"] for v in mine) if mine else None
     return out
 
@@ -219,10 +219,11 @@ def estimates(rule: str, launch: Launch, outputs: int, nbytes: int, flops: int,
               sm_count: int = 132) -> tuple[float, float]:
     """(roofline, schedule) estimates in seconds (module doc)."""
     peak = TC_FLOPS if rule in TC_RULES else SIMT_FLOPS
-    roof = max(nbytes / HBM_BPS, flops / peak, MIN_KERNEL_S)
+    floor = MIN_KERNEL_S * max(launch.kernels, 1)  # each kernel node of the function its own
+    roof = max(nbytes / HBM_BPS, flops / peak, floor)
     share = min(1.0, max(launch.grid, 1) / sm_count)  # of the kernel with the serial work
     wide = min(1.0, max(launch.wide_grid, launch.grid, 1) / sm_count)  # of the widest kernel
-    est = max(nbytes / (HBM_BPS * wide), flops / (peak * share), MIN_KERNEL_S)
+    est = max(nbytes / (HBM_BPS * wide), flops / (peak * share), floor)
     if launch.grid < sm_count:
         memory = launch.serial_memory
         est = max(est, memory * SERIAL_STORE_S + (launch.serial - memory) * SERIAL_REGISTER_S)

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .settle import SettleLog
+
 
 def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0, group=1, relu6=False):
     """Conv (+ bias, + ReLU: torchvision's BasicConv2d after BN folding; ``relu6``: Clip(0, 6)
@@ -235,6 +237,10 @@ LAYERS = {
     "mb_proj_56": lambda: _conv(144, 24, (56, 56), (1, 1), relu=False),
     "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
     "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
+    "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
+    "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
+    "mb_exp_7": lambda: _conv(160, 960, (7, 7), (1, 1), relu6=True),
+    "mb_last": lambda: _conv(320, 1280, (7, 7), (1, 1), relu6=True),
     # squeeze-excite blocks: mobilenet_v3_large (hard-sigmoid) and efficientnet_b0 (sigmoid)
     "mn3_se_480_14": lambda: _se(480, 14, 120),
     "mn3_se_672_14": lambda: _se(672, 14, 168),
@@ -257,18 +263,22 @@ LAYERS = {
 
 
 BLOCK = 5
-"""Runs of one side before the other's turn: ORT's pool threads spin for a while after
-a run, and the first call after a switch pays for the other side's spinning (one call
-of each in turn measured ViT's attention block at 1.9-3.2 ms, its kernels alone 0.9)."""
+"""Runs of one side in a turn: ORT's pool threads spin for a while after a run, and the
+first call after a switch paid for the other side's spinning (one call of each in turn
+measured ViT's attention block at 1.9-3.2 ms, its kernels alone 0.9).  Each turn now
+starts after :func:`hetpart.bench.settle.settle` (the other side's threads quiet)."""
 
 
-def interleaved(model, threads: int, runs: int = 30) -> tuple[float, float]:
+def interleaved(model, threads: int, runs: int = 30, log: SettleLog | None = None) -> tuple[float, float]:
     """``(hetpart_ms, ort_ms)``: the least of ``runs`` whole runs of ``model`` each, both
     on ``threads`` threads, in turns of :data:`BLOCK` calls (so a neighbour's load hits
-    both alike; the least is the run it hit least).  hetpart: the op graph's module built by
-    :func:`hetpart.kernels.build` (as the compiler builds a CPU partition) in a Relax VM
-    on a leased thread whose TVM pool has ``threads`` threads; ONNX Runtime:
-    :func:`hetpart.bench.peers.ort_session`."""
+    both alike; the least is the run it hit least), each turn started once the process's
+    other threads are quiet (:func:`~hetpart.bench.settle.settle`, its waits appended
+    to ``log``): at 16 threads on 16 cores, turns right after ORT's measured ORT's
+    spinning workers, not hetpart (layers of 0.05-0.4 ms at 2-7 ms).  hetpart: the op
+    graph's module built by :func:`hetpart.kernels.build` (as the compiler builds a CPU
+    partition) in a Relax VM on a leased thread whose TVM pool has ``threads`` threads;
+    ONNX Runtime: :func:`hetpart.bench.peers.ort_session`."""
     import time
 
     import tvm
@@ -283,7 +293,15 @@ def interleaved(model, threads: int, runs: int = 30) -> tuple[float, float]:
     feeds = example_inputs(model, seed=0)
     executable = kernels.build(load(model).module, cpu_tvm_target())
     session = ort_session(model, threads=threads)
+    log = SettleLog() if log is None else log
     result: dict = {}
+
+    def turn(fn, times):
+        log()
+        for _ in range(BLOCK):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
 
     def body():
         try:
@@ -293,14 +311,8 @@ def interleaved(model, threads: int, runs: int = 30) -> tuple[float, float]:
             session.run(None, feeds)
             h, o = [], []
             for _ in range(-(-runs // BLOCK)):
-                for _ in range(BLOCK):
-                    t = time.perf_counter()
-                    vm["main"](*args)
-                    h.append(time.perf_counter() - t)
-                for _ in range(BLOCK):
-                    t = time.perf_counter()
-                    session.run(None, feeds)
-                    o.append(time.perf_counter() - t)
+                turn(lambda: vm["main"](*args), h)
+                turn(lambda: session.run(None, feeds), o)
             result["times"] = (min(h) * 1e3, min(o) * 1e3)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
             result["error"] = exc
@@ -332,7 +344,9 @@ def main(argv=None) -> int:
         os.makedirs(a.save, exist_ok=True)
     else:
         print(f"{'layer':<18}{'hetpart ms':>12}{'ORT ms':>10}{'ratio':>8}"
-              + ("  slowest hetpart kernel" if a.kernels else f"   (least of {a.runs} interleaved runs, {a.threads} threads)"))
+              + ("  slowest hetpart kernel" if a.kernels else f"{'settle ms':>10}   (least of {a.runs} interleaved runs, "
+                                                            f"{a.threads} threads; settle: longest wait for a quiet turn)"))
+    log = SettleLog()
     for name in a.layers or LAYERS:
         m = LAYERS[name]()
         onnx.checker.check_model(m)
@@ -340,8 +354,12 @@ def main(argv=None) -> int:
             onnx.save(m, os.path.join(a.save, f"{name}.onnx"))
             continue
         if not a.kernels:
-            h, o = interleaved(m, a.threads, a.runs)
-            print(f"{name:<18}{h:12.3f}{o:10.3f}{h / o:8.2f}", flush=True)
+            waits = len(log.waits)
+            h, o = interleaved(m, a.threads, a.runs, log)
+            longest = max(w.waited_s for w in log.waits[waits:]) * 1e3
+            busy = sum(not w.quiet for w in log.waits[waits:])
+            print(f"{name:<18}{h:12.3f}{o:10.3f}{h / o:8.2f}{longest:10.0f}" + (f"  {busy} turn(s) not quiet" if busy else ""),
+                  flush=True)
             continue
         from ..models import example_inputs
         from .kernel_table import measure
@@ -349,6 +367,8 @@ def main(argv=None) -> int:
         t = measure(m, example_inputs(m, seed=0), a.threads, a.runs)
         h, o = sum(us for _, us in t.hetpart) / 1e3, sum(us for _, us in t.ort) / 1e3
         print(f"{name:<18}{h:12.3f}{o:10.3f}{h / o:8.2f}  {t.hetpart[0][0][:40]} {t.hetpart[0][1]:.1f} us", flush=True)
+    if log.waits:
+        print(log.summary())
     return 0
 
 

@@ -100,6 +100,7 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
 
     import hetpart
     from hetpart.bench.peers import ort_session
+    from hetpart.bench.settle import settle
     from hetpart.cpu_cores import pool_size
     from hetpart.partitioner import Pin
 
@@ -118,7 +119,10 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         stage = "onnxruntime"
         ort_int8, ort_fp32 = ort_session(qmodel, threads=threads), ort_session(str(float_path), threads=threads)
         want, ref = ort_int8.run(None, feeds), ort_fp32.run(None, feeds)
+        # each timing starts once the other sessions' pool threads stop spinning (.settle)
+        waits = [settle()]
         record["ort_int8_ms"] = round(median_ms(lambda: ort_int8.run(None, feeds), repeat), 4)
+        waits.append(settle())
         record["ort_fp32_ms"] = round(median_ms(lambda: ort_fp32.run(None, feeds), repeat), 4)
         stage = "import"
         graph = hetpart.load(qmodel)
@@ -128,7 +132,9 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         stage = "run"
         with hetpart.Session(compiled, cpu_threads=None if default_pool else threads) as session:
             got = list(session.run(feeds).values())
+            waits.append(settle())
             record["hetpart_ms"] = round(median_ms(lambda: session.run(feeds), repeat), 4)
+        record["settle_ms"] = [round(w.waited_s * 1e3, 1) for w in waits]
         stage = "compare"
         err, ort_err, own_err = rel_err(got, want), rel_err(want, ref), rel_err(got, ref)
         tolerance = max(FLOOR, SLACK * ort_err)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .settle import settle
+
 
 @dataclass(frozen=True)
 class KernelTable:
@@ -39,6 +41,7 @@ class KernelTable:
     builtin_us: float
     builtin_calls: int
     ort: list[tuple[str, float]]
+    settle_ms: tuple[float, float] = (0.0, 0.0)  # waits before hetpart's runs and before ORT's
 
     def render(self) -> str:
         lines = [f"per-kernel medians, {self.threads} thread(s)",
@@ -52,13 +55,20 @@ class KernelTable:
         lines.append(f"  {'sum of kernels':<64}{sum(t for _, t in self.hetpart):9.1f}     "
                      f"{'sum of nodes':<40}{sum(t for _, t in self.ort):9.1f}")
         lines.append(f"  {f'VM instructions ({self.builtin_calls} calls)':<64}{self.builtin_us:9.1f}")
+        lines.append(f"  settled {self.settle_ms[0]:.0f} ms before hetpart's runs, {self.settle_ms[1]:.0f} ms before "
+                     "ORT's (the other threads quiet: hetpart.bench.settle)")
         return "\n".join(lines)
 
 
 def measure(model, feeds: dict, threads: int, runs: int = 20) -> KernelTable:
-    """Both sides' per-kernel medians over ``runs`` runs (after one warm-up run each)."""
+    """Both sides' per-kernel medians over ``runs`` runs (after one warm-up run each), each
+    side started once the process's other threads are quiet (:func:`.settle.settle`: an
+    earlier ORT session's workers spin on after its runs, TVM's pool workers after hetpart's)."""
+    before_hetpart = settle().waited_s
     calls, builtin_us, builtin_calls = _hetpart_calls(model, feeds, threads, runs)
-    return KernelTable(threads, calls, builtin_us, builtin_calls, _ort_nodes(model, feeds, threads, runs))
+    before_ort = settle().waited_s
+    return KernelTable(threads, calls, builtin_us, builtin_calls, _ort_nodes(model, feeds, threads, runs),
+                       (before_hetpart * 1e3, before_ort * 1e3))
 
 
 def _hetpart_calls(model, feeds: dict, threads: int, runs: int):

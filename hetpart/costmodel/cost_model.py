@@ -16,6 +16,15 @@
   the session's own per-partition cost (:attr:`Overheads.session_s`).
 * ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
   bandwidth k x narrower.
+* ``with_weight_bandwidth({"cpu": bytes_per_s})``: cold weights -- no kernel on a
+  named device costs less than one launch plus reading its weights
+  (``param_bytes``) at that bandwidth.  A microbenchmark repeats one kernel, so its
+  weights stay in the last-level cache; in a model whose weights exceed that cache
+  (every model bigger than the GPU) each weight is read from memory once per run.
+  On the 2-core EPYC (32 MiB L3) a 46 MB LLaMA GEMV ran at 70-78 GB/s alone and
+  44 GB/s in the model, a 16.8 MB one at 175 GB/s alone and 45 GB/s in the model;
+  the H200 profile's 16.8 MB GEMV was timed at 234 GB/s on a host whose memory
+  reads 90-95 GB/s (bench/results/capped-predictions.md).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from . import profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
+from .kernel_shape import weight_bytes_read
 from .fingerprint import recorded_options
 from .schedule_rule import kernel_rule, target_of
 
@@ -37,7 +47,7 @@ class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
-                 graph=None, _checked: bool = False):
+                 graph=None, weight_bandwidth: dict[str, float] | None = None, _checked: bool = False):
         found = [] if _checked else profile_check.problems(profile)
         if found:  # a Profile built in code skips Profile.load's check
             raise ProfileError(f"{profile.path or 'the profile'} has unusable values: {profile_check.describe(found)}")
@@ -46,6 +56,7 @@ class CostModel:
         self.predict = predict
         self.gpu_scale = float(gpu_scale)
         self.link_scale = float(link_scale)
+        self.weight_bandwidth = _checked_bandwidths(weight_bandwidth or {})
         self._predictors: dict[str, Predictor] = {}
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
@@ -150,7 +161,7 @@ class CostModel:
         oh = self._overheads(device)
         rec = self.profile.record(device, kernel.signature)
         if rec is not None and rec.ok:
-            return rec.cost(oh) * self._scale(device)
+            return max(rec.cost(oh), self.weight_floor(kernel, device)) * self._scale(device)
         if rec is not None and rec.failed:
             return math.inf
         if not self.predict:
@@ -161,7 +172,26 @@ class CostModel:
                                                    self.access_of(kernel, device))
         except ProfileError as exc:
             raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
-        return cost * self._scale(device)
+        return max(cost, self.weight_floor(kernel, device)) * self._scale(device)
+
+    def weight_floor(self, kernel, device: str) -> float:
+        """The least a call of ``kernel`` on ``device`` can cost with its weights cold:
+        one launch plus the weight bytes it reads (:func:`.kernel_shape.weight_bytes_read`:
+        a gather only its rows) at :attr:`weight_bandwidth` of ``device``; 0.0 where no
+        bandwidth is given for it."""
+        bandwidth = self.weight_bandwidth.get(device)
+        nbytes = weight_bytes_read(KernelFeatures.of(kernel)) if bandwidth else 0
+        if not nbytes:
+            return 0.0
+        return self._overheads(device).launch_s + nbytes / bandwidth
+
+    def with_weight_bandwidth(self, bandwidths: dict[str, float]) -> "CostModel":
+        """A copy whose kernels on each device in ``bandwidths`` cost at least their
+        :meth:`weight_floor` (bytes per second; the module docstring says why).
+        Raises :class:`ProfileError` for a bandwidth that is not a positive number."""
+        out = self.scaled()
+        out.weight_bandwidth = {**self.weight_bandwidth, **_checked_bandwidths(bandwidths)}
+        return out
 
     # --- transfers and partitions -----------------------------------------------------
     def transfer_cost(self, nbytes: int, src: str, dst: str) -> float:
@@ -185,9 +215,26 @@ class CostModel:
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
         out = CostModel(self.profile, predict=self.predict, gpu_scale=self.gpu_scale * gpu,
-                        link_scale=self.link_scale * link, _checked=True)  # same profile, checked once
+                        link_scale=self.link_scale * link, weight_bandwidth=self.weight_bandwidth,
+                        _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
         return out
+
+
+def _checked_bandwidths(bandwidths: dict[str, float]) -> dict[str, float]:
+    """``bandwidths`` as floats; ProfileError naming a device whose value is not a
+    positive finite number of bytes per second."""
+    out = {}
+    for device, value in bandwidths.items():
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (v > 0 and math.isfinite(v)):
+            raise ProfileError(f"weight bandwidth of {device} must be a positive number of bytes per second, "
+                               f"got {value!r}")
+        out[device] = v
+    return out
 
 
 def _holds(graph, kernel) -> bool:

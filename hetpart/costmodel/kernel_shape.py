@@ -8,7 +8,7 @@ floats: the profile does not store dtypes, and the float tensors that dominate
 cost are float32.
 
 * :func:`streamed_bytes`, :func:`weight_bytes`: memory traffic, split by how it
-  is read;
+  is read; :func:`weight_bytes_read`: the weight bytes one call reads;
 * :func:`outputs`, :func:`reduction_length`: how much work each output is;
 * :func:`output_width`: the dim a contraction's weights and outputs share (the
   columns of a matmul, the output channels of a convolution);
@@ -46,6 +46,15 @@ def weight_bytes(f: KernelFeatures) -> int:
     other kernel reads its constants (a bias, an embedding table) like activations.
     """
     return f.param_bytes if f.op_class in CONTRACTIONS else 0
+
+
+def weight_bytes_read(f: KernelFeatures) -> int:
+    """Bytes of its weights (constants) a kernel reads per call: all of ``param_bytes``,
+    except a gather, which reads only the rows it outputs (at most what it writes: a
+    MoE step gathers 2 of 8 experts' weights, a lookup a few rows of its table)."""
+    if f.op_class == "gather":
+        return min(f.param_bytes, f.bytes_written)
+    return f.param_bytes
 
 
 def streamed_bytes(f: KernelFeatures) -> int:

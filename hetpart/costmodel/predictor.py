@@ -47,6 +47,16 @@ not its input's last dim misses the cache on every read and runs 10x slower than
 reshape of the same bytes, which FLOPs, bytes and rule do not show.  An unknown
 access (``""``) stops at the (class, rule) fit, so a profile without the field
 predicts exactly as before.
+
+A refined fit (class, rule, access pattern) prices only kernels within its reach:
+each design column at most :data:`REACH` times the largest value its own training
+kernels had (:attr:`Fit.reach`).  Past it, the next coarser fit that reaches the kernel
+prices it (the pooled fit reaches everything).  A coefficient fitted on kernels whose
+time is all launch says nothing of a kernel 100x their bytes: on the H200 profile the
+CUDA (matmul, Reduction, contiguous) fit had seen GEMVs streaming at most ~0.1 MB of
+activations, priced those bytes at ~10 GB/s, and so predicted LLaMA's decode attention
+(16.8 MB of KV cache read, no weights) at 890 us a kernel, ~100x the matmul class's
+6.8 us (bench/results/capped-predictions.md).
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ NEIGHBOURS = 3
 HUBER = 0.5  # log residual (a factor ~1.65) beyond which a kernel's weight in the fit shrinks
 SHRINK = 4.0  # pseudo-count of the pooled fit when blending it with a class's own
 POOLED = "*"
+REACH = 4.0  # a refined fit prices kernels up to this many times its training kernels' largest column values
 
 
 # --- the device -------------------------------------------------------------------
@@ -193,9 +204,17 @@ class Fit:
     floor: float = 0.0
     neighbours: int = NEIGHBOURS
     strided: bool = False  # a fit of kernels that read an input strided (its columns say so)
+    reach: tuple[float, ...] = ()  # per column, the largest value among its training kernels (): no limit
 
     def columns(self, f: KernelFeatures) -> list[float]:
         return FORMS[self.form](f, self.device, self.strided)
+
+    def reaches(self, f: KernelFeatures) -> bool:
+        """True when every design column of ``f`` is at most :data:`REACH` times the
+        largest value the fit's training kernels had in it (always, without a ``reach``)."""
+        if not self.reach:
+            return True
+        return all(v <= REACH * r for v, r in zip(self.columns(f), self.reach))
 
     def base(self, f: KernelFeatures) -> float:
         own = np.log(max(float(np.dot(self.columns(f), self.coef)), 1e-12))
@@ -347,6 +366,13 @@ def fit_form(form: str, scope: str, data: list[tuple[str, KernelFeatures, float]
     return _with_anchors(fit, data)
 
 
+def column_reach(form: str, data: list[tuple[str, KernelFeatures, float]], device: DeviceFacts = DeviceFacts(),
+                 strided: bool = False) -> tuple[float, ...]:
+    """Per design column of ``form``, the largest value among ``data``'s kernels (:attr:`Fit.reach`)."""
+    x = np.array([FORMS[form](f, device, strided) for _, f, _ in data], dtype=float)
+    return tuple(float(v) for v in x.max(axis=0))
+
+
 def shifted(pooled: Fit, own: list[tuple[str, KernelFeatures, float]]) -> Fit:
     """The pooled fit moved by ``own``'s median log residual, shrunk by ``n / (n + SHRINK)``."""
     if not own:
@@ -384,24 +410,30 @@ class Predictor:
             self._fits[POOLED] = fit_form(self.form, POOLED, self.data, floor=self.floor, device=self.facts)
         return self._fits[POOLED]
 
-    def fit_for(self, op_class: str, rule: str = "", access: str = "") -> Fit:
+    def fit_for(self, op_class: str, rule: str = "", access: str = "", features: KernelFeatures | None = None) -> Fit:
         """The fit for kernels of ``op_class`` scheduled by ``rule`` with access
         pattern ``access`` (``""``: any).
 
         Without either: the class's own fit (shrunk to the pooled one) if it has
         :data:`MIN_POINTS` kernels, else the pooled fit shifted by the class's few
         kernels.  Each one given takes the same step again one level down
-        (:meth:`_sub_fit`): first the rule, then the access pattern.
+        (:meth:`_sub_fit`): first the rule, then the access pattern.  With
+        ``features``: the finest of those fits that reaches them (:meth:`Fit.reaches`),
+        the pooled fit where none does.
         """
         if op_class not in self._fits:
             own = [d for d in self.data if d[1].op_class == op_class]
             self._fits[op_class] = self._refined(op_class, own, self.pooled())
         key, members = op_class, [d for d in self.data if d[1].op_class == op_class]
+        chain = [self.pooled(), self._fits[key]]
         for sep, known, value in (("/", self.rules, rule), ("@", self.accesses, access)):
             if value:  # unknown: no refinement at this level (a profile older than the field)
                 key, members = self._sub_fit(key, members, f"{key}{sep}{value}",
                                              [d for d in members if known.get(d[0], "") == value])
-        return self._fits[key]
+                chain.append(self._fits[key])
+        if features is None:
+            return chain[-1]
+        return next(fit for fit in reversed(chain) if fit is chain[0] or fit.reaches(features))
 
     def _sub_fit(self, parent: str, members: list, key: str, own: list) -> tuple[str, list]:
         """Make the fit ``key`` of ``own`` (a subset of ``parent``'s ``members``), its
@@ -415,15 +447,18 @@ class Predictor:
     def _refined(self, scope: str, own: list[tuple[str, KernelFeatures, float]], parent: Fit) -> Fit:
         """A fit of ``own`` shrunk towards ``parent`` with :data:`MIN_POINTS` kernels
         or more, else ``parent`` shifted by their shrunk median residual."""
+        strided = scope.endswith("@" + STRIDED)
         if len(own) >= MIN_POINTS:
-            return fit_form(self.form, scope, own, prior=replace(parent, anchors=()), floor=self.floor,
-                            device=self.facts, strided=scope.endswith("@" + STRIDED))
-        return shifted(parent, own)
+            fit = fit_form(self.form, scope, own, prior=replace(parent, anchors=()), floor=self.floor,
+                           device=self.facts, strided=strided)
+        else:
+            fit = shifted(parent, own)
+        return replace(fit, reach=column_reach(self.form, own, self.facts, strided)) if own else fit
 
     def predict(self, f: KernelFeatures, rule: str = "", access: str = "") -> float:
         """Predicted cost in seconds of a kernel with features ``f`` built by ``rule``
         that reads its inputs as ``access`` says."""
-        return self.fit_for(f.op_class, rule, access).predict(f)
+        return self.fit_for(f.op_class, rule, access, features=f).predict(f)
 
 
 # --- held-out accuracy ----------------------------------------------------------------------

@@ -21,13 +21,18 @@ copies beside them) under the cap:
   its CUDA weights streamed to fit -- chosen largest-first or spread evenly over the
   model (so resident compute sits between streamed calls and hides their copies) --
   each seed making room for a ring of 1-3 slots (:data:`SEED_RINGS`), and the chain
-  bound's relaxed placement (:func:`bound_seed`); from the best seed of each ring size
-  and from the bound's seed, a first-improvement local search over whole partitions
+  bound's relaxed placement (:func:`bound_seed`), and the memory-only rules' placements
+  (:mod:`.memory_rules`: the llama.cpp- and ORT-style rules issue 19 measures hetpart
+  against); from the best seed of each ring size, from the bound's seed and from each
+  rule's, a first-improvement local search over whole partitions
   and single kernels moved between the three choices, and pairs of nearby kernels
   streamed together (:data:`SEARCH_BUDGET` evaluations each); the best end is kept.
   **Bound**: the result is never predicted slower than the best plan without
-  streaming (it is one of the seeds and the search only accepts improvements), and
-  is exact on small graphs; there is no ratio guarantee to the optimum beyond that.
+  streaming, nor than either memory rule's plan where it fits (they are seeds and the
+  search only accepts improvements), and is exact on small graphs; there is no ratio
+  guarantee to the optimum beyond that.  (Without the rules' seeds, zoo moe at 1/2 on
+  the H200 profile was planned at 14.6 ms while both rules' plans were predicted at
+  13.4-13.5 ms: bench/results/capped-predictions.md.)
 
 Whether a weight-heavy kernel is better streamed or run on the CPU is decided only by
 the costs (its CPU time against its CUDA time plus the part of its copy that compute
@@ -94,9 +99,10 @@ def place(problem: Problem, resident: Assignment, progress: bool = False) -> Ass
         start = min((evaluate(problem, s) for s in [resident, *seeds(problem, (ring,))]), key=key)
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
-    relaxed = bound_seed(problem)
-    if relaxed is not None:
-        start = evaluate(problem, relaxed)
+    for extra in (bound_seed(problem), *rule_seeds(problem)):
+        if extra is None:
+            continue
+        start = evaluate(problem, extra)
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
     ends = [evaluate(problem, improve(problem, s, progress)) for s in starts]
@@ -131,6 +137,14 @@ def seeds(problem: Problem, rings: tuple[int, ...] = SEED_RINGS) -> list[Assignm
                 if streamed is not None:
                     out += _labelled(problem, a, streamed)
     return out
+
+
+def rule_seeds(problem: Problem) -> list[Assignment]:
+    """The memory-only rules' placements (:data:`.memory_rules.RULES`) that fit the cap:
+    what a user gets without hetpart, so hetpart's search starts from each of them too."""
+    from .memory_rules import RULES
+
+    return [a for a in (rule(problem) for rule in RULES.values()) if a is not None]
 
 
 def bound_seed(problem: Problem) -> Assignment | None:

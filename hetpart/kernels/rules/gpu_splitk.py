@@ -15,7 +15,11 @@ idles.  This rule cuts K into S chunks and gives each chunk its own blocks:
    tiled through shared memory with a 4x4 register tile per thread;
 3. kernel 2, one thread per output element, sums the S partials in a register and
    applies the fused element-wise epilogue (bias, relu, residual add ...), which is
-   inlined into it.
+   inlined into it -- at batch 1 one that reads the sum twice (GELU, SiLU) too: its
+   blocks are inlined into the output block first (:func:`inline_epilogue`; until
+   then such a function went to dlight's un-split ``Matmul``: ConvNeXt-T's and Swin-T's
+   last-stage MLP ``49 x 768 -> 3072`` with GELU, 96 blocks with 12896 serial stores
+   per thread; :data:`FORK_EPILOGUE_MAX_BATCH`).
 
 S (:func:`split_factor`) is chosen so that the grid holds at least
 ``TARGET_WAVES`` blocks per SM while every chunk keeps ``MIN_K_CHUNK`` or more of K;
@@ -103,20 +107,86 @@ class GpuSplitKGemm(ScheduleRule):
         gemm = as_normal_gemm(func, plain=self.mode == "all")
         if gemm is None:
             return None
-        sch, main, shape = gemm.sch, gemm.block, gemm.shape
-        s = split_factor(*shape, sms=self.sms)
-        if s == 1:
-            return None
-        # Whole tiles (rows past M, columns past N, K past a multiple of K_STEP*S
-        # read as zeros), so no tile or chunk is ragged.
-        sch.pad_einsum(main, [1, TILE_M, TILE_N, K_STEP * s])
-        _, _, _, k = sch.get_loops(main)
-        chunk, _ = sch.split(k, [s, None])
-        partial = sch.rfactor(chunk, factor_axis=0)
-        _schedule_partials(sch, partial)
-        if not schedule_sum_epilogue(sch, main, partial):
-            return None
-        return sch
+        return split_gemm(gemm, split_factor(*gemm.shape, sms=self.sms),
+                          fork_epilogue=0 < images(func) <= FORK_EPILOGUE_MAX_BATCH)
+
+
+FORK_EPILOGUE_MAX_BATCH = 1
+"""Images (the output's leading extent) up to which an epilogue that reads the sum
+twice is taken (:func:`inline_epilogue`): batch 1 is where such functions were
+starved (ConvNeXt-T's, Swin-T's last-stage GELU MLP: 96 blocks, un-split); at batch
+32 the functions it would add (EfficientNet-B0's SE FCs on 1-2 blocks, MobileNet-v3's
+classifier) keep their measured schedules until it is measured there."""
+
+
+def images(func: tirx.PrimFunc) -> int:
+    """The leading extent of ``func``'s output (a convolution's batch; 0 if not static)."""
+    shape = getattr(func.params[-1], "shape", None) or ()
+    return int(shape[0]) if len(shape) and isinstance(shape[0], tirx.IntImm) else 0
+
+
+def split_gemm(gemm, s: int, *, fork_epilogue: bool = False) -> s_tir.Schedule | None:
+    """Steps 2-3 on a function in normal form (``as_normal_gemm``'s): K in ``s``
+    chunks of whole K_STEP slices, the partial products, then their sum through the
+    epilogue; None when ``s`` is 1 or the epilogue is no inlinable chain (with
+    ``fork_epilogue``, one that forks is inlined into one first: :func:`inline_epilogue`)."""
+    if s == 1:
+        return None
+    sch, main = gemm.sch, gemm.block
+    if consumer_chain(sch, main) is None and not (fork_epilogue and inline_epilogue(sch, main)):
+        return None
+    # Whole tiles (rows past M, columns past N, K past a multiple of K_STEP*S
+    # read as zeros), so no tile or chunk is ragged.
+    sch.pad_einsum(main, [1, TILE_M, TILE_N, K_STEP * s])
+    _, _, _, k = sch.get_loops(main)
+    chunk, _ = sch.split(k, [s, None])
+    partial = sch.rfactor(chunk, factor_axis=0)
+    _schedule_partials(sch, partial)
+    if not schedule_sum_epilogue(sch, main, partial):
+        return None
+    return sch
+
+
+def inline_epilogue(sch: s_tir.Schedule, main) -> bool:
+    """Inline every block after ``main`` but the function's output block into the
+    blocks that read it, so what follows ``main`` is one chain (its write-back, then
+    the output block); False (the schedule may be half changed: the caller declines)
+    when a block is not element-wise, the blocks after ``main`` end in more than one
+    output, or TVM refuses an inlining."""
+    after = _reachable(sch, main)
+    outputs = [b for b in after if not sch.get_consumers(b)]
+    if len(outputs) != 1:
+        return False
+    for blk in after:
+        if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            return False
+    writeback = sch.get_consumers(main)
+    if len(writeback) != 1:
+        return False
+    out = sch.get(outputs[0]).name_hint
+    keep = {sch.get(writeback[0]).name_hint, out}
+    for name in [sch.get(b).name_hint for b in after]:
+        if name in keep:
+            continue
+        try:
+            sch.compute_inline(sch.get_sblock(name))
+        except Exception:  # noqa: BLE001 - TVM refuses with several error types
+            return False
+    return consumer_chain(sch, main) is not None
+
+
+def _reachable(sch: s_tir.Schedule, block) -> list:
+    """The blocks that read, directly or not, what ``block`` writes (in schedule order)."""
+    seen, todo, names = [], [block], set()
+    while todo:
+        for c in sch.get_consumers(todo.pop()):
+            name = sch.get(c).name_hint
+            if name not in names:
+                names.add(name)
+                seen.append(c)
+                todo.append(c)
+    order = {sch.get(b).name_hint: i for i, b in enumerate(sch.get_child_blocks(sch.get_sblock("root")))}
+    return sorted(seen, key=lambda b: order.get(sch.get(b).name_hint, len(order)))
 
 
 # --- step 2: kernel 1, the partial GEMMs --------------------------------------------
