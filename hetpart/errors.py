@@ -130,6 +130,17 @@ class RuntimeFailure(HetpartError):
         self.partition = partition
 
 
+class StateError(RuntimeFailure):
+    """Device-resident state (``Session(state=...)``, :mod:`hetpart.runtime.state`) cannot
+    be bound or used: a name that is no model output/input or no bound state, a pair whose
+    shapes or dtypes differ, a state whose producer and readers sit on different devices,
+    a bound input given in the feeds.  ``names`` are the names at fault."""
+
+    def __init__(self, message: str, names: list[str] | None = None):
+        super().__init__(message)
+        self.names = list(names or [])
+
+
 # --- serving (hetpart.serving.Server) ------------------------------------------------
 class ServingError(HetpartError):
     """A request to a :class:`hetpart.serving.Server` could not be served."""

@@ -78,6 +78,9 @@ class RunContext:
         self.timed = timed
         self.stats = RunStats()
         self.feeds: dict[str, Buffer] = {}  # the run's validated feeds (set by the session)
+        # bound state (.state): tensor -> the state buffer its producer writes this run
+        self.state_outputs: dict[str, Buffer] = {}
+        self.holds_state = False
         # streamed weights: the session's ring and this run's first use number (.weight_stream)
         self.ring = None
         self.stream_base = 0
@@ -136,6 +139,9 @@ class RunContext:
         route = self.routes[name]
         if route.dynamic:
             return None
+        state = self.state_outputs.get(name)
+        if state is not None:
+            return state
         fresh = self.fresh.get(name)
         if fresh is not None:
             buf = self._fresh_buffers.get(name)

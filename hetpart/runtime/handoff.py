@@ -141,12 +141,15 @@ class Slot:
     staging: dict = field(default_factory=dict)
 
     @classmethod
-    def allocate(cls, index: int, routes: dict[str, Route], memory: Memory) -> "Slot":
+    def allocate(cls, index: int, routes: dict[str, Route], memory: Memory,
+                 elsewhere: frozenset = frozenset()) -> "Slot":
+        """``elsewhere``: tensors whose producer writes into buffers held outside the
+        slot (bound state, :mod:`.state`): they get slot buffers only to cross."""
         slot = cls(index)
         fresh = set()
         for name, r in routes.items():
-            if r.dynamic:
-                continue  # allocated per run, at its actual size
+            if r.dynamic or (name in elsewhere and not r.crosses):
+                continue  # allocated per run, at its actual size; or held by the session's state
             if r.crosses:
                 host = memory.pinned(r.spec)
                 slot.buffers[(name, "cpu")] = host

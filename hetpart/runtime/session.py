@@ -56,7 +56,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -77,6 +77,7 @@ from . import cpu_share
 from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
+from .state import DeviceState
 from .memory import aligned_empty, dtype_name
 
 
@@ -132,7 +133,8 @@ class Session:
     def __init__(self, compiled: CompiledModel, *, slots: int = 2, handoff: str = "auto",
                  transfer_costs: TransferCosts | None = None, profile: bool = False,
                  inline: bool = True, spin_wait: bool = True, cpu_threads: int | None = None,
-                 quota: int | None = None, priority: int | None = None, cpu_sharing=None):
+                 quota: int | None = None, priority: int | None = None, cpu_sharing=None,
+                 state: Mapping[str, str] | None = None, initial_state: Mapping[str, np.ndarray] | None = None):
         if _is_path(compiled):
             compiled = load_compiled(compiled)
         if not isinstance(compiled, CompiledModel):
@@ -165,6 +167,8 @@ class Session:
         self._stream: Stream | None = None
         self._ring: WeightRing | None = None
         self._collector: Worker | None = None
+        self._state: DeviceState | None = None  # bound state (.state), made by _start
+        self._state_request = (state, initial_state)
         gpu_parts = [p for p in compiled.partitions if p.device == "cuda"]
         self.simulated = bool(gpu_parts) and all(p.device_type != "cuda" for p in gpu_parts)
         self.real_gpu = bool(gpu_parts) and not self.simulated
@@ -208,6 +212,10 @@ class Session:
                 copier.close()
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
+        if self._state_request[0] is not None:  # outputs kept on their device as next run's inputs
+            self._state = DeviceState(self.compiled, self.routes, self._memory, *self._state_request)
+            self.routes = self._state.routes
+        elsewhere = self._state.tensors if self._state is not None else frozenset()
         share = cpu_share.share_for(self.cpu_sharing)
         # under a sharing policy CPU workers only hand their calls to the lanes: no pool of their own
         pool = pool_threads(self.cpu_threads, has_gpu=has_gpu) if share is None else None
@@ -226,7 +234,7 @@ class Session:
                 self.pool_threads_used[art.name] = None
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
             self._stages.append(Stage(art, runner, worker))
-        self._slots = [Slot.allocate(i, self.routes, self._memory) for i in range(slots)]
+        self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere) for i in range(slots)]
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
             self._free.put(slot)
@@ -239,6 +247,10 @@ class Session:
         self._output_names = [t.name for t in self.compiled.outputs]
         # results are keyed by the model's output names (ONNX's), not by graph tensors
         self._output_keys = list(zip(self.compiled.model_output_names, self._output_names))
+        self._feed_specs = list(self.compiled.inputs)
+        if self._state is not None:  # bound inputs come from the state, bound outputs stay in it
+            self._feed_specs, self._inputs_by_name, self._output_names, self._output_keys = self._state.narrow(
+                self._feed_specs, self._output_keys)
         # host feeds copied into their pinned buffer anyway: no alignment copy before
         self._direct_feeds = frozenset(n for n, r in self.routes.items()
                                        if r.producer is None and r.crosses and not r.dynamic)
@@ -307,6 +319,7 @@ class Session:
             raise RuntimeFailure("this session was closed while the run waited to start; "
                                  "create a new Session to run again")
         future: Future = Future()
+        ctx = None
         try:
             ctx = self._context(checked, slot, timed)
             with self._submit_lock:  # a run's tasks enter the queues together, in order
@@ -316,6 +329,8 @@ class Session:
                     stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
                 self._collector.post(lambda: self._finish(ctx, future))
         except BaseException:
+            if ctx is not None and self._state is not None:
+                self._state.end(ctx, ok=False)
             self._free.put(slot)
             self._run_ended()
             raise
@@ -330,7 +345,9 @@ class Session:
 
     def _checked(self, feeds) -> dict:
         """The feeds checked (names, shapes, dtypes, and indices in range), not yet copied."""
-        checked = check_feeds(feeds, self.compiled.inputs, gpu=self.real_gpu, by_name=self._inputs_by_name)
+        if self._state is not None:
+            self._state.check_feeds(feeds)
+        checked = check_feeds(feeds, self._feed_specs, gpu=self.real_gpu, by_name=self._inputs_by_name)
         if self.compiled.index_limits:
             check_indices(checked, self.compiled.index_limits)
         return checked
@@ -350,6 +367,8 @@ class Session:
         for _ in range(copies):
             ctx.stats.count("feed_copies")
         ctx.feeds = buffers
+        if self._state is not None:  # last: it waits for the previous step to complete
+            self._state.begin(ctx)
         return ctx
 
     def _run_ended(self) -> None:
@@ -386,6 +405,8 @@ class Session:
         except BaseException as e:  # noqa: BLE001 - reaches the caller through the future
             ctx.fail("collect", e)
         finally:
+            if self._state is not None:  # the step is over: swap (if it succeeded), next step may begin
+                self._state.end(ctx, ok=ctx.error is None)
             # the slot first: the next batch's submit waits for it; the events are ours alone
             self._free.put(ctx.slot)
             self._run_ended()
@@ -421,11 +442,14 @@ class Session:
             self._inline_lock.acquire()  # free: only one run is ever inline
         try:
             try:
+                ctx = None
                 ctx = self._context(checked, slot, timed)
                 with self._submit_lock:
                     self._reserve_weights(ctx)
                 executor.publish_feeds(ctx, ctx.feeds)
             except BaseException:
+                if ctx is not None and self._state is not None:
+                    self._state.end(ctx, ok=False)
                 self._free.put(slot)
                 self._run_ended()
                 raise
@@ -469,6 +493,30 @@ class Session:
         from .pipeline import run_pipelined
 
         return run_pipelined(self, batches, trace=trace)
+
+    # --- bound state (Session(state=...), .state) -------------------------------------
+    def read_state(self, name: str) -> np.ndarray:
+        """A host copy of the bound state ``name`` (its output or its input name), as the
+        next run will read it; waits for a step in flight.  StateError if not bound."""
+        return self._bound_state().read(name)
+
+    def write_state(self, values: Mapping[str, np.ndarray]) -> None:
+        """Set bound states from host arrays (``{output or input name: array}``), e.g. to
+        start a new sequence; checked first, all or nothing."""
+        self._bound_state().write(values)
+
+    @property
+    def state(self) -> DeviceState | None:
+        """The session's bound state, or None (``Session(state=...)``)."""
+        return self._state
+
+    def _bound_state(self) -> DeviceState:
+        self._check_open()
+        if self._state is None:
+            from ..errors import StateError
+
+            raise StateError("this session has no bound state; open it with Session(compiled, state={output: input})")
+        return self._state
 
     # --- lifetime ----------------------------------------------------------------
     def _check_open(self) -> None:

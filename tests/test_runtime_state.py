@@ -1,0 +1,292 @@
+"""Device-resident state (hetpart.runtime.state, issue 19): outputs kept on their device
+as the next run's inputs, in simulation (the "GPU" partitions built for the CPU).
+
+References: numpy for the synthetic partitions; ONNX Runtime's N steps, the cache fed
+back by hand, for compiled ONNX graphs.  Never hetpart itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hetpart.compiler.artifact import CompiledModel, TensorSpec
+from hetpart.errors import RuntimeFailure, StateError
+from hetpart.runtime import Session
+from hetpart.runtime.synthetic import build_partition, plan_of
+
+N = (4, 8)
+STEPS = 5
+
+
+def _specs(*names):
+    return [TensorSpec(n, N, "float32") for n in names]
+
+
+def _step_partition(name, device, inp, past, y, present):
+    """y = 2 * past + x, present = past + x (a running sum: every step's state matters)."""
+    from tvm import te
+
+    return build_partition(name, device, [inp, past], [y, present], lambda i: [
+        te.compute(N, lambda r, s: i[1][r, s] * 2 + i[0][r, s], name="y"),
+        te.compute(N, lambda r, s: i[1][r, s] + i[0][r, s], name="present")])
+
+
+def _model(step_device: str, reader: str | None = None) -> CompiledModel:
+    """One partition on ``step_device`` (x, past -> y, present); with ``reader``, a second
+    partition on that device reads y (z = y + 1), so y crosses whatever the state does."""
+    from tvm import te
+
+    x, past, y, present, z = _specs("x", "past", "y", "present", "z")
+    parts = [_step_partition("step", step_device, x, past, y, present)]
+    outputs = [y, present]
+    if reader is not None:
+        parts.append(build_partition("reader", reader, [y], [z],
+                                     lambda i: [te.compute(N, lambda r, s: i[0][r, s] + 1, name="z")]))
+        outputs = [z, present]
+    return CompiledModel(plan_of("state", parts), parts, [x, past], outputs)
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(N).astype("float32"), [rng.standard_normal(N).astype("float32") for _ in range(STEPS)]
+
+
+@pytest.fixture(scope="module")
+def on_gpu():
+    return _model("cuda", reader="cpu")
+
+
+@pytest.fixture(scope="module")
+def on_cpu():
+    return _model("cpu", reader="cuda")
+
+
+@pytest.mark.parametrize("which", ["on_gpu", "on_cpu"])
+def test_bound_steps_equal_steps_fed_back_through_numpy(request, which):
+    model = request.getfixturevalue(which)
+    init, xs = _inputs(1)
+    with Session(model) as plain:  # the state fed back by hand
+        state, want = init, []
+        for x in xs:
+            out = plain.run({"x": x, "past": state})
+            want.append(out["z"])
+            state = out["present"]
+    with Session(model, state={"present": "past"}, initial_state={"past": init}) as s:
+        got = [s.run({"x": x}) for x in xs]
+        final = s.read_state("present")
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert set(g) == {"z"}, "a bound output is not returned"
+        np.testing.assert_array_equal(g["z"], w, err_msg=f"step {k}")
+    np.testing.assert_array_equal(final, state)
+    # and against numpy: the running sum
+    np.testing.assert_allclose(final, init + sum(xs), rtol=1e-5, atol=1e-5)
+
+
+def test_no_host_copy_of_the_state_per_step(on_gpu):
+    """The state never crosses: per step only x goes up and y comes down, the state's
+    two device buffers swap (the same two addresses, step after step)."""
+    init, xs = _inputs(2)
+    with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}, handoff="copy") as plain_ptrs:
+        first = plain_ptrs.state.buffer_ptrs("past")
+        for k, x in enumerate(xs):
+            plain_ptrs.run({"x": x})
+            stats = plain_ptrs.last_run_stats
+            assert {e.tensor for e in stats.edges} == {"x", "y"}, k
+            assert (stats.h2d, stats.bytes_h2d) == (1, x.nbytes)
+            assert (stats.d2h, stats.bytes_d2h) == (1, x.nbytes)
+            assert stats.feed_copies == 1 and stats.staging == 0  # x into its pinned buffer; DPS writes the state
+            ptrs = plain_ptrs.state.buffer_ptrs("past")
+            assert ptrs == (first if k % 2 else first[::-1])
+        assert plain_ptrs.state.steps == STEPS
+
+
+def test_without_state_the_cache_crosses_every_step(on_gpu):
+    """The counter the previous test reads does see a state fed back through numpy."""
+    init, xs = _inputs(2)
+    with Session(on_gpu, handoff="copy") as s:
+        s.run({"x": xs[0], "past": init})
+        assert {e.tensor for e in s.last_run_stats.edges} == {"x", "past", "y", "present"}
+
+
+def test_state_buffers_are_allocated_once_not_per_slot(on_gpu):
+    """Bound: two state buffers, no slot buffers for past/present (fed back: an input
+    and an output buffer on each side, per slot)."""
+    with Session(on_gpu, slots=2, handoff="copy") as plain:
+        fed_back = plain.buffer_bytes
+    with Session(on_gpu, slots=2, handoff="copy", state={"present": "past"}) as s:
+        bound = s.buffer_bytes
+    state_bytes = np.zeros(N, np.float32).nbytes
+    assert fed_back - bound == 2 * 4 * state_bytes - 2 * state_bytes
+
+
+def test_submitted_steps_run_one_after_the_other(on_gpu):
+    init, xs = _inputs(3)
+    with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
+        futures = [s.submit({"x": x}) for x in xs]
+        got = [f.result()["z"] for f in futures]
+    state = init
+    for x, g in zip(xs, got):
+        np.testing.assert_allclose(g, 2 * state + x + 1, rtol=1e-5, atol=1e-5)
+        state = state + x
+
+
+def test_write_state_restarts_and_a_failed_step_keeps_the_state(on_gpu):
+    init, xs = _inputs(4)
+    with Session(on_gpu, state={"present": "past"}) as s:
+        np.testing.assert_array_equal(s.read_state("past"), 0)  # zeros until written
+        s.write_state({"past": init})
+        s.run({"x": xs[0]})
+        with pytest.raises(RuntimeFailure):
+            s.run({"x": xs[0][:2]})  # bad feed: refused before the step
+        np.testing.assert_allclose(s.read_state("present"), init + xs[0], rtol=1e-6)
+        s.write_state({"present": init})
+        np.testing.assert_allclose(s.run({"x": xs[1]})["z"], 2 * init + xs[1] + 1, rtol=1e-5, atol=1e-5)
+
+
+# --- errors ---------------------------------------------------------------------------
+def test_unknown_names_and_mismatches_are_state_errors(on_gpu):
+    with pytest.raises(StateError, match="'logits' is not an output"):
+        Session(on_gpu, state={"logits": "past"})
+    with pytest.raises(StateError, match="'cache' is not an input"):
+        Session(on_gpu, state={"present": "cache"})
+    with pytest.raises(StateError, match="cannot feed input 'x'") as e:
+        Session(_mismatched(), state={"present": "x"})
+    assert e.value.names == ["present"]
+    with Session(on_gpu, state={"present": "past"}) as s:
+        with pytest.raises(StateError, match="'past'.*bound state"):
+            s.run({"x": np.zeros(N, np.float32), "past": np.zeros(N, np.float32)})
+        with pytest.raises(StateError, match="not bound"):
+            s.read_state("z")
+        with pytest.raises(StateError, match=r"\[4, 8\] float32, got \[4, 8\] float64"):
+            s.write_state({"past": np.zeros(N)})
+    with Session(on_gpu) as plain, pytest.raises(StateError, match="no bound state"):
+        plain.read_state("past")
+
+
+def _mismatched() -> CompiledModel:
+    from tvm import te
+
+    x = TensorSpec("x", (2, 8), "float32")
+    past, y, present = _specs("past", "y", "present")
+    part = build_partition("step", "cuda", [past], [y, present], lambda i: [
+        te.compute(N, lambda r, s: i[0][r, s] * 2, name="y"), te.compute(N, lambda r, s: i[0][r, s], name="present")])
+    extra = build_partition("x_reader", "cuda", [x], [TensorSpec("w", (2, 8), "float32")],
+                            lambda i: [te.compute((2, 8), lambda r, s: i[0][r, s], name="w")])
+    return CompiledModel(plan_of("bad", [part, extra]), [part, extra], [x, past],
+                         [y, present, TensorSpec("w", (2, 8), "float32")])
+
+
+def test_a_state_across_devices_is_refused_naming_the_partitions():
+    """present is made on the GPU but past is read on the CPU: refused, with advice."""
+    from tvm import te
+
+    x, past, y, present, h = _specs("x", "past", "y", "present", "h")
+    reader = build_partition("host_reader", "cpu", [past, x], [h], lambda i: [
+        te.compute(N, lambda r, s: i[0][r, s] + i[1][r, s], name="h")])
+    step = _step_partition("gpu_step", "cuda", h, x, y, present)
+    model = CompiledModel(plan_of("split", [reader, step]), [reader, step], [x, past], [y, present])
+    with pytest.raises(StateError) as e:
+        Session(model, state={"present": "past"})
+    text = str(e.value)
+    assert "partition 'gpu_step' on cuda" in text and "partition 'host_reader' on cpu" in text
+    assert "pin" in text
+
+
+# --- compiled ONNX graphs against ONNX Runtime ----------------------------------------------
+CACHE, D = 16, 8
+
+
+def _cache_model() -> onnx.ModelProto:
+    """x [1, D], position [1] -> y [1, CACHE, 4], present [1, CACHE, D]: the new key
+    (x @ Wk) written at ``position`` by a mask-select (llama_decode's pattern), then read."""
+    rng = np.random.default_rng(7)
+    wk = helper.make_tensor("wk", TensorProto.FLOAT, (D, D), rng.standard_normal((D, D)).astype(np.float32).ravel())
+    wv = helper.make_tensor("wv", TensorProto.FLOAT, (D, 4), rng.standard_normal((D, 4)).astype(np.float32).ravel())
+    slots = helper.make_tensor("slots", TensorProto.INT64, (CACHE,), np.arange(CACHE))
+    shape = helper.make_tensor("hit_shape", TensorProto.INT64, (3,), [1, CACHE, 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, (1,), [1])
+    nodes = [
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("Unsqueeze", ["k", "axes"], ["k3"]),
+        helper.make_node("Equal", ["slots", "position"], ["hit"]),
+        helper.make_node("Reshape", ["hit", "hit_shape"], ["hit3"]),
+        helper.make_node("Where", ["hit3", "k3", "past"], ["present"]),
+        helper.make_node("MatMul", ["present", "wv"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "cache_step",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, D)),
+         helper.make_tensor_value_info("position", TensorProto.INT64, (1,)),
+         helper.make_tensor_value_info("past", TensorProto.FLOAT, (1, CACHE, D))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, CACHE, 4)),
+         helper.make_tensor_value_info("present", TensorProto.FLOAT, (1, CACHE, D))],
+        [wk, wv, slots, shape, axes])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ort_steps(model: onnx.ModelProto, steps: list[dict], pairs: dict[str, str], state: dict) -> list[dict]:
+    """ONNX Runtime's N steps, each bound output fed back as its input through numpy."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    state, results = dict(state), []
+    for feeds in steps:
+        out = dict(zip(names, sess.run(None, {**feeds, **state})))
+        results.append(out)
+        state = {pairs_in: out[o] for o, pairs_in in pairs.items()}
+    return results
+
+
+def _gpu_plan(graph, plan_for):
+    from hetpart.kernels.capabilities import unsupported_reason
+
+    return plan_for(graph, {k: "cuda" if unsupported_reason(kernel, "cuda") is None else "cpu"
+                            for k, kernel in graph.kernels.items()})
+
+
+def test_compiled_cache_steps_equal_onnx_runtime(plan_for):
+    from hetpart import compiler, importer
+
+    model = _cache_model()
+    graph = importer.load(model)
+    plan = _gpu_plan(graph, plan_for)
+    compiled = compiler.compile(plan, simulate=True, progress=False)
+    assert any(p.device == "cuda" for p in compiled.partitions)
+    rng = np.random.default_rng(8)
+    steps = [{"x": rng.standard_normal((1, D)).astype(np.float32), "position": np.array([k], np.int64)}
+             for k in range(STEPS)]
+    init = rng.standard_normal((1, CACHE, D)).astype(np.float32)
+    want = _ort_steps(model, steps, {"present": "past"}, {"past": init})
+    with Session(compiled, state={"present": "past"}, initial_state={"past": init}) as s:
+        for k, feeds in enumerate(steps):
+            got = s.run(feeds)
+            np.testing.assert_allclose(got["y"], want[k]["y"], rtol=1e-4, atol=1e-5, err_msg=f"step {k}")
+            assert "past" not in {e.tensor for e in s.last_run_stats.edges}
+            assert "present" not in {e.tensor for e in s.last_run_stats.edges}
+        np.testing.assert_allclose(s.read_state("past"), want[-1]["present"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_llama_decode_steps_equal_onnx_runtime(plan_for):
+    """The small llama_decode, attention (and every kernel CUDA builds) on the simulated
+    GPU, its 2 x layers caches bound: N steps equal ONNX Runtime's, caches fed back."""
+    from hetpart import compiler, importer, models
+
+    model = models.build("llama_decode", small=True, layers=1)
+    graph = importer.load(model)
+    compiled = compiler.compile(_gpu_plan(graph, plan_for), simulate=True, progress=False)
+    pairs = {o.name: o.name.replace("present.", "past.") for o in model.graph.output if o.name.startswith("present.")}
+    feeds = models.example_inputs(model, seed=3)
+    init = {p: feeds[p] for p in pairs.values()}
+    steps = [{"input_ids": np.array([[5 + k]], np.int64), "position": np.array([k], np.int64)} for k in range(4)]
+    want = _ort_steps(model, steps, pairs, init)
+    with Session(compiled, state=pairs, initial_state=init) as s:
+        for k, step in enumerate(steps):
+            got = s.run(step)
+            assert set(got) == {"logits"}
+            np.testing.assert_allclose(got["logits"], want[k]["logits"], rtol=2e-3, atol=2e-3, err_msg=f"step {k}")
+        for out in pairs:
+            np.testing.assert_allclose(s.read_state(out), want[-1][out], rtol=2e-3, atol=2e-3, err_msg=out)
