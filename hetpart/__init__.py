@@ -37,6 +37,7 @@ from .errors import (
     ServerClosedError,
     ServingError,
     ShapeError,
+    StateError,
     SymbolicDimsError,
     TargetError,
     UnknownModelError,
@@ -76,7 +77,7 @@ _PUBLIC = {
 
 _ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError",
            "UnknownModelError", "TargetError", "NoGPUError", "PrecisionError", "ProfileError", "PlanError", "CompileError",
-           "RuntimeFailure", "QuotaExceededError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError",
+           "RuntimeFailure", "QuotaExceededError", "StateError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError",
            "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 

@@ -6,7 +6,7 @@ partition), :mod:`.streams` (the GPU stream, real or simulated), :mod:`.handoff`
 (routes across the cut, transfer mode, double-buffered slots), :mod:`.memory`
 (pinned/device buffers; :mod:`.pool`: a model's GPU memory quota as one arena its
 device buffers are carved from), :mod:`.partition_runner` (VM per thread, DPS calls).
-:mod:`.pipeline`, :mod:`.multi_session`, :mod:`.trace` and :mod:`.report` build on
+:mod:`.state` (outputs kept on their device as the next run's inputs), :mod:`.pipeline`, :mod:`.multi_session`, :mod:`.trace` and :mod:`.report` build on
 the session; :mod:`.cuda_api` and :mod:`.dlpack` are the low-level glue;
 :mod:`.synthetic` builds small models for tests and benchmarks; :mod:`.threads` and
 :mod:`.cpu_share` decide which threads (and TVM pools, on which cores) run CPU

@@ -112,6 +112,10 @@ class Session:
     at a time, GPU work still overlapping), ``"split:N"`` on N lanes with disjoint
     cores, ``"none"`` on the calling thread's or the CPU worker's own pool (the old
     way; implied by ``cpu_threads``, which cannot be combined with a sharing policy).
+    ``state`` (``{model output: model input}``) keeps those outputs on the device of
+    the partition that makes them as the next run's inputs, never copied through the
+    host (:mod:`.state`); ``initial_state`` (``{name: array}``) sets them first (zeros
+    otherwise); :meth:`read_state` / :meth:`write_state` copy them out or in.
     """
 
     def __new__(cls, compiled=None, **kwargs):

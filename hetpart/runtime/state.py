@@ -150,12 +150,14 @@ class DeviceState:
         self._buffers = {p.input: [self._allocate(p), self._allocate(p)] for p in self.pairs}
         self._turn = threading.Lock()  # held from a step's begin to its end
         self.steps = 0  # completed steps (swaps)
-        if initial:
-            self.write(initial)
+        given = {self._pair(n).input for n in (initial or {})}
+        # zeros where nothing is given: a device buffer starts uninitialised on a real GPU
+        self.write({**{p.input: np.zeros(tuple(p.spec.shape), p.spec.dtype) for p in self.pairs
+                       if p.input not in given}, **(initial or {})})
 
     def _allocate(self, p: StatePair) -> Buffer:
         if p.side == "cuda":
-            return self._memory.device(p.spec)  # zeroed in simulation; written before it is read
+            return self._memory.device(p.spec)  # written (initial state or zeros) before it is read
         if self.routes[p.tensor].crosses:  # the host side of a copy to a GPU reader
             return self._memory.pinned(p.spec)
         return host_buffer(p.spec)
