@@ -165,7 +165,80 @@ def test_a_failed_step_leaves_the_state_as_it_was(on_gpu):
         assert s.state.steps == 1
 
 
+def test_a_partition_without_dps_stages_its_state_on_its_own_device():
+    """No main_dps: the VM's result is copied into the state buffer, on the same side
+    (``staging``), and still never crosses."""
+    from tvm import te
+
+    x, past, y, present = _specs("x", "past", "y", "present")
+    step = build_partition("step", "cuda", [x, past], [y, present], lambda i: [
+        te.compute(N, lambda r, s: i[1][r, s] * 2 + i[0][r, s], name="y"),
+        te.compute(N, lambda r, s: i[1][r, s] + i[0][r, s], name="present")], dps=False)
+    model = CompiledModel(plan_of("no_dps", [step]), [step], [x, past], [y, present])
+    init, xs = _inputs(6)
+    with Session(model, state={"present": "past"}, initial_state={"past": init}, handoff="copy") as s:
+        state = init
+        for x_k in xs:
+            np.testing.assert_allclose(s.run({"x": x_k})["y"], 2 * state + x_k, rtol=1e-5, atol=1e-5)
+            state = state + x_k
+            assert s.last_run_stats.staging == 2 and {e.tensor for e in s.last_run_stats.edges} == {"x", "y"}
+
+
+def test_state_buffers_come_from_the_quota(on_gpu):
+    """With a quota the two device buffers of the state are carved from its arena."""
+    init, xs = _inputs(7)
+    state_bytes = init.nbytes
+    with Session(on_gpu, quota=1 << 20, handoff="copy") as plain:
+        fed_back = plain.pool.in_use
+    with Session(on_gpu, quota=1 << 20, handoff="copy", state={"present": "past"},
+                 initial_state={"past": init}) as s:
+        assert fed_back - s.pool.in_use == 2 * 2 * state_bytes - 2 * state_bytes  # 2 slots x (past, present)
+        for x_k in xs:
+            s.run({"x": x_k})
+        np.testing.assert_allclose(s.read_state("past"), init + sum(xs), rtol=1e-5, atol=1e-5)
+
+
+def test_steps_from_several_threads_each_read_the_state_of_the_one_before(on_gpu):
+    """Threads race to submit; whatever order the steps take, each reads the state the
+    previous one left: the state after all is the sum of every x, and each result is
+    consistent with some order of the steps."""
+    import threading
+
+    init, xs = _inputs(8)
+    got = {}
+    with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
+        def step(k):
+            got[k] = s.run({"x": xs[k]})["z"]
+
+        threads = [threading.Thread(target=step, args=(k,)) for k in range(STEPS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        final = s.read_state("past")
+    np.testing.assert_allclose(final, init + sum(xs), rtol=1e-5, atol=1e-5)
+    # each step saw init plus the x of some set of other steps: z - x - 1 = 2 * state
+    for k, z in got.items():
+        seen = (z - xs[k] - 1) / 2 - init
+        assert any(np.allclose(seen, sum((xs[j] for j in subset), np.zeros(N, np.float32)), atol=1e-4)
+                   for subset in _subsets(set(range(STEPS)) - {k})), k
+
+
+def _subsets(items):
+    from itertools import combinations
+
+    return [c for r in range(len(items) + 1) for c in combinations(sorted(items), r)]
+
+
 # --- errors ---------------------------------------------------------------------------
+def test_a_bucketed_model_cannot_bind_state():
+    class Bucketed:
+        is_bucketed = True
+
+    with pytest.raises(StateError, match="shape bucket"):
+        Session(Bucketed(), state={"present": "past"})
+
+
 def test_unknown_names_and_mismatches_are_state_errors(on_gpu):
     with pytest.raises(StateError, match="'logits' is not an output"):
         Session(on_gpu, state={"logits": "past"})

@@ -77,7 +77,7 @@ from . import cpu_share
 from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
-from .state import DeviceState
+from .state import DeviceState, check_single
 from .memory import aligned_empty, dtype_name
 
 
@@ -124,6 +124,8 @@ class Session:
         # and hetpart.Session(dir) work for every kind of artifact.
         if cls is Session and _is_path(compiled) and artifact_kind(compiled) != "compiled":
             compiled = load_compiled(compiled)  # a plain artifact is loaded by __init__
+        if cls is Session and kwargs.get("state") is not None:
+            check_single(compiled)  # one step's state lives in one session
         if cls is Session and getattr(compiled, "is_bucketed", False):
             from .bucketed_session import BucketedSession
 

@@ -68,6 +68,15 @@ class StatePair:
     producer: str
 
 
+def check_single(compiled) -> None:
+    """StateError for a model a Session opens as several sessions (shape buckets, a
+    data-parallel split): each would hold a state of its own shape."""
+    for kind, flag in (("compiled per shape bucket", "is_bucketed"), ("split data-parallel", "is_data_parallel")):
+        if getattr(compiled, flag, False):
+            raise StateError(f"a model {kind} runs as several sessions and cannot bind state; compile it at "
+                             "one fixed shape (hetpart.compile) to keep its state on the device")
+
+
 def resolve_pairs(compiled: CompiledModel, pairs: Mapping[str, str]) -> list[StatePair]:
     """The pairs ``{output name: input name}`` checked against ``compiled``; StateError
     listing every problem (unknown names, a name bound twice, a shape/dtype mismatch,
