@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from hetpart.bench import capped
@@ -450,3 +451,85 @@ def test_the_read_share_of_a_moe_is_its_chosen_experts():
     assert capped.read_share(dense) == 1.0
     gathers = [k for k in moe.nodes if k.op_class == "gather" and k.param_bytes]
     assert gathers and capped.read_share(moe) < 1.0
+
+
+def _decode_step(plan_for, device_of):
+    """The one-cache decode step (tests/state_models.py) with llama_decode's names, each
+    kernel placed by ``device_of(kernel id)``, compiled for the simulated GPU."""
+    from state_models import cache_step_model
+
+    from hetpart import compiler, importer
+
+    model = cache_step_model(past="past.0.key", present="present.0.key")
+    graph = importer.load(model)
+    plan = plan_for(graph, {k: device_of(k) for k in graph.kernels})
+    return model, compiler.compile(plan, simulate=True, progress=False)
+
+
+def test_a_decode_step_is_timed_with_its_cache_kept_on_its_device(plan_for):
+    """issue 19: the benchmark's llama_decode step binds present.X -> past.X as device
+    state (no host copy of the cache per step); the steps it times give ONNX Runtime's
+    answers with the cache fed back through numpy."""
+    import onnxruntime as ort
+    from state_models import CACHE, D
+
+    model, compiled = _decode_step(plan_for, lambda k: "cuda")
+    assert capped.state_pairs(compiled) == {"present.0.key": "past.0.key"}
+    rng = np.random.default_rng(3)
+    past = rng.standard_normal((1, CACHE, D)).astype(np.float32)
+    feeds = {"x": rng.standard_normal((1, D)).astype(np.float32), "position": np.array([2], np.int64),
+             "past.0.key": past}
+    session, step, note = capped.open_stepping(compiled, feeds)
+    assert note == "caches on device" and "past.0.key" not in step
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in ref.get_outputs()]
+    state = past
+    with session:
+        for _ in range(2):
+            want = dict(zip(names, ref.run(None, {**step, "past.0.key": state})))
+            got = session.run(step)
+            assert set(got) == {"y"}
+            np.testing.assert_allclose(got["y"], want["y"], rtol=1e-4, atol=1e-5)
+            state = want["present.0.key"]
+        np.testing.assert_allclose(session.read_state("present.0.key"), state, rtol=1e-4, atol=1e-5)
+
+
+def test_a_cache_the_runtime_cannot_bind_is_timed_through_the_host_and_says_so(plan_for, monkeypatch):
+    """Where the runtime refuses the binding (a StateError: e.g. a plan whose cache writer
+    and readers sit on different devices), the step is timed fed through the host, and the
+    record's note says so with the runtime's reason."""
+    import hetpart.runtime
+    from hetpart.errors import StateError
+
+    real = hetpart.runtime.Session
+
+    def refusing(compiled, **kw):
+        if kw.get("state"):
+            raise StateError("state past.0.key: written on cuda, read on cpu", ["past.0.key"])
+        return real(compiled, **kw)
+
+    monkeypatch.setattr(hetpart.runtime, "Session", refusing)
+    model, compiled = _decode_step(plan_for, lambda k: "cuda")
+    feeds = {"x": np.ones((1, 8), np.float32), "position": np.array([0], np.int64),
+             "past.0.key": np.zeros((1, 16, 8), np.float32)}
+    session, step, note = capped.open_stepping(compiled, feeds)
+    with session:
+        assert note == "caches through the host (state past.0.key: written on cuda, read on cpu)"
+        assert step is feeds and set(session.run(step)) == {"y", "present.0.key"}
+
+
+def test_a_workload_without_cache_pairs_opens_a_plain_session(plan_for):
+    """Outputs not named present.X for an input past.X bind nothing: the step is fed as it is."""
+    from state_models import cache_step_model
+
+    from hetpart import compiler, importer
+
+    graph = importer.load(cache_step_model())  # "past" / "present": not a decode step's names
+    compiled = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), simulate=True, progress=False)
+    feeds = {"x": np.ones((1, 8), np.float32), "position": np.array([0], np.int64),
+             "past": np.zeros((1, 16, 8), np.float32)}
+    assert capped.state_pairs(compiled) == {}
+    session, step, note = capped.open_stepping(compiled, feeds)
+    with session:
+        assert (step, note) == (feeds, "")
+        assert set(session.run(step)) == {"y", "present"}

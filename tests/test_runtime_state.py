@@ -15,6 +15,7 @@ from hetpart.compiler.artifact import CompiledModel, TensorSpec
 from hetpart.errors import RuntimeFailure, StateError
 from hetpart.runtime import Session
 from hetpart.runtime.synthetic import build_partition, plan_of
+from state_models import CACHE, D, cache_step_model
 
 N = (4, 8)
 STEPS = 5
@@ -288,37 +289,6 @@ def test_a_state_across_devices_is_refused_naming_the_partitions():
 
 
 # --- compiled ONNX graphs against ONNX Runtime ----------------------------------------------
-CACHE, D = 16, 8
-
-
-def _cache_model() -> onnx.ModelProto:
-    """x [1, D], position [1] -> y [1, CACHE, 4], present [1, CACHE, D]: the new key
-    (x @ Wk) written at ``position`` by a mask-select (llama_decode's pattern), then read."""
-    rng = np.random.default_rng(7)
-    wk = helper.make_tensor("wk", TensorProto.FLOAT, (D, D), rng.standard_normal((D, D)).astype(np.float32).ravel())
-    wv = helper.make_tensor("wv", TensorProto.FLOAT, (D, 4), rng.standard_normal((D, 4)).astype(np.float32).ravel())
-    slots = helper.make_tensor("slots", TensorProto.INT64, (CACHE,), np.arange(CACHE))
-    shape = helper.make_tensor("hit_shape", TensorProto.INT64, (3,), [1, CACHE, 1])
-    axes = helper.make_tensor("axes", TensorProto.INT64, (1,), [1])
-    nodes = [
-        helper.make_node("MatMul", ["x", "wk"], ["k"]),
-        helper.make_node("Unsqueeze", ["k", "axes"], ["k3"]),
-        helper.make_node("Equal", ["slots", "position"], ["hit"]),
-        helper.make_node("Reshape", ["hit", "hit_shape"], ["hit3"]),
-        helper.make_node("Where", ["hit3", "k3", "past"], ["present"]),
-        helper.make_node("MatMul", ["present", "wv"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "cache_step",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, D)),
-         helper.make_tensor_value_info("position", TensorProto.INT64, (1,)),
-         helper.make_tensor_value_info("past", TensorProto.FLOAT, (1, CACHE, D))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, CACHE, 4)),
-         helper.make_tensor_value_info("present", TensorProto.FLOAT, (1, CACHE, D))],
-        [wk, wv, slots, shape, axes])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def _ort_steps(model: onnx.ModelProto, steps: list[dict], pairs: dict[str, str], state: dict) -> list[dict]:
     """ONNX Runtime's N steps, each bound output fed back as its input through numpy."""
     import onnxruntime as ort
@@ -343,7 +313,7 @@ def _gpu_plan(graph, plan_for):
 def test_compiled_cache_steps_equal_onnx_runtime(plan_for):
     from hetpart import compiler, importer
 
-    model = _cache_model()
+    model = cache_step_model()
     graph = importer.load(model)
     plan = _gpu_plan(graph, plan_for)
     compiled = compiler.compile(plan, simulate=True, progress=False)

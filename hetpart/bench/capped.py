@@ -608,6 +608,7 @@ class Builds:
         self.graph, self.options = graph, options
         self.caches: dict[str, BuildCache] = {}
         self.errors: dict[tuple[str, str], float] = {}
+        self.state_notes: dict[tuple[str, str], str] = {}  # open_stepping's note per build
 
     def cache(self, precision: str) -> BuildCache:
         if precision not in self.caches:
@@ -636,12 +637,46 @@ def _time_plan(plan, name: str, prep: Prepared, builds: Builds, options: Options
     build = builds.cache(precision).get(plan, name)
     key = (precision, build.name)
     if build.latency is None:
-        with Session(build.compiled) as session:
-            build.latency = time_calls(lambda: session.run(prep.feeds), options.settings)
+        session, feeds, builds.state_notes[key] = open_stepping(build.compiled, prep.feeds)
+        with session:
+            build.latency = time_calls(lambda: session.run(feeds), options.settings)
             if name in PRECISIONS:
-                builds.errors[key] = rel_error(session.run(prep.feeds), reference(prep))
+                got = session.run(feeds)
+                builds.errors[key] = rel_error(got, {k: v for k, v in reference(prep).items() if k in got})
     same = "" if build.plan_name == name else f"same placement as {build.plan_name}: measured once"
-    return build.latency.median_s, same, builds.errors.get(key)
+    note = "; ".join(filter(None, [same, builds.state_notes.get(key, "")]))
+    return build.latency.median_s, note, builds.errors.get(key)
+
+
+def state_pairs(compiled) -> dict[str, str]:
+    """A decode step's cache pairs, output ``present.X`` -> input ``past.X`` (the zoo's
+    ``llama_decode``): the state a Session keeps on its device between steps (issue 19:
+    the cache never copied through the host); {} for a workload without them."""
+    inputs = {t.name for t in compiled.inputs}
+    return {name: "past." + name[len("present."):] for name in compiled.model_output_names
+            if name.startswith("present.") and "past." + name[len("present."):] in inputs}
+
+
+def open_stepping(compiled, feeds: dict):
+    """``(session, feeds, note)`` to time one step of ``compiled``: with its
+    :func:`state_pairs` bound on their devices (``Session(state=)``, the cache feeds as
+    the initial state, the step's feeds without them; note ``"caches on device"``),
+    or, where the plan splits a cache's producer and readers across devices
+    (:class:`~hetpart.errors.StateError`), a plain session fed through the host with
+    the reason in the note.  A workload without pairs: a plain session, no note."""
+    from ..errors import StateError
+    from ..runtime import Session
+
+    pairs = state_pairs(compiled)
+    if not pairs:
+        return Session(compiled), feeds, ""
+    try:
+        session = Session(compiled, state=pairs, initial_state={i: feeds[i] for i in pairs.values()})
+    except StateError as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        return Session(compiled), feeds, f"caches through the host ({first})"
+    step = {k: v for k, v in feeds.items() if k not in set(pairs.values())}
+    return session, step, "caches on device"
 
 
 def _peer_seconds(name: str, prep: Prepared, options: Options) -> float:
