@@ -53,7 +53,7 @@ from ..analysis import (
 )
 from ..fast_exp import replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, register_tile, vec_candidates
-from .cpu_depthwise import channel_rows
+from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
 
 
 def const_int(e) -> int | None:
@@ -181,6 +181,14 @@ class CpuConv2d(ScheduleRule):
     @staticmethod
     def _rows(func, sch, mac, lanes: int) -> s_tir.Schedule:
         """The channel-row schedule (:mod:`.cpu_depthwise`), else ``func`` as it was."""
+        if vectorizes_channels(mac, lanes):
+            try:
+                weight_free = is_layout_free(func, mac.operands[1][0]) or is_layout_free(func, mac.operands[0][0])
+                vec = sch.copy()
+                if channel_vectors(vec, mac, lanes, weight_free):
+                    return vec
+            except Exception:  # noqa: BLE001 - a primitive refused: channel rows instead
+                pass
         try:
             if channel_rows(sch, mac, lanes):
                 return sch
