@@ -28,7 +28,9 @@ epilogue in one pass while the channel is in cache.  (A row-of-vectors tile meas
 0.8x of LLVM's plain nest on stride-1 depthwise convs, one thread; the plain nest left
 as it was ran padding, window and each epilogue block as passes over the whole
 tensor on one thread: EfficientNet-B0's depthwise layers at 1.3-3.7x ONNX Runtime's
-time, 2 threads, now 0.8-2.6x, :mod:`.cpu_depthwise`.)  Should a primitive refuse, the function is left as
+time, 2 threads, now 0.8-2.6x, :mod:`.cpu_depthwise`.)  A depthwise conv whose output rows are at most half a
+vector wide (7x7 planes) gets :func:`.cpu_depthwise.channel_vectors` instead: the vector along
+16 channels, not along a row that is all vector tail.  Should a primitive refuse, the function is left as
 it was.  Claiming matters: the reduction rule would inline the padding into the
 window (6x slower).
 
