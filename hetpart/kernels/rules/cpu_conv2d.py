@@ -138,6 +138,58 @@ def _product(extents) -> int:
     return n
 
 
+WIDTH_TILE_MAX_REDUCTION = 64
+"""Reduction length (``ic * kh * kw``) up to which a stride-2 convolution whose output
+rows are whole vectors is tiled as output channels x row vectors
+(:func:`_strided_width_tile`) instead of output-channel vectors: over so short a sum
+the write-back weighs most, and the channel-vector tile's is a scatter per vector
+(the rows it holds are strided by the plane) with the epilogue repeated per lane."""
+
+
+def _strided_width_tile(sch: s_tir.Schedule, mac, lanes: int, keep: set[str]):
+    """A stride-2 convolution with a short reduction (:data:`WIDTH_TILE_MAX_REDUCTION`:
+    mobilenet_v2's, v3's and efficientnet_b0's stem, 3->32/16 channels 3x3 on 224x224,
+    27 steps) whose output rows are whole ``lanes`` vectors (112 = 7 x 16): returns
+    ``(sch, mac, cand)``, a copy of the schedule whose padding block writes its image
+    with the columns de-interleaved (``pad[.., h, w] -> pad'[.., h, w % 2, w // 2]``, so
+    the window's column ``2*ow + rx`` is ``pad'[.., rx % 2, ow + rx // 2]``: unit
+    stride in ``ow``), with the block re-read (:class:`MacBlock`) and its ``ow``
+    candidate; the tile is then rows of output channels x ``ow`` vectors, the weight
+    broadcast, the output stored along its rows.  None where it does not apply (stride
+    1 too: not measured).
+
+    Before (output-channel vectors: 8 output columns x 2 vectors of 16 channels) the
+    write-back stored each channel vector to 16 planes, a scatter, with the ReLU6 per
+    lane.  Measured: see :mod:`hetpart.kernels.rules.cpu_conv2d`'s ``mb_stem`` numbers
+    in bench/results/cpu-mnv2-2core.md."""
+    depth = 1
+    for v in mac.reduce:
+        depth *= mac.extents[v]
+    if depth > WIDTH_TILE_MAX_REDUCTION:
+        return None
+    width = [c for c in vec_candidates(mac, lanes) if c.last and c.lanes == lanes and not mac.is_plain(c.operand)]
+    if not width or window_stride(mac, width[-1]) != 2:
+        return None
+    buf = mac.operands[width[-1].operand][0]
+    pads = [p for p in sch.get_producers(mac.block)
+            if sch.get(p).name_hint in keep and sch.get(p).writes[0].source.same_as(buf)]
+    if len(pads) != 1 or const_int(buf.shape[-1]) is None or const_int(buf.shape[-1]) % 2:
+        return None
+    new = sch.copy()
+    try:
+        new.transform_layout(pads[0], ("write", 0), lambda *ax: [*ax[:-1], ax[-1] % 2, ax[-1] // 2])
+    except Exception:  # noqa: BLE001 - TVM refused: keep the channel-vector tile
+        return None
+    infos = block_infos(new)
+    remac = find_mac(new, infos) if infos is not None else None
+    if remac is None:
+        return None
+    cands = [c for c in vec_candidates(remac, lanes) if c.last and c.lanes == lanes and not remac.is_plain(c.operand)]
+    if not cands or window_stride(remac, cands[-1]) != 1:
+        return None
+    return new, remac, cands[-1]
+
+
 class CpuConv2d(ScheduleRule):
     """Register-tiled, parallel, vectorised direct convolution (see module docstring)."""
 
@@ -163,6 +215,13 @@ class CpuConv2d(ScheduleRule):
         cands = vec_candidates(mac, lanes)
         # Output-channel vectors: a plain dim of one operand (the weight), packed.
         plain = [c for c in cands if c.plain and self._is_weight(mac, c.operand)]
+        rows = _strided_width_tile(sch, mac, lanes, keep) if plain else None
+        if rows is not None:
+            sch, mac, width_cand = rows
+            register_tile(sch, mac, make_plan(mac, width_cand, shape, width_cand.lanes, pack=False), shape)
+            if mac_count(mac) >= PARALLEL_MIN_MACS:
+                _parallel_padding(sch, keep)
+            return sch
         if plain:
             prepack = is_layout_free(func, mac.operands[plain[0].operand][0])
             plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack)
