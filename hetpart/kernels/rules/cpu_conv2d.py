@@ -28,8 +28,8 @@ epilogue in one pass while the channel is in cache.  (A row-of-vectors tile meas
 0.8x of LLVM's plain nest on stride-1 depthwise convs, one thread; the plain nest left
 as it was ran padding, window and each epilogue block as passes over the whole
 tensor on one thread: EfficientNet-B0's depthwise layers at 1.3-3.7x ONNX Runtime's
-time, 2 threads, now 0.8-2.6x, :mod:`.cpu_depthwise`.)  A depthwise conv whose output rows are at most half a
-vector wide (7x7 planes) gets :func:`.cpu_depthwise.channel_vectors` instead: the vector along
+time, 2 threads, now 0.8-2.6x, :mod:`.cpu_depthwise`.)  A depthwise conv whose output rows are narrower than a
+vector (7x7 and 14x14 planes) gets :func:`.cpu_depthwise.channel_vectors` instead: the vector along
 16 channels, not along a row that is all vector tail.  Should a primitive refuse, the function is left as
 it was.  Claiming matters: the reduction rule would inline the padding into the
 window (6x slower).
@@ -160,8 +160,11 @@ def _strided_width_tile(sch: s_tir.Schedule, mac, lanes: int, keep: set[str]):
 
     Before (output-channel vectors: 8 output columns x 2 vectors of 16 channels) the
     write-back stored each channel vector to 16 planes, a scatter, with the ReLU6 per
-    lane.  Measured: see :mod:`hetpart.kernels.rules.cpu_conv2d`'s ``mb_stem`` numbers
-    in bench/results/cpu-mnv2-2core.md."""
+    lane.  Measured (2-core EPYC shared with other jobs, 2 threads, one process, both
+    builds in turns, least of 200 calls, ms, a run each): mobilenet_v2's stem 3->32 +
+    ReLU6 0.182/0.289/0.183/0.283/0.141/0.139/0.136 -> 0.120/0.190/0.120/0.131/0.095/
+    0.100/0.093; mobilenet_v3's 3->16 (one channel vector) a tie, 0.068 -> 0.066-0.067;
+    bench/results/cpu-mnv2-2core.md."""
     depth = 1
     for v in mac.reduce:
         depth *= mac.extents[v]

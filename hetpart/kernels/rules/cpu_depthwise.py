@@ -122,7 +122,7 @@ def channel_vectors(sch: s_tir.Schedule, mac: MacBlock, lanes: int, weight_free:
     ``w'`` is the weight in the same channel-inner panels, packed once at compile time
     where it is a model constant (``weight_free``).  Stride-agnostic (the window moves
     along pixels, the vector along channels), and every FMA a full vector, where the
-    channel rows' inner loop is the row: 7 or 14 wide, a vector tail.
+    channel rows' inner loop is the row: 7 or 14 wide, mostly vector tail.
 
     Needs: output ``[n, c, oh, ow]`` indexed by the block's spatial iterators in order,
     the window's two reduction iterators, ``c`` a multiple of ``lanes``.  Returns False
@@ -215,17 +215,22 @@ def _read_index(sch: s_tir.Schedule, block, buffer) -> int:
 
 def vectorizes_channels(mac: MacBlock, lanes: int) -> bool:
     """Whether a depthwise conv gets :func:`channel_vectors` rather than channel rows:
-    its channels are whole ``lanes`` vectors and its output rows at most half of one
-    (7 wide: mobilenet_v2's 960x7x7 and 576x14x14 stride 2, EfficientNet's 7x7 planes),
-    where the rows' inner loop is all vector tail.  Measured (2-core EPYC, 2 threads, one
-    process, both builds in turns, least of 200 calls, ms, rows -> channel vectors):
-    960x7x7 3x3 + ReLU6 0.028 -> 0.016, 576x14x14 stride 2 0.039 -> 0.032; on wider rows
-    the transposed copies outweigh the window: 384x14x14 0.043 -> 0.042, 192x28x28
-    0.089 -> 0.094, 144x56x56 stride 2 0.083 -> 0.132, convnext's 96x56x56 7x7
-    0.424 -> 0.443, mobilenet_v3's 120x28x28 5x5 0.102 -> 0.101."""
+    its channels are whole ``lanes`` vectors and its output rows narrower than one
+    (7 and 14 wide: mobilenet_v2's 960x7x7, 576x14x14 stride 2 and 384x14x14,
+    EfficientNet's and MobileNetV3's 5x5 on 14x14 and 7x7), where the rows' inner loop
+    is mostly vector tail.  Measured (2-core EPYC shared with other jobs, 2 threads, one
+    process, both builds in turns, least of 200 calls, ms, rows -> channel vectors, a
+    run each): 960x7x7 3x3 + ReLU6 0.056/0.056/0.059/0.052 -> 0.039/0.039/0.045/0.030,
+    576x14x14 stride 2 0.020/0.052/0.027/0.039 -> 0.016/0.037/0.019/0.032, 960x7x7 5x5
+    0.102/0.062 -> 0.036/0.020, 672x14x14 5x5 stride 2 0.105/0.064 -> 0.039/0.022,
+    672x14x14 5x5 0.188/0.182/0.206/0.087/0.089 -> 0.151/0.105/0.124/0.050/0.055,
+    3x3 on 14x14 a tie (384 channels 0.067/0.057/0.057/0.022/0.030 ->
+    0.038/0.057/0.056/0.022/0.029).  On rows of 28 and more the transposed copies
+    outweigh the window: 240x28x28 5x5 0.111/0.207 -> 0.188/0.159, 120x28x28 5x5 a tie,
+    convnext's 96x56x56 7x7 0.271/0.499 -> 0.275/0.523; bench/results/cpu-mnv2-2core.md."""
     if len(mac.out_indices) != 4 or len(mac.spatial) < 3 or not _chw_last(mac) or _image_operand(mac) is None:
         return False
     c, ow = mac.extents[mac.spatial[-3]], mac.extents[mac.spatial[-1]]
-    return bool(c and ow and c % lanes == 0 and 2 * ow <= lanes)
+    return bool(c and ow and c % lanes == 0 and ow < lanes)
 
 __all__ = ["channel_rows", "channel_vectors", "vectorizes_channels"]
