@@ -304,6 +304,14 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # hetpart / bf16 / all-CPU / both rules (tools/capped_round.sh costs; a rerun continues once
      # $OUT/capped-costs.json is merged to bench/results/capped-costs-nvidia-h200.json); the profile comes back
   BUDGET=520 RESERVE=90 timeout 580 bash tools/capped_round.sh costs > "$OUT/logs/capped-costs-step.txt" 2>&1 ;;
+38)  # (BUDGET=590) issue 18: depthwise convs on 7-wide planes as channel vectors (cpu_depthwise.channel_vectors:
+     # mobilenet_v2's 960x7x7 and 576x14x14 s2, efficientnet_b0's 7x7 planes) at 16 and 8 threads beside their
+     # unchanged neighbours, then the corpus CPU b1 rows of the models with depthwise layers
+  for t in 16 8; do timeout 60 python3 bench/cpu_layers.py mb_dw_7 mb_dw_14s2 mb_dw_14 mn3_dw5_28 cnx_dw7_56 \
+    mb_stem --threads $t --runs 30 > "$OUT/logs/cpu-layers-dw-$t.txt" 2>&1; done
+  timeout 400 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 380 --export-dir "$EXPORTS" \
+    --models mobilenet_v2,mobilenet_v3_large,efficientnet_b0,convnext_tiny \
+    --out "$OUT/corpus-cpu-b1-dw.json" > "$OUT/logs/corpus-cpu-b1-dw.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

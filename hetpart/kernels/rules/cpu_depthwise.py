@@ -38,7 +38,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ..analysis import MacBlock, const_extent, fitting_lanes, fuse_epilogue, parallel_vectorize
-from ..register_tile import PARALLEL_MIN_MACS, mac_count
+from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
 
 
 def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
@@ -104,4 +104,133 @@ def _rows_last(mac: MacBlock) -> bool:
     return all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(tail, mac.spatial[-2:]))
 
 
-__all__ = ["channel_rows"]
+
+
+def channel_vectors(sch: s_tir.Schedule, mac: MacBlock, lanes: int, weight_free: bool) -> bool:
+    """Channel-vector schedule of a depthwise NCHW convolution (:func:`vectorizes_channels`):
+    ``lanes`` channels per parallel iteration, each output pixel of those channels one
+    vector::
+
+        parallel  fused(n, c // L)                  # L = lanes channels per iteration
+          pad     pad'[c // L, ph, pw, c % L]       # the L channels' padded planes, channel-inner
+          serial  oh, ow
+            init  acc[c // L, oh, ow, :] = 0
+            serial window (ry, rx)
+              vector c % L: acc[.., :] += pad'[.., oh*s + ry, ow*s + rx, :] * w'[c // L, ry, rx, :]
+          write   acc -> out[n, c, oh, ow] with the fused epilogue
+
+    ``w'`` is the weight in the same channel-inner panels, packed once at compile time
+    where it is a model constant (``weight_free``).  Stride-agnostic (the window moves
+    along pixels, the vector along channels), and every FMA a full vector, where the
+    channel rows' inner loop is the row: 7 or 14 wide, mostly vector tail.
+
+    Needs: output ``[n, c, oh, ow]`` indexed by the block's spatial iterators in order,
+    the window's two reduction iterators, ``c`` a multiple of ``lanes``.  Returns False
+    (``sch`` possibly half-changed: the caller starts again from the function) where
+    the nest is not of that shape."""
+    main = mac.block
+    loops = sch.get_loops(main)
+    ns = len(mac.spatial)
+    if ns not in (3, 4) or len(mac.reduce) != 2 or len(loops) != ns + 2 or not _chw_last(mac):
+        return False
+    chans, (c, oh, ow), (ry, rx) = loops[: ns - 3], loops[ns - 3: ns], loops[ns:]
+    if (const_extent(sch, c) or 0) % lanes:
+        return False
+    image = _image_operand(mac)
+    if image is None:
+        return False
+    pads = list(sch.get_producers(main))
+    if len(pads) > 1:
+        return False
+
+    def chan_inner(*ax):  # [.., c, h, w] -> [.., c // L, h, w, c % L]
+        return [*ax[:-3], ax[-3] // lanes, ax[-2], ax[-1], ax[-3] % lanes]
+
+    wb = sch.cache_write(main, 0, "global")
+    fuse_epilogue(sch, wb)
+    sch.transform_layout(main, ("write", 0), chan_inner)
+    if pads:
+        sch.transform_layout(pads[0], ("write", 0), chan_inner)
+    else:
+        src = sch.cache_read(main, _read_index(sch, main, mac.operands[image][0]), "global")
+        sch.transform_layout(src, ("write", 0), chan_inner)
+        pads = [src]
+    wbuf = mac.operands[1 - image][0]
+    wk = sch.cache_read(main, _read_index(sch, main, wbuf), "global")
+    sch.transform_layout(wk, ("write", 0), lambda o, i, y, x: [o // lanes, i, y, x, o % lanes])
+    if weight_free:
+        sch.annotate(wk, LAYOUT_REWRITE_PREPROC, 1)
+    c0, c1 = sch.split(c, factors=[None, lanes])
+    sch.reorder(*chans, c0, oh, ow, ry, rx, c1)
+    outer = sch.fuse(*chans, c0) if chans else c0
+    if mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(outer)
+    sch.vectorize(c1)
+    sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
+    wb_loops = sch.get_loops(wb)[1:]
+    if len(wb_loops) > 2:
+        sch.fuse(*wb_loops[-2:])  # the plane: one contiguous loop per channel
+    sch.compute_at(pads[0], outer, preserve_unit_loops=True)
+    # The padded copy along its channel vectors: one 16-lane gather from the image's
+    # planes and one contiguous store per padded pixel (scalar copies, 1.5x as long).
+    pad_loops = sch.get_loops(pads[0])[1:]
+    if len(pad_loops) >= 3:
+        sch.reorder(*pad_loops[:-3], pad_loops[-2], pad_loops[-1], pad_loops[-3])
+        sch.vectorize(pad_loops[-3])
+    sch.decompose_reduction(main, ry)
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        bl = sch.get_loops(blk)
+        if bl and sch.get(bl[0]).same_as(sch.get(outer)):
+            continue
+        if sch.get(blk).name_hint == sch.get(wk).name_hint:
+            continue
+        if all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, lanes)
+    return True
+
+
+def _chw_last(mac: MacBlock) -> bool:
+    """Whether the last three spatial iterators are the output's last three indices."""
+    tail = mac.out_indices[-3:]
+    return len(tail) == 3 and all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(tail, mac.spatial[-3:]))
+
+
+def _image_operand(mac: MacBlock) -> int | None:
+    """The operand read through the window (an index with a reduction iterator in a
+    spatial dim), when the other is a ``[c, 1, kh, kw]`` depthwise weight."""
+    for o in (0, 1):
+        buf, idx = mac.operands[o]
+        wbuf = mac.operands[1 - o][0]
+        if len(idx) == 4 and mac.uses(o, mac.reduce[0]) and len(wbuf.shape) == 4 and int(wbuf.shape[1]) == 1:
+            return o
+    return None
+
+
+def _read_index(sch: s_tir.Schedule, block, buffer) -> int:
+    for i, region in enumerate(sch.get(block).reads):
+        if region.source.same_as(buffer):
+            return i
+    raise ValueError(f"block does not read {buffer.name}")
+
+
+def vectorizes_channels(mac: MacBlock, lanes: int) -> bool:
+    """Whether a depthwise conv gets :func:`channel_vectors` rather than channel rows:
+    its channels are whole ``lanes`` vectors and its output rows narrower than one
+    (7 and 14 wide: mobilenet_v2's 960x7x7, 576x14x14 stride 2 and 384x14x14,
+    EfficientNet's and MobileNetV3's 5x5 on 14x14 and 7x7), where the rows' inner loop
+    is mostly vector tail.  Measured (2-core EPYC shared with other jobs, 2 threads, one
+    process, both builds in turns, least of 200 calls, ms, rows -> channel vectors, a
+    run each): 960x7x7 3x3 + ReLU6 0.056/0.056/0.059/0.052 -> 0.039/0.039/0.045/0.030,
+    576x14x14 stride 2 0.020/0.052/0.027/0.039 -> 0.016/0.037/0.019/0.032, 960x7x7 5x5
+    0.102/0.062 -> 0.036/0.020, 672x14x14 5x5 stride 2 0.105/0.064 -> 0.039/0.022,
+    672x14x14 5x5 0.188/0.182/0.206/0.087/0.089 -> 0.151/0.105/0.124/0.050/0.055,
+    3x3 on 14x14 a tie (384 channels 0.067/0.057/0.057/0.022/0.030 ->
+    0.038/0.057/0.056/0.022/0.029).  On rows of 28 and more the transposed copies
+    outweigh the window: 240x28x28 5x5 0.111/0.207 -> 0.188/0.159, 120x28x28 5x5 a tie,
+    convnext's 96x56x56 7x7 0.271/0.499 -> 0.275/0.523; bench/results/cpu-mnv2-2core.md."""
+    if len(mac.out_indices) != 4 or len(mac.spatial) < 3 or not _chw_last(mac) or _image_operand(mac) is None:
+        return False
+    c, ow = mac.extents[mac.spatial[-3]], mac.extents[mac.spatial[-1]]
+    return bool(c and ow and c % lanes == 0 and ow < lanes)
+
+__all__ = ["channel_rows", "channel_vectors", "vectorizes_channels"]

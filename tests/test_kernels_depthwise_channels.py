@@ -1,0 +1,107 @@
+"""The channel-vector schedule of depthwise convolutions on planes narrower than a vector
+(hetpart/kernels/rules/cpu_depthwise.py ``channel_vectors``, chosen by
+``vectorizes_channels`` through the conv2d rule) against ONNX Runtime, and which
+depthwise shapes take it.
+
+Cases: mobilenet_v2's 960x7x7 and 576x14x14 stride 2 (+ ReLU6 as Clip) scaled down in
+channels, a 5x5 window on 7x7, an unpadded window (no padding block: the image copied
+into channel vectors), a batch of 2 (the batch loop fused with the channel blocks), 48
+channels (three vector blocks).  Inputs: half negative, every 7th element 0.
+Tolerances as tests/test_kernels_depthwise.py (ORT sums the window in another order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+import tvm_ffi
+from onnx import helper, numpy_helper
+
+from onnx_cases import assert_matches, run_on, single_cpu_kernel
+
+# name -> (batch, channels, image, kernel, stride, pad, epilogue)
+CASES = {
+    "960x7x7-like 3x3 relu6": (1, 32, 7, 3, 1, 1, "relu6"),
+    "576x14 s2-like 3x3 relu6": (1, 48, 14, 3, 2, 1, "relu6"),
+    "5x5 on 7x7 relu": (1, 16, 7, 5, 1, 2, "relu"),
+    "3x3 unpadded none": (1, 32, 7, 3, 1, 0, "none"),
+    "batch 2 3x3 relu6": (2, 32, 7, 3, 1, 1, "relu6"),
+    "8 wide 3x3 none": (1, 16, 8, 3, 1, 1, "none"),
+    "15 wide 5x5 relu6": (1, 32, 15, 5, 1, 2, "relu6"),
+}
+
+
+def _model(n, c, hw, k, stride, pad, epilogue, seed=0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((c, 1, k, k)) * 0.5).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=c, kernel_shape=[k, k],
+                              strides=[stride, stride], pads=[pad] * 4)]
+    if epilogue == "relu6":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    elif epilogue == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
+    out = (hw + 2 * pad - k) // stride + 1
+    graph = helper.make_graph(
+        nodes, "dw", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, hw, hw])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, c, out, out])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+                     numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                     numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _input(n, c, hw) -> np.ndarray:
+    x = (np.random.default_rng(1).standard_normal((n, c, hw, hw)) * 3).astype(np.float32)
+    x.flat[::7] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_channel_vectors_match_onnxruntime(case):
+    spec = CASES[case]
+    m, x = _model(*spec), _input(*spec[:3])
+    assert _vectorises_channels(m), "the case must take the channel-vector schedule"
+    got = run_on(m, "cpu", {"x": x})["y"]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert (want < 0).any() or spec[-1] != "none", "negative outputs exercised"
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+def _vectorises_channels(m) -> bool:
+    """Whether the window's update block sits in an explicitly vectorised loop (channel
+    vectors: the vector runs along channels; channel rows leave the row loop to LLVM)."""
+    func = single_cpu_kernel(m)
+    found = []
+
+    def visit_for(loop):
+        if loop.kind == tvm.tirx.ForKind.VECTORIZED:
+            tvm_ffi.structural_walk(loop.body, (tvm.s_tir.SBlock, lambda b: found.append(b.name_hint)))
+
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, visit_for))
+    return any(n.endswith("_update") for n in found)
+
+
+# (batch, channels, image, kernel, stride, pad) -> channel vectors?
+DECISIONS = [
+    ((1, 960, 7, 3, 1, 1), True),     # mobilenet_v2's last depthwise
+    ((1, 576, 14, 3, 2, 1), True),    # its 14x14 stride 2: 7-wide output
+    ((1, 1152, 7, 5, 1, 2), True),    # efficientnet_b0's 5x5 on 7x7
+    ((1, 384, 14, 3, 1, 1), True),    # 14 wide (a tie at 3x3; 5x5 1.6x faster)
+    ((1, 672, 14, 5, 1, 2), True),    # efficientnet_b0's 5x5 on 14x14
+    ((1, 192, 28, 3, 1, 1), False),   # 28 wide: the copies outweigh the window
+    ((1, 240, 28, 5, 1, 2), False),
+    ((1, 32, 16, 3, 1, 1), False),    # rows of whole vectors
+    ((1, 24, 7, 3, 1, 1), False),     # channels not whole vectors
+    ((1, 32, 112, 3, 1, 1), False),
+]
+
+
+@pytest.mark.parametrize("shape,vectors", DECISIONS, ids=[f"{s[1]}x{s[2]}k{s[3]}s{s[4]}" for s, _ in DECISIONS])
+def test_which_depthwise_shapes_take_channel_vectors(shape, vectors):
+    assert _vectorises_channels(_model(*shape, "relu6")) is vectors
