@@ -78,7 +78,7 @@ class CpuInjective(ScheduleRule):
         if _spatial_blocks(sch) is None:
             return None
         sch = s_tir.Schedule(replace_exp(func))
-        try_inline_spatial(sch)
+        try_inline_spatial(sch, keep_broadcast_arithmetic=True)
         blocks = _spatial_blocks(sch)
         if blocks is None:
             return None
