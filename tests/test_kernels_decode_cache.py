@@ -159,3 +159,25 @@ def test_cache_write_parallel_and_vectorised():
     loops = _nests(func)["T_where"]
     assert loops[0].kind == tvm.tirx.ForKind.PARALLEL, func.script()
     assert loops[-1].kind == tvm.tirx.ForKind.VECTORIZED, func.script()
+
+
+def _repeat_transpose_kernel(m: onnx.ModelProto):
+    """The scheduled kernel that repeats the key heads and transposes them (``keys_t``)."""
+    mod = kernels.schedule(importer.load(m).module, cpu_tvm_target(2))
+    funcs = [f for gv, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and "broadcast_to" in gv.name_hint and "transpose" in gv.name_hint]
+    assert len(funcs) == 1, [gv.name_hint for gv in mod.functions]
+    return funcs[0]
+
+
+def test_repeat_kv_transpose_tiled():
+    """``[1, kv, slots, d] -> [1, heads, d, slots]``: each vector of 16 slots sits under a
+    loop over the head dim, inside one parallel chunk of 16 slots, so a tile reads 16
+    cache rows whole while they are in L1 (before: all loops fused, the head dim
+    outside the slots, each vector's 16 reads from 16 rows of the whole cache)."""
+    kv, slots, d, heads = ZOO
+    func = _repeat_transpose_kernel(_model(*ZOO))
+    (loops,) = [nest for name, nest in _nests(func).items() if name.startswith("T_transpose")]
+    assert [lp.kind for lp in loops] == [tvm.tirx.ForKind.PARALLEL, tvm.tirx.ForKind.SERIAL,
+                                         tvm.tirx.ForKind.VECTORIZED], func.script()
+    assert [int(lp.extent) for lp in loops] == [heads * slots // 16, d, 16], func.script()
