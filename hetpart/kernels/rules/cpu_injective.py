@@ -9,6 +9,12 @@ with a stride along its innermost loop (a transpose: each element costs a cache 
 and from :data:`HEAVY_PARALLEL_MIN_ELEMENTS` when each element rounds a float to an
 integer (a quantisation: a divide, a round, a clip and a
 narrowing cast per element).
+A producer that computes and that its consumer broadcasts (a decode step's rotary
+embedding of the new key, ``[1, kv, 1, d]``, written into the KV cache by a ``Where``
+over ``[1, kv, slots, d]``) stays a block of its own, computed once, not per cache slot
+(``try_inline_spatial(keep_broadcast_arithmetic=True)``).  A transpose whose inputs are
+contiguous along the loop just outside the innermost is tiled
+(:func:`_tile_transpose`).
 Float32 ``exp``, ``sigmoid`` and ``tanh`` (Sigmoid, SiLU, Exp, Tanh, Elu, Selu, ...) are computed by
 :func:`hetpart.kernels.fast_exp.replace_exp`'s vectorisable arithmetic: LLVM emits
 them as one scalar libm ``expf`` call per element even inside a vector loop.
