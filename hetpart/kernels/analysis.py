@@ -255,7 +255,7 @@ def consumer_chain(sch: s_tir.Schedule, block, *, static_extents: bool = False) 
         chain.append(cur)
 
 
-def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
+def try_inline_spatial(sch: s_tir.Schedule, keep=(), *, keep_broadcast_arithmetic: bool = False) -> None:
     """Inline every spatial block that has exactly one consumer, except those named in
     ``keep`` and the function's outputs.
 
@@ -264,7 +264,15 @@ def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
     ``T.sigmoid``...) that its consumer broadcasts (:func:`_broadcast`): squeeze-excite's
     gate ``sigmoid(fc2)`` has one value per channel, and inlined into the gating
     multiply it was computed once per pixel (``[1,144,56,56]``: 451 Ki exps instead of
-    144).  Failures (the primitive refuses, e.g. for a reduction) just keep the block.
+    144).  With ``keep_broadcast_arithmetic`` (the injective rule) nor any block that
+    computes (:func:`_computes`: more than a copy of a load) and is broadcast so: a
+    decode step's rotary embedding of the new key (``[1, kv, 1, 64]``) written into its
+    cache slot by ``Where(hit, rope(k), past)`` over ``[1, kv, 2048, 64]`` was computed
+    for every slot, its rotate-half ``if_then_else`` making the rule partition the
+    cache write serially along the head dim (issue 19).  Its producers are inlined
+    into it first (blocks are visited in order), so the kept block holds the whole
+    computation once.  Failures (the primitive refuses, e.g. for a reduction) just
+    keep the block.
     """
     root = sch.get_sblock("root") if _has_root(sch) else None
     blocks = sch.get_child_blocks(root) if root is not None else []
@@ -278,7 +286,7 @@ def try_inline_spatial(sch: s_tir.Schedule, keep=()) -> None:
         consumers = sch.get_consumers(blk)
         if len(consumers) != 1:
             continue
-        if _costly(stmt) and _broadcast(sch, blk, consumers[0]):
+        if (_costly(stmt) or keep_broadcast_arithmetic and _computes(stmt)) and _broadcast(sch, blk, consumers[0]):
             continue
         try:
             sch.compute_inline(blk)
@@ -310,6 +318,17 @@ def _costly(stmt) -> bool:
     the rules decide where padding goes.)"""
     return (contains(stmt, tirx.Let, lambda e: True)
             or contains(stmt, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")) in _TRANSCENDENTAL))
+
+
+def _computes(stmt) -> bool:
+    """Whether block ``stmt`` stores more than a load (or a constant), casts aside:
+    arithmetic, a select, an ``if_then_else`` -- work repeated per element if inlined
+    into a consumer that broadcasts it.  A reshape, transpose or slice does not."""
+    body = stmt.body
+    if not isinstance(body, tirx.BufferStore):
+        return False
+    value = _strip_cast(body.value)
+    return not isinstance(value, (TensorLoad, tirx.IntImm, tirx.FloatImm))
 
 
 def _broadcast(sch, producer, consumer) -> bool:

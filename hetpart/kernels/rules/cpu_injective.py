@@ -9,6 +9,12 @@ with a stride along its innermost loop (a transpose: each element costs a cache 
 and from :data:`HEAVY_PARALLEL_MIN_ELEMENTS` when each element rounds a float to an
 integer (a quantisation: a divide, a round, a clip and a
 narrowing cast per element).
+A producer that computes and that its consumer broadcasts (a decode step's rotary
+embedding of the new key, ``[1, kv, 1, d]``, written into the KV cache by a ``Where``
+over ``[1, kv, slots, d]``) stays a block of its own, computed once, not per cache slot
+(``try_inline_spatial(keep_broadcast_arithmetic=True)``).  A transpose whose inputs are
+contiguous along the loop just outside the innermost is tiled
+(:func:`_tile_transpose`).
 Float32 ``exp``, ``sigmoid`` and ``tanh`` (Sigmoid, SiLU, Exp, Tanh, Elu, Selu, ...) are computed by
 :func:`hetpart.kernels.fast_exp.replace_exp`'s vectorisable arithmetic: LLVM emits
 them as one scalar libm ``expf`` call per element even inside a vector loop.
@@ -30,7 +36,7 @@ from tvm.target import Target
 
 from tvm.ir import TensorLoad
 
-from ..access import reads_strided
+from ..access import Unknown, reads_strided, strides_along, write_strides_along
 from ..analysis import (PARALLEL_MIN_ELEMENTS, const_extent, cpu_shape, is_cpu, parallel_vectorize,
                         try_inline_spatial)
 from ..fast_exp import replace_exp
@@ -78,7 +84,7 @@ class CpuInjective(ScheduleRule):
         if _spatial_blocks(sch) is None:
             return None
         sch = s_tir.Schedule(replace_exp(func))
-        try_inline_spatial(sch)
+        try_inline_spatial(sch, keep_broadcast_arithmetic=True)
         blocks = _spatial_blocks(sch)
         if blocks is None:
             return None
@@ -86,6 +92,8 @@ class CpuInjective(ScheduleRule):
         for blk in blocks:
             stmt = sch.get(blk)
             if _partition_concat(sch, blk):
+                continue
+            if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
             parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
                                min_parallel=min_parallel(stmt))
@@ -184,6 +192,54 @@ def _iter_values(sch: s_tir.Schedule, block):
 
     tvm_ffi.structural_walk(sch.mod["main"].body, [(s_tir.SBlockRealize, visit)], order="post")
     return list(found[0]) if found else None
+
+
+def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
+    """A transpose (each input read with a stride along the innermost loop, whose write
+    is contiguous) whose inputs are all contiguous along the loop just outside it, as
+    ``lanes x lanes``-ish tiles: the innermost loop split into ``lanes``-wide vectors,
+    its outer part moved outside that loop.  A tile then reads ``lanes`` rows of the
+    input, each for the whole next loop's extent, while they are in L1, instead of one
+    element of every row of a plane per output row; its chunks run in parallel from
+    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` outputs.  False (nothing changed) where the
+    nest is no such transpose or its loops are not bound one-to-one to the block's
+    iterators.
+
+    Why: the repeat-KV expand of a decode step's keys, then their ``Transpose`` for
+    ``q @ K^T`` (``[1, 4, 2048, 64] -> [1, 32, 64, 2048]``, issue 19), walked the cache
+    by slot within each head dim, one cache line per element per output row.
+    """
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    values = _iter_values(sch, block)
+    if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or None in extents or values is None \
+            or any(not v.same_as(sch.get(lp).loop_var) for v, lp in zip(values, loops)):
+        return False
+    if extents[-1] % lanes or extents[-2] < 2:
+        return False
+    inner, outer = stmt.iter_vars[-1].var, stmt.iter_vars[-2].var
+    try:
+        along_inner, along_outer = strides_along(stmt, inner), strides_along(stmt, outer)
+        writes = write_strides_along(stmt, inner)
+    except Unknown:
+        return False
+    if not along_inner or writes != [1] * len(writes) or any(abs(x) <= 1 for x in along_inner) \
+            or any(x != 1 for x in along_outer) or len(along_outer) != len(along_inner):
+        return False
+    chunks, vec = sch.split(loops[-1], factors=[None, lanes])
+    sch.reorder(chunks, loops[-2])
+    sch.vectorize(vec)
+    if _product(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
+        sch.parallel(sch.fuse(*loops[:-2], chunks))
+    return True
+
+
+def _product(extents) -> int:
+    n = 1
+    for e in extents:
+        n *= e
+    return n
 
 
 def min_parallel(stmt) -> int:
