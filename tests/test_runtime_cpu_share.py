@@ -42,11 +42,11 @@ def test_parse_refuses_other_values_naming_the_valid_ones(bad):
         parse(bad)
 
 
-def test_resolve_defaults_to_gate_with_gpu_partitions_and_none_otherwise():
-    assert resolve(None, None, has_gpu=True).name == "gate"
-    assert resolve(None, None, has_gpu=False).name == "none"
-    assert resolve(None, 4, has_gpu=True).name == "none"  # cpu_threads: the session's own pools
-    assert resolve("split:2", None, has_gpu=False).name == "split:2"
+def test_resolve_defaults_to_none_for_a_session_opened_alone():
+    """A lone session pays a lane's hand-off for nothing: MultiSession asks for the gate."""
+    assert resolve(None, None).name == "none"
+    assert resolve(None, 4).name == "none"  # cpu_threads: the session's own pools
+    assert resolve("split:2", None).name == "split:2"
     assert resolve("none", 4).name == "none"
     with pytest.raises(RuntimeFailure, match="cpu_threads"):
         resolve("gate", 4)
@@ -101,7 +101,9 @@ def _feeds(seed):
 
 def test_session_records_its_policy_and_refuses_it_with_cpu_threads():
     hetero = chain(["cpu", "cuda", "cpu"], SHAPE, work=2)
-    with Session(hetero) as s:
+    with Session(hetero) as s:  # alone: no lane's hand-off
+        assert s.cpu_sharing.name == "none"
+    with Session(hetero, cpu_sharing="gate") as s:
         assert s.cpu_sharing.name == "gate"
         share = cpu_share.share_for(s.cpu_sharing)
         assert s.pool_threads_used == {"p0_cpu": share.threads_per_lane, "p2_cpu": share.threads_per_lane}
@@ -268,7 +270,7 @@ def test_multi_session_and_bucketed_sessions_pass_the_policy_on():
         assert [s.cpu_sharing.name for s in multi.sessions] == ["none", "none"]
         outs = multi.run([_feeds(1), _feeds(2)])
     np.testing.assert_allclose(outs[0]["t1"], chain_reference(_feeds(1)["x"], 2, 1), rtol=1e-5, atol=1e-5)
-    with MultiSession([a, b]) as multi:  # GPU partitions: the gate by default
+    with MultiSession([a, b]) as multi:  # sessions that run at once: the gate by default
         assert [s.cpu_sharing.name for s in multi.sessions] == ["gate", "gate"]
     bucketed = bucket_batches({16: a}, model="a")
     with Session(bucketed, cpu_sharing="none") as s:

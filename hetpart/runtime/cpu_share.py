@@ -109,12 +109,14 @@ def parse(value: "str | CpuSharing") -> CpuSharing:
     raise RuntimeFailure(f"cpu_sharing '{value}' is not one of: gate, split, split:N (N >= 2), none")
 
 
-def resolve(cpu_sharing, cpu_threads: int | None, has_gpu: bool = True) -> CpuSharing:
-    """A session's policy: the one given; else ``gate`` for a session with GPU partitions
-    and ``none`` for an all-CPU one -- or ``none`` where ``cpu_threads`` asks for a pool
-    size of the session's own (the two cannot both size the pool)."""
+def resolve(cpu_sharing, cpu_threads: int | None) -> CpuSharing:
+    """A session's policy: the one given; else ``none``.  A session alone in its process
+    gains nothing from a lane but pays its hand-off (~30-35 us per CPU partition call);
+    the sessions that run at once -- a :class:`~.multi_session.MultiSession`, a server's
+    instances -- are given ``gate`` by whoever opens them together.  ``cpu_threads``
+    (a pool size of the session's own) and a sharing policy cannot both size the pool."""
     if cpu_sharing is None:
-        return GATE if cpu_threads is None and has_gpu else NONE
+        return NONE
     sharing = parse(cpu_sharing)
     if cpu_threads is not None and sharing.policy != "none":
         raise RuntimeFailure(f"cpu_threads={cpu_threads} sizes the session's own CPU pools, cpu_sharing="

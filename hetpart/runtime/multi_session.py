@@ -56,6 +56,9 @@ class MultiSession:
         if len(set(self.names)) != len(self.names):
             raise RuntimeFailure(f"the models of a MultiSession need distinct names, got {self.names}")
         self.priorities: dict[str, int] = {name: priority or 0 for name, _, _, priority in opened}
+        if session_options.get("cpu_threads") is None:
+            # sessions that run at once share the cores through one gate (runtime.cpu_share)
+            session_options.setdefault("cpu_sharing", "gate")
         try:
             for name, compiled, quota, priority in opened:
                 extra = {k: v for k, v in (("quota", quota), ("priority", priority)) if v is not None}

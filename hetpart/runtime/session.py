@@ -106,8 +106,8 @@ class Session:
     (higher first) makes the session's CUDA streams with that priority
     (:func:`~.streams.cuda_priority`; recorded only in simulation).
     ``cpu_sharing`` (issue 20: sessions' CPU partitions running at once must not
-    oversubscribe the cores; :mod:`.cpu_share`): ``"gate"`` (the default with GPU
-    partitions; an all-CPU session's is ``"none"``) runs every CPU
+    oversubscribe the cores; :mod:`.cpu_share`): ``"gate"`` (MultiSession's default;
+    a session opened alone defaults to ``"none"``) runs every CPU
     partition on the process's one gate lane (one pool over every core, one partition
     at a time, GPU work still overlapping), ``"split:N"`` on N lanes with disjoint
     cores, ``"none"`` on the calling thread's or the CPU worker's own pool (the old
@@ -154,8 +154,7 @@ class Session:
         self.spin_wait = spin_wait
         self.cpu_threads = cpu_threads
         # how this session's CPU partitions share the cores with other runs (.cpu_share)
-        self.cpu_sharing = cpu_share.resolve(cpu_sharing, cpu_threads,
-                                             has_gpu=any(p.device == "cuda" for p in compiled.partitions))
+        self.cpu_sharing = cpu_share.resolve(cpu_sharing, cpu_threads)
         self.priority = priority
         # CPU partition -> its worker's pool size once set (None: TVM's default kept)
         self.pool_threads_used: dict[str, int | None] = {}
