@@ -312,6 +312,12 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 400 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 380 --export-dir "$EXPORTS" \
     --models mobilenet_v2,mobilenet_v3_large,efficientnet_b0,convnext_tiny \
     --out "$OUT/corpus-cpu-b1-dw.json" > "$OUT/logs/corpus-cpu-b1-dw.log" 2>&1 ;;
+39)  # (BUDGET=590) the runtime's cuda-marked tests after this session's runtime changes: device-resident
+     # decode state (runtime.state), the CPU-sharing lanes beside real GPU partitions, the cuda runtime,
+     # the detector and the serving session on the GPU (each file its own limit, so one hang costs one file)
+  for f in test_runtime_state_cuda test_runtime_cuda test_detector_gpu test_serving_session test_runtime_dynamic; do
+    timeout 110 python3 -m pytest -m cuda -q -rs -p no:cacheprovider "tests/$f.py" > "$OUT/logs/cuda-$f.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
