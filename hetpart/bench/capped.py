@@ -631,8 +631,6 @@ def _time_plan(plan, name: str, prep: Prepared, builds: Builds, options: Options
     same as another contender's of the same precision) is measured once.  A low-precision
     contender's outputs are checked against ONNX Runtime's once per build:
     (seconds, note, relative error or None)."""
-    from ..runtime import Session
-
     precision = precision_label(name)
     build = builds.cache(precision).get(plan, name)
     key = (precision, build.name)
