@@ -8,7 +8,7 @@ records, per contender (the names are fixed; the table and the goals read them):
   objective), compiled and run in a Session: whatever placement the partitioner
   makes, weight streaming included once it is there; a decode step's caches
   (:func:`graph_state_pairs`) planned as device state (``partition(state=)``), as
-  :func:`open_stepping` binds them;
+  :func:`open_stepping` binds them (the memory rules' placements are priced so too);
 * ``hetpart bf16`` -- the same with ``precision="cuda=bf16,cpu=fp32"``
   (:mod:`hetpart.contracts.precision`): CUDA kernels hold and stream their
   contraction/gather weights in bfloat16 (half the bytes), compute stays float32.
@@ -586,8 +586,8 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
     from ..partitioner.problem import build_problem
 
     try:
-        # issue 19: a decode step's caches priced as the session keeps them (open_stepping):
-        # on their writer's device, no host copy per step
+        # issue 19: a decode step's caches priced as every plan's session keeps them
+        # (open_stepping): on their writer's device, no host copy per step
         state = graph_state_pairs(prep.graph)
         if name == "hetpart":
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
@@ -595,7 +595,7 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
         if name in PRECISIONS:  # the plan records its precision; compile() builds with it
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
                              stream_weights=True, precision=PRECISIONS[name][1], state=state)
-        problem = build_problem(prep.graph, costs, (), cap)
+        problem = build_problem(prep.graph, costs, (), cap, state=state)
         a = BASELINES["all_cpu"](problem) if name == "hetpart all-CPU" else RULES[name](problem)
         if a is None:
             raise Skip(f"{name}: nothing fits under the cap")

@@ -4,7 +4,9 @@ A :class:`Plan` is plain data.  It goes to the compiler (one module per
 :class:`Partition`) and the runtime (which runs partitions in the order listed, copying
 each :class:`Cut`), and to disk as JSON (``"schema": "hetpart-plan"``) that loads back
 equal (:meth:`Plan.save`, :meth:`Plan.load`).  The op graph and the cost model a
-plan was made from ride along in memory only.
+plan was made from ride along in memory only.  ``state`` holds the device-resident
+state pairs (model output -> model input) the plan was priced with
+(:mod:`.state`); a plan with state is written as version 4, one without as version 3.
 
 Times are seconds, sizes bytes.  ``predicted`` holds:
 
