@@ -181,3 +181,12 @@ def test_the_plan_report_names_a_state_copy_by_its_writers_device():
     assert plan.assignment == {"node_0": "cuda", "node_1": "cpu"}
     line = next(x for x in render_plan(plan).splitlines() if x.strip().startswith("x "))
     assert "state (cpu)" in line and "input (host)" not in line
+
+
+def test_state_cannot_be_pipelined(cache_step):
+    """A step reads what the previous one wrote: the throughput objective's overlapped
+    micro-batches would price steps the runtime runs one at a time."""
+    graph, costs = cache_step
+    with pytest.raises(PlanError, match="throughput.*latency"):
+        partition(graph, "throughput", cost_model=costs, progress=False, state=CACHE_PAIR)
+    assert partition(graph, "makespan", cost_model=costs, progress=False, state=CACHE_PAIR).state == CACHE_PAIR

@@ -42,7 +42,8 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     starts on the device of the kernel writing its output and that output stays there
     (:mod:`.state`): no host copy for either, a copy per step only where the input's
     readers sit on the other device; the plan records the pairs.  Raises PlanError for
-    an unknown objective, a bad pin, a bad state pair, or a cap that cannot be met;
+    an unknown objective, a bad pin, a bad state pair, state under a pipelining
+    objective (``throughput``: each step reads the last one's state), or a cap that cannot be met;
     PrecisionError for a bad precision.
     """
     from ..contracts.precision import coerce
@@ -52,6 +53,10 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     precision = coerce(precision)
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
+    if state and OBJECTIVES[objective].pipelined:
+        raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state reads what the "
+                        "previous step wrote (the runtime runs such steps one at a time); plan it with "
+                        "objective 'latency' or 'makespan'")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
