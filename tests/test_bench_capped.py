@@ -533,3 +533,44 @@ def test_a_workload_without_cache_pairs_opens_a_plain_session(plan_for):
     with session:
         assert (step, note) == (feeds, "")
         assert set(session.run(step)) == {"y", "present"}
+
+
+@pytest.mark.parametrize("contender", ["hetpart", "hetpart bf16"])
+def test_hetpart_plans_a_decode_step_with_its_caches_as_device_state(contender):
+    """issue 19: the hetpart contenders price present.X -> past.X as the session keeps
+    them (open_stepping binds them): under a fast GPU and a slow link the cache write
+    goes to the GPU, where through the host it would not, and the plan records the pairs."""
+    from types import SimpleNamespace
+
+    from state_models import cache_step_model
+
+    from hetpart import importer
+    from hetpart.partitioner.costs import TableCosts
+
+    graph = importer.load(cache_step_model(past="past.0.key", present="present.0.key"))
+    assert capped.graph_state_pairs(graph) == {"present.0.key": "past.0.key"}
+    assert capped.graph_state_pairs(importer.load(cache_step_model())) == {}  # "past"/"present": no decode names
+    costs = TableCosts({k: {"cpu": 300e-6, "cuda": 10e-6} for k in graph.kernels}, link_bytes_per_s=1e6)
+    plan = capped._plan_contender(contender, SimpleNamespace(graph=graph), costs, 10**9)
+    (writer,) = graph.tensors["past.0.key"].consumers
+    assert plan.state == {"present.0.key": "past.0.key"} and plan.assignment[writer] == "cuda"
+
+
+@pytest.mark.parametrize("contender", ["llama.cpp-style rule", "ORT-style rule", "hetpart all-CPU"])
+def test_the_other_plan_contenders_price_a_decode_steps_caches_as_state_too(contender):
+    """Every plan contender's session binds the caches (open_stepping), so its prediction
+    prices them so: the plan records the pairs and no cut copies the cache from or to the host."""
+    from types import SimpleNamespace
+
+    from state_models import cache_step_model
+
+    from hetpart import importer
+    from hetpart.partitioner.costs import TableCosts
+
+    graph = importer.load(cache_step_model(past="past.0.key", present="present.0.key"))
+    costs = TableCosts({k: {"cpu": 300e-6, "cuda": 10e-6} for k in graph.kernels}, link_bytes_per_s=1e6)
+    plan = capped._plan_contender(contender, SimpleNamespace(graph=graph), costs, 10**9)
+    present = graph.outputs[graph.output_names.index("present.0.key")]
+    assert plan.state == {"present.0.key": "past.0.key"}
+    assert not [c for c in plan.cuts if c.tensor == "past.0.key"]  # read only by its writer: never moves
+    assert not [c for c in plan.cuts if c.tensor == present and not c.readers]  # never back to the host

@@ -6,7 +6,9 @@ records, per contender (the names are fixed; the table and the goals read them):
 
 * ``hetpart`` -- ``hetpart.partition(graph, gpu_memory=cap)`` (the latency
   objective), compiled and run in a Session: whatever placement the partitioner
-  makes, weight streaming included once it is there;
+  makes, weight streaming included once it is there; a decode step's caches
+  (:func:`graph_state_pairs`) planned as device state (``partition(state=)``), as
+  :func:`open_stepping` binds them (the memory rules' placements are priced so too);
 * ``hetpart bf16`` -- the same with ``precision="cuda=bf16,cpu=fp32"``
   (:mod:`hetpart.contracts.precision`): CUDA kernels hold and stream their
   contraction/gather weights in bfloat16 (half the bytes), compute stays float32.
@@ -584,13 +586,16 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
     from ..partitioner.problem import build_problem
 
     try:
+        # issue 19: a decode step's caches priced as every plan's session keeps them
+        # (open_stepping): on their writer's device, no host copy per step
+        state = graph_state_pairs(prep.graph)
         if name == "hetpart":
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
-                             stream_weights=True)  # issue 19: weights that do not fit may stream
+                             stream_weights=True, state=state)  # weights that do not fit may stream
         if name in PRECISIONS:  # the plan records its precision; compile() builds with it
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
-                             stream_weights=True, precision=PRECISIONS[name][1])
-        problem = build_problem(prep.graph, costs, (), cap)
+                             stream_weights=True, precision=PRECISIONS[name][1], state=state)
+        problem = build_problem(prep.graph, costs, (), cap, state=state)
         a = BASELINES["all_cpu"](problem) if name == "hetpart all-CPU" else RULES[name](problem)
         if a is None:
             raise Skip(f"{name}: nothing fits under the cap")
@@ -650,8 +655,19 @@ def state_pairs(compiled) -> dict[str, str]:
     """A decode step's cache pairs, output ``present.X`` -> input ``past.X`` (the zoo's
     ``llama_decode``): the state a Session keeps on its device between steps (issue 19:
     the cache never copied through the host); {} for a workload without them."""
-    inputs = {t.name for t in compiled.inputs}
-    return {name: "past." + name[len("present."):] for name in compiled.model_output_names
+    return _cache_pairs(compiled.model_output_names, {t.name for t in compiled.inputs})
+
+
+def graph_state_pairs(graph) -> dict[str, str]:
+    """:func:`state_pairs` of an op graph, before it is planned: what the hetpart
+    contenders pass to ``partition(state=)``, so the plan prices the caches as the
+    session will keep them."""
+    return _cache_pairs(graph.model_output_names, set(graph.inputs))
+
+
+def _cache_pairs(outputs, inputs) -> dict[str, str]:
+    """``present.X`` -> ``past.X`` for every output so named whose input is in ``inputs``."""
+    return {name: "past." + name[len("present."):] for name in outputs
             if name.startswith("present.") and "past." + name[len("present."):] in inputs}
 
 

@@ -126,7 +126,7 @@ def _rescaled_cuts(problem: Problem, pins) -> list[Assignment]:
         return []
     out = []
     for s in GPU_COST_SCALES:
-        p = build_problem(problem.graph, scaled(gpu=s), pins, problem.gpu_memory)
+        p = build_problem(problem.graph, scaled(gpu=s), pins, problem.gpu_memory, state=problem.state)
         out.append(solve_min_cut(p, Weights()))
     return out
 

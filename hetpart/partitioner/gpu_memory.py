@@ -12,7 +12,9 @@ The model, deliberately simple and a little pessimistic:
   tensor occupies GPU memory from the step of its producer (if the producer is on
   the CPU, it is copied over right after it is made; a model input arrives at step 0)
   until the step of its last CUDA reader.  A tensor made on CUDA and read only on the
-  CPU (or returned) lives for its producer's step, until it is copied back;
+  CPU (or returned) lives for its producer's step, until it is copied back.  State
+  (:mod:`.state`) whose writer is on CUDA, the bound input and its paired output
+  (the runtime's two buffers), lives through every step;
 * the peak is the largest sum of live tensors over the steps.
 
 ``parameters + stream buffers + peak activations`` must fit under ``--gpu-memory``.
@@ -60,6 +62,8 @@ def gpu_memory(problem: Problem, a: Assignment, streamed=frozenset(), ring_bytes
 def _gpu_span(problem: Problem, f, a: Assignment) -> tuple[int, int] | None:
     """First and last step at which ``f`` occupies the GPU, or None if it never does."""
     step = problem.step
+    if (f.home is not None or f.kept) and a[f.origin] == "cuda":
+        return 0, len(problem.order) - 1  # state: held on the GPU between steps
     start = 0 if f.producer is None else step[f.producer]
     gpu_reads = [step[c] for c in f.consumers if a[c] == "cuda"]
     if gpu_reads:

@@ -20,7 +20,9 @@ def heft(problem: Problem) -> Assignment:
     link_free = {"cpu": 0.0, "cuda": 0.0}  # keyed by destination device
     ready: dict[tuple[int, str], float] = {}  # (flow, device) -> when it is there
     for i, f in enumerate(problem.flows):
-        if f.producer is None:
+        if f.home is not None:  # state: on its writer's device, not placed yet; a seed only
+            ready[(i, "cpu")] = ready[(i, "cuda")] = 0.0
+        elif f.producer is None:
             ready[(i, HOST)] = 0.0
     a: Assignment = {}
     for k in order:

@@ -19,7 +19,8 @@ from .problem import Assignment, Problem
 class Transfer:
     """One copy of ``problem.flows[flow]`` to ``device``.
 
-    ``src`` is the index of the producing group (None: a model input, on the host);
+    ``src`` is the index of the producing group (None: a model input, on the host, or
+    an input bound as state, on its writer's device since the previous step);
     ``readers`` the indices of the groups on ``device`` that read it, in order
     (empty when only the model output needs it).
     """

@@ -13,7 +13,8 @@ many kernels read it there), each built from one auxiliary node per direction:
 * copy to the CPU: ``c -> w'`` (infinite) for every reader, and ``s -> w'`` if x is a
   model output, ``w' -> p`` (copy cost).
 
-Model inputs are made by ``s`` (they start in host memory).  Capacities are scaled to
+Model inputs are made by ``s`` (they start in host memory); an input bound as state
+by the kernel writing its paired output (``Flow.origin``).  Capacities are scaled to
 integers (picoseconds) so networkx's flow algorithms are exact.  The cut value equals
 :meth:`Problem.linear_cost` of the assignment it returns, under ``Weights``.
 """
@@ -78,14 +79,14 @@ def _network(problem: Problem, w: Weights) -> nx.DiGraph:
         else:
             g.add_edge(k, SINK)
     for i, f in enumerate(problem.flows):
-        src = SOURCE if f.producer is None else f.producer
+        src = SOURCE if f.origin is None else f.origin
         to_cuda, to_cpu = ("h2d", i), ("d2h", i)
         if f.consumers:
             g.add_edge(src, to_cuda, capacity=_cap(w.link * f.copy_s["cuda"]))
             g.add_edges_from((to_cuda, c) for c in f.consumers)
-        if f.producer is not None and (f.consumers or f.is_output):
+        if f.origin is not None and (f.consumers or f.is_output):
             g.add_edges_from((c, to_cpu) for c in f.consumers)
             if f.is_output:
                 g.add_edge(SOURCE, to_cpu)
-            g.add_edge(to_cpu, f.producer, capacity=_cap(w.link * f.copy_s["cpu"]))
+            g.add_edge(to_cpu, f.origin, capacity=_cap(w.link * f.copy_s["cpu"]))
     return g

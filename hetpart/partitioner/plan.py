@@ -4,7 +4,9 @@ A :class:`Plan` is plain data.  It goes to the compiler (one module per
 :class:`Partition`) and the runtime (which runs partitions in the order listed, copying
 each :class:`Cut`), and to disk as JSON (``"schema": "hetpart-plan"``) that loads back
 equal (:meth:`Plan.save`, :meth:`Plan.load`).  The op graph and the cost model a
-plan was made from ride along in memory only.
+plan was made from ride along in memory only.  ``state`` holds the device-resident
+state pairs (model output -> model input) the plan was priced with
+(:mod:`.state`); a plan with state is written as version 4, one without as version 3.
 
 Times are seconds, sizes bytes.  ``predicted`` holds:
 
@@ -36,7 +38,8 @@ from .costs import Costs
 
 SCHEMA = "hetpart-plan"
 VERSION = 3  # 2: Partition.weights / weight_bytes, Plan.stream_slots / stream_slot_bytes; 3: Plan.precision
-READS = (1, 2, 3)  # version 1 reads as all weights resident; 1 and 2 as the default precision
+STATE_VERSION = 4  # 4: Plan.state; written only by a plan with state, so a plan without stays version 3
+READS = (1, 2, 3, 4)  # version 1 reads as all weights resident; 1 and 2 as the default precision; < 4 no state
 WEIGHTS = ("resident", "streamed")
 
 
@@ -109,6 +112,9 @@ class Plan:
     # The number format of each device (hetpart.contracts.precision); weight_bytes and
     # the GPU memory counted in it.
     precision: Precision = DEFAULT_PRECISION
+    # Device-resident state the plan was priced with (partitioner.state): model output ->
+    # the model input it is read back as next step; the runtime binds the same pairs.
+    state: dict[str, str] = field(default_factory=dict)
     graph: OpGraph | None = field(default=None, compare=False, repr=False)
     costs: Costs | None = field(default=None, compare=False, repr=False)
 
@@ -131,9 +137,9 @@ class Plan:
 
     # --- JSON --------------------------------------------------------------------
     def to_json(self) -> dict:
-        out = {"schema": SCHEMA, "version": VERSION}
+        out = {"schema": SCHEMA, "version": STATE_VERSION if self.state else VERSION}
         for f in fields(self):
-            if f.name not in ("graph", "costs"):
+            if f.name not in ("graph", "costs") and (f.name != "state" or self.state):
                 out[f.name] = _plain(getattr(self, f.name))
         return out
 
@@ -153,7 +159,8 @@ class Plan:
                 profile_origin=d["profile_origin"], constraints=dict(d.get("constraints", {})),
                 gpu_memory_cap=d.get("gpu_memory_cap"), stream_slots=d.get("stream_slots", 0),
                 stream_slot_bytes=d.get("stream_slot_bytes", 0),
-                precision=Precision.from_json(d.get("precision")), graph=graph)
+                precision=Precision.from_json(d.get("precision")), state=_state(d.get("state", {})),
+                graph=graph)
         except (KeyError, TypeError) as exc:
             raise PlanError(f"plan file is incomplete or malformed ({exc}); make the plan again") from None
         if graph is not None and set(graph.kernels) != set(plan.assignment):
@@ -178,6 +185,14 @@ class Plan:
     @classmethod
     def load(cls, path, graph=None) -> "Plan":
         return cls.from_json(read_plan_file(path), graph)
+
+
+def _state(value) -> dict[str, str]:
+    """A plan file's ``state``: output name -> input name, both strings (PlanError else)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise PlanError(f"plan file's state {value!r} is not a map of output names to input names; "
+                        "make the plan again")
+    return dict(value)
 
 
 def _check_streaming(plan: "Plan") -> None:

@@ -92,7 +92,7 @@ def _cut_table(plan: Plan) -> list[str]:
              f"{human_seconds(total_s)}",
              f"  {'tensor':<18} {'from':<12} {'to':<24} {'bytes':>10} {'predicted':>11}"]
     for c in sorted(plan.cuts, key=lambda c: -c.seconds)[:TOP_CUTS]:
-        src = c.src or "input (host)"
+        src = c.src or (f"state ({c.src_device})" if c.tensor in plan.state.values() else "input (host)")
         dst = ", ".join(c.readers) if c.readers else "output (host)"
         lines.append(f"  {c.tensor:<18} {src:<12} {dst:<24} {human_bytes(c.nbytes):>10} "
                      f"{human_seconds(c.seconds):>11}")
@@ -233,7 +233,7 @@ def problem_of(plan: Plan) -> Problem:
         from .planning import cost_model_for
 
         costs = cost_model_for(None)
-    problem = build_problem(plan.graph, costs, (), plan.gpu_memory_cap)
+    problem = build_problem(plan.graph, costs, (), plan.gpu_memory_cap, state=plan.state)
     allowed = dict(problem.allowed)
     for k in plan.constraints:
         allowed[k] = (plan.assignment[k],)

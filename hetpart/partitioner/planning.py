@@ -19,7 +19,8 @@ from .timeline import simulate
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
-              cost_model=None, progress: bool = True, stream_weights: bool = True, precision=None) -> Plan:
+              cost_model=None, progress: bool = True, stream_weights: bool = True, precision=None,
+              state=None) -> Plan:
     """Place every kernel of ``graph`` on the CPU or CUDA, minimising ``objective``.
 
     ``profile`` (None, a path or a Profile) picks the cost model's measurements;
@@ -36,8 +37,14 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     and fp16 halve them: the memory cap, streaming and weight copies see that), and the
     plan records it for the compiler; each kernel is priced as built in its device's
     format (:mod:`.precision_costs`: measured by ``partition profile --precision``,
-    else predicted).  Raises PlanError for an unknown objective, a bad pin, or a cap that
-    cannot be met; PrecisionError for a bad precision.
+    else predicted).  ``state`` (``{model output: model input}``, e.g. a decode step's
+    ``{"present.0.key": "past.0.key"}``, as ``Session(state=)`` binds them): each input
+    starts on the device of the kernel writing its output and that output stays there
+    (:mod:`.state`): no host copy for either, a copy per step only where the input's
+    readers sit on the other device; the plan records the pairs.  Raises PlanError for
+    an unknown objective, a bad pin, a bad state pair, state under a pipelining
+    objective (``throughput``: each step reads the last one's state), or a cap that cannot be met;
+    PrecisionError for a bad precision.
     """
     from ..contracts.precision import coerce
     from ..importer.low_precision import with_weight_bytes
@@ -46,6 +53,10 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     precision = coerce(precision)
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
+    if state and OBJECTIVES[objective].pipelined:
+        raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state reads what the "
+                        "previous step wrote (the runtime runs such steps one at a time); plan it with "
+                        "objective 'latency' or 'makespan'")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
@@ -55,7 +66,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         gpu_memory = default_cap(costs)
     costs = priced_in(costs, graph, precision)
     graph = with_weight_bytes(graph, precision.storage("cuda"))
-    problem = build_problem(graph, costs, pins, gpu_memory, stream_weights)
+    problem = build_problem(graph, costs, pins, gpu_memory, stream_weights, state)
     obj = OBJECTIVES[objective]
     plan = make_plan(problem, obj, obj.solve(problem, progress))
     plan.precision = precision
@@ -78,8 +89,8 @@ def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
         model=problem.graph.name, objective=obj.name, assignment=dict(e.layout.assignment), partitions=partitions,
         cuts=cuts, timeline=timeline, predicted=_predicted(problem, obj, e), profile_origin=cost_origin(problem.costs),
         constraints=dict(problem.reasons), gpu_memory_cap=problem.gpu_memory,
-        stream_slots=e.layout.stream_slots, stream_slot_bytes=e.layout.stream_slot_bytes, graph=problem.graph,
-        costs=problem.costs)
+        stream_slots=e.layout.stream_slots, stream_slot_bytes=e.layout.stream_slot_bytes,
+        state=dict(problem.state), graph=problem.graph, costs=problem.costs)
 
 
 def cost_model_for(profile=None):

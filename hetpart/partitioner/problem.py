@@ -11,6 +11,10 @@ The host is the CPU: model inputs start in host memory and model outputs must en
 there, so an input read on CUDA costs a host-to-device copy and an output made on
 CUDA a device-to-host copy.  A tensor read on the other device is copied once, however
 many kernels read it there.
+
+State pairs (:mod:`.state`, ``build_problem(state=)``) change where a tensor starts
+and ends: a bound input starts on the device of the kernel that writes its paired
+output (``Flow.home``), and that output stays there (``Flow.kept``, no model output).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
 from .costs import Costs
 from .pins import resolve_pins
+from .state import NONE as NO_STATE, BoundState, resolve_state
 
 HOST = "cpu"
 """Where model inputs come from and model outputs go."""
@@ -51,7 +56,10 @@ class Flow:
     """A tensor as the partitioner sees it: who makes it, who reads it, what a copy costs.
 
     ``producer`` is None for a model input (it starts on the host).  ``copy_s[dst]``
-    is the seconds to copy it to device ``dst`` from the other one.
+    is the seconds to copy it to device ``dst`` from the other one.  ``home``: for an
+    input bound as state, the kernel writing its paired output (the input starts on
+    that kernel's device; None otherwise).  ``kept``: an output bound as state (it stays
+    on its producer's device; ``is_output`` is then False).
     """
 
     name: str
@@ -60,6 +68,13 @@ class Flow:
     nbytes: int
     is_output: bool
     copy_s: dict[str, float]
+    home: str | None = None
+    kept: bool = False
+
+    @property
+    def origin(self) -> str | None:
+        """The kernel whose device the tensor starts on (None: host memory)."""
+        return self.producer if self.producer is not None else self.home
 
 
 @dataclass
@@ -80,6 +95,7 @@ class Problem:
     overhead: dict[str, float]
     gpu_memory: int | None = None
     stream_weights: bool = False  # under a binding cap, CUDA kernels may stream their weights
+    state: dict[str, str] = field(default_factory=dict)  # model output -> model input kept on device
     step: dict[str, int] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
@@ -105,7 +121,7 @@ class Problem:
                 raise InternalError(f"assignment puts {k} on {a.get(k)}; allowed: {self.allowed[k]}")
 
     def source_device(self, f: Flow, a: Assignment) -> str:
-        return HOST if f.producer is None else a[f.producer]
+        return HOST if f.origin is None else a[f.origin]
 
     def copies(self, f: Flow, a: Assignment) -> list[str]:
         """Devices ``f`` must be copied to under ``a`` (at most one: the other device)."""
@@ -141,8 +157,11 @@ class Problem:
         return float(self.costs.transfer_cost(nbytes, HOST, "cuda")) if nbytes else 0.0
 
 
-def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False) -> Problem:
-    """Look every cost up once; PlanError for a kernel no device can run or a bad pin."""
+def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False,
+                  state=None) -> Problem:
+    """Look every cost up once; PlanError for a kernel no device can run, a bad pin or
+    a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`)."""
+    bound = resolve_state(graph, state)
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
     seconds, allowed, reasons = {}, {}, {}
@@ -167,15 +186,18 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
             raise PlanError(f"the cost model gives {kid} ({'+'.join(kernel.ops)}) the cost {seconds[kid]} "
                             "seconds; re-profile the model (`partition profile MODEL`)")
         allowed[kid] = can
-    return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs),
-                   {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights)
+    return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
+                   {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
+                   dict(state or {}))
 
 
-def _flows(graph, costs) -> tuple[Flow, ...]:
+def _flows(graph, costs, bound: BoundState = NO_STATE) -> tuple[Flow, ...]:
     flows = []
     for t in graph.tensors.values():
+        kept = t.name in bound.kept
         if not t.consumers and not t.is_output:
             continue
         copy_s = {d: float(costs.transfer_cost(t.nbytes, other(d), d)) for d in DEVICES}
-        flows.append(Flow(t.name, t.producer, tuple(t.consumers), t.nbytes, t.is_output, copy_s))
+        flows.append(Flow(t.name, t.producer, tuple(t.consumers), t.nbytes, t.is_output and not kept, copy_s,
+                          bound.homes.get(t.name), kept))
     return tuple(flows)
