@@ -201,7 +201,9 @@ def mac_count(mac: MacBlock) -> int:
     return n
 
 
-def _read_index(sch: s_tir.Schedule, block, buffer) -> int:
+def read_index(sch: s_tir.Schedule, block, buffer) -> int:
+    """The position of ``buffer`` among ``block``'s reads (what ``cache_read`` takes);
+    ValueError where the block does not read it."""
     for i, region in enumerate(sch.get(block).reads):
         if region.source.same_as(buffer):
             return i
@@ -223,7 +225,7 @@ def _pack_operand(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan):
     def panel(*ax):
         return [ax[d] // width] + [ax[i] for i in range(nd) if i != d] + [ax[d] % width]
 
-    pk = sch.cache_read(mac.block, _read_index(sch, mac.block, buf), "global")
+    pk = sch.cache_read(mac.block, read_index(sch, mac.block, buf), "global")
     # A callable, not an IndexMap: the schedule then builds the map with the block's own
     # index dtype (an int64 map on an int32 buffer fails to invert in TVM 0.27).
     sch.transform_layout(pk, ("write", 0), panel)

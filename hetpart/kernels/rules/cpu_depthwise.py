@@ -38,7 +38,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ..analysis import MacBlock, const_extent, fitting_lanes, fuse_epilogue, parallel_vectorize
-from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
+from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count, read_index
 
 
 def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
@@ -152,11 +152,11 @@ def channel_vectors(sch: s_tir.Schedule, mac: MacBlock, lanes: int, weight_free:
     if pads:
         sch.transform_layout(pads[0], ("write", 0), chan_inner)
     else:
-        src = sch.cache_read(main, _read_index(sch, main, mac.operands[image][0]), "global")
+        src = sch.cache_read(main, read_index(sch, main, mac.operands[image][0]), "global")
         sch.transform_layout(src, ("write", 0), chan_inner)
         pads = [src]
     wbuf = mac.operands[1 - image][0]
-    wk = sch.cache_read(main, _read_index(sch, main, wbuf), "global")
+    wk = sch.cache_read(main, read_index(sch, main, wbuf), "global")
     sch.transform_layout(wk, ("write", 0), lambda o, i, y, x: [o // lanes, i, y, x, o % lanes])
     if weight_free:
         sch.annotate(wk, LAYOUT_REWRITE_PREPROC, 1)
@@ -204,13 +204,6 @@ def _image_operand(mac: MacBlock) -> int | None:
         if len(idx) == 4 and mac.uses(o, mac.reduce[0]) and len(wbuf.shape) == 4 and int(wbuf.shape[1]) == 1:
             return o
     return None
-
-
-def _read_index(sch: s_tir.Schedule, block, buffer) -> int:
-    for i, region in enumerate(sch.get(block).reads):
-        if region.source.same_as(buffer):
-            return i
-    raise ValueError(f"block does not read {buffer.name}")
 
 
 def vectorizes_channels(mac: MacBlock, lanes: int) -> bool:
