@@ -102,9 +102,7 @@ class GpuSplitKGemm(ScheduleRule):
         self.mode = options.split_k
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if self.mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
-            return None
-        gemm = as_normal_gemm(func, plain=self.mode == "all")
+        gemm = normal_gemm_for(func, target, self.mode)
         if gemm is None:
             return None
         return split_gemm(gemm, split_factor(*gemm.shape, sms=self.sms),
@@ -117,6 +115,15 @@ twice is taken (:func:`inline_epilogue`): batch 1 is where such functions were
 starved (ConvNeXt-T's, Swin-T's last-stage GELU MLP: 96 blocks, un-split); at batch
 32 the functions it would add (EfficientNet-B0's SE FCs on 1-2 blocks, MobileNet-v3's
 classifier) keep their measured schedules until it is measured there."""
+
+
+def normal_gemm_for(func: tirx.PrimFunc, target: Target, mode: str):
+    """``func`` in normal GEMM form (``as_normal_gemm``) where a split-K rule in ``mode``
+    (``KernelOptions.split_k``: ``"off"``, ``"conv"``, ``"all"``) applies on ``target``
+    (CUDA only; plain matmuls only under ``"all"``), else None."""
+    if mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
+        return None
+    return as_normal_gemm(func, plain=mode == "all")
 
 
 def images(func: tirx.PrimFunc) -> int:

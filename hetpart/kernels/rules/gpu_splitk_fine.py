@@ -47,10 +47,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import is_gpu
 from ..options import DEFAULT, KernelOptions
 from . import gpu_splitk
-from .gpu_gemm import as_normal_gemm
 from .gpu_splitk import K_STEP, TILE_M, TILE_N
 
 MAX_BATCH = 1
@@ -95,11 +93,9 @@ class GpuFineSplitK(ScheduleRule):
         self.mode = options.split_k
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if self.mode == "off" or not is_gpu(target) or target.kind.name != "cuda":
-            return None
         if not 0 < gpu_splitk.images(func) <= MAX_BATCH:
             return None
-        gemm = as_normal_gemm(func, plain=self.mode == "all")
+        gemm = gpu_splitk.normal_gemm_for(func, target, self.mode)
         if gemm is None:
             return None
         batch, m, n, k = gemm.shape
