@@ -89,13 +89,18 @@ def test_cache_write_matches_onnxruntime(shape, position):
         assert_matches(got[name], want[name], rtol=1e-5, atol=1e-6, what=f"{name} {shape} @ {position}")
 
 
-def _cache_write_kernel(m: onnx.ModelProto):
-    """The scheduled kernel that writes the key cache (rotary + ``Where``)."""
+def _scheduled_kernel(m: onnx.ModelProto, *parts: str):
+    """The one scheduled CPU kernel of ``m`` whose name holds every one of ``parts``."""
     mod = kernels.schedule(importer.load(m).module, cpu_tvm_target(2))
     funcs = [f for gv, f in mod.functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and "where" in gv.name_hint and "concatenate" in gv.name_hint]
+             if isinstance(f, tvm.tirx.PrimFunc) and all(part in gv.name_hint for part in parts)]
     assert len(funcs) == 1, [gv.name_hint for gv in mod.functions]
     return funcs[0]
+
+
+def _cache_write_kernel(m: onnx.ModelProto):
+    """The scheduled kernel that writes the key cache (rotary + ``Where``)."""
+    return _scheduled_kernel(m, "where", "concatenate")
 
 
 def _nests(func):
@@ -163,11 +168,7 @@ def test_cache_write_parallel_and_vectorised():
 
 def _repeat_transpose_kernel(m: onnx.ModelProto):
     """The scheduled kernel that repeats the key heads and transposes them (``keys_t``)."""
-    mod = kernels.schedule(importer.load(m).module, cpu_tvm_target(2))
-    funcs = [f for gv, f in mod.functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and "broadcast_to" in gv.name_hint and "transpose" in gv.name_hint]
-    assert len(funcs) == 1, [gv.name_hint for gv in mod.functions]
-    return funcs[0]
+    return _scheduled_kernel(m, "broadcast_to", "transpose")
 
 
 def test_repeat_kv_transpose_tiled():

@@ -195,13 +195,19 @@ def case(seed, n):
     return graph, replace(costs, link_bytes_per_s=32e9)
 
 
-def check_brute_force_optimum(seed, n, squeeze) -> Plan:
-    """The plan's latency is the least over every fitting placement (3^n of them)."""
+def _capped_case(seed, n, squeeze):
+    """``(graph, costs, cap)``: random case ``seed`` of ``n`` kernels and a GPU cap
+    ``squeeze`` of the way from the least memory any placement needs to the free plan's."""
     graph, costs = case(seed, n)
     free = partition(graph, cost_model=costs, progress=False)
-    floor = evaluate(build_problem(graph, costs), {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda"
-                                                   for k in graph.kernels}).memory.total
-    cap = int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+    least = {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda" for k in graph.kernels}
+    floor = evaluate(build_problem(graph, costs), least).memory.total
+    return graph, costs, int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+
+
+def check_brute_force_optimum(seed, n, squeeze) -> Plan:
+    """The plan's latency is the least over every fitting placement (3^n of them)."""
+    graph, costs, cap = _capped_case(seed, n, squeeze)
     problem = build_problem(graph, costs, gpu_memory=cap)
     best = min((e.sequential_s for combo in itertools.product(*(choices(graph, costs, k) for k in problem.order))
                 if (e := evaluate(problem, dict(zip(problem.order, combo)))).fits), default=None)
@@ -228,11 +234,7 @@ def test_small_graphs_plan_is_the_brute_force_optimum_over_all_placements(seed, 
 @settings(max_examples=8, **SETTINGS)
 @given(seed=seeds, n=st.integers(8, 14), squeeze=st.floats(0.0, 0.7))
 def test_larger_graphs_respect_the_cap_and_never_lose_to_resident_only(seed, n, squeeze):
-    graph, costs = case(seed, n)
-    free = partition(graph, cost_model=costs, progress=False)
-    least = {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda" for k in graph.kernels}
-    floor = evaluate(build_problem(graph, costs), least).memory.total
-    cap = int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+    graph, costs, cap = _capped_case(seed, n, squeeze)
     plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
     resident = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=False)
     assert plan_gpu_bytes(graph, plan) == plan.predicted["gpu_memory"]["total"] <= cap
@@ -386,11 +388,7 @@ def test_a_capped_plan_never_loses_to_a_memory_rule(seed, n, squeeze):
     against the rules' 13.4-13.5 ms on the H200 profile)."""
     from hetpart.partitioner.memory_rules import RULES
 
-    graph, costs = case(seed, n)
-    free = partition(graph, cost_model=costs, progress=False)
-    least = {k: "cpu" if "cpu" in choices(graph, costs, k) else "cuda" for k in graph.kernels}
-    floor = evaluate(build_problem(graph, costs), least).memory.total
-    cap = int(floor + squeeze * max(free.predicted["gpu_memory"]["total"] - floor, 0))
+    graph, costs, cap = _capped_case(seed, n, squeeze)
     plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
     problem = build_problem(graph, costs, gpu_memory=cap)
     for name, rule in RULES.items():
