@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from onnx_cases import assert_matches, run_on, single_cpu_kernel
+from onnx_cases import assert_matches, model, run_on, single_cpu_kernel
 
 
 def _model(n=1, c_in=3, c_out=32, hw=64, k=3, stride=2, epilogue="relu6", seed=0) -> onnx.ModelProto:
@@ -36,13 +36,8 @@ def _model(n=1, c_in=3, c_out=32, hw=64, k=3, stride=2, epilogue="relu6", seed=0
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     out = (hw + 2 * (k // 2) - k) // stride + 1
-    graph = helper.make_graph(
-        nodes, "stem", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c_in, hw, hw])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, c_out, out, out])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-                     numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                     numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    return model(nodes, [("x", [n, c_in, hw, hw], np.float32)], [("y", [n, c_out, out, out], np.float32)],
+                 {"w": w, "b": b, "lo": np.float32(0.0), "hi": np.float32(6.0)}, opset=14)
 
 
 def _width_tiled(m) -> bool:

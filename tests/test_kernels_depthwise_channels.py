@@ -18,9 +18,9 @@ import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from onnx_cases import assert_matches, run_on, single_cpu_kernel
+from onnx_cases import assert_matches, model, run_on, single_cpu_kernel
 
 # name -> (batch, channels, image, kernel, stride, pad, epilogue)
 CASES = {
@@ -47,13 +47,8 @@ def _model(n, c, hw, k, stride, pad, epilogue, seed=0) -> onnx.ModelProto:
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     out = (hw + 2 * pad - k) // stride + 1
-    graph = helper.make_graph(
-        nodes, "dw", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, c, hw, hw])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, c, out, out])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-                     numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                     numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return model(nodes, [("x", [n, c, hw, hw], np.float32)], [("y", [n, c, out, out], np.float32)],
+                 {"w": w, "b": b, "lo": np.float32(0.0), "hi": np.float32(6.0)}, opset=13)
 
 
 def _input(n, c, hw) -> np.ndarray:
