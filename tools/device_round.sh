@@ -318,6 +318,21 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   for f in test_runtime_state_cuda test_runtime_cuda test_detector_gpu test_serving_session test_runtime_dynamic; do
     timeout 110 python3 -m pytest -m cuda -q -rs -p no:cacheprovider "tests/$f.py" > "$OUT/logs/cuda-$f.txt" 2>&1
   done ;;
+40)  # (one call, ~590 s) step 39's cuda tests first (each file 70 s, 240 s in all: a hang costs one file),
+     # then step 37 (issue 17's batch-1 rows after gpu_splitk_fine, its cuda tests, convnext's kernel table)
+  end=$((SECONDS + 240))
+  for f in test_runtime_state_cuda test_runtime_cuda test_detector_gpu test_serving_session test_runtime_dynamic; do
+    left=$((end - SECONDS)); [ "$left" -lt 20 ] && break
+    timeout $((left < 70 ? left : 70)) python3 -m pytest -m cuda -q -rs -p no:cacheprovider "tests/$f.py" > "$OUT/logs/cuda-$f.txt" 2>&1
+  done
+  timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider -k onnxruntime tests/test_kernels_gpu_splitk_fine.py \
+    tests/test_kernels_splitk.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 200 python3 bench/corpus.py --models efficientnet_b0,mobilenet_v3_large,convnext_tiny,resnet50,vit_b_16 \
+    --devices cuda --batches 1 --time --quiet-timing --budget 185 --export-dir "$EXPORTS" \
+    --out "$OUT/corpus-b1-fine.json" > "$OUT/logs/corpus-b1.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py convnext_tiny --export-dir "$EXPORTS" --runs 20 \
+    --json "$OUT/kernels-convnext_tiny-b1.json" --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
