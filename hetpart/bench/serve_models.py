@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..serving import BatchingPolicy, Server, SessionRunner, policy
-from ..serving.policy import PAYS
+from ..serving.policy import PAYS, runner_sizes
 from .serve import Contender
 from .serve_load import LoadModel
 
@@ -242,13 +242,12 @@ class BucketServer:
         self.server.close()
 
     def bucket_sizes(self, model: str) -> list[int]:
-        """The batch sizes of ``model``'s builds its policy may run ([1] for a model that
-        is not bucketed or is served unbatched)."""
+        """The batch sizes of ``model``'s builds its policy may run (:func:`~hetpart.serving.policy.runner_sizes`,
+        1 included; [1] for a model that is not bucketed or is served unbatched)."""
         runner, batching = self._bucketed.get(model), self._policies.get(model)
         if runner is None:
             return [1]
-        sizes = {b[runner.spec.batch] for b in runner.buckets if runner.spec.batch in b}
-        return sorted(b for b in sizes if batching is None or batching.runs(b) and b <= batching.max_batch)
+        return [b for b in runner_sizes(runner) if batching is None or batching.runs(b) and b <= batching.max_batch]
 
     def run_together(self, model: str, rows: list[dict], timeout: float = 120.0) -> list[dict]:
         """``rows`` as one request through the server: the bucketed session runs it on the
