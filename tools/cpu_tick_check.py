@@ -1,0 +1,112 @@
+"""Why did CPU kernels time at exactly 4.0 ms in the capped bench's profile?
+
+Device step 34 (2026-12-04) measured llama_decode's CPU kernels inside ``bench/capped.py``
+with 17 of 54 at 3.98-4.03 ms (and two at 8.0): one scheduler tick (HZ=250) per call,
+while the same kinds of kernels ran far faster in the measured plans (the llama.cpp-style
+rule, 248 CPU kernels, predicted 721 ms from those timings, ran 39 ms).  A fork-join
+kernel whose pinned worker shares its core with a busy thread waits for that thread's
+time slice (hetpart/runtime/threads.py), so something in that process kept a core busy.
+
+This measures the same CPU kernels (``zoo:llama_decode`` with 2 layers: the same kernel
+shapes) three times in one process, each into its own profile file: (A) fresh; (B) after
+``bench.capped.measure_bandwidths`` (torch: a pinned copy to the GPU and a 16-thread sum);
+(C) after a CUDA profile of the same model (overheads and kernels).  After B and C it lists
+the threads that used CPU over half a second (the busy ones), by name.  Prints a table
+of the kernels' medians A / B / C.
+
+    python3 tools/cpu_tick_check.py [--layers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hetpart.costmodel import profile  # noqa: E402
+from hetpart.costmodel.kernel_bench import MeasureSettings  # noqa: E402
+
+
+def busy_threads(window_s: float = 0.5) -> list[str]:
+    """Threads of this process that used more than 10% of a CPU over ``window_s``."""
+    def ticks():
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                name = stat[stat.index("(") + 1: stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2:].split()
+                out[tid] = (name, int(fields[11]) + int(fields[12]), fields[36] if len(fields) > 36 else "?")
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    hz = os.sysconf("SC_CLK_TCK")
+    before = ticks()
+    time.sleep(window_s)
+    after = ticks()
+    rows = []
+    for tid, (name, t1, cpu) in after.items():
+        t0 = before.get(tid, (name, t1, cpu))[1]
+        share = (t1 - t0) / hz / window_s
+        if share > 0.1:
+            rows.append(f"tid {tid} {name!r} on cpu {cpu}: {share:.0%} of a CPU")
+    return rows or ["(none busy)"]
+
+
+def cpu_timings(graph, path: str) -> None:
+    profile(graph, ("cpu",), path, settings=MeasureSettings.quick(), progress=False)
+
+
+def medians(path: str) -> dict[str, tuple[str, float]]:
+    import json
+
+    data = json.loads(Path(path).read_text())
+    return {sig: (r.get("func", sig), (r.get("timing") or {}).get("median_s", float("nan")) * 1e3)
+            for sig, r in data["kernels"].get("cpu", {}).items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args()
+    import hetpart
+
+    graph = hetpart.load(f"zoo:llama_decode:layers={args.layers}")
+    tmp = Path(tempfile.mkdtemp())
+    runs = {}
+    print("threads at start:", len(os.listdir("/proc/self/task")), busy_threads(), flush=True)
+    cpu_timings(graph, str(tmp / "a.json")); runs["A fresh"] = medians(str(tmp / "a.json"))
+    print("A done; busy:", busy_threads(), flush=True)
+    from hetpart.bench.capped import measure_bandwidths
+
+    print("bandwidths:", measure_bandwidths(), flush=True)
+    print("after bandwidths; busy:", busy_threads(), flush=True)
+    cpu_timings(graph, str(tmp / "b.json")); runs["B after torch"] = medians(str(tmp / "b.json"))
+    print("B done; busy:", busy_threads(), flush=True)
+    from hetpart.targets import cuda_available
+
+    if cuda_available():
+        profile(graph, ("cuda",), str(tmp / "c.json"), settings=MeasureSettings.quick(), progress=False)
+        print("after a CUDA profile; busy:", busy_threads(), flush=True)
+        cpu_timings(graph, str(tmp / "c.json")); runs["C after CUDA"] = medians(str(tmp / "c.json"))
+        print("C done; busy:", busy_threads(), flush=True)
+    names = list(runs)
+    print("| kernel | " + " | ".join(f"{n} ms" for n in names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for sig, (func, _) in sorted(runs[names[0]].items(), key=lambda kv: -kv[1][1]):
+        print(f"| {func[:48]} | " + " | ".join(f"{runs[n].get(sig, ('', float('nan')))[1]:.3f}" for n in names) + " |")
+    for n in names:
+        vals = [v for _, v in runs[n].values()]
+        ticks = sum(1 for v in vals if abs(v - 4.0) < 0.05 or abs(v - 8.0) < 0.05)
+        print(f"{n}: {len(vals)} kernels, sum {sum(vals):.2f} ms, {ticks} at 4.00/8.00 ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
