@@ -8,10 +8,12 @@ kernel whose pinned worker shares its core with a busy thread waits for that thr
 time slice (hetpart/runtime/threads.py), so something in that process kept a core busy.
 
 This measures the same CPU kernels (``zoo:llama_decode`` with 2 layers: the same kernel
-shapes) three times in one process, each into its own profile file: (A) fresh; (B) after
+shapes) three times in one process, each into its own profile file: (A) fresh (right after the import: with ``--layers 22``, the full 4.4 GB model, as the
+bench had just imported it); (B) after
 ``bench.capped.measure_bandwidths`` (torch: a pinned copy to the GPU and a 16-thread sum);
 (C) after a CUDA profile of the same model (overheads and kernels).  After B and C it lists
-the threads that used CPU over half a second (the busy ones), by name.  Prints a table
+the threads that used CPU over half a second (the busy ones), by name, and the CPUs
+busy meanwhile (this process asleep: other processes' or the kernel's work).  Prints a table
 of the kernels' medians A / B / C.
 
     python3 tools/cpu_tick_check.py [--layers 2]
@@ -59,6 +61,26 @@ def busy_threads(window_s: float = 0.5) -> list[str]:
     return rows or ["(none busy)"]
 
 
+def busy_cpus(window_s: float = 0.5) -> str:
+    """The CPUs busier than 10% over ``window_s`` while this process sleeps (so with
+    other processes' or the kernel's work: e.g. writeback of a big export), from /proc/stat."""
+    def sample():
+        out = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *vals = line.split()
+                vals = [int(v) for v in vals]
+                out[name] = (sum(vals) - vals[3] - vals[4], sum(vals))  # busy (not idle/iowait), total
+        return out
+
+    a = sample()
+    time.sleep(window_s)
+    b = sample()
+    rows = [f"{c} {(b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1):.0%}" for c in b
+            if (b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1) > 0.1]
+    return ", ".join(rows) or "(no CPU busy)"
+
+
 def cpu_timings(graph, path: str) -> None:
     profile(graph, ("cpu",), path, settings=MeasureSettings.quick(), progress=False)
 
@@ -80,20 +102,20 @@ def main() -> int:
     graph = hetpart.load(f"zoo:llama_decode:layers={args.layers}")
     tmp = Path(tempfile.mkdtemp())
     runs = {}
-    print("threads at start:", len(os.listdir("/proc/self/task")), busy_threads(), flush=True)
+    print("threads at start:", len(os.listdir("/proc/self/task")), busy_threads(), "| cpus:", busy_cpus(), flush=True)
     cpu_timings(graph, str(tmp / "a.json")); runs["A fresh"] = medians(str(tmp / "a.json"))
-    print("A done; busy:", busy_threads(), flush=True)
+    print("A done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
     from hetpart.bench.capped import measure_bandwidths
 
     print("bandwidths:", measure_bandwidths(), flush=True)
     print("after bandwidths; busy:", busy_threads(), flush=True)
     cpu_timings(graph, str(tmp / "b.json")); runs["B after torch"] = medians(str(tmp / "b.json"))
-    print("B done; busy:", busy_threads(), flush=True)
+    print("B done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
     from hetpart.targets import cuda_available
 
     if cuda_available():
         profile(graph, ("cuda",), str(tmp / "c.json"), settings=MeasureSettings.quick(), progress=False)
-        print("after a CUDA profile; busy:", busy_threads(), flush=True)
+        print("after a CUDA profile; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
         cpu_timings(graph, str(tmp / "c.json")); runs["C after CUDA"] = medians(str(tmp / "c.json"))
         print("C done; busy:", busy_threads(), flush=True)
     names = list(runs)
