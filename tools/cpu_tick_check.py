@@ -11,7 +11,9 @@ This measures the same CPU kernels (``zoo:llama_decode`` with 2 layers: the same
 shapes) three times in one process, each into its own profile file: (A) fresh (right after the import: with ``--layers 22``, the full 4.4 GB model, as the
 bench had just imported it); (B) after
 ``bench.capped.measure_bandwidths`` (torch: a pinned copy to the GPU and a 16-thread sum);
-(C) after a CUDA profile of the same model (overheads and kernels).  After B and C it lists
+(C) after a CUDA profile of the same model (overheads and kernels); (D) with the calling
+thread's pool sized as a session with GPU partitions sizes it (one CPU left for its other
+threads: hetpart.runtime.threads.pool_threads).  After B and C it lists
 the threads that used CPU over half a second (the busy ones), by name, and the CPUs
 busy meanwhile (this process asleep: other processes' or the kernel's work).  Prints a table
 of the kernels' medians A / B / C.
@@ -118,6 +120,12 @@ def main() -> int:
         print("after a CUDA profile; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
         cpu_timings(graph, str(tmp / "c.json")); runs["C after CUDA"] = medians(str(tmp / "c.json"))
         print("C done; busy:", busy_threads(), flush=True)
+    from hetpart.runtime.threads import configure_current_pool, pool_threads
+
+    fewer = pool_threads(None, has_gpu=True) or max(os.cpu_count() - 1, 1)
+    print("pool resized to", configure_current_pool(fewer), "threads (a GPU session's CPU partitions' size)", flush=True)
+    cpu_timings(graph, str(tmp / "d.json")); runs[f"D pool {fewer}"] = medians(str(tmp / "d.json"))
+    print("D done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
     names = list(runs)
     print("| kernel | " + " | ".join(f"{n} ms" for n in names) + " |")
     print("|---|" + "---:|" * len(names))

@@ -333,6 +333,12 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py convnext_tiny --export-dir "$EXPORTS" --runs 20 \
     --json "$OUT/kernels-convnext_tiny-b1.json" --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
+41)  # (BUDGET ~500) why the capped bench's CPU kernels timed at one 4 ms tick (tools/cpu_tick_check.py on the
+     # full llama_decode: fresh / after torch / after a CUDA profile / the pool a GPU session uses), then the
+     # state cuda tests (step 40 ran them without test_runtime_state.py beside them) and test_runtime_cuda whole
+  timeout 260 python3 tools/cpu_tick_check.py --layers 22 > "$OUT/logs/cpu-tick.txt" 2>&1
+  timeout 90 python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_state_cuda.py > "$OUT/logs/cuda-state.txt" 2>&1
+  timeout 150 python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_cuda.py > "$OUT/logs/cuda-runtime.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
