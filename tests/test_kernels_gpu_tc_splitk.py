@@ -1,0 +1,177 @@
+"""The batch-1 tensor-core split-K rule for matmuls (``GpuTensorCoreSplitK`` in
+hetpart/kernels/rules/gpu_tensor_core.py): transformer projections at 128-197 tokens
+(DistilBERT / BERT-base at seq 128, ViT-B/16's 197 tokens -- an M no tile divides).
+
+Without a GPU: which matmuls the rule takes and how it splits them (the corpus shapes,
+and those it must leave alone: batch 32, convolutions, grids a tile already fills, an
+M = 1 classifier, short K, TF32 off, split-K not ``all``); its schedules of the
+projection epilogues (bias, bias + residual, bias + erf-GELU) pass TVM's GPU-code
+verifier with H200 limits, launch two kernels (partials on a block per SM or more,
+then their sum through the epilogue) and issue TF32 ``mma.sync``; the whole BERT
+layer's projections build for sm_90 on the new rule.  With a GPU (``cuda`` mark):
+those layers built as the compiler builds them against ONNX Runtime (CPU), negatives
+and zeros in the inputs, within TF32's precision.
+
+    PYTHONPATH=. python3 -m pytest tests/test_kernels_gpu_tc_splitk.py -q -m cuda
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from tvm import s_tir, tirx
+
+from onnx_cases import cuda_source, model, onnxruntime_outputs, run_on
+from test_kernels_gpu_splitk_fine import _blocks
+from test_kernels_splitk import H200_LIMITS
+
+from hetpart import kernels, load
+from hetpart.kernels.options import KernelOptions
+from hetpart.kernels.rules import GpuTensorCoreSplitK
+from hetpart.kernels.rules.gpu_tensor_core import MATMUL_SPLIT_TILE, matmul_split_factor
+from hetpart.targets import cuda_tvm_target
+
+SM90 = cuda_tvm_target("sm_90")
+
+TF32_RTOL = 5e-3
+"""Error bound relative to the output's magnitude (as tests/test_kernels_tensor_core.py)."""
+
+# name -> (tokens, k, n, epilogue): batch-1 projections of the corpus transformers
+LAYERS = {
+    "bert qkv 128": (128, 768, 768, "bias"),
+    "bert out-proj 128 residual": (128, 768, 768, "residual"),
+    "bert ffn-down 128 residual": (128, 3072, 768, "residual"),
+    "bert ffn-up 128 gelu": (128, 768, 3072, "gelu"),
+    "vit qkv 197": (197, 768, 768, "bias"),
+    "vit ffn-down 197 residual": (197, 3072, 768, "residual"),
+    "convnext stage-4 ffn-up 49 gelu": (49, 768, 3072, "gelu"),
+}
+
+
+def _projection(batch: int, tokens: int, k: int, n: int, epilogue: str, seed: int = 0) -> onnx.ModelProto:
+    """``x @ W + b`` on ``[batch, tokens, k]`` then a residual add of ``r``, the erf form
+    of GELU (as BERT's and ViT's exports spell it), or nothing."""
+    rng = np.random.default_rng(seed)
+    inits = {"w": (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float32),
+             "b": rng.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["c"])]
+    inputs = [("x", (batch, tokens, k), np.float32)]
+    if epilogue == "residual":
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
+        inputs.append(("r", (batch, tokens, n), np.float32))
+    elif epilogue == "gelu":
+        inits.update(sqrt2=np.array(math.sqrt(2), np.float32), one=np.array(1, np.float32),
+                     half=np.array(0.5, np.float32))
+        nodes += [helper.make_node("Div", ["c", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                  helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["c", "e1"], ["g"]),
+                  helper.make_node("Mul", ["g", "half"], ["y"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
+    return model(nodes, inputs, [("y", (batch, tokens, n), np.float32)], inits)
+
+
+def _func(m: onnx.ModelProto) -> tirx.PrimFunc:
+    funcs = [f for gv, f in load(m).module.functions_items()
+             if isinstance(f, tirx.PrimFunc) and "matmul" in gv.name_hint]
+    assert len(funcs) == 1, "matmul, bias and epilogue are one fused function"
+    return funcs[0]
+
+
+def _apply(func, options=KernelOptions()):
+    with SM90:
+        return GpuTensorCoreSplitK(options).apply(func, SM90)
+
+
+def _feeds(m: onnx.ModelProto, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in m.graph.input:
+        x = rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+        x.flat[::7] = 0.0  # zeros beside the negatives
+        feeds[i.name] = x
+    return feeds
+
+
+def test_split_factors_of_the_corpus_projections():
+    # (batch, M, N, K) -> S; 32x64 tiles: BERT's 48, ViT's 84, ConvNeXt stage 4's 96
+    assert matmul_split_factor(1, 128, 768, 768) == 6  # 288 blocks, chunks of 4 slices (128 of K)
+    assert matmul_split_factor(1, 128, 768, 3072) == 6  # 288 blocks, chunks of 512
+    assert matmul_split_factor(1, 197, 768, 768) == 4  # 336 blocks (7 row tiles: 224 rows, 197 real)
+    assert matmul_split_factor(1, 197, 768, 3072) == 4
+    assert matmul_split_factor(1, 49, 3072, 768) == 3  # 288 blocks
+    assert matmul_split_factor(1, 128, 3072, 768) == 2  # FFN up: 192 tiles (1.45 per SM) -> 384, chunks of 12
+    # Left alone: a tile grid with two blocks per SM (ViT's FFN up at 197 tokens: 336 tiles; batch 32),
+    # an M = 1 classifier, attention's K of 64 / 128 (2-4 slices), split-K not "all", a split
+    # that stays under a block per SM (T5-small's 512 x 512 at 128 tokens: 32 tiles x 4 chunks
+    # = 128 blocks; gpu_splitk_fine's 256 SIMT blocks keep it).
+    assert matmul_split_factor(1, 128, 512, 512) == 1
+    assert matmul_split_factor(1, 197, 3072, 768) == 1
+    assert matmul_split_factor(1, 4096, 768, 768) == 1
+    assert matmul_split_factor(1, 1, 1000, 768) == 1
+    assert matmul_split_factor(12, 128, 128, 64) == 1
+    assert matmul_split_factor(12, 128, 64, 128) == 1
+    assert matmul_split_factor(1, 128, 768, 768, KernelOptions(split_k="conv")) == 1
+    # A smaller GPU needs fewer chunks; a GPU the tiles fill twice over, none.
+    assert matmul_split_factor(1, 128, 768, 768, KernelOptions(sm_count=66)) == 3
+    assert matmul_split_factor(1, 128, 768, 768, KernelOptions(sm_count=24)) == 1
+
+
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_batch_1_projections_split_on_tensor_cores_with_a_block_per_sm(case):
+    tokens, k, n, epilogue = LAYERS[case]
+    func = _func(_projection(1, tokens, k, n, epilogue))
+    sch = _apply(func)
+    assert sch is not None
+    scheduled = sch.mod["main"]
+    assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
+    partials, summed = _blocks(scheduled)
+    tile = MATMUL_SPLIT_TILE
+    assert partials == math.ceil(tokens / tile.m) * math.ceil(n / tile.n) * matmul_split_factor(1, tokens, n, k)
+    assert partials >= 132 and summed * 256 >= tokens * n
+
+
+def test_rule_declines_batch_32_convolutions_and_the_switches():
+    tokens, k, n, epilogue = LAYERS["bert qkv 128"]
+    assert _apply(_func(_projection(32, tokens, k, n, epilogue))) is None  # 4096 rows: GpuTensorCoreGemm's
+    one = _func(_projection(1, tokens, k, n, epilogue))
+    assert _apply(one, KernelOptions(tf32=False)) is None
+    assert _apply(one, KernelOptions(split_k="conv")) is None
+    assert _apply(one, KernelOptions(split_k="off")) is None
+    with cuda_tvm_target("sm_75"):
+        assert GpuTensorCoreSplitK().apply(one, cuda_tvm_target("sm_75")) is None  # no TF32 mma
+    conv = model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])],
+                 [("x", (1, 768, 8, 16), np.float32)], [("y", (1, 768, 8, 16), np.float32)],
+                 {"w": np.ones((768, 768, 1, 1), np.float32)})
+    (cfunc,) = [f for f in load(conv).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    assert _apply(cfunc) is None  # convolutions keep their rules
+
+
+def test_rule_is_chosen_for_the_projections_and_builds_tf32_mma_in_two_kernels():
+    tokens, k, n, epilogue = LAYERS["vit ffn-down 197 residual"]
+    mod = load(_projection(1, tokens, k, n, epilogue)).module
+    assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuTensorCoreSplitK"}
+    source = cuda_source(kernels.build(mod, SM90, cuda_graph=True))
+    assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in source
+    names = set(re.findall(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\(', source))
+    assert len(names) == 2, names  # partial products, then sum + epilogue (the weight packed at compile time)
+    # Partials stored along the output's columns, 4 floats at a time (coalesced for the sum kernel).
+    assert re.search(r"\*\(float4\*\)\(\w*_rf_ptr \+", source)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_against_onnxruntime_on_the_gpu(case):
+    tokens, k, n, epilogue = LAYERS[case]
+    m = _projection(1, tokens, k, n, epilogue)
+    assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
+        == {"GpuTensorCoreSplitK"}
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    got = run_on(m, "cuda", feeds, simulate=False)["y"]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
