@@ -33,7 +33,7 @@ from test_kernels_splitk import H200_LIMITS
 from hetpart import kernels, load
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import GpuTensorCoreSplitK
-from hetpart.kernels.rules.gpu_tensor_core import MATMUL_SPLIT_TILE, matmul_split_factor
+from hetpart.kernels.rules.gpu_tensor_core import MATMUL_SPLIT_TILE, matmul_split_factor, short_k_unsplit
 from hetpart.targets import cuda_tvm_target
 
 SM90 = cuda_tvm_target("sm_90")
@@ -73,6 +73,20 @@ def _projection(batch: int, tokens: int, k: int, n: int, epilogue: str, seed: in
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     return model(nodes, inputs, [("y", (batch, tokens, n), np.float32)], inits)
+
+
+# name -> (heads, tokens, head_dim): attention's probabilities times V at batch 1 (K = tokens)
+ATTENTION = {
+    "bert attention PV 128": (12, 128, 64),
+    "vit attention PV 197": (12, 197, 64),
+}
+
+
+def _attention_pv(heads: int, tokens: int, dim: int) -> onnx.ModelProto:
+    """``P @ V`` of two inputs, ``[1, heads, tokens, tokens] x [1, heads, tokens, dim]``."""
+    return model([helper.make_node("MatMul", ["p", "v"], ["y"])],
+                 [("p", (1, heads, tokens, tokens), np.float32), ("v", (1, heads, tokens, dim), np.float32)],
+                 [("y", (1, heads, tokens, dim), np.float32)])
 
 
 def _func(m: onnx.ModelProto) -> tirx.PrimFunc:
@@ -121,6 +135,31 @@ def test_split_factors_of_the_corpus_projections():
     assert matmul_split_factor(1, 128, 768, 768, KernelOptions(sm_count=24)) == 1
 
 
+def test_short_k_matmuls_under_a_block_per_sm_run_unsplit():
+    # attention's P V: (batch = heads, M = tokens, N = head dim, K = tokens)
+    assert short_k_unsplit(12, 128, 64, 128)  # 48 tiles, 4 K slices
+    assert short_k_unsplit(12, 197, 64, 197)  # 84 tiles, 7 K slices (K padded to 224)
+    assert matmul_split_factor(12, 197, 64, 197) == 1  # 7 slices: no chunks of 4
+    assert short_k_unsplit(12, 128, 128, 64)  # Q K^T at 128 tokens: 96 tiles, 2 K slices
+    assert not short_k_unsplit(12, 197, 197, 64)  # ViT's Q K^T: 336 tiles, GpuTensorCoreGemm's
+    assert not short_k_unsplit(1, 128, 768, 768)  # long K: split instead
+    assert not short_k_unsplit(1, 16, 64, 128)  # under a tile's 32 rows
+    assert not short_k_unsplit(12, 128, 64, 128, KernelOptions(sm_count=40))  # 48 tiles fill 40 SMs
+
+
+@pytest.mark.parametrize("case", list(ATTENTION))
+def test_attention_pv_at_batch_1_runs_unsplit_on_tensor_cores(case):
+    m = _attention_pv(*ATTENTION[case])
+    (func,) = [f for f in load(m).module.functions.values() if isinstance(f, tirx.PrimFunc)]
+    sch = _apply(func)
+    assert sch is not None
+    scheduled = sch.mod["main"]
+    assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
+    heads, tokens, dim = ATTENTION[case]
+    assert _blocks(scheduled) == [heads * math.ceil(tokens / 32) * math.ceil(dim / 64)]  # one kernel, no partials
+    assert "mma.sync.aligned.m16n8k8" in cuda_source(kernels.build(load(m).module, SM90, cuda_graph=False))
+
+
 @pytest.mark.parametrize("case", list(LAYERS))
 def test_batch_1_projections_split_on_tensor_cores_with_a_block_per_sm(case):
     tokens, k, n, epilogue = LAYERS[case]
@@ -161,6 +200,20 @@ def test_rule_is_chosen_for_the_projections_and_builds_tf32_mma_in_two_kernels()
     assert len(names) == 2, names  # partial products, then sum + epilogue (the weight packed at compile time)
     # Partials stored along the output's columns, 4 floats at a time (coalesced for the sum kernel).
     assert re.search(r"\*\(float4\*\)\(\w*_rf_ptr \+", source)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", list(ATTENTION))
+def test_attention_pv_against_onnxruntime_on_the_gpu(case):
+    m = _attention_pv(*ATTENTION[case])
+    assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
+        == {"GpuTensorCoreSplitK"}
+    feeds = _feeds(m)
+    feeds["p"] = np.abs(feeds["p"])  # probabilities: non-negative, zeros kept
+    (want,) = onnxruntime_outputs(m, feeds)
+    got = run_on(m, "cuda", feeds, simulate=False)["y"]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
 
 
 @pytest.mark.cuda

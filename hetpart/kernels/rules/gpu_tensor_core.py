@@ -264,6 +264,25 @@ def matmul_split_factor(batch: int, m: int, n: int, k: int, options: KernelOptio
     return pick if blocks * pick >= sms else 1
 
 
+SHORT_K_MAX_SLICES = 8
+"""K slices (of ``Tile.k`` = 32: K <= 256) up to which a batch-1 matmul that no split
+brings to a block per SM runs un-split on the smallest tile (:func:`short_k_unsplit`)."""
+
+
+def short_k_unsplit(batch: int, m: int, n: int, k: int, options: KernelOptions = DEFAULT) -> bool:
+    """Whether :class:`GpuTensorCoreSplitK` takes a matmul it does not split: K of at most
+    :data:`SHORT_K_MAX_SLICES` slices (too short to split into chunks of
+    :data:`MATMUL_SPLIT_MIN_SLICES`), M of :data:`MATMUL_SPLIT_MIN_ROWS` or more, and a grid
+    of the smallest tile under a block per SM (which :class:`GpuTensorCoreGemm` declines) --
+    attention's ``softmax(QK^T) V`` at batch 1 (BERT: 12 heads x 128 x 64, K = 128: 48
+    tiles; ViT: 197 tokens, 84 tiles), which dlight's SIMT ``Matmul`` ran with 2176-3516
+    serial stores per thread.  Those blocks idle SMs either way; on the tensor cores each
+    runs its few K slices in a fraction of the time."""
+    tile = MATMUL_SPLIT_TILE
+    return (m >= MATMUL_SPLIT_MIN_ROWS and math.ceil(k / tile.k) <= SHORT_K_MAX_SLICES
+            and tile.blocks(batch, m, n) < MIN_BLOCKS_PER_SM * options.sm_count)
+
+
 class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     """Split-K on TF32 tensor cores for batch-1 float32 matmuls whose tile grid has
     under two blocks per SM (transformer projections at 128-197 tokens: 48-84 tiles of
@@ -273,7 +292,9 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     chunks; each chunk's tiles run as :class:`GpuTensorCoreGemm`'s (staged through
     shared memory, ``mma.sync``), writing partial products ``P[s, b, I, J]``; a second
     kernel sums them through the fused epilogue -- one that reads the sum twice
-    (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).
+    (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).  A matmul
+    too short in K to split whose grid stays under a block per SM runs un-split on the
+    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).
     Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH`,
     grids a tile fills, short K, few rows), so those keep their rules."""
 
@@ -287,9 +308,9 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
             return None  # a 1x1 convolution is plain too: its rules stay
         sch, main, _, (batch, m, n, k), _ = gemm
         split = matmul_split_factor(batch, m, n, k, self.options)
-        if split == 1:
+        if split == 1 and not short_k_unsplit(batch, m, n, k, self.options):
             return None
-        if consumer_chain(sch, main) is None and not inline_epilogue(sch, main):
+        if split > 1 and consumer_chain(sch, main) is None and not inline_epilogue(sch, main):
             return None
         tile = MATMUL_SPLIT_TILE
         return _schedule_split(sch, main, func, tile, tile.blocks(batch, m, n), split, self.options,
