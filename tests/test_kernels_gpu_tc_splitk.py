@@ -1,16 +1,20 @@
 """The batch-1 tensor-core split-K rule for matmuls (``GpuTensorCoreSplitK`` in
 hetpart/kernels/rules/gpu_tensor_core.py): transformer projections at 128-197 tokens
-(DistilBERT / BERT-base at seq 128, ViT-B/16's 197 tokens -- an M no tile divides).
+(DistilBERT / BERT-base at seq 128, ViT-B/16's 197 tokens -- an M no tile divides) and
+attention's short-K products.
 
 Without a GPU: which matmuls the rule takes and how it splits them (the corpus shapes,
-and those it must leave alone: batch 32, convolutions, grids a tile already fills, an
-M = 1 classifier, short K, TF32 off, split-K not ``all``); its schedules of the
-projection epilogues (bias, bias + residual, bias + erf-GELU) pass TVM's GPU-code
-verifier with H200 limits, launch two kernels (partials on a block per SM or more,
-then their sum through the epilogue) and issue TF32 ``mma.sync``; the whole BERT
-layer's projections build for sm_90 on the new rule.  With a GPU (``cuda`` mark):
-those layers built as the compiler builds them against ONNX Runtime (CPU), negatives
-and zeros in the inputs, within TF32's precision.
+and those it must leave alone: batch 32 -- a classifier whose rows are the batch --,
+convolutions, grids a tile already fills twice over, an M = 1 classifier, TF32 off,
+split-K not ``all``, sm_75; a 2-D ``Gemm`` whose rows are tokens, ViT's attention
+out-projection as torch exports it, is taken); its schedules of the projection epilogues
+(bias, bias + residual, bias + erf-GELU) pass TVM's GPU-code verifier with H200 limits
+and launch two kernels (partials on two blocks per SM or more, then their sum through
+the epilogue); attention's ``P V`` runs as one un-split kernel; the built CUDA C issues
+TF32 ``mma.sync`` and stores the partials 4 floats at a time.  With a GPU (``cuda``
+mark): those functions built as the compiler builds them, against ONNX Runtime (CPU),
+negatives and zeros in the inputs, within TF32's precision (5e-3 of the output's
+magnitude).
 
     PYTHONPATH=. python3 -m pytest tests/test_kernels_gpu_tc_splitk.py -q -m cuda
 """
@@ -174,6 +178,23 @@ def test_batch_1_projections_split_on_tensor_cores_with_a_block_per_sm(case):
     assert partials >= 132 and summed * 256 >= tokens * n
 
 
+def _gemm_2d(rows: int, k: int, n: int) -> onnx.ModelProto:
+    """ONNX ``Gemm`` of ``[rows, k]`` by a ``[k, n]`` weight, with a bias."""
+    rng = np.random.default_rng(0)
+    return model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])], [("x", (rows, k), np.float32)],
+                 [("y", (rows, n), np.float32)],
+                 {"w": (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float32),
+                  "b": rng.standard_normal(n).astype(np.float32)})
+
+
+def test_rows_lead_the_output_only_for_token_matrices_not_a_batch_32_classifier():
+    # torchvision ViT's attention out-projection as torch exports nn.MultiheadAttention:
+    # [L * N, E] at batch 1 -- its leading extent is the 197 tokens: taken.
+    assert _apply(_func(_gemm_2d(197, 768, 768))) is not None
+    # ResNet-50's classifier at batch 32: 32 rows, the batch -- keeps its rule (GpuSplitKGemm).
+    assert _apply(_func(_gemm_2d(32, 2048, 1000))) is None
+
+
 def test_rule_declines_batch_32_convolutions_and_the_switches():
     tokens, k, n, epilogue = LAYERS["bert qkv 128"]
     assert _apply(_func(_projection(32, tokens, k, n, epilogue))) is None  # 4096 rows: GpuTensorCoreGemm's
@@ -228,3 +249,15 @@ def test_against_onnxruntime_on_the_gpu(case):
     got = run_on(m, "cuda", feeds, simulate=False)["y"]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+
+
+@pytest.mark.cuda
+def test_token_rows_gemm_against_onnxruntime_on_the_gpu():
+    m = _gemm_2d(197, 768, 768)  # ViT's attention out-projection as nn.MultiheadAttention exports it
+    assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
+        == {"GpuTensorCoreSplitK"}
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    got = run_on(m, "cuda", feeds, simulate=False)["y"]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"

@@ -334,12 +334,13 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py convnext_tiny --export-dir "$EXPORTS" --runs 20 \
     --json "$OUT/kernels-convnext_tiny-b1.json" --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
 41)  # (BUDGET=590) issue 17, transformers at batch 1: GpuTensorCoreSplitK (projections at 128-197 tokens split in K on
-     # TF32 tensor cores instead of SIMT split-K): its cuda tests against ONNX Runtime and the tensor-core rule's own
+     # TF32 tensor cores instead of SIMT split-K; attention's QK^T / PV un-split on tensor cores instead of dlight's
+     # SIMT Matmul; bench/results/gpu-b1-transformers-static.md): its cuda tests against ONNX Runtime and the tensor-core rule's own
      # GPU checks of the shared code path (BERT-shaped matmuls), then the b1 fp32 corpus rows of the models it changes
      # (timed with nothing compiling beside them), then distilbert's per-kernel GPU table if time is left
-  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py \
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py \
     > "$OUT/logs/cuda-tests.txt" 2>&1
-  timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_tensor_core.py \
+  timeout 50 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_tensor_core.py \
     -k "correct_on_gpu and (bert or attention)" > "$OUT/logs/cuda-tests-tc.txt" 2>&1
   timeout 300 python3 bench/corpus.py --models distilbert,vit_b_16,whisper_encoder,bert \
     --devices cuda --batches 1 --time --quiet-timing --budget 285 --export-dir "$EXPORTS" \

@@ -216,9 +216,17 @@ def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, sp
 
 MATMUL_SPLIT_MAX_BATCH = 1
 """Images (the output's leading extent) up to which :class:`GpuTensorCoreSplitK`
-applies: batch 1 is where transformer projections leave the tiles' grid starved (issue
-17); at batch 32 their grids fill the GPU, and the small matmuls there (classifiers)
-keep their measured schedules."""
+applies whatever M is: batch 1 is where transformer projections leave the tiles' grid
+starved (issue 17); at batch 32 their grids fill the GPU, and the only matmuls small
+enough there are classifiers whose rows are the batch (ResNet-50's, EfficientNet-B0's,
+MobileNet-v3's ``[32, C] x [C, 1000]``), which keep their measured schedules."""
+
+MATMUL_SPLIT_MIN_TOKEN_ROWS = 64
+"""Rows (M) from which a matmul whose output leads with more than
+:data:`MATMUL_SPLIT_MAX_BATCH` is taken too: a 2-D or sequence-first one at batch 1,
+whose leading extent is the tokens, not the batch -- ``nn.MultiheadAttention``'s in- and
+out-projections as torch exports them (``[L, N, E]``, ``[L * N, E]``: torchvision's ViT),
+HF ``Conv1D``'s ``Gemm`` (GPT-2).  A classifier at batch 32 has 32 rows."""
 
 MATMUL_SPLIT_MIN_ROWS = 32
 """Least M (rows) a split matmul has: a tile's 32 rows; fewer would compute mostly
@@ -288,25 +296,30 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     under two blocks per SM (transformer projections at 128-197 tokens: 48-84 tiles of
     32 x 64, which the SIMT split-K rules took before -- ``gpu_splitk``: CUDA-core FMAs,
     4327-12905 serial stores per thread; BERT's FFN up-projection at 128 tokens, 192
-    tiles, un-split on the tensor cores before, 24 K slices per block).  K is cut into :func:`matmul_split_factor`
-    chunks; each chunk's tiles run as :class:`GpuTensorCoreGemm`'s (staged through
+    tiles, un-split on the tensor cores before, 24 K slices per block).  K is cut into
+    :func:`matmul_split_factor` chunks; each chunk's tiles run as :class:`GpuTensorCoreGemm`'s (staged through
     shared memory, ``mma.sync``), writing partial products ``P[s, b, I, J]``; a second
     kernel sums them through the fused epilogue -- one that reads the sum twice
     (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).  A matmul
     too short in K to split whose grid stays under a block per SM runs un-split on the
     same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).
-    Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH`,
-    grids a tile fills, short K, few rows), so those keep their rules."""
+    Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH` --
+    an output leading with more than that and M under
+    :data:`MATMUL_SPLIT_MIN_TOKEN_ROWS` --, grids the smallest tile fills twice over,
+    K that neither splits nor is short, few rows), so those keep their rules."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
             return None
-        if not 0 < _images(func) <= MATMUL_SPLIT_MAX_BATCH:
+        images = _images(func)
+        if images < 1:
             return None
         gemm = as_normal_gemm(func, channels_last=True)
         if gemm is None or not gemm.plain or gemm.sch.get(gemm.block).name_hint != MATMUL_BLOCK:
             return None  # a 1x1 convolution is plain too: its rules stay
         sch, main, _, (batch, m, n, k), _ = gemm
+        if images > MATMUL_SPLIT_MAX_BATCH and m < MATMUL_SPLIT_MIN_TOKEN_ROWS:
+            return None
         split = matmul_split_factor(batch, m, n, k, self.options)
         if split == 1 and not short_k_unsplit(batch, m, n, k, self.options):
             return None
