@@ -11,7 +11,8 @@ out-projection as torch exports it, is taken); its schedules of the projection e
 (bias, bias + residual, bias + erf-GELU) pass TVM's GPU-code verifier with H200 limits
 and launch two kernels (partials on two blocks per SM or more, then their sum through
 the epilogue); attention's ``P V`` runs as one un-split kernel; the built CUDA C issues
-TF32 ``mma.sync`` and stores the partials 4 floats at a time.  With a GPU (``cuda``
+TF32 ``mma.sync``, stores the partials 4 floats at a time and (with nvcc here) compiles
+with hetpart's flags without spilling registers.  With a GPU (``cuda``
 mark): those functions built as the compiler builds them, against ONNX Runtime (CPU),
 negatives and zeros in the inputs, within TF32's precision (5e-3 of the output's
 magnitude).
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import onnx
@@ -221,6 +224,20 @@ def test_rule_is_chosen_for_the_projections_and_builds_tf32_mma_in_two_kernels()
     assert len(names) == 2, names  # partial products, then sum + epilogue (the weight packed at compile time)
     # Partials stored along the output's columns, 4 floats at a time (coalesced for the sum kernel).
     assert re.search(r"\*\(float4\*\)\(\w*_rf_ptr \+", source)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_kernels_compile_with_hetparts_nvcc_flags_without_spilling(tmp_path):
+    # ViT's FFN down-projection: split in 4, rows past 197 zero-filled, both kernels.
+    from hetpart.kernels import cuda_compile
+
+    tokens, k, n, epilogue = LAYERS["vit ffn-down 197 residual"]
+    m = _projection(1, tokens, k, n, epilogue)
+    (tmp_path / "k.cu").write_text(cuda_source(kernels.build(load(m).module, SM90, cuda_graph=False)))
+    cmd = cuda_compile.nvcc_command("90", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert len(spills) == 2 and set(spills) == {"0"}, done.stderr
 
 
 @pytest.mark.cuda
