@@ -315,6 +315,24 @@ def test_flags_and_estimates():
     assert "simt-gemm" not in static.flags("Matmul", "pointwise conv", simt, 15680, 30e6, 132, tf32=False)
 
 
+def test_h200_rates_charge_serial_work_of_low_occupancy_grids_and_price_both_tc_rules():
+    # BERT's 768x768 projection at 128 tokens as SIMT split-K: 144 blocks of 128 threads
+    # (~4.4 warps per SM) with 4327 serial stores per thread, 209 to memory.
+    simt = static.Launch(grid=144, block=128, serial=4327, serial_memory=209, kernels=2)
+    _, before = static.estimates("GpuSplitKGemm", simt, 98304, 3_150_000, 151_100_000)
+    assert before == pytest.approx(2 * static.MIN_KERNEL_S)  # default rates: a grid >= the SMs pays no latency
+    _, est = static.estimates("GpuSplitKGemm", simt, 98304, 3_150_000, 151_100_000, rates=static.BRIEF_RATES)
+    assert est == pytest.approx(209 * static.SERIAL_STORE_S + 4118 * static.SERIAL_REGISTER_S)
+    # More than 8 warps per SM: bandwidth / flops / floor only; both tensor-core rules at the TC rate.
+    busy = static.Launch(grid=288, block=256, serial=4327, serial_memory=209)
+    flops = 1e9
+    for rule in ("GpuTensorCoreGemm", "GpuTensorCoreSplitK"):
+        _, est = static.estimates(rule, busy, 98304, 0, flops, rates=static.BRIEF_RATES)
+        assert est == pytest.approx(flops / static.BRIEF_RATES.tc_flops)
+    _, est = static.estimates("GpuSplitKGemm", busy, 98304, 0, flops, rates=static.BRIEF_RATES)
+    assert est == pytest.approx(flops / static.BRIEF_RATES.simt_flops)
+
+
 def test_kernels_in_source_reads_launch_bounds_and_tf32_rounding():
     src = ('extern "C" __global__ void __launch_bounds__(128) f_kernel(float* a) {\n'
            '  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(x) : "f"(y));\n}\n'

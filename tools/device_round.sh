@@ -339,6 +339,21 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 260 python3 tools/cpu_tick_check.py --layers 22 > "$OUT/logs/cpu-tick.txt" 2>&1
   timeout 90 python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_state_cuda.py > "$OUT/logs/cuda-state.txt" 2>&1
   timeout 150 python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_cuda.py > "$OUT/logs/cuda-runtime.txt" 2>&1 ;;
+42)  # (BUDGET=590) issue 17, transformers at batch 1: GpuTensorCoreSplitK (projections at 128-197 tokens split in K on
+     # TF32 tensor cores instead of SIMT split-K; attention's QK^T / PV un-split on tensor cores instead of dlight's
+     # SIMT Matmul; bench/results/gpu-b1-transformers-static.md): its cuda tests against ONNX Runtime and the tensor-core rule's own
+     # GPU checks of the shared code path (BERT-shaped matmuls), then the b1 fp32 corpus rows of the models it changes
+     # (timed with nothing compiling beside them), then distilbert's per-kernel GPU table if time is left
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py \
+    > "$OUT/logs/cuda-tests.txt" 2>&1
+  timeout 50 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_tensor_core.py \
+    -k "correct_on_gpu and (bert or attention)" > "$OUT/logs/cuda-tests-tc.txt" 2>&1
+  timeout 300 python3 bench/corpus.py --models distilbert,vit_b_16,whisper_encoder,bert \
+    --devices cuda --batches 1 --time --quiet-timing --budget 285 --export-dir "$EXPORTS" \
+    --out "$OUT/corpus-b1-tc-splitk.json" > "$OUT/logs/corpus-b1.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py distilbert --export-dir "$EXPORTS" --runs 20 \
+    --json "$OUT/kernels-distilbert-b1.json" --md "$OUT/gpu-b1-kernels-distilbert.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

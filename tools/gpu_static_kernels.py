@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tools/gpu_static_kernels.py zoo:efficientnet [--batch 1] [--md OUT.md] [--json OUT.json]
     PYTHONPATH=. python tools/gpu_static_kernels.py model.onnx [--no-source]
+    PYTHONPATH=. python tools/gpu_static_kernels.py zoo:bert:seq_len=197 --rates h200  # a ViT-B/16-shaped layer stack
 
 For every fused kernel of the model's all-CUDA build (cross-compiled for sm_90 with
 the default :class:`~hetpart.kernels.options.KernelOptions`: TF32 on, split-K, 132
@@ -68,7 +69,7 @@ SERIAL_REGISTER_S = 1e-9
 """Seconds per serial store to a register (a multiply-add of a register tile): rough."""
 SERIAL_LIMIT = 2048
 SIMT_GEMM_FLOPS = 20e6
-TC_RULES = ("GpuTensorCoreGemm",)
+TC_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK")
 MEMORY_SCOPES = ("global", "shared", "shared.dyn", "")
 """Storage scopes counted as memory (any other -- local, warp, fragments -- is registers)."""
 
@@ -215,16 +216,38 @@ def cuda_source(executable) -> str:
 
 
 # --- estimates --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rates:
+    """The machine the estimates assume: HBM bytes/s, tensor-core and SIMT flop/s a good
+    kernel reaches; ``low_occupancy_warps``: warps per SM up to which a grid of a block
+    per SM or more still pays its threads' serial work in latency (0: only grids under
+    the SM count, as before)."""
+
+    hbm_bps: float = HBM_BPS
+    tc_flops: float = TC_FLOPS
+    simt_flops: float = SIMT_FLOPS
+    low_occupancy_warps: int = 0
+
+
+DEFAULT_RATES = Rates()
+BRIEF_RATES = Rates(hbm_bps=4.8e12, tc_flops=0.5 * 495e12, simt_flops=60e12, low_occupancy_warps=8)
+"""``--rates h200``: the H200's 4.8 TB/s, half its 495 TFLOP/s dense TF32 tensor-core peak,
+60 TFLOP/s on CUDA cores; a grid of at most 8 warps per SM (a 128-thread block or two:
+one or two warps per scheduler, nothing to switch to while a load is in flight) pays
+its serial work as a grid under the SM count does."""
+
+
 def estimates(rule: str, launch: Launch, outputs: int, nbytes: int, flops: int,
-              sm_count: int = 132) -> tuple[float, float]:
-    """(roofline, schedule) estimates in seconds (module doc)."""
-    peak = TC_FLOPS if rule in TC_RULES else SIMT_FLOPS
+              sm_count: int = 132, rates: Rates = DEFAULT_RATES) -> tuple[float, float]:
+    """(roofline, schedule) estimates in seconds (module doc) at ``rates``."""
+    peak = rates.tc_flops if rule in TC_RULES else rates.simt_flops
     floor = MIN_KERNEL_S * max(launch.kernels, 1)  # each kernel node of the function its own
-    roof = max(nbytes / HBM_BPS, flops / peak, floor)
+    roof = max(nbytes / rates.hbm_bps, flops / peak, floor)
     share = min(1.0, max(launch.grid, 1) / sm_count)  # of the kernel with the serial work
     wide = min(1.0, max(launch.wide_grid, launch.grid, 1) / sm_count)  # of the widest kernel
-    est = max(nbytes / (HBM_BPS * wide), flops / (peak * share), floor)
-    if launch.grid < sm_count:
+    est = max(nbytes / (rates.hbm_bps * wide), flops / (peak * share), floor)
+    warps_per_sm = launch.grid * launch.block / 32 / sm_count
+    if launch.grid < sm_count or warps_per_sm <= rates.low_occupancy_warps:
         memory = launch.serial_memory
         est = max(est, memory * SERIAL_STORE_S + (launch.serial - memory) * SERIAL_REGISTER_S)
     if block_per_output(rule, launch, outputs):
@@ -250,7 +273,7 @@ def flags(rule: str, category: str, launch: Launch, outputs: int, flops: int, sm
 
 
 # --- the model --------------------------------------------------------------------------------
-def analyse(model, *, source: bool = True, options=None) -> list[Row]:
+def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_RATES) -> list[Row]:
     """One :class:`Row` per distinct kernel signature of ``model`` (an ONNX ModelProto
     or path), in graph order, ``count`` its occurrences."""
     from tvm import tirx
@@ -285,7 +308,7 @@ def analyse(model, *, source: bool = True, options=None) -> list[Row]:
         category = hetpart_category(k.ops, k.op_class, shapes, weights, se_pool=feeds_se(graph, k))
         outputs = sum(math.prod(graph.tensors[t].shape) for t in k.outputs)
         nbytes = int(k.bytes_read + k.bytes_written)
-        roof, est = estimates(rule, launch, outputs, nbytes, int(k.flops), options.sm_count)
+        roof, est = estimates(rule, launch, outputs, nbytes, int(k.flops), options.sm_count, rates)
         rows.append(Row(k.id, k.func, counts[k.signature], category, rule, launch.grid, launch.block,
                         launch.serial, launch.serial_memory, launch.kernels, outputs, rna.get(k.func), nbytes, int(k.flops), roof * 1e6, est * 1e6,
                         flags(rule, category, launch, outputs, int(k.flops), options.sm_count, options.tf32)))
@@ -335,21 +358,24 @@ def summary(rows: list[Row], title: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="zoo:NAME or an .onnx file")
+    ap.add_argument("model", help="zoo:NAME[:key=value,...] or an .onnx file")
     ap.add_argument("--batch", type=int, default=1, help="batch of a zoo model (default 1)")
     ap.add_argument("--no-source", action="store_true", help="skip the CUDA build (no cvt.rna column)")
     ap.add_argument("--md", help="append the tables to this markdown file")
     ap.add_argument("--json", help="write the rows as JSON")
+    ap.add_argument("--rates", choices=("default", "h200"), default="default",
+                    help="the machine the estimates assume (Rates): default, or h200 (BRIEF_RATES)")
     args = ap.parse_args(argv)
     if args.model.startswith("zoo:"):
-        from hetpart.models import build
+        from hetpart.models import build, parse_zoo_spec
 
-        model = build(args.model[4:], batch=args.batch)
+        name, small, cfg = parse_zoo_spec(args.model)  # zoo:bert:seq_len=197,layers=2 too
+        model = build(name, small, **{**cfg, "batch": args.batch})
     else:
         import onnx
 
         model = onnx.load(args.model)
-    rows = analyse(model, source=not args.no_source)
+    rows = analyse(model, source=not args.no_source, rates=BRIEF_RATES if args.rates == "h200" else DEFAULT_RATES)
     title = f"{args.model} batch {args.batch}"
     text = summary(rows, title) + "\n\n" + table(rows, title) + "\n"
     print(text)

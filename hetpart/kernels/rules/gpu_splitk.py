@@ -19,7 +19,8 @@ idles.  This rule cuts K into S chunks and gives each chunk its own blocks:
    blocks are inlined into the output block first (:func:`inline_epilogue`; until
    then such a function went to dlight's un-split ``Matmul``: ConvNeXt-T's and Swin-T's
    last-stage MLP ``49 x 768 -> 3072`` with GELU, 96 blocks with 12896 serial stores
-   per thread; :data:`FORK_EPILOGUE_MAX_BATCH`).
+   per thread; :data:`FORK_EPILOGUE_MAX_BATCH`; with TF32 on, batch-1 matmuls like that one
+   are :class:`.gpu_tensor_core.GpuTensorCoreSplitK`'s, which runs first).
 
 S (:func:`split_factor`) is chosen so that the grid holds at least
 ``TARGET_WAVES`` blocks per SM while every chunk keeps ``MIN_K_CHUNK`` or more of K;

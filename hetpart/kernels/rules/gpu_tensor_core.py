@@ -36,6 +36,14 @@ its K cut into 2-4 chunks that start at window offsets (:func:`split_factor`): s
 of fusing the epilogue, and a second kernel (:func:`.gpu_splitk.schedule_sum_epilogue`)
 adds the chunks and applies the epilogue, one thread per output element.
 
+At batch 1 a plain matmul whose smallest tile gives under two blocks per SM (a
+transformer's projections at 128-197 tokens: 48-192 tiles of 32x64 on 132 SMs) is
+:class:`GpuTensorCoreSplitK`'s: the smallest
+tile, K cut into :func:`matmul_split_factor` chunks, the same two kernels with the
+partials in the matmul's own order ``P[s, b, I, J]`` and the K loop always pipelined;
+it runs before the SIMT split-K rules (:mod:`.gpu_splitk`, :mod:`.gpu_splitk_fine`), which
+took these functions before.
+
 Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BLOCKS_PER_SM`
 blocks per SM of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
 tensor cores (sm_80 and later); returns None otherwise, or when the build's
@@ -62,11 +70,11 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from .. import access, tf32
-from ..analysis import contains, is_gpu, is_layout_free
+from ..analysis import consumer_chain, contains, is_gpu, is_layout_free
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
 from ..options import DEFAULT, KernelOptions
-from .gpu_splitk import schedule_sum_epilogue
+from .gpu_splitk import inline_epilogue, schedule_sum_epilogue
 
 
 @dataclass(frozen=True)
@@ -182,19 +190,144 @@ class GpuTensorCoreGemm(ScheduleRule):
         split = split_factor(blocks, k, k_run, tile, self.options)
         if _images(func) >= SIDE_INPUTS_MIN_BATCH:
             _inline_side_inputs(sch, main)
-        sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
-        _mark_weight_packs(sch, main, func)
-        if split == 1:
-            return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), self.options.sm_count) else None
-        # K in `split` chunks: the tensor cores write partial products as P[s, b, J, I]
-        # (the order of the convolution's NCHW output), a second kernel sums them
-        # through the epilogue.
-        chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
-        partial = sch.rfactor(chunk, factor_axis=0)
-        if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), self.options.sm_count,
-                         partials=True):
+        return _schedule_split(sch, main, func, tile, blocks, split, self.options, transposed=not plain)
+
+
+def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, split: int,
+                    options: KernelOptions, *, transposed: bool) -> s_tir.Schedule | None:
+    """Pad ``main`` (normal form) to whole tiles, pack its weights and schedule it on
+    ``tile`` (``blocks`` of them) -- with ``split`` > 1 as K chunks writing partial
+    products ``P[s, b, J, I]`` (``transposed``: the order of a convolution's NCHW
+    output) or ``P[s, b, I, J]`` (a matmul's: its K loop always software-pipelined --
+    rows past M bounds-test whole 4-float copies, not the 4-byte ones of a padded
+    convolution that :data:`PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED` was measured on), then a
+    second kernel summing them through the epilogue.  None when a step does not apply."""
+    sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
+    _mark_weight_packs(sch, main, func)
+    if split == 1:
+        return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count) else None
+    chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
+    partial = sch.rfactor(chunk, factor_axis=0)
+    if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), options.sm_count,
+                     partials="transposed" if transposed else "plain", pipeline=not transposed):
+        return None
+    return sch if schedule_sum_epilogue(sch, main, partial) else None
+
+
+MATMUL_SPLIT_MAX_BATCH = 1
+"""Images (the output's leading extent) up to which :class:`GpuTensorCoreSplitK`
+applies whatever M is: batch 1 is where transformer projections leave the tiles' grid
+starved (issue 17); at batch 32 their grids fill the GPU, and the only matmuls small
+enough there are classifiers whose rows are the batch (ResNet-50's, EfficientNet-B0's,
+MobileNet-v3's ``[32, C] x [C, 1000]``), which keep their measured schedules."""
+
+MATMUL_SPLIT_MIN_TOKEN_ROWS = 64
+"""Rows (M) from which a matmul whose output leads with more than
+:data:`MATMUL_SPLIT_MAX_BATCH` is taken too: a 2-D or sequence-first one at batch 1,
+whose leading extent is the tokens, not the batch -- ``nn.MultiheadAttention``'s in- and
+out-projections as torch exports them (``[L, N, E]``, ``[L * N, E]``: torchvision's ViT),
+HF ``Conv1D``'s ``Gemm`` (GPT-2).  A classifier at batch 32 has 32 rows."""
+
+MATMUL_SPLIT_MIN_ROWS = 32
+"""Least M (rows) a split matmul has: a tile's 32 rows; fewer would compute mostly
+padding (an M = 1 classifier is a GEMV's)."""
+
+MATMUL_SPLIT_MIN_SLICES = 4
+"""Least K slices (of ``Tile.k`` = 32) per chunk: the two-stage pipeline needs a few
+slices to overlap, and the partials cost S x M x N floats."""
+
+MATMUL_SPLIT_MAX = 16
+"""Most chunks of a split matmul (bounds the partials and the sum kernel's loop)."""
+
+MATMUL_BLOCK = "matmul"
+"""The name of the block ``relax.matmul`` (ONNX MatMul, Gemm) legalizes to: what the
+split applies to (not convolutions, 1x1 ones included, whose operands are plain too)."""
+
+MATMUL_SPLIT_TILE = MATMUL_TILES[-1]
+"""The tile of a split matmul: the smallest (32 x 64, 4 warps), the most blocks before
+any split."""
+
+
+def matmul_split_factor(batch: int, m: int, n: int, k: int, options: KernelOptions = DEFAULT) -> int:
+    """How many K chunks :class:`GpuTensorCoreSplitK` cuts a plain ``batch`` x (M x N x K)
+    matmul into; 1: it declines.  Only where the smallest tile's grid has fewer than
+    :data:`SPLIT_K_BELOW_PER_SM` blocks per SM (the threshold at which the convolutions'
+    split pays, measured on the H200; larger grids stay :class:`GpuTensorCoreGemm`'s),
+    M has :data:`MATMUL_SPLIT_MIN_ROWS` rows and ``options.split_k`` is ``"all"``: the
+    smallest S (whole chunks of at least
+    :data:`MATMUL_SPLIT_MIN_SLICES` slices, S dividing the slices, at most
+    :data:`MATMUL_SPLIT_MAX`) that gives :data:`SPLIT_K_BELOW_PER_SM` blocks per SM, else
+    the largest such S if it gives at least one per SM."""
+    sms = options.sm_count
+    tile = MATMUL_SPLIT_TILE
+    blocks = tile.blocks(batch, m, n)
+    if options.split_k != "all" or m < MATMUL_SPLIT_MIN_ROWS or blocks >= SPLIT_K_BELOW_PER_SM * sms:
+        return 1
+    slices = math.ceil(k / tile.k)
+    allowed = [s for s in range(2, MATMUL_SPLIT_MAX + 1)
+               if slices % s == 0 and slices // s >= MATMUL_SPLIT_MIN_SLICES]
+    if not allowed:
+        return 1
+    pick = next((s for s in allowed if blocks * s >= SPLIT_K_BELOW_PER_SM * sms), allowed[-1])
+    return pick if blocks * pick >= sms else 1
+
+
+SHORT_K_MAX_SLICES = 8
+"""K slices (of ``Tile.k`` = 32: K <= 256) up to which a batch-1 matmul that no split
+brings to a block per SM runs un-split on the smallest tile (:func:`short_k_unsplit`)."""
+
+
+def short_k_unsplit(batch: int, m: int, n: int, k: int, options: KernelOptions = DEFAULT) -> bool:
+    """Whether :class:`GpuTensorCoreSplitK` takes a matmul it does not split: K of at most
+    :data:`SHORT_K_MAX_SLICES` slices (too short to split into chunks of
+    :data:`MATMUL_SPLIT_MIN_SLICES`), M of :data:`MATMUL_SPLIT_MIN_ROWS` or more, and a grid
+    of the smallest tile under a block per SM (which :class:`GpuTensorCoreGemm` declines) --
+    attention's ``softmax(QK^T) V`` at batch 1 (BERT: 12 heads x 128 x 64, K = 128: 48
+    tiles; ViT: 197 tokens, 84 tiles), which dlight's SIMT ``Matmul`` ran with 2176-3516
+    serial stores per thread.  Those blocks idle SMs either way; on the tensor cores each
+    runs its few K slices in a fraction of the time."""
+    tile = MATMUL_SPLIT_TILE
+    return (m >= MATMUL_SPLIT_MIN_ROWS and math.ceil(k / tile.k) <= SHORT_K_MAX_SLICES
+            and tile.blocks(batch, m, n) < MIN_BLOCKS_PER_SM * options.sm_count)
+
+
+class GpuTensorCoreSplitK(GpuTensorCoreGemm):
+    """Split-K on TF32 tensor cores for batch-1 float32 matmuls whose tile grid has
+    under two blocks per SM (transformer projections at 128-197 tokens: 48-84 tiles of
+    32 x 64, which the SIMT split-K rules took before -- ``gpu_splitk``: CUDA-core FMAs,
+    4327-12905 serial stores per thread; BERT's FFN up-projection at 128 tokens, 192
+    tiles, un-split on the tensor cores before, 24 K slices per block).  K is cut into
+    :func:`matmul_split_factor` chunks; each chunk's tiles run as :class:`GpuTensorCoreGemm`'s (staged through
+    shared memory, ``mma.sync``), writing partial products ``P[s, b, I, J]``; a second
+    kernel sums them through the fused epilogue -- one that reads the sum twice
+    (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).  A matmul
+    too short in K to split whose grid stays under a block per SM runs un-split on the
+    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).
+    Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH` --
+    an output leading with more than that and M under
+    :data:`MATMUL_SPLIT_MIN_TOKEN_ROWS` --, grids the smallest tile fills twice over,
+    K that neither splits nor is short, few rows), so those keep their rules."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
             return None
-        return sch if schedule_sum_epilogue(sch, main, partial) else None
+        images = _images(func)
+        if images < 1:
+            return None
+        gemm = as_normal_gemm(func, channels_last=True)
+        if gemm is None or not gemm.plain or gemm.sch.get(gemm.block).name_hint != MATMUL_BLOCK:
+            return None  # a 1x1 convolution is plain too: its rules stay
+        sch, main, _, (batch, m, n, k), _ = gemm
+        if images > MATMUL_SPLIT_MAX_BATCH and m < MATMUL_SPLIT_MIN_TOKEN_ROWS:
+            return None
+        split = matmul_split_factor(batch, m, n, k, self.options)
+        if split == 1 and not short_k_unsplit(batch, m, n, k, self.options):
+            return None
+        if split > 1 and consumer_chain(sch, main) is None and not inline_epilogue(sch, main):
+            return None
+        tile = MATMUL_SPLIT_TILE
+        return _schedule_split(sch, main, func, tile, tile.blocks(batch, m, n), split, self.options,
+                               transposed=False)
 
 
 SIDE_INPUTS_MIN_BATCH = 2
@@ -281,12 +414,14 @@ def _arch(target: Target) -> int:
 
 
 def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
-              partials: bool = False) -> bool:
+              partials: str = "", pipeline: bool = False) -> bool:
     """Tile, stage and tensorize the normal-form block ``main`` (a grid of ``blocks``
     on ``sms`` SMs); False when a step
     TVM refuses leaves nothing usable (the caller then declines).  With ``partials``,
     ``main`` is a split-K block ``P[s, b, I, J] += ...``: its chunks run as more
-    blocks; it writes the partials, as ``[s, b, J, I]``, and fuses no epilogue."""
+    blocks; it writes the partials -- as ``[s, b, J, I]`` where ``partials`` is
+    ``"transposed"``, as they are where ``"plain"`` -- and fuses no epilogue.  ``pipeline``:
+    software-pipeline the K loop whatever :func:`_pipelined` says."""
     if not partials:
         b, i, j, k = sch.get_loops(main)
     else:
@@ -327,7 +462,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     for loop in (ki, mi, mj):
         _unroll_in_nvcc(sch, loop)
     init = sch.decompose_reduction(step, ko)
-    if _pipelined(sch, staged, blocks, sms):
+    if pipeline or _pipelined(sch, staged, blocks, sms):
         # Stage 0 (both shared-memory copies, async) runs one K slice ahead of stage 1
         # (the fragment loads and MMAs); TVM double-buffers the shared tiles.
         sch.annotate(ko, "software_pipeline_stage", [0, 0, 1])
@@ -351,20 +486,20 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     return True
 
 
-def _accumulators(sch: s_tir.Schedule, step, warp, partials: bool):
+def _accumulators(sch: s_tir.Schedule, step, warp, partials: str):
     """Give ``step``'s result a warp-register cache (``acc``) and a shared-memory copy
     (``out_shared``, the block that writes the output), both per ``warp``; fuse the
-    epilogue into that copy -- or, for split-K ``partials``, have it write them as
-    ``[s, b, J, I]``.  Where the output is contiguous along the rows, the shared copy
+    epilogue into that copy -- or, for split-K ``partials``, have it write them
+    (``"transposed"``: as ``[s, b, J, I]``).  Where the output is contiguous along the rows, the shared copy
     is laid out column by column.  Returns ``(acc, out_shared, rows)``, or None when
     the epilogue does not fuse."""
     out_shared = sch.cache_write(step, 0, tf32.SCOPE)
     acc = sch.cache_write(step, 0, "warp")
     sch.reverse_compute_at(acc, warp)
     sch.reverse_compute_at(out_shared, warp)
-    if partials:
+    if partials == "transposed":
         sch.transform_layout(out_shared, ("write", 0), lambda *ix: (*ix[:-2], ix[-1], ix[-2]))
-    elif not _fuse_epilogue(sch, out_shared):
+    elif not partials and not _fuse_epilogue(sch, out_shared):
         return None
     rows = _writes_along_rows(sch, out_shared)
     if rows:  # accumulators stored column by column ([c, r]): the write-out reads along r
