@@ -122,10 +122,13 @@ def run_composed(compiled, feeds: dict[str, np.ndarray], *, dps: bool = False,
     into buffers allocated here, so the destination-passing entry point is what
     produces the tensors the next partitions read.  ``vms`` (partition name -> VM)
     keeps the virtual machines between calls, so a second call replays what the
-    first captured (CUDA graphs).
+    first captured (CUDA graphs).  A partition's external weights (``p.external``)
+    are passed after its other arguments, as the runtime does.
     """
     import tvm
     from tvm import relax
+
+    from hetpart.runtime import external_weights
 
     env = {name: tvm.runtime.tensor(value, _device("cpu")) for name, value in feeds.items()}
     for p in compiled.partitions:
@@ -136,11 +139,16 @@ def run_composed(compiled, feeds: dict[str, np.ndarray], *, dps: bool = False,
             if vms is not None:
                 vms[p.name] = vm
         args = [_on(env[t.name], dev) for t in p.inputs]
+        weights = vms.get((p.name, "weights")) if vms is not None else None
+        if weights is None:  # bound once per kept VM: a CUDA graph replays the pointers it captured
+            weights = external_weights.bind(p, compiled.directory)
+            if vms is not None:
+                vms[(p.name, "weights")] = weights
         if dps and p.dps:
             outs = [tvm.runtime.empty(tuple(t.shape), t.dtype, dev) for t in p.outputs]
-            vm["main_dps"](*args, *outs)
+            vm["main_dps"](*args, *outs, *weights)
         else:
-            result = vm["main"](*args)
+            result = vm["main"](*args, *weights)
             outs = [result] if len(p.outputs) == 1 else list(result)
         env.update((t.name, o) for t, o in zip(p.outputs, outs))
     return [env[t.name].numpy() for t in compiled.outputs]

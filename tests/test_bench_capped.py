@@ -376,28 +376,26 @@ def test_a_recorded_profile_plans_llama_decode_attention_on_the_gpus_scale():
         assert cm.kernel_cost(k, "cuda") < 50e-6, (k.func, cm.kernel_cost(k, "cuda"))
 
 
-def test_a_partition_embedding_too_many_weights_is_not_built(monkeypatch):
-    """A plan whose partition would embed more weights in its library than
-    LIBRARY_WEIGHT_LIMIT is skipped with the reason, before any build (the llama_decode
-    all-CPU build of 4.4 GB crashed the whole run in LoadFromFile)."""
+def test_a_partition_over_the_external_threshold_is_built_and_timed(monkeypatch):
+    """No plan is skipped for the weights its partitions hold (until branch big-weights one
+    over 4 GiB was: the llama_decode all-CPU library of 4.4 GB crashed LoadFromFile): the
+    benchmark's builds keep a partition's weights over the compiler's threshold in a file
+    beside its library (hetpart.compiler.external), here forced low so the small model's do."""
     from hetpart import importer
+    from hetpart.compiler import external
 
+    monkeypatch.setattr(external, "EXTERNAL_MIN_BYTES", 1024)
     graph = importer.load("zoo:mlp:small")
     costs = roofline_costs(graph)
     prep = capped.prepare(Workload("mlp", "zoo:mlp:small"))
-    plan = capped._plan_contender("hetpart all-CPU", prep, costs, 10**9)
-    weights = sum(k.param_bytes for k in prep.graph.nodes)
-    assert capped.oversized_partition(plan, prep.graph) == ""
-    assert "would embed" in capped.oversized_partition(plan, prep.graph, limit=weights - 1)
-    monkeypatch.setattr(capped, "LIBRARY_WEIGHT_LIMIT", weights - 1)
-
-    class NoBuilds:
-        def cache(self, precision):
-            raise AssertionError("an oversized plan must not be built")
-
-    r = capped._measure("hetpart all-CPU", prep, 10**9, 1.0, costs, NoBuilds(), Options(settings=Settings.tiny(),
-                                                                                        simulate=True))
-    assert r.ms is None and "would embed" in r.skipped and r.predicted_ms is not None
+    assert not hasattr(capped, "oversized_partition")
+    builds = capped.Builds(prep.graph, Options(settings=Settings.tiny(), simulate=True))
+    r = capped._measure("hetpart all-CPU", prep, 10**9, 1.0, costs, builds, Options(settings=Settings.tiny(),
+                                                                                     simulate=True))
+    assert not r.skipped and r.ms is not None and r.ms > 0
+    (build,) = builds.cache("fp32")._builds.values()
+    (part,) = build.compiled.partitions
+    assert part.external is not None and build.compiled.external_min_bytes == 1024
 
 
 def test_measuring_by_default_needs_a_real_gpu():

@@ -90,13 +90,12 @@ LIMIT = ("the best placement's time if every byte moved at the bandwidths measur
          "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
          "reading the rest at its memory bandwidth, or the CPU reading all of them, counting only the "
          "weights a step reads (a MoE step its chosen experts'); a lower bound")
-LIBRARY_WEIGHT_LIMIT = 4 << 30
-"""Most weight bytes one partition may embed in its library.  A llama_decode all-CPU
-build (one partition, 4.40 GB of weights in its library) crashed the process with a
-segfault in ``tvm::ffi::Module::LoadFromFile`` on the H200 (2026-12-04, device step
-33), after CPU partitions of 2.2-2.3 GB had built and loaded; so a plan with a bigger
-partition is skipped with a reason rather than losing the rest of the run (the cause
-is not pinned: bench/results/capped-predictions.md, section 3)."""
+# History: until branch big-weights a plan with a partition embedding over 4 GiB of weights
+# (LIBRARY_WEIGHT_LIMIT) was skipped before its build: the llama_decode all-CPU build (one
+# partition, 4.40 GB in its library) crashed the process in tvm::ffi::Module::LoadFromFile on
+# the H200 (2026-12-04, device step 33).  The cause (TVM's LLVM writes a library blob of
+# >= 4 GiB cut to its size mod 2**32) and the fix (a partition's weights over 256 MiB kept in a
+# file beside its library) are in hetpart.compiler.external; no plan is skipped for its size now.
 CHAIN = ("`chain bound ms` (float32, not the issue's limit; bench/results/capped-limit-analysis.md): the least "
          "predicted latency any placement could have by the cost model's kernel times, at this run's "
          "host-to-device bandwidth: each kernel resident, streamed or on the CPU (a fraction of each allowed), "
@@ -501,23 +500,6 @@ def measure_by_default(simulate: bool) -> bool:
     return not simulate and cuda_available()
 
 
-def oversized_partition(plan, graph, limit: int | None = None) -> str:
-    """Why ``plan`` (of ``graph``) cannot be built safely here ("" if it can): a
-    partition whose library would embed more than ``limit`` bytes of weights
-    (:data:`LIBRARY_WEIGHT_LIMIT`; streamed weights live in a file beside the library
-    and do not count; float32 bytes, an upper bound for a bf16 build)."""
-    from ..importer.summary import human_bytes
-
-    limit = LIBRARY_WEIGHT_LIMIT if limit is None else limit
-    for p in plan.partitions:
-        embedded = sum(graph.kernels[k].param_bytes for k in p.kernels) if p.weights != "streamed" else 0
-        if embedded > limit:
-            return (f"partition {p.name} ({p.device}) would embed {human_bytes(embedded)} of weights in one library, "
-                    f"over {human_bytes(limit)}: such a build crashed TVM's library loader (LoadFromFile) on "
-                    "llama_decode; not built")
-    return ""
-
-
 # ========================================================================================
 # Contenders
 # ========================================================================================
@@ -860,9 +842,6 @@ def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, b
             r.predicted_ms = float(plan.predicted["latency_s"]) * 1e3
             r.placement = placement(plan)
             r.predicted_kernels = plan_predicted_kernels(plan, prep.graph, costs)
-            too_big = oversized_partition(plan, prep.graph)
-            if too_big:
-                raise Skip(too_big)
             seconds, r.note, r.rel_error = _time_plan(plan, contender, prep, builds, options)
             r.ms = seconds * 1e3
             if r.rel_error is not None and not r.rel_error <= BF16_TOLERANCE:

@@ -12,6 +12,9 @@ disk it is a directory::
     p1_cuda.weights.bin  per partition whose weights are streamed: its weights packed
                       into one buffer (``PartitionArtifact.weights``: file, sha256,
                       nbytes, and per weight name, shape, dtype, byte offset)
+    p0_cpu.params.bin    per partition whose weights are external (over
+                      ``external_min_bytes``, :mod:`.external`): the same layout
+                      (``PartitionArtifact.external``), bound by the runtime at load
 
 Invariants: ``partitions`` are in a topological order (every input of a partition is
 a model input or an output of an earlier partition); ``main`` of a partition takes
@@ -25,7 +28,7 @@ name inside the directory (:func:`confined`: no path, no symlink out), and
 ``index_limits`` (optional) gives, per model input used as indices, the range its
 values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).
 
-A partition with ``weights`` (streamed, :class:`StreamedWeights`) takes them as
+A partition with ``weights`` (streamed, :class:`WeightFile`) takes them as
 parameters after its inputs: ``main(*inputs, *weights)`` and
 ``main_dps(*inputs, *weights, *outputs)``, each weight a view of the packed buffer at
 its ``offset`` (a multiple of :data:`WEIGHT_ALIGNMENT`).  Version 2 of the manifest
@@ -33,6 +36,15 @@ added ``weights``; version 1 manifests (no streamed partition) still read.
 Version 3 added ``precision`` (each device's number format,
 :class:`~hetpart.contracts.precision.Precision`; a streamed weight's ``dtype`` is then
 ``bfloat16``/``float16`` on a bf16/fp16 device); versions 1 and 2 read as the default.
+
+A partition with ``external`` weights (:class:`WeightFile`; :mod:`.external` says why)
+takes them as parameters after *all* its others: ``main(*inputs, *weights)`` and
+``main_dps(*inputs, *outputs, *weights)``; its library holds none of them.  Version 4
+added ``external`` per partition and ``external_min_bytes`` (the threshold the model
+was compiled with: a partition whose weights exceed it keeps them all in its file;
+null: never).  Versions 1-3 (every weight inside its library) still read: a library
+whose embedded data was cut by the 4 GiB limit is refused with a typed error when it
+is checked (:func:`hetpart.compiler.elf.check_bounds`), never loaded.
 """
 
 from __future__ import annotations
@@ -51,8 +63,9 @@ from ..partitioner.plan import Plan
 from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
-VERSION = 3  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision
-READS = (1, 2, 3)  # 1 and 2 read as the default precision
+VERSION = 4  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision;
+# 4: PartitionArtifact.external (resident weights in a .params.bin file) and external_min_bytes
+READS = (1, 2, 3, 4)  # 1 and 2 read as the default precision; 1-3 have no external weights
 WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
@@ -101,10 +114,11 @@ class WeightSpec:
 
 
 @dataclass(frozen=True)
-class StreamedWeights:
-    """A streamed partition's weights: ``file`` (in the artifact directory) holds
-    ``nbytes`` bytes, every tensor of ``tensors`` (parameter order) at its offset;
-    ``sha256`` is the file's hash, checked before the runtime loads it."""
+class WeightFile:
+    """A partition's weights in a file of the artifact (streamed or external): ``file``
+    (in the artifact directory) holds ``nbytes`` bytes, every tensor of ``tensors``
+    (parameter order) at its offset; ``sha256`` is the file's hash, checked before the
+    runtime loads it."""
 
     file: str
     nbytes: int
@@ -116,9 +130,12 @@ class StreamedWeights:
                 "tensors": [t.to_json() for t in self.tensors]}
 
     @classmethod
-    def from_json(cls, d: dict) -> "StreamedWeights":
+    def from_json(cls, d: dict) -> "WeightFile":
         return cls(str(d["file"]), int(d["nbytes"]), str(d["sha256"]),
                    tuple(WeightSpec.from_json(t) for t in d["tensors"]))
+
+
+StreamedWeights = WeightFile  # the name before external weights shared the layout
 
 
 def pack_weights(values, names) -> tuple[bytes, tuple[WeightSpec, ...]]:
@@ -146,7 +163,9 @@ class PartitionArtifact:
     (None until built or loaded, and for a cross-compiled CUDA library on a machine
     without a GPU).  ``dps`` says whether the library has ``main_dps``.  ``weights``
     is None for a partition holding its weights in its library, else its streamed
-    weights (taken as parameters after the inputs).
+    weights (taken as parameters after the inputs).  ``external`` is None, else the
+    file of the weights its library does not hold (taken after every other parameter;
+    never set together with ``weights``).
     """
 
     name: str
@@ -161,7 +180,8 @@ class PartitionArtifact:
     function: str = MAIN_FUNCTION
     simulated: bool = False
     dps: bool = False
-    weights: StreamedWeights | None = None
+    weights: WeightFile | None = None
+    external: WeightFile | None = None
     module: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
@@ -169,6 +189,7 @@ class PartitionArtifact:
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
         d["weights"] = self.weights.to_json() if self.weights is not None else None
+        d["external"] = self.external.to_json() if self.external is not None else None
         return d
 
     @classmethod
@@ -176,7 +197,10 @@ class PartitionArtifact:
         d = dict(d)
         d["inputs"] = [TensorSpec.from_json(t) for t in d["inputs"]]
         d["outputs"] = [TensorSpec.from_json(t) for t in d["outputs"]]
-        d["weights"] = StreamedWeights.from_json(d["weights"]) if d.get("weights") else None
+        d["weights"] = WeightFile.from_json(d["weights"]) if d.get("weights") else None
+        d["external"] = WeightFile.from_json(d["external"]) if d.get("external") else None
+        if d["weights"] is not None and d["external"] is not None:
+            raise ValueError(f"partition {d.get('name')!r} has both streamed and external weights")
         return cls(**d)
 
 
@@ -190,6 +214,8 @@ class CompiledModel:
     ``kernel_options`` the code-generation choices every partition was built with.
     ``output_names[i]`` is the model's name of ``outputs[i]`` (the ONNX output name;
     ``outputs`` are named by graph tensor); empty means the tensor names.
+    ``external_min_bytes``: the threshold over which a partition's weights were kept
+    out of its library (:mod:`.external`; None: never, e.g. an artifact before version 4).
     """
 
     plan: Plan
@@ -206,6 +232,7 @@ class CompiledModel:
     output_names: list[str] = field(default_factory=list)
     # model inputs used as indices -> their valid values, checked on every feed
     index_limits: dict[str, IndexLimits] = field(default_factory=dict)
+    external_min_bytes: int | None = None
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
 
     @property
@@ -225,11 +252,14 @@ class CompiledModel:
             raise CompileError(f"partition '{partition.name}' has no library on disk yet")
         return confined(Path(self.directory), partition.library, f"library of partition '{partition.name}'")
 
-    def weights_path(self, partition: PartitionArtifact) -> Path:
-        """The partition's streamed-weights file, checked to lie in ``directory``."""
-        if self.directory is None or partition.weights is None:
-            raise CompileError(f"partition '{partition.name}' has no streamed weights on disk")
-        return confined(Path(self.directory), partition.weights.file, f"weights of partition '{partition.name}'")
+    def weights_path(self, partition: PartitionArtifact, external: bool = False) -> Path:
+        """The partition's streamed-weights file (its external-weights file when
+        ``external``), checked to lie in ``directory``."""
+        wf = partition.external if external else partition.weights
+        kind = "external" if external else "streamed"
+        if self.directory is None or wf is None:
+            raise CompileError(f"partition '{partition.name}' has no {kind} weights on disk")
+        return confined(Path(self.directory), wf.file, f"{kind} weights of partition '{partition.name}'")
 
     def manifest(self) -> dict:
         """The manifest as a JSON-ready dict (see the module docstring)."""
@@ -253,6 +283,7 @@ class CompiledModel:
             "output_names": self.model_output_names,
             "partitions": [p.to_json() for p in self.partitions],
             "index_limits": {name: lim.to_json() for name, lim in self.index_limits.items()},
+            "external_min_bytes": self.external_min_bytes,
         }
 
     def save(self, directory) -> Path:
@@ -265,9 +296,11 @@ class CompiledModel:
             dst = confined(out, p.library, f"library of partition '{p.name}'")
             if src.resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
-            if p.weights is not None:
-                src = self.weights_path(p)
-                dst = confined(out, p.weights.file, f"weights of partition '{p.name}'")
+            for external, wf in ((False, p.weights), (True, p.external)):
+                if wf is None:
+                    continue
+                src = self.weights_path(p, external)
+                dst = confined(out, wf.file, f"weights of partition '{p.name}'")
                 if src.resolve() != dst.resolve():
                     shutil.copyfile(src, dst)
         _write_json(out / PLAN, self.plan.to_json())

@@ -33,7 +33,9 @@ from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.tuning import default_database
 from ..importer.op_graph import OpGraph
 from ..partitioner.plan import Plan
-from .artifact import CompiledModel, PartitionArtifact, StreamedWeights, pack_weights, sha256_of, target_json
+from .artifact import CompiledModel, PartitionArtifact, WeightFile, sha256_of, target_json
+from . import external as external_weights_policy
+from .external import EXTERNAL_MIN_BYTES, WeightLifter, write_weight_file
 from .extract import PartitionProgram, extract, tensor_spec
 from .precision import lower_plan_weights, options_for, with_precision
 from .precision import resolve as precision_of
@@ -42,7 +44,8 @@ from .precision import resolve as precision_of
 def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False, cuda_arch: str | None = None,
             cpu_arch: str | None = None, jobs: int | None = None,
             progress: bool = True, options: KernelOptions = DEFAULT,
-            library_cache: "LibraryCache | None" = None, precision=None) -> CompiledModel:  # noqa: A001
+            library_cache: "LibraryCache | None" = None, precision=None,
+            external_weights: int | None | str = external_weights_policy.DEFAULT) -> CompiledModel:  # noqa: A001
     # (``compile`` is the public name)
     """Compile every partition of ``plan`` for its device.
 
@@ -60,6 +63,10 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     ``precision`` (a :class:`~hetpart.contracts.precision.Precision` or
     ``"cuda=bf16,cpu=fp32"``; default: the plan's): each partition's float32 weights
     are stored in its device's format (:mod:`.precision`), recorded in the manifest.
+    ``external_weights`` (bytes): a partition whose weights exceed it keeps them all in
+    a ``.params.bin`` file instead of its library (:mod:`.external`: why, and why the
+    default, :data:`~.external.EXTERNAL_MIN_BYTES`, is 256 MiB); 0 does so for every
+    partition with weights, None for none.  Recorded in the manifest (``external_min_bytes``).
 
     Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
     and :class:`~hetpart.errors.CompileError` naming the partition (and function)
@@ -69,6 +76,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     if graph is None:
         raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
     start = time.perf_counter()
+    external_weights = external_weights_policy.resolve(external_weights)
     _require_cxx()
     prec = precision_of(plan, precision)
     plan = with_precision(plan, graph, prec)
@@ -76,7 +84,8 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     programs = extract(lower_plan_weights(graph, plan, prec), plan)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
-    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options, library_cache)
+    artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options, library_cache,
+                           external_weights)
     return CompiledModel(
         plan=plan,
         partitions=artifacts,
@@ -91,6 +100,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         kernel_options=options,
         precision=prec,
         index_limits=dict(graph.index_limits),
+        external_min_bytes=external_weights,
         _staging=staging,
     )
 
@@ -137,11 +147,12 @@ def default_jobs(n_partitions: int) -> int:
 
 
 class LibraryCache:
-    """Libraries built so far, by (partition module, target, options): a partition
-    whose module is structurally equal to one built before (same kernels, same shapes,
-    same constants) gets a copy of that library instead of a build.  ``hits`` and
-    ``misses`` count what it saved.  Thread-safe.  It keeps its own copy of each
-    library (a compiled model's staging directory goes when the model does)."""
+    """Libraries built so far, by (partition module, target, options, external-weight
+    threshold): a partition whose module is structurally equal to one built before (same
+    kernels, same shapes, same constants) gets a copy of that library, and of its weight
+    files, instead of a build.  ``hits`` and ``misses`` count what it saved.
+    Thread-safe.  It keeps its own copy of each library and weight file (a compiled
+    model's staging directory goes when the model does)."""
 
     def __init__(self):
         self._entries: dict[tuple, list[tuple[object, Path, PartitionArtifact]]] = {}
@@ -150,11 +161,12 @@ class LibraryCache:
         self.hits = 0
         self.misses = 0
 
-    def key(self, program: PartitionProgram, spec: targets.TargetSpec, options: KernelOptions) -> tuple:
+    def key(self, program: PartitionProgram, spec: targets.TargetSpec, options: KernelOptions,
+            external_weights: int | None = EXTERNAL_MIN_BYTES) -> tuple:
         import tvm_ffi
 
         return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
-                repr(options), program.dps, program.cuda_graph)
+                repr(options), program.dps, program.cuda_graph, external_weights)
 
     def find(self, key: tuple, program: PartitionProgram):
         import tvm_ffi
@@ -167,38 +179,57 @@ class LibraryCache:
             self.misses += 1
         return None
 
-    def add(self, key: tuple, program: PartitionProgram, path: Path, art: PartitionArtifact) -> None:
+    def add(self, key: tuple, program: PartitionProgram, out_dir: Path, art: PartitionArtifact) -> None:
+        """Keep copies of ``art``'s library (and weight files, all in ``out_dir``)."""
         with self._lock:
-            kept = Path(self._dir.name) / f"{sum(map(len, self._entries.values()))}.so"
-            shutil.copyfile(path, kept)
+            stem = Path(self._dir.name) / str(sum(map(len, self._entries.values())))
+            kept = {}
+            for name in _files_of(art):
+                kept[name] = stem.with_name(f"{stem.name}-{name}")
+                shutil.copyfile(out_dir / name, kept[name])
             self._entries.setdefault(key, []).append((program.module, kept, art))
 
 
-def _build_or_reuse(program, spec, out_dir: Path, options, cache: LibraryCache | None) -> PartitionArtifact:
+def _files_of(art: PartitionArtifact) -> list[str]:
+    """The files of the artifact directory that belong to ``art``: its library, then its weight files."""
+    return [art.library] + [wf.file for wf in (art.weights, art.external) if wf is not None]
+
+
+def _build_or_reuse(program, spec, out_dir: Path, options, cache: LibraryCache | None,
+                    external_weights: int | None = EXTERNAL_MIN_BYTES) -> PartitionArtifact:
     if cache is None:
-        return build_partition(program, spec, out_dir, options)
-    key = cache.key(program, spec, options)
+        return build_partition(program, spec, out_dir, options, external_weights)
+    key = cache.key(program, spec, options, external_weights)
     found = cache.find(key, program)
     if found is None:
-        art = build_partition(program, spec, out_dir, options)
-        cache.add(key, program, out_dir / art.library, art)
+        art = build_partition(program, spec, out_dir, options, external_weights)
+        cache.add(key, program, out_dir, art)
         return art
-    path, art = found
-    library = out_dir / f"{program.name}.so"
-    shutil.copyfile(path, library)
-    return dataclasses.replace(art, name=program.name, library=library.name, inputs=list(program.inputs),
-                               outputs=list(program.outputs), kernels=list(program.kernels),
-                               module=load_library(library, spec.device_type))
+    kept, art = found
+    renamed = {name: name.replace(art.name, program.name, 1) for name in kept}
+    for name, path in kept.items():
+        shutil.copyfile(path, out_dir / renamed[name])
+    library = out_dir / renamed[art.library]
+    return dataclasses.replace(
+        art, name=program.name, library=library.name, inputs=list(program.inputs), outputs=list(program.outputs),
+        kernels=list(program.kernels), module=load_library(library, spec.device_type),
+        weights=_renamed(art.weights, renamed), external=_renamed(art.external, renamed))
+
+
+def _renamed(wf: WeightFile | None, renamed: dict) -> WeightFile | None:
+    return None if wf is None else dataclasses.replace(wf, file=renamed[wf.file])
 
 
 def _build_all(programs, specs, out_dir: Path, jobs, progress, model, options,
-               cache: LibraryCache | None = None) -> list[PartitionArtifact]:
+               cache: LibraryCache | None = None,
+               external_weights: int | None = EXTERNAL_MIN_BYTES) -> list[PartitionArtifact]:
     """Build ``programs`` on ``jobs`` threads; results in plan order."""
     jobs = jobs or default_jobs(len(programs))
     bar = tqdm(total=len(programs), desc=f"compiling {model}", unit="partition",
                file=sys.stderr, disable=None if progress else True)
     with bar, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hetpart-compile") as pool:
-        futures = [pool.submit(_build_or_reuse, p, specs[p.device], out_dir, options, cache) for p in programs]
+        futures = [pool.submit(_build_or_reuse, p, specs[p.device], out_dir, options, cache, external_weights)
+                   for p in programs]
         results = []
         for f in futures:
             results.append(f.result())
@@ -207,20 +238,30 @@ def _build_all(programs, specs, out_dir: Path, jobs, progress, model, options,
 
 
 def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Path,
-                    options: KernelOptions = DEFAULT) -> PartitionArtifact:
+                    options: KernelOptions = DEFAULT,
+                    external_weights: int | None = EXTERNAL_MIN_BYTES) -> PartitionArtifact:
     """Build one partition for ``spec`` with ``options``, export ``<name>.so`` into ``out_dir`` and load
-    it back (unless it is CUDA code and this machine has no GPU to load it on)."""
+    it back (unless it is CUDA code and this machine has no GPU to load it on).  Its
+    weights go to ``<name>.params.bin`` instead of the library when they exceed
+    ``external_weights`` bytes (:mod:`.external`; never for a streamed partition)."""
+    lifter = (WeightLifter(program.name, external_weights)
+              if external_weights is not None and not program.weights else None)
     try:
         executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
-                                   tuning_db=default_database(spec.tvm_target), options=options)
+                                   tuning_db=default_database(spec.tvm_target), options=options, lift=lifter)
         library = out_dir / f"{program.name}.so"
         executable.export_library(str(library))
     except HetpartError as exc:
         raise CompileError(f"partition '{program.name}' ({program.device}): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
         raise CompileError(f"partition '{program.name}' ({program.device}) could not be exported: {exc}") from exc
+    external = None
+    if lifter is not None and lifter.values:
+        external = write_weight_file(out_dir / f"{program.name}.params.bin", lifter.names, lifter.values,
+                                     f"partition '{program.name}'")
     return PartitionArtifact(
         weights=_write_weights(program, out_dir),
+        external=external,
         name=program.name,
         device=program.device,
         device_type=spec.device_type,
@@ -236,18 +277,13 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     )
 
 
-def _write_weights(program: PartitionProgram, out_dir: Path) -> StreamedWeights | None:
+def _write_weights(program: PartitionProgram, out_dir: Path) -> WeightFile | None:
     """Write a streamed partition's weights packed into ``<name>.weights.bin``; None
     for a partition without streamed weights."""
     if not program.weights:
         return None
-    data, layout = pack_weights(program.weight_values, [w.name for w in program.weights])
-    path = out_dir / f"{program.name}.weights.bin"
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise CompileError(f"cannot write the weights of partition '{program.name}' to {path}: {exc}") from exc
-    return StreamedWeights(path.name, len(data), sha256_of(path), layout)
+    return write_weight_file(out_dir / f"{program.name}.weights.bin", [w.name for w in program.weights],
+                             program.weight_values, f"partition '{program.name}'")
 
 
 def load_library(path: Path, device_type: str):

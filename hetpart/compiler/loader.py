@@ -95,6 +95,7 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
             precision=Precision.from_json(manifest.get("precision")),
             output_names=[str(n) for n in manifest.get("output_names", [])],
             index_limits={str(k): IndexLimits.from_json(v) for k, v in manifest.get("index_limits", {}).items()},
+            external_min_bytes=_optional_int(manifest.get("external_min_bytes")),
         )
         if model.output_names and len(model.output_names) != len(model.outputs):
             raise ValueError(f"{len(model.output_names)} output names for {len(model.outputs)} outputs")
@@ -104,6 +105,8 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
     for p in parts:
         if p.weights is not None:
             check_weights(model, p)
+        if p.external is not None:
+            check_weights(model, p, external=True)
         if load_modules:
             p.module = load_checked(root, p)
         else:
@@ -120,17 +123,23 @@ def load_checked(root: Path, p: PartitionArtifact):
     return load_library(path, p.device_type)
 
 
-def check_weights(model: CompiledModel, p: PartitionArtifact) -> Path:
-    """The path of partition ``p``'s streamed-weights file, checked: inside the
-    artifact directory, present, of the manifest's size and sha256."""
-    path = model.weights_path(p)
+def check_weights(model: CompiledModel, p: PartitionArtifact, external: bool = False) -> Path:
+    """The path of partition ``p``'s streamed-weights file (its external-weights file
+    when ``external``), checked: inside the artifact directory, present, of the
+    manifest's size and sha256."""
+    path = model.weights_path(p, external)
+    wf = p.external if external else p.weights
     if not path.is_file():
         raise CompileError(f"weights file {path} of partition '{p.name}' is missing; {RECOMPILE}")
     size = path.stat().st_size
-    if size != p.weights.nbytes or sha256_of(path) != p.weights.sha256:
+    if size != wf.nbytes or sha256_of(path) != wf.sha256:
         raise CompileError(f"weights file {path} of partition '{p.name}' is corrupt or was modified "
-                           f"({size} bytes, manifest says {p.weights.nbytes}; or its sha256 differs); {RECOMPILE}")
+                           f"({size} bytes, manifest says {wf.nbytes}; or its sha256 differs); {RECOMPILE}")
     return path
+
+
+def _optional_int(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def read_manifest(root: Path) -> dict:

@@ -110,6 +110,7 @@ def build(
     cuda_graph: bool = True,
     tuning_db: str | None = None,
     options: KernelOptions = DEFAULT,
+    lift=None,
 ):
     """Compile a fused module for one target into a VM executable, with the
     code-generation choices ``options`` (:mod:`.options`; they affect GPU code only).
@@ -122,7 +123,10 @@ def build(
     2. :func:`schedule` every other PrimFunc with hetpart's rules; the weights those
        schedules repack (CPU panels, the GPU tensor-core layout) are packed now, once
        (:mod:`.weight_prepack`);
-    3. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
+    3. ``lift`` (optional, ``IRModule -> IRModule``), e.g. the compiler's
+       :class:`~hetpart.compiler.external.WeightLifter`, which turns the (packed)
+       weight constants into parameters so the library does not embed them;
+    4. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
        ``relax.backend.use_cuda_graph`` when ``cuda_graph``; a module with
        tensor-core kernels through :mod:`.cuda_pipeline` (TVM's TIR pipeline, every
        warp buffer lowered).
@@ -143,6 +147,8 @@ def build(
         # Packing functions left in the module (weights passed as parameters, lifted
         # into main_transform_params) run on the GPU too: schedule them as well.
         mod = schedule(weight_prepack.split_and_fold(mod, Target(weight_prepack.HOST_TARGET)), target, options)
+    if lift is not None:
+        mod = lift(mod)
     config = {}
     tir_pipeline = "default"
     if target.kind.name == "cuda" and cuda_pipeline.has_warp_buffers(mod):

@@ -15,6 +15,12 @@ buffers it is given:
 * otherwise ``main(*inputs)`` returns new tensors that are copied into the buffers
   (one *staging* copy per output, counted in the run's stats).
 
+A partition with external weights (``artifact.external``) gets them bound once, when
+its runner opens (:mod:`.external_weights`: a mapping of the file on the CPU, one copy
+into the GPU for a CUDA partition), and passed after every other argument:
+``main(*inputs, *weights)``, ``main_dps(*inputs, *outputs, *weights)``.  (A streamed
+partition's weights come from the session's ring instead, as part of ``inputs``.)
+
 An output of data-dependent shape has no buffer (``None`` in ``outputs``): its size
 is known only once the partition has run, so the partition always runs through
 ``main`` (whatever ``artifact.dps`` says) and the tensor the VM allocated *is* the
@@ -32,7 +38,7 @@ import numpy as np
 from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
 from ..compiler.loader import load_checked
 from ..errors import CompileError
-from . import cuda_api
+from . import cuda_api, external_weights
 from .memory import Buffer, is_static, wrap_result
 from .stats import RunStats
 
@@ -69,6 +75,7 @@ class PartitionRunner:
         # shape cannot be passed in, so such a partition runs through main.
         self.dynamic_outputs = [not is_static(t.shape) for t in artifact.outputs]
         self.dps = bool(artifact.dps) and not any(self.dynamic_outputs)
+        self._weights = external_weights.bind(artifact, directory)
 
     def _vm(self):
         """The partition's VM (made on first use); call with ``self._lock`` held."""
@@ -95,9 +102,9 @@ class PartitionRunner:
         with self._lock:  # one thread at a time inside the VM (and its results)
             self._vm()
             if self.dps:
-                self._function(DPS_FUNCTION)(*inputs, *(b.tensor for b in outputs))
+                self._function(DPS_FUNCTION)(*inputs, *(b.tensor for b in outputs), *self._weights)
                 return list(outputs)
-            result = self._function(self.artifact.function)(*inputs)
+            result = self._function(self.artifact.function)(*inputs, *self._weights)
             results = [result] if len(outputs) == 1 else list(result)
             held = []
             for spec, buf, value in zip(self.artifact.outputs, outputs, results):
@@ -119,4 +126,5 @@ class PartitionRunner:
         with self._lock:
             self._vm_instance = None
             self._functions = {}
+            self._weights = []
         self._module = None
