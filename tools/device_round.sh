@@ -354,6 +354,31 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py distilbert --export-dir "$EXPORTS" --runs 20 \
     --json "$OUT/kernels-distilbert-b1.json" --md "$OUT/gpu-b1-kernels-distilbert.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
+43)  # (one call, ~590 s) issue 19's big weights (branch big-weights: a partition's weights over 256 MiB
+     # in <partition>.params.bin, bound at load; hetpart.compiler.external): the cuda-marked external-weight
+     # tests (CUDA partitions copy their weights in once, CUDA graphs capture them), then the llama_decode
+     # all-CPU contender that crashed LoadFromFile in step 33 (one partition, 4.40 GB; recorded profile, no
+     # kernel measuring: only its build, load and time matter; peak RSS at the end of its log), then with
+     # the time left the 4.5 GB one-Gather table built with external weights (loads, right rows; step 44 has both)
+  timeout 100 python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_compiler_external_weights.py \
+    > "$OUT/logs/cuda-external-weights.txt" 2>&1
+  timeout 330 python3 tools/peak_rss.py bench/capped.py --workloads llama_decode --caps 1/2 \
+    --contenders "hetpart all-CPU" --profile recorded --budget 310 --reserve 20 --export-dir /tmp/capped-exports \
+    --out "$OUT/capped-allcpu-external.json" > "$OUT/logs/capped-allcpu-external.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 100 ] && timeout "$left" python3 -m pytest -m slow -q -rs -s -p no:cacheprovider \
+    -k "4_5_gb and external" tests/test_compiler_external_weights.py > "$OUT/logs/big-table-external.txt" 2>&1 ;;
+44)  # (one call, ~590 s) the direct reproduction of step 33's crash, one 4.5 GB Gather table built all-CPU
+     # (tests/test_compiler_external_weights.py::test_a_4_5_gb_partition, each variant in its own process):
+     # external weights (library < 1 MiB, loads, right rows incl. negative indices), then embedded as before
+     # the fix (external_weights=None: LLVM 22 writes the >= 4 GiB blob cut to its size mod 2**32, so the
+     # library holds ~0.2 GB, not 4.5 GB; the compile's own load of it, where step 33 crashed, is now a
+     # CompileError naming both sizes).  The external log prints the artifact's file sizes.
+  for variant in external embedded; do
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -lt 90 ] && break
+    timeout "$left" python3 -m pytest -m slow -q -rs -s -p no:cacheprovider -k "4_5_gb and $variant" \
+      tests/test_compiler_external_weights.py > "$OUT/logs/big-table-$variant.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -288,9 +288,14 @@ def _write_weights(program: PartitionProgram, out_dir: Path) -> WeightFile | Non
 
 def load_library(path: Path, device_type: str):
     """The runtime module in ``path``, or None for CUDA code on a machine without a
-    GPU (TVM cannot load a CUDA module there; the file is still complete)."""
+    GPU (TVM cannot load a CUDA module there; the file is still complete).  Its ELF
+    structure is checked first (:func:`.elf.check_bounds`): a library TVM's LLVM cut at
+    4 GiB would crash the process in ``LoadFromFile``; it is a CompileError instead."""
     import tvm
 
+    from .elf import check_bounds
+
+    check_bounds(path)
     if device_type == "cuda" and not targets.cuda_available():
         return None
     kernels.cuda_compile.install()  # a cross-compiled library's CUDA C is compiled now
