@@ -176,6 +176,17 @@ def test_library_cache_copies_the_weights_file_with_the_library(onnx_model, grap
     check_against_ort(onnx_model, compiler.load_compiled(second.save(tmp_path / "m")), runs=1)
 
 
+def test_sessions_of_one_model_share_its_host_weights(onnx_model, graph):
+    """CPU weights are read once per loaded model, as an embedded executable's constants
+    were shared by its VMs: a second session binds views of the same host buffer."""
+    compiled = build(graph, "all-cpu", 0)
+    with Session(compiled) as a, Session(compiled) as b:
+        wa, wb = (s._stages[0].runner._weights for s in (a, b))
+        assert wa and [int(t.data_ptr()) for t in wa] == [int(t.data_ptr()) for t in wb]
+        assert int(wa[0].data_ptr()) % (2 << 20) == 0  # huge-page aligned
+    check_against_ort(onnx_model, compiled, runs=1)
+
+
 # --- checks on load ---------------------------------------------------------------------------
 @pytest.fixture
 def saved(graph, tmp_path):

@@ -7,7 +7,7 @@ inside the library, hetpart before branch big-weights) and ``external``
 threshold of 256 MiB does for any partition above it).  Every measurement runs in a
 fresh process (``ru_maxrss`` is a process's peak): a build (compile + save), then
 ``--rounds`` loads of each, alternated A/B: ``load_compiled`` + ``Session`` open + first
-run, each output checked against numpy.  Prints per variant the min and range of the
+run, then 10 runs (min and median), each output checked against numpy.  Prints per variant the min and range of the
 times and of the peak RSS, and the RSS split (anonymous / file-backed) after the first
 run: an anonymous copy of the weights is what external weights avoid.
 
@@ -52,7 +52,7 @@ def _rss() -> dict:
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("RssAnon", "RssFile", "VmHWM"):
+        if key in ("RssAnon", "RssFile", "RssShmem", "VmHWM"):
             fields[key] = int(value.split()[0]) // 1024  # MiB
     fields["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     return fields
@@ -88,12 +88,16 @@ def child_load(mb: int, out: str) -> dict:
     y = session.run({"x": x})["y"]
     t3 = time.perf_counter()
     rss = _rss()
-    session.run({"x": x})
-    t4 = time.perf_counter()
+    steady = []
+    for _ in range(10):
+        t = time.perf_counter()
+        session.run({"x": x})
+        steady.append(time.perf_counter() - t)
     session.close()
     want = x @ _weight(y.shape[1])
     ok = bool(np.allclose(y, want, rtol=1e-3, atol=1e-3))
-    return {"load_s": t1 - t0, "open_s": t2 - t1, "first_run_s": t3 - t2, "second_run_s": t4 - t3, "ok": ok, **rss}
+    return {"load_s": t1 - t0, "open_s": t2 - t1, "first_run_s": t3 - t2, "run_min_s": min(steady),
+            "run_median_s": sorted(steady)[5], "ok": ok, **rss}
 
 
 def _run(args: list[str]) -> dict:
@@ -127,7 +131,8 @@ def main() -> None:
         for v in variants:
             rows = loads[v]
             print(f"{v:9s} load ({len(rows)} fresh processes; min [range]):")
-            for key in ("load_s", "open_s", "first_run_s", "second_run_s", "maxrss_mb", "RssAnon", "RssFile"):
+            for key in ("load_s", "open_s", "first_run_s", "run_min_s", "run_median_s", "maxrss_mb", "RssAnon",
+                        "RssFile", "RssShmem"):
                 vals = [r[key] for r in rows]
                 print(f"    {key:13s} {min(vals):9.3f} [{min(vals):.3f} .. {max(vals):.3f}]")
             print(f"    outputs right: {all(r['ok'] for r in rows)}")

@@ -183,9 +183,11 @@ class PartitionArtifact:
     weights: WeightFile | None = None
     external: WeightFile | None = None
     module: Any = field(default=None, repr=False, compare=False)
+    # the external weights read into host memory once, shared by every CPU runner of this artifact
+    host_weights: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "module"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("module", "host_weights")}
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
         d["weights"] = self.weights.to_json() if self.weights is not None else None
