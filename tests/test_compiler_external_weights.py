@@ -44,15 +44,17 @@ W2 = rng.standard_normal((HIDDEN, OUT)).astype(np.float32) / 8
 
 @pytest.fixture(scope="module")
 def onnx_model():
-    """Gather from a table (indices may be negative), add an input, two MatMuls (ReLU between)."""
+    """Gather from a table (indices may be negative), add an input, two MatMuls (a division
+    by a 0-d initializer and a ReLU between)."""
     nodes = [helper.make_node("Gather", ["table", "ids"], ["g"], axis=0),
              helper.make_node("Add", ["g", "x"], ["h"]),
              helper.make_node("MatMul", ["h", "w1"], ["m1"]),
-             helper.make_node("Add", ["m1", "b1"], ["a1"]),
+             helper.make_node("Add", ["m1", "b1"], ["a0"]),
+             helper.make_node("Div", ["a0", "two"], ["a1"]),
              helper.make_node("Relu", ["a1"], ["r1"]),
              helper.make_node("MatMul", ["r1", "w2"], ["y"])]
     return model(nodes, [("ids", (2, 5), np.int64), ("x", (2, 5, DIM), np.float32)], [("y", (2, 5, OUT), np.float32)],
-                 {"table": TABLE, "w1": W1, "b1": B1, "w2": W2})
+                 {"table": TABLE, "w1": W1, "b1": B1, "two": np.array(2.0, np.float32), "w2": W2})
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,28 @@ def test_manifest_records_the_threshold_and_each_weights_file(graph, tmp_path):
         assert ext["nbytes"] == (tmp_path / "m" / ext["file"]).stat().st_size
         assert all(t["offset"] % WEIGHT_ALIGNMENT == 0 for t in ext["tensors"])
         assert sum(t["nbytes"] for t in ext["tensors"]) <= ext["nbytes"]
+
+
+
+def test_weight_file_layout_keeps_every_shape(tmp_path):
+    """Each tensor at a 64-byte aligned offset, with its own shape -- a 0-d weight stays
+    0-d (LLaMA's attention scale; ``np.ascontiguousarray`` would have made it (1,), and
+    the kernel then refused it: "Mismatched param_1.ndim")."""
+    import tvm
+
+    from hetpart.compiler.external import write_weight_file
+
+    values = [np.array(2.5, np.float32), tvm.runtime.tensor(np.arange(7, dtype=np.int64)),
+              np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2], np.zeros((0, 3), np.float32)]
+    wf = write_weight_file(tmp_path / "w.bin", ["s", "i", "strided", "empty"], values, "test")
+    assert [t.shape for t in wf.tensors] == [(), (7,), (3, 2), (0, 3)]
+    assert all(t.offset % WEIGHT_ALIGNMENT == 0 for t in wf.tensors)
+    data = (tmp_path / "w.bin").read_bytes()
+    assert len(data) == wf.nbytes
+    for t, v in zip(wf.tensors, values):
+        want = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+        got = np.frombuffer(data, t.dtype, count=want.size, offset=t.offset).reshape(t.shape)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_small_weights_stay_in_the_library_by_default(onnx_model, graph, tmp_path):

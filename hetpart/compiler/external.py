@@ -12,11 +12,16 @@ bytes, while the blob's own 8-byte header still says N.  The link succeeds; at l
 ``ProcessLibraryBin`` (tvm-ffi, ``library_module.cc``) trusts the header and reads
 N bytes from a mapping of N mod 2**32: SIGSEGV inside ``Module::LoadFromFile``
 (llama_decode all-CPU, 4.40 GB, on the H200; 2.2-2.3 GB partitions were fine).  Below
-that limit embedding still costs: LLVM holds two copies of the blob while emitting it,
-and loading makes three more (the blob read into a ``std::string``, its ``Bytes``
-copy, each constant's ``Tensor``), and a CUDA partition's executable keeps its host
-copy for as long as the library is loaded.  :func:`hetpart.compiler.elf.check_bounds`
-now refuses such a cut library with a typed error instead of the segfault.
+that limit embedding still costs: loading makes three copies besides the mapped blob
+(the module bytes read into a ``std::string``, its ``Bytes`` copy, each constant's
+``Tensor``), the executable keeps the last (on the host, a CUDA partition's too), and
+LLVM emits the blob as data.  Measured with 1 GiB of weights, all-CPU
+(``tools/external_weights_ab.py``, 2-core EPYC, fresh processes): compile 53-85 s and
+6.4 GiB peak RSS embedded against 8-19 s and 4.3 GiB external; ``load_compiled``
+4.6-7.7 s and 4.3 GiB peak against 0.9-1.4 s (+0.23 s to read the file when a session
+opens) and 1.25 GiB; one 1.1 GiB anonymous copy after the first run either way; runs
+equal within noise.  :func:`hetpart.compiler.elf.check_bounds` now refuses a cut
+library with a typed error instead of the segfault.
 
 What.  After the kernels are scheduled and their weight layouts packed
 (:mod:`hetpart.kernels.weight_prepack`, so the file holds what the executable's
@@ -33,10 +38,11 @@ The choice: a partition keeps its weights in a file when they exceed
 :data:`EXTERNAL_MIN_BYTES` (256 MiB), and then all of them; below it they stay
 embedded, one file per partition as before.  The threshold sits far below the 4 GiB
 the library cannot hold (with its bytecode and the layout padding a partition near
-it could cross), and where the copies above start to cost: at 256 MiB a load makes
-~1 GB of transient copies, at 2 GiB ~8 GB.  Below it the embedded path is the one every
-model has always run (a single file to ship, nothing to map), and external weights
-gain nothing measurable.  ``compile(external_weights=0)`` puts every partition's
+it could cross), and where the copies above start to cost: a load peaks near four
+times the embedded weights (1 GiB of weights, 4.3 GiB), so ~1 GiB at 256 MiB but 8 GiB
+at 2 GiB, and compile time grows with them.  Below it the embedded path is the one
+every model has always run (one file per partition, the CUDA-graph and prepacking
+paths it was tested on), and external weights gain little.  ``compile(external_weights=0)`` puts every partition's
 weights in files, ``None`` none (the old behaviour, for comparison).  Streamed
 partitions are never lifted here: their weights already live in a file
 (:mod:`hetpart.runtime.weight_stream`).
@@ -155,7 +161,9 @@ def write_weight_file(path: Path, names, values, what: str) -> WeightFile:
     try:
         with open(path, "wb") as f:
             for name, value in zip(names, values):
-                arr = np.ascontiguousarray(value.numpy() if hasattr(value, "numpy") else value)
+                arr = _host_array(value)
+                if not arr.flags.c_contiguous:  # (not np.ascontiguousarray: it makes a 0-d array 1-d)
+                    arr = arr.copy(order="C")
                 raw = arr.reshape(-1).view(np.uint8)
                 padded = -(-raw.nbytes // WEIGHT_ALIGNMENT) * WEIGHT_ALIGNMENT
                 specs.append(WeightSpec(str(name), tuple(int(d) for d in arr.shape), str(arr.dtype), offset,
@@ -168,6 +176,17 @@ def write_weight_file(path: Path, names, values, what: str) -> WeightFile:
     except OSError as exc:
         raise CompileError(f"cannot write the weights of {what} to {path}: {exc}") from exc
     return WeightFile(Path(path).name, offset, digest.hexdigest(), tuple(specs))
+
+
+def _host_array(value) -> np.ndarray:
+    """``value`` as a numpy array: a CPU TVM tensor without a copy where DLPack allows
+    (every dtype numpy has), else through ``.numpy()`` (bfloat16)."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.from_dlpack(value)
+    except (BufferError, TypeError, ValueError, RuntimeError):
+        return value.numpy()
 
 
 __all__ = ["DEFAULT", "EXTERNAL_MIN_BYTES", "WeightLifter", "resolve", "write_weight_file"]
