@@ -7,7 +7,7 @@ Here the threshold is forced low on small models, and the results are checked ag
 ONNX Runtime: CPU partitions, simulated CUDA ones (both entry points), beside streamed
 partitions, through a saved and reloaded artifact.  The ``cuda``-marked test runs the
 same on a real GPU (CUDA graphs capture the bound weights); the ``slow`` ones build a
-4.5 GB table, the direct reproduction (run on the GPU machine, tools/device_round.sh 41):
+4.5 GB table, the direct reproduction (run on the GPU machine, tools/device_round.sh 44; 43 runs the cuda ones):
 
     PYTHONPATH=. python -m pytest tests/test_compiler_external_weights.py -q -m "cuda or slow"
 """

@@ -19,7 +19,7 @@
 #      run's memory bandwidth, the CUDA fits kept within their reach.  Contenders hetpart,
 #      hetpart bf16, hetpart all-CPU (llama_decode's was skipped by name: one 4.4 GB
 #      library crashed LoadFromFile; built since branch big-weights keeps big weights in a
-#      file beside the library, tools/device_round.sh 41) and the two rules; not skipped against the merged
+#      file beside the library, tools/device_round.sh 43) and the two rules; not skipped against the merged
 #      table (its rows were planned on guesses), only against bench/results/capped-costs-nvidia-h200.json
 #      (this step's own merged rows, for a second call).  The measured profile is copied to
 #      $OUT/profile-capped.json (each kernel's time on both devices: the prediction analysis's data).
