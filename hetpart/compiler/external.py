@@ -9,8 +9,9 @@ in its library: the VM executable serialises its constant pool, and
 ``CurFrag->FixedSize += Contents.size()``), and the blob is appended in one piece:
 a blob of N >= 4 GiB bytes is written to the object file as its first N mod 2**32
 bytes, while the blob's own 8-byte header still says N.  The link succeeds; at load
-``ProcessLibraryBin`` (tvm-ffi, ``library_module.cc``) trusts the header and reads
-N bytes from a mapping of N mod 2**32: SIGSEGV inside ``Module::LoadFromFile``
+``ProcessLibraryBin`` (tvm-ffi, ``library_module.cc``) reads the VM executable's byte
+count (~N) from the blob and copies that many bytes out of a mapping ~4 GiB shorter:
+SIGSEGV inside ``Module::LoadFromFile``
 (llama_decode all-CPU, 4.40 GB, on the H200; 2.2-2.3 GB partitions were fine).  Below
 that limit embedding still costs: loading makes three copies besides the mapped blob
 (the module bytes read into a ``std::string``, its ``Bytes`` copy, each constant's
@@ -31,8 +32,9 @@ partition's entry functions into a parameter appended after all the others --
 ``num_input`` to the count before them, so TVM's CUDA-graph rewrite treats them as
 fixed, as it treats constants.  The compiler writes their values into
 ``<partition>.params.bin`` (:func:`write_weight_file`: each at a 64-byte aligned
-offset, the layout and sha256 in the manifest); the runtime maps that file and binds
-the tensors (:mod:`hetpart.runtime.external_weights`).
+offset, the layout and sha256 in the manifest); the runtime reads that file once into
+host memory (CPU) or copies it once into the GPU (CUDA) and binds the tensors
+(:mod:`hetpart.runtime.external_weights`).
 
 The choice: a partition keeps its weights in a file when they exceed
 :data:`EXTERNAL_MIN_BYTES` (256 MiB), and then all of them; below it they stay
@@ -42,8 +44,9 @@ it could cross), and where the copies above start to cost: a load peaks near fou
 times the embedded weights (1 GiB of weights, 4.3 GiB), so ~1 GiB at 256 MiB but 8 GiB
 at 2 GiB, and compile time grows with them.  Below it the embedded path is the one
 every model has always run (one file per partition, the CUDA-graph and prepacking
-paths it was tested on), and external weights gain little.  ``compile(external_weights=0)`` puts every partition's
-weights in files, ``None`` none (the old behaviour, for comparison).  Streamed
+paths it was tested on), and external weights gain little.
+``compile(external_weights=0)`` puts every partition's weights in files, ``None`` none
+(the old behaviour, for comparison).  Streamed
 partitions are never lifted here: their weights already live in a file
 (:mod:`hetpart.runtime.weight_stream`).
 """
