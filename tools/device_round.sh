@@ -379,6 +379,24 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     timeout "$left" python3 -m pytest -m slow -q -rs -s -p no:cacheprovider -k "4_5_gb and $variant" \
       tests/test_compiler_external_weights.py > "$OUT/logs/big-table-$variant.txt" 2>&1
   done ;;
+45)  # (one call, BUDGET=580) what this session merged, checked on the GPU in priority order, each part only
+     # while time is left: the cuda tests of GpuTensorCoreSplitK (step 42) and of external weights (step 43:
+     # ViT/BERT/DistilBERT's CUDA partitions are over its 256 MiB threshold now), the state tests; then
+     # issue 17's b1 TF32 corpus rows of the models the new rule changes; then the 4 ms CPU tick check
+     # (step 41, 2 layers) and issue 18's layers (CPU_LAYERS, if set) at 16 threads
+  run_for() {  # run_for MAX_S LOG CMD...: CMD under min(MAX_S, time left), skipped under 30 s left
+    local max=$1 log=$2; shift 2
+    local left=$((BUDGET - SECONDS - 10)); [ "$left" -lt 30 ] && { echo "skipped: no time" > "$OUT/logs/$log"; return; }
+    timeout $((left < max ? left : max)) "$@" > "$OUT/logs/$log" 2>&1
+  }
+  run_for 110 cuda-tc-splitk.txt python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py
+  run_for 90 cuda-external.txt python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_compiler_external_weights.py
+  run_for 80 cuda-state.txt python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_state_cuda.py
+  run_for 260 corpus-b1.log python3 bench/corpus.py --models distilbert,vit_b_16,bert,convnext_tiny,whisper_encoder \
+    --devices cuda --batches 1 --time --quiet-timing --budget 245 --export-dir "$EXPORTS" --out "$OUT/corpus-b1-tc.json"
+  run_for 120 cpu-tick.txt python3 tools/cpu_tick_check.py --layers 2
+  [ -n "${CPU_LAYERS:-}" ] && run_for 90 cpu-layers-16.txt python3 bench/cpu_layers.py $CPU_LAYERS --threads 16 --runs 20
+  true ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
