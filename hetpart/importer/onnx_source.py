@@ -25,6 +25,7 @@ from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedO
 from . import preflight
 from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
+from .grouped_query_attention import group_query_attention
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
 from .onnx_types import skeleton
@@ -65,7 +66,10 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     if result.folded:  # checked alike whether folded in place (a file) or in a copy (a ModelProto)
         inferred = _infer_shapes(result.model, source.origin)
     preflight.check(result.model, fixed, source.origin)  # forms TVM would import wrongly
-    return ModelSource(result.model, source.name, source.origin, output_types(inferred))
+    # Attention MatMuls over repeated K/V heads computed per K/V head (the caller's model copied)
+    callers = source.model if isinstance(model, (onnx.ModelProto, ModelSource)) else None
+    grouped = group_query_attention(result.model, inplace=result.model is not callers)
+    return ModelSource(grouped, source.name, source.origin, output_types(inferred))
 
 
 def read_source(model) -> ModelSource:
