@@ -66,6 +66,18 @@ def test_zoo_llama_decode_matches_onnxruntime(cfg, position):
         assert_matches(got[o.name], want, rtol=1e-4, atol=1e-5, what=o.name)
 
 
+@pytest.mark.cuda
+def test_zoo_llama_decode_on_cuda_matches_onnxruntime():
+    """The grouped MatMuls as the GPU's rules schedule them ([1, kvH, rep, L] GEMV rows):
+    every kernel on CUDA (TF32 contractions: ~1e-3 relative)."""
+    model = models.build("llama_decode", small=True, heads=8, kv_heads=2, cache_len=64)
+    assert "Expand" not in _ops(read_model(model).model)
+    feeds = _decode_feeds(model, 37)
+    got = run_on(model, "cuda", feeds, simulate=False)
+    for o, want in zip(model.graph.output, onnxruntime_outputs(model, feeds)):
+        assert_matches(got[o.name], want, rtol=2e-3, atol=2e-3, what=o.name)
+
+
 def test_zoo_llama_prefill_matches_onnxruntime():
     """Prefill: ``S`` query rows per head, so the grouped left operand is ``[B, kvH, rep*S, D]``."""
     model = models.build("llama_prefill", small=True, seq_len=6)

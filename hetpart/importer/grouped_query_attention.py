@@ -264,8 +264,14 @@ def _rewrite(g: onnx.GraphProto, graph: _Graph, found: list[_Grouped]) -> None:
     replaced = {m.matmul for m in found}
     nodes = [x for i, n in enumerate(graph.nodes) for x in (*before.get(i, []), *([] if i in replaced else [n]))]
     candidates = {graph.nodes[i].output[0] for m in found for i in (*m.repeat.nodes, *m.chain)}
+    kept = _drop_dead(nodes, candidates, graph.outputs)
+    dropped = {x for n in graph.nodes if n.output and n.output[0] in candidates for x in n.input}
+    read = _reads(kept) | graph.outputs | {i.name for i in g.input}
     del g.node[:]
-    g.node.extend(_drop_dead(nodes, candidates, graph.outputs))
+    g.node.extend(kept)
+    unread = [t for t in g.initializer if t.name in dropped and t.name not in read]  # the repeat's shapes
+    for t in unread:
+        g.initializer.remove(t)
 
 
 def _copy_chain(graph: _Graph, m: _Grouped, copies: dict, fresh, new: list) -> str:
@@ -293,10 +299,21 @@ def _drop_dead(nodes: list[onnx.NodeProto], candidates: set[str], outputs: set[s
     """``nodes`` without those producing a value of ``candidates`` that nothing reads
     (the repeat and its head-wise chain once every MatMul reading it is grouped)."""
     while True:
-        read = {x for n in nodes for x in n.input} | outputs
+        read = _reads(nodes) | outputs
         dead = [n for n in nodes if n.output and n.output[0] in candidates
                 and not any(o in read for o in n.output)]
         if not dead:
             return nodes
         ids = {id(n) for n in dead}
         nodes = [n for n in nodes if id(n) not in ids]
+
+
+def _reads(nodes) -> set[str]:
+    """Every value ``nodes`` read, inside their subgraphs (``If``/``Loop`` bodies) too."""
+    read = set()
+    for n in nodes:
+        read.update(n.input)
+        for a in n.attribute:
+            for sub in [a.g] * a.HasField("g") + list(a.graphs):
+                read |= _reads(sub.node)
+    return read

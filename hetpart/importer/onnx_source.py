@@ -4,7 +4,8 @@ In: a path, a ``zoo:NAME[:small]`` spec, or an ``onnx.ModelProto``; optional fix
 input shapes.  Out: a checked ``ModelProto`` whose inputs all have static shapes,
 with the shape arithmetic those shapes decide folded into initializers
 (:mod:`.shape_folding`; a caller's ``ModelProto`` is never edited, but copied when
-something folds).
+something folds) and grouped-query attention read from the un-repeated K/V
+(:mod:`.grouped_query_attention`).
 
 Every way a model can be wrong is reported here as one :class:`HetpartError` that
 names the file and the problem: missing, not ONNX, truncated, failing the checker or
