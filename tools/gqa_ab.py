@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
               "runs each (ms):")
     for name, ts in times.items():
         print(f"  rewrite {name:<4} min {min(ts):8.3f}  median {float(np.median(ts)):8.3f}  max {max(ts):8.3f}")
+    ratios = [a / b for a, b in zip(times["off"], times["on"])]  # the two runs of one round are neighbours
+    print(f"  off / on, per round: min {min(ratios):.2f}  median {float(np.median(ratios)):.2f}  max {max(ratios):.2f}")
     want = ort_session(model).run(None, feeds)
     for name, out in outs.items():
         err = max(float(np.max(np.abs(g - w))) for g, w in zip(_flatten(out), want))
