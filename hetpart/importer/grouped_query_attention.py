@@ -188,7 +188,7 @@ def _match_repeat(graph: _Graph, name: str) -> _Repeat | None:
     if out is None or reshape is None or len(out) < 3:
         return None
     nodes = [graph.producer[name]]
-    cur, expand = _skip_noop_slices(graph, reshape.input[0], nodes), None
+    cur = _skip_noop_slices(graph, reshape.input[0], nodes)
     expand = graph.node_of(cur, "Expand")
     if expand is None:
         return None
