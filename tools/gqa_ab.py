@@ -1,12 +1,12 @@
 """A/B of the grouped-query attention rewrite (``importer.grouped_query_attention``), CPU or GPU.
 
 In: a model (zoo spec or ONNX file with static shapes), a device, a thread count, rounds.
-Out (stdout): the whole step's time with the rewrite off and on -- both built for one
+Out (stdout): the whole step's time with the rewrite off, on without its ``K @ Q^T`` form, and on -- each built for one
 device by ``kernels.build`` in this one process, run by Relax VMs (``cpu``: on one
 leased pool of ``--threads`` threads, each round the least of ``--runs`` runs;
 ``cuda``: inputs resident on the GPU, each round ``--runs`` runs between two syncs,
-their mean), rounds interleaved (off, on, on, off, ...) -- as min / median / max over
-rounds; the outputs of both builds against ONNX Runtime; then (``cpu`` only) each
+their mean), rounds interleaved (each round in the reverse order of the last) -- as min / median / max over
+rounds; the outputs of every build against ONNX Runtime; then (``cpu`` only) each
 variant's per-kernel medians (``bench.kernel_table``'s instrumented VM run), the largest
 first.
 
@@ -24,22 +24,29 @@ from unittest import mock
 import numpy as np
 
 
+VARIANTS = {"off": None, "on Q@K^T": False, "on": True}
+"""Variant -> the rewrite's ``transposed_scores`` (None: no rewrite)."""
+
+
 @contextlib.contextmanager
-def rewrite(on: bool):
-    """The import stage with the rewrite as it is (``on``) or replaced by the identity."""
-    if on:
-        yield
-        return
-    with mock.patch("hetpart.importer.onnx_source.group_query_attention", lambda m, inplace=False: m):
+def rewrite(variant: str):
+    """The import stage with the rewrite as it is (``on``), without its ``K @ Q^T`` form
+    (``on Q@K^T``) or replaced by the identity (``off``)."""
+    from hetpart.importer.grouped_query_attention import group_query_attention
+
+    flip = VARIANTS[variant]
+    with mock.patch("hetpart.importer.onnx_source.group_query_attention",
+                    lambda m, inplace=False: m if flip is None else
+                    group_query_attention(m, inplace=inplace, transposed_scores=flip)):
         yield
 
 
-def _build(model, on: bool, device: str):
+def _build(model, variant: str, device: str):
     from hetpart import kernels, load
     from hetpart.kernels.options import resolve
     from hetpart.targets import cpu_tvm_target, cuda_tvm_target
 
-    with rewrite(on):
+    with rewrite(variant):
         graph = load(model)
     if device == "cuda":
         return graph, kernels.build(graph.module, cuda_tvm_target(), options=resolve())
@@ -57,7 +64,7 @@ def _cuda_step_times(executables: dict, args: list, rounds: int, runs: int):
     times: dict[str, list[float]] = {name: [] for name in vms}
     order = list(vms)
     for r in range(rounds):
-        for name in order if r % 2 == 0 else order[::-1]:
+        for name in order if r % 2 == 0 else order[::-1]:  # off, a, b, b, a, off, ...
             dev.sync()
             t0 = time.perf_counter()
             for _ in range(runs):
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     zoo = models.parse_zoo_spec(args.model)
     model = models.build(zoo[0], small=zoo[1], **zoo[2]) if zoo else onnx.load(args.model)
     feeds = models.example_inputs(model, seed=0)
-    built = {name: _build(model, on, args.device) for name, on in (("off", False), ("on", True))}
+    built = {name: _build(model, name, args.device) for name in VARIANTS}
     for name, (graph, _) in built.items():
         print(f"rewrite {name}: {len(graph.kernels)} kernels")
     executables = {n: exe for n, (_, exe) in built.items()}
@@ -143,17 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"whole step, {args.threads} thread(s), {args.rounds} interleaved rounds, least of {args.runs} "
               "runs each (ms):")
     for name, ts in times.items():
-        print(f"  rewrite {name:<4} min {min(ts):8.3f}  median {float(np.median(ts)):8.3f}  max {max(ts):8.3f}")
-    ratios = [a / b for a, b in zip(times["off"], times["on"])]  # the two runs of one round are neighbours
-    print(f"  off / on, per round: min {min(ratios):.2f}  median {float(np.median(ratios)):.2f}  max {max(ratios):.2f}")
+        print(f"  rewrite {name:<9} min {min(ts):8.3f}  median {float(np.median(ts)):8.3f}  max {max(ts):8.3f}")
+    for other in [v for v in VARIANTS if v != "on"]:
+        ratios = [a / b for a, b in zip(times[other], times["on"])]  # one round's runs are neighbours
+        print(f"  {other} / on, per round: min {min(ratios):.2f}  median {float(np.median(ratios)):.2f}  "
+              f"max {max(ratios):.2f}")
     want = ort_session(model).run(None, feeds)
     for name, out in outs.items():
         err = max(float(np.max(np.abs(g - w))) for g, w in zip(_flatten(out), want))
         print(f"  rewrite {name}: max |hetpart - ORT| over outputs {err:.3g}")
-    for name, on in (("off", False), ("on", True)):
+    for name in VARIANTS:
         if not args.kernels or args.device != "cpu":
             break
-        with rewrite(on):
+        with rewrite(name):
             rows, builtin_us, _ = kernel_table._hetpart_calls(model, feeds, args.threads, 20)
         print(f"per-kernel medians, rewrite {name} (us; sum {sum(t for _, t in rows):.0f}, "
               f"VM builtins {builtin_us:.0f}):")

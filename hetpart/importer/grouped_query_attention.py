@@ -19,6 +19,11 @@ of the repeat is ``X[h // rep]`` (the Reshape merges ``[kvH, rep]`` row-major). 
     -> Reshape [*b, H, S, N]   (the original MatMul's output name)
 
 computes the same numbers (each row is the same dot products, in the same order).
+Where the head-wise chain is a ``K^T`` (one ``Transpose`` of the last two axes, scalar
+``Mul``/``Div`` besides) and ``rep*S < K`` (a decode step: 8 query rows per group against
+a head dim of 64), the product is computed transposed instead, ``K [*b, kvH, N, K] @
+A_g^T -> [*b, kvH, N, rep*S]``, then transposed back: the copy is of the ``rep*S x N``
+scores, not of the ``N x K`` cache (on 2 cores, 2048 slots: 127 against 312 us).
 Both reshapes are row-major regroupings, no data moves; the scale, mask and softmax
 between the scores and context MatMuls stay as they are, on ``[*b, H, S, T]``.  The
 repeat nodes are removed when nothing else reads them.  Not rewritten: a repeat whose
@@ -66,6 +71,8 @@ class _Grouped:
     right_shape: tuple[int, ...]
     repeat: _Repeat
     chain: tuple[int, ...]  # head-wise node indices, from the repeat towards the MatMul
+    swap: int | None = None  # the chain's one Transpose, where it swaps the last two axes and
+    #                          every other chain node is a one-element Mul/Div (the key's K^T)
 
 
 class _Graph:
@@ -117,10 +124,13 @@ def _static_shape(t: onnx.TypeProto) -> tuple[int, ...] | None:
     return tuple(d.dim_value for d in dims)
 
 
-def group_query_attention(model: onnx.ModelProto, *, inplace: bool = False) -> onnx.ModelProto:
+def group_query_attention(model: onnx.ModelProto, *, inplace: bool = False,
+                          transposed_scores: bool = True) -> onnx.ModelProto:
     """``model`` with every repeated-K/V MatMul computed per key/value head (module doc).
 
     ``inplace`` edits ``model`` itself; otherwise a model that changes is copied first.
+    ``transposed_scores`` False keeps ``Q_g @ K^T`` even where ``K @ Q_g^T`` moves less
+    (for A/B measurements).
     """
     if not any(n.op_type == "Expand" for n in model.graph.node):
         return model
@@ -133,7 +143,7 @@ def group_query_attention(model: onnx.ModelProto, *, inplace: bool = False) -> o
     if not inplace:
         out = onnx.ModelProto()
         out.CopyFrom(model)
-    _rewrite(out.graph, graph, found)
+    _rewrite(out.graph, graph, found, transposed_scores)
     return out
 
 
@@ -154,7 +164,18 @@ def _match(graph: _Graph, index: int) -> _Grouped | None:
     repeat = _match_repeat(graph, cur)
     if repeat is None or repeat.kv_heads * repeat.rep != a[-3]:
         return None
-    return _Grouped(index, a, b, repeat, tuple(reversed(chain)))
+    chain.reverse()
+    return _Grouped(index, a, b, repeat, tuple(chain), _swap(graph, chain, len(b)))
+
+
+def _swap(graph: _Graph, chain: list[int], rank: int) -> int | None:
+    """The chain's Transpose if it is the only one and swaps the last two axes (so the
+    chain without it gives the operand transposed), else None."""
+    transposes = [i for i in chain if graph.nodes[i].op_type == "Transpose"]
+    if len(transposes) != 1:
+        return None
+    perm = next(list(a.ints) for a in graph.nodes[transposes[0]].attribute if a.name == "perm")
+    return transposes[0] if perm == [*range(rank - 2), rank - 1, rank - 2] else None
 
 
 def _headwise(graph: _Graph, name: str, rank: int) -> str | None:
@@ -231,7 +252,7 @@ def _skip_noop_slices(graph: _Graph, name: str, nodes: list[int]) -> str:
         name = node.input[0]
 
 
-def _rewrite(g: onnx.GraphProto, graph: _Graph, found: list[_Grouped]) -> None:
+def _rewrite(g: onnx.GraphProto, graph: _Graph, found: list[_Grouped], transposed_scores: bool) -> None:
     """Insert each grouped MatMul before its original, drop the originals and the repeat
     nodes nothing reads any more."""
     taken = {o for n in graph.nodes for o in n.output} | {t.name for t in g.initializer} | \
@@ -244,23 +265,32 @@ def _rewrite(g: onnx.GraphProto, graph: _Graph, found: list[_Grouped]) -> None:
         taken.add(name)
         return name
 
-    copies: dict[str, str] = {}  # original chain output -> its copy on the un-repeated source
+    copies: dict[tuple, str] = {}  # (original chain output, Transpose skipped) -> its copy
     before: dict[int, list[onnx.NodeProto]] = {}
     for m in found:
         new = before.setdefault(m.matmul, [])
-        right = _copy_chain(graph, m, copies, fresh, new)
         mm = graph.nodes[m.matmul]
         label = mm.name or mm.output[0]
         *batch, heads, s, k = m.left_shape
         kv, rep, n = m.repeat.kv_heads, m.repeat.rep, m.right_shape[-1]
+        # K @ Q^T, then the product transposed, where that moves fewer elements than K^T
+        flip = transposed_scores and m.swap is not None and rep * s < k
+        right = _copy_chain(graph, m, copies, fresh, new, skip=m.swap if flip else None)
         left_shape = fresh(f"{label}/gqa_left_shape")
         out_shape = fresh(f"{label}/gqa_out_shape")
         g.initializer.extend([numpy_helper.from_array(np.array([*batch, kv, rep * s, k], np.int64), left_shape),
                               numpy_helper.from_array(np.array([*batch, heads, s, n], np.int64), out_shape)])
         left, prod = fresh(f"{label}/gqa_left"), fresh(f"{label}/gqa_matmul")
-        new += [helper.make_node("Reshape", [mm.input[0], left_shape], [left], name=left),
-                helper.make_node("MatMul", [left, right], [prod], name=prod),
-                helper.make_node("Reshape", [prod, out_shape], [mm.output[0]], name=fresh(f"{label}/gqa_out"))]
+        new.append(helper.make_node("Reshape", [mm.input[0], left_shape], [left], name=left))
+        if flip:
+            swap = [*range(len(batch) + 1), len(batch) + 2, len(batch) + 1]
+            left_t, prod_t = fresh(f"{label}/gqa_left_t"), fresh(f"{label}/gqa_matmul_t")
+            new += [helper.make_node("Transpose", [left], [left_t], name=left_t, perm=swap),
+                    helper.make_node("MatMul", [right, left_t], [prod_t], name=prod_t),
+                    helper.make_node("Transpose", [prod_t], [prod], name=prod, perm=swap)]
+        else:
+            new.append(helper.make_node("MatMul", [left, right], [prod], name=prod))
+        new.append(helper.make_node("Reshape", [prod, out_shape], [mm.output[0]], name=fresh(f"{label}/gqa_out")))
     replaced = {m.matmul for m in found}
     nodes = [x for i, n in enumerate(graph.nodes) for x in (*before.get(i, []), *([] if i in replaced else [n]))]
     candidates = {graph.nodes[i].output[0] for m in found for i in (*m.repeat.nodes, *m.chain)}
@@ -274,24 +304,29 @@ def _rewrite(g: onnx.GraphProto, graph: _Graph, found: list[_Grouped]) -> None:
         g.initializer.remove(t)
 
 
-def _copy_chain(graph: _Graph, m: _Grouped, copies: dict, fresh, new: list) -> str:
-    """The head-wise chain of ``m`` applied to the un-repeated source (copies shared
-    between MatMuls reading the same chain); the name of its last value."""
+def _copy_chain(graph: _Graph, m: _Grouped, copies: dict, fresh, new: list, skip: int | None = None) -> str:
+    """The head-wise chain of ``m`` applied to the un-repeated source, without node
+    ``skip`` (the swap Transpose, for ``K @ Q^T``) when given (copies shared between
+    MatMuls reading the same chain); the name of its last value."""
     cur = m.repeat.source
     prev = m.repeat.nodes[0]  # the Reshape producing the repeated tensor
     prev_out = graph.nodes[prev].output[0]
     for i in m.chain:
         node = graph.nodes[i]
         out = node.output[0]
-        if out not in copies:
+        if i == skip:  # the next node reads the un-transposed value
+            prev_out = out
+            continue
+        key = (out, skip is not None)
+        if key not in copies:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             copy.input[:] = [cur if x == prev_out else x for x in node.input]
             copy.output[0] = fresh(f"{out}/grouped")
             copy.name = copy.output[0]
             new.append(copy)
-            copies[out] = copy.output[0]
-        cur, prev_out = copies[out], out
+            copies[key] = copy.output[0]
+        cur, prev_out = copies[key], out
     return cur
 
 
