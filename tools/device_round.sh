@@ -335,8 +335,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     --json "$OUT/kernels-convnext_tiny-b1.json" --md "$OUT/gpu-b1-kernels.md" > "$OUT/logs/kernel-profile.txt" 2>&1 ;;
 41)  # (BUDGET=590) issue 19: grouped-query attention read from the un-repeated KV caches
      # (importer.grouped_query_attention): its cuda tests and the decode-state ones, then the one-layer
-     # full-width decode step (32 heads over 4 KV heads, 2048 slots) with the rewrite off and on, in one
-     # process, rounds interleaved: on the GPU (inputs resident), then all-CPU at 16 threads with kernels
+     # full-width decode step (32 heads over 4 KV heads, 2048 slots) with the rewrite off, on in the
+     # Q_g @ K^T form and on (scores as K @ Q_g^T), in one process, rounds interleaved: on the GPU
+     # (inputs resident; does K @ Q_g^T lose there?), then all-CPU at 16 threads with kernels
   timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_importer_grouped_query_attention.py \
     tests/test_runtime_state_cuda.py > "$OUT/logs/cuda-gqa.txt" 2>&1
   timeout 200 python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 --device cuda \
