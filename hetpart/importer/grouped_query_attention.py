@@ -132,7 +132,8 @@ def group_query_attention(model: onnx.ModelProto, *, inplace: bool = False,
     ``transposed_scores`` False keeps ``Q_g @ K^T`` even where ``K @ Q_g^T`` moves less
     (for A/B measurements).
     """
-    if not any(n.op_type == "Expand" for n in model.graph.node):
+    ops = {n.op_type for n in model.graph.node}
+    if "Expand" not in ops or "MatMul" not in ops:  # no shape inference for most models
         return model
     graph = _Graph(model)
     found = [m for i, n in enumerate(graph.nodes) if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")
