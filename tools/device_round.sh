@@ -397,6 +397,18 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   run_for 120 cpu-tick.txt python3 tools/cpu_tick_check.py --layers 2
   [ -n "${CPU_LAYERS:-}" ] && run_for 90 cpu-layers-16.txt python3 bench/cpu_layers.py $CPU_LAYERS --threads 16 --runs 20
   true ;;
+46)  # (BUDGET=590) issue 19: grouped-query attention read from the un-repeated KV caches
+     # (importer.grouped_query_attention): its cuda tests and the decode-state ones, then the one-layer
+     # full-width decode step (32 heads over 4 KV heads, 2048 slots) with the rewrite off, on in the
+     # Q_g @ K^T form and on (scores as K @ Q_g^T), in one process, rounds interleaved: on the GPU
+     # (inputs resident; does K @ Q_g^T lose there?), then all-CPU at 16 threads with kernels
+  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_importer_grouped_query_attention.py \
+    tests/test_runtime_state_cuda.py > "$OUT/logs/cuda-gqa.txt" 2>&1
+  timeout 200 python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 --device cuda \
+    --rounds 10 --runs 50 > "$OUT/gqa-ab-cuda.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 \
+    --threads 16 --rounds 8 --runs 5 --kernels 16 > "$OUT/gqa-ab-cpu16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

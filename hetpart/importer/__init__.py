@@ -1,7 +1,8 @@
 """Import stage: ONNX model -> op graph of fused TVM kernels.
 
 Pipeline, one module each: :mod:`.onnx_source` (read, check, fix shapes) ->
-:mod:`.shape_folding` (fold what the static shapes decide) -> :mod:`.relax_import`
+:mod:`.shape_folding` (fold what the static shapes decide) -> :mod:`.grouped_query_attention`
+(attention over repeated K/V heads computed per K/V head) -> :mod:`.relax_import`
 (TVM ``from_onnx``) -> :mod:`.fusion` (legalise + fuse) -> :mod:`.op_graph_builder`
 (an :class:`OpGraph`).
 """

@@ -4,7 +4,8 @@ In: a path, a ``zoo:NAME[:small]`` spec, or an ``onnx.ModelProto``; optional fix
 input shapes.  Out: a checked ``ModelProto`` whose inputs all have static shapes,
 with the shape arithmetic those shapes decide folded into initializers
 (:mod:`.shape_folding`; a caller's ``ModelProto`` is never edited, but copied when
-something folds).
+something folds) and grouped-query attention read from the un-repeated K/V
+(:mod:`.grouped_query_attention`).
 
 Every way a model can be wrong is reported here as one :class:`HetpartError` that
 names the file and the problem: missing, not ONNX, truncated, failing the checker or
@@ -25,6 +26,7 @@ from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedO
 from . import preflight
 from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
+from .grouped_query_attention import group_query_attention
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
 from .onnx_types import skeleton
@@ -65,7 +67,10 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     if result.folded:  # checked alike whether folded in place (a file) or in a copy (a ModelProto)
         inferred = _infer_shapes(result.model, source.origin)
     preflight.check(result.model, fixed, source.origin)  # forms TVM would import wrongly
-    return ModelSource(result.model, source.name, source.origin, output_types(inferred))
+    # Attention MatMuls over repeated K/V heads computed per K/V head (the caller's model copied)
+    callers = source.model if isinstance(model, (onnx.ModelProto, ModelSource)) else None
+    grouped = group_query_attention(result.model, inplace=result.model is not callers)
+    return ModelSource(grouped, source.name, source.origin, output_types(inferred))
 
 
 def read_source(model) -> ModelSource:
