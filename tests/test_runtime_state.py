@@ -331,9 +331,11 @@ def test_compiled_cache_steps_equal_onnx_runtime(plan_for):
         np.testing.assert_allclose(s.read_state("past"), want[-1]["present"], rtol=1e-4, atol=1e-5)
 
 
-ATTENTION = ("where1", "expand_dims1", "matmul2", "softmax", "transpose3")
+ATTENTION = ("where1", "matmul2", "transpose3_reshape4", "softmax", "matmul3")
 """What the small llama_decode's attention kernels are called once fused: the cache
-writes (rotary + Where), the key/value head repeats, scores, softmax, context."""
+writes (rotary + Where), the grouped scores (``K @ Q_g^T``: the importer's
+grouped_query_attention reads the un-repeated caches, so no head-repeat kernels),
+their scale and mask, softmax, the grouped context."""
 
 
 def attention_plan(graph, plan_for):
