@@ -389,7 +389,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     local left=$((BUDGET - SECONDS - 10)); [ "$left" -lt 30 ] && { echo "skipped: no time" > "$OUT/logs/$log"; return; }
     timeout $((left < max ? left : max)) "$@" > "$OUT/logs/$log" 2>&1
   }
-  run_for 110 cuda-tc-splitk.txt python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py
+  run_for 120 cuda-tc-splitk.txt python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_tc_splitk.py \
+    tests/test_importer_grouped_query_attention.py
   run_for 90 cuda-external.txt python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_compiler_external_weights.py
   run_for 80 cuda-state.txt python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_state_cuda.py
   run_for 260 corpus-b1.log python3 bench/corpus.py --models distilbert,vit_b_16,bert,convnext_tiny,whisper_encoder \
