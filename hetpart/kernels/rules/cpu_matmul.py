@@ -168,7 +168,9 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight):
     other operand does not use, both buffers' last two dims are exactly ``h x w``
     (so the plane is contiguous), ``w`` is not a whole number of ``lanes`` vectors and
     ``h*w`` is, and either the output channels are not a whole number of two-vector
-    panels or the reduction is at most :data:`PLANE_MAX_REDUCTION` long.  Before, such
+    panels or the reduction is at most :data:`PLANE_MAX_REDUCTION` long; or, whatever
+    the channels and the reduction, where ``w`` is an odd number of whole vectors and
+    ``h*w`` a whole number of two-vector tiles (:func:`_odd_vector_rows`).  Before, such
     a conv got the weight tile: output-channel vectors x 8 image columns, with one
     vector of 16 channels (144 channels: 8 accumulators) or one half-width vector
     (24 channels), written back transposed.  Measured (A/B, 2 threads, least of 200):
