@@ -5,7 +5,8 @@ against ONNX Runtime, and which convolutions take it.
 
 Cases: the stem scaled down in the image (64x64 -> 32x32 output: two vectors a row)
 with a ReLU6 (Clip), a HardSwish (MobileNetV3) and a SiLU (EfficientNet) epilogue, a
-batch of 2, a 5x5 window (75 steps: past the limit, the channel-vector tile).  Inputs:
+batch of 2; a 5x5 window (75 steps) past the limit takes it where the output rows hold
+two vectors, else the channel-vector tile.  Inputs:
 half negative, every 7th element 0.  Tolerances: rtol 1e-5 and an atol of 1e-6 of
 the largest output (ORT sums the 27 products in another order).
 """
@@ -82,10 +83,21 @@ DECISIONS = [
     (dict(hw=224), True),                       # mobilenet_v2's stem: 112 = 7 vectors
     (dict(hw=224, c_out=16, epilogue="hardswish"), True),  # mobilenet_v3's
     (dict(stride=1, hw=32), False),             # stride 1: not measured, the channel-vector tile
-    (dict(c_in=8), False),                      # 72 steps: past WIDTH_TILE_MAX_REDUCTION
+    (dict(c_in=8), True),                       # 72 steps, past WIDTH_TILE_MAX_REDUCTION, but 32-wide
+    (dict(k=5), True),                          # rows hold two vectors (16 lanes) or four (8): resnet50's stem case
     (dict(hw=60), False),                       # 30-wide rows: not whole vectors
-    (dict(k=5), False),                         # 75 steps
 ]
+
+
+@pytest.mark.parametrize("spec", [dict(c_in=8), dict(k=5)], ids=["72 steps", "75 steps"])
+def test_long_reduction_on_one_vector_rows_keeps_the_channel_tile(spec):
+    """Past WIDTH_TILE_MAX_REDUCTION with output rows of one vector (the host's lanes):
+    the channel-vector tile, as before."""
+    from hetpart.kernels.analysis import cpu_shape
+    from hetpart.targets import cpu_tvm_target
+
+    lanes = cpu_shape(cpu_tvm_target()).lanes("float32")
+    assert _width_tiled(_model(hw=2 * lanes, **spec)) is False
 
 
 @pytest.mark.parametrize("spec,width", DECISIONS, ids=[str(s) for s, _ in DECISIONS])

@@ -410,6 +410,15 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 \
     --threads 16 --rounds 8 --runs 5 --kernels 16 > "$OUT/gqa-ab-cpu16.txt" 2>&1 ;;
+47)  # (BUDGET=590) issue 18 after the AVX2 tiles (bench/results/cpu-r50-2core.md): on this AVX-512 Xeon only
+     # the 1x1 convs on 112-wide rows (7 x 16 lanes: cpu_matmul._odd_vector_rows, mobilenet_v2's mb_exp_112 and
+     # mb_proj_112) changed; the resnet50 rows beside them are byte-identical here (a check of the noise); then
+     # the all-CPU corpus b1 rows of the models with 1x1 convs
+  for t in 16 8; do timeout 70 python3 bench/cpu_layers.py mb_exp_112 mb_proj_112 r50_1x1_7 r50_1x1_56b r50_stem \
+    r50_ds_7 --threads $t --runs 20 > "$OUT/logs/cpu-layers-r50-$t.txt" 2>&1; done
+  timeout 430 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 410 --export-dir "$EXPORTS" \
+    --models resnet50,mobilenet_v2,densenet121,googlenet,inception_v3 \
+    --out "$OUT/corpus-cpu-b1-r50.json" > "$OUT/logs/corpus-cpu-b1-r50.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -201,6 +201,7 @@ LAYERS = {
     "inc_avgpool_17": lambda: _avgpool(768, 17),
     "inc_maxpool_147": lambda: _maxpool(64, 147),
     # resnet50 (torchvision v1.5: stride in the 3x3), BN folded
+    "r50_stem": lambda: _conv(3, 64, (224, 224), (7, 7), (2, 2), pads=(3, 3, 3, 3)),
     "r50_3x3_56": lambda: _conv(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1)),
     "r50_3x3_28": lambda: _conv(128, 128, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
     "r50_3x3_14": lambda: _conv(256, 256, (14, 14), (3, 3), pads=(1, 1, 1, 1)),
@@ -208,9 +209,15 @@ LAYERS = {
     "r50_3x3_s2_28": lambda: _conv(128, 128, (56, 56), (3, 3), (2, 2), pads=(1, 1, 1, 1)),
     "r50_1x1_56a": lambda: _conv(64, 256, (56, 56), (1, 1), relu=False),
     "r50_1x1_56b": lambda: _conv(256, 64, (56, 56), (1, 1)),
+    "r50_1x1_56c": lambda: _conv(256, 128, (56, 56), (1, 1)),
     "r50_1x1_28": lambda: _conv(512, 128, (28, 28), (1, 1)),
     "r50_1x1_14": lambda: _conv(1024, 256, (14, 14), (1, 1)),
     "r50_1x1_7": lambda: _conv(2048, 512, (7, 7), (1, 1)),
+    "r50_1x1_7e": lambda: _conv(512, 2048, (7, 7), (1, 1), relu=False),  # expand (the residual add aside)
+    "r50_1x1_14e": lambda: _conv(256, 1024, (14, 14), (1, 1), relu=False),
+    "r50_ds_7": lambda: _conv(1024, 2048, (14, 14), (1, 1), (2, 2), relu=False),  # downsample, stride 2
+    "r50_ds_14": lambda: _conv(512, 1024, (28, 28), (1, 1), (2, 2), relu=False),
+    "r50_ds_28": lambda: _conv(256, 512, (56, 56), (1, 1), (2, 2), relu=False),
     # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
     "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
@@ -238,6 +245,7 @@ LAYERS = {
     "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
     "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
+    "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),
     "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
     "mb_exp_7": lambda: _conv(160, 960, (7, 7), (1, 1), relu6=True),
     "mb_last": lambda: _conv(320, 1280, (7, 7), (1, 1), relu6=True),

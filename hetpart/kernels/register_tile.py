@@ -157,11 +157,58 @@ def make_plan(
             rows_var = var
     max_rows = min(8, max(1, budget // vecs))
     rows = _row_count(mac.extents[rows_var], max_rows, vecs) if rows_var is not None else 1
+    if rows_var is not None and mac.extents[rows_var] % rows:
+        rows = _exact_wide_rows(mac, shape, vecs, mac.extents[rows_var], rows)
     if rows == 1:
         rows_var = None
         vecs = largest_divisor(mac.extents[cand.var] // lanes, min(budget, GEMV_MAX_VECTORS))
     pack_dim = cand.dim if (pack or prepack) else None
     return TilePlan(cand.var, cand.operand, pack_dim, rows_var, lanes, vecs, rows, prepack=prepack)
+
+
+WIDE_ROWS_MIN_REDUCTION = 512
+"""Reduction length from which :func:`_exact_wide_rows` applies: over a shorter sum the
+wider tile's write-back (14 vectors, transposed into 7 image columns) and its spilled
+accumulator weigh more than the weight panel it streams less often.  Measured as
+below: mobilenet_v2's 96->576 + ReLU6 on 14x14 0.25 -> 0.51 ms, 160->960 on 7x7 0.27
+-> 0.33, 320->1280 0.65 -> 0.84; 256->1024 on 14x14 a tie (0.77 / 0.78); from 512 up
+faster (below)."""
+
+WIDE_TILE_SPARE_REGISTERS = 2
+"""Registers a tile of a one-loop reduction keeps free beyond its accumulators
+(:func:`_exact_wide_rows`): the broadcast and one weight vector (LLVM folds the other
+weight load into the FMA)."""
+
+
+def _depth(mac: MacBlock) -> int:
+    n = 1
+    for v in mac.reduce:
+        n *= mac.extents[v]
+    return n
+
+
+def _exact_wide_rows(mac: MacBlock, shape: CpuShape, vecs: int, extent: int, rows: int) -> int:
+    """Rows of a tile whose default count (``rows``) leaves a ragged last tile: a divisor
+    of ``extent`` above it where the accumulators fit ``shape.registers`` less
+    :data:`WIDE_TILE_SPARE_REGISTERS` -- only for a reduction of one loop (a matmul, a
+    1x1 convolution: no window indices held in registers), else ``rows``.  With 16
+    registers (AVX2) the default budget (registers - 4) allows 6 rows of 2 vectors,
+    so a 7- or 14-wide image got 4 or 5 ragged rows: 2 or 3 tiles per output row,
+    each streaming the whole weight panel; 7 rows of 2 vectors (14 accumulators) take
+    one or two.  With 32 registers (AVX-512) the default already allows 8: unchanged.
+
+    Measured (2-core EPYC znver3, AVX2, 2 threads, both builds in one process in
+    settled turns, least of 60 calls x 3 rounds, ms; bench/results/cpu-r50-2core.md):
+    resnet50's 2048->512 1x1 on 7x7 1.66 -> 0.99 (ONNX Runtime 0.74), 512->2048 on 7x7
+    1.09 -> 0.75 (0.69), 1024->256 on 14x14 0.89 -> 0.81 (0.78), its stride-2 1x1s
+    1024->2048 and 512->1024 2.08 -> 1.83 and 2.08 -> 1.74; mobilenet_v2's 960->320
+    on 7x7 0.59 -> 0.42.  Only from :data:`WIDE_ROWS_MIN_REDUCTION` steps.
+    Not for windowed convolutions: 14 accumulators beside a 3x3 window's indices spilled
+    (resnet50's 3x3 convs 1.4-2.0 -> 2.4-5.8 ms)."""
+    if sum(1 for v in mac.reduce if mac.extents[v] > 1) > 1 or _depth(mac) < WIDE_ROWS_MIN_REDUCTION:
+        return rows
+    wide = largest_divisor(extent, min(8, max(1, (shape.registers - WIDE_TILE_SPARE_REGISTERS) // vecs)))
+    return wide if wide > rows else rows
 
 
 MIN_ACCUMULATORS = 8
