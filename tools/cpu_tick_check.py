@@ -64,23 +64,37 @@ def busy_threads(window_s: float = 0.5) -> list[str]:
 
 
 def busy_cpus(window_s: float = 0.5) -> str:
-    """The CPUs busier than 10% over ``window_s`` while this process sleeps (so with
-    other processes' or the kernel's work: e.g. writeback of a big export), from /proc/stat."""
-    def sample():
+    """What kept the CPUs busy over ``window_s`` while this process sleeps, from /proc:
+    the machine's user / system / steal shares (steal: a hypervisor giving the vCPUs to
+    others) and the processes that used most CPU (pid, name, share of one CPU).  Step 45
+    (2026-12-04) saw every CPU at 100% here after the first profile, cause unknown."""
+    def cpu_fields():
+        line = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line[:8])
+        return {"user": user + nice, "system": system + irq + softirq, "steal": steal,
+                "idle": idle + iowait}
+
+    def processes():
         out = {}
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("cpu") and line[3:4].isdigit():
-                name, *vals = line.split()
-                vals = [int(v) for v in vals]
-                out[name] = (sum(vals) - vals[3] - vals[4], sum(vals))  # busy (not idle/iowait), total
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                name = stat[stat.index("(") + 1: stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2:].split()
+                out[pid] = (name, int(fields[11]) + int(fields[12]))
+            except (OSError, ValueError, IndexError):
+                pass
         return out
 
-    a = sample()
+    a, pa = cpu_fields(), processes()
     time.sleep(window_s)
-    b = sample()
-    rows = [f"{c} {(b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1):.0%}" for c in b
-            if (b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1) > 0.1]
-    return ", ".join(rows) or "(no CPU busy)"
+    b, pb = cpu_fields(), processes()
+    total = max(sum(b.values()) - sum(a.values()), 1)
+    shares = ", ".join(f"{k} {(b[k] - a[k]) / total:.0%}" for k in ("user", "system", "steal", "idle"))
+    hz = os.sysconf("SC_CLK_TCK")
+    top = sorted(((t - pa.get(pid, (n, t))[1]) / hz / window_s, pid, n) for pid, (n, t) in pb.items())[-5:]
+    busy = ", ".join(f"{n}[{pid}] {share:.0%}" for share, pid, n in reversed(top) if share > 0.05)
+    return f"{shares}; top processes: {busy or '(none)'}"
 
 
 def cpu_timings(graph, path: str) -> None:
