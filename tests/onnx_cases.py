@@ -78,15 +78,16 @@ def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = Tru
         return s.run(feeds)
 
 
-def single_cpu_kernel(m: onnx.ModelProto):
+def single_cpu_kernel(m: onnx.ModelProto, target=None):
     """The one scheduled CPU PrimFunc ``m`` fuses into (asserting it is one: the op and
-    its epilogue in one kernel), to read the schedule a rule gave it."""
+    its epilogue in one kernel), to read the schedule a rule gave it (for ``target``,
+    by default the host's)."""
     import tvm
 
     from hetpart import importer, kernels
     from hetpart.targets import cpu_tvm_target
 
-    mod = kernels.schedule(importer.load(m).module, cpu_tvm_target())
+    mod = kernels.schedule(importer.load(m).module, target or cpu_tvm_target())
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
     return funcs[0]

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
+from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import model, reference, run_on
 
 F32, U8 = np.float32, np.uint8
@@ -101,24 +102,26 @@ def test_nan_gives_nan_scale_as_the_reference(where):
     np.testing.assert_array_equal(got["z"], ref["z"])
 
 
-def test_three_kernels_min_max_in_place_as_vectors():
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
+def test_three_kernels_min_max_in_place_as_vectors(cpu):
     """Three kernels a quantisation -- the min/max partials (one pass), the scale and
     zero point, the quantisation (TVM's converter's min, max and scalar arithmetic were
     nine) -- no reshape kernel (a copy of the input per quantisation), and the partials
-    vectorised with their rows in parallel."""
+    vectorised with their rows in parallel, in vectors of the target's width (16 on
+    AVX-512, 8 on AVX2; the host's from /proc/cpuinfo)."""
     import tvm
 
     import hetpart
     from hetpart import kernels
-    from hetpart.targets import resolve
 
     graph = hetpart.load(_model((1, 16, 64)))
     names = [k.func for k in graph.nodes]
     assert len(names) == 3 and not [n for n in names if n.startswith("reshape")], names
     partials = [n for n in names if "partials" in n]
     assert len(partials) == 1, names
-    target = resolve("cpu").tvm_target
+    target, lanes = width_target(cpu)
     func = kernels.schedule(tvm.IRModule({"main": graph.module[partials[0]]}), target)["main"]
     text = func.script()
     assert func.attrs["hetpart.rule"] == "CpuReduction"
-    assert "T.vectorized(T.int64(16))" in text and "T.parallel" in text, text
+    assert f"T.vectorized(T.int64({lanes}))" in text and "T.parallel" in text, text
+    assert f"T.vectorized(T.int64({2 * lanes}))" not in text, text

@@ -17,6 +17,8 @@ import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 
+from host_isa import host_has
+
 from hetpart import kernels
 from hetpart.errors import CompileError
 from hetpart.importer.fusion import fuse
@@ -168,13 +170,38 @@ def any_cpu(request):
     return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": request.param, "num-cores": 4})
 
 
+# /proc/cpuinfo flags a host needs to run code built for each of FIXED_CPUS.
+_RUN_NEEDS = {"haswell": ("avx2", "fma"), "skylake-avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl")}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cpu_rule_builds_for_either_vector_width(case, any_cpu):
     """Build only (the host may lack AVX-512): a 10-class softmax row once crashed TVM's
-    lowering on 16-lane CPUs ("VectorizeLoop before LiftStorageAlloc")."""
+    lowering on 16-lane CPUs ("VectorizeLoop before LiftStorageAlloc").  Building must
+    run nothing built for ``any_cpu`` (the weight packing did: SIGILL on AVX2 hosts);
+    no AVX-512 register in a build for an AVX2 CPU."""
     inputs, body, _ = CASES[case]
     mod, _ = _fused(inputs, body)
-    kernels.build(mod, any_cpu)
+    exe = kernels.build(mod, any_cpu)
+    asm = "".join(m.inspect_source("asm") for m in exe.mod._collect_dso_modules() if m.kind == "llvm")
+    if "avx512f" not in _RUN_NEEDS[str(any_cpu.attrs["mcpu"])]:
+        assert "zmm" not in asm  # (AVX-512 CPUs may still prefer 256-bit vectors: LLVM's prefer-256-bit)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_rule_for_either_vector_width_matches_unscheduled(case, any_cpu):
+    """Where the host runs ``any_cpu``'s code (its ISA in /proc/cpuinfo), that build
+    agrees with TVM's unscheduled build for the host; elsewhere skipped, naming the ISA
+    missing (running it would kill the process with SIGILL)."""
+    missing = [f for f in _RUN_NEEDS[str(any_cpu.attrs["mcpu"])] if not host_has(f)]
+    if missing:
+        pytest.skip(f"the host CPU lacks {', '.join(missing)}: code built for {any_cpu.attrs['mcpu']} "
+                    "would die of SIGILL here")
+    inputs, body, _ = CASES[case]
+    mod, args = _fused(inputs, body)
+    want = _run(tvm.compile(mod, cpu_tvm_target()), args)
+    got = _run(kernels.build(mod, any_cpu), args)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 def test_ten_class_softmax_builds_on_avx512():

@@ -25,6 +25,7 @@ import pytest
 import tvm
 import tvm_ffi
 
+from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, onnxruntime_outputs, run_on
 
 from hetpart import importer, kernels
@@ -89,9 +90,10 @@ def test_cache_write_matches_onnxruntime(shape, position):
         assert_matches(got[name], want[name], rtol=1e-5, atol=1e-6, what=f"{name} {shape} @ {position}")
 
 
-def _scheduled_kernel(m: onnx.ModelProto, *parts: str):
-    """The one scheduled CPU kernel of ``m`` whose name holds every one of ``parts``."""
-    mod = kernels.schedule(importer.load(m).module, cpu_tvm_target(2))
+def _scheduled_kernel(m: onnx.ModelProto, *parts: str, target=None):
+    """The one scheduled CPU kernel of ``m`` whose name holds every one of ``parts``
+    (scheduled for ``target``, by default the host's with 2 cores)."""
+    mod = kernels.schedule(importer.load(m).module, target or cpu_tvm_target(2))
     funcs = [f for gv, f in mod.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and all(part in gv.name_hint for part in parts)]
     assert len(funcs) == 1, [gv.name_hint for gv in mod.functions]
@@ -166,19 +168,22 @@ def test_cache_write_parallel_and_vectorised():
     assert loops[-1].kind == tvm.tirx.ForKind.VECTORIZED, func.script()
 
 
-def _repeat_transpose_kernel(m: onnx.ModelProto):
+def _repeat_transpose_kernel(m: onnx.ModelProto, target=None):
     """The scheduled kernel that repeats the key heads and transposes them (``keys_t``)."""
-    return _scheduled_kernel(m, "broadcast_to", "transpose")
+    return _scheduled_kernel(m, "broadcast_to", "transpose", target=target)
 
 
-def test_repeat_kv_transpose_tiled():
-    """``[1, kv, slots, d] -> [1, heads, d, slots]``: each vector of 16 slots sits under a
-    loop over the head dim, inside one parallel chunk of 16 slots, so a tile reads 16
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
+def test_repeat_kv_transpose_tiled(cpu):
+    """``[1, kv, slots, d] -> [1, heads, d, slots]``: each vector of ``lanes`` slots (16
+    on AVX-512, 8 on AVX2; the host's from /proc/cpuinfo) sits under a loop over the
+    head dim, inside one parallel chunk of ``lanes`` slots, so a tile reads ``lanes``
     cache rows whole while they are in L1 (before: all loops fused, the head dim
-    outside the slots, each vector's 16 reads from 16 rows of the whole cache)."""
+    outside the slots, each vector's reads from ``lanes`` rows of the whole cache)."""
     kv, slots, d, heads = ZOO
-    func = _repeat_transpose_kernel(_model(*ZOO))
+    target, lanes = width_target(cpu, cores=2)
+    func = _repeat_transpose_kernel(_model(*ZOO), target)
     (loops,) = [nest for name, nest in _nests(func).items() if name.startswith("T_transpose")]
     assert [lp.kind for lp in loops] == [tvm.tirx.ForKind.PARALLEL, tvm.tirx.ForKind.SERIAL,
                                          tvm.tirx.ForKind.VECTORIZED], func.script()
-    assert [int(lp.extent) for lp in loops] == [heads * slots // 16, d, 16], func.script()
+    assert [int(lp.extent) for lp in loops] == [heads * slots // lanes, d, lanes], func.script()

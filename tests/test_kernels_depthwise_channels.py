@@ -6,7 +6,12 @@ depthwise shapes take it.
 Cases: mobilenet_v2's 960x7x7 and 576x14x14 stride 2 (+ ReLU6 as Clip) scaled down in
 channels, a 5x5 window on 7x7, an unpadded window (no padding block: the image copied
 into channel vectors), a batch of 2 (the batch loop fused with the channel blocks), 48
-channels (three vector blocks).  Inputs: half negative, every 7th element 0.
+channels (three vector blocks), rows half a vector and one lane short of a vector wide
+(8 and 15 on a 16-lane AVX-512 host, 4 and 7 on an 8-lane AVX2 one: the host's lanes
+from /proc/cpuinfo, since these run).  Inputs: half negative, every 7th element 0.
+
+Which shapes take the schedule depends on the vector width (channels in whole vectors,
+rows narrower than one): asserted for a fixed 8-lane and 16-lane CPU and the host.
 Tolerances as tests/test_kernels_depthwise.py (ORT sums the window in another order).
 """
 
@@ -20,6 +25,7 @@ import tvm
 import tvm_ffi
 from onnx import helper
 
+from host_isa import WIDTH_TARGETS, host_f32_lanes, width_target
 from onnx_cases import assert_matches, model, run_on, single_cpu_kernel
 
 # name -> (batch, channels, image, kernel, stride, pad, epilogue)
@@ -29,8 +35,8 @@ CASES = {
     "5x5 on 7x7 relu": (1, 16, 7, 5, 1, 2, "relu"),
     "3x3 unpadded none": (1, 32, 7, 3, 1, 0, "none"),
     "batch 2 3x3 relu6": (2, 32, 7, 3, 1, 1, "relu6"),
-    "8 wide 3x3 none": (1, 16, 8, 3, 1, 1, "none"),
-    "15 wide 5x5 relu6": (1, 32, 15, 5, 1, 2, "relu6"),
+    "half a vector wide 3x3 none": (1, 16, host_f32_lanes() // 2, 3, 1, 1, "none"),
+    "a lane short of a vector wide 5x5 relu6": (1, 32, host_f32_lanes() - 1, 5, 1, 2, "relu6"),
 }
 
 
@@ -68,10 +74,11 @@ def test_channel_vectors_match_onnxruntime(case):
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
 
-def _vectorises_channels(m) -> bool:
+def _vectorises_channels(m, target=None) -> bool:
     """Whether the window's update block sits in an explicitly vectorised loop (channel
-    vectors: the vector runs along channels; channel rows leave the row loop to LLVM)."""
-    func = single_cpu_kernel(m)
+    vectors: the vector runs along channels; channel rows leave the row loop to LLVM),
+    scheduled for ``target`` (the host's by default)."""
+    func = single_cpu_kernel(m, target)
     found = []
 
     def visit_for(loop):
@@ -82,21 +89,26 @@ def _vectorises_channels(m) -> bool:
     return any(n.endswith("_update") for n in found)
 
 
-# (batch, channels, image, kernel, stride, pad) -> channel vectors?
+# (batch, channels, image, kernel, stride, pad) -> channel vectors? {lanes: decision}
 DECISIONS = [
-    ((1, 960, 7, 3, 1, 1), True),     # mobilenet_v2's last depthwise
-    ((1, 576, 14, 3, 2, 1), True),    # its 14x14 stride 2: 7-wide output
-    ((1, 1152, 7, 5, 1, 2), True),    # efficientnet_b0's 5x5 on 7x7
-    ((1, 384, 14, 3, 1, 1), True),    # 14 wide (a tie at 3x3; 5x5 1.6x faster)
-    ((1, 672, 14, 5, 1, 2), True),    # efficientnet_b0's 5x5 on 14x14
-    ((1, 192, 28, 3, 1, 1), False),   # 28 wide: the copies outweigh the window
-    ((1, 240, 28, 5, 1, 2), False),
-    ((1, 32, 16, 3, 1, 1), False),    # rows of whole vectors
-    ((1, 24, 7, 3, 1, 1), False),     # channels not whole vectors
-    ((1, 32, 112, 3, 1, 1), False),
+    ((1, 960, 7, 3, 1, 1), {16: True, 8: True}),     # mobilenet_v2's last depthwise
+    ((1, 576, 14, 3, 2, 1), {16: True, 8: True}),    # its 14x14 stride 2: 7-wide output
+    ((1, 1152, 7, 5, 1, 2), {16: True, 8: True}),    # efficientnet_b0's 5x5 on 7x7
+    ((1, 384, 14, 3, 1, 1), {16: True, 8: False}),   # 14 wide (a tie at 3x3; 5x5 1.6x faster); 8 lanes: rows of 1.75 vectors
+    ((1, 672, 14, 5, 1, 2), {16: True, 8: False}),   # efficientnet_b0's 5x5 on 14x14
+    ((1, 192, 28, 3, 1, 1), {16: False, 8: False}),  # 28 wide: the copies outweigh the window
+    ((1, 240, 28, 5, 1, 2), {16: False, 8: False}),
+    ((1, 32, 16, 3, 1, 1), {16: False, 8: False}),   # rows of whole vectors
+    ((1, 24, 7, 3, 1, 1), {16: False, 8: True}),     # channels not whole vectors of 16, 3 of 8
+    ((1, 32, 112, 3, 1, 1), {16: False, 8: False}),
 ]
 
 
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
 @pytest.mark.parametrize("shape,vectors", DECISIONS, ids=[f"{s[1]}x{s[2]}k{s[3]}s{s[4]}" for s, _ in DECISIONS])
-def test_which_depthwise_shapes_take_channel_vectors(shape, vectors):
-    assert _vectorises_channels(_model(*shape, "relu6")) is vectors
+def test_which_depthwise_shapes_take_channel_vectors(shape, vectors, cpu):
+    """The decision for the target's vector width (the host's: its /proc/cpuinfo width's)."""
+    target, lanes = width_target(cpu)
+    if lanes not in vectors:
+        pytest.skip(f"no decisions written down for {lanes}-lane float32 vectors")
+    assert _vectorises_channels(_model(*shape, "relu6"), target) is vectors[lanes]

@@ -2,8 +2,11 @@
 functions it takes, and exact results against numpy's int64 product.
 
 Built for fixed CPUs (the host may lack VNNI): Cascade Lake has AVX-512 VNNI, Skylake
-AVX-512 without it (the generic matmul rule then takes the function).  Run on the host
-where it has VNNI.
+AVX-512 without it (the generic matmul rule then takes the function); their code is
+inspected (``vpdpbusd`` in Cascade Lake's), never run.  Run on the host where it has
+VNNI; on a host without it (read from /proc/cpuinfo, not from LLVM) hetpart's host
+target must not take the VNNI rule -- its code would die of SIGILL for the user -- and
+the generic rule's build is exact there.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
+
+from host_isa import host_has, is_x86
 
 from hetpart import kernels
 from hetpart.importer.fusion import fuse
@@ -39,6 +44,11 @@ def _int8_matmul(a_shape, n: int, atype="uint8", btype="int8"):
     return fuse(bb.get()), w
 
 
+def _asm(exe) -> str:
+    """The x86 assembly of a built executable's LLVM modules (inspected, not run)."""
+    return "".join(m.inspect_source("asm") for m in exe.mod._collect_dso_modules() if m.kind == "llvm")
+
+
 def _rule(mod, target) -> str:
     func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
     return str(kernels.schedule_primfunc(func, target).attrs[kernels.RULE_ATTR])
@@ -51,8 +61,9 @@ SHAPES = [((64, 256), 128), ((5, 64), 48), ((2, 7, 32), 32), ((1, 768), 256)]
 def test_vnni_rule_takes_uint8_by_int8_matmuls_and_builds(a_shape, n):
     mod, _ = _int8_matmul(a_shape, n)
     assert _rule(mod, _target("cascadelake")) == "CpuInt8Matmul"
-    kernels.build(mod, _target("cascadelake"))
+    assert "vpdpbusd" in _asm(kernels.build(mod, _target("cascadelake")))
     assert _rule(mod, _target("skylake-avx512")) == "CpuMatmul"  # no VNNI
+    assert "vpdpbusd" not in _asm(kernels.build(mod, _target("skylake-avx512")))
 
 
 @pytest.mark.parametrize("a_shape,n,atype", [((8, 30), 32, "uint8"), ((8, 32), 40, "uint8"), ((8, 32), 32, "int8")])
@@ -62,10 +73,35 @@ def test_vnni_rule_declines_other_shapes_and_types(a_shape, n, atype):
     assert _rule(mod, _target("cascadelake")) == "CpuMatmul"
 
 
-@pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
+@pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI (or LLVM < 21)")
 @pytest.mark.parametrize("a_shape,n", SHAPES)
 def test_vnni_matmul_is_exact_on_the_host(a_shape, n):
     check_exact_on_host(a_shape, n, RNG)
+
+
+@pytest.mark.skipif(not is_x86(), reason="VNNI is an x86 extension: the host is not x86")
+@pytest.mark.parametrize("a_shape,n", SHAPES[:2])
+def test_host_target_takes_the_vnni_rule_only_where_the_host_has_vnni(a_shape, n):
+    """hetpart's host target (``cpu_tvm_target``) takes the VNNI rule and emits
+    ``vpdpbusd`` exactly where /proc/cpuinfo lists ``avx512_vnni`` (and LLVM is new enough
+    for the rule, :func:`has_vnni`); elsewhere the generic rule, no VNNI and no AVX-512
+    instruction where the host lacks them, and the result numpy's int64 product."""
+    from tvm.target import codegen
+
+    target = cpu_tvm_target()
+    vnni = host_has("avx512_vnni") and codegen.llvm_version_major() >= 21
+    assert has_vnni(target) is vnni
+    mod, w = _int8_matmul(a_shape, n)
+    assert _rule(mod, target) == ("CpuInt8Matmul" if vnni else "CpuMatmul")
+    exe = kernels.build(mod, target)
+    asm = _asm(exe)
+    assert ("vpdpbusd" in asm) is vnni
+    if not host_has("avx512f"):
+        assert "zmm" not in asm
+    a = RNG.integers(0, 256, a_shape).astype("uint8")
+    a.flat[:4] = 255  # the largest products: 255 * -128
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(a)).numpy()
+    np.testing.assert_array_equal(got, (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5))
 
 
 def check_exact_on_host(a_shape, n: int, rng) -> None:

@@ -16,13 +16,16 @@ import pytest
 import tvm
 from tvm import relax, s_tir, te
 
+from host_isa import is_x86
+
 from hetpart import kernels
 from hetpart.costmodel import kernel_bench
 from hetpart.costmodel.overhead_bench import chain_module
 from hetpart.importer.fusion import fuse
 from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import CpuInjective, CpuMatmul
-from hetpart.targets import cpu_tvm_target
+from hetpart.kernels.analysis import runs_on_host
+from hetpart.targets import cpu_tvm_target, host_triple
 
 op = relax.op
 CPU = cpu_tvm_target()
@@ -237,3 +240,40 @@ def test_gpu_gemm_between_cpu_partitions_matches_onnxruntime(streamed, tmp_path)
         got = s.run({"x": x})["y"]
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-2
+
+
+# x86 CPUs and the /proc/cpuinfo flags a host needs to run code built for them.
+_CPU_NEEDS = {"haswell": ("avx2", "fma"), "skylake-avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),
+              "cascadelake": ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")}
+
+
+@pytest.mark.skipif(not is_x86(), reason="x86 CPUs named: the host is not x86")
+@pytest.mark.parametrize("cpu", sorted(_CPU_NEEDS))
+def test_a_cross_build_packs_its_weights_with_code_the_host_runs(cpu):
+    """``kernels.build`` packs constant weights by running the packing here: for a CPU the
+    host lacks (``skylake-avx512`` on an AVX2 host) it ran the target's AVX-512 code and
+    the process died of SIGILL (test_kernels' build-only tests for skylake-avx512).  The
+    packing now runs with code the host runs (the target where the host has its ISA,
+    read independently from /proc/cpuinfo), the packed panels are the weight's columns
+    as numpy has them, the kernels keep the target's ISA (zmm registers for AVX-512),
+    and where the host runs it the build gives numpy's result."""
+    from host_isa import host_has
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": cpu, "num-cores": 4})
+    runs_here = all(host_has(f) for f in _CPU_NEEDS[cpu])
+    assert runs_on_host(target) is runs_here
+    packing = weight_prepack.packing_target(target)
+    assert runs_on_host(packing) and (packing.same_as(target) if runs_here else str(packing.attrs.get("mcpu", "")) == "")
+    mod, x, want, _ = _dense_module(seed=0)
+    w = np.random.default_rng(0).standard_normal((96, 128)).astype("float32")  # _dense_module's first draw
+    folded = weight_prepack.split_and_fold(kernels.schedule(weight_prepack.mark_weights(mod), target), packing)
+    consts = []
+    relax.analysis.post_order_visit(folded["main"].body, lambda e: consts.append(e.value.numpy())
+                                    if isinstance(e, tvm.ir.GenericConst) else None)
+    (panels,) = [c for c in consts if c.ndim == 3]
+    np.testing.assert_array_equal(panels.transpose(1, 0, 2).reshape(96, 128), w)
+    exe = kernels.build(mod, target)
+    asm = "".join(m.inspect_source("asm") for m in exe.mod._collect_dso_modules() if m.kind == "llvm")
+    assert ("zmm" in asm) is ("avx512f" in _CPU_NEEDS[cpu]), cpu
+    if runs_here:
+        np.testing.assert_allclose(_run(exe, x), want, rtol=1e-4, atol=1e-4)

@@ -22,6 +22,7 @@ import tvm
 import tvm_ffi
 from onnx import helper, numpy_helper
 
+from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, reference
 
 from hetpart import kernels, load
@@ -131,11 +132,14 @@ def test_attention_scores_are_register_tiled():
     assert rules.get("fused_matmul_multiply") == "CpuMatmul", rules
 
 
-def test_attention_scores_write_only_the_output():
-    """The padded columns (197 -> 208) never reach the output: every block that writes
-    it iterates over the unpadded domain (TVM's reverse_compute_inline of the copy-back
-    into the padded write-back gave that block the padded one: stores past the row)."""
-    mod = kernels.schedule(load(CASES["scores 3x197x32"]()).module, cpu_tvm_target())
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
+def test_attention_scores_write_only_the_output(cpu):
+    """The padded columns (197 -> 208 with 16 lanes, 200 with 8; the host's lanes from
+    /proc/cpuinfo) never reach the output: every block that writes it iterates over the
+    unpadded domain (TVM's reverse_compute_inline of the copy-back into the padded
+    write-back gave that block the padded one: stores past the row)."""
+    target, lanes = width_target(cpu)
+    mod = kernels.schedule(load(CASES["scores 3x197x32"]()).module, target)
     func = mod["fused_matmul_multiply"]
     out = func.params[-1]
     blocks = []
@@ -144,19 +148,37 @@ def test_attention_scores_write_only_the_output():
     assert writers, func.script()
     padded = [iv for b in writers for iv in b.iter_vars if int(iv.dom.extent) > 197]
     assert not padded, func.script()
-    assert any(int(iv.dom.extent) == 208 for b in blocks for iv in b.iter_vars), "the case must pad"
+    padded_to = -(-197 // lanes) * lanes
+    assert any(int(iv.dom.extent) == padded_to for b in blocks for iv in b.iter_vars), "the case must pad"
 
 
-def test_narrow_vectors_are_padded_to_full_ones():
-    """Scores over 100 tokens (whisper's 1500 frames scaled down): 100 is 25 vectors of
-    4 lanes; the dim is padded to 112 (7 of 16) instead (whisper-tiny's scores: 44 ->
-    11.6 ms, ONNX Runtime 15.8, 2 threads)."""
-    mod = kernels.schedule(load(CASES["scores 2x100x16"]()).module, cpu_tvm_target())
+# tokens -> {float32 lanes: the extent the token dim is padded to, None: not padded}
+NARROW = {100: {16: 112, 8: None}, 50: {16: 64, 8: 56}}
+
+
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
+@pytest.mark.parametrize("tokens", sorted(NARROW))
+def test_narrow_vectors_are_padded_to_full_ones(tokens, cpu):
+    """Scores over 100 tokens (whisper's 1500 frames scaled down): with 16 lanes 100 is
+    25 vectors of 4 lanes (a quarter vector, ``NARROW_VECTORS``); the dim is padded to
+    112 (7 of 16) instead (whisper-tiny's scores: 44 -> 11.6 ms, ONNX Runtime 15.8, 2
+    threads).  With 8 lanes 4 is half a vector, kept (cpu_matmul.NARROW_VECTORS); 50
+    tokens (vectors of 2) are padded at either width.  The host decides as its width's
+    fixed CPU does (lanes from /proc/cpuinfo)."""
+    target, lanes = width_target(cpu)
+    if lanes not in NARROW[tokens]:
+        pytest.skip(f"no padding written down for {lanes}-lane float32 vectors")
+    mod = kernels.schedule(load(_scores(2, tokens, 16)).module, target)
     func = mod["fused_matmul_multiply"]
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
     blocks = []
     tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
-    assert any(int(iv.dom.extent) == 112 for b in blocks for iv in b.iter_vars), func.script()
+    extents = {int(iv.dom.extent) for b in blocks for iv in b.iter_vars}
+    want = NARROW[tokens][lanes]
+    if want is None:
+        assert max(extents) == tokens, func.script()
+    else:
+        assert want in extents and max(extents) == want, func.script()
 
 
 def test_weights_are_not_padded():

@@ -142,7 +142,7 @@ def build(
         mod = apply_database(mod, target, tuning_db)
     mod = schedule(weight_prepack.mark_weights(mod), target, options)
     if is_cpu(target):
-        mod = weight_prepack.split_and_fold(mod, target)
+        mod = weight_prepack.split_and_fold(mod, weight_prepack.packing_target(target))
     else:
         # Packing functions left in the module (weights passed as parameters, lifted
         # into main_transform_params) run on the GPU too: schedule them as well.

@@ -72,6 +72,43 @@ def cpu_shape(target: Target) -> CpuShape:
     return _cpu_shape(str(target))
 
 
+# x86 ISA extensions whose instructions a kernel may contain: code built for a target
+# with one the host lacks dies of SIGILL when run here.
+_X86_ISA = ("sse4.2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+            "avx512vnni", "avxvnni", "avx512bf16", "avx512fp16", "amx-tile", "amx-int8", "amx-bf16")
+
+
+def runs_on_host(target: Target) -> bool:
+    """Whether this machine can run code built for the LLVM ``target``.
+
+    in: any target. out: False for a non-LLVM target, another architecture, or an x86
+    target with an ISA extension (:data:`_X86_ISA`) the host CPU lacks (``skylake-avx512``
+    on an AVX2-only host). invariant: True for :func:`hetpart.targets.cpu_tvm_target`.
+    """
+    return _runs_on_host(str(target))
+
+
+@lru_cache(maxsize=64)
+def _runs_on_host(target_json: str) -> bool:
+    from ..targets import cpu_tvm_target, host_cpu_name, host_triple
+
+    target = Target(target_json)
+    if target.kind.name != "llvm":
+        return False
+    arch = (str(target.attrs.get("mtriple", "") or "") or host_triple()).split("-")[0]
+    if arch != host_triple().split("-")[0]:
+        return False
+    if not arch.startswith(("x86_64", "i686", "i386")):
+        # LLVM is asked about x86 features only on x86; elsewhere trust the CPU name alone.
+        return str(target.attrs.get("mcpu", "") or "generic") in ("generic", host_cpu_name())
+
+    def features(t: Target) -> set[str]:
+        with t:
+            return {f for f in _X86_ISA if codegen.target_has_features(f)}
+
+    return features(target) <= features(cpu_tvm_target(1))
+
+
 def is_cpu(target: Target) -> bool:
     return target.kind.name == "llvm"
 

@@ -23,8 +23,9 @@ time, with the machinery TVM's MetaSchedule uses for the same job:
 
 Keeps: every value the program computes (the packing is a pure permutation of a
 weight's elements).  Removes: the per-call copy, and the unpacked weight constants
-the folded calls no longer use.  Packing runs on the host (:data:`HOST_TARGET`) for
-every target; on a GPU the copy is then a constant uploaded with the others.
+the folded calls no longer use.  Packing runs on this machine (:func:`packing_target`:
+a CPU build's own target where this machine runs its code, else :data:`HOST_TARGET`);
+on a GPU the copy is then a constant uploaded with the others.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ import tvm
 from tvm import relax, s_tir, tirx
 
 from ..errors import CompileError
-from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module
+from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, runs_on_host
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
 PREPACK_SUFFIX = "_weight_prepack"
 HOST_TARGET = "llvm"
-"""Target the packing of a GPU build's weights is compiled for (a CPU build packs with
-its own target)."""
+"""Target the packing of a GPU build's weights is compiled for, and a CPU build's when
+this machine cannot run its target's code (see :func:`packing_target`)."""
 TRANSFORM_PARAMS = "main_transform_params"
 
 
@@ -85,6 +86,20 @@ def _call_tir(call) -> tuple | None:
         return None
     args = call.args[1]
     return call.args[0], (list(args.fields) if isinstance(args, relax.Tuple) else [args])
+
+
+def packing_target(target: tvm.target.Target) -> tvm.target.Target:
+    """The LLVM target that packs a ``target`` build's constant weights, here and now.
+
+    in: the build's target. out: ``target`` itself when this machine runs its code
+    (:func:`~.analysis.runs_on_host`), else :data:`HOST_TARGET`. invariant: the packing
+    runs on this machine, so a cross build (``skylake-avx512`` or ``cascadelake`` from an
+    AVX2 host) must not pack with its own ISA -- it died of SIGILL here; the packed
+    constants are the same either way (a permutation of the weight's elements).
+    """
+    if runs_on_host(target):
+        return target
+    return tvm.target.Target(HOST_TARGET)
 
 
 def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
