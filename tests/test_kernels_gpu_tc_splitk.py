@@ -244,37 +244,32 @@ def test_kernels_compile_with_hetparts_nvcc_flags_without_spilling(tmp_path):
 @pytest.mark.parametrize("case", list(ATTENTION))
 def test_attention_pv_against_onnxruntime_on_the_gpu(case):
     m = _attention_pv(*ATTENTION[case])
-    assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
-        == {"GpuTensorCoreSplitK"}
     feeds = _feeds(m)
     feeds["p"] = np.abs(feeds["p"])  # probabilities: non-negative, zeros kept
-    (want,) = onnxruntime_outputs(m, feeds)
-    got = run_on(m, "cuda", feeds, simulate=False)["y"]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
-    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+    _split_rule_matches_onnxruntime_on_the_gpu(m, feeds, case)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", list(LAYERS))
 def test_against_onnxruntime_on_the_gpu(case):
     tokens, k, n, epilogue = LAYERS[case]
-    m = _projection(1, tokens, k, n, epilogue)
-    assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
-        == {"GpuTensorCoreSplitK"}
-    feeds = _feeds(m)
-    (want,) = onnxruntime_outputs(m, feeds)
-    got = run_on(m, "cuda", feeds, simulate=False)["y"]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
-    assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
+    _split_rule_matches_onnxruntime_on_the_gpu(_projection(1, tokens, k, n, epilogue), label=case)
 
 
 @pytest.mark.cuda
 def test_token_rows_gemm_against_onnxruntime_on_the_gpu():
-    m = _gemm_2d(197, 768, 768)  # ViT's attention out-projection as nn.MultiheadAttention exports it
+    # ViT's attention out-projection as nn.MultiheadAttention exports it
+    _split_rule_matches_onnxruntime_on_the_gpu(_gemm_2d(197, 768, 768), label="token rows")
+
+
+def _split_rule_matches_onnxruntime_on_the_gpu(m, feeds=None, label=""):
+    """Every function of ``m`` takes GpuTensorCoreSplitK, and its output ``y`` on the GPU
+    is within TF32_RTOL of the output's magnitude from ONNX Runtime (``feeds``: default
+    :func:`_feeds`, negatives and zeros)."""
     assert set(kernels.rules_applied(kernels.schedule(load(m).module, cuda_tvm_target())).values()) \
         == {"GpuTensorCoreSplitK"}
-    feeds = _feeds(m)
+    feeds = _feeds(m) if feeds is None else feeds
     (want,) = onnxruntime_outputs(m, feeds)
     got = run_on(m, "cuda", feeds, simulate=False)["y"]
     err = float(np.abs(got - want).max() / np.abs(want).max())
-    assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"
+    assert err < TF32_RTOL, f"{label}: max error {err:.2e} of the output's magnitude"
