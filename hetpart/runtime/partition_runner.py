@@ -16,8 +16,8 @@ buffers it is given:
   (one *staging* copy per output, counted in the run's stats).
 
 A partition with external weights (``artifact.external``) gets them bound once, when
-its runner opens (:mod:`.external_weights`: a mapping of the file on the CPU, one copy
-into the GPU for a CUDA partition), and passed after every other argument:
+its runner opens (:mod:`.external_weights`: on the CPU the file read once into a buffer
+every session of the model shares, one copy into the GPU for a CUDA partition), and passed after every other argument:
 ``main(*inputs, *weights)``, ``main_dps(*inputs, *outputs, *weights)``.  (A streamed
 partition's weights come from the session's ring instead, as part of ``inputs``.)
 
