@@ -82,10 +82,21 @@ def _read(path: Path, nbytes: int, partition: str) -> np.ndarray:
     whole = np.frombuffer(region, np.uint8)
     start = (-whole.ctypes.data) % HUGE_PAGE
     host = whole[start:start + nbytes]
+    read_exactly(path, memoryview(host), partition)
+    return host
+
+
+def read_exactly(path: Path, view: memoryview, partition: str) -> None:
+    """Fill ``view`` (bytes) with the weights file ``path`` of ``partition``, which must
+    hold exactly ``len(view)`` bytes (CompileError naming both else, or when it cannot be
+    read).  Read in pieces of at most ``_CHUNK``: one read returns at most ~2 GiB on
+    Linux, and any read may return fewer bytes than asked.  Also what a streamed
+    partition's pinned weights are read with (:mod:`.weight_stream`)."""
+    nbytes = len(view)
     try:
         with open(path, "rb", buffering=0) as f:
             _check_size(path, f, nbytes, partition)
-            view, done = memoryview(host), 0
+            done = 0
             while done < nbytes:
                 got = f.readinto(view[done:done + _CHUNK])
                 if not got:
@@ -94,7 +105,6 @@ def _read(path: Path, nbytes: int, partition: str) -> np.ndarray:
                 done += got
     except OSError as exc:
         raise CompileError(f"cannot read the weights file {path} of partition '{partition}': {exc}") from exc
-    return host
 
 
 def _mapped(path: Path, nbytes: int, partition: str) -> np.ndarray:
@@ -116,4 +126,4 @@ def _check_size(path: Path, f, nbytes: int, partition: str) -> None:
                            f"{nbytes}; recompile the model")
 
 
-__all__ = ["bind"]
+__all__ = ["bind", "read_exactly"]

@@ -50,6 +50,7 @@ from ..compiler.artifact import CompiledModel, PartitionArtifact, TensorSpec
 from ..contracts.trace import COPY, Span
 from ..errors import CompileError, InternalError, RuntimeFailure
 from .dlpack import tensor_view
+from .external_weights import read_exactly
 from .memory import Buffer, Memory
 from .streams import Marker, SimulatedStream, Stream
 
@@ -347,13 +348,8 @@ def _load_pinned(compiled: CompiledModel, art: PartitionArtifact, memory: Memory
     path = compiled.weights_path(art)
     nbytes = art.weights.nbytes
     buf = memory.pinned(TensorSpec(f"{art.name} weights", (nbytes,), "uint8"))
-    try:
-        with open(path, "rb") as f:
-            got = f.readinto(memoryview(buf.array).cast("B"))
-            extra = f.read(1)
-    except OSError as exc:
-        raise CompileError(f"cannot read the weights of partition '{art.name}' from {path}: {exc}") from exc
-    if got != nbytes or extra or hashlib.sha256(np.ascontiguousarray(buf.array)).hexdigest() != art.weights.sha256:
-        raise CompileError(f"weights file {path} of partition '{art.name}' is corrupt or was modified (its size "
-                           f"or sha256 differs from the manifest's); recompile the model")
+    read_exactly(path, memoryview(buf.array).cast("B"), art.name)  # its size checked there
+    if hashlib.sha256(np.ascontiguousarray(buf.array)).hexdigest() != art.weights.sha256:
+        raise CompileError(f"weights file {path} of partition '{art.name}' is corrupt or was modified (its "
+                           f"sha256 differs from the manifest's); recompile the model")
     return buf
