@@ -419,6 +419,27 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 430 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 410 --export-dir "$EXPORTS" \
     --models resnet50,mobilenet_v2,densenet121,googlenet,inception_v3 \
     --out "$OUT/corpus-cpu-b1-r50.json" > "$OUT/logs/corpus-cpu-b1-r50.log" 2>&1 ;;
+48)  # (BUDGET ~420) why CPU kernels at 16 threads sit at one 4 ms tick on this host: the machine facts
+     # (kernel: gVisor reports 4.4.0; topology; cgroup quota), then single layers against ONNX Runtime
+     # with TVM's idle workers spinning as by default (300000 sched_yield calls, each a trap into gVisor's
+     # Sentry there) and with TVM_THREAD_POOL_SPIN_COUNT=0 / 2000, at 16 and 8 threads; then the
+     # tick check (llama_decode's CPU kernels) with spinning off; then test_runtime_cuda.py whole
+  { uname -a; nproc; cat /proc/cpuinfo | grep -m1 "model name"; grep -c processor /proc/cpuinfo
+    for f in /sys/devices/system/cpu/cpu0/topology/thread_siblings_list /sys/devices/system/cpu/cpu0/topology/core_id \
+      /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us; do echo "$f: $(cat $f 2>&1)"; done
+    python3 -c "import hetpart.cpu_cores as c; print('pool_size', c.pool_size())"; } > "$OUT/logs/machine.txt" 2>&1
+  for cfg in "16 default" "16 0" "16 2000" "8 default" "8 0"; do
+    set -- $cfg; left=$((BUDGET - SECONDS - 10)); [ "$left" -lt 40 ] && break
+    if [ "$2" = default ]; then spin=(); else spin=(TVM_THREAD_POOL_SPIN_COUNT=$2); fi
+    env "${spin[@]}" timeout 60 python3 bench/cpu_layers.py mb_exp_112 mb_proj_112 r50_1x1_7 vit_attn --threads $1 \
+      --runs 20 > "$OUT/layers-t$1-spin$2.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout $((left < 130 ? left : 130)) python3 tools/cpu_tick_check.py \
+    --layers 2 > "$OUT/cpu-tick-spin0.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_cuda.py \
+    > "$OUT/logs/cuda-runtime.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
