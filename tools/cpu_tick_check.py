@@ -93,12 +93,24 @@ def busy_cpus(window_s: float = 0.5) -> str:
     shares = ", ".join(f"{k} {(b[k] - a[k]) / total:.0%}" for k in ("user", "system", "steal", "idle"))
     hz = os.sysconf("SC_CLK_TCK")
     top = sorted(((t - pa.get(pid, (n, t))[1]) / hz / window_s, pid, n) for pid, (n, t) in pb.items())[-5:]
-    busy = ", ".join(f"{n}[{pid}] {share:.0%}" for share, pid, n in reversed(top) if share > 0.05)
+    busy = ", ".join(f"{n}[{pid}] {share:.0%} ({_who(pid)})" for share, pid, n in reversed(top) if share > 0.05)
     return f"{shares}; top processes: {busy or '(none)'}"
 
 
-def cpu_timings(graph, path: str) -> None:
-    profile(graph, ("cpu",), path, settings=MeasureSettings.quick(), progress=False)
+def _who(pid: str) -> str:
+    """A busy process's parent, thread count and command line (is it one of ours?)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        me = " (child of this process)" if fields.get("PPid", "").strip() == str(os.getpid()) else ""
+        return f"ppid {fields.get('PPid', '?').strip()}{me}, {fields.get('Threads', '?').strip()} threads, {cmd[:60]!r}"
+    except OSError:
+        return "exited"
+
+
+def cpu_timings(graph, path: str, jobs: int | None = None) -> None:
+    profile(graph, ("cpu",), path, settings=MeasureSettings.quick(), progress=False, jobs=jobs)
 
 
 def medians(path: str) -> dict[str, tuple[str, float]]:
@@ -112,7 +124,11 @@ def medians(path: str) -> dict[str, tuple[str, float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--serial", action="store_true",
+                    help="also profile with jobs=1 (kernels built in this process, no build workers) right after A")
+    ap.add_argument("--only-serial", action="store_true", help="stop after A and S (implies --serial)")
     args = ap.parse_args()
+    args.serial = args.serial or args.only_serial
     import hetpart
 
     graph = hetpart.load(f"zoo:llama_decode:layers={args.layers}")
@@ -121,6 +137,14 @@ def main() -> int:
     print("threads at start:", len(os.listdir("/proc/self/task")), busy_threads(), "| cpus:", busy_cpus(), flush=True)
     cpu_timings(graph, str(tmp / "a.json")); runs["A fresh"] = medians(str(tmp / "a.json"))
     print("A done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
+    for after_s in (1, 2, 4):
+        print(f"  {after_s} s later | cpus:", busy_cpus(), flush=True)
+    if args.serial:
+        # no build workers at all: if the 4 ms ticks go away, the workers are what the timing shared its cores with
+        cpu_timings(graph, str(tmp / "s.json"), jobs=1); runs["S serial build"] = medians(str(tmp / "s.json"))
+        print("S done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
+    if args.only_serial:
+        return report(runs)
     from hetpart.bench.capped import measure_bandwidths
 
     print("bandwidths:", measure_bandwidths(), flush=True)
@@ -140,6 +164,11 @@ def main() -> int:
     print("pool resized to", configure_current_pool(fewer), "threads (a GPU session's CPU partitions' size)", flush=True)
     cpu_timings(graph, str(tmp / "d.json")); runs[f"D pool {fewer}"] = medians(str(tmp / "d.json"))
     print("D done; busy:", busy_threads(), "| cpus:", busy_cpus(), flush=True)
+    return report(runs)
+
+
+def report(runs: dict) -> int:
+    """Print the kernels' medians per run (a markdown table) and each run's count at 4/8 ms."""
     names = list(runs)
     print("| kernel | " + " | ".join(f"{n} ms" for n in names) + " |")
     print("|---|" + "---:|" * len(names))

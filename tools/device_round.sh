@@ -440,6 +440,15 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rs -p no:cacheprovider tests/test_runtime_cuda.py \
     > "$OUT/logs/cuda-runtime.txt" 2>&1 ;;
+49)  # (BUDGET ~420) step 48 showed layers at 16 threads fine (no tick) and the machine a Firecracker VM (16
+     # vCPUs, no SMT): is the profile's 4 ms tick its build workers?  The tick check with jobs=16 then jobs=1
+     # (no workers; busy processes named), then step 46's GQA cuda tests and its on-GPU A/B
+  timeout 150 python3 tools/cpu_tick_check.py --layers 2 --only-serial > "$OUT/cpu-tick-serial.txt" 2>&1
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_importer_grouped_query_attention.py \
+    tests/test_runtime_state_cuda.py > "$OUT/logs/cuda-gqa.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 \
+    --device cuda --rounds 10 --runs 50 > "$OUT/gqa-ab-cuda.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
