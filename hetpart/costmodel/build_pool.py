@@ -54,6 +54,24 @@ def _build_in_worker(mod_json: str, target_json: str, path: str, options: Kernel
         return error_line(exc)
 
 
+#: what each build worker sets before it builds anything (see :func:`quiet_worker`)
+WORKER_ENV = {"TVM_NUM_THREADS": "1", "TVM_THREAD_POOL_SPIN_COUNT": "0"}
+
+
+def quiet_worker() -> None:
+    """Run first in each build worker: give it a TVM thread pool of one thread that never spins.
+
+    A build runs small CPU kernels of its own (TVM creates the worker's pool then), and
+    TVM's default pool has a thread per core whose idle threads each spin 300000
+    ``sched_yield`` calls.  With as many workers as cores, those threads kept every core
+    busy for seconds after the builds returned, while the parent timed the kernels they
+    built: on the H200 host each parallel kernel then waited one 4 ms scheduler tick
+    (device step 49: 13 of llama_decode's 25 CPU kernels timed at 4.00 ms, sum 56 ms;
+    the same kernels built in-process, no workers: 4.1 ms in all).  Builds need no
+    parallel CPU time, so a worker's pool is one thread."""
+    os.environ.update(WORKER_ENV)
+
+
 class BuildPool:
     """``jobs`` worker processes (started on first use) and a scratch dir for libraries."""
 
@@ -77,7 +95,8 @@ class BuildPool:
             return out
         if self._pool is None:
             # spawn, not fork: a forked copy of a process running TVM's thread pool can deadlock.
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=quiet_worker)
         paths = []
         for _ in mods:
             self._count += 1

@@ -1,0 +1,37 @@
+"""The build workers of the cost model (hetpart.costmodel.build_pool)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hetpart.costmodel import kernel_bench
+from hetpart.costmodel.build_pool import BuildPool
+from hetpart.targets import cpu_tvm_target
+
+
+def threads_around_a_tvm_pool() -> tuple[int, int]:
+    """In a worker: its OS threads before and after TVM makes its CPU thread pool (the
+    first parallel kernel a build runs, e.g. a weight prepack, makes it the same way)."""
+    import tvm
+
+    before = len(os.listdir("/proc/self/task"))
+    tvm.get_global_func("runtime.NumThreads")()  # creates the calling thread's pool
+    return before, len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="counts a worker's OS threads in /proc, on a machine where TVM's pool has 2+ threads")
+def test_build_workers_keep_no_spinning_thread_pool(zoo_graph):
+    """A build worker's TVM pool adds no thread: by default it adds one per core, and their
+    idle spinning (sched_yield) outlived the builds by seconds; with a worker per core that
+    kept every core busy while the parent timed the kernels (each parallel kernel then read
+    one 4 ms scheduler tick on the H200 host, device step 49)."""
+    graph = zoo_graph("mlp")
+    kmods = [kernel_bench.single_kernel_module(graph, k) for k in list(graph.kernels.values())[:3]]
+    with BuildPool(2) as pool:
+        built = pool.build_all([km.mod for km in kmods], cpu_tvm_target())
+        assert all(not isinstance(b, Exception) for b in built), built
+        before, after = pool._pool.submit(threads_around_a_tvm_pool).result()
+    assert after == before, f"a build worker's TVM pool added {after - before} spinning threads"
