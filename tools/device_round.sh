@@ -449,6 +449,14 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/gqa_ab.py zoo:llama_decode:layers=1,intermediate=512,vocab=1000 \
     --device cuda --rounds 10 --runs 50 > "$OUT/gqa-ab-cuda.txt" 2>&1 ;;
+50)  # (BUDGET=580) after the build-pool fix (step 49): llama_decode at 1/2 with every kernel measured again
+     # (tools/capped_round.sh ticks: hetpart and the two memory rules, whose 721/681 ms predictions came from
+     # the 4 ms ticks), then with the time left the all-CPU corpus b1 rows of the models with 1x1 convs (step 47)
+  BUDGET=380 RESERVE=60 timeout 420 bash tools/capped_round.sh ticks > "$OUT/logs/capped-ticks-step.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 1 --time --budget $((left - 20)) \
+    --export-dir "$EXPORTS" --models resnet50,mobilenet_v2,googlenet,densenet121,inception_v3 \
+    --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
