@@ -459,7 +459,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1 ;;
 51)  # (BUDGET ~200) step 50's fresh profile still read 4 ms ticks after the build-pool fix: the same kernels
      # timed with workers alive / after they exited (loaded .so) / built in-process (tools/tick_ab.py)
-  timeout 170 python3 tools/tick_ab.py --layers 2 --jobs 16 > "$OUT/tick-ab.txt" 2>&1 ;;
+  timeout 170 python3 tools/tick_ab.py --layers 2 --jobs 16 ${TICK_TORCH:+--torch} > "$OUT/tick-ab.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

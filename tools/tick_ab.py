@@ -30,6 +30,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=16)
+    ap.add_argument("--torch", action="store_true", help="then measure bandwidths with torch and time again, "
+                    "and run hetpart.costmodel.profile as the capped bench does")
     args = ap.parse_args()
     import tvm
 
@@ -71,6 +73,23 @@ def main() -> int:
     runs["mem"] = times(inmem)
     runs["dead2"] = times(loaded)
     runs["mem2"] = times(inmem)
+    if args.torch:
+        # the capped bench measures bandwidths with torch (a 16-thread sum, a pinned copy) before profiling
+        from hetpart.bench.capped import measure_bandwidths
+
+        print("bandwidths:", measure_bandwidths(), flush=True)
+        runs["torch"] = times(loaded)
+        time.sleep(2.0)
+        runs["torch+2s"] = times(loaded)
+        from hetpart.costmodel import profile
+
+        import tempfile
+        prof = profile(graph, ("cpu",), tempfile.mktemp(suffix=".json"), settings=quick, progress=False)
+        def ms(k):
+            rec = prof.record("cpu", k.signature)
+            return rec.timing.median_s * 1e3 if rec is not None and rec.timing is not None else float("nan")
+
+        runs["profile()"] = [ms(k) for k in kernels]
     names = list(runs)
     print("| kernel | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
