@@ -35,3 +35,34 @@ def test_build_workers_keep_no_spinning_thread_pool(zoo_graph):
         assert all(not isinstance(b, Exception) for b in built), built
         before, after = pool._pool.submit(threads_around_a_tvm_pool).result()
     assert after == before, f"a build worker's TVM pool added {after - before} spinning threads"
+
+
+def test_every_worker_is_up_before_the_first_build_returns(zoo_graph):
+    """All ``jobs`` workers have imported TVM before ``build_all`` returns, even for a batch
+    smaller than ``jobs``: the executor starts workers on demand, and one started for a
+    later batch kept importing TVM (a core's worth of work for seconds) after the others
+    had done the builds, beside the parent's timing (device steps 45-51)."""
+    graph = zoo_graph("mlp")
+    kmods = [kernel_bench.single_kernel_module(graph, k) for k in list(graph.kernels.values())[:3]]
+    with BuildPool(4) as pool:
+        pool.build_all([km.mod for km in kmods], cpu_tvm_target())
+        live = {p.pid for p in pool._pool._processes.values()}
+        assert len(live) == 4, f"{len(live)} of 4 workers started"
+        assert set(pool.start()) == live  # already started: the same workers, each of them reported in
+
+
+def _die_at_start(ready) -> None:
+    raise SystemExit(3)
+
+
+def test_a_pool_whose_workers_cannot_start_falls_back_to_building_here(zoo_graph, monkeypatch):
+    """Workers that die at start (a script without the ``__main__`` guard) do not hang the
+    start-up wait: the pool warns and builds in this process."""
+    import hetpart.costmodel.build_pool as build_pool
+
+    monkeypatch.setattr(build_pool, "start_worker", _die_at_start)
+    graph = zoo_graph("mlp")
+    kmods = [kernel_bench.single_kernel_module(graph, k) for k in list(graph.kernels.values())[:3]]
+    with BuildPool(2) as pool, pytest.warns(UserWarning, match="build workers died"):
+        built = pool.build_all([km.mod for km in kmods], cpu_tvm_target())
+    assert pool.jobs == 1 and all(not isinstance(b, Exception) for b in built)

@@ -3,7 +3,7 @@
 Device steps 45-50 (H200 host): with build workers (``profile(..., jobs=16)``) 12-13 of
 llama_decode's 25 CPU kernels timed at exactly 4.00 ms; with ``jobs=1`` (built in this
 process) none did, and the sum fell from 56 to 4.1 ms.  Two differences remain after the
-workers' spinning pools were removed (hetpart.costmodel.build_pool.quiet_worker): the
+workers' spinning pools were removed (hetpart.costmodel.build_pool.start_worker): the
 workers are alive while the parent times, and the kernels are libraries loaded from
 disk rather than in-memory builds.  This times the same kernels (same inputs, quick
 settings) four ways in one process, rounds interleaved:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import tempfile
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -54,22 +56,25 @@ def _build_in_worker(mod_json: str, target_json: str, path: str, options: Kernel
         return error_line(exc)
 
 
-#: what each build worker sets before it builds anything (see :func:`quiet_worker`)
+#: what each build worker sets before it builds anything (see :func:`start_worker`)
 WORKER_ENV = {"TVM_NUM_THREADS": "1", "TVM_THREAD_POOL_SPIN_COUNT": "0"}
+#: how long :meth:`BuildPool.start` waits for every worker to be up (each imports TVM)
+START_TIMEOUT_S = 300.0
 
 
-def quiet_worker() -> None:
-    """Run first in each build worker: give it a TVM thread pool of one thread that never spins.
+def start_worker(ready) -> None:
+    """Run first in each build worker, once it has imported TVM: a TVM thread pool of one
+    thread that never spins, then the worker's pid on ``ready`` (a queue the parent reads).
 
-    A build runs small CPU kernels of its own (TVM creates the worker's pool then), and
-    TVM's default pool has a thread per core whose idle threads each spin 300000
-    ``sched_yield`` calls.  With as many workers as cores, those threads kept every core
-    busy for seconds after the builds returned, while the parent timed the kernels they
-    built: on the H200 host each parallel kernel then waited one 4 ms scheduler tick
-    (device step 49: 13 of llama_decode's 25 CPU kernels timed at 4.00 ms, sum 56 ms;
-    the same kernels built in-process, no workers: 4.1 ms in all).  Builds need no
-    parallel CPU time, so a worker's pool is one thread."""
+    Builds need no parallel CPU time, and TVM's default pool (a thread per core, each
+    spinning 300000 ``sched_yield`` calls when idle, created by the first CPU kernel a
+    build runs, e.g. a weight prepack) would keep cores busy after the builds return."""
     os.environ.update(WORKER_ENV)
+    ready.put(os.getpid())
+
+
+def _noop() -> None:
+    """A task that makes the executor start one more worker (it starts them on demand)."""
 
 
 class BuildPool:
@@ -78,6 +83,7 @@ class BuildPool:
     def __init__(self, jobs: int = 1):
         self.jobs = max(1, int(jobs))
         self._pool: ProcessPoolExecutor | None = None
+        self._pids: list[int] = []
         self._dir = tempfile.TemporaryDirectory(prefix="hetpart-build-")
         self._count = 0
 
@@ -93,15 +99,12 @@ class BuildPool:
                 except Exception as exc:  # noqa: BLE001 - see _build_in_worker
                     out.append(BuildFailed(error_line(exc)))
             return out
-        if self._pool is None:
-            # spawn, not fork: a forked copy of a process running TVM's thread pool can deadlock.
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=quiet_worker)
         paths = []
         for _ in mods:
             self._count += 1
             paths.append(os.path.join(self._dir.name, f"k{self._count}.so"))
         try:
+            self.start()
             futures = [self._pool.submit(_build_in_worker, tvm.ir.save_json(m), str(target), p, options)
                        for m, p in zip(mods, paths)]
             errors = [f.result() for f in futures]
@@ -115,6 +118,35 @@ class BuildPool:
             return self.build_all(mods, target, options)
         return [BuildFailed(e) if e else tvm.runtime.load_module(p) for e, p in zip(errors, paths)]
 
+    def start(self) -> list[int]:
+        """Start all ``jobs`` workers and return once each has imported TVM (their pids).
+
+        Why wait: the executor starts workers on demand, and a worker started late (a
+        second batch finding the first batch's workers busy) may still be importing TVM,
+        a few seconds of one core's work, when the builds it was started for are already
+        done by the others.  The parent then timed kernels beside it: on the H200 host
+        every parallel CPU kernel of llama_decode read one 4 ms scheduler tick (device
+        steps 45-51: 13 of 25 at 4.00 ms through ``profile(jobs=16)``, whose overhead
+        builds had started 4 workers before the kernels' batch started 12 more; none with
+        the overheads already measured, or with ``jobs=1``)."""
+        if self._pool is not None:
+            return list(self._pids)
+        ctx = multiprocessing.get_context("spawn")  # not fork: a forked TVM thread pool can deadlock
+        ready = ctx.Queue()
+        self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=start_worker, initargs=(ready,))
+        # no worker is idle yet, so each submit starts one
+        started = [self._pool.submit(_noop) for _ in range(self.jobs)]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(self._pids) < self.jobs:
+            try:
+                self._pids.append(ready.get(timeout=0.5))
+            except queue.Empty:
+                broken = next((f.exception() for f in started if f.done() and f.exception()), None)
+                if broken is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise BrokenProcessPool(f"build workers did not start: {broken or 'timed out'}")
+        return list(self._pids)
+
     def close(self) -> None:
         """Stop the workers without waiting for queued builds (also on Ctrl-C).
 
@@ -124,6 +156,7 @@ class BuildPool:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+            self._pids = []
 
     def __enter__(self) -> "BuildPool":
         return self
