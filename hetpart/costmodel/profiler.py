@@ -32,7 +32,7 @@ from ..kernels.options import DEFAULT, KernelOptions
 from .fingerprint import OPTIONS_KEY, check_options, this_machine
 from .kernel_bench import MeasureSettings
 from .locate import default_profile_path
-from .overhead_bench import measure_overheads
+from .overhead_bench import CHAIN_LENGTHS, measure_overheads
 from .access_pattern import kernel_access, module_access
 from .profile_db import KernelFeatures, KernelRecord, Profile
 from .schedule_rule import kernel_rule, module_rule
@@ -177,7 +177,9 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     adopt_options(prof, options)
     kernel_bench.kernel_builder()  # fail now, not per kernel, if the build is missing
     specs = [resolve(d) for d in targets]
-    jobs = jobs or num_cores()
+    # no more workers than builds: the pool starts every worker up front (BuildPool.start)
+    builds = sum(len(_distinct_missing(graph, prof, s.name, retry_failed)) + len(CHAIN_LENGTHS) for s in specs)
+    jobs = max(1, min(jobs or num_cores(), builds))
     chunk = chunk or max(4 * jobs, 16)
     measured, reused, failed = {}, {}, {}
     prof.settings.setdefault("repeat", settings.repeat)
