@@ -4,7 +4,8 @@ Runtime and ``onnx.reference``.
 
 Cases, the corpus shapes scaled down: ViT's 197 tokens (prime: rows of 6, the last
 tile ragged) in a linear layer and in the attention scores ``Q @ K^T`` (197 columns:
-no whole vectors, the dim padded to 208), inception's asymmetric 1x7 / 7x1
+no whole vectors, the dim padded to an even number of them: 208 with 8 lanes, 224
+with 16), inception's asymmetric 1x7 / 7x1
 convolutions on 17x17 and a 3x3 on 73x73 (71 wide).  Inputs: negatives and zeros
 (standard normal, every 7th element 0); NaN and +-inf at a few places for the
 padded matmul (the padding must not leak into the output, nor the output's NaN be
@@ -70,6 +71,7 @@ CASES = {
     "linear 197x64 @ 64x80": lambda: _linear(197, 64, 80),
     "linear 37x48 @ 48x64": lambda: _linear(37, 48, 64),
     "scores 3x197x32": lambda: _scores(3, 197, 32),
+    "scores 2x197x64": lambda: _scores(2, 197, 64),
     "scores 2x37x16": lambda: _scores(2, 37, 16),
     "scores 2x100x16": lambda: _scores(2, 100, 16),
     "conv 1x7 17x17": lambda: _conv(24, 32, (17, 17), (1, 7), (0, 3, 0, 3)),
@@ -134,7 +136,7 @@ def test_attention_scores_are_register_tiled():
 
 @pytest.mark.parametrize("cpu", WIDTH_TARGETS)
 def test_attention_scores_write_only_the_output(cpu):
-    """The padded columns (197 -> 208 with 16 lanes, 200 with 8; the host's lanes from
+    """The padded columns (197 -> 224 with 16 lanes, 208 with 8; the host's lanes from
     /proc/cpuinfo) never reach the output: every block that writes it iterates over the
     unpadded domain (TVM's reverse_compute_inline of the copy-back into the padded
     write-back gave that block the padded one: stores past the row)."""
@@ -148,12 +150,12 @@ def test_attention_scores_write_only_the_output(cpu):
     assert writers, func.script()
     padded = [iv for b in writers for iv in b.iter_vars if int(iv.dom.extent) > 197]
     assert not padded, func.script()
-    padded_to = -(-197 // lanes) * lanes
+    padded_to = -(-197 // (2 * lanes)) * 2 * lanes
     assert any(int(iv.dom.extent) == padded_to for b in blocks for iv in b.iter_vars), "the case must pad"
 
 
 # tokens -> {float32 lanes: the extent the token dim is padded to, None: not padded}
-NARROW = {100: {16: 112, 8: None}, 50: {16: 64, 8: 56}}
+NARROW = {100: {16: 128, 8: None}, 50: {16: 64, 8: 64}}
 
 
 @pytest.mark.parametrize("cpu", WIDTH_TARGETS)
@@ -162,8 +164,9 @@ def test_narrow_vectors_are_padded_to_full_ones(tokens, cpu):
     """Scores over 100 tokens (whisper's 1500 frames scaled down): with 16 lanes 100 is
     25 vectors of 4 lanes (a quarter vector, ``NARROW_VECTORS``); the dim is padded to
     112 (7 of 16) instead (whisper-tiny's scores: 44 -> 11.6 ms, ONNX Runtime 15.8, 2
-    threads).  With 8 lanes 4 is half a vector, kept (cpu_matmul.NARROW_VECTORS); 50
-    tokens (vectors of 2) are padded at either width.  The host decides as its width's
+    threads), and then to 128, an even number of vectors (cpu_matmul.RAGGED_PANEL_VECTORS).
+    With 8 lanes 4 is half a vector, kept (cpu_matmul.NARROW_VECTORS); 50 tokens
+    (vectors of 2) are padded at either width, to 64.  The host decides as its width's
     fixed CPU does (lanes from /proc/cpuinfo)."""
     target, lanes = width_target(cpu)
     if lanes not in NARROW[tokens]:
@@ -179,6 +182,56 @@ def test_narrow_vectors_are_padded_to_full_ones(tokens, cpu):
         assert max(extents) == tokens, func.script()
     else:
         assert want in extents and max(extents) == want, func.script()
+
+
+def _for_loops(func) -> list:
+    loops = []
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, loops.append), order="pre")
+    return loops
+
+
+@pytest.mark.parametrize("cpu", WIDTH_TARGETS)
+def test_attention_scores_tile_holds_two_vectors(cpu):
+    """ViT's scores over 197 tokens: the padded dim is an even number of vectors, so the
+    register tile accumulates two vectors a row (rows x 2 x lanes: an unrolled loop of 2
+    around the vectorised one); padded to 200 (25 vectors of 8) it held one, 8 rows x 1,
+    and the scores took 4.4 ms against 2.3 (cpu_matmul.RAGGED_PANEL_VECTORS)."""
+    target, lanes = width_target(cpu)
+    func = kernels.schedule(load(CASES["scores 2x197x64"]()).module, target)["fused_matmul_multiply"]
+    assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
+    two_vectors = [lp for lp in _for_loops(func)
+                   if lp.kind == tvm.tirx.ForKind.UNROLLED and int(lp.extent) == 2
+                   and isinstance(lp.body, tvm.tirx.For) and lp.body.kind == tvm.tirx.ForKind.VECTORIZED
+                   and int(lp.body.extent) == lanes]
+    assert two_vectors, func.script()
+
+
+def test_padded_operand_copy_runs_in_parallel_on_many_cores():
+    """The padded copy of K^T (12 x 64 x 208 = 160 Ki floats, ViT-B/16's shape) runs in
+    parallel on a 16-core target, like the squeeze-excite gate
+    (register_tile.gate_parallel_min): before, only from 256 Ki elements, so on 16 cores
+    one thread copied while 15 waited."""
+    from host_isa import FIXED_CPU_LANES
+
+    cpu = next(iter(FIXED_CPU_LANES))
+    target, _ = width_target(cpu, cores=16)
+    func = kernels.schedule(load(_scores(12, 197, 64)).module, target)["fused_matmul_multiply"]
+    blocks = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
+    params = list(func.params)
+    pad = [b for b in blocks if any(w.source.name.endswith("_pad") for w in b.writes)
+           and any(r.source.same_as(p) for r in b.reads for p in params)]
+    assert pad, func.script()
+    parallel = [lp for lp in _for_loops(func) if lp.kind == tvm.tirx.ForKind.PARALLEL]
+    pad_writes = {w.source.name for b in pad for w in b.writes}
+    assert any(any(w.source.name in pad_writes for w in b.writes)
+               for lp in parallel for b in _blocks_under(lp)), func.script()
+
+
+def _blocks_under(loop) -> list:
+    out = []
+    tvm_ffi.structural_walk(loop, (tvm.s_tir.SBlock, out.append), order="pre")
+    return out
 
 
 def test_weights_are_not_padded():

@@ -468,6 +468,17 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout $((BUDGET - 40)) python3 tools/record_profile.py --out "$OUT/h200.json" > "$OUT/logs/record.txt" 2>&1
   python3 tools/compare_profiles.py hetpart/costmodel/recorded/h200.json "$OUT/h200.json" --top 15 \
     > "$OUT/profile-compare.txt" 2>&1 ;;
+54)  # (BUDGET=590) issue 18, ViT's attention (branch cpu-vit-attn): the scores Q @ K^T over 197 tokens padded to an
+     # even number of vectors (cpu_matmul.RAGGED_PANEL_VECTORS: 224 with 16 lanes, was 208) so the tile holds two
+     # vectors a row, and the padded K^T copied in parallel from 32 Ki elements at 16 cores (was serial below
+     # 256 Ki); vit_softmax, vit_qkv and vit_proj beside it are unchanged (a check of the noise); at 16 then 8
+     # threads (before: vit_attn 0.459 / 0.216 ms against ORT at 16, 0.695 / 0.348 at 8), then the all-CPU
+     # corpus b1 row of vit_b_16
+  for t in 16 8; do timeout 90 python3 bench/cpu_layers.py vit_attn vit_softmax vit_qkv vit_proj --threads $t \
+    --runs 20 > "$OUT/cpu-layers-vit-t$t.txt" 2>&1; done
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 1 --time --budget $((left - 20)) \
+    --export-dir "$EXPORTS" --models vit_b_16 --out "$OUT/corpus-cpu-b1-vit.json" > "$OUT/logs/corpus-cpu-b1-vit.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
