@@ -471,7 +471,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
 54)  # (BUDGET=590) issue 18, ViT's attention (branch cpu-vit-attn): the scores Q @ K^T over 197 tokens padded to an
      # even number of vectors (cpu_matmul.RAGGED_PANEL_VECTORS: 224 with 16 lanes, was 208) so the tile holds two
      # vectors a row, and the padded K^T copied in parallel from 32 Ki elements at 16 cores (was serial below
-     # 256 Ki); vit_softmax, vit_qkv and vit_proj beside it are unchanged (a check of the noise); at 16 then 8
+     # 256 Ki), and its K^T transpose tiled over the ragged 197 (cpu_injective.RAGGED_TRANSPOSE_TILES, was per-lane
+     # gathers); vit_softmax, vit_qkv and vit_proj beside it are unchanged (a check of the noise); at 16 then 8
      # threads (before: vit_attn 0.459 / 0.216 ms against ORT at 16, 0.695 / 0.348 at 8), then the all-CPU
      # corpus b1 row of vit_b_16
   for t in 16 8; do timeout 90 python3 bench/cpu_layers.py vit_attn vit_softmax vit_qkv vit_proj --threads $t \
