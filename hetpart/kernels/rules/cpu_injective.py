@@ -53,8 +53,9 @@ RAGGED_TRANSPOSE_TILES = True
 number of vectors too.  Before, such a nest fell to the plain injective schedule:
 all loops fused and split into ``lanes``-wide vectors, each lane's indices a div/mod
 of the fused index, each element a gather -- ViT's ``K^T`` (``[1,12,197,64] ->
-[1,12,64,197]``) took 0.26 ms, tiled 0.048 (2-core EPYC znver3, AVX2, 2 threads,
-least of 20 calls x 6 rounds in turns)."""
+[1,12,64,197]``) took 0.10-0.26 ms, tiled 0.033-0.048 (two runs), whisper-tiny's
+(``[1,6,1500,64]``) 0.79 -> 0.14 ms (2-core EPYC znver3, AVX2, 2 threads, both in one
+process in turns, least of 20 calls x 6 rounds)."""
 
 HEAVY_PARALLEL_MIN_ELEMENTS = 1 << 15
 """Outputs from which a quantising nest (:func:`_quantising`: it rounds or casts a float
