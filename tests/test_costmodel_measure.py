@@ -42,6 +42,7 @@ def test_cpu_kernels_of_small_models_are_measured(measured, zoo_graph):
             assert (rec.features.flops, rec.features.op_class) == (k.flops, k.op_class)
     oh = prof.overheads["cpu"]
     assert 0 < oh.empty_s < 1e-3 and oh.launch_s >= 0 and oh.call_s >= 0
+    assert oh.wake_s is not None and 0 <= oh.wake_s < 1.0  # measured with the others
     on_disk = Profile.load(path)
     assert on_disk == prof and sorted(on_disk.models) == ["dlrm_small", "mlp_small"]
     assert json.loads(path.read_text())["settings"]["repeat"] == QUICK.repeat

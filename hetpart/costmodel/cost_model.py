@@ -14,6 +14,11 @@
   over through pinned buffers); 0 on the same device.
 * ``partition_overhead(device)``: calling a partition, the host switch after it and
   the session's own per-partition cost (:attr:`Overheads.session_s`).
+* ``wake_cost(device)``: what a partition on ``device`` adds when it starts after one
+  on the other device: the CPU thread pool's wake-up (:attr:`Overheads.wake_s`; the
+  partitioner charges it per boundary, :func:`hetpart.partitioner.layout.partition_overheads`).
+  A profile older than it has none: :data:`DEFAULT_WAKE_S` stands in, and
+  ``wake_origin(device)`` says so.
 * ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
   bandwidth k x narrower.
 * ``with_weight_bandwidth({"cpu": bytes_per_s})``: cold weights -- no kernel on a
@@ -41,6 +46,18 @@ from .fingerprint import recorded_options
 from .schedule_rule import kernel_rule, target_of
 
 GPU_DEVICES = ("cuda",)
+
+DEFAULT_WAKE_S = {"cpu": 200e-6}
+"""The CPU wake cost of a profile that did not measure it (older than ``wake_s``).
+
+Not 0: every overhead such a profile holds was measured hot, and pricing a CPU
+partition after a GPU one hot is what made the planner pick a 108-partition plan for
+LLaMA decode at half its weights on the H200 (predicted 33.5 ms, ran 54.8 ms; the
+two-partition rules' plans ran 24.7-29.6 ms; issue 19): ~54 CPU segments for the 21 ms
+gap is ~0.4 ms each.  200 us is half that -- the part not explained by the CPU's
+weight bandwidth being priced high -- and below what this 2-core sandbox measures
+(bench/results/wake-cost.md), so a plan that needs few CPU segments is never priced
+out by it.  A GPU has no pool to wake: 0."""
 
 
 class CostModel:
@@ -211,6 +228,22 @@ class CostModel:
         and the runtime's own handling of it (where the profile measured that)."""
         oh = self._overheads(device)
         return oh.call_s + oh.switch_s + oh.session_s
+
+    def wake_cost(self, device: str) -> float:
+        """Seconds a partition on ``device`` adds when it starts after a partition on
+        another device: :attr:`Overheads.wake_s`, or :data:`DEFAULT_WAKE_S` where the
+        profile did not measure it (:meth:`wake_origin` tells which)."""
+        oh = self._overheads(device)
+        if oh.wake_s is not None:
+            return oh.wake_s
+        return DEFAULT_WAKE_S.get(device, 0.0)
+
+    def wake_origin(self, device: str) -> str:
+        """``"measured"`` or why :meth:`wake_cost` is a default."""
+        if self._overheads(device).wake_s is not None:
+            return "measured"
+        return (f"not measured ({self._where()} is older than the wake cost): default "
+                f"{DEFAULT_WAKE_S.get(device, 0.0) * 1e6:.0f} us")
 
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "CostModel":
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""

@@ -73,7 +73,8 @@ def problems(prof) -> list[str]:
         for sig, rec in recs.items():
             out += _record_problems(f'kernels["{device}"]["{sig}"]', rec)
     for device, oh in prof.overheads.items():
-        out += _fields(f'overheads["{device}"]', oh, {f.name: _number for f in fields(oh)})
+        out += _fields(f'overheads["{device}"]', oh, {f.name: _number for f in fields(oh)
+                                                      if not (f.name == "wake_s" and oh.wake_s is None)})
     if prof.gpu_memory_bytes is not None and _count(prof.gpu_memory_bytes):
         out.append(f"gpu_memory_bytes {_count(prof.gpu_memory_bytes)}")
     if prof.transfers is not None:

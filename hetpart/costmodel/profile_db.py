@@ -17,10 +17,13 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
     gpu_memory_bytes  the CUDA GPU's total memory (null: no GPU measured); a plan's
                   default GPU memory cap
 
-Version 1 gained the per-record keys ``rule`` and ``access`` (and the top-level
-``gpu_memory_bytes``) without a version bump:
+Version 1 gained the per-record keys ``rule`` and ``access``, the top-level
+``gpu_memory_bytes`` and the overheads' ``session_s`` and ``wake_s`` without a version bump:
 they are additive (older hetpart ignores them; a record without them loads with
-``""``, "not recorded"), so files of either age load in both.
+``""``, "not recorded"; overheads without ``wake_s`` load with None, "not measured"),
+so files of either age load in both -- except that hetpart older than ``wake_s`` read
+overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
+unknown keys), so it calls a file with ``wake_s`` malformed.
 
 Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`),
 under a lock, merged with what another process saved meanwhile (no measurement is
@@ -157,7 +160,13 @@ class Overheads:
     clock of call + device sync, beyond ``empty_s``);
     ``session_s``: what hetpart's runtime adds around each partition of a run beyond
     the above (handoff, waits, wake-ups; :mod:`hetpart.runtime.overhead`); 0 where
-    it was not measured (profiles older than it).
+    it was not measured (profiles older than it);
+    ``wake_s``: what a parallel CPU kernel costs more after the thread pool has idled
+    long enough for its workers to sleep than back to back (every number above is
+    measured hot; :mod:`.overhead_bench`); the cost model charges it to each CPU
+    partition that starts after a partition on another device.  0.0 on a GPU; None
+    where it was not measured (profiles older than it: the cost model then uses
+    :data:`~.cost_model.DEFAULT_WAKE_S` and says so).
     """
 
     call_s: float
@@ -165,6 +174,14 @@ class Overheads:
     empty_s: float
     switch_s: float
     session_s: float = 0.0
+    wake_s: float | None = None
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Overheads":
+        """From a file's ``overheads[device]``; keys this hetpart does not know (a newer
+        hetpart's additions) are ignored, missing optional ones take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -250,7 +267,7 @@ class Profile:
             fingerprint=Fingerprint.from_json(data["fingerprint"]),
             kernels={d: {s: KernelRecord.from_json(s, r) for s, r in recs.items()}
                      for d, recs in data["kernels"].items()},
-            overheads={d: Overheads(**o) for d, o in data["overheads"].items()},
+            overheads={d: Overheads.from_json(o) for d, o in data["overheads"].items()},
             transfers=TransferModel.from_json(data["transfers"]) if data.get("transfers") else None,
             targets=dict(data.get("targets", {})),
             settings=dict(data.get("settings", {})),

@@ -31,6 +31,11 @@ class Costs(Protocol):
     def partition_overhead(self, device: str) -> float:
         """Seconds each partition call on ``device`` adds (a device switch)."""
 
+    def wake_cost(self, device: str) -> float:
+        """Seconds a partition on ``device`` adds besides when it starts after one on the
+        other device (the CPU pool's wake-up).  Optional: a Costs without it is priced
+        with 0 (:func:`.problem.wake_costs`)."""
+
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """Whether ``kernel`` can run on ``device``, and if not, why."""
 
@@ -48,7 +53,8 @@ def cost_origin(costs) -> str:
 class TableCosts:
     """Costs read from a table: ``seconds[kernel id][device]``.
 
-    Transfers cost ``link_latency_s + nbytes / link_bytes_per_s``.  A kernel missing
+    Transfers cost ``link_latency_s + nbytes / link_bytes_per_s``; every partition
+    ``overhead_s[device]``, and one entered from the other device ``wake_s[device]`` besides.  A kernel missing
     from ``seconds`` for a device, or listed in ``unsupported`` (``(id, device) ->
     reason``), cannot run there.
     """
@@ -57,6 +63,7 @@ class TableCosts:
     link_bytes_per_s: float = 12e9
     link_latency_s: float = 10e-6
     overhead_s: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "cuda": 0.0})
+    wake_s: dict[str, float] = field(default_factory=dict)  # device -> wake cost (missing: 0)
     unsupported: dict[tuple[str, str], str] = field(default_factory=dict)
     origin: str = "synthetic cost table"
 
@@ -76,6 +83,9 @@ class TableCosts:
 
     def partition_overhead(self, device: str) -> float:
         return float(self.overhead_s.get(device, 0.0))
+
+    def wake_cost(self, device: str) -> float:
+        return float(self.wake_s.get(device, 0.0))
 
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         if (kernel.id, device) in self.unsupported:

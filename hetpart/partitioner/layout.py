@@ -5,6 +5,12 @@ one per tensor whose readers (or, for a model output, the host) sit on the devic
 its producer does not.  A copy serves every partition on the destination device that
 reads the tensor.  A partition whose weights are streamed also has a weight copy
 (host to GPU, ``weight_seconds``), which :mod:`.timeline` runs on its own track.
+
+A partition's run time is its kernels plus :func:`partition_overheads` -- the one
+place that prices a partition besides its kernels: every partition pays its device's
+``problem.overhead``, and one that starts after a partition on the other device also
+pays that device's ``problem.wake`` (the CPU thread pool asleep after the GPU's turn:
+:attr:`hetpart.costmodel.Overheads.wake_s`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Layout:
-    """Groups in topological order, their run time (kernels + partition overhead),
+    """Groups in topological order, their run time (kernels + :func:`partition_overheads`),
     the copies, and ``deps[i]``: the groups whose outputs group ``i`` reads directly
     (same device)."""
 
@@ -47,11 +53,33 @@ class Layout:
     weight_seconds: list[float] = field(default_factory=list)  # per group: its weight copy (0: resident)
     stream_slots: int = 0  # the ring streamed groups' weights are copied into (0: nothing streamed)
     stream_slot_bytes: int = 0
+    group_overhead: list[float] = field(default_factory=list)  # per group: partition_overheads (in group_seconds)
 
     @property
     def streamed_groups(self) -> list[int]:
         """Indices of the streamed groups, in order (the order of their weight copies)."""
         return [i for i, g in enumerate(self.groups) if g.streamed]
+
+
+def partition_overheads(problem: Problem, devices: list[str]) -> list[float]:
+    """Seconds each partition adds besides its kernels, for partitions on ``devices`` in run order.
+
+    Each pays ``problem.overhead[device]``; one whose predecessor in run order is on
+    another device also pays ``problem.wake[device]``.  Run order is cyclic: the first
+    partition follows the previous inference's last (a decode loop, a benchmark, a
+    server run step after step), so a plan of one device never wakes and a plan
+    CPU -> CUDA wakes the CPU once per inference, as CUDA -> CPU does.  Invariant: with
+    a positive wake cost the sum grows by it with every boundary into that device."""
+    out = []
+    for i, device in enumerate(devices):
+        woke = len(devices) > 1 and devices[i - 1] != device
+        out.append(problem.overhead[device] + (problem.wake.get(device, 0.0) if woke else 0.0))
+    return out
+
+
+def wake_count(devices: list[str], device: str = "cpu") -> int:
+    """How many partitions on ``device`` pay the wake cost (see :func:`partition_overheads`)."""
+    return sum(1 for i, d in enumerate(devices) if d == device and len(devices) > 1 and devices[i - 1] != d)
 
 
 def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
@@ -68,7 +96,8 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     groups = [replace(g, streamed=g.streamed and w > 0) for g, w in zip(groups, weights)]
     weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
-    seconds = [problem.compute_s(a, g.kernels) + problem.overhead[g.device] for g in groups]
+    overheads = partition_overheads(problem, [g.device for g in groups])
+    seconds = [problem.compute_s(a, g.kernels) + o for g, o in zip(groups, overheads)]
     transfers, deps = [], [set() for _ in groups]
     for fi, f in enumerate(problem.flows):
         src = None if f.producer is None else where[f.producer]
@@ -78,4 +107,5 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
         for device in problem.copies(f, a):
             readers = sorted({where[c] for c in f.consumers if a[c] == device})
             transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
-    return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s)
+    return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s,
+                  group_overhead=overheads)

@@ -122,7 +122,7 @@ def latency(problem: Problem, progress: bool = False) -> Assignment:
             raise
         return _streamed_floor(problem, progress)
     start = best_of(problem, [exact, *feasible_baselines(problem)], OBJECTIVES["latency"])
-    if any(problem.overhead.values()):  # else the cut is optimal: nothing for the search to find
+    if any(problem.overhead.values()) or any(problem.wake.values()):  # else the cut is optimal: nothing to find
         start = improve(problem, start, OBJECTIVES["latency"], LATENCY_BUDGET, progress)
     if problem.stream_weights and not fits(problem, solve_min_cut(problem)):
         start = streaming.place(problem, start, progress)  # the cap binds: weights may stream

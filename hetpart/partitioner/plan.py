@@ -15,7 +15,9 @@ Times are seconds, sizes bytes.  ``predicted`` holds:
 * ``throughput_per_s``: inferences per second: ``1 / latency_s``, or for the
   ``throughput`` objective ``1 / period_s`` (micro-batches pipelined);
 * ``sequential_s``, ``makespan_s``, ``period_s``: all three execution models;
-  ``compute_s``, ``transfer_s``, ``overhead_s``, ``transfer_bytes``; ``streamed_bytes``
+  ``compute_s``, ``transfer_s``, ``overhead_s`` (partition overheads, CPU wake-ups
+  included: :func:`.layout.partition_overheads`), ``cpu_wakes`` (CPU partitions that
+  start after a CUDA one; absent from plans older than it), ``transfer_bytes``; ``streamed_bytes``
   and ``stream_s``: weights copied per inference and their copies' seconds (0 when
   nothing streams);
 * ``gpu_memory``: ``params``, ``peak_activations``, ``total``, ``cap`` (bytes);

@@ -180,7 +180,7 @@ def _work(problem: Problem, e: Evaluation) -> tuple[float, float, float]:
     layout = e.layout
     return (problem.compute_s(layout.assignment),
             sum(t.seconds for t in layout.transfers) + sum(layout.weight_seconds),
-            sum(problem.overhead[g.device] for g in layout.groups))
+            sum(layout.group_overhead))
 
 
 def move_effect(problem: Problem, obj, here: Evaluation, b) -> MoveEffect:

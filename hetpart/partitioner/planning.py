@@ -11,6 +11,7 @@ from ..errors import PlanError, option
 from .baselines import BASELINES
 from .costs import cost_origin
 from .evaluate import Evaluation
+from .layout import wake_count
 from .objectives import OBJECTIVES, Objective
 from .capacity import default_cap
 from .plan import Cut, Partition, Plan, Span
@@ -122,7 +123,7 @@ def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
     writes = [t for t in made if tensors[t].is_output or any(c not in inside for c in tensors[t].consumers)]
     compute = problem.compute_s(e.layout.assignment, group.kernels)
     return Partition(name, group.device, list(group.kernels), e.layout.group_seconds[g], compute,
-                     problem.overhead[group.device], list(reads), writes,
+                     e.layout.group_overhead[g], list(reads), writes,
                      sum(tensors[t].nbytes for t in reads), sum(tensors[t].nbytes for t in writes),
                      "streamed" if group.streamed else "resident",
                      e.layout.weight_bytes[g] if group.device == "cuda" else 0)
@@ -151,7 +152,8 @@ def _numbers(problem: Problem, obj: Objective, e: Evaluation) -> dict:
         "throughput_per_s": 1.0 / (e.period_s if obj.pipelined else latency) if latency > 0 else None,
         "sequential_s": e.sequential_s, "makespan_s": e.makespan_s, "period_s": e.period_s,
         "compute_s": problem.compute_s(a), "transfer_s": sum(t.seconds for t in e.layout.transfers),
-        "overhead_s": sum(problem.overhead[g.device] for g in e.layout.groups),
+        "overhead_s": sum(e.layout.group_overhead),
+        "cpu_wakes": wake_count([g.device for g in e.layout.groups]),
         "transfer_bytes": sum(problem.flows[t.flow].nbytes for t in e.layout.transfers),
         "streamed_bytes": sum(e.layout.weight_bytes[g] for g in e.layout.streamed_groups),
         "stream_s": sum(e.layout.weight_seconds),

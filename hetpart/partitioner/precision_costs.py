@@ -47,6 +47,10 @@ class PrecisionCosts:
     def partition_overhead(self, device: str) -> float:
         return self.costs.partition_overhead(device)
 
+    def wake_cost(self, device: str) -> float:
+        wake = getattr(self.costs, "wake_cost", None)
+        return float(wake(device)) if wake is not None else 0.0
+
     def scaled(self, gpu: float = 1.0, link: float = 1.0) -> "PrecisionCosts":
         return PrecisionCosts(self.costs.scaled(gpu=gpu, link=link), self.lowered)
 

@@ -82,7 +82,10 @@ class Problem:
     """Everything the algorithms need, looked up once.
 
     ``seconds[k][d]`` exists only for devices ``d`` in ``allowed[k]``; ``reasons[k]``
-    says why a kernel is held to one device (a pin or a capability).
+    says why a kernel is held to one device (a pin or a capability).  ``overhead[d]``
+    is what every partition on ``d`` adds; ``wake[d]`` what one adds besides when it
+    starts after a partition on the other device (:func:`.layout.partition_overheads`
+    charges both, in one place).
     """
 
     graph: OpGraph
@@ -96,6 +99,8 @@ class Problem:
     gpu_memory: int | None = None
     stream_weights: bool = False  # under a binding cap, CUDA kernels may stream their weights
     state: dict[str, str] = field(default_factory=dict)  # model output -> model input kept on device
+    wake: dict[str, float] = field(default_factory=dict)  # device -> seconds a partition there pays after
+    # one on the other device (the CPU pool's wake-up; :func:`.layout.partition_overheads`); missing: 0
     step: dict[str, int] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
@@ -188,7 +193,18 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
         allowed[kid] = can
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
                    {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
-                   dict(state or {}))
+                   dict(state or {}), wake_costs(costs))
+
+
+def wake_costs(costs) -> dict[str, float]:
+    """``costs.wake_cost(d)`` for every device; 0.0 where ``costs`` has no such method
+    (a :class:`~.costs.Costs` written before the wake cost existed)."""
+    wake = getattr(costs, "wake_cost", None)
+    out = {d: float(wake(d)) if wake is not None else 0.0 for d in DEVICES}
+    bad = {d: v for d, v in out.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise PlanError(f"the cost model gives the wake cost {bad} seconds; it must be a finite number >= 0")
+    return out
 
 
 def _flows(graph, costs, bound: BoundState = NO_STATE) -> tuple[Flow, ...]:

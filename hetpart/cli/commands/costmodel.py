@@ -67,6 +67,15 @@ class CostModelCommand:
         print("(p) predicted, not measured")
 
 
+def _wake_text(device: str, oh) -> str:
+    """The wake cost as the cost model prices it, and whether it was measured."""
+    from ...costmodel.cost_model import DEFAULT_WAKE_S
+
+    if oh.wake_s is not None:
+        return f"{oh.wake_s * 1e6:.2f} us"
+    return f"not measured (older profile; priced at the default {DEFAULT_WAKE_S.get(device, 0.0) * 1e6:.0f} us)"
+
+
 def render_profile(prof) -> str:
     """Counts per device and op class, overheads, transfer fits."""
     lines = [f"machine: {prof.fingerprint.describe()}, TVM {prof.fingerprint.tvm_version}",
@@ -82,7 +91,8 @@ def render_profile(prof) -> str:
                      + ", ".join(f"{c} {n}" for c, n in sorted(by_class.items())))
     for d, oh in prof.overheads.items():
         lines.append(f"{d} overheads: call {oh.call_s * 1e6:.2f} us, launch {oh.launch_s * 1e6:.2f} us/kernel, "
-                     f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us")
+                     f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us, "
+                     f"wake {_wake_text(d, oh)}")
     if prof.transfers:
         for key, fit in sorted(prof.transfers.fits.items()):
             lines.append(f"transfer {key}: latency {fit.latency_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.2f} GB/s")
