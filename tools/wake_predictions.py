@@ -28,6 +28,23 @@ def costs_with_wake(profile, wake_ms):
     return CostModel(profile)
 
 
+def placement_of(plan) -> dict:
+    """The plan's placement: device per kernel, STREAM where its weights are streamed."""
+    from hetpart.partitioner.problem import STREAM
+
+    return {k: (STREAM if p.weights == "streamed" else p.device) for p in plan.partitions for k in p.kernels}
+
+
+def price_placement(prep, costs, cap: int, placement: dict):
+    """The latency Plan of ``placement`` (ring re-chosen by evaluate), priced as the rules' plans are."""
+    from hetpart.bench.capped import graph_state_pairs
+    from hetpart.partitioner import plan_for_assignment
+    from hetpart.partitioner.problem import build_problem
+
+    problem = build_problem(prep.graph, costs, (), cap, stream_weights=True, state=graph_state_pairs(prep.graph))
+    return plan_for_assignment(problem, placement)
+
+
 def main(argv=None) -> int:
     from hetpart.bench import capped
     from hetpart.costmodel import Profile
@@ -41,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--contenders", default="hetpart,llama.cpp-style rule,ORT-style rule")
     p.add_argument("--cpu-gbps", default="", help="CPU weight-read bandwidths to price with, GB/s, comma list "
                    "(default: the run's measured one)")
+    p.add_argument("--fixed", action="store_true", help="also price hetpart's plan of the first wake value "
+                   "(its placement, as measured on the device when that value is 0) under every wake value")
     p.add_argument("--json", default=None, help="write the table here too")
     args = p.parse_args(argv)
 
@@ -51,31 +70,39 @@ def main(argv=None) -> int:
     t0 = time.time()
     prep = capped.prepare(capped.workload(args.workload, None))
     print(f"imported {args.workload}: {len(prep.graph.kernels)} kernels in {time.time() - t0:.0f} s", flush=True)
-    rows = []
+    rows, fixed = [], None
     bandwidths = [float(v) * 1e9 for v in args.cpu_gbps.split(",") if v] or [bw.cpu_bytes_per_s]
     for cpu_bw, wake in [(b, w) for b in bandwidths for w in args.wakes.split(",")]:
         wake = None if wake == "none" else float(wake)
         run_bw = replace(bw, cpu_bytes_per_s=cpu_bw)
         costs = capped.cold_weight_costs(costs_with_wake(profile, wake), run_bw, capped.Options())
         costs.add_graph(prep.graph)
-        for name in args.contenders.split(","):
+        names = args.contenders.split(",") + (["hetpart (fixed placement)"] if args.fixed else [])
+        if args.fixed and fixed is not None:  # hetpart planned once, at the first value; priced after that
+            names = [n for n in names if n != "hetpart"]
+        for name in names:
             t1 = time.time()
-            plan = capped._plan_contender(name, prep, costs, args.cap)
+            if name == "hetpart (fixed placement)":
+                fixed = fixed or next(r["placement"] for r in rows if r["contender"] == "hetpart")
+                plan = price_placement(prep, costs, args.cap, fixed)
+            else:
+                plan = capped._plan_contender(name, prep, costs, args.cap)
             cpu = sum(1 for p in plan.partitions if p.device == "cpu")
             row = {"wake_ms": wake, "contender": name, "predicted_ms": plan.predicted["latency_s"] * 1e3,
                    "partitions": len(plan.partitions), "cpu_partitions": cpu,
                    "cpu_kernels": sum(1 for d in plan.assignment.values() if d == "cpu"),
-                   "measured_ms": measured.get(name), "plan_s": time.time() - t1, "cpu_gbps": cpu_bw / 1e9,
+                   "measured_ms": measured.get(name.split(" (")[0]), "plan_s": time.time() - t1, "cpu_gbps": cpu_bw / 1e9,
                    "cpu_wakes": plan.predicted.get("cpu_wakes"),
                    **{f"{k}_ms": plan.predicted[k] * 1e3 for k in ("compute_s", "transfer_s", "overhead_s", "stream_s")
                       if k in plan.predicted},
                    "cpu_compute_ms": sum(p.compute_s for p in plan.partitions if p.device == "cpu") * 1e3,
                    "cuda_compute_ms": sum(p.compute_s for p in plan.partitions if p.device == "cuda") * 1e3}
-            rows.append(row)
             print(json.dumps(row), flush=True)
+            row["placement"] = placement_of(plan)
+            rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump([{k: v for k, v in r.items() if k != "placement"} for r in rows], f, indent=1)
     return 0
 
 

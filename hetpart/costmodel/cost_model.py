@@ -51,13 +51,14 @@ DEFAULT_WAKE_S = {"cpu": 200e-6}
 """The CPU wake cost of a profile that did not measure it (older than ``wake_s``).
 
 Not 0: every overhead such a profile holds was measured hot, and pricing a CPU
-partition after a GPU one hot is what made the planner pick a 108-partition plan for
-LLaMA decode at half its weights on the H200 (predicted 33.5 ms, ran 54.8 ms; the
-two-partition rules' plans ran 24.7-29.6 ms; issue 19): ~54 CPU segments for the 21 ms
-gap is ~0.4 ms each.  200 us is half that -- the part not explained by the CPU's
-weight bandwidth being priced high -- and below what this 2-core sandbox measures
-(bench/results/wake-cost.md), so a plan that needs few CPU segments is never priced
-out by it.  A GPU has no pool to wake: 0."""
+partition after a GPU one hot is what made the planner pick a 108-partition plan (44
+CPU partitions) for LLaMA decode at half its weights on the H200: predicted 33.5 ms,
+ran 54.8 ms, while the two-partition rules' plans ran 24.7-29.6 ms (issue 19).  That
+gap is at most 21.3 / 44 = 0.48 ms per CPU partition entered from the GPU; a cold
+call of the wake kernel on the 2-core sandbox cost ~0.1-0.15 ms more than a hot one
+(bench/results/wake-cost.md).  200 us sits between the two; any value above ~40 us
+already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
+wake: 0."""
 
 
 class CostModel:
