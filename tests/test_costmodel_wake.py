@@ -82,6 +82,10 @@ def test_a_profile_older_than_the_wake_loads_and_is_priced_with_the_default(tmp_
     cm = CostModel(back)
     assert cm.wake_cost("cpu") == DEFAULT_WAKE_S["cpu"] > 0 and cm.wake_cost("cuda") == 0.0
     assert "not measured" in cm.wake_origin("cpu")
+    from hetpart.cli.commands.costmodel import render_profile
+
+    shown = render_profile(back)
+    assert "wake not measured (older profile; priced at the default 200 us)" in shown
 
 
 def test_the_recorded_h200_capped_profile_still_loads():
