@@ -480,6 +480,21 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 1 --time --budget $((left - 20)) \
     --export-dir "$EXPORTS" --models vit_b_16 --out "$OUT/corpus-cpu-b1-vit.json" > "$OUT/logs/corpus-cpu-b1-vit.log" 2>&1 ;;
+55)  # (BUDGET=590) issue 19, the CPU pool's wake cost (branch wake-cost): a parallel CPU kernel after the pool
+     # idled 0-250 ms against back to back (tools/wake_check.py; a serial build beside it separates the pool's
+     # wake-up from cold caches), at the default pool (16) and the session's with a GPU (14), ~40 s each;
+     # the value at 250 ms goes into this machine's profile (overheads.cpu.wake_s; a fresh profile measures it
+     # itself); then llama_decode at 1/2 again (capped_round.sh ticks: hetpart + both rules), now priced with
+     # one wake per CPU partition entered from the GPU -- is hetpart's plan still the 108-partition one?
+  prof=$(python3 -c "from hetpart.costmodel.locate import default_profile_path as p; print(p())" 2>/dev/null)
+  timeout 70 python3 tools/wake_check.py --idle-ms 0,1,2,5,10,20,50,250 --repeats 3 --json "$OUT/wake-check-16.json" \
+    ${prof:+--save "$prof"} > "$OUT/wake-check-16.txt" 2>&1
+  TVM_NUM_THREADS=14 timeout 60 python3 tools/wake_check.py --idle-ms 0,2,10,50,250 --repeats 3 \
+    --json "$OUT/wake-check-14.json" > "$OUT/wake-check-14.txt" 2>&1
+  BUDGET=300 RESERVE=40 timeout 330 bash tools/capped_round.sh ticks > "$OUT/logs/capped-ticks-step.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_costmodel_wake.py \
+    tests/test_partitioner_wake.py > "$OUT/logs/wake-tests.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
