@@ -36,3 +36,20 @@ def cache_step_model(past: str = "past", present: str = "present") -> onnx.Model
          helper.make_tensor_value_info(present, TensorProto.FLOAT, (1, CACHE, D))],
         [wk, wv, slots, shape, axes])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def two_reader_cache_model(past: str = "past", present: str = "present") -> onnx.ModelProto:
+    """:func:`cache_step_model` whose cache is also read by a second kernel: ``z`` [1, 4]
+    is the cache's maximum over its slots (``ReduceMax(past)``) @ Wo.  The Where kernel
+    writes ``present`` and reads ``past``; the ReduceMax kernel reads ``past`` only: a
+    state pair whose writer and readers are two kernels, that a plan could split."""
+    base = cache_step_model(past, present)
+    rng = np.random.default_rng(11)
+    wo = helper.make_tensor("wo", TensorProto.FLOAT, (D, 4), rng.standard_normal((D, 4)).astype(np.float32).ravel())
+    graph = base.graph
+    nodes = list(graph.node) + [helper.make_node("ReduceMax", [past], ["old"], axes=[1], keepdims=0),
+                                helper.make_node("MatMul", ["old", "wo"], ["z"])]
+    outputs = [graph.output[0], helper.make_tensor_value_info("z", TensorProto.FLOAT, (1, 4)), graph.output[1]]
+    two = helper.make_graph(nodes, "two_reader_cache", list(graph.input), outputs,
+                            list(graph.initializer) + [wo])
+    return helper.make_model(two, opset_imports=[helper.make_opsetid("", 17)])

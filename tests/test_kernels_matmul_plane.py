@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from onnx_cases import assert_matches
+from onnx_cases import assert_matches, model
 
 from hetpart import kernels, load
 from hetpart.backend import forced_plan
@@ -31,24 +31,20 @@ def _model(ic: int, oc: int, hw: int, epilogue: str, batch: int = 1) -> onnx.Mod
     rng = np.random.default_rng(ic * 1000 + oc)
     w = (rng.standard_normal((oc, ic, 1, 1)) / np.sqrt(ic)).astype(np.float32)
     b = (rng.standard_normal(oc) * 0.5).astype(np.float32)
-    inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, ic, hw, hw])]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    inputs = [("x", (batch, ic, hw, hw), np.float32)]
+    inits = {"w": w, "b": b}
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1])
     if epilogue == "relu":
         tail = [helper.make_node("Relu", ["c"], ["y"])]
     elif epilogue == "relu6":
         tail = [helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
-        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-                  numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+        inits.update(lo=np.array(0.0, np.float32), hi=np.array(6.0, np.float32))
     elif epilogue == "add":
         tail = [helper.make_node("Add", ["c", "r"], ["y"])]
-        inputs.append(helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [batch, oc, hw, hw]))
+        inputs.append(("r", (batch, oc, hw, hw), np.float32))
     else:
         tail = [helper.make_node("Identity", ["c"], ["y"])]
-    graph = helper.make_graph(
-        [conv] + tail, "plane", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, oc, hw, hw])],
-        initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return model([conv] + tail, inputs, [("y", [batch, oc, hw, hw], np.float32)], inits, opset=13)
 
 
 def _feeds(m: onnx.ModelProto) -> dict[str, np.ndarray]:

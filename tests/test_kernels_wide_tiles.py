@@ -23,10 +23,10 @@ import onnx
 import pytest
 import tvm
 import tvm_ffi
-from onnx import helper, numpy_helper
+from onnx import helper
 from tvm import relax
 
-from onnx_cases import assert_matches, onnxruntime_outputs
+from onnx_cases import assert_matches, model, onnxruntime_outputs
 
 from hetpart import kernels, load
 from hetpart.kernels import weight_prepack
@@ -40,20 +40,17 @@ def _conv(ic, oc, hw, k=1, stride=1, pad=0, epilogue="relu", batch=1):
     w = (rng.standard_normal((oc, ic, k, k)) / np.sqrt(ic * k * k)).astype(np.float32)
     b = (rng.standard_normal(oc) * 0.5).astype(np.float32)
     o = (hw + 2 * pad - k) // stride + 1
-    inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, ic, hw, hw])]
+    inputs = [("x", (batch, ic, hw, hw), np.float32)]
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride, stride],
                             pads=[pad] * 4)
     if epilogue == "relu":
         tail = [helper.make_node("Relu", ["c"], ["y"])]
     elif epilogue == "add":
         tail = [helper.make_node("Add", ["c", "r"], ["y"])]
-        inputs.append(helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [batch, oc, o, o]))
+        inputs.append(("r", (batch, oc, o, o), np.float32))
     else:
         tail = [helper.make_node("Identity", ["c"], ["y"])]
-    graph = helper.make_graph(
-        [conv] + tail, "wide", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, oc, o, o])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return model([conv] + tail, inputs, [("y", [batch, oc, o, o], np.float32)], {"w": w, "b": b}, opset=13)
 
 
 CASES = {

@@ -90,13 +90,17 @@ def _with_state(graph: OpGraph, out: str) -> OpGraph:
 
 
 def _brute_force(graph: OpGraph, costs, out: str) -> float:
-    """Minimum over every allowed assignment of compute plus copies, with x0 starting on
-    the device of ``out``'s producer and ``out`` never copied to the host."""
+    """Minimum over every allowed assignment that runs x0's readers on the device of
+    ``out``'s producer (the runtime binds nothing else) of compute plus copies, with x0
+    starting on that device and ``out`` never copied to the host."""
     ids = list(graph.kernels)
+    writer, readers = graph.tensors[out].producer, graph.tensors["x0"].consumers
     best = float("inf")
     for devices in itertools.product(("cpu", "cuda"), repeat=len(ids)):
         a = dict(zip(ids, devices))
         if not all(costs.supports(graph.kernels[k], d)[0] for k, d in a.items()):
+            continue
+        if any(a[r] != a[writer] for r in readers):
             continue
         total = sum(costs.kernel_cost(graph.kernels[k], d) for k, d in a.items())
         for t in graph.tensors.values():
@@ -172,15 +176,20 @@ def test_state_on_the_gpu_holds_its_two_buffers_through_every_step():
     assert gpu_memory(build_problem(g, costs, state={"out": "x"}), on_cpu).peak_activations == 0
 
 
-def test_the_plan_report_names_a_state_copy_by_its_writers_device():
-    from hetpart.partitioner.plan_report import render_plan
+def test_a_pin_on_the_writer_holds_the_readers_and_the_report_says_so():
+    """node_1 writes "out", node_0 reads its pair x: pinning the writer to the CPU holds
+    the reader there too (the runtime binds a state on one device only), the plan's
+    constraints say why, and the report and explain say the pair was kept together."""
+    from hetpart.partitioner.plan_report import explain, render_plan
 
     g = make_graph({"node_0": (("add",), ("x",)), "node_1": (("add",), ("t_node_0",))})
     costs = table(g, {"node_0": 50, "node_1": 50}, {"node_0": 5, "node_1": 5})
     plan = partition(g, cost_model=costs, progress=False, state={"out": "x"}, pins=["node_1=cpu"])
-    assert plan.assignment == {"node_0": "cuda", "node_1": "cpu"}
-    line = next(x for x in render_plan(plan).splitlines() if x.strip().startswith("x "))
-    assert "state (cpu)" in line and "input (host)" not in line
+    assert plan.assignment == {"node_0": "cpu", "node_1": "cpu"}
+    assert "kept on cpu with node_1 (pinned by --pin node_1=cpu)" in plan.constraints["node_0"]
+    line = next(x for x in render_plan(plan).splitlines() if x.strip().startswith("out -> x"))
+    assert "kept together on cpu" in line and "writer node_1" in line and "readers node_0" in line
+    assert "move together" in explain(plan)
 
 
 def test_state_cannot_be_pipelined(cache_step):

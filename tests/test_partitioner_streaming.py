@@ -395,3 +395,17 @@ def test_a_capped_plan_never_loses_to_a_memory_rule(seed, n, squeeze):
         a = rule(problem)
         if a is not None and (e := evaluate(problem, a)).fits:
             assert plan.predicted["latency_s"] <= e.sequential_s * (1 + 1e-9), name
+
+
+def test_makespan_plans_when_only_streamed_weights_fit():
+    """Two weighted kernels pinned on CUDA over the cap with resident weights, under it
+    with both streamed through one slot: the makespan objective's HEFT seed is repaired
+    as far as it goes (it used to fail with "max() arg is an empty sequence" when no
+    kernel was left to move) and the plan streams them."""
+    g = chain([40000, 40000, 0], act=10)
+    costs = TableCosts({"node_0": {"cpu": 500e-6, "cuda": 5e-6}, "node_1": {"cpu": 500e-6, "cuda": 5e-6},
+                        "node_2": {"cpu": 50e-6, "cuda": 5e-6}})
+    plan = partition(g, "makespan", cost_model=costs, progress=False, gpu_memory=60000,
+                     pins=["node_0=cuda", "node_1=cuda"], stream_weights=True)
+    assert {plan.partition_of(k).weights for k in ("node_0", "node_1")} == {"streamed"}
+    assert plan_gpu_bytes(g, plan) <= 60000

@@ -10,7 +10,8 @@ registry; :mod:`.baselines`, :mod:`.heft` and :mod:`.search` serve it) ->
 (what the user sees), :mod:`.candidates` (other plans worth measuring: baselines,
 rescaled cuts, single moves, random valid plans -- the benchmark's oracle).
 :mod:`.costs` is the cost protocol the algorithms rely on; :mod:`.random_cases` makes
-random test cases.
+random test cases; :mod:`.state` and :mod:`.same_device`: device-resident state pairs, whose
+writer and readers every objective keeps on one device.
 """
 
 from .candidates import (assignment_key, oracle_candidates, plan_for_assignment, random_valid_assignments,

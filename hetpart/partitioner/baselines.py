@@ -3,7 +3,8 @@
 * ``all_cpu`` / ``all_cuda``: every kernel on one device, except kernels a pin or a
   missing capability holds on the other;
 * ``greedy``: each kernel on its faster device, ignoring transfers (what
-  capability-based partitioners do).
+  capability-based partitioners do); a state pair's kernels (:mod:`.same_device`) then
+  go together to the device where they cost less.
 
 Baselines honour pins and capabilities like the plan does; one that breaks the
 GPU memory cap is reported infeasible, with the reason.  To add a baseline, write
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .problem import Assignment, Problem
+from .same_device import tie
 
 BASELINES: dict[str, Callable[[Problem], Assignment]] = {}
 
@@ -43,4 +45,4 @@ def all_cuda(problem: Problem) -> Assignment:
 
 @baseline("greedy")
 def greedy(problem: Problem) -> Assignment:
-    return {k: min(problem.allowed[k], key=lambda d: problem.seconds[k][d]) for k in problem.order}
+    return tie(problem, {k: min(problem.allowed[k], key=lambda d: problem.seconds[k][d]) for k in problem.order})

@@ -29,6 +29,7 @@ from .objectives import OBJECTIVES
 from .planning import make_plan
 from .problem import Assignment, Problem, build_problem, other
 from .search import moves
+from .same_device import refuse_split, tie
 
 GPU_COST_SCALES = (0.5, 0.75, 1.5, 2.0)
 """Min cuts under CUDA costs this many times the model's: plans a slightly wrong cost model would pick."""
@@ -49,8 +50,10 @@ def build_key(plan) -> tuple:
 def plan_for_assignment(problem: Problem, a: Assignment, objective: str = "latency"):
     """The Plan of assignment ``a`` (predictions under ``objective``'s timeline).
 
-    Raises PlanError when ``a`` breaks the problem's GPU memory cap.
+    Raises PlanError when ``a`` breaks the problem's GPU memory cap or splits a state
+    pair's writer and readers across devices (the runtime would refuse to bind it).
     """
+    refuse_split(problem.same_device, a, "the assignment")
     if not evaluate(problem, a).fits:
         raise PlanError(infeasible_reason(problem, a))
     return make_plan(problem, OBJECTIVES[objective], a)
@@ -136,8 +139,8 @@ def random_valid_assignments(problem: Problem, n: int, seed: int = 0) -> list[As
 
     Kernels are walked in topological order and the device flips with a small
     probability, so a random plan has a few partitions (as real plans do) instead of
-    one per kernel; a plan over the cap is repaired by moving kernels to the CPU.
-    Empty when no assignment meets the cap.
+    one per kernel; a state pair's kernels are tied (:func:`~.same_device.tie`); a plan over
+    the cap is repaired by moving kernels to the CPU.  Empty when no assignment meets the cap.
     """
     if not evaluate(problem, least_gpu(problem)).fits:
         return []
@@ -152,7 +155,7 @@ def random_valid_assignments(problem: Problem, n: int, seed: int = 0) -> list[As
                 device = other(device)
             allowed = problem.allowed[k]
             a[k] = device if device in allowed else allowed[0]
-        out.append(repair(problem, a))
+        out.append(repair(problem, tie(problem, a)))
     return out
 
 

@@ -59,29 +59,41 @@ def least_gpu(problem: Problem) -> Assignment:
 
 
 def repair(problem: Problem, a: Assignment) -> Assignment:
-    """Move CUDA kernels to the CPU (most bytes per second lost first) until ``a`` fits."""
+    """Move CUDA kernels to the CPU (most bytes per second lost first) until ``a`` fits;
+    a kernel that must share its device (:meth:`Problem.closure`) moves with its group.
+    Where even every movable kernel on the CPU does not fit (kernels held on CUDA; only
+    streamed weights could fit), the assignment with all of them moved: callers check
+    ``fits``."""
     a = dict(a)
     while not fits(problem, a):
         movable = [k for k in problem.order if a[k] == "cuda" and "cpu" in problem.allowed[k]]
-        k = max(movable, key=lambda k: gpu_charge(problem, k) / max(problem.move_delta(a, [k], "cpu"), 1e-12))
-        a[k] = "cpu"
+        if not movable:
+            break
+        k = max(movable, key=lambda k: _charge(problem, k) / max(problem.move_delta(a, problem.closure((k,)), "cpu"),
+                                                                 1e-12))
+        a.update(dict.fromkeys(problem.closure((k,)), "cpu"))
     return a
 
 
+def _charge(problem: Problem, k: str) -> int:
+    return sum(gpu_charge(problem, m) for m in problem.closure((k,)))
+
+
 def refill(problem: Problem, a: Assignment) -> Assignment:
-    """Move CPU kernels back to CUDA while that lowers the cost and still fits."""
+    """Move CPU kernels back to CUDA (with their groups) while that lowers the cost and still fits."""
     a = dict(a)
     for _ in range(REFILL_PASSES):
-        gains = [(problem.move_delta(a, [k], "cuda"), k) for k in problem.order
+        gains = [(problem.move_delta(a, problem.closure((k,)), "cuda"), k) for k in problem.order
                  if a[k] == "cpu" and "cuda" in problem.allowed[k]]
         changed = False
         for delta, k in sorted(g for g in gains if g[0] < 0):
-            if problem.move_delta(a, [k], "cuda") < 0:
-                a[k] = "cuda"
+            group = problem.closure((k,))
+            if problem.move_delta(a, group, "cuda") < 0:
+                a.update(dict.fromkeys(group, "cuda"))
                 if fits(problem, a):
                     changed = True
                 else:
-                    a[k] = "cpu"
+                    a.update(dict.fromkeys(group, "cpu"))
         if not changed:
             break
     return a

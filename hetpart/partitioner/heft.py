@@ -4,16 +4,19 @@ Kernels are taken in order of upward rank (mean cost over their devices plus the
 longest mean-cost path below them) and each goes to the device where it would
 *finish* earliest, counting the copies its inputs need (one copy engine per
 direction, taken in order).  Partition overheads are ignored here; the search that
-follows evaluates the real partitions.
+follows evaluates the real partitions.  Kernels that must share a device (a state pair's,
+:mod:`.same_device`) are placed one by one here and tied at the end (:func:`~.same_device.tie`).
 """
 
 from __future__ import annotations
 
 from .problem import HOST, Assignment, Problem, other
+from .same_device import tie
 
 
 def heft(problem: Problem) -> Assignment:
-    """A kernel-to-device assignment built by earliest-finish-time list scheduling."""
+    """A kernel-to-device assignment built by earliest-finish-time list scheduling (state
+    pairs' groups tied)."""
     rank = _upward_rank(problem)
     order = sorted(problem.order, key=lambda k: (-rank[k], problem.step[k]))
     device_free = {"cpu": 0.0, "cuda": 0.0}
@@ -37,7 +40,7 @@ def heft(problem: Problem) -> Assignment:
         a[k] = d
         for i in problem.writes[k]:
             ready[(i, d)] = end
-    return a
+    return tie(problem, a)
 
 
 def _finish(problem, k, d, device_free, link_free, ready) -> tuple[float, dict[int, float]]:

@@ -12,7 +12,9 @@ and measures them beside hetpart's.
   that one and everything after it run on the CPU.
 
 A kernel held to one device (a pin or a missing capability, ``problem.allowed``)
-stays there under both rules.  "Fits" is the partitioner's own GPU memory model
+stays there under both rules, and the kernels of a state pair (:mod:`.same_device`: the
+runtime binds a state only on one device) move as one: with the CPU's layers under the
+llama.cpp rule, onto the GPU as one step under the ORT rule.  "Fits" is the partitioner's own GPU memory model
 (:func:`.gpu_memory.fits`: resident parameters plus peak activations), so a rule's
 plan is held to the same cap hetpart's is.  Each returns None when nothing fits,
 not even the least-GPU placement.
@@ -71,7 +73,7 @@ def llama_cpp_rule(problem: Problem) -> Assignment | None:
     smallest that fits ``problem.gpu_memory``; None if not even all-CPU fits."""
     stack = layers(problem)
     for n in range(len(stack) + 1):
-        on_cpu = {k for layer in stack[:n] for k in layer}
+        on_cpu = set(problem.closure(k for layer in stack[:n] for k in layer))
         a = {k: _device(problem, k, "cpu" if k in on_cpu else "cuda") for k in problem.order}
         if fits(problem, a):
             return a
@@ -87,9 +89,10 @@ def ort_rule(problem: Problem) -> Assignment | None:
     for k in problem.order:
         if a[k] == "cuda" or "cuda" not in problem.allowed[k]:
             continue
-        a[k] = "cuda"
+        group = problem.closure((k,))
+        a.update(dict.fromkeys(group, "cuda"))
         if not fits(problem, a):
-            a[k] = "cpu"
+            a.update(dict.fromkeys(group, "cpu"))
             break
     return a
 

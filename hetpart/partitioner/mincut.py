@@ -14,7 +14,9 @@ many kernels read it there), each built from one auxiliary node per direction:
   model output, ``w' -> p`` (copy cost).
 
 Model inputs are made by ``s`` (they start in host memory); an input bound as state
-by the kernel writing its paired output (``Flow.origin``).  Capacities are scaled to
+by the kernel writing its paired output (``Flow.origin``).  Kernels that must share a
+device (a state pair's writer and readers, :mod:`.same_device`) are joined by infinite
+edges both ways, so no finite cut separates them.  Capacities are scaled to
 integers (picoseconds) so networkx's flow algorithms are exact.  The cut value equals
 :meth:`Problem.linear_cost` of the assignment it returns, under ``Weights``.
 """
@@ -89,4 +91,9 @@ def _network(problem: Problem, w: Weights) -> nx.DiGraph:
             if f.is_output:
                 g.add_edge(SOURCE, to_cpu)
             g.add_edge(to_cpu, f.origin, capacity=_cap(w.link * f.copy_s["cpu"]))
+    for group in problem.same_device:  # no capacity attribute = infinite: one side for all
+        first = group.kernels[0]
+        for k in group.kernels[1:]:
+            g.add_edge(first, k)
+            g.add_edge(k, first)
     return g

@@ -2,8 +2,10 @@
 
 An objective names the predicted number it minimises (a field of
 :class:`~.evaluate.Evaluation`) and a solver ``fn(problem, progress) -> assignment``.
-Every solver honours pins and the GPU memory cap.  To add an objective, write the
-solver and decorate it::
+Every solver honours pins, the GPU memory cap and state pairs (:mod:`.same_device`: a
+pair's writer and readers on one device; :func:`~.planning.make_plan` refuses a
+placement that splits one, so a custom solver cannot return a plan the runtime would
+refuse to bind).  To add an objective, write the solver and decorate it::
 
     @objective("energy", metric="sequential_s", timeline="sequential")
     def energy(problem, progress=False): ...

@@ -17,6 +17,7 @@ from .evaluate import Evaluation
 from .objectives import OBJECTIVES
 from .plan import Plan
 from .problem import STREAM, Problem, build_problem, other
+from .same_device import refuse_split, tie_move
 
 TOP_CUTS = 12
 TOP_KERNELS = 10
@@ -43,7 +44,7 @@ def render_plan(plan: Plan) -> str:
     lines = [f"plan for {plan.model}: objective {plan.objective}, {len(plan.partitions)} partition(s), "
              f"{len(plan.cuts)} transfer(s), precision {plan.precision.describe()}",
              f"costs: {plan.profile_origin}", ""]
-    lines += _partition_table(plan) + [""] + _cut_table(plan) + [""] + _memory_lines(plan)
+    lines += _partition_table(plan) + [""] + _cut_table(plan) + [""] + _state_lines(plan) + _memory_lines(plan)
     lines += _comparison(plan)
     return "\n".join(lines)
 
@@ -99,6 +100,39 @@ def _cut_table(plan: Plan) -> list[str]:
     if len(plan.cuts) > TOP_CUTS:
         lines.append(f"  ... and {len(plan.cuts) - TOP_CUTS} smaller transfers")
     return lines
+
+
+def state_devices(plan: Plan, output: str, inp: str) -> tuple[list[str], list[str], set[str]]:
+    """(writer kernels, reader kernels, devices) of state pair ``output -> inp`` in ``plan``:
+    from the op graph where the plan has it, else from the partitions reading ``inp``
+    (no writer named)."""
+    if plan.graph is not None and output in plan.graph.model_output_names:
+        tensor = dict(zip(plan.graph.model_output_names, plan.graph.outputs))[output]
+        writer = plan.graph.tensors[tensor].producer
+        readers = list(dict.fromkeys(plan.graph.tensors[inp].consumers)) if inp in plan.graph.tensors else []
+        return [writer], readers, {plan.assignment[k] for k in [writer, *readers] if k in plan.assignment}
+    parts = [p for p in plan.partitions if inp in p.inputs]
+    return [], [k for p in parts for k in p.kernels], {p.device for p in parts}
+
+
+def _state_lines(plan: Plan) -> list[str]:
+    """One line per state pair: kept on one device with its readers (what the runtime
+    binds), or, for a plan file made otherwise, that the runtime will refuse it."""
+    if not plan.state:
+        return []
+    lines = [f"device-resident state: {len(plan.state)} pair(s), each kept together on one device (its writer "
+             "and every reader of its input), where the session binds it"]
+    for out, inp in plan.state.items():
+        writer, readers, devices = state_devices(plan, out, inp)
+        who = (f"writer {', '.join(writer)}; " if writer else "") + f"readers {kernel_ranges(readers) or '-'}"
+        if len(devices) == 1:
+            where = f"kept together on {next(iter(devices))}"
+        elif devices:
+            where = f"SPLIT across {' and '.join(sorted(devices))}: the runtime refuses to bind it, make the plan again"
+        else:
+            where = "no kernel reads it"
+        lines.append(f"  {out} -> {inp}: {where} ({who})")
+    return lines + [""]
 
 
 def _memory_lines(plan: Plan) -> list[str]:
@@ -194,6 +228,7 @@ def move_effect(problem: Problem, obj, here: Evaluation, b) -> MoveEffect:
 def explain(plan: Plan) -> str:
     """Per partition and for the heaviest kernels: what moving it to the other device would cost."""
     problem = problem_of(plan)
+    refuse_split(problem.same_device, plan.assignment, "this plan")  # a plan file made before pairs were kept
     obj = OBJECTIVES[plan.objective]
     here = obj.evaluate(problem, placement_of(plan))
     column = "d period" if obj.pipelined else "d latency"
@@ -211,6 +246,9 @@ def explain(plan: Plan) -> str:
              " It is the sum of: d compute (the kernels' time), d copies (CPU<->GPU), d overheads",
              f" (per-partition calls; a move can split or merge partitions) and d overlap ({overlap}))",
              f"  {'partition':<12} {header}"]
+    if problem.same_device:
+        lines[4:4] = [" A state pair's writer and the readers of its input move together: the runtime binds a state"
+                      f" only on one device ({', '.join(str(g) for g in problem.same_device)})"]
     for p in plan.partitions:
         lines.append(_move_row(problem, plan, obj, here, p.name, p.device, p.kernels, 12))
     lines += _streaming_lines(problem, plan, obj, here)
@@ -269,7 +307,7 @@ def _alternative(problem: Problem, obj, here: Evaluation, kernels, there: str) -
     if not movable:
         return f"cannot: {problem.reasons.get(kernels[0], 'held')}"
     b = dict(here.placement)
-    b.update({k: there for k in movable})
+    b.update(tie_move(problem, {k: there for k in movable}, b))
     m = move_effect(problem, obj, here, b)
     if not m.moved.fits:
         return f"would not fit: GPU needs {human_bytes(m.moved.memory.total)}"
@@ -287,12 +325,14 @@ def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
     if not movable:
         return head + f" {'-':>11}" * 5 + f" {'-':>12}  stays: {problem.reasons.get(kernels[0], '')}"
     b = dict(here.placement)
-    b.update({k: there for k in movable})
+    b.update({k: there for k in problem.closure(movable)})  # a state pair's kernels move together
     m = move_effect(problem, obj, here, b)
     row = (head + f" {human_seconds(compute_here + m.compute_s):>11}"
            + "".join(f" {signed_seconds(v):>11}" for v in (m.compute_s, m.copies_s, m.overheads_s, m.overlap_s))
            + f" {signed_seconds(m.total_s):>12}  ")
-    return row + _verdict(problem, m, there, len(kernels) - len(movable))
+    mates = len(problem.closure(movable)) - len(movable)
+    return row + _verdict(problem, m, there, len(kernels) - len(movable)) + (
+        f" (moved with {mates} kernel(s) of its state pair)" if mates else "")
 
 
 def _verdict(problem, m: MoveEffect, there, stuck) -> str:

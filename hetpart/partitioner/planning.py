@@ -17,6 +17,7 @@ from .capacity import default_cap
 from .plan import Cut, Partition, Plan, Span
 from .problem import Assignment, Problem, build_problem
 from .timeline import simulate
+from .same_device import refuse_split
 
 
 def partition(graph, objective: str = "latency", profile=None, gpu_memory: int | None = None, pins=(),
@@ -41,9 +42,11 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     else predicted).  ``state`` (``{model output: model input}``, e.g. a decode step's
     ``{"present.0.key": "past.0.key"}``, as ``Session(state=)`` binds them): each input
     starts on the device of the kernel writing its output and that output stays there
-    (:mod:`.state`): no host copy for either, a copy per step only where the input's
-    readers sit on the other device; the plan records the pairs.  Raises PlanError for
-    an unknown objective, a bad pin, a bad state pair, state under a pipelining
+    (:mod:`.state`): no host copy for either; the writer and every reader of the input
+    run on one device, as the runtime binds it (:mod:`.same_device`, honoured by every
+    objective like a pin); the plan records the pairs.  Raises PlanError for
+    an unknown objective, a bad pin, a bad state pair, pins or capabilities that hold a
+    pair's writer and a reader on different devices, state under a pipelining
     objective (``throughput``: each step reads the last one's state), or a cap that cannot be met;
     PrecisionError for a bad precision.
     """
@@ -55,9 +58,10 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
     if state and OBJECTIVES[objective].pipelined:
-        raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state reads what the "
-                        "previous step wrote (the runtime runs such steps one at a time); plan it with "
-                        "objective 'latency' or 'makespan'")
+        pairs = ", ".join(f"{o!r} -> {i!r}" for o, i in dict(state).items())
+        raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state ({pairs}) reads "
+                        "what the previous step wrote (the runtime runs such steps one at a time); plan it with "
+                        "objective 'latency' or 'makespan', or leave state= out to pipeline it")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
@@ -75,7 +79,10 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
 
 
 def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
-    """The Plan of placement ``a``: partitions named in run order, cuts, timeline, numbers."""
+    """The Plan of placement ``a``: partitions named in run order, cuts, timeline, numbers.
+    PlanError if ``a`` splits a state pair's kernels (:mod:`.same_device`; a solver that
+    ignores them, e.g. a custom objective's): the runtime would refuse to bind it."""
+    refuse_split(problem.same_device, a, f"objective '{obj.name}'")
     e = obj.evaluate(problem, a)
     if not e.fits:
         raise PlanError("internal: the chosen assignment breaks the GPU memory cap")

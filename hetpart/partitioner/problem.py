@@ -28,6 +28,7 @@ from ..targets import DEVICES
 from .costs import Costs
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
+from .same_device import SameDevice, check_tied, groups as same_device_groups, hold
 
 HOST = "cpu"
 """Where model inputs come from and model outputs go."""
@@ -82,10 +83,13 @@ class Problem:
     """Everything the algorithms need, looked up once.
 
     ``seconds[k][d]`` exists only for devices ``d`` in ``allowed[k]``; ``reasons[k]``
-    says why a kernel is held to one device (a pin or a capability).  ``overhead[d]``
-    is what every partition on ``d`` adds; ``wake[d]`` what one adds besides when it
-    starts after a partition on the other device (:func:`.layout.partition_overheads`
-    charges both, in one place).
+    says why a kernel is held to one device (a pin, a capability, or a state pair's
+    kernel held where its group must run).  ``overhead[d]`` is what every partition on
+    ``d`` adds; ``wake[d]`` what one adds besides when it starts after a partition on
+    the other device (:func:`.layout.partition_overheads` charges both, in one place).
+    ``same_device``: the groups of kernels that must share a device (:mod:`.same_device`;
+    a group's kernels share ``allowed``); ``mates[k]``: the kernels of ``k``'s group
+    (``k`` included; absent: none).
     """
 
     graph: OpGraph
@@ -101,7 +105,9 @@ class Problem:
     state: dict[str, str] = field(default_factory=dict)  # model output -> model input kept on device
     wake: dict[str, float] = field(default_factory=dict)  # device -> seconds a partition there pays after
     # one on the other device (the CPU pool's wake-up; :func:`.layout.partition_overheads`); missing: 0
+    same_device: tuple[SameDevice, ...] = ()
     step: dict[str, int] = field(init=False, repr=False)
+    mates: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
     edges: list[tuple[str, str]] = field(init=False, repr=False)
@@ -117,13 +123,24 @@ class Problem:
                 self.writes[f.producer].append(i)
             for c in dict.fromkeys(f.consumers):
                 self.reads[c].append(i)
+        self.mates = {k: g.kernels for g in self.same_device for k in g.kernels}
 
     # --- what an assignment costs, without partition overheads ----------------------
     def check(self, a: Assignment) -> None:
-        """InternalError if ``a`` misses a kernel or breaks a pin/capability."""
+        """InternalError if ``a`` misses a kernel, breaks a pin/capability or splits a
+        state pair's kernels (:mod:`.same_device`)."""
         for k in self.order:
             if a.get(k) not in self.allowed[k]:
                 raise InternalError(f"assignment puts {k} on {a.get(k)}; allowed: {self.allowed[k]}")
+        check_tied(self.same_device, a)
+
+    def closure(self, kernels) -> tuple[str, ...]:
+        """``kernels`` and every kernel that must share their device (their groups'), in
+        the order given, then group order: what a move must move together."""
+        out = dict.fromkeys(kernels)
+        for k in list(out):
+            out.update(dict.fromkeys(self.mates.get(k, ())))
+        return tuple(out)
 
     def source_device(self, f: Flow, a: Assignment) -> str:
         return HOST if f.origin is None else a[f.origin]
@@ -164,8 +181,9 @@ class Problem:
 
 def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False,
                   state=None) -> Problem:
-    """Look every cost up once; PlanError for a kernel no device can run, a bad pin or
-    a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`)."""
+    """Look every cost up once; PlanError for a kernel no device can run, a bad pin,
+    a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`) or a
+    pair whose writer and readers pins and capabilities hold on different devices."""
     bound = resolve_state(graph, state)
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
@@ -191,9 +209,12 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
             raise PlanError(f"the cost model gives {kid} ({'+'.join(kernel.ops)}) the cost {seconds[kid]} "
                             "seconds; re-profile the model (`partition profile MODEL`)")
         allowed[kid] = can
+    same_device = same_device_groups(bound.pairs, {k: i for i, k in enumerate(order)})
+    allowed, reasons = hold(same_device, allowed, reasons)
+    seconds = {k: {d: s for d, s in row.items() if d in allowed[k]} for k, row in seconds.items()}
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
                    {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
-                   dict(state or {}), wake_costs(costs))
+                   dict(state or {}), wake_costs(costs), same_device)
 
 
 def wake_costs(costs) -> dict[str, float]:

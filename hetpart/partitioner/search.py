@@ -5,7 +5,8 @@ partition can merge into its neighbours), or one kernel on a partition boundary.
 :func:`improve` takes the first move that lowers ``key(evaluation)`` and starts
 over, until no move helps or ``budget`` evaluations are spent.  Moves are tried in a
 fixed order and nothing depends on the clock, so the same input gives the same plan.
-Moves that break a pin or the GPU memory cap are never taken.
+Moves that break a pin or the GPU memory cap are never taken; a move takes the kernels
+that must share a device with the ones it moves along (:meth:`~.problem.Problem.closure`).
 """
 
 from __future__ import annotations
@@ -43,18 +44,19 @@ def improve(problem: Problem, a: Assignment, objective, budget: int, progress: b
 
 
 def moves(problem: Problem, e: Evaluation) -> Iterator[tuple[str, ...]]:
-    """Whole partitions (smallest first), then boundary kernels, then the rest, in topological order."""
+    """Whole partitions (smallest first), then boundary kernels, then the rest, in topological
+    order; each with the kernels that must share its device (without state: as listed)."""
     a = e.layout.assignment
     groups = sorted(e.layout.groups, key=lambda g: (len(g.kernels), problem.step[g.kernels[0]]))
     for g in groups:
         movable = tuple(k for k in g.kernels if problem.movable(k, other(g.device)))
         if movable:
-            yield movable
+            yield problem.closure(movable)
     boundary = {k for u, v in problem.edges if a[u] != a[v] for k in (u, v)}
     inner = [k for k in problem.order if k not in boundary]
     for k in [k for k in problem.order if k in boundary] + inner:
         if problem.movable(k, other(a[k])):
-            yield (k,)
+            yield problem.closure((k,))
 
 
 def _better(new: tuple, old: tuple) -> bool:

@@ -6,9 +6,12 @@ of the kernel that makes it and reads it back as ``input`` on the next step
 (:mod:`hetpart.runtime.state`).  So, per step:
 
 * the input starts on its *writer's* device, not in host memory: no host-to-device
-  copy where its readers share that device, one device-to-device copy per step where
-  they do not (priced like any cut; the runtime refuses such a binding today);
-* the output is no model output for the host: no device-to-host copy.
+  copy where its readers share that device;
+* the output is no model output for the host: no device-to-host copy;
+* the runtime refuses a pair whose input is read on another device than its writer's
+  (:func:`hetpart.runtime.state.resolve_pairs`), so the writer and every reader of the
+  input must share a device: each pair's kernels form a *same-device* group
+  (:mod:`.same_device`) that every objective keeps on one device, as it keeps pins.
 
 :func:`resolve_state` checks the pairs against the graph and returns what
 :func:`~.problem.build_problem` needs.
@@ -22,16 +25,42 @@ from ..errors import PlanError
 
 
 @dataclass(frozen=True)
+class StatePair:
+    """One pair on an op graph: model output ``output`` (made by kernel ``writer``)
+    read back as model input ``input`` by kernels ``readers`` (graph order)."""
+
+    output: str
+    input: str
+    writer: str
+    readers: tuple[str, ...]
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """The kernels that must share a device: the writer, then the readers."""
+        return tuple(dict.fromkeys((self.writer, *self.readers)))
+
+    def role(self, k: str) -> str:
+        """What kernel ``k`` does for this pair, in words."""
+        roles = ([f"writes {self.output!r}"] if k == self.writer else []) + (
+            [f"reads {self.input!r}"] if k in self.readers else [])
+        return " and ".join(roles)
+
+    def __str__(self) -> str:
+        return f"{self.output!r} -> {self.input!r}"
+
+
+@dataclass(frozen=True)
 class BoundState:
     """The pairs resolved on an op graph.
 
     ``homes[input tensor]`` is the kernel that makes its paired output (the input
     starts on that kernel's device); ``kept`` the output tensors (graph tensor names)
-    that stay on their producer's device.
+    that stay on their producer's device; ``pairs`` each pair's writer and readers.
     """
 
     homes: dict[str, str]
     kept: frozenset[str]
+    pairs: tuple[StatePair, ...] = ()
 
 
 NONE = BoundState({}, frozenset())
@@ -45,7 +74,7 @@ def resolve_state(graph, state) -> BoundState:
     if not state:
         return NONE
     tensor_of = dict(zip(graph.model_output_names, graph.outputs))
-    homes, kept = {}, set()
+    homes, kept, pairs = {}, set(), []
     for out, inp in state.items():
         if out not in tensor_of:
             raise PlanError(f"state {out!r} -> {inp!r}: {out!r} is not an output of {graph.name} "
@@ -64,4 +93,5 @@ def resolve_state(graph, state) -> BoundState:
                             f"{i.dtype}{list(i.shape)}; pair an output with the input of its shape and dtype")
         homes[inp] = t.producer
         kept.add(t.name)
-    return BoundState(homes, frozenset(kept))
+        pairs.append(StatePair(out, inp, t.producer, tuple(dict.fromkeys(i.consumers))))
+    return BoundState(homes, frozenset(kept), tuple(pairs))

@@ -52,6 +52,7 @@ from .gpu_memory import gpu_memory
 from .mincut import solve_min_cut
 from .problem import STREAM, Assignment, Problem
 from .search import _better
+from .same_device import split_groups, tie, tie_move
 
 EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
@@ -114,7 +115,10 @@ def exhaustive(problem: Problem, resident: Assignment) -> Assignment:
     ``resident`` first so that a tie keeps weights resident)."""
     best = evaluate(problem, resident)
     for combo in itertools.product(*(choices(problem, k) for k in problem.order)):
-        e = evaluate(problem, dict(zip(problem.order, combo)))
+        p = dict(zip(problem.order, combo))
+        if split_groups(problem.same_device, p):  # a state pair's kernels on two devices: never a plan
+            continue
+        e = evaluate(problem, p)
         if key(e) < key(best):
             best = e
     return best.placement
@@ -164,7 +168,7 @@ def bound_seed(problem: Problem) -> Assignment | None:
     peak = gpu_memory(problem, {k: "cuda" if "cuda" in problem.allowed[k] else d for k, d in a.items()})
     budget = problem.gpu_memory - RING_SEED_SLOTS * b.slot_bytes - peak.peak_activations
     picked = relaxed_choices(problem, budget, b.slot_bytes, b.h2d_bytes_per_s)
-    return {k: d if d in choices(problem, k) else problem.allowed[k][0] for k, d in picked.items()}
+    return tie(problem, {k: d if d in choices(problem, k) else problem.allowed[k][0] for k, d in picked.items()})
 
 
 def _excess(problem: Problem, a: Assignment, slot: int) -> int | None:
@@ -233,7 +237,7 @@ def improve(problem: Problem, start: Evaluation, progress: bool = False) -> Assi
         improved = False
         for move in moves(problem, best):
             b = dict(best.placement)
-            b.update(move)
+            b.update(tie_move(problem, move, b))
             e = evaluate(problem, b)
             spent += 1
             bar.update(1)

@@ -16,9 +16,10 @@ What a bound pair does (:class:`DeviceState`):
 * two buffers per pair, ``current`` and ``next``, allocated once on the side (``"cuda"``
   or ``"cpu"``) of the partition that produces the output; every partition that reads
   the input must run on that same side (else :class:`~hetpart.errors.StateError`
-  naming the partitions and their devices: re-plan with a pin that keeps the cache's
-  producer and readers together -- a cross-device state would be a host round trip
-  per step, which is what binding exists to avoid);
+  naming the partitions and their devices: re-plan with ``partition(state=)``, which
+  keeps each pair's producer and readers together (:mod:`hetpart.partitioner.same_device`),
+  or with a pin that does -- a cross-device state would be a host round trip per step,
+  which is what binding exists to avoid);
 * a run reads the input from ``current`` and its producer writes the output into
   ``next`` (with destination passing the kernel writes it there directly: no copy; a
   partition without ``main_dps`` stages one copy on its own device); when the run has
@@ -114,8 +115,9 @@ def resolve_pairs(compiled: CompiledModel, pairs: Mapping[str, str]) -> list[Sta
                 f"output '{out}' is made by partition '{producer.name}' on {producer.device} "
                 f"(kernels {', '.join(producer.kernels[-3:])}) but input '{inp}' is read by "
                 + ", ".join(f"partition '{p.name}' on {p.device}" for p in away)
-                + ": a state stays on one device; re-plan with a pin (pins=/--pin KERNEL=DEVICE) "
-                  "that puts the cache's producer and readers on the same device, or feed it back through numpy")
+                + ": a state stays on one device; re-plan with the pairs (partition(..., state=) keeps each "
+                  "pair's producer and readers on one device) or with a pin (pins=/--pin KERNEL=DEVICE) that "
+                  "does, or feed it back through numpy")
             continue
         resolved.append(StatePair(out, inp, got.name, want, producer.device, producer.name))
     if problems:
