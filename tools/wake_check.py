@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     target, dev = tvm.target.Target("llvm"), tvm.cpu()
     par = tvm.compile(ob.wake_module(), target)
-    serial = tvm.compile(_serial(), target)
+    serial = tvm.compile(ob.wake_module(parallel=False), target)
     print(f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} pool={tvm.runtime.num_threads()} "
           f"TVM_THREAD_POOL_SPIN_COUNT={os.environ.get('TVM_THREAD_POOL_SPIN_COUNT', 'default (300000)')}",
           flush=True)
@@ -68,27 +68,6 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return 0
-
-
-def _serial():
-    """The wake module with its kernel's loop serial (the same work, no pool)."""
-    import tvm
-    from tvm import relax, te
-
-    from hetpart.costmodel.overhead_bench import WAKE_ELEMENTS
-
-    x = te.placeholder((WAKE_ELEMENTS,), "float32", name="x")
-    y = te.compute((WAKE_ELEMENTS,), lambda i: x[i] * tvm.tirx.const(2.0, "float32") + tvm.tirx.const(1.0, "float32"),
-                   name="y")
-    prim = te.create_prim_func([x, y]).with_attr("global_symbol", "wake")
-    bb = relax.BlockBuilder()
-    gv = bb.add_func(prim, "wake")
-    xv = relax.Var("x", relax.TensorType([WAKE_ELEMENTS], "float32"))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(relax.call_tir(gv, [xv], relax.TensorType([WAKE_ELEMENTS], "float32"))))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 if __name__ == "__main__":

@@ -73,23 +73,27 @@ def chain_module(n: int) -> tvm.IRModule:
     return bb.get()
 
 
-def wake_kernel(n: int = WAKE_ELEMENTS):
-    """``y = x * 2 + 1`` over ``n`` floats, its one loop parallel over the pool."""
+def wake_kernel(n: int = WAKE_ELEMENTS, parallel: bool = True):
+    """``y = x * 2 + 1`` over ``n`` floats, its one loop parallel over the pool (serial
+    with ``parallel=False``: the same work without the pool, tools/wake_check.py's control)."""
     from tvm import s_tir
 
     x = te.placeholder((n,), "float32", name="x")
     y = te.compute((n,), lambda i: x[i] * tvm.tirx.const(2.0, "float32") + tvm.tirx.const(1.0, "float32"),
                    name="y")
-    sch = s_tir.Schedule(te.create_prim_func([x, y]).with_attr("global_symbol", "wake"))
+    prim = te.create_prim_func([x, y]).with_attr("global_symbol", "wake")
+    if not parallel:
+        return prim
+    sch = s_tir.Schedule(prim)
     block = sch.get_sblock("y")
     sch.parallel(sch.get_loops(block)[0])
     return sch.mod["main"].with_attr("global_symbol", "wake")
 
 
-def wake_module(n: int = WAKE_ELEMENTS) -> tvm.IRModule:
+def wake_module(n: int = WAKE_ELEMENTS, parallel: bool = True) -> tvm.IRModule:
     """``main(x)`` calls :func:`wake_kernel` once."""
     bb = relax.BlockBuilder()
-    gv = bb.add_func(wake_kernel(n), "wake")
+    gv = bb.add_func(wake_kernel(n, parallel), "wake")
     x = relax.Var("x", relax.TensorType([n], "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
