@@ -167,13 +167,7 @@ def _switch_seconds(executable, x, dev) -> float:
     f = vm["main"]
     f(x)
     dev.sync()
-    times = []
-    for _ in range(SWITCH_ROUNDS):
-        t0 = time.perf_counter()
-        f(x)
-        dev.sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median([_call_seconds(f, x, dev) for _ in range(SWITCH_ROUNDS)]))
 
 
 def measure_overheads(target, dev, settings: MeasureSettings | None = None, pool: BuildPool | None = None) -> Overheads:
@@ -187,7 +181,7 @@ def measure_overheads(target, dev, settings: MeasureSettings | None = None, pool
         if isinstance(ex, BuildFailed):
             raise CompileError(f"cannot build the overhead benchmark for {target.kind.name}: {ex}")
     x = tvm.runtime.tensor(np.array([0.5], dtype="float32"), dev)
-    wake = measure_wake(exes.pop(), dev, WAKE_IDLE_S, WAKE_ROUNDS, WAKE_HOT_CALLS).wake_s if cpu else 0.0
+    wake = measure_wake(exes.pop(), dev).wake_s if cpu else 0.0
     medians = [time_executable(ex, [x], dev, settings).median_s for ex in exes]
     launch, call = np.polyfit(np.array(CHAIN_LENGTHS, dtype=float), np.array(medians), 1)
     empty = medians[0]

@@ -70,16 +70,18 @@ def partition_overheads(problem: Problem, devices: list[str]) -> list[float]:
     server run step after step), so a plan of one device never wakes and a plan
     CPU -> CUDA wakes the CPU once per inference, as CUDA -> CPU does.  Invariant: with
     a positive wake cost the sum grows by it with every boundary into that device."""
-    out = []
-    for i, device in enumerate(devices):
-        woke = len(devices) > 1 and devices[i - 1] != device
-        out.append(problem.overhead[device] + (problem.wake.get(device, 0.0) if woke else 0.0))
-    return out
+    return [problem.overhead[d] + (problem.wake.get(d, 0.0) if woke else 0.0)
+            for d, woke in zip(devices, _wakes(devices))]
 
 
 def wake_count(devices: list[str], device: str = "cpu") -> int:
     """How many partitions on ``device`` pay the wake cost (see :func:`partition_overheads`)."""
-    return sum(1 for i, d in enumerate(devices) if d == device and len(devices) > 1 and devices[i - 1] != d)
+    return sum(woke for d, woke in zip(devices, _wakes(devices)) if d == device)
+
+
+def _wakes(devices: list[str]) -> list[bool]:
+    """Per partition in run order: whether its (cyclic) predecessor runs on another device."""
+    return [len(devices) > 1 and devices[i - 1] != d for i, d in enumerate(devices)]
 
 
 def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
