@@ -109,6 +109,11 @@ def _who(pid: str) -> str:
         return "exited"
 
 
+def at_ticks(ms_values) -> int:
+    """How many of ``ms_values`` sit at one or two 4 ms scheduler ticks (within 0.05 ms)."""
+    return sum(1 for v in ms_values if abs(v - 4.0) < 0.05 or abs(v - 8.0) < 0.05)
+
+
 def cpu_timings(graph, path: str, jobs: int | None = None) -> None:
     profile(graph, ("cpu",), path, settings=MeasureSettings.quick(), progress=False, jobs=jobs)
 
@@ -176,7 +181,7 @@ def report(runs: dict) -> int:
         print(f"| {func[:48]} | " + " | ".join(f"{runs[n].get(sig, ('', float('nan')))[1]:.3f}" for n in names) + " |")
     for n in names:
         vals = [v for _, v in runs[n].values()]
-        ticks = sum(1 for v in vals if abs(v - 4.0) < 0.05 or abs(v - 8.0) < 0.05)
+        ticks = at_ticks(vals)
         print(f"{n}: {len(vals)} kernels, sum {sum(vals):.2f} ms, {ticks} at 4.00/8.00 ms")
     return 0
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpu_tick_check import at_ticks  # noqa: E402  (beside this script: python3 tools/...)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +100,7 @@ def main() -> int:
         print(f"| {kernels[i].func[:44]} | " + " | ".join(f"{runs[n][i]:.3f}" for n in names) + " |")
     for n in names:
         vals = [v for v in runs[n] if v == v]
-        ticks = sum(1 for v in vals if abs(v - 4.0) < 0.05 or abs(v - 8.0) < 0.05)
+        ticks = at_ticks(vals)
         print(f"{n}: {len(vals)} kernels, sum {sum(vals):.2f} ms, {ticks} at 4.00/8.00 ms")
     return 0
 

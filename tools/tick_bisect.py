@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cpu_tick_check import at_ticks  # noqa: E402  (beside this script: python3 tools/...)
 VARIANTS = ("control", "serial", "overheads", "bare")
 
 
@@ -50,7 +52,7 @@ def run_variant(name: str, layers: int, path: str) -> None:
             jobs=1 if name == "serial" else 16)
     vals = [r["timing"]["median_s"] * 1e3 for r in json.loads(Path(path).read_text())["kernels"]["cpu"].values()
             if r.get("timing")]
-    ticks = sum(1 for v in vals if abs(v - 4.0) < 0.05 or abs(v - 8.0) < 0.05)
+    ticks = at_ticks(vals)
     print(f"{name:<10} {len(vals)} kernels, sum {sum(vals):8.2f} ms, {ticks} at 4.00/8.00 ms, "
           f"profile took {time.time() - t0:.1f} s", flush=True)
 
