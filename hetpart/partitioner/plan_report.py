@@ -18,6 +18,7 @@ from .objectives import OBJECTIVES
 from .plan import Plan
 from .problem import STREAM, Problem, build_problem, other
 from .same_device import refuse_split, tie_move
+from .state import resolve_state
 
 TOP_CUTS = 12
 TOP_KERNELS = 10
@@ -107,10 +108,8 @@ def state_devices(plan: Plan, output: str, inp: str) -> tuple[list[str], list[st
     from the op graph where the plan has it, else from the partitions reading ``inp``
     (no writer named)."""
     if plan.graph is not None and output in plan.graph.model_output_names:
-        tensor = dict(zip(plan.graph.model_output_names, plan.graph.outputs))[output]
-        writer = plan.graph.tensors[tensor].producer
-        readers = list(dict.fromkeys(plan.graph.tensors[inp].consumers)) if inp in plan.graph.tensors else []
-        return [writer], readers, {plan.assignment[k] for k in [writer, *readers] if k in plan.assignment}
+        (pair,) = resolve_state(plan.graph, {output: inp}).pairs  # the pair as the plan was made with it
+        return [pair.writer], list(pair.readers), {plan.assignment[k] for k in pair.kernels if k in plan.assignment}
     parts = [p for p in plan.partitions if inp in p.inputs]
     return [], [k for p in parts for k in p.kernels], {p.device for p in parts}
 
