@@ -13,7 +13,10 @@ metric per output.  Random inputs (seed 0): caches N(0, 1), token ids < 100, pos
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+
+import onnx
 
 import numpy as np
 import onnxruntime as ort
@@ -43,19 +46,28 @@ def feeds_for(session, rng) -> dict:
 
 def error_of(layers: int) -> dict[str, float]:
     """Per output: max|fp32 - bf16-weights| / max|fp32|."""
-    model = build("llama_decode", layers=layers)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    ref = ort.InferenceSession(model.SerializeToString(), so)
-    feeds = feeds_for(ref, np.random.default_rng(0))
-    names = [o.name for o in ref.get_outputs()]
-    want = ref.run(None, feeds)
-    del ref  # one session's weights in memory at a time
-    for t in model.graph.initializer:
-        arr = numpy_helper.to_array(t)
-        if arr.dtype == np.float32 and arr.size >= 4096:
-            t.CopyFrom(numpy_helper.from_array(to_bf16(arr), t.name))
-    got = ort.InferenceSession(model.SerializeToString(), so).run(None, feeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Weights in an external file: the full model (4.4 GB) is past protobuf's 2 GB.
+        path = str(Path(tmp) / "model.onnx")
+        onnx.save_model(build("llama_decode", layers=layers), path, save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="weights.bin")
+        ref = ort.InferenceSession(path, so)
+        feeds = feeds_for(ref, np.random.default_rng(0))
+        names = [o.name for o in ref.get_outputs()]
+        want = ref.run(None, feeds)
+        del ref  # one session's weights in memory at a time
+        model = onnx.load_model(path)
+        for t in model.graph.initializer:
+            arr = numpy_helper.to_array(t)
+            if arr.dtype == np.float32 and arr.size >= 4096:
+                t.CopyFrom(numpy_helper.from_array(to_bf16(arr), t.name))
+        rounded = str(Path(tmp) / "bf16.onnx")
+        onnx.save_model(model, rounded, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="bf16.bin")
+        del model
+        got = ort.InferenceSession(rounded, so).run(None, feeds)
     return {n: float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-30)) for n, a, b in zip(names, want, got)}
 
 

@@ -324,12 +324,13 @@ def _move_row(problem, plan, obj, here, name, device, kernels, width) -> str:
     if not movable:
         return head + f" {'-':>11}" * 5 + f" {'-':>12}  stays: {problem.reasons.get(kernels[0], '')}"
     b = dict(here.placement)
-    b.update({k: there for k in problem.closure(movable)})  # a state pair's kernels move together
+    move = tie_move(problem, {k: there for k in movable}, b)  # a state pair's kernels move together
+    b.update(move)
     m = move_effect(problem, obj, here, b)
     row = (head + f" {human_seconds(compute_here + m.compute_s):>11}"
            + "".join(f" {signed_seconds(v):>11}" for v in (m.compute_s, m.copies_s, m.overheads_s, m.overlap_s))
            + f" {signed_seconds(m.total_s):>12}  ")
-    mates = len(problem.closure(movable)) - len(movable)
+    mates = len(move) - len(movable)
     return row + _verdict(problem, m, there, len(kernels) - len(movable)) + (
         f" (moved with {mates} kernel(s) of its state pair)" if mates else "")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ..errors import InternalError, PlanError
 from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
+from .choice import STREAM, device_of
 from .costs import Costs
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
@@ -35,16 +36,13 @@ HOST = "cpu"
 
 Assignment = dict[str, str]
 
-STREAM = "stream"
-"""A placement's value for a kernel run on CUDA with its weights streamed."""
-
 
 def split(a: Assignment) -> tuple[Assignment, frozenset]:
     """(device per kernel, the kernels whose weights are streamed) of placement ``a``."""
     streamed = frozenset(k for k, d in a.items() if d == STREAM)
     if not streamed:
         return a, streamed
-    return {k: "cuda" if d == STREAM else d for k, d in a.items()}, streamed
+    return {k: device_of(d) for k, d in a.items()}, streamed
 
 
 def other(device: str) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from ..errors import InternalError, PlanError
 from ..targets import DEVICES
+from .choice import device_of
 from .state import StatePair
 
 
@@ -104,11 +105,6 @@ def _conflict(g: SameDevice, allowed: dict, reasons: dict) -> str:
            if pinned else "leave the pair out of state= (and feed it back through numpy)")
     return (f"{g} cannot stay on one device: the runtime keeps a state on the device of the kernel that "
             "writes it, and every kernel reading it must run there, but " + "; ".join(held) + f". To plan it, {fix}")
-
-
-def device_of(choice: str) -> str:
-    """The device a placement's choice runs on (a streamed kernel runs on CUDA)."""
-    return choice if choice in DEVICES else "cuda"
 
 
 def split_groups(groups_: tuple[SameDevice, ...], a) -> list[SameDevice]:
