@@ -218,6 +218,13 @@ LAYERS = {
     "r50_ds_7": lambda: _conv(1024, 2048, (14, 14), (1, 1), (2, 2), relu=False),  # downsample, stride 2
     "r50_ds_14": lambda: _conv(512, 1024, (28, 28), (1, 1), (2, 2), relu=False),
     "r50_ds_28": lambda: _conv(256, 512, (56, 56), (1, 1), (2, 2), relu=False),
+    # the rest of resnet50's distinct convs (with the rows above: every one of them)
+    "r50_3x3_s2_14": lambda: _conv(256, 256, (28, 28), (3, 3), (2, 2), pads=(1, 1, 1, 1)),
+    "r50_3x3_s2_7": lambda: _conv(512, 512, (14, 14), (3, 3), (2, 2), pads=(1, 1, 1, 1)),
+    "r50_1x1_56d": lambda: _conv(64, 64, (56, 56), (1, 1)),
+    "r50_1x1_28b": lambda: _conv(512, 256, (28, 28), (1, 1)),
+    "r50_1x1_28e": lambda: _conv(128, 512, (28, 28), (1, 1), relu=False),
+    "r50_1x1_14b": lambda: _conv(1024, 512, (14, 14), (1, 1)),
     # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
     "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
@@ -268,6 +275,18 @@ LAYERS = {
     "bert_softmax": lambda: _softmax(12, 128),
     "softmax_256": lambda: _softmax(12, 256),
 }
+
+
+def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """A copy of a :data:`LAYERS` model with the leading dim of every graph input and
+    output set to ``batch`` (the convolution and pooling layers: their batch dim; a
+    layer with a Reshape to a constant shape, ``vit_patch``, does not take a batch).
+    ``model`` is left as it was."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in list(out.graph.input) + list(out.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = batch
+    return out
 
 
 BLOCK = 5
@@ -336,6 +355,7 @@ def main(argv=None) -> int:
     p.add_argument("layers", nargs="*", help="layer names (default: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=1, help="the layers' batch (with_batch)")
     p.add_argument("--kernels", action="store_true",
                    help="per-kernel medians (hetpart.bench.kernel_table) instead of interleaved whole runs")
     p.add_argument("--save", metavar="DIR", help="write <layer>.onnx files to DIR instead of timing")
@@ -356,7 +376,7 @@ def main(argv=None) -> int:
                                                             f"{a.threads} threads; settle: longest wait for a quiet turn)"))
     log = SettleLog()
     for name in a.layers or LAYERS:
-        m = LAYERS[name]()
+        m = LAYERS[name]() if a.batch == 1 else with_batch(LAYERS[name](), a.batch)
         onnx.checker.check_model(m)
         if a.save:
             onnx.save(m, os.path.join(a.save, f"{name}.onnx"))

@@ -1,0 +1,180 @@
+"""CPU tiles at batch > 1 (issue 18, ResNet-50 at batch 8/32): where the batch's images
+are past ``register_tile.BATCH_GROUP_BYTES``, the images go in groups that fit, the group
+loop outside the weight-panel loop (``register_tile.batch_group``), so every panel
+re-reads a group's images from cache instead of the whole batch's from memory.
+
+Against ONNX Runtime (inputs with negatives and zeros; ReLU / residual-add / no
+epilogue; rtol 1e-5, atol 1e-6 of the largest output) at batch 3 for a 1x1, a strided
+1x1, a 3x3 and a batched ``[b, m, k] @ [k, n]`` matmul, with the group size set so that
+each group holds one image; then the order from the scheduled TIR: along the tile loop
+(the parallel one), the image index (or group) never goes back while the output-channel
+panel does -- before the change the panel was outermost and the image cycled; at batch
+1, or a batch that fits, the schedule is the one before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from onnx import helper
+from tvm.sym.analyzer import Analyzer
+
+from onnx_cases import assert_matches, model, onnxruntime_outputs
+from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled
+
+from hetpart.kernels import register_tile
+from hetpart.targets import cpu_tvm_target
+
+
+def _matmul(b, m, k, n):
+    """``x[b, m, k] @ W[k, n] + bias``, then ReLU (W a model weight)."""
+    rng = np.random.default_rng(b * 100 + m + k + n)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    bias = (rng.standard_normal(n) * 0.5).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    return model(nodes, [("x", (b, m, k), np.float32)], [("y", [b, m, n], np.float32)], {"w": w, "bias": bias},
+                 opset=13)
+
+
+CASES = {
+    "1x1 256->32 on 14x14 + relu, batch 3": lambda: _conv(256, 32, 14, batch=3),
+    "1x1 512->32 on 7x7 + add, batch 3": lambda: _conv(512, 32, 7, epilogue="add", batch=3),
+    "1x1 64->32 s2 28x28 -> 14x14, batch 3": lambda: _conv(64, 32, 28, stride=2, epilogue="none", batch=3),
+    "3x3 32->64 on 14x14 + relu, batch 3": lambda: _conv(32, 64, 14, k=3, pad=1, batch=3),
+    "[3, 24, 64] @ [64, 48] + relu": lambda: _matmul(3, 24, 64, 48),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_tiles_match_onnxruntime(case, monkeypatch):
+    m = CASES[case]()
+    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 1.5))
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    if "relu" in case:
+        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
+    got = _run(m, feeds, cpu_tvm_target())
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+def _update_in_parallel_loop(func):
+    """``(parallel loop, update block realize)`` of the multiply-accumulate's tile."""
+    found = []
+
+    def walk(stmt, par):
+        if isinstance(stmt, tvm.tirx.For):
+            walk(stmt.body, stmt if stmt.kind == tvm.tirx.ForKind.PARALLEL else par)
+        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
+            if stmt.block.name_hint.endswith("_update"):
+                found.append((par, stmt))
+            walk(stmt.block.body, par)
+        elif isinstance(stmt, tvm.tirx.SeqStmt):
+            for s in stmt.seq:
+                walk(s, par)
+        elif hasattr(stmt, "body"):
+            walk(stmt.body, par)
+
+    walk(func.body, None)
+    (hit,) = found
+    assert hit[0] is not None, func.script()
+    return hit
+
+
+def _values(exprs) -> list[int]:
+    """The constants of ``exprs``; the other loops' variables set to 0 where one is left."""
+    vals = []
+    for e in exprs:
+        if isinstance(e, tvm.tirx.IntImm):
+            vals.append(int(e.value))
+        else:
+            raise AssertionError(f"binding not constant along the tile loop: {e}")
+    return vals
+
+
+def _tile_order(func) -> tuple[list[int], list[int]]:
+    """(image index, output-channel index) of the update block along the tile loop
+    (iterators 0 and 1 of an NCHW conv's / a ``[b, m, n]`` matmul's block: ``n, oc`` /
+    ``b, m``)."""
+    par, realize = _update_in_parallel_loop(func)
+    inner = {}
+
+    def loops_inside(stmt):
+        if isinstance(stmt, tvm.tirx.For):
+            inner[stmt.loop_var] = 0
+            loops_inside(stmt.body)
+        elif hasattr(stmt, "seq"):
+            for s in stmt.seq:
+                loops_inside(s)
+        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
+            loops_inside(stmt.block.body)
+        elif hasattr(stmt, "body"):
+            loops_inside(stmt.body)
+
+    loops_inside(par.body)
+    out = []
+    for dim in range(2):
+        expr = realize.iter_values[dim]
+        vals = []
+        for f in range(int(par.extent)):
+            a = Analyzer()
+            a.bind(par.loop_var, f)
+            for v in inner:
+                a.bind(v, 0)
+            vals.append(a.simplify(expr))
+        out.append(_values(vals))
+    return out[0], out[1]
+
+
+def _images_bytes(m) -> int:
+    """Bytes of one image of the model's first input (its padded copy is a little more)."""
+    shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    return 4 * int(np.prod(shape[1:]))
+
+
+@pytest.mark.parametrize("case,mcpu", [
+    ("1x1 256->32 on 14x14 + relu, batch 3", "haswell"),
+    ("1x1 64->32 s2 28x28 -> 14x14, batch 3", "haswell"),
+    ("3x3 32->64 on 14x14 + relu, batch 3", "haswell"),
+    ("3x3 32->64 on 14x14 + relu, batch 3", "skylake-avx512"),
+])
+def test_batch_loop_is_outside_the_weight_panels(case, mcpu, monkeypatch):
+    """Images past the group size (set here to one image and a bit: a padded image fits
+    once, two do not): each image's tiles run every panel before the next image's."""
+    m = CASES[case]()
+    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 1.5))
+    image, channel = _tile_order(_scheduled(m, mcpu))
+    assert image == sorted(image) and image[0] == 0 and image[-1] == 2, image
+    per_image = [channel[i] for i in range(len(image)) if image[i] == 0]
+    assert len(set(per_image)) > 1, "every panel within one image's tiles"
+
+
+def test_images_in_groups_that_fit(monkeypatch):
+    """Four images, two fitting the group size: the tile loop runs groups of two images
+    (0-1 then 2-3), every panel over a group's images before the next group."""
+    m = _conv(256, 32, 14, batch=4)
+    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 2.5))
+    image, channel = _tile_order(_scheduled(m, "haswell"))
+    groups = [i // 2 for i in image]
+    assert groups == sorted(groups) and set(image[: len(image) // 2]) == {0, 1}, image
+    assert len(set(channel[: len(image) // 2])) > 1, "every panel within the first group"
+
+
+def test_batched_matmul_rows_outside_the_weight_panels(monkeypatch):
+    """``[3, 24, 64] @ [64, 48]``: the batch (block iterator 0) outermost in the tile loop."""
+    m = CASES["[3, 24, 64] @ [64, 48] + relu"]()
+    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", 24 * 64 * 4)
+    image, _ = _tile_order(_scheduled(m, "haswell"))
+    assert image == sorted(image) and image[-1] == 2, image
+
+
+@pytest.mark.parametrize("m", [lambda: _conv(256, 32, 14), lambda: _conv(256, 32, 14, batch=3)],
+                         ids=["batch 1", "batch 3 that fits"])
+def test_schedule_unchanged_where_the_batch_fits(m, monkeypatch):
+    """At batch 1, or where the batch's images fit :data:`BATCH_GROUP_BYTES`, the scheduled
+    TIR is the one of the order before (the switch off)."""
+    model_ = m()
+    after = _scheduled(model_, "haswell").script()
+    monkeypatch.setattr(register_tile, "BATCH_OUTSIDE_PANELS", False)
+    assert _scheduled(model_, "haswell").script() == after

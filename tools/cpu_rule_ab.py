@@ -1,0 +1,163 @@
+"""A/B of one CPU schedule-rule switch on layers or models, in one process, with ONNX Runtime.
+
+Each model is built twice by :func:`hetpart.kernels.build`: "before" with the given
+module attributes set (``--before hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0``),
+"after" as the checkout has them.  The two VMs and an ONNX Runtime session
+(:func:`hetpart.bench.peers.ort_session`, same threads) then run in turns of ``--calls``
+calls, each turn started after :func:`hetpart.bench.settle.settle` (the other sides'
+pools quiet), on a leased thread with a TVM pool of ``--threads``; ``--rounds`` rounds.
+Reported per side: the least call of all rounds and the range of the rounds' least
+calls, ms ("min [lo-hi]").  Inputs: seeded standard normal with every 7th element set
+to 0 (negatives and zeros); the outputs of before and after are compared to each
+other (max abs difference) and to ORT's (max abs difference over max abs value).
+
+    PYTHONPATH=. python tools/cpu_rule_ab.py r50_1x1_14 r50_ds_28 --batch 8 \\
+        --before hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0
+    PYTHONPATH=. python tools/cpu_rule_ab.py zoo:resnet50 --batch 32 --calls 2 --rounds 4 --before ...
+
+On a machine shared with other jobs, ``--threads 1 --cpu-time`` times each call by the
+calling thread's CPU time (TVM's pool of one and ORT's one intra-op thread both run on
+it): another job's time slices on the core are not counted, its use of the caches is.
+
+Layers are :data:`hetpart.bench.cpu_layers.LAYERS` (``with_batch``); ``zoo:`` specs
+take ``batch=`` from ``--batch``; else an ONNX file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _model(name: str, batch: int):
+    import onnx
+
+    from hetpart import models
+    from hetpart.bench.cpu_layers import LAYERS, with_batch
+
+    if name in LAYERS:
+        m = LAYERS[name]()
+        return m if batch == 1 else with_batch(m, batch)
+    if name.startswith("zoo:"):
+        spec = name + (f":batch={batch}" if batch != 1 else "")
+        z = models.parse_zoo_spec(spec)
+        return models.build(z[0], small=z[1], **z[2])
+    return onnx.load(name)
+
+
+def _set(assignments: list[str]) -> list[tuple[object, str, object]]:
+    """Apply ``module.ATTR=value`` assignments; return what to restore."""
+    undo = []
+    for a in assignments:
+        path, value = a.split("=", 1)
+        mod_name, attr = path.rsplit(".", 1)
+        mod = importlib.import_module(mod_name)
+        old = getattr(mod, attr)
+        new = type(old)(int(value)) if isinstance(old, (bool, int)) else type(old)(value)
+        setattr(mod, attr, new)
+        undo.append((mod, attr, old))
+    return undo
+
+
+def _feeds(model, seed: int = 0) -> dict:
+    from hetpart.models import example_inputs
+
+    feeds = example_inputs(model, seed=seed)
+    for k, v in feeds.items():
+        if v.dtype == np.float32:
+            v.reshape(-1)[::7] = 0.0
+    return feeds
+
+
+def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int, clock=time.perf_counter) -> dict:
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.bench.peers import ort_session
+    from hetpart.bench.settle import settle
+    from hetpart.runtime.threads import lease
+    from hetpart.targets import cpu_tvm_target
+
+    model = _model(name, batch)
+    feeds = _feeds(model)
+    undo = _set(before)
+    try:
+        exe_before = kernels.build(load(model).module, cpu_tvm_target())
+    finally:
+        for mod, attr, old in undo:
+            setattr(mod, attr, old)
+    exe_after = kernels.build(load(model).module, cpu_tvm_target())
+    session = ort_session(model, threads=threads)
+    result: dict = {}
+
+    def body():
+        try:
+            args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+            vms = [relax.VirtualMachine(e, tvm.cpu()) for e in (exe_before, exe_after)]
+            sides = [lambda vm=vm: vm["main"](*args) for vm in vms] + [lambda: session.run(None, feeds)]
+            outs = [sides[0](), sides[1](), sides[2]()]
+            o = [np.asarray(outs[0].numpy() if hasattr(outs[0], "numpy") else outs[0][0].numpy()),
+                 np.asarray(outs[1].numpy() if hasattr(outs[1], "numpy") else outs[1][0].numpy()),
+                 np.asarray(outs[2][0])]
+            scale = float(np.abs(o[2]).max()) or 1.0
+            result["diff_ab"] = float(np.abs(o[0] - o[1]).max())
+            result["err_ort"] = max(float(np.abs(x - o[2]).max()) / scale for x in o[:2])
+            best = [[] for _ in sides]
+            for _ in range(rounds):
+                for i, fn in enumerate(sides):
+                    settle()
+                    ts = []
+                    for _ in range(calls):
+                        t = clock()
+                        fn()
+                        ts.append(clock() - t)
+                    best[i].append(min(ts) * 1e3)
+            result["best"] = best
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    lease("cpu rule ab", body, pool=threads, role="cpu").join()
+    if "error" in result:
+        raise result["error"]
+    return result
+
+
+def _fmt(b: list[float]) -> str:
+    return f"{min(b):.3f} [{min(b):.3f}-{max(b):.3f}]"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--before", action="append", default=[], help="module.ATTR=value for the before side")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calls", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time each call by the calling thread's CPU time (needs --threads 1: both runtimes then run "
+                        "on the calling thread), not wall time: another job's time slices on the core do not count")
+    a = p.parse_args(argv)
+    if a.cpu_time and a.threads != 1:
+        p.error("--cpu-time needs --threads 1")
+    clock = time.thread_time if a.cpu_time else time.perf_counter
+    print(f"{'model':<16}{'before ms':>26}{'after ms':>26}{'ORT ms':>26}{'b/ORT':>7}{'a/ORT':>7}{'a/b':>7}"
+          f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds{', CPU time' if a.cpu_time else ''})")
+    for name in a.models:
+        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock)
+        b, af, o = (min(x) for x in r["best"])
+        print(f"{name:<16}{_fmt(r['best'][0]):>26}{_fmt(r['best'][1]):>26}{_fmt(r['best'][2]):>26}"
+              f"{b / o:7.2f}{af / o:7.2f}{af / b:7.2f}{r['diff_ab']:10.2e}{r['err_ort']:10.2e}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
