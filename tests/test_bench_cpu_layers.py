@@ -40,3 +40,11 @@ def test_interleaved_settles_before_every_turn():
     cpu_layers.interleaved(cpu_layers.LAYERS["inc_1x3"](), threads=1, runs=cpu_layers.BLOCK + 1, log=log)
     assert len(log.waits) == 4  # two rounds of a hetpart turn and an ORT turn
     assert all(w.waited_s > 0 for w in log.waits)
+
+
+def test_with_batch_sets_the_leading_dim_and_leaves_the_layer_as_it_was():
+    m = cpu_layers.LAYERS["r50_1x1_14"]()
+    b = cpu_layers.with_batch(m, 3)
+    inferred = onnx.shape_inference.infer_shapes(b, strict_mode=True)
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [3, 256, 14, 14]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1

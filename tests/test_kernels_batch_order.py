@@ -21,7 +21,7 @@ from onnx import helper
 from tvm.sym.analyzer import Analyzer
 
 from onnx_cases import assert_matches, model, onnxruntime_outputs
-from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled
+from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled, _tile
 
 from hetpart.kernels import register_tile
 from hetpart.targets import cpu_tvm_target
@@ -178,3 +178,41 @@ def test_schedule_unchanged_where_the_batch_fits(m, monkeypatch):
     after = _scheduled(model_, "haswell").script()
     monkeypatch.setattr(register_tile, "BATCH_OUTSIDE_PANELS", False)
     assert _scheduled(model_, "haswell").script() == after
+
+
+# --- a batch of 14x14 images: 1x1 convs on the padded plane (cpu_matmul._ragged_plane) ---
+
+PLANE_CASES = {
+    "1x1 64->32 on 14x14 + relu, batch 2": lambda: _conv(64, 32, 14, batch=2),
+    "1x1 96->48 on 14x14 + add, batch 3": lambda: _conv(96, 48, 14, epilogue="add", batch=3),
+    "1x1 32->40 on 17x17, batch 2": lambda: _conv(32, 40, 17, epilogue="none", batch=2),
+}
+
+
+@pytest.mark.parametrize("case", list(PLANE_CASES))
+def test_padded_plane_matches_onnxruntime(case):
+    m = PLANE_CASES[case]()
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    if "relu" in case:
+        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
+    got = _run(m, feeds, cpu_tvm_target())
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+@pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
+def test_batched_14x14_plane_is_padded_and_tiled_along_it(mcpu):
+    """196 pixels -> 208 (8 lanes) or 224 (16): the image copied zero-padded, the tile two
+    full vectors along the plane (before: the weight tile, output-channel vectors)."""
+    func = _scheduled(PLANE_CASES["1x1 64->32 on 14x14 + relu, batch 2"](), mcpu)
+    script = func.script()
+    lanes = 8 if mcpu == "haswell" else 16
+    assert "reindex_pad" in script and f"T.int64({-(-196 // (2 * lanes)) * 2 * lanes})" in script, script
+    assert "layout_rewrite_preproc" not in script, "the weight is broadcast, not packed into panels"
+    assert _tile(func)[1:] == (2, lanes)
+
+
+@pytest.mark.parametrize("m", [lambda: _conv(64, 32, 14), lambda: _conv(512, 32, 7, batch=2)],
+                         ids=["batch 1", "7x7: 49 -> 64 is too much padding"])
+def test_plane_not_padded_at_batch_1_nor_past_the_waste_bound(m):
+    assert "reindex_pad" not in _scheduled(m(), "haswell").script()

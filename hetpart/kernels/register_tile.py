@@ -11,11 +11,14 @@ vectorise ``oc`` (the weight, packed so that ``oc`` is innermost) and block ``ow
 
 Loop nest produced (outer to inner)::
 
-    parallel  fused(panel spatial, vec-outer, other spatial, row-outer)  # one tile each
+    parallel  fused([image group,] panel spatial, vec-outer, other spatial, row-outer)  # one tile each
       init    acc[rows, vecs*lanes] = 0                       # registers
       serial  reduction loops (block order)
         unroll rows; unroll vecs; vectorise lanes: acc += bcast(X) * vload(W)
       write-back tile acc -> C, with the fused epilogue (bias, relu, gelu, add...)
+
+The image group (a batch's images past :data:`BATCH_GROUP_BYTES`, :func:`batch_group`)
+is there only at batch > 1.
 
 A row extent that no row count from 4 to 8 divides (197 tokens, a 17-wide image)
 gets a ragged last tile (:func:`_row_count`): the multiply-adds and the write-back
@@ -296,11 +299,13 @@ panel loop (False: the order before, every panel's loop over the whole batch; ke
 A/B runs)."""
 
 BATCH_GROUP_BYTES = 8 << 20
-"""The most bytes of the broadcast operand (a conv's image, a matmul's activation rows)
-that a group of images may hold, where the batch's whole is more: :func:`batch_group`.
-About what stays cached between two passes of a weight panel over the group: at batch 8
-on the 2-core EPYC (32 MB L3, shared with other jobs) passes over 6.4 MB were as fast
-either way (resnet50's 1024->256 1x1 on 14x14) and over 7-26 MB 1.3-2x slower."""
+"""The most bytes of the broadcast operand (a conv's images, a matmul's activation rows)
+a group of images holds where the whole batch's are more (:func:`batch_group`): about
+what stays in a shared L3 between two passes of a weight panel over the group.  On the
+2-core EPYC (32 MB L3, shared with other jobs; batch 8, 2 threads, wall time, noisy)
+one image a group was faster for the layers whose batch held 13-26 MB and slower for
+6.4 MB ones (resnet50's 1024->256 and 1024->512 on 14x14: 1.15-1.3x, their 1-9 MB
+weights then streamed once per image); the bound keeps those in one pass."""
 
 
 def _batch_vars(mac: MacBlock, plan: TilePlan) -> list:
@@ -329,17 +334,18 @@ def batch_group(mac: MacBlock, plan: TilePlan):
     None where every panel's loop keeps the whole batch (the order before: a batch of 1,
     a batch whose broadcast operand fits :data:`BATCH_GROUP_BYTES`, no batch iterator).
 
-    Before, the panel loop was outermost: each panel of 16 output channels streamed the
-    whole batch's image (resnet50's 256x56x56 input at batch 8: 25.7 MB, from DRAM
-    once past L3), once per panel (32).  :func:`register_tile` splits the batch into
+    Before, the panel loop was outermost: each panel of output channels streamed the
+    whole batch's images (resnet50's 256x56x56 input at batch 8: 25.7 MB, past L3),
+    once per panel (32 with 8 lanes).  :func:`register_tile` splits the batch into
     groups of ``group`` images (the largest divisor of the batch whose images' bytes fit
-    :data:`BATCH_GROUP_BYTES`), the group loop outside the panel loop: a group's
-    images are re-read from cache by every panel, the weight streamed once per group.
-    Only where the batch's image is past that size: resnet50's layers on 7x7 and 14x14
-    planes, whose weights (1-9 MB) are larger than an image (0.1-0.8 MB), measured
-    1.2-2x slower with one image a group (a weight stream per image).  Measured
-    (2-core EPYC znver3, 2 threads, before/after in one process in settled turns, least
-    of 3 calls x 3-8 rounds, batch 8; bench/results/cpu-r50-b32-2core.md)."""
+    :data:`BATCH_GROUP_BYTES`), the group loop outside the panel loop: every panel
+    re-reads a group's images from cache; the weight is streamed once per group.
+    Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, before/after in one process
+    in settled turns, least of 3 calls x 4 rounds; outputs bit-identical;
+    bench/results/cpu-r50-b32-2core.md), ms, ONNX Runtime in brackets: batch 8, the
+    1x1 stride-2 256->512 on 56x56 87.5 -> 30.1 (25.1), 512->256 on 28x28 28.6 -> 25.1
+    (20.7), 512->128 13.8 -> 12.3 (11.8); batch 32, 256->512 s2 419 -> 139 (109),
+    512->256 124 -> 98 (84)."""
     if not BATCH_OUTSIDE_PANELS:
         return None
     batch = _batch_vars(mac, plan)

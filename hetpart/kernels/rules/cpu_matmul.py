@@ -12,6 +12,8 @@ full SIMD width along the output's rows and the weight would need packing (a 1x1
 NCHW convolution, :func:`_activation_rows`).  A 1x1 conv whose image rows are not whole
 vectors but whose plane is (56x56, 28x28) is first rewritten to iterate the fused plane
 ``h*w`` (:func:`_fuse_plane`), so those tiles use full-width vectors too.
+On a batch of planes that are no whole vectors (14x14 = 196) the plane is fused
+and padded to whole vectors as well (:func:`_ragged_plane`).
 Where no dim is a whole number of vectors (attention scores over ViT's 197 tokens),
 the vector dim is padded to whole vectors first (:func:`_pad_ragged_vector`) and the
 epilogue computed with the copy-back, in the tile, over the unpadded domain.
@@ -51,14 +53,22 @@ class CpuMatmul(ScheduleRule):
             return None  # a convolution window or a gather: not a matmul
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
+        unfused = (sch, mac)
         plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+        ragged = plane is None and _ragged_plane(mac, lanes)
+        if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
+            plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
+            ragged = plane is not None
         plane_copy = None
         if plane is not None:
             sch, mac, plane_copy = plane
         cands = vec_candidates(mac, lanes)
         padded = False
-        if not cands or max(c.lanes for c in cands) * NARROW_VECTORS <= lanes:
+        if ragged or not cands or max(c.lanes for c in cands) * NARROW_VECTORS <= lanes:
             wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
+            if wide is None and ragged:  # not padded: the image's own rows, as before
+                (sch, mac), plane_copy = unfused, None
+                cands = vec_candidates(mac, lanes)
             if wide is None and not cands:
                 return None
         else:
@@ -165,8 +175,54 @@ resnet50's 64->256 on 56x56 0.74/0.59/0.61/0.41/0.35 -> 0.57/0.52/0.54/0.39/0.27
 the weight tile's 14-16 accumulators beat the plane's 8-16: 3-15% slower there."""
 
 
-def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight):
-    """Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
+RAGGED_PLANE = True
+"""Whether a batched 1x1 conv on a plane of no whole vectors is tiled on its padded plane
+(:func:`_ragged_plane`; False: the weight tile as before, kept for A/B runs)."""
+
+RAGGED_PLANE_MIN_BATCH = 2
+"""The least batch for :func:`_ragged_plane` (batch 1 keeps its tiles: unmeasured there)."""
+
+RAGGED_PLANE_MAX_WASTE = 1 / 6
+"""The most padding :func:`_ragged_plane` adds, as a share of the plane: 14x14 = 196 ->
+208 with 8 lanes (6%), -> 224 with 16 (14%); not 7x7 = 49 -> 64 (31%), measured
+1.14-1.19x slower (resnet50's 2048->512 and 512->2048 at batch 8, 1 thread)."""
+
+
+def _ragged_plane(mac, lanes: int) -> bool:
+    """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]``) on a batch
+    of at least :data:`RAGGED_PLANE_MIN_BATCH` images whose ``h*w`` plane is no whole
+    number of ``lanes`` vectors (14x14 = 196 = 24.5 x 8) should have its plane fused
+    (:func:`_fuse_plane` with ``ragged``) and padded to whole vectors
+    (:func:`_pad_ragged_vector`: 208 with 8 lanes, the image copied zero-padded once per
+    call, the output copied back with the epilogue), then tiled as output-channel rows x
+    two plane vectors, the weight broadcast (:func:`_activation_rows`) -- where the
+    padding adds at most :data:`RAGGED_PLANE_MAX_WASTE` of the plane.
+
+    The weight tile it replaces (16 output channels x 7 image columns) reads one image
+    scalar per row and reduction step, the next step one plane (784 bytes on 14x14)
+    further: a new cache line, and a new page every few steps, that the prefetchers do
+    not follow, re-read by every panel of output channels; at batch 8 and 32 the batch's
+    images no longer sit in L2/L3 between panels.  The plane tile reads two contiguous
+    vectors per step.  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both
+    builds in one process in settled turns, least of 3 calls x 4 rounds, batch 8; outputs
+    bit-identical; bench/results/cpu-r50-b32-2core.md): resnet50's 1024->256 on 14x14
+    22.7 -> 12.6 ms (ONNX Runtime 11.6), 1024->512 43.5 -> 23.9 (21.8), 256->1024 12.4
+    -> 11.8 (11.7); on 7x7 (49 -> 64) 14.8 -> 17.5 and 13.5 -> 15.4: hence the waste bound."""
+    if not RAGGED_PLANE or len(mac.out_indices) < 3:
+        return False
+    n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
+    if not all(isinstance(v, tirx.Var) for v in (n, h, w)) or mac.extents[n] < RAGGED_PLANE_MIN_BATCH:
+        return False
+    plane = mac.extents[h] * mac.extents[w]
+    if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
+        return False
+    width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
+    return -(-plane // width) * width - plane <= RAGGED_PLANE_MAX_WASTE * plane
+
+
+def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False):
+    """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`.)
+    Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
     not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
     = 196 vectors of 16, where a row holds 3.5): returns ``(sch, mac, copy)``, a copy
     of the schedule with the block rewritten to iterate ``(.., oc, h*w, ic)``, the
@@ -195,7 +251,9 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight):
         return None
     hw = (mac.extents[h], mac.extents[w])
     odd = _odd_vector_rows(hw, lanes)
-    if not odd and (hw[1] % lanes == 0 or (hw[0] * hw[1]) % lanes != 0):
+    if ragged:  # the plane padded afterwards (_ragged_plane): no gate on whole vectors
+        odd = True
+    elif not odd and (hw[1] % lanes == 0 or (hw[0] * hw[1]) % lanes != 0):
         return None
     users = [o for o in (0, 1) if mac.uses(o, h) or mac.uses(o, w)]
     if len(users) != 1 or is_weight(mac.operands[users[0]][0]):

@@ -1,0 +1,29 @@
+"""tools/cpu_rule_ab.py: the before side built with the switch set, the switch restored for
+the after side, both and ONNX Runtime run and compared."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import cpu_rule_ab  # noqa: E402
+
+from hetpart.kernels import register_tile  # noqa: E402
+
+
+def test_switch_set_then_restored():
+    undo = cpu_rule_ab._set(["hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0"])
+    assert register_tile.BATCH_OUTSIDE_PANELS is False
+    for mod, attr, old in undo:
+        setattr(mod, attr, old)
+    assert register_tile.BATCH_OUTSIDE_PANELS is True
+
+
+def test_ab_runs_three_sides_and_compares_outputs():
+    r = cpu_rule_ab.ab("r50_1x1_56d", 2, ["hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0"], threads=1,
+                       calls=1, rounds=1)
+    assert len(r["best"]) == 3 and all(len(b) == 1 and b[0] > 0 for b in r["best"])
+    assert r["diff_ab"] == 0.0 and r["err_ort"] < 1e-5
+    assert register_tile.BATCH_OUTSIDE_PANELS is True
