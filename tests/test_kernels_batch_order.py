@@ -216,3 +216,11 @@ def test_batched_14x14_plane_is_padded_and_tiled_along_it(mcpu):
                          ids=["batch 1", "7x7: 49 -> 64 is too much padding"])
 def test_plane_not_padded_at_batch_1_nor_past_the_waste_bound(m):
     assert "reindex_pad" not in _scheduled(m(), "haswell").script()
+
+
+def test_7x7_plane_padded_where_the_epilogue_adds_a_residual():
+    """49 -> 64 pixels is past the waste bound, but not past the residual's: a 7x7 conv whose
+    epilogue adds a residual is tiled on the padded plane (its weight tile read the
+    residual as a gather per 16 channels); the same conv with a ReLU keeps the weight tile."""
+    assert "reindex_pad" in _scheduled(_conv(512, 32, 7, epilogue="add", batch=2), "haswell").script()
+    assert "reindex_pad" not in _scheduled(_conv(512, 32, 7, epilogue="relu", batch=2), "haswell").script()

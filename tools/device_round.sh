@@ -498,8 +498,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
 57)  # (BUDGET=590) issue 18, resnet50 all-CPU at batch 32 (branch cpu-r50-b32), two rules for batch > 1:
      # (1) where a batch's images are past register_tile.BATCH_GROUP_BYTES (8 MiB), the images in groups that fit,
      # the group loop outside the weight panels (before: every 32-channel panel streamed the whole batch's images);
-     # (2) 1x1 convs on a batch of 14x14 planes tiled on the plane padded to 224 (cpu_matmul._ragged_plane; before:
-     # the weight tile, one strided image scalar per step).  Before (both switches off) / after / ORT in one
+     # (2) 1x1 convs on a batch of 14x14 planes (and 7x7 ones with a residual add) tiled on the plane padded to
+     # 224 / 64 (cpu_matmul._ragged_plane; before: the weight tile, one strided image scalar per step).  Before (both switches off) / after / ORT in one
      # process at 16 threads (tools/cpu_rule_ab.py: settled turns, least of calls x rounds with the range, outputs
      # compared), b32 then b1 (b1's schedules are the same both ways: a check of the noise), then layers at b32
      # (before: resnet50 b32 398.97 ms, ORT 212.29, corpus-nvidia-h200.md)
@@ -510,8 +510,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py zoo:resnet50 --threads 16 \
     --calls 10 --rounds 4 $off > "$OUT/r50-b1-ab-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 10))
-  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_28 r50_1x1_14 r50_1x1_14b r50_1x1_28b \
-    r50_3x3_s2_28 r50_1x1_7 r50_3x3_28 r50_3x3_7 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
+  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_28 r50_1x1_14 r50_1x1_14b r50_1x1_7add \
+    r50_1x1_28b r50_3x3_s2_28 r50_1x1_7 r50_3x3_28 r50_3x3_7 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
     > "$OUT/r50-b32-layers-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"

@@ -51,6 +51,18 @@ def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=
     return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, [(wt, "w"), (b, "b")], consts=consts)
 
 
+def _conv_add(c_in, c_out, hw, seed=0):
+    """resnet50's bottleneck expand: 1x1 Conv (+ bias) + the residual Add + ReLU on [1, c_in, hw, hw]
+    (the residual ``r`` an input, [1, c_out, hw, hw])."""
+    rng = np.random.default_rng(seed)
+    wt = (rng.standard_normal((c_out, c_in, 1, 1)) / np.sqrt(c_in)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32) * 0.1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    return _model(nodes, {"x": [1, c_in, hw, hw], "r": [1, c_out, hw, hw]}, {"y": [1, c_out, hw, hw]},
+                  [(wt, "w"), (b, "b")])
+
+
 def _dw(c, hw, stride):
     """mobilenet_v2's depthwise 3x3 (pad 1) + bias + ReLU6."""
     return _conv(c, c, (hw, hw), (3, 3), (stride, stride), pads=(1, 1, 1, 1), group=c, relu6=True)
@@ -225,6 +237,8 @@ LAYERS = {
     "r50_1x1_28b": lambda: _conv(512, 256, (28, 28), (1, 1)),
     "r50_1x1_28e": lambda: _conv(128, 512, (28, 28), (1, 1), relu=False),
     "r50_1x1_14b": lambda: _conv(1024, 512, (14, 14), (1, 1)),
+    "r50_1x1_7add": lambda: _conv_add(512, 2048, 7),  # the expand with its residual add + ReLU, as in the model
+    "r50_1x1_14add": lambda: _conv_add(256, 1024, 14),
     # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
     "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),

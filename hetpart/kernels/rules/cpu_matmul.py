@@ -55,7 +55,7 @@ class CpuMatmul(ScheduleRule):
         lanes = shape.lanes(str(mac.out.dtype))
         unfused = (sch, mac)
         plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
-        ragged = plane is None and _ragged_plane(mac, lanes)
+        ragged = plane is None and _ragged_plane(mac, lanes, _reads_residual(sch, mac))
         if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
             plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
             ragged = plane is not None
@@ -185,10 +185,35 @@ RAGGED_PLANE_MIN_BATCH = 2
 RAGGED_PLANE_MAX_WASTE = 1 / 6
 """The most padding :func:`_ragged_plane` adds, as a share of the plane: 14x14 = 196 ->
 208 with 8 lanes (6%), -> 224 with 16 (14%); not 7x7 = 49 -> 64 (31%), measured
-1.14-1.19x slower (resnet50's 2048->512 and 512->2048 at batch 8, 1 thread)."""
+1.14-1.19x slower (resnet50's 2048->512 and 512->2048 at batch 8, 1 thread) -- unless
+the epilogue reads a residual (:data:`RAGGED_PLANE_MAX_WASTE_RESIDUAL`)."""
+
+RAGGED_PLANE_MAX_WASTE_RESIDUAL = 1 / 2
+"""The most padding where the conv's epilogue reads a tensor of the output's shape (a
+residual ``Add``, :func:`_reads_residual`): the weight tile's write-back, 16 output channels
+a vector, reads that tensor as a gather of 16 planes per vector.  Measured (batch 8, 1
+thread, CPU time, as :func:`_ragged_plane`): resnet50's 512->2048 on 7x7 + residual add +
+ReLU 43.3 -> 15.6 ms (ONNX Runtime 11.8), the same conv without the add 13.5 (the
+weight tile)."""
 
 
-def _ragged_plane(mac, lanes: int) -> bool:
+def _reads_residual(sch: s_tir.Schedule, mac) -> bool:
+    """Whether a block other than the multiply-accumulate reads a buffer no block writes
+    (a function input) with the output's shape: a residual added in the epilogue."""
+    out = [int(d) if isinstance(d, tirx.IntImm) else -1 for d in mac.out.shape]
+    blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    written = [w.source for b in blocks for w in b.writes]
+    for b in blocks:
+        if b.same_as(sch.get(mac.block)):
+            continue
+        for r in b.reads:
+            shape = [int(d) if isinstance(d, tirx.IntImm) else -1 for d in r.source.shape]
+            if shape == out and not any(r.source.same_as(w) for w in written):
+                return True
+    return False
+
+
+def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]``) on a batch
     of at least :data:`RAGGED_PLANE_MIN_BATCH` images whose ``h*w`` plane is no whole
     number of ``lanes`` vectors (14x14 = 196 = 24.5 x 8) should have its plane fused
@@ -207,7 +232,8 @@ def _ragged_plane(mac, lanes: int) -> bool:
     builds in one process in settled turns, least of 3 calls x 4 rounds, batch 8; outputs
     bit-identical; bench/results/cpu-r50-b32-2core.md): resnet50's 1024->256 on 14x14
     22.7 -> 12.6 ms (ONNX Runtime 11.6), 1024->512 43.5 -> 23.9 (21.8), 256->1024 12.4
-    -> 11.8 (11.7); on 7x7 (49 -> 64) 14.8 -> 17.5 and 13.5 -> 15.4: hence the waste bound."""
+    -> 11.8 (11.7); on 7x7 (49 -> 64) 14.8 -> 17.5 and 13.5 -> 15.4: hence the waste bound,
+    wider where the epilogue adds a residual (``residual``: :data:`RAGGED_PLANE_MAX_WASTE_RESIDUAL`)."""
     if not RAGGED_PLANE or len(mac.out_indices) < 3:
         return False
     n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
@@ -217,7 +243,8 @@ def _ragged_plane(mac, lanes: int) -> bool:
     if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
         return False
     width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
-    return -(-plane // width) * width - plane <= RAGGED_PLANE_MAX_WASTE * plane
+    waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
+    return -(-plane // width) * width - plane <= waste * plane
 
 
 def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False):
