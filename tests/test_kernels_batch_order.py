@@ -183,9 +183,9 @@ def test_schedule_unchanged_where_the_batch_fits(m, monkeypatch):
 # --- a batch of 14x14 images: 1x1 convs on the padded plane (cpu_matmul._ragged_plane) ---
 
 PLANE_CASES = {
-    "1x1 64->32 on 14x14 + relu, batch 2": lambda: _conv(64, 32, 14, batch=2),
-    "1x1 96->48 on 14x14 + add, batch 3": lambda: _conv(96, 48, 14, epilogue="add", batch=3),
-    "1x1 32->40 on 17x17, batch 2": lambda: _conv(32, 40, 17, epilogue="none", batch=2),
+    "1x1 256->32 on 14x14 + relu, batch 2": lambda: _conv(256, 32, 14, batch=2),
+    "1x1 256->48 on 14x14 + add, batch 3": lambda: _conv(256, 48, 14, epilogue="add", batch=3),
+    "1x1 256->40 on 17x17, batch 2": lambda: _conv(256, 40, 17, epilogue="none", batch=2),
 }
 
 
@@ -204,7 +204,7 @@ def test_padded_plane_matches_onnxruntime(case):
 def test_batched_14x14_plane_is_padded_and_tiled_along_it(mcpu):
     """196 pixels -> 208 (8 lanes) or 224 (16): the image copied zero-padded, the tile two
     full vectors along the plane (before: the weight tile, output-channel vectors)."""
-    func = _scheduled(PLANE_CASES["1x1 64->32 on 14x14 + relu, batch 2"](), mcpu)
+    func = _scheduled(PLANE_CASES["1x1 256->32 on 14x14 + relu, batch 2"](), mcpu)
     script = func.script()
     lanes = 8 if mcpu == "haswell" else 16
     assert "reindex_pad" in script and f"T.int64({-(-196 // (2 * lanes)) * 2 * lanes})" in script, script
@@ -212,8 +212,9 @@ def test_batched_14x14_plane_is_padded_and_tiled_along_it(mcpu):
     assert _tile(func)[1:] == (2, lanes)
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(64, 32, 14), lambda: _conv(512, 32, 7, batch=2)],
-                         ids=["batch 1", "7x7: 49 -> 64 is too much padding"])
+@pytest.mark.parametrize("m", [lambda: _conv(256, 32, 14), lambda: _conv(512, 32, 7, batch=2),
+                               lambda: _conv(96, 32, 14, batch=2)],
+                         ids=["batch 1", "7x7: 49 -> 64 is too much padding", "a sum of 96 is too short"])
 def test_plane_not_padded_at_batch_1_nor_past_the_waste_bound(m):
     assert "reindex_pad" not in _scheduled(m(), "haswell").script()
 

@@ -182,6 +182,14 @@ RAGGED_PLANE = True
 RAGGED_PLANE_MIN_BATCH = 2
 """The least batch for :func:`_ragged_plane` (batch 1 keeps its tiles: unmeasured there)."""
 
+RAGGED_PLANE_MIN_REDUCTION = 256
+"""The least reduction length (input channels) for :func:`_ragged_plane`: the padded copy
+of the image and the copy-back of the output are two passes more, paid back by the
+tile's contiguous reads over a long sum (resnet50's 256->1024 on 14x14 at batch 8: 12.4
+-> 11.8 ms, 1024->256 22.7 -> 12.6); over mobilenet_v2's 96->576 on 14x14 (batch 4) a
+tie (1.74 -> 1.77 ms), its whole model at batch 4 with the shorter sums padded too 52.1 ->
+54.0 ms (1 thread, CPU time): not taken below 256."""
+
 RAGGED_PLANE_MAX_WASTE = 1 / 6
 """The most padding :func:`_ragged_plane` adds, as a share of the plane: 14x14 = 196 ->
 208 with 8 lanes (6%), -> 224 with 16 (14%); not 7x7 = 49 -> 64 (31%), measured
@@ -214,7 +222,8 @@ def _reads_residual(sch: s_tir.Schedule, mac) -> bool:
 
 
 def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
-    """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]``) on a batch
+    """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]``, at least
+    :data:`RAGGED_PLANE_MIN_REDUCTION` input channels) on a batch
     of at least :data:`RAGGED_PLANE_MIN_BATCH` images whose ``h*w`` plane is no whole
     number of ``lanes`` vectors (14x14 = 196 = 24.5 x 8) should have its plane fused
     (:func:`_fuse_plane` with ``ragged``) and padded to whole vectors
@@ -241,6 +250,8 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
         return False
     plane = mac.extents[h] * mac.extents[w]
     if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
+        return False
+    if math.prod(mac.extents[v] for v in mac.reduce) < RAGGED_PLANE_MIN_REDUCTION:
         return False
     width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
     waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
