@@ -76,7 +76,8 @@ def _feeds(model, seed: int = 0) -> dict:
     return feeds
 
 
-def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int, clock=time.perf_counter) -> dict:
+def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int,
+       clock=time.perf_counter) -> dict:
     import tvm
     from tvm import relax
 
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
         p.error("--cpu-time needs --threads 1")
     clock = time.thread_time if a.cpu_time else time.perf_counter
     print(f"{'model':<16}{'before ms':>26}{'after ms':>26}{'ORT ms':>26}{'b/ORT':>7}{'a/ORT':>7}{'a/b':>7}"
-          f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds{', CPU time' if a.cpu_time else ''})")
+          f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds"
+          f"{', CPU time' if a.cpu_time else ''})")
     for name in a.models:
         r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock)
         b, af, o = (min(x) for x in r["best"])
