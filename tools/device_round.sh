@@ -495,6 +495,11 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_costmodel_wake.py \
     tests/test_partitioner_wake.py > "$OUT/logs/wake-tests.txt" 2>&1 ;;
+56)  # (BUDGET=590) issue 19, hetpart bf16's error on llama_decode at 1/2 (2.05e-2 > the 2e-2 tolerance): rounding
+     # the weights alone gives 1.663e-2 at 22 layers in ONNX Runtime (lm_head kept float32: 1.670e-2, so the
+     # drift is the layers'), leaving ~4e-3 to the run; the bf16 contender with TF32 on and off (HETPART_TF32=0:
+     # activations not rounded to TF32 -- a decode step's M=1 products are bandwidth-bound, so off may cost nothing)
+  BUDGET=540 RESERVE=40 timeout 580 bash tools/capped_round.sh bf16tf32 > "$OUT/logs/capped-bf16tf32-step.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
