@@ -495,6 +495,25 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_costmodel_wake.py \
     tests/test_partitioner_wake.py > "$OUT/logs/wake-tests.txt" 2>&1 ;;
+57)  # (BUDGET=590) issue 19, the CPU pricing of the memory rules (branch cpu-pricing,
+     # bench/results/capped-pricing-nvidia-h200.md): the CPU's cold weight-read bandwidth as the cost model now
+     # measures it (the compiler's GEMV over 1 GiB of distinct weights) beside the torch sum the bench used
+     # (66.4 GB/s in the run whose ORT-rule plan read its CPU weights at >= 106 GB/s), at 16 and 14 threads,
+     # saved into a copy of the capped profile; then llama_decode at 1/2, the llama.cpp- and ORT-style rules'
+     # plans built once and timed interleaved for 8 rounds, each round beside a GEMV sweep, with their
+     # predictions at the measured bandwidth (one run each had them at 29.56 / 24.70 ms: drift or a per-plan
+     # effect?); last, the bandwidth again
+  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-wr.json"
+  timeout 90 python3 tools/weight_read_check.py --rounds 3 --save "$OUT/profile-capped-wr.json" \
+    --json "$OUT/weight-read-16.json" > "$OUT/weight-read-16.txt" 2>&1
+  TVM_NUM_THREADS=14 timeout 60 python3 tools/weight_read_check.py --rounds 2 --no-torch \
+    --json "$OUT/weight-read-14.json" > "$OUT/weight-read-14.txt" 2>&1
+  left=$((BUDGET - SECONDS - 60))
+  [ "$left" -ge 200 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-wr.json" \
+    --rounds 8 --json "$OUT/capped-rules-ab.json" > "$OUT/capped-rules-ab.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/weight_read_check.py --rounds 1 \
+    > "$OUT/weight-read-after.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
