@@ -121,3 +121,17 @@ def test_measure_weight_read_into_fills_only_a_missing_value(tmp_path, monkeypat
     assert capped.measure_weight_read_into(prof) is True
     assert prof.overheads["cpu"].weight_read_Bps == pytest.approx((1 << 30) / 0.01) and len(calls) == 1
     assert capped.measure_weight_read_into(prof) is False and len(calls) == 1  # measured once
+
+
+def test_the_limit_reads_the_cpu_at_the_faster_of_the_torch_sum_and_the_gemv(tmp_path):
+    """A lower bound takes the fastest rate measured: at the run's 66.4 GB/s the limit
+    (31.65 ms) sat above the ORT-style rule's measured 24.70 ms."""
+    run = Bandwidths(55e9, 66.4e9, {"cpu": "torch sum"})
+    faster = CostModel(_profile(tmp_path, Overheads(**{**CPU.__dict__, "weight_read_Bps": 100e9})))
+    slower = CostModel(_profile(tmp_path, Overheads(**{**CPU.__dict__, "weight_read_Bps": 50e9})))
+    assert capped.limit_bandwidths(run, faster).cpu_bytes_per_s == 100e9
+    assert capped.limit_bandwidths(run, faster).h2d_bytes_per_s == 55e9
+    assert capped.limit_bandwidths(run, slower) is run
+    assert capped.limit_bandwidths(run, CostModel(_profile(tmp_path, CPU))) is run  # nothing measured: the run's
+    assert capped.limit_s(0.001, 4_400_000_000, 2_200_000_000, capped.limit_bandwidths(run, faster)) < \
+        capped.limit_s(0.001, 4_400_000_000, 2_200_000_000, run)
