@@ -500,6 +500,25 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # drift is the layers'), leaving ~4e-3 to the run; the bf16 contender with TF32 on and off (HETPART_TF32=0:
      # activations not rounded to TF32 -- a decode step's M=1 products are bandwidth-bound, so off may cost nothing)
   BUDGET=540 RESERVE=40 timeout 580 bash tools/capped_round.sh bf16tf32 > "$OUT/logs/capped-bf16tf32-step.txt" 2>&1 ;;
+57)  # (BUDGET=590) issue 19, the CPU pricing of the memory rules (branch cpu-pricing,
+     # bench/results/capped-pricing-nvidia-h200.md): the CPU's cold weight-read bandwidth as the cost model now
+     # measures it (the compiler's GEMV over 1 GiB of distinct weights) beside the torch sum the bench used
+     # (66.4 GB/s in the run whose ORT-rule plan read its CPU weights at >= 106 GB/s), at 16 and 14 threads,
+     # saved into a copy of the capped profile; then llama_decode at 1/2, the llama.cpp- and ORT-style rules'
+     # plans built once and timed interleaved for 8 rounds, each round beside a GEMV sweep, with their
+     # predictions at the measured bandwidth (one run each had them at 29.56 / 24.70 ms: drift or a per-plan
+     # effect?); last, the bandwidth again
+  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-wr.json"
+  timeout 90 python3 tools/weight_read_check.py --rounds 3 --save "$OUT/profile-capped-wr.json" \
+    --json "$OUT/weight-read-16.json" > "$OUT/weight-read-16.txt" 2>&1
+  TVM_NUM_THREADS=14 timeout 60 python3 tools/weight_read_check.py --rounds 2 --no-torch \
+    --json "$OUT/weight-read-14.json" > "$OUT/weight-read-14.txt" 2>&1
+  left=$((BUDGET - SECONDS - 60))
+  [ "$left" -ge 200 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-wr.json" \
+    --rounds 8 --json "$OUT/capped-rules-ab.json" > "$OUT/capped-rules-ab.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/weight_read_check.py --rounds 1 \
+    > "$OUT/weight-read-after.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -30,6 +30,12 @@
   44 GB/s in the model, a 16.8 MB one at 175 GB/s alone and 45 GB/s in the model;
   the H200 profile's 16.8 MB GEMV was timed at 234 GB/s on a host whose memory
   reads 90-95 GB/s (bench/results/capped-predictions.md).
+* ``cold_weight_bandwidth(device)``: the bandwidth for that floor as the profile
+  measured it with the compiler's own GEMV over weights no cache holds
+  (:attr:`Overheads.weight_read_Bps`, :mod:`.weight_read_bench`); None where the
+  profile has none.  The capped benchmark prefers it to its own torch sum, a snapshot
+  that read 66.4 GB/s on the H200 in the run whose ORT-style plan then read its CPU
+  weights at >= 100 GB/s (bench/results/capped-pricing-nvidia-h200.md).
 """
 
 from __future__ import annotations
@@ -202,6 +208,13 @@ class CostModel:
         if not nbytes:
             return 0.0
         return self._overheads(device).launch_s + nbytes / bandwidth
+
+    def cold_weight_bandwidth(self, device: str) -> float | None:
+        """Bytes per second ``device`` reads weights at when no cache holds them, as the
+        profile measured it (:attr:`Overheads.weight_read_Bps`); None where it did not
+        (or has no overheads for ``device``)."""
+        oh = self.profile.overheads.get(device)
+        return None if oh is None else oh.weight_read_Bps
 
     def with_weight_bandwidth(self, bandwidths: dict[str, float]) -> "CostModel":
         """A copy whose kernels on each device in ``bandwidths`` cost at least their
