@@ -135,3 +135,37 @@ def test_the_limit_reads_the_cpu_at_the_faster_of_the_torch_sum_and_the_gemv(tmp
     assert capped.limit_bandwidths(run, CostModel(_profile(tmp_path, CPU))) is run  # nothing measured: the run's
     assert capped.limit_s(0.001, 4_400_000_000, 2_200_000_000, capped.limit_bandwidths(run, faster)) < \
         capped.limit_s(0.001, 4_400_000_000, 2_200_000_000, run)
+
+
+def test_a_cost_model_prices_cold_weights_wherever_its_profile_measured_them(tmp_path):
+    """`partition` and the capped bench price one way: a profile with the GEMV sweep floors
+    CPU weights in every CostModel built from it (the product's `cost_model_for` too), and
+    only an explicit choice (`with_hot_weights`, the bench's --hot-weights) drops it.
+    Before, only the bench floored them, so its `hetpart` contender was not the plan a
+    user's `partition --gpu-memory` made."""
+    from hetpart.partitioner.planning import cost_model_for
+
+    prof = _profile(tmp_path, Overheads(**{**CPU.__dict__, "weight_read_Bps": 100e9}))
+    k = _weight_kernel()
+    for costs in (CostModel(prof), cost_model_for(prof)):
+        assert costs.weight_bandwidth.get("cpu") == 100e9
+        assert costs.weight_floor(k, "cpu") == pytest.approx(CPU.launch_s + k.param_bytes / 100e9)
+        assert costs.scaled(gpu=2.0).weight_bandwidth.get("cpu") == 100e9  # what-ifs keep it
+        hot = costs.with_hot_weights()
+        assert hot.weight_bandwidth == {} and hot.weight_floor(k, "cpu") == 0.0
+    run = Bandwidths(55e9, 66.4e9, {"cpu": "torch sum"})
+    assert capped.cold_weight_costs(CostModel(prof), run, Options(cold_weights=False)).weight_bandwidth == {}
+    assert CostModel(_profile(tmp_path, CPU)).weight_bandwidth == {}  # not measured: no floor
+
+
+def test_partition_profile_weight_read_measures_into_the_profile(tmp_path, monkeypatch, capsys):
+    from hetpart.cli.main import main
+
+    monkeypatch.setattr(wrb, "measure_weight_read", lambda target, dev: wrb.WeightReadSample((0.01,), 4, 1 << 28))
+    path = _profile(tmp_path, CPU).save()
+    assert main(["profile", "--weight-read", "--profile", str(path)]) == 0
+    assert Profile.load(path).overheads["cpu"].weight_read_Bps == pytest.approx((1 << 30) / 0.01)
+    assert "cold weight reads" in capsys.readouterr().out
+    monkeypatch.setattr(wrb, "measure_weight_read", lambda target, dev: wrb.WeightReadSample((0.02,), 4, 1 << 28))
+    assert main(["profile", "--weight-read", "--profile", str(path)]) == 0  # asked again: measured again
+    assert Profile.load(path).overheads["cpu"].weight_read_Bps == pytest.approx((1 << 30) / 0.02)

@@ -519,8 +519,10 @@ def cold_weight_costs(costs, bw: Bandwidths, options: "Options"):
     """``costs`` with CPU weights read at least at :func:`cold_weight_bandwidth`
     (:meth:`hetpart.costmodel.CostModel.with_weight_bandwidth`) when
     ``options.cold_weights``; costs that cannot take a floor (a test's table) as they are."""
-    if not options.cold_weights or not hasattr(costs, "with_weight_bandwidth"):
+    if not hasattr(costs, "with_weight_bandwidth"):
         return costs
+    if not options.cold_weights:  # --hot-weights: every kernel at its (cached) timing
+        return costs.with_hot_weights()
     return costs.with_weight_bandwidth({"cpu": cold_weight_bandwidth(costs, bw)[0]})
 
 
@@ -865,21 +867,11 @@ def measure_kernels(graph, options: Options) -> None:
 
 
 def measure_weight_read_into(prof) -> bool:
-    """Measure the CPU's cold weight-read bandwidth (:mod:`hetpart.costmodel.weight_read_bench`)
-    into ``prof``'s CPU overheads where they lack it; True when it measured."""
-    from dataclasses import replace
+    """:func:`hetpart.costmodel.profiler.ensure_weight_read`: the CPU's cold weight-read
+    bandwidth into ``prof`` where it lacks it; True when it measured."""
+    from ..costmodel.profiler import ensure_weight_read
 
-    import tvm
-
-    from ..costmodel.weight_read_bench import measure_weight_read
-    from ..targets import cpu_tvm_target
-
-    oh = (getattr(prof, "overheads", None) or {}).get("cpu")  # a profile without the CPU measured: nothing
-    if oh is None or oh.weight_read_Bps is not None:
-        return False
-    sample = measure_weight_read(cpu_tvm_target(), tvm.cpu())
-    prof.overheads["cpu"] = replace(oh, weight_read_Bps=sample.bytes_per_s)
-    return True
+    return ensure_weight_read(prof)
 
 
 def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, builds,
