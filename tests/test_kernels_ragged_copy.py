@@ -61,8 +61,9 @@ def test_whole_panels_copy_back_in_vectors(seq, cpu):
 
 
 # 33 and 47 tokens: the last panel holds 1 and 15 columns with 8 lanes (padded to 48,
-# tiles 16 wide), 1 and 15 with 16 lanes (padded to 64, tiles 32 wide).
-@pytest.mark.parametrize("seq", [33, 47, 197])
+# tiles 16 wide), 1 and 15 with 16 lanes (padded to 64, tiles 32 wide); 100 (whisper's
+# 1500 scaled down: 4-lane vectors, padded to 112 or 128), 4 columns in the last panel.
+@pytest.mark.parametrize("seq", [33, 47, 100, 197])
 @pytest.mark.parametrize("special", [False, True])
 def test_split_copy_back_matches_onnxruntime(seq, special):
     m = _scores(2, seq, 16)
