@@ -44,8 +44,8 @@ def _loops(func) -> list:
 
 
 def _calls(expr, name: str) -> int:
-    found = []
-    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.same_as(tvm.ir.Op.get(name)) else None))
+    op, found = tvm.ir.Op.get(name), []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.same_as(op) else None))
     return len(found)
 
 

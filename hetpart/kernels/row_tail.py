@@ -58,7 +58,7 @@ def _substitute(node, mapping: list):
 
 
 def _fresh_lets(expr):
-    """``expr`` with the variables its ``Let``\ s bind renamed (fast_exp binds its
+    """``expr`` with the variables bound by its ``Let`` nodes renamed (fast_exp binds its
     argument): a copy beside the original must not define them again."""
     bound = []
     tvm_ffi.structural_walk(expr, (tirx.Let, lambda e: bound.append(e.var)))
@@ -155,7 +155,8 @@ def vector_row_tail(sch: s_tir.Schedule, block, lanes: int) -> bool:
     o_idx = [_substitute(e, pairs) for e in idx[:-1]] + [new_last + const(whole)]
     s_idx = [_substitute(e, pairs) for e in idx[:-1]] + [new_last + const(lanes - rest)]
     copy_block = s_tir.SBlock(iters, [_region(tmp, s_idx)], [_region(store.buffer, o_idx)],
-                              stmt.name_hint + "_row_tail_store", tirx.BufferStore(store.buffer, tirx.BufferLoad(tmp, s_idx), o_idx))
+                              stmt.name_hint + "_row_tail_store",
+                              tirx.BufferStore(store.buffer, tirx.BufferLoad(tmp, s_idx), o_idx))
     t = tirx.Var("t", ty)
     values = [t if iv.same_as(bound[0][0]) else val for iv, val in zip(stmt.iter_vars, realize.iter_values)]
     copy_loop = tirx.For(t, const(0), const(rest), tirx.ForKind.SERIAL,
