@@ -100,3 +100,22 @@ def test_softmax_with_a_vector_tail_matches_onnxruntime(op, n):
         with np.errstate(all="ignore"):
             want = reference(m, {"x": x})["y"]
         assert_matches(got, want, what=f"{op} n={n} vs onnx.reference")
+
+
+def _has_overflow_clamp(func) -> bool:
+    consts = []
+    tvm_ffi.structural_walk(func.body, (tirx.FloatImm, lambda c: consts.append(float(c.value))))
+    return float(np.float32(88.72283935546875)) in consts
+
+
+@pytest.mark.parametrize("mcpu", sorted(WIDTHS))
+def test_ragged_softmax_exp_has_no_overflow_handling(mcpu):
+    """Softmax's ``exp(x - max(row))`` is ``<= 0`` or NaN: over a ragged row (197) its exp
+    pass has no clamp at ln(FLT_MAX) and no +inf past it (cpu_reduction.row_max_exps);
+    the NaN select stays.  Rows of whole vectors (128) and log-softmax (its exp inside
+    the sum) keep them: there LLVM re-vectorised TVM's vector loop once they were gone."""
+    func = _scheduled(197, mcpu)
+    assert not _has_overflow_clamp(func), func.script()
+    assert _calls(func.body, "tirx.isnan") > 0, func.script()
+    assert _has_overflow_clamp(_scheduled(128, mcpu))
+    assert _has_overflow_clamp(_scheduled(197, mcpu, "LogSoftmax"))

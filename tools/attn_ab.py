@@ -7,6 +7,7 @@ The changes, each a module constant (the "before" build sets them off):
   whole panels (ViT's scores over 197 tokens, whisper's over 1500 on AVX-512);
 * ``cpu_reduction.VECTOR_ROW_TAIL``: softmax's ``exp`` over a ragged row's tail as one vector;
 * ``cpu_reduction.RECIPROCAL_DIVISOR``: softmax scaled by the reciprocal of the row's sum;
+* ``cpu_reduction.ROW_MAX_EXP``: softmax's exp over a ragged row without overflow handling;
 * ``cpu_matmul.NARROW_LANES``: 4-lane vector dims padded to full vectors on wider targets
   (whisper's scores on AVX2; AVX-512 decisions unchanged).
 
@@ -38,12 +39,14 @@ def before():
     from hetpart.kernels.rules import cpu_matmul as cm
     from hetpart.kernels.rules import cpu_reduction as cr
 
-    saved = rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cm.NARROW_LANES
-    rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cm.NARROW_LANES = False, False, False, 0
+    saved = rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cr.ROW_MAX_EXP, cm.NARROW_LANES
+    rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cr.ROW_MAX_EXP, cm.NARROW_LANES = (
+        False, False, False, False, 0)
     try:
         yield
     finally:
-        rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cm.NARROW_LANES = saved
+        (rt.SPLIT_RAGGED_COPY_BACK, cr.VECTOR_ROW_TAIL, cr.RECIPROCAL_DIVISOR, cr.ROW_MAX_EXP,
+         cm.NARROW_LANES) = saved
 
 
 def _scripts(mod) -> dict[str, str]:

@@ -45,7 +45,9 @@ Two shapes of function, two schedules:
   znver3, AVX2, both builds in one process in turns, CPU time of one thread, least
   of 8 rounds, bench/results/cpu-vit-attn-2core.md): 1x12x197x197 0.524 -> 0.455 ms,
   1x6x1500x1500 15.8 -> 14.5, BERT's 1x12x128x128 (whole vectors: the reciprocal
-  only) 0.182 -> 0.175.
+  only) 0.182 -> 0.175.  Over such a row softmax's ``exp(x - max(row))``, ``<= 0`` or
+  NaN, also leaves out ``fast_exp``'s overflow handling (:func:`row_max_exps`; the same
+  bits): 0.436-0.440 -> 0.396-0.422 ms, 1500 wide 15.1 -> 14.8.
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -298,7 +300,8 @@ class CpuReduction(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
-        sch = s_tir.Schedule(replace_exp(func))
+        exps = row_max_exps(func, cpu_shape(target).lanes("float32")) if ROW_MAX_EXP else None
+        sch = s_tir.Schedule(replace_exp(func, exps))
         try_inline_spatial(sch)
         infos = block_infos(sch)
         if infos is None or all(bi.is_injective() for bi in infos):
@@ -413,6 +416,68 @@ def _rfactor_widest(sch, block, full: int, lanes: int):
         if rf is not None:
             return rf, width
     return None, 0
+
+
+ROW_MAX_EXP = True
+"""Whether softmax's ``exp(x - max(row))`` over a ragged row is computed without
+``fast_exp``'s overflow handling (:func:`row_max_exps`)."""
+
+
+def row_max_exps(func: tirx.PrimFunc, full: int):
+    """A predicate for :func:`~hetpart.kernels.fast_exp.replace_exp`: True for the ``exp``
+    argument ``A[.., j] - M[..]`` of an element-wise block over rows of no whole number
+    of ``full``-lane vectors (softmax's exp pass over 197 or 1500: LLVM's loop, then
+    :func:`~hetpart.kernels.row_tail.vector_row_tail`), where a block of ``func`` reduces
+    ``M[s] = max(M[s], A[s, r])`` over the whole last axis of ``A`` (the row max, as TOPI
+    writes it) and the argument reads ``A`` in the row ``M`` is indexed by.
+
+    Such an argument is ``<= 0`` (``a <= max`` of its row, and IEEE subtraction keeps the
+    order) or NaN; where a NaN in the row broke the running maximum, the row's sum holds
+    ``exp(NaN)`` and every output of the row is NaN with either exp.  Before, the exp
+    clamped at ln(FLT_MAX) and selected +inf past it, for arguments that never get there.
+    Not for rows of whole vectors: there the exp pass is TVM's vector loop, and without
+    the selects LLVM re-vectorised it across iterations with shuffles (BERT's 128-wide
+    softmax 0.178 -> 0.304 ms, one thread); nor for an exp inside a reduction
+    (log-softmax's sum), a TVM vector loop too."""
+    row_max, args = {}, []
+
+    def visit_block(b):
+        store = b.body
+        if not isinstance(store, tirx.BufferStore):
+            return
+        if b.init is None:
+            n = store.buffer.shape[-1] if store.buffer.shape else None
+            if (isinstance(n, tirx.IntImm) and int(n) > full and int(n) % full
+                    and all(iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars)):
+                tvm_ffi.structural_walk(store.value, (tvm.ir.Call, lambda c: args.append(c.args[0])
+                                                      if c.op.same_as(tvm.ir.Op.get("tirx.exp")) else None))
+            return
+        reduce = [iv for iv in b.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+        combine = _combiner(b)
+        if len(reduce) != 1 or not isinstance(store.value, tirx.Max) or combine is None \
+                or not isinstance(combine[1], tvm.ir.TensorLoad):
+            return
+        src, idx, r = combine[1].source, list(combine[1].indices), reduce[0]
+        if (idx and isinstance(idx[-1], tirx.Var) and idx[-1].same_as(r.var)
+                and tvm_ffi.structural_equal(idx[:-1], list(store.indices))
+                and isinstance(r.dom.min, tirx.IntImm) and int(r.dom.min) == 0
+                and tvm_ffi.structural_equal(r.dom.extent, src.shape[-1])):
+            row_max[store.buffer] = src
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit_block))
+
+    def below_row_max(arg) -> bool:
+        if not (isinstance(arg, tirx.Sub) and isinstance(arg.a, tvm.ir.TensorLoad)
+                and isinstance(arg.b, tvm.ir.TensorLoad)):
+            return False
+        src = next((a for m, a in row_max.items() if m.same_as(arg.b.source)), None)
+        return (src is not None and arg.a.source.same_as(src)
+                and tvm_ffi.structural_equal(list(arg.a.indices)[:-1], list(arg.b.indices)))
+
+    def nonpositive(arg) -> bool:
+        return any(arg.same_as(a) for a in args) and below_row_max(arg)
+
+    return nonpositive
 
 
 VECTOR_ROW_TAIL = True
