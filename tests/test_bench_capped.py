@@ -345,9 +345,12 @@ def test_cold_weights_floor_the_cpu_at_the_runs_bandwidth():
             seen.append(bandwidths)
             return "floored"
 
+        def with_hot_weights(self):  # --hot-weights: no floor, not even the profile's own
+            return "hot"
+
     bw = Bandwidths(55e9, 90e9)
     assert capped.cold_weight_costs(Floored(), bw, Options()) == "floored" and seen == [{"cpu": 90e9}]
-    assert isinstance(capped.cold_weight_costs(Floored(), bw, Options(cold_weights=False)), Floored)
+    assert capped.cold_weight_costs(Floored(), bw, Options(cold_weights=False)) == "hot" and len(seen) == 1
     table = roofline_costs_for_mlp()
     assert capped.cold_weight_costs(table, bw, Options()) is table
 

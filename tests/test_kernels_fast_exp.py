@@ -207,3 +207,29 @@ def test_fast_tanh_of_a_bfloat16_read_matches_tanh():
     out = tvm.runtime.empty((n,), "float32")
     lib(src, out)
     np.testing.assert_allclose(out.numpy(), np.tanh(rounded * 0.5), rtol=1e-5, atol=1e-6)
+
+
+def _const_in(func, value: float) -> bool:
+    found = []
+    tvm_ffi.structural_walk(func.body, (tirx.FloatImm, lambda c: found.append(c)
+                                        if float(c.value) == float(np.float32(value)) else None))
+    return bool(found)
+
+
+def test_nonpositive_exp_is_bitwise_fast_exp_where_it_applies(fast):
+    """``fast_exp(x, nonpositive=True)`` (softmax's ``exp(x - max(row))``) leaves out the
+    upper clamp and the overflow select: for ``x <= 0`` and NaN the very same bits."""
+    n = 1 << 16
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: tirx.exp(a[i]), name="b")
+    func = replace_exp(te.create_prim_func([a, b]), nonpositive=lambda arg: True)
+    assert not _const_in(func, 88.72283935546875), func.script()
+    sch = s_tir.Schedule(func)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, 16])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+    special = SPECIAL[(SPECIAL <= 0) | np.isnan(SPECIAL)]
+    x = np.concatenate([special, np.linspace(-110.0, 0.0, n - special.size, dtype=np.float32)]).astype(np.float32)
+    out = tvm.runtime.empty((n,), "float32")
+    lib(tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy().view(np.uint32), fast(x).view(np.uint32))

@@ -8,6 +8,7 @@ float32 weights, and with every float32 initializer of 4096+ elements rounded to
 metric per output.  Random inputs (seed 0): caches N(0, 1), token ids < 100, positions < 2048.
 
     python tools/bf16_weight_error.py 1 2 4 8
+    python tools/bf16_weight_error.py 22 --keep lm_head.weight   # that weight stays float32
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def feeds_for(session, rng) -> dict:
     return feeds
 
 
-def error_of(layers: int) -> dict[str, float]:
-    """Per output: max|fp32 - bf16-weights| / max|fp32|."""
+def error_of(layers: int, keep: tuple[str, ...] = ()) -> dict[str, float]:
+    """Per output: max|fp32 - bf16-weights| / max|fp32|; initializers named in ``keep`` stay float32."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +62,7 @@ def error_of(layers: int) -> dict[str, float]:
         model = onnx.load_model(path)
         for t in model.graph.initializer:
             arr = numpy_helper.to_array(t)
-            if arr.dtype == np.float32 and arr.size >= 4096:
+            if arr.dtype == np.float32 and arr.size >= 4096 and t.name not in keep:
                 t.CopyFrom(numpy_helper.from_array(to_bf16(arr), t.name))
         rounded = str(Path(tmp) / "bf16.onnx")
         onnx.save_model(model, rounded, save_as_external_data=True, all_tensors_to_one_file=True,
@@ -72,10 +73,16 @@ def error_of(layers: int) -> dict[str, float]:
 
 
 def main() -> int:
-    for layers in (int(a) for a in (sys.argv[1:] or ["1", "2", "4"])):
-        errs = error_of(layers)
+    args = sys.argv[1:]
+    keep: tuple[str, ...] = ()
+    if "--keep" in args:
+        i = args.index("--keep")
+        keep, args = tuple(args[i + 1].split(",")), args[:i] + args[i + 2:]
+    for layers in (int(a) for a in (args or ["1", "2", "4"])):
+        errs = error_of(layers, keep)
         worst = max(errs, key=errs.get)
-        print(f"layers={layers:<3} worst output {worst} {errs[worst]:.3e}", flush=True)
+        print(f"layers={layers:<3} kept float32: {','.join(keep) or '-'}  worst output {worst} {errs[worst]:.3e}",
+              flush=True)
     return 0
 
 

@@ -40,10 +40,14 @@ default on a machine with a GPU) each workload's kernels are measured first on b
 devices; whatever is still predicted is counted per device in the workload's header
 (``predicted_kernels``) and per plan in its record (``predicted_kernels``: its kernels
 priced by prediction on the device they run on), and the table says so.  With
-``Options.cold_weights`` (default) the cost model reads CPU weights at the CPU memory
-bandwidth measured in the run (:meth:`hetpart.costmodel.CostModel.with_weight_bandwidth`):
+``Options.cold_weights`` (default) the cost model reads CPU weights no faster than its
+cold weight-read bandwidth (:meth:`hetpart.costmodel.CostModel.with_weight_bandwidth`):
 in a model bigger than the GPU no weight stays in a cache from one run to the next, while
-a kernel timed alone keeps its weights there.
+a kernel timed alone keeps its weights there.  That bandwidth is the profile's own
+measurement (the compiler's GEMV over 1 GiB of weights, :mod:`hetpart.costmodel.weight_read_bench`,
+taken into the profile by ``Options.measure``), else the run's torch sum
+(:func:`cold_weight_bandwidth`); each workload's header says which (``cold_weight_Bps``,
+``cold_weight_from``).
 
 Records go to a JSON file (schema ``hetpart-capped``) as they come, with a markdown
 table beside it; ``deadline`` (``time.monotonic()``) stops the run between two
@@ -86,7 +90,8 @@ PRECISIONS = {"hetpart bf16": ("bf16", "cuda=bf16,cpu=fp32")}
 BF16_TOLERANCE = 2e-2
 """Largest ``max|hetpart - ORT| / max|ORT|`` over the outputs for a bf16 record to be
 right: the tolerance hetpart's precision is tested to (README, tests/test_compiler_precision.py)."""
-LIMIT = ("the best placement's time if every byte moved at the bandwidths measured in this run: "
+LIMIT = ("the best placement's time if every byte moved at the bandwidths measured (host-to-device in this run; "
+         "the CPU's the faster of this run's torch sum and the profile's GEMV over cold weights): "
          "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
          "reading the rest at its memory bandwidth, or the CPU reading all of them, counting only the "
          "weights a step reads (a MoE step its chosen experts'); a lower bound")
@@ -483,13 +488,42 @@ def plan_predicted_kernels(plan, graph, costs) -> int:
     return sum(bool(priced.is_predicted(graph.kernels[k], device)) for k, device in plan.assignment.items())
 
 
+def cold_weight_bandwidth(costs, bw: Bandwidths) -> tuple[float, str]:
+    """``(bytes per second, where from)`` of the CPU's cold weight reads: the profile's
+    measurement with the compiler's own GEMV chain where it has one
+    (:meth:`hetpart.costmodel.CostModel.cold_weight_bandwidth`), else ``bw``'s torch sum.
+
+    Why the profile first: the torch sum is one snapshot of another library's loop,
+    taken at the start of the run.  On the H200 it read 66.4 GB/s in the run whose
+    ORT-style plan then read its 2.34 GB of CPU weights at >= 100 GB/s; priced at 66.4,
+    both memory rules were predicted 10-14 ms slow
+    (bench/results/capped-pricing-nvidia-h200.md)."""
+    measured = getattr(costs, "cold_weight_bandwidth", lambda device: None)("cpu")
+    if measured:
+        return float(measured), "profile: the compiler's GEMV over cold weights (weight_read_Bps)"
+    return bw.cpu_bytes_per_s, f"this run's {bw.how.get('cpu', 'CPU read')}"
+
+
+def limit_bandwidths(bw: Bandwidths, costs) -> Bandwidths:
+    """``bw`` with the CPU's read bandwidth the faster of the run's torch sum and the
+    profile's GEMV measurement (:func:`cold_weight_bandwidth`): the limit is a lower
+    bound, so it takes the fastest rate measured.  (On the H200 the torch sum read
+    66.4 GB/s and made the limit 31.65 ms, above the ORT-style rule's measured 24.70.)"""
+    measured = getattr(costs, "cold_weight_bandwidth", lambda device: None)("cpu")
+    if not measured or measured <= bw.cpu_bytes_per_s:
+        return bw
+    return Bandwidths(bw.h2d_bytes_per_s, float(measured), {**bw.how, "cpu": "the profile's GEMV over cold weights"})
+
+
 def cold_weight_costs(costs, bw: Bandwidths, options: "Options"):
-    """``costs`` with CPU weights read at least at ``bw``'s CPU memory bandwidth
+    """``costs`` with CPU weights read at least at :func:`cold_weight_bandwidth`
     (:meth:`hetpart.costmodel.CostModel.with_weight_bandwidth`) when
     ``options.cold_weights``; costs that cannot take a floor (a test's table) as they are."""
-    if not options.cold_weights or not hasattr(costs, "with_weight_bandwidth"):
+    if not hasattr(costs, "with_weight_bandwidth"):
         return costs
-    return costs.with_weight_bandwidth({"cpu": bw.cpu_bytes_per_s})
+    if not options.cold_weights:  # --hot-weights: every kernel at its (cached) timing
+        return costs.with_hot_weights()
+    return costs.with_weight_bandwidth({"cpu": cold_weight_bandwidth(costs, bw)[0]})
 
 
 def measure_by_default(simulate: bool) -> bool:
@@ -512,8 +546,8 @@ class Options:
     its kernels on both devices (few repeats) and the link into this machine's
     profile, so plans use this GPU's costs, not a recording's predictions (the front
     end's default where there is a GPU: :func:`measure_by_default`); ``cold_weights``:
-    no CPU kernel is priced below reading its weights at the CPU memory bandwidth
-    measured in the run (the module docstring says why)."""
+    no CPU kernel is priced below reading its weights at the CPU's cold weight-read
+    bandwidth (:func:`cold_weight_bandwidth`; the module docstring says why)."""
 
     settings: Settings = field(default_factory=Settings.quick)
     profile: object = None
@@ -522,7 +556,7 @@ class Options:
     deadline: float = float("inf")
     bandwidth_bytes: int = 1 << 30
     measure: bool = False  # measure each workload's kernels (quick) into this machine's profile first
-    cold_weights: bool = True  # CPU weights priced at the run's CPU memory bandwidth at least
+    cold_weights: bool = True  # CPU weights priced at the cold weight-read bandwidth at least
     progress: bool = False
     contenders: tuple[str, ...] = CONTENDERS  # which to run (a subset keeps a short call short)
     kernel_options: object = None  # KernelOptions of every build and measurement (None: the default)
@@ -773,13 +807,15 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
         gpu_bytes = {"fp32": prep.weight_bytes} | {
             label: precision_weight_bytes(prep.graph, prep.weight_bytes, text)
             for label, text in (PRECISIONS[c] for c in options.contenders if c in PRECISIONS)}
+        floor = getattr(costs, "weight_bandwidth", {}).get("cpu")
         yield {"workload": name, "weight_bytes": prep.weight_bytes, "gpu_compute_ms": compute * 1e3,
                "kernels": len(prep.graph.kernels), "predicted_kernels": priced.predicted, "read_share": share,
+               "cold_weight_Bps": floor, "cold_weight_from": cold_weight_bandwidth(costs, bw)[1] if floor else None,
                **{f"{label}_gpu_weight_bytes": b for label, b in gpu_bytes.items() if label != "fp32"}}
         cap_free: dict[str, Record] = {}
         builds = Builds(prep.graph, options)
         for cap in cap_bytes:
-            limits = {label: limit_s(compute, prep.weight_bytes, cap, bw, b, share) * 1e3
+            limits = {label: limit_s(compute, prep.weight_bytes, cap, limit_bandwidths(bw, costs), b, share) * 1e3
                       for label, b in gpu_bytes.items()}
             limit = limits["fp32"]
             chain_ms = chain_bound_s(prep.graph, costs, cap, bw) * 1e3
@@ -806,7 +842,9 @@ def measure_kernels(graph, options: Options) -> None:
     """Measure ``graph``'s kernels the profile lacks on both devices (few repeats), the
     CUDA kernels as each low-precision contender builds them (weights stored in its
     format: other kernels, which the cost model would otherwise only predict), and the
-    link if the profile has none, into this machine's profile (needs a GPU)."""
+    link if the profile has none, into this machine's profile (needs a GPU); with
+    ``options.cold_weights`` also the CPU's cold weight-read bandwidth where the profile
+    lacks it (:func:`measure_weight_read_into`)."""
     from ..contracts.precision import coerce
     from ..costmodel import measure_transfers, profile
     from ..costmodel.kernel_bench import MeasureSettings
@@ -824,6 +862,16 @@ def measure_kernels(graph, options: Options) -> None:
         prof = open_profile(prof)
         prof.transfers = measure_transfers(progress=options.progress)
         prof.save()
+    if options.cold_weights and measure_weight_read_into(prof):
+        prof.save()
+
+
+def measure_weight_read_into(prof) -> bool:
+    """:func:`hetpart.costmodel.profiler.ensure_weight_read`: the CPU's cold weight-read
+    bandwidth into ``prof`` where it lacks it; True when it measured."""
+    from ..costmodel.profiler import ensure_weight_read
+
+    return ensure_weight_read(prof)
 
 
 def _measure(contender: str, prep: Prepared, cap: int, limit_ms: float, costs, builds,

@@ -30,6 +30,17 @@
   44 GB/s in the model, a 16.8 MB one at 175 GB/s alone and 45 GB/s in the model;
   the H200 profile's 16.8 MB GEMV was timed at 234 GB/s on a host whose memory
   reads 90-95 GB/s (bench/results/capped-predictions.md).
+* ``cold_weight_bandwidth(device)``: the bandwidth for that floor as the profile
+  measured it with the compiler's own GEMV over weights no cache holds
+  (:attr:`Overheads.weight_read_Bps`, :mod:`.weight_read_bench`; ``partition profile
+  --weight-read``); None where the profile has none.  A CostModel prices with that floor
+  by default wherever the profile measured it (``weight_bandwidth=None``), so the plans
+  of ``partition`` and of the capped benchmark see one price; ``with_hot_weights()``
+  drops it.  A model whose weights all stay in the last-level cache between runs is
+  then priced a little high on its weight-bound kernels (GEMVs) -- compute-bound
+  kernels take longer than their weight bytes at memory bandwidth anyway.  The capped benchmark prefers it to its own torch sum, a snapshot
+  that read 66.4 GB/s on the H200 in the run whose ORT-style plan then read its CPU
+  weights at >= 100 GB/s (bench/results/capped-pricing-nvidia-h200.md).
 """
 
 from __future__ import annotations
@@ -74,7 +85,9 @@ class CostModel:
         self.predict = predict
         self.gpu_scale = float(gpu_scale)
         self.link_scale = float(link_scale)
-        self.weight_bandwidth = _checked_bandwidths(weight_bandwidth or {})
+        # None: cold weights as the profile measured them (its GEMV sweep), none where it did not
+        self.weight_bandwidth = _checked_bandwidths(_measured_cold_reads(profile) if weight_bandwidth is None
+                                                    else weight_bandwidth)
         self._predictors: dict[str, Predictor] = {}
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
@@ -203,6 +216,20 @@ class CostModel:
             return 0.0
         return self._overheads(device).launch_s + nbytes / bandwidth
 
+    def cold_weight_bandwidth(self, device: str) -> float | None:
+        """Bytes per second ``device`` reads weights at when no cache holds them, as the
+        profile measured it (:attr:`Overheads.weight_read_Bps`); None where it did not
+        (or has no overheads for ``device``)."""
+        oh = self.profile.overheads.get(device)
+        return None if oh is None else oh.weight_read_Bps
+
+    def with_hot_weights(self) -> "CostModel":
+        """A copy with no weight floor on any device: every kernel at its timing, taken with
+        its weights cached (what the profile measured before the cold-read bandwidth)."""
+        out = self.scaled()
+        out.weight_bandwidth = {}
+        return out
+
     def with_weight_bandwidth(self, bandwidths: dict[str, float]) -> "CostModel":
         """A copy whose kernels on each device in ``bandwidths`` cost at least their
         :meth:`weight_floor` (bytes per second; the module docstring says why).
@@ -253,6 +280,12 @@ class CostModel:
                         _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
         return out
+
+
+def _measured_cold_reads(profile: Profile) -> dict[str, float]:
+    """Per device, the cold weight-read bandwidth ``profile`` measured
+    (:attr:`Overheads.weight_read_Bps`); devices it did not measure are left out."""
+    return {d: oh.weight_read_Bps for d, oh in profile.overheads.items() if oh.weight_read_Bps is not None}
 
 
 def _checked_bandwidths(bandwidths: dict[str, float]) -> dict[str, float]:

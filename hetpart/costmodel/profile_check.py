@@ -18,6 +18,8 @@ import numbers
 from dataclasses import fields
 
 STATUSES = ("ok", "failed", "dynamic")
+OPTIONAL = ("wake_s", "weight_read_Bps")
+"""Overheads that may be None (not measured: profiles older than them)."""
 
 
 def _number(value, *, positive: bool = False) -> str:
@@ -73,8 +75,10 @@ def problems(prof) -> list[str]:
         for sig, rec in recs.items():
             out += _record_problems(f'kernels["{device}"]["{sig}"]', rec)
     for device, oh in prof.overheads.items():
-        out += _fields(f'overheads["{device}"]', oh, {f.name: _number for f in fields(oh)
-                                                      if not (f.name == "wake_s" and oh.wake_s is None)})
+        checks = {f.name: _number for f in fields(oh) if getattr(oh, f.name) is not None or f.name not in OPTIONAL}
+        if oh.weight_read_Bps is not None:
+            checks["weight_read_Bps"] = lambda v: _number(v, positive=True)
+        out += _fields(f'overheads["{device}"]', oh, checks)
     if prof.gpu_memory_bytes is not None and _count(prof.gpu_memory_bytes):
         out.append(f"gpu_memory_bytes {_count(prof.gpu_memory_bytes)}")
     if prof.transfers is not None:

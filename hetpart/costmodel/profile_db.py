@@ -18,9 +18,10 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
                   default GPU memory cap
 
 Version 1 gained the per-record keys ``rule`` and ``access``, the top-level
-``gpu_memory_bytes`` and the overheads' ``session_s`` and ``wake_s`` without a version bump:
-they are additive (older hetpart ignores them; a record without them loads with
-``""``, "not recorded"; overheads without ``wake_s`` load with None, "not measured"),
+``gpu_memory_bytes`` and the overheads' ``session_s``, ``wake_s`` and ``weight_read_Bps``
+without a version bump: they are additive (older hetpart ignores them; a record without
+them loads with ``""``, "not recorded"; overheads without ``wake_s`` or
+``weight_read_Bps`` load with None, "not measured"),
 so files of either age load in both -- except that hetpart older than ``wake_s`` read
 overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
 unknown keys), so it calls a file with ``wake_s`` malformed.
@@ -167,6 +168,11 @@ class Overheads:
     partition that starts after a partition on another device.  0.0 on a GPU; None
     where it was not measured (profiles older than it: the cost model then uses
     :data:`~.cost_model.DEFAULT_WAKE_S` and says so).
+    ``weight_read_Bps`` (bytes per second; CPU): how fast the compiler's GEMV reads
+    weights that no cache holds, a chain over more weight bytes than any last-level
+    cache (:mod:`.weight_read_bench`; every kernel timing is hot, its weights cached).
+    The cold-weight floor of a model bigger than the cache
+    (:meth:`~.cost_model.CostModel.cold_weight_bandwidth`); None where not measured.
     """
 
     call_s: float
@@ -175,6 +181,7 @@ class Overheads:
     switch_s: float
     session_s: float = 0.0
     wake_s: float | None = None
+    weight_read_Bps: float | None = None
 
     @classmethod
     def from_json(cls, d: dict) -> "Overheads":

@@ -85,6 +85,26 @@ def ensure_overheads(prof: Profile, spec, settings: MeasureSettings, pool: Build
     prof.save()
 
 
+def ensure_weight_read(prof: Profile) -> bool:
+    """Measure the CPU's cold weight-read bandwidth (:mod:`.weight_read_bench`: the compiler's
+    GEMV over 1 GiB of distinct weights) into ``prof``'s CPU overheads where they lack it;
+    True when it measured (``prof`` is not saved: the caller saves).  A profile without the
+    CPU's overheads is left as it is: the value belongs beside them."""
+    from dataclasses import replace
+
+    import tvm
+
+    from ..targets import cpu_tvm_target
+    from .weight_read_bench import measure_weight_read
+
+    oh = (getattr(prof, "overheads", None) or {}).get("cpu")
+    if oh is None or oh.weight_read_Bps is not None:
+        return False
+    sample = measure_weight_read(cpu_tvm_target(), tvm.cpu())
+    prof.overheads["cpu"] = replace(oh, weight_read_Bps=sample.bytes_per_s)
+    return True
+
+
 def _distinct_missing(graph, prof: Profile, device: str, retry_failed: bool = False) -> list:
     """One kernel per signature that ``prof`` lacks on ``device`` (or recorded as failed, if retrying)."""
     seen, out = set(), []

@@ -96,15 +96,26 @@ def _has_half(x) -> bool:
     return contains(x, tvm.ir.Expr, lambda e: str(getattr(e, "dtype", "")).startswith(("bfloat16", "float16")))
 
 
-def fast_exp(x, bind: bool = True):
+def fast_exp(x, bind: bool = True, *, nonpositive: bool = False):
     """``exp(x)`` for a float32 expression ``x``, as vectorisable arithmetic (see the
-    module docstring for its error and its special values); ``bind``: see :func:`_bound`."""
-    return _bound(x, _fast_exp, bind)
+    module docstring for its error and its special values); ``bind``: see :func:`_bound`.
+
+    ``nonpositive``: the caller knows ``x <= 0`` or NaN (softmax's ``x - max(row)``:
+    :func:`hetpart.kernels.rules.cpu_reduction.row_max_exps`); the upper clamp and the
+    overflow select, no-ops there, are left out (3 of ~35 vector operations and two
+    constants).  The results are bit for bit :func:`fast_exp`'s for every such ``x``."""
+    return _bound(x, _fast_exp_nonpositive if nonpositive else _fast_exp, bind)
 
 
-def _fast_exp(x):
-    """:func:`fast_exp` of a variable or constant ``x``."""
-    xc = tirx.max(tirx.min(x, _f32(_HI)), _f32(_LO))
+def _fast_exp_nonpositive(x):
+    """:func:`fast_exp` of a variable or constant ``x <= 0`` (or NaN)."""
+    return _fast_exp(x, upper=False)
+
+
+def _fast_exp(x, upper: bool = True):
+    """:func:`fast_exp` of a variable or constant ``x``; without ``upper``, for ``x <= 0``
+    or NaN only (no clamp at ln(FLT_MAX), no +inf past it)."""
+    xc = tirx.max(tirx.min(x, _f32(_HI)) if upper else x, _f32(_LO))
     n = tirx.floor(xc * _f32(_LOG2E) + _f32(0.5))
     r = (xc - n * _f32(_LN2_HI)) - n * _f32(_LN2_LO)
     poly = _f32(_P[0])
@@ -114,7 +125,8 @@ def _fast_exp(x):
     k = tirx.Cast("int32", n)
     half = tirx.shift_right(k, tirx.const(1, "int32"))  # floor(k / 2): k = half + (k - half)
     y = er * _pow2(half) * _pow2(k - half)
-    y = tirx.Select(x > _f32(_HI), tirx.infinity("float32"), y)
+    if upper:
+        y = tirx.Select(x > _f32(_HI), tirx.infinity("float32"), y)
     return tirx.Select(tirx.isnan(x), x, y)
 
 
@@ -162,18 +174,19 @@ def has_exp(func: tirx.PrimFunc) -> bool:
     return bool(found)
 
 
-def replace_exp(func: tirx.PrimFunc) -> tirx.PrimFunc:
+def replace_exp(func: tirx.PrimFunc, nonpositive=None) -> tirx.PrimFunc:
     """``func`` with every float32 ``T.exp(a)`` computed as :func:`fast_exp` ``(a)`` and
     every float32 ``T.sigmoid(a)`` / ``T.tanh(a)`` as :func:`fast_sigmoid` /
     :func:`fast_tanh` ``(a)``; everything else unchanged (the same function when it
-    has none of them)."""
+    has none of them).  ``nonpositive(a)`` (optional): True for an argument the caller
+    proved ``<= 0`` or NaN, then computed by ``fast_exp(a, nonpositive=True)``."""
     if not has_exp(func):
         return func
     bind = not _has_half(func.body)  # see _bound
 
     def visit(call):
         if _is_f32(call, _EXP):
-            return fast_exp(call.args[0], bind)
+            return fast_exp(call.args[0], bind, nonpositive=bool(nonpositive and nonpositive(call.args[0])))
         if _is_f32(call, _SIGMOID):
             return fast_sigmoid(call.args[0], bind)
         if _is_f32(call, _TANH):

@@ -319,8 +319,7 @@ class Session:
             self._run_ended()
             raise
         if self._closed:  # closed while this run waited for a slot: it never starts
-            self._free.put(slot)
-            self._run_ended()
+            self._abandon(None, slot)
             raise RuntimeFailure("this session was closed while the run waited to start; "
                                  "create a new Session to run again")
         future: Future = Future()
@@ -334,10 +333,7 @@ class Session:
                     stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
                 self._collector.post(lambda: self._finish(ctx, future))
         except BaseException:
-            if ctx is not None and self._state is not None:
-                self._state.end(ctx, ok=False)
-            self._free.put(slot)
-            self._run_ended()
+            self._abandon(ctx, slot)
             raise
         return future
 
@@ -375,6 +371,14 @@ class Session:
         if self._state is not None:  # last: it waits for the previous step to complete
             self._state.begin(ctx)
         return ctx
+
+    def _abandon(self, ctx: RunContext | None, slot: Slot) -> None:
+        """Undo a run that failed before it was queued: its state step ended unapplied, its slot
+        free, the run no longer in flight."""
+        if ctx is not None and self._state is not None:
+            self._state.end(ctx, ok=False)
+        self._free.put(slot)
+        self._run_ended()
 
     def _run_ended(self) -> None:
         with self._state_lock:
@@ -453,10 +457,7 @@ class Session:
                     self._reserve_weights(ctx)
                 executor.publish_feeds(ctx, ctx.feeds)
             except BaseException:
-                if ctx is not None and self._state is not None:
-                    self._state.end(ctx, ok=False)
-                self._free.put(slot)
-                self._run_ended()
+                self._abandon(ctx, slot)
                 raise
             self.inline_runs += 1
             for stage in self._stages:  # topological order: each reads only what earlier ones made

@@ -92,7 +92,8 @@ def render_profile(prof) -> str:
     for d, oh in prof.overheads.items():
         lines.append(f"{d} overheads: call {oh.call_s * 1e6:.2f} us, launch {oh.launch_s * 1e6:.2f} us/kernel, "
                      f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us, "
-                     f"wake {_wake_text(d, oh)}")
+                     f"wake {_wake_text(d, oh)}"
+                     + (f", cold weights read at {oh.weight_read_Bps / 1e9:.1f} GB/s" if oh.weight_read_Bps else ""))
     if prof.transfers:
         for key, fit in sorted(prof.transfers.fits.items()):
             lines.append(f"transfer {key}: latency {fit.latency_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.2f} GB/s")

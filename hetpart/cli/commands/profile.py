@@ -26,10 +26,16 @@ class ProfileCommand:
       partition profile zoo:resnet50
       partition profile model.onnx --shape input=1,3,224,224 --profile prof.json
       partition profile --transfer
+      partition profile --weight-read
       partition profile zoo:bert --precision cuda=bf16
 
     --precision measures a device's kernels as built in its format (bf16/fp16: with
     their weights stored in it), what `partition MODEL --precision` then prices.
+
+    --weight-read measures the CPU's cold weight-read bandwidth (no GPU needed): every
+    kernel is timed with its weights cached, and plans for models whose weights do not
+    stay cached (a model bigger than the GPU) price each CPU kernel no faster than its
+    weight bytes at that bandwidth.
     """
 
     name = "profile"
@@ -47,6 +53,9 @@ class ProfileCommand:
         g.add_argument("--device", action="append", default=[], choices=["cpu", "cuda"],
                        help="measure only this device (repeatable; default: cpu, and cuda if a GPU is present)")
         g.add_argument("--transfer", action="store_true", help="measure (again) the host<->GPU transfer model")
+        g.add_argument("--weight-read", action="store_true",
+                       help="measure how fast the CPU reads weights no cache holds (a GEMV over 1 GiB); "
+                            "--transfer measures it too, where the profile lacks it")
         g.add_argument("--quick", action="store_true", help="fewer repeats: faster, noisier")
         g.add_argument("--retry-failed", action="store_true", help="measure again kernels recorded as failed")
         g.add_argument("--jobs", type=int, default=None, help="parallel build processes (default: all cores)")
@@ -63,8 +72,9 @@ class ProfileCommand:
         from ...errors import HetpartError
         from ...targets import cuda_available, num_cores
 
-        if not args.model and not args.transfer:
-            raise HetpartError("give a MODEL to profile, or --transfer to measure the transfer model")
+        if not args.model and not args.transfer and not args.weight_read:
+            raise HetpartError("give a MODEL to profile, --transfer to measure the transfer model, or "
+                               "--weight-read to measure the CPU's cold weight reads")
         args.precision = parse_precision(args.precision)
         path = args.profile or os.environ.get(ENV_PROFILE) or default_profile_path()
         gpu = cuda_available()
@@ -84,6 +94,8 @@ class ProfileCommand:
                 self._profile_one(importer.load(model, shapes), devices, path, settings, pool, args)
             if args.transfer:
                 self._overheads(path, settings, pool)  # session overheads are stored beyond them
+            if args.transfer or args.weight_read:
+                self._weight_read(path, settings, pool, again=args.weight_read)
         if args.transfer:
             self._transfers(path, args.quick)
             self._session(path, args.quick)
@@ -122,6 +134,25 @@ class ProfileCommand:
         for device in ("cpu", "cuda"):
             if device not in prof.overheads:
                 ensure_overheads(prof, resolve(device), settings, pool)
+
+    def _weight_read(self, path, settings, pool, again: bool) -> None:
+        """The CPU's cold weight-read bandwidth into the profile (``again``: even where it has
+        one), after the CPU's overheads it is stored beside."""
+        from dataclasses import replace
+
+        from ...costmodel.profiler import ensure_overheads, ensure_weight_read, open_profile
+        from ...targets import resolve
+
+        prof = open_profile(path)
+        if "cpu" not in prof.overheads:
+            ensure_overheads(prof, resolve("cpu"), settings, pool)
+        if again:
+            prof.overheads["cpu"] = replace(prof.overheads["cpu"], weight_read_Bps=None)
+        t0 = time.perf_counter()
+        if ensure_weight_read(prof):
+            prof.save()
+            print(f"cpu cold weight reads {prof.overheads['cpu'].weight_read_Bps / 1e9:6.2f} GB/s "
+                  f"({time.perf_counter() - t0:.1f} s)")
 
     def _transfers(self, path, quick: bool) -> None:
         from ...costmodel import measure_transfers

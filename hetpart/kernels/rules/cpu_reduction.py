@@ -37,6 +37,17 @@ Two shapes of function, two schedules:
   bench/results/cpu-softmax-rows-2core.md): 1x12x197x197 0.47 -> 0.21 ms (ORT
   0.11), 1x6x1500x1500 6.1-6.9 -> 3.8-3.9 ms (ORT 3.0-3.6); rows of whole vectors
   (128, 256, 512) are scheduled exactly as before.
+* the ``exp`` pass over such a row computes its last ``n % lanes`` elements as one
+  vector (the row's last ``lanes`` elements, only the tail's lanes stored:
+  :func:`hetpart.kernels.row_tail.vector_row_tail`), where LLVM's loop left them
+  scalar; and softmax's last pass multiplies by the reciprocal of the row's sum
+  (:func:`reciprocal_divisor`) where it divided every element.  Measured (2-core EPYC
+  znver3, AVX2, both builds in one process in turns, CPU time of one thread, least
+  of 8 rounds, bench/results/cpu-vit-attn-2core.md): 1x12x197x197 0.524 -> 0.455 ms,
+  1x6x1500x1500 15.8 -> 14.5, BERT's 1x12x128x128 (whole vectors: the reciprocal
+  only) 0.182 -> 0.175.  Over such a row softmax's ``exp(x - max(row))``, ``<= 0`` or
+  NaN, also leaves out ``fast_exp``'s overflow handling (:func:`row_max_exps`; the same
+  bits): 0.436-0.440 -> 0.396-0.422 ms, 1500 wide 15.1 -> 14.8.
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -45,7 +56,8 @@ Two shapes of function, two schedules:
 Invariant: each output is reduced over the same elements as in the unscheduled
 function; row reductions in a different order (``lanes`` interleaved chains), so
 results agree to rounding; ``exp`` agrees with libm's within 4 ulps
-(tests/test_kernels_fast_exp.py), with the same 0, +inf and NaN.
+(tests/test_kernels_fast_exp.py), with the same 0, +inf and NaN; a division by a
+row's value is a multiplication by its reciprocal (within 1.5 ulps of the quotient).
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ from tvm.target import Target
 
 from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
 from ..fast_exp import replace_exp
+from ..row_tail import vector_row_tail
 
 
 def _leading_s(kind: str) -> int:
@@ -287,7 +300,8 @@ class CpuReduction(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
-        sch = s_tir.Schedule(replace_exp(func))
+        exps = row_max_exps(func, cpu_shape(target).lanes("float32")) if ROW_MAX_EXP else None
+        sch = s_tir.Schedule(replace_exp(func, exps))
         try_inline_spatial(sch)
         infos = block_infos(sch)
         if infos is None or all(bi.is_injective() for bi in infos):
@@ -306,7 +320,13 @@ class CpuReduction(ScheduleRule):
             return None
         if not self._rows(sch, infos, lanes, full):
             return None
-        return scratch_into_output(sch, infos[-1].block_rv)
+        if RECIPROCAL_DIVISOR:
+            reciprocal_divisor(sch, infos[-1].block_rv)
+        sch = scratch_into_output(sch, infos[-1].block_rv)
+        if VECTOR_ROW_TAIL:
+            for name in _block_names(sch):
+                vector_row_tail(sch, sch.get_sblock(name), full)
+        return sch
 
     @staticmethod
     def _one_reduction(sch, infos, lanes: int) -> bool:
@@ -396,6 +416,115 @@ def _rfactor_widest(sch, block, full: int, lanes: int):
         if rf is not None:
             return rf, width
     return None, 0
+
+
+ROW_MAX_EXP = True
+"""Whether softmax's ``exp(x - max(row))`` over a ragged row is computed without
+``fast_exp``'s overflow handling (:func:`row_max_exps`)."""
+
+
+def row_max_exps(func: tirx.PrimFunc, full: int):
+    """A predicate for :func:`~hetpart.kernels.fast_exp.replace_exp`: True for the ``exp``
+    argument ``A[.., j] - M[..]`` of an element-wise block over rows of no whole number
+    of ``full``-lane vectors (softmax's exp pass over 197 or 1500: LLVM's loop, then
+    :func:`~hetpart.kernels.row_tail.vector_row_tail`), where a block of ``func`` reduces
+    ``M[s] = max(M[s], A[s, r])`` over the whole last axis of ``A`` (the row max, as TOPI
+    writes it) and the argument reads ``A`` in the row ``M`` is indexed by.
+
+    Such an argument is ``<= 0`` (``a <= max`` of its row, and IEEE subtraction keeps the
+    order) or NaN; where a NaN in the row broke the running maximum, the row's sum holds
+    ``exp(NaN)`` and every output of the row is NaN with either exp.  Before, the exp
+    clamped at ln(FLT_MAX) and selected +inf past it, for arguments that never get there.
+    Not for rows of whole vectors: there the exp pass is TVM's vector loop, and without
+    the selects LLVM re-vectorised it across iterations with shuffles (BERT's 128-wide
+    softmax 0.178 -> 0.304 ms, one thread); nor for an exp inside a reduction
+    (log-softmax's sum), a TVM vector loop too."""
+    row_max, args = {}, []
+
+    def visit_block(b):
+        store = b.body
+        if not isinstance(store, tirx.BufferStore):
+            return
+        if b.init is None:
+            n = store.buffer.shape[-1] if store.buffer.shape else None
+            if (isinstance(n, tirx.IntImm) and int(n) > full and int(n) % full
+                    and all(iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars)):
+                tvm_ffi.structural_walk(store.value, (tvm.ir.Call, lambda c: args.append(c.args[0])
+                                                      if c.op.same_as(tvm.ir.Op.get("tirx.exp")) else None))
+            return
+        reduce = [iv for iv in b.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+        combine = _combiner(b)
+        if len(reduce) != 1 or not isinstance(store.value, tirx.Max) or combine is None \
+                or not isinstance(combine[1], tvm.ir.TensorLoad):
+            return
+        src, idx, r = combine[1].source, list(combine[1].indices), reduce[0]
+        if (idx and isinstance(idx[-1], tirx.Var) and idx[-1].same_as(r.var)
+                and tvm_ffi.structural_equal(idx[:-1], list(store.indices))
+                and isinstance(r.dom.min, tirx.IntImm) and int(r.dom.min) == 0
+                and tvm_ffi.structural_equal(r.dom.extent, src.shape[-1])):
+            row_max[store.buffer] = src
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit_block))
+
+    def below_row_max(arg) -> bool:
+        if not (isinstance(arg, tirx.Sub) and isinstance(arg.a, tvm.ir.TensorLoad)
+                and isinstance(arg.b, tvm.ir.TensorLoad)):
+            return False
+        src = next((a for m, a in row_max.items() if m.same_as(arg.b.source)), None)
+        return (src is not None and arg.a.source.same_as(src)
+                and tvm_ffi.structural_equal(list(arg.a.indices)[:-1], list(arg.b.indices)))
+
+    def nonpositive(arg) -> bool:
+        return any(arg.same_as(a) for a in args) and below_row_max(arg)
+
+    return nonpositive
+
+
+VECTOR_ROW_TAIL = True
+"""Whether a costly element-wise row pass over a row of no whole number of vectors
+computes its last elements as one vector (:func:`~hetpart.kernels.row_tail.vector_row_tail`)."""
+
+RECIPROCAL_DIVISOR = True
+"""Whether the last pass of a row function divides by a per-row value through its
+reciprocal (:func:`reciprocal_divisor`)."""
+
+
+def reciprocal_divisor(sch, last) -> bool:
+    """Rewrite each float ``a / d[row]`` of the element-wise ``last`` block, ``d`` a buffer
+    the function allocates (a row reduction's result: softmax's sum of exps) indexed
+    without the block's innermost iterator, into ``a * (1 / d[row])``: LLVM hoists the
+    one division per row out of the row loop, where it divided every element
+    (``vdivps``: a quarter of the multiply's throughput on znver3, an eighth of an
+    FMA's).  ONNX Runtime's softmax scales by the reciprocal too.  Returns whether it
+    rewrote anything.
+
+    Invariant: each result within 1.5 float32 ulps of the quotient (two roundings
+    where there was one); the same zeros, infinities and NaN (``1/0 = inf``,
+    ``a * inf`` and ``a / 0`` agree, as do ``inf / inf`` and ``inf * 0``: NaN)."""
+    stmt = sch.get(last)
+    store = stmt.body
+    if not isinstance(store, tirx.BufferStore) or not stmt.iter_vars:
+        return False
+    inner = stmt.iter_vars[-1].var
+    allocated = list(sch.get(sch.get_sblock("root")).alloc_buffers)
+
+    def per_row(d) -> bool:
+        return (isinstance(d, tvm.ir.TensorLoad) and any(d.source.same_as(b) for b in allocated)
+                and not any(_uses_var(i, inner) for i in d.indices))
+
+    def rewrite(e):
+        if isinstance(e, tirx.Div) and str(e.a.ty).startswith("float") and per_row(e.b):
+            return e.a * (tirx.const(1.0, str(e.b.ty)) / e.b)
+        return e
+
+    value = tvm_ffi.structural_map(store.value, (tirx.Div, rewrite))
+    if value.same_as(store.value):
+        return False
+    new = s_tir.SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint,
+                       tirx.BufferStore(store.buffer, value, store.indices), stmt.init,
+                       stmt.alloc_buffers, stmt.match_buffers, stmt.annotations)
+    sch.state.replace(sch.get_sref(last), new, {stmt: new})
+    return True
 
 
 def scratch_into_output(sch, last):
@@ -494,6 +623,13 @@ def _row_loop_children(func):
     """The statements directly under the root block (one: the parallel row loop)."""
     body = func.body.block.body
     return list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]
+
+
+def _block_names(sch) -> list[str]:
+    """Names of the blocks of ``sch``'s function, the root's aside."""
+    names = []
+    tvm_ffi.structural_walk(sch.mod["main"].body.block.body, (s_tir.SBlock, lambda b: names.append(b.name_hint)))
+    return names
 
 
 def _writers(func, buf) -> int:

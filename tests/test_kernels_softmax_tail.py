@@ -1,0 +1,121 @@
+"""Softmax over rows of no whole number of vectors (ViT's 197 tokens): the ``exp`` pass's
+last ``n % lanes`` elements computed as one vector (hetpart/kernels/row_tail.py), and
+the normalisation by the reciprocal of the row's sum
+(cpu_reduction.reciprocal_divisor).
+
+Before, the ``exp`` of the last 5 of 197 elements ran as scalar code (LLVM's loop
+remainder: a fifth of the kernel's time) and every element was divided by the sum.
+Checked: the schedule for both x86 vector widths, and the results against ONNX
+Runtime and ``onnx.reference`` on rows with negatives, zeros, -inf (a fully masked
+row), +inf, NaN and large values, the special values in the tail too, for tails of
+1 to 7 elements (tests/test_kernels_reduction_tail.py's rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import tirx
+
+from onnx_cases import assert_matches, reference
+from test_kernels_reduction_tail import _hetpart, _ort, _rows
+
+from hetpart import load
+from hetpart.bench.cpu_softmax import softmax_model
+from hetpart.kernels.rules.cpu_reduction import CpuReduction
+from hetpart.targets import host_triple
+
+WIDTHS = {"haswell": 8, "skylake-avx512": 16}
+
+
+def _scheduled(n: int, mcpu: str, op: str = "Softmax"):
+    graph = load(softmax_model(op, (4, n)))
+    func = next(f for f in graph.module.functions.values() if isinstance(f, tirx.PrimFunc))
+    target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
+    return CpuReduction().apply(func, target).mod["main"]
+
+
+def _loops(func) -> list:
+    loops = []
+    tvm_ffi.structural_walk(func.body, (tirx.For, loops.append), order="pre")
+    return loops
+
+
+def _calls(expr, name: str) -> int:
+    op, found = tvm.ir.Op.get(name), []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.same_as(op) else None))
+    return len(found)
+
+
+@pytest.mark.parametrize("mcpu", sorted(WIDTHS))
+@pytest.mark.parametrize("n", [197, 1500, 23])
+def test_exp_tail_is_one_vector(n, mcpu):
+    """The exp pass (the loop whose block computes ``fast_exp``: a ``floor``) runs over the
+    row's whole vectors, and its tail is one vectorised block of ``lanes`` writing a
+    per-row buffer; no exp loop runs over the whole row (LLVM's loop: a scalar remainder)."""
+    lanes = WIDTHS[mcpu]
+    if n % lanes == 0 or n < lanes:
+        pytest.skip("no tail at this width")
+    func = _scheduled(n, mcpu)
+    exp_loops = [lp for lp in _loops(func) if isinstance(lp.body, tvm.s_tir.SBlockRealize)
+                 and _calls(lp.body.block.body, "tirx.floor") > 0]
+    extents = sorted((int(lp.extent), lp.kind == tirx.ForKind.VECTORIZED) for lp in exp_loops)
+    assert extents == sorted([(n - n % lanes, False), (lanes, True)]), (extents, func.script())
+    tail = next(lp for lp in exp_loops if lp.kind == tirx.ForKind.VECTORIZED).body.block
+    assert tail.body.buffer.name.endswith("_row_tail"), func.script()
+
+
+def test_rows_of_whole_vectors_have_no_tail():
+    func = _scheduled(128, "haswell")
+    blocks = []
+    tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append))
+    assert not any("row_tail" in b.name_hint for b in blocks), func.script()
+
+
+@pytest.mark.parametrize("n", [197, 128])
+def test_softmax_scales_by_the_reciprocal_of_the_sum(n):
+    """The last pass multiplies by ``1 / sum`` (one division per row, hoisted by LLVM);
+    before, it divided every element by the sum."""
+    func = _scheduled(n, "haswell")
+    divs = []
+    tvm_ffi.structural_walk(func.body, (tirx.Div, divs.append))
+    by_sum = [d for d in divs if isinstance(d.b, tvm.ir.TensorLoad) and "expsum" in d.b.source.name]
+    assert len(by_sum) == 1 and isinstance(by_sum[0].a, tirx.FloatImm) and float(by_sum[0].a.value) == 1.0, \
+        func.script()
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("n", [9, 23, 197])
+def test_softmax_with_a_vector_tail_matches_onnxruntime(op, n):
+    """Tails of 1 and 7 (and 5) elements, special values in them (``_rows``: NaN, +inf,
+    the row's max, the one unmasked entry in the last element)."""
+    shape = (1, 2, 6, n)
+    x = _rows(n).reshape(shape)
+    m = softmax_model(op, shape)
+    got = _hetpart(m, x)
+    assert_matches(got, _ort(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
+    if op == "Softmax":  # onnx.reference's LogSoftmax is log(softmax): -inf where exp underflows
+        with np.errstate(all="ignore"):
+            want = reference(m, {"x": x})["y"]
+        assert_matches(got, want, what=f"{op} n={n} vs onnx.reference")
+
+
+def _has_overflow_clamp(func) -> bool:
+    consts = []
+    tvm_ffi.structural_walk(func.body, (tirx.FloatImm, lambda c: consts.append(float(c.value))))
+    return float(np.float32(88.72283935546875)) in consts
+
+
+@pytest.mark.parametrize("mcpu", sorted(WIDTHS))
+def test_ragged_softmax_exp_has_no_overflow_handling(mcpu):
+    """Softmax's ``exp(x - max(row))`` is ``<= 0`` or NaN: over a ragged row (197) its exp
+    pass has no clamp at ln(FLT_MAX) and no +inf past it (cpu_reduction.row_max_exps);
+    the NaN select stays.  Rows of whole vectors (128) and log-softmax (its exp inside
+    the sum) keep them: there LLVM re-vectorised TVM's vector loop once they were gone."""
+    func = _scheduled(197, mcpu)
+    assert not _has_overflow_clamp(func), func.script()
+    assert _calls(func.body, "tirx.isnan") > 0, func.script()
+    assert _has_overflow_clamp(_scheduled(128, mcpu))
+    assert _has_overflow_clamp(_scheduled(197, mcpu, "LogSoftmax"))

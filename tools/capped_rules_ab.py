@@ -1,0 +1,123 @@
+"""Issue 19: the two memory rules' plans of a capped workload timed interleaved, each
+round beside the CPU's weight-read bandwidth, to tell a per-plan effect from drift.
+
+The capped bench times each contender once, minutes apart: on the H200 the ORT-style
+rule's plan ran 24.70 ms (its 2.34 GB of CPU weights at >= 106 GB/s) and the llama.cpp
+style rule's 29.56 ms (2.11 GB at ~79 GB/s) in one run, while the run's torch sum read
+66.4 GB/s at its start (bench/results/capped-pricing-nvidia-h200.md).  Here both plans
+are built once and stay open (caches on their devices, as the bench runs them); each
+round times A, then B, then the GEMV weight-read sweep (the cost model's
+:mod:`hetpart.costmodel.weight_read_bench`), alternating which plan goes first.  Each
+plan's prediction is printed at the profile's ``weight_read_Bps`` (when it has one) and
+at each round's GEMV bandwidth.
+
+    python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def huge_pages() -> str:
+    """The THP settings and this process's anonymous huge-page bytes (the CPU weights'
+    buffers are advised for them: runtime.external_weights; 4 KiB pages read a 1 GiB
+    GEMV 8-20% slower), '' where the files are not there."""
+    out = []
+    for knob in ("enabled", "defrag"):
+        try:
+            out.append(f"THP {knob}: {open(f'/sys/kernel/mm/transparent_hugepage/{knob}').read().strip()}")
+        except OSError:
+            pass
+    try:
+        for line in open("/proc/self/smaps_rollup"):
+            if line.startswith(("Rss:", "AnonHugePages:")):
+                out.append(" ".join(line.split()))
+    except OSError:
+        pass
+    return "; ".join(out)
+
+
+def main(argv=None) -> int:
+    import tvm
+
+    from hetpart.bench import capped
+    from hetpart.bench.builds import BuildCache
+    from hetpart.bench.harness import placement
+    from hetpart.bench.timing import Settings, time_calls
+    from hetpart.costmodel import CostModel, Profile
+    from hetpart.costmodel.weight_read_bench import build_gemv, measure_weight_read
+    from hetpart.targets import cpu_tvm_target
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
+    p.add_argument("--workload", default="zoo:llama_decode")
+    p.add_argument("--cap", default="1/2")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--contenders", default="llama.cpp-style rule,ORT-style rule")
+    p.add_argument("--sweep-mib", type=int, default=1024)
+    p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (a smoke test)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    t0 = time.time()
+    prep = capped.prepare(capped.workload(args.workload, None))
+    cap = capped.parse_cap(args.cap, prep.weight_bytes)
+    print(f"imported {args.workload} in {time.time() - t0:.0f} s; cap {cap} B", flush=True)
+    profile = Profile.load(args.profile)
+    base = CostModel(profile, graph=prep.graph)
+    profile_bps = base.cold_weight_bandwidth("cpu")
+    priced_at = (lambda bps: base.with_weight_bandwidth({"cpu": bps}))
+    names = [c for c in args.contenders.split(",") if c]
+    plans = {n: capped._plan_contender(n, prep, priced_at(profile_bps or 90e9), cap) for n in names}
+    cache = BuildCache(prep.graph, simulate=args.simulate)
+    t0 = time.time()
+    cache.prefetch(list(plans.items()), progress=False)
+    print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
+    sessions = {}
+    print(f"before the sessions: {huge_pages()}", flush=True)
+    for n, plan in plans.items():
+        session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds)
+        session.run(feeds)  # the weights read in (external weights: at the first run)
+        sessions[n] = (session, feeds)
+        print(f"{n} open: {huge_pages()}", flush=True)
+        print(f"{n}: {placement(plan)}; {note}; predicted {plan.predicted['latency_s'] * 1e3:.2f} ms at "
+              f"{(profile_bps or 90e9) / 1e9:.1f} GB/s", flush=True)
+    gemv = build_gemv(cpu_tvm_target())
+    settings = Settings(warmup=2, min_repeats=10, max_repeats=40, budget_s=0.6)
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            order = names if r % 2 == 0 else names[::-1]
+            row = {"round": r, "order": order}
+            for n in order:
+                session, feeds = sessions[n]
+                stats = time_calls(lambda: session.run(feeds), settings)
+                row[n] = {"median_ms": stats.median_s * 1e3, "p10_ms": stats.p10_s * 1e3, "n": stats.n}
+            wr = measure_weight_read(None, tvm.cpu(), sweep_bytes=args.sweep_mib << 20, executable=gemv)
+            row["gemv_gbps"] = wr.bytes_per_s / 1e9
+            rounds.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        for session, _ in sessions.values():
+            session.close()
+    summary = {}
+    for n, plan in plans.items():
+        meds = [row[n]["median_ms"] for row in rounds]
+        at = {f"{bps / 1e9:.1f}": priced_at(bps) for bps in
+              sorted({row["gemv_gbps"] * 1e9 for row in rounds} | ({profile_bps} if profile_bps else set()))}
+        summary[n] = {"measured_median_ms": statistics.median(meds), "measured_range_ms": [min(meds), max(meds)],
+                      "predicted_ms": {gb: capped._plan_contender(n, prep, c, cap).predicted["latency_s"] * 1e3
+                                       for gb, c in at.items()}}
+        print(n, json.dumps(summary[n]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
