@@ -13,6 +13,9 @@ random feeds, and a minimal sequential composer of compiled partitions.
   listed order on a plain ``relax.VirtualMachine`` each, wiring tensors by name.
   It is the reference semantics of an artifact, deliberately without the runtime's
   streams and pinned buffers.
+* ``seeded_profile(path)`` writes a profile that holds this machine's CPU overheads,
+  measured once per test process (``cpu_overheads``): tests of profiling kernels
+  measure into it without paying the overhead benchmark again.
 """
 
 from __future__ import annotations
