@@ -13,6 +13,9 @@ random feeds, and a minimal sequential composer of compiled partitions.
   listed order on a plain ``relax.VirtualMachine`` each, wiring tensors by name.
   It is the reference semantics of an artifact, deliberately without the runtime's
   streams and pinned buffers.
+* ``seeded_profile(path)`` writes a profile that holds this machine's CPU overheads,
+  measured once per test process (``cpu_overheads``): tests of profiling kernels
+  measure into it without paying the overhead benchmark again.
 """
 
 from __future__ import annotations
@@ -195,3 +198,42 @@ def run_reference_tvm(graph, feeds) -> list[np.ndarray]:
 def reference_tvm():
     """``reference_tvm(graph, feeds) -> [outputs]`` of the single-target CPU build."""
     return run_reference_tvm
+
+
+# --- profiles whose CPU overheads are measured already --------------------------------------
+@pytest.fixture(scope="session")
+def cpu_overheads():
+    """This machine's CPU :class:`~hetpart.costmodel.profile_db.Overheads`, measured once
+    per test process by the real overhead benchmark (the wake's idling included)."""
+    import tvm
+
+    from hetpart.costmodel.kernel_bench import MeasureSettings
+    from hetpart.costmodel.overhead_bench import measure_overheads
+    from hetpart.targets import resolve
+
+    return measure_overheads(resolve("cpu").tvm_target, tvm.cpu(0), MeasureSettings(repeat=3, min_repeat_ms=1))
+
+
+@pytest.fixture(scope="session")
+def seeded_profile(cpu_overheads):
+    """``seeded_profile(path) -> path``: a new profile file of this machine at ``path``
+    that holds only its CPU overheads (:func:`cpu_overheads`) and the default kernel
+    options.  Profiling into it measures kernels only: a test of profiling kernels
+    need not pay the overhead benchmark (its wake measurement idles 7 x 0.25 s) again.
+    Tests of the overhead measurement itself profile into an empty file."""
+    from pathlib import Path
+
+    from hetpart.costmodel import Profile
+    from hetpart.costmodel.fingerprint import OPTIONS_KEY, this_machine
+    from hetpart.kernels.options import DEFAULT
+    from hetpart.targets import resolve
+
+    def seed(path):
+        prof = Profile(this_machine(), path=Path(path))
+        prof.overheads["cpu"] = cpu_overheads
+        prof.targets["cpu"] = str(resolve("cpu").tvm_target)
+        prof.settings[OPTIONS_KEY] = DEFAULT.to_json()
+        prof.save()
+        return Path(path)
+
+    return seed

@@ -28,17 +28,17 @@ def test_summary_is_the_median_over_rounds():
 
 def test_runs_every_variant_in_its_own_process(tmp_path, capsys):
     out = tmp_path / "pool.json"
-    assert cpu_pool.main(["zoo:mobilenet:small", "--rounds", "1", "--runs", "2", "--cores", "1",
+    assert cpu_pool.main(["zoo:mlp:small", "--rounds", "1", "--runs", "2", "--cores", "1",
                           "--json", str(out)]) == 0
-    report = json.loads(out.read_text())["models"]["zoo:mobilenet:small"]
+    report = json.loads(out.read_text())["models"]["zoo:mlp:small"]
     assert report["errors"] == {}
     assert set(report["variants"]) == {"hetpart 1 pinned", "hetpart 1 unpinned", "ORT 1"}
     assert "x ORT" in capsys.readouterr().out
 
 
 def test_worker_reports_the_pool_its_environment_gave(monkeypatch, tmp_path):
-    cpu_pool.build("zoo:mobilenet:small", tmp_path / "cpu")
+    cpu_pool.build("zoo:mlp:small", tmp_path / "cpu")
     r = cpu_pool._run_variant(cpu_pool.Variant("x", 1, {"TVM_NUM_THREADS": "1", "TVM_BIND_THREADS": "0"}),
-                              "zoo:mobilenet:small", tmp_path / "cpu", runs=2, timeout=120)
+                              "zoo:mlp:small", tmp_path / "cpu", runs=2, timeout=120)
     assert isinstance(r, dict), r
     assert r["pool"] == 1 and r["bind"] == "0"

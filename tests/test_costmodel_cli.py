@@ -9,8 +9,9 @@ from hetpart.costmodel import Profile
 
 
 @pytest.fixture(scope="module")
-def measured_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "prof.json"
+def measured_path(tmp_path_factory, seeded_profile):
+    """mlp and dlrm measured by `partition profile` into a file that has the CPU overheads already."""
+    path = seeded_profile(tmp_path_factory.mktemp("cli") / "prof.json")
     assert main(["profile", "zoo:mlp:small", "zoo:dlrm:small", "--profile", str(path), "--quick",
                  "--device", "cpu", "--jobs", "1"]) == 0
     return path

@@ -157,11 +157,11 @@ def test_gather_indices_stay_in_range_and_floats_are_never_zero(zoo_graph):
 
 
 @pytest.mark.slow
-def test_kernels_with_data_dependent_shapes_are_recorded_as_dynamic(tmp_path, zoo_graph):
+def test_kernels_with_data_dependent_shapes_are_recorded_as_dynamic(tmp_path, zoo_graph, seeded_profile):
     graph = zoo_graph("detector")
     dyn = [k for k in graph.nodes if is_dynamic(graph, k)]
     assert dyn, "the detector's NMS output has a data-dependent size"
-    prof = profile(graph, ("cpu",), tmp_path / "p.json", settings=QUICK, progress=False, jobs=1)
+    prof = profile(graph, ("cpu",), seeded_profile(tmp_path / "p.json"), settings=QUICK, progress=False, jobs=1)
     cm = CostModel(prof)
     for k in dyn:
         assert prof.record("cpu", k.signature).status == "dynamic"

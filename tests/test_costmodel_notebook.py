@@ -54,8 +54,8 @@ def synthetic_gpu_profile(graph, path) -> Profile:
 
 
 @pytest.mark.slow
-def test_notebook_on_a_cpu_only_profile_measured_here(tmp_path, monkeypatch, zoo_graph):
-    path = tmp_path / "cpu.json"
+def test_notebook_on_a_cpu_only_profile_measured_here(tmp_path, monkeypatch, zoo_graph, seeded_profile):
+    path = seeded_profile(tmp_path / "cpu.json")
     profile(zoo_graph("dlrm"), ("cpu",), path, settings=MeasureSettings(3, 1), progress=False, jobs=1)
     out, figures = run_notebook(tmp_path, monkeypatch, path)
     assert "measured on this machine" in out and "has no CUDA measurements" in out

@@ -49,8 +49,15 @@ def test_measure_overheads_records_the_wake_on_the_cpu(monkeypatch):
     monkeypatch.setattr(ob, "WAKE_IDLE_S", 0.001)
     monkeypatch.setattr(ob, "WAKE_ROUNDS", 2)
     monkeypatch.setattr(ob, "WAKE_HOT_CALLS", 4)
+    samples = []
+    real = ob.measure_wake
+    monkeypatch.setattr(ob, "measure_wake", lambda *a, **kw: samples.append(real(*a, **kw)) or samples[-1])
     oh = ob.measure_overheads(tvm.target.Target("llvm"), tvm.cpu(), ob.MeasureSettings(repeat=2, min_repeat_ms=1))
     assert oh.wake_s is not None and math.isfinite(oh.wake_s) and 0 <= oh.wake_s < 1.0
+    # the wake recorded is the one measured, with the settings as they are at the call
+    # (not 7 x 0.25 s of idling bound when the module was imported)
+    [sample] = samples
+    assert oh.wake_s == sample.wake_s and sample.idle_s == 0.001 and len(sample.cold) == 2
 
 
 def _profile(tmp_path, oh: Overheads) -> Profile:

@@ -57,7 +57,7 @@ def test_plan_file_records_precision_and_old_versions_read_default(tmp_path):
     assert Plan.load(path, graph).precision == DEFAULT
 
 
-def test_bf16_kernels_are_measured_apart_and_priced_for_their_device(tmp_path, capsys):
+def test_bf16_kernels_are_measured_apart_and_priced_for_their_device(tmp_path, capsys, seeded_profile):
     """`partition profile --precision cpu=bf16` measures the kernels as built with bf16
     weights (other signatures than the float32 ones); the partitioner then prices the
     CPU kernels with those measurements, not with predictions or float32 timings."""
@@ -66,7 +66,7 @@ def test_bf16_kernels_are_measured_apart_and_priced_for_their_device(tmp_path, c
     from hetpart.importer.low_precision import lower_weights
     from hetpart.partitioner.precision_costs import with_precision
 
-    path = tmp_path / "prof.json"
+    path = seeded_profile(tmp_path / "prof.json")
     assert main(["profile", "zoo:mlp:small", "--profile", str(path), "--quick", "--device", "cpu", "--jobs", "1",
                  "--precision", "cpu=bf16"]) == 0
     assert "zoo" not in capsys.readouterr().err

@@ -336,6 +336,7 @@ def test_weights_held_on_cuda_by_pins_can_stream_under_a_cap_they_do_not_fit():
         partition(g, cost_model=costs, pins=pins, gpu_memory=5 * MiB, progress=False, stream_weights=True)
 
 
+@pytest.mark.slow  # a 12-layer search twice (~20 s each on 2 cores); the 4-layer one below stays in the fast loop
 @pytest.mark.parametrize("share", [2, 4])
 def test_a_bert_like_prefill_plan_is_near_the_chain_bound(share):
     """12 BERT-like layers under 1/2 and 1/4 of their weights: the plan within 1.25x of the

@@ -130,14 +130,19 @@ class WakeSample:
                 f"max {us(max(self.cold))}) over {len(self.cold)} rounds -> wake {us(self.wake_s)} us")
 
 
-def measure_wake(executable, dev, idle_s: float = WAKE_IDLE_S, rounds: int = WAKE_ROUNDS,
-                 hot_calls: int = WAKE_HOT_CALLS, n: int = WAKE_ELEMENTS, sleep=time.sleep) -> WakeSample:
+def measure_wake(executable, dev, idle_s: float | None = None, rounds: int | None = None,
+                 hot_calls: int | None = None, n: int = WAKE_ELEMENTS, sleep=time.sleep) -> WakeSample:
     """Time ``executable``'s ``main`` (the wake kernel) hot and after ``idle_s`` idle.
 
-    In: a built :func:`wake_module` of ``n`` floats and its (CPU) device.  Out: a :class:`WakeSample`.
+    In: a built :func:`wake_module` of ``n`` floats and its (CPU) device; ``idle_s``,
+    ``rounds``, ``hot_calls`` default to :data:`WAKE_IDLE_S`, :data:`WAKE_ROUNDS`,
+    :data:`WAKE_HOT_CALLS` as they are when called.  Out: a :class:`WakeSample`.
     Each round idles, calls once (cold), calls :data:`WAKE_SETTLE_CALLS` times
     unrecorded (the pool spins again), then back to back (hot), so hot and cold calls
     interleave and drift on a shared machine hits both alike."""
+    idle_s = WAKE_IDLE_S if idle_s is None else idle_s
+    rounds = WAKE_ROUNDS if rounds is None else rounds
+    hot_calls = WAKE_HOT_CALLS if hot_calls is None else hot_calls
     vm = relax.VirtualMachine(executable, dev)
     f = vm["main"]
     x = tvm.runtime.tensor(np.ones(n, dtype="float32"), dev)

@@ -245,16 +245,27 @@ def _useful_neighbours(anchors: tuple[tuple[float, float, float], ...]) -> int:
 
     Where the fit's misses are local (kernels of similar size miss alike) the
     correction pays; where they are not (kernels of one size that run 10x apart)
-    it only spreads noise, and none is used."""
+    it only spreads noise, and none is used.  Every kernel's neighbours are found at
+    once (:func:`_leave_one_out_residuals`), the same ones :func:`_nearby_residual`
+    finds among the others."""
     a = np.array(anchors)
     if len(a) < 2 * NEIGHBOURS:
         return 0
-    others = [np.delete(np.arange(len(a)), i) for i in range(len(a))]
     err = [np.mean(np.abs(a[:, 2]))]
     for k in range(1, NEIGHBOURS + 1):
-        guess = [_nearby_residual(a[o, :2], a[o, 2], a[i, :2], k) for i, o in enumerate(others)]
-        err.append(float(np.mean(np.abs(a[:, 2] - guess))))
+        err.append(float(np.mean(np.abs(a[:, 2] - _leave_one_out_residuals(a[:, :2], a[:, 2], k)))))
     return int(np.argmin(err))
+
+
+def _leave_one_out_residuals(positions: np.ndarray, residuals: np.ndarray, k: int) -> np.ndarray:
+    """Per row ``i``: :func:`_nearby_residual` of the ``k`` nearest other rows at row
+    ``i``'s position (its own row left out; ties in the others' order, as there)."""
+    dist = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=2)
+    np.fill_diagonal(dist, np.inf)  # never its own neighbour: it sorts last
+    near = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    d = np.take_along_axis(dist, near, axis=1)
+    weight = 1.0 / (d + 0.5)
+    return np.einsum("ij,ij->i", weight, residuals[near]) / weight.sum(axis=1)
 
 
 def rules(profile: Profile, device: str) -> dict[str, str]:
@@ -310,8 +321,9 @@ def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight:
         pred = xs @ c + fixed
         jac = xs * c / pred[:, None] * rs[:, None]
         a, g = jac.T @ jac, jac.T @ ((np.log(pred) - ly) * rs)
+        damping = np.diag(np.diag(a)) + 1e-12 * np.eye(len(theta))
         while lam < 1e10:
-            step = np.linalg.solve(a + lam * (np.diag(np.diag(a)) + 1e-12 * np.eye(len(theta))), -g)
+            step = np.linalg.solve(a + lam * damping, -g)
             new = loss(theta + step)
             if new < cur:
                 theta, cur, lam = theta + step, new, lam / 3
@@ -328,12 +340,19 @@ def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight:
 
 def robust_log_fit(x: np.ndarray, y: np.ndarray, huber: float = HUBER, rounds: int = 20,
                    fixed: np.ndarray | None = None) -> np.ndarray:
-    """:func:`log_space_fit` with Huber weights on the log residuals (iteratively reweighted)."""
+    """:func:`log_space_fit` with Huber weights on the log residuals (iteratively reweighted).
+
+    Stops early once a round returns exactly the coefficients it started from: every
+    later round would start from the same weights and return them again (the fit is
+    deterministic), so the result is the one all ``rounds`` give."""
     fixed = np.zeros(len(y)) if fixed is None else fixed
     w = log_space_fit(x, y, fixed=fixed)
     for _ in range(rounds):
         r = np.abs(np.log(np.maximum(x @ w + fixed, 1e-300) / y))
-        w = log_space_fit(x, y, sample_weight=huber / np.maximum(r, huber), start=w, fixed=fixed)
+        new = log_space_fit(x, y, sample_weight=huber / np.maximum(r, huber), start=w, fixed=fixed)
+        if np.array_equal(new, w):
+            break
+        w = new
     return w
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from .layout import Layout, lay_out
 from .gpu_memory import GpuMemory, gpu_memory
 from .problem import STREAM, Assignment, Problem, split
-from .timeline import finish, pipeline_period, simulate
+from .timeline import end_time, pipeline_period
 
 SLOT_CHOICES = (1, 2, 3, 4)
 """Ring sizes tried: 2 is double buffering; a third or fourth slot lets the copy stream
@@ -65,13 +65,13 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
             ringed = replace(layout, stream_slots=slots, stream_slot_bytes=size)
             mem = replace(base, stream_buffers=slots * size)
             fits = problem.gpu_memory is None or mem.total <= problem.gpu_memory
-            seq = finish(simulate(ringed, "sequential"))
-            span = finish(simulate(ringed, "parallel")) if overlap else None
+            seq = end_time(ringed, "sequential")
+            span = end_time(ringed, "parallel") if overlap else None
             key = (not fits, span if overlap else seq, seq, slots * size)
             if best is None or key < best[0]:
                 best = (key, ringed, seq, span, mem, fits)
     _, ringed, seq, span, mem, fits = best
-    span = finish(simulate(ringed, "parallel")) if span is None else span
+    span = end_time(ringed, "parallel") if span is None else span
     return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed)
 
 
@@ -93,16 +93,16 @@ def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest:
 
 def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozenset) -> Evaluation:
     layout = lay_out(problem, a)
-    makespan = finish(simulate(layout, "parallel"))
+    makespan = end_time(layout, "parallel")
     if overlap:
         split_layout = lay_out(problem, a, by_level=True)
-        split_makespan = finish(simulate(split_layout, "parallel"))
+        split_makespan = end_time(split_layout, "parallel")
         if len(split_layout.groups) > len(layout.groups) and split_makespan < makespan:
             layout, makespan = split_layout, split_makespan
     mem = gpu_memory(problem, a)
     return Evaluation(
         layout=layout,
-        sequential_s=finish(simulate(layout, "sequential")),
+        sequential_s=end_time(layout, "sequential"),
         makespan_s=makespan,
         period_s=pipeline_period(layout),
         memory=mem,

@@ -26,6 +26,7 @@ slot) has finished; streamed partition ``i`` waits for copy ``i``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .layout import Layout
 
@@ -33,10 +34,10 @@ WEIGHTS_TRACK = "h2d_weights"
 TRACKS = ("cpu", "cuda", "h2d", "d2h", WEIGHTS_TRACK)
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """``kind`` "partition" (``index`` into layout.groups), "copy" (into layout.transfers)
-    or "weights" (the weight copy of streamed group ``index``)."""
+    or "weights" (the weight copy of streamed group ``index``).  Immutable; a named
+    tuple, not a dataclass: a search builds hundreds of thousands of them."""
 
     kind: str
     index: int
@@ -65,11 +66,12 @@ def tasks(layout: Layout) -> list[Task]:
     streamed = layout.streamed_groups
     slots = max(layout.stream_slots, 1)
     frees = {streamed[i - slots]: streamed[i] for i in range(slots, len(streamed))}  # group -> next in its slot
+    position = {g: i for i, g in enumerate(streamed)}
     last_weights: list[int] = []
 
     def add_weights(g):
-        deps = tuple(last_weights[-1:]) + ((done_group[streamed[streamed.index(g) - slots]],)
-                                           if streamed.index(g) >= slots else ())
+        deps = tuple(last_weights[-1:]) + ((done_group[streamed[position[g] - slots]],)
+                                           if position[g] >= slots else ())
         out.append(Task("weights", g, WEIGHTS_TRACK, layout.weight_seconds[g], tuple(sorted(deps))))
         last_weights.append(len(out) - 1)
         copy_pos[g].append(len(out) - 1)
@@ -102,6 +104,19 @@ def tasks(layout: Layout) -> list[Task]:
 
 def simulate(layout: Layout, mode: str) -> list[Scheduled]:
     """Start and end of every task under ``mode`` ("sequential" or "parallel")."""
+    ts, order, start, end = _schedule(layout, mode)
+    return [Scheduled(ts[i], start[i], end[i]) for i in order]
+
+
+def end_time(layout: Layout, mode: str) -> float:
+    """``finish(simulate(layout, mode))``, the same number, without building the
+    :class:`Scheduled` list (what a search comparing candidates needs)."""
+    return max(_schedule(layout, mode)[3], default=0.0)
+
+
+def _schedule(layout: Layout, mode: str) -> tuple[list[Task], list[int] | range, list[float], list[float]]:
+    """``(tasks, order, start, end)``: the tasks of ``layout`` (:func:`tasks`), the
+    order ``mode`` schedules them in, and each task's start and end (by task index)."""
     ts = tasks(layout)
     if mode == "sequential":
         order = range(len(ts))
@@ -110,23 +125,23 @@ def simulate(layout: Layout, mode: str) -> list[Scheduled]:
         order = sorted(range(len(ts)), key=lambda i: (-rank[i], i))
     else:
         raise ValueError(f"unknown timeline mode {mode!r}")
+    start = [0.0] * len(ts)
     end = [0.0] * len(ts)
     free = {track: 0.0 for track in TRACKS}
     clock = 0.0
-    out: dict[int, Scheduled] = {}
+    parallel = mode == "parallel"
     for i in order:
         t = ts[i]
-        ready = max((end[d] for d in t.deps), default=0.0)
-        if mode == "parallel" or t.track == WEIGHTS_TRACK:  # the copy stream runs beside the clock
-            start = max(ready, free[t.track])
+        ready = max([end[d] for d in t.deps]) if t.deps else 0.0
+        if parallel or t.track == WEIGHTS_TRACK:  # the copy stream runs beside the clock
+            begin = max(ready, free[t.track])
         else:  # without streamed weights ready <= clock: one task after another
-            start = max(ready, clock)
-        end[i] = start + t.seconds
+            begin = max(ready, clock)
+            clock = begin + t.seconds
+        start[i] = begin
+        end[i] = begin + t.seconds
         free[t.track] = end[i]
-        if mode == "sequential" and t.track != WEIGHTS_TRACK:
-            clock = end[i]
-        out[i] = Scheduled(t, start, end[i])
-    return [out[i] for i in order]
+    return ts, order, start, end
 
 
 def finish(schedule: list[Scheduled]) -> float:
