@@ -174,3 +174,20 @@ def test_multisession_refuses_a_quota_for_a_bucketed_model():
         hetpart.MultiSession([Bucketed()], quotas=[1 << 20])
     with pytest.raises(hetpart.RuntimeFailure, match="1 models, 2 quotas"):
         hetpart.MultiSession([Bucketed()], quotas=[1, 2])
+
+
+def test_call_leased_returns_the_value_and_raises_the_error_on_the_caller():
+    """The benchmarks time kernels on a leased thread (its own TVM pool) and need its
+    result, or its exception, back on the calling thread."""
+    import threading
+
+    from hetpart.runtime.threads import call_leased
+
+    caller = threading.get_ident()
+    assert call_leased("t", lambda: threading.get_ident() != caller, pool=1, role="cpu") is True
+
+    def fails():
+        raise ValueError("inside the lease")
+
+    with pytest.raises(ValueError, match="inside the lease"):
+        call_leased("t", fails, pool=1, role="cpu")

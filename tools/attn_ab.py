@@ -67,7 +67,7 @@ def layer(name: str, threads: int, rounds: int, calls: int) -> str:
     from hetpart.bench.settle import settle
     from hetpart.kernels import weight_prepack
     from hetpart.models import example_inputs
-    from hetpart.runtime.threads import lease
+    from hetpart.runtime.threads import call_leased
     from hetpart.targets import cpu_tvm_target
 
     model = LAYERS[name]()
@@ -80,37 +80,30 @@ def layer(name: str, threads: int, rounds: int, calls: int) -> str:
     new = kernels.build(mod, target)
     same = old_text == _scripts(kernels.schedule(weight_prepack.mark_weights(mod), target))
     session = ort_session(model, threads=threads)
-    result: dict = {}
 
     def body():
-        try:
-            vms = {"before": relax.VirtualMachine(old, tvm.cpu()), "after": relax.VirtualMachine(new, tvm.cpu())}
-            args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
-            want = session.run(None, feeds)[0]
-            diff = {n: float(np.max(np.abs(vm["main"](*args).numpy() - want))) for n, vm in vms.items()}
-            sides = {n: (lambda vm=vm: vm["main"](*args)) for n, vm in vms.items()}
-            sides["ORT"] = lambda: session.run(None, feeds)
-            names = list(sides)
-            times: dict[str, list[float]] = {n: [] for n in names}
-            for r in range(rounds):
-                for n in names[r % len(names):] + names[:r % len(names)]:
-                    settle()
-                    best = float("inf")
-                    for _ in range(calls):
-                        t0 = time.perf_counter()
-                        sides[n]()
-                        best = min(best, time.perf_counter() - t0)
-                    times[n].append(best * 1e3)
-            result["line"] = (f"{name}{' (same schedule)' if same else ''}, {threads} threads, {rounds} rounds: "
-                              + "  ".join(f"{n} {min(v):.3f} [{min(v):.3f}-{max(v):.3f}]" for n, v in times.items())
-                              + "   max|diff| vs ORT " + " ".join(f"{n} {d:.2e}" for n, d in diff.items()))
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            result["error"] = exc
+        vms = {"before": relax.VirtualMachine(old, tvm.cpu()), "after": relax.VirtualMachine(new, tvm.cpu())}
+        args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+        want = session.run(None, feeds)[0]
+        diff = {n: float(np.max(np.abs(vm["main"](*args).numpy() - want))) for n, vm in vms.items()}
+        sides = {n: (lambda vm=vm: vm["main"](*args)) for n, vm in vms.items()}
+        sides["ORT"] = lambda: session.run(None, feeds)
+        names = list(sides)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                settle()
+                best = float("inf")
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    sides[n]()
+                    best = min(best, time.perf_counter() - t0)
+                times[n].append(best * 1e3)
+        return (f"{name}{' (same schedule)' if same else ''}, {threads} threads, {rounds} rounds: "
+                   + "  ".join(f"{n} {min(v):.3f} [{min(v):.3f}-{max(v):.3f}]" for n, v in times.items())
+                   + "   max|diff| vs ORT " + " ".join(f"{n} {d:.2e}" for n, d in diff.items()))
 
-    lease("attn ab", body, pool=threads, role="cpu").join()
-    if "error" in result:
-        raise result["error"]
-    return result["line"]
+    return call_leased("attn ab", body, pool=threads, role="cpu")
 
 
 def main(argv=None) -> int:

@@ -84,7 +84,7 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
     from hetpart import kernels, load
     from hetpart.bench.peers import ort_session
     from hetpart.bench.settle import settle
-    from hetpart.runtime.threads import lease
+    from hetpart.runtime.threads import call_leased
     from hetpart.targets import cpu_tvm_target
 
     model = _model(name, batch)
@@ -100,34 +100,29 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
     result: dict = {}
 
     def body():
-        try:
-            args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
-            vms = [relax.VirtualMachine(e, tvm.cpu()) for e in (exe_before, exe_after)]
-            sides = [lambda vm=vm: vm["main"](*args) for vm in vms] + [lambda: session.run(None, feeds)]
-            outs = [sides[0](), sides[1](), sides[2]()]
-            o = [np.asarray(outs[0].numpy() if hasattr(outs[0], "numpy") else outs[0][0].numpy()),
-                 np.asarray(outs[1].numpy() if hasattr(outs[1], "numpy") else outs[1][0].numpy()),
-                 np.asarray(outs[2][0])]
-            scale = float(np.abs(o[2]).max()) or 1.0
-            result["diff_ab"] = float(np.abs(o[0] - o[1]).max())
-            result["err_ort"] = max(float(np.abs(x - o[2]).max()) / scale for x in o[:2])
-            best = [[] for _ in sides]
-            for _ in range(rounds):
-                for i, fn in enumerate(sides):
-                    settle()
-                    ts = []
-                    for _ in range(calls):
-                        t = clock()
-                        fn()
-                        ts.append(clock() - t)
-                    best[i].append(min(ts) * 1e3)
-            result["best"] = best
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            result["error"] = exc
+        args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+        vms = [relax.VirtualMachine(e, tvm.cpu()) for e in (exe_before, exe_after)]
+        sides = [lambda vm=vm: vm["main"](*args) for vm in vms] + [lambda: session.run(None, feeds)]
+        outs = [sides[0](), sides[1](), sides[2]()]
+        o = [np.asarray(outs[0].numpy() if hasattr(outs[0], "numpy") else outs[0][0].numpy()),
+             np.asarray(outs[1].numpy() if hasattr(outs[1], "numpy") else outs[1][0].numpy()),
+             np.asarray(outs[2][0])]
+        scale = float(np.abs(o[2]).max()) or 1.0
+        result["diff_ab"] = float(np.abs(o[0] - o[1]).max())
+        result["err_ort"] = max(float(np.abs(x - o[2]).max()) / scale for x in o[:2])
+        best = [[] for _ in sides]
+        for _ in range(rounds):
+            for i, fn in enumerate(sides):
+                settle()
+                ts = []
+                for _ in range(calls):
+                    t = clock()
+                    fn()
+                    ts.append(clock() - t)
+                best[i].append(min(ts) * 1e3)
+        result["best"] = best
 
-    lease("cpu rule ab", body, pool=threads, role="cpu").join()
-    if "error" in result:
-        raise result["error"]
+    call_leased("cpu rule ab", body, pool=threads, role="cpu")
     return result
 
 

@@ -327,7 +327,7 @@ def interleaved(model, threads: int, runs: int = 30, log: SettleLog | None = Non
 
     from .. import kernels, load
     from ..models import example_inputs
-    from ..runtime.threads import lease
+    from ..runtime.threads import call_leased
     from ..targets import cpu_tvm_target
     from .peers import ort_session
 
@@ -335,8 +335,6 @@ def interleaved(model, threads: int, runs: int = 30, log: SettleLog | None = Non
     executable = kernels.build(load(model).module, cpu_tvm_target())
     session = ort_session(model, threads=threads)
     log = SettleLog() if log is None else log
-    result: dict = {}
-
     def turn(fn, times):
         log()
         for _ in range(BLOCK):
@@ -345,23 +343,17 @@ def interleaved(model, threads: int, runs: int = 30, log: SettleLog | None = Non
             times.append(time.perf_counter() - t)
 
     def body():
-        try:
-            vm = relax.VirtualMachine(executable, tvm.cpu())
-            args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
-            vm["main"](*args)
-            session.run(None, feeds)
-            h, o = [], []
-            for _ in range(-(-runs // BLOCK)):
-                turn(lambda: vm["main"](*args), h)
-                turn(lambda: session.run(None, feeds), o)
-            result["times"] = (min(h) * 1e3, min(o) * 1e3)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            result["error"] = exc
+        vm = relax.VirtualMachine(executable, tvm.cpu())
+        args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+        vm["main"](*args)
+        session.run(None, feeds)
+        h, o = [], []
+        for _ in range(-(-runs // BLOCK)):
+            turn(lambda: vm["main"](*args), h)
+            turn(lambda: session.run(None, feeds), o)
+        return min(h) * 1e3, min(o) * 1e3
 
-    lease("cpu layers", body, pool=threads, role="cpu").join()
-    if "error" in result:
-        raise result["error"]
-    return result["times"]
+    return call_leased("cpu layers", body, pool=threads, role="cpu")
 
 
 def main(argv=None) -> int:

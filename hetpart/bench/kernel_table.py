@@ -76,43 +76,37 @@ def _hetpart_calls(model, feeds: dict, threads: int, runs: int):
     from tvm import relax
 
     from .. import kernels, load
-    from ..runtime.threads import lease
+    from ..runtime.threads import call_leased
     from ..targets import cpu_tvm_target
 
     graph = load(model)
     executable = kernels.build(graph.module, cpu_tvm_target())
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
     samples: dict[str, list[float]] = collections.defaultdict(list)
-    result: dict = {}
 
     def body():
-        try:
-            vm = relax.VirtualMachine(executable, tvm.cpu())
-            started: dict[str, float] = {}
-            run: list[tuple[str, float]] = []
+        vm = relax.VirtualMachine(executable, tvm.cpu())
+        started: dict[str, float] = {}
+        run: list[tuple[str, float]] = []
 
-            def instrument(func, symbol, before, ret, *call_args):
-                if before:
-                    started[symbol] = time.perf_counter()
-                else:
-                    run.append((symbol, (time.perf_counter() - started[symbol]) * 1e6))
-                return 0
+        def instrument(func, symbol, before, ret, *call_args):
+            if before:
+                started[symbol] = time.perf_counter()
+            else:
+                run.append((symbol, (time.perf_counter() - started[symbol]) * 1e6))
+            return 0
 
-            vm["main"](*args)  # warm-up, uninstrumented
-            vm.set_instrument(instrument)
-            for _ in range(runs):
-                run.clear()
-                vm["main"](*args)
-                seen: collections.Counter = collections.Counter()
-                for symbol, us in run:
-                    seen[symbol] += 1
-                    samples[symbol if seen[symbol] == 1 else f"{symbol} #{seen[symbol]}"].append(us)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            result["error"] = exc
+        vm["main"](*args)  # warm-up, uninstrumented
+        vm.set_instrument(instrument)
+        for _ in range(runs):
+            run.clear()
+            vm["main"](*args)
+            seen: collections.Counter = collections.Counter()
+            for symbol, us in run:
+                seen[symbol] += 1
+                samples[symbol if seen[symbol] == 1 else f"{symbol} #{seen[symbol]}"].append(us)
 
-    lease("kernel table", body, pool=threads, role="cpu").join()
-    if "error" in result:
-        raise result["error"]
+    call_leased("kernel table", body, pool=threads, role="cpu")
     medians = {name: float(np.median(v)) for name, v in samples.items()}
     builtins = {n: t for n, t in medians.items() if n.startswith("vm.builtin.")}
     kernel_rows = sorted(((n, t) for n, t in medians.items() if n not in builtins), key=lambda r: -r[1])

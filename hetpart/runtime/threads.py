@@ -44,10 +44,12 @@ import os
 import queue
 import sys
 import threading
-from typing import Callable
+from typing import Callable, TypeVar
 
 from ..cpu_cores import pool_size
 from ..errors import RuntimeFailure
+
+T = TypeVar("T")
 
 #: the CPUs this process could use when the runtime was imported (before TVM pinned anything)
 PROCESS_CPUS: frozenset[int] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
@@ -246,6 +248,23 @@ def lease(name: str, body: Callable[[], None], pool: int | None = None, role: st
     held = Lease(host)
     host._inbox.put((name, body, held._done))
     return held
+
+
+def call_leased(name: str, fn: Callable[[], T], pool: int | None = None, role: str = "") -> T:
+    """``fn()`` run on a leased host thread (:func:`lease`: TVM pool of ``pool`` threads,
+    ``role``), waited for; returns its value, or raises on this thread what it raised."""
+    result: dict = {}
+
+    def body():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    lease(name, body, pool=pool, role=role).join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def parked_threads() -> int:
