@@ -21,7 +21,7 @@ from onnx import helper
 from tvm.sym.analyzer import Analyzer
 
 from onnx_cases import assert_matches, model, onnxruntime_outputs
-from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled, _tile
+from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled, _tile, _update_chains
 
 from hetpart.kernels import register_tile
 from hetpart.targets import cpu_tvm_target
@@ -47,10 +47,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_batched_tiles_match_onnxruntime(case, monkeypatch):
-    m = CASES[case]()
-    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 1.5))
+def _matches_onnxruntime(m, case: str) -> None:
+    """``m`` built by hetpart for this CPU gives ONNX Runtime's output (a ReLU case's
+    output must hold both zeros and positives, so the clamp is exercised)."""
     feeds = _feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
     if "relu" in case:
@@ -59,27 +58,19 @@ def test_batched_tiles_match_onnxruntime(case, monkeypatch):
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_tiles_match_onnxruntime(case, monkeypatch):
+    m = CASES[case]()
+    monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 1.5))
+    _matches_onnxruntime(m, case)
+
+
 def _update_in_parallel_loop(func):
     """``(parallel loop, update block realize)`` of the multiply-accumulate's tile."""
-    found = []
-
-    def walk(stmt, par):
-        if isinstance(stmt, tvm.tirx.For):
-            walk(stmt.body, stmt if stmt.kind == tvm.tirx.ForKind.PARALLEL else par)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            if stmt.block.name_hint.endswith("_update"):
-                found.append((par, stmt))
-            walk(stmt.block.body, par)
-        elif isinstance(stmt, tvm.tirx.SeqStmt):
-            for s in stmt.seq:
-                walk(s, par)
-        elif hasattr(stmt, "body"):
-            walk(stmt.body, par)
-
-    walk(func.body, None)
-    (hit,) = found
-    assert hit[0] is not None, func.script()
-    return hit
+    ((loops, realize),) = _update_chains(func)
+    parallel = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.PARALLEL]
+    assert parallel, func.script()
+    return parallel[-1], realize
 
 
 def _values(exprs) -> list[int]:
@@ -192,12 +183,7 @@ PLANE_CASES = {
 @pytest.mark.parametrize("case", list(PLANE_CASES))
 def test_padded_plane_matches_onnxruntime(case):
     m = PLANE_CASES[case]()
-    feeds = _feeds(m)
-    (want,) = onnxruntime_outputs(m, feeds)
-    if "relu" in case:
-        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    got = _run(m, feeds, cpu_tvm_target())
-    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+    _matches_onnxruntime(m, case)
 
 
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])

@@ -115,9 +115,9 @@ def _scheduled(m: onnx.ModelProto, mcpu: str):
     return func
 
 
-def _tile(func) -> tuple[int, int, int]:
-    """``(rows, vectors, lanes)`` of the multiply-accumulate's register tile: the two
-    unrolled loops and the vectorised one around the ``*_update`` block."""
+def _update_chains(func) -> list[tuple[list, object]]:
+    """Per ``*_update`` block of ``func`` (a multiply-accumulate's): ``(the loops around
+    it, outermost first; its SBlockRealize)``."""
     chains = []
 
     def walk(stmt, loops):
@@ -125,7 +125,7 @@ def _tile(func) -> tuple[int, int, int]:
             walk(stmt.body, loops + [stmt])
         elif isinstance(stmt, tvm.s_tir.SBlockRealize):
             if stmt.block.name_hint.endswith("_update"):
-                chains.append(loops)
+                chains.append((loops, stmt))
             walk(stmt.block.body, loops)
         elif isinstance(stmt, tvm.tirx.SeqStmt):
             for s in stmt.seq:
@@ -134,7 +134,13 @@ def _tile(func) -> tuple[int, int, int]:
             walk(stmt.body, loops)
 
     walk(func.body, [])
-    (loops,) = chains
+    return chains
+
+
+def _tile(func) -> tuple[int, int, int]:
+    """``(rows, vectors, lanes)`` of the multiply-accumulate's register tile: the two
+    unrolled loops and the vectorised one around the ``*_update`` block."""
+    ((loops, _),) = _update_chains(func)
     unrolled = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.UNROLLED]
     assert loops[-1].kind == tvm.tirx.ForKind.VECTORIZED and len(unrolled) == 2, func.script()
     return int(unrolled[0].extent), int(unrolled[1].extent), int(loops[-1].extent)
