@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     model = read_source(args.model).model
     feeds = models.example_inputs(model, seed=0)
     graph = importer.load(model)
-    costs = CostModel(Profile.load(args.profile), graph=graph)
+    costs = CostModel(Profile.load(args.profile), graph=graph, weight_bandwidth={})  # as timed, hot
     cold = costs.with_weight_bandwidth({"cpu": args.weight_bandwidth_gbs * 1e9}) if args.weight_bandwidth_gbs else None
     calls, builtin_us, _ = _hetpart_calls(model, feeds, args.threads, args.runs)
     in_model = collections.defaultdict(list)  # kernel function -> medians of its calls

@@ -61,33 +61,18 @@ def implied_gbps(row: dict, measured_ms: float | None) -> float | None:
     return row["cpu_weight_bytes"] / 1e9 / ((measured_ms - rest) / 1e3) if measured_ms > rest else None
 
 
-def placement_of(plan) -> dict:
-    from hetpart.partitioner.problem import STREAM
-
-    return {k: (STREAM if q.weights == "streamed" else q.device) for q in plan.partitions for k in q.kernels}
-
-
-def price(prep, costs, cap: int, placement: dict):
-    from hetpart.bench.capped import graph_state_pairs
-    from hetpart.partitioner import plan_for_assignment
-    from hetpart.partitioner.problem import build_problem
-
-    problem = build_problem(prep.graph, costs, (), cap, stream_weights=True, state=graph_state_pairs(prep.graph))
-    return plan_for_assignment(problem, placement)
-
-
 def rows(prep, profile, cap: int, bandwidths: list[float | None], contenders: list[str],
          measured: dict, hetpart: bool = False, placement: dict | None = None) -> list[dict]:
     """One row per (bandwidth, contender): :func:`terms`, the measured ms and the implied bandwidth.
     ``bandwidths`` in bytes/s (None: no floor, the kernels as timed hot)."""
     from hetpart.bench import capped
     from hetpart.costmodel import CostModel
+    from hetpart.partitioner.plan_report import placement_of
 
     out = []
     for bps in bandwidths:
-        costs = CostModel(profile)
-        if bps is not None:
-            costs = costs.with_weight_bandwidth({"cpu": bps})  # this bandwidth, whatever the profile holds
+        # this bandwidth, whatever the profile holds; None: no floor, not even the profile's own
+        costs = CostModel(profile, weight_bandwidth={} if bps is None else {"cpu": bps})
         costs.add_graph(prep.graph)
         todo = [(name, None) for name in contenders]
         if hetpart:
@@ -95,7 +80,7 @@ def rows(prep, profile, cap: int, bandwidths: list[float | None], contenders: li
         for name, fixed in todo:
             t0 = time.time()
             if name == "hetpart" and fixed is not None:
-                plan = price(prep, costs, cap, fixed)
+                plan = capped.plan_of_placement(prep, costs, cap, fixed)
             else:
                 plan = capped._plan_contender(name, prep, costs, cap)
                 if name == "hetpart":

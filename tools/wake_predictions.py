@@ -28,26 +28,10 @@ def costs_with_wake(profile, wake_ms):
     return CostModel(profile)
 
 
-def placement_of(plan) -> dict:
-    """The plan's placement: device per kernel, STREAM where its weights are streamed."""
-    from hetpart.partitioner.problem import STREAM
-
-    return {k: (STREAM if p.weights == "streamed" else p.device) for p in plan.partitions for k in p.kernels}
-
-
-def price_placement(prep, costs, cap: int, placement: dict):
-    """The latency Plan of ``placement`` (ring re-chosen by evaluate), priced as the rules' plans are."""
-    from hetpart.bench.capped import graph_state_pairs
-    from hetpart.partitioner import plan_for_assignment
-    from hetpart.partitioner.problem import build_problem
-
-    problem = build_problem(prep.graph, costs, (), cap, stream_weights=True, state=graph_state_pairs(prep.graph))
-    return plan_for_assignment(problem, placement)
-
-
 def main(argv=None) -> int:
     from hetpart.bench import capped
     from hetpart.costmodel import Profile
+    from hetpart.partitioner.plan_report import placement_of
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
@@ -84,7 +68,7 @@ def main(argv=None) -> int:
             t1 = time.time()
             if name == "hetpart (fixed placement)":
                 fixed = fixed or next(r["placement"] for r in rows if r["contender"] == "hetpart")
-                plan = price_placement(prep, costs, args.cap, fixed)
+                plan = capped.plan_of_placement(prep, costs, args.cap, fixed)
             else:
                 plan = capped._plan_contender(name, prep, costs, args.cap)
             cpu = sum(1 for p in plan.partitions if p.device == "cpu")

@@ -593,6 +593,19 @@ class Skip(Exception):
     """A contender cannot run here; the message says why."""
 
 
+def plan_of_placement(prep: Prepared, costs, cap: int, placement: dict):
+    """The latency Plan of ``placement`` (device or ``stream`` per kernel, as
+    :func:`hetpart.partitioner.plan_report.placement_of` reads a plan's) under ``cap``,
+    priced as the contenders' plans are: a decode step's caches bound as state, weights
+    that do not fit streamed, the ring re-chosen by the evaluation.  For re-pricing a
+    measured plan with other costs (tools/capped_pricing.py, tools/wake_predictions.py)."""
+    from ..partitioner import plan_for_assignment
+    from ..partitioner.problem import build_problem
+
+    problem = build_problem(prep.graph, costs, (), cap, stream_weights=True, state=graph_state_pairs(prep.graph))
+    return plan_for_assignment(problem, placement)
+
+
 def _plan_contender(name: str, prep: Prepared, costs, cap: int):
     """The Plan contender ``name`` runs under ``cap`` (Skip if it has none)."""
     from ..errors import PlanError
