@@ -90,17 +90,18 @@ def test_without_a_recorded_cache_or_a_known_graph_the_floor_applies_as_before()
         CostModel(prof, cache_bytes={"cpu": -1})
 
 
-def test_a_copy_of_the_graph_with_other_weight_bytes_is_bounded_by_the_graph_it_is_a_kernel_of():
-    """The partitioner prices the graph ``with_weight_bytes`` made (same ids and signatures);
-    a kernel object found in a graph by identity is bounded by that graph."""
+def test_the_bound_is_the_largest_graph_holding_the_kernel_and_other_graphs_do_not_count():
+    """The partitioner prices a copy of the graph (``with_weight_bytes``: same ids and
+    signatures, CUDA's bf16 bytes) besides the graph: the larger weight set bounds the
+    kernel.  Another model given to the same cost model (other signatures) does not."""
     graph, prof = _model([8 * MIB])
-    big_graph, _ = _model([64 * MIB])  # other signature: its own kernel
+    other, _ = _model([64 * MIB])
     prof.cpu_llc_bytes = 32 * MIB
-    costs = CostModel(prof, graph=big_graph).add_graph(graph)
-    assert costs.weights_stay_cached(graph.kernels["node_0"], "cpu")
-    assert not costs.weights_stay_cached(big_graph.kernels["node_0"], "cpu")
-    twin = replace(graph.kernels["node_0"], param_bytes=4 * MIB)  # a copy: found by id and signature
-    assert costs.weights_stay_cached(twin, "cpu")
+    k = graph.kernels["node_0"]
+    costs = CostModel(prof, graph=other).add_graph(graph)
+    assert costs.weights_stay_cached(k, "cpu") and not costs.weights_stay_cached(other.kernels["node_0"], "cpu")
+    copy = SimpleNamespace(kernels={k.id: replace(k, param_bytes=40 * MIB)})
+    assert not costs.add_graph(copy).weights_stay_cached(k, "cpu")
 
 
 def test_partition_prices_a_small_model_all_on_the_cpu_at_its_hot_timings():
@@ -125,6 +126,13 @@ def test_partition_prices_a_small_model_all_on_the_cpu_at_its_hot_timings():
     assert all_cpu(32 * MIB) == pytest.approx(hot.predicted["baselines"]["all_cpu"]["latency_s"])
     assert all_cpu(None) > all_cpu(32 * MIB) + weights / 1e6 / 2  # no cache known: floored, as before
     assert all_cpu(weights // 2) == pytest.approx(all_cpu(None))
+
+    from hetpart.partitioner.problem import build_problem  # a placement priced without partition():
+
+    prof.cpu_llc_bytes = 32 * MIB  # build_problem gives the graph to the cost model itself
+    k = next(k for k in graph.nodes if k.param_bytes)
+    hot_cost = CostModel(prof, weight_bandwidth={}, graph=graph).kernel_cost(k, "cpu")
+    assert build_problem(graph, CostModel(prof)).seconds[k.id]["cpu"] == pytest.approx(hot_cost)
 
 
 # --- the profile records the cache ---------------------------------------------------

@@ -148,11 +148,9 @@ class CostModel:
         return self._accesses[kernel.signature]
 
     def _graph_of(self, kernel):
-        """The graph given to :meth:`add_graph` that holds ``kernel``: the one it is a
-        kernel of, else one with a kernel of its id and signature (so its module has the
-        PrimFunc: a copy of the graph with other weight bytes), or None."""
-        mine = next((g for g in self._graphs if getattr(g, "kernels", {}).get(kernel.id) is kernel), None)
-        return mine if mine is not None else next((g for g in self._graphs if _holds(g, kernel)), None)
+        """The graph given to :meth:`add_graph` that holds ``kernel`` (same id and
+        signature, so its module has the PrimFunc), or None."""
+        return next((g for g in self._graphs if _holds(g, kernel)), None)
 
     def _scheduled_rule(self, kernel, device: str) -> str:
         target = self.profile.targets.get(device)
@@ -245,8 +243,16 @@ class CostModel:
         known or the kernel's graph was not given (:meth:`add_graph`).  The rule and its
         bound: the module docstring."""
         cache = self.cache_bytes.get(device)
-        graph = self._graph_of(kernel) if cache is not None else None
-        return graph is not None and self.graph_weight_bytes(graph) <= cache
+        bound = self._weight_bound(kernel) if cache is not None else None
+        return bound is not None and bound <= cache
+
+    def _weight_bound(self, kernel) -> int | None:
+        """The most weight bytes a run of ``kernel``'s graph reads: the largest
+        :meth:`graph_weight_bytes` of the graphs given to :meth:`add_graph` that hold it
+        (the graph itself, and copies with the same kernels, e.g. one counting CUDA's
+        bf16 bytes); None when none does."""
+        sizes = [self.graph_weight_bytes(g) for g in self._graphs if _holds(g, kernel)]
+        return max(sizes) if sizes else None
 
     def graph_weight_bytes(self, graph) -> int:
         """Weight bytes ``graph``'s kernels read in one run (:func:`.kernel_shape.weight_bytes_read`
