@@ -25,11 +25,10 @@ import time
 def predictions(graph, prof) -> dict:
     """The all-CPU plan's predicted latency (s) under each pricing, and that plan."""
     from hetpart.costmodel import CostModel
-    from hetpart.costmodel.locate import with_recorded_gpu
     from hetpart.partitioner import plan_for_assignment
     from hetpart.partitioner.problem import build_problem
 
-    both = with_recorded_gpu(prof)
+    both = _with_gpu(prof)
     out, plan = {}, None
     for name, costs in (("floored", CostModel(both, cache_bytes={"cpu": 0})), ("rule", CostModel(both)),
                         ("hot", CostModel(both, weight_bandwidth={}))):
@@ -41,6 +40,23 @@ def predictions(graph, prof) -> dict:
 
 EVICT_BYTES = 256 << 20
 """What a cold run reads (untimed) before it: 8x the sandbox's 32 MiB L3."""
+
+
+def _with_gpu(prof):
+    """``prof`` with the recorded profile's CUDA overheads, kernels and transfers where it
+    has none (it measured the CPU only, also on a machine with a GPU): the partitioner
+    prices both devices even for an all-CPU placement.  CPU numbers stay ``prof``'s."""
+    from dataclasses import replace
+
+    from hetpart.costmodel.locate import pick_recorded
+
+    if "cuda" in prof.overheads and prof.transfers is not None:
+        return prof
+    rec = pick_recorded()
+    return replace(prof, overheads={**rec.overheads, **prof.overheads},
+                   kernels={**{d: r for d, r in rec.kernels.items() if d != "cpu"}, **prof.kernels},
+                   transfers=prof.transfers or rec.transfers, targets={**rec.targets, **prof.targets},
+                   gpu_memory_bytes=prof.gpu_memory_bytes or rec.gpu_memory_bytes, path=None)
 
 
 def measure(plan, graph, rounds: int, runs: int) -> dict[str, list[float]]:
@@ -90,8 +106,7 @@ def main(argv=None) -> int:
     from hetpart import importer
     from hetpart.costmodel import profile
     from hetpart.costmodel.kernel_bench import MeasureSettings
-    from hetpart.costmodel.kernel_shape import weight_bytes_read
-    from hetpart.costmodel.profile_db import KernelFeatures
+    from hetpart.costmodel.kernel_shape import graph_weight_bytes
     from hetpart.costmodel.profiler import ensure_weight_read, open_profile
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -111,7 +126,7 @@ def main(argv=None) -> int:
         prof = open_profile(args.profile)
         if ensure_weight_read(prof):
             prof.save()
-    weights = sum(weight_bytes_read(KernelFeatures.of(k)) for k in graph.kernels.values())
+    weights = graph_weight_bytes(graph)
     predicted, plan = predictions(graph, prof)
     medians = measure(plan, graph, args.rounds, args.runs)
     row = {"model": args.model, "threads": int(tvm.runtime.num_threads()), "weight_bytes": weights,

@@ -49,8 +49,8 @@
   at its hot timings wherever its kernels go -- exact, since no placement puts more on
   the CPU.  A graph whose weights do not fit is floored wherever its kernels go: exact
   for every plan whose CPU weights exceed the cache (a 1B LLaMA with gigabytes of
-  weights on the CPU), and at most ``cache bytes / bandwidth`` high (plus launches) for a plan that
-  keeps less than a cache's worth of weights on the CPU.  Where the cache size was not
+  weights on the CPU), and at most ``cache bytes / bandwidth`` high (plus launches) for
+  a plan that keeps less than a cache's worth of weights on the CPU.  Where the cache size was not
   recorded (older profiles, the shipped H200 one) or the kernel's graph is unknown, the
   floor applies, as before the rule.  Activations are not counted (a batch-1
   model's are small next to its weights); neither is another model served in the same
@@ -67,7 +67,7 @@ from . import profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
-from .kernel_shape import weight_bytes_read
+from .kernel_shape import graph_weight_bytes, weight_bytes_read
 from .fingerprint import recorded_options
 from .schedule_rule import kernel_rule, target_of
 
@@ -255,12 +255,10 @@ class CostModel:
         return max(sizes) if sizes else None
 
     def graph_weight_bytes(self, graph) -> int:
-        """Weight bytes ``graph``'s kernels read in one run (:func:`.kernel_shape.weight_bytes_read`
-        summed; a weight two kernels read counts twice): what any placement of it can hold
-        on one device at most.  Cached per graph."""
+        """:func:`.kernel_shape.graph_weight_bytes` of ``graph``, cached per graph."""
         key = id(graph)
         if key not in self._graph_weights:
-            self._graph_weights[key] = sum(weight_bytes_read(KernelFeatures.of(k)) for k in graph.kernels.values())
+            self._graph_weights[key] = graph_weight_bytes(graph)
         return self._graph_weights[key]
 
     def cold_weight_bandwidth(self, device: str) -> float | None:

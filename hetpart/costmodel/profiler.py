@@ -78,7 +78,8 @@ def adopt_options(prof: Profile, options: KernelOptions) -> None:
 def ensure_overheads(prof: Profile, spec, settings: MeasureSettings, pool: BuildPool) -> None:
     """Record ``spec``'s target and, where missing, measure its device's overheads
     (and, for CUDA, the GPU's memory size: a plan's default memory cap; for the CPU,
-    its last-level cache: :func:`record_cpu_cache`) into ``prof``, saved.  What every other measurement of the device builds on."""
+    its last-level cache: :func:`record_cpu_cache`) into ``prof``, saved.  What every
+    other measurement of the device builds on."""
     prof.targets[spec.name] = str(spec.tvm_target)
     if spec.name == "cuda":
         prof.gpu_memory_bytes = int(spec.device().total_global_memory)
@@ -108,12 +109,12 @@ def needs_weight_read(prof: Profile, graph) -> bool:
     does not pay the ~12 s sweep; neither does a machine whose cache is not known
     (then ``partition profile --weight-read`` measures it).  One measurement serves
     every later model of the profile."""
-    from .kernel_shape import weight_bytes_read
+    from .kernel_shape import graph_weight_bytes
 
     oh = prof.overheads.get("cpu")
     if oh is None or oh.weight_read_Bps is not None or prof.cpu_llc_bytes is None:
         return False
-    return sum(weight_bytes_read(KernelFeatures.of(k)) for k in graph.kernels.values()) > prof.cpu_llc_bytes
+    return graph_weight_bytes(graph) > prof.cpu_llc_bytes
 
 
 def ensure_weight_read(prof: Profile) -> bool:
