@@ -261,3 +261,11 @@ def test_profile_measures_cold_reads_by_default_only_when_the_models_weights_exc
     assert Profile.load(tmp_path / "p.json").overheads["cpu"].weight_read_Bps == pytest.approx((1 << 30) / 0.01)
     rep = profile(graph, ("cpu",), tmp_path / "p.json", pool=no_builds, progress=False).last_report
     assert rep.weight_read is False and len(calls) == 1  # measured once
+
+
+def test_partition_costmodel_shows_the_recorded_cache(tmp_path, capsys):
+    from hetpart.cli.main import main
+
+    path = _saved(tmp_path, 32 * MIB).path
+    assert main(["costmodel", "--profile", str(path)]) == 0
+    assert "last-level cache 32 MiB" in capsys.readouterr().out
