@@ -255,11 +255,15 @@ class CostModel:
         return max(sizes) if sizes else None
 
     def graph_weight_bytes(self, graph) -> int:
-        """:func:`.kernel_shape.graph_weight_bytes` of ``graph``, cached per graph."""
+        """:func:`.kernel_shape.graph_weight_bytes` of ``graph``; cached for the graphs
+        this cost model holds (:meth:`add_graph`: their ids stay theirs while held)."""
         key = id(graph)
-        if key not in self._graph_weights:
-            self._graph_weights[key] = graph_weight_bytes(graph)
-        return self._graph_weights[key]
+        if key in self._graph_weights:
+            return self._graph_weights[key]
+        nbytes = graph_weight_bytes(graph)
+        if any(g is graph for g in self._graphs):
+            self._graph_weights[key] = nbytes
+        return nbytes
 
     def cold_weight_bandwidth(self, device: str) -> float | None:
         """Bytes per second ``device`` reads weights at when no cache holds them, as the
