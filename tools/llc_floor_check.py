@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
            "predicted_ms": {k: v * 1e3 for k, v in predicted.items()},
            "measured_ms": {kind: {"min": min(m) * 1e3, "max": max(m) * 1e3, "median": statistics.median(m) * 1e3,
                                   "rounds": [x * 1e3 for x in m]} for kind, m in medians.items()},
-           "load_avg": __import__("os").getloadavg()}
+           "load_avg": os.getloadavg()}
     print(json.dumps(row, indent=1))
     if args.json:
         with open(args.json, "w") as f:
