@@ -268,4 +268,23 @@ def test_partition_costmodel_shows_the_recorded_cache(tmp_path, capsys):
 
     path = _saved(tmp_path, 32 * MIB).path
     assert main(["costmodel", "--profile", str(path)]) == 0
-    assert "last-level cache 32 MiB" in capsys.readouterr().out
+    assert "last-level cache 32.0 MiB" in capsys.readouterr().out
+
+
+def test_partition_profile_says_it_measured_cold_reads_for_a_model_past_the_cache(tmp_path, monkeypatch, capsys):
+    from hetpart import importer
+    from hetpart.cli.main import main
+    from hetpart.costmodel import cpu_cache
+    from hetpart.costmodel import weight_read_bench as wrb
+
+    monkeypatch.setattr(wrb, "measure_weight_read", lambda target, dev: wrb.WeightReadSample((0.01,), 4, 1 << 28))
+    monkeypatch.setattr(cpu_cache, "last_level_cache_bytes", lambda root=None: 1024)  # mlp:small's 3.5 KB exceed it
+    graph = importer.load("zoo:mlp:small")
+    prof = Profile(this_machine(), overheads={"cpu": replace(CPU, weight_read_Bps=None)})
+    for k in graph.nodes:  # measured already: the command builds nothing
+        prof.add_kernel("cpu", KernelRecord(k.signature, KernelFeatures.of(k), "ok", Timing(5e-6, 5e-6, 5e-6, 5)))
+    path = prof.save(tmp_path / "p.json")
+    assert main(["profile", "zoo:mlp:small", "--profile", str(path), "--device", "cpu", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu cold weight reads" in out and "exceed the CPU's last-level cache" in out and "last-level cache 1.0 KiB" in out
+    assert Profile.load(path).cpu_llc_bytes == 1024

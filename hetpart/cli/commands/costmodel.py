@@ -77,7 +77,9 @@ def _wake_text(device: str, oh) -> str:
 
 
 def render_profile(prof) -> str:
-    """Counts per device and op class, overheads, transfer fits."""
+    """Counts per device and op class, overheads (the CPU's last-level cache), transfer fits."""
+    from ...importer.summary import human_bytes
+
     lines = [f"machine: {prof.fingerprint.describe()}, TVM {prof.fingerprint.tvm_version}",
              f"models profiled: {', '.join(sorted(prof.models)) or 'none'}"]
     for d in prof.devices:
@@ -94,7 +96,7 @@ def render_profile(prof) -> str:
                      f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us, "
                      f"wake {_wake_text(d, oh)}"
                      + (f", cold weights read at {oh.weight_read_Bps / 1e9:.1f} GB/s" if oh.weight_read_Bps else "")
-                     + (f", last-level cache {prof.cpu_llc_bytes / 2**20:.0f} MiB (models whose weights fit are "
+                     + (f", last-level cache {human_bytes(prof.cpu_llc_bytes)} (models whose weights fit are "
                         "priced hot)" if d == "cpu" and prof.cpu_llc_bytes else ""))
     if prof.transfers:
         for key, fit in sorted(prof.transfers.fits.items()):

@@ -55,8 +55,9 @@ class ProfileCommand:
                        help="measure only this device (repeatable; default: cpu, and cuda if a GPU is present)")
         g.add_argument("--transfer", action="store_true", help="measure (again) the host<->GPU transfer model")
         g.add_argument("--weight-read", action="store_true",
-                       help="measure how fast the CPU reads weights no cache holds (a GEMV over 1 GiB); "
-                            "--transfer measures it too, where the profile lacks it")
+                       help="measure (again) how fast the CPU reads weights no cache holds (a GEMV over 1 GiB); "
+                            "--transfer, and profiling a MODEL whose weights exceed the CPU's last-level cache, "
+                            "measure it too where the profile lacks it")
         g.add_argument("--quick", action="store_true", help="fewer repeats: faster, noisier")
         g.add_argument("--retry-failed", action="store_true", help="measure again kernels recorded as failed")
         g.add_argument("--jobs", type=int, default=None, help="parallel build processes (default: all cores)")
@@ -158,9 +159,10 @@ class ProfileCommand:
     @staticmethod
     def _print_weight_read(path, why: str) -> None:
         from ...costmodel.profiler import open_profile
+        from ...importer.summary import human_bytes
 
         prof = open_profile(path)
-        llc = f", last-level cache {prof.cpu_llc_bytes / 2**20:.0f} MiB" if prof.cpu_llc_bytes else ""
+        llc = f", last-level cache {human_bytes(prof.cpu_llc_bytes)}" if prof.cpu_llc_bytes else ""
         print(f"cpu cold weight reads {prof.overheads['cpu'].weight_read_Bps / 1e9:6.2f} GB/s ({why}{llc})")
 
     def _transfers(self, path, quick: bool) -> None:
