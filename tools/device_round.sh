@@ -549,6 +549,18 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_28 r50_1x1_14 r50_1x1_14b r50_1x1_7add \
     r50_1x1_28b r50_3x3_s2_28 r50_1x1_7 r50_3x3_28 r50_3x3_7 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
     > "$OUT/r50-b32-layers-t16.txt" 2>&1 ;;
+62)  # (BUDGET=590) issue 19, the cold-weight floor only past the CPU's last-level cache (branch llc-floor): the
+     # host's cache as the profile records it (costmodel.cpu_cache, beside lscpu), then zoo:mlp (23 MB of weights)
+     # and zoo:mobilenet (22 MB) all on the CPU at 16 and 2 threads, each into a fresh CPU profile (+ its GEMV
+     # sweep): predicted floored / by the cache rule / hot beside measured warm (back to back) and cold (each run
+     # after reading 256 MiB of other memory), interleaved rounds (tools/llc_floor_check.py)
+  { python3 -c "from hetpart.costmodel.cpu_cache import last_level_cache_bytes as l; print('cpu_llc_bytes', l())"
+    lscpu | grep -i -E "cache|model name|^CPU\(s\)"; } > "$OUT/llc-machine.txt" 2>&1
+  for t in 16 2; do for m in mlp mobilenet; do
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -ge 40 ] || break 2
+    TVM_NUM_THREADS=$t timeout $((left < 200 ? left : 200)) python3 tools/llc_floor_check.py --model zoo:$m \
+      --profile "$OUT/prof-t$t.json" --rounds 5 --runs 100 --json "$OUT/llc-$m-t$t.json" > "$OUT/logs/llc-$m-t$t.log" 2>&1
+  done; done ;;
 64)  # (BUDGET ~460) issue 17: a warm all-CUDA Session.run's host time at batch 1 (wall minus the GPU's spans; a
      # cProfile of its functions) on three zoo convnets, after the session-38 runtime changes (pooled CUDA events,
      # cheaper aligned arrays); and the cuda tests of those changes
