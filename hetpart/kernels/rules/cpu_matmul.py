@@ -51,54 +51,73 @@ class CpuMatmul(ScheduleRule):
             return None
         if not (mac.is_plain(0) and mac.is_plain(1)):
             return None  # a convolution window or a gather: not a matmul
-        shape = cpu_shape(target)
-        lanes = shape.lanes(str(mac.out.dtype))
-        unfused = (sch, mac)
-        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
-        ragged = plane is None and _ragged_plane(mac, lanes, _reads_residual(sch, mac))
-        if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
-            plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
-            ragged = plane is not None
-        plane_copy = None
-        if plane is not None:
-            sch, mac, plane_copy = plane
-        cands = vec_candidates(mac, lanes)
-        padded = False
-        if ragged or not cands or _narrow(max(c.lanes for c in cands), lanes):
-            wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
-            if wide is None and ragged:  # not padded: the image's own rows, as before
-                (sch, mac), plane_copy = unfused, None
-                cands = vec_candidates(mac, lanes)
-            if wide is None and not cands:
-                return None
-        else:
-            wide = None
-        if wide is not None:
-            mac, padded = wide, True
-            # The epilogue joins the copy-back (same, unpadded, domain), not the tile.
-            copy_back = sch.get_consumers(mac.block)
-            if len(copy_back) == 1:
-                fuse_epilogue(sch, copy_back[0])
-            cands = vec_candidates(mac, lanes)
-            if not cands:
-                return None
-        # Prefer vectors of a model weight (packed once at compile time into contiguous
-        # panels, whatever its row stride), then a dim that needs no packing, then
-        # full-width vectors, then the innermost iterator.
-        def weight(c):
-            return is_layout_free(func, mac.operands[c.operand][0])
+        return schedule_contraction(func, sch, mac, target)
 
-        best = _activation_rows(mac, cands, weight, lanes) or max(
-            cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
-        prepack = weight(best)
-        plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
-        if plane_copy is not None:
-            try:
-                sch.compute_inline(plane_copy)  # loads straight from the image again
-            except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
-                pass
-        register_tile(sch, mac, plan, shape, epilogue=not padded)
-        return sch
+
+def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: Target,
+                         copies: tuple = ()) -> s_tir.Schedule | None:
+    """Tile the plain contraction ``mac`` of ``sch`` (a schedule of ``func``, its spatial
+    producers inlined; both operands indexed by bare iterators) as :class:`CpuMatmul` does
+    (the module docstring); None where no tile applies.  Also the conv rule's path for a
+    strided 1x1 conv once its image is read through a subsampled copy
+    (:func:`~.cpu_conv2d.subsampled_1x1`)."""
+    shape = cpu_shape(target)
+    lanes = shape.lanes(str(mac.out.dtype))
+    unfused = (sch, mac)
+    plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+    ragged = plane is None and _ragged_plane(mac, lanes, _reads_residual(sch, mac))
+    if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
+        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
+        ragged = plane is not None
+    plane_copy = None
+    if plane is not None:
+        sch, mac, plane_copy = plane
+    cands = vec_candidates(mac, lanes)
+    padded = False
+    if ragged or not cands or _narrow(max(c.lanes for c in cands), lanes):
+        wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
+        if wide is None and ragged:  # not padded: the image's own rows, as before
+            (sch, mac), plane_copy = unfused, None
+            cands = vec_candidates(mac, lanes)
+        if wide is None and not cands:
+            return None
+    else:
+        wide = None
+    if wide is not None:
+        mac, padded = wide, True
+        # The epilogue joins the copy-back (same, unpadded, domain), not the tile.
+        copy_back = sch.get_consumers(mac.block)
+        if len(copy_back) == 1:
+            fuse_epilogue(sch, copy_back[0])
+        cands = vec_candidates(mac, lanes)
+        if not cands:
+            return None
+    # Prefer vectors of a model weight (packed once at compile time into contiguous
+    # panels, whatever its row stride), then a dim that needs no packing, then
+    # full-width vectors, then the innermost iterator.
+    def weight(c):
+        return is_layout_free(func, mac.operands[c.operand][0])
+
+    best = _activation_rows(mac, cands, weight, lanes) or max(
+        cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
+    prepack = weight(best)
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+    if plane_copy is not None:
+        try:
+            sch.compute_inline(plane_copy)  # loads straight from the image again
+        except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
+            pass
+    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
+    return sch
+
+
+def plane_tiled(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int) -> bool:
+    """Whether :func:`schedule_contraction` tiles ``mac`` (a 1x1 conv's contraction) along
+    its image plane -- :func:`_fuse_plane`, or :func:`_ragged_plane` -- rather than with
+    output-channel vectors."""
+    if _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b)) is not None:
+        return True
+    return _ragged_plane(mac, lanes, _reads_residual(sch, mac))
 
 
 MIN_RAGGED_VECTORS = 2
