@@ -87,7 +87,9 @@ class TilePlan:
     possible, e.g. depthwise convolution).  ``prepack``: the packed operand is a
     weight of the model (a layout-free parameter), so its packing is split off and
     done once at compile time (:mod:`hetpart.kernels.weight_prepack`) instead of on
-    every call.
+    every call.  ``chunk``: vector tiles (``vec`` outer) per chunk, the row tiles looped
+    within each chunk, not outside every vector tile (1: no chunks; a plane tile whose
+    write-back reads a residual, :data:`~.rules.cpu_matmul.RESIDUAL_CHUNK_TILES`).
     """
 
     vec: tirx.Var
@@ -98,6 +100,7 @@ class TilePlan:
     vecs: int
     rows: int
     prepack: bool = False
+    chunk: int = 1
 
     def describe(self) -> str:
         row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
@@ -417,6 +420,10 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
         r0, r1 = sch.split(by(plan.row), factors=[None, plan.rows])
         outer.append(r0)
         inner_row = [r1]
+        chunk = largest_divisor(const_extent(sch, v0) or 1, plan.chunk)
+        if chunk > 1:  # the row tiles within a chunk of vector tiles (TilePlan.chunk)
+            v0o, v0i = sch.split(v0, factors=[None, chunk])
+            outer = [v0o if lp.same_as(v0) else lp for lp in outer] + [v0i]
     reds = [by(v) for v in mac.reduce]
     sch.reorder(*outer, *reds, *inner_row, v1, v2)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]

@@ -221,6 +221,9 @@ resnet50's 512->1024 stride 2 on 28x28 37.1 -> 22.7 (23.1), 256->512 on 56x56 27
 3.15 (2.72), 0.183 -> 0.162 (0.178)."""
 
 
+SUBSAMPLE_CHANNELS_INNER = True
+
+
 def subsampled_1x1(sch: s_tir.Schedule, mac, plane_tiled):
     """A 1x1 convolution of stride > 1 without padding (``X[n, ic, oh*s, ow*s] * W[oc,
     ic]``: resnet50's downsamples): returns ``(sch, mac, copy)``, a copy of the schedule
@@ -255,7 +258,7 @@ def subsampled_1x1(sch: s_tir.Schedule, mac, plane_tiled):
     if not strided:
         return None
     image_order = _subsampled(sch, mac, buf, idx, as_image=True)
-    if image_order is not None and plane_tiled(image_order[0], image_order[1]):
+    if image_order is not None and (not SUBSAMPLE_CHANNELS_INNER or plane_tiled(image_order[0], image_order[1])):
         return image_order
     return _subsampled(sch, mac, buf, idx, as_image=False)
 
