@@ -222,6 +222,13 @@ resnet50's 512->1024 stride 2 on 28x28 37.1 -> 22.7 (23.1), 256->512 on 56x56 27
 
 
 SUBSAMPLE_CHANNELS_INNER = True
+"""Whether :func:`subsampled_1x1` lays its copy out channels innermost where no plane tile
+follows (False: always as the image; kept for A/B runs).  Measured (as
+:data:`SUBSAMPLE_STRIDED_1X1`, batch 8, image layout -> channels innermost, ms): resnet18's
+256->512 stride 2 on 14x14 2.05 -> 1.49, resnet50's 1024->2048 on 14x14 25.5 -> 24.0, 256->512
+on 56x56 22.2 -> 21.1; batch 1: 0.239 -> 0.160 (ORT 0.178) for the first; resnet50's
+512->1024 on 28x28 at batch 8 (a padded plane tile) 24.5 channels inner -> 22.0 as the
+image, hence the image's layout there."""
 
 
 def subsampled_1x1(sch: s_tir.Schedule, mac, plane_tiled):
