@@ -213,12 +213,13 @@ SUBSAMPLE_STRIDED_1X1 = True
 """Whether a strided 1x1 conv reads its image through a subsampled copy and is tiled as a
 plain contraction (:func:`subsampled_1x1`; False: the output-channel tile on the strided
 image, kept for A/B runs).  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both
-builds and ONNX Runtime in one process in settled turns, least of 3 calls x 4 rounds, ms,
-ORT in brackets; outputs bit-identical; bench/results/cpu-r50-ds-2core.md), batch 8:
-resnet50's 512->1024 stride 2 on 28x28 37.1 -> 22.7 (23.1), 256->512 on 56x56 27.7 ->
-21.2 (24.5), 1024->2048 on 14x14 27.9 -> 24.4 (24.7); resnet18's 256->512 on 14x14 1.98
--> 1.48 (1.55); batch 1 (30 calls): 3.24 -> 2.65 (2.79), 3.28 -> 3.10 (3.01), 3.21 ->
-3.15 (2.72), 0.183 -> 0.162 (0.178)."""
+builds and ONNX Runtime in one process in settled turns, least of calls x rounds, ms, ORT in
+brackets; outputs bit-identical; bench/results/cpu-r50-ds-2core.md), resnet50's 512->1024
+stride 2 on 28x28, 256->512 on 56x56, 1024->2048 on 14x14: batch 8 35.9 -> 21.6 (21.4),
+25.9 -> 20.5 (23.6), 25.4 -> 23.5 (22.5); batch 32 142.9 -> 87.4 (86.4), 112.0 -> 86.3
+(92.2), 159.8 -> 95.3 (93.8); batch 1 2.95 -> 2.91 (2.38), 2.89 -> 2.44 (2.55), 3.01 ->
+2.86 (2.70); resnet18's 256->512 on 14x14 at batch 8 2.05 -> 1.40 (1.54), batch 1 0.187 ->
+0.161 (0.180)."""
 
 
 SUBSAMPLE_CHANNELS_INNER = True
@@ -232,11 +233,11 @@ image, hence the image's layout there."""
 
 
 def subsampled_1x1(sch: s_tir.Schedule, mac, plane_tiled):
-    """A 1x1 convolution of stride > 1 without padding (``X[n, ic, oh*s, ow*s] * W[oc,
-    ic]``: resnet50's downsamples): returns ``(sch, mac, copy)``, a copy of the schedule
-    whose image read goes through a subsampled copy of the image (``reindex`` of the
-    strided read), the block re-read (:class:`MacBlock`, now a plain contraction) and the
-    copy block; None where it does not apply (a windowed or padded read, TVM refused).
+    """A 1x1 convolution of stride > 1 (``X[n, ic, oh*s, ow*s] * W[oc, ic]``: resnet50's
+    downsamples; ``X`` the padded image where there is padding): returns ``(sch, mac,
+    copy)``, a copy of the schedule whose image read goes through a subsampled copy of
+    the image (``reindex`` of the strided read), the block re-read (:class:`MacBlock`, now a plain contraction) and the
+    copy block; None where it does not apply (a window, another index, TVM refused).
 
     The copy is laid out as the image, ``X'[n, ic, oh, ow] = X[n, ic, oh*s, ow*s]``,
     where ``plane_tiled(sch, mac)`` says the contraction on it gets a tile along the
