@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from . import ragged_rows
 from .analysis import (
     PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, const_extent, fitting_lanes, fuse_epilogue,
     largest_divisor, parallel_vectorize,
@@ -445,6 +446,10 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
             gate = not epilogue or broadcast_prefix(sch, blk) > 0
             parallel_vectorize(sch, blk, plan.lanes,
                                min_parallel=gate_parallel_min(shape.cores) if gate else PARALLEL_MIN_ELEMENTS)
+    if plan.row is not None and ragged_rows.applies(
+            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1)):
+        # The ragged last of two row tiles starts E - R rows in, unchecked.
+        ragged_rows.shift_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:
         # Last: it leaves the copy-back nest in two branches no primitive may move.
         split_ragged_copy_back(sch, copy_back)

@@ -1,0 +1,137 @@
+"""The ragged last row tile of a register tile, shifted back instead of bound-checked.
+
+A register tile of ``R`` rows over a row extent ``E`` that ``R`` does not divide (a
+7-wide image in tiles of 4 rows, 14 in tiles of 5, ViT's 197 tokens in tiles of 8)
+gets from ``split`` a last tile that runs past ``E``, and every block of the tile --
+the accumulator's init, the multiply-accumulate, the write-back -- a bound check on
+the row, ``T.where(base + r < E)`` (``base`` the tile's first row, ``r`` the unrolled
+row loop).  The check is on a loop-invariant value, but LLVM neither unswitches nor
+if-converts it: the checked rows' accumulators were kept in memory, each reduction
+step loading and storing them behind a branch (1x1 conv 320->1280 on 7x7, AVX2: 32
+FMAs per 4 steps beside 8 stack stores and reloads and 4 branches).
+
+:func:`shift_ragged_rows` instead starts every tile at ``min(base, E - R)``: the last
+tile covers the last ``R`` rows, the ones before it already computed by the previous
+tile again (same sum, same order: the same values), and no block keeps a check on
+the row.  Overlapping tiles write equal values to the same outputs; the accumulator
+is local to each tile (``CompactBufferAllocation`` allocates it in the tile's loop
+body), so no tile reads another's.
+
+In: a schedule whose tile loop holds the init, update and write-back blocks of one
+register tile.  Out: the same schedule, the three blocks' row bindings shifted and
+their row checks dropped, or unchanged (False) where a block's check is not of that
+form.  Invariant: every output element gets the value the unshifted schedule gives it.
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm.sym
+import tvm_ffi
+from tvm import s_tir, tirx
+
+SHIFT_RAGGED_ROWS = True
+"""Whether a tile whose rows do not divide their extent shifts its last tile back
+(:func:`shift_ragged_rows`; False: the bound-checked last tile as before, kept for A/B
+runs and :mod:`tools.rule_switch_tir_diff`)."""
+
+
+def _conjuncts(expr) -> list:
+    if isinstance(expr, tirx.And):
+        return _conjuncts(expr.a) + _conjuncts(expr.b)
+    return [expr]
+
+
+def _uses(expr, var) -> bool:
+    found = []
+    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
+    return bool(found)
+
+
+def _row_check(cond, loops: dict, rows: int, extent: int):
+    """``(row_loop_var, base)`` where ``cond`` is ``base + r < extent`` with ``r`` a loop
+    of ``rows`` iterations in ``loops`` (var -> extent) and ``base`` free of ``r``, else None."""
+    if not (isinstance(cond, tirx.LT) and isinstance(cond.b, tirx.IntImm) and int(cond.b) == extent):
+        return None
+    for var, ext in loops.items():
+        if ext != rows or not _uses(cond.a, var):
+            continue
+        coef = tvm.sym.detect_linear_equation(cond.a, [var])
+        if len(coef) == 2 and isinstance(coef[0], tirx.IntImm) and int(coef[0]) == 1 and not _uses(coef[1], var):
+            return var, coef[1]
+    return None
+
+
+def _shifted(realize, loops: dict, rows: int, extent: int):
+    """``realize`` with its row check dropped and its row binding started at
+    ``min(base, extent - rows)``, or None where it has no such check and binding."""
+    kept, done = [], None
+    values = list(realize.iter_values)
+    for cond in _conjuncts(realize.predicate):
+        hit = _row_check(cond, loops, rows, extent) if done is None else None
+        pos = None if hit is None else next(
+            (i for i, v in enumerate(values) if tvm_ffi.structural_equal(v, cond.a)), None)
+        if pos is None:
+            kept.append(cond)
+            continue
+        var, base = hit
+        values[pos] = tirx.Min(base, tirx.IntImm(base.ty, extent - rows)) + var
+        done = pos
+    if done is None:
+        return None
+    predicate = kept[0] if kept else tirx.const(True, "bool")
+    for cond in kept[1:]:
+        predicate = tirx.And(predicate, cond)
+    return s_tir.SBlockRealize(values, predicate, realize.block)
+
+
+def applies(rows: int, extent: int, reduction_loops: int) -> bool:
+    """Whether a tile of ``rows`` rows over ``extent`` with a reduction of
+    ``reduction_loops`` loops (longer than 1) shifts its ragged last tile: only two
+    tiles, the second ragged (``rows < extent < 2 * rows``), over one reduction loop
+    (a 1x1 conv, a matmul).
+
+    Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds in one process
+    in turns, least of 20 calls x 5 rounds, ms; bench/results/cpu-convnets2-2core.md):
+    mobilenet_v2's 1x1 convs on 7x7 (tiles of 4 rows: 4 + 3) 320->1280 + ReLU6 1.19 ->
+    0.75, 160->960 + ReLU6 0.47 -> 0.23 (ONNX Runtime 0.47, 0.20).  Elsewhere the
+    checked tile's code was as good and the overlap's extra rows cost: 1x1 convs on
+    14x14 (three tiles of 5 rows) 4-8% slower (mobilenet_v2's, resnet50's 256->1024 +
+    residual, densenet's), ViT's 197-token matmul 2%; windowed convs mixed, resnet50's
+    3x3 on 7x7 -2% / +6%, inception's 1x7 on 17x17 +54-58%, its 80->192 3x3 on 73x73
+    +76%, but its 288->384 3x3 stride 2 to 17x17 17.5 -> 7.4 (not taken: no rule yet
+    tells it from the others)."""
+    return SHIFT_RAGGED_ROWS and reduction_loops <= 1 and rows < extent < 2 * rows
+
+
+def shift_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int) -> bool:
+    """Shift the ragged last tile of ``tile`` (the tile loop) back (module docstring):
+    ``blocks`` are the tile's init, update and write-back blocks, tiled ``rows`` rows
+    over a row extent ``extent`` that ``rows`` does not divide.  Returns whether it did
+    (the caller decides where, :func:`applies`)."""
+    if rows < 2 or extent % rows == 0 or extent < rows:
+        return False
+    loop = sch.get(tile)
+    names = {sch.get(b).name_hint for b in blocks}
+    loops: dict = {}
+    tvm_ffi.structural_walk(loop.body, (tirx.For, lambda f: loops.__setitem__(
+        f.loop_var, int(f.extent) if isinstance(f.extent, tirx.IntImm) else -1)))
+    changed, refused = [], []
+
+    def fix(realize):
+        if realize.block.name_hint not in names:
+            return realize
+        new = _shifted(realize, loops, rows, extent)
+        if new is None:
+            refused.append(realize.block.name_hint)
+            return realize
+        changed.append(realize.block.name_hint)
+        return new
+
+    new_loop = tvm_ffi.structural_map(loop, (s_tir.SBlockRealize, fix))
+    if refused or sorted(changed) != sorted(names):
+        return False  # all or none: a block left unshifted would read another tile's rows
+    reuse = {}
+    tvm_ffi.structural_walk(loop, (s_tir.SBlock, lambda b: reuse.__setitem__(b, b)))
+    sch.state.replace(sch.get_sref(tile), new_loop, reuse)
+    return True
