@@ -30,7 +30,9 @@ import tvm.sym
 import tvm_ffi
 from tvm import s_tir, tirx
 
-SHIFT_RAGGED_ROWS = True
+from .ragged_copy import _fresh
+
+SPLIT_RAGGED_ROWS = True
 """Whether a tile whose rows do not divide their extent shifts its last tile back
 (:func:`shift_ragged_rows`; False: the bound-checked last tile as before, kept for A/B
 runs and :mod:`tools.rule_switch_tir_diff`)."""
@@ -62,53 +64,51 @@ def _row_check(cond, loops: dict, rows: int, extent: int):
     return None
 
 
-def _shifted(realize, loops: dict, rows: int, extent: int):
-    """``realize`` with its row check dropped and its row binding started at
-    ``min(base, extent - rows)``, or None where it has no such check and binding."""
-    kept, done = [], None
+def _drop_check(realize, loops: dict, rows: int, extent: int):
+    """``(realize without its row check, base)``, or None where it has no row check
+    ``base + r < extent`` bounding one of its bindings."""
+    kept, base = [], None
     values = list(realize.iter_values)
     for cond in _conjuncts(realize.predicate):
-        hit = _row_check(cond, loops, rows, extent) if done is None else None
-        pos = None if hit is None else next(
-            (i for i, v in enumerate(values) if tvm_ffi.structural_equal(v, cond.a)), None)
-        if pos is None:
+        hit = _row_check(cond, loops, rows, extent) if base is None else None
+        if hit is None or not any(tvm_ffi.structural_equal(v, cond.a) for v in values):
             kept.append(cond)
             continue
-        var, base = hit
-        values[pos] = tirx.Min(base, tirx.IntImm(base.ty, extent - rows)) + var
-        done = pos
-    if done is None:
+        base = hit[1]
+    if base is None:
         return None
     predicate = kept[0] if kept else tirx.const(True, "bool")
     for cond in kept[1:]:
         predicate = tirx.And(predicate, cond)
-    return s_tir.SBlockRealize(values, predicate, realize.block)
+    return s_tir.SBlockRealize(values, predicate, realize.block), base
+
+
+def _with_base(realize, base, value: int):
+    """``realize`` with every occurrence of the expression ``base`` in its bindings and
+    predicate replaced by the constant ``value`` (the ragged tile's first row)."""
+    const = tirx.IntImm(base.ty, value)
+
+    def swap(e):
+        return const if tvm_ffi.structural_equal(e, base) else e
+    kind = type(base)
+    values = [tvm_ffi.structural_map(v, (kind, swap)) for v in realize.iter_values]
+    return s_tir.SBlockRealize(values, tvm_ffi.structural_map(realize.predicate, (kind, swap)), realize.block)
 
 
 def applies(rows: int, extent: int, reduction_loops: int) -> bool:
     """Whether a tile of ``rows`` rows over ``extent`` with a reduction of
-    ``reduction_loops`` loops (longer than 1) shifts its ragged last tile: only two
-    tiles, the second ragged (``rows < extent < 2 * rows``), over one reduction loop
-    (a 1x1 conv, a matmul).
-
-    Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds in one process
-    in turns, least of 20 calls x 5 rounds, ms; bench/results/cpu-convnets2-2core.md):
-    mobilenet_v2's 1x1 convs on 7x7 (tiles of 4 rows: 4 + 3) 320->1280 + ReLU6 1.19 ->
-    0.75, 160->960 + ReLU6 0.47 -> 0.23 (ONNX Runtime 0.47, 0.20).  Elsewhere the
-    checked tile's code was as good and the overlap's extra rows cost: 1x1 convs on
-    14x14 (three tiles of 5 rows) 4-8% slower (mobilenet_v2's, resnet50's 256->1024 +
-    residual, densenet's), ViT's 197-token matmul 2%; windowed convs mixed, resnet50's
-    3x3 on 7x7 -2% / +6%, inception's 1x7 on 17x17 +54-58%, its 80->192 3x3 on 73x73
-    +76%, but its 288->384 3x3 stride 2 to 17x17 17.5 -> 7.4 (not taken: no rule yet
-    tells it from the others)."""
-    return SHIFT_RAGGED_ROWS and reduction_loops <= 1 and rows < extent < 2 * rows
+    ``reduction_loops`` loops (longer than 1) is split (:func:`split_ragged_rows`):
+    two tiles, the second ragged (``rows < extent < 2 * rows``), over one reduction
+    loop (a 1x1 conv, a matmul).  (Measurements: bench/results/cpu-convnets2-2core.md.)"""
+    return SPLIT_RAGGED_ROWS and reduction_loops <= 1 and rows < extent < 2 * rows
 
 
-def shift_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int) -> bool:
-    """Shift the ragged last tile of ``tile`` (the tile loop) back (module docstring):
-    ``blocks`` are the tile's init, update and write-back blocks, tiled ``rows`` rows
-    over a row extent ``extent`` that ``rows`` does not divide.  Returns whether it did
-    (the caller decides where, :func:`applies`)."""
+def split_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int) -> bool:
+    """Split the body of ``tile`` (the tile loop) into the whole tiles, unchecked, and
+    the ragged last one, its first row a constant (module docstring): ``blocks`` are the
+    tile's init, update and write-back blocks, tiled ``rows`` rows over a row extent
+    ``extent`` that ``rows`` does not divide.  Returns whether it did (the caller
+    decides where, :func:`applies`); all three blocks must carry the same row check."""
     if rows < 2 or extent % rows == 0 or extent < rows:
         return False
     loop = sch.get(tile)
@@ -116,21 +116,30 @@ def shift_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int)
     loops: dict = {}
     tvm_ffi.structural_walk(loop.body, (tirx.For, lambda f: loops.__setitem__(
         f.loop_var, int(f.extent) if isinstance(f.extent, tirx.IntImm) else -1)))
-    changed, refused = [], []
+    bases, seen = [], []
 
-    def fix(realize):
+    def unchecked(realize):
         if realize.block.name_hint not in names:
             return realize
-        new = _shifted(realize, loops, rows, extent)
-        if new is None:
-            refused.append(realize.block.name_hint)
+        hit = _drop_check(realize, loops, rows, extent)
+        if hit is None:
             return realize
-        changed.append(realize.block.name_hint)
-        return new
+        seen.append(realize.block.name_hint)
+        bases.append(hit[1])
+        return hit[0]
 
-    new_loop = tvm_ffi.structural_map(loop, (s_tir.SBlockRealize, fix))
-    if refused or sorted(changed) != sorted(names):
-        return False  # all or none: a block left unshifted would read another tile's rows
+    whole = tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, unchecked))
+    if sorted(seen) != sorted(names) or any(not tvm_ffi.structural_equal(b, bases[0]) for b in bases):
+        return False  # all or none, on one base: else a block would see another row range
+    base, last = bases[0], (extent // rows) * rows
+
+    def fixed(realize):
+        return _with_base(realize, base, last) if realize.block.name_hint in names else realize
+
+    ragged = _fresh(tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, fixed)), "_ragged")
+    cond = tirx.LE(base + tirx.IntImm(base.ty, rows), tirx.IntImm(base.ty, extent))
+    new_loop = tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, tirx.IfThenElse(cond, whole, ragged),
+                        loop.thread_binding, loop.annotations)
     reuse = {}
     tvm_ffi.structural_walk(loop, (s_tir.SBlock, lambda b: reuse.__setitem__(b, b)))
     sch.state.replace(sch.get_sref(tile), new_loop, reuse)

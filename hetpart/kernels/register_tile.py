@@ -449,7 +449,7 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     if plan.row is not None and ragged_rows.applies(
             plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1)):
         # The ragged last of two row tiles starts E - R rows in, unchecked.
-        ragged_rows.shift_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
+        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:
         # Last: it leaves the copy-back nest in two branches no primitive may move.
         split_ragged_copy_back(sch, copy_back)
