@@ -549,6 +549,27 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_28 r50_1x1_14 r50_1x1_14b r50_1x1_7add \
     r50_1x1_28b r50_3x3_s2_28 r50_1x1_7 r50_3x3_28 r50_3x3_7 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
     > "$OUT/r50-b32-layers-t16.txt" 2>&1 ;;
+61)  # (BUDGET=590) issue 18, convnets all-CPU (branch cpu-convnets2): depthwise rows of whole 8/16-lane vectors
+     # summed in registers over the window (cpu_depthwise.REGISTER_ROWS: on this AVX-512 Xeon mobilenet_v2's
+     # 32x112x112 in 16-lane vectors, its 144x56x56 and efficientnet's / mobilenet_v3's / convnext's 56-wide ones in
+     # 8-lane ones); the ragged-row split (ragged_rows.SPLIT_RAGGED_ROWS) changes no kernel of these models with
+     # AVX-512 (7/14-wide tiles are exact there), switched off with it for the before anyway.  Exports first (the
+     # corpus b1 CPU rows, after vs ORT), then before/after/ORT in one process at 16 threads (tools/cpu_rule_ab.py:
+     # settled turns, least of calls x rounds with the range, outputs compared), the depthwise layers at 16
+     # (before: corpus-nvidia-h200.md mobilenet_v2 2.66 / ORT 1.94 ms, efficientnet_b0 4.08 / 5.03,
+     # mobilenet_v3_large 1.95 / 2.18, convnext_tiny 17.53 / 20.86)
+  off="--before hetpart.kernels.rules.cpu_depthwise.REGISTER_ROWS=0 --before hetpart.kernels.ragged_rows.SPLIT_RAGGED_ROWS=0"
+  timeout 240 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 220 --export-dir "$EXPORTS" \
+    --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large,convnext_tiny \
+    --out "$OUT/corpus-cpu-b1-convnets2.json" > "$OUT/logs/corpus-cpu-b1-convnets2.log" 2>&1
+  for m in mobilenet_v2 efficientnet_b0 mobilenet_v3_large convnext_tiny; do
+    left=$((BUDGET - SECONDS - 40))
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 90 ? left : 90)) python3 tools/cpu_rule_ab.py \
+      "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 4 $off > "$OUT/ab-$m-t16.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/cpu_rule_ab.py mb_dw_112 mb_dw_56 cnx_dw7_56 mb_dw_112s2 \
+    --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-dw-layers-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

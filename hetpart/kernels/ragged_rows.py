@@ -1,26 +1,25 @@
-"""The ragged last row tile of a register tile, shifted back instead of bound-checked.
+"""The ragged last row tile of a register tile as a branch of its own, without the
+bound check every tile carried.
 
 A register tile of ``R`` rows over a row extent ``E`` that ``R`` does not divide (a
-7-wide image in tiles of 4 rows, 14 in tiles of 5, ViT's 197 tokens in tiles of 8)
-gets from ``split`` a last tile that runs past ``E``, and every block of the tile --
-the accumulator's init, the multiply-accumulate, the write-back -- a bound check on
-the row, ``T.where(base + r < E)`` (``base`` the tile's first row, ``r`` the unrolled
-row loop).  The check is on a loop-invariant value, but LLVM neither unswitches nor
-if-converts it: the checked rows' accumulators were kept in memory, each reduction
-step loading and storing them behind a branch (1x1 conv 320->1280 on 7x7, AVX2: 32
-FMAs per 4 steps beside 8 stack stores and reloads and 4 branches).
+7-wide image in tiles of 4 rows on AVX2) gets from ``split`` a last tile that runs
+past ``E``, and every block of the tile -- the accumulator's init, the
+multiply-accumulate, the write-back -- a bound check on the row,
+``T.where(base + r < E)`` (``base`` the tile's first row, ``r`` the unrolled row
+loop).  The check is loop-invariant, yet LLVM did not always unswitch it: in
+mobilenet_v2's 320->1280 1x1 conv on 7x7 (AVX2) the checked row's accumulators were
+kept on the stack, every reduction step loading and storing them behind a branch.
 
-:func:`shift_ragged_rows` instead starts every tile at ``min(base, E - R)``: the last
-tile covers the last ``R`` rows, the ones before it already computed by the previous
-tile again (same sum, same order: the same values), and no block keeps a check on
-the row.  Overlapping tiles write equal values to the same outputs; the accumulator
-is local to each tile (``CompactBufferAllocation`` allocates it in the tile's loop
-body), so no tile reads another's.
+:func:`split_ragged_rows` rewrites the tile loop's body as::
+
+    if base + R <= E:  every block as before, the row check dropped
+    else:              a copy of the body, ``base`` replaced by the last tile's first
+                       row (a constant), so each check folds to true or false
 
 In: a schedule whose tile loop holds the init, update and write-back blocks of one
-register tile.  Out: the same schedule, the three blocks' row bindings shifted and
-their row checks dropped, or unchanged (False) where a block's check is not of that
-form.  Invariant: every output element gets the value the unshifted schedule gives it.
+register tile.  Out: the same schedule, changed in place, or unchanged (False) where
+the three blocks' checks are not of that form.  Invariant: every block runs for the
+same iterations as before, in the same order (results bit-identical).
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ from tvm import s_tir, tirx
 from .ragged_copy import _fresh
 
 SPLIT_RAGGED_ROWS = True
-"""Whether a tile whose rows do not divide their extent shifts its last tile back
-(:func:`shift_ragged_rows`; False: the bound-checked last tile as before, kept for A/B
-runs and :mod:`tools.rule_switch_tir_diff`)."""
+"""Whether a tile whose rows do not divide their extent gets its ragged last tile as a
+branch of its own (:func:`split_ragged_rows`, where :func:`applies`; False: every tile
+bound-checked as before, kept for A/B runs: tools/kernel_switch_ab.py)."""
 
 
 def _conjuncts(expr) -> list:
@@ -97,9 +96,22 @@ def _with_base(realize, base, value: int):
 
 def applies(rows: int, extent: int, reduction_loops: int) -> bool:
     """Whether a tile of ``rows`` rows over ``extent`` with a reduction of
-    ``reduction_loops`` loops (longer than 1) is split (:func:`split_ragged_rows`):
-    two tiles, the second ragged (``rows < extent < 2 * rows``), over one reduction
-    loop (a 1x1 conv, a matmul).  (Measurements: bench/results/cpu-convnets2-2core.md.)"""
+    ``reduction_loops`` loops (of more than one step) is split: two tiles, the second
+    ragged (``rows < extent < 2 * rows``), over one reduction loop (a 1x1 conv, a
+    matmul).
+
+    Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, each kernel alone before
+    and after in one process in turns, least of 20 calls x 5 rounds, ms;
+    bench/results/cpu-convnets2-2core.md): mobilenet_v2's 1x1 convs on 7x7 (4 + 3
+    rows) 320->1280 + ReLU6 1.19 -> 0.69, 160->960 + ReLU6 0.47 -> 0.21 (ONNX Runtime
+    0.47, 0.20); EfficientNet's 1x1 + SiLU on 7x7 0.53 -> 0.36, 1.05 -> 0.82;
+    MobileNetV3's 160->960 + hard-swish on 7x7 a tie (0.204 / 0.206: LLVM had
+    unswitched the check there).  Any ragged tile (not taken): inception's 1x7 on
+    17x17 1.28 -> 0.88 and 2.90 -> 1.98, but its 80->192 3x3 on 73x73 15.4 -> 45.2,
+    64->80 1x1 0.84 -> 1.03, ViT's 197-token projection 7.35 -> 7.80; 1x1 convs on
+    14x14 a tie.  With AVX-512 (8 rows) 7- and 14-wide tiles are exact: nothing of
+    mobilenet_v2, resnet50, densenet121, EfficientNet, MobileNetV3 or convnext
+    changes there."""
     return SPLIT_RAGGED_ROWS and reduction_loops <= 1 and rows < extent < 2 * rows
 
 

@@ -97,7 +97,18 @@ def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
 REGISTER_ROWS = True
 """Whether a depthwise conv's output rows of whole vectors are summed as vectors held in
 registers over the window (:func:`_register_row_groups`; False: the row summed in
-memory, one pass of the row per window step, kept for A/B runs)."""
+memory, one pass of the row per window step, kept for A/B runs).
+
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, each kernel alone before and
+after in one process in turns, least of 20 calls x 5 rounds, ms; outputs bit-identical;
+bench/results/cpu-convnets2-2core.md): mobilenet_v2's 32x112x112 3x3 + ReLU6 0.360 ->
+0.233, 144x56x56 0.344 -> 0.264 (ONNX Runtime 0.217, 0.240); EfficientNet's 3x3 +
+SiLU on 112 and 56 0.69 -> 0.56, 0.69 -> 0.60; MobileNetV3's 0.172 -> 0.105, 0.158 ->
+0.114; convnext's 96x56x56 7x7 0.572 -> 0.561.  Not taken: 4-lane vectors (28-wide
+rows: 192x28x28 3x3 0.098 -> 0.114, 120x28x28 5x5 0.110 -> 0.130), stride 2 (the
+window's stride-2 vector is a gather: 96x112x112 0.54 -> 0.73; with the padded copy's
+columns de-interleaved 0.53 -> 0.56-0.62, 144x56x56 0.19 -> 0.25-0.28: the copy's
+scattered stores)."""
 
 REGISTER_ROW_VECTORS = 8
 """The most accumulator vectors of one row held over the window."""
