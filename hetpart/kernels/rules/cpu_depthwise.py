@@ -11,6 +11,8 @@ Out: the same schedule with one loop nest per *channel*::
         init  acc[c, oh, :] = 0
         serial window (ry, rx)                 # unrolled by LLVM
           ow: acc[c, oh, ow] += pad[c, oh*s + ry, ow*s + rx] * w[c, ry, rx]
+        (stride 1, rows of whole 8+-lane vectors: per group of up to 8 row vectors,
+         the window unrolled around them, the accumulators in registers: REGISTER_ROWS)
       write   acc[c] -> out[n, c] with the fused epilogue (bias, SiLU, ...),
               the plane's oh x ow loops fused into one vector loop
 
@@ -64,7 +66,9 @@ def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
     steps = 1
     for lp in reds:
         steps *= const_extent(sch, lp) or REGISTER_ROW_MAX_STEPS + 1
-    groups = _register_row_groups(const_extent(sch, ow) or 0, lanes, stride) if steps <= REGISTER_ROW_MAX_STEPS else None
+    groups = None
+    if steps <= REGISTER_ROW_MAX_STEPS:
+        groups = _register_row_groups(const_extent(sch, ow) or 0, lanes, stride)
     if groups is None:
         sch.reorder(*chans, oh, *reds, ow)
     else:  # the row as accumulator vectors held in registers over the window
