@@ -553,7 +553,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # summed in registers over the window (cpu_depthwise.REGISTER_ROWS: on this AVX-512 Xeon mobilenet_v2's
      # 32x112x112 in 16-lane vectors, its 144x56x56 and efficientnet's / mobilenet_v3's / convnext's 56-wide ones in
      # 8-lane ones); the ragged-row split (ragged_rows.SPLIT_RAGGED_ROWS) changes no kernel of these models with
-     # AVX-512 (7/14-wide tiles are exact there), switched off with it for the before anyway.  Exports first (the
+     # AVX-512 (7/14-wide tiles are exact there), switched off with it for the before anyway; it does change
+     # inception's 1x7 / 7x1 convs on 17x17 on both widths (SPLIT_LINE_WINDOWS: their layers last).  Exports first (the
      # corpus b1 CPU rows, after vs ORT), then before/after/ORT in one process at 16 threads (tools/cpu_rule_ab.py:
      # settled turns, least of calls x rounds with the range, outputs compared), the depthwise layers at 16
      # (before: corpus-nvidia-h200.md mobilenet_v2 2.66 / ORT 1.94 ms, efficientnet_b0 4.08 / 5.03,
@@ -569,7 +570,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   done
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 30 ] && timeout "$left" python3 tools/cpu_rule_ab.py mb_dw_112 mb_dw_56 cnx_dw7_56 mb_dw_112s2 \
-    --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-dw-layers-t16.txt" 2>&1 ;;
+    inc_1x7 inc_7x1 inc_1x7_192 inc_7x1_192 --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-layers-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -98,7 +98,7 @@ def applies(rows: int, extent: int, reduction_loops: int) -> bool:
     """Whether a tile of ``rows`` rows over ``extent`` with a reduction of
     ``reduction_loops`` loops (of more than one step) is split: two tiles, the second
     ragged (``rows < extent < 2 * rows``), over one reduction loop (a 1x1 conv, a
-    matmul).
+    matmul); or any tiles over two (a one-dimensional window, :data:`SPLIT_LINE_WINDOWS`).
 
     Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, each kernel alone before
     and after in one process in turns, least of 20 calls x 5 rounds, ms;
@@ -106,13 +106,26 @@ def applies(rows: int, extent: int, reduction_loops: int) -> bool:
     rows) 320->1280 + ReLU6 1.19 -> 0.69, 160->960 + ReLU6 0.47 -> 0.21 (ONNX Runtime
     0.47, 0.20); EfficientNet's 1x1 + SiLU on 7x7 0.53 -> 0.36, 1.05 -> 0.82;
     MobileNetV3's 160->960 + hard-swish on 7x7 a tie (0.204 / 0.206: LLVM had
-    unswitched the check there).  Any ragged tile (not taken): inception's 1x7 on
-    17x17 1.28 -> 0.88 and 2.90 -> 1.98, but its 80->192 3x3 on 73x73 15.4 -> 45.2,
+    unswitched the check there).  Any ragged tile (not taken beyond those): inception's
+    1x7 on 17x17 1.28 -> 0.88 and 2.90 -> 1.98, but its 80->192 3x3 on 73x73 15.4 -> 45.2,
     64->80 1x1 0.84 -> 1.03, ViT's 197-token projection 7.35 -> 7.80; 1x1 convs on
     14x14 a tie.  With AVX-512 (8 rows) 7- and 14-wide tiles are exact: nothing of
     mobilenet_v2, resnet50, densenet121, EfficientNet, MobileNetV3 or convnext
     changes there."""
-    return SPLIT_RAGGED_ROWS and reduction_loops <= 1 and rows < extent < 2 * rows
+    if not SPLIT_RAGGED_ROWS:
+        return False
+    if reduction_loops == 2 and SPLIT_LINE_WINDOWS:
+        return True
+    return reduction_loops <= 1 and rows < extent < 2 * rows
+
+
+SPLIT_LINE_WINDOWS = True
+"""Whether a tile over a two-loop reduction (input channels and a one-dimensional window:
+inception's 1x7 and 7x1 convs) is split whatever its tile count (False: only the two-tile
+one-loop case, kept for A/B runs).  Measured as :func:`applies`: inception's 1x7 128->128
+on 17x17 1.280 -> 0.875 ms, 192->192 2.870 -> 1.969, 7x1 128->192 1.083 -> 1.051, 192->192
+1.673 -> 1.585; no kernel of mobilenet_v2, resnet50, densenet121, EfficientNet,
+MobileNetV3 or convnext has such a reduction (unchanged on both widths)."""
 
 
 def split_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int) -> bool:
