@@ -75,18 +75,19 @@ def test_channel_vectors_match_onnxruntime(case):
 
 
 def _vectorises_channels(m, target=None) -> bool:
-    """Whether the window's update block sits in an explicitly vectorised loop (channel
-    vectors: the vector runs along channels; channel rows leave the row loop to LLVM),
-    scheduled for ``target`` (the host's by default)."""
+    """Whether the window's update block sits in an explicitly vectorised loop along the
+    channels (channel vectors: its accumulator laid out channel-inner, ``[.., c // L, oh,
+    ow, c % L]``; channel rows vectorise along the row, if at all:
+    cpu_depthwise.REGISTER_ROWS), scheduled for ``target`` (the host's by default)."""
     func = single_cpu_kernel(m, target)
     found = []
 
     def visit_for(loop):
         if loop.kind == tvm.tirx.ForKind.VECTORIZED:
-            tvm_ffi.structural_walk(loop.body, (tvm.s_tir.SBlock, lambda b: found.append(b.name_hint)))
+            tvm_ffi.structural_walk(loop.body, (tvm.s_tir.SBlock, found.append))
 
     tvm_ffi.structural_walk(func.body, (tvm.tirx.For, visit_for))
-    return any(n.endswith("_update") for n in found)
+    return any(b.name_hint.endswith("_update") and len(b.writes[0].source.shape) == 5 for b in found)
 
 
 # (batch, channels, image, kernel, stride, pad) -> channel vectors? {lanes: decision}

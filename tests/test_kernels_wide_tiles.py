@@ -130,6 +130,8 @@ def _update_chains(func) -> list[tuple[list, object]]:
         elif isinstance(stmt, tvm.tirx.SeqStmt):
             for s in stmt.seq:
                 walk(s, loops)
+        elif isinstance(stmt, tvm.tirx.IfThenElse):  # a split ragged row tile (ragged_rows)
+            walk(stmt.then_case, loops)
         elif hasattr(stmt, "body"):
             walk(stmt.body, loops)
 

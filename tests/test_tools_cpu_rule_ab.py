@@ -41,3 +41,22 @@ def test_tir_diff_names_the_kernels_a_switch_changes():
     assert rule_switch_tir_diff.changed(LAYERS["r50_1x1_14e"](), target, off) == (1, [])
     n, diff = rule_switch_tir_diff.changed(with_batch(LAYERS["r50_1x1_14e"](), 2), target, off)
     assert n == 1 and len(diff) == 1
+
+
+def test_kernel_switch_ab_times_only_the_changed_kernels():
+    """tools/kernel_switch_ab.py: the depthwise row switch changes mobilenet_v2's 144x56x56
+    depthwise kernel (8-lane rows on both x86 widths); it is built both ways, run on the
+    same inputs (outputs equal: the same sums in the same order) and timed each round; a
+    switch set to its current value changes nothing and times nothing."""
+    import kernel_switch_ab
+
+    from hetpart.bench.cpu_layers import LAYERS
+    from hetpart.kernels.rules import cpu_depthwise
+
+    rows = kernel_switch_ab.ab_kernels(LAYERS["mb_dw_56"](), ["hetpart.kernels.rules.cpu_depthwise.REGISTER_ROWS=0"],
+                                       calls=1, rounds=2)
+    assert len(rows) == 1 and rows[0]["calls"] == 1 and rows[0]["diff"] == 0.0
+    assert len(rows[0]["before"]) == 2 and all(t > 0 for t in rows[0]["before"] + rows[0]["after"])
+    assert cpu_depthwise.REGISTER_ROWS is True
+    assert kernel_switch_ab.ab_kernels(LAYERS["mb_dw_56"](), ["hetpart.kernels.rules.cpu_depthwise.REGISTER_ROWS=1"],
+                                       calls=1, rounds=1) == []

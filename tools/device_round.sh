@@ -588,6 +588,27 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     > "$OUT/gpu-host-profile.txt" 2>&1
   timeout 240 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 100 tests/test_runtime_streams.py \
     tests/test_runtime_streaming.py tests/test_runtime_cuda.py > "$OUT/pytest-cuda-runtime.txt" 2>&1 ;;
+61)  # (BUDGET=590) issue 18, convnets all-CPU (branch cpu-convnets2): depthwise rows of whole 8/16-lane vectors
+     # summed in registers over the window (cpu_depthwise.REGISTER_ROWS: on this AVX-512 Xeon mobilenet_v2's
+     # 32x112x112 in 16-lane vectors, its 144x56x56 and efficientnet's / mobilenet_v3's / convnext's 56-wide ones in
+     # 8-lane ones); the ragged-row split (ragged_rows.SPLIT_RAGGED_ROWS) changes no kernel of these models with
+     # AVX-512 (7/14-wide tiles are exact there), switched off with it for the before anyway; it does change
+     # inception's 1x7 / 7x1 convs on 17x17 on both widths (SPLIT_LINE_WINDOWS).  Exports first (the
+     # corpus b1 CPU rows, after vs ORT), then before/after/ORT in one process at 16 threads (tools/cpu_rule_ab.py:
+     # settled turns, least of calls x rounds with the range, outputs compared): the changed layers, then the models
+     # (before: corpus-nvidia-h200.md mobilenet_v2 2.66 / ORT 1.94 ms, efficientnet_b0 4.08 / 5.03,
+     # mobilenet_v3_large 1.95 / 2.18, convnext_tiny 17.53 / 20.86)
+  off="--before hetpart.kernels.rules.cpu_depthwise.REGISTER_ROWS=0 --before hetpart.kernels.ragged_rows.SPLIT_RAGGED_ROWS=0"
+  timeout 200 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 185 --export-dir "$EXPORTS" \
+    --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large,convnext_tiny \
+    --out "$OUT/corpus-cpu-b1-convnets2.json" > "$OUT/logs/corpus-cpu-b1-convnets2.log" 2>&1
+  timeout 120 python3 tools/cpu_rule_ab.py mb_dw_112 mb_dw_56 cnx_dw7_56 mb_dw_112s2 inc_1x7 inc_7x1 inc_1x7_192 \
+    inc_7x1_192 --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-layers-t16.txt" 2>&1
+  for m in mobilenet_v2 efficientnet_b0 mobilenet_v3_large convnext_tiny; do
+    left=$((BUDGET - SECONDS - 5))
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 80 ? left : 80)) python3 tools/cpu_rule_ab.py \
+      "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 4 $off > "$OUT/ab-$m-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

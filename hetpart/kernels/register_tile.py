@@ -22,7 +22,9 @@ is there only at batch > 1.
 
 A row extent that no row count from 4 to 8 divides (197 tokens, a 17-wide image)
 gets a ragged last tile (:func:`_row_count`): the multiply-adds and the write-back
-carry a bound check on the row, which only the last tile fails.
+carry a bound check on the row, which only the last tile fails; where the row extent
+holds two tiles over a one-loop reduction, the tile loop's body is split into the whole
+tile without the check and the ragged one (:mod:`.ragged_rows`).
 
 ``acc`` is a tile-sized buffer local to the parallel iteration; after unrolling all of
 its indices are constants, so LLVM keeps it in registers.  Invariant: the schedule only
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from . import ragged_rows
 from .analysis import (
     PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, const_extent, fitting_lanes, fuse_epilogue,
     largest_divisor, parallel_vectorize,
@@ -459,6 +462,10 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
             gate = not epilogue or broadcast_prefix(sch, blk) > 0
             parallel_vectorize(sch, blk, plan.lanes,
                                min_parallel=gate_parallel_min(shape.cores) if gate else PARALLEL_MIN_ELEMENTS)
+    if plan.row is not None and ragged_rows.applies(
+            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1)):
+        # The ragged last of two row tiles a branch of its own; the whole tile unchecked.
+        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:
         # Last: it leaves the copy-back nest in two branches no primitive may move.
         split_ragged_copy_back(sch, copy_back)
