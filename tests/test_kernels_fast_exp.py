@@ -15,6 +15,7 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, te, tirx
 
+from hetpart.kernels import fast_exp as fast_exp_module
 from hetpart.kernels.fast_exp import fast_exp, fast_sigmoid, fast_tanh, has_exp, replace_exp
 from hetpart.targets import cpu_tvm_target
 
@@ -216,9 +217,11 @@ def _const_in(func, value: float) -> bool:
     return bool(found)
 
 
-def test_nonpositive_exp_is_bitwise_fast_exp_where_it_applies(fast):
-    """``fast_exp(x, nonpositive=True)`` (softmax's ``exp(x - max(row))``) leaves out the
-    upper clamp and the overflow select: for ``x <= 0`` and NaN the very same bits."""
+def test_nonpositive_exp_is_bitwise_fast_exp_where_it_applies(fast, monkeypatch):
+    """``fast_exp(x, nonpositive=True)`` without :data:`SHORT_NONPOSITIVE` (softmax's
+    ``exp(x - max(row))``) leaves out the upper clamp and the overflow select: for
+    ``x <= 0`` and NaN the very same bits."""
+    monkeypatch.setattr(fast_exp_module, "SHORT_NONPOSITIVE", False)
     n = 1 << 16
     a = te.placeholder((n,), "float32", name="a")
     b = te.compute((n,), lambda i: tirx.exp(a[i]), name="b")
@@ -233,3 +236,46 @@ def test_nonpositive_exp_is_bitwise_fast_exp_where_it_applies(fast):
     out = tvm.runtime.empty((n,), "float32")
     lib(tvm.runtime.tensor(x), out)
     np.testing.assert_array_equal(out.numpy().view(np.uint32), fast(x).view(np.uint32))
+
+
+def _short_exp(x: np.ndarray, lanes: int = 8) -> np.ndarray:
+    """``fast_exp(x, nonpositive=True)`` (``_below_max_exp``) of ``x``, built vectorised."""
+    n = x.size
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: tirx.exp(a[i]), name="b")
+    func = replace_exp(te.create_prim_func([a, b]), nonpositive=lambda arg: True)
+    assert _const_in(func, 12583039.0) and not _const_in(func, 88.72283935546875), func.script()
+    sch = s_tir.Schedule(func)
+    (i,) = sch.get_loops(sch.get_sblock("b"))
+    sch.vectorize(sch.split(i, [None, lanes])[1])
+    lib = tvm.compile(sch.mod, cpu_tvm_target())
+    out = tvm.runtime.empty((n,), "float32")
+    lib(tvm.runtime.tensor(x), out)
+    return out.numpy()
+
+
+def test_below_max_exp_within_one_ulp_where_normal():
+    """The short exp of softmax's ``x - max(row) <= 0``: relative error at most ``2**-23``
+    where ``exp(x) >= 2**-126`` (over every float32 in [-88, 0] the largest is 7.71e-8, at
+    -26.737: bench/results/cpu-softmax-exp-2core.md); below, a result in ``[0, 2**-126)``;
+    exactly 1 at +-0, 0 at -inf and below -88, NaN for NaN.  Inputs: random bit patterns of
+    the whole range, a grid, the worst point, the special values."""
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([-0.0, -88.0], np.float32).view(np.uint32)
+    bits = rng.integers(int(lo), int(hi) + 1, 1 << 18, dtype=np.uint64).astype(np.uint32)
+    special = np.array([-np.inf, np.nan, -0.0, 0.0, -1e30, -1e4, -104.0, -88.0, -87.68, -87.5, -87.34, -87.33,
+                        -26.737, -1e-30, -1e-45, -0.34657359, -0.34657362, -1.0, -2.0], np.float32)
+    grid = np.linspace(-90.0, 0.0, 1 << 16, dtype=np.float32)
+    x = np.concatenate([special, grid, bits.view(np.float32)])
+    got = _short_exp(x)
+    with np.errstate(all="ignore"):
+        want = np.exp(x.astype(np.float64))
+    tiny = float(np.finfo(np.float32).tiny)
+    normal = np.isfinite(x) & (want >= tiny)
+    rel = np.abs(got[normal] - want[normal]) / want[normal]
+    assert rel.max() <= 2.0 ** -23, f"max relative error {rel.max():.3g} at x={x[normal][rel.argmax()]}"
+    small = ~np.isnan(x) & (want < tiny)
+    assert ((got[small] >= 0) & (got[small] < tiny)).all(), x[small][~((got[small] >= 0) & (got[small] < tiny))]
+    assert got[0] == 0.0 and np.isnan(got[1]) and got[2] == 1.0 and got[3] == 1.0
+    assert got[4] == 0.0 and got[5] == 0.0 and got[6] == 0.0 and got[7] == 0.0
+    assert not np.isnan(got[2:]).any(), "NaN only for a NaN input"
