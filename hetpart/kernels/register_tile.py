@@ -32,6 +32,8 @@ sum in the same order as the unscheduled function, so results match to rounding.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -98,6 +100,7 @@ class TilePlan:
     vecs: int
     rows: int
     prepack: bool = False
+    activations: bool = False  # neither operand is a model weight (attention's products)
 
     def describe(self) -> str:
         row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
@@ -369,6 +372,59 @@ def batch_group(mac: MacBlock, plan: TilePlan):
     return var, largest_divisor(extent, max(1, BATCH_GROUP_BYTES // max(1, image)))
 
 
+ROWS_OUTSIDE_PANELS = True
+"""Whether :func:`panel_chunk` may put the row blocks outside chunks of panels."""
+
+PANEL_CHUNK_OUT_BYTES = 4 << 20
+"""The output bytes per index of the panel operand's own outer dims (an attention's
+head) from which :func:`panel_chunk` applies: column strips of such an output are
+written far apart in time, past the caches."""
+
+PANEL_CHUNK_BYTES = 32 << 10
+"""The bytes of the vector operand a chunk of panels aims at (:func:`panel_chunk`): the
+chunk is the divisor of the panel count nearest it, up to ``PANEL_CHUNK_MAX_BYTES``
+(whisper's 94 panels of 4 KiB: 47)."""
+
+PANEL_CHUNK_MAX_BYTES = 256 << 10
+
+PACK_CHUNKED = True
+
+
+def panel_chunk(mac: MacBlock, plan: TilePlan, panel_vars: list) -> int | None:
+    """How many panels of the vector operand a chunk holds where the row blocks go
+    outside the chunk's panels, or None (the order before: every panel's loop over
+    all the row blocks).
+
+    Where one head's output is large (whisper's scores ``[1500, 1500]``: 9 MB, past
+    :data:`PANEL_CHUNK_OUT_BYTES`), a panel's tiles write a 16-column strip down all
+    1500 rows: 64 bytes a row, each row's segment straddling two cache lines that
+    the next panel completes only after the strip has left the caches (every line
+    read for ownership and written back twice).  With the row blocks outside chunks
+    of panels (``PANEL_CHUNK_BYTES`` of the operand: 8 panels of 64 x 16 floats),
+    each row block writes ``chunk`` panels of its rows in a row (512 contiguous
+    bytes a row) while the chunk stays in L1."""
+    if not ROWS_OUTSIDE_PANELS or plan.row is None or not plan.activations or len(mac.reduce) != 1:
+        return None
+    if not any(mac.extents[v] > 1 and mac.uses(1 - plan.vec_operand, v) for v in panel_vars):
+        return None  # no head both operands index (a projection's weight, a conv's)
+    n = 1
+    for v in mac.spatial:
+        n *= mac.extents[v]
+    for v in panel_vars:
+        n //= max(1, mac.extents[v])
+    if n * 4 < PANEL_CHUNK_OUT_BYTES:
+        return None
+    per_panel = plan.vecs * plan.lanes * 4
+    for v in mac.reduce:
+        per_panel *= mac.extents[v]
+    panels = -(-mac.extents[plan.vec] // (plan.vecs * plan.lanes))
+    want = max(1, PANEL_CHUNK_BYTES // per_panel)
+    fits = [d for d in range(2, panels + 1) if panels % d == 0 and d * per_panel <= PANEL_CHUNK_MAX_BYTES]
+    if not fits:
+        return None
+    return min(fits, key=lambda d: abs(math.log(d / want)))
+
+
 def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: CpuShape, *, epilogue: bool = True) -> None:
     """Apply ``plan`` to ``mac`` in ``sch`` (see the module docstring for the result).
 
@@ -379,6 +435,13 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     epilogue that could not be fused) gets the injective schedule.
     """
     main = mac.block
+    rest = [v for v in mac.spatial if not v.same_as(plan.vec) and not (plan.row is not None and v.same_as(plan.row))]
+    panel_vars = [v for v in rest if mac.uses(plan.vec_operand, v)]
+    chunk = panel_chunk(mac, plan, panel_vars) if batch_group(mac, plan) is None else None
+    if chunk is not None and plan.pack_dim is None and PACK_CHUNKED:
+        dim = mac.plain_dim(plan.vec_operand, plan.vec)
+        if dim is not None:
+            plan = dataclasses.replace(plan, pack_dim=dim)
     pack = _pack_operand(sch, mac, plan) if plan.pack_dim is not None else None
 
     # Accumulate into a buffer laid out (other..., row, vec): the vector dim innermost,
@@ -408,12 +471,17 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     groups, within = (sch.split(by(group[0]), factors=[None, group[1]]) if group is not None else (None, None))
     def after_panel(v):  # noqa: E306
         return within if group is not None and v.same_as(group[0]) else by(v)
+    v0_in = None
+    if chunk is not None:
+        v0, v0_in = sch.split(v0, factors=[None, chunk])
     outer = (([groups] if group is not None else []) + [by(v) for v in panel_vars] + [v0]
              + [after_panel(v) for v in rest if not mac.uses(plan.vec_operand, v)])
     if plan.row is not None:
         r0, r1 = sch.split(by(plan.row), factors=[None, plan.rows])
         outer.append(r0)
         inner_row = [r1]
+    if v0_in is not None:
+        outer.append(v0_in)
     reds = [by(v) for v in mac.reduce]
     sch.reorder(*outer, *reds, *inner_row, v1, v2)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]

@@ -24,13 +24,14 @@ float32 ``exp``/``sigmoid``/``tanh`` epilogue (SiLU after a 1x1 conv) is compute
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, cpu_shape, find_mac, fuse_epilogue, is_cpu, is_layout_free, try_inline_spatial
+from ..analysis import LAYOUT_FREE_ATTR, block_infos, cpu_shape, find_mac, fuse_epilogue, is_cpu, is_layout_free, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import make_plan, register_tile, vec_candidates
 
@@ -92,6 +93,8 @@ class CpuMatmul(ScheduleRule):
             cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
         prepack = weight(best)
         plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+        if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
+            plan = dataclasses.replace(plan, activations=True)
         if plane_copy is not None:
             try:
                 sch.compute_inline(plane_copy)  # loads straight from the image again
