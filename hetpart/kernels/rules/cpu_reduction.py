@@ -48,6 +48,9 @@ Two shapes of function, two schedules:
   only) 0.182 -> 0.175.  Over such a row softmax's ``exp(x - max(row))``, ``<= 0`` or
   NaN, also leaves out ``fast_exp``'s overflow handling (:func:`row_max_exps`; the same
   bits): 0.436-0.440 -> 0.396-0.422 ms, 1500 wide 15.1 -> 14.8.
+* rows of 32 vectors or more (whisper's 1500, LayerNorm's 384 and 768) reduce in
+  partials two vectors wide: two independent chains (:data:`PARTIAL_CHAINS`); one
+  thread, LayerNorm 1500 x 384 0.243 -> 0.193 ms, softmax 1x6x1500x1500 9.2 -> 8.6.
 * softmax's ``exp(x - max(row))``, over any row, is the short exp of a non-positive
   argument (:func:`hetpart.kernels.fast_exp._below_max_exp`: one clamp, rounding by a
   float add, one power of 2; within 2**-23 where the result is normal, results below
@@ -411,18 +414,35 @@ def _rfactor_widest(sch, block, full: int, lanes: int):
     guarded last step where the row is not whole full vectors (197, 1500), unless the
     narrower ``lanes`` (which divide the row) take no more steps than the full vectors
     plus a tail of ``full`` scalar steps (40, 72: 8-wide) or the row is shorter than
-    two full vectors (24); ``(None, 0)`` where neither applies."""
+    two full vectors (24); ``PARTIAL_CHAINS * full`` lanes over a row of
+    :data:`PARTIAL_CHAINS_MIN_VECTORS` full vectors or more; ``(None, 0)`` where none
+    applies."""
     loops = sch.get_loops(block)
     ext = const_extent(sch, loops[-1]) if loops else None
     order = (full, lanes)
     if ext is not None and lanes < full and ext % lanes == 0 and ext // lanes <= ext // full + full:
         order = (lanes, full)
+    elif ext is not None and PARTIAL_CHAINS > 1 and ext >= PARTIAL_CHAINS_MIN_VECTORS * full:
+        order = (PARTIAL_CHAINS * full, full, lanes)
     for width in dict.fromkeys(order):
         rf = rfactor_rows(sch, block, width)
         if rf is not None:
             return rf, width
     return None, 0
 
+
+PARTIAL_CHAINS = 2
+"""Vectors of partials a long row reduces in (:func:`_rfactor_widest`): LLVM splits the
+``PARTIAL_CHAINS * full``-wide partials into that many registers, independent add/max
+chains, where one chain waited on each add's latency (3-4 cycles)."""
+
+PARTIAL_CHAINS_MIN_VECTORS = 32
+"""Full vectors a row holds from which it reduces in :data:`PARTIAL_CHAINS` chains.
+Measured (2-core EPYC znver3, AVX2, one thread's CPU time, least of 5-10 rounds in one
+process in turns, bench/results/cpu-softmax-exp-2core.md): softmax [1,6,1500,1500]
+9.2-9.5 -> 8.6-8.8 ms, [1,12,256,256] 0.378-0.398 -> 0.351-0.360, LayerNorm 1500 x 384
+0.243 -> 0.193, 128 x 768 0.039 -> 0.028; slower on shorter rows: ViT's 197 0.260 ->
+0.268, BERT's 128 0.096 -> 0.103 (the final combine of twice the partials, scalar)."""
 
 ROW_MAX_EXP = True
 """Whether softmax's ``exp(x - max(row))`` over a ragged row is computed without
