@@ -576,6 +576,13 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_fast_exp.py \
     tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py tests/test_kernels_panel_chunk.py \
     > "$OUT/logs/softmax-exp-tests.txt" 2>&1 ;;
+64)  # (BUDGET ~460) issue 17: a warm all-CUDA Session.run's host time at batch 1 (wall minus the GPU's spans; a
+     # cProfile of its functions) on three zoo convnets, after the session-38 runtime changes (pooled CUDA events,
+     # cheaper aligned arrays); and the cuda tests of those changes
+  timeout 200 python3 tools/gpu_host_profile.py zoo:mobilenet zoo:efficientnet zoo:convnext --runs 300 \
+    > "$OUT/gpu-host-profile.txt" 2>&1
+  timeout 240 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 100 tests/test_runtime_streams.py \
+    tests/test_runtime_streaming.py tests/test_runtime_cuda.py > "$OUT/pytest-cuda-runtime.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

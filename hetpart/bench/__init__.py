@@ -4,14 +4,13 @@ Modules, top-down:
 
     suite     run(workloads, options, pairs) -> BenchReport   (what the CLI and bench/e2e.py call)
     harness   one Workload -> WorkloadResult: plan, compile, time, peers, oracle check
-    plans     plans for given assignments (baselines, oracle candidates)
     builds    one compiled build per distinct assignment, compiled before timing
     timing    warm-up, repeats, median/p10/p90; pipelined items/s
     peers     PyTorch eager and ONNX Runtime on the same model (imported lazily)
     export    torchvision ResNet-50 / transformers BERT exported to ONNX (GPU machine)
     results   the report's dataclasses and their JSON ("schema": "hetpart-bench")
     goals     pass/fail of the published goals, from the numbers
-    report    markdown tables
+    render    markdown tables (render_markdown, write)
     conformance  the onnx backend node tests through hetpart.backend, crash-isolated (bench/conformance.py)
 
 Typical use::

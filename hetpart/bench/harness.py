@@ -10,7 +10,7 @@ For a :class:`Workload` (a model, its batch, an optional GPU memory cap) it
    any timing;
 4. times each build in a hetpart Session (median latency; pipelined items/s), then
    every available peer (:mod:`.peers`) on the very same ONNX model;
-5. optionally runs the oracle check (:mod:`.plans`): measures the top candidate
+5. optionally runs the oracle check (:mod:`hetpart.partitioner.candidates`): measures the top candidate
    plans and random valid plans, and reports how far the chosen plan is from the best.
 
 A contender that cannot be built or run becomes a row with ``skipped`` set to the

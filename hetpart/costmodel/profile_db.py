@@ -26,7 +26,7 @@ so files of either age load in both -- except that hetpart older than ``wake_s``
 overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
 unknown keys), so it calls a file with ``wake_s`` malformed.
 
-Invariants: a file is replaced only atomically (:func:`.atomic.atomic_write_text`),
+Invariants: a file is replaced only atomically (:func:`hetpart.contracts.jsonfile.atomic_write_text`),
 under a lock, merged with what another process saved meanwhile (no measurement is
 lost when two runs profile into one file); a file that is not a valid profile of
 this schema and version, or holds a value the cost model cannot use (NaN, a

@@ -11,7 +11,8 @@ kernel waits for its slowest worker: the detector's run p99 went from 13 ms alon
 them; they run on a few *lanes*, process-wide, one lane = one long-lived thread with
 its one pool on its own cores:
 
-* ``gate`` (the default of a session with GPU partitions): one lane over the
+* ``gate`` (:class:`~.multi_session.MultiSession`'s default, and what a server's sessions
+  running at once are given): one lane over the
   process's cores, its pool :func:`~hetpart.cpu_cores.pool_size` threads (what an
   inline run on the caller's own pool had, so a lone caller's kernels are as fast).  At most one CPU partition runs at
   a time in the process (a caller waits for the lane, in arrival order); GPU work of
@@ -22,9 +23,9 @@ its one pool on its own cores:
   on its own cores, each with fewer threads; a call takes whichever lane is free
   (the one it used last first: warm caches), else waits.
 * ``none``: what the runtime did before: each calling thread's own pool (the old
-  behaviour; the default of an all-CPU session, whose lone caller would only pay the
-  hand-off below; and what ``Session(cpu_threads=N)`` implies: the size asked for, on
-  the session's own CPU workers).
+  behaviour; the default of a session opened alone, whose lone caller would only pay the
+  hand-off below (:func:`resolve`); and what ``Session(cpu_threads=N)`` implies: the size
+  asked for, on the session's own CPU workers).
 
 
 The policy is a value (:class:`CpuSharing`, parsed by :func:`parse` from ``"gate"``,
@@ -36,7 +37,7 @@ process).  Sessions under *different* policies do not coordinate.
 Cost: a call is handed to the lane's thread and its result handed back (a queue put
 and a lock the lane releases), per CPU partition per run: about 30 us on the 2-core CI
 machine (a one-kernel all-CPU session: 30 -> 65 us a run), which is why an all-CPU
-session (a lone caller's latency) keeps ``none`` unless asked.
+session opened alone (a lone caller's latency) keeps ``none`` unless asked.
 
 Deadlock freedom: a lane runs only partition calls, which wait for nothing (their
 inputs are ready before the call); a caller holds no lane while waiting for anything

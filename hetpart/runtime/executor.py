@@ -213,7 +213,7 @@ def publish(ctx: RunContext, name: str, side: str, buf: Buffer) -> None:
     """Make ``name`` (just produced on ``side`` into ``buf``) available on every side that reads it."""
     route = ctx.routes[name]
     ctx.put(name, side, buf)
-    for other in route.sides - {side}:
+    for other in route.others(side):
         if side == "cpu":
             _to_gpu(ctx, route, buf)
         else:

@@ -31,6 +31,7 @@ allocates the value (through ``main``, never ``main_dps``), and a crossing is al
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..compiler.artifact import CompiledModel, TensorSpec
 from ..errors import HetpartError
@@ -81,14 +82,23 @@ class Route:
     is_output: bool
     mode: str | None
 
-    @property
+    # cached: a run asks these of every tensor it moves (the fields never change)
+    @cached_property
     def crosses(self) -> bool:
         return bool(self.sides - {self.home})
 
-    @property
+    @cached_property
     def dynamic(self) -> bool:
         """True when the shape is data-dependent: no preallocated buffer, copied per run."""
         return not is_static(self.spec.shape)
+
+    def others(self, side: str) -> frozenset:
+        """The sides other than ``side`` that read the value."""
+        return self._others[side]
+
+    @cached_property
+    def _others(self) -> dict[str, frozenset]:
+        return {s: self.sides - {s} for s in ("cpu", "cuda")}
 
     @property
     def nbytes(self) -> int | None:

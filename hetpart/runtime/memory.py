@@ -47,15 +47,20 @@ def is_static(shape) -> bool:
     return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
 
 
-_ITEMSIZE: dict = {}
+_DTYPES: dict = {}
+
+
+def np_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)``, cached (it is asked on every run)."""
+    found = _DTYPES.get(dtype)
+    if found is None:
+        found = _DTYPES[dtype] = np.dtype(dtype)
+    return found
 
 
 def itemsize_of(dtype) -> int:
     """``np.dtype(dtype).itemsize``, cached (it is asked on every run)."""
-    size = _ITEMSIZE.get(dtype)
-    if size is None:
-        size = _ITEMSIZE[dtype] = np.dtype(dtype).itemsize
-    return size
+    return np_dtype(dtype).itemsize
 
 
 def nbytes_of(shape, dtype) -> int:
@@ -106,11 +111,15 @@ def aligned_empty(spec: TensorSpec) -> np.ndarray:
 
 
 def _aligned(spec: TensorSpec, make) -> np.ndarray:
+    # Each run allocates its fresh outputs (and unaligned feeds' copies) here, so the
+    # cheap spellings: the address through ctypes, the view built in one constructor
+    # (``__array_interface__`` and slice/view/reshape cost ~5 us together).
     _require_static(spec, "allocate an array")
-    nbytes = nbytes_of(spec.shape, spec.dtype)
+    dtype = np_dtype(spec.dtype)
+    nbytes = math.prod(spec.shape) * dtype.itemsize
     raw = make(nbytes + ALIGNMENT, dtype=np.uint8)
-    start = (-raw.__array_interface__["data"][0]) % ALIGNMENT
-    return raw[start:start + nbytes].view(spec.dtype).reshape(tuple(int(d) for d in spec.shape))
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % ALIGNMENT
+    return np.ndarray(tuple(spec.shape), dtype, raw, start)
 
 
 def data_ptr(arr: np.ndarray) -> int:
@@ -118,15 +127,23 @@ def data_ptr(arr: np.ndarray) -> int:
     return arr.__array_interface__["data"][0]
 
 
+_ROW_MAJOR: dict = {}
+
+
 def _compact(arr: np.ndarray) -> bool:
     """True when ``arr``'s strides are exactly the row-major ones of its shape (C-contiguous
     numpy arrays may carry any stride on a dim of size 1, which a kernel could reject)."""
-    expected = arr.itemsize
-    for d, st in zip(reversed(arr.shape), reversed(arr.strides)):
-        if st != expected:
-            return False
-        expected *= d
-    return True
+    key = (arr.shape, arr.itemsize)
+    strides = _ROW_MAJOR.get(key)
+    if strides is None:
+        strides, step = [], arr.itemsize
+        for d in reversed(arr.shape):
+            strides.append(step)
+            step *= d
+        strides = tuple(reversed(strides))
+        if len(_ROW_MAJOR) < 4096:  # a run's shapes repeat; bucketed or dynamic ones stay few
+            _ROW_MAJOR[key] = strides
+    return arr.strides == strides
 
 
 def host_tensor(arr: np.ndarray, spec: TensorSpec):

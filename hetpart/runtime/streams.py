@@ -24,6 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -160,9 +161,56 @@ class SimulatedStream(Stream):
 
 
 # --- CUDA ------------------------------------------------------------------------------
+class EventPool:
+    """A stream's CUDA events, reused: a marker's event goes back here when the marker is
+    released, and the next :meth:`CudaStream.record` takes it again.
+
+    Every stream operation of every run records a marker, so creating and destroying
+    an event each time cost two more runtime calls per operation (a few microseconds
+    each through cuda-bindings).  Reuse is safe because a marker is released only when
+    nothing will wait on its event again: at the end of its run, after the run's last
+    stream operation completed, or after a ``cudaStreamWaitEvent`` on it was enqueued
+    (which captures the event's state when called; re-recording it later does not move
+    that wait).  After :meth:`close` (the stream's end) events given back are destroyed.
+
+    ``api`` is :mod:`.cuda_api` (a stand-in in tests)."""
+
+    MAX_FREE = 256  # more free events than runs ever hold at once: destroy the rest
+
+    def __init__(self, timing: bool, blocking: bool, api=None):
+        self._api = api if api is not None else cuda_api
+        self._timing = timing
+        self._blocking = blocking
+        self._free: deque[int] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> int:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self._api.event_create(timing=self._timing, blocking=self._blocking)
+
+    def give(self, event: int) -> None:
+        with self._lock:
+            if not self._closed and len(self._free) < self.MAX_FREE:
+                self._free.append(event)
+                return
+        self._api.event_destroy(event)
+
+    def close(self) -> None:
+        """Destroy the free events; any given back later is destroyed then."""
+        with self._lock:
+            self._closed = True
+            free, self._free = list(self._free), deque()
+        for event in free:
+            self._api.event_destroy(event)
+
+
 class _CudaMarker(Marker):
-    def __init__(self, event: int):
+    def __init__(self, event: int, pool: EventPool):
         self.event = event
+        self._pool = pool
 
     def synchronize(self) -> None:
         cuda_api.event_synchronize(self.event)
@@ -172,8 +220,8 @@ class _CudaMarker(Marker):
 
     def release(self) -> None:
         if self.event:
-            cuda_api.event_destroy(self.event)
-            self.event = 0
+            event, self.event = self.event, 0
+            self._pool.give(event)
 
 
 class CudaStream(Stream):
@@ -190,6 +238,7 @@ class CudaStream(Stream):
         # parallel loops.  Blocking waits free the core but cost a wake-up.
         self.spin_wait = spin_wait
         cuda_api.cudart()  # fail early, with install advice, if cuda-bindings is missing
+        self._events = EventPool(timing=True, blocking=not spin_wait)
         self._ffi = tvm_ffi
         self.device = tvm.cuda(0)
         # priority None: TVM's own (non-blocking) stream; else one at that priority (issue 20)
@@ -225,9 +274,9 @@ class CudaStream(Stream):
         cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
 
     def record(self) -> Marker:
-        event = cuda_api.event_create(timing=True, blocking=not self.spin_wait)
+        event = self._events.take()
         cuda_api.event_record(event, self.handle)
-        return _CudaMarker(event)
+        return _CudaMarker(event, self._events)
 
     def close(self) -> None:
         if self.handle:
@@ -237,6 +286,7 @@ class CudaStream(Stream):
             else:
                 cuda_api.stream_destroy(self.handle)
             self.handle = 0
+            self._events.close()
 
 
 def cuda_priority(priority: int, least: int, greatest: int) -> int:
