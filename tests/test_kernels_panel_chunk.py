@@ -1,6 +1,6 @@
-"""Attention scores with a large output per head (whisper's ``[1500, 1500]``): the row
-blocks outside chunks of the K^T panels, the panels packed
-(:func:`hetpart.kernels.register_tile.panel_chunk`).
+"""Attention products with a large output or row operand per head (whisper's scores and
+``P``, ``[1500, 1500]``): the row blocks outside chunks of the K^T (V) panels, the panels
+packed (:func:`hetpart.kernels.register_tile.panel_chunk`).
 
 Before, each 16-column panel's tiles ran down all the rows: 64 bytes a row written per
 tile, every row's segment straddling two cache lines that the next panel completed
@@ -17,11 +17,12 @@ import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
+from onnx import helper
 from tvm import tirx
 
 from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, reference
-from test_kernels_ragged_tiles import _feeds, _hetpart, _linear, _scores
+from test_kernels_ragged_tiles import _feeds, _graph, _hetpart, _linear, _scores
 
 from hetpart import kernels, load
 from hetpart.bench.cpu_layers import LAYERS
@@ -86,6 +87,26 @@ def test_whisper_size_takes_the_order_at_the_shipped_bound(cpu):
     vit = kernels.schedule(load(_scores(2, 197, 64)).module, target)["fused_matmul_multiply"]
     assert _divides(_row_binding(big)) and _packed(big, lanes)
     assert not _divides(_row_binding(vit))
+    pv = kernels.schedule(load(_pv(2, 1500, 64)).module, target)["matmul"]
+    assert _divides(_row_binding(pv)) and _packed(pv, lanes), pv.script()
+    vit_pv = kernels.schedule(load(_pv(2, 197, 64)).module, target)["matmul"]
+    assert not _divides(_row_binding(vit_pv))
+
+
+def _pv(heads, seq, dim):
+    """``P @ V`` of an attention: ``[1, heads, seq, seq] @ [1, heads, seq, dim]``."""
+    return _graph([helper.make_node("MatMul", ["x", "v"], ["y"])], {"x": [1, heads, seq, seq], "v": [1, heads, seq, dim]},
+                  [1, heads, seq, dim], {})
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_chunked_p_at_v_matches_onnxruntime(special, small_bound):
+    m = _pv(2, 120, 16)
+    feeds = _feeds(m, special)
+    got = _hetpart(m, feeds)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert_matches(got, want, rtol=1e-4, atol=1e-5, what="vs ONNX Runtime")
+    assert_matches(got, reference(m, feeds)["y"], rtol=1e-4, atol=1e-5, what="vs onnx.reference")
 
 
 @pytest.mark.parametrize("special", [False, True])

@@ -375,9 +375,9 @@ ROWS_OUTSIDE_PANELS = True
 """Whether :func:`panel_chunk` may put the row blocks outside (chunks of) the panels."""
 
 PANEL_CHUNK_OUT_BYTES = 4 << 20
-"""The output bytes per head (an index of the outer dims both operands share) from
-which :func:`panel_chunk` applies: column strips of such an output are written far
-apart in time, past the caches."""
+"""The bytes of output, or of the row operand, per head (an index of the outer dims
+both operands share) from which :func:`panel_chunk` applies: past the caches, so a
+column strip of such an output or a pass of such a row operand per panel goes to memory."""
 
 PANEL_CHUNK_MAX_BYTES = 512 << 10
 """The most bytes of the vector operand a chunk of panels holds (:func:`panel_chunk`):
@@ -395,28 +395,33 @@ def panel_chunk(mac: MacBlock, plan: TilePlan, panel_vars: list) -> int | None:
     :data:`PANEL_CHUNK_MAX_BYTES` (all of them for whisper's K^T, 64 x 1504 floats:
     each row block then writes whole rows).
 
-    Applies to a product of activations (no model weight in the function; the
-    attention's ``Q @ K^T``) with a register tile of rows, one reduction, a head
-    (an outer dim both operands index), whose output per head is at least
-    :data:`PANEL_CHUNK_OUT_BYTES` (whisper's scores ``[1500, 1500]``: 9 MB).  Before,
-    a panel's tiles wrote a 16-column strip down all 1500 rows: 64 bytes a row, each
-    row's segment straddling two cache lines that the next panel completed only
-    after the strip had left the caches; and the panel's 64 rows were 6 KB apart.
-    Now the chunk is packed (:func:`_pack_operand`, contiguous panels) and each row
-    block writes its rows whole.  Measured (2-core EPYC znver3, AVX2, one thread's
-    CPU time, least of 2 calls x 16 rounds, in one process in turns): whisper-tiny's
-    ``[6,1500,64] @ [6,64,1500]`` x 1/8 25.3 -> 21.8 ms (ONNX Runtime 20.0; 47-panel
-    chunks 24.3, unpacked 25.4)."""
+    Applies to a product of activations (no model weight in the function: the
+    attention's ``Q @ K^T`` and ``P @ V``) with a register tile of rows, one
+    reduction, a head (an outer dim both operands index), whose output or row operand
+    per head is at least :data:`PANEL_CHUNK_OUT_BYTES` (whisper's scores and ``P``:
+    ``[1500, 1500]``, 9 MB).  Before, a panel's tiles ran down all 1500 rows: the
+    scores' wrote a 16-column strip, 64 bytes a row, each row's segment straddling
+    two cache lines that the next panel completed only after the strip had left the
+    caches (and the panel's 64 rows were 6 KB apart); ``P @ V`` streamed the 9 MB of
+    ``P`` once per panel (4).  Now the chunk is packed (:func:`_pack_operand`,
+    contiguous panels) and each row block covers its rows whole.  Measured (2-core
+    EPYC znver3, AVX2, one thread's CPU time, least of 2 calls x 8-16 rounds, in one
+    process in turns): whisper-tiny's ``[6,1500,64] @ [6,64,1500]`` x 1/8 25.3 -> 21.8
+    ms (ONNX Runtime 20.0; 47-panel chunks 24.3, unpacked 25.4), ``[6,1500,1500] @
+    [6,1500,64]`` 20.8 -> 19.1 (ONNX Runtime 21.0)."""
     if not ROWS_OUTSIDE_PANELS or plan.row is None or not plan.activations or len(mac.reduce) != 1:
         return None
     if not any(mac.extents[v] > 1 and mac.uses(1 - plan.vec_operand, v) for v in panel_vars):
         return None  # no head both operands index (a projection's weight, a conv's)
-    n = 1
-    for v in mac.spatial:
-        n *= mac.extents[v]
+    heads = 1
     for v in panel_vars:
-        n //= max(1, mac.extents[v])
-    if n * 4 < PANEL_CHUNK_OUT_BYTES:
+        heads *= max(1, mac.extents[v])
+    out = rows = 1
+    for v in mac.spatial:
+        out *= mac.extents[v]
+    for v in mac.spatial + mac.reduce:
+        rows *= mac.extents[v] if mac.uses(1 - plan.vec_operand, v) else 1
+    if max(out, rows) * 4 // heads < PANEL_CHUNK_OUT_BYTES:
         return None
     per_panel = plan.vecs * plan.lanes * 4
     for v in mac.reduce:
