@@ -554,17 +554,19 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # argument, over whole-vector rows too (fast_exp.SHORT_NONPOSITIVE, cpu_reduction.WHOLE_ROW_MAX_EXP); rows of
      # 32+ vectors (whisper's 1500, LayerNorm over 384/768 on AVX2; 512+ on AVX-512) reduced in two chains
      # (cpu_reduction.PARTIAL_CHAINS); whisper's scores with the row blocks outside the packed K^T panels
-     # (register_tile.ROWS_OUTSIDE_PANELS).  Before (all four off) / after / ORT in one process at 16 threads
+     # and P @ V (register_tile.ROWS_OUTSIDE_PANELS); pow(x, 3) as products (fast_exp.INTEGER_POW: GPT-2's
+     # gelu_new).  Before (all five off) / after / ORT in one process at 16 threads
      # (tools/cpu_rule_ab.py: settled turns, least call with the range over rounds, outputs compared): the corpus
      # whisper_encoder, distilbert, vit_b_16 all-CPU (corpus: 52.6 / 25.4 / 53.3 ms vs ORT 47.3 / 23.9 / 56.4,
-     # corpus-nvidia-h200.md), then the layers; last the tests of the changed kernels
+     # corpus-nvidia-h200.md), gpt2 where time is left, then the layers; last the tests of the changed kernels
   off="--before hetpart.kernels.fast_exp.SHORT_NONPOSITIVE=0 --before hetpart.kernels.rules.cpu_reduction.WHOLE_ROW_MAX_EXP=0"
   off="$off --before hetpart.kernels.rules.cpu_reduction.PARTIAL_CHAINS=1 --before hetpart.kernels.register_tile.ROWS_OUTSIDE_PANELS=0"
-  for m in whisper_encoder distilbert vit_b_16; do
-    timeout 80 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+  off="$off --before hetpart.kernels.fast_exp.INTEGER_POW=0"
+  for m in whisper_encoder distilbert vit_b_16 gpt2; do
+    [ $((BUDGET - SECONDS)) -ge 400 ] && timeout 80 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
 corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&1
   done
-  for m in whisper_encoder distilbert vit_b_16; do
+  for m in whisper_encoder distilbert vit_b_16 gpt2; do
     left=$((BUDGET - SECONDS - 130))
     [ "$left" -ge 60 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py \
       "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 5 $off > "$OUT/model-ab-$m-t16.txt" 2>&1
