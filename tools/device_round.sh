@@ -578,6 +578,38 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_fast_exp.py \
     tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py tests/test_kernels_panel_chunk.py \
     > "$OUT/logs/softmax-exp-tests.txt" 2>&1 ;;
+60)  # (BUDGET=590) issue 18, resnet50 all-CPU (branch cpu-r50-ds): (1) its stride-2 1x1 downsamples tiled by the
+     # matmul rule on a subsampled copy of the image (cpu_conv2d.subsampled_1x1; before: the output-channel tile
+     # broadcasting a stride-2 image scalar a plane apart per step); (2) at batch >= 2 the plane tiles whose
+     # write-back reads a residual (1x1 64->256 on 56x56, 256->1024 on 14x14 + add) in chunks of 16 plane tiles
+     # (cpu_matmul.RESIDUAL_CHUNK_TILES).  Before (both off) / after / ORT in one process at 16 threads
+     # (tools/cpu_rule_ab.py), b32 then b1 (rule 1 changes the 3 downsamples at b1), then the changed layers at b32
+     # and b1 (r50_1x1_28add unchanged: a check of the noise)
+  off="--before hetpart.kernels.rules.cpu_conv2d.SUBSAMPLE_STRIDED_1X1=0 --before hetpart.kernels.rules.cpu_matmul.RESIDUAL_CHUNK_TILES=1"
+  timeout 300 python3 tools/cpu_rule_ab.py zoo:resnet50 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
+    > "$OUT/r50-b32-ab-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout $((left < 120 ? left : 120)) python3 tools/cpu_rule_ab.py zoo:resnet50 --threads 16 \
+    --calls 10 --rounds 4 $off > "$OUT/r50-b1-ab-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout $((left < 100 ? left : 100)) python3 tools/cpu_rule_ab.py r50_ds_7 r50_ds_14 r50_ds_28 \
+    r50_1x1_56add r50_1x1_14add r50_1x1_28add --batch 32 --threads 16 --calls 3 --rounds 4 $off \
+    > "$OUT/r50-b32-layers-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_7 r50_ds_14 r50_ds_28 r18_ds_7 \
+    --threads 16 --calls 20 --rounds 4 $off > "$OUT/r50-b1-layers-t16.txt" 2>&1 ;;
+62)  # (BUDGET=590) issue 19, the cold-weight floor only past the CPU's last-level cache (branch llc-floor): the
+     # host's cache as the profile records it (costmodel.cpu_cache, beside lscpu), then zoo:mlp (23 MB of weights)
+     # and zoo:mobilenet (22 MB) all on the CPU at 16 and 2 threads, each into a fresh CPU profile (+ its GEMV
+     # sweep): predicted floored / by the cache rule / hot beside measured warm (back to back) and cold (each run
+     # after reading 256 MiB of other memory), interleaved rounds (tools/llc_floor_check.py)
+  { python3 -c "from hetpart.costmodel.cpu_cache import last_level_cache_bytes as l; print('cpu_llc_bytes', l())"
+    lscpu | grep -i -E "cache|model name|^CPU\(s\)"; } > "$OUT/llc-machine.txt" 2>&1
+  for t in 16 2; do for m in mlp mobilenet; do
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -ge 40 ] || break 2
+    TVM_NUM_THREADS=$t timeout $((left < 200 ? left : 200)) python3 tools/llc_floor_check.py --model zoo:$m \
+      --profile "$OUT/prof-t$t.json" --rounds 5 --runs 100 --json "$OUT/llc-$m-t$t.json" > "$OUT/logs/llc-$m-t$t.log" 2>&1
+  done; done ;;
 64)  # (BUDGET ~460) issue 17: a warm all-CUDA Session.run's host time at batch 1 (wall minus the GPU's spans; a
      # cProfile of its functions) on three zoo convnets, after the session-38 runtime changes (pooled CUDA events,
      # cheaper aligned arrays); and the cuda tests of those changes

@@ -7,7 +7,7 @@ code both ways.
         zoo:resnet50:batch=8@skylake-avx512 --before hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0
 
 A model is a ``bench/cpu_layers.py`` layer name, a zoo spec or an ONNX file, with ``@MCPU``
-for another LLVM CPU than the host (16 cores).
+for another LLVM CPU than the host (16 cores); ``--batch`` sets the layers' and zoo specs' batch.
 """
 
 from __future__ import annotations
@@ -55,11 +55,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+")
     p.add_argument("--before", action="append", default=[], help="module.ATTR=value (as cpu_rule_ab.py)")
+    p.add_argument("--batch", type=int, default=1, help="batch of the layer rows and zoo specs (as cpu_rule_ab.py)")
     a = p.parse_args(argv)
     for spec in a.models:
         name, _, mcpu = spec.partition("@")
         target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 16}) if mcpu else cpu_tvm_target()
-        model = onnx.load(name) if name.endswith(".onnx") else _model(name, 1)
+        model = onnx.load(name) if name.endswith(".onnx") else _model(name, a.batch)
         n, diff = changed(model, target, a.before)
         print(f"{spec} ({mcpu or 'host'}): {len(diff)} of {n} kernels differ{': ' if diff else ''}{' '.join(diff)}",
               flush=True)

@@ -43,7 +43,9 @@ priced by prediction on the device they run on), and the table says so.  With
 ``Options.cold_weights`` (default) the cost model reads CPU weights no faster than its
 cold weight-read bandwidth (:meth:`hetpart.costmodel.CostModel.with_weight_bandwidth`):
 in a model bigger than the GPU no weight stays in a cache from one run to the next, while
-a kernel timed alone keeps its weights there.  That bandwidth is the profile's own
+a kernel timed alone keeps its weights there (the cost model lifts the floor only for a
+graph whose weights fit in the CPU's last-level cache, ``CostModel.weights_stay_cached``:
+never one of these workloads).  That bandwidth is the profile's own
 measurement (the compiler's GEMV over 1 GiB of weights, :mod:`hetpart.costmodel.weight_read_bench`,
 taken into the profile by ``Options.measure``), else the run's torch sum
 (:func:`cold_weight_bandwidth`); each workload's header says which (``cold_weight_Bps``,

@@ -250,6 +250,12 @@ LAYERS = {
     "r50_1x1_14b": lambda: _conv(1024, 512, (14, 14), (1, 1)),
     "r50_1x1_7add": lambda: _conv_add(512, 2048, 7),  # the expand with its residual add + ReLU, as in the model
     "r50_1x1_14add": lambda: _conv_add(256, 1024, 14),
+    "r50_1x1_28add": lambda: _conv_add(128, 512, 28),
+    "r50_1x1_56add": lambda: _conv_add(64, 256, 56),
+    # resnet18's downsamples (1x1 stride 2, bias, no ReLU), shorter sums than resnet50's
+    "r18_ds_28": lambda: _conv(64, 128, (56, 56), (1, 1), (2, 2), relu=False),
+    "r18_ds_14": lambda: _conv(128, 256, (28, 28), (1, 1), (2, 2), relu=False),
+    "r18_ds_7": lambda: _conv(256, 512, (14, 14), (1, 1), (2, 2), relu=False),
     # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
     "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),

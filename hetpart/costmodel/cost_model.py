@@ -36,11 +36,26 @@
   --weight-read``); None where the profile has none.  A CostModel prices with that floor
   by default wherever the profile measured it (``weight_bandwidth=None``), so the plans
   of ``partition`` and of the capped benchmark see one price; ``with_hot_weights()``
-  drops it.  A model whose weights all stay in the last-level cache between runs is
-  then priced a little high on its weight-bound kernels (GEMVs) -- compute-bound
-  kernels take longer than their weight bytes at memory bandwidth anyway.  The capped benchmark prefers it to its own torch sum, a snapshot
+  drops it.  The capped benchmark prefers it to its own torch sum, a snapshot
   that read 66.4 GB/s on the H200 in the run whose ORT-style plan then read its CPU
   weights at >= 100 GB/s (bench/results/capped-pricing-nvidia-h200.md).
+* ``weights_stay_cached(kernel, device)``: the floor's rule.  Weights come from memory
+  only when the weights a run reads on the device do not fit in its last-level cache
+  (:attr:`Profile.cpu_llc_bytes`, recorded when the profile was measured,
+  :mod:`.cpu_cache`).  The cost model prices a kernel before any placement exists, so
+  the weight set it compares is a bound: everything the kernel's graph (the one given to
+  :meth:`add_graph` that holds it) reads as weights, on any device.  A graph whose
+  weights all fit (a small MLP or a mobilenet on the 2-core EPYC's 32 MiB L3) is priced
+  at its hot timings wherever its kernels go -- exact, since no placement puts more on
+  the CPU.  A graph whose weights do not fit is floored wherever its kernels go: exact
+  for every plan whose CPU weights exceed the cache (a 1B LLaMA with gigabytes of
+  weights on the CPU), and at most ``cache bytes / bandwidth`` high (plus launches) for
+  a plan that keeps less than a cache's worth of weights on the CPU.  Where the cache size was not
+  recorded (older profiles, the shipped H200 one) or the kernel's graph is unknown, the
+  floor applies, as before the rule.  Activations are not counted (a batch-1
+  model's are small next to its weights); neither is another model served in the same
+  process evicting them.  ``cache_bytes={"cpu": 0}`` floors every graph (what-if: a
+  cold cache); ``bench/results/llc-floor.md`` has the measurements.
 """
 
 from __future__ import annotations
@@ -52,7 +67,7 @@ from . import profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
-from .kernel_shape import weight_bytes_read
+from .kernel_shape import graph_weight_bytes, weight_bytes_read
 from .fingerprint import recorded_options
 from .schedule_rule import kernel_rule, target_of
 
@@ -76,7 +91,8 @@ class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
     def __init__(self, profile: Profile, *, predict: bool = True, gpu_scale: float = 1.0, link_scale: float = 1.0,
-                 graph=None, weight_bandwidth: dict[str, float] | None = None, _checked: bool = False):
+                 graph=None, weight_bandwidth: dict[str, float] | None = None,
+                 cache_bytes: dict[str, int] | None = None, _checked: bool = False):
         found = [] if _checked else profile_check.problems(profile)
         if found:  # a Profile built in code skips Profile.load's check
             raise ProfileError(f"{profile.path or 'the profile'} has unusable values: {profile_check.describe(found)}")
@@ -88,6 +104,9 @@ class CostModel:
         # None: cold weights as the profile measured them (its GEMV sweep), none where it did not
         self.weight_bandwidth = _checked_bandwidths(_measured_cold_reads(profile) if weight_bandwidth is None
                                                     else weight_bandwidth)
+        # None: the last-level cache the profile recorded (a device without one: the floor always applies)
+        self.cache_bytes = _checked_cache_bytes(_recorded_caches(profile) if cache_bytes is None else cache_bytes)
+        self._graph_weights: dict[int, int] = {}  # id(graph) -> weight bytes its kernels read
         self._predictors: dict[str, Predictor] = {}
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
@@ -209,12 +228,42 @@ class CostModel:
         """The least a call of ``kernel`` on ``device`` can cost with its weights cold:
         one launch plus the weight bytes it reads (:func:`.kernel_shape.weight_bytes_read`:
         a gather only its rows) at :attr:`weight_bandwidth` of ``device``; 0.0 where no
-        bandwidth is given for it."""
+        bandwidth is given for it, or where its weights stay cached between runs
+        (:meth:`weights_stay_cached`)."""
         bandwidth = self.weight_bandwidth.get(device)
         nbytes = weight_bytes_read(KernelFeatures.of(kernel)) if bandwidth else 0
-        if not nbytes:
+        if not nbytes or self.weights_stay_cached(kernel, device):
             return 0.0
         return self._overheads(device).launch_s + nbytes / bandwidth
+
+    def weights_stay_cached(self, kernel, device: str) -> bool:
+        """True when every weight ``kernel``'s graph reads fits in ``device``'s last-level
+        cache (:attr:`cache_bytes`), so none comes from memory from one run to the next
+        and the kernel is priced at its (hot) timing.  False where the cache size is not
+        known or the kernel's graph was not given (:meth:`add_graph`).  The rule and its
+        bound: the module docstring."""
+        cache = self.cache_bytes.get(device)
+        bound = self._weight_bound(kernel) if cache is not None else None
+        return bound is not None and bound <= cache
+
+    def _weight_bound(self, kernel) -> int | None:
+        """The most weight bytes a run of ``kernel``'s graph reads: the largest
+        :meth:`graph_weight_bytes` of the graphs given to :meth:`add_graph` that hold it
+        (the graph itself, and copies with the same kernels, e.g. one counting CUDA's
+        bf16 bytes); None when none does."""
+        sizes = [self.graph_weight_bytes(g) for g in self._graphs if _holds(g, kernel)]
+        return max(sizes) if sizes else None
+
+    def graph_weight_bytes(self, graph) -> int:
+        """:func:`.kernel_shape.graph_weight_bytes` of ``graph``; cached for the graphs
+        this cost model holds (:meth:`add_graph`: their ids stay theirs while held)."""
+        key = id(graph)
+        if key in self._graph_weights:
+            return self._graph_weights[key]
+        nbytes = graph_weight_bytes(graph)
+        if any(g is graph for g in self._graphs):
+            self._graph_weights[key] = nbytes
+        return nbytes
 
     def cold_weight_bandwidth(self, device: str) -> float | None:
         """Bytes per second ``device`` reads weights at when no cache holds them, as the
@@ -222,6 +271,11 @@ class CostModel:
         (or has no overheads for ``device``)."""
         oh = self.profile.overheads.get(device)
         return None if oh is None else oh.weight_read_Bps
+
+    def last_level_cache(self, device: str) -> int | None:
+        """Bytes of ``device``'s last-level cache as this cost model prices with it
+        (:attr:`cache_bytes`: the profile's record unless given); None where unknown."""
+        return self.cache_bytes.get(device)
 
     def with_hot_weights(self) -> "CostModel":
         """A copy with no weight floor on any device: every kernel at its timing, taken with
@@ -277,8 +331,9 @@ class CostModel:
         """A what-if copy: CUDA kernels ``gpu`` x slower, link bandwidth ``link`` x narrower."""
         out = CostModel(self.profile, predict=self.predict, gpu_scale=self.gpu_scale * gpu,
                         link_scale=self.link_scale * link, weight_bandwidth=self.weight_bandwidth,
-                        _checked=True)  # same profile, checked once
+                        cache_bytes=self.cache_bytes, _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
+        out._graph_weights = self._graph_weights
         return out
 
 
@@ -286,6 +341,24 @@ def _measured_cold_reads(profile: Profile) -> dict[str, float]:
     """Per device, the cold weight-read bandwidth ``profile`` measured
     (:attr:`Overheads.weight_read_Bps`); devices it did not measure are left out."""
     return {d: oh.weight_read_Bps for d, oh in profile.overheads.items() if oh.weight_read_Bps is not None}
+
+
+def _recorded_caches(profile: Profile) -> dict[str, int]:
+    """Per device, the last-level cache ``profile`` recorded (the CPU's,
+    :attr:`Profile.cpu_llc_bytes`); empty where it recorded none."""
+    llc = getattr(profile, "cpu_llc_bytes", None)
+    return {} if llc is None else {"cpu": llc}
+
+
+def _checked_cache_bytes(caches: dict[str, int]) -> dict[str, int]:
+    """``caches`` as ints; ProfileError naming a device whose value is not a whole
+    number of bytes >= 0 (0: nothing stays cached)."""
+    out = {}
+    for device, value in caches.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProfileError(f"last-level cache of {device} must be a whole number of bytes >= 0, got {value!r}")
+        out[device] = value
+    return out
 
 
 def _checked_bandwidths(bandwidths: dict[str, float]) -> dict[str, float]:

@@ -57,6 +57,14 @@ def weight_bytes_read(f: KernelFeatures) -> int:
     return f.param_bytes
 
 
+def graph_weight_bytes(graph) -> int:
+    """Weight bytes all of ``graph``'s kernels read in one run (:func:`weight_bytes_read`
+    summed; a weight two kernels read counts twice): the most any placement holds on
+    one device, the bound of the cold-weight floor's cache rule
+    (``CostModel.weights_stay_cached``)."""
+    return sum(weight_bytes_read(KernelFeatures.of(k)) for k in graph.kernels.values())
+
+
 def streamed_bytes(f: KernelFeatures) -> int:
     """Bytes read or written once, in order: everything but a contraction's weights.
 

@@ -107,7 +107,7 @@ def with_recorded_gpu(prof: Profile) -> Profile:
                    overheads={**recorded.overheads, **prof.overheads}, transfers=recorded.transfers,
                    targets={**recorded.targets, **prof.targets}, settings=dict(prof.settings),
                    models=dict(prof.models), created=prof.created, updated=prof.updated,
-                   gpu_memory_bytes=recorded.gpu_memory_bytes)
+                   gpu_memory_bytes=recorded.gpu_memory_bytes, cpu_llc_bytes=prof.cpu_llc_bytes)
     both.origin = (f"{prof.path} for the CPU (measured on {prof.fingerprint.describe()}) + the recorded "
                    f"{recorded.path.name} for CUDA and transfers ({recorded.fingerprint.gpu_name}): two machines' "
                    "numbers; for an exact plan, profile a machine with both devices")

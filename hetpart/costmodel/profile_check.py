@@ -79,8 +79,10 @@ def problems(prof) -> list[str]:
         if oh.weight_read_Bps is not None:
             checks["weight_read_Bps"] = lambda v: _number(v, positive=True)
         out += _fields(f'overheads["{device}"]', oh, checks)
-    if prof.gpu_memory_bytes is not None and _count(prof.gpu_memory_bytes):
-        out.append(f"gpu_memory_bytes {_count(prof.gpu_memory_bytes)}")
+    for name in ("gpu_memory_bytes", "cpu_llc_bytes"):  # optional sizes: None, or a whole number of bytes
+        value = getattr(prof, name)
+        if value is not None and _count(value):
+            out.append(f"{name} {_count(value)}")
     if prof.transfers is not None:
         for i, p in enumerate(prof.transfers.points):
             out += _fields(f"transfers.points[{i}]", p, {"nbytes": _count, "median_s": _number, "min_s": _number,

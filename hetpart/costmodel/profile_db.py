@@ -16,12 +16,16 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
     transfers     raw copy timings and their latency/bandwidth fits
     gpu_memory_bytes  the CUDA GPU's total memory (null: no GPU measured); a plan's
                   default GPU memory cap
+    cpu_llc_bytes the CPU's last-level cache, all instances (:mod:`.cpu_cache`; null:
+                  not recorded); whether a model's CPU weights stay cached between
+                  runs (:meth:`~.cost_model.CostModel.weights_stay_cached`)
 
 Version 1 gained the per-record keys ``rule`` and ``access``, the top-level
-``gpu_memory_bytes`` and the overheads' ``session_s``, ``wake_s`` and ``weight_read_Bps``
+``gpu_memory_bytes`` and ``cpu_llc_bytes`` and the overheads' ``session_s``, ``wake_s`` and ``weight_read_Bps``
 without a version bump: they are additive (older hetpart ignores them; a record without
 them loads with ``""``, "not recorded"; overheads without ``wake_s`` or
-``weight_read_Bps`` load with None, "not measured"),
+``weight_read_Bps`` load with None, "not measured"; a file without
+``cpu_llc_bytes`` with None, "not recorded"),
 so files of either age load in both -- except that hetpart older than ``wake_s`` read
 overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
 unknown keys), so it calls a file with ``wake_s`` malformed.
@@ -209,6 +213,7 @@ class Profile:
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
     gpu_memory_bytes: int | None = None  # the CUDA GPU's memory where one was measured
+    cpu_llc_bytes: int | None = None  # the CPU's last-level cache (all instances) where recorded
     path: Path | None = field(default=None, compare=False)
     origin: str = field(default="", compare=False)
     last_report: object = field(default=None, compare=False, repr=False)  # set by profile()
@@ -266,6 +271,7 @@ class Profile:
             "kernels": {d: {s: r.to_json() for s, r in sorted(recs.items())} for d, recs in self.kernels.items()},
             "transfers": self.transfers.to_json() if self.transfers else None,
             "gpu_memory_bytes": self.gpu_memory_bytes,
+            "cpu_llc_bytes": self.cpu_llc_bytes,
         }
 
     @classmethod
@@ -282,6 +288,7 @@ class Profile:
             created=data.get("created", ""),
             updated=data.get("updated", ""),
             gpu_memory_bytes=data.get("gpu_memory_bytes"),
+            cpu_llc_bytes=data.get("cpu_llc_bytes"),
         )
 
     @classmethod
@@ -387,6 +394,8 @@ class Profile:
             self.transfers = other.transfers
         if self.gpu_memory_bytes is None:
             self.gpu_memory_bytes = other.gpu_memory_bytes
+        if self.cpu_llc_bytes is None:
+            self.cpu_llc_bytes = other.cpu_llc_bytes
         self.created = min(self.created, other.created) if other.created else self.created
 
 

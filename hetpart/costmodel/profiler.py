@@ -40,12 +40,14 @@ from .schedule_rule import kernel_rule, module_rule
 
 @dataclass
 class ProfileReport:
-    """What one :func:`profile` call did, per device: measured, reused, failed, seconds."""
+    """What one :func:`profile` call did, per device: measured, reused, failed, seconds;
+    ``weight_read``: whether it measured the CPU's cold weight reads (:func:`needs_weight_read`)."""
 
     measured: dict[str, int]
     reused: dict[str, int]
     failed: dict[str, int]
     seconds: float
+    weight_read: bool = False  # the CPU's cold weight-read bandwidth was measured in this call
 
 
 def open_profile(profile: str | os.PathLike | Profile | None) -> Profile:
@@ -75,14 +77,44 @@ def adopt_options(prof: Profile, options: KernelOptions) -> None:
 
 def ensure_overheads(prof: Profile, spec, settings: MeasureSettings, pool: BuildPool) -> None:
     """Record ``spec``'s target and, where missing, measure its device's overheads
-    (and, for CUDA, the GPU's memory size: a plan's default memory cap) into
-    ``prof``, saved.  What every other measurement of the device builds on."""
+    (and, for CUDA, the GPU's memory size: a plan's default memory cap; for the CPU,
+    its last-level cache: :func:`record_cpu_cache`) into ``prof``, saved.  What every
+    other measurement of the device builds on."""
     prof.targets[spec.name] = str(spec.tvm_target)
     if spec.name == "cuda":
         prof.gpu_memory_bytes = int(spec.device().total_global_memory)
+    if spec.name == "cpu":
+        record_cpu_cache(prof)
     if spec.name not in prof.overheads:
         prof.overheads[spec.name] = measure_overheads(spec.tvm_target, spec.device(), settings, pool)
     prof.save()
+
+
+def record_cpu_cache(prof: Profile) -> None:
+    """Record this machine's last-level CPU cache in ``prof`` (:mod:`.cpu_cache`; kept
+    as it was where sysfs does not say).  A hardware fact, read here, at profiling time,
+    only: the cost model reads the profile (``CostModel.weights_stay_cached``)."""
+    from .cpu_cache import last_level_cache_bytes
+
+    found = last_level_cache_bytes()
+    if found is not None:
+        prof.cpu_llc_bytes = found
+
+
+def needs_weight_read(prof: Profile, graph) -> bool:
+    """Whether profiling ``graph`` should measure the CPU's cold weight reads by default:
+    ``prof`` lacks them, and ``graph``'s weights do not fit in the CPU's last-level cache
+    as recorded (the only graphs the cost model floors when it knows the cache:
+    ``CostModel.weights_stay_cached``).  A model that fits never uses the value, so it
+    does not pay the ~12 s sweep; neither does a machine whose cache is not known
+    (then ``partition profile --weight-read`` measures it).  One measurement serves
+    every later model of the profile."""
+    from .kernel_shape import graph_weight_bytes
+
+    oh = prof.overheads.get("cpu")
+    if oh is None or oh.weight_read_Bps is not None or prof.cpu_llc_bytes is None:
+        return False
+    return graph_weight_bytes(graph) > prof.cpu_llc_bytes
 
 
 def ensure_weight_read(prof: Profile) -> bool:
@@ -174,7 +206,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
 def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSettings | None = None,
             jobs: int | None = None, progress: bool | None = None, chunk: int | None = None,
             retry_failed: bool = False, label: str | None = None, pool: BuildPool | None = None,
-            options: KernelOptions = DEFAULT):
+            options: KernelOptions = DEFAULT, weight_read: bool | None = None):
     """Measure ``graph``'s missing kernels (and the devices' overheads) into ``profile``.
 
     ``targets``: device names (``"cuda"`` needs a GPU: :class:`NoGPUError` otherwise).
@@ -186,6 +218,10 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     profile lists the model under (default ``graph.name``; e.g. ``bert:batch=32``
     to keep a variant apart).  ``options``: the kernel options to build with, recorded
     in the profile (:class:`ProfileError` if it holds timings built with others).
+    ``weight_read``: measure the CPU's cold weight-read bandwidth where the profile lacks
+    it (:func:`ensure_weight_read`, ~12 s): None (default) when ``graph``'s weights
+    exceed the CPU's last-level cache (:func:`needs_weight_read`), True always (with
+    "cpu" in ``targets``), False never.
     Returns the :class:`Profile`; its
     ``last_report`` attribute is a :class:`ProfileReport`.
     """
@@ -223,6 +259,8 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
         if own_pool:  # on Ctrl-C too: do not wait for queued builds; what was timed is saved
             pool.close()
     prof.models[label or graph.name] = sorted({k.signature for k in graph.nodes})
+    wanted = needs_weight_read(prof, graph) if weight_read is None else weight_read
+    read = "cpu" in measured and wanted and ensure_weight_read(prof)
     prof.save()
-    prof.last_report = ProfileReport(measured, reused, failed, time.perf_counter() - t0)
+    prof.last_report = ProfileReport(measured, reused, failed, time.perf_counter() - t0, bool(read))
     return prof

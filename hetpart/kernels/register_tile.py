@@ -88,7 +88,9 @@ class TilePlan:
     possible, e.g. depthwise convolution).  ``prepack``: the packed operand is a
     weight of the model (a layout-free parameter), so its packing is split off and
     done once at compile time (:mod:`hetpart.kernels.weight_prepack`) instead of on
-    every call.
+    every call.  ``chunk``: vector tiles (``vec`` outer) per chunk, the row tiles looped
+    within each chunk, not outside every vector tile (1: no chunks; a plane tile whose
+    write-back reads a residual, :data:`~.rules.cpu_matmul.RESIDUAL_CHUNK_TILES`).
     """
 
     vec: tirx.Var
@@ -99,6 +101,7 @@ class TilePlan:
     vecs: int
     rows: int
     prepack: bool = False
+    chunk: int = 1
     activations: bool = False  # no model weight in the function (attention's products): panel_chunk
 
     def describe(self) -> str:
@@ -431,23 +434,28 @@ def panel_chunk(mac: MacBlock, plan: TilePlan, panel_vars: list) -> int | None:
     return max(fits) if fits else None
 
 
-def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: CpuShape, *, epilogue: bool = True) -> None:
+def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: CpuShape, *, epilogue: bool = True,
+                  copies: tuple = ()) -> None:
     """Apply ``plan`` to ``mac`` in ``sch`` (see the module docstring for the result).
 
     Epilogue blocks that consume the MAC output element-wise are fused into the tile's
     write-back (unless ``epilogue`` is False: a padded MAC whose copy-back covers less
     than the write-back, which TVM 0.27's ``reverse_compute_inline`` would widen to the
-    padded domain, writing past the output); any other block at the root (padding, an
-    epilogue that could not be fused) gets the injective schedule.
+    padded domain, writing past the output); ``copies``, root blocks that copy an
+    operand per call (a strided conv's subsampled image), get :func:`copy_rows`; any
+    other block at the root (padding, an epilogue that could not be fused) gets the
+    injective schedule.
     """
     main = mac.block
     rest = [v for v in mac.spatial if not v.same_as(plan.vec) and not (plan.row is not None and v.same_as(plan.row))]
     panel_vars = [v for v in rest if mac.uses(plan.vec_operand, v)]
-    chunk = panel_chunk(mac, plan, panel_vars) if batch_group(mac, plan) is None else None
-    if chunk is not None and plan.pack_dim is None and PACK_CHUNKED:
-        dim = mac.plain_dim(plan.vec_operand, plan.vec)
-        if dim is not None:
-            plan = dataclasses.replace(plan, pack_dim=dim)
+    chunk = panel_chunk(mac, plan, panel_vars) if batch_group(mac, plan) is None and plan.chunk == 1 else None
+    if chunk is not None:
+        plan = dataclasses.replace(plan, chunk=chunk)  # the row tiles within chunks of panels
+        if plan.pack_dim is None and PACK_CHUNKED:
+            dim = mac.plain_dim(plan.vec_operand, plan.vec)
+            if dim is not None:
+                plan = dataclasses.replace(plan, pack_dim=dim)
     pack = _pack_operand(sch, mac, plan) if plan.pack_dim is not None else None
 
     # Accumulate into a buffer laid out (other..., row, vec): the vector dim innermost,
@@ -477,17 +485,16 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     groups, within = (sch.split(by(group[0]), factors=[None, group[1]]) if group is not None else (None, None))
     def after_panel(v):  # noqa: E306
         return within if group is not None and v.same_as(group[0]) else by(v)
-    v0_in = None
-    if chunk is not None:
-        v0, v0_in = sch.split(v0, factors=[None, chunk])
     outer = (([groups] if group is not None else []) + [by(v) for v in panel_vars] + [v0]
              + [after_panel(v) for v in rest if not mac.uses(plan.vec_operand, v)])
     if plan.row is not None:
         r0, r1 = sch.split(by(plan.row), factors=[None, plan.rows])
         outer.append(r0)
         inner_row = [r1]
-    if v0_in is not None:
-        outer.append(v0_in)
+        chunk = largest_divisor(const_extent(sch, v0) or 1, plan.chunk)
+        if chunk > 1:  # the row tiles within a chunk of vector tiles (TilePlan.chunk)
+            v0o, v0i = sch.split(v0, factors=[None, chunk])
+            outer = [v0o if lp.same_as(v0) else lp for lp in outer] + [v0i]
     reds = [by(v) for v in mac.reduce]
     sch.reorder(*outer, *reds, *inner_row, v1, v2)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
@@ -509,8 +516,12 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     # gate_parallel_min(cores) elements.
     # The packed operand keeps its own (layout-following) loops.
     tile_blocks = {sch.get(b).name_hint for b in (main, wb, init) + tuple(b for b in (pack, copy_back) if b is not None)}
+    copy_names = {sch.get(b).name_hint for b in copies}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(blk).name_hint in tile_blocks:
+            continue
+        if sch.get(blk).name_hint in copy_names:
+            copy_rows(sch, blk, plan.lanes, gate_parallel_min(shape.cores))
             continue
         if all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
             # A padded MAC's operand copy (ViT's K^T, 12x64x208: 160 Ki) is one pass like
@@ -522,6 +533,45 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:
         # Last: it leaves the copy-back nest in two branches no primitive may move.
         split_ragged_copy_back(sch, copy_back)
+
+
+COPY_ROWS = True
+"""Whether a per-call operand copy (:func:`copy_rows`) runs in rows (False: the injective
+schedule, :func:`~.analysis.parallel_vectorize`, vectors across rows; kept for A/B runs)."""
+
+
+def copy_rows(sch: s_tir.Schedule, block, lanes: int, min_parallel: int) -> None:
+    """The schedule of a per-call copy of an operand read with a stride (a strided 1x1
+    conv's subsampled image, :func:`~.rules.cpu_conv2d.subsampled_1x1`; ``copies`` of
+    :func:`register_tile`): its outer loops fused and parallel from ``min_parallel``
+    elements (:func:`gate_parallel_min`: the copy is a serial fraction of the parallel
+    tile after it), the innermost loop (a row) vectorised where a vector width divides
+    it, else left to LLVM's loop vectoriser.
+
+    The injective schedule fused the whole nest and vectorised it across rows: each lane's
+    source (``x[.., 2*(p // 14), 2*(p % 14)]``) then an address of its own, a gather.
+    Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds in one process,
+    least of 3 calls x 5 rounds, ms; bench/results/cpu-r50-ds-2core.md): resnet50's 256->512
+    1x1 stride 2 on 56x56 at batch 8 24.8 -> 21.9, 512->1024 on 28x28 at batch 1 3.15 -> 2.98;
+    the others ties."""
+    if not COPY_ROWS:
+        parallel_vectorize(sch, block, lanes, min_parallel=min_parallel)
+        return
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if len(loops) < 2 or None in extents:
+        parallel_vectorize(sch, block, lanes, min_parallel=min_parallel)
+        return
+    outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    width = fitting_lanes(extents[-1], lanes)
+    if width is not None:
+        _, vec = sch.split(loops[-1], factors=[None, width])
+        sch.vectorize(vec)
+    total = 1
+    for e in extents:
+        total *= e
+    if total >= min_parallel:
+        sch.parallel(outer)
 
 
 def _copy_back_in_tile(sch: s_tir.Schedule, wb, tile):

@@ -179,10 +179,14 @@ class Problem:
 
 def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_weights: bool = False,
                   state=None) -> Problem:
-    """Look every cost up once; PlanError for a kernel no device can run, a bad pin,
-    a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`) or a
-    pair whose writer and readers pins and capabilities hold on different devices."""
+    """Look every cost up once (a cost model that takes graphs is given ``graph`` first:
+    it bounds whether a kernel's weights stay cached by its graph's,
+    ``CostModel.weights_stay_cached``); PlanError for a kernel no device can run, a bad
+    pin, a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`) or
+    a pair whose writer and readers pins and capabilities hold on different devices."""
     bound = resolve_state(graph, state)
+    if hasattr(costs, "add_graph"):  # a CostModel bounds each kernel's cached weights by its graph's
+        costs.add_graph(graph)
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
     seconds, allowed, reasons = {}, {}, {}

@@ -77,7 +77,9 @@ def _wake_text(device: str, oh) -> str:
 
 
 def render_profile(prof) -> str:
-    """Counts per device and op class, overheads, transfer fits."""
+    """Counts per device and op class, overheads (the CPU's last-level cache), transfer fits."""
+    from ...importer.summary import human_bytes
+
     lines = [f"machine: {prof.fingerprint.describe()}, TVM {prof.fingerprint.tvm_version}",
              f"models profiled: {', '.join(sorted(prof.models)) or 'none'}"]
     for d in prof.devices:
@@ -93,7 +95,9 @@ def render_profile(prof) -> str:
         lines.append(f"{d} overheads: call {oh.call_s * 1e6:.2f} us, launch {oh.launch_s * 1e6:.2f} us/kernel, "
                      f"empty call {oh.empty_s * 1e6:.2f} us, switch {oh.switch_s * 1e6:.2f} us, "
                      f"wake {_wake_text(d, oh)}"
-                     + (f", cold weights read at {oh.weight_read_Bps / 1e9:.1f} GB/s" if oh.weight_read_Bps else ""))
+                     + (f", cold weights read at {oh.weight_read_Bps / 1e9:.1f} GB/s" if oh.weight_read_Bps else "")
+                     + (f", last-level cache {human_bytes(prof.cpu_llc_bytes)} (models whose weights fit are "
+                        "priced hot)" if d == "cpu" and prof.cpu_llc_bytes else ""))
     if prof.transfers:
         for key, fit in sorted(prof.transfers.fits.items()):
             lines.append(f"transfer {key}: latency {fit.latency_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.2f} GB/s")

@@ -52,56 +52,78 @@ class CpuMatmul(ScheduleRule):
             return None
         if not (mac.is_plain(0) and mac.is_plain(1)):
             return None  # a convolution window or a gather: not a matmul
-        shape = cpu_shape(target)
-        lanes = shape.lanes(str(mac.out.dtype))
-        unfused = (sch, mac)
-        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
-        ragged = plane is None and _ragged_plane(mac, lanes, _reads_residual(sch, mac))
-        if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
-            plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
-            ragged = plane is not None
-        plane_copy = None
-        if plane is not None:
-            sch, mac, plane_copy = plane
-        cands = vec_candidates(mac, lanes)
-        padded = False
-        if ragged or not cands or _narrow(max(c.lanes for c in cands), lanes):
-            wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
-            if wide is None and ragged:  # not padded: the image's own rows, as before
-                (sch, mac), plane_copy = unfused, None
-                cands = vec_candidates(mac, lanes)
-            if wide is None and not cands:
-                return None
-        else:
-            wide = None
-        if wide is not None:
-            mac, padded = wide, True
-            # The epilogue joins the copy-back (same, unpadded, domain), not the tile.
-            copy_back = sch.get_consumers(mac.block)
-            if len(copy_back) == 1:
-                fuse_epilogue(sch, copy_back[0])
-            cands = vec_candidates(mac, lanes)
-            if not cands:
-                return None
-        # Prefer vectors of a model weight (packed once at compile time into contiguous
-        # panels, whatever its row stride), then a dim that needs no packing, then
-        # full-width vectors, then the innermost iterator.
-        def weight(c):
-            return is_layout_free(func, mac.operands[c.operand][0])
+        return schedule_contraction(func, sch, mac, target)
 
-        best = _activation_rows(mac, cands, weight, lanes) or max(
-            cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
-        prepack = weight(best)
-        plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
-        if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
-            plan = dataclasses.replace(plan, activations=True)
-        if plane_copy is not None:
-            try:
-                sch.compute_inline(plane_copy)  # loads straight from the image again
-            except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
-                pass
-        register_tile(sch, mac, plan, shape, epilogue=not padded)
-        return sch
+
+def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: Target,
+                         copies: tuple = ()) -> s_tir.Schedule | None:
+    """Tile the plain contraction ``mac`` of ``sch`` (a schedule of ``func``, its spatial
+    producers inlined; both operands indexed by bare iterators) as :class:`CpuMatmul` does
+    (the module docstring); None where no tile applies.  Also the conv rule's path for a
+    strided 1x1 conv once its image is read through a subsampled copy
+    (:func:`~.cpu_conv2d.subsampled_1x1`)."""
+    shape = cpu_shape(target)
+    lanes = shape.lanes(str(mac.out.dtype))
+    unfused = (sch, mac)
+    residual = _reads_residual(sch, mac)
+    plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+    ragged = plane is None and _ragged_plane(mac, lanes, residual)
+    if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
+        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
+        ragged = plane is not None
+    plane_copy = None
+    if plane is not None:
+        sch, mac, plane_copy = plane
+    cands = vec_candidates(mac, lanes)
+    padded = False
+    if ragged or not cands or _narrow(max(c.lanes for c in cands), lanes):
+        wide = _pad_ragged_vector(sch, mac, lanes, lambda b: is_layout_free(func, b))
+        if wide is None and ragged:  # not padded: the image's own rows, as before
+            (sch, mac), plane_copy = unfused, None
+            cands = vec_candidates(mac, lanes)
+        if wide is None and not cands:
+            return None
+    else:
+        wide = None
+    if wide is not None:
+        mac, padded = wide, True
+        # The epilogue joins the copy-back (same, unpadded, domain), not the tile.
+        copy_back = sch.get_consumers(mac.block)
+        if len(copy_back) == 1:
+            fuse_epilogue(sch, copy_back[0])
+        cands = vec_candidates(mac, lanes)
+        if not cands:
+            return None
+    # Prefer vectors of a model weight (packed once at compile time into contiguous
+    # panels, whatever its row stride), then a dim that needs no packing, then
+    # full-width vectors, then the innermost iterator.
+    def weight(c):
+        return is_layout_free(func, mac.operands[c.operand][0])
+
+    best = _activation_rows(mac, cands, weight, lanes) or max(
+        cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
+    prepack = weight(best)
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+    if residual and _chunks_plane(mac, plan):
+        plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
+    if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
+        plan = dataclasses.replace(plan, activations=True)
+    if plane_copy is not None:
+        try:
+            sch.compute_inline(plane_copy)  # loads straight from the image again
+        except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
+            pass
+    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
+    return sch
+
+
+def plane_tiled(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int) -> bool:
+    """Whether :func:`schedule_contraction` tiles ``mac`` (a 1x1 conv's contraction) along
+    its image plane -- :func:`_fuse_plane`, or :func:`_ragged_plane` -- rather than with
+    output-channel vectors."""
+    if _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b)) is not None:
+        return True
+    return _ragged_plane(mac, lanes, _reads_residual(sch, mac))
 
 
 MIN_RAGGED_VECTORS = 2
@@ -221,6 +243,46 @@ a vector, reads that tensor as a gather of 16 planes per vector.  Measured (batc
 thread, CPU time, as :func:`_ragged_plane`): resnet50's 512->2048 on 7x7 + residual add +
 ReLU 43.3 -> 15.6 ms (ONNX Runtime 11.8), the same conv without the add 13.5 (the
 weight tile)."""
+
+
+RESIDUAL_CHUNK_TILES = 16
+"""Vector tiles per chunk of a tile along the activation (a plane tile: output-channel rows
+x plane vectors, the weight broadcast) whose write-back reads a residual
+(:func:`_reads_residual`): the tiles of every output-channel row run within a chunk of the
+plane (16 tiles of 2 vectors: 256 pixels with 8 lanes) before the next chunk
+(``TilePlan.chunk``).  Before, each plane tile ran every row tile: consecutive tiles
+wrote, and read the residual at, the same pixels of every output channel -- a stream per
+channel (256 for resnet50's 64->256 on 56x56), past what the prefetchers follow.
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds and ONNX Runtime in
+one process, least of 3 calls x 5 rounds; outputs bit-identical;
+bench/results/cpu-r50-ds-2core.md), batch 8: resnet50's 64->256 on 56x56 + residual add
++ ReLU 16.7 -> 13.0 ms (ONNX Runtime 17.4), 256->1024 on 14x14 (its padded plane) + residual
++ ReLU 12.5 -> 10.7 (11.3); without a residual the same chunks were 5-10% slower (64->256,
+256->64, 256->128, mobilenet_v2's 24->144 and 144->24 on 56x56), hence only with one."""
+
+
+RESIDUAL_CHUNK_MIN_BATCH = 2
+"""The least batch for :data:`RESIDUAL_CHUNK_TILES` (resnet50's 64->256 on 56x56 + residual
+at batch 1: 1.32 -> 1.39 ms with the chunks)."""
+
+RESIDUAL_CHUNK_MIN_TILES = 8
+"""The least vector tiles along the activation for :data:`RESIDUAL_CHUNK_TILES`: resnet50's
+512->2048 on 7x7 + residual at batch 8 (64 padded pixels, 4 tiles: the row tiles then
+outside the whole plane) 13.4 -> 14.5 ms with the chunks, its 256->1024 on 14x14 (208
+pixels, 13 tiles) 12.5 -> 10.7."""
+
+
+def _chunks_plane(mac, plan) -> bool:
+    """Whether ``plan``, a tile along an activation (neither operand packed, output-channel
+    rows broadcast from the weight) of a conv whose epilogue reads a residual, takes
+    :data:`RESIDUAL_CHUNK_TILES`: a batch of :data:`RESIDUAL_CHUNK_MIN_BATCH` and
+    :data:`RESIDUAL_CHUNK_MIN_TILES` vector tiles or more."""
+    if plan.prepack or plan.pack_dim is not None or plan.row is None or len(mac.out_indices) < 3:
+        return False
+    n = mac.out_indices[0]
+    if not isinstance(n, tirx.Var) or mac.extents[n] < RESIDUAL_CHUNK_MIN_BATCH:
+        return False
+    return mac.extents[plan.vec] >= RESIDUAL_CHUNK_MIN_TILES * plan.vecs * plan.lanes
 
 
 def _reads_residual(sch: s_tir.Schedule, mac) -> bool:
