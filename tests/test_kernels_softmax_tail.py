@@ -52,7 +52,7 @@ def _calls(expr, name: str) -> int:
 @pytest.mark.parametrize("mcpu", sorted(WIDTHS))
 @pytest.mark.parametrize("n", [197, 1500, 23])
 def test_exp_tail_is_one_vector(n, mcpu):
-    """The exp pass (the loop whose block computes ``fast_exp``: a ``floor``) runs over the
+    """The exp pass (the loop whose block computes ``fast_exp``: a shift left) runs over the
     row's whole vectors, and its tail is one vectorised block of ``lanes`` writing a
     per-row buffer; no exp loop runs over the whole row (LLVM's loop: a scalar remainder)."""
     lanes = WIDTHS[mcpu]
@@ -60,7 +60,7 @@ def test_exp_tail_is_one_vector(n, mcpu):
         pytest.skip("no tail at this width")
     func = _scheduled(n, mcpu)
     exp_loops = [lp for lp in _loops(func) if isinstance(lp.body, tvm.s_tir.SBlockRealize)
-                 and _calls(lp.body.block.body, "tirx.floor") > 0]
+                 and _shifts(lp.body.block.body) > 0]
     extents = sorted((int(lp.extent), lp.kind == tirx.ForKind.VECTORIZED) for lp in exp_loops)
     assert extents == sorted([(n - n % lanes, False), (lanes, True)]), (extents, func.script())
     tail = next(lp for lp in exp_loops if lp.kind == tirx.ForKind.VECTORIZED).body.block
@@ -102,6 +102,13 @@ def test_softmax_with_a_vector_tail_matches_onnxruntime(op, n):
         assert_matches(got, want, what=f"{op} n={n} vs onnx.reference")
 
 
+def _shifts(expr) -> int:
+    """Shifts left in ``expr`` (each ``fast_exp`` builds its power of 2 with one or two)."""
+    found = []
+    tvm_ffi.structural_walk(expr, (type(tirx.shift_left(tirx.Var("a", "int32"), 1)), found.append))
+    return len(found)
+
+
 def _has_overflow_clamp(func) -> bool:
     consts = []
     tvm_ffi.structural_walk(func.body, (tirx.FloatImm, lambda c: consts.append(float(c.value))))
@@ -109,13 +116,36 @@ def _has_overflow_clamp(func) -> bool:
 
 
 @pytest.mark.parametrize("mcpu", sorted(WIDTHS))
-def test_ragged_softmax_exp_has_no_overflow_handling(mcpu):
-    """Softmax's ``exp(x - max(row))`` is ``<= 0`` or NaN: over a ragged row (197) its exp
-    pass has no clamp at ln(FLT_MAX) and no +inf past it (cpu_reduction.row_max_exps);
-    the NaN select stays.  Rows of whole vectors (128) and log-softmax (its exp inside
-    the sum) keep them: there LLVM re-vectorised TVM's vector loop once they were gone."""
-    func = _scheduled(197, mcpu)
+@pytest.mark.parametrize("n", [197, 128])
+def test_softmax_exp_is_the_short_form(n, mcpu):
+    """Softmax's ``exp(x - max(row))`` is ``<= 0`` or NaN: its exp pass, over a ragged row
+    (197) and over whole vectors (128: before, the full ``fast_exp``), is
+    ``fast_exp._below_max_exp`` (cpu_reduction.row_max_exps): no clamp at ln(FLT_MAX), no
+    ``floor``, no NaN select.  Log-softmax (its exp inside the sum) keeps the full one."""
+    func = _scheduled(n, mcpu)
     assert not _has_overflow_clamp(func), func.script()
-    assert _calls(func.body, "tirx.isnan") > 0, func.script()
-    assert _has_overflow_clamp(_scheduled(128, mcpu))
-    assert _has_overflow_clamp(_scheduled(197, mcpu, "LogSoftmax"))
+    assert _calls(func.body, "tirx.floor") == 0 and _calls(func.body, "tirx.isnan") == 0, func.script()
+    assert _shifts(func.body) > 0, func.script()
+    assert _has_overflow_clamp(_scheduled(n, mcpu, "LogSoftmax"))
+
+
+@pytest.mark.parametrize("n", [128, 197, 1500])
+def test_short_exp_softmax_of_large_magnitudes_matches_onnxruntime(n):
+    """Softmax with the short exp (``fast_exp._below_max_exp``) over whole-vector (128) and
+    ragged rows, on tests/test_kernels_reduction_tail.py's rows (negatives, zeros, -inf,
+    a fully masked row, +inf, NaN) and rows of large magnitudes: +-3e38 alternating (the
+    differences overflow to -inf: exact zeros), +-1e30, spreads of 80-90 around the max
+    (the exps near and below ``2**-126``, where the short exp flushes), values within an ulp
+    of each other; against ONNX Runtime and onnx.reference."""
+    rng = np.random.default_rng(1)
+    big = np.stack([np.where(np.arange(n) % 2, 3e38, -3e38), np.where(np.arange(n) % 3, 1e30, -1e30),
+                    -rng.uniform(80.0, 90.0, n), 1.0 + rng.integers(0, 2, n) * 2.0 ** -23,
+                    rng.standard_normal(n) * 1e4, -np.abs(rng.standard_normal(n)) * 60.0]).astype(np.float32)
+    big[2, 7] = 0.0
+    x = np.concatenate([_rows(n), big]).reshape(1, 1, 18, n)
+    m = softmax_model("Softmax", x.shape)
+    got = _hetpart(m, x)
+    assert_matches(got, _ort(m, {"x": x}), what=f"n={n} vs ONNX Runtime")
+    with np.errstate(all="ignore"):
+        want = reference(m, {"x": x})["y"]
+    assert_matches(got, want, what=f"n={n} vs onnx.reference")

@@ -549,6 +549,35 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py r50_ds_28 r50_1x1_14 r50_1x1_14b r50_1x1_7add \
     r50_1x1_28b r50_3x3_s2_28 r50_1x1_7 r50_3x3_28 r50_3x3_7 --batch 32 --threads 16 --calls 3 --rounds 4 $off \
     > "$OUT/r50-b32-layers-t16.txt" 2>&1 ;;
+63)  # (BUDGET=590) issue 18, the softmax's exp and the attention around it (branch cpu-softmax-exp,
+     # bench/results/cpu-softmax-exp-2core.md): softmax's exp(x - max) as a 14-operation exp of a non-positive
+     # argument, over whole-vector rows too (fast_exp.SHORT_NONPOSITIVE, cpu_reduction.WHOLE_ROW_MAX_EXP); rows of
+     # 32+ vectors (whisper's 1500, LayerNorm over 384/768 on AVX2; 512+ on AVX-512) reduced in two chains
+     # (cpu_reduction.PARTIAL_CHAINS); whisper's scores with the row blocks outside the packed K^T panels
+     # and P @ V (register_tile.ROWS_OUTSIDE_PANELS); pow(x, 3) as products (fast_exp.INTEGER_POW: GPT-2's
+     # gelu_new).  Before (all five off) / after / ORT in one process at 16 threads
+     # (tools/cpu_rule_ab.py: settled turns, least call with the range over rounds, outputs compared): the corpus
+     # whisper_encoder, distilbert, vit_b_16 all-CPU (corpus: 52.6 / 25.4 / 53.3 ms vs ORT 47.3 / 23.9 / 56.4,
+     # corpus-nvidia-h200.md), gpt2 where time is left, then the layers; last the tests of the changed kernels
+  off="--before hetpart.kernels.fast_exp.SHORT_NONPOSITIVE=0 --before hetpart.kernels.rules.cpu_reduction.WHOLE_ROW_MAX_EXP=0"
+  off="$off --before hetpart.kernels.rules.cpu_reduction.PARTIAL_CHAINS=1 --before hetpart.kernels.register_tile.ROWS_OUTSIDE_PANELS=0"
+  off="$off --before hetpart.kernels.fast_exp.INTEGER_POW=0"
+  for m in whisper_encoder distilbert vit_b_16 gpt2; do
+    [ $((BUDGET - SECONDS)) -ge 400 ] && timeout 80 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&1
+  done
+  for m in whisper_encoder distilbert vit_b_16 gpt2; do
+    left=$((BUDGET - SECONDS - 130))
+    [ "$left" -ge 60 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py \
+      "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 5 $off > "$OUT/model-ab-$m-t16.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 70))
+  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py whisper_attn whisper_softmax vit_softmax \
+    bert_softmax whisper_ln bert_ln vit_attn vit_qkv --threads 16 --calls 10 --rounds 5 $off > "$OUT/layers-ab-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_fast_exp.py \
+    tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py tests/test_kernels_panel_chunk.py \
+    > "$OUT/logs/softmax-exp-tests.txt" 2>&1 ;;
 60)  # (BUDGET=590) issue 18, resnet50 all-CPU (branch cpu-r50-ds): (1) its stride-2 1x1 downsamples tiled by the
      # matmul rule on a subsampled copy of the image (cpu_conv2d.subsampled_1x1; before: the output-channel tile
      # broadcasting a stride-2 image scalar a plane apart per step); (2) at batch >= 2 the plane tiles whose

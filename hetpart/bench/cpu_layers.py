@@ -130,6 +130,17 @@ def _softmax(heads, seq):
     return _model(nodes, {"x": shp}, {"y": shp}, [])
 
 
+def _layer_norm(m, d, seed=0):
+    """A transformer's residual add + LayerNormalization over ``d`` on [1, m, d] (opset 17, as
+    torch exports ``nn.LayerNorm``)."""
+    rng = np.random.default_rng(seed)
+    g = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(d)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
+    return _model(nodes, {"x": [1, m, d], "r": [1, m, d]}, {"y": [1, m, d]}, [(g, "g"), (b, "b")])
+
+
 def _avgpool(c, hw):
     """inception's branch pool: AveragePool 3x3 s1 pad 1 (count_include_pad=False as torch exports it)."""
     nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
@@ -291,6 +302,16 @@ LAYERS = {
     "whisper_conv2": lambda: _conv1d(384, 384, 3000, 3, 2),
     "whisper_attn": lambda: _attention(6, 1500, 64),
     "whisper_softmax": lambda: _softmax(6, 1500),
+    "whisper_proj": lambda: _linear(1500, 384, 384),  # q, k, v, out projections (d_model 384)
+    "whisper_fc1": lambda: _linear(1500, 384, 1536, gelu=True),
+    "whisper_fc2": lambda: _linear(1500, 1536, 384),
+    "whisper_ln": lambda: _layer_norm(1500, 384),
+    # distilbert / BERT-base at seq 128
+    "bert_proj": lambda: _linear(128, 768, 768),
+    "bert_fc1": lambda: _linear(128, 768, 3072, gelu=True),
+    "bert_fc2": lambda: _linear(128, 3072, 768),
+    "bert_ln": lambda: _layer_norm(128, 768),
+    "bert_attn": lambda: _attention(12, 128, 64),
     # rows of whole vectors, for comparison: BERT-base's attention softmax, 256-wide rows
     "bert_softmax": lambda: _softmax(12, 128),
     "softmax_256": lambda: _softmax(12, 256),

@@ -31,7 +31,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, cpu_shape, find_mac, fuse_epilogue, is_cpu, is_layout_free, try_inline_spatial
+from ..analysis import LAYOUT_FREE_ATTR, block_infos, cpu_shape, find_mac, fuse_epilogue, is_cpu, is_layout_free, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import make_plan, register_tile, vec_candidates
 
@@ -106,6 +106,8 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
     if residual and _chunks_plane(mac, plan):
         plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
+    if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
+        plan = dataclasses.replace(plan, activations=True)
     if plane_copy is not None:
         try:
             sch.compute_inline(plane_copy)  # loads straight from the image again

@@ -48,6 +48,14 @@ Two shapes of function, two schedules:
   only) 0.182 -> 0.175.  Over such a row softmax's ``exp(x - max(row))``, ``<= 0`` or
   NaN, also leaves out ``fast_exp``'s overflow handling (:func:`row_max_exps`; the same
   bits): 0.436-0.440 -> 0.396-0.422 ms, 1500 wide 15.1 -> 14.8.
+* rows of 32 vectors or more (whisper's 1500, LayerNorm's 384 and 768) reduce in
+  partials two vectors wide: two independent chains (:data:`PARTIAL_CHAINS`); one
+  thread, LayerNorm 1500 x 384 0.243 -> 0.193 ms, softmax 1x6x1500x1500 9.2 -> 8.6.
+* softmax's ``exp(x - max(row))``, over any row, is the short exp of a non-positive
+  argument (:func:`hetpart.kernels.fast_exp._below_max_exp`: one clamp, rounding by a
+  float add, one power of 2; within 2**-23 where the result is normal, results below
+  2**-126 in [0, 2**-126)): one thread, 1x12x197x197 0.386 -> 0.268 ms (ORT 0.264),
+  1x12x128x128 0.161 -> 0.100 (ORT 0.117), 1x6x1500x1500 12.7 -> 9.7 (ORT 9.4).
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -56,7 +64,8 @@ Two shapes of function, two schedules:
 Invariant: each output is reduced over the same elements as in the unscheduled
 function; row reductions in a different order (``lanes`` interleaved chains), so
 results agree to rounding; ``exp`` agrees with libm's within 4 ulps
-(tests/test_kernels_fast_exp.py), with the same 0, +inf and NaN; a division by a
+(tests/test_kernels_fast_exp.py), with the same 0, +inf and NaN (softmax's
+``exp(x - max)``: within 2**-23 relative where ``>= 2**-126``, below in [0, 2**-126)); a division by a
 row's value is a multiplication by its reciprocal (within 1.5 ulps of the quotient).
 """
 
@@ -405,18 +414,35 @@ def _rfactor_widest(sch, block, full: int, lanes: int):
     guarded last step where the row is not whole full vectors (197, 1500), unless the
     narrower ``lanes`` (which divide the row) take no more steps than the full vectors
     plus a tail of ``full`` scalar steps (40, 72: 8-wide) or the row is shorter than
-    two full vectors (24); ``(None, 0)`` where neither applies."""
+    two full vectors (24); ``PARTIAL_CHAINS * full`` lanes over a row of
+    :data:`PARTIAL_CHAINS_MIN_VECTORS` full vectors or more; ``(None, 0)`` where none
+    applies."""
     loops = sch.get_loops(block)
     ext = const_extent(sch, loops[-1]) if loops else None
     order = (full, lanes)
     if ext is not None and lanes < full and ext % lanes == 0 and ext // lanes <= ext // full + full:
         order = (lanes, full)
+    elif ext is not None and PARTIAL_CHAINS > 1 and ext >= PARTIAL_CHAINS_MIN_VECTORS * full:
+        order = (PARTIAL_CHAINS * full, full, lanes)
     for width in dict.fromkeys(order):
         rf = rfactor_rows(sch, block, width)
         if rf is not None:
             return rf, width
     return None, 0
 
+
+PARTIAL_CHAINS = 2
+"""Vectors of partials a long row reduces in (:func:`_rfactor_widest`): LLVM splits the
+``PARTIAL_CHAINS * full``-wide partials into that many registers, independent add/max
+chains, where one chain waited on each add's latency (3-4 cycles)."""
+
+PARTIAL_CHAINS_MIN_VECTORS = 32
+"""Full vectors a row holds from which it reduces in :data:`PARTIAL_CHAINS` chains.
+Measured (2-core EPYC znver3, AVX2, one thread's CPU time, least of 5-10 rounds in one
+process in turns, bench/results/cpu-softmax-exp-2core.md): softmax [1,6,1500,1500]
+9.2-9.5 -> 8.6-8.8 ms, [1,12,256,256] 0.378-0.398 -> 0.351-0.360, LayerNorm 1500 x 384
+0.243 -> 0.193, 128 x 768 0.039 -> 0.028; slower on shorter rows: ViT's 197 0.260 ->
+0.268, BERT's 128 0.096 -> 0.103 (the final combine of twice the partials, scalar)."""
 
 ROW_MAX_EXP = True
 """Whether softmax's ``exp(x - max(row))`` over a ragged row is computed without
@@ -425,20 +451,24 @@ ROW_MAX_EXP = True
 
 def row_max_exps(func: tirx.PrimFunc, full: int):
     """A predicate for :func:`~hetpart.kernels.fast_exp.replace_exp`: True for the ``exp``
-    argument ``A[.., j] - M[..]`` of an element-wise block over rows of no whole number
-    of ``full``-lane vectors (softmax's exp pass over 197 or 1500: LLVM's loop, then
-    :func:`~hetpart.kernels.row_tail.vector_row_tail`), where a block of ``func`` reduces
+    argument ``A[.., j] - M[..]`` of an element-wise block (softmax's exp pass; over rows
+    of no whole number of ``full``-lane vectors only, unless :data:`WHOLE_ROW_MAX_EXP`),
+    where a block of ``func`` reduces
     ``M[s] = max(M[s], A[s, r])`` over the whole last axis of ``A`` (the row max, as TOPI
     writes it) and the argument reads ``A`` in the row ``M`` is indexed by.
 
     Such an argument is ``<= 0`` (``a <= max`` of its row, and IEEE subtraction keeps the
     order) or NaN; where a NaN in the row broke the running maximum, the row's sum holds
-    ``exp(NaN)`` and every output of the row is NaN with either exp.  Before, the exp
-    clamped at ln(FLT_MAX) and selected +inf past it, for arguments that never get there.
-    Not for rows of whole vectors: there the exp pass is TVM's vector loop, and without
-    the selects LLVM re-vectorised it across iterations with shuffles (BERT's 128-wide
-    softmax 0.178 -> 0.304 ms, one thread); nor for an exp inside a reduction
-    (log-softmax's sum), a TVM vector loop too."""
+    ``exp(NaN)`` and every output of the row is NaN with either exp.  Such an exp is
+    :func:`~hetpart.kernels.fast_exp._below_max_exp` (14 vector operations; ~32 in
+    ``fast_exp``, which clamps at ln(FLT_MAX) and selects +inf past it, for arguments
+    that never get there).  Measured (2-core znver3, one thread's CPU time, least of 8
+    rounds, bench/results/cpu-softmax-exp-2core.md): [1,12,197,197] 0.386 -> 0.268 ms
+    (ORT 0.264), [1,6,1500,1500] 12.7 -> 9.7 (ORT 9.4), and with whole-vector rows
+    [1,12,128,128] 0.161 -> 0.100 (ORT 0.117), [1,12,256,256] 0.684 -> 0.398 (ORT 0.402).
+    (Over whole vectors ``fast_exp`` less only its overflow handling made LLVM
+    re-vectorise TVM's vector loop across iterations, 0.178 -> 0.304 ms: the short
+    form does not.)  Not for an exp inside a reduction (log-softmax's sum)."""
     row_max, args = {}, []
 
     def visit_block(b):
@@ -447,7 +477,7 @@ def row_max_exps(func: tirx.PrimFunc, full: int):
             return
         if b.init is None:
             n = store.buffer.shape[-1] if store.buffer.shape else None
-            if (isinstance(n, tirx.IntImm) and int(n) > full and int(n) % full
+            if (isinstance(n, tirx.IntImm) and (WHOLE_ROW_MAX_EXP or (int(n) > full and int(n) % full))
                     and all(iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars)):
                 tvm_ffi.structural_walk(store.value, (tvm.ir.Call, lambda c: args.append(c.args[0])
                                                       if c.op.same_as(tvm.ir.Op.get("tirx.exp")) else None))
@@ -479,6 +509,9 @@ def row_max_exps(func: tirx.PrimFunc, full: int):
 
     return nonpositive
 
+
+WHOLE_ROW_MAX_EXP = True
+"""Whether :func:`row_max_exps` takes rows of whole vectors too (BERT's 128)."""
 
 VECTOR_ROW_TAIL = True
 """Whether a costly element-wise row pass over a row of no whole number of vectors
