@@ -29,64 +29,30 @@ from __future__ import annotations
 
 import tvm
 import tvm.sym
-import tvm_ffi
 from tvm import s_tir, tirx
 
 from .analysis import const_extent
+from .tir_expr import conjuncts, fresh_copy, substitute, uses, variables
 
 UNROLL_MAX = 16
 """Outer copy-back loops up to this extent are unrolled in the vectorised branch
 (the tile's rows: 6 with AVX2, 8 with AVX-512)."""
 
 
-def _conjuncts(expr) -> list:
-    if isinstance(expr, tirx.And):
-        return _conjuncts(expr.a) + _conjuncts(expr.b)
-    return [expr]
 
 
-def _uses(expr, var) -> bool:
-    found = []
-    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
-    return bool(found)
-
-
-def _vars(expr) -> list:
-    found = []
-    tvm_ffi.structural_walk(expr, (tirx.Var, found.append))
-    return found
-
-
-def _substitute(node, mapping: list):
-    """``node`` with each var of ``mapping`` (pairs ``(var, expr)``) replaced."""
-    def swap(v):
-        return next((e for k, e in mapping if v.same_as(k)), v)
-    return tvm_ffi.structural_map(node, (tvm.ir.Var, swap))
 
 
 def _lane_guard(cond, lane, last: int):
     """``cond`` at the last lane (``lane := last``) where ``cond`` is ``a < b`` with
     ``a`` increasing in ``lane`` (coefficient > 0) and ``b`` free of it, else None."""
-    if not isinstance(cond, tirx.LT) or _uses(cond.b, lane):
+    if not isinstance(cond, tirx.LT) or uses(cond.b, lane):
         return None
     coef = tvm.sym.detect_linear_equation(cond.a, [lane])
     if len(coef) != 2 or not isinstance(coef[0], tirx.IntImm) or int(coef[0]) <= 0:
         return None
-    return _substitute(cond, [(lane, tirx.IntImm(lane.ty, last))])
+    return substitute(cond, [(lane, tirx.IntImm(lane.ty, last))])
 
-
-def _fresh(nest, suffix: str):
-    """``nest`` with every loop and block variable it defines renamed (new vars), and
-    every block renamed ``<name><suffix>``: a second copy TIR accepts beside the first."""
-    defined = []
-    tvm_ffi.structural_walk(nest, (tirx.For, lambda f: defined.append(f.loop_var)))
-    tvm_ffi.structural_walk(nest, (s_tir.SBlock, lambda b: defined.extend(iv.var for iv in b.iter_vars)))
-    renamed = _substitute(nest, [(v, tirx.Var(v.name + suffix, v.ty)) for v in defined])
-
-    def rename(b):
-        return s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint + suffix, b.body, b.init,
-                            b.alloc_buffers, b.match_buffers, b.annotations)
-    return tvm_ffi.structural_map(renamed, (s_tir.SBlock, rename))
 
 
 def _nest(loop):
@@ -123,8 +89,8 @@ def split_ragged_copy_back(sch: s_tir.Schedule, block) -> bool:
     if last is None or last < 2:
         return False
     kept, guards = [], []
-    for cond in _conjuncts(realize.predicate):
-        if not _uses(cond, lane):
+    for cond in conjuncts(realize.predicate):
+        if not uses(cond, lane):
             kept.append(cond)
             continue
         guard = _lane_guard(cond, lane, last - 1)
@@ -132,7 +98,7 @@ def split_ragged_copy_back(sch: s_tir.Schedule, block) -> bool:
             return False
         guards.append(guard)
     own = [lp.loop_var for lp in inner]
-    if not guards or any(any(v.same_as(o) for o in own) for g in guards for v in _vars(g)):
+    if not guards or any(any(v.same_as(o) for o in own) for g in guards for v in variables(g)):
         return False  # no check on the lane, or one that depends on the nest's own loops
     predicate = kept[0] if kept else tirx.const(True, "bool")
     for cond in kept[1:]:
@@ -140,7 +106,7 @@ def split_ragged_copy_back(sch: s_tir.Schedule, block) -> bool:
     kinds = [tirx.ForKind.UNROLLED if (int(lp.extent) <= UNROLL_MAX and int(lp.extent) > 1) else lp.kind
              for lp in inner[:-1]] + [tirx.ForKind.VECTORIZED]
     whole = _rebuild(inner, realize, predicate, kinds)
-    ragged = _fresh(sch.get(loops[1]), "_ragged")
+    ragged = fresh_copy(sch.get(loops[1]), "_ragged")
     cond = guards[0]
     for g in guards[1:]:
         cond = tirx.And(cond, g)

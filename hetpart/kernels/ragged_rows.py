@@ -29,7 +29,7 @@ import tvm.sym
 import tvm_ffi
 from tvm import s_tir, tirx
 
-from .ragged_copy import _fresh
+from .tir_expr import conjuncts, fresh_copy, uses
 
 SPLIT_RAGGED_ROWS = True
 """Whether a tile whose rows do not divide their extent gets its ragged last tile as a
@@ -37,16 +37,6 @@ branch of its own (:func:`split_ragged_rows`, where :func:`applies`; False: ever
 bound-checked as before, kept for A/B runs: tools/kernel_switch_ab.py)."""
 
 
-def _conjuncts(expr) -> list:
-    if isinstance(expr, tirx.And):
-        return _conjuncts(expr.a) + _conjuncts(expr.b)
-    return [expr]
-
-
-def _uses(expr, var) -> bool:
-    found = []
-    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
-    return bool(found)
 
 
 def _row_check(cond, loops: dict, rows: int, extent: int):
@@ -55,10 +45,10 @@ def _row_check(cond, loops: dict, rows: int, extent: int):
     if not (isinstance(cond, tirx.LT) and isinstance(cond.b, tirx.IntImm) and int(cond.b) == extent):
         return None
     for var, ext in loops.items():
-        if ext != rows or not _uses(cond.a, var):
+        if ext != rows or not uses(cond.a, var):
             continue
         coef = tvm.sym.detect_linear_equation(cond.a, [var])
-        if len(coef) == 2 and isinstance(coef[0], tirx.IntImm) and int(coef[0]) == 1 and not _uses(coef[1], var):
+        if len(coef) == 2 and isinstance(coef[0], tirx.IntImm) and int(coef[0]) == 1 and not uses(coef[1], var):
             return var, coef[1]
     return None
 
@@ -68,7 +58,7 @@ def _drop_check(realize, loops: dict, rows: int, extent: int):
     ``base + r < extent`` bounding one of its bindings."""
     kept, base = [], None
     values = list(realize.iter_values)
-    for cond in _conjuncts(realize.predicate):
+    for cond in conjuncts(realize.predicate):
         hit = _row_check(cond, loops, rows, extent) if base is None else None
         if hit is None or not any(tvm_ffi.structural_equal(v, cond.a) for v in values):
             kept.append(cond)
@@ -161,7 +151,7 @@ def split_ragged_rows(sch: s_tir.Schedule, tile, blocks, rows: int, extent: int)
     def fixed(realize):
         return _with_base(realize, base, last) if realize.block.name_hint in names else realize
 
-    ragged = _fresh(tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, fixed)), "_ragged")
+    ragged = fresh_copy(tvm_ffi.structural_map(loop.body, (s_tir.SBlockRealize, fixed)), "_ragged")
     cond = tirx.LE(base + tirx.IntImm(base.ty, rows), tirx.IntImm(base.ty, extent))
     new_loop = tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, tirx.IfThenElse(cond, whole, ragged),
                         loop.thread_binding, loop.annotations)

@@ -33,16 +33,12 @@ import tvm_ffi
 from tvm import s_tir, tirx
 
 from .analysis import const_extent
+from .tir_expr import substitute, uses
 
 COSTLY_NODES = 32
 """Expression nodes from which a row pass's element is worth a vector for its tail
 (``fast_exp``: ~150; softmax's divide, a copy: a handful, left alone)."""
 
-
-def _uses(expr, var) -> bool:
-    found = []
-    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
-    return bool(found)
 
 
 def _nodes(expr) -> int:
@@ -51,18 +47,13 @@ def _nodes(expr) -> int:
     return count[0]
 
 
-def _substitute(node, mapping: list):
-    def swap(v):
-        return next((e for k, e in mapping if v.same_as(k)), v)
-    return tvm_ffi.structural_map(node, (tvm.ir.Var, swap))
-
 
 def _fresh_lets(expr):
     """``expr`` with the variables bound by its ``Let`` nodes renamed (fast_exp binds its
     argument): a copy beside the original must not define them again."""
     bound = []
     tvm_ffi.structural_walk(expr, (tirx.Let, lambda e: bound.append(e.var)))
-    return _substitute(expr, [(v, tirx.Var(v.name + "_t", v.ty)) for v in bound])
+    return substitute(expr, [(v, tirx.Var(v.name + "_t", v.ty)) for v in bound])
 
 
 def _row_dim_only_last(value, var) -> bool:
@@ -71,9 +62,9 @@ def _row_dim_only_last(value, var) -> bool:
     tvm_ffi.structural_walk(value, (tvm.ir.TensorLoad, loads.append))
     for ld in loads:
         idx = list(ld.indices)
-        if any(_uses(e, var) for e in idx[:-1]):
+        if any(uses(e, var) for e in idx[:-1]):
             return False
-        if idx and _uses(idx[-1], var) and not (isinstance(idx[-1], tirx.Var) and idx[-1].same_as(var)):
+        if idx and uses(idx[-1], var) and not (isinstance(idx[-1], tirx.Var) and idx[-1].same_as(var)):
             return False
     return True
 
@@ -117,13 +108,13 @@ def vector_row_tail(sch: s_tir.Schedule, block, lanes: int) -> bool:
     if (not isinstance(store, tirx.BufferStore) or stmt.init is not None or stmt.alloc_buffers
             or any(iv.iter_type != tirx.IterVar.DataPar for iv in stmt.iter_vars)):
         return False
-    bound = [(iv, val) for iv, val in zip(stmt.iter_vars, realize.iter_values) if _uses(val, loop.loop_var)]
+    bound = [(iv, val) for iv, val in zip(stmt.iter_vars, realize.iter_values) if uses(val, loop.loop_var)]
     if len(bound) != 1 or not (isinstance(bound[0][1], tirx.Var) and bound[0][1].same_as(loop.loop_var)):
         return False
     last = bound[0][0].var
     idx = list(store.indices)
     if (not idx or not (isinstance(idx[-1], tirx.Var) and idx[-1].same_as(last))
-            or any(_uses(e, last) for e in idx[:-1]) or not _row_dim_only_last(store.value, last)
+            or any(uses(e, last) for e in idx[:-1]) or not _row_dim_only_last(store.value, last)
             or _nodes(store.value) < COSTLY_NODES):
         return False
     ty = loop.loop_var.ty
@@ -140,9 +131,9 @@ def vector_row_tail(sch: s_tir.Schedule, block, lanes: int) -> bool:
     iters, pairs = _fresh_iters(stmt, last, lanes)
     new_last = next(v for old, v in pairs if old.same_as(last))
     shifted = [(old, new + const(n - lanes)) if old.same_as(last) else (old, new) for old, new in pairs]
-    t_idx = [_substitute(e, pairs) for e in idx]
-    value = _substitute(_fresh_lets(store.value), shifted)
-    vec_block = s_tir.SBlock(iters, [_substitute(r, shifted) for r in stmt.reads], [_region(tmp, t_idx)],
+    t_idx = [substitute(e, pairs) for e in idx]
+    value = substitute(_fresh_lets(store.value), shifted)
+    vec_block = s_tir.SBlock(iters, [substitute(r, shifted) for r in stmt.reads], [_region(tmp, t_idx)],
                              stmt.name_hint + "_row_tail", tirx.BufferStore(tmp, value, t_idx))
     lane = tirx.Var("lane", ty)
     values = [lane if iv.same_as(bound[0][0]) else val for iv, val in zip(stmt.iter_vars, realize.iter_values)]
@@ -152,8 +143,8 @@ def vector_row_tail(sch: s_tir.Schedule, block, lanes: int) -> bool:
     # out[.., whole + t] = tmp[.., lanes - rest + t]
     iters, pairs = _fresh_iters(stmt, last, rest)
     new_last = next(v for old, v in pairs if old.same_as(last))
-    o_idx = [_substitute(e, pairs) for e in idx[:-1]] + [new_last + const(whole)]
-    s_idx = [_substitute(e, pairs) for e in idx[:-1]] + [new_last + const(lanes - rest)]
+    o_idx = [substitute(e, pairs) for e in idx[:-1]] + [new_last + const(whole)]
+    s_idx = [substitute(e, pairs) for e in idx[:-1]] + [new_last + const(lanes - rest)]
     copy_block = s_tir.SBlock(iters, [_region(tmp, s_idx)], [_region(store.buffer, o_idx)],
                               stmt.name_hint + "_row_tail_store",
                               tirx.BufferStore(store.buffer, tirx.BufferLoad(tmp, s_idx), o_idx))
