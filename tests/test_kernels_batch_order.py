@@ -20,11 +20,10 @@ import tvm
 from onnx import helper
 from tvm.sym.analyzer import Analyzer
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs
-from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled, _tile, _update_chains
+from onnx_cases import model
+from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled, _tile, _update_chains
 
 from hetpart.kernels import register_tile
-from hetpart.targets import cpu_tvm_target
 
 
 def _matmul(b, m, k, n):
@@ -45,17 +44,6 @@ CASES = {
     "3x3 32->64 on 14x14 + relu, batch 3": lambda: _conv(32, 64, 14, k=3, pad=1, batch=3),
     "[3, 24, 64] @ [64, 48] + relu": lambda: _matmul(3, 24, 64, 48),
 }
-
-
-def _matches_onnxruntime(m, case: str) -> None:
-    """``m`` built by hetpart for this CPU gives ONNX Runtime's output (a ReLU case's
-    output must hold both zeros and positives, so the clamp is exercised)."""
-    feeds = _feeds(m)
-    (want,) = onnxruntime_outputs(m, feeds)
-    if "relu" in case:
-        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    got = _run(m, feeds, cpu_tvm_target())
-    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
 
 @pytest.mark.parametrize("case", list(CASES))

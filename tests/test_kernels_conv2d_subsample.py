@@ -20,13 +20,13 @@ import tvm
 import tvm_ffi
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs
-from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled, _update_chains
+from onnx_cases import model
+from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled, _update_chains
 
 from hetpart import kernels, load
 from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_conv2d
-from hetpart.targets import cpu_tvm_target, host_triple
+from hetpart.targets import host_triple
 
 
 def _strided(ic, oc, hw, strides, batch=1, pads=(0, 0, 0, 0), epilogue="relu"):
@@ -57,13 +57,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_subsampled_1x1_matches_onnxruntime(case):
-    m = CASES[case]()
-    feeds = _feeds(m)
-    (want,) = onnxruntime_outputs(m, feeds)
-    if "relu" in case:
-        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    got = _run(m, feeds, cpu_tvm_target())
-    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+    _matches_onnxruntime(CASES[case](), case)
 
 
 def _strided_index(e) -> bool:

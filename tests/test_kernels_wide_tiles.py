@@ -86,6 +86,17 @@ def _run(m: onnx.ModelProto, feeds: dict, target: tvm.target.Target) -> np.ndarr
     return out.numpy()
 
 
+def _matches_onnxruntime(m, case: str) -> None:
+    """``m`` built by hetpart for this CPU gives ONNX Runtime's output (a ReLU case's
+    output must hold both zeros and positives, so the clamp is exercised)."""
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    if "relu" in case:
+        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
+    got = _run(m, feeds, cpu_tvm_target())
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
 def _host_has_avx2() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
