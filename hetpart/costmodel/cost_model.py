@@ -346,7 +346,7 @@ def _measured_cold_reads(profile: Profile) -> dict[str, float]:
 def _recorded_caches(profile: Profile) -> dict[str, int]:
     """Per device, the last-level cache ``profile`` recorded (the CPU's,
     :attr:`Profile.cpu_llc_bytes`); empty where it recorded none."""
-    llc = getattr(profile, "cpu_llc_bytes", None)
+    llc = profile.cpu_llc_bytes
     return {} if llc is None else {"cpu": llc}
 
 
