@@ -39,6 +39,19 @@ class Costs(Protocol):
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """Whether ``kernel`` can run on ``device``, and if not, why."""
 
+    def add_graph(self, graph) -> object:
+        """The op graph whose kernels will be asked about.  Optional: a Costs without it
+        needs none (:func:`give_graph`)."""
+
+
+def give_graph(costs, graph) -> None:
+    """Give ``graph`` to ``costs`` where it takes graphs (``CostModel.add_graph``: its
+    unmeasured kernels are predicted with their schedule rule, and its weights bound
+    whether a kernel's stay cached); a table of costs takes none."""
+    add = getattr(costs, "add_graph", None)
+    if add is not None:
+        add(graph)
+
 
 def cost_origin(costs) -> str:
     """A human string saying where ``costs`` come from (their profile's origin)."""

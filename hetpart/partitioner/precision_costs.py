@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..contracts.precision import DEVICES, Precision
 from ..importer.low_precision import LOW_DTYPES, lower_weights
+from .costs import give_graph
 
 
 class PrecisionCosts:
@@ -66,8 +67,7 @@ def with_precision(costs, graph, precision: Precision):
         if dtype not in LOW_DTYPES:
             continue
         low = lower_weights(graph, list(graph.kernels), dtype)
-        if hasattr(costs, "add_graph"):  # the cost model finds the widened PrimFuncs' rules there
-            costs.add_graph(low)
+        give_graph(costs, low)  # the cost model finds the widened PrimFuncs' rules there
         lowered[device] = {k: v for k, v in low.kernels.items() if v is not graph.kernels[k]}
     return PrecisionCosts(costs, lowered) if lowered else costs
 

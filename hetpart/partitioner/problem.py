@@ -26,7 +26,7 @@ from ..errors import InternalError, PlanError
 from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
 from .choice import STREAM, device_of
-from .costs import Costs
+from .costs import Costs, give_graph
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
 from .same_device import SameDevice, check_tied, groups as same_device_groups, hold
@@ -185,8 +185,7 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
     pin, a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`) or
     a pair whose writer and readers pins and capabilities hold on different devices."""
     bound = resolve_state(graph, state)
-    if hasattr(costs, "add_graph"):  # a CostModel bounds each kernel's cached weights by its graph's
-        costs.add_graph(graph)
+    give_graph(costs, graph)
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
     seconds, allowed, reasons = {}, {}, {}

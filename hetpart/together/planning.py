@@ -215,9 +215,7 @@ def _floor(graph, costs, stream_weights: bool) -> int:
     from ..partitioner.gpu_memory import gpu_memory
     from ..partitioner.problem import build_problem
 
-    if hasattr(costs, "add_graph"):  # unmeasured kernels are predicted with their schedule rule
-        costs.add_graph(graph)
-    problem = build_problem(graph, costs, (), None, stream_weights)
+    problem = build_problem(graph, costs, (), None, stream_weights)  # gives the graph to costs
     return gpu_memory(problem, least_gpu(problem)).total
 
 
