@@ -119,9 +119,9 @@ bench/results/cpu-convnets2-2core.md): mobilenet_v2's 32x112x112 3x3 + ReLU6 0.3
 SiLU on 112 and 56 0.69 -> 0.56, 0.69 -> 0.60; MobileNetV3's 0.172 -> 0.105, 0.158 ->
 0.114; convnext's 96x56x56 7x7 0.572 -> 0.561.  Not taken: 4-lane vectors (28-wide
 rows: 192x28x28 3x3 0.098 -> 0.114, 120x28x28 5x5 0.110 -> 0.130), stride 2 here
-(:data:`STRIDE2_VECTOR_STEPS` instead; the window's explicit stride-2 vector is a gather: 96x112x112 0.54 -> 0.73; with the padded copy's
-columns de-interleaved 0.53 -> 0.56-0.62, 144x56x56 0.19 -> 0.25-0.28: the copy's
-scattered stores))."""
+(:data:`STRIDE2_VECTOR_STEPS` instead; the window's explicit stride-2 vector is a
+gather: 96x112x112 0.54 -> 0.73; with the padded copy's columns de-interleaved 0.53 ->
+0.56-0.62, 144x56x56 0.19 -> 0.25-0.28: the copy's scattered stores))."""
 
 STRIDE2_VECTOR_STEPS = True
 """Whether a stride-2 depthwise conv's output row is summed a vector's width at a time
@@ -134,8 +134,11 @@ unrolled around one vector, keeps the sum in a register; TVM's explicit vector o
 stride-2 load is a gather (0.48 -> 0.57 ms on 96x112x112), and two to eight vectors
 per window step measured no better than one (0.98-1.03x).
 
-Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, tools/cpu_rule_ab.py, least of
-20 calls x 5 rounds, ms; outputs bit-identical): see bench/results/cpu-dw-s2-2core.md."""
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, tools/kernel_switch_ab.py, least
+of 20 calls x 7 rounds, ms; outputs bit-identical; bench/results/cpu-dw-s2-2core.md):
+mobilenet_v2's 96x112x112 3x3 stride 2 + ReLU6 0.525 -> 0.474, 144x56x56 0.194 -> 0.182
+(4-lane vectors on its 28-wide rows); EfficientNet's 96x112x112 + SiLU 0.749 -> 0.696;
+MobileNetV3's 64x112x112 0.336 -> 0.300."""
 
 
 STRIDE2_MIN_LANES = 4
