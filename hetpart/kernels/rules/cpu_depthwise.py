@@ -12,7 +12,9 @@ Out: the same schedule with one loop nest per *channel*::
         serial window (ry, rx)                 # unrolled by LLVM
           ow: acc[c, oh, ow] += pad[c, oh*s + ry, ow*s + rx] * w[c, ry, rx]
         (stride 1, rows of whole 8+-lane vectors: per group of up to 8 row vectors,
-         the window unrolled around them, the accumulators in registers: REGISTER_ROWS)
+         the window unrolled around them, the accumulators in registers: REGISTER_ROWS;
+         stride 2, 3x3, rows of whole 4+-lane vectors: per vector, the window unrolled
+         around its serial lane loop, which LLVM vectorises: STRIDE2_VECTOR_STEPS)
       write   acc[c] -> out[n, c] with the fused epilogue (bias, SiLU, ...),
               the plane's oh x ow loops fused into one vector loop
 
@@ -69,7 +71,13 @@ def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
     groups = None
     if steps <= REGISTER_ROW_MAX_STEPS:
         groups = _register_row_groups(const_extent(sch, ow) or 0, lanes, stride)
+    s2_lanes = None
     if groups is None:
+        s2_lanes = _stride2_lanes(const_extent(sch, ow) or 0, lanes, stride, steps)
+    if s2_lanes is not None:  # stride 2: a vector of the row at a time, the window unrolled around it
+        ow_o, ow_l = sch.split(ow, factors=[None, s2_lanes])
+        sch.reorder(*chans, oh, ow_o, *reds, ow_l)
+    elif groups is None:
         sch.reorder(*chans, oh, *reds, ow)
     else:  # the row as accumulator vectors held in registers over the window
         ow_o, ow_v, ow_l = sch.split(ow, factors=[None, *groups])
@@ -77,9 +85,10 @@ def channel_rows(sch: s_tir.Schedule, mac: MacBlock, lanes: int) -> bool:
     outer = sch.fuse(*chans) if len(chans) > 1 else chans[0]
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(outer)  # before decompose_reduction: it needs a complete reduction
-    if groups is not None:
+    if groups is not None or s2_lanes is not None:
         for lp in reds:
             sch.unroll(lp)
+    if groups is not None:
         sch.unroll(ow_v)
         sch.vectorize(ow_l)
     sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
@@ -109,10 +118,51 @@ bench/results/cpu-convnets2-2core.md): mobilenet_v2's 32x112x112 3x3 + ReLU6 0.3
 0.233, 144x56x56 0.344 -> 0.264 (ONNX Runtime 0.217, 0.240); EfficientNet's 3x3 +
 SiLU on 112 and 56 0.69 -> 0.56, 0.69 -> 0.60; MobileNetV3's 0.172 -> 0.105, 0.158 ->
 0.114; convnext's 96x56x56 7x7 0.572 -> 0.561.  Not taken: 4-lane vectors (28-wide
-rows: 192x28x28 3x3 0.098 -> 0.114, 120x28x28 5x5 0.110 -> 0.130), stride 2 (the
-window's stride-2 vector is a gather: 96x112x112 0.54 -> 0.73; with the padded copy's
-columns de-interleaved 0.53 -> 0.56-0.62, 144x56x56 0.19 -> 0.25-0.28: the copy's
-scattered stores)."""
+rows: 192x28x28 3x3 0.098 -> 0.114, 120x28x28 5x5 0.110 -> 0.130), stride 2 here
+(:data:`STRIDE2_VECTOR_STEPS` instead; the window's explicit stride-2 vector is a
+gather: 96x112x112 0.54 -> 0.73; with the padded copy's columns de-interleaved 0.53 ->
+0.56-0.62, 144x56x56 0.19 -> 0.25-0.28: the copy's scattered stores))."""
+
+STRIDE2_VECTOR_STEPS = True
+"""Whether a stride-2 depthwise conv's output row is summed a vector's width at a time
+with the window unrolled around it (:func:`_stride2_lanes`; False: the whole row per
+window step, kept for A/B runs).
+
+The vector's lanes are left a serial loop for LLVM: its loop vectoriser loads the
+window's stride-2 lanes as two contiguous vectors and a shuffle and, the window being
+unrolled around one vector, keeps the sum in a register; TVM's explicit vector of a
+stride-2 load is a gather (0.48 -> 0.57 ms on 96x112x112), and two to eight vectors
+per window step measured no better than one (0.98-1.03x).
+
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, tools/kernel_switch_ab.py, least
+of 20 calls x 7 rounds, ms; outputs bit-identical; bench/results/cpu-dw-s2-2core.md):
+mobilenet_v2's 96x112x112 3x3 stride 2 + ReLU6 0.525 -> 0.474, 144x56x56 0.194 -> 0.182
+(4-lane vectors on its 28-wide rows); EfficientNet's 96x112x112 + SiLU 0.749 -> 0.696;
+MobileNetV3's 64x112x112 0.336 -> 0.300."""
+
+
+STRIDE2_MIN_LANES = 4
+"""The narrowest vector :func:`_stride2_lanes` sums a stride-2 row in: a 28-wide row
+(144x56x56 stride 2) in 4-lane vectors, 0.196 -> 0.180 ms (stride 1 keeps 8:
+:data:`REGISTER_ROW_MIN_LANES`)."""
+
+
+STRIDE2_MAX_STEPS = 9
+"""The most window steps of a stride-2 depthwise conv summed a vector at a time: a 3x3
+window's.  5x5 windows measured slower that way (EfficientNet's 144x56x56 5x5 stride 2
++ SiLU 0.517 -> 0.691 ms, MobileNetV3's 72x56x56 0.211 -> 0.296: 28-wide rows in 4-lane
+vectors, 25 unrolled steps), and no model here has a 5x5 stride 2 on 8-lane rows."""
+
+
+def _stride2_lanes(width: int, lanes: int, stride: int | None, steps: int) -> int | None:
+    """Lanes of the vector a stride-2 output row ``width`` wide is summed in (the widest
+    up to ``lanes``, at least :data:`STRIDE2_MIN_LANES`, that divides it) over a window
+    of ``steps`` steps; None (the whole row per window step) for another stride, a
+    window of more than :data:`STRIDE2_MAX_STEPS` steps, no such vector, or the switch off."""
+    if not STRIDE2_VECTOR_STEPS or stride != 2 or not width or steps > STRIDE2_MAX_STEPS:
+        return None
+    return fitting_lanes(width, lanes, STRIDE2_MIN_LANES)
+
 
 REGISTER_ROW_VECTORS = 8
 """The most accumulator vectors of one row held over the window."""
