@@ -60,6 +60,7 @@ def fold_sum_into_exp(sch: s_tir.Schedule, exp_names: list[str]) -> bool:
 
 
 def _blocks(sch) -> list:
+    """Every block of ``sch``'s function, in pre-order."""
     found = []
     tvm_ffi.structural_walk(sch.mod["main"].body, (s_tir.SBlock, found.append), order="pre")
     return found
@@ -79,9 +80,7 @@ def _sum_update(sch, out):
                     and tvm_ffi.structural_equal(mine.indices, store.indices)
                     and isinstance(other, tvm.ir.TensorLoad) and other.source.same_as(out)):
                 found.append((b, other))
-    readers = [b for b in _blocks(sch) if any(r.source.same_as(out) for r in b.reads)]
-    # Readers of the row: the whole-vector update, the guarded last step (ragged rows), the scale.
-    if len(found) != 1 or len(readers) > 3:
+    if len(found) != 1:
         return None
     return found[0]
 
@@ -99,7 +98,7 @@ def _covered(sch, upd, load) -> int | None:
     vl = next((iv for v, iv in ivs.items() if v.same_as(last.b)), None)
     lanes = int(last.a.b.value)
     if (vk is None or vl is None or vk.iter_type != tirx.IterVar.CommReduce
-            or vl.iter_type != tirx.IterVar.DataPar or const_extent_of(vl.dom) != lanes):
+            or vl.iter_type != tirx.IterVar.DataPar or _extent(vl.dom) != lanes):
         return None
     blk = sch.get_sblock(upd.name_hint)
     red = [lp for lp in sch.get_loops(blk) if _binds(sch, blk, lp, vk.var)]
@@ -111,11 +110,13 @@ def _covered(sch, upd, load) -> int | None:
     return int(loop.extent) * lanes
 
 
-def const_extent_of(rng) -> int | None:
+def _extent(rng) -> int | None:
+    """The constant extent of ``rng`` starting at 0, else None."""
     return int(rng.extent) if isinstance(rng.extent, tirx.IntImm) and int(rng.min) == 0 else None
 
 
 def _realize(sch, blk):
+    """The realize of ``blk`` directly under its innermost loop, else None."""
     loops = sch.get_loops(blk)
     body = sch.get(loops[-1]).body
     name = sch.get(blk).name_hint
@@ -123,6 +124,7 @@ def _realize(sch, blk):
 
 
 def _binds(sch, blk, loop, var) -> bool:
+    """Whether ``loop``'s variable is in the binding of ``blk``'s iterator ``var``."""
     realize = _realize(sch, blk)
     lv = sch.get(loop).loop_var
     return realize is not None and any(iv.var.same_as(var) and _uses(val, lv)
@@ -155,6 +157,9 @@ def _row_loops(sch, blk, n: int):
 
 
 def _fold_one(sch, name: str) -> bool:
+    """Fold exp block ``name`` into the sum update that reads its output (one, unguarded,
+    over ``[0, covered)`` of the row), where the exp pass's row loop covers at least that
+    much (``[0, m)``, ``m >= covered``; all of the row when it is whole vectors)."""
     try:
         blk = sch.get_sblock(name)
     except Exception:  # noqa: BLE001 -- no such block (inlined or renamed): nothing to fold
