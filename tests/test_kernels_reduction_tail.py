@@ -26,6 +26,7 @@ from hetpart import kernels, load
 from hetpart.backend import forced_plan
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.analysis import cpu_shape
+from hetpart.kernels.rules import cpu_reduction
 from hetpart.kernels.rules.cpu_reduction import CpuReduction
 from hetpart.targets import cpu_tvm_target, host_triple
 
@@ -115,9 +116,12 @@ def _partials_updates(n: int, op: str = "Softmax"):
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("n", [197, 1500, 33])
-def test_ragged_rows_reduce_whole_vectors_unguarded(op, n):
+def test_ragged_rows_reduce_whole_vectors_unguarded(op, n, monkeypatch):
     """Each row reduction (max, sum) has a full-width partials loop over the row's
-    whole vectors with no guard, and a guarded one for the last, partial vector only."""
+    whole vectors with no guard, and a guarded one for the last, partial vector only.
+    (Softmax's sum as it is without the fold into the exp pass, which keeps it one
+    chain: tests/test_kernels_softmax_fold.py.)"""
+    monkeypatch.setattr(cpu_reduction, "FOLD_SUM_INTO_EXP", False)
     lanes = cpu_shape(cpu_tvm_target()).lanes("float32")
     width = 2 * lanes if n >= 32 * lanes else lanes  # two chains over long rows (below)
     updates = _partials_updates(n, op)
@@ -129,12 +133,14 @@ def test_ragged_rows_reduce_whole_vectors_unguarded(op, n):
 
 
 @pytest.mark.parametrize("n", [1500, 512, 256, 197, 128])
-def test_long_rows_reduce_in_two_chains(n):
+def test_long_rows_reduce_in_two_chains(n, monkeypatch):
     """A row of 32 vectors or more (whisper's 1500, 256 with 8 lanes; LayerNorm's 384 and
     768) reduces in partials two vectors wide -- two independent add/max chains, where
     one waited on each add's latency (one thread: whisper's softmax 9.2 -> 8.6 ms,
     [1,12,256,256] 0.398 -> 0.360, LayerNorm 1500 x 384 0.243 -> 0.193); shorter rows
-    (ViT's 197, BERT's 128: slower with two) keep one vector."""
+    (ViT's 197, BERT's 128: slower with two) keep one vector.  (Softmax's sum folded
+    into the exp pass keeps one: tests/test_kernels_softmax_fold.py.)"""
+    monkeypatch.setattr(cpu_reduction, "FOLD_SUM_INTO_EXP", False)
     lanes = cpu_shape(cpu_tvm_target()).lanes("float32")
     widths = {u[3] for u in _partials_updates(n)}
     assert widths == ({2 * lanes} if n >= 32 * lanes else {lanes}), _partials_updates(n)

@@ -578,6 +578,20 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_fast_exp.py \
     tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py tests/test_kernels_panel_chunk.py \
     > "$OUT/logs/softmax-exp-tests.txt" 2>&1 ;;
+66)  # (BUDGET=590) issue 18, softmax in three passes (branch cpu-softmax-3pass,
+     # bench/results/cpu-softmax-3pass-2core.md): the row sum accumulated in the exp pass as it stores the exps
+     # (cpu_reduction.FOLD_SUM_INTO_EXP; ragged rows and rows of 32+ whole vectors).  Measured on the 2-core AVX2 VM
+     # only; here AVX-512 (32 registers, 16 lanes: 256-wide rows not folded).  Before (off) / after / ORT in one
+     # process, 1 thread by CPU time then 16 threads, then the tests of the changed kernels
+  off="--before hetpart.kernels.rules.cpu_reduction.FOLD_SUM_INTO_EXP=0"
+  timeout 200 python3 tools/cpu_rule_ab.py vit_softmax softmax_256 whisper_softmax vit_attn whisper_attn \
+    --threads 1 --cpu-time --rounds 8 $off > "$OUT/fold-layers-ab-t1.txt" 2>&1
+  left=$((BUDGET - SECONDS - 100))
+  [ "$left" -ge 40 ] && timeout $((left < 200 ? left : 200)) python3 tools/cpu_rule_ab.py vit_softmax softmax_256 \
+    whisper_softmax vit_attn whisper_attn --threads 16 --calls 10 --rounds 5 $off > "$OUT/fold-layers-ab-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_softmax_fold.py \
+    tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py > "$OUT/logs/softmax-fold-tests.txt" 2>&1 ;;
 60)  # (BUDGET=590) issue 18, resnet50 all-CPU (branch cpu-r50-ds): (1) its stride-2 1x1 downsamples tiled by the
      # matmul rule on a subsampled copy of the image (cpu_conv2d.subsampled_1x1; before: the output-channel tile
      # broadcasting a stride-2 image scalar a plane apart per step); (2) at batch >= 2 the plane tiles whose

@@ -56,6 +56,14 @@ Two shapes of function, two schedules:
   float add, one power of 2; within 2**-23 where the result is normal, results below
   2**-126 in [0, 2**-126)): one thread, 1x12x197x197 0.386 -> 0.268 ms (ORT 0.264),
   1x12x128x128 0.161 -> 0.100 (ORT 0.117), 1x6x1500x1500 12.7 -> 9.7 (ORT 9.4).
+* softmax's row sum is accumulated in the ``exp`` pass, as the exps are stored
+  (:func:`~hetpart.kernels.rules.softmax_fold.fold_sum_into_exp`): three passes over a
+  row (max, exp + sum, scale), as ONNX Runtime, where there were four; over ragged rows
+  and rows of 32+ whole vectors (:data:`FOLD_MIN_WHOLE_VECTORS`), the sum in one chain
+  (:data:`FOLDED_SUM_CHAINS`).  One thread, least of 8-10 rounds
+  (bench/results/cpu-softmax-3pass-2core.md): 1x12x197x197 0.269-0.272 -> 0.237-0.243 ms
+  (ORT 0.260-0.271), 1x6x1500x1500 8.40-8.59 -> 7.63-7.98 (ORT 8.81-8.95), 1x12x256x256
+  0.372 -> 0.354-0.356 (ORT 0.381-0.383).
 * softmax's ``exp`` row is stored in the output row and divided there in place
   (:func:`scratch_into_output`), as ONNX Runtime does: the scratch row, allocated
   inside the parallel loop, cost a workspace alloc/free call pair per row once wider
@@ -80,6 +88,7 @@ from tvm.target import Target
 from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..row_tail import vector_row_tail
+from .softmax_fold import fold_sum_into_exp, row_max_exp_blocks
 
 
 def _leading_s(kind: str) -> int:
@@ -310,6 +319,7 @@ class CpuReduction(ScheduleRule):
         if not is_cpu(target):
             return None
         exps = row_max_exps(func, cpu_shape(target).lanes("float32")) if ROW_MAX_EXP else None
+        folds = _folds(func, exps, cpu_shape(target).lanes("float32"))
         sch = s_tir.Schedule(replace_exp(func, exps))
         try_inline_spatial(sch)
         infos = block_infos(sch)
@@ -327,7 +337,8 @@ class CpuReduction(ScheduleRule):
             if self._one_reduction(sch, infos, lanes):
                 return sch
             return None
-        if not self._rows(sch, infos, lanes, full):
+        folded = _written_by(sch, folds)
+        if not self._rows(sch, infos, lanes, full, folded):
             return None
         if RECIPROCAL_DIVISOR:
             reciprocal_divisor(sch, infos[-1].block_rv)
@@ -335,6 +346,7 @@ class CpuReduction(ScheduleRule):
         if VECTOR_ROW_TAIL:
             for name in _block_names(sch):
                 vector_row_tail(sch, sch.get_sblock(name), full)
+        fold_sum_into_exp(sch, folds)
         return sch
 
     @staticmethod
@@ -372,11 +384,14 @@ class CpuReduction(ScheduleRule):
         return True
 
     @staticmethod
-    def _rows(sch, infos, lanes: int, full: int) -> bool:
+    def _rows(sch, infos, lanes: int, full: int, folded=()) -> bool:
         """Blocks sharing leading spatial rows, the last one element-wise.  Element-wise
         passes in ``lanes``-wide vectors (a width that divides the row), row reductions
         in ``full``-wide partials where the row holds two (a 1500- or 197-wide row: whole
-        vectors plus a guarded last step, :func:`_split_off_tail`), else ``lanes``-wide."""
+        vectors plus a guarded last step, :func:`_split_off_tail`), else ``lanes``-wide;
+        a reduction reading one of the buffers ``folded`` (softmax's exps, whose sum
+        :func:`fold_sum_into_exp` moves into the exp pass) in one chain of partials
+        (:data:`FOLDED_SUM_CHAINS`)."""
         if not infos[-1].is_injective():
             return False
         if min(_leading_s(bi.dom_kind()) for bi in infos) == 0:
@@ -385,7 +400,9 @@ class CpuReduction(ScheduleRule):
         lead = _row_loops(sch, infos)
         # Row reductions first become lanes-wide partial sums (their own blocks), while
         # each is still a complete reduction at the root where rfactor is allowed.
-        partials = [_rfactor_widest(sch, bi.block_rv, full, lanes) for bi in infos[:-1] if not bi.is_injective()]
+        partials = [_rfactor_widest(sch, bi.block_rv, full, lanes,
+                                    FOLDED_SUM_CHAINS if _reads_any(sch, bi.block_rv, folded) else PARTIAL_CHAINS)
+                    for bi in infos[:-1] if not bi.is_injective()]
         if lead == 0:
             _one_row(sch, partials, lanes)
             return True
@@ -409,7 +426,22 @@ class CpuReduction(ScheduleRule):
         return True
 
 
-def _rfactor_widest(sch, block, full: int, lanes: int):
+def _written_by(sch, names) -> list:
+    """The buffers the blocks named ``names`` write."""
+    bufs = []
+    for name in names:
+        try:
+            bufs += [w.source for w in sch.get(sch.get_sblock(name)).writes]
+        except Exception:  # noqa: BLE001 -- inlined away: nothing to fold
+            pass
+    return bufs
+
+
+def _reads_any(sch, block, bufs) -> bool:
+    return any(r.source.same_as(b) for r in sch.get(block).reads for b in bufs)
+
+
+def _rfactor_widest(sch, block, full: int, lanes: int, chains: int | None = None):
     """``(partials block, width)`` from :func:`rfactor_rows`: ``full`` lanes, with a
     guarded last step where the row is not whole full vectors (197, 1500), unless the
     narrower ``lanes`` (which divide the row) take no more steps than the full vectors
@@ -417,19 +449,25 @@ def _rfactor_widest(sch, block, full: int, lanes: int):
     two full vectors (24); ``PARTIAL_CHAINS * full`` lanes over a row of
     :data:`PARTIAL_CHAINS_MIN_VECTORS` full vectors or more; ``(None, 0)`` where none
     applies."""
+    chains = PARTIAL_CHAINS if chains is None else chains
     loops = sch.get_loops(block)
     ext = const_extent(sch, loops[-1]) if loops else None
     order = (full, lanes)
     if ext is not None and lanes < full and ext % lanes == 0 and ext // lanes <= ext // full + full:
         order = (lanes, full)
-    elif ext is not None and PARTIAL_CHAINS > 1 and ext >= PARTIAL_CHAINS_MIN_VECTORS * full:
-        order = (PARTIAL_CHAINS * full, full, lanes)
+    elif ext is not None and chains > 1 and ext >= PARTIAL_CHAINS_MIN_VECTORS * full:
+        order = (chains * full, full, lanes)
     for width in dict.fromkeys(order):
         rf = rfactor_rows(sch, block, width)
         if rf is not None:
             return rf, width
     return None, 0
 
+
+FOLDED_SUM_CHAINS = 1
+"""Chains of partials (as :data:`PARTIAL_CHAINS`) of a softmax's row sum that
+:func:`fold_sum_into_exp` moves into the exp pass: there the adds wait on the exps,
+and two exps in flight with two accumulators ran out of AVX2's 16 registers."""
 
 PARTIAL_CHAINS = 2
 """Vectors of partials a long row reduces in (:func:`_rfactor_widest`): LLVM splits the
@@ -516,6 +554,28 @@ WHOLE_ROW_MAX_EXP = True
 VECTOR_ROW_TAIL = True
 """Whether a costly element-wise row pass over a row of no whole number of vectors
 computes its last elements as one vector (:func:`~hetpart.kernels.row_tail.vector_row_tail`)."""
+
+FOLD_SUM_INTO_EXP = True
+"""Whether softmax's row sum is accumulated in the ``exp`` pass, as it stores the exps
+(:func:`~hetpart.kernels.rules.softmax_fold.fold_sum_into_exp`: three passes over a
+row, ONNX Runtime's count, where there were four)."""
+
+FOLD_MIN_WHOLE_VECTORS = 32
+"""Full vectors a row of whole vectors holds from which its sum is folded into the exp
+pass (rows not whole vectors always are).  Measured (2-core znver3, one thread's CPU
+time, 6 rounds, bench/results/cpu-softmax-3pass-2core.md): 128-wide rows (BERT, GPT-2,
+T5, Llama softmax) 1.01x slower folded (0.0997-0.0999 -> 0.1007-0.1012 ms), 256-wide
+0.95x."""
+
+
+def _folds(func: tirx.PrimFunc, exps, full: int) -> list[str]:
+    """Names of the softmax exp blocks of ``func`` whose row sum is to be folded into
+    them (:data:`FOLD_SUM_INTO_EXP`, :data:`FOLD_MIN_WHOLE_VECTORS`); ``exps`` the
+    :func:`row_max_exps` predicate (None: none)."""
+    if not FOLD_SUM_INTO_EXP or exps is None:
+        return []
+    return row_max_exp_blocks(func, exps, lambda n: n % full != 0 or n >= FOLD_MIN_WHOLE_VECTORS * full)
+
 
 RECIPROCAL_DIVISOR = True
 """Whether the last pass of a row function divides by a per-row value through its
