@@ -88,6 +88,7 @@ from tvm.target import Target
 from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..row_tail import vector_row_tail
+from ..tir_expr import uses
 from .softmax_fold import fold_sum_into_exp, row_max_exp_blocks
 
 
@@ -277,14 +278,8 @@ def _binds_last_write_dim(sch, block, loop) -> bool:
     """Whether ``loop`` drives the last index of ``block``'s output (the partials dim)."""
     stmt = sch.get(block)
     last = stmt.writes[0].region[-1].min
-    iters = [iv for iv in stmt.iter_vars if _uses_var(last, iv.var)]
+    iters = [iv for iv in stmt.iter_vars if uses(last, iv.var)]
     return len(iters) == 1 and _loop_binds(sch, block, loop, iters[0].var)
-
-
-def _uses_var(expr, var) -> bool:
-    found = []
-    tvm_ffi.structural_walk(expr, (tirx.Var, lambda v: found.append(v) if v.same_as(var) else None))
-    return bool(found)
 
 
 def _realize_of(sch, block):
@@ -300,7 +295,7 @@ def _loop_binds(sch, block, loop, var) -> bool:
     """Whether ``loop``'s variable appears in the binding of block iterator ``var``."""
     realize = _realize_of(sch, block)
     loop_var = sch.get(loop).loop_var
-    return any(iv.var.same_as(var) and _uses_var(val, loop_var)
+    return any(iv.var.same_as(var) and uses(val, loop_var)
                for iv, val in zip(realize.block.iter_vars, realize.iter_values))
 
 
@@ -308,7 +303,7 @@ def _bound_to(sch, block, loop, kind) -> bool:
     """Whether ``loop`` drives a block iterator of ``kind`` (e.g. a reduction)."""
     realize = _realize_of(sch, block)
     loop_var = sch.get(loop).loop_var
-    return any(iv.iter_type == kind and _uses_var(val, loop_var)
+    return any(iv.iter_type == kind and uses(val, loop_var)
                for iv, val in zip(realize.block.iter_vars, realize.iter_values))
 
 
@@ -603,7 +598,7 @@ def reciprocal_divisor(sch, last) -> bool:
 
     def per_row(d) -> bool:
         return (isinstance(d, tvm.ir.TensorLoad) and any(d.source.same_as(b) for b in allocated)
-                and not any(_uses_var(i, inner) for i in d.indices))
+                and not any(uses(i, inner) for i in d.indices))
 
     def rewrite(e):
         if isinstance(e, tirx.Div) and str(e.a.ty).startswith("float") and per_row(e.b):

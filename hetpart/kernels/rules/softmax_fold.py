@@ -26,7 +26,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 
 from ..analysis import const_extent
-from ..row_tail import _fresh_lets, _region, _substitute, _uses
+from ..row_tail import _fresh_lets, _region
+from ..tir_expr import substitute, uses
 
 
 def row_max_exp_blocks(func: tirx.PrimFunc, nonpositive, row=lambda n: True) -> list[str]:
@@ -127,7 +128,7 @@ def _binds(sch, blk, loop, var) -> bool:
     """Whether ``loop``'s variable is in the binding of ``blk``'s iterator ``var``."""
     realize = _realize(sch, blk)
     lv = sch.get(loop).loop_var
-    return realize is not None and any(iv.var.same_as(var) and _uses(val, lv)
+    return realize is not None and any(iv.var.same_as(var) and uses(val, lv)
                                        for iv, val in zip(realize.block.iter_vars, realize.iter_values))
 
 
@@ -195,8 +196,8 @@ def _fold_one(sch, name: str) -> bool:
             return False
     if any(not any(iv.var.same_as(k) for k, _ in mapping) for iv in exp_block.iter_vars):
         return False
-    value = _substitute(_fresh_lets(store.value), mapping)
-    reads = [_substitute(r, mapping) for r in exp_block.reads]
+    value = substitute(_fresh_lets(store.value), mapping)
+    reads = [substitute(r, mapping) for r in exp_block.reads]
     _rewrite_update(sch, upd, tirx.BufferStore(out, value, list(load.indices)), reads,
                     _region(out, list(load.indices)))
     _shrink_exp(sch, sch.get_sblock(name), row_loops, covered, m)
