@@ -25,6 +25,7 @@ from hetpart import load
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.rules import cpu_reduction, softmax_fold
 from hetpart.kernels.rules.cpu_reduction import CpuReduction
+from hetpart.runtime import executor, memory
 from hetpart.targets import host_triple
 
 WIDTHS = {"haswell": 8, "skylake-avx512": 16}
@@ -137,11 +138,33 @@ def test_folded_softmax_matches_onnxruntime(n):
 @pytest.mark.parametrize("n", [197, 512])
 def test_a_fold_that_does_not_store_the_exps_is_caught(n, monkeypatch):
     """The differential check fails when the fold removes the exp pass but its sum
-    update does not compute and store the exps (it then sums and scales what the output
-    row held: the input)."""
+    update does not compute and store the exps (it then sums and scales whatever the
+    output row held).  The run's fresh output arrays are poisoned with NaN: an output is
+    allocated uninitialised, and memory that last held this softmax's right answer (a
+    freed earlier result) made the broken kernel's answer right by accident -- the check
+    passed or failed with the allocator's reuse."""
     def broken(sch, upd, exp_store, reads, write):
         return None
 
+    def poisoned(spec):
+        arr = memory.aligned_empty(spec)
+        arr.fill(np.nan)
+        return arr
+
     monkeypatch.setattr(softmax_fold, "_rewrite_update", broken)
+    monkeypatch.setattr(executor, "aligned_empty", poisoned)
     with pytest.raises(AssertionError):
         _check(n)
+
+
+@pytest.mark.parametrize("n", [197, 512, 1500])
+def test_the_fold_reads_no_output_it_has_not_written(n, monkeypatch):
+    """With every fresh output poisoned with NaN, the folded softmax still gives the
+    references' answer: its sum reads the output row only where its own pass stored it."""
+    def poisoned(spec):
+        arr = memory.aligned_empty(spec)
+        arr.fill(np.nan)
+        return arr
+
+    monkeypatch.setattr(executor, "aligned_empty", poisoned)
+    _check(n)
