@@ -20,34 +20,11 @@ from tvm import tirx
 
 from onnx_cases import assert_matches, reference
 from test_kernels_reduction_tail import _hetpart, _ort, _rows
+from test_kernels_softmax_tail import WIDTHS, _loops, _scheduled, _shifts
 
-from hetpart import load
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.rules import cpu_reduction, softmax_fold
-from hetpart.kernels.rules.cpu_reduction import CpuReduction
 from hetpart.runtime import executor, memory
-from hetpart.targets import host_triple
-
-WIDTHS = {"haswell": 8, "skylake-avx512": 16}
-
-
-def _scheduled(n: int, mcpu: str, op: str = "Softmax"):
-    graph = load(softmax_model(op, (4, n)))
-    func = next(f for f in graph.module.functions.values() if isinstance(f, tirx.PrimFunc))
-    target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
-    return CpuReduction().apply(func, target).mod["main"]
-
-
-def _shifts(expr) -> int:
-    found = []
-    tvm_ffi.structural_walk(expr, (type(tirx.shift_left(tirx.Var("a", "int32"), 1)), found.append))
-    return len(found)
-
-
-def _loops(func) -> list:
-    loops = []
-    tvm_ffi.structural_walk(func.body, (tirx.For, loops.append), order="pre")
-    return loops
 
 
 def _data(n: int) -> np.ndarray:
