@@ -15,8 +15,11 @@ In: a schedule from ``CpuReduction`` (after ``scratch_into_output`` and
 ``vector_row_tail``) and the names of its softmax ``exp`` blocks
 (:func:`row_max_exp_blocks`).  Out: the schedule, changed in place where the shape
 matches (else unchanged).  Invariant: every output element is the same expression of
-the same inputs as before, and the sum adds the same values into the same partials in
-the same order: results are bitwise the same.
+the same inputs as before, and the sum adds the same values; where the unfolded sum
+used the same number of accumulator chains (``cpu_reduction.FOLDED_SUM_CHAINS``: one;
+rows under 32 vectors had one), in the same order, so results are bitwise the same --
+rows of 32+ vectors (256 on AVX2, whisper's 1500) had two chains, so their sums differ
+by rounding only (~2e-8 relative).
 """
 
 from __future__ import annotations
