@@ -18,11 +18,9 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-from onnx_cases import assert_matches, reference
-from test_kernels_reduction_tail import _hetpart, _ort, _rows
-from test_kernels_softmax_tail import WIDTHS, _loops, _scheduled, _shifts
+from test_kernels_reduction_tail import _rows
+from test_kernels_softmax_tail import WIDTHS, _loops, _scheduled, _shifts, softmax_matches_references
 
-from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.rules import cpu_reduction, softmax_fold
 from hetpart.runtime import executor, memory
 
@@ -41,13 +39,7 @@ def _data(n: int) -> np.ndarray:
 
 
 def _check(n: int) -> None:
-    x = _data(n)
-    m = softmax_model("Softmax", x.shape)
-    got = _hetpart(m, x)
-    assert_matches(got, _ort(m, {"x": x}), what=f"n={n} vs ONNX Runtime")
-    with np.errstate(all="ignore"):
-        want = reference(m, {"x": x})["y"]
-    assert_matches(got, want, what=f"n={n} vs onnx.reference")
+    softmax_matches_references(_data(n))
 
 
 @pytest.mark.parametrize("mcpu", sorted(WIDTHS))
