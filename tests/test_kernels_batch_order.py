@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from onnx import helper
 from tvm.sym.analyzer import Analyzer
 
@@ -72,38 +73,32 @@ def _values(exprs) -> list[int]:
     return vals
 
 
-def _tile_order(func) -> tuple[list[int], list[int]]:
-    """(image index, output-channel index) of the update block along the tile loop
-    (iterators 0 and 1 of an NCHW conv's / a ``[b, m, n]`` matmul's block: ``n, oc`` /
-    ``b, m``)."""
+def indices_along_tile_loop(func, dims, steps: int | None = None) -> list[list]:
+    """For each block iterator in ``dims``, its value (simplified) at each of the first
+    ``steps`` iterations (all when None) of the parallel tile loop around the update
+    block, every loop inside that one at 0."""
     par, realize = _update_in_parallel_loop(func)
-    inner = {}
-
-    def loops_inside(stmt):
-        if isinstance(stmt, tvm.tirx.For):
-            inner[stmt.loop_var] = 0
-            loops_inside(stmt.body)
-        elif hasattr(stmt, "seq"):
-            for s in stmt.seq:
-                loops_inside(s)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            loops_inside(stmt.block.body)
-        elif hasattr(stmt, "body"):
-            loops_inside(stmt.body)
-
-    loops_inside(par.body)
+    inner = []
+    tvm_ffi.structural_walk(par.body, (tvm.tirx.For, lambda f: inner.append(f.loop_var)))
     out = []
-    for dim in range(2):
-        expr = realize.iter_values[dim]
+    for dim in dims:
         vals = []
-        for f in range(int(par.extent)):
+        for f in range(int(par.extent) if steps is None else steps):
             a = Analyzer()
             a.bind(par.loop_var, f)
             for v in inner:
                 a.bind(v, 0)
-            vals.append(a.simplify(expr))
-        out.append(_values(vals))
-    return out[0], out[1]
+            vals.append(a.simplify(realize.iter_values[dim]))
+        out.append(vals)
+    return out
+
+
+def _tile_order(func) -> tuple[list[int], list[int]]:
+    """(image index, output-channel index) of the update block along the tile loop
+    (iterators 0 and 1 of an NCHW conv's / a ``[b, m, n]`` matmul's block: ``n, oc`` /
+    ``b, m``)."""
+    images, channels = indices_along_tile_loop(func, (0, 1))
+    return _values(images), _values(channels)
 
 
 def _images_bytes(m) -> int:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
-from tvm.sym.analyzer import Analyzer
 
 from onnx_cases import assert_matches, onnxruntime_outputs
-from test_kernels_batch_order import _update_in_parallel_loop
+from test_kernels_batch_order import indices_along_tile_loop
 from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled
 
 from hetpart.kernels.rules import cpu_matmul
@@ -44,33 +42,8 @@ def test_residual_chunks_match_onnxruntime(case, chunk, monkeypatch):
 def _order(func, steps: int) -> tuple[list[int], list[int]]:
     """(output channel, pixel) of the update block's first lane along the first ``steps``
     iterations of the parallel tile loop (block iterators 1 and 2: ``oc``, the plane)."""
-    par, realize = _update_in_parallel_loop(func)
-    inner = []
-
-    def loop_vars(stmt):
-        if isinstance(stmt, tvm.tirx.For):
-            inner.append(stmt.loop_var)
-            loop_vars(stmt.body)
-        elif hasattr(stmt, "seq"):
-            for s in stmt.seq:
-                loop_vars(s)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            loop_vars(stmt.block.body)
-        elif hasattr(stmt, "body"):
-            loop_vars(stmt.body)
-
-    loop_vars(par.body)
-    out = []
-    for dim in (1, 2):
-        vals = []
-        for f in range(steps):
-            a = Analyzer()
-            a.bind(par.loop_var, f)
-            for v in inner:
-                a.bind(v, 0)
-            vals.append(int(a.simplify(realize.iter_values[dim]).value))
-        out.append(vals)
-    return out[0], out[1]
+    channels, pixels = indices_along_tile_loop(func, (1, 2), steps)
+    return [int(v.value) for v in channels], [int(v.value) for v in pixels]
 
 
 def test_row_tiles_run_within_a_chunk_of_the_plane():
