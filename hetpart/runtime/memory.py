@@ -65,7 +65,7 @@ def itemsize_of(dtype) -> int:
 
 def nbytes_of(shape, dtype) -> int:
     """Bytes of a compact tensor of a static ``shape``."""
-    return math.prod(int(d) for d in shape) * itemsize_of(dtype)
+    return int(math.prod(shape)) * itemsize_of(dtype)
 
 
 def concrete(spec: TensorSpec, shape) -> TensorSpec:
@@ -116,7 +116,7 @@ def _aligned(spec: TensorSpec, make) -> np.ndarray:
     # (``__array_interface__`` and slice/view/reshape cost ~5 us together).
     _require_static(spec, "allocate an array")
     dtype = np_dtype(spec.dtype)
-    nbytes = math.prod(spec.shape) * dtype.itemsize
+    nbytes = nbytes_of(spec.shape, spec.dtype)
     raw = make(nbytes + ALIGNMENT, dtype=np.uint8)
     start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % ALIGNMENT
     return np.ndarray(tuple(spec.shape), dtype, raw, start)
