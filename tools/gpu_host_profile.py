@@ -20,8 +20,6 @@ import pstats
 import statistics
 import time
 
-import numpy as np
-
 import hetpart
 from hetpart.backend import forced_plan
 from hetpart.runtime.feeds import random_feeds
@@ -83,7 +81,6 @@ def main() -> None:
     simulate = not hetpart.cuda_available()
     if simulate:
         print("no CUDA GPU: the CUDA partitions are simulated on the CPU")
-    np.random.seed(0)
     for name in args.models:
         print(profile_model(name, args.runs, simulate), flush=True)
 
