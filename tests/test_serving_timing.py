@@ -8,6 +8,7 @@ and what runs beside it deterministic; no test asserts a duration.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from hetpart.serving import Server, heap
 from hetpart.serving.request import PHASES, Request, RequestTiming
 
+from isolated import assert_clean, run_isolated
 from test_serving_server import Blocking, Doubler, expect_own, row
 
 
@@ -135,10 +137,18 @@ def test_freeze_heap_false_leaves_the_gc_alone(monkeypatch):
 
 
 def test_freeze_moves_what_is_alive_into_the_permanent_generation():
-    keep = [[i] for i in range(1000)]  # tracked objects alive now
-    frozen = heap.freeze(collect=True)
-    assert frozen >= len(keep) and heap.state()["frozen"] == frozen
-    assert set(heap.state()) == {"enabled", "thresholds", "counts", "frozen"}
+    """In a child with one thread: in this process other tests' parked threads may run
+    between two lines, and a frozen object that dies or another freeze moves the count."""
+    out = assert_clean(run_isolated("""
+        import json
+        from hetpart.serving import heap
+        keep = [[i] for i in range(1000)]  # tracked objects alive now
+        frozen = heap.freeze(collect=True)
+        print(json.dumps({"frozen": frozen, "state": heap.state()}))
+    """, timeout=60))
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["frozen"] >= 1000 and got["state"]["frozen"] == got["frozen"]
+    assert set(got["state"]) == {"enabled", "thresholds", "counts", "frozen"}
 
 
 def test_gc_pauses_are_recorded_per_generation_while_active_only():
