@@ -66,3 +66,31 @@ def _gather(w: T.Buffer((256,), "bfloat16"), ix: T.Buffer((8,), "int32"), out: T
 def test_a_conversion_pass_beside_the_work_is_a_cast_launch_a_gather_is_not():
     assert cov.cast_launches(_widen_then_sum) == 1
     assert cov.cast_launches(_gather) == 0
+
+
+def test_time_builds_tf32_bf16_and_bf16_unpacked_variants(monkeypatch):
+    """``--time``'s three builds of a tensor-core kernel, without a GPU (the timing
+    faked): tf32 and bf16 pack the weight at compile time, bf16 unpacked does not, and
+    the switch is back on afterwards."""
+    from hetpart import importer
+    from hetpart.costmodel import kernel_bench
+    from hetpart.kernels.rules import gpu_tensor_core
+
+    from onnx_cases import cuda_source
+
+    graph = importer.load(_model())
+    packed = []
+
+    def fake_measure(kmod, exe, dev, settings):
+        source = cuda_source(exe)
+        packed.append("_prepacked_kernel" in source)
+        return kernel_bench.Timing(1e-5 * len(packed), 0.0, 0.0, 1, 1)
+
+    monkeypatch.setattr(kernel_bench, "measure", fake_measure)
+    rows = cov.time_tensor_core_kernels(graph, cov.coverage(graph, "tf32"))
+    assert [r.func for r in rows] == ["fused_conv2d_relu"] and rows[0].count == 1
+    assert packed == [True, True, False]
+    assert list(rows[0].us) == ["tf32", "bf16", "bf16 unpacked"]
+    assert gpu_tensor_core.PACK_LOW_PRECISION is True
+    text = cov.timing_table("case", rows)
+    assert "| fused_conv2d_relu | 1 |" in text and "| 0.67 |" in text  # bf16 / unpacked = 20 / 30

@@ -25,7 +25,14 @@ kernel on CUDA), the precision's kernel options
 Then, per kernel that differs between the precisions, the rule, launches and
 launch shape (:func:`gpu_static_kernels.launch_shape`) of each (``--kernels`` lists
 every kernel).  What it does not see: the CUDA C (``gpu_static_kernels.py``), the
-GPU's time (``gpu_kernel_profile.py``).
+GPU's time (``gpu_kernel_profile.py``) -- except, on a GPU machine, ``--time``: each
+distinct tensor-core kernel (the rules that pack weights) built alone by the cost
+model's microbenchmark (:mod:`hetpart.costmodel.kernel_bench`, weights packed before
+timing as the build packs them) and timed in tf32, in bf16, and in bf16 with
+``gpu_tensor_core.PACK_LOW_PRECISION`` off (its weight gathered in the kernel on every
+call, as before the rule packed bf16 weights), all in one process.
+
+    PYTHONPATH=. python tools/bf16_rule_coverage.py zoo:efficientnet --batch 32 --time [--max-kernels 12]
 """
 
 from __future__ import annotations
@@ -180,6 +187,79 @@ def _all_cuda_plan(graph):
                 profile_origin="coverage", graph=graph)
 
 
+# --- on the GPU: the tensor-core kernels timed -------------------------------------------------
+TENSOR_CORE_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK")
+
+
+@dataclass(frozen=True)
+class TimedKernel:
+    """One distinct tensor-core kernel: its occurrences, flops and median us per variant."""
+
+    func: str
+    count: int
+    flops: int
+    us: dict
+
+
+def time_tensor_core_kernels(graph, cov: Coverage, *, arch: str = "sm_90", max_kernels: int = 0) -> list[TimedKernel]:
+    """The distinct kernels ``cov`` (tf32) gives a tensor-core rule, the ``max_kernels`` with
+    the most flops (0: all), each timed on the GPU in ``tf32``, ``bf16`` and ``bf16
+    unpacked`` (module doc)."""
+    import tvm
+
+    from hetpart.compiler.precision import options_for
+    from hetpart.contracts.precision import Precision
+    from hetpart.costmodel import kernel_bench
+    from hetpart.importer.low_precision import lower_weights
+    from hetpart.kernels.options import resolve
+    from hetpart.kernels.rules import gpu_tensor_core
+    from hetpart.targets import cuda_tvm_target
+
+    target, dev = cuda_tvm_target(arch), tvm.cuda(0)
+    low = lower_weights(graph, list(graph.kernels), "bfloat16")
+    tc = {r.kernel for r in cov.rows if r.rule in TENSOR_CORE_RULES}
+    picked, seen = [], set()
+    for k in sorted(graph.kernels.values(), key=lambda k: -k.flops):
+        if k.id in tc and k.signature not in seen:
+            seen.add(k.signature)
+            picked.append(k)
+    variants = (("tf32", graph, "tf32", True), ("bf16", low, "bf16", True), ("bf16 unpacked", low, "bf16", False))
+    out = []
+    for k in picked[:max_kernels or None]:
+        us = {}
+        for name, g, fmt, pack in variants:
+            options = options_for(resolve(cuda_arch=arch), Precision(cuda=fmt))
+            kmod = kernel_bench.single_kernel_module(g, g.kernels[k.id])
+            gpu_tensor_core.PACK_LOW_PRECISION = pack
+            try:
+                exe = kernel_bench.build_module(kmod.mod, target, options)
+            finally:
+                gpu_tensor_core.PACK_LOW_PRECISION = True
+            us[name] = kernel_bench.measure(kmod, exe, dev, kernel_bench.MeasureSettings()).median_s * 1e6
+        count = sum(1 for x in graph.kernels.values() if x.signature == k.signature)
+        out.append(TimedKernel(k.func, count, int(k.flops), us))
+        print(f"  {k.func}: " + ", ".join(f"{n} {v:.1f} us" for n, v in us.items()), flush=True)
+    return out
+
+
+def timing_table(title: str, rows: list[TimedKernel]) -> str:
+    """Markdown: per kernel us in each variant (x its occurrences in the total)."""
+    names = list(rows[0].us) if rows else []
+    lines = [f"### {title}: tensor-core kernels timed alone (median us)", "",
+             "| kernel | x | GFLOP | " + " | ".join(names) + " | bf16 / tf32 | bf16 / unpacked |",
+             "|---|--:|--:|" + "--:|" * (len(names) + 2)]
+    for r in rows:
+        lines.append(f"| {r.func[:60]} | {r.count} | {r.flops / 1e9:.2f} | "
+                     + " | ".join(f"{r.us[n]:.1f}" for n in names)
+                     + f" | {r.us['bf16'] / r.us['tf32']:.2f} | {r.us['bf16'] / r.us['bf16 unpacked']:.2f} |")
+    if rows:
+        tot = {n: sum(r.us[n] * r.count for r in rows) for n in names}
+        lines.append(f"| **total x count** | {sum(r.count for r in rows)} | | "
+                     + " | ".join(f"{tot[n]:.1f}" for n in names)
+                     + f" | {tot['bf16'] / tot['tf32']:.2f} | {tot['bf16'] / tot['bf16 unpacked']:.2f} |")
+    return "\n".join(lines)
+
+
 # --- report -----------------------------------------------------------------------------------
 def table(title: str, covs: list[Coverage], all_kernels: bool = False) -> str:
     """Markdown: per rule kernels/launches in each precision, the cast and prepack counts,
@@ -239,7 +319,14 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", default="tf32,bf16", help="CUDA formats, the first the baseline (default tf32,bf16)")
     ap.add_argument("--kernels", action="store_true", help="list every kernel, not only those that differ")
     ap.add_argument("--md", help="append the tables to this markdown file")
+    ap.add_argument("--time", action="store_true", help="(GPU) time the tensor-core kernels: tf32, bf16, bf16 unpacked")
+    ap.add_argument("--max-kernels", type=int, default=0, help="with --time: the N with the most flops (0: all)")
     args = ap.parse_args(argv)
+    if args.time:
+        from hetpart.targets import cuda_available
+
+        if not cuda_available():
+            ap.error("--time needs a CUDA GPU")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     texts = []
     for spec in args.models:
@@ -247,6 +334,10 @@ def main(argv=None) -> int:
         covs = [coverage(graph, p) for p in precisions]
         texts.append(table(f"{spec} batch {args.batch}", covs, args.kernels))
         print(texts[-1] + "\n", flush=True)
+        if args.time:
+            rows = time_tensor_core_kernels(graph, coverage(graph, "tf32"), max_kernels=args.max_kernels)
+            texts.append(timing_table(f"{spec} batch {args.batch}", rows))
+            print(texts[-1] + "\n", flush=True)
     if args.md:
         with open(args.md, "a") as fh:
             fh.write("\n\n".join(texts) + "\n")

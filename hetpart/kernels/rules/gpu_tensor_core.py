@@ -370,6 +370,12 @@ def _inline_side_inputs(sch: s_tir.Schedule, main) -> None:
             pass
 
 
+PACK_LOW_PRECISION = True
+"""Pack bf16/fp16-stored weights at compile time in their own dtype (:func:`_mark_weight_packs`);
+False: the kernel gathers them from the unpacked weight on every call, as before issue 17's
+coverage check -- the before of ``tools/bf16_rule_coverage.py --time``."""
+
+
 def _mark_weight_packs(sch, main, func) -> None:
     """Make the copy chain from a model weight to ``main``'s operand (reindex into
     ``[1, N, K]``, tile padding) one block, annotated as a weight-layout rewrite: done
@@ -384,7 +390,7 @@ def _mark_weight_packs(sch, main, func) -> None:
         reads = sch.get(widen if widen is not None else chain[-1]).reads
         if len(reads) != 1 or not is_layout_free(func, reads[0].source):
             continue
-        if widen is not None and not _is_widening(sch, widen):
+        if widen is not None and not (PACK_LOW_PRECISION and _is_widening(sch, widen)):
             continue
         for blk in reversed(chain[1:]):
             sch.compute_inline(blk)
