@@ -14,7 +14,8 @@ Without a GPU: for a convolution (the rule :class:`GpuTensorCoreGemm`, K padded)
 transformer projection at batch 1 (:class:`GpuTensorCoreSplitK`), in bf16 and fp16, the
 schedule marks the packing, the folded constant holds exactly the rounded weight in
 the packed order, zero-padded, in the low dtype (no float32 copy), and the CUDA kernel
-reads it in whole vectors.  With a GPU (``cuda`` mark): the models built all-CUDA in
+reads it in whole vectors; the rule's steps up to the GPU tiling, built for the CPU,
+compute the convolution (ONNX Runtime's float32 within 2e-2).  With a GPU (``cuda`` mark): the models built all-CUDA in
 bf16/fp16 match ONNX Runtime on the float32 model within issue 17's 2e-2 of the
 largest output, inputs with negatives and zeros.
 """
@@ -26,6 +27,7 @@ import re
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from onnx import helper
 from tvm import relax
 
@@ -107,6 +109,51 @@ def test_low_precision_weight_packed_once_in_its_own_dtype(case, dtype):
     assert not packed[0, :, k:].astype(np.float32).any(), "the tile padding is zero"
     big_f32 = [c for c in _constants(folded) if c.dtype == np.float32 and c.size >= n * k]
     assert not big_f32, "no float32 copy of the weight is held"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packing_in_the_stored_dtype_computes_the_convolution_on_the_cpu(dtype):
+    """The rule's steps up to the GPU tiling (normal form, tile padding, the weight packed in
+    its own dtype and widened after), built for the CPU: ONNX Runtime's float32 result
+    within 2e-2, the unpacked function's within float32 rounding (another order of K)."""
+    from tvm import s_tir
+
+    from hetpart.kernels.register_tile import LAYOUT_REWRITE_PREPROC
+    from hetpart.kernels.rules import gpu_tensor_core
+    from hetpart.kernels.rules.gpu_gemm import as_normal_gemm
+
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((16, 3, 7, 7)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[7, 7], strides=[2, 2], pads=[3] * 4),
+               helper.make_node("Relu", ["c"], ["y"])],
+              [("x", [2, 3, 16, 16], np.float32)], [("y", [2, 16, 8, 8], np.float32)], {"w": w, "b": b})
+    graph = importer.load(m)
+    low = lp.lower_weights(graph, list(graph.kernels), dtype)
+    func = _contraction(weight_prepack.mark_weights(low.module))
+    sch, main, _, _, _ = as_normal_gemm(func, channels_last=True)
+    sch.pad_einsum(main, [1, 32, 32, 32])
+    gpu_tensor_core._mark_weight_packs(sch, main, func)
+    packed = sch.mod["main"]
+    packs = []
+    tvm_ffi.structural_walk(packed.body, (s_tir.SBlock, lambda n: packs.append(n)
+                                          if LAYOUT_REWRITE_PREPROC in n.annotations else None))
+    assert len(packs) == 1 and str(packs[0].writes[0].source.dtype) == dtype, "the weight packed, in its dtype"
+
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    x.flat[::7] = 0.0  # negatives and zeros
+
+    def run(f):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
+        args = [tvm.runtime.tensor(x), tvm.runtime.tensor(lp.to_low(w, dtype)),
+                tvm.runtime.tensor(lp.to_low(b.reshape(1, 16, 1, 1), dtype)), tvm.runtime.empty((2, 16, 8, 8), "float32")]
+        lib["main"](*args)
+        return args[-1].numpy()
+
+    got, unpacked = run(packed), run(func)
+    want = onnxruntime_outputs(m, {"x": x})[0]
+    assert float(np.abs(got - want).max() / np.abs(want).max()) <= REL_TOL
+    np.testing.assert_allclose(got, unpacked, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("dtype, ctype", [("bfloat16", "nv_bfloat16"), ("float16", "half")])
