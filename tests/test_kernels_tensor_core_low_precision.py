@@ -66,7 +66,8 @@ def _projection(seed=0):
     return m, w.T  # the [N, K] matrix
 
 
-CASES = {"conv 7x7 s2 b32": (_conv, "GpuTensorCoreGemm"), "projection 197x768x768 b1": (_projection, "GpuTensorCoreSplitK")}
+CASES = {"conv 7x7 s2 b32": (_conv, "GpuTensorCoreGemm"),
+         "projection 197x768x768 b1": (_projection, "GpuTensorCoreSplitK")}
 
 
 def _lowered(case: str, dtype: str):
@@ -146,7 +147,8 @@ def test_packing_in_the_stored_dtype_computes_the_convolution_on_the_cpu(dtype):
     def run(f):
         lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
         args = [tvm.runtime.tensor(x), tvm.runtime.tensor(lp.to_low(w, dtype)),
-                tvm.runtime.tensor(lp.to_low(b.reshape(1, 16, 1, 1), dtype)), tvm.runtime.empty((2, 16, 8, 8), "float32")]
+                tvm.runtime.tensor(lp.to_low(b.reshape(1, 16, 1, 1), dtype)),
+                tvm.runtime.empty((2, 16, 8, 8), "float32")]
         lib["main"](*args)
         return args[-1].numpy()
 

@@ -295,7 +295,8 @@ def table(title: str, covs: list[Coverage], all_kernels: bool = False) -> str:
             for ix in index:
                 r = ix.get(k)
                 cells.append("-" if r is None else
-                             f"{r.rule}, {r.launches}, {r.grid}x{r.block}, {r.cast_launches}, {'yes' if r.prepacked else 'no'}")
+                             f"{r.rule}, {r.launches}, {r.grid}x{r.block}, {r.cast_launches}, "
+                             f"{'yes' if r.prepacked else 'no'}")
             lines.append(f"| {k} | {base[k].func} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -316,7 +317,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="zoo:NAME[:small][:key=value,...] or .onnx files")
     ap.add_argument("--batch", type=int, default=1, help="batch of the zoo models (default 1)")
-    ap.add_argument("--precisions", default="tf32,bf16", help="CUDA formats, the first the baseline (default tf32,bf16)")
+    ap.add_argument("--precisions", default="tf32,bf16",
+                    help="CUDA formats, the first the baseline (default tf32,bf16)")
     ap.add_argument("--kernels", action="store_true", help="list every kernel, not only those that differ")
     ap.add_argument("--md", help="append the tables to this markdown file")
     ap.add_argument("--time", action="store_true", help="(GPU) time the tensor-core kernels: tf32, bf16, bf16 unpacked")
