@@ -4,7 +4,8 @@ What is converted (contraction and gather weights of at least 16 elements, finit
 the format), what is kept (small constants, float16 overflows, norms' parameters),
 that the op graph keeps its kernels and boundaries, and that the built modules hold
 half the weight bytes -- on the CPU, and for CUDA through the tensor-core rule, whose
-weight packing must not widen a bf16 weight back to float32 (cross-compiled, no GPU).
+weight packing must not widen a bf16 weight back to float32 (cross-compiled, no GPU;
+tests/test_kernels_tensor_core_low_precision.py checks the packed values).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _constants(mod) -> dict[str, int]:
 
 def test_tensor_core_rule_takes_bf16_weights_and_keeps_them_bf16():
     """The TF32 tensor-core rule schedules the widened matmul (bf16 values are exact in
-    TF32), and its weight packing stops at the widening: the GPU holds bf16."""
+    TF32), and packs the weight in bf16 (widened after the packing): the GPU holds bf16."""
     target = cuda_tvm_target("sm_90")
     graph, w = _gemm()
     low = lp.lower_weights(graph, list(graph.kernels), "bfloat16")

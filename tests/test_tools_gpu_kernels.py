@@ -161,10 +161,13 @@ def test_where_the_forward_goes():
     assert prof.forward_time(prof.trace_events({"traceEvents": []})) is None
 
 
-def test_main_reads_hetpart_side_from_a_trace(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_main_reads_hetpart_side_from_a_trace(tmp_path, precision):
     """The tool end to end without a GPU or torch: a zoo model's export in the export
     directory, a trace of one forward naming each of its functions' kernels, no PyTorch
-    side: every function found, its category, the forward's breakdown."""
+    side: every function found, its category, the forward's breakdown.  In bf16 the
+    build's functions are the lowered graph's (``<func>_bf16w``), and so are the trace's
+    kernel names."""
     import json
 
     from hetpart import load
@@ -173,7 +176,8 @@ def test_main_reads_hetpart_side_from_a_trace(tmp_path):
     name = "zoo:efficientnet:small"
     path = tmp_path / "zoo_efficientnet_small-b1.onnx"
     onnx.save(build("efficientnet", small=True), str(path))
-    kernels = prof.hetpart_kernel_list(load(str(path)))
+    kernels = prof.hetpart_kernel_list(prof.lowered(load(str(path)), precision))
+    assert any(f.endswith("_bf16w") for _, f, _, _ in kernels) == (precision == "bf16")
     t0, events = 1000.0, []
     for i, (_, func, _, count) in enumerate(kernels):
         for j in range(count):
@@ -182,7 +186,8 @@ def test_main_reads_hetpart_side_from_a_trace(tmp_path):
     trace = tmp_path / "t.json"
     trace.write_text(json.dumps({"traceEvents": events}))
     out = tmp_path / "k.json"
-    assert prof.main([name, "--export-dir", str(tmp_path), "--trace", str(trace), "--no-torch", "--json", str(out)]) == 0
+    assert prof.main([name, "--export-dir", str(tmp_path), "--trace", str(trace), "--no-torch", "--json", str(out),
+                      "--precision", precision]) == 0
     data = json.loads(out.read_text())
     assert data["missing"] == [] and data["unmatched"] == []
     launches = sum(r["count"] for r in data["hetpart"])

@@ -663,6 +663,37 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 32 --time --budget $((left - 10)) \
     --export-dir "$EXPORTS" --models resnet50 --out "$OUT/corpus-cpu-b32.json" > "$OUT/logs/corpus-cpu-b32.log" 2>&1 ;;
+67)  # (BUDGET=590) issue 17's bf16 rows (branch bf16-rules): the corpus's b1 bf16 rows (efficientnet_b0 7.997 ms,
+     # convnext_tiny 5.654, mobilenet_v3_large 2.152, vit_b_16 3.993 vs their fp32/TF32 0.527 / 0.869 / 0.509 / 1.602)
+     # date from 2026-12-03 16:14 (ef81ca2), before gpu_window and every batch-1 rule; the fp32 rows from 12-04.
+     # tools/bf16_rule_coverage.py found bf16 kernels getting tf32's rules and launches with no cast-only launch,
+     # the one difference being the tensor-core kernels' weight packing, which stopped at the bf16 widening (every call
+     # re-gathered the weight: a KxK conv's with a division and modulo per element); gpu_tensor_core now packs it at
+     # compile time in bf16.  (1) that rule's cuda tests against ORT (bf16/fp16, conv and ViT projection) and the
+     # tensor-core / precision ones; (2) the four bf16 b1 rows now; (3) the same four models' fp32 (TF32) rows in this
+     # run, the fair baseline; (4) the fix's A/B on the GPU: efficientnet's tensor-core kernels at b32 (33 of them, the
+     # 12 with the most flops) timed alone in tf32, bf16 and bf16 unpacked (the before); (5) effnet's bf16 per-kernel
+     # table against PyTorch under autocast
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 \
+    tests/test_kernels_tensor_core_low_precision.py tests/test_compiler_precision.py tests/test_kernels_tensor_core.py \
+    > "$OUT/logs/cuda-tests.txt" 2>&1
+  left=$((BUDGET - SECONDS - 200))
+  [ "$left" -ge 100 ] && timeout $((left < 240 ? left : 240)) python3 bench/corpus.py --devices cuda --precision bf16 \
+    --batches 1 --time --budget $(((left < 240 ? left : 240) - 20)) --export-dir "$EXPORTS" \
+    --models efficientnet_b0,convnext_tiny,mobilenet_v3_large,vit_b_16 --out "$OUT/corpus-b1-bf16.json" \
+    > "$OUT/logs/corpus-b1-bf16.log" 2>&1
+  left=$((BUDGET - SECONDS - 70))
+  [ "$left" -ge 80 ] && timeout $((left < 150 ? left : 150)) python3 bench/corpus.py --devices cuda --batches 1 --time \
+    --budget $(((left < 150 ? left : 150) - 15)) --export-dir "$EXPORTS" \
+    --models efficientnet_b0,vit_b_16,convnext_tiny,mobilenet_v3_large --out "$OUT/corpus-b1-fp32.json" \
+    > "$OUT/logs/corpus-b1-fp32.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 40 ] && timeout $((left < 120 ? left : 120)) python3 tools/bf16_rule_coverage.py zoo:efficientnet \
+    --batch 32 --time --max-kernels 12 --md "$OUT/bf16-tc-ab-effnet-b32.md" > "$OUT/logs/bf16-tc-ab.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py efficientnet_b0 --precision bf16 \
+    --export-dir "$EXPORTS" --json "$OUT/kernels-efficientnet_b0-b1-bf16.json" --md "$OUT/gpu-b1-bf16-kernels.md" \
+    > "$OUT/logs/kernel-profile-bf16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -1,8 +1,8 @@
 """Per-kernel CUDA time of a corpus model: hetpart's kernels beside PyTorch's, per category.
 
     PYTHONPATH=. python tools/gpu_kernel_profile.py efficientnet_b0 [--batch 1] [--runs 20]
-        [--export-dir DIR] [--profile P.json] [--trace T.json] [--keep-trace T.json]
-        [--top 15] [--json OUT.json] [--md OUT.md]
+        [--precision fp32|bf16|fp16] [--export-dir DIR] [--profile P.json] [--trace T.json]
+        [--keep-trace T.json] [--top 15] [--json OUT.json] [--md OUT.md]
 
 hetpart side: the model's ONNX export (``bench/corpus.py``'s, cached in
 ``--export-dir``) built all-CUDA as the corpus builds it and run through a
@@ -29,6 +29,11 @@ with CUDA activity for ``--runs`` forwards after a warm-up; each kernel's durati
 every module's forward runs inside a ``record_function("hp|<class>|<category>")``,
 and a kernel's category is read from the chain of those around its launch
 (``tools/gpu_kernel_categories.torch_category``).  Averages per forward.
+
+``--precision bf16`` / ``fp16`` (issue 17's low-precision rows): hetpart's build as
+``bench/corpus.py --precision`` makes it (weights stored in that format, its kernels
+named ``<func>_bf16w``), PyTorch's forward under ``torch.autocast`` to that type, as
+the corpus peer runs it; rules from scheduling the lowered graph.
 
 Prints (and with ``--md`` appends) the per-category table -- hetpart us, PyTorch us,
 ratio, kernel counts -- the forward's breakdown, then both sides' top kernels.
@@ -262,6 +267,18 @@ def scheduled_rules(graph, arch: str | None = None) -> dict[str, str]:
         return {}
 
 
+def lowered(graph, precision: str = "fp32"):
+    """``graph`` with every kernel's weights stored in ``precision``'s format, as the
+    all-CUDA corpus build stores them (its functions named ``<func>_bf16w`` / ``_fp16w``,
+    the names the trace's kernels carry); ``graph`` itself for fp32."""
+    if precision == "fp32":
+        return graph
+    from hetpart.contracts.precision import STORAGE
+    from hetpart.importer.low_precision import lower_weights
+
+    return lower_weights(graph, list(graph.kernels), STORAGE[precision])
+
+
 def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
     """``[(signature, func, category, count)]`` of an op graph's distinct kernels, in
     graph order (categories from the kernel's ops and shapes)."""
@@ -280,7 +297,8 @@ def hetpart_kernel_list(graph) -> list[tuple[str, str, str, int]]:
     return out
 
 
-def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, runs: int, trace_path: Path) -> None:
+def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, runs: int, trace_path: Path,
+                  precision: str = "fp32") -> None:
     """(In its own process, on the GPU.)  The corpus model's all-CUDA build, as
     ``bench/corpus.py`` makes and runs it, under ``torch.profiler``: ``runs`` forwards
     (each ``Session.run`` in a :data:`FORWARD` range) after a warm-up; the Chrome trace
@@ -296,7 +314,7 @@ def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, run
     from bench import corpus
 
     corpus.prepare(model, batch, export_dir, None)
-    record = corpus.build_device(model, batch, "cuda", export_dir, build_dir, False, "")
+    record = corpus.build_device(model, batch, "cuda", export_dir, build_dir, False, "", precision)
     if record.get("status") == "error":
         raise SystemExit(f"hetpart build failed: {record.get('detail')}")
     data = dict(np.load(corpus.cached_paths(export_dir, model, batch)[1]))
@@ -314,14 +332,15 @@ def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, run
     prof.export_chrome_trace(str(trace_path))
 
 
-def run_hetpart_trace(model: str, batch: int, export_dir: Path, runs: int, trace_path: Path) -> None:
+def run_hetpart_trace(model: str, batch: int, export_dir: Path, runs: int, trace_path: Path,
+                      precision: str = "fp32") -> None:
     """:func:`trace_hetpart` in a subprocess (this process keeps torch's side apart)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hp-trace-") as build:
         cmd = [sys.executable, str(Path(__file__).resolve()), model, "--batch", str(batch),
                "--export-dir", str(export_dir), "--runs", str(runs), "--trace-worker", str(trace_path),
-               "--build-dir", build]
+               "--build-dir", build, "--precision", precision]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env=env)
@@ -390,8 +409,11 @@ def _label_modules(model, torch) -> None:
         module.forward = forward
 
 
-def profile_torch(name: str, batch: int, runs: int) -> tuple[list[KernelTime], int]:
-    """(PyTorch's kernels per forward, runs) for corpus model ``name`` on the GPU."""
+def profile_torch(name: str, batch: int, runs: int, precision: str = "fp32") -> tuple[list[KernelTime], int]:
+    """(PyTorch's kernels per forward, runs) for corpus model ``name`` on the GPU (under
+    ``torch.autocast`` to ``precision``'s type where it is bf16/fp16, as the corpus peer)."""
+    import contextlib
+
     import torch
 
     from bench import corpus
@@ -402,7 +424,9 @@ def profile_torch(name: str, batch: int, runs: int) -> tuple[list[KernelTime], i
     model = model.cuda().eval()
     args = [torch.from_numpy(v).cuda() for v in feeds.values()]
     _label_modules(model, torch)
-    with torch.inference_mode():
+    autocast = (torch.autocast("cuda", dtype=corpus.AUTOCAST[precision](torch)) if precision in corpus.AUTOCAST
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
         for _ in range(5):
             model(*args)
         torch.cuda.synchronize()
@@ -477,6 +501,8 @@ def main(argv=None) -> int:
                          ".profile.json where it exists); its times are not used")
     ap.add_argument("--export-dir", default=str(Path.home() / ".cache" / "hetpart" / "corpus"))
     ap.add_argument("--runs", type=int, default=20, help="forwards profiled on each side")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="the CUDA build's format (bench/corpus.py --precision); PyTorch under autocast to it")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-torch", action="store_true", help="hetpart's side only")
     ap.add_argument("--trace", default=None, help="read hetpart's side from this Chrome trace (default: record one)")
@@ -488,7 +514,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     export_dir = Path(args.export_dir)
     if args.trace_worker:
-        trace_hetpart(args.model, args.batch, export_dir, Path(args.build_dir), args.runs, Path(args.trace_worker))
+        trace_hetpart(args.model, args.batch, export_dir, Path(args.build_dir), args.runs, Path(args.trace_worker),
+                      args.precision)
         return 0
 
     from bench import corpus
@@ -499,14 +526,15 @@ def main(argv=None) -> int:
     if not onnx_path.exists():
         export_dir.mkdir(parents=True, exist_ok=True)
         corpus.export(args.model, args.batch, onnx_path)
-    graph = load(str(onnx_path))
+    graph = lowered(load(str(onnx_path)), args.precision)
     kernels = hetpart_kernel_list(graph)
     profile_path = Path(args.profile or onnx_path.with_suffix(".profile.json"))
-    rules = (profile_rules(json.loads(profile_path.read_text()), kernels) if profile_path.exists()
-             else scheduled_rules(graph))
-    trace_path = Path(args.trace) if args.trace else export_dir / f"{onnx_path.stem}.hetpart-trace.json"
+    rules = (profile_rules(json.loads(profile_path.read_text()), kernels)
+             if profile_path.exists() and args.precision == "fp32" else scheduled_rules(graph))
+    suffix = "" if args.precision == "fp32" else f".{args.precision}"
+    trace_path = Path(args.trace) if args.trace else export_dir / f"{onnx_path.stem}{suffix}.hetpart-trace.json"
     if not args.trace:
-        run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path)
+        run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path, args.precision)
     if args.keep_trace:
         Path(args.keep_trace).write_bytes(trace_path.read_bytes())
     events = trace_events(json.loads(trace_path.read_text()))
@@ -515,15 +543,16 @@ def main(argv=None) -> int:
     missing = sorted({func for _, func, _, _ in kernels} - seen)
     forward = forward_time(events)
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    peer = [] if args.no_torch else profile_torch(args.model, args.batch, args.runs)[0]
-    title = f"{args.model} batch {args.batch}: CUDA kernel time per forward"
+    peer = [] if args.no_torch else profile_torch(args.model, args.batch, args.runs, args.precision)[0]
+    model_title = args.model if args.precision == "fp32" else f"{args.model} {args.precision}"
+    title = f"{model_title} batch {args.batch}: CUDA kernel time per forward"
     text = category_table(het, peer, title)
     if forward is not None:
-        text += "\n\n" + forward_table(forward, meta.get("torch_cuda_graph_ms"),
-                                        f"{args.model} batch {args.batch}: where hetpart's forward goes")
-    text += "\n\n" + top_table(het, args.top, f"{args.model}: hetpart's top kernels")
+        text += "\n\n" + forward_table(forward, meta.get(corpus._peer_key(args.precision)),
+                                        f"{model_title} batch {args.batch}: where hetpart's forward goes")
+    text += "\n\n" + top_table(het, args.top, f"{model_title}: hetpart's top kernels")
     if peer:
-        text += "\n\n" + top_table(peer, args.top, f"{args.model}: PyTorch's top kernels")
+        text += "\n\n" + top_table(peer, args.top, f"{model_title}: PyTorch's top kernels")
     if missing:
         text += f"\n\nno CUDA kernel of these functions ran in the forwards (CPU-placed, or no kernel): " \
                 f"{', '.join(missing)}"

@@ -135,7 +135,9 @@ def _inline_elementwise_widening(func):
     """``func`` with every widening block that only element-wise blocks read inlined
     into them (a bias: the GPU rules fuse the epilogue only when it reads the
     function's inputs).  A widening a reduction reads (a contraction's operand) stays
-    a block: the contraction rules find a float32 operand and stage it widened."""
+    a block: the contraction rules find a float32 operand and stage it widened (the
+    tensor-core rules pack the weight at compile time in its own dtype first,
+    :func:`hetpart.kernels.rules.gpu_tensor_core._pack_in_storage_dtype`)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)

@@ -50,11 +50,13 @@ tensor cores (sm_80 and later); returns None otherwise, or when the build's
 :class:`~hetpart.kernels.options.KernelOptions` ask for full float32 (``tf32=False``).
 The grid thresholds scale with the options' ``sm_count``.
 A weight stored in bfloat16/float16 (:mod:`hetpart.importer.low_precision`: the
-kernel widens it in a block of its own) is a float32 contraction to this rule: the
-widening is inlined into the staging copy, so global memory holds the half-size weight
-and shared memory its float32 values, exact in TF32 -- the products are those of a
-bf16/fp16 ``mma`` accumulating in float32; its packing stops at the widening
-(:func:`_producer_chain`) and never stores it in float32 again.  Invariant: every output is the same sum
+kernel widens it in a block of its own) is a float32 contraction to this rule: it is
+packed at compile time like a float32 weight, but in its own dtype
+(:func:`_pack_in_storage_dtype`), and widened in the staging copy, so global memory
+holds the half-size packed weight and shared memory its float32 values, exact in TF32
+-- the products are those of a bf16/fp16 ``mma`` accumulating in float32.  (Until
+issue 17's coverage check, ``tools/bf16_rule_coverage.py``, the packing stopped at the
+widening and every call re-gathered the weight in the kernel's K order.)  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
 split K changes only the order of the additions.
 """
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
+from tvm.ir import TensorLoad
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
@@ -367,25 +370,63 @@ def _inline_side_inputs(sch: s_tir.Schedule, main) -> None:
             pass
 
 
+PACK_LOW_PRECISION = True
+"""Pack bf16/fp16-stored weights at compile time in their own dtype (:func:`_mark_weight_packs`);
+False: the kernel gathers them from the unpacked weight on every call, as before issue 17's
+coverage check -- the before of ``tools/bf16_rule_coverage.py --time``."""
+
+
 def _mark_weight_packs(sch, main, func) -> None:
     """Make the copy chain from a model weight to ``main``'s operand (reindex into
     ``[1, N, K]``, tile padding) one block, annotated as a weight-layout rewrite: done
-    once at compile time, into a buffer padded to whole tiles (aligned rows)."""
+    once at compile time, into a buffer padded to whole tiles (aligned rows).  A weight
+    stored in bf16/fp16 and widened in the kernel (:mod:`hetpart.importer.low_precision`)
+    is packed in its own dtype and widened after the packing
+    (:func:`_pack_in_storage_dtype`)."""
     for operand in (0, 1):
-        chain = _producer_chain(sch, main, operand)
+        chain, widen = _producer_chain(sch, main, operand)
         if not chain:
             continue
-        reads = sch.get(chain[-1]).reads
+        reads = sch.get(widen if widen is not None else chain[-1]).reads
         if len(reads) != 1 or not is_layout_free(func, reads[0].source):
+            continue
+        if widen is not None and not (PACK_LOW_PRECISION and _is_widening(sch, widen)):
             continue
         for blk in reversed(chain[1:]):
             sch.compute_inline(blk)
+        if widen is not None:
+            _pack_in_storage_dtype(sch, chain[0], widen, str(reads[0].source.dtype))
         sch.annotate(chain[0], LAYOUT_REWRITE_PREPROC, 1)
 
 
+def _is_widening(sch, block) -> bool:
+    """Whether ``block`` only converts its one input element by element (its body a
+    store of a ``Cast`` of a load) for one consumer: the form storing its input in its
+    own dtype keeps exact.  Checked before the chain is touched, so a refusal leaves
+    the schedule as it was."""
+    stmt = sch.get(block)
+    body = stmt.body
+    return (len(sch.get_consumers(block)) == 1 and stmt.init is None and isinstance(body, tirx.BufferStore)
+            and isinstance(body.value, tirx.Cast) and isinstance(body.value.value, TensorLoad))
+
+
+def _pack_in_storage_dtype(sch, pack, widen, dtype: str) -> None:
+    """``pack`` (the reindex + padding of a widened weight, one block) reading the
+    weight itself and storing the packed copy in the weight's ``dtype``; a new
+    element-wise block widens the packed copy into the buffer ``pack`` wrote, which
+    the operand's staging copy inlines.  The packed bytes stay half of float32's, and
+    the values are the weight's: bf16/fp16 -> float32 -> bf16/fp16 is exact, and the
+    padding is zero in either dtype."""
+    sch.compute_inline(widen)
+    sch.cache_write(pack, 0, "global")  # ``pack`` now writes a buffer of its own, copied into the old one
+    sch.unsafe_set_dtype(pack, 0, dtype)  # ...stored in ``dtype``, the copy widening it
+
+
 def _producer_chain(sch, main, operand):
-    """Blocks producing ``main``'s read ``operand``, nearest first (single producers),
-    up to a block that changes the dtype (excluded)."""
+    """``(blocks, widen)``: the blocks producing ``main``'s read ``operand``, nearest
+    first (single producers), up to a block that changes the dtype (excluded); that
+    block as ``widen`` when it widens the chain's one input (a bf16/fp16 weight,
+    :mod:`hetpart.importer.low_precision`), else None."""
     out = []
     buf = sch.get(main).reads[operand].source
     block = main
@@ -393,17 +434,14 @@ def _producer_chain(sch, main, operand):
         prods = [p for p in sch.get_producers(block)
                  if any(w.source.same_as(buf) for w in sch.get(p).writes)]
         if len(prods) != 1:
-            return out
+            return out, None
         block = prods[0]
         reads = sch.get(block).reads
         if len(reads) == 1 and reads[0].source.dtype != buf.dtype:
-            # A weight stored in bf16/fp16 and widened here (importer.low_precision):
-            # packing through the widening would store it in float32 again; it stays
-            # in its own dtype, widened as the operand tiles are staged.
-            return out
+            return out, block
         out.append(block)
         if len(reads) != 1:
-            return out
+            return out, None
         buf = reads[0].source
 
 
