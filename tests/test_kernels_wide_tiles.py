@@ -13,7 +13,8 @@ Against ONNX Runtime (inputs with negatives and zeros; ReLU and residual-add
 epilogues; rtol 1e-5, atol 1e-6 of the largest output: ORT sums in another order),
 built for an AVX2 target (``haswell``: runs on any x86 host with AVX2) and for the
 host; then the decisions, from the scheduled TIR, on AVX2 and AVX-512 targets
-(AVX-512 keeps its tiles: 32 registers already allowed 8 rows).
+(AVX-512's 32 registers: up to 14 rows, ``register_tile._rows_for_32_registers``,
+tested in test_kernels_rows_32_registers).
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def _tile_rows(func) -> int:
 
 @pytest.mark.parametrize("shape,avx2,avx512", [
     ((512, 32, 7), 7, 7),  # 7 = 4 + 3 ragged rows before on AVX2
-    ((512, 32, 14), 7, 7),  # 14 = 5 + 5 + 4
-    ((512, 32, 28), 4, 7),  # 28 = 7 x 4 already exact on AVX2: unchanged
+    ((512, 32, 14), 7, 14),  # 14 = 5 + 5 + 4; AVX-512: 14 rows (register_tile._rows_for_32_registers)
+    ((512, 32, 28), 4, 14),  # 28 = 7 x 4 already exact on AVX2: unchanged
     ((320, 32, 7), 4, 7),  # K < WIDE_ROWS_MIN_REDUCTION: the ragged rows stay (wide measured slower)
 ])
 def test_one_loop_reduction_takes_exact_wide_rows(shape, avx2, avx512):

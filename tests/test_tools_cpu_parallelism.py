@@ -47,3 +47,34 @@ def test_a_serial_nest_costs_its_whole_time():
     kp = cpu_parallelism.KernelParallelism("k", "rule", cpu_parallelism.nests_of(_scheduled(32, parallel=True)))
     assert kp.serial_share == pytest.approx(0.5)
     assert kp.efficiency(16) == pytest.approx((1 / 16) / (0.5 + 0.5 / 16))
+
+
+@pytest.mark.parametrize("extent, threads, expected", [(112, 16, 1.0), (35, 16, 48 / 35), (7, 16, 16 / 7), (25, 2, 26 / 25)])
+def test_balance_is_the_busiest_thread_over_the_mean(extent, threads, expected):
+    assert cpu_parallelism.balance(extent, threads) == pytest.approx(expected)
+
+
+def test_report_counts_regions_and_small_ones():
+    """Two kernels: a 2-region one (twice) and a serial one; at 16 threads the 7-iteration
+    nest of 7 Ki runs 1 Ki a thread (small), the 448-iteration one of 1.75 Mi 112 Ki."""
+    k = cpu_parallelism.KernelParallelism
+    n = cpu_parallelism.Nest
+    rows = [(k("conv", "CpuConv2d", [n(7 << 10, 7), n(448 << 12, 448)], "14x2x16"), 2),
+            (k("reshape", "CpuInjective", [n(64, 0)]), 1)]
+    lines = cpu_parallelism.report(rows, [16, 2], top=5)
+    assert lines[0].endswith("per inference 4 parallel regions, 1 serial nests")
+    assert "2 parallel regions with under 64 K" in lines[2]
+    table = [ln for ln in lines if ln.startswith("| conv ")]
+    assert table and "| 14x2x16 | 2 |" in table[0]
+
+
+def test_analyse_schedules_for_the_cpu_named():
+    """``mcpu`` schedules for that CPU (built, not run): a 1x1 1024->256 conv on 14x14 at
+    16 cores on sapphirerapids is 8 panels of 32 channels x 14 rows of one 14-row tile
+    (register_tile._rows_for_32_registers), recorded as the kernel's tile."""
+    from test_kernels_wide_tiles import _conv
+
+    ((kp, count),) = [r for r in cpu_parallelism.analyse(_conv(1024, 256, 14), 16, "sapphirerapids")
+                      if r[0].rule in ("CpuConv2d", "CpuMatmul")]
+    assert (kp.tile, kp.main_extent, count) == ("14x2x16", 8 * 14, 1)
+    assert kp.efficiency(16) == 1.0

@@ -180,6 +180,8 @@ def make_plan(
     rows = _row_count(mac.extents[rows_var], max_rows, vecs) if rows_var is not None else 1
     if rows_var is not None and mac.extents[rows_var] % rows:
         rows = _exact_wide_rows(mac, shape, vecs, mac.extents[rows_var], rows)
+    if rows_var is not None:
+        rows = _rows_for_32_registers(mac, shape, cand, rows_var, lanes, vecs, rows)
     if rows == 1:
         rows_var = None
         vecs = largest_divisor(mac.extents[cand.var] // lanes, min(budget, GEMV_MAX_VECTORS))
@@ -216,7 +218,8 @@ def _exact_wide_rows(mac: MacBlock, shape: CpuShape, vecs: int, extent: int, row
     registers (AVX2) the default budget (registers - 4) allows 6 rows of 2 vectors,
     so a 7- or 14-wide image got 4 or 5 ragged rows: 2 or 3 tiles per output row,
     each streaming the whole weight panel; 7 rows of 2 vectors (14 accumulators) take
-    one or two.  With 32 registers (AVX-512) the default already allows 8: unchanged.
+    one or two.  With 32 registers (AVX-512) the default already allows 8: unchanged
+    (:func:`_rows_for_32_registers` widens those tiles instead).
 
     Measured (2-core EPYC znver3, AVX2, 2 threads, both builds in one process in
     settled turns, least of 60 calls x 3 rounds, ms; bench/results/cpu-r50-2core.md):
@@ -230,6 +233,68 @@ def _exact_wide_rows(mac: MacBlock, shape: CpuShape, vecs: int, extent: int, row
         return rows
     wide = largest_divisor(extent, min(8, max(1, (shape.registers - WIDE_TILE_SPARE_REGISTERS) // vecs)))
     return wide if wide > rows else rows
+
+
+ROWS_32_REGISTERS = True
+"""Whether a target with 32 vector registers (AVX-512) may tile more rows than 8
+(:func:`_rows_for_32_registers`); False: the rows of a 16-register target (kept for A/B
+runs, ``tools/cpu_rule_ab.py --before hetpart.kernels.register_tile.ROWS_32_REGISTERS=0``)."""
+
+MAX_ROWS_32_REGISTERS = 14
+"""The most rows of a tile on a 32-register target: 14 rows of 2 vectors hold 28
+accumulators, beside the 2 weight vectors and the broadcast (31 of 32; statically checked:
+resnet50's tiles built for ``sapphirerapids`` keep every accumulator in a register)."""
+
+ROWS_32_MIN_REDUCTION = 256
+"""Reduction steps from which :func:`_rows_for_32_registers` widens a tile: a longer sum
+amortises the wider tile's transposed write-back (28 vectors to 14 image columns)."""
+
+
+def tile_count(mac: MacBlock, vec, vec_width: int, row, rows: int) -> int:
+    """Iterations of the tile loop :func:`register_tile` runs in parallel: every spatial
+    extent, the vector one in tiles of ``vec_width``, the row one in tiles of ``rows``."""
+    n = 1
+    for v in mac.spatial:
+        e = mac.extents[v]
+        n *= -(-e // vec_width) if v.same_as(vec) else -(-e // rows) if row is not None and v.same_as(row) else e
+    return n
+
+
+def thread_efficiency(tiles: int, cores: int) -> float:
+    """Ideal over modelled time of ``tiles`` equal iterations split in contiguous ranges
+    over ``cores`` threads (TVM's parallel loop: each thread ``ceil(tiles / cores)``)."""
+    return tiles / (cores * -(-tiles // cores)) if tiles > 0 else 1.0
+
+
+def _rows_for_32_registers(mac: MacBlock, shape: CpuShape, cand: VecCandidate, rows_var, lanes: int, vecs: int,
+                           rows: int) -> int:
+    """Rows of the tile on a target with 32 vector registers: the largest divisor of
+    the row extent up to :data:`MAX_ROWS_32_REGISTERS` (and the register file less 3,
+    over ``vecs``) where it exceeds ``rows`` -- 14 for 14-, 28- and 56-wide images, 7
+    for 7-wide ones (unchanged) -- else ``rows``.  Only over a reduction of one loop (a
+    1x1 convolution, a matmul: 28 accumulators beside a 3x3 window's indices spilled,
+    46-73 vector moves to the stack in the FMA loop of each of resnet50's 3x3 convs
+    built for ``sapphirerapids``) of :data:`ROWS_32_MIN_REDUCTION` steps or more, and
+    only where the wider tile splits as evenly over ``shape.cores`` threads
+    (:func:`thread_efficiency` of :func:`tile_count`; the core count is the target's
+    ``num-cores``, a value of the target the kernel is built for) as ``rows`` does.
+
+    Before, a 32-register target tiled at most 8 rows, as a 16-register one does: 14-16
+    accumulators of 32, the tile reading 2 weight vectors for every 7-8 broadcasts --
+    the same reuse per step as AVX2's 7 x 2 tile while each vector is twice as wide.
+    ONNX Runtime's MLAS doubles its SGEMM tile on AVX-512 (12 rows x 2 zmm against 6 x
+    2 ymm with FMA3).  Issue 18, bench/results/cpu-r50-threads-analysis.md."""
+    if (not ROWS_32_REGISTERS or shape.registers < 32 or _depth(mac) < ROWS_32_MIN_REDUCTION
+            or sum(1 for v in mac.reduce if mac.extents[v] > 1) > 1):
+        return rows
+    extent = mac.extents[rows_var]
+    wide = largest_divisor(extent, min(MAX_ROWS_32_REGISTERS, (shape.registers - 3) // vecs))
+    if wide <= rows:
+        return rows
+    width = vecs * lanes
+    before = thread_efficiency(tile_count(mac, cand.var, width, rows_var, rows), shape.cores)
+    after = thread_efficiency(tile_count(mac, cand.var, width, rows_var, wide), shape.cores)
+    return wide if after >= before else rows
 
 
 MIN_ACCUMULATORS = 8

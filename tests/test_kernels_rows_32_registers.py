@@ -1,0 +1,157 @@
+"""Register tiles of up to 14 rows on 32-register (AVX-512) targets (issue 18,
+``register_tile._rows_for_32_registers``; bench/results/cpu-r50-threads-analysis.md).
+
+A one-loop reduction (1x1 conv, matmul) of 256+ steps on a target with 32 vector
+registers takes the largest exact row count up to 14 (28 accumulators of 2 vectors),
+where the tile loop then splits as evenly over the target's ``num-cores`` threads;
+windowed convolutions, short reductions, 7-wide images and 16-register targets keep
+their rows.  The decisions are read from the TIR scheduled for ``sapphirerapids`` (built
+here, not run); the results are checked against ONNX Runtime and onnx.reference on this
+host with the rules told its ISA has 32 registers (the same tile with this host's lanes:
+LLVM spills what does not fit, the sums are the same), inputs with negatives and zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from onnx import helper
+
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference
+from test_kernels_wide_tiles import _conv, _feeds, _run, _tile
+
+from hetpart import kernels, load
+from hetpart.kernels import register_tile, weight_prepack
+from hetpart.kernels.rules import cpu_conv2d, cpu_matmul
+from hetpart.targets import host_cpu_name, host_triple
+
+
+def _avx512(cores: int = 16) -> tvm.target.Target:
+    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": cores})
+
+
+def _host() -> tvm.target.Target:
+    """This host's CPU at 2 cores: the cases below take 14 rows there with 8 lanes (AVX2,
+    told 32 registers) and with 16 (an AVX-512 host such as the GPU machine's Xeon)."""
+    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": host_cpu_name(), "num-cores": 2})
+
+
+def _rows(m: onnx.ModelProto, target: tvm.target.Target) -> int:
+    """Rows of the tile of ``m``'s one conv or matmul kernel scheduled for ``target``."""
+    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), target)
+    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
+               and str(f.attrs.get(kernels.RULE_ATTR, "")) in ("CpuMatmul", "CpuConv2d")]
+    return _tile(func)[0]
+
+
+def _matmul(m: int, k: int, n: int, epilogue: str = "relu") -> onnx.ModelProto:
+    """``[m, k] @ [k, n]`` (a constant weight) + bias, then ReLU or a residual Add."""
+    rng = np.random.default_rng(m * 7 + k + n)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = (rng.standard_normal(n) * 0.5).astype(np.float32)
+    inputs = [("x", (m, k), np.float32)]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["c"])]
+    if epilogue == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
+        inputs.append(("r", (m, n), np.float32))
+    return model(nodes, inputs, [("y", [m, n], np.float32)], {"w": w, "b": b}, opset=13)
+
+
+@pytest.mark.parametrize("case,rows", [
+    ((1024, 256, 14), 14),  # resnet50's 1024->256 on 14x14: 7 rows before
+    ((512, 64, 28), 14),
+    ((512, 32, 28), 7),  # one panel: 112 tiles of 7 rows split evenly over 16 cores, 56 of 14 do not
+    ((256, 64, 56), 14),  # K = 256: the least reduction the rule takes
+    ((512, 32, 7), 7),  # 7-wide: no divisor above 7
+    ((128, 32, 14), 7),  # K = 128 < ROWS_32_MIN_REDUCTION
+])
+def test_one_loop_reductions_take_up_to_14_rows_on_avx512(case, rows):
+    ic, oc, hw = case
+    assert _rows(_conv(ic, oc, hw), _avx512()) == rows
+
+
+def test_windowed_conv_and_the_switch_off_keep_the_rows(monkeypatch):
+    """A 3x3 window keeps 7 rows (28 accumulators spilled beside its indices); with
+    ROWS_32_REGISTERS off a 1x1 conv is back at 7 (fails without the rule)."""
+    assert _rows(_conv(256, 32, 14, k=3, pad=1), _avx512()) == 7
+    monkeypatch.setattr(register_tile, "ROWS_32_REGISTERS", False)
+    assert _rows(_conv(1024, 256, 14), _avx512()) == 7
+
+
+def test_rows_widen_only_where_the_tiles_split_as_evenly_over_the_cores():
+    """1024->256 on 14x14, 32-channel panels: 224 tiles of 7 rows, 112 of 14.  At 16
+    cores both split evenly (14 rows); at 48 the 112 run in 3 rounds for 2.33 of work
+    (0.78) against 224 in 5 for 4.67 (0.93): 7 rows kept."""
+    assert register_tile.thread_efficiency(224, 48) == pytest.approx(224 / 240)
+    assert register_tile.thread_efficiency(112, 48) == pytest.approx(112 / 144)
+    assert register_tile.thread_efficiency(112, 16) == 1.0
+    m = _conv(1024, 256, 14)
+    assert _rows(m, _avx512(16)) == 14
+    assert _rows(m, _avx512(48)) == 7
+
+
+def _as_32_registers(monkeypatch) -> None:
+    """The conv and matmul rules see this host's target with 32 vector registers."""
+    for rule in (cpu_conv2d, cpu_matmul):
+        real = rule.cpu_shape
+        monkeypatch.setattr(rule, "cpu_shape", lambda t, real=real: dataclasses.replace(real(t), registers=32))
+
+
+CASES = {
+    "1x1 256->32 on 14x14 + relu": lambda: _conv(256, 32, 14),
+    "1x1 512->64 on 28x28 + add, batch 2": lambda: _conv(512, 64, 28, epilogue="add", batch=2),
+    "1x1 256->32 s2 28x28 -> 14x14": lambda: _conv(256, 32, 28, stride=2, epilogue="none"),
+    "[28, 512] @ [512, 32] + add": lambda: _matmul(28, 512, 32, epilogue="add"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_wide_rows_match_onnxruntime_and_the_reference(case, monkeypatch):
+    _as_32_registers(monkeypatch)
+    m = CASES[case]()
+    assert _rows(m, _host()) == 14, "the 14-row tile is the one tested"
+    feeds = _feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    if "relu" in case:
+        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
+    got = _run(m, feeds, _host())
+    tol = dict(rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
+    assert_matches(got, want, what=f"{case} against ONNX Runtime", **tol)
+    (ref,) = reference(m, feeds).values()
+    assert_matches(got, ref, what=f"{case} against onnx.reference", **tol)
+
+
+def _asm(m: onnx.ModelProto, target: tvm.target.Target) -> str:
+    """The assembly of ``m``'s build for ``target`` (cross-built: not run here)."""
+    def walk(mod):
+        yield mod
+        for sub in mod.imports:
+            yield from walk(sub)
+
+    exe = kernels.build(load(m).module, target)
+    return "\n".join(mod.inspect_source("asm") for mod in walk(exe.mod) if mod.kind == "llvm")
+
+
+def _fma_blocks_stack_moves(asm: str) -> tuple[int, int]:
+    """``(FMAs, vector moves to or from the stack)`` in the basic blocks that hold FMAs."""
+    fmas = spills = 0
+    for block in asm.split("\n.LBB"):
+        if "vfmadd" not in block:
+            continue
+        lines = block.split("\n")
+        fmas += sum("vfmadd" in ln for ln in lines)
+        spills += sum("mm" in ln and ("(%rsp)" in ln or "(%rbp)" in ln) for ln in lines)
+    return fmas, spills
+
+
+def test_the_14_row_tile_keeps_its_accumulators_in_registers():
+    """Built for sapphirerapids: the 1x1 conv's reduction loop holds the 14 x 2 FMAs and
+    no vector move to the stack (a 3x3 window beside them spilled 46-73 a loop)."""
+    fmas, spills = _fma_blocks_stack_moves(_asm(_conv(1024, 256, 14), _avx512()))
+    assert fmas >= 28 and spills == 0, (fmas, spills)
