@@ -7,8 +7,9 @@ densenet121's 3x3 stride-2 stem pool (pad 1) took 1.8x ONNX Runtime's time.
 Against ONNX Runtime and onnx.reference (inputs with negatives, zeros and all-negative
 windows -- the padding is -inf, not 0; no NaN: ORT, onnx.reference and hetpart's max each
 treat a NaN in a window differently, before this change too; stride 1 and 2, pads 1 and 2, ceil_mode,
-a batch of 2, rows of 4, 2 and 8 lanes); then the schedule: the interior parts' loops start
-past the border with the switch on, none do with it off; unpadded pools are unchanged.
+a batch of 2, rows of 4, 2 and 8 lanes, 16+ planes); then the schedule: the interior parts' loops start
+past the border with the switch on, none do with it off; unpadded pools and pools of fewer
+than 16 planes are unchanged.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def _pool(c, hw, k=3, stride=2, pad=1, ceil=0, batch=1):
 
 
 CASES = {
-    "3x3 s2 pad 1 on 32x32 (resnet50's stem, smaller)": lambda: _pool(8, 32),
-    "3x3 s1 pad 1 on 28x28 (googlenet's branch pool)": lambda: _pool(6, 28, stride=1),
-    "3x3 s1 pad 1 on 14x14": lambda: _pool(5, 14, stride=1),
-    "5x5 s1 pad 2 on 24x24": lambda: _pool(4, 24, k=5, stride=1, pad=2),
-    "3x3 s2 pad 1 ceil_mode on 56x56": lambda: _pool(4, 56, ceil=1),
-    "3x3 s2 pad 1 on 32x32, batch 2": lambda: _pool(3, 32, batch=2),
+    "3x3 s2 pad 1 on 32x32 (resnet50's stem, smaller)": lambda: _pool(16, 32),
+    "3x3 s1 pad 1 on 28x28 (googlenet's branch pool)": lambda: _pool(16, 28, stride=1),
+    "3x3 s1 pad 1 on 14x14": lambda: _pool(17, 14, stride=1),
+    "5x5 s1 pad 2 on 24x24": lambda: _pool(16, 24, k=5, stride=1, pad=2),
+    "3x3 s2 pad 1 ceil_mode on 56x56": lambda: _pool(16, 56, ceil=1),
+    "3x3 s2 pad 1 on 32x32, batch 2": lambda: _pool(8, 32, batch=2),
 }
 
 
@@ -84,15 +85,18 @@ def _scheduled(m, mcpu: str = "haswell"):
 def test_interior_parts_start_past_the_border(mcpu, monkeypatch):
     """The stem pool's rows 1..55 and vectors 1.. of a row are loops of their own (their
     ``range`` starts at 1); with the switch off, one nest."""
-    m = _pool(4, 112)
+    m = _pool(16, 112)
     assert "range(T.int64(1), T.int64(56))" in _scheduled(m, mcpu)
     monkeypatch.setattr(cpu_reduction, "POOL_BORDER_PARTS", False)
     assert "range(T.int64(1)," not in _scheduled(m, mcpu)
 
 
-def test_unpadded_pool_unchanged(monkeypatch):
-    """inception's 3x3 stride-2 pool with no padding has no bounds test: scheduled as before."""
-    m = _pool(4, 37, pad=0)
-    after = _scheduled(m)
+@pytest.mark.parametrize("m", [lambda: _pool(16, 37, pad=0), lambda: _pool(8, 112)],
+                         ids=["no padding", "8 planes: too few for the parallel loop over planes alone"])
+def test_other_pools_unchanged(m, monkeypatch):
+    """inception's 3x3 stride-2 pool with no padding has no bounds test, and a pool of fewer
+    than POOL_BORDER_MIN_PLANES planes keeps its parallel rows: scheduled as before."""
+    model_ = m()
+    after = _scheduled(model_)
     monkeypatch.setattr(cpu_reduction, "POOL_BORDER_PARTS", False)
-    assert _scheduled(m) == after
+    assert _scheduled(model_) == after

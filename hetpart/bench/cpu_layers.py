@@ -284,6 +284,8 @@ LAYERS = {
     "dn_3x3_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_14": lambda: _conv(128, 32, (14, 14), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_7": lambda: _conv(128, 32, (7, 7), (3, 3), pads=(1, 1, 1, 1)),
+    "dn_grow_56": lambda: _conv(128, 32, (56, 56), (3, 3), pads=(1, 1, 1, 1), relu=False, bias=False),  # as in the model
+    "dn_grow_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1), relu=False, bias=False),
     # mobilenet_v2: depthwise 3x3 + ReLU6, 1x1 expand (+ ReLU6) / project
     "mb_dw_112": lambda: _dw(32, 112, 1),
     "mb_dw_112s2": lambda: _dw(96, 112, 2),

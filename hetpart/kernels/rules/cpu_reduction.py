@@ -99,6 +99,11 @@ parts -- the border ones with the padding's test, the interior without (:func:`_
 False: one nest, the test in every step, kept for A/B runs)."""
 
 
+POOL_BORDER_MIN_PLANES = 16
+"""The least planes (batch x channels) for :func:`_border_parts`, whose parallel loop runs over
+the planes alone (the partitioned rows inside it are serial): 16, the cores of the goal's Xeon."""
+
+
 def _window_border(sch, block, lanes: int):
     """``((oh_lo, oh_hi), (ow_lo, ow_hi))``: the output rows and ``lanes``-wide vectors of
     a row (half-open ranges) whose windows read no padding, for a reduction block whose
@@ -449,7 +454,11 @@ class CpuReduction(ScheduleRule):
         loops = sch.get_loops(main.block_rv)
         ns = _leading_s(kind)
         spatial, reduce = loops[:ns], loops[ns:]
-        if POOL_BORDER_PARTS and len(infos) == 1 and ns >= 3 and (const_extent(sch, spatial[-1]) or 1) % lanes == 0:
+        planes = 1
+        for lp in spatial[:-2]:
+            planes *= const_extent(sch, lp) or 0
+        if (POOL_BORDER_PARTS and len(infos) == 1 and ns >= 3 and planes >= POOL_BORDER_MIN_PLANES
+                and (const_extent(sch, spatial[-1]) or 1) % lanes == 0):
             border = _window_border(sch, main.block_rv, lanes)
             if border is not None:
                 _border_parts(sch, main.block_rv, spatial, reduce, lanes, border)
