@@ -672,9 +672,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     > "$OUT/logs/corpus-cpu-b1-concat-nets.log" 2>&1
   timeout 100 python3 tools/cpu_rule_ab.py dn_trans_14 r50_1x1_14 r50_1x1_14e r50_1x1_14add mb_proj_14add stem_maxpool_112 \
     gn_maxpool_28 gn_maxpool_14 dn_1x1_14 --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-layers-t16.txt" 2>&1
-  for m in densenet121 googlenet resnet50 mobilenet_v2; do
+  for m in densenet121 resnet50 googlenet mobilenet_v2; do
     left=$((BUDGET - SECONDS - 35))
-    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 70 ? left : 70)) python3 tools/cpu_rule_ab.py \
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 85 ? left : 85)) python3 tools/cpu_rule_ab.py \
       "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 4 $off > "$OUT/ab-$m-t16.txt" 2>&1
   done
   left=$((BUDGET - SECONDS - 5))
