@@ -31,6 +31,7 @@ from onnx_cases import assert_matches, model, onnxruntime_outputs
 
 from hetpart import kernels, load
 from hetpart.kernels import weight_prepack
+from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import cpu_tvm_target, host_triple
 
 
@@ -170,7 +171,11 @@ def _tile_rows(func) -> int:
     ((512, 32, 28), 4, 14),  # 28 = 7 x 4 already exact on AVX2: unchanged
     ((320, 32, 7), 4, 7),  # K < WIDE_ROWS_MIN_REDUCTION: the ragged rows stay (wide measured slower)
 ])
-def test_one_loop_reduction_takes_exact_wide_rows(shape, avx2, avx512):
+def test_one_loop_reduction_takes_exact_wide_rows(shape, avx2, avx512, monkeypatch):
+    # The weight tile's rows: the 14x14 / 28x28 planes' own tiles at batch 1 off
+    # (cpu_matmul.RAGGED_PLANE_MIN_BATCH, PLANE_LONG_SUMS_AT_BATCH_1; test_kernels_plane_batch1.py).
+    monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 2)
+    monkeypatch.setattr(cpu_matmul, "PLANE_LONG_SUMS_AT_BATCH_1", False)
     ic, oc, hw = shape
     m = _conv(ic, oc, hw)
     assert _tile_rows(_scheduled(m, "haswell")) == avx2

@@ -727,6 +727,34 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     tests/test_kernels_wide_tiles.py tests/test_tools_cpu_parallelism.py tests/test_tools_cpu_fork_join.py \
     tests/test_kernels_matmul.py "tests/test_kernels.py::test_cpu_rule_for_either_vector_width_matches_unscheduled" \
     > "$OUT/logs/rows-32-tests.txt" 2>&1 ;;
+69)  # (BUDGET=590) issue 18, densenet121 / googlenet / resnet50 all-CPU at batch 1 (branch cpu-concat-nets).  (1) 1x1 convs
+     # of one image on a 14x14 plane tiled along the plane padded to whole vectors (cpu_matmul.RAGGED_PLANE_MIN_BATCH 2 -> 1;
+     # before: the weight tile, an image scalar a plane apart per step, the image re-read per channel panel) where
+     # that tile has 8+ two-vector channel panels (256+ channels with 16 lanes) or gathers a residual, within 1/6
+     # padding: with AVX-512 (static TIR diff) densenet121's 1024->512 transition, resnet50's 14x14 1x1s (1024->256,
+     # 256->1024 + residual), mobilenet_v2's 14x14 projections + residual, googlenet's 528->256; not densenet's
+     # 128-channel 1x1s nor inception_v3's (AVX2 only), nor the 28x28 long-sum plane (PLANE_LONG_SUMS_AT_BATCH_1,
+     # 8 lanes only).  (2) padded MaxPools in border / interior parts, the bounds test only at the border
+     # (cpu_reduction.POOL_BORDER_PARTS): resnet50's / densenet121's stem pool, googlenet's (stride-1 branch pools
+     # too).  On the 2-core AVX2 box (bench/results/cpu-concat-nets-2core.md, 1 thread) densenet121 1.16 -> 1.10x
+     # ORT.  Exports first (the corpus b1 CPU rows, after vs ORT), then before/after/ORT in one process at 16
+     # threads (tools/cpu_rule_ab.py): the changed layers (dn_1x1_14 unchanged here: the noise), then the models
+     # (before: corpus-nvidia-h200.md densenet121 17.61 / ORT 14.33 ms, googlenet 5.35 / 4.62), last the tests
+  off="--before hetpart.kernels.rules.cpu_matmul.RAGGED_PLANE_MIN_BATCH=2 --before hetpart.kernels.rules.cpu_matmul.PLANE_LONG_SUMS_AT_BATCH_1=0"
+  off="$off --before hetpart.kernels.rules.cpu_reduction.POOL_BORDER_PARTS=0"
+  timeout 200 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 185 --export-dir "$EXPORTS" \
+    --models densenet121,googlenet,resnet50,mobilenet_v2 --out "$OUT/corpus-cpu-b1-concat-nets.json" \
+    > "$OUT/logs/corpus-cpu-b1-concat-nets.log" 2>&1
+  timeout 100 python3 tools/cpu_rule_ab.py dn_trans_14 r50_1x1_14 r50_1x1_14e r50_1x1_14add mb_proj_14add stem_maxpool_112 \
+    gn_maxpool_28 gn_maxpool_14 dn_1x1_14 --threads 16 --calls 20 --rounds 4 $off > "$OUT/ab-layers-t16.txt" 2>&1
+  for m in densenet121 resnet50 googlenet mobilenet_v2; do
+    left=$((BUDGET - SECONDS - 35))
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 85 ? left : 85)) python3 tools/cpu_rule_ab.py \
+      "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 4 $off > "$OUT/ab-$m-t16.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_plane_batch1.py \
+    tests/test_kernels_pool_border.py > "$OUT/pytest-concat-nets.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -29,9 +29,10 @@ from onnx import TensorProto, helper, numpy_helper
 from .settle import SettleLog
 
 
-def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0, group=1, relu6=False):
+def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=0, group=1, relu6=False, bias=True):
     """Conv (+ bias, + ReLU: torchvision's BasicConv2d after BN folding; ``relu6``: Clip(0, 6)
-    as mobilenet_v2 exports it; ``group``: depthwise when it is ``c_in``) on a [1, c_in, h, w] input."""
+    as mobilenet_v2 exports it; ``group``: depthwise when it is ``c_in``; ``bias=False``: no bias,
+    as densenet's transition convs) on a [1, c_in, h, w] input."""
     rng = np.random.default_rng(seed)
     kh, kw = k
     h, w = hw
@@ -40,7 +41,7 @@ def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=
     b = rng.standard_normal(c_out).astype(np.float32) * 0.1
     oh = (h + pads[0] + pads[2] - kh) // stride[0] + 1
     ow = (w + pads[1] + pads[3] - kw) // stride[1] + 1
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu or relu6 else "y"], kernel_shape=[kh, kw],
+    nodes = [helper.make_node("Conv", ["x", "w", "b"][: 3 if bias else 2], ["c" if relu or relu6 else "y"], kernel_shape=[kh, kw],
                               strides=list(stride), pads=list(pads), group=group)]
     consts = []
     if relu6:
@@ -48,17 +49,19 @@ def _conv(c_in, c_out, hw, k, stride=(1, 1), pads=(0, 0, 0, 0), relu=True, seed=
         consts = [(np.array(0.0, np.float32), "lo"), (np.array(6.0, np.float32), "hi")]
     elif relu:
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
-    return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, [(wt, "w"), (b, "b")], consts=consts)
+    inits = [(wt, "w"), (b, "b")] if bias else [(wt, "w")]
+    return _model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, oh, ow]}, inits, consts=consts)
 
 
-def _conv_add(c_in, c_out, hw, seed=0):
+def _conv_add(c_in, c_out, hw, seed=0, relu=True):
     """resnet50's bottleneck expand: 1x1 Conv (+ bias) + the residual Add + ReLU on [1, c_in, hw, hw]
-    (the residual ``r`` an input, [1, c_out, hw, hw])."""
+    (the residual ``r`` an input, [1, c_out, hw, hw]; ``relu=False``: no ReLU, mobilenet_v2's projections)."""
     rng = np.random.default_rng(seed)
     wt = (rng.standard_normal((c_out, c_in, 1, 1)) / np.sqrt(c_in)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32) * 0.1
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+             helper.make_node("Add", ["c", "r"], ["s" if relu else "y"])] + (
+                [helper.make_node("Relu", ["s"], ["y"])] if relu else [])
     return _model(nodes, {"x": [1, c_in, hw, hw], "r": [1, c_out, hw, hw]}, {"y": [1, c_out, hw, hw]},
                   [(wt, "w"), (b, "b")])
 
@@ -147,9 +150,11 @@ def _avgpool(c, hw):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
 
 
-def _maxpool(c, hw):
-    out = (hw - 3) // 2 + 1
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
+def _maxpool(c, hw, stride=2, pad=0):
+    """MaxPool 3x3 (inception's: stride 2, no padding; resnet50's / densenet121's stem: pad 1;
+    googlenet's branch pools: stride 1, pad 1)."""
+    out = (hw + 2 * pad - 3) // stride + 1
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[pad] * 4)]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, out, out]}, [])
 
 
@@ -220,9 +225,16 @@ LAYERS = {
     "inc_1x3": lambda: _conv(384, 384, (8, 8), (1, 3), pads=(0, 1, 0, 1)),
     "inc_3x1": lambda: _conv(384, 384, (8, 8), (3, 1), pads=(1, 0, 1, 0)),
     "inc_1x1_8": lambda: _conv(2048, 320, (8, 8), (1, 1)),
+    "inc_1x1_35": lambda: _conv(288, 64, (35, 35), (1, 1)),  # Mixed_5d's branch 1x1s
+    "inc_1x1_17": lambda: _conv(768, 192, (17, 17), (1, 1)),  # Mixed_6b-e's
+    "gn_1x1_28": lambda: _conv(256, 128, (28, 28), (1, 1)),  # googlenet 3b's branch 1x1
+    "gn_1x1_14": lambda: _conv(480, 192, (14, 14), (1, 1)),  # googlenet 4a's
     "inc_avgpool_35": lambda: _avgpool(192, 35),
     "inc_avgpool_17": lambda: _avgpool(768, 17),
     "inc_maxpool_147": lambda: _maxpool(64, 147),
+    "stem_maxpool_112": lambda: _maxpool(64, 112, pad=1),  # resnet50's / densenet121's
+    "gn_maxpool_28": lambda: _maxpool(192, 28, stride=1, pad=1),  # googlenet 3a's branch pool
+    "gn_maxpool_14": lambda: _maxpool(480, 14, stride=1, pad=1),  # 4a's
     # resnet50 (torchvision v1.5: stride in the 3x3), BN folded
     "r50_stem": lambda: _conv(3, 64, (224, 224), (7, 7), (2, 2), pads=(3, 3, 3, 3)),
     "r50_3x3_56": lambda: _conv(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1)),
@@ -261,6 +273,9 @@ LAYERS = {
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
     "dn_1x1_14b": lambda: _conv(608, 128, (14, 14), (1, 1)),
     "dn_1x1_7": lambda: _conv(992, 128, (7, 7), (1, 1)),
+    "dn_trans_56": lambda: _conv(256, 128, (56, 56), (1, 1), relu=False, bias=False),  # transitions (bias-free in the model)
+    "dn_trans_28": lambda: _conv(512, 256, (28, 28), (1, 1), relu=False, bias=False),
+    "dn_trans_14": lambda: _conv(1024, 512, (14, 14), (1, 1), relu=False, bias=False),
     "dn_cat_56": lambda: _dense_input(64, 5, 56),     # block 1's last layer: 6 inputs, 224 ch
     "dn_cat_28": lambda: _dense_input(128, 11, 28),   # block 2's last: 12 inputs, 480 ch
     "dn_cat_14": lambda: _dense_input(256, 23, 14),   # block 3's last: 24 inputs, 992 ch
@@ -269,6 +284,8 @@ LAYERS = {
     "dn_3x3_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_14": lambda: _conv(128, 32, (14, 14), (3, 3), pads=(1, 1, 1, 1)),
     "dn_3x3_7": lambda: _conv(128, 32, (7, 7), (3, 3), pads=(1, 1, 1, 1)),
+    "dn_grow_56": lambda: _conv(128, 32, (56, 56), (3, 3), pads=(1, 1, 1, 1), relu=False, bias=False),  # as in the model
+    "dn_grow_28": lambda: _conv(128, 32, (28, 28), (3, 3), pads=(1, 1, 1, 1), relu=False, bias=False),
     # mobilenet_v2: depthwise 3x3 + ReLU6, 1x1 expand (+ ReLU6) / project
     "mb_dw_112": lambda: _dw(32, 112, 1),
     "mb_dw_112s2": lambda: _dw(96, 112, 2),
@@ -282,6 +299,9 @@ LAYERS = {
     "mb_proj_56": lambda: _conv(144, 24, (56, 56), (1, 1), relu=False),
     "mb_exp_14": lambda: _conv(96, 576, (14, 14), (1, 1), relu6=True),
     "mb_proj_7": lambda: _conv(960, 320, (7, 7), (1, 1), relu=False),
+    "mb_proj_14": lambda: _conv(384, 64, (14, 14), (1, 1), relu=False),
+    "mb_proj_14add": lambda: _conv_add(576, 96, 14, relu=False),  # the projection + its residual
+    "mb_proj_7add": lambda: _conv_add(960, 160, 7, relu=False),
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
     "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),
     "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),

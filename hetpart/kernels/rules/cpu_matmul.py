@@ -219,8 +219,30 @@ RAGGED_PLANE = True
 """Whether a batched 1x1 conv on a plane of no whole vectors is tiled on its padded plane
 (:func:`_ragged_plane`; False: the weight tile as before, kept for A/B runs)."""
 
-RAGGED_PLANE_MIN_BATCH = 2
-"""The least batch for :func:`_ragged_plane` (batch 1 keeps its tiles: unmeasured there)."""
+RAGGED_PLANE_MIN_BATCH = 1
+"""The least batch for :func:`_ragged_plane` (2: batch 1 keeps the weight tile, as before; kept
+for A/B runs).  At batch 1 too the weight tile broadcast one image scalar per row and step a
+plane (784 bytes) further, every panel re-reading the image; and with no epilogue its 7 rows x
+2 vectors (14 accumulators, :func:`~hetpart.kernels.register_tile._exact_wide_rows`) spilled:
+LLVM kept both weight vectors in registers and moved every accumulator through the stack each
+step (densenet121's transition 1024->512 on 14x14, no bias: 4.3 ms against 2.8 with a bias).
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds and ONNX Runtime in one
+process in settled turns, least of 10 calls x 3 rounds, ms, ORT in brackets; outputs
+bit-identical; bench/results/cpu-concat-nets-2core.md): that transition 4.308 -> 2.525 (2.210),
+densenet121's 544->128 + ReLU 0.364 -> 0.342 (0.318), resnet50's 1024->256 + ReLU 1.370 ->
+1.279 (1.129), 256->1024 1.195 -> 1.158 (1.135), googlenet's 480->192 + ReLU 0.462 -> 0.407
+(0.414), mobilenet_v2's 576->96 + its residual 0.305 -> 0.260 (0.272).  At batch 1 only where
+the weight tile re-reads the image for :data:`RAGGED_PLANE_B1_MIN_PANELS` channel panels or more,
+or its write-back gathers a residual, and only within :data:`RAGGED_PLANE_MAX_WASTE`: inception's
+288->64 on 35x35 (4 panels) went 0.576 -> 0.645 (ORT 0.572), mobilenet_v2's 960->160 + residual
+on 7x7 (49 -> 64 pixels) 0.202 -> 0.218 (0.190); hence not there."""
+
+RAGGED_PLANE_B1_MIN_PANELS = 8
+"""The least two-vector panels of output channels (128 channels with 8 lanes, 256 with 16) for
+which :func:`_ragged_plane` pads a single image's plane where its epilogue reads no residual:
+the weight tile re-reads the image once per panel, the plane tile pays a padded copy of it
+(mobilenet_v2's 384->64 on 14x14, 4 panels: 0.137 / 0.138 ms, a tie; see
+:data:`RAGGED_PLANE_MIN_BATCH`)."""
 
 RAGGED_PLANE_MIN_REDUCTION = 256
 """The least reduction length (input channels) for :func:`_ragged_plane`: the padded copy
@@ -326,7 +348,8 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     if not RAGGED_PLANE or len(mac.out_indices) < 3:
         return False
     n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
-    if not all(isinstance(v, tirx.Var) for v in (n, h, w)) or mac.extents[n] < RAGGED_PLANE_MIN_BATCH:
+    batch = mac.extents[n] if isinstance(n, tirx.Var) else (1 if isinstance(n, tirx.IntImm) else 0)
+    if not all(isinstance(v, tirx.Var) for v in (h, w)) or batch < max(1, RAGGED_PLANE_MIN_BATCH):
         return False
     plane = mac.extents[h] * mac.extents[w]
     if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
@@ -334,7 +357,14 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     if math.prod(mac.extents[v] for v in mac.reduce) < RAGGED_PLANE_MIN_REDUCTION:
         return False
     width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
-    waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
+    if batch < 2:  # one image: see RAGGED_PLANE_MIN_BATCH
+        channels = math.prod(mac.extents[v] for v in mac.spatial
+                             if not any(v.same_as(u) for u in (n, h, w) if isinstance(u, tirx.Var)))
+        if not residual and channels < RAGGED_PLANE_B1_MIN_PANELS * 2 * lanes:
+            return False
+        waste = RAGGED_PLANE_MAX_WASTE
+    else:
+        waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
     return -(-plane // width) * width - plane <= waste * plane
 
 
@@ -387,7 +417,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     channels = math.prod(mac.extents[v] for v in mac.spatial if mac.uses(1 - o, v))
     depth = math.prod(mac.extents[v] for v in mac.reduce)
-    if not odd and channels % (2 * lanes) == 0 and depth > PLANE_MAX_REDUCTION:
+    if not odd and channels % (2 * lanes) == 0 and depth > PLANE_MAX_REDUCTION and not _long_sum_plane(mac, hw, lanes):
         return None  # the weight tile holds two full vectors and the reduction is long
     block = sch.get(mac.block)
     ivs = [iv.var for iv in block.iter_vars]
@@ -429,6 +459,46 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
     if new is None or not (new.is_plain(0) and new.is_plain(1)):
         return None
     return sch, new, copy
+
+
+PLANE_LONG_SUMS_AT_BATCH_1 = True
+"""Whether a single image's 1x1 conv over a long sum whose plane is a whole number of two-vector
+tiles (28x28 = 49 x 16 pixels with 8 lanes, AVX2) is tiled along its fused plane
+(:func:`_long_sum_plane`; False: the weight tile, as :data:`PLANE_MAX_REDUCTION` chose
+before; kept for A/B runs)."""
+
+
+PLANE_LONG_SUMS_MAX_LANES = 8
+"""The widest vectors (float32 lanes) :func:`_long_sum_plane` applies with."""
+
+
+def _long_sum_plane(mac, hw: tuple[int, int], lanes: int) -> bool:
+    """Whether :func:`_fuse_plane` takes a conv past :data:`PLANE_MAX_REDUCTION` whose weight
+    tile would hold two channel vectors: at batch 1 (the batch index a constant, or one
+    image), where the ``h x w`` plane is a whole number of two-vector tiles
+    (:data:`PLANE_LONG_SUMS_AT_BATCH_1`).
+
+    The weight tile (16 output channels x 4 image columns on a 28-wide row, 8
+    accumulators) broadcasts an image scalar per row and step, the next step a plane
+    (3 KiB) further, and every panel of output channels streams the whole image again:
+    densenet121's 1x1 convs on 28x28 read 288-512 input channels, 0.9-1.6 MB, past a
+    znver3 core's 512 KiB L2.  The plane tile (output-channel rows x two plane vectors,
+    12 accumulators) reads two contiguous vectors per step.  Measured (2-core EPYC znver3,
+    AVX2, 1 thread, CPU time, both builds and ONNX Runtime in one process in settled turns,
+    least of 10 calls x 3 rounds, ms, ORT in brackets; outputs bit-identical;
+    bench/results/cpu-concat-nets-2core.md): densenet121's 416->128 + ReLU 1.100 -> 0.870
+    (0.965), its transition 512->256 2.903 -> 2.500 (2.266); resnet50's 512->128 + ReLU 1.357
+    -> 1.135 (1.179), 128->512 1.206 -> 1.072 (1.163).  (The 2-thread, wall-time runs behind
+    :data:`PLANE_MAX_REDUCTION`'s "3-15% slower" predate the odd-row and ragged-row work.)
+    Only with 8 lanes (AVX2's 16 registers: the weight tile holds 4 rows x 2 vectors on a
+    28-wide row): with 16 (AVX-512's 32 registers) that tile holds 14-16 accumulators and
+    measured faster than the plane over long sums (:data:`PLANE_MAX_REDUCTION`; 784 pixels
+    are no whole two-vector tiles of 16 lanes anyway).  Batches > 1 keep the weight tile
+    (unmeasured)."""
+    if not PLANE_LONG_SUMS_AT_BATCH_1 or lanes > PLANE_LONG_SUMS_MAX_LANES or (hw[0] * hw[1]) % (2 * lanes):
+        return False
+    n = mac.out_indices[0] if len(mac.out_indices) >= 3 else None
+    return isinstance(n, tirx.IntImm) or (isinstance(n, tirx.Var) and mac.extents[n] == 1)
 
 
 def _odd_vector_rows(hw: tuple[int, int], lanes: int) -> bool:
