@@ -30,6 +30,15 @@ from hetpart.kernels.rules import cpu_conv2d, cpu_matmul
 from hetpart.targets import host_cpu_name, host_triple
 
 
+@pytest.fixture(autouse=True)
+def _weight_tile(monkeypatch):
+    """These tests are of the weight tile's rows.  At batch 1 the plane tile
+    (``cpu_matmul.RAGGED_PLANE_MIN_BATCH`` = 1) takes a 14x14 1x1 conv of 8+ channel panels
+    first (:func:`test_the_plane_tile_takes_14x14_first_at_batch_1`); here it is held to
+    batch 2 as before it, so the same shapes exercise the row choice."""
+    monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 2)
+
+
 def _avx512(cores: int = 16) -> tvm.target.Target:
     return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": cores})
 
@@ -155,3 +164,12 @@ def test_the_14_row_tile_keeps_its_accumulators_in_registers():
     no vector move to the stack (a 3x3 window beside them spilled 46-73 a loop)."""
     fmas, spills = _fma_blocks_stack_moves(_asm(_conv(1024, 256, 14), _avx512()))
     assert fmas >= 28 and spills == 0, (fmas, spills)
+
+
+def test_the_plane_tile_takes_14x14_first_at_batch_1(monkeypatch):
+    """With the defaults, resnet50's 1x1 1024->256 on 14x14 at batch 1 takes the plane
+    tile (8 rows of the padded 224-wide plane), not the 14-row weight tile; a 28x28 one
+    keeps the weight tile's 14 rows on AVX-512 (the plane's long sums are AVX2's only)."""
+    monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 1)
+    assert _rows(_conv(1024, 256, 14), _avx512()) == 8
+    assert _rows(_conv(512, 64, 28), _avx512()) == 14
