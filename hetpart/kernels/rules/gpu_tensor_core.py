@@ -506,6 +506,8 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         sch.annotate(ko, "software_pipeline_stage", [0, 0, 1])
         sch.annotate(ko, "software_pipeline_order", [0, 1, 2])
         sch.annotate(ko, "software_pipeline_async_stages", [0])
+    elif _prefetches(t, blocks, sms, sch.get(ko).extent):
+        _prefetch_through_registers(sch, staged, ko)
     acc_name = sch.get(acc).name_hint  # tensorizing replaces the block by ``<name>_o``
     try:
         _tensorize_tiles(sch, a_frag, 16, 8, names["load_a"])
@@ -605,6 +607,68 @@ threshold does not capture it: the 7x7 stride-2 stem (6272 blocks) ran 0.230 ms
 unpipelined, 0.192 pipelined."""
 
 IF_THEN_ELSE = "prim.if_then_else"
+
+
+REGISTER_PREFETCH = True
+"""Prefetch each K slice through registers where the K loop is not ``cp.async``-pipelined
+(:func:`_pipelined`: bounds-tested loads on a grid of more than
+:data:`PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED` blocks per SM -- ResNet-50's 3x3
+convolutions, its 1x1 stride-2 one at 14x14): each thread loads its share of slice k+1
+from global memory into registers before the tensor-core steps of slice k and stores it
+to shared memory after them (:func:`_prefetch_through_registers`), so a slice's load
+latency hides behind the previous slice's MMAs, with the plain predicated loads whose
+4-byte ``cp.async`` form cost more than it overlapped.  False: each slice is loaded and
+stored before its MMAs, as before (issue 17's batch-32 analysis,
+``bench/results/gpu-b32-conv-analysis.md``: these grids hold ~3-6 blocks of 4 warps per
+SM, too few to hide an un-overlapped load per slice)."""
+
+REGISTER_PREFETCH_MAX_BLOCKS_PER_SM = 8
+"""Grids (blocks per SM) up to which :data:`REGISTER_PREFETCH` applies.  The prefetch holds
+each thread's share of a slice in registers (64x64 tiles of 4 warps: 16 + 16 floats; 64-80
+-> 96 registers per thread, at most 5 blocks per SM), which costs nothing where the grid
+leaves fewer blocks per SM (ResNet-50 at batch 32: 392-800 blocks, 3-6 per SM) but halves
+the blocks resident on the large grids (its 3x3 at 56x56: 1568 blocks; the 7x7 stem:
+6272), which hide latency by occupancy and keep their schedule until measured."""
+
+
+REGISTER_PREFETCH_MAX_THREAD_FLOATS = 64
+"""Most floats a thread may hold in accumulators (``frags_m x frags_n x 8``) and prefetched
+slice shares (``(m + n) x k / threads``) together for :data:`REGISTER_PREFETCH` to apply: the
+64x64 tiles of 4 warps (32 + 32: 94-118 registers with the prefetch, ptxas for sm_90, no
+spill), not the 128x128 ones of 8 warps (64 + 32: 128-154 registers, ConvNeXt's and
+MobileNet-v2's M-padded pointwise layers at batch 32 -- one block per SM)."""
+
+
+def _prefetches(t: Tile, blocks: int, sms: int, slices) -> bool:
+    """Whether an un-pipelined K loop of ``slices`` iterations (at least 2: one to prefetch
+    across) on a grid of ``blocks`` tiles ``t`` on ``sms`` SMs gets the register prefetch
+    (:data:`REGISTER_PREFETCH`, :data:`REGISTER_PREFETCH_MAX_BLOCKS_PER_SM`,
+    :data:`REGISTER_PREFETCH_MAX_THREAD_FLOATS`)."""
+    held = t.frags_m * t.frags_n * 8 + (t.m + t.n) * t.k // (t.warps * WARP)
+    return (REGISTER_PREFETCH and blocks <= REGISTER_PREFETCH_MAX_BLOCKS_PER_SM * sms
+            and held <= REGISTER_PREFETCH_MAX_THREAD_FLOATS
+            and isinstance(slices, tirx.IntImm) and int(slices) >= 2)
+
+
+MANIFEST_LOCAL_STAGE = "tirx.manifest_shared_memory_local_stage"
+"""Block annotation TVM's ``ManifestSharedMemoryLocalStage`` pass (in the default TIR
+pipeline, before ``InjectSoftwarePipeline``) turns into a register stage: the annotated
+shared-memory copy becomes a load of each thread's share into a ``local`` buffer (its
+serial steps only) and a store of that buffer into shared memory, two children of the
+enclosing loop."""
+
+
+def _prefetch_through_registers(sch: s_tir.Schedule, staged: list, ko) -> None:
+    """Split each of ``staged`` (the A and B slice copies, children of ``ko``) into a
+    register load and a shared store (:data:`MANIFEST_LOCAL_STAGE`) and pipeline ``ko``
+    over ``[load A, store A, load B, store B, MMAs]``: stores of slice i, loads of slice
+    i+1, MMAs of slice i.  The loads' latency overlaps the MMAs; one register copy
+    suffices (slice i's is stored before slice i+1's is loaded) and shared memory is not
+    double-buffered (the stores and the MMAs are one stage; TVM syncs between them)."""
+    for block in staged:
+        sch.annotate(block, MANIFEST_LOCAL_STAGE, 1)
+    sch.annotate(ko, "software_pipeline_stage", [0, 1, 0, 1, 1])
+    sch.annotate(ko, "software_pipeline_order", [2, 0, 3, 1, 4])
 
 
 def _pipelined(sch: s_tir.Schedule, staged: list, blocks: int, sms: int) -> bool:

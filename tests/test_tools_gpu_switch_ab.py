@@ -1,0 +1,50 @@
+"""tools/gpu_switch_ab.py: which kernels a GPU rule switch changes (no GPU), and its table.
+
+A model of two convolutions at batch 32 -- a 3x3 one at 14x14 (392 tiles: the register
+prefetch's) and a 1x1 one at 28x28 (its K loop ``cp.async``-pipelined) --: with
+``REGISTER_PREFETCH=0`` as the before, only the first is listed; a switch to its current
+value lists none.  The table gives each kernel's least round, the range and the total x count.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from onnx import helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import gpu_switch_ab as ab  # noqa: E402
+
+from onnx_cases import model  # noqa: E402
+
+SWITCH = "hetpart.kernels.rules.gpu_tensor_core.REGISTER_PREFETCH"
+
+
+def _graph():
+    import hetpart
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((128, 128, 3, 3)) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((128, 128, 1, 1)) * 0.1).astype(np.float32)
+    m = model([helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[3, 3], pads=[1] * 4),
+               helper.make_node("Relu", ["a"], ["b"]),
+               helper.make_node("Conv", ["b", "w2"], ["y"], kernel_shape=[1, 1])],
+              [("x", [32, 128, 14, 14], np.float32)], [("y", [32, 128, 14, 14], np.float32)], {"w1": w1, "w2": w2})
+    return hetpart.load(m)
+
+
+def test_changed_kernels_are_those_the_switch_schedules_differently():
+    graph = _graph()
+    changed = ab.changed_kernels(graph, [f"{SWITCH}=0"])
+    assert [k.func for k in changed] == [k.func for k in graph.kernels.values() if k.flops > 2e9]
+    assert ab.changed_kernels(graph, [f"{SWITCH}=1"]) == []
+
+
+def test_table_gives_least_round_range_and_total():
+    rows = [ab.Row("fused_conv2d16_add9_relu7", 5, 7.4, [110.0, 112.0], [80.0, 84.0], 1e-4)]
+    text = ab.table("r50", rows)
+    assert "| fused_conv2d16_add9_relu7 | 5 | 7.40 | 110.0 (110.0-112.0) | 80.0 (80.0-84.0) | 1.38 | 92 |" in text
+    assert "| **total x count** | 5 | | 550.0 | 400.0 | 1.38 |" in text

@@ -1,0 +1,196 @@
+"""Per-kernel A/B of a GPU rule switch: only the kernels whose sm_90 schedule it changes,
+each built alone before and after and timed on the GPU in turns, in one process.
+
+For every model, the distinct kernels whose scheduled TIR (all-CUDA, sm_90, the default
+:class:`~hetpart.kernels.options.KernelOptions`) differs with ``--before`` applied
+(:func:`changed_kernels`; ``module.ATTR=value`` as ``tools/cpu_rule_ab.py`` takes them)
+are built alone -- the cost model's single-kernel module
+(:func:`hetpart.costmodel.kernel_bench.single_kernel_module`), weights packed as the
+build packs them -- with the switch as ``--before`` sets it and as the checkout has it,
+fed the same seeded inputs, and timed in ``--rounds`` alternating rounds
+(:func:`hetpart.costmodel.kernel_bench.time_executable`: median of repeats of at least
+10 ms).  Reported per kernel: its occurrences in the model, GFLOP, the least round
+median before and after (us) with the rounds' range, after/before, TFLOP/s after, and
+the largest difference between the two outputs relative to their magnitude (TF32
+rounding of a different order of K: ~1e-4; 0: the same code); a last line sums the
+changed kernels, each times its occurrences.
+
+    PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 32 \\
+        --before hetpart.kernels.rules.gpu_tensor_core.REGISTER_PREFETCH=0 --rounds 3 --out ab.json
+    PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 32 --before ... --list   # no GPU
+
+Models: ``zoo:NAME[:small][:key=value,...]`` or ONNX files (``--batch`` sets the zoo batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ARCH = "sm_90"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One changed kernel: us per call (least round median) before/after, each round's."""
+
+    func: str
+    count: int
+    gflop: float
+    before_us: list
+    after_us: list
+    rel_diff: float
+
+    @property
+    def speedup(self) -> float:
+        return min(self.before_us) / min(self.after_us)
+
+
+def _scheduled(graph, target) -> dict[str, str]:
+    from tvm import tirx
+
+    from hetpart import kernels
+    from hetpart.kernels import weight_prepack
+    from hetpart.kernels.options import resolve
+
+    mod = kernels.schedule(weight_prepack.mark_weights(graph.module), target, resolve(cuda_arch=ARCH))
+    return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+
+
+def changed_kernels(graph, before: list[str]) -> list:
+    """The distinct kernels of ``graph`` (one per signature, graph order) whose scheduled
+    TIR differs with ``before`` applied."""
+    from cpu_rule_ab import _set
+
+    from hetpart.targets import cuda_tvm_target
+
+    target = cuda_tvm_target(ARCH)
+    after = _scheduled(graph, target)
+    undo = _set(before)
+    try:
+        old = _scheduled(graph, target)
+    finally:
+        for mod, attr, value in undo:
+            setattr(mod, attr, value)
+    out, seen = [], set()
+    for k in sorted(graph.kernels.values(), key=lambda k: k.index):
+        if k.signature in seen or k.func not in after or after[k.func] == old.get(k.func):
+            continue
+        seen.add(k.signature)
+        out.append(k)
+    return out
+
+
+def _build(kmod, before: list[str] | None):
+    from cpu_rule_ab import _set
+
+    from hetpart.costmodel import kernel_bench
+    from hetpart.kernels.options import resolve
+    from hetpart.targets import cuda_tvm_target
+
+    undo = _set(before or [])
+    try:
+        return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), resolve(cuda_arch=ARCH))
+    finally:
+        for mod, attr, value in undo:
+            setattr(mod, attr, value)
+
+
+def _output(exe, inputs, dev) -> np.ndarray:
+    from tvm import relax
+
+    out = relax.VirtualMachine(exe, dev)["main"](*inputs)
+    return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+
+
+def ab(graph, before: list[str], rounds: int) -> list[Row]:
+    """Each changed kernel of ``graph`` timed before/after (module doc)."""
+    import tvm
+
+    from hetpart.costmodel import kernel_bench
+
+    dev = tvm.cuda(0)
+    settings = kernel_bench.MeasureSettings()
+    rows = []
+    for k in changed_kernels(graph, before):
+        kmod = kernel_bench.single_kernel_module(graph, k)
+        exes = {"before": _build(kmod, before), "after": _build(kmod, None)}
+        inputs = {name: kernel_bench.prepared_inputs(kmod, exe, dev, seed=0) for name, exe in exes.items()}
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for name, exe in exes.items():
+                times[name].append(kernel_bench.time_executable(exe, inputs[name], dev, settings).median_s * 1e6)
+        b, a = (_output(exes[n], inputs[n], dev) for n in ("before", "after"))
+        rel = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+        count = sum(1 for x in graph.kernels.values() if x.signature == k.signature)
+        row = Row(k.func, count, k.flops / 1e9, times["before"], times["after"], rel)
+        rows.append(row)
+        print(f"  {k.func} x{count}: before {min(row.before_us):.1f} us, after {min(row.after_us):.1f} us "
+              f"({row.speedup:.2f}x), rel diff {rel:.1e}", flush=True)
+    return rows
+
+
+def table(title: str, rows: list[Row]) -> str:
+    """Markdown: per changed kernel before/after (least round median, us; range), the total x count."""
+    lines = [f"### {title}", "", "| kernel | x | GFLOP | before us | after us | before/after | TFLOP/s after | rel. diff |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+
+    def rng(v):
+        return f"{min(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+
+    for r in rows:
+        lines.append(f"| {r.func[:60]} | {r.count} | {r.gflop:.2f} | {rng(r.before_us)} | {rng(r.after_us)} "
+                     f"| {r.speedup:.2f} | {r.gflop / min(r.after_us) * 1e3:.0f} | {r.rel_diff:.1e} |")
+    if rows:
+        tb = sum(min(r.before_us) * r.count for r in rows)
+        ta = sum(min(r.after_us) * r.count for r in rows)
+        lines.append(f"| **total x count** | {sum(r.count for r in rows)} | | {tb:.1f} | {ta:.1f} | {tb / ta:.2f} | | |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from bf16_rule_coverage import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="zoo:NAME[:small][:key=value,...] or .onnx files")
+    ap.add_argument("--batch", type=int, default=1, help="batch of the zoo models (default 1)")
+    ap.add_argument("--before", action="append", required=True, help="module.ATTR=value (repeatable)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--list", action="store_true", help="only list the changed kernels (no GPU)")
+    ap.add_argument("--out", help="write the rows as JSON here")
+    ap.add_argument("--md", help="append the tables to this markdown file")
+    args = ap.parse_args(argv)
+    if not args.list:
+        from hetpart.targets import cuda_available
+
+        if not cuda_available():
+            ap.error("timing needs a CUDA GPU (--list does not)")
+    results, texts = {}, []
+    for spec in args.models:
+        graph = load_model(spec, args.batch)
+        if args.list:
+            for k in changed_kernels(graph, args.before):
+                print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
+            continue
+        rows = ab(graph, args.before, args.rounds)
+        results[spec] = [asdict(r) for r in rows]
+        texts.append(table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout", rows))
+        print(texts[-1] + "\n", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"batch": args.batch, "before": args.before, "models": results}, indent=1))
+    if args.md:
+        with open(args.md, "a") as fh:
+            fh.write("\n\n".join(texts) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
