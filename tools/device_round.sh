@@ -755,6 +755,31 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_plane_batch1.py \
     tests/test_kernels_pool_border.py > "$OUT/pytest-concat-nets.txt" 2>&1 ;;
+71)  # (BUDGET=300; 590 adds (4)) issue 17 at batch 32 (branch gpu-b32-conv; bench/results/gpu-b32-conv-analysis.md):
+     # the corpus's b32 rows put hetpart 2-2.7x behind PyTorch's CUDA graph, but hetpart_ms is Session.run from numpy
+     # to numpy (19.3 MB of input copied in at b32, timed beside 4 compiles) and peer_ms the graph's GPU time alone;
+     # session 6 timed ResNet-50 b32's kernels at 4.29 ms.  Of the kernels, ResNet-50's 3x3 convolutions at 28x28-7x7
+     # and its 1x1 stride-2 one at 14x14 (14 launches, ~1.56 ms of ~4.1, cuDNN ~1.11) ran with no overlap of a
+     # slice's loads and MMAs (bounds-tested loads: cp.async measured slower) on grids of 3-6 blocks per SM;
+     # gpu_tensor_core.REGISTER_PREFETCH now loads slice k+1 into registers during slice k's MMAs.
+     # (1) the prefetch's cuda tests against ORT and the tensor-core rule's; (2) the changed kernels timed alone,
+     # switch off (before) / on in alternating rounds (ResNet-50 and ConvNeXt-T zoo graphs, b32); (3) the corpus's b32
+     # fp32 (TF32) rows for resnet50 and googlenet, now with peer_host_ms (the graph timed numpy to numpy, as hetpart);
+     # (4) with time left, resnet50 b32's per-kernel table and where its forward's wall time goes
+  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 \
+    tests/test_kernels_tc_prefetch.py tests/test_kernels_tensor_core.py > "$OUT/logs/cuda-tests.txt" 2>&1
+  left=$((BUDGET - SECONDS - 130))
+  [ "$left" -ge 40 ] && timeout $((left < 90 ? left : 90)) python3 tools/gpu_switch_ab.py zoo:resnet50 zoo:convnext \
+    --batch 32 --before hetpart.kernels.rules.gpu_tensor_core.REGISTER_PREFETCH=0 --rounds 3 \
+    --out "$OUT/prefetch-ab-b32.json" --md "$OUT/prefetch-ab-b32.md" > "$OUT/logs/prefetch-ab.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout $((left < 280 ? left : 280)) python3 bench/corpus.py --devices cuda --batches 32 --time \
+    --quiet-timing --budget $(((left < 280 ? left : 280) - 15)) --export-dir "$EXPORTS" --models resnet50,googlenet \
+    --out "$OUT/corpus-b32-fp32.json" > "$OUT/logs/corpus-b32-fp32.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 120 ] && timeout "$left" python3 tools/gpu_kernel_profile.py resnet50 --batch 32 --runs 10 \
+    --export-dir "$EXPORTS" --json "$OUT/kernels-resnet50-b32.json" --md "$OUT/gpu-b32-kernels-resnet50.md" \
+    > "$OUT/logs/kernel-profile-b32.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
