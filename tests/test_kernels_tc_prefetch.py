@@ -57,11 +57,13 @@ def _onnx_conv(cin, size, cout, k, stride, pad, n=32, seed=0):
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.1).astype("float32"), "w"),
              numpy_helper.from_array(rng.standard_normal(cout).astype("float32"), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4),
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2,
+                              pads=[pad] * 4),
              helper.make_node("Relu", ["c"], ["y"])]
     o = (size + 2 * pad - k) // stride + 1
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, o, o])], initializer=inits)
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, cin, size, size])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, cout, o, o])
+    graph = helper.make_graph(nodes, "conv", [x], [y], initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 

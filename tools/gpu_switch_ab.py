@@ -140,7 +140,8 @@ def ab(graph, before: list[str], rounds: int) -> list[Row]:
 
 def table(title: str, rows: list[Row]) -> str:
     """Markdown: per changed kernel before/after (least round median, us; range), the total x count."""
-    lines = [f"### {title}", "", "| kernel | x | GFLOP | before us | after us | before/after | TFLOP/s after | rel. diff |",
+    head = "| kernel | x | GFLOP | before us | after us | before/after | TFLOP/s after | rel. diff |"
+    lines = [f"### {title}", "", head,
              "|---|--:|--:|--:|--:|--:|--:|--:|"]
 
     def rng(v):
@@ -152,7 +153,8 @@ def table(title: str, rows: list[Row]) -> str:
     if rows:
         tb = sum(min(r.before_us) * r.count for r in rows)
         ta = sum(min(r.after_us) * r.count for r in rows)
-        lines.append(f"| **total x count** | {sum(r.count for r in rows)} | | {tb:.1f} | {ta:.1f} | {tb / ta:.2f} | | |")
+        lines.append(f"| **total x count** | {sum(r.count for r in rows)} | | {tb:.1f} | {ta:.1f} "
+                     f"| {tb / ta:.2f} | | |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ the tensor cores (TF32 ``mma.sync`` on 16x16x8 warp tiles, :mod:`hetpart.kernels
    loaded into each warp's operand registers and multiplied.  The staging of slice
    k+1 overlaps the multiplication of slice k (a two-stage software pipeline with
    ``cp.async`` copies into double buffers) except where :func:`_pipelined` says it
-   does not pay;
+   does not pay -- there, on grids of at most :data:`REGISTER_PREFETCH_MAX_BLOCKS_PER_SM`
+   blocks per SM, each thread loads its share of slice k+1 into registers during the
+   multiplication of slice k instead (:data:`REGISTER_PREFETCH`);
 4. each warp stores its accumulators to shared memory and writes them out through
    the fused element-wise epilogue (bias, relu, residual add...; at batch > 1 also
    ONNX ``Clip`` with its bounds as inputs -- ReLU6 -- whose NaN tests of the bounds
