@@ -21,6 +21,14 @@ For every model and batch (an *item*):
    GPU peer (one subprocess); then per device one subprocess: ``Session`` on the
    build -> ``run`` on the cached inputs (timed with ``--time``) -> compare.
 
+What a CUDA record's times measure (``TIMING_FIELDS``, also in the JSON): each side at
+two boundaries, timed the same way -- numpy in, numpy out (``hetpart_ms`` against
+``peer_host_ms``) and inputs already on the GPU, outputs back to numpy
+(``hetpart_device_ms``, hetpart fed TVM CUDA tensors through DLPack, against
+``peer_device_ms``) -- plus the CUDA graph's replay alone on the GPU's clock
+(``peer_ms``).  ``Session.run`` always returns numpy, so no hetpart time leaves its
+outputs on the GPU.  The table's ratios are taken within one boundary only.
+
 Timings and compiles: a CPU record's timing (hetpart and ONNX Runtime on every core)
 waits until no prepare runs, and none starts meanwhile; a CUDA record's timing runs
 beside the prepares of later items, on other cores (``compiles_beside_timing`` in
@@ -82,7 +90,26 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA, VERSION = "hetpart-corpus", 1
+SCHEMA, VERSION = "hetpart-corpus", 2
+# Version 2 adds timing fields (hetpart_device_ms, device_run_copies, peer_device_ms; peer_host_ms at every
+# batch) and this note; nothing was renamed or removed, so a version-1 file reads as version 2 with those
+# fields absent from its records (load_results upgrades it in place).
+TIMING_FIELDS = {
+    "hetpart_ms": "hetpart Session.run wall time, numpy in -> numpy out (feeds copied to the GPU, outputs back)",
+    "hetpart_device_ms": "the same compiled Session.run, feeds already on the GPU (TVM CUDA tensors through "
+                         "DLPack, no copy); outputs still come back as numpy (Session.run always returns host "
+                         "arrays); an index input's range check copies it to the host (text models)",
+    "device_run_copies": "copies the last device-resident run made: feed_copies and h2d 0 when no feed crossed "
+                         "from the host; d2h / bytes_d2h the outputs",
+    "peer_ms": "cuda: PyTorch CUDA-graph replay alone, GPU time by CUDA events, inputs and outputs on the GPU; "
+               "cpu: ONNX Runtime CPU wall time, numpy in -> numpy out",
+    "peer_host_ms": "cuda: the peer's wall time numpy in -> numpy out (inputs copied in, replay, outputs copied "
+                    "back): hetpart_ms's boundary",
+    "peer_device_ms": "cuda: the peer's wall time from inputs on the GPU to outputs copied back to numpy: "
+                      "hetpart_device_ms's boundary",
+    "ratios": "the table's x columns are hetpart / peer at one boundary: np->np = hetpart_ms / peer_host_ms "
+              "(cpu: / peer_ms), GPU-in = hetpart_device_ms / peer_device_ms; no ratio mixes boundaries",
+}
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 REL_ERR = "max|a-b| / max|b| per output (a: hetpart, b: ONNX Runtime CPU), largest over outputs"
@@ -220,19 +247,31 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # of the CUDA builds (--precision); the C
 TOLERANCE = {"tf32_on": 1e-2, "tf32_off": 1e-4, "bf16": 2e-2, "fp16": 2e-2}
 
 
-def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
-                          precision: str = "fp32") -> tuple[float, float, list[np.ndarray]]:
-    """``(gpu_ms, host_ms, outputs)`` of the module's forward replayed from a CUDA graph,
-    TF32 allowed; ``bf16``/``fp16``: the forward under ``torch.autocast`` to that type
-    (issue 17's peer).
+@dataclass(frozen=True)
+class PeerTimes:
+    """PyTorch's CUDA-graph forward timed at the three boundaries a corpus record
+    carries (medians of ``repeat`` runs, ms), and its outputs.
 
-    ``gpu_ms``: median GPU time of the replay alone (CUDA events; inputs already on the
-    GPU) -- the strict peer, the one ``peer_ms`` reports.  ``host_ms``: median wall time
-    of what ``Session.run`` does for hetpart's row: numpy inputs copied into the graph's
-    inputs, the replay, the outputs copied back to numpy -- the like-for-like peer
-    (``peer_host_ms``).  Also the graph's outputs (float32 numpy, in the export's output
-    order), so the peer's own error against the float32 reference can stand beside
-    hetpart's."""
+    ``gpu_ms``: the replay alone, GPU time by CUDA events, inputs and outputs resident
+    (``peer_ms``).  ``host_ms``: wall time from numpy to numpy -- the inputs copied
+    into the graph's, the replay, the outputs copied back (``peer_host_ms``; hetpart's
+    ``hetpart_ms`` boundary).  ``device_ms``: wall time from inputs already on the GPU
+    to outputs copied back to numpy (``peer_device_ms``; hetpart's
+    ``hetpart_device_ms`` boundary: its ``Session.run`` always returns numpy).
+    ``outputs``: float32 numpy, in the export's output order."""
+
+    gpu_ms: float
+    host_ms: float
+    device_ms: float
+    outputs: list
+
+
+def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
+                          precision: str = "fp32") -> PeerTimes:
+    """The module's forward replayed from a CUDA graph, TF32 allowed; ``bf16``/``fp16``:
+    the forward under ``torch.autocast`` to that type (issue 17's peer), timed at each
+    boundary of :class:`PeerTimes`.  Its outputs let the peer's own error against the
+    float32 reference stand beside hetpart's."""
     import contextlib
 
     import torch
@@ -263,17 +302,23 @@ def time_torch_cuda_graph(name: str, batch: int, feeds: dict, repeat: int,
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
-        host_times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
+
+        def to_numpy():  # .cpu() waits for the replay; numpy has no bfloat16: widened on the GPU
+            return [(o.float() if o.dtype == torch.bfloat16 else o).cpu().numpy() for o in outputs]
+
+        def host_run():
             for arg, value in zip(args, feeds.values()):
                 arg.copy_(torch.from_numpy(value))
             graph.replay()
-            host_out = [o.cpu().numpy() for o in outputs]  # .cpu() waits for the replay
-            host_times.append((time.perf_counter() - t0) * 1e3)
-        del host_out
+            return to_numpy()
+
+        def device_run():
+            graph.replay()
+            return to_numpy()
+
+        host_ms, device_ms = _median_ms(host_run, repeat), _median_ms(device_run, repeat)
         got = [o.float().cpu().numpy() for o in outputs]
-    return float(np.median(times)), float(np.median(host_times)), got
+    return PeerTimes(float(np.median(times)), host_ms, device_ms, got)
 
 
 # ========================================================================================
@@ -330,9 +375,10 @@ def time_peer(name: str, batch: int, export_dir: Path, repeat: int, precision: s
     feeds = {k: v for k, v in data.items() if not k.startswith("ref:")}
     refs = [data[f"ref:{i}"] for i in range(sum(k.startswith("ref:") for k in data))]
     meta = json.loads(meta_path.read_text())
-    meta[_peer_key(precision)], meta[_peer_key(precision) + "_host"], got = time_torch_cuda_graph(
-        name, batch, feeds, repeat, precision)
-    meta[_peer_key(precision) + "_rel_err"] = peer_rel_err(got, refs)
+    times = time_torch_cuda_graph(name, batch, feeds, repeat, precision)
+    key = _peer_key(precision)
+    meta[key], meta[key + "_host"], meta[key + "_device"] = times.gpu_ms, times.host_ms, times.device_ms
+    meta[key + "_rel_err"] = peer_rel_err(times.outputs, refs)
     meta_path.write_text(json.dumps(meta, indent=1))
 
 
@@ -485,7 +531,9 @@ def _profile(graph, how: str, device: str):
 
 def _timings(session, feeds, device, model_path, meta, repeat, precision: str = "fp32") -> dict:
     """hetpart's median ms and its peer's: ONNX Runtime CPU (all cores) or PyTorch
-    with a CUDA graph (measured in prepare).  On the CPU, each side is timed once the
+    with a CUDA graph (measured in prepare), at the boundaries ``TIMING_FIELDS``
+    names.  On a real GPU hetpart is also timed with its feeds already there
+    (:func:`time_device_resident`).  On the CPU, each side is timed once the
     process's other threads are quiet (``hetpart.bench.settle``: TVM's pool workers
     spin on after hetpart's runs, ORT's after its own), its waits recorded
     (``settle_ms``: before hetpart's timing, before ORT's)."""
@@ -504,14 +552,42 @@ def _timings(session, feeds, device, model_path, meta, repeat, precision: str = 
         waits.append(settle())
         out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4),
                    settle_ms=[round(w.waited_s * 1e3, 1) for w in waits])
-    elif _peer_key(precision) in meta:
+        return out
+    if getattr(session, "real_gpu", False):
+        out.update(time_device_resident(session, run_feeds, repeat))
+    key = _peer_key(precision)
+    if key in meta:
         peer = "torch_cuda_graph" if precision == "fp32" else f"torch_cuda_graph_autocast_{precision}"
-        out.update(peer=peer, peer_ms=round(meta[_peer_key(precision)], 4))
-        if meta.get(_peer_key(precision) + "_host") is not None:
-            out["peer_host_ms"] = round(meta[_peer_key(precision) + "_host"], 4)
-        if meta.get(_peer_key(precision) + "_rel_err") is not None:
-            out["peer_rel_err"] = meta[_peer_key(precision) + "_rel_err"]
+        out.update(peer=peer, peer_ms=round(meta[key], 4))
+        for suffix, field in (("_host", "peer_host_ms"), ("_device", "peer_device_ms")):
+            if meta.get(key + suffix) is not None:  # notes written before a boundary was timed: no field
+                out[field] = round(meta[key + suffix], 4)
+        if meta.get(key + "_rel_err") is not None:
+            out["peer_rel_err"] = meta[key + "_rel_err"]
     return out
+
+
+def time_device_resident(session, run_feeds: dict, repeat: int, to_device=None) -> dict:
+    """``hetpart_device_ms``: the median wall time of ``session.run`` with every feed
+    already on the GPU (a TVM CUDA tensor, taken through DLPack without a copy), and
+    ``device_run_copies``: the copies the last such run made (``feed_copies`` and
+    ``h2d``: 0 when no feed crossed from the host; ``d2h``/``bytes_d2h``: the outputs,
+    which ``Session.run`` always returns as numpy).  ``to_device`` (array -> device
+    tensor) defaults to ``tvm.runtime.tensor(array, tvm.cuda(0))``.
+
+    Invariant: the device copies are made once, before the timing; nothing else is
+    copied to the GPU per run unless the counters say so."""
+    if to_device is None:
+        import tvm
+
+        def to_device(array):
+            return tvm.runtime.tensor(np.ascontiguousarray(array), tvm.cuda(0))
+
+    resident = {name: to_device(value) for name, value in run_feeds.items()}
+    ms = _median_ms(lambda: session.run(resident), repeat)
+    stats = session.last_run_stats
+    copies = {kind: int(getattr(stats, kind)) for kind in ("feed_copies", "h2d", "d2h", "bytes_d2h")}
+    return {"hetpart_device_ms": round(ms, 4), "device_run_copies": copies}
 
 
 def _session_feeds(session, feeds: dict) -> dict:
@@ -882,12 +958,17 @@ def gpu_slug(simulate: bool) -> str:
 
 
 def load_results(path: Path) -> dict:
+    """The results file at ``path`` (a version-1 file upgraded to ``VERSION``: its
+    records stay as they are, the fields version 2 adds absent), or a new one."""
     if path.exists():
         data = json.loads(path.read_text())
         if data.get("schema") == SCHEMA:
+            if data.get("version", 1) <= VERSION:
+                data["version"] = VERSION
+                data["timing_fields"] = dict(TIMING_FIELDS)
             return data
     return {"schema": SCHEMA, "version": VERSION, "relative_error": REL_ERR,
-            "tolerance": dict(TOLERANCE), "records": []}
+            "tolerance": dict(TOLERANCE), "timing_fields": dict(TIMING_FIELDS), "records": []}
 
 
 def save_results(path: Path, results: dict) -> None:
@@ -899,33 +980,76 @@ def save_results(path: Path, results: dict) -> None:
     path.with_suffix(".md").write_text(markdown(results))
 
 
+@dataclass(frozen=True)
+class Boundaries:
+    """A record's times (ms, None when not measured) paired by boundary, what the table
+    shows: ``host`` (hetpart, peer) numpy in -> numpy out; ``device`` (hetpart, peer)
+    inputs already on the GPU, outputs back to numpy; ``peer_gpu`` the CUDA graph's
+    replay alone.  Invariant: a ratio is only ever taken within one pair."""
+
+    host: tuple[float | None, float | None]
+    device: tuple[float | None, float | None]
+    peer_gpu: float | None
+
+    @staticmethod
+    def of(r: dict) -> "Boundaries":
+        if r.get("device") != "cuda":  # ONNX Runtime CPU is timed numpy to numpy, as hetpart
+            return Boundaries((r.get("hetpart_ms"), r.get("peer_ms")), (None, None), None)
+        return Boundaries((r.get("hetpart_ms"), r.get("peer_host_ms")),
+                          (r.get("hetpart_device_ms"), r.get("peer_device_ms")), r.get("peer_ms"))
+
+    @staticmethod
+    def ratio(pair: tuple[float | None, float | None]) -> float | None:
+        """hetpart / peer (above 1: hetpart slower), or None without both."""
+        hetpart, peer = pair
+        return hetpart / peer if hetpart is not None and peer else None
+
+
 def markdown(results: dict) -> str:
-    rows = ["| model | batch | device | precision | TF32 | status | rel. error | hetpart ms | peer | peer ms | detail |",
-            "|---|---:|---|---|---|---|---:|---:|---|---:|---|"]
+    rows = ["| model | batch | device | precision | TF32 | status | rel. error | peer "
+            "| hetpart ms np→np | peer ms np→np | × np→np "
+            "| hetpart ms GPU-in | peer ms GPU-in | × GPU-in | peer GPU ms | detail |",
+            "|---|---:|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    ms = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    times = lambda v: "–" if v is None else f"**{v:.2f}**"  # noqa: E731
     for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], not r.get("tf32", True))):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
-        ms = lambda k: "–" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
         peer_err = f"peer rel. error {r['peer_rel_err']:.1e}" if r.get("peer_rel_err") is not None else None
-        peer_host = (f"peer with host copies {r['peer_host_ms']:.3f} ms" if r.get("peer_host_ms") is not None
-                     else None)
-        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err, peer_host])
+        detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err, _copies_note(r)])
                            ).replace("|", "\\|")
         tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
+        b = Boundaries.of(r)
         rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r.get('precision', 'fp32')} | {tf32} "
-                    f"| {r['status']} | {err} | {ms('hetpart_ms')} "
-                    f"| {r.get('peer', '–')} | {ms('peer_ms')} | {detail} |")
+                    f"| {r['status']} | {err} | {r.get('peer', '–')} "
+                    f"| {ms(b.host[0])} | {ms(b.host[1])} | {times(Boundaries.ratio(b.host))} "
+                    f"| {ms(b.device[0])} | {ms(b.device[1])} | {times(Boundaries.ratio(b.device))} "
+                    f"| {ms(b.peer_gpu)} | {detail} |")
     head = (f"# Model corpus ({results['schema']} v{results['version']})\n\n"
             f"Relative error: {results['relative_error']}. Pass: at most {results['tolerance']['tf32_on']:g} "
             f"with TF32 on, {results['tolerance']['tf32_off']:g} with `HETPART_TF32=0`, "
             f"{results['tolerance'].get('bf16', 2e-2):g} for bf16/fp16 CUDA builds (`--precision`), and no NaN/Inf the "
-            f"reference lacks. `peer ms` on CUDA: the PyTorch CUDA graph's replay alone (GPU time, inputs on "
-            f"the GPU); hetpart ms is `Session.run`'s wall time from numpy to numpy, so the detail also gives "
-            f"the peer timed the same way (`peer with host copies`). Written by `bench/corpus.py`.\n\n")
+            f"reference lacks. Written by `bench/corpus.py`.\n\n"
+            "Times (ms, medians) at two boundaries, each side timed the same way; × is hetpart / peer at one "
+            "boundary (above 1: hetpart slower), never across two. **np→np**: numpy in, numpy out, wall time "
+            "(hetpart `Session.run` with host arrays, `hetpart_ms`; PyTorch copying the inputs into its CUDA "
+            "graph's, replaying it and copying the outputs back, `peer_host_ms`; on the CPU ONNX Runtime, "
+            "`peer_ms`). **GPU-in**: the inputs already on the GPU, outputs back to numpy, wall time (hetpart "
+            "fed TVM CUDA tensors through DLPack, `hetpart_device_ms`: its `Session.run` always returns numpy; "
+            "PyTorch replaying its graph and copying the outputs back, `peer_device_ms`). **peer GPU ms**: the "
+            "graph's replay alone by CUDA events (`peer_ms`), the peer's kernels with nothing around them. "
+            "Records from before a boundary was timed show – there (no ratio mixes boundaries).\n\n")
     beside = [r["compiles_beside_timing"] for r in results["records"] if r.get("compiles_beside_timing")]
     if beside:
         head += (f"{len(beside)} timed record(s) ran beside the compiles of other models (at most {max(beside)} "
                  f"at once, on other cores; `compiles_beside_timing` in the JSON).\n\n")
     return head + "\n".join(rows) + "\n"
+
+
+def _copies_note(r: dict) -> str | None:
+    """A device-resident run that still copied a feed from the host says so."""
+    copies = r.get("device_run_copies") or {}
+    crossed = copies.get("feed_copies", 0) + copies.get("h2d", 0)
+    return f"GPU-in run still made {crossed} host->GPU feed copies" if crossed else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -948,7 +1072,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="'recorded' (this machine's profile, else the shipped recording; no measuring), "
                         "'quick' (measure missing kernels with few repeats), or a profile PATH")
     p.add_argument("--simulate", action="store_true", help="CUDA partitions compiled and run on the CPU")
-    p.add_argument("--time", action="store_true", help="also record hetpart_ms, peer and peer_ms")
+    p.add_argument("--time", action="store_true",
+                   help="also record the times (hetpart_ms, hetpart_device_ms, peer, peer_ms, peer_host_ms, "
+                        "peer_device_ms: TIMING_FIELDS)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the CUDA builds' precision (bf16/fp16: weights stored so, tolerance 2e-2; the peer "
                         "runs under torch.autocast to that type); CPU builds stay fp32")

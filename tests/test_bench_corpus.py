@@ -105,7 +105,7 @@ def test_cpu_run_records_resumes_and_reports_errors(corpus, tmp_path):
     assert corpus.main(["--models", "zoo:mlp:small", *common]) == 0
     assert corpus.main(["--onnx", f"missing={tmp_path / 'nope.onnx'}", "--skip-done", str(out), *common]) == 0
     data = json.loads(out.read_text())
-    assert (data["schema"], data["version"]) == ("hetpart-corpus", 1)
+    assert (data["schema"], data["version"]) == ("hetpart-corpus", corpus.VERSION)
     by_model = {r["model"]: r for r in data["records"]}
     assert by_model["zoo:mlp:small"]["status"] == "pass" and by_model["zoo:mlp:small"]["rel_err"] <= 1e-4
     assert by_model["missing"]["status"] == "error" and "prepare" in by_model["missing"]["detail"]
@@ -263,25 +263,139 @@ def test_cpu_timing_settles_before_each_side_and_records_it(corpus, tmp_path, mo
     assert order[0] == "settle" and order.index("settle", 1) > order.index("hetpart")
 
 
-def test_a_cuda_row_carries_the_peer_timed_host_to_host(corpus):
-    """hetpart's CUDA row times Session.run from numpy to numpy; the peer's ``peer_ms`` is
-    its graph replay alone. The row also carries the peer timed like hetpart
-    (``peer_host_ms``, from the notes ``time_peer`` wrote) and the table shows it, so the
-    two can be read like for like (issue 17's b1 gap held 60-120 us of copies)."""
+class _FakeSession:
+    """What ``_timings`` uses of a Session: its inputs, ``run``, ``last_run_stats``."""
 
-    class FakeSession:
-        class compiled:
-            inputs = [type("T", (), {"name": "x"})()]
+    class compiled:
+        inputs = [type("T", (), {"name": "x"})()]
 
-        def run(self, feeds):
-            return {"y": feeds["x"]}
+    def __init__(self, real_gpu=False):
+        self.real_gpu, self.fed = real_gpu, []
+        self.last_run_stats = None
 
-    meta = {"torch_cuda_graph_ms": 0.5, "torch_cuda_graph_ms_host": 0.61, "torch_cuda_graph_ms_rel_err": 1e-4}
-    out = corpus._timings(FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, meta, 3)
-    assert out["peer_ms"] == 0.5 and out["peer_host_ms"] == 0.61
-    record = {"model": "m", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 1e-4,
-              "detail": "tolerance 0.01", **out}
-    table = corpus.markdown(corpus.load_results(Path("/nonexistent")) | {"records": [record]})
-    assert "peer with host copies 0.610 ms" in table
-    del meta["torch_cuda_graph_ms_host"]  # notes written before the host timing: no field, no claim
-    assert "peer_host_ms" not in corpus._timings(FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, meta, 3)
+    def run(self, feeds):
+        from hetpart.runtime.stats import RunStats
+
+        self.fed.append(feeds["x"])
+        on_host = isinstance(feeds["x"], np.ndarray)
+        self.last_run_stats = RunStats(h2d=int(on_host), feed_copies=int(on_host), d2h=1, bytes_d2h=8)
+        return {"y": np.zeros(2, np.float32)}
+
+
+PEER_NOTES = {"torch_cuda_graph_ms": 0.5, "torch_cuda_graph_ms_host": 0.61, "torch_cuda_graph_ms_device": 0.55,
+              "torch_cuda_graph_ms_rel_err": 1e-4}
+
+
+def test_a_cuda_row_carries_the_peer_at_every_boundary(corpus):
+    """The peer's three times (replay alone, numpy to numpy, inputs on the GPU) come from
+    the notes ``time_peer`` wrote; notes from before a boundary was timed give no field."""
+    out = corpus._timings(_FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, dict(PEER_NOTES), 3)
+    assert (out["peer_ms"], out["peer_host_ms"], out["peer_device_ms"]) == (0.5, 0.61, 0.55)
+    assert "hetpart_device_ms" not in out  # a simulated session: no GPU to leave feeds on
+    old = {k: v for k, v in PEER_NOTES.items() if not k.endswith(("_host", "_device"))}
+    out = corpus._timings(_FakeSession(), {"x": np.zeros(2, np.float32)}, "cuda", None, old, 3)
+    assert "peer_host_ms" not in out and "peer_device_ms" not in out
+
+
+def test_on_a_gpu_hetpart_is_also_timed_with_its_feeds_there(corpus):
+    """A real-GPU session is timed twice: from numpy (``hetpart_ms``) and from feeds made
+    device tensors once, before the timing (``hetpart_device_ms``), with the copies the
+    last such run made; every timed run of the second got the device tensor."""
+    session = _FakeSession(real_gpu=True)
+    x = np.arange(2, dtype=np.float32)
+    made = []
+    out = corpus.time_device_resident(session, {"x": x}, 3, to_device=lambda a: made.append(a) or ("dev", a))
+    assert len(made) == 1 and all(f == ("dev", x) for f in session.fed)
+    assert len(session.fed) == 4  # one warm-up, three timed
+    assert out["hetpart_device_ms"] >= 0
+    assert out["device_run_copies"] == {"feed_copies": 0, "h2d": 0, "d2h": 1, "bytes_d2h": 8}
+
+
+def test_a_real_gpu_row_times_both_boundaries(corpus, monkeypatch):
+    monkeypatch.setattr(corpus, "time_device_resident",
+                        lambda s, feeds, repeat: {"hetpart_device_ms": 0.4, "device_run_copies": {"h2d": 0}})
+    out = corpus._timings(_FakeSession(real_gpu=True), {"x": np.zeros(2, np.float32)}, "cuda", None,
+                          dict(PEER_NOTES), 3)
+    assert out["hetpart_device_ms"] == 0.4 and out["hetpart_ms"] > 0 and out["peer_device_ms"] == 0.55
+
+
+def _table(corpus, *records):
+    return corpus.markdown(corpus.load_results(Path("/nonexistent")) | {"records": list(records)})
+
+
+def _row(table, model, device):
+    (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {model} |") and f"| {device} |" in ln]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_the_table_pairs_times_by_boundary_and_never_mixes_them(corpus):
+    """Issue 17's b32 rows read hetpart 9.14 ms (numpy to numpy) against the graph's 4.90
+    (GPU time alone). Each ratio now divides two times taken at one boundary; a record
+    from before a boundary was timed shows no ratio there."""
+    header = _table(corpus).splitlines()
+    cols = [c.strip() for c in next(ln for ln in header if ln.startswith("| model")).strip("|").split("|")]
+    full = {"model": "new", "batch": 32, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 1e-4,
+            "detail": "tolerance 0.01", "peer": "torch_cuda_graph", "hetpart_ms": 9.0, "hetpart_device_ms": 4.4,
+            "peer_ms": 4.9, "peer_host_ms": 7.5, "peer_device_ms": 5.0}
+    old = {"model": "old", "batch": 32, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 1e-4,
+           "detail": "tolerance 0.01", "peer": "torch_cuda_graph", "hetpart_ms": 9.14, "peer_ms": 4.9}
+    cpu = {"model": "new", "batch": 32, "device": "cpu", "precision": "fp32", "status": "pass", "rel_err": 1e-6,
+           "detail": "tolerance 0.01", "peer": "onnxruntime_cpu", "hetpart_ms": 300.0, "peer_ms": 200.0}
+    table = _table(corpus, full, old, cpu)
+    row = dict(zip(cols, _row(table, "new", "cuda")))
+    assert (row["hetpart ms np→np"], row["peer ms np→np"], row["× np→np"]) == ("9.000", "7.500", "**1.20**")
+    assert (row["hetpart ms GPU-in"], row["peer ms GPU-in"], row["× GPU-in"]) == ("4.400", "5.000", "**0.88**")
+    assert row["peer GPU ms"] == "4.900"
+    row = dict(zip(cols, _row(table, "old", "cuda")))
+    assert row["hetpart ms np→np"] == "9.140" and row["peer GPU ms"] == "4.900"
+    assert row["× np→np"] == row["× GPU-in"] == row["peer ms np→np"] == "–"  # 9.14 / 4.90 is never shown
+    row = dict(zip(cols, _row(table, "new", "cpu")))  # ONNX Runtime is timed numpy to numpy, as hetpart
+    assert (row["peer ms np→np"], row["× np→np"], row["× GPU-in"]) == ("200.000", "**1.50**", "–")
+    assert "peer with host copies" not in table
+
+
+def test_a_device_run_that_copied_a_feed_says_so(corpus):
+    record = {"model": "m", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 0.0,
+              "detail": "tolerance 0.01", "hetpart_device_ms": 1.0,
+              "device_run_copies": {"feed_copies": 0, "h2d": 1, "d2h": 1, "bytes_d2h": 4}}
+    assert "GPU-in run still made 1 host->GPU feed copies" in _table(corpus, record)
+    record["device_run_copies"]["h2d"] = 0
+    assert "GPU-in run" not in _table(corpus, record)
+
+
+def test_a_version_1_file_reads_as_version_2(corpus, tmp_path):
+    """Version 2 only adds fields: a version-1 file keeps its records as they are and
+    gains the version and the timing fields' note on load."""
+    record = {"model": "m", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "rel_err": 0.0,
+              "hetpart_ms": 1.0, "peer": "torch_cuda_graph", "peer_ms": 0.5}
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps({"schema": "hetpart-corpus", "version": 1, "relative_error": "r",
+                                "tolerance": {"tf32_on": 1e-2, "tf32_off": 1e-4}, "records": [record]}))
+    data = corpus.load_results(path)
+    assert data["version"] == corpus.VERSION == 2 and data["records"] == [record]
+    assert set(data["timing_fields"]) >= {"hetpart_ms", "hetpart_device_ms", "peer_ms", "peer_host_ms",
+                                          "peer_device_ms"}
+    corpus.save_results(path, data)
+    assert "| m | 1 | cuda |" in path.with_suffix(".md").read_text()
+
+
+@pytest.mark.cuda
+def test_the_device_resident_timing_feeds_gpu_tensors_without_a_host_copy(corpus):
+    """On the GPU: ``time_device_resident`` runs a real all-CUDA session on TVM CUDA
+    tensors, counted by the runtime as no feed copy and no host->GPU copy, while the
+    same session fed numpy makes both; its outputs are still right."""
+    from hetpart.compiler.artifact import TensorSpec
+    from hetpart.runtime import Session
+    from hetpart.runtime.memory import aligned_array
+    from hetpart.runtime.synthetic import chain, chain_reference
+
+    shape = (256, 1024)
+    x = aligned_array(TensorSpec("x", shape, "float32"))
+    x[...] = np.random.default_rng(0).standard_normal(shape)
+    with Session(chain(["cuda", "cuda"], shape, simulate=False)) as s:
+        out = s.run({"x": x})
+        assert s.last_run_stats.h2d >= 1 and s.last_run_stats.feed_copies >= 1  # numpy in: copied
+        timed = corpus.time_device_resident(s, {"x": x}, 3)
+        assert timed["device_run_copies"]["feed_copies"] == 0 and timed["device_run_copies"]["h2d"] == 0
+        assert timed["device_run_copies"]["d2h"] >= 1 and timed["hetpart_device_ms"] > 0
+    np.testing.assert_allclose(out["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)

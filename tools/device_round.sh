@@ -780,6 +780,24 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 120 ] && timeout "$left" python3 tools/gpu_kernel_profile.py resnet50 --batch 32 --runs 10 \
     --export-dir "$EXPORTS" --json "$OUT/kernels-resnet50-b32.json" --md "$OUT/gpu-b32-kernels-resnet50.md" \
     > "$OUT/logs/kernel-profile-b32.txt" 2>&1 ;;
+73)  # (BUDGET=300) issue 17's corpus rows like for like (branch corpus-fair): the b32 rows compared hetpart's
+     # Session.run from numpy to numpy (resnet50 b32: 9.14 ms, 19.3 MB copied in) with the CUDA graph's replay alone
+     # on the GPU (4.90 ms).  bench/corpus.py (schema v2) now times each side at two boundaries: numpy -> numpy
+     # (hetpart_ms / peer_host_ms) and inputs already on the GPU, outputs back to numpy (hetpart_device_ms: the same
+     # Session fed TVM CUDA tensors through DLPack / peer_device_ms), plus the replay alone (peer_ms); the table's
+     # ratios pair times of one boundary only.  (1) the cuda test that the device-resident timing feeds GPU tensors
+     # (the runtime counts no feed copy, no h2d); (2) resnet50 b32 (fp32/TF32) with both boundaries; (3) b1 rows for
+     # efficientnet_b0, resnet50, vit_b_16.  Timings wait for no compile (--quiet-timing).
+  timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 50 tests/test_bench_corpus.py \
+    > "$OUT/logs/cuda-tests.txt" 2>&1
+  left=$((BUDGET - SECONDS - 110))
+  [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 bench/corpus.py --devices cuda --batches 32 \
+    --time --quiet-timing --budget $(((left < 150 ? left : 150) - 15)) --export-dir "$EXPORTS" --models resnet50 \
+    --out "$OUT/corpus-b32-both.json" > "$OUT/logs/corpus-b32-both.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cuda --batches 1 --time --quiet-timing \
+    --jobs 3 --budget $((left - 15)) --export-dir "$EXPORTS" --models efficientnet_b0,resnet50,vit_b_16 \
+    --out "$OUT/corpus-b1-both.json" > "$OUT/logs/corpus-b1-both.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
