@@ -398,4 +398,8 @@ def test_the_device_resident_timing_feeds_gpu_tensors_without_a_host_copy(corpus
         timed = corpus.time_device_resident(s, {"x": x}, 3)
         assert timed["device_run_copies"]["feed_copies"] == 0 and timed["device_run_copies"]["h2d"] == 0
         assert timed["device_run_copies"]["d2h"] >= 1 and timed["hetpart_device_ms"] > 0
-    np.testing.assert_allclose(out["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)
+        import tvm
+
+        resident = s.run({"x": tvm.runtime.tensor(x, tvm.cuda(0))})  # what the timed runs computed
+    for got in (out, resident):
+        np.testing.assert_allclose(got["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)
