@@ -3,8 +3,8 @@
 Each model is built twice by :func:`hetpart.kernels.build`: "before" with the given
 module attributes set (``--before hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0``),
 "after" as the checkout has them (or with ``--after`` assignments).  ``--cores N`` builds both
-for a target of N cores (a 16-core schedule's kernels timed per core on a 2-core box).  The two VMs and an ONNX Runtime session
-(:func:`hetpart.bench.peers.ort_session`, same threads) then run in turns of ``--calls``
+for a target of N cores (a 16-core schedule's kernels timed per core on a 2-core box).  The two
+VMs and an ONNX Runtime session (:func:`hetpart.bench.peers.ort_session`, same threads) then run in turns of ``--calls``
 calls, each turn started after :func:`hetpart.bench.settle.settle` (the other sides'
 pools quiet), on a leased thread with a TVM pool of ``--threads``; ``--rounds`` rounds.
 Reported per side: the least call of all rounds and the range of the rounds' least

@@ -802,7 +802,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 35 python3 tools/cpu_rule_ab.py dn_3x3_7 mb_proj_7add mb_proj_7 --threads 1 --cpu-time --cores 16 \
     --calls 10 --rounds 4 $off $force > "$OUT/ab-small-split-forced-t1.txt" 2>&1
   timeout 90 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 80 --export-dir "$EXPORTS" \
-    --models densenet121,mobilenet_v2 --out "$OUT/corpus-cpu-b1-small-split.json" > "$OUT/logs/corpus-small-split.log" 2>&1
+    --models densenet121,mobilenet_v2 --out "$OUT/corpus-cpu-b1-small-split.json" \
+    > "$OUT/logs/corpus-small-split.log" 2>&1
   left=$((BUDGET - SECONDS - 25))
   [ "$left" -ge 30 ] && [ -f "$EXPORTS/densenet121-b1.onnx" ] && timeout $((left < 50 ? left : 50)) \
     python3 tools/cpu_rule_ab.py "$EXPORTS/densenet121-b1.onnx" --threads 16 --calls 10 --rounds 4 $off \
