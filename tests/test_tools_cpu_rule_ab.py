@@ -60,3 +60,23 @@ def test_kernel_switch_ab_times_only_the_changed_kernels():
     assert cpu_depthwise.REGISTER_ROWS is True
     assert kernel_switch_ab.ab_kernels(LAYERS["mb_dw_56"](), ["hetpart.kernels.rules.cpu_depthwise.REGISTER_ROWS=1"],
                                        calls=1, rounds=1) == []
+
+
+def test_after_and_cores_build_the_after_side_forced_for_a_target_of_n_cores(monkeypatch):
+    """``--after`` sets a switch for the after side only (restored after), ``--cores`` builds both
+    sides for that many cores: the split forced at 16 cores on mobilenet_v2's 7x7 projection
+    changes its kernel (outputs equal to ORT's), where at 2 and the default margin it would not."""
+    seen = []
+    real = cpu_rule_ab._set
+
+    def spy(assignments):
+        seen.append((list(assignments), register_tile.SMALL_SPLIT_MARGIN))
+        return real(assignments)
+
+    monkeypatch.setattr(cpu_rule_ab, "_set", spy)
+    r = cpu_rule_ab.ab("mb_proj_7add", 1, ["hetpart.kernels.register_tile.SMALL_SPLIT=0"], threads=1, calls=1,
+                       rounds=1, cores=16, after=("hetpart.kernels.register_tile.SMALL_SPLIT_MARGIN=10",))
+    assert [a for a, _ in seen] == [["hetpart.kernels.register_tile.SMALL_SPLIT=0"],
+                                    ["hetpart.kernels.register_tile.SMALL_SPLIT_MARGIN=10"]]
+    assert r["err_ort"] < 1e-5
+    assert register_tile.SMALL_SPLIT is True and register_tile.SMALL_SPLIT_MARGIN == 0.9

@@ -2,8 +2,9 @@
 
 Each model is built twice by :func:`hetpart.kernels.build`: "before" with the given
 module attributes set (``--before hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0``),
-"after" as the checkout has them.  The two VMs and an ONNX Runtime session
-(:func:`hetpart.bench.peers.ort_session`, same threads) then run in turns of ``--calls``
+"after" as the checkout has them (or with ``--after`` assignments).  ``--cores N`` builds both
+for a target of N cores (a 16-core schedule's kernels timed per core on a 2-core box).  The two
+VMs and an ONNX Runtime session (:func:`hetpart.bench.peers.ort_session`, same threads) then run in turns of ``--calls``
 calls, each turn started after :func:`hetpart.bench.settle.settle` (the other sides'
 pools quiet), on a leased thread with a TVM pool of ``--threads``; ``--rounds`` rounds.
 Reported per side: the least call of all rounds and the range of the rounds' least
@@ -77,7 +78,7 @@ def _feeds(model, seed: int = 0) -> dict:
 
 
 def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int,
-       clock=time.perf_counter) -> dict:
+       clock=time.perf_counter, cores: int | None = None, after: tuple[str, ...] = ()) -> dict:
     import tvm
     from tvm import relax
 
@@ -91,11 +92,16 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
     feeds = _feeds(model)
     undo = _set(before)
     try:
-        exe_before = kernels.build(load(model).module, cpu_tvm_target())
+        exe_before = kernels.build(load(model).module, cpu_tvm_target(cores))
     finally:
         for mod, attr, old in undo:
             setattr(mod, attr, old)
-    exe_after = kernels.build(load(model).module, cpu_tvm_target())
+    undo = _set(after)
+    try:
+        exe_after = kernels.build(load(model).module, cpu_tvm_target(cores))
+    finally:
+        for mod, attr, old in undo:
+            setattr(mod, attr, old)
     session = ort_session(model, threads=threads)
     result: dict = {}
 
@@ -135,9 +141,14 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--before", action="append", default=[], help="module.ATTR=value for the before side")
+    p.add_argument("--after", action="append", default=[],
+                   help="module.ATTR=value for the after side (a rule forced further than its default)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cores", type=int, default=None,
+                   help="num-cores of the target both sides are built for (default: this host's); e.g. 16 on a "
+                        "2-core box times a 16-core schedule's kernels per core")
     p.add_argument("--cpu-time", action="store_true",
                    help="time each call by the calling thread's CPU time (needs --threads 1: both runtimes then run "
                         "on the calling thread), not wall time: another job's time slices on the core do not count")
@@ -147,9 +158,9 @@ def main(argv=None) -> int:
     clock = time.thread_time if a.cpu_time else time.perf_counter
     print(f"{'model':<16}{'before ms':>26}{'after ms':>26}{'ORT ms':>26}{'b/ORT':>7}{'a/ORT':>7}{'a/b':>7}"
           f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds"
-          f"{', CPU time' if a.cpu_time else ''})")
+          f"{', CPU time' if a.cpu_time else ''}{f', built for {a.cores} cores' if a.cores else ''})")
     for name in a.models:
-        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock)
+        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock, a.cores, tuple(a.after))
         b, af, o = (min(x) for x in r["best"])
         print(f"{name:<16}{_fmt(r['best'][0]):>26}{_fmt(r['best'][1]):>26}{_fmt(r['best'][2]):>26}"
               f"{b / o:7.2f}{af / o:7.2f}{af / b:7.2f}{r['diff_ab']:10.2e}{r['err_ort']:10.2e}", flush=True)

@@ -798,6 +798,41 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cuda --batches 1 --time --quiet-timing \
     --jobs 3 --budget $((left - 15)) --export-dir "$EXPORTS" --models efficientnet_b0,resnet50,vit_b_16 \
     --out "$OUT/corpus-b1-both.json" > "$OUT/logs/corpus-b1-both.log" 2>&1 ;;
+74)  # (BUDGET=300) issue 18, small kernels split over the Xeon's 16 cores (branch cpu-small-split;
+     # bench/results/cpu-small-split.md).  A two-vector channel panel tile whose loop has few iterations for the
+     # target's num-cores takes one-vector panels where ceil(E/16) tiles a thread at ONE_VECTOR_TILE_COST (0.75,
+     # measured per core on the 2-core AVX2 box) falls to 0.9 of the two-vector tile's (register_tile._split_panels,
+     # switch SMALL_SPLIT): with AVX-512 (static) densenet121's 16 128->32 3x3 convs on 7x7 (7 tiles -> 14; modelled
+     # efficiency at 16 threads 0.921 -> 0.931); mobilenet_v2 / efficientnet / mobilenet_v3 unchanged (their 7x7 1x1s'
+     # 35-70 tiles: the split models as a tie at 0.75).  (1) before (SMALL_SPLIT=0) / after / ORT at 16 threads on
+     # the changed layer (dn_3x3_7; dn_3x3_14 unchanged: the noise); (2) the split forced (SMALL_SPLIT_MARGIN=10) on
+     # the layers the model rejects (mobilenet_v2's 7x7 projections, dn_3x3_14) at 16 threads, and (3) at 1 thread
+     # by CPU time (the Xeon's one-vector tile cost, to set ONE_VECTOR_TILE_COST for AVX-512); (4) the corpus b1 CPU
+     # rows of densenet121 / mobilenet_v2 (exports), then densenet121 before/after and mobilenet_v2 forced at 16
+     # threads; last the tests
+  BUDGET=300
+  off="--before hetpart.kernels.register_tile.SMALL_SPLIT=0"
+  force="--after hetpart.kernels.register_tile.SMALL_SPLIT_MARGIN=10"
+  timeout 45 python3 tools/cpu_rule_ab.py dn_3x3_7 dn_3x3_14 --threads 16 --calls 20 --rounds 4 $off \
+    > "$OUT/ab-small-split-layers-t16.txt" 2>&1
+  timeout 45 python3 tools/cpu_rule_ab.py mb_proj_7add mb_proj_7 dn_3x3_14 --threads 16 --calls 20 --rounds 4 \
+    $off $force > "$OUT/ab-small-split-forced-t16.txt" 2>&1
+  timeout 35 python3 tools/cpu_rule_ab.py dn_3x3_7 mb_proj_7add mb_proj_7 --threads 1 --cpu-time --cores 16 \
+    --calls 10 --rounds 4 $off $force > "$OUT/ab-small-split-forced-t1.txt" 2>&1
+  timeout 90 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 80 --export-dir "$EXPORTS" \
+    --models densenet121,mobilenet_v2 --out "$OUT/corpus-cpu-b1-small-split.json" \
+    > "$OUT/logs/corpus-small-split.log" 2>&1
+  left=$((BUDGET - SECONDS - 25))
+  [ "$left" -ge 30 ] && [ -f "$EXPORTS/densenet121-b1.onnx" ] && timeout $((left < 50 ? left : 50)) \
+    python3 tools/cpu_rule_ab.py "$EXPORTS/densenet121-b1.onnx" --threads 16 --calls 10 --rounds 4 $off \
+    > "$OUT/ab-small-split-densenet121-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 25))
+  [ "$left" -ge 30 ] && [ -f "$EXPORTS/mobilenet_v2-b1.onnx" ] && timeout $((left < 40 ? left : 40)) \
+    python3 tools/cpu_rule_ab.py "$EXPORTS/mobilenet_v2-b1.onnx" --threads 16 --calls 10 --rounds 4 $off $force \
+    > "$OUT/ab-small-split-mobilenet_v2-forced-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_small_split.py \
+    tests/test_tools_cpu_rule_ab.py > "$OUT/pytest-small-split.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

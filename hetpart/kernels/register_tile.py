@@ -185,6 +185,8 @@ def make_plan(
     if rows == 1:
         rows_var = None
         vecs = largest_divisor(mac.extents[cand.var] // lanes, min(budget, GEMV_MAX_VECTORS))
+    elif vecs == 2 and _split_panels(mac, shape, cand, rows_var, lanes, rows):
+        vecs = 1
     pack_dim = cand.dim if (pack or prepack) else None
     return TilePlan(cand.var, cand.operand, pack_dim, rows_var, lanes, vecs, rows, prepack=prepack)
 
@@ -295,6 +297,54 @@ def _rows_for_32_registers(mac: MacBlock, shape: CpuShape, cand: VecCandidate, r
     before = thread_efficiency(tile_count(mac, cand.var, width, rows_var, rows), shape.cores)
     after = thread_efficiency(tile_count(mac, cand.var, width, rows_var, wide), shape.cores)
     return wide if after >= before else rows
+
+
+SMALL_SPLIT = True
+"""Whether a tile loop that splits unevenly over the target's ``num-cores`` may take
+one-vector channel panels instead of two (:func:`_split_panels`); False: the tile
+before (kept for A/B runs, ``tools/cpu_rule_ab.py --before
+hetpart.kernels.register_tile.SMALL_SPLIT=0``)."""
+
+ONE_VECTOR_TILE_COST = 0.75
+"""Time of a ``rows x 1`` vector tile relative to the ``rows x 2`` tile it halves
+(:func:`_split_panels`): ideal 0.5, but per step it issues half the FMAs for the same
+``rows`` broadcasts (7 x 1: 8 loads for 7 FMAs, against 9 for 14) and its panels
+re-read the image twice as often.  Measured on the 2-core AVX2 box (one thread's CPU
+time, both sides built for 16 cores with every split taken, least of 10 calls x 5
+rounds; bench/results/cpu-small-split.md): densenet121's 128->32 3x3 on 7x7 0.63,
+128->32 3x3 on 14x14 0.78, mobilenet_v2's 960->160 1x1 on 7x7 + add 0.76, 960->320
+0.77.  Device step 74 measures it on the AVX-512 Xeon."""
+
+SMALL_SPLIT_MARGIN = 0.9
+"""The most modelled time (relative to the two-vector tile's) at which
+:func:`_split_panels` takes the one-vector tile: the model ignores caches and the pool."""
+
+
+def _split_panels(mac: MacBlock, shape: CpuShape, cand: VecCandidate, rows_var, lanes: int, rows: int) -> bool:
+    """Whether a ``rows x 2``-vector tile should be ``rows x 1`` on a target of
+    ``shape.cores`` cores: the tile loop's modelled time, ``ceil(E / cores)`` iterations
+    a thread (TVM's contiguous split, :func:`thread_efficiency`) of one tile each, falls
+    to :data:`SMALL_SPLIT_MARGIN` or less with twice the iterations at
+    :data:`ONE_VECTOR_TILE_COST` each.  In: the block, the chosen tile (two vectors of
+    ``lanes`` by ``rows`` of ``rows_var``); out: True to halve the vectors.  The core
+    count is the target's ``num-cores``, never the environment's.
+
+    Where the loop has few iterations (a 32-channel conv on a 7x7 image: 7 tiles of 7 x
+    32 outputs; 16 threads, 9 of them idle and the busy ones 2.3x the ideal), the
+    one-vector panel doubles them; where it has many (4+ per core), the ceil's loss is
+    small and the two-vector tile's reuse wins.  Issue 18,
+    bench/results/cpu-r50-threads-analysis.md (densenet121 0.92 modelled efficiency
+    at 16 threads, mobilenet_v2 0.93)."""
+    if not SMALL_SPLIT or shape.cores <= 1:
+        return False
+    width = 2 * lanes
+    tiles = tile_count(mac, cand.var, width, rows_var, rows)
+    split = tile_count(mac, cand.var, lanes, rows_var, rows)
+    if split <= tiles:
+        return False
+    before = -(-tiles // shape.cores)
+    after = -(-split // shape.cores) * ONE_VECTOR_TILE_COST
+    return after <= SMALL_SPLIT_MARGIN * before
 
 
 MIN_ACCUMULATORS = 8
