@@ -1,14 +1,14 @@
 """Stride-1 windowed convs with few output channels read a channels-innermost padded image
 (issue 18; rules/cpu_conv2d.py, ``CHANNELS_INNER_WINDOW``): densenet121's 3x3 "growth" convs
-(128 -> 32 channels, pad 1, 56x56 and 28x28).  The padding block writes ``X[n, h, w, ic]`` and
+(128 -> 32 channels, pad 1, 56x56 and 28x28), resnet50's 3x3s on 56x56 and 28x28 (64 and 128).  The padding block writes ``X[n, h, w, ic]`` and
 the tile sums the window outside the channels (``ry, rx, ic``), the weight panel packed in that
 order, so each broadcast steps to the next float (ORT/MLAS's NCHWc input does the same);
 before, each step read a plane further.
 
 Against ONNX Runtime and onnx.reference (inputs with negatives and zeros; no bias, bias +
 ReLU, a width the 4-column tile does not divide, a batch of 2); then the schedule: the copy is
-channels-innermost with the switch on, not off, on AVX2 and AVX-512; 14x14 planes, 64+ output
-channels (resnet50's 3x3s), stride 2 and 3-channel stems are unchanged.
+channels-innermost with the switch on, not off, on AVX2 and AVX-512; 14x14 planes (at batch 4 too), 129+ output
+channels, stride 2 and 3-channel stems are unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ CASES = {
     "densenet's growth conv 128->32 on 28x28, no bias": lambda: _conv(128, 32, 28, 28),
     "32->16 + bias + ReLU on 30x29 (a ragged column tile)": lambda: _conv(32, 16, 30, 29, bias=True, relu=True),
     "64->32 on 28x28, batch 2": lambda: _conv(64, 32, 28, 28, batch=2),
+    "64->128 + bias + ReLU on 28x28 (resnet50's 3x3, narrower)": lambda: _conv(64, 128, 28, 28, bias=True, relu=True),
 }
 
 
@@ -95,9 +96,9 @@ def test_growth_conv_reads_channels_innermost(mcpu, monkeypatch):
     assert CHANNELS_INNER not in _scheduled(m, mcpu)
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(128, 32, 14, 14), lambda: _conv(64, 64, 28, 28),
+@pytest.mark.parametrize("m", [lambda: _conv(128, 32, 14, 14), lambda: _conv(32, 32, 14, 14, batch=4), lambda: _conv(16, 160, 28, 28),
                                lambda: _conv(128, 32, 56, 56, stride=2), lambda: _conv(3, 32, 28, 28)],
-                         ids=["14x14 plane", "64 output channels", "stride 2", "3 input channels"])
+                         ids=["14x14 plane", "14x14 planes, batch 4", "160 output channels", "stride 2", "3 input channels"])
 def test_other_convs_unchanged(m, monkeypatch):
     model_ = m()
     after = _scheduled(model_)

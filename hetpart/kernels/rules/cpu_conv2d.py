@@ -310,12 +310,17 @@ CHANNELS_INNER_WINDOW = True
 and its window summed channels innermost (:func:`channels_inner_window`; False: the
 image's layout, the window inside each channel; kept for A/B runs)."""
 
-CHANNELS_INNER_MAX_OUT = 32
-"""Output channels up to which :func:`channels_inner_window` applies (densenet's growth
-convs; resnet50's 64-512-channel 3x3s are not changed, unmeasured with it)."""
+CHANNELS_INNER_MAX_OUT = 128
+"""Output channels up to which :func:`channels_inner_window` applies.  Measured (2-core EPYC
+znver3, AVX2, 1 thread, CPU time, before / after / ORT in one process, least of 10 calls x 4
+rounds, ms; bench/results/cpu-growth-3x3-2core.md): densenet121's 128->32 on 56x56 2.72 ->
+2.59 (ORT 2.51), on 28x28 0.672 -> 0.645 (0.619); resnet50's 64->64 on 56x56 2.64 -> 2.45
+(2.49), 128->128 on 28x28 2.66 -> 2.46 (2.43); batch 8 0.88-0.96x too; inception_v3's 64->96
+and 96->96 on 35x35 a tie (1.41 / 1.42, 2.11 / 2.14).  Wider ones (resnet50's 256 and 512 on
+14x14 and 7x7) fail the plane bound, unmeasured."""
 
 CHANNELS_INNER_MIN_PLANE = 28 * 28
-"""Output pixels (batch x rows x columns) from which :func:`channels_inner_window` applies:
+"""Output pixels of an image (rows x columns) from which :func:`channels_inner_window` applies:
 on 14x14 the copy's transposition weighs more (densenet's 128->32 0.170 -> 0.223 ms), on 7x7
 a tie (0.087 both); 1 thread, bench/results/cpu-growth-3x3-2core.md."""
 
@@ -350,13 +355,16 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
     ic = [v for v in mac.reduce if isinstance(idx[1], tirx.Var) and idx[1].same_as(v)]
     if len(ic) != 1 or mac.extents[ic[0]] < CHANNELS_INNER_MIN_IN:
         return None
-    plane = [v for v in mac.spatial if mac.uses(image, v) and not mac.uses(1 - image, v) and mac.extents[v] > 1]
-    if _product([mac.extents[v] for v in plane]) < CHANNELS_INNER_MIN_PLANE:
-        return None
-    for d in (2, 3):  # stride 1, a window of 2+ steps: out + r with out and r iterators
-        e = idx[d]
+    plane = 1
+    for e in idx[2:]:  # stride 1: out + r, out an output iterator, r a window iterator
         if not (isinstance(e, tirx.Add) and isinstance(e.a, tirx.Var) and isinstance(e.b, tirx.Var)):
             return None
+        out = [v for v in mac.spatial if v.same_as(e.a) or v.same_as(e.b)]
+        if len(out) != 1:
+            return None
+        plane *= mac.extents[out[0]]
+    if plane < CHANNELS_INNER_MIN_PLANE:
+        return None
     pads = [p for p in sch.get_producers(mac.block)
             if sch.get(p).name_hint in keep and sch.get(p).writes[0].source.same_as(buf)]
     if len(pads) != 1:
