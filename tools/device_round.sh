@@ -833,6 +833,29 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_small_split.py \
     tests/test_tools_cpu_rule_ab.py > "$OUT/pytest-small-split.txt" 2>&1 ;;
+72)  # (BUDGET=300) issue 18, stride-1 3x3 convs on a channels-innermost padded image (branch cpu-growth-3x3,
+     # bench/results/cpu-growth-3x3-2core.md): the padding writes X[n, h, w, ic], the tile sums the window outside the
+     # channels and the weight panel is packed in that order, so each broadcast steps to the next float (MLAS's NCHWc
+     # input), not a plane further (cpu_conv2d.CHANNELS_INNER_WINDOW; <= 128 output channels, 16+ input channels,
+     # 28x28+ planes: densenet121's growth convs 128->32 on 56/28, resnet50's 64->64 on 56 and 128->128 on 28).  On
+     # the 2-core AVX2 box, 1 thread: those layers 0.91-0.94x before; densenet121 ~0.98x.  Here AVX-512 (8 rows x 2
+     # vectors of 16), 16 threads, unmeasured: before (off) / after / ORT in one process on the changed layers
+     # (dn_3x3_14, r50_3x3_14 unchanged: the noise), then densenet121 and resnet50 from the corpus exports (step 69
+     # makes them; else exported here), then the tests
+  off="--before hetpart.kernels.rules.cpu_conv2d.CHANNELS_INNER_WINDOW=0"
+  timeout 70 python3 tools/cpu_rule_ab.py dn_grow_56 dn_grow_28 r50_3x3_56 r50_3x3_28 inc_3x3_35 dn_3x3_14 r50_3x3_14 \
+    --threads 16 --calls 20 --rounds 4 $off > "$OUT/grow-layers-ab-t16.txt" 2>&1
+  [ -f "$EXPORTS/densenet121-b1.onnx" ] && [ -f "$EXPORTS/resnet50-b1.onnx" ] || timeout 90 python3 bench/corpus.py \
+    --devices cpu --batches 1 --time --budget 80 --export-dir "$EXPORTS" --models densenet121,resnet50 \
+    --out "$OUT/corpus-cpu-b1-grow.json" > "$OUT/logs/corpus-cpu-b1-grow.log" 2>&1
+  for m in densenet121 resnet50; do
+    left=$((BUDGET - SECONDS - 25))
+    [ "$left" -ge 30 ] && [ -f "$EXPORTS/$m-b1.onnx" ] && timeout $((left < 70 ? left : 70)) python3 \
+      tools/cpu_rule_ab.py "$EXPORTS/$m-b1.onnx" --threads 16 --calls 10 --rounds 4 $off > "$OUT/grow-ab-$m-t16.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider \
+    tests/test_kernels_channels_inner_window.py > "$OUT/pytest-growth-3x3.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

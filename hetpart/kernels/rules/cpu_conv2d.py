@@ -48,6 +48,8 @@ compute it per channel.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
 
 from __future__ import annotations
 
+import dataclasses
+
 import tvm
 import tvm.sym
 from tvm import s_tir, tirx
@@ -303,6 +305,103 @@ def _subsampled(sch: s_tir.Schedule, mac, buf, idx, *, as_image: bool):
     return new, remac, copy
 
 
+CHANNELS_INNER_WINDOW = True
+"""Whether a stride-1 windowed convolution's padded image is laid out channels innermost
+and its window summed channels innermost (:func:`channels_inner_window`; False: the
+image's layout, the window inside each channel; kept for A/B runs)."""
+
+CHANNELS_INNER_MAX_OUT = 128
+"""Output channels up to which :func:`channels_inner_window` applies.  Measured (2-core EPYC
+znver3, AVX2, 1 thread, CPU time, before / after / ORT in one process, least of 10 calls x 4
+rounds, ms; bench/results/cpu-growth-3x3-2core.md): densenet121's 128->32 on 56x56 2.72 ->
+2.59 (ORT 2.51), on 28x28 0.672 -> 0.645 (0.619); resnet50's 64->64 on 56x56 2.64 -> 2.45
+(2.49), 128->128 on 28x28 2.66 -> 2.46 (2.43); batch 8 0.88-0.96x too; inception_v3's 64->96
+and 96->96 on 35x35 a tie (1.41 / 1.42, 2.11 / 2.14).  Wider ones (resnet50's 256 and 512 on
+14x14 and 7x7) fail the plane bound, unmeasured."""
+
+CHANNELS_INNER_MIN_PLANE = 28 * 28
+"""Output pixels of an image (rows x columns) from which :func:`channels_inner_window` applies:
+on 14x14 the copy's transposition weighs more (densenet's 128->32 0.170 -> 0.223 ms), on 7x7
+a tie (0.087 both); 1 thread, bench/results/cpu-growth-3x3-2core.md."""
+
+CHANNELS_INNER_MIN_IN = 16
+"""Input channels from which :func:`channels_inner_window` applies (a stem's 3 channels
+would make the copy a transposition for a sum of 27 steps)."""
+
+
+def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
+    """A stride-1 convolution with a window (``X[n, ic, oh + ry, ow + rx] * W[oc, ic, ry,
+    rx]``, ``X`` a padding block's output; ``image`` the operand index of ``X``) with
+    :data:`CHANNELS_INNER_MAX_OUT` output channels or fewer, :data:`CHANNELS_INNER_MIN_IN`+
+    input channels and a :data:`CHANNELS_INNER_MIN_PLANE`+ output plane: returns ``(sch,
+    mac)``, a copy of the schedule whose padding block writes ``X[n, h, w, ic]``
+    (channels innermost, its channel loop innermost) and the block re-read with its
+    reduction ordered ``(ry, rx, ic)``; None where it does not apply.  The caller then
+    packs the weight in that order (:func:`_window_outside_channels`).
+
+    The output-channel tile (4 columns x 2 channel vectors on AVX2) broadcasts one image
+    scalar per column and reduction step: in the image's layout the next step read a
+    plane further (densenet's 128 planes of 58x58 per tile), here the next float, each
+    column a contiguous stream of the 3 rows' 6 x 128 floats (ORT/MLAS's NCHWc input
+    blocks do the same).  The copy is one transposing pass over the padded image."""
+    if not CHANNELS_INNER_WINDOW:
+        return None
+    buf, idx = mac.operands[image]
+    if len(idx) != 4 or len(mac.reduce) != 3:
+        return None
+    oc = [v for v in mac.spatial if mac.uses(1 - image, v)]
+    if len(oc) != 1 or mac.extents[oc[0]] > CHANNELS_INNER_MAX_OUT:
+        return None
+    ic = [v for v in mac.reduce if isinstance(idx[1], tirx.Var) and idx[1].same_as(v)]
+    if len(ic) != 1 or mac.extents[ic[0]] < CHANNELS_INNER_MIN_IN:
+        return None
+    plane = 1
+    for e in idx[2:]:  # stride 1: out + r, out an output iterator, r a window iterator
+        if not (isinstance(e, tirx.Add) and isinstance(e.a, tirx.Var) and isinstance(e.b, tirx.Var)):
+            return None
+        out = [v for v in mac.spatial if v.same_as(e.a) or v.same_as(e.b)]
+        if len(out) != 1:
+            return None
+        plane *= mac.extents[out[0]]
+    if plane < CHANNELS_INNER_MIN_PLANE:
+        return None
+    pads = [p for p in sch.get_producers(mac.block)
+            if sch.get(p).name_hint in keep and sch.get(p).writes[0].source.same_as(buf)]
+    if len(pads) != 1:
+        return None
+    new = sch.copy()
+    try:
+        new.transform_layout(pads[0], ("write", 0), lambda n, c, h, w: [n, h, w, c])
+    except Exception:  # noqa: BLE001 - TVM refused: keep the image's layout
+        return None
+    infos = block_infos(new)
+    remac = find_mac(new, infos) if infos is not None else None
+    if remac is None:
+        return None
+    try:
+        loops = new.get_loops(pads[0])
+        if len(loops) >= 3:  # write the copy in its order: the channel loop innermost
+            new.reorder(loops[-2], loops[-1], loops[-3])
+    except Exception:  # noqa: BLE001 - TVM refused: the copy written in the image's order
+        pass
+    channel = [v for v in remac.reduce if any(isinstance(e, tirx.Var) and e.same_as(v) for e in remac.operands[image][1])]
+    if len(channel) != 1:
+        return None
+    return new, dataclasses.replace(remac, reduce=[v for v in remac.reduce if not v.same_as(channel[0])] + channel)
+
+
+def _window_outside_channels(sch: s_tir.Schedule, mac, weight) -> None:
+    """The packed weight panel ``[oc/L, ic, kh, kw, L]`` laid out ``[oc/L, kh, kw, ic, L]``:
+    the order :func:`channels_inner_window`'s reduction reads it in."""
+    for blk in sch.get_producers(mac.block):
+        b = sch.get(blk)
+        if any(r.source.same_as(weight) for r in b.reads) and len(b.writes[0].source.shape) == 5:
+            try:
+                sch.transform_layout(blk, ("write", 0), lambda a, i, h, w, lane: [a, h, w, i, lane])
+            except Exception:  # noqa: BLE001 - TVM refused: the panel as packed
+                pass
+
+
 class CpuConv2d(ScheduleRule):
     """Register-tiled, parallel, vectorised direct convolution (see module docstring)."""
 
@@ -340,7 +439,13 @@ class CpuConv2d(ScheduleRule):
             if mac_count(mac) >= PARALLEL_MIN_MACS:
                 _parallel_padding(sch, keep)
             return sch
+        inner = None
         if plain:
+            inner = channels_inner_window(sch, mac, keep, 1 - plain[0].operand)
+            if inner is not None:
+                sch, mac = inner
+                weight = mac.operands[plain[0].operand][0]
+                plain = [c for c in vec_candidates(mac, lanes) if c.plain and self._is_weight(mac, c.operand)]
             prepack = is_layout_free(func, mac.operands[plain[0].operand][0])
             plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack)
         else:
@@ -353,6 +458,8 @@ class CpuConv2d(ScheduleRule):
                                      or _one_channel_per_group(mac, width[-1].operand)):
                 return self._rows(func, sch, mac, lanes)  # too little reuse for a tile (docstring)
         register_tile(sch, mac, plan, shape)
+        if inner is not None:
+            _window_outside_channels(sch, mac, weight)
         if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
             _parallel_padding(sch, keep)
         return sch
