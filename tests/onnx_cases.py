@@ -103,6 +103,14 @@ def cuda_source(exe) -> str:
     return walk(exe.mod)
 
 
+def relative_error_on_cuda(m: onnx.ModelProto, feeds: dict, output: str = "y") -> float:
+    """``max|got - want| / max|want|`` of ``m``'s ``output`` run all-CUDA on a real GPU
+    (``got``) against ONNX Runtime's CPU run (``want``)."""
+    got = run_on(m, "cuda", feeds, simulate=False)[output]
+    want = onnxruntime_outputs(m, feeds)[[o.name for o in m.graph.output].index(output)]
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
 def onnxruntime_outputs(m: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     """ONNX Runtime's (CPU) outputs for ``m`` on ``feeds``, opened through the benchmark's
     one ORT door, which lowers the IR version ``make_model`` stamps to the least the

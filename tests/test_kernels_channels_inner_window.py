@@ -14,14 +14,12 @@ channels, stride 2 and 3-channel stems are unchanged.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, reference
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
 
 from hetpart import kernels, load
-from hetpart.backend import forced_plan
 from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_conv2d
 from test_kernels_wide_tiles import _target
@@ -60,20 +58,12 @@ def _feeds(m) -> dict:
     return {"x": x}
 
 
-def _hetpart(m, feeds):
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run(feeds)["y"]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime_and_the_reference(case):
     m = CASES[case]()
     feeds = _feeds(m)
-    got = _hetpart(m, feeds)
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = run_on(m, "cpu", feeds)["y"]
+    (want,) = onnxruntime_outputs(m, feeds)
     assert_matches(got, want, rtol=1e-4, atol=1e-5, what=case)
     assert_matches(got, reference(m, feeds)["y"], rtol=1e-4, atol=1e-5, what=case)
 

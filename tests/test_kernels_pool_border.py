@@ -15,14 +15,12 @@ than 16 planes are unchanged.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, reference
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
 
 from hetpart import kernels, load
-from hetpart.backend import forced_plan
 from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_reduction
 from test_kernels_wide_tiles import _target
@@ -55,20 +53,12 @@ def _feeds(m) -> dict:
     return {"x": x}
 
 
-def _hetpart(m, feeds):
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run(feeds)["y"]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_padded_max_pool_matches_onnxruntime_and_the_reference(case):
     m = CASES[case]()
     feeds = _feeds(m)
-    got = _hetpart(m, feeds)
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = run_on(m, "cpu", feeds)["y"]
+    (want,) = onnxruntime_outputs(m, feeds)
     assert (want < 0).any(), "a corner window of negatives: the padding must not win"
     assert_matches(got, want, rtol=0, atol=0, what=case)
     assert_matches(got, reference(m, feeds)["y"], rtol=0, atol=0, what=case)

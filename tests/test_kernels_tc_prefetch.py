@@ -147,14 +147,12 @@ def test_register_stage_compiles_to_registers(tmp_path):
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("case", PREFETCHED)
 def test_prefetched_convolutions_match_onnxruntime_on_gpu(case):
-    from onnx_cases import onnxruntime_outputs, run_on
+    from onnx_cases import relative_error_on_cuda
 
     cin, size = CONVS[case][0][:2]
     m = _onnx_conv(*CONVS[case][0])
     assert _prefetched(kernels.schedule_primfunc(_conv_func(load(m).module), cuda_tvm_target()))
     x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
     x.flat[::7] = 0.0  # negatives and zeros
-    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
-    want = onnxruntime_outputs(m, {"x": x})[0]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    err = relative_error_on_cuda(m, {"x": x})
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"

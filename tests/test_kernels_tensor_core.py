@@ -535,13 +535,11 @@ def test_clip_epilogue_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("case", sorted(INCEPTION_CONVS))
 def test_asymmetric_and_valid_convolutions_at_batch_32_match_onnxruntime_on_gpu(case):
-    from onnx_cases import onnxruntime_outputs, run_on
+    from onnx_cases import relative_error_on_cuda
 
     cin, size, cout, kh, kw, stride, pads = INCEPTION_CONVS[case]
     m, _ = _onnx_conv2(32, cin, size, cout, kh, kw, stride, pads)
     x = np.random.default_rng(1).standard_normal((32, cin, size, size)).astype("float32")
     x.flat[::7] = 0.0  # negatives and zeros
-    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
-    want = onnxruntime_outputs(m, {"x": x})[0]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    err = relative_error_on_cuda(m, {"x": x})
     assert err < TF32_RTOL, f"{case}: max error {err:.2e} of the output's magnitude"
