@@ -442,10 +442,13 @@ class CpuConv2d(ScheduleRule):
         inner = None
         if plain:
             inner = channels_inner_window(sch, mac, keep, 1 - plain[0].operand)
-            if inner is not None:
-                sch, mac = inner
+            again = [c for c in vec_candidates(inner[1], lanes) if c.plain and self._is_weight(inner[1], c.operand)] \
+                if inner is not None else []
+            if again:  # the re-read block still vectorises over output channels: take the new layout
+                sch, mac, plain = inner[0], inner[1], again
                 weight = mac.operands[plain[0].operand][0]
-                plain = [c for c in vec_candidates(mac, lanes) if c.plain and self._is_weight(mac, c.operand)]
+            else:
+                inner = None
             prepack = is_layout_free(func, mac.operands[plain[0].operand][0])
             plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack)
         else:
