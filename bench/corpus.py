@@ -553,7 +553,7 @@ def _timings(session, feeds, device, model_path, meta, repeat, precision: str = 
         out.update(peer="onnxruntime_cpu", peer_ms=round(_median_ms(lambda: sess.run(None, feeds), repeat), 4),
                    settle_ms=[round(w.waited_s * 1e3, 1) for w in waits])
         return out
-    if getattr(session, "real_gpu", False):
+    if session.real_gpu:  # a simulated CUDA build has no GPU to feed
         out.update(time_device_resident(session, run_feeds, repeat))
     key = _peer_key(precision)
     if key in meta:
