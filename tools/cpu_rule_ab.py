@@ -27,6 +27,7 @@ take ``batch=`` from ``--batch``; else an ONNX file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
@@ -67,6 +68,18 @@ def _set(assignments: list[str]) -> list[tuple[object, str, object]]:
     return undo
 
 
+@contextlib.contextmanager
+def switched(assignments):
+    """``with switched(["module.ATTR=value", ...]):`` those switches set (:func:`_set`) for
+    the block, restored after it however it ends."""
+    undo = _set(list(assignments))
+    try:
+        yield
+    finally:
+        for mod, attr, old in undo:
+            setattr(mod, attr, old)
+
+
 def _feeds(model, seed: int = 0) -> dict:
     from hetpart.models import example_inputs
 
@@ -90,18 +103,10 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
 
     model = _model(name, batch)
     feeds = _feeds(model)
-    undo = _set(before)
-    try:
+    with switched(before):
         exe_before = kernels.build(load(model).module, cpu_tvm_target(cores))
-    finally:
-        for mod, attr, old in undo:
-            setattr(mod, attr, old)
-    undo = _set(after)
-    try:
+    with switched(after):
         exe_after = kernels.build(load(model).module, cpu_tvm_target(cores))
-    finally:
-        for mod, attr, old in undo:
-            setattr(mod, attr, old)
     session = ort_session(model, threads=threads)
     result: dict = {}
 

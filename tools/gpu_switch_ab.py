@@ -54,32 +54,15 @@ class Row:
         return min(self.before_us) / min(self.after_us)
 
 
-def _scheduled(graph, target) -> dict[str, str]:
-    from tvm import tirx
-
-    from hetpart import kernels
-    from hetpart.kernels import weight_prepack
-    from hetpart.kernels.options import resolve
-
-    mod = kernels.schedule(weight_prepack.mark_weights(graph.module), target, resolve(cuda_arch=ARCH))
-    return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
-
-
 def changed_kernels(graph, before: list[str]) -> list:
     """The distinct kernels of ``graph`` (one per signature, graph order) whose scheduled
     TIR differs with ``before`` applied."""
-    from cpu_rule_ab import _set
+    from rule_switch_tir_diff import scripts_both_ways
 
+    from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
-    target = cuda_tvm_target(ARCH)
-    after = _scheduled(graph, target)
-    undo = _set(before)
-    try:
-        old = _scheduled(graph, target)
-    finally:
-        for mod, attr, value in undo:
-            setattr(mod, attr, value)
+    after, old = scripts_both_ways(graph.module, cuda_tvm_target(ARCH), before, resolve(cuda_arch=ARCH))
     out, seen = [], set()
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
         if k.signature in seen or k.func not in after or after[k.func] == old.get(k.func):
@@ -90,18 +73,14 @@ def changed_kernels(graph, before: list[str]) -> list:
 
 
 def _build(kmod, before: list[str] | None):
-    from cpu_rule_ab import _set
+    from cpu_rule_ab import switched
 
     from hetpart.costmodel import kernel_bench
     from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
-    undo = _set(before or [])
-    try:
+    with switched(before or []):
         return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), resolve(cuda_arch=ARCH))
-    finally:
-        for mod, attr, value in undo:
-            setattr(mod, attr, value)
 
 
 def _output(exe, inputs, dev) -> np.ndarray:

@@ -40,16 +40,12 @@ def _outputs(out) -> list[np.ndarray]:
 
 
 def _build(kmod, target, before: list[str]):
-    from cpu_rule_ab import _set
+    from cpu_rule_ab import switched
 
     from hetpart.costmodel import kernel_bench
 
-    undo = _set(before)
-    try:
+    with switched(before):
         return kernel_bench.build_module(kmod.mod, target)
-    finally:
-        for mod, attr, value in undo:
-            setattr(mod, attr, value)
 
 
 def ab_kernels(model, before: list[str], calls: int, rounds: int) -> list[dict]:

@@ -20,28 +20,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def scripts(model, target) -> dict[str, str]:
-    """``{kernel: scheduled TIR text}`` of ``model``'s fused module, as ``kernels.build`` schedules it."""
+def scripts(module, target, options=None) -> dict[str, str]:
+    """``{kernel: scheduled TIR text}`` of a fused ``module`` (an importer's), as
+    ``kernels.build`` schedules it for ``target`` (``options``: the build's
+    :class:`~hetpart.kernels.options.KernelOptions`, default the resolved ones)."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.kernels import weight_prepack
 
-    mod = kernels.schedule(weight_prepack.mark_weights(load(model).module), target)
+    mod = kernels.schedule(weight_prepack.mark_weights(module), target, options or kernels.DEFAULT)
     return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+
+
+def scripts_both_ways(module, target, before: list[str], options=None) -> tuple[dict[str, str], dict[str, str]]:
+    """``(now, before)``: :func:`scripts` with the switches as the checkout has them, then
+    with ``before`` applied (restored after)."""
+    from cpu_rule_ab import switched
+
+    now = scripts(module, target, options)
+    with switched(before):
+        return now, scripts(module, target, options)
 
 
 def changed(model, target, before: list[str]) -> tuple[int, list[str]]:
     """(kernels, the names of those whose TIR differs with ``before`` applied)."""
-    from cpu_rule_ab import _set
+    from hetpart import load
 
-    after = scripts(model, target)
-    undo = _set(before)
-    try:
-        old = scripts(model, target)
-    finally:
-        for mod, attr, value in undo:
-            setattr(mod, attr, value)
+    after, old = scripts_both_ways(load(model).module, target, before)
     return len(after), sorted(k for k in after if after[k] != old.get(k))
 
 
