@@ -216,9 +216,16 @@ def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
     or None when ``func`` is not in dlight's normal form or has no such block: the
     first step of every contraction rule."""
     sch = s_tir.Schedule(func)
-    infos = block_infos(sch)
-    mac = find_mac(sch, infos) if infos is not None else None
+    mac = mac_of(sch)
     return (sch, mac) if mac is not None else None
+
+
+def mac_of(sch: s_tir.Schedule) -> MacBlock | None:
+    """The multiply-accumulate block of ``sch`` as it stands (:func:`find_mac`), or None
+    when it is not in dlight's normal form or has no such block: what a rule re-reads
+    after changing a layout or padding."""
+    infos = block_infos(sch)
+    return find_mac(sch, infos) if infos is not None else None
 
 
 def find_mac(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> MacBlock | None:

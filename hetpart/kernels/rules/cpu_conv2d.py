@@ -57,9 +57,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 from tvm.target import Target
 
-from ..analysis import (
-    block_infos, const_extent, contains, cpu_shape, find_mac, is_cpu, is_layout_free, try_inline_spatial,
-)
+from ..analysis import const_extent, contains, cpu_shape, is_cpu, is_layout_free, mac_of, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, read_index, register_tile, vec_candidates
 from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
@@ -201,8 +199,7 @@ def _strided_width_tile(sch: s_tir.Schedule, mac, lanes: int, keep: set[str]):
         new.transform_layout(pads[0], ("write", 0), lambda *ax: [*ax[:-1], ax[-1] % 2, ax[-1] // 2])
     except Exception:  # noqa: BLE001 - TVM refused: keep the channel-vector tile
         return None
-    infos = block_infos(new)
-    remac = find_mac(new, infos) if infos is not None else None
+    remac = mac_of(new)
     if remac is None:
         return None
     cands = [c for c in vec_candidates(remac, lanes) if c.last and c.lanes == lanes and not remac.is_plain(c.operand)]
@@ -298,8 +295,7 @@ def _subsampled(sch: s_tir.Schedule, mac, buf, idx, *, as_image: bool):
                 lambda *ax: [ax[d] for d in order], ndim=len(order), index_dtype=dtype))
         except Exception:  # noqa: BLE001 - TVM refused: keep the strided tile
             return None
-    infos = block_infos(new)
-    remac = find_mac(new, infos) if infos is not None else None
+    remac = mac_of(new)
     if remac is None or not (remac.is_plain(0) and remac.is_plain(1)):
         return None
     return new, remac, copy
@@ -374,8 +370,7 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
         new.transform_layout(pads[0], ("write", 0), lambda n, c, h, w: [n, h, w, c])
     except Exception:  # noqa: BLE001 - TVM refused: keep the image's layout
         return None
-    infos = block_infos(new)
-    remac = find_mac(new, infos) if infos is not None else None
+    remac = mac_of(new)
     if remac is None:
         return None
     try:
@@ -414,10 +409,7 @@ class CpuConv2d(ScheduleRule):
         root = sch.get_sblock("root")
         keep = {sch.get(b).name_hint for b in sch.get_child_blocks(root) if _has_if_then_else(sch.get(b))}
         try_inline_spatial(sch, keep=keep)
-        infos = block_infos(sch)
-        if infos is None:
-            return None
-        mac = find_mac(sch, infos)
+        mac = mac_of(sch)
         if mac is None:
             return None
         if mac.is_plain(0) and mac.is_plain(1):

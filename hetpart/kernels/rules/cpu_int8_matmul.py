@@ -36,7 +36,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
-from ..analysis import block_infos, contains, find_mac, is_cpu, is_layout_free, parallel_vectorize, try_inline_spatial
+from ..analysis import contains, is_cpu, is_layout_free, mac_of, parallel_vectorize, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import LAYOUT_REWRITE_PREPROC, PARALLEL_MIN_MACS, mac_count
 
@@ -155,8 +155,7 @@ class CpuInt8Matmul(ScheduleRule):
             return None
         sch = s_tir.Schedule(replace_exp(_integer_powers(func)))
         _inline_epilogue(sch)
-        infos = block_infos(sch)
-        mac = find_mac(sch, infos) if infos is not None else None
+        mac = mac_of(sch)
         shape = _shape(mac)
         if shape is None:
             return None

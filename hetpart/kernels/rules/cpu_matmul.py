@@ -31,7 +31,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import LAYOUT_FREE_ATTR, block_infos, cpu_shape, find_mac, fuse_epilogue, is_cpu, is_layout_free, try_inline_spatial
+from ..analysis import LAYOUT_FREE_ATTR, cpu_shape, fuse_epilogue, is_cpu, is_layout_free, mac_of, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import make_plan, register_tile, vec_candidates
 
@@ -44,10 +44,7 @@ class CpuMatmul(ScheduleRule):
             return None
         sch = s_tir.Schedule(replace_exp(func))  # exp/sigmoid epilogues as vector code
         try_inline_spatial(sch)
-        infos = block_infos(sch)
-        if infos is None:
-            return None
-        mac = find_mac(sch, infos)
+        mac = mac_of(sch)
         if mac is None:
             return None
         if not (mac.is_plain(0) and mac.is_plain(1)):
@@ -199,8 +196,7 @@ def _pad_ragged_vector(sch: s_tir.Schedule, mac, lanes: int, is_weight):
         sch.pad_einsum(mac.block, padding)
     except Exception:  # noqa: BLE001 - not an einsum TVM can pad: decline
         return None
-    infos = block_infos(sch)
-    return find_mac(sch, infos) if infos is not None else None
+    return mac_of(sch)
 
 
 PLANE_MAX_REDUCTION = 64
@@ -440,8 +436,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
     # The copy is indexed as the block iterates ((.., plane, ic, ..)); lay it out as the
     # image ((.., ic, plane)) so the plane is its innermost, contiguous dim.
     copy_idx = list(sch.get(copy).writes[0].source.shape)
-    infos = block_infos(sch)
-    new = find_mac(sch, infos) if infos is not None else None
+    new = mac_of(sch)
     if new is None:
         return None
     cbuf, cidx = new.operands[o]
@@ -454,8 +449,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
     except Exception:  # noqa: BLE001 - TVM refused: keep the row tiles
         return None
-    infos = block_infos(sch)
-    new = find_mac(sch, infos) if infos is not None else None
+    new = mac_of(sch)
     if new is None or not (new.is_plain(0) and new.is_plain(1)):
         return None
     return sch, new, copy
