@@ -206,6 +206,7 @@ def time_tensor_core_kernels(graph, cov: Coverage, *, arch: str = "sm_90", max_k
     the most flops (0: all), each timed on the GPU in ``tf32``, ``bf16`` and ``bf16
     unpacked`` (module doc)."""
     import tvm
+    from cpu_rule_ab import switched
 
     from hetpart.compiler.precision import options_for
     from hetpart.contracts.precision import Precision
@@ -230,11 +231,8 @@ def time_tensor_core_kernels(graph, cov: Coverage, *, arch: str = "sm_90", max_k
         for name, g, fmt, pack in variants:
             options = options_for(resolve(cuda_arch=arch), Precision(cuda=fmt))
             kmod = kernel_bench.single_kernel_module(g, g.kernels[k.id])
-            gpu_tensor_core.PACK_LOW_PRECISION = pack
-            try:
+            with switched([] if pack else [f"{gpu_tensor_core.__name__}.PACK_LOW_PRECISION=0"]):
                 exe = kernel_bench.build_module(kmod.mod, target, options)
-            finally:
-                gpu_tensor_core.PACK_LOW_PRECISION = True
             us[name] = kernel_bench.measure(kmod, exe, dev, kernel_bench.MeasureSettings()).median_s * 1e6
         count = sum(1 for x in graph.kernels.values() if x.signature == k.signature)
         out.append(TimedKernel(k.func, count, int(k.flops), us))
