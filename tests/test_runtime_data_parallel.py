@@ -18,7 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hetpart
-from hetpart.compiler.data_parallel import DataParallelModel, load_data_parallel
+from hetpart.compiler.data_parallel import DataParallelModel
+from hetpart.compiler.loader import load_compiled
 from hetpart.data_parallel import explain_data_parallel, partition_data_parallel, plan_data_parallel
 from hetpart.partitioner.data_parallel_plan import DataParallelPlan
 from hetpart.runtime.data_parallel_session import DataParallelSession
@@ -197,7 +198,7 @@ def test_save_and_load_round_trip(split_build, tmp_path):
     split_build.save(tmp_path / "dp")
     manifest = json.loads((tmp_path / "dp" / "manifest.json").read_text())
     assert manifest["schema"] == "hetpart-data-parallel" and manifest["version"] == 1
-    loaded = load_data_parallel(tmp_path / "dp")
+    loaded = load_compiled(tmp_path / "dp")
     assert isinstance(loaded, DataParallelModel) and loaded.plan == split_build.plan
     feed = feeds(16, 4)
     with DataParallelSession(loaded) as s:

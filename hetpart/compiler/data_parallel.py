@@ -9,7 +9,7 @@ On disk a directory::
                     :func:`~.loader.load_compiled` opens either alone
 
 :func:`~.loader.load_compiled` on the directory itself returns the
-:class:`DataParallelModel` (:func:`load_data_parallel`), and ``hetpart.Session`` of it
+:class:`DataParallelModel` (through :func:`load_data_parallel`), and ``hetpart.Session`` of it
 (or of the directory) a :class:`~hetpart.runtime.data_parallel_session.DataParallelSession`.
 
 Invariant: ``gpu`` is compiled for ``plan.b_gpu`` rows (None when 0), ``cpu`` for
@@ -77,11 +77,10 @@ def is_data_parallel_manifest(data) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
-def load_data_parallel(directory, *, load_modules: bool = True) -> DataParallelModel:
-    """The model :meth:`DataParallelModel.save` wrote to ``directory`` (each side through
-    :func:`~.loader.load_compiled`, with its checks; ``load_modules`` goes to it)."""
-    from .loader import load_compiled
-
+def load_data_parallel(directory, load_one, **kwargs) -> DataParallelModel:
+    """The model :meth:`DataParallelModel.save` wrote to ``directory``; ``load_one(dir,
+    **kwargs)`` loads each side's artifact (:func:`~.loader.load_compiled`, with its
+    checks), as :func:`~.bucketed.load_bucketed` loads each bucket."""
     root = Path(directory)
     manifest = read_json(root / MANIFEST, SCHEMA, VERSION, CompileError)
     plan = DataParallelPlan.load(root / "plan.json")
@@ -89,6 +88,5 @@ def load_data_parallel(directory, *, load_modules: bool = True) -> DataParallelM
     for side in manifest["sides"]:
         if side["device"] not in SIDES:
             raise CompileError(f"{root}: unknown side device {side['device']!r}")
-        built[side["device"]] = load_compiled(confined(root, side["directory"], f"{side['device']} side"),
-                                              load_modules=load_modules)
+        built[side["device"]] = load_one(confined(root, side["directory"], f"{side['device']} side"), **kwargs)
     return DataParallelModel(plan=plan, gpu=built.get("cuda"), cpu=built.get("cpu"))

@@ -76,7 +76,7 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
     if kind == "bucketed":
         return load_bucketed(root, load_compiled, load_modules=load_modules)
     if kind == "data-parallel":
-        return load_data_parallel(root, load_modules=load_modules)
+        return load_data_parallel(root, load_compiled, load_modules=load_modules)
     manifest = read_manifest(root)
     plan = _read_plan(root)
     try:

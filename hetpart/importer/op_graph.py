@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import networkx as nx
 import numpy as np
@@ -248,10 +248,3 @@ class OpGraph:
         from .summary import render_summary
 
         return render_summary(self, top=top)
-
-
-def by_op_class(kernels: Iterable[Kernel]) -> dict[str, list[Kernel]]:
-    out: dict[str, list[Kernel]] = {}
-    for k in kernels:
-        out.setdefault(k.op_class, []).append(k)
-    return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .op_graph import OpGraph, by_op_class
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:  # op_graph calls render_summary: a type-only import keeps the two out of a loop
+    from .op_graph import Kernel, OpGraph
 
 
 def human_bytes(n: float) -> str:
@@ -19,6 +22,14 @@ def human_flops(n: float) -> str:
             return f"{n:.1f} {unit}FLOP"
         n /= 1000
     return f"{n:.1f} TFLOP"
+
+
+def by_op_class(kernels: Iterable[Kernel]) -> dict[str, list[Kernel]]:
+    """Kernels grouped by ``op_class``, in the order each class first appears."""
+    out: dict[str, list[Kernel]] = {}
+    for k in kernels:
+        out.setdefault(k.op_class, []).append(k)
+    return out
 
 
 def render_summary(g: OpGraph, top: int = 5) -> str:
