@@ -14,8 +14,9 @@ Exactly the values of the pair (not an approximation): the pair computes
 ``r = round(x / s)`` is a whole float; below 2**24 in magnitude ``r + zp`` is exact and
 ``clip(r + zp, qmin, qmax) - zp == clip(r, qmin - zp, qmax - zp)``, both whole numbers
 the float holds exactly, multiplied by the same ``s``; from 2**24 up both clip to the
-same bound.  NaN and infinities clip alike (NaN to the upper bound in both, as LLVM's
-min/max lowering takes the bound).
+same bound.  The infinities clip alike, and NaN comes out the same as TVM's integer
+round trip gives it (both min/max chains take the bound; not ORT's value for NaN, which
+its int8 cast decides: ``tests/test_importer_fake_quantize.py``).
 
 Why: each conv, add and activation of a QDQ model ends in such a pair, fused into its
 epilogue, where the pair cost ~12 vector instructions an element (the divide, round,
