@@ -21,6 +21,7 @@ from tvm import relax
 
 from .accurate_math import accurate_math
 from .bit_shift import guard_shift_range
+from .fake_quantize import float_fake_quantize
 from .fast_erf import fast_erf
 from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
@@ -71,7 +72,9 @@ def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     give NaN and infinities as ONNX's do (:mod:`.nan_semantics`); bit shifts out of
     range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
-    and sums accumulate in float32 (:mod:`.float16_accumulation`)."""
+    and sums accumulate in float32 (:mod:`.float16_accumulation`); a QDQ pair on an
+    activation is computed in float (:mod:`.fake_quantize`)."""
+    mod = float_fake_quantize(mod)
     # DecomposeOpsForInference leaves a batch norm not after a convolution as
     # ``(y, mean, var)[0]``; FuseOps does not fuse across that tuple, so the norm and the
     # ReLU after it (densenet's pre-activation BN-ReLU on each concatenated input) became
