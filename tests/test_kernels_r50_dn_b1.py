@@ -96,7 +96,8 @@ def test_narrow_or_residual_free_7x7_unchanged(monkeypatch):
 
 
 def _channels_inner(script: str, c: int, hw: int) -> bool:
-    return f"pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64({hw + 2}), T.int64({hw + 2}), T.int64({c})))" in script
+    side = f"T.int64({hw + 2})"
+    return f"pad_temp = T.sblock_alloc_buffer((T.int64(1), {side}, {side}, T.int64({c})))" in script
 
 
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
