@@ -866,7 +866,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # 2-core AVX2 box, 1 thread: the changed kernels 0.87-0.95x (3x3s, 7x7 residual), 0.53-0.72x (pools).
      # (1) before (all three off) / after / ORT at 16 threads on the changed layers, (2) the same layers at 1 thread
      # by CPU time (the AVX-512 schedules' per-core cost), (3) the corpus exports of resnet50 / densenet121 (made here
-     # where step 69/72 has not), (4) both models before / after / ORT at 16 threads, (5) the tests
+     # where step 69/72 has not), (4) both models before / after / ORT at 16 threads, (5) with time left the
+     # changed layers at batch 32 (16 threads), (6) the tests
   BUDGET=560
   off="--before hetpart.kernels.rules.cpu_conv2d.CHANNELS_INNER_WIDE=0"
   off="$off --before hetpart.kernels.rules.cpu_matmul.RAGGED_PLANE_B1_RESIDUAL=0"
@@ -886,6 +887,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     [ "$left" -ge 40 ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py "$f" --threads 16 \
       --calls 10 --rounds 5 $off > "$OUT/ab-r50-dn-b1-$m-t16.txt" 2>&1
   done
+  left=$((BUDGET - SECONDS - 45))  # batch 32 changes the same kernels on AVX-512 (statically): the layers there
+  [ "$left" -ge 30 ] && timeout $((left < 60 ? left : 60)) python3 tools/cpu_rule_ab.py r50_3x3_7 r50_3x3_14 \
+    stem_maxpool_112 --batch 32 --threads 16 --calls 5 --rounds 4 $off > "$OUT/ab-r50-dn-b1-layers-b32-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_dn_b1.py \
     tests/test_kernels_pool_border.py > "$OUT/pytest-r50-dn-b1.txt" 2>&1 ;;
