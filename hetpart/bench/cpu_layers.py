@@ -150,6 +150,12 @@ def _avgpool(c, hw):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
 
 
+def _avgpool2(c, hw):
+    """densenet121's transition pool: AveragePool 2x2 stride 2, no padding, on [1, c, hw, hw]."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw // 2, hw // 2]}, [])
+
+
 def _maxpool(c, hw, stride=2, pad=0):
     """MaxPool 3x3 (inception's: stride 2, no padding; resnet50's / densenet121's stem: pad 1;
     googlenet's branch pools: stride 1, pad 1)."""
@@ -269,6 +275,8 @@ LAYERS = {
     "r18_ds_14": lambda: _conv(128, 256, (28, 28), (1, 1), (2, 2), relu=False),
     "r18_ds_7": lambda: _conv(256, 512, (14, 14), (1, 1), (2, 2), relu=False),
     # densenet121: 1x1 bottlenecks on 128 + 32 k input channels, 3x3 128 -> 32
+    "dn_1x1_56": lambda: _conv(192, 128, (56, 56), (1, 1)),  # block 1's bottlenecks (64 + 32 k inputs)
+    "dn_1x1_56b": lambda: _conv(224, 128, (56, 56), (1, 1)),
     "dn_1x1_28": lambda: _conv(416, 128, (28, 28), (1, 1)),
     "dn_1x1_14": lambda: _conv(544, 128, (14, 14), (1, 1)),
     "dn_1x1_14b": lambda: _conv(608, 128, (14, 14), (1, 1)),
@@ -276,6 +284,9 @@ LAYERS = {
     "dn_trans_56": lambda: _conv(256, 128, (56, 56), (1, 1), relu=False, bias=False),  # transitions (bias-free in the model)
     "dn_trans_28": lambda: _conv(512, 256, (28, 28), (1, 1), relu=False, bias=False),
     "dn_trans_14": lambda: _conv(1024, 512, (14, 14), (1, 1), relu=False, bias=False),
+    "dn_pool_56": lambda: _avgpool2(128, 56),  # the transitions' 2x2 average pools
+    "dn_pool_28": lambda: _avgpool2(256, 28),
+    "dn_pool_14": lambda: _avgpool2(512, 14),
     "dn_cat_56": lambda: _dense_input(64, 5, 56),     # block 1's last layer: 6 inputs, 224 ch
     "dn_cat_28": lambda: _dense_input(128, 11, 28),   # block 2's last: 12 inputs, 480 ch
     "dn_cat_14": lambda: _dense_input(256, 23, 14),   # block 3's last: 24 inputs, 992 ch

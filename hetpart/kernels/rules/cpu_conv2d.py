@@ -320,6 +320,37 @@ CHANNELS_INNER_MIN_PLANE = 28 * 28
 on 14x14 the copy's transposition weighs more (densenet's 128->32 0.170 -> 0.223 ms), on 7x7
 a tie (0.087 both); 1 thread, bench/results/cpu-growth-3x3-2core.md."""
 
+CHANNELS_INNER_WIDE = True
+"""Whether a stride-1 windowed conv of :data:`CHANNELS_INNER_WIDE_MIN_OUT` to
+:data:`CHANNELS_INNER_WIDE_MAX_OUT` output channels takes :func:`channels_inner_window` on any
+plane of :data:`CHANNELS_INNER_WIDE_MIN_PLANE`+ pixels (resnet50's 256->256 3x3 on 14x14, 512->512
+on 7x7), not only on 28x28+ (False: the bounds before, kept for A/B runs).  With 256+ output
+channels the transposing copy of the padded image is well under 1% of the work (its 16-channel
+panels re-read the copy 16-32 times), and each column's broadcasts become one contiguous stream
+where they stepped a padded plane (9x9 or 16x16 floats) per input channel.  Measured:
+bench/results/cpu-r50-dn-b1-2core.md."""
+
+CHANNELS_INNER_WIDE_MIN_OUT = 256
+"""The least output channels of :data:`CHANNELS_INNER_WIDE` (densenet's 128->32 on 14x14 was 1.31x
+slower channels-inner: :data:`CHANNELS_INNER_MIN_PLANE`)."""
+
+CHANNELS_INNER_WIDE_MAX_OUT = 512
+"""The most output channels of :data:`CHANNELS_INNER_WIDE` (resnet50's widest 3x3)."""
+
+CHANNELS_INNER_WIDE_MIN_PLANE = 7 * 7
+"""The least output pixels of an image for :data:`CHANNELS_INNER_WIDE`."""
+
+
+def _channels_inner_bounds(out_channels: int, plane: int) -> bool:
+    """Whether a conv of ``out_channels`` on a ``plane``-pixel image is within
+    :func:`channels_inner_window`'s bounds: :data:`CHANNELS_INNER_MAX_OUT` and
+    :data:`CHANNELS_INNER_MIN_PLANE`, or :data:`CHANNELS_INNER_WIDE`'s."""
+    if out_channels <= CHANNELS_INNER_MAX_OUT and plane >= CHANNELS_INNER_MIN_PLANE:
+        return True
+    return (CHANNELS_INNER_WIDE and CHANNELS_INNER_WIDE_MIN_OUT <= out_channels <= CHANNELS_INNER_WIDE_MAX_OUT
+            and plane >= CHANNELS_INNER_WIDE_MIN_PLANE)
+
+
 CHANNELS_INNER_MIN_IN = 16
 """Input channels from which :func:`channels_inner_window` applies (a stem's 3 channels
 would make the copy a transposition for a sum of 27 steps)."""
@@ -346,7 +377,7 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
     if len(idx) != 4 or len(mac.reduce) != 3:
         return None
     oc = [v for v in mac.spatial if mac.uses(1 - image, v)]
-    if len(oc) != 1 or mac.extents[oc[0]] > CHANNELS_INNER_MAX_OUT:
+    if len(oc) != 1:
         return None
     ic = [v for v in mac.reduce if isinstance(idx[1], tirx.Var) and idx[1].same_as(v)]
     if len(ic) != 1 or mac.extents[ic[0]] < CHANNELS_INNER_MIN_IN:
@@ -359,7 +390,7 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
         if len(out) != 1:
             return None
         plane *= mac.extents[out[0]]
-    if plane < CHANNELS_INNER_MIN_PLANE:
+    if not _channels_inner_bounds(mac.extents[oc[0]], plane):
         return None
     pads = [p for p in sch.get_producers(mac.block)
             if sch.get(p).name_hint in keep and sch.get(p).writes[0].source.same_as(buf)]

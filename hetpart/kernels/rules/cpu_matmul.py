@@ -359,9 +359,45 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
         if not residual and channels < RAGGED_PLANE_B1_MIN_PANELS * 2 * lanes:
             return False
         waste = RAGGED_PLANE_MAX_WASTE
+        if residual and _b1_residual_plane(channels, lanes):
+            waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL
     else:
         waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
     return -(-plane // width) * width - plane <= waste * plane
+
+
+RAGGED_PLANE_B1_RESIDUAL = True
+"""Whether a single image's 1x1 conv whose epilogue adds a residual takes :func:`_ragged_plane`
+within :data:`RAGGED_PLANE_MAX_WASTE_RESIDUAL` (1/2: resnet50's 7x7 = 49 -> 64 pixels) where its
+output channels fill :data:`RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS` two-vector panels, with
+:data:`RAGGED_PLANE_B1_RESIDUAL_MAX_LANES` lanes or fewer (False: the 1/6 bound of one image, as
+before; kept for A/B runs).  See :func:`_b1_residual_plane`."""
+
+RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS = 32
+"""The least two-vector panels of output channels (512 with 8 lanes) for
+:data:`RAGGED_PLANE_B1_RESIDUAL`: mobilenet_v2's 960->160 + residual on 7x7 (10 panels) measured
+0.202 -> 0.216 ms with the padded plane (ONNX Runtime 0.184; bench/results/cpu-r50-dn-b1-2core.md)."""
+
+RAGGED_PLANE_B1_RESIDUAL_MAX_LANES = 8
+"""The widest vectors (float32 lanes) :data:`RAGGED_PLANE_B1_RESIDUAL` applies with: AVX2's 16
+registers, where the weight tile's 7 rows x 2 vectors need 17 (AVX-512's 32 hold them)."""
+
+
+def _b1_residual_plane(channels: int, lanes: int) -> bool:
+    """Whether one image's 1x1 conv with ``channels`` output channels and a residual epilogue
+    may pad its plane up to :data:`RAGGED_PLANE_MAX_WASTE_RESIDUAL` (:data:`RAGGED_PLANE_B1_RESIDUAL`).
+
+    On a 7x7 image with 8 lanes the weight tile is 7 rows x 2 vectors over a sum of 512+
+    (:func:`~hetpart.kernels.register_tile._exact_wide_rows`): 14 accumulators, two weight
+    vectors and the broadcast, 17 of AVX2's 16 registers.  With a bias alone LLVM spills one
+    accumulator; with the residual add and the ReLU after it its register allocator kept 13
+    of the 14 in stack slots, loaded and stored once per two steps of the reduction loop (28
+    stack moves per 28 FMAs in resnet50's 512->2048 + residual + ReLU, built for znver3; 4
+    without the add): 1.5x ONNX Runtime where the same conv without the add is 1.2x.  The
+    plane tile (output-channel rows x two plane vectors, 8 accumulators) has no such loop.
+    Measured: bench/results/cpu-r50-dn-b1-2core.md."""
+    return (RAGGED_PLANE_B1_RESIDUAL and lanes <= RAGGED_PLANE_B1_RESIDUAL_MAX_LANES
+            and channels >= RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS * 2 * lanes)
 
 
 def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False):

@@ -160,6 +160,7 @@ def _border_parts(sch, main, spatial, reduce, lanes: int, border) -> None:
     64x112x112 (pad 1) took 1.8x ONNX Runtime's time, googlenet's 3x3 stride-1 ones
     (pad 1) 2-2.9x, where inception's unpadded stride-2 pool took 0.6x."""
     (h_lo, h_hi), (v_lo, v_hi) = border
+    strided = POOL_STRIDED_ROWS and (_column_stride(sch, main) or 1) >= 2
     oh, ow = spatial[-2], spatial[-1]
     ow_o, ow_i = sch.split(ow, factors=[None, lanes])
     sch.reorder(*spatial[:-2], oh, ow_o, *reduce, ow_i)
@@ -175,8 +176,56 @@ def _border_parts(sch, main, spatial, reduce, lanes: int, border) -> None:
     sch.parallel(par)
     for blk in _leaf_blocks(sch, par):
         loops = sch.get_loops(blk)
-        sch.vectorize(loops[-1])
+        if not strided:  # stride 2+: the lanes a serial loop, LLVM's vectoriser reads them (_column_stride)
+            sch.vectorize(loops[-1])
         sch.decompose_reduction(blk, loops[-3])
+
+
+POOL_STRIDED_ROWS = True
+"""Whether a pooling whose input columns step 2+ per output column leaves its output columns to
+LLVM's loop vectoriser (two contiguous loads and a shuffle per vector of stride-2 columns), not
+TVM's explicit vectors (each lane's column loaded alone and inserted): with no padding the row a
+serial loop around the unrolled window (:func:`_strided_window`: densenet121's transition
+AveragePool 2x2 stride 2, inception's 3x3 stride-2 MaxPool), with padding the border parts'
+lanes loop left serial (:func:`_border_parts`: resnet50's / densenet121's stem MaxPool 3x3
+stride 2, pad 1).  False: the explicit vectors (kept for A/B runs).  Stride-1 pools are
+unchanged (googlenet's 3x3 stride-1 MaxPool on 28x28 measured 0.31 -> 0.49 ms with its lanes left
+to LLVM).  Measured: bench/results/cpu-r50-dn-b1-2core.md."""
+
+
+def _column_stride(sch, block) -> int | None:
+    """The step of ``block``'s one input's last index per output column: ``s`` where a
+    pooling's reduction (two window iterators innermost) reads ``x[.., ow * s + q + o]``;
+    None for any other block."""
+    stmt = sch.get(block)
+    ivs = stmt.iter_vars
+    spatial = [iv for iv in ivs if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [iv for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce]
+    if len(spatial) < 3 or len(reduce) != 2:
+        return None
+    loads = []
+    tvm_ffi.structural_walk(stmt.body, (tvm.ir.TensorLoad, loads.append), order="post")
+    written = stmt.writes[0].source
+    inputs = [ld for ld in loads if not ld.source.same_as(written)]
+    if len(inputs) != 1 or len(inputs[0].indices) < 2:
+        return None
+    coef = tvm.sym.detect_linear_equation(inputs[0].indices[-1], [spatial[-1].var, reduce[-1].var])
+    if len(coef) != 3 or not all(isinstance(c, tirx.IntImm) for c in coef) or int(coef[1]) != 1:
+        return None
+    return int(coef[0])
+
+
+def _strided_window(sch, block) -> bool:
+    """Whether ``block``, a pooling's reduction with no bounds test (no padding), reads its input
+    columns with a stride of 2+ (:func:`_column_stride`; :data:`POOL_STRIDED_ROWS`).
+
+    Vectorised along ``ow`` by TVM, each lane's column is its own address: a 4-lane vector of
+    densenet121's 2x2 stride-2 pool on 28-wide rows took 16 scalar loads and inserts per 4
+    outputs (the row's 28 admit no 8-lane vector)."""
+    stmt = sch.get(block)
+    if contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else")):
+        return False
+    return (_column_stride(sch, block) or 1) >= 2
 
 
 def _leaf_blocks(sch, loop) -> list:
@@ -466,8 +515,22 @@ class CpuReduction(ScheduleRule):
         # Accumulate in a buffer local to the parallel body (so in registers): a
         # parallel loop is outlined into a closure where LLVM no longer knows the
         # output does not alias the input, and would load/store it every step.
+        strided = POOL_STRIDED_ROWS and ns >= 3 and _strided_window(sch, main.block_rv)
         wb = sch.cache_write(main.block_rv, 0, "global")
         last = const_extent(sch, spatial[-1])
+        if strided:
+            # The row of outputs a serial loop around the whole (unrolled) window: LLVM's loop
+            # vectoriser reads the stride-2 columns as two contiguous loads and a shuffle.
+            par = sch.fuse(*spatial[:-1])
+            at = spatial[-1]
+            sch.parallel(par)
+            sch.reverse_compute_at(wb, at, preserve_unit_loops=True)
+            sch.decompose_reduction(main.block_rv, reduce[0])
+            for lp in reduce:
+                sch.unroll(lp)
+            for epi in infos[1:]:
+                sch.reverse_compute_at(epi.block_rv, at, preserve_unit_loops=True)
+            return True
         if last is not None and last % lanes == 0:
             # Reduce `lanes` neighbouring outputs at once.
             s0, s1 = sch.split(spatial[-1], factors=[None, lanes])
