@@ -523,11 +523,14 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # the padded scores' copy-back vectorised on whole panels (register_tile.SPLIT_RAGGED_COPY_BACK), softmax's
      # ragged exp tail as one vector, its scale by the sum's reciprocal and its exp without overflow handling
      # (cpu_reduction.VECTOR_ROW_TAIL, RECIPROCAL_DIVISOR, ROW_MAX_EXP), 4-lane vector dims padded (cpu_matmul.NARROW_LANES: AVX2 only, so the same schedule
-     # here).  Before/after/ORT in one process (tools/attn_ab.py) at 16 then 8 threads (step 54's baseline:
+     # here).  Before/after/ORT in one process (tools/cpu_rule_ab.py) at 16 then 8 threads (step 54's baseline:
      # vit_attn 0.459 / 0.216 ms against ORT at 16); whisper_attn's scores are padded 1500 -> 1504 with 16 lanes,
      # so the copy-back split reaches them too; vit_qkv is unchanged (a check of the noise)
-  for t in 16 8; do timeout 200 python3 tools/attn_ab.py vit_attn vit_softmax bert_softmax whisper_attn vit_qkv \
-    --threads $t --rounds 10 > "$OUT/attn-ab-t$t.txt" 2>&1; done
+  for t in 16 8; do timeout 200 python3 tools/cpu_rule_ab.py vit_attn vit_softmax bert_softmax whisper_attn vit_qkv \
+    --threads $t --rounds 10 --before hetpart.kernels.register_tile.SPLIT_RAGGED_COPY_BACK=0 \
+    --before hetpart.kernels.rules.cpu_reduction.VECTOR_ROW_TAIL=0 --before hetpart.kernels.rules.cpu_reduction.RECIPROCAL_DIVISOR=0 \
+    --before hetpart.kernels.rules.cpu_reduction.ROW_MAX_EXP=0 --before hetpart.kernels.rules.cpu_matmul.NARROW_LANES=0 \
+    > "$OUT/attn-ab-t$t.txt" 2>&1; done
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 60 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_ragged_copy.py \
     tests/test_kernels_softmax_tail.py tests/test_kernels_reduction_tail.py > "$OUT/logs/attn-tests.txt" 2>&1 ;;
