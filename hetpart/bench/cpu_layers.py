@@ -144,9 +144,11 @@ def _layer_norm(m, d, seed=0):
     return _model(nodes, {"x": [1, m, d], "r": [1, m, d]}, {"y": [1, m, d]}, [(g, "g"), (b, "b")])
 
 
-def _avgpool(c, hw):
-    """inception's branch pool: AveragePool 3x3 s1 pad 1 (count_include_pad=False as torch exports it)."""
-    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
+def _avgpool(c, hw, include_pad=0):
+    """inception's branch pool: AveragePool 3x3 s1 pad 1; ``include_pad=1``: ``count_include_pad=1``, as
+    torch.onnx exports ``F.avg_pool2d``'s default (the corpus's inception_v3); 0: ONNX's default."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                              count_include_pad=include_pad)]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
 
 
@@ -231,6 +233,11 @@ LAYERS = {
     "gn_1x1_14": lambda: _conv(480, 192, (14, 14), (1, 1)),  # googlenet 4a's
     "inc_avgpool_35": lambda: _avgpool(192, 35),
     "inc_avgpool_17": lambda: _avgpool(768, 17),
+    "inc_avgpool_35i": lambda: _avgpool(192, 35, include_pad=1),  # as exported: Mixed_5b's
+    "inc_avgpool_35j": lambda: _avgpool(288, 35, include_pad=1),  # Mixed_5d's, 6a's input
+    "inc_avgpool_17i": lambda: _avgpool(768, 17, include_pad=1),  # Mixed_6b-e's
+    "inc_avgpool_8i": lambda: _avgpool(1280, 8, include_pad=1),  # Mixed_7b's
+    "inc_avgpool_8j": lambda: _avgpool(2048, 8, include_pad=1),  # Mixed_7c's
     "inc_maxpool_147": lambda: _maxpool(64, 147),
     "stem_maxpool_112": lambda: _maxpool(64, 112, pad=1),  # resnet50's / densenet121's
     "gn_maxpool_28": lambda: _maxpool(192, 28, stride=1, pad=1),  # googlenet 3a's branch pool

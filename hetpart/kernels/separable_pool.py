@@ -1,0 +1,217 @@
+"""A padded 3x3 stride-1 MaxPool / AveragePool as a separable window: per output row, the
+column max (sum) of the three input rows into a row buffer, then the row max (sum) of
+three neighbours of that buffer.
+
+The inception branches' pools (inception_v3's AveragePool 3x3 s1 pad 1 before each
+``branch_pool`` 1x1, on 35x35, 17x17 and 8x8 planes; googlenet's MaxPool 3x3 s1 pad 1 on
+28x28 and 14x14) were scheduled by :class:`~.rules.cpu_reduction.CpuReduction` as one
+window reduction: nine loads per output, each behind the padding's bounds test, the
+35- and 17-wide rows in scalars (no vector width divides them); 2-2.5x ONNX Runtime.
+Here each output costs six loads and no test: a row buffer of ``W + 2`` elements (on the
+stack) holds the column reduction of rows ``h - 1 .. h + 1`` (two rows at the top and
+bottom border, so the padding is never read) between two fill elements, and the output
+row is three shifted reads of it; both inner loops are plain unit-stride loops over the
+row, vectorised by LLVM's loop vectoriser (its own ragged tail); planes in parallel.
+
+In: the unscheduled PrimFunc of a pool (TOPI's ``pad_temp`` block, then ``pool_max``, or
+``pool_sum`` and ``pool_avg`` with a divisor that is 9 for every output: ONNX's
+``count_include_pad=1``).  Out: :func:`match` gives a :class:`PoolSpec` or None;
+:func:`separable_func` the replacement PrimFunc.  Invariant: every output is the max (sum
+divided by 9) of exactly the input elements of its window that lie inside the image --
+MaxPool's padding is never read, so an all ``-inf`` window gives ``-inf`` as ONNX defines
+(the unscheduled function padded with the least float and gave ``-3.4e38`` there); sums
+are taken columns first (within rounding of the row-major window sum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+from tvm.script import tirx as T
+from tvm.sym.analyzer import Analyzer
+
+from .tir_expr import substitute
+
+MAX_ROW = 250
+"""Widest row (elements) handled: the row buffer (``W + 2`` floats) stays under TVM's
+1 KiB stack allocation limit (a wider one would be a workspace allocation per plane)."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A 3x3 stride-1 pad-1 pool on ``shape`` ``(N, C, H, W)``: ``kind`` ``"max"`` or
+    ``"avg"`` (sum / 9)."""
+
+    shape: tuple[int, int, int, int]
+    kind: str
+    dtype: str
+
+
+def _const_shape(buf) -> tuple[int, ...] | None:
+    dims = [d for d in buf.shape]
+    return tuple(int(d) for d in dims) if all(isinstance(d, tirx.IntImm) for d in dims) else None
+
+
+def _blocks(func: tirx.PrimFunc) -> list:
+    found = []
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, found.append), order="pre")
+    return [b for b in found if b.name_hint != "root"]
+
+
+def _window_reads_stride_1(block, pad_buf) -> bool:
+    """Whether ``block`` reads ``pad_buf`` at ``[.., oh + r, ow + q]`` (stride 1, no offset)
+    over two reduction iterators of extent 3, and its spatial iterators span the output."""
+    spatial = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    if len(spatial) != 4 or len(reduce) != 2 or any(int(iv.dom.extent) != 3 for iv in reduce):
+        return False
+    loads = []
+    tvm_ffi.structural_walk(block.body, (tvm.ir.TensorLoad, loads.append), order="post")
+    reads = [ld for ld in loads if ld.source.same_as(pad_buf)]
+    if len(reads) != 1:
+        return False
+    idx = reads[0].indices
+    if not all(i.same_as(iv.var) for i, iv in zip(idx[:2], spatial[:2])):
+        return False
+    for i, out_iv, red_iv in zip(idx[2:], spatial[2:], reduce):
+        coef = tvm.sym.detect_linear_equation(i, [out_iv.var, red_iv.var])
+        if len(coef) != 3 or [int(c) if isinstance(c, tirx.IntImm) else None for c in coef] != [1, 1, 0]:
+            return False
+    return True
+
+
+def _pads_by_one(pad_block, x_buf, out_shape) -> str | None:
+    """The fill value's kind (``"lowest"`` or ``"zero"``) where ``pad_block`` writes
+    ``x`` padded by 1 on each side of its last two dims (an ``if_then_else`` of the bounds
+    test, ``x[.., h - 1, w - 1]``, the fill); None otherwise."""
+    value = pad_block.body.value if isinstance(pad_block.body, tirx.BufferStore) else None
+    if not (isinstance(value, tvm.ir.Call) and str(value.op.name).endswith("if_then_else")):
+        return None
+    n, c, h, w = out_shape
+    if _const_shape(pad_block.writes[0].source) != (n, c, h + 2, w + 2):
+        return None
+    load, fill = value.args[1], value.args[2]
+    if not (isinstance(load, tvm.ir.TensorLoad) and load.source.same_as(x_buf) and isinstance(fill, tirx.FloatImm)):
+        return None
+    ivs = pad_block.iter_vars
+    a = Analyzer()
+    for i, iv, off in zip(load.indices, ivs, (0, 0, -1, -1)):
+        if not a.can_prove_equal(i, iv.var + off):
+            return None
+    # The bounds test holds exactly on the image: check it at the border and inside.
+    cond = value.args[0]
+    for hh, ww, inside in ((0, 1, False), (1, 0, False), (h + 1, 1, False), (1, w + 1, False), (1, 1, True),
+                           (h, w, True)):
+        vals = [(iv.var, tirx.IntImm(iv.var.ty, v)) for iv, v in zip(ivs, (0, 0, hh, ww))]
+        got = a.simplify(substitute(cond, vals))
+        if not isinstance(got, tirx.IntImm) or bool(got.value) != inside:
+            return None
+    if float(fill.value) == 0.0:
+        return "zero"
+    return "lowest" if float(fill.value) <= -3.4e38 else None
+
+
+def _divides_by_9(block, sum_buf, out_shape) -> bool:
+    """Whether ``block`` writes ``sum_buf[..] / d`` with ``d`` 9 at every output."""
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Div):
+        return False
+    num, den = store.value.a, store.value.b
+    if not (isinstance(num, tvm.ir.TensorLoad) and num.source.same_as(sum_buf)):
+        return False
+    ivs = block.iter_vars
+    if len(ivs) != 4 or not all(i.same_as(iv.var) for i, iv in zip(num.indices, ivs)):
+        return False
+    a = Analyzer()
+    for iv, ext in zip(ivs, out_shape):
+        a.bind(iv.var, tvm.ir.Range(0, ext))
+    bound = a.const_int_bound(den.value if isinstance(den, tirx.Cast) else den)
+    return bound.min_value == bound.max_value == 9
+
+
+def match(func: tirx.PrimFunc) -> PoolSpec | None:
+    """The :class:`PoolSpec` of ``func`` where it is such a pool (see the module
+    docstring), else None."""
+    params = list(func.params)
+    if len(params) != 2 or params[0].dtype != "float32" or params[1].dtype != "float32":
+        return None
+    x, y = params
+    shape = _const_shape(x)
+    if shape is None or len(shape) != 4 or _const_shape(y) != shape or shape[2] < 2 or shape[3] > MAX_ROW:
+        return None
+    blocks = _blocks(func)
+    names = [b.name_hint for b in blocks]
+    if names == ["pad_temp", "pool_max"]:
+        kind, fill = "max", "lowest"
+    elif names == ["pad_temp", "pool_sum", "pool_avg"]:
+        kind, fill = "avg", "zero"
+    else:
+        return None
+    pad, window = blocks[0], blocks[1]
+    if _pads_by_one(pad, x, shape) != fill or not _window_reads_stride_1(window, pad.writes[0].source):
+        return None
+    if kind == "max" and not window.writes[0].source.same_as(y):
+        return None
+    if kind == "avg" and not (blocks[2].writes[0].source.same_as(y)
+                              and _divides_by_9(blocks[2], window.writes[0].source, shape)):
+        return None
+    return PoolSpec(shape, kind, "float32")
+
+
+def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
+    """The separable pool for ``spec``: planes in parallel, per output row the column
+    reduction into a ``W + 2`` row buffer (fill elements at both ends), then the output
+    row from three shifted reads of it (see the module docstring)."""
+    N, C, H, W = spec.shape
+    P = N * C
+    is_max = spec.kind == "max"
+    fill = T.float32(float("-inf")) if is_max else T.float32(0.0)
+
+    def op(a, b):
+        return T.max(a, b) if is_max else a + b
+
+    def finish(v):
+        return v if is_max else v / T.float32(9.0)
+
+    i64 = T.int64
+
+    @T.prim_func(private=True, s_tir=True)
+    def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32"),
+             y: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32")):
+        T.func_attr({"op_pattern": 4, "tirx.noalias": True, "tirx.is_scheduled": True})
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            with T.sblock("separable_pool"):  # opaque, as passes over s_tir expect a block
+                T.reads()
+                T.writes()
+                for p in T.parallel(i64(P)):
+                    n = T.meta_var(p // i64(C))
+                    c = T.meta_var(p % i64(C))
+                    row = T.alloc_buffer((i64(W + 2),), "float32")
+                    row[i64(0)] = fill
+                    row[i64(W + 1)] = fill
+                    for h in range(i64(H)):
+                        if h == i64(0):
+                            for w in range(i64(W)):
+                                row[w + i64(1)] = op(x[n, c, i64(0), w], x[n, c, i64(1), w])
+                        elif h == i64(H - 1):
+                            for w in range(i64(W)):
+                                row[w + i64(1)] = op(x[n, c, i64(H - 2), w], x[n, c, i64(H - 1), w])
+                        else:
+                            for w in range(i64(W)):
+                                row[w + i64(1)] = op(op(x[n, c, h - i64(1), w], x[n, c, h, w]),
+                                                     x[n, c, h + i64(1), w])
+                        for w in range(i64(W)):
+                            y[n, c, h, w] = finish(op(op(row[w], row[w + i64(1)]), row[w + i64(2)]))
+
+    return pool
+
+
+def schedule(func: tirx.PrimFunc):
+    """A schedule holding the separable pool where ``func`` matches, else None."""
+    spec = match(func)
+    return None if spec is None else s_tir.Schedule(separable_func(spec))
