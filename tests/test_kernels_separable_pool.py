@@ -1,16 +1,17 @@
-"""3x3 stride-1 pad-1 MaxPool / AveragePool (count_include_pad=1) as a separable window (issue 18;
-hetpart/kernels/separable_pool.py, ``cpu_reduction.SEPARABLE_POOL``): per output row the column
-reduction of three input rows into a row buffer, then three shifted reads of it.  googlenet's
-branch MaxPools and inception_v3's branch AveragePools (as torch exports them) took 2-2.5x ONNX
-Runtime's time as one window reduction, nine bounds-tested loads per output.
+"""Padded 3x3 MaxPool / AveragePool (count_include_pad=1) of stride 1 or 2 as a separable window
+(issue 18; hetpart/kernels/separable_pool.py, ``cpu_reduction.SEPARABLE_POOL``): per output row
+the column reduction of its window's input rows into a row buffer, then three reads of it.
+googlenet's branch MaxPools and inception_v3's branch AveragePools (as torch exports them) took
+2-2.5x ONNX Runtime's time as one window reduction, nine bounds-tested loads per output;
+googlenet's stride-2 ceil_mode pools 2.6-3.3x.
 
 Against ONNX Runtime and onnx.reference: inputs with negatives, zeros, whole ``-inf`` rows and
 all ``-inf`` windows (MaxPool: ``-inf``, as ONNX defines it and onnx.reference and ONNX Runtime
 give inside the image; the window reduction started from the least float and gave -3.4e38 there;
 ONNX Runtime itself gives the least float where such a window touches the padding), rows of 28, 14, 17 (no
-vector width divides it), 8 and 2, ceil_mode, a batch of 2.  Then which pools take it: with the
+vector width divides it), 8 and 2, stride 2 with pad 1 or ceil_mode, odd rows, a batch of 2.  Then which pools take it: with the
 switch off none; AveragePool with ONNX's default ``count_include_pad=0`` (a divisor that varies at
-the border), stride 2, a 5x5 window and a pool with an epilogue keep the window reduction.
+the border), stride 3, an unpadded stride-2 pool (no bounds test: inception's, 0.6x ORT), a 5x5 window and a pool with an epilogue keep the window reduction.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ CASES = {
     "MaxPool on 14x14, ceil_mode (googlenet's export)": lambda: _pool("MaxPool", 17, 14, ceil=1),
     "MaxPool on 17x17": lambda: _pool("MaxPool", 3, 17),
     "MaxPool on 2x2, batch 2": lambda: _pool("MaxPool", 4, 2, batch=2),
+    "MaxPool 3x3 s2 pad 1 on 32x32 (resnet50's stem, smaller)": lambda: _pool("MaxPool", 16, 32, stride=2),
+    "MaxPool 3x3 s2 pad 1 on 33x33": lambda: _pool("MaxPool", 3, 33, stride=2),
+    "MaxPool 3x3 s2 ceil_mode on 56x56 (googlenet's)": lambda: _pool("MaxPool", 4, 56, stride=2, pad=0, ceil=1),
+    "MaxPool 3x3 s2 ceil_mode on 15x15": lambda: _pool("MaxPool", 4, 15, stride=2, pad=0, ceil=1),
     "AveragePool on 35x35 (inception's Mixed_5b)": lambda: _pool("AveragePool", 8, 35),
     "AveragePool on 17x17": lambda: _pool("AveragePool", 16, 17),
     "AveragePool on 8x8, batch 2": lambda: _pool("AveragePool", 5, 8, batch=2),
@@ -58,7 +63,7 @@ def _feeds(m) -> dict:
         x[..., :2, :2] = -np.inf  # an all -inf corner window
         x[..., -1, :] = -np.inf  # a whole -inf row at the bottom border
         if shape[2] > 6:
-            x[..., 3:6, 3:6] = -np.inf  # an all -inf window inside the image
+            x[..., 2:6, 2:6] = -np.inf  # all -inf windows inside the image (stride 1 and 2)
             x[..., 6, :] = -4.0 - rng.random(shape[3]).astype(np.float32)
     return {"x": x}
 
@@ -79,7 +84,7 @@ def test_separable_pool_matches_onnxruntime_and_the_reference(case):
     feeds = _feeds(m)
     got = run_on(m, "cpu", feeds)["y"]
     (want,) = onnxruntime_outputs(m, feeds)
-    ref = reference(m, feeds)["y"] if "ceil_mode" not in case else None  # onnx.reference: 16x16 for it
+    ref = reference(m, feeds)["y"] if "ceil_mode" not in case else None  # onnx.reference: wrong shapes
     if ref is None:  # ORT's -inf where the window is inside the image, the least float at the border
         ref = np.where(np.isneginf(got) & (want == np.finfo(np.float32).min), got, want)
     exact = m.graph.node[0].op_type == "MaxPool"
@@ -107,10 +112,11 @@ def test_the_switch_selects_the_separable_window(op, monkeypatch):
 
 
 @pytest.mark.parametrize("m", [lambda: _pool("AveragePool", 16, 28, include_pad=0),
-                               lambda: _pool("MaxPool", 16, 28, stride=2),
+                               lambda: _pool("MaxPool", 16, 28, stride=3),
+                               lambda: _pool("MaxPool", 16, 29, stride=2, pad=0),
                                lambda: _pool("MaxPool", 16, 28, k=5, pad=2),
                                lambda: _pool("MaxPool", 16, 28, pad=0),
                                lambda: _pool("MaxPool", 16, 28, relu=True)],
-                         ids=["count_include_pad=0", "stride 2", "5x5", "no padding", "with an epilogue"])
+                         ids=["count_include_pad=0", "stride 3", "stride 2, no padding", "5x5", "no padding", "with an epilogue"])
 def test_other_pools_keep_the_window_reduction(m):
     assert "separable_pool" not in _rule_and_script(m())[1]

@@ -152,11 +152,13 @@ def _avgpool(c, hw, include_pad=0):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
 
 
-def _maxpool(c, hw, stride=2, pad=0):
+def _maxpool(c, hw, stride=2, pad=0, ceil=0):
     """MaxPool 3x3 (inception's: stride 2, no padding; resnet50's / densenet121's stem: pad 1;
-    googlenet's branch pools: stride 1, pad 1)."""
-    out = (hw + 2 * pad - 3) // stride + 1
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[pad] * 4)]
+    googlenet's branch pools: stride 1, pad 1; googlenet's stride-2 ones: ``ceil_mode=1``)."""
+    span = hw + 2 * pad - 3
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[pad] * 4,
+                              ceil_mode=ceil)]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, out, out]}, [])
 
 
@@ -242,6 +244,9 @@ LAYERS = {
     "stem_maxpool_112": lambda: _maxpool(64, 112, pad=1),  # resnet50's / densenet121's
     "gn_maxpool_28": lambda: _maxpool(192, 28, stride=1, pad=1),  # googlenet 3a's branch pool
     "gn_maxpool_14": lambda: _maxpool(480, 14, stride=1, pad=1),  # 4a's
+    "gn_maxpool_112c": lambda: _maxpool(64, 112, ceil=1),  # googlenet's stem pools (ceil_mode)
+    "gn_maxpool_56c": lambda: _maxpool(192, 56, ceil=1),
+    "gn_maxpool_28c": lambda: _maxpool(480, 28, ceil=1),
     # resnet50 (torchvision v1.5: stride in the 3x3), BN folded
     "r50_stem": lambda: _conv(3, 64, (224, 224), (7, 7), (2, 2), pads=(3, 3, 3, 3)),
     "r50_3x3_56": lambda: _conv(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1)),

@@ -42,10 +42,15 @@ MAX_ROW = 250
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """A 3x3 stride-1 pad-1 pool on ``shape`` ``(N, C, H, W)``: ``kind`` ``"max"`` or
-    ``"avg"`` (sum / 9)."""
+    """A 3x3 pool of ``stride`` (1 or 2) from ``shape`` ``(N, C, H, W)`` to ``out`` ``(OH,
+    OW)`` over the input padded by ``pad_before`` rows / columns at the top / left (0 or 1)
+    and to ``padded`` ``(Hp, Wp)`` in all; ``kind`` ``"max"`` or ``"avg"`` (sum / 9)."""
 
     shape: tuple[int, int, int, int]
+    out: tuple[int, int]
+    stride: int
+    pad_before: tuple[int, int]
+    padded: tuple[int, int]
     kind: str
     dtype: str
 
@@ -61,57 +66,66 @@ def _blocks(func: tirx.PrimFunc) -> list:
     return [b for b in found if b.name_hint != "root"]
 
 
-def _window_reads_stride_1(block, pad_buf) -> bool:
-    """Whether ``block`` reads ``pad_buf`` at ``[.., oh + r, ow + q]`` (stride 1, no offset)
-    over two reduction iterators of extent 3, and its spatial iterators span the output."""
+def _window_stride(block, pad_buf) -> int | None:
+    """The stride ``s`` (1 or 2) where ``block`` reads ``pad_buf`` at ``[n, c, oh * s + r, ow * s
+    + q]`` over two reduction iterators of extent 3; None otherwise."""
     spatial = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
     reduce = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
     if len(spatial) != 4 or len(reduce) != 2 or any(int(iv.dom.extent) != 3 for iv in reduce):
-        return False
+        return None
     loads = []
     tvm_ffi.structural_walk(block.body, (tvm.ir.TensorLoad, loads.append), order="post")
     reads = [ld for ld in loads if ld.source.same_as(pad_buf)]
     if len(reads) != 1:
-        return False
+        return None
     idx = reads[0].indices
     if not all(i.same_as(iv.var) for i, iv in zip(idx[:2], spatial[:2])):
-        return False
+        return None
+    strides = set()
     for i, out_iv, red_iv in zip(idx[2:], spatial[2:], reduce):
         coef = tvm.sym.detect_linear_equation(i, [out_iv.var, red_iv.var])
-        if len(coef) != 3 or [int(c) if isinstance(c, tirx.IntImm) else None for c in coef] != [1, 1, 0]:
-            return False
-    return True
+        got = [int(c) if isinstance(c, tirx.IntImm) else None for c in coef]
+        if len(got) != 3 or got[0] not in (1, 2) or got[1:] != [1, 0]:
+            return None
+        strides.add(got[0])
+    return strides.pop() if len(strides) == 1 else None
 
 
-def _pads_by_one(pad_block, x_buf, out_shape) -> str | None:
-    """The fill value's kind (``"lowest"`` or ``"zero"``) where ``pad_block`` writes
-    ``x`` padded by 1 on each side of its last two dims (an ``if_then_else`` of the bounds
-    test, ``x[.., h - 1, w - 1]``, the fill); None otherwise."""
+def _padding(pad_block, x_buf) -> tuple[tuple[int, int], str] | None:
+    """``((top, left), fill)`` where ``pad_block`` writes ``x`` padded by ``top`` / ``left``
+    (0 or 1) before its last two dims and anything after (an ``if_then_else`` of the bounds
+    test, ``x[.., h - top, w - left]``, the fill: ``"lowest"`` float or ``"zero"``); None
+    otherwise.  The test is checked to hold exactly on the image, just inside and just
+    outside each of its four edges."""
     value = pad_block.body.value if isinstance(pad_block.body, tirx.BufferStore) else None
     if not (isinstance(value, tvm.ir.Call) and str(value.op.name).endswith("if_then_else")):
-        return None
-    n, c, h, w = out_shape
-    if _const_shape(pad_block.writes[0].source) != (n, c, h + 2, w + 2):
         return None
     load, fill = value.args[1], value.args[2]
     if not (isinstance(load, tvm.ir.TensorLoad) and load.source.same_as(x_buf) and isinstance(fill, tirx.FloatImm)):
         return None
     ivs = pad_block.iter_vars
     a = Analyzer()
-    for i, iv, off in zip(load.indices, ivs, (0, 0, -1, -1)):
-        if not a.can_prove_equal(i, iv.var + off):
+    before = []
+    for i, iv, dim in zip(load.indices, ivs, range(4)):
+        off = a.simplify(iv.var - i)
+        if not isinstance(off, tirx.IntImm) or (dim < 2 and off.value != 0) or off.value not in (0, 1):
             return None
-    # The bounds test holds exactly on the image: check it at the border and inside.
-    cond = value.args[0]
-    for hh, ww, inside in ((0, 1, False), (1, 0, False), (h + 1, 1, False), (1, w + 1, False), (1, 1, True),
-                           (h, w, True)):
+        before.append(int(off.value))
+    top, left = before[2:]
+    _, _, h, w = (int(d) for d in x_buf.shape)
+    hp, wp = (int(d) for d in pad_block.writes[0].source.shape[2:])
+    probes = [(top, left, True), (top + h - 1, left + w - 1, True), (top - 1, left, False), (top, left - 1, False),
+              (top + h, left, False), (top, left + w, False)]
+    for hh, ww, inside in probes:
+        if not (0 <= hh < hp and 0 <= ww < wp):
+            continue
         vals = [(iv.var, tirx.IntImm(iv.var.ty, v)) for iv, v in zip(ivs, (0, 0, hh, ww))]
-        got = a.simplify(substitute(cond, vals))
+        got = a.simplify(substitute(value.args[0], vals))
         if not isinstance(got, tirx.IntImm) or bool(got.value) != inside:
             return None
     if float(fill.value) == 0.0:
-        return "zero"
-    return "lowest" if float(fill.value) <= -3.4e38 else None
+        return (top, left), "zero"
+    return ((top, left), "lowest") if float(fill.value) <= -3.4e38 else None
 
 
 def _divides_by_9(block, sum_buf, out_shape) -> bool:
@@ -136,14 +150,14 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     """The :class:`PoolSpec` of ``func`` where it is such a pool (see the module
     docstring), else None."""
     params = list(func.params)
-    if len(params) != 2 or params[0].dtype != "float32" or params[1].dtype != "float32":
+    if len(params) != 2 or any(str(p.dtype) != "float32" for p in params):
         return None
     x, y = params
-    shape = _const_shape(x)
-    if shape is None or len(shape) != 4 or _const_shape(y) != shape or shape[2] < 2 or shape[3] > MAX_ROW:
+    shape, out = _const_shape(x), _const_shape(y)
+    if shape is None or out is None or len(shape) != 4 or out[:2] != shape[:2] or shape[2] < 2:
         return None
+    names = [b.name_hint for b in _blocks(func)]
     blocks = _blocks(func)
-    names = [b.name_hint for b in blocks]
     if names == ["pad_temp", "pool_max"]:
         kind, fill = "max", "lowest"
     elif names == ["pad_temp", "pool_sum", "pool_avg"]:
@@ -151,24 +165,37 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     else:
         return None
     pad, window = blocks[0], blocks[1]
-    if _pads_by_one(pad, x, shape) != fill or not _window_reads_stride_1(window, pad.writes[0].source):
+    padding = _padding(pad, x)
+    stride = _window_stride(window, pad.writes[0].source)
+    if padding is None or padding[1] != fill or stride is None:
+        return None
+    padded = _const_shape(pad.writes[0].source)[2:]
+    if (stride == 1 and padding[0] != (1, 1)) or padded[1] > MAX_ROW or any(
+            (o - 1) * stride + 3 > p for o, p in zip(out[2:], padded)):
         return None
     if kind == "max" and not window.writes[0].source.same_as(y):
         return None
     if kind == "avg" and not (blocks[2].writes[0].source.same_as(y)
-                              and _divides_by_9(blocks[2], window.writes[0].source, shape)):
+                              and _divides_by_9(blocks[2], window.writes[0].source, out)):
         return None
-    return PoolSpec(shape, kind, "float32")
+    return PoolSpec(shape, out[2:], stride, padding[0], padded, kind, "float32")
 
 
 def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
-    """The separable pool for ``spec``: planes in parallel, per output row the column
-    reduction into a ``W + 2`` row buffer (fill elements at both ends), then the output
-    row from three shifted reads of it (see the module docstring)."""
+    """The separable pool for ``spec``: planes in parallel; per output row the column
+    reduction of its window's rows inside the image (three, or fewer at a border) into a
+    row buffer laid out as a padded row (fill elements where the padding is), then the
+    output row from three reads of it, ``stride`` apart (see the module docstring)."""
     N, C, H, W = spec.shape
+    OH, OW = spec.out
+    S = spec.stride
+    top, left = spec.pad_before
+    WR = (OW - 1) * S + 3  # the padded columns the output row reads
+    WV = min(W, WR - left)  # the image columns among them
     P = N * C
     is_max = spec.kind == "max"
     fill = T.float32(float("-inf")) if is_max else T.float32(0.0)
+    i64 = T.int64
 
     def op(a, b):
         return T.max(a, b) if is_max else a + b
@@ -176,11 +203,9 @@ def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
     def finish(v):
         return v if is_max else v / T.float32(9.0)
 
-    i64 = T.int64
-
     @T.prim_func(private=True, s_tir=True)
     def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32"),
-             y: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32")):
+             y: T.Buffer((i64(N), i64(C), i64(OH), i64(OW)), "float32")):
         T.func_attr({"op_pattern": 4, "tirx.noalias": True, "tirx.is_scheduled": True})
         with T.sblock("root"):
             T.reads()
@@ -191,22 +216,26 @@ def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
                 for p in T.parallel(i64(P)):
                     n = T.meta_var(p // i64(C))
                     c = T.meta_var(p % i64(C))
-                    row = T.alloc_buffer((i64(W + 2),), "float32")
-                    row[i64(0)] = fill
-                    row[i64(W + 1)] = fill
-                    for h in range(i64(H)):
-                        if h == i64(0):
-                            for w in range(i64(W)):
-                                row[w + i64(1)] = op(x[n, c, i64(0), w], x[n, c, i64(1), w])
-                        elif h == i64(H - 1):
-                            for w in range(i64(W)):
-                                row[w + i64(1)] = op(x[n, c, i64(H - 2), w], x[n, c, i64(H - 1), w])
-                        else:
-                            for w in range(i64(W)):
-                                row[w + i64(1)] = op(op(x[n, c, h - i64(1), w], x[n, c, h, w]),
-                                                     x[n, c, h + i64(1), w])
-                        for w in range(i64(W)):
-                            y[n, c, h, w] = finish(op(op(row[w], row[w + i64(1)]), row[w + i64(2)]))
+                    row = T.alloc_buffer((i64(WR),), "float32")
+                    for j in range(i64(left)):
+                        row[j] = fill
+                    for j in range(i64(max(0, WR - left - W))):
+                        row[i64(left + W) + j] = fill
+                    for h in range(i64(OH)):
+                        r0 = T.meta_var(h * i64(S) - i64(top))
+                        if i64(0) <= r0 and r0 + i64(2) < i64(H):
+                            for w in range(i64(WV)):
+                                row[w + i64(left)] = op(op(x[n, c, r0, w], x[n, c, r0 + i64(1), w]),
+                                                        x[n, c, r0 + i64(2), w])
+                        else:  # a border row: the window's rows inside the image
+                            for w in range(i64(WV)):
+                                row[w + i64(left)] = x[n, c, T.max(r0, i64(0)), w]
+                            for r in range(T.max(r0, i64(0)) + i64(1), T.min(r0 + i64(3), i64(H))):
+                                for w in range(i64(WV)):
+                                    row[w + i64(left)] = op(row[w + i64(left)], x[n, c, r, w])
+                        for w in range(i64(OW)):
+                            y[n, c, h, w] = finish(op(op(row[w * i64(S)], row[w * i64(S) + i64(1)]),
+                                                      row[w * i64(S) + i64(2)]))
 
     return pool
 
