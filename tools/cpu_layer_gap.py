@@ -11,7 +11,9 @@ and input / output shapes and its ops.  ORT side: its profiler per node (least o
 runs, ``intra_op_num_threads`` = ``TVM_NUM_THREADS`` or this host's pool), each node keyed
 by the ONNX node it keeps the name of (names are required: ``tools/inception_onnx.py``
 names every node after its output); ORT's NCHWc reorders are a group of their own.  Both
-sides' minima: sums of minima under-state a run a little.
+sides' minima: sums of minima under-state a run a little.  ``--in-situ``: hetpart's kernels
+timed inside whole runs instead (a VM instrument, CPU time): alone, a kernel's weights stay in
+the caches between calls, where in the model (and in ORT's profile) they are read cold.
 """
 
 from __future__ import annotations
@@ -79,22 +81,24 @@ def _least_cpu_time(kmod, executable, dev, calls: int) -> float:
     return best
 
 
-def hetpart_keyed(model, calls: int) -> list[tuple[str, str, float]]:
-    """(key, func, seconds) per kernel of the all-CPU build, each timed alone (least CPU time)."""
+def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]:
+    """(key, func, seconds) per kernel of the all-CPU build, each timed alone (least CPU time;
+    ``calls`` 0: keys only, no timing)."""
     import tvm
 
     from hetpart import load
     from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target
 
-    graph = load(model)
+    graph = graph or load(model)
     target, dev = cpu_tvm_target(), tvm.cpu()
     timed: dict[str, float] = {}
     rows = []
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
         kmod = kernel_bench.single_kernel_module(graph, k)
         if k.signature not in timed:
-            timed[k.signature] = _least_cpu_time(kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)
+            timed[k.signature] = 0.0 if not calls else _least_cpu_time(
+                kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)
         xs = [graph.tensors[t].shape for t in k.inputs]
         y = graph.tensors[k.outputs[0]].shape
         w4 = [a.shape for a in kmod.args if a.weight and len(a.shape) == 4]
@@ -115,12 +119,53 @@ def hetpart_keyed(model, calls: int) -> list[tuple[str, str, float]]:
     return rows
 
 
+def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
+    """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
+    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``), the
+    least over ``runs`` runs of each key's sum: what a kernel costs with the caches as the model
+    leaves them (weights read cold, as ORT's profiled nodes read them)."""
+    import time
+
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.models import example_inputs
+    from hetpart.targets import cpu_tvm_target
+
+    graph = load(model)
+    keyed = {func: key for key, func, _ in hetpart_keyed(model, 0, graph=graph)}
+    vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
+    feeds = example_inputs(model, seed=0)
+    args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+    started, run = {}, defaultdict(float)
+
+    def instrument(func, symbol, before, ret, *call_args):
+        if before:
+            started[symbol] = time.thread_time()
+        elif symbol in keyed:
+            run[symbol] += time.thread_time() - started[symbol]
+        return 0
+
+    vm["main"](*args)
+    vm.set_instrument(instrument)
+    best: dict[str, float] = {}
+    for _ in range(runs):
+        run.clear()
+        vm["main"](*args)
+        for func, t in run.items():
+            best[func] = min(best.get(func, t), t)
+    return [(keyed[f], f, t) for f, t in best.items()]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--calls", type=int, default=20, help="calls per hetpart kernel (least CPU time)")
+    p.add_argument("--in-situ", action="store_true",
+                   help="hetpart's kernels timed inside whole runs (--runs of them), not alone")
     a = p.parse_args(argv)
     import onnx
 
@@ -142,10 +187,10 @@ def main(argv=None) -> int:
         o_sum[key] += r["s"]
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
-    for key, _, s in hetpart_keyed(model, a.calls):
+    for key, _, s in (hetpart_in_situ(model, a.runs) if a.in_situ else hetpart_keyed(model, a.calls)):
         h_sum[key] += s
         h_n[key] += 1
-    print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels alone (sum {sum(h_sum.values()) * 1e3:.3f} ms), "
+    print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels {'in whole runs' if a.in_situ else 'alone'} (sum {sum(h_sum.values()) * 1e3:.3f} ms), "
           f"ORT nodes profiled (sum {sum(o_sum.values()) * 1e3:.3f} ms, least run {ort_run * 1e3:.3f} ms)")
     print(f"  {'layer':<40}{'n':>4}{'hetpart ms':>11}{'ORT ms':>9}{'gap ms':>9}{'ratio':>7}")
     allk = sorted(set(h_sum) | set(o_sum), key=lambda k: -(h_sum.get(k, 0) - o_sum.get(k, 0)))
