@@ -9,9 +9,10 @@ Against ONNX Runtime and onnx.reference: inputs with negatives, zeros, whole ``-
 all ``-inf`` windows (MaxPool: ``-inf``, as ONNX defines it and onnx.reference and ONNX Runtime
 give inside the image; the window reduction started from the least float and gave -3.4e38 there;
 ONNX Runtime itself gives the least float where such a window touches the padding), rows of 28, 14, 17 (no
-vector width divides it), 8 and 2, stride 2 with pad 1 or ceil_mode, odd rows, a batch of 2.  Then which pools take it: with the
+vector width divides it), 8 and 2, stride 2 with pad 1, ceil_mode or no padding (inception's stride-2
+pools, ``separable_pool.UNPADDED``), odd rows, a batch of 2.  Then which pools take it: with the
 switch off none; AveragePool with ONNX's default ``count_include_pad=0`` (a divisor that varies at
-the border), stride 3, an unpadded stride-2 pool (no bounds test: inception's, 0.6x ORT), a 5x5 window and a pool with an epilogue keep the window reduction.
+the border), stride 3, a 5x5 window, stride 1 with no padding and a pool with an epilogue keep the window reduction.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from onnx import helper
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
 
 from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
+from hetpart.kernels import separable_pool, weight_prepack
 from hetpart.kernels.rules import cpu_reduction
 from test_kernels_wide_tiles import _target
 
@@ -48,6 +49,8 @@ CASES = {
     "MaxPool 3x3 s2 pad 1 on 33x33": lambda: _pool("MaxPool", 3, 33, stride=2),
     "MaxPool 3x3 s2 ceil_mode on 56x56 (googlenet's)": lambda: _pool("MaxPool", 4, 56, stride=2, pad=0, ceil=1),
     "MaxPool 3x3 s2 ceil_mode on 15x15": lambda: _pool("MaxPool", 4, 15, stride=2, pad=0, ceil=1),
+    "MaxPool 3x3 s2 unpadded on 37x37 (inception's)": lambda: _pool("MaxPool", 4, 37, stride=2, pad=0),
+    "MaxPool 3x3 s2 unpadded on 17x17, batch 2": lambda: _pool("MaxPool", 3, 17, stride=2, pad=0, batch=2),
     "AveragePool on 35x35 (inception's Mixed_5b)": lambda: _pool("AveragePool", 8, 35),
     "AveragePool on 17x17": lambda: _pool("AveragePool", 16, 17),
     "AveragePool on 8x8, batch 2": lambda: _pool("AveragePool", 5, 8, batch=2),
@@ -111,12 +114,18 @@ def test_the_switch_selects_the_separable_window(op, monkeypatch):
     assert "separable_pool" not in _rule_and_script(m)[1]
 
 
+def test_unpadded_pools_by_their_own_switch(monkeypatch):
+    m = _pool("MaxPool", 16, 37, stride=2, pad=0)
+    assert 'T.sblock("separable_pool")' in _rule_and_script(m)[1]
+    monkeypatch.setattr(separable_pool, "UNPADDED", False)
+    assert "separable_pool" not in _rule_and_script(m)[1]
+
+
 @pytest.mark.parametrize("m", [lambda: _pool("AveragePool", 16, 28, include_pad=0),
                                lambda: _pool("MaxPool", 16, 28, stride=3),
-                               lambda: _pool("MaxPool", 16, 29, stride=2, pad=0),
                                lambda: _pool("MaxPool", 16, 28, k=5, pad=2),
                                lambda: _pool("MaxPool", 16, 28, pad=0),
                                lambda: _pool("MaxPool", 16, 28, relu=True)],
-                         ids=["count_include_pad=0", "stride 3", "stride 2, no padding", "5x5", "no padding", "with an epilogue"])
+                         ids=["count_include_pad=0", "stride 3", "5x5", "no padding", "with an epilogue"])
 def test_other_pools_keep_the_window_reduction(m):
     assert "separable_pool" not in _rule_and_script(m())[1]

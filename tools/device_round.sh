@@ -835,7 +835,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     tests/test_tools_cpu_rule_ab.py > "$OUT/pytest-small-split.txt" 2>&1 ;;
 75)  # (BUDGET=590) issue 18, inception_v3 (16.01 / ORT 12.74 ms, 1.26x) and googlenet (5.63 / 4.91, 1.15x) all-CPU at
      # batch 1 (branch cpu-inception; bench/results/cpu-inception-2core.md).  (1) padded 3x3 MaxPool / AveragePool
-     # (count_include_pad=1, as torch exports inception's branch pools) of stride 1 or 2 as a separable window: per
+     # (count_include_pad=1, as torch exports inception's branch pools) of stride 1 or 2, and inception's unpadded
+     # stride-2 MaxPools (separable_pool.UNPADDED), as a separable window: per
      # output row the column max / sum of its window's rows into a stack row, then three reads of it
      # (cpu_reduction.SEPARABLE_POOL; kernels/separable_pool.py): inception's branch AveragePools, googlenet's
      # branch and ceil_mode MaxPools, resnet50's / densenet121's stem pool; 2-6x faster on the AVX2 box, 1 thread.
@@ -850,7 +851,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   off="$off --before hetpart.kernels.register_tile.RAGGED_OVER_HALF_DIVISOR=0"
   off="$off --before hetpart.kernels.rules.cpu_conv2d.CHANNELS_INNER_LINE_WINDOWS=0"
   timeout 60 python3 tools/cpu_rule_ab.py gn_maxpool_28 gn_maxpool_14 gn_maxpool_56c gn_maxpool_28c stem_maxpool_112 \
-    inc_avgpool_35i inc_avgpool_35j inc_avgpool_17i inc_avgpool_8j inc_maxpool_147 --threads 16 --calls 20 --rounds 4 $off \
+    inc_avgpool_35i inc_avgpool_35j inc_avgpool_17i inc_avgpool_8j inc_maxpool_147 inc_maxpool_71 --threads 16 --calls 20 \
+    --rounds 4 $off \
     > "$OUT/ab-pools-t16.txt" 2>&1
   timeout 50 python3 tools/cpu_rule_ab.py inc_1x7_192 inc_1x7 inc_7x1_192 inc_7x1 inc_1x3 inc_3x1 --threads 16 --calls 20 \
     --rounds 4 $off > "$OUT/ab-line-windows-t16.txt" 2>&1

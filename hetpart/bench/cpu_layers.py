@@ -241,6 +241,9 @@ LAYERS = {
     "inc_avgpool_8i": lambda: _avgpool(1280, 8, include_pad=1),  # Mixed_7b's
     "inc_avgpool_8j": lambda: _avgpool(2048, 8, include_pad=1),  # Mixed_7c's
     "inc_maxpool_147": lambda: _maxpool(64, 147),
+    "inc_maxpool_71": lambda: _maxpool(192, 71),  # inception's second stem pool
+    "inc_maxpool_35": lambda: _maxpool(288, 35),  # Mixed_6a's
+    "inc_maxpool_17": lambda: _maxpool(768, 17),  # Mixed_7a's
     "stem_maxpool_112": lambda: _maxpool(64, 112, pad=1),  # resnet50's / densenet121's
     "gn_maxpool_28": lambda: _maxpool(192, 28, stride=1, pad=1),  # googlenet 3a's branch pool
     "gn_maxpool_14": lambda: _maxpool(480, 14, stride=1, pad=1),  # 4a's

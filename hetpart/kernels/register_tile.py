@@ -360,11 +360,11 @@ RAGGED_OVER_HALF_DIVISOR = 32
 """Where the largest divisor of a row extent up to ``max_rows`` is exactly half of it (147 =
 3 x 49 with AVX2's 6 rows: a 3-row tile, 6 accumulators), :func:`_row_count` takes ``max_rows``
 rows with a ragged last tile instead when that pads at most 1/32 of the extent (147 -> 150);
-0: off, kept for A/B runs.  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time,
-before / after / ORT in one process; bench/results/cpu-inception-2core.md): inception_v3's
-stem convs on 147-wide rows, 32->32 3x3 5.76-7.81 -> 0.82x, 32->64 3x3 pad 1 0.87x.  Changes
-no kernel of resnet50, densenet121, mobilenet_v2, googlenet (AVX2 or AVX-512) nor of
-inception_v3 with AVX-512 (8 rows: 147 takes 7)."""
+0: off, kept for A/B runs.  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, each kernel
+alone before / after in one process, least of 10 calls x 5 rounds; bench/results/
+cpu-inception-2core.md): inception_v3's stem convs on 147-wide rows, 32->32 3x3 8.09 -> 6.59 ms,
+32->64 3x3 pad 1 11.33 -> 9.23.  Changes no kernel of resnet50, densenet121, mobilenet_v2,
+googlenet (AVX2 or AVX-512) nor of inception_v3 with AVX-512 (8 rows: 147 takes 7)."""
 
 
 def _row_count(extent: int, max_rows: int, vecs: int = 2) -> int:

@@ -35,6 +35,10 @@ from tvm.sym.analyzer import Analyzer
 
 from .tir_expr import substitute
 
+UNPADDED = True
+"""Whether an unpadded 3x3 pool (inception_v3's stride-2 MaxPools, which read the input itself:
+no ``pad_temp`` block) is matched too."""
+
 MAX_ROW = 250
 """Widest row (elements) handled: the row buffer (``W + 2`` floats) stays under TVM's
 1 KiB stack allocation limit (a wider one would be a workspace allocation per plane)."""
@@ -156,8 +160,10 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     shape, out = _const_shape(x), _const_shape(y)
     if shape is None or out is None or len(shape) != 4 or out[:2] != shape[:2] or shape[2] < 2:
         return None
-    names = [b.name_hint for b in _blocks(func)]
     blocks = _blocks(func)
+    names = [b.name_hint for b in blocks]
+    if UNPADDED and names and names[0] != "pad_temp":  # an unpadded pool reads x itself
+        names, blocks = ["pad_temp", *names], [None, *blocks]
     if names == ["pad_temp", "pool_max"]:
         kind, fill = "max", "lowest"
     elif names == ["pad_temp", "pool_sum", "pool_avg"]:
@@ -165,11 +171,11 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     else:
         return None
     pad, window = blocks[0], blocks[1]
-    padding = _padding(pad, x)
-    stride = _window_stride(window, pad.writes[0].source)
+    padding = _padding(pad, x) if pad is not None else ((0, 0), fill)
+    stride = _window_stride(window, pad.writes[0].source if pad is not None else x)
     if padding is None or padding[1] != fill or stride is None:
         return None
-    padded = _const_shape(pad.writes[0].source)[2:]
+    padded = _const_shape(pad.writes[0].source)[2:] if pad is not None else shape[2:]
     if (stride == 1 and padding[0] != (1, 1)) or padded[1] > MAX_ROW or any(
             (o - 1) * stride + 3 > p for o, p in zip(out[2:], padded)):
         return None
