@@ -1,26 +1,30 @@
-"""A padded 3x3 stride-1 MaxPool / AveragePool as a separable window: per output row, the
-column max (sum) of the three input rows into a row buffer, then the row max (sum) of
-three neighbours of that buffer.
+"""A 3x3 MaxPool / AveragePool -- stride 1 padded by 1, or stride 2 padded by 0-1 (ceil_mode
+too) or unpadded -- as a separable window: per output row, the column max (sum) of its
+window's input rows into a row buffer, then the row max (sum) of three elements of that
+buffer, ``stride`` apart.
 
 The inception branches' pools (inception_v3's AveragePool 3x3 s1 pad 1 before each
 ``branch_pool`` 1x1, on 35x35, 17x17 and 8x8 planes; googlenet's MaxPool 3x3 s1 pad 1 on
 28x28 and 14x14) were scheduled by :class:`~.rules.cpu_reduction.CpuReduction` as one
 window reduction: nine loads per output, each behind the padding's bounds test, the
-35- and 17-wide rows in scalars (no vector width divides them); 2-2.5x ONNX Runtime.
-Here each output costs six loads and no test: a row buffer of ``W + 2`` elements (on the
-stack) holds the column reduction of rows ``h - 1 .. h + 1`` (two rows at the top and
-bottom border, so the padding is never read) between two fill elements, and the output
-row is three shifted reads of it; both inner loops are plain unit-stride loops over the
-row, vectorised by LLVM's loop vectoriser (its own ragged tail); planes in parallel.
+35- and 17-wide rows in scalars (no vector width divides them); 2-2.5x ONNX Runtime
+(googlenet's stride-2 ceil_mode pools 1.1-1.4x, 2.6-3.3x in the model).  Here each output
+costs six loads and no test: a row buffer laid out as a padded row (on the stack: at most
+:data:`MAX_ROW` + 2 elements) holds the column reduction of the window's rows that lie in
+the image (three inside, fewer at the top and bottom border, so the padding is never read)
+between fill elements where the padding is, and the output row is three reads of it; both
+inner loops are plain loops over the row (stride 1, or 2 for the reads), vectorised by
+LLVM's loop vectoriser (its own ragged tail); planes in parallel.
 
-In: the unscheduled PrimFunc of a pool (TOPI's ``pad_temp`` block, then ``pool_max``, or
-``pool_sum`` and ``pool_avg`` with a divisor that is 9 for every output: ONNX's
-``count_include_pad=1``).  Out: :func:`match` gives a :class:`PoolSpec` or None;
-:func:`separable_func` the replacement PrimFunc.  Invariant: every output is the max (sum
-divided by 9) of exactly the input elements of its window that lie inside the image --
-MaxPool's padding is never read, so an all ``-inf`` window gives ``-inf`` as ONNX defines
-(the unscheduled function padded with the least float and gave ``-3.4e38`` there); sums
-are taken columns first (within rounding of the row-major window sum).
+In: the unscheduled PrimFunc of a pool (TOPI's ``pad_temp`` block -- none for an unpadded
+pool, :data:`UNPADDED` -- then ``pool_max``, or ``pool_sum`` and ``pool_avg`` with a
+divisor that is 9 for every output: ONNX's ``count_include_pad=1``).  Out: :func:`match`
+gives a :class:`PoolSpec` or None; :func:`separable_func` the replacement PrimFunc.
+Invariant: every output is the max (sum divided by 9) of exactly the input elements of its
+window that lie inside the image -- MaxPool's padding is never read, so an all ``-inf``
+window gives ``-inf`` as ONNX defines (the unscheduled function started from the least
+float and gave ``-3.4e38`` there); sums are taken columns first (within rounding of the
+row-major window sum).
 """
 
 from __future__ import annotations
