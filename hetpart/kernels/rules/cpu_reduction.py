@@ -101,9 +101,11 @@ False: one nest, the test in every step, kept for A/B runs)."""
 
 
 SEPARABLE_POOL = True
-"""Whether a 3x3 stride-1 pad-1 MaxPool / AveragePool (``count_include_pad=1``) is replaced by
-the separable window of :mod:`hetpart.kernels.separable_pool` (the inception branches'
-pools; False: the window reduction below, kept for A/B runs)."""
+"""Whether a 3x3 MaxPool / AveragePool (``count_include_pad=1``) of stride 1 (pad 1) or 2 is
+replaced by the separable window of :mod:`hetpart.kernels.separable_pool` (the inception
+branches' pools, googlenet's, the resnet50 / densenet121 stem pool; 2-6x faster on one AVX2
+thread, bench/results/cpu-inception-2core.md; False: the window reduction below, kept for A/B
+runs)."""
 
 
 POOL_BORDER_MIN_PLANES = 16
