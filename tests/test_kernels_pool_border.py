@@ -74,7 +74,9 @@ def _scheduled(m, mcpu: str = "haswell"):
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
 def test_interior_parts_start_past_the_border(mcpu, monkeypatch):
     """The stem pool's rows 1..55 and vectors 1.. of a row are loops of their own (their
-    ``range`` starts at 1); with the switch off, one nest."""
+    ``range`` starts at 1); with the switch off, one nest.  (With ``SEPARABLE_POOL``, the
+    default, this pool is the separable window instead: tests/test_kernels_separable_pool.py.)"""
+    monkeypatch.setattr(cpu_reduction, "SEPARABLE_POOL", False)
     m = _pool(16, 112)
     assert "range(T.int64(1), T.int64(56))" in _scheduled(m, mcpu)
     monkeypatch.setattr(cpu_reduction, "POOL_BORDER_PARTS", False)
@@ -86,6 +88,7 @@ def test_interior_parts_start_past_the_border(mcpu, monkeypatch):
 def test_other_pools_unchanged(m, monkeypatch):
     """inception's 3x3 stride-2 pool with no padding has no bounds test, and a pool of fewer
     than POOL_BORDER_MIN_PLANES planes keeps its parallel rows: scheduled as before."""
+    monkeypatch.setattr(cpu_reduction, "SEPARABLE_POOL", False)
     model_ = m()
     after = _scheduled(model_)
     monkeypatch.setattr(cpu_reduction, "POOL_BORDER_PARTS", False)

@@ -836,6 +836,47 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_small_split.py \
     tests/test_tools_cpu_rule_ab.py > "$OUT/pytest-small-split.txt" 2>&1 ;;
+75)  # (BUDGET=590) issue 18, inception_v3 (16.01 / ORT 12.74 ms, 1.26x) and googlenet (5.63 / 4.91, 1.15x) all-CPU at
+     # batch 1 (branch cpu-inception; bench/results/cpu-inception-2core.md).  (1) padded 3x3 MaxPool / AveragePool
+     # (count_include_pad=1, as torch exports inception's branch pools) of stride 1 or 2, and inception's unpadded
+     # stride-2 MaxPools (separable_pool.UNPADDED), as a separable window: per
+     # output row the column max / sum of its window's rows into a stack row, then three reads of it
+     # (cpu_reduction.SEPARABLE_POOL; kernels/separable_pool.py): inception's branch AveragePools, googlenet's
+     # branch and ceil_mode MaxPools, resnet50's / densenet121's stem pool; 2-6x faster on the AVX2 box, 1 thread.
+     # (2) 1x7 / 7x1 / 1x3 / 3x1 convs on a channels-innermost padded image (cpu_conv2d.CHANNELS_INNER_LINE_WINDOWS;
+     # both widths: inception's 12 line-window kernels): 1x7 0.79-0.81x, 1x3 / 3x1 0.89-0.94x, 7x1 0.97x on the AVX2
+     # box.  (3) AVX2 only (no AVX-512 kernel changes): 147-wide conv rows in 6-row ragged tiles, not 3-row ones
+     # (register_tile.RAGGED_OVER_HALF_DIVISOR).  Before/after/ORT in one process at 16 threads: the layers,
+     # then the corpus exports (bench/corpus.py cpu b1 rows, after) and both models from them (else built here by
+     # tools/inception_onnx.py, torch-free), then where the 16-thread time goes per kernel (kernel_table, after, 16
+     # and 1 threads: the gap left), last the tests
+  off="--before hetpart.kernels.rules.cpu_reduction.SEPARABLE_POOL=0"
+  off="$off --before hetpart.kernels.register_tile.RAGGED_OVER_HALF_DIVISOR=0"
+  off="$off --before hetpart.kernels.rules.cpu_conv2d.CHANNELS_INNER_LINE_WINDOWS=0"
+  timeout 60 python3 tools/cpu_rule_ab.py gn_maxpool_28 gn_maxpool_14 gn_maxpool_56c gn_maxpool_28c stem_maxpool_112 \
+    inc_avgpool_35i inc_avgpool_35j inc_avgpool_17i inc_avgpool_8j inc_maxpool_147 inc_maxpool_71 --threads 16 --calls 20 \
+    --rounds 4 $off \
+    > "$OUT/ab-pools-t16.txt" 2>&1
+  timeout 50 python3 tools/cpu_rule_ab.py inc_1x7_192 inc_1x7 inc_7x1_192 inc_7x1 inc_1x3 inc_3x1 --threads 16 --calls 20 \
+    --rounds 4 $off > "$OUT/ab-line-windows-t16.txt" 2>&1
+  timeout 160 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 150 --export-dir "$EXPORTS" \
+    --models inception_v3,googlenet --out "$OUT/corpus-cpu-b1-inception.json" > "$OUT/logs/corpus-cpu-b1-inception.log" 2>&1
+  for m in inception_v3 googlenet; do
+    f="$EXPORTS/$m-b1.onnx"; [ -f "$f" ] || { f="/tmp/$m-built.onnx"; python3 tools/inception_onnx.py $m "$f"; }
+    left=$((BUDGET - SECONDS - 150))
+    [ "$left" -ge 40 ] && timeout $((left < 100 ? left : 100)) python3 tools/cpu_rule_ab.py "$f" --threads 16 --calls 10 \
+      --rounds 4 $off > "$OUT/ab-$m-t16.txt" 2>&1
+  done
+  for m in inception_v3 googlenet; do
+    f="$EXPORTS/$m-b1.onnx"; [ -f "$f" ] || f="/tmp/$m-built.onnx"
+    left=$((BUDGET - SECONDS - 40))
+    [ "$left" -ge 30 ] && timeout $((left < 60 ? left : 60)) python3 -m hetpart.bench.kernel_table "$f" --threads 16 1 \
+      --runs 10 > "$OUT/kernels-$m-t16-t1.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_separable_pool.py \
+    tests/test_kernels_pool_border.py tests/test_kernels_ragged_half_divisor.py tests/test_kernels_line_window.py \
+    > "$OUT/pytest-inception.txt" 2>&1 ;;
 72)  # (BUDGET=300) issue 18, stride-1 3x3 convs on a channels-innermost padded image (branch cpu-growth-3x3,
      # bench/results/cpu-growth-3x3-2core.md): the padding writes X[n, h, w, ic], the tile sums the window outside the
      # channels and the weight panel is packed in that order, so each broadcast steps to the next float (MLAS's NCHWc

@@ -144,9 +144,11 @@ def _layer_norm(m, d, seed=0):
     return _model(nodes, {"x": [1, m, d], "r": [1, m, d]}, {"y": [1, m, d]}, [(g, "g"), (b, "b")])
 
 
-def _avgpool(c, hw):
-    """inception's branch pool: AveragePool 3x3 s1 pad 1 (count_include_pad=False as torch exports it)."""
-    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])]
+def _avgpool(c, hw, include_pad=0):
+    """inception's branch pool: AveragePool 3x3 s1 pad 1; ``include_pad=1``: ``count_include_pad=1``, as
+    torch.onnx exports ``F.avg_pool2d``'s default (the corpus's inception_v3); 0: ONNX's default."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                              count_include_pad=include_pad)]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, [])
 
 
@@ -156,11 +158,13 @@ def _avgpool2(c, hw):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw // 2, hw // 2]}, [])
 
 
-def _maxpool(c, hw, stride=2, pad=0):
+def _maxpool(c, hw, stride=2, pad=0, ceil=0):
     """MaxPool 3x3 (inception's: stride 2, no padding; resnet50's / densenet121's stem: pad 1;
-    googlenet's branch pools: stride 1, pad 1)."""
-    out = (hw + 2 * pad - 3) // stride + 1
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[pad] * 4)]
+    googlenet's branch pools: stride 1, pad 1; googlenet's stride-2 ones: ``ceil_mode=1``)."""
+    span = hw + 2 * pad - 3
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[stride, stride], pads=[pad] * 4,
+                              ceil_mode=ceil)]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, out, out]}, [])
 
 
@@ -237,10 +241,21 @@ LAYERS = {
     "gn_1x1_14": lambda: _conv(480, 192, (14, 14), (1, 1)),  # googlenet 4a's
     "inc_avgpool_35": lambda: _avgpool(192, 35),
     "inc_avgpool_17": lambda: _avgpool(768, 17),
+    "inc_avgpool_35i": lambda: _avgpool(192, 35, include_pad=1),  # as exported: Mixed_5b's
+    "inc_avgpool_35j": lambda: _avgpool(288, 35, include_pad=1),  # Mixed_5d's, 6a's input
+    "inc_avgpool_17i": lambda: _avgpool(768, 17, include_pad=1),  # Mixed_6b-e's
+    "inc_avgpool_8i": lambda: _avgpool(1280, 8, include_pad=1),  # Mixed_7b's
+    "inc_avgpool_8j": lambda: _avgpool(2048, 8, include_pad=1),  # Mixed_7c's
     "inc_maxpool_147": lambda: _maxpool(64, 147),
+    "inc_maxpool_71": lambda: _maxpool(192, 71),  # inception's second stem pool
+    "inc_maxpool_35": lambda: _maxpool(288, 35),  # Mixed_6a's
+    "inc_maxpool_17": lambda: _maxpool(768, 17),  # Mixed_7a's
     "stem_maxpool_112": lambda: _maxpool(64, 112, pad=1),  # resnet50's / densenet121's
     "gn_maxpool_28": lambda: _maxpool(192, 28, stride=1, pad=1),  # googlenet 3a's branch pool
     "gn_maxpool_14": lambda: _maxpool(480, 14, stride=1, pad=1),  # 4a's
+    "gn_maxpool_112c": lambda: _maxpool(64, 112, ceil=1),  # googlenet's stem pools (ceil_mode)
+    "gn_maxpool_56c": lambda: _maxpool(192, 56, ceil=1),
+    "gn_maxpool_28c": lambda: _maxpool(480, 28, ceil=1),
     # resnet50 (torchvision v1.5: stride in the 3x3), BN folded
     "r50_stem": lambda: _conv(3, 64, (224, 224), (7, 7), (2, 2), pads=(3, 3, 3, 3)),
     "r50_3x3_56": lambda: _conv(64, 64, (56, 56), (3, 3), pads=(1, 1, 1, 1)),

@@ -356,6 +356,17 @@ turns (2-core EPYC shared with other jobs, 2 threads, least of 30) 8 ragged rows
 0.38 / 0.37 / 0.19 ms, 5 ragged rows 0.39 / 0.47 / 0.23 ms."""
 
 
+RAGGED_OVER_HALF_DIVISOR = 32
+"""Where the largest divisor of a row extent up to ``max_rows`` is exactly half of it (147 =
+3 x 49 with AVX2's 6 rows: a 3-row tile, 6 accumulators), :func:`_row_count` takes ``max_rows``
+rows with a ragged last tile instead when that pads at most 1/32 of the extent (147 -> 150);
+0: off, kept for A/B runs.  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, each kernel
+alone before / after in one process, least of 10 calls x 5 rounds; bench/results/
+cpu-inception-2core.md): inception_v3's stem convs on 147-wide rows, 32->32 3x3 8.09 -> 6.59 ms,
+32->64 3x3 pad 1 11.33 -> 9.23.  Changes no kernel of resnet50, densenet121, mobilenet_v2,
+googlenet (AVX2 or AVX-512) nor of inception_v3 with AVX-512 (8 rows: 147 takes 7)."""
+
+
 def _row_count(extent: int, max_rows: int, vecs: int = 2) -> int:
     """Rows of the tile along an iterator of ``extent``: the largest divisor up to
     ``max_rows`` where it is at least half of ``max_rows``; else (a prime extent such as
@@ -370,6 +381,10 @@ def _row_count(extent: int, max_rows: int, vecs: int = 2) -> int:
     conv 192->192 on 17x17 7.8 -> 0.62 ms (0.82), its 80->192 3x3 on 73x73 (71 wide)
     17.4 -> 4.0 ms (3.4)."""
     d = largest_divisor(extent, max_rows)
+    if RAGGED_OVER_HALF_DIVISOR and 2 * d == max_rows < extent:
+        waste = -(-extent // max_rows) * max_rows - extent
+        if waste * RAGGED_OVER_HALF_DIVISOR <= extent:
+            return max_rows
     if 2 * d >= max_rows or extent <= max_rows:
         return d
     least = min(max_rows, max((max_rows + 1) // 2, -(-MIN_ACCUMULATORS // vecs)))

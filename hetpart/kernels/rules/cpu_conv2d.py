@@ -356,11 +356,30 @@ CHANNELS_INNER_MIN_IN = 16
 would make the copy a transposition for a sum of 27 steps)."""
 
 
+CHANNELS_INNER_LINE_WINDOWS = True
+"""Whether :func:`channels_inner_window` also takes a one-dimensional window (inception_v3's 1x7 /
+7x1 convs on 17x17 and 1x3 / 3x1 on 8x8: a reduction over the channels and the taps of one axis)
+with up to :data:`CHANNELS_INNER_LINE_MAX_OUT` output channels, on any plane (False: the image's
+layout, kept for A/B runs).  A line window sums 3-7 taps per channel where a 3x3 sums 9 in two
+axes; in the image's layout its broadcasts stepped a padded plane per channel.  Measured (2-core EPYC
+znver3, AVX2, 1 thread, CPU time, before / after / ORT in one process, least of 10 calls x 4
+rounds, ms; bench/results/cpu-inception-2core.md): 1x7 192->192 2.07 -> 1.68 (ORT 1.75), 128->128
+0.89 -> 0.70 (0.76); 7x1 192->192 1.65 -> 1.60 (1.57), 128->192 1.08 -> 1.04 (1.00); 1x3 384->384 on
+8x8 0.68 -> 0.64 (0.71), 3x1 0.69 -> 0.61 (0.64).  (A 3x3 with 192 outputs on 73x73 measured slower
+in that layout: :data:`CHANNELS_INNER_MAX_OUT` stays.)"""
+
+CHANNELS_INNER_LINE_MAX_OUT = 384
+"""Output channels up to which :data:`CHANNELS_INNER_LINE_WINDOWS` applies (inception's 1x3 / 3x1
+have 384)."""
+
+
 def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
     """A stride-1 convolution with a window (``X[n, ic, oh + ry, ow + rx] * W[oc, ic, ry,
     rx]``, ``X`` a padding block's output; ``image`` the operand index of ``X``) with
     :data:`CHANNELS_INNER_MAX_OUT` output channels or fewer, :data:`CHANNELS_INNER_MIN_IN`+
-    input channels and a :data:`CHANNELS_INNER_MIN_PLANE`+ output plane: returns ``(sch,
+    input channels and a :data:`CHANNELS_INNER_MIN_PLANE`+ output plane -- or a line window
+    (``X[n, ic, oh, ow + rx]`` or ``X[n, ic, oh + ry, ow]``, :data:`CHANNELS_INNER_LINE_WINDOWS`)
+    with :data:`CHANNELS_INNER_LINE_MAX_OUT` output channels or fewer on any plane: returns ``(sch,
     mac)``, a copy of the schedule whose padding block writes ``X[n, h, w, ic]``
     (channels innermost, its channel loop innermost) and the block re-read with its
     reduction ordered ``(ry, rx, ic)``; None where it does not apply.  The caller then
@@ -374,7 +393,8 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
     if not CHANNELS_INNER_WINDOW:
         return None
     buf, idx = mac.operands[image]
-    if len(idx) != 4 or len(mac.reduce) != 3:
+    line = CHANNELS_INNER_LINE_WINDOWS and len(mac.reduce) == 2
+    if len(idx) != 4 or (len(mac.reduce) != 3 and not line):
         return None
     oc = [v for v in mac.spatial if mac.uses(1 - image, v)]
     if len(oc) != 1:
@@ -382,15 +402,22 @@ def channels_inner_window(sch: s_tir.Schedule, mac, keep: set[str], image: int):
     ic = [v for v in mac.reduce if isinstance(idx[1], tirx.Var) and idx[1].same_as(v)]
     if len(ic) != 1 or mac.extents[ic[0]] < CHANNELS_INNER_MIN_IN:
         return None
-    plane = 1
-    for e in idx[2:]:  # stride 1: out + r, out an output iterator, r a window iterator
+    plane, windowed = 1, 0
+    for e in idx[2:]:  # stride 1: out + r, out an output iterator, r a window iterator (a line: one bare out)
+        if line and isinstance(e, tirx.Var) and any(v.same_as(e) for v in mac.spatial):
+            plane *= mac.extents[[v for v in mac.spatial if v.same_as(e)][0]]
+            continue
         if not (isinstance(e, tirx.Add) and isinstance(e.a, tirx.Var) and isinstance(e.b, tirx.Var)):
             return None
         out = [v for v in mac.spatial if v.same_as(e.a) or v.same_as(e.b)]
         if len(out) != 1:
             return None
         plane *= mac.extents[out[0]]
-    if not _channels_inner_bounds(mac.extents[oc[0]], plane):
+        windowed += 1
+    if line:
+        if windowed != 1 or mac.extents[oc[0]] > CHANNELS_INNER_LINE_MAX_OUT:
+            return None
+    elif not _channels_inner_bounds(mac.extents[oc[0]], plane):
         return None
     pads = [p for p in sch.get_producers(mac.block)
             if sch.get(p).name_hint in keep and sch.get(p).writes[0].source.same_as(buf)]

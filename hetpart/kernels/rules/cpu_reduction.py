@@ -87,6 +87,7 @@ from tvm.target import Target
 
 from ..analysis import block_infos, const_extent, contains, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
 from ..fast_exp import replace_exp
+from .. import separable_pool
 from ..row_tail import vector_row_tail
 from ..tir_expr import uses
 from .softmax_fold import fold_sum_into_exp, row_max_exp_blocks
@@ -97,6 +98,14 @@ POOL_BORDER_PARTS = True
 padding inlined as an ``if_then_else`` per element) runs its output rows and row vectors in
 parts -- the border ones with the padding's test, the interior without (:func:`_border_parts`;
 False: one nest, the test in every step, kept for A/B runs)."""
+
+
+SEPARABLE_POOL = True
+"""Whether a 3x3 MaxPool / AveragePool (``count_include_pad=1``) of stride 1 (pad 1) or 2 is
+replaced by the separable window of :mod:`hetpart.kernels.separable_pool` (the inception
+branches' pools, googlenet's, the resnet50 / densenet121 stem pool; 2-6x faster on one AVX2
+thread, bench/results/cpu-inception-2core.md; False: the window reduction below, kept for A/B
+runs)."""
 
 
 POOL_BORDER_MIN_PLANES = 16
@@ -462,6 +471,10 @@ class CpuReduction(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
+        if SEPARABLE_POOL:
+            separable = separable_pool.schedule(func)
+            if separable is not None:
+                return separable
         exps = row_max_exps(func, cpu_shape(target).lanes("float32")) if ROW_MAX_EXP else None
         folds = _folds(func, exps, cpu_shape(target).lanes("float32"))
         sch = s_tir.Schedule(replace_exp(func, exps))

@@ -1,0 +1,256 @@
+"""A 3x3 MaxPool / AveragePool -- stride 1 padded by 1, or stride 2 padded by 0-1 (ceil_mode
+too) or unpadded -- as a separable window: per output row, the column max (sum) of its
+window's input rows into a row buffer, then the row max (sum) of three elements of that
+buffer, ``stride`` apart.
+
+The inception branches' pools (inception_v3's AveragePool 3x3 s1 pad 1 before each
+``branch_pool`` 1x1, on 35x35, 17x17 and 8x8 planes; googlenet's MaxPool 3x3 s1 pad 1 on
+28x28 and 14x14) were scheduled by :class:`~.rules.cpu_reduction.CpuReduction` as one
+window reduction: nine loads per output, each behind the padding's bounds test, the
+35- and 17-wide rows in scalars (no vector width divides them); 2-2.5x ONNX Runtime
+(googlenet's stride-2 ceil_mode pools 1.1-1.4x, 2.6-3.3x in the model).  Here each output
+costs six loads and no test: a row buffer laid out as a padded row (on the stack: at most
+:data:`MAX_ROW` + 2 elements) holds the column reduction of the window's rows that lie in
+the image (three inside, fewer at the top and bottom border, so the padding is never read)
+between fill elements where the padding is, and the output row is three reads of it; both
+inner loops are plain loops over the row (stride 1, or 2 for the reads), vectorised by
+LLVM's loop vectoriser (its own ragged tail); planes in parallel.
+
+In: the unscheduled PrimFunc of a pool (TOPI's ``pad_temp`` block -- none for an unpadded
+pool, :data:`UNPADDED` -- then ``pool_max``, or ``pool_sum`` and ``pool_avg`` with a
+divisor that is 9 for every output: ONNX's ``count_include_pad=1``).  Out: :func:`match`
+gives a :class:`PoolSpec` or None; :func:`separable_func` the replacement PrimFunc.
+Invariant: every output is the max (sum divided by 9) of exactly the input elements of its
+window that lie inside the image -- MaxPool's padding is never read, so an all ``-inf``
+window gives ``-inf`` as ONNX defines (the unscheduled function started from the least
+float and gave ``-3.4e38`` there); sums are taken columns first (within rounding of the
+row-major window sum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+from tvm.script import tirx as T
+from tvm.sym.analyzer import Analyzer
+
+from .tir_expr import substitute
+
+UNPADDED = True
+"""Whether an unpadded 3x3 pool (inception_v3's stride-2 MaxPools, which read the input itself:
+no ``pad_temp`` block) is matched too."""
+
+MAX_ROW = 250
+"""Widest row (elements) handled: the row buffer (``W + 2`` floats) stays under TVM's
+1 KiB stack allocation limit (a wider one would be a workspace allocation per plane)."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A 3x3 pool of ``stride`` (1 or 2) from ``shape`` ``(N, C, H, W)`` to ``out`` ``(OH,
+    OW)`` over the input padded by ``pad_before`` rows / columns at the top / left (0 or 1)
+    and to ``padded`` ``(Hp, Wp)`` in all; ``kind`` ``"max"`` or ``"avg"`` (sum / 9)."""
+
+    shape: tuple[int, int, int, int]
+    out: tuple[int, int]
+    stride: int
+    pad_before: tuple[int, int]
+    padded: tuple[int, int]
+    kind: str
+    dtype: str
+
+
+def _const_shape(buf) -> tuple[int, ...] | None:
+    dims = [d for d in buf.shape]
+    return tuple(int(d) for d in dims) if all(isinstance(d, tirx.IntImm) for d in dims) else None
+
+
+def _blocks(func: tirx.PrimFunc) -> list:
+    found = []
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, found.append), order="pre")
+    return [b for b in found if b.name_hint != "root"]
+
+
+def _window_stride(block, pad_buf) -> int | None:
+    """The stride ``s`` (1 or 2) where ``block`` reads ``pad_buf`` at ``[n, c, oh * s + r, ow * s
+    + q]`` over two reduction iterators of extent 3; None otherwise."""
+    spatial = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    if len(spatial) != 4 or len(reduce) != 2 or any(int(iv.dom.extent) != 3 for iv in reduce):
+        return None
+    loads = []
+    tvm_ffi.structural_walk(block.body, (tvm.ir.TensorLoad, loads.append), order="post")
+    reads = [ld for ld in loads if ld.source.same_as(pad_buf)]
+    if len(reads) != 1:
+        return None
+    idx = reads[0].indices
+    if not all(i.same_as(iv.var) for i, iv in zip(idx[:2], spatial[:2])):
+        return None
+    strides = set()
+    for i, out_iv, red_iv in zip(idx[2:], spatial[2:], reduce):
+        coef = tvm.sym.detect_linear_equation(i, [out_iv.var, red_iv.var])
+        got = [int(c) if isinstance(c, tirx.IntImm) else None for c in coef]
+        if len(got) != 3 or got[0] not in (1, 2) or got[1:] != [1, 0]:
+            return None
+        strides.add(got[0])
+    return strides.pop() if len(strides) == 1 else None
+
+
+def _padding(pad_block, x_buf) -> tuple[tuple[int, int], str] | None:
+    """``((top, left), fill)`` where ``pad_block`` writes ``x`` padded by ``top`` / ``left``
+    (0 or 1) before its last two dims and anything after (an ``if_then_else`` of the bounds
+    test, ``x[.., h - top, w - left]``, the fill: ``"lowest"`` float or ``"zero"``); None
+    otherwise.  The test is checked to hold exactly on the image, just inside and just
+    outside each of its four edges."""
+    value = pad_block.body.value if isinstance(pad_block.body, tirx.BufferStore) else None
+    if not (isinstance(value, tvm.ir.Call) and str(value.op.name).endswith("if_then_else")):
+        return None
+    load, fill = value.args[1], value.args[2]
+    if not (isinstance(load, tvm.ir.TensorLoad) and load.source.same_as(x_buf) and isinstance(fill, tirx.FloatImm)):
+        return None
+    ivs = pad_block.iter_vars
+    a = Analyzer()
+    before = []
+    for i, iv, dim in zip(load.indices, ivs, range(4)):
+        off = a.simplify(iv.var - i)
+        if not isinstance(off, tirx.IntImm) or (dim < 2 and off.value != 0) or off.value not in (0, 1):
+            return None
+        before.append(int(off.value))
+    top, left = before[2:]
+    _, _, h, w = (int(d) for d in x_buf.shape)
+    hp, wp = (int(d) for d in pad_block.writes[0].source.shape[2:])
+    probes = [(top, left, True), (top + h - 1, left + w - 1, True), (top - 1, left, False), (top, left - 1, False),
+              (top + h, left, False), (top, left + w, False)]
+    for hh, ww, inside in probes:
+        if not (0 <= hh < hp and 0 <= ww < wp):
+            continue
+        vals = [(iv.var, tirx.IntImm(iv.var.ty, v)) for iv, v in zip(ivs, (0, 0, hh, ww))]
+        got = a.simplify(substitute(value.args[0], vals))
+        if not isinstance(got, tirx.IntImm) or bool(got.value) != inside:
+            return None
+    if float(fill.value) == 0.0:
+        return (top, left), "zero"
+    return ((top, left), "lowest") if float(fill.value) <= -3.4e38 else None
+
+
+def _divides_by_9(block, sum_buf, out_shape) -> bool:
+    """Whether ``block`` writes ``sum_buf[..] / d`` with ``d`` 9 at every output."""
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Div):
+        return False
+    num, den = store.value.a, store.value.b
+    if not (isinstance(num, tvm.ir.TensorLoad) and num.source.same_as(sum_buf)):
+        return False
+    ivs = block.iter_vars
+    if len(ivs) != 4 or not all(i.same_as(iv.var) for i, iv in zip(num.indices, ivs)):
+        return False
+    a = Analyzer()
+    for iv, ext in zip(ivs, out_shape):
+        a.bind(iv.var, tvm.ir.Range(0, ext))
+    bound = a.const_int_bound(den.value if isinstance(den, tirx.Cast) else den)
+    return bound.min_value == bound.max_value == 9
+
+
+def match(func: tirx.PrimFunc) -> PoolSpec | None:
+    """The :class:`PoolSpec` of ``func`` where it is such a pool (see the module
+    docstring), else None."""
+    params = list(func.params)
+    if len(params) != 2 or any(str(p.dtype) != "float32" for p in params):
+        return None
+    x, y = params
+    shape, out = _const_shape(x), _const_shape(y)
+    if shape is None or out is None or len(shape) != 4 or out[:2] != shape[:2] or shape[2] < 2:
+        return None
+    blocks = _blocks(func)
+    names = [b.name_hint for b in blocks]
+    if UNPADDED and names and names[0] != "pad_temp":  # an unpadded pool reads x itself
+        names, blocks = ["pad_temp", *names], [None, *blocks]
+    if names == ["pad_temp", "pool_max"]:
+        kind, fill = "max", "lowest"
+    elif names == ["pad_temp", "pool_sum", "pool_avg"]:
+        kind, fill = "avg", "zero"
+    else:
+        return None
+    pad, window = blocks[0], blocks[1]
+    padding = _padding(pad, x) if pad is not None else ((0, 0), fill)
+    stride = _window_stride(window, pad.writes[0].source if pad is not None else x)
+    if padding is None or padding[1] != fill or stride is None:
+        return None
+    padded = _const_shape(pad.writes[0].source)[2:] if pad is not None else shape[2:]
+    if (stride == 1 and padding[0] != (1, 1)) or padded[1] > MAX_ROW or any(
+            (o - 1) * stride + 3 > p for o, p in zip(out[2:], padded)):
+        return None
+    if kind == "max" and not window.writes[0].source.same_as(y):
+        return None
+    if kind == "avg" and not (blocks[2].writes[0].source.same_as(y)
+                              and _divides_by_9(blocks[2], window.writes[0].source, out)):
+        return None
+    return PoolSpec(shape, out[2:], stride, padding[0], padded, kind, "float32")
+
+
+def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
+    """The separable pool for ``spec``: planes in parallel; per output row the column
+    reduction of its window's rows inside the image (three, or fewer at a border) into a
+    row buffer laid out as a padded row (fill elements where the padding is), then the
+    output row from three reads of it, ``stride`` apart (see the module docstring)."""
+    N, C, H, W = spec.shape
+    OH, OW = spec.out
+    S = spec.stride
+    top, left = spec.pad_before
+    WR = (OW - 1) * S + 3  # the padded columns the output row reads
+    WV = min(W, WR - left)  # the image columns among them
+    P = N * C
+    is_max = spec.kind == "max"
+    fill = T.float32(float("-inf")) if is_max else T.float32(0.0)
+    i64 = T.int64
+
+    def op(a, b):
+        return T.max(a, b) if is_max else a + b
+
+    def finish(v):
+        return v if is_max else v / T.float32(9.0)
+
+    @T.prim_func(private=True, s_tir=True)
+    def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32"),
+             y: T.Buffer((i64(N), i64(C), i64(OH), i64(OW)), "float32")):
+        T.func_attr({"op_pattern": 4, "tirx.noalias": True, "tirx.is_scheduled": True})
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            with T.sblock("separable_pool"):  # opaque, as passes over s_tir expect a block
+                T.reads()
+                T.writes()
+                for p in T.parallel(i64(P)):
+                    n = T.meta_var(p // i64(C))
+                    c = T.meta_var(p % i64(C))
+                    row = T.alloc_buffer((i64(WR),), "float32")
+                    for j in range(i64(left)):
+                        row[j] = fill
+                    for j in range(i64(max(0, WR - left - W))):
+                        row[i64(left + W) + j] = fill
+                    for h in range(i64(OH)):
+                        r0 = T.meta_var(h * i64(S) - i64(top))
+                        if i64(0) <= r0 and r0 + i64(2) < i64(H):
+                            for w in range(i64(WV)):
+                                row[w + i64(left)] = op(op(x[n, c, r0, w], x[n, c, r0 + i64(1), w]),
+                                                        x[n, c, r0 + i64(2), w])
+                        else:  # a border row: the window's rows inside the image
+                            for w in range(i64(WV)):
+                                row[w + i64(left)] = x[n, c, T.max(r0, i64(0)), w]
+                            for r in range(T.max(r0, i64(0)) + i64(1), T.min(r0 + i64(3), i64(H))):
+                                for w in range(i64(WV)):
+                                    row[w + i64(left)] = op(row[w + i64(left)], x[n, c, r, w])
+                        for w in range(i64(OW)):
+                            y[n, c, h, w] = finish(op(op(row[w * i64(S)], row[w * i64(S) + i64(1)]),
+                                                      row[w * i64(S) + i64(2)]))
+
+    return pool
+
+
+def schedule(func: tirx.PrimFunc):
+    """A schedule holding the separable pool where ``func`` matches, else None."""
+    spec = match(func)
+    return None if spec is None else s_tir.Schedule(separable_func(spec))

@@ -1,0 +1,206 @@
+"""Where an all-CPU model trails ONNX Runtime, per layer kind: hetpart's kernels and ORT's
+nodes grouped by what they compute, sorted by the gap (hetpart - ORT).
+
+    TVM_NUM_THREADS=1 PYTHONPATH=. python tools/cpu_layer_gap.py /tmp/inception_v3.onnx [--top 30]
+
+The key of a layer: a Conv's ``conv ci->co kh x kw s{stride} @ H x W`` (input plane), a pool's
+``{op} k s pad @ C x H``, else the op (Concat, Gemm, ...).  hetpart side: every kernel of
+the model's all-CPU build timed alone by the cost model's microbenchmark (least of its
+single calls by the calling thread's CPU time, ``TVM_NUM_THREADS=1``), keyed from its weight
+and input / output shapes and its ops.  ORT side: its profiler per node (least over the
+runs, ``intra_op_num_threads`` = ``TVM_NUM_THREADS`` or this host's pool), each node keyed
+by the ONNX node it keeps the name of (names are required: ``tools/inception_onnx.py``
+names every node after its output); ORT's NCHWc reorders are a group of their own.  Both
+sides' minima: sums of minima under-state a run a little.  ``--in-situ``: hetpart's kernels
+timed inside whole runs instead (a VM instrument, CPU time): alone, a kernel's weights stay in
+the caches between calls, where in the model (and in ORT's profile) they are read cold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _conv_key(w, x, y) -> str:
+    co, ci, kh, kw = w
+    s = max(1, round(x[2] / y[2])) if y[2] else 1
+    return f"conv {ci}->{co} {kh}x{kw} s{s} @{x[2]}x{x[3]}"
+
+
+def onnx_keys(model) -> dict[str, str]:
+    """ONNX node name -> its layer key (a Relu / Concat keyed by itself)."""
+    import onnx
+
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+              for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    out = {}
+    for n in model.graph.node:
+        x = shapes.get(n.input[0], ())
+        if n.op_type == "Conv":
+            out[n.name] = _conv_key(inits[n.input[1]], x, shapes[n.output[0]])
+        elif n.op_type in ("MaxPool", "AveragePool"):
+            a = {at.name: onnx.helper.get_attribute_value(at) for at in n.attribute}
+            out[n.name] = f"{n.op_type} {a['kernel_shape'][0]} s{a.get('strides', [1])[0]} p{a.get('pads', [0])[0]} " \
+                          f"@{x[1]}x{x[2]}"
+        else:
+            out[n.name] = n.op_type
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:  # ORT names a Conv fused with its Relu after the Relu
+        src = producer.get(n.input[0]) if n.op_type == "Relu" else None
+        if src is not None and src.op_type == "Conv":
+            out[n.name] = out[src.name]
+    return out
+
+
+def _least_cpu_time(kmod, executable, dev, calls: int) -> float:
+    """The least CPU time of the calling thread over ``calls`` single calls of the kernel
+    (TVM_NUM_THREADS=1: TVM's pool runs its one task on the calling thread), after one warm-up;
+    another job's time slices on the core do not count, as in tools/cpu_rule_ab.py --cpu-time."""
+    import time
+
+    from tvm import relax
+
+    from hetpart.costmodel import kernel_bench
+
+    args = kernel_bench.prepared_inputs(kmod, executable, dev)
+    fn = relax.VirtualMachine(executable, dev)["main"]
+    fn(*args)
+    best = float("inf")
+    for _ in range(calls):
+        t = time.thread_time()
+        fn(*args)
+        best = min(best, time.thread_time() - t)
+    return best
+
+
+def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]:
+    """(key, func, seconds) per kernel of the all-CPU build, each timed alone (least CPU time;
+    ``calls`` 0: keys only, no timing)."""
+    import tvm
+
+    from hetpart import load
+    from hetpart.costmodel import kernel_bench
+    from hetpart.targets import cpu_tvm_target
+
+    graph = graph or load(model)
+    target, dev = cpu_tvm_target(), tvm.cpu()
+    timed: dict[str, float] = {}
+    rows = []
+    for k in sorted(graph.kernels.values(), key=lambda k: k.index):
+        kmod = kernel_bench.single_kernel_module(graph, k)
+        if k.signature not in timed:
+            timed[k.signature] = 0.0 if not calls else _least_cpu_time(
+                kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)
+        xs = [graph.tensors[t].shape for t in k.inputs]
+        y = graph.tensors[k.outputs[0]].shape
+        w4 = [a.shape for a in kmod.args if a.weight and len(a.shape) == 4]
+        if "conv2d" in k.ops and w4:
+            key = _conv_key(w4[0], xs[0], y)
+        elif any("pool" in o for o in k.ops):
+            op = "MaxPool" if any("max_pool" in o for o in k.ops) else "AveragePool"
+            s = max(1, round(xs[0][2] / y[2]))
+            key = f"{op} 3 s{s} p{1 if s == 1 else 0} @{xs[0][1]}x{xs[0][2]}" if "global" not in " ".join(k.ops) \
+                else "GlobalAveragePool"
+        elif "concatenate" in k.ops:
+            key = "Concat"
+        elif "matmul" in k.ops or "dense" in " ".join(k.ops):
+            key = "Gemm"
+        else:
+            key = "+".join(k.ops[:3])
+        rows.append((key, k.func, timed[k.signature]))
+    return rows
+
+
+def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
+    """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
+    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``), the
+    least over ``runs`` runs of each key's sum: what a kernel costs with the caches as the model
+    leaves them (weights read cold, as ORT's profiled nodes read them)."""
+    import time
+
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.models import example_inputs
+    from hetpart.targets import cpu_tvm_target
+
+    graph = load(model)
+    keyed = {func: key for key, func, _ in hetpart_keyed(model, 0, graph=graph)}
+    vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
+    feeds = example_inputs(model, seed=0)
+    args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
+    started, run = {}, defaultdict(float)
+
+    def instrument(func, symbol, before, ret, *call_args):
+        symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
+        if before:
+            started[symbol] = time.thread_time()
+        elif symbol in keyed:
+            run[symbol] += time.thread_time() - started[symbol]
+        return 0
+
+    vm["main"](*args)
+    vm.set_instrument(instrument)
+    best: dict[str, float] = {}
+    for _ in range(runs):
+        run.clear()
+        vm["main"](*args)
+        for func, t in run.items():
+            best[func] = min(best.get(func, t), t)
+    return [(keyed[f], f, t) for f, t in best.items()]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model")
+    p.add_argument("--top", type=int, default=30)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--calls", type=int, default=20, help="calls per hetpart kernel (least CPU time)")
+    p.add_argument("--in-situ", action="store_true",
+                   help="hetpart's kernels timed inside whole runs (--runs of them), not alone")
+    a = p.parse_args(argv)
+    import onnx
+
+    from cpu_kernel_profile import ort_nodes
+    from hetpart.cpu_cores import pool_size
+
+    model = onnx.load(a.model)
+    threads = pool_size()
+    keys = onnx_keys(model)
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    ort_rows, ort_run = ort_nodes(model, threads, a.runs)
+    o_sum, o_n = defaultdict(float), defaultdict(int)
+    for r in ort_rows:
+        if r["op"] in ("ReorderInput", "ReorderOutput"):
+            key = "NCHWc reorders (ORT)"
+        else:
+            base = r["name"].split("_token")[0].removesuffix("_nchwc")
+            key = keys.get(base) or keys.get(producer.get(base, ""), r["op"])
+        o_sum[key] += r["s"]
+        o_n[key] += 1
+    h_sum, h_n = defaultdict(float), defaultdict(int)
+    for key, _, s in (hetpart_in_situ(model, a.runs) if a.in_situ else hetpart_keyed(model, a.calls)):
+        h_sum[key] += s
+        h_n[key] += 1
+    print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels {'in whole runs' if a.in_situ else 'alone'} (sum {sum(h_sum.values()) * 1e3:.3f} ms), "
+          f"ORT nodes profiled (sum {sum(o_sum.values()) * 1e3:.3f} ms, least run {ort_run * 1e3:.3f} ms)")
+    print(f"  {'layer':<40}{'n':>4}{'hetpart ms':>11}{'ORT ms':>9}{'gap ms':>9}{'ratio':>7}")
+    allk = sorted(set(h_sum) | set(o_sum), key=lambda k: -(h_sum.get(k, 0) - o_sum.get(k, 0)))
+    for k in allk[: a.top]:
+        h, o = h_sum.get(k, 0.0), o_sum.get(k, 0.0)
+        print(f"  {k:<40}{max(h_n[k], o_n[k]):4d}{h * 1e3:11.3f}{o * 1e3:9.3f}{(h - o) * 1e3:9.3f}"
+              f"{(h / o if o else float('nan')):7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
