@@ -52,8 +52,9 @@ def _model(kind: str, c: int, hw: int, batch: int, seed: int = 0) -> onnx.ModelP
         sq = max(4, c // 4)
         arrays = [("w1", rng.standard_normal((sq, c, 1, 1)) * 2 / np.sqrt(c)), ("b1", rng.standard_normal(sq) * 0.5),
                   ("w2", rng.standard_normal((c, sq, 1, 1)) * 2 / np.sqrt(sq)), ("b2", rng.standard_normal(c) * 0.5)]
-        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Conv", ["p", "w1", "b1"], ["f1"]),
-                 helper.make_node("Relu", ["f1"], ["a1"]), helper.make_node("Conv", ["a1", "w2", "b2"], ["f2"]),
+        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+                 helper.make_node("Conv", ["p", "w1", "b1"], ["f1"]), helper.make_node("Relu", ["f1"], ["a1"]),
+                 helper.make_node("Conv", ["a1", "w2", "b2"], ["f2"]),
                  helper.make_node("HardSigmoid", ["f2"], ["g"], alpha=1.0 / 6, beta=0.5) if kind == "hard"
                  else helper.make_node("Sigmoid", ["f2"], ["g"]),
                  helper.make_node("Mul", ["g", "x"], ["y"])]

@@ -194,8 +194,9 @@ def _bn_relu(c, hw, seed=0):
     """BatchNormalization + ReLU on a [1, c, hw, hw] input (densenet121's norm1 of a dense
     block's first layer, the transition's pooled output: no Concat before it)."""
     rng = np.random.default_rng(seed)
-    inits = [(rng.uniform(0.5, 1.5, c).astype(np.float32), "s"), ((rng.standard_normal(c) * 0.1).astype(np.float32), "b"),
-             ((rng.standard_normal(c) * 0.1).astype(np.float32), "m"), (rng.uniform(0.5, 1.5, c).astype(np.float32), "v")]
+    arrays = [(rng.uniform(0.5, 1.5, c), "s"), (rng.standard_normal(c) * 0.1, "b"),
+              (rng.standard_normal(c) * 0.1, "m"), (rng.uniform(0.5, 1.5, c), "v")]
+    inits = [(a.astype(np.float32), n) for a, n in arrays]
     nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"], epsilon=1e-5),
              helper.make_node("Relu", ["bn"], ["y"])]
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, inits)
