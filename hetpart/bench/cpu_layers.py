@@ -314,6 +314,8 @@ LAYERS = {
     "mb_proj_14": lambda: _conv(384, 64, (14, 14), (1, 1), relu=False),
     "mb_proj_14add": lambda: _conv_add(576, 96, 14, relu=False),  # the projection + its residual
     "mb_proj_7add": lambda: _conv_add(960, 160, 7, relu=False),
+    "mn3_proj_112add": lambda: _conv_add(16, 16, 112, relu=False),  # mobilenet_v3_large features.1 projection + residual
+    "mn3_proj_56add": lambda: _conv_add(72, 24, 56, relu=False),  # features.3
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
     "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),
     "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
