@@ -316,6 +316,10 @@ LAYERS = {
     "mb_proj_7add": lambda: _conv_add(960, 160, 7, relu=False),
     "mn3_proj_112add": lambda: _conv_add(16, 16, 112, relu=False),  # mobilenet_v3_large features.1 projection + residual
     "mn3_proj_56add": lambda: _conv_add(72, 24, 56, relu=False),  # features.3
+    "mn3_dw_112s2": lambda: _conv(64, 64, (112, 112), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=64),  # features.2
+    "mn3_dw5_56s2": lambda: _conv(72, 72, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=72),  # features.4
+    "mn3_dw_28s2": lambda: _conv(240, 240, (28, 28), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=240),  # features.7
+    "eff_dw5_56s2": lambda: _conv(144, 144, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=144, relu=False),
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
     "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),
     "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
