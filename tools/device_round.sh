@@ -872,7 +872,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   timeout 70 python3 tools/cpu_rule_ab.py mn3_se_672_14 mn3_se_480_14 mn3_se_960_7 eff_se_480_14 eff_se_672_14 \
     eff_se_1152_7 dn_bn_14 mn3_dw_112s2 mb_dw_112s2 mb_dw_56s2 eff_dw5_56s2 --batch 32 --threads 16 --calls 5 \
     --rounds 4 $off > "$OUT/b32-layers-ab-t16.txt" 2>&1
-  timeout 300 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 285 --export-dir "$EXPORTS" \
+  timeout 300 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 285 \
+    --export-dir "$EXPORTS" \
     --models mobilenet_v3_large,efficientnet_b0,mobilenet_v2,densenet121,convnext_tiny,resnet50 \
     --out "$OUT/corpus-cpu-b32-nets.json" > "$OUT/logs/corpus-cpu-b32-nets.log" 2>&1
   for m in mobilenet_v3_large efficientnet_b0 mobilenet_v2; do

@@ -314,7 +314,7 @@ LAYERS = {
     "mb_proj_14": lambda: _conv(384, 64, (14, 14), (1, 1), relu=False),
     "mb_proj_14add": lambda: _conv_add(576, 96, 14, relu=False),  # the projection + its residual
     "mb_proj_7add": lambda: _conv_add(960, 160, 7, relu=False),
-    "mn3_proj_112add": lambda: _conv_add(16, 16, 112, relu=False),  # mobilenet_v3_large features.1 projection + residual
+    "mn3_proj_112add": lambda: _conv_add(16, 16, 112, relu=False),  # mobilenet_v3_large features.1 proj + residual
     "mn3_proj_56add": lambda: _conv_add(72, 24, 56, relu=False),  # features.3
     "mn3_dw_112s2": lambda: _conv(64, 64, (112, 112), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=64),  # features.2
     "mn3_dw5_56s2": lambda: _conv(72, 72, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=72),  # features.4
