@@ -11,7 +11,9 @@ channels (three vector blocks), rows half a vector and one lane short of a vecto
 from /proc/cpuinfo, since these run).  Inputs: half negative, every 7th element 0.
 
 Which shapes take the schedule depends on the vector width (channels in whole vectors,
-rows narrower than one): asserted for a fixed 8-lane and 16-lane CPU and the host.
+rows narrower than one, or a stride-2 window whose batch x channel vectors cover the
+target's cores: ``STRIDE2_CHANNEL_VECTORS``): asserted for a fixed 8-lane and 16-lane CPU of
+4 cores and the host's width.
 Tolerances as tests/test_kernels_depthwise.py (ORT sums the window in another order).
 """
 
@@ -37,6 +39,9 @@ CASES = {
     "batch 2 3x3 relu6": (2, 32, 7, 3, 1, 1, "relu6"),
     "half a vector wide 3x3 none": (1, 16, host_f32_lanes() // 2, 3, 1, 1, "none"),
     "a lane short of a vector wide 5x5 relu6": (1, 32, host_f32_lanes() - 1, 5, 1, 2, "relu6"),
+    # stride 2 on rows of whole vectors (8 lanes; 16: narrower than one): STRIDE2_CHANNEL_VECTORS
+    "stride 2 on 24 wide batch 4 3x3 relu6": (4, 32, 24, 3, 2, 1, "relu6"),
+    "stride 2 on 28 wide batch 2 5x5 relu": (2, 48, 28, 5, 2, 2, "relu"),
 }
 
 
@@ -102,6 +107,12 @@ DECISIONS = [
     ((1, 32, 16, 3, 1, 1), {16: False, 8: False}),   # rows of whole vectors
     ((1, 24, 7, 3, 1, 1), {16: False, 8: True}),     # channels not whole vectors of 16, 3 of 8
     ((1, 32, 112, 3, 1, 1), {16: False, 8: False}),
+    # stride 2, any row width, where batch x channels / lanes covers the target's 4 cores:
+    ((1, 96, 112, 3, 2, 1), {16: True, 8: True}),    # mobilenet_v2's / efficientnet_b0's 112x112 stride 2
+    ((1, 144, 56, 5, 2, 2), {16: True, 8: True}),    # efficientnet_b0's 5x5 stride 2 on 56x56
+    ((1, 72, 56, 5, 2, 2), {16: False, 8: True}),    # mobilenet_v3's: 72 channels no whole vectors of 16
+    ((1, 16, 112, 3, 2, 1), {16: False, 8: False}),  # 1-2 channel groups for 4 cores: the rows
+    ((4, 16, 112, 3, 2, 1), {16: True, 8: True}),    # a batch of 4 covers them
 ]
 
 

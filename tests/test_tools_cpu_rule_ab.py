@@ -80,3 +80,17 @@ def test_after_and_cores_build_the_after_side_forced_for_a_target_of_n_cores(mon
                                     ["hetpart.kernels.register_tile.SMALL_SPLIT_MARGIN=10"]]
     assert r["err_ort"] < 1e-5
     assert register_tile.SMALL_SPLIT is True and register_tile.SMALL_SPLIT_MARGIN == 0.9
+
+
+def test_model_ratio_times_hetpart_and_ort_with_a_switch_restored():
+    """tools/cpu_model_ratio.py: one build (here with the broadcast-rows switch off) and ONNX
+    Runtime, each timed per round, outputs compared with ORT's; the switch restored after."""
+    import cpu_model_ratio
+
+    from hetpart.kernels import analysis
+
+    r = cpu_model_ratio.measure("dn_bn_7", 2, threads=1, calls=1, rounds=2,
+                                assignments=("hetpart.kernels.analysis.BROADCAST_ROWS_PAST_SUFFIX=0",))
+    assert len(r["hetpart"]) == 2 and len(r["ort"]) == 2 and all(t > 0 for t in r["hetpart"] + r["ort"])
+    assert r["err_ort"] < 1e-5
+    assert analysis.BROADCAST_ROWS_PAST_SUFFIX is True

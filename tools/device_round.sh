@@ -964,6 +964,31 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_dn_b1.py \
     tests/test_kernels_pool_border.py > "$OUT/pytest-r50-dn-b1.txt" 2>&1 ;;
+77)  # (BUDGET=590) issue 18 at batch 32 all-CPU (branch cpu-b32-nets, bench/results/cpu-b32-nets-2core.md): only
+     # resnet50 had a b32 CPU row (326.8 ms vs ORT 209.8).  On the 2-core AVX2 box, 1 thread, every corpus CNN lost
+     # at b8 and b32 (1.12-1.48x; mobilenet_v3_large 1.48x, mobilenet_v2 1.47x at b32).  Two switches, both off =
+     # before: (a) a broadcast block whose whole-vector loops start outside the loops a broadcast operand is indexed
+     # by takes the rows (analysis.BROADCAST_ROWS_PAST_SUFFIX; batched squeeze-excite gates on 14x14 / 7x7, densenet's
+     # BN + ReLU on 256x14x14 / 512x7x7; before: vectors across channels, the gate gathered per lane); (b) stride-2
+     # depthwise convs as channel vectors at any row width where batch x channels / 16 >= 16 cores
+     # (cpu_depthwise.STRIDE2_CHANNEL_VECTORS; here b32 only: b1's TIR is unchanged at 16 cores).  (1) the changed
+     # layers at b32, 16 threads, before / after / ORT; (2) the corpus's all-CPU b32 rows (after, peer
+     # onnxruntime_cpu, bench/corpus.py's records) of the models measured here; (3) before/after/ORT at b32 on the
+     # corpus exports of the models whose kernels change (mobilenet_v3_large, efficientnet_b0, mobilenet_v2)
+  off="--before hetpart.kernels.analysis.BROADCAST_ROWS_PAST_SUFFIX=0"
+  off="$off --before hetpart.kernels.rules.cpu_depthwise.STRIDE2_CHANNEL_VECTORS=0"
+  timeout 70 python3 tools/cpu_rule_ab.py mn3_se_672_14 mn3_se_480_14 mn3_se_960_7 eff_se_480_14 eff_se_672_14 \
+    eff_se_1152_7 dn_bn_14 mn3_dw_112s2 mb_dw_112s2 mb_dw_56s2 eff_dw5_56s2 --batch 32 --threads 16 --calls 5 \
+    --rounds 4 $off > "$OUT/b32-layers-ab-t16.txt" 2>&1
+  timeout 300 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 285 \
+    --export-dir "$EXPORTS" \
+    --models mobilenet_v3_large,efficientnet_b0,mobilenet_v2,densenet121,convnext_tiny,resnet50 \
+    --out "$OUT/corpus-cpu-b32-nets.json" > "$OUT/logs/corpus-cpu-b32-nets.log" 2>&1
+  for m in mobilenet_v3_large efficientnet_b0 mobilenet_v2; do
+    left=$((BUDGET - SECONDS - 10))
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b32.onnx" ] && timeout $((left < 90 ? left : 90)) python3 \
+      tools/cpu_rule_ab.py "$EXPORTS/$m-b32.onnx" --threads 16 --calls 3 --rounds 3 $off > "$OUT/b32-ab-$m-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -200,6 +200,18 @@ def _se(c, hw, squeeze, hard=True, seed=0):
     return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, inits)
 
 
+def _bn_relu(c, hw, seed=0):
+    """BatchNormalization + ReLU on a [1, c, hw, hw] input (densenet121's norm1 of a dense
+    block's first layer, the transition's pooled output: no Concat before it)."""
+    rng = np.random.default_rng(seed)
+    arrays = [(rng.uniform(0.5, 1.5, c), "s"), (rng.standard_normal(c) * 0.1, "b"),
+              (rng.standard_normal(c) * 0.1, "m"), (rng.uniform(0.5, 1.5, c), "v")]
+    inits = [(a.astype(np.float32), n) for a, n in arrays]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"], epsilon=1e-5),
+             helper.make_node("Relu", ["bn"], ["y"])]
+    return _model(nodes, {"x": [1, c, hw, hw]}, {"y": [1, c, hw, hw]}, inits)
+
+
 def _model(nodes, inputs, outputs, inits, consts=()):
     graph = helper.make_graph(
         nodes, "layer", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
@@ -328,9 +340,16 @@ LAYERS = {
     "mb_proj_14": lambda: _conv(384, 64, (14, 14), (1, 1), relu=False),
     "mb_proj_14add": lambda: _conv_add(576, 96, 14, relu=False),  # the projection + its residual
     "mb_proj_7add": lambda: _conv_add(960, 160, 7, relu=False),
+    "mn3_proj_112add": lambda: _conv_add(16, 16, 112, relu=False),  # mobilenet_v3_large features.1 proj + residual
+    "mn3_proj_56add": lambda: _conv_add(72, 24, 56, relu=False),  # features.3
+    "mn3_dw_112s2": lambda: _conv(64, 64, (112, 112), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=64),  # features.2
+    "mn3_dw5_56s2": lambda: _conv(72, 72, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=72),  # features.4
+    "mn3_dw_28s2": lambda: _conv(240, 240, (28, 28), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=240),  # features.7
+    "eff_dw5_56s2": lambda: _conv(144, 144, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=144, relu=False),
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
     "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),
     "mb_exp_112": lambda: _conv(16, 96, (112, 112), (1, 1), relu6=True),
+    "mn3_exp_112": lambda: _conv(16, 64, (112, 112), (1, 1)),  # mobilenet_v3_large features.2 expand + ReLU
     "mb_exp_7": lambda: _conv(160, 960, (7, 7), (1, 1), relu6=True),
     "mb_last": lambda: _conv(320, 1280, (7, 7), (1, 1), relu6=True),
     # squeeze-excite blocks: mobilenet_v3_large (hard-sigmoid) and efficientnet_b0 (sigmoid)
@@ -340,6 +359,10 @@ LAYERS = {
     "mn3_se_120_28": lambda: _se(120, 28, 32),
     "eff_se_672_14": lambda: _se(672, 14, 28, hard=False),
     "eff_se_1152_7": lambda: _se(1152, 7, 48, hard=False),
+    "eff_se_480_14": lambda: _se(480, 14, 20, hard=False),
+    # densenet121's BN + ReLU where no Concat precedes it (dense blocks 3 and 4's first norm1)
+    "dn_bn_14": lambda: _bn_relu(256, 14),
+    "dn_bn_7": lambda: _bn_relu(512, 7),
     # 5x5 / 7x7 depthwise: mobilenet_v3_large's 120x28x28 (+ ReLU), convnext_tiny's first stage
     "mn3_dw5_28": lambda: _conv(120, 120, (28, 28), (5, 5), pads=(2, 2, 2, 2), group=120),
     "cnx_dw7_56": lambda: _conv(96, 96, (56, 56), (7, 7), pads=(3, 3, 3, 3), group=96, relu=False),

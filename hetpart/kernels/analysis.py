@@ -437,6 +437,12 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
     for e in extents:
         total *= e
     k = _whole_vector_suffix(extents, lanes) if _lane_safe(sch.get(block)) else None
+    if k and BROADCAST_ROWS_PAST_SUFFIX and (b := _rows_pay(sch, block, loops, extents, lanes)) > k:
+        # The whole-vector suffix starts outside a loop a broadcast operand is indexed by
+        # (a batch of squeeze-excite gates on 14x14 / 7x7 planes: ``n, c, h, w`` holds whole
+        # vectors only from ``c``): its lanes would gather the operand per lane -- the rows.
+        _broadcast_rows(sch, loops, b, total >= min_parallel)
+        return
     if k is not None and k > 0:
         # The innermost loops that hold whole vectors, fused: a value indexed by the
         # outer loops only (squeeze-excite's per-channel gate over [C, H, W]) stays one
@@ -450,10 +456,7 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
         # does not divide it), so the operand is one scalar per row, not a per-lane
         # gather of ``c = i // 196`` -- and the rows can run in parallel.
         # (No explicit vector: no suffix holds whole ones, k == 0.)
-        if b < len(loops) - 1:
-            sch.fuse(*loops[b:])
-        if total >= min_parallel:
-            sch.parallel(sch.fuse(*loops[:b]) if b > 1 else loops[0])
+        _broadcast_rows(sch, loops, b, total >= min_parallel)
         return
     elif k is not None:
         inner = sch.fuse(*loops) if len(loops) > 1 else loops[0]
@@ -479,11 +482,31 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
         sch.parallel(inner)
 
 
+def _broadcast_rows(sch: s_tir.Schedule, loops, b: int, parallel: bool) -> None:
+    """The rows of a broadcast block: ``loops[:b]`` (those a broadcast operand is indexed
+    by) outside, fused and in parallel where ``parallel``; ``loops[b:]`` fused into one
+    contiguous loop left to LLVM's vectoriser (the operand one scalar per row)."""
+    if b < len(loops) - 1:
+        sch.fuse(*loops[b:])
+    if parallel:
+        sch.parallel(sch.fuse(*loops[:b]) if b > 1 else loops[0])
+
+
 def _product(extents) -> int:
     n = 1
     for e in extents:
         n *= e
     return n
+
+
+BROADCAST_ROWS_PAST_SUFFIX = True
+"""Whether :func:`parallel_vectorize` takes a broadcast block's rows (:func:`_rows_pay`)
+where its whole-vector suffix of loops starts outside the loops a broadcast operand is
+indexed by: squeeze-excite's gate ``g[n, c] * x[n, c, h, w]`` at batch >= 2 on 14x14 and
+7x7 planes, whose ``h, w`` (196, 49) hold no whole vectors but ``c, h, w`` do, so the nest
+was vectorised across channels with ``g`` gathered per lane (``c = i // 196``) and the
+hard-sigmoid recomputed per lane.  At batch 1 (no ``n`` loop) the suffix is the whole nest
+and the rows were already taken.  Measured: bench/results/cpu-b32-nets-2core.md."""
 
 
 ROWS_MIN_VECTORS = 4

@@ -505,11 +505,11 @@ class CpuConv2d(ScheduleRule):
             # Output-width vectors: the innermost windowed dim, loads used as they are.
             width = [c for c in cands if c.last]
             if not width or window_stride(mac, width[-1]) != 1:
-                return self._rows(func, sch, mac, lanes)  # see the module docstring
+                return self._rows(func, sch, mac, lanes, shape.cores)  # see the module docstring
             plan = make_plan(mac, width[-1], shape, width[-1].lanes, pack=False)
             if plan.row is None and (mac_count(mac) < MIN_ROWLESS_STEPS * _outputs(mac)
                                      or _one_channel_per_group(mac, width[-1].operand)):
-                return self._rows(func, sch, mac, lanes)  # too little reuse for a tile (docstring)
+                return self._rows(func, sch, mac, lanes, shape.cores)  # too little reuse for a tile (docstring)
         register_tile(sch, mac, plan, shape)
         if inner is not None:
             _window_outside_channels(sch, mac, weight)
@@ -518,9 +518,10 @@ class CpuConv2d(ScheduleRule):
         return sch
 
     @staticmethod
-    def _rows(func, sch, mac, lanes: int) -> s_tir.Schedule:
-        """The channel-row schedule (:mod:`.cpu_depthwise`), else ``func`` as it was."""
-        if vectorizes_channels(mac, lanes):
+    def _rows(func, sch, mac, lanes: int, cores: int = 1) -> s_tir.Schedule:
+        """The channel-vector or channel-row schedule (:mod:`.cpu_depthwise`; ``cores``: the
+        target's), else ``func`` as it was."""
+        if vectorizes_channels(mac, lanes, cores):
             try:
                 weight_free = is_layout_free(func, mac.operands[1][0]) or is_layout_free(func, mac.operands[0][0])
                 vec = sch.copy()

@@ -328,7 +328,7 @@ def _image_operand(mac: MacBlock) -> int | None:
     return None
 
 
-def vectorizes_channels(mac: MacBlock, lanes: int) -> bool:
+def vectorizes_channels(mac: MacBlock, lanes: int, cores: int = 1) -> bool:
     """Whether a depthwise conv gets :func:`channel_vectors` rather than channel rows:
     its channels are whole ``lanes`` vectors and its output rows narrower than one
     (7 and 14 wide: mobilenet_v2's 960x7x7, 576x14x14 stride 2 and 384x14x14,
@@ -342,10 +342,43 @@ def vectorizes_channels(mac: MacBlock, lanes: int) -> bool:
     3x3 on 14x14 a tie (384 channels 0.067/0.057/0.057/0.022/0.030 ->
     0.038/0.057/0.056/0.022/0.029).  On rows of 28 and more the transposed copies
     outweigh the window: 240x28x28 5x5 0.111/0.207 -> 0.188/0.159, 120x28x28 5x5 a tie,
-    convnext's 96x56x56 7x7 0.271/0.499 -> 0.275/0.523; bench/results/cpu-mnv2-2core.md."""
+    convnext's 96x56x56 7x7 0.271/0.499 -> 0.275/0.523; bench/results/cpu-mnv2-2core.md.
+    A stride-2 conv takes them at any row width where its channel groups cover ``cores``
+    (:data:`STRIDE2_CHANNEL_VECTORS`)."""
     if len(mac.out_indices) != 4 or len(mac.spatial) < 3 or not _chw_last(mac) or _image_operand(mac) is None:
         return False
     c, ow = mac.extents[mac.spatial[-3]], mac.extents[mac.spatial[-1]]
-    return bool(c and ow and c % lanes == 0 and ow < lanes)
+    if not (c and ow and c % lanes == 0):
+        return False
+    if ow < lanes:
+        return True
+    return STRIDE2_CHANNEL_VECTORS and _row_stride(mac) == 2 and _channel_groups(mac, lanes) >= cores
+
+
+def _channel_groups(mac: MacBlock, lanes: int) -> int:
+    """The parallel iterations of :func:`channel_vectors`: batch x channels / ``lanes``."""
+    n = 1
+    for v in mac.spatial[:-3]:
+        n *= mac.extents[v]
+    return n * mac.extents[mac.spatial[-3]] // lanes
+
+
+STRIDE2_CHANNEL_VECTORS = True
+"""Whether a stride-2 depthwise conv whose channels are whole vectors runs as
+:func:`channel_vectors` whatever its row width, where its ``batch x channels / lanes``
+parallel iterations are at least the target's cores (else the channel rows, one parallel
+iteration per channel: mobilenet_v3's 64x112x112 at batch 1 has 4 groups of 16 lanes on the
+16-core Xeon).  Rows of 8+ lanes had kept the channel rows (the stride-2 lanes loaded as two
+vectors and a shuffle, :data:`STRIDE2_VECTOR_STEPS`); the channel-inner copy of the padded
+planes that measured slower on stride-1 rows of 28+ (:func:`vectorizes_channels`) reads a
+stride-2 window 4x the output, every FMA a full vector with no shuffle.
+
+Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, tools/cpu_rule_ab.py, least [of
+rounds]; outputs bit-identical; bench/results/cpu-b32-nets-2core.md), batch 8 (3 calls x 3
+rounds), ms: MobileNetV3's 64x112x112 3x3 3.67 -> 2.79 (ORT alone 5.07), its 72x56x56 5x5
+2.00 -> 1.07 (1.11); mobilenet_v2's 96x112x112 3x3 + ReLU6 5.13 -> 4.01, 144x56x56 2.01 ->
+1.36; batch 1 (20 calls x 4 rounds): 0.303 -> 0.292 (0.255), 0.212 -> 0.120 (0.119), 0.480
+-> 0.436, 0.183 -> 0.146, MobileNetV3's 240x28x28 0.078 -> 0.063, EfficientNet's 144x56x56
+5x5 0.419 -> 0.233 (0.217)."""
 
 __all__ = ["channel_rows", "channel_vectors", "vectorizes_channels"]
