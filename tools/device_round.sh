@@ -989,6 +989,18 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b32.onnx" ] && timeout $((left < 90 ? left : 90)) python3 \
       tools/cpu_rule_ab.py "$EXPORTS/$m-b32.onnx" --threads 16 --calls 3 --rounds 3 $off > "$OUT/b32-ab-$m-t16.txt" 2>&1
   done ;;
+81)  # (BUDGET=590) issue 18's Xeon table on the main of session 40 (2026-12-05), every switch of steps 72-80
+     # on: the all-CPU b1 corpus rows of the models that lost to ORT at 16 threads in step 70 (resnet50 1.89x,
+     # densenet121 1.35x, inception_v3 1.26x, googlenet 1.15x, mobilenet_v2 1.07x) and those near the line
+     # (whisper_encoder 0.97x, vgg11 / vit_b_16 0.90x), then the int8 rows of the zoo (bench/int8.py: mobilenet
+     # QDQ 1.55x ORT int8 on the main of 12-03, resnet18 QDQ 0.37x).  The steps above A/B each switch; this is
+     # the table the closing note compares with step 70's.
+  timeout 400 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 380 --export-dir "$EXPORTS" \
+    --models resnet50,densenet121,inception_v3,googlenet,mobilenet_v2,whisper_encoder,vgg11,vit_b_16 \
+    --out "$OUT/corpus-cpu-b1.json" > "$OUT/logs/corpus-cpu-b1.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --export-dir /tmp/int8 \
+    --models zoo:mobilenet,zoo:resnet18,zoo:bert --out "$OUT/int8-nvidia-h200.json" > "$OUT/logs/int8.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
