@@ -113,6 +113,22 @@ POOL_BORDER_MIN_PLANES = 16
 the planes alone (the partitioned rows inside it are serial): 16, the cores of the goal's Xeon."""
 
 
+def _window_read(stmt, min_spatial: int):
+    """``(spatial, reduce, load)`` of a pooling's reduction block ``stmt``: its spatial
+    iterators (at least ``min_spatial``), its two window iterators and its one load of an
+    input other than its output (with 2+ indices); None for any other block."""
+    spatial = [iv for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [iv for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    if len(spatial) < min_spatial or len(reduce) != 2:
+        return None
+    loads = []
+    tvm_ffi.structural_walk(stmt.body, (tvm.ir.TensorLoad, loads.append), order="post")
+    inputs = [ld for ld in loads if not ld.source.same_as(stmt.writes[0].source)]
+    if len(inputs) != 1 or len(inputs[0].indices) < 2:
+        return None
+    return spatial, reduce, inputs[0]
+
+
 def _window_border(sch, block, lanes: int):
     """``((oh_lo, oh_hi), (ow_lo, ow_hi))``: the output rows and ``lanes``-wide vectors of
     a row (half-open ranges) whose windows read no padding, for a reduction block whose
@@ -123,19 +139,12 @@ def _window_border(sch, block, lanes: int):
     stmt = sch.get(block)
     if not contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else")):
         return None
-    ivs = stmt.iter_vars
-    spatial = [iv for iv in ivs if iv.iter_type == tirx.IterVar.DataPar]
-    reduce = [iv for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce]
-    if len(spatial) < 2 or len(reduce) != 2:
+    read = _window_read(stmt, min_spatial=2)
+    if read is None:
         return None
-    loads = []
-    tvm_ffi.structural_walk(stmt.body, (tvm.ir.TensorLoad, loads.append), order="post")
-    written = stmt.writes[0].source
-    inputs = [ld for ld in loads if not ld.source.same_as(written)]
-    if len(inputs) != 1 or len(inputs[0].indices) < 2:
-        return None
+    spatial, reduce, load = read
     ranges = []
-    for idx, out_iv, red_iv, extent in zip(inputs[0].indices[-2:], spatial[-2:], reduce, inputs[0].source.shape[-2:]):
+    for idx, out_iv, red_iv, extent in zip(load.indices[-2:], spatial[-2:], reduce, load.source.shape[-2:]):
         coef = tvm.sym.detect_linear_equation(idx, [out_iv.var, red_iv.var])
         if len(coef) != 3 or not all(isinstance(c, tirx.IntImm) for c in coef) or not isinstance(extent, tirx.IntImm):
             return None
@@ -206,19 +215,11 @@ def _column_stride(sch, block) -> int | None:
     """The step of ``block``'s one input's last index per output column: ``s`` where a
     pooling's reduction (two window iterators innermost) reads ``x[.., ow * s + q + o]``;
     None for any other block."""
-    stmt = sch.get(block)
-    ivs = stmt.iter_vars
-    spatial = [iv for iv in ivs if iv.iter_type == tirx.IterVar.DataPar]
-    reduce = [iv for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce]
-    if len(spatial) < 3 or len(reduce) != 2:
+    read = _window_read(sch.get(block), min_spatial=3)
+    if read is None:
         return None
-    loads = []
-    tvm_ffi.structural_walk(stmt.body, (tvm.ir.TensorLoad, loads.append), order="post")
-    written = stmt.writes[0].source
-    inputs = [ld for ld in loads if not ld.source.same_as(written)]
-    if len(inputs) != 1 or len(inputs[0].indices) < 2:
-        return None
-    coef = tvm.sym.detect_linear_equation(inputs[0].indices[-1], [spatial[-1].var, reduce[-1].var])
+    spatial, reduce, load = read
+    coef = tvm.sym.detect_linear_equation(load.indices[-1], [spatial[-1].var, reduce[-1].var])
     if len(coef) != 3 or not all(isinstance(c, tirx.IntImm) for c in coef) or int(coef[1]) != 1:
         return None
     return int(coef[0])
