@@ -58,7 +58,6 @@ def measure(name: str, batch: int, threads: int, calls: int, rounds: int, clock=
     import cpu_rule_ab
     from hetpart import kernels, load
     from hetpart.bench.peers import ort_session
-    from hetpart.bench.settle import settle
     from hetpart.runtime.threads import call_leased
     from hetpart.targets import cpu_tvm_target
 
@@ -74,20 +73,10 @@ def measure(name: str, batch: int, threads: int, calls: int, rounds: int, clock=
         vm = relax.VirtualMachine(exe, tvm.cpu())
         sides = [lambda: vm["main"](*args), lambda: session.run(None, feeds)]
         out = sides[0]()
-        h = np.asarray(out.numpy() if hasattr(out, "numpy") else out[0].numpy())
+        h = cpu_rule_ab.first_output(out)
         o = np.asarray(sides[1]()[0])
         result["err_ort"] = float(np.abs(h - o).max()) / (float(np.abs(o).max()) or 1.0)
-        best = [[], []]
-        for _ in range(rounds):
-            for i, fn in enumerate(sides):
-                settle()
-                ts = []
-                for _ in range(calls):
-                    t = clock()
-                    fn()
-                    ts.append(clock() - t)
-                best[i].append(min(ts) * 1e3)
-        result["hetpart"], result["ort"] = best
+        result["hetpart"], result["ort"] = cpu_rule_ab.turns(sides, calls, rounds, clock)
 
     call_leased("cpu model ratio", body, pool=threads, role="cpu")
     return result

@@ -90,6 +90,29 @@ def _feeds(model, seed: int = 0) -> dict:
     return feeds
 
 
+def first_output(out) -> np.ndarray:
+    """A Relax VM's result (one tensor or a tuple of them) as its first output's array."""
+    return np.asarray(out.numpy() if hasattr(out, "numpy") else out[0].numpy())
+
+
+def turns(sides, calls: int, rounds: int, clock) -> list[list[float]]:
+    """Per side, the least of ``calls`` calls (ms by ``clock``) in each of ``rounds`` rounds;
+    the sides take turns, each turn after :func:`hetpart.bench.settle.settle`."""
+    from hetpart.bench.settle import settle
+
+    best = [[] for _ in sides]
+    for _ in range(rounds):
+        for i, fn in enumerate(sides):
+            settle()
+            ts = []
+            for _ in range(calls):
+                t = clock()
+                fn()
+                ts.append(clock() - t)
+            best[i].append(min(ts) * 1e3)
+    return best
+
+
 def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int,
        clock=time.perf_counter, cores: int | None = None, after: tuple[str, ...] = ()) -> dict:
     import tvm
@@ -97,7 +120,6 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
 
     from hetpart import kernels, load
     from hetpart.bench.peers import ort_session
-    from hetpart.bench.settle import settle
     from hetpart.runtime.threads import call_leased
     from hetpart.targets import cpu_tvm_target
 
@@ -115,23 +137,11 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
         vms = [relax.VirtualMachine(e, tvm.cpu()) for e in (exe_before, exe_after)]
         sides = [lambda vm=vm: vm["main"](*args) for vm in vms] + [lambda: session.run(None, feeds)]
         outs = [sides[0](), sides[1](), sides[2]()]
-        o = [np.asarray(outs[0].numpy() if hasattr(outs[0], "numpy") else outs[0][0].numpy()),
-             np.asarray(outs[1].numpy() if hasattr(outs[1], "numpy") else outs[1][0].numpy()),
-             np.asarray(outs[2][0])]
+        o = [first_output(outs[0]), first_output(outs[1]), np.asarray(outs[2][0])]
         scale = float(np.abs(o[2]).max()) or 1.0
         result["diff_ab"] = float(np.abs(o[0] - o[1]).max())
         result["err_ort"] = max(float(np.abs(x - o[2]).max()) / scale for x in o[:2])
-        best = [[] for _ in sides]
-        for _ in range(rounds):
-            for i, fn in enumerate(sides):
-                settle()
-                ts = []
-                for _ in range(calls):
-                    t = clock()
-                    fn()
-                    ts.append(clock() - t)
-                best[i].append(min(ts) * 1e3)
-        result["best"] = best
+        result["best"] = turns(sides, calls, rounds, clock)
 
     call_leased("cpu rule ab", body, pool=threads, role="cpu")
     return result
