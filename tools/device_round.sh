@@ -886,7 +886,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
 79)  # (BUDGET=590) issue 18 at batch 32 all-CPU, the corpus transformers (branch cpu-b32-text,
      # bench/results/cpu-b32-text-2core.md): they had CPU rows at batch 1 only.  On the 2-core AVX2 box, 1 thread, by
      # CPU time, the zoo's stand-ins (2 layers) were under ORT at b1/b8/b32 except a CLIP-text-like one (seq 77:
-     # 1.33x b1, 1.35x b8, 1.18x b32), swin (1.06x / 1.13x) and llama with its lm_head (1.04x b1, 1.41x b32).  The
+     # 1.33x b1, 1.35x b8, 1.18x b32), swin (1.06x / 1.13x) and llama with its lm_head (1.04x b1, 0.97x b32).  The
      # switch there (register_tile.WIDE_ROWS_ROW_MAJOR off: a row-major matmul with 77 rows keeps 6 rows, not 7 x 2
      # spilled vectors) changes no kernel on AVX-512 (rule_switch_tir_diff: 0 of 15 of the CLIP-like stand-in, 0 of
      # 39 of convnext), so only the rows are recorded here: (1) the corpus's all-CPU b32 records (bench/corpus.py,
