@@ -102,14 +102,37 @@ def _vit_patch(seed=0):
                   [(wt, "w"), (b, "b"), (np.array([1, 768, 196], np.int64), "shape")])
 
 
+def _gelu_tanh(x, y):
+    """GPT-2's gelu_new as exported: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 Pow(x, 3))))``."""
+    return [helper.make_node("Pow", [x, "three"], [x + "_c"]), helper.make_node("Mul", [x + "_c", "gelu_c"], [x + "_k"]),
+            helper.make_node("Add", [x, x + "_k"], [x + "_i"]), helper.make_node("Mul", [x + "_i", "s2pi"], [x + "_s"]),
+            helper.make_node("Tanh", [x + "_s"], [x + "_t"]), helper.make_node("Add", [x + "_t", "one"], [x + "_p"]),
+            helper.make_node("Mul", [x, "half"], [x + "_h"]), helper.make_node("Mul", [x + "_h", x + "_p"], [y])]
+
+
+def _quick_gelu(x, y):
+    """CLIP's quick_gelu as exported: ``x * sigmoid(1.702 x)``."""
+    return [helper.make_node("Mul", [x, "q"], [x + "_q"]), helper.make_node("Sigmoid", [x + "_q"], [x + "_g"]),
+            helper.make_node("Mul", [x, x + "_g"], [y])]
+
+
 def _linear(m, k, n, gelu=False, seed=0):
-    """``x[1, m, k] @ W[k, n] + b`` (+ GELU): a transformer's projections."""
+    """``x[1, m, k] @ W[k, n] + b`` (+ GELU: True or ``"erf"`` BERT's, ``"tanh"`` GPT-2's gelu_new,
+    ``"quick"`` CLIP's): a transformer's projections."""
     rng = np.random.default_rng(seed)
     wt = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) * 0.1
     nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["a" if gelu else "y"])]
     consts = []
-    if gelu:
+    if gelu == "tanh":
+        nodes += _gelu_tanh("a", "y")
+        consts = [(np.array(3.0, np.float32), "three"), (np.array(0.044715, np.float32), "gelu_c"),
+                  (np.array(np.sqrt(2.0 / np.pi), np.float32), "s2pi"), (np.array(0.5, np.float32), "half"),
+                  (np.array(1.0, np.float32), "one")]
+    elif gelu == "quick":
+        nodes += _quick_gelu("a", "y")
+        consts = [(np.array(1.702, np.float32), "q")]
+    elif gelu:
         nodes += _gelu("a", "y")
         consts = [(np.array(np.sqrt(0.5), np.float32), "rsqrt2"), (np.array(0.5, np.float32), "half"),
                   (np.array(1.0, np.float32), "one")]
@@ -381,6 +404,14 @@ LAYERS = {
     "bert_fc2": lambda: _linear(128, 3072, 768),
     "bert_ln": lambda: _layer_norm(128, 768),
     "bert_attn": lambda: _attention(12, 128, 64),
+    # GPT-2 (seq 128) and CLIP text (seq 77, d 512) MLPs: gelu_new (tanh, Pow) and quick_gelu epilogues
+    "gpt2_fc1": lambda: _linear(128, 768, 3072, gelu="tanh"),
+    "gpt2_fc1_plain": lambda: _linear(128, 768, 3072),
+    "clip_fc1": lambda: _linear(77, 512, 2048, gelu="quick"),
+    "clip_fc1_tanh": lambda: _linear(77, 512, 2048, gelu="tanh"),
+    "clip_fc1_plain": lambda: _linear(77, 512, 2048),
+    "clip_fc2": lambda: _linear(77, 2048, 512),
+    "clip_qkv": lambda: _linear(77, 512, 1536),
     # rows of whole vectors, for comparison: BERT-base's attention softmax, 256-wide rows
     "bert_softmax": lambda: _softmax(12, 128),
     "softmax_256": lambda: _softmax(12, 256),

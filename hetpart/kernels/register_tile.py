@@ -178,7 +178,7 @@ def make_plan(
             rows_var = var
     max_rows = min(8, max(1, budget // vecs))
     rows = _row_count(mac.extents[rows_var], max_rows, vecs) if rows_var is not None else 1
-    if rows_var is not None and mac.extents[rows_var] % rows:
+    if rows_var is not None and mac.extents[rows_var] % rows and not _row_major_output(mac, cand):
         rows = _exact_wide_rows(mac, shape, vecs, mac.extents[rows_var], rows)
     if rows_var is not None:
         rows = _rows_for_32_registers(mac, shape, cand, rows_var, lanes, vecs, rows)
@@ -203,6 +203,26 @@ WIDE_TILE_SPARE_REGISTERS = 2
 """Registers a tile of a one-loop reduction keeps free beyond its accumulators
 (:func:`_exact_wide_rows`): the broadcast and one weight vector (LLVM folds the other
 weight load into the FMA)."""
+
+
+WIDE_ROWS_ROW_MAJOR = False
+"""Whether :func:`_exact_wide_rows` also widens a tile whose vectors run along the output's
+innermost dim (a matmul ``[.., M, K] @ [K, N]`` written row by row; True: as before, kept for A/B
+runs).  Its 7 rows x 2 vectors on a 16-register target spilled there: CLIP text's MLP at seq 77
+(``M`` = 77, no divisor from 2 to 6) took 7 rows, and each FMA step moved accumulators through the
+stack.  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time, both builds and ONNX Runtime in one
+process, least of 10 calls x 3 rounds, ms, ORT in brackets; bench/results/cpu-b32-text-2core.md):
+77x512 @ 512x2048 + bias + quick_gelu 3.65 -> 1.78 (1.97), with gelu_new (tanh) 3.66 -> 2.01
+(2.15), bias alone 2.32 -> 1.75 (1.78).  The 1x1 convolutions it was measured on write
+their tile transposed (vectors along the channels, rows along the plane): unchanged, and they
+keep it (resnet50's 2048->512 on 7x7 1.49 ms with it, 2.38 without)."""
+
+
+def _row_major_output(mac: MacBlock, cand: VecCandidate) -> bool:
+    """Whether ``cand``'s vectors run along the output's innermost index (a row-major matmul
+    output), where :data:`WIDE_ROWS_ROW_MAJOR` off keeps the default row count."""
+    inner = mac.out_indices[-1] if mac.out_indices else None
+    return (not WIDE_ROWS_ROW_MAJOR and isinstance(inner, tirx.Var) and inner.same_as(cand.var))
 
 
 def _depth(mac: MacBlock) -> int:
