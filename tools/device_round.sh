@@ -1018,6 +1018,24 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   [ "$left" -ge 20 ] && [ -f "$EXPORTS/clip_text-b32.onnx" ] && timeout "$left" python3 tools/rule_switch_tir_diff.py \
     "$EXPORTS/clip_text-b32.onnx" --before hetpart.kernels.register_tile.WIDE_ROWS_ROW_MAJOR=1 \
     > "$OUT/b32-text-switch-diff.txt" 2>&1 ;;
+82)  # (BUDGET=300) issue 18, Swin's window QKV split-heads copy (branch cpu-swin-copy,
+     # bench/results/cpu-swin-copy-2core.md): [512, 49, 288] -> [3, 512, 3, 49, 32] at batch 8 took 25.6-30 ms on
+     # one core of the 2-core AVX2 box against ORT's 9.4-11 ms (every loop fused, each vector's source a div/mod chain
+     # of the fused index); cpu_injective.PERMUTED_ROWS keeps the 32-float rows as the vectorised inner loop: 3.2 ms
+     # there.  On the 16-core Xeon, one process, before = switch off, at 16 threads: (1) the copy alone (cpu_layers
+     # rows swin_split / swin_split_b8), (2) zoo:swin at batch 1 and 8, before/after/ORT; (3) which kernels of
+     # zoo:swin the switch changes for this host (AVX-512)
+  BUDGET=300; off=hetpart.kernels.rules.cpu_injective.PERMUTED_ROWS=0
+  timeout 60 python3 tools/cpu_rule_ab.py swin_split swin_split_b8 --threads 16 --calls 10 --rounds 4 --before $off \
+    > "$OUT/swin-copy-layers-t16.txt" 2>&1
+  timeout 80 python3 tools/cpu_rule_ab.py zoo:swin --threads 16 --calls 5 --rounds 3 --before $off \
+    > "$OUT/swin-copy-b1-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 40))
+  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:swin --batch 8 --threads 16 --calls 3 \
+    --rounds 3 --before $off > "$OUT/swin-copy-b8-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 20 ] && timeout "$left" python3 tools/rule_switch_tir_diff.py zoo:swin --before $off \
+    > "$OUT/swin-copy-switch-diff.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

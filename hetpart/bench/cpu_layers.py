@@ -156,6 +156,19 @@ def _softmax(heads, seq):
     return _model(nodes, {"x": shp}, {"y": shp}, [])
 
 
+def _split_heads(windows, tokens, parts, heads, head_dim):
+    """Swin's window QKV split-heads copy: ``[windows, tokens, parts*heads*head_dim]``
+    reshaped to ``[windows, tokens, parts, heads, head_dim]`` and transposed
+    ``(2, 0, 3, 1, 4)``: each head's ``head_dim`` floats of a token row moved to
+    ``[part, window, head, token]``.  The windows count is fixed in the Reshape's shape,
+    so the row does not take ``--batch`` (``swin_split_b8`` is batch 8's 512 windows)."""
+    shape = np.array([windows, tokens, parts, heads, head_dim], np.int64)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[2, 0, 3, 1, 4])]
+    return _model(nodes, {"x": [windows, tokens, parts * heads * head_dim]},
+                  {"y": [parts, windows, heads, tokens, head_dim]}, [], [(shape, "shape")])
+
+
 def _layer_norm(m, d, seed=0):
     """A transformer's residual add + LayerNormalization over ``d`` on [1, m, d] (opset 17, as
     torch exports ``nn.LayerNorm``)."""
@@ -404,6 +417,10 @@ LAYERS = {
     "bert_fc2": lambda: _linear(128, 3072, 768),
     "bert_ln": lambda: _layer_norm(128, 768),
     "bert_attn": lambda: _attention(12, 128, 64),
+    # Swin-T stage 1's window QKV split-heads copy (7x7 windows, 3 heads of 32): batch 1's
+    # 64 windows and batch 8's 512 (no --batch: the windows are in the Reshape's shape)
+    "swin_split": lambda: _split_heads(64, 49, 3, 3, 32),
+    "swin_split_b8": lambda: _split_heads(512, 49, 3, 3, 32),
     # GPT-2 (seq 128) and CLIP text (seq 77, d 512) MLPs: gelu_new (tanh, Pow) and quick_gelu epilogues
     "gpt2_fc1": lambda: _linear(128, 768, 3072, gelu="tanh"),
     "gpt2_fc1_plain": lambda: _linear(128, 768, 3072),

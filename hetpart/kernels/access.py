@@ -12,7 +12,8 @@ many).  Reads whose index is not integer arithmetic on the iterators (a gathered
 index, a dynamic shape) are left out.
 
 :func:`strides_along` and :func:`unit_run` ask the same along any iterator (how far a
-read moves per step; how many steps it stays contiguous); :func:`write_strides_along`
+read moves per step; how many steps it stays contiguous), :func:`moves_by` whether every
+read moves by one given stride at every step; :func:`write_strides_along`
 asks it of the block's writes, and :func:`writes_in_runs` whether every aligned group
 of steps writes consecutive elements (proved, not sampled, with TVM's arithmetic).
 
@@ -153,6 +154,28 @@ def unit_run(block, var, limit: int) -> int:
         steps = [b - a for a, b in zip(offsets, offsets[1:])]
         run = min(run, next((i + 1 for i, st in enumerate(steps) if st != 1), limit))
     return run
+
+
+MOVES_BY_STEPS = 256
+"""Steps of an iterator :func:`moves_by` checks (from 0): a block's loops are rarely longer
+than a few thousand, and a wrap-around repeats within its first period."""
+
+
+def moves_by(block, var, stride: int) -> bool:
+    """True when every read of ``block`` moves by exactly ``stride`` elements at each of
+    the first :data:`MOVES_BY_STEPS` steps of its iterator ``var`` (the others held at
+    the middle of their ranges) -- no wrap-around within them, unlike the most common
+    step :func:`strides_along` reports.  :class:`Unknown` for an index this module
+    cannot evaluate."""
+    extent = next((_extent(iv) for iv in block.iter_vars if iv.var.same_as(var)), None)
+    if not extent:
+        raise Unknown(f"{var} is no iterator of a constant extent")
+    env = _at_middle(block)
+    for load in _reads(block):
+        offsets = [_offset(load, _with(env, var, x)) for x in range(min(extent, MOVES_BY_STEPS))]
+        if any(b - a != stride for a, b in zip(offsets, offsets[1:])):
+            return False
+    return True
 
 
 def _innermost(block):

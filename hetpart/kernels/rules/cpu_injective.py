@@ -14,7 +14,9 @@ embedding of the new key, ``[1, kv, 1, d]``, written into the KV cache by a ``Wh
 over ``[1, kv, slots, d]``) stays a block of its own, computed once, not per cache slot
 (``try_inline_spatial(keep_broadcast_arithmetic=True)``).  A transpose whose inputs are
 contiguous along the loop just outside the innermost is tiled
-(:func:`_tile_transpose`).
+(:func:`_tile_transpose`); one that moves whole contiguous rows (a head split:
+``[w, t, 3*h*d] -> [3, w, h, t, d]``) keeps its rows as the vectorised inner loop
+(:func:`_permuted_rows`).
 Float32 ``exp``, ``sigmoid`` and ``tanh`` (Sigmoid, SiLU, Exp, Tanh, Elu, Selu, ...) are computed by
 :func:`hetpart.kernels.fast_exp.replace_exp`'s vectorisable arithmetic: LLVM emits
 them as one scalar libm ``expf`` call per element even inside a vector loop.
@@ -36,9 +38,9 @@ from tvm.target import Target
 
 from tvm.ir import TensorLoad
 
-from ..access import Unknown, reads_strided, strides_along, write_strides_along
-from ..analysis import (PARALLEL_MIN_ELEMENTS, const_extent, cpu_shape, is_cpu, parallel_vectorize,
-                        try_inline_spatial)
+from ..access import Unknown, moves_by, reads_strided, strides_along, unit_run, write_strides_along
+from ..analysis import (PARALLEL_MIN_ELEMENTS, _lane_safe, const_extent, cpu_shape, fitting_lanes, is_cpu,
+                        parallel_vectorize, try_inline_spatial)
 from ..fast_exp import replace_exp
 
 STRIDED_PARALLEL_MIN_ELEMENTS = 1 << 14
@@ -56,6 +58,15 @@ of the fused index, each element a gather -- ViT's ``K^T`` (``[1,12,197,64] ->
 [1,12,64,197]``) took 0.10-0.26 ms, tiled 0.033-0.048 (two runs), whisper-tiny's
 (``[1,6,1500,64]``) 0.79 -> 0.14 ms (2-core EPYC znver3, AVX2, 2 threads, both in one
 process in turns, least of 20 calls x 6 rounds)."""
+
+PERMUTED_ROWS = True
+"""Whether :func:`_permuted_rows` schedules a copy of permuted contiguous rows (Swin's
+window QKV split-heads ``[512, 49, 288] -> [3, 512, 3, 49, 32]`` at batch 8) as rows.
+Before, the plain injective schedule fused every loop and split the fused index into
+8-lane vectors fused into its parallel loop, each vector's source address a chain of
+the reshape's and transpose's div/mod on the fused index: 28.9-30.2 ms on one core of the 2-core EPYC
+(AVX2) against ONNX Runtime's 10.6-11.2 ms; as rows 4-6 ms
+(bench/results/cpu-swin-copy-2core.md)."""
 
 HEAVY_PARALLEL_MIN_ELEMENTS = 1 << 15
 """Outputs from which a quantising nest (:func:`_quantising`: it rounds or casts a float
@@ -103,6 +114,8 @@ class CpuInjective(ScheduleRule):
             if _partition_concat(sch, blk):
                 continue
             if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+                continue
+            if PERMUTED_ROWS and _permuted_rows(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
             parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
                                min_parallel=min_parallel(stmt))
@@ -249,6 +262,69 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
     if _product(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
         sch.parallel(sch.fuse(*loops[:-2], chunks))
     return True
+
+
+def _permuted_rows(sch: s_tir.Schedule, block, lanes: int) -> bool:
+    """A parallel copy that moves contiguous rows to a permuted order (every read
+    contiguous along the innermost loop for its whole extent, as the write is, but some
+    read moving by another non-zero stride than the write along an outer loop: a head
+    split's ``[s, w, h, t, d] <- x[w, t, s*H*D + h*D + d]``), as rows: the longest
+    suffix of loops along which every read moves as the write does at every step,
+    fused into one loop split into vectors, and only the loops outside it fused into
+    the parallel loop.  Each vector's address is then the row's base plus a constant,
+    the div/mod of the outer indices computed once a row.  False (nothing changed)
+    where the nest is no such copy, stays serial (:func:`min_parallel`: the plain
+    schedule keeps its rows as loops of their own then), its loops are not bound
+    one-to-one to the block's iterators, or its rows hold no whole vector (4+ lanes).
+
+    Why: the plain schedule (:func:`~hetpart.kernels.analysis.parallel_vectorize`)
+    fuses a parallel nest's vector chunks into its parallel loop with the outer loops,
+    so each vector's source is a chain of the reshape's and transpose's div/mod on the
+    fused index -- Swin-T's split-heads copy at batch 8 cost ~3x ONNX Runtime's
+    (:data:`PERMUTED_ROWS`).
+    """
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    values = _iter_values(sch, block)
+    if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or None in extents or values is None \
+            or any(not v.same_as(sch.get(lp).loop_var) for v, lp in zip(values, loops)) \
+            or not _lane_safe(stmt) or not stmt.reads or _product(extents) < min_parallel(stmt):
+        return False
+    try:
+        k = _row_suffix(stmt, extents)
+        permuted = k is not None and k > 0 and any(r not in (0, w) for iv in stmt.iter_vars[:k]
+                                 for r in strides_along(stmt, iv.var) for w in write_strides_along(stmt, iv.var))
+    except Unknown:
+        return False
+    width = fitting_lanes(_product(extents[k:]), lanes) if permuted else None
+    if width is None:
+        return False
+    row = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
+    _, vec = sch.split(row, factors=[None, width])
+    sch.vectorize(vec)
+    sch.parallel(sch.fuse(*loops[:k]) if k > 1 else loops[0])
+    return True
+
+
+def _row_suffix(stmt, extents) -> int | None:
+    """The first of the block's innermost loops along which every read moves at every
+    step by the write's stride (the whole innermost loop by one element), or None where
+    the innermost loop is no such row.  :class:`Unknown` from :mod:`..access`."""
+    def keeps_up(j: int) -> bool:
+        var = stmt.iter_vars[j].var
+        if extents[j] < 2:
+            return True
+        writes = write_strides_along(stmt, var)
+        return len(set(writes)) == 1 and moves_by(stmt, var, writes[0])
+
+    inner = stmt.iter_vars[-1].var
+    if write_strides_along(stmt, inner) != [1] * len(stmt.writes) or unit_run(stmt, inner, extents[-1]) < extents[-1]:
+        return None
+    k = len(extents) - 1
+    while k > 0 and keeps_up(k - 1):
+        k -= 1
+    return k
 
 
 def _product(extents) -> int:
