@@ -1026,12 +1026,12 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # rows swin_split / swin_split_b8), (2) zoo:swin at batch 1 and 8, before/after/ORT; (3) which kernels of
      # zoo:swin the switch changes for this host (AVX-512)
   BUDGET=300; off=hetpart.kernels.rules.cpu_injective.PERMUTED_ROWS=0
-  timeout 60 python3 tools/cpu_rule_ab.py swin_split swin_split_b8 --threads 16 --calls 10 --rounds 4 --before $off \
+  timeout 50 python3 tools/cpu_rule_ab.py swin_split swin_split_b8 --threads 16 --calls 10 --rounds 4 --before $off \
     > "$OUT/swin-copy-layers-t16.txt" 2>&1
-  timeout 80 python3 tools/cpu_rule_ab.py zoo:swin --threads 16 --calls 5 --rounds 3 --before $off \
+  timeout 130 python3 tools/cpu_rule_ab.py zoo:swin --threads 16 --calls 5 --rounds 3 --before $off \
     > "$OUT/swin-copy-b1-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 40))
-  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:swin --batch 8 --threads 16 --calls 3 \
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:swin --batch 8 --threads 16 --calls 3 \
     --rounds 3 --before $off > "$OUT/swin-copy-b8-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 tools/rule_switch_tir_diff.py zoo:swin --before $off \

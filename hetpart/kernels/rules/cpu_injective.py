@@ -38,7 +38,7 @@ from tvm.target import Target
 
 from tvm.ir import TensorLoad
 
-from ..access import Unknown, moves_by, reads_strided, strides_along, unit_run, write_strides_along
+from ..access import MOVES_BY_STEPS, Unknown, moves_by, reads_strided, strides_along, unit_run, write_strides_along
 from ..analysis import (PARALLEL_MIN_ELEMENTS, _lane_safe, const_extent, cpu_shape, fitting_lanes, is_cpu,
                         parallel_vectorize, try_inline_spatial)
 from ..fast_exp import replace_exp
@@ -62,11 +62,11 @@ process in turns, least of 20 calls x 6 rounds)."""
 PERMUTED_ROWS = True
 """Whether :func:`_permuted_rows` schedules a copy of permuted contiguous rows (Swin's
 window QKV split-heads ``[512, 49, 288] -> [3, 512, 3, 49, 32]`` at batch 8) as rows.
-Before, the plain injective schedule fused every loop and split the fused index into
-8-lane vectors fused into its parallel loop, each vector's source address a chain of
-the reshape's and transpose's div/mod on the fused index: 28.9-30.2 ms on one core of the 2-core EPYC
-(AVX2) against ONNX Runtime's 10.6-11.2 ms; as rows 4-6 ms
-(bench/results/cpu-swin-copy-2core.md)."""
+Before, the plain injective schedule split the innermost loop into 8-lane vectors and fused
+their chunks with every outer loop into its parallel loop, each vector's source address a
+chain of the reshape's and transpose's div/mod on the fused index: 25.6-30.2 ms on one core of the
+2-core EPYC (AVX2) against ONNX Runtime's 9.4-11.2 ms; as rows 3.2-4.2 ms.  zoo:swin at batch 8,
+1 thread: 1265 -> 1137 ms, ORT 1140 (bench/results/cpu-swin-copy-2core.md)."""
 
 HEAVY_PARALLEL_MIN_ELEMENTS = 1 << 15
 """Outputs from which a quantising nest (:func:`_quantising`: it rounds or casts a float
@@ -318,8 +318,8 @@ def _row_suffix(stmt, extents) -> int | None:
         writes = write_strides_along(stmt, var)
         return len(set(writes)) == 1 and moves_by(stmt, var, writes[0])
 
-    inner = stmt.iter_vars[-1].var
-    if write_strides_along(stmt, inner) != [1] * len(stmt.writes) or unit_run(stmt, inner, extents[-1]) < extents[-1]:
+    inner, steps = stmt.iter_vars[-1].var, min(extents[-1], MOVES_BY_STEPS)
+    if write_strides_along(stmt, inner) != [1] * len(stmt.writes) or unit_run(stmt, inner, steps) < steps:
         return None
     k = len(extents) - 1
     while k > 0 and keeps_up(k - 1):
