@@ -1,6 +1,6 @@
 """A single image's 1x1 conv on wide rows loops the image's rows outside the weight's panels
 (issue 18, inception_v3's 64->80 on 73x73 and its 1x1s on 35x35;
-``register_tile.rows_outside_panels``, ``ROWS_OUTSIDE_PANELS``): each panel of output channels
+``register_tile.image_rows_outside_panels``, ``IMAGE_ROWS_OUTSIDE_PANELS``): each panel of output channels
 reads an image row while it is in cache, the image streamed once, not once per panel.
 
 Against ONNX Runtime (inputs with negatives and zeros; ReLU, residual add, no epilogue; ragged
@@ -64,7 +64,7 @@ def test_image_rows_outside_the_weight_panels(case, monkeypatch):
     channel, row = _order(CASES[case]())
     assert row == sorted(row) and row[-1] > 0, row
     assert len({c for c, r in zip(channel, row) if r == 0}) > 1, "every panel within the first row's tiles"
-    monkeypatch.setattr(register_tile, "ROWS_OUTSIDE_PANELS", False)
+    monkeypatch.setattr(register_tile, "IMAGE_ROWS_OUTSIDE_PANELS", False)
     channel, row = _order(CASES[case]())
     assert channel == sorted(channel) and row != sorted(row), "before: the panel outermost"
 
@@ -81,10 +81,10 @@ def test_avx512_panels_need_rows_of_twice_their_channels():
 @pytest.mark.parametrize("m", [
     lambda: _conv(64, 32, 3, 14),  # 14-wide rows (googlenet's 14x14): under 2 panels' channels
     lambda: _conv(32, 8, 4, 41),  # one panel
-    lambda: _conv(512, 160, 2, 73),  # a 320 KiB weight, past ROWS_OUTSIDE_MAX_WEIGHT_BYTES
+    lambda: _conv(512, 160, 2, 73),  # a 320 KiB weight, past IMAGE_ROWS_MAX_WEIGHT_BYTES
 ], ids=["14 wide", "one panel", "weight past the bound"])
 def test_order_unchanged(m, monkeypatch):
     model_ = m()
     after = _scheduled(model_, "haswell").script()
-    monkeypatch.setattr(register_tile, "ROWS_OUTSIDE_PANELS", False)
+    monkeypatch.setattr(register_tile, "IMAGE_ROWS_OUTSIDE_PANELS", False)
     assert _scheduled(model_, "haswell").script() == after

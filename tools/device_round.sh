@@ -966,7 +966,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     tests/test_kernels_pool_border.py > "$OUT/pytest-r50-dn-b1.txt" 2>&1 ;;
 80)  # (BUDGET=580) issue 18, the 1x1 convs inception_v3 / googlenet trail ORT by in the model (branch cpu-concat-1x1;
      # bench/results/cpu-concat-1x1-2core.md).  A single image's 1x1 weight tile on rows at least twice its panel's
-     # channels loops the image rows outside the weight panels (register_tile.ROWS_OUTSIDE_PANELS): the image is
+     # channels loops the image rows outside the weight panels (register_tile.IMAGE_ROWS_OUTSIDE_PANELS): the image is
      # read once, not once per panel (inception_v3's 64->80 on 73x73 and its 35x35 1x1s: 8 kernels on AVX2, 4 on
      # AVX-512 -- 73-wide rows, and the 35-wide ones that take one-vector panels; no kernel of googlenet, resnet50,
      # densenet121, mobilenet_v2 on either width, statically).  On the 2-core AVX2 box, 1 thread: 64->80 0.87x alone,
@@ -974,7 +974,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # (2) at 1 thread by CPU time, (3) inception_v3 and googlenet (the control: no kernel changes) from the corpus
      # exports, else built here (tools/inception_onnx.py), at 16 threads, (4) the tests
   BUDGET=580
-  off="--before hetpart.kernels.register_tile.ROWS_OUTSIDE_PANELS=0"
+  off="--before hetpart.kernels.register_tile.IMAGE_ROWS_OUTSIDE_PANELS=0"
   timeout 70 python3 tools/cpu_rule_ab.py inc_stem4 inc_1x1_35 inc_1x1_35b inc_1x1_35c gn_1x1_14 --threads 16 \
     --calls 20 --rounds 4 $off > "$OUT/ab-concat-1x1-layers-t16.txt" 2>&1
   timeout 60 python3 tools/cpu_rule_ab.py inc_stem4 inc_1x1_35 inc_1x1_35b inc_1x1_35c --threads 1 --cpu-time \
