@@ -9,6 +9,7 @@ least calls, ms; the ratio of the leasts; the outputs' max difference over ORT's
 
 Models (``MODELS``): the corpus CNNs this box can build without torch --
 ``mobilenet_v2`` (tools/mobilenet_v2_onnx.py), ``densenet121`` (tools/densenet_onnx.py),
+``googlenet`` / ``inception_v3`` (tools/inception_onnx.py),
 ``efficientnet_b0`` / ``mobilenet_v3_large`` / ``convnext_tiny`` / ``resnet50`` (the zoo's
 stand-ins) -- or any spec :func:`tools.cpu_rule_ab._model` takes.
 
@@ -43,6 +44,10 @@ def model(name: str, batch: int):
         import densenet_onnx
         from hetpart.bench.cpu_layers import with_batch
         return with_batch(densenet_onnx.build(), batch)
+    if name in ("googlenet", "inception_v3"):
+        import inception_onnx
+        from hetpart.bench.cpu_layers import with_batch
+        return with_batch(getattr(inception_onnx, name)(), batch)
     return cpu_rule_ab._model(ZOO.get(name, name), batch)
 
 

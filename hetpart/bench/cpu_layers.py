@@ -284,6 +284,8 @@ LAYERS = {
     "inc_3x1": lambda: _conv(384, 384, (8, 8), (3, 1), pads=(1, 0, 1, 0)),
     "inc_1x1_8": lambda: _conv(2048, 320, (8, 8), (1, 1)),
     "inc_1x1_35": lambda: _conv(288, 64, (35, 35), (1, 1)),  # Mixed_5d's branch 1x1s
+    "inc_1x1_35b": lambda: _conv(192, 64, (35, 35), (1, 1)),  # Mixed_5b's
+    "inc_1x1_35c": lambda: _conv(256, 48, (35, 35), (1, 1)),  # Mixed_5c's 5x5 branch
     "inc_1x1_17": lambda: _conv(768, 192, (17, 17), (1, 1)),  # Mixed_6b-e's
     "gn_1x1_28": lambda: _conv(256, 128, (28, 28), (1, 1)),  # googlenet 3b's branch 1x1
     "gn_1x1_14": lambda: _conv(480, 192, (14, 14), (1, 1)),  # googlenet 4a's
