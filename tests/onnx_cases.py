@@ -93,6 +93,22 @@ def single_cpu_kernel(m: onnx.ModelProto, target=None):
     return funcs[0]
 
 
+def scheduled_by(m: onnx.ModelProto, target, *rules: str):
+    """The one PrimFunc of ``m``'s CPU schedule for ``target`` (weights marked first, as
+    ``kernels.build`` does) that one of ``rules`` (``kernels.RULE_ATTR`` values, e.g.
+    ``"CpuConv2d"``) scheduled; asserts there is exactly one."""
+    import tvm
+
+    from hetpart import importer, kernels
+    from hetpart.kernels import weight_prepack
+
+    mod = kernels.schedule(weight_prepack.mark_weights(importer.load(m).module), target)
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
+             and str(f.attrs.get(kernels.RULE_ATTR, "")) in rules]
+    assert len(funcs) == 1, f"one kernel scheduled by {rules}, got {len(funcs)}"
+    return funcs[0]
+
+
 def cuda_source(exe) -> str:
     """The CUDA C of a built executable (its first ``cuda`` module, imports searched), or ""."""
     def walk(mod):

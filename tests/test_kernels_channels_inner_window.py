@@ -17,10 +17,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 
-from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_conv2d
 from test_kernels_wide_tiles import _target
 
@@ -69,9 +67,7 @@ def test_matches_onnxruntime_and_the_reference(case):
 
 
 def _scheduled(m, mcpu: str = "haswell") -> str:
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))
-    (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuConv2d"]
+    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
     return func.script()
 
 

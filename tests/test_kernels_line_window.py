@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on
+from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on, scheduled_by
 
-from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_conv2d
 from test_kernels_wide_tiles import _target
 
@@ -59,9 +57,7 @@ def test_line_window_matches_onnxruntime(case):
 
 
 def _pad_shape(m, mcpu="haswell"):
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))
-    (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuConv2d"]
+    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
     line = [ln for ln in func.script().splitlines() if "pad_temp = T.sblock_alloc_buffer" in ln]
     return [int(d) for d in re.findall(r"T.int64\((\d+)\)", line[0])] if line else None
 

@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 
-from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_reduction
 from test_kernels_wide_tiles import _target
 
@@ -65,9 +63,7 @@ def test_padded_max_pool_matches_onnxruntime_and_the_reference(case):
 
 
 def _scheduled(m, mcpu: str = "haswell"):
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))
-    (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuReduction"]
+    func = scheduled_by(m, _target(mcpu), "CpuReduction")
     return func.script()
 
 

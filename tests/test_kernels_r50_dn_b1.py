@@ -21,12 +21,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 from test_kernels_channels_inner_window import _scheduled as _conv_scheduled
 from test_kernels_wide_tiles import _matches_onnxruntime, _scheduled, _target
 
-from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_conv2d, cpu_matmul, cpu_reduction
 
 
@@ -149,9 +147,7 @@ def test_strided_pools_match_onnxruntime_and_the_reference(case):
 
 
 def _pool_scheduled(m, mcpu: str = "haswell") -> str:
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))
-    (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuReduction"]
+    func = scheduled_by(m, _target(mcpu), "CpuReduction")
     return func.script()
 
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on
+from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on, scheduled_by
 
-from hetpart import kernels, load
-from hetpart.kernels import register_tile, weight_prepack
+from hetpart.kernels import register_tile
 from test_kernels_wide_tiles import _target
 
 
@@ -52,9 +51,7 @@ def test_row_counts(monkeypatch):
 
 
 def _script(m, mcpu):
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))
-    (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuConv2d"]
+    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
     return func.script()
 
 

@@ -27,10 +27,9 @@ import tvm_ffi
 from onnx import helper
 from tvm import relax
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs
+from onnx_cases import assert_matches, model, onnxruntime_outputs, scheduled_by
 
 from hetpart import kernels, load
-from hetpart.kernels import weight_prepack
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import cpu_tvm_target, host_triple
 
@@ -122,9 +121,7 @@ def test_wide_tiles_match_onnxruntime(case, mcpu):
 
 
 def _scheduled(m: onnx.ModelProto, mcpu: str):
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target(mcpu))  # as build() does
-    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
-               and str(f.attrs.get(kernels.RULE_ATTR, "")) in ("CpuMatmul", "CpuConv2d")]
+    func = scheduled_by(m, _target(mcpu), "CpuMatmul", "CpuConv2d")
     return func
 
 
