@@ -14,6 +14,7 @@ same way.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -417,7 +418,7 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
     divide its extent; run the remaining outer loops in parallel when the nest has at
     least ``min_parallel`` outputs.
 
-    Only a *plain* block (:func:`_lane_safe`: no ``if_then_else``, no index loaded from
+    Only a *plain* block (:func:`lane_safe`: no ``if_then_else``, no index loaded from
     memory) may have a lane group span two rows: there every index stays affine in the
     fused loop.  Elsewhere a lane group crossing a row boundary turns each index into
     per-lane div/mod -- the padding of a 58-wide row, a gather whose row index is
@@ -433,10 +434,8 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
     if any(e is None for e in extents):
         sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
         return
-    total = 1
-    for e in extents:
-        total *= e
-    k = _whole_vector_suffix(extents, lanes) if _lane_safe(sch.get(block)) else None
+    total = math.prod(extents)
+    k = _whole_vector_suffix(extents, lanes) if lane_safe(sch.get(block)) else None
     if k and BROADCAST_ROWS_PAST_SUFFIX and (b := _rows_pay(sch, block, loops, extents, lanes)) > k:
         # The whole-vector suffix starts outside a loop a broadcast operand is indexed by
         # (a batch of squeeze-excite gates on 14x14 / 7x7 planes: ``n, c, h, w`` holds whole
@@ -448,7 +447,7 @@ def parallel_vectorize(sch: s_tir.Schedule, block, lanes: int, *, min_parallel: 
         # outer loops only (squeeze-excite's per-channel gate over [C, H, W]) stays one
         # broadcast scalar per vector instead of a per-lane gather of ``c = i // (H*W)``.
         inner = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
-        outer, ext = list(loops[:k]), _product(extents[k:])
+        outer, ext = list(loops[:k]), math.prod(extents[k:])
     elif k is not None and (b := _rows_pay(sch, block, loops, extents, lanes)):
         # No whole-vector suffix, but an operand indexed by the first ``b`` loops only
         # (the squeeze-excite gate of a 14x14 or 7x7 plane): those loops stay outside
@@ -492,13 +491,6 @@ def _broadcast_rows(sch: s_tir.Schedule, loops, b: int, parallel: bool) -> None:
         sch.parallel(sch.fuse(*loops[:b]) if b > 1 else loops[0])
 
 
-def _product(extents) -> int:
-    n = 1
-    for e in extents:
-        n *= e
-    return n
-
-
 BROADCAST_ROWS_PAST_SUFFIX = True
 """Whether :func:`parallel_vectorize` takes a broadcast block's rows (:func:`_rows_pay`)
 where its whole-vector suffix of loops starts outside the loops a broadcast operand is
@@ -525,7 +517,7 @@ def _rows_pay(sch: s_tir.Schedule, block, loops, extents: list[int], lanes: int)
     """:func:`broadcast_prefix` of ``block`` where keeping those loops outside pays
     (:data:`ROWS_MIN_VECTORS`), else 0."""
     b = broadcast_prefix(sch, block, loops)
-    if not b or _product(extents[b:]) >= ROWS_MIN_VECTORS * lanes:
+    if not b or math.prod(extents[b:]) >= ROWS_MIN_VECTORS * lanes:
         return b
     realize = sch.get(loops[-1]).body
     loop_vars = {sch.get(lp).loop_var for lp in loops[b:]}
@@ -575,12 +567,12 @@ def _whole_vector_suffix(extents: list[int], lanes: int) -> int:
     """The largest ``k`` such that ``extents[k:]`` hold a whole number of ``lanes``-wide
     vectors (0: only all loops together, or none -- then all are fused, as before)."""
     for k in range(len(extents) - 1, 0, -1):
-        if _product(extents[k:]) % lanes == 0:
+        if math.prod(extents[k:]) % lanes == 0:
             return k
     return 0
 
 
-def _lane_safe(stmt) -> bool:
+def lane_safe(stmt) -> bool:
     """True when ``stmt`` (a block) has no ``if_then_else`` and no load whose index
     itself loads: then its indices are affine in its iterators and a vector may run
     across rows."""

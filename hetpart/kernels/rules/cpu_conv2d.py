@@ -49,6 +49,7 @@ compute it per channel.  A float32 ``exp``/``sigmoid``/``tanh`` epilogue
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import tvm
 import tvm.sym
@@ -133,15 +134,8 @@ def _parallel_padding(sch: s_tir.Schedule, keep: set[str]) -> None:
         serial = len(kinds) if all(k == tirx.ForKind.SERIAL for k in kinds) else kinds.index(
             next(k for k in kinds if k != tirx.ForKind.SERIAL))
         outer = loops[: min(serial, len(loops) - 1)]  # a row (or its vectors) stays inside
-        if outer and _product(extents) >= PARALLEL_PADDING_MIN:
+        if outer and math.prod(extents) >= PARALLEL_PADDING_MIN:
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-
-
-def _product(extents) -> int:
-    n = 1
-    for e in extents:
-        n *= e
-    return n
 
 
 WIDTH_TILE_MAX_REDUCTION = 64

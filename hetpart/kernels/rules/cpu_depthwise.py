@@ -39,6 +39,8 @@ in the same order (ry, rx), so results are bit-identical to the unscheduled func
 
 from __future__ import annotations
 
+import math
+
 import tvm.sym
 from tvm import s_tir, tirx
 
@@ -357,10 +359,7 @@ def vectorizes_channels(mac: MacBlock, lanes: int, cores: int = 1) -> bool:
 
 def _channel_groups(mac: MacBlock, lanes: int) -> int:
     """The parallel iterations of :func:`channel_vectors`: batch x channels / ``lanes``."""
-    n = 1
-    for v in mac.spatial[:-3]:
-        n *= mac.extents[v]
-    return n * mac.extents[mac.spatial[-3]] // lanes
+    return math.prod(mac.extents[v] for v in mac.spatial[:-2]) // lanes
 
 
 STRIDE2_CHANNEL_VECTORS = True

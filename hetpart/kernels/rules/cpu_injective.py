@@ -30,6 +30,8 @@ of the exact values, with the same 0, +inf and NaN (tests/test_kernels_elementwi
 
 from __future__ import annotations
 
+import math
+
 import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
@@ -39,7 +41,7 @@ from tvm.target import Target
 from tvm.ir import TensorLoad
 
 from ..access import MOVES_BY_STEPS, Unknown, moves_by, reads_strided, strides_along, unit_run, write_strides_along
-from ..analysis import (PARALLEL_MIN_ELEMENTS, _lane_safe, const_extent, cpu_shape, fitting_lanes, is_cpu,
+from ..analysis import (PARALLEL_MIN_ELEMENTS, const_extent, cpu_shape, fitting_lanes, is_cpu, lane_safe,
                         parallel_vectorize, try_inline_spatial)
 from ..fast_exp import replace_exp
 
@@ -259,7 +261,7 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
     sch.reorder(chunks, loops[-2])
     if not ragged:
         sch.vectorize(vec)
-    if _product(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
+    if math.prod(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
         sch.parallel(sch.fuse(*loops[:-2], chunks))
     return True
 
@@ -289,7 +291,7 @@ def _permuted_rows(sch: s_tir.Schedule, block, lanes: int) -> bool:
     values = _iter_values(sch, block)
     if len(loops) < 2 or len(loops) != len(stmt.iter_vars) or None in extents or values is None \
             or any(not v.same_as(sch.get(lp).loop_var) for v, lp in zip(values, loops)) \
-            or not _lane_safe(stmt) or not stmt.reads or _product(extents) < min_parallel(stmt):
+            or not lane_safe(stmt) or not stmt.reads or math.prod(extents) < min_parallel(stmt):
         return False
     try:
         k = _row_suffix(stmt, extents)
@@ -297,7 +299,7 @@ def _permuted_rows(sch: s_tir.Schedule, block, lanes: int) -> bool:
                                  for r in strides_along(stmt, iv.var) for w in write_strides_along(stmt, iv.var))
     except Unknown:
         return False
-    width = fitting_lanes(_product(extents[k:]), lanes) if permuted else None
+    width = fitting_lanes(math.prod(extents[k:]), lanes) if permuted else None
     if width is None:
         return False
     row = sch.fuse(*loops[k:]) if k < len(loops) - 1 else loops[k]
@@ -325,13 +327,6 @@ def _row_suffix(stmt, extents) -> int | None:
     while k > 0 and keeps_up(k - 1):
         k -= 1
     return k
-
-
-def _product(extents) -> int:
-    n = 1
-    for e in extents:
-        n *= e
-    return n
 
 
 def min_parallel(stmt) -> int:
