@@ -212,6 +212,12 @@ def contains(stmt, node_type, predicate) -> bool:
     return bool(found)
 
 
+def tests_bounds(stmt) -> bool:
+    """True when block ``stmt`` holds an ``if_then_else``: an inlined padding testing its
+    input's bounds per element."""
+    return contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else"))
+
+
 def schedule_mac(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, MacBlock] | None:
     """A fresh schedule of ``func`` and its multiply-accumulate block (:func:`find_mac`),
     or None when ``func`` is not in dlight's normal form or has no such block: the

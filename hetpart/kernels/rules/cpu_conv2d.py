@@ -58,7 +58,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 from tvm.target import Target
 
-from ..analysis import const_extent, contains, cpu_shape, is_cpu, is_layout_free, mac_of, try_inline_spatial
+from ..analysis import const_extent, cpu_shape, is_cpu, is_layout_free, mac_of, tests_bounds, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, read_index, register_tile, vec_candidates
 from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
@@ -67,10 +67,6 @@ from .cpu_matmul import plane_tiled, schedule_contraction
 
 def const_int(e) -> int | None:
     return int(e.value) if isinstance(e, tirx.IntImm) else (int(e) if isinstance(e, int) else None)
-
-
-def _has_if_then_else(stmt) -> bool:
-    return contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else"))
 
 
 MIN_ROWLESS_STEPS = 16
@@ -459,7 +455,7 @@ class CpuConv2d(ScheduleRule):
         sch = s_tir.Schedule(func)
         # Keep padding blocks (bounds tests) out of the inner loop; inline the rest.
         root = sch.get_sblock("root")
-        keep = {sch.get(b).name_hint for b in sch.get_child_blocks(root) if _has_if_then_else(sch.get(b))}
+        keep = {sch.get(b).name_hint for b in sch.get_child_blocks(root) if tests_bounds(sch.get(b))}
         try_inline_spatial(sch, keep=keep)
         mac = mac_of(sch)
         if mac is None:

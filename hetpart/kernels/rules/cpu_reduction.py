@@ -85,7 +85,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import block_infos, const_extent, contains, cpu_shape, fitting_lanes, is_cpu, try_inline_spatial
+from ..analysis import block_infos, const_extent, cpu_shape, fitting_lanes, is_cpu, tests_bounds, try_inline_spatial
 from ..fast_exp import replace_exp
 from .. import separable_pool
 from ..row_tail import vector_row_tail
@@ -137,7 +137,7 @@ def _window_border(sch, block, lanes: int):
     iterators, two reduction ones); None for any other block, or where no row or vector
     is interior."""
     stmt = sch.get(block)
-    if not contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else")):
+    if not tests_bounds(stmt):
         return None
     read = _window_read(stmt, min_spatial=2)
     if read is None:
@@ -233,7 +233,7 @@ def _strided_window(sch, block) -> bool:
     densenet121's 2x2 stride-2 pool on 28-wide rows took 16 scalar loads and inserts per 4
     outputs (the row's 28 admit no 8-lane vector)."""
     stmt = sch.get(block)
-    if contains(stmt.body, tvm.ir.Call, lambda e: str(getattr(e.op, "name", "")).endswith("if_then_else")):
+    if tests_bounds(stmt):
         return False
     return (_column_stride(sch, block) or 1) >= 2
 
