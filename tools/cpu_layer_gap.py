@@ -130,6 +130,7 @@ def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
     from tvm import relax
 
     from hetpart import kernels, load
+    from hetpart.bench.kernel_table import call_times
     from hetpart.models import example_inputs
     from hetpart.targets import cpu_tvm_target
 
@@ -138,22 +139,14 @@ def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
     vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
     feeds = example_inputs(model, seed=0)
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
-    started, run = {}, defaultdict(float)
-
-    def instrument(func, symbol, before, ret, *call_args):
-        symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
-        if before:
-            started[symbol] = time.thread_time()
-        elif symbol in keyed:
-            run[symbol] += time.thread_time() - started[symbol]
-        return 0
-
     vm["main"](*args)
-    vm.set_instrument(instrument)
     best: dict[str, float] = {}
-    for _ in range(runs):
-        run.clear()
-        vm["main"](*args)
+    for calls in call_times(vm, args, runs, clock=time.thread_time):
+        run: dict[str, float] = defaultdict(float)
+        for symbol, us in calls:
+            symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
+            if symbol in keyed:
+                run[symbol] += us * 1e-6
         for func, t in run.items():
             best[func] = min(best.get(func, t), t)
     return [(keyed[f], f, t) for f, t in best.items()]

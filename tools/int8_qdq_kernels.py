@@ -172,6 +172,7 @@ def profile(float_path: Path, before: list[str], after: list[str], runs: int, ro
     from tvm import relax
 
     from hetpart.bench.int8 import feeds_for, quantize
+    from hetpart.bench.kernel_table import call_times, numbered
     from hetpart.runtime.threads import call_leased
 
     qpath = float_path.with_name(f"{float_path.stem}.qdq.onnx")
@@ -198,33 +199,18 @@ def profile(float_path: Path, before: list[str], after: list[str], runs: int, ro
         for _ in range(rounds):
             for name, (vm, args) in vms.items():
                 cats = sides[name][1]
-                started: dict = {}
-                calls: list = []
-
-                def instrument(func, symbol, before_call, ret, *a, started=started, calls=calls):
-                    if before_call:
-                        started[symbol] = time.thread_time()
-                    else:
-                        calls.append((symbol, (time.thread_time() - started[symbol]) * 1e6))
-                    return 0
-
-                vm.set_instrument(instrument)
                 samples = collections.defaultdict(list)
-                for _ in range(runs):
-                    calls.clear()
-                    vm["main"](*args)
-                    seen = collections.Counter()
-                    for symbol, us in calls:
-                        seen[symbol] += 1
-                        samples[(symbol, seen[symbol])].append(us)
-                med = {key: float(np.median(v)) for key, v in samples.items()}
+                for run in call_times(vm, args, runs, clock=time.thread_time):
+                    for call, us in numbered(run):
+                        samples[call].append(us)
+                med = {call: float(np.median(v)) for call, v in samples.items()}
                 by_cat = collections.Counter()
-                for (symbol, _), us in med.items():
+                for call, us in med.items():
+                    symbol = call.split(" #")[0]
                     by_cat["VM instructions" if symbol.startswith("vm.builtin")
                            else cats.get(symbol.removesuffix("_prepacked"), "element-wise")] += us
                 result[name]["cats"].append(dict(by_cat))
-                result[name]["kernels"].append({f"{s} #{i}" if i > 1 else s: us for (s, i), us in med.items()
-                                                if not s.startswith("vm.builtin")})
+                result[name]["kernels"].append({call: us for call, us in med.items() if not call.startswith("vm.builtin")})
 
     for _ in range(1):
         call_leased("int8 qdq kernels", body, pool=1, role="cpu")

@@ -86,31 +86,51 @@ def _hetpart_calls(model, feeds: dict, threads: int, runs: int):
 
     def body():
         vm = relax.VirtualMachine(executable, tvm.cpu())
-        started: dict[str, float] = {}
-        run: list[tuple[str, float]] = []
-
-        def instrument(func, symbol, before, ret, *call_args):
-            if before:
-                started[symbol] = time.perf_counter()
-            else:
-                run.append((symbol, (time.perf_counter() - started[symbol]) * 1e6))
-            return 0
-
         vm["main"](*args)  # warm-up, uninstrumented
-        vm.set_instrument(instrument)
-        for _ in range(runs):
-            run.clear()
-            vm["main"](*args)
-            seen: collections.Counter = collections.Counter()
-            for symbol, us in run:
-                seen[symbol] += 1
-                samples[symbol if seen[symbol] == 1 else f"{symbol} #{seen[symbol]}"].append(us)
+        for run in call_times(vm, args, runs):
+            for name, us in numbered(run):
+                samples[name].append(us)
 
     call_leased("kernel table", body, pool=threads, role="cpu")
     medians = {name: float(np.median(v)) for name, v in samples.items()}
     builtins = {n: t for n, t in medians.items() if n.startswith("vm.builtin.")}
     kernel_rows = sorted(((n, t) for n, t in medians.items() if n not in builtins), key=lambda r: -r[1])
     return kernel_rows, sum(builtins.values()), len(builtins)
+
+
+def call_times(vm, args, runs: int, clock=time.perf_counter) -> list[list[tuple[str, float]]]:
+    """Per run of ``vm["main"](*args)`` (``runs`` of them), ``(symbol, microseconds)`` of every
+    call the VM makes (kernels and ``vm.builtin.*`` instructions), in call order, timed by
+    ``clock`` through the VM's instrument (left set on ``vm``): ``time.perf_counter`` for wall
+    time, ``time.thread_time`` for the calling thread's CPU time on a shared machine."""
+    started: dict[str, float] = {}
+    run: list[tuple[str, float]] = []
+
+    def instrument(func, symbol, before, ret, *call_args):
+        if before:
+            started[symbol] = clock()
+        else:
+            run.append((symbol, (clock() - started[symbol]) * 1e6))
+        return 0
+
+    vm.set_instrument(instrument)
+    runs_out = []
+    for _ in range(runs):
+        run = []
+        vm["main"](*args)
+        runs_out.append(run)
+    return runs_out
+
+
+def numbered(run: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``run``'s calls named as the table names them: a symbol's first call by the symbol, its
+    n-th by ``"symbol #n"`` (a kernel called twice in one run, e.g. once per layer)."""
+    seen: collections.Counter = collections.Counter()
+    out = []
+    for symbol, us in run:
+        seen[symbol] += 1
+        out.append((symbol if seen[symbol] == 1 else f"{symbol} #{seen[symbol]}", us))
+    return out
 
 
 def _ort_nodes(model, feeds: dict, threads: int, runs: int) -> list[tuple[str, float]]:
