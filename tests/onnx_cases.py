@@ -109,6 +109,27 @@ def scheduled_by(m: onnx.ModelProto, target, *rules: str):
     return funcs[0]
 
 
+def block_nests(func) -> list[tuple[object, list]]:
+    """``(block realize, [loops around it, outermost first])`` of every block of the
+    scheduled PrimFunc ``func``, in program order (the root block first)."""
+    import tvm
+
+    found = []
+
+    def visit(stmt, loops):
+        if isinstance(stmt, tvm.tirx.For):
+            visit(stmt.body, loops + [stmt])
+        elif isinstance(stmt, tvm.tirx.SeqStmt):
+            for s in stmt.seq:
+                visit(s, loops)
+        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
+            found.append((stmt, loops))
+            visit(stmt.block.body, loops)
+
+    visit(func.body, [])
+    return found
+
+
 def cuda_source(exe) -> str:
     """The CUDA C of a built executable (its first ``cuda`` module, imports searched), or ""."""
     def walk(mod):

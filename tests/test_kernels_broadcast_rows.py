@@ -22,7 +22,7 @@ import tvm
 import tvm_ffi
 from onnx import helper, numpy_helper
 
-from onnx_cases import assert_matches, onnxruntime_outputs, run_on
+from onnx_cases import assert_matches, block_nests, onnxruntime_outputs, run_on
 
 from hetpart import importer, kernels
 from hetpart.kernels import analysis
@@ -90,20 +90,9 @@ def _output_block(m: onnx.ModelProto, shape: tuple[int, ...]):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         out = func.params[-1].name
-
-        def visit(stmt, loops):
-            if isinstance(stmt, tvm.tirx.For):
-                visit(stmt.body, loops + [stmt])
-            elif isinstance(stmt, tvm.tirx.SeqStmt):
-                for s in stmt.seq:
-                    visit(s, loops)
-            elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-                if any(w.source.name == out for w in stmt.block.writes) and stmt.block.name_hint != "root":
-                    if tuple(int(d) for d in stmt.block.writes[0].source.shape) == shape:
-                        found.append((stmt, loops, func))
-                visit(stmt.block.body, loops)
-
-        visit(func.body, [])
+        found += [(r, loops, func) for r, loops in block_nests(func)
+                  if r.block.name_hint != "root" and any(w.source.name == out for w in r.block.writes)
+                  and tuple(int(d) for d in r.block.writes[0].source.shape) == shape]
     assert len(found) == 1, [f[2].script() for f in found]
     return found[0]
 

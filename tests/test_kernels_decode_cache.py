@@ -26,7 +26,7 @@ import tvm
 import tvm_ffi
 
 from host_isa import WIDTH_TARGETS, width_target
-from onnx_cases import assert_matches, onnxruntime_outputs, run_on
+from onnx_cases import assert_matches, block_nests, onnxruntime_outputs, run_on
 
 from hetpart import importer, kernels
 from hetpart.models.graph_builder import GraphBuilder
@@ -107,20 +107,7 @@ def _cache_write_kernel(m: onnx.ModelProto):
 
 def _nests(func):
     """``{block name: [loops around it, outermost first]}`` of ``func``'s blocks."""
-    found = {}
-
-    def visit(stmt, outer):
-        if isinstance(stmt, tvm.tirx.For):
-            visit(stmt.body, outer + [stmt])
-        elif isinstance(stmt, tvm.tirx.SeqStmt):
-            for s in stmt.seq:
-                visit(s, outer)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            found[stmt.block.name_hint] = outer
-            visit(stmt.block.body, outer)
-
-    visit(func.body.block.body, [])
-    return found
+    return {r.block.name_hint: loops for r, loops in block_nests(func)}
 
 
 def _calls(expr, suffix: str) -> int:
