@@ -33,6 +33,11 @@ def _conv_key(w, x, y) -> str:
     return f"conv {ci}->{co} {kh}x{kw} s{s} @{x[2]}x{x[3]}"
 
 
+FUSED_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh")
+"""ONNX ops ORT's Conv fusion takes into the Conv node, which then keeps the activation's name
+(mobilenet_v2's ReLU6 is a Clip: keyed as the activation before, the convs read 0 ms)."""
+
+
 def onnx_keys(model) -> dict[str, str]:
     """ONNX node name -> its layer key (a Relu / Concat keyed by itself)."""
     import onnx
@@ -53,10 +58,20 @@ def onnx_keys(model) -> dict[str, str]:
         else:
             out[n.name] = n.op_type
     producer = {o: n for n in model.graph.node for o in n.output}
-    for n in model.graph.node:  # ORT names a Conv fused with its Relu after the Relu
-        src = producer.get(n.input[0]) if n.op_type == "Relu" else None
+    for n in model.graph.node:  # ORT names a Conv fused with its activation after the activation
+        src = producer.get(n.input[0]) if n.op_type in FUSED_ACTIVATIONS else None
         if src is not None and src.op_type == "Conv":
             out[n.name] = out[src.name]
+    for n in model.graph.node:  # SiLU: x * Sigmoid(x) after a Conv, keyed as that Conv
+        if n.op_type == "Mul" and len(n.input) == 2:
+            for a, b in (n.input, n.input[::-1]):
+                sig, src = producer.get(b), producer.get(a)
+                if (sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == a
+                        and src is not None and src.op_type == "Conv"):
+                    out[n.name] = out[src.name]
+                gate = producer.get(sig.input[0]) if sig is not None and sig.op_type == "Sigmoid" else None
+                if gate is not None and gate.op_type == "Conv" and sig.input[0] != a:
+                    out[n.name] = out[gate.name]  # a squeeze-excite gate: with its fc2 (hetpart fuses them)
     return out
 
 
@@ -109,6 +124,8 @@ def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]
             s = max(1, round(xs[0][2] / y[2]))
             key = f"{op} 3 s{s} p{1 if s == 1 else 0} @{xs[0][1]}x{xs[0][2]}" if "global" not in " ".join(k.ops) \
                 else "GlobalAveragePool"
+        elif tuple(k.ops) == ("mean",) and len(y) == 4 and y[2] == y[3] == 1:
+            key = "GlobalAveragePool"
         elif "concatenate" in k.ops:
             key = "Concat"
         elif "matmul" in k.ops or "dense" in " ".join(k.ops):
@@ -176,7 +193,7 @@ def main(argv=None) -> int:
         if r["op"] in ("ReorderInput", "ReorderOutput"):
             key = "NCHWc reorders (ORT)"
         else:
-            base = r["name"].split("_token")[0].removesuffix("_nchwc")
+            base = r["name"].split("_token")[0].split("/")[0].removesuffix("_nchwc")  # x/QuickGeluFusion/: SiLU
             key = keys.get(base) or keys.get(producer.get(base, ""), r["op"])
         o_sum[key] += r["s"]
         o_n[key] += 1

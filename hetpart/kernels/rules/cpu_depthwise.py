@@ -352,7 +352,7 @@ def vectorizes_channels(mac: MacBlock, lanes: int, cores: int = 1) -> bool:
     c, ow = mac.extents[mac.spatial[-3]], mac.extents[mac.spatial[-1]]
     if not (c and ow and c % lanes == 0):
         return False
-    if ow < lanes:
+    if ow < lanes or _wide_window_row(mac, ow, lanes):
         return True
     return STRIDE2_CHANNEL_VECTORS and _row_stride(mac) == 2 and _channel_groups(mac, lanes) >= cores
 
@@ -361,6 +361,18 @@ def _channel_groups(mac: MacBlock, lanes: int) -> int:
     """The parallel iterations of :func:`channel_vectors`: batch x channels / ``lanes``."""
     return math.prod(mac.extents[v] for v in mac.spatial[:-2]) // lanes
 
+
+WIDE_WINDOW_ROWS = True
+"""Prototype."""
+
+WIDE_WINDOW_MIN_STEPS = 25
+WIDE_WINDOW_MAX_WIDTH = 14
+
+
+def _wide_window_row(mac: MacBlock, ow: int, lanes: int) -> bool:
+    if not WIDE_WINDOW_ROWS or ow > WIDE_WINDOW_MAX_WIDTH or ow % lanes == 0 or _row_stride(mac) != 1:
+        return False
+    return math.prod(mac.extents[v] for v in mac.reduce) >= WIDE_WINDOW_MIN_STEPS
 
 STRIDE2_CHANNEL_VECTORS = True
 """Whether a stride-2 depthwise conv whose channels are whole vectors runs as

@@ -63,6 +63,10 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     lanes = shape.lanes(str(mac.out.dtype))
     unfused = (sch, mac)
     residual = _reads_residual(sch, mac)
+    batched = _batch_plane(mac, lanes, residual)
+    plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), batch=True) if batched else None
+    if plane is not None:  # a batch of 7x7 / 14x14 images: one plane of the batch's pixels
+        return _batch_plane_tile(func, plane, target, copies, mac.extents[mac.out_indices[0]])
     plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
     ragged = plane is None and _ragged_plane(mac, lanes, residual)
     if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
@@ -400,7 +404,7 @@ def _b1_residual_plane(channels: int, lanes: int) -> bool:
             and channels >= RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS * 2 * lanes)
 
 
-def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False):
+def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False, batch: bool = False):
     """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`.)
     Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
     not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
@@ -431,7 +435,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     hw = (mac.extents[h], mac.extents[w])
     odd = _odd_vector_rows(hw, lanes)
-    if ragged:  # the plane padded afterwards (_ragged_plane): no gate on whole vectors
+    if ragged or batch:  # the plane padded afterwards (_ragged_plane): no gate on whole vectors
         odd = True
     elif not odd and (hw[1] % lanes == 0 or (hw[0] * hw[1]) % lanes != 0):
         return None
@@ -458,9 +462,19 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     width = hw[1]
     dtype = str(block.iter_vars[0].dom.extent.ty)
-    fused = tirx.IndexMap.from_func(
-        lambda *vs: list(vs[:hi]) + [vs[hi] * width + vs[hi + 1]] + list(vs[hi + 2:]),
-        ndim=len(ivs), index_dtype=dtype)
+    if batch:  # (n, .., h, w, ..) -> (.., n*h*w + h*w + w, ..): the batch's planes one dim
+        n = mac.out_indices[0]
+        if (hi < 2 or not isinstance(n, tirx.Var) or not ivs[0].same_as(n) or mac.uses(o, n) != [0]
+                or mac.uses(1 - o, n)):
+            return None
+        plane = hw[0] * hw[1]
+        fused = tirx.IndexMap.from_func(
+            lambda *vs: list(vs[1:hi]) + [vs[0] * plane + vs[hi] * width + vs[hi + 1]] + list(vs[hi + 2:]),
+            ndim=len(ivs), index_dtype=dtype)
+    else:
+        fused = tirx.IndexMap.from_func(
+            lambda *vs: list(vs[:hi]) + [vs[hi] * width + vs[hi + 1]] + list(vs[hi + 2:]),
+            ndim=len(ivs), index_dtype=dtype)
     read = next(i for i, r in enumerate(block.reads) if r.source.same_as(buf))
     sch = sch.copy()  # on failure half-way the caller keeps its own schedule
     try:
@@ -476,7 +490,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
     if new is None:
         return None
     cbuf, cidx = new.operands[o]
-    plane_var = sch.get(new.block).iter_vars[hi].var
+    plane_var = sch.get(new.block).iter_vars[hi - 1 if batch else hi].var
     pos = next((d for d, e in enumerate(cidx) if isinstance(e, tirx.Var) and e.same_as(plane_var)), None)
     if pos is None or len(cidx) != len(copy_idx):
         return None
@@ -569,3 +583,67 @@ def _activation_rows(mac, cands, weight, lanes: int):
                 and inner.same_as(c.var)):
             return c
     return None
+
+
+BATCH_PLANE = True
+"""Prototype switch: a batch of small planes fused into one plane of pixels."""
+
+BATCH_PLANE_MAX_WASTE = 1 / 16
+
+
+BATCH_PLANE_MAX_PIXELS = 196
+
+
+def _batch_plane(mac, lanes: int, residual: bool) -> bool:
+    """Whether a stride-1 1x1 NCHW conv on a batch of planes of no whole two-vector tiles takes
+    :func:`_batch_plane_tile`."""
+    if not BATCH_PLANE or len(mac.out_indices) != 4:
+        return False
+    n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
+    if not all(isinstance(v, tirx.Var) for v in (n, h, w)) or mac.extents[n] < 2:
+        return False
+    plane = mac.extents[h] * mac.extents[w]
+    width = 2 * lanes
+    if plane % width == 0 or plane > BATCH_PLANE_MAX_PIXELS:
+        return False
+    total = plane * mac.extents[n]
+    if -(-total // width) * width - total > BATCH_PLANE_MAX_WASTE * total:
+        return False
+    per_image = -(-plane // width) * width - plane
+    return per_image > RAGGED_PLANE_MAX_WASTE * plane or not _ragged_plane(mac, lanes, residual)
+
+
+def _batch_plane_tile(func, plane, target, copies, images):
+    sch, mac, copy = plane
+    shape = cpu_shape(target)
+    lanes = shape.lanes(str(mac.out.dtype))
+    var = next(v for v in mac.spatial if mac.uses(0, v) != mac.uses(1, v) and mac.extents[v] % lanes == 0
+               and not is_layout_free(func, mac.operands[0 if mac.uses(0, v) else 1][0]))
+    padded = False
+    if mac.extents[var] % (2 * lanes):
+        width = 2 * lanes
+        padding = [width if iv.var.same_as(var) else 1 for iv in sch.get(mac.block).iter_vars]
+        sch.pad_einsum(mac.block, padding)
+        mac = mac_of(sch)
+        padded = True
+        copy_back = sch.get_consumers(mac.block)
+        if len(copy_back) == 1:
+            fuse_epilogue(sch, copy_back[0])
+    cands = vec_candidates(mac, lanes)
+    def weight(c):
+        return is_layout_free(func, mac.operands[c.operand][0])
+    best = _activation_rows(mac, cands, weight, lanes)
+    if best is None:
+        return None
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=False)
+    if padded:  # the padded copy reads the image itself
+        sch.compute_inline(copy)
+    else:  # the copy image by image: (n, ic, h*w), contiguous on both sides
+        loops = sch.get_loops(copy)
+        if len(loops) == 2:
+            p_loop, ic_loop = loops
+            n, hw = sch.split(p_loop, factors=[images, None])
+            sch.reorder(n, ic_loop, hw)
+            copies = (*copies, copy)
+    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
+    return sch
