@@ -12,7 +12,8 @@ from /proc/cpuinfo, since these run).  Inputs: half negative, every 7th element 
 
 Which shapes take the schedule depends on the vector width (channels in whole vectors,
 rows narrower than one, or a stride-2 window whose batch x channel vectors cover the
-target's cores: ``STRIDE2_CHANNEL_VECTORS``): asserted for a fixed 8-lane and 16-lane CPU of
+target's cores: ``STRIDE2_CHANNEL_VECTORS``, or a 5x5+ window on rows up to 14 wide:
+``WIDE_WINDOW_ROWS``): asserted for a fixed 8-lane and 16-lane CPU of
 4 cores and the host's width.
 Tolerances as tests/test_kernels_depthwise.py (ORT sums the window in another order).
 """
@@ -42,6 +43,9 @@ CASES = {
     # stride 2 on rows of whole vectors (8 lanes; 16: narrower than one): STRIDE2_CHANNEL_VECTORS
     "stride 2 on 24 wide batch 4 3x3 relu6": (4, 32, 24, 3, 2, 1, "relu6"),
     "stride 2 on 28 wide batch 2 5x5 relu": (2, 48, 28, 5, 2, 2, "relu"),
+    # a 5x5 / 7x7 window on 14-wide rows (8 lanes: 1.75 vectors; 16: narrower than one): WIDE_WINDOW_ROWS
+    "5x5 on 14 wide batch 2 relu6": (2, 16, 14, 5, 1, 2, "relu6"),
+    "7x7 on 14 wide none": (1, 16, 14, 7, 1, 3, "none"),
 }
 
 
@@ -101,7 +105,9 @@ DECISIONS = [
     ((1, 576, 14, 3, 2, 1), {16: True, 8: True}),    # its 14x14 stride 2: 7-wide output
     ((1, 1152, 7, 5, 1, 2), {16: True, 8: True}),    # efficientnet_b0's 5x5 on 7x7
     ((1, 384, 14, 3, 1, 1), {16: True, 8: False}),   # 14 wide (a tie at 3x3; 5x5 1.6x faster); 8 lanes: rows of 1.75 vectors
-    ((1, 672, 14, 5, 1, 2), {16: True, 8: False}),   # efficientnet_b0's 5x5 on 14x14
+    ((1, 672, 14, 5, 1, 2), {16: True, 8: True}),    # efficientnet_b0's 5x5 on 14x14: WIDE_WINDOW_ROWS
+    ((1, 384, 14, 7, 1, 3), {16: True, 8: True}),    # convnext_tiny's 7x7 on 14x14
+    ((1, 64, 16, 5, 1, 2), {16: False, 8: False}),   # rows of whole vectors keep their register rows
     ((1, 192, 28, 3, 1, 1), {16: False, 8: False}),  # 28 wide: the copies outweigh the window
     ((1, 240, 28, 5, 1, 2), {16: False, 8: False}),
     ((1, 32, 16, 3, 1, 1), {16: False, 8: False}),   # rows of whole vectors

@@ -346,7 +346,8 @@ def vectorizes_channels(mac: MacBlock, lanes: int, cores: int = 1) -> bool:
     outweigh the window: 240x28x28 5x5 0.111/0.207 -> 0.188/0.159, 120x28x28 5x5 a tie,
     convnext's 96x56x56 7x7 0.271/0.499 -> 0.275/0.523; bench/results/cpu-mnv2-2core.md.
     A stride-2 conv takes them at any row width where its channel groups cover ``cores``
-    (:data:`STRIDE2_CHANNEL_VECTORS`)."""
+    (:data:`STRIDE2_CHANNEL_VECTORS`); a 5x5 or wider window on rows up to 14 wide too
+    (:data:`WIDE_WINDOW_ROWS`)."""
     if len(mac.out_indices) != 4 or len(mac.spatial) < 3 or not _chw_last(mac) or _image_operand(mac) is None:
         return False
     c, ow = mac.extents[mac.spatial[-3]], mac.extents[mac.spatial[-1]]
@@ -363,16 +364,40 @@ def _channel_groups(mac: MacBlock, lanes: int) -> int:
 
 
 WIDE_WINDOW_ROWS = True
-"""Prototype."""
+"""Whether a stride-1 depthwise conv with a 5x5 or wider window on rows of at most
+:data:`WIDE_WINDOW_MAX_WIDTH` pixels that are no whole vector (14 wide with 8 lanes, AVX2) runs
+as :func:`channel_vectors` (:func:`_wide_window_row`; False: the channel rows, as before; kept for
+A/B runs).  With 16 lanes (AVX-512) those rows are narrower than a vector and took the channel
+vectors already.
+
+On the channel rows a 14-wide row is one 8-lane vector and a 6-lane tail per window step, summed
+in memory (:func:`_register_row_groups` needs rows of whole vectors): 25 or 49 passes of each
+row.  The channel vectors' transposed copies in and out cost the same whatever the window, so
+they pay on long windows only (3x3 on 14x14 measured a tie or slower at batch 8: EfficientNet's
+480x14x14 + SiLU 1.43 -> 1.71 ms).  Measured (2-core EPYC znver3, AVX2, 1 thread, CPU time,
+tools/cpu_rule_ab.py, least of 3 calls x 3 rounds, ms, ORT with its NCHWc reorders in brackets;
+outputs bit-identical; bench/results/cpu-dw-batch-2core.md): EfficientNet's 672x14x14 5x5 + SiLU
+b1 0.489 -> 0.373 (0.450), b8 4.01 -> 3.14 (3.21), b32 15.9 -> 12.9 (14.9); its 480x14x14 5x5
+b8 2.83 -> 2.22 (2.45); MobileNetV3's 672x14x14 5x5 b8 2.98 -> 2.36 (3.14); convnext's 384x14x14
+7x7 b1 0.341 -> 0.294 (0.334), b8 2.66 -> 2.46 (2.50)."""
 
 WIDE_WINDOW_MIN_STEPS = 25
+"""The least window steps (a 5x5 window's) for :data:`WIDE_WINDOW_ROWS`."""
+
 WIDE_WINDOW_MAX_WIDTH = 14
+"""The widest output row for :data:`WIDE_WINDOW_ROWS`: 28-wide rows keep the channel rows (the
+copies outweigh the window there: 240x28x28 5x5, bench/results/cpu-mnv2-2core.md)."""
 
 
 def _wide_window_row(mac: MacBlock, ow: int, lanes: int) -> bool:
+    """Whether a depthwise conv with output rows ``ow`` wide takes :func:`channel_vectors` for
+    its long window (:data:`WIDE_WINDOW_ROWS`): stride 1, rows of at most
+    :data:`WIDE_WINDOW_MAX_WIDTH` pixels and no whole number of ``lanes`` vectors, a window of
+    :data:`WIDE_WINDOW_MIN_STEPS` steps or more."""
     if not WIDE_WINDOW_ROWS or ow > WIDE_WINDOW_MAX_WIDTH or ow % lanes == 0 or _row_stride(mac) != 1:
         return False
     return math.prod(mac.extents[v] for v in mac.reduce) >= WIDE_WINDOW_MIN_STEPS
+
 
 STRIDE2_CHANNEL_VECTORS = True
 """Whether a stride-2 depthwise conv whose channels are whole vectors runs as

@@ -13,7 +13,8 @@ NCHW convolution, :func:`_activation_rows`).  A 1x1 conv whose image rows are no
 vectors but whose plane is (56x56, 28x28) is first rewritten to iterate the fused plane
 ``h*w`` (:func:`_fuse_plane`), so those tiles use full-width vectors too.
 On a batch of planes that are no whole vectors (14x14 = 196) the plane is fused
-and padded to whole vectors as well (:func:`_ragged_plane`).
+and padded to whole vectors as well (:func:`_ragged_plane`); on a batch of 7x7 planes (and
+of 14x14 ones over short sums) the batch's planes are fused into one (:func:`batch_plane_tile`).
 Where no dim is a whole number of vectors (attention scores over ViT's 197 tokens),
 the vector dim is padded to whole vectors first (:func:`_pad_ragged_vector`) and the
 epilogue computed with the copy-back, in the tile, over the unpadded domain.
@@ -63,10 +64,10 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     lanes = shape.lanes(str(mac.out.dtype))
     unfused = (sch, mac)
     residual = _reads_residual(sch, mac)
-    batched = _batch_plane(mac, lanes, residual)
-    plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), batch=True) if batched else None
-    if plane is not None:  # a batch of 7x7 / 14x14 images: one plane of the batch's pixels
-        return _batch_plane_tile(func, plane, target, copies, mac.extents[mac.out_indices[0]])
+    if not copies and _batch_plane(mac, lanes, residual):  # a batch of 7x7 / 14x14 images: one plane
+        batched = batch_plane_tile(func, sch, mac, target)
+        if batched is not None:
+            return batched
     plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
     ragged = plane is None and _ragged_plane(mac, lanes, residual)
     if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
@@ -405,7 +406,9 @@ def _b1_residual_plane(channels: int, lanes: int) -> bool:
 
 
 def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False, batch: bool = False):
-    """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`.)
+    """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`;
+    ``batch``: the same, and the batch's planes fused into one, ``(n, .., h, w, ..)`` iterated as
+    ``(.., n*h*w + h*w + w, ..)``, for :func:`batch_plane_tile`.)
     Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
     not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
     = 196 vectors of 16, where a row holds 3.5): returns ``(sch, mac, copy)``, a copy
@@ -435,7 +438,7 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     hw = (mac.extents[h], mac.extents[w])
     odd = _odd_vector_rows(hw, lanes)
-    if ragged or batch:  # the plane padded afterwards (_ragged_plane): no gate on whole vectors
+    if ragged or batch:  # the plane padded afterwards (_ragged_plane, batch_plane_tile): no gate on whole vectors
         odd = True
     elif not odd and (hw[1] % lanes == 0 or (hw[0] * hw[1]) % lanes != 0):
         return None
@@ -586,24 +589,35 @@ def _activation_rows(mac, cands, weight, lanes: int):
 
 
 BATCH_PLANE = True
-"""Prototype switch: a batch of small planes fused into one plane of pixels."""
+"""Whether a stride-1 1x1 conv on a batch of small planes of no whole two-vector tiles (7x7, and
+14x14 where :func:`_ragged_plane` declines) is tiled on one plane of all the batch's pixels
+(:func:`_batch_plane`, :func:`batch_plane_tile`; False: the weight tile or the per-image padded
+plane, as before; kept for A/B runs)."""
 
 BATCH_PLANE_MAX_WASTE = 1 / 16
-
+"""The most padding :func:`batch_plane_tile` adds to the batch's pixels, as a share of them (batch
+8 of 7x7: 392 -> 400, 2%; batch 2 of 7x7, 98 -> 112, 14%: not taken)."""
 
 BATCH_PLANE_MAX_PIXELS = 196
+"""The largest image plane (``h * w``) :func:`_batch_plane` applies to: 7x7 and 14x14, the planes
+measured.  Inception's 17x17 and 35x35 (289, 1225 pixels) keep their tiles (unmeasured)."""
 
 
 def _batch_plane(mac, lanes: int, residual: bool) -> bool:
-    """Whether a stride-1 1x1 NCHW conv on a batch of planes of no whole two-vector tiles takes
-    :func:`_batch_plane_tile`."""
+    """Whether a 1x1 NCHW conv ``W[oc, ic] @ X[n, ic, h, w]`` is tiled by :func:`batch_plane_tile`:
+    :data:`BATCH_PLANE`, a batch of 2+ images whose ``h*w`` plane (at most
+    :data:`BATCH_PLANE_MAX_PIXELS`) is no whole number of two-vector tiles, the batch's pixels
+    padded to whole tiles within :data:`BATCH_PLANE_MAX_WASTE`, and the plane of one image either
+    too ragged for :func:`_ragged_plane`'s per-image padding (7x7 = 49 -> 64, 31% past
+    :data:`RAGGED_PLANE_MAX_WASTE`) or declined by it (14x14 with fewer than
+    :data:`RAGGED_PLANE_MIN_REDUCTION` input channels).  In: the block, the target's ``lanes``,
+    whether the epilogue adds a residual; out: True to take the batch plane."""
     if not BATCH_PLANE or len(mac.out_indices) != 4:
         return False
     n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
     if not all(isinstance(v, tirx.Var) for v in (n, h, w)) or mac.extents[n] < 2:
         return False
-    plane = mac.extents[h] * mac.extents[w]
-    width = 2 * lanes
+    plane, width = mac.extents[h] * mac.extents[w], 2 * lanes
     if plane % width == 0 or plane > BATCH_PLANE_MAX_PIXELS:
         return False
     total = plane * mac.extents[n]
@@ -613,37 +627,67 @@ def _batch_plane(mac, lanes: int, residual: bool) -> bool:
     return per_image > RAGGED_PLANE_MAX_WASTE * plane or not _ragged_plane(mac, lanes, residual)
 
 
-def _batch_plane_tile(func, plane, target, copies, images):
+def batch_plane_tile(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule | None:
+    """Tile a 1x1 conv on a batch of small planes (:func:`_batch_plane`) as one contraction over
+    all the batch's pixels: ``Y'[oc, p] = W[oc, ic] @ X'[ic, p]``, ``p = n*h*w + h*w + w``, with
+    ``X'`` a copy of the image per call (image by image, ``(n, ic)`` rows of ``h*w`` contiguous on
+    both sides; where ``p`` is no whole number of two-vector tiles, zero-padded to them:
+    batch 8 of 7x7, 392 -> 400 pixels), then :func:`_activation_rows`' tile -- output-channel rows
+    x two vectors of pixels, the weight broadcast -- the output written from the tile through
+    ``p``'s image and pixel with the epilogue (a padded tile's copy-back, in the tile).  Returns
+    a new schedule (``sch`` is left as it was), or None where it does not apply.
+
+    The tiles before: the weight tile (two vectors of output channels x 4 image columns, 8
+    accumulators, the last of a 7-wide row's two tiles ragged, every weight panel streaming
+    the whole batch's images) below :data:`WIDE_ROWS_MIN_REDUCTION` input channels, 7 exact
+    columns above; or one image's plane padded 49 -> 64 (a residual epilogue: 31% of the
+    multiply-adds on padding).  Here 5-6 output channels x 16 pixels (10-12 accumulators),
+    2% padding at batch 8 and none at 32 (1568 pixels).  Measured (2-core EPYC znver3, AVX2,
+    1 thread, CPU time, both builds and ONNX Runtime in one process, least of 4 calls x 4
+    rounds; outputs bit-identical; bench/results/cpu-dw-batch-2core.md), batch 8, ms, ORT
+    (with its NCHWc reorders) in brackets: mobilenet_v2's 320->1280 + ReLU6 on 7x7 6.19 ->
+    3.89 (3.94), 960->320 3.66 -> 3.10 (2.82), 960->160 + residual 1.98 -> 1.76 (1.47);
+    EfficientNet's 1152->320 4.37 -> 3.56 (3.39), 1152->192 + residual 2.70 -> 2.39 (2.07)."""
+    plane = _fuse_plane(sch, mac, cpu_shape(target).lanes(str(mac.out.dtype)), lambda b: is_layout_free(func, b),
+                        batch=True)
+    if plane is None:
+        return None
+    images = mac.extents[mac.out_indices[0]]
     sch, mac, copy = plane
     shape = cpu_shape(target)
     lanes = shape.lanes(str(mac.out.dtype))
-    var = next(v for v in mac.spatial if mac.uses(0, v) != mac.uses(1, v) and mac.extents[v] % lanes == 0
-               and not is_layout_free(func, mac.operands[0 if mac.uses(0, v) else 1][0]))
-    padded = False
-    if mac.extents[var] % (2 * lanes):
-        width = 2 * lanes
-        padding = [width if iv.var.same_as(var) else 1 for iv in sch.get(mac.block).iter_vars]
-        sch.pad_einsum(mac.block, padding)
-        mac = mac_of(sch)
-        padded = True
-        copy_back = sch.get_consumers(mac.block)
-        if len(copy_back) == 1:
-            fuse_epilogue(sch, copy_back[0])
-    cands = vec_candidates(mac, lanes)
-    def weight(c):
-        return is_layout_free(func, mac.operands[c.operand][0])
-    best = _activation_rows(mac, cands, weight, lanes)
+    pixels = next((v for v in mac.spatial if mac.uses(1 - _weight_operand(func, mac), v)), None)
+    if pixels is None:
+        return None
+    padded = mac.extents[pixels] % (2 * lanes) != 0
+    try:
+        if padded:
+            sch.pad_einsum(mac.block, [2 * lanes if iv.var.same_as(pixels) else 1
+                                       for iv in sch.get(mac.block).iter_vars])
+            mac = mac_of(sch)
+            copy_back = sch.get_consumers(mac.block)
+            if len(copy_back) == 1:
+                fuse_epilogue(sch, copy_back[0])  # the epilogue with the copy-back, over the unpadded pixels
+            sch.compute_inline(copy)  # the padded copy reads the image itself
+    except Exception:  # noqa: BLE001 - TVM refused: the caller's tiles
+        return None
+    cands = vec_candidates(mac, lanes) if mac is not None else []
+    best = _activation_rows(mac, cands, lambda c: is_layout_free(func, mac.operands[c.operand][0]), lanes)
     if best is None:
         return None
-    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=False)
-    if padded:  # the padded copy reads the image itself
-        sch.compute_inline(copy)
-    else:  # the copy image by image: (n, ic, h*w), contiguous on both sides
+    copies = ()
+    if not padded:  # the copy image by image: (n, ic) rows of the h*w plane, contiguous on both sides
         loops = sch.get_loops(copy)
-        if len(loops) == 2:
-            p_loop, ic_loop = loops
-            n, hw = sch.split(p_loop, factors=[images, None])
-            sch.reorder(n, ic_loop, hw)
-            copies = (*copies, copy)
+        if len(loops) != 2:
+            return None
+        n, hw = sch.split(loops[0], factors=[images, None])
+        sch.reorder(n, loops[1], hw)
+        copies = (copy,)
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=False)
     register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
     return sch
+
+
+def _weight_operand(func: tirx.PrimFunc, mac) -> int:
+    """The operand of ``mac`` that is a model weight (1 where neither is)."""
+    return 0 if is_layout_free(func, mac.operands[0][0]) else 1
