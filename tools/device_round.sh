@@ -1061,6 +1061,28 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 tools/rule_switch_tir_diff.py zoo:swin --before $off \
     > "$OUT/swin-copy-switch-diff.txt" 2>&1 ;;
+85)  # (BUDGET=590) issue 18, the depthwise nets at batch 8 / 32 all-CPU (branch cpu-dw-batch,
+     # bench/results/cpu-dw-batch-2core.md).  On the 2-core AVX2 box, 1 thread, mobilenet_v2 / efficientnet_b0 /
+     # mobilenet_v3_large trailed ORT 1.24-1.39x at b8 / b32; the 1x1 convs on 7x7 planes were the largest class
+     # (mobilenet_v2's 320->1280 + ReLU6 1.6x ORT at b8).  Two switches, both off = before: (a) a 1x1 conv on a batch
+     # of 7x7 planes tiled on one plane of all the batch's pixels
+     # (cpu_matmul.BATCH_PLANE; before: the weight tile, or one image's plane padded 49 -> 64); (b) 5x5+ depthwise on
+     # 14-wide rows as channel vectors (cpu_depthwise.WIDE_WINDOW_ROWS; AVX2 only: with 16 lanes those rows took them
+     # already, so the Xeon's TIR is unchanged by (b)).  (1) the changed layers at b32, 16 threads, before / after /
+     # ORT; (2) the corpus's all-CPU b32 rows (after) of the three models; (3) before / after / ORT at b32, 16
+     # threads, on the corpus exports of the three
+  off="--before hetpart.kernels.rules.cpu_matmul.BATCH_PLANE=0"
+  off="$off --before hetpart.kernels.rules.cpu_depthwise.WIDE_WINDOW_ROWS=0"
+  timeout 80 python3 tools/cpu_rule_ab.py mb_last mb_exp_7 mb_proj_7 mb_proj_7add r50_1x1_7 r50_1x1_7add \
+    --batch 32 --threads 16 --calls 5 --rounds 4 $off > "$OUT/b32-dw-batch-layers-ab-t16.txt" 2>&1
+  timeout 200 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 190 \
+    --export-dir "$EXPORTS" --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large \
+    --out "$OUT/corpus-cpu-b32-dw-batch.json" > "$OUT/logs/corpus-cpu-b32-dw-batch.log" 2>&1
+  for m in mobilenet_v2 efficientnet_b0 mobilenet_v3_large; do
+    left=$((BUDGET - SECONDS - 10))
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b32.onnx" ] && timeout $((left < 95 ? left : 95)) python3 \
+      tools/cpu_rule_ab.py "$EXPORTS/$m-b32.onnx" --threads 16 --calls 3 --rounds 3 $off > "$OUT/b32-dw-batch-ab-$m-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -13,8 +13,8 @@ NCHW convolution, :func:`_activation_rows`).  A 1x1 conv whose image rows are no
 vectors but whose plane is (56x56, 28x28) is first rewritten to iterate the fused plane
 ``h*w`` (:func:`_fuse_plane`), so those tiles use full-width vectors too.
 On a batch of planes that are no whole vectors (14x14 = 196) the plane is fused
-and padded to whole vectors as well (:func:`_ragged_plane`); on a batch of 7x7 planes (and
-of 14x14 ones over short sums) the batch's planes are fused into one (:func:`batch_plane_tile`).
+and padded to whole vectors as well (:func:`_ragged_plane`); on a batch of 7x7 planes the
+batch's planes are fused into one (:func:`batch_plane_tile`).
 Where no dim is a whole number of vectors (attention scores over ViT's 197 tokens),
 the vector dim is padded to whole vectors first (:func:`_pad_ragged_vector`) and the
 epilogue computed with the copy-back, in the tile, over the unpadded domain.
@@ -64,7 +64,7 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     lanes = shape.lanes(str(mac.out.dtype))
     unfused = (sch, mac)
     residual = _reads_residual(sch, mac)
-    if not copies and _batch_plane(mac, lanes, residual):  # a batch of 7x7 / 14x14 images: one plane
+    if not copies and _batch_plane(mac, lanes):  # a batch of 7x7 images: one plane of all their pixels
         batched = batch_plane_tile(func, sch, mac, target)
         if batched is not None:
             return batched
@@ -589,29 +589,30 @@ def _activation_rows(mac, cands, weight, lanes: int):
 
 
 BATCH_PLANE = True
-"""Whether a stride-1 1x1 conv on a batch of small planes of no whole two-vector tiles (7x7, and
-14x14 where :func:`_ragged_plane` declines) is tiled on one plane of all the batch's pixels
-(:func:`_batch_plane`, :func:`batch_plane_tile`; False: the weight tile or the per-image padded
-plane, as before; kept for A/B runs)."""
+"""Whether a stride-1 1x1 conv on a batch of 7x7 planes (no whole two-vector tiles, and too
+ragged to pad per image) is tiled on one plane of all the batch's pixels (:func:`_batch_plane`,
+:func:`batch_plane_tile`; False: the weight tile or the per-image padded plane, as before; kept
+for A/B runs)."""
 
 BATCH_PLANE_MAX_WASTE = 1 / 16
 """The most padding :func:`batch_plane_tile` adds to the batch's pixels, as a share of them (batch
 8 of 7x7: 392 -> 400, 2%; batch 2 of 7x7, 98 -> 112, 14%: not taken)."""
 
-BATCH_PLANE_MAX_PIXELS = 196
-"""The largest image plane (``h * w``) :func:`_batch_plane` applies to: 7x7 and 14x14, the planes
-measured.  Inception's 17x17 and 35x35 (289, 1225 pixels) keep their tiles (unmeasured)."""
+BATCH_PLANE_MAX_PIXELS = 49
+"""The largest image plane (``h * w``) :func:`_batch_plane` applies to: 7x7, the plane measured.
+14x14 planes (196 pixels: 6% padding per image, :func:`_ragged_plane` where the sum is 256+ long)
+measured a tie or worse on the whole: mobilenet_v2's 96->576 + ReLU6 at batch 8 2.70 -> 2.47 ms,
+its 64->384 + ReLU6 1.08 -> 1.15, MobileNetV3's 80->480 + hard-swish 1.61 -> 1.94, 240->80 0.73 ->
+0.78 (tools/kernel_switch_ab.py, 1 thread, CPU time); inception's 17x17 and 35x35 are unmeasured."""
 
 
-def _batch_plane(mac, lanes: int, residual: bool) -> bool:
+def _batch_plane(mac, lanes: int) -> bool:
     """Whether a 1x1 NCHW conv ``W[oc, ic] @ X[n, ic, h, w]`` is tiled by :func:`batch_plane_tile`:
     :data:`BATCH_PLANE`, a batch of 2+ images whose ``h*w`` plane (at most
-    :data:`BATCH_PLANE_MAX_PIXELS`) is no whole number of two-vector tiles, the batch's pixels
-    padded to whole tiles within :data:`BATCH_PLANE_MAX_WASTE`, and the plane of one image either
-    too ragged for :func:`_ragged_plane`'s per-image padding (7x7 = 49 -> 64, 31% past
-    :data:`RAGGED_PLANE_MAX_WASTE`) or declined by it (14x14 with fewer than
-    :data:`RAGGED_PLANE_MIN_REDUCTION` input channels).  In: the block, the target's ``lanes``,
-    whether the epilogue adds a residual; out: True to take the batch plane."""
+    :data:`BATCH_PLANE_MAX_PIXELS`) is too ragged for one image's padding to whole two-vector
+    tiles (past :data:`RAGGED_PLANE_MAX_WASTE`: 7x7 = 49 -> 64, 31%), the batch's pixels padded
+    to whole tiles within :data:`BATCH_PLANE_MAX_WASTE`.  In: the block and the target's
+    ``lanes``; out: True to take the batch plane."""
     if not BATCH_PLANE or len(mac.out_indices) != 4:
         return False
     n, h, w = mac.out_indices[0], mac.out_indices[-2], mac.out_indices[-1]
@@ -623,8 +624,7 @@ def _batch_plane(mac, lanes: int, residual: bool) -> bool:
     total = plane * mac.extents[n]
     if -(-total // width) * width - total > BATCH_PLANE_MAX_WASTE * total:
         return False
-    per_image = -(-plane // width) * width - plane
-    return per_image > RAGGED_PLANE_MAX_WASTE * plane or not _ragged_plane(mac, lanes, residual)
+    return -(-plane // width) * width - plane > RAGGED_PLANE_MAX_WASTE * plane
 
 
 def batch_plane_tile(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule | None:
