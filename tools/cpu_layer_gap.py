@@ -75,6 +75,17 @@ def onnx_keys(model) -> dict[str, str]:
     return out
 
 
+def ort_key(node: dict, keys: dict[str, str], producer: dict[str, str]) -> str:
+    """The layer key of an ORT profiled node (``{"name", "op"}``): its ONNX node's (:func:`onnx_keys`),
+    ORT's suffixes dropped (``_nchwc``, ``_token_N``, a fusion's ``/QuickGeluFusion/``: a SiLU keyed
+    by its Mul, hence with its conv), else its producer's, else its op; NCHWc reorders a key of
+    their own."""
+    if node["op"] in ("ReorderInput", "ReorderOutput"):
+        return "NCHWc reorders (ORT)"
+    base = node["name"].split("_token")[0].split("/")[0].removesuffix("_nchwc")
+    return keys.get(base) or keys.get(producer.get(base, ""), node["op"])
+
+
 def _least_cpu_time(kmod, executable, dev, calls: int) -> float:
     """The least CPU time of the calling thread over ``calls`` single calls of the kernel
     (TVM_NUM_THREADS=1: TVM's pool runs its one task on the calling thread), after one warm-up;
@@ -190,11 +201,7 @@ def main(argv=None) -> int:
     ort_rows, ort_run = ort_nodes(model, threads, a.runs)
     o_sum, o_n = defaultdict(float), defaultdict(int)
     for r in ort_rows:
-        if r["op"] in ("ReorderInput", "ReorderOutput"):
-            key = "NCHWc reorders (ORT)"
-        else:
-            base = r["name"].split("_token")[0].split("/")[0].removesuffix("_nchwc")  # x/QuickGeluFusion/: SiLU
-            key = keys.get(base) or keys.get(producer.get(base, ""), r["op"])
+        key = ort_key(r, keys, producer)
         o_sum[key] += r["s"]
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
