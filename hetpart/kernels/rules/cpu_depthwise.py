@@ -378,7 +378,7 @@ they pay on long windows only (3x3 on 14x14 measured a tie or slower at batch 8:
 tools/cpu_rule_ab.py, least of 3 calls x 3 rounds, ms, ORT with its NCHWc reorders in brackets;
 outputs bit-identical; bench/results/cpu-dw-batch-2core.md): EfficientNet's 672x14x14 5x5 + SiLU
 b1 0.489 -> 0.373 (0.450), b8 4.01 -> 3.14 (3.21), b32 15.9 -> 12.9 (14.9); its 480x14x14 5x5
-b8 2.83 -> 2.22 (2.45); MobileNetV3's 672x14x14 5x5 b8 2.98 -> 2.36 (3.14); convnext's 384x14x14
+b8 2.83 -> 2.22 (2.45); a 672x14x14 5x5 with no epilogue b8 2.98 -> 2.36 (3.14); convnext's 384x14x14
 7x7 b1 0.341 -> 0.294 (0.334), b8 2.66 -> 2.46 (2.50)."""
 
 WIDE_WINDOW_MIN_STEPS = 25
