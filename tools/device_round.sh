@@ -1073,9 +1073,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # threads, on the corpus exports of the three
   off="--before hetpart.kernels.rules.cpu_matmul.BATCH_PLANE=0"
   off="$off --before hetpart.kernels.rules.cpu_depthwise.WIDE_WINDOW_ROWS=0"
-  timeout 80 python3 tools/cpu_rule_ab.py mb_last mb_exp_7 mb_proj_7 mb_proj_7add r50_1x1_7 r50_1x1_7add \
+  timeout 100 python3 tools/cpu_rule_ab.py mb_last mb_exp_7 mb_proj_7 mb_proj_7add r50_1x1_7 r50_1x1_7add \
     --batch 32 --threads 16 --calls 5 --rounds 4 $off > "$OUT/b32-dw-batch-layers-ab-t16.txt" 2>&1
-  timeout 200 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 190 \
+  timeout 190 python3 bench/corpus.py --devices cpu --batches 32 --time --repeat 10 --budget 180 \
     --export-dir "$EXPORTS" --models mobilenet_v2,efficientnet_b0,mobilenet_v3_large \
     --out "$OUT/corpus-cpu-b32-dw-batch.json" > "$OUT/logs/corpus-cpu-b32-dw-batch.log" 2>&1
   for m in mobilenet_v2 efficientnet_b0 mobilenet_v3_large; do
