@@ -279,13 +279,14 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     sch.vectorize(vec_i)
     init = sch.decompose_reduction(main, reds[0])
     _write_back(sch, wb, plan)
-    if RAGGED_SPLIT and mac.extents[conv.ow] % plan.columns:
-        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
     names = {sch.get(b).name_hint for b in (main, wb, init)}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(blk).name_hint not in names and all(
                 iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
             parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
+    if RAGGED_SPLIT and mac.extents[conv.ow] % plan.columns:
+        # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
+        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan) -> None:

@@ -468,6 +468,8 @@ class CpuConv2d(ScheduleRule):
         if cpu_blocked_conv.BLOCKED_TILE:
             done = self._blocked(sch, mac, shape, lanes)
             if done is not None:
+                if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
+                    _parallel_padding(done, keep)
                 return done
         sub = subsampled_1x1(sch, mac, lambda s, m: plane_tiled(func, s, m, lanes))
         if sub is not None:
