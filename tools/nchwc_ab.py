@@ -1,8 +1,6 @@
-"""Feasibility probe (issue 18): hetpart's all-CPU build with convolutions in NCHW[x]c, beside
-the default NCHW build and ONNX Runtime, in one process.  Not a hetpart option: the layout pass
-is switched in only inside :func:`nchwc_import` (hetpart's default behaviour is untouched).
-
-What :func:`nchwc_import` changes, for the duration of a ``with`` block:
+"""Issue 18: hetpart's all-CPU build with convolutions in NCHW[x]c, beside the default NCHW build
+and ONNX Runtime, in one process.  The blocked build is hetpart's opt-in import
+``load(model, conv_block=c)`` (:mod:`hetpart.importer.conv_layout`; off by default):
 
 * ``relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW{c}c", "OIHW{c}i{c}o"]})`` runs in
   :func:`hetpart.importer.fusion.prepare_for_inference` after batch-norm folding and before
@@ -10,8 +8,10 @@ What :func:`nchwc_import` changes, for the duration of a ``with`` block:
   ConvertLayout: run after it, every ReLU would sit between two ``layout_transform``\\ s);
 * ``relax.nn.conv2d`` in a blocked layout is legalised by ``topi.nn.conv2d_NCHWc`` (TVM 0.27's
   own legalisation returns such a conv unchanged: "data layout or kernel layout have channel
-  chunk cannot be legalized by TOPI"), grouped blocked convs by
-  ``topi.nn.depthwise_conv2d_NCHWc`` when depthwise; other layouts as TVM does.
+  chunk cannot be legalized by TOPI"); other layouts (grouped blocked convs too) as TVM does.
+
+:func:`nchwc_import` (the study's way in, kept for its test) does the same by patching
+:mod:`hetpart.importer.fusion` for the duration of a ``with`` block.
 
     PYTHONPATH=. python tools/nchwc_ab.py zoo:resnet50 --batch 8 --threads 1 --cpu-time --rules
     PYTHONPATH=. python tools/nchwc_ab.py /tmp/mobilenet_v2.onnx --batch 8 --threads 1 --cpu-time
@@ -46,31 +46,10 @@ _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 
 
 def blocked_conv2d_legalize(bb, call):
-    """Legalise a ``relax.nn.conv2d`` whose data layout is ``NCHW{c}c`` with TOPI's NCHWc
-    computes; any other conv2d as TVM's own legalisation does.  In: a BlockBuilder and the
-    call.  Out: a ``call_tir`` (or ``call`` unchanged where neither can)."""
-    from tvm import topi
-    from tvm.target import Target
-    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+    """:func:`hetpart.importer.conv_layout.legalize_conv2d` (where it now lives)."""
+    from hetpart.importer.conv_layout import legalize_conv2d
 
-    a = call.attrs
-    if not _BLOCKED.match(str(a.data_layout)) or str(a.out_layout) != str(a.data_layout):
-        return _nn_conv2d(bb, call)
-    args = dict(stride=a.strides, padding=a.padding, dilation=a.dilation, layout=str(a.data_layout),
-                out_layout=str(a.out_layout), out_dtype=_dtype(a.out_dtype, call.args[0]))
-    if int(a.groups) == 1:
-        # TOPI's NCHWc compute reads Target.current() (its x86 tiling hints); the compute
-        # itself is target-neutral
-        with Target("llvm"):
-            return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], **args,
-                              primfunc_name_hint="conv2d_NCHWc")
-    return call
-
-
-def _dtype(out_dtype, data) -> str:
-    """The conv's output dtype: its attribute, else (unset: None/void/"") its input's."""
-    s = "" if out_dtype is None else str(out_dtype)
-    return s if s not in ("", "None", "void") else str(data.ty.dtype)
+    return legalize_conv2d(bb, call)
 
 
 @contextlib.contextmanager
@@ -157,8 +136,7 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
     base_graph = load(model)
     base = base_graph.module
     t1 = time.perf_counter()
-    with nchwc_import(block):
-        blocked_graph = load(model)
+    blocked_graph = load(model, conv_block=block)  # hetpart's opt-in all-CPU import (importer.conv_layout)
     blocked = blocked_graph.module
     t2 = time.perf_counter()
     result: dict = {"import_s": (t1 - t0, t2 - t1), "left": relax_op_counts(blocked)}
