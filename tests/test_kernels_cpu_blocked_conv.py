@@ -125,7 +125,8 @@ def test_plans_fit_the_registers():
     """AVX2 (16 registers, 8 lanes): 2 blocks x 4 columns on 56- and 28-wide images, 2 x 5
     (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 8 on
     56, 2 x 7 on 7; every tile within the registers less the spare ones."""
-    got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16) for w in (56, 28, 14, 7) for r in (16, 32)}
+    got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16)
+           for w in (56, 28, 14, 7) for r in (16, 32)}
     assert [(got[w, 16].blocks, got[w, 16].columns) for w in (56, 28, 14, 7)] == [(2, 4), (2, 4), (2, 5), (2, 4)]
     assert (got[56, 32].blocks, got[56, 32].columns) == (2, 8) and (got[7, 32].blocks, got[7, 32].columns) == (2, 7)
     for (w, r), p in got.items():

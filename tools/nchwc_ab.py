@@ -155,7 +155,8 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
         vms = [relax.VirtualMachine(e, tvm.cpu()) for e in exes]
         sides = [lambda vm=vm: vm["main"](*args) for vm in vms[:2]] + [lambda: session.run(None, feeds)]
         sides += [lambda vm=vm: vm["main"](*args) for vm in vms[2:]]
-        o = [first_output(f()) for f in sides[:2]] + [np.asarray(sides[2]()[0])] + [first_output(f()) for f in sides[3:]]
+        o = ([first_output(f()) for f in sides[:2]] + [np.asarray(sides[2]()[0])]
+             + [first_output(f()) for f in sides[3:]])
         scale = float(np.abs(o[2]).max()) or 1.0
         result["err_ort"] = [float(np.abs(x - o[2]).max()) / scale for x in o[:2] + o[3:]]
         result["best"] = turns(sides, calls, rounds, clock)
@@ -289,7 +290,8 @@ def main(argv=None) -> int:
     clock = time.thread_time if a.cpu_time else time.perf_counter
     for name in a.models:
         def on_model(r, name=name):
-            print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){', CPU time' if a.cpu_time else ''}; "
+            clock_note = ", CPU time" if a.cpu_time else ""
+            print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){clock_note}; "
                   f"import {r['import_s'][0]:.1f}/{r['import_s'][1]:.1f} s, build {r['build_s']:.1f} s")
             if r["left"]:
                 print("   relax ops left unlegalised in the NCHWc build:", dict(r["left"]))
@@ -297,7 +299,8 @@ def main(argv=None) -> int:
                 print("-- NCHW (default) kernels and rules"); print("\n".join(r["rules_base"]))
                 print(f"-- NCHW{a.block}c kernels and rules"); print("\n".join(r["rules"]))
             b, c, o = (min(x) for x in r["best"][:3])
-            print(f"   NCHW {_fmt(r['best'][0])} ms   NCHW{a.block}c {_fmt(r['best'][1])} ms   ORT {_fmt(r['best'][2])} ms")
+            print(f"   NCHW {_fmt(r['best'][0])} ms   NCHW{a.block}c {_fmt(r['best'][1])} ms   "
+                  f"ORT {_fmt(r['best'][2])} ms")
             print(f"   NCHW/ORT {b / o:.3f}  NCHWc/ORT {c / o:.3f}  NCHWc/NCHW {c / b:.3f}   "
                   f"err/ORT NCHW {r['err_ort'][0]:.2e}  NCHWc {r['err_ort'][1]:.2e}", flush=True)
             if a.before:

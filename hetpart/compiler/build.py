@@ -69,7 +69,8 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     partition with weights, None for none.  Recorded in the manifest (``external_min_bytes``).
 
     Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph (or
-    places a partition of a graph imported with ``conv_block`` off the CPU) and :class:`~hetpart.errors.CompileError` naming the partition (and function)
+    places a partition of a graph imported with ``conv_block`` off the CPU) and
+    :class:`~hetpart.errors.CompileError` naming the partition (and function)
     that failed to build.
     """
     graph = graph if graph is not None else plan.graph
