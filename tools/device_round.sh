@@ -1061,6 +1061,18 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 tools/rule_switch_tir_diff.py zoo:swin --before $off \
     > "$OUT/swin-copy-switch-diff.txt" 2>&1 ;;
+83)  # (BUDGET=590) issue 18, channel-blocked convolutions (branch cpu-blocked-conv,
+     # bench/results/cpu-blocked-conv-2core.md): resnet50 imported in NCHW16c by tools/nchwc_ab.py (a tool's
+     # context manager, no hetpart default changes), its convs tiled by rules/cpu_blocked_conv (2 output-channel
+     # blocks x columns; on AVX-512 2 x 7-8 zmm accumulators) against the generic tile (BLOCKED_TILE=0, "before"),
+     # the default NCHW build and ORT, in one process at 16 threads: whole model then every distinct conv alone
+     # (--per-kernel, rows printed as they finish), b1 then b8; --rules at b1 lists each conv's tile for this host
+  BUDGET=590; off="--before hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0"
+  timeout 260 python3 tools/nchwc_ab.py zoo:resnet50 --block 16 --threads 16 --per-kernel --rules --calls 10 \
+    --rounds 3 $off > "$OUT/blocked-conv-r50-b1-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
+    --per-kernel --calls 3 --rounds 3 $off > "$OUT/blocked-conv-r50-b8-t16.txt" 2>&1 ;;
 85)  # (BUDGET=590) issue 18, the depthwise nets at batch 8 / 32 all-CPU (branch cpu-dw-batch,
      # bench/results/cpu-dw-batch-2core.md).  On the 2-core AVX2 box, 1 thread, mobilenet_v2 / efficientnet_b0 /
      # mobilenet_v3_large trailed ORT 1.24-1.39x at b8 / b32; the 1x1 convs on 7x7 planes were the largest class
@@ -1071,7 +1083,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # already, so the Xeon's TIR is unchanged by (b)).  (1) the changed layers at b32, 16 threads, before / after /
      # ORT; (2) the corpus's all-CPU b32 rows (after) of the three models; (3) before / after / ORT at b32, 16
      # threads, on the corpus exports of the three
-  off="--before hetpart.kernels.rules.cpu_matmul.BATCH_PLANE=0"
+  BUDGET=590; off="--before hetpart.kernels.rules.cpu_matmul.BATCH_PLANE=0"
   off="$off --before hetpart.kernels.rules.cpu_depthwise.WIDE_WINDOW_ROWS=0"
   timeout 100 python3 tools/cpu_rule_ab.py mb_last mb_exp_7 mb_proj_7 mb_proj_7add r50_1x1_7 r50_1x1_7add \
     --batch 32 --threads 16 --calls 5 --rounds 4 $off > "$OUT/b32-dw-batch-layers-ab-t16.txt" 2>&1
