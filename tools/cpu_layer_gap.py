@@ -163,13 +163,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import onnx
 
-    from cpu_kernel_profile import ort_nodes
+    from cpu_kernel_profile import conv_producers, ort_nodes
     from hetpart.cpu_cores import pool_size
 
     model = onnx.load(a.model)
     threads = pool_size()
     keys = onnx_keys(model)
     producer = {o: n.name for n in model.graph.node for o in n.output}
+    conv_of = conv_producers(model)  # a Conv fused with its BN / ReLU / Add, named after the last
     ort_rows, ort_run = ort_nodes(model, threads, a.runs)
     o_sum, o_n = defaultdict(float), defaultdict(int)
     for r in ort_rows:
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
             key = "NCHWc reorders (ORT)"
         else:
             base = r["name"].split("_token")[0].removesuffix("_nchwc")
+            if "Conv" in r["op"] and base in conv_of and not keys.get(base, "").startswith("conv"):
+                base = conv_of[base]
             key = keys.get(base) or keys.get(producer.get(base, ""), r["op"])
         o_sum[key] += r["s"]
         o_n[key] += 1

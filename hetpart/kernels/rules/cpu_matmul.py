@@ -31,7 +31,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import LAYOUT_FREE_ATTR, cpu_shape, fuse_epilogue, is_cpu, is_layout_free, mac_of, try_inline_spatial
+from ..analysis import (
+    LAYOUT_FREE_ATTR, const_extent, cpu_shape, fitting_lanes, fuse_epilogue, is_cpu, is_layout_free, mac_of,
+    try_inline_spatial,
+)
 from ..fast_exp import replace_exp
 from ..register_tile import make_plan, register_tile, vec_candidates
 
@@ -64,6 +67,10 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     unfused = (sch, mac)
     residual = _reads_residual(sch, mac)
     plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+    inner = plane is None and _channels_inner_rows(mac, lanes)
+    if inner:  # a 7x7 image: the plane fused, the image copied channels innermost
+        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True, channels_inner=True)
+        inner = plane is not None
     ragged = plane is None and _ragged_plane(mac, lanes, residual)
     if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
         plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
@@ -100,18 +107,105 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     best = _activation_rows(mac, cands, weight, lanes) or max(
         cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
     prepack = weight(best)
-    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack, exact_wide=not inner)
     if residual and _chunks_plane(mac, plan):
         plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
     if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
         plan = dataclasses.replace(plan, activations=True)
-    if plane_copy is not None:
+    keep = ()
+    if plane_copy is not None and inner:
+        _transpose_copy(sch, plane_copy, lanes, TRANSPOSE_PARALLEL_MIN if shape.cores > 1 else 1 << 62, copies)
+        keep = (plane_copy,)
+    elif plane_copy is not None:
         try:
             sch.compute_inline(plane_copy)  # loads straight from the image again
         except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
             pass
-    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
+    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies, keep=keep)
     return sch
+
+
+CHANNELS_INNER_ROWS = True
+"""Whether a 1x1 conv on an image of rows narrower than :data:`CHANNELS_INNER_MAX_WIDTH` + 1
+(resnet50's 7x7 stage) reads a per-call copy of its image with the channels innermost, its
+plane fused, under a weight tile of plane rows (:func:`_channels_inner_rows`; False: the weight
+tile on the image's own rows, or the padded plane with a residual, as before; kept for A/B
+runs)."""
+
+CHANNELS_INNER_MAX_WIDTH = 7
+"""The widest image row :func:`_channels_inner_rows` applies to (measured on 7x7 only)."""
+
+CHANNELS_INNER_MIN_REDUCTION = 256
+"""The least input channels for :func:`_channels_inner_rows`: the copy is one pass over the
+image, paid back over a long sum (as :data:`RAGGED_PLANE_MIN_REDUCTION`)."""
+
+
+def _channels_inner_rows(mac, lanes: int) -> bool:
+    """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]`` of one
+    reduction loop of :data:`CHANNELS_INNER_MIN_REDUCTION` steps or more) whose image rows are
+    at most :data:`CHANNELS_INNER_MAX_WIDTH` wide and narrower than a vector, on a plane of no
+    whole vectors (7x7 = 49), is tiled on its fused plane ``h*w`` read through a copy laid out
+    ``X'[n, h*w, ic]`` (:func:`_fuse_plane` with ``channels_inner``, :func:`_transpose_copy`):
+    the weight tile (output-channel vectors x plane rows) then broadcasts each row's channels
+    from one cache line for 16 steps, and its rows need not divide 7
+    (:func:`~hetpart.kernels.register_tile.make_plan` without ``exact_wide``: 5 rows x 2
+    vectors on AVX2, the last of 10 tiles ragged; 7 x 2 x 16 on AVX-512).
+
+    Before, the weight tile broadcast ``X[ic, h, w0..w0+6]`` -- 28 bytes of a new cache line
+    (or two) every reduction step, 196 bytes further, that line re-read by the next row tile
+    only after the whole sum -- and on AVX2 held 7 rows x 2 vectors: 14 accumulators, the
+    two weight vectors and the broadcast, 17 of 16 registers, so LLVM moved accumulators
+    through the stack every step (12 stack moves per 28 FMAs in 2048->512 + ReLU); with a
+    residual the padded plane (49 -> 64 pixels, :data:`RAGGED_PLANE_B1_RESIDUAL`).  Five
+    rows on the image's own rows measured 1.3x slower than the spilled seven: what the
+    channels-inner copy removes is the per-step line.  ONNX Runtime's NCHWc pointwise kernel
+    reads its input the same way (a block of channels per pixel).  Measured:
+    bench/results/cpu-r50-late-2core.md."""
+    if not CHANNELS_INNER_ROWS or len(mac.out_indices) < 3 or len(mac.reduce) != 1:
+        return False
+    h, w = mac.out_indices[-2], mac.out_indices[-1]
+    if not (isinstance(h, tirx.Var) and isinstance(w, tirx.Var)):
+        return False
+    width, plane = mac.extents[w], mac.extents[h] * mac.extents[w]
+    return (width <= CHANNELS_INNER_MAX_WIDTH and width < lanes and plane % lanes != 0
+            and mac.extents[mac.reduce[0]] >= CHANNELS_INNER_MIN_REDUCTION)
+
+
+TRANSPOSE_PARALLEL_MIN = 1 << 14
+"""Elements from which :func:`_transpose_copy` runs its channel blocks in parallel (on a target of
+2+ cores): each element is a strided read, several times an element-wise pass's cost, and the
+copy is a serial fraction of the parallel tile after it (resnet50's 512x7x7 image: 25 Ki elements,
+2 channel blocks of 16 a thread at 16 cores; under
+:func:`~hetpart.kernels.register_tile.gate_parallel_min`'s 32 Ki there)."""
+
+
+def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: int, copies: tuple = ()) -> None:
+    """Schedule the channels-inner copy ``X'[.., p, ic] = X[.., ic, p]`` of
+    :func:`_channels_inner_rows` as a blocked transpose: ``ic`` in blocks of ``lanes`` outside
+    the plane, each block's ``lanes`` source rows (``lanes x h*w`` floats) read from L1 while
+    the plane loop writes one vector a pixel; the blocks in parallel from ``min_parallel``
+    elements (:data:`TRANSPOSE_PARALLEL_MIN`: a serial pass holds every other core idle).  A strided conv's subsampled copy (``copies``,
+    :func:`~.cpu_conv2d.subsampled_1x1`) is inlined into it where TVM allows: one copy, not two."""
+    for c in copies:
+        try:
+            sch.compute_inline(c)
+        except Exception:  # noqa: BLE001 - the subsampled copy stays (its own rows schedule)
+            pass
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if len(loops) < 2 or None in extents:
+        return
+    total = math.prod(extents)
+    width = fitting_lanes(extents[-1], lanes)
+    if width is None:
+        outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    else:
+        ico, ici = sch.split(loops[-1], factors=[None, width])
+        sch.reorder(*loops[:-2], ico, loops[-2], ici)
+        outer = sch.fuse(*loops[:-2], ico) if len(loops) > 2 else ico
+        sch.vectorize(ici)
+    if total >= min_parallel:
+        sch.parallel(outer)
 
 
 def plane_tiled(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int) -> bool:
@@ -400,8 +494,10 @@ def _b1_residual_plane(channels: int, lanes: int) -> bool:
             and channels >= RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS * 2 * lanes)
 
 
-def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False):
-    """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`.)
+def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False, channels_inner: bool = False):
+    """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`;
+    ``channels_inner``: the copy keeps the block's order ``X'[.., h*w, ic]``, for
+    :func:`_channels_inner_rows`.)
     Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
     not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
     = 196 vectors of 16, where a row holds 3.5): returns ``(sch, mac, copy)``, a copy
@@ -482,7 +578,8 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     order = [d for d in range(len(cidx)) if d != pos] + [pos]
     try:
-        sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
+        if not channels_inner:
+            sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
     except Exception:  # noqa: BLE001 - TVM refused: keep the row tiles
         return None
     new = mac_of(sch)
