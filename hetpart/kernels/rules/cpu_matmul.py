@@ -108,6 +108,8 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
         cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
     prepack = weight(best)
     plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack, exact_wide=not inner)
+    if not prepack and is_layout_free(func, mac.operands[1 - best.operand][0]):
+        plan = dataclasses.replace(plan, rows=_plane_rows(mac, plan, shape))
     if residual and _chunks_plane(mac, plan):
         plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
     if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
@@ -206,6 +208,40 @@ def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: int, c
         sch.vectorize(ici)
     if total >= min_parallel:
         sch.parallel(outer)
+
+
+PLANE_RAGGED_ROWS = True
+"""Whether a tile along an activation's plane (output-channel rows broadcast from the weight x
+plane vectors) on a 16-register target takes the register budget's rows with a ragged last tile
+(:func:`_plane_rows`; False: the largest divisor of the channels, as before; kept for A/B runs)."""
+
+PLANE_RAGGED_ROWS_MAX_WASTE = 1 / 16
+"""The most rows the ragged last tile of :func:`_plane_rows` may pad, as a share of the
+channels (128 channels in tiles of 6: 132, 3%)."""
+
+
+def _plane_rows(mac, plan, shape) -> int:
+    """Rows of a plane tile (``plan``: vectors of an activation's plane, rows over output
+    channels whose weight scalars the tile broadcasts) on a target of 16 vector registers:
+    ``registers - 4`` over the vectors (6 rows of 2: 12 accumulators, the two plane vectors and
+    the broadcast, as ONNX Runtime's FMA3 SGEMM kernel holds 6 x 16), the last tile ragged
+    (bound-checked rows, which LLVM unswitches: a loop of 12 FMAs a step and one of the
+    remainder), where the padding stays within :data:`PLANE_RAGGED_ROWS_MAX_WASTE`; else
+    ``plan.rows``.
+
+    Before, :func:`~hetpart.kernels.register_tile.make_plan` took the largest divisor of the
+    channels up to 6: 4 for resnet50's 64-2048 channels, 8 accumulators, each step two plane
+    vectors (a cache line, a new one every step: the next input channel's row) for 8 FMAs.
+    With 6 rows the line feeds 12.  32-register targets are unchanged (8 rows: 16
+    accumulators already).  Measured: bench/results/cpu-r50-late-2core.md."""
+    if not PLANE_RAGGED_ROWS or shape.registers > 16 or plan.row is None:
+        return plan.rows
+    extent = mac.extents[plan.row]
+    rows = max(1, (shape.registers - 4) // plan.vecs)
+    if rows <= plan.rows or extent < 2 * rows:
+        return plan.rows
+    waste = -(-extent // rows) * rows - extent
+    return rows if waste <= PLANE_RAGGED_ROWS_MAX_WASTE * extent else plan.rows
 
 
 def plane_tiled(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int) -> bool:
