@@ -36,7 +36,7 @@ from ..analysis import (
     try_inline_spatial,
 )
 from ..fast_exp import replace_exp
-from ..register_tile import make_plan, register_tile, vec_candidates
+from ..register_tile import MIN_ACCUMULATORS, make_plan, register_tile, vec_candidates
 
 
 class CpuMatmul(ScheduleRule):
@@ -226,8 +226,9 @@ def _plane_rows(mac, plan, shape) -> int:
     ``registers - 4`` over the vectors (6 rows of 2: 12 accumulators, the two plane vectors and
     the broadcast, as ONNX Runtime's FMA3 SGEMM kernel holds 6 x 16), the last tile ragged
     (bound-checked rows, which LLVM unswitches: a loop of 12 FMAs a step and one of the
-    remainder), where the padding stays within :data:`PLANE_RAGGED_ROWS_MAX_WASTE`; else
-    ``plan.rows``.
+    remainder), where the divisor's tile holds no more than
+    :data:`~hetpart.kernels.register_tile.MIN_ACCUMULATORS` (8) accumulators and the padding
+    stays within :data:`PLANE_RAGGED_ROWS_MAX_WASTE`; else ``plan.rows``.
 
     Before, :func:`~hetpart.kernels.register_tile.make_plan` took the largest divisor of the
     channels up to 6: 4 for resnet50's 64-2048 channels, 8 accumulators, each step two plane
@@ -238,7 +239,7 @@ def _plane_rows(mac, plan, shape) -> int:
         return plan.rows
     extent = mac.extents[plan.row]
     rows = max(1, (shape.registers - 4) // plan.vecs)
-    if rows <= plan.rows or extent < 2 * rows:
+    if plan.rows * plan.vecs > MIN_ACCUMULATORS or rows <= plan.rows or extent < 2 * rows:
         return plan.rows
     waste = -(-extent // rows) * rows - extent
     return rows if waste <= PLANE_RAGGED_ROWS_MAX_WASTE * extent else plan.rows
