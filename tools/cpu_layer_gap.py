@@ -12,8 +12,10 @@ runs, ``intra_op_num_threads`` = ``TVM_NUM_THREADS`` or this host's pool), each 
 by the ONNX node it keeps the name of (names are required: ``tools/inception_onnx.py``
 names every node after its output); ORT's NCHWc reorders are a group of their own.  Both
 sides' minima: sums of minima under-state a run a little.  ``--in-situ``: hetpart's kernels
-timed inside whole runs instead (a VM instrument, CPU time): alone, a kernel's weights stay in
-the caches between calls, where in the model (and in ORT's profile) they are read cold.
+timed inside whole runs instead (a VM instrument, CPU time; ``--wall``: wall time, for a pool of
+several threads): alone, a kernel's weights stay in the caches between calls, where in the model
+(and in ORT's profile) they are read cold.  ORT's nodes are keyed through the BatchNormalization /
+ReLU / Add it fuses a Conv with (a model with unfolded BN, as the zoo's).
 """
 
 from __future__ import annotations
@@ -57,6 +59,31 @@ def onnx_keys(model) -> dict[str, str]:
         src = producer.get(n.input[0]) if n.op_type == "Relu" else None
         if src is not None and src.op_type == "Conv":
             out[n.name] = out[src.name]
+    return out
+
+
+def ort_keyed(model, rows: list[dict]) -> list[tuple[str, float]]:
+    """``(layer key, seconds)`` per profiled ORT node (``rows``: ``cpu_kernel_profile.ort_nodes``'s
+    ``name`` / ``op`` / ``s``).  A node is keyed by the ONNX node it keeps the name of (or the
+    name of its output, as ORT names the nodes its NCHWc pass makes); a fused
+    Conv that ORT names after the BatchNormalization, ReLU or residual Add it absorbed is keyed by
+    that node's Conv (``cpu_kernel_profile.conv_producers``): before, with the BN unfolded (the
+    zoo's resnet50), its time went to "Relu" / "BatchNormalization" and every conv showed 0 ms."""
+    from cpu_kernel_profile import conv_producers
+
+    keys = onnx_keys(model)
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    conv_of = conv_producers(model)
+    out = []
+    for r in rows:
+        if r["op"] in ("ReorderInput", "ReorderOutput"):
+            out.append(("NCHWc reorders (ORT)", r["s"]))
+            continue
+        base = r["name"].split("_token")[0].removesuffix("_nchwc")
+        node = base if base in keys else producer.get(base, "")  # a node's name, or its output's
+        if "Conv" in r["op"] and node in conv_of and not keys.get(node, "").startswith("conv"):
+            node = conv_of[node]
+        out.append((keys.get(node, r["op"]), r["s"]))
     return out
 
 
@@ -119,9 +146,10 @@ def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]
     return rows
 
 
-def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
+def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str, float]]:
     """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
-    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``), the
+    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``; ``wall``:
+    wall time, for a pool of several threads, whose work the calling thread's clock misses), the
     least over ``runs`` runs of each key's sum: what a kernel costs with the caches as the model
     leaves them (weights read cold, as ORT's profiled nodes read them)."""
     import time
@@ -141,7 +169,7 @@ def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
     vm["main"](*args)
     best: dict[str, float] = {}
-    for calls in call_times(vm, args, runs, clock=time.thread_time):
+    for calls in call_times(vm, args, runs, clock=time.perf_counter if wall else time.thread_time):
         run: dict[str, float] = defaultdict(float)
         for symbol, us in calls:
             symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
@@ -160,31 +188,23 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=20, help="calls per hetpart kernel (least CPU time)")
     p.add_argument("--in-situ", action="store_true",
                    help="hetpart's kernels timed inside whole runs (--runs of them), not alone")
+    p.add_argument("--wall", action="store_true",
+                   help="with --in-situ: wall time per kernel call (several threads: TVM_NUM_THREADS=16)")
     a = p.parse_args(argv)
     import onnx
 
-    from cpu_kernel_profile import conv_producers, ort_nodes
+    from cpu_kernel_profile import ort_nodes
     from hetpart.cpu_cores import pool_size
 
     model = onnx.load(a.model)
     threads = pool_size()
-    keys = onnx_keys(model)
-    producer = {o: n.name for n in model.graph.node for o in n.output}
-    conv_of = conv_producers(model)  # a Conv fused with its BN / ReLU / Add, named after the last
     ort_rows, ort_run = ort_nodes(model, threads, a.runs)
     o_sum, o_n = defaultdict(float), defaultdict(int)
-    for r in ort_rows:
-        if r["op"] in ("ReorderInput", "ReorderOutput"):
-            key = "NCHWc reorders (ORT)"
-        else:
-            base = r["name"].split("_token")[0].removesuffix("_nchwc")
-            if "Conv" in r["op"] and base in conv_of and not keys.get(base, "").startswith("conv"):
-                base = conv_of[base]
-            key = keys.get(base) or keys.get(producer.get(base, ""), r["op"])
-        o_sum[key] += r["s"]
+    for key, s in ort_keyed(model, ort_rows):
+        o_sum[key] += s
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
-    for key, _, s in (hetpart_in_situ(model, a.runs) if a.in_situ else hetpart_keyed(model, a.calls)):
+    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall) if a.in_situ else hetpart_keyed(model, a.calls)):
         h_sum[key] += s
         h_n[key] += 1
     print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels {'in whole runs' if a.in_situ else 'alone'} (sum {sum(h_sum.values()) * 1e3:.3f} ms), "
