@@ -6,6 +6,8 @@
   (``cpu_matmul.CHANNELS_INNER_ROWS``: 5 rows x 2 vectors on AVX2, the last tile ragged;
   7 x 2 x 16 on AVX-512; before: 7 rows on the image's own rows, 17 of AVX2's 16 registers,
   or the padded plane with a residual); the copy a blocked transpose, parallel at 16 cores;
+  with ``cpu_matmul.CHANNELS_INNER_ROWS_32`` (off: unmeasured, AVX-512 only) 13 rows on a
+  32-register target, the ragged last tile split off;
 * a tile along an activation's plane (output-channel rows broadcast from the weight) on a
   16-register target takes 6 rows with a ragged last tile where the channels have no divisor
   5-6 (``cpu_matmul.PLANE_RAGGED_ROWS``: 12 accumulators, before 4 rows: 8).
@@ -25,7 +27,8 @@ import tvm
 from onnx import helper
 
 from onnx_cases import assert_matches, block_nests, model, onnxruntime_outputs, reference, run_on, scheduled_by
-from test_kernels_wide_tiles import _scheduled, _tile
+from test_kernels_rows_32_registers import _as_32_registers
+from test_kernels_wide_tiles import _scheduled, _tile, _update_chains
 
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import host_triple
@@ -154,3 +157,38 @@ def test_plane_rows_keep_a_divisor_of_10_accumulators_or_little_padding():
     """40 channels keep 5 rows (10 accumulators); 32 would pad to 36 (12%, past 1/16): 4 rows."""
     assert _tile(_scheduled(_conv(512, 40, 28), "haswell"))[0] == 5
     assert _tile(_scheduled(_conv(512, 32, 28), "haswell"))[0] == 4
+
+
+def _rows_of_chains(func) -> list[int]:
+    """The unrolled row loop's extent around each ``*_update`` block (of a split ragged tile, the
+    whole tiles' branch)."""
+    out = []
+    for loops, _ in _update_chains(func):
+        unrolled = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.UNROLLED]
+        out.append(int(unrolled[0].extent))
+    return out
+
+
+def test_13_rows_on_32_registers_with_the_switch(monkeypatch):
+    """``CHANNELS_INNER_ROWS_32``: 2048->512 on 7x7 built for sapphirerapids at 16 cores takes 13
+    rows (4 tiles; 64 split evenly over 16 threads as 112 did), the ragged 10-row tile its own
+    branch; off (the default), 7 rows; AVX2 unchanged either way."""
+    m = _conv(2048, 512, 7)
+    target = _target16("sapphirerapids", 16)
+    assert _rows_of_chains(scheduled_by(m, target, "CpuMatmul")) == [7]
+    avx2 = _scheduled(m, "haswell").script()
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS_32", True)
+    func = scheduled_by(m, target, "CpuMatmul")
+    assert _rows_of_chains(func) == [13]
+    assert "T.int64(13) + T.int64(13) <= T.int64(49)" in func.script()  # the whole tiles' branch
+    assert _scheduled(m, "haswell").script() == avx2
+
+
+@pytest.mark.parametrize("case", ["1x1 256->80 on 7x7 + relu (channels inner, 10 row tiles)",
+                                  "1x1 256->64 on 7x7 + residual + relu, batch 2"])
+def test_13_row_tiles_match_onnxruntime(case, monkeypatch):
+    """The 13-row tile and its split ragged tile, built on this host with the rules told it has
+    32 registers (this host's lanes; LLVM spills what does not fit, the sums are the same)."""
+    _as_32_registers(monkeypatch)
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS_32", True)
+    test_matches_onnxruntime_and_the_reference(case)

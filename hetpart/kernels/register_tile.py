@@ -94,6 +94,9 @@ class TilePlan:
     every call.  ``chunk``: vector tiles (``vec`` outer) per chunk, the row tiles looped
     within each chunk, not outside every vector tile (1: no chunks; a plane tile whose
     write-back reads a residual, :data:`~.rules.cpu_matmul.RESIDUAL_CHUNK_TILES`).
+    ``split_ragged``: a ragged last row tile is split off as its own branch
+    (:func:`~.ragged_rows.split_ragged_rows`) whatever the tile count, not only where
+    :func:`~.ragged_rows.applies`.
     """
 
     vec: tirx.Var
@@ -106,6 +109,7 @@ class TilePlan:
     prepack: bool = False
     chunk: int = 1
     activations: bool = False  # no model weight in the function (attention's products): panel_chunk
+    split_ragged: bool = False  # the ragged last row tile a branch of its own, however many tiles
 
     def describe(self) -> str:
         row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
@@ -737,8 +741,8 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
             gate = not epilogue or broadcast_prefix(sch, blk) > 0
             parallel_vectorize(sch, blk, plan.lanes,
                                min_parallel=gate_parallel_min(shape.cores) if gate else PARALLEL_MIN_ELEMENTS)
-    if plan.row is not None and ragged_rows.applies(
-            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1)):
+    if plan.row is not None and (plan.split_ragged or ragged_rows.applies(
+            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1))):
         # The ragged last of two row tiles a branch of its own; the whole tile unchecked.
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:

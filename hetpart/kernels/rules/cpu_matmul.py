@@ -36,7 +36,9 @@ from ..analysis import (
     try_inline_spatial,
 )
 from ..fast_exp import replace_exp
-from ..register_tile import MIN_ACCUMULATORS, make_plan, register_tile, vec_candidates
+from ..register_tile import (
+    MAX_ROWS_32_REGISTERS, MIN_ACCUMULATORS, make_plan, register_tile, thread_efficiency, tile_count, vec_candidates,
+)
 
 
 class CpuMatmul(ScheduleRule):
@@ -108,6 +110,8 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
         cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
     prepack = weight(best)
     plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack, exact_wide=not inner)
+    if inner and (rows := _channels_inner_rows_32(mac, plan, shape)) != plan.rows:
+        plan = dataclasses.replace(plan, rows=rows, split_ragged=True)  # 4 tiles: LLVM kept the row checks
     if not prepack and is_layout_free(func, mac.operands[1 - best.operand][0]):
         plan = dataclasses.replace(plan, rows=_plane_rows(mac, plan, shape))
     if residual and _chunks_plane(mac, plan):
@@ -179,6 +183,43 @@ TRANSPOSE_PARALLEL_MIN = 1 << 14
 copy is a serial fraction of the parallel tile after it (resnet50's 512x7x7 image: 25 Ki elements,
 2 channel blocks of 16 a thread at 16 cores; under
 :func:`~hetpart.kernels.register_tile.gate_parallel_min`'s 32 Ki there)."""
+
+
+CHANNELS_INNER_ROWS_32 = False
+"""Whether :func:`_channels_inner_rows`' tile takes up to
+:data:`~hetpart.kernels.register_tile.MAX_ROWS_32_REGISTERS` rows on a 32-register target
+(:func:`_channels_inner_rows_32`; False: the 7 rows ``make_plan`` gives a 7x7 plane).  Off: it
+changes only AVX-512 code, which this 2-core AVX2 box cannot run; device step 84 A/Bs it
+(``--after ...CHANNELS_INNER_ROWS_32=1``)."""
+
+
+def _channels_inner_rows_32(mac, plan, shape) -> int:
+    """Rows of a channels-inner plane tile (:func:`_channels_inner_rows`) on a target of 32
+    vector registers where :data:`CHANNELS_INNER_ROWS_32`: of the counts past half
+    :data:`~hetpart.kernels.register_tile.MAX_ROWS_32_REGISTERS` up to it (and the register file
+    less 3, over the vectors), the one of the fewest tiles, then the least padding (49: 13 rows,
+    4 tiles, 3 rows of padding), where the tile loop splits as evenly over ``shape.cores`` threads as
+    ``plan.rows`` (:func:`~hetpart.kernels.register_tile.thread_efficiency`); else ``plan.rows``.
+
+    The fused plane's rows need not divide 49, so the 7 x 2 x 16 tile (14 of 32 registers'
+    accumulators, 2 weight vectors per 7 broadcasts) can hold 13 rows: 26 accumulators, the weight
+    panel (2048 x 32 floats: 256 KiB, past a core's L1) read once per 13 plane rows, not 7 -- ONNX
+    Runtime's AVX-512 SGEMM kernel holds 12 rows x 2 zmm.  The ragged last tile is split off
+    (``TilePlan.split_ragged``): with the row checks in every tile LLVM left a branch per row in
+    the FMA loop (built for ``sapphirerapids``: 6 + 20 FMAs in two blocks, 4 stack moves; split,
+    one loop of 26 FMAs and one of 20, none).  The AVX2 tile stays unsplit (measured 1.03-1.07x
+    slower split: LLVM had unswitched its 5-row check itself)."""
+    if not CHANNELS_INNER_ROWS_32 or shape.registers < 32 or plan.row is None:
+        return plan.rows
+    extent = mac.extents[plan.row]
+    top = min(MAX_ROWS_32_REGISTERS, (shape.registers - 3) // plan.vecs)
+    rows = min(range(top, top // 2, -1), key=lambda r: (-(-extent // r), -(-extent // r) * r - extent))
+    if rows <= plan.rows:
+        return plan.rows
+    width = plan.vecs * plan.lanes
+    before = thread_efficiency(tile_count(mac, plan.vec, width, plan.row, plan.rows), shape.cores)
+    after = thread_efficiency(tile_count(mac, plan.vec, width, plan.row, rows), shape.cores)
+    return rows if after >= before else plan.rows
 
 
 def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: int, copies: tuple = ()) -> None:
