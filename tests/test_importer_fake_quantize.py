@@ -111,3 +111,29 @@ def test_the_switch_turns_the_rewrite_off_and_both_agree_even_on_nan(monkeypatch
     monkeypatch.setattr(fake_quantize, "FLOAT_FAKE_QUANT", False)
     assert {op for k in load(m).nodes for op in k.ops} == {"quantize", "dequantize"}
     np.testing.assert_array_equal(on, run_on(m, "cpu", {"x": x}, simulate=False)["x_dq"])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("qtype,zp", [(np.uint8, 128), (np.int8, 3)])
+def test_on_the_gpu_a_pair_alone_is_exact_and_a_qdq_conv_within_one_step(qtype, zp):
+    """The pass runs before fusion for both devices: on CUDA the pair alone must give
+    ORT's values exactly (IEEE division and round-half-even there too), and the
+    residual QDQ conv at most one quantization step off where the GPU's conv sums in
+    another order (a sum that lands next to a tie may round to the other step)."""
+    scale = F32(0.02)
+    m = model(_qdq("x", "s", "z"), [("x", (4, 64), F32)], [("x_dq", (4, 64), F32)],
+              {"s": scale, "z": np.asarray(zp, dtype=qtype)}, opset=13)
+    x = _hard_values((4, 64), float(scale), zp, qtype)
+    np.testing.assert_array_equal(run_on(m, "cuda", {"x": x}, simulate=False)["x_dq"], _ort(m, {"x": x})["x_dq"])
+
+    s1, s2, s3 = F32(0.0625), F32(0.037), F32(0.11)
+    w = np.random.default_rng(1).standard_normal((4, 4, 3, 3)).astype(F32) * F32(0.2)
+    nodes = [*_qdq("x", "s2", "z"), helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             *_qdq("c", "s1", "z"), helper.make_node("Add", ["c_dq", "x_dq"], ["a"]), *_qdq("a", "s3", "z")]
+    m = model(nodes, [("x", (1, 4, 8, 8), F32)], [("a_dq", (1, 4, 8, 8), F32)],
+              {"w": w, "s1": s1, "s2": s2, "s3": s3, "z": np.asarray(zp, dtype=qtype)}, opset=13)
+    x = _hard_values((1, 4, 8, 8), float(s2), zp, qtype)
+    x[~np.isfinite(x)] = 0.0
+    got, want = run_on(m, "cuda", {"x": x}, simulate=False)["a_dq"], _ort(m, {"x": x})["a_dq"]
+    off = np.abs(got - want)
+    assert off.max() <= float(s3) * 1.0001 and np.count_nonzero(off) <= 0.1 * off.size, (off.max(), np.count_nonzero(off))

@@ -47,7 +47,8 @@ def test_chain_in_nchw8c_builds_and_matches_ort():
     assert sum("layout_transform" in f for f in funcs) == 2  # the chain's two ends, none between
     assert not nchwc_ab.relax_op_counts(graph.module)  # every conv legalised
     rules = dict(nchwc_ab.kernel_rules(graph.module, cpu_tvm_target()))
-    assert {r for f, r in rules.items() if "conv2d" in f} == {"CpuConv2d"}
+    convs = {r for f, r in rules.items() if "conv2d" in f}  # the blocked tile, its columns the host's
+    assert len(convs) == 1 and convs.pop().startswith("CpuConv2d [2 oc blocks x 1x8 lanes x ")
 
     x = np.random.default_rng(0).standard_normal((2, 16, 6, 6)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
@@ -69,8 +70,13 @@ def test_per_kernel_times_each_conv_in_both_layouts():
     base = load(model)
     with nchwc_ab.nchwc_import(8):
         blocked = load(model)
-    rows = nchwc_ab.per_kernel(base, blocked, calls=1, rounds=1, clock=time.perf_counter)
+    seen = []
+    rows = nchwc_ab.per_kernel(base, blocked, calls=1, rounds=1, clock=time.perf_counter,
+                               before=("hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0",), on_row=seen.append)
+    assert seen == rows  # each row reported as it is done
     convs = [r for r in rows if "n" in r]
-    assert len(convs) == 2 and all(a > 0 and b > 0 for r in convs for a, b in [r["ms"]])
+    assert len(convs) == 2 and all(len(r["ms"]) == 3 and min(r["ms"]) > 0 for r in convs)  # NCHW, NCHWc, before
+    from hetpart.kernels.rules import cpu_blocked_conv
+    assert cpu_blocked_conv.BLOCKED_TILE  # the switch restored
     other = {k: v for r in rows if "n" not in r for k, v in r.items() if k.startswith("other")}
     assert other["other_nchw"] == 0.0 and other["other_nchwc"] > 0  # only the NCHWc side transforms

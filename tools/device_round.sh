@@ -1098,6 +1098,18 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_late.py \
     tests/test_tools_cpu_layer_gap.py > "$OUT/pytest-r50-late.txt" 2>&1 ;;
+83)  # (BUDGET=590) issue 18, channel-blocked convolutions (branch cpu-blocked-conv,
+     # bench/results/cpu-blocked-conv-2core.md): resnet50 imported in NCHW16c by tools/nchwc_ab.py (a tool's
+     # context manager, no hetpart default changes), its convs tiled by rules/cpu_blocked_conv (2 output-channel
+     # blocks x columns; on AVX-512 2 x 7-8 zmm accumulators) against the generic tile (BLOCKED_TILE=0, "before"),
+     # the default NCHW build and ORT, in one process at 16 threads: whole model then every distinct conv alone
+     # (--per-kernel, rows printed as they finish), b1 then b8; --rules at b1 lists each conv's tile for this host
+  BUDGET=590; off="--before hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0"
+  timeout 260 python3 tools/nchwc_ab.py zoo:resnet50 --block 16 --threads 16 --per-kernel --rules --calls 10 \
+    --rounds 3 $off > "$OUT/blocked-conv-r50-b1-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
+    --per-kernel --calls 3 --rounds 3 $off > "$OUT/blocked-conv-r50-b8-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

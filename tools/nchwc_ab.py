@@ -1,8 +1,6 @@
-"""Feasibility probe (issue 18): hetpart's all-CPU build with convolutions in NCHW[x]c, beside
-the default NCHW build and ONNX Runtime, in one process.  Not a hetpart option: the layout pass
-is switched in only inside :func:`nchwc_import` (hetpart's default behaviour is untouched).
-
-What :func:`nchwc_import` changes, for the duration of a ``with`` block:
+"""Issue 18: hetpart's all-CPU build with convolutions in NCHW[x]c, beside the default NCHW build
+and ONNX Runtime, in one process.  The blocked build is hetpart's opt-in import
+``load(model, conv_block=c)`` (:mod:`hetpart.importer.conv_layout`; off by default):
 
 * ``relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW{c}c", "OIHW{c}i{c}o"]})`` runs in
   :func:`hetpart.importer.fusion.prepare_for_inference` after batch-norm folding and before
@@ -10,17 +8,24 @@ What :func:`nchwc_import` changes, for the duration of a ``with`` block:
   ConvertLayout: run after it, every ReLU would sit between two ``layout_transform``\\ s);
 * ``relax.nn.conv2d`` in a blocked layout is legalised by ``topi.nn.conv2d_NCHWc`` (TVM 0.27's
   own legalisation returns such a conv unchanged: "data layout or kernel layout have channel
-  chunk cannot be legalized by TOPI"), grouped blocked convs by
-  ``topi.nn.depthwise_conv2d_NCHWc`` when depthwise; other layouts as TVM does.
+  chunk cannot be legalized by TOPI"); other layouts (grouped blocked convs too) as TVM does.
+
+:func:`nchwc_import` (the study's way in, kept for its test) does the same by patching
+:mod:`hetpart.importer.fusion` for the duration of a ``with`` block.
 
     PYTHONPATH=. python tools/nchwc_ab.py zoo:resnet50 --batch 8 --threads 1 --cpu-time --rules
     PYTHONPATH=. python tools/nchwc_ab.py /tmp/mobilenet_v2.onnx --batch 8 --threads 1 --cpu-time
+    PYTHONPATH=. python tools/nchwc_ab.py zoo:resnet50 --batch 8 --threads 1 --cpu-time --per-kernel \\
+        --before hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0
 
 Prints, per model: the fused kernels of the NCHWc build and the rule that schedules each
 (``hetpart.rule``), the two whole-model times and ORT's (least call, [range of the rounds'
 least calls], ms; ``tools/cpu_rule_ab.py``'s method), and each build's max |diff| / max |ORT|.
 ``--per-kernel`` also times every distinct fused kernel of both builds alone
 (:func:`hetpart.costmodel.kernel_bench`-style: one kernel, one-call module, CPU time).
+``--before MODULE.ATTR=VALUE`` adds a third side, the NCHWc build with that switch set
+(``tools/cpu_rule_ab.py``'s ``switched``): the blocked tile against the generic one in one
+process.
 """
 
 from __future__ import annotations
@@ -41,31 +46,10 @@ _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 
 
 def blocked_conv2d_legalize(bb, call):
-    """Legalise a ``relax.nn.conv2d`` whose data layout is ``NCHW{c}c`` with TOPI's NCHWc
-    computes; any other conv2d as TVM's own legalisation does.  In: a BlockBuilder and the
-    call.  Out: a ``call_tir`` (or ``call`` unchanged where neither can)."""
-    from tvm import topi
-    from tvm.target import Target
-    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+    """:func:`hetpart.importer.conv_layout.legalize_conv2d` (where it now lives)."""
+    from hetpart.importer.conv_layout import legalize_conv2d
 
-    a = call.attrs
-    if not _BLOCKED.match(str(a.data_layout)) or str(a.out_layout) != str(a.data_layout):
-        return _nn_conv2d(bb, call)
-    args = dict(stride=a.strides, padding=a.padding, dilation=a.dilation, layout=str(a.data_layout),
-                out_layout=str(a.out_layout), out_dtype=_dtype(a.out_dtype, call.args[0]))
-    if int(a.groups) == 1:
-        # TOPI's NCHWc compute reads Target.current() (its x86 tiling hints); the compute
-        # itself is target-neutral
-        with Target("llvm"):
-            return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], **args,
-                              primfunc_name_hint="conv2d_NCHWc")
-    return call
-
-
-def _dtype(out_dtype, data) -> str:
-    """The conv's output dtype: its attribute, else (unset: None/void/"") its input's."""
-    s = "" if out_dtype is None else str(out_dtype)
-    return s if s not in ("", "None", "void") else str(data.ty.dtype)
+    return legalize_conv2d(bb, call)
 
 
 @contextlib.contextmanager
@@ -92,14 +76,22 @@ def nchwc_import(block: int = 8):
 
 def kernel_rules(mod, target) -> list[tuple[str, str]]:
     """``(fused PrimFunc name, rule)`` for every PrimFunc of fused ``mod`` scheduled for
-    ``target`` (``"none"`` where no rule applied)."""
+    ``target`` (``"none"`` where no rule applied; a channel-blocked conv's tile in brackets,
+    :func:`hetpart.kernels.rules.cpu_blocked_conv.plan_of`)."""
     from tvm import tirx
 
     from hetpart import kernels
 
+    from hetpart.kernels.rules import cpu_blocked_conv
+
     applied = kernels.rules_applied(kernels.schedule(mod, target))
-    return [(gv.name_hint, applied.get(gv.name_hint, "none"))
-            for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)]
+
+    def rule(gv, f) -> str:
+        name = applied.get(gv.name_hint, "none")
+        plan = cpu_blocked_conv.plan_of(f, target) if name == "CpuConv2d" and cpu_blocked_conv.BLOCKED_TILE else None
+        return f"{name} [{plan.describe()}]" if plan is not None else name
+
+    return [(gv.name_hint, rule(gv, f)) for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)]
 
 
 def relax_op_counts(mod) -> collections.Counter:
@@ -124,7 +116,10 @@ def summarize_rules(pairs) -> list[str]:
 
 
 def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, block: int, show_rules: bool,
-       kernels_too: bool = False) -> dict:
+       kernels_too: bool = False, before: tuple[str, ...] = (), on_model=None, on_row=None) -> dict:
+    """One model's A/B (module docstring).  ``on_model(result)`` is called with the
+    whole-model result before the per-kernel timing starts, ``on_row(row)`` with each
+    per-kernel row as it is done (so a run cut off by a timeout has printed what it has)."""
     import tvm
     from tvm import relax
 
@@ -132,7 +127,7 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
     from hetpart.bench.peers import ort_session
     from hetpart.runtime.threads import call_leased
     from hetpart.targets import cpu_tvm_target
-    from cpu_rule_ab import _feeds, _model, first_output, turns
+    from cpu_rule_ab import _feeds, _model, first_output, switched, turns
 
     model = _model(name, batch)
     feeds = _feeds(model)
@@ -141,8 +136,7 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
     base_graph = load(model)
     base = base_graph.module
     t1 = time.perf_counter()
-    with nchwc_import(block):
-        blocked_graph = load(model)
+    blocked_graph = load(model, conv_block=block)  # hetpart's opt-in all-CPU import (importer.conv_layout)
     blocked = blocked_graph.module
     t2 = time.perf_counter()
     result: dict = {"import_s": (t1 - t0, t2 - t1), "left": relax_op_counts(blocked)}
@@ -150,19 +144,26 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
         result["rules"] = summarize_rules(kernel_rules(blocked, target))
         result["rules_base"] = summarize_rules(kernel_rules(base, target))
     exes = [kernels.build(base, target), kernels.build(blocked, target)]
+    if before:  # the NCHWc build again with the switches set: a third side, last
+        with switched(before):
+            exes.append(kernels.build(blocked, target))
     result["build_s"] = time.perf_counter() - t2
     session = ort_session(model, threads=threads)
 
     def body():
         args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
         vms = [relax.VirtualMachine(e, tvm.cpu()) for e in exes]
-        sides = [lambda vm=vm: vm["main"](*args) for vm in vms] + [lambda: session.run(None, feeds)]
-        o = [first_output(sides[0]()), first_output(sides[1]()), np.asarray(sides[2]()[0])]
+        sides = [lambda vm=vm: vm["main"](*args) for vm in vms[:2]] + [lambda: session.run(None, feeds)]
+        sides += [lambda vm=vm: vm["main"](*args) for vm in vms[2:]]
+        o = ([first_output(f()) for f in sides[:2]] + [np.asarray(sides[2]()[0])]
+             + [first_output(f()) for f in sides[3:]])
         scale = float(np.abs(o[2]).max()) or 1.0
-        result["err_ort"] = [float(np.abs(x - o[2]).max()) / scale for x in o[:2]]
+        result["err_ort"] = [float(np.abs(x - o[2]).max()) / scale for x in o[:2] + o[3:]]
         result["best"] = turns(sides, calls, rounds, clock)
+        if on_model is not None:
+            on_model(result)
         if kernels_too:
-            result["kernels"] = per_kernel(base_graph, blocked_graph, calls, rounds, clock)
+            result["kernels"] = per_kernel(base_graph, blocked_graph, calls, rounds, clock, before, on_row)
 
     call_leased("nchwc ab", body, pool=threads, role="cpu")
     return result
@@ -186,17 +187,20 @@ def conv_pairs(base_graph, blocked_graph) -> list[tuple[object, object, int]]:
     return pairs
 
 
-def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock) -> list[dict]:
+def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock, before: tuple[str, ...] = (),
+               on_row=None) -> list[dict]:
     """Each distinct convolution of the model timed alone in both layouts (one-kernel
     modules built by :func:`hetpart.costmodel.kernel_bench.build_module`, weights packed as
     the model has them), in turns, ``rounds`` rounds of ``calls`` calls; least call, ms.
-    Also the other kernels of each graph (pools, fc, layout transforms), summed."""
+    With ``before`` (``module.ATTR=value`` switches) the NCHWc kernel is also built with
+    those set, a third side (``ms``/``hi`` then hold three values).  Also the other kernels
+    of each graph (pools, fc, layout transforms), summed."""
     import tvm
     from tvm import relax
 
     from hetpart.costmodel import kernel_bench as kb
     from hetpart.targets import cpu_tvm_target
-    from cpu_rule_ab import turns
+    from cpu_rule_ab import switched, turns
 
     target, dev = cpu_tvm_target(), tvm.cpu()
 
@@ -209,11 +213,15 @@ def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock) -> lis
 
     rows = []
     for a, b, n in conv_pairs(base_graph, blocked_graph):
-        fa = runner(base_graph, a)
-        fb = runner(blocked_graph, b)
-        best = turns([fa, fb], calls, rounds, clock)
+        sides = [runner(base_graph, a), runner(blocked_graph, b)]
+        if before:
+            with switched(before):
+                sides.append(runner(blocked_graph, b))
+        best = turns(sides, calls, rounds, clock)
         rows.append({"nchw": a.func, "nchwc": b.func, "n": n, "shape": base_graph.tensors[a.inputs[0]].shape,
-                     "ms": (min(best[0]), min(best[1])), "hi": (max(best[0]), max(best[1]))})
+                     "ms": tuple(min(x) for x in best), "hi": tuple(max(x) for x in best)})
+        if on_row is not None:
+            on_row(rows[-1])
     for g, key in ((base_graph, "other_nchw"), (blocked_graph, "other_nchwc")):
         total, names = 0.0, collections.Counter()
         done: dict = {}
@@ -226,6 +234,8 @@ def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock) -> lis
             total += done[k.signature]
             names[re.sub(r"(?<=[a-z_])\d+(?=_|$)", "", k.func)] += 1
         rows.append({key: total, "kinds": dict(names)})
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 
@@ -233,20 +243,31 @@ def _fmt(b: list[float]) -> str:
     return f"{min(b):.2f} [{min(b):.2f}-{max(b):.2f}]"
 
 
-def _print_kernels(rows: list[dict]) -> None:
-    """:func:`per_kernel`'s rows as a table: least ms (largest round-least in brackets)."""
-    print(f"   {'NCHW kernel':<40} {'input':<20}{'n':>3}{'NCHW ms':>16}{'NCHWc ms':>16}{'c/NCHW':>8}")
-    for k in rows:
-        if "n" not in k:
-            key = next(x for x in k if x.startswith("other"))
-            print(f"   {key}: {k[key]:.3f} ms  {k['kinds']}")
-            continue
-        (a, b), (ha, hb) = k["ms"], k["hi"]
-        print(f"   {k['nchw']:<40} {str(list(k['shape'])):<20}{k['n']:>3}"
-              f"{a:>8.3f} ({ha:.2f}){b:>8.3f} ({hb:.2f}){b / a:>8.2f}")
+def _print_header(third: bool) -> None:
+    print(f"   {'NCHW kernel':<40} {'input':<20}{'n':>3}{'NCHW ms':>16}{'NCHWc ms':>16}{'c/NCHW':>8}"
+          + (f"{'before ms':>16}{'c/before':>9}" if third else ""), flush=True)
+
+
+def _print_row(k: dict) -> None:
+    """One :func:`per_kernel` row: least ms (largest round-least in brackets), with a third
+    side (``--before``) its column and the NCHWc/before ratio too."""
+    if "n" not in k:
+        key = next(x for x in k if x.startswith("other"))
+        print(f"   {key}: {k[key]:.3f} ms  {k['kinds']}", flush=True)
+        return
+    (a, b, *c), (ha, hb, *hc) = k["ms"], k["hi"]
+    print(f"   {k['nchw']:<40} {str(list(k['shape'])):<20}{k['n']:>3}"
+          f"{a:>8.3f} ({ha:.2f}){b:>8.3f} ({hb:.2f}){b / a:>8.2f}"
+          + (f"{c[0]:>8.3f} ({hc[0]:.2f}){b / c[0]:>9.2f}" if c else ""), flush=True)
+
+
+def _print_totals(rows: list[dict]) -> None:
+    """The count-weighted sums of :func:`per_kernel`'s convolution rows, per side."""
     convs = [k for k in rows if "n" in k]
-    tot = [sum(k["n"] * k["ms"][i] for k in convs) for i in (0, 1)]
-    print(f"   convolutions, count-weighted sum: NCHW {tot[0]:.2f} ms  NCHWc {tot[1]:.2f} ms  ({tot[1] / tot[0]:.2f})")
+    sides = len(convs[0]["ms"]) if convs else 2
+    tot = [sum(k["n"] * k["ms"][i] for k in convs) for i in range(sides)]
+    print(f"   convolutions, count-weighted sum: NCHW {tot[0]:.2f} ms  NCHWc {tot[1]:.2f} ms  ({tot[1] / tot[0]:.2f})"
+          + (f"  before {tot[2]:.2f} ms ({tot[2] / tot[0]:.2f})" if sides == 3 else ""), flush=True)
 
 
 def main(argv=None) -> int:
@@ -260,25 +281,38 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-time", action="store_true", help="time by the calling thread's CPU time (needs --threads 1)")
     p.add_argument("--per-kernel", action="store_true", help="also time each distinct convolution alone, both layouts")
     p.add_argument("--rules", action="store_true", help="list the fused kernels of both builds and their rules")
+    p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="also time the NCHWc build with this switch set (repeatable), e.g. "
+                        "hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0")
     a = p.parse_args(argv)
     if a.cpu_time and a.threads != 1:
         p.error("--cpu-time needs --threads 1")
     clock = time.thread_time if a.cpu_time else time.perf_counter
     for name in a.models:
-        r = ab(name, a.batch, a.threads, a.calls, a.rounds, clock, a.block, a.rules, a.per_kernel)
-        print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){', CPU time' if a.cpu_time else ''}; "
-              f"import {r['import_s'][0]:.1f}/{r['import_s'][1]:.1f} s, build both {r['build_s']:.1f} s")
-        if r["left"]:
-            print("   relax ops left unlegalised in the NCHWc build:", dict(r["left"]))
-        if a.rules:
-            print("-- NCHW (default) kernels and rules"); print("\n".join(r["rules_base"]))
-            print(f"-- NCHW{a.block}c kernels and rules"); print("\n".join(r["rules"]))
-        b, c, o = (min(x) for x in r["best"])
-        print(f"   NCHW {_fmt(r['best'][0])} ms   NCHW{a.block}c {_fmt(r['best'][1])} ms   ORT {_fmt(r['best'][2])} ms")
-        print(f"   NCHW/ORT {b / o:.3f}  NCHWc/ORT {c / o:.3f}  NCHWc/NCHW {c / b:.3f}   "
-              f"err/ORT NCHW {r['err_ort'][0]:.2e}  NCHWc {r['err_ort'][1]:.2e}", flush=True)
+        def on_model(r, name=name):
+            clock_note = ", CPU time" if a.cpu_time else ""
+            print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){clock_note}; "
+                  f"import {r['import_s'][0]:.1f}/{r['import_s'][1]:.1f} s, build {r['build_s']:.1f} s")
+            if r["left"]:
+                print("   relax ops left unlegalised in the NCHWc build:", dict(r["left"]))
+            if a.rules:
+                print("-- NCHW (default) kernels and rules"); print("\n".join(r["rules_base"]))
+                print(f"-- NCHW{a.block}c kernels and rules"); print("\n".join(r["rules"]))
+            b, c, o = (min(x) for x in r["best"][:3])
+            print(f"   NCHW {_fmt(r['best'][0])} ms   NCHW{a.block}c {_fmt(r['best'][1])} ms   "
+                  f"ORT {_fmt(r['best'][2])} ms")
+            print(f"   NCHW/ORT {b / o:.3f}  NCHWc/ORT {c / o:.3f}  NCHWc/NCHW {c / b:.3f}   "
+                  f"err/ORT NCHW {r['err_ort'][0]:.2e}  NCHWc {r['err_ort'][1]:.2e}", flush=True)
+            if a.before:
+                print(f"   NCHW{a.block}c before ({' '.join(a.before)}) {_fmt(r['best'][3])} ms  "
+                      f"NCHWc/before {c / min(r['best'][3]):.3f}  err/ORT {r['err_ort'][2]:.2e}", flush=True)
+            if a.per_kernel:
+                _print_header(bool(a.before))
+
+        r = ab(name, a.batch, a.threads, a.calls, a.rounds, clock, a.block, a.rules, a.per_kernel, tuple(a.before),
+               on_model=on_model, on_row=_print_row)
         if "kernels" in r:
-            _print_kernels(r["kernels"])
+            _print_totals(r["kernels"])
     return 0
 
 

@@ -26,7 +26,9 @@ it and returns those same buffers.  ``sha256`` is the hash of the library file;
 name inside the directory (:func:`confined`: no path, no symlink out), and
 :func:`check_order` checks the partition order against the data dependencies.
 ``index_limits`` (optional) gives, per model input used as indices, the range its
-values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).
+values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).  ``conv_block``
+(optional, absent for NCHW) the channel block the model's convolutions were imported in
+(:mod:`hetpart.importer.conv_layout`: an all-CPU build).
 
 A partition with ``weights`` (streamed, :class:`WeightFile`) takes them as
 parameters after its inputs: ``main(*inputs, *weights)`` and
@@ -235,6 +237,7 @@ class CompiledModel:
     # model inputs used as indices -> their valid values, checked on every feed
     index_limits: dict[str, IndexLimits] = field(default_factory=dict)
     external_min_bytes: int | None = None
+    conv_block: int | None = None  # the graph's conv layout, NCHW{c}c (importer.conv_layout); None: NCHW
     _staging: Any = field(default=None, repr=False, compare=False)  # keeps a TemporaryDirectory alive
 
     @property
@@ -286,6 +289,7 @@ class CompiledModel:
             "partitions": [p.to_json() for p in self.partitions],
             "index_limits": {name: lim.to_json() for name, lim in self.index_limits.items()},
             "external_min_bytes": self.external_min_bytes,
+            **({"conv_block": self.conv_block} if self.conv_block else {}),
         }
 
     def save(self, directory) -> Path:

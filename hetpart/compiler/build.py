@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import kernels, targets
-from ..errors import CompileError, HetpartError, TargetError
+from ..errors import CompileError, HetpartError, PlanError, TargetError
 from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.tuning import default_database
 from ..importer.op_graph import OpGraph
@@ -68,8 +68,9 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     default, :data:`~.external.EXTERNAL_MIN_BYTES`, is 256 MiB); 0 does so for every
     partition with weights, None for none.  Recorded in the manifest (``external_min_bytes``).
 
-    Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph
-    and :class:`~hetpart.errors.CompileError` naming the partition (and function)
+    Raises :class:`~hetpart.errors.PlanError` when the plan does not fit the graph (or
+    places a partition of a graph imported with ``conv_block`` off the CPU) and
+    :class:`~hetpart.errors.CompileError` naming the partition (and function)
     that failed to build.
     """
     graph = graph if graph is not None else plan.graph
@@ -82,6 +83,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     plan = with_precision(plan, graph, prec)
     options = options_for(options, prec)
     programs = extract(lower_plan_weights(graph, plan, prec), plan)
+    _cpu_only_layout(graph, programs)
     specs = {d: _resolve(d, simulate, cuda_arch, cpu_arch) for d in _devices(programs)}
     staging = tempfile.TemporaryDirectory(prefix="hetpart-compile-")
     artifacts = _build_all(programs, specs, Path(staging.name), jobs, progress, graph.name, options, library_cache,
@@ -101,8 +103,23 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         precision=prec,
         index_limits=dict(graph.index_limits),
         external_min_bytes=external_weights,
+        conv_block=graph.conv_block,
         _staging=staging,
     )
+
+
+def _cpu_only_layout(graph: OpGraph, programs: list[PartitionProgram]) -> None:
+    """A graph imported with channel-blocked convolutions (``graph.conv_block``,
+    :mod:`hetpart.importer.conv_layout`) compiles for the CPU only: the GPU rules were
+    written and measured for NCHW.  Raises :class:`~hetpart.errors.PlanError` naming the
+    first partition placed elsewhere."""
+    if not graph.conv_block:
+        return
+    for p in programs:
+        if p.device != "cpu":
+            raise PlanError(f"partition '{p.name}' is placed on {p.device}, but the model was imported with "
+                            f"conv_block={graph.conv_block} (NCHW{graph.conv_block}c convolutions: all-CPU builds "
+                            "only); import it without conv_block or place every partition on the CPU")
 
 
 def _require_cxx() -> None:

@@ -96,6 +96,7 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
             output_names=[str(n) for n in manifest.get("output_names", [])],
             index_limits={str(k): IndexLimits.from_json(v) for k, v in manifest.get("index_limits", {}).items()},
             external_min_bytes=_optional_int(manifest.get("external_min_bytes")),
+            conv_block=_optional_int(manifest.get("conv_block")),
         )
         if model.output_names and len(model.output_names) != len(model.outputs):
             raise ValueError(f"{len(model.output_names)} output names for {len(model.outputs)} outputs")

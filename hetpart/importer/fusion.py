@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from .accurate_math import accurate_math
+from . import conv_layout
 from .bit_shift import guard_shift_range
 from .fake_quantize import float_fake_quantize
 from .fast_erf import fast_erf
@@ -39,8 +40,11 @@ BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldCon
 AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
 
 
-def _run(mod: tvm.IRModule, names) -> tvm.IRModule:
-    seq = tvm.transform.Sequential([_PASSES.get(n, getattr(relax.transform, n))() for n in names])
+def _run(mod: tvm.IRModule, names, legalize: dict | None = None) -> tvm.IRModule:
+    """``mod`` through the passes ``names``; ``legalize``: LegalizeOps's map in place of
+    :data:`LEGALIZE`."""
+    passes = {**_PASSES, "LegalizeOps": lambda: relax.transform.LegalizeOps(legalize)} if legalize else _PASSES
+    seq = tvm.transform.Sequential([passes.get(n, getattr(relax.transform, n))() for n in names])
     with tvm.transform.PassContext(opt_level=3):
         return seq(mod)
 
@@ -50,14 +54,16 @@ def fuse(mod: tvm.IRModule) -> tvm.IRModule:
     return fuse_with_ops(mod)[0]
 
 
-def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str, ...]]]:
+def fuse_with_ops(mod: tvm.IRModule, conv_block: int | None = None) -> tuple[tvm.IRModule, dict[str, tuple[str, ...]]]:
     """Like :func:`fuse`, also returning, per fused PrimFunc, the operators inside it.
+    ``conv_block``: convolutions in ``NCHW{conv_block}c`` (:mod:`.conv_layout`; None: NCHW).
 
     FuseTIR names each fused PrimFunc after the Relax function FuseOps grouped the
     operators into, so reading that group before FuseTIR gives the operator list
     (``{"fused_conv2d_add_relu": ("conv2d", "add", "relu")}``).
     """
-    grouped = _run(prepare_for_inference(mod), BEFORE_FUSION)
+    legalize = {**LEGALIZE, **conv_layout.LEGALIZE} if conv_block else None
+    grouped = _run(prepare_for_inference(mod, conv_block), BEFORE_FUSION, legalize)
     fused_ops: dict[str, tuple[str, ...]] = {}
     for gv, func in grouped.functions.items():
         if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:
@@ -65,7 +71,7 @@ def fuse_with_ops(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, tuple[str,
     return _run(grouped, AFTER_FUSION), fused_ops
 
 
-def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
+def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> tvm.IRModule:
     """Fold batch norms into the convolutions before them; other batch norms become
     elementwise arithmetic that fuses into its neighbours (the ReLU after one too); erf becomes TVM's fast
     approximation (:mod:`.fast_erf`); max/min-based ops, reductions and float mod
@@ -73,7 +79,9 @@ def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
     and sums accumulate in float32 (:mod:`.float16_accumulation`); a QDQ pair on an
-    activation is computed in float (:mod:`.fake_quantize`)."""
+    activation is computed in float (:mod:`.fake_quantize`).  ``conv_block`` (None: NCHW):
+    convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
+    (:mod:`.conv_layout`)."""
     mod = float_fake_quantize(mod)
     # DecomposeOpsForInference leaves a batch norm not after a convolution as
     # ``(y, mean, var)[0]``; FuseOps does not fuse across that tuple, so the norm and the
@@ -82,6 +90,8 @@ def prepare_for_inference(mod: tvm.IRModule) -> tvm.IRModule:
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference", "CanonicalizeBindings"))
     # float16 first: the max its softmax emits is then made NaN/Inf-exact too
     mod = accumulate_float16_in_float32(fast_erf(fold_weight_arithmetic(mod)))
+    if conv_block:
+        mod = conv_layout.convert(mod, conv_block)
     return accurate_math(guard_shift_range(propagate_nan(mod)))
 
 

@@ -137,6 +137,8 @@ class OpGraph:
     is the tensor that holds it, a Relax var name such as ``lv74``); empty for a
     graph not imported from ONNX, whose outputs are called by their tensor names.
     ``index_limits``: the valid values of each model input used as indices.
+    ``conv_block``: the channel block its convolutions were imported in (``NCHW{c}c``,
+    :mod:`hetpart.importer.conv_layout`; all-CPU builds only), None for NCHW.
     """
 
     name: str
@@ -149,6 +151,7 @@ class OpGraph:
     output_names: tuple[str, ...] = ()
     # model inputs used as indices -> their valid values (see importer.index_guard)
     index_limits: dict[str, IndexLimits] = field(default_factory=dict, repr=False)
+    conv_block: int | None = None
     _g: nx.DiGraph = field(init=False, repr=False)
 
     @property

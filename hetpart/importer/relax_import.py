@@ -13,6 +13,7 @@ import tvm
 from tvm import relax, tirx
 
 from ..errors import ModelLoadError, ShapeError, UnsupportedOpsError, option
+from . import conv_layout
 from .fusion import fuse_with_ops
 from .op_graph_builder import build_op_graph
 from .index_guard import guard_indices
@@ -110,18 +111,21 @@ def _check_dims(shapes) -> None:
                              "positive integer")
 
 
-def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
+def load(model, shapes: dict[str, list[int]] | None = None, *, conv_block: int | None = None) -> OpGraph:
     """Import ``model`` into an :class:`OpGraph` of fused kernels.
 
     ``model`` is a path, ``"zoo:NAME[:small]"`` or an ``onnx.ModelProto``; ``shapes``
-    fixes symbolic input dims (``{"x": [1, 3, 224, 224]}``).  Raises a
+    fixes symbolic input dims (``{"x": [1, 3, 224, 224]}``).  ``conv_block`` (8, 16, 32;
+    default None: NCHW): convolutions in ``NCHW{conv_block}c``, for an all-CPU build only
+    (:mod:`.conv_layout`), recorded as ``graph.conv_block``.  Raises a
     :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
     """
     _check_dims(shapes)
+    conv_block = conv_layout.check_block(conv_block)
     source = read_model(model, shapes)
     relax_mod, limits = guard_indices(to_relax(source))
     try:
-        fused, fused_ops = fuse_with_ops(relax_mod)
+        fused, fused_ops = fuse_with_ops(relax_mod, conv_block)
     except (ValueError, RuntimeError) as exc:  # TVM's lowering refusing what its import took
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{source.origin}: TVM cannot lower the imported model: {msg}; check the "
@@ -129,4 +133,5 @@ def load(model, shapes: dict[str, list[int]] | None = None) -> OpGraph:
     graph = build_op_graph(source.name, fused, fused_ops, relax_module=relax_mod,
                            output_names=[o.name for o in source.model.graph.output])
     graph.index_limits = limits
+    graph.conv_block = conv_block
     return graph

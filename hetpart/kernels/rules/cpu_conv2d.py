@@ -61,6 +61,7 @@ from tvm.target import Target
 from ..analysis import const_extent, cpu_shape, is_cpu, is_layout_free, mac_of, tests_bounds, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, read_index, register_tile, vec_candidates
+from . import cpu_blocked_conv
 from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
 from .cpu_matmul import plane_tiled, schedule_contraction
 
@@ -464,6 +465,12 @@ class CpuConv2d(ScheduleRule):
             return None  # a plain contraction: the matmul rule's job
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
+        if cpu_blocked_conv.BLOCKED_TILE:
+            done = self._blocked(sch, mac, shape, lanes)
+            if done is not None:
+                if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
+                    _parallel_padding(done, keep)
+                return done
         sub = subsampled_1x1(sch, mac, lambda s, m: plane_tiled(func, s, m, lanes))
         if sub is not None:
             done = schedule_contraction(func, sub[0], sub[1], target, copies=(sub[2],))
@@ -506,6 +513,25 @@ class CpuConv2d(ScheduleRule):
         if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
             _parallel_padding(sch, keep)
         return sch
+
+    @staticmethod
+    def _blocked(sch: s_tir.Schedule, mac, shape, lanes: int) -> s_tir.Schedule | None:
+        """A channel-blocked convolution's tile (:mod:`.cpu_blocked_conv`) on a copy of
+        ``sch``, or None (not such a block, no plan, or a primitive refused)."""
+        conv = cpu_blocked_conv.blocked_conv(mac)
+        plan = cpu_blocked_conv.blocked_plan(mac, conv, shape, lanes) if conv is not None else None
+        if plan is None:
+            return None
+        new = sch.copy()
+        mac = mac_of(new)  # the copy's block and iterators
+        conv = cpu_blocked_conv.blocked_conv(mac) if mac is not None else None
+        if conv is None:
+            return None
+        try:
+            cpu_blocked_conv.blocked_tile(new, mac, conv, plan, shape)
+        except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
+            return None
+        return new
 
     @staticmethod
     def _rows(func, sch, mac, lanes: int, cores: int = 1) -> s_tir.Schedule:

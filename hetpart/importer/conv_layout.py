@@ -1,0 +1,78 @@
+"""Opt-in channel-blocked layout for an all-CPU import: convolutions in ``NCHW{c}c`` with
+``OIHW{c}i{c}o`` weights (``load(model, conv_block=c)``; default None: NCHW, unchanged).
+
+In: the Relax module :func:`.fusion.prepare_for_inference` has folded (batch norms into
+the convs) and the block ``c`` (one of :data:`CONV_BLOCKS`).  Out: the module with TVM's
+``ConvertLayout`` applied to ``relax.nn.conv2d`` (:func:`convert`), run before
+:mod:`.nan_semantics` turns ReLU/Clip into ``call_tir`` (opaque to ``ConvertLayout``:
+after it, every ReLU would sit between two ``layout_transform``\\ s); ``layout_transform``\\ s
+land at the model's edges (resnet50: 3) and where an op keeps NCHW (a 3-channel stem,
+depthwise convs).  :data:`LEGALIZE` lowers a blocked conv with ``topi.nn.conv2d_NCHWc``:
+TVM 0.27's own legalisation returns it unchanged ("data layout or kernel layout have
+channel chunk cannot be legalized by TOPI").  The weight's transform is a constant,
+folded at import.  The CPU tiles them with :mod:`hetpart.kernels.rules.cpu_blocked_conv`.
+
+For all-CPU builds only: the GPU rules were written for NCHW, so
+:func:`hetpart.compiler.compile` refuses a plan with a non-CPU partition of such a graph.
+Measured (bench/results/cpu-blocked-conv-2core.md, 2-core AVX2, 1 thread): resnet50
+NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; depthwise nets lose (mobilenet_v2
+2.5x: bench/results/cpu-nchwc-study-2core.md), hence off by default.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+from tvm import relax
+
+from ..errors import ModelLoadError
+
+CONV_BLOCKS = (8, 16, 32)
+"""The channel blocks an import may ask for (8: AVX2's float lanes, 16: AVX-512's)."""
+
+_BLOCKED = re.compile(r"^NCHW(\d+)c$")
+
+
+def check_block(block) -> int | None:
+    """``block`` if it is None or one of :data:`CONV_BLOCKS`; else :class:`ModelLoadError`."""
+    if block is None or (isinstance(block, int) and not isinstance(block, bool) and block in CONV_BLOCKS):
+        return block
+    raise ModelLoadError(f"conv_block must be one of {', '.join(map(str, CONV_BLOCKS))} or None, got {block!r}")
+
+
+def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
+    """``mod`` with every ``relax.nn.conv2d`` TVM's ``ConvertLayout`` can take in
+    ``NCHW{block}c`` / ``OIHW{block}i{block}o`` (others, e.g. input channels not a multiple of
+    ``block``, keep NCHW)."""
+    layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
+    return relax.transform.ConvertLayout(layouts)(mod)
+
+
+def legalize_conv2d(bb, call):
+    """Legalise a ``relax.nn.conv2d`` whose data layout is ``NCHW{c}c`` (not grouped) with
+    TOPI's NCHWc compute; any other conv2d as TVM's own legalisation does.  In: a
+    BlockBuilder and the call.  Out: a ``call_tir`` (or ``call`` unchanged where neither can)."""
+    from tvm import topi
+    from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+    from tvm.target import Target
+
+    a = call.attrs
+    if not _BLOCKED.match(str(a.data_layout)) or str(a.out_layout) != str(a.data_layout) or int(a.groups) != 1:
+        return _nn_conv2d(bb, call)
+    args = dict(stride=a.strides, padding=a.padding, dilation=a.dilation, layout=str(a.data_layout),
+                out_layout=str(a.out_layout), out_dtype=_dtype(a.out_dtype, call.args[0]))
+    # TOPI's NCHWc compute reads Target.current() (its x86 tiling hints); the compute itself
+    # is target-neutral
+    with Target("llvm"):
+        return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], **args, primfunc_name_hint="conv2d_NCHWc")
+
+
+def _dtype(out_dtype, data) -> str:
+    """The conv's output dtype: its attribute, else (unset: None/void/"") its input's."""
+    s = "" if out_dtype is None else str(out_dtype)
+    return s if s not in ("", "None", "void") else str(data.ty.dtype)
+
+
+LEGALIZE = {"relax.nn.conv2d": legalize_conv2d}
+"""The legalisation :func:`.fusion.fuse_with_ops` adds to its own for a blocked import."""

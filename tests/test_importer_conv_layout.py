@@ -1,0 +1,57 @@
+"""importer.conv_layout: ``load(model, conv_block=8)`` imports the convolutions in NCHW8c (an
+all-CPU build's opt-in, recorded on the graph and in the compiled manifest), compiles on the
+CPU and matches ONNX Runtime; the default import is unchanged (NCHW); a bad block or a plan
+placing a partition of such a graph on the GPU is refused."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_kernels_cpu_blocked_conv import _model  # noqa: E402
+
+from hetpart.errors import ModelLoadError, PlanError  # noqa: E402
+
+
+def test_conv_block_compiles_for_the_cpu_and_matches_ort(plan_for, compose, tmp_path):
+    import onnxruntime as ort
+
+    import hetpart
+    from hetpart import compiler
+
+    model = _model(2, 7)
+    graph = hetpart.load(model, conv_block=8)
+    funcs = [k.func for k in graph.kernels.values()]
+    assert graph.conv_block == 8
+    assert sum("conv2d_NCHWc" in f for f in funcs) == 4
+    assert sum("layout_transform" in f for f in funcs) == 2  # the model's two ends
+    plain = hetpart.load(model)
+    assert plain.conv_block is None and not any("NCHWc" in k.func or "layout" in k.func for k in plain.kernels.values())
+
+    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+    assert cm.conv_block == 8 and cm.manifest()["conv_block"] == 8
+    assert hetpart.load_compiled(cm.save(tmp_path / "c")).conv_block == 8
+    x = np.random.default_rng(2).standard_normal((2, 8, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = compose(cm, {graph.inputs[0]: x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_conv_block_refuses_gpu_partitions_and_bad_blocks(plan_for):
+    import hetpart
+    from hetpart import compiler
+
+    graph = hetpart.load(_model(1, 7), conv_block=8)
+    order = graph.topological_order()
+    plan = plan_for(graph, {k: ("cuda" if k == order[-1] else "cpu") for k in order})
+    with pytest.raises(PlanError, match="conv_block=8"):
+        compiler.compile(plan, simulate=True, progress=False)
+    for bad in (4, 12, True, "8"):
+        with pytest.raises(ModelLoadError, match="conv_block"):
+            hetpart.load(_model(1, 7), conv_block=bad)
