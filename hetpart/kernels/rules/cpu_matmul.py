@@ -120,7 +120,7 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
         plan = dataclasses.replace(plan, activations=True)
     keep = ()
     if plane_copy is not None and inner:
-        _transpose_copy(sch, plane_copy, lanes, TRANSPOSE_PARALLEL_MIN if shape.cores > 1 else 1 << 62, copies)
+        _transpose_copy(sch, plane_copy, lanes, TRANSPOSE_PARALLEL_MIN if shape.cores > 1 else math.inf, copies)
         keep = (plane_copy,)
     elif plane_copy is not None:
         try:
@@ -153,7 +153,7 @@ def _channels_inner_rows(mac, lanes: int) -> bool:
     whole vectors (7x7 = 49), is tiled on its fused plane ``h*w`` read through a copy laid out
     ``X'[n, h*w, ic]`` (:func:`_fuse_plane` with ``channels_inner``, :func:`_transpose_copy`):
     the weight tile (output-channel vectors x plane rows) then broadcasts each row's channels
-    from one cache line for 16 steps, and its rows need not divide 7
+    from one cache line for 16 steps, and its rows need not divide the image's 7-wide rows
     (:func:`~hetpart.kernels.register_tile.make_plan` without ``exact_wide``: 5 rows x 2
     vectors on AVX2, the last of 10 tiles ragged; 7 x 2 x 16 on AVX-512).
 
@@ -222,7 +222,7 @@ def _channels_inner_rows_32(mac, plan, shape) -> int:
     return rows if after >= before else plan.rows
 
 
-def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: int, copies: tuple = ()) -> None:
+def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: float, copies: tuple = ()) -> None:
     """Schedule the channels-inner copy ``X'[.., p, ic] = X[.., ic, p]`` of
     :func:`_channels_inner_rows` as a blocked transpose: ``ic`` in blocks of ``lanes`` outside
     the plane, each block's ``lanes`` source rows (``lanes x h*w`` floats) read from L1 while
