@@ -74,7 +74,9 @@ def _padded(m, mcpu: str) -> bool:
 
 def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
     """512 output channels (32 two-vector panels of 8) + residual + ReLU on 7x7: the padded plane
-    (49 -> 64) on AVX2; with the switch off, and on AVX-512, the weight tile as before."""
+    (49 -> 64) on AVX2; with the switch off, and on AVX-512, the weight tile as before.  (The
+    channels-inner 7x7 tile, which takes it first since, off: test_kernels_r50_late.py.)"""
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     m = _conv(256, 512, 7)
     assert _padded(m, "haswell")
     assert "T.int64(64)" in _scheduled(m, "haswell").script()
@@ -86,6 +88,7 @@ def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
 def test_narrow_or_residual_free_7x7_unchanged(monkeypatch):
     """256 output channels (16 panels: mobilenet_v2's 960->160 + residual measured slower) and no
     residual keep the weight tile; the same schedules with the switch off."""
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     ms = [_conv(256, 256, 7), _conv(256, 512, 7, epilogue="relu")]
     after = [_scheduled(m, "haswell").script() for m in ms]
     assert not any("reindex_pad" in s for s in after)

@@ -22,6 +22,7 @@ from onnx_cases import assert_matches, model, onnxruntime_outputs
 from test_kernels_wide_tiles import _conv, _feeds, _host_has_avx2, _run, _scheduled, _target, _tile_rows
 
 from hetpart.kernels import register_tile
+from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import cpu_tvm_target
 
 
@@ -84,6 +85,8 @@ def test_switch_on_restores_wide_rows(monkeypatch):
     assert _tile_rows(_scheduled(_linear(), "haswell")) == 7
 
 
-def test_transposed_write_back_keeps_wide_rows():
-    """A 1x1 conv on 7x7 (rows along the plane, the tile written back transposed): 7 rows."""
+def test_transposed_write_back_keeps_wide_rows(monkeypatch):
+    """A 1x1 conv on 7x7 (rows along the plane, the tile written back transposed): 7 rows (its
+    channels-inner plane, cpu_matmul.CHANNELS_INNER_ROWS, off: test_kernels_r50_late.py)."""
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     assert _tile_rows(_scheduled(_conv(512, 32, 7), "haswell")) == 7

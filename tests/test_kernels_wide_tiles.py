@@ -173,6 +173,8 @@ def test_one_loop_reduction_takes_exact_wide_rows(shape, avx2, avx512, monkeypat
     # (cpu_matmul.RAGGED_PLANE_MIN_BATCH, PLANE_LONG_SUMS_AT_BATCH_1; test_kernels_plane_batch1.py).
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 2)
     monkeypatch.setattr(cpu_matmul, "PLANE_LONG_SUMS_AT_BATCH_1", False)
+    # The 7x7 plane's channels-inner tile off (cpu_matmul.CHANNELS_INNER_ROWS; test_kernels_r50_late.py).
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     ic, oc, hw = shape
     m = _conv(ic, oc, hw)
     assert _tile_rows(_scheduled(m, "haswell")) == avx2

@@ -12,8 +12,10 @@ runs, ``intra_op_num_threads`` = ``TVM_NUM_THREADS`` or this host's pool), each 
 by the ONNX node it keeps the name of (names are required: ``tools/inception_onnx.py``
 names every node after its output); ORT's NCHWc reorders are a group of their own.  Both
 sides' minima: sums of minima under-state a run a little.  ``--in-situ``: hetpart's kernels
-timed inside whole runs instead (a VM instrument, CPU time): alone, a kernel's weights stay in
-the caches between calls, where in the model (and in ORT's profile) they are read cold.
+timed inside whole runs instead (a VM instrument, CPU time; ``--wall``: wall time, for a pool of
+several threads): alone, a kernel's weights stay in the caches between calls, where in the model
+(and in ORT's profile) they are read cold.  ORT's nodes are keyed through the BatchNormalization /
+ReLU / Add it fuses a Conv with (a model with unfolded BN, as the zoo's).
 """
 
 from __future__ import annotations
@@ -75,15 +77,32 @@ def onnx_keys(model) -> dict[str, str]:
     return out
 
 
-def ort_key(node: dict, keys: dict[str, str], producer: dict[str, str]) -> str:
+def ort_key(node: dict, keys: dict[str, str], producer: dict[str, str], conv_of: dict[str, str] | None = None) -> str:
     """The layer key of an ORT profiled node (``{"name", "op"}``): its ONNX node's (:func:`onnx_keys`),
     ORT's suffixes dropped (``_nchwc``, ``_token_N``, a fusion's ``/QuickGeluFusion/``: a SiLU keyed
-    by its Mul, hence with its conv), else its producer's, else its op; NCHWc reorders a key of
-    their own."""
+    by its Mul, hence with its conv), else its output's producer's (ORT names the nodes its NCHWc
+    pass makes by their output); a fused Conv named after the BatchNormalization, ReLU or residual
+    Add it absorbed keyed by that node's Conv (``conv_of``: ``cpu_kernel_profile.conv_producers``;
+    before, with the BN unfolded as in the zoo's resnet50, every conv showed 0 ms); else its op.
+    NCHWc reorders have a key of their own."""
     if node["op"] in ("ReorderInput", "ReorderOutput"):
         return "NCHWc reorders (ORT)"
     base = node["name"].split("_token")[0].split("/")[0].removesuffix("_nchwc")
-    return keys.get(base) or keys.get(producer.get(base, ""), node["op"])
+    name = base if keys.get(base) else producer.get(base, "")
+    if conv_of and "Conv" in node["op"] and name in conv_of and not keys.get(name, "").startswith("conv"):
+        name = conv_of[name]
+    return keys.get(name, node["op"])
+
+
+def ort_keyed(model, rows: list[dict]) -> list[tuple[str, float]]:
+    """``(layer key, seconds)`` per profiled ORT node (``rows``: ``cpu_kernel_profile.ort_nodes``'s
+    ``name`` / ``op`` / ``s``), keyed by :func:`ort_key`."""
+    from cpu_kernel_profile import conv_producers
+
+    keys = onnx_keys(model)
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    conv_of = conv_producers(model)
+    return [(ort_key(r, keys, producer, conv_of), r["s"]) for r in rows]
 
 
 def _least_cpu_time(kmod, executable, dev, calls: int) -> float:
@@ -147,9 +166,10 @@ def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]
     return rows
 
 
-def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
+def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str, float]]:
     """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
-    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``), the
+    instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``; ``wall``:
+    wall time, for a pool of several threads, whose work the calling thread's clock misses), the
     least over ``runs`` runs of each key's sum: what a kernel costs with the caches as the model
     leaves them (weights read cold, as ORT's profiled nodes read them)."""
     import time
@@ -169,7 +189,7 @@ def hetpart_in_situ(model, runs: int) -> list[tuple[str, str, float]]:
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
     vm["main"](*args)
     best: dict[str, float] = {}
-    for calls in call_times(vm, args, runs, clock=time.thread_time):
+    for calls in call_times(vm, args, runs, clock=time.perf_counter if wall else time.thread_time):
         run: dict[str, float] = defaultdict(float)
         for symbol, us in calls:
             symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
@@ -188,6 +208,8 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=20, help="calls per hetpart kernel (least CPU time)")
     p.add_argument("--in-situ", action="store_true",
                    help="hetpart's kernels timed inside whole runs (--runs of them), not alone")
+    p.add_argument("--wall", action="store_true",
+                   help="with --in-situ: wall time per kernel call (several threads: TVM_NUM_THREADS=16)")
     a = p.parse_args(argv)
     import onnx
 
@@ -196,16 +218,13 @@ def main(argv=None) -> int:
 
     model = onnx.load(a.model)
     threads = pool_size()
-    keys = onnx_keys(model)
-    producer = {o: n.name for n in model.graph.node for o in n.output}
     ort_rows, ort_run = ort_nodes(model, threads, a.runs)
     o_sum, o_n = defaultdict(float), defaultdict(int)
-    for r in ort_rows:
-        key = ort_key(r, keys, producer)
-        o_sum[key] += r["s"]
+    for key, s in ort_keyed(model, ort_rows):
+        o_sum[key] += s
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
-    for key, _, s in (hetpart_in_situ(model, a.runs) if a.in_situ else hetpart_keyed(model, a.calls)):
+    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall) if a.in_situ else hetpart_keyed(model, a.calls)):
         h_sum[key] += s
         h_n[key] += 1
     print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels {'in whole runs' if a.in_situ else 'alone'} (sum {sum(h_sum.values()) * 1e3:.3f} ms), "

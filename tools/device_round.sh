@@ -1061,6 +1061,43 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 20 ] && timeout "$left" python3 tools/rule_switch_tir_diff.py zoo:swin --before $off \
     > "$OUT/swin-copy-switch-diff.txt" 2>&1 ;;
+84)  # (BUDGET=590) issue 18, resnet50 all-CPU at batch 1 (branch cpu-r50-late, bench/results/cpu-r50-late-2core.md).
+     # Two switches, both off = before: (a) cpu_matmul.CHANNELS_INNER_ROWS: a 1x1 conv on a 7x7 image (256+ input
+     # channels) reads a per-call copy of its image with the channels innermost, its plane fused, under a weight
+     # tile of plane rows (AVX2: 5 rows, the last of 10 ragged; AVX-512: 7 x 2 x 16 as before, the copy's channel
+     # blocks parallel at 16 cores) -- resnet50's 2048->512 and 512->2048 + residual on 7x7, 2 of 28 kernels on
+     # AVX-512 too (statically); (b) cpu_matmul.PLANE_RAGGED_ROWS: plane tiles take 6 ragged rows on 16-register
+     # targets -- AVX-512 byte-identical (0 of 28 kernels): here the noise; (c, off by default, (1b) only)
+     # cpu_matmul.CHANNELS_INNER_ROWS_32: 13 rows (26 zmm accumulators) on that 7x7 plane.  On the 2-core AVX2 box, 1 thread by
+     # CPU time: the 7x7 1x1s 0.67-0.79x (under ORT after), the plane-tiled 1x1s 0.86-0.96x, resnet50 b1 104.3 ->
+     # 98.4 ms (ORT 91.1).  (1) before / after / ORT on the layers at 16 threads, (2) at 1 thread by CPU time
+     # (the AVX-512 tile's per-core cost), (3) the corpus export of resnet50 (made here where no earlier step did)
+     # before / after / ORT at 16 threads, (4) per layer, in whole runs, wall time at 16 threads (hetpart's kernels
+     # vs ORT's profiled nodes: where the Xeon's gap is), (5) the tests (the AVX-512 tile run on the host)
+  BUDGET=590
+  off="--before hetpart.kernels.rules.cpu_matmul.CHANNELS_INNER_ROWS=0"
+  off="$off --before hetpart.kernels.rules.cpu_matmul.PLANE_RAGGED_ROWS=0"
+  timeout 80 python3 tools/cpu_rule_ab.py r50_1x1_7 r50_1x1_7e r50_1x1_7add r50_1x1_14 r50_1x1_28 --threads 16 \
+    --calls 20 --rounds 4 $off > "$OUT/ab-r50-late-layers-t16.txt" 2>&1
+  timeout 50 python3 tools/cpu_rule_ab.py r50_1x1_7 r50_1x1_7e r50_1x1_7add --threads 1 --cpu-time --calls 10 \
+    --rounds 4 $off > "$OUT/ab-r50-late-layers-t1.txt" 2>&1
+  # (1b) the third switch, off by default (AVX-512 only, unmeasured): 13 rows on the 7x7 plane, after = on
+  timeout 50 python3 tools/cpu_rule_ab.py r50_1x1_7 r50_1x1_7e r50_1x1_7add --threads 16 --calls 20 --rounds 4 \
+    --after hetpart.kernels.rules.cpu_matmul.CHANNELS_INNER_ROWS_32=1 > "$OUT/ab-r50-late-rows32-t16.txt" 2>&1
+  f="$EXPORTS/resnet50-b1.onnx"
+  [ -f "$f" ] || timeout 100 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 90 --export-dir "$EXPORTS" \
+    --models resnet50 --out "$OUT/corpus-cpu-b1-r50-late.json" > "$OUT/logs/corpus-cpu-b1-r50-late.log" 2>&1
+  [ -f "$f" ] || { f=/tmp/resnet50-zoo.onnx; python3 -c "import onnx; from hetpart import models; \
+    z = models.parse_zoo_spec('zoo:resnet50'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
+  left=$((BUDGET - SECONDS - 140))
+  [ "$left" -ge 40 ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py "$f" --threads 16 \
+    --calls 10 --rounds 5 $off > "$OUT/ab-r50-late-resnet50-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 40))
+  [ "$left" -ge 40 ] && TVM_NUM_THREADS=16 timeout $((left < 100 ? left : 100)) python3 tools/cpu_layer_gap.py "$f" \
+    --in-situ --wall --runs 20 --top 40 > "$OUT/r50-late-layer-gap-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_late.py \
+    tests/test_tools_cpu_layer_gap.py > "$OUT/pytest-r50-late.txt" 2>&1 ;;
 83)  # (BUDGET=590) issue 18, channel-blocked convolutions (branch cpu-blocked-conv,
      # bench/results/cpu-blocked-conv-2core.md): resnet50 imported in NCHW16c by tools/nchwc_ab.py (a tool's
      # context manager, no hetpart default changes), its convs tiled by rules/cpu_blocked_conv (2 output-channel

@@ -94,6 +94,9 @@ class TilePlan:
     every call.  ``chunk``: vector tiles (``vec`` outer) per chunk, the row tiles looped
     within each chunk, not outside every vector tile (1: no chunks; a plane tile whose
     write-back reads a residual, :data:`~.rules.cpu_matmul.RESIDUAL_CHUNK_TILES`).
+    ``split_ragged``: a ragged last row tile is split off as its own branch
+    (:func:`~.ragged_rows.split_ragged_rows`) whatever the tile count, not only where
+    :func:`~.ragged_rows.applies`.
     """
 
     vec: tirx.Var
@@ -106,6 +109,7 @@ class TilePlan:
     prepack: bool = False
     chunk: int = 1
     activations: bool = False  # no model weight in the function (attention's products): panel_chunk
+    split_ragged: bool = False  # the ragged last row tile a branch of its own, however many tiles
 
     def describe(self) -> str:
         row = f"{self.row.name}x{self.rows}" if self.row is not None else "-"
@@ -156,7 +160,8 @@ more of them to the threads (5 tiles of 200 before, 25 of 40 now)."""
 
 
 def make_plan(
-    mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool, prepack: bool = False
+    mac: MacBlock, cand: VecCandidate, shape: CpuShape, lanes: int, *, pack: bool, prepack: bool = False,
+    exact_wide: bool = True,
 ) -> TilePlan:
     """Sizes of the register tile for vectorising ``cand``: two vectors wide where the
     extent allows, and as many rows as the register file holds (keeping ~4 registers
@@ -166,7 +171,11 @@ def make_plan(
     Without a row iterator (a GEMV, ``1 x K @ K x N``) the tile instead grows along
     the vector iterator, up to :data:`GEMV_MAX_VECTORS`: independent accumulators hide
     the FMA latency that one two-vector chain would serialise on (on a 96x56x56
-    depthwise conv this measured 14x over the one-vector tile)."""
+    depthwise conv this measured 14x over the one-vector tile).
+
+    ``exact_wide`` False: a row count that leaves a ragged last tile is kept, not widened
+    to a divisor past the register budget (:func:`_exact_wide_rows`; a channels-inner
+    image's fused 7x7 plane, :func:`~.rules.cpu_matmul._channels_inner_rows`)."""
     budget = max(1, shape.registers - 4)
     vecs = 2 if mac.extents[cand.var] % (2 * lanes) == 0 else 1
     other = 1 - cand.operand
@@ -178,7 +187,7 @@ def make_plan(
             rows_var = var
     max_rows = min(8, max(1, budget // vecs))
     rows = _row_count(mac.extents[rows_var], max_rows, vecs) if rows_var is not None else 1
-    if rows_var is not None and mac.extents[rows_var] % rows and not _row_major_output(mac, cand):
+    if rows_var is not None and mac.extents[rows_var] % rows and exact_wide and not _row_major_output(mac, cand):
         rows = _exact_wide_rows(mac, shape, vecs, mac.extents[rows_var], rows)
     if rows_var is not None:
         rows = _rows_for_32_registers(mac, shape, cand, rows_var, lanes, vecs, rows)
@@ -634,15 +643,15 @@ def panel_chunk(mac: MacBlock, plan: TilePlan, panel_vars: list) -> int | None:
 
 
 def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: CpuShape, *, epilogue: bool = True,
-                  copies: tuple = ()) -> None:
+                  copies: tuple = (), keep: tuple = ()) -> None:
     """Apply ``plan`` to ``mac`` in ``sch`` (see the module docstring for the result).
 
     Epilogue blocks that consume the MAC output element-wise are fused into the tile's
     write-back (unless ``epilogue`` is False: a padded MAC whose copy-back covers less
     than the write-back, which TVM 0.27's ``reverse_compute_inline`` would widen to the
     padded domain, writing past the output); ``copies``, root blocks that copy an
-    operand per call (a strided conv's subsampled image), get :func:`copy_rows`; any
-    other block at the root (padding, an epilogue that could not be fused) gets the
+    operand per call (a strided conv's subsampled image), get :func:`copy_rows`; ``keep``,
+    root blocks the caller scheduled, stay as they are; any other block at the root (padding, an epilogue that could not be fused) gets the
     injective schedule.
     """
     main = mac.block
@@ -718,8 +727,9 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     # The packed operand keeps its own (layout-following) loops.
     tile_blocks = {sch.get(b).name_hint for b in (main, wb, init) + tuple(b for b in (pack, copy_back) if b is not None)}
     copy_names = {sch.get(b).name_hint for b in copies}
+    kept = {sch.get(b).name_hint for b in keep}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(blk).name_hint in tile_blocks:
+        if sch.get(blk).name_hint in tile_blocks | kept:
             continue
         if sch.get(blk).name_hint in copy_names:
             copy_rows(sch, blk, plan.lanes, gate_parallel_min(shape.cores))
@@ -731,8 +741,8 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
             gate = not epilogue or broadcast_prefix(sch, blk) > 0
             parallel_vectorize(sch, blk, plan.lanes,
                                min_parallel=gate_parallel_min(shape.cores) if gate else PARALLEL_MIN_ELEMENTS)
-    if plan.row is not None and ragged_rows.applies(
-            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1)):
+    if plan.row is not None and (plan.split_ragged or ragged_rows.applies(
+            plan.rows, mac.extents[plan.row], sum(1 for v in mac.reduce if mac.extents[v] > 1))):
         # The ragged last of two row tiles a branch of its own; the whole tile unchecked.
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.rows, mac.extents[plan.row])
     if copy_back is not None and SPLIT_RAGGED_COPY_BACK:

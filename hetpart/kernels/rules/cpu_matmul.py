@@ -32,9 +32,14 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import LAYOUT_FREE_ATTR, cpu_shape, fuse_epilogue, is_cpu, is_layout_free, mac_of, try_inline_spatial
+from ..analysis import (
+    LAYOUT_FREE_ATTR, const_extent, cpu_shape, fitting_lanes, fuse_epilogue, is_cpu, is_layout_free, mac_of,
+    try_inline_spatial,
+)
 from ..fast_exp import replace_exp
-from ..register_tile import make_plan, register_tile, vec_candidates
+from ..register_tile import (
+    MAX_ROWS_32_REGISTERS, MIN_ACCUMULATORS, make_plan, register_tile, thread_efficiency, tile_count, vec_candidates,
+)
 
 
 class CpuMatmul(ScheduleRule):
@@ -69,6 +74,10 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
         if batched is not None:
             return batched
     plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
+    inner = plane is None and _channels_inner_rows(mac, lanes)
+    if inner:  # a 7x7 image: the plane fused, the image copied channels innermost
+        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True, channels_inner=True)
+        inner = plane is not None
     ragged = plane is None and _ragged_plane(mac, lanes, residual)
     if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
         plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
@@ -105,18 +114,181 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     best = _activation_rows(mac, cands, weight, lanes) or max(
         cands, key=lambda c: (weight(c), c.last, c.lanes, mac.spatial.index(c.var)))
     prepack = weight(best)
-    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack)
+    plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack, exact_wide=not inner)
+    if inner and (rows := _channels_inner_rows_32(mac, plan, shape)) != plan.rows:
+        plan = dataclasses.replace(plan, rows=rows, split_ragged=True)  # 4 tiles: LLVM kept the row checks
+    if not prepack and is_layout_free(func, mac.operands[1 - best.operand][0]):
+        plan = dataclasses.replace(plan, rows=_plane_rows(mac, plan, shape))
     if residual and _chunks_plane(mac, plan):
         plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
     if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
         plan = dataclasses.replace(plan, activations=True)
-    if plane_copy is not None:
+    keep = ()
+    if plane_copy is not None and inner:
+        _transpose_copy(sch, plane_copy, lanes, TRANSPOSE_PARALLEL_MIN if shape.cores > 1 else math.inf, copies)
+        keep = (plane_copy,)
+    elif plane_copy is not None:
         try:
             sch.compute_inline(plane_copy)  # loads straight from the image again
         except Exception:  # noqa: BLE001 - the copy stays a root block (one pass)
             pass
-    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies)
+    register_tile(sch, mac, plan, shape, epilogue=not padded, copies=copies, keep=keep)
     return sch
+
+
+CHANNELS_INNER_ROWS = True
+"""Whether a 1x1 conv on an image of rows narrower than :data:`CHANNELS_INNER_MAX_WIDTH` + 1
+(resnet50's 7x7 stage) reads a per-call copy of its image with the channels innermost, its
+plane fused, under a weight tile of plane rows (:func:`_channels_inner_rows`; False: the weight
+tile on the image's own rows, or the padded plane with a residual, as before; kept for A/B
+runs)."""
+
+CHANNELS_INNER_MAX_WIDTH = 7
+"""The widest image row :func:`_channels_inner_rows` applies to (measured on 7x7 only)."""
+
+CHANNELS_INNER_MIN_REDUCTION = 256
+"""The least input channels for :func:`_channels_inner_rows`: the copy is one pass over the
+image, paid back over a long sum (as :data:`RAGGED_PLANE_MIN_REDUCTION`)."""
+
+
+def _channels_inner_rows(mac, lanes: int) -> bool:
+    """Whether a stride-1 1x1 NCHW conv (a plain ``W[oc, ic] @ X[n, ic, h, w]`` of one
+    reduction loop of :data:`CHANNELS_INNER_MIN_REDUCTION` steps or more) whose image rows are
+    at most :data:`CHANNELS_INNER_MAX_WIDTH` wide and narrower than a vector, on a plane of no
+    whole vectors (7x7 = 49), is tiled on its fused plane ``h*w`` read through a copy laid out
+    ``X'[n, h*w, ic]`` (:func:`_fuse_plane` with ``channels_inner``, :func:`_transpose_copy`):
+    the weight tile (output-channel vectors x plane rows) then broadcasts each row's channels
+    from one cache line for 16 steps, and its rows need not divide the image's 7-wide rows
+    (:func:`~hetpart.kernels.register_tile.make_plan` without ``exact_wide``: 5 rows x 2
+    vectors on AVX2, the last of 10 tiles ragged; 7 x 2 x 16 on AVX-512).
+
+    Before, the weight tile broadcast ``X[ic, h, w0..w0+6]`` -- 28 bytes of a new cache line
+    (or two) every reduction step, 196 bytes further, that line re-read by the next row tile
+    only after the whole sum -- and on AVX2 held 7 rows x 2 vectors: 14 accumulators, the
+    two weight vectors and the broadcast, 17 of 16 registers, so LLVM moved accumulators
+    through the stack every step (12 stack moves per 28 FMAs in 2048->512 + ReLU); with a
+    residual the padded plane (49 -> 64 pixels, :data:`RAGGED_PLANE_B1_RESIDUAL`).  Five
+    rows on the image's own rows measured 1.3x slower than the spilled seven: what the
+    channels-inner copy removes is the per-step line.  ONNX Runtime's NCHWc pointwise kernel
+    reads its input the same way (a block of channels per pixel).  Measured:
+    bench/results/cpu-r50-late-2core.md."""
+    if not CHANNELS_INNER_ROWS or len(mac.out_indices) < 3 or len(mac.reduce) != 1:
+        return False
+    h, w = mac.out_indices[-2], mac.out_indices[-1]
+    if not (isinstance(h, tirx.Var) and isinstance(w, tirx.Var)):
+        return False
+    width, plane = mac.extents[w], mac.extents[h] * mac.extents[w]
+    return (width <= CHANNELS_INNER_MAX_WIDTH and width < lanes and plane % lanes != 0
+            and mac.extents[mac.reduce[0]] >= CHANNELS_INNER_MIN_REDUCTION)
+
+
+TRANSPOSE_PARALLEL_MIN = 1 << 14
+"""Elements from which :func:`_transpose_copy` runs its channel blocks in parallel (on a target of
+2+ cores): each element is a strided read, several times an element-wise pass's cost, and the
+copy is a serial fraction of the parallel tile after it (resnet50's 512x7x7 image: 25 Ki elements,
+2 channel blocks of 16 a thread at 16 cores; under
+:func:`~hetpart.kernels.register_tile.gate_parallel_min`'s 32 Ki there)."""
+
+
+CHANNELS_INNER_ROWS_32 = False
+"""Whether :func:`_channels_inner_rows`' tile takes up to
+:data:`~hetpart.kernels.register_tile.MAX_ROWS_32_REGISTERS` rows on a 32-register target
+(:func:`_channels_inner_rows_32`; False: the 7 rows ``make_plan`` gives a 7x7 plane).  Off: it
+changes only AVX-512 code, which this 2-core AVX2 box cannot run; device step 84 A/Bs it
+(``--after ...CHANNELS_INNER_ROWS_32=1``)."""
+
+
+def _channels_inner_rows_32(mac, plan, shape) -> int:
+    """Rows of a channels-inner plane tile (:func:`_channels_inner_rows`) on a target of 32
+    vector registers where :data:`CHANNELS_INNER_ROWS_32`: of the counts past half
+    :data:`~hetpart.kernels.register_tile.MAX_ROWS_32_REGISTERS` up to it (and the register file
+    less 3, over the vectors), the one of the fewest tiles, then the least padding (49: 13 rows,
+    4 tiles, 3 rows of padding), where the tile loop splits as evenly over ``shape.cores`` threads as
+    ``plan.rows`` (:func:`~hetpart.kernels.register_tile.thread_efficiency`); else ``plan.rows``.
+
+    The fused plane's rows need not divide 49, so the 7 x 2 x 16 tile (14 of 32 registers'
+    accumulators, 2 weight vectors per 7 broadcasts) can hold 13 rows: 26 accumulators, the weight
+    panel (2048 x 32 floats: 256 KiB, past a core's L1) read once per 13 plane rows, not 7 -- ONNX
+    Runtime's AVX-512 SGEMM kernel holds 12 rows x 2 zmm.  The ragged last tile is split off
+    (``TilePlan.split_ragged``): with the row checks in every tile LLVM left a branch per row in
+    the FMA loop (built for ``sapphirerapids``: 6 + 20 FMAs in two blocks, 4 stack moves; split,
+    one loop of 26 FMAs and one of 20, none).  The AVX2 tile stays unsplit (measured 1.03-1.07x
+    slower split: LLVM had unswitched its 5-row check itself)."""
+    if not CHANNELS_INNER_ROWS_32 or shape.registers < 32 or plan.row is None:
+        return plan.rows
+    extent = mac.extents[plan.row]
+    top = min(MAX_ROWS_32_REGISTERS, (shape.registers - 3) // plan.vecs)
+    rows = min(range(top, top // 2, -1), key=lambda r: (-(-extent // r), -(-extent // r) * r - extent))
+    if rows <= plan.rows:
+        return plan.rows
+    width = plan.vecs * plan.lanes
+    before = thread_efficiency(tile_count(mac, plan.vec, width, plan.row, plan.rows), shape.cores)
+    after = thread_efficiency(tile_count(mac, plan.vec, width, plan.row, rows), shape.cores)
+    return rows if after >= before else plan.rows
+
+
+def _transpose_copy(sch: s_tir.Schedule, block, lanes: int, min_parallel: float, copies: tuple = ()) -> None:
+    """Schedule the channels-inner copy ``X'[.., p, ic] = X[.., ic, p]`` of
+    :func:`_channels_inner_rows` as a blocked transpose: ``ic`` in blocks of ``lanes`` outside
+    the plane, each block's ``lanes`` source rows (``lanes x h*w`` floats) read from L1 while
+    the plane loop writes one vector a pixel; the blocks in parallel from ``min_parallel``
+    elements (:data:`TRANSPOSE_PARALLEL_MIN`: a serial pass holds every other core idle).  A strided conv's subsampled copy (``copies``,
+    :func:`~.cpu_conv2d.subsampled_1x1`) is inlined into it where TVM allows: one copy, not two."""
+    for c in copies:
+        try:
+            sch.compute_inline(c)
+        except Exception:  # noqa: BLE001 - the subsampled copy stays (its own rows schedule)
+            pass
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if len(loops) < 2 or None in extents:
+        return
+    total = math.prod(extents)
+    width = fitting_lanes(extents[-1], lanes)
+    if width is None:
+        outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    else:
+        ico, ici = sch.split(loops[-1], factors=[None, width])
+        sch.reorder(*loops[:-2], ico, loops[-2], ici)
+        outer = sch.fuse(*loops[:-2], ico) if len(loops) > 2 else ico
+        sch.vectorize(ici)
+    if total >= min_parallel:
+        sch.parallel(outer)
+
+
+PLANE_RAGGED_ROWS = True
+"""Whether a tile along an activation's plane (output-channel rows broadcast from the weight x
+plane vectors) on a 16-register target takes the register budget's rows with a ragged last tile
+(:func:`_plane_rows`; False: the largest divisor of the channels, as before; kept for A/B runs)."""
+
+PLANE_RAGGED_ROWS_MAX_WASTE = 1 / 16
+"""The most rows the ragged last tile of :func:`_plane_rows` may pad, as a share of the
+channels (128 channels in tiles of 6: 132, 3%)."""
+
+
+def _plane_rows(mac, plan, shape) -> int:
+    """Rows of a plane tile (``plan``: vectors of an activation's plane, rows over output
+    channels whose weight scalars the tile broadcasts) on a target of 16 vector registers:
+    ``registers - 4`` over the vectors (6 rows of 2: 12 accumulators, the two plane vectors and
+    the broadcast, as ONNX Runtime's FMA3 SGEMM kernel holds 6 x 16), the last tile ragged
+    (bound-checked rows, which LLVM unswitches: a loop of 12 FMAs a step and one of the
+    remainder), where the divisor's tile holds no more than
+    :data:`~hetpart.kernels.register_tile.MIN_ACCUMULATORS` (8) accumulators and the padding
+    stays within :data:`PLANE_RAGGED_ROWS_MAX_WASTE`; else ``plan.rows``.
+
+    Before, :func:`~hetpart.kernels.register_tile.make_plan` took the largest divisor of the
+    channels up to 6: 4 for resnet50's 64-2048 channels, 8 accumulators, each step two plane
+    vectors (a cache line, a new one every step: the next input channel's row) for 8 FMAs.
+    With 6 rows the line feeds 12.  32-register targets are unchanged (8 rows: 16
+    accumulators already).  Measured: bench/results/cpu-r50-late-2core.md."""
+    if not PLANE_RAGGED_ROWS or shape.registers > 16 or plan.row is None:
+        return plan.rows
+    extent = mac.extents[plan.row]
+    rows = max(1, (shape.registers - 4) // plan.vecs)
+    if plan.rows * plan.vecs > MIN_ACCUMULATORS or rows <= plan.rows or extent < 2 * rows:
+        return plan.rows
+    waste = -(-extent // rows) * rows - extent
+    return rows if waste <= PLANE_RAGGED_ROWS_MAX_WASTE * extent else plan.rows
 
 
 def plane_tiled(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int) -> bool:
@@ -405,10 +577,12 @@ def _b1_residual_plane(channels: int, lanes: int) -> bool:
             and channels >= RAGGED_PLANE_B1_RESIDUAL_MIN_PANELS * 2 * lanes)
 
 
-def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False, batch: bool = False):
+def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = False, batch: bool = False,
+                channels_inner: bool = False):
     """(``ragged``: whatever the plane's vectors and the channels, for :func:`_ragged_plane`;
     ``batch``: the same, and the batch's planes fused into one, ``(n, .., h, w, ..)`` iterated as
-    ``(.., n*h*w + h*w + w, ..)``, for :func:`batch_plane_tile`.)
+    ``(.., n*h*w + h*w + w, ..)``, for :func:`batch_plane_tile`; ``channels_inner``: the copy
+    keeps the block's order ``X'[.., h*w, ic]``, for :func:`_channels_inner_rows`.)
     Fuse the image plane of a stride-1, unpadded 1x1 NCHW convolution whose rows are
     not whole SIMD vectors but whose plane is (``W[oc, ic] @ X[ic, h*w]``: 56x56 = 3136
     = 196 vectors of 16, where a row holds 3.5): returns ``(sch, mac, copy)``, a copy
@@ -499,7 +673,8 @@ def _fuse_plane(sch: s_tir.Schedule, mac, lanes: int, is_weight, ragged: bool = 
         return None
     order = [d for d in range(len(cidx)) if d != pos] + [pos]
     try:
-        sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
+        if not channels_inner:
+            sch.transform_layout(copy, ("write", 0), lambda *ax: [ax[d] for d in order])
     except Exception:  # noqa: BLE001 - TVM refused: keep the row tiles
         return None
     new = mac_of(sch)
