@@ -43,7 +43,7 @@ def _batch_plane(func, pixels: int) -> bool:
 
 
 @pytest.mark.parametrize("ic,oc,hw,batch,pixels", [
-    (64, 40, 7, 8, 400), (320, 128, 7, 8, 400), (64, 24, 7, 4, 208), (64, 40, 7, 32, 1568),
+    (64, 40, 7, 8, 400), (192, 128, 7, 8, 400), (64, 24, 7, 4, 208), (64, 40, 7, 32, 1568),
 ])
 def test_batch_plane_taken_and_switch_restores_the_tile(ic, oc, hw, batch, pixels, monkeypatch):
     m = _conv(ic, oc, hw, batch=batch)
@@ -61,3 +61,16 @@ def test_batch_1_small_batches_and_14x14_planes_unchanged(monkeypatch):
     after = [_scheduled(m, "haswell").script() for m in ms]
     monkeypatch.setattr(cpu_matmul, "BATCH_PLANE", False)
     assert [_scheduled(m, "haswell").script() for m in ms] == after
+
+
+def test_256_input_channels_go_to_the_channels_inner_copy_not_the_batch_plane(monkeypatch):
+    """320->128 on a batch of 8 7x7 planes: both rules apply; the channels-inner copy
+    (``cpu_matmul._channels_inner_rows``, ``[n, 49, ic]``) was measured 0.83-0.93x the batch
+    plane's time at batch 8 on sums this long, so it takes the conv; with it off, the batch plane."""
+    from test_kernels_r50_late import _copy_shape
+
+    m = _conv(320, 128, 7, batch=8)
+    func = _scheduled(m, "haswell")
+    assert not _batch_plane(func, 400) and _copy_shape(func) == (8, 49, 320), func.script()
+    monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
+    assert _batch_plane(_scheduled(m, "haswell"), 400)
