@@ -87,14 +87,15 @@ def test_an_output_named_as_batch_column_must_exist():
 
 @pytest.mark.slow
 def test_a_batched_detector_gives_each_image_its_own_detections_like_onnxruntime():
-    """The zoo detector at batch 1, 2 and 4 as one bucketed model: three images run
+    """The zoo detector at batch 1 and 4 as one bucketed model: three images run
     padded to 4, and each image's NonMaxSuppression rows (its batch column renumbered,
-    the padding image's rows dropped) and top-k are what ONNX Runtime gives it alone."""
+    the padding image's rows dropped) and top-k are what ONNX Runtime gives it alone.
+    (Which bucket a feed takes among more is test_contracts_buckets' choose test.)"""
     pytest.importorskip("onnxruntime")
     from hetpart import models
     from hetpart.bench.peers import ort_session
 
-    protos = {b: models.build("detector", small=True, batch=b) for b in (1, 2, 4)}
+    protos = {b: models.build("detector", small=True, batch=b) for b in (1, 4)}
     builds = {b: hetpart.compile(hetpart.partition(g := hetpart.load(p)), g, simulate=True, progress=False)
               for b, p in protos.items()}
     model = hetpart.bucket_batches(builds, batch_columns=hetpart.nms_batch_columns(protos[1]))

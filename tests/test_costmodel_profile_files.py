@@ -37,10 +37,22 @@ def child_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def cli(*argv, env=None, cwd=None) -> subprocess.CompletedProcess:
+def cli_process(*argv, env=None, cwd=None) -> subprocess.CompletedProcess:
     e = child_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *argv], capture_output=True, text=True,
                           env=e, cwd=cwd, timeout=300)
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """``partition ARGV`` in this process: (exit status, stdout, stderr).  ``main``
+    returns the status the process would exit with and prints what it would print (a
+    process per call cost ~3 s of TVM import; the process entry point has its own
+    tests in test_cli_module and test_importer)."""
+    from hetpart.cli.main import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 # --- item 8: files that are not profiles, paths that cannot be written -------------------
@@ -51,15 +63,16 @@ def test_a_binary_file_is_a_profile_error_naming_it(tmp_path):
         Profile.load(path)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--profile", "HETPART_PROFILE"])
-def test_cli_with_a_binary_profile_exits_1_naming_it(tmp_path, how):
+def test_cli_with_a_binary_profile_exits_1_naming_it(tmp_path, how, capsys, monkeypatch):
     path = tmp_path / "prof.bin"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00" * 50)
     argv = ["zoo:mlp:small"] + (["--profile", str(path)] if how == "--profile" else [])
-    res = cli(*argv, env={"HETPART_PROFILE": str(path)} if how != "--profile" else None)
-    assert res.returncode == 1, res.stderr[-2000:]
-    assert str(path) in res.stderr and "internal error" not in res.stderr
+    if how != "--profile":
+        monkeypatch.setenv("HETPART_PROFILE", str(path))
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 1, err[-2000:]
+    assert str(path) in err and "internal error" not in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
@@ -202,19 +215,18 @@ def test_a_cpu_only_profile_plans_with_the_recorded_gpu_and_says_so(tmp_path, zo
     assert "two machines" in plan.profile_origin
 
 
-@pytest.mark.slow
-def test_cli_plans_with_a_cpu_only_profile(tmp_path):
+def test_cli_plans_with_a_cpu_only_profile(tmp_path, capsys):
     path = tmp_path / "cpu.json"
     cpu_only_profile(path)
-    res = cli("zoo:mlp:small", "--profile", str(path))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "two machines" in res.stdout
+    rc, out, err = cli(capsys, "zoo:mlp:small", "--profile", str(path))
+    assert rc == 0, err[-2000:]
+    assert "two machines" in out
 
 
 @pytest.mark.cuda
 def test_transfer_alone_on_a_fresh_gpu_machine_measures_everything_it_needs(tmp_path):
     path = tmp_path / "fresh.json"
-    res = cli("profile", "--transfer", "--quick", "--profile", str(path))
+    res = cli_process("profile", "--transfer", "--quick", "--profile", str(path))
     assert res.returncode == 0, res.stderr[-3000:]
     prof = Profile.load(path)
     assert set(prof.overheads) == {"cpu", "cuda"} and prof.transfers is not None
@@ -241,15 +253,14 @@ def test_the_gpus_memory_is_the_default_cap(zoo_onnx):
     assert set(plan.assignment.values()) == {"cpu"}
 
 
-@pytest.mark.slow
-def test_transfer_without_a_gpu_says_it_needs_one_before_measuring_anything(tmp_path):
+def test_transfer_without_a_gpu_says_it_needs_one_before_measuring_anything(tmp_path, capsys):
     from hetpart.targets import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has a GPU")
     path = tmp_path / "p.json"
-    res = cli("profile", "--transfer", "--quick", "--profile", str(path))
-    assert res.returncode == 1 and "run `partition profile --transfer` on the machine with the GPU" in res.stderr
+    rc, _, err = cli(capsys, "profile", "--transfer", "--quick", "--profile", str(path))
+    assert rc == 1 and "run `partition profile --transfer` on the machine with the GPU" in err
     assert not path.exists()
 
 

@@ -214,8 +214,19 @@ def test_error_families_are_separate():
 
 
 # --- the CLI: exit 1 and no traceback for user errors --------------------------------
+# One test runs the CLI as a process (exit status and stderr as a shell sees them); the
+# others call its ``main`` in this process, which returns that exit status and prints
+# the same stderr (a process per case cost ~3 s of TVM import each).
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "hetpart.cli.main", *args], capture_output=True, text=True)
+
+
+def _cli_here(capsys, *args):
+    from hetpart.cli.main import main
+
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 @pytest.mark.slow
@@ -225,33 +236,29 @@ def test_cli_user_error_has_no_traceback(tmp_path):
     assert "no such file" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
-def test_cli_unknown_zoo_model():
-    r = _cli("zoo:nonexistent", "--summary-only")
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "resnet18" in r.stderr
+def test_cli_unknown_zoo_model(capsys):
+    rc, _, err = _cli_here(capsys, "zoo:nonexistent", "--summary-only")
+    assert rc == 1 and "Traceback" not in err and "resnet18" in err
 
 
-@pytest.mark.slow
-def test_cli_summary(tmp_path):
+def test_cli_summary(tmp_path, capsys):
     p = tmp_path / "m.onnx"
     onnx.save(conv_mlp(), p)
-    r = _cli(str(p), "--shape", "x=1,3,8,8", "--summary-only")
-    assert r.returncode == 0, r.stderr
-    assert "conv2d" in r.stdout and "fused kernels" in r.stdout
+    rc, out, err = _cli_here(capsys, str(p), "--shape", "x=1,3,8,8", "--summary-only")
+    assert rc == 0, err
+    assert "conv2d" in out and "fused kernels" in out
 
 
-@pytest.mark.slow
-def test_cli_bad_shape_syntax(tmp_path):
+def test_cli_bad_shape_syntax(tmp_path, capsys):
     p = tmp_path / "m.onnx"
     onnx.save(conv_mlp(), p)
-    r = _cli(str(p), "--shape", "x=1,three", "--summary-only")
-    assert r.returncode == 1 and "NAME=D0,D1" in r.stderr
+    rc, _, err = _cli_here(capsys, str(p), "--shape", "x=1,three", "--summary-only")
+    assert rc == 1 and "NAME=D0,D1" in err
 
 
-@pytest.mark.slow
-def test_cli_lists_zoo():
-    r = _cli("zoo")
-    assert r.returncode == 0 and all(n in r.stdout for n in models.names())
+def test_cli_lists_zoo(capsys):
+    rc, out, _ = _cli_here(capsys, "zoo")
+    assert rc == 0 and all(n in out for n in models.names())
 
 
 def test_fused_ops_are_reported_per_function():

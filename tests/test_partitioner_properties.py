@@ -161,8 +161,11 @@ def test_latency_equals_brute_force_on_16_kernels(seed, n):
     assert plan.predicted["latency_s"] == pytest.approx(best, rel=1e-9, abs=1e-9)
 
 
+# 80 examples (was 150, the suite's costliest property test): each outcome still comes
+# many times -- 45 plans under a cap, 33 without, 2 caps that cannot be met, every
+# overhead ~27 times, 12 graphs of 15-20 kernels (150 gave 83 / 61 / 6 / ~50 / 25).
 @pytest.mark.slow
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(seed=seeds, n=st.integers(1, 20), overhead=st.sampled_from([0.0, 5e-6, 200e-6]))
 def test_plan_structure_pins_and_caps(seed, n, overhead):
     graph, costs = case(seed, n, overhead_s=overhead)
