@@ -355,12 +355,13 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     plane = mac.extents[h] * mac.extents[w]
     if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
         return False
-    if math.prod(mac.extents[v] for v in mac.reduce) < RAGGED_PLANE_MIN_REDUCTION:
+    depth = math.prod(mac.extents[v] for v in mac.reduce)
+    channels = math.prod(mac.extents[v] for v in mac.spatial
+                         if not any(v.same_as(u) for u in (n, h, w) if isinstance(u, tirx.Var)))
+    if depth < RAGGED_PLANE_MIN_REDUCTION and not _expand_plane(depth, channels, batch):
         return False
     width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
     if batch < 2:  # one image: see RAGGED_PLANE_MIN_BATCH
-        channels = math.prod(mac.extents[v] for v in mac.spatial
-                             if not any(v.same_as(u) for u in (n, h, w) if isinstance(u, tirx.Var)))
         if not residual and channels < RAGGED_PLANE_B1_MIN_PANELS * 2 * lanes:
             return False
         waste = RAGGED_PLANE_MAX_WASTE
@@ -369,6 +370,37 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     else:
         waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
     return -(-plane // width) * width - plane <= waste * plane
+
+
+RAGGED_PLANE_EXPAND = True
+"""Whether a batched expansion 1x1 conv (output channels at least :data:`RAGGED_PLANE_EXPAND_RATIO`
+times its input channels) takes :func:`_ragged_plane` from :data:`RAGGED_PLANE_EXPAND_MIN_REDUCTION`
+input channels, under :data:`RAGGED_PLANE_MIN_REDUCTION` (False: not below 256, as before; kept
+for A/B runs).  See :func:`_expand_plane`."""
+
+RAGGED_PLANE_EXPAND_MIN_REDUCTION = 64
+"""The least input channels of :data:`RAGGED_PLANE_EXPAND`."""
+
+RAGGED_PLANE_EXPAND_RATIO = 4
+"""The least output / input channels of :data:`RAGGED_PLANE_EXPAND` (the inverted residual's
+expansions: 6)."""
+
+
+def _expand_plane(depth: int, channels: int, batch: int) -> bool:
+    """Whether a 1x1 conv of ``depth`` input and ``channels`` output channels on a batch of
+    ``batch`` images whose plane is no whole vectors (14x14) takes the padded plane below
+    :data:`RAGGED_PLANE_MIN_REDUCTION` (:data:`RAGGED_PLANE_EXPAND`).
+
+    The weight tile re-reads the image once per two-vector panel of output channels: 6x
+    expansions (EfficientNet's 112->672 and 80->480, mobilenet_v2's 96->576 and 64->384) have
+    21-42 panels over a short sum, and at batch 8 the batch's images (0.5-0.7 MB) no longer stay
+    in L2 between panels; their activation epilogue (SiLU, ReLU6) then runs in the weight tile's
+    transposed write-back.  The padded plane reads each image row once per output-channel row
+    tile, contiguous, and applies the epilogue in its copy-back along the plane.  One image
+    (batch 1) keeps the weight tile (:data:`RAGGED_PLANE_MIN_BATCH`).  Measured:
+    bench/results/cpu-effnet-14-2core.md."""
+    return (RAGGED_PLANE_EXPAND and batch >= 2 and depth >= RAGGED_PLANE_EXPAND_MIN_REDUCTION
+            and channels >= RAGGED_PLANE_EXPAND_RATIO * depth)
 
 
 RAGGED_PLANE_B1_RESIDUAL = True

@@ -79,6 +79,8 @@ row's value is a multiplication by its reciprocal (within 1.5 ulps of the quotie
 
 from __future__ import annotations
 
+import math
+
 import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
@@ -223,6 +225,47 @@ def _column_stride(sch, block) -> int | None:
     if len(coef) != 3 or not all(isinstance(c, tirx.IntImm) for c in coef) or int(coef[1]) != 1:
         return None
     return int(coef[0])
+
+
+GLOBAL_POOL_ROWS = True
+"""A reduction over the innermost axes of its input (a global average pool's ``h x w`` of
+each ``(n, c)`` plane, NCHW) reduces each row along memory in vector partials
+(:meth:`CpuReduction._rows`: the reduced axes fused into one row, ``lanes``-wide partials,
+the rows in parallel), where :meth:`CpuReduction._one_reduction` vectorised the output's
+last axis, the channels: every step a gather of ``lanes`` elements ``h*w`` apart.
+Measured: bench/results/cpu-effnet-14-2core.md."""
+
+
+def _reduces_rows(sch, infos) -> bool:
+    """Whether the function's one reduction block (first, element-wise blocks after it,
+    2+ reduced axes) reads its input along the reduced axes: the input's index ends with
+    the reduction's iterators in order, none of the spatial ones, so each output's
+    elements are one contiguous row."""
+    main = infos[0]
+    kind = main.dom_kind()
+    nr = len(kind) - _leading_s(kind)
+    if kind.strip("SR") or "RS" in kind or nr < 2 or any(not bi.is_injective() for bi in infos[1:]):
+        return False
+    stmt = sch.get(main.block_rv)
+    red = [iv.var for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+    spat = [iv.var for iv in stmt.iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+    combine = _combiner(stmt)
+    if combine is None:
+        return False
+    loads = []
+    tvm_ffi.structural_walk(combine[1], (tvm.ir.TensorLoad, loads.append))
+    if not loads or not all(_row_index(list(ld.indices), red, spat) for ld in loads):
+        return False
+    return True
+
+
+def _row_index(idx, red, spat) -> bool:
+    """Whether index ``idx`` ends with the reduction iterators ``red`` themselves, in order,
+    and no spatial iterator of ``spat`` occurs in those trailing positions."""
+    nr = len(red)
+    if len(idx) < nr or any(not (isinstance(i, tirx.Var) and i.same_as(v)) for i, v in zip(idx[-nr:], red)):
+        return False
+    return not any(uses(i, v) for i in idx[-nr:] for v in spat)
 
 
 def _strided_window(sch, block) -> bool:
@@ -492,6 +535,9 @@ class CpuReduction(ScheduleRule):
             lanes = fitting_lanes(int(row), lanes) or lanes
         reductions = [bi for bi in infos if not bi.is_injective()]
         if len(reductions) == 1 and infos[0] is reductions[0]:
+            rows = self._global_rows(sch, infos, lanes, full) if GLOBAL_POOL_ROWS else None
+            if rows is not None:
+                return rows
             if self._one_reduction(sch, infos, lanes):
                 return sch
             return None
@@ -506,6 +552,51 @@ class CpuReduction(ScheduleRule):
                 vector_row_tail(sch, sch.get_sblock(name), full)
         fold_sum_into_exp(sch, folds)
         return sch
+
+    @staticmethod
+    def _global_rows(sch, infos, lanes: int, full: int):
+        """:data:`GLOBAL_POOL_ROWS`: a new schedule where the reduced axes, one contiguous
+        row per output (:func:`_reduces_rows`), are one reduction iterator, then scheduled
+        as rows: the outputs in parallel, each reducing its row in ``width``-wide vector partials
+        (:func:`_rfactor_widest`), combined, then the element-wise blocks for that output;
+        None where that does not apply (``sch`` untouched)."""
+        if not _reduces_rows(sch, infos):
+            return None
+        stmt = sch.get(infos[0].block_rv)
+        shape = [int(iv.dom.extent) for iv in stmt.iter_vars]
+        nr = len(infos[0].dom_kind()) - _leading_s(infos[0].dom_kind())
+        if any(not isinstance(iv.dom.extent, tirx.IntImm) for iv in stmt.iter_vars) or math.prod(shape[-nr:]) < 2 * full:
+            return None
+        ns = len(shape) - nr
+
+        def fuse(*vs):
+            row = vs[ns]
+            for v, ext in zip(vs[ns + 1:], shape[ns + 1:]):
+                row = row * ext + v
+            return list(vs[:ns]) + [row]
+
+        new = sch.copy()
+        try:
+            new.transform_block_layout(infos[0].block_rv, tirx.IndexMap.from_func(
+                fuse, ndim=len(shape), index_dtype=str(stmt.iter_vars[0].dom.extent.ty)))
+        except Exception:  # noqa: BLE001 - TVM refused: keep the channel vectors
+            return None
+        main = new.get_sblock(stmt.name_hint)
+        rf, width = _rfactor_widest(new, main, full, lanes)
+        if rf is None:
+            return None
+        last = infos[-1].block_rv if len(infos) > 1 else main
+        last = new.get_sblock(sch.get(last).name_hint)
+        loops = new.get_loops(last)[:ns]  # the combine block's own (last) loop reduces the partials
+        if not loops:
+            return None
+        rows = new.fuse(*loops) if len(loops) > 1 else loops[0]
+        new.parallel(rows)
+        for blk in reversed(new.get_child_blocks(new.get_sblock("root"))):
+            if not new.get(blk).name_hint == new.get(last).name_hint:
+                new.compute_at(blk, rows, preserve_unit_loops=True)
+        vectorize_partials(new, new.get_sblock(new.get(rf).name_hint), width)
+        return new
 
     @staticmethod
     def _one_reduction(sch, infos, lanes: int) -> bool:
