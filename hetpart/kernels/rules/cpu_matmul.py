@@ -397,8 +397,16 @@ def _expand_plane(depth: int, channels: int, batch: int) -> bool:
     in L2 between panels; their activation epilogue (SiLU, ReLU6) then runs in the weight tile's
     transposed write-back.  The padded plane reads each image row once per output-channel row
     tile, contiguous, and applies the epilogue in its copy-back along the plane.  One image
-    (batch 1) keeps the weight tile (:data:`RAGGED_PLANE_MIN_BATCH`).  Measured:
-    bench/results/cpu-effnet-14-2core.md."""
+    (batch 1) keeps the weight tile (:data:`RAGGED_PLANE_MIN_BATCH`).  Measured (2-core EPYC
+    znver3, AVX2, 1 thread, CPU time, both builds and ONNX Runtime in one process in turns, least
+    of 3 calls x 5 rounds, batch 8; outputs bit-identical; bench/results/cpu-effnet-14-2core.md):
+    EfficientNet's 112->672 + SiLU 4.365 -> 4.108 ms (ONNX Runtime 3.949), 80->480 + SiLU 2.519 ->
+    2.327 (2.194), mobilenet_v2's 96->576 + ReLU6 2.834 -> 2.313 (2.554), 64->384 + ReLU6 1.177 ->
+    1.057 (1.133); a 64->384 with no epilogue a tie (1.10 -> 1.08); MobileNetV3's 112->672 /
+    80->480 + hard-swish a tie (kernel_switch_ab: 1.00, 0.99).  The earlier measurement that set
+    :data:`RAGGED_PLANE_MIN_REDUCTION` (mobilenet_v2 at batch 4, every short sum padded) was a loss;
+    the ratio gate keeps the projections (576->96 and the like are 256+ already) and the
+    non-expanding short sums on their tiles."""
     return (RAGGED_PLANE_EXPAND and batch >= 2 and depth >= RAGGED_PLANE_EXPAND_MIN_REDUCTION
             and channels >= RAGGED_PLANE_EXPAND_RATIO * depth)
 
