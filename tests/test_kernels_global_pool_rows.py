@@ -101,3 +101,12 @@ def test_not_taken_schedules_unchanged(case, monkeypatch):
     after = scheduled_by(m, _target("haswell"), "CpuReduction").script()
     monkeypatch.setattr(cpu_reduction, "GLOBAL_POOL_ROWS", False)
     assert scheduled_by(m, _target("haswell"), "CpuReduction").script() == after
+
+
+def test_lone_sum_over_h_w_takes_the_rows_and_matches_onnxruntime():
+    """ReduceSum over h, w: the reduction block alone (no divide after it), so the rows are the
+    combine block's own spatial loops."""
+    m = model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], [("x", (2, 24, 7, 7), np.float32)],
+              [("y", [2, 24, 1, 1], np.float32)], {"axes": np.array([2, 3], np.int64)}, opset=13)
+    assert _rows(scheduled_by(m, _target("haswell"), "CpuReduction"))
+    _matches_onnxruntime(m, "ReduceSum over h, w")

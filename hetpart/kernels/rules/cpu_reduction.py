@@ -570,9 +570,11 @@ class CpuReduction(ScheduleRule):
         if not _reduces_rows(sch, infos):
             return None
         stmt = sch.get(infos[0].block_rv)
+        if any(not isinstance(iv.dom.extent, tirx.IntImm) for iv in stmt.iter_vars):
+            return None  # a dynamic shape: the channel vectors, as before
         shape = [int(iv.dom.extent) for iv in stmt.iter_vars]
         nr = len(infos[0].dom_kind()) - _leading_s(infos[0].dom_kind())
-        if any(not isinstance(iv.dom.extent, tirx.IntImm) for iv in stmt.iter_vars) or math.prod(shape[-nr:]) < 2 * full:
+        if math.prod(shape[-nr:]) < 2 * full:
             return None
         ns = len(shape) - nr
 
@@ -588,21 +590,23 @@ class CpuReduction(ScheduleRule):
                 fuse, ndim=len(shape), index_dtype=str(stmt.iter_vars[0].dom.extent.ty)))
         except Exception:  # noqa: BLE001 - TVM refused: keep the channel vectors
             return None
-        main = new.get_sblock(stmt.name_hint)
-        rf, width = _rfactor_widest(new, main, full, lanes)
-        if rf is None:
+        last_name = sch.get(infos[-1].block_rv).name_hint
+        try:
+            rf, width = _rfactor_widest(new, new.get_sblock(stmt.name_hint), full, lanes)
+            if rf is None:
+                return None
+            last = new.get_sblock(last_name)
+            loops = new.get_loops(last)[:ns]  # a lone combine block's last loop reduces the partials
+            if not loops:
+                return None
+            rows = new.fuse(*loops) if len(loops) > 1 else loops[0]
+            new.parallel(rows)
+            for blk in reversed(new.get_child_blocks(new.get_sblock("root"))):
+                if new.get(blk).name_hint != last_name:
+                    new.compute_at(blk, rows, preserve_unit_loops=True)
+            vectorize_partials(new, new.get_sblock(new.get(rf).name_hint), width)
+        except Exception:  # noqa: BLE001 - TVM refused a step: keep the channel vectors
             return None
-        last = infos[-1].block_rv if len(infos) > 1 else main
-        last = new.get_sblock(sch.get(last).name_hint)
-        loops = new.get_loops(last)[:ns]  # the combine block's own (last) loop reduces the partials
-        if not loops:
-            return None
-        rows = new.fuse(*loops) if len(loops) > 1 else loops[0]
-        new.parallel(rows)
-        for blk in reversed(new.get_child_blocks(new.get_sblock("root"))):
-            if not new.get(blk).name_hint == new.get(last).name_hint:
-                new.compute_at(blk, rows, preserve_unit_loops=True)
-        vectorize_partials(new, new.get_sblock(new.get(rf).name_hint), width)
         return new
 
     @staticmethod
