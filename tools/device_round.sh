@@ -1132,6 +1132,26 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     [ "$left" -ge 40 ] && [ -f "$EXPORTS/$m-b32.onnx" ] && timeout $((left < 95 ? left : 95)) python3 \
       tools/cpu_rule_ab.py "$EXPORTS/$m-b32.onnx" --threads 16 --calls 3 --rounds 3 $off > "$OUT/b32-dw-batch-ab-$m-t16.txt" 2>&1
   done ;;
+88)  # (BUDGET=590) issue 18, efficientnet_b0 / mobilenet_v2 all-CPU (branch cpu-effnet-14,
+     # bench/results/cpu-effnet-14-2core.md).  On the 2-core AVX2 box, 1 thread, b8: efficientnet 1.27x ORT,
+     # mobilenet_v2 1.21x; two switches, both off = before: (a) global average pools reduce each (n, c) plane
+     # along memory in vector partials (cpu_reduction.GLOBAL_POOL_ROWS; before: channel vectors, a gather per
+     # step; b1 too); (b) batched expansion 1x1 convs on 14x14 (out >= 4x in, 64+ in) on the padded plane
+     # (cpu_matmul.RAGGED_PLANE_EXPAND; before: the weight tile below 256 input channels; batch >= 2 only; with
+     # 16 lanes 196 -> 224 pixels, 14%, within the waste bound, so the Xeon's TIR changes too).  (1) the corpus's
+     # all-CPU rows (after) of the two at b1 and b32 (and the exports); (2) before / after / ORT, 16 threads, on
+     # the corpus exports, b1 and b32
+  BUDGET=590; off="--before hetpart.kernels.rules.cpu_reduction.GLOBAL_POOL_ROWS=0"
+  off="$off --before hetpart.kernels.rules.cpu_matmul.RAGGED_PLANE_EXPAND=0"
+  timeout 170 python3 bench/corpus.py --devices cpu --batches 1,32 --time --repeat 10 --budget 160 \
+    --export-dir "$EXPORTS" --models efficientnet_b0,mobilenet_v2 \
+    --out "$OUT/corpus-cpu-effnet-14.json" > "$OUT/logs/corpus-cpu-effnet-14.log" 2>&1
+  for mb in efficientnet_b0-b32 mobilenet_v2-b32 efficientnet_b0-b1 mobilenet_v2-b1; do
+    left=$((BUDGET - SECONDS - 10)); calls=3; [ "${mb##*-}" = b1 ] && calls=10
+    [ "$left" -ge 40 ] && [ -f "$EXPORTS/$mb.onnx" ] && timeout $((left < 100 ? left : 100)) python3 \
+      tools/cpu_rule_ab.py "$EXPORTS/$mb.onnx" --threads 16 --calls $calls --rounds 3 $off \
+      > "$OUT/effnet-14-ab-$mb-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -530,12 +530,13 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     plane = mac.extents[h] * mac.extents[w]
     if plane % lanes == 0 or plane < MIN_RAGGED_VECTORS * lanes:
         return False
-    if math.prod(mac.extents[v] for v in mac.reduce) < RAGGED_PLANE_MIN_REDUCTION:
+    depth = math.prod(mac.extents[v] for v in mac.reduce)
+    channels = math.prod(mac.extents[v] for v in mac.spatial
+                         if not any(v.same_as(u) for u in (n, h, w) if isinstance(u, tirx.Var)))
+    if depth < RAGGED_PLANE_MIN_REDUCTION and not _expand_plane(depth, channels, batch):
         return False
     width = lanes * (RAGGED_PANEL_VECTORS if -(-plane // lanes) % RAGGED_PANEL_VECTORS else 1)
     if batch < 2:  # one image: see RAGGED_PLANE_MIN_BATCH
-        channels = math.prod(mac.extents[v] for v in mac.spatial
-                             if not any(v.same_as(u) for u in (n, h, w) if isinstance(u, tirx.Var)))
         if not residual and channels < RAGGED_PLANE_B1_MIN_PANELS * 2 * lanes:
             return False
         waste = RAGGED_PLANE_MAX_WASTE
@@ -544,6 +545,45 @@ def _ragged_plane(mac, lanes: int, residual: bool = False) -> bool:
     else:
         waste = RAGGED_PLANE_MAX_WASTE_RESIDUAL if residual else RAGGED_PLANE_MAX_WASTE
     return -(-plane // width) * width - plane <= waste * plane
+
+
+RAGGED_PLANE_EXPAND = True
+"""Whether a batched expansion 1x1 conv (output channels at least :data:`RAGGED_PLANE_EXPAND_RATIO`
+times its input channels) takes :func:`_ragged_plane` from :data:`RAGGED_PLANE_EXPAND_MIN_REDUCTION`
+input channels, under :data:`RAGGED_PLANE_MIN_REDUCTION` (False: not below 256, as before; kept
+for A/B runs).  See :func:`_expand_plane`."""
+
+RAGGED_PLANE_EXPAND_MIN_REDUCTION = 64
+"""The least input channels of :data:`RAGGED_PLANE_EXPAND`."""
+
+RAGGED_PLANE_EXPAND_RATIO = 4
+"""The least output / input channels of :data:`RAGGED_PLANE_EXPAND` (the inverted residual's
+expansions: 6)."""
+
+
+def _expand_plane(depth: int, channels: int, batch: int) -> bool:
+    """Whether a 1x1 conv of ``depth`` input and ``channels`` output channels on a batch of
+    ``batch`` images whose plane is no whole vectors (14x14) takes the padded plane below
+    :data:`RAGGED_PLANE_MIN_REDUCTION` (:data:`RAGGED_PLANE_EXPAND`).
+
+    The weight tile re-reads the image once per two-vector panel of output channels: 6x
+    expansions (EfficientNet's 112->672 and 80->480, mobilenet_v2's 96->576 and 64->384) have
+    21-42 panels over a short sum, and at batch 8 the batch's images (0.5-0.7 MB) no longer stay
+    in L2 between panels; their activation epilogue (SiLU, ReLU6) then runs in the weight tile's
+    transposed write-back.  The padded plane reads each image row once per output-channel row
+    tile, contiguous, and applies the epilogue in its copy-back along the plane.  One image
+    (batch 1) keeps the weight tile (:data:`RAGGED_PLANE_MIN_BATCH`).  Measured (2-core EPYC
+    znver3, AVX2, 1 thread, CPU time, both builds and ONNX Runtime in one process in turns, least
+    of 3 calls x 5 rounds, batch 8; outputs bit-identical; bench/results/cpu-effnet-14-2core.md):
+    EfficientNet's 112->672 + SiLU 4.365 -> 4.108 ms (ONNX Runtime 3.949), 80->480 + SiLU 2.519 ->
+    2.327 (2.194), mobilenet_v2's 96->576 + ReLU6 2.834 -> 2.313 (2.554), 64->384 + ReLU6 1.177 ->
+    1.057 (1.133); a 64->384 with no epilogue a tie (1.10 -> 1.08); MobileNetV3's 112->672 /
+    80->480 + hard-swish a tie (kernel_switch_ab: 1.00, 0.99).  The earlier measurement that set
+    :data:`RAGGED_PLANE_MIN_REDUCTION` (mobilenet_v2 at batch 4, every short sum padded) was a loss;
+    the ratio gate keeps the projections (576->96 and the like are 256+ already) and the
+    non-expanding short sums on their tiles."""
+    return (RAGGED_PLANE_EXPAND and batch >= 2 and depth >= RAGGED_PLANE_EXPAND_MIN_REDUCTION
+            and channels >= RAGGED_PLANE_EXPAND_RATIO * depth)
 
 
 RAGGED_PLANE_B1_RESIDUAL = True
