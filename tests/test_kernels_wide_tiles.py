@@ -30,7 +30,7 @@ from tvm import relax
 from onnx_cases import assert_matches, model, onnxruntime_outputs, scheduled_by
 
 from hetpart import kernels, load
-from hetpart.kernels.rules import cpu_matmul
+from hetpart.kernels.rules import cpu_conv2d, cpu_matmul
 from hetpart.targets import cpu_tvm_target, host_triple
 
 
@@ -181,9 +181,11 @@ def test_one_loop_reduction_takes_exact_wide_rows(shape, avx2, avx512, monkeypat
     assert _tile_rows(_scheduled(m, "skylake-avx512")) == avx512
 
 
-def test_strided_1x1_takes_exact_wide_rows_windowed_conv_does_not():
+def test_strided_1x1_takes_exact_wide_rows_windowed_conv_does_not(monkeypatch):
     """A stride-2 1x1 conv (the conv2d rule, a one-loop reduction) takes 7 rows on a
-    7-wide output; a 3x3 window keeps 4 (14 accumulators spilled there)."""
+    7-wide output; a 3x3 window keeps 4 (14 accumulators spilled there) on the image's rows
+    (its fused plane off: cpu_conv2d.FUSED_WINDOW_PLANE, test_kernels_r50_3x3.py)."""
+    monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_PLANE", False)
     assert _tile_rows(_scheduled(_conv(512, 32, 14, stride=2, epilogue="none"), "haswell")) == 7
     assert _tile_rows(_scheduled(_conv(64, 32, 7, k=3, pad=1), "haswell")) == 4
 

@@ -245,7 +245,18 @@ def find_mac(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> MacBlock | None:
     reductions = [bi for bi in infos if not bi.is_injective()]
     if len(reductions) != 1 or reductions[0].dom_kind().strip("SR"):
         return None
-    info = reductions[0]
+    return _mac_from(sch, reductions[0])
+
+
+def mac_at(sch: s_tir.Schedule, block_rv) -> MacBlock | None:
+    """The multiply-accumulate block ``block_rv`` of ``sch`` read as :func:`find_mac` reads
+    one, without dlight's normal form of the whole function (which a producer's reordered
+    loops break); None where it is not ``C = C + A*B`` over static extents."""
+    return _mac_from(sch, SBlockInfo(sch.get(block_rv).name_hint, [], block_rv, True))
+
+
+def _mac_from(sch: s_tir.Schedule, info: SBlockInfo) -> MacBlock | None:
+    """:func:`find_mac`'s reading of the one reduction block ``info``."""
     stmt = sch.get(info.block_rv)
     body = stmt.body
     if not isinstance(body, tirx.BufferStore) or not isinstance(body.value, tirx.Add):

@@ -58,12 +58,12 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 from tvm.target import Target
 
-from ..analysis import const_extent, cpu_shape, is_cpu, is_layout_free, mac_of, tests_bounds, try_inline_spatial
+from ..analysis import const_extent, cpu_shape, is_cpu, is_layout_free, mac_at, mac_of, tests_bounds, try_inline_spatial
 from ..fast_exp import replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, read_index, register_tile, vec_candidates
 from . import cpu_blocked_conv
 from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
-from .cpu_matmul import plane_tiled, schedule_contraction
+from .cpu_matmul import plane_rows_32, plane_tiled, schedule_contraction
 
 
 def const_int(e) -> int | None:
@@ -446,6 +446,80 @@ def _window_outside_channels(sch: s_tir.Schedule, mac, weight) -> None:
                 pass
 
 
+FUSED_WINDOW_PLANE = True
+"""Whether a windowed conv under the output-channel tile whose output rows are at most
+:data:`FUSED_WINDOW_MAX_WIDTH` wide and whose default row count does not divide them (resnet50's
+3x3s on a 7x7 output: 7 columns tiled 4 + 3, 8 and 6 accumulators) iterates its output plane fused,
+``q = oh * W + ow``, its window read at ``(q // W) * s + ry, (q % W) * s + rx``
+(:func:`fused_window_plane`), under a tile of plane rows that need not divide the plane
+(``make_plan(exact_wide=False)``: 5 rows x 2 vectors on AVX2, 49 = 9 x 5 + 4); False: the image's
+own rows (kept for A/B runs).  Measured: bench/results/cpu-r50-3x3-2core.md."""
+
+FUSED_WINDOW_ROWS_32 = False
+"""Whether a 32-register target (AVX-512) also fuses such a plane where its 7 rows divide the
+7 columns, to tile up to 13 plane rows x 2 vectors (26 accumulators, 49 = 3 x 13 + 10: 4 row
+tiles, not 7; the weight panel read once per 13 pixels; the ragged tile split off:
+:func:`.cpu_matmul.plane_rows_32`).  Off: it changes only AVX-512 code, which the 2-core AVX2
+box cannot run; device step 89 A/Bs it (``--after ...FUSED_WINDOW_ROWS_32=1``)."""
+
+FUSED_WINDOW_MAX_WIDTH = 7
+"""The widest output rows :data:`FUSED_WINDOW_PLANE` fuses (a 14-wide row's 5 + 5 + 4 tiles
+lose less to the ragged one)."""
+
+
+def _fuses_plane(mac, plan, shape) -> bool:
+    """Whether :data:`FUSED_WINDOW_PLANE` takes ``plan``: its row iterator the output's innermost
+    index, at most :data:`FUSED_WINDOW_MAX_WIDTH` wide, and its row tile leaves a ragged last
+    tile there (or, :data:`FUSED_WINDOW_ROWS_32`, the target has 32 vector registers)."""
+    if not FUSED_WINDOW_PLANE or plan.row is None or not mac.out_indices:
+        return False
+    w = mac.out_indices[-1]
+    if not (isinstance(w, tirx.Var) and w.same_as(plan.row) and mac.extents[plan.row] <= FUSED_WINDOW_MAX_WIDTH):
+        return False
+    return mac.extents[plan.row] % plan.rows != 0 or (FUSED_WINDOW_ROWS_32 and shape.registers >= 32)
+
+
+def fused_window_plane(sch: s_tir.Schedule, mac):
+    """The output plane of a windowed conv fused: returns ``(sch, mac)``, a copy of ``sch``
+    whose block iterates ``(.., oh * W + ow, ..)`` (its window read at ``q // W``, ``q % W``)
+    and writes through a ``[.., oc, oh * W + ow]`` buffer (the copy-back to the output joins
+    the tile's write-back with the epilogue), or None where the output's two innermost indices
+    are not the block's two adjacent iterators ``oh, ow`` or TVM refuses.  Invariant: the
+    same sums in the same order per output pixel; only which pixels share a register tile
+    changes."""
+    if len(mac.out_indices) < 2:
+        return None
+    h, w = mac.out_indices[-2:]
+    if not (isinstance(h, tirx.Var) and isinstance(w, tirx.Var)):
+        return None
+    block = sch.get(mac.block)
+    ivs = [iv.var for iv in block.iter_vars]
+    hi = next((i for i, v in enumerate(ivs) if v.same_as(h)), None)
+    if hi is None or hi + 1 >= len(ivs) or not ivs[hi + 1].same_as(w):
+        return None
+    width = mac.extents[w]
+    dtype = str(block.iter_vars[0].dom.extent.ty)
+    fused = tirx.IndexMap.from_func(
+        lambda *vs: list(vs[:hi]) + [vs[hi] * width + vs[hi + 1]] + list(vs[hi + 2:]),
+        ndim=len(ivs), index_dtype=dtype)
+    new = sch.copy()
+    try:
+        new.transform_block_layout(mac.block, fused)
+        new.reindex(mac.block, ("write", 0))
+    except Exception:  # noqa: BLE001 - TVM refused: the image's own rows
+        return None
+    remac = mac_at(new, mac.block)
+    if remac is None:
+        return None
+    # the caller's reduction order (channels_inner_window's channels innermost), by position
+    # among the block's reduction iterators (the transform renames them, in order)
+    old = [v for v in ivs if any(v.same_as(r) for r in mac.reduce)]
+    if len(old) != len(remac.reduce):
+        return None
+    order = [remac.reduce[next(i for i, v in enumerate(old) if v.same_as(r))] for r in mac.reduce]
+    return new, dataclasses.replace(remac, reduce=order)
+
+
 class CpuConv2d(ScheduleRule):
     """Register-tiled, parallel, vectorised direct convolution (see module docstring)."""
 
@@ -498,6 +572,16 @@ class CpuConv2d(ScheduleRule):
                 inner = None
             prepack = is_layout_free(func, mac.operands[plain[0].operand][0])
             plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack)
+            fused = fused_window_plane(sch, mac) if _fuses_plane(mac, plan, shape) else None
+            again = [c for c in vec_candidates(fused[1], lanes) if c.plain and self._is_weight(fused[1], c.operand)] \
+                if fused is not None else []
+            if again:  # the fused plane's rows under the same weight vectors (FUSED_WINDOW_PLANE)
+                sch, mac, plain = fused[0], fused[1], again
+                weight = mac.operands[plain[0].operand][0]
+                plan = make_plan(mac, plain[0], shape, plain[0].lanes, pack=not plain[0].last, prepack=prepack,
+                                 exact_wide=False)
+                if FUSED_WINDOW_ROWS_32 and (rows := plane_rows_32(mac, plan, shape)) != plan.rows:
+                    plan = dataclasses.replace(plan, rows=rows, split_ragged=True)
         else:
             # Output-width vectors: the innermost windowed dim, loads used as they are.
             width = [c for c in cands if c.last]

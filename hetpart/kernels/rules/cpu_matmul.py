@@ -217,7 +217,16 @@ def _channels_inner_rows_32(mac, plan, shape) -> int:
     the FMA loop (built for ``sapphirerapids``: 6 + 20 FMAs in two blocks, 4 stack moves; split,
     one loop of 26 FMAs and one of 20, none).  The AVX2 tile stays unsplit (measured 1.03-1.07x
     slower split: LLVM had unswitched its 5-row check itself)."""
-    if not CHANNELS_INNER_ROWS_32 or shape.registers < 32 or plan.row is None:
+    if not CHANNELS_INNER_ROWS_32:
+        return plan.rows
+    return plane_rows_32(mac, plan, shape)
+
+
+def plane_rows_32(mac, plan, shape) -> int:
+    """:func:`_channels_inner_rows_32`'s row count, ungated (also a windowed conv's fused 7x7
+    plane: :data:`~.cpu_conv2d.FUSED_WINDOW_ROWS_32`): ``plan.rows`` on a target of fewer than
+    32 vector registers or a tile without rows."""
+    if shape.registers < 32 or plan.row is None:
         return plan.rows
     extent = mac.extents[plan.row]
     top = min(MAX_ROWS_32_REGISTERS, (shape.registers - 3) // plan.vecs)
