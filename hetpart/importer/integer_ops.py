@@ -148,7 +148,8 @@ def _tuple_max(partials, lead, lanes: int):
     """TE: the NaN-propagating max of each half of ``partials`` (``[..., 2, lanes]``) as
     two 0-d values, computed by one 0-d reduction with :data:`_CHAINS` accumulators a half
     (a tuple reducer: a step updates ``2 * _CHAINS`` independent maxima, lanes ``l``
-    with ``l % _CHAINS == c`` into accumulator ``c``), then their max.  One select chain
+    with ``l % _CHAINS == c`` into accumulator ``c``), then their max (one 0-d stage a
+    combine, :func:`_combine_step`).  One select chain
     per half was latency-bound (~1.7 ns a partial: 7 us for a ``[128, 768]`` input's
     4096); independent chains overlap.  The same value: a max of maxima is the max, NaN
     kept by every combine (:func:`.nan_semantics._reducer`'s combiner)."""
@@ -173,16 +174,26 @@ def _tuple_max(partials, lead, lanes: int):
     parts = parts if isinstance(parts, (list, tuple)) else [parts]
 
     def half(h: int):
-        def fold():
-            acc = parts[h * chains]()
-            for c in range(1, chains):
-                v = parts[h * chains + c]()
-                acc = tirx.Select(tirx.Or(acc > v, tirx.isnan(acc)), acc, v)
-            return acc
-
-        return te.compute([], fold, name=f"extremum{h}")
+        # One 0-d stage a combine, each reading the last as a buffer: folded into one
+        # expression, every combine read its accumulator thrice (the compare, the NaN
+        # test, the result), a 3 ** (chains - 1)-fold copy TVM's TIR passes chewed on
+        # for ~0.1 s a kernel (a Let-bound accumulator is what estimate_tir_flops rejects).
+        acc = parts[h * chains]
+        for c in range(1, chains):
+            acc = te.compute([], _combine_step(acc, parts[h * chains + c]), name=f"extremum{h}_{c}")
+        return acc
 
     return [half(0), half(1)]
+
+
+def _combine_step(a, v):
+    """TE body: the NaN-propagating max of 0-d tensors ``a`` and ``v`` (``a`` if NaN)."""
+    from tvm import tirx
+
+    def body():
+        return tirx.Select(tirx.Or(a() > v(), tirx.isnan(a())), a(), v())
+
+    return body
 
 
 _CHAINS = 4

@@ -83,15 +83,21 @@ core) is where 16 cores save about a wake-up (an estimate; not measured on a 16-
 CPU)."""
 
 
-def _spatial_blocks(sch: s_tir.Schedule):
-    """Root blocks of ``sch`` if all of them (and all nested blocks) are spatial, else None."""
+def _spatial_blocks(sch: s_tir.Schedule, *, loopless: bool = False):
+    """Root blocks of ``sch`` if all of them (and all nested blocks) are spatial and
+    each has a loop, else None.  With ``loopless``, blocks without a loop pass too: the
+    check before inlining, which may remove them (a 0-d ``Cast`` of a quantised nest's
+    zero point, ``quantize -> cast -> subtract(zp)`` as the dynamically quantised
+    ConvInteger's input: declined, the nest was left to
+    :class:`~.cpu_fallback.CpuFallback`, three serial loops LLVM unrolled and
+    vectorised apiece -- the model's costliest kernels to compile)."""
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
     for blk in blocks:
         stmt = sch.get(blk)
         if not stmt.iter_vars or any(iv.iter_type != tirx.IterVar.DataPar for iv in stmt.iter_vars):
             return None
-        if not sch.get_loops(blk):
+        if not loopless and not sch.get_loops(blk):
             return None
     return blocks
 
@@ -103,7 +109,7 @@ class CpuInjective(ScheduleRule):
         if not is_cpu(target):
             return None
         sch = s_tir.Schedule(func)
-        if _spatial_blocks(sch) is None:
+        if _spatial_blocks(sch, loopless=True) is None:
             return None
         sch = s_tir.Schedule(replace_exp(func))
         try_inline_spatial(sch, keep_broadcast_arithmetic=True)
