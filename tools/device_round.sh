@@ -1073,6 +1073,20 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
     --per-kernel --calls 3 --rounds 3 $off > "$OUT/blocked-conv-r50-b8-t16.txt" 2>&1 ;;
+87)  # (BUDGET=590) issue 18, the opt-in channel-blocked import in the corpus (branch cpu-blocked-next,
+     # bench/results/cpu-blocked-next-2core.md): bench/corpus.py --cpu-conv-block 16 builds the all-CPU rows with the
+     # convolutions in NCHW16c (AVX-512's 16 float lanes; rules/cpu_blocked_conv's 2-block x columns tile).  On the
+     # 2-core AVX2 box, 1 thread, CPU time, NCHW8c against NCHW: resnet50 0.90-0.92x, googlenet 0.93x, densenet121 and
+     # inception_v3 in the results file.  (1) the b1 CPU rows of resnet50, googlenet, densenet121, inception_v3 in
+     # NCHW16c (records say layout NCHW16c, conv_block 16), (2) the same rows in NCHW into the same file (their own
+     # keys) for the table NCHW16c vs NCHW vs ORT (peer_ms, every core) at 16 threads
+  BUDGET=590; models=resnet50,googlenet,densenet121,inception_v3
+  timeout 330 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 310 --export-dir "$EXPORTS" \
+    --models $models --cpu-conv-block 16 --out "$OUT/corpus-cpu-b1-blocked.json" > "$OUT/logs/corpus-cpu-b1-blocked.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 1 --time --budget $((left - 20)) \
+    --export-dir "$EXPORTS" --models $models --skip-done "$OUT/corpus-cpu-b1-blocked.json" \
+    --out "$OUT/corpus-cpu-b1-blocked.json" > "$OUT/logs/corpus-cpu-b1-nchw.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
