@@ -90,8 +90,9 @@ def test_a_timed_run_redoes_records_that_carry_no_time(corpus):
     H200 run of 2026-12-03 left 17 of 20 b1 rows untimed by skipping them."""
     untimed = {"model": "vit", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass"}
     timed = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "hetpart_ms": 1.4}
-    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32")}
-    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32"), ("r50", 1, "cuda", "fp32")}
+    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32", None)}
+    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32", None),
+                                                               ("r50", 1, "cuda", "fp32", None)}
 
 
 def test_shape_mismatch_is_wrong(corpus):
