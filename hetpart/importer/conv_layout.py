@@ -33,6 +33,14 @@ CONV_BLOCKS = (8, 16, 32)
 
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 
+SHARED_TRANSFORMS = True
+"""Convert a tensor's layout once for all its consumers (``EliminateCommonSubexpr`` after
+``ConvertLayout``, which emits one ``layout_transform`` per consumer).  densenet121 in
+NCHW8c: 29 transforms moving 5.6 M floats -> 14 moving 4.1 M (its first dense block
+stays NCHW -- its input comes from the 3-channel stem -- and each growth conv's output
+went back to NCHW once per later concat); resnet50: 3 -> 2.  Off: as ConvertLayout
+leaves it (bench/results/cpu-blocked-next-2core.md)."""
+
 
 def check_block(block) -> int | None:
     """``block`` if it is None or one of :data:`CONV_BLOCKS`; else :class:`ModelLoadError`."""
@@ -44,9 +52,10 @@ def check_block(block) -> int | None:
 def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     """``mod`` with every ``relax.nn.conv2d`` TVM's ``ConvertLayout`` can take in
     ``NCHW{block}c`` / ``OIHW{block}i{block}o`` (others, e.g. input channels not a multiple of
-    ``block``, keep NCHW)."""
+    ``block``, keep NCHW), each tensor converted once (:data:`SHARED_TRANSFORMS`)."""
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
-    return relax.transform.ConvertLayout(layouts)(mod)
+    mod = relax.transform.ConvertLayout(layouts)(mod)
+    return relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
 
 
 def legalize_conv2d(bb, call):
