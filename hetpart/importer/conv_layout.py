@@ -15,8 +15,12 @@ folded at import.  The CPU tiles them with :mod:`hetpart.kernels.rules.cpu_block
 For all-CPU builds only: the GPU rules were written for NCHW, so
 :func:`hetpart.compiler.compile` refuses a plan with a non-CPU partition of such a graph.
 Measured (bench/results/cpu-blocked-conv-2core.md, 2-core AVX2, 1 thread): resnet50
-NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; depthwise nets lose (mobilenet_v2
-2.5x: bench/results/cpu-nchwc-study-2core.md), hence off by default.
+NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; at batch 1 googlenet 0.93x, inception_v3
+0.91x, but densenet121 1.08x (its first dense block stays NCHW: the 3-channel stem keeps NCHW and a
+concat takes its first input's layout), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
+(depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
+Hence off by default; ``partition MODEL --conv-block N`` and ``bench/corpus.py --cpu-conv-block N``
+reach it.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ SHARED_TRANSFORMS = True
 ``ConvertLayout``, which emits one ``layout_transform`` per consumer).  densenet121 in
 NCHW8c: 29 transforms moving 5.6 M floats -> 14 moving 4.1 M (its first dense block
 stays NCHW -- its input comes from the 3-channel stem -- and each growth conv's output
-went back to NCHW once per later concat); resnet50: 3 -> 2.  Off: as ConvertLayout
-leaves it (bench/results/cpu-blocked-next-2core.md)."""
+went back to NCHW once per later concat); resnet50: 3 -> 2.  Time: 0.993-1.014x of off
+(1 AVX2 thread, batch 1; noise), so kept for the kernels and buffers it saves.  Off: as
+ConvertLayout leaves it (bench/results/cpu-blocked-next-2core.md)."""
 
 
 def check_block(block) -> int | None:
