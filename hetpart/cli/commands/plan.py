@@ -151,7 +151,7 @@ class Plan:
         if conv_block and (args.data_parallel is not None or args.buckets):
             raise PlanError(f"--conv-block {conv_block} builds one all-CPU plan of fixed shapes; it does not take "
                             "--data-parallel or --buckets (fix the shapes with --shape)")
-        return {"conv_block": conv_block,"shapes": parse_shapes(args.shape), "buckets": parse_buckets(args.buckets),
+        return {"conv_block": conv_block, "shapes": parse_shapes(args.shape), "buckets": parse_buckets(args.buckets),
                 "gpu_memory": parse_gpu_memory(args.gpu_memory),
                 "pins": _partitioner().parse_pins(args.pin),
                 "out": OutputDir(args.out) if args.out else None, "options": kernel_options(args),
