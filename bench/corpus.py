@@ -1090,6 +1090,17 @@ def _copies_note(r: dict) -> str | None:
     return f"GPU-in run still made {crossed} host->GPU feed copies" if crossed else None
 
 
+def _conv_block(text: str) -> int:
+    """``--cpu-conv-block``: 8, 16, 32, or ``auto`` (this CPU's float lanes)."""
+    if text.strip().lower() == "auto":
+        from hetpart.importer.conv_layout import host_block
+
+        return host_block()
+    if text.strip() not in ("8", "16", "32"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not 8, 16, 32 or auto")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1116,9 +1127,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the CUDA builds' precision (bf16/fp16: weights stored so, tolerance 2e-2; the peer "
                         "runs under torch.autocast to that type); CPU builds stay fp32")
-    p.add_argument("--cpu-conv-block", type=int, choices=(8, 16, 32), default=None, metavar="N",
+    p.add_argument("--cpu-conv-block", type=_conv_block, default=None, metavar="N",
                    help="CPU builds import their convolutions channel-blocked, NCHW{N}c (hetpart.load(..., "
-                        "conv_block=N); 16 for AVX-512, 8 for AVX2): such a record says layout NCHW{N}c and "
+                        "conv_block=N); 8, 16, 32, or auto: this CPU's float lanes, 16 for AVX-512, 8 for AVX2): such a record says layout NCHW{N}c and "
                         "conv_block N, keeps its own key (beside the NCHW record of the same model) and shows "
                         "'cpu NCHW{N}c' in the table.  Pays on resnet-like nets, not depthwise ones")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")

@@ -51,7 +51,8 @@ def test_conv_block_compiles_an_all_cpu_plan_that_matches_ort(capsys, tmp_path, 
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--conv-block", "12"], ["--conv-block 12", "8, 16, 32"]),
+    (["--conv-block", "12"], ["--conv-block 12", "8, 16, 32 or auto"]),
+    (["--conv-block", "eight"], ["--conv-block eight", "8, 16, 32 or auto"]),
     (["--conv-block", "8", "--pin", "node_2=cuda"], ["--conv-block 8", "all-CPU", "off the CPU: cuda ("]),
     (["--conv-block", "8", "--buckets", "batch=1,2"], ["--conv-block 8", "--buckets"]),
 ])
@@ -61,3 +62,11 @@ def test_conv_block_mistakes_are_one_line_errors(capsys, model_path, argv, words
     assert err.startswith("partition: error:") and err.count("\n") == 1, err
     for w in words:
         assert w in err
+
+
+def test_conv_block_auto_is_this_cpus_lanes():
+    from hetpart.cli.options import parse_conv_block
+    from hetpart.importer.conv_layout import host_block
+
+    assert parse_conv_block("auto") == parse_conv_block(" AUTO ") == host_block()
+    assert parse_conv_block("16") == 16 and parse_conv_block(None) is None

@@ -98,3 +98,18 @@ def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(plan_for, compose
     got = compose(cm, {graph.inputs[0]: x})[0]
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_the_host_block_is_the_cpus_float_lanes():
+    """``auto`` (CLI, corpus): 16 on AVX-512, 8 on AVX2 -- a wider block than the lanes is
+    correct but slower (NCHW16c on AVX2 1.16x of NCHW)."""
+    from tvm.target import Target
+
+    from hetpart.importer.conv_layout import host_block
+
+    def x86(mcpu):
+        return Target({"kind": "llvm", "mtriple": "x86_64-unknown-linux-gnu", "mcpu": mcpu})
+
+    assert host_block(x86("skylake-avx512")) == 16
+    assert host_block(x86("znver3")) == 8 and host_block(x86("haswell")) == 8
+    assert host_block(Target({"kind": "llvm", "mtriple": "aarch64-unknown-linux-gnu"})) == 8  # 4 lanes: at least 8

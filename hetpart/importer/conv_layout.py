@@ -47,6 +47,17 @@ went back to NCHW once per later concat); resnet50: 3 -> 2.  Time: 0.993-1.014x 
 ConvertLayout leaves it (bench/results/cpu-blocked-next-2core.md)."""
 
 
+def host_block(target=None) -> int:
+    """The block for ``target`` (default: this machine's CPU): its float32 SIMD lanes -- 16
+    with AVX-512, 8 with AVX2 -- at least 8 (:data:`CONV_BLOCKS`).  A block wider than the
+    lanes is correct but slower (NCHW16c on AVX2: googlenet, inception_v3 1.16x of NCHW)."""
+    from ..kernels.analysis import cpu_shape
+    from ..targets import cpu_tvm_target
+
+    lanes = cpu_shape(target if target is not None else cpu_tvm_target()).lanes("float32")
+    return max(b for b in CONV_BLOCKS if b <= max(lanes, CONV_BLOCKS[0]))
+
+
 def check_block(block) -> int | None:
     """``block`` if it is None or one of :data:`CONV_BLOCKS`; else :class:`ModelLoadError`."""
     if block is None or (isinstance(block, int) and not isinstance(block, bool) and block in CONV_BLOCKS):
