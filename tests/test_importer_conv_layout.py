@@ -80,9 +80,22 @@ def _dense_block():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(plan_for, compose):
+def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
     """g1 (NCHW8c, a blocked conv's output) feeds two NCHW concats: one transform back, not
-    one per consumer (conv_layout.SHARED_TRANSFORMS); the build matches ORT."""
+    one per consumer (conv_layout.SHARED_TRANSFORMS; transforms left unfused to count them)."""
+    import hetpart
+    from hetpart.importer import conv_layout
+
+    monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
+    graph = hetpart.load(_dense_block(), conv_block=8)
+    # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
+    assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
+
+
+def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compose):
+    """conv_layout.FUSED_TRANSFORMS: the ReLU and the concat + ReLU before a blocked conv write
+    NCHW8c themselves, the last concat reads g2 blocked; only g1's transform back (two
+    consumers) runs alone.  The build matches ORT on inputs with negatives and zeros."""
     import onnxruntime as ort
 
     import hetpart
@@ -90,8 +103,9 @@ def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(plan_for, compose
 
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
-    # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
-    assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
+    funcs = [k.func for k in graph.kernels.values()]
+    assert sum(f.startswith("te_layout_transform") for f in funcs) == 1, funcs
+    assert sum(f.startswith("fused_") and "layout_transform" in f for f in funcs) == 3, funcs
     cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
     x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0

@@ -58,6 +58,27 @@ def host_block(target=None) -> int:
     return max(b for b in CONV_BLOCKS if b <= max(lanes, CONV_BLOCKS[0]))
 
 
+FUSED_TRANSFORMS = True
+"""Let ``FuseOps`` fuse a ``layout_transform`` with its injective neighbours (a concat, the
+elementwise ops after it, a ReLU): TVM marks the legalised transform opaque
+(``op_pattern`` 8), so each ran as its own pass over memory.  It is an index remap,
+injective (2).  densenet121's block-1 concats then write NCHW8c themselves and read the
+growth convs' blocked outputs directly (bench/results/cpu-blocked-next-2core.md)."""
+
+
+@tvm.transform.module_pass(opt_level=0, name="InjectiveLayoutTransforms")
+def injective_transforms(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """``mod`` with every legalised ``layout_transform`` PrimFunc marked injective
+    (``op_pattern`` 2) for ``FuseOps`` (:data:`FUSED_TRANSFORMS`).  In: a module after
+    ``AnnotateTIROpPattern``.  Invariant: the PrimFuncs' bodies are unchanged."""
+    from tvm import tirx
+
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith("te_layout_transform"):
+            mod[gv] = func.with_attr("op_pattern", 2)
+    return mod
+
+
 def check_block(block) -> int | None:
     """``block`` if it is None or one of :data:`CONV_BLOCKS`; else :class:`ModelLoadError`."""
     if block is None or (isinstance(block, int) and not isinstance(block, bool) and block in CONV_BLOCKS):
