@@ -65,6 +65,13 @@ On the GPU machine (about 1-3 min per model and device, ``--jobs`` items compile
     python3 bench/corpus.py --budget 540 --export-dir /tmp/corpus \
         --skip-done bench/results/corpus-nvidia-h200.json --out $OUT/corpus-nvidia-h200.json
 
+``--cpu-conv-block N`` builds the CPU rows with their convolutions channel-blocked,
+``NCHW{N}c`` (``hetpart.load(..., conv_block=N)``; 16 for AVX-512, 8 for AVX2; it pays on
+resnet-like nets, not depthwise ones): every CPU record says its ``layout``, a blocked one
+also ``conv_block``, which is part of its key, so it sits beside the NCHW record::
+
+    python bench/corpus.py --devices cpu --models resnet50,googlenet --time --cpu-conv-block 16
+
 Text models are exported with ``input_ids`` and an all-ones ``attention_mask`` (seq
 128; CLIP text 77); Whisper with 80 x 3000 log-mel frames; images at 224 (299 for
 Inception v3).  Checked without a GPU (torch 2.14.1, torchvision 0.29.1,
@@ -444,21 +451,25 @@ BUILD_RECORD = "record.json"  # in a build directory: the record so far, beside 
 
 
 def build_device(name: str, batch: int, device: str, export_dir: Path, build_dir: Path, simulate: bool,
-                 profile: str, precision: str = "fp32") -> dict:
+                 profile: str, precision: str = "fp32", conv_block: int | None = None) -> dict:
     """hetpart's import -> plan (every kernel on ``device``) -> compile; the artifact
     and the record so far (``BUILD_RECORD``) saved in ``build_dir``.  Returns that
-    record; a failed stage makes it final (status ``error``, ``detail`` names it)."""
+    record; a failed stage makes it final (status ``error``, ``detail`` names it).
+    ``conv_block`` (CPU only; ``--cpu-conv-block``): the import puts the convolutions in
+    ``NCHW{conv_block}c`` (``hetpart.load(..., conv_block=...)``); a CPU record says its
+    ``layout`` either way (:func:`_layout_fields`)."""
     import hetpart
     from hetpart.partitioner import Pin
 
     meta = json.loads(cached_paths(export_dir, name, batch)[2].read_text())
     precision = precision if device == "cuda" else "fp32"
     low = None if precision == "fp32" else f"cuda={precision},cpu=fp32"
+    block = conv_block if device == "cpu" else None
     record = {"model": name, "batch": batch, "device": device, "precision": precision, "tf32": tf32_on(),
-              "simulated": simulate and device == "cuda"}
+              "simulated": simulate and device == "cuda", **_layout_fields(device, block)}
     stage = "import"
     try:
-        graph = hetpart.load(meta["onnx"])
+        graph = hetpart.load(meta["onnx"], conv_block=block)
         stage = "plan"
         prof = _profile(graph, profile, device)
         pinned, elsewhere = _device_pins(graph, device)
@@ -476,6 +487,15 @@ def build_device(name: str, batch: int, device: str, export_dir: Path, build_dir
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / BUILD_RECORD).write_text(json.dumps(record))
     return record
+
+
+def _layout_fields(device: str, conv_block: int | None) -> dict:
+    """What a record says of its convolutions' layout: a CPU record ``layout`` ("NCHW",
+    or "NCHW16c" with ``conv_block`` 16, which also enters its key: :func:`_key`); a
+    CUDA record nothing (always NCHW)."""
+    if device != "cpu":
+        return {}
+    return {"layout": f"NCHW{conv_block}c", "conv_block": conv_block} if conv_block else {"layout": "NCHW"}
 
 
 def measure_device(build_dir: Path, export_dir: Path, timing: bool, repeat: int) -> dict:
@@ -738,10 +758,15 @@ def _items(args, done: set[tuple]) -> list[Item]:
     for batch in (int(b) for b in args.batches.split(",")):
         for name in names:
             todo = tuple(d for d in args.devices.split(",")
-                         if (name, batch, d, args.precision if d == "cuda" else "fp32") not in done)
+                         if (name, batch, d, args.precision if d == "cuda" else "fp32", _block(args, d)) not in done)
             if todo:
                 items.append(Item(name, batch, todo, onnx_files.get(name)))
     return items
+
+
+def _block(args, device: str) -> int | None:
+    """The channel block of this call's ``device`` builds (``--cpu-conv-block``; CPU only)."""
+    return args.cpu_conv_block if device == "cpu" else None
 
 
 def _merged(base: list[dict], new: dict[int, list[dict]]) -> list[dict]:
@@ -822,7 +847,8 @@ def prepare_item(item: Item, args, builds: Path, deadline: float = float("inf"))
     failure = _call(prep, limit, "prepare (export / ONNX Runtime)")
     if failure:
         errors = [] if cut and "timed out" in failure else item.devices
-        return Prepared(item, [(d, _error(item.name, item.batch, d, failure, args.precision)) for d in errors])
+        return Prepared(item, [(d, _error(item.name, item.batch, d, failure, args.precision, _block(args, d)))
+                               for d in errors])
     steps = []
     for device in item.devices:
         build_dir = builds / f"{_stem(item.name)}-b{item.batch}-{device}"
@@ -836,7 +862,8 @@ def prepare_item(item: Item, args, builds: Path, deadline: float = float("inf"))
         if record is None and cut and failure and "timed out" in failure:
             break
         if record is None or "status" in record:  # no build: the record is final
-            record = record or _error(item.name, item.batch, device, failure or "no record written", args.precision)
+            record = record or _error(item.name, item.batch, device, failure or "no record written", args.precision,
+                                      _block(args, device))
             steps.append((device, record))
         else:
             steps.append((device, build_dir))
@@ -857,7 +884,8 @@ def measure_item(prepared: Prepared, args, deadline: float = float("inf")) -> li
         if failure and (limit <= 0 or (cut and "timed out" in failure)):
             return []
         if failure:
-            steps = [(d, _error(item.name, item.batch, d, failure, args.precision) if d == "cuda" else step)
+            steps = [(d, _error(item.name, item.batch, d, failure, args.precision, _block(args, d))
+                      if d == "cuda" else step)
                      for d, step in steps]
     records = []
     for device, step in steps:
@@ -876,13 +904,15 @@ def measure_item(prepared: Prepared, args, deadline: float = float("inf")) -> li
         if not lines and cut and failure and "timed out" in failure:
             break
         records.append(lines[-1] if lines else
-                       _error(item.name, item.batch, device, failure or "no record written", args.precision))
+                       _error(item.name, item.batch, device, failure or "no record written", args.precision,
+                              _block(args, device)))
     return records
 
 
 def _worker_cmd(stage: str, item: Item, args) -> list[str]:
     return [sys.executable, __file__, "--worker", stage, "--models", item.name, "--batches", str(item.batch),
-            "--export-dir", str(args.export_dir), "--repeat", str(args.repeat), "--precision", args.precision]
+            "--export-dir", str(args.export_dir), "--repeat", str(args.repeat), "--precision", args.precision] + \
+        (["--cpu-conv-block", str(args.cpu_conv_block)] if args.cpu_conv_block else [])
 
 
 def _stage_limit(timeout: float, deadline: float) -> tuple[float, bool]:
@@ -919,9 +949,10 @@ def _call(cmd: list[str], timeout: float, what: str, stdout=None) -> str | None:
     return None
 
 
-def _error(name: str, batch: int, device: str, detail: str, precision: str = "fp32") -> dict:
+def _error(name: str, batch: int, device: str, detail: str, precision: str = "fp32",
+           conv_block: int | None = None) -> dict:
     return {"model": name, "batch": batch, "device": device, "precision": precision if device == "cuda" else "fp32",
-            "tf32": tf32_on(),
+            "tf32": tf32_on(), **_layout_fields(device, conv_block),
             "status": "error", "rel_err": None, "detail": detail}
 
 
@@ -937,17 +968,23 @@ def _worker(args) -> int:
         time_peer(name, batch, export_dir, args.repeat, args.precision)
     else:
         build_device(name, batch, args.devices, export_dir, Path(args.build_dir), args.simulate, args.profile,
-                     args.precision)
+                     args.precision, args.cpu_conv_block)
     return 0
 
 
 def _key(r: dict) -> tuple:
-    return (r["model"], r["batch"], r["device"], r.get("precision", "fp32"))
+    """A record's identity: a blocked CPU record (``conv_block``) sits beside the NCHW one."""
+    return (r["model"], r["batch"], r["device"], r.get("precision", "fp32"), r.get("conv_block"))
 
 
 def _line(r: dict) -> str:
     err = "-" if r.get("rel_err") is None else f"{r['rel_err']:.2e}"
-    return f"{r['model']:<22} b{r['batch']:<3} {r['device']:<5} {r['status']:<6} rel_err {err}  {r['detail']}"
+    return f"{r['model']:<22} b{r['batch']:<3} {_device_cell(r):<5} {r['status']:<6} rel_err {err}  {r['detail']}"
+
+
+def _device_cell(r: dict) -> str:
+    """The device as the table shows it: a blocked CPU record's layout beside it ("cpu NCHW16c")."""
+    return f"{r['device']} {r['layout']}" if r.get("conv_block") else r["device"]
 
 
 def gpu_slug(simulate: bool) -> str:
@@ -1012,14 +1049,15 @@ def markdown(results: dict) -> str:
             "|---|---:|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     ms = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     times = lambda v: "–" if v is None else f"**{v:.2f}**"  # noqa: E731
-    for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], not r.get("tf32", True))):
+    for r in sorted(results["records"], key=lambda r: (r["model"], r["batch"], r["device"], r.get("conv_block") or 0,
+                                                       not r.get("tf32", True))):
         err = "–" if r.get("rel_err") is None else f"{r['rel_err']:.1e}"
         peer_err = f"peer rel. error {r['peer_rel_err']:.1e}" if r.get("peer_rel_err") is not None else None
         detail = "; ".join(filter(None, [str(r.get("detail", "")), r.get("note"), peer_err, _copies_note(r)])
                            ).replace("|", "\\|")
         tf32 = "–" if r["device"] != "cuda" else ("on" if r.get("tf32", True) else "off")
         b = Boundaries.of(r)
-        rows.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r.get('precision', 'fp32')} | {tf32} "
+        rows.append(f"| {r['model']} | {r['batch']} | {_device_cell(r)} | {r.get('precision', 'fp32')} | {tf32} "
                     f"| {r['status']} | {err} | {r.get('peer', '–')} "
                     f"| {ms(b.host[0])} | {ms(b.host[1])} | {times(Boundaries.ratio(b.host))} "
                     f"| {ms(b.device[0])} | {ms(b.device[1])} | {times(Boundaries.ratio(b.device))} "
@@ -1052,6 +1090,17 @@ def _copies_note(r: dict) -> str | None:
     return f"GPU-in run still made {crossed} host->GPU feed copies" if crossed else None
 
 
+def _conv_block(text: str) -> int:
+    """``--cpu-conv-block``: 8, 16, 32, or ``auto`` (this CPU's float lanes)."""
+    if text.strip().lower() == "auto":
+        from hetpart.importer.conv_layout import host_block
+
+        return host_block()
+    if text.strip() not in ("8", "16", "32"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not 8, 16, 32 or auto")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1078,6 +1127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the CUDA builds' precision (bf16/fp16: weights stored so, tolerance 2e-2; the peer "
                         "runs under torch.autocast to that type); CPU builds stay fp32")
+    p.add_argument("--cpu-conv-block", type=_conv_block, default=None, metavar="N",
+                   help="CPU builds import their convolutions channel-blocked, NCHW{N}c (hetpart.load(..., "
+                        "conv_block=N); 8, 16, 32, or auto: this CPU's float lanes, 16 for AVX-512, 8 for AVX2): such a record says layout NCHW{N}c and "
+                        "conv_block N, keeps its own key (beside the NCHW record of the same model) and shows "
+                        "'cpu NCHW{N}c' in the table.  Pays on resnet-like nets, not depthwise ones")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 4),
                    help="items prepared (exported, imported, compiled) at once, each in its own subprocesses, "

@@ -90,8 +90,9 @@ def test_a_timed_run_redoes_records_that_carry_no_time(corpus):
     H200 run of 2026-12-03 left 17 of 20 b1 rows untimed by skipping them."""
     untimed = {"model": "vit", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass"}
     timed = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "hetpart_ms": 1.4}
-    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32")}
-    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32"), ("r50", 1, "cuda", "fp32")}
+    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32", None)}
+    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32", None),
+                                                               ("r50", 1, "cuda", "fp32", None)}
 
 
 def test_shape_mismatch_is_wrong(corpus):
@@ -406,3 +407,24 @@ def test_the_device_resident_timing_feeds_gpu_tensors_without_a_host_copy(corpus
         resident = s.run({"x": tvm.runtime.tensor(x, tvm.cuda(0))})  # what the timed runs computed
     for got in (out, resident):
         np.testing.assert_allclose(got["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)
+
+
+def test_a_blocked_cpu_record_sits_beside_the_nchw_one(corpus, tmp_path):
+    """--cpu-conv-block 8: the CPU build imports its convs in NCHW8c, matches ONNX Runtime
+    (seeded normal inputs: negatives; ReLUs: zeros), says its layout, and keeps its own key."""
+    import onnx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_kernels_cpu_blocked_conv import _model
+
+    path = tmp_path / "convs.onnx"
+    onnx.save(_model(1, 7), str(path))
+    out = tmp_path / "corpus.json"
+    common = ["--onnx", f"convs={path}", "--devices", "cpu", "--out", str(out), "--export-dir", str(tmp_path / "x")]
+    assert corpus.main(common) == 0
+    assert corpus.main([*common, "--cpu-conv-block", "8", "--skip-done", str(out)]) == 0
+    records = {r["layout"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"NCHW", "NCHW8c"}
+    assert records["NCHW8c"]["conv_block"] == 8 and "conv_block" not in records["NCHW"]
+    assert all(r["status"] == "pass" and r["rel_err"] <= 1e-4 for r in records.values()), records
+    assert "| convs | 1 | cpu NCHW8c | fp32 |" in out.with_suffix(".md").read_text()

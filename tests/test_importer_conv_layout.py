@@ -55,3 +55,75 @@ def test_conv_block_refuses_gpu_partitions_and_bad_blocks(plan_for):
     for bad in (4, 12, True, "8"):
         with pytest.raises(ModelLoadError, match="conv_block"):
             hetpart.load(_model(1, 7), conv_block=bad)
+
+
+def _dense_block():
+    """densenet's first dense block in small: a 3-channel stem conv (stays NCHW: 3 is no
+    multiple of 8), two growth convs whose outputs two later concats read, the first
+    concat input the stem's output (so the concats keep NCHW and the growth outputs go back)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    shapes = {"w0": (8, 3, 3, 3), "w1": (8, 8, 3, 3), "w2": (8, 16, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n) for n, s in shapes.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["s"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s"], ["r"]),
+        helper.make_node("Conv", ["r", "w1"], ["g1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["s", "g1"], ["c1"], axis=1),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["g2"]),
+        helper.make_node("Concat", ["s", "g1", "g2"], ["y"], axis=1),
+    ]
+    g = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 7, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 7, 7])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
+    """g1 (NCHW8c, a blocked conv's output) feeds two NCHW concats: one transform back, not
+    one per consumer (conv_layout.SHARED_TRANSFORMS; transforms left unfused to count them)."""
+    import hetpart
+    from hetpart.importer import conv_layout
+
+    monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
+    graph = hetpart.load(_dense_block(), conv_block=8)
+    # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
+    assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
+
+
+def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compose):
+    """conv_layout.FUSED_TRANSFORMS: the ReLU and the concat + ReLU before a blocked conv write
+    NCHW8c themselves, the last concat reads g2 blocked; only g1's transform back (two
+    consumers) runs alone.  The build matches ORT on inputs with negatives and zeros."""
+    import onnxruntime as ort
+
+    import hetpart
+    from hetpart import compiler
+
+    model = _dense_block()
+    graph = hetpart.load(model, conv_block=8)
+    funcs = [k.func for k in graph.kernels.values()]
+    assert sum(f.startswith("te_layout_transform") for f in funcs) == 1, funcs
+    assert sum(f.startswith("fused_") and "layout_transform" in f for f in funcs) == 3, funcs
+    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = compose(cm, {graph.inputs[0]: x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_the_host_block_is_the_cpus_float_lanes():
+    """``auto`` (CLI, corpus): 16 on AVX-512, 8 on AVX2 -- a wider block than the lanes is
+    correct but slower (NCHW16c on AVX2 1.16x of NCHW)."""
+    from tvm.target import Target
+
+    from hetpart.importer.conv_layout import host_block
+
+    def x86(mcpu):
+        return Target({"kind": "llvm", "mtriple": "x86_64-unknown-linux-gnu", "mcpu": mcpu})
+
+    assert host_block(x86("skylake-avx512")) == 16
+    assert host_block(x86("znver3")) == 8 and host_block(x86("haswell")) == 8
+    assert host_block(Target({"kind": "llvm", "mtriple": "aarch64-unknown-linux-gnu"})) == 8  # 4 lanes: at least 8

@@ -1180,6 +1180,20 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_3x3.py \
     > "$OUT/pytest-r50-3x3.txt" 2>&1 ;;
+87)  # (BUDGET=590) issue 18, the opt-in channel-blocked import in the corpus (branch cpu-blocked-next,
+     # bench/results/cpu-blocked-next-2core.md): bench/corpus.py --cpu-conv-block 16 builds the all-CPU rows with the
+     # convolutions in NCHW16c (AVX-512's 16 float lanes; rules/cpu_blocked_conv's 2-block x columns tile).  On the
+     # 2-core AVX2 box, 1 thread, CPU time, NCHW8c against NCHW at b1: resnet50 0.91x, googlenet 0.93x, inception_v3
+     # 0.91x, densenet121 1.02x (its first dense block stays NCHW).  (1) the b1 CPU rows of resnet50, googlenet, densenet121, inception_v3 in
+     # NCHW16c (records say layout NCHW16c, conv_block 16), (2) the same rows in NCHW into the same file (their own
+     # keys) for the table NCHW16c vs NCHW vs ORT (peer_ms, every core) at 16 threads
+  BUDGET=590; models=resnet50,googlenet,densenet121,inception_v3
+  timeout 330 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 310 --export-dir "$EXPORTS" \
+    --models $models --cpu-conv-block 16 --out "$OUT/corpus-cpu-b1-blocked.json" > "$OUT/logs/corpus-cpu-b1-blocked.log" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 1 --time --budget $((left - 20)) \
+    --export-dir "$EXPORTS" --models $models --skip-done "$OUT/corpus-cpu-b1-blocked.json" \
+    --out "$OUT/corpus-cpu-b1-blocked.json" > "$OUT/logs/corpus-cpu-b1-nchw.log" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

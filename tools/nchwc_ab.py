@@ -24,8 +24,9 @@ least calls], ms; ``tools/cpu_rule_ab.py``'s method), and each build's max |diff
 ``--per-kernel`` also times every distinct fused kernel of both builds alone
 (:func:`hetpart.costmodel.kernel_bench`-style: one kernel, one-call module, CPU time).
 ``--before MODULE.ATTR=VALUE`` adds a third side, the NCHWc build with that switch set
-(``tools/cpu_rule_ab.py``'s ``switched``): the blocked tile against the generic one in one
-process.
+(``tools/cpu_rule_ab.py``'s ``switched``), imported and built with it set (an import switch such as
+``hetpart.importer.conv_layout.SHARED_TRANSFORMS=0`` too): the blocked tile against the generic
+one in one process.
 """
 
 from __future__ import annotations
@@ -144,9 +145,11 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
         result["rules"] = summarize_rules(kernel_rules(blocked, target))
         result["rules_base"] = summarize_rules(kernel_rules(base, target))
     exes = [kernels.build(base, target), kernels.build(blocked, target)]
-    if before:  # the NCHWc build again with the switches set: a third side, last
+    if before:  # the NCHWc import and build again with the switches set: a third side, last
         with switched(before):
-            exes.append(kernels.build(blocked, target))
+            again = load(model, conv_block=block)
+            result["transforms"] = (_transforms(blocked_graph), _transforms(again))
+            exes.append(kernels.build(again.module, target))
     result["build_s"] = time.perf_counter() - t2
     session = ort_session(model, threads=threads)
 
@@ -167,6 +170,11 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
 
     call_leased("nchwc ab", body, pool=threads, role="cpu")
     return result
+
+
+def _transforms(graph) -> int:
+    """How many layout_transform kernels ``graph`` runs."""
+    return sum("layout_transform" in k.func for k in graph.kernels.values())
 
 
 def conv_pairs(base_graph, blocked_graph) -> list[tuple[object, object, int]]:
@@ -304,6 +312,7 @@ def main(argv=None) -> int:
             print(f"   NCHW/ORT {b / o:.3f}  NCHWc/ORT {c / o:.3f}  NCHWc/NCHW {c / b:.3f}   "
                   f"err/ORT NCHW {r['err_ort'][0]:.2e}  NCHWc {r['err_ort'][1]:.2e}", flush=True)
             if a.before:
+                print(f"   layout transforms: NCHWc {r['transforms'][0]}, before {r['transforms'][1]}")
                 print(f"   NCHW{a.block}c before ({' '.join(a.before)}) {_fmt(r['best'][3])} ms  "
                       f"NCHWc/before {c / min(r['best'][3]):.3f}  err/ORT {r['err_ort'][2]:.2e}", flush=True)
             if a.per_kernel:

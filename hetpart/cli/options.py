@@ -119,6 +119,33 @@ def kernel_options(args: argparse.Namespace):
                            sm_count=getattr(args, "sm_count", None))
 
 
+def add_conv_block_option(parser) -> None:
+    """--conv-block N: read with :func:`parse_conv_block`."""
+    parser.add_argument("--conv-block", default=None, metavar="N",
+                        help="all-CPU plans only: build the convolutions channel-blocked, NCHW{N}c (N 8, 16 or 32, "
+                             "or auto: this CPU's float lanes, 8 on AVX2, 16 on AVX-512; a wider block is "
+                             "correct but slower); pays on resnet-like nets "
+                             "(resnet50 0.90x, googlenet 0.93x of the NCHW build, 1 AVX2 core), not on depthwise "
+                             "ones (mobilenet_v2, efficientnet: slower).  The plan is made on the NCHW import; "
+                             "one that places any partition off the CPU is refused")
+
+
+def parse_conv_block(value: str | int | None) -> int | None:
+    """``--conv-block``'s value: None, one of :data:`~hetpart.importer.conv_layout.CONV_BLOCKS`,
+    or ``auto`` (this CPU's float lanes, :func:`~hetpart.importer.conv_layout.host_block`);
+    PlanError naming them otherwise."""
+    from ..importer.conv_layout import CONV_BLOCKS, host_block
+
+    if value is None:
+        return None
+    if str(value).strip().lower() == "auto":
+        return host_block()
+    if str(value).strip().isdigit() and int(value) in CONV_BLOCKS:
+        return int(value)
+    raise PlanError(f"--conv-block {value}: the channel block must be one of "
+                    f"{', '.join(map(str, CONV_BLOCKS))} or auto (the CPU's float lanes: 8 on AVX2, 16 on AVX-512)")
+
+
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("cost model")
     g.add_argument("--profile", metavar="PATH", default=None,

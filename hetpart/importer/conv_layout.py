@@ -15,8 +15,12 @@ folded at import.  The CPU tiles them with :mod:`hetpart.kernels.rules.cpu_block
 For all-CPU builds only: the GPU rules were written for NCHW, so
 :func:`hetpart.compiler.compile` refuses a plan with a non-CPU partition of such a graph.
 Measured (bench/results/cpu-blocked-conv-2core.md, 2-core AVX2, 1 thread): resnet50
-NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; depthwise nets lose (mobilenet_v2
-2.5x: bench/results/cpu-nchwc-study-2core.md), hence off by default.
+NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; at batch 1 googlenet 0.93x, inception_v3
+0.91x, but densenet121 1.08x (its first dense block stays NCHW: the 3-channel stem keeps NCHW and a
+concat takes its first input's layout), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
+(depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
+Hence off by default; ``partition MODEL --conv-block N`` and ``bench/corpus.py --cpu-conv-block N``
+reach it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,47 @@ CONV_BLOCKS = (8, 16, 32)
 
 _BLOCKED = re.compile(r"^NCHW(\d+)c$")
 
+SHARED_TRANSFORMS = True
+"""Convert a tensor's layout once for all its consumers (``EliminateCommonSubexpr`` after
+``ConvertLayout``, which emits one ``layout_transform`` per consumer).  densenet121 in
+NCHW8c: 29 transforms moving 5.6 M floats -> 14 moving 4.1 M (its first dense block
+stays NCHW -- its input comes from the 3-channel stem -- and each growth conv's output
+went back to NCHW once per later concat); resnet50: 3 -> 2.  Time: 0.993-1.014x of off
+(1 AVX2 thread, batch 1; noise), so kept for the kernels and buffers it saves.  Off: as
+ConvertLayout leaves it (bench/results/cpu-blocked-next-2core.md)."""
+
+
+def host_block(target=None) -> int:
+    """The block for ``target`` (default: this machine's CPU): its float32 SIMD lanes -- 16
+    with AVX-512, 8 with AVX2 -- at least 8 (:data:`CONV_BLOCKS`).  A block wider than the
+    lanes is correct but slower (NCHW16c on AVX2: googlenet, inception_v3 1.16x of NCHW)."""
+    from ..kernels.analysis import cpu_shape
+    from ..targets import cpu_tvm_target
+
+    lanes = cpu_shape(target if target is not None else cpu_tvm_target()).lanes("float32")
+    return max(b for b in CONV_BLOCKS if b <= max(lanes, CONV_BLOCKS[0]))
+
+
+FUSED_TRANSFORMS = True
+"""Let ``FuseOps`` fuse a ``layout_transform`` with its injective neighbours (a concat, the
+elementwise ops after it, a ReLU): TVM marks the legalised transform opaque
+(``op_pattern`` 8), so each ran as its own pass over memory.  It is an index remap,
+injective (2).  densenet121's block-1 concats then write NCHW8c themselves and read the
+growth convs' blocked outputs directly (bench/results/cpu-blocked-next-2core.md)."""
+
+
+@tvm.transform.module_pass(opt_level=0, name="InjectiveLayoutTransforms")
+def injective_transforms(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """``mod`` with every legalised ``layout_transform`` PrimFunc marked injective
+    (``op_pattern`` 2) for ``FuseOps`` (:data:`FUSED_TRANSFORMS`).  In: a module after
+    ``AnnotateTIROpPattern``.  Invariant: the PrimFuncs' bodies are unchanged."""
+    from tvm import tirx
+
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith("te_layout_transform"):
+            mod[gv] = func.with_attr("op_pattern", 2)
+    return mod
+
 
 def check_block(block) -> int | None:
     """``block`` if it is None or one of :data:`CONV_BLOCKS`; else :class:`ModelLoadError`."""
@@ -44,9 +89,10 @@ def check_block(block) -> int | None:
 def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     """``mod`` with every ``relax.nn.conv2d`` TVM's ``ConvertLayout`` can take in
     ``NCHW{block}c`` / ``OIHW{block}i{block}o`` (others, e.g. input channels not a multiple of
-    ``block``, keep NCHW)."""
+    ``block``, keep NCHW), each tensor converted once (:data:`SHARED_TRANSFORMS`)."""
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
-    return relax.transform.ConvertLayout(layouts)(mod)
+    mod = relax.transform.ConvertLayout(layouts)(mod)
+    return relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
 
 
 def legalize_conv2d(bb, call):

@@ -34,7 +34,8 @@ from .top_k import LEGALIZE as TOPK_LEGALIZE
 # :mod:`.non_max_suppression`: TOPI's is slow on CPUs and departs from ONNX; :mod:`.top_k`:
 # TVM's runtime builtin orders NaN wrongly).
 LEGALIZE = {**NMS_LEGALIZE, **TOPK_LEGALIZE}
-_PASSES = {"LegalizeOps": lambda: relax.transform.LegalizeOps(LEGALIZE)}
+_PASSES = {"LegalizeOps": lambda: relax.transform.LegalizeOps(LEGALIZE),
+           "InjectiveLayoutTransforms": lambda: conv_layout.injective_transforms}
 
 BEFORE_FUSION = ("FoldConstant", "LegalizeOps", "AnnotateTIROpPattern", "FoldConstant", "FuseOps")
 AFTER_FUSION = ("FuseTIR", "DeadCodeElimination")
@@ -44,7 +45,7 @@ def _run(mod: tvm.IRModule, names, legalize: dict | None = None) -> tvm.IRModule
     """``mod`` through the passes ``names``; ``legalize``: LegalizeOps's map in place of
     :data:`LEGALIZE`."""
     passes = {**_PASSES, "LegalizeOps": lambda: relax.transform.LegalizeOps(legalize)} if legalize else _PASSES
-    seq = tvm.transform.Sequential([passes.get(n, getattr(relax.transform, n))() for n in names])
+    seq = tvm.transform.Sequential([(passes[n] if n in passes else getattr(relax.transform, n))() for n in names])
     with tvm.transform.PassContext(opt_level=3):
         return seq(mod)
 
@@ -63,7 +64,10 @@ def fuse_with_ops(mod: tvm.IRModule, conv_block: int | None = None) -> tuple[tvm
     (``{"fused_conv2d_add_relu": ("conv2d", "add", "relu")}``).
     """
     legalize = {**LEGALIZE, **conv_layout.LEGALIZE} if conv_block else None
-    grouped = _run(prepare_for_inference(mod, conv_block), BEFORE_FUSION, legalize)
+    names = BEFORE_FUSION
+    if conv_block and conv_layout.FUSED_TRANSFORMS:  # layout transforms fuse like any injective op
+        names = (*BEFORE_FUSION[:-1], "InjectiveLayoutTransforms", BEFORE_FUSION[-1])
+    grouped = _run(prepare_for_inference(mod, conv_block), names, legalize)
     fused_ops: dict[str, tuple[str, ...]] = {}
     for gv, func in grouped.functions.items():
         if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:

@@ -1,0 +1,72 @@
+"""``partition MODEL --conv-block N``: an all-CPU plan built with its convolutions in
+NCHW{N}c (importer.conv_layout), recorded in the artifact and matching ONNX Runtime; a
+bad block, a plan with a partition off the CPU, and shape buckets are one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_kernels_cpu_blocked_conv import _model  # noqa: E402
+
+from hetpart.cli.main import main  # noqa: E402
+
+
+def cli(capsys, *argv):
+    rc = main([*argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "blocked.onnx"
+    onnx.save(_model(1, 7), str(path))
+    return path
+
+
+def test_conv_block_compiles_an_all_cpu_plan_that_matches_ort(capsys, tmp_path, model_path):
+    import onnxruntime as ort
+
+    import hetpart
+
+    out_dir = tmp_path / "out"
+    rc, out, err = cli(capsys, str(model_path), "--conv-block", "8", "-o", str(out_dir), "--compile")
+    assert rc == 0, err
+    assert "NCHW8c" in out
+    compiled = hetpart.load_compiled(out_dir)
+    assert compiled.conv_block == 8 and {p.device for p in compiled.plan.partitions} == {"cpu"}
+    x = np.random.default_rng(3).standard_normal((1, 8, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    with hetpart.Session(out_dir) as session:
+        got = list(session.run({"x": x}).values())[0]
+    want = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--conv-block", "12"], ["--conv-block 12", "8, 16, 32 or auto"]),
+    (["--conv-block", "eight"], ["--conv-block eight", "8, 16, 32 or auto"]),
+    (["--conv-block", "8", "--pin", "node_2=cuda"], ["--conv-block 8", "all-CPU", "off the CPU: cuda ("]),
+    (["--conv-block", "8", "--buckets", "batch=1,2"], ["--conv-block 8", "--buckets"]),
+])
+def test_conv_block_mistakes_are_one_line_errors(capsys, model_path, argv, words):
+    rc, out, err = cli(capsys, str(model_path), *argv)
+    assert rc == 1, err
+    assert err.startswith("partition: error:") and err.count("\n") == 1, err
+    for w in words:
+        assert w in err
+
+
+def test_conv_block_auto_is_this_cpus_lanes():
+    from hetpart.cli.options import parse_conv_block
+    from hetpart.importer.conv_layout import host_block
+
+    assert parse_conv_block("auto") == parse_conv_block(" AUTO ") == host_block()
+    assert parse_conv_block("16") == 16 and parse_conv_block(None) is None
