@@ -18,7 +18,8 @@ import pytest
 import tvm
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
+from onnx_cases import model, scheduled_by
+from test_kernels_r50_late import matches_onnxruntime_and_the_reference
 from test_kernels_rows_32_registers import _as_32_registers
 from test_kernels_wide_tiles import _scheduled, _tile, _update_chains
 
@@ -56,27 +57,9 @@ CASES = {
 }
 
 
-def _feeds(m) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(3)
-    feeds = {}
-    for i in m.graph.input:
-        a = (rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]) * 2).astype(np.float32)
-        a.reshape(-1)[::7] = 0.0
-        feeds[i.name] = a
-    return feeds
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime_and_the_reference(case):
-    m = CASES[case]()
-    feeds = _feeds(m)
-    got = run_on(m, "cpu", feeds)["y"]
-    (want,) = onnxruntime_outputs(m, feeds)
-    if "relu" in case:
-        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    tol = dict(rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
-    assert_matches(got, want, what=f"{case} against ONNX Runtime", **tol)
-    assert_matches(got, reference(m, feeds)["y"], what=f"{case} against onnx.reference", **tol)
+    matches_onnxruntime_and_the_reference(CASES[case](), case)
 
 
 def _fused(func) -> bool:
