@@ -76,15 +76,7 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
         batched = batch_plane_tile(func, sch, mac, target)
         if batched is not None:
             return batched
-    plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b))
-    inner = plane is None and _channels_inner_rows(mac, lanes)
-    if inner:  # a 7x7 image: the plane fused, the image copied channels innermost
-        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True, channels_inner=True)
-        inner = plane is not None
-    ragged = plane is None and _ragged_plane(mac, lanes, residual)
-    if ragged:  # a batch of 14x14 images: the plane fused, then padded to whole vectors
-        plane = _fuse_plane(sch, mac, lanes, lambda b: is_layout_free(func, b), ragged=True)
-        ragged = plane is not None
+    plane, inner, ragged = _plane_reading(func, sch, mac, lanes, residual)
     plane_copy = None
     if plane is not None:
         sch, mac, plane_copy = plane
@@ -152,6 +144,26 @@ CHANNELS_INNER_MAX_WIDTH = 7
 CHANNELS_INNER_MIN_REDUCTION = 256
 """The least input channels for :func:`_channels_inner_rows`: the copy is one pass over the
 image, paid back over a long sum (as :data:`RAGGED_PLANE_MIN_REDUCTION`)."""
+
+
+def _plane_reading(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, lanes: int, residual: bool):
+    """How :func:`schedule_contraction` reads a 1x1 conv's image plane: ``(plane, inner,
+    ragged)``, ``plane`` :func:`_fuse_plane`'s ``(sch, mac, copy)`` or None (the image's own
+    rows).  Tried in order: the plane fused as it is; on a 7x7 image, the plane read through a
+    channels-innermost copy (``inner``, :func:`_channels_inner_rows`); on a batch of 14x14
+    images, the plane fused and then padded to whole vectors (``ragged``, :func:`_ragged_plane`).
+    Each returns a copy of ``sch``: ``sch`` itself is left as it was."""
+    is_weight = lambda b: is_layout_free(func, b)  # noqa: E731
+    plane = _fuse_plane(sch, mac, lanes, is_weight)
+    if plane is None and _channels_inner_rows(mac, lanes):
+        plane = _fuse_plane(sch, mac, lanes, is_weight, ragged=True, channels_inner=True)
+        if plane is not None:
+            return plane, True, False
+    if plane is None and _ragged_plane(mac, lanes, residual):
+        plane = _fuse_plane(sch, mac, lanes, is_weight, ragged=True)
+        if plane is not None:
+            return plane, False, True
+    return plane, False, False
 
 
 def _channels_inner_rows(mac, lanes: int) -> bool:
