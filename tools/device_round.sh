@@ -17,6 +17,12 @@ corpus() {  # corpus NAME DEVICES MODELS [ENV...]: one stream, its own results f
   env "$@" timeout "$BUDGET" python3 bench/corpus.py --models "$models" --devices "$devices" --timeout 300 \
     --budget $((BUDGET - 30)) --export-dir "$EXPORTS" --out "$OUT/corpus-$name.json" > "$OUT/logs/corpus-$name.log" 2>&1
 }
+resnet50_b1() {  # the path of a resnet50 b1 ONNX file: the corpus's export if a step made one, else the zoo's
+  local f="$EXPORTS/resnet50-b1.onnx"
+  [ -f "$f" ] || { f=/tmp/resnet50-zoo.onnx; [ -f "$f" ] || python3 -c "import onnx; from hetpart import models; \
+    z = models.parse_zoo_spec('zoo:resnet50'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
+  echo "$f"
+}
 mkdir -p "$OUT/logs"
 case "${1:-1}" in
 1)
@@ -1084,11 +1090,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   # (1b) the third switch, off by default (AVX-512 only, unmeasured): 13 rows on the 7x7 plane, after = on
   timeout 50 python3 tools/cpu_rule_ab.py r50_1x1_7 r50_1x1_7e r50_1x1_7add --threads 16 --calls 20 --rounds 4 \
     --after hetpart.kernels.rules.cpu_matmul.CHANNELS_INNER_ROWS_32=1 > "$OUT/ab-r50-late-rows32-t16.txt" 2>&1
-  f="$EXPORTS/resnet50-b1.onnx"
-  [ -f "$f" ] || timeout 100 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 90 --export-dir "$EXPORTS" \
+  [ -f "$EXPORTS/resnet50-b1.onnx" ] || timeout 100 python3 bench/corpus.py --devices cpu --batches 1 --time --budget 90 --export-dir "$EXPORTS" \
     --models resnet50 --out "$OUT/corpus-cpu-b1-r50-late.json" > "$OUT/logs/corpus-cpu-b1-r50-late.log" 2>&1
-  [ -f "$f" ] || { f=/tmp/resnet50-zoo.onnx; python3 -c "import onnx; from hetpart import models; \
-    z = models.parse_zoo_spec('zoo:resnet50'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
+  f=$(resnet50_b1)
   left=$((BUDGET - SECONDS - 140))
   [ "$left" -ge 40 ] && timeout $((left < 150 ? left : 150)) python3 tools/cpu_rule_ab.py "$f" --threads 16 \
     --calls 10 --rounds 5 $off > "$OUT/ab-r50-late-resnet50-t16.txt" 2>&1
@@ -1171,9 +1175,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     > "$OUT/ab-r50-3x3-layers-t16.txt" 2>&1
   timeout 45 python3 tools/cpu_rule_ab.py r50_3x3_7 r50_3x3_s2_7 --threads 1 --cpu-time --calls 10 --rounds 4 $ab \
     > "$OUT/ab-r50-3x3-layers-t1.txt" 2>&1
-  f="$EXPORTS/resnet50-b1.onnx"
-  [ -f "$f" ] || { f=/tmp/resnet50-zoo.onnx; python3 -c "import onnx; from hetpart import models; \
-    z = models.parse_zoo_spec('zoo:resnet50'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
+  f=$(resnet50_b1)
   left=$((BUDGET - SECONDS - 45))
   [ "$left" -ge 40 ] && timeout $((left < 110 ? left : 110)) python3 tools/cpu_rule_ab.py "$f" --threads 16 \
     --calls 10 --rounds 5 $ab > "$OUT/ab-r50-3x3-resnet50-t16.txt" 2>&1
