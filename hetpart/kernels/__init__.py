@@ -27,7 +27,7 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_compile, cuda_pipeline, weight_prepack
+from . import cuda_compile, cuda_pipeline, stack_tiles, weight_prepack
 from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
@@ -159,6 +159,8 @@ def build(
         config["tirx.disable_cse_tir"] = True
         # Software-pipelined shared-memory stages (the tensor-core rule's) copy with cp.async.
         config["tirx.use_async_copy"] = True
+    elif is_cpu(target) and stack_tiles.ENABLED:
+        tir_pipeline = stack_tiles.register()  # register tiles of 1-4 KiB on the stack
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
     try:

@@ -1,0 +1,107 @@
+"""Small per-task buffers on the stack: the CPU pipeline's one change to TVM's.
+
+TVM's ``LowerTVMBuiltin`` keeps a CPU allocation of constant size on the stack only
+below 1 KiB (``runtime::kMaxStackAlloca``); from 1 KiB on it becomes a
+``TVMBackendAllocWorkspace`` / ``TVMBackendFreeWorkspace`` pair.  A register tile's
+accumulator buffer (``register_tile``'s write cache) is allocated inside the parallel
+loop, once per tile, and on AVX-512 the common tile of 8 rows x 2 zmm vectors is
+exactly 1 KiB: every tile then paid a workspace call, a ``memset`` of its
+accumulators and their store / reload, where a stack buffer is promoted to registers
+by LLVM and vanishes (the same tile on AVX2, 8 x 2 ymm = 512 bytes, always did).
+
+:func:`mark_stack_buffers` annotates each such allocation (global scope, constant
+size, at most :data:`STACK_BYTES`) with TVM's own ``disable_lower_builtin`` flag so
+``LowerTVMBuiltin`` leaves it to the code generator's ``alloca``;
+:func:`register` installs TVM's default pipeline with that pass run first in the
+host finalisation.  Invariant: only the allocation's placement changes, never the
+values computed.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import tirx
+
+NAME = "hetpart_cpu"
+"""Name under which the pipeline is registered (``tvm.compile(..., tir_pipeline=NAME)``)."""
+
+STACK_BYTES = 4096
+"""Largest constant-size global buffer kept on the stack (TVM's own bound is below 1 KiB);
+4 KiB holds any register tile of 32 zmm registers twice over."""
+
+ENABLED = True
+"""Switch: False builds with TVM's default pipeline (the "before" of an A/B)."""
+
+_DISABLE = "disable_lower_builtin"  # tvm::tirx::transform::kDisableLowerTVMBuiltin
+
+
+def _stack_worthy(stmt: tirx.AllocBuffer) -> bool:
+    buf = stmt.buffer
+    if buf.scope() != "global" or _DISABLE in (stmt.annotations or {}):
+        return False
+    size = 1
+    for dim in buf.shape:
+        if not isinstance(dim, tirx.IntImm):
+            return False
+        size *= int(dim)
+    nbytes = size * tvm.DataType(buf.dtype).bits * tvm.DataType(buf.dtype).lanes // 8
+    return 1024 <= nbytes <= STACK_BYTES
+
+
+def _rewrite(stmt):
+    """``stmt`` with every stack-worthy ``AllocBuffer`` annotated; the same object where
+    nothing below it changed (statement kinds without a body are left as they are)."""
+    if isinstance(stmt, tirx.AllocBuffer):
+        if not _stack_worthy(stmt):
+            return stmt
+        annotations = dict(stmt.annotations or {})
+        annotations[_DISABLE] = tirx.IntImm("int32", 1)
+        return tirx.AllocBuffer(stmt.buffer, annotations=annotations)
+    if isinstance(stmt, tirx.SeqStmt):
+        seq = [_rewrite(s) for s in stmt.seq]
+        return stmt if all(a.same_as(b) for a, b in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
+    if isinstance(stmt, tirx.For):
+        body = _rewrite(stmt.body)
+        return stmt if body.same_as(stmt.body) else tirx.For(
+            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations, stmt.step)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = _rewrite(stmt.body)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
+    if isinstance(stmt, tirx.IfThenElse):
+        then = _rewrite(stmt.then_case)
+        other = _rewrite(stmt.else_case) if stmt.else_case is not None else None
+        if then.same_as(stmt.then_case) and (other is None or other.same_as(stmt.else_case)):
+            return stmt
+        return tirx.IfThenElse(stmt.condition, then, other)
+    if isinstance(stmt, tirx.While):
+        body = _rewrite(stmt.body)
+        return stmt if body.same_as(stmt.body) else tirx.While(stmt.condition, body)
+    return stmt
+
+
+@tvm.transform.module_pass(opt_level=0, name="hetpart.MarkStackBuffers")
+def mark_stack_buffers(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Every PrimFunc of ``mod`` with its 1-4 KiB constant global buffers marked for the stack."""
+    out = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            body = _rewrite(func.body)
+            if not body.same_as(func.body):
+                func = func.with_body(body)
+        out[gv] = func
+    return tvm.IRModule(out, attrs=mod.attrs)
+
+
+def _pipeline():
+    pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
+
+    def host():
+        return tvm.transform.Sequential([mark_stack_buffers, finalize_host()])
+
+    return pipeline, host, finalize_device
+
+
+def register() -> str:
+    """Register the pipeline with TVM (idempotent); returns :data:`NAME`."""
+    tvm.tirx.compilation_pipeline.register_tir_pipeline(NAME, _pipeline)
+    return NAME
