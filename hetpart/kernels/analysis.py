@@ -518,7 +518,7 @@ hard-sigmoid recomputed per lane.  At batch 1 (no ``n`` loop) the suffix is the 
 and the rows were already taken.  Measured: bench/results/cpu-b32-nets-2core.md."""
 
 
-ROWS_MIN_VECTORS = 4
+ROWS_MIN_VECTORS = 3
 """Whole vectors a row must hold for :func:`parallel_vectorize` to keep a broadcast
 operand's loops outside when the operand is read once per element.  Measured (2
 threads, the fc2 + gate kernel alone, fused across channels -> in rows): 14x14 planes
@@ -527,7 +527,10 @@ vectors and 1) its 672x7x7 and 1152x7x7 gates 0.014 -> 0.020 and 0.025 -> 0.034 
 run, within the noise of a later run of unchanged code (0.025 vs 0.033): no gain
 measured, so they keep the fused form.  Read more than once per element (MobileNetV3's
 hard-sigmoid inlined: ``min(max(g/6 + 1/2, 0), 1)`` names ``g`` three times, each a
-per-lane gather when fused) rows win on 7x7 too: 960x7x7 0.053 -> 0.019 ms."""
+per-lane gather when fused) rows win on 7x7 too: 960x7x7 0.053 -> 0.019 ms.  On AVX-512 a 7x7
+row is 3 vectors of 16 (and 1): measured there (1 thread, CPU time, the fc2 + sigmoid gate kernel
+alone, fused -> rows, tools/kernel_switch_ab.py with ``ROWS_MIN_VECTORS=4`` as before) a batch of
+3 48x7x7 gates 0.0077 -> 0.0054 ms, 8 672x7x7 gates 0.235 -> 0.130 ms: rows from 3 vectors."""
 
 
 def _rows_pay(sch: s_tir.Schedule, block, loops, extents: list[int], lanes: int) -> int:
