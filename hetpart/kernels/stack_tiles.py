@@ -10,7 +10,10 @@ accumulators and their store / reload, where a stack buffer is promoted to regis
 by LLVM and vanishes (the same tile on AVX2, 8 x 2 ymm = 512 bytes, always did).
 
 :func:`mark_stack_buffers` annotates each such allocation (global scope, constant
-size, at most :data:`STACK_BYTES`) with TVM's own ``disable_lower_builtin`` flag so
+size of exactly 1 KiB: :data:`MIN_BYTES` to :data:`STACK_BYTES`) whose uses hold at most one
+serial loop -- a tile over a plain contraction's one ``k`` loop, not one under a conv
+window's ``ic, ry, rx`` nest, where LLVM spilled the promoted accumulators (resnet50's 7x7
+stem 1.56x slower) -- with TVM's own ``disable_lower_builtin`` flag so
 ``LowerTVMBuiltin`` leaves it to the code generator's ``alloca``;
 :func:`register` installs TVM's default pipeline with that pass run first in the
 host finalisation.  Invariant: only the allocation's placement changes, never the
@@ -25,9 +28,13 @@ from tvm import tirx
 NAME = "hetpart_cpu"
 """Name under which the pipeline is registered (``tvm.compile(..., tir_pipeline=NAME)``)."""
 
-STACK_BYTES = 4096
-"""Largest constant-size global buffer kept on the stack (TVM's own bound is below 1 KiB);
-4 KiB holds any register tile of 32 zmm registers twice over."""
+MIN_BYTES = 1024
+"""The least size marked: below it TVM keeps a buffer on the stack itself."""
+
+STACK_BYTES = 1024
+"""The largest: exactly AVX-512's 8 x 2 zmm tile.  Larger tiles (14 x 2 zmm, 1.75 KiB) once
+promoted to registers spilled (resnet50's 14-row tiles 0.99-1.08x), so they keep TVM's
+workspace, where LLVM already holds them in registers inside the reduction loop."""
 
 ENABLED = True
 """Switch: False builds with TVM's default pipeline (the "before" of an A/B)."""
@@ -45,20 +52,38 @@ def _stack_worthy(stmt: tirx.AllocBuffer) -> bool:
             return False
         size *= int(dim)
     nbytes = size * tvm.DataType(buf.dtype).bits * tvm.DataType(buf.dtype).lanes // 8
-    return 1024 <= nbytes <= STACK_BYTES
+    return MIN_BYTES <= nbytes <= STACK_BYTES
+
+
+def _marked(stmt: tirx.AllocBuffer) -> tirx.AllocBuffer:
+    annotations = dict(stmt.annotations or {})
+    annotations[_DISABLE] = tirx.IntImm("int32", 1)
+    return tirx.AllocBuffer(stmt.buffer, annotations=annotations)
+
+
+def _serial_depth(stmt) -> int:
+    """The deepest nest of serial loops in ``stmt`` (unrolled and vector loops not counted)."""
+    if isinstance(stmt, tirx.For):
+        return int(stmt.kind == tirx.ForKind.SERIAL) + _serial_depth(stmt.body)
+    if isinstance(stmt, tirx.SeqStmt):
+        return max(map(_serial_depth, stmt.seq), default=0)
+    if isinstance(stmt, (tirx.AttrStmt, tirx.While)):
+        return _serial_depth(stmt.body)
+    if isinstance(stmt, tirx.IfThenElse):
+        return max(_serial_depth(stmt.then_case), _serial_depth(stmt.else_case) if stmt.else_case is not None else 0)
+    return 0
 
 
 def _rewrite(stmt):
     """``stmt`` with every stack-worthy ``AllocBuffer`` annotated; the same object where
     nothing below it changed (statement kinds without a body are left as they are)."""
-    if isinstance(stmt, tirx.AllocBuffer):
-        if not _stack_worthy(stmt):
-            return stmt
-        annotations = dict(stmt.annotations or {})
-        annotations[_DISABLE] = tirx.IntImm("int32", 1)
-        return tirx.AllocBuffer(stmt.buffer, annotations=annotations)
     if isinstance(stmt, tirx.SeqStmt):
-        seq = [_rewrite(s) for s in stmt.seq]
+        seq = list(stmt.seq)
+        for i, s in enumerate(seq):
+            if isinstance(s, tirx.AllocBuffer):  # its uses are the statements after it
+                seq[i] = _marked(s) if _stack_worthy(s) and max(map(_serial_depth, seq[i + 1:]), default=0) <= 1 else s
+            else:
+                seq[i] = _rewrite(s)
         return stmt if all(a.same_as(b) for a, b in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
     if isinstance(stmt, tirx.For):
         body = _rewrite(stmt.body)
@@ -81,7 +106,7 @@ def _rewrite(stmt):
 
 @tvm.transform.module_pass(opt_level=0, name="hetpart.MarkStackBuffers")
 def mark_stack_buffers(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Every PrimFunc of ``mod`` with its 1-4 KiB constant global buffers marked for the stack."""
+    """Every PrimFunc of ``mod`` with its 1 KiB window-free tile buffers marked for the stack."""
     out = {}
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc):
