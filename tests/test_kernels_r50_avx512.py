@@ -3,7 +3,8 @@
 * ``cpu_matmul.PLANE_CHUNK_B1``: one image's plane tile (output-channel rows broadcast from the
   weight x plane vectors) on a 32-register target runs in chunks of
   ``RESIDUAL_CHUNK_TILES`` vector tiles, residual or not (before: only with a residual at batch
-  2+), so each row tile covers a contiguous run of pixels, not 32 pixels of every channel;
+  2+), so each row tile covers a contiguous run of pixels, not 32 pixels of every channel (from
+  7 tiles, the 14x14 planes: there the whole plane);
 * ``register_tile.IMAGE_ROWS_WIDTH_IN_PIXELS``: a 1x1 conv's weight tile loops the image's rows
   outside the weight's panels from 32-pixel rows (before: two panels wide, 64 pixels with
   AVX-512's 16 lanes, which left the 56-wide 256->64 / 256->128 streaming their image once per
@@ -48,11 +49,12 @@ def _script(m, mcpu: str) -> str:
 @pytest.mark.parametrize("module,switch,m", [
     (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(64, 256, 56, "add_relu")),
     (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(64, 256, 56, "none")),
+    (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(256, 1024, 14, "add_relu")),
     (register_tile, "IMAGE_ROWS_WIDTH_IN_PIXELS", lambda: _conv(256, 64, 56)),
 ])
 def test_the_switch_changes_avx512_alone(module, switch, m, monkeypatch):
-    """resnet50's 64->256 on 56x56 (+ residual + ReLU; the projection) and 256->64: with the
-    switch off the AVX-512 schedule differs, the AVX2 one is the same text."""
+    """resnet50's 64->256 on 56x56 (+ residual + ReLU; the projection), 256->1024 on 14x14 +
+    residual + ReLU (the chunk the whole 7-tile plane) and 256->64: with the switch off the AVX-512 schedule differs, the AVX2 one is the same text."""
     on = {mcpu: _script(m(), mcpu) for mcpu in ("haswell", "skylake-avx512")}
     monkeypatch.setattr(module, switch, False)
     off = {mcpu: _script(m(), mcpu) for mcpu in ("haswell", "skylake-avx512")}
@@ -60,10 +62,11 @@ def test_the_switch_changes_avx512_alone(module, switch, m, monkeypatch):
     assert on["skylake-avx512"] != off["skylake-avx512"]
 
 
-def test_no_chunks_at_batch_2_or_on_a_short_plane():
-    """The batch-1 chunk leaves batch 2 (its own rule: a residual, RESIDUAL_CHUNK_MIN_BATCH) and a
-    plane of fewer than RESIDUAL_CHUNK_MIN_TILES vector tiles (14x14: 196 pixels, 7 x 32) alone."""
-    for m in (_conv(64, 256, 56, "none", batch=2), _conv(64, 128, 14, "none")):
+def test_no_chunks_at_batch_2_on_a_short_plane_or_few_channels():
+    """The batch-1 chunk leaves batch 2 (its own rule: a residual, RESIDUAL_CHUNK_MIN_BATCH), a
+    plane of fewer than PLANE_CHUNK_B1_MIN_TILES vector tiles (10x10: 100 pixels) and fewer than
+    PLANE_CHUNK_B1_MIN_CHANNELS output channels (mobilenet_v2's 96->24 on 56x56) alone."""
+    for m in (_conv(64, 256, 56, "none", batch=2), _conv(64, 128, 10, "none"), _conv(96, 24, 56, "none")):
         on = _script(m, "skylake-avx512")
         cpu_matmul.PLANE_CHUNK_B1 = False
         try:

@@ -530,10 +530,13 @@ IMAGE_ROWS_MIN_PIXELS = 32
 """The least image row width, in pixels, for :func:`image_rows_outside_panels` under
 :data:`IMAGE_ROWS_WIDTH_IN_PIXELS` (AVX2's two 16-channel panels: its threshold unchanged)."""
 
-IMAGE_ROWS_NARROW_MIN_BYTES = 1 << 20
-"""The least image (bytes per image) for :data:`IMAGE_ROWS_MIN_PIXELS`: a smaller one stays in a
-core's L2 between panels (inception_v3's 192->64 on 35x35, 940 KB: 0.46 -> 0.53 ms in the model
-with the rows outside; its 256->64 and 288->64, 1.25-1.4 MB: 0.93x)."""
+IMAGE_ROWS_NARROW_MIN_BYTES = 7 << 18
+"""The least image (bytes per image, 1.75 MiB) for :data:`IMAGE_ROWS_MIN_PIXELS`: a smaller one
+stays in a core's L2 (2 MiB on the Xeons) between panels.  In the model (1 thread, AVX-512):
+densenet121's 96->128 and 128->128 on 56x56 (1.2 / 1.6 MB) 1.51x / 1.08x slower with the rows
+outside, inception_v3's 192->64 on 35x35 (0.94 MB) 1.10-1.15x, its 256->64 / 288->64 (1.25 / 1.4 MB)
+0.93x; from 160 channels on 56x56 (2.0 MB) 0.67-0.87x, resnet50's 256->64 / 256->128 (3.2 MB)
+0.75-0.82x."""
 
 
 def image_rows_outside_panels(mac: MacBlock, plan: TilePlan) -> bool:

@@ -517,11 +517,18 @@ few enough for the prefetchers, and a chunk re-reads its plane once per row tile
 (mobilenet_v2's 96->24 on 56x56: 0.121 -> 0.134 ms in the model with chunks)."""
 
 
+PLANE_CHUNK_B1_MIN_TILES = 7
+"""The least vector tiles along the plane for :data:`PLANE_CHUNK_B1`: 7 takes the 14x14 planes
+(196 pixels padded to 224: the chunk is the whole plane, each row tile then runs all 7 plane
+tiles).  resnet50 in the model: 256->1024 + residual 0.90x, 1024->256 0.92x, 1024->512 0.87x, the
+512->1024 s2 0.87x against 8 (RESIDUAL_CHUNK_MIN_TILES, the batch-2+ residual rule's bound)."""
+
+
 def _chunks_plane_b1(mac, plan, shape) -> bool:
     """Whether ``plan``, a plane tile of one image (the fused contraction ``[oc, h*w]`` of a 1x1
     conv at batch 1; neither operand packed, output-channel rows broadcast from the weight) on a
     target of 32+ vector registers, takes :data:`RESIDUAL_CHUNK_TILES` under
-    :data:`PLANE_CHUNK_B1`: :data:`RESIDUAL_CHUNK_MIN_TILES` vector tiles or more and
+    :data:`PLANE_CHUNK_B1`: :data:`PLANE_CHUNK_B1_MIN_TILES` vector tiles or more and
     :data:`PLANE_CHUNK_B1_MIN_CHANNELS` output channels or more.
 
     Before, each 32-pixel plane tile ran all its output-channel row tiles: consecutive tiles
@@ -539,7 +546,7 @@ def _chunks_plane_b1(mac, plan, shape) -> bool:
         return False
     if mac.extents[plan.row] < PLANE_CHUNK_B1_MIN_CHANNELS:
         return False
-    return mac.extents[plan.vec] >= RESIDUAL_CHUNK_MIN_TILES * plan.vecs * plan.lanes
+    return mac.extents[plan.vec] >= PLANE_CHUNK_B1_MIN_TILES * plan.vecs * plan.lanes
 
 
 def _reads_residual(sch: s_tir.Schedule, mac) -> bool:
