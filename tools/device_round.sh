@@ -1201,8 +1201,9 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # image's plane tile (64->256 on 56x56, + residual + ReLU x3 and the projection; 64->64) runs in chunks of 14
      # tiles on 32-register targets (contiguous pixels per row tile, not 32 pixels of every channel); (b)
      # register_tile.IMAGE_ROWS_WIDTH_IN_PIXELS: the 56-wide weight tiles (256->64, 256->128) loop the image's rows
-     # outside the panels (the image read once, not once per panel).  On the 2-vCPU AVX-512 Xeon, 1 thread, CPU
-     # time, in the model: those kernels 0.62-0.87x, resnet50 b1 in-model kernels 76.96 -> 72.09 ms; b8 unchanged
+     # outside the panels (the image read once, not once per panel); (a) also takes the 14x14 planes (the chunk
+     # the whole 7-tile plane).  On the 2-vCPU AVX-512 Xeon, 1 thread, CPU time: the 9 changed kernels in the model
+     # 26.67 -> 22.04 ms (0.67-0.95 each), resnet50 b1 71.3 -> 66.3 ms (ORT 48.5; 1.47x -> 1.37x); b8 unchanged
      # (0 kernels).  (c) the two off-by-default 32-register row switches (CHANNELS_INNER_ROWS_32, FUSED_WINDOW_ROWS_32):
      # 0.88-0.95x alone, 0.97-1.06 in the model at 1 thread -- left off; here at 16 threads (after = on).
      # (0) which kernels each switch changes here; (1) resnet50 b1 before / after / ORT at 16 threads; (2) b8 (the

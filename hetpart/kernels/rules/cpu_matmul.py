@@ -536,9 +536,12 @@ def _chunks_plane_b1(mac, plan, shape) -> bool:
     12.5 KB apart for resnet50's 64->256 on 56x56, which no prefetcher follows -- in the model
     the residual (written three convs earlier) and the output then miss to L3 on every tile.
     In chunks (14 tiles of 32 pixels there) each row tile covers 448 contiguous pixels of its 8
-    channels.  Measured in the model (2-vCPU AVX-512 Xeon, 1 thread, CPU time, each kernel's
-    least of 30 runs, runs alternating; bench/results/cpu-r50-avx512-1core.md): resnet50's
-    64->256 + residual + ReLU (x3) 4.66 -> 3.07 ms, its 64->256 projection 1.16 -> 0.85 ms.
+    channels; on a 14x14 plane (7 tiles) the chunk is the whole plane.  Measured in the model
+    (2-vCPU AVX-512 Xeon, 1 thread, CPU time, each kernel's least of 30 runs, runs alternating:
+    tools/cpu_insitu_ab.py; bench/results/cpu-r50-avx512-1core.md): resnet50's 64->256 + residual
+    + ReLU (x3) 4.92 -> 3.27 ms, its projection 1.18 -> 0.87, 256->1024 on 14x14 + residual (x6)
+    6.09 -> 5.48, 1024->256 (x5) 4.29 -> 3.99; densenet121's 64->128 on 56x56 0.79x, mobilenet_v2's
+    16->96 on 112x112 0.81x.
     AVX2 unchanged (16 registers; there the chunk measured 1.32 -> 1.39 ms alone at batch 1)."""
     if not PLANE_CHUNK_B1 or shape.registers < 32 or len(mac.out_indices) != 2:
         return False
