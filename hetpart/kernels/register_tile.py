@@ -520,6 +520,25 @@ the weight's traffic is ``panel / w`` of the image's.  At 2 the weight, re-read 
 at most half the bytes the image did, from L3."""
 
 
+IMAGE_ROWS_WIDTH_IN_PIXELS = True
+"""Whether :func:`image_rows_outside_panels`' least row width is :data:`IMAGE_ROWS_MIN_PIXELS`
+pixels (False: :data:`IMAGE_ROWS_MIN_WIDTH` panels, 32 pixels with AVX2's 8 lanes but 64 with
+AVX-512's 16, which left resnet50's 56-wide 256->64 and 256->128 streaming their 3.2 MB image
+from L3 once per panel)."""
+
+IMAGE_ROWS_MIN_PIXELS = 32
+"""The least image row width, in pixels, for :func:`image_rows_outside_panels` under
+:data:`IMAGE_ROWS_WIDTH_IN_PIXELS` (AVX2's two 16-channel panels: its threshold unchanged)."""
+
+IMAGE_ROWS_NARROW_MIN_BYTES = 7 << 18
+"""The least image (bytes per image, 1.75 MiB) for :data:`IMAGE_ROWS_MIN_PIXELS`: a smaller one
+stays in a core's L2 (2 MiB on the Xeons) between panels.  In the model (1 thread, AVX-512):
+densenet121's 96->128 and 128->128 on 56x56 (1.2 / 1.6 MB) 1.51x / 1.08x slower with the rows
+outside, inception_v3's 192->64 on 35x35 (0.94 MB) 1.10-1.15x, its 256->64 / 288->64 (1.25 / 1.4 MB)
+0.93x; from 160 channels on 56x56 (2.0 MB) 0.67-0.87x, resnet50's 256->64 / 256->128 (3.2 MB)
+0.75-0.82x."""
+
+
 def image_rows_outside_panels(mac: MacBlock, plan: TilePlan) -> bool:
     """Whether a 1x1 convolution's weight tile (output-channel vectors of a packed weight x
     image columns; one reduction loop) loops the image's rows outside the weight's panels:
@@ -543,10 +562,13 @@ def image_rows_outside_panels(mac: MacBlock, plan: TilePlan) -> bool:
             mac.uses(plan.vec_operand, v) for v in mac.spatial if not v.same_as(plan.vec)):
         return False  # not an NCHW image beside a weight of output channels alone (attention's products)
     panel = plan.vecs * plan.lanes
-    if mac.extents[plan.vec] < 2 * panel or mac.extents[plan.row] < IMAGE_ROWS_MIN_WIDTH * panel:
-        return False
     weight = _bytes_per(mac.operands[plan.vec_operand][0], 1)
     image = _bytes_per(mac.operands[1 - plan.vec_operand][0], 1)
+    width = IMAGE_ROWS_MIN_WIDTH * panel
+    if IMAGE_ROWS_WIDTH_IN_PIXELS and image >= IMAGE_ROWS_NARROW_MIN_BYTES:
+        width = min(width, IMAGE_ROWS_MIN_PIXELS)
+    if mac.extents[plan.vec] < 2 * panel or mac.extents[plan.row] < width:
+        return False
     return weight <= IMAGE_ROWS_MAX_WEIGHT_BYTES and image > weight
 
 

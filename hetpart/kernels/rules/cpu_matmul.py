@@ -112,9 +112,10 @@ def schedule_contraction(func: tirx.PrimFunc, sch: s_tir.Schedule, mac, target: 
     plan = make_plan(mac, best, shape, best.lanes, pack=not best.last, prepack=prepack, exact_wide=not inner)
     if inner and (rows := _channels_inner_rows_32(mac, plan, shape)) != plan.rows:
         plan = dataclasses.replace(plan, rows=rows, split_ragged=True)  # 4 tiles: LLVM kept the row checks
-    if not prepack and is_layout_free(func, mac.operands[1 - best.operand][0]):
+    plane_tile = not prepack and is_layout_free(func, mac.operands[1 - best.operand][0])
+    if plane_tile:
         plan = dataclasses.replace(plan, rows=_plane_rows(mac, plan, shape))
-    if residual and _chunks_plane(mac, plan):
+    if (residual and _chunks_plane(mac, plan)) or (plane_tile and _chunks_plane_b1(mac, plan, shape)):
         plan = dataclasses.replace(plan, chunk=RESIDUAL_CHUNK_TILES)
     if not (func.attrs is not None and func.attrs.get(LAYOUT_FREE_ATTR)):  # no weight: attention's products
         plan = dataclasses.replace(plan, activations=True)
@@ -502,6 +503,53 @@ def _chunks_plane(mac, plan) -> bool:
     if not isinstance(n, tirx.Var) or mac.extents[n] < RESIDUAL_CHUNK_MIN_BATCH:
         return False
     return mac.extents[plan.vec] >= RESIDUAL_CHUNK_MIN_TILES * plan.vecs * plan.lanes
+
+
+PLANE_CHUNK_B1 = True
+"""Whether one image's plane tile on a 32-register target (AVX-512) runs in chunks of
+:data:`RESIDUAL_CHUNK_TILES` vector tiles, residual or not (:func:`_chunks_plane_b1`; False: each
+plane tile runs every output-channel row tile, as before; kept for A/B runs)."""
+
+
+PLANE_CHUNK_B1_MIN_CHANNELS = 64
+"""The least output channels for :data:`PLANE_CHUNK_B1`: with fewer the tile's output streams are
+few enough for the prefetchers, and a chunk re-reads its plane once per row tile from L2
+(mobilenet_v2's 96->24 on 56x56: 0.121 -> 0.134 ms in the model with chunks)."""
+
+
+PLANE_CHUNK_B1_MIN_TILES = 7
+"""The least vector tiles along the plane for :data:`PLANE_CHUNK_B1`: 7 takes the 14x14 planes
+(196 pixels padded to 224: the chunk is the whole plane, each row tile then runs all 7 plane
+tiles).  resnet50 in the model: 256->1024 + residual 0.90x, 1024->256 0.92x, 1024->512 0.87x, the
+512->1024 s2 0.87x against 8 (RESIDUAL_CHUNK_MIN_TILES, the batch-2+ residual rule's bound)."""
+
+
+def _chunks_plane_b1(mac, plan, shape) -> bool:
+    """Whether ``plan``, a plane tile of one image (the fused contraction ``[oc, h*w]`` of a 1x1
+    conv at batch 1; neither operand packed, output-channel rows broadcast from the weight) on a
+    target of 32+ vector registers, takes :data:`RESIDUAL_CHUNK_TILES` under
+    :data:`PLANE_CHUNK_B1`: :data:`PLANE_CHUNK_B1_MIN_TILES` vector tiles or more and
+    :data:`PLANE_CHUNK_B1_MIN_CHANNELS` output channels or more.
+
+    Before, each 32-pixel plane tile ran all its output-channel row tiles: consecutive tiles
+    wrote (and read a residual at) the same 32 pixels of every output channel, 256 streams
+    12.5 KB apart for resnet50's 64->256 on 56x56, which no prefetcher follows -- in the model
+    the residual (written three convs earlier) and the output then miss to L3 on every tile.
+    In chunks (14 tiles of 32 pixels there) each row tile covers 448 contiguous pixels of its 8
+    channels; on a 14x14 plane (7 tiles) the chunk is the whole plane.  Measured in the model
+    (2-vCPU AVX-512 Xeon, 1 thread, CPU time, each kernel's least of 30 runs, runs alternating:
+    tools/cpu_insitu_ab.py; bench/results/cpu-r50-avx512-1core.md): resnet50's 64->256 + residual
+    + ReLU (x3) 4.92 -> 3.27 ms, its projection 1.18 -> 0.87, 256->1024 on 14x14 + residual (x6)
+    6.09 -> 5.48, 1024->256 (x5) 4.29 -> 3.99; densenet121's 64->128 on 56x56 0.79x, mobilenet_v2's
+    16->96 on 112x112 0.81x.
+    AVX2 unchanged (16 registers; there the chunk measured 1.32 -> 1.39 ms alone at batch 1)."""
+    if not PLANE_CHUNK_B1 or shape.registers < 32 or len(mac.out_indices) != 2:
+        return False
+    if plan.prepack or plan.pack_dim is not None or plan.row is None:
+        return False
+    if mac.extents[plan.row] < PLANE_CHUNK_B1_MIN_CHANNELS:
+        return False
+    return mac.extents[plan.vec] >= PLANE_CHUNK_B1_MIN_TILES * plan.vecs * plan.lanes
 
 
 def _reads_residual(sch: s_tir.Schedule, mac) -> bool:
