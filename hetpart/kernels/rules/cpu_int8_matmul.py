@@ -28,6 +28,9 @@ Declines (None) anything else; :class:`~.cpu_matmul.CpuMatmul` then takes it.
 
 from __future__ import annotations
 
+import ctypes
+from functools import lru_cache
+
 import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
@@ -92,6 +95,80 @@ def _dot_vnni(
 TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
 
 
+AMX_INT8 = True
+"""Switch: on a target with AMX-INT8 (``amx-int8`` among its LLVM features) in a process
+the kernel allowed the tile registers (:func:`amx_ready`), contractions of 32-row,
+32-column blocks and ``k`` a multiple of 64 run on AMX tiles (:func:`_schedule_amx`)
+instead of ``vpdpbusd``; off: VNNI for all."""
+MT, NT, KT = 32, 32, 64
+"""AMX block: 2 x 2 tiles of 16 x 16 int32 outputs (tmm0-3), 2 A tiles of 16 rows x 64
+bytes (tmm4-5), 2 B tiles of 16 x (16 x 4) packed bytes (tmm6-7)."""
+
+def _call(name, *args):
+    return T.call_llvm_intrin("void", name, *args)
+
+@lru_cache(maxsize=None)
+def amx_intrin(k: int) -> str:
+    name = f"hetpart_amx_u8i8i32_{MT}x{NT}x{k}"
+    k4 = k // 4
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (MT, k), "uint8", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (2, k4, 16, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (MT, NT), "int32", strides=[sc, 1], offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:MT, 0:NT], A[0:MT, 0:k], B[0:2, 0:k4, 0:16, 0:4])
+            T.writes(C[0:MT, 0:NT])
+            for i, j, kk in T.grid(MT, NT, k):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, kk])
+                    C[vi, vj] = C[vi, vj] + T.cast(A[vi, vk], "int32") * T.cast(
+                        B[vj // 16, vk // 4, vj % 16, vk % 4], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int64()
+        sc = T.int64()
+        A = T.match_buffer(a, (MT, k), "uint8", strides=[sa, 1], offset_factor=1)
+        B = T.match_buffer(b, (2, k4, 16, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (MT, NT), "int32", strides=[sc, 1], offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:MT, 0:NT], A[0:MT, 0:k], B[0:2, 0:k4, 0:16, 0:4])
+            T.writes(C[0:MT, 0:NT])
+            cfg = T.decl_buffer((64,), "uint8", scope="local")
+            for n in range(64):
+                cfg[n] = T.uint8(0)
+            cfg[0] = T.uint8(1)
+            for t in range(8):
+                cfg[16 + 2 * t] = T.uint8(64)
+                cfg[48 + t] = T.uint8(16)
+            T.evaluate(_call("llvm.x86.ldtilecfg", T.address_of(cfg[0])))
+            T.evaluate(_call("llvm.x86.tileloadd64", T.int8(0), T.address_of(C[0, 0]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tileloadd64", T.int8(1), T.address_of(C[0, 16]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tileloadd64", T.int8(2), T.address_of(C[16, 0]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tileloadd64", T.int8(3), T.address_of(C[16, 16]), T.Cast("int64", sc * 4)))
+            for kb in range(k // 64):
+                T.evaluate(_call("llvm.x86.tileloadd64", T.int8(4), T.address_of(A[0, kb * 64]), T.Cast("int64", sa)))
+                T.evaluate(_call("llvm.x86.tileloadd64", T.int8(5), T.address_of(A[16, kb * 64]), T.Cast("int64", sa)))
+                T.evaluate(_call("llvm.x86.tileloadd64", T.int8(6), T.address_of(B[0, kb * 16, 0, 0]), T.int64(64)))
+                T.evaluate(_call("llvm.x86.tileloadd64", T.int8(7), T.address_of(B[1, kb * 16, 0, 0]), T.int64(64)))
+                T.evaluate(_call("llvm.x86.tdpbusd", T.int8(0), T.int8(4), T.int8(6)))
+                T.evaluate(_call("llvm.x86.tdpbusd", T.int8(1), T.int8(4), T.int8(7)))
+                T.evaluate(_call("llvm.x86.tdpbusd", T.int8(2), T.int8(5), T.int8(6)))
+                T.evaluate(_call("llvm.x86.tdpbusd", T.int8(3), T.int8(5), T.int8(7)))
+            T.evaluate(_call("llvm.x86.tilestored64", T.int8(0), T.address_of(C[0, 0]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tilestored64", T.int8(1), T.address_of(C[0, 16]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tilestored64", T.int8(2), T.address_of(C[16, 0]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tilestored64", T.int8(3), T.address_of(C[16, 16]), T.Cast("int64", sc * 4)))
+            T.evaluate(_call("llvm.x86.tilerelease"))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
 _POW = tvm.ir.Op.get("tirx.pow")
 MAX_POWER = 4
 
@@ -143,6 +220,37 @@ def has_vnni(target: Target) -> bool:
         return bool(codegen.target_has_features("avx512vnni"))
 
 
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
+
+
+@lru_cache(maxsize=None)
+def _tile_permission() -> bool:
+    """Linux lets a process use the AMX tile data only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
+    XFEATURE_XTILEDATA)`` (process-wide, once); an AMX instruction without it dies of
+    SIGILL.  True when the request succeeded (False elsewhere: not Linux x86-64, refused)."""
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def amx_ready(target: Target) -> bool:
+    """Whether :data:`AMX_INT8` is on, ``target`` has AMX-INT8 and this process may use the
+    tiles (:func:`_tile_permission`, requested here: the kernels run in the process that
+    builds them)."""
+    if not AMX_INT8 or not has_vnni(target):
+        return False
+    with target:
+        if not (codegen.target_has_features("amx-int8") and codegen.target_has_features("amx-tile")):
+            return False
+    return _tile_permission()
+
+
 def _dtype(buf) -> str:
     return str(buf.dtype)
 
@@ -153,17 +261,22 @@ class CpuInt8Matmul(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target) or not has_vnni(target) or not _reads_uint8(func):
             return None
-        sch = s_tir.Schedule(replace_exp(_integer_powers(func)))
-        _inline_epilogue(sch)
-        mac = mac_of(sch)
-        shape = _shape(mac)
-        if shape is None:
-            return None
-        try:
-            _schedule(sch, func, mac, *shape)
-        except Exception:  # noqa: BLE001 - a form tensorize does not match: the generic rule takes it
-            return None
-        return sch
+        schedules = ([_schedule_amx] if amx_ready(target) else []) + [_schedule]
+        for schedule in schedules:
+            sch = s_tir.Schedule(replace_exp(_integer_powers(func)))
+            _inline_epilogue(sch)
+            mac = mac_of(sch)
+            shape = _shape(mac)
+            if shape is None:
+                return None
+            if schedule is _schedule_amx and not _amx_fits(mac, *shape):
+                continue
+            try:
+                schedule(sch, func, mac, *shape)
+            except Exception:  # noqa: BLE001 - a form tensorize does not match: the next schedule, else the generic rule
+                continue
+            return sch
+        return None
 
 
 def _reads_uint8(func: tirx.PrimFunc) -> bool:
@@ -247,6 +360,57 @@ def _schedule(sch, func, mac, i, j, k) -> None:
     init_loops = sch.get_loops(init)
     sch.vectorize(init_loops[-1])
     wb_loops = [lp for lp in sch.get_loops(wb)[1:]]
+    if wb_loops:
+        sch.vectorize(wb_loops[-1])
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in done and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, LANES)
+
+
+def _amx_fits(mac, i, j, k) -> bool:
+    """Whether the contraction splits into whole AMX blocks: :data:`MT` rows, :data:`NT`
+    columns, ``k`` a multiple of :data:`KT`."""
+    return i is not None and mac.extents[i] % MT == 0 and mac.extents[j] % NT == 0 and mac.extents[k] % KT == 0
+
+
+def _schedule_amx(sch, func, mac, i, j, k) -> None:
+    """The AMX schedule: B packed as for VNNI (``[j/16, k/4, 16, 4]``: a 16-column panel is
+    already an AMX B tile's rows of 16 x 4 bytes); per ``MT x NT`` block (parallel) the
+    whole ``k`` loop is one tensorized :func:`amx_intrin` call (tiles loaded, multiplied,
+    stored once a block), the int32 block zeroed before and the fused epilogue after it."""
+    main = mac.block
+    b_buf = mac.operands[1][0]
+    read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
+    pk = sch.cache_read(main, read, "global")
+    sch.transform_layout(pk, ("write", 0),
+                         lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
+    if is_layout_free(func, b_buf):
+        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
+    wb = sch.cache_write(main, 0, "global")
+    while len(sch.get_consumers(wb)) == 1:
+        try:
+            sch.reverse_compute_inline(sch.get_consumers(wb)[0])
+        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
+            break
+    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+
+    def by(v):
+        return next(loop for var, loop in loops.items() if var.same_as(v))
+
+    j0, j1 = sch.split(by(j), factors=[None, NT])
+    i0, i1 = sch.split(by(i), factors=[None, MT])
+    outer = [by(v) for v in mac.spatial if not v.same_as(j) and not v.same_as(i)] + [j0, i0]
+    sch.reorder(*outer, i1, j1, by(k))
+    tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(tile)
+    sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
+    init = sch.decompose_reduction(main, i1)
+    done = {sch.get(b).name_hint for b in (main, wb, init, pk)}
+    sch.tensorize(i1, amx_intrin(int(mac.extents[k])))
+    sch.vectorize(sch.get_loops(init)[-1])
+    wb_loops = sch.get_loops(wb)[1:]
     if wb_loops:
         sch.vectorize(wb_loops[-1])
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
