@@ -116,6 +116,26 @@ def host_triple() -> str:
     return str(Target.from_device(tvm.cpu()).attrs.get("mtriple", "x86_64-linux-gnu"))
 
 
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
+
+
+@lru_cache(maxsize=None)
+def amx_tile_permission() -> bool:
+    """Linux lets a process use the AMX tile data only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
+    XFEATURE_XTILEDATA)`` (process-wide, once); an AMX instruction without it dies of
+    SIGILL.  True when the request succeeded (False elsewhere: not Linux x86-64, refused)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 @lru_cache(maxsize=None)
 def host_amx_mattr() -> tuple[str, ...]:
     """``("+amx-tile", "+amx-int8")`` where /proc/cpuinfo lists ``amx_tile`` and ``amx_int8``
