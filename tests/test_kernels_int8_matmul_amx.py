@@ -56,7 +56,7 @@ def test_no_amx_without_the_feature(granted):
 
 
 @pytest.mark.skipif(not rule.amx_ready(cpu_tvm_target()), reason="the host has no AMX-INT8 (or no tile permission)")
-@pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((1, 32, 128), 96), ((128, 768), 64)])
+@pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((1, 32, 128), 96), ((3, 64, 192), 64), ((128, 768), 64)])
 def test_amx_matmul_is_exact_on_the_host(a_shape, n):
     mod, w = _int8_matmul(a_shape, n)
     target = cpu_tvm_target()
