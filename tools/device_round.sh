@@ -1205,7 +1205,10 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # quantised gpt2 and bert files.  Decides: AMX stays on by default if (1)'s gpt2/bert beat (2)'s and ORT int8;
      # also shows whether the kernel's arch_prctl request works there (else (1) equals (2): the VNNI fallback).
   BUDGET=590; off=hetpart.kernels.rules.cpu_int8_matmul.AMX_INT8=0
-  timeout 280 python3 bench/int8.py --models zoo:gpt2,zoo:mobilenet,zoo:bert,zoo:resnet18 --threads 16 \
+  timeout 60 python3 -c "from hetpart.targets import cpu_tvm_target as t; \
+from hetpart.kernels.rules.cpu_int8_matmul import amx_ready; print(t(), 'amx_ready', amx_ready(t()))" \
+    > "$OUT/amx-ready.txt" 2>&1
+  timeout 280 python3 bench/int8.py --models zoo:gpt2,zoo:bert,zoo:mobilenet,zoo:resnet18 --threads 16 \
     --export-dir /tmp/int8 --out "$OUT/int8-amx-on-t16.json" > "$OUT/logs/int8-amx-on.txt" 2>&1
   left=$((BUDGET - SECONDS - 150))
   [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --models zoo:gpt2,zoo:bert --quant dynamic --threads 16 \
