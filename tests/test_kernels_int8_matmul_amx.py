@@ -31,10 +31,12 @@ def granted(monkeypatch):
     monkeypatch.setattr(rule, "_tile_permission", lambda: True)  # the name the rule calls
 
 
-@pytest.mark.parametrize("a_shape,n,amx", [((64, 256), 128, True), ((1, 32, 128), 64, True),
-                                           ((48, 128), 64, False), ((64, 96), 64, False), ((1, 768), 256, False)])
+@pytest.mark.parametrize("a_shape,n,amx", [((64, 256), 128, True), ((1, 32, 128), 64, True), ((48, 128), 64, True),
+                                           ((77, 128), 64, True), ((16, 128), 64, False), ((64, 96), 64, False),
+                                           ((64, 128), 48, False), ((1, 768), 256, False)])
 def test_amx_where_whole_blocks(granted, a_shape, n, amx):
-    """AMX for whole 32 x 32 blocks with k % 64 == 0; VNNI otherwise (48 rows, k 96, one row)."""
+    """AMX for 32-column blocks with k % 64 == 0 and at least 32 rows (padded up to whole
+    32-row blocks: 48, 77); VNNI otherwise (16 rows, k 96, 48 columns, one row)."""
     mod, _ = _int8_matmul(a_shape, n)
     target = tvm.target.Target(SPR)
     assert _rule(mod, target) == "CpuInt8Matmul"
@@ -50,13 +52,21 @@ def test_switch_off_is_vnni(granted, monkeypatch):
     assert "vpdpbusd" in asm and "tdpbusd" not in asm.replace("vpdpbusd", "")
 
 
+def test_row_padding_switch_off_is_vnni(granted, monkeypatch):
+    monkeypatch.setattr(rule, "AMX_PAD_ROWS", False)
+    mod, _ = _int8_matmul((77, 128), 64)
+    asm = _asm(kernels.build(mod, tvm.target.Target(SPR)))
+    assert "vpdpbusd" in asm and "tdpbusd" not in asm.replace("vpdpbusd", "")
+
+
 def test_no_amx_without_the_feature(granted):
     """Ice Lake: VNNI, no AMX."""
     assert not rule.amx_ready(tvm.target.Target({**SPR, "mcpu": "icelake-server"}))
 
 
 @pytest.mark.skipif(not rule.amx_ready(cpu_tvm_target()), reason="the host has no AMX-INT8 (or no tile permission)")
-@pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((1, 32, 128), 96), ((3, 64, 192), 64), ((128, 768), 64)])
+@pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((1, 32, 128), 96), ((3, 64, 192), 64), ((128, 768), 64),
+                                       ((77, 256), 64), ((1, 197, 128), 96), ((2, 40, 64), 32)])
 def test_amx_matmul_is_exact_on_the_host(a_shape, n):
     mod, w = _int8_matmul(a_shape, n)
     target = cpu_tvm_target()

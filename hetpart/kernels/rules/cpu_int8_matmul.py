@@ -177,6 +177,11 @@ def amx_intrin(k: int) -> str:
     return name
 
 
+AMX_PAD_ROWS = True
+"""Switch: the AMX schedule also takes row counts that are not a multiple of :data:`MT`
+(at least one block): ``pad_einsum`` pads the rows (A's copy gets zero rows, the padded
+block's extra outputs are not written back).  Off: such contractions stay VNNI."""
+
 _POW = tvm.ir.Op.get("tirx.pow")
 MAX_POWER = 4
 
@@ -360,12 +365,17 @@ def _schedule(sch, func, mac, i, j, k) -> None:
 def _amx_fits(mac, i, j, k) -> bool:
     """Whether the contraction splits into whole AMX blocks: :data:`MT` rows, :data:`NT`
     columns, ``k`` a multiple of :data:`KT`."""
-    return i is not None and mac.extents[i] % MT == 0 and mac.extents[j] % NT == 0 and mac.extents[k] % KT == 0
+    if i is None or mac.extents[i] < MT:
+        return False
+    rows_fit = mac.extents[i] % MT == 0 or AMX_PAD_ROWS
+    return rows_fit and mac.extents[j] % NT == 0 and mac.extents[k] % KT == 0
 
 
 def _amx_shape_fits(a_shape, n: int) -> bool:
     """:func:`_amx_fits` for a plain ``A[..., rows, k] @ W[k, n]`` (tests' shapes)."""
-    return len(a_shape) >= 2 and a_shape[-2] % MT == 0 and n % NT == 0 and a_shape[-1] % KT == 0
+    rows = a_shape[-2] if len(a_shape) >= 2 else 0
+    rows_fit = rows % MT == 0 or (AMX_PAD_ROWS and rows >= MT)
+    return rows >= MT and rows_fit and n % NT == 0 and a_shape[-1] % KT == 0
 
 
 def _schedule_amx(sch, func, mac, i, j, k) -> None:
@@ -375,22 +385,28 @@ def _schedule_amx(sch, func, mac, i, j, k) -> None:
     stored once a block), the int32 block zeroed before and the fused epilogue after it."""
     main = mac.block
     b_buf = mac.operands[1][0]
+    order = [iv.var for iv in sch.get(main).iter_vars]
+    padded = mac.extents[i] % MT != 0
+    if padded:  # rows up to a whole number of blocks (AMX_PAD_ROWS): A copied into zero rows, C cut back
+        sch.pad_einsum(main, [MT if v.same_as(i) else 1 for v in order])
     read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
     pk = sch.cache_read(main, read, "global")
     sch.transform_layout(pk, ("write", 0),
                          lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
     if is_layout_free(func, b_buf):
         sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
-    wb = sch.cache_write(main, 0, "global")
+    # padded: pad_einsum's copy-back of the real rows is the write-back (a cache of the padded
+    # block would write the padding rows out too once the copy-back is inlined into it)
+    wb = sch.get_consumers(main)[0] if padded else sch.cache_write(main, 0, "global")
     while len(sch.get_consumers(wb)) == 1:
         try:
             sch.reverse_compute_inline(sch.get_consumers(wb)[0])
         except Exception:  # noqa: BLE001 - not element-wise: stays a root block
             break
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+    loops = sch.get_loops(main)
 
     def by(v):
-        return next(loop for var, loop in loops.items() if var.same_as(v))
+        return loops[next(n for n, var in enumerate(order) if var.same_as(v))]
 
     j0, j1 = sch.split(by(j), factors=[None, NT])
     i0, i1 = sch.split(by(i), factors=[None, MT])
