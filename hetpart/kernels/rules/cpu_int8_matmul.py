@@ -177,6 +177,11 @@ def amx_intrin(k: int) -> str:
     return name
 
 
+VNNI_PAD_ROWS = True
+"""Switch: a VNNI contraction whose row count no register tile height divides (77: the
+1-row tile, ~50 GOP/s) has its rows padded up to a multiple of ``ROWS[0]`` (``pad_einsum``,
+as :data:`AMX_PAD_ROWS`) and takes the full tile.  Off: the 1-row tile."""
+
 AMX_PAD_ROWS = True
 """Switch: the AMX schedule also takes row counts that are not a multiple of :data:`MT`
 (at least one block): ``pad_einsum`` pads the rows (A's copy gets zero rows, the padded
@@ -312,6 +317,11 @@ def _fit(extent: int, choices) -> int:
 def _schedule(sch, func, mac, i, j, k) -> None:
     main = mac.block
     b_buf = mac.operands[1][0]
+    order = [iv.var for iv in sch.get(main).iter_vars]
+    rows = _fit(mac.extents[i], ROWS) if i is not None else 1
+    padded = VNNI_PAD_ROWS and i is not None and rows == 1 and mac.extents[i] > ROWS[0]
+    if padded:  # rows up to a multiple of the widest register tile (VNNI_PAD_ROWS)
+        sch.pad_einsum(main, [ROWS[0] if v.same_as(i) else 1 for v in order])
     read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
     pk = sch.cache_read(main, read, "global")
     sch.transform_layout(pk, ("write", 0),
@@ -319,17 +329,17 @@ def _schedule(sch, func, mac, i, j, k) -> None:
     if is_layout_free(func, b_buf):
         sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
 
-    wb = sch.cache_write(main, 0, "global")
+    wb = sch.get_consumers(main)[0] if padded else sch.cache_write(main, 0, "global")  # see _schedule_amx
     while len(sch.get_consumers(wb)) == 1:  # the element-wise epilogue into the write-back
         try:
             sch.reverse_compute_inline(sch.get_consumers(wb)[0])
         except Exception:  # noqa: BLE001 - not element-wise: stays a root block
             break
 
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+    loops = sch.get_loops(main)
 
     def by(v):
-        return next(loop for var, loop in loops.items() if var.same_as(v))
+        return loops[next(n for n, var in enumerate(order) if var.same_as(v))]
 
     vecs = _fit(mac.extents[j] // LANES, VECS)
     j0, j1, j2 = sch.split(by(j), factors=[None, vecs, LANES])
@@ -337,7 +347,7 @@ def _schedule(sch, func, mac, i, j, k) -> None:
     outer = [by(v) for v in mac.spatial if not v.same_as(j) and (i is None or not v.same_as(i))] + [j0]
     inner_row = []
     if i is not None:
-        rows = _fit(mac.extents[i], ROWS)
+        rows = ROWS[0] if padded else rows
         i0, i1 = sch.split(by(i), factors=[None, rows])
         outer.append(i0)
         inner_row = [i1]
