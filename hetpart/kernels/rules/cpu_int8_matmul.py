@@ -25,7 +25,8 @@ tile data): where the rows and columns are whole 32-blocks and ``k`` a multiple 
 each 32 x 32 block's whole ``k`` loop is one tensorized call (:func:`amx_intrin`: 2 x 2
 ``tdpbusd`` per 64 of ``k``, 16 x 16 x 64 multiply-adds each, the int32 block loaded and
 stored once), B in the same packed layout (a 16-column panel's rows are AMX B rows), the
-epilogue as above.  Measured (Sapphire Rapids-class VM, 1 thread, CPU time, ``[128, K] @
+epilogue as above.  Rows no tile divides are padded (``pad_einsum``: :data:`AMX_PAD_ROWS`,
+:data:`VNNI_PAD_ROWS`; the 1-row VNNI tile ran 11x slower).  Measured (Sapphire Rapids-class VM, 1 thread, CPU time, ``[128, K] @
 [K, N]``): 768x3072 1.6 -> 0.53 ms, 3072x768 1.0 -> 0.32 ms, 768x768 0.30 -> 0.11 ms.
 
 Invariant: the contraction is integer arithmetic, so exactly the unscheduled function's;
