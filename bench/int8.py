@@ -3,6 +3,7 @@ quantised by ORT's quantizer (``hetpart.bench.int8`` says how and what a record 
 
     python bench/int8.py                                   # zoo models, both quantisations
     python bench/int8.py --models zoo:bert,zoo:resnet50 --quant dynamic
+    python bench/int8.py --models zoo:gpt2 --quant dynamic --set hetpart.kernels.rules.cpu_int8_matmul.AMX_INT8=0
     python bench/int8.py --onnx bert=/tmp/corpus/bert-b1.onnx   # a corpus export (bench/corpus.py)
     python bench/int8.py --models zoo:gpt2:layers=2 --quant dynamic --threads 2 --kernels
                                                            # + per-kernel table vs ORT's profiler
@@ -59,7 +60,14 @@ def main(argv=None) -> int:
                     help="threads for both runtimes (default: hetpart's pool, one per physical core)")
     ap.add_argument("--kernels", action="store_true",
                     help="also each model's per-kernel table against ORT's profiler (printed, and in the record)")
+    ap.add_argument("--set", action="append", default=[], metavar="module.ATTR=value",
+                    help="a module switch for hetpart's builds (tools/cpu_rule_ab.py's form), e.g. "
+                         "hetpart.kernels.rules.cpu_int8_matmul.AMX_INT8=0")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tools"))
+    from cpu_rule_ab import _set  # noqa: E402
+
+    _set(args.set)
 
     onnx_paths = dict(item.split("=", 1) for item in args.onnx)
     specs = list(onnx_paths) + [m for m in args.models.split(",") if m and not args.onnx]
@@ -73,6 +81,8 @@ def main(argv=None) -> int:
             record = run_model(name, path, quant, repeat=args.repeat, work_dir=Path(args.export_dir),
                                threads=args.threads, kernels=args.kernels)
             record["host"] = host
+            if args.set:
+                record["switches"] = args.set
             records.append(record)
             table = record.pop("kernel_table", None)
             print(json.dumps(record), flush=True)

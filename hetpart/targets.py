@@ -116,16 +116,60 @@ def host_triple() -> str:
     return str(Target.from_device(tvm.cpu()).attrs.get("mtriple", "x86_64-linux-gnu"))
 
 
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
+
+
+@lru_cache(maxsize=None)
+def amx_tile_permission() -> bool:
+    """Linux lets a process use the AMX tile data only after ``arch_prctl(ARCH_REQ_XCOMP_PERM,
+    XFEATURE_XTILEDATA)`` (process-wide, once); an AMX instruction without it dies of
+    SIGILL.  True when the request succeeded (False elsewhere: not Linux x86-64, refused)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@lru_cache(maxsize=None)
+def host_amx_mattr() -> tuple[str, ...]:
+    """``("+amx-tile", "+amx-int8")`` where /proc/cpuinfo lists ``amx_tile`` and ``amx_int8``
+    but LLVM's name for the host CPU lacks them (a VM whose CPUID model LLVM reads as
+    ``rocketlake``: the AVX-512 VNNI features right, AMX missing); else ``()``.  Only the
+    int8 matmul rule's AMX schedule (:mod:`hetpart.kernels.rules.cpu_int8_matmul`) emits
+    AMX instructions; LLVM never does on its own."""
+    from tvm.target import codegen
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ()
+    if not {"amx_tile", "amx_int8"} <= set(flags):
+        return ()
+    with Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": host_cpu_name()}):
+        if codegen.target_has_features("amx-int8") and codegen.target_has_features("amx-tile"):
+            return ()
+    return ("+amx-tile", "+amx-int8")
+
+
 def cpu_tvm_target(cores: int | None = None) -> Target:
-    """An LLVM target for this machine's CPU with its real ``mcpu`` and all its cores."""
-    return Target(
-        {
-            "kind": "llvm",
-            "mtriple": host_triple(),
-            "mcpu": host_cpu_name(),
-            "num-cores": int(cores or num_cores()),
-        }
-    )
+    """An LLVM target for this machine's CPU with its real ``mcpu`` (and AMX features
+    LLVM's CPU name lacks: :func:`host_amx_mattr`) and all its cores."""
+    config = {
+        "kind": "llvm",
+        "mtriple": host_triple(),
+        "mcpu": host_cpu_name(),
+        "num-cores": int(cores or num_cores()),
+    }
+    if host_amx_mattr():
+        config["mattr"] = list(host_amx_mattr())
+    return Target(config)
 
 
 def cuda_tvm_target(arch: str | None = None) -> Target:

@@ -84,7 +84,8 @@ def test_vnni_matmul_is_exact_on_the_host(a_shape, n):
 def test_host_target_takes_the_vnni_rule_only_where_the_host_has_vnni(a_shape, n):
     """hetpart's host target (``cpu_tvm_target``) takes the VNNI rule and emits
     ``vpdpbusd`` exactly where /proc/cpuinfo lists ``avx512_vnni`` (and LLVM is new enough
-    for the rule, :func:`has_vnni`); elsewhere the generic rule, no VNNI and no AVX-512
+    for the rule, :func:`has_vnni`) -- AMX's ``tdpbusd`` instead for whole 32-blocks where the
+    host has AMX-INT8 (:func:`~hetpart.kernels.rules.cpu_int8_matmul.amx_ready`); elsewhere the generic rule, no VNNI and no AVX-512
     instruction where the host lacks them, and the result numpy's int64 product."""
     from tvm.target import codegen
 
@@ -95,7 +96,11 @@ def test_host_target_takes_the_vnni_rule_only_where_the_host_has_vnni(a_shape, n
     assert _rule(mod, target) == ("CpuInt8Matmul" if vnni else "CpuMatmul")
     exe = kernels.build(mod, target)
     asm = _asm(exe)
-    assert ("vpdpbusd" in asm) is vnni
+    from hetpart.kernels.rules.cpu_int8_matmul import _amx_shape_fits, amx_ready
+
+    amx = vnni and amx_ready(target) and _amx_shape_fits(a_shape, n)
+    assert ("vpdpbusd" in asm) is (vnni and not amx)
+    assert ("tdpbusd" in asm.replace("vpdpbusd", "")) is amx
     if not host_has("avx512f"):
         assert "zmm" not in asm
     a = RNG.integers(0, 256, a_shape).astype("uint8")

@@ -46,3 +46,25 @@ def test_register_tile(case, tile):
 @pytest.mark.parametrize("case,tile", TILES, ids=str)
 def test_each_tile_is_exact_on_the_host(case, tile):
     check_exact_on_host(*case, RNG)
+
+
+def test_odd_rows_are_padded_to_the_full_tile(monkeypatch):
+    """77 rows (no tile height divides them): padded to 80 and the 8-row tile (VNNI_PAD_ROWS);
+    with the switch off the 1-row tile (about 11x slower on [77, 768] x [768, 768])."""
+    from hetpart.kernels.rules import cpu_int8_matmul as rule
+
+    mod, _ = _int8_matmul((77, 64), 48)
+    target = _target("cascadelake")
+    assert _rule(mod, target) == "CpuInt8Matmul"
+    assert _tile(mod, target) == (8, 3)
+    monkeypatch.setattr(rule, "VNNI_PAD_ROWS", False)
+    assert _tile(mod, target) == (1, 3)
+
+
+@pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
+@pytest.mark.parametrize("case", [((77, 64), 48), ((1, 13, 128), 32), ((2, 21, 64), 64)], ids=str)
+def test_padded_rows_are_exact_on_the_host(case, monkeypatch):
+    from hetpart.kernels.rules import cpu_int8_matmul as rule
+
+    monkeypatch.setattr(rule, "AMX_INT8", False)  # the VNNI schedule, also on an AMX host
+    check_exact_on_host(*case, RNG)

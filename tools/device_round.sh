@@ -1228,6 +1228,28 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_r50_avx512.py \
     > "$OUT/pytest-r50-avx512.txt" 2>&1 ;;
+94)  # (BUDGET=590) issue 18, int8 matmuls on AMX (branch cpu-int8-vnni, bench/results/cpu-int8-vnni-1core.md):
+     # rules/cpu_int8_matmul.AMX_INT8 runs uint8 x int8 contractions of whole 32 x 32 blocks (k % 64) as tdpbusd
+     # tiles instead of vpdpbusd.  On the 2-vCPU AMX dev VM, 1 thread, CPU time: zoo:gpt2 2-layer dynamic 1.40x ORT
+     # int8 -> 0.81x, zoo:bert dynamic 1.34x -> 0.79x; rows no tile divides (BERT at seq 77) padded (AMX_PAD_ROWS,
+     # VNNI_PAD_ROWS): 2-layer seq 77 8.27x -> 0.82x (VNNI only: 1.39x).  At 16 threads on the Xeon: (1) bench/int8.py's
+     # zoo rows (gpt2, bert, mobilenet, resnet18, bert at seq 77; dynamic and qdq) with AMX on; (2) the dynamic rows of
+     # gpt2, bert, bert seq 77 with it off (VNNI, rows padded; records carry "switches"); (3) if time is left, tools/cpu_rule_ab.py off/on/ORT in one process on the
+     # quantised gpt2 and bert files.  Decides: AMX stays on by default if (1)'s gpt2/bert beat (2)'s and ORT int8;
+     # also shows whether the kernel's arch_prctl request works there (else (1) equals (2): the VNNI fallback).
+  BUDGET=590; off=hetpart.kernels.rules.cpu_int8_matmul.AMX_INT8=0
+  timeout 60 python3 -c "from hetpart.targets import cpu_tvm_target as t; \
+from hetpart.kernels.rules.cpu_int8_matmul import amx_ready; print(t(), 'amx_ready', amx_ready(t()))" \
+    > "$OUT/amx-ready.txt" 2>&1
+  timeout 280 python3 bench/int8.py --models zoo:gpt2,zoo:bert,zoo:mobilenet,zoo:resnet18,zoo:bert:seq_len=77 --threads 16 \
+    --export-dir /tmp/int8 --out "$OUT/int8-amx-on-t16.json" > "$OUT/logs/int8-amx-on.txt" 2>&1
+  left=$((BUDGET - SECONDS - 150))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --models zoo:gpt2,zoo:bert,zoo:bert:seq_len=77 --quant dynamic --threads 16 \
+    --set $off --export-dir /tmp/int8 --out "$OUT/int8-amx-off-t16.json" > "$OUT/logs/int8-amx-off.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && [ -f /tmp/int8/zoo_gpt2.dynamic.onnx ] && timeout "$left" python3 tools/cpu_rule_ab.py \
+    /tmp/int8/zoo_gpt2.dynamic.onnx /tmp/int8/zoo_bert.dynamic.onnx --threads 16 --calls 10 --rounds 3 --before $off \
+    > "$OUT/int8-amx-ab-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -143,7 +143,7 @@ def _resolve(device: str, simulate: bool, cuda_arch: str | None, cpu_arch: str |
 
 def with_cpu_arch(target, cpu_arch: str):
     """``target`` with its LLVM ``mcpu`` (or its host's, for a GPU target) set to
-    ``cpu_arch``; :class:`~hetpart.errors.TargetError` if LLVM does not know it."""
+    ``cpu_arch``, less the host's AMX ``mattr`` (:func:`hetpart.targets.host_amx_mattr`); :class:`~hetpart.errors.TargetError` if LLVM does not know it."""
     from tvm.target import Target, codegen
 
     if not codegen.llvm_is_valid_cpu(cpu_arch, targets.host_triple()):
@@ -152,6 +152,12 @@ def with_cpu_arch(target, cpu_arch: str):
     spec = target_json(target)
     llvm = spec["host"] if "host" in spec else spec
     llvm["mcpu"] = cpu_arch
+    # the host's AMX features (targets.host_amx_mattr) are not the other CPU's
+    mattr = [f for f in llvm.get("mattr", []) if f not in targets.host_amx_mattr()]
+    if mattr:
+        llvm["mattr"] = mattr
+    else:
+        llvm.pop("mattr", None)
     return Target(spec)
 
 

@@ -116,6 +116,9 @@ class BuildPool:
             self.close()
             self.jobs = 1
             return self.build_all(mods, target, options)
+        from ..targets import amx_tile_permission
+
+        amx_tile_permission()  # a worker's int8 kernels may be AMX code (rules.cpu_int8_matmul): run here
         return [BuildFailed(e) if e else tvm.runtime.load_module(p) for e, p in zip(errors, paths)]
 
     def start(self) -> list[int]:

@@ -38,6 +38,7 @@ import numpy as np
 from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
 from ..compiler.loader import load_checked
 from ..errors import CompileError
+from ..targets import amx_tile_permission
 from . import cuda_api, external_weights
 from .memory import Buffer, is_static, wrap_result
 from .stats import RunStats
@@ -67,6 +68,8 @@ class PartitionRunner:
 
         self.artifact = artifact
         self._module = load_module(artifact, directory)
+        if artifact.device_type != "cuda":  # its int8 matmuls may be AMX code (rules.cpu_int8_matmul)
+            amx_tile_permission()
         self._device = tvm.cuda(0) if artifact.device_type == "cuda" else tvm.cpu(0)
         self._vm_instance = None
         self._functions: dict[str, object] = {}
