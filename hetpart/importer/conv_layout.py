@@ -92,6 +92,19 @@ def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     ``block``, keep NCHW), each tensor converted once (:data:`SHARED_TRANSFORMS`)."""
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
     mod = relax.transform.ConvertLayout(layouts)(mod)
+    mod = relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
+    return _widened(mod, block)
+
+
+def _widened(mod: tvm.IRModule, block: int) -> tvm.IRModule:
+    """``mod`` with its blocked region widened past the ops ``ConvertLayout`` leaves NCHW
+    (pools, concats, per-channel elementwise ops: :mod:`.blocked_regions`, switch
+    ``WIDEN_BLOCKED``), transforms shared again; as is with the switch off."""
+    from . import blocked_regions
+
+    if not blocked_regions.WIDEN_BLOCKED:
+        return mod
+    mod = blocked_regions.widen(mod, block)
     return relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
 
 
