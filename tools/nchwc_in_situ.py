@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def kind(graph, k) -> str:
     """The kernel kind of OpGraph kernel ``k`` (module docstring)."""
     ops = " ".join(k.ops)
-    if "conv2d" in ops:
-        w = next((graph.tensors[t].shape for t in k.inputs[1:] if len(graph.tensors[t].shape) in (4, 6)), None)
-        return f"conv {w[2]}x{w[3]}" if w else "conv"
+    if "conv2d" in ops:  # the window from the MACs per output (weights are bound into the kernel)
+        x, y = graph.tensors[k.inputs[0]].shape, graph.tensors[k.outputs[0]].shape
+        ci = x[1] * (x[4] if len(x) == 5 else 1)
+        outs = 1
+        for d in y:
+            outs *= d
+        window = round(math.sqrt(k.flops / (2 * outs * ci))) if k.flops and ci else 0
+        return f"conv {window}x{window}" if window else "conv"
     if "concatenate" in ops:
         return "concat (+BN-ReLU)"
     if "pool" in ops:

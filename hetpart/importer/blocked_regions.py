@@ -140,7 +140,8 @@ def _candidate(value, block: int) -> bool:
 
 
 def _blocked_call(value, args, block: int):
-    """``value``'s op on blocked ``args`` (same order as :func:`_tensor_args` did not: all args)."""
+    """``value``'s op (a :func:`_candidate`) called on ``args``, its arguments in order, blocked;
+    a pool's layouts set to ``NCHW{block}c``."""
     name = _op_name(value)
     if name in POOLS:
         a = value.attrs
