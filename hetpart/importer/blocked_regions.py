@@ -159,13 +159,10 @@ def decide(bindings, block: int, outputs: set) -> set:
     module docstring to a fixed point.  ``outputs``: vars the function returns (need NCHW)."""
     by_var = {b.var: b for b in bindings}
     consumers: dict = {b.var: [] for b in bindings}
-    for b in bindings:
-        if isinstance(b, relax.VarBinding) and isinstance(b.value, relax.Call):
-            for a in _tensor_args(b.value):
-                if a in consumers:
-                    consumers[a].append(b.var)
-        elif isinstance(b, relax.VarBinding) and isinstance(b.value, relax.Var) and b.value in consumers:
-            consumers[b.value].append(b.var)  # an alias: a consumer that is neither (keeps NCHW)
+    for b in bindings:  # every use counts (a tuple, an alias: consumers that keep NCHW)
+        for a in relax.analysis.free_vars(b.value):
+            if a in consumers:
+                consumers[a].append(b.var)
     kind = {b.var: _transform_kind(b.value, block) for b in bindings if isinstance(b, relax.VarBinding)}
     cand = {b.var for b in bindings if isinstance(b, relax.VarBinding) and _candidate(b.value, block)}
     chosen: set = set()
