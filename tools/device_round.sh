@@ -1201,9 +1201,10 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # past what ConvertLayout leaves NCHW (importer/blocked_regions.WIDEN_BLOCKED: the stem pool, the first dense
      # block's concats and BN-ReLUs blocked; 13 -> 2 layout transforms); (b) a blocked concat's channel block kept as
      # the vectorised inner loop (cpu_injective.BLOCKED_CONCAT_VECTORS; before: fused into the plane, the BN
-     # parameters read at i % c, scalar code).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time, b1: NCHW16c
-     # after / NCHW / ORT in the report.  Here: tools/nchwc_ab.py NCHW16c (after) vs NCHW vs ORT vs NCHW16c
-     # before, 16 threads, b1 then b8.  Decides whether --conv-block 16 pays for densenet121 on the Xeon
+     # parameters read at i % c, scalar code).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time: NCHW16c after
+     # 0.745x NCHW / 1.066x ORT / 0.841x before at b1, 0.618x / 1.049x / 0.917x at b8.  Here: tools/nchwc_ab.py
+     # NCHW16c (after) vs NCHW vs ORT vs NCHW16c before, 16 threads, b1 then b8 (the blocked concats run serial:
+     # at 16 threads they may weigh more than on 1).  Decides whether --conv-block 16 pays for densenet121 on the Xeon
      # (after <= NCHW) and how far it is from ORT.
   BUDGET=590; off="--before hetpart.importer.blocked_regions.WIDEN_BLOCKED=0"
   off="$off --before hetpart.kernels.rules.cpu_injective.BLOCKED_CONCAT_VECTORS=0"
