@@ -84,15 +84,16 @@ def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
     """g1 (NCHW8c, a blocked conv's output) feeds two NCHW concats: one transform back, not
     one per consumer (conv_layout.SHARED_TRANSFORMS; transforms left unfused to count them)."""
     import hetpart
-    from hetpart.importer import conv_layout
+    from hetpart.importer import blocked_regions, conv_layout
 
     monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
+    monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
     graph = hetpart.load(_dense_block(), conv_block=8)
     # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
     assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
 
 
-def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compose):
+def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compose, monkeypatch):
     """conv_layout.FUSED_TRANSFORMS: the ReLU and the concat + ReLU before a blocked conv write
     NCHW8c themselves, the last concat reads g2 blocked; only g1's transform back (two
     consumers) runs alone.  The build matches ORT on inputs with negatives and zeros."""
@@ -100,7 +101,9 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
 
     import hetpart
     from hetpart import compiler
+    from hetpart.importer import blocked_regions
 
+    monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]

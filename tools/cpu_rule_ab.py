@@ -51,7 +51,8 @@ def _model(name: str, batch: int):
         spec = name + (f":batch={batch}" if batch != 1 else "")
         z = models.parse_zoo_spec(spec)
         return models.build(z[0], small=z[1], **z[2])
-    return onnx.load(name)
+    m = onnx.load(name)  # a file: rebatched as the layers are (before, --batch was ignored for a file)
+    return m if batch == 1 else with_batch(m, batch)
 
 
 def _set(assignments: list[str]) -> list[tuple[object, str, object]]:

@@ -1250,6 +1250,24 @@ from hetpart.kernels.rules.cpu_int8_matmul import amx_ready; print(t(), 'amx_rea
   [ "$left" -ge 60 ] && [ -f /tmp/int8/zoo_gpt2.dynamic.onnx ] && timeout "$left" python3 tools/cpu_rule_ab.py \
     /tmp/int8/zoo_gpt2.dynamic.onnx /tmp/int8/zoo_bert.dynamic.onnx --threads 16 --calls 10 --rounds 3 --before $off \
     > "$OUT/int8-amx-ab-t16.txt" 2>&1 ;;
+91)  # (BUDGET=590) issue 18, densenet121 in the opt-in channel-blocked import (branch cpu-dn-blocked,
+     # bench/results/cpu-dn-blocked-2core.md).  Two switches, both off = before (= main): (a) the blocked region widened
+     # past what ConvertLayout leaves NCHW (importer/blocked_regions.WIDEN_BLOCKED: the stem pool, the first dense
+     # block's concats and BN-ReLUs blocked; 13 -> 2 layout transforms); (b) a blocked concat's channel block kept as
+     # the vectorised inner loop (cpu_injective.BLOCKED_CONCAT_VECTORS; before: fused into the plane, the BN
+     # parameters read at i % c, scalar code).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time: NCHW16c after
+     # 0.745x NCHW / 1.066x ORT / 0.841x before at b1, 0.618x / 1.049x / 0.917x at b8.  Here: tools/nchwc_ab.py
+     # NCHW16c (after) vs NCHW vs ORT vs NCHW16c before, 16 threads, b1 then b8 (the blocked concats run serial:
+     # at 16 threads they may weigh more than on 1).  Decides whether --conv-block 16 pays for densenet121 on the Xeon
+     # (after <= NCHW) and how far it is from ORT.
+  BUDGET=590; off="--before hetpart.importer.blocked_regions.WIDEN_BLOCKED=0"
+  off="$off --before hetpart.kernels.rules.cpu_injective.BLOCKED_CONCAT_VECTORS=0"
+  f=/tmp/densenet121-b1.onnx; [ -f "$f" ] || python3 tools/densenet_onnx.py "$f"
+  timeout 250 python3 tools/nchwc_ab.py "$f" --block 16 --threads 16 --calls 10 --rounds 3 $off \
+    > "$OUT/dn-blocked-densenet121-b1-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 90 ] && timeout "$left" python3 tools/nchwc_ab.py "$f" --batch 8 --block 16 --threads 16 \
+    --calls 3 --rounds 3 $off > "$OUT/dn-blocked-densenet121-b8-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -16,8 +16,9 @@ For all-CPU builds only: the GPU rules were written for NCHW, so
 :func:`hetpart.compiler.compile` refuses a plan with a non-CPU partition of such a graph.
 Measured (bench/results/cpu-blocked-conv-2core.md, 2-core AVX2, 1 thread): resnet50
 NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; at batch 1 googlenet 0.93x, inception_v3
-0.91x, but densenet121 1.08x (its first dense block stays NCHW: the 3-channel stem keeps NCHW and a
-concat takes its first input's layout), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
+0.91x, but densenet121 1.08x (its first dense block stayed NCHW: fixed by :mod:`.blocked_regions`; with
+it and the blocked concats vectorised, NCHW16c 0.75x / 0.62x of NCHW at b1 / b8 on an AVX-512 VM:
+bench/results/cpu-dn-blocked-2core.md), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
 (depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
 Hence off by default; ``partition MODEL --conv-block N`` and ``bench/corpus.py --cpu-conv-block N``
 reach it.
@@ -92,6 +93,19 @@ def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     ``block``, keep NCHW), each tensor converted once (:data:`SHARED_TRANSFORMS`)."""
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
     mod = relax.transform.ConvertLayout(layouts)(mod)
+    mod = relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
+    return _widened(mod, block)
+
+
+def _widened(mod: tvm.IRModule, block: int) -> tvm.IRModule:
+    """``mod`` with its blocked region widened past the ops ``ConvertLayout`` leaves NCHW
+    (pools, concats, per-channel elementwise ops: :mod:`.blocked_regions`, switch
+    ``WIDEN_BLOCKED``), transforms shared again; as is with the switch off."""
+    from . import blocked_regions
+
+    if not blocked_regions.WIDEN_BLOCKED:
+        return mod
+    mod = blocked_regions.widen(mod, block)
     return relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
 
 
