@@ -92,7 +92,8 @@ def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     ``block``, keep NCHW), each tensor converted once (:data:`SHARED_TRANSFORMS`)."""
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
     mod = relax.transform.ConvertLayout(layouts)(mod)
-    return relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
+    mod = relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
+    return sink_blocked(mod, block) if BLOCKED_DEPTHWISE else mod
 
 
 def legalize_conv2d(bb, call):
@@ -122,3 +123,231 @@ def _dtype(out_dtype, data) -> str:
 
 LEGALIZE = {"relax.nn.conv2d": legalize_conv2d}
 """The legalisation :func:`.fusion.fuse_with_ops` adds to its own for a blocked import."""
+
+
+BLOCKED_DEPTHWISE = True
+"""Convert what ``ConvertLayout`` leaves NCHW between blocked convs into the blocked layout
+too (:func:`sink_blocked`): depthwise convs (``groups`` = channels, any window, stride,
+padding, dilation), their weights blocked at import (``[C/c, kh, kw, c]``), and the
+elementwise ops after a blocked tensor -- bias adds, Clip/ReLU6 (the frontend's
+``maximum``/``minimum`` PrimFuncs, ``relax.clip``), sigmoid and the swish / hard-swish products,
+residual adds, the squeeze-excite's global mean and its per-channel gate (a ``[N, C, 1, 1]``
+operand is transformed, a few floats).  Off: depthwise nets pay two full-size transforms
+per depthwise conv (mobilenet_v2 17, efficientnet 19; bench/results/cpu-dw-blocked-2core.md)."""
+
+_UNARY = frozenset({"relax.sigmoid", "relax.nn.relu", "relax.clip", "relax.nn.silu", "relax.tanh", "relax.exp",
+                    "relax.nn.gelu", "relax.negative", "relax.sqrt", "relax.nn.leakyrelu", "relax.abs"})
+_BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+                     "relax.minimum"})
+_FRONTEND_EXTREMA = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+
+
+def _shape(expr) -> list[int] | None:
+    """``expr``'s static shape, or None (not a tensor of known dims)."""
+    ty = getattr(expr, "ty", None)
+    shape = getattr(ty, "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    try:
+        return [int(d) for d in shape.values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_blocked(x, block: int):
+    """``layout_transform`` of an NCHW tensor ``x`` to ``NCHW{block}c``."""
+    return relax.op.layout_transform(x, index_map=lambda n, c, h, w: (n, c // block, h, w, c % block))
+
+
+def _to_nchw(x, block: int):
+    """``layout_transform`` of an ``NCHW{block}c`` tensor ``x`` to NCHW."""
+    return relax.op.layout_transform(x, index_map=lambda n, c, h, w, b: (n, c * block + b, h, w))
+
+
+def _maps_as(index_map, probe, expect) -> bool:
+    """Whether ``index_map`` sends the index tuple ``probe`` to ``expect`` (ints)."""
+    try:
+        got = index_map.map_indices([tvm.tirx.IntImm("int64", v) for v in probe])
+        return [int(g) for g in got] == list(expect)
+    except Exception:  # noqa: BLE001 - not a plain index remap
+        return False
+
+
+def _transform_kind(call, block: int) -> str | None:
+    """"to_nchw" / "to_blocked" where ``call`` is a ``layout_transform`` between NCHW and
+    ``NCHW{block}c`` (as :func:`_to_nchw` / :func:`_to_blocked` emit and ``ConvertLayout``
+    does), else None."""
+    if not (isinstance(call, relax.Call) and getattr(call.op, "name", None) == "relax.layout_transform"):
+        return None
+    src, dst = _shape(call.args[0]), _shape(call)
+    if src is None or dst is None or call.attrs.pad_value is not None:
+        return None
+    im = call.attrs.index_map
+    if len(src) == 5 and len(dst) == 4 and src[4] == block and _maps_as(im, (1, 2, 3, 4, 5), (1, 2 * block + 5, 3, 4)):
+        return "to_nchw"
+    if len(src) == 4 and len(dst) == 5 and dst[4] == block and _maps_as(im, (1, 2 * block + 5, 3, 4),
+                                                                        (1, 2, 3, 4, 5)):
+        return "to_blocked"
+    return None
+
+
+def depthwise_nchwc(data, weight, strides, padding, dilation, out_dtype: str):
+    """TE: a depthwise convolution in ``NCHW{c}c``.  In: ``data`` ``[N, C/c, H, W, c]``,
+    ``weight`` ``[C/c, kh, kw, c]`` (:func:`sink_blocked`'s blocked ``[C, 1, kh, kw]``),
+    ``padding`` (top, left, bottom, right).  Out: ``[N, C/c, OH, OW, c]``, ``out[n, cc, y, x,
+    k] = sum_{ry, rx} pad[n, cc, y*sh + ry*dh, x*sw + rx*dw, k] * weight[cc, ry, rx, k]``
+    (the block :func:`hetpart.kernels.rules.cpu_blocked_conv.blocked_depthwise` reads)."""
+    from tvm import te, topi
+
+    n, cc, h, w, c = data.shape
+    _, kh, kw, _ = weight.shape
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    pt, pl, pb, pr = (int(p) for p in padding)
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp") if pt or pl or pb or pr \
+        else data
+    ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, cc, oh, ow, c),
+        lambda b, q, y, x, k: te.sum(padded[b, q, y * sh + ry * dh, x * sw + rx * dw, k].astype(out_dtype)
+                                     * weight[q, ry, rx, k].astype(out_dtype), axis=[ry, rx]),
+        name="depthwise_conv2d_NCHWc")
+
+
+@relax.expr_functor.mutator
+class _SinkBlocked(relax.PyExprMutator):
+    """:func:`sink_blocked`'s rewrite: each call whose tensor input has a blocked twin (it is
+    bound to a ``to_nchw`` transform of it) is computed on the twin, its result a ``to_nchw``
+    transform of the blocked one (dead where nothing reads the NCHW value)."""
+
+    def __init__(self, mod, block: int):
+        super().__init__(mod)
+        self.block = block
+
+    def twin(self, expr):
+        """The blocked tensor ``expr`` (an NCHW var) is a transform of, or None."""
+        if not isinstance(expr, relax.Var):
+            return None
+        value = self.lookup_binding(expr)
+        return value.args[0] if _transform_kind(value, self.block) == "to_nchw" else None
+
+    def blocked(self, value):
+        """Emit blocked ``value``; return its NCHW view."""
+        return _to_nchw(self.builder_.emit(value), self.block)
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        name = getattr(call.op, "name", None)
+        try:
+            if name == "relax.layout_transform" and _transform_kind(call, self.block) == "to_blocked":
+                twin = self.twin(call.args[0])
+                return twin if twin is not None else call
+            if name == "relax.nn.conv2d":
+                return self._depthwise(call)
+            if name in _UNARY:
+                twin = self.twin(call.args[0])
+                return call if twin is None else self.blocked(relax.Call(call.op, [twin, *call.args[1:]], call.attrs,
+                                                                         call.ty_args))
+            if name in _BINARY:
+                return self._binary(call, call.op, call.args)
+            if name == "relax.call_tir":
+                return self._frontend_extremum(call)
+            if name == "relax.mean":
+                return self._mean(call)
+        except _Keep:
+            return call
+        return call
+
+    def _operand(self, other, like):
+        """``other`` (a binary op's second operand) made fit to meet the blocked ``like``:
+        its twin, a per-channel ``[1|N, C, 1, 1]`` tensor transformed, a scalar as is; else
+        raise :class:`_Keep`."""
+        twin = self.twin(other)
+        if twin is not None:
+            return twin
+        shape, full = _shape(other), _shape(like)
+        channels = full[1] * full[4]
+        if shape is None:
+            raise _Keep
+        if all(d == 1 for d in shape):
+            return other if len(shape) <= 1 else relax.op.reshape(other, [1] * len(full)) if len(shape) > 0 else other
+        if len(shape) == 3 and shape == [channels, 1, 1]:
+            other, shape = relax.op.reshape(other, [1, channels, 1, 1]), [1, channels, 1, 1]
+        if len(shape) == 4 and shape[1] == channels and shape[0] in (1, full[0]) and (
+                shape[2:] == [1, 1] or shape[2:] == [full[2], full[3]]):
+            return self.builder_.emit(_to_blocked(other, self.block))
+        raise _Keep
+
+    def _binary(self, call, op, args):
+        a, b = args
+        ta, tb = self.twin(a), self.twin(b)
+        if ta is None and tb is None:
+            return call
+        if ta is not None:
+            a2, b2 = ta, self._operand(b, ta)
+        else:
+            a2, b2 = self._operand(a, tb), tb
+        out = _shape(call)
+        if out is None or len(out) != 4 or out != _shape(a if ta is not None else b):
+            raise _Keep  # the blocked operand must be the full-size one
+        return self.blocked(relax.Call(op, [a2, b2], call.attrs, call.ty_args) if isinstance(op, tvm.ir.Op)
+                            else op(a2, b2))
+
+    def _frontend_extremum(self, call):
+        """``call_tir(maximum|minimum, (x, bound))`` (the frontend's Clip) of a blocked ``x``
+        and a scalar bound as ``relax.maximum`` / ``minimum`` (NaN-exact after
+        :mod:`.nan_semantics`, as the PrimFunc is)."""
+        which = getattr(call.args[0], "name_hint", "").rstrip("0123456789")
+        args = list(call.args[1].fields) if isinstance(call.args[1], relax.Tuple) else []
+        if which not in _FRONTEND_EXTREMA or len(args) != 2:
+            return call
+        x, bound = args
+        shape = _shape(bound)
+        twin = self.twin(x)
+        if twin is None or shape is None or any(d != 1 for d in shape) or len(shape) > 1:
+            return call
+        return self.blocked(_FRONTEND_EXTREMA[which](twin, bound))
+
+    def _mean(self, call):
+        """A global mean over H, W (squeeze-excite, the head's pool) of a blocked tensor."""
+        twin = self.twin(call.args[0])
+        axes = [int(a) % 4 for a in call.attrs.axis] if call.attrs.axis is not None else []
+        if twin is None or sorted(axes) != [2, 3] or not call.attrs.keepdims:
+            return call
+        return self.blocked(relax.op.mean(twin, axis=[2, 3], keepdims=True))
+
+    def _depthwise(self, call):
+        """A depthwise NCHW conv of a blocked input as :func:`depthwise_nchwc`."""
+        a = call.attrs
+        data, weight = call.args
+        ds, ws = _shape(data), _shape(weight)
+        twin = self.twin(data)
+        if (twin is None or ds is None or ws is None or len(ds) != 4 or str(a.data_layout) != "NCHW"
+                or str(a.kernel_layout) != "OIHW" or str(a.out_layout) not in ("NCHW", "")
+                or int(a.groups) != ds[1] or ws[:2] != [ds[1], 1] or ds[1] % self.block):
+            return call
+        c = self.block
+        w = self.builder_.emit(relax.op.layout_transform(weight, index_map=lambda o, i, h, x: (o // c, h, x, o % c)))
+        out = self.builder_.emit_te(depthwise_nchwc, twin, w, [int(s) for s in a.strides],
+                                    [int(p) for p in a.padding], [int(d) for d in a.dilation],
+                                    _dtype(a.out_dtype, data), primfunc_name_hint="depthwise_conv2d_NCHWc")
+        return _to_nchw(out, c)
+
+
+class _Keep(Exception):
+    """A call :class:`_SinkBlocked` leaves as it is."""
+
+
+def sink_blocked(mod: tvm.IRModule, block: int) -> tvm.IRModule:
+    """``mod`` (after :func:`convert`'s ``ConvertLayout``) with the ops of
+    :data:`BLOCKED_DEPTHWISE` computed in ``NCHW{block}c`` where their input is a blocked
+    tensor's NCHW view, every ``to_nchw`` -> ``to_blocked`` pair cancelled, the dead NCHW
+    values removed.  Invariant: the same values, only their layout changes."""
+    from .relax_rewrite import rewrite_functions
+
+    mod = rewrite_functions(mod, _SinkBlocked(mod, block))
+    seq = [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
+    if SHARED_TRANSFORMS:
+        seq.append(relax.transform.EliminateCommonSubexpr())
+    return tvm.transform.Sequential(seq)(mod)
