@@ -289,10 +289,10 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
 
 
-def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan) -> None:
-    """The write-back's loops under the tile (``1, B, 1, R, c``): the channel block split
-    into vectors, the innermost vectorised, the others unrolled."""
-    loops = [lp for lp in sch.get_loops(wb)[1:] if const_extent(sch, lp) != 1]
+def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
+    """The write-back's loops under the tile (``1, B, 1, R, c``; ``under``: the loops above
+    them): the channel block split into vectors, the innermost vectorised, the others unrolled."""
+    loops = [lp for lp in sch.get_loops(wb)[under:] if const_extent(sch, lp) != 1]
     if not loops:
         return
     last = loops[-1]
@@ -319,3 +319,143 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+BLOCKED_DEPTHWISE_TILE = True
+"""Whether a channel-blocked depthwise convolution (:func:`blocked_depthwise`, the block
+:func:`hetpart.importer.conv_layout.depthwise_nchwc` computes) gets
+:func:`depthwise_tile` -- the channel block is the vector, each output column an
+accumulator, the window's taps a stream of vector FMAs (ONNX Runtime's MLAS NCHWc
+depthwise kernel) -- rather than the generic tile (False; kept for A/B runs)."""
+
+MAX_DEPTHWISE_COLUMNS = 16
+"""The most output columns of one depthwise tile (:func:`depthwise_plan`)."""
+
+
+@dataclass(frozen=True)
+class BlockedDepthwise:
+    """The iterators of a channel-blocked depthwise convolution block
+    (:func:`blocked_depthwise`): ``n, chunk, oh, ow, lane`` the output's five dims in order
+    (``n``, ``chunk``, ``oh`` None where a unit dim); ``window`` the reduction iterators
+    (``kh``, ``kw``); ``data`` the operand index of the windowed image."""
+
+    n: tirx.Var | None
+    chunk: tirx.Var | None
+    oh: tirx.Var | None
+    ow: tirx.Var
+    lane: tirx.Var
+    window: tuple
+    data: int
+
+
+def blocked_depthwise(mac: MacBlock) -> BlockedDepthwise | None:
+    """The block as a channel-blocked depthwise convolution, or None.  In: a
+    :class:`MacBlock`.  Out: its iterators, when its output is ``[n, chunk, oh, ow, lane]``
+    of bare spatial iterators (the first three may be 0), the weight ``[chunk, kh, kw,
+    lane]`` and the data ``[n, chunk, ., ., lane]`` whose middle indices read ``oh``, ``ow``,
+    and every reduction iterator is the window's."""
+    out = mac.out_indices
+    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
+        return None
+    n, chunk, oh, ow, lane = (e if isinstance(e, tirx.Var) else None for e in out)
+    if ow is None or lane is None:
+        return None
+    for data in (0, 1):
+        w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
+        if len(w_idx) != 4 or len(d_idx) != 5:
+            continue
+        if not (_at(w_idx[0], chunk) and _is(w_idx[3], lane) and _at(d_idx[0], n) and _at(d_idx[1], chunk)
+                and _is(d_idx[4], lane)):
+            continue
+        window = [e for e in w_idx[1:3] if not _unit(e)]
+        if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+            continue
+        if len(mac.reduce) != len(window) or not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)):
+            continue
+        return BlockedDepthwise(n, chunk, oh, ow, lane, tuple(window), data)
+    return None
+
+
+def depthwise_plan(mac: MacBlock, conv: BlockedDepthwise, shape: CpuShape, lanes: int) -> BlockedPlan | None:
+    """The tile for ``conv``: one channel block (``vectors`` vectors of ``lanes``) by the
+    most ``columns`` dividing the output width (up to :data:`MAX_DEPTHWISE_COLUMNS`) whose
+    accumulators, the tap's weight vectors and one loaded input vector fit the registers
+    less :data:`SPARE_REGISTERS`.  None where the block is not a whole number of vectors."""
+    c = mac.extents[conv.lane]
+    width = min(lanes, c)
+    if c % width:
+        return None
+    vectors = c // width
+    cap = (shape.registers - SPARE_REGISTERS - vectors - 1) // vectors
+    cols = _divisors(mac.extents[conv.ow], max(1, min(cap, MAX_DEPTHWISE_COLUMNS)))
+    return BlockedPlan(1, cols[-1], vectors, width)
+
+
+def depthwise_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedDepthwise, plan: BlockedPlan) -> None:
+    """Apply ``plan`` to ``conv``'s block in ``sch``::
+
+        parallel fused(n, chunk, oh)
+          serial ow / R
+            init   acc[R, c] = 0
+            serial kh, kw                                  # the window's taps
+              unroll R, V; vectorise lanes: acc[r] += vload(data) * vload(weight)
+            write-back acc -> out, with the fused epilogue
+
+    other root blocks (the padding) get the injective schedule."""
+    main = mac.block
+    wb = sch.cache_write(main, 0, "global")
+    fuse_epilogue(sch, wb)
+    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+
+    def by(v):
+        return next(lp for var, lp in loops.items() if var.same_as(v))
+
+    ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
+    vec_o, vec_i = sch.split(by(conv.lane), factors=[plan.vectors, plan.lanes])
+    rows = [by(v) for v in (conv.n, conv.chunk, conv.oh) if v is not None]
+    reds = [by(v) for v in conv.window]
+    sch.reorder(*rows, ow_o, *reds, ow_i, vec_o, vec_i)
+    tile = (sch.fuse(*rows) if len(rows) > 1 else rows[0]) if rows else None
+    if tile is not None and mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(tile)
+    sch.reverse_compute_at(wb, ow_o, preserve_unit_loops=True)
+    for lp in (ow_i, vec_o):
+        sch.unroll(lp)
+    if DEPTHWISE_UNROLL_TAPS and reds:
+        sch.unroll(reds[-1])
+    sch.vectorize(vec_i)
+    init = sch.decompose_reduction(main, reds[0] if reds else ow_i)
+    above = [sch.get(lp) for lp in sch.get_loops(wb)]
+    _write_back(sch, wb, plan, under=1 + next(i for i, lp in enumerate(above) if lp.same_as(sch.get(ow_o))))
+    names = {sch.get(b).name_hint for b in (main, wb, init)}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in names and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            if DEPTHWISE_PADDING_IN_ROWS and tile is not None and _pad_in_rows(sch, blk, tile, plan):
+                continue
+            parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
+
+
+DEPTHWISE_PADDING_IN_ROWS = True
+"""Whether a depthwise tile computes the padded input rows each output row reads under its
+own row loop (a few rows, in cache) rather than the whole padded image in a pass before it."""
+
+
+def _pad_in_rows(sch: s_tir.Schedule, blk, tile, plan: BlockedPlan) -> bool:
+    """``blk`` (the padding, the main block's producer) computed at ``tile``, its lanes
+    vectorised; False (nothing changed) where TVM refuses."""
+    try:
+        sch.compute_at(blk, tile, preserve_unit_loops=True)
+    except Exception:  # noqa: BLE001 - not a producer there
+        return False
+    loops = sch.get_loops(blk)
+    inner = loops[-1]
+    if const_extent(sch, inner) == plan.vectors * plan.lanes:
+        if plan.vectors > 1:
+            _, inner = sch.split(inner, factors=[plan.vectors, plan.lanes])
+        sch.vectorize(inner)
+    return True
+
+
+DEPTHWISE_UNROLL_TAPS = True
+"""Whether the depthwise tile unrolls the window's inner (``kw``) loop."""

@@ -604,6 +604,8 @@ class CpuConv2d(ScheduleRule):
         ``sch``, or None (not such a block, no plan, or a primitive refused)."""
         conv = cpu_blocked_conv.blocked_conv(mac)
         plan = cpu_blocked_conv.blocked_plan(mac, conv, shape, lanes) if conv is not None else None
+        if conv is None and cpu_blocked_conv.BLOCKED_DEPTHWISE_TILE:
+            return CpuConv2d._blocked_depthwise(sch, mac, shape, lanes)
         if plan is None:
             return None
         new = sch.copy()
@@ -613,6 +615,25 @@ class CpuConv2d(ScheduleRule):
             return None
         try:
             cpu_blocked_conv.blocked_tile(new, mac, conv, plan, shape)
+        except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
+            return None
+        return new
+
+    @staticmethod
+    def _blocked_depthwise(sch: s_tir.Schedule, mac, shape, lanes: int) -> s_tir.Schedule | None:
+        """A channel-blocked depthwise convolution's tile (:func:`.cpu_blocked_conv.depthwise_tile`)
+        on a copy of ``sch``, or None (not such a block, no plan, or a primitive refused)."""
+        conv = cpu_blocked_conv.blocked_depthwise(mac)
+        plan = cpu_blocked_conv.depthwise_plan(mac, conv, shape, lanes) if conv is not None else None
+        if plan is None:
+            return None
+        new = sch.copy()
+        mac = mac_of(new)
+        conv = cpu_blocked_conv.blocked_depthwise(mac) if mac is not None else None
+        if conv is None:
+            return None
+        try:
+            cpu_blocked_conv.depthwise_tile(new, mac, conv, plan)
         except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
             return None
         return new
