@@ -1,0 +1,132 @@
+"""importer.conv_layout.sink_blocked + kernels.rules.cpu_blocked_conv.depthwise_tile: in an
+NCHW8c import (``load(model, conv_block=8)``) depthwise convs (3x3 stride 1, 5x5 stride 2,
+7x7), ReLU6 (Clip with initializer bounds, as torch exports it), hard-swish, swish, a
+squeeze-excite (global pool, two 1x1 FCs, sigmoid gate) and a residual add stay blocked --
+only the model's two ends are transformed -- each depthwise conv takes the column tile, and
+the build matches ONNX Runtime on inputs with negatives and zeros, batch 1 and 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hetpart.importer import conv_layout
+from hetpart.kernels.rules import cpu_blocked_conv as cb
+
+
+def _model(batch: int, hw: int):
+    """x[b, 16, hw, hw] -> 1x1 + ReLU6 -> dw 3x3 + ReLU6 -> dw 5x5 s2 + hard-swish -> swish
+    -> squeeze-excite gate -> dw 7x7 -> 1x1 + residual add (the gated tensor)."""
+    rng = np.random.default_rng(3)
+    shapes = {"w0": (16, 16, 1, 1), "w1": (16, 1, 3, 3), "w2": (16, 1, 5, 5), "f1": (8, 16, 1, 1),
+              "f2": (16, 8, 1, 1), "w3": (16, 1, 7, 7), "w4": (16, 16, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+              numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+
+    def conv(x, w, y, **kw):
+        return helper.make_node("Conv", [x, w, "b" + w], [y], **kw)
+
+    nodes = [
+        conv("x", "w0", "c0"), helper.make_node("Clip", ["c0", "lo", "hi"], ["r0"]),
+        conv("r0", "w1", "c1", group=16, pads=[1, 1, 1, 1]), helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+        conv("r1", "w2", "c2", group=16, pads=[2, 2, 2, 2], strides=[2, 2]), helper.make_node("HardSwish", ["c2"], ["h2"]),
+        helper.make_node("Sigmoid", ["h2"], ["s2"]), helper.make_node("Mul", ["h2", "s2"], ["m2"]),
+        helper.make_node("GlobalAveragePool", ["m2"], ["p"]), conv("p", "f1", "q1"), helper.make_node("Relu", ["q1"], ["q2"]),
+        conv("q2", "f2", "q3"), helper.make_node("Sigmoid", ["q3"], ["g"]), helper.make_node("Mul", ["m2", "g"], ["se"]),
+        conv("se", "w3", "c3", group=16, pads=[3, 3, 3, 3]), conv("c3", "w4", "c4"),
+        helper.make_node("Add", ["c4", "se"], ["y"]),
+    ]
+    out = (hw - 1) // 2 + 1
+    g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, out, out])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _unrolled_update(func) -> list[int]:
+    """Extents (> 1) of the unrolled loops around the multiply-accumulate update block."""
+    import tvm
+    from tvm import tirx
+
+    found = []
+
+    def visit(stmt, loops):
+        if isinstance(stmt, tirx.For):
+            visit(stmt.body, loops + [stmt])
+        elif isinstance(stmt, tirx.SeqStmt):
+            for s in stmt.seq:
+                visit(s, loops)
+        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
+            if stmt.block.name_hint.endswith("_update"):
+                found.append(sorted(int(lp.extent) for lp in loops
+                                    if lp.kind == tirx.ForKind.UNROLLED and int(lp.extent) > 1))
+            visit(stmt.block.body, loops)
+
+    visit(func.body, [])
+    return found[0] if found else []
+
+
+@pytest.mark.parametrize("batch,hw", [(1, 14), (2, 12)])
+def test_depthwise_nets_stay_blocked_take_the_tile_and_match_ort(batch, hw, monkeypatch):
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    if batch > 1:
+        monkeypatch.setattr(cb, "PARALLEL_MIN_ELEMENTS", 1)
+    model = _model(batch, hw)
+    graph = load(model, conv_block=8)
+    funcs = [k.func for k in graph.kernels.values()]
+    assert sum("depthwise_conv2d_NCHWc" in f for f in funcs) == 3
+    assert sum("layout_transform" in f for f in funcs) == 2  # the model's two ends only
+    target = cpu_tvm_target()
+    scheduled = kernels.schedule(graph.module, target)
+    dws = [f for gv, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc) and "depthwise" in gv.name_hint]
+    assert len(dws) == 3
+    for f in dws:
+        assert len(_unrolled_update(f)) >= 1 and max(_unrolled_update(f)) > 1  # columns unrolled (generic: none)
+
+    x = np.random.default_rng(1).standard_normal((batch, 16, hw, hw)).astype(np.float32) * 3
+    x.reshape(-1)[::7] = 0.0
+    vm = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert (want < 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_without_the_switch_depthwise_convs_keep_nchw(monkeypatch):
+    from hetpart import load
+
+    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)
+    funcs = [k.func for k in load(_model(1, 14), conv_block=8).kernels.values()]
+    assert not any("depthwise_conv2d_NCHWc" in f for f in funcs)
+    assert sum("layout_transform" in f for f in funcs) > 2
+
+
+def test_depthwise_plans_fit_the_registers():
+    """AVX2 (16 registers, 8-channel blocks): 8 columns on 112/56, 7 on 28/14/7; AVX-512 (32,
+    16-channel blocks): 16 on 112, 14 on 56/28/14, 7 on 7; 16-channel blocks on AVX2: two
+    vectors a column."""
+    from tvm import tirx
+
+    from hetpart.kernels.analysis import CpuShape
+
+    class _Mac:
+        def __init__(self, extents):
+            self.extents = extents
+
+    def plan(width, block, registers, lanes):
+        ow, lane = tirx.Var("ow", "int64"), tirx.Var("lane", "int64")
+        conv = cb.BlockedDepthwise(None, None, None, ow, lane, (), 0)
+        return cb.depthwise_plan(_Mac({ow: width, lane: block}), conv, CpuShape(registers * 16, registers, 1), lanes)
+
+    assert [plan(w, 8, 16, 8).columns for w in (112, 56, 28, 14, 7)] == [8, 8, 7, 7, 7]
+    assert [plan(w, 16, 32, 16).columns for w in (112, 56, 28, 14, 7)] == [16, 14, 14, 14, 7]
+    two = plan(56, 16, 16, 8)
+    assert two.vectors == 2 and two.columns * 2 + 2 + 1 <= 16 - cb.SPARE_REGISTERS
