@@ -135,6 +135,12 @@ residual adds, the squeeze-excite's global mean and its per-channel gate (a ``[N
 operand is transformed, a few floats).  Off: depthwise nets pay two full-size transforms
 per depthwise conv (mobilenet_v2 17, efficientnet 19; bench/results/cpu-dw-blocked-2core.md)."""
 
+BLOCKED_PERMUTES = True
+"""Part of :data:`BLOCKED_DEPTHWISE`: an ``NHWC -> NCHW`` ``permute_dims`` whose channels the
+block divides writes ``NCHW{c}c`` and an ``NCHW -> NHWC`` one of a blocked tensor reads it
+(ConvNeXt: its depthwise 7x7s and residual adds between channels-last MLPs then run blocked,
+the permutes become transforms of the same size).  Off: ConvNeXt keeps NCHW there."""
+
 _UNARY = frozenset({"relax.sigmoid", "relax.nn.relu", "relax.clip", "relax.nn.silu", "relax.tanh", "relax.exp",
                     "relax.nn.gelu", "relax.negative", "relax.sqrt", "relax.nn.leakyrelu", "relax.abs"})
 _BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
@@ -255,6 +261,8 @@ class _SinkBlocked(relax.PyExprMutator):
                 return self._frontend_extremum(call)
             if name == "relax.mean":
                 return self._mean(call)
+            if name == "relax.permute_dims" and BLOCKED_PERMUTES:
+                return self._permute(call)
         except _Keep:
             return call
         return call
@@ -316,6 +324,25 @@ class _SinkBlocked(relax.PyExprMutator):
         if twin is None or sorted(axes) != [2, 3] or not call.attrs.keepdims:
             return call
         return self.blocked(relax.op.mean(twin, axis=[2, 3], keepdims=True))
+
+    def _permute(self, call):
+        """ConvNeXt's channels-last blocks: ``NCHW -> NHWC`` of a blocked tensor read from
+        its twin (one transform, as the permute was), and ``NHWC -> NCHW`` written
+        blocked (the NCHW value a view of it), so the depthwise conv and residual add between
+        two blocks run blocked."""
+        axes = [int(a) for a in call.attrs.axes] if call.attrs.axes is not None else None
+        shape = _shape(call)
+        if shape is None or len(shape) != 4:
+            return call
+        c = self.block
+        if axes == [0, 2, 3, 1]:
+            twin = self.twin(call.args[0])
+            return call if twin is None else relax.op.layout_transform(
+                twin, index_map=lambda n, q, h, w, k: (n, h, w, q * c + k))
+        if axes == [0, 3, 1, 2] and shape[1] % c == 0:
+            return self.blocked(relax.op.layout_transform(
+                call.args[0], index_map=lambda n, h, w, ch: (n, ch // c, h, w, ch % c)))
+        return call
 
     def _depthwise(self, call):
         """A depthwise NCHW conv of a blocked input as :func:`depthwise_nchwc`."""
