@@ -221,6 +221,43 @@ def depthwise_nchwc(data, weight, strides, padding, dilation, out_dtype: str):
         name="depthwise_conv2d_NCHWc")
 
 
+BLOCKED_STEM = True
+"""Part of :data:`BLOCKED_DEPTHWISE`: a conv of few input channels (at most
+:data:`MAX_STEM_CHANNELS`, not a multiple of the block: ``ConvertLayout`` leaves it NCHW) whose output
+channels the block divides reads NCHW and writes ``NCHW{c}c`` (:func:`stem_nchwc`), so a
+depthwise net's first depthwise conv runs blocked and no full-size transform follows the stem."""
+
+MAX_STEM_CHANNELS = 4
+"""The most input channels :data:`BLOCKED_STEM` takes (an image's 3)."""
+
+MAX_STEM_WINDOW = 9
+"""The largest window (``kh * kw``) :data:`BLOCKED_STEM` takes: the blocked stem runs on
+:mod:`~hetpart.kernels.rules.cpu_conv2d`'s generic tile, which beats NCHW's stem + transform on
+mobilenet_v2's 3x3 (NCHW16c 0.953x of the switch off, 1 AVX-512 thread) but not on
+resnet50's 7x7 (1.060x: its NCHW stem tile is the better one)."""
+
+
+def stem_nchwc(data, weight, strides, padding, dilation, out_dtype: str):
+    """TE: a convolution of NCHW ``data`` ``[N, I, H, W]`` with ``weight`` ``[O/c, I, kh, kw, c]``
+    into ``NCHW{c}c`` ``[N, O/c, OH, OW, c]`` (``padding`` top, left, bottom, right)."""
+    from tvm import te, topi
+
+    n, ci, h, w = data.shape
+    oc, _, kh, kw, c = weight.shape
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    pt, pl, pb, pr = (int(p) for p in padding)
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], name="pad_temp") if pt or pl or pb or pr else data
+    ri = te.reduce_axis((0, ci), name="ri")
+    ry, rx = te.reduce_axis((0, kh), name="ry"), te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, oc, oh, ow, c),
+        lambda b, q, y, x, k: te.sum(padded[b, ri, y * sh + ry * dh, x * sw + rx * dw].astype(out_dtype)
+                                     * weight[q, ri, ry, rx, k].astype(out_dtype), axis=[ri, ry, rx]),
+        name="conv2d_NCHW_to_NCHWc")
+
+
 @relax.expr_functor.mutator
 class _SinkBlocked(relax.PyExprMutator):
     """:func:`sink_blocked`'s rewrite: each call whose tensor input has a blocked twin (it is
@@ -261,6 +298,10 @@ class _SinkBlocked(relax.PyExprMutator):
                 return self._frontend_extremum(call)
             if name == "relax.mean":
                 return self._mean(call)
+            if name == "relax.concat":
+                return self._concat(call)
+            if name in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+                return self._pool(call)
             if name == "relax.permute_dims" and BLOCKED_PERMUTES:
                 return self._permute(call)
         except _Keep:
@@ -325,6 +366,35 @@ class _SinkBlocked(relax.PyExprMutator):
             return call
         return self.blocked(relax.op.mean(twin, axis=[2, 3], keepdims=True))
 
+    def _concat(self, call):
+        """A channel concat (axis 1) of which some input is a blocked tensor's view,
+        every input's channels a multiple of the block: concatenated blocked (axis 1 of
+        ``NCHW{c}c`` counts blocks), the inputs with no twin transformed."""
+        fields = call.args[0]
+        fields = list(fields.fields) if isinstance(fields, relax.Tuple) else None
+        out = _shape(call)
+        if not fields or out is None or len(out) != 4 or int(call.attrs.axis) % 4 != 1:
+            return call
+        twins = [self.twin(f) for f in fields]
+        shapes = [_shape(f) for f in fields]
+        if all(t is None for t in twins) or any(s is None or len(s) != 4 or s[1] % self.block for s in shapes):
+            return call
+        parts = [t if t is not None else self.builder_.emit(_to_blocked(f, self.block)) for t, f in zip(twins, fields)]
+        return self.blocked(relax.op.concat(parts, axis=1))
+
+    def _pool(self, call):
+        """A max / average pool of a blocked tensor in ``NCHW{c}c`` (the stem's, after
+        :data:`BLOCKED_STEM`)."""
+        a = call.attrs
+        twin = self.twin(call.args[0])
+        if twin is None or str(a.layout) != "NCHW" or str(a.out_layout) not in ("NCHW", ""):
+            return call
+        op = relax.op.nn.max_pool2d if call.op.name == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
+        lay = f"NCHW{self.block}c"
+        return self.blocked(op(twin, [int(x) for x in a.pool_size], [int(x) for x in a.strides],
+                               [int(x) for x in a.padding], [int(x) for x in a.dilation], bool(a.ceil_mode),
+                               bool(a.count_include_pad), layout=lay, out_layout=lay))
+
     def _permute(self, call):
         """ConvNeXt's channels-last blocks: ``NCHW -> NHWC`` of a blocked tensor read from
         its twin (one transform, as the permute was), and ``NHWC -> NCHW`` written
@@ -344,12 +414,31 @@ class _SinkBlocked(relax.PyExprMutator):
                 call.args[0], index_map=lambda n, h, w, ch: (n, ch // c, h, w, ch % c)))
         return call
 
+    def _stem(self, call):
+        """A plain NCHW conv whose output channels the block divides but whose input
+        channels it does not (a 3-channel stem) as :func:`stem_nchwc`: NCHW in, blocked out."""
+        a = call.attrs
+        data, weight = call.args
+        ds, ws = _shape(data), _shape(weight)
+        c = self.block
+        if (not BLOCKED_STEM or ds is None or ws is None or len(ds) != 4 or str(a.data_layout) != "NCHW"
+                or str(a.kernel_layout) != "OIHW" or str(a.out_layout) not in ("NCHW", "") or int(a.groups) != 1
+                or ws[0] % c or ds[1] % c == 0 or ds[1] > MAX_STEM_CHANNELS or ws[2] * ws[3] > MAX_STEM_WINDOW):
+            return call
+        w = self.builder_.emit(relax.op.layout_transform(weight, index_map=lambda o, i, h, x: (o // c, i, h, x, o % c)))
+        out = self.builder_.emit_te(stem_nchwc, data, w, [int(s) for s in a.strides], [int(p) for p in a.padding],
+                                    [int(d) for d in a.dilation], _dtype(a.out_dtype, data),
+                                    primfunc_name_hint="conv2d_NCHW_to_NCHWc")
+        return _to_nchw(out, c)
+
     def _depthwise(self, call):
         """A depthwise NCHW conv of a blocked input as :func:`depthwise_nchwc`."""
         a = call.attrs
         data, weight = call.args
         ds, ws = _shape(data), _shape(weight)
         twin = self.twin(data)
+        if twin is None and ds is not None and int(a.groups) == 1:
+            return self._stem(call)
         if (twin is None or ds is None or ws is None or len(ds) != 4 or str(a.data_layout) != "NCHW"
                 or str(a.kernel_layout) != "OIHW" or str(a.out_layout) not in ("NCHW", "")
                 or int(a.groups) != ds[1] or ws[:2] != [ds[1], 1] or ds[1] % self.block):
