@@ -21,6 +21,12 @@ concat takes its first input's layout), convnext 1.00x, efficientnet 1.15x, mobi
 (depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
 Hence off by default; ``partition MODEL --conv-block N`` and ``bench/corpus.py --cpu-conv-block N``
 reach it.
+
+:func:`sink_blocked` (after ``ConvertLayout``, :data:`BLOCKED_DEPTHWISE`) takes the depthwise
+nets' remaining NCHW islands into the blocked layout: depthwise convs (:func:`depthwise_nchwc`),
+their Clip/ReLU6, swish, hard-swish, squeeze-excite gate, residual adds, pools, concats, and a
+3-channel stem writing blocked (:func:`stem_nchwc`): mobilenet_v2 imports with 2 transforms, not
+17 (bench/results/cpu-dw-blocked-2core.md).
 """
 
 from __future__ import annotations

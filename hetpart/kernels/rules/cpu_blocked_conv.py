@@ -28,7 +28,14 @@ rule's tile (rows of output pixels broadcast, vectors of output channels loaded)
 layout's own panels -- a strided 1x1 (resnet50's downsamples) too, whose consecutive
 reduction steps still read consecutive floats.
 
-Switch: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs).  Invariant: only
+A depthwise convolution in the blocked layout (:func:`blocked_depthwise`; the import's
+:func:`hetpart.importer.conv_layout.depthwise_nchwc`) has no channel reduction: its tile
+(:func:`depthwise_tile`, ONNX Runtime's MLAS NCHWc depthwise kernel) keeps ``R`` output columns
+of one channel block in registers and streams the window's taps, each a vector load of the
+image and of the weight and ``R`` vector FMAs.
+
+Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
+:data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
 """
