@@ -130,3 +130,56 @@ def test_depthwise_plans_fit_the_registers():
     assert [plan(w, 16, 32, 16).columns for w in (112, 56, 28, 14, 7)] == [16, 14, 14, 14, 7]
     two = plan(56, 16, 16, 8)
     assert two.vectors == 2 and two.columns * 2 + 2 + 1 <= 16 - cb.SPARE_REGISTERS
+
+
+def _convnext_block():
+    """x[1, 16, 8, 8] -> 1x1 -> dw 7x7 -> NHWC, LayerNorm, MatMul -> NCHW -> + the 1x1's output
+    -> dw 3x3 -> 1x1 (ConvNeXt's channels-last MLP between depthwise convs)."""
+    rng = np.random.default_rng(9)
+    w = {"w0": (16, 16, 1, 1), "w1": (16, 1, 7, 7), "w2": (16, 1, 3, 3), "w3": (16, 16, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n) for n, s in w.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), n) for n in ("g", "b")]
+    inits += [numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.3).astype(np.float32), "m")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"]),
+        helper.make_node("Conv", ["c0", "w1"], ["c1"], group=16, pads=[3, 3, 3, 3]),
+        helper.make_node("Transpose", ["c1"], ["t1"], perm=[0, 2, 3, 1]),
+        helper.make_node("LayerNormalization", ["t1", "g", "b"], ["n1"], axis=-1),
+        helper.make_node("MatMul", ["n1", "m"], ["l1"]),
+        helper.make_node("Transpose", ["l1"], ["t2"], perm=[0, 3, 1, 2]),
+        helper.make_node("Add", ["t2", "c0"], ["a"]),
+        helper.make_node("Conv", ["a", "w2"], ["c2"], group=16, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c2", "w3"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "cnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_convnext_permutes_read_and_write_the_blocked_layout(monkeypatch):
+    """conv_layout.BLOCKED_PERMUTES: the first depthwise conv's output goes channels-last straight
+    from NCHW8c and the MLP's result comes back into NCHW8c for the residual add and the second
+    depthwise conv: the permutes are the transforms, no NCHW copy between; matches ORT."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    model = _convnext_block()
+    funcs = [k.func for k in load(model, conv_block=8).kernels.values()]
+    assert sum("depthwise_conv2d_NCHWc" in f for f in funcs) == 2
+    assert sum("layout_transform" in f for f in funcs) == 4, funcs  # in, out, the two permutes as transforms
+    assert not any("transpose" in f for f in funcs), funcs
+    monkeypatch.setattr(conv_layout, "BLOCKED_PERMUTES", False)  # each permute beside a transform back to NCHW
+    assert any("transpose" in k.func for k in load(model, conv_block=8).kernels.values())
+    monkeypatch.undo()
+
+    graph = load(model, conv_block=8)
+    x = np.random.default_rng(2).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    target = cpu_tvm_target()
+    got = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
