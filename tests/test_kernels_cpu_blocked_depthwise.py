@@ -183,3 +183,81 @@ def test_convnext_permutes_read_and_write_the_blocked_layout(monkeypatch):
     got = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def _mixed_model():
+    """x[1, 32, 14, 14] -> 1x1 32->32 -> 1x1 32->24 -> 1x1 24->96 + ReLU6 -> dw 3x3 -> 1x1 96->24 +
+    the first 24-channel tensor -> 1x1 24->16 + swish (efficientnet's 24-channel stage, in small)."""
+    rng = np.random.default_rng(13)
+    w = {"w5": (32, 32, 1, 1), "w0": (24, 32, 1, 1), "w1": (96, 24, 1, 1), "w2": (96, 1, 3, 3), "w3": (24, 96, 1, 1),
+         "w4": (16, 24, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n) for n, s in w.items()]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w5"], ["x5"]),
+        helper.make_node("Conv", ["x5", "w0"], ["a"]), helper.make_node("Conv", ["a", "w1"], ["b"]),
+        helper.make_node("Clip", ["b", "lo", "hi"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["d"], group=96, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["d", "w3"], ["p"]), helper.make_node("Add", ["p", "a"], ["s"]),
+        helper.make_node("Conv", ["s", "w4"], ["e"]), helper.make_node("Sigmoid", ["e"], ["g"]),
+        helper.make_node("Mul", ["e", "g"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 14, 14])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 14, 14])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_channels_the_block_does_not_divide_run_in_nchw8c(monkeypatch):
+    """conv_layout.MIXED_BLOCKS: in an NCHW16c import the 24-channel tensors are NCHW8c (the
+    convs reading 16 and writing 8 or the reverse), so only the model's ends are transformed;
+    matches ORT on inputs with negatives and zeros."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    model = _mixed_model()
+    graph = load(model, conv_block=16)
+    funcs = [k.func for k in graph.kernels.values()]
+    assert sum("layout_transform" in f for f in funcs) == 2, funcs
+    assert sum("depthwise_conv2d_NCHWc" in f for f in funcs) == 1
+    monkeypatch.setattr(conv_layout, "MIXED_BLOCKS", False)
+    assert not any("NCHWc" in k.func for k in load(model, conv_block=16).kernels.values()
+                   if k.func.startswith(("depthwise", "fused_depthwise")))  # off: the 24-channel stage NCHW
+    monkeypatch.undo()
+    x = np.random.default_rng(6).standard_normal((1, 32, 14, 14)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_a_one_block_1x1_with_swish_takes_the_blocked_tile(monkeypatch):
+    """cpu_blocked_conv.PLAIN_ONE_BLOCK: a 16->32 1x1 + swish in NCHW16c (one input block: both
+    operands read plain) gets the blocked tile's unrolled blocks x columns, not the matmul rule."""
+    from tvm import tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal((16, 16, 1, 1)) * 0.3).astype(np.float32), "w0"),
+             numpy_helper.from_array((rng.standard_normal((32, 16, 1, 1)) * 0.3).astype(np.float32), "w1")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"]), helper.make_node("Conv", ["a", "w1"], ["e"]),
+             helper.make_node("Sigmoid", ["e"], ["g"]), helper.make_node("Mul", ["e", "g"], ["y"])]
+    g = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    graph = load(model, conv_block=16)
+
+    def rules():
+        s = kernels.schedule(graph.module, cpu_tvm_target())
+        return {gv.name_hint: str(f.attrs["hetpart.rule"]) for gv, f in s.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "sigmoid" in gv.name_hint}
+
+    assert set(rules().values()) == {"CpuConv2d"}
+    monkeypatch.setattr(cb, "PLAIN_ONE_BLOCK", False)
+    assert set(rules().values()) == {"CpuMatmul"}

@@ -111,7 +111,7 @@ def legalize_conv2d(bb, call):
     from tvm.target import Target
 
     a = call.attrs
-    if not _BLOCKED.match(str(a.data_layout)) or str(a.out_layout) != str(a.data_layout) or int(a.groups) != 1:
+    if not _BLOCKED.match(str(a.data_layout)) or not _BLOCKED.match(str(a.out_layout)) or int(a.groups) != 1:
         return _nn_conv2d(bb, call)
     args = dict(stride=a.strides, padding=a.padding, dilation=a.dilation, layout=str(a.data_layout),
                 out_layout=str(a.out_layout), out_dtype=_dtype(a.out_dtype, call.args[0]))
@@ -146,6 +146,12 @@ BLOCKED_PERMUTES = True
 block divides writes ``NCHW{c}c`` and an ``NCHW -> NHWC`` one of a blocked tensor reads it
 (ConvNeXt: its depthwise 7x7s and residual adds between channels-last MLPs then run blocked,
 the permutes become transforms of the same size).  Off: ConvNeXt keeps NCHW there."""
+
+MIXED_BLOCKS = True
+"""Part of :data:`BLOCKED_DEPTHWISE`: tensors whose channels the import's block does not divide
+but 8 does (efficientnet's 24 and 40, mobilenet_v2's 24 in NCHW16c) are kept in ``NCHW8c``,
+the convs between them and the others reading one block and writing the other, so those
+stages do not fall back to NCHW with a transform at each end.  Off: they stay NCHW."""
 
 _UNARY = frozenset({"relax.sigmoid", "relax.nn.relu", "relax.clip", "relax.nn.silu", "relax.tanh", "relax.exp",
                     "relax.nn.gelu", "relax.negative", "relax.sqrt", "relax.nn.leakyrelu", "relax.abs"})
@@ -185,10 +191,14 @@ def _maps_as(index_map, probe, expect) -> bool:
         return False
 
 
-def _transform_kind(call, block: int) -> str | None:
+def _transform_kind(call, block: int | None = None) -> str | None:
     """"to_nchw" / "to_blocked" where ``call`` is a ``layout_transform`` between NCHW and
     ``NCHW{block}c`` (as :func:`_to_nchw` / :func:`_to_blocked` emit and ``ConvertLayout``
-    does), else None."""
+    does; ``block`` None: any of 8, 16, 32), else None."""
+    if block is None:
+        dst, src = _shape(call), _shape(call.args[0]) if isinstance(call, relax.Call) and call.args else None
+        sizes = {x[4] for x in (src, dst) if x is not None and len(x) == 5}
+        return next((k for k in (_transform_kind(call, b) for b in sizes if b in (8, 16, 32)) if k), None)
     if not (isinstance(call, relax.Call) and getattr(call.op, "name", None) == "relax.layout_transform"):
         return None
     src, dst = _shape(call.args[0]), _shape(call)
@@ -279,19 +289,35 @@ class _SinkBlocked(relax.PyExprMutator):
         if not isinstance(expr, relax.Var):
             return None
         value = self.lookup_binding(expr)
-        return value.args[0] if _transform_kind(value, self.block) == "to_nchw" else None
+        return value.args[0] if _transform_kind(value) == "to_nchw" else None
 
     def blocked(self, value):
         """Emit blocked ``value``; return its NCHW view."""
-        return _to_nchw(self.builder_.emit(value), self.block)
+        var = self.builder_.emit(value)
+        return _to_nchw(var, _shape(var)[4])
+
+    def fit(self, x, block: int):
+        """Blocked ``x`` in ``NCHW{block}c`` (a block-to-block transform where its own differs)."""
+        have = _shape(x)[4]
+        if have == block:
+            return x
+        return self.builder_.emit(relax.op.layout_transform(
+            x, index_map=lambda n, q, h, w, k: (n, (q * have + k) // block, h, w, (q * have + k) % block)))
+
+    def block_for(self, channels: int) -> int | None:
+        """The block of a tensor of ``channels`` this pass writes: the import's, else (with
+        :data:`MIXED_BLOCKS`) 8 where the import's does not divide them; None if neither does."""
+        if channels % self.block == 0:
+            return self.block
+        return 8 if MIXED_BLOCKS and channels % 8 == 0 else None
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
         name = getattr(call.op, "name", None)
         try:
-            if name == "relax.layout_transform" and _transform_kind(call, self.block) == "to_blocked":
+            if name == "relax.layout_transform" and _transform_kind(call) == "to_blocked":
                 twin = self.twin(call.args[0])
-                return twin if twin is not None else call
+                return self.fit(twin, _shape(call)[4]) if twin is not None else call
             if name == "relax.nn.conv2d":
                 return self._depthwise(call)
             if name in _UNARY:
@@ -320,7 +346,7 @@ class _SinkBlocked(relax.PyExprMutator):
         raise :class:`_Keep`."""
         twin = self.twin(other)
         if twin is not None:
-            return twin
+            return self.fit(twin, _shape(like)[4])
         shape, full = _shape(other), _shape(like)
         channels = full[1] * full[4]
         if shape is None:
@@ -331,23 +357,22 @@ class _SinkBlocked(relax.PyExprMutator):
             other, shape = relax.op.reshape(other, [1, channels, 1, 1]), [1, channels, 1, 1]
         if len(shape) == 4 and shape[1] == channels and shape[0] in (1, full[0]) and (
                 shape[2:] == [1, 1] or shape[2:] == [full[2], full[3]]):
-            return self.builder_.emit(_to_blocked(other, self.block))
+            return self.builder_.emit(_to_blocked(other, full[4]))
         raise _Keep
 
     def _binary(self, call, op, args):
         a, b = args
-        ta, tb = self.twin(a), self.twin(b)
-        if ta is None and tb is None:
-            return call
-        if ta is not None:
-            a2, b2 = ta, self._operand(b, ta)
-        else:
-            a2, b2 = self._operand(a, tb), tb
         out = _shape(call)
-        if out is None or len(out) != 4 or out != _shape(a if ta is not None else b):
-            raise _Keep  # the blocked operand must be the full-size one
-        return self.blocked(relax.Call(op, [a2, b2], call.attrs, call.ty_args) if isinstance(op, tvm.ir.Op)
-                            else op(a2, b2))
+        if out is None or len(out) != 4:
+            return call
+        # the blocked operand is the full-size one with a twin; the other is made to fit it
+        first = next((i for i, x in enumerate(args) if _shape(x) == out and self.twin(x) is not None), None)
+        if first is None:
+            return call
+        main = self.twin(args[first])
+        other = self._operand(args[1 - first], main)
+        pair = [main, other] if first == 0 else [other, main]
+        return self.blocked(relax.Call(op, pair, call.attrs, call.ty_args))
 
     def _frontend_extremum(self, call):
         """``call_tir(maximum|minimum, (x, bound))`` (the frontend's Clip) of a blocked ``x``
@@ -383,9 +408,10 @@ class _SinkBlocked(relax.PyExprMutator):
             return call
         twins = [self.twin(f) for f in fields]
         shapes = [_shape(f) for f in fields]
-        if all(t is None for t in twins) or any(s is None or len(s) != 4 or s[1] % self.block for s in shapes):
+        c = next(_shape(t)[4] for t in twins + [None] if t is not None) if any(t is not None for t in twins) else None
+        if c is None or any(s is None or len(s) != 4 or s[1] % c for s in shapes):
             return call
-        parts = [t if t is not None else self.builder_.emit(_to_blocked(f, self.block)) for t, f in zip(twins, fields)]
+        parts = [self.fit(t, c) if t is not None else self.builder_.emit(_to_blocked(f, c)) for t, f in zip(twins, fields)]
         return self.blocked(relax.op.concat(parts, axis=1))
 
     def _pool(self, call):
@@ -396,7 +422,7 @@ class _SinkBlocked(relax.PyExprMutator):
         if twin is None or str(a.layout) != "NCHW" or str(a.out_layout) not in ("NCHW", ""):
             return call
         op = relax.op.nn.max_pool2d if call.op.name == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
-        lay = f"NCHW{self.block}c"
+        lay = f"NCHW{_shape(twin)[4]}c"
         return self.blocked(op(twin, [int(x) for x in a.pool_size], [int(x) for x in a.strides],
                                [int(x) for x in a.padding], [int(x) for x in a.dilation], bool(a.ceil_mode),
                                bool(a.count_include_pad), layout=lay, out_layout=lay))
@@ -410,12 +436,13 @@ class _SinkBlocked(relax.PyExprMutator):
         shape = _shape(call)
         if shape is None or len(shape) != 4:
             return call
-        c = self.block
         if axes == [0, 2, 3, 1]:
             twin = self.twin(call.args[0])
+            c = _shape(twin)[4] if twin is not None else 0
             return call if twin is None else relax.op.layout_transform(
                 twin, index_map=lambda n, q, h, w, k: (n, h, w, q * c + k))
-        if axes == [0, 3, 1, 2] and shape[1] % c == 0:
+        c = self.block_for(shape[1])
+        if axes == [0, 3, 1, 2] and c is not None:
             return self.blocked(relax.op.layout_transform(
                 call.args[0], index_map=lambda n, h, w, ch: (n, ch // c, h, w, ch % c)))
         return call
@@ -437,6 +464,25 @@ class _SinkBlocked(relax.PyExprMutator):
                                     primfunc_name_hint="conv2d_NCHW_to_NCHWc")
         return _to_nchw(out, c)
 
+    def _mixed(self, call, twin):
+        """A plain conv ``ConvertLayout`` left NCHW (its channels not all multiples of the
+        import's block) of a blocked input, with :data:`MIXED_BLOCKS`: input in its twin's
+        block, output in :meth:`block_for` its channels (``topi.nn.conv2d_NCHWc`` takes
+        different input and output blocks)."""
+        a = call.attrs
+        data, weight = call.args
+        ds, ws = _shape(data), _shape(weight)
+        bi = _shape(twin)[4]
+        bo = self.block_for(ws[0]) if ws is not None else None
+        if (not MIXED_BLOCKS or bo is None or ds is None or ds[1] % bi or str(a.data_layout) != "NCHW"
+                or str(a.kernel_layout) != "OIHW" or str(a.out_layout) not in ("NCHW", "")):
+            return call
+        w = self.builder_.emit(relax.op.layout_transform(
+            weight, index_map=lambda o, i, h, x: (o // bo, i // bi, h, x, i % bi, o % bo)))
+        return self.blocked(relax.op.nn.conv2d(
+            twin, w, a.strides, a.padding, a.dilation, 1, data_layout=f"NCHW{bi}c",
+            kernel_layout=f"OIHW{bi}i{bo}o", out_layout=f"NCHW{bo}c", out_dtype=_dtype(a.out_dtype, data)))
+
     def _depthwise(self, call):
         """A depthwise NCHW conv of a blocked input as :func:`depthwise_nchwc`."""
         a = call.attrs
@@ -445,11 +491,13 @@ class _SinkBlocked(relax.PyExprMutator):
         twin = self.twin(data)
         if twin is None and ds is not None and int(a.groups) == 1:
             return self._stem(call)
+        if twin is not None and int(a.groups) == 1:
+            return self._mixed(call, twin)
         if (twin is None or ds is None or ws is None or len(ds) != 4 or str(a.data_layout) != "NCHW"
                 or str(a.kernel_layout) != "OIHW" or str(a.out_layout) not in ("NCHW", "")
-                or int(a.groups) != ds[1] or ws[:2] != [ds[1], 1] or ds[1] % self.block):
+                or int(a.groups) != ds[1] or ws[:2] != [ds[1], 1] or ds[1] % _shape(twin)[4]):
             return call
-        c = self.block
+        c = _shape(twin)[4]
         w = self.builder_.emit(relax.op.layout_transform(weight, index_map=lambda o, i, h, x: (o // c, h, x, o % c)))
         out = self.builder_.emit_te(depthwise_nchwc, twin, w, [int(s) for s in a.strides],
                                     [int(p) for p in a.padding], [int(d) for d in a.dilation],
