@@ -91,6 +91,14 @@ MAX_BLOCKS = 2
 on 14x14): 8 blocks x 1 column 8.45 / 2.55 / 5.91 ms, 4 x 2 4.05 / 1.44 / 2.67, 2 x 4 2.99 /
 1.27 / 2.73, 2 x 5 3.13 / 1.34 / 2.37 (NCHW's tiles 2.86 / 1.51 / 2.36)."""
 
+MAX_BLOCKS_WIDE = 3
+""":data:`MAX_BLOCKS` on a CPU of 32 vector registers (AVX-512): 3, so an output of 9 or 15
+channel blocks (efficientnet's 24 -> 144 and 40 -> 240 expansions in NCHW16c) is no longer tiled
+one block at a time.  Measured (1 AVX-512 thread, CPU time, the kernel alone, least of 10 x 3):
+24 -> 144 + swish on 56x56 (NCHW8c in, NCHW16c out) 0.418 ms against 0.754 with 2 (1 x 14),
+40 -> 240 on 28x28 0.207 against 0.350; resnet50's block counts (powers of two) never take 3.
+2: as before (A/B)."""
+
 MAX_COLUMNS = 16
 """The most output columns of one tile."""
 
@@ -250,7 +258,7 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     budget = shape.registers - SPARE_REGISTERS
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
-    for b in _divisors(chunks, MAX_BLOCKS):
+    for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
         for r in range(1, min(MAX_COLUMNS, ow) + 1):
             if pressure(b, vectors, r) > budget:
                 continue
