@@ -1201,8 +1201,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # the SE gate and residual adds in NCHW16c (conv_layout.BLOCKED_DEPTHWISE; before: 17 / 25 transforms, each
      # depthwise conv NCHW) and tiles each blocked depthwise conv as 1 block-vector x R columns
      # (cpu_blocked_conv.BLOCKED_DEPTHWISE_TILE; 24/40-channel tensors in NCHW8c, MIXED_BLOCKS).  On the 2-vCPU
-     # AVX-512 dev box, 1 thread, CPU time, NCHW16c against NCHW: mobilenet_v2 0.77x b1, 0.65x b8; efficientnet
-     # 1.00x b1, 0.93x b8 (NCHW8c 0.86x / 0.84x: hence (5)).  tools/nchwc_ab.py at 16 threads: NCHW16c (after) / NCHW / ORT / NCHW16c
+     # AVX-512 dev box, 1 thread, CPU time, NCHW16c against NCHW: mobilenet_v2 0.71x b1, 0.67x b8; efficientnet
+     # 0.88x b1, 0.81x b8 (NCHW8c 0.84x / 0.81x: (5) compares the blocks at 16 threads).  tools/nchwc_ab.py at 16 threads: NCHW16c (after) / NCHW / ORT / NCHW16c
      # with BLOCKED_DEPTHWISE=0 (the old blocked import), (1) mobilenet_v2 b1 (--rules: each kernel's tile), (2)
      # efficientnet b1, (3) mobilenet_v2 b8, (4) efficientnet b8, (5) efficientnet b1 in NCHW8c if time is left
   BUDGET=590; off="--before hetpart.importer.conv_layout.BLOCKED_DEPTHWISE=0"
