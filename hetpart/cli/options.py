@@ -126,7 +126,7 @@ def add_conv_block_option(parser) -> None:
                              "or auto: this CPU's float lanes, 8 on AVX2, 16 on AVX-512; a wider block is "
                              "correct but slower); pays on resnet-like nets "
                              "(resnet50 0.90x, googlenet 0.93x of the NCHW build, 1 AVX2 core) and on depthwise "
-                             "ones (mobilenet_v2 0.77x, efficientnet 0.86x with N=8, 1 AVX-512 core).  The plan "
+                             "ones (mobilenet_v2 0.71x, efficientnet 0.88x with N=16, 1 AVX-512 core).  The plan "
                              "is made on the NCHW import; "
                              "one that places any partition off the CPU is refused")
 

@@ -53,7 +53,7 @@ class Plan:
     all-CPU, else the command stops with an error naming the partitions off the CPU.
     N is the CPU's float lanes (8 on AVX2, 16 on AVX-512).  It pays on resnet-like
     nets (1 AVX2 core: resnet50 0.90x, googlenet 0.93x of the NCHW build) and on
-    depthwise ones (1 AVX-512 core: mobilenet_v2 0.77x, efficientnet 0.86x with N=8).
+    depthwise ones (1 AVX-512 core: mobilenet_v2 0.71x, efficientnet 0.88x with N=16).
 
     examples:
       partition zoo:resnet18
