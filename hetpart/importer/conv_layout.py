@@ -244,7 +244,8 @@ channels the block divides reads NCHW and writes ``NCHW{c}c`` (:func:`stem_nchwc
 depthwise net's first depthwise conv runs blocked and no full-size transform follows the stem."""
 
 MAX_STEM_CHANNELS = 4
-"""The most input channels :data:`BLOCKED_STEM` takes (an image's 3)."""
+"""The most input channels :data:`BLOCKED_STEM` takes (an image's 3; efficientnet's 4-channel
+squeeze-excite FC on its 1x1 image falls under it too and writes its gate blocked)."""
 
 MAX_STEM_WINDOW = 9
 """The largest window (``kh * kw``) :data:`BLOCKED_STEM` takes: the blocked stem runs on
