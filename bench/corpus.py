@@ -67,7 +67,7 @@ On the GPU machine (about 1-3 min per model and device, ``--jobs`` items compile
 
 ``--cpu-conv-block N`` builds the CPU rows with their convolutions channel-blocked,
 ``NCHW{N}c`` (``hetpart.load(..., conv_block=N)``; 16 for AVX-512, 8 for AVX2; it pays on
-resnet-like nets, not depthwise ones): every CPU record says its ``layout``, a blocked one
+resnet-like and depthwise nets): every CPU record says its ``layout``, a blocked one
 also ``conv_block``, which is part of its key, so it sits beside the NCHW record::
 
     python bench/corpus.py --devices cpu --models resnet50,googlenet --time --cpu-conv-block 16
@@ -1131,7 +1131,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="CPU builds import their convolutions channel-blocked, NCHW{N}c (hetpart.load(..., "
                         "conv_block=N); 8, 16, 32, or auto: this CPU's float lanes, 16 for AVX-512, 8 for AVX2): such a record says layout NCHW{N}c and "
                         "conv_block N, keeps its own key (beside the NCHW record of the same model) and shows "
-                        "'cpu NCHW{N}c' in the table.  Pays on resnet-like nets, not depthwise ones")
+                        "'cpu NCHW{N}c' in the table.  Pays on resnet-like and depthwise nets")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 4),
                    help="items prepared (exported, imported, compiled) at once, each in its own subprocesses, "

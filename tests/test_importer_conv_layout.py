@@ -88,6 +88,7 @@ def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
 
     monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
+    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)  # (on, the block runs blocked throughout: below)
     graph = hetpart.load(_dense_block(), conv_block=8)
     # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
     assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
@@ -101,14 +102,37 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
 
     import hetpart
     from hetpart import compiler
-    from hetpart.importer import blocked_regions
+    from hetpart.importer import blocked_regions, conv_layout
 
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
+    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]
     assert sum(f.startswith("te_layout_transform") for f in funcs) == 1, funcs
     assert sum(f.startswith("fused_") and "layout_transform" in f for f in funcs) == 3, funcs
+    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = compose(cm, {graph.inputs[0]: x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_a_dense_block_runs_blocked_from_its_stem(plan_for, compose):
+    """conv_layout.BLOCKED_STEM + the concats of sink_blocked: the 3-channel 3x3 stem writes
+    NCHW8c, the concats and their ReLUs run blocked, so the only transform is the output's
+    (densenet121's first dense block stayed NCHW before, 14 transforms).  Matches ORT."""
+    import onnxruntime as ort
+
+    import hetpart
+    from hetpart import compiler
+
+    model = _dense_block()
+    graph = hetpart.load(model, conv_block=8)
+    funcs = [k.func for k in graph.kernels.values()]
+    assert sum("layout_transform" in f for f in funcs) == 1, funcs
+    assert any("conv2d_NCHW_to_NCHWc" in f for f in funcs) and any("concatenate" in f for f in funcs)
     cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
     x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0

@@ -134,3 +134,14 @@ def test_plans_fit_the_registers():
     wide = _plan(64, 56, 16, 16, 8)  # a 16-channel block on AVX2: two vectors a block
     assert wide.vectors == 2 and wide.lanes == 8
     assert _plan(8, 56, 8, 16, 8).blocks == 1  # one block of output channels
+
+
+def test_odd_block_counts_take_three_blocks_with_32_registers(monkeypatch):
+    """cpu_blocked_conv.MAX_BLOCKS_WIDE: 9 output blocks (efficientnet's 144 channels in NCHW16c)
+    tile 3 blocks at a time with AVX-512's 32 registers (2: one at a time), within the
+    registers; 16 registers keep MAX_BLOCKS (no 3)."""
+    wide = _plan(144, 56, 16, 32, 16)
+    assert wide.blocks == 3 and cb.pressure(wide.blocks, wide.vectors, wide.columns) <= 32 - cb.SPARE_REGISTERS
+    assert _plan(72, 56, 8, 16, 8).blocks == 1  # 9 blocks of 8 on AVX2: 3 is over MAX_BLOCKS
+    monkeypatch.setattr(cb, "MAX_BLOCKS_WIDE", 2)
+    assert _plan(144, 56, 16, 32, 16).blocks == 1

@@ -28,7 +28,14 @@ rule's tile (rows of output pixels broadcast, vectors of output channels loaded)
 layout's own panels -- a strided 1x1 (resnet50's downsamples) too, whose consecutive
 reduction steps still read consecutive floats.
 
-Switch: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs).  Invariant: only
+A depthwise convolution in the blocked layout (:func:`blocked_depthwise`; the import's
+:func:`hetpart.importer.conv_layout.depthwise_nchwc`) has no channel reduction: its tile
+(:func:`depthwise_tile`, ONNX Runtime's MLAS NCHWc depthwise kernel) keeps ``R`` output columns
+of one channel block in registers and streams the window's taps, each a vector load of the
+image and of the weight and ``R`` vector FMAs.
+
+Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
+:data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
 """
@@ -48,6 +55,14 @@ BLOCKED_TILE = True
 """Whether a channel-blocked convolution gets :func:`blocked_tile` (False: the generic
 output-channel-vector tile of :mod:`.cpu_conv2d`; kept for A/B runs,
 ``tools/nchwc_ab.py --before hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0``)."""
+
+PLAIN_ONE_BLOCK = True
+"""Whether a blocked 1x1 conv of a single input-channel block (``ic // c`` folds to 0, so both
+operands read as plain tensors) whose epilogue computes an exponential (swish, sigmoid) takes
+:func:`blocked_tile` rather than the matmul rule's tile (False).  Measured (1 AVX-512 thread,
+CPU time, the kernel alone, least of 10 x 3, NCHW16c): efficientnet's 16 -> 96 + swish on
+112x112 1.159 ms against 1.990 (0.58x); mobilenet_v2's 16 -> 96 + ReLU6 0.513 against 0.464
+(1.10x: hence exponential epilogues only)."""
 
 RAGGED_SPLIT = True
 """Whether a tile whose columns do not divide the output width gets its ragged last tile as
@@ -75,6 +90,14 @@ MAX_BLOCKS = 2
 :data:`SPARE_REGISTERS`; resnet50's 512->512 3x3 on 7x7, 2048->512 1x1 on 7x7, 256->256 3x3
 on 14x14): 8 blocks x 1 column 8.45 / 2.55 / 5.91 ms, 4 x 2 4.05 / 1.44 / 2.67, 2 x 4 2.99 /
 1.27 / 2.73, 2 x 5 3.13 / 1.34 / 2.37 (NCHW's tiles 2.86 / 1.51 / 2.36)."""
+
+MAX_BLOCKS_WIDE = 3
+""":data:`MAX_BLOCKS` on a CPU of 32 vector registers (AVX-512): 3, so an output of 9 or 15
+channel blocks (efficientnet's 24 -> 144 and 40 -> 240 expansions in NCHW16c) is no longer tiled
+one block at a time.  Measured (1 AVX-512 thread, CPU time, the kernel alone, least of 10 x 3):
+24 -> 144 + swish on 56x56 (NCHW8c in, NCHW16c out) 0.418 ms against 0.754 with 2 (1 x 14),
+40 -> 240 on 28x28 0.207 against 0.350; resnet50's block counts (powers of two) never take 3.
+2: as before (A/B)."""
 
 MAX_COLUMNS = 16
 """The most output columns of one tile."""
@@ -235,7 +258,7 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     budget = shape.registers - SPARE_REGISTERS
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
-    for b in _divisors(chunks, MAX_BLOCKS):
+    for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
         for r in range(1, min(MAX_COLUMNS, ow) + 1):
             if pressure(b, vectors, r) > budget:
                 continue
@@ -289,10 +312,10 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
 
 
-def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan) -> None:
-    """The write-back's loops under the tile (``1, B, 1, R, c``): the channel block split
-    into vectors, the innermost vectorised, the others unrolled."""
-    loops = [lp for lp in sch.get_loops(wb)[1:] if const_extent(sch, lp) != 1]
+def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
+    """The write-back's loops under the tile (``1, B, 1, R, c``; ``under``: the loops above
+    them): the channel block split into vectors, the innermost vectorised, the others unrolled."""
+    loops = [lp for lp in sch.get_loops(wb)[under:] if const_extent(sch, lp) != 1]
     if not loops:
         return
     last = loops[-1]
@@ -319,3 +342,143 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+BLOCKED_DEPTHWISE_TILE = True
+"""Whether a channel-blocked depthwise convolution (:func:`blocked_depthwise`, the block
+:func:`hetpart.importer.conv_layout.depthwise_nchwc` computes) gets
+:func:`depthwise_tile` -- the channel block is the vector, each output column an
+accumulator, the window's taps a stream of vector FMAs (ONNX Runtime's MLAS NCHWc
+depthwise kernel) -- rather than the generic tile (False; kept for A/B runs)."""
+
+MAX_DEPTHWISE_COLUMNS = 16
+"""The most output columns of one depthwise tile (:func:`depthwise_plan`)."""
+
+
+@dataclass(frozen=True)
+class BlockedDepthwise:
+    """The iterators of a channel-blocked depthwise convolution block
+    (:func:`blocked_depthwise`): ``n, chunk, oh, ow, lane`` the output's five dims in order
+    (``n``, ``chunk``, ``oh`` None where a unit dim); ``window`` the reduction iterators
+    (``kh``, ``kw``); ``data`` the operand index of the windowed image."""
+
+    n: tirx.Var | None
+    chunk: tirx.Var | None
+    oh: tirx.Var | None
+    ow: tirx.Var
+    lane: tirx.Var
+    window: tuple
+    data: int
+
+
+def blocked_depthwise(mac: MacBlock) -> BlockedDepthwise | None:
+    """The block as a channel-blocked depthwise convolution, or None.  In: a
+    :class:`MacBlock`.  Out: its iterators, when its output is ``[n, chunk, oh, ow, lane]``
+    of bare spatial iterators (the first three may be 0), the weight ``[chunk, kh, kw,
+    lane]`` and the data ``[n, chunk, ., ., lane]`` whose middle indices read ``oh``, ``ow``,
+    and every reduction iterator is the window's."""
+    out = mac.out_indices
+    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
+        return None
+    n, chunk, oh, ow, lane = (e if isinstance(e, tirx.Var) else None for e in out)
+    if ow is None or lane is None:
+        return None
+    for data in (0, 1):
+        w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
+        if len(w_idx) != 4 or len(d_idx) != 5:
+            continue
+        if not (_at(w_idx[0], chunk) and _is(w_idx[3], lane) and _at(d_idx[0], n) and _at(d_idx[1], chunk)
+                and _is(d_idx[4], lane)):
+            continue
+        window = [e for e in w_idx[1:3] if not _unit(e)]
+        if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+            continue
+        if len(mac.reduce) != len(window) or not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)):
+            continue
+        return BlockedDepthwise(n, chunk, oh, ow, lane, tuple(window), data)
+    return None
+
+
+def depthwise_plan(mac: MacBlock, conv: BlockedDepthwise, shape: CpuShape, lanes: int) -> BlockedPlan | None:
+    """The tile for ``conv``: one channel block (``vectors`` vectors of ``lanes``) by the
+    most ``columns`` dividing the output width (up to :data:`MAX_DEPTHWISE_COLUMNS`) whose
+    accumulators, the tap's weight vectors and one loaded input vector fit the registers
+    less :data:`SPARE_REGISTERS`.  None where the block is not a whole number of vectors."""
+    c = mac.extents[conv.lane]
+    width = min(lanes, c)
+    if c % width:
+        return None
+    vectors = c // width
+    cap = (shape.registers - SPARE_REGISTERS - vectors - 1) // vectors
+    cols = _divisors(mac.extents[conv.ow], max(1, min(cap, MAX_DEPTHWISE_COLUMNS)))
+    return BlockedPlan(1, cols[-1], vectors, width)
+
+
+def depthwise_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedDepthwise, plan: BlockedPlan) -> None:
+    """Apply ``plan`` to ``conv``'s block in ``sch``::
+
+        parallel fused(n, chunk, oh)
+          serial ow / R
+            init   acc[R, c] = 0
+            serial kh, kw                                  # the window's taps
+              unroll R, V; vectorise lanes: acc[r] += vload(data) * vload(weight)
+            write-back acc -> out, with the fused epilogue
+
+    other root blocks (the padding) get the injective schedule."""
+    main = mac.block
+    wb = sch.cache_write(main, 0, "global")
+    fuse_epilogue(sch, wb)
+    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+
+    def by(v):
+        return next(lp for var, lp in loops.items() if var.same_as(v))
+
+    ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
+    vec_o, vec_i = sch.split(by(conv.lane), factors=[plan.vectors, plan.lanes])
+    rows = [by(v) for v in (conv.n, conv.chunk, conv.oh) if v is not None]
+    reds = [by(v) for v in conv.window]
+    sch.reorder(*rows, ow_o, *reds, ow_i, vec_o, vec_i)
+    tile = (sch.fuse(*rows) if len(rows) > 1 else rows[0]) if rows else None
+    if tile is not None and mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(tile)
+    sch.reverse_compute_at(wb, ow_o, preserve_unit_loops=True)
+    for lp in (ow_i, vec_o):
+        sch.unroll(lp)
+    if DEPTHWISE_UNROLL_TAPS and reds:
+        sch.unroll(reds[-1])
+    sch.vectorize(vec_i)
+    init = sch.decompose_reduction(main, reds[0] if reds else ow_i)
+    above = [sch.get(lp) for lp in sch.get_loops(wb)]
+    _write_back(sch, wb, plan, under=1 + next(i for i, lp in enumerate(above) if lp.same_as(sch.get(ow_o))))
+    names = {sch.get(b).name_hint for b in (main, wb, init)}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in names and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            if DEPTHWISE_PADDING_IN_ROWS and tile is not None and _pad_in_rows(sch, blk, tile, plan):
+                continue
+            parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
+
+
+DEPTHWISE_PADDING_IN_ROWS = True
+"""Whether a depthwise tile computes the padded input rows each output row reads under its
+own row loop (a few rows, in cache) rather than the whole padded image in a pass before it."""
+
+
+def _pad_in_rows(sch: s_tir.Schedule, blk, tile, plan: BlockedPlan) -> bool:
+    """``blk`` (the padding, the main block's producer) computed at ``tile``, its lanes
+    vectorised; False (nothing changed) where TVM refuses."""
+    try:
+        sch.compute_at(blk, tile, preserve_unit_loops=True)
+    except Exception:  # noqa: BLE001 - not a producer there
+        return False
+    loops = sch.get_loops(blk)
+    inner = loops[-1]
+    if const_extent(sch, inner) == plan.vectors * plan.lanes:
+        if plan.vectors > 1:
+            _, inner = sch.split(inner, factors=[plan.vectors, plan.lanes])
+        sch.vectorize(inner)
+    return True
+
+
+DEPTHWISE_UNROLL_TAPS = True
+"""Whether the depthwise tile unrolls the window's inner (``kw``) loop."""

@@ -59,7 +59,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_
 from tvm.target import Target
 
 from ..analysis import const_extent, cpu_shape, is_cpu, is_layout_free, mac_at, mac_of, tests_bounds, try_inline_spatial
-from ..fast_exp import replace_exp
+from ..fast_exp import has_exp, replace_exp
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, make_plan, read_index, register_tile, vec_candidates
 from . import cpu_blocked_conv
 from .cpu_depthwise import channel_rows, channel_vectors, vectorizes_channels
@@ -526,6 +526,7 @@ class CpuConv2d(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not is_cpu(target):
             return None
+        exp_epilogue = has_exp(func)
         func = replace_exp(func)  # exp/sigmoid epilogues as vector code, here and where left as it was
         sch = s_tir.Schedule(func)
         # Keep padding blocks (bounds tests) out of the inner loop; inline the rest.
@@ -535,10 +536,16 @@ class CpuConv2d(ScheduleRule):
         mac = mac_of(sch)
         if mac is None:
             return None
-        if mac.is_plain(0) and mac.is_plain(1):
-            return None  # a plain contraction: the matmul rule's job
         shape = cpu_shape(target)
         lanes = shape.lanes(str(mac.out.dtype))
+        if mac.is_plain(0) and mac.is_plain(1):
+            # a plain contraction: the matmul rule's job -- but a blocked 1x1 of one input block
+            # (its ``ic // c`` folded to 0) is the blocked tile's (cpu_blocked_conv.PLAIN_ONE_BLOCK)
+            done = (self._blocked(sch, mac, shape, lanes) if cpu_blocked_conv.BLOCKED_TILE and exp_epilogue
+                    and cpu_blocked_conv.PLAIN_ONE_BLOCK and len(mac.out_indices) == 5 else None)
+            if done is not None and mac_count(mac) >= PARALLEL_MIN_MACS:
+                _parallel_padding(done, keep)
+            return done
         if cpu_blocked_conv.BLOCKED_TILE:
             done = self._blocked(sch, mac, shape, lanes)
             if done is not None:
@@ -604,6 +611,8 @@ class CpuConv2d(ScheduleRule):
         ``sch``, or None (not such a block, no plan, or a primitive refused)."""
         conv = cpu_blocked_conv.blocked_conv(mac)
         plan = cpu_blocked_conv.blocked_plan(mac, conv, shape, lanes) if conv is not None else None
+        if conv is None and cpu_blocked_conv.BLOCKED_DEPTHWISE_TILE:
+            return CpuConv2d._blocked_depthwise(sch, mac, shape, lanes)
         if plan is None:
             return None
         new = sch.copy()
@@ -613,6 +622,25 @@ class CpuConv2d(ScheduleRule):
             return None
         try:
             cpu_blocked_conv.blocked_tile(new, mac, conv, plan, shape)
+        except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
+            return None
+        return new
+
+    @staticmethod
+    def _blocked_depthwise(sch: s_tir.Schedule, mac, shape, lanes: int) -> s_tir.Schedule | None:
+        """A channel-blocked depthwise convolution's tile (:func:`.cpu_blocked_conv.depthwise_tile`)
+        on a copy of ``sch``, or None (not such a block, no plan, or a primitive refused)."""
+        conv = cpu_blocked_conv.blocked_depthwise(mac)
+        plan = cpu_blocked_conv.depthwise_plan(mac, conv, shape, lanes) if conv is not None else None
+        if plan is None:
+            return None
+        new = sch.copy()
+        mac = mac_of(new)
+        conv = cpu_blocked_conv.blocked_depthwise(mac) if mac is not None else None
+        if conv is None:
+            return None
+        try:
+            cpu_blocked_conv.depthwise_tile(new, mac, conv, plan)
         except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
             return None
         return new
