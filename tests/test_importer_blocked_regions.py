@@ -65,10 +65,10 @@ def test_the_dense_block_stays_blocked(monkeypatch, widen, transforms):
     ``ConvertLayout`` alone: to NCHW8c before each of the 3 convs after a BN-ReLU, back after each
     growth conv (2) and at the output."""
     import hetpart
-    from hetpart.importer import blocked_regions, conv_layout
+    from hetpart.importer import blocked_regions, blocked_sink, conv_layout
 
     monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
-    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)  # the widening alone (with it: 1, the stem blocked)
+    monkeypatch.setattr(blocked_sink, "BLOCKED_DEPTHWISE", False)  # the widening alone (with it: 1, the stem blocked)
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", widen)
     graph = hetpart.load(_small_densenet(), conv_block=8)
     assert _transforms(graph) == transforms, [k.func for k in graph.kernels.values()]

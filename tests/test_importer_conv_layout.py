@@ -84,11 +84,11 @@ def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
     """g1 (NCHW8c, a blocked conv's output) feeds two NCHW concats: one transform back, not
     one per consumer (conv_layout.SHARED_TRANSFORMS; transforms left unfused to count them)."""
     import hetpart
-    from hetpart.importer import blocked_regions, conv_layout
+    from hetpart.importer import blocked_regions, blocked_sink, conv_layout
 
     monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
-    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)  # (on, the block runs blocked throughout: below)
+    monkeypatch.setattr(blocked_sink, "BLOCKED_DEPTHWISE", False)  # (on, the block runs blocked throughout: below)
     graph = hetpart.load(_dense_block(), conv_block=8)
     # to NCHW8c: r, relu(c1) (the convs' inputs); back: g1 (once for both concats), g2
     assert sum("layout_transform" in k.func for k in graph.kernels.values()) == 4
@@ -102,10 +102,10 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
 
     import hetpart
     from hetpart import compiler
-    from hetpart.importer import blocked_regions, conv_layout
+    from hetpart.importer import blocked_regions, blocked_sink
 
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
-    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)
+    monkeypatch.setattr(blocked_sink, "BLOCKED_DEPTHWISE", False)
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]
@@ -120,7 +120,7 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
 
 
 def test_a_dense_block_runs_blocked_from_its_stem(plan_for, compose):
-    """conv_layout.BLOCKED_STEM + the concats of sink_blocked: the 3-channel 3x3 stem writes
+    """blocked_sink.BLOCKED_STEM + the concats of sink_blocked: the 3-channel 3x3 stem writes
     NCHW8c, the concats and their ReLUs run blocked, so the only transform is the output's
     (densenet121's first dense block stayed NCHW before, 14 transforms).  Matches ORT."""
     import onnxruntime as ort

@@ -1,4 +1,4 @@
-"""importer.conv_layout.sink_blocked + kernels.rules.cpu_blocked_conv.depthwise_tile: in an
+"""importer.blocked_sink.sink_blocked + kernels.rules.cpu_blocked_conv.depthwise_tile: in an
 NCHW8c import (``load(model, conv_block=8)``) depthwise convs (3x3 stride 1, 5x5 stride 2,
 7x7), ReLU6 (Clip with initializer bounds, as torch exports it), hard-swish, swish, a
 squeeze-excite (global pool, two 1x1 FCs, sigmoid gate) and a residual add stay blocked --
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hetpart.importer import conv_layout
+from hetpart.importer import blocked_sink
 from hetpart.kernels.rules import cpu_blocked_conv as cb
 
 
@@ -103,7 +103,7 @@ def test_depthwise_nets_stay_blocked_take_the_tile_and_match_ort(batch, hw, monk
 def test_without_the_switch_depthwise_convs_keep_nchw(monkeypatch):
     from hetpart import load
 
-    monkeypatch.setattr(conv_layout, "BLOCKED_DEPTHWISE", False)
+    monkeypatch.setattr(blocked_sink, "BLOCKED_DEPTHWISE", False)
     funcs = [k.func for k in load(_model(1, 14), conv_block=8).kernels.values()]
     assert not any("depthwise_conv2d_NCHWc" in f for f in funcs)
     assert sum("layout_transform" in f for f in funcs) > 2
@@ -157,7 +157,7 @@ def _convnext_block():
 
 
 def test_convnext_permutes_read_and_write_the_blocked_layout(monkeypatch):
-    """conv_layout.BLOCKED_PERMUTES: the first depthwise conv's output goes channels-last straight
+    """blocked_sink.BLOCKED_PERMUTES: the first depthwise conv's output goes channels-last straight
     from NCHW8c and the MLP's result comes back into NCHW8c for the residual add and the second
     depthwise conv: the permutes are the transforms, no NCHW copy between; matches ORT."""
     import onnxruntime as ort
@@ -172,7 +172,7 @@ def test_convnext_permutes_read_and_write_the_blocked_layout(monkeypatch):
     assert sum("depthwise_conv2d_NCHWc" in f for f in funcs) == 2
     assert sum("layout_transform" in f for f in funcs) == 4, funcs  # in, out, the two permutes as transforms
     assert not any("transpose" in f for f in funcs), funcs
-    monkeypatch.setattr(conv_layout, "BLOCKED_PERMUTES", False)  # each permute beside a transform back to NCHW
+    monkeypatch.setattr(blocked_sink, "BLOCKED_PERMUTES", False)  # each permute beside a transform back to NCHW
     assert any("transpose" in k.func for k in load(model, conv_block=8).kernels.values())
     monkeypatch.undo()
 
@@ -208,7 +208,7 @@ def _mixed_model():
 
 
 def test_channels_the_block_does_not_divide_run_in_nchw8c(monkeypatch):
-    """conv_layout.MIXED_BLOCKS: in an NCHW16c import the 24-channel tensors are NCHW8c (the
+    """blocked_sink.MIXED_BLOCKS: in an NCHW16c import the 24-channel tensors are NCHW8c (the
     convs reading 16 and writing 8 or the reverse), so only the model's ends are transformed;
     matches ORT on inputs with negatives and zeros."""
     import onnxruntime as ort
@@ -223,7 +223,7 @@ def test_channels_the_block_does_not_divide_run_in_nchw8c(monkeypatch):
     funcs = [k.func for k in graph.kernels.values()]
     assert sum("layout_transform" in f for f in funcs) == 2, funcs
     assert sum("depthwise_conv2d_NCHWc" in f for f in funcs) == 1
-    monkeypatch.setattr(conv_layout, "MIXED_BLOCKS", False)
+    monkeypatch.setattr(blocked_sink, "MIXED_BLOCKS", False)
     assert not any("NCHWc" in k.func for k in load(model, conv_block=16).kernels.values()
                    if k.func.startswith(("depthwise", "fused_depthwise")))  # off: the 24-channel stage NCHW
     monkeypatch.undo()

@@ -1270,14 +1270,14 @@ from hetpart.kernels.rules.cpu_int8_matmul import amx_ready; print(t(), 'amx_rea
     --calls 3 --rounds 3 $off > "$OUT/dn-blocked-densenet121-b8-t16.txt" 2>&1 ;;
 90)  # (BUDGET=590) issue 18, depthwise nets in the channel-blocked import (branch cpu-dw-blocked,
      # bench/results/cpu-dw-blocked-2core.md): load(model, conv_block=16) now keeps depthwise convs, ReLU6, swish,
-     # the SE gate and residual adds in NCHW16c (conv_layout.BLOCKED_DEPTHWISE; before: 17 / 25 transforms, each
+     # the SE gate and residual adds in NCHW16c (blocked_sink.BLOCKED_DEPTHWISE; before: 17 / 25 transforms, each
      # depthwise conv NCHW) and tiles each blocked depthwise conv as 1 block-vector x R columns
      # (cpu_blocked_conv.BLOCKED_DEPTHWISE_TILE; 24/40-channel tensors in NCHW8c, MIXED_BLOCKS).  On the 2-vCPU
      # AVX-512 dev box, 1 thread, CPU time, NCHW16c against NCHW: mobilenet_v2 0.71x b1, 0.67x b8; efficientnet
      # 0.88x b1, 0.81x b8 (NCHW8c 0.84x / 0.81x: (5) compares the blocks at 16 threads).  tools/nchwc_ab.py at 16 threads: NCHW16c (after) / NCHW / ORT / NCHW16c
      # with BLOCKED_DEPTHWISE=0 (the old blocked import), (1) mobilenet_v2 b1 (--rules: each kernel's tile), (2)
      # efficientnet b1, (3) mobilenet_v2 b8, (4) efficientnet b8, (5) efficientnet b1 in NCHW8c if time is left
-  BUDGET=590; off="--before hetpart.importer.conv_layout.BLOCKED_DEPTHWISE=0"
+  BUDGET=590; off="--before hetpart.importer.blocked_sink.BLOCKED_DEPTHWISE=0"
   python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
 for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > /dev/null 2>&1
   timeout 120 python3 tools/nchwc_ab.py /tmp/mobilenet_v2-b1.onnx --block 16 --threads 16 --rules --calls 10 \

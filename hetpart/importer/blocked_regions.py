@@ -32,6 +32,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .nchwc import shape, to_blocked, to_nchw, transform_kind
+
 WIDEN_BLOCKED = True
 """Apply :func:`widen` after ``ConvertLayout`` in :func:`.conv_layout.convert` (off: the region
 as ``ConvertLayout`` leaves it -- densenet121's first dense block NCHW)."""
@@ -41,63 +43,6 @@ ELEMENTWISE = frozenset({"relax.nn.relu", "relax.add", "relax.subtract", "relax.
 """Ops computed per element (binary ones with numpy broadcasting) that may run blocked."""
 
 POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d"})
-
-
-def _shape(expr) -> tuple[int, ...] | None:
-    """``expr``'s static shape, None where it is not a tensor of known shape."""
-    ty = getattr(expr, "ty", None)
-    shape = getattr(ty, "shape", None)
-    if shape is None or not hasattr(shape, "values"):
-        return None
-    try:
-        return tuple(int(d) for d in shape.values)
-    except (TypeError, ValueError):
-        return None
-
-
-def _index_map_is(index_map, to_blocked: bool, block: int) -> bool:
-    """Whether ``index_map`` is NCHW -> NCHW{block}c (``to_blocked``) or its inverse, checked on
-    sample indices."""
-    try:
-        if to_blocked:
-            for c in (0, 1, block - 1, block, 2 * block + 3):
-                got = [int(x) for x in index_map.map_indices([0, c, 2, 3])]
-                if got != [0, c // block, 2, 3, c % block]:
-                    return False
-        else:
-            for cb, ci in ((0, 0), (0, block - 1), (1, 0), (2, 3)):
-                got = [int(x) for x in index_map.map_indices([0, cb, 2, 3, ci])]
-                if got != [0, cb * block + ci, 2, 3]:
-                    return False
-        return True
-    except Exception:  # an index map of another arity or non-constant result: not ours
-        return False
-
-
-def _transform_kind(call, block: int) -> str | None:
-    """``"to"`` for a layout_transform NCHW -> NCHW{block}c, ``"from"`` for its inverse, else None."""
-    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.layout_transform"):
-        return None
-    if call.attrs.pad_value is not None:
-        return None
-    src, dst = _shape(call.args[0]), _shape(call)
-    if src is None or dst is None:
-        return None
-    if len(src) == 4 and len(dst) == 5 and _index_map_is(call.attrs.index_map, True, block):
-        return "to"
-    if len(src) == 5 and len(dst) == 4 and _index_map_is(call.attrs.index_map, False, block):
-        return "from"
-    return None
-
-
-def to_blocked(x, block: int):
-    """``layout_transform(x)`` NCHW -> NCHW{block}c."""
-    return relax.op.layout_transform(x, index_map=lambda n, c, h, w: (n, c // block, h, w, c % block))
-
-
-def from_blocked(x, block: int):
-    """``layout_transform(x)`` NCHW{block}c -> NCHW."""
-    return relax.op.layout_transform(x, index_map=lambda n, cb, h, w, ci: (n, cb * block + ci, h, w))
 
 
 def _op_name(value) -> str | None:
@@ -116,12 +61,12 @@ def _tensor_args(value) -> list:
 
 def _candidate(value, block: int) -> bool:
     """Whether ``value`` (a binding's call) may be computed in NCHW{block}c (module docstring)."""
-    name, out = _op_name(value), _shape(value)
+    name, out = _op_name(value), shape(value)
     if name is None or out is None or len(out) != 4 or out[1] % block:
         return False
     if name in ELEMENTWISE:
         for a in value.args:
-            s = _shape(a)
+            s = shape(a)
             if s is None:
                 return False
             if len(s) == 0:
@@ -135,7 +80,7 @@ def _candidate(value, block: int) -> bool:
         fields = value.args[0].fields if isinstance(value.args[0], relax.Tuple) else None
         axis = int(value.attrs.axis) if value.attrs.axis is not None else 0
         return (fields is not None and axis in (1, -3)
-                and all((s := _shape(f)) is not None and len(s) == 4 and s[1] % block == 0 for f in fields))
+                and all((s := shape(f)) is not None and len(s) == 4 and s[1] % block == 0 for f in fields))
     return False
 
 
@@ -163,24 +108,24 @@ def decide(bindings, block: int, outputs: set) -> set:
         for a in relax.analysis.free_vars(b.value):
             if a in consumers:
                 consumers[a].append(b.var)
-    kind = {b.var: _transform_kind(b.value, block) for b in bindings if isinstance(b, relax.VarBinding)}
+    kind = {b.var: transform_kind(b.value, block) for b in bindings if isinstance(b, relax.VarBinding)}
     cand = {b.var for b in bindings if isinstance(b, relax.VarBinding) and _candidate(b.value, block)}
     chosen: set = set()
 
     def available(v) -> bool:
-        return v in chosen or kind.get(v) == "from"
+        return v in chosen or kind.get(v) == "to_nchw"
 
     changed = True
     while changed:
         changed = False
         for v in cand - chosen - outputs:
             value = by_var[v].value
-            out = _shape(value)
+            out = shape(value)
             concat = _op_name(value) == "relax.concat"
-            rule_a = any(available(a) and (concat or _shape(a) == out) for a in _tensor_args(value))
+            rule_a = any(available(a) and (concat or shape(a) == out) for a in _tensor_args(value))
             users = consumers[v]
             rule_b = (_op_name(value) not in POOLS and users and v not in outputs
-                      and all(kind.get(u) == "to" or u in chosen for u in users))
+                      and all(kind.get(u) == "to_blocked" or u in chosen for u in users))
             if rule_a or rule_b:
                 chosen.add(v)
                 changed = True
@@ -192,8 +137,8 @@ def transform_floats(func: relax.Function, block: int) -> int:
     total = 0
     for blk in func.body.blocks:
         for b in blk.bindings:
-            if isinstance(b, relax.VarBinding) and _transform_kind(b.value, block) is not None:
-                s = _shape(b.value)
+            if isinstance(b, relax.VarBinding) and transform_kind(b.value, block) is not None:
+                s = shape(b.value)
                 n = 1
                 for d in s:
                     n *= d
@@ -237,7 +182,7 @@ def _rewrite(func, bindings, chosen: set, block: int):
         if v in remap:
             return remap[v]
         if v not in back:
-            back[v] = bb.emit(from_blocked(twin[v], block))
+            back[v] = bb.emit(to_nchw(twin[v], block))
         return back[v]
 
     def blocked(v):
@@ -261,7 +206,7 @@ def _rewrite(func, bindings, chosen: set, block: int):
     def blocked_arg(a):
         """A blocked-call argument: a 4-d tensor transformed, a scalar or constant as is (4-d
         constants transformed too: folded at import)."""
-        s = _shape(a)
+        s = shape(a)
         if s is None or len(s) != 4:
             return sub(a)
         if isinstance(a, relax.Var):
@@ -272,12 +217,12 @@ def _rewrite(func, bindings, chosen: set, block: int):
         with bb.dataflow():
             for b in bindings:
                 v, value = b.var, b.value
-                kind = _transform_kind(value, block)
-                if kind == "from" and isinstance(value.args[0], relax.Var):
+                kind = transform_kind(value, block)
+                if kind == "to_nchw" and isinstance(value.args[0], relax.Var):
                     twin[v] = sub(value.args[0])  # the blocked source itself
                     if isinstance(v, relax.DataflowVar):
                         continue  # NCHW consumers get a transform back on demand
-                if kind == "to" and isinstance(value.args[0], relax.Var) and value.args[0] in twin:
+                if kind == "to_blocked" and isinstance(value.args[0], relax.Var) and value.args[0] in twin:
                     new = twin[value.args[0]]
                 elif v in chosen:
                     if _op_name(value) == "relax.concat":

@@ -29,7 +29,7 @@ layout's own panels -- a strided 1x1 (resnet50's downsamples) too, whose consecu
 reduction steps still read consecutive floats.
 
 A depthwise convolution in the blocked layout (:func:`blocked_depthwise`; the import's
-:func:`hetpart.importer.conv_layout.depthwise_nchwc`) has no channel reduction: its tile
+:func:`hetpart.importer.blocked_sink.depthwise_nchwc`) has no channel reduction: its tile
 (:func:`depthwise_tile`, ONNX Runtime's MLAS NCHWc depthwise kernel) keeps ``R`` output columns
 of one channel block in registers and streams the window's taps, each a vector load of the
 image and of the weight and ``R`` vector FMAs.
@@ -346,7 +346,7 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
 
 BLOCKED_DEPTHWISE_TILE = True
 """Whether a channel-blocked depthwise convolution (:func:`blocked_depthwise`, the block
-:func:`hetpart.importer.conv_layout.depthwise_nchwc` computes) gets
+:func:`hetpart.importer.blocked_sink.depthwise_nchwc` computes) gets
 :func:`depthwise_tile` -- the channel block is the vector, each output column an
 accumulator, the window's taps a stream of vector FMAs (ONNX Runtime's MLAS NCHWc
 depthwise kernel) -- rather than the generic tile (False; kept for A/B runs)."""
