@@ -178,6 +178,17 @@ def _channel_split(div, mod, mac: MacBlock) -> tuple | None:
     return None
 
 
+def _blocked_out(mac):
+    """``(n, chunk, oh, ow, lane)`` of a block whose output is ``[n, c // b, oh, ow, c % b]``
+    indexed by bare spatial iterators (``n``, ``chunk``, ``oh`` may be unit: None), else None
+    (``ow`` and ``lane`` must be iterators)."""
+    out = mac.out_indices
+    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
+        return None
+    its = tuple(e if isinstance(e, tirx.Var) else None for e in out)
+    return None if its[3] is None or its[4] is None else its
+
+
 def blocked_conv(mac: MacBlock) -> BlockedConv | None:
     """The block as a channel-blocked convolution, or None (another block).  In: a
     :class:`MacBlock`.  Out: its iterators, when its output is ``[n, oc_chunk, oh, ow,
@@ -185,12 +196,10 @@ def blocked_conv(mac: MacBlock) -> BlockedConv | None:
     dim, None in the result), one operand (the weight) ``[oc_chunk, ic // c, kh, kw, ic % c,
     oc_block]`` and the other (the data) ``[n, ic // c, ., ., ic % c]`` whose two middle
     indices read ``oh`` and ``ow``."""
-    out = mac.out_indices
-    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
+    out = _blocked_out(mac)
+    if out is None:
         return None
-    n, occ, oh, ow, ocb = (e if isinstance(e, tirx.Var) else None for e in out)
-    if ow is None or ocb is None:
-        return None
+    n, occ, oh, ow, ocb = out
     for data in (0, 1):
         w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
         if len(w_idx) != 6 or len(d_idx) != 5:
@@ -377,12 +386,10 @@ def blocked_depthwise(mac: MacBlock) -> BlockedDepthwise | None:
     of bare spatial iterators (the first three may be 0), the weight ``[chunk, kh, kw,
     lane]`` and the data ``[n, chunk, ., ., lane]`` whose middle indices read ``oh``, ``ow``,
     and every reduction iterator is the window's."""
-    out = mac.out_indices
-    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
+    out = _blocked_out(mac)
+    if out is None:
         return None
-    n, chunk, oh, ow, lane = (e if isinstance(e, tirx.Var) else None for e in out)
-    if ow is None or lane is None:
-        return None
+    n, chunk, oh, ow, lane = out
     for data in (0, 1):
         w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
         if len(w_idx) != 4 or len(d_idx) != 5:
