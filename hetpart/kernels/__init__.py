@@ -160,7 +160,7 @@ def build(
         # Software-pipelined shared-memory stages (the tensor-core rule's) copy with cp.async.
         config["tirx.use_async_copy"] = True
     elif is_cpu(target) and stack_tiles.ENABLED:
-        tir_pipeline = stack_tiles.register()  # register tiles of 1-4 KiB on the stack
+        tir_pipeline = stack_tiles.register()  # 1 KiB register tiles on the stack, not the workspace
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
     try:

@@ -607,43 +607,18 @@ class CpuConv2d(ScheduleRule):
 
     @staticmethod
     def _blocked(sch: s_tir.Schedule, mac, shape, lanes: int) -> s_tir.Schedule | None:
-        """A channel-blocked convolution's tile (:mod:`.cpu_blocked_conv`) on a copy of
-        ``sch``, or None (not such a block, no plan, or a primitive refused)."""
-        conv = cpu_blocked_conv.blocked_conv(mac)
-        plan = cpu_blocked_conv.blocked_plan(mac, conv, shape, lanes) if conv is not None else None
-        if conv is None and cpu_blocked_conv.BLOCKED_DEPTHWISE_TILE:
-            return CpuConv2d._blocked_depthwise(sch, mac, shape, lanes)
-        if plan is None:
-            return None
-        new = sch.copy()
-        mac = mac_of(new)  # the copy's block and iterators
-        conv = cpu_blocked_conv.blocked_conv(mac) if mac is not None else None
-        if conv is None:
-            return None
-        try:
-            cpu_blocked_conv.blocked_tile(new, mac, conv, plan, shape)
-        except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
-            return None
-        return new
-
-    @staticmethod
-    def _blocked_depthwise(sch: s_tir.Schedule, mac, shape, lanes: int) -> s_tir.Schedule | None:
-        """A channel-blocked depthwise convolution's tile (:func:`.cpu_blocked_conv.depthwise_tile`)
-        on a copy of ``sch``, or None (not such a block, no plan, or a primitive refused)."""
-        conv = cpu_blocked_conv.blocked_depthwise(mac)
-        plan = cpu_blocked_conv.depthwise_plan(mac, conv, shape, lanes) if conv is not None else None
-        if plan is None:
-            return None
-        new = sch.copy()
-        mac = mac_of(new)
-        conv = cpu_blocked_conv.blocked_depthwise(mac) if mac is not None else None
-        if conv is None:
-            return None
-        try:
-            cpu_blocked_conv.depthwise_tile(new, mac, conv, plan)
-        except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
-            return None
-        return new
+        """A channel-blocked convolution's tile (:mod:`.cpu_blocked_conv`), or a blocked
+        depthwise one's (:func:`.cpu_blocked_conv.depthwise_tile`, switch
+        ``BLOCKED_DEPTHWISE_TILE``), on a copy of ``sch``; None (not such a block, no plan, or
+        a primitive refused)."""
+        bc = cpu_blocked_conv
+        if bc.blocked_conv(mac) is not None:
+            return _tile_on_copy(sch, mac, bc.blocked_conv, lambda m, c: bc.blocked_plan(m, c, shape, lanes),
+                                 lambda s, m, c, p: bc.blocked_tile(s, m, c, p, shape))
+        if bc.BLOCKED_DEPTHWISE_TILE:
+            return _tile_on_copy(sch, mac, bc.blocked_depthwise, lambda m, c: bc.depthwise_plan(m, c, shape, lanes),
+                                 bc.depthwise_tile)
+        return None
 
     @staticmethod
     def _rows(func, sch, mac, lanes: int, cores: int = 1) -> s_tir.Schedule:
@@ -668,3 +643,23 @@ class CpuConv2d(ScheduleRule):
     def _is_weight(mac, operand: int) -> bool:
         """The operand indexed by bare iterators only (the weight, not the window)."""
         return mac.is_plain(operand)
+
+
+def _tile_on_copy(sch: s_tir.Schedule, mac, recognise, plan_of, tile) -> s_tir.Schedule | None:
+    """``tile(copy, mac', conv', plan)`` on a copy of ``sch`` (``mac'``, ``conv'``: the copy's
+    block as ``recognise`` reads it), where ``recognise(mac)`` and ``plan_of(mac, conv)`` give
+    one; None where either does not, or a primitive refused (the caller's schedule untouched)."""
+    conv = recognise(mac)
+    plan = plan_of(mac, conv) if conv is not None else None
+    if plan is None:
+        return None
+    new = sch.copy()
+    mac = mac_of(new)  # the copy's block and iterators
+    conv = recognise(mac) if mac is not None else None
+    if conv is None:
+        return None
+    try:
+        tile(new, mac, conv, plan)
+    except Exception:  # noqa: BLE001 - a primitive refused: the generic tile
+        return None
+    return new
