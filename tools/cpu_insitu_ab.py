@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     from cpu_rule_ab import _model, switched
     from rule_switch_tir_diff import scripts
     from hetpart import kernels, load
-    from hetpart.bench.kernel_table import call_times
+    from hetpart.bench.kernel_table import call_times, kernel_seconds
     from hetpart.models import example_inputs
     from hetpart.targets import cpu_tvm_target
 
@@ -69,9 +68,7 @@ def main(argv=None) -> int:
     for _ in range(a.runs * a.rounds):
         for side, vm in enumerate(vms):
             for calls in call_times(vm, args, 1, clock=clock):
-                run: dict[str, float] = defaultdict(float)
-                for symbol, us in calls:
-                    run[symbol.removesuffix("_prepacked")] += us * 1e-3
+                run = {f: t * 1e3 for f, t in kernel_seconds(calls).items()}  # ms
                 whole[side] = min(whole[side], sum(run.values()))
                 for f, t in run.items():
                     best[side][f] = min(best[side].get(f, t), t)

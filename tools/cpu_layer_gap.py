@@ -178,7 +178,7 @@ def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str
     from tvm import relax
 
     from hetpart import kernels, load
-    from hetpart.bench.kernel_table import call_times
+    from hetpart.bench.kernel_table import least_kernel_seconds
     from hetpart.models import example_inputs
     from hetpart.targets import cpu_tvm_target
 
@@ -188,15 +188,8 @@ def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str
     feeds = example_inputs(model, seed=0)
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
     vm["main"](*args)
-    best: dict[str, float] = {}
-    for calls in call_times(vm, args, runs, clock=time.perf_counter if wall else time.thread_time):
-        run: dict[str, float] = defaultdict(float)
-        for symbol, us in calls:
-            symbol = symbol.removesuffix("_prepacked")  # a kernel whose weights the build packed
-            if symbol in keyed:
-                run[symbol] += us * 1e-6
-        for func, t in run.items():
-            best[func] = min(best.get(func, t), t)
+    best = least_kernel_seconds(vm, args, runs, clock=time.perf_counter if wall else time.thread_time)
+    best = {func: t for func, t in best.items() if func in keyed}
     return [(keyed[f], f, t) for f, t in best.items()]
 
 

@@ -56,20 +56,13 @@ def in_situ(graph, feeds_list, runs: int) -> dict[str, float]:
     from tvm import relax
 
     from hetpart import kernels
-    from hetpart.bench.kernel_table import call_times
+    from hetpart.bench.kernel_table import least_kernel_seconds
     from hetpart.targets import cpu_tvm_target
 
     vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
     args = [tvm.runtime.tensor(x) for x in feeds_list]
     vm["main"](*args)
-    best: dict[str, float] = {}
-    for calls in call_times(vm, args, runs, clock=time.thread_time):
-        run: dict[str, float] = collections.defaultdict(float)
-        for symbol, us in calls:
-            run[symbol.removesuffix("_prepacked")] += us * 1e-6
-        for f, t in run.items():
-            best[f] = min(best.get(f, t), t)
-    return best
+    return least_kernel_seconds(vm, args, runs, clock=time.thread_time)
 
 
 def main(argv=None) -> int:

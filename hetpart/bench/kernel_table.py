@@ -122,6 +122,25 @@ def call_times(vm, args, runs: int, clock=time.perf_counter) -> list[list[tuple[
     return runs_out
 
 
+def kernel_seconds(run: list[tuple[str, float]]) -> dict[str, float]:
+    """One run of :func:`call_times` summed per kernel function, in seconds (a kernel whose
+    weights the build packed, ``NAME_prepacked``, under ``NAME``; VM builtins under their own)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for symbol, us in run:
+        out[symbol.removesuffix("_prepacked")] += us * 1e-6
+    return dict(out)
+
+
+def least_kernel_seconds(vm, args, runs: int, clock=time.perf_counter) -> dict[str, float]:
+    """Kernel function -> the least over ``runs`` whole runs of its summed seconds
+    (:func:`kernel_seconds`): what each kernel costs inside the model, caches as it leaves them."""
+    best: dict[str, float] = {}
+    for run in call_times(vm, args, runs, clock=clock):
+        for func, t in kernel_seconds(run).items():
+            best[func] = min(best.get(func, t), t)
+    return best
+
+
 def numbered(run: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """``run``'s calls named as the table names them: a symbol's first call by the symbol, its
     n-th by ``"symbol #n"`` (a kernel called twice in one run, e.g. once per layer)."""
