@@ -758,7 +758,8 @@ def _items(args, done: set[tuple]) -> list[Item]:
     for batch in (int(b) for b in args.batches.split(",")):
         for name in names:
             todo = tuple(d for d in args.devices.split(",")
-                         if (name, batch, d, args.precision if d == "cuda" else "fp32", _block(args, d)) not in done)
+                         if (name, batch, d, args.precision if d == "cuda" else "fp32", _block(args, d),
+                             tf32_on() if d == "cuda" else None) not in done)
             if todo:
                 items.append(Item(name, batch, todo, onnx_files.get(name)))
     return items
@@ -973,8 +974,10 @@ def _worker(args) -> int:
 
 
 def _key(r: dict) -> tuple:
-    """A record's identity: a blocked CPU record (``conv_block``) sits beside the NCHW one."""
-    return (r["model"], r["batch"], r["device"], r.get("precision", "fp32"), r.get("conv_block"))
+    """A record's identity: a blocked CPU record (``conv_block``) sits beside the NCHW one,
+    and a CUDA record with TF32 off (``HETPART_TF32=0``) beside the TF32 one."""
+    tf32 = r.get("tf32") if r["device"] == "cuda" else None
+    return (r["model"], r["batch"], r["device"], r.get("precision", "fp32"), r.get("conv_block"), tf32)
 
 
 def _line(r: dict) -> str:

@@ -88,11 +88,26 @@ def test_the_peers_own_error_is_measured_the_same_way_and_shown(corpus):
 def test_a_timed_run_redoes_records_that_carry_no_time(corpus):
     """--time --skip-done: a correctness-only record (or an error) is not done; the
     H200 run of 2026-12-03 left 17 of 20 b1 rows untimed by skipping them."""
-    untimed = {"model": "vit", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass"}
-    timed = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "status": "pass", "hetpart_ms": 1.4}
-    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32", None)}
-    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32", None),
-                                                               ("r50", 1, "cuda", "fp32", None)}
+    untimed = {"model": "vit", "batch": 1, "device": "cuda", "precision": "fp32", "tf32": True, "status": "pass"}
+    timed = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "tf32": True, "status": "pass",
+             "hetpart_ms": 1.4}
+    assert corpus.done_keys([untimed, timed], timing=True) == {("r50", 1, "cuda", "fp32", None, True)}
+    assert corpus.done_keys([untimed, timed], timing=False) == {("vit", 1, "cuda", "fp32", None, True),
+                                                               ("r50", 1, "cuda", "fp32", None, True)}
+
+
+def test_a_tf32_off_record_is_kept_beside_the_tf32_one(corpus):
+    """A CUDA record with TF32 off (``HETPART_TF32=0``, the 1e-4 correctness check) and the
+    TF32 one of the same model are two records: merging a new TF32 run's rows into the
+    results replaced both (session 43 lost three TF32-off rows that way)."""
+    off = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "tf32": False, "status": "pass"}
+    on = {"model": "r50", "batch": 1, "device": "cuda", "precision": "fp32", "tf32": True, "status": "pass",
+          "hetpart_ms": 1.5}
+    new_on = dict(on, hetpart_ms=1.4)
+    merged = corpus._merged([off, on], {0: [new_on]})
+    assert merged == [off, new_on]
+    cpu = {"model": "r50", "batch": 1, "device": "cpu", "precision": "fp32", "tf32": True, "status": "pass"}
+    assert corpus._key(cpu)[-1] is None  # TF32 is a CUDA build's setting only
 
 
 def test_shape_mismatch_is_wrong(corpus):
