@@ -119,7 +119,7 @@ class CpuInjective(ScheduleRule):
         shape = cpu_shape(target)
         for blk in blocks:
             stmt = sch.get(blk)
-            if _partition_concat(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+            if _partition_concat(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)), shape.cores):
                 continue
             if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
@@ -207,7 +207,7 @@ def _blocked_plane(sch: s_tir.Schedule, plane, lanes: int | None) -> bool:
     return True
 
 
-def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> bool:
+def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None, cores: int = 1) -> bool:
     """A concat nest (:func:`concat_segments`, with whatever element-wise work was inlined
     into it) as one loop per input: the concat loop moved outermost and partitioned at
     the inputs' offsets, so TVM's simplifier resolves the ``if_then_else`` chain in each
@@ -218,7 +218,8 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
     slower than serial at 2 threads (densenet's 12-input 480x28x28: 0.37 vs 0.044 ms;
     the rows loop outside the partition, one launch: 0.28-1.7 ms).  False (nothing
     changed) where the nest is no concat or its loops are not bound one-to-one to the
-    block's iterators.
+    block's iterators.  A channel-blocked concat runs in parallel over chunks of its
+    plane instead (:func:`_parallel_blocked_concat`, one launch for all its parts).
 
     Why: the chain is evaluated per element, up to one compare per input -- densenet121's
     Concat -> BatchNorm -> ReLU over 24 inputs, the ReLU's ``Select`` evaluating the chain
@@ -236,6 +237,8 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
         return False
     # a channel-blocked tensor [n, C/c, h, w, c] concatenated along C/c: its plane ends in the block
     blocked = len(loops) == 5 and axis == 1
+    if blocked and _parallel_blocked_concat(sch, block, loops, sizes, lanes, cores):
+        return True
     sch.reorder(loops[axis], *loops[:axis])
     for part in sch.loop_partition(loops[axis], factors=sizes[:-1] + [None]):
         for blk in sch.get_child_blocks(part):
@@ -244,6 +247,58 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
                 continue
             if len(plane) > 1:
                 sch.fuse(*plane)
+    return True
+
+
+PARALLEL_BLOCKED_CONCAT = True
+"""Whether a channel-blocked concat (``[n, C/c, h, w, c]`` along ``C/c``, the opt-in ``NCHW{c}c``
+import; densenet121's concat + BatchNorm + ReLU) of at least :data:`BLOCKED_CONCAT_PARALLEL_MIN`
+outputs runs in parallel over chunks of its plane (:func:`_parallel_blocked_concat`).  Before: serial
+(:func:`_partition_concat`) -- at 16 threads densenet121's 58 such kernels, 2.3 ms on one core, stayed
+2.3 ms while its convolutions took ~3 (bench/results/cpu-blocked-parallel-audit.md)."""
+
+BLOCKED_CONCAT_PARALLEL_MIN = 1 << 15
+"""Outputs from which a channel-blocked concat runs in parallel: ~8 us of concat + BatchNorm +
+ReLU on one AVX-512 core (992x14x14 = 194 Ki outputs took 46 us), a few thread-pool wake-ups."""
+
+def blocked_concat_chunk(pixels: int, cores: int) -> int:
+    """Pixels of one parallel iteration of a blocked concat over a ``pixels``-pixel plane: the
+    divisor ``d`` of ``pixels`` whose iterations split over ``cores`` threads as TVM splits them
+    (contiguous ``ceil(E/cores)`` a thread, ``E = pixels / d``) give the busiest thread the fewest
+    pixels, the largest such (the longest contiguous runs: 8-pixel chunks of a 28x28 plane, 98
+    iterations, ran 10% slower on one core than 49-pixel ones).  16 cores: 56x56 -> 196 (16
+    iterations), 28x28 -> 49, 14x14 -> 2 (98: 7 a thread), 7x7 -> 1 (49); 1 core: the whole plane."""
+    threads = max(1, cores)
+    return min((d for d in range(1, pixels + 1) if pixels % d == 0),
+               key=lambda d: (-(-(pixels // d) // threads) * d, -d))
+
+
+def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int], lanes: int | None,
+                             cores: int) -> bool:
+    """A channel-blocked concat's nest ``[n, C/c, h, w, c]`` as ``parallel fused(n, p_o)`` over
+    chunks of :func:`blocked_concat_chunk` pixels of the ``h*w`` plane, in each the concat axis
+    partitioned at the inputs' offsets (each part a plain copy + epilogue, :func:`_partition_concat`)
+    and every part's ``[p_i, c]`` loops a run of whole channel-block vectors (:func:`_blocked_plane`):
+    one launch for all parts, each thread a contiguous band of every channel block's plane.  False
+    (nothing changed) when :data:`PARALLEL_BLOCKED_CONCAT` is off, the nest has fewer than
+    :data:`BLOCKED_CONCAT_PARALLEL_MIN` outputs, its channel block does not vectorise or it would
+    be one iteration (a one-core target)."""
+    extents = [const_extent(sch, lp) for lp in loops]
+    c = extents[-1]
+    if not PARALLEL_BLOCKED_CONCAT or lanes is None or math.prod(extents) < BLOCKED_CONCAT_PARALLEL_MIN \
+            or c < 4 or c > 4 * lanes or (c > lanes and c % lanes):
+        return False
+    n, cc, h, w, cb = loops
+    pixels = extents[2] * extents[3]
+    chunk = blocked_concat_chunk(pixels, cores)
+    if chunk == pixels and extents[0] == 1:
+        return False  # one iteration: nothing to run in parallel
+    p_o, p_i = sch.split(sch.fuse(h, w), factors=[None, chunk])
+    sch.reorder(n, p_o, cc, p_i, cb)
+    sch.parallel(sch.fuse(n, p_o))
+    for part in sch.loop_partition(cc, factors=sizes[:-1] + [None]):
+        for blk in sch.get_child_blocks(part):
+            _blocked_plane(sch, sch.get_loops(blk)[-2:], lanes)
     return True
 
 
