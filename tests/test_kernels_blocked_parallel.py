@@ -90,3 +90,20 @@ def test_blocked_concat_chunks_split_evenly_over_the_cores():
 def test_small_blocked_concat_stays_serial():
     mod, _ = _fused(*_concat_bn_relu([2, 1], (7, 7)))  # 1.5 Ki outputs: under the threshold
     assert "T.parallel(" not in _scripts(mod, _target16())
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_layout_transform_to_blocked_matches_unscheduled(monkeypatch, on):
+    """NCHW -> NCHW16c (TVM's legalisation scatters each source element 16 floats apart): parallel
+    from the strided threshold with ``STRIDED_WRITES_PARALLEL`` (before: serial under 256 Ki outputs)."""
+    monkeypatch.setattr(cpu_injective, "STRIDED_WRITES_PARALLEL", on)
+
+    def body(bb, x):
+        return bb.emit(op.layout_transform(x, index_map=lambda n, c, h, w: (n, c // 16, h, w, c % 16)))
+
+    mod, args = _fused([("x", (1, 64, 20, 20))], body)
+    target = _target16()
+    want = _run(tvm.compile(mod, target), args)
+    got = _run(kernels.build(mod, target), args)
+    np.testing.assert_array_equal(got, want)
+    assert ("T.parallel(" in _scripts(mod, target)) == on

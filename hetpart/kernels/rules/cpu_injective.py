@@ -427,7 +427,7 @@ def _row_suffix(stmt, extents) -> int | None:
 
 def min_parallel(stmt) -> int:
     """The outputs from which the nest of block ``stmt`` (inlined) runs in parallel:
-    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read,
+    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read (or write: :data:`STRIDED_WRITES_PARALLEL`),
     :data:`HEAVY_PARALLEL_MIN_ELEMENTS` for a quantisation, else
     :data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`."""
     if _strided(stmt):
@@ -458,8 +458,31 @@ def _is_float(dtype) -> bool:
     return str(dtype).startswith(("float", "bfloat"))
 
 
+STRIDED_WRITES_PARALLEL = True
+"""Whether a nest that *writes* with a stride along its innermost iterator (a layout transform
+to ``NCHW{c}c``, which TVM legalises as a loop over the source's NCHW indices scattering each
+element ``c`` floats apart) takes :data:`STRIDED_PARALLEL_MIN_ELEMENTS` as a strided read does.
+Before: the contiguous threshold (256 Ki) -- densenet121's and googlenet's stem-pool transform
+(64x56x56, 196 Ki elements, 0.22-0.24 ms on one AVX-512 core) ran serial at 16 threads
+(bench/results/cpu-blocked-parallel-audit.md)."""
+
+
 def _strided(stmt) -> bool:
     try:
-        return reads_strided(stmt)
+        if reads_strided(stmt):
+            return True
+        if not STRIDED_WRITES_PARALLEL:
+            return False
+        inner = _innermost_spatial(stmt)
+        return inner is not None and any(abs(s) > 1 for s in write_strides_along(stmt, inner))
     except Exception:  # noqa: BLE001 - an index the analysis cannot read: the default threshold
         return False
+
+
+def _innermost_spatial(stmt):
+    """The innermost data-parallel iterator of block ``stmt`` of extent > 1, or None."""
+    for iv in reversed(list(stmt.iter_vars)):
+        if iv.iter_type == tirx.IterVar.DataPar and isinstance(iv.dom.extent, tirx.IntImm) \
+                and int(iv.dom.extent) > 1:
+            return iv.var
+    return None
