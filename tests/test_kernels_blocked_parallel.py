@@ -83,8 +83,8 @@ def test_blocked_concat_chunks_split_evenly_over_the_cores():
     """The plane is cut so that TVM's contiguous split over the cores gives the busiest thread the
     fewest pixels, in the longest runs; a one-core target keeps the plane whole (serial, as before)."""
     chunk = cpu_injective.blocked_concat_chunk
-    assert [chunk(p, 16) for p in (3136, 784, 196, 49)] == [196, 49, 1, 1]
-    assert chunk(784, 1) == 784 and chunk(49, 2) == 1
+    assert [chunk(p, 16) for p in (3136, 784, 196, 49)] == [196, 49, 14, 1]
+    assert chunk(784, 1) == 784 and chunk(49, 2) == 7
 
 
 def test_small_blocked_concat_stays_serial():
@@ -107,3 +107,19 @@ def test_layout_transform_to_blocked_matches_unscheduled(monkeypatch, on):
     got = _run(kernels.build(mod, target), args)
     np.testing.assert_array_equal(got, want)
     assert ("T.parallel(" in _scripts(mod, target)) == on
+
+
+
+def test_plain_blocked_concat_parallel_only_from_the_copy_threshold():
+    """A concat with nothing after it is a copy (each part one contiguous run): parallel from the
+    contiguous threshold (256 Ki), not from the epilogue's 32 Ki."""
+    def plain(blocks, hw):
+        return [(f"x{i}", (1, b, *hw, 16)) for i, b in enumerate(blocks)], \
+            lambda bb, *xs: bb.emit(op.concat(list(xs), axis=1))
+
+    small, _ = _fused(*plain([16, 16], (14, 14)))   # 100 Ki outputs (googlenet's 14x14 concats)
+    big, args = _fused(*plain([16, 16], (28, 28)))  # 400 Ki
+    assert "T.parallel(" not in _scripts(small, _target16())
+    assert "T.parallel(" in _scripts(big, _target16())
+    target = _target16()
+    np.testing.assert_array_equal(_run(kernels.build(big, target), args), _run(tvm.compile(big, target), args))

@@ -218,8 +218,10 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None, core
     slower than serial at 2 threads (densenet's 12-input 480x28x28: 0.37 vs 0.044 ms;
     the rows loop outside the partition, one launch: 0.28-1.7 ms).  False (nothing
     changed) where the nest is no concat or its loops are not bound one-to-one to the
-    block's iterators.  A channel-blocked concat runs in parallel over chunks of its
-    plane instead (:func:`_parallel_blocked_concat`, one launch for all its parts).
+    block's iterators.  A channel-blocked concat runs in parallel over chunks of its plane instead
+    (:func:`_parallel_blocked_concat`, one launch for all its parts; an NCHW one so chunked, each
+    part's run a piece of one channel's plane, ran 1.1-5.5x its serial time per core: densenet121's
+    14x14 and 7x7 concats).
 
     Why: the chain is evaluated per element, up to one compare per input -- densenet121's
     Concat -> BatchNorm -> ReLU over 24 inputs, the ReLU's ``Select`` evaluating the chain
@@ -258,19 +260,29 @@ outputs runs in parallel over chunks of its plane (:func:`_parallel_blocked_conc
 2.3 ms while its convolutions took ~3 (bench/results/cpu-blocked-parallel-audit.md)."""
 
 BLOCKED_CONCAT_PARALLEL_MIN = 1 << 15
-"""Outputs from which a channel-blocked concat runs in parallel: ~8 us of concat + BatchNorm +
-ReLU on one AVX-512 core (992x14x14 = 194 Ki outputs took 46 us), a few thread-pool wake-ups."""
+"""Outputs from which a channel-blocked concat with arithmetic after it runs in parallel: ~8 us of
+concat + BatchNorm + ReLU on one AVX-512 core (992x14x14 = 194 Ki outputs took 46 us), a few
+thread-pool wake-ups.  A plain concat (a copy: each part one contiguous run, which chunking breaks
+up -- googlenet's 14x14 ones ran 1.12x their serial time per core) from the contiguous threshold
+(:data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`), as any copy."""
+
+CHUNK_OVERHEAD_PIXELS = 0.5
+"""A parallel iteration's own cost in :func:`blocked_concat_chunk`, in pixels of the plane (each
+iteration restarts every input's part: measured per core, googlenet's blocked 14x14 concats in
+1-pixel chunks ran 1.06-1.11x their serial time, in 14-pixel chunks ~1.0)."""
+
 
 def blocked_concat_chunk(pixels: int, cores: int) -> int:
-    """Pixels of one parallel iteration of a blocked concat over a ``pixels``-pixel plane: the
-    divisor ``d`` of ``pixels`` whose iterations split over ``cores`` threads as TVM splits them
-    (contiguous ``ceil(E/cores)`` a thread, ``E = pixels / d``) give the busiest thread the fewest
-    pixels, the largest such (the longest contiguous runs: 8-pixel chunks of a 28x28 plane, 98
-    iterations, ran 10% slower on one core than 49-pixel ones).  16 cores: 56x56 -> 196 (16
-    iterations), 28x28 -> 49, 14x14 -> 2 (98: 7 a thread), 7x7 -> 1 (49); 1 core: the whole plane."""
+    """Pixels of one parallel iteration of a concat over a ``pixels``-pixel plane: the divisor ``d``
+    of ``pixels`` whose iterations split over ``cores`` threads as TVM splits them (contiguous
+    ``ceil(E/cores)`` a thread, ``E = pixels / d``) give the busiest thread the least modelled work,
+    ``ceil(E/cores) * (d + CHUNK_OVERHEAD_PIXELS)``; the largest among equals (the longest contiguous
+    runs: 8-pixel chunks of a 28x28 plane, 98 iterations, ran 10% slower on one core than 49-pixel
+    ones).  16 cores: 56x56 -> 196 (16 iterations), 28x28 -> 49 (16), 14x14 -> 14 (14), 7x7 -> 1 (49);
+    1 core: the whole plane."""
     threads = max(1, cores)
     return min((d for d in range(1, pixels + 1) if pixels % d == 0),
-               key=lambda d: (-(-(pixels // d) // threads) * d, -d))
+               key=lambda d: (-(-(pixels // d) // threads) * (d + CHUNK_OVERHEAD_PIXELS), -d))
 
 
 def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int], lanes: int | None,
@@ -281,11 +293,12 @@ def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int]
     and every part's ``[p_i, c]`` loops a run of whole channel-block vectors (:func:`_blocked_plane`):
     one launch for all parts, each thread a contiguous band of every channel block's plane.  False
     (nothing changed) when :data:`PARALLEL_BLOCKED_CONCAT` is off, the nest has fewer than
-    :data:`BLOCKED_CONCAT_PARALLEL_MIN` outputs, its channel block does not vectorise or it would
+    :data:`BLOCKED_CONCAT_PARALLEL_MIN` outputs (a plain copy: 256 Ki), its channel block does not vectorise or it would
     be one iteration (a one-core target)."""
     extents = [const_extent(sch, lp) for lp in loops]
     c = extents[-1]
-    if not PARALLEL_BLOCKED_CONCAT or lanes is None or math.prod(extents) < BLOCKED_CONCAT_PARALLEL_MIN \
+    least = BLOCKED_CONCAT_PARALLEL_MIN if _computes(sch.get(block)) else PARALLEL_MIN_ELEMENTS
+    if not PARALLEL_BLOCKED_CONCAT or lanes is None or math.prod(extents) < least \
             or c < 4 or c > 4 * lanes or (c > lanes and c % lanes):
         return False
     n, cc, h, w, cb = loops
@@ -300,6 +313,20 @@ def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int]
         for blk in sch.get_child_blocks(part):
             _blocked_plane(sch, sch.get_loops(blk)[-2:], lanes)
     return True
+
+
+def _computes(stmt) -> bool:
+    """Whether block ``stmt`` does float arithmetic on what it reads (a concat's epilogue: BN, ReLU),
+    not just select and copy it (index arithmetic is integer)."""
+    found = []
+
+    def visit(e):
+        if _is_float(e.ty):
+            found.append(e)
+
+    kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Max, tirx.Min, tirx.Select, tirx.Cast)
+    tvm_ffi.structural_walk(stmt.body, [(k, visit) for k in kinds], order="post")
+    return bool(found)
 
 
 def _iter_values(sch: s_tir.Schedule, block):
