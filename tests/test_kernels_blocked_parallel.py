@@ -85,6 +85,7 @@ def test_blocked_concat_chunks_split_evenly_over_the_cores():
     chunk = cpu_injective.blocked_concat_chunk
     assert [chunk(p, 16) for p in (3136, 784, 196, 49)] == [196, 49, 14, 1]
     assert chunk(784, 1) == 784 and chunk(49, 2) == 7
+    assert chunk(3136, 16, batch=16) == 3136 and chunk(3136, 16, batch=2) == 392  # E = batch * pixels / d
 
 
 def test_small_blocked_concat_stays_serial():

@@ -272,17 +272,18 @@ iteration restarts every input's part: measured per core, googlenet's blocked 14
 1-pixel chunks ran 1.06-1.11x their serial time, in 14-pixel chunks ~1.0)."""
 
 
-def blocked_concat_chunk(pixels: int, cores: int) -> int:
+def blocked_concat_chunk(pixels: int, cores: int, batch: int = 1) -> int:
     """Pixels of one parallel iteration of a concat over a ``pixels``-pixel plane: the divisor ``d``
     of ``pixels`` whose iterations split over ``cores`` threads as TVM splits them (contiguous
     ``ceil(E/cores)`` a thread, ``E = pixels / d``) give the busiest thread the least modelled work,
     ``ceil(E/cores) * (d + CHUNK_OVERHEAD_PIXELS)``; the largest among equals (the longest contiguous
     runs: 8-pixel chunks of a 28x28 plane, 98 iterations, ran 10% slower on one core than 49-pixel
     ones).  16 cores: 56x56 -> 196 (16 iterations), 28x28 -> 49 (16), 14x14 -> 14 (14), 7x7 -> 1 (49);
-    1 core: the whole plane."""
+    1 core: the whole plane.  ``batch`` images: ``E = batch * pixels / d`` (the batch loop is fused
+    into the parallel one), so at batch >= cores a whole plane an iteration."""
     threads = max(1, cores)
     return min((d for d in range(1, pixels + 1) if pixels % d == 0),
-               key=lambda d: (-(-(pixels // d) // threads) * (d + CHUNK_OVERHEAD_PIXELS), -d))
+               key=lambda d: (-(-(batch * pixels // d) // threads) * (d + CHUNK_OVERHEAD_PIXELS), -d))
 
 
 def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int], lanes: int | None,
@@ -303,7 +304,7 @@ def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int]
         return False
     n, cc, h, w, cb = loops
     pixels = extents[2] * extents[3]
-    chunk = blocked_concat_chunk(pixels, cores)
+    chunk = blocked_concat_chunk(pixels, cores, extents[0])
     if chunk == pixels and extents[0] == 1:
         return False  # one iteration: nothing to run in parallel
     p_o, p_i = sch.split(sch.fuse(h, w), factors=[None, chunk])
