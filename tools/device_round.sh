@@ -1310,7 +1310,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   python3 tools/inception_onnx.py googlenet /tmp/googlenet-b1.onnx > /dev/null 2>&1
   python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
 onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
-  for spec in densenet121:260 googlenet:120 mobilenet_v2:80 resnet50:0; do
+  for spec in densenet121:290 googlenet:100 mobilenet_v2:75 resnet50:0; do
     name=${spec%%:*}; cap=${spec##*:}; m=/tmp/$name-b1.onnx; [ "$name" = resnet50 ] && m=zoo:resnet50
     left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
     [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 --calls 10 \
