@@ -124,3 +124,14 @@ def test_plain_blocked_concat_parallel_only_from_the_copy_threshold():
     assert "T.parallel(" in _scripts(big, _target16())
     target = _target16()
     np.testing.assert_array_equal(_run(kernels.build(big, target), args), _run(tvm.compile(big, target), args))
+
+
+def test_blocked_concat_of_8_channel_blocks_matches_unscheduled(monkeypatch):
+    """NCHW8c (AVX2's block, and the 24/40-channel tensors of MIXED_BLOCKS): a half vector a pixel."""
+    monkeypatch.setattr(cpu_injective, "BLOCKED_CONCAT_PARALLEL_MIN", 0)
+    mod, args = _fused(*_concat_bn_relu([3, 2, 1], (14, 14), c=8))
+    target = _target16()
+    want = _run(tvm.compile(mod, target), args)
+    got = _run(kernels.build(mod, target), args)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+    assert "T.parallel(" in _scripts(mod, target)
