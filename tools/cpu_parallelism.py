@@ -150,15 +150,23 @@ def target_for(cores: int, mcpu: str | None = None):
     return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": int(cores)})
 
 
-def analyse(model, cores: int = 16, mcpu: str | None = None) -> list[tuple[KernelParallelism, int]]:
+def analyse(model, cores: int = 16, mcpu: str | None = None,
+            conv_block: int | None = None) -> list[tuple[KernelParallelism, int]]:
     """``(kernel, occurrences)`` for every distinct kernel of ``model``'s all-CPU build,
-    scheduled for :func:`target_for` ``(cores, mcpu)``."""
+    scheduled for :func:`target_for` ``(cores, mcpu)``; ``conv_block``: the channel-blocked
+    import (``load(model, conv_block=c)``, NCHW{c}c), else the default NCHW one."""
+    from hetpart import load
+
+    return analyse_graph(load(model, conv_block=conv_block) if conv_block else load(model), cores, mcpu)
+
+
+def analyse_graph(graph, cores: int = 16, mcpu: str | None = None) -> list[tuple[KernelParallelism, int]]:
+    """:func:`analyse` of an imported model (an :class:`~hetpart.importer.op_graph.OpGraph`)."""
     import tvm
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.kernels import weight_prepack
 
-    graph = load(model)
     target = target_for(cores, mcpu)
     counts: dict[str, int] = {}
     for k in graph.kernels.values():
@@ -253,12 +261,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[16, 2])
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--cores", type=int, default=16, help="num-cores of the target the rules schedule for")
+    p.add_argument("--conv-block", type=int, default=None, help="the channel-blocked import, NCHW{c}c")
     p.add_argument("--mcpu", default=None,
                    help="schedule for this LLVM CPU (sapphirerapids: the GPU machine's AVX-512 Xeon), not the host's")
     args = p.parse_args(argv)
     from hetpart.importer.onnx_source import read_source
 
-    rows = analyse(read_source(args.model).model, args.cores, args.mcpu)
+    rows = analyse(read_source(args.model).model, args.cores, args.mcpu, args.conv_block)
     print(f"### {args.model}, scheduled for {args.mcpu or 'the host CPU'} with {args.cores} cores\n")
     print("\n".join(report(rows, args.threads, args.top)))
     return 0

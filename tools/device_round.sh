@@ -1292,6 +1292,30 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:efficientnet --block 8 --threads 16 --calls 10 \
     --rounds 3 > "$OUT/dw-blocked-efficientnet-b1-block8-t16.txt" 2>&1 ;;
+97)  # (BUDGET=590) issue 18, the channel-blocked import's parallel structure at 16 threads (branch blk-threads,
+     # bench/results/cpu-blocked-parallel-audit.md).  tools/parallel_audit.py (16-core target, per-core ms timed on
+     # the 2-vCPU AVX-512 dev box) found densenet121 NCHW16c's 58 concat+BN+ReLU kernels serial (2.3 ms of 38 ms per
+     # core, modelled 5.9 ms at 16 threads against an ideal 2.4) and the stem-pool NCHW -> NCHW16c transform serial
+     # (densenet121, googlenet: ~0.23 ms).  Two switches, both off = before (= main): (a) a blocked concat runs in
+     # parallel over plane chunks sized for the cores, one launch (cpu_injective.PARALLEL_BLOCKED_CONCAT); (b) a nest
+     # writing strided (the layout transform) is parallel from 16 Ki outputs (cpu_injective.STRIDED_WRITES_PARALLEL).
+     # Per core (dev box, 16-core build, 1 thread, CPU time) densenet121 NCHW16c after/before 1.01 (noise range).
+     # Here: tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before, 16 threads, b1: densenet121, googlenet,
+     # mobilenet_v2, resnet50.  Decides: (1) the switches stay on if after <= before on each; (2) the blocked import
+     # can become the default for all-CPU plans if NCHW16c (after) <= NCHW on every one of the four ("NCHWc/NCHW"
+     # <= 1.00); a model above names what is left (the audit's table for it: tools/parallel_audit.py MODEL --measure).
+  BUDGET=590; off="--before hetpart.kernels.rules.cpu_injective.PARALLEL_BLOCKED_CONCAT=0"
+  off="$off --before hetpart.kernels.rules.cpu_injective.STRIDED_WRITES_PARALLEL=0"
+  python3 tools/densenet_onnx.py /tmp/densenet121-b1.onnx > /dev/null 2>&1
+  python3 tools/inception_onnx.py googlenet /tmp/googlenet-b1.onnx > /dev/null 2>&1
+  python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
+onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
+  for spec in densenet121:290 googlenet:100 mobilenet_v2:75 resnet50:0; do
+    name=${spec%%:*}; cap=${spec##*:}; m=/tmp/$name-b1.onnx; [ "$name" = resnet50 ] && m=zoo:resnet50
+    left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
+    [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 --calls 10 \
+      --rounds 3 $off > "$OUT/blk-threads-$name-b1-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

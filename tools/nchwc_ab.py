@@ -117,10 +117,12 @@ def summarize_rules(pairs) -> list[str]:
 
 
 def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, block: int, show_rules: bool,
-       kernels_too: bool = False, before: tuple[str, ...] = (), on_model=None, on_row=None) -> dict:
+       kernels_too: bool = False, before: tuple[str, ...] = (), on_model=None, on_row=None,
+       cores: int | None = None) -> dict:
     """One model's A/B (module docstring).  ``on_model(result)`` is called with the
     whole-model result before the per-kernel timing starts, ``on_row(row)`` with each
-    per-kernel row as it is done (so a run cut off by a timeout has printed what it has)."""
+    per-kernel row as it is done (so a run cut off by a timeout has printed what it has).
+    ``cores``: every side built for a target of that many cores (default: this host's)."""
     import tvm
     from tvm import relax
 
@@ -132,7 +134,7 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
 
     model = _model(name, batch)
     feeds = _feeds(model)
-    target = cpu_tvm_target()
+    target = cpu_tvm_target(cores)
     t0 = time.perf_counter()
     base_graph = load(model)
     base = base_graph.module
@@ -166,7 +168,7 @@ def ab(name: str, batch: int, threads: int, calls: int, rounds: int, clock, bloc
         if on_model is not None:
             on_model(result)
         if kernels_too:
-            result["kernels"] = per_kernel(base_graph, blocked_graph, calls, rounds, clock, before, on_row)
+            result["kernels"] = per_kernel(base_graph, blocked_graph, calls, rounds, clock, before, on_row, cores)
 
     call_leased("nchwc ab", body, pool=threads, role="cpu")
     return result
@@ -196,7 +198,7 @@ def conv_pairs(base_graph, blocked_graph) -> list[tuple[object, object, int]]:
 
 
 def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock, before: tuple[str, ...] = (),
-               on_row=None) -> list[dict]:
+               on_row=None, cores: int | None = None) -> list[dict]:
     """Each distinct convolution of the model timed alone in both layouts (one-kernel
     modules built by :func:`hetpart.costmodel.kernel_bench.build_module`, weights packed as
     the model has them), in turns, ``rounds`` rounds of ``calls`` calls; least call, ms.
@@ -210,7 +212,7 @@ def per_kernel(base_graph, blocked_graph, calls: int, rounds: int, clock, before
     from hetpart.targets import cpu_tvm_target
     from cpu_rule_ab import switched, turns
 
-    target, dev = cpu_tvm_target(), tvm.cpu()
+    target, dev = cpu_tvm_target(cores), tvm.cpu()
 
     def runner(graph, kernel):
         kmod = kb.single_kernel_module(graph, kernel)
@@ -288,6 +290,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cpu-time", action="store_true", help="time by the calling thread's CPU time (needs --threads 1)")
     p.add_argument("--per-kernel", action="store_true", help="also time each distinct convolution alone, both layouts")
+    p.add_argument("--cores", type=int, default=None,
+                   help="num-cores of the target every side is built for (default: this host's); e.g. 16 on a "
+                        "2-core box times a 16-core schedule's kernels per core")
     p.add_argument("--rules", action="store_true", help="list the fused kernels of both builds and their rules")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="also time the NCHWc build with this switch set (repeatable), e.g. "
@@ -299,7 +304,8 @@ def main(argv=None) -> int:
     for name in a.models:
         def on_model(r, name=name):
             clock_note = ", CPU time" if a.cpu_time else ""
-            print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){clock_note}; "
+            built = f", built for {a.cores} cores" if a.cores else ""
+            print(f"== {name} batch {a.batch}, NCHW{a.block}c, {a.threads} thread(s){clock_note}{built}; "
                   f"import {r['import_s'][0]:.1f}/{r['import_s'][1]:.1f} s, build {r['build_s']:.1f} s")
             if r["left"]:
                 print("   relax ops left unlegalised in the NCHWc build:", dict(r["left"]))
@@ -319,7 +325,7 @@ def main(argv=None) -> int:
                 _print_header(bool(a.before))
 
         r = ab(name, a.batch, a.threads, a.calls, a.rounds, clock, a.block, a.rules, a.per_kernel, tuple(a.before),
-               on_model=on_model, on_row=_print_row)
+               on_model=on_model, on_row=_print_row, cores=a.cores)
         if "kernels" in r:
             _print_totals(r["kernels"])
     return 0

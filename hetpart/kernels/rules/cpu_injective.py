@@ -119,7 +119,7 @@ class CpuInjective(ScheduleRule):
         shape = cpu_shape(target)
         for blk in blocks:
             stmt = sch.get(blk)
-            if _partition_concat(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+            if _partition_concat(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)), shape.cores):
                 continue
             if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
@@ -207,7 +207,7 @@ def _blocked_plane(sch: s_tir.Schedule, plane, lanes: int | None) -> bool:
     return True
 
 
-def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> bool:
+def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None, cores: int = 1) -> bool:
     """A concat nest (:func:`concat_segments`, with whatever element-wise work was inlined
     into it) as one loop per input: the concat loop moved outermost and partitioned at
     the inputs' offsets, so TVM's simplifier resolves the ``if_then_else`` chain in each
@@ -218,7 +218,10 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
     slower than serial at 2 threads (densenet's 12-input 480x28x28: 0.37 vs 0.044 ms;
     the rows loop outside the partition, one launch: 0.28-1.7 ms).  False (nothing
     changed) where the nest is no concat or its loops are not bound one-to-one to the
-    block's iterators.
+    block's iterators.  A channel-blocked concat runs in parallel over chunks of its plane instead
+    (:func:`_parallel_blocked_concat`, one launch for all its parts; an NCHW one so chunked, each
+    part's run a piece of one channel's plane, ran 1.1-5.5x its serial time per core: densenet121's
+    14x14 and 7x7 concats).
 
     Why: the chain is evaluated per element, up to one compare per input -- densenet121's
     Concat -> BatchNorm -> ReLU over 24 inputs, the ReLU's ``Select`` evaluating the chain
@@ -236,6 +239,8 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
         return False
     # a channel-blocked tensor [n, C/c, h, w, c] concatenated along C/c: its plane ends in the block
     blocked = len(loops) == 5 and axis == 1
+    if blocked and _parallel_blocked_concat(sch, block, loops, sizes, lanes, cores):
+        return True
     sch.reorder(loops[axis], *loops[:axis])
     for part in sch.loop_partition(loops[axis], factors=sizes[:-1] + [None]):
         for blk in sch.get_child_blocks(part):
@@ -245,6 +250,84 @@ def _partition_concat(sch: s_tir.Schedule, block, lanes: int | None = None) -> b
             if len(plane) > 1:
                 sch.fuse(*plane)
     return True
+
+
+PARALLEL_BLOCKED_CONCAT = True
+"""Whether a channel-blocked concat (``[n, C/c, h, w, c]`` along ``C/c``, the opt-in ``NCHW{c}c``
+import; densenet121's concat + BatchNorm + ReLU) of at least :data:`BLOCKED_CONCAT_PARALLEL_MIN`
+outputs runs in parallel over chunks of its plane (:func:`_parallel_blocked_concat`).  Before: serial
+(:func:`_partition_concat`) -- at 16 threads densenet121's 58 such kernels, 2.3 ms on one core, stayed
+2.3 ms while its convolutions took ~3 (bench/results/cpu-blocked-parallel-audit.md)."""
+
+BLOCKED_CONCAT_PARALLEL_MIN = 1 << 15
+"""Outputs from which a channel-blocked concat with arithmetic after it runs in parallel: ~8 us of
+concat + BatchNorm + ReLU on one AVX-512 core (992x14x14 = 194 Ki outputs took 46 us), a few
+thread-pool wake-ups.  A plain concat (a copy: each part one contiguous run, which chunking breaks
+up -- googlenet's 14x14 ones ran 1.12x their serial time per core) from the contiguous threshold
+(:data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`), as any copy."""
+
+CHUNK_OVERHEAD_PIXELS = 0.5
+"""A parallel iteration's own cost in :func:`blocked_concat_chunk`, in pixels of the plane (each
+iteration restarts every input's part: measured per core, googlenet's blocked 14x14 concats in
+1-pixel chunks ran 1.06-1.11x their serial time, in 14-pixel chunks ~1.0)."""
+
+
+def blocked_concat_chunk(pixels: int, cores: int, batch: int = 1) -> int:
+    """Pixels of one parallel iteration of a concat over a ``pixels``-pixel plane: the divisor ``d``
+    of ``pixels`` whose iterations split over ``cores`` threads as TVM splits them (contiguous
+    ``ceil(E/cores)`` a thread, ``E = pixels / d``) give the busiest thread the least modelled work,
+    ``ceil(E/cores) * (d + CHUNK_OVERHEAD_PIXELS)``; the largest among equals (the longest contiguous
+    runs: 8-pixel chunks of a 28x28 plane, 98 iterations, ran 10% slower on one core than 49-pixel
+    ones).  16 cores: 56x56 -> 196 (16 iterations), 28x28 -> 49 (16), 14x14 -> 14 (14), 7x7 -> 1 (49);
+    1 core: the whole plane.  ``batch`` images: ``E = batch * pixels / d`` (the batch loop is fused
+    into the parallel one), so at batch >= cores a whole plane an iteration."""
+    threads = max(1, cores)
+    return min((d for d in range(1, pixels + 1) if pixels % d == 0),
+               key=lambda d: (-(-(batch * pixels // d) // threads) * (d + CHUNK_OVERHEAD_PIXELS), -d))
+
+
+def _parallel_blocked_concat(sch: s_tir.Schedule, block, loops, sizes: list[int], lanes: int | None,
+                             cores: int) -> bool:
+    """A channel-blocked concat's nest ``[n, C/c, h, w, c]`` as ``parallel fused(n, p_o)`` over
+    chunks of :func:`blocked_concat_chunk` pixels of the ``h*w`` plane, in each the concat axis
+    partitioned at the inputs' offsets (each part a plain copy + epilogue, :func:`_partition_concat`)
+    and every part's ``[p_i, c]`` loops a run of whole channel-block vectors (:func:`_blocked_plane`):
+    one launch for all parts, each thread a contiguous band of every channel block's plane.  False
+    (nothing changed) when :data:`PARALLEL_BLOCKED_CONCAT` is off, the nest has fewer than
+    :data:`BLOCKED_CONCAT_PARALLEL_MIN` outputs (a plain copy: 256 Ki), its channel block does not vectorise or it would
+    be one iteration (a one-core target)."""
+    extents = [const_extent(sch, lp) for lp in loops]
+    c = extents[-1]
+    least = BLOCKED_CONCAT_PARALLEL_MIN if _computes(sch.get(block)) else PARALLEL_MIN_ELEMENTS
+    if not PARALLEL_BLOCKED_CONCAT or lanes is None or math.prod(extents) < least \
+            or c < 4 or c > 4 * lanes or (c > lanes and c % lanes):
+        return False
+    n, cc, h, w, cb = loops
+    pixels = extents[2] * extents[3]
+    chunk = blocked_concat_chunk(pixels, cores, extents[0])
+    if chunk == pixels and extents[0] == 1:
+        return False  # one iteration: nothing to run in parallel
+    p_o, p_i = sch.split(sch.fuse(h, w), factors=[None, chunk])
+    sch.reorder(n, p_o, cc, p_i, cb)
+    sch.parallel(sch.fuse(n, p_o))
+    for part in sch.loop_partition(cc, factors=sizes[:-1] + [None]):
+        for blk in sch.get_child_blocks(part):
+            _blocked_plane(sch, sch.get_loops(blk)[-2:], lanes)
+    return True
+
+
+def _computes(stmt) -> bool:
+    """Whether block ``stmt`` does float arithmetic on what it reads (a concat's epilogue: BN, ReLU),
+    not just select and copy it (index arithmetic is integer)."""
+    found = []
+
+    def visit(e):
+        if _is_float(e.ty):
+            found.append(e)
+
+    kinds = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Max, tirx.Min, tirx.Select, tirx.Cast)
+    tvm_ffi.structural_walk(stmt.body, [(k, visit) for k in kinds], order="post")
+    return bool(found)
 
 
 def _iter_values(sch: s_tir.Schedule, block):
@@ -372,7 +455,7 @@ def _row_suffix(stmt, extents) -> int | None:
 
 def min_parallel(stmt) -> int:
     """The outputs from which the nest of block ``stmt`` (inlined) runs in parallel:
-    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read,
+    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` for a strided read (or write: :data:`STRIDED_WRITES_PARALLEL`),
     :data:`HEAVY_PARALLEL_MIN_ELEMENTS` for a quantisation, else
     :data:`~hetpart.kernels.analysis.PARALLEL_MIN_ELEMENTS`."""
     if _strided(stmt):
@@ -403,8 +486,31 @@ def _is_float(dtype) -> bool:
     return str(dtype).startswith(("float", "bfloat"))
 
 
+STRIDED_WRITES_PARALLEL = True
+"""Whether a nest that *writes* with a stride along its innermost iterator (a layout transform
+to ``NCHW{c}c``, which TVM legalises as a loop over the source's NCHW indices scattering each
+element ``c`` floats apart) takes :data:`STRIDED_PARALLEL_MIN_ELEMENTS` as a strided read does.
+Before: the contiguous threshold (256 Ki) -- densenet121's and googlenet's stem-pool transform
+(64x56x56, 196 Ki elements, 0.22-0.24 ms on one AVX-512 core) ran serial at 16 threads
+(bench/results/cpu-blocked-parallel-audit.md)."""
+
+
 def _strided(stmt) -> bool:
     try:
-        return reads_strided(stmt)
+        if reads_strided(stmt):
+            return True
+        if not STRIDED_WRITES_PARALLEL:
+            return False
+        inner = _innermost_spatial(stmt)
+        return inner is not None and any(abs(s) > 1 for s in write_strides_along(stmt, inner))
     except Exception:  # noqa: BLE001 - an index the analysis cannot read: the default threshold
         return False
+
+
+def _innermost_spatial(stmt):
+    """The innermost data-parallel iterator of block ``stmt`` of extent > 1, or None."""
+    for iv in reversed(list(stmt.iter_vars)):
+        if iv.iter_type == tirx.IterVar.DataPar and isinstance(iv.dom.extent, tirx.IntImm) \
+                and int(iv.dom.extent) > 1:
+            return iv.var
+    return None
