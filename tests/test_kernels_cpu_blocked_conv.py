@@ -123,17 +123,29 @@ def _plan(out_channels: int, width: int, block: int, registers: int, lanes: int,
 
 def test_plans_fit_the_registers():
     """AVX2 (16 registers, 8 lanes): 2 blocks x 4 columns on 56- and 28-wide images, 2 x 5
-    (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 8 on
-    56, 2 x 7 on 7; every tile within the registers less the spare ones."""
+    (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 14 on
+    56, 28 and 14 (one spare register: cpu_blocked_conv.FEWER_SPARE_WIDE), 2 x 7 on 7; every tile
+    within the registers less the spare ones."""
     got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16)
            for w in (56, 28, 14, 7) for r in (16, 32)}
     assert [(got[w, 16].blocks, got[w, 16].columns) for w in (56, 28, 14, 7)] == [(2, 4), (2, 4), (2, 5), (2, 4)]
-    assert (got[56, 32].blocks, got[56, 32].columns) == (2, 8) and (got[7, 32].blocks, got[7, 32].columns) == (2, 7)
+    assert [(got[w, 32].blocks, got[w, 32].columns) for w in (56, 28, 14, 7)] == [(2, 14), (2, 14), (2, 14), (2, 7)]
     for (w, r), p in got.items():
-        assert cb.pressure(p.blocks, p.vectors, p.columns) <= r - cb.SPARE_REGISTERS
+        assert cb.pressure(p.blocks, p.vectors, p.columns) <= r - cb.spare_registers(CpuShape(r * 16, r, 1))
     wide = _plan(64, 56, 16, 16, 8)  # a 16-channel block on AVX2: two vectors a block
     assert wide.vectors == 2 and wide.lanes == 8
     assert _plan(8, 56, 8, 16, 8).blocks == 1  # one block of output channels
+
+
+def test_avx512_tiles_keep_three_spare_registers_with_the_switch_off(monkeypatch):
+    """cpu_blocked_conv.FEWER_SPARE_WIDE off: AVX-512 tiles as before (2 x 8 on 56, 2 x 7 on 28
+    and 14); AVX2's are the same either way."""
+    monkeypatch.setattr(cb, "FEWER_SPARE_WIDE", False)
+    assert [(_plan(512, w, 16, 32, 16).blocks, _plan(512, w, 16, 32, 16).columns) for w in (56, 28, 14)] == \
+        [(2, 8), (2, 7), (2, 7)]
+    assert cb.spare_registers(CpuShape(512, 32, 1)) == cb.SPARE_REGISTERS
+    monkeypatch.setattr(cb, "FEWER_SPARE_WIDE", True)
+    assert cb.spare_registers(CpuShape(256, 16, 1)) == cb.SPARE_REGISTERS
 
 
 def test_odd_block_counts_take_three_blocks_with_32_registers(monkeypatch):
@@ -141,7 +153,58 @@ def test_odd_block_counts_take_three_blocks_with_32_registers(monkeypatch):
     tile 3 blocks at a time with AVX-512's 32 registers (2: one at a time), within the
     registers; 16 registers keep MAX_BLOCKS (no 3)."""
     wide = _plan(144, 56, 16, 32, 16)
-    assert wide.blocks == 3 and cb.pressure(wide.blocks, wide.vectors, wide.columns) <= 32 - cb.SPARE_REGISTERS
+    assert wide.blocks == 3 and cb.pressure(wide.blocks, wide.vectors, wide.columns) <= 32 - cb.spare_registers(
+        CpuShape(512, 32, 1))
     assert _plan(72, 56, 8, 16, 8).blocks == 1  # 9 blocks of 8 on AVX2: 3 is over MAX_BLOCKS
     monkeypatch.setattr(cb, "MAX_BLOCKS_WIDE", 2)
     assert _plan(144, 56, 16, 32, 16).blocks == 1
+
+
+def _model16(hw: int = 14):
+    """x[1, 32, hw, hw] -> 3x3 pad 1 32->32 + relu -> 1x1 32->32 + add(3x3 out) + relu: two
+    output-channel blocks of 16 (``load(model, conv_block=16)``)."""
+    rng = np.random.default_rng(9)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for n, s in (("w1", (32, 32, 3, 3)), ("w2", (32, 32, 1, 1)))]
+    inits += [numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), f"b{i}") for i in (1, 2)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Add", ["c2", "r1"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "blocked16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, hw, hw])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
+    """cpu_blocked_conv.FEWER_SPARE_WIDE: on AVX-512 (``sapphirerapids``, scheduled here, not
+    run) a 14-wide NCHW16c 3x3 and 1x1 conv of two output blocks take 2 blocks x 14 columns
+    (28 accumulators); built for this host the model matches the same module built
+    unscheduled (plain loop nests), inputs with negatives and zeros."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target, host_triple
+
+    graph = load(_model16(), conv_block=16)
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+    scheduled = kernels.schedule(graph.module, avx512)
+    convs = [(gv.name_hint, f) for gv, f in scheduled.functions_items()
+             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+    assert len(convs) == 2
+    for name, f in convs:
+        plan = cb.plan_of(graph.module[name], avx512)
+        assert (plan.blocks, plan.columns) == (2, 14), name
+        assert _update_unrolls(f) == [2, 14], name
+
+    x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev = tvm.cpu()
+    got = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))

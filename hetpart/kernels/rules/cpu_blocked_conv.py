@@ -35,6 +35,7 @@ of one channel block in registers and streams the window's taps, each a vector l
 image and of the weight and ``R`` vector FMAs.
 
 Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
+:data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
@@ -77,6 +78,31 @@ turns, least of 5 calls x 3 rounds, ms; resnet50's 64->64 3x3 on 56x56 / 1024->2
 / 2.43); 2 x 4 (11) 2.42 / 1.25 / 2.93 / 1.16; 4 x 2 (11) 2.56 / 1.19 / 4.19 / 1.12; 2 x 5
 (13) 2.63 / 1.07 / 3.19 / 1.30; 2 x 6 with blocks outside columns (19) 15.8 / 1.55 / 4.28 /
 1.80, with columns outside (15) 2.54 / 1.20 / 3.47 / 1.22."""
+
+SPARE_REGISTERS_WIDE = 1
+""":data:`SPARE_REGISTERS` on a CPU of 32 vector registers (AVX-512) while
+:data:`FEWER_SPARE_WIDE` is on: there LLVM folds the broadcast data scalar into its FMA
+(``vfmadd231ps zmm, zmm, [mem]{1to16}``) and needs no temporaries beyond the loaded operand
+:func:`pressure` already counts, so 2 blocks x 14 columns (pressure 31) fits where 3 spare
+registers allowed 2 x 7 (17) on 14- and 28-wide images and 2 x 8 on 56.  Measured (the dev
+box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone in one process in turns, least of
+10 x 3, resnet50 NCHW16c): 3x3 256 on 14x14 1.327 -> 1.193 ms (0.90), 3x3 128 on 28x28
+1.372 -> 1.235 (0.90), 3x3 64 on 56x56 1.369 -> 1.289 (0.94), 1x1 1024->256 on 14x14 1.236
+-> 1.163 (0.94), 1x1 64->256 on 56x56 0.631 -> 0.619 (0.98); 7-wide images keep 2 x 7."""
+
+FEWER_SPARE_WIDE = True
+"""Whether a 32-register CPU's blocked tiles leave :data:`SPARE_REGISTERS_WIDE` registers
+spare rather than :data:`SPARE_REGISTERS` (False: as before; kept for A/B runs,
+``--before hetpart.kernels.rules.cpu_blocked_conv.FEWER_SPARE_WIDE=0``).  16-register CPUs
+(AVX2) are unchanged."""
+
+
+def spare_registers(shape: CpuShape) -> int:
+    """The vector registers a blocked conv tile leaves free on ``shape``
+    (:data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32 under
+    :data:`FEWER_SPARE_WIDE`)."""
+    return SPARE_REGISTERS_WIDE if FEWER_SPARE_WIDE and shape.registers >= 32 else SPARE_REGISTERS
+
 
 MIN_CHAINS = 8
 """Independent accumulators a tile needs to keep two FMA pipes of four cycles' latency busy
@@ -250,7 +276,7 @@ def columns_outer(plan: BlockedPlan) -> bool:
 def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) -> BlockedPlan | None:
     """The tile for ``conv`` on ``shape``: ``blocks`` dividing the output-channel chunks
     (up to :data:`MAX_BLOCKS`) by ``columns`` (up to :data:`MAX_COLUMNS`) whose
-    :func:`pressure` fits ``shape.registers`` less :data:`SPARE_REGISTERS`, of the least
+    :func:`pressure` fits ``shape.registers`` less :func:`spare_registers`, of the least
     modelled time per useful output: a reduction step issues ``acc`` FMAs and ``blocks *
     vectors + columns`` loads, two of each a cycle, and needs :data:`MIN_CHAINS` independent
     accumulators to hide the FMA latency, so ``max(acc, loads, MIN_CHAINS) / useful`` --
@@ -264,7 +290,7 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
         return None
     vectors = c // width
     ow = mac.extents[conv.ow]
-    budget = shape.registers - SPARE_REGISTERS
+    budget = shape.registers - spare_registers(shape)
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
     for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
