@@ -208,3 +208,43 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
     want = relax.VirtualMachine(tvm.compile(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
     assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _model_1x1(ci: int, co: int, hw: int):
+    """x[1, ci, hw, hw] -> 1x1 ci->co + relu."""
+    rng = np.random.default_rng(ci + co + hw)
+    inits = [numpy_helper.from_array((rng.standard_normal((co, ci, 1, 1)) / np.sqrt(ci)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(co).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "blocked1x1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, co, hw, hw])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_large_images_run_rows_outside_the_block_groups_and_match_the_unscheduled_build(monkeypatch):
+    """cpu_blocked_conv.ROWS_OUTSIDE_BLOCKS: a 1.6 MiB NCHW16c image (256 channels on 40x40; the
+    bound is 1.5 MiB) into a 64 KiB 1x1 weight runs its rows
+    outside the block groups and matches the module built unscheduled; a 0.4 MiB image (64
+    channels) keeps the groups outside; with the switch off neither does."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    def conv_func(graph):
+        (f,) = [f for gv, f in graph.module.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+        return f
+
+    big, small = load(_model_1x1(256, 64, 40), conv_block=16), load(_model_1x1(64, 64, 40), conv_block=16)
+    assert cb.rows_outside_of(conv_func(big)) is True and cb.rows_outside_of(conv_func(small)) is False
+    x = np.random.default_rng(3).standard_normal((1, 256, 40, 40)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev, target = tvm.cpu(), cpu_tvm_target()
+    got = relax.VirtualMachine(kernels.build(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.setattr(cb, "ROWS_OUTSIDE_BLOCKS", False)
+    assert cb.rows_outside_of(conv_func(big)) is False

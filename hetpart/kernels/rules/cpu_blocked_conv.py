@@ -35,7 +35,8 @@ of one channel block in registers and streams the window's taps, each a vector l
 image and of the weight and ``R`` vector FMAs.
 
 Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
-:data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles),
+:data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles), :data:`ROWS_OUTSIDE_BLOCKS` (large images' rows
+outside the block groups),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
@@ -305,6 +307,51 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     return top[1] if top is not None else None
 
 
+ROWS_OUTSIDE_BLOCKS = True
+"""Whether a tile of a large image (:data:`ROWS_OUTSIDE_MIN_BYTES`) and a small weight
+(:data:`ROWS_OUTSIDE_MAX_WEIGHT_BYTES`) runs its output rows outside its output-channel block
+groups -- ``parallel fused(n, oh, oc_chunk / B, ow / R)``, so the image's rows a group reads are
+in cache for the next group and the image is streamed once, the weight once per row -- rather
+than each group over the whole image (``fused(n, oc_chunk / B, oh, ow / R)``: the image
+streamed from L3 once per group where it is larger than L2).  False: as before (A/B runs,
+``--before hetpart.kernels.rules.cpu_blocked_conv.ROWS_OUTSIDE_BLOCKS=0``).  Measured (the dev
+box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone, least of 10 x 3, NCHW16c, ms):
+resnet50's 256->64 / 256->128 / 256->512 s2 1x1 on 56x56 0.622 -> 0.593 (0.95) / 1.287 -> 1.168
+(0.91) / 1.459 -> 1.240 (0.85), 3x3 s2 128 on 56x56 1.506 -> 1.443 (0.96), 512->128 / 512->256 on
+28x28 0.599 -> 0.577 (0.96) / 1.273 -> 1.224 (0.96); densenet121's 192->128 / 224->128 / 256->128
+on 56x56 0.94 / 0.95 / 0.94, 512->256 on 28x28 0.97; inception_v3's 80->192 3x3 on 73x73 0.99.
+Where the weight is large the rows lose: resnet50's 512->1024 s2 (2 MiB) 1.08, 3x3 s2 256 on
+28x28 (2.3 MiB) 1.10, inception_v3's 288->384 3x3 s2 (4 MiB) 1.15 -- hence the weight bound; a
+0.8 MiB image (64->256 on 56x56, 1024->512 on 14x14) 1.00-1.10 -- hence the image bound."""
+
+ROWS_OUTSIDE_MIN_BYTES = 3 << 19
+"""The least data image (bytes per image, the padded one for a windowed conv: 1.5 MiB) for
+:data:`ROWS_OUTSIDE_BLOCKS`: a smaller one stays in a core's L2 between block groups."""
+
+ROWS_OUTSIDE_MAX_WEIGHT_BYTES = 1 << 20
+"""The largest weight for :data:`ROWS_OUTSIDE_BLOCKS` (1 MiB): it is re-read once per output row
+and should stay in L2."""
+
+
+def _buffer_bytes(buffer) -> int:
+    n = max(1, tvm.runtime.DataType(str(buffer.dtype)).bits // 8)
+    for d in buffer.shape:
+        n *= int(d) if isinstance(d, tirx.IntImm) else 1
+    return n
+
+
+def rows_outside_blocks(mac: MacBlock, conv: BlockedConv) -> bool:
+    """Whether :func:`blocked_tile` runs ``conv``'s output rows outside its block groups
+    (:data:`ROWS_OUTSIDE_BLOCKS`): an image of :data:`ROWS_OUTSIDE_MIN_BYTES` or more per batch
+    index, a weight of :data:`ROWS_OUTSIDE_MAX_WEIGHT_BYTES` or less, and rows to iterate."""
+    if not ROWS_OUTSIDE_BLOCKS or conv.oh is None or conv.oc_chunk is None:
+        return False
+    batch = mac.extents[conv.n] if conv.n is not None else 1
+    image = _buffer_bytes(mac.operands[conv.data][0]) // max(1, batch)
+    weight = _buffer_bytes(mac.operands[1 - conv.data][0])
+    return image >= ROWS_OUTSIDE_MIN_BYTES and weight <= ROWS_OUTSIDE_MAX_WEIGHT_BYTES
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
@@ -323,8 +370,9 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    outer = [lp for lp in (by(conv.n) if conv.n is not None else None, occ_o,
-                           by(conv.oh) if conv.oh is not None else None, ow_o) if lp is not None]
+    n_lp, oh_lp = (by(conv.n) if conv.n is not None else None), (by(conv.oh) if conv.oh is not None else None)
+    order = (n_lp, oh_lp, occ_o, ow_o) if rows_outside_blocks(mac, conv) else (n_lp, occ_o, oh_lp, ow_o)
+    outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
     sch.reorder(*outer, *reds, *inner, vec_i)
@@ -362,21 +410,35 @@ def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> N
         sch.unroll(lp)
 
 
-def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
-    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
-    channel-blocked convolution (:func:`blocked_conv`), else None: its padding kept, its
-    other producers inlined, as the rule reads it.  For tools and tests."""
-    from ..analysis import cpu_shape, mac_of, tests_bounds, try_inline_spatial
+def _read(func: tirx.PrimFunc):
+    """``(mac, conv)`` of ``func`` as :class:`.cpu_conv2d.CpuConv2d` reads it (its padding kept,
+    its other producers inlined), ``conv`` None where it is not a channel-blocked convolution."""
+    from ..analysis import mac_of, tests_bounds, try_inline_spatial
 
     sch = s_tir.Schedule(func)
     keep = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")) if tests_bounds(sch.get(b))}
     try_inline_spatial(sch, keep=keep)
     mac = mac_of(sch)
-    conv = blocked_conv(mac) if mac is not None else None
+    return mac, (blocked_conv(mac) if mac is not None else None)
+
+
+def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
+    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
+    channel-blocked convolution (:func:`blocked_conv`), else None.  For tools and tests."""
+    from ..analysis import cpu_shape
+
+    mac, conv = _read(func)
     if conv is None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+def rows_outside_of(func: tirx.PrimFunc) -> bool | None:
+    """:func:`rows_outside_blocks` of ``func`` where it is a channel-blocked convolution, else
+    None.  For tools and tests."""
+    mac, conv = _read(func)
+    return None if conv is None else rows_outside_blocks(mac, conv)
 
 
 BLOCKED_DEPTHWISE_TILE = True
