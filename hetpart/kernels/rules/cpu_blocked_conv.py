@@ -99,11 +99,19 @@ spare rather than :data:`SPARE_REGISTERS` (False: as before; kept for A/B runs,
 (AVX2) are unchanged."""
 
 
-def spare_registers(shape: CpuShape) -> int:
-    """The vector registers a blocked conv tile leaves free on ``shape``
-    (:data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32 under
-    :data:`FEWER_SPARE_WIDE`)."""
-    return SPARE_REGISTERS_WIDE if FEWER_SPARE_WIDE and shape.registers >= 32 else SPARE_REGISTERS
+FEWER_SPARE_MIN_STEPS = 256
+"""The least reduction (``ic * kh * kw`` steps) for :data:`FEWER_SPARE_WIDE`.  In resnet50
+(NCHW16c, in whole runs, 1 AVX-512 thread, least of 30) the short 1x1s with a residual add lost
+with 2 x 14: 64->256 on 56x56 (64 steps) 2.254 -> 2.362 ms (1.05), 128->512 on 28x28 (128)
+2.405 -> 2.547 (1.06): the write-back's share is larger where the reduction is short."""
+
+
+def spare_registers(shape: CpuShape, steps: int | None = None) -> int:
+    """The vector registers a blocked conv tile of a ``steps``-long reduction (None: any)
+    leaves free on ``shape``: :data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32
+    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps."""
+    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= FEWER_SPARE_MIN_STEPS)
+    return SPARE_REGISTERS_WIDE if wide else SPARE_REGISTERS
 
 
 MIN_CHAINS = 8
@@ -292,7 +300,10 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
         return None
     vectors = c // width
     ow = mac.extents[conv.ow]
-    budget = shape.registers - spare_registers(shape)
+    steps = mac.extents[conv.ic]
+    for v in conv.window:
+        steps *= mac.extents[v]
+    budget = shape.registers - spare_registers(shape, steps)
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
     for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
