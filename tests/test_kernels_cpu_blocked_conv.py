@@ -252,3 +252,31 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     monkeypatch.setattr(cb, "ROWS_OUTSIDE_BLOCKS", False)
     assert cb.rows_outside_of(conv_func(big)) is False
+
+
+def test_the_accumulator_tile_is_on_the_stack(monkeypatch):
+    """cpu_blocked_conv.STACK_TILE: the 2 x 14 tile of 16-lane accumulators (1.75 KiB, over TVM's
+    1 KiB stack limit) of a 14-wide NCHW16c 3x3 conv compiled for AVX-512 is no
+    TVMBackendAllocWorkspace (stack_tiles.TILE_PRAGMA on its tile loop): one workspace left, the
+    padded image's; with the switch off the tile is another (allocated once per tile)."""
+    import tvm
+    from tvm import tirx
+
+    from hetpart import kernels, load
+    from hetpart.kernels import stack_tiles
+    from hetpart.targets import host_triple
+
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+
+    def workspaces() -> int:
+        graph = load(_model16(), conv_block=16)
+        (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
+                      if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint
+                      and cb.plan_of(graph.module[gv.name_hint], avx512).columns == 14]
+        lib = tvm.compile(tvm.IRModule({name: f.with_attr("global_symbol", name)}), avx512,
+                          tir_pipeline=stack_tiles.register())
+        return lib.mod.inspect_source("asm").count("TVMBackendAllocWorkspace@")
+
+    assert workspaces() == 1
+    monkeypatch.setattr(cb, "STACK_TILE", False)
+    assert workspaces() > 1
