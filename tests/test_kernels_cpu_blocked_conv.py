@@ -126,7 +126,7 @@ def test_plans_fit_the_registers():
     (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 14 on
     56, 28 and 14 (one spare register: cpu_blocked_conv.FEWER_SPARE_WIDE), 2 x 7 on 7; every tile
     within the registers less the spare ones; a reduction under FEWER_SPARE_MIN_STEPS (64 input
-    channels of a 1x1) keeps 3 spare: 2 x 8 on 56."""
+    channels of a 1x1) keeps 3 spare: 2 x 8 on 56; 128 take 2 x 14."""
     got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16, ic_extent=256)
            for w in (56, 28, 14, 7) for r in (16, 32)}
     assert [(got[w, 16].blocks, got[w, 16].columns) for w in (56, 28, 14, 7)] == [(2, 4), (2, 4), (2, 5), (2, 4)]
@@ -135,6 +135,7 @@ def test_plans_fit_the_registers():
         assert cb.pressure(p.blocks, p.vectors, p.columns) <= r - cb.spare_registers(CpuShape(r * 16, r, 1), 256)
     short = _plan(512, 56, 16, 32, 16, ic_extent=64)
     assert (short.blocks, short.columns) == (2, 8)
+    assert _plan(512, 28, 16, 32, 16, ic_extent=128).columns == 14
     wide = _plan(64, 56, 16, 16, 8)  # a 16-channel block on AVX2: two vectors a block
     assert wide.vectors == 2 and wide.lanes == 8
     assert _plan(8, 56, 8, 16, 8).blocks == 1  # one block of output channels

@@ -99,11 +99,14 @@ spare rather than :data:`SPARE_REGISTERS` (False: as before; kept for A/B runs,
 (AVX2) are unchanged."""
 
 
-FEWER_SPARE_MIN_STEPS = 256
+FEWER_SPARE_MIN_STEPS = 128
 """The least reduction (``ic * kh * kw`` steps) for :data:`FEWER_SPARE_WIDE`.  In resnet50
-(NCHW16c, in whole runs, 1 AVX-512 thread, least of 30) the short 1x1s with a residual add lost
-with 2 x 14: 64->256 on 56x56 (64 steps) 2.254 -> 2.362 ms (1.05), 128->512 on 28x28 (128)
-2.405 -> 2.547 (1.06): the write-back's share is larger where the reduction is short."""
+(NCHW16c, in whole runs, 1 AVX-512 thread, least of 30), before :data:`STACK_TILE`, the short 1x1s
+with a residual add lost with 2 x 14: 64->256 on 56x56 (64 steps) 2.254 -> 2.362 ms (1.05),
+128->512 on 28x28 (128) 2.405 -> 2.547 (1.06) -- each tile then a workspace allocation and a
+store / reload of its accumulators.  With the tile on the stack (each kernel alone, least of
+10 x 4): 128->512 on 28x28 + residual 0.577 -> 0.538 (0.93), without 0.542 -> 0.507 (0.94); the
+64-step ones on 56x56 1.00-1.01 (kept on 2 x 8)."""
 
 
 def spare_registers(shape: CpuShape, steps: int | None = None) -> int:
