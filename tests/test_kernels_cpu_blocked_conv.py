@@ -323,3 +323,43 @@ def cpu_shape_lanes(target) -> int:
     from hetpart.kernels.analysis import cpu_shape
 
     return cpu_shape(target).lanes("float32")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch):
+    """cpu_blocked_conv.PIXEL_TILES: on AVX-512 (``sapphirerapids``, scheduled, not run) a 1x1
+    512->64 + ReLU conv on 7x7 (NCHW16c) tiles 2 blocks x 14 pixels (the 49 pixels
+    one iterator, the last tile of 7 split off: its update has no row check left in the whole
+    tiles); built for this host (batch 1 and 2) it matches the unscheduled build; with the switch
+    off the plan is a row's 2 x 7."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target, host_triple
+
+    if batch > 1:
+        monkeypatch.setattr(cb, "PARALLEL_MIN_ELEMENTS", 1)
+    m = _model_1x1(512, 64, 7)
+    if batch > 1:
+        from hetpart.bench.cpu_layers import with_batch
+
+        m = with_batch(m, batch)
+    graph = load(m, conv_block=16)
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+    (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
+                  if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+    plan = cb.plan_of(graph.module[name], avx512)
+    assert (plan.blocks, plan.columns) == (2, 14)
+    assert _update_unrolls(f) == [2, 14]
+    assert "_ragged" in f.script()  # the 7-pixel tail split off
+    x = np.random.default_rng(6).standard_normal((batch, 512, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev, target = tvm.cpu(), cpu_tvm_target()
+    got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.setattr(cb, "PIXEL_TILES", False)
+    plan = cb.plan_of(graph.module[name], avx512)
+    assert (plan.blocks, plan.columns) == (2, 7)

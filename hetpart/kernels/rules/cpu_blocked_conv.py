@@ -302,6 +302,8 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     if c % width:
         return None
     vectors = c // width
+    if pixel_tiles(mac, conv, shape):
+        return BlockedPlan(2, PIXEL_COLUMNS, vectors, width)
     ow = mac.extents[conv.ow]
     steps = mac.extents[conv.ic]
     for v in conv.window:
@@ -369,6 +371,57 @@ def _buffer_bytes(buffer) -> int:
     return n
 
 
+PIXEL_TILES = True
+"""Whether a 1x1 stride-1 blocked conv on a narrow image with a long reduction (:func:`pixel_tiles`)
+tiles its output *pixels*: its ``oh, ow`` iterators made one (``transform_block_layout`` on the
+update and the write-back block, ``(.., h, w, ..) -> (.., h * ow + w, ..)``: the pixels are
+contiguous in ``NCHW{c}c``), split by 14 -- 2 blocks x 14 pixels, 28 accumulators, the last tile
+(7 on a 7x7 image) split off ragged -- where a row's 7 columns allowed 2 x 7 and each weight
+vector, read from L2 (a 7x7 stage's 2-4 MiB weights), fed 7 FMAs.  False: as before (A/B runs).
+Measured (the dev box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone, least of 10 x 3):
+resnet50's 2048->512, 512->2048, 512->2048 + residual on 7x7 0.87 / 0.90 / 0.91, mobilenet_v2's
+960->320 and 960->160 + residual 0.91, densenet121's 992->128 0.91, googlenet's 832->384 0.99;
+mobilenet_v2's ReLU6 expansions 320->1280 / 160->960 1.20 / 1.27 (hence
+:data:`PIXEL_TILES_MIN_STEPS`); a 3-block plan (832->48) did not compile (hence 2 blocks only)."""
+
+PIXEL_TILES_MAX_WIDTH = 7
+"""The widest image :data:`PIXEL_TILES` takes (the 7x7 stages of resnet50, densenet121, googlenet,
+mobilenet_v2)."""
+
+PIXEL_TILES_MIN_STEPS = 512
+"""The least reduction (input channels) :data:`PIXEL_TILES` takes: where the weight traffic per
+FMA is what a wider tile saves."""
+
+PIXEL_COLUMNS = 14
+"""The pixels of a :data:`PIXEL_TILES` tile (2 blocks: 28 accumulators of AVX-512's 32)."""
+
+
+def _fused_pixels(at: int, width: int):
+    """The index map ``(.., h, w, ..) -> (.., h * width + w, ..)`` of iterators ``at``, ``at + 1``."""
+    def fn(*v):
+        return (*v[:at], v[at] * width + v[at + 1], *v[at + 2:])
+    return fn
+
+
+def pixel_tiles(mac: MacBlock, conv: BlockedConv, shape: CpuShape) -> bool:
+    """Whether ``conv`` tiles its pixels (:data:`PIXEL_TILES`): 32 vector registers, no window,
+    the data's spatial indices the output's own ``oh``, ``ow`` (stride 1, no padding), ``ow`` at
+    most :data:`PIXEL_TILES_MAX_WIDTH`, :data:`PIXEL_TILES_MIN_STEPS` input channels or more, an
+    even number (4 or more) of output blocks of one vector each.  (With one pair of blocks the tile
+    loop binds the pixels as ``t * 14 + r`` but TVM leaves ``t % 4 * 14 + r`` in the bound check,
+    which :func:`~..ragged_rows.split_ragged_rows` then does not recognise: every tile checked.)"""
+    if not PIXEL_TILES or shape.registers < 32 or conv.window or conv.oh is None or conv.oc_chunk is None:
+        return False
+    if mac.extents[conv.ow] > PIXEL_TILES_MAX_WIDTH or mac.extents[conv.ic] < PIXEL_TILES_MIN_STEPS:
+        return False
+    chunks = mac.extents[conv.oc_chunk]
+    if chunks % 2 or chunks < 4 or mac.extents[conv.oc_block] != shape.lanes(str(mac.out.dtype)):
+        return False
+    d_idx = mac.operands[conv.data][1]
+    return _is(d_idx[2], conv.oh) and _is(d_idx[3], conv.ow) and pressure(2, 1, PIXEL_COLUMNS) <= \
+        shape.registers - spare_registers(shape, mac.extents[conv.ic])
+
+
 def rows_outside_blocks(mac: MacBlock, conv: BlockedConv) -> bool:
     """Whether :func:`blocked_tile` runs ``conv``'s output rows outside its block groups
     (:data:`ROWS_OUTSIDE_BLOCKS`): an image of :data:`ROWS_OUTSIDE_MIN_BYTES` or more per batch
@@ -388,18 +441,33 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     main = mac.block
     wb = sch.cache_write(main, 0, "global")
     fuse_epilogue(sch, wb)
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+    pixels = pixel_tiles(mac, conv, shape) and (plan.blocks, plan.columns) == (2, PIXEL_COLUMNS)
+    orig = [iv.var for iv in sch.get(main).iter_vars]
+    at = 0
+    if pixels:  # the main block's and the write-back's (oh, ow) iterators as one pixel iterator
+        width = mac.extents[conv.ow]
+        at = next(i for i, iv in enumerate(sch.get(main).iter_vars) if iv.var.same_as(conv.oh))
+        for blk in (main, wb):
+            k = len(sch.get(blk).iter_vars)
+            wat = at if blk is main else 2
+            sch.transform_block_layout(blk, tirx.IndexMap.from_func(_fused_pixels(wat, width), ndim=k))
+    main_loops = sch.get_loops(main)
 
     def by(v):
-        return next(lp for var, lp in loops.items() if var.same_as(v))
+        i = next(i for i, var in enumerate(orig) if var.same_as(v))
+        return main_loops[i - 1 if pixels and i > at else i]
 
     occ_o, occ_i = (sch.split(by(conv.oc_chunk), factors=[None, plan.blocks]) if conv.oc_chunk is not None
                     else (None, None))
-    ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
+    if pixels:
+        ow_o, ow_i = sch.split(by(conv.oh), factors=[None, plan.columns])
+    else:
+        ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    n_lp, oh_lp = (by(conv.n) if conv.n is not None else None), (by(conv.oh) if conv.oh is not None else None)
+    n_lp = by(conv.n) if conv.n is not None else None
+    oh_lp = by(conv.oh) if conv.oh is not None and not pixels else None
     order = (n_lp, oh_lp, occ_o, ow_o) if rows_outside_blocks(mac, conv) else (n_lp, occ_o, oh_lp, ow_o)
     outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
@@ -421,9 +489,10 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         if sch.get(blk).name_hint not in names and all(
                 iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
             parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
-    if RAGGED_SPLIT and mac.extents[conv.ow] % plan.columns:
+    span = mac.extents[conv.ow] * (mac.extents[conv.oh] if pixels else 1)
+    if RAGGED_SPLIT and span % plan.columns:
         # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
-        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
+        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, span)
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
