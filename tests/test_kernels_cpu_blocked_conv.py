@@ -328,7 +328,7 @@ def cpu_shape_lanes(target) -> int:
 @pytest.mark.parametrize("batch", [1, 2])
 def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch):
     """cpu_blocked_conv.PIXEL_TILES: on AVX-512 (``sapphirerapids``, scheduled, not run) a 1x1
-    512->64 + ReLU conv on 7x7 (NCHW16c) tiles 2 blocks x 14 pixels (the 49 pixels
+    1024->64 + ReLU conv on 7x7 (NCHW16c) tiles 2 blocks x 14 pixels (the 49 pixels
     one iterator, the last tile of 7 split off: its update has no row check left in the whole
     tiles); built for this host (batch 1 and 2) it matches the unscheduled build; with the switch
     off the plan is a row's 2 x 7."""
@@ -340,7 +340,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
 
     if batch > 1:
         monkeypatch.setattr(cb, "PARALLEL_MIN_ELEMENTS", 1)
-    m = _model_1x1(512, 64, 7)
+    m = _model_1x1(1024, 64, 7)
     if batch > 1:
         from hetpart.bench.cpu_layers import with_batch
 
@@ -353,7 +353,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
     assert (plan.blocks, plan.columns) == (2, 14)
     assert _update_unrolls(f) == [2, 14]
     assert "_ragged" in f.script()  # the 7-pixel tail split off
-    x = np.random.default_rng(6).standard_normal((batch, 512, 7, 7)).astype(np.float32)
+    x = np.random.default_rng(6).standard_normal((batch, 1024, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
     dev, target = tvm.cpu(), cpu_tvm_target()
     got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()

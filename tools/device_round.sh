@@ -1298,11 +1298,11 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # accumulators; was 2 x 7 / 2 x 8); (b) ROWS_OUTSIDE_BLOCKS: a 1.5+ MiB image with a <= 1 MiB weight runs its output
      # rows outside the output-block groups (the image streamed once, not once per group); (c) STACK_TILE: the
      # accumulator tile on the stack (stack_tiles.TILE_PRAGMA; a 1+ KiB tile was a workspace allocation per tile);
-     # (e) PIXEL_TILES: 1x1s on 7x7 with 512+ input channels tile 2 blocks x 14 pixels (was 2 x 7 columns);
+     # (e) PIXEL_TILES: 1x1s on 7x7 with 960+ input channels tile 2 blocks x 14 pixels (was 2 x 7 columns);
      # rules/cpu_injective (d) BLOCKING_TRANSFORM_VECTORS: the NCHW -> NCHW16c transform in the output's order.  On the
      # 2-vCPU AVX-512 dev box, 1 thread, CPU time ((a)-(d)): resnet50 NCHW16c 1.149x -> 1.041x ORT (0.906x before; b8
-     # 0.926x), in whole runs densenet121 0.93x, googlenet 0.96x, mobilenet_v2 0.98x before; (e) 0.95-0.99 on
-     # resnet50's two 7x7 1x1 kernels in the model (the results file).  Here at 16 threads: (1) tools/nchwc_ab.py resnet50
+     # 0.926x), in whole runs densenet121 0.93x, googlenet 0.96x, mobilenet_v2 0.98x before; (e) 0.95 on
+     # resnet50's 2048->512 in the model (the results file).  Here at 16 threads: (1) tools/nchwc_ab.py resnet50
      # b1 NCHW / NCHW16c (after) / ORT / NCHW16c before; (2) the same at b8; (3) densenet121 and googlenet b1 (the nets
      # sharing the 56/28/14-wide shapes); (4) each switch alone off on resnet50 b1 while time is left; (5) the test file.
      # Decides: all stay on if (1) NCHWc/before <= 1.0 and (2), (3) NCHWc/before <= 1.02 (the 16-thread noise); a loss

@@ -379,18 +379,22 @@ contiguous in ``NCHW{c}c``), split by 14 -- 2 blocks x 14 pixels, 28 accumulator
 (7 on a 7x7 image) split off ragged -- where a row's 7 columns allowed 2 x 7 and each weight
 vector, read from L2 (a 7x7 stage's 2-4 MiB weights), fed 7 FMAs.  False: as before (A/B runs).
 Measured (the dev box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone, least of 10 x 3):
-resnet50's 2048->512, 512->2048, 512->2048 + residual on 7x7 0.87 / 0.90 / 0.91, mobilenet_v2's
-960->320 and 960->160 + residual 0.91, densenet121's 992->128 0.91, googlenet's 832->384 0.99;
-mobilenet_v2's ReLU6 expansions 320->1280 / 160->960 1.20 / 1.27 (hence
-:data:`PIXEL_TILES_MIN_STEPS`); a 3-block plan (832->48) did not compile (hence 2 blocks only)."""
+resnet50's 2048->512, 512->2048, 512->2048 + residual on 7x7 0.88 / 0.90 / 0.88, mobilenet_v2's
+960->320 and 960->160 + residual 0.91, densenet121's 992->128 0.91, googlenet's 832->384 0.99-1.01;
+mobilenet_v2's ReLU6 expansions 320->1280 / 160->960 1.20 / 1.27 and googlenet's 832-channel ones
+in the model (hence :data:`PIXEL_TILES_MIN_STEPS`); a 3-block plan (832->48) did not compile
+(hence 2 blocks only)."""
 
 PIXEL_TILES_MAX_WIDTH = 7
 """The widest image :data:`PIXEL_TILES` takes (the 7x7 stages of resnet50, densenet121, googlenet,
 mobilenet_v2)."""
 
-PIXEL_TILES_MIN_STEPS = 512
+PIXEL_TILES_MIN_STEPS = 960
 """The least reduction (input channels) :data:`PIXEL_TILES` takes: where the weight traffic per
-FMA is what a wider tile saves."""
+FMA is what a wider tile saves.  In whole runs (``tools/cpu_insitu_ab.py --block 16``, 1 AVX-512
+thread, least of 20-30): resnet50's 2048->512 0.95, 512->2048 + residual 0.99; mobilenet_v2's
+960->320 / 960->160 0.95 / 0.98, 576->160 1.03; densenet121's 16 of 512..992->128 0.93-1.04 (sum
+0.98); googlenet's 832->* 0.97-1.07 (sum 1.025) -- hence 960, not 512 (the first bound)."""
 
 PIXEL_COLUMNS = 14
 """The pixels of a :data:`PIXEL_TILES` tile (2 blocks: 28 accumulators of AVX-512's 32)."""
