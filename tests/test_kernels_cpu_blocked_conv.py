@@ -112,28 +112,44 @@ class _Mac:
         self.extents = extents
 
 
-def _plan(out_channels: int, width: int, block: int, registers: int, lanes: int, window=()):
+def _plan(out_channels: int, width: int, block: int, registers: int, lanes: int, window=(), ic_extent: int = 64):
     from tvm import tirx
 
     occ, ow, ocb, ic = (tirx.Var(n, "int64") for n in ("occ", "ow", "ocb", "ic"))
-    mac = _Mac({occ: out_channels // block, ow: width, ocb: block, ic: 64})
+    mac = _Mac({occ: out_channels // block, ow: width, ocb: block, ic: ic_extent})
     conv = cb.BlockedConv(None, occ, None, ow, ocb, ic, block, window, 0)
     return cb.blocked_plan(mac, conv, CpuShape(registers * 16, registers, 1), lanes)
 
 
 def test_plans_fit_the_registers():
     """AVX2 (16 registers, 8 lanes): 2 blocks x 4 columns on 56- and 28-wide images, 2 x 5
-    (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 8 on
-    56, 2 x 7 on 7; every tile within the registers less the spare ones."""
-    got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16)
+    (ragged) on 14, 2 x 4 (ragged) on 7; AVX-512 (32, 16 lanes, 16-channel blocks): 2 x 14 on
+    56, 28 and 14 (one spare register: cpu_blocked_conv.FEWER_SPARE_WIDE), 2 x 7 on 7; every tile
+    within the registers less the spare ones; a reduction under FEWER_SPARE_MIN_STEPS (64 input
+    channels of a 1x1) keeps 3 spare: 2 x 8 on 56; 128 take 2 x 14."""
+    got = {(w, r): _plan(512, w, 8 if r == 16 else 16, r, 8 if r == 16 else 16, ic_extent=256)
            for w in (56, 28, 14, 7) for r in (16, 32)}
     assert [(got[w, 16].blocks, got[w, 16].columns) for w in (56, 28, 14, 7)] == [(2, 4), (2, 4), (2, 5), (2, 4)]
-    assert (got[56, 32].blocks, got[56, 32].columns) == (2, 8) and (got[7, 32].blocks, got[7, 32].columns) == (2, 7)
+    assert [(got[w, 32].blocks, got[w, 32].columns) for w in (56, 28, 14, 7)] == [(2, 14), (2, 14), (2, 14), (2, 7)]
     for (w, r), p in got.items():
-        assert cb.pressure(p.blocks, p.vectors, p.columns) <= r - cb.SPARE_REGISTERS
+        assert cb.pressure(p.blocks, p.vectors, p.columns) <= r - cb.spare_registers(CpuShape(r * 16, r, 1), 256)
+    short = _plan(512, 56, 16, 32, 16, ic_extent=64)
+    assert (short.blocks, short.columns) == (2, 8)
+    assert _plan(512, 28, 16, 32, 16, ic_extent=128).columns == 14
     wide = _plan(64, 56, 16, 16, 8)  # a 16-channel block on AVX2: two vectors a block
     assert wide.vectors == 2 and wide.lanes == 8
     assert _plan(8, 56, 8, 16, 8).blocks == 1  # one block of output channels
+
+
+def test_avx512_tiles_keep_three_spare_registers_with_the_switch_off(monkeypatch):
+    """cpu_blocked_conv.FEWER_SPARE_WIDE off: AVX-512 tiles as before (2 x 8 on 56, 2 x 7 on 28
+    and 14); AVX2's are the same either way."""
+    monkeypatch.setattr(cb, "FEWER_SPARE_WIDE", False)
+    assert [(_plan(512, w, 16, 32, 16, ic_extent=256).blocks, _plan(512, w, 16, 32, 16, ic_extent=256).columns)
+            for w in (56, 28, 14)] == [(2, 8), (2, 7), (2, 7)]
+    assert cb.spare_registers(CpuShape(512, 32, 1)) == cb.SPARE_REGISTERS
+    monkeypatch.setattr(cb, "FEWER_SPARE_WIDE", True)
+    assert cb.spare_registers(CpuShape(256, 16, 1)) == cb.SPARE_REGISTERS
 
 
 def test_odd_block_counts_take_three_blocks_with_32_registers(monkeypatch):
@@ -141,7 +157,209 @@ def test_odd_block_counts_take_three_blocks_with_32_registers(monkeypatch):
     tile 3 blocks at a time with AVX-512's 32 registers (2: one at a time), within the
     registers; 16 registers keep MAX_BLOCKS (no 3)."""
     wide = _plan(144, 56, 16, 32, 16)
-    assert wide.blocks == 3 and cb.pressure(wide.blocks, wide.vectors, wide.columns) <= 32 - cb.SPARE_REGISTERS
+    assert wide.blocks == 3 and cb.pressure(wide.blocks, wide.vectors, wide.columns) <= 32 - cb.spare_registers(
+        CpuShape(512, 32, 1))
     assert _plan(72, 56, 8, 16, 8).blocks == 1  # 9 blocks of 8 on AVX2: 3 is over MAX_BLOCKS
     monkeypatch.setattr(cb, "MAX_BLOCKS_WIDE", 2)
     assert _plan(144, 56, 16, 32, 16).blocks == 1
+
+
+def _model16(hw: int = 14):
+    """x[1, 32, hw, hw] -> 3x3 pad 1 32->32 + relu -> 1x1 32->32 + add(3x3 out) + relu: two
+    output-channel blocks of 16 (``load(model, conv_block=16)``)."""
+    rng = np.random.default_rng(9)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for n, s in (("w1", (32, 32, 3, 3)), ("w2", (32, 32, 1, 1)))]
+    inits += [numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), f"b{i}") for i in (1, 2)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Add", ["c2", "r1"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "blocked16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, hw, hw])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
+    """cpu_blocked_conv.FEWER_SPARE_WIDE: on AVX-512 (``sapphirerapids``, scheduled here, not
+    run) a 14-wide NCHW16c 3x3 conv of two output blocks (288 reduction steps) takes 2 blocks x
+    14 columns (28 accumulators), the 1x1 after it (32 steps, under FEWER_SPARE_MIN_STEPS) 2 x 7; built for this host the model matches the same module built
+    unscheduled (plain loop nests), inputs with negatives and zeros."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target, host_triple
+
+    graph = load(_model16(), conv_block=16)
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+    scheduled = kernels.schedule(graph.module, avx512)
+    convs = [(gv.name_hint, f) for gv, f in scheduled.functions_items()
+             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+    assert len(convs) == 2
+    for name, f in convs:
+        plan = cb.plan_of(graph.module[name], avx512)
+        want = 7 if "add1" in name or "add_add" in name else 14  # the 1x1 has the residual add
+        assert (plan.blocks, plan.columns) == (2, want), name
+        assert _update_unrolls(f) == [2, want], name
+
+    x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev = tvm.cpu()
+    got = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _model_1x1(ci: int, co: int, hw: int):
+    """x[1, ci, hw, hw] -> 1x1 ci->co + relu."""
+    rng = np.random.default_rng(ci + co + hw)
+    inits = [numpy_helper.from_array((rng.standard_normal((co, ci, 1, 1)) / np.sqrt(ci)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(co).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "blocked1x1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, co, hw, hw])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_large_images_run_rows_outside_the_block_groups_and_match_the_unscheduled_build(monkeypatch):
+    """cpu_blocked_conv.ROWS_OUTSIDE_BLOCKS: a 1.6 MiB NCHW16c image (256 channels on 40x40; the
+    bound is 1.5 MiB) into a 64 KiB 1x1 weight runs its rows
+    outside the block groups and matches the module built unscheduled; a 0.4 MiB image (64
+    channels) keeps the groups outside; with the switch off neither does."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    def conv_func(graph):
+        (f,) = [f for gv, f in graph.module.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+        return f
+
+    big, small = load(_model_1x1(256, 64, 40), conv_block=16), load(_model_1x1(64, 64, 40), conv_block=16)
+    assert cb.rows_outside_of(conv_func(big)) is True and cb.rows_outside_of(conv_func(small)) is False
+    x = np.random.default_rng(3).standard_normal((1, 256, 40, 40)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev, target = tvm.cpu(), cpu_tvm_target()
+    got = relax.VirtualMachine(kernels.build(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.setattr(cb, "ROWS_OUTSIDE_BLOCKS", False)
+    assert cb.rows_outside_of(conv_func(big)) is False
+
+
+def test_the_accumulator_tile_is_on_the_stack(monkeypatch):
+    """cpu_blocked_conv.STACK_TILE: the 2 x 14 tile of 16-lane accumulators (1.75 KiB, over TVM's
+    1 KiB stack limit) of a 14-wide NCHW16c 3x3 conv compiled for AVX-512 is no
+    TVMBackendAllocWorkspace (stack_tiles.TILE_PRAGMA on its tile loop): one workspace left, the
+    padded image's; with the switch off the tile is another (allocated once per tile)."""
+    import tvm
+    from tvm import tirx
+
+    from hetpart import kernels, load
+    from hetpart.kernels import stack_tiles
+    from hetpart.targets import host_triple
+
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+
+    def workspaces() -> int:
+        graph = load(_model16(), conv_block=16)
+        (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
+                      if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint
+                      and cb.plan_of(graph.module[gv.name_hint], avx512).columns == 14]
+        lib = tvm.compile(tvm.IRModule({name: f.with_attr("global_symbol", name)}), avx512,
+                          tir_pipeline=stack_tiles.register())
+        return lib.mod.inspect_source("asm").count("TVMBackendAllocWorkspace@")
+
+    assert workspaces() == 1
+    monkeypatch.setattr(cb, "STACK_TILE", False)
+    assert workspaces() > 1
+
+
+def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
+    """cpu_injective.BLOCKING_TRANSFORM_VECTORS: the import's NCHW -> NCHW16c transform of the
+    model's input is scheduled with the channel block innermost (one 16-lane vector a pixel,
+    the store contiguous; before: the pixels vectorised, the stores scattered); the module built
+    with it matches the unscheduled build (test_avx512_tiles_of_14_columns_... runs the whole
+    module too); with the switch off the plain schedule."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.kernels.rules import cpu_injective
+    from hetpart.targets import cpu_tvm_target
+
+    graph = load(_model16(), conv_block=16)
+    target = cpu_tvm_target()
+
+    def innermost(mod):
+        (f,) = [f for gv, f in kernels.schedule(mod, target).functions_items()
+                if isinstance(f, tirx.PrimFunc) and gv.name_hint == "te_layout_transform"]  # x into NCHW16c
+        import tvm_ffi
+
+        loops = []
+        tvm_ffi.structural_walk(f.body, [(tirx.For, loops.append)], order="post")
+        return loops[0]  # post order: the innermost loop first
+
+    inner = innermost(graph.module)
+    assert inner.kind == tirx.ForKind.VECTORIZED and int(inner.extent) == min(16, cpu_shape_lanes(target))
+    x = np.random.default_rng(4).standard_normal((1, 32, 14, 14)).astype(np.float32)
+    dev = tvm.cpu()
+    got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.setattr(cpu_injective, "BLOCKING_TRANSFORM_VECTORS", False)
+    assert "fused" in str(innermost(graph.module).loop_var)  # the plain schedule: pixels fused
+
+
+def cpu_shape_lanes(target) -> int:
+    from hetpart.kernels.analysis import cpu_shape
+
+    return cpu_shape(target).lanes("float32")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch):
+    """cpu_blocked_conv.PIXEL_TILES: on AVX-512 (``sapphirerapids``, scheduled, not run) a 1x1
+    1024->64 + ReLU conv on 7x7 (NCHW16c) tiles 2 blocks x 14 pixels (the 49 pixels
+    one iterator, the last tile of 7 split off: its update has no row check left in the whole
+    tiles); built for this host (batch 1 and 2) it matches the unscheduled build; with the switch
+    off the plan is a row's 2 x 7."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target, host_triple
+
+    if batch > 1:
+        monkeypatch.setattr(cb, "PARALLEL_MIN_ELEMENTS", 1)
+    m = _model_1x1(1024, 64, 7)
+    if batch > 1:
+        from hetpart.bench.cpu_layers import with_batch
+
+        m = with_batch(m, batch)
+    graph = load(m, conv_block=16)
+    avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
+    (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
+                  if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
+    plan = cb.plan_of(graph.module[name], avx512)
+    assert (plan.blocks, plan.columns) == (2, 14)
+    assert _update_unrolls(f) == [2, 14]
+    assert "_ragged" in f.script()  # the 7-pixel tail split off
+    x = np.random.default_rng(6).standard_normal((batch, 1024, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    dev, target = tvm.cpu(), cpu_tvm_target()
+    got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    want = relax.VirtualMachine(tvm.compile(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    monkeypatch.setattr(cb, "PIXEL_TILES", False)
+    plan = cb.plan_of(graph.module[name], avx512)
+    assert (plan.blocks, plan.columns) == (2, 7)

@@ -94,3 +94,20 @@ def test_a_real_profile_puts_the_convs_time_on_the_convs():
     rows, _ = ort_nodes(m, 1, 3, warm=1)
     keyed = cpu_layer_gap.ort_keyed(m, [r for r in rows if "Conv" in r["op"]])
     assert keyed and {k for k, _ in keyed} == {"conv 8->8 1x1 s1 @6x6"}
+
+
+def test_the_blocked_build_is_keyed_as_its_nchw_layers():
+    """``--block 16``: hetpart's ``load(model, conv_block=16)`` kernels (5-d data, 6-d weights, a
+    layout transform) keyed as the ONNX layers ORT's nodes are: ``conv ci->co kh x kw s @h x w``
+    from the NCHW shapes, the transforms a key of their own."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="c3x3"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="c1x1")]
+    inits = {"w1": rng.standard_normal((32, 32, 3, 3)).astype(np.float32),
+             "w2": rng.standard_normal((64, 32, 1, 1)).astype(np.float32)}
+    m = model(nodes, [("x", [1, 32, 14, 14], np.float32)], [("y", [1, 64, 14, 14], np.float32)], inits, opset=13)
+    keys = {k for k, _, _ in cpu_layer_gap.hetpart_keyed(m, 0, block=16)}
+    onnx_keys = set(cpu_layer_gap.onnx_keys(m).values())
+    assert {"conv 32->32 3x3 s1 @14x14", "conv 32->64 1x1 s1 @14x14"} <= keys & onnx_keys
+    assert "layout transforms (hetpart)" in keys

@@ -4,9 +4,12 @@ image left by the conv before), not alone as ``tools/kernel_switch_ab.py`` times
 
     TVM_NUM_THREADS=1 PYTHONPATH=. python tools/cpu_insitu_ab.py zoo:resnet50 \\
         --before hetpart.kernels.rules.cpu_matmul.PLANE_CHUNK_B1=0 [--after ...] [--runs 15 --rounds 2]
+    TVM_NUM_THREADS=1 PYTHONPATH=. python tools/cpu_insitu_ab.py zoo:resnet50 --block 16 \
+        --before hetpart.kernels.rules.cpu_blocked_conv.ROWS_OUTSIDE_BLOCKS=0
 
 In: a model (a ``bench/cpu_layers.py`` layer name, a zoo spec or an ONNX file, ``--batch``),
-``--before`` / ``--after`` assignments as ``tools/cpu_rule_ab.py`` takes them.  Both builds' VMs
+``--before`` / ``--after`` assignments as ``tools/cpu_rule_ab.py`` takes them; ``--block N``: both
+sides the channel-blocked import (``load(model, conv_block=N)``).  Both builds' VMs
 run alternately, one whole run each turn, ``--runs x --rounds`` turns; every kernel call timed by a
 Relax VM instrument (the calling thread's CPU time: ``TVM_NUM_THREADS=1``; ``--wall`` for a pool
 of several threads).  Out: per kernel the least over the runs of its calls' sum, before / after /
@@ -36,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--wall", action="store_true", help="wall time per call (a pool of several threads)")
+    p.add_argument("--block", type=int, default=None,
+                   help="both sides imported channel-blocked (load(model, conv_block=N)), a switch's effect there")
     a = p.parse_args(argv)
 
     import tvm
@@ -50,13 +55,14 @@ def main(argv=None) -> int:
     from hetpart.targets import cpu_tvm_target
 
     m = _model(a.model, a.batch)
-    keyed = {f: k for k, f, _ in hetpart_keyed(m, 0, graph=load(m))}
+    keyed = {f: k for k, f, _ in hetpart_keyed(m, 0, graph=load(m, conv_block=a.block))}
     target = cpu_tvm_target()
     texts, vms = [], []
     for sw in (a.before, a.after):
         with switched(sw):
-            texts.append(scripts(load(m).module, target))
-            vms.append(relax.VirtualMachine(kernels.build(load(m).module, target), tvm.cpu()))
+            graph = load(m, conv_block=a.block)
+            texts.append(scripts(graph.module, target))
+            vms.append(relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu()))
     changed = {f for f in texts[0] if texts[0][f] != texts[1].get(f)}
     feeds = example_inputs(m, seed=0)
     args = [tvm.runtime.tensor(feeds[i.name]) for i in m.graph.input]

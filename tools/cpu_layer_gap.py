@@ -29,7 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _nchw(shape) -> tuple:
+    """An NCHW{c}c activation shape (5-d) as its NCHW shape; a 4-d one as it is."""
+    return (shape[0], shape[1] * shape[4], shape[2], shape[3]) if len(shape) == 5 else tuple(shape)
+
+
 def _conv_key(w, x, y) -> str:
+    if len(w) == 6:  # OIHW{i}i{o}o: the blocked import's weights
+        w = (w[0] * w[5], w[1] * w[4], w[2], w[3])
+    x, y = _nchw(x), _nchw(y)
     co, ci, kh, kw = w
     s = max(1, round(x[2] / y[2])) if y[2] else 1
     return f"conv {ci}->{co} {kh}x{kw} s{s} @{x[2]}x{x[3]}"
@@ -126,16 +134,17 @@ def _least_cpu_time(kmod, executable, dev, calls: int) -> float:
     return best
 
 
-def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]:
+def hetpart_keyed(model, calls: int, graph=None, block: int | None = None) -> list[tuple[str, str, float]]:
     """(key, func, seconds) per kernel of the all-CPU build, each timed alone (least CPU time;
-    ``calls`` 0: keys only, no timing)."""
+    ``calls`` 0: keys only, no timing); ``block``: the channel-blocked import
+    (``load(model, conv_block=block)``), its 5-d shapes keyed as their NCHW ones."""
     import tvm
 
     from hetpart import load
     from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target
 
-    graph = graph or load(model)
+    graph = graph or load(model, conv_block=block)
     target, dev = cpu_tvm_target(), tvm.cpu()
     timed: dict[str, float] = {}
     rows = []
@@ -144,18 +153,21 @@ def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]
         if k.signature not in timed:
             timed[k.signature] = 0.0 if not calls else _least_cpu_time(
                 kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)
-        xs = [graph.tensors[t].shape for t in k.inputs]
-        y = graph.tensors[k.outputs[0]].shape
-        w4 = [a.shape for a in kmod.args if a.weight and len(a.shape) == 4]
-        if "conv2d" in k.ops and w4:
+        xs = [_nchw(graph.tensors[t].shape) for t in k.inputs]
+        y = _nchw(graph.tensors[k.outputs[0]].shape)
+        w4 = [a.shape for a in kmod.args if a.weight and len(a.shape) in (4, 6)]
+        if any(o.startswith("conv2d") for o in k.ops) and w4:
             key = _conv_key(w4[0], xs[0], y)
         elif any("pool" in o for o in k.ops):
             op = "MaxPool" if any("max_pool" in o for o in k.ops) else "AveragePool"
             s = max(1, round(xs[0][2] / y[2]))
-            key = f"{op} 3 s{s} p{1 if s == 1 else 0} @{xs[0][1]}x{xs[0][2]}" if "global" not in " ".join(k.ops) \
+            pad = max(0, -(-((y[2] - 1) * s + 3 - xs[0][2]) // 2))  # a 3x3 window's padding from the shapes
+            key = f"{op} 3 s{s} p{pad} @{xs[0][1]}x{xs[0][2]}" if "global" not in " ".join(k.ops) \
                 else "GlobalAveragePool"
         elif tuple(k.ops) == ("mean",) and len(y) == 4 and y[2] == y[3] == 1:
             key = "GlobalAveragePool"
+        elif all("layout_transform" in o for o in k.ops):
+            key = "layout transforms (hetpart)"
         elif "concatenate" in k.ops:
             key = "Concat"
         elif "matmul" in k.ops or "dense" in " ".join(k.ops):
@@ -166,7 +178,7 @@ def hetpart_keyed(model, calls: int, graph=None) -> list[tuple[str, str, float]]
     return rows
 
 
-def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str, float]]:
+def hetpart_in_situ(model, runs: int, wall: bool = False, block: int | None = None) -> list[tuple[str, str, float]]:
     """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
     instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``; ``wall``:
     wall time, for a pool of several threads, whose work the calling thread's clock misses), the
@@ -182,7 +194,7 @@ def hetpart_in_situ(model, runs: int, wall: bool = False) -> list[tuple[str, str
     from hetpart.models import example_inputs
     from hetpart.targets import cpu_tvm_target
 
-    graph = load(model)
+    graph = load(model, conv_block=block)
     keyed = {func: key for key, func, _ in hetpart_keyed(model, 0, graph=graph)}
     vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
     feeds = example_inputs(model, seed=0)
@@ -203,6 +215,8 @@ def main(argv=None) -> int:
                    help="hetpart's kernels timed inside whole runs (--runs of them), not alone")
     p.add_argument("--wall", action="store_true",
                    help="with --in-situ: wall time per kernel call (several threads: TVM_NUM_THREADS=16)")
+    p.add_argument("--block", type=int, default=None,
+                   help="hetpart's channel-blocked import (load(model, conv_block=N)), kernels keyed as NCHW layers")
     a = p.parse_args(argv)
     import onnx
 
@@ -217,7 +231,8 @@ def main(argv=None) -> int:
         o_sum[key] += s
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
-    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall) if a.in_situ else hetpart_keyed(model, a.calls)):
+    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall, a.block) if a.in_situ
+                        else hetpart_keyed(model, a.calls, block=a.block)):
         h_sum[key] += s
         h_n[key] += 1
     print(f"{a.model} all-CPU, {threads} thread(s): hetpart kernels {'in whole runs' if a.in_situ else 'alone'} (sum {sum(h_sum.values()) * 1e3:.3f} ms), "

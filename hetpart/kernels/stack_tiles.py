@@ -39,10 +39,16 @@ workspace, where LLVM already holds them in registers inside the reduction loop.
 ENABLED = True
 """Switch: False builds with TVM's default pipeline (the "before" of an A/B)."""
 
+TILE_PRAGMA = "pragma_hetpart_stack_tile"
+"""A loop annotation (``sch.annotate(loop, TILE_PRAGMA, max_bytes)``; TVM lowers a ``pragma_``
+annotation to an ``AttrStmt`` around the loop) by which a schedule asks for the tile buffers under
+that loop of :data:`MIN_BYTES` to ``max_bytes`` on the stack whatever their loop nest: the rule
+knows its accumulators stay in registers (:mod:`.rules.cpu_blocked_conv`'s tiles, up to 2 KiB)."""
+
 _DISABLE = "disable_lower_builtin"  # tvm::tirx::transform::kDisableLowerTVMBuiltin
 
 
-def _stack_worthy(stmt: tirx.AllocBuffer) -> bool:
+def _stack_worthy(stmt: tirx.AllocBuffer, limit: int = STACK_BYTES) -> bool:
     buf = stmt.buffer
     if buf.scope() != "global" or _DISABLE in (stmt.annotations or {}):
         return False
@@ -52,7 +58,7 @@ def _stack_worthy(stmt: tirx.AllocBuffer) -> bool:
             return False
         size *= int(dim)
     nbytes = size * tvm.DataType(buf.dtype).bits * tvm.DataType(buf.dtype).lanes // 8
-    return MIN_BYTES <= nbytes <= STACK_BYTES
+    return MIN_BYTES <= nbytes <= limit
 
 
 def _marked(stmt: tirx.AllocBuffer) -> tirx.AllocBuffer:
@@ -74,32 +80,38 @@ def _serial_depth(stmt) -> int:
     return 0
 
 
-def _rewrite(stmt):
+def _rewrite(stmt, asked: int = 0):
     """``stmt`` with every stack-worthy ``AllocBuffer`` annotated; the same object where
-    nothing below it changed (statement kinds without a body are left as they are)."""
+    nothing below it changed (statement kinds without a body are left as they are).
+    ``asked``: under a :data:`TILE_PRAGMA` loop, its byte limit (0: none)."""
     if isinstance(stmt, tirx.SeqStmt):
         seq = list(stmt.seq)
         for i, s in enumerate(seq):
             if isinstance(s, tirx.AllocBuffer):  # its uses are the statements after it
-                seq[i] = _marked(s) if _stack_worthy(s) and max(map(_serial_depth, seq[i + 1:]), default=0) <= 1 else s
+                worthy = (_stack_worthy(s, asked) if asked
+                          else _stack_worthy(s) and max(map(_serial_depth, seq[i + 1:]), default=0) <= 1)
+                seq[i] = _marked(s) if worthy else s
             else:
-                seq[i] = _rewrite(s)
+                seq[i] = _rewrite(s, asked)
         return stmt if all(a.same_as(b) for a, b in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
+    if isinstance(stmt, tirx.AttrStmt) and stmt.attr_key == TILE_PRAGMA:
+        body = _rewrite(stmt.body, int(stmt.value) if isinstance(stmt.value, tirx.IntImm) else STACK_BYTES)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
     if isinstance(stmt, tirx.For):
-        body = _rewrite(stmt.body)
+        body = _rewrite(stmt.body, asked)
         return stmt if body.same_as(stmt.body) else tirx.For(
             stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations, stmt.step)
     if isinstance(stmt, tirx.AttrStmt):
-        body = _rewrite(stmt.body)
+        body = _rewrite(stmt.body, asked)
         return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
     if isinstance(stmt, tirx.IfThenElse):
-        then = _rewrite(stmt.then_case)
-        other = _rewrite(stmt.else_case) if stmt.else_case is not None else None
+        then = _rewrite(stmt.then_case, asked)
+        other = _rewrite(stmt.else_case, asked) if stmt.else_case is not None else None
         if then.same_as(stmt.then_case) and (other is None or other.same_as(stmt.else_case)):
             return stmt
         return tirx.IfThenElse(stmt.condition, then, other)
     if isinstance(stmt, tirx.While):
-        body = _rewrite(stmt.body)
+        body = _rewrite(stmt.body, asked)
         return stmt if body.same_as(stmt.body) else tirx.While(stmt.condition, body)
     return stmt
 

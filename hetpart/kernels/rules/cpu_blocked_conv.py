@@ -35,6 +35,8 @@ of one channel block in registers and streams the window's taps, each a vector l
 image and of the weight and ``R`` vector FMAs.
 
 Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
+:data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles), :data:`ROWS_OUTSIDE_BLOCKS` (large images' rows
+outside the block groups), :data:`STACK_TILE` (the accumulators on the stack),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
@@ -44,11 +46,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
 from ..analysis import CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, const_extent, fuse_epilogue, parallel_vectorize
-from .. import ragged_rows
+from .. import ragged_rows, stack_tiles
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
 
 BLOCKED_TILE = True
@@ -77,6 +80,42 @@ turns, least of 5 calls x 3 rounds, ms; resnet50's 64->64 3x3 on 56x56 / 1024->2
 / 2.43); 2 x 4 (11) 2.42 / 1.25 / 2.93 / 1.16; 4 x 2 (11) 2.56 / 1.19 / 4.19 / 1.12; 2 x 5
 (13) 2.63 / 1.07 / 3.19 / 1.30; 2 x 6 with blocks outside columns (19) 15.8 / 1.55 / 4.28 /
 1.80, with columns outside (15) 2.54 / 1.20 / 3.47 / 1.22."""
+
+SPARE_REGISTERS_WIDE = 1
+""":data:`SPARE_REGISTERS` on a CPU of 32 vector registers (AVX-512) while
+:data:`FEWER_SPARE_WIDE` is on: there LLVM folds the broadcast data scalar into its FMA
+(``vfmadd231ps zmm, zmm, [mem]{1to16}``) and needs no temporaries beyond the loaded operand
+:func:`pressure` already counts, so 2 blocks x 14 columns (pressure 31) fits where 3 spare
+registers allowed 2 x 7 (17) on 14- and 28-wide images and 2 x 8 on 56.  Measured (the dev
+box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone in one process in turns, least of
+10 x 3, resnet50 NCHW16c): 3x3 256 on 14x14 1.327 -> 1.193 ms (0.90), 3x3 128 on 28x28
+1.372 -> 1.235 (0.90), 3x3 64 on 56x56 1.369 -> 1.289 (0.94), 1x1 1024->256 on 14x14 1.236
+-> 1.163 (0.94), 1x1 64->256 on 56x56 0.631 -> 0.619 (0.98); 7-wide images keep 2 x 7."""
+
+FEWER_SPARE_WIDE = True
+"""Whether a 32-register CPU's blocked tiles leave :data:`SPARE_REGISTERS_WIDE` registers
+spare rather than :data:`SPARE_REGISTERS` (False: as before; kept for A/B runs,
+``--before hetpart.kernels.rules.cpu_blocked_conv.FEWER_SPARE_WIDE=0``).  16-register CPUs
+(AVX2) are unchanged."""
+
+
+FEWER_SPARE_MIN_STEPS = 128
+"""The least reduction (``ic * kh * kw`` steps) for :data:`FEWER_SPARE_WIDE`.  In resnet50
+(NCHW16c, in whole runs, 1 AVX-512 thread, least of 30), before :data:`STACK_TILE`, the short 1x1s
+with a residual add lost with 2 x 14: 64->256 on 56x56 (64 steps) 2.254 -> 2.362 ms (1.05),
+128->512 on 28x28 (128) 2.405 -> 2.547 (1.06) -- each tile then a workspace allocation and a
+store / reload of its accumulators.  With the tile on the stack (each kernel alone, least of
+10 x 4): 128->512 on 28x28 + residual 0.577 -> 0.538 (0.93), without 0.542 -> 0.507 (0.94); the
+64-step ones on 56x56 1.00-1.01 (kept on 2 x 8)."""
+
+
+def spare_registers(shape: CpuShape, steps: int | None = None) -> int:
+    """The vector registers a blocked conv tile of a ``steps``-long reduction (None: any)
+    leaves free on ``shape``: :data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32
+    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps."""
+    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= FEWER_SPARE_MIN_STEPS)
+    return SPARE_REGISTERS_WIDE if wide else SPARE_REGISTERS
+
 
 MIN_CHAINS = 8
 """Independent accumulators a tile needs to keep two FMA pipes of four cycles' latency busy
@@ -250,7 +289,7 @@ def columns_outer(plan: BlockedPlan) -> bool:
 def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) -> BlockedPlan | None:
     """The tile for ``conv`` on ``shape``: ``blocks`` dividing the output-channel chunks
     (up to :data:`MAX_BLOCKS`) by ``columns`` (up to :data:`MAX_COLUMNS`) whose
-    :func:`pressure` fits ``shape.registers`` less :data:`SPARE_REGISTERS`, of the least
+    :func:`pressure` fits ``shape.registers`` less :func:`spare_registers`, of the least
     modelled time per useful output: a reduction step issues ``acc`` FMAs and ``blocks *
     vectors + columns`` loads, two of each a cycle, and needs :data:`MIN_CHAINS` independent
     accumulators to hide the FMA latency, so ``max(acc, loads, MIN_CHAINS) / useful`` --
@@ -263,8 +302,13 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     if c % width:
         return None
     vectors = c // width
+    if pixel_tiles(mac, conv, shape):
+        return BlockedPlan(2, PIXEL_COLUMNS, vectors, width)
     ow = mac.extents[conv.ow]
-    budget = shape.registers - SPARE_REGISTERS
+    steps = mac.extents[conv.ic]
+    for v in conv.window:
+        steps *= mac.extents[v]
+    budget = shape.registers - spare_registers(shape, steps)
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
     for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
@@ -279,6 +323,121 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     return top[1] if top is not None else None
 
 
+STACK_TILE = True
+"""Whether :func:`blocked_tile` asks for its accumulator tile on the stack
+(:data:`.stack_tiles.TILE_PRAGMA` on the tile loop, up to :data:`STACK_TILE_BYTES`): a tile of 1 KiB
+or more (2 blocks x 8 columns of 16 lanes and up) was a ``TVMBackendAllocWorkspace`` per tile,
+its accumulators stored there after the reduction and loaded back by the write-back; on the stack
+LLVM keeps them in registers (the reduction loop already did) and writes the output straight
+from them.  False: as before (A/B runs).  Measured (the dev box's AVX-512 Xeon, 1 thread, CPU
+time, each kernel alone, least of 10 x 3, resnet50 NCHW16c): 64->256 1x1 on 56x56 + residual
+0.704 -> 0.650 ms (0.92), without 0.649 -> 0.567 (0.87), 3x3 256 on 14x14 1.181 -> 1.140 (0.97),
+1024->512 1x1 on 14x14 0.98, 128->512 + residual on 28x28 0.98."""
+
+STACK_TILE_BYTES = 2048
+"""The largest accumulator tile :data:`STACK_TILE` puts on the stack: 32 registers' worth of
+16-lane float vectors (the most a tile's :func:`pressure` allows)."""
+
+ROWS_OUTSIDE_BLOCKS = True
+"""Whether a tile of a large image (:data:`ROWS_OUTSIDE_MIN_BYTES`) and a small weight
+(:data:`ROWS_OUTSIDE_MAX_WEIGHT_BYTES`) runs its output rows outside its output-channel block
+groups -- ``parallel fused(n, oh, oc_chunk / B, ow / R)``, so the image's rows a group reads are
+in cache for the next group and the image is streamed once, the weight once per row -- rather
+than each group over the whole image (``fused(n, oc_chunk / B, oh, ow / R)``: the image
+streamed from L3 once per group where it is larger than L2).  False: as before (A/B runs,
+``--before hetpart.kernels.rules.cpu_blocked_conv.ROWS_OUTSIDE_BLOCKS=0``).  Measured (the dev
+box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone, least of 10 x 3, NCHW16c, ms):
+resnet50's 256->64 / 256->128 / 256->512 s2 1x1 on 56x56 0.622 -> 0.593 (0.95) / 1.287 -> 1.168
+(0.91) / 1.459 -> 1.240 (0.85), 3x3 s2 128 on 56x56 1.506 -> 1.443 (0.96), 512->128 / 512->256 on
+28x28 0.599 -> 0.577 (0.96) / 1.273 -> 1.224 (0.96); densenet121's 192->128 / 224->128 / 256->128
+on 56x56 0.94 / 0.95 / 0.94, 512->256 on 28x28 0.97; inception_v3's 80->192 3x3 on 73x73 0.99.
+Where the weight is large the rows lose: resnet50's 512->1024 s2 (2 MiB) 1.08, 3x3 s2 256 on
+28x28 (2.3 MiB) 1.10, inception_v3's 288->384 3x3 s2 (4 MiB) 1.15 -- hence the weight bound; a
+0.8 MiB image (64->256 on 56x56, 1024->512 on 14x14) 1.00-1.10 -- hence the image bound."""
+
+ROWS_OUTSIDE_MIN_BYTES = 3 << 19
+"""The least data image (bytes per image, the padded one for a windowed conv: 1.5 MiB) for
+:data:`ROWS_OUTSIDE_BLOCKS`: a smaller one stays in a core's L2 between block groups."""
+
+ROWS_OUTSIDE_MAX_WEIGHT_BYTES = 1 << 20
+"""The largest weight for :data:`ROWS_OUTSIDE_BLOCKS` (1 MiB): it is re-read once per output row
+and should stay in L2."""
+
+
+def _buffer_bytes(buffer) -> int:
+    n = max(1, tvm.runtime.DataType(str(buffer.dtype)).bits // 8)
+    for d in buffer.shape:
+        n *= int(d) if isinstance(d, tirx.IntImm) else 1
+    return n
+
+
+PIXEL_TILES = True
+"""Whether a 1x1 stride-1 blocked conv on a narrow image with a long reduction (:func:`pixel_tiles`)
+tiles its output *pixels*: its ``oh, ow`` iterators made one (``transform_block_layout`` on the
+update and the write-back block, ``(.., h, w, ..) -> (.., h * ow + w, ..)``: the pixels are
+contiguous in ``NCHW{c}c``), split by 14 -- 2 blocks x 14 pixels, 28 accumulators, the last tile
+(7 on a 7x7 image) split off ragged -- where a row's 7 columns allowed 2 x 7 and each weight
+vector, read from L2 (a 7x7 stage's 2-4 MiB weights), fed 7 FMAs.  False: as before (A/B runs).
+Measured (the dev box's AVX-512 Xeon, 1 thread, CPU time, each kernel alone, least of 10 x 3):
+resnet50's 2048->512, 512->2048, 512->2048 + residual on 7x7 0.88 / 0.90 / 0.88, mobilenet_v2's
+960->320 and 960->160 + residual 0.91, densenet121's 992->128 0.91, googlenet's 832->384 0.99-1.01;
+mobilenet_v2's ReLU6 expansions 320->1280 / 160->960 1.20 / 1.27 and googlenet's 832-channel ones
+in the model (hence :data:`PIXEL_TILES_MIN_STEPS`); a 3-block plan (832->48) did not compile
+(hence 2 blocks only)."""
+
+PIXEL_TILES_MAX_WIDTH = 7
+"""The widest image :data:`PIXEL_TILES` takes (the 7x7 stages of resnet50, densenet121, googlenet,
+mobilenet_v2)."""
+
+PIXEL_TILES_MIN_STEPS = 960
+"""The least reduction (input channels) :data:`PIXEL_TILES` takes: where the weight traffic per
+FMA is what a wider tile saves.  In whole runs (``tools/cpu_insitu_ab.py --block 16``, 1 AVX-512
+thread, least of 20-30): resnet50's 2048->512 0.95, 512->2048 + residual 0.99; mobilenet_v2's
+960->320 / 960->160 0.95 / 0.98, 576->160 1.03; densenet121's 16 of 512..992->128 0.93-1.04 (sum
+0.98); googlenet's 832->* 0.97-1.07 (sum 1.025) -- hence 960, not 512 (the first bound)."""
+
+PIXEL_COLUMNS = 14
+"""The pixels of a :data:`PIXEL_TILES` tile (2 blocks: 28 accumulators of AVX-512's 32)."""
+
+
+def _fused_pixels(at: int, width: int):
+    """The index map ``(.., h, w, ..) -> (.., h * width + w, ..)`` of iterators ``at``, ``at + 1``."""
+    def fn(*v):
+        return (*v[:at], v[at] * width + v[at + 1], *v[at + 2:])
+    return fn
+
+
+def pixel_tiles(mac: MacBlock, conv: BlockedConv, shape: CpuShape) -> bool:
+    """Whether ``conv`` tiles its pixels (:data:`PIXEL_TILES`): 32 vector registers, no window,
+    the data's spatial indices the output's own ``oh``, ``ow`` (stride 1, no padding), ``ow`` at
+    most :data:`PIXEL_TILES_MAX_WIDTH`, :data:`PIXEL_TILES_MIN_STEPS` input channels or more, an
+    even number (4 or more) of output blocks of one vector each.  (With one pair of blocks the tile
+    loop binds the pixels as ``t * 14 + r`` but TVM leaves ``t % 4 * 14 + r`` in the bound check,
+    which :func:`~..ragged_rows.split_ragged_rows` then does not recognise: every tile checked.)"""
+    if not PIXEL_TILES or shape.registers < 32 or conv.window or conv.oh is None or conv.oc_chunk is None:
+        return False
+    if mac.extents[conv.ow] > PIXEL_TILES_MAX_WIDTH or mac.extents[conv.ic] < PIXEL_TILES_MIN_STEPS:
+        return False
+    chunks = mac.extents[conv.oc_chunk]
+    if chunks % 2 or chunks < 4 or mac.extents[conv.oc_block] != shape.lanes(str(mac.out.dtype)):
+        return False
+    d_idx = mac.operands[conv.data][1]
+    return _is(d_idx[2], conv.oh) and _is(d_idx[3], conv.ow) and pressure(2, 1, PIXEL_COLUMNS) <= \
+        shape.registers - spare_registers(shape, mac.extents[conv.ic])
+
+
+def rows_outside_blocks(mac: MacBlock, conv: BlockedConv) -> bool:
+    """Whether :func:`blocked_tile` runs ``conv``'s output rows outside its block groups
+    (:data:`ROWS_OUTSIDE_BLOCKS`): an image of :data:`ROWS_OUTSIDE_MIN_BYTES` or more per batch
+    index, a weight of :data:`ROWS_OUTSIDE_MAX_WEIGHT_BYTES` or less, and rows to iterate."""
+    if not ROWS_OUTSIDE_BLOCKS or conv.oh is None or conv.oc_chunk is None:
+        return False
+    batch = mac.extents[conv.n] if conv.n is not None else 1
+    image = _buffer_bytes(mac.operands[conv.data][0]) // max(1, batch)
+    weight = _buffer_bytes(mac.operands[1 - conv.data][0])
+    return image >= ROWS_OUTSIDE_MIN_BYTES and weight <= ROWS_OUTSIDE_MAX_WEIGHT_BYTES
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
@@ -286,25 +445,43 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     main = mac.block
     wb = sch.cache_write(main, 0, "global")
     fuse_epilogue(sch, wb)
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
+    pixels = pixel_tiles(mac, conv, shape) and (plan.blocks, plan.columns) == (2, PIXEL_COLUMNS)
+    orig = [iv.var for iv in sch.get(main).iter_vars]
+    at = 0
+    if pixels:  # the main block's and the write-back's (oh, ow) iterators as one pixel iterator
+        width = mac.extents[conv.ow]
+        at = next(i for i, iv in enumerate(sch.get(main).iter_vars) if iv.var.same_as(conv.oh))
+        for blk in (main, wb):
+            k = len(sch.get(blk).iter_vars)
+            wat = at if blk is main else 2
+            sch.transform_block_layout(blk, tirx.IndexMap.from_func(_fused_pixels(wat, width), ndim=k))
+    main_loops = sch.get_loops(main)
 
     def by(v):
-        return next(lp for var, lp in loops.items() if var.same_as(v))
+        i = next(i for i, var in enumerate(orig) if var.same_as(v))
+        return main_loops[i - 1 if pixels and i > at else i]
 
     occ_o, occ_i = (sch.split(by(conv.oc_chunk), factors=[None, plan.blocks]) if conv.oc_chunk is not None
                     else (None, None))
-    ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
+    if pixels:
+        ow_o, ow_i = sch.split(by(conv.oh), factors=[None, plan.columns])
+    else:
+        ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    outer = [lp for lp in (by(conv.n) if conv.n is not None else None, occ_o,
-                           by(conv.oh) if conv.oh is not None else None, ow_o) if lp is not None]
+    n_lp = by(conv.n) if conv.n is not None else None
+    oh_lp = by(conv.oh) if conv.oh is not None and not pixels else None
+    order = (n_lp, oh_lp, occ_o, ow_o) if rows_outside_blocks(mac, conv) else (n_lp, occ_o, oh_lp, ow_o)
+    outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
     sch.reorder(*outer, *reds, *inner, vec_i)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(tile)
+    if STACK_TILE:
+        sch.annotate(tile, stack_tiles.TILE_PRAGMA, STACK_TILE_BYTES)
     sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
     for lp in inner:
         sch.unroll(lp)
@@ -316,9 +493,10 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         if sch.get(blk).name_hint not in names and all(
                 iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
             parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
-    if RAGGED_SPLIT and mac.extents[conv.ow] % plan.columns:
+    span = mac.extents[conv.ow] * (mac.extents[conv.oh] if pixels else 1)
+    if RAGGED_SPLIT and span % plan.columns:
         # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
-        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
+        ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, span)
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
@@ -336,21 +514,35 @@ def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> N
         sch.unroll(lp)
 
 
-def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
-    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
-    channel-blocked convolution (:func:`blocked_conv`), else None: its padding kept, its
-    other producers inlined, as the rule reads it.  For tools and tests."""
-    from ..analysis import cpu_shape, mac_of, tests_bounds, try_inline_spatial
+def _read(func: tirx.PrimFunc):
+    """``(mac, conv)`` of ``func`` as :class:`.cpu_conv2d.CpuConv2d` reads it (its padding kept,
+    its other producers inlined), ``conv`` None where it is not a channel-blocked convolution."""
+    from ..analysis import mac_of, tests_bounds, try_inline_spatial
 
     sch = s_tir.Schedule(func)
     keep = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")) if tests_bounds(sch.get(b))}
     try_inline_spatial(sch, keep=keep)
     mac = mac_of(sch)
-    conv = blocked_conv(mac) if mac is not None else None
+    return mac, (blocked_conv(mac) if mac is not None else None)
+
+
+def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
+    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
+    channel-blocked convolution (:func:`blocked_conv`), else None.  For tools and tests."""
+    from ..analysis import cpu_shape
+
+    mac, conv = _read(func)
     if conv is None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+def rows_outside_of(func: tirx.PrimFunc) -> bool | None:
+    """:func:`rows_outside_blocks` of ``func`` where it is a channel-blocked convolution, else
+    None.  For tools and tests."""
+    mac, conv = _read(func)
+    return None if conv is None else rows_outside_blocks(mac, conv)
 
 
 BLOCKED_DEPTHWISE_TILE = True

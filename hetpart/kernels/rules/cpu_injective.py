@@ -123,6 +123,8 @@ class CpuInjective(ScheduleRule):
                 continue
             if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
+            if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+                continue
             if PERMUTED_ROWS and _permuted_rows(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
                 continue
             parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
@@ -387,6 +389,59 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
         sch.vectorize(vec)
     if math.prod(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
         sch.parallel(sch.fuse(*loops[:-2], chunks))
+    return True
+
+
+BLOCKING_TRANSFORM_VECTORS = True
+"""Whether an ``NCHW -> NCHW{c}c`` layout transform (:func:`_blocking_transform`) runs in the
+output's order, each output vector one channel block of a pixel (a strided gather of ``c``
+channels), rather than the plain schedule's: the input's pixels fused and vectorised, so every
+vector's output addresses (a scatter ``c`` floats apart) came from a div / mod of the fused
+index.  False: as before (A/B runs).  Measured (the dev box's AVX-512 Xeon, 1 thread, CPU
+time): resnet50's stem pool output 64x56x56 -> NCHW16c, in whole runs of the model, 0.23 ms
+(ONNX Runtime reads the NCHW image in its first conv)."""
+
+
+def _blocking_transform(sch: s_tir.Schedule, block, lanes: int) -> bool:
+    """A copy ``y[n, C // c, h, w, C % c] = x[n, C, h, w]`` (the channel-blocked import's
+    transform into ``NCHW{c}c``, ``c`` a whole number of vectors or at most one) scheduled in
+    ``y``'s order: ``C`` split into ``C / c`` outside and ``c`` innermost (vectorised; ``lanes``
+    wide pieces, the rest unrolled), ``n, C / c, h`` fused into the parallel loop where large
+    (:func:`min_parallel`).  False (nothing changed) where the block is no such copy or its loops
+    are not bound one-to-one to its iterators."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    values = _iter_values(sch, block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if len(loops) != 4 or len(stmt.iter_vars) != 4 or None in extents or values is None \
+            or any(not v.same_as(sch.get(lp).loop_var) for v, lp in zip(values, loops)):
+        return False
+    if len(stmt.reads) != 1 or len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
+        return False
+    store = stmt.body
+    load = store.value
+    n, ch, h, w = (iv.var for iv in stmt.iter_vars)
+    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or len(load.indices) != 4 or len(store.indices) != 5 \
+            or not all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(load.indices, (n, ch, h, w))):
+        return False
+    c = store.buffer.shape[4]
+    if not isinstance(c, tirx.IntImm):
+        return False
+    c = int(c)
+    nn, a, hh, ww, d = store.indices
+    div = isinstance(a, tirx.FloorDiv) and a.a.same_as(ch) and isinstance(a.b, tirx.IntImm) and int(a.b) == c
+    mod = isinstance(d, tirx.FloorMod) and d.a.same_as(ch) and isinstance(d.b, tirx.IntImm) and int(d.b) == c
+    if not (div and mod and all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in ((nn, n), (hh, h), (ww, w)))
+            and extents[1] % c == 0 and (c <= lanes or c % lanes == 0)):
+        return False
+    co, ci = sch.split(loops[1], factors=[None, c])
+    sch.reorder(loops[0], co, loops[2], loops[3], ci)
+    if c > lanes:
+        outer, ci = sch.split(ci, factors=[None, lanes])
+        sch.unroll(outer)
+    sch.vectorize(ci)
+    if math.prod(extents) >= min_parallel(stmt):
+        sch.parallel(sch.fuse(loops[0], co, loops[2]))
     return True
 
 
