@@ -102,6 +102,31 @@ one block at a time.  Measured (1 AVX-512 thread, CPU time, the kernel alone, le
 MAX_COLUMNS = 16
 """The most output columns of one tile."""
 
+BATCH_FULL_REGISTERS = True
+"""Whether a batched convolution (``n`` > 1) on a CPU of 32 vector registers (AVX-512) whose
+reduction (``ic * kh * kw``) is at least :data:`FULL_REGISTERS_MIN_REDUCTION` leaves
+:data:`SPARE_REGISTERS_FULL` registers free rather than :data:`SPARE_REGISTERS`: 2 blocks x 14
+columns (pressure 31) where the output width is 14, 28 or 56, which 3 spare registers ruled out
+(2 x 7 or 2 x 8).  AVX-512 FMAs take their broadcast operand from memory (``{1to16}``), so
+with the columns outside the blocks the tile holds its accumulators and the blocks' weight
+vectors, 30 of 32.  Measured (1 AVX-512 thread, CPU time, the kernel alone, least of 5 x 3,
+resnet50 at batch 8, NCHW16c, ms; 2 x 7 or 2 x 8 -> 2 x 14): 256 3x3 on 14x14 12.04 -> 10.67,
+128 3x3 on 28x28 11.93 -> 11.18, 64 3x3 on 56x56 12.28 -> 11.61, 1024 -> 256 1x1 on 14x14
+5.69 -> 5.44; 64 -> 256 1x1 on 56x56 (+ residual add) 6.75 -> 7.85, hence the reduction
+floor.  In resnet50 at batch 8, timed inside whole runs: 256 3x3 on 14x14 0.88x, 128 3x3 on 28x28
+0.92x, the model's kernels 0.97x.  Batch 1 keeps :data:`SPARE_REGISTERS` (not measured here:
+its tiles were being reworked beside this; bench/results/cpu-batch-blocked-1core.md)."""
+
+SPARE_REGISTERS_FULL = 1
+""":data:`SPARE_REGISTERS` where :data:`BATCH_FULL_REGISTERS` applies."""
+
+FULL_REGISTERS_MIN_REDUCTION = 576
+"""The shortest reduction (``ic * kh * kw``) :data:`BATCH_FULL_REGISTERS` applies to: every 3x3
+of 64 input channels or more, 1x1s of 1024 or more.  Measured in resnet50 at batch 8 (each conv
+alone, as :data:`BATCH_FULL_REGISTERS`, 2 x 14 against 2 x 7/8): the 3x3s 0.87-0.97x, 1x1s of
+1024 inputs 0.96-0.98x, of 512 0.94-1.06x, of 256 1.02-1.11x, 128 -> 512 on 28x28 (+ add)
+1.27x -- over a short reduction the 28-accumulator write-back and its epilogue weigh more."""
+
 
 @dataclass(frozen=True)
 class BlockedConv:
@@ -264,7 +289,7 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
         return None
     vectors = c // width
     ow = mac.extents[conv.ow]
-    budget = shape.registers - SPARE_REGISTERS
+    budget = shape.registers - _spare(mac, conv, shape)
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
     for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
@@ -277,6 +302,19 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
             if top is None or key > top[0]:
                 top = (key, BlockedPlan(b, r, vectors, width))
     return top[1] if top is not None else None
+
+
+def _spare(mac: MacBlock, conv: BlockedConv, shape: CpuShape) -> int:
+    """Registers :func:`blocked_plan` leaves free: :data:`SPARE_REGISTERS_FULL` for a batched
+    conv on 32 registers with a long enough reduction (:data:`BATCH_FULL_REGISTERS`), else
+    :data:`SPARE_REGISTERS`."""
+    reduction = mac.extents[conv.ic]
+    for v in conv.window:
+        reduction *= mac.extents[v]
+    if (BATCH_FULL_REGISTERS and conv.n is not None and shape.registers >= 32
+            and reduction >= FULL_REGISTERS_MIN_REDUCTION):
+        return SPARE_REGISTERS_FULL
+    return SPARE_REGISTERS
 
 
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
