@@ -195,8 +195,9 @@ def _batched_model(batch: int = 2, hw: int = 14):
 
 def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
     """The batch-2 NCHW16c build with BATCH_FULL_REGISTERS (2 x 14 tiles where the host has 32
-    registers; FULL_REGISTERS_MIN_REDUCTION lowered so the 1x1 takes it too) equals the
-    unscheduled module's result (legalised, no schedule rule) and ONNX Runtime's."""
+    registers; FULL_REGISTERS_MIN_REDUCTION lowered so the 1x1 takes it too; the 3x3's padding per
+    image, BATCH_PADDING_PER_IMAGE) equals the unscheduled module's result (legalised, no
+    schedule rule) and ONNX Runtime's."""
     import onnxruntime as ort
     import tvm
     from tvm import relax
@@ -221,3 +222,53 @@ def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_batched_padding_is_computed_per_image(monkeypatch):
+    """cpu_blocked_conv.BATCH_PADDING_PER_IMAGE: in the batch-2 NCHW16c build the padded 3x3's
+    padding block sits under the batch loop (extent 2) beside the tile's update block; switched
+    off, the padding is a pass of its own before the tile (no loop holds both)."""
+    from tvm import tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    graph = load(_batched_model(), conv_block=16)
+    target = cpu_tvm_target()
+
+    def batch_loop_holds_both() -> bool:
+        scheduled = kernels.schedule(graph.module, target)
+        f = next(f for gv, f in scheduled.functions_items()
+                 if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+        return any(2 == int(lp.extent) and any("pad" in n for n in names) and any(n.endswith("_update") for n in names)
+                   for lp, names in _loops_and_blocks(f.body))
+
+    assert batch_loop_holds_both()
+    monkeypatch.setattr(cb, "BATCH_PADDING_PER_IMAGE", False)
+    assert not batch_loop_holds_both()
+
+
+def _loops_and_blocks(stmt) -> list:
+    """``(For, names of the blocks under it)`` for every loop of ``stmt``."""
+    import tvm
+    from tvm import tirx
+
+    out = []
+
+    def visit(node) -> list[str]:
+        if isinstance(node, tirx.For):
+            names = visit(node.body)
+            out.append((node, names))
+            return names
+        if isinstance(node, tirx.SeqStmt):
+            return [n for s in node.seq for n in visit(s)]
+        if isinstance(node, tirx.IfThenElse):
+            return visit(node.then_case) + (visit(node.else_case) if node.else_case is not None else [])
+        if isinstance(node, tvm.s_tir.SBlockRealize):
+            return [node.block.name_hint] + visit(node.block.body)
+        if hasattr(node, "body"):
+            return visit(node.body)
+        return []
+
+    visit(stmt)
+    return out
