@@ -272,3 +272,31 @@ def _loops_and_blocks(stmt) -> list:
 
     visit(stmt)
     return out
+
+
+def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
+    """cpu_blocked_conv.BATCH_IMAGES_PARALLEL (off by default): on a target of 2 cores, batch 2,
+    the padded conv's batch loop is its one parallel loop (holding the padding and the tile),
+    and the build equals the unscheduled module's result."""
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    monkeypatch.setattr(cb, "BATCH_IMAGES_PARALLEL", True)
+    target = tvm.target.Target({**{k: v for k, v in cpu_tvm_target().export().items()
+                                   if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": 2})
+    graph = load(_batched_model(), conv_block=16)
+    scheduled = kernels.schedule(graph.module, target)
+    f = next(f for gv, f in scheduled.functions_items()
+             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+    loops = _loops_and_blocks(f.body)
+    parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
+    assert len(parallel) == 1 and int(parallel[0][0].extent) == 2
+    assert any("pad" in n for n in parallel[0][1]) and any(n.endswith("_update") for n in parallel[0][1])
+    x = np.random.default_rng(3).standard_normal((2, 32, 14, 14)).astype(np.float32)
+    got = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    plain = relax.build(relax.transform.LegalizeOps()(graph.module), target)
+    ref = relax.VirtualMachine(plain, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))

@@ -343,11 +343,12 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
     sch.reorder(*([image] if image is not None else []), *outer, *reds, *inner, vec_i)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
     if mac_count(mac) >= PARALLEL_MIN_MACS:
-        sch.parallel(tile)
+        sch.parallel(image if images else tile)
     sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
     if image is not None:
-        _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS)
+        _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS and not images)
     for lp in inner:
         sch.unroll(lp)
     sch.vectorize(vec_i)
@@ -373,6 +374,14 @@ it).  Measured (1 AVX-512 thread, CPU time, each conv alone, least of 5 x 3, res
 8, NCHW16c, ms, whole-batch padding -> per image): 64 3x3 on 56x56 12.25 -> 11.18, 128 3x3 s2
 56 -> 28 14.58 -> 12.16, 128 3x3 on 28x28 11.57 -> 10.61, 256 3x3 s2 12.81 -> 11.22, 512 3x3 s2
 14.42 -> 13.46; 256 on 14x14 and 512 on 7x7 (their padded batches 2.1 and 1.3 MiB) unchanged."""
+
+
+BATCH_IMAGES_PARALLEL = False
+"""Where :data:`BATCH_PADDING_PER_IMAGE` applies and the batch has at least as many images as the
+target has cores, whether the batch loop is the parallel one (each thread pads and tiles whole
+images: one fork-join per conv) rather than each image's tile loop (two fork-joins per image:
+the padding's and the tile's).  Off: unmeasured -- on one thread the two are the same code;
+``tools/device_round.sh 96`` measures it at 32 images on 16 cores."""
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
