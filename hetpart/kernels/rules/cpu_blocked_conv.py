@@ -397,13 +397,15 @@ def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
 
 def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel: bool) -> None:
     """``pad`` computed under the batch loop ``image``: its channel-chunk and row loops fused
-    (parallel where the tile is), the channel block vectorised."""
+    (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised."""
     sch.compute_at(pad, image, preserve_unit_loops=True)
     loops = sch.get_loops(pad)[1:]
-    inner = loops[-1]
-    if const_extent(sch, inner) == plan.vectors * plan.lanes:
-        if plan.vectors > 1:
-            _, inner = sch.split(inner, factors=[plan.vectors, plan.lanes])
+    inner, width = loops[-1], const_extent(sch, loops[-1])
+    if width is not None and width % plan.lanes == 0:
+        if width > plan.lanes:
+            _, inner = sch.split(inner, factors=[width // plan.lanes, plan.lanes])
+        sch.vectorize(inner)
+    elif width is not None and width < plan.lanes:
         sch.vectorize(inner)
     rows = sch.fuse(*loops[:2])
     if parallel:
