@@ -1353,6 +1353,42 @@ onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cpu_blocked_conv.py \
     > "$OUT/pytest-r50-blocked.txt" 2>&1 ;;
+96)  # (BUDGET=590) issue 18 at batch > 1 in the channel-blocked import (branch blk-batch,
+     # bench/results/cpu-batch-blocked-1core.md).  Switches of rules/cpu_blocked_conv, batch 1 unchanged by all:
+     # (a) BATCH_FULL_REGISTERS: a batched blocked conv on 32 registers whose reduction ic*kh*kw >= 576 (3x3s of >= 64
+     # channels, 1x1s of >= 1024) leaves 1 register spare, not 3: 2 oc blocks x 14 columns (28 accumulators) on
+     # 14/28/56-wide outputs instead of 2 x 7 / 2 x 8; (b) BATCH_PADDING_PER_IMAGE: a padded batched blocked conv pads one
+     # image at a time under a serial batch loop, its tiles' parallel loop per image (before: the whole batch padded
+     # in one pass, the tiles' loop fused over the batch).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time, b8:
+     # the changed convs 0.83-0.97x alone, whole models in the bench file.  Here, 16 threads, batch 32,
+     # tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before: (1) resnet50, before = (b) off; (2) resnet50,
+     # before = (a) off; (3) resnet50, "before" = (c) BATCH_IMAGES_PARALLEL=1 (off by default: a padded conv's batch
+     # loop the parallel one, each thread padding and tiling whole images, one fork-join per conv instead of two per
+     # image); (4) googlenet, before = (a) and (b) off; (5) densenet121 likewise if time is left; (6) the test file.
+     # Decides: (a), (b) stay on if their row's NCHWc/before <= 1.0; > 1.02 turns one off (for (b): 64 fork-joins per
+     # padded conv where there were 2, or the per-core gain gone at 16 threads); (c) turns on if (3)'s NCHWc/before
+     # > 1.02 (its side faster), which also answers (b)'s fork-join cost.  Dev VM, 1 thread, CPU time, resnet50 b32:
+     # after 1.076x ORT, before 1.132x (0.951).  NCHW16c/ORT at b32 is issue 18's per-batch blocked number.
+  BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 150 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_PADDING_PER_IMAGE=0 > "$OUT/blk-batch-resnet50-b32-t16-padding.txt" 2>&1
+  timeout 140 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_FULL_REGISTERS=0 > "$OUT/blk-batch-resnet50-b32-t16-registers.txt" 2>&1
+  timeout 140 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_IMAGES_PARALLEL=1 > "$OUT/blk-batch-resnet50-b32-t16-images-parallel.txt" 2>&1
+  g=/tmp/googlenet.onnx; [ -f "$g" ] || python3 tools/inception_onnx.py googlenet "$g" > /dev/null 2>&1
+  left=$((BUDGET - SECONDS - 20)); [ "$left" -gt 130 ] && left=130
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$g" --batch 32 --block 16 --threads 16 --calls 3 \
+    --rounds 3 --before $sw.BATCH_FULL_REGISTERS=0 --before $sw.BATCH_PADDING_PER_IMAGE=0 \
+    > "$OUT/blk-batch-googlenet-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 40))
+  d=/tmp/densenet121-b1.onnx; [ "$left" -ge 100 ] && { [ -f "$d" ] || python3 tools/densenet_onnx.py "$d" > /dev/null 2>&1; }
+  [ "$left" -ge 100 ] && timeout "$left" python3 tools/nchwc_ab.py "$d" --batch 32 --block 16 --threads 16 --calls 3 \
+    --rounds 3 --before $sw.BATCH_FULL_REGISTERS=0 --before $sw.BATCH_PADDING_PER_IMAGE=0 \
+    > "$OUT/blk-batch-densenet121-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cpu_blocked_conv.py \
+    > "$OUT/pytest-blk-batch.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -141,6 +141,31 @@ one block at a time.  Measured (1 AVX-512 thread, CPU time, the kernel alone, le
 MAX_COLUMNS = 16
 """The most output columns of one tile."""
 
+BATCH_FULL_REGISTERS = True
+"""Whether a batched convolution (``n`` > 1) on a CPU of 32 vector registers (AVX-512) whose
+reduction (``ic * kh * kw``) is at least :data:`FULL_REGISTERS_MIN_REDUCTION` leaves
+:data:`SPARE_REGISTERS_FULL` registers free rather than :data:`SPARE_REGISTERS`: 2 blocks x 14
+columns (pressure 31) where the output width is 14, 28 or 56, which 3 spare registers ruled out
+(2 x 7 or 2 x 8).  AVX-512 FMAs take their broadcast operand from memory (``{1to16}``), so
+with the columns outside the blocks the tile holds its accumulators and the blocks' weight
+vectors, 30 of 32.  Measured (1 AVX-512 thread, CPU time, the kernel alone, least of 5 x 3,
+resnet50 at batch 8, NCHW16c, ms; 2 x 7 or 2 x 8 -> 2 x 14): 256 3x3 on 14x14 12.04 -> 10.67,
+128 3x3 on 28x28 11.93 -> 11.18, 64 3x3 on 56x56 12.28 -> 11.61, 1024 -> 256 1x1 on 14x14
+5.69 -> 5.44; 64 -> 256 1x1 on 56x56 (+ residual add) 6.75 -> 7.85, hence the reduction
+floor.  In resnet50 at batch 8, timed inside whole runs: 256 3x3 on 14x14 0.88x, 128 3x3 on 28x28
+0.92x, the model's kernels 0.97x.  Batch 1 keeps :data:`SPARE_REGISTERS` (not measured here:
+its tiles were being reworked beside this; bench/results/cpu-batch-blocked-1core.md)."""
+
+SPARE_REGISTERS_FULL = 1
+""":data:`SPARE_REGISTERS` where :data:`BATCH_FULL_REGISTERS` applies."""
+
+FULL_REGISTERS_MIN_REDUCTION = 576
+"""The shortest reduction (``ic * kh * kw``) :data:`BATCH_FULL_REGISTERS` applies to: every 3x3
+of 64 input channels or more, 1x1s of 1024 or more.  Measured in resnet50 at batch 8 (each conv
+alone, as :data:`BATCH_FULL_REGISTERS`, 2 x 14 against 2 x 7/8): the 3x3s 0.87-0.97x, 1x1s of
+1024 inputs 0.96-0.98x, of 512 0.94-1.06x, of 256 1.02-1.11x, 128 -> 512 on 28x28 (+ add)
+1.27x -- over a short reduction the 28-accumulator write-back and its epilogue weigh more."""
+
 
 @dataclass(frozen=True)
 class BlockedConv:
@@ -308,7 +333,7 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     steps = mac.extents[conv.ic]
     for v in conv.window:
         steps *= mac.extents[v]
-    budget = shape.registers - spare_registers(shape, steps)
+    budget = shape.registers - _spare(mac, conv, shape, steps)
     chunks = mac.extents[conv.oc_chunk] if conv.oc_chunk is not None else 1
     top = None
     for b in _divisors(chunks, MAX_BLOCKS_WIDE if shape.registers >= 32 else MAX_BLOCKS):
@@ -438,6 +463,18 @@ def rows_outside_blocks(mac: MacBlock, conv: BlockedConv) -> bool:
     return image >= ROWS_OUTSIDE_MIN_BYTES and weight <= ROWS_OUTSIDE_MAX_WEIGHT_BYTES
 
 
+def _spare(mac: MacBlock, conv: BlockedConv, shape: CpuShape, steps: int) -> int:
+    """Registers :func:`blocked_plan` leaves free for a ``steps``-long reduction:
+    :data:`SPARE_REGISTERS_FULL` for a batched conv on 32 registers with a long enough reduction
+    (:data:`BATCH_FULL_REGISTERS`), else :func:`spare_registers` (which, under
+    :data:`FEWER_SPARE_WIDE`, already leaves 1 from :data:`FEWER_SPARE_MIN_STEPS` steps at any
+    batch: the batch rule then only matters in A/B runs with that switch off)."""
+    if (BATCH_FULL_REGISTERS and conv.n is not None and shape.registers >= 32
+            and steps >= FULL_REGISTERS_MIN_REDUCTION):
+        return SPARE_REGISTERS_FULL
+    return spare_registers(shape, steps)
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
@@ -470,25 +507,30 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    n_lp = by(conv.n) if conv.n is not None else None
+    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE and conv.n is not None else None
+    image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
+    n_lp = by(conv.n) if conv.n is not None and image is None else None
     oh_lp = by(conv.oh) if conv.oh is not None and not pixels else None
     order = (n_lp, oh_lp, occ_o, ow_o) if rows_outside_blocks(mac, conv) else (n_lp, occ_o, oh_lp, ow_o)
     outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
-    sch.reorder(*outer, *reds, *inner, vec_i)
+    sch.reorder(*([image] if image is not None else []), *outer, *reds, *inner, vec_i)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
     if mac_count(mac) >= PARALLEL_MIN_MACS:
-        sch.parallel(tile)
+        sch.parallel(image if images else tile)
     if STACK_TILE:
         sch.annotate(tile, stack_tiles.TILE_PRAGMA, STACK_TILE_BYTES)
     sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
+    if image is not None:
+        _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS and not images)
     for lp in inner:
         sch.unroll(lp)
     sch.vectorize(vec_i)
     init = sch.decompose_reduction(main, reds[0])
-    _write_back(sch, wb, plan)
-    names = {sch.get(b).name_hint for b in (main, wb, init)}
+    _write_back(sch, wb, plan, under=2 if image is not None else 1)
+    names = {sch.get(b).name_hint for b in (main, wb, init, *([pad] if image is not None else []))}
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(blk).name_hint not in names and all(
                 iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
@@ -497,6 +539,54 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     if RAGGED_SPLIT and span % plan.columns:
         # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, span)
+
+
+BATCH_PADDING_PER_IMAGE = True
+"""Whether a batched blocked conv (``n`` > 1) whose image is padded computes the padding one image
+at a time, under the batch loop, right before that image's tiles (the padded image, 0.2-1 MiB
+in resnet50, still in L2 when the tiles read it), rather than the whole batch's padded images
+in a pass before the tiles (6.9 MiB for resnet50's 64 x 58 x 58 at batch 8: written out to L3
+and read back).  The tile then runs its parallel loop per image (``n`` a serial loop outside
+it).  Measured (1 AVX-512 thread, CPU time, each conv alone, least of 5 x 3, resnet50 at batch
+8, NCHW16c, ms, whole-batch padding -> per image): 64 3x3 on 56x56 12.25 -> 11.18, 128 3x3 s2
+56 -> 28 14.58 -> 12.16, 128 3x3 on 28x28 11.57 -> 10.61, 256 3x3 s2 12.81 -> 11.22, 512 3x3 s2
+14.42 -> 13.46; 256 on 14x14 and 512 on 7x7 (their padded batches 2.1 and 1.3 MiB) unchanged."""
+
+
+BATCH_IMAGES_PARALLEL = False
+"""Where :data:`BATCH_PADDING_PER_IMAGE` applies and the batch has at least as many images as the
+target has cores, whether the batch loop is the parallel one (each thread pads and tiles whole
+images: one fork-join per conv) rather than each image's tile loop (two fork-joins per image:
+the padding's and the tile's).  Off: unmeasured -- on one thread the two are the same code;
+``tools/device_round.sh 96`` measures it at 32 images on 16 cores."""
+
+
+def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
+    """The root block that writes the conv's data operand (its padding), or None."""
+    buf = mac.operands[conv.data][0]
+    for blk in sch.get_producers(mac.block):
+        b = sch.get(blk)
+        if any(w.source.same_as(buf) for w in b.writes) and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == 5:
+            return blk
+    return None
+
+
+def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel: bool) -> None:
+    """``pad`` computed under the batch loop ``image``: its channel-chunk and row loops fused
+    (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised."""
+    sch.compute_at(pad, image, preserve_unit_loops=True)
+    loops = sch.get_loops(pad)[1:]
+    inner, width = loops[-1], const_extent(sch, loops[-1])
+    if width is not None and width % plan.lanes == 0:
+        if width > plan.lanes:
+            _, inner = sch.split(inner, factors=[width // plan.lanes, plan.lanes])
+        sch.vectorize(inner)
+    elif width is not None and width < plan.lanes:
+        sch.vectorize(inner)
+    rows = sch.fuse(*loops[:2])
+    if parallel:
+        sch.parallel(rows)
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
