@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
@@ -202,6 +203,10 @@ def blocked_conv(mac: MacBlock) -> BlockedConv | None:
     n, occ, oh, ow, ocb = out
     for data in (0, 1):
         w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
+        if PLAIN_INPUT and len(w_idx) == 5 and len(d_idx) == 4:
+            stem = _plain_input(mac, out, w_idx, d_idx, data)
+            if stem is not None:
+                return stem
         if len(w_idx) != 6 or len(d_idx) != 5:
             continue
         split = _channel_split(w_idx[1], w_idx[4], mac)
@@ -222,6 +227,31 @@ def blocked_conv(mac: MacBlock) -> BlockedConv | None:
             continue
         return BlockedConv(n, occ, oh, ow, ocb, ic, c, tuple(window), data)
     return None
+
+
+PLAIN_INPUT = True
+"""Whether a convolution from a plain ``NCHW`` image to a blocked output (``conv2d_NCHW_to_NCHWc``:
+the import's first conv of a 3-channel image, :mod:`hetpart.importer.conv_layout`) is read as a
+blocked one of one-channel input blocks (:func:`_plain_input`) and gets :func:`blocked_tile`,
+rather than the generic tile (False; kept for A/B runs)."""
+
+
+def _plain_input(mac: MacBlock, out, w_idx, d_idx, data: int) -> BlockedConv | None:
+    """The :class:`BlockedConv` of a block whose weight is ``[oc_chunk, ic, kh, kw, oc_block]``
+    and data ``[n, ic, ., .]`` (plain input channels: blocks of one, ``ic_block`` 1) with the
+    same conditions on the rest as :func:`blocked_conv`, else None."""
+    n, occ, oh, ow, ocb = out
+    ic = w_idx[1]
+    if not (isinstance(ic, tirx.Var) and any(ic.same_as(r) for r in mac.reduce) and _is(d_idx[1], ic)):
+        return None
+    if not (_at(w_idx[0], occ) and _is(w_idx[4], ocb) and _at(d_idx[0], n)):
+        return None
+    window = [e for e in w_idx[2:4] if not _unit(e)]
+    if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+        return None
+    if not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)) or len(mac.reduce) != 1 + len(window):
+        return None
+    return BlockedConv(n, occ, oh, ow, ocb, ic, 1, tuple(window), data)
 
 
 def _reads(e, var) -> bool:
@@ -297,12 +327,20 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    outer = [lp for lp in (by(conv.n) if conv.n is not None else None, occ_o,
-                           by(conv.oh) if conv.oh is not None else None, ow_o) if lp is not None]
-    reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
+    rows = [lp for lp in (by(conv.n) if conv.n is not None else None, occ_o,
+                          by(conv.oh) if conv.oh is not None else None) if lp is not None]
+    group = ic_group(mac, conv, plan) if rows else None
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
-    sch.reorder(*outer, *reds, *inner, vec_i)
-    tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if group is not None:  # row-major: input-channel groups outside the row's column tiles
+        ic_oo, ic_oi = sch.split(ic_o, factors=[None, group])
+        reds = [ic_oo, ic_oi, *(by(v) for v in conv.window), ic_i]
+        sch.reorder(*rows, ic_oo, ow_o, *reds[1:], *inner, vec_i)
+        tile = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    else:
+        outer = rows + [ow_o]
+        reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
+        sch.reorder(*outer, *reds, *inner, vec_i)
+        tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(tile)
     sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
@@ -316,9 +354,46 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         if sch.get(blk).name_hint not in names and all(
                 iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
             parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
-    if RAGGED_SPLIT and mac.extents[conv.ow] % plan.columns:
+    if RAGGED_SPLIT and group is None and mac.extents[conv.ow] % plan.columns:
         # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
         ragged_rows.split_ragged_rows(sch, tile, (main, init, wb), plan.columns, mac.extents[conv.ow])
+
+
+IC_GROUPS = False
+"""Whether a tile whose weights overrun the L1 budget (:data:`L1_WEIGHT_BYTES`) runs as ONNX
+Runtime's MLAS NCHWc kernel does (:func:`ic_group`): per output row, the input channels in groups
+whose weights fit, each group over every column tile of the row, the row's accumulators kept
+in a row buffer (in L1) between groups -- rather than the whole reduction per column tile,
+streaming all of the tile's weights from L2 once per tile.  Off: measured (1 AVX-512 thread,
+CPU time, each conv alone, least of 20 runs) googlenet's 96 -> 128 3x3 on 28x28 1.047 -> 1.004 ms,
+64 -> 192 on 56x56 4.076 -> 4.067, inception_v3's 448 -> 384 3x3 on 8x8 1.153 -> 1.175: no clear
+gain alone, and no whole-model A/B yet (kept for one)."""
+
+L1_WEIGHT_BYTES = 24 * 1024
+"""The weights one input-channel group of a tile may read (:func:`ic_group`): half an
+AVX-512 Xeon's 48 KiB L1 data cache, the other half for the image rows and the row buffer."""
+
+
+def ic_group(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan) -> int | None:
+    """Input-channel chunks (of ``conv.ic_block``) per group of :data:`IC_GROUPS`' row-major
+    tile: the most dividing the chunk count whose weights for the tile's blocks fit
+    :data:`L1_WEIGHT_BYTES` (at least one), or None -- the tile as before -- where the switch
+    is off, the tile's whole weights fit, the row is one column tile (nothing to reuse the
+    weights across) or the columns do not divide the width."""
+    if not IC_GROUPS:
+        return None
+    chunks = mac.extents[conv.ic] // conv.ic_block
+    ow = mac.extents[conv.ow]
+    if chunks <= 1 or ow <= plan.columns or ow % plan.columns:
+        return None
+    window = 1
+    for v in conv.window:
+        window *= mac.extents[v]
+    per_chunk = conv.ic_block * window * plan.blocks * plan.vectors * plan.lanes * tvm.DataType(str(mac.out.dtype)).bits // 8
+    if chunks * per_chunk <= L1_WEIGHT_BYTES:
+        return None
+    fits = [d for d in _divisors(chunks, chunks) if d * per_chunk <= L1_WEIGHT_BYTES]
+    return fits[-1] if fits else 1
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
