@@ -85,7 +85,7 @@ def gemv_row_stream(sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule 
     other output dim of extent 1 and ``w`` at least :data:`GEMV_MIN_WEIGHT_BYTES`.  Out: a copy
     of ``sch`` scheduled as::
 
-        parallel j_o                     # one part of the columns per core
+        parallel j_o                     # one part of the columns per core (whole vectors)
           init acc[part] = 0
           serial k / GEMV_ROWS           # the weight's rows, in order
             serial j_i / lanes, unrolled GEMV_ROWS rows, vectorised lanes:
@@ -111,7 +111,8 @@ def gemv_row_stream(sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule 
     if lanes is None:
         return None
     vectors = n // lanes
-    parts = max(d for d in range(1, max(1, shape.cores) + 1) if vectors % d == 0)
+    per = -(-vectors // max(1, min(shape.cores, vectors)))  # vectors of one part (the last may be short)
+    parts = -(-vectors // per)
     try:
         s = sch.copy()
         main = mac.block
@@ -123,7 +124,8 @@ def gemv_row_stream(sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule 
             return next(lp for var, lp in loops.items() if var.same_as(v))
 
         unit = [lp for var, lp in loops.items() if not var.same_as(j) and not var.same_as(k)]
-        j_o, j_v, j_l = s.split(by(j), factors=[parts, vectors // parts, lanes])
+        j_all, j_l = s.split(by(j), factors=[vectors, lanes])
+        j_o, j_v = s.split(j_all, factors=[parts, per])  # a short last part checks whole vectors only
         rows = next(r for r in (GEMV_ROWS, 4, 2, 1) if depth % r == 0)
         k_o, k_i = s.split(by(k), factors=[None, rows])
         s.reorder(*unit, j_o, k_o, j_v, k_i, j_l)
