@@ -183,3 +183,49 @@ def test_ragged_1x1_runs_along_the_fused_plane_and_matches(monkeypatch):
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, before, rtol=1e-5, atol=1e-5 * scale)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("kind,hw", [("max", 9), ("avg", 9), ("max", 2), ("avg", 3)])
+def test_blocked_3x3_pools_are_separable_and_match(kind, hw, monkeypatch):
+    """separable_pool.BLOCKED: a 3x3 stride-1 pad-1 MaxPool / AveragePool (count_include_pad)
+    between two 1x1 convs of 32 channels runs blocked as :func:`blocked_func` (two- and
+    three-row images: every row a border row) and matches the window reduction it replaces and
+    ONNX Runtime (negative inputs: the max's padding never read)."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+    from hetpart.kernels import separable_pool
+    from hetpart.targets import cpu_tvm_target
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((rng.standard_normal((32, 32, 1, 1)) * 0.3).astype(np.float32), n)
+             for n in ("w1", "w2")]
+    pool = (helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1)
+            if kind == "max" else
+            helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), pool, helper.make_node("Conv", ["p", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, hw, hw])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((1, 32, hw, hw)).astype(np.float32)
+    target = cpu_tvm_target()
+
+    def run():
+        graph = load(model, conv_block=16)
+        pools = [f for gv, f in graph.module.functions_items() if isinstance(f, tirx.PrimFunc) and "pool" in gv.name_hint]
+        vm = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())
+        return pools, vm["main"](tvm.runtime.tensor(x)).numpy()
+
+    pools, got = run()
+    assert len(pools) == 1 and len(pools[0].params[0].ty.shape) == 5  # the pool reads the blocked image
+    spec = separable_pool.match(pools[0])
+    assert spec is not None and spec.kind == kind and len(spec.shape) == 5
+    monkeypatch.setattr(separable_pool, "BLOCKED", False)
+    assert separable_pool.match(pools[0]) is None
+    _, before = run()
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, before, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
