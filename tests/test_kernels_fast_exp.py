@@ -123,10 +123,15 @@ def _run_replaced(op, x: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
-def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps():
+@pytest.mark.parametrize("short", [True, False], ids=["short", "full"])
+def test_replace_exp_rewrites_float32_sigmoid_within_6_ulps(short, monkeypatch):
     """``T.sigmoid`` (LLVM: ``1 / (1 + expf(-x))``, a libm call) becomes
-    ``1 / (1 + fast_exp(-x))``: within 6 ulps of the float64 sigmoid where that is a
-    normal float32; 0, 1 and NaN for -inf, +inf and NaN."""
+    ``1 / (1 + fast_exp(-x))`` (or, :data:`~hetpart.kernels.fast_exp.SHORT_SIGMOID`, the form
+    from ``exp(-|x|)``): within 6 ulps of the float64 sigmoid where that is a normal float32;
+    0, 1 and NaN for -inf, +inf and NaN."""
+    import hetpart.kernels.fast_exp as fe
+
+    monkeypatch.setattr(fe, "SHORT_SIGMOID", short)
     n = 1 << 12
     x = np.concatenate([SPECIAL, np.linspace(-90.0, 90.0, n - SPECIAL.size, dtype=np.float32)]).astype(np.float32)
     got = _run_replaced(tirx.sigmoid, x)

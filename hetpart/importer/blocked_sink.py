@@ -84,11 +84,13 @@ MAX_STEM_CHANNELS = 4
 """The most input channels :data:`BLOCKED_STEM` takes (an image's 3; efficientnet's 4-channel
 squeeze-excite FC on its 1x1 image falls under it too and writes its gate blocked)."""
 
-MAX_STEM_WINDOW = 9
-"""The largest window (``kh * kw``) :data:`BLOCKED_STEM` takes: the blocked stem runs on
-:mod:`~hetpart.kernels.rules.cpu_conv2d`'s generic tile, which beats NCHW's stem + transform on
-mobilenet_v2's 3x3 (NCHW16c 0.953x of the switch off, 1 AVX-512 thread) but not on
-resnet50's 7x7 (1.060x: its NCHW stem tile is the better one)."""
+MAX_STEM_WINDOW = 49
+"""The largest window (``kh * kw``) :data:`BLOCKED_STEM` takes.  It was 9 while the blocked stem ran
+on :mod:`~hetpart.kernels.rules.cpu_conv2d`'s generic tile, which beat NCHW's stem + transform on
+mobilenet_v2's 3x3 (NCHW16c 0.953x of the switch off, 1 AVX-512 thread) but not on resnet50's 7x7
+(1.060x).  On the blocked tile (:data:`hetpart.kernels.rules.cpu_blocked_conv.PLAIN_INPUT`) the
+7x7 stem writes blocked too: googlenet's 7x7 3 -> 64 on 112x112 1.74 ms + a 0.24 ms transform ->
+1.42 ms, in whole runs (ORT 1.40; bench/results/cpu-incep-blocked-1core.md).  9: as before (A/B)."""
 
 
 def stem_nchwc(data, weight, strides, padding, dilation, out_dtype: str):

@@ -53,6 +53,12 @@ def _row_check(cond, loops: dict, rows: int, extent: int):
     return None
 
 
+def _splits(value, row) -> bool:
+    """Whether binding ``value`` is ``row // d`` or ``row % d`` (a tile of a fused plane's pixels,
+    :data:`hetpart.kernels.rules.cpu_blocked_conv.PLANE_1X1`: the pixel's image row and column)."""
+    return isinstance(value, (tirx.FloorDiv, tirx.FloorMod)) and tvm_ffi.structural_equal(value.a, row)
+
+
 def _drop_check(realize, loops: dict, rows: int, extent: int):
     """``(realize without its row check, base)``, or None where it has no row check
     ``base + r < extent`` bounding one of its bindings."""
@@ -60,7 +66,7 @@ def _drop_check(realize, loops: dict, rows: int, extent: int):
     values = list(realize.iter_values)
     for cond in conjuncts(realize.predicate):
         hit = _row_check(cond, loops, rows, extent) if base is None else None
-        if hit is None or not any(tvm_ffi.structural_equal(v, cond.a) for v in values):
+        if hit is None or not any(tvm_ffi.structural_equal(v, cond.a) or _splits(v, cond.a) for v in values):
             kept.append(cond)
             continue
         base = hit[1]
