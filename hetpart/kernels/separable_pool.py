@@ -232,6 +232,22 @@ def _match_blocked(func: tirx.PrimFunc, shape, out) -> PoolSpec | None:
     return PoolSpec(shape, out[2:4], 1, (1, 1), (shape[2] + 2, shape[3] + 2), kind, "float32")
 
 
+def _window_ops(kind: str):
+    """``(fill, op, finish)`` of a 3x3 pool of ``kind``: the value past the image (lowest /
+    zero), the reduction of two values (max / sum) and what turns the window's reduction into
+    the output (itself / divided by 9: :func:`match` takes only pools whose divisor is 9 for
+    every output, ONNX's ``count_include_pad=1``)."""
+    is_max = kind == "max"
+
+    def op(a, b):
+        return T.max(a, b) if is_max else a + b
+
+    def finish(v):
+        return v if is_max else v / T.float32(9.0)
+
+    return (T.float32(float("-inf")) if is_max else T.float32(0.0)), op, finish
+
+
 def blocked_func(spec: PoolSpec) -> tirx.PrimFunc:
     """The separable stride-1 pool of a blocked image (:data:`BLOCKED`): planes (image x
     channel block) in parallel; per output row, the column reduction of its window's rows
@@ -240,15 +256,8 @@ def blocked_func(spec: PoolSpec) -> tirx.PrimFunc:
     (kept in a one-vector buffer), its own and the next one's (the fill -- lowest / zero -- past
     either end).  No bounds test in any inner loop, six reads per output."""
     N, C, H, W, L = spec.shape
-    is_max = spec.kind == "max"
-    fill = T.float32(float("-inf")) if is_max else T.float32(0.0)
+    fill, op, finish = _window_ops(spec.kind)
     i64 = T.int64
-
-    def op(a, b):
-        return T.max(a, b) if is_max else a + b
-
-    def finish(v):
-        return v if is_max else v / T.float32(9.0)
 
     @T.prim_func(private=True, s_tir=True)
     def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W), i64(L)), "float32"),
@@ -306,15 +315,8 @@ def separable_func(spec: PoolSpec) -> tirx.PrimFunc:
     WR = (OW - 1) * S + 3  # the padded columns the output row reads
     WV = min(W, WR - left)  # the image columns among them
     P = N * C
-    is_max = spec.kind == "max"
-    fill = T.float32(float("-inf")) if is_max else T.float32(0.0)
+    fill, op, finish = _window_ops(spec.kind)
     i64 = T.int64
-
-    def op(a, b):
-        return T.max(a, b) if is_max else a + b
-
-    def finish(v):
-        return v if is_max else v / T.float32(9.0)
 
     @T.prim_func(private=True, s_tir=True)
     def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W)), "float32"),
