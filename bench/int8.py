@@ -63,7 +63,24 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="module.ATTR=value",
                     help="a module switch for hetpart's builds (tools/cpu_rule_ab.py's form), e.g. "
                          "hetpart.kernels.rules.cpu_int8_matmul.AMX_INT8=0")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show TVM's own log on stderr (otherwise it goes to ~/.cache/hetpart/tvm.log, as the CLI's)")
     args = ap.parse_args(argv)
+    if args.verbose:
+        return _run(args)
+    from hetpart.cli.tvm_log import TvmLog, default_path
+
+    log = TvmLog(default_path(), "bench/int8.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    with log:
+        rc = _run(args)
+    if log.wrote:
+        print(f"TVM's own log of this run: {log.path}")
+    return rc
+
+
+def _run(args) -> int:
+    """The benchmark of :func:`main`'s parsed ``args``: each model and quantisation, one record
+    each, written as they finish; 0 when every record passes."""
     sys.path.insert(0, str(ROOT / "tools"))
     from cpu_rule_ab import _set  # noqa: E402
 
