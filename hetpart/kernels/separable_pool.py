@@ -156,6 +156,25 @@ def _divides_by_9(block, sum_buf, out_shape) -> bool:
     return bound.min_value == bound.max_value == 9
 
 
+def _kind(names: list[str]) -> tuple[str, str] | None:
+    """``(kind, fill)`` of a pool whose blocks are ``names``: ``("max", "lowest")`` for
+    pad + ``pool_max``, ``("avg", "zero")`` for pad + ``pool_sum`` + ``pool_avg``; else None."""
+    if names == ["pad_temp", "pool_max"]:
+        return "max", "lowest"
+    if names == ["pad_temp", "pool_sum", "pool_avg"]:
+        return "avg", "zero"
+    return None
+
+
+def _writes_output(kind: str, blocks, y, out) -> bool:
+    """Whether the pool's last block writes the output ``y``: the max window itself, or the
+    average's division of the window sum by 9 for every output (:func:`_divides_by_9`)."""
+    window = blocks[1]
+    if kind == "max":
+        return window.writes[0].source.same_as(y)
+    return blocks[2].writes[0].source.same_as(y) and _divides_by_9(blocks[2], window.writes[0].source, out)
+
+
 def match(func: tirx.PrimFunc) -> PoolSpec | None:
     """The :class:`PoolSpec` of ``func`` where it is such a pool (see the module
     docstring), else None."""
@@ -172,12 +191,10 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     names = [b.name_hint for b in blocks]
     if UNPADDED and names and names[0] != "pad_temp":  # an unpadded pool reads x itself
         names, blocks = ["pad_temp", *names], [None, *blocks]
-    if names == ["pad_temp", "pool_max"]:
-        kind, fill = "max", "lowest"
-    elif names == ["pad_temp", "pool_sum", "pool_avg"]:
-        kind, fill = "avg", "zero"
-    else:
+    kind_fill = _kind(names)
+    if kind_fill is None:
         return None
+    kind, fill = kind_fill
     pad, window = blocks[0], blocks[1]
     padding = _padding(pad, x) if pad is not None else ((0, 0), fill)
     stride = _window_stride(window, pad.writes[0].source if pad is not None else x)
@@ -187,10 +204,7 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     if (stride == 1 and padding[0] != (1, 1)) or padded[1] > MAX_ROW or any(
             (o - 1) * stride + 3 > p for o, p in zip(out[2:], padded)):
         return None
-    if kind == "max" and not window.writes[0].source.same_as(y):
-        return None
-    if kind == "avg" and not (blocks[2].writes[0].source.same_as(y)
-                              and _divides_by_9(blocks[2], window.writes[0].source, out)):
+    if not _writes_output(kind, blocks, y, out):
         return None
     return PoolSpec(shape, out[2:], stride, padding[0], padded, kind, "float32")
 
@@ -210,12 +224,10 @@ def _match_blocked(func: tirx.PrimFunc, shape, out) -> PoolSpec | None:
         return None
     blocks = _blocks(func)
     names = [b.name_hint for b in blocks]
-    if names == ["pad_temp", "pool_max"]:
-        kind, fill = "max", "lowest"
-    elif names == ["pad_temp", "pool_sum", "pool_avg"]:
-        kind, fill = "avg", "zero"
-    else:
+    kind_fill = _kind(names)
+    if kind_fill is None:
         return None
+    kind, fill = kind_fill
     x, y = func.params
     pad, window = blocks[0], blocks[1]
     padding = _padding(pad, x)
@@ -224,10 +236,7 @@ def _match_blocked(func: tirx.PrimFunc, shape, out) -> PoolSpec | None:
         return None
     if _const_shape(pad.writes[0].source)[2:4] != (shape[2] + 2, shape[3] + 2):
         return None
-    if kind == "max" and not window.writes[0].source.same_as(y):
-        return None
-    if kind == "avg" and not (blocks[2].writes[0].source.same_as(y)
-                              and _divides_by_9(blocks[2], window.writes[0].source, out)):
+    if not _writes_output(kind, blocks, y, out):
         return None
     return PoolSpec(shape, out[2:4], 1, (1, 1), (shape[2] + 2, shape[3] + 2), kind, "float32")
 
