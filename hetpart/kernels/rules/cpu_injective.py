@@ -119,16 +119,16 @@ class CpuInjective(ScheduleRule):
         shape = cpu_shape(target)
         for blk in blocks:
             stmt = sch.get(blk)
-            if _partition_concat(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)), shape.cores):
+            lanes = shape.lanes(str(stmt.writes[0].source.dtype))
+            if _partition_concat(sch, blk, lanes, shape.cores):
                 continue
-            if _tile_transpose(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+            if _tile_transpose(sch, blk, lanes):
                 continue
-            if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+            if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, lanes):
                 continue
-            if PERMUTED_ROWS and _permuted_rows(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype))):
+            if PERMUTED_ROWS and _permuted_rows(sch, blk, lanes):
                 continue
-            parallel_vectorize(sch, blk, shape.lanes(str(stmt.writes[0].source.dtype)),
-                               min_parallel=min_parallel(stmt))
+            parallel_vectorize(sch, blk, lanes, min_parallel=min_parallel(stmt))
         return sch
 
 
