@@ -1424,6 +1424,22 @@ onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 20 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_blocked_stem_gemv.py \
     > "$OUT/pytest-blk-incep.txt" 2>&1 ;;
+99)  # (BUDGET=470) issue 18, the one decision of session 43's merged channel-blocked import (blk-r50, blk-batch,
+     # blk-threads, blk-incep; per core on the AVX-512 dev VM NCHW16c x ORT: resnet50 1.057, mobilenet_v2 0.992,
+     # googlenet 1.045, densenet121 0.928; bench/results/cpu-s43-xeon.md): NCHW / NCHW16c / ORT at 16 threads, b1,
+     # one process per model, no "before" side (one build fewer than steps 95-98).  Decides: the blocked import
+     # becomes the default of all-CPU plans if NCHWc/NCHW <= 1.00 on every model; steps 95-98 then A/B each switch.
+  BUDGET=470
+  python3 tools/densenet_onnx.py /tmp/densenet121-b1.onnx > /dev/null 2>&1
+  python3 tools/inception_onnx.py googlenet /tmp/googlenet-b1.onnx > /dev/null 2>&1
+  python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
+onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
+  for spec in resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0; do
+    name=${spec%%:*}; cap=${spec##*:}; m=/tmp/$name-b1.onnx; [ "$name" = resnet50 ] && m=zoo:resnet50
+    left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
+    [ "$left" -ge 40 ] && timeout "$left" python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 --calls 10 \
+      --rounds 3 > "$OUT/blocked-$name-b1-t16.txt" 2>&1
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
