@@ -131,6 +131,19 @@ def const_extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(ext) if isinstance(ext, tirx.IntImm) else None
 
 
+def loop_of(sch: s_tir.Schedule, block):
+    """``by(v)``: the loop of ``block`` bound to its iterator ``v``.  In: a block whose loops
+    are one per iterator, in iterator order (a normalised nest, before any split or fuse).
+    The loops are read once, here: a later split or fuse leaves the other loops' handles
+    valid, not the split one's."""
+    loops = list(zip([iv.var for iv in sch.get(block).iter_vars], sch.get_loops(block)))
+
+    def by(v):
+        return next(lp for var, lp in loops if var.same_as(v))
+
+    return by
+
+
 def _strip_cast(e):
     while isinstance(e, tirx.Cast):
         e = e.value

@@ -43,7 +43,7 @@ from tvm import s_tir, tirx
 from . import ragged_rows
 from .analysis import (
     PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, const_extent, fitting_lanes, fuse_epilogue,
-    largest_divisor, parallel_vectorize,
+    largest_divisor, loop_of, parallel_vectorize,
 )
 from .ragged_copy import split_ragged_copy_back
 
@@ -701,8 +701,7 @@ def register_tile(sch: s_tir.Schedule, mac: MacBlock, plan: TilePlan, shape: Cpu
     if epilogue:
         fuse_epilogue(sch, wb)  # the element-wise epilogue chain, into the write-back
 
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
-    by = lambda v: next(loop for var, loop in loops.items() if var.same_as(v))  # noqa: E731
+    by = loop_of(sch, main)
     v0, v1, v2 = sch.split(by(plan.vec), factors=[None, plan.vecs, plan.lanes])
     inner_row = []
     # Tile order: the vector operand's panel (v0) outside the loops it does not depend

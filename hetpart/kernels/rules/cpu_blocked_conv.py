@@ -50,7 +50,9 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
-from ..analysis import CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, const_extent, fuse_epilogue, parallel_vectorize
+from ..analysis import (
+    CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
+)
 from .. import ragged_rows, stack_tiles
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
 
@@ -789,11 +791,7 @@ def depthwise_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedDepthwise, p
     main = mac.block
     wb = sch.cache_write(main, 0, "global")
     fuse_epilogue(sch, wb)
-    loops = dict(zip([iv.var for iv in sch.get(main).iter_vars], sch.get_loops(main)))
-
-    def by(v):
-        return next(lp for var, lp in loops.items() if var.same_as(v))
-
+    by = loop_of(sch, main)
     ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
     vec_o, vec_i = sch.split(by(conv.lane), factors=[plan.vectors, plan.lanes])
     rows = [by(v) for v in (conv.n, conv.chunk, conv.oh) if v is not None]

@@ -33,8 +33,8 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from ..analysis import (
-    LAYOUT_FREE_ATTR, const_extent, cpu_shape, fitting_lanes, fuse_epilogue, is_cpu, is_layout_free, mac_of,
-    try_inline_spatial,
+    LAYOUT_FREE_ATTR, const_extent, cpu_shape, fitting_lanes, fuse_epilogue, is_cpu, is_layout_free, loop_of,
+    mac_of, try_inline_spatial,
 )
 from ..fast_exp import replace_exp
 from ..register_tile import (
@@ -118,12 +118,8 @@ def gemv_row_stream(sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule 
         main = mac.block
         wb = s.cache_write(main, 0, "global")
         fuse_epilogue(s, wb)
-        loops = dict(zip([iv.var for iv in s.get(main).iter_vars], s.get_loops(main)))
-
-        def by(v):
-            return next(lp for var, lp in loops.items() if var.same_as(v))
-
-        unit = [lp for var, lp in loops.items() if not var.same_as(j) and not var.same_as(k)]
+        by = loop_of(s, main)
+        unit = [by(iv.var) for iv in s.get(main).iter_vars if not iv.var.same_as(j) and not iv.var.same_as(k)]
         j_all, j_l = s.split(by(j), factors=[vectors, lanes])
         j_o, j_v = s.split(j_all, factors=[parts, per])  # a short last part checks whole vectors only
         rows = next(r for r in (GEMV_ROWS, 4, 2, 1) if depth % r == 0)
