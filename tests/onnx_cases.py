@@ -5,6 +5,8 @@ with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...`
 * ``run_on(model, device, feeds, simulate=...)``: import, pin every kernel on
   ``device`` (``"cpu"`` or ``"cuda"``), compile, run one Session; outputs by name;
 * ``single_cpu_kernel(model)``: the one scheduled CPU PrimFunc it fuses into;
+* ``block_nests(func)`` / ``update_unrolls(func)``: a scheduled PrimFunc's blocks with their
+  loops / the unrolled loops around its multiply-accumulate update;
 * ``cuda_source(executable)``: its CUDA C, for structural checks of GPU rules;
 * ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
 * ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
@@ -111,7 +113,8 @@ def scheduled_by(m: onnx.ModelProto, target, *rules: str):
 
 def block_nests(func) -> list[tuple[object, list]]:
     """``(block realize, [loops around it, outermost first])`` of every block of the
-    scheduled PrimFunc ``func``, in program order (the root block first)."""
+    scheduled PrimFunc ``func``, in program order (the root block first), the blocks in
+    both branches of an ``if`` included (a split ragged tile's main and tail)."""
     import tvm
 
     found = []
@@ -122,12 +125,28 @@ def block_nests(func) -> list[tuple[object, list]]:
         elif isinstance(stmt, tvm.tirx.SeqStmt):
             for s in stmt.seq:
                 visit(s, loops)
+        elif isinstance(stmt, tvm.tirx.IfThenElse):
+            visit(stmt.then_case, loops)
+            if stmt.else_case is not None:
+                visit(stmt.else_case, loops)
         elif isinstance(stmt, tvm.s_tir.SBlockRealize):
             found.append((stmt, loops))
             visit(stmt.block.body, loops)
 
     visit(func.body, [])
     return found
+
+
+def update_unrolls(func) -> list[int]:
+    """Extents (> 1), sorted, of the unrolled loops around the first multiply-accumulate
+    update block (``*_update``) of the scheduled PrimFunc ``func``; [] without one."""
+    import tvm
+
+    for realize, loops in block_nests(func):
+        if realize.block.name_hint.endswith("_update"):
+            return sorted(int(lp.extent) for lp in loops
+                          if lp.kind == tvm.tirx.ForKind.UNROLLED and int(lp.extent) > 1)
+    return []
 
 
 def cuda_source(exe) -> str:

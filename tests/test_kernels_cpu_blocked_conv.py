@@ -20,6 +20,7 @@ import nchwc_ab  # noqa: E402
 
 from hetpart.kernels.analysis import CpuShape  # noqa: E402
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
+from onnx_cases import update_unrolls  # noqa: E402
 
 
 def _model(batch: int, hw: int = 14):
@@ -43,32 +44,6 @@ def _model(batch: int, hw: int = 14):
     g = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8, hw, hw])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, out, out])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-
-
-def _update_unrolls(func) -> list[int]:
-    """Extents (> 1) of the unrolled loops around the (first) multiply-accumulate update
-    block, branches of a split ragged tile included."""
-    import tvm
-    from tvm import tirx
-
-    found = []
-
-    def visit(stmt, loops):
-        if isinstance(stmt, tirx.For):
-            visit(stmt.body, loops + [stmt])
-        elif isinstance(stmt, tirx.SeqStmt):
-            for s in stmt.seq:
-                visit(s, loops)
-        elif isinstance(stmt, tirx.IfThenElse):
-            visit(stmt.then_case, loops)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            if stmt.block.name_hint.endswith("_update"):
-                found.append(sorted(int(lp.extent) for lp in loops
-                                    if lp.kind == tirx.ForKind.UNROLLED and int(lp.extent) > 1))
-            visit(stmt.block.body, loops)
-
-    visit(func.body, [])
-    return found[0] if found else []
 
 
 @pytest.mark.parametrize("batch,hw", [(1, 14), (2, 7)])
@@ -96,7 +71,7 @@ def test_blocked_convs_take_the_tile_and_match_ort(batch, hw, monkeypatch):
     for name, f in convs:
         plan = cb.plan_of(graph.module[name], target)
         assert plan is not None and plan.blocks == 2, name  # 16 channels: both blocks in one tile
-        assert _update_unrolls(f) == sorted([plan.blocks, plan.columns]), name  # the generic tile: rows only
+        assert update_unrolls(f) == sorted([plan.blocks, plan.columns]), name  # the generic tile: rows only
 
     x = np.random.default_rng(1).standard_normal((batch, 8, hw, hw)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
@@ -204,7 +179,7 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
         plan = cb.plan_of(graph.module[name], avx512)
         want = 7 if "add1" in name or "add_add" in name else 14  # the 1x1 has the residual add
         assert (plan.blocks, plan.columns) == (2, want), name
-        assert _update_unrolls(f) == [2, want], name
+        assert update_unrolls(f) == [2, want], name
 
     x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
@@ -351,7 +326,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
                   if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
     plan = cb.plan_of(graph.module[name], avx512)
     assert (plan.blocks, plan.columns) == (2, 14)
-    assert _update_unrolls(f) == [2, 14]
+    assert update_unrolls(f) == [2, 14]
     assert "_ragged" in f.script()  # the 7-pixel tail split off
     x = np.random.default_rng(6).standard_normal((batch, 1024, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hetpart.importer import blocked_sink
 from hetpart.kernels.rules import cpu_blocked_conv as cb
+from onnx_cases import update_unrolls
 
 
 def _model(batch: int, hw: int):
@@ -45,29 +46,6 @@ def _model(batch: int, hw: int):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _unrolled_update(func) -> list[int]:
-    """Extents (> 1) of the unrolled loops around the multiply-accumulate update block."""
-    import tvm
-    from tvm import tirx
-
-    found = []
-
-    def visit(stmt, loops):
-        if isinstance(stmt, tirx.For):
-            visit(stmt.body, loops + [stmt])
-        elif isinstance(stmt, tirx.SeqStmt):
-            for s in stmt.seq:
-                visit(s, loops)
-        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
-            if stmt.block.name_hint.endswith("_update"):
-                found.append(sorted(int(lp.extent) for lp in loops
-                                    if lp.kind == tirx.ForKind.UNROLLED and int(lp.extent) > 1))
-            visit(stmt.block.body, loops)
-
-    visit(func.body, [])
-    return found[0] if found else []
-
-
 @pytest.mark.parametrize("batch,hw", [(1, 14), (2, 12)])
 def test_depthwise_nets_stay_blocked_take_the_tile_and_match_ort(batch, hw, monkeypatch):
     import onnxruntime as ort
@@ -89,7 +67,7 @@ def test_depthwise_nets_stay_blocked_take_the_tile_and_match_ort(batch, hw, monk
     dws = [f for gv, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc) and "depthwise" in gv.name_hint]
     assert len(dws) == 3
     for f in dws:
-        assert len(_unrolled_update(f)) >= 1 and max(_unrolled_update(f)) > 1  # columns unrolled (generic: none)
+        assert len(update_unrolls(f)) >= 1 and max(update_unrolls(f)) > 1  # columns unrolled (generic: none)
 
     x = np.random.default_rng(1).standard_normal((batch, 16, hw, hw)).astype(np.float32) * 3
     x.reshape(-1)[::7] = 0.0
