@@ -8,6 +8,8 @@ with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...`
 * ``block_nests(func)`` / ``update_unrolls(func)``: a scheduled PrimFunc's blocks with their
   loops / the unrolled loops around its multiply-accumulate update;
 * ``cuda_source(executable)``: its CUDA C, for structural checks of GPU rules;
+* ``fused_program(inputs, body)`` / ``run_vm(executable, arrays)``: a small Relax program
+  fused as the importer fuses; a built module run on the CPU;
 * ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
 * ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
   where it has ±Inf, otherwise close.
@@ -147,6 +149,32 @@ def update_unrolls(func) -> list[int]:
             return sorted(int(lp.extent) for lp in loops
                           if lp.kind == tvm.tirx.ForKind.UNROLLED and int(lp.extent) > 1)
     return []
+
+
+def run_vm(exe, args) -> np.ndarray:
+    """The output of ``main`` of the built Relax module ``exe`` on the CPU, fed the numpy
+    arrays ``args``, as numpy."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
+
+
+def fused_program(inputs, body):
+    """``main(*inputs) = body(bb, *vars)`` built with Relax's BlockBuilder (``inputs``:
+    ``(name, shape)`` of float32 tensors), fused as the importer fuses ONNX models."""
+    from tvm import relax
+
+    from hetpart.importer.fusion import fuse
+
+    bb = relax.BlockBuilder()
+    vs = [relax.Var(n, relax.TensorType(s, "float32")) for n, s in inputs]
+    with bb.function("main", vs):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *vs))
+        bb.emit_func_output(out)
+    return fuse(bb.get())
 
 
 def cuda_source(exe) -> str:

@@ -18,6 +18,7 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 
 from host_isa import host_has
+from onnx_cases import fused_program, run_vm
 
 from hetpart import kernels
 from hetpart.errors import CompileError
@@ -34,14 +35,8 @@ def _const(*shape):
 
 def _fused(inputs, body):
     """Fused module of ``main(*inputs) = body(bb, *vars)`` and random (non-zero) inputs."""
-    bb = relax.BlockBuilder()
-    vs = [relax.Var(n, relax.TensorType(s, "float32")) for n, s in inputs]
-    with bb.function("main", vs):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, *vs))
-        bb.emit_func_output(out)
     args = [(RNG.uniform(0.5, 1.5, s) * RNG.choice([-1, 1], s)).astype("float32") for _, s in inputs]
-    return fuse(bb.get()), args
+    return fused_program(inputs, body), args
 
 
 def _matmul_gelu(bb, a):
@@ -132,11 +127,6 @@ def cpu():
     return cpu_tvm_target()
 
 
-def _run(ex, args):
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(ex, dev)
-    out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args])
-    return out.numpy()
 
 
 def _heavy(mod):
@@ -153,8 +143,8 @@ def _heavy(mod):
 def test_cpu_rule_matches_unscheduled(case, cpu):
     inputs, body, _ = CASES[case]
     mod, args = _fused(inputs, body)
-    want = _run(tvm.compile(mod, cpu), args)
-    got = _run(kernels.build(mod, cpu), args)
+    want = run_vm(tvm.compile(mod, cpu), args)
+    got = run_vm(kernels.build(mod, cpu), args)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
@@ -199,8 +189,8 @@ def test_cpu_rule_for_either_vector_width_matches_unscheduled(case, any_cpu):
                     "would die of SIGILL here")
     inputs, body, _ = CASES[case]
     mod, args = _fused(inputs, body)
-    want = _run(tvm.compile(mod, cpu_tvm_target()), args)
-    got = _run(kernels.build(mod, any_cpu), args)
+    want = run_vm(tvm.compile(mod, cpu_tvm_target()), args)
+    got = run_vm(kernels.build(mod, any_cpu), args)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
@@ -279,8 +269,8 @@ def test_gather_vector_stays_within_a_row(cpu):
     (take,) = [b for b in blocks if b.block.name_hint == "T_take"]
     row_binding = take.iter_values[0]  # the output row, whose index is loaded
     assert not any(_uses(row_binding, v) for v in vecs), scheduled.script()
-    want = _run(tvm.compile(mod, cpu), args)
-    np.testing.assert_array_equal(_run(kernels.build(mod, cpu), args), want)
+    want = run_vm(tvm.compile(mod, cpu), args)
+    np.testing.assert_array_equal(run_vm(kernels.build(mod, cpu), args), want)
 
 
 def test_padding_vector_stays_within_a_row(cpu):
@@ -343,8 +333,8 @@ def test_fallback_parallelises_unknown_kernels(cpu):
         if isinstance(func, tirx.PrimFunc):
             sch = CpuFallback().apply(func, cpu)
             assert sch is not None
-    want = _run(tvm.compile(mod, cpu), args)
-    np.testing.assert_allclose(_run(kernels.build(mod, cpu), args), want, rtol=1e-4, atol=1e-4)
+    want = run_vm(tvm.compile(mod, cpu), args)
+    np.testing.assert_allclose(run_vm(kernels.build(mod, cpu), args), want, rtol=1e-4, atol=1e-4)
 
 
 def test_schedule_keeps_relax_and_marks_scheduled(cpu):
@@ -382,8 +372,8 @@ def test_fused_gelu_does_not_call_libm_erf(cpu):
     ex = kernels.build(fuse(raw), cpu)
     assert "erff" not in _llvm_asm(ex)
     x = (RNG.uniform(0.5, 1.5, (24, 96)) * RNG.choice([-1, 1], (24, 96))).astype("float32")
-    want = _run(exact, [x])
-    np.testing.assert_allclose(_run(ex, [x]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    want = run_vm(exact, [x])
+    np.testing.assert_allclose(run_vm(ex, [x]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_fast_erf_matches_erf_on_a_dense_grid(cpu):
@@ -403,7 +393,7 @@ def test_fast_erf_matches_erf_on_a_dense_grid(cpu):
     mod = fast_erf(bb.get())
     assert "relax.erf" not in mod.script()
     x = np.concatenate([np.linspace(-6, 6, n - 4), [0.0, 4.0, -40.0, np.inf]]).astype("float32")
-    got = _run(tvm.compile(mod, cpu), [x])
+    got = run_vm(tvm.compile(mod, cpu), [x])
     want = np.array([math.erf(float(v)) for v in x])
     assert np.abs(got - want).max() < 5e-7
     np.testing.assert_array_equal(got[-4:], np.float32([0.0, 1.0, -1.0, 1.0]))
@@ -458,7 +448,7 @@ def test_gpu_rules_cross_compile_for_sm90(case):
 def test_gpu_rules_correct_on_gpu(case):
     inputs, body, _ = CASES[case]
     mod, args = _fused(inputs, body)
-    want = _run(tvm.compile(mod, cpu_tvm_target()), args)
+    want = run_vm(tvm.compile(mod, cpu_tvm_target()), args)
     dev = tvm.cuda(0)
     vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target()), dev)
     got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
@@ -477,8 +467,8 @@ def test_tune_without_deps_says_what_to_install(monkeypatch, tmp_path):
 
 def test_build_without_records_ignores_tuning_db(tmp_path, cpu):
     mod, args = _fused(*CASES["matmul_odd"][:2])
-    got = _run(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
-    np.testing.assert_allclose(got, _run(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
+    got = run_vm(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
+    np.testing.assert_allclose(got, run_vm(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -492,8 +482,8 @@ def test_build_uses_tuned_record(tmp_path, cpu):
     assert n > 0
     applied = tuning.apply_database(mod, cpu, str(tmp_path))
     assert kernels.rules_applied(applied) == {"matmul": "tuned"}
-    got = _run(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
-    np.testing.assert_allclose(got, _run(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
+    got = run_vm(kernels.build(mod, cpu, tuning_db=str(tmp_path)), args)
+    np.testing.assert_allclose(got, run_vm(tvm.compile(mod, cpu), args), rtol=1e-4, atol=1e-4)
 
 
 # --- hetpart.bench.kernels (argument parsing and table; the GPU run is the lead's) --------

@@ -12,8 +12,8 @@ import tvm
 from tvm import relax, tirx
 
 from hetpart import kernels
-from hetpart.importer.fusion import fuse
 from hetpart.kernels.rules import cpu_injective
+from onnx_cases import fused_program, run_vm
 
 op = relax.op
 RNG = np.random.default_rng(11)
@@ -26,23 +26,14 @@ def _target16():
 
 
 def _fused(inputs, body):
-    bb = relax.BlockBuilder()
-    vs = [relax.Var(n, relax.TensorType(s, "float32")) for n, s in inputs]
-    with bb.function("main", vs):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, *vs))
-        bb.emit_func_output(out)
     args = []
     for _, s in inputs:
         a = RNG.standard_normal(s).astype("float32")
         a.reshape(-1)[::7] = 0.0
         args.append(a)
-    return fuse(bb.get()), args
+    return fused_program(inputs, body), args
 
 
-def _run(ex, args):
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
 
 
 def _scripts(mod, target) -> str:
@@ -71,8 +62,8 @@ def test_blocked_concat_matches_unscheduled(monkeypatch, blocks, hw, batch, on):
     monkeypatch.setattr(cpu_injective, "BLOCKED_CONCAT_PARALLEL_MIN", 0)
     mod, args = _fused(*_concat_bn_relu(blocks, hw, batch=batch))
     target = _target16()
-    want = _run(tvm.compile(mod, target), args)
-    got = _run(kernels.build(mod, target), args)
+    want = run_vm(tvm.compile(mod, target), args)
+    got = run_vm(kernels.build(mod, target), args)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))  # FMA contraction
     text = _scripts(mod, target)
     assert text.count("_partition\")") == len(blocks)  # still one loop per input
@@ -104,8 +95,8 @@ def test_layout_transform_to_blocked_matches_unscheduled(monkeypatch, on):
 
     mod, args = _fused([("x", (1, 64, 20, 20))], body)
     target = _target16()
-    want = _run(tvm.compile(mod, target), args)
-    got = _run(kernels.build(mod, target), args)
+    want = run_vm(tvm.compile(mod, target), args)
+    got = run_vm(kernels.build(mod, target), args)
     np.testing.assert_array_equal(got, want)
     assert ("T.parallel(" in _scripts(mod, target)) == on
 
@@ -123,7 +114,7 @@ def test_plain_blocked_concat_parallel_only_from_the_copy_threshold():
     assert "T.parallel(" not in _scripts(small, _target16())
     assert "T.parallel(" in _scripts(big, _target16())
     target = _target16()
-    np.testing.assert_array_equal(_run(kernels.build(big, target), args), _run(tvm.compile(big, target), args))
+    np.testing.assert_array_equal(run_vm(kernels.build(big, target), args), run_vm(tvm.compile(big, target), args))
 
 
 def test_blocked_concat_of_8_channel_blocks_matches_unscheduled(monkeypatch):
@@ -131,7 +122,7 @@ def test_blocked_concat_of_8_channel_blocks_matches_unscheduled(monkeypatch):
     monkeypatch.setattr(cpu_injective, "BLOCKED_CONCAT_PARALLEL_MIN", 0)
     mod, args = _fused(*_concat_bn_relu([3, 2, 1], (14, 14), c=8))
     target = _target16()
-    want = _run(tvm.compile(mod, target), args)
-    got = _run(kernels.build(mod, target), args)
+    want = run_vm(tvm.compile(mod, target), args)
+    got = run_vm(kernels.build(mod, target), args)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
     assert "T.parallel(" in _scripts(mod, target)

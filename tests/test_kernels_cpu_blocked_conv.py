@@ -20,7 +20,7 @@ import nchwc_ab  # noqa: E402
 
 from hetpart.kernels.analysis import CpuShape  # noqa: E402
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
-from onnx_cases import update_unrolls  # noqa: E402
+from onnx_cases import run_vm, update_unrolls  # noqa: E402
 
 
 def _model(batch: int, hw: int = 14):
@@ -52,8 +52,7 @@ def test_blocked_convs_take_the_tile_and_match_ort(batch, hw, monkeypatch):
     schedule, as resnet50's do at batch 8 (there, the split ragged tile's renamed write-back
     was once scheduled too and the tile refused: the generic tile ran)."""
     import onnxruntime as ort
-    import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target
@@ -75,8 +74,7 @@ def test_blocked_convs_take_the_tile_and_match_ort(batch, hw, monkeypatch):
 
     x = np.random.default_rng(1).standard_normal((batch, 8, hw, hw)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    vm = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())
-    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    got = run_vm(kernels.build(graph.module, target), [x])
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert (want == 0).any() and (want > 0).any()  # the relu'd output has both
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
@@ -164,7 +162,7 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
     14 columns (28 accumulators), the 1x1 after it (32 steps, under FEWER_SPARE_MIN_STEPS) 2 x 7; built for this host the model matches the same module built
     unscheduled (plain loop nests), inputs with negatives and zeros."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target, host_triple
@@ -183,9 +181,8 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
 
     x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    dev = tvm.cpu()
-    got = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
-    want = relax.VirtualMachine(tvm.compile(graph.module, cpu_tvm_target()), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    got = run_vm(kernels.build(graph.module, cpu_tvm_target()), [x])
+    want = run_vm(tvm.compile(graph.module, cpu_tvm_target()), [x])
     assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
@@ -207,7 +204,7 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     outside the block groups and matches the module built unscheduled; a 0.4 MiB image (64
     channels) keeps the groups outside; with the switch off neither does."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target
@@ -221,9 +218,9 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     assert cb.rows_outside_of(conv_func(big)) is True and cb.rows_outside_of(conv_func(small)) is False
     x = np.random.default_rng(3).standard_normal((1, 256, 40, 40)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    dev, target = tvm.cpu(), cpu_tvm_target()
-    got = relax.VirtualMachine(kernels.build(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
-    want = relax.VirtualMachine(tvm.compile(big.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    target = cpu_tvm_target()
+    got = run_vm(kernels.build(big.module, target), [x])
+    want = run_vm(tvm.compile(big.module, target), [x])
     assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     monkeypatch.setattr(cb, "ROWS_OUTSIDE_BLOCKS", False)
@@ -265,7 +262,7 @@ def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
     with it matches the unscheduled build (test_avx512_tiles_of_14_columns_... runs the whole
     module too); with the switch off the plain schedule."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
     from hetpart.kernels.rules import cpu_injective
@@ -286,9 +283,8 @@ def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
     inner = innermost(graph.module)
     assert inner.kind == tirx.ForKind.VECTORIZED and int(inner.extent) == min(16, cpu_shape_lanes(target))
     x = np.random.default_rng(4).standard_normal((1, 32, 14, 14)).astype(np.float32)
-    dev = tvm.cpu()
-    got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
-    want = relax.VirtualMachine(tvm.compile(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    got = run_vm(kernels.build(graph.module, target), [x])
+    want = run_vm(tvm.compile(graph.module, target), [x])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     monkeypatch.setattr(cpu_injective, "BLOCKING_TRANSFORM_VECTORS", False)
     assert "fused" in str(innermost(graph.module).loop_var)  # the plain schedule: pixels fused
@@ -308,7 +304,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
     tiles); built for this host (batch 1 and 2) it matches the unscheduled build; with the switch
     off the plan is a row's 2 x 7."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target, host_triple
@@ -330,9 +326,9 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
     assert "_ragged" in f.script()  # the 7-pixel tail split off
     x = np.random.default_rng(6).standard_normal((batch, 1024, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    dev, target = tvm.cpu(), cpu_tvm_target()
-    got = relax.VirtualMachine(kernels.build(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
-    want = relax.VirtualMachine(tvm.compile(graph.module, target), dev)["main"](tvm.runtime.tensor(x)).numpy()
+    target = cpu_tvm_target()
+    got = run_vm(kernels.build(graph.module, target), [x])
+    want = run_vm(tvm.compile(graph.module, target), [x])
     assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     monkeypatch.setattr(cb, "PIXEL_TILES", False)
@@ -394,7 +390,6 @@ def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
     image, BATCH_PADDING_PER_IMAGE) equals the unscheduled module's result (legalised, no
     schedule rule) and ONNX Runtime's."""
     import onnxruntime as ort
-    import tvm
     from tvm import relax
 
     from hetpart import kernels, load
@@ -410,9 +405,9 @@ def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
         assert [(p.blocks, p.columns) for p in plans] == [(2, 14), (2, 14)]
     x = np.random.default_rng(2).standard_normal((2, 32, 14, 14)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    got = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got = run_vm(kernels.build(graph.module, target), [x])
     plain = relax.build(relax.transform.LegalizeOps()(graph.module), target)
-    ref = relax.VirtualMachine(plain, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    ref = run_vm(plain, [x])
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
@@ -491,7 +486,7 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     assert len(parallel) == 1 and int(parallel[0][0].extent) == 2
     assert any("pad" in n for n in parallel[0][1]) and any(n.endswith("_update") for n in parallel[0][1])
     x = np.random.default_rng(3).standard_normal((2, 32, 14, 14)).astype(np.float32)
-    got = relax.VirtualMachine(kernels.build(graph.module, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got = run_vm(kernels.build(graph.module, target), [x])
     plain = relax.build(relax.transform.LegalizeOps()(graph.module), target)
-    ref = relax.VirtualMachine(plain, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    ref = run_vm(plain, [x])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
