@@ -23,6 +23,30 @@ resnet50_b1() {  # the path of a resnet50 b1 ONNX file: the corpus's export if a
     z = models.parse_zoo_spec('zoo:resnet50'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
   echo "$f"
 }
+cnn_b1() {  # cnn_b1 NAME: a batch-1 ONNX file of densenet121, googlenet, inception_v3 or mobilenet_v2 built by
+           # tools/*_onnx.py (written once, under /tmp/cnn), or zoo:resnet50 for resnet50
+  local name=$1 f=/tmp/cnn/$1-b1.onnx
+  [ "$name" = resnet50 ] && { echo zoo:resnet50; return; }
+  mkdir -p /tmp/cnn
+  if [ ! -f "$f" ]; then
+    case "$name" in
+      densenet121) python3 tools/densenet_onnx.py "$f" ;;
+      googlenet|inception_v3) python3 tools/inception_onnx.py "$name" "$f" ;;
+      mobilenet_v2) python3 tools/mobilenet_v2_onnx.py "$f" ;;
+    esac > /dev/null 2>&1
+  fi
+  echo "$f"
+}
+blocked_ab() {  # blocked_ab PREFIX "NAME:CAP ..." [ARGS...]: tools/nchwc_ab.py NCHW / NCHW16c / ORT at 16 threads, b1,
+                # per model (cnn_b1 NAME) for at most CAP s (0: what is left of BUDGET), into $OUT/PREFIX-NAME-b1-t16.txt
+  local prefix=$1 specs=$2 spec name cap left; shift 2
+  for spec in $specs; do
+    name=${spec%%:*}; cap=${spec##*:}
+    left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
+    [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$(cnn_b1 "$name")" --block 16 --threads 16 \
+      --calls 10 --rounds 3 "$@" > "$OUT/$prefix-$name-b1-t16.txt" 2>&1
+  done
+}
 mkdir -p "$OUT/logs"
 case "${1:-1}" in
 1)
@@ -1262,7 +1286,7 @@ from hetpart.kernels.rules.cpu_int8_matmul import amx_ready; print(t(), 'amx_rea
      # (after <= NCHW) and how far it is from ORT.
   BUDGET=590; off="--before hetpart.importer.blocked_regions.WIDEN_BLOCKED=0"
   off="$off --before hetpart.kernels.rules.cpu_injective.BLOCKED_CONCAT_VECTORS=0"
-  f=/tmp/densenet121-b1.onnx; [ -f "$f" ] || python3 tools/densenet_onnx.py "$f"
+  f=$(cnn_b1 densenet121)
   timeout 250 python3 tools/nchwc_ab.py "$f" --block 16 --threads 16 --calls 10 --rounds 3 $off \
     > "$OUT/dn-blocked-densenet121-b1-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 5))
@@ -1306,16 +1330,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # <= 1.00); a model above names what is left (the audit's table for it: tools/parallel_audit.py MODEL --measure).
   BUDGET=590; off="--before hetpart.kernels.rules.cpu_injective.PARALLEL_BLOCKED_CONCAT=0"
   off="$off --before hetpart.kernels.rules.cpu_injective.STRIDED_WRITES_PARALLEL=0"
-  python3 tools/densenet_onnx.py /tmp/densenet121-b1.onnx > /dev/null 2>&1
-  python3 tools/inception_onnx.py googlenet /tmp/googlenet-b1.onnx > /dev/null 2>&1
-  python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
-onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
-  for spec in densenet121:290 googlenet:100 mobilenet_v2:75 resnet50:0; do
-    name=${spec%%:*}; cap=${spec##*:}; m=/tmp/$name-b1.onnx; [ "$name" = resnet50 ] && m=zoo:resnet50
-    left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
-    [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 --calls 10 \
-      --rounds 3 $off > "$OUT/blk-threads-$name-b1-t16.txt" 2>&1
-  done ;;
+  blocked_ab blk-threads "densenet121:290 googlenet:100 mobilenet_v2:75 resnet50:0" $off ;;
 95)  # (BUDGET=590) issue 18, resnet50 all-CPU in NCHW16c per core (branch blk-r50, bench/results/cpu-r50-blocked-1core.md).
      # Five switches, all off = before: rules/cpu_blocked_conv (a) FEWER_SPARE_WIDE: on 32-register targets a blocked
      # tile of 128+ reduction steps leaves 1 register spare, not 3 (2 blocks x 14 columns on 14/28/56-wide images, 28
@@ -1376,13 +1391,13 @@ onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
     --before $sw.BATCH_FULL_REGISTERS=0 > "$OUT/blk-batch-resnet50-b32-t16-registers.txt" 2>&1
   timeout 140 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 3 --rounds 3 \
     --before $sw.BATCH_IMAGES_PARALLEL=1 > "$OUT/blk-batch-resnet50-b32-t16-images-parallel.txt" 2>&1
-  g=/tmp/googlenet.onnx; [ -f "$g" ] || python3 tools/inception_onnx.py googlenet "$g" > /dev/null 2>&1
+  g=$(cnn_b1 googlenet)
   left=$((BUDGET - SECONDS - 20)); [ "$left" -gt 130 ] && left=130
   [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$g" --batch 32 --block 16 --threads 16 --calls 3 \
     --rounds 3 --before $sw.BATCH_FULL_REGISTERS=0 --before $sw.BATCH_PADDING_PER_IMAGE=0 \
     > "$OUT/blk-batch-googlenet-b32-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 40))
-  d=/tmp/densenet121-b1.onnx; [ "$left" -ge 100 ] && { [ -f "$d" ] || python3 tools/densenet_onnx.py "$d" > /dev/null 2>&1; }
+  d=; [ "$left" -ge 100 ] && d=$(cnn_b1 densenet121)
   [ "$left" -ge 100 ] && timeout "$left" python3 tools/nchwc_ab.py "$d" --batch 32 --block 16 --threads 16 --calls 3 \
     --rounds 3 --before $sw.BATCH_FULL_REGISTERS=0 --before $sw.BATCH_PADDING_PER_IMAGE=0 \
     > "$OUT/blk-batch-densenet121-b32-t16.txt" 2>&1
@@ -1409,16 +1424,13 @@ onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
   off="--before hetpart.kernels.rules.cpu_blocked_conv.PLAIN_INPUT=0 --before hetpart.importer.blocked_sink.MAX_STEM_WINDOW=9"
   off="$off --before hetpart.kernels.rules.cpu_matmul.GEMV_ROW_STREAM=0 --before hetpart.kernels.rules.cpu_blocked_conv.PLANE_1X1=0"
   off="$off --before hetpart.kernels.fast_exp.SHORT_SIGMOID=0 --before hetpart.kernels.separable_pool.BLOCKED=0"
-  mkdir -p /tmp/bi
-  for m in googlenet inception_v3; do [ -f /tmp/bi/$m.onnx ] || python3 tools/inception_onnx.py $m /tmp/bi/$m.onnx; done
-  [ -f /tmp/bi/mobilenet_v2.onnx ] || python3 tools/mobilenet_v2_onnx.py /tmp/bi/mobilenet_v2.onnx
-  for m in /tmp/bi/googlenet.onnx /tmp/bi/inception_v3.onnx zoo:efficientnet /tmp/bi/mobilenet_v2.onnx zoo:mobilenet; do
-    left=$((BUDGET - SECONDS - 60)); name=$(basename "${m#zoo:}" .onnx)
+  for m in "$(cnn_b1 googlenet)" "$(cnn_b1 inception_v3)" zoo:efficientnet "$(cnn_b1 mobilenet_v2)" zoo:mobilenet; do
+    left=$((BUDGET - SECONDS - 60)); name=$(basename "${m#zoo:}" .onnx); name=${name%-b1}
     [ "$left" -ge 60 ] && timeout $((left < 130 ? left : 130)) python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 \
       --calls 10 --rounds 3 $off > "$OUT/blk-incep-$name-t16.txt" 2>&1
   done
   left=$((BUDGET - SECONDS - 30))
-  [ "$left" -ge 60 ] && timeout "$left" python3 tools/cpu_rule_ab.py /tmp/bi/mobilenet_v2.onnx zoo:efficientnet --threads 16 \
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/cpu_rule_ab.py "$(cnn_b1 mobilenet_v2)" zoo:efficientnet --threads 16 \
     --calls 10 --rounds 3 --before hetpart.kernels.rules.cpu_matmul.GEMV_ROW_STREAM=0 \
     --before hetpart.kernels.fast_exp.SHORT_SIGMOID=0 > "$OUT/blk-incep-nchw-t16.txt" 2>&1
   left=$((BUDGET - SECONDS - 3))
@@ -1430,16 +1442,7 @@ onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
      # one process per model, no "before" side (one build fewer than steps 95-98).  Decides: the blocked import
      # becomes the default of all-CPU plans if NCHWc/NCHW <= 1.00 on every model; steps 95-98 then A/B each switch.
   BUDGET=470
-  python3 tools/densenet_onnx.py /tmp/densenet121-b1.onnx > /dev/null 2>&1
-  python3 tools/inception_onnx.py googlenet /tmp/googlenet-b1.onnx > /dev/null 2>&1
-  python3 -c "import sys, onnx; sys.path.insert(0, 'tools'); import mobilenet_v2_onnx as m
-onnx.save(m.build(batch=1), '/tmp/mobilenet_v2-b1.onnx')" > /dev/null 2>&1
-  for spec in resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0; do
-    name=${spec%%:*}; cap=${spec##*:}; m=/tmp/$name-b1.onnx; [ "$name" = resnet50 ] && m=zoo:resnet50
-    left=$((BUDGET - SECONDS - 5)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
-    [ "$left" -ge 40 ] && timeout "$left" python3 tools/nchwc_ab.py "$m" --block 16 --threads 16 --calls 10 \
-      --rounds 3 > "$OUT/blocked-$name-b1-t16.txt" 2>&1
-  done ;;
+  blocked_ab blocked "resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0" ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
