@@ -537,7 +537,8 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
      # saved into a copy of the capped profile; then llama_decode at 1/2, the llama.cpp- and ORT-style rules'
      # plans built once and timed interleaved for 8 rounds, each round beside a GEMV sweep, with their
      # predictions at the measured bandwidth (one run each had them at 29.56 / 24.70 ms: drift or a per-plan
-     # effect?); last, the bandwidth again
+     # effect?); hetpart's own plan (planned at the measured bandwidth) interleaved with them: issue 19's goal
+     # row; last, the bandwidth again
   cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-wr.json"
   timeout 90 python3 tools/weight_read_check.py --rounds 3 --save "$OUT/profile-capped-wr.json" \
     --json "$OUT/weight-read-16.json" > "$OUT/weight-read-16.txt" 2>&1
@@ -545,7 +546,7 @@ corpus.prepare('$m', 1, Path('$EXPORTS'), None)" > "$OUT/logs/export-$m.txt" 2>&
     --json "$OUT/weight-read-14.json" > "$OUT/weight-read-14.txt" 2>&1
   left=$((BUDGET - SECONDS - 60))
   [ "$left" -ge 200 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-wr.json" \
-    --rounds 8 --json "$OUT/capped-rules-ab.json" > "$OUT/capped-rules-ab.txt" 2>&1
+    --contenders "hetpart,ORT-style rule,llama.cpp-style rule" --rounds 6 --json "$OUT/capped-rules-ab.json" > "$OUT/capped-rules-ab.txt" 2>&1
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 30 ] && timeout "$left" python3 tools/weight_read_check.py --rounds 1 \
     > "$OUT/weight-read-after.txt" 2>&1 ;;
