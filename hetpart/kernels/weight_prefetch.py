@@ -35,7 +35,7 @@ WEIGHT_PREFETCH = True
 prefetch the next block group's weights (False: as before; A/B runs,
 ``--before hetpart.kernels.weight_prefetch.WEIGHT_PREFETCH=0``)."""
 
-MIN_WEIGHT_BYTES = 2 << 20
+MIN_WEIGHT_BYTES = 1 << 18
 """The smallest weight prefetched (2 MiB: a core's L2 on the Xeons; a smaller weight is read
 from L2 after the first row of tiles)."""
 
@@ -65,7 +65,7 @@ def _bytes(var) -> int:
     return n
 
 
-MAX_STEP_LINES = 8
+MAX_STEP_LINES = 16
 """The most prefetches one reduction step issues back to back: :func:`mark` places them in the
 outermost reduction loop where that many (or fewer) cover the next group (a 3x3 over 512 channels
 on 7x7: 42 lines per input-channel chunk, 5 per window column)."""
