@@ -36,12 +36,15 @@ prefetch the next block group's weights (False: as before; A/B runs,
 ``--before hetpart.kernels.weight_prefetch.WEIGHT_PREFETCH=0``)."""
 
 MIN_WEIGHT_BYTES = 1 << 18
-"""The smallest weight prefetched (2 MiB: a core's L2 on the Xeons; a smaller weight is read
-from L2 after the first row of tiles)."""
+"""The smallest weight prefetched (256 KiB).  Measured in resnet50 (NCHW16c, in whole runs,
+``tools/cpu_insitu_ab.py``, 1 AVX-512 thread, least of 30): from 2 MiB down to 256 KiB added
+256->1024 / 1024->256 1x1 on 14x14 (1 MiB) 0.88 / 0.94, 3x3 128 on 28x28 0.98, 128->512 on 28x28
+0.97; down to 64 KiB added only the 56x56 stage's noise (0.96-0.99, unchanged kernels 0.995)."""
 
 LOCALITY = 2
 """``llvm.prefetch``'s locality: 2 is x86's ``prefetcht1`` (into L2; the group's tiles then read
-it into L1 themselves)."""
+it into L1 themselves).  3 (``prefetcht0``, into L1) lost in resnet50's whole runs: the 7x7
+stage's convs 1.03-1.08 against 2."""
 
 LINE_BYTES = 64
 """A cache line."""
@@ -68,7 +71,10 @@ def _bytes(var) -> int:
 MAX_STEP_LINES = 16
 """The most prefetches one reduction step issues back to back: :func:`mark` places them in the
 outermost reduction loop where that many (or fewer) cover the next group (a 3x3 over 512 channels
-on 7x7: 42 lines per input-channel chunk, 5 per window column)."""
+on 7x7: 42 lines per input-channel chunk, 14 per window row).  In resnet50's whole runs: all in the
+input-channel-chunk loop (no bound) lost on the 3x3s of 512 (1.07 / 1.13 against no prefetch);
+8 (the window column) 0.90 / 0.92; 16 (the window row) 0.985 / 0.97 of 8; 3 put the 1x1s' in the
+innermost loop (2048->512 1.85x)."""
 
 
 def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles: int) -> bool:
