@@ -67,3 +67,14 @@ def test_small_weights_do_not_prefetch():
     from hetpart.targets import cpu_tvm_target
 
     assert "T.prefetch" not in _conv_script(load(_model(64, 64, 3, 7), conv_block=16), cpu_tvm_target())  # 144 KiB
+
+
+def test_one_group_a_core_does_not_prefetch():
+    """weight_prefetch.MIN_GROUPS_PER_CORE: the 3x3 256->256 on 7x7 (8 groups of 7 tiles) built
+    for 16 cores gives each core 4 tiles, no whole group: no prefetch; for 2 cores, 28 tiles."""
+    from hetpart import load
+    from hetpart.targets import cpu_tvm_target
+
+    graph = load(_model(256, 256, 3, 7), conv_block=16)
+    assert "T.prefetch" not in _conv_script(graph, cpu_tvm_target(cores=16))
+    assert "T.prefetch" in _conv_script(graph, cpu_tvm_target(cores=2))

@@ -77,15 +77,27 @@ input-channel-chunk loop (no bound) lost on the 3x3s of 512 (1.07 / 1.13 against
 innermost loop (2048->512 1.85x)."""
 
 
-def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles: int) -> bool:
+MIN_GROUPS_PER_CORE = 2
+"""The fewest block groups a core's share of the tile loop must hold (TVM's parallel loop gives
+each of the target's ``num-cores`` threads one contiguous range of tiles) for the prefetches:
+a core prefetches the group after its current one, which is another core's where its range
+ends -- with one group a core (resnet50's 7x7 stage on 16 cores at batch 1) every prefetch
+would be such a wasted read."""
+
+
+def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles: int, cores: int = 1) -> bool:
     """Annotate ``tile`` (the fused tile loop: group ``t // tiles % groups``, tile ``t % tiles``
     of it) and the outer loops of ``reduction`` (the tile's reduction loops, outermost first,
     perfectly nested directly under it, of constant extents) for :func:`insert`, where
     :data:`WEIGHT_PREFETCH` is on, ``weight`` (the weight's buffer var, whose ``groups`` equal
     contiguous ranges of its outermost dim the groups read) is :data:`MIN_WEIGHT_BYTES` or more
     and there are two groups or more.  The prefetches go into the outermost of ``reduction``
-    whose steps then issue :data:`MAX_STEP_LINES` or fewer.  Returns whether it marked."""
+    whose steps then issue :data:`MAX_STEP_LINES` or fewer; ``cores``: the target's
+    (:data:`MIN_GROUPS_PER_CORE`).  Returns whether it marked."""
     if not WEIGHT_PREFETCH or groups < 2 or tiles < 1 or not reduction or _bytes(weight) < MIN_WEIGHT_BYTES:
+        return False
+    total = sch.get(tile).extent
+    if not isinstance(total, tirx.IntImm) or -(-int(total) // max(1, cores)) < MIN_GROUPS_PER_CORE * tiles:
         return False
     extents = [sch.get(lp).extent for lp in reduction]
     if not all(isinstance(e, tirx.IntImm) and int(e) >= 1 for e in extents):

@@ -592,7 +592,7 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     prefetch = _prefetch_shape(sch, mac, conv, order, occ_o, ic_o)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     if prefetch is not None:
-        weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch)
+        weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch, cores=shape.cores)
     images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(image if images else tile)
