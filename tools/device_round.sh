@@ -1448,9 +1448,9 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # output-block group's weights, spread over the current group's tiles and reduction steps -- only where each
      # core's share of the tile loop holds 2+ groups (MIN_GROUPS_PER_CORE; at b1 on 16 cores: the 1x1s of 32+ groups,
      # 512->2048 / 1024->2048 s2 / 256->1024 / 512->1024 s2; the 7x7 stage's 3x3s have one group a core there and are
-     # unchanged).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time: resnet50 NCHW16c 1.053x -> 0.989x ORT (b1),
-     # 1.062x -> 1.000x (b8); mobilenet_v2 / googlenet / densenet121 gain too (the results file).  Here, 16 threads:
-     # (1) the test file; (2) tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off)
+     # unchanged).  On the 2-vCPU AVX-512 dev VM, 1 thread, CPU time: resnet50 NCHW16c 1.02-1.09x -> 0.96-1.02x ORT
+     # (b1), 1.062x -> 1.000x (b8), 1.035x -> 0.952x (b32); mobilenet_v2 / googlenet / densenet121 gain too in whole
+     # runs (0.95-0.98).  Here, 16 threads: (1) the test file; (2) tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off)
      # on resnet50 b1, then mobilenet_v2 and googlenet b1 with what is left.  Decides: the switch stays on at 16
      # threads if every NCHWc/before <= 1.02 (the 16-thread noise); > 1.02 on resnet50 means the prefetches of
      # another core's next group cost more than they save there: MIN_GROUPS_PER_CORE goes up (4) for the next call.
