@@ -53,7 +53,7 @@ from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_
 from ..analysis import (
     CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
 )
-from .. import ragged_rows, stack_tiles
+from .. import ragged_rows, stack_tiles, weight_prefetch
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
 
 BLOCKED_TILE = True
@@ -589,7 +589,10 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
     sch.reorder(*([image] if image is not None else []), *outer, *reds, *inner, vec_i)
+    prefetch = _prefetch_shape(sch, mac, conv, order, occ_o, ic_o)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if prefetch is not None:
+        weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch, cores=shape.cores)
     images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(image if images else tile)
@@ -613,6 +616,23 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     if RAGGED_SPLIT and width % plan.columns:
         # Last: the split leaves the tile's body in two branches (blocks renamed) no primitive may move.
         ragged_rows.split_ragged_rows(sch, tile, (main, init) if plane else (main, init, wb), plan.columns, width)
+
+
+def _prefetch_shape(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, order, occ_o, ic_o) -> tuple | None:
+    """``(groups, tiles a group)`` of a tile whose block groups run outside its rows and columns
+    (``order`` the tile loops, outermost first, before the fuse) and whose reduction has an outer
+    input-channel-chunk loop ``ic_o``, for :func:`.weight_prefetch.mark`; else None."""
+    if not weight_prefetch.WEIGHT_PREFETCH or occ_o is None or ic_o is None or rows_outside_blocks(mac, conv):
+        return None
+    loops = [lp for lp in order if lp is not None]
+    at = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(occ_o)))
+    extents = [const_extent(sch, lp) for lp in loops[at:]]
+    if None in extents:
+        return None
+    tiles = 1
+    for e in extents[1:]:
+        tiles *= e
+    return extents[0], tiles
 
 
 BATCH_PADDING_PER_IMAGE = True

@@ -551,7 +551,7 @@ class CpuConv2d(ScheduleRule):
             if done is not None:
                 if mac_count(mac) >= PARALLEL_MIN_MACS:  # the tile runs in parallel
                     _parallel_padding(done, keep)
-                return done
+                return _prefetched(done)
         sub = subsampled_1x1(sch, mac, lambda s, m: plane_tiled(func, s, m, lanes))
         if sub is not None:
             done = schedule_contraction(func, sub[0], sub[1], target, copies=(sub[2],))
@@ -643,6 +643,15 @@ class CpuConv2d(ScheduleRule):
     def _is_weight(mac, operand: int) -> bool:
         """The operand indexed by bare iterators only (the weight, not the window)."""
         return mac.is_plain(operand)
+
+
+def _prefetched(sch: s_tir.Schedule) -> s_tir.Schedule:
+    """``sch``, or a schedule of its function with the weight prefetches its tile asked for
+    (:func:`..weight_prefetch.insert`: after every primitive, the prefetches are no blocks)."""
+    from .. import weight_prefetch
+
+    func = weight_prefetch.insert(sch.mod["main"])
+    return sch if func.same_as(sch.mod["main"]) else s_tir.Schedule(func)
 
 
 def _tile_on_copy(sch: s_tir.Schedule, mac, recognise, plan_of, tile) -> s_tir.Schedule | None:
