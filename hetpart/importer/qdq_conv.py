@@ -54,6 +54,8 @@ MIN_DEPTH = 96
 """The least reduction (``kh*kw*C``) taken: below, the layout passes cost more than the
 integer contraction saves (1x1 16 -> 64 on 112x112: 0.98 ms int8 vs 0.37 float)."""
 MAX_WINDOW = 9
+MIN_PIXELS = 1
+"""The least output image (``H'*W'``) taken; 1 takes a squeeze-excite gate's 1x1 convs too."""
 
 _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 
@@ -154,7 +156,7 @@ def _plan(node, producer, consts, shapes):
     one = (kh, kw) == (1, 1) and strides == [1, 1] and not any(pads)
     if ("1x1" if one else "window") not in KERNELS or kh * kw > MAX_WINDOW:
         return None
-    if (kh * kw * c) % 4 or o % COLUMNS or kh * kw * c < MIN_DEPTH:
+    if (kh * kw * c) % 4 or o % COLUMNS or kh * kw * c < MIN_DEPTH or oh * ow < MIN_PIXELS:
         return None
     bias = None
     if len(node.input) > 2 and node.input[2]:
