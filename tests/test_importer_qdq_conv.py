@@ -128,3 +128,19 @@ def test_no_bias_and_the_switch(monkeypatch):
     monkeypatch.setattr(qdq_conv, "INT8_CONV", True)
     monkeypatch.setattr(qdq_conv, "MIN_DEPTH", 1000)  # too shallow: the float conv
     assert any("conv2d" in kernel for kernel in _kernel_ops(m))
+
+
+@pytest.mark.parametrize("rows_2d", [True, False])
+def test_padded_channels_and_the_window_rows(monkeypatch, rows_2d):
+    """An RGB-stem-like 7x7 stride-2 conv of 3 channels (depth 147: channels padded to 4,
+    PAD_CHANNELS), with the im2col as one 2-D compute (WINDOW_ROWS_2D) and as take + reshape."""
+    monkeypatch.setattr(qdq_conv, "MIN_DEPTH", 4)
+    monkeypatch.setattr(qdq_conv, "PAD_CHANNELS", True)
+    monkeypatch.setattr(qdq_conv, "WINDOW_ROWS_2D", rows_2d)
+    m, x, out, inits = _case(3, 16, 11, 7, 2, 3, np.int8, -7, True)
+    ops = _kernel_ops(m)
+    assert not any("conv2d" in kernel for kernel in ops), ops
+    assert any("window_rows" in kernel for kernel in ops) == rows_2d, ops
+    got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
+    want = _exact(inits, x, 7, 2, 3, bias=True)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))

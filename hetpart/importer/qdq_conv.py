@@ -53,7 +53,12 @@ COLUMNS = 16
 MIN_DEPTH = 96
 """The least reduction (``kh*kw*C``) taken: below, the layout passes cost more than the
 integer contraction saves (1x1 16 -> 64 on 112x112: 0.98 ms int8 vs 0.37 float)."""
-MAX_WINDOW = 9
+MAX_WINDOW = 49
+PAD_CHANNELS = False
+"""Switch: a window whose depth ``kh*kw*C`` is no multiple of 4 (an RGB stem: 7x7x3) has its
+channels padded to a multiple of 4 (the activation's rows by its zero point, the weight's by
+zeros: no change to the sum); off (default): such convs stay float -- resnet18's 7x7x3 stem
+measured a tie (1.83 ms int8, VNNI on a depth of 196, vs 1.82 float; 1 thread, CPU time)."""
 MIN_PIXELS = 1
 """The least output image (``H'*W'``) taken; 1 takes a squeeze-excite gate's 1x1 convs too."""
 
@@ -156,7 +161,8 @@ def _plan(node, producer, consts, shapes):
     one = (kh, kw) == (1, 1) and strides == [1, 1] and not any(pads)
     if ("1x1" if one else "window") not in KERNELS or kh * kw > MAX_WINDOW:
         return None
-    if (kh * kw * c) % 4 or o % COLUMNS or kh * kw * c < MIN_DEPTH or oh * ow < MIN_PIXELS:
+    cp = c if (kh * kw * c) % 4 == 0 or not PAD_CHANNELS else -(-c // 4) * 4
+    if (kh * kw * cp) % 4 or o % COLUMNS or kh * kw * cp < MIN_DEPTH or oh * ow < MIN_PIXELS:
         return None
     bias = None
     if len(node.input) > 2 and node.input[2]:
@@ -202,6 +208,14 @@ def _rewrite(node, i, p):
     nhwc = emit("Transpose", [p["x8"]], f"{prefix}/nhwc", perm=[0, 2, 3, 1])
     rows = emit("Reshape", [nhwc, const("rows_shape", np.array([h * w, c], np.int64))], f"{prefix}/rows")
     zp = 0 if p["xz_value"] is None else int(p["xz_value"].reshape(()))
+    cp = c if (kh * kw * c) % 4 == 0 else -(-c // 4) * 4
+    if cp != c:  # channels padded by the zero point (PAD_CHANNELS), the weight by zeros below
+        fill_value = const("channel_fill", p["xz_value"].reshape(()) if p["xz_value"] is not None
+                           else np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(p["x8_type"])))
+        rows = emit("Pad", [rows, const("channel_pads", np.array([0, 0, 0, cp - c], np.int64)), fill_value],
+                    f"{prefix}/rows_padded", mode="constant")
+        wq = np.concatenate([wq, np.zeros((o, cp - c, kh, kw), np.int8)], axis=1)
+        c = cp
     if p["x8_type"] == TensorProto.INT8:  # to uint8 (vpdpbusd's activation type) in the layout kernel
         wide = emit("Cast", [rows], f"{prefix}/wide", to=TensorProto.INT32)
         moved = emit("Add", [wide, const("shift", np.array(128, np.int32))], f"{prefix}/moved")
@@ -232,3 +246,54 @@ def _rewrite(node, i, p):
     back = emit("Reshape", [scaled, const("out_shape", np.array([1, oh, ow, o], np.int64))], f"{prefix}/out_nhwc")
     emit("Transpose", [back], node.output[0], perm=[0, 3, 1, 2])
     return nodes, inits
+
+
+WINDOW_ROWS_2D = True
+"""Switch: the im2col's ``Reshape(Gather(table, index), [M, W*C])`` is one compute writing the
+2-D columns (:func:`window_rows_2d`); off: TVM's ``take`` then a reshape kernel, a second copy
+of the columns with a div/mod per byte (resnet18's 7x7 stem: 2.5 ms)."""
+
+
+def _window_rows_compute(m: int, width: int, c: int):
+    from tvm import te
+
+    def compute(table, index):
+        return te.compute((m, width * c), lambda i, k: table[index[i, k // c], k % c], name="window_rows")
+
+    return compute
+
+
+def window_rows_2d(mod):
+    """``mod`` (Relax, high-level ops) with every ``reshape(take(table [R, C], index [M, W], axis=0),
+    [M, W*C])`` as one ``call_te`` ``window_rows`` (:data:`WINDOW_ROWS_2D`): the same bytes, the
+    2-D columns written once, ``C`` contiguous bytes a window slot.  ``take``'s indices must be in
+    range (the rewrite's are, by construction: the zero-point row is the table's last)."""
+    if not WINDOW_ROWS_2D:
+        return mod
+    from tvm.relax import Call, PyExprMutator, Var, expr_functor
+
+    from .relax_rewrite import rewrite_functions
+
+    @expr_functor.mutator
+    class _Rows(PyExprMutator):
+        def visit_call_(self, call: Call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.reshape" or not isinstance(call.args[0], Var):
+                return call
+            take = self.lookup_binding(call.args[0])
+            if not isinstance(take, Call) or getattr(take.op, "name", None) != "relax.take":
+                return call
+            table, index = take.args[0], take.args[1]
+            try:
+                axis = int(take.attrs.axis)
+                ts = [int(d) for d in table.ty.shape.values]
+                xs = [int(d) for d in index.ty.shape.values]
+                out = [int(d) for d in call.ty.shape.values]
+            except (TypeError, AttributeError, ValueError):
+                return call
+            if axis != 0 or len(ts) != 2 or len(xs) != 2 or out != [xs[0], xs[1] * ts[1]]:
+                return call
+            return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1]), table, index,
+                                         primfunc_name_hint="window_rows")
+
+    return rewrite_functions(mod, _Rows(mod))
