@@ -266,8 +266,9 @@ def _window_rows_compute(m: int, width: int, c: int):
 def window_rows_2d(mod):
     """``mod`` (Relax, high-level ops) with every ``reshape(take(table [R, C], index [M, W], axis=0),
     [M, W*C])`` as one ``call_te`` ``window_rows`` (:data:`WINDOW_ROWS_2D`): the same bytes, the
-    2-D columns written once, ``C`` contiguous bytes a window slot.  ``take``'s indices must be in
-    range (the rewrite's are, by construction: the zero-point row is the table's last)."""
+    2-D columns written once, ``C`` contiguous bytes a window slot.  Only ``take``'s ``fast`` mode
+    (indices read as they are, as here; ONNX's negative ones were normalised before it): the
+    same values for any index.  Any model's such pattern is taken, not only the im2col's."""
     if not WINDOW_ROWS_2D:
         return mod
     from tvm.relax import Call, PyExprMutator, Var, expr_functor
@@ -291,7 +292,7 @@ def window_rows_2d(mod):
                 out = [int(d) for d in call.ty.shape.values]
             except (TypeError, AttributeError, ValueError):
                 return call
-            if axis != 0 or len(ts) != 2 or len(xs) != 2 or out != [xs[0], xs[1] * ts[1]]:
+            if axis != 0 or str(take.attrs.mode) != "fast" or len(ts) != 2 or len(xs) != 2 or out != [xs[0], xs[1] * ts[1]]:
                 return call
             return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1]), table, index,
                                          primfunc_name_hint="window_rows")
