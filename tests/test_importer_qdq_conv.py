@@ -4,7 +4,7 @@ exact integer conv in numpy, and ONNX Runtime's int8 run of the same QDQ graph.
 ``x -> Q -> DQ -> Conv(DQ(int8 weight), DQ(int32 bias)) -> y`` (and ``-> Q -> DQ``): 1x1 and
 3x3 windows, padding (by the activation's zero point), stride 2, int8 and uint8
 activations with zero points inside the range, per-tensor and per-channel weight
-scales, inputs that saturate both ends, zeros, the weight's -128 and 127.  The
+scales, output channels no multiple of 16 (padded), inputs that saturate both ends, zeros, the weight's -128 and 127.  The
 conv's float output must be ``float(sum (x8 - zp) * w8) * (sx * sw) + bias`` (the integer sum
 is exact; float32 rounding of the rescale only); through a last Q/DQ within one step of
 ORT's QLinearConv (its own requantisation).  The rewrite must have taken the conv (an
@@ -90,6 +90,8 @@ CASES = [  # c, o, hw, k, stride, pad, qtype, zp, per_channel
     (4, 16, 7, 3, 1, 1, np.int8, 0, False),
     (4, 16, 7, 3, 2, 1, np.uint8, 17, True),
     (8, 16, 6, 1, 2, 0, np.int8, 9, True),
+    (8, 20, 6, 1, 1, 0, np.int8, -3, True),  # 20 outputs: padded to 32 (PAD_OUTPUTS)
+    (4, 24, 5, 3, 1, 1, np.uint8, 140, False),
 ]
 
 

@@ -50,6 +50,10 @@ KERNELS = ("1x1", "window")
 """Which convs qualify: ``"1x1"`` (1x1 stride 1, no im2col) and/or ``"window"`` (im2col)."""
 COLUMNS = 16
 """The output channels must be a multiple of this (the int8 matmul rule's ``vpdpbusd`` lanes)."""
+PAD_OUTPUTS = True
+"""Switch: output channels no multiple of :data:`COLUMNS` (MobileNetV3's 40, 120, 168) are padded
+up to one by zero weight columns, the padding cut off after the bias (a slice fused into the
+write-back); off: such convs stay float."""
 MIN_DEPTH = 96
 """The least reduction (``kh*kw*C``) taken: below, the layout passes cost more than the
 integer contraction saves (1x1 16 -> 64 on 112x112: 0.98 ms int8 vs 0.37 float)."""
@@ -162,7 +166,7 @@ def _plan(node, producer, consts, shapes):
     if ("1x1" if one else "window") not in KERNELS or kh * kw > MAX_WINDOW:
         return None
     cp = c if (kh * kw * c) % 4 == 0 or not PAD_CHANNELS else -(-c // 4) * 4
-    if (kh * kw * cp) % 4 or o % COLUMNS or kh * kw * cp < MIN_DEPTH or oh * ow < MIN_PIXELS:
+    if (kh * kw * cp) % 4 or (o % COLUMNS and not PAD_OUTPUTS) or kh * kw * cp < MIN_DEPTH or oh * ow < MIN_PIXELS:
         return None
     bias = None
     if len(node.input) > 2 and node.input[2]:
@@ -237,12 +241,21 @@ def _rewrite(node, i, p):
         cols = emit("Reshape", [gathered, const("cols_shape", np.array([oh * ow, kh * kw * c], np.int64))],
                     f"{prefix}/cols")
     weight = wq.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)  # [(dy, dx, c), o]: the cols' order
+    scale, bias = p["scale"].reshape(-1), p["bias"]
+    wide = -(-o // COLUMNS) * COLUMNS
+    if wide != o:  # PAD_OUTPUTS: zero weight columns, cut off after the bias
+        weight = np.concatenate([weight, np.zeros((weight.shape[0], wide - o), np.int8)], axis=1)
+        scale = scale if scale.size == 1 else np.concatenate([scale, np.zeros(wide - o, np.float32)])
+        bias = None if bias is None else np.concatenate([bias.reshape(-1), np.zeros(wide - o, np.float32)])
     inputs = [cols, const("weight", np.ascontiguousarray(weight))] + ([zero_point] if zp else [])
     acc = emit("MatMulInteger", inputs, f"{prefix}/acc")
     real = emit("Cast", [acc], f"{prefix}/real", to=TensorProto.FLOAT)
-    scaled = emit("Mul", [real, const("scale", p["scale"].reshape(-1))], f"{prefix}/scaled")
-    if p["bias"] is not None:
-        scaled = emit("Add", [scaled, const("bias", p["bias"].reshape(-1))], f"{prefix}/biased")
+    scaled = emit("Mul", [real, const("scale", scale)], f"{prefix}/scaled")
+    if bias is not None:
+        scaled = emit("Add", [scaled, const("bias", bias.reshape(-1))], f"{prefix}/biased")
+    if wide != o:
+        scaled = emit("Slice", [scaled, const("cut_start", np.array([0], np.int64)), const("cut_end", np.array([o], np.int64)),
+                                const("cut_axis", np.array([1], np.int64))], f"{prefix}/cut")
     back = emit("Reshape", [scaled, const("out_shape", np.array([1, oh, ow, o], np.int64))], f"{prefix}/out_nhwc")
     emit("Transpose", [back], node.output[0], perm=[0, 3, 1, 2])
     return nodes, inits

@@ -124,6 +124,8 @@ class CpuInjective(ScheduleRule):
                 continue
             if _tile_transpose(sch, blk, lanes):
                 continue
+            if NARROW_BYTE_TRANSPOSE and lanes > NARROW_LANES and _tile_transpose(sch, blk, NARROW_LANES):
+                continue
             if MERGE_PLANE_TRANSPOSE and _merge_plane(sch, blk) and _tile_transpose(sch, sch.get_sblock(stmt.name_hint), lanes):
                 continue
             blk = sch.get_sblock(stmt.name_hint)
@@ -394,6 +396,13 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
         sch.parallel(sch.fuse(*loops[:-2], chunks))
     return True
 
+
+NARROW_BYTE_TRANSPOSE = True
+NARROW_LANES = 16
+"""Whether a transpose that is no tile at its output type's lanes (8-bit: 64, so a row of fewer than
+128 channels was no tile) is tried again with :data:`NARROW_LANES` lanes (a float vector's count):
+the NCHW -> ``[H*W, C]`` uint8 layout kernel of :mod:`hetpart.importer.qdq_conv` (120 channels on
+28x28: a 64-lane flat loop with a div/mod gather per byte, 100 us).  False: as before."""
 
 MERGE_PLANE_TRANSPOSE = True
 """Whether a nest that is no tileable transpose as written, but whose last two iterators
