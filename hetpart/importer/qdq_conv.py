@@ -1,18 +1,24 @@
-"""QDQ convolutions as integer matmuls: ``Conv(DequantizeLinear(x8), DequantizeLinear(w8), bias)``
-as ``MatMulInteger(w8 [O, C*kh*kw], cols(x8) [C*kh*kw, H*W]) * (x_scale * w_scale) + bias``.
+"""QDQ convolutions as integer matmuls in NHWC: ``Conv(DequantizeLinear(x8), DequantizeLinear(w8), bias)``
+as ``MatMulInteger(cols(x8) [H'*W', kh*kw*C], w8 [kh*kw*C, O]) * (x_scale * w_scale) + bias``.
 
 In: a checked ``ModelProto`` with static shapes (``onnx_source.read_model`` calls this after
 :func:`.qdq.qdq_contractions`).  Out: the same model where every qualifying Conv is
 
-* ``cols``: the 8-bit activation itself reshaped to ``[C, H*W]`` for a 1x1 stride-1 conv;
-  else ``Pad`` (by the activation's zero point: a padded element contributes
-  ``(zp - zp) * w = 0``, as the float conv's zero padding) and one strided ``Slice`` per
-  window offset, concatenated to ``[kh*kw*C, H'*W']`` (im2col, 8-bit);
-* ``MatMulInteger(w8, cols, w_zp, x_zp)`` (the weight ``[O, kh*kw*C]``, window-major to
-  match ``cols``; :mod:`.integer_ops` shifts it to uint8 at compile time, the
-  ``128 * colsum(cols)`` correction computed per call) -> Cast -> ``* scale`` (``[O, 1]``)
-  ``+ bias`` (``[O, 1]``, the dequantised int32 bias or a float one) -> Reshape to
-  ``[1, O, H', W']`` under the Conv's output name.
+* ``rows``: the 8-bit activation transposed to ``[H*W, C]``, an int8 one moved to uint8 (+128,
+  its zero point with it: ``vpdpbusd``/``tdpbusd``'s activation type), channels padded to a
+  multiple of 4 where the depth needs it (:data:`PAD_CHANNELS`);
+* ``cols``: ``rows`` itself for a 1x1 stride-1 conv; else a ``Gather`` of whole rows from
+  ``rows`` plus one row of the zero point (a padded element contributes ``(zp - zp) * w = 0``,
+  as the float conv's zero padding), ``[H'*W', kh*kw, C]`` reshaped to ``[H'*W', kh*kw*C]``
+  (im2col in 8 bits; at fusion one 2-D compute, :func:`window_rows_2d`);
+* ``MatMulInteger(cols, w8, x_zp)`` (the weight ``[kh*kw*C, O]``, window-major as ``cols``,
+  prepacked by the int8 matmul rule, ``hetpart.kernels.rules.cpu_int8_matmul``: VNNI / AMX;
+  :mod:`.integer_ops` folds the zero point's ``zp * colsum(w8)``) -> Cast -> ``* scale``
+  (``[O]``) ``+ bias`` (the dequantised int32 bias or a float one), output channels padded to
+  a multiple of :data:`COLUMNS` and cut after the bias (:data:`PAD_OUTPUTS`) -> Reshape to
+  ``[1, H', W', O]`` -> Transpose to NCHW under the Conv's output name (the element-wise ops
+  after it fuse into that write-back: ``hetpart.kernels.rules.cpu_injective``'s
+  ``MERGE_PLANE_TRANSPOSE`` tiles it).
 
 The DequantizeLinear nodes nothing reads any more are dropped.  Unchanged (the same object)
 when no node qualifies or :data:`INT8_CONV` is off.
@@ -21,9 +27,9 @@ Qualifies: batch 1, ``group`` 1, 2-D, no dilation, explicit (or no) pads; the in
 DequantizeLinear of an 8-bit tensor with a constant one-element float32 scale and zero
 point; the weight one of a constant int8 ``[O, C, kh, kw]`` with a zero zero point and a
 scale per tensor or per output channel (``axis`` 0); the bias absent, float, or a
-DequantizeLinear of a constant int32; ``kh*kw*C`` a multiple of 4 and ``H'*W'`` of
-:data:`COLUMNS` (the int8 matmul rule's ``vpdpbusd`` lanes; others would take the
-generic integer matmul, slower than the float conv), ``kh*kw`` at most :data:`MAX_WINDOW`.
+DequantizeLinear of a constant int32 with zero point 0; ``kh*kw`` at most :data:`MAX_WINDOW`;
+the depth ``kh*kw*C`` a multiple of 4 (or :data:`PAD_CHANNELS`) and at least
+:data:`MIN_DEPTH`; the output image at least :data:`MIN_PIXELS`.
 
 Exactness: the contraction is the integer sum of ``(x8 - x_zp) * w8`` over the window,
 which the float conv of the dequantised values approximates with float rounding; the
