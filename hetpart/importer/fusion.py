@@ -84,7 +84,8 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
     and sums accumulate in float32 (:mod:`.float16_accumulation`); a QDQ pair on an
-    activation is computed in float (:mod:`.fake_quantize`).  ``conv_block`` (None: NCHW):
+    activation is computed in float (:mod:`.fake_quantize`); :mod:`.qdq_conv`'s im2col
+    (``take`` + reshape) is one 2-D compute (:func:`.qdq_conv.window_rows_2d`).  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
     (:mod:`.conv_layout`)."""
     mod = window_rows_2d(float_fake_quantize(mod))  # qdq_conv's im2col: one 2-D gather
