@@ -1460,6 +1460,25 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_weight_prefetch.py > "$OUT/pytest-blk-r50b.txt" 2>&1
   blocked_ab blk-r50b "resnet50:300 mobilenet_v2:90 googlenet:0" \
     --before hetpart.kernels.weight_prefetch.WEIGHT_PREFETCH=0 ;;
+102)  # (BUDGET=590) issue 18, QDQ convs as integer matmuls (branch int8-conv, bench/results/cpu-int8-conv-1core.md):
+     # importer.qdq_conv.INT8_CONV imports Conv(DQ(8-bit activation), DQ(int8 weight)) as NHWC (im2col +) MatMulInteger
+     # on the int8 matmul rule (VNNI / AMX) where output channels % 16 == 0 and kh*kw*C >= 96.  On the 2-vCPU AMX dev
+     # VM, 1 thread, CPU time: resnet18 QDQ 30.5 -> 8.7 ms (ORT int8 26.8: 1.14x -> 0.32x), mobilenet QDQ 8.6 -> 7.6 ms
+     # (0.78x -> 0.69x).  At 16 threads on the Xeon: (1) bench/int8.py's qdq rows of mobilenet and resnet18, switch on;
+     # (2) the same, switch off (records carry "switches"); (3) if time is left, tools/cpu_rule_ab.py off/on/ORT in one
+     # process on the two quantised files.  Decides: INT8_CONV stays on by default if (1) beats (2) on both models and
+     # both records pass (error to ORT int8 within the quantised model's tolerance); a model where (1) loses to (2)
+     # at 16 threads names the kernels to look at (the NHWC transposes and the Gather scale differently from the matmul).
+  BUDGET=590; off=hetpart.importer.qdq_conv.INT8_CONV=0
+  timeout 230 python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq --threads 16 \
+    --export-dir /tmp/int8 --out "$OUT/int8-conv-on-t16.json" > "$OUT/logs/int8-conv-on.txt" 2>&1
+  left=$((BUDGET - SECONDS - 150))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq --threads 16 \
+    --set $off --export-dir /tmp/int8 --out "$OUT/int8-conv-off-t16.json" > "$OUT/logs/int8-conv-off.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && [ -f /tmp/int8/zoo_resnet18.qdq.onnx ] && timeout "$left" python3 tools/cpu_rule_ab.py \
+    /tmp/int8/zoo_resnet18.qdq.onnx /tmp/int8/zoo_mobilenet.qdq.onnx --threads 16 --calls 10 --rounds 3 --before $off \
+    > "$OUT/int8-conv-ab-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

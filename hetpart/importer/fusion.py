@@ -23,6 +23,7 @@ from .accurate_math import accurate_math
 from . import conv_layout
 from .bit_shift import guard_shift_range
 from .fake_quantize import float_fake_quantize
+from .qdq_conv import window_rows_2d
 from .fast_erf import fast_erf
 from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
@@ -83,10 +84,11 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     range give ONNX's fill (:mod:`.bit_shift`); ``log(1 + u)`` and ``tanh`` keep their
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
     and sums accumulate in float32 (:mod:`.float16_accumulation`); a QDQ pair on an
-    activation is computed in float (:mod:`.fake_quantize`).  ``conv_block`` (None: NCHW):
+    activation is computed in float (:mod:`.fake_quantize`); :mod:`.qdq_conv`'s im2col
+    (``take`` + reshape) is one 2-D compute (:func:`.qdq_conv.window_rows_2d`).  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
     (:mod:`.conv_layout`)."""
-    mod = float_fake_quantize(mod)
+    mod = window_rows_2d(float_fake_quantize(mod))  # qdq_conv's im2col: one 2-D gather
     # DecomposeOpsForInference leaves a batch norm not after a convolution as
     # ``(y, mean, var)[0]``; FuseOps does not fuse across that tuple, so the norm and the
     # ReLU after it (densenet's pre-activation BN-ReLU on each concatenated input) became

@@ -31,6 +31,7 @@ from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
 from .onnx_types import skeleton
 from .qdq import qdq_contractions
+from .qdq_conv import qdq_convs
 from .qlinear import lower_qlinear
 from .shape_folding import fold_static_shapes
 
@@ -57,6 +58,7 @@ def read_model(model, shapes: dict[str, list[int]] | None = None) -> ModelSource
     fixed = inference_dropout(fixed)  # Dropout that keeps everything, its mask output too
     fixed = lower_qlinear(fixed)  # QLinearMatMul/Conv: integer contraction + requantisation
     fixed = qdq_contractions(fixed)  # MatMul/Gemm of DequantizeLinear pairs: MatMulInteger
+    fixed = qdq_convs(fixed)  # Conv of DequantizeLinear pairs: (im2col +) MatMulInteger
     fixed = blocked_quantization(fixed)  # (De)QuantizeLinear with block_size: element-wise ops
     fixed = expand_functions(fixed)  # ops TVM lacks that ONNX defines as functions
     _check_supported(fixed, source.origin)

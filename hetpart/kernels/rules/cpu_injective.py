@@ -124,6 +124,11 @@ class CpuInjective(ScheduleRule):
                 continue
             if _tile_transpose(sch, blk, lanes):
                 continue
+            if NARROW_BYTE_TRANSPOSE and lanes > NARROW_LANES and _tile_transpose(sch, blk, NARROW_LANES):
+                continue
+            if MERGE_PLANE_TRANSPOSE and _merge_plane(sch, blk) and _tile_transpose(sch, sch.get_sblock(stmt.name_hint), lanes):
+                continue
+            blk = sch.get_sblock(stmt.name_hint)
             if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, lanes):
                 continue
             if PERMUTED_ROWS and _permuted_rows(sch, blk, lanes):
@@ -389,6 +394,51 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
         sch.vectorize(vec)
     if math.prod(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
         sch.parallel(sch.fuse(*loops[:-2], chunks))
+    return True
+
+
+NARROW_BYTE_TRANSPOSE = True
+NARROW_LANES = 16
+"""Whether a transpose that is no tile at its output type's lanes (8-bit: 64, so a row of fewer than
+128 channels was no tile) is tried again with :data:`NARROW_LANES` lanes (a float vector's count):
+the NCHW -> ``[H*W, C]`` uint8 layout kernel of :mod:`hetpart.importer.qdq_conv` (120 channels on
+28x28: a 64-lane flat loop with a div/mod gather per byte, 100 us).  False: as before."""
+
+MERGE_PLANE_TRANSPOSE = True
+"""Whether a nest that is no tileable transpose as written, but whose last two iterators
+(a plane ``h, w``) every read and write steps through as one (stride along ``h`` = ``W`` x
+stride along ``w``), has them merged into one iterator (``transform_block_layout``) and is
+then tried again as a transpose (:func:`_tile_transpose`): the NHWC -> NCHW write-back of
+an integer conv (:mod:`hetpart.importer.qdq_conv`, ``[H*W, O] -> [1, O, H, W]``) read its
+input a cache line per element (64 -> 64 channels on 112x112: 4.8 ms).  False: as before."""
+
+
+def _merge_plane(sch: s_tir.Schedule, block) -> bool:
+    """Merge the block's last two iterators into one where every access steps through them
+    as a row-major plane (:data:`MERGE_PLANE_TRANSPOSE`); False (nothing changed) otherwise."""
+    stmt = sch.get(block)
+    ivs = stmt.iter_vars
+    if len(ivs) < 3 or len(sch.get_loops(block)) != len(ivs):
+        return False
+    ext = [iv.dom.extent for iv in ivs[-2:]]
+    if not all(isinstance(e, tirx.IntImm) for e in ext) or int(ext[1]) < 2 or int(ext[0]) < 2:
+        return False
+    h, w = ivs[-2].var, ivs[-1].var
+    width = int(ext[1])
+    try:
+        rh, rw = strides_along(stmt, h), strides_along(stmt, w)
+        wh, ww = write_strides_along(stmt, h), write_strides_along(stmt, w)
+    except Unknown:
+        return False
+    if not rh or len(rh) != len(rw) or any(a != width * b for a, b in zip(rh, rw)) \
+            or any(a != width * b for a, b in zip(wh, ww)) or all(abs(b) <= 1 for b in rw):
+        return False
+    n = len(ivs)
+    try:
+        sch.transform_block_layout(block, tvm.tirx.IndexMap.from_func(
+            lambda *v: [*v[:n - 2], v[n - 2] * width + v[n - 1]], ndim=n))
+    except Exception:  # noqa: BLE001 - not a bijective affine layout: left as it was
+        return False
     return True
 
 
