@@ -68,7 +68,10 @@ On the GPU machine (about 1-3 min per model and device, ``--jobs`` items compile
 ``--cpu-conv-block N`` builds the CPU rows with their convolutions channel-blocked,
 ``NCHW{N}c`` (``hetpart.load(..., conv_block=N)``; 16 for AVX-512, 8 for AVX2; it pays on
 resnet-like and depthwise nets): every CPU record says its ``layout``, a blocked one
-also ``conv_block``, which is part of its key, so it sits beside the NCHW record::
+also ``conv_block``, which is part of its key, so it sits beside the NCHW record.  ``partition
+MODEL``'s all-CPU plans take NCHW16c by default on AVX-512 CPUs
+(:func:`hetpart.importer.conv_layout.default_block`); this bench stays NCHW unless asked, so a
+record's key is known before its import: the convnets' rows as ``partition`` builds them there::
 
     python bench/corpus.py --devices cpu --models resnet50,googlenet --time --cpu-conv-block 16
 

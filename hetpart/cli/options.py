@@ -123,28 +123,32 @@ def add_conv_block_option(parser) -> None:
     """--conv-block N: read with :func:`parse_conv_block`."""
     parser.add_argument("--conv-block", default=None, metavar="N",
                         help="all-CPU plans only: build the convolutions channel-blocked, NCHW{N}c (N 8, 16 or 32, "
-                             "or auto: this CPU's float lanes, 8 on AVX2, 16 on AVX-512; a wider block is "
-                             "correct but slower); pays on resnet-like nets "
-                             "(resnet50 0.90x, googlenet 0.93x of the NCHW build, 1 AVX2 core) and on depthwise "
-                             "ones (mobilenet_v2 0.71x, efficientnet 0.88x with N=16, 1 AVX-512 core).  The plan "
-                             "is made on the NCHW import; "
+                             "auto: this CPU's float lanes, 8 on AVX2, 16 on AVX-512 (a wider block is "
+                             "correct but slower), or off: NCHW).  Default: an all-CPU plan of a model with "
+                             "convolutions is built in NCHW16c on AVX-512 CPUs (at 16 threads 0.56-0.84x of the "
+                             "NCHW build on resnet50, mobilenet_v2, googlenet, densenet121, inception_v3), "
+                             "NCHW elsewhere.  The plan is made on the NCHW import; with N given, "
                              "one that places any partition off the CPU is refused")
 
 
 def parse_conv_block(value: str | int | None) -> int | None:
-    """``--conv-block``'s value: None, one of :data:`~hetpart.importer.conv_layout.CONV_BLOCKS`,
-    or ``auto`` (this CPU's float lanes, :func:`~hetpart.importer.conv_layout.host_block`);
-    PlanError naming them otherwise."""
+    """``--conv-block``'s value: None (not given: all-CPU plans take
+    :func:`~hetpart.importer.conv_layout.default_block`), 0 (``off``: NCHW), one of
+    :data:`~hetpart.importer.conv_layout.CONV_BLOCKS`, or ``auto`` (this CPU's float lanes,
+    :func:`~hetpart.importer.conv_layout.host_block`); PlanError naming them otherwise."""
     from ..importer.conv_layout import CONV_BLOCKS, host_block
 
     if value is None:
         return None
+    if str(value).strip().lower() in ("off", "none", "nchw"):
+        return 0  # NCHW, even where all-CPU plans default to a block (conv_layout.default_block)
     if str(value).strip().lower() == "auto":
         return host_block()
     if str(value).strip().isdigit() and int(value) in CONV_BLOCKS:
         return int(value)
     raise PlanError(f"--conv-block {value}: the channel block must be one of "
-                    f"{', '.join(map(str, CONV_BLOCKS))} or auto (the CPU's float lanes: 8 on AVX2, 16 on AVX-512)")
+                    f"{', '.join(map(str, CONV_BLOCKS))}, auto (the CPU's float lanes: 8 on AVX2, 16 on AVX-512) "
+                    f"or off (NCHW)")
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:

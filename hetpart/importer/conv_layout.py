@@ -20,8 +20,11 @@ NCHW8c 0.90x the NCHW build at batch 8, 0.92x at batch 1; at batch 1 googlenet 0
 it and the blocked concats vectorised, NCHW16c 0.75x / 0.62x of NCHW at b1 / b8 on an AVX-512 VM:
 bench/results/cpu-dn-blocked-2core.md), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
 (depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
-Hence off by default; ``partition MODEL --conv-block N`` and ``bench/corpus.py --cpu-conv-block N``
-reach it.
+``load`` stays NCHW unless asked (the layout is chosen before the plan says where kernels
+run); :func:`default_block` is what the CLI's all-CPU plans and ``bench/corpus.py``'s CPU rows
+use when no block is given: 16 on AVX-512 CPUs, where at 16 threads NCHW16c beat NCHW on every
+net measured (bench/results/cpu-s44-xeon.md), NCHW elsewhere.  ``partition MODEL --conv-block
+N|off`` and ``bench/corpus.py --cpu-conv-block N|off`` choose explicitly.
 """
 
 from __future__ import annotations
@@ -57,6 +60,25 @@ def host_block(target=None) -> int:
 
     lanes = cpu_shape(target if target is not None else cpu_tvm_target()).lanes("float32")
     return max(b for b in CONV_BLOCKS if b <= max(lanes, CONV_BLOCKS[0]))
+
+
+DEFAULT_ON_AVX512 = True
+"""All-CPU plans import their convolutions in NCHW16c by default on AVX-512 CPUs
+(:func:`default_block`).  The 16-core Xeon at 16 threads, NCHW16c / NCHW: resnet50 0.74 (b1)
+and 0.83 (b32), mobilenet_v2 0.67, googlenet 0.82, densenet121 0.56, inception_v3 0.84 -- and
+0.76-0.99x ONNX Runtime at b1 (bench/results/cpu-s44-xeon.md).  Off: NCHW unless asked."""
+
+
+def default_block(graph=None, target=None) -> int | None:
+    """The channel block an all-CPU plan imports convolutions in when none was asked for:
+    ``16`` where :data:`DEFAULT_ON_AVX512` holds, the CPU (``target``, default this machine's)
+    has 16 float32 lanes and ``graph`` (an imported OpGraph; None: not checked) has a 2-D
+    convolution; else None (NCHW: on AVX2 the blocked layout was measured on one core only)."""
+    if not DEFAULT_ON_AVX512 or host_block(target) != 16:
+        return None
+    if graph is not None and not any("conv2d" in op for k in graph.kernels.values() for op in k.ops):
+        return None
+    return 16
 
 
 FUSED_TRANSFORMS = True

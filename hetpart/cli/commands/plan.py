@@ -51,9 +51,10 @@ class Plan:
     NCHW{N}c (hetpart.load(model, conv_block=N)): the model is planned as imported
     (NCHW); if every partition is on the CPU it is imported again blocked and planned
     all-CPU, else the command stops with an error naming the partitions off the CPU.
-    N is the CPU's float lanes (8 on AVX2, 16 on AVX-512).  It pays on resnet-like
-    nets (1 AVX2 core: resnet50 0.90x, googlenet 0.93x of the NCHW build) and on
-    depthwise ones (1 AVX-512 core: mobilenet_v2 0.71x, efficientnet 0.88x with N=16).
+    N is the CPU's float lanes (8 on AVX2, 16 on AVX-512).  Without the option an
+    all-CPU plan of a model with convolutions is built so in NCHW16c on AVX-512 CPUs
+    (16 threads: 0.56-0.84x of the NCHW build on five convnets) and stays NCHW
+    elsewhere; --conv-block off keeps NCHW.
 
     examples:
       partition zoo:resnet18
@@ -120,8 +121,11 @@ class Plan:
             print(graph.summary())
             return 0
         plan = self._plan(args, graph, checked)
-        if checked["conv_block"]:
-            graph, plan = self._blocked(args, graph, plan, checked)
+        block, why = checked["conv_block"], f"(--conv-block {checked['conv_block']})"
+        if block is None and all(p.device == "cpu" for p in plan.partitions):
+            block, why = _default_block(graph), "(the all-CPU default on this CPU; --conv-block off keeps NCHW)"
+        if block:  # None or 0 (--conv-block off): NCHW
+            graph, plan = self._blocked(args, graph, plan, {**checked, "conv_block": block}, why)
         self._check_devices(args, plan)
         report = [graph.summary(), "", _partitioner().render_plan(plan)]
         if args.explain:
@@ -174,7 +178,7 @@ class Plan:
                                         gpu_memory=checked["gpu_memory"], pins=checked["pins"],
                                         stream_weights=args.stream_weights, precision=checked["precision"])
 
-    def _blocked(self, args, graph, plan, checked):
+    def _blocked(self, args, graph, plan, checked, why: str):
         """``--conv-block N``: (the model imported with its convolutions in ``NCHW{N}c``,
         its all-CPU plan).  In: the NCHW import and its plan; raises PlanError, naming
         the partitions off the CPU, unless every partition of that plan is on the CPU
@@ -190,7 +194,7 @@ class Plan:
                             f"{len(plan.partitions)} partitions off the CPU: {where}; pin them to the CPU "
                             f"(--pin OP=cpu) or drop --conv-block")
         blocked = importer.load(args.model, checked["shapes"], conv_block=block)
-        print(f"convolutions in NCHW{block}c (--conv-block {block}): the all-CPU plan of the blocked import")
+        print(f"convolutions in NCHW{block}c {why}: the all-CPU plan of the blocked import")
         pins = [Pin(k, "cpu") for k in blocked.kernels]
         return blocked, self._plan(args, blocked, {**checked, "pins": pins})
 
@@ -226,6 +230,12 @@ class Plan:
             compiled.directory = where  # the staging directory became OUT
             print(f"wrote compiled artifact to {where}")
         return compiled
+
+
+def _default_block(graph) -> int | None:
+    from ...importer.conv_layout import default_block
+
+    return default_block(graph)
 
 
 def _partitioner():
