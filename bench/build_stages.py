@@ -1,0 +1,195 @@
+"""Where an all-CPU build's time goes: seconds per stage of the import and of ``hetpart.compile``.
+
+    PYTHONPATH=. python bench/build_stages.py zoo:resnet50 --blocks 0 16
+    PYTHONPATH=. python bench/build_stages.py /tmp/dn.onnx --blocks 16 --sides serial parallel
+    PYTHONPATH=. python bench/build_stages.py zoo:resnet50 --blocks 16 --json out/stages.json
+
+Per model and layout (``--blocks``: 0 = NCHW, c = the channel-blocked import ``conv_block=c``)
+and side (``--sides``: ``serial`` = :data:`hetpart.importer.constant_builds.ENABLED` and
+:data:`hetpart.kernels.parallel_build.ENABLED` off, i.e. the build before those modules;
+``parallel`` = both on) it imports the model, then compiles it as one all-CPU partition, and
+prints each stage's seconds.  Stages are timed by wrapping the functions that do them, in this process:
+
+import:  ``read`` (ONNX -> Relax), ``prepare`` (:func:`~hetpart.importer.fusion.prepare_for_inference`:
+         BN folding, the blocked layout), ``fuse`` (legalisation, FoldConstant, FuseOps/FuseTIR;
+         ``  of which tirx.build``: FoldConstant compiling each constant subexpression), ``op graph``;
+compile: ``extract``, ``schedule`` (hetpart's rules), ``prepack`` (weight packing, its own small
+         build included), ``relax`` (Relax pipeline + VM codegen), ``tir passes`` (TVM's TIR
+         pipeline: ``tvm.tirx.build`` less its ``llvm ir``), ``llvm ir`` (``target.build.llvm``: LLVM IR and its optimisation), ``objects``
+         (``write_to_file``: machine code), ``link`` (the C++ compiler), ``load``, ``sha256``.
+
+The lower stages are summed over threads (``thread-s``), so with the parallel build they may add
+up to more than the wall time; ``wall`` and ``cpu`` (process CPU seconds, all threads, the
+linker's included) are the whole compile's.  On a box shared with other jobs compare ``cpu``
+and sums of stages; ``wall`` is what a user waits for on idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STAGES_IMPORT = ("read", "prepare", "fuse", "  of which tirx.build", "op graph")
+STAGES_COMPILE = ("extract", "schedule", "prepack", "relax", "tir passes", "llvm ir", "objects", "link", "load",
+                  "sha256")
+
+
+class Clock:
+    """Seconds per stage, summed over calls and threads (thread-safe)."""
+
+    def __init__(self):
+        self.seconds: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[stage] += time.perf_counter() - start
+        return timed
+
+    def take(self) -> dict[str, float]:
+        with self._lock:
+            out, self.seconds = dict(self.seconds), collections.Counter()
+        return out
+
+
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+@contextlib.contextmanager
+def instrumented(clock: Clock):
+    """Every stage function wrapped by ``clock`` for the duration of the block."""
+    import tvm
+    import tvm_ffi
+    from tvm.support import cc
+
+    from hetpart import kernels
+    from hetpart.compiler import build as cbuild
+    from hetpart.importer import constant_builds, fusion, relax_import
+    from hetpart.kernels import weight_prepack
+
+    tirx_build = sys.modules["tvm.tirx.build"]
+
+    def relax_pipeline(get):
+        return lambda *a, **k: clock.wrap("relax", get(*a, **k))
+
+    with contextlib.ExitStack() as stack:
+        for obj, name, stage in (
+                (relax_import, "read_model", "read"), (relax_import, "to_relax", "read"),
+                (fusion, "prepare_for_inference", "prepare"), (relax_import, "build_op_graph", "op graph"),
+                (cbuild, "extract", "extract"), (kernels, "schedule", "schedule"),
+                (weight_prepack, "split_and_fold", "prepack"), (tirx_build, "codegen_build", "llvm ir"),
+                (tvm_ffi.module.Module, "write_to_file", "objects"), (cc, "create_shared", "link"),
+                (cbuild, "load_library", "load"), (cbuild, "sha256_of", "sha256")):
+            stack.enter_context(patched(obj, name, clock.wrap(stage, getattr(obj, name))))
+        fuse = relax_import.fuse_with_ops
+        stack.enter_context(patched(relax_import, "fuse_with_ops", clock.wrap("fuse+prepare", fuse)))
+        timed = clock.wrap("tirx.build", tvm.tirx.build)
+        stack.enter_context(patched(tvm.tirx, "build", timed))
+        # FoldConstant (C++) calls the registered "tirx.build": importer.constant_builds's, which
+        # calls the module's
+        constant_builds.install()
+        stack.enter_context(patched(tirx_build, "build", timed))
+        stack.enter_context(patched(tvm.relax, "get_pipeline", relax_pipeline(tvm.relax.get_pipeline)))
+        # VM codegen (tvm.compile's, or parallel_build's reference to it)
+        from tvm.relax import vm_build
+
+        stack.enter_context(patched(vm_build, "_vmcodegen", clock.wrap("relax", vm_build._vmcodegen)))  # noqa: SLF001
+        yield
+
+
+def _cpu() -> float:
+    own = time.process_time()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own + kids.ru_utime + kids.ru_stime
+
+
+def import_stages(clock: Clock, model: str, block: int, side: str):
+    from hetpart import importer
+    from hetpart.importer import constant_builds
+
+    clock.take()
+    with patched(constant_builds, "ENABLED", side == "parallel"):
+        start = time.perf_counter()
+        graph = importer.load(model, conv_block=block or None)
+        wall = time.perf_counter() - start
+    s = clock.take()
+    row = {"read": s.get("read", 0.0), "prepare": s.get("prepare", 0.0),
+           "fuse": s.get("fuse+prepare", 0.0) - s.get("prepare", 0.0),
+           "  of which tirx.build": s.get("tirx.build", 0.0), "op graph": s.get("op graph", 0.0), "wall": wall}
+    return graph, row
+
+
+def compile_stages(clock: Clock, graph, side: str) -> dict[str, float]:
+    from hetpart import compiler
+    from hetpart.kernels import parallel_build
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compile_times import plan_from_assignment
+
+    plan = plan_from_assignment(graph, {k: "cpu" for k in graph.kernels}, "cpu")
+    clock.take()
+    with patched(parallel_build, "ENABLED", side == "parallel"):
+        start, cpu = time.perf_counter(), _cpu()
+        cm = compiler.compile(plan, progress=False)
+        wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    s = clock.take()
+    row = {k: s.get(k, 0.0) for k in STAGES_COMPILE}
+    row["tir passes"] = s.get("tirx.build", 0.0) - s.get("llvm ir", 0.0)  # codegen_build runs inside tirx.build
+    row.update(wall=wall, cpu=cpu, kernels=len(graph.kernels))
+    del cm
+    return row
+
+
+def _fmt(row: dict, keys) -> str:
+    return "  ".join(f"{k.strip()} {row.get(k, 0.0):.2f}" for k in keys)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="zoo:NAME or an ONNX path")
+    p.add_argument("--blocks", type=int, nargs="+", default=[0, 16], help="0: NCHW; c: conv_block=c")
+    p.add_argument("--sides", nargs="+", default=["serial", "parallel"], choices=["serial", "parallel"])
+    p.add_argument("--json", help="also write the rows here")
+    a = p.parse_args(argv)
+    clock, rows = Clock(), []
+    with instrumented(clock):
+        for model in a.models:
+            for block in a.blocks:
+                layout = "NCHW" if not block else f"NCHW{block}c"
+                for side in a.sides:
+                    graph, imp = import_stages(clock, model, block, side)
+                    print(f"{model} {layout} import {side}: wall {imp['wall']:.2f}  {_fmt(imp, STAGES_IMPORT)}",
+                          flush=True)
+                    row = compile_stages(clock, graph, side)
+                    print(f"{model} {layout} compile {side}: wall {row['wall']:.2f}  cpu {row['cpu']:.2f}  "
+                          f"thread-s: {_fmt(row, STAGES_COMPILE)}", flush=True)
+                    rows.append({"model": model, "layout": layout, "side": side, "import": imp, "compile": row})
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
