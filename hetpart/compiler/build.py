@@ -273,7 +273,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
                                    tuning_db=default_database(spec.tvm_target), options=options, lift=lifter)
         library = out_dir / f"{program.name}.so"
-        executable.export_library(str(library))
+        kernels.parallel_build.export_library(executable, str(library))  # objects written on threads
     except HetpartError as exc:
         raise CompileError(f"partition '{program.name}' ({program.device}): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
