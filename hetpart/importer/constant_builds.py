@@ -2,11 +2,11 @@
 
 Why: ``relax.transform.FoldConstant`` compiles every ``call_tir`` whose arguments are all
 constants (a weight's layout transform, a reshape, a bias's broadcast) with the registered
-``"tirx.build"`` and runs it.  Its cache never hits in TVM 0.27 (it looks a function up before
-adding the ``global_symbol`` it then stores it under), so each call site pays a full TIR
-pipeline, LLVM code generation and a JIT: densenet121 in NCHW16c, 34 s of a 35 s import on the
-2-vCPU dev box (``bench/results/build-time-2core.md``), for a few distinct functions per shape
-(zoo:resnet50:small NCHW16c: 85 builds, 21 distinct).
+``"tirx.build"`` and runs it.  In TVM 0.27 it does so at every call site, also of functions
+structurally equal to one it built before (its own cache did not save them: zoo:resnet50:small
+NCHW16c, 85 builds of 21 distinct functions), and each build is a full TIR pipeline, LLVM code
+generation and a JIT: FoldConstant was 32 s of densenet121 NCHW16c's 35 s import on the 2-vCPU
+dev box (``bench/results/build-time-2core.md``).
 
 In: :func:`cached` as a ``with`` block around the import's passes.  Out: inside it, a call of
 ``"tirx.build"`` on a PrimFunc structurally equal (attributes included) to one built before in
