@@ -1443,6 +1443,26 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # becomes the default of all-CPU plans if NCHWc/NCHW <= 1.00 on every model; steps 95-98 then A/B each switch.
   BUDGET=470
   blocked_ab blocked "resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0" ;;
+103)  # (BUDGET=590) build (compile) time of all-CPU models at 16 cores (branch build-time,
+     # bench/results/build-time-2core.md).  Two switches, both off = before (= main): (a)
+     # importer.constant_builds.ENABLED: FoldConstant builds each distinct function once per import (it built
+     # every call site: 85 builds of 21 distinct functions on zoo:resnet50:small NCHW16c; 32 of densenet121
+     # NCHW16c's 35 s import on the dev box); (b) kernels.parallel_build.ENABLED: a CPU build's PrimFuncs lowered
+     # and code-generated as 2 LLVM modules per CPU on threads, objects written on threads (TIR passes + LLVM were
+     # 33 of densenet121 NCHW16c's 39 s build, on one core).  Generated code unchanged (tools/build_code_hash.py:
+     # every kernel's scheduled TIR and every symbol's disassembly equal to main's on the three builds).  Here:
+     # bench/build_stages.py per model, one process each, side parallel (both on) then serial (both off: it gets
+     # the warm process, so the gain is not overstated): import and compile wall seconds and seconds per stage.  Decides: both stay on if parallel's import + compile
+     # wall < serial's on every model; the stages left (schedule: Python under the GIL; link; load) name what a
+     # next step could take on (e.g. scheduling in worker processes).
+  BUDGET=590
+  for spec in "zoo:resnet50:16:150" "zoo:resnet50:0:120" "densenet121:16:0"; do
+    IFS=: read -r m b cap <<< "${spec#zoo:}"; [ "${spec#zoo:}" != "$spec" ] && m=zoo:$m || m=$(cnn_b1 "$m")
+    left=$((BUDGET - SECONDS - 10)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
+    name=$(basename "${m#zoo:}" .onnx)
+    [ "$left" -ge 40 ] && timeout "$left" python3 bench/build_stages.py "$m" --blocks "$b" --sides parallel serial \
+      --json "$OUT/build-time-$name-b$b.json" 2>&1 | grep -v "Unknown pragma" > "$OUT/build-time-$name-b$b.txt"
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -166,7 +166,11 @@ def _devices(programs: list[PartitionProgram]) -> list[str]:
 
 
 def default_jobs(n_partitions: int) -> int:
-    return max(1, min(n_partitions, targets.num_cores()))
+    """Partitions built at once: one per CPU this process may use, at most one per partition --
+    the CPUs, not the kernels' thread-pool size (:func:`hetpart.targets.num_cores`: physical
+    cores, or ``TVM_NUM_THREADS``, which timing runs set to 1 and which then built every partition
+    in turn)."""
+    return max(1, min(n_partitions, kernels.parallel_build.jobs()))
 
 
 class LibraryCache:
