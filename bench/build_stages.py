@@ -18,10 +18,11 @@ compile: ``extract``, ``schedule`` (hetpart's rules), ``prepack`` (weight packin
          pipeline: ``tvm.tirx.build`` less its ``llvm ir``), ``llvm ir`` (``target.build.llvm``: LLVM IR and its optimisation), ``objects``
          (``write_to_file``: machine code), ``link`` (the C++ compiler), ``load``, ``sha256``.
 
-The lower stages are summed over threads (``thread-s``), so with the parallel build they may add
-up to more than the wall time; ``wall`` and ``cpu`` (process CPU seconds, all threads, the
-linker's included) are the whole compile's.  On a box shared with other jobs compare ``cpu``
-and sums of stages; ``wall`` is what a user waits for on idle cores.
+Per stage it prints CPU seconds (``cpu-s``: the thread's own CPU time, summed over calls and
+threads; the linker's from the child-process usage), which other jobs on a shared box barely
+move, and for the compile also wall seconds summed over threads (``wall-s``); ``wall`` and
+``cpu`` (process CPU seconds, all threads, the linker's included) are the whole import's or
+compile's.  ``wall`` is what a user waits for on idle cores.
 """
 
 from __future__ import annotations
@@ -44,26 +45,38 @@ STAGES_COMPILE = ("extract", "schedule", "prepack", "relax", "tir passes", "llvm
 
 
 class Clock:
-    """Seconds per stage, summed over calls and threads (thread-safe)."""
+    """CPU seconds per stage (the calling thread's, ``time.thread_time``; the linker's, a child
+    process, from ``RUSAGE_CHILDREN``), summed over calls and threads, and wall seconds likewise
+    (``wall_seconds``).  Thread-safe."""
 
     def __init__(self):
         self.seconds: collections.Counter = collections.Counter()
+        self.wall_seconds: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
 
-    def wrap(self, stage: str, fn):
+    def wrap(self, stage: str, fn, child: bool = False):
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), (_children() if child else time.thread_time())
             try:
                 return fn(*args, **kwargs)
             finally:
+                used = (_children() if child else time.thread_time()) - cpu
                 with self._lock:
-                    self.seconds[stage] += time.perf_counter() - start
+                    self.seconds[stage] += used
+                    self.wall_seconds[stage] += time.perf_counter() - start
         return timed
 
-    def take(self) -> dict[str, float]:
+    def take(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(CPU, wall) seconds per stage since the last take."""
         with self._lock:
-            out, self.seconds = dict(self.seconds), collections.Counter()
+            out = dict(self.seconds), dict(self.wall_seconds)
+            self.seconds, self.wall_seconds = collections.Counter(), collections.Counter()
         return out
+
+
+def _children() -> float:
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
 
 
 @contextlib.contextmanager
@@ -99,9 +112,10 @@ def instrumented(clock: Clock):
                 (fusion, "prepare_for_inference", "prepare"), (relax_import, "build_op_graph", "op graph"),
                 (cbuild, "extract", "extract"), (kernels, "schedule", "schedule"),
                 (weight_prepack, "split_and_fold", "prepack"), (tirx_build, "codegen_build", "llvm ir"),
-                (tvm_ffi.module.Module, "write_to_file", "objects"), (cc, "create_shared", "link"),
+                (tvm_ffi.module.Module, "write_to_file", "objects"),
                 (cbuild, "load_library", "load"), (cbuild, "sha256_of", "sha256")):
             stack.enter_context(patched(obj, name, clock.wrap(stage, getattr(obj, name))))
+        stack.enter_context(patched(cc, "create_shared", clock.wrap("link", cc.create_shared, child=True)))
         fuse = relax_import.fuse_with_ops
         stack.enter_context(patched(relax_import, "fuse_with_ops", clock.wrap("fuse+prepare", fuse)))
         timed = clock.wrap("tirx.build", tvm.tirx.build)
@@ -119,9 +133,7 @@ def instrumented(clock: Clock):
 
 
 def _cpu() -> float:
-    own = time.process_time()
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own + kids.ru_utime + kids.ru_stime
+    return time.process_time() + _children()
 
 
 def import_stages(clock: Clock, model: str, block: int, side: str):
@@ -130,13 +142,15 @@ def import_stages(clock: Clock, model: str, block: int, side: str):
 
     clock.take()
     with patched(constant_builds, "ENABLED", side == "parallel"):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         graph = importer.load(model, conv_block=block or None)
-        wall = time.perf_counter() - start
-    s = clock.take()
-    row = {"read": s.get("read", 0.0), "prepare": s.get("prepare", 0.0),
-           "fuse": s.get("fuse+prepare", 0.0) - s.get("prepare", 0.0),
-           "  of which tirx.build": s.get("tirx.build", 0.0), "op graph": s.get("op graph", 0.0), "wall": wall}
+        wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    row = {}
+    for kind, s in zip(("cpu", "wall"), clock.take()):
+        row[kind] = {"read": s.get("read", 0.0), "prepare": s.get("prepare", 0.0),
+                     "fuse": s.get("fuse+prepare", 0.0) - s.get("prepare", 0.0),
+                     "  of which tirx.build": s.get("tirx.build", 0.0), "op graph": s.get("op graph", 0.0)}
+    row.update(wall_s=wall, cpu_s=cpu)
     return graph, row
 
 
@@ -153,10 +167,12 @@ def compile_stages(clock: Clock, graph, side: str) -> dict[str, float]:
         start, cpu = time.perf_counter(), _cpu()
         cm = compiler.compile(plan, progress=False)
         wall, cpu = time.perf_counter() - start, _cpu() - cpu
-    s = clock.take()
-    row = {k: s.get(k, 0.0) for k in STAGES_COMPILE}
-    row["tir passes"] = s.get("tirx.build", 0.0) - s.get("llvm ir", 0.0)  # codegen_build runs inside tirx.build
-    row.update(wall=wall, cpu=cpu, kernels=len(graph.kernels))
+    row = {}
+    for kind, s in zip(("cpu", "wall"), clock.take()):
+        row[kind] = {k: s.get(k, 0.0) for k in STAGES_COMPILE}
+        # codegen_build runs inside tirx.build
+        row[kind]["tir passes"] = s.get("tirx.build", 0.0) - s.get("llvm ir", 0.0)
+    row.update(wall_s=wall, cpu_s=cpu, kernels=len(graph.kernels))
     del cm
     return row
 
@@ -179,11 +195,13 @@ def main(argv=None) -> int:
                 layout = "NCHW" if not block else f"NCHW{block}c"
                 for side in a.sides:
                     graph, imp = import_stages(clock, model, block, side)
-                    print(f"{model} {layout} import {side}: wall {imp['wall']:.2f}  {_fmt(imp, STAGES_IMPORT)}",
-                          flush=True)
+                    print(f"{model} {layout} import {side}: wall {imp['wall_s']:.2f}  cpu {imp['cpu_s']:.2f}  "
+                          f"cpu-s: {_fmt(imp['cpu'], STAGES_IMPORT)}", flush=True)
                     row = compile_stages(clock, graph, side)
-                    print(f"{model} {layout} compile {side}: wall {row['wall']:.2f}  cpu {row['cpu']:.2f}  "
-                          f"thread-s: {_fmt(row, STAGES_COMPILE)}", flush=True)
+                    print(f"{model} {layout} compile {side}: wall {row['wall_s']:.2f}  cpu {row['cpu_s']:.2f}  "
+                          f"cpu-s: {_fmt(row['cpu'], STAGES_COMPILE)}", flush=True)
+                    print(f"{model} {layout} compile {side}: wall-s (summed over threads): "
+                          f"{_fmt(row['wall'], STAGES_COMPILE)}", flush=True)
                     rows.append({"model": model, "layout": layout, "side": side, "import": imp, "compile": row})
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
