@@ -54,17 +54,39 @@ class Clock:
         self.wall_seconds: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
 
-    def wrap(self, stage: str, fn, child: bool = False):
+    scope, scope_thread = "", None
+
+    def wrap(self, stage: str, fn, child: bool = False, scoped: bool = False):
+        """``fn`` timed as ``stage``; a ``scoped`` stage called inside a :meth:`scope_of` call
+        counts as ``SCOPE:stage`` (and, on that call's thread, also ``SCOPE:stage@owner``)."""
         def timed(*args, **kwargs):
             start, cpu = time.perf_counter(), (_children() if child else time.thread_time())
             try:
                 return fn(*args, **kwargs)
             finally:
                 used = (_children() if child else time.thread_time()) - cpu
+                names = [stage]
+                if scoped and self.scope:
+                    names = [self.scope + stage]
+                    if threading.get_ident() == self.scope_thread:
+                        names.append(self.scope + stage + "@owner")
                 with self._lock:
-                    self.seconds[stage] += used
-                    self.wall_seconds[stage] += time.perf_counter() - start
+                    for name in names:
+                        self.seconds[name] += used
+                        self.wall_seconds[name] += time.perf_counter() - start
         return timed
+
+    def scope_of(self, stage: str, fn):
+        """``fn`` timed as ``stage``, the scoped stages it runs (on any thread) named after it."""
+        inner = self.wrap(stage, fn)
+
+        def scoped(*args, **kwargs):
+            self.scope, self.scope_thread = stage + ":", threading.get_ident()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.scope, self.scope_thread = "", None
+        return scoped
 
     def take(self) -> tuple[dict[str, float], dict[str, float]]:
         """(CPU, wall) seconds per stage since the last take."""
@@ -110,15 +132,18 @@ def instrumented(clock: Clock):
         for obj, name, stage in (
                 (relax_import, "read_model", "read"), (relax_import, "to_relax", "read"),
                 (fusion, "prepare_for_inference", "prepare"), (relax_import, "build_op_graph", "op graph"),
-                (cbuild, "extract", "extract"), (kernels, "schedule", "schedule"),
-                (weight_prepack, "split_and_fold", "prepack"), (tirx_build, "codegen_build", "llvm ir"),
+                (cbuild, "extract", "extract"), (kernels, "schedule_primfunc", "schedule"),
                 (tvm_ffi.module.Module, "write_to_file", "objects"),
                 (cbuild, "load_library", "load"), (cbuild, "sha256_of", "sha256")):
             stack.enter_context(patched(obj, name, clock.wrap(stage, getattr(obj, name))))
         stack.enter_context(patched(cc, "create_shared", clock.wrap("link", cc.create_shared, child=True)))
+        stack.enter_context(patched(weight_prepack, "split_and_fold",
+                                    clock.scope_of("prepack", weight_prepack.split_and_fold)))
+        stack.enter_context(patched(tirx_build, "codegen_build",
+                                    clock.wrap("llvm ir", tirx_build.codegen_build, scoped=True)))
         fuse = relax_import.fuse_with_ops
         stack.enter_context(patched(relax_import, "fuse_with_ops", clock.wrap("fuse+prepare", fuse)))
-        timed = clock.wrap("tirx.build", tvm.tirx.build)
+        timed = clock.wrap("tirx.build", tvm.tirx.build, scoped=True)
         stack.enter_context(patched(tvm.tirx, "build", timed))
         # FoldConstant (C++) calls the registered "tirx.build": importer.constant_builds's, which
         # calls the module's
@@ -170,8 +195,9 @@ def compile_stages(clock: Clock, graph, side: str) -> dict[str, float]:
     row = {}
     for kind, s in zip(("cpu", "wall"), clock.take()):
         row[kind] = {k: s.get(k, 0.0) for k in STAGES_COMPILE}
-        # codegen_build runs inside tirx.build
+        # codegen_build runs inside tirx.build; prepack's own build (on its thread or others) is prepack's
         row[kind]["tir passes"] = s.get("tirx.build", 0.0) - s.get("llvm ir", 0.0)
+        row[kind]["prepack"] += s.get("prepack:tirx.build", 0.0) - s.get("prepack:tirx.build@owner", 0.0)
     row.update(wall_s=wall, cpu_s=cpu, kernels=len(graph.kernels))
     del cm
     return row

@@ -84,12 +84,16 @@ def schedule(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT
     """Every not-yet-scheduled PrimFunc of ``mod`` scheduled for ``target`` with ``options``.
 
     ``mod`` is a fused module (see the module docstring); Relax functions are kept.
+    On a CPU target the functions are scheduled on threads (:func:`.parallel_build.map_threads`:
+    each independently, as in turn; TVM's schedule primitives release the GIL).
     """
     target = _as_target(target)
     out = copy_module(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
-            out[gv] = schedule_primfunc(func, target, options)
+    todo = [(gv, func) for gv, func in mod.functions_items()
+            if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func)]
+    run = parallel_build.map_threads if is_cpu(target) else (lambda fn, items: [fn(x) for x in items])
+    for (gv, _), func in zip(todo, run(lambda item: schedule_primfunc(item[1], target, options), todo)):
+        out[gv] = func
     return out
 
 

@@ -22,8 +22,9 @@ thread-local) and the same LLVM target; only which LLVM module holds it changes,
 passes and LLVM's per-function optimisation see one function at a time (``tools/build_code_hash.py``
 compares each kernel's scheduled TIR and each symbol's disassembly before and after).  A chunk
 holds at least two functions (a module of one gets TVM's ``__tvm_main__`` entry alias, which two
-modules would both define).  Switch: :data:`ENABLED` (False: ``tvm.compile`` and TVM's export,
-as before).
+modules would both define).  :func:`map_threads` schedules a CPU module's PrimFuncs on threads too
+(:data:`SCHEDULE_THREADS`).  Switch: :data:`ENABLED` (False: ``tvm.compile``, TVM's export
+and scheduling in turn, as before).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ ENABLED = True
 """False: one ``tvm.compile`` and TVM's ``export_library`` (the serial build, for A/Bs)."""
 MIN_FUNCTIONS = 8
 """Modules with fewer PrimFuncs build as one (a kernel benchmark's module: threads buy nothing)."""
+SCHEDULE_THREADS = True
+"""False: :func:`hetpart.kernels.schedule` schedules a CPU module's functions in turn (with
+:data:`ENABLED` on, its lowering still on threads)."""
 CHUNKS_PER_JOB = 2
 """Chunks per thread, so that one large kernel does not leave the other threads idle."""
 
@@ -50,6 +54,20 @@ def jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def map_threads(fn, items: list, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]``, on ``threads`` threads (default :func:`jobs`) when
+    :data:`SCHEDULE_THREADS` and :data:`ENABLED` are on and there are :data:`MIN_FUNCTIONS`
+    items; results in order, the first exception raised.  For :func:`hetpart.kernels.schedule`:
+    each PrimFunc is scheduled on its own (its rules read no state another one writes); the
+    Python of the rules holds the GIL, TVM's schedule primitives (about half of scheduling)
+    release it."""
+    threads = threads or jobs()
+    if not (ENABLED and SCHEDULE_THREADS) or threads < 2 or len(items) < MIN_FUNCTIONS:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hetpart-schedule") as pool:
+        return list(pool.map(fn, items))
 
 
 def chunks(names: list[str], n: int) -> list[list[str]]:
@@ -148,4 +166,5 @@ def export_library(executable, file_name: str, threads: int | None = None) -> No
         cc.create_shared(str(file_name), files)
 
 
-__all__ = ["CHUNKS_PER_JOB", "ENABLED", "MIN_FUNCTIONS", "build_tir", "chunks", "compile", "export_library", "jobs"]
+__all__ = ["CHUNKS_PER_JOB", "ENABLED", "MIN_FUNCTIONS", "SCHEDULE_THREADS", "build_tir", "chunks", "compile",
+           "export_library", "jobs", "map_threads"]
