@@ -149,3 +149,14 @@ def test_build_cache_keys_by_structure():
     assert cache.get_or_build(build, make(), "llvm", "default") is first  # equal, not the same object
     assert cache.get_or_build(build, make(), "c", "default") is not first  # another target
     assert (cache.builds, cache.hits, len(calls)) == (2, 1, 2)
+
+
+def test_schedule_on_threads_equals_in_turn(threads_two, monkeypatch):
+    mod, _, _ = _program()
+    monkeypatch.setattr(parallel_build, "SCHEDULE_THREADS", False)
+    in_turn = kernels.schedule(mod, TARGET)
+    monkeypatch.setattr(parallel_build, "SCHEDULE_THREADS", True)
+    threaded = kernels.schedule(mod, TARGET)
+    assert len(kernels.rules_applied(threaded)) >= 4
+    assert tvm.ir.structural_equal(in_turn, threaded)
+    assert parallel_build.map_threads(lambda x: x * x, list(range(10)), threads=3) == [x * x for x in range(10)]
