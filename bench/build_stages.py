@@ -12,7 +12,9 @@ prints each stage's seconds.  Stages are timed by wrapping the functions that do
 
 import:  ``read`` (ONNX -> Relax), ``prepare`` (:func:`~hetpart.importer.fusion.prepare_for_inference`:
          BN folding, the blocked layout), ``fuse`` (legalisation, FoldConstant, FuseOps/FuseTIR;
-         ``  of which tirx.build``: FoldConstant compiling each constant subexpression), ``op graph``;
+         ``  of which tirx.build``: FoldConstant compiling each constant subexpression; ``prebuild
+         (wall)``: :func:`hetpart.importer.constant_builds.prebuild`, its threads' CPU in the
+         import's ``cpu`` only), ``op graph``;
 compile: ``extract``, ``schedule`` (hetpart's rules), ``prepack`` (weight packing, its own small
          build included), ``relax`` (Relax pipeline + VM codegen), ``tir passes`` (TVM's TIR
          pipeline: ``tvm.tirx.build`` less its ``llvm ir``), ``llvm ir`` (``target.build.llvm``: LLVM IR and its optimisation), ``objects``
@@ -39,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGES_IMPORT = ("read", "prepare", "fuse", "  of which tirx.build", "op graph")
+STAGES_IMPORT = ("read", "prepare", "fuse", "  of which tirx.build", "  prebuild (wall)", "op graph")
 STAGES_COMPILE = ("extract", "schedule", "prepack", "relax", "tir passes", "llvm ir", "objects", "link", "load",
                   "sha256")
 
@@ -137,6 +139,7 @@ def instrumented(clock: Clock):
                 (cbuild, "load_library", "load"), (cbuild, "sha256_of", "sha256")):
             stack.enter_context(patched(obj, name, clock.wrap(stage, getattr(obj, name))))
         stack.enter_context(patched(cc, "create_shared", clock.wrap("link", cc.create_shared, child=True)))
+        stack.enter_context(patched(constant_builds, "prebuild", clock.wrap("prebuild", constant_builds.prebuild)))
         stack.enter_context(patched(weight_prepack, "split_and_fold",
                                     clock.scope_of("prepack", weight_prepack.split_and_fold)))
         stack.enter_context(patched(tirx_build, "codegen_build",
@@ -171,10 +174,13 @@ def import_stages(clock: Clock, model: str, block: int, side: str):
         graph = importer.load(model, conv_block=block or None)
         wall, cpu = time.perf_counter() - start, _cpu() - cpu
     row = {}
-    for kind, s in zip(("cpu", "wall"), clock.take()):
+    taken = clock.take()
+    clock_wall = taken[1]
+    for kind, s in zip(("cpu", "wall"), taken):
         row[kind] = {"read": s.get("read", 0.0), "prepare": s.get("prepare", 0.0),
                      "fuse": s.get("fuse+prepare", 0.0) - s.get("prepare", 0.0),
                      "  of which tirx.build": s.get("tirx.build", 0.0), "op graph": s.get("op graph", 0.0)}
+    row["wall"]["  prebuild (wall)"] = row["cpu"]["  prebuild (wall)"] = clock_wall.get("prebuild", 0.0)
     row.update(wall_s=wall, cpu_s=cpu)
     return graph, row
 

@@ -161,3 +161,34 @@ def test_schedule_on_threads_equals_in_turn(threads_two, monkeypatch):
     assert len(kernels.rules_applied(threaded)) >= 4
     assert tvm_ffi.structural_equal(in_turn, threaded)
     assert parallel_build.map_threads(lambda x: x * x, list(range(10)), threads=3) == [x * x for x in range(10)]
+
+
+def test_prebuild_serves_every_fold(monkeypatch):
+    """constant_builds.prebuild legalises the operator calls on constants as FoldConstant does
+    and builds them ahead on threads: FoldConstant then builds nothing, same constants."""
+    monkeypatch.setattr(constant_builds, "PREBUILD_MIN", 1)
+    rng = np.random.default_rng(1)
+    pairs = [(rng.standard_normal((1, 4)).astype("float32"), rng.standard_normal((i + 1, 1, 4)).astype("float32"))
+             for i in range(3)]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            outs = []
+            for a, b in pairs:  # a * b folds (one distinct function per shape); x + it does not
+                folded = bb.emit(relax.op.multiply(relax.const(a), relax.const(b)))
+                outs.append(bb.emit(relax.op.add(x, folded)))
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    with tvm.transform.PassContext(opt_level=3):
+        plain = relax.transform.FoldConstant()(mod)
+        with constant_builds.cached() as cache:
+            ahead = constant_builds.prebuild(mod, cache, threads=2)
+            built = cache.builds
+            folded = relax.transform.FoldConstant()(mod)
+    assert ahead == built == 3 and cache.builds == 3 and cache.hits == 3  # FoldConstant built none
+    x_ = np.ones((1, 4), "float32")
+    vm = [relax.VirtualMachine(tvm.compile(m, TARGET), tvm.cpu()) for m in (folded, plain)]
+    for got, want in zip(*(v["main"](tvm.runtime.tensor(x_)) for v in vm)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())

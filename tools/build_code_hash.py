@@ -11,6 +11,8 @@ A case is ``MODEL[:block=C]`` (``C``: the channel-blocked import ``conv_block=C`
 model is imported and built with :func:`hetpart.kernels.build` for this machine's CPU, exported
 to a shared library (:func:`hetpart.kernels.parallel_build.export_library` where it exists), and:
 
+* ``import/constants``: sha256 of the imported module's constants (the weights the import
+  folded: FoldConstant's results), in walk order;
 * ``tir/<function>``: sha256 of the script of every PrimFunc of the module handed to TVM's
   lowering (scheduled, weights packed and folded);
 * ``asm/<symbol>``: sha256 of the symbol's ``objdump -d`` text with addresses taken out (the
@@ -116,6 +118,7 @@ def case_hashes(case: str) -> dict[str, str]:
         setattr(owner, attr, real)
     out = {f"tir/{gv.name_hint}": sha(f.script()) for gv, f in seen[-1].functions_items()
            if isinstance(f, tirx.PrimFunc)}
+    out["import/constants"] = constants_hash(graph.module)
     with tempfile.TemporaryDirectory() as d:
         lib = str(Path(d) / "lib.so")
         if parallel_build is not None:
@@ -125,6 +128,26 @@ def case_hashes(case: str) -> dict[str, str]:
         for name, bodies in disassembly(lib).items():
             out[f"asm/{name}"] = sha("\n\n".join(bodies))
     return dict(sorted(out.items()))
+
+
+def constants_hash(mod) -> str:
+    """sha256 of every constant of the imported module's Relax functions (shape, dtype, bytes),
+    in the order a post-order walk meets them: the weights the import folded."""
+    import tvm
+    from tvm import relax
+
+    h = hashlib.sha256()
+
+    def visit(expr):
+        if isinstance(expr, tvm.ir.GenericConst):
+            a = expr.value.numpy()
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return h.hexdigest()
 
 
 def diff(a: dict, b: dict) -> list[str]:

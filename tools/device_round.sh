@@ -1445,16 +1445,17 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   blocked_ab blocked "resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0" ;;
 103)  # (BUDGET=590) build (compile) time of all-CPU models at 16 cores (branch build-time,
      # bench/results/build-time-2core.md).  Two switches, both off = before (= main): (a)
-     # importer.constant_builds.ENABLED: FoldConstant builds each distinct function once per import (it built
-     # every call site: 85 builds of 21 distinct functions on zoo:resnet50:small NCHW16c; 32 of densenet121
-     # NCHW16c's 35 s import on the dev box); (b) kernels.parallel_build.ENABLED: a CPU build's PrimFuncs lowered
-     # and code-generated as 2 LLVM modules per CPU on threads, objects written on threads (TIR passes + LLVM were
-     # 33 of densenet121 NCHW16c's 39 s build, on one core).  Generated code unchanged (tools/build_code_hash.py:
-     # every kernel's scheduled TIR and every symbol's disassembly equal to main's on the three builds).  Here:
+     # importer.constant_builds.ENABLED: FoldConstant builds each distinct function once per import, ahead on
+     # threads (it built every call site: 85 builds of 21 distinct functions on zoo:resnet50:small NCHW16c; 32 of
+     # densenet121 NCHW16c's 35 s import on the dev box); (b) kernels.parallel_build.ENABLED: a CPU build's
+     # PrimFuncs scheduled on threads, lowered and code-generated as 2 LLVM modules per CPU on threads, objects
+     # written on threads (TIR passes + LLVM were 33 of densenet121 NCHW16c's 39 s build, on one core).
+     # Generated code unchanged (tools/build_code_hash.py: the import's folded constants, every kernel's
+     # scheduled TIR and every symbol's disassembly equal to main's on the three builds).  Here:
      # bench/build_stages.py per model, one process each, side parallel (both on) then serial (both off: it gets
-     # the warm process, so the gain is not overstated): import and compile wall seconds and seconds per stage.  Decides: both stay on if parallel's import + compile
-     # wall < serial's on every model; the stages left (schedule: Python under the GIL; link; load) name what a
-     # next step could take on (e.g. scheduling in worker processes).
+     # the warm process, so the gain is not overstated): import and compile wall seconds and seconds per stage.
+     # Decides: both stay on if parallel's import + compile wall < serial's on every model; the stages left
+     # (schedule's Python under the GIL; link; load) name what a next step could take on.
   BUDGET=590
   for spec in "zoo:resnet50:16:150" "zoo:resnet50:0:120" "densenet121:16:0"; do
     IFS=: read -r m b cap <<< "${spec#zoo:}"; [ "${spec#zoo:}" != "$spec" ] && m=zoo:$m || m=$(cnn_b1 "$m")

@@ -68,8 +68,10 @@ def fuse_with_ops(mod: tvm.IRModule, conv_block: int | None = None) -> tuple[tvm
     names = BEFORE_FUSION
     if conv_block and conv_layout.FUSED_TRANSFORMS:  # layout transforms fuse like any injective op
         names = (*BEFORE_FUSION[:-1], "InjectiveLayoutTransforms", BEFORE_FUSION[-1])
-    with constant_builds.cached():  # FoldConstant builds each distinct function once
-        grouped = _run(prepare_for_inference(mod, conv_block), names, legalize)
+    with constant_builds.cached() as cache:  # FoldConstant builds each distinct function once
+        prepared = prepare_for_inference(mod, conv_block)
+        constant_builds.prebuild(prepared, cache)  # ... on threads, ahead
+        grouped = _run(prepared, names, legalize)
     fused_ops: dict[str, tuple[str, ...]] = {}
     for gv, func in grouped.functions.items():
         if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:
