@@ -17,8 +17,9 @@ import:  ``read`` (ONNX -> Relax), ``prepare`` (:func:`~hetpart.importer.fusion.
          import's ``cpu`` only), ``op graph``;
 compile: ``extract``, ``schedule`` (hetpart's rules), ``prepack`` (weight packing, its own small
          build included), ``relax`` (Relax pipeline + VM codegen), ``tir passes`` (TVM's TIR
-         pipeline: ``tvm.tirx.build`` less its ``llvm ir``), ``llvm ir`` (``target.build.llvm``: LLVM IR and its optimisation), ``objects``
-         (``write_to_file``: machine code), ``link`` (the C++ compiler), ``load``, ``sha256``.
+         pipeline: ``tvm.tirx.build`` less its ``llvm ir``), ``llvm ir`` (``target.build.llvm``: LLVM
+         IR and its optimisation), ``objects`` (``write_to_file``: machine code), ``link`` (the C++
+         compiler), ``load``, ``sha256``.
 
 Per stage it prints CPU seconds (``cpu-s``: the thread's own CPU time, summed over calls and
 threads; the linker's from the child-process usage), which other jobs on a shared box barely
