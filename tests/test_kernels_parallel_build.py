@@ -164,8 +164,9 @@ def test_schedule_on_threads_equals_in_turn(threads_two, monkeypatch):
 
 
 def test_prebuild_serves_every_fold(monkeypatch):
-    """constant_builds.prebuild legalises the operator calls on constants as FoldConstant does
-    and builds them ahead on threads: FoldConstant then builds nothing, same constants."""
+    """constant_builds.prebuild legalises the operator calls on constants (and on their results)
+    as FoldConstant does and builds them ahead on threads: FoldConstant then builds nothing, same
+    constants."""
     monkeypatch.setattr(constant_builds, "PREBUILD_MIN", 1)
     rng = np.random.default_rng(1)
     pairs = [(rng.standard_normal((1, 4)).astype("float32"), rng.standard_normal((i + 1, 1, 4)).astype("float32"))
@@ -175,8 +176,9 @@ def test_prebuild_serves_every_fold(monkeypatch):
     with bb.function("main", [x]):
         with bb.dataflow():
             outs = []
-            for a, b in pairs:  # a * b folds (one distinct function per shape); x + it does not
+            for a, b in pairs:  # a * b + a folds (two distinct functions per shape); x + it does not
                 folded = bb.emit(relax.op.multiply(relax.const(a), relax.const(b)))
+                folded = bb.emit(relax.op.add(folded, relax.const(a)))  # a fold of a fold
                 outs.append(bb.emit(relax.op.add(x, folded)))
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
@@ -187,7 +189,7 @@ def test_prebuild_serves_every_fold(monkeypatch):
             ahead = constant_builds.prebuild(mod, cache, threads=2)
             built = cache.builds
             folded = relax.transform.FoldConstant()(mod)
-    assert ahead == built == 3 and cache.builds == 3 and cache.hits == 3  # FoldConstant built none
+    assert ahead == built == 6 and cache.builds == 6 and cache.hits == 6  # FoldConstant built none
     x_ = np.ones((1, 4), "float32")
     vm = [relax.VirtualMachine(tvm.compile(m, TARGET), tvm.cpu()) for m in (folded, plain)]
     for got, want in zip(*(v["main"](tvm.runtime.tensor(x_)) for v in vm)):

@@ -105,10 +105,10 @@ PREBUILD_MIN = 8
 
 
 def prebuild(mod, cache: BuildCache | None, threads: int | None = None) -> int:
-    """Build ahead, on ``threads`` threads (default: the CPUs), what FoldConstant's first
-    visit of ``mod`` will build: every operator call on constants only (a weight's layout
-    transform in the channel-blocked import) legalised by TVM's own rules, as FoldConstant
-    legalises it, each distinct PrimFunc built and its code JIT-compiled (``get_function``),
+    """Build ahead, on ``threads`` threads (default: the CPUs), what FoldConstant will build
+    folding ``mod``: every operator call on constants only (a weight's layout transform in the
+    channel-blocked import), and every one on such calls' results (a bound variable's type is
+    known before its value), legalised by TVM's own rules, as FoldConstant legalises it, each distinct PrimFunc built and its code JIT-compiled (``get_function``),
     into ``cache``.  Returns how many were built.  Only a speed-up: a function FoldConstant asks
     for that is not structurally equal to one built here is built then, as before; one built
     here and never asked for cost only time."""
@@ -120,15 +120,25 @@ def prebuild(mod, cache: BuildCache | None, threads: int | None = None) -> int:
         return 0
     calls = []
 
-    def visit(expr):
-        if (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.args
+    def foldable(expr, folded) -> bool:  # an operator call on constants, or on such calls' results
+        return (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and bool(expr.args)
                 and expr.op.name != "relax.call_tir"
-                and all(isinstance(a, tvm.ir.GenericConst) for a in expr.args)):
-            calls.append(expr)
+                and all(isinstance(a, tvm.ir.GenericConst) or (isinstance(a, relax.Var) and a in folded)
+                        for a in expr.args))
 
     for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, visit)
+        if not isinstance(func, relax.Function):
+            continue
+        relax.analysis.post_order_visit(  # calls on constants wherever they sit
+            func.body, lambda e: calls.append(e) if foldable(e, ()) else None)
+        if isinstance(func.body, relax.SeqExpr):  # and the folds a fold feeds (bindings in order)
+            folded: set = set()
+            for block in func.body.blocks:
+                for b in block.bindings:
+                    if isinstance(b, relax.VarBinding) and foldable(b.value, folded):
+                        if not all(isinstance(a, tvm.ir.GenericConst) for a in b.value.args):
+                            calls.append(b.value)
+                        folded.add(b.var)
     if not calls:
         return 0
     bb = relax.BlockBuilder()
