@@ -1479,6 +1479,27 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   [ "$left" -ge 60 ] && [ -f /tmp/int8/zoo_resnet18.qdq.onnx ] && timeout "$left" python3 tools/cpu_rule_ab.py \
     /tmp/int8/zoo_resnet18.qdq.onnx /tmp/int8/zoo_mobilenet.qdq.onnx --threads 16 --calls 10 --rounds 3 --before $off \
     > "$OUT/int8-conv-ab-t16.txt" 2>&1 ;;
+103)  # (BUDGET=590) build (compile) time of all-CPU models at 16 cores (branch build-time,
+     # bench/results/build-time-2core.md).  Two switches, both off = before (= main): (a)
+     # importer.constant_builds.ENABLED: FoldConstant builds each distinct function once per import, ahead on
+     # threads (it built every call site: 85 builds of 21 distinct functions on zoo:resnet50:small NCHW16c; 32 of
+     # densenet121 NCHW16c's 35 s import on the dev box); (b) kernels.parallel_build.ENABLED: a CPU build's
+     # PrimFuncs scheduled on threads, lowered and code-generated as 2 LLVM modules per CPU on threads, objects
+     # written on threads (TIR passes + LLVM were 33 of densenet121 NCHW16c's 39 s build, on one core).
+     # Generated code unchanged (tools/build_code_hash.py: the import's folded constants, every kernel's
+     # scheduled TIR and every symbol's disassembly equal to main's on the three builds).  Here:
+     # bench/build_stages.py per model, one process each, side parallel (both on) then serial (both off: it gets
+     # the warm process, so the gain is not overstated): import and compile wall seconds and seconds per stage.
+     # Decides: both stay on if parallel's import + compile wall < serial's on every model; the stages left
+     # (schedule's Python under the GIL; link; load) name what a next step could take on.
+  BUDGET=590
+  for spec in "zoo:resnet50:16:150" "zoo:resnet50:0:120" "densenet121:16:0"; do
+    IFS=: read -r m b cap <<< "${spec#zoo:}"; [ "${spec#zoo:}" != "$spec" ] && m=zoo:$m || m=$(cnn_b1 "$m")
+    left=$((BUDGET - SECONDS - 10)); [ "$cap" -gt 0 ] && [ "$left" -gt "$cap" ] && left=$cap
+    name=$(basename "${m#zoo:}" .onnx)
+    [ "$left" -ge 40 ] && timeout "$left" python3 bench/build_stages.py "$m" --blocks "$b" --sides parallel serial \
+      --json "$OUT/build-time-$name-b$b.json" 2>&1 | grep -v "Unknown pragma" > "$OUT/build-time-$name-b$b.txt"
+  done ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

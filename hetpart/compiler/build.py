@@ -166,7 +166,11 @@ def _devices(programs: list[PartitionProgram]) -> list[str]:
 
 
 def default_jobs(n_partitions: int) -> int:
-    return max(1, min(n_partitions, targets.num_cores()))
+    """Partitions built at once: one per CPU this process may use, at most one per partition --
+    the CPUs, not the kernels' thread-pool size (:func:`hetpart.targets.num_cores`: physical
+    cores, or ``TVM_NUM_THREADS``, which timing runs set to 1 and which then built every partition
+    in turn)."""
+    return max(1, min(n_partitions, kernels.parallel_build.jobs()))
 
 
 class LibraryCache:
@@ -273,7 +277,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
                                    tuning_db=default_database(spec.tvm_target), options=options, lift=lifter)
         library = out_dir / f"{program.name}.so"
-        executable.export_library(str(library))
+        kernels.parallel_build.export_library(executable, str(library))  # objects written on threads
     except HetpartError as exc:
         raise CompileError(f"partition '{program.name}' ({program.device}): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure

@@ -10,7 +10,8 @@ kernel the compiler will emit, on either target (NonMaxSuppression alone is
 lowered by hetpart's own kernel, :mod:`.non_max_suppression`).  Batch norms are folded into
 the convolutions before them (their weight arithmetic in numpy, see
 :mod:`.fold_constants`), as inference compilers do, and ``erf`` is computed by TVM's
-fast approximation (:mod:`.fast_erf`).  Schedules are *not* applied here:
+fast approximation (:mod:`.fast_erf`); FoldConstant compiles each distinct function it
+evaluates once (:mod:`.constant_builds`).  Schedules are *not* applied here:
 kernels stay target-neutral until :mod:`hetpart.kernels` schedules them.
 """
 
@@ -20,7 +21,7 @@ import tvm
 from tvm import relax
 
 from .accurate_math import accurate_math
-from . import conv_layout
+from . import constant_builds, conv_layout
 from .bit_shift import guard_shift_range
 from .fake_quantize import float_fake_quantize
 from .qdq_conv import window_rows_2d
@@ -68,7 +69,10 @@ def fuse_with_ops(mod: tvm.IRModule, conv_block: int | None = None) -> tuple[tvm
     names = BEFORE_FUSION
     if conv_block and conv_layout.FUSED_TRANSFORMS:  # layout transforms fuse like any injective op
         names = (*BEFORE_FUSION[:-1], "InjectiveLayoutTransforms", BEFORE_FUSION[-1])
-    grouped = _run(prepare_for_inference(mod, conv_block), names, legalize)
+    with constant_builds.cached() as cache:  # FoldConstant builds each distinct function once
+        prepared = prepare_for_inference(mod, conv_block)
+        constant_builds.prebuild(prepared, cache)  # ... on threads, ahead
+        grouped = _run(prepared, names, legalize)
     fused_ops: dict[str, tuple[str, ...]] = {}
     for gv, func in grouped.functions.items():
         if isinstance(func, relax.Function) and func.attrs and "Primitive" in func.attrs:

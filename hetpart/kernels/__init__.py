@@ -27,7 +27,7 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_compile, cuda_pipeline, stack_tiles, weight_prepack
+from . import cuda_compile, cuda_pipeline, parallel_build, stack_tiles, weight_prepack
 from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
@@ -84,12 +84,16 @@ def schedule(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT
     """Every not-yet-scheduled PrimFunc of ``mod`` scheduled for ``target`` with ``options``.
 
     ``mod`` is a fused module (see the module docstring); Relax functions are kept.
+    On a CPU target the functions are scheduled on threads (:func:`.parallel_build.map_threads`:
+    each independently, as in turn; TVM's schedule primitives release the GIL).
     """
     target = _as_target(target)
     out = copy_module(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
-            out[gv] = schedule_primfunc(func, target, options)
+    todo = [(gv, func) for gv, func in mod.functions_items()
+            if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func)]
+    run = parallel_build.map_threads if is_cpu(target) else (lambda fn, items: [fn(x) for x in items])
+    for (gv, _), func in zip(todo, run(lambda item: schedule_primfunc(item[1], target, options), todo)):
+        out[gv] = func
     return out
 
 
@@ -126,7 +130,8 @@ def build(
     3. ``lift`` (optional, ``IRModule -> IRModule``), e.g. the compiler's
        :class:`~hetpart.compiler.external.WeightLifter`, which turns the (packed)
        weight constants into parameters so the library does not embed them;
-    4. ``tvm.compile`` with TVM's remaining lowering; on CUDA with
+    4. ``tvm.compile`` with TVM's remaining lowering (on a CPU its kernels lowered and
+       code-generated on several threads, :mod:`.parallel_build`); on CUDA with
        ``relax.backend.use_cuda_graph`` when ``cuda_graph``; a module with
        tensor-core kernels through :mod:`.cuda_pipeline` (TVM's TIR pipeline, every
        warp buffer lowered).
@@ -165,6 +170,8 @@ def build(
         config["relax.backend.use_cuda_graph"] = True
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
+            if is_cpu(target):  # its kernels lowered and code-generated on several threads
+                return parallel_build.compile(mod, target, tir_pipeline=tir_pipeline)
             return tvm.compile(mod, target, tir_pipeline=tir_pipeline)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types; all mean "did not compile"
         culprit = _failing_function(mod, target)

@@ -34,6 +34,7 @@ import tvm
 from tvm import relax, s_tir, tirx
 
 from ..errors import CompileError
+from . import parallel_build
 from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, runs_on_host
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
@@ -212,8 +213,10 @@ def _fold_constant_prepacks(mod: tvm.IRModule, host) -> tvm.IRModule:
     if not prepacks:
         return mod
     # One build for all of them: a build per weight cost ResNet-50 ~2 s of compile time.
-    lib = tvm.compile(tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in prepacks.items()}),
-                      target=host)
+    # (several LLVM modules built on threads, parallel_build; tvm.compile's TIR path when it is off)
+    lib = parallel_build.build_tir(
+        tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in prepacks.items()}),
+        tvm.target.Target(host), "default")
     folder = _PrepackFolder(mod, lib)
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
@@ -252,5 +255,5 @@ class _PrepackFolder(relax.PyExprMutator):
     def _run(self, name: str, value, out_ty):
         dev = tvm.cpu()
         out = tvm.runtime.empty([int(d) for d in out_ty.shape.values], str(out_ty.dtype), dev)
-        self._lib[name](tvm.runtime.tensor(value.numpy(), dev), out)
+        self._lib.get_function(name, query_imports=True)(tvm.runtime.tensor(value.numpy(), dev), out)
         return out.numpy()
