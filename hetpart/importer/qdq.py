@@ -28,24 +28,32 @@ _EIGHT_BIT = (TensorProto.INT8, TensorProto.UINT8)
 
 def qdq_contractions(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its QDQ MatMul/Gemm nodes as integer contractions (module doc)."""
+    return rewrite_planned(model, _types, _plan, lambda node, i, plan: (_rewrite(node, i, *plan), []))
+
+
+def rewrite_planned(model: onnx.ModelProto, facts, plan, rewrite) -> onnx.ModelProto:
+    """The QDQ rewrites' one driver.  In: ``model``; ``facts(model)`` (what ``plan`` reads
+    about values: types, shapes); ``plan(node, producer, consts, facts)`` -> a plan or None;
+    ``rewrite(node, index, plan)`` -> (nodes, initializers) replacing ``node``.  Out: a copy of
+    ``model`` with every planned node rewritten (plans made on the original graph) and the
+    DequantizeLinear nodes nothing reads any more dropped; ``model`` itself when it has no
+    DequantizeLinear or nothing is planned."""
     g = model.graph
     if not any(n.op_type == "DequantizeLinear" for n in g.node):
         return model
     producer = {o: n for n in g.node for o in n.output}
-    consts = _Constants(g)
-    types = _types(model)
-    plans = {}
-    for i, node in enumerate(g.node):
-        plan = _plan(node, producer, consts, types)
-        if plan is not None:
-            plans[i] = plan
+    consts, known = _Constants(g), facts(model)
+    plans = {i: p for i, node in enumerate(g.node) if (p := plan(node, producer, consts, known)) is not None}
     if not plans:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    nodes = []
+    nodes, inits = [], []
     for i, node in enumerate(out.graph.node):
-        nodes.extend(_rewrite(node, i, *plans[i]) if i in plans else [node])
+        new_nodes, new_inits = rewrite(node, i, plans[i]) if i in plans else ([node], [])
+        nodes.extend(new_nodes)
+        inits.extend(new_inits)
+    out.graph.initializer.extend(inits)
     _drop_unread(out.graph, nodes)
     return out
 
