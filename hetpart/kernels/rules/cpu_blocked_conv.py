@@ -387,6 +387,10 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and fused[0] > top[0]:
             top = fused
+    if top is not None and not top[1].plane and plane_1x1(mac, conv):  # PLANE_IC_GROUPS: exact rows too
+        fused = best(ow * mac.extents[conv.oh], True)
+        if fused is not None and plane_ic_groups(mac, conv, fused[1], shape) is not None:
+            top = fused
     return top[1] if top is not None else None
 
 
@@ -544,10 +548,112 @@ def plane_1x1(mac: MacBlock, conv: BlockedConv) -> bool:
     return _is(d_idx[2], conv.oh) and _is(d_idx[3], conv.ow)
 
 
+PLANE_IC_GROUPS = True
+"""Whether a batch-1 blocked 1x1 stride-1 conv on a small plane (:func:`plane_1x1`) whose tile's
+weights overrun :data:`PLANE_GROUP_WEIGHT_BYTES` runs as ONNX Runtime's MLAS pointwise kernel does
+(:func:`plane_groups_tile`): per output-block group, the input channels in groups whose weights for
+the tile's blocks fit L1, each group over every pixel tile of the plane, the accumulators kept in
+the group's output plane (in L1/L2) between groups -- rather than each pixel tile streaming all of
+its blocks' weights (``ic * blocks * 64`` bytes: 98 KiB for inception_v3's 768 -> 192, 256 KiB for
+2048 -> 448) from L2, or, the first tile of a group, from memory.  Only where the block groups alone
+give every core one (``oc_chunks / blocks >= cores``: the parallel loop is theirs).  False: the
+plane or row tile as before (A/B runs)."""
+
+PLANE_GROUP_WEIGHT_BYTES = 24 * 1024
+"""The weights one input-channel group of :data:`PLANE_IC_GROUPS` may read: half an AVX-512 Xeon's
+48 KiB L1 data cache, the rest for the pixels' data and the accumulators."""
+
+
+PLANE_GROUP_MIN_TILE_WEIGHT_BYTES = 96 * 1024
+"""The least weights of one tile (``ic * blocks * 64`` bytes) for :data:`PLANE_IC_GROUPS`: below it
+L2 feeds the tile's weight streams.  Measured in googlenet (whole runs, 1 AVX-512 thread, least of
+20): 832 -> * on 7x7 (104 KiB) 0.93-0.97; 480..528 -> * on 14x14 (60-66 KiB) 1.01-1.05, 256 -> * on
+28x28 (32 KiB: the group's plane of accumulators leaves L1) 1.10-1.26."""
+
+
+def plane_ic_groups(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int | None:
+    """Input-channel chunks (of ``conv.ic_block``) per group of :data:`PLANE_IC_GROUPS` for a plane
+    ``plan``: the most dividing the chunk count whose weights for the plan's blocks fit
+    :data:`PLANE_GROUP_WEIGHT_BYTES`, or None (the tile as before): switch off, a batch, not a
+    :func:`plane_1x1` conv, one chunk, a tile's weights under :data:`PLANE_GROUP_MIN_TILE_WEIGHT_BYTES`, or
+    fewer block groups than cores."""
+    if not PLANE_IC_GROUPS or not plan.plane or conv.n is not None or conv.oc_chunk is None:
+        return None
+    if not plane_1x1(mac, conv) or mac.extents[conv.oc_chunk] // plan.blocks < shape.cores:
+        return None
+    chunks = mac.extents[conv.ic] // conv.ic_block
+    per_chunk = conv.ic_block * plan.blocks * plan.vectors * plan.lanes * tvm.DataType(str(mac.out.dtype)).bits // 8
+    if chunks <= 1 or chunks * per_chunk < PLANE_GROUP_MIN_TILE_WEIGHT_BYTES:
+        return None
+    fits = [d for d in _divisors(chunks, chunks) if d * per_chunk <= PLANE_GROUP_WEIGHT_BYTES]
+    return fits[-1] if fits else 1
+
+
+def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan,
+                      shape: CpuShape) -> None:
+    """Apply a :data:`PLANE_IC_GROUPS` ``plan`` to ``conv``'s block in ``sch``::
+
+        parallel  oc_chunk / B                                   # a group of B output blocks
+          init    acc[B, plane, c] = 0
+          serial  ic // c / G                                    # G chunks: their weights in L1
+            serial  plane / R                                    # a tile of R pixels
+              serial  G, ic % c: unroll B, R, V; acc += bcast(data) * vload(weight)
+          write-back acc -> out (the group's plane), with the fused epilogue
+
+    the ragged last pixel tile split off (:func:`~..ragged_rows.split_ragged_rows`); other root
+    blocks get the injective schedule.  Invariant: each output's sum runs over the input channels
+    in the same order as before."""
+    group = plane_ic_groups(mac, conv, plan, shape)
+    main = mac.block
+    wb = sch.cache_write(main, 0, "global")
+    fuse_epilogue(sch, wb)
+    by = loop_of(sch, main)
+    occ_o, occ_i = sch.split(by(conv.oc_chunk), factors=[None, plan.blocks])
+    pixels = mac.extents[conv.oh] * mac.extents[conv.ow]
+    px_o, px_i = sch.split(sch.fuse(by(conv.oh), by(conv.ow)), factors=[None, plan.columns])
+    vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
+    chunks = mac.extents[conv.ic] // conv.ic_block
+    ic_o, ic_i = sch.split(by(conv.ic), factors=[chunks, conv.ic_block])
+    ic_g, ic_w = sch.split(ic_o, factors=[None, group])
+    inner = (px_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, px_i, vec_o)
+    sch.reorder(occ_o, ic_g, px_o, ic_w, ic_i, *inner, vec_i)
+    if mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(occ_o)
+    for lp in inner:
+        sch.unroll(lp)
+    sch.vectorize(vec_i)
+    init = sch.decompose_reduction(main, ic_g)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.reverse_compute_at(wb, occ_o, preserve_unit_loops=True)
+    _write_back(sch, wb, plan, under=1)
+    names = {sch.get(b).name_hint for b in (main, wb, init)}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in names and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
+    if RAGGED_SPLIT and pixels % plan.columns:
+        ragged_rows.split_ragged_rows(sch, px_o, (main,), plan.columns, pixels)
+
+
+def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
+    """:func:`plane_ic_groups` of ``func``'s tile on ``target`` where it is a channel-blocked
+    convolution taking :func:`plane_groups_tile`, else None.  For tools and tests."""
+    from ..analysis import cpu_shape
+
+    mac, conv = _read(func)
+    if conv is None:
+        return None
+    shape = cpu_shape(target)
+    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    return None if plan is None else plane_ic_groups(mac, conv, plan, shape)
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
     schedule."""
+    if plan.plane and plane_ic_groups(mac, conv, plan, shape) is not None:
+        return plane_groups_tile(sch, mac, conv, plan, shape)
     main = mac.block
     wb = sch.cache_write(main, 0, "global")
     fuse_epilogue(sch, wb)
