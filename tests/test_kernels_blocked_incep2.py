@@ -4,6 +4,8 @@
 * ``PLANE_IC_GROUPS``: a batch-1 1x1 conv on a small plane whose tile's weights overrun the bound
   runs its input channels in groups outside the plane's pixel tiles (its ragged last tile split
   off), and matches the tile it replaces and ONNX Runtime;
+* ``PLANE_KX1``: a 7x1 conv without column padding takes that plane tile too;
+* ``ALL_BLOCKS``: a conv of 5 output chunks and a small weight tiles all 5 at once;
 
 on inputs with negatives and zeros.  Bounds are lowered (monkeypatch) so small models take the
 paths, and the target has one core (the block groups then fill it)."""
@@ -56,13 +58,54 @@ def test_plane_ic_groups_run_channel_groups_outside_pixel_tiles_and_match(monkey
     model, x = _conv_relu(64, 32, 17)
     monkeypatch.setattr(cb, "PLANE_GROUP_MIN_TILE_WEIGHT_BYTES", 1024)
     monkeypatch.setattr(cb, "PLANE_GROUP_WEIGHT_BYTES", 16 * 16 * 4 * 2)
-    groups, got = _build(model, x, cb.ic_groups_of)
-    assert groups == [1]
-    plans, _ = _build(model, x, cb.plan_of)
-    assert plans[0].plane and 289 % plans[0].columns
+    probes, got = _build(model, x, lambda f, t: (cb.ic_groups_of(f, t), cb.plan_of(f, t)))
+    assert [g for g, _ in probes] == [1]
+    plan = probes[0][1]
+    assert plan.plane and 289 % plan.columns
     monkeypatch.setattr(cb, "PLANE_IC_GROUPS", False)
     off, before = _build(model, x, cb.ic_groups_of)
     assert off == [None]
+    want = _ort(model, x)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_plane_kx1_tiles_the_plane_under_ic_groups_and_matches(monkeypatch):
+    """A 32 -> 32 7x1 conv (pads 3, 0) on 17x17 -- no column padding -- with the weight bounds lowered
+    takes plane_groups_tile (PLANE_KX1: tap kh reads the plane kh rows on); equal to the row tile
+    and to ONNX Runtime."""
+    model, x = _conv_relu(32, 32, 17, kernel=(7, 1), pads=(3, 0, 3, 0), seed=4)
+    monkeypatch.setattr(cb, "PLANE_GROUP_MIN_TILE_WEIGHT_BYTES", 1024)
+    monkeypatch.setattr(cb, "PLANE_GROUP_WEIGHT_BYTES", 7 * 16 * 16 * 4 * 2)
+    groups, got = _build(model, x, cb.ic_groups_of)
+    assert groups == [1]
+    monkeypatch.setattr(cb, "PLANE_KX1", False)
+    off, before = _build(model, x, cb.ic_groups_of)
+    assert off == [None]
+    want = _ort(model, x)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_all_blocks_tile_five_chunks_at_once_and_match(monkeypatch):
+    """A 16 -> 80 1x1 on 13x13 (5 output chunks: a prime past MAX_BLOCKS_WIDE, a 5 KiB weight)
+    takes one tile of all 5 blocks on a 32-register CPU (ALL_BLOCKS; its 13 columns ragged);
+    equal to the one-block tile and to ONNX Runtime."""
+    from hetpart.kernels.analysis import cpu_shape
+    from hetpart.targets import cpu_tvm_target
+
+    if cpu_shape(cpu_tvm_target(1)).registers < 32:
+        import pytest
+
+        pytest.skip("ALL_BLOCKS is for 32 vector registers (AVX-512)")
+    model, x = _conv_relu(16, 80, 13, seed=5)
+    plans, got = _build(model, x, cb.plan_of)
+    assert plans[0].blocks == 5 and plans[0].columns >= 4
+    monkeypatch.setattr(cb, "ALL_BLOCKS", False)
+    plans_off, before = _build(model, x, cb.plan_of)
+    assert plans_off[0].blocks == 1
     want = _ort(model, x)
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)

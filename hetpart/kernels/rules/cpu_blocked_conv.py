@@ -383,11 +383,13 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
 
     ow = mac.extents[conv.ow]
     top = best(ow, False)
+    if top is not None and top[1].blocks == 1 and all_blocks_fit(mac, conv, shape, vectors, budget):
+        return BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width)
     if top is not None and ow % top[1].columns and plane_1x1(mac, conv):
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and fused[0] > top[0]:
             top = fused
-    if top is not None and not top[1].plane and plane_1x1(mac, conv):  # PLANE_IC_GROUPS: exact rows too
+    if top is not None and not top[1].plane and (plane_1x1(mac, conv) or plane_kx1(mac, conv)):  # PLANE_IC_GROUPS
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and plane_ic_groups(mac, conv, fused[1], shape) is not None:
             top = fused
@@ -548,6 +550,32 @@ def plane_1x1(mac: MacBlock, conv: BlockedConv) -> bool:
     return _is(d_idx[2], conv.oh) and _is(d_idx[3], conv.ow)
 
 
+ALL_BLOCKS = True
+"""Whether a conv whose output-channel chunks are a prime beyond :data:`MAX_BLOCKS_WIDE` (5, 7: the
+divisor rule left it one block per tile, ``1 x 15`` on inception_v3's 64 -> 80 on 73x73, a weight
+load and a broadcast per FMA) and whose whole weight fits L1 (:data:`ALL_BLOCKS_MAX_WEIGHT_BYTES`)
+tiles all its blocks at once: ``chunks x r`` (5 x 5), ``r`` the most columns the registers hold
+(:func:`all_blocks_fit`).  False: as before (A/B).  Measured (1 AVX-512 thread, CPU time, the kernel
+alone, least of 40): 64 -> 80 on 73x73 0.534 -> 0.423 ms (5 x 5) / 0.417 (5 x 4); googlenet's
+512 -> 112 on 14x14 (229 KiB of weights) 7 x 3 1.05, 7 x 2 1.22, 96 -> 208 3x3 13 x 2 1.35 -- hence
+the weight bound and the 32-register budget's cap of 7 blocks."""
+
+ALL_BLOCKS_MAX_WEIGHT_BYTES = 32 * 1024
+"""The largest weight :data:`ALL_BLOCKS` tiles whole (two thirds of a 48 KiB L1)."""
+
+
+def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: int, budget: int) -> bool:
+    """Whether ``conv`` takes :data:`ALL_BLOCKS`: switch on, a 32-register CPU, more chunks than
+    :data:`MAX_BLOCKS_WIDE`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES`, and at least 4
+    columns of ``chunks`` blocks within ``budget`` registers (:func:`pressure`)."""
+    if not ALL_BLOCKS or shape.registers < 32 or conv.oc_chunk is None:
+        return False
+    chunks = mac.extents[conv.oc_chunk]
+    if chunks <= MAX_BLOCKS_WIDE or _buffer_bytes(mac.operands[1 - conv.data][0]) > ALL_BLOCKS_MAX_WEIGHT_BYTES:
+        return False
+    return pressure(chunks, vectors, 4) <= budget and mac.extents[conv.ow] >= 4
+
+
 PLANE_IC_GROUPS = True
 """Whether a batch-1 blocked 1x1 stride-1 conv on a small plane (:func:`plane_1x1`) whose tile's
 weights overrun :data:`PLANE_GROUP_WEIGHT_BYTES` runs as ONNX Runtime's MLAS pointwise kernel does
@@ -579,10 +607,13 @@ def plane_ic_groups(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: 
     fewer block groups than cores."""
     if not PLANE_IC_GROUPS or not plan.plane or conv.n is not None or conv.oc_chunk is None:
         return None
-    if not plane_1x1(mac, conv) or mac.extents[conv.oc_chunk] // plan.blocks < shape.cores:
+    if not (plane_1x1(mac, conv) or plane_kx1(mac, conv)) or mac.extents[conv.oc_chunk] // plan.blocks < shape.cores:
         return None
     chunks = mac.extents[conv.ic] // conv.ic_block
-    per_chunk = conv.ic_block * plan.blocks * plan.vectors * plan.lanes * tvm.DataType(str(mac.out.dtype)).bits // 8
+    window = 1
+    for v in conv.window:
+        window *= mac.extents[v]
+    per_chunk = window * conv.ic_block * plan.blocks * plan.vectors * plan.lanes * tvm.DataType(str(mac.out.dtype)).bits // 8
     if chunks <= 1 or chunks * per_chunk < PLANE_GROUP_MIN_TILE_WEIGHT_BYTES:
         return None
     fits = [d for d in _divisors(chunks, chunks) if d * per_chunk <= PLANE_GROUP_WEIGHT_BYTES]
@@ -616,7 +647,7 @@ def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, pla
     ic_o, ic_i = sch.split(by(conv.ic), factors=[chunks, conv.ic_block])
     ic_g, ic_w = sch.split(ic_o, factors=[None, group])
     inner = (px_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, px_i, vec_o)
-    sch.reorder(occ_o, ic_g, px_o, ic_w, ic_i, *inner, vec_i)
+    sch.reorder(occ_o, ic_g, px_o, ic_w, *(by(v) for v in conv.window), ic_i, *inner, vec_i)
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(occ_o)
     for lp in inner:
@@ -633,6 +664,34 @@ def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, pla
             parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
     if RAGGED_SPLIT and pixels % plan.columns:
         ragged_rows.split_ragged_rows(sch, px_o, (main,), plan.columns, pixels)
+
+
+PLANE_KX1 = True
+"""Whether a batch-1 ``k x 1`` stride-1 blocked conv whose image has no column padding (inception_v3's
+7x1 on 17x17, 3x1 on 8x8: :func:`plane_kx1`) may take :data:`PLANE_IC_GROUPS`' plane tile: its
+pixels contiguous along the fused plane, tap ``kh`` reading the plane ``kh`` rows on (``p + kh *
+ow``), so the row tile's ragged 9 + 8 columns become one ragged tile per plane.  False: the row
+tile (A/B)."""
+
+
+def plane_kx1(mac: MacBlock, conv: BlockedConv) -> bool:
+    """Whether ``conv`` (with :data:`PLANE_KX1` on) has a window of one loop, the weight's ``kh``,
+    and its data reads row ``oh + kh`` and column ``ow`` bare of an image exactly ``ow`` wide:
+    output pixel ``p`` of the fused plane reads the padded plane's pixel ``p + kh * ow``."""
+    if not PLANE_KX1 or len(conv.window) != 1 or conv.oh is None:
+        return False
+    w_idx, d_idx = mac.operands[1 - conv.data][1], mac.operands[conv.data][1]
+    kh = conv.window[0]
+    if not (_is(w_idx[2], kh) and _unit(w_idx[3]) and _is(d_idx[3], conv.ow)):
+        return False
+    row = d_idx[2]
+    if not (isinstance(row, tirx.Add) and {id(row.a), id(row.b)} and (
+            (_is(row.a, conv.oh) and _is(row.b, kh)) or (_is(row.a, kh) and _is(row.b, conv.oh)))):
+        return False
+    width = mac.operands[conv.data][0].shape[3]
+    if not (isinstance(width, tirx.IntImm) and int(width) == mac.extents[conv.ow]):
+        return False
+    return mac.extents[conv.oh] * mac.extents[conv.ow] <= PLANE_1X1_MAX_PIXELS
 
 
 def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
