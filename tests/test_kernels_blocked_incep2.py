@@ -5,7 +5,8 @@
   runs its input channels in groups outside the plane's pixel tiles (its ragged last tile split
   off), and matches the tile it replaces and ONNX Runtime;
 * ``PLANE_KX1``: a 7x1 conv without column padding takes that plane tile too;
-* ``ALL_BLOCKS``: a conv of 5 output chunks and a small weight tiles all 5 at once;
+* ``ALL_BLOCKS``: a conv of 5 output chunks and a small weight tiles all 5 at once, and
+  ``ALL_BLOCKS_PLANE`` one of 7 (a larger weight) all 7 on its plane under ``PLANE_IC_GROUPS``;
 
 on inputs with negatives and zeros.  Bounds are lowered (monkeypatch) so small models take the
 paths, and the target has one core (the block groups then fill it)."""
@@ -104,6 +105,32 @@ def test_all_blocks_tile_five_chunks_at_once_and_match(monkeypatch):
     plans, got = _build(model, x, cb.plan_of)
     assert plans[0].blocks == 5 and plans[0].columns >= 4
     monkeypatch.setattr(cb, "ALL_BLOCKS", False)
+    plans_off, before = _build(model, x, cb.plan_of)
+    assert plans_off[0].blocks == 1
+    want = _ort(model, x)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_all_blocks_plane_tiles_seven_chunks_under_ic_groups_and_match(monkeypatch):
+    """A 32 -> 112 1x1 on 14x14 (7 output chunks: no 4 columns of 7 blocks fit the registers) with
+    the group bounds lowered takes ALL_BLOCKS_PLANE -- 7 blocks x 3 plane pixels (196: ragged)
+    under PLANE_IC_GROUPS; equal to the one-block tile and to ONNX Runtime."""
+    from hetpart.kernels.analysis import cpu_shape
+    from hetpart.targets import cpu_tvm_target
+
+    if cpu_shape(cpu_tvm_target(1)).registers < 32:
+        import pytest
+
+        pytest.skip("ALL_BLOCKS_PLANE is for 32 vector registers (AVX-512)")
+    model, x = _conv_relu(32, 112, 14, seed=6)
+    monkeypatch.setattr(cb, "PLANE_GROUP_MIN_TILE_WEIGHT_BYTES", 1024)
+    monkeypatch.setattr(cb, "PLANE_GROUP_WEIGHT_BYTES", 16 * 7 * 16 * 4)
+    probes, got = _build(model, x, lambda f, t: (cb.ic_groups_of(f, t), cb.plan_of(f, t)))
+    groups, plan = probes[0]
+    assert groups == 1 and plan.blocks == 7 and plan.plane and 196 % plan.columns
+    monkeypatch.setattr(cb, "ALL_BLOCKS_PLANE", False)
     plans_off, before = _build(model, x, cb.plan_of)
     assert plans_off[0].blocks == 1
     want = _ort(model, x)

@@ -385,6 +385,11 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
     top = best(ow, False)
     if top is not None and top[1].blocks == 1 and all_blocks_fit(mac, conv, shape, vectors, budget):
         return BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width)
+    if top is not None and top[1].blocks == 1 and ALL_BLOCKS_PLANE and all_blocks_fit(mac, conv, shape, vectors, budget,
+                                                                                     any_weight=True):
+        whole = BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width, True)
+        if plane_1x1(mac, conv) and plane_ic_groups(mac, conv, whole, shape) is not None:
+            return whole
     if top is not None and ow % top[1].columns and plane_1x1(mac, conv):
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and fused[0] > top[0]:
@@ -564,16 +569,27 @@ ALL_BLOCKS_MAX_WEIGHT_BYTES = 32 * 1024
 """The largest weight :data:`ALL_BLOCKS` tiles whole (two thirds of a 48 KiB L1)."""
 
 
-def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: int, budget: int) -> bool:
+ALL_BLOCKS_PLANE = True
+"""Whether a batch-1 1x1 conv of 5 or 7 output chunks whose weight overruns
+:data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (googlenet's 512 -> 112 on 14x14: 229 KiB) tiles all its blocks
+at once on its fused plane under :data:`PLANE_IC_GROUPS` (the weights of an input-channel group in
+L1), where that applies (one block group: one core), rather than one block at a time."""
+
+
+def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: int, budget: int,
+                   any_weight: bool = False) -> bool:
     """Whether ``conv`` takes :data:`ALL_BLOCKS`: switch on, a 32-register CPU, more chunks than
-    :data:`MAX_BLOCKS_WIDE`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES`, and at least 4
-    columns of ``chunks`` blocks within ``budget`` registers (:func:`pressure`)."""
+    :data:`MAX_BLOCKS_WIDE`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (any with
+    ``any_weight``: :data:`ALL_BLOCKS_PLANE`), and at least 4 columns (3 with ``any_weight``) of
+    ``chunks`` blocks within ``budget`` registers (:func:`pressure`)."""
     if not ALL_BLOCKS or shape.registers < 32 or conv.oc_chunk is None:
         return False
     chunks = mac.extents[conv.oc_chunk]
-    if chunks <= MAX_BLOCKS_WIDE or _buffer_bytes(mac.operands[1 - conv.data][0]) > ALL_BLOCKS_MAX_WEIGHT_BYTES:
+    if chunks <= MAX_BLOCKS_WIDE or (
+            not any_weight and _buffer_bytes(mac.operands[1 - conv.data][0]) > ALL_BLOCKS_MAX_WEIGHT_BYTES):
         return False
-    return pressure(chunks, vectors, 4) <= budget and mac.extents[conv.ow] >= 4
+    least = 3 if any_weight else 4
+    return pressure(chunks, vectors, least) <= budget and mac.extents[conv.ow] >= least
 
 
 PLANE_IC_GROUPS = True
