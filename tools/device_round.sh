@@ -1443,6 +1443,27 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # becomes the default of all-CPU plans if NCHWc/NCHW <= 1.00 on every model; steps 95-98 then A/B each switch.
   BUDGET=470
   blocked_ab blocked "resnet50:120 mobilenet_v2:70 googlenet:110 densenet121:0" ;;
+101)  # (BUDGET=590) issue 18, inception_v3 / googlenet all-CPU in NCHW16c per core (branch blk-incep2,
+      # bench/results/cpu-incep2-1core.md).  Four cpu_blocked_conv switches, all off = before: (a) PLANE_IC_GROUPS: a
+      # batch-1 1x1 on a small plane whose tile's weights overrun 96 KiB runs its input channels in L1-sized groups
+      # outside the plane's pixel tiles (MLAS's pointwise order); (b) PLANE_KX1: a 7x1 / 3x1 without column padding
+      # takes (a)'s plane tile; (c) ALL_BLOCKS: 5 or 7 output chunks with a weight in L1 tiled all at once (64->80 on
+      # 73x73); (d) ALL_BLOCKS_PLANE: 7 chunks with a larger weight (googlenet's 512->112) all at once under (a).
+      # (a), (b), (d) act only where the output-block groups fill the cores (>= 16 groups here): at 16 threads only
+      # (c) and the 832/1024/2048-input 1x1s of >= 16 groups change.  Dev VM (1 thread, CPU time, NCHW16c x ORT
+      # before -> after): inception_v3 1.06 -> 1.00, googlenet 1.00 -> 1.00 (a noisy shared box: see the md).
+      # Here: tools/nchwc_ab.py NCHW / NCHW16c after / ORT / NCHW16c before at 16 threads, inception_v3 then
+      # googlenet (capped), then inception_v3 at 1 thread (per core on a quiet Xeon) if time is left.  Decides: the
+      # switches stay on if NCHWc/before <= 1.02 at 16 threads on both (no 16-thread cost) and the 1-thread
+      # inception_v3 NCHWc/ORT <= 1.00 (issue 18's per-core target) with NCHWc/before < 1.00.
+  BUDGET=590; off=
+  for sw in PLANE_IC_GROUPS PLANE_KX1 ALL_BLOCKS ALL_BLOCKS_PLANE; do
+    off="$off --before hetpart.kernels.rules.cpu_blocked_conv.$sw=0"
+  done
+  blocked_ab blk-incep2 "inception_v3:300 googlenet:200" $off
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$(cnn_b1 inception_v3)" --block 16 --threads 1 \
+    --cpu-time --calls 5 --rounds 3 $off > "$OUT/blk-incep2-inception_v3-b1-t1.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"
