@@ -565,6 +565,10 @@ alone, least of 40): 64 -> 80 on 73x73 0.534 -> 0.423 ms (5 x 5) / 0.417 (5 x 4)
 512 -> 112 on 14x14 (229 KiB of weights) 7 x 3 1.05, 7 x 2 1.22, 96 -> 208 3x3 13 x 2 1.35 -- hence
 the weight bound and the 32-register budget's cap of 7 blocks."""
 
+ALL_BLOCKS_MAX_CHUNKS = 7
+"""The most output chunks :data:`ALL_BLOCKS` tiles at once (the primes 5 and 7 past
+:data:`MAX_BLOCKS_WIDE`; 9 takes 3 x 3 blocks)."""
+
 ALL_BLOCKS_MAX_WEIGHT_BYTES = 32 * 1024
 """The largest weight :data:`ALL_BLOCKS` tiles whole (two thirds of a 48 KiB L1)."""
 
@@ -579,17 +583,18 @@ L1), where that applies (one block group: one core), rather than one block at a 
 def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: int, budget: int,
                    any_weight: bool = False) -> bool:
     """Whether ``conv`` takes :data:`ALL_BLOCKS`: switch on, a 32-register CPU, more chunks than
-    :data:`MAX_BLOCKS_WIDE`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (any with
+    :data:`MAX_BLOCKS_WIDE` and at most :data:`ALL_BLOCKS_MAX_CHUNKS`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (any with
     ``any_weight``: :data:`ALL_BLOCKS_PLANE`), and at least 4 columns (3 with ``any_weight``) of
     ``chunks`` blocks within ``budget`` registers (:func:`pressure`)."""
     if not ALL_BLOCKS or shape.registers < 32 or conv.oc_chunk is None:
         return False
     chunks = mac.extents[conv.oc_chunk]
-    if chunks <= MAX_BLOCKS_WIDE or (
-            not any_weight and _buffer_bytes(mac.operands[1 - conv.data][0]) > ALL_BLOCKS_MAX_WEIGHT_BYTES):
-        return False
     least = 3 if any_weight else 4
-    return pressure(chunks, vectors, least) <= budget and mac.extents[conv.ow] >= least
+    if not MAX_BLOCKS_WIDE < chunks <= ALL_BLOCKS_MAX_CHUNKS or pressure(chunks, vectors, least) > budget:
+        return False
+    if mac.extents[conv.ow] < least:
+        return False
+    return any_weight or _buffer_bytes(mac.operands[1 - conv.data][0]) <= ALL_BLOCKS_MAX_WEIGHT_BYTES
 
 
 PLANE_IC_GROUPS = True
