@@ -706,7 +706,7 @@ def plane_kx1(mac: MacBlock, conv: BlockedConv) -> bool:
     if not (_is(w_idx[2], kh) and _unit(w_idx[3]) and _is(d_idx[3], conv.ow)):
         return False
     row = d_idx[2]
-    if not (isinstance(row, tirx.Add) and {id(row.a), id(row.b)} and (
+    if not (isinstance(row, tirx.Add) and (
             (_is(row.a, conv.oh) and _is(row.b, kh)) or (_is(row.a, kh) and _is(row.b, conv.oh)))):
         return False
     width = mac.operands[conv.data][0].shape[3]
