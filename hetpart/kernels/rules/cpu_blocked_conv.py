@@ -396,7 +396,8 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
             top = fused
     if top is not None and not top[1].plane and (plane_1x1(mac, conv) or plane_kx1(mac, conv)):  # PLANE_IC_GROUPS
         fused = best(ow * mac.extents[conv.oh], True)
-        if fused is not None and plane_ic_groups(mac, conv, fused[1], shape) is not None:
+        if (fused is not None and plane_ic_groups(mac, conv, fused[1], shape) is not None
+                and fused[1].accumulators >= top[1].accumulators):  # not fewer: 7x1 192->192's 3 x 9 rows
             top = fused
     return top[1] if top is not None else None
 
@@ -691,8 +692,10 @@ PLANE_KX1 = True
 """Whether a batch-1 ``k x 1`` stride-1 blocked conv whose image has no column padding (inception_v3's
 7x1 on 17x17, 3x1 on 8x8: :func:`plane_kx1`) may take :data:`PLANE_IC_GROUPS`' plane tile: its
 pixels contiguous along the fused plane, tap ``kh`` reading the plane ``kh`` rows on (``p + kh *
-ow``), so the row tile's ragged 9 + 8 columns become one ragged tile per plane.  False: the row
-tile (A/B)."""
+ow``), so the row tile's ragged 9 + 8 columns become one ragged tile per plane -- where the plane
+tile keeps at least the row tile's accumulators (12 output chunks keep their 3 x 9 rows: 2 x 10 on the
+plane went 1.00-1.08 in situ on 192->192 / 160->192 / 128->192, 0.91-0.96 on the 2 x 9 of 160->160 /
+128->128).  False: the row tile (A/B)."""
 
 
 def plane_kx1(mac: MacBlock, conv: BlockedConv) -> bool:
