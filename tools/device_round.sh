@@ -1452,7 +1452,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
       # (a), (b), (d) act only where the output-block groups fill the cores: built for 16 cores, googlenet's
       # schedules are unchanged and inception_v3's only in 64->80 (c); built for 1 core (--threads 1) they all act.
       # Dev VM (1 thread, CPU time, changed kernels in situ): inception_v3's 1x1s 0.90, 7x1/3x1 0.97, 64->80 0.76;
-      # whole NCHW16c x ORT before -> after 1.03-1.06 -> 0.95-1.00 (a loaded shared box: see the md).
+      # whole runs in situ 0.967 (about 1.02-1.03x ORT after; nchwc_ab on the loaded box 0.95-1.02: see the md).
       # Here: (1) tools/nchwc_ab.py NCHW / NCHW16c after / ORT / NCHW16c before, inception_v3 at 16 threads (only
       # (c) differs: the no-harm check); (2) inception_v3 at 1 thread, CPU time (per core on a quiet Xeon: the
       # number issue 18 asks for); (3) googlenet at 1 thread if time is left.  Decides: the switches stay on if
