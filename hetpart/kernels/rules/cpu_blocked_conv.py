@@ -383,9 +383,21 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
 
     ow = mac.extents[conv.ow]
     top = best(ow, False)
+    if top is not None and top[1].blocks == 1 and all_blocks_fit(mac, conv, shape, vectors, budget):
+        return BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width)
+    if top is not None and top[1].blocks == 1 and ALL_BLOCKS_PLANE and all_blocks_fit(mac, conv, shape, vectors, budget,
+                                                                                     any_weight=True):
+        whole = BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width, True)
+        if plane_1x1(mac, conv) and plane_ic_groups(mac, conv, whole, shape) is not None:
+            return whole
     if top is not None and ow % top[1].columns and plane_1x1(mac, conv):
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and fused[0] > top[0]:
+            top = fused
+    if top is not None and not top[1].plane and (plane_1x1(mac, conv) or plane_kx1(mac, conv)):  # PLANE_IC_GROUPS
+        fused = best(ow * mac.extents[conv.oh], True)
+        if (fused is not None and plane_ic_groups(mac, conv, fused[1], shape) is not None
+                and fused[1].accumulators >= top[1].accumulators):  # not fewer: 7x1 192->192's 3 x 9 rows
             top = fused
     return top[1] if top is not None else None
 
@@ -544,10 +556,187 @@ def plane_1x1(mac: MacBlock, conv: BlockedConv) -> bool:
     return _is(d_idx[2], conv.oh) and _is(d_idx[3], conv.ow)
 
 
+ALL_BLOCKS = True
+"""Whether a conv whose output-channel chunks are a prime beyond :data:`MAX_BLOCKS_WIDE` (5, 7: the
+divisor rule left it one block per tile, ``1 x 15`` on inception_v3's 64 -> 80 on 73x73, a weight
+load and a broadcast per FMA) and whose whole weight fits L1 (:data:`ALL_BLOCKS_MAX_WEIGHT_BYTES`)
+tiles all its blocks at once: ``chunks x r`` (5 x 5), ``r`` the most columns the registers hold
+(:func:`all_blocks_fit`).  False: as before (A/B).  Measured (1 AVX-512 thread, CPU time, the kernel
+alone, least of 40): 64 -> 80 on 73x73 0.534 -> 0.423 ms (5 x 5) / 0.417 (5 x 4); googlenet's
+512 -> 112 on 14x14 (229 KiB of weights) 7 x 3 1.05, 7 x 2 1.22, 96 -> 208 3x3 13 x 2 1.35 -- hence
+the weight bound and the 32-register budget's cap of 7 blocks."""
+
+ALL_BLOCKS_MAX_CHUNKS = 7
+"""The most output chunks :data:`ALL_BLOCKS` tiles at once (the primes 5 and 7 past
+:data:`MAX_BLOCKS_WIDE`; 9 takes 3 x 3 blocks)."""
+
+ALL_BLOCKS_MAX_WEIGHT_BYTES = 32 * 1024
+"""The largest weight :data:`ALL_BLOCKS` tiles whole (two thirds of a 48 KiB L1)."""
+
+
+ALL_BLOCKS_PLANE = True
+"""Whether a batch-1 1x1 conv of 5 or 7 output chunks whose weight overruns
+:data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (googlenet's 512 -> 112 on 14x14: 229 KiB) tiles all its blocks
+at once on its fused plane under :data:`PLANE_IC_GROUPS` (the weights of an input-channel group in
+L1), where that applies (one block group: one core), rather than one block at a time."""
+
+
+def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: int, budget: int,
+                   any_weight: bool = False) -> bool:
+    """Whether ``conv`` takes :data:`ALL_BLOCKS`: switch on, a 32-register CPU, more chunks than
+    :data:`MAX_BLOCKS_WIDE` and at most :data:`ALL_BLOCKS_MAX_CHUNKS`, a weight within :data:`ALL_BLOCKS_MAX_WEIGHT_BYTES` (any with
+    ``any_weight``: :data:`ALL_BLOCKS_PLANE`), and at least 4 columns (3 with ``any_weight``) of
+    ``chunks`` blocks within ``budget`` registers (:func:`pressure`)."""
+    if not ALL_BLOCKS or shape.registers < 32 or conv.oc_chunk is None:
+        return False
+    chunks = mac.extents[conv.oc_chunk]
+    least = 3 if any_weight else 4
+    if not MAX_BLOCKS_WIDE < chunks <= ALL_BLOCKS_MAX_CHUNKS or pressure(chunks, vectors, least) > budget:
+        return False
+    if mac.extents[conv.ow] < least:
+        return False
+    return any_weight or _buffer_bytes(mac.operands[1 - conv.data][0]) <= ALL_BLOCKS_MAX_WEIGHT_BYTES
+
+
+PLANE_IC_GROUPS = True
+"""Whether a batch-1 blocked 1x1 stride-1 conv on a small plane (:func:`plane_1x1`) whose tile's
+weights overrun :data:`PLANE_GROUP_WEIGHT_BYTES` runs as ONNX Runtime's MLAS pointwise kernel does
+(:func:`plane_groups_tile`): per output-block group, the input channels in groups whose weights for
+the tile's blocks fit L1, each group over every pixel tile of the plane, the accumulators kept in
+the group's output plane (in L1/L2) between groups -- rather than each pixel tile streaming all of
+its blocks' weights (``ic * blocks * 64`` bytes: 98 KiB for inception_v3's 768 -> 192, 256 KiB for
+2048 -> 448) from L2, or, the first tile of a group, from memory.  Only where the block groups alone
+give every core one (``oc_chunks / blocks >= cores``: the parallel loop is theirs).  False: the
+plane or row tile as before (A/B runs)."""
+
+PLANE_GROUP_WEIGHT_BYTES = 24 * 1024
+"""The weights one input-channel group of :data:`PLANE_IC_GROUPS` may read: half an AVX-512 Xeon's
+48 KiB L1 data cache, the rest for the pixels' data and the accumulators."""
+
+
+PLANE_GROUP_MIN_TILE_WEIGHT_BYTES = 96 * 1024
+"""The least weights of one tile (``ic * blocks * 64`` bytes) for :data:`PLANE_IC_GROUPS`: below it
+L2 feeds the tile's weight streams.  Measured in googlenet (whole runs, 1 AVX-512 thread, least of
+20): 832 -> * on 7x7 (104 KiB) 0.93-0.97; 480..528 -> * on 14x14 (60-66 KiB) 1.01-1.05, 256 -> * on
+28x28 (32 KiB: the group's plane of accumulators leaves L1) 1.10-1.26."""
+
+
+def plane_ic_groups(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int | None:
+    """Input-channel chunks (of ``conv.ic_block``) per group of :data:`PLANE_IC_GROUPS` for a plane
+    ``plan``: the most dividing the chunk count whose weights for the plan's blocks fit
+    :data:`PLANE_GROUP_WEIGHT_BYTES`, or None (the tile as before): switch off, a batch, not a
+    :func:`plane_1x1` conv, one chunk, a tile's weights under :data:`PLANE_GROUP_MIN_TILE_WEIGHT_BYTES`, or
+    fewer block groups than cores."""
+    if not PLANE_IC_GROUPS or not plan.plane or conv.n is not None or conv.oc_chunk is None:
+        return None
+    if not (plane_1x1(mac, conv) or plane_kx1(mac, conv)) or mac.extents[conv.oc_chunk] // plan.blocks < shape.cores:
+        return None
+    chunks = mac.extents[conv.ic] // conv.ic_block
+    window = 1
+    for v in conv.window:
+        window *= mac.extents[v]
+    per_chunk = window * conv.ic_block * plan.blocks * plan.vectors * plan.lanes * tvm.DataType(str(mac.out.dtype)).bits // 8
+    if chunks <= 1 or chunks * per_chunk < PLANE_GROUP_MIN_TILE_WEIGHT_BYTES:
+        return None
+    fits = [d for d in _divisors(chunks, chunks) if d * per_chunk <= PLANE_GROUP_WEIGHT_BYTES]
+    return fits[-1] if fits else 1
+
+
+def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan,
+                      shape: CpuShape) -> None:
+    """Apply a :data:`PLANE_IC_GROUPS` ``plan`` to ``conv``'s block in ``sch``::
+
+        parallel  oc_chunk / B                                   # a group of B output blocks
+          init    acc[B, plane, c] = 0
+          serial  ic // c / G                                    # G chunks: their weights in L1
+            serial  plane / R                                    # a tile of R pixels
+              serial  G, ic % c: unroll B, R, V; acc += bcast(data) * vload(weight)
+          write-back acc -> out (the group's plane), with the fused epilogue
+
+    the ragged last pixel tile split off (:func:`~..ragged_rows.split_ragged_rows`); other root
+    blocks get the injective schedule.  Invariant: each output's sum runs over the input channels
+    in the same order as before."""
+    group = plane_ic_groups(mac, conv, plan, shape)
+    main = mac.block
+    wb = sch.cache_write(main, 0, "global")
+    fuse_epilogue(sch, wb)
+    by = loop_of(sch, main)
+    occ_o, occ_i = sch.split(by(conv.oc_chunk), factors=[None, plan.blocks])
+    pixels = mac.extents[conv.oh] * mac.extents[conv.ow]
+    px_o, px_i = sch.split(sch.fuse(by(conv.oh), by(conv.ow)), factors=[None, plan.columns])
+    vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
+    chunks = mac.extents[conv.ic] // conv.ic_block
+    ic_o, ic_i = sch.split(by(conv.ic), factors=[chunks, conv.ic_block])
+    ic_g, ic_w = sch.split(ic_o, factors=[None, group])
+    inner = (px_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, px_i, vec_o)
+    sch.reorder(occ_o, ic_g, px_o, ic_w, *(by(v) for v in conv.window), ic_i, *inner, vec_i)
+    if mac_count(mac) >= PARALLEL_MIN_MACS:
+        sch.parallel(occ_o)
+    for lp in inner:
+        sch.unroll(lp)
+    sch.vectorize(vec_i)
+    init = sch.decompose_reduction(main, ic_g)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.reverse_compute_at(wb, occ_o, preserve_unit_loops=True)
+    _write_back(sch, wb, plan, under=1)
+    names = {sch.get(b).name_hint for b in (main, wb, init)}
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint not in names and all(
+                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+            parallel_vectorize(sch, blk, plan.lanes, min_parallel=PARALLEL_MIN_ELEMENTS)
+    if RAGGED_SPLIT and pixels % plan.columns:
+        ragged_rows.split_ragged_rows(sch, px_o, (main,), plan.columns, pixels)
+
+
+PLANE_KX1 = True
+"""Whether a batch-1 ``k x 1`` stride-1 blocked conv whose image has no column padding (inception_v3's
+7x1 on 17x17, 3x1 on 8x8: :func:`plane_kx1`) may take :data:`PLANE_IC_GROUPS`' plane tile: its
+pixels contiguous along the fused plane, tap ``kh`` reading the plane ``kh`` rows on (``p + kh *
+ow``), so the row tile's ragged 9 + 8 columns become one ragged tile per plane -- where the plane
+tile keeps at least the row tile's accumulators (12 output chunks keep their 3 x 9 rows: 2 x 10 on the
+plane went 1.00-1.08 in situ on 192->192 / 160->192 / 128->192, 0.91-0.96 on the 2 x 9 of 160->160 /
+128->128).  False: the row tile (A/B)."""
+
+
+def plane_kx1(mac: MacBlock, conv: BlockedConv) -> bool:
+    """Whether ``conv`` (with :data:`PLANE_KX1` on) has a window of one loop, the weight's ``kh``,
+    and its data reads row ``oh + kh`` and column ``ow`` bare of an image exactly ``ow`` wide:
+    output pixel ``p`` of the fused plane reads the padded plane's pixel ``p + kh * ow``."""
+    if not PLANE_KX1 or len(conv.window) != 1 or conv.oh is None:
+        return False
+    w_idx, d_idx = mac.operands[1 - conv.data][1], mac.operands[conv.data][1]
+    kh = conv.window[0]
+    if not (_is(w_idx[2], kh) and _unit(w_idx[3]) and _is(d_idx[3], conv.ow)):
+        return False
+    row = d_idx[2]
+    if not (isinstance(row, tirx.Add) and (
+            (_is(row.a, conv.oh) and _is(row.b, kh)) or (_is(row.a, kh) and _is(row.b, conv.oh)))):
+        return False
+    width = mac.operands[conv.data][0].shape[3]
+    if not (isinstance(width, tirx.IntImm) and int(width) == mac.extents[conv.ow]):
+        return False
+    return mac.extents[conv.oh] * mac.extents[conv.ow] <= PLANE_1X1_MAX_PIXELS
+
+
+def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
+    """:func:`plane_ic_groups` of ``func``'s tile on ``target`` where it is a channel-blocked
+    convolution taking :func:`plane_groups_tile`, else None.  For tools and tests."""
+    from ..analysis import cpu_shape
+
+    mac, conv = _read(func)
+    if conv is None:
+        return None
+    shape = cpu_shape(target)
+    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    return None if plan is None else plane_ic_groups(mac, conv, plan, shape)
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
     schedule."""
+    if plan.plane and plane_ic_groups(mac, conv, plan, shape) is not None:
+        return plane_groups_tile(sch, mac, conv, plan, shape)
     main = mac.block
     wb = sch.cache_write(main, 0, "global")
     fuse_epilogue(sch, wb)
