@@ -535,8 +535,8 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
 
 def test_the_padded_share_a_core_decides():
     """pad_per_image_pays: per image only where the padded batch's bytes / cores exceed
-    PAD_SHARE_BYTES (resnet50 b8's 64 x 58 x 58 padded batch, 6.9 MiB: per image on 2 cores, one
-    pass on 16)."""
+    PAD_SHARE_BYTES, on targets of PAD_SHARE_MIN_CORES+ cores (resnet50 b8's 64 x 58 x 58 padded
+    batch, 6.9 MiB: per image on 2 cores, one pass on 16)."""
     from tvm import s_tir, te
 
     x = te.placeholder((8, 4, 58, 58, 16), name="x")
@@ -545,3 +545,7 @@ def test_the_padded_share_a_core_decides():
     blk = sch.get_sblock("data_pad")
     assert cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 2))
     assert not cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 16))
+    x = te.placeholder((8, 32, 9, 9, 16), name="x")  # resnet50 b8's 512 x 9 x 9: 1.3 MiB
+    pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
+    sch = s_tir.Schedule(te.create_prim_func([x, pad]))
+    assert cb.pad_per_image_pays(sch, sch.get_sblock("data_pad"), CpuShape(512, 32, 2))  # PAD_SHARE_MIN_CORES

@@ -673,16 +673,24 @@ PAD_SHARE_BYTES = 1 << 20
 pads the whole batch in one pass: half the Xeon's 2 MiB L2, the rest for weights and outputs.
 resnet50 at batch 8 on 16 cores: the largest share 0.86 MiB (128 x 58 x 58 a image, the stride-2
 3x3), so every conv pads in one pass; at batch 32 the 64 x 58 x 58, 128 x 58 x 58, 256 x 30 x 30
-and 512 x 16 x 16 ones (1.0-3.4 MiB a core) keep per-image padding.  On a 2-core target at batch 8
-only the 7x7 stage's 512 x 9 x 9 (1.3 MiB) pads in one pass (measured on one core either way:
-1.00)."""
+and 512 x 16 x 16 ones (1.0-3.4 MiB a core) keep per-image padding.  Targets of fewer than
+:data:`PAD_SHARE_MIN_CORES` cores keep it everywhere."""
+
+
+PAD_SHARE_MIN_CORES = 8
+"""The fewest target cores :data:`BATCH_PAD_SHARE_BY_CORES` applies to: a fork-join costs more and
+each region's work a thread is smaller with more cores, while on few cores per-image padding's
+cache gain is what counts -- on the 2-core dev box's target (1 thread, CPU time, resnet50 b8) the
+share rule (then: the 256 x 16 x 16 and 512 x 9 x 9 padded batches in one pass) ran 1.028x per-image
+padding; the 16-core build on one thread 1.017x (all 16 padded convs in one pass)."""
 
 
 def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
     """Whether ``pad`` (the conv's padding block, :func:`_padding_of`) is computed per image
     under :data:`BATCH_PADDING_PER_IMAGE`: always where :data:`BATCH_PAD_SHARE_BY_CORES` is off,
-    else where its buffer's bytes / ``shape.cores`` exceed :data:`PAD_SHARE_BYTES`."""
-    if not BATCH_PAD_SHARE_BY_CORES:
+    or on a target of fewer than :data:`PAD_SHARE_MIN_CORES` cores, else where its buffer's bytes
+    / ``shape.cores`` exceed :data:`PAD_SHARE_BYTES`."""
+    if not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
         return True
     return _buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
 
