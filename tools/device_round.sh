@@ -1485,7 +1485,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # share of the padded batch exceeds PAD_SHARE_BYTES (1 MiB); else the batch is padded in one parallel pass and the
      # tile loop is fused over (n, blocks, rows, columns); only on targets of 8+ cores (PAD_SHARE_MIN_CORES).  resnet50
      # b8 on 16 cores: every padded conv pads in one pass, 297 -> 73 parallel regions (tools/parallel_audit.py --batch 8);
-     # b32: the 512 x 9 x 9, 256 x 16 x 16 and 128 x 30 x 30 padded batches only.  Per core (dev VM, 1 thread, CPU time,
+     # b32: the 512 x 9 x 9, 256 x 16 x 16, 512 x 16 x 16, 128 x 30 x 30 padded batches only.  Per core (dev VM, 1 thread, CPU time,
      # the 16-core build, b8): after/before 1.017 (the per-image padding's cache gain given up on one core).
      # Here, 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50
      # b8, (2) resnet50 b32 (2 calls), (3) the test file.  Xeon before: b8 1.215x ORT (77.5 vs 63.8 ms), b32 1.178x.

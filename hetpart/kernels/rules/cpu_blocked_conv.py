@@ -672,8 +672,8 @@ PAD_SHARE_BYTES = 1 << 20
 """A core's share of a batch's padded input (bytes) up to which :data:`BATCH_PAD_SHARE_BY_CORES`
 pads the whole batch in one pass: half the Xeon's 2 MiB L2, the rest for weights and outputs.
 resnet50 at batch 8 on 16 cores: the largest share 0.86 MiB (128 x 58 x 58 a image, the stride-2
-3x3), so every conv pads in one pass; at batch 32 the 64 x 58 x 58, 128 x 58 x 58, 256 x 30 x 30
-and 512 x 16 x 16 ones (1.0-3.4 MiB a core) keep per-image padding.  Targets of fewer than
+3x3), so every conv pads in one pass; at batch 32 the 64 x 58 x 58, 128 x 58 x 58 and 256 x 30 x 30
+ones (1.7-3.4 MiB a core) keep per-image padding (512 x 16 x 16: exactly 1 MiB, one pass).  Targets of fewer than
 :data:`PAD_SHARE_MIN_CORES` cores keep it everywhere."""
 
 
