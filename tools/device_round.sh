@@ -1484,12 +1484,12 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # loop around a parallel padding and a parallel tile loop per image: 2 fork-joins an image) only where a core's
      # share of the padded batch exceeds PAD_SHARE_BYTES (1 MiB); else the batch is padded in one parallel pass and the
      # tile loop is fused over (n, blocks, rows, columns); only on targets of 8+ cores (PAD_SHARE_MIN_CORES).  resnet50
-     # b8 on 16 cores: every padded conv pads in one pass, 297 -> 73 parallel regions (tools/parallel_audit.py --batch 8);
-     # b32: the 512 x 9 x 9, 256 x 16 x 16, 512 x 16 x 16, 128 x 30 x 30 padded batches only.  Per core (dev VM, 1 thread, CPU time,
-     # the 16-core build, b8): after/before 1.017 (the per-image padding's cache gain given up on one core).
-     # Here, 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50
-     # b8, (2) resnet50 b32 (2 calls), (3) the test file.  Xeon before: b8 1.215x ORT (77.5 vs 63.8 ms), b32 1.178x.
-     # Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32; > 1.02 at b32 only means the per-image
+     # b8 on 16 cores: every padded conv pads in one pass, 297 -> 73 parallel regions (tools/parallel_audit.py --batch
+     # 8); b32: the 512 x 9 x 9, 256 x 16 x 16, 512 x 16 x 16, 128 x 30 x 30 padded batches only.  Per core (dev VM, 1
+     # thread, CPU time, the 16-core build, b8): after/before 1.017 (the per-image padding's cache gain given up on one
+     # core). Here, 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1)
+     # resnet50 b8, (2) resnet50 b32 (2 calls), (3) the test file.  Xeon before: b8 1.215x ORT (77.5 vs 63.8 ms), b32
+     # 1.178x. Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32; > 1.02 at b32 only means the per-image
      # padding pays there (PAD_SHARE_BYTES down to 0.5 MiB); if after/before ~1.00 at b8 the fork-joins are not the
      # 16-thread loss and the next suspect is the per-thread weight traffic (the tile loop is batch-outer: at b8 a
      # thread's chunk is half an image, reading half of every weight -- 2 MiB a thread for the 7x7 stage's 1x1s).
