@@ -415,7 +415,7 @@ def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
 
 
 def test_batched_padding_is_computed_per_image(monkeypatch):
-    """cpu_blocked_conv.BATCH_PADDING_PER_IMAGE: in the batch-2 NCHW16c build the padded 3x3's
+    """cpu_blocked_conv.BATCH_PADDING_PER_IMAGE (BATCH_PAD_SHARE_BY_CORES off): in the batch-2 NCHW16c build the padded 3x3's
     padding block sits under the batch loop (extent 2) beside the tile's update block; switched
     off, the padding is a pass of its own before the tile (no loop holds both)."""
     from tvm import tirx
@@ -423,6 +423,7 @@ def test_batched_padding_is_computed_per_image(monkeypatch):
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target
 
+    monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", False)  # its small padded batch: per image regardless
     graph = load(_batched_model(), conv_block=16)
     target = cpu_tvm_target()
 
@@ -475,6 +476,7 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     from hetpart.targets import cpu_tvm_target
 
     monkeypatch.setattr(cb, "BATCH_IMAGES_PARALLEL", True)
+    monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", False)  # its small padded batch: per image regardless
     target = tvm.target.Target({**{k: v for k, v in cpu_tvm_target().export().items()
                                    if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": 2})
     graph = load(_batched_model(), conv_block=16)
@@ -490,3 +492,61 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     plain = relax.build(relax.transform.LegalizeOps()(graph.module), target)
     ref = run_vm(plain, [x])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def _cores_target(cores: int):
+    import tvm
+
+    from hetpart.targets import cpu_tvm_target
+
+    return tvm.target.Target({**{k: v for k, v in cpu_tvm_target().export().items()
+                                 if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": cores})
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypatch):
+    """cpu_blocked_conv.BATCH_PAD_SHARE_BY_CORES: on a 16-core target the batch-2 3x3's padded
+    batch (2 x 32 x 16 x 16 floats, 64 KiB: under PAD_SHARE_BYTES a core) is padded in one pass and
+    its tile is one parallel loop fused over the batch (2 x 14 rows; no serial batch loop around
+    it); switched off, per image (a serial loop of 2 around the pad and a parallel loop of 14).
+    Either way the build equals the unscheduled module's result."""
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", share)
+    target = _cores_target(16)
+    graph = load(_batched_model(), conv_block=16)
+    scheduled = kernels.schedule(graph.module, target)
+    f = next(f for gv, f in scheduled.functions_items()
+             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+    loops = _loops_and_blocks(f.body)
+    parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
+    batch_loop = [lp for lp, names in loops if lp.kind != tirx.ForKind.PARALLEL and int(lp.extent) == 2
+                  and any("pad" in n for n in names) and any(n.endswith("_update") for n in names)]
+    assert not batch_loop if share else batch_loop
+    tile = next(lp for lp, names in parallel if any(n.endswith("_update") for n in names))
+    assert int(tile.extent) == (2 * 14 if share else 14)  # (n, rows) fused: the batch in the one loop
+    x = np.random.default_rng(4).standard_normal((2, 32, 14, 14)).astype(np.float32)
+    got = run_vm(kernels.build(graph.module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_the_padded_share_a_core_decides(monkeypatch):
+    """pad_per_image_pays: per image only where the padded batch's bytes / cores exceed
+    PAD_SHARE_BYTES, on targets of PAD_SHARE_MIN_CORES+ cores (resnet50 b8's 64 x 58 x 58 padded
+    batch, 6.9 MiB: per image on 2 cores, one pass on 16)."""
+    monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", True)
+    from tvm import s_tir, te
+
+    x = te.placeholder((8, 4, 58, 58, 16), name="x")
+    pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
+    sch = s_tir.Schedule(te.create_prim_func([x, pad]))
+    blk = sch.get_sblock("data_pad")
+    assert cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 2))
+    assert not cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 16))
+    x = te.placeholder((8, 32, 9, 9, 16), name="x")  # resnet50 b8's 512 x 9 x 9: 1.3 MiB
+    pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
+    sch = s_tir.Schedule(te.create_prim_func([x, pad]))
+    assert cb.pad_per_image_pays(sch, sch.get_sblock("data_pad"), CpuShape(512, 32, 2))  # PAD_SHARE_MIN_CORES

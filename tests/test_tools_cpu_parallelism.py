@@ -78,3 +78,19 @@ def test_analyse_schedules_for_the_cpu_named():
                       if r[0].rule in ("CpuConv2d", "CpuMatmul")]
     assert (kp.tile, kp.main_extent, count) == ("14x2x16", 2 * 56, 1)
     assert kp.efficiency(16) == 1.0
+
+
+def test_a_parallel_loop_under_a_serial_one_forks_once_per_iteration():
+    """Nest.forks: ``y[n, r, j]`` with a serial batch loop of 4 around a parallel row loop of 8
+    enters its parallel region 4 times; the same loops fused and parallel once; serial 0."""
+    x = te.placeholder((4, 8, 64), name="x")
+    y = te.compute(x.shape, lambda n, i, j: x[n, i, j] * 2.0, name="y")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    n, r, _ = sch.get_loops(sch.get_sblock("y"))
+    sch.parallel(r)
+    assert [(k.extent, k.forks) for k in cpu_parallelism.nests_of(sch.mod["main"])] == [(8, 4)]
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
+    n, r, _ = sch.get_loops(sch.get_sblock("y"))
+    sch.parallel(sch.fuse(n, r))
+    assert [(k.extent, k.forks) for k in cpu_parallelism.nests_of(sch.mod["main"])] == [(32, 1)]
+    assert [(k.extent, k.forks) for k in cpu_parallelism.nests_of(_scheduled(7, parallel=False))] == [(0, 0)] * 2

@@ -43,10 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 @dataclass
 class Nest:
-    """One loop nest under the root: its work, and the parallel loop's extent (0: serial)."""
+    """One loop nest under the root: its work, the parallel loop's extent (0: serial), and
+    ``forks``: how many times a parallel region is entered per call (the product of the serial
+    loops above each parallel loop, summed: a parallel loop per image under a serial batch
+    loop of 8 forks 8 times; 0 for a serial nest)."""
 
     work: int
     extent: int
+    forks: int = 1
 
 
 @dataclass
@@ -87,11 +91,12 @@ def nests_of(func) -> list[Nest]:
         e = loop.extent
         return int(e.value) if isinstance(e, tirx.IntImm) else 1
 
-    def walk(stmt, mult: int, par: int, out: list) -> None:
+    def walk(stmt, mult: int, par: int, out: list, serial: int = 1) -> None:
         if isinstance(stmt, tirx.For):
             if stmt.kind == tirx.ForKind.PARALLEL and not par:
                 par = extent(stmt)
-            walk(stmt.body, mult * extent(stmt), par, out)
+                forks.append(serial)
+            walk(stmt.body, mult * extent(stmt), par, out, serial if par else serial * extent(stmt))
         elif isinstance(stmt, s_tir.SBlockRealize):
             blk = stmt.block
             if PREPACK in blk.annotations:
@@ -99,17 +104,17 @@ def nests_of(func) -> list[Nest]:
             if blk.body is not None and not _has_loops(blk.body):
                 out.append(Nest(mult, par))
             if blk.init is not None:
-                walk(blk.init, mult, par, out)
-            walk(blk.body, mult, par, out)
+                walk(blk.init, mult, par, out, serial)
+            walk(blk.body, mult, par, out, serial)
         elif isinstance(stmt, tirx.SeqStmt):
             for s in stmt.seq:
-                walk(s, mult, par, out)
+                walk(s, mult, par, out, serial)
         elif isinstance(stmt, tirx.IfThenElse):
-            walk(stmt.then_case, mult, par, out)
+            walk(stmt.then_case, mult, par, out, serial)
             if stmt.else_case is not None:
-                walk(stmt.else_case, mult, par, out)
+                walk(stmt.else_case, mult, par, out, serial)
         elif hasattr(stmt, "body") and stmt.body is not None:
-            walk(stmt.body, mult, par, out)
+            walk(stmt.body, mult, par, out, serial)
 
     def _has_loops(stmt) -> bool:
         return any(isinstance(s, (tirx.For, s_tir.SBlockRealize)) for s in _children(stmt))
@@ -131,10 +136,12 @@ def nests_of(func) -> list[Nest]:
     nests = []
     for top in tops:
         leaves = []
+        forks: list[int] = []
         walk(top, 1, 0, leaves)
         if leaves:
             # One nest per top-level statement: its work the sum of its blocks'.
-            nests.append(Nest(sum(n.work for n in leaves), max(n.extent for n in leaves)))
+            ext = max(n.extent for n in leaves)
+            nests.append(Nest(sum(n.work for n in leaves), ext, sum(forks) if ext else 0))
     return nests
 
 

@@ -1525,6 +1525,31 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
     [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py "$(cnn_b1 "$name")" --block 16 --threads 1 \
       --cpu-time --calls 5 --rounds 3 $off > "$OUT/blk-incep2-$name-b1-t1.txt" 2>&1
   done ;;
+104)  # (BUDGET=590) issue 18 at batch > 1 on 16 threads (branch blk-batch16, bench/results/cpu-batch16-audit.md).
+     # rules/cpu_blocked_conv.BATCH_PAD_SHARE_BY_CORES: a batched padded blocked conv pads per image (a serial batch
+     # loop around a parallel padding and a parallel tile loop per image: 2 fork-joins an image) only where a core's
+     # share of the padded batch exceeds PAD_SHARE_BYTES (1 MiB); else the batch is padded in one parallel pass and the
+     # tile loop is fused over (n, blocks, rows, columns); only on targets of 8+ cores (PAD_SHARE_MIN_CORES).  resnet50
+     # b8 on 16 cores: every padded conv pads in one pass, 297 -> 73 parallel regions (tools/parallel_audit.py --batch
+     # 8); b32: the 512 x 9 x 9, 256 x 16 x 16, 512 x 16 x 16, 128 x 30 x 30 padded batches only.  Per core (dev VM, 1
+     # thread, CPU time, the 16-core build, b8): after/before 1.017 (the per-image padding's cache gain given up on one
+     # core). Here, 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1)
+     # resnet50 b8, (2) resnet50 b32 (2 calls), (3) the test file.  Xeon before: b8 1.215x ORT (77.5 vs 63.8 ms), b32
+     # 1.178x. Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32; > 1.02 at b32 only means the per-image
+     # padding pays there (PAD_SHARE_BYTES down to 0.5 MiB); if after/before ~1.00 at b8 the fork-joins are not the
+     # 16-thread loss and the next suspect is the per-thread weight traffic (the tile loop is batch-outer: at b8 a
+     # thread's chunk is half an image, reading half of every weight -- 2 MiB a thread for the 7x7 stage's 1x1s).
+     # Merged OFF (main's default): here "before" is the switch ON, so the decision reads inverted -- turn it on if
+     # NCHWc (off) / before (on) >= 1.0 at b8 and b32.
+  BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 220 python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_PAD_SHARE_BY_CORES=1 > "$OUT/blk-batch16-resnet50-b8-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 25))
+  [ "$left" -ge 90 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 \
+    --calls 2 --rounds 3 --before $sw.BATCH_PAD_SHARE_BY_CORES=1 > "$OUT/blk-batch16-resnet50-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_cpu_blocked_conv.py \
+    > "$OUT/pytest-blk-batch16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

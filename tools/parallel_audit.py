@@ -59,7 +59,7 @@ class Row:
         ms = 0.0
         for n in self.kp.nests:
             share = self.t1_ms * n.work / work
-            ms += share if not n.extent else share * math.ceil(n.extent / threads) / n.extent + fork_us / 1e3
+            ms += share if not n.extent else share * math.ceil(n.extent / threads) / n.extent + n.forks * fork_us / 1e3
         return ms
 
     def lost_ms(self, threads: int, fork_us: float) -> float:
@@ -67,7 +67,7 @@ class Row:
 
     @property
     def regions(self) -> int:
-        return sum(1 for n in self.kp.nests if n.extent)
+        return sum(n.forks for n in self.kp.nests if n.extent)
 
 
 def rows_of(model, block: int | None, cores: int, measure: bool, calls: int, rounds: int,
@@ -152,6 +152,7 @@ def report(rows: list[Row], threads: int, fork_us: float, top: int) -> list[str]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+")
+    p.add_argument("--batch", type=int, default=1, help="the model's batch (zoo spec's batch=, a file rebatched)")
     p.add_argument("--layouts", type=int, nargs="+", default=[0, 16], help="0: NCHW; c: NCHW{c}c (conv_block=c)")
     p.add_argument("--cores", type=int, default=16, help="num-cores of the target the rules schedule for")
     p.add_argument("--threads", type=int, default=16, help="T of the estimate")
@@ -166,15 +167,15 @@ def main(argv=None) -> int:
                    help="a switch set for the import and schedules (e.g. the audit's before)")
     a = p.parse_args(argv)
     from hetpart.importer.onnx_source import read_source
-    from cpu_rule_ab import switched
+    from cpu_rule_ab import _model, switched
 
     with switched(a.set):
         for name in a.models:
-            model = read_source(name).model
+            model = read_source(name).model if a.batch == 1 else _model(name, a.batch)
             for block in a.layouts:
                 rows = rows_of(model, block or None, a.cores, a.measure, a.calls, a.rounds, a.gflops, a.gbs)
                 how = "measured t1 (1 thread, CPU time, this host)" if a.measure else "static t1"
-                print(f"### {name}, {'NCHW' if not block else f'NCHW{block}c'}, {a.cores} cores, T={a.threads}, {how}"
+                print(f"### {name}{f' batch {a.batch}' if a.batch != 1 else ''}, {'NCHW' if not block else f'NCHW{block}c'}, {a.cores} cores, T={a.threads}, {how}"
                       + (f", set {' '.join(a.set)}" if a.set else "") + "\n")
                 print("\n".join(report(rows, a.threads, a.fork_us, a.top)) + "\n", flush=True)
     return 0

@@ -770,6 +770,8 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
     pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE and conv.n is not None else None
+    if pad is not None and not pad_per_image_pays(sch, pad, shape):
+        pad = None  # the whole batch padded in one pass, the tiles' loop fused over the batch
     image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
     n_lp = by(conv.n) if conv.n is not None and image is None else None
     oh_lp = by(conv.oh) if conv.oh is not None and not pixels and not plane else None
@@ -842,6 +844,45 @@ target has cores, whether the batch loop is the parallel one (each thread pads a
 images: one fork-join per conv) rather than each image's tile loop (two fork-joins per image:
 the padding's and the tile's).  Off: unmeasured -- on one thread the two are the same code;
 ``tools/device_round.sh 96`` measures it at 32 images on 16 cores."""
+
+
+BATCH_PAD_SHARE_BY_CORES = False
+"""(Off until measured on 16 cores: device step 104; modelled 2-3% faster at batch 8/32 on 16
+cores, 1.017x on one thread.)  Whether :data:`BATCH_PADDING_PER_IMAGE` applies only where each core's share of the whole
+batch's padded input (its bytes / the target's cores) exceeds :data:`PAD_SHARE_BYTES`.  Under
+it the batch's padding is one parallel pass and the tiles one parallel loop fused over
+``(n, blocks, rows, columns)``: 2 fork-joins per conv, where per-image padding has 2 per image
+(resnet50 at batch 8 on 16 cores: 16 padded convs, 256 of the model's 297 parallel regions,
+each image's padding a region of ~1 us of work a thread).  With TVM's contiguous static
+chunks the rows a thread pads (its ``1/cores`` of the batch) are mostly the rows its tiles read,
+so a share that fits its L2 is read back from there, which is what padding per image bought
+on one core.  False: per-image padding wherever the batch is padded (before)."""
+
+PAD_SHARE_BYTES = 1 << 20
+"""A core's share of a batch's padded input (bytes) up to which :data:`BATCH_PAD_SHARE_BY_CORES`
+pads the whole batch in one pass: half the Xeon's 2 MiB L2, the rest for weights and outputs.
+resnet50 at batch 8 on 16 cores: the largest share 0.86 MiB (128 x 58 x 58 a image, the stride-2
+3x3), so every conv pads in one pass; at batch 32 the 64 x 58 x 58, 128 x 58 x 58 and 256 x 30 x 30
+ones (1.7-3.4 MiB a core) keep per-image padding (512 x 16 x 16: exactly 1 MiB, one pass).  Targets of fewer than
+:data:`PAD_SHARE_MIN_CORES` cores keep it everywhere."""
+
+
+PAD_SHARE_MIN_CORES = 8
+"""The fewest target cores :data:`BATCH_PAD_SHARE_BY_CORES` applies to: a fork-join costs more and
+each region's work a thread is smaller with more cores, while on few cores per-image padding's
+cache gain is what counts -- on the 2-core dev box's target (1 thread, CPU time, resnet50 b8) the
+share rule (then: the 256 x 16 x 16 and 512 x 9 x 9 padded batches in one pass) ran 1.028x per-image
+padding; the 16-core build on one thread 1.017x (all 16 padded convs in one pass)."""
+
+
+def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
+    """Whether ``pad`` (the conv's padding block, :func:`_padding_of`) is computed per image
+    under :data:`BATCH_PADDING_PER_IMAGE`: always where :data:`BATCH_PAD_SHARE_BY_CORES` is off,
+    or on a target of fewer than :data:`PAD_SHARE_MIN_CORES` cores, else where its buffer's bytes
+    / ``shape.cores`` exceed :data:`PAD_SHARE_BYTES`."""
+    if not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
+        return True
+    return _buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
