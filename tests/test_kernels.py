@@ -407,6 +407,7 @@ def test_build_wraps_failures_in_compile_error(cpu, monkeypatch):
         raise RuntimeError("InternalError: codegen exploded")
 
     monkeypatch.setattr(tvm, "compile", broken)
+    monkeypatch.setattr(kernels.parallel_build, "compile", broken)  # a CPU build's own path
     with pytest.raises(CompileError, match="codegen exploded"):
         kernels.build(mod, cpu)
 
