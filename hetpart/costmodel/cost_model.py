@@ -87,6 +87,29 @@ already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
 wake: 0."""
 
 
+
+GATHER_FLOOR_COUNTS_COPY = True
+"""A gather of weights (a MoE step's ``Gather`` of its chosen experts' stacked weights)
+is floored at the rows it reads plus the copy of them it writes (:func:`cold_weight_traffic`),
+not at the rows alone.  A dense matmul reads its weights in place; a gather materialises
+them: 23 MB of chosen expert rows read AND 23 MB written per projection on zoo moe, the
+written copy far past any core's cache.  The H200 run (bench/results/capped-moe-pricing.md)
+measured the three moe plans (ORT-style rule, llama.cpp-style rule, all-CPU) 0.20-0.31 ms
+per CPU expert gather over their rows-only prediction at 95.5 GB/s; the written copy at
+that bandwidth is 0.24 ms.  Off: the rows alone (before)."""
+
+
+def cold_weight_traffic(f: KernelFeatures) -> int:
+    """Bytes one call of the kernel ``f`` moves to or from memory for its weights when they
+    are cold: :func:`.kernel_shape.weight_bytes_read`, plus, for a gather of weights
+    (:data:`GATHER_FLOOR_COUNTS_COPY`), the bytes it writes (the gathered copy).  0 for a
+    kernel without weights; an embedding lookup of a few rows adds a few rows."""
+    read = weight_bytes_read(f)
+    if read and GATHER_FLOOR_COUNTS_COPY and f.op_class == "gather":
+        return read + f.bytes_written
+    return read
+
+
 class CostModel:
     """Kernel, transfer and partition costs of one machine (see the module docstring)."""
 
@@ -227,11 +250,12 @@ class CostModel:
     def weight_floor(self, kernel, device: str) -> float:
         """The least a call of ``kernel`` on ``device`` can cost with its weights cold:
         one launch plus the weight bytes it reads (:func:`.kernel_shape.weight_bytes_read`:
-        a gather only its rows) at :attr:`weight_bandwidth` of ``device``; 0.0 where no
+        a gather only its rows) and, for a gather of weights, the copy of them it writes
+        (:func:`cold_weight_traffic`) at :attr:`weight_bandwidth` of ``device``; 0.0 where no
         bandwidth is given for it, or where its weights stay cached between runs
         (:meth:`weights_stay_cached`)."""
         bandwidth = self.weight_bandwidth.get(device)
-        nbytes = weight_bytes_read(KernelFeatures.of(kernel)) if bandwidth else 0
+        nbytes = cold_weight_traffic(KernelFeatures.of(kernel)) if bandwidth else 0
         if not nbytes or self.weights_stay_cached(kernel, device):
             return 0.0
         return self._overheads(device).launch_s + nbytes / bandwidth
