@@ -52,6 +52,15 @@ def _ort(model, x):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
+def _matches(got, before, model, x) -> None:
+    """``got`` (the switch on) equals ``before`` (off: the same sums in the same order, up to
+    float rounding) and ONNX Runtime's output of ``model`` on ``x``."""
+    want = _ort(model, x)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
 def test_plane_ic_groups_run_channel_groups_outside_pixel_tiles_and_match(monkeypatch):
     """A 64 -> 32 1x1 on 17x17 (289 pixels: a ragged last pixel tile) with the weight bounds lowered
     takes plane_groups_tile with one chunk per group; equal to the tile before (the same sums in
@@ -66,10 +75,7 @@ def test_plane_ic_groups_run_channel_groups_outside_pixel_tiles_and_match(monkey
     monkeypatch.setattr(cb, "PLANE_IC_GROUPS", False)
     off, before = _build(model, x, cb.ic_groups_of)
     assert off == [None]
-    want = _ort(model, x)
-    scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    _matches(got, before, model, x)
 
 
 def test_plane_kx1_tiles_the_plane_under_ic_groups_and_matches(monkeypatch):
@@ -84,10 +90,7 @@ def test_plane_kx1_tiles_the_plane_under_ic_groups_and_matches(monkeypatch):
     monkeypatch.setattr(cb, "PLANE_KX1", False)
     off, before = _build(model, x, cb.ic_groups_of)
     assert off == [None]
-    want = _ort(model, x)
-    scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    _matches(got, before, model, x)
 
 
 def test_all_blocks_tile_five_chunks_at_once_and_match(monkeypatch):
@@ -107,10 +110,7 @@ def test_all_blocks_tile_five_chunks_at_once_and_match(monkeypatch):
     monkeypatch.setattr(cb, "ALL_BLOCKS", False)
     plans_off, before = _build(model, x, cb.plan_of)
     assert plans_off[0].blocks == 1
-    want = _ort(model, x)
-    scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    _matches(got, before, model, x)
 
 
 def test_all_blocks_plane_tiles_seven_chunks_under_ic_groups_and_match(monkeypatch):
@@ -133,7 +133,4 @@ def test_all_blocks_plane_tiles_seven_chunks_under_ic_groups_and_match(monkeypat
     monkeypatch.setattr(cb, "ALL_BLOCKS_PLANE", False)
     plans_off, before = _build(model, x, cb.plan_of)
     assert plans_off[0].blocks == 1
-    want = _ort(model, x)
-    scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, before, rtol=1e-6, atol=1e-6 * scale)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+    _matches(got, before, model, x)

@@ -469,20 +469,15 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     """cpu_blocked_conv.BATCH_IMAGES_PARALLEL (off by default): on a target of 2 cores, batch 2,
     the padded conv's batch loop is its one parallel loop (holding the padding and the tile),
     and the build equals the unscheduled module's result."""
-    import tvm
     from tvm import relax, tirx
 
     from hetpart import kernels, load
-    from hetpart.targets import cpu_tvm_target
 
     monkeypatch.setattr(cb, "BATCH_IMAGES_PARALLEL", True)
     monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", False)  # its small padded batch: per image regardless
-    target = tvm.target.Target({**{k: v for k, v in cpu_tvm_target().export().items()
-                                   if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": 2})
+    target = _cores_target(2)
     graph = load(_batched_model(), conv_block=16)
-    scheduled = kernels.schedule(graph.module, target)
-    f = next(f for gv, f in scheduled.functions_items()
-             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+    f = _padded_conv(kernels.schedule(graph.module, target))
     loops = _loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
     assert len(parallel) == 1 and int(parallel[0][0].extent) == 2
@@ -503,6 +498,14 @@ def _cores_target(cores: int):
                                  if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": cores})
 
 
+def _padded_conv(scheduled):
+    """The scheduled blocked conv PrimFunc of ``scheduled`` that pads its input."""
+    from tvm import tirx
+
+    return next(f for gv, f in scheduled.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+
+
 @pytest.mark.parametrize("share", [True, False])
 def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypatch):
     """cpu_blocked_conv.BATCH_PAD_SHARE_BY_CORES: on a 16-core target the batch-2 3x3's padded
@@ -517,9 +520,7 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", share)
     target = _cores_target(16)
     graph = load(_batched_model(), conv_block=16)
-    scheduled = kernels.schedule(graph.module, target)
-    f = next(f for gv, f in scheduled.functions_items()
-             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
+    f = _padded_conv(kernels.schedule(graph.module, target))
     loops = _loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
     batch_loop = [lp for lp, names in loops if lp.kind != tirx.ForKind.PARALLEL and int(lp.extent) == 2
