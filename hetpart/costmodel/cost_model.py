@@ -87,7 +87,6 @@ already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
 wake: 0."""
 
 
-
 GATHER_FLOOR_COUNTS_COPY = True
 """A gather of weights (a MoE step's ``Gather`` of its chosen experts' stacked weights)
 is floored at the rows it reads plus the copy of them it writes (:func:`cold_weight_traffic`),
