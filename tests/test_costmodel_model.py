@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hetpart.costmodel import CostModel, Profile, recorded_profiles
+from hetpart.costmodel import cost_model
 from hetpart.costmodel.fingerprint import this_machine
 from hetpart.costmodel.predictor import MIN_POINTS, Predictor, evaluate, log_space_fit
 from hetpart.costmodel.profile_db import KernelFeatures, KernelRecord, Overheads, Timing
@@ -207,8 +208,9 @@ def test_a_refined_fit_does_not_price_kernels_past_its_reach():
 
 def test_cold_weights_floor_a_kernel_at_its_weight_bytes_over_the_bandwidth():
     """``with_weight_bandwidth``: a kernel costs at least a launch plus the weights it
-    reads at the device's memory bandwidth, measured or predicted; a gather reads only
-    the rows it writes; other devices, weightless kernels and what-if copies keep it."""
+    reads at the device's memory bandwidth, measured or predicted; a gather of weights reads
+    only the rows it copies and writes that copy (cost_model.GATHER_FLOOR_COUNTS_COPY; off:
+    the rows alone); other devices, weightless kernels and what-if copies keep it."""
     prof, ks = roofline_profile()
     heavy = Kernel("node_900", "fused_matmul900", ("matmul",), "matmul", (), (), 10**6, 10**8, 4096, 10**8 - 4096,
                    "matmul-heavy")
@@ -220,7 +222,10 @@ def test_cold_weights_floor_a_kernel_at_its_weight_bytes_over_the_bandwidth():
     cold = cm.with_weight_bandwidth({"cuda": 1e9})
     assert cm.kernel_cost(heavy, "cuda") == pytest.approx(5e-6)
     assert cold.kernel_cost(heavy, "cuda") == pytest.approx(OH.launch_s + heavy.param_bytes / 1e9)
-    assert cold.kernel_cost(gather, "cuda") == pytest.approx(OH.launch_s + 10**4 / 1e9)
+    assert cold.kernel_cost(gather, "cuda") == pytest.approx(OH.launch_s + 2 * 10**4 / 1e9)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cost_model, "GATHER_FLOOR_COUNTS_COPY", False)
+        assert cold.kernel_cost(gather, "cuda") == pytest.approx(OH.launch_s + 10**4 / 1e9)
     assert cold.kernel_cost(ks[0], "cuda") == cm.kernel_cost(ks[0], "cuda")  # no weights
     unmeasured = Kernel("node_902", "fused_matmul902", ("matmul",), "matmul", (), (), 10**6, 10**8, 4096,
                         10**8 - 4096, "matmul-unmeasured")
