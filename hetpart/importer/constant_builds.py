@@ -162,8 +162,9 @@ def prebuild(mod, cache: BuildCache | None, threads: int | None = None) -> int:
     if len(funcs) < PREBUILD_MIN:
         return 0
     import importlib
-    import os
     from concurrent.futures import ThreadPoolExecutor
+
+    from ..cpu_cores import allowed_cpus
 
     build = importlib.import_module("tvm.tirx.build").build
     target = tvm.target.Target("llvm")  # FoldConstant's evaluation target
@@ -174,7 +175,7 @@ def prebuild(mod, cache: BuildCache | None, threads: int | None = None) -> int:
         except Exception:  # noqa: BLE001 - FoldConstant meets the same error and skips the call
             pass
 
-    n = threads or len(os.sched_getaffinity(0))
+    n = threads or len(allowed_cpus())
     with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="hetpart-fold") as pool:
         list(pool.map(one, funcs))
     return len(funcs)

@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 import tvm
 from tvm import relax, tirx
 
+from ..cpu_cores import allowed_cpus
+
 ENABLED = True
 """False: one ``tvm.compile`` and TVM's ``export_library`` (the serial build, for A/Bs)."""
 MIN_FUNCTIONS = 8
@@ -50,10 +52,7 @@ CHUNKS_PER_JOB = 2
 def jobs() -> int:
     """Threads a build uses: the CPUs this process may run on (not the kernels' thread-pool
     size, :func:`hetpart.targets.num_cores`, which ``TVM_NUM_THREADS=1`` sets to 1 for timing)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(allowed_cpus()))
 
 
 def map_threads(fn, items: list, threads: int | None = None) -> list:
