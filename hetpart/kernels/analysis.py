@@ -126,6 +126,14 @@ def block_infos(sch: s_tir.Schedule) -> list[SBlockInfo] | None:
     return normalize_prim_func(sch)
 
 
+def buffer_bytes(buffer) -> int:
+    """Bytes of a ``tirx.Buffer`` (a symbolic dim counts as 1; a sub-byte type as 1 byte an element)."""
+    n = max(1, tvm.runtime.DataType(str(buffer.dtype)).bits // 8)
+    for d in buffer.shape:
+        n *= int(d) if isinstance(d, tirx.IntImm) else 1
+    return n
+
+
 def const_extent(sch: s_tir.Schedule, loop) -> int | None:
     ext = sch.get(loop).extent
     return int(ext) if isinstance(ext, tirx.IntImm) else None

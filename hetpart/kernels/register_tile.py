@@ -37,13 +37,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir, tirx
 
 from . import ragged_rows
 from .analysis import (
-    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, const_extent, fitting_lanes, fuse_epilogue,
-    largest_divisor, loop_of, parallel_vectorize,
+    PARALLEL_MIN_ELEMENTS, CpuShape, MacBlock, broadcast_prefix, buffer_bytes, const_extent, fitting_lanes,
+    fuse_epilogue, largest_divisor, loop_of, parallel_vectorize,
 )
 from .ragged_copy import split_ragged_copy_back
 
@@ -498,10 +497,7 @@ def _batch_vars(mac: MacBlock, plan: TilePlan) -> list:
 
 def _bytes_per(buffer, extent: int) -> int:
     """Bytes of ``buffer`` per index of a dim of ``extent`` (its batch)."""
-    n = max(1, tvm.runtime.DataType(str(buffer.dtype)).bits // 8)
-    for d in buffer.shape:
-        n *= int(d) if isinstance(d, tirx.IntImm) else 1
-    return n // max(1, extent)
+    return buffer_bytes(buffer) // max(1, extent)
 
 
 IMAGE_ROWS_OUTSIDE_PANELS = True

@@ -51,7 +51,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
 from ..analysis import (
-    CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
+    CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, buffer_bytes, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
 )
 from .. import ragged_rows, stack_tiles, weight_prefetch
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
@@ -443,13 +443,6 @@ ROWS_OUTSIDE_MAX_WEIGHT_BYTES = 1 << 20
 and should stay in L2."""
 
 
-def _buffer_bytes(buffer) -> int:
-    n = max(1, tvm.runtime.DataType(str(buffer.dtype)).bits // 8)
-    for d in buffer.shape:
-        n *= int(d) if isinstance(d, tirx.IntImm) else 1
-    return n
-
-
 PIXEL_TILES = True
 """Whether a 1x1 stride-1 blocked conv on a narrow image with a long reduction (:func:`pixel_tiles`)
 tiles its output *pixels*: its ``oh, ow`` iterators made one (``transform_block_layout`` on the
@@ -512,8 +505,8 @@ def rows_outside_blocks(mac: MacBlock, conv: BlockedConv) -> bool:
     if not ROWS_OUTSIDE_BLOCKS or conv.oh is None or conv.oc_chunk is None:
         return False
     batch = mac.extents[conv.n] if conv.n is not None else 1
-    image = _buffer_bytes(mac.operands[conv.data][0]) // max(1, batch)
-    weight = _buffer_bytes(mac.operands[1 - conv.data][0])
+    image = buffer_bytes(mac.operands[conv.data][0]) // max(1, batch)
+    weight = buffer_bytes(mac.operands[1 - conv.data][0])
     return image >= ROWS_OUTSIDE_MIN_BYTES and weight <= ROWS_OUTSIDE_MAX_WEIGHT_BYTES
 
 
@@ -595,7 +588,7 @@ def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: i
         return False
     if mac.extents[conv.ow] < least:
         return False
-    return any_weight or _buffer_bytes(mac.operands[1 - conv.data][0]) <= ALL_BLOCKS_MAX_WEIGHT_BYTES
+    return any_weight or buffer_bytes(mac.operands[1 - conv.data][0]) <= ALL_BLOCKS_MAX_WEIGHT_BYTES
 
 
 PLANE_IC_GROUPS = True
@@ -882,7 +875,7 @@ def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
     / ``shape.cores`` exceed :data:`PAD_SHARE_BYTES`."""
     if not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
         return True
-    return _buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
+    return buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
