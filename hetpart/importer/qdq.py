@@ -93,21 +93,31 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
     return {k: t.tensor_type.elem_type for k, t in _value_types(model).items() if t.HasField("tensor_type")}
 
 
-def _dq(name: str, producer, consts, types, weight: bool):
-    """(quantised, scale, zero point or "") of a DequantizeLinear feeding ``name`` that
-    qualifies, else None: an 8-bit input, a float32 constant scale (per-tensor, or for
-    a 2-D weight per column: ``axis`` 1), a constant zero point."""
+def dequantize_linear(name: str, producer, consts):
+    """(input, scale name, zero point name or "", attributes) of the DequantizeLinear producing
+    ``name`` (``producer``: output name -> node) whose scale is a float32 constant and zero point,
+    if any, a constant (``consts``: :class:`_Constants`), not blocked (no ``block_size``); else None.
+    The QDQ rewrites' common test (:func:`_dq`, :func:`.qdq_conv._dq` add their own)."""
     node = producer.get(name)
     if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
         return None
     x, scale, zp = (list(node.input) + ["", ""])[:3]
-    if types.get(x) not in _EIGHT_BIT or scale not in consts or consts[scale].dtype != np.float32:
-        return None
-    if zp and zp not in consts:
+    if scale not in consts or consts[scale].dtype != np.float32 or (zp and zp not in consts):
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if attrs.get("block_size", 0):
         return None
+    return x, scale, zp, attrs
+
+
+def _dq(name: str, producer, consts, types, weight: bool):
+    """(quantised, scale, zero point or "") of a DequantizeLinear feeding ``name`` that
+    qualifies, else None: an 8-bit input, a float32 constant scale (per-tensor, or for
+    a 2-D weight per column: ``axis`` 1), a constant zero point."""
+    found = dequantize_linear(name, producer, consts)
+    if found is None or types.get(found[0]) not in _EIGHT_BIT:
+        return None
+    x, scale, zp, attrs = found
     if consts[scale].size != 1:
         w = consts.get(x)
         if not weight or w is None or w.ndim != 2 or attrs.get("axis", 1) not in (1, -1):

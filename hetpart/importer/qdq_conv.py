@@ -48,7 +48,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .qdq import _EIGHT_BIT, rewrite_planned
+from .qdq import _EIGHT_BIT, dequantize_linear, rewrite_planned
 
 INT8_CONV = True
 """The module switch (False: QDQ convs stay float convs on dequantised weights)."""
@@ -95,17 +95,11 @@ def _shapes(model) -> dict[str, tuple]:
 def _dq(name, producer, consts):
     """(input, scale value, zero point value or None, axis) of the DequantizeLinear
     producing ``name`` whose scale and zero point are constants, else None."""
-    node = producer.get(name)
-    if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+    found = dequantize_linear(name, producer, consts)
+    if found is None:
         return None
-    x, scale, zp = (list(node.input) + ["", ""])[:3]
-    s = consts.get(scale)
-    if s is None or s.dtype != np.float32 or (zp and consts.get(zp) is None):
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("block_size", 0):
-        return None
-    return x, s, (consts[zp] if zp else None), attrs.get("axis", 1)
+    x, scale, zp, attrs = found
+    return x, consts[scale], (consts[zp] if zp else None), attrs.get("axis", 1)
 
 
 def _plan(node, producer, consts, shapes):
