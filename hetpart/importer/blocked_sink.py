@@ -17,9 +17,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from . import conv_layout
 from . import nchwc
-from .conv_layout import conv_out_dtype
+from .nchwc import conv_out_dtype
 
 BLOCKED_DEPTHWISE = True
 """Convert what ``ConvertLayout`` leaves NCHW between blocked convs into the blocked layout
@@ -349,15 +348,16 @@ class _Keep(Exception):
     """A call :class:`_SinkBlocked` leaves as it is."""
 
 
-def sink_blocked(mod: tvm.IRModule, block: int) -> tvm.IRModule:
+def sink_blocked(mod: tvm.IRModule, block: int, shared_transforms: bool = True) -> tvm.IRModule:
     """``mod`` (after :func:`convert`'s ``ConvertLayout``) with the ops of
     :data:`BLOCKED_DEPTHWISE` computed in ``NCHW{block}c`` where their input is a blocked
     tensor's NCHW view, every ``to_nchw`` -> ``to_blocked`` pair cancelled, the dead NCHW
-    values removed.  Invariant: the same values, only their layout changes."""
+    values removed, each tensor converted once where ``shared_transforms``
+    (:data:`.conv_layout.SHARED_TRANSFORMS`).  Invariant: the same values, only their layout changes."""
     from .relax_rewrite import rewrite_functions
 
     mod = rewrite_functions(mod, _SinkBlocked(mod, block))
     seq = [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
-    if conv_layout.SHARED_TRANSFORMS:
+    if shared_transforms:
         seq.append(relax.transform.EliminateCommonSubexpr())
     return tvm.transform.Sequential(seq)(mod)

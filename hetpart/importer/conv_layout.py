@@ -35,6 +35,8 @@ import tvm
 from tvm import relax
 
 from ..errors import ModelLoadError
+from . import blocked_sink
+from .nchwc import conv_out_dtype
 
 CONV_BLOCKS = (8, 16, 32)
 """The channel blocks an import may ask for (8: AVX2's float lanes, 16: AVX-512's)."""
@@ -116,9 +118,7 @@ def convert(mod: tvm.IRModule, block: int) -> tvm.IRModule:
     layouts = {"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW{block}i{block}o"]}
     mod = relax.transform.ConvertLayout(layouts)(mod)
     mod = relax.transform.EliminateCommonSubexpr()(mod) if SHARED_TRANSFORMS else mod
-    from . import blocked_sink  # after this module's names: it imports them
-
-    mod = blocked_sink.sink_blocked(mod, block) if blocked_sink.BLOCKED_DEPTHWISE else mod
+    mod = blocked_sink.sink_blocked(mod, block, SHARED_TRANSFORMS) if blocked_sink.BLOCKED_DEPTHWISE else mod
     return _widened(mod, block)
 
 
@@ -151,12 +151,6 @@ def legalize_conv2d(bb, call):
     # is target-neutral
     with Target("llvm"):
         return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], **args, primfunc_name_hint="conv2d_NCHWc")
-
-
-def conv_out_dtype(out_dtype, data) -> str:
-    """The conv's output dtype: its attribute, else (unset: None/void/"") its input's."""
-    s = "" if out_dtype is None else str(out_dtype)
-    return s if s not in ("", "None", "void") else str(data.ty.dtype)
 
 
 LEGALIZE = {"relax.nn.conv2d": legalize_conv2d}

@@ -1,5 +1,6 @@
 """The channel-blocked layout ``NCHW{c}c``: its two ``layout_transform``\\ s, built and
-recognised, for the passes of a blocked import (:mod:`.blocked_sink`, :mod:`.blocked_regions`).
+recognised, and the dtype a conv writes, for the passes of a blocked import
+(:mod:`.conv_layout`, :mod:`.blocked_sink`, :mod:`.blocked_regions`).
 
 In: Relax expressions with static shapes.  Out: ``to_blocked`` / ``to_nchw`` calls and
 :func:`transform_kind`, which names either kind whether this module, ``ConvertLayout`` or a
@@ -63,3 +64,9 @@ def transform_kind(call, block: int | None = None) -> str | None:
                                                                         (1, 2, 3, 4, 5)):
         return "to_blocked"
     return None
+
+
+def conv_out_dtype(out_dtype, data) -> str:
+    """The conv's output dtype: its attribute, else (unset: None/void/"") its input's."""
+    s = "" if out_dtype is None else str(out_dtype)
+    return s if s not in ("", "None", "void") else str(data.ty.dtype)
