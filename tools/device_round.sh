@@ -1581,14 +1581,14 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # half an image (b8) or two (b32) and all their groups' weights.  resnet50 b8: the 7x7 stage's 512 3x3 (x2,
      # p=8: 4.7 -> 1.8 MiB a core) and 512->2048 (x3, p=8: 2.1 -> 0.9); b32 also the 14x14 3x3s (x5, p=4) -- 68 MiB
      # less a core in all at b32, 12.5 at b8 (1-1.5% of the run at ~20 GB/s a core).  Per core (dev VM, 1 thread,
-     # the 16-core build, b8, in situ): changed kernels 0.98 / 1.03, whole runs 1.00.  Here, 16 threads,
+     # the 16-core build): b8 whole run 1.018 (noise), in situ changed kernels 0.98 / 1.03; b32 sum 1.005.  Here, 16 threads,
      # tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50 b8,
      # (2) b32, (3) the test files, (4) if time is left, resnet50 b8 per layer in whole runs, wall time, 16 threads
      # (tools/cpu_layer_gap.py --block 16 --in-situ --wall: hetpart's kernels vs ORT's profiled nodes).
      # Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32; off if > 1.01 at either.  Either way
-     # NCHWc/ORT here against the per-core ratio (dev VM, 1 thread, the same 16-core build: 1.08x ORT at b8) says
-     # how much of the 16-thread gap is the spread at all: if NCHWc/ORT at b8 is <= ~1.09, the gap is per core
-     # (the layers of (4) against the md's 1-thread table), not how the work spreads.
+     # NCHWc/ORT here against the per-core ratio (dev VM, 1 thread, the same 16-core build: 1.03-1.08x ORT at b8)
+     # says how much of the 16-thread gap is the spread at all: within it, the gap is per core (the stride-1 1x1s at
+     # b > 1, the md's 1-thread layer table against (4)), above it the spread -- (4) names the layers.
   BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
   timeout 200 python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 --calls 3 --rounds 3 \
     --before $sw.BATCH_GROUP_SPLIT=0 > "$OUT/blk-batch-spread-resnet50-b8-t16.txt" 2>&1
