@@ -551,3 +551,90 @@ def test_the_padded_share_a_core_decides(monkeypatch):
     pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
     sch = s_tir.Schedule(te.create_prim_func([x, pad]))
     assert cb.pad_per_image_pays(sch, sch.get_sblock("data_pad"), CpuShape(512, 32, 2))  # PAD_SHARE_MIN_CORES
+
+
+def _weight_heavy_model(batch: int = 8):
+    """x[b, 256, 4, 4] -> 1x1 256->256 + relu (NCHW16c: 16 output chunks, a 256 KiB weight and
+    16 KiB images: resnet50's 7x7 stage in small)."""
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array((rng.standard_normal((256, 256, 1, 1)) * 0.05).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "heavy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 256, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 256, 4, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_weight_heavy_batch_splits_its_block_groups_outside_the_batch(split, monkeypatch):
+    """cpu_blocked_conv.BATCH_GROUP_SPLIT: on an 8-core target the batch-8 1x1 of a 256 KiB weight
+    over 16 KiB images runs its block groups in parts outside the batch (group_split_of > 1: a
+    core streams images through a slice of the weight, not one image through all of it); on 2
+    cores, or switched off, batch-outer (1).  Either way the build equals the unscheduled result."""
+    import tvm
+    import tvm_ffi
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, "BATCH_GROUP_SPLIT", split)
+    target = _cores_target(8)
+    graph = load(_weight_heavy_model(), conv_block=16)
+    conv = next(f for gv, f in graph.module.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
+    parts = cb.group_split_of(conv, target)
+    assert (parts > 1) if split else parts == 1
+    assert cb.group_split_of(conv, _cores_target(2)) == 1
+    scheduled = next(f for gv, f in kernels.schedule(graph.module, target).functions_items()
+                     if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
+    bindings = []
+    tvm_ffi.structural_walk(scheduled.body, (tvm.s_tir.SBlockRealize, lambda r: bindings.append(r.iter_values[0])
+                                             if r.block.name_hint.endswith("_update") else None))
+    image = bindings[0]  # the update's batch index: fused // k (batch-outer), or (fused % m) // k (inside the parts)
+    assert isinstance(image, tirx.FloorDiv) and isinstance(image.a, tirx.FloorMod) == (parts > 1)
+    if parts > 1:
+        _assert_prefetch_stays_in_the_part(scheduled, parts)
+    x = np.random.default_rng(12).standard_normal((8, 256, 4, 4)).astype(np.float32)
+    got = run_vm(kernels.build(graph.module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_the_group_split_model_on_resnet50s_7x7_stage():
+    """cpu_blocked_conv._thread_bytes on resnet50's 512 3x3 on 7x7 (16 groups of 2 blocks, 576 KiB
+    of weights each, 162 KiB padded images, 7 row tiles an image and group) on 16 cores: batch-outer
+    a core reads 8 groups' weights (half an image) at batch 8 and all 16 twice at batch 32; split in
+    8 parts, 2 groups and the images it streams."""
+    kib = 1024
+    w, d = 576 * kib, 162 * kib
+    cache = cb.GROUP_SPLIT_L2_BYTES
+    assert cb._thread_bytes(8, 16, 7, w, d, 16, 1, cache) == 8 * w + d
+    assert cb._thread_bytes(8, 16, 7, w, d, 16, 8, cache) == 2 * w + 4 * d
+    assert cb._thread_bytes(32, 16, 7, w, d, 16, 1, cache) == 32 * w + 2 * d
+    assert cb._thread_bytes(32, 16, 7, w, d, 16, 8, cache) == 2 * w + 16 * d
+
+
+def _assert_prefetch_stays_in_the_part(scheduled, parts: int) -> None:
+    """weight_prefetch under BATCH_GROUP_SPLIT (the weight-heavy batch-8 1x1: 16 output chunks in 8
+    groups of 2, 4 row tiles a group): every tile prefetches the weight rows of the group after its
+    own within its part of ``8 / parts`` groups (after the part's last, its first: the next image's),
+    as the update block reads them."""
+    import tvm_ffi
+    from tvm import tirx
+    from tvm.ir import TensorLoad
+    from tvm.sym.analyzer import Analyzer
+
+    from hetpart.kernels.tir_expr import substitute, variables
+
+    loads, loops = [], []
+    tvm_ffi.structural_walk(scheduled.body, (TensorLoad, loads.append))
+    tvm_ffi.structural_walk(scheduled.body, (tirx.For, loops.append))
+    tile = next(lp for lp in loops if lp.kind == tirx.ForKind.PARALLEL)
+    (pf,) = [ld for ld in loads if any(v.name == "prefetch_j" for v in variables(ld.indices[-1]))]
+    inner, tiles, images = 8 // parts, 4, 8
+    a = Analyzer()
+    for t in range(int(tile.extent)):
+        row = int(a.simplify(substitute(pf.indices[0], [(tile.loop_var, tirx.IntImm(tile.loop_var.ty, t))])))
+        unit = t // tiles
+        part, g = unit // (images * inner), unit % inner
+        assert row == 2 * (part * inner + (g + 1) % inner), t

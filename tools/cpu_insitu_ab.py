@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--wall", action="store_true", help="wall time per call (a pool of several threads)")
     p.add_argument("--block", type=int, default=None,
                    help="both sides imported channel-blocked (load(model, conv_block=N)), a switch's effect there")
+    p.add_argument("--cores", type=int, default=None,
+                   help="num-cores of the target both sides are built for (default: this host's); e.g. 16 on a "
+                        "2-core box times a 16-core schedule's kernels per core")
     a = p.parse_args(argv)
 
     import tvm
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
 
     m = _model(a.model, a.batch)
     keyed = {f: k for k, f, _ in hetpart_keyed(m, 0, graph=load(m, conv_block=a.block))}
-    target = cpu_tvm_target()
+    target = cpu_tvm_target(a.cores)
     texts, vms = [], []
     for sw in (a.before, a.after):
         with switched(sw):

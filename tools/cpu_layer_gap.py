@@ -178,12 +178,14 @@ def hetpart_keyed(model, calls: int, graph=None, block: int | None = None) -> li
     return rows
 
 
-def hetpart_in_situ(model, runs: int, wall: bool = False, block: int | None = None) -> list[tuple[str, str, float]]:
+def hetpart_in_situ(model, runs: int, wall: bool = False, block: int | None = None,
+                    cores: int | None = None) -> list[tuple[str, str, float]]:
     """(key, func, seconds) per kernel call inside whole runs of the all-CPU build (a Relax VM
     instrument around every call, the calling thread's CPU time; ``TVM_NUM_THREADS=1``; ``wall``:
     wall time, for a pool of several threads, whose work the calling thread's clock misses), the
     least over ``runs`` runs of each key's sum: what a kernel costs with the caches as the model
-    leaves them (weights read cold, as ORT's profiled nodes read them)."""
+    leaves them (weights read cold, as ORT's profiled nodes read them).  ``cores``: the build's target
+    has that many (default: this host's), e.g. a 16-core schedule timed per core on a small box."""
     import time
 
     import tvm
@@ -196,7 +198,7 @@ def hetpart_in_situ(model, runs: int, wall: bool = False, block: int | None = No
 
     graph = load(model, conv_block=block)
     keyed = {func: key for key, func, _ in hetpart_keyed(model, 0, graph=graph)}
-    vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())
+    vm = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target(cores)), tvm.cpu())
     feeds = example_inputs(model, seed=0)
     args = [tvm.runtime.tensor(feeds[i.name]) for i in model.graph.input]
     vm["main"](*args)
@@ -217,6 +219,8 @@ def main(argv=None) -> int:
                    help="with --in-situ: wall time per kernel call (several threads: TVM_NUM_THREADS=16)")
     p.add_argument("--block", type=int, default=None,
                    help="hetpart's channel-blocked import (load(model, conv_block=N)), kernels keyed as NCHW layers")
+    p.add_argument("--cores", type=int, default=None,
+                   help="with --in-situ: num-cores of hetpart's build target (default: this host's)")
     a = p.parse_args(argv)
     import onnx
 
@@ -231,7 +235,7 @@ def main(argv=None) -> int:
         o_sum[key] += s
         o_n[key] += 1
     h_sum, h_n = defaultdict(float), defaultdict(int)
-    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall, a.block) if a.in_situ
+    for key, _, s in (hetpart_in_situ(model, a.runs, a.wall, a.block, a.cores) if a.in_situ
                         else hetpart_keyed(model, a.calls, block=a.block)):
         h_sum[key] += s
         h_n[key] += 1

@@ -1572,6 +1572,40 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 3))
   [ "$left" -ge 20 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_costmodel_gather_floor.py \
     > "$OUT/pytest-gather-floor.txt" 2>&1 ;;
+107)  # (BUDGET=590) issue 18 at batch > 1 on 16 threads: the cores' weight slices (branch blk-batch-spread,
+     # bench/results/cpu-batch-spread-2core.md).  rules/cpu_blocked_conv.BATCH_GROUP_SPLIT: a batched blocked conv
+     # whose batch is in its parallel tile loop, on 8+ cores, runs its block groups in p parts outside the batch --
+     # fused(part, n, groups/p, rows, cols) -- where that cuts the modelled bytes into the busiest core's L2 by 25%+
+     # (group_split: TVM's contiguous static chunks, an LRU of 1.5 MiB): each core keeps a weight slice and streams
+     # images through it, where batch-outer (main; also ORT's MLAS NCHWc partition: n, filter set, row) gives it
+     # half an image (b8) or two (b32) and all their groups' weights.  resnet50 b8: the 7x7 stage's 512 3x3 (x2,
+     # p=8: 4.7 -> 1.8 MiB a core) and 512->2048 (x3, p=8: 2.1 -> 0.9); b32 also the 14x14 3x3s (x5, p=4) -- 68 MiB
+     # less a core in all at b32, 12.5 at b8 (1-1.5% of the run at ~20 GB/s a core).  Per core (dev VM, 1 thread,
+     # the 16-core build): b8 whole run 1.018 (noise), in situ changed kernels 0.98 / 1.03; b32 sum 1.005.  Here, 16 threads,
+     # tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50 b8,
+     # (2) b32, (3) the test files, (4) if time is left, resnet50 b8 per layer in whole runs, wall time, 16 threads
+     # (tools/cpu_layer_gap.py --block 16 --in-situ --wall: hetpart's kernels vs ORT's profiled nodes).
+     # Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32; off if > 1.01 at either.  Either way
+     # NCHWc/ORT here against the per-core ratio (dev VM, 1 thread, the same 16-core build: 1.03-1.08x ORT at b8)
+     # says how much of the 16-thread gap is the spread at all: within it, the gap is per core (the stride-1 1x1s at
+     # b > 1, the md's 1-thread layer table against (4)), above it the spread -- (4) names the layers.
+  BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 200 python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_GROUP_SPLIT=0 > "$OUT/blk-batch-spread-resnet50-b8-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 60))
+  [ "$left" -ge 90 ] && timeout $((left < 230 ? left : 230)) python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 \
+    --block 16 --threads 16 --calls 2 --rounds 3 --before $sw.BATCH_GROUP_SPLIT=0 \
+    > "$OUT/blk-batch-spread-resnet50-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout $((left < 60 ? left : 60)) python3 -m pytest -q -p no:cacheprovider \
+    tests/test_kernels_cpu_blocked_conv.py tests/test_weight_prefetch.py > "$OUT/pytest-blk-batch-spread.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  f=/tmp/resnet50-zoo-b8.onnx
+  [ "$left" -ge 90 ] && { [ -f "$f" ] || python3 -c "import onnx; from hetpart import models; \
+    z = models.parse_zoo_spec('zoo:resnet50:batch=8'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"; }
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 80 ] && [ -f "$f" ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_layer_gap.py "$f" \
+    --block 16 --in-situ --wall --runs 10 --top 40 > "$OUT/blk-batch-spread-layer-gap-b8-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

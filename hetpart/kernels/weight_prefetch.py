@@ -85,7 +85,8 @@ ends -- with one group a core (resnet50's 7x7 stage on 16 cores at batch 1) ever
 would be such a wasted read."""
 
 
-def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles: int, cores: int = 1) -> bool:
+def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles: int, cores: int = 1,
+         parts: int = 1, span: int = 0) -> bool:
     """Annotate ``tile`` (the fused tile loop: group ``t // tiles % groups``, tile ``t % tiles``
     of it) and the outer loops of ``reduction`` (the tile's reduction loops, outermost first,
     perfectly nested directly under it, of constant extents) for :func:`insert`, where
@@ -93,7 +94,11 @@ def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles:
     contiguous ranges of its outermost dim the groups read) is :data:`MIN_WEIGHT_BYTES` or more
     and there are two groups or more.  The prefetches go into the outermost of ``reduction``
     whose steps then issue :data:`MAX_STEP_LINES` or fewer; ``cores``: the target's
-    (:data:`MIN_GROUPS_PER_CORE`).  Returns whether it marked."""
+    (:data:`MIN_GROUPS_PER_CORE`).  ``parts`` > 1: the weight's groups are ``parts`` runs of
+    ``groups`` each, run ``t // span`` (``span`` tile-loop iterations a run: the tile loop of
+    :data:`.rules.cpu_blocked_conv.BATCH_GROUP_SPLIT`, ``(part, n, groups, tiles)``), and the next
+    group is the next of the same run (after its last, its first: the next image's).  Returns
+    whether it marked."""
     if not WEIGHT_PREFETCH or groups < 2 or tiles < 1 or not reduction or _bytes(weight) < MIN_WEIGHT_BYTES:
         return False
     total = sch.get(tile).extent
@@ -103,9 +108,9 @@ def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles:
     if not all(isinstance(e, tirx.IntImm) and int(e) >= 1 for e in extents):
         return False
     elems = _bytes(weight) // max(1, tvm.runtime.DataType(str(weight.ty.dtype)).bits // 8)
-    if len(weight.shape) < 2 or int(weight.shape[0]) % groups:
+    if len(weight.shape) < 2 or int(weight.shape[0]) % (groups * parts) or (parts > 1 and span < 1):
         return False
-    per_group = elems // groups
+    per_group = elems // (groups * parts)
     line = max(1, LINE_BYTES * elems // _bytes(weight))
     lines = -(-per_group // line)
     steps, level = tiles, 0
@@ -117,7 +122,7 @@ def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles:
     sch.annotate(tile, TILE_KEY, 1)
     for k, lp in enumerate(reduction[:level + 1]):
         sch.annotate(lp, LEVEL_KEY, k)
-    sch.annotate(reduction[0], STEP_KEY, [weight.name, groups, tiles, n, per_group, line])
+    sch.annotate(reduction[0], STEP_KEY, [weight.name, groups, tiles, n, per_group, line, parts, span])
     return True
 
 
@@ -125,8 +130,8 @@ def _prefetches(info, nest: list, tile: tirx.For, weight) -> tirx.Stmt:
     """The ``n`` prefetches the module docstring describes, for the reduction loops ``nest``
     (outermost first; the prefetches go into the last) under ``tile``; ``info`` the
     :data:`STEP_KEY` annotation."""
-    _, groups, tiles, n, per_group, line = info
-    groups, tiles, n, per_group, line = (int(v) for v in (groups, tiles, n, per_group, line))
+    _, groups, tiles, n, per_group, line, parts, span = info
+    groups, tiles, n, per_group, line, parts, span = (int(v) for v in (groups, tiles, n, per_group, line, parts, span))
     t = tile.loop_var
     dt = str(t.ty.dtype)
 
@@ -141,12 +146,14 @@ def _prefetches(info, nest: list, tile: tirx.For, weight) -> tirx.Stmt:
     for lp in nest:
         step = step * cast(lp.extent) + (cast(lp.loop_var) - cast(lp.min))
     nxt = tirx.floormod(group + c(1), c(groups))
+    if parts > 1:  # the next group of the same run of groups
+        nxt = tirx.floordiv(t - cast(tile.min), c(span)) * c(groups) + nxt
     j = tirx.Var("prefetch_j", tvm.ir.PrimType(dt))
     within_group = tirx.min((step * c(n) + j) * c(line), c(per_group - line))
     shape = [int(d) for d in weight.shape]
     # The group's first row of the outermost dim, then the element offset as the last index: the
     # flattened address is the same, with no div / mod per prefetch (never bounds-checked).
-    rows = shape[0] // groups
+    rows = shape[0] // (groups * parts)
     idx = [nxt * c(rows)] + [c(0)] * (len(shape) - 2) + [within_group]
     addr = tirx.address_of(tirx.BufferLoad(weight, idx))
     call = tirx.call_intrin("void", "tirx.prefetch", addr, tirx.const(0, "int32"), tirx.const(LOCALITY, "int32"),

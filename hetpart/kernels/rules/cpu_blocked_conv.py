@@ -768,15 +768,25 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
     n_lp = by(conv.n) if conv.n is not None and image is None else None
     oh_lp = by(conv.oh) if conv.oh is not None and not pixels and not plane else None
-    order = (n_lp, oh_lp, occ_o, ow_o) if rows_outside_blocks(mac, conv) else (n_lp, occ_o, oh_lp, ow_o)
+    rows_out = rows_outside_blocks(mac, conv)
+    order = (n_lp, oh_lp, occ_o, ow_o) if rows_out else (n_lp, occ_o, oh_lp, ow_o)
+    parts = 1
+    if n_lp is not None and occ_o is not None and not rows_out:  # BATCH_GROUP_SPLIT
+        rows = 1 if oh_lp is None else mac.extents[conv.oh]
+        parts = group_split(mac, conv, plan, shape, rows * -(-width // plan.columns))
+        if parts > 1:
+            part, occ_o = sch.split(occ_o, factors=[parts, None])
+            order = (part, n_lp, occ_o, oh_lp, ow_o)
     outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
     sch.reorder(*([image] if image is not None else []), *outer, *reds, *inner, vec_i)
     prefetch = _prefetch_shape(sch, mac, conv, order, occ_o, ic_o)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    if prefetch is not None:
-        weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch, cores=shape.cores)
+    if prefetch is not None:  # under BATCH_GROUP_SPLIT: the groups in parts of `groups`, a part `n` images long
+        span = prefetch[0] * prefetch[1] * (mac.extents[conv.n] if parts > 1 else 0)
+        weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch, cores=shape.cores,
+                             parts=parts, span=span)
     images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(image if images else tile)
@@ -878,6 +888,90 @@ def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
     return buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
 
 
+BATCH_GROUP_SPLIT = True
+"""Whether a batched blocked conv whose batch is in its parallel tile loop (no per-image padding)
+on a target of :data:`GROUP_SPLIT_MIN_CORES` or more cores may run its block groups in ``p``
+parts *outside* the batch -- ``parallel fused(oc_chunk / B / (G/p), n, G/p, oh, ow / R)`` -- so
+that TVM's contiguous static chunks give each core a slice of the weights (``G/p`` groups, kept in
+its L2) and stream images through it, where the batch-outer loop ``fused(n, oc_chunk / B, oh, ow /
+R)`` gives each core part of one or two images and *all* of their groups' weights (resnet50's 7x7
+stage at batch 8 on 16 cores: half an image and 4.5 MiB of a 512 3x3's 9 MiB a core, more than
+its 2 MiB L2; at batch 32 two images, the whole weight twice).  ``p`` is the part count of least
+modelled bytes into a core's L2 (:func:`group_split`).  ONNX Runtime's MLAS NCHWc conv partitions
+batch-outer as hetpart did (``n, filter set of 4 blocks, output row``).  False: batch-outer
+everywhere (before; A/B runs)."""
+
+GROUP_SPLIT_MIN_CORES = 8
+"""The fewest target cores :data:`BATCH_GROUP_SPLIT` applies to (its per-core weight slices are
+what it buys; measured only on one core of a 16-core build)."""
+
+GROUP_SPLIT_L2_BYTES = 3 << 19
+"""The bytes of a core's L2 (the Xeon's: 2 MiB) the model of :func:`group_split` lets hold
+weights and images (1.5 MiB: the rest for the outputs written); also the most one group's
+weights plus one image may take for the split to apply (a larger unit re-reads within itself)."""
+
+GROUP_SPLIT_MAX_RATIO = 0.75
+"""The most modelled bytes, relative to the batch-outer loop's, a split must reach to be taken."""
+
+
+def _thread_bytes(n: int, groups: int, tiles: int, group_bytes: float, image_bytes: float, cores: int,
+                  parts: int, cache: int) -> float:
+    """Modelled bytes read into the busiest core's L2 by the tile loop ``(parts, n, groups /
+    parts, tiles)`` split into ``cores`` contiguous equal chunks (TVM's static schedule): each
+    ``(image, group)`` unit it touches reads that group's weights and that image's data unless
+    they are still in an LRU cache of ``cache`` bytes."""
+    from collections import OrderedDict
+
+    inner = groups // parts
+    total = parts * n * inner * tiles
+    chunk = -(-total // cores)
+    worst = 0.0
+    for t in range(cores):
+        lo, hi = t * chunk, min(total, (t + 1) * chunk)
+        if lo >= hi:
+            continue
+        lru: OrderedDict = OrderedDict()
+        held = miss = 0.0
+        for u in range(lo // tiles, (hi - 1) // tiles + 1):
+            outer, rest = divmod(u, n * inner)
+            image, g = divmod(rest, inner)
+            for key, size in ((("w", outer * inner + g), group_bytes), (("d", image), image_bytes)):
+                if key in lru:
+                    lru.move_to_end(key)
+                    continue
+                miss += size
+                lru[key] = size
+                held += size
+                while held > cache and len(lru) > 1:
+                    held -= lru.popitem(last=False)[1]
+        worst = max(worst, miss)
+    return worst
+
+
+def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape, tiles: int) -> int:
+    """The block-group parts ``p`` of :data:`BATCH_GROUP_SPLIT` for ``conv``'s tile loop (``tiles``
+    tiles an image and block group), 1 for the batch-outer loop: switch off, no batch or one
+    image, no output-channel chunks, fewer than :data:`GROUP_SPLIT_MIN_CORES` target cores, a
+    group's weights plus an image over :data:`GROUP_SPLIT_L2_BYTES`, or no divisor of the group
+    count whose :func:`_thread_bytes` is :data:`GROUP_SPLIT_MAX_RATIO` of the batch-outer loop's
+    or less (else the least such, the fewest parts among equals)."""
+    if not BATCH_GROUP_SPLIT or conv.n is None or conv.oc_chunk is None or shape.cores < GROUP_SPLIT_MIN_CORES:
+        return 1
+    n = mac.extents[conv.n]
+    groups = mac.extents[conv.oc_chunk] // plan.blocks
+    if n < 2 or groups < 2 or tiles < 1:
+        return 1
+    group_bytes = buffer_bytes(mac.operands[1 - conv.data][0]) / groups
+    image_bytes = buffer_bytes(mac.operands[conv.data][0]) / n
+    if group_bytes + image_bytes > GROUP_SPLIT_L2_BYTES:
+        return 1
+    cost = [(_thread_bytes(n, groups, tiles, group_bytes, image_bytes, shape.cores, p, GROUP_SPLIT_L2_BYTES), p)
+            for p in _divisors(groups, groups)]
+    base = cost[0][0]
+    best = min(cost)
+    return best[1] if best[0] <= GROUP_SPLIT_MAX_RATIO * base else 1
+
+
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
     """The root block that writes the conv's data operand (its padding), or None."""
     buf = mac.operands[conv.data][0]
@@ -943,6 +1037,35 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+def group_split_of(func: tirx.PrimFunc, target) -> int | None:
+    """:func:`group_split` of ``func``'s tile on ``target`` as :func:`blocked_tile` takes it (1:
+    batch-outer, as where the batch is not in the tile loop -- per-image padding, rows outside
+    the block groups) where it is a channel-blocked convolution tiled by :func:`blocked_tile`,
+    else None.  For tools and tests."""
+    from ..analysis import cpu_shape, mac_of, tests_bounds, try_inline_spatial
+
+    sch = s_tir.Schedule(func)
+    keep = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")) if tests_bounds(sch.get(b))}
+    try_inline_spatial(sch, keep=keep)
+    mac = mac_of(sch)
+    conv = blocked_conv(mac) if mac is not None else None
+    if conv is None or conv.oc_chunk is None:
+        return None
+    shape = cpu_shape(target)
+    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    if plan is None or (plan.plane and plane_ic_groups(mac, conv, plan, shape) is not None):
+        return None
+    if conv.n is None or rows_outside_blocks(mac, conv):
+        return 1
+    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE else None
+    if pad is not None and pad_per_image_pays(sch, pad, shape):
+        return 1
+    pixels = pixel_tiles(mac, conv, shape) and (plan.blocks, plan.columns) == (2, PIXEL_COLUMNS)
+    fused = pixels or plan.plane
+    width = mac.extents[conv.ow] * (mac.extents[conv.oh] if fused else 1)
+    return group_split(mac, conv, plan, shape, (1 if fused else mac.extents[conv.oh]) * -(-width // plan.columns))
 
 
 def rows_outside_of(func: tirx.PrimFunc) -> bool | None:
