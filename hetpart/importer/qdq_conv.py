@@ -245,8 +245,8 @@ WINDOW_PAD_IN_GATHER = True
 (:func:`_rewrite`'s padding row), :func:`window_rows_2d` reads ``rows`` directly and writes ``zp``
 where the index is ``R`` -- no table kernel.  That concat was the activation's layout kernel
 (NCHW -> ``[H*W, C]``, quantised, + the row): ``cpu_injective`` partitions a concat and runs it
-serial, untransposed (each byte read from its own cache line): resnet18 QDQ's 14 such kernels,
-0.85 ms on one core of 7.2, stayed on one thread at 16 (``bench/results/cpu-int8-scale-2core.md``).
+serial, untiled (each element read from its own cache line): resnet18 QDQ's 18 such kernels,
+0.81 ms of its 7.2 on one core, stayed on one thread at 16 (``bench/results/cpu-int8-scale-2core.md``).
 Without the concat the layout kernel is the plain transpose (or, fused with the previous conv's
 write-back, an element-wise pass) that the injective rule tiles and runs in parallel.  Off: the
 table as before."""
@@ -313,7 +313,9 @@ def window_rows_2d(mod):
     [M, W*C])`` as one ``call_te`` ``window_rows`` (:data:`WINDOW_ROWS_2D`): the same bytes, the
     2-D columns written once, ``C`` contiguous bytes a window slot.  Only ``take``'s ``fast`` mode
     (indices read as they are, as here; ONNX's negative ones were normalised before it): the
-    same values for any index.  Any model's such pattern is taken, not only the im2col's."""
+    same values for any index.  Any model's such pattern is taken, not only the im2col's.  A table
+    that is ``concat([rows, constant row of one value])`` is read through (:data:`WINDOW_PAD_IN_GATHER`:
+    ``rows`` for an index below its row count, the value at it; the same bytes) and dropped."""
     if not WINDOW_ROWS_2D:
         return mod
     from tvm import relax
