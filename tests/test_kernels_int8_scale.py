@@ -99,3 +99,31 @@ def test_padded_matmul_is_exact_on_the_host(monkeypatch):
     a.flat[:64] = 255
     got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(a)).numpy()
     np.testing.assert_array_equal(got, (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5))
+
+
+def _writeback_case(h, w, o):
+    """``[H*W, O] -> [1, O, H, W]`` plus a residual in NCHW (qdq_conv's write-back + add)."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Add", ["t", "res"], ["y"])]
+    return model(nodes, [("x", (h * w, o), F32), ("res", (1, o, h, w), F32)], [("y", (1, o, h, w), F32)],
+                 {"shape": np.array([1, h, w, o], np.int64)}, opset=13)
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_residual_writeback_is_tiled(monkeypatch, mixed):
+    """MIXED_TRANSPOSE_TILES: the write-back with a residual read along the output is tiled as a
+    transpose (the tile's 16-lane vectors, 256 chunks of the 64x64 plane, parallel) -- numpy's values."""
+    monkeypatch.setattr(cpu_injective, "MIXED_TRANSPOSE_TILES", mixed)
+    h, w, o = 64, 64, 16
+    graph = load(_writeback_case(h, w, o))
+    (kernel,) = [k for k in graph.kernels.values() if "transpose" in k.func]
+    target = cpu_tvm_target(16)
+    func = CpuInjective().apply(graph.module[kernel.func], target).mod["main"]
+    assert (_parallel_extents(func) == [256]) is mixed, _parallel_extents(func)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    rng = np.random.default_rng(4)
+    x, res = rng.standard_normal((h * w, o)).astype(F32), rng.standard_normal((1, o, h, w)).astype(F32)
+    out = tvm.runtime.tensor(np.zeros((1, o, h, w), F32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(res), out)
+    np.testing.assert_array_equal(out.numpy(), x.reshape(1, h, w, o).transpose(0, 3, 1, 2) + res)

@@ -350,6 +350,17 @@ def _iter_values(sch: s_tir.Schedule, block):
     return list(found[0]) if found else None
 
 
+MIXED_TRANSPOSE_TILES = True
+"""Switch: :func:`_tile_transpose` also tiles a nest where, beside the transposed reads (strided
+along the innermost loop, contiguous along the next), other reads run along the write (stride 0
+or 1 along the innermost: a residual in the output's layout, a broadcast): the NHWC -> NCHW
+write-back of :mod:`hetpart.importer.qdq_conv` with the residual add after it (resnet18's
+``[3136, 64] -> [64, 56, 56] + x``: 0.24 ms on one core as a flat 16-lane loop, a gather per
+lane).  Only whole-vector tiles: a ragged one (14x14, 7x7 planes; 28x28 at 64 int8 lanes) runs its
+lanes unvectorised, which measured 1.4-2.5x slower than the flat loop on resnet18's fake-quantising
+write-backs (though 2-4.5x faster on mobilenet's: bench/results/cpu-int8-scale-2core.md).  Off: every
+read must be transposed (as before)."""
+
 TRANSPOSE_ROW_SPLIT = True
 """Switch: a tiled transpose (:func:`_tile_transpose`) whose parallel loop (the loops outside its
 tiles' row loop times the vector chunks of its innermost) has fewer iterations than the target's
@@ -396,9 +407,13 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int, cores: int = 1) -> b
         writes = write_strides_along(stmt, inner)
     except Unknown:
         return False
-    if not along_inner or writes != [1] * len(writes) or any(abs(x) <= 1 for x in along_inner) \
-            or any(x != 1 for x in along_outer) or len(along_outer) != len(along_inner):
+    if not along_inner or writes != [1] * len(writes) or len(along_outer) != len(along_inner):
         return False
+    transposed = [abs(x) > 1 and y == 1 for x, y in zip(along_inner, along_outer)]
+    if not all(transposed):  # MIXED_TRANSPOSE_TILES: the others read along the write (a residual) or broadcast
+        if not MIXED_TRANSPOSE_TILES or ragged or not any(transposed) \
+                or not all(t or abs(x) <= 1 for t, x in zip(transposed, along_inner)):
+            return False
     chunks, vec = sch.split(loops[-1], factors=[None, lanes])
     sch.reorder(chunks, loops[-2])
     if not ragged:
