@@ -1578,18 +1578,19 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
       # schedules, per-core kernel times here) found resnet18's 18 im2col tables (Concat of the NHWC rows and the zero
       # point's row) partitioned as a concat -- serial and untiled, 0.81 ms of its 7.2 ms per core on one thread at 16
       # -- plus tiled transposes parallel over their 1-4 channel chunks only, and serial row-padding copies before the
-      # AMX matmuls.  Three switches, all off = before: qdq_conv.WINDOW_PAD_IN_GATHER (the im2col reads the zero point
+      # AMX matmuls.  Four switches, all off = before: qdq_conv.WINDOW_PAD_IN_GATHER (the im2col reads the zero point
       # itself: no table kernel), cpu_injective.TRANSPOSE_ROW_SPLIT (a tiled transpose's rows split over the cores where
-      # its chunks are fewer), cpu_int8_matmul.PARALLEL_PAD (the 8-bit padding copy parallel from 64 KiB).  Modelled at
-      # 16 threads (audit, 5 us a region): resnet18 int8 1.62 -> 0.91 ms (float path 1.83), mobilenet 1.12 -> 1.07
-      # (float 0.91).  Here, bench/int8.py qdq rows of mobilenet and resnet18 at 16 threads: (1) switches on, (2) the
-      # three off (= step 102's INT8_CONV on), (3) INT8_CONV=0 (the float path), (4) the switches' test file.
-      # Decides: the three switches stay on if (1) <= 1.02 x (2) on both models and both (1) records pass; INT8_CONV
+      # its chunks are fewer), cpu_int8_matmul.PARALLEL_PAD (the 8-bit padding copy parallel from 64 KiB),
+      # cpu_injective.MIXED_TRANSPOSE_TILES (per core: the write-back + residual tiled; mobilenet 0.69 -> 0.65x ORT on
+      # one thread).  Modelled at 16 threads (audit, 5 us a region): resnet18 int8 1.62 -> 0.91 ms (float path 1.83),
+      # mobilenet 1.12 -> 1.07 (float 0.91).  Here, bench/int8.py qdq rows of mobilenet and resnet18 at 16 threads:
+      # (1) switches on, (2) the four off (= step 102's INT8_CONV on), (3) INT8_CONV=0 (the float path), (4) the tests.
+      # Decides: the four switches stay on if (1) <= 1.02 x (2) on both models and both (1) records pass; INT8_CONV
       # stays on at 16 threads for a model where (1) < (3).  Where (1) > (3) (mobilenet predicted so): its int8 convs
       # are 1x1s on 14x14 / 7x7 (M = 196 / 49: 10-40 AMX blocks) and squeeze-excite gates (M = 1), each 3 kernels
       # (layout, matmul, write-back) for the float conv's one -- next: take such convs by the target's cores.
   BUDGET=590; sw="--set hetpart.importer.qdq_conv.WINDOW_PAD_IN_GATHER=0 --set hetpart.kernels.rules.cpu_injective.TRANSPOSE_ROW_SPLIT=0"
-  sw="$sw --set hetpart.kernels.rules.cpu_int8_matmul.PARALLEL_PAD=0"
+  sw="$sw --set hetpart.kernels.rules.cpu_int8_matmul.PARALLEL_PAD=0 --set hetpart.kernels.rules.cpu_injective.MIXED_TRANSPOSE_TILES=0"
   timeout 220 python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq --threads 16 \
     --export-dir /tmp/int8 --out "$OUT/int8-scale-on-t16.json" > "$OUT/logs/int8-scale-on.txt" 2>&1
   left=$((BUDGET - SECONDS - 175)); [ "$left" -gt 185 ] && left=185
