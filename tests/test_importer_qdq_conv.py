@@ -146,3 +146,18 @@ def test_padded_channels_and_the_window_rows(monkeypatch, rows_2d):
     got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
     want = _exact(inits, x, 7, 2, 3, bias=True)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("in_gather", [True, False])
+def test_window_padding_read_in_the_gather(monkeypatch, in_gather):
+    """WINDOW_PAD_IN_GATHER: a padded 3x3 (stride 1 and 2) has no concat (table) kernel and the
+    im2col reads the zero point where the window leaves the image -- the exact conv either way."""
+    monkeypatch.setattr(qdq_conv, "MIN_DEPTH", 4)
+    monkeypatch.setattr(qdq_conv, "WINDOW_PAD_IN_GATHER", in_gather)
+    for stride, qtype, zp in ((1, np.int8, -9), (2, np.uint8, 140)):
+        m, x, out, inits = _case(8, 16, 7, 3, stride, 1, qtype, zp, True)
+        ops = _kernel_ops(m)
+        assert any("concatenate" in kernel for kernel in ops) is not in_gather, ops
+        got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
+        want = _exact(inits, x, 3, stride, 1, bias=True)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))

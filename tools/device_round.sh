@@ -1606,6 +1606,37 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 80 ] && [ -f "$f" ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_layer_gap.py "$f" \
     --block 16 --in-situ --wall --runs 10 --top 40 > "$OUT/blk-batch-spread-layer-gap-b8-t16.txt" 2>&1 ;;
+108)  # (BUDGET=590) issue 18, QDQ convs as integer matmuls at 16 threads (branch int8-scale,
+      # bench/results/cpu-int8-scale-2core.md).  Step 102 measured INT8_CONV on slower than off at 16 threads (mobilenet
+      # 1.88 vs 1.60 ms, resnet18 4.86 vs 4.04) though 3.6x faster per core on resnet18: the static audit (16-core
+      # schedules, per-core kernel times here) found resnet18's 18 im2col tables (Concat of the NHWC rows and the zero
+      # point's row) partitioned as a concat -- serial and untiled, 0.81 ms of its 7.2 ms per core on one thread at 16
+      # -- plus tiled transposes parallel over their 1-4 channel chunks only, and serial row-padding copies before the
+      # AMX matmuls.  Four switches, all off = before: qdq_conv.WINDOW_PAD_IN_GATHER (the im2col reads the zero point
+      # itself: no table kernel), cpu_injective.TRANSPOSE_ROW_SPLIT (a tiled transpose's rows split over the cores where
+      # its chunks are fewer), cpu_int8_matmul.PARALLEL_PAD (the 8-bit padding copy parallel from 64 KiB),
+      # cpu_injective.MIXED_TRANSPOSE_TILES (per core: the write-back + residual tiled; mobilenet 0.69 -> 0.65x ORT on
+      # one thread).  Modelled at 16 threads (audit, 5 us a region): resnet18 int8 1.62 -> 0.91 ms (float path 1.83),
+      # mobilenet 1.12 -> 1.07 (float 0.91).  Here, bench/int8.py qdq rows of mobilenet and resnet18 at 16 threads:
+      # (1) switches on, (2) the four off (= step 102's INT8_CONV on), (3) INT8_CONV=0 (the float path), (4) the tests.
+      # Decides: the four switches stay on if (1) <= 1.02 x (2) on both models and both (1) records pass; INT8_CONV
+      # stays on at 16 threads for a model where (1) < (3).  Where (1) > (3) (mobilenet predicted so): its int8 convs
+      # are 1x1s on 14x14 / 7x7 (M = 196 / 49: 10-40 AMX blocks) and squeeze-excite gates (M = 1), each 3 kernels
+      # (layout, matmul, write-back) for the float conv's one -- next: take such convs by the target's cores.
+  BUDGET=590; sw="--set hetpart.importer.qdq_conv.WINDOW_PAD_IN_GATHER=0 --set hetpart.kernels.rules.cpu_injective.TRANSPOSE_ROW_SPLIT=0"
+  sw="$sw --set hetpart.kernels.rules.cpu_int8_matmul.PARALLEL_PAD=0 --set hetpart.kernels.rules.cpu_injective.MIXED_TRANSPOSE_TILES=0"
+  timeout 220 python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq --threads 16 \
+    --export-dir /tmp/int8 --out "$OUT/int8-scale-on-t16.json" > "$OUT/logs/int8-scale-on.txt" 2>&1
+  left=$((BUDGET - SECONDS - 175)); [ "$left" -gt 185 ] && left=185
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq \
+    --threads 16 $sw --export-dir /tmp/int8 --out "$OUT/int8-scale-off-t16.json" > "$OUT/logs/int8-scale-off.txt" 2>&1
+  left=$((BUDGET - SECONDS - 15)); [ "$left" -gt 185 ] && left=185
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/int8.py --models zoo:mobilenet,zoo:resnet18 --quant qdq \
+    --threads 16 --set hetpart.importer.qdq_conv.INT8_CONV=0 --export-dir /tmp/int8 \
+    --out "$OUT/int8-scale-float-t16.json" > "$OUT/logs/int8-scale-float.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 10 ] && timeout "$left" python3 -m pytest -q -p no:cacheprovider tests/test_kernels_int8_scale.py \
+    > "$OUT/pytest-int8-scale.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -48,7 +48,8 @@ def _build(kmod, target, before: list[str]):
         return kernel_bench.build_module(kmod.mod, target)
 
 
-def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[str] | None = None) -> list[dict]:
+def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[str] | None = None,
+               cores: int | None = None) -> list[dict]:
     """One row per changed kernel of ``model`` (or per kernel named in ``kernels``: a switch
     that acts past scheduling, e.g. the TIR pipeline's ``stack_tiles.ENABLED``, changes no
     scheduled TIR): name, calls, before/after least ms per round, max |before - after| of
@@ -62,7 +63,7 @@ def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[
     from hetpart.targets import cpu_tvm_target
     from rule_switch_tir_diff import changed
 
-    target = cpu_tvm_target()
+    target = cpu_tvm_target(cores)
     names = kernels if kernels else changed(model, target, before)[1]
     graph = load(model)
     uses = collections.Counter(k.func for k in graph.kernels.values())
@@ -113,12 +114,15 @@ def main(argv=None) -> int:
     p.add_argument("--before", action="append", default=[], help="module.ATTR=value (as cpu_rule_ab.py)")
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--cores", type=int, default=None,
+                   help="num-cores of the target the kernels are scheduled for (default: this host's; 16: the Xeon's "
+                        "schedules timed per core)")
     p.add_argument("--kernels", default="", help="comma list of kernel functions to time (default: those whose "
                    "scheduled TIR the switch changes)")
     a = p.parse_args(argv)
     for spec in a.models:
         model = onnx.load(spec) if spec.endswith(".onnx") else _model(spec, 1)
-        rows = ab_kernels(model, a.before, a.calls, a.rounds, [k for k in a.kernels.split(",") if k])
+        rows = ab_kernels(model, a.before, a.calls, a.rounds, [k for k in a.kernels.split(",") if k], a.cores)
         print(f"{spec}: {len(rows)} changed kernels (1 thread, CPU time, {a.calls} calls x {a.rounds} rounds)")
         tb = ta = 0.0
         for r in rows:

@@ -240,13 +240,72 @@ WINDOW_ROWS_2D = True
 of the columns with a div/mod per byte (resnet18's 7x7 stem: 2.5 ms)."""
 
 
-def _window_rows_compute(m: int, width: int, c: int):
-    from tvm import te
+WINDOW_PAD_IN_GATHER = True
+"""Switch: where the im2col's table is ``Concat(rows [R, C], a constant row of one value zp)``
+(:func:`_rewrite`'s padding row), :func:`window_rows_2d` reads ``rows`` directly and writes ``zp``
+where the index is ``R`` -- no table kernel.  That concat was the activation's layout kernel
+(NCHW -> ``[H*W, C]``, quantised, + the row): ``cpu_injective`` partitions a concat and runs it
+serial, untiled (each element read from its own cache line): resnet18 QDQ's 18 such kernels,
+0.81 ms of its 7.2 on one core, stayed on one thread at 16 (``bench/results/cpu-int8-scale-2core.md``).
+Without the concat the layout kernel is the plain transpose (or, fused with the previous conv's
+write-back, an element-wise pass) that the injective rule tiles and runs in parallel.  Off: the
+table as before."""
 
-    def compute(table, index):
-        return te.compute((m, width * c), lambda i, k: table[index[i, k // c], k % c], name="window_rows")
 
-    return compute
+def _window_rows_compute(m: int, width: int, c: int, pad_row: int | None = None, fill=None):
+    """``window_rows[i, k] = table[index[i, k // c], k % c]``; with ``pad_row`` (R), the table is
+    ``rows`` of R rows and index R reads ``fill`` (:data:`WINDOW_PAD_IN_GATHER`)."""
+    from tvm import te, tirx
+
+    if pad_row is None:
+        def compute(table, index):
+            return te.compute((m, width * c), lambda i, k: table[index[i, k // c], k % c], name="window_rows")
+
+        return compute
+
+    def padded(rows, index):
+        def value(i, k):
+            row = index[i, k // c]
+            # the load is evaluated for the padding row too (a Select): its row wraps to 0, in
+            # bounds (a min(row, R - 1) the simplifier drops under the Select's own condition)
+            inside = row < tirx.const(pad_row, row.dtype)
+            return tirx.Select(inside, rows[tirx.floormod(row, tirx.const(pad_row, row.dtype)), k % c],
+                               tirx.const(fill, rows.dtype))
+
+        return te.compute((m, width * c), value, name="window_rows")
+
+    return padded
+
+
+def _constant_pad_row(self, table, c: int):
+    """``(rows, R, fill)`` when ``table`` is bound to ``concat([rows [R, c], constant [1, c] of one
+    value fill], axis=0)`` (:func:`_rewrite`'s table), else None."""
+    import tvm
+    from tvm import relax
+
+    bound = self.lookup_binding(table) if isinstance(table, relax.Var) else None
+    if not isinstance(bound, relax.Call) or getattr(bound.op, "name", None) != "relax.concat":
+        return None
+    if int(bound.attrs.axis if bound.attrs.axis is not None else 0) != 0:
+        return None
+    parts = bound.args[0]
+    if isinstance(parts, relax.Var):
+        parts = self.lookup_binding(parts)
+    if not isinstance(parts, relax.Tuple) or len(parts.fields) != 2:
+        return None
+    rows, pad = parts.fields
+    if not isinstance(pad, tvm.ir.GenericConst):
+        return None
+    values = pad.value.numpy()
+    if values.shape != (1, c) or values.size == 0 or np.any(values != values.reshape(-1)[0]):
+        return None
+    try:
+        r, rc = [int(d) for d in rows.ty.shape.values]
+    except (TypeError, AttributeError, ValueError):
+        return None
+    if rc != c or str(rows.ty.dtype) != str(values.dtype):
+        return None
+    return rows, r, values.reshape(-1)[0].item()
 
 
 def window_rows_2d(mod):
@@ -254,9 +313,12 @@ def window_rows_2d(mod):
     [M, W*C])`` as one ``call_te`` ``window_rows`` (:data:`WINDOW_ROWS_2D`): the same bytes, the
     2-D columns written once, ``C`` contiguous bytes a window slot.  Only ``take``'s ``fast`` mode
     (indices read as they are, as here; ONNX's negative ones were normalised before it): the
-    same values for any index.  Any model's such pattern is taken, not only the im2col's."""
+    same values for any index.  Any model's such pattern is taken, not only the im2col's.  A table
+    that is ``concat([rows, constant row of one value])`` is read through (:data:`WINDOW_PAD_IN_GATHER`:
+    ``rows`` for an index below its row count, the value at it; the same bytes) and dropped."""
     if not WINDOW_ROWS_2D:
         return mod
+    from tvm import relax
     from tvm.relax import Call, PyExprMutator, Var, expr_functor
 
     from .relax_rewrite import rewrite_functions
@@ -280,7 +342,17 @@ def window_rows_2d(mod):
                 return call
             if axis != 0 or str(take.attrs.mode) != "fast" or len(ts) != 2 or len(xs) != 2 or out != [xs[0], xs[1] * ts[1]]:
                 return call
+            padded = _constant_pad_row(self, table, ts[1]) if WINDOW_PAD_IN_GATHER else None
+            if padded is not None and padded[1] == ts[0] - 1:
+                rows, r, fill = padded
+                return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1], r, fill), rows, index,
+                                             primfunc_name_hint="window_rows")
             return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1]), table, index,
                                          primfunc_name_hint="window_rows")
 
-    return rewrite_functions(mod, _Rows(mod))
+    mod = rewrite_functions(mod, _Rows(mod))
+    if WINDOW_PAD_IN_GATHER:  # the tables nothing reads any more
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mod[gv] = relax.analysis.remove_all_unused(func)
+    return mod

@@ -122,11 +122,12 @@ class CpuInjective(ScheduleRule):
             lanes = shape.lanes(str(stmt.writes[0].source.dtype))
             if _partition_concat(sch, blk, lanes, shape.cores):
                 continue
-            if _tile_transpose(sch, blk, lanes):
+            if _tile_transpose(sch, blk, lanes, shape.cores):
                 continue
-            if NARROW_BYTE_TRANSPOSE and lanes > NARROW_LANES and _tile_transpose(sch, blk, NARROW_LANES):
+            if NARROW_BYTE_TRANSPOSE and lanes > NARROW_LANES and _tile_transpose(sch, blk, NARROW_LANES, shape.cores):
                 continue
-            if MERGE_PLANE_TRANSPOSE and _merge_plane(sch, blk) and _tile_transpose(sch, sch.get_sblock(stmt.name_hint), lanes):
+            if MERGE_PLANE_TRANSPOSE and _merge_plane(sch, blk) and _tile_transpose(sch, sch.get_sblock(stmt.name_hint), lanes,
+                                                                                    shape.cores):
                 continue
             blk = sch.get_sblock(stmt.name_hint)
             if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, lanes):
@@ -349,14 +350,35 @@ def _iter_values(sch: s_tir.Schedule, block):
     return list(found[0]) if found else None
 
 
-def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
+MIXED_TRANSPOSE_TILES = True
+"""Switch: :func:`_tile_transpose` also tiles a nest where, beside the transposed reads (strided
+along the innermost loop, contiguous along the next), other reads run along the write (stride 0
+or 1 along the innermost: a residual in the output's layout, a broadcast): the NHWC -> NCHW
+write-back of :mod:`hetpart.importer.qdq_conv` with the residual add after it (resnet18's
+``[3136, 64] -> [64, 56, 56] + x``: 0.24 ms on one core as a flat 16-lane loop, a gather per
+lane).  Only whole-vector tiles: a ragged one (14x14, 7x7 planes; 28x28 at 64 int8 lanes) runs its
+lanes unvectorised, which measured 1.4-2.5x slower than the flat loop on resnet18's fake-quantising
+write-backs (though 2-4.5x faster on mobilenet's: bench/results/cpu-int8-scale-2core.md).  Off: every
+read must be transposed (as before)."""
+
+TRANSPOSE_ROW_SPLIT = True
+"""Switch: a tiled transpose (:func:`_tile_transpose`) whose parallel loop (the loops outside its
+tiles' row loop times the vector chunks of its innermost) has fewer iterations than the target's
+cores also splits that row loop into ``ceil(cores / E)`` parts, fused into the parallel loop.
+:mod:`hetpart.importer.qdq_conv`'s NCHW -> ``[H*W, C]`` uint8 layout kernels (64 channels: one
+64-byte chunk, E = 1; 128 on 28x28: 2; 256 on 14x14: 4) and the 7x7 write-backs ``[49, O] ->
+[O, 7, 7]`` (E = 4) ran on 1-4 threads of 16.  Off: the chunks only (as before)."""
+
+
+def _tile_transpose(sch: s_tir.Schedule, block, lanes: int, cores: int = 1) -> bool:
     """A transpose (each input read with a stride along the innermost loop, whose write
     is contiguous) whose inputs are all contiguous along the loop just outside it, as
     ``lanes x lanes``-ish tiles: the innermost loop split into ``lanes``-wide vectors,
     its outer part moved outside that loop.  A tile then reads ``lanes`` rows of the
     input, each for the whole next loop's extent, while they are in L1, instead of one
     element of every row of a plane per output row; its chunks run in parallel from
-    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` outputs.  False (nothing changed) where the
+    :data:`STRIDED_PARALLEL_MIN_ELEMENTS` outputs (with parts of the row loop where the chunks
+    are fewer than ``cores``: :data:`TRANSPOSE_ROW_SPLIT`).  False (nothing changed) where the
     nest is no such transpose or its loops are not bound one-to-one to the block's
     iterators.
 
@@ -385,15 +407,24 @@ def _tile_transpose(sch: s_tir.Schedule, block, lanes: int) -> bool:
         writes = write_strides_along(stmt, inner)
     except Unknown:
         return False
-    if not along_inner or writes != [1] * len(writes) or any(abs(x) <= 1 for x in along_inner) \
-            or any(x != 1 for x in along_outer) or len(along_outer) != len(along_inner):
+    if not along_inner or writes != [1] * len(writes) or len(along_outer) != len(along_inner):
         return False
+    transposed = [abs(x) > 1 and y == 1 for x, y in zip(along_inner, along_outer)]
+    if not all(transposed):  # MIXED_TRANSPOSE_TILES: the others read along the write (a residual) or broadcast
+        if not MIXED_TRANSPOSE_TILES or ragged or not any(transposed) \
+                or not all(t or abs(x) <= 1 for t, x in zip(transposed, along_inner)):
+            return False
     chunks, vec = sch.split(loops[-1], factors=[None, lanes])
     sch.reorder(chunks, loops[-2])
     if not ragged:
         sch.vectorize(vec)
     if math.prod(extents) >= STRIDED_PARALLEL_MIN_ELEMENTS:
-        sch.parallel(sch.fuse(*loops[:-2], chunks))
+        outer = [*loops[:-2], chunks]
+        tiles = math.prod(extents[:-2]) * -(-extents[-1] // lanes)
+        if TRANSPOSE_ROW_SPLIT and tiles < cores:  # the row loop split too: every core a share
+            parts = min(extents[-2], -(-cores // tiles))
+            outer.append(sch.split(loops[-2], factors=[parts, None])[0])
+        sch.parallel(sch.fuse(*outer))
     return True
 
 

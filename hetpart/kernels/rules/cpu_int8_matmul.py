@@ -367,9 +367,31 @@ def _schedule(sch, func, mac, i, j, k) -> None:
     wb_loops = [lp for lp in sch.get_loops(wb)[1:]]
     if wb_loops:
         sch.vectorize(wb_loops[-1])
+    _rest(sch, done)
+
+
+PARALLEL_PAD = True
+"""Switch: the row padding's copy of the 8-bit A (``pad_einsum``: :data:`VNNI_PAD_ROWS`,
+:data:`AMX_PAD_ROWS`) runs in parallel from :data:`PAD_PARALLEL_MIN` bytes, not from the
+injective rule's 256 Ki elements (set for float copies): resnet18 QDQ's stride-2 3x3 convs'
+columns (196 x 1152 padded to 224 rows: 252 KiB; 49 x 2304 to 64: 144 KiB) were copied on
+one thread before a 56- and a 32-tile parallel matmul at 16 threads.  Off: as before."""
+PAD_PARALLEL_MIN = 1 << 16
+"""Bytes of a padded 8-bit copy from which it runs in parallel (:data:`PARALLEL_PAD`; ~3 us
+on one core, a few thread-pool wake-ups)."""
+
+
+def _rest(sch, done) -> None:
+    """The root blocks the schedule left (a padding copy, an epilogue not inlined): the injective
+    schedule, an 8-bit copy in parallel from :data:`PAD_PARALLEL_MIN` (:data:`PARALLEL_PAD`)."""
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(blk).name_hint not in done and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+        stmt = sch.get(blk)
+        if stmt.name_hint in done or not all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars):
+            continue
+        narrow = PARALLEL_PAD and all(_dtype(w.source) in ("uint8", "int8") for w in stmt.writes)
+        if narrow:
+            parallel_vectorize(sch, blk, LANES, min_parallel=PAD_PARALLEL_MIN)
+        else:
             parallel_vectorize(sch, blk, LANES)
 
 
@@ -434,7 +456,4 @@ def _schedule_amx(sch, func, mac, i, j, k) -> None:
     wb_loops = sch.get_loops(wb)[1:]
     if wb_loops:
         sch.vectorize(wb_loops[-1])
-    for blk in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(blk).name_hint not in done and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
-            parallel_vectorize(sch, blk, LANES)
+    _rest(sch, done)
