@@ -32,8 +32,9 @@ memory rules'):
 Each seed is a placement for :func:`~.evaluate.evaluate` to price exactly (the walk only
 proposes); :func:`best_overlap_seeds` keeps the best few that fit.  In: a Problem with a
 cap.  Out: placements (kernel -> "cpu" / "cuda" / STREAM).  Invariant: a seed never moves
-a kernel to a device it is not allowed on, never splits a state pair, and streams only
-kernels the base put on the CPU.
+a kernel to a device it is not allowed on, never splits a state pair, and never makes a
+kernel its base ran on the CPU resident on the GPU (it streams some; the ring's room moves
+resident ones to the CPU).
 """
 
 from __future__ import annotations
