@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-mib", type=int, default=1024)
     p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (a smoke test)")
     p.add_argument("--json", default=None)
+    p.add_argument("--trace", default=None, metavar="DIR",
+                   help="after the rounds, one traced run per contender: DIR/<contender>.trace.json "
+                        "(Chrome/Perfetto, the predicted timeline beside it)")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     args = p.parse_args(argv)
@@ -153,6 +156,14 @@ def main(argv=None) -> int:
             row["gemv_gbps"] = wr.bytes_per_s / 1e9
             rounds.append(row)
             print(json.dumps(row), flush=True)
+        if args.trace:
+            from pathlib import Path
+
+            Path(args.trace).mkdir(parents=True, exist_ok=True)
+            for n, (session, feeds) in sessions.items():
+                path = Path(args.trace) / f"{n.replace(' ', '_').replace('.', '')}.trace.json"
+                session.run(feeds, trace=str(path))
+                print(f"{n}: trace {path}", flush=True)
     finally:
         for session, _ in sessions.values():
             session.close()
