@@ -371,3 +371,37 @@ def test_resident_and_streamed_partitions_mixed_on_gpu_match_onnx():
             f = feeds(graph, seed)
             np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0],
                                        rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow  # planning (~5 s) and ten partitions built (~5 s)
+def test_an_overlap_plan_of_llama_decode_steps_like_onnx_runtime():
+    """The partitioner's own interleaved plan (hetpart.partitioner.overlap) of the small
+    llama_decode under half its weights, with decode-shaped costs (the CPU reads weights
+    faster than the link copies them, a 100 us CPU wake): streamed partitions with CPU
+    partitions between, a ring of 2+ slots, the caches bound on their devices.  Four
+    steps in simulation equal ONNX Runtime's four steps (a hazard on the ring would raise
+    StreamHazard), and every step copies each streamed partition's weights once."""
+    from hetpart.partitioner import TableCosts, partition
+    from test_runtime_state import _ort_steps
+
+    model = models.build("llama_decode", small=True)
+    graph = importer.load(model)
+    pairs = {o.name: o.name.replace("present.", "past.") for o in model.graph.output if o.name.startswith("present.")}
+    seconds = {k.id: {"cpu": 2e-6 + k.param_bytes / 95.5e6, "cuda": 5e-6 + k.param_bytes / 3e9} for k in graph.nodes}
+    costs = TableCosts(seconds, link_bytes_per_s=55e6, link_latency_s=1e-6, overhead_s={"cpu": 1e-6, "cuda": 5e-6},
+                       wake_s={"cpu": 100e-6})
+    cap = sum(k.param_bytes for k in graph.nodes) // 2
+    plan = partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True, state=pairs)
+    devices = ["streamed" if p.weights == "streamed" else p.device for p in plan.partitions]
+    assert plan.stream_slots >= 2 and devices.count("streamed") >= 2
+    assert any(a == "streamed" and b == "cpu" for a, b in zip(devices, devices[1:])), devices
+    compiled_plan = compiler.compile(plan, simulate=True, progress=False)
+    feeds = models.example_inputs(model, seed=3)
+    init = {p: feeds[p] for p in pairs.values()}
+    steps = [{"input_ids": np.array([[5 + k]], np.int64), "position": np.array([k], np.int64)} for k in range(4)]
+    want = _ort_steps(model, steps, pairs, init)
+    with Session(compiled_plan, state=pairs, initial_state=init) as s:
+        for k, step in enumerate(steps):
+            got = s.run(step)
+            np.testing.assert_allclose(got["logits"], want[k]["logits"], rtol=2e-3, atol=2e-3, err_msg=f"step {k}")
+            assert s.last_run_stats.weight_copies == devices.count("streamed")

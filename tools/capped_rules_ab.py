@@ -9,9 +9,15 @@ are built once and stay open (caches on their devices, as the bench runs them); 
 round times A, then B, then the GEMV weight-read sweep (the cost model's
 :mod:`hetpart.costmodel.weight_read_bench`), alternating which plan goes first.  Each
 plan's prediction is printed at the profile's ``weight_read_Bps`` (when it has one) and
-at each round's GEMV bandwidth.
+at each round's GEMV bandwidth: the placement built and timed, re-priced there (a rule
+re-applied and hetpart re-planned at each bandwidth, as before, cost ~40 s of planning a
+bandwidth for llama_decode's interleaved plan).
 
-    python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate]
+``--before module.ATTR=value`` (repeatable, as ``tools/cpu_rule_ab.py`` takes it) adds the
+contender ``hetpart before``: hetpart's plan made with those switches set (e.g.
+``hetpart.partitioner.overlap.OVERLAP_SEEDS=0``), built and timed beside the others.
+
+    python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate] [--before M.ATTR=V]
 """
 
 from __future__ import annotations
@@ -41,6 +47,44 @@ def huge_pages() -> str:
     return "; ".join(out)
 
 
+BEFORE = "hetpart before"
+"""The contender ``--before`` adds: hetpart's plan made with the ``--before`` switches set."""
+
+
+def plan_contender(name: str, prep, costs, cap: int, before: list[str]):
+    """``capped._plan_contender``; :data:`BEFORE` is hetpart's plan with ``before``'s
+    ``module.ATTR=value`` switches set while it is made (restored after)."""
+    from hetpart.bench import capped
+
+    if name != BEFORE:
+        return capped._plan_contender(name, prep, costs, cap)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cpu_rule_ab import switched
+
+    with switched(before):
+        return capped._plan_contender("hetpart", prep, costs, cap)
+
+
+_PROBLEMS: dict = {}
+
+
+def repriced_ms(plan, prep, costs, cap: int) -> float:
+    """``plan``'s placement (streamed partitions as streamed) predicted under ``costs``
+    (its latency objective's sequential timeline), in ms; one problem per ``costs``."""
+    from hetpart.bench.capped import graph_state_pairs
+    from hetpart.partitioner.evaluate import evaluate
+    from hetpart.partitioner.plan_report import placement_of
+    from hetpart.partitioner.problem import build_problem
+
+    key = (id(costs), cap)
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = (costs, build_problem(prep.graph, costs, (), cap, True, state=graph_state_pairs(prep.graph)))
+    return evaluate(_PROBLEMS[key][1], placement_of(plan)).sequential_s * 1e3
+
+
 def main(argv=None) -> int:
     import tvm
 
@@ -61,6 +105,11 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-mib", type=int, default=1024)
     p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (a smoke test)")
     p.add_argument("--json", default=None)
+    p.add_argument("--trace", default=None, metavar="DIR",
+                   help="after the rounds, one traced run per contender: DIR/<contender>.trace.json "
+                        "(Chrome/Perfetto, the predicted timeline beside it)")
+    p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -72,7 +121,13 @@ def main(argv=None) -> int:
     profile_bps = base.cold_weight_bandwidth("cpu")
     priced_at = (lambda bps: base.with_weight_bandwidth({"cpu": bps}))
     names = [c for c in args.contenders.split(",") if c]
-    plans = {n: capped._plan_contender(n, prep, priced_at(profile_bps or 90e9), cap) for n in names}
+    if args.before and BEFORE not in names:
+        names.append(BEFORE)
+    plans = {}
+    for n in names:
+        t0 = time.time()
+        plans[n] = plan_contender(n, prep, priced_at(profile_bps or 90e9), cap, args.before)
+        print(f"planned {n} in {time.time() - t0:.0f} s", flush=True)
     cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
     cache.prefetch(list(plans.items()), progress=False)
@@ -101,17 +156,26 @@ def main(argv=None) -> int:
             row["gemv_gbps"] = wr.bytes_per_s / 1e9
             rounds.append(row)
             print(json.dumps(row), flush=True)
+        if args.trace:
+            from pathlib import Path
+
+            Path(args.trace).mkdir(parents=True, exist_ok=True)
+            for n, (session, feeds) in sessions.items():
+                path = Path(args.trace) / f"{n.replace(' ', '_').replace('.', '')}.trace.json"
+                session.run(feeds, trace=str(path))
+                print(f"{n}: trace {path}", flush=True)
     finally:
         for session, _ in sessions.values():
             session.close()
     summary = {}
+    at = {f"{bps / 1e9:.1f}": priced_at(bps) for bps in
+          sorted({row["gemv_gbps"] * 1e9 for row in rounds} | ({profile_bps} if profile_bps else set()))}
     for n, plan in plans.items():
         meds = [row[n]["median_ms"] for row in rounds]
-        at = {f"{bps / 1e9:.1f}": priced_at(bps) for bps in
-              sorted({row["gemv_gbps"] * 1e9 for row in rounds} | ({profile_bps} if profile_bps else set()))}
         summary[n] = {"measured_median_ms": statistics.median(meds), "measured_range_ms": [min(meds), max(meds)],
-                      "predicted_ms": {gb: capped._plan_contender(n, prep, c, cap).predicted["latency_s"] * 1e3
-                                       for gb, c in at.items()}}
+                      "predicted_ms": {gb: repriced_ms(plan, prep, c, cap) for gb, c in at.items()},
+                      "partitions": len(plan.partitions), "streamed_partitions": len(plan.streamed),
+                      "streamed_bytes": plan.predicted.get("streamed_bytes", 0)}
         print(n, json.dumps(summary[n]), flush=True)
     if args.json:
         with open(args.json, "w") as f:

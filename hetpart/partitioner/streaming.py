@@ -24,7 +24,9 @@ copies beside them) under the cap:
   bound's relaxed placement (:func:`bound_seed`), and the memory-only rules' placements
   (:mod:`.memory_rules`: the llama.cpp- and ORT-style rules issue 19 measures hetpart
   against); from the best seed of each ring size, from the bound's seed and from each
-  rule's, a first-improvement local search over whole partitions
+  rule's, and from the best overlap seeds (:mod:`.overlap`: CPU weight reads and weight
+  copies interleaved so the copy stream runs while the CPU computes; switch
+  :data:`.overlap.OVERLAP_SEEDS`), a first-improvement local search over whole partitions
   and single kernels moved between the three choices, and pairs of nearby kernels
   streamed together (:data:`SEARCH_BUDGET` evaluations each); the best end is kept.
   **Bound**: the result is never predicted slower than the best plan without
@@ -47,6 +49,7 @@ import itertools
 
 from tqdm import tqdm
 
+from . import overlap
 from .evaluate import Evaluation, evaluate
 from .gpu_memory import gpu_memory
 from .mincut import solve_min_cut
@@ -100,7 +103,9 @@ def place(problem: Problem, resident: Assignment, progress: bool = False) -> Ass
         start = min((evaluate(problem, s) for s in [resident, *seeds(problem, (ring,))]), key=key)
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
-    for extra in (bound_seed(problem), *rule_seeds(problem)):
+    rules = rule_seeds(problem)
+    overlapped = overlap.best_overlap_seeds(problem, [resident, *rules]) if overlap.OVERLAP_SEEDS else []
+    for extra in (bound_seed(problem), *rules, *overlapped):
         if extra is None:
             continue
         start = evaluate(problem, extra)
