@@ -56,35 +56,6 @@ def test_low_precision_builds_are_held_to_their_own_tolerance(corpus):
     assert corpus.compare([b * 1.03], [b], "bf16")["status"] == "wrong"
 
 
-@pytest.fixture(scope="module")
-def cuda_run(corpus, tmp_path_factory):
-    """One simulated-CUDA corpus run of zoo:mlp:small at batches 1 and 2, timed, two
-    prepares side by side (``--jobs 2``): the results file and the export directory.
-    test_parallel_prepares_write_every_record_in_item_order checks it; the bf16 test
-    adds its record to a copy (each had run the model's fp32 build on its own)."""
-    tmp = tmp_path_factory.mktemp("corpus-cuda")
-    out, exports = tmp / "corpus.json", tmp / "exports"
-    assert corpus.main(["--models", "zoo:mlp:small", "--batches", "1,2", "--devices", "cuda", "--simulate",
-                        "--time", "--repeat", "2", "--jobs", "2", "--out", str(out),
-                        "--export-dir", str(exports)]) == 0
-    return out, exports
-
-
-@pytest.mark.slow
-def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, cuda_run, tmp_path):
-    """--precision bf16 (simulated CUDA): its own record, its own key, within 2e-2."""
-    shared, exports = cuda_run
-    out = tmp_path / "corpus.json"
-    out.write_text(shared.read_text())
-    assert corpus.main(["--models", "zoo:mlp:small", "--devices", "cuda", "--simulate", "--out", str(out),
-                        "--export-dir", str(exports), "--precision", "bf16", "--skip-done", str(out)]) == 0
-    batch1 = [r for r in json.loads(out.read_text())["records"] if r["batch"] == 1]
-    records = {r["precision"]: r for r in batch1}
-    assert len(batch1) == 2 and set(records) == {"fp32", "bf16"}
-    assert records["bf16"]["status"] == "pass" and 0 < records["bf16"]["rel_err"] <= 2e-2
-    assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
-
-
 def test_the_peers_own_error_is_measured_the_same_way_and_shown(corpus):
     """PyTorch's TF32/bf16 error against the float32 reference stands beside hetpart's,
     so a 'wrong' at the TF32 tolerance can be read against what TF32 does to the peer."""
@@ -235,6 +206,35 @@ def test_schedule_starts_no_prepare_past_the_budget(corpus, capsys):
     assert "not starting c, d, e" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def cuda_run(corpus, tmp_path_factory):
+    """One simulated-CUDA corpus run of zoo:mlp:small at batches 1 and 2, timed, two
+    prepares side by side (``--jobs 2``): the results file and the export directory.
+    test_parallel_prepares_write_every_record_in_item_order checks it; the bf16 test
+    adds its record to a copy (each had run the model's fp32 build on its own)."""
+    tmp = tmp_path_factory.mktemp("corpus-cuda")
+    out, exports = tmp / "corpus.json", tmp / "exports"
+    assert corpus.main(["--models", "zoo:mlp:small", "--batches", "1,2", "--devices", "cuda", "--simulate",
+                        "--time", "--repeat", "2", "--jobs", "2", "--out", str(out),
+                        "--export-dir", str(exports)]) == 0
+    return out, exports
+
+
+@pytest.mark.slow
+def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, cuda_run, tmp_path):
+    """--precision bf16 (simulated CUDA): its own record, its own key, within 2e-2."""
+    shared, exports = cuda_run
+    out = tmp_path / "corpus.json"
+    out.write_text(shared.read_text())
+    assert corpus.main(["--models", "zoo:mlp:small", "--devices", "cuda", "--simulate", "--out", str(out),
+                        "--export-dir", str(exports), "--precision", "bf16", "--skip-done", str(out)]) == 0
+    batch1 = [r for r in json.loads(out.read_text())["records"] if r["batch"] == 1]
+    records = {r["precision"]: r for r in batch1}
+    assert len(batch1) == 2 and set(records) == {"fp32", "bf16"}
+    assert records["bf16"]["status"] == "pass" and 0 < records["bf16"]["rel_err"] <= 2e-2
+    assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
+
+
 @pytest.mark.slow
 def test_parallel_prepares_write_every_record_in_item_order(cuda_run):
     """--jobs 2 (simulated CUDA): one complete record per item, listed as the items
@@ -278,6 +278,22 @@ def test_an_onnx_file_is_timed_against_onnxruntime_on_that_file(cpu_convs_run):
     (record,) = json.loads(out.read_text())["records"]
     assert record["status"] == "pass" and record["peer"] == "onnxruntime_cpu" and record["peer_ms"] > 0
     assert record["compiles_beside_timing"] == 0  # CPU records time alone
+
+
+@pytest.mark.slow
+def test_a_blocked_cpu_record_sits_beside_the_nchw_one(corpus, cpu_convs_run, tmp_path):
+    """--cpu-conv-block 8: the CPU build imports its convs in NCHW8c, matches ONNX Runtime
+    (seeded normal inputs: negatives; ReLUs: zeros), says its layout, and keeps its own key."""
+    path, shared, exports = cpu_convs_run
+    out = tmp_path / "corpus.json"
+    out.write_text(shared.read_text())
+    assert corpus.main(["--onnx", f"convs={path}", "--devices", "cpu", "--out", str(out), "--export-dir",
+                        str(exports), "--cpu-conv-block", "8", "--skip-done", str(out)]) == 0
+    records = {r["layout"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"NCHW", "NCHW8c"}
+    assert records["NCHW8c"]["conv_block"] == 8 and "conv_block" not in records["NCHW"]
+    assert all(r["status"] == "pass" and r["rel_err"] <= 1e-4 for r in records.values()), records
+    assert "| convs | 1 | cpu NCHW8c | fp32 |" in out.with_suffix(".md").read_text()
 
 
 def test_cpu_timing_settles_before_each_side_and_records_it(corpus, tmp_path, monkeypatch):
@@ -464,19 +480,3 @@ def test_a_blocked_cpu_record_has_its_own_key_layout_and_cell(corpus):
     assert corpus.done_keys([nchw], timing=False) == {corpus._key(nchw)}
     table = _table(corpus, nchw, blocked)
     assert "| convs | 1 | cpu NCHW8c | fp32 |" in table and "| convs | 1 | cpu | fp32 |" in table
-
-
-@pytest.mark.slow
-def test_a_blocked_cpu_record_sits_beside_the_nchw_one(corpus, cpu_convs_run, tmp_path):
-    """--cpu-conv-block 8: the CPU build imports its convs in NCHW8c, matches ONNX Runtime
-    (seeded normal inputs: negatives; ReLUs: zeros), says its layout, and keeps its own key."""
-    path, shared, exports = cpu_convs_run
-    out = tmp_path / "corpus.json"
-    out.write_text(shared.read_text())
-    assert corpus.main(["--onnx", f"convs={path}", "--devices", "cpu", "--out", str(out), "--export-dir",
-                        str(exports), "--cpu-conv-block", "8", "--skip-done", str(out)]) == 0
-    records = {r["layout"]: r for r in json.loads(out.read_text())["records"]}
-    assert set(records) == {"NCHW", "NCHW8c"}
-    assert records["NCHW8c"]["conv_block"] == 8 and "conv_block" not in records["NCHW"]
-    assert all(r["status"] == "pass" and r["rel_err"] <= 1e-4 for r in records.values()), records
-    assert "| convs | 1 | cpu NCHW8c | fp32 |" in out.with_suffix(".md").read_text()
