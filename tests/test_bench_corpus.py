@@ -56,20 +56,6 @@ def test_low_precision_builds_are_held_to_their_own_tolerance(corpus):
     assert corpus.compare([b * 1.03], [b], "bf16")["status"] == "wrong"
 
 
-@pytest.mark.slow
-def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, tmp_path):
-    """--precision bf16 (simulated CUDA): its own record, its own key, within 2e-2."""
-    out = tmp_path / "corpus.json"
-    common = ["--models", "zoo:mlp:small", "--devices", "cuda", "--simulate", "--out", str(out),
-              "--export-dir", str(tmp_path / "exports")]
-    assert corpus.main(common) == 0
-    assert corpus.main([*common, "--precision", "bf16", "--skip-done", str(out)]) == 0
-    records = {r["precision"]: r for r in json.loads(out.read_text())["records"]}
-    assert set(records) == {"fp32", "bf16"}
-    assert records["bf16"]["status"] == "pass" and 0 < records["bf16"]["rel_err"] <= 2e-2
-    assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
-
-
 def test_the_peers_own_error_is_measured_the_same_way_and_shown(corpus):
     """PyTorch's TF32/bf16 error against the float32 reference stands beside hetpart's,
     so a 'wrong' at the TF32 tolerance can be read against what TF32 does to the peer."""
@@ -220,39 +206,94 @@ def test_schedule_starts_no_prepare_past_the_budget(corpus, capsys):
     assert "not starting c, d, e" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def cuda_run(corpus, tmp_path_factory):
+    """One simulated-CUDA corpus run of zoo:mlp:small at batches 1 and 2, timed, two
+    prepares side by side (``--jobs 2``): the results file and the export directory.
+    test_parallel_prepares_write_every_record_in_item_order checks it; the bf16 test
+    adds its record to a copy (each had run the model's fp32 build on its own)."""
+    tmp = tmp_path_factory.mktemp("corpus-cuda")
+    out, exports = tmp / "corpus.json", tmp / "exports"
+    assert corpus.main(["--models", "zoo:mlp:small", "--batches", "1,2", "--devices", "cuda", "--simulate",
+                        "--time", "--repeat", "2", "--jobs", "2", "--out", str(out),
+                        "--export-dir", str(exports)]) == 0
+    return out, exports
+
+
 @pytest.mark.slow
-def test_parallel_prepares_write_every_record_in_item_order(corpus, tmp_path):
+def test_a_bf16_cuda_record_sits_beside_the_fp32_one(corpus, cuda_run, tmp_path):
+    """--precision bf16 (simulated CUDA): its own record, its own key, within 2e-2."""
+    shared, exports = cuda_run
+    out = tmp_path / "corpus.json"
+    out.write_text(shared.read_text())
+    assert corpus.main(["--models", "zoo:mlp:small", "--devices", "cuda", "--simulate", "--out", str(out),
+                        "--export-dir", str(exports), "--precision", "bf16", "--skip-done", str(out)]) == 0
+    batch1 = [r for r in json.loads(out.read_text())["records"] if r["batch"] == 1]
+    records = {r["precision"]: r for r in batch1}
+    assert len(batch1) == 2 and set(records) == {"fp32", "bf16"}
+    assert records["bf16"]["status"] == "pass" and 0 < records["bf16"]["rel_err"] <= 2e-2
+    assert records["fp32"]["rel_err"] < records["bf16"]["rel_err"]  # the weights were rounded
+
+
+@pytest.mark.slow
+def test_parallel_prepares_write_every_record_in_item_order(cuda_run):
     """--jobs 2 (simulated CUDA): one complete record per item, listed as the items
     came (batch-major), whatever order the measures finished in.  Two items, both
     prepared side by side (the scheduler's order with more items than jobs is
     test_schedule_prepares_side_by_side_and_measures_one_at_a_time's, without
     processes)."""
-    out = tmp_path / "corpus.json"
-    assert corpus.main(["--models", "zoo:mlp:small", "--batches", "1,2", "--devices", "cuda", "--simulate",
-                        "--time", "--repeat", "2", "--jobs", "2", "--out", str(out),
-                        "--export-dir", str(tmp_path / "exports")]) == 0
+    out, exports = cuda_run
     records = json.loads(out.read_text())["records"]
     assert [(r["model"], r["batch"], r["device"]) for r in records] == [("zoo:mlp:small", b, "cuda") for b in (1, 2)]
     for r in records:
         assert r["status"] == "pass" and r["rel_err"] <= 1e-2 and r["simulated"] and r["precision"] == "fp32"
         assert r["hetpart_ms"] > 0 and 0 <= r["compiles_beside_timing"] <= 2
-    assert not list((tmp_path / "exports").glob("builds-*"))  # the builds are gone
+    assert not list(exports.glob("builds-*"))  # the builds are gone
+
+
+@pytest.fixture(scope="module")
+def cpu_convs_run(corpus, tmp_path_factory):
+    """One timed CPU corpus run of an ONNX file (``--onnx``, the 4-conv model of
+    test_kernels_cpu_blocked_conv), NCHW: the results file and the export directory.
+    test_an_onnx_file_is_timed_against_onnxruntime_on_that_file checks its timing; the
+    blocked test adds its NCHW8c record to a copy (each had run an NCHW build of its own)."""
+    import onnx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_kernels_cpu_blocked_conv import _model
+
+    tmp = tmp_path_factory.mktemp("corpus-cpu")
+    path, out, exports = tmp / "convs.onnx", tmp / "corpus.json", tmp / "exports"
+    onnx.save(_model(1, 7), str(path))
+    assert corpus.main(["--onnx", f"convs={path}", "--devices", "cpu", "--time", "--repeat", "2", "--out", str(out),
+                        "--export-dir", str(exports)]) == 0
+    return path, out, exports
 
 
 @pytest.mark.slow
-def test_an_onnx_file_is_timed_against_onnxruntime_on_that_file(corpus, tmp_path):
+def test_an_onnx_file_is_timed_against_onnxruntime_on_that_file(cpu_convs_run):
     """--onnx with --time on the CPU: the peer, ONNX Runtime, opens the file given (it
     once looked for an export of that name, which --onnx never writes)."""
-    from hetpart import models
-
-    path = tmp_path / "mlp.onnx"
-    models.save(models.build("mlp", True), path)
-    out = tmp_path / "corpus.json"
-    assert corpus.main(["--onnx", f"mine={path}", "--devices", "cpu", "--time", "--repeat", "2", "--out", str(out),
-                        "--export-dir", str(tmp_path / "exports")]) == 0
+    _, out, _ = cpu_convs_run
     (record,) = json.loads(out.read_text())["records"]
     assert record["status"] == "pass" and record["peer"] == "onnxruntime_cpu" and record["peer_ms"] > 0
     assert record["compiles_beside_timing"] == 0  # CPU records time alone
+
+
+@pytest.mark.slow
+def test_a_blocked_cpu_record_sits_beside_the_nchw_one(corpus, cpu_convs_run, tmp_path):
+    """--cpu-conv-block 8: the CPU build imports its convs in NCHW8c, matches ONNX Runtime
+    (seeded normal inputs: negatives; ReLUs: zeros), says its layout, and keeps its own key."""
+    path, shared, exports = cpu_convs_run
+    out = tmp_path / "corpus.json"
+    out.write_text(shared.read_text())
+    assert corpus.main(["--onnx", f"convs={path}", "--devices", "cpu", "--out", str(out), "--export-dir",
+                        str(exports), "--cpu-conv-block", "8", "--skip-done", str(out)]) == 0
+    records = {r["layout"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {"NCHW", "NCHW8c"}
+    assert records["NCHW8c"]["conv_block"] == 8 and "conv_block" not in records["NCHW"]
+    assert all(r["status"] == "pass" and r["rel_err"] <= 1e-4 for r in records.values()), records
+    assert "| convs | 1 | cpu NCHW8c | fp32 |" in out.with_suffix(".md").read_text()
 
 
 def test_cpu_timing_settles_before_each_side_and_records_it(corpus, tmp_path, monkeypatch):
@@ -424,22 +465,18 @@ def test_the_device_resident_timing_feeds_gpu_tensors_without_a_host_copy(corpus
         np.testing.assert_allclose(got["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)
 
 
-def test_a_blocked_cpu_record_sits_beside_the_nchw_one(corpus, tmp_path):
-    """--cpu-conv-block 8: the CPU build imports its convs in NCHW8c, matches ONNX Runtime
-    (seeded normal inputs: negatives; ReLUs: zeros), says its layout, and keeps its own key."""
-    import onnx
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_kernels_cpu_blocked_conv import _model
-
-    path = tmp_path / "convs.onnx"
-    onnx.save(_model(1, 7), str(path))
-    out = tmp_path / "corpus.json"
-    common = ["--onnx", f"convs={path}", "--devices", "cpu", "--out", str(out), "--export-dir", str(tmp_path / "x")]
-    assert corpus.main(common) == 0
-    assert corpus.main([*common, "--cpu-conv-block", "8", "--skip-done", str(out)]) == 0
-    records = {r["layout"]: r for r in json.loads(out.read_text())["records"]}
-    assert set(records) == {"NCHW", "NCHW8c"}
-    assert records["NCHW8c"]["conv_block"] == 8 and "conv_block" not in records["NCHW"]
-    assert all(r["status"] == "pass" and r["rel_err"] <= 1e-4 for r in records.values()), records
-    assert "| convs | 1 | cpu NCHW8c | fp32 |" in out.with_suffix(".md").read_text()
+def test_a_blocked_cpu_record_has_its_own_key_layout_and_cell(corpus):
+    """What --cpu-conv-block adds to a record, without running one (the run itself is the
+    slow test below): the layout fields, a key of its own beside the NCHW record's (merging
+    keeps both), and the table's device cell."""
+    assert corpus._layout_fields("cpu", 8) == {"layout": "NCHW8c", "conv_block": 8}
+    assert corpus._layout_fields("cpu", None) == {"layout": "NCHW"}
+    assert corpus._layout_fields("cuda", 8) == {}
+    nchw = {"model": "convs", "batch": 1, "device": "cpu", "precision": "fp32", "status": "pass", "rel_err": 0.0,
+            "detail": "tolerance 0.01", "layout": "NCHW"}
+    blocked = dict(nchw, layout="NCHW8c", conv_block=8)
+    assert corpus._key(nchw) != corpus._key(blocked)
+    assert corpus._merged([nchw], {0: [blocked]}) == [nchw, blocked]
+    assert corpus.done_keys([nchw], timing=False) == {corpus._key(nchw)}
+    table = _table(corpus, nchw, blocked)
+    assert "| convs | 1 | cpu NCHW8c | fp32 |" in table and "| convs | 1 | cpu | fp32 |" in table

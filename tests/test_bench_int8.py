@@ -45,6 +45,7 @@ def test_a_failing_stage_is_an_error_record(tmp_path):
     assert record["status"] == "error" and record["detail"].startswith("quantize:")
 
 
+@pytest.mark.slow  # a subprocess that imports hetpart, quantises, builds and times (run_model is tested above)
 def test_front_end_writes_the_corpus_schema(tmp_path):
     out = tmp_path / "int8.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "int8.py"), "--models", "zoo:mlp:small", "--quant", "dynamic",

@@ -159,7 +159,15 @@ def _ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet", "bert", "gpt2"])
+SLOW = pytest.mark.slow
+"""The heavy models (an import and a compile of 40-80 kernels, 7-15 s each alone) leave the
+fast loop: the mlp (and for the dynamic path bert, whose attention has MatMulInteger of two
+activations) stay in it, and ConvInteger / QDQ convolutions have their fast op-level tests
+(test_importer_quantized.py, test_importer_qdq_conv.py).  CI runs them all."""
+
+
+@pytest.mark.parametrize("name", ["mlp", pytest.param("mobilenet", marks=SLOW), "bert",
+                                  pytest.param("gpt2", marks=SLOW)])
 def test_dynamic_quantized_model_matches_onnxruntime(name, tmp_path):
     _, q = _quantize(name, "dynamic", tmp_path)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= _ops(q)
@@ -173,7 +181,7 @@ def test_dynamic_quantized_model_matches_onnxruntime(name, tmp_path):
             np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
-@pytest.mark.parametrize("name", ["mlp", "mobilenet"])
+@pytest.mark.parametrize("name", ["mlp", pytest.param("mobilenet", marks=SLOW)])
 def test_static_qdq_model_is_within_one_step_of_onnxruntime(name, tmp_path):
     _, q = _quantize(name, "static", tmp_path)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(q)
@@ -186,6 +194,7 @@ def test_static_qdq_model_is_within_one_step_of_onnxruntime(name, tmp_path):
         assert np.abs(got - want).max() <= step * 1.001
 
 
+@SLOW
 def test_static_qdq_bert_is_as_accurate_as_onnxruntime_int8(tmp_path):
     """Against ORT running the QDQ graph as written (no fusion into its int8 kernels,
     the semantics hetpart runs): within a few steps of the output grid; against the
