@@ -81,7 +81,7 @@ class _CopyChain:
         c = self.cudart
         self.check(c.cudaEventRecord(self.events[0], self.stream))
         for i in range(copies):
-            self.check(c.cudaMemcpyAsync(self.device, self.pinned, self.chunk, self.h2d, self.stream))
+            self.check(c.cudaMemcpyAsync(self.device, int(self.pinned), self.chunk, self.h2d, self.stream))
             self.check(c.cudaEventRecord(self.events[i + 1], self.stream))
 
     def done(self, copies: int) -> bool:
