@@ -295,6 +295,22 @@ class CostModel:
         oh = self.profile.overheads.get(device)
         return None if oh is None else oh.weight_read_Bps
 
+    def copy_contention(self) -> tuple[float, float] | None:
+        """``(cpu_read, h2d_copy)``: the fraction of its own rate the CPU's cold weight reads
+        and a pinned host-to-GPU copy each keep while both run (both read host memory),
+        from the profile's :attr:`Overheads.contended_weight_read_Bps` over its
+        ``weight_read_Bps`` and :attr:`Overheads.contended_h2d_Bps` over the pinned h2d
+        fit's bandwidth, each clamped to (0, 1]; None where any of them was not measured.
+        :mod:`hetpart.partitioner.timeline` slows overlapping tasks by them."""
+        oh = self.profile.overheads.get("cpu")
+        tm = self.profile.transfers
+        fit = tm.fit("h2d", "pinned") if tm else None
+        if oh is None or fit is None or None in (oh.weight_read_Bps, oh.contended_weight_read_Bps,
+                                                 oh.contended_h2d_Bps):
+            return None
+        return (min(1.0, oh.contended_weight_read_Bps / oh.weight_read_Bps),
+                min(1.0, oh.contended_h2d_Bps / fit.bandwidth_Bps))
+
     def last_level_cache(self, device: str) -> int | None:
         """Bytes of ``device``'s last-level cache as this cost model prices with it
         (:attr:`cache_bytes`: the profile's record unless given); None where unknown."""

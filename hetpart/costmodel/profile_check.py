@@ -18,7 +18,7 @@ import numbers
 from dataclasses import fields
 
 STATUSES = ("ok", "failed", "dynamic")
-OPTIONAL = ("wake_s", "weight_read_Bps")
+OPTIONAL = ("wake_s", "weight_read_Bps", "contended_weight_read_Bps", "contended_h2d_Bps")
 """Overheads that may be None (not measured: profiles older than them)."""
 
 
@@ -76,8 +76,9 @@ def problems(prof) -> list[str]:
             out += _record_problems(f'kernels["{device}"]["{sig}"]', rec)
     for device, oh in prof.overheads.items():
         checks = {f.name: _number for f in fields(oh) if getattr(oh, f.name) is not None or f.name not in OPTIONAL}
-        if oh.weight_read_Bps is not None:
-            checks["weight_read_Bps"] = lambda v: _number(v, positive=True)
+        for name in ("weight_read_Bps", "contended_weight_read_Bps", "contended_h2d_Bps"):
+            if getattr(oh, name) is not None:
+                checks[name] = lambda v: _number(v, positive=True)
         out += _fields(f'overheads["{device}"]', oh, checks)
     for name in ("gpu_memory_bytes", "cpu_llc_bytes"):  # optional sizes: None, or a whole number of bytes
         value = getattr(prof, name)

@@ -21,10 +21,11 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
                   runs (:meth:`~.cost_model.CostModel.weights_stay_cached`)
 
 Version 1 gained the per-record keys ``rule`` and ``access``, the top-level
-``gpu_memory_bytes`` and ``cpu_llc_bytes`` and the overheads' ``session_s``, ``wake_s`` and ``weight_read_Bps``
+``gpu_memory_bytes`` and ``cpu_llc_bytes`` and the overheads' ``session_s``, ``wake_s``, ``weight_read_Bps``,
+``contended_weight_read_Bps`` and ``contended_h2d_Bps``
 without a version bump: they are additive (older hetpart ignores them; a record without
-them loads with ``""``, "not recorded"; overheads without ``wake_s`` or
-``weight_read_Bps`` load with None, "not measured"; a file without
+them loads with ``""``, "not recorded"; overheads without ``wake_s``,
+``weight_read_Bps`` or the contended ones load with None, "not measured"; a file without
 ``cpu_llc_bytes`` with None, "not recorded"),
 so files of either age load in both -- except that hetpart older than ``wake_s`` read
 overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
@@ -177,6 +178,11 @@ class Overheads:
     cache (:mod:`.weight_read_bench`; every kernel timing is hot, its weights cached).
     The cold-weight floor of a model bigger than the cache
     (:meth:`~.cost_model.CostModel.cold_weight_bandwidth`); None where not measured.
+    ``contended_weight_read_Bps`` / ``contended_h2d_Bps`` (bytes per second; CPU): the
+    same GEMV's weight reads while a pinned host-to-GPU copy loop runs, and that copy's
+    rate meanwhile (:mod:`.contention_bench`): both read host memory.  The cost model
+    slows CPU weight reads and streamed weight copies that overlap in time by them
+    (:meth:`~.cost_model.CostModel.copy_contention`); None where not measured.
     """
 
     call_s: float
@@ -186,6 +192,8 @@ class Overheads:
     session_s: float = 0.0
     wake_s: float | None = None
     weight_read_Bps: float | None = None
+    contended_weight_read_Bps: float | None = None
+    contended_h2d_Bps: float | None = None
 
     @classmethod
     def from_json(cls, d: dict) -> "Overheads":

@@ -54,6 +54,8 @@ class Layout:
     stream_slots: int = 0  # the ring streamed groups' weights are copied into (0: nothing streamed)
     stream_slot_bytes: int = 0
     group_overhead: list[float] = field(default_factory=list)  # per group: partition_overheads (in group_seconds)
+    contention: tuple[float, float] | None = None  # Problem.contention: (cpu read, h2d copy) rates kept
+    read_seconds: list[float] = field(default_factory=list)  # per group: its CPU weight reads (in group_seconds)
 
     @property
     def streamed_groups(self) -> list[int]:
@@ -109,5 +111,7 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
         for device in problem.copies(f, a):
             readers = sorted({where[c] for c in f.consumers if a[c] == device})
             transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
+    read = ([sum(problem.read_s.get(k, 0.0) for k in g.kernels) if g.device == "cpu" else 0.0 for g in groups]
+            if problem.contention is not None else [])
     return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s,
-                  group_overhead=overheads)
+                  group_overhead=overheads, contention=problem.contention, read_seconds=read)

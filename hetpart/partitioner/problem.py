@@ -104,6 +104,10 @@ class Problem:
     wake: dict[str, float] = field(default_factory=dict)  # device -> seconds a partition there pays after
     # one on the other device (the CPU pool's wake-up; :func:`.layout.partition_overheads`); missing: 0
     same_device: tuple[SameDevice, ...] = ()
+    contention: tuple[float, float] | None = None  # (cpu read, h2d copy) rates kept while both run
+    # (:meth:`~hetpart.costmodel.CostModel.copy_contention`); None: not measured, no slowdown
+    read_s: dict[str, float] = field(default_factory=dict)  # CPU kernel -> seconds of its cold weight
+    # reads (its weight floor, at most its cost; only where ``contention`` is set)
     step: dict[str, int] = field(init=False, repr=False)
     mates: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
@@ -213,9 +217,28 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
     same_device = same_device_groups(bound.pairs, {k: i for i, k in enumerate(order)})
     allowed, reasons = hold(same_device, allowed, reasons)
     seconds = {k: {d: s for d, s in row.items() if d in allowed[k]} for k, row in seconds.items()}
+    contention, read_s = _contention(graph, costs, seconds)
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
                    {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
-                   dict(state or {}), wake_costs(costs), same_device)
+                   dict(state or {}), wake_costs(costs), same_device, contention, read_s)
+
+
+def _contention(graph, costs, seconds) -> tuple[tuple[float, float] | None, dict[str, float]]:
+    """``costs.copy_contention()`` (None where ``costs`` has no such method or its profile
+    did not measure it) and, where set, each CPU-able kernel's cold weight-read seconds:
+    its ``weight_floor`` on the CPU, at most its CPU cost (0 where its weights stay cached)."""
+    fn = getattr(costs, "copy_contention", None)
+    contention = fn() if fn is not None else None
+    if contention is None:
+        return None, {}
+    if not all(math.isfinite(r) and 0 < r <= 1 for r in contention):
+        raise PlanError(f"the cost model gives the copy contention {contention}; each must be in (0, 1]")
+    floor = getattr(costs, "weight_floor", None)
+    read_s = {}
+    for k, row in seconds.items():
+        if "cpu" in row and floor is not None:
+            read_s[k] = min(row["cpu"], float(floor(graph.kernels[k], "cpu")))
+    return contention, read_s
 
 
 def wake_costs(costs) -> dict[str, float]:

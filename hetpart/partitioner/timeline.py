@@ -18,6 +18,19 @@ slot) has finished; streamed partition ``i`` waits for copy ``i``.
 * ``parallel``: list scheduling: tasks in order of their critical path to the end
   (upward rank, HEFT's priority), each on its track as soon as its inputs are there
   and the track is free.  Its end is the ``makespan`` objective.
+* copy contention (:data:`COPY_CONTENTION`; issue 19): a streamed weight copy reads
+  host memory, as a CPU partition's cold weight reads do, so where the profile measured
+  both under each other (:meth:`hetpart.costmodel.CostModel.copy_contention`, the rates
+  ``(r_cpu, r_copy)`` each keeps) a CPU partition and a weight copy that overlap in time
+  slow each other: a CPU partition whose weight reads are the fraction ``f`` of its
+  seconds progresses at ``1 / (f / r_cpu + 1 - f)`` while a copy runs, a copy at
+  ``1 / (f / r_copy + 1 - f)`` beside it, each at its own rate otherwise.  Each task
+  of ``s`` seconds that overlaps the other track for ``o`` seconds of wall time lasts
+  ``s + o * (1 - rate)``; the overlaps depend on the lengths, so the schedule is redone
+  with the lengths of the previous one's overlaps (:data:`CONTENTION_ROUNDS` at most,
+  until no end moves).  The order stays the one without contention, and a start is a
+  max of earlier ends plus lengths, so no task ends earlier than without it: the
+  prediction is never faster.  Without a measurement nothing changes.
 * :func:`pipeline_period`: with micro-batches pipelined, every track is busy with
   its own work once per micro-batch, so the slowest track bounds the period (a
   measured efficiency discounts plans that hand work between devices).
@@ -32,6 +45,13 @@ from .layout import Layout
 
 WEIGHTS_TRACK = "h2d_weights"
 TRACKS = ("cpu", "cuda", "h2d", "d2h", WEIGHTS_TRACK)
+
+COPY_CONTENTION = True
+"""Slow CPU weight reads and streamed weight copies that overlap by the profile's
+contended rates (module docstring); False: price them as independent (the model before,
+for A/Bs).  Without contended rates in the profile it changes nothing."""
+CONTENTION_ROUNDS = 8
+"""Most reschedules of the contention fixed point (module docstring)."""
 
 
 class Task(NamedTuple):
@@ -125,11 +145,20 @@ def _schedule(layout: Layout, mode: str) -> tuple[list[Task], list[int] | range,
         order = sorted(range(len(ts)), key=lambda i: (-rank[i], i))
     else:
         raise ValueError(f"unknown timeline mode {mode!r}")
+    parallel = mode == "parallel"
+    start, end = _place(ts, order, parallel, [t.seconds for t in ts])
+    if COPY_CONTENTION and layout.contention is not None and any(layout.read_seconds) \
+            and any(layout.weight_seconds):
+        start, end = _contend(layout, ts, order, parallel, start, end)
+    return ts, order, start, end
+
+
+def _place(ts: list[Task], order, parallel: bool, seconds: list[float]) -> tuple[list[float], list[float]]:
+    """Start and end of every task, in ``order``, task ``i`` lasting ``seconds[i]``."""
     start = [0.0] * len(ts)
     end = [0.0] * len(ts)
     free = {track: 0.0 for track in TRACKS}
     clock = 0.0
-    parallel = mode == "parallel"
     for i in order:
         t = ts[i]
         ready = max([end[d] for d in t.deps]) if t.deps else 0.0
@@ -137,11 +166,51 @@ def _schedule(layout: Layout, mode: str) -> tuple[list[Task], list[int] | range,
             begin = max(ready, free[t.track])
         else:  # without streamed weights ready <= clock: one task after another
             begin = max(ready, clock)
-            clock = begin + t.seconds
+            clock = begin + seconds[i]
         start[i] = begin
-        end[i] = begin + t.seconds
+        end[i] = begin + seconds[i]
         free[t.track] = end[i]
-    return ts, order, start, end
+    return start, end
+
+
+def _contend(layout: Layout, ts: list[Task], order, parallel: bool, start: list[float],
+             end: list[float]) -> tuple[list[float], list[float]]:
+    """The schedule with overlapping CPU weight reads and weight copies slowed (module
+    docstring); ``start``/``end``: the schedule without.  Every length is at least its
+    task's own seconds, so every end is at least the one given."""
+    r_cpu, r_copy = layout.contention
+    frac = {}
+    for i, t in enumerate(ts):
+        if t.kind == "partition" and t.track == "cpu" and t.seconds > 0:
+            f = min(1.0, layout.read_seconds[t.index] / t.seconds)
+            if f > 0:
+                frac[i] = f
+    cpu = sorted(frac, key=lambda i: start[i])
+    copies = sorted((i for i, t in enumerate(ts) if t.kind == "weights" and t.seconds > 0), key=lambda i: start[i])
+    base = [t.seconds for t in ts]
+    for _ in range(CONTENTION_ROUNDS):
+        seconds = list(base)
+        j0 = 0
+        for c in cpu:  # both tracks are serial: their intervals are sorted and disjoint
+            while j0 < len(copies) and end[copies[j0]] <= start[c]:
+                j0 += 1
+            f = frac[c]
+            j = j0
+            while j < len(copies) and start[copies[j]] < end[c]:
+                w = copies[j]
+                o = min(end[c], end[w]) - max(start[c], start[w])
+                if o > 0:
+                    seconds[c] += o * (1.0 - 1.0 / (f / r_cpu + 1.0 - f))
+                    seconds[w] += o * (1.0 - 1.0 / (f / r_copy + 1.0 - f))
+                j += 1
+        new_start, new_end = _place(ts, order, parallel, seconds)
+        moved = max((abs(a - b) for a, b in zip(new_end, end)), default=0.0)
+        start, end = new_start, new_end
+        cpu.sort(key=lambda i: start[i])
+        copies.sort(key=lambda i: start[i])
+        if moved <= 1e-12:
+            break
+    return start, end
 
 
 def finish(schedule: list[Scheduled]) -> float:
