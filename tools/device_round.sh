@@ -1696,7 +1696,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # tiles, accumulators in the output plane -- where main runs the batched 2 x 14 row tile.  resnet50 b8 on the
      # 16-core build: 1024->256 @14x14 (x5) and 1024->512 @14x14; also inception_v3's 768->* @17x17 and 2048/1280->*
      # @8x8, googlenet's 832->* @7x7, densenet121's transition-free 1x1s @14x14 / 7x7.  Per core (dev VM, 1 thread,
-     # CPU time, in situ): resnet50 0.945 / 0.963, inception_v3 768->* 0.80, googlenet / densenet121 neutral.  Here,
+     # CPU time, in situ): resnet50 0.945 / 0.963 (whole b8 0.998), inception_v3 768->* 0.80, others neutral.  Here,
      # 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50
      # b8, (2) b32, (3) the test file, (4) if time is left, inception_v3 b8.
      # Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32 (and inception_v3 b8 if run); off if > 1.01
