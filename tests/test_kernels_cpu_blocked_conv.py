@@ -638,3 +638,33 @@ def _assert_prefetch_stays_in_the_part(scheduled, parts: int) -> None:
         unit = t // tiles
         part, g = unit // (images * inner), unit % inner
         assert row == 2 * (part * inner + (g + 1) % inner), t
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_batched_weight_heavy_1x1_takes_the_plane_groups_per_image(on, monkeypatch):
+    """cpu_blocked_conv.BATCH_PLANE_GROUPS: the batch-2 768->64 1x1 on 8x8 (192 KiB of weights) on a
+    2-core target takes PLANE_IC_GROUPS' plane schedule per image (ic_groups_of 12 chunks a group; one
+    parallel loop of 2 images x 2 block groups); switched off, the batched row tile (None).  Either
+    way the build equals the unscheduled module's result."""
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, "BATCH_PLANE_GROUPS", on)
+    target = _cores_target(2)
+    m = _model_1x1(768, 64, 8)
+    for vi in (*m.graph.input, *m.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 2
+    graph = load(m, conv_block=16)
+    conv = next(f for gv, f in graph.module.functions_items()
+                if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
+    assert cb.ic_groups_of(conv, target) == (12 if on else None)
+    scheduled = next(f for gv, f in kernels.schedule(graph.module, target).functions_items()
+                     if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
+    parallel = [lp for lp, _ in _loops_and_blocks(scheduled.body) if lp.kind == tirx.ForKind.PARALLEL]
+    if on:
+        assert int(parallel[0].extent) == 4
+    x = np.random.default_rng(5).standard_normal((2, 768, 8, 8)).astype(np.float32)
+    got = run_vm(kernels.build(graph.module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))

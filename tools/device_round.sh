@@ -1689,6 +1689,32 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
     --workload zoo:moe --cap 1/2 --contenders "hetpart,ORT-style rule,llama.cpp-style rule" \
     --before hetpart.partitioner.overlap.OVERLAP_SEEDS=0 --rounds 6 --trace "$OUT/traces-moe" \
     --json "$OUT/capped-overlap-moe-ab.json" > "$OUT/capped-overlap-moe-ab.txt" 2>&1 ;;
+111)  # (BUDGET=590) issue 18 at batch > 1: the stride-1 1x1s in MLAS's pointwise order per image (branch
+     # blk-batch-1x1, bench/results/cpu-batch-1x1-2core.md).  rules/cpu_blocked_conv.BATCH_PLANE_GROUPS: a batched
+     # stride-1 1x1 on a plane <= 1024 pixels whose tile's weights pass 96 KiB takes PLANE_IC_GROUPS' plane schedule
+     # per image -- fused(n, oc_chunk / B) parallel, input channels in L1-sized groups outside the plane's pixel
+     # tiles, accumulators in the output plane -- where main runs the batched 2 x 14 row tile.  resnet50 b8 on the
+     # 16-core build: 1024->256 @14x14 (x5) and 1024->512 @14x14; also inception_v3's 768->* @17x17 and 2048/1280->*
+     # @8x8, googlenet's 832->* @7x7, densenet121's transition-free 1x1s @14x14 / 7x7.  Per core (dev VM, 1 thread,
+     # CPU time, in situ): resnet50 0.945 / 0.963 (whole b8 0.998), inception_v3 768->* 0.80, others neutral.  Here,
+     # 16 threads, tools/nchwc_ab.py NCHW / NCHW16c (after) / ORT / NCHW16c before (= the switch off): (1) resnet50
+     # b8, (2) b32, (3) the test file, (4) if time is left, inception_v3 b8.
+     # Decides: the switch stays on if NCHWc/before <= 1.0 at b8 and b32 (and inception_v3 b8 if run); off if > 1.01
+     # at either resnet50 batch (then the per-core gain does not survive 16 cores sharing L2/L3 bandwidth).
+  BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 180 python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 --calls 3 --rounds 3 \
+    --before $sw.BATCH_PLANE_GROUPS=0 > "$OUT/blk-batch-1x1-resnet50-b8-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 60))
+  [ "$left" -ge 90 ] && timeout $((left < 230 ? left : 230)) python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 \
+    --block 16 --threads 16 --calls 2 --rounds 3 --before $sw.BATCH_PLANE_GROUPS=0 \
+    > "$OUT/blk-batch-1x1-resnet50-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && timeout $((left < 50 ? left : 50)) python3 -m pytest -q -p no:cacheprovider \
+    tests/test_kernels_cpu_blocked_conv.py > "$OUT/pytest-blk-batch-1x1.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && f=$(cnn_b1 inception_v3) && [ -f "$f" ] && timeout "$left" python3 tools/nchwc_ab.py "$f" \
+    --batch 8 --block 16 --threads 16 --calls 2 --rounds 2 --before $sw.BATCH_PLANE_GROUPS=0 \
+    > "$OUT/blk-batch-1x1-inception_v3-b8-t16.txt" 2>&1 ;;
 esac
 tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
 ls -la "$OUT"

@@ -592,15 +592,22 @@ def all_blocks_fit(mac: MacBlock, conv: BlockedConv, shape: CpuShape, vectors: i
 
 
 PLANE_IC_GROUPS = True
-"""Whether a batch-1 blocked 1x1 stride-1 conv on a small plane (:func:`plane_1x1`) whose tile's
-weights overrun :data:`PLANE_GROUP_WEIGHT_BYTES` runs as ONNX Runtime's MLAS pointwise kernel does
-(:func:`plane_groups_tile`): per output-block group, the input channels in groups whose weights for
+"""Whether a batch-1 (a batch too: :data:`BATCH_PLANE_GROUPS`) blocked 1x1 stride-1 conv on a small
+plane (:func:`plane_1x1`) whose tile's weights overrun :data:`PLANE_GROUP_WEIGHT_BYTES` runs as ONNX
+Runtime's MLAS pointwise kernel does (:func:`plane_groups_tile`): per output-block group, the input channels in groups whose weights for
 the tile's blocks fit L1, each group over every pixel tile of the plane, the accumulators kept in
 the group's output plane (in L1/L2) between groups -- rather than each pixel tile streaming all of
 its blocks' weights (``ic * blocks * 64`` bytes: 98 KiB for inception_v3's 768 -> 192, 256 KiB for
 2048 -> 448) from L2, or, the first tile of a group, from memory.  Only where the block groups alone
 give every core one (``oc_chunks / blocks >= cores``: the parallel loop is theirs).  False: the
 plane or row tile as before (A/B runs)."""
+
+BATCH_PLANE_GROUPS = True
+"""Whether :data:`PLANE_IC_GROUPS` also applies to a batch (``n > 1``) stride-1 1x1 conv
+(:func:`plane_1x1`; not :func:`plane_kx1`): the same plane schedule per image, the tile loop
+``fused(n, oc_chunk / B)`` (parallel; batch-outer, as ONNX Runtime's MLAS splits its NCHWc convs),
+taken where the images' block groups give every core one (``n * oc_chunks / B >= cores``).  False:
+batch-1 only, the batched row tile as before (A/B runs)."""
 
 PLANE_GROUP_WEIGHT_BYTES = 24 * 1024
 """The weights one input-channel group of :data:`PLANE_IC_GROUPS` may read: half an AVX-512 Xeon's
@@ -617,12 +624,20 @@ L2 feeds the tile's weight streams.  Measured in googlenet (whole runs, 1 AVX-51
 def plane_ic_groups(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int | None:
     """Input-channel chunks (of ``conv.ic_block``) per group of :data:`PLANE_IC_GROUPS` for a plane
     ``plan``: the most dividing the chunk count whose weights for the plan's blocks fit
-    :data:`PLANE_GROUP_WEIGHT_BYTES`, or None (the tile as before): switch off, a batch, not a
+    :data:`PLANE_GROUP_WEIGHT_BYTES`, or None (the tile as before): switch off, a batch (but a 1x1 under
+    :data:`BATCH_PLANE_GROUPS`), not a
     :func:`plane_1x1` conv, one chunk, a tile's weights under :data:`PLANE_GROUP_MIN_TILE_WEIGHT_BYTES`, or
-    fewer block groups than cores."""
-    if not PLANE_IC_GROUPS or not plan.plane or conv.n is not None or conv.oc_chunk is None:
+    fewer block groups (times images, :data:`BATCH_PLANE_GROUPS`) than cores."""
+    if not PLANE_IC_GROUPS or not plan.plane or conv.oc_chunk is None:
         return None
-    if not (plane_1x1(mac, conv) or plane_kx1(mac, conv)) or mac.extents[conv.oc_chunk] // plan.blocks < shape.cores:
+    images = 1
+    if conv.n is not None:  # BATCH_PLANE_GROUPS: per image, 1x1s only
+        if not BATCH_PLANE_GROUPS or not plane_1x1(mac, conv):
+            return None
+        images = mac.extents[conv.n]
+    if not (plane_1x1(mac, conv) or plane_kx1(mac, conv)):
+        return None
+    if images * (mac.extents[conv.oc_chunk] // plan.blocks) < shape.cores:
         return None
     chunks = mac.extents[conv.ic] // conv.ic_block
     window = 1
@@ -639,7 +654,7 @@ def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, pla
                       shape: CpuShape) -> None:
     """Apply a :data:`PLANE_IC_GROUPS` ``plan`` to ``conv``'s block in ``sch``::
 
-        parallel  oc_chunk / B                                   # a group of B output blocks
+        parallel  [n x] oc_chunk / B                             # a group of B output blocks [of an image]
           init    acc[B, plane, c] = 0
           serial  ic // c / G                                    # G chunks: their weights in L1
             serial  plane / R                                    # a tile of R pixels
@@ -662,7 +677,10 @@ def plane_groups_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, pla
     ic_o, ic_i = sch.split(by(conv.ic), factors=[chunks, conv.ic_block])
     ic_g, ic_w = sch.split(ic_o, factors=[None, group])
     inner = (px_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, px_i, vec_o)
-    sch.reorder(occ_o, ic_g, px_o, ic_w, *(by(v) for v in conv.window), ic_i, *inner, vec_i)
+    sch.reorder(*([by(conv.n)] if conv.n is not None else []), occ_o, ic_g, px_o, ic_w,
+                *(by(v) for v in conv.window), ic_i, *inner, vec_i)
+    if conv.n is not None:  # BATCH_PLANE_GROUPS: the same plane schedule per (image, block group)
+        occ_o = sch.fuse(by(conv.n), occ_o)
     if mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(occ_o)
     for lp in inner:
