@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NoGPUError
-from .weight_read_bench import GEMV_K, GEMV_N, SWEEP_BYTES, build_gemv, measure_weight_read
+from .weight_read_bench import GEMV_K, GEMV_N, SWEEP_BYTES, build_gemv, gemv_operands, measure_weight_read
 
 CHUNK_BYTES = 64 << 20
 """One copy of the chain: a streamed decode layer's size class (46-64 MB slots)."""
@@ -107,11 +107,7 @@ class _CopyChain:
 def measure_contention(target, dev, rounds: int = 3, sweep_bytes: int = SWEEP_BYTES, chunk: int = CHUNK_BYTES,
                        window_s: float = WINDOW_S, executable=None) -> ContentionSample:
     """See the module docstring.  ``dev``: the CPU device the GEMV runs on."""
-    from tvm import relax
-    import tvm
-
     from ..targets import cuda_available
-    from .kernel_bench import TRANSFORM_PARAMS, _has_function
     from .transfer_bench import _check, _cudart
 
     if not cuda_available():
@@ -119,18 +115,8 @@ def measure_contention(target, dev, rounds: int = 3, sweep_bytes: int = SWEEP_BY
     cudart = _cudart()
     ex = executable if executable is not None else build_gemv(target)
     alone = measure_weight_read(target, dev, sweep_bytes=sweep_bytes, executable=ex)
-    vm = relax.VirtualMachine(ex, dev)
-    k, n = GEMV_K, GEMV_N
-    weight_bytes = k * n * 4
-    copies_w = max(2, -(-int(sweep_bytes) // weight_bytes))
-    rng = np.random.default_rng(0)
-    x = tvm.runtime.tensor(rng.uniform(0.1, 1.0, (1, k)).astype("float32"), dev)
-    pack = vm[TRANSFORM_PARAMS] if _has_function(vm, TRANSFORM_PARAMS) else None
-    weights = []
-    for _ in range(copies_w):
-        w = tvm.runtime.tensor(rng.uniform(0.1, 1.0, (k, n)).astype("float32"), dev)
-        weights.append(list(pack([w])) if pack is not None else [w])
-    f = vm["main"]
+    f, x, weights = gemv_operands(ex, dev, sweep_bytes)
+    copies_w, weight_bytes = len(weights), GEMV_K * GEMV_N * 4
     probe = 4
     chain = _CopyChain(cudart, _check, chunk, MAX_COPIES)
     try:

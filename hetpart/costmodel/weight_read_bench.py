@@ -94,16 +94,14 @@ def build_gemv(target, k: int = GEMV_K, n: int = GEMV_N):
         raise CompileError(f"cannot build the weight-read GEMV for {target.kind.name}: {exc}") from exc
 
 
-def measure_weight_read(target, dev, sweep_bytes: int = SWEEP_BYTES, k: int = GEMV_K, n: int = GEMV_N,
-                        sweeps: int = SWEEPS, executable=None) -> WeightReadSample:
-    """Time sweeps of the GEMV over ``sweep_bytes`` of distinct weights (at least two
-    copies) on ``dev`` (a CPU); see the module docstring."""
+def gemv_operands(ex, dev, sweep_bytes: int, k: int = GEMV_K, n: int = GEMV_N):
+    """``(f, x, weights)`` for sweeps of the GEMV ``ex`` on ``dev``: its ``main``, a seeded
+    ``[1, k]`` input, and at least two distinct seeded ``[k, n]`` weights covering
+    ``sweep_bytes``, each packed as the compiled model packs it (a list of arguments)."""
     from .kernel_bench import TRANSFORM_PARAMS, _has_function
 
-    ex = executable if executable is not None else build_gemv(target, k, n)
     vm = relax.VirtualMachine(ex, dev)
-    weight_bytes = k * n * 4
-    copies = max(2, -(-int(sweep_bytes) // weight_bytes))
+    copies = max(2, -(-int(sweep_bytes) // (k * n * 4)))
     rng = np.random.default_rng(0)
     x = tvm.runtime.tensor(rng.uniform(0.1, 1.0, (1, k)).astype("float32"), dev)
     pack = vm[TRANSFORM_PARAMS] if _has_function(vm, TRANSFORM_PARAMS) else None
@@ -111,7 +109,16 @@ def measure_weight_read(target, dev, sweep_bytes: int = SWEEP_BYTES, k: int = GE
     for _ in range(copies):
         w = tvm.runtime.tensor(rng.uniform(0.1, 1.0, (k, n)).astype("float32"), dev)
         weights.append(list(pack([w])) if pack is not None else [w])
-    f = vm["main"]
+    return vm["main"], x, weights
+
+
+def measure_weight_read(target, dev, sweep_bytes: int = SWEEP_BYTES, k: int = GEMV_K, n: int = GEMV_N,
+                        sweeps: int = SWEEPS, executable=None) -> WeightReadSample:
+    """Time sweeps of the GEMV over ``sweep_bytes`` of distinct weights (at least two
+    copies) on ``dev`` (a CPU); see the module docstring."""
+    ex = executable if executable is not None else build_gemv(target, k, n)
+    f, x, weights = gemv_operands(ex, dev, sweep_bytes, k, n)
+    copies, weight_bytes = len(weights), k * n * 4
 
     def sweep() -> float:
         t0 = time.perf_counter()
