@@ -39,6 +39,16 @@ class Costs(Protocol):
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """Whether ``kernel`` can run on ``device``, and if not, why."""
 
+    def copy_contention(self) -> tuple[float, float] | None:
+        """``(cpu_read, h2d_copy)``: the share of its own rate the CPU's cold weight reads and
+        a weight copy each keep while both run; None: not measured.  Optional: a Costs without
+        it prices them as independent (:func:`.problem.build_problem`)."""
+
+    def weight_floor(self, kernel, device: str) -> float:
+        """The least a call of ``kernel`` on ``device`` costs with its weights cold (the part of
+        its cost that reads host memory).  Optional: read only where :meth:`copy_contention`
+        gives rates."""
+
     def add_graph(self, graph) -> object:
         """The op graph whose kernels will be asked about.  Optional: a Costs without it
         needs none (:func:`give_graph`)."""
