@@ -1716,5 +1716,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
     --batch 8 --block 16 --threads 16 --calls 2 --rounds 2 --before $sw.BATCH_PLANE_GROUPS=0 \
     > "$OUT/blk-batch-1x1-inception_v3-b8-t16.txt" 2>&1 ;;
 esac
-tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
+# the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
+extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)
+tar -C "$OUT" -czf "$OUT/logs.tgz" logs $extra && rm -rf "$OUT/logs" ${extra:+$(printf "$OUT/%s " $extra)}
 ls -la "$OUT"
