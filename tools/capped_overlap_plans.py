@@ -81,28 +81,17 @@ def main(argv=None) -> int:
     resident = plans[False].assignment
     bases = {"hetpart (off)": resident, **rules}
     scored, seen = [], set()
-    kernels = problem.graph.kernels
     for bname, b in bases.items():
-        sizes = sorted({kernels[k].param_bytes for k in problem.order if overlap._candidate(problem, k)}, reverse=True)
-        for size in sizes[:overlap.SLOT_SIZES]:
-            for mult in overlap.SLOT_MULTIPLES:
-                for slots in overlap.RINGS:
-                    room = overlap.make_room(problem, b, slots * size * mult)
-                    if room is None:
-                        continue
-                    for whole in (False, True):
-                        found = overlap.units(problem, room, size * mult, whole)
-                        for theta in overlap.THETAS if found else ():
-                            seed = overlap.walk(problem, room, found, slots, theta)
-                            key = tuple(sorted(seed.items()))
-                            if key in seen:
-                                continue
-                            seen.add(key)
-                            e = evaluate(problem, seed)
-                            if e.fits and e.streamed:
-                                label = (f"seed: {bname}, room for {slots} x {size * mult / 1e6:.0f} MB, "
-                                         f"{'runs' if whole else 'kernels'}, theta {theta}")
-                                scored.append((e.sequential_s, label, seed))
+        for spec, seed in overlap.seeds_of(problem, b):
+            key = tuple(sorted(seed.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            e = evaluate(problem, seed)
+            if e.fits and e.streamed:
+                label = (f"seed: {bname}, room for {spec.slots} x {spec.slot / 1e6:.0f} MB, "
+                         f"{'runs' if spec.whole else 'kernels'}, theta {spec.theta}")
+                scored.append((e.sequential_s, label, seed))
     for _, label, seed in sorted(scored, key=lambda x: x[0])[:args.seeds]:
         print(row(label, problem, seed, "before the local search"))
     return 0

@@ -39,6 +39,8 @@ resident ones to the CPU).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .evaluate import evaluate
 from .gpu_memory import gpu_memory
 from .problem import STREAM, Assignment, Problem, split
@@ -79,24 +81,40 @@ def best_overlap_seeds(problem: Problem, bases: list[Assignment], keep: int = KE
 
 def overlap_seeds(problem: Problem, bases: list[Assignment]):
     """Every seed of every base, slot size, ring, unit kind and threshold (module docstring)."""
+    for base in _distinct(bases):
+        for _, seed in seeds_of(problem, base):
+            yield seed
+
+
+@dataclass(frozen=True)
+class SeedSpec:
+    """What one seed of a base was made with: ``slots`` ring slots of ``slot`` bytes, units of
+    one kernel or (``whole``) runs of them, the walk's threshold ``theta``."""
+
+    slot: int
+    slots: int
+    whole: bool
+    theta: float
+
+
+def seeds_of(problem: Problem, base: Assignment):
+    """``(SeedSpec, seed)`` for every slot size, ring, unit kind and threshold of ``base``
+    (none without a cap), in the order :func:`overlap_seeds` tries them."""
     if problem.gpu_memory is None:
         return
     kernels = problem.graph.kernels
-    for base in _distinct(bases):
-        sizes = sorted({kernels[k].param_bytes for k in problem.order if _candidate(problem, k)}, reverse=True)
-        for size in sizes[:SLOT_SIZES]:
-            for mult in SLOT_MULTIPLES:
-                slot = size * mult
-                for slots in RINGS:
-                    room = make_room(problem, base, slots * slot)
-                    if room is None:
-                        continue
-                    for whole in (False, True):
-                        found = units(problem, room, slot, whole)
-                        if not found:
-                            continue
-                        for theta in THETAS:
-                            yield walk(problem, room, found, slots, theta)
+    sizes = sorted({kernels[k].param_bytes for k in problem.order if _candidate(problem, k)}, reverse=True)
+    for size in sizes[:SLOT_SIZES]:
+        for mult in SLOT_MULTIPLES:
+            slot = size * mult
+            for slots in RINGS:
+                room = make_room(problem, base, slots * slot)
+                if room is None:
+                    continue
+                for whole in (False, True):
+                    found = units(problem, room, slot, whole)
+                    for theta in THETAS if found else ():
+                        yield SeedSpec(slot, slots, whole, theta), walk(problem, room, found, slots, theta)
 
 
 def _candidate(problem: Problem, k: str) -> bool:
