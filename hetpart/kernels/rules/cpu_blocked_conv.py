@@ -383,13 +383,14 @@ def blocked_plan(mac: MacBlock, conv: BlockedConv, shape: CpuShape, lanes: int) 
 
     ow = mac.extents[conv.ow]
     top = best(ow, False)
-    if top is not None and top[1].blocks == 1 and all_blocks_fit(mac, conv, shape, vectors, budget):
-        return BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width)
-    if top is not None and top[1].blocks == 1 and ALL_BLOCKS_PLANE and all_blocks_fit(mac, conv, shape, vectors, budget,
-                                                                                     any_weight=True):
-        whole = BlockedPlan(chunks, (budget - 1 - chunks * vectors) // (chunks * vectors), vectors, width, True)
-        if plane_1x1(mac, conv) and plane_ic_groups(mac, conv, whole, shape) is not None:
-            return whole
+    if top is not None and top[1].blocks == 1:  # ALL_BLOCKS: every chunk in one tile, columns to fill
+        columns = (budget - 1 - chunks * vectors) // (chunks * vectors)
+        if all_blocks_fit(mac, conv, shape, vectors, budget):
+            return BlockedPlan(chunks, columns, vectors, width)
+        if ALL_BLOCKS_PLANE and all_blocks_fit(mac, conv, shape, vectors, budget, any_weight=True):
+            whole = BlockedPlan(chunks, columns, vectors, width, True)
+            if plane_1x1(mac, conv) and plane_ic_groups(mac, conv, whole, shape) is not None:
+                return whole
     if top is not None and ow % top[1].columns and plane_1x1(mac, conv):
         fused = best(ow * mac.extents[conv.oh], True)
         if fused is not None and fused[0] > top[0]:
@@ -734,7 +735,7 @@ def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
     convolution taking :func:`plane_groups_tile`, else None.  For tools and tests."""
     from ..analysis import cpu_shape
 
-    mac, conv = _read(func)
+    _, mac, conv = _read(func)
     if conv is None:
         return None
     shape = cpu_shape(target)
@@ -780,9 +781,7 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     vec_o, vec_i = sch.split(by(conv.oc_block), factors=[plan.vectors, plan.lanes])
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
-    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE and conv.n is not None else None
-    if pad is not None and not pad_per_image_pays(sch, pad, shape):
-        pad = None  # the whole batch padded in one pass, the tiles' loop fused over the batch
+    pad = _per_image_padding(sch, mac, conv, shape)
     image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
     n_lp = by(conv.n) if conv.n is not None and image is None else None
     oh_lp = by(conv.oh) if conv.oh is not None and not pixels and not plane else None
@@ -790,8 +789,7 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     order = (n_lp, oh_lp, occ_o, ow_o) if rows_out else (n_lp, occ_o, oh_lp, ow_o)
     parts = 1
     if n_lp is not None and occ_o is not None and not rows_out:  # BATCH_GROUP_SPLIT
-        rows = 1 if oh_lp is None else mac.extents[conv.oh]
-        parts = group_split(mac, conv, plan, shape, rows * -(-width // plan.columns))
+        parts = group_split(mac, conv, plan, shape, _group_tiles(mac, conv, plan, shape))
         if parts > 1:
             part, occ_o = sch.split(occ_o, factors=[parts, None])
             order = (part, n_lp, occ_o, oh_lp, ow_o)
@@ -896,6 +894,14 @@ share rule (then: the 256 x 16 x 16 and 512 x 9 x 9 padded batches in one pass) 
 padding; the 16-core build on one thread 1.017x (all 16 padded convs in one pass)."""
 
 
+def _per_image_padding(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, shape: CpuShape):
+    """The padding block :func:`blocked_tile` computes one image at a time
+    (:data:`BATCH_PADDING_PER_IMAGE`, where :func:`pad_per_image_pays`), or None: no batch, no
+    padding, or the whole batch padded in one pass (the tiles' loop then fused over the batch)."""
+    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE and conv.n is not None else None
+    return pad if pad is not None and pad_per_image_pays(sch, pad, shape) else None
+
+
 def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
     """Whether ``pad`` (the conv's padding block, :func:`_padding_of`) is computed per image
     under :data:`BATCH_PADDING_PER_IMAGE`: always where :data:`BATCH_PAD_SHARE_BY_CORES` is off,
@@ -966,6 +972,16 @@ def _thread_bytes(n: int, groups: int, tiles: int, group_bytes: float, image_byt
     return worst
 
 
+def _group_tiles(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int:
+    """Tiles of one image and block group in :func:`blocked_tile`'s loop: its rows (one where the
+    pixels or the plane are fused: :func:`pixel_tiles`, ``plan.plane``) times its column tiles."""
+    pixels = pixel_tiles(mac, conv, shape) and (plan.blocks, plan.columns) == (2, PIXEL_COLUMNS)
+    fused = pixels or plan.plane
+    width = mac.extents[conv.ow] * (mac.extents[conv.oh] if fused else 1)
+    rows = 1 if fused or conv.oh is None else mac.extents[conv.oh]
+    return rows * -(-width // plan.columns)
+
+
 def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape, tiles: int) -> int:
     """The block-group parts ``p`` of :data:`BATCH_GROUP_SPLIT` for ``conv``'s tile loop (``tiles``
     tiles an image and block group), 1 for the batch-outer loop: switch off, no batch or one
@@ -1034,15 +1050,16 @@ def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> N
 
 
 def _read(func: tirx.PrimFunc):
-    """``(mac, conv)`` of ``func`` as :class:`.cpu_conv2d.CpuConv2d` reads it (its padding kept,
-    its other producers inlined), ``conv`` None where it is not a channel-blocked convolution."""
+    """``(sch, mac, conv)`` of ``func`` as :class:`.cpu_conv2d.CpuConv2d` reads it (its padding kept,
+    its other producers inlined, in ``sch``), ``conv`` None where it is not a channel-blocked
+    convolution."""
     from ..analysis import mac_of, tests_bounds, try_inline_spatial
 
     sch = s_tir.Schedule(func)
     keep = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")) if tests_bounds(sch.get(b))}
     try_inline_spatial(sch, keep=keep)
     mac = mac_of(sch)
-    return mac, (blocked_conv(mac) if mac is not None else None)
+    return sch, mac, (blocked_conv(mac) if mac is not None else None)
 
 
 def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
@@ -1050,7 +1067,7 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
     channel-blocked convolution (:func:`blocked_conv`), else None.  For tools and tests."""
     from ..analysis import cpu_shape
 
-    mac, conv = _read(func)
+    _, mac, conv = _read(func)
     if conv is None:
         return None
     shape = cpu_shape(target)
@@ -1062,34 +1079,24 @@ def group_split_of(func: tirx.PrimFunc, target) -> int | None:
     batch-outer, as where the batch is not in the tile loop -- per-image padding, rows outside
     the block groups) where it is a channel-blocked convolution tiled by :func:`blocked_tile`,
     else None.  For tools and tests."""
-    from ..analysis import cpu_shape, mac_of, tests_bounds, try_inline_spatial
+    from ..analysis import cpu_shape
 
-    sch = s_tir.Schedule(func)
-    keep = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")) if tests_bounds(sch.get(b))}
-    try_inline_spatial(sch, keep=keep)
-    mac = mac_of(sch)
-    conv = blocked_conv(mac) if mac is not None else None
+    sch, mac, conv = _read(func)
     if conv is None or conv.oc_chunk is None:
         return None
     shape = cpu_shape(target)
     plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
     if plan is None or (plan.plane and plane_ic_groups(mac, conv, plan, shape) is not None):
         return None
-    if conv.n is None or rows_outside_blocks(mac, conv):
+    if conv.n is None or rows_outside_blocks(mac, conv) or _per_image_padding(sch, mac, conv, shape) is not None:
         return 1
-    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE else None
-    if pad is not None and pad_per_image_pays(sch, pad, shape):
-        return 1
-    pixels = pixel_tiles(mac, conv, shape) and (plan.blocks, plan.columns) == (2, PIXEL_COLUMNS)
-    fused = pixels or plan.plane
-    width = mac.extents[conv.ow] * (mac.extents[conv.oh] if fused else 1)
-    return group_split(mac, conv, plan, shape, (1 if fused else mac.extents[conv.oh]) * -(-width // plan.columns))
+    return group_split(mac, conv, plan, shape, _group_tiles(mac, conv, plan, shape))
 
 
 def rows_outside_of(func: tirx.PrimFunc) -> bool | None:
     """:func:`rows_outside_blocks` of ``func`` where it is a channel-blocked convolution, else
     None.  For tools and tests."""
-    mac, conv = _read(func)
+    _, mac, conv = _read(func)
     return None if conv is None else rows_outside_blocks(mac, conv)
 
 
