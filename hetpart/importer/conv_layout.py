@@ -21,10 +21,10 @@ it and the blocked concats vectorised, NCHW16c 0.75x / 0.62x of NCHW at b1 / b8 
 bench/results/cpu-dn-blocked-2core.md), convnext 1.00x, efficientnet 1.15x, mobilenet_v2 1.9x
 (depthwise convs and ReLU6 stay NCHW, a transform at each): bench/results/cpu-blocked-next-2core.md.
 ``load`` stays NCHW unless asked (the layout is chosen before the plan says where kernels
-run); :func:`default_block` is what the CLI's all-CPU plans and ``bench/corpus.py``'s CPU rows
-use when no block is given: 16 on AVX-512 CPUs, where at 16 threads NCHW16c beat NCHW on every
-net measured (bench/results/cpu-s44-xeon.md), NCHW elsewhere.  ``partition MODEL --conv-block
-N|off`` and ``bench/corpus.py --cpu-conv-block N|off`` choose explicitly.
+run); :func:`default_block` is what the CLI's all-CPU plans use when no block is given: 16 on
+AVX-512 CPUs, where at 16 threads NCHW16c beat NCHW on every net measured
+(bench/results/cpu-s44-xeon.md), NCHW elsewhere.  ``partition MODEL --conv-block N|off`` chooses
+explicitly; ``bench/corpus.py``'s CPU rows stay NCHW unless ``--cpu-conv-block N`` asks.
 """
 
 from __future__ import annotations
