@@ -156,14 +156,8 @@ def _plan(node, producer, consts, shapes):
         if bias.size != o:
             return None
     scale = (np.float32(xs.reshape(())) * ws.astype(np.float32)).reshape(-1)
-    return dict(x8=x8, x8_type=shapes[x8][0], xz=node_input_zp(producer, node.input[0]), wq=wq, scale=scale, bias=bias,
-                strides=strides, pads=pads, shape=shape, out=(o, oh, ow), one=one, xz_value=xz)
-
-
-def node_input_zp(producer, name) -> str:
-    """The zero-point input name of the DequantizeLinear producing ``name`` ("" for none)."""
-    node = producer[name]
-    return node.input[2] if len(node.input) > 2 else ""
+    return dict(x8=x8, x8_type=shapes[x8][0], xz=xz, wq=wq, scale=scale, bias=bias,
+                strides=strides, pads=pads, shape=shape, out=(o, oh, ow), one=one)
 
 
 def _rewrite(node, i, p):
@@ -184,10 +178,10 @@ def _rewrite(node, i, p):
     kh, kw = wq.shape[2:]
     nhwc = emit("Transpose", [p["x8"]], f"{prefix}/nhwc", perm=[0, 2, 3, 1])
     rows = emit("Reshape", [nhwc, const("rows_shape", np.array([h * w, c], np.int64))], f"{prefix}/rows")
-    zp = 0 if p["xz_value"] is None else int(p["xz_value"].reshape(()))
+    zp = 0 if p["xz"] is None else int(p["xz"].reshape(()))
     cp = c if (kh * kw * c) % 4 == 0 else -(-c // 4) * 4
     if cp != c:  # channels padded by the zero point (PAD_CHANNELS), the weight by zeros below
-        fill_value = const("channel_fill", p["xz_value"].reshape(()) if p["xz_value"] is not None
+        fill_value = const("channel_fill", p["xz"].reshape(()) if p["xz"] is not None
                            else np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(p["x8_type"])))
         rows = emit("Pad", [rows, const("channel_pads", np.array([0, 0, 0, cp - c], np.int64)), fill_value],
                     f"{prefix}/rows_padded", mode="constant")
