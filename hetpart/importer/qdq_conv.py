@@ -319,6 +319,8 @@ def window_rows_2d(mod):
 
     @expr_functor.mutator
     class _Rows(PyExprMutator):
+        read_through = 0  # tables read through (WINDOW_PAD_IN_GATHER): their concats left unread
+
         def visit_call_(self, call: Call):
             call = super().visit_call_(call)
             if getattr(call.op, "name", None) != "relax.reshape" or not isinstance(call.args[0], Var):
@@ -339,13 +341,15 @@ def window_rows_2d(mod):
             padded = _constant_pad_row(self, table, ts[1]) if WINDOW_PAD_IN_GATHER else None
             if padded is not None and padded[1] == ts[0] - 1:
                 rows, r, fill = padded
+                self.read_through += 1
                 return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1], r, fill), rows, index,
                                              primfunc_name_hint="window_rows")
             return self.builder_.call_te(_window_rows_compute(xs[0], xs[1], ts[1]), table, index,
                                          primfunc_name_hint="window_rows")
 
-    mod = rewrite_functions(mod, _Rows(mod))
-    if WINDOW_PAD_IN_GATHER:  # the tables nothing reads any more
+    rows = _Rows(mod)
+    mod = rewrite_functions(mod, rows)
+    if rows.read_through:  # the tables nothing reads any more
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 mod[gv] = relax.analysis.remove_all_unused(func)
