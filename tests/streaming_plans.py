@@ -1,4 +1,5 @@
-"""Plans with streamed weights, made by hand for the runtime's and compiler's tests.
+"""Plans with streamed weights, made by hand for the runtime's and compiler's tests, and the
+chain graphs the partitioner's streaming tests place.
 
 The partitioner decides residency itself (issue 19's placement); these tests need
 plans they control: partitions on given devices, and the CUDA partitions' weights
@@ -7,7 +8,23 @@ marked ``"streamed"`` into a ring of ``slots`` slots.
 
 from __future__ import annotations
 
+from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
 from hetpart.partitioner import Partition, Plan
+
+
+def chain(params: list[int], act: int = 1000, name: str = "chain", period: int | None = None) -> OpGraph:
+    """Kernels node_0 -> node_1 -> ... each a matmul with ``params[i]`` bytes of weights; float32
+    activations of ``act`` elements; input x, output the last tensor.  Kernel ``i``'s signature
+    is ``sig{i}``, or ``sig{i % period}`` (kernels ``period`` apart the same kernel: layers)."""
+    tensors = {"x": Tensor("x", (act,), "float32", None, ("node_0",), True, False)}
+    kernels = {}
+    for i, w in enumerate(params):
+        k, out = f"node_{i}", f"t{i}"
+        last = i == len(params) - 1
+        tensors[out] = Tensor(out, (act,), "float32", k, () if last else (f"node_{i + 1}",), False, last)
+        kernels[k] = Kernel(k, f"fused_{k}", ("matmul",), "matmul", ("x" if i == 0 else f"t{i - 1}",), (out,),
+                            0, 0, 0, w, f"sig{i % period if period else i}", i)
+    return OpGraph(name, kernels, tensors, ("x",), (f"t{len(params) - 1}",))
 
 
 def plan_with_devices(graph, devices: list[str], *, streamed: bool, slots: int = 2, name: str = "streaming"):

@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
+from hetpart.importer.op_graph import OpGraph
 from hetpart.partitioner import TableCosts, partition
 from hetpart.partitioner.chain_bound import chain_bound
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
+import streaming_plans
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 MiB = 2**20
@@ -26,14 +27,7 @@ MiB = 2**20
 
 def chain(params: list[int]) -> OpGraph:
     """node_0 -> node_1 -> ... with ``params[i]`` weight bytes, tiny activations."""
-    tensors = {"x": Tensor("x", (4,), "float32", None, ("node_0",), True, False)}
-    kernels = {}
-    for i, w in enumerate(params):
-        k, out, last = f"node_{i}", f"t{i}", i == len(params) - 1
-        tensors[out] = Tensor(out, (4,), "float32", k, () if last else (f"node_{i + 1}",), False, last)
-        kernels[k] = Kernel(k, f"f{i}", ("matmul",), "matmul", ("x" if i == 0 else f"t{i - 1}",), (out,),
-                            0, 0, 0, w, f"s{i}", i)
-    return OpGraph("chain", kernels, tensors, ("x",), (f"t{len(params) - 1}",))
+    return streaming_plans.chain(params, act=4)
 
 
 def case(seed: int, n: int):

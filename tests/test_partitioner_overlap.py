@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
+from hetpart.importer.op_graph import OpGraph
 from hetpart.partitioner import TableCosts, overlap, partition
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.memory_rules import RULES
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
+from streaming_plans import chain
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 MiB = 2**20
@@ -29,15 +30,7 @@ LAYER = [8192, 16 * MiB, 2 * MiB, 2 * MiB, 0, 16 * MiB, 8192, 44 * MiB, 44 * MiB
 def decode_chain(layers: int = 6) -> OpGraph:
     """A decode step as a chain of ``layers`` LLaMA-shaped layers (float32 weights, an
     8 KiB activation between kernels)."""
-    params = LAYER * layers
-    tensors = {"x": Tensor("x", (2048,), "float32", None, ("node_0",), True, False)}
-    kernels = {}
-    for i, w in enumerate(params):
-        k, out, last = f"node_{i}", f"t{i}", i == len(params) - 1
-        tensors[out] = Tensor(out, (2048,), "float32", k, () if last else (f"node_{i + 1}",), False, last)
-        kernels[k] = Kernel(k, f"fused_{k}", ("matmul",), "matmul", ("x" if i == 0 else f"t{i - 1}",), (out,),
-                            0, 0, 0, w, f"sig{i % len(LAYER)}", i)
-    return OpGraph("decode-chain", kernels, tensors, ("x",), (f"t{len(params) - 1}",))
+    return chain(LAYER * layers, act=2048, name="decode-chain", period=len(LAYER))
 
 
 def decode_costs(graph: OpGraph, wake_s: float = 200e-6) -> TableCosts:

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
+from hetpart.importer.op_graph import OpGraph
 from hetpart.partitioner import Plan, TableCosts, explain, partition, render_plan
 from hetpart.partitioner import overlap
 from hetpart.partitioner.evaluate import SLOT_MULTIPLES, evaluate
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
+from streaming_plans import chain
 from gpu_memory_reference import plan_gpu_bytes
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
@@ -30,20 +31,6 @@ MiB = 2**20
 
 
 # --- synthetic models ------------------------------------------------------------------------
-def chain(params: list[int], act: int = 1000, name: str = "chain") -> OpGraph:
-    """Kernels node_0 -> node_1 -> ... each with ``params[i]`` bytes of weights; float32
-    activations of ``act`` elements; input x, output the last tensor."""
-    tensors = {"x": Tensor("x", (act,), "float32", None, ("node_0",), True, False)}
-    kernels = {}
-    for i, w in enumerate(params):
-        k, out = f"node_{i}", f"t{i}"
-        last = i == len(params) - 1
-        tensors[out] = Tensor(out, (act,), "float32", k, () if last else (f"node_{i + 1}",), False, last)
-        kernels[k] = Kernel(k, f"fused_{k}", ("matmul",), "matmul", ("x" if i == 0 else f"t{i - 1}",), (out,),
-                            0, 0, 0, w, f"sig{i}", i)
-    return OpGraph(name, kernels, tensors, ("x",), (f"t{len(params) - 1}",))
-
-
 def bert_like(layers: int = 4, hidden: int = 1024, seq: int = 128) -> OpGraph:
     """A BERT-style encoder as a chain: per layer QKV, attention, projection, norm, two FFN
     matmuls, norm; float32 weights (12 MiB + 4 MiB + 2 x 16 MiB per layer at hidden 1024)."""
