@@ -2,8 +2,9 @@
 with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...``).
 
 * ``model(nodes, inputs, outputs, initializers)``: an opset-17 ModelProto;
-* ``run_on(model, device, feeds, simulate=...)``: import, pin every kernel on
-  ``device`` (``"cpu"`` or ``"cuda"``), compile, run one Session; outputs by name;
+* ``run_on(model, device, feeds, simulate=..., options=...)``: import, pin every kernel on
+  ``device`` (``"cpu"`` or ``"cuda"``), compile (with those kernel options, e.g. TF32
+  off), run one Session; outputs by name;
 * ``single_cpu_kernel(model)``: the one scheduled CPU PrimFunc it fuses into;
 * ``block_nests(func)`` / ``update_unrolls(func)``: a scheduled PrimFunc's blocks with their
   loops / the unrolled loops around its multiply-accumulate update;
@@ -67,18 +68,24 @@ def plan_all_on(graph, device: str):
                 predicted={}, profile_origin="test", graph=graph)
 
 
-def compile_on(m: onnx.ModelProto, device: str, *, simulate: bool):
+def compile_on(m: onnx.ModelProto, device: str, *, simulate: bool, options=None):
+    """``m`` imported and compiled with every kernel on ``device``; ``options`` (a
+    :class:`~hetpart.kernels.options.KernelOptions`, e.g. TF32 off) default to the build's."""
     from hetpart import compiler, importer
+    from hetpart.kernels.options import DEFAULT
 
     graph = importer.load(m)
-    return compiler.compile(plan_all_on(graph, device), simulate=simulate, progress=False)
+    return compiler.compile(plan_all_on(graph, device), simulate=simulate, progress=False,
+                            options=options or DEFAULT)
 
 
-def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = True) -> dict[str, np.ndarray]:
-    """``m`` run with every kernel on ``device``: ``{output name: array}``."""
+def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = True,
+           options=None) -> dict[str, np.ndarray]:
+    """``m`` run with every kernel on ``device``: ``{output name: array}`` (``options``:
+    as :func:`compile_on`)."""
     from hetpart.runtime import Session
 
-    with Session(compile_on(m, device, simulate=simulate)) as s:
+    with Session(compile_on(m, device, simulate=simulate, options=options)) as s:
         return s.run(feeds)
 
 

@@ -1715,6 +1715,31 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   [ "$left" -ge 60 ] && f=$(cnn_b1 inception_v3) && [ -f "$f" ] && timeout "$left" python3 tools/nchwc_ab.py "$f" \
     --batch 8 --block 16 --threads 16 --calls 2 --rounds 2 --before $sw.BATCH_PLANE_GROUPS=0 \
     > "$OUT/blk-batch-1x1-inception_v3-b8-t16.txt" 2>&1 ;;
+112)  # (BUDGET=590) the cuda suite's 3 failures and 5 unrun tests of session 46 (branch gpu-tol).  Failures, all
+     # TF32 since 604fe39 (GpuTensorCoreSplitK takes batch-1 matmuls): test_compiler_cuda convnext / swin (now
+     # TF32_TOL, and again built with KernelOptions(tf32=False) at the strict 1e-4 -- with dlrm), and
+     # test_kernels_splitk's GELU case (now built with TF32 off, so GpuSplitKGemm runs it, at 1e-4 of ORT).
+     # Then the tests time ran out on (the streaming pair last: the suite stopped inside its first test),
+     # each test capped at 150 s by pytest-timeout so a hang prints its stack and costs one test.
+     # Decides: all of (1) pass -> the failures were TF32's precision, the kernels right (merge gpu-tol); a
+     # strict tf32-off failure -> a real SIMT-kernel or epilogue difference in that model (its diff says
+     # where); a TF32_TOL failure -> more than operand rounding (a TF32 kernel bug).  (2)-(4): pass, or the
+     # first GPU evidence of a bug / hang in streaming, serving, or the bench/profile tools.
+  BUDGET=590; pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider --timeout 150"
+  timeout 260 $pt "tests/test_compiler_cuda.py::test_real_cuda_partitions_match_the_references[convnext]" \
+    "tests/test_compiler_cuda.py::test_real_cuda_partitions_match_the_references[swin]" \
+    tests/test_kernels_splitk.py::test_splitk_gelu_epilogue_against_onnxruntime_on_the_gpu \
+    tests/test_compiler_cuda.py::test_full_float32_cuda_partitions_match_strictly > "$OUT/pytest-112-fixed.txt" 2>&1
+  left=$((BUDGET - SECONDS - 150))
+  [ "$left" -ge 30 ] && timeout $((left < 150 ? left : 150)) $pt \
+    tests/test_runtime_streams.py::test_warm_gpu_runs_create_no_events \
+    tests/test_serving_session.py::test_server_over_a_gpu_session_answers_each_request_with_its_own_row \
+    tests/test_together_serving.py::test_two_zoo_models_with_quotas_on_a_real_gpu > "$OUT/pytest-112-serving.txt" 2>&1
+  left=$((BUDGET - SECONDS - 100))
+  [ "$left" -ge 30 ] && timeout $((left < 150 ? left : 150)) $pt -m cuda tests/test_bench.py tests/test_bench_corpus.py \
+    tests/test_tools_gpu_kernels.py > "$OUT/pytest-112-bench.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 30 ] && timeout "$left" $pt -m cuda tests/test_runtime_streaming.py > "$OUT/pytest-112-streaming.txt" 2>&1 ;;
 esac
 # the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
 extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)
