@@ -18,7 +18,6 @@ cuda-marked test's job on the GPU machine.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
