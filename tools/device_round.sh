@@ -1725,11 +1725,14 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # strict tf32-off failure -> a real SIMT-kernel or epilogue difference in that model (its diff says
      # where); a TF32_TOL failure -> more than operand rounding (a TF32 kernel bug).  (2)-(4): pass, or the
      # first GPU evidence of a bug / hang in streaming, serving, or the bench/profile tools.
-  BUDGET=590; pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider --timeout 150"
-  timeout 260 $pt "tests/test_compiler_cuda.py::test_real_cuda_partitions_match_the_references[convnext]" \
+  BUDGET=590; pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 150"  # the plugin may be absent there
+  timeout 300 $pt "tests/test_compiler_cuda.py::test_real_cuda_partitions_match_the_references[convnext]" \
     "tests/test_compiler_cuda.py::test_real_cuda_partitions_match_the_references[swin]" \
     tests/test_kernels_splitk.py::test_splitk_gelu_epilogue_against_onnxruntime_on_the_gpu \
-    tests/test_compiler_cuda.py::test_full_float32_cuda_partitions_match_strictly > "$OUT/pytest-112-fixed.txt" 2>&1
+    tests/test_compiler_cuda.py::test_full_float32_cuda_partitions_match_strictly \
+    "tests/test_models_families.py::test_family_matches_the_onnx_reference_on_the_real_gpu" -k "not tf32" \
+    > "$OUT/pytest-112-fixed.txt" 2>&1
   left=$((BUDGET - SECONDS - 150))
   [ "$left" -ge 30 ] && timeout $((left < 150 ? left : 150)) $pt \
     tests/test_runtime_streams.py::test_warm_gpu_runs_create_no_events \
