@@ -1096,15 +1096,18 @@ def _copies_note(r: dict) -> str | None:
     return f"GPU-in run still made {crossed} host->GPU feed copies" if crossed else None
 
 
-def _conv_block(text: str) -> int:
-    """``--cpu-conv-block``: 8, 16, 32, or ``auto`` (this CPU's float lanes)."""
-    if text.strip().lower() == "auto":
-        from hetpart.importer.conv_layout import host_block
+def _conv_block(text: str) -> int | None:
+    """``--cpu-conv-block``, read as ``partition plan --conv-block`` is
+    (:func:`hetpart.cli.options.parse_conv_block`): 8, 16, 32, ``auto`` (this CPU's float
+    lanes), or ``off`` -- None here, NCHW, as without the option (a corpus CPU build has no
+    default block).  Anything else an argparse error naming the choices."""
+    from hetpart.cli.options import parse_conv_block
+    from hetpart.errors import PlanError
 
-        return host_block()
-    if text.strip() not in ("8", "16", "32"):
-        raise argparse.ArgumentTypeError(f"'{text}' is not 8, 16, 32 or auto")
-    return int(text)
+    try:
+        return parse_conv_block(text) or None
+    except PlanError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1135,7 +1138,7 @@ def _parser() -> argparse.ArgumentParser:
                         "runs under torch.autocast to that type); CPU builds stay fp32")
     p.add_argument("--cpu-conv-block", type=_conv_block, default=None, metavar="N",
                    help="CPU builds import their convolutions channel-blocked, NCHW{N}c (hetpart.load(..., "
-                        "conv_block=N); 8, 16, 32, or auto: this CPU's float lanes, 16 for AVX-512, 8 for AVX2): such a record says layout NCHW{N}c and "
+                        "conv_block=N); 8, 16, 32, or auto: this CPU's float lanes, 16 for AVX-512, 8 for AVX2; off: NCHW, as without it): such a record says layout NCHW{N}c and "
                         "conv_block N, keeps its own key (beside the NCHW record of the same model) and shows "
                         "'cpu NCHW{N}c' in the table.  Pays on resnet-like and depthwise nets")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per measurement with --time")

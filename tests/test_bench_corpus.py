@@ -465,6 +465,19 @@ def test_the_device_resident_timing_feeds_gpu_tensors_without_a_host_copy(corpus
         np.testing.assert_allclose(got["t1"], chain_reference(x, 2), rtol=1e-4, atol=1e-4)
 
 
+def test_cpu_conv_block_option_reads_as_the_cli_conv_block(corpus):
+    """--cpu-conv-block takes partition plan --conv-block's values (parse_conv_block): 8, 16, 32,
+    auto; off is NCHW, as without the option; anything else an argparse error."""
+    from hetpart.importer.conv_layout import host_block
+
+    parse = corpus._parser().parse_args
+    assert parse([]).cpu_conv_block is None
+    assert [parse(["--cpu-conv-block", v]).cpu_conv_block for v in ("8", "16", "32", "auto", "off")] == \
+        [8, 16, 32, host_block(), None]
+    with pytest.raises(SystemExit):
+        parse(["--cpu-conv-block", "7"])
+
+
 def test_a_blocked_cpu_record_has_its_own_key_layout_and_cell(corpus):
     """What --cpu-conv-block adds to a record, without running one (the run itself is the
     slow test below): the layout fields, a key of its own beside the NCHW record's (merging

@@ -25,7 +25,9 @@ def test_int8_record_of_a_quantised_zoo_model(quant, tmp_path):
     assert record["status"] == "pass", record
     assert record["precision"] == "int8" and record["quantization"] == quant
     assert record["rel_err"] <= max(1e-3, 1.5 * record["ort_int8_vs_fp32"])
-    assert record["hetpart_ms"] > 0 and record["ort_int8_ms"] > 0
+    assert record["hetpart_ms"] > 0 and record["peer"] == "onnxruntime_cpu_int8" and record["peer_ms"] > 0
+    assert record["speedup_vs_ort_int8"] == round(record["peer_ms"] / record["hetpart_ms"], 3)
+    assert set(record) >= {"model", "batch", "device", "precision", "hetpart_ms", "peer", "peer_ms"}  # the corpus's
     assert (tmp_path / f"mlp.{quant}.onnx").exists()  # the quantised model is cached
 
 

@@ -100,7 +100,8 @@ def test_seeds_respect_devices_and_never_put_cpu_kernels_back_on_the_gpu():
             assert (d if d != STREAM else "cuda") in problem.allowed[k]
         assert any(all(not (b[k] == "cpu" and seed[k] == "cuda") for k in problem.order) for b in bases)
     kept = overlap.best_overlap_seeds(problem, bases)
-    assert kept and all(evaluate(problem, a).fits and evaluate(problem, a).streamed for a in kept)
+    assert kept and all(e.fits and e.streamed for e in kept)
+    assert all(evaluate(problem, e.placement) == e for e in kept)  # evaluated once, as again
 
 
 def test_make_room_moves_resident_weights_next_to_the_cpu_first():

@@ -80,3 +80,19 @@ def test_one_group_a_core_does_not_prefetch():
     graph = load(_model(256, 256, 3, 7), conv_block=16)
     assert "T.prefetch" not in _conv_script(graph, cpu_tvm_target(cores=16))
     assert "T.prefetch" in _conv_script(graph, cpu_tvm_target(cores=2))
+
+
+def test_a_weight_of_a_symbolic_dim_does_not_prefetch():
+    """mark sizes the weight by analysis.buffer_bytes, which counts a symbolic dim as 1: such a
+    weight (never a conv's in practice) is refused before it is sized, not prefetched by a
+    wrong count; one of 1 MiB is sized as the constant shape says (bool / int4: 1 byte each)."""
+    from tvm import tirx
+
+    from hetpart.kernels import weight_prefetch
+    from hetpart.kernels.analysis import buffer_bytes
+
+    n = tirx.Var("n", "int64")
+    weight = tirx.decl_buffer((n, 64, 3, 3, 16, 16), "float32", "w")
+    assert weight_prefetch.mark(None, None, [object()], weight, groups=4, tiles=2) is False
+    for dtype, size in (("float32", 4), ("bool", 1), ("int4", 1), ("float16", 2)):
+        assert buffer_bytes(tirx.decl_buffer((64, 16, 16, 16), dtype, "w")) == 64 * 16 ** 3 * size

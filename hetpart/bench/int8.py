@@ -10,7 +10,11 @@ calibrated on 8 seeded random feeds):
 3. hetpart: ``load`` -> every kernel pinned to the CPU -> ``compile`` -> ``Session``:
    outputs and median time; compare with ORT's int8 outputs.
 
-A record (``hetpart-corpus`` schema, precision ``int8``): ``status`` pass when both the
+A record (``hetpart-corpus`` schema, precision ``int8``) carries the corpus records' common
+fields (``bench/corpus.py``: ``model``, ``batch``, ``device``, ``precision``, ``hetpart_ms``,
+``peer``, ``peer_ms``), the peer being ONNX Runtime's int8 CPU run (:data:`PEER`; records
+written before session 46, ``bench/results/int8-*.json``, name its time ``ort_int8_ms``
+instead, with no ``peer``).  ``status`` pass when both the
 relative error ``max|a - b| / max|b|`` to ORT's int8 output (a: hetpart) and hetpart's
 own error to the float model are at most the quantised model's own tolerance:
 :data:`SLACK` times ORT's int8 error to the float model, at least :data:`FLOOR`;
@@ -31,6 +35,9 @@ import numpy as np
 from .timing import Settings, time_calls
 
 SCHEMA, VERSION = "hetpart-corpus", 1
+PEER = "onnxruntime_cpu_int8"
+"""A record's ``peer``: ONNX Runtime's CPU run of the quantised file (the corpus names its CPU
+peer ``onnxruntime_cpu``, its autocast peers ``torch_cuda_graph_autocast_<precision>``)."""
 QUANTIZATIONS = ("dynamic", "qdq")
 SLACK, FLOOR = 1.5, 1e-3
 """The quantised model's own tolerance: hetpart and ORT round activations to the same
@@ -121,7 +128,7 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         want, ref = ort_int8.run(None, feeds), ort_fp32.run(None, feeds)
         # each timing starts once the other sessions' pool threads stop spinning (.settle)
         waits = [settle()]
-        record["ort_int8_ms"] = round(median_ms(lambda: ort_int8.run(None, feeds), repeat), 4)
+        record.update(peer=PEER, peer_ms=round(median_ms(lambda: ort_int8.run(None, feeds), repeat), 4))
         waits.append(settle())
         record["ort_fp32_ms"] = round(median_ms(lambda: ort_fp32.run(None, feeds), repeat), 4)
         stage = "import"
@@ -141,7 +148,7 @@ def run_model(name: str, float_path: Path, quant: str, *, batch: int = 1, repeat
         ok = err <= tolerance and own_err <= tolerance
         record.update(status="pass" if ok else "wrong", rel_err=err, ort_int8_vs_fp32=ort_err,
                       hetpart_vs_fp32=own_err, detail=f"tolerance {tolerance:.3g}",
-                      speedup_vs_ort_int8=round(record["ort_int8_ms"] / record["hetpart_ms"], 3))
+                      speedup_vs_ort_int8=round(record["peer_ms"] / record["hetpart_ms"], 3))
         if kernels:
             from .kernel_table import measure
 

@@ -30,6 +30,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.ir import TensorLoad
 
+from .analysis import buffer_bytes
+
 WEIGHT_PREFETCH = True
 """Whether :mod:`.rules.cpu_blocked_conv`'s tiles of a weight of :data:`MIN_WEIGHT_BYTES` or more
 prefetch the next block group's weights (False: as before; A/B runs,
@@ -59,13 +61,6 @@ group, n lines a step, group elements, elements a line]``."""
 LEVEL_KEY = "hetpart_prefetch_level"
 """Loop annotation: the reduction loops (their depth, 0 outermost) whose iterations index the
 prefetched lines; the innermost of them gets the prefetches."""
-
-
-def _bytes(var) -> int:
-    n = max(1, tvm.runtime.DataType(str(var.ty.dtype)).bits // 8)
-    for d in var.shape:
-        n *= int(d)
-    return n
 
 
 MAX_STEP_LINES = 16
@@ -98,8 +93,10 @@ def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles:
     ``groups`` each, run ``t // span`` (``span`` tile-loop iterations a run: the tile loop of
     :data:`.rules.cpu_blocked_conv.BATCH_GROUP_SPLIT`, ``(part, n, groups, tiles)``), and the next
     group is the next of the same run (after its last, its first: the next image's).  Returns
-    whether it marked."""
-    if not WEIGHT_PREFETCH or groups < 2 or tiles < 1 or not reduction or _bytes(weight) < MIN_WEIGHT_BYTES:
+    whether it marked; never for a weight of a symbolic dim (its size unknown: the byte counts
+    below, :func:`~.analysis.buffer_bytes`, are of constant shapes)."""
+    if not WEIGHT_PREFETCH or groups < 2 or tiles < 1 or not reduction \
+            or not all(isinstance(d, tirx.IntImm) for d in weight.shape) or buffer_bytes(weight) < MIN_WEIGHT_BYTES:
         return False
     total = sch.get(tile).extent
     if not isinstance(total, tirx.IntImm) or -(-int(total) // max(1, cores)) < MIN_GROUPS_PER_CORE * tiles:
@@ -107,11 +104,11 @@ def mark(sch: s_tir.Schedule, tile, reduction: list, weight, groups: int, tiles:
     extents = [sch.get(lp).extent for lp in reduction]
     if not all(isinstance(e, tirx.IntImm) and int(e) >= 1 for e in extents):
         return False
-    elems = _bytes(weight) // max(1, tvm.runtime.DataType(str(weight.ty.dtype)).bits // 8)
+    elems = buffer_bytes(weight) // max(1, tvm.runtime.DataType(str(weight.ty.dtype)).bits // 8)
     if len(weight.shape) < 2 or int(weight.shape[0]) % (groups * parts) or (parts > 1 and span < 1):
         return False
     per_group = elems // (groups * parts)
-    line = max(1, LINE_BYTES * elems // _bytes(weight))
+    line = max(1, LINE_BYTES * elems // buffer_bytes(weight))
     lines = -(-per_group // line)
     steps, level = tiles, 0
     for level, e in enumerate(extents):

@@ -30,18 +30,18 @@ memory rules'):
    ``theta`` x its CPU time; otherwise it stays on the CPU.
 
 Each seed is a placement for :func:`~.evaluate.evaluate` to price exactly (the walk only
-proposes); :func:`best_overlap_seeds` keeps the best few that fit.  In: a Problem with a
-cap.  Out: placements (kernel -> "cpu" / "cuda" / STREAM).  Invariant: a seed never moves
-a kernel to a device it is not allowed on, never splits a state pair, and never makes a
-kernel its base ran on the CPU resident on the GPU (it streams some; the ring's room moves
-resident ones to the CPU).
+proposes); :func:`best_overlap_seeds` keeps the best few that fit, with their evaluations.
+In: a Problem with a cap.  Out: placements (kernel -> "cpu" / "cuda" / STREAM).  Invariant: a
+seed never moves a kernel to a device it is not allowed on, never splits a state pair, and
+never makes a kernel its base ran on the CPU resident on the GPU (it streams some; the ring's
+room moves resident ones to the CPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluate import evaluate
+from .evaluate import Evaluation, evaluate
 from .gpu_memory import gpu_memory
 from .problem import STREAM, Assignment, Problem, split
 
@@ -64,9 +64,10 @@ KEEP = 2
 """Seeds :func:`best_overlap_seeds` returns (each costs one local search)."""
 
 
-def best_overlap_seeds(problem: Problem, bases: list[Assignment], keep: int = KEEP) -> list[Assignment]:
-    """The ``keep`` best-predicted distinct :func:`overlap_seeds` of ``bases`` that fit and
-    stream something (empty without a cap)."""
+def best_overlap_seeds(problem: Problem, bases: list[Assignment], keep: int = KEEP) -> list[Evaluation]:
+    """The evaluations (:func:`~.evaluate.evaluate`) of the ``keep`` best-predicted distinct
+    :func:`overlap_seeds` of ``bases`` that fit and stream something (empty without a cap),
+    best first: the caller starts its searches from them without evaluating them again."""
     scored, seen = [], set()
     for seed in overlap_seeds(problem, bases):
         key = tuple(sorted(seed.items()))
@@ -75,8 +76,8 @@ def best_overlap_seeds(problem: Problem, bases: list[Assignment], keep: int = KE
         seen.add(key)
         e = evaluate(problem, seed)
         if e.fits and e.streamed:
-            scored.append((e.sequential_s, len(scored), e.placement))
-    return [a for _, _, a in sorted(scored)[:keep]]
+            scored.append((e.sequential_s, len(scored), e))
+    return [e for _, _, e in sorted(scored, key=lambda t: t[:2])[:keep]]
 
 
 def overlap_seeds(problem: Problem, bases: list[Assignment]):

@@ -105,10 +105,8 @@ def place(problem: Problem, resident: Assignment, progress: bool = False) -> Ass
             starts.append(start)
     rules = rule_seeds(problem)
     overlapped = overlap.best_overlap_seeds(problem, [resident, *rules]) if overlap.OVERLAP_SEEDS else []
-    for extra in (bound_seed(problem), *rules, *overlapped):
-        if extra is None:
-            continue
-        start = evaluate(problem, extra)
+    extras = [evaluate(problem, a) for a in (bound_seed(problem), *rules) if a is not None]
+    for start in (*extras, *overlapped):  # the overlap seeds come evaluated
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
     ends = [evaluate(problem, improve(problem, s, progress)) for s in starts]

@@ -126,9 +126,12 @@ class CpuInjective(ScheduleRule):
                 continue
             if NARROW_BYTE_TRANSPOSE and lanes > NARROW_LANES and _tile_transpose(sch, blk, NARROW_LANES, shape.cores):
                 continue
-            if MERGE_PLANE_TRANSPOSE and _merge_plane(sch, blk) and _tile_transpose(sch, sch.get_sblock(stmt.name_hint), lanes,
-                                                                                    shape.cores):
-                continue
+            if MERGE_PLANE_TRANSPOSE:
+                merged, tiled = _merged_plane_tile(sch, blk, lanes, shape.cores)
+                if merged is not None and (tiled or MERGE_PLANE_FLAT):
+                    sch = merged
+                if tiled:
+                    continue
             blk = sch.get_sblock(stmt.name_hint)
             if BLOCKING_TRANSFORM_VECTORS and _blocking_transform(sch, blk, lanes):
                 continue
@@ -444,33 +447,70 @@ an integer conv (:mod:`hetpart.importer.qdq_conv`, ``[H*W, O] -> [1, O, H, W]``)
 input a cache line per element (64 -> 64 channels on 112x112: 4.8 ms).  False: as before."""
 
 
-def _merge_plane(sch: s_tir.Schedule, block) -> bool:
-    """Merge the block's last two iterators into one where every access steps through them
-    as a row-major plane (:data:`MERGE_PLANE_TRANSPOSE`); False (nothing changed) otherwise."""
+def _plane_width(sch: s_tir.Schedule, block) -> int | None:
+    """The width ``W`` of the block's last two iterators where every access steps through them
+    as a row-major plane (stride along ``h`` = ``W`` x stride along ``w``) and some read is
+    strided along ``w``; None otherwise.  Reads the schedule only."""
     stmt = sch.get(block)
     ivs = stmt.iter_vars
     if len(ivs) < 3 or len(sch.get_loops(block)) != len(ivs):
-        return False
+        return None
     ext = [iv.dom.extent for iv in ivs[-2:]]
     if not all(isinstance(e, tirx.IntImm) for e in ext) or int(ext[1]) < 2 or int(ext[0]) < 2:
-        return False
+        return None
     h, w = ivs[-2].var, ivs[-1].var
     width = int(ext[1])
     try:
         rh, rw = strides_along(stmt, h), strides_along(stmt, w)
         wh, ww = write_strides_along(stmt, h), write_strides_along(stmt, w)
     except Unknown:
-        return False
+        return None
     if not rh or len(rh) != len(rw) or any(a != width * b for a, b in zip(rh, rw)) \
             or any(a != width * b for a, b in zip(wh, ww)) or all(abs(b) <= 1 for b in rw):
+        return None
+    return width
+
+
+def _merge_plane(sch: s_tir.Schedule, block) -> bool:
+    """Merge the block's last two iterators into one where every access steps through them
+    as a row-major plane (:func:`_plane_width`, :data:`MERGE_PLANE_TRANSPOSE`); False (nothing
+    changed) otherwise."""
+    width = _plane_width(sch, block)
+    if width is None:
         return False
-    n = len(ivs)
+    n = len(sch.get(block).iter_vars)
     try:
         sch.transform_block_layout(block, tvm.tirx.IndexMap.from_func(
             lambda *v: [*v[:n - 2], v[n - 2] * width + v[n - 1]], ndim=n))
     except Exception:  # noqa: BLE001 - not a bijective affine layout: left as it was
         return False
     return True
+
+
+MERGE_PLANE_FLAT = True
+"""Whether a plane that :func:`_merge_plane` merged stays merged when the nest is then no tile
+(:func:`_tile_transpose` gives up: a ragged plane -- 14x14, 7x7 -- that also reads a per-channel
+parameter or a residual, :data:`MIXED_TRANSPOSE_TILES`), for the flat loop the later rules give
+it: its transposed reads then index ``x[p, o]``, not ``x[(h*W + w) % (H*W), o]`` of the fused loop.
+Measured (``tools/kernel_switch_ab.py``, 1 thread, CPU time, the dev box's 2-core Xeon): ORT-QDQ
+resnet18's 256x14x14 write-back of two transposed inputs 0.080 ms merged against 0.095 unmerged; its 4
+other and mobilenet's 4 such kernels the same either way (bench/results/cpu-merge-plane-flat-2core.md).  False: the schedule as it was before the
+merge (the tile's failure leaves nothing behind)."""
+
+
+def _merged_plane_tile(sch: s_tir.Schedule, block, lanes: int, cores: int = 1) -> tuple[s_tir.Schedule | None, bool]:
+    """``(copy, tiled)``: a copy of ``sch`` with ``block``'s plane merged (:func:`_merge_plane`;
+    None where it is no such plane) and whether the merged nest was then tiled as a transpose
+    (:func:`_tile_transpose`, which changes nothing where it gives up).  ``sch`` itself is never
+    changed, so the caller decides whether a merge without a tile is kept
+    (:data:`MERGE_PLANE_FLAT`); every block and loop handle of ``sch`` is valid in the copy."""
+    if _plane_width(sch, block) is None:  # decided before copying: most blocks are no plane
+        return None, False
+    trial = sch.copy()
+    name = trial.get(block).name_hint
+    if not _merge_plane(trial, block):
+        return None, False
+    return trial, _tile_transpose(trial, trial.get_sblock(name), lanes, cores)
 
 
 BLOCKING_TRANSFORM_VECTORS = True
