@@ -97,17 +97,17 @@ kernels and the profile's call + switch, and more again when it follows a CPU pa
 Issue 19, device step 109 (bench/results/capped-decode-trace.md): llama_decode at 1/2 on the
 H100 host, hetpart's interleaved plan (13 CPU partitions, 24 streamed one-GEMV CUDA
 partitions), traced.  Every CUDA partition's span -- a 46 MB GEMV predicted 17 us, a 4 us
-kernel 12 us -- measured 100-250 us (median 214 us over the 24 streamed ones), and a CUDA
+kernel 12 us -- measured 100-254 us (median 218 us over the 24 streamed ones), and a CUDA
 partition entered from a CPU partition started 130-145 us after it ended (median 134 us;
 predicted: a 5 us h2d copy).  A span is timed by CUDA events on an idle stream, so it holds
 the host's launch as well as the kernel: a plan that streams runs without CUDA graphs
 (compiler.extract), each partition is a Relax VM call from a Python worker thread woken by
 the CPU partition's event while the CPU pool's 16 workers spin on every core, and the GEMV
 reads its input vector through mapped host memory; the trace cannot tell these apart, the
-sum is what the partitioner trades against the copy stream.  With both terms (and that
-host's link and GEMV rates) the traced run is predicted 26.6 ms (measured 26.2; 23.3
-without), the other host's 30.5-31.6 ms (measured median 31.9; 24.8 without).  Not in any
-profile yet: one number for every host until a step measures it there."""
+sum is what the partitioner trades against the copy stream.  The same plan repriced with
+them: 25.1 ms at that host's 111.8 GB/s (traced 26.2; 23.3 without), 30.1 at the other
+host's 71.5 (measured median 31.9; 24.8 without).  Not in any profile yet: one number for
+every host until a step measures it there."""
 
 
 GATHER_FLOOR_COUNTS_COPY = True
