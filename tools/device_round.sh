@@ -1743,6 +1743,29 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
     tests/test_tools_gpu_kernels.py > "$OUT/pytest-112-bench.txt" 2>&1
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 30 ] && timeout "$left" $pt -m cuda tests/test_runtime_streaming.py > "$OUT/pytest-112-streaming.txt" 2>&1 ;;
+113)  # (BUDGET=590) issue 19, a streaming plan's CUDA handoff (branch decode-trace: layout.STREAMED_CUDA_HANDOFF,
+     # CostModel.streamed_cuda_handoff, bench/results/capped-decode-trace.md).  Step 109's trace (call 2) put every
+     # CUDA partition of hetpart's interleaved llama_decode plan at ~218 us (one 46 MB GEMV, predicted 17 us) and
+     # its start ~134 us after the CPU partition before it (predicted 5 us): ~0.5 ms a layer the timeline missed,
+     # hidden behind the copies at 111.8 GB/s, on the critical path at 71.5 (call 1: 31.86 measured, 24.77
+     # predicted).  Priced now (200 us a CUDA call of a streaming plan, 130 us more after a CPU partition), step
+     # 109's plan reprices to 30.10 at 71.5 / 25.08 at 111.8, and hetpart plans 2 x 92 MB slots, one call per layer
+     # (29 partitions, 15 streamed, 27.22 predicted at 71.5).  As step 109: (1) tools/contention_check.py into a
+     # copy of the capped profile, (2) tools/capped_rules_ab.py, llama_decode at 1/2: hetpart, 'hetpart before'
+     # (STREAMED_CUDA_HANDOFF=0: step 109's plan), the llama.cpp-style rule, 4 rounds, one traced run each.
+     # Decides: the term holds if 'hetpart before' measures within 15% of its repriced prediction (the summary
+     # reprices with the switch on); the switch stays on if hetpart measures <= 1.02 x 'hetpart before'.  The
+     # traces: hetpart's two-GEMV calls at ~200 us (a per-call cost: host launch, worker wake) keep the form; at
+     # ~400 us (per kernel: each GEMV reading its input through mapped host memory) price it per kernel instead.
+  BUDGET=590
+  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-cc.json"
+  timeout 150 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-capped-cc.json" \
+    --json "$OUT/contention.json" > "$OUT/contention.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 240 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-cc.json" \
+    --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
+    --before hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=0 --rounds 4 --trace "$OUT/traces-llama" \
+    --json "$OUT/capped-handoff-llama-ab.json" > "$OUT/capped-handoff-llama-ab.txt" 2>&1 ;;
 esac
 # the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
 extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)

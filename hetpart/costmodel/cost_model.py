@@ -19,6 +19,8 @@
   partitioner charges it per boundary, :func:`hetpart.partitioner.layout.partition_overheads`).
   A profile older than it has none: :data:`DEFAULT_WAKE_S` stands in, and
   ``wake_origin(device)`` says so.
+* ``streamed_cuda_handoff()``: what a CUDA partition of a plan that streams weights pays
+  besides (:data:`STREAMED_CUDA_HANDOFF_S`, from a traced run; issue 19).
 * ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
   bandwidth k x narrower.
 * ``with_weight_bandwidth({"cpu": bytes_per_s})``: cold weights -- no kernel on a
@@ -85,6 +87,27 @@ call of the wake kernel on the 2-core sandbox cost ~0.1-0.15 ms more than a hot 
 (bench/results/wake-cost.md).  200 us sits between the two; any value above ~40 us
 already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
 wake: 0."""
+
+
+STREAMED_CUDA_HANDOFF_S = (200e-6, 130e-6)
+"""(call, wake): seconds a CUDA partition of a plan that streams weights costs beyond its
+kernels and the profile's call + switch, and more again when it follows a CPU partition
+(:meth:`CostModel.streamed_cuda_handoff`; priced where :data:`hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF`).
+
+Issue 19, device step 109 (bench/results/capped-decode-trace.md): llama_decode at 1/2 on the
+H100 host, hetpart's interleaved plan (13 CPU partitions, 24 streamed one-GEMV CUDA
+partitions), traced.  Every CUDA partition's span -- a 46 MB GEMV predicted 17 us, a 4 us
+kernel 12 us -- measured 100-254 us (median 218 us over the 24 streamed ones), and a CUDA
+partition entered from a CPU partition started 130-145 us after it ended (median 134 us;
+predicted: a 5 us h2d copy).  A span is timed by CUDA events on an idle stream, so it holds
+the host's launch as well as the kernel: a plan that streams runs without CUDA graphs
+(compiler.extract), each partition is a Relax VM call from a Python worker thread woken by
+the CPU partition's event while the CPU pool's 16 workers spin on every core, and the GEMV
+reads its input vector through mapped host memory; the trace cannot tell these apart, the
+sum is what the partitioner trades against the copy stream.  The same plan repriced with
+them: 25.1 ms at that host's 111.8 GB/s (traced 26.2; 23.3 without), 30.1 at the other
+host's 71.5 (measured median 31.9; 24.8 without).  Not in any profile yet: one number for
+every host until a step measures it there."""
 
 
 GATHER_FLOOR_COUNTS_COPY = True
@@ -358,6 +381,12 @@ class CostModel:
         if oh.wake_s is not None:
             return oh.wake_s
         return DEFAULT_WAKE_S.get(device, 0.0)
+
+    def streamed_cuda_handoff(self) -> tuple[float, float]:
+        """(call, wake) seconds a CUDA partition of a plan that streams weights pays beyond its
+        kernels and :meth:`partition_overhead` (the wake: when it follows a CPU partition):
+        :data:`STREAMED_CUDA_HANDOFF_S`, from a traced run."""
+        return STREAMED_CUDA_HANDOFF_S
 
     def wake_origin(self, device: str) -> str:
         """``"measured"`` or why :meth:`wake_cost` is a default."""

@@ -10,7 +10,8 @@ A partition's run time is its kernels plus :func:`partition_overheads` -- the on
 place that prices a partition besides its kernels: every partition pays its device's
 ``problem.overhead``, and one that starts after a partition on the other device also
 pays that device's ``problem.wake`` (the CPU thread pool asleep after the GPU's turn:
-:attr:`hetpart.costmodel.Overheads.wake_s`).
+:attr:`hetpart.costmodel.Overheads.wake_s`).  In a plan that streams weights each CUDA
+partition also pays ``problem.stream_handoff`` (switch :data:`STREAMED_CUDA_HANDOFF`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from dataclasses import dataclass, field, replace
 
 from .grouping import Group, group_kernels
 from .problem import Assignment, Problem
+
+
+STREAMED_CUDA_HANDOFF = True
+"""In a plan that streams weights, each CUDA partition pays ``problem.stream_handoff``'s call
+and, entered from a CPU partition, its wake (:meth:`hetpart.costmodel.CostModel.streamed_cuda_handoff`:
+what a traced run measured; issue 19, bench/results/capped-decode-trace.md); False: the
+profile's CUDA call + switch alone (the model before, for A/Bs).  Costs without the method
+(table costs) hand off for free either way."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,16 @@ def partition_overheads(problem: Problem, devices: list[str]) -> list[float]:
             for d, woke in zip(devices, _wakes(devices))]
 
 
+def streamed_handoffs(devices: list[str], overheads: list[float], call: float, wake: float) -> list[float]:
+    """``overheads`` (one per partition, in run order) with ``call`` added to each CUDA
+    partition's and ``wake`` besides to one whose predecessor in run order is a CPU partition
+    (not cyclic: the first partition follows the previous run's last, a handoff the trace
+    that measured these did not show).  Invariant: for ``call, wake >= 0`` no overhead
+    shrinks; CPU partitions keep theirs."""
+    return [o + (call + (wake if i and devices[i - 1] == "cpu" else 0.0) if d == "cuda" else 0.0)
+            for i, (d, o) in enumerate(zip(devices, overheads))]
+
+
 def wake_count(devices: list[str], device: str = "cpu") -> int:
     """How many partitions on ``device`` pay the wake cost (see :func:`partition_overheads`)."""
     return sum(woke for d, woke in zip(devices, _wakes(devices)) if d == device)
@@ -101,6 +120,8 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     overheads = partition_overheads(problem, [g.device for g in groups])
+    if STREAMED_CUDA_HANDOFF and any(g.streamed for g in groups):
+        overheads = streamed_handoffs([g.device for g in groups], overheads, *problem.stream_handoff)
     seconds = [problem.compute_s(a, g.kernels) + o for g, o in zip(groups, overheads)]
     transfers, deps = [], [set() for _ in groups]
     for fi, f in enumerate(problem.flows):

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import layout
 from .evaluate import Evaluation, evaluate
 from .gpu_memory import gpu_memory
 from .problem import STREAM, Assignment, Problem, split
@@ -201,7 +202,7 @@ def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: i
             landed = start + problem.weight_copy_s(weights)
             gpu = sum(problem.seconds[m]["cuda"] for m in unit)
             cpu = sum(problem.seconds[m]["cpu"] for m in unit)
-            begin = max(clock + problem.overhead["cuda"], landed)
+            begin = max(clock + problem.overhead["cuda"] + _handoff(problem, prev), landed)
             if begin - clock + gpu + wake <= theta * cpu:
                 out.update(dict.fromkeys(unit, STREAM))
                 skip.update(unit)
@@ -211,9 +212,19 @@ def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: i
         device = "cuda" if out[k] == STREAM else out[k]
         if device != prev:
             clock += problem.overhead[device] + (problem.wake.get(device, 0.0) if prev is not None else 0.0)
+            clock += _handoff(problem, prev) if device == "cuda" else 0.0
         clock += problem.seconds[k][device]
         prev = device
     return out
+
+
+def _handoff(problem: Problem, prev: str | None) -> float:
+    """What a CUDA call of a streaming plan costs beyond the profile's overhead after a
+    partition on ``prev`` (:data:`.layout.STREAMED_CUDA_HANDOFF`: the walk's seeds stream)."""
+    if not layout.STREAMED_CUDA_HANDOFF:
+        return 0.0
+    call, wake = problem.stream_handoff
+    return call + (wake if prev == "cpu" else 0.0)
 
 
 def _distinct(placements: list[Assignment]) -> list[Assignment]:

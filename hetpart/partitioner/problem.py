@@ -108,6 +108,8 @@ class Problem:
     # (:meth:`~hetpart.costmodel.CostModel.copy_contention`); None: not measured, no slowdown
     read_s: dict[str, float] = field(default_factory=dict)  # CPU kernel -> seconds of its cold weight
     # reads (its weight floor, at most its cost; only where ``contention`` is set)
+    stream_handoff: tuple[float, float] = (0.0, 0.0)  # (call, wake) a streaming plan's CUDA partition
+    # pays (:meth:`~hetpart.costmodel.CostModel.streamed_cuda_handoff`; :func:`.layout.streamed_handoffs`)
     step: dict[str, int] = field(init=False, repr=False)
     mates: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
@@ -220,7 +222,8 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
     contention, read_s = _contention(graph, costs, seconds)
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
                    {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
-                   dict(state or {}), wake_costs(costs), same_device, contention, read_s)
+                   dict(state or {}), wake_costs(costs), same_device, contention, read_s,
+                   stream_handoff(costs))
 
 
 def _contention(graph, costs, seconds) -> tuple[tuple[float, float] | None, dict[str, float]]:
@@ -239,6 +242,16 @@ def _contention(graph, costs, seconds) -> tuple[tuple[float, float] | None, dict
         if "cpu" in row and floor is not None:
             read_s[k] = min(row["cpu"], float(floor(graph.kernels[k], "cpu")))
     return contention, read_s
+
+
+def stream_handoff(costs) -> tuple[float, float]:
+    """``costs.streamed_cuda_handoff()``: (call, wake) seconds a CUDA partition of a plan
+    that streams pays besides its overhead; (0, 0) where ``costs`` has no such method."""
+    fn = getattr(costs, "streamed_cuda_handoff", None)
+    out = tuple(float(x) for x in fn()) if fn is not None else (0.0, 0.0)
+    if len(out) != 2 or not all(math.isfinite(x) and x >= 0 for x in out):
+        raise PlanError(f"the cost model gives the streamed CUDA handoff {out}; it must be two numbers >= 0")
+    return out
 
 
 def wake_costs(costs) -> dict[str, float]:
