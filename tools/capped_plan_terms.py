@@ -3,7 +3,8 @@ limit and the chain bound.  No GPU.
 
 For each cap: the issue's limit (:func:`hetpart.bench.capped.limit_s` at ``--h2d-gbps`` /
 ``--cpu-gbps``, with its own split: bytes streamed behind GPU compute, bytes left to the
-CPU at memory bandwidth), the chain bound (:mod:`hetpart.partitioner.chain_bound`) at
+CPU at memory bandwidth), the same with the CPU's compute counted
+(:func:`hetpart.bench.capped.cpu_compute_limit_s`), the chain bound (:mod:`hetpart.partitioner.chain_bound`) at
 that link and at the cost model's, then hetpart's plan (``partition(..., gpu_memory=cap,
 stream_weights=True)``, or the placement read from ``--placements``) broken into the
 latency objective's terms: CUDA kernel seconds (resident / streamed), CPU kernel seconds,
@@ -97,9 +98,11 @@ def main(argv=None) -> int:
         streamed = min(over, compute * bw.h2d_bytes_per_s)
         limit = capped.limit_s(compute, prep.weight_bytes, cap, bw, read_share=share)
         run, model = chain_bound(problem, bw.h2d_bytes_per_s), chain_bound(problem)
+        with_cpu = capped.cpu_compute_limit_s(prep.graph, costs, cap, bw, compute, prep.weight_bytes, share)
         print(f"\ncap {cap_text} ({cap / 1e6:.1f} MB): limit {limit * 1e3:.2f} ms (streams {streamed / 1e6:.0f} MB behind "
               f"{compute * 1e3:.2f} ms of GPU compute, the CPU reads {(over - streamed) / 1e6:.0f} MB in "
-              f"{(over - streamed) / bw.cpu_bytes_per_s * 1e3:.2f} ms; read share {share:.3f}); chain bound {run.seconds * 1e3:.2f} ms at "
+              f"{(over - streamed) / bw.cpu_bytes_per_s * 1e3:.2f} ms; read share {share:.3f}); limit + CPU compute "
+              f"{with_cpu * 1e3:.2f} ms; chain bound {run.seconds * 1e3:.2f} ms at "
               f"{args.h2d_gbps} GB/s, {model.seconds * 1e3:.2f} ms at the cost model's {model.h2d_bytes_per_s / 1e9:.2f}")
         t0 = time.time()
         if cap_text in given:
