@@ -1745,7 +1745,8 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   [ "$left" -ge 30 ] && timeout "$left" $pt -m cuda tests/test_runtime_streaming.py > "$OUT/pytest-112-streaming.txt" 2>&1 ;;
 114)  # (BUDGET=590) issue 19, BERT-large under caps with today's plans (branch bert-cap,
      # bench/results/capped-bert-limit.md): hetpart only, float32, at 1/2, 1/3, 1/4, records with
-     # chain_bound_ms (the table's bert rows show "-": recorded before the column).  Offline on the twin
+     # chain_bound_ms and cpu_compute_limit_ms (the table's bert rows show "-": recorded before the columns;
+     # the twin offline: limit + CPU compute 8.89 / 12.54 / 14.36 ms).  Offline on the twin
      # (recorded profile) the plans predict 11.90 / 16.47 / 18.81 ms, copy-bound (97-99% of the latency on
      # the copy track), 1.05x their copy floor at the model's 51.2 GB/s link.  Decides: measured within 15%
      # of predicted and at most ~1.15x the copy floor at the run's h2d (10.47 / 14.49 / 16.50 ms at 55.5 GB/s)
