@@ -78,10 +78,13 @@ def test_a_v1_results_file_reads_as_float32(tmp_path):
 def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
     results = capped.new_results("g")
     for contender, precision, limit, err in (("hetpart", "fp32", 10.0, None), ("hetpart bf16", "bf16", 6.0, 0.5)):
-        capped.add(results, Record("w", 1 << 20, contender, 12.0, 11.0, limit, precision=precision, rel_error=err))
+        capped.add(results, Record("w", 1 << 20, contender, 12.0, 11.0, limit, precision=precision, rel_error=err,
+                                   cpu_compute_limit_ms=13.0 if precision == "fp32" else None))
     table = capped.markdown(results)
     row = next(line for line in table.splitlines() if line.startswith("| w |"))
-    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | – | 12.00 | 12.00 (wrong) |")
+    # limit, bf16 limit, limit + CPU compute (the float32 record's), chain bound (none), then the contenders
+    assert "| limit ms | bf16 limit ms | limit + CPU compute ms | chain bound ms |" in table
+    assert row.startswith("| w | 1.0 MiB | 10.00 | 6.00 | 13.00 | – | 12.00 | 12.00 (wrong) |")
     assert "hetpart bf16: 5.00e-01" in table
 
 
@@ -227,6 +230,9 @@ def test_float32_records_carry_the_chain_bound_under_the_plans(mlp_run):
         bounds = {r.chain_bound_ms for r in row if r.precision == "fp32"}
         assert len(bounds) == 1 and None not in bounds
         assert all(r.chain_bound_ms is None for r in row if r.precision != "fp32")
+        limits = {r.cpu_compute_limit_ms for r in row if r.precision == "fp32"}  # the same per cap, float32 only
+        assert len(limits) == 1 and None not in limits and min(limits) > 0
+        assert all(r.cpu_compute_limit_ms is None for r in row if r.precision != "fp32")
         for r in row:
             if r.predicted_ms is not None and r.precision == "fp32":
                 assert min(bounds) <= r.predicted_ms * (1 + 1e-9), r
@@ -578,3 +584,30 @@ def test_the_other_plan_contenders_price_a_decode_steps_caches_as_state_too(cont
     assert plan.state == {"present.0.key": "past.0.key"}
     assert not [c for c in plan.cuts if c.tensor == "past.0.key"]  # read only by its writer: never moves
     assert not [c for c in plan.cuts if c.tensor == present and not c.readers]  # never back to the host
+
+
+def test_the_compute_limit_is_the_limit_when_the_cpu_runs_at_its_bandwidth():
+    """A CPU kernel costing its bytes over the CPU's bandwidth and no GPU seconds: the
+    issue's limit, at every cap and read share."""
+    bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
+    kernels = [(w, w, w / 20.0, 0.0) for w in (10, 20, 30, 40)]  # 100 bytes
+    for cap in (0, 20, 40, 60, 100):
+        for share in (1.0, 0.5):
+            rows = [(w, share * r, share * c, g) for w, r, c, g in kernels]
+            assert capped.compute_limit_s(1.0, 100, cap, bw, rows, share) == \
+                pytest.approx(limit_s(1.0, 100, cap, bw, read_share=share), rel=1e-6)
+
+
+def test_the_compute_limit_counts_a_compute_bound_cpu_kernel():
+    """BERT-like: matmul weights the CPU computes 5x slower than it reads them stream
+    instead (the limit left them to the CPU); a gather the CPU runs for free leaves the GPU."""
+    bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
+    # 60 bytes over the cap (40 of 100).  Matmuls: 20 bytes, 5x their read time on the CPU.
+    matmuls = [(20, 20, 5 * 20 / 20.0, 0.25) for _ in range(4)]
+    assert limit_s(1.0, 100, 40, bw) == pytest.approx(3.5)  # 50 bytes on the CPU at 20 B/s
+    # CPU seconds per byte freed 0.25 against 0.1 streamed: everything over the cap streams.
+    assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) == pytest.approx(6.0)
+    gather = (20, 1, 0.01, 0.0)  # 20 bytes held, 1 read a step (0.05 s at 20 B/s), 0.01 s timed on the CPU
+    assert capped.compute_limit_s(1.0, 100, 40, bw, [*matmuls, gather]) == pytest.approx(0.05 + 40 / 10)
+    # never below the issue's limit where no kernel is cheaper on the CPU than its bytes
+    assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) >= limit_s(1.0, 80, 20, bw)

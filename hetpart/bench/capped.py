@@ -28,7 +28,10 @@ records, per contender (the names are fixed; the table and the goals read them):
 Every record carries ``limit_ms``, the physical limit of the workload under the cap
 (:func:`limit_s`) from bandwidths measured in the run (:func:`measure_bandwidths`)
 for the record's ``precision`` (``fp32``: float32 weight bytes; ``bf16``: the
-``hetpart bf16`` contender's), and ``predicted_ms`` where a plan predicts one.  A contender that cannot run here
+``hetpart bf16`` contender's), and ``predicted_ms`` where a plan predicts one; float32 records
+also the chain bound (``chain_bound_ms``, :func:`chain_bound_s`) and the limit with the CPU's
+compute counted (``cpu_compute_limit_ms``, :func:`cpu_compute_limit_s`: the issue's
+``limit_ms`` is unchanged).  A contender that cannot run here
 is a record with ``ms`` None and ``skipped`` saying why (no torch, no GPU, a plan
 that cannot meet the cap ...).
 
@@ -77,10 +80,11 @@ from ..partitioner.costs import cost_origin, give_graph
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
-SCHEMA, VERSION = "hetpart-capped", 4
-# 2: Record.precision, Record.rel_error, the bf16 contender; 3: chain_bound_ms; 4: Record.predicted_kernels
-READS = (1, 2, 3, 4)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
-# without a count of predicted kernels (None: not counted)
+SCHEMA, VERSION = "hetpart-capped", 5
+# 2: Record.precision, Record.rel_error, the bf16 contender; 3: chain_bound_ms; 4: Record.predicted_kernels;
+# 5: Record.cpu_compute_limit_ms
+READS = (1, 2, 3, 4, 5)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
+# without a count of predicted kernels, before 5 without the CPU-compute limit (None: not counted)
 CONTENDERS = ("hetpart", "hetpart bf16", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
               "llama.cpp-style rule", "ORT-style rule")
 # Measured once per workload: their placement does not depend on the cap.
@@ -103,6 +107,12 @@ LIMIT = ("the best placement's time if every byte moved at the bandwidths measur
 # the H200 (2026-12-04, device step 33).  The cause (TVM's LLVM writes a library blob of
 # >= 4 GiB cut to its size mod 2**32) and the fix (a partition's weights over 256 MiB kept in a
 # file beside its library) are in hetpart.compiler.external; no plan is skipped for its size now.
+COMPUTE_LIMIT = ("`limit + CPU compute ms` (float32; not the issue's limit, which it leaves unchanged; "
+                 "bench/results/capped-bert-limit.md): the same placements as `limit ms`, but a kernel left to the "
+                 "CPU costs at least its CPU time as the profile timed it (with its weights cached), not only "
+                 "its bytes at memory bandwidth, frees its weights from the GPU and its time from the GPU's "
+                 "compute; at batch 1 and sequence 128 a transformer's CPU matmuls are compute-bound, ~5x their "
+                 "read time")
 CHAIN = ("`chain bound ms` (float32, not the issue's limit; bench/results/capped-limit-analysis.md): the least "
          "predicted latency any placement could have by the cost model's kernel times, at this run's "
          "host-to-device bandwidth: each kernel resident, streamed or on the CPU (a fraction of each allowed), "
@@ -401,6 +411,69 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
     return min(cpu_all, mixed)
 
 
+def compute_limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwidths,
+                    kernels: list[tuple[float, float, float, float]], read_share: float = 1.0,
+                    iterations: int = 100) -> float:
+    """:func:`limit_s` with the CPU's compute counted: the same placements (all on the CPU,
+    or the GPU computing with the bytes over the cap streamed behind its compute or left
+    to the CPU), but a kernel left to the CPU costs ``max(its bytes read / cpu, its CPU
+    seconds)`` instead of its bytes at memory bandwidth, frees its weights from the GPU
+    and takes its GPU seconds off the compute term.
+
+    ``kernels``: ``(weight bytes, bytes one step reads, CPU seconds, GPU seconds)`` each
+    (a kernel the GPU cannot run: its CPU seconds twice).  Any fraction of each weighted
+    kernel may go to the CPU, so the value is the least ``T + max(G, S / h2d)`` of a
+    linear programme (``T`` CPU seconds, ``G`` GPU compute left, ``S`` the read share of
+    the bytes still over the cap), found through its dual over the weight ``lam`` of
+    ``G`` against ``S / h2d`` (concave; ternary search, ``iterations`` steps).  Reduces
+    to :func:`limit_s` when a CPU kernel costs its bytes over ``cpu`` and no GPU seconds.
+
+    Why (bench/results/capped-bert-limit.md): at sequence 128 BERT-large's CPU computes an
+    FFN matmul in 1.0 ms, 5.7x its 16.8 MB's read at 95.8 GB/s; the limit's CPU term
+    priced 634 MB of matmul weights at 6.6 ms where computing them takes ~38 ms."""
+    share = min(max(float(read_share), 0.0), 1.0)
+    cpu_bw = bw.cpu_bytes_per_s
+    cost = [max(r / cpu_bw, c) for _, r, c, _ in kernels]
+    all_cpu = float(sum(cost))
+    if bw.h2d_bytes_per_s is None:
+        return all_cpu
+    h2d = bw.h2d_bytes_per_s
+    over = share * max(0, weight_bytes - cap_bytes) / h2d  # seconds of streaming with nothing on the CPU
+    moves = [(t, g, share * w / h2d) for (w, _, _, g), t in zip(kernels, cost) if w > 0]
+
+    def dual(lam: float) -> float:
+        return lam * gpu_compute_s + (1 - lam) * over + sum(min(0.0, t - lam * g - (1 - lam) * s) for t, g, s in moves)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if dual(a) < dual(b):
+            lo = a
+        else:
+            hi = b
+    mixed = max(dual(lo), dual(hi), dual(0.0), dual(1.0))
+    return min(all_cpu, mixed)
+
+
+def cpu_compute_limit_s(graph, costs, cap_bytes: int, bw: Bandwidths, gpu_compute: float,
+                        weight_bytes: int, read_share: float = 1.0) -> float:
+    """:func:`compute_limit_s` of ``graph`` under ``cap_bytes``, each kernel's CPU seconds
+    as timed with its weights cached (``costs.with_hot_weights()`` where there is one: the
+    bandwidth term is ``bw``'s, the limit's) and its GPU seconds from ``costs``."""
+    from ..costmodel.kernel_shape import weight_bytes_read
+    from ..costmodel.profile_db import KernelFeatures
+    from ..partitioner.problem import build_problem
+
+    hot = costs.with_hot_weights() if hasattr(costs, "with_hot_weights") else costs
+    problem = build_problem(graph, hot)
+    rows = []
+    for k in problem.order:
+        kern, secs = graph.kernels[k], problem.seconds[k]
+        cpu = secs.get("cpu", float("inf"))
+        rows.append((kern.param_bytes, weight_bytes_read(KernelFeatures.of(kern)), cpu, secs.get("cuda", cpu)))
+    return compute_limit_s(gpu_compute, weight_bytes, cap_bytes, bw, rows, read_share)
+
+
 def read_share(graph) -> float:
     """The share of ``graph``'s weight bytes one inference reads
     (:func:`hetpart.costmodel.kernel_shape.weight_bytes_read`: a gather reads the rows
@@ -585,6 +658,7 @@ class Record:
     precision: str = "fp32"  # the weights' format on the GPU: "fp32" (every contender but hetpart bf16) or "bf16"
     rel_error: float | None = None  # max|out - ORT| / max|ORT| where checked (hetpart bf16)
     chain_bound_ms: float | None = None  # float32 records: :func:`chain_bound_s` under the cap
+    cpu_compute_limit_ms: float | None = None  # float32 records: :func:`cpu_compute_limit_s` under the cap
     predicted_kernels: int | None = None  # plans: kernels priced by prediction (not measured) where they run
 
     def key(self) -> tuple:
@@ -833,6 +907,8 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
                       for label, b in gpu_bytes.items()}
             limit = limits["fp32"]
             chain_ms = chain_bound_s(prep.graph, costs, cap, bw) * 1e3
+            cpu_limit_ms = cpu_compute_limit_s(prep.graph, costs, cap, limit_bandwidths(bw, costs), compute,
+                                               prep.weight_bytes, share) * 1e3
             for contender in (c for c in CONTENDERS if c in options.contenders):
                 if (name, cap, contender) in done:
                     continue
@@ -847,7 +923,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
                     if contender in CAP_FREE:
                         cap_free[contender] = r
                 if r.precision == "fp32":
-                    r.chain_bound_ms = chain_ms
+                    r.chain_bound_ms, r.cpu_compute_limit_ms = chain_ms, cpu_limit_ms
                 yield r
         builds.clear()
 
@@ -926,7 +1002,8 @@ def _late(options: Options) -> bool:
 # Results file and table
 # ========================================================================================
 def new_results(gpu: str) -> dict:
-    return {"schema": SCHEMA, "version": VERSION, "gpu": gpu, "limit": LIMIT, "chain": CHAIN, "runs": [],
+    return {"schema": SCHEMA, "version": VERSION, "gpu": gpu, "limit": LIMIT, "chain": CHAIN,
+            "compute_limit": COMPUTE_LIMIT, "runs": [],
             "workloads": {},
             "records": []}
 
@@ -941,9 +1018,11 @@ def load_results(path: Path, gpu: str) -> dict:
                 r.setdefault("precision", "fp32")
                 r.setdefault("rel_error", None)
                 r.setdefault("chain_bound_ms", None)
+                r.setdefault("cpu_compute_limit_ms", None)
                 r.setdefault("predicted_kernels", None)
             data["version"] = VERSION
             data.setdefault("chain", CHAIN)
+            data.setdefault("compute_limit", COMPUTE_LIMIT)
             return data
     return new_results(gpu)
 
@@ -981,7 +1060,8 @@ def markdown(results: dict) -> str:
     float32 limit and each low precision's (``bf16 limit ms``)."""
     from ..importer.summary import human_bytes
 
-    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), "chain bound ms", *CONTENDERS,
+    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), "limit + CPU compute ms",
+            "chain bound ms", *CONTENDERS,
             *(f"{c} predicted ms" for c in CONTENDERS if c == "hetpart" or c in PRECISIONS)]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     by_row: dict[tuple, dict] = {}
@@ -991,7 +1071,8 @@ def markdown(results: dict) -> str:
     errors = []
     for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *LOW)),
-                 _ms(next((r["chain_bound_ms"] for r in recs.values() if r.get("chain_bound_ms") is not None), None))]
+                 *(_ms(next((r[f] for r in recs.values() if r.get(f) is not None), None))
+                   for f in ("cpu_compute_limit_ms", "chain_bound_ms"))]
         for c in CONTENDERS:
             r = recs.get(c)
             cells.append("" if r is None else _ms(r["ms"]) + _wrong(r))
@@ -1008,7 +1089,8 @@ def markdown(results: dict) -> str:
             f"{results.get('gpu', '?')})\n\n"
             f"Median ms per inference. `limit ms`: {results['limit']}. Bandwidths measured: host-to-device "
             f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
-            f"Costs: {runs[-1].get('costs', '?')}. {results.get('chain', CHAIN)}. Written by `bench/capped.py`.\n\n")
+            f"Costs: {runs[-1].get('costs', '?')}. {results.get('compute_limit', COMPUTE_LIMIT)}. "
+            f"{results.get('chain', CHAIN)}. Written by `bench/capped.py`.\n\n")
     text += "\n".join(rows) + "\n"
     if errors:
         text += (f"\n`hetpart bf16`: CUDA weights held and streamed in bfloat16 (`cuda=bf16,cpu=fp32`), compute "
