@@ -32,9 +32,11 @@ class HandoffCosts(TableCosts):
 
 @pytest.fixture
 def switch():
-    """Restores the switch whatever a test sets it to."""
-    yield
+    """The switch on for the test (it is off by default), restored after whatever the test sets."""
+    was = layout.STREAMED_CUDA_HANDOFF
     layout.STREAMED_CUDA_HANDOFF = True
+    yield
+    layout.STREAMED_CUDA_HANDOFF = was
 
 
 def _problem(n: int = 6, kind=HandoffCosts):

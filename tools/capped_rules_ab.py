@@ -110,7 +110,17 @@ def main(argv=None) -> int:
                         "(Chrome/Perfetto, the predicted timeline beside it)")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
+    p.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="switches set for the whole run: every contender's plan and every repricing")
     args = p.parse_args(argv)
+    if args.set:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from cpu_rule_ab import _set
+
+        _set(list(args.set))  # for the process's life: the run's defaults
 
     t0 = time.time()
     prep = capped.prepare(capped.workload(args.workload, None))

@@ -1757,6 +1757,8 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # reprices with the switch on); the switch stays on if hetpart measures <= 1.02 x 'hetpart before'.  The
      # traces: hetpart's two-GEMV calls at ~200 us (a per-call cost: host launch, worker wake) keep the form; at
      # ~400 us (per kernel: each GEMV reading its input through mapped host memory) price it per kernel instead.
+     # The switch is off by default (it would reprice BERT-large's streaming plans ~1.7x over what session 41
+     # measured): --set turns it on for this run, so 'hetpart' is planned and every contender repriced with it.
   BUDGET=590
   cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-cc.json"
   timeout 150 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-capped-cc.json" \
@@ -1764,6 +1766,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 240 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-cc.json" \
     --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
+    --set hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=1 \
     --before hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=0 --rounds 4 --trace "$OUT/traces-llama" \
     --json "$OUT/capped-handoff-llama-ab.json" > "$OUT/capped-handoff-llama-ab.txt" 2>&1 ;;
 114)  # (BUDGET=590) issue 19, BERT-large under caps with today's plans (branch bert-cap,

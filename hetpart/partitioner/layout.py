@@ -22,12 +22,17 @@ from .grouping import Group, group_kernels
 from .problem import Assignment, Problem
 
 
-STREAMED_CUDA_HANDOFF = True
-"""In a plan that streams weights, each CUDA partition pays ``problem.stream_handoff``'s call
-and, entered from a CPU partition, its wake (:meth:`hetpart.costmodel.CostModel.streamed_cuda_handoff`:
-what a traced run measured; issue 19, bench/results/capped-decode-trace.md); False: the
-profile's CUDA call + switch alone (the model before, for A/Bs).  Costs without the method
-(table costs) hand off for free either way."""
+STREAMED_CUDA_HANDOFF = False
+"""On: in a plan that streams weights, each CUDA partition pays ``problem.stream_handoff``'s
+call and, entered from a CPU partition, its wake (:meth:`hetpart.costmodel.CostModel.streamed_cuda_handoff`:
+what a traced llama_decode run measured; issue 19, bench/results/capped-decode-trace.md).
+Off (the default): the profile's CUDA call + switch alone.  Off because the same term
+reprices today's BERT-large streaming plans from 11.90 / 16.47 / 18.81 ms to 21.97 / 27.54 /
+30.09 ms at 1/2, 1/3, 1/4 of its weights, where session 41 measured such plans at 13.74 /
+16.53 / 20.67 ms (predicted 14.24 / 17.17 / 19.90 without it): the ~200 us seen on llama_decode's
+one-GEMV CUDA partitions is not a cost every CUDA partition of a streaming plan pays.  Device
+step 113 times llama_decode with it on and off to find its real form.  Costs without the
+method (table costs) hand off for free either way."""
 
 
 @dataclass(frozen=True)
