@@ -46,22 +46,9 @@ def mixed(graph, partitions: int, seed: int = 0) -> dict[str, str]:
     return out
 
 
-def plan_from_assignment(graph, assignment: dict[str, str], objective: str):
-    """Maximal same-device runs in topological order, as a :class:`Plan`."""
-    from hetpart.partitioner import Partition, Plan
-
-    parts: list = []
-    for kid in graph.topological_order():
-        if parts and parts[-1].device == assignment[kid]:
-            parts[-1].kernels.append(kid)
-        else:
-            parts.append(Partition(f"p{len(parts)}_{assignment[kid]}", assignment[kid], [kid]))
-    return Plan(model=graph.name, objective=objective, assignment=assignment, partitions=parts, cuts=[],
-                timeline=[], predicted={}, profile_origin="bench", graph=graph)
-
-
 def measure(model: str, args) -> dict:
     from hetpart import compiler, importer
+    from hetpart.partitioner import Plan
 
     spec = f"zoo:{model}" + (":small" if args.small else "")
     start = time.perf_counter()
@@ -71,7 +58,7 @@ def measure(model: str, args) -> dict:
     print(f"{model:10s} {len(graph.kernels):4d} kernels  import {row['import_s']:7.1f} s", flush=True)
     plans = {"all_cuda": all_cuda(graph), "mixed": mixed(graph, args.mixed_partitions)}
     for name, assignment in plans.items():
-        plan = plan_from_assignment(graph, assignment, name)
+        plan = Plan.by_hand(graph, assignment, name, origin="bench")
         start = time.perf_counter()
         cm = compiler.compile(plan, simulate=args.simulate, cuda_arch=args.cuda_arch, jobs=args.jobs,
                               progress=not args.no_progress)

@@ -77,19 +77,11 @@ def zoo_onnx():
 
 # --- plans and feeds ---------------------------------------------------------------------
 def plan_from_assignment(graph, assignment: dict[str, str], name: str = "manual"):
-    """A Plan whose partitions are the maximal same-device runs of ``assignment``
-    in topological order, named ``p<i>_<device>``."""
-    from hetpart.partitioner import Partition, Plan
+    """:meth:`hetpart.partitioner.Plan.by_hand`: the maximal same-device runs of
+    ``assignment`` in topological order, named ``p<i>_<device>``."""
+    from hetpart.partitioner import Plan
 
-    parts: list = []
-    for kid in graph.topological_order():
-        device = assignment[kid]
-        if parts and parts[-1].device == device:
-            parts[-1].kernels.append(kid)
-        else:
-            parts.append(Partition(f"p{len(parts)}_{device}", device, [kid]))
-    return Plan(model=graph.name, objective=name, assignment=dict(assignment), partitions=parts,
-                cuts=[], timeline=[], predicted={}, profile_origin="test", graph=graph)
+    return Plan.by_hand(graph, assignment, name, origin="test")
 
 
 @pytest.fixture(scope="session")

@@ -336,3 +336,18 @@ def test_partition_is_public_on_the_package():
     import hetpart
 
     assert hetpart.partition is partition and hetpart.Plan is Plan
+
+
+# --- plans placed by hand -------------------------------------------------------------------
+def test_a_plan_by_hand_is_the_maximal_same_device_runs_in_topological_order():
+    g = make_graph(DIAMOND)
+    order = g.topological_order()
+    devices = dict(zip(order, ["cpu", "cuda", "cuda", "cpu"]))
+    plan = Plan.by_hand(g, devices, "alternating", origin="test")
+    assert [(p.name, p.device, p.kernels) for p in plan.partitions] == [
+        ("p0_cpu", "cpu", [order[0]]), ("p1_cuda", "cuda", order[1:3]), ("p2_cpu", "cpu", [order[3]])]
+    assert plan.assignment == devices and plan.assignment is not devices
+    assert (plan.objective, plan.profile_origin, plan.graph) == ("alternating", "test", g)
+    assert (plan.cuts, plan.timeline, plan.predicted) == ([], [], {})
+    assert sum(len(p.kernels) for p in Plan.by_hand(g, dict.fromkeys(order, "cuda")).partitions) == 4
+    assert len(Plan.by_hand(g, dict.fromkeys(order, "cuda")).partitions) == 1

@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     from tvm import relax
 
     from hetpart import compiler, importer, kernels, targets
-    from hetpart.partitioner import Partition, Plan
+    from hetpart.partitioner import Plan
     from hetpart.runtime import Session
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -144,14 +144,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     graph = importer.load(args.model)
     assignment = alternating(graph)
-    parts: list = []
-    for kid in graph.topological_order():
-        if parts and parts[-1].device == assignment[kid]:
-            parts[-1].kernels.append(kid)
-        else:
-            parts.append(Partition(f"p{len(parts)}_{assignment[kid]}", assignment[kid], [kid]))
-    plan = Plan(model=graph.name, objective="alternating", assignment=assignment, partitions=parts, cuts=[],
-                timeline=[], predicted={}, profile_origin="tf32_emulate", graph=graph)
+    plan = Plan.by_hand(graph, assignment, "alternating", origin="tf32_emulate")
     with emulating_tf32() as rounded:
         compiled = compiler.compile(plan, simulate=True, progress=False)
     print(f"{args.model}: TF32 operands in {len(rounded)} function(s): {', '.join(sorted(rounded)) or '-'}")

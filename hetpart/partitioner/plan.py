@@ -188,6 +188,22 @@ class Plan:
     def load(cls, path, graph=None) -> "Plan":
         return cls.from_json(read_plan_file(path), graph)
 
+    @classmethod
+    def by_hand(cls, graph: OpGraph, assignment: dict[str, str], objective: str = "manual",
+                origin: str = "manual") -> "Plan":
+        """An unpriced plan of ``assignment`` (kernel -> device) on ``graph``: its partitions
+        the maximal same-device runs in topological order, named ``p<i>_<device>``; no cuts,
+        timeline or predictions.  For tests, tools and benchmarks that place kernels by hand."""
+        parts: list[Partition] = []
+        for kid in graph.topological_order():
+            device = assignment[kid]
+            if parts and parts[-1].device == device:
+                parts[-1].kernels.append(kid)
+            else:
+                parts.append(Partition(f"p{len(parts)}_{device}", device, [kid]))
+        return cls(model=graph.name, objective=objective, assignment=dict(assignment), partitions=parts, cuts=[],
+                   timeline=[], predicted={}, profile_origin=origin, graph=graph)
+
 
 def _state(value) -> dict[str, str]:
     """A plan file's ``state``: output name -> input name, both strings (PlanError else)."""
