@@ -48,6 +48,9 @@ def huge_pages() -> str:
 
 
 BEFORE = "hetpart before"
+COPIED = "hetpart, copied handoffs"
+"""hetpart's plan and build, its session opened with ``handoff="copy"`` (every CPU<->GPU
+tensor copied, none read through mapped host memory): ``--copied-handoffs``."""
 """The contender ``--before`` adds: hetpart's plan made with the ``--before`` switches set."""
 
 
@@ -110,6 +113,8 @@ def main(argv=None) -> int:
                         "(Chrome/Perfetto, the predicted timeline beside it)")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
+    p.add_argument("--copied-handoffs", action="store_true",
+                   help=f"also time '{COPIED}': hetpart's build with every crossing copied (Session handoff='copy')")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set for the whole run: every contender's plan and every repricing")
     args = p.parse_args(argv)
@@ -142,10 +147,14 @@ def main(argv=None) -> int:
     t0 = time.time()
     cache.prefetch(list(plans.items()), progress=False)
     print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
+    if args.copied_handoffs and "hetpart" in plans:
+        plans[COPIED] = plans["hetpart"]  # the same build, another session
+        names.append(COPIED)
     sessions = {}
     print(f"before the sessions: {huge_pages()}", flush=True)
     for n, plan in plans.items():
-        session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds)
+        options = {"handoff": "copy"} if n == COPIED else {}
+        session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds, **options)
         session.run(feeds)  # the weights read in (external weights: at the first run)
         sessions[n] = (session, feeds)
         print(f"{n} open: {huge_pages()}", flush=True)

@@ -1759,6 +1759,11 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # ~400 us (per kernel: each GEMV reading its input through mapped host memory) price it per kernel instead.
      # The switch is off by default (it would reprice BERT-large's streaming plans ~1.7x over what session 41
      # measured): --set turns it on for this run, so 'hetpart' is planned and every contender repriced with it.
+     # --copied-handoffs adds hetpart's build with every CPU<->GPU tensor copied (Session handoff="copy"): the
+     # GEMVs' 8 KB input vectors are "mapped" today (runtime.handoff.TransferCosts assumes 4 reads of a mapped
+     # tensor; a GEMV's every thread block reads its whole input over PCIe).  If 'hetpart, copied handoffs' runs
+     # its calls well under ~200 us (the trace) and beats 'hetpart', the handoff is the mapped reads: choose_mode
+     # must count a contraction's reads (the fix), and the handoff term is not a per-partition constant.
   BUDGET=590
   cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-cc.json"
   timeout 150 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-capped-cc.json" \
@@ -1766,7 +1771,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 240 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-cc.json" \
     --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
-    --set hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=1 \
+    --set hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=1 --copied-handoffs \
     --before hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=0 --rounds 4 --trace "$OUT/traces-llama" \
     --json "$OUT/capped-handoff-llama-ab.json" > "$OUT/capped-handoff-llama-ab.txt" 2>&1 ;;
 114)  # (BUDGET=590) issue 19, BERT-large under caps with today's plans (branch bert-cap,
