@@ -14,7 +14,9 @@ partition, and from ``--timed`` profiled runs the medians, per CUDA partition, o
 * ``host``: the host's whole turn for it (inputs, ring acquire, launch, refill enqueue, handoff out);
 * ``in``: from the CPU partition's end (host clock) to the GPU span's start;
 * ``out``: from the GPU span's end to the next CPU partition's start;
-* ``late``: how long after the CPU partition's end its weights' copy landed (streamed).
+* ``late``: how long after the CPU partition's end its weights' copy landed (streamed);
+* ``host_in``: from the CPU partition's end to the start of the host's turn for the call (one
+  clock: ``in`` adds the GPU-to-host clock offset and the time to the start marker).
 
 ``gpu`` much above ``launch`` + the kernel means the device (e.g. mapped input reads,
 ``mapped`` against ``copy`` says); ``launch`` near ``gpu`` means the host's call.  The
@@ -50,7 +52,8 @@ def chain_plan(graph, streamed: bool, cpu_kernels: int):
         groups[-1][1].append(kid)
     parts = []
     for i, (device, kernels) in enumerate(groups):
-        p = Partition(f"p{i}_{device}", device, kernels, weight_bytes=sum(graph.kernels[k].param_bytes for k in kernels))
+        weights = sum(graph.kernels[k].param_bytes for k in kernels)
+        p = Partition(f"p{i}_{device}", device, kernels, weight_bytes=weights)
         if streamed and device == "cuda":
             p.weights = "streamed"
         parts.append(p)
@@ -74,7 +77,7 @@ def probe(session, feeds, runs: int, timed: int) -> dict:
         t0 = time.perf_counter()
         session.run(feeds)
         walls.append(time.perf_counter() - t0)
-    gpu, launch, host, gap_in, gap_out, late = [], [], [], [], [], []
+    gpu, launch, host, gap_in, gap_out, late, host_in = [], [], [], [], [], [], []
     session.profile = True
     try:
         for _ in range(timed):
@@ -90,21 +93,29 @@ def probe(session, feeds, runs: int, timed: int) -> dict:
                     h = by_name.get((executor.HOST_TRACK, f"{key} {s.name}"))
                     if h is not None:
                         out.append(h.seconds)
-                before = [c for c in cpu if c.end <= s.start + 50e-6]
-                after = [c for c in cpu if c.start >= s.end - 50e-6]
-                if before:
-                    gap_in.append(s.start - before[-1].end)
-                    copy = by_name.get((session.copy_track, f"weights {s.name}"))
-                    if copy is not None:
-                        late.append(max(0.0, copy.end - before[-1].end))
-                if after:
-                    gap_out.append(after[0].start - s.end)
+                # the CPU partitions either side, found on the host's clock where the host
+                # turn is recorded (the GPU's spans carry the clocks' offset)
+                turn = by_name.get((executor.HOST_TRACK, f"host {s.name}"))
+                ref = turn.start if turn is not None else s.start
+                i = max((k for k, c in enumerate(cpu) if c.start < ref), default=None)
+                if i is None:
+                    continue
+                cpu_end = cpu[i].end
+                gap_in.append(s.start - cpu_end)
+                if turn is not None:
+                    host_in.append(turn.start - cpu_end)
+                copy = by_name.get((session.copy_track, f"weights {s.name}"))
+                if copy is not None:
+                    late.append(max(0.0, copy.end - cpu_end))
+                if i + 1 < len(cpu):  # the next CPU partition (one CUDA call between two CPU ones)
+                    gap_out.append(cpu[i + 1].start - s.end)
     finally:
         session.profile = False
     n = len(session.compiled.partitions)
     return {"wall_us_per_run": _med(walls), "wall_us_per_partition": _med(walls) / n,
             "gpu_us": _med(gpu), "launch_us": _med(launch), "host_us": _med(host),
-            "in_us": _med(gap_in), "out_us": _med(gap_out), "late_us": _med(late), "inline_runs": session.inline_runs}
+            "in_us": _med(gap_in), "out_us": _med(gap_out), "late_us": _med(late), "host_in_us": _med(host_in),
+            "inline_runs": session.inline_runs}
 
 
 def main(argv=None) -> int:
@@ -126,14 +137,16 @@ def main(argv=None) -> int:
     from hetpart.runtime import Session
 
     w = args.width
-    graph = importer.load(models.build("mlp", in_features=w, hidden=(w,) * (args.layers * (args.cpu_kernels + 1) - 1), num_classes=w))
+    kernels = args.layers * (args.cpu_kernels + 1)
+    graph = importer.load(models.build("mlp", in_features=w, hidden=(w,) * (kernels - 1), num_classes=w))
     feeds = {"input": np.random.default_rng(0).standard_normal((1, w)).astype("float32")}
     results = {}
-    print(f"{'variant':<18}{'wall/part':>10}{'gpu':>8}{'launch':>8}{'host':>8}{'in':>8}{'out':>8}{'late':>8}   (us, medians)",
-          flush=True)
+    cols = "".join(f"{c:>8}" for c in ("gpu", "launch", "host", "in", "out", "late", "host_in"))
+    print(f"{'variant':<18}{'wall/part':>10}{cols}   (us, medians)", flush=True)
     for streamed in (False, True):
         t0 = time.time()
-        model = compiler.compile(chain_plan(graph, streamed, args.cpu_kernels), graph, simulate=args.simulate, progress=False)
+        plan = chain_plan(graph, streamed, args.cpu_kernels)
+        model = compiler.compile(plan, graph, simulate=args.simulate, progress=False)
         print(f"# compiled {'streamed' if streamed else 'resident'} in {time.time() - t0:.0f} s "
               f"(TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS', 'default')})", flush=True)
         for handoff in args.handoffs.split(","):
@@ -141,7 +154,7 @@ def main(argv=None) -> int:
             with Session(model, handoff=handoff, spin_wait=bool(args.spin_wait)) as s:
                 r = results[name] = probe(s, feeds, args.runs, args.timed)
             cells = "".join(f"{r[k]:>8.0f}" if r[k] is not None else f"{'-':>8}"
-                            for k in ("gpu_us", "launch_us", "host_us", "in_us", "out_us", "late_us"))
+                            for k in ("gpu_us", "launch_us", "host_us", "in_us", "out_us", "late_us", "host_in_us"))
             print(f"{name:<18}{r['wall_us_per_partition']:>10.1f}{cells}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
