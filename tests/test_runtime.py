@@ -116,6 +116,22 @@ def test_mapped_handoff_makes_no_copy(cpu_gpu_cpu):
         assert slot.buffers[("t0", "cuda")].ptr == slot.buffers[("t0", "cpu")].ptr  # GPU reads the pinned bytes
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_auto_copies_what_the_gpu_reads_and_maps_what_it_writes(cpu_gpu_cpu, monkeypatch, on):
+    """handoff.COPY_TO_GPU: under "auto" the small CPU->GPU crossing is one h2d copy (a
+    kernel may read it many times), the GPU->CPU one still mapped; off, both mapped (before).
+    Either way the result is the unscheduled chain's."""
+    from hetpart.runtime import handoff
+
+    monkeypatch.setattr(handoff, "COPY_TO_GPU", on)
+    with Session(cpu_gpu_cpu) as s:
+        out = s.run(feeds(4))
+        st_ = s.last_run_stats
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(4)["x"], 3, 2), rtol=1e-5, atol=1e-5)
+    assert (st_.edge_for("t0").mode, st_.edge_for("t1").mode) == ("copy" if on else "mapped", "mapped")
+    assert (st_.h2d, st_.d2h, st_.mapped) == ((1, 0, 1) if on else (0, 0, 2))
+
+
 def test_gpu_feed_is_staged_once_into_pinned_memory(gpu_cpu_gpu):
     with Session(gpu_cpu_gpu, handoff="copy") as s:
         out = s.run(feeds(3))

@@ -405,3 +405,29 @@ def test_an_overlap_plan_of_llama_decode_steps_like_onnx_runtime():
             got = s.run(step)
             np.testing.assert_allclose(got["logits"], want[k]["logits"], rtol=2e-3, atol=2e-3, err_msg=f"step {k}")
             assert s.last_run_stats.weight_copies == devices.count("streamed")
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_traced_runs_time_each_cuda_call_on_the_host(mlp, monkeypatch, on):
+    """executor.HOST_LAUNCH_SPANS: a traced run records each CUDA partition's host time
+    ("host pX") and its launch nested in it ("launch pX") on the host track; untimed
+    runs and the switch off record none; outputs are the same either way."""
+    from hetpart.runtime import executor
+
+    monkeypatch.setattr(executor, "HOST_LAUNCH_SPANS", on)
+    onnx_model, graph = mlp
+    f = feeds(graph, 0)
+    with Session(compiled(graph, streamed=True)) as s:
+        out = s.run(f)["logits"]
+        assert not [sp for sp in s.last_run_stats.spans if sp.track == executor.HOST_TRACK]
+        s.profile = True  # timed, no trace file
+        np.testing.assert_allclose(s.run(f)["logits"], out, **TVM_TOL)
+        spans = {sp.name: sp for sp in s.last_run_stats.spans if sp.track == executor.HOST_TRACK}
+    names = ["p0_cuda", "p1_cuda", "p3_cuda"]
+    if not on:
+        assert spans == {}
+        return
+    assert set(spans) == {f"{k} {n}" for n in names for k in ("host", "launch")}
+    for n in names:
+        host, launch = spans[f"host {n}"], spans[f"launch {n}"]
+        assert host.start <= launch.start <= launch.end <= host.end

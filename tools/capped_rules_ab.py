@@ -16,6 +16,9 @@ bandwidth for llama_decode's interleaved plan).
 ``--before module.ATTR=value`` (repeatable, as ``tools/cpu_rule_ab.py`` takes it) adds the
 contender ``hetpart before``: hetpart's plan made with those switches set (e.g.
 ``hetpart.partitioner.overlap.OVERLAP_SEEDS=0``), built and timed beside the others.
+``--session-before module.ATTR=value`` (repeatable) sets run-time switches while that
+contender's session opens (rules a Session reads then, e.g.
+``hetpart.runtime.handoff.COPY_TO_GPU=0``); without ``--before`` its plan is hetpart's.
 
     python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate] [--before M.ATTR=V]
 """
@@ -48,9 +51,6 @@ def huge_pages() -> str:
 
 
 BEFORE = "hetpart before"
-COPIED = "hetpart, copied handoffs"
-"""hetpart's plan and build, its session opened with ``handoff="copy"`` (every CPU<->GPU
-tensor copied, none read through mapped host memory): ``--copied-handoffs``."""
 """The contender ``--before`` adds: hetpart's plan made with the ``--before`` switches set."""
 
 
@@ -69,6 +69,17 @@ def plan_contender(name: str, prep, costs, cap: int, before: list[str]):
 
     with switched(before):
         return capped._plan_contender("hetpart", prep, costs, cap)
+
+
+def _switched(assignments: list[str]):
+    """``tools/cpu_rule_ab.switched``: those ``module.ATTR=value`` switches set for a block."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cpu_rule_ab import switched
+
+    return switched(assignments)
 
 
 _PROBLEMS: dict = {}
@@ -113,19 +124,13 @@ def main(argv=None) -> int:
                         "(Chrome/Perfetto, the predicted timeline beside it)")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
-    p.add_argument("--copied-handoffs", action="store_true",
-                   help=f"also time '{COPIED}': hetpart's build with every crossing copied (Session handoff='copy')")
+    p.add_argument("--session-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="switches set while the contender 'hetpart before' opens its session (run-time rules)")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set for the whole run: every contender's plan and every repricing")
     args = p.parse_args(argv)
     if args.set:
-        import sys
-        from pathlib import Path
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from cpu_rule_ab import _set
-
-        _set(list(args.set))  # for the process's life: the run's defaults
+        _switched(args.set).__enter__()  # for the process's life: the run's defaults
 
     t0 = time.time()
     prep = capped.prepare(capped.workload(args.workload, None))
@@ -136,25 +141,25 @@ def main(argv=None) -> int:
     profile_bps = base.cold_weight_bandwidth("cpu")
     priced_at = (lambda bps: base.with_weight_bandwidth({"cpu": bps}))
     names = [c for c in args.contenders.split(",") if c]
-    if args.before and BEFORE not in names:
+    if (args.before or args.session_before) and BEFORE not in names:
         names.append(BEFORE)
     plans = {}
     for n in names:
         t0 = time.time()
+        if n == BEFORE and not args.before and "hetpart" in plans:  # run-time switches only: hetpart's plan
+            plans[n] = plans["hetpart"]
+            continue
         plans[n] = plan_contender(n, prep, priced_at(profile_bps or 90e9), cap, args.before)
         print(f"planned {n} in {time.time() - t0:.0f} s", flush=True)
     cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
     cache.prefetch(list(plans.items()), progress=False)
     print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
-    if args.copied_handoffs and "hetpart" in plans:
-        plans[COPIED] = plans["hetpart"]  # the same build, another session
-        names.append(COPIED)
     sessions = {}
     print(f"before the sessions: {huge_pages()}", flush=True)
     for n, plan in plans.items():
-        options = {"handoff": "copy"} if n == COPIED else {}
-        session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds, **options)
+        with _switched(args.session_before if n == BEFORE else []):
+            session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds)
         session.run(feeds)  # the weights read in (external weights: at the first run)
         sessions[n] = (session, feeds)
         print(f"{n} open: {huge_pages()}", flush=True)

@@ -1759,11 +1759,9 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # ~400 us (per kernel: each GEMV reading its input through mapped host memory) price it per kernel instead.
      # The switch is off by default (it would reprice BERT-large's streaming plans ~1.7x over what session 41
      # measured): --set turns it on for this run, so 'hetpart' is planned and every contender repriced with it.
-     # --copied-handoffs adds hetpart's build with every CPU<->GPU tensor copied (Session handoff="copy"): the
-     # GEMVs' 8 KB input vectors are "mapped" today (runtime.handoff.TransferCosts assumes 4 reads of a mapped
-     # tensor; a GEMV's every thread block reads its whole input over PCIe).  If 'hetpart, copied handoffs' runs
-     # its calls well under ~200 us (the trace) and beats 'hetpart', the handoff is the mapped reads: choose_mode
-     # must count a contraction's reads (the fix), and the handoff term is not a per-partition constant.
+     # Run step 115 first: since the handoff branch, CPU->GPU crossings are copied (runtime.handoff.COPY_TO_GPU),
+     # not read mapped as in steps 109 / this step's trace hypothesis; if 115 shows the ~200 us calls gone, this
+     # step is moot and STREAMED_CUDA_HANDOFF_S is refit from 115's trace instead.
   BUDGET=590
   cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-capped-cc.json"
   timeout 150 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-capped-cc.json" \
@@ -1771,7 +1769,7 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 240 ] && timeout "$left" python3 tools/capped_rules_ab.py --profile "$OUT/profile-capped-cc.json" \
     --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
-    --set hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=1 --copied-handoffs \
+    --set hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=1 \
     --before hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF=0 --rounds 4 --trace "$OUT/traces-llama" \
     --json "$OUT/capped-handoff-llama-ab.json" > "$OUT/capped-handoff-llama-ab.txt" 2>&1 ;;
 114)  # (BUDGET=590) issue 19, BERT-large under caps with today's plans (branch bert-cap,
@@ -1786,6 +1784,27 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   BUDGET=590
   timeout $((BUDGET - 10)) python3 bench/capped.py --workloads bert_large --caps 1/2,1/3,1/4 --contenders hetpart \
     --budget $((BUDGET - 20)) --reserve 60 --out "$OUT/capped-bert-114.json" > "$OUT/capped-bert-114.txt" 2>&1 ;;
+115)  # (BUDGET=590) issue 19, where a streaming plan's ~200 us CUDA call goes (branch handoff,
+     # bench/results/runtime-handoff-2core.md).  Offline: the runtime's Python per partition is ~15-22 us (inline, no
+     # stream thread), and step 109's trace has p11-like GEMVs launched long before their weights landed still
+     # spanning ~200 us on the GPU: device time, with their input read through mapped host memory by every block.
+     # Now runtime.handoff.COPY_TO_GPU (on) copies every CPU->GPU crossing under "auto"; traced runs record each
+     # CUDA call's host turn and launch (executor.HOST_LAUNCH_SPANS, track "host: cuda calls").
+     # (1) tools/capped_rules_ab.py, llama_decode at 1/2: hetpart against 'hetpart before' (the same plan, its
+     # session opened with COPY_TO_GPU=0: mapped as in steps 109/113), 4 rounds, one traced run each.
+     # (2) tools/handoff_probe.py: 20 CPU partitions of 4 GEMVs (2048^2 fp32) each followed by a one-GEMV CUDA
+     # partition, resident and streamed, handoff mapped and copy: each CUDA call's GPU span, host launch, host turn.
+     # Decides: COPY_TO_GPU stays on if hetpart measures <= 1.0x 'hetpart before'; the probe's 'gpu' column mapped
+     # against copy says whether mapped reads are the ~200 us (then cost_model.STREAMED_CUDA_HANDOFF_S is refit from
+     # hetpart's trace: its CUDA spans and the host-track launches); 'launch' near 'gpu' says the host's call is.
+  BUDGET=590
+  timeout 360 python3 tools/capped_rules_ab.py --profile bench/results/profile-capped-nvidia-h200.json \
+    --workload zoo:llama_decode --cap 1/2 --contenders hetpart \
+    --session-before hetpart.runtime.handoff.COPY_TO_GPU=0 --rounds 4 --trace "$OUT/traces-handoff" \
+    --json "$OUT/capped-copy-to-gpu-ab.json" > "$OUT/capped-copy-to-gpu-ab.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 90 ] && timeout "$left" python3 tools/handoff_probe.py --layers 20 --cpu-kernels 4 --width 2048 \
+    --runs 50 --timed 10 --json "$OUT/handoff-probe.json" > "$OUT/handoff-probe.txt" 2>&1 ;;
 esac
 # the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
 extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)

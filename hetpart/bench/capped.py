@@ -776,25 +776,24 @@ def _cache_pairs(outputs, inputs) -> dict[str, str]:
             if name.startswith("present.") and "past." + name[len("present."):] in inputs}
 
 
-def open_stepping(compiled, feeds: dict, **options):
+def open_stepping(compiled, feeds: dict):
     """``(session, feeds, note)`` to time one step of ``compiled``: with its
     :func:`state_pairs` bound on their devices (``Session(state=)``, the cache feeds as
     the initial state, the step's feeds without them; note ``"caches on device"``),
     or, where the plan splits a cache's producer and readers across devices
     (:class:`~hetpart.errors.StateError`), a plain session fed through the host with
-    the reason in the note.  A workload without pairs: a plain session, no note.
-    ``options``: more :class:`~hetpart.runtime.Session` arguments (e.g. ``handoff``)."""
+    the reason in the note.  A workload without pairs: a plain session, no note."""
     from ..errors import StateError
     from ..runtime import Session
 
     pairs = state_pairs(compiled)
     if not pairs:
-        return Session(compiled, **options), feeds, ""
+        return Session(compiled), feeds, ""
     try:
-        session = Session(compiled, state=pairs, initial_state={i: feeds[i] for i in pairs.values()}, **options)
+        session = Session(compiled, state=pairs, initial_state={i: feeds[i] for i in pairs.values()})
     except StateError as exc:
         first = (str(exc).splitlines() or [""])[0][:160]
-        return Session(compiled, **options), feeds, f"caches through the host ({first})"
+        return Session(compiled), feeds, f"caches through the host ({first})"
     step = {k: v for k, v in feeds.items() if k not in set(pairs.values())}
     return session, step, "caches on device"
 

@@ -35,9 +35,18 @@ from ..errors import RuntimeFailure
 from .handoff import Route, Slot
 from .memory import Buffer, Memory, SimulatedMemory, aligned_empty, is_out_of_memory, wrap_host_array
 from .partition_runner import PartitionRunner
-from .stats import EdgeHandoff, RunStats, Span
+from .stats import HOST_TRACK, EdgeHandoff, RunStats, Span
 from .streams import Marker, Stream
 from .workers import Worker
+
+# Traced runs also record, per CUDA partition, the host's own time on the track
+# HOST_TRACK: "host pX" (run_stage of that partition: its inputs, the ring's acquire,
+# the launch, the refill copy's enqueue, the output handoff) and, nested in it,
+# "launch pX" (the VM call that enqueues its kernels, between the two stream markers
+# that time the GPU span).  Off: traced runs record what they did before.  Issue 19:
+# a streaming plan's CUDA partition spans ~200 us on the H100 however small its
+# kernels, and these say how much of that the host spends launching it.
+HOST_LAUNCH_SPANS = True
 
 
 class _Aborted(Exception):
@@ -279,6 +288,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     arguments; its use of the ring is retired exactly once, called or not, so the
     slot's next copy is enqueued (:mod:`.weight_stream`)."""
     art = stage.artifact
+    begun = time.perf_counter() if ctx.timed and HOST_LAUNCH_SPANS and stage.side != "cpu" else None
     use = ctx.ring.use_of(ctx.stream_base, art.name) if ctx.ring is not None and art.weights is not None else None
     try:
         if ctx.error is not None:
@@ -306,6 +316,8 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
                 launch, handle = (lambda fn: ctx.stream.launch(fn, reads)), getattr(ctx.stream, "handle", 0)
             # launch runs ``call`` on this thread (enqueueing kernels) before returning
             call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
+            if begun is not None:  # the launch alone, on the host's clock
+                call = _host_timed(ctx, f"launch {stage.name}", call)
             done = None
             try:
                 done = ctx.enqueue(lambda: launch(call), stage.name, "partition")
@@ -316,6 +328,8 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             outputs = _held(held[0] if held else None, outputs)
         for spec, buf in zip(art.outputs, outputs):
             publish(ctx, spec.name, stage.side, buf)
+        if begun is not None:
+            ctx.stats.span(Span(HOST_TRACK, f"host {stage.name}", begun, time.perf_counter(), "partition", ctx.run_id))
     except _Aborted:
         pass
     except BaseException as e:  # noqa: BLE001 - every failure goes to the caller, named
@@ -327,6 +341,17 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             except BaseException as e:  # noqa: BLE001
                 ctx.fail(stage.name, e)
         ctx.stage_done()
+
+
+def _host_timed(ctx: RunContext, name: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` recording its host time as span ``name`` on :data:`HOST_TRACK` of ``ctx``."""
+    def timed() -> None:
+        start = time.perf_counter()
+        try:
+            fn()
+        finally:
+            ctx.stats.span(Span(HOST_TRACK, name, start, time.perf_counter(), "partition", ctx.run_id))
+    return timed
 
 
 def _held(returned, passed: list) -> list[Buffer]:

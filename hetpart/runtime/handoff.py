@@ -10,7 +10,8 @@ sides read it, and, when it crosses, the transfer *mode*:
 
 :func:`choose_mode` picks between them from :class:`TransferCosts` (the transfer
 model): mapped access skips the copy's fixed cost but every kernel read crosses the
-bus, so it wins for small tensors only.
+bus, so it wins for small tensors only; under ``"auto"`` only GPU->CPU crossings are
+mapped (:data:`COPY_TO_GPU`: a kernel may read its input many times).
 
 A :class:`Slot` is one complete set of per-run buffers, allocated once.  A session
 keeps two (or more) so that consecutive runs (micro-batches) never write a buffer a
@@ -38,6 +39,15 @@ from ..errors import HetpartError
 from .memory import Buffer, Memory, host_buffer, is_static, nbytes_of
 
 MODES = ("auto", "copy", "mapped")
+
+# Under "auto", a CPU->GPU crossing is always one copy, whatever its size (off: small ones
+# are mapped, as GPU->CPU ones still are).  A mapped tensor is read through PCIe by
+# every read of every kernel, and a GEMV's thread blocks each read the whole input
+# vector: issue 19's H100 trace of llama_decode (bench/results/runtime-handoff-2core.md)
+# has a streamed 46 MB GEMV whose input was mapped run ~200 us on the device (profiled
+# 17.5 us), launched long before its weights landed, so not the host's launch.  A copy
+# costs one cudaMemcpyAsync (~10 us); the partitioner prices every h2d crossing as one.
+COPY_TO_GPU = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
             r = Route(spec, producer, side, r.sides, r.is_output, "copy")  # nothing to map
         elif crossing:
             picked = choose_mode(r.nbytes, costs) if mode == "auto" else mode
+            if mode == "auto" and COPY_TO_GPU and side == "cpu":  # read by GPU kernels: copied
+                picked = "copy"
             r = Route(spec, producer, side, r.sides, r.is_output, picked)
         routes[name] = r
     return routes

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import RuntimeFailure
-from .stats import RunStats
+from .stats import HOST_TRACK, RunStats
 
 
 def run_pipelined(session, batches: Iterable, *, trace: str | Path | None = None) -> list[dict[str, np.ndarray]]:
@@ -91,6 +91,8 @@ def _stage_samples(stats: list[RunStats], stream_track: str) -> dict[str, list[f
     for s in stats:
         busy: dict[str, float] = {}
         for span in s.spans:
+            if span.track == HOST_TRACK:  # a CUDA call's host time, inside a stage's: not a stage
+                continue
             track = span.track if span.track.startswith("cpu") else stream_track
             busy[track] = busy.get(track, 0.0) + span.seconds
         for track, secs in busy.items():

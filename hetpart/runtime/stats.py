@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from ..contracts.trace import PARTITION, Span  # measured spans: a CPU worker's or the GPU stream's, host seconds
 
+# The track of a CUDA partition's host time in traced runs (executor.HOST_LAUNCH_SPANS):
+# inside a CPU worker's or the caller's time, so never a partition's or a stage's own.
+HOST_TRACK = "host: cuda calls"
+
 
 @dataclass
 class EdgeHandoff:
@@ -77,4 +81,4 @@ class RunStats:
         raise KeyError(f"tensor '{tensor}' did not cross between CPU and GPU in this run")
 
     def partition_seconds(self) -> dict[str, float]:
-        return {s.name: s.seconds for s in self.spans if s.kind == PARTITION}
+        return {s.name: s.seconds for s in self.spans if s.kind == PARTITION and s.track != HOST_TRACK}
