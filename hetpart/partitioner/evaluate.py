@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .grouping import group_parts
 from .layout import Layout, lay_out
 from .gpu_memory import GpuMemory, gpu_memory
 from .problem import STREAM, Assignment, Problem, split
@@ -80,10 +81,12 @@ def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest:
     merges no further streamed partitions than a smaller one is skipped), maximal
     partitions and, with ``overlap``, level-split ones too."""
     seen = set()
+    levels = (False, True) if overlap else (False,)
+    parts = {by_level: group_parts(problem, a, by_level, streamed) for by_level in levels}  # slot-size free
     for mult in SLOT_MULTIPLES:
         size = largest * mult
-        for by_level in (False, True) if overlap else (False,):
-            layout = lay_out(problem, a, by_level, streamed, size)
+        for by_level in levels:
+            layout = lay_out(problem, a, by_level, streamed, size, parts[by_level])
             shape = (by_level, len(layout.groups))
             if mult > 1 and shape in seen:
                 continue

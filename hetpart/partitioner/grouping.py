@@ -41,7 +41,7 @@ class Group:
 
 
 def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-                  slot_bytes: int = 0) -> list[Group]:
+                  slot_bytes: int = 0, parts: dict[str, int] | None = None) -> list[Group]:
     """The partitions of ``a`` (see module docstring for the invariants); the kernels in
     ``streamed`` (CUDA ones) form streamed groups of at most ``slot_bytes`` of weights.
 
@@ -49,29 +49,45 @@ def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, strea
     makespan objective weighs this against overheads): groups are split by switch
     level, and a group also ends at each kernel that feeds the other device, so that
     copy can start before the rest of the group runs.  Nothing is merged back.
+
+    ``parts``: :func:`group_parts` of the same ``a``, ``by_level`` and ``streamed``, computed
+    once by a caller that lays one placement out at several slot sizes (they cut only the
+    streamed parts; the same groups as without it).
     """
+    labels = _labels(a, streamed)
+    if parts is None:
+        parts = group_parts(problem, a, by_level, streamed)
+    groups = _ordered_groups(problem, labels, _fit_slots(problem, labels, parts, slot_bytes if streamed else 0))
     if streamed:
-        labels = {k: STREAM_LABEL if k in streamed else d for k, d in a.items()}
-        groups = _grouped(problem, labels, by_level, slot_bytes)
         return [Group("cuda", g.kernels, True) if g.device == STREAM_LABEL else g for g in groups]
-    return _grouped(problem, a, by_level)
+    return groups
 
 
-def _grouped(problem: Problem, a: Assignment, by_level: bool, slot_bytes: int = 0) -> list[Group]:
+def group_parts(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset()) -> dict[str, int]:
+    """Kernel -> part id of :func:`group_kernels` before streamed parts are cut to slots
+    (independent of the slot size)."""
+    return _parts(problem, _labels(a, streamed), by_level)
+
+
+def _labels(a: Assignment, streamed) -> Assignment:
+    return {k: STREAM_LABEL if k in streamed else d for k, d in a.items()} if streamed else a
+
+
+def _parts(problem: Problem, a: Assignment, by_level: bool) -> dict[str, int]:
     if by_level:
         level = _switch_levels(problem, a)
         feeds = {u for u, v in problem.edges if a[u] != a[v]}
         part = _components(problem, a, lambda u, v: level[u] == level[v] and u not in feeds)
         if _has_cycle(problem, part):  # cutting at the feeders can close a cycle; levels alone cannot
             part = _components(problem, a, lambda u, v: level[u] == level[v])
-        return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
+        return part
     part = _components(problem, a, lambda u, v: True)
     if _has_cycle(problem, part):
         level = _switch_levels(problem, a)
         cyclic = _cyclic_parts(problem, part)
         split = _components(problem, a, lambda u, v: part[u] not in cyclic or level[u] == level[v])
         part = _merge_back(problem, a, split)
-    return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
+    return part
 
 
 def _fit_slots(problem: Problem, a: Assignment, part: dict[str, int], slot_bytes: int) -> dict[str, int]:

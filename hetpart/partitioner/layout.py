@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .grouping import Group, group_kernels
-from .problem import Assignment, Problem
+from .problem import DEVICES, HOST, Assignment, Problem
 
 
 STREAMED_CUDA_HANDOFF = False
@@ -111,13 +111,15 @@ def _wakes(devices: list[str]) -> list[bool]:
 
 
 def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-            slot_bytes: int = 0) -> Layout:
+            slot_bytes: int = 0, parts: dict[str, int] | None = None) -> Layout:
     """Partitions (see :func:`group_kernels`) and copies of ``a``; ``a`` must respect pins (checked).
 
     ``streamed``: CUDA kernels whose weights are streamed, in groups of at most
-    ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here)."""
+    ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here).
+    ``parts``: :func:`~.grouping.group_parts` of the same ``a``, ``by_level`` and
+    ``streamed`` where the caller has it (one placement at several slot sizes)."""
     problem.check(a)
-    groups = group_kernels(problem, a, by_level, streamed, slot_bytes)
+    groups = group_kernels(problem, a, by_level, streamed, slot_bytes, parts)
     kernels = problem.graph.kernels
     weights = [sum(kernels[k].param_bytes for k in g.kernels) for g in groups]
     # A streamed group without constants has nothing to copy: it runs as a resident one.
@@ -129,14 +131,26 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
         overheads = streamed_handoffs([g.device for g in groups], overheads, *problem.stream_handoff)
     seconds = [problem.compute_s(a, g.kernels) + o for g, o in zip(groups, overheads)]
     transfers, deps = [], [set() for _ in groups]
-    for fi, f in enumerate(problem.flows):
-        src = None if f.producer is None else where[f.producer]
-        for c in f.consumers:
-            if src is not None and a[c] == a[f.producer] and where[c] != src:
-                deps[where[c]].add(src)
-        for device in problem.copies(f, a):
-            readers = sorted({where[c] for c in f.consumers if a[c] == device})
-            transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
+    for fi, f in enumerate(problem.flows):  # Problem.copies inlined: this loop is the layout's hot spot
+        producer, consumers = f.producer, f.consumers
+        if producer is None:
+            src = None
+        else:
+            src, here = where[producer], a[producer]
+            for c in consumers:
+                if a[c] == here and where[c] != src:
+                    deps[where[c]].add(src)
+        origin = f.origin
+        source = HOST if origin is None else a[origin]
+        needed = {a[c] for c in consumers}
+        if f.is_output:
+            needed.add(HOST)
+        if len(needed) == 1 and source in needed:
+            continue  # read where it is made: no copy
+        for device in DEVICES:
+            if device in needed and device != source:
+                readers = sorted({where[c] for c in consumers if a[c] == device})
+                transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
     read = ([sum(problem.read_s.get(k, 0.0) for k in g.kernels) if g.device == "cpu" else 0.0 for g in groups]
             if problem.contention is not None else [])
     return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s,
