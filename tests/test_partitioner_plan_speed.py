@@ -68,3 +68,14 @@ def test_switch_off_prices_the_same(monkeypatch):
         slow = evaluate(problem, placement)
         monkeypatch.setattr(timeline, "FAST_SEQUENTIAL", True)
         assert (fast.sequential_s, fast.fits, fast.layout) == (slow.sequential_s, slow.fits, slow.layout)
+
+
+def test_sequential_ends_of_every_ring_size_at_once():
+    for problem, placement in _cases(range(8)):
+        a, streamed = split(placement)
+        largest = max((problem.graph.kernels[k].param_bytes for k in streamed), default=0)
+        layout = lay_out(problem, a, False, streamed, largest * 2)
+        want = [max(timeline._schedule(replace(layout, stream_slots=s), "sequential")[3], default=0.0)
+                for s in SLOT_CHOICES]
+        assert timeline.sequential_ends(layout, SLOT_CHOICES) == want
+        assert timeline.sequential_end_times(layout, SLOT_CHOICES) == want

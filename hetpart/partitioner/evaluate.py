@@ -23,7 +23,7 @@ from .grouping import group_parts
 from .layout import Layout, lay_out
 from .gpu_memory import GpuMemory, gpu_memory
 from .problem import STREAM, Assignment, Problem, split
-from .timeline import end_time, pipeline_period
+from .timeline import end_time, pipeline_period, sequential_end_times
 
 SLOT_CHOICES = (1, 2, 3, 4)
 """Ring sizes tried: 2 is double buffering; a third or fourth slot lets the copy stream
@@ -62,11 +62,11 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
     best = None
     for layout, size in _ring_layouts(problem, a, streamed, slot, overlap):
         n = len(layout.streamed_groups)
-        for slots in [s for s in SLOT_CHOICES if s <= max(n, 1)]:
+        counts = [s for s in SLOT_CHOICES if s <= max(n, 1)]
+        for slots, seq in zip(counts, sequential_end_times(layout, counts)):
             ringed = replace(layout, stream_slots=slots, stream_slot_bytes=size)
             mem = replace(base, stream_buffers=slots * size)
             fits = problem.gpu_memory is None or mem.total <= problem.gpu_memory
-            seq = end_time(ringed, "sequential")
             span = end_time(ringed, "parallel") if overlap else None
             key = (not fits, span if overlap else seq, seq, slots * size)
             if best is None or key < best[0]:

@@ -123,7 +123,7 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     kernels = problem.graph.kernels
     weights = [sum(kernels[k].param_bytes for k in g.kernels) for g in groups]
     # A streamed group without constants has nothing to copy: it runs as a resident one.
-    groups = [replace(g, streamed=g.streamed and w > 0) for g, w in zip(groups, weights)]
+    groups = [replace(g, streamed=False) if g.streamed and not w else g for g, w in zip(groups, weights)]
     weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     overheads = partition_overheads(problem, [g.device for g in groups])

@@ -38,7 +38,7 @@ slot) has finished; streamed partition ``i`` waits for copy ``i``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from .layout import Layout
@@ -150,61 +150,73 @@ def _contended(layout: Layout) -> bool:
         and any(layout.weight_seconds)
 
 
+def sequential_end_times(layout: Layout, slot_counts) -> list[float]:
+    """``[end_time(replace(layout, stream_slots=s), "sequential") for s in slot_counts]``
+    (what :func:`~.evaluate.evaluate` prices per ring size), through :func:`sequential_ends`
+    where :data:`FAST_SEQUENTIAL` allows."""
+    if FAST_SEQUENTIAL and not _contended(layout):
+        return sequential_ends(layout, slot_counts)
+    return [end_time(replace(layout, stream_slots=s), "sequential") for s in slot_counts]
+
+
 def _sequential_end(layout: Layout) -> float:
-    """``max(_schedule(layout, "sequential")[3])`` without contention: :func:`tasks` and
-    :func:`_place` fused (task positions, deps and arithmetic as theirs)."""
+    """``max(_schedule(layout, "sequential")[3])`` without contention."""
+    return sequential_ends(layout, (layout.stream_slots,))[0]
+
+
+def sequential_ends(layout: Layout, slot_counts) -> list[float]:
+    """:func:`end_time` ``(replace(layout, stream_slots=s), "sequential")`` for each ``s`` of
+    ``slot_counts``, without contention (:func:`_contended` must be False), the layout's
+    structure walked once for all.
+
+    The same floats as :func:`_schedule`: in sequential mode partitions and activation
+    copies run in :func:`tasks`' order on one clock (``begin = max(ready, clock)``), weight
+    copy ``p`` begins at ``max`` of copy ``p - 1``'s end and the end of streamed partition
+    ``p - slots`` (or at 0 / copy ``p - 1``'s end for the first ring), so it is computed
+    when its partition needs it; every weight copy ends before its partition begins and the
+    clock never goes back, so the latest end is the clock's or the last weight copy's."""
     groups, transfers = layout.groups, layout.transfers
     weight_seconds, group_seconds = layout.weight_seconds, layout.group_seconds
     streamed = layout.streamed_groups
-    slots = max(layout.stream_slots, 1)
-    frees = {streamed[i - slots]: streamed[i] for i in range(slots, len(streamed))}
     position = {g: i for i, g in enumerate(streamed)}
-    end: list[float] = []
-    done_group: dict[int, int] = {}
-    copy_pos: list[list[int]] = [[] for _ in groups]
-    last = [None, 0.0, 0.0]  # the last weight copy's position; the weights track free at; the clock
-
-    def add_weights(g):
-        deps = [] if last[0] is None else [last[0]]
-        if position[g] >= slots:
-            deps.append(done_group[streamed[position[g] - slots]])
-        ready = max([end[d] for d in deps]) if deps else 0.0
-        begin = max(ready, last[1])
-        finish = begin + weight_seconds[g]
-        end.append(finish)
-        last[1] = finish
-        last[0] = len(end) - 1
-        copy_pos[g].append(len(end) - 1)
-
-    def add_copy(t):
-        ready = end[done_group[t.src]] if t.src is not None else 0.0
-        begin = max(ready, last[2])
-        last[2] = begin + t.seconds
-        end.append(begin + t.seconds)
-        for r in t.readers:
-            copy_pos[r].append(len(end) - 1)
-
-    for t in transfers:
-        if t.src is None:
-            add_copy(t)
-    for g in streamed[:slots]:
-        add_weights(g)
-    by_src: dict[int, list[int]] = {}
+    reads: list[list[int]] = [[] for _ in groups]  # group -> transfers it reads
+    after: list[list[int]] = [[] for _ in groups]  # group -> the copies it makes, in order
     for j, t in enumerate(transfers):
+        for r in t.readers:
+            reads[r].append(j)
         if t.src is not None:
-            by_src.setdefault(t.src, []).append(j)
-    for i in range(len(groups)):
-        deps = copy_pos[i] + [done_group[d] for d in layout.deps[i]]
-        ready = max([end[d] for d in deps]) if deps else 0.0
-        begin = max(ready, last[2])
-        last[2] = begin + group_seconds[i]
-        end.append(begin + group_seconds[i])
-        done_group[i] = len(end) - 1
-        for j in by_src.get(i, ()):
-            add_copy(transfers[j])
-        if i in frees:
-            add_weights(frees[i])
-    return max(end, default=0.0)
+            after[t.src].append(j)
+    plan = [(reads[i], layout.deps[i], position.get(i), group_seconds[i], after[i]) for i in range(len(groups))]
+    out = []
+    for slots in slot_counts:
+        slots = max(slots, 1)
+        clock = 0.0
+        copy_end = [0.0] * len(transfers)
+        for j, t in enumerate(transfers):
+            if t.src is None:
+                clock = max(0.0, clock) + t.seconds
+                copy_end[j] = clock
+        done = [0.0] * len(groups)
+        weights: list[float] = []
+        for i, (rd, dp, pos, secs, outs) in enumerate(plan):
+            deps = [copy_end[j] for j in rd] + [done[d] for d in dp]
+            if pos is not None:
+                while len(weights) <= pos:
+                    p = len(weights)
+                    w = [weights[-1]] if weights else []
+                    if p >= slots:
+                        w.append(done[streamed[p - slots]])
+                    ready = max(w) if w else 0.0
+                    weights.append(max(ready, weights[-1] if weights else 0.0) + weight_seconds[streamed[p]])
+                deps.append(weights[pos])
+            ready = max(deps) if deps else 0.0
+            clock = max(ready, clock) + secs
+            done[i] = clock
+            for j in outs:  # the copies of what it made, right after it
+                clock = max(done[i], clock) + transfers[j].seconds
+                copy_end[j] = clock
+        out.append(max(clock, weights[-1]) if weights else clock)
+    return out
 
 
 def _schedule(layout: Layout, mode: str) -> tuple[list[Task], list[int] | range, list[float], list[float]]:
