@@ -79,3 +79,35 @@ def test_sequential_ends_of_every_ring_size_at_once():
                 for s in SLOT_CHOICES]
         assert timeline.sequential_ends(layout, SLOT_CHOICES) == want
         assert timeline.sequential_end_times(layout, SLOT_CHOICES) == want
+
+
+def test_has_cycle_and_group_order_agree_with_networkx():
+    import heapq
+
+    import networkx as nx
+
+    from hetpart.partitioner import grouping
+
+    for problem, placement in _cases(range(6)):
+        a, _ = split(placement)
+        rng = random.Random(len(problem.order))
+        for _ in range(5):  # random parts: cycles included
+            part = {k: problem.step[k] if rng.random() < 0.5 else 0 for k in problem.order}
+            q = grouping._quotient(problem, part)
+            assert grouping._has_cycle(problem, part) == (not nx.is_directed_acyclic_graph(q))
+        part = grouping._components(problem, a, lambda u, v: True)
+        q = grouping._quotient(problem, part)
+        if nx.is_directed_acyclic_graph(q):
+            indeg = {p: q.in_degree(p) for p in q}
+            ready = [p for p, d in indeg.items() if d == 0]
+            heapq.heapify(ready)
+            want = []
+            while ready:
+                p = heapq.heappop(ready)
+                want.append(p)
+                for r in q.successors(p):
+                    indeg[r] -= 1
+                    if indeg[r] == 0:
+                        heapq.heappush(ready, r)
+            got = [problem.step[g.kernels[0]] for g in grouping._ordered_groups(problem, a, part)]
+            assert got == want

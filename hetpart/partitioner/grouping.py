@@ -134,8 +134,34 @@ def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
     return q
 
 
+def _successors(problem: Problem, part: dict[str, int]) -> dict[int, set[int]]:
+    """The quotient graph of :func:`_quotient` as plain sets (part -> parts it feeds): what
+    the hot paths need, without building a networkx graph per layout."""
+    succ: dict[int, set[int]] = {p: set() for p in part.values()}
+    for u, v in problem.edges:
+        pu, pv = part[u], part[v]
+        if pu != pv:
+            succ[pu].add(pv)
+    return succ
+
+
 def _has_cycle(problem: Problem, part: dict[str, int]) -> bool:
-    return not nx.is_directed_acyclic_graph(_quotient(problem, part))
+    """Whether the quotient graph has a cycle (Kahn's algorithm leaves a part unvisited)."""
+    succ = _successors(problem, part)
+    indeg = dict.fromkeys(succ, 0)
+    for rs in succ.values():
+        for r in rs:
+            indeg[r] += 1
+    ready = [p for p, d in indeg.items() if d == 0]
+    seen = 0
+    while ready:
+        p = ready.pop()
+        seen += 1
+        for r in succ[p]:
+            indeg[r] -= 1
+            if indeg[r] == 0:
+                ready.append(r)
+    return seen < len(succ)
 
 
 def _cyclic_parts(problem: Problem, part: dict[str, int]) -> set[int]:
@@ -177,15 +203,18 @@ def _ordered_groups(problem: Problem, a: Assignment, part: dict[str, int]) -> li
     members: dict[int, list[str]] = {}
     for k in problem.order:
         members.setdefault(part[k], []).append(k)
-    q = _quotient(problem, part)
-    indeg = {p: q.in_degree(p) for p in q}
+    succ = _successors(problem, part)
+    indeg = dict.fromkeys(succ, 0)
+    for rs in succ.values():
+        for r in rs:
+            indeg[r] += 1
     ready = [p for p, d in indeg.items() if d == 0]
     heapq.heapify(ready)
     groups = []
     while ready:
         p = heapq.heappop(ready)
         groups.append(Group(a[members[p][0]], tuple(members[p])))
-        for r in q.successors(p):
+        for r in succ[p]:  # a heap: the order pushed does not change the order popped
             indeg[r] -= 1
             if indeg[r] == 0:
                 heapq.heappush(ready, r)
