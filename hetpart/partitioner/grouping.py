@@ -81,7 +81,7 @@ def _parts(problem: Problem, a: Assignment, by_level: bool) -> dict[str, int]:
         if _has_cycle(problem, part):  # cutting at the feeders can close a cycle; levels alone cannot
             part = _components(problem, a, lambda u, v: level[u] == level[v])
         return part
-    part = _components(problem, a, lambda u, v: True)
+    part = _components(problem, a)
     if _has_cycle(problem, part):
         level = _switch_levels(problem, a)
         cyclic = _cyclic_parts(problem, part)
@@ -108,9 +108,11 @@ def _fit_slots(problem: Problem, a: Assignment, part: dict[str, int], slot_bytes
     return out
 
 
-def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:
-    """Union-find over same-device edges for which ``joinable(u, v)``; kernel -> root step."""
-    parent = {k: k for k in problem.order}
+def _components(problem: Problem, a: Assignment, joinable=None) -> dict[str, int]:
+    """Union-find over same-device edges for which ``joinable(u, v)`` (None: every one);
+    kernel -> root step (the least step of its component: the root kept is always the
+    earlier one), on step indices."""
+    parent = list(range(len(problem.order)))
 
     def find(x):
         while parent[x] != x:
@@ -118,13 +120,15 @@ def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:
             x = parent[x]
         return x
 
+    step = problem.step
     for u, v in problem.edges:
-        if a[u] == a[v] and joinable(u, v):
-            ru, rv = find(u), find(v)
-            if ru != rv:
-                first, second = sorted((ru, rv), key=problem.step.__getitem__)
-                parent[second] = first
-    return {k: problem.step[find(k)] for k in problem.order}
+        if a[u] == a[v] and (joinable is None or joinable(u, v)):
+            ru, rv = find(step[u]), find(step[v])
+            if ru < rv:
+                parent[rv] = ru
+            elif rv < ru:
+                parent[ru] = rv
+    return {k: find(i) for i, k in enumerate(problem.order)}
 
 
 def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
