@@ -111,3 +111,15 @@ def test_has_cycle_and_group_order_agree_with_networkx():
                         heapq.heappush(ready, r)
             got = [problem.step[g.kernels[0]] for g in grouping._ordered_groups(problem, a, part)]
             assert got == want
+
+
+def test_lay_out_with_a_shared_flow_plan_is_the_same():
+    from hetpart.partitioner.layout import flow_plan
+
+    for problem, placement in _cases(range(6)):
+        a, streamed = split(placement)
+        flows = flow_plan(problem, a)
+        for by_level in (False, True):
+            for slot in (1 << 24, 3 << 24):
+                assert lay_out(problem, a, by_level, streamed, slot, flows=flows) == \
+                    lay_out(problem, a, by_level, streamed, slot)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .grouping import group_parts
-from .layout import Layout, lay_out
+from .layout import Layout, flow_plan, lay_out
 from .gpu_memory import GpuMemory, gpu_memory
 from .problem import STREAM, Assignment, Problem, split
 from .timeline import end_time, pipeline_period, sequential_end_times
@@ -83,10 +83,11 @@ def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest:
     seen = set()
     levels = (False, True) if overlap else (False,)
     parts = {by_level: group_parts(problem, a, by_level, streamed) for by_level in levels}  # slot-size free
+    flows = flow_plan(problem, a)  # partition free
     for mult in SLOT_MULTIPLES:
         size = largest * mult
         for by_level in levels:
-            layout = lay_out(problem, a, by_level, streamed, size, parts[by_level])
+            layout = lay_out(problem, a, by_level, streamed, size, parts[by_level], flows)
             shape = (by_level, len(layout.groups))
             if mult > 1 and shape in seen:
                 continue
