@@ -186,34 +186,43 @@ def sequential_ends(layout: Layout, slot_counts) -> list[float]:
             reads[r].append(j)
         if t.src is not None:
             after[t.src].append(j)
-    plan = [(reads[i], layout.deps[i], position.get(i), group_seconds[i], after[i]) for i in range(len(groups))]
+    plan = [(reads[i], layout.deps[i], position.get(i), group_seconds[i], [(j, transfers[j].seconds) for j in after[i]])
+            for i in range(len(groups))]
+    head = [(j, t.seconds) for j, t in enumerate(transfers) if t.src is None]
     out = []
+    # Ends are sums of non-negative seconds, so a max over them may start at 0.0 (the same
+    # float as max() of the list: no NaN, no -0.0).
     for slots in slot_counts:
         slots = max(slots, 1)
         clock = 0.0
         copy_end = [0.0] * len(transfers)
-        for j, t in enumerate(transfers):
-            if t.src is None:
-                clock = max(0.0, clock) + t.seconds
-                copy_end[j] = clock
+        for j, sec in head:
+            clock = max(0.0, clock) + sec
+            copy_end[j] = clock
         done = [0.0] * len(groups)
         weights: list[float] = []
         for i, (rd, dp, pos, secs, outs) in enumerate(plan):
-            deps = [copy_end[j] for j in rd] + [done[d] for d in dp]
+            ready = 0.0
+            for j in rd:
+                if copy_end[j] > ready:
+                    ready = copy_end[j]
+            for d in dp:
+                if done[d] > ready:
+                    ready = done[d]
             if pos is not None:
                 while len(weights) <= pos:
                     p = len(weights)
-                    w = [weights[-1]] if weights else []
-                    if p >= slots:
-                        w.append(done[streamed[p - slots]])
-                    ready = max(w) if w else 0.0
-                    weights.append(max(ready, weights[-1] if weights else 0.0) + weight_seconds[streamed[p]])
-                deps.append(weights[pos])
-            ready = max(deps) if deps else 0.0
-            clock = max(ready, clock) + secs
+                    last = weights[-1] if weights else 0.0
+                    w = last
+                    if p >= slots and done[streamed[p - slots]] > w:
+                        w = done[streamed[p - slots]]
+                    weights.append((w if w > last else last) + weight_seconds[streamed[p]])
+                if weights[pos] > ready:
+                    ready = weights[pos]
+            clock = (ready if ready > clock else clock) + secs
             done[i] = clock
-            for j in outs:  # the copies of what it made, right after it
-                clock = max(done[i], clock) + transfers[j].seconds
+            for j, sec in outs:  # the copies of what it made, right after it
+                clock = clock + sec
                 copy_end[j] = clock
         out.append(max(clock, weights[-1]) if weights else clock)
     return out
