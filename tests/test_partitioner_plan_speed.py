@@ -123,3 +123,9 @@ def test_lay_out_with_a_shared_flow_plan_is_the_same():
             for slot in (1 << 24, 3 << 24):
                 assert lay_out(problem, a, by_level, streamed, slot, flows=flows) == \
                     lay_out(problem, a, by_level, streamed, slot)
+
+
+def test_a_lazy_makespan_is_the_parallel_end_of_the_layout():
+    for problem, placement in _cases(range(3)):
+        e = evaluate(problem, placement)
+        assert e.makespan_s == timeline.end_time(e.layout, "parallel")

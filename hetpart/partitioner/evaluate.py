@@ -17,7 +17,7 @@ existed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .grouping import group_parts
 from .layout import Layout, flow_plan, lay_out
@@ -37,11 +37,20 @@ transformer layer's four projections (the FFN's two the largest) in one slot."""
 class Evaluation:
     layout: Layout
     sequential_s: float  # partitions one after another (the latency objective)
-    makespan_s: float  # independent partitions overlap (the makespan objective)
+    known_makespan_s: float | None = field(compare=False, repr=False)  # see makespan_s (None: not yet)
     period_s: float  # pipelined micro-batches: seconds per micro-batch
     memory: GpuMemory
     fits: bool  # under the GPU memory cap (True when there is none)
     streamed: frozenset = frozenset()  # kernels placed STREAM (weights streamed into the ring)
+
+    @property
+    def makespan_s(self) -> float:
+        """Independent partitions overlap (the makespan objective): ``end_time(layout,
+        "parallel")``, computed on first read where :func:`evaluate` did not need it (the
+        latency search reads only ``sequential_s``; ~7% of the BERT twin's capped planning)."""
+        if self.known_makespan_s is None:
+            object.__setattr__(self, "known_makespan_s", end_time(self.layout, "parallel"))
+        return self.known_makespan_s
 
     @property
     def placement(self) -> Assignment:
@@ -72,7 +81,6 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
             if best is None or key < best[0]:
                 best = (key, ringed, seq, span, mem, fits)
     _, ringed, seq, span, mem, fits = best
-    span = end_time(ringed, "parallel") if span is None else span
     return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed)
 
 
@@ -107,7 +115,7 @@ def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozense
     return Evaluation(
         layout=layout,
         sequential_s=end_time(layout, "sequential"),
-        makespan_s=makespan,
+        known_makespan_s=makespan,
         period_s=pipeline_period(layout),
         memory=mem,
         fits=problem.gpu_memory is None or mem.total <= problem.gpu_memory,
