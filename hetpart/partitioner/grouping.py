@@ -41,7 +41,7 @@ class Group:
 
 
 def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-                  slot_bytes: int = 0) -> list[Group]:
+                  slot_bytes: int = 0, parts: dict[str, int] | None = None) -> list[Group]:
     """The partitions of ``a`` (see module docstring for the invariants); the kernels in
     ``streamed`` (CUDA ones) form streamed groups of at most ``slot_bytes`` of weights.
 
@@ -49,29 +49,45 @@ def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, strea
     makespan objective weighs this against overheads): groups are split by switch
     level, and a group also ends at each kernel that feeds the other device, so that
     copy can start before the rest of the group runs.  Nothing is merged back.
+
+    ``parts``: :func:`group_parts` of the same ``a``, ``by_level`` and ``streamed``, computed
+    once by a caller that lays one placement out at several slot sizes (they cut only the
+    streamed parts; the same groups as without it).
     """
+    labels = _labels(a, streamed)
+    if parts is None:
+        parts = group_parts(problem, a, by_level, streamed)
+    groups = _ordered_groups(problem, labels, _fit_slots(problem, labels, parts, slot_bytes if streamed else 0))
     if streamed:
-        labels = {k: STREAM_LABEL if k in streamed else d for k, d in a.items()}
-        groups = _grouped(problem, labels, by_level, slot_bytes)
         return [Group("cuda", g.kernels, True) if g.device == STREAM_LABEL else g for g in groups]
-    return _grouped(problem, a, by_level)
+    return groups
 
 
-def _grouped(problem: Problem, a: Assignment, by_level: bool, slot_bytes: int = 0) -> list[Group]:
+def group_parts(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset()) -> dict[str, int]:
+    """Kernel -> part id of :func:`group_kernels` before streamed parts are cut to slots
+    (independent of the slot size)."""
+    return _parts(problem, _labels(a, streamed), by_level)
+
+
+def _labels(a: Assignment, streamed) -> Assignment:
+    return {k: STREAM_LABEL if k in streamed else d for k, d in a.items()} if streamed else a
+
+
+def _parts(problem: Problem, a: Assignment, by_level: bool) -> dict[str, int]:
     if by_level:
         level = _switch_levels(problem, a)
         feeds = {u for u, v in problem.edges if a[u] != a[v]}
         part = _components(problem, a, lambda u, v: level[u] == level[v] and u not in feeds)
         if _has_cycle(problem, part):  # cutting at the feeders can close a cycle; levels alone cannot
             part = _components(problem, a, lambda u, v: level[u] == level[v])
-        return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
-    part = _components(problem, a, lambda u, v: True)
+        return part
+    part = _components(problem, a)
     if _has_cycle(problem, part):
         level = _switch_levels(problem, a)
         cyclic = _cyclic_parts(problem, part)
         split = _components(problem, a, lambda u, v: part[u] not in cyclic or level[u] == level[v])
         part = _merge_back(problem, a, split)
-    return _ordered_groups(problem, a, _fit_slots(problem, a, part, slot_bytes))
+    return part
 
 
 def _fit_slots(problem: Problem, a: Assignment, part: dict[str, int], slot_bytes: int) -> dict[str, int]:
@@ -92,9 +108,11 @@ def _fit_slots(problem: Problem, a: Assignment, part: dict[str, int], slot_bytes
     return out
 
 
-def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:
-    """Union-find over same-device edges for which ``joinable(u, v)``; kernel -> root step."""
-    parent = {k: k for k in problem.order}
+def _components(problem: Problem, a: Assignment, joinable=None) -> dict[str, int]:
+    """Union-find over same-device edges for which ``joinable(u, v)`` (None: every one);
+    kernel -> root step (the least step of its component: the root kept is always the
+    earlier one), on step indices."""
+    parent = list(range(len(problem.order)))
 
     def find(x):
         while parent[x] != x:
@@ -102,13 +120,15 @@ def _components(problem: Problem, a: Assignment, joinable) -> dict[str, int]:
             x = parent[x]
         return x
 
+    step = problem.step
     for u, v in problem.edges:
-        if a[u] == a[v] and joinable(u, v):
-            ru, rv = find(u), find(v)
-            if ru != rv:
-                first, second = sorted((ru, rv), key=problem.step.__getitem__)
-                parent[second] = first
-    return {k: problem.step[find(k)] for k in problem.order}
+        if a[u] == a[v] and (joinable is None or joinable(u, v)):
+            ru, rv = find(step[u]), find(step[v])
+            if ru < rv:
+                parent[rv] = ru
+            elif rv < ru:
+                parent[ru] = rv
+    return {k: find(i) for i, k in enumerate(problem.order)}
 
 
 def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
@@ -118,8 +138,34 @@ def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
     return q
 
 
+def _successors(problem: Problem, part: dict[str, int]) -> dict[int, set[int]]:
+    """The quotient graph of :func:`_quotient` as plain sets (part -> parts it feeds): what
+    the hot paths need, without building a networkx graph per layout."""
+    succ: dict[int, set[int]] = {p: set() for p in part.values()}
+    for u, v in problem.edges:
+        pu, pv = part[u], part[v]
+        if pu != pv:
+            succ[pu].add(pv)
+    return succ
+
+
 def _has_cycle(problem: Problem, part: dict[str, int]) -> bool:
-    return not nx.is_directed_acyclic_graph(_quotient(problem, part))
+    """Whether the quotient graph has a cycle (Kahn's algorithm leaves a part unvisited)."""
+    succ = _successors(problem, part)
+    indeg = dict.fromkeys(succ, 0)
+    for rs in succ.values():
+        for r in rs:
+            indeg[r] += 1
+    ready = [p for p, d in indeg.items() if d == 0]
+    seen = 0
+    while ready:
+        p = ready.pop()
+        seen += 1
+        for r in succ[p]:
+            indeg[r] -= 1
+            if indeg[r] == 0:
+                ready.append(r)
+    return seen < len(succ)
 
 
 def _cyclic_parts(problem: Problem, part: dict[str, int]) -> set[int]:
@@ -161,15 +207,18 @@ def _ordered_groups(problem: Problem, a: Assignment, part: dict[str, int]) -> li
     members: dict[int, list[str]] = {}
     for k in problem.order:
         members.setdefault(part[k], []).append(k)
-    q = _quotient(problem, part)
-    indeg = {p: q.in_degree(p) for p in q}
+    succ = _successors(problem, part)
+    indeg = dict.fromkeys(succ, 0)
+    for rs in succ.values():
+        for r in rs:
+            indeg[r] += 1
     ready = [p for p, d in indeg.items() if d == 0]
     heapq.heapify(ready)
     groups = []
     while ready:
         p = heapq.heappop(ready)
         groups.append(Group(a[members[p][0]], tuple(members[p])))
-        for r in q.successors(p):
+        for r in succ[p]:  # a heap: the order pushed does not change the order popped
             indeg[r] -= 1
             if indeg[r] == 0:
                 heapq.heappush(ready, r)

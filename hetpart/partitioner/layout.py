@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .grouping import Group, group_kernels
-from .problem import Assignment, Problem
+from .problem import DEVICES, HOST, Assignment, Problem
 
 
 STREAMED_CUDA_HANDOFF = False
@@ -110,33 +110,61 @@ def _wakes(devices: list[str]) -> list[bool]:
     return [len(devices) > 1 and devices[i - 1] != d for i, d in enumerate(devices)]
 
 
+def flow_plan(problem: Problem, a: Assignment) -> tuple[list[tuple[str, str]], list[tuple]]:
+    """What :func:`lay_out` needs of ``problem.flows`` under ``a``, whatever the partitions:
+    ``(same, copies)``, the (producer, consumer) pairs on one device (a partition depends on
+    another where they fall in two), and per copy (:meth:`Problem.copies`, in flow order)
+    ``(flow index, producer or None, device, its readers there, seconds)``."""
+    same, copies = [], []
+    for fi, f in enumerate(problem.flows):
+        producer, consumers = f.producer, f.consumers
+        if producer is not None:
+            here = a[producer]
+            same += [(producer, c) for c in consumers if a[c] == here]
+        origin = f.origin
+        source = HOST if origin is None else a[origin]
+        needed = {a[c] for c in consumers}
+        if f.is_output:
+            needed.add(HOST)
+        if len(needed) == 1 and source in needed:
+            continue  # read where it is made: no copy
+        for device in DEVICES:
+            if device in needed and device != source:
+                copies.append((fi, producer, device, tuple(c for c in consumers if a[c] == device),
+                               f.copy_s[device]))
+    return same, copies
+
+
 def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-            slot_bytes: int = 0) -> Layout:
+            slot_bytes: int = 0, parts: dict[str, int] | None = None, flows=None) -> Layout:
     """Partitions (see :func:`group_kernels`) and copies of ``a``; ``a`` must respect pins (checked).
 
     ``streamed``: CUDA kernels whose weights are streamed, in groups of at most
-    ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here)."""
+    ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here).
+    ``parts``: :func:`~.grouping.group_parts` of the same ``a``, ``by_level`` and
+    ``streamed`` where the caller has it (one placement at several slot sizes); ``flows``:
+    :func:`flow_plan` of the same ``a``, likewise."""
     problem.check(a)
-    groups = group_kernels(problem, a, by_level, streamed, slot_bytes)
+    groups = group_kernels(problem, a, by_level, streamed, slot_bytes, parts)
     kernels = problem.graph.kernels
     weights = [sum(kernels[k].param_bytes for k in g.kernels) for g in groups]
     # A streamed group without constants has nothing to copy: it runs as a resident one.
-    groups = [replace(g, streamed=g.streamed and w > 0) for g, w in zip(groups, weights)]
+    groups = [replace(g, streamed=False) if g.streamed and not w else g for g, w in zip(groups, weights)]
     weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     overheads = partition_overheads(problem, [g.device for g in groups])
     if STREAMED_CUDA_HANDOFF and any(g.streamed for g in groups):
         overheads = streamed_handoffs([g.device for g in groups], overheads, *problem.stream_handoff)
     seconds = [problem.compute_s(a, g.kernels) + o for g, o in zip(groups, overheads)]
-    transfers, deps = [], [set() for _ in groups]
-    for fi, f in enumerate(problem.flows):
-        src = None if f.producer is None else where[f.producer]
-        for c in f.consumers:
-            if src is not None and a[c] == a[f.producer] and where[c] != src:
-                deps[where[c]].add(src)
-        for device in problem.copies(f, a):
-            readers = sorted({where[c] for c in f.consumers if a[c] == device})
-            transfers.append(Transfer(fi, src, device, tuple(readers), f.copy_s[device]))
+    same, copies = flow_plan(problem, a) if flows is None else flows
+    deps = [set() for _ in groups]
+    for producer, consumer in same:
+        src, dst = where[producer], where[consumer]
+        if dst != src:
+            deps[dst].add(src)
+    transfers = [Transfer(fi, None if producer is None else where[producer], device,
+                          tuple(sorted({where[c] for c in readers})), seconds_)
+                 for fi, producer, device, readers, seconds_ in copies]
     read = ([sum(problem.read_s.get(k, 0.0) for k in g.kernels) if g.device == "cpu" else 0.0 for g in groups]
             if problem.contention is not None else [])
     return Layout(dict(a), groups, seconds, transfers, [tuple(sorted(d)) for d in deps], weights, weight_s,

@@ -98,18 +98,19 @@ def place(problem: Problem, resident: Assignment, progress: bool = False) -> Ass
         return exhaustive(problem, resident)
     # One search from the best seed of each ring size (the search is first-improvement,
     # so where it ends depends on where it starts): the best end.
+    memo: dict[tuple, Evaluation] = {}
     starts = []
     for ring in SEED_RINGS:
-        start = min((evaluate(problem, s) for s in [resident, *seeds(problem, (ring,))]), key=key)
+        start = min((remembered(problem, s, memo) for s in [resident, *seeds(problem, (ring,))]), key=key)
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
     rules = rule_seeds(problem)
     overlapped = overlap.best_overlap_seeds(problem, [resident, *rules]) if overlap.OVERLAP_SEEDS else []
-    extras = [evaluate(problem, a) for a in (bound_seed(problem), *rules) if a is not None]
+    extras = [remembered(problem, a, memo) for a in (bound_seed(problem), *rules) if a is not None]
     for start in (*extras, *overlapped):  # the overlap seeds come evaluated
         if all(start.placement != s.placement for s in starts):
             starts.append(start)
-    ends = [evaluate(problem, improve(problem, s, progress)) for s in starts]
+    ends = [remembered(problem, improve(problem, s, progress, memo), memo) for s in starts]
     return min(ends, key=key).placement
 
 
@@ -232,8 +233,23 @@ def _labelled(problem: Problem, a: Assignment, streamed: set[str]) -> list[Assig
 
 
 # --- local search ------------------------------------------------------------------------
-def improve(problem: Problem, start: Evaluation, progress: bool = False) -> Assignment:
-    """First-improvement local search over :func:`moves` from ``start`` (never worse)."""
+def remembered(problem: Problem, placement: Assignment, memo: dict | None) -> Evaluation:
+    """:func:`~.evaluate.evaluate` of ``placement``, looked up in ``memo`` (placement -> its
+    evaluation, for one problem) first and stored there: the searches from several starts
+    and a search's end re-evaluated by :func:`place` meet placements already priced.
+    Invariant: the same evaluation as ``evaluate(problem, placement)``."""
+    if memo is None:
+        return evaluate(problem, placement)
+    k = tuple(placement.get(x) for x in problem.order)
+    e = memo.get(k)
+    if e is None:
+        e = memo[k] = evaluate(problem, placement)
+    return e
+
+
+def improve(problem: Problem, start: Evaluation, progress: bool = False, memo: dict | None = None) -> Assignment:
+    """First-improvement local search over :func:`moves` from ``start`` (never worse);
+    ``memo``: see :func:`remembered` (the budget counts looked-up evaluations too)."""
     best, spent, improved = start, 0, True
     bar = tqdm(total=SEARCH_BUDGET, desc="streaming", disable=not progress or None, leave=False)
     while improved and spent < SEARCH_BUDGET:
@@ -241,7 +257,7 @@ def improve(problem: Problem, start: Evaluation, progress: bool = False) -> Assi
         for move in moves(problem, best):
             b = dict(best.placement)
             b.update(tie_move(problem, move, b))
-            e = evaluate(problem, b)
+            e = remembered(problem, b, memo)
             spent += 1
             bar.update(1)
             if _better(key(e), key(best)):
