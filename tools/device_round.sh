@@ -1797,9 +1797,10 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # Decides: COPY_TO_GPU stays on if hetpart measures <= 1.0x 'hetpart before'; the probe's 'gpu' column mapped
      # against copy says whether mapped reads are the ~200 us (then cost_model.STREAMED_CUDA_HANDOFF_S is refit from
      # hetpart's trace: its CUDA spans and the host-track launches); 'launch' near 'gpu' says the host's call is.
+     # The llama.cpp-style rule runs in the same rounds (its plan is instant, its build ~30 s): issue 19's ratio.
   BUDGET=590
   timeout 360 python3 tools/capped_rules_ab.py --profile bench/results/profile-capped-nvidia-h200.json \
-    --workload zoo:llama_decode --cap 1/2 --contenders hetpart \
+    --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
     --session-before hetpart.runtime.handoff.COPY_TO_GPU=0 --rounds 4 --trace "$OUT/traces-handoff" \
     --json "$OUT/capped-copy-to-gpu-ab.json" > "$OUT/capped-copy-to-gpu-ab.txt" 2>&1
   left=$((BUDGET - SECONDS - 10))
