@@ -61,13 +61,7 @@ def plan_contender(name: str, prep, costs, cap: int, before: list[str]):
 
     if name != BEFORE:
         return capped._plan_contender(name, prep, costs, cap)
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cpu_rule_ab import switched
-
-    with switched(before):
+    with _switched(before):
         return capped._plan_contender("hetpart", prep, costs, cap)
 
 
