@@ -19,6 +19,10 @@ contender ``hetpart before``: hetpart's plan made with those switches set (e.g.
 ``--session-before module.ATTR=value`` (repeatable) sets run-time switches while that
 contender's session opens (rules a Session reads then, e.g.
 ``hetpart.runtime.handoff.COPY_TO_GPU=0``); without ``--before`` its plan is hetpart's.
+``--set module.ATTR=value`` sets a switch for the whole run.  ``--plans DIR`` reads each
+contender's plan from ``DIR/<contender>.plan.json`` where one is there (planned on another
+machine with the same code, profile and cap: llama_decode's hetpart plan costs a device run
+~1-2 minutes), and writes the plans it makes there.
 
     python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate] [--before M.ATTR=V]
 """
@@ -29,6 +33,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 
 def huge_pages() -> str:
@@ -68,12 +73,16 @@ def plan_contender(name: str, prep, costs, cap: int, before: list[str]):
 def _switched(assignments: list[str]):
     """``tools/cpu_rule_ab.switched``: those ``module.ATTR=value`` switches set for a block."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu_rule_ab import switched
 
     return switched(assignments)
+
+
+def slug(name: str) -> str:
+    """A contender's name as a file name: ``llama.cpp-style rule`` -> ``llamacpp-style_rule``."""
+    return name.replace(" ", "_").replace(".", "").replace(",", "")
 
 
 _PROBLEMS: dict = {}
@@ -102,6 +111,7 @@ def main(argv=None) -> int:
     from hetpart.bench.timing import Settings, time_calls
     from hetpart.costmodel import CostModel, Profile
     from hetpart.costmodel.weight_read_bench import build_gemv, measure_weight_read
+    from hetpart.partitioner import Plan
     from hetpart.targets import cpu_tvm_target
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -120,6 +130,11 @@ def main(argv=None) -> int:
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     p.add_argument("--session-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set while the contender 'hetpart before' opens its session (run-time rules)")
+    p.add_argument("--plans", default=None, metavar="DIR",
+                   help="DIR/<contender>.plan.json: a contender's plan read from there if present (made "
+                        "elsewhere with the same code, profile and cap: device time not spent planning), "
+                        "else planned and written there")
+    p.add_argument("--plan-only", action="store_true", help="stop after planning (with --plans: write them)")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set for the whole run: every contender's plan and every repricing")
     args = p.parse_args(argv)
@@ -143,8 +158,18 @@ def main(argv=None) -> int:
         if n == BEFORE and not args.before and "hetpart" in plans:  # run-time switches only: hetpart's plan
             plans[n] = plans["hetpart"]
             continue
+        stored = Path(args.plans) / f"{slug(n)}.plan.json" if args.plans else None
+        if stored is not None and stored.exists():
+            plans[n] = Plan.load(stored, prep.graph)
+            print(f"read {n}'s plan from {stored} (predicted {plans[n].predicted['latency_s'] * 1e3:.2f} ms "
+                  f"where it was made)", flush=True)
+            continue
         plans[n] = plan_contender(n, prep, priced_at(profile_bps or 90e9), cap, args.before)
         print(f"planned {n} in {time.time() - t0:.0f} s", flush=True)
+        if stored is not None:
+            plans[n].save(stored)
+    if args.plan_only:
+        return 0
     cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
     cache.prefetch(list(plans.items()), progress=False)
@@ -175,11 +200,9 @@ def main(argv=None) -> int:
             rounds.append(row)
             print(json.dumps(row), flush=True)
         if args.trace:
-            from pathlib import Path
-
             Path(args.trace).mkdir(parents=True, exist_ok=True)
             for n, (session, feeds) in sessions.items():
-                path = Path(args.trace) / f"{n.replace(' ', '_').replace('.', '')}.trace.json"
+                path = Path(args.trace) / f"{slug(n)}.trace.json"
                 session.run(feeds, trace=str(path))
                 print(f"{n}: trace {path}", flush=True)
     finally:

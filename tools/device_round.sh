@@ -1799,7 +1799,10 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # hetpart's trace: its CUDA spans and the host-track launches); 'launch' near 'gpu' says the host's call is.
      # The llama.cpp-style rule runs in the same rounds (its plan is instant, its build ~30 s): issue 19's ratio.
   BUDGET=590
-  timeout 360 python3 tools/capped_rules_ab.py --profile bench/results/profile-capped-nvidia-h200.json \
+  # plans made offline with this profile and code (capped_rules_ab --plan-only --plans), where the caller carries them
+  pl=""; [ -f .hold/plans115.tgz ] && mkdir -p /tmp/plans115 && tar xzf .hold/plans115.tgz -C /tmp/plans115 \
+    && pl="--plans /tmp/plans115"
+  timeout 360 python3 tools/capped_rules_ab.py --profile bench/results/profile-capped-nvidia-h200.json $pl \
     --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
     --session-before hetpart.runtime.handoff.COPY_TO_GPU=0 --rounds 4 --trace "$OUT/traces-handoff" \
     --json "$OUT/capped-copy-to-gpu-ab.json" > "$OUT/capped-copy-to-gpu-ab.txt" 2>&1
