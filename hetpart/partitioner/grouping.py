@@ -149,23 +149,31 @@ def _successors(problem: Problem, part: dict[str, int]) -> dict[int, set[int]]:
     return succ
 
 
-def _has_cycle(problem: Problem, part: dict[str, int]) -> bool:
-    """Whether the quotient graph has a cycle (Kahn's algorithm leaves a part unvisited)."""
-    succ = _successors(problem, part)
+def _topological_parts(succ: dict[int, set[int]]) -> list[int]:
+    """The parts of ``succ`` (part -> parts it feeds) in Kahn's order, the smallest ready part
+    first (a heap: the order pushed does not change the order popped); a part on or behind a
+    cycle never becomes ready, so the list is shorter than ``succ`` exactly when there is one."""
     indeg = dict.fromkeys(succ, 0)
     for rs in succ.values():
         for r in rs:
             indeg[r] += 1
     ready = [p for p, d in indeg.items() if d == 0]
-    seen = 0
+    heapq.heapify(ready)
+    order = []
     while ready:
-        p = ready.pop()
-        seen += 1
+        p = heapq.heappop(ready)
+        order.append(p)
         for r in succ[p]:
             indeg[r] -= 1
             if indeg[r] == 0:
-                ready.append(r)
-    return seen < len(succ)
+                heapq.heappush(ready, r)
+    return order
+
+
+def _has_cycle(problem: Problem, part: dict[str, int]) -> bool:
+    """Whether the quotient graph has a cycle (Kahn's algorithm leaves a part unvisited)."""
+    succ = _successors(problem, part)
+    return len(_topological_parts(succ)) < len(succ)
 
 
 def _cyclic_parts(problem: Problem, part: dict[str, int]) -> set[int]:
@@ -207,19 +215,4 @@ def _ordered_groups(problem: Problem, a: Assignment, part: dict[str, int]) -> li
     members: dict[int, list[str]] = {}
     for k in problem.order:
         members.setdefault(part[k], []).append(k)
-    succ = _successors(problem, part)
-    indeg = dict.fromkeys(succ, 0)
-    for rs in succ.values():
-        for r in rs:
-            indeg[r] += 1
-    ready = [p for p, d in indeg.items() if d == 0]
-    heapq.heapify(ready)
-    groups = []
-    while ready:
-        p = heapq.heappop(ready)
-        groups.append(Group(a[members[p][0]], tuple(members[p])))
-        for r in succ[p]:  # a heap: the order pushed does not change the order popped
-            indeg[r] -= 1
-            if indeg[r] == 0:
-                heapq.heappush(ready, r)
-    return groups
+    return [Group(a[members[p][0]], tuple(members[p])) for p in _topological_parts(_successors(problem, part))]
