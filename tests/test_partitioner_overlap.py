@@ -102,6 +102,13 @@ def test_seeds_respect_devices_and_never_put_cpu_kernels_back_on_the_gpu():
     kept = overlap.best_overlap_seeds(problem, bases)
     assert kept and all(e.fits and e.streamed for e in kept)
     assert all(evaluate(problem, e.placement) == e for e in kept)  # evaluated once, as again
+    distinct, seen = [], set()
+    for s in seeds:
+        if (key := tuple(sorted(s.items()))) not in seen:
+            seen.add(key)
+            distinct.append(s)
+    fitting = [s for s in distinct if (e := evaluate(problem, s)).fits and e.streamed]
+    assert [e.placement for _, _, e in overlap.scored_seeds(problem, bases)] == fitting  # in try order
 
 
 def test_make_room_moves_resident_weights_next_to_the_cpu_first():

@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     from hetpart.costmodel import CostModel, Profile
     from hetpart.partitioner import overlap, partition
     from hetpart.partitioner.chain_bound import chain_bound
-    from hetpart.partitioner.evaluate import evaluate
     from hetpart.partitioner.memory_rules import RULES
     from hetpart.partitioner.plan_report import placement_of
     from hetpart.partitioner.problem import build_problem
@@ -80,20 +79,12 @@ def main(argv=None) -> int:
     overlap.OVERLAP_SEEDS = True
     resident = plans[False].assignment
     bases = {"hetpart (off)": resident, **rules}
-    scored, seen = [], set()
-    for bname, b in bases.items():
-        for spec, seed in overlap.seeds_of(problem, b):
-            key = tuple(sorted(seed.items()))
-            if key in seen:
-                continue
-            seen.add(key)
-            e = evaluate(problem, seed)
-            if e.fits and e.streamed:
-                label = (f"seed: {bname}, room for {spec.slots} x {spec.slot / 1e6:.0f} MB, "
-                         f"{'runs' if spec.whole else 'kernels'}, theta {spec.theta}")
-                scored.append((e.sequential_s, label, seed))
-    for _, label, seed in sorted(scored, key=lambda x: x[0])[:args.seeds]:
-        print(row(label, problem, seed, "before the local search"))
+    names = list(bases)
+    ranked = sorted(overlap.scored_seeds(problem, list(bases.values())), key=lambda t: t[2].sequential_s)
+    for i, spec, e in ranked[:args.seeds]:
+        label = (f"seed: {names[i]}, room for {spec.slots} x {spec.slot / 1e6:.0f} MB, "
+                 f"{'runs' if spec.whole else 'kernels'}, theta {spec.theta}")
+        print(row(label, problem, e.placement, "before the local search"))
     return 0
 
 

@@ -69,16 +69,28 @@ def best_overlap_seeds(problem: Problem, bases: list[Assignment], keep: int = KE
     """The evaluations (:func:`~.evaluate.evaluate`) of the ``keep`` best-predicted distinct
     :func:`overlap_seeds` of ``bases`` that fit and stream something (empty without a cap),
     best first: the caller starts its searches from them without evaluating them again."""
-    scored, seen = [], set()
-    for seed in overlap_seeds(problem, bases):
-        key = tuple(sorted(seed.items()))
-        if key in seen:
+    ranked = sorted(scored_seeds(problem, bases), key=lambda t: t[2].sequential_s)  # stable: ties in try order
+    return [e for _, _, e in ranked[:keep]]
+
+
+def scored_seeds(problem: Problem, bases: list[Assignment]) -> list[tuple[int, SeedSpec, Evaluation]]:
+    """``(base index, spec, evaluation)`` of every distinct seed of ``bases`` that fits and
+    streams something, in the order :func:`overlap_seeds` tries them (a base equal to an
+    earlier one is skipped; the index is the first's)."""
+    scored, seen, done = [], set(), set()
+    for i, base in enumerate(bases):
+        if (b := tuple(sorted(base.items()))) in done:
             continue
-        seen.add(key)
-        e = evaluate(problem, seed)
-        if e.fits and e.streamed:
-            scored.append((e.sequential_s, len(scored), e))
-    return [e for _, _, e in sorted(scored, key=lambda t: t[:2])[:keep]]
+        done.add(b)
+        for spec, seed in seeds_of(problem, base):
+            key = tuple(sorted(seed.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            e = evaluate(problem, seed)
+            if e.fits and e.streamed:
+                scored.append((i, spec, e))
+    return scored
 
 
 def overlap_seeds(problem: Problem, bases: list[Assignment]):
