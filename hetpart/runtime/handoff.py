@@ -139,9 +139,12 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
         if crossing and r.dynamic:
             r = Route(spec, producer, side, r.sides, r.is_output, "copy")  # nothing to map
         elif crossing:
-            picked = choose_mode(r.nbytes, costs) if mode == "auto" else mode
-            if mode == "auto" and COPY_TO_GPU and side == "cpu":  # read by GPU kernels: copied
+            if mode != "auto":
+                picked = mode
+            elif COPY_TO_GPU and side == "cpu":  # read by GPU kernels: copied
                 picked = "copy"
+            else:
+                picked = choose_mode(r.nbytes, costs)
             r = Route(spec, producer, side, r.sides, r.is_output, picked)
         routes[name] = r
     return routes
