@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .grouping import Group, group_kernels
-from .problem import DEVICES, HOST, Assignment, Problem
+from .problem import Assignment, Problem
 
 
 STREAMED_CUDA_HANDOFF = False
@@ -121,17 +121,8 @@ def flow_plan(problem: Problem, a: Assignment) -> tuple[list[tuple[str, str]], l
         if producer is not None:
             here = a[producer]
             same += [(producer, c) for c in consumers if a[c] == here]
-        origin = f.origin
-        source = HOST if origin is None else a[origin]
-        needed = {a[c] for c in consumers}
-        if f.is_output:
-            needed.add(HOST)
-        if len(needed) == 1 and source in needed:
-            continue  # read where it is made: no copy
-        for device in DEVICES:
-            if device in needed and device != source:
-                copies.append((fi, producer, device, tuple(c for c in consumers if a[c] == device),
-                               f.copy_s[device]))
+        copies += [(fi, producer, device, tuple(c for c in consumers if a[c] == device), f.copy_s[device])
+                   for device in problem.copies(f, a)]
     return same, copies
 
 
