@@ -132,9 +132,11 @@ def _components(problem: Problem, a: Assignment, joinable=None) -> dict[str, int
 
 
 def _quotient(problem: Problem, part: dict[str, int]) -> nx.DiGraph:
+    """:func:`_successors` as a networkx graph (what the cycle split and merge-back edit)."""
+    succ = _successors(problem, part)
     q = nx.DiGraph()
-    q.add_nodes_from(set(part.values()))
-    q.add_edges_from((part[u], part[v]) for u, v in problem.edges if part[u] != part[v])
+    q.add_nodes_from(succ)
+    q.add_edges_from((p, r) for p, rs in succ.items() for r in rs)
     return q
 
 
