@@ -12,20 +12,24 @@ The ``cuda``-marked test at the end runs the same on a real GPU:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import threading
 
 import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from hetpart import compiler, importer, models
+from hetpart import compiler, importer, kernels, models
 from hetpart.compiler.artifact import WEIGHT_ALIGNMENT
 from hetpart.errors import CompileError, RuntimeFailure
 from hetpart.runtime import Session
-from hetpart.runtime import weight_stream
+from hetpart.runtime import executor, weight_stream
 from hetpart.runtime.weight_stream import HazardChecker, StreamHazard
 
 from streaming_plans import plan_with_devices
+
+EXTRACT = importlib.import_module("hetpart.compiler.extract")  # the module (compiler.extract is its function)
 
 TVM_TOL = dict(rtol=1e-5, atol=1e-6)
 ONNX_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -90,11 +94,70 @@ def test_resident_partitions_are_built_as_before(mlp):
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
     # and their libraries are the same bytes (the build is deterministic)
-    assert not any(p.cuda_graph for p in streamed.values()), "no CUDA graph in a plan that streams"
+    # CUDA graphs: never for a streamed partition; for a resident one of a plan that
+    # streams only under STREAMING_CUDA_GRAPHS (captured when the session opens)
+    assert {n for n, p in streamed.items() if p.cuda_graph} == {n for n, p in streamed.items() if not p.weights}
     assert all(p.cuda_graph for p in resident.values())
     libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
     for p in compiled(graph, streamed=True).partitions:
         assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
+
+
+def test_resident_partitions_of_a_streaming_plan_get_graphs_under_the_switch(mlp, monkeypatch):
+    _, graph = mlp
+    plan = plan_with_devices(graph, DEVICES, streamed=True)
+    plan.partitions[0].weights = "resident"
+    on = {p.name: p.cuda_graph for p in compiler.extract(graph, plan)}
+    assert on == {"p0_cuda": True, "p1_cuda": False, "p2_cpu": True, "p3_cuda": False}
+    monkeypatch.setattr(EXTRACT, "STREAMING_CUDA_GRAPHS", False)  # before: none in a plan that streams
+    assert not any(p.cuda_graph for p in compiler.extract(graph, plan))
+
+
+def test_a_resident_partition_of_a_streaming_plan_compiles_to_a_graph_capture():
+    """Built for CUDA here (no GPU needed): the resident partition's VM calls TVM's capture
+    builtin (its middle kernel reads only its own buffers and constants), the streamed one's
+    does not (its weights are parameters: a graph would replay the slot it captured)."""
+    from hetpart.targets import cuda_tvm_target
+
+    graph = importer.load(models.build("mlp", small=True, hidden=(32,) * 5))
+    plan = plan_with_devices(graph, ["cuda", "cuda"], streamed=True)
+    plan.partitions[0].weights = "resident"
+    built = {}
+    for prog in compiler.extract(graph, plan):
+        assert len(prog.kernels) == 3
+        text = kernels.build(prog.module, cuda_tvm_target("sm_90"), cuda_graph=prog.cuda_graph).as_text()
+        built[prog.name] = "vm.builtin.cuda_graph.run_or_capture" in text
+    assert built == {"p0_cuda": True, "p1_cuda": False}
+
+
+def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
+    """Session._capture_graphs (on a GPU, where a streaming plan has graphs) forced in
+    simulation: the partitions' tasks never overlap (no thread's CUDA call meets a
+    capture), the ring's order is checked, and the runs after it are right, inline."""
+    onnx_model, graph = mlp
+    real, lock, active, calls, overlapped = executor.run_stage, threading.Lock(), [0], [], []
+
+    def run_stage(ctx, stage):
+        with lock:
+            active[0] += 1
+            calls.append(stage.name)
+            overlapped.extend([stage.name] if active[0] > 1 else [])
+        try:
+            real(ctx, stage)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
+    monkeypatch.setattr(executor, "run_stage", run_stage)
+    with Session(compiled(graph, streamed=True)) as s:
+        assert calls == ["p0_cuda", "p1_cuda", "p2_cpu", "p3_cuda"] and not overlapped
+        assert s._ring._reserved == len(STREAMED) and s.last_run_stats is None
+        for seed in range(3):
+            f = feeds(graph, seed)
+            np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0],
+                                       **ONNX_TOL)
+        assert s.inline_runs == 3
 
 
 def test_artifact_holds_packed_weights_and_round_trips(mlp, tmp_path):
@@ -431,3 +494,41 @@ def test_traced_runs_time_each_cuda_call_on_the_host(mlp, monkeypatch, on):
     for n in names:
         host, launch = spans[f"host {n}"], spans[f"launch {n}"]
         assert host.start <= launch.start <= launch.end <= host.end
+
+
+@pytest.mark.cuda
+def test_graphs_in_a_streaming_plan_replay_right_on_gpu():
+    """STREAMING_CUDA_GRAPHS on the GPU: resident CUDA partitions of three kernels (the
+    middle one captured) beside streamed ones and a CPU partition; the session opens with
+    the capture run; then runs inline, submitted two at a time and pipelined (both handoff
+    slots, the ring's three slots in turn), each against onnx.reference with its own feeds:
+    a graph replaying a stale pointer returns another run's numbers, or zeros."""
+    from hetpart.kernels.options import KernelOptions
+
+    onnx_model = models.build("mlp", small=True, hidden=(512,) * 17, in_features=512, batch=16)
+    graph = importer.load(onnx_model)
+    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cuda"], streamed=True, slots=3)
+    for p in plan.partitions[::3]:  # p0_cuda, p3_cuda resident; p1, p4, p5 streamed
+        p.weights = "resident"
+    model = compiler.compile(plan, progress=False, options=KernelOptions(tf32=False))
+    graphs = {p.name: p.cuda_graph for p in model.partitions if p.device == "cuda"}
+    assert graphs == {"p0_cuda": True, "p1_cuda": False, "p3_cuda": True, "p4_cuda": False, "p5_cuda": False}
+    reference = ReferenceEvaluator(onnx_model)
+
+    def check(out, f):
+        np.testing.assert_allclose(out["logits"], reference.run(None, f)[0], rtol=1e-3, atol=1e-3)
+
+    with Session(model) as s:
+        assert s._ring._reserved == 3, "the session opened with its capture run"
+        for seed in range(4):
+            f = feeds(graph, seed)
+            check(s.run(f), f)
+        assert s.inline_runs == 4
+        for seed in range(4, 10, 2):
+            fa, fb = feeds(graph, seed), feeds(graph, seed + 1)
+            a, b = s.submit(fa), s.submit(fb)
+            check(a.result(), fa)
+            check(b.result(), fb)
+        batches = [feeds(graph, seed) for seed in range(10, 16)]
+        for out, f in zip(s.run_pipelined(batches), batches):
+            check(out, f)

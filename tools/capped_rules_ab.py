@@ -19,6 +19,9 @@ contender ``hetpart before``: hetpart's plan made with those switches set (e.g.
 ``--session-before module.ATTR=value`` (repeatable) sets run-time switches while that
 contender's session opens (rules a Session reads then, e.g.
 ``hetpart.runtime.handoff.COPY_TO_GPU=0``); without ``--before`` its plan is hetpart's.
+``--build-before module.ATTR=value`` (repeatable) sets compile-time switches while that
+contender is built, as a build of its own (e.g. ``hetpart.compiler.extract.STREAMING_CUDA_GRAPHS=0``;
+its plan is hetpart's unless ``--before`` says otherwise).
 ``--set module.ATTR=value`` sets a switch for the whole run.  ``--plans DIR`` reads each
 contender's plan from ``DIR/<contender>.plan.json`` where one is there (planned on another
 machine with the same code, profile and cap: llama_decode's hetpart plan costs a device run
@@ -130,6 +133,9 @@ def main(argv=None) -> int:
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     p.add_argument("--session-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set while the contender 'hetpart before' opens its session (run-time rules)")
+    p.add_argument("--build-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="switches set while the contender 'hetpart before' is built (compile-time rules; "
+                        "a build of its own)")
     p.add_argument("--plans", default=None, metavar="DIR",
                    help="DIR/<contender>.plan.json: a contender's plan read from there if present (made "
                         "elsewhere with the same code, profile and cap: device time not spent planning), "
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
     profile_bps = base.cold_weight_bandwidth("cpu")
     priced_at = (lambda bps: base.with_weight_bandwidth({"cpu": bps}))
     names = [c for c in args.contenders.split(",") if c]
-    if (args.before or args.session_before) and BEFORE not in names:
+    if (args.before or args.session_before or args.build_before) and BEFORE not in names:
         names.append(BEFORE)
     plans = {}
     for n in names:
@@ -172,13 +178,19 @@ def main(argv=None) -> int:
         return 0
     cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
-    cache.prefetch(list(plans.items()), progress=False)
+    own_build = args.build_before and BEFORE in plans  # built apart, its switches set
+    cache.prefetch([(n, plan) for n, plan in plans.items() if not (own_build and n == BEFORE)], progress=False)
+    caches = {n: cache for n in plans}
+    if own_build:
+        caches[BEFORE] = BuildCache(prep.graph, simulate=args.simulate)
+        with _switched(args.build_before):
+            caches[BEFORE].prefetch([(BEFORE, plans[BEFORE])], progress=False)
     print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
     sessions = {}
     print(f"before the sessions: {huge_pages()}", flush=True)
     for n, plan in plans.items():
         with _switched(args.session_before if n == BEFORE else []):
-            session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds)
+            session, feeds, note = capped.open_stepping(caches[n].get(plan, n).compiled, prep.feeds)
         session.run(feeds)  # the weights read in (external weights: at the first run)
         sessions[n] = (session, feeds)
         print(f"{n} open: {huge_pages()}", flush=True)

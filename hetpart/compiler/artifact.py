@@ -167,7 +167,9 @@ class PartitionArtifact:
     is None for a partition holding its weights in its library, else its streamed
     weights (taken as parameters after the inputs).  ``external`` is None, else the
     file of the weights its library does not hold (taken after every other parameter;
-    never set together with ``weights``).
+    never set together with ``weights``).  ``cuda_graph``: the library was built with
+    CUDA graphs (a GPU build; its first call of each function captures one); absent in
+    manifests before it was recorded, read as False.
     """
 
     name: str
@@ -184,6 +186,7 @@ class PartitionArtifact:
     dps: bool = False
     weights: WeightFile | None = None
     external: WeightFile | None = None
+    cuda_graph: bool = False
     module: Any = field(default=None, repr=False, compare=False)
     # the external weights read into host memory once, shared by every CPU runner of this artifact
     host_weights: Any = field(default=None, repr=False, compare=False)

@@ -273,8 +273,9 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     ``external_weights`` bytes (:mod:`.external`; never for a streamed partition)."""
     lifter = (WeightLifter(program.name, external_weights)
               if external_weights is not None and not program.weights else None)
+    cuda_graph = spec.is_gpu and program.cuda_graph
     try:
-        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
+        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=cuda_graph,
                                    tuning_db=default_database(spec.tvm_target), options=options, lift=lifter)
         library = out_dir / f"{program.name}.so"
         kernels.parallel_build.export_library(executable, str(library))  # objects written on threads
@@ -297,6 +298,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         inputs=list(program.inputs),
         outputs=list(program.outputs),
         kernels=list(program.kernels),
+        cuda_graph=cuda_graph,
         sha256=sha256_of(library),
         simulated=spec.simulated,
         dps=program.dps,

@@ -26,6 +26,19 @@ every constant argument of its kernels becomes a parameter after the inputs
 first use, and ``weights``/``weight_values`` hold their specs and values (the
 compiler writes the values to the artifact; the runtime streams them into the GPU).
 A resident partition's module is built exactly as before (no weight parameters).
+
+CUDA graphs (``PartitionProgram.cuda_graph``, what the GPU build is asked for).  TVM's
+``RewriteCUDAGraph`` captures the kernels of a function that read only its constants,
+its parameters past ``num_input`` and its own constant-size allocations; a kernel that
+reads a partition input or writes an output runs outside the graph.  The graph replays
+the pointers of its first call (``vm.builtin.cuda_graph.run_or_capture`` is keyed by
+the capture region, not by its arguments).  So a streamed partition (its weights are
+parameters without ``num_input``; they arrive in a different ring slot call after call)
+is never built with graphs, and its kernels that read weights could not be captured
+anyway.  A resident partition of a plan that streams is built with graphs when
+:data:`STREAMING_CUDA_GRAPHS` is on: TVM captures in CUDA's global mode, which forbids
+other threads' CUDA calls meanwhile, so the runtime captures them in a serialized run
+when the session opens (:meth:`hetpart.runtime.Session._capture_graphs`).
 """
 
 from __future__ import annotations
@@ -40,6 +53,11 @@ from ..errors import InternalError, PlanError
 from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec
 
 CALL_TIR = "relax.call_tir"
+
+STREAMING_CUDA_GRAPHS = True
+"""Resident CUDA partitions of a plan that streams weights are built with CUDA graphs
+(captured when the session opens, one partition at a time; 0 = before: none in such a
+plan, every kernel launched by the VM).  Streamed partitions never have graphs."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +76,8 @@ class PartitionProgram:
     weight_values: tuple = field(default=(), repr=False, compare=False)
     # May a GPU build capture the partition as a CUDA graph?  Not when it streams
     # (its weights arrive in a different slot each call, a graph replays the pointers
-    # it captured), and not in a plan that streams at all: TVM captures in CUDA's
-    # global mode, which forbids the copy stream's calls made meanwhile by another thread.
+    # it captured); a resident one in a plan that streams only under
+    # STREAMING_CUDA_GRAPHS (the module docstring says why and how it is captured).
     cuda_graph: bool = True
 
 
@@ -103,7 +121,9 @@ def extract(graph, plan) -> list[PartitionProgram]:
     with _BLOCK_BUILDER_LOCK:
         programs = [_extract_one(graph, b, p) for p in plan.partitions]
     if plan.streamed:
-        programs = [replace(p, cuda_graph=False) for p in programs]
+        streamed = {p.name for p in plan.partitions if p.weights == "streamed"}
+        programs = [replace(p, cuda_graph=False) if p.name in streamed or not STREAMING_CUDA_GRAPHS else p
+                    for p in programs]
     return programs
 
 

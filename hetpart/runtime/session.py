@@ -187,6 +187,8 @@ class Session:
                 self._memory = PooledMemory(self._memory, self._model_name, check_quota(self._model_name, quota),
                                             reserved_bytes(compiled))
             self._start(slots, handoff, transfer_costs, bool(gpu_parts))
+            if self._needs_capture_run():
+                self._capture_graphs()
         except BaseException:
             self.close()
             raise
@@ -272,6 +274,58 @@ class Session:
         # first run goes through the workers, whose leased threads never exit; inline
         # runs follow once one threaded run has completed.
         self._captured = not self.real_gpu
+
+    def _needs_capture_run(self) -> bool:
+        """Whether the session opens with :meth:`_capture_graphs`: on a GPU, in a plan that
+        streams weights, where some partition's library captures CUDA graphs
+        (:data:`hetpart.compiler.extract.STREAMING_CUDA_GRAPHS` at compile time)."""
+        return self.real_gpu and self._ring is not None and any(a.cuda_graph for a in self.compiled.partitions)
+
+    def _capture_graphs(self) -> None:
+        """One run on zero feeds that calls the partitions one at a time, each on its own
+        worker, so every CUDA graph is captured while no other thread makes a CUDA call.
+
+        Why: TVM captures a graph at a function's first call, in CUDA's global capture
+        mode, which forbids CUDA calls from any other thread meanwhile (the copy stream's
+        refills, the handoff copies and event waits of the other workers); a threaded first
+        run would make them.  Each task here starts only after the previous one returned;
+        the collector's work is done on this thread afterwards.  On the workers' leased
+        threads, as a first threaded run captured them (see ``_captured``).
+        In: nothing (the feeds are zeros of the model's input specs).  Out: the graphs
+        captured; the run's outputs dropped, its state step not applied, the ring's uses
+        numbered as any run's.  Raises RuntimeFailure if a partition failed."""
+        feeds = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in self._feed_specs}
+        checked = self._checked(feeds)
+        with self._state_lock:
+            self._in_flight += 1
+        slot = self._free.get()
+        ctx = None
+        try:
+            ctx = self._context(checked, slot, False)
+            with self._submit_lock:
+                self._reserve_weights(ctx)
+            executor.publish_feeds(ctx, ctx.feeds)
+        except BaseException:
+            self._abandon(ctx, slot)
+            raise
+        for stage in self._stages:  # topological order, one task at a time
+            returned = threading.Event()
+
+            def task(stage=stage, returned=returned):
+                try:
+                    executor.run_stage(ctx, stage)
+                finally:
+                    returned.set()
+
+            stage.worker.post(task)
+            returned.wait()
+        if self._state is not None:
+            self._state.end(ctx, ok=False)  # zeros are no step: the state stays as it was
+        self._complete(ctx)
+        self.last_run_stats = None
+        if ctx.error is not None:
+            raise executor.failure(ctx, self._devices)
+        self._captured = True
 
     @property
     def _model_name(self) -> str:
