@@ -22,7 +22,7 @@ from onnx.reference import ReferenceEvaluator
 
 from hetpart import compiler, importer, kernels, models
 from hetpart.compiler.artifact import WEIGHT_ALIGNMENT
-from hetpart.errors import CompileError, RuntimeFailure
+from hetpart.errors import CompileError, InternalError, RuntimeFailure
 from hetpart.runtime import Session
 from hetpart.runtime import executor, weight_stream
 from hetpart.runtime.weight_stream import HazardChecker, StreamHazard
@@ -94,40 +94,50 @@ def test_resident_partitions_are_built_as_before(mlp):
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
     # and their libraries are the same bytes (the build is deterministic)
-    # CUDA graphs: never for a streamed partition; for a resident one of a plan that
-    # streams only under STREAMING_CUDA_GRAPHS (captured when the session opens)
-    assert {n for n, p in streamed.items() if p.cuda_graph} == {n for n, p in streamed.items() if not p.weights}
-    assert all(p.cuda_graph for p in resident.values())
+    # CUDA graphs for all (the switches' defaults: the next test)
+    assert all(p.cuda_graph for p in streamed.values()) and all(p.cuda_graph for p in resident.values())
     libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
     for p in compiled(graph, streamed=True).partitions:
         assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
 
 
-def test_resident_partitions_of_a_streaming_plan_get_graphs_under_the_switch(mlp, monkeypatch):
+def test_partitions_of_a_streaming_plan_get_graphs_under_the_switches(mlp, monkeypatch):
     _, graph = mlp
     plan = plan_with_devices(graph, DEVICES, streamed=True)
     plan.partitions[0].weights = "resident"
-    on = {p.name: p.cuda_graph for p in compiler.extract(graph, plan)}
-    assert on == {"p0_cuda": True, "p1_cuda": False, "p2_cpu": True, "p3_cuda": False}
+
+    def built():
+        return {p.name: (p.cuda_graph, p.slot_graphs) for p in compiler.extract(graph, plan)}
+
+    assert built() == {"p0_cuda": (True, False), "p1_cuda": (True, True), "p2_cpu": (True, False),
+                       "p3_cuda": (True, True)}
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", False)  # resident partitions only
+    assert built() == {"p0_cuda": (True, False), "p1_cuda": (False, False), "p2_cpu": (True, False),
+                       "p3_cuda": (False, False)}
     monkeypatch.setattr(EXTRACT, "STREAMING_CUDA_GRAPHS", False)  # before: none in a plan that streams
-    assert not any(p.cuda_graph for p in compiler.extract(graph, plan))
+    assert not any(g for g, _ in built().values())
 
 
-def test_a_resident_partition_of_a_streaming_plan_compiles_to_a_graph_capture():
+@pytest.mark.parametrize("streamed_graphs", [True, False])
+def test_partitions_of_a_streaming_plan_compile_to_a_graph_capture(monkeypatch, streamed_graphs):
     """Built for CUDA here (no GPU needed): the resident partition's VM calls TVM's capture
-    builtin (its middle kernel reads only its own buffers and constants), the streamed one's
-    does not (its weights are parameters: a graph would replay the slot it captured)."""
+    builtin (its middle kernel reads only its own buffers and constants); the streamed one's
+    too where its weights are fixed parameters (slot_graph_signature: the middle kernel's
+    weights are fixed), else not (its weights arrive in a different slot call after call)."""
+    from hetpart.compiler.extract import slot_graph_signature
     from hetpart.targets import cuda_tvm_target
 
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", streamed_graphs)
     graph = importer.load(models.build("mlp", small=True, hidden=(32,) * 5))
     plan = plan_with_devices(graph, ["cuda", "cuda"], streamed=True)
     plan.partitions[0].weights = "resident"
     built = {}
     for prog in compiler.extract(graph, plan):
         assert len(prog.kernels) == 3
-        text = kernels.build(prog.module, cuda_tvm_target("sm_90"), cuda_graph=prog.cuda_graph).as_text()
+        lift = slot_graph_signature(prog) if prog.slot_graphs else None  # as build_partition does
+        text = kernels.build(prog.module, cuda_tvm_target("sm_90"), cuda_graph=prog.cuda_graph, lift=lift).as_text()
         built[prog.name] = "vm.builtin.cuda_graph.run_or_capture" in text
-    assert built == {"p0_cuda": True, "p1_cuda": False}
+    assert built == {"p0_cuda": True, "p1_cuda": streamed_graphs}
 
 
 def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
@@ -150,9 +160,16 @@ def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
 
     monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
     monkeypatch.setattr(executor, "run_stage", run_stage)
-    with Session(compiled(graph, streamed=True)) as s:
-        assert calls == ["p0_cuda", "p1_cuda", "p2_cpu", "p3_cuda"] and not overlapped
-        assert s._ring._reserved == len(STREAMED) and s.last_run_stats is None
+    model = compiled(graph, streamed=True, slots=2)  # as if built for a GPU: graphs in every CUDA partition
+    model = dataclasses.replace(model, partitions=[dataclasses.replace(a, cuda_graph=a.device == "cuda")
+                                                   for a in model.partitions])
+    with Session(model) as s:
+        # 3 streamed partitions, 2 slots: each reads slot 0 one run, 1 the next, so two runs
+        assert s._ring.capture_runs() == 2
+        assert calls == ["p0_cuda", "p1_cuda", "p2_cpu", "p3_cuda"] * 2 and not overlapped
+        assert s._ring._reserved == 2 * len(STREAMED) and s.last_run_stats is None
+        for stage in s._stages:  # a VM per slot where the weights are streamed (and fixed per VM)
+            assert sorted(stage.runner._vms) == ([0, 1] if stage.name in STREAMED else [0]), stage.name
         for seed in range(3):
             f = feeds(graph, seed)
             np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0],
@@ -362,6 +379,22 @@ def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
             np.testing.assert_allclose(s.run(f)["logits"], reference.run(None, f)[0], **ONNX_TOL)
 
 
+def test_a_slot_vm_refuses_weights_from_another_place(mlp):
+    """A streamed partition's VM per ring slot replays the weight pointers of its first call:
+    called with weights elsewhere it raises instead of computing with the captured ones."""
+    onnx_model, graph = mlp
+    with Session(compiled(graph, streamed=True, slots=2)) as s:
+        f = feeds(graph, 0)
+        np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0], **ONNX_TOL)
+        runner = next(st.runner for st in s._stages if st.name == "p1_cuda")
+        assert runner.slot_graphs and len(runner._slot_weights) == 1
+        slot = next(iter(runner._slot_weights))
+        import tvm
+
+        with pytest.raises(InternalError, match="CUDA graphs captured"):
+            runner._check_slot(slot, [tvm.runtime.tensor(np.zeros(1, np.float32))])
+
+
 def test_hazard_checker_orders_by_event_waits():
     """The checker on its own: a read needs a wait on a marker after the write, a
     write needs one after every read since the last write."""
@@ -498,28 +531,32 @@ def test_traced_runs_time_each_cuda_call_on_the_host(mlp, monkeypatch, on):
 
 @pytest.mark.cuda
 def test_graphs_in_a_streaming_plan_replay_right_on_gpu():
-    """STREAMING_CUDA_GRAPHS on the GPU: resident CUDA partitions of three kernels (the
-    middle one captured) beside streamed ones and a CPU partition; the session opens with
-    the capture run; then runs inline, submitted two at a time and pipelined (both handoff
-    slots, the ring's three slots in turn), each against onnx.reference with its own feeds:
-    a graph replaying a stale pointer returns another run's numbers, or zeros."""
+    """STREAMING_CUDA_GRAPHS and STREAMED_CUDA_GRAPHS on the GPU: CUDA partitions of three
+    kernels (the middle one captured), resident and streamed, and a CPU partition; three
+    streamed partitions through two ring slots, so each reads slot 0 one run and slot 1 the
+    next (a VM and graphs per slot, captured in two runs when the session opens); then runs
+    inline, submitted two at a time and pipelined (both handoff slots), each against
+    onnx.reference with its own feeds: a graph replaying a stale pointer returns another
+    run's numbers, or another slot's weights'."""
     from hetpart.kernels.options import KernelOptions
 
     onnx_model = models.build("mlp", small=True, hidden=(512,) * 17, in_features=512, batch=16)
     graph = importer.load(onnx_model)
-    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cuda"], streamed=True, slots=3)
+    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cuda"], streamed=True, slots=2)
     for p in plan.partitions[::3]:  # p0_cuda, p3_cuda resident; p1, p4, p5 streamed
         p.weights = "resident"
     model = compiler.compile(plan, progress=False, options=KernelOptions(tf32=False))
-    graphs = {p.name: p.cuda_graph for p in model.partitions if p.device == "cuda"}
-    assert graphs == {"p0_cuda": True, "p1_cuda": False, "p3_cuda": True, "p4_cuda": False, "p5_cuda": False}
+    graphs = {p.name: (p.cuda_graph, p.slot_graphs) for p in model.partitions if p.device == "cuda"}
+    assert graphs == {"p0_cuda": (True, False), "p1_cuda": (True, True), "p3_cuda": (True, False),
+                      "p4_cuda": (True, True), "p5_cuda": (True, True)}
     reference = ReferenceEvaluator(onnx_model)
 
     def check(out, f):
         np.testing.assert_allclose(out["logits"], reference.run(None, f)[0], rtol=1e-3, atol=1e-3)
 
     with Session(model) as s:
-        assert s._ring._reserved == 3, "the session opened with its capture run"
+        assert s._ring._reserved == 6, "the session opened with its two capture runs"
+        assert all(len(st.runner._vms) == (2 if st.runner.slot_graphs else 1) for st in s._stages)
         for seed in range(4):
             f = feeds(graph, seed)
             check(s.run(f), f)

@@ -36,7 +36,7 @@ from ..partitioner.plan import Plan
 from .artifact import CompiledModel, PartitionArtifact, WeightFile, sha256_of, target_json
 from . import external as external_weights_policy
 from .external import EXTERNAL_MIN_BYTES, WeightLifter, write_weight_file
-from .extract import PartitionProgram, extract, tensor_spec
+from .extract import PartitionProgram, extract, slot_graph_signature, tensor_spec
 from .precision import lower_plan_weights, options_for, with_precision
 from .precision import resolve as precision_of
 
@@ -273,6 +273,8 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     ``external_weights`` bytes (:mod:`.external`; never for a streamed partition)."""
     lifter = (WeightLifter(program.name, external_weights)
               if external_weights is not None and not program.weights else None)
+    if program.slot_graphs:  # streamed weights as fixed parameters, last (also when simulated: one convention)
+        lifter = slot_graph_signature(program)
     cuda_graph = spec.is_gpu and program.cuda_graph
     try:
         executable = kernels.build(program.module, spec.tvm_target, cuda_graph=cuda_graph,
@@ -284,7 +286,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
         raise CompileError(f"partition '{program.name}' ({program.device}) could not be exported: {exc}") from exc
     external = None
-    if lifter is not None and lifter.values:
+    if isinstance(lifter, WeightLifter) and lifter.values:
         external = write_weight_file(out_dir / f"{program.name}.params.bin", lifter.names, lifter.values,
                                      f"partition '{program.name}'")
     return PartitionArtifact(
@@ -299,6 +301,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         outputs=list(program.outputs),
         kernels=list(program.kernels),
         cuda_graph=cuda_graph,
+        slot_graphs=program.slot_graphs,
         sha256=sha256_of(library),
         simulated=spec.simulated,
         dps=program.dps,

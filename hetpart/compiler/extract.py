@@ -32,13 +32,15 @@ CUDA graphs (``PartitionProgram.cuda_graph``, what the GPU build is asked for). 
 its parameters past ``num_input`` and its own constant-size allocations; a kernel that
 reads a partition input or writes an output runs outside the graph.  The graph replays
 the pointers of its first call (``vm.builtin.cuda_graph.run_or_capture`` is keyed by
-the capture region, not by its arguments).  So a streamed partition (its weights are
-parameters without ``num_input``; they arrive in a different ring slot call after call)
-is never built with graphs, and its kernels that read weights could not be captured
-anyway.  A resident partition of a plan that streams is built with graphs when
-:data:`STREAMING_CUDA_GRAPHS` is on: TVM captures in CUDA's global mode, which forbids
-other threads' CUDA calls meanwhile, so the runtime captures them in a serialized run
-when the session opens (:meth:`hetpart.runtime.Session._capture_graphs`).
+the capture region, not by its arguments).  A resident partition of a plan that streams
+is built with graphs when :data:`STREAMING_CUDA_GRAPHS` is on: TVM captures in CUDA's
+global mode, which forbids other threads' CUDA calls meanwhile, so the runtime captures
+them in a serialized run when the session opens
+(:meth:`hetpart.runtime.Session._capture_graphs`).  A streamed partition's weights arrive
+in ring slot ``use % slots``; under :data:`STREAMED_CUDA_GRAPHS` it is built with graphs
+too, its weights made fixed parameters (:func:`slot_graph_signature`: after the outputs
+in ``main_dps``, ``num_input`` before them), and the runtime keeps one VM per ring slot,
+so each graph only ever replays the slot it captured.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ CALL_TIR = "relax.call_tir"
 STREAMING_CUDA_GRAPHS = True
 """Resident CUDA partitions of a plan that streams weights are built with CUDA graphs
 (captured when the session opens, one partition at a time; 0 = before: none in such a
-plan, every kernel launched by the VM).  Streamed partitions never have graphs."""
+plan, every kernel launched by the VM).  Streamed partitions: :data:`STREAMED_CUDA_GRAPHS`."""
+
+STREAMED_CUDA_GRAPHS = True
+"""Streamed CUDA partitions are built with CUDA graphs too (with :data:`STREAMING_CUDA_GRAPHS`):
+their weights fixed parameters, one VM (and graph) per ring slot at run time (0 = before: none)."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,15 @@ class PartitionProgram:
     # streamed partitions only: the lifted constants, in parameter order
     weights: tuple[TensorSpec, ...] = ()
     weight_values: tuple = field(default=(), repr=False, compare=False)
-    # May a GPU build capture the partition as a CUDA graph?  Not when it streams
-    # (its weights arrive in a different slot each call, a graph replays the pointers
-    # it captured); a resident one in a plan that streams only under
-    # STREAMING_CUDA_GRAPHS (the module docstring says why and how it is captured).
+    # May a GPU build capture the partition as a CUDA graph?  In a plan that streams,
+    # only under STREAMING_CUDA_GRAPHS, and a streamed partition only under
+    # STREAMED_CUDA_GRAPHS (the module docstring says why and how it is captured).
     cuda_graph: bool = True
+
+    @property
+    def slot_graphs(self) -> bool:
+        """A streamed partition with graphs: built with :func:`slot_graph_signature`."""
+        return bool(self.weights) and self.cuda_graph
 
 
 @dataclass
@@ -122,9 +132,39 @@ def extract(graph, plan) -> list[PartitionProgram]:
         programs = [_extract_one(graph, b, p) for p in plan.partitions]
     if plan.streamed:
         streamed = {p.name for p in plan.partitions if p.weights == "streamed"}
-        programs = [replace(p, cuda_graph=False) if p.name in streamed or not STREAMING_CUDA_GRAPHS else p
+        graphs = STREAMING_CUDA_GRAPHS
+        programs = [p if graphs and (p.name not in streamed or STREAMED_CUDA_GRAPHS) else replace(p, cuda_graph=False)
                     for p in programs]
     return programs
+
+
+def slot_graph_signature(program: PartitionProgram):
+    """``mod -> mod`` for :func:`hetpart.kernels.build`'s ``lift`` hook, for a streamed
+    partition with graphs: ``main(*inputs, *weights)`` gets ``num_input = len(inputs)``
+    and ``main_dps`` is reordered to ``main_dps(*inputs, *outputs, *weights)`` with
+    ``num_input = len(inputs) + len(outputs)``, so TVM's CUDA-graph rewrite treats the
+    weights (and only them) as fixed.  Applied after scheduling (weight prepacking reads
+    ``num_input`` too: it would pack the streamed weights).  Same computation; InternalError
+    if a function's parameters are not what extraction made."""
+    n_in, n_w, n_out = len(program.inputs), len(program.weights), len(program.outputs)
+
+    def lift(mod: tvm.IRModule) -> tvm.IRModule:
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+        for gv, func in mod.functions_items():
+            name = gv.name_hint
+            if name not in (MAIN_FUNCTION, DPS_FUNCTION) or not isinstance(func, relax.Function):
+                continue
+            params = list(func.params)
+            n_dps = n_out if name == DPS_FUNCTION else 0
+            if len(params) != n_in + n_w + n_dps:
+                raise InternalError(f"{program.name}.{name} has {len(params)} parameters, expected "
+                                    f"{n_in} inputs, {n_w} weights and {n_dps} outputs")
+            order = params[:n_in] + params[n_in + n_w:] + params[n_in:n_in + n_w]
+            new = relax.Function(order, func.body, func.ret_ty, func.is_pure, func.attrs)
+            out[gv] = new.with_attr("num_input", n_in + n_dps)
+        return out
+
+    return lift
 
 
 # TVM's BlockBuilder keeps one process-wide stack of open builders: two threads

@@ -302,8 +302,9 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         else:
             held: list = []
             reads: tuple = ()
+            weights: dict = {}
             if use is not None:  # weights: views of the ring slot their copy lands in
-                inputs = inputs + ctx.ring.acquire(use)
+                weights = {"streamed": ctx.ring.acquire(use), "slot": ctx.ring.slot_index(use)}
                 reads = (ctx.ring.slot_of(use),)
                 ctx.stats.count("weight_copies", art.weights.nbytes)
             if any(stage.runner.dynamic_outputs):
@@ -315,7 +316,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             else:
                 launch, handle = (lambda fn: ctx.stream.launch(fn, reads)), getattr(ctx.stream, "handle", 0)
             # launch runs ``call`` on this thread (enqueueing kernels) before returning
-            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
+            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle, **weights))  # noqa: E731
             if begun is not None:  # the launch alone, on the host's clock
                 call = _host_timed(ctx, f"launch {stage.name}", call)
             done = None

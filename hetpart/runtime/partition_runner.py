@@ -7,8 +7,11 @@ it is inside the VM: the VM is used by one thread at a time, whichever thread th
 (the partition's worker, the simulated stream, or a caller running a run
 synchronously, see :mod:`.session`).  One VM, not one per calling thread, also keeps
 its workspace (CUDA-graph buffers, pooled allocations) from being made again for
-every thread.  :meth:`PartitionRunner.call` writes the partition's outputs into the
-buffers it is given:
+every thread.  A streamed partition built for graphs (``artifact.slot_graphs``) gets one
+VM per ring slot instead: a VM's CUDA graphs replay the weight pointers of its first
+call, so each VM is only ever called with the views of one slot (checked on every call:
+InternalError otherwise).  :meth:`PartitionRunner.call` writes the partition's outputs
+into the buffers it is given:
 
 * with destination passing (``main_dps(*inputs, *outputs)``) the kernels write them
   in place: zero copies;
@@ -19,7 +22,8 @@ A partition with external weights (``artifact.external``) gets them bound once, 
 its runner opens (:mod:`.external_weights`: on the CPU the file read once into a buffer
 every session of the model shares, one copy into the GPU for a CUDA partition), and passed after every other argument:
 ``main(*inputs, *weights)``, ``main_dps(*inputs, *outputs, *weights)``.  (A streamed
-partition's weights come from the session's ring instead, as part of ``inputs``.)
+partition's weights come from the session's ring instead, ``streamed``: after the inputs,
+and in ``main_dps`` before the outputs, or after them where ``slot_graphs``.)
 
 An output of data-dependent shape has no buffer (``None`` in ``outputs``): its size
 is known only once the partition has run, so the partition always runs through
@@ -37,7 +41,7 @@ import numpy as np
 
 from ..compiler.artifact import DPS_FUNCTION, PartitionArtifact
 from ..compiler.loader import load_checked
-from ..errors import CompileError
+from ..errors import CompileError, InternalError
 from ..targets import amx_tile_permission
 from . import cuda_api, external_weights
 from .memory import Buffer, is_static, wrap_result
@@ -71,8 +75,10 @@ class PartitionRunner:
         if artifact.device_type != "cuda":  # its int8 matmuls may be AMX code (rules.cpu_int8_matmul)
             amx_tile_permission()
         self._device = tvm.cuda(0) if artifact.device_type == "cuda" else tvm.cpu(0)
-        self._vm_instance = None
-        self._functions: dict[str, object] = {}
+        self._vms: dict[int, object] = {}  # ring slot (0 unless slot_graphs) -> its VM
+        self._functions: dict[tuple[int, str], object] = {}
+        self.slot_graphs = bool(artifact.slot_graphs)
+        self._slot_weights: dict[int, int] = {}  # ring slot -> the first weight's address its VM saw
         self._lock = threading.Lock()  # held while a thread is inside the VM
         # The compiler says whether the library has main_dps; an output of data-dependent
         # shape cannot be passed in, so such a partition runs through main.
@@ -80,34 +86,49 @@ class PartitionRunner:
         self.dps = bool(artifact.dps) and not any(self.dynamic_outputs)
         self._weights = external_weights.bind(artifact, directory)
 
-    def _vm(self):
-        """The partition's VM (made on first use); call with ``self._lock`` held."""
-        vm = self._vm_instance
+    def _vm(self, slot: int = 0):
+        """The VM of ring slot ``slot`` (made on first use); call with ``self._lock`` held."""
+        vm = self._vms.get(slot)
         if vm is None:
             from tvm import relax
 
-            vm = self._vm_instance = relax.VirtualMachine(self._module, self._device)
-            self._functions = {}
+            vm = self._vms[slot] = relax.VirtualMachine(self._module, self._device)
         return vm
 
-    def _function(self, name: str):
+    def _function(self, name: str, slot: int = 0):
         """``vm[name]``, looked up once (a lookup per call costs microseconds); lock held."""
-        fn = self._functions.get(name)
+        fn = self._functions.get((slot, name))
         if fn is None:
-            fn = self._functions[name] = self._vm()[name]
+            fn = self._functions[(slot, name)] = self._vm(slot)[name]
         return fn
 
+    def _check_slot(self, slot: int, streamed: list) -> None:
+        """A slot's VM replays the weight pointers it captured: InternalError if ``streamed``
+        is not where that VM's first call found it (lock held)."""
+        if not streamed:
+            return
+        ptr = int(streamed[0].data_ptr())
+        seen = self._slot_weights.setdefault(slot, ptr)
+        if seen != ptr:
+            raise InternalError(f"partition '{self.artifact.name}': ring slot {slot}'s weights at {ptr:#x}, "
+                                f"its CUDA graphs captured {seen:#x}")
+
     def call(self, inputs: list, outputs: list[Buffer | None], stats: RunStats,
-             stream_handle: int = 0) -> list[Buffer]:
-        """Run the partition on ``inputs`` (TVM tensors), leaving its results in ``outputs``;
+             stream_handle: int = 0, streamed: list = (), slot: int = 0) -> list[Buffer]:
+        """Run the partition on ``inputs`` (TVM tensors) and, for a streamed partition, its
+        weights ``streamed`` (views of ring slot ``slot``), leaving its results in ``outputs``;
         a None output (data-dependent shape) is the tensor the VM returns.  Returns the
         Buffers holding the outputs, in order."""
+        slot = slot if self.slot_graphs else 0
         with self._lock:  # one thread at a time inside the VM (and its results)
-            self._vm()
+            if self.slot_graphs:
+                self._check_slot(slot, streamed)
             if self.dps:
-                self._function(DPS_FUNCTION)(*inputs, *(b.tensor for b in outputs), *self._weights)
+                outs = [b.tensor for b in outputs]
+                args = [*inputs, *outs, *streamed] if self.slot_graphs else [*inputs, *streamed, *outs]
+                self._function(DPS_FUNCTION, slot)(*args, *self._weights)
                 return list(outputs)
-            result = self._function(self.artifact.function)(*inputs, *self._weights)
+            result = self._function(self.artifact.function, slot)(*inputs, *streamed, *self._weights)
             results = [result] if len(outputs) == 1 else list(result)
             held = []
             for spec, buf, value in zip(self.artifact.outputs, outputs, results):
@@ -127,7 +148,7 @@ class PartitionRunner:
 
     def close(self) -> None:
         with self._lock:
-            self._vm_instance = None
+            self._vms = {}
             self._functions = {}
             self._weights = []
         self._module = None

@@ -290,10 +290,21 @@ class Session:
         refills, the handoff copies and event waits of the other workers); a threaded first
         run would make them.  Each task here starts only after the previous one returned;
         the collector's work is done on this thread afterwards.  On the workers' leased
-        threads, as a first threaded run captured them (see ``_captured``).
+        threads, as a first threaded run captured them (see ``_captured``).  A streamed
+        partition with graphs has a VM per ring slot (``slot_graphs``), each capturing at
+        its first call: as many runs as it takes every such partition to meet every slot
+        it will read (:meth:`~.weight_stream.WeightRing.capture_runs`).
         In: nothing (the feeds are zeros of the model's input specs).  Out: the graphs
-        captured; the run's outputs dropped, its state step not applied, the ring's uses
+        captured; the runs' outputs dropped, their state steps not applied, the ring's uses
         numbered as any run's.  Raises RuntimeFailure if a partition failed."""
+        slot_graphs = any(a.slot_graphs and a.cuda_graph for a in self.compiled.partitions)
+        for _ in range(self._ring.capture_runs() if slot_graphs and self._ring is not None else 1):
+            self._serial_run()
+        self.last_run_stats = None
+        self._captured = True
+
+    def _serial_run(self) -> None:
+        """One run of :meth:`_capture_graphs`: zero feeds, one partition at a time."""
         feeds = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in self._feed_specs}
         checked = self._checked(feeds)
         with self._state_lock:
@@ -322,10 +333,8 @@ class Session:
         if self._state is not None:
             self._state.end(ctx, ok=False)  # zeros are no step: the state stays as it was
         self._complete(ctx)
-        self.last_run_stats = None
         if ctx.error is not None:
             raise executor.failure(ctx, self._devices)
-        self._captured = True
 
     @property
     def _model_name(self) -> str:
