@@ -49,12 +49,13 @@ _BUILT: dict = {}
 
 
 def compiled(graph, streamed: bool, slots: int = 2):
-    """The model compiled (once per residency; the ring's size is only read by the
-    session), as a fresh copy: saving one moves its directory."""
-    if streamed not in _BUILT:
+    """The model compiled (once per residency and STREAMED_CUDA_GRAPHS; the ring's size is
+    only read by the session), as a fresh copy: saving one moves its directory."""
+    key = (streamed, EXTRACT.STREAMED_CUDA_GRAPHS)
+    if key not in _BUILT:
         plan = plan_with_devices(graph, DEVICES, streamed=streamed, slots=slots)
-        _BUILT[streamed] = compiler.compile(plan, simulate=True, progress=False)
-    model = _BUILT[streamed]
+        _BUILT[key] = compiler.compile(plan, simulate=True, progress=False)
+    model = _BUILT[key]
     return dataclasses.replace(model, plan=dataclasses.replace(model.plan, stream_slots=slots))
 
 
@@ -94,8 +95,9 @@ def test_resident_partitions_are_built_as_before(mlp):
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
     # and their libraries are the same bytes (the build is deterministic)
-    # CUDA graphs for all (the switches' defaults: the next test)
-    assert all(p.cuda_graph for p in streamed.values()) and all(p.cuda_graph for p in resident.values())
+    # CUDA graphs for the resident ones (the switches: the next test)
+    assert [n for n, p in streamed.items() if p.cuda_graph] == ["p2_cpu"]
+    assert all(p.cuda_graph for p in resident.values())
     libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
     for p in compiled(graph, streamed=True).partitions:
         assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
@@ -109,11 +111,11 @@ def test_partitions_of_a_streaming_plan_get_graphs_under_the_switches(mlp, monke
     def built():
         return {p.name: (p.cuda_graph, p.slot_graphs) for p in compiler.extract(graph, plan)}
 
+    assert built() == {"p0_cuda": (True, False), "p1_cuda": (False, False), "p2_cpu": (True, False),
+                       "p3_cuda": (False, False)}  # the defaults: resident partitions only
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
     assert built() == {"p0_cuda": (True, False), "p1_cuda": (True, True), "p2_cpu": (True, False),
                        "p3_cuda": (True, True)}
-    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", False)  # resident partitions only
-    assert built() == {"p0_cuda": (True, False), "p1_cuda": (False, False), "p2_cpu": (True, False),
-                       "p3_cuda": (False, False)}
     monkeypatch.setattr(EXTRACT, "STREAMING_CUDA_GRAPHS", False)  # before: none in a plan that streams
     assert not any(g for g, _ in built().values())
 
@@ -160,6 +162,7 @@ def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
 
     monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
     monkeypatch.setattr(executor, "run_stage", run_stage)
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
     model = compiled(graph, streamed=True, slots=2)  # as if built for a GPU: graphs in every CUDA partition
     model = dataclasses.replace(model, partitions=[dataclasses.replace(a, cuda_graph=a.device == "cuda")
                                                    for a in model.partitions])
@@ -379,10 +382,11 @@ def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
             np.testing.assert_allclose(s.run(f)["logits"], reference.run(None, f)[0], **ONNX_TOL)
 
 
-def test_a_slot_vm_refuses_weights_from_another_place(mlp):
+def test_a_slot_vm_refuses_weights_from_another_place(mlp, monkeypatch):
     """A streamed partition's VM per ring slot replays the weight pointers of its first call:
     called with weights elsewhere it raises instead of computing with the captured ones."""
     onnx_model, graph = mlp
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
     with Session(compiled(graph, streamed=True, slots=2)) as s:
         f = feeds(graph, 0)
         np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0], **ONNX_TOL)
@@ -530,8 +534,8 @@ def test_traced_runs_time_each_cuda_call_on_the_host(mlp, monkeypatch, on):
 
 
 @pytest.mark.cuda
-def test_graphs_in_a_streaming_plan_replay_right_on_gpu():
-    """STREAMING_CUDA_GRAPHS and STREAMED_CUDA_GRAPHS on the GPU: CUDA partitions of three
+def test_graphs_in_a_streaming_plan_replay_right_on_gpu(monkeypatch):
+    """STREAMING_CUDA_GRAPHS and STREAMED_CUDA_GRAPHS (set here) on the GPU: CUDA partitions of three
     kernels (the middle one captured), resident and streamed, and a CPU partition; three
     streamed partitions through two ring slots, so each reads slot 0 one run and slot 1 the
     next (a VM and graphs per slot, captured in two runs when the session opens); then runs
@@ -540,6 +544,7 @@ def test_graphs_in_a_streaming_plan_replay_right_on_gpu():
     run's numbers, or another slot's weights'."""
     from hetpart.kernels.options import KernelOptions
 
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
     onnx_model = models.build("mlp", small=True, hidden=(512,) * 17, in_features=512, batch=16)
     graph = importer.load(onnx_model)
     plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cuda"], streamed=True, slots=2)

@@ -61,9 +61,14 @@ STREAMING_CUDA_GRAPHS = True
 (captured when the session opens, one partition at a time; 0 = before: none in such a
 plan, every kernel launched by the VM).  Streamed partitions: :data:`STREAMED_CUDA_GRAPHS`."""
 
-STREAMED_CUDA_GRAPHS = True
+STREAMED_CUDA_GRAPHS = False
 """Streamed CUDA partitions are built with CUDA graphs too (with :data:`STREAMING_CUDA_GRAPHS`):
-their weights fixed parameters, one VM (and graph) per ring slot at run time (0 = before: none)."""
+their weights fixed parameters, one VM (and graph) per ring slot at run time.  Off by default:
+TVM captures only kernels reading neither a partition input nor an output, and in a decode
+layer's streamed partition (llama_decode, built here for sm_90) that left 1 kernel of 16 (its
+softmax; the rest read the hidden state, cos/sin, the mask or the KV cache, or write the new
+cache), so a graph saves nothing there; a partition whose kernels mostly talk to each other
+(a whole encoder layer) would gain.  Correct either way (tests/test_runtime_streaming.py)."""
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
 from .state import DeviceState, check_single
-from .memory import aligned_empty, dtype_name
+from .memory import aligned_array, aligned_empty, dtype_name, is_static
 
 
 class Session:
@@ -278,8 +278,10 @@ class Session:
     def _needs_capture_run(self) -> bool:
         """Whether the session opens with :meth:`_capture_graphs`: on a GPU, in a plan that
         streams weights, where some partition's library captures CUDA graphs
-        (:data:`hetpart.compiler.extract.STREAMING_CUDA_GRAPHS` at compile time)."""
-        return self.real_gpu and self._ring is not None and any(a.cuda_graph for a in self.compiled.partitions)
+        (:data:`hetpart.compiler.extract.STREAMING_CUDA_GRAPHS` at compile time), and feeds of
+        static shape (zeros can be made)."""
+        return (self.real_gpu and self._ring is not None and any(a.cuda_graph for a in self.compiled.partitions)
+                and all(is_static(s.shape) for s in self._feed_specs))
 
     def _capture_graphs(self) -> None:
         """One run on zero feeds that calls the partitions one at a time, each on its own
@@ -305,7 +307,7 @@ class Session:
 
     def _serial_run(self) -> None:
         """One run of :meth:`_capture_graphs`: zero feeds, one partition at a time."""
-        feeds = {s.name: np.zeros(s.shape, np.dtype(s.dtype)) for s in self._feed_specs}
+        feeds = {s.name: aligned_array(s) for s in self._feed_specs}  # zeros
         checked = self._checked(feeds)
         with self._state_lock:
             self._in_flight += 1
