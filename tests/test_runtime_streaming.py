@@ -49,9 +49,9 @@ _BUILT: dict = {}
 
 
 def compiled(graph, streamed: bool, slots: int = 2):
-    """The model compiled (once per residency and STREAMED_CUDA_GRAPHS; the ring's size is
+    """The model compiled (once per residency and graph switches; the ring's size is
     only read by the session), as a fresh copy: saving one moves its directory."""
-    key = (streamed, EXTRACT.STREAMED_CUDA_GRAPHS)
+    key = (streamed, EXTRACT.STREAMED_CUDA_GRAPHS, EXTRACT.STATIC_IO_CUDA_GRAPHS)
     if key not in _BUILT:
         plan = plan_with_devices(graph, DEVICES, streamed=streamed, slots=slots)
         _BUILT[key] = compiler.compile(plan, simulate=True, progress=False)
@@ -86,8 +86,10 @@ def test_streamed_partition_takes_weights_as_parameters(mlp):
             assert prog.weights == ()
 
 
-def test_resident_partitions_are_built_as_before(mlp):
-    """Marking some partitions streamed leaves the others' modules identical."""
+def test_resident_partitions_are_built_as_before(mlp, monkeypatch):
+    """Marking some partitions streamed leaves the others' modules identical (without
+    STATIC_IO_CUDA_GRAPHS, which fixes their parameters: tests/test_runtime_static_io.py)."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)
     _, graph = mlp
     streamed = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=True))}
     resident = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=False))}
@@ -104,6 +106,7 @@ def test_resident_partitions_are_built_as_before(mlp):
 
 
 def test_partitions_of_a_streaming_plan_get_graphs_under_the_switches(mlp, monkeypatch):
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
     _, graph = mlp
     plan = plan_with_devices(graph, DEVICES, streamed=True)
     plan.partitions[0].weights = "resident"
@@ -126,6 +129,7 @@ def test_partitions_of_a_streaming_plan_compile_to_a_graph_capture(monkeypatch, 
     builtin (its middle kernel reads only its own buffers and constants); the streamed one's
     too where its weights are fixed parameters (slot_graph_signature: the middle kernel's
     weights are fixed), else not (its weights arrive in a different slot call after call)."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
     from hetpart.compiler.extract import slot_graph_signature
     from hetpart.targets import cuda_tvm_target
 
@@ -146,6 +150,7 @@ def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
     """Session._capture_graphs (on a GPU, where a streaming plan has graphs) forced in
     simulation: the partitions' tasks never overlap (no thread's CUDA call meets a
     capture), the ring's order is checked, and the runs after it are right, inline."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
     onnx_model, graph = mlp
     real, lock, active, calls, overlapped = executor.run_stage, threading.Lock(), [0], [], []
 
@@ -385,6 +390,7 @@ def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
 def test_a_slot_vm_refuses_weights_from_another_place(mlp, monkeypatch):
     """A streamed partition's VM per ring slot replays the weight pointers of its first call:
     called with weights elsewhere it raises instead of computing with the captured ones."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
     onnx_model, graph = mlp
     monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
     with Session(compiled(graph, streamed=True, slots=2)) as s:
@@ -542,6 +548,7 @@ def test_graphs_in_a_streaming_plan_replay_right_on_gpu(monkeypatch):
     inline, submitted two at a time and pipelined (both handoff slots), each against
     onnx.reference with its own feeds: a graph replaying a stale pointer returns another
     run's numbers, or another slot's weights'."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
     from hetpart.kernels.options import KernelOptions
 
     monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)

@@ -22,6 +22,10 @@ contender's session opens (rules a Session reads then, e.g.
 ``--build-before module.ATTR=value`` (repeatable) sets compile-time switches while that
 contender is built, as a build of its own (e.g. ``hetpart.compiler.extract.STREAMING_CUDA_GRAPHS=0``;
 its plan is hetpart's unless ``--before`` says otherwise).
+``--variant "NAME:module.ATTR=value[,module.ATTR=value]"`` (repeatable) adds a contender NAME:
+hetpart's plan built (a build of its own) with those compile-time switches (e.g. ``"hetpart
+graphs:hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0"``).  A contender whose build or
+session fails is reported (``<name>: FAILED``) and left out; the others are still timed.
 ``--set module.ATTR=value`` sets a switch for the whole run.  ``--plans DIR`` reads each
 contender's plan from ``DIR/<contender>.plan.json`` where one is there (planned on another
 machine with the same code, profile and cap: llama_decode's hetpart plan costs a device run
@@ -136,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--build-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set while the contender 'hetpart before' is built (compile-time rules; "
                         "a build of its own)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:MODULE.ATTR=VALUE[,...]",
+                   help="a contender NAME: hetpart's plan built with those compile-time switches")
     p.add_argument("--plans", default=None, metavar="DIR",
                    help="DIR/<contender>.plan.json: a contender's plan read from there if present (made "
                         "elsewhere with the same code, profile and cap: device time not spent planning), "
@@ -158,9 +164,17 @@ def main(argv=None) -> int:
     names = [c for c in args.contenders.split(",") if c]
     if (args.before or args.session_before or args.build_before) and BEFORE not in names:
         names.append(BEFORE)
+    variants = {}
+    for v in args.variant:
+        vname, _, switches = v.partition(":")
+        variants[vname.strip()] = [a for a in switches.split(",") if a]
+        names.append(vname.strip())
     plans = {}
     for n in names:
         t0 = time.time()
+        if n in variants:  # hetpart's plan (planned first: the contenders' order says so)
+            plans[n] = plans["hetpart"]
+            continue
         if n == BEFORE and not args.before and "hetpart" in plans:  # run-time switches only: hetpart's plan
             plans[n] = plans["hetpart"]
             continue
@@ -176,26 +190,41 @@ def main(argv=None) -> int:
             plans[n].save(stored)
     if args.plan_only:
         return 0
-    cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
-    own_build = args.build_before and BEFORE in plans  # built apart, its switches set
-    cache.prefetch([(n, plan) for n, plan in plans.items() if not (own_build and n == BEFORE)], progress=False)
-    caches = {n: cache for n in plans}
-    if own_build:
-        caches[BEFORE] = BuildCache(prep.graph, simulate=args.simulate)
-        with _switched(args.build_before):
-            caches[BEFORE].prefetch([(BEFORE, plans[BEFORE])], progress=False)
-    print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
+    own = {n: variants[n] for n in variants}  # contenders built apart, their switches set
+    if args.build_before and BEFORE in plans:
+        own[BEFORE] = list(args.build_before)
+    caches, failed = {}, {}
+    shared = BuildCache(prep.graph, simulate=args.simulate)
+    for n, plan in plans.items():  # one at a time: a contender's failure leaves the others
+        try:
+            cache = shared if n not in own else BuildCache(prep.graph, simulate=args.simulate)
+            with _switched(own.get(n, [])):
+                cache.prefetch([(n, plan)], progress=False)
+            caches[n] = cache
+        except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+            failed[n] = f"build: {type(exc).__name__}: {exc}"
+            print(f"{n}: FAILED {failed[n]}", flush=True)
+    print(f"built {len(caches)} plans in {time.time() - t0:.0f} s", flush=True)
     sessions = {}
     print(f"before the sessions: {huge_pages()}", flush=True)
     for n, plan in plans.items():
-        with _switched(args.session_before if n == BEFORE else []):
-            session, feeds, note = capped.open_stepping(caches[n].get(plan, n).compiled, prep.feeds)
-        session.run(feeds)  # the weights read in (external weights: at the first run)
+        if n in failed:
+            continue
+        try:
+            with _switched(args.session_before if n == BEFORE else []):
+                session, feeds, note = capped.open_stepping(caches[n].get(plan, n).compiled, prep.feeds)
+            session.run(feeds)  # the weights read in (external weights: at the first run)
+        except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+            failed[n] = f"session: {type(exc).__name__}: {exc}"
+            print(f"{n}: FAILED {failed[n]}", flush=True)
+            continue
         sessions[n] = (session, feeds)
         print(f"{n} open: {huge_pages()}", flush=True)
         print(f"{n}: {placement(plan)}; {note}; predicted {plan.predicted['latency_s'] * 1e3:.2f} ms at "
               f"{(profile_bps or 90e9) / 1e9:.1f} GB/s", flush=True)
+    names = [n for n in names if n in sessions]
+    plans = {n: plans[n] for n in names}
     gemv = build_gemv(cpu_tvm_target())
     settings = Settings(warmup=2, min_repeats=10, max_repeats=40, budget_s=0.6)
     rounds = []
@@ -232,7 +261,8 @@ def main(argv=None) -> int:
         print(n, json.dumps(summary[n]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps}, f, indent=1)
+            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps,
+                       "failed": failed}, f, indent=1)
     return 0
 
 

@@ -174,6 +174,9 @@ class PartitionArtifact:
     built for graphs (:func:`hetpart.compiler.extract.slot_graph_signature`): it takes
     ``main_dps(*inputs, *outputs, *weights)`` (weights last, as external ones), and the
     runtime keeps one VM per ring slot, so a graph replays only the slot it captured.
+    ``static_io``: built with every parameter fixed
+    (:func:`hetpart.compiler.extract.static_io_signature`): inputs and outputs captured too,
+    the runtime keeps one VM per distinct set of argument addresses.
     """
 
     name: str
@@ -192,6 +195,7 @@ class PartitionArtifact:
     external: WeightFile | None = None
     cuda_graph: bool = False
     slot_graphs: bool = False
+    static_io: bool = False
     module: Any = field(default=None, repr=False, compare=False)
     # the external weights read into host memory once, shared by every CPU runner of this artifact
     host_weights: Any = field(default=None, repr=False, compare=False)

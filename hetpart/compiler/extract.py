@@ -40,7 +40,12 @@ them in a serialized run when the session opens
 in ring slot ``use % slots``; under :data:`STREAMED_CUDA_GRAPHS` it is built with graphs
 too, its weights made fixed parameters (:func:`slot_graph_signature`: after the outputs
 in ``main_dps``, ``num_input`` before them), and the runtime keeps one VM per ring slot,
-so each graph only ever replays the slot it captured.
+so each graph only ever replays the slot it captured.  Under :data:`STATIC_IO_CUDA_GRAPHS`
+every CUDA partition of static shapes in such a plan is built with all its parameters
+fixed (:func:`static_io_signature`: ``num_input = 0``), so the kernels reading its inputs
+and writing its outputs are captured too; the runtime keeps one VM per distinct set of
+argument addresses (handoff slot x state parity x ring slot), all captured when the session
+opens, and refuses a set it never captured (:mod:`hetpart.runtime.partition_runner`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,15 @@ softmax; the rest read the hidden state, cos/sin, the mask or the KV cache, or w
 cache), so a graph saves nothing there; a partition whose kernels mostly talk to each other
 (a whole encoder layer) would gain.  Correct either way (tests/test_runtime_streaming.py)."""
 
+STATIC_IO_CUDA_GRAPHS = True
+"""In a plan that streams (with :data:`STREAMING_CUDA_GRAPHS`), every CUDA partition whose
+inputs and outputs have static shapes, resident or streamed, is built with graphs and every
+parameter fixed (``num_input = 0``, :func:`static_io_signature`): TVM then captures the
+kernels that read the partition's inputs (hidden state, rope tables, mask, KV cache) or write
+its outputs, which otherwise launch one by one (~7-14 us each on the host, device step 115).
+The runtime calls each VM with one set of addresses only (0 = before: inputs and outputs
+not captured, streamed partitions per :data:`STREAMED_CUDA_GRAPHS`)."""
+
 
 @dataclass(frozen=True)
 class PartitionProgram:
@@ -89,6 +103,8 @@ class PartitionProgram:
     # only under STREAMING_CUDA_GRAPHS, and a streamed partition only under
     # STREAMED_CUDA_GRAPHS (the module docstring says why and how it is captured).
     cuda_graph: bool = True
+    # Every parameter fixed for TVM's graph rewrite (STATIC_IO_CUDA_GRAPHS; with cuda_graph)
+    static_io: bool = False
 
     @property
     def slot_graphs(self) -> bool:
@@ -138,9 +154,36 @@ def extract(graph, plan) -> list[PartitionProgram]:
     if plan.streamed:
         streamed = {p.name for p in plan.partitions if p.weights == "streamed"}
         graphs = STREAMING_CUDA_GRAPHS
-        programs = [p if graphs and (p.name not in streamed or STREAMED_CUDA_GRAPHS) else replace(p, cuda_graph=False)
-                    for p in programs]
+        static = graphs and STATIC_IO_CUDA_GRAPHS
+        programs = [replace(p, cuda_graph=True, static_io=True) if static and _static_io_able(p)
+                    else p if graphs and (p.name not in streamed or STREAMED_CUDA_GRAPHS)
+                    else replace(p, cuda_graph=False) for p in programs]
     return programs
+
+
+def _static_io_able(program: PartitionProgram) -> bool:
+    """A CUDA partition (real or simulated) whose every input and output has a static shape."""
+    return program.device != "cpu" and all(
+        all(not isinstance(d, (str, bool)) for d in t.shape) for t in (*program.inputs, *program.outputs))
+
+
+def static_io_signature(program: PartitionProgram, inner=None):
+    """``mod -> mod`` for :func:`hetpart.kernels.build`'s ``lift`` hook, for a partition with
+    ``static_io``: ``inner`` (the lifter the partition would get otherwise, e.g.
+    :func:`slot_graph_signature` or an external-weight lifter) first, then ``num_input = 0``
+    on ``main`` and ``main_dps``, so TVM's CUDA-graph rewrite treats every parameter (inputs,
+    outputs, weights) as fixed.  Same computation and signature; the caller must call each
+    VM with one set of addresses only (:mod:`hetpart.runtime.partition_runner`)."""
+
+    def lift(mod: tvm.IRModule) -> tvm.IRModule:
+        mod = inner(mod) if inner is not None else mod
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+        for gv, func in mod.functions_items():
+            if gv.name_hint in (MAIN_FUNCTION, DPS_FUNCTION) and isinstance(func, relax.Function):
+                out[gv] = func.with_attr("num_input", 0)
+        return out
+
+    return lift
 
 
 def slot_graph_signature(program: PartitionProgram):

@@ -266,10 +266,13 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
     ctx.put(name, "cpu", dst, marker)
 
 
-def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
+def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer], fixed: bool = False) -> None:
     """Publish validated feeds (Buffers on "cpu" or "cuda"); host feeds read by the GPU
     are first copied into their pinned buffer (one ``feed_copies`` each), except those
-    of data-dependent shape, which have none and are copied to the GPU directly."""
+    of data-dependent shape, which have none and are copied to the GPU directly.
+    ``fixed`` (partitions with CUDA graphs over their inputs, ``static_io``): a caller's
+    device tensor is first copied (on the stream) into the slot's device buffer, so the
+    partitions read only buffers their graphs captured (PyTorch's static inputs)."""
     for name, given in feeds.items():
         route = ctx.routes[name]
         if given.side == "cpu" and route.crosses and not route.dynamic:
@@ -277,6 +280,13 @@ def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
             np.copyto(pinned.array, given.array)
             ctx.stats.count("feed_copies")
             given = pinned
+        elif fixed and given.side == "cuda" and (name, "cuda") in ctx.slot.buffers:
+            dst = ctx.slot.buffers[(name, "cuda")]
+            if dst.ptr != given.ptr:
+                src = given
+                ctx.enqueue(lambda dst=dst, src=src: ctx.stream.copy(dst, src, "d2d"), f"d2d {name}", "copy")
+                ctx.stats.count("feed_copies")
+                given = dst
         publish(ctx, name, given.side, given)
 
 

@@ -10,8 +10,14 @@ its workspace (CUDA-graph buffers, pooled allocations) from being made again for
 every thread.  A streamed partition built for graphs (``artifact.slot_graphs``) gets one
 VM per ring slot instead: a VM's CUDA graphs replay the weight pointers of its first
 call, so each VM is only ever called with the views of one slot (checked on every call:
-InternalError otherwise).  :meth:`PartitionRunner.call` writes the partition's outputs
-into the buffers it is given:
+InternalError otherwise).  A partition built with every parameter fixed
+(``artifact.static_io``, :func:`hetpart.compiler.extract.static_io_signature`) gets one VM
+per distinct set of argument addresses (its input and output buffers, its ring slot's
+weights): its graphs replay the pointers of the VM's first call, so a VM is only ever
+called with those.  The session meets every set it will use in its capture runs, then
+:meth:`PartitionRunner.seal` s the runner; a set met after that raises InternalError
+(capturing then would meet other threads' CUDA calls), never a replay of stale pointers.
+:meth:`PartitionRunner.call` writes the partition's outputs into the buffers it is given:
 
 * with destination passing (``main_dps(*inputs, *outputs)``) the kernels write them
   in place: zero copies;
@@ -79,6 +85,9 @@ class PartitionRunner:
         self._functions: dict[tuple[int, str], object] = {}
         self.slot_graphs = bool(artifact.slot_graphs)
         self._slot_weights: dict[int, int] = {}  # ring slot -> the first weight's address its VM saw
+        self.static_io = bool(getattr(artifact, "static_io", False))
+        self._io_vms: dict[tuple, int] = {}  # static_io: argument addresses -> the VM (index) called with them
+        self.sealed = False  # static_io: no new set of addresses (no new VM) accepted
         self._lock = threading.Lock()  # held while a thread is inside the VM
         # The compiler says whether the library has main_dps; an output of data-dependent
         # shape cannot be passed in, so such a partition runs through main.
@@ -113,6 +122,31 @@ class PartitionRunner:
             raise InternalError(f"partition '{self.artifact.name}': ring slot {slot}'s weights at {ptr:#x}, "
                                 f"its CUDA graphs captured {seen:#x}")
 
+    def seal(self) -> None:
+        """No new VM from now on (static_io): every set of addresses has met its VM."""
+        self.sealed = True
+
+    @property
+    def address_sets(self) -> int:
+        """How many distinct sets of argument addresses (VMs) a static_io runner has met."""
+        return len(self._io_vms)
+
+    def _io_vm(self, slot: int, inputs: list, outputs: list, streamed: list) -> int:
+        """The VM index for these arguments (static_io; lock held): one per distinct set of
+        addresses, made on first use until :meth:`seal`, InternalError after it."""
+        key = (slot, *(int(t.data_ptr()) for t in inputs),
+               *((b.ptr for b in outputs) if self.dps else ()),
+               int(streamed[0].data_ptr()) if streamed else 0)
+        index = self._io_vms.get(key)
+        if index is None:
+            if self.sealed:
+                raise InternalError(
+                    f"partition '{self.artifact.name}' (CUDA graphs over its inputs and outputs) called with "
+                    f"buffer addresses its session's capture runs never met ({len(self._io_vms)} sets met): "
+                    "a graph would replay other buffers")
+            index = self._io_vms[key] = len(self._io_vms)
+        return index
+
     def call(self, inputs: list, outputs: list[Buffer | None], stats: RunStats,
              stream_handle: int = 0, streamed: list = (), slot: int = 0) -> list[Buffer]:
         """Run the partition on ``inputs`` (TVM tensors) and, for a streamed partition, its
@@ -121,7 +155,9 @@ class PartitionRunner:
         Buffers holding the outputs, in order."""
         slot = slot if self.slot_graphs else 0
         with self._lock:  # one thread at a time inside the VM (and its results)
-            if self.slot_graphs:
+            if self.static_io:  # the VM of exactly these addresses
+                slot = self._io_vm(slot, inputs, outputs, streamed)
+            elif self.slot_graphs:
                 self._check_slot(slot, streamed)
             if self.dps:
                 outs = [b.tensor for b in outputs]
@@ -149,6 +185,7 @@ class PartitionRunner:
     def close(self) -> None:
         with self._lock:
             self._vms = {}
+            self._io_vms = {}
             self._functions = {}
             self._weights = []
         self._module = None
