@@ -233,8 +233,15 @@ def main(argv=None) -> int:
             order = names if r % 2 == 0 else names[::-1]
             row = {"round": r, "order": order}
             for n in order:
+                if n in failed:
+                    continue
                 session, feeds = sessions[n]
-                stats = time_calls(lambda: session.run(feeds), settings)
+                try:
+                    stats = time_calls(lambda: session.run(feeds), settings)
+                except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+                    failed[n] = f"round {r}: {type(exc).__name__}: {exc}"
+                    print(f"{n}: FAILED {failed[n]}", flush=True)
+                    continue
                 row[n] = {"median_ms": stats.median_s * 1e3, "p10_ms": stats.p10_s * 1e3, "n": stats.n}
             wr = measure_weight_read(None, tvm.cpu(), sweep_bytes=args.sweep_mib << 20, executable=gemv)
             row["gemv_gbps"] = wr.bytes_per_s / 1e9
@@ -243,17 +250,28 @@ def main(argv=None) -> int:
         if args.trace:
             Path(args.trace).mkdir(parents=True, exist_ok=True)
             for n, (session, feeds) in sessions.items():
+                if n in failed:
+                    continue
                 path = Path(args.trace) / f"{slug(n)}.trace.json"
-                session.run(feeds, trace=str(path))
+                try:
+                    session.run(feeds, trace=str(path))
+                except Exception as exc:  # noqa: BLE001 - reported, the others' traces still written
+                    print(f"{n}: FAILED trace: {type(exc).__name__}: {exc}", flush=True)
+                    continue
                 print(f"{n}: trace {path}", flush=True)
     finally:
-        for session, _ in sessions.values():
-            session.close()
+        for n, (session, _) in sessions.items():
+            try:
+                session.close()
+            except Exception as exc:  # noqa: BLE001 - the results are kept
+                print(f"{n}: close failed: {type(exc).__name__}: {exc}", flush=True)
     summary = {}
     at = {f"{bps / 1e9:.1f}": priced_at(bps) for bps in
           sorted({row["gemv_gbps"] * 1e9 for row in rounds} | ({profile_bps} if profile_bps else set()))}
     for n, plan in plans.items():
-        meds = [row[n]["median_ms"] for row in rounds]
+        meds = [row[n]["median_ms"] for row in rounds if n in row]
+        if not meds:
+            continue
         summary[n] = {"measured_median_ms": statistics.median(meds), "measured_range_ms": [min(meds), max(meds)],
                       "predicted_ms": {gb: repriced_ms(plan, prep, c, cap) for gb, c in at.items()},
                       "partitions": len(plan.partitions), "streamed_partitions": len(plan.streamed),
