@@ -1816,13 +1816,13 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
      # cache) and writing its outputs too; the runtime keeps a VM per set of argument addresses (handoff slot x
      # state parity x ring slot), meets them all in the capture runs, refuses a new set (InternalError).
      # Step 115's trace: without graphs the VM launched every kernel (~7-14 us each): 16-kernel streamed
-     # partitions 205-283 us of host launch, the resident 180-kernel tail 1.27 ms.  Offline (sm_90, small
-     # llama_decode): a layer's main_dps now launches 0 kernels outside a graph (before: 11 of 11 streamed,
-     # 4 of 13 resident).
+     # partitions 205-283 us of host launch, the resident 180-kernel tail 1.27 ms.  Offline (sm_90, step 115's
+     # plan on a 22-layer small-hidden llama_decode): its 16 CUDA partitions' main_dps launch 0 kernels outside
+     # a graph (STATIC_IO=0: 235; 14-15 per streamed layer, 58 in p27).
      # (1) cuda tests: tests/test_runtime_static_io.py (small llama_decode, embedding on the CPU, 3 streamed
      # layer partitions through 2 slots + resident tail, KV caches bound: 8 steps inline / submitted /
      # pipelined, every step's logits and the final caches against onnx.reference: a stale pointer shows),
-     # then the previous two (STATIC off: resident + slot graphs; mixed plan).  (2) tools/capped_rules_ab.py,
+     # then the previous two (STATIC off: resident + slot graphs; the mixed plan, now with STATIC on).  (2) tools/capped_rules_ab.py,
      # llama_decode at 1/2, step 115's plans, 4 rounds, one traced run each: 'hetpart' (both switches on),
      # 'llama.cpp-style rule', 'hetpart before' (STREAMING_CUDA_GRAPHS=0 and STATIC_IO=0: step 115's build),
      # 'hetpart graphs' (STATIC_IO=0 only: resident graphs).  If (1)'s static-io test did not pass, the A/B
