@@ -434,7 +434,7 @@ def test_callers_while_an_inline_run_is_in_flight_go_threaded_and_never_share_a_
         stage = s._stages[0]
         runner = stage.runner
         name = "main_dps" if runner.dps else runner.artifact.function
-        original = runner._functions[name]
+        original = runner._functions[(0, name)]  # (ring slot, function)
         inline_thread = []
 
         def spy(*a):  # inside the VM: the runner's lock is held here
@@ -450,7 +450,7 @@ def test_callers_while_an_inline_run_is_in_flight_go_threaded_and_never_share_a_
                 with guard:
                     inside["now"] -= 1
 
-        runner._functions[name] = spy
+        runner._functions[(0, name)] = spy
         results, errors = {}, []
 
         def first():

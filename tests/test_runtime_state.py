@@ -165,6 +165,18 @@ def test_a_failed_step_leaves_the_state_as_it_was(on_gpu):
         assert s.state.steps == 1
 
 
+def test_the_capture_run_leaves_the_state_as_it_was(on_gpu, monkeypatch):
+    """The run a session opens with to capture CUDA graphs (Session._capture_graphs,
+    forced here) is no step: the state and the step count stay, later steps are right."""
+    monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
+    init, xs = _inputs(7)
+    with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
+        assert s.state.steps == 0 and s.last_run_stats is None
+        np.testing.assert_array_equal(s.read_state("past"), init)
+        np.testing.assert_allclose(s.run({"x": xs[0]})["z"], 2 * init + xs[0] + 1, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s.read_state("present"), init + xs[0], rtol=1e-6)
+
+
 def test_a_partition_without_dps_stages_its_state_on_its_own_device():
     """No main_dps: the VM's result is copied into the state buffer, on the same side
     (``staging``), and still never crosses."""

@@ -12,20 +12,24 @@ The ``cuda``-marked test at the end runs the same on a real GPU:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import threading
 
 import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from hetpart import compiler, importer, models
+from hetpart import compiler, importer, kernels, models
 from hetpart.compiler.artifact import WEIGHT_ALIGNMENT
-from hetpart.errors import CompileError, RuntimeFailure
+from hetpart.errors import CompileError, InternalError, RuntimeFailure
 from hetpart.runtime import Session
-from hetpart.runtime import weight_stream
+from hetpart.runtime import executor, weight_stream
 from hetpart.runtime.weight_stream import HazardChecker, StreamHazard
 
 from streaming_plans import plan_with_devices
+
+EXTRACT = importlib.import_module("hetpart.compiler.extract")  # the module (compiler.extract is its function)
 
 TVM_TOL = dict(rtol=1e-5, atol=1e-6)
 ONNX_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -45,12 +49,13 @@ _BUILT: dict = {}
 
 
 def compiled(graph, streamed: bool, slots: int = 2):
-    """The model compiled (once per residency; the ring's size is only read by the
-    session), as a fresh copy: saving one moves its directory."""
-    if streamed not in _BUILT:
+    """The model compiled (once per residency and graph switches; the ring's size is
+    only read by the session), as a fresh copy: saving one moves its directory."""
+    key = (streamed, EXTRACT.STREAMED_CUDA_GRAPHS, EXTRACT.STATIC_IO_CUDA_GRAPHS)
+    if key not in _BUILT:
         plan = plan_with_devices(graph, DEVICES, streamed=streamed, slots=slots)
-        _BUILT[streamed] = compiler.compile(plan, simulate=True, progress=False)
-    model = _BUILT[streamed]
+        _BUILT[key] = compiler.compile(plan, simulate=True, progress=False)
+    model = _BUILT[key]
     return dataclasses.replace(model, plan=dataclasses.replace(model.plan, stream_slots=slots))
 
 
@@ -81,8 +86,10 @@ def test_streamed_partition_takes_weights_as_parameters(mlp):
             assert prog.weights == ()
 
 
-def test_resident_partitions_are_built_as_before(mlp):
-    """Marking some partitions streamed leaves the others' modules identical."""
+def test_resident_partitions_are_built_as_before(mlp, monkeypatch):
+    """Marking some partitions streamed leaves the others' modules identical (without
+    STATIC_IO_CUDA_GRAPHS, which fixes their parameters: tests/test_runtime_static_io.py)."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)
     _, graph = mlp
     streamed = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=True))}
     resident = {p.name: p for p in compiler.extract(graph, plan_with_devices(graph, DEVICES, streamed=False))}
@@ -90,11 +97,92 @@ def test_resident_partitions_are_built_as_before(mlp):
         same = prog.module.script() == streamed[name].module.script()
         assert same == (not streamed[name].weights), name
     # and their libraries are the same bytes (the build is deterministic)
-    assert not any(p.cuda_graph for p in streamed.values()), "no CUDA graph in a plan that streams"
+    # CUDA graphs for the resident ones (the switches: the next test)
+    assert [n for n, p in streamed.items() if p.cuda_graph] == ["p2_cpu"]
     assert all(p.cuda_graph for p in resident.values())
     libraries = {p.name: p.sha256 for p in compiled(graph, streamed=False).partitions}
     for p in compiled(graph, streamed=True).partitions:
         assert (p.sha256 == libraries[p.name]) == (p.weights is None), p.name
+
+
+def test_partitions_of_a_streaming_plan_get_graphs_under_the_switches(mlp, monkeypatch):
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
+    _, graph = mlp
+    plan = plan_with_devices(graph, DEVICES, streamed=True)
+    plan.partitions[0].weights = "resident"
+
+    def built():
+        return {p.name: (p.cuda_graph, p.slot_graphs) for p in compiler.extract(graph, plan)}
+
+    assert built() == {"p0_cuda": (True, False), "p1_cuda": (False, False), "p2_cpu": (True, False),
+                       "p3_cuda": (False, False)}  # the defaults: resident partitions only
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
+    assert built() == {"p0_cuda": (True, False), "p1_cuda": (True, True), "p2_cpu": (True, False),
+                       "p3_cuda": (True, True)}
+    monkeypatch.setattr(EXTRACT, "STREAMING_CUDA_GRAPHS", False)  # before: none in a plan that streams
+    assert not any(g for g, _ in built().values())
+
+
+@pytest.mark.parametrize("streamed_graphs", [True, False])
+def test_partitions_of_a_streaming_plan_compile_to_a_graph_capture(monkeypatch, streamed_graphs):
+    """Built for CUDA here (no GPU needed): the resident partition's VM calls TVM's capture
+    builtin (its middle kernel reads only its own buffers and constants); the streamed one's
+    too where its weights are fixed parameters (slot_graph_signature: the middle kernel's
+    weights are fixed), else not (its weights arrive in a different slot call after call)."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
+    from hetpart.compiler.extract import slot_graph_signature
+    from hetpart.targets import cuda_tvm_target
+
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", streamed_graphs)
+    graph = importer.load(models.build("mlp", small=True, hidden=(32,) * 5))
+    plan = plan_with_devices(graph, ["cuda", "cuda"], streamed=True)
+    plan.partitions[0].weights = "resident"
+    built = {}
+    for prog in compiler.extract(graph, plan):
+        assert len(prog.kernels) == 3
+        lift = slot_graph_signature(prog) if prog.slot_graphs else None  # as build_partition does
+        text = kernels.build(prog.module, cuda_tvm_target("sm_90"), cuda_graph=prog.cuda_graph, lift=lift).as_text()
+        built[prog.name] = "vm.builtin.cuda_graph.run_or_capture" in text
+    assert built == {"p0_cuda": True, "p1_cuda": streamed_graphs}
+
+
+def test_the_capture_run_calls_one_partition_at_a_time(mlp, monkeypatch):
+    """Session._capture_graphs (on a GPU, where a streaming plan has graphs) forced in
+    simulation: the partitions' tasks never overlap (no thread's CUDA call meets a
+    capture), the ring's order is checked, and the runs after it are right, inline."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
+    onnx_model, graph = mlp
+    real, lock, active, calls, overlapped = executor.run_stage, threading.Lock(), [0], [], []
+
+    def run_stage(ctx, stage):
+        with lock:
+            active[0] += 1
+            calls.append(stage.name)
+            overlapped.extend([stage.name] if active[0] > 1 else [])
+        try:
+            real(ctx, stage)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
+    monkeypatch.setattr(executor, "run_stage", run_stage)
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
+    model = compiled(graph, streamed=True, slots=2)  # as if built for a GPU: graphs in every CUDA partition
+    model = dataclasses.replace(model, partitions=[dataclasses.replace(a, cuda_graph=a.device == "cuda")
+                                                   for a in model.partitions])
+    with Session(model) as s:
+        # 3 streamed partitions, 2 slots: each reads slot 0 one run, 1 the next, so two runs
+        assert s._ring.capture_runs() == 2
+        assert calls == ["p0_cuda", "p1_cuda", "p2_cpu", "p3_cuda"] * 2 and not overlapped
+        assert s._ring._reserved == 2 * len(STREAMED) and s.last_run_stats is None
+        for stage in s._stages:  # a VM per slot where the weights are streamed (and fixed per VM)
+            assert sorted(stage.runner._vms) == ([0, 1] if stage.name in STREAMED else [0]), stage.name
+        for seed in range(3):
+            f = feeds(graph, seed)
+            np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0],
+                                       **ONNX_TOL)
+        assert s.inline_runs == 3
 
 
 def test_artifact_holds_packed_weights_and_round_trips(mlp, tmp_path):
@@ -299,6 +387,24 @@ def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
             np.testing.assert_allclose(s.run(f)["logits"], reference.run(None, f)[0], **ONNX_TOL)
 
 
+def test_a_slot_vm_refuses_weights_from_another_place(mlp, monkeypatch):
+    """A streamed partition's VM per ring slot replays the weight pointers of its first call:
+    called with weights elsewhere it raises instead of computing with the captured ones."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
+    onnx_model, graph = mlp
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
+    with Session(compiled(graph, streamed=True, slots=2)) as s:
+        f = feeds(graph, 0)
+        np.testing.assert_allclose(s.run(f)["logits"], ReferenceEvaluator(onnx_model).run(None, f)[0], **ONNX_TOL)
+        runner = next(st.runner for st in s._stages if st.name == "p1_cuda")
+        assert runner.slot_graphs and len(runner._slot_weights) == 1
+        slot = next(iter(runner._slot_weights))
+        import tvm
+
+        with pytest.raises(InternalError, match="CUDA graphs captured"):
+            runner._check_slot(slot, [tvm.runtime.tensor(np.zeros(1, np.float32))])
+
+
 def test_hazard_checker_orders_by_event_waits():
     """The checker on its own: a read needs a wait on a marker after the write, a
     write needs one after every read since the last write."""
@@ -431,3 +537,47 @@ def test_traced_runs_time_each_cuda_call_on_the_host(mlp, monkeypatch, on):
     for n in names:
         host, launch = spans[f"host {n}"], spans[f"launch {n}"]
         assert host.start <= launch.start <= launch.end <= host.end
+
+
+@pytest.mark.cuda
+def test_graphs_in_a_streaming_plan_replay_right_on_gpu(monkeypatch):
+    """STREAMING_CUDA_GRAPHS and STREAMED_CUDA_GRAPHS (set here) on the GPU: CUDA partitions of three
+    kernels (the middle one captured), resident and streamed, and a CPU partition; three
+    streamed partitions through two ring slots, so each reads slot 0 one run and slot 1 the
+    next (a VM and graphs per slot, captured in two runs when the session opens); then runs
+    inline, submitted two at a time and pipelined (both handoff slots), each against
+    onnx.reference with its own feeds: a graph replaying a stale pointer returns another
+    run's numbers, or another slot's weights'."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", False)  # the switches before it
+    from hetpart.kernels.options import KernelOptions
+
+    monkeypatch.setattr(EXTRACT, "STREAMED_CUDA_GRAPHS", True)
+    onnx_model = models.build("mlp", small=True, hidden=(512,) * 17, in_features=512, batch=16)
+    graph = importer.load(onnx_model)
+    plan = plan_with_devices(graph, ["cuda", "cuda", "cpu", "cuda", "cuda", "cuda"], streamed=True, slots=2)
+    for p in plan.partitions[::3]:  # p0_cuda, p3_cuda resident; p1, p4, p5 streamed
+        p.weights = "resident"
+    model = compiler.compile(plan, progress=False, options=KernelOptions(tf32=False))
+    graphs = {p.name: (p.cuda_graph, p.slot_graphs) for p in model.partitions if p.device == "cuda"}
+    assert graphs == {"p0_cuda": (True, False), "p1_cuda": (True, True), "p3_cuda": (True, False),
+                      "p4_cuda": (True, True), "p5_cuda": (True, True)}
+    reference = ReferenceEvaluator(onnx_model)
+
+    def check(out, f):
+        np.testing.assert_allclose(out["logits"], reference.run(None, f)[0], rtol=1e-3, atol=1e-3)
+
+    with Session(model) as s:
+        assert s._ring._reserved == 6, "the session opened with its two capture runs"
+        assert all(len(st.runner._vms) == (2 if st.runner.slot_graphs else 1) for st in s._stages)
+        for seed in range(4):
+            f = feeds(graph, seed)
+            check(s.run(f), f)
+        assert s.inline_runs == 4
+        for seed in range(4, 10, 2):
+            fa, fb = feeds(graph, seed), feeds(graph, seed + 1)
+            a, b = s.submit(fa), s.submit(fb)
+            check(a.result(), fa)
+            check(b.result(), fb)
+        batches = [feeds(graph, seed) for seed in range(10, 16)]
+        for out, f in zip(s.run_pipelined(batches), batches):
+            check(out, f)

@@ -19,6 +19,13 @@ contender ``hetpart before``: hetpart's plan made with those switches set (e.g.
 ``--session-before module.ATTR=value`` (repeatable) sets run-time switches while that
 contender's session opens (rules a Session reads then, e.g.
 ``hetpart.runtime.handoff.COPY_TO_GPU=0``); without ``--before`` its plan is hetpart's.
+``--build-before module.ATTR=value`` (repeatable) sets compile-time switches while that
+contender is built, as a build of its own (e.g. ``hetpart.compiler.extract.STREAMING_CUDA_GRAPHS=0``;
+its plan is hetpart's unless ``--before`` says otherwise).
+``--variant "NAME:module.ATTR=value[,module.ATTR=value]"`` (repeatable) adds a contender NAME:
+hetpart's plan built (a build of its own) with those compile-time switches (e.g. ``"hetpart
+graphs:hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0"``).  A contender whose build or
+session fails is reported (``<name>: FAILED``) and left out; the others are still timed.
 ``--set module.ATTR=value`` sets a switch for the whole run.  ``--plans DIR`` reads each
 contender's plan from ``DIR/<contender>.plan.json`` where one is there (planned on another
 machine with the same code, profile and cap: llama_decode's hetpart plan costs a device run
@@ -130,6 +137,11 @@ def main(argv=None) -> int:
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     p.add_argument("--session-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set while the contender 'hetpart before' opens its session (run-time rules)")
+    p.add_argument("--build-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="switches set while the contender 'hetpart before' is built (compile-time rules; "
+                        "a build of its own)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:MODULE.ATTR=VALUE[,...]",
+                   help="a contender NAME: hetpart's plan built with those compile-time switches")
     p.add_argument("--plans", default=None, metavar="DIR",
                    help="DIR/<contender>.plan.json: a contender's plan read from there if present (made "
                         "elsewhere with the same code, profile and cap: device time not spent planning), "
@@ -150,11 +162,19 @@ def main(argv=None) -> int:
     profile_bps = base.cold_weight_bandwidth("cpu")
     priced_at = (lambda bps: base.with_weight_bandwidth({"cpu": bps}))
     names = [c for c in args.contenders.split(",") if c]
-    if (args.before or args.session_before) and BEFORE not in names:
+    if (args.before or args.session_before or args.build_before) and BEFORE not in names:
         names.append(BEFORE)
+    variants = {}
+    for v in args.variant:
+        vname, _, switches = v.partition(":")
+        variants[vname.strip()] = [a for a in switches.split(",") if a]
+        names.append(vname.strip())
     plans = {}
     for n in names:
         t0 = time.time()
+        if n in variants:  # hetpart's plan (planned first: the contenders' order says so)
+            plans[n] = plans["hetpart"]
+            continue
         if n == BEFORE and not args.before and "hetpart" in plans:  # run-time switches only: hetpart's plan
             plans[n] = plans["hetpart"]
             continue
@@ -170,20 +190,41 @@ def main(argv=None) -> int:
             plans[n].save(stored)
     if args.plan_only:
         return 0
-    cache = BuildCache(prep.graph, simulate=args.simulate)
     t0 = time.time()
-    cache.prefetch(list(plans.items()), progress=False)
-    print(f"built {len(plans)} plans in {time.time() - t0:.0f} s", flush=True)
+    own = {n: variants[n] for n in variants}  # contenders built apart, their switches set
+    if args.build_before and BEFORE in plans:
+        own[BEFORE] = list(args.build_before)
+    caches, failed = {}, {}
+    shared = BuildCache(prep.graph, simulate=args.simulate)
+    for n, plan in plans.items():  # one at a time: a contender's failure leaves the others
+        try:
+            cache = shared if n not in own else BuildCache(prep.graph, simulate=args.simulate)
+            with _switched(own.get(n, [])):
+                cache.prefetch([(n, plan)], progress=False)
+            caches[n] = cache
+        except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+            failed[n] = f"build: {type(exc).__name__}: {exc}"
+            print(f"{n}: FAILED {failed[n]}", flush=True)
+    print(f"built {len(caches)} plans in {time.time() - t0:.0f} s", flush=True)
     sessions = {}
     print(f"before the sessions: {huge_pages()}", flush=True)
     for n, plan in plans.items():
-        with _switched(args.session_before if n == BEFORE else []):
-            session, feeds, note = capped.open_stepping(cache.get(plan, n).compiled, prep.feeds)
-        session.run(feeds)  # the weights read in (external weights: at the first run)
+        if n in failed:
+            continue
+        try:
+            with _switched(args.session_before if n == BEFORE else []):
+                session, feeds, note = capped.open_stepping(caches[n].get(plan, n).compiled, prep.feeds)
+            session.run(feeds)  # the weights read in (external weights: at the first run)
+        except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+            failed[n] = f"session: {type(exc).__name__}: {exc}"
+            print(f"{n}: FAILED {failed[n]}", flush=True)
+            continue
         sessions[n] = (session, feeds)
         print(f"{n} open: {huge_pages()}", flush=True)
         print(f"{n}: {placement(plan)}; {note}; predicted {plan.predicted['latency_s'] * 1e3:.2f} ms at "
               f"{(profile_bps or 90e9) / 1e9:.1f} GB/s", flush=True)
+    names = [n for n in names if n in sessions]
+    plans = {n: plans[n] for n in names}
     gemv = build_gemv(cpu_tvm_target())
     settings = Settings(warmup=2, min_repeats=10, max_repeats=40, budget_s=0.6)
     rounds = []
@@ -192,8 +233,15 @@ def main(argv=None) -> int:
             order = names if r % 2 == 0 else names[::-1]
             row = {"round": r, "order": order}
             for n in order:
+                if n in failed:
+                    continue
                 session, feeds = sessions[n]
-                stats = time_calls(lambda: session.run(feeds), settings)
+                try:
+                    stats = time_calls(lambda: session.run(feeds), settings)
+                except Exception as exc:  # noqa: BLE001 - reported, the others still measured
+                    failed[n] = f"round {r}: {type(exc).__name__}: {exc}"
+                    print(f"{n}: FAILED {failed[n]}", flush=True)
+                    continue
                 row[n] = {"median_ms": stats.median_s * 1e3, "p10_ms": stats.p10_s * 1e3, "n": stats.n}
             wr = measure_weight_read(None, tvm.cpu(), sweep_bytes=args.sweep_mib << 20, executable=gemv)
             row["gemv_gbps"] = wr.bytes_per_s / 1e9
@@ -202,17 +250,28 @@ def main(argv=None) -> int:
         if args.trace:
             Path(args.trace).mkdir(parents=True, exist_ok=True)
             for n, (session, feeds) in sessions.items():
+                if n in failed:
+                    continue
                 path = Path(args.trace) / f"{slug(n)}.trace.json"
-                session.run(feeds, trace=str(path))
+                try:
+                    session.run(feeds, trace=str(path))
+                except Exception as exc:  # noqa: BLE001 - reported, the others' traces still written
+                    print(f"{n}: FAILED trace: {type(exc).__name__}: {exc}", flush=True)
+                    continue
                 print(f"{n}: trace {path}", flush=True)
     finally:
-        for session, _ in sessions.values():
-            session.close()
+        for n, (session, _) in sessions.items():
+            try:
+                session.close()
+            except Exception as exc:  # noqa: BLE001 - the results are kept
+                print(f"{n}: close failed: {type(exc).__name__}: {exc}", flush=True)
     summary = {}
     at = {f"{bps / 1e9:.1f}": priced_at(bps) for bps in
           sorted({row["gemv_gbps"] * 1e9 for row in rounds} | ({profile_bps} if profile_bps else set()))}
     for n, plan in plans.items():
-        meds = [row[n]["median_ms"] for row in rounds]
+        meds = [row[n]["median_ms"] for row in rounds if n in row]
+        if not meds:
+            continue
         summary[n] = {"measured_median_ms": statistics.median(meds), "measured_range_ms": [min(meds), max(meds)],
                       "predicted_ms": {gb: repriced_ms(plan, prep, c, cap) for gb, c in at.items()},
                       "partitions": len(plan.partitions), "streamed_partitions": len(plan.streamed),
@@ -220,7 +279,8 @@ def main(argv=None) -> int:
         print(n, json.dumps(summary[n]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps}, f, indent=1)
+            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps,
+                       "failed": failed}, f, indent=1)
     return 0
 
 

@@ -1836,6 +1836,54 @@ for b in (1, 8): onnx.save(m.build(batch=b), f'/tmp/mobilenet_v2-b{b}.onnx')" > 
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --block 16 --threads 16 --calls 10 \
     --rounds 3 --before hetpart.kernels.rules.cpu_blocked_conv.PADDING_ROWS=1 > "$OUT/pad-rows-resnet50-b1-t16.txt" 2>&1 ;;
+116)  # (BUDGET=590) issue 19, CUDA graphs in a streaming plan (branch stream-graphs: compiler.extract
+     # STREAMING_CUDA_GRAPHS, on: resident CUDA partitions keep their graphs, captured in serialized runs when the
+     # session opens; STATIC_IO_CUDA_GRAPHS, on: every CUDA partition of static shapes, resident or streamed, is
+     # built with num_input 0, so TVM captures the kernels reading its inputs (hidden state, rope, mask, KV
+     # cache) and writing its outputs too; the runtime keeps a VM per set of argument addresses (handoff slot x
+     # state parity x ring slot), meets them all in the capture runs, refuses a new set (InternalError).
+     # Step 115's trace: without graphs the VM launched every kernel (~7-14 us each): 16-kernel streamed
+     # partitions 205-283 us of host launch, the resident 180-kernel tail 1.27 ms.  Offline (sm_90, step 115's
+     # plan on a 22-layer small-hidden llama_decode): its 16 CUDA partitions' main_dps launch 0 kernels outside
+     # a graph (STATIC_IO=0: 235; 14-15 per streamed layer, 58 in p27).
+     # (1) cuda tests: tests/test_runtime_static_io.py (small llama_decode, embedding on the CPU, 3 streamed
+     # layer partitions through 2 slots + resident tail, KV caches bound: 8 steps inline / submitted /
+     # pipelined, every step's logits and the final caches against onnx.reference: a stale pointer shows),
+     # then the previous two (STATIC off: resident + slot graphs; the mixed plan, now with STATIC on).  (2) tools/capped_rules_ab.py,
+     # llama_decode at 1/2, step 115's plans, 4 rounds, one traced run each: 'hetpart' (both switches on),
+     # 'llama.cpp-style rule', 'hetpart before' (STREAMING_CUDA_GRAPHS=0 and STATIC_IO=0: step 115's build),
+     # 'hetpart graphs' (STATIC_IO=0 only: resident graphs).  If (1)'s static-io test did not pass, the A/B
+     # runs with STATIC_IO=0 for every contender (then 'hetpart' = 'hetpart graphs'); if the A/B leaves no
+     # json and time is left, it runs again that way (capped-stream-graphs-ab-nostatic.*).
+     # Decides: STATIC_IO stays on if (1) passes and hetpart <= 0.97 x 'hetpart graphs' (medians), or within
+     # 0.97-1.03 and the trace's launch spans fell (layer partitions < 100 us, p27 < 0.5 ms); else off.
+     # STREAMING_CUDA_GRAPHS: 'hetpart graphs' <= 1.03 x 'hetpart before' and (1)'s STATIC-off tests pass: on.
+     # A FAILED line (build or session) or a failed test names the path; that switch goes off until fixed.
+  BUDGET=590; mkdir -p "$OUT/logs"
+  pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 85"
+  timeout 90 $pt tests/test_runtime_static_io.py -m cuda > "$OUT/pytest-static-io.txt" 2>&1
+  timeout 80 $pt tests/test_runtime_streaming.py::test_graphs_in_a_streaming_plan_replay_right_on_gpu \
+    tests/test_runtime_streaming.py::test_resident_and_streamed_partitions_mixed_on_gpu_match_onnx \
+    > "$OUT/pytest-stream-graphs.txt" 2>&1
+  static=""; grep -q "test_static_io_graphs_step_a_streamed_decoder_right_on_gpu PASSED" "$OUT/pytest-static-io.txt" \
+    || static="--set hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0"
+  pl=""; [ -f .hold/plans115.tgz ] && mkdir -p /tmp/plans116 && tar xzf .hold/plans115.tgz -C /tmp/plans116 \
+    && pl="--plans /tmp/plans116"
+  ab() {  # $1: json/txt/trace name, the rest: extra switches
+    local name=$1; shift
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -gt 400 ] && left=400
+    timeout "$left" python3 tools/capped_rules_ab.py --profile bench/results/profile-capped-nvidia-h200.json $pl \
+      --workload zoo:llama_decode --cap 1/2 --contenders "hetpart,llama.cpp-style rule" \
+      --build-before hetpart.compiler.extract.STREAMING_CUDA_GRAPHS=0 \
+      --build-before hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0 \
+      --variant "hetpart graphs:hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0" "$@" \
+      --rounds 4 --trace "$OUT/traces-$name" --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1
+  }
+  ab capped-stream-graphs-ab $static
+  if [ ! -f "$OUT/capped-stream-graphs-ab.json" ] && [ -z "$static" ] && [ $((BUDGET - SECONDS)) -gt 200 ]; then
+    ab capped-stream-graphs-ab-nostatic --set hetpart.compiler.extract.STATIC_IO_CUDA_GRAPHS=0
+  fi ;;
 esac
 # the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
 extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)

@@ -32,7 +32,8 @@ values must lie in (:class:`~hetpart.importer.op_graph.IndexLimits`).  ``conv_bl
 
 A partition with ``weights`` (streamed, :class:`WeightFile`) takes them as
 parameters after its inputs: ``main(*inputs, *weights)`` and
-``main_dps(*inputs, *weights, *outputs)``, each weight a view of the packed buffer at
+``main_dps(*inputs, *weights, *outputs)`` (``main_dps(*inputs, *outputs, *weights)``
+where ``slot_graphs``), each weight a view of the packed buffer at
 its ``offset`` (a multiple of :data:`WEIGHT_ALIGNMENT`).  Version 2 of the manifest
 added ``weights``; version 1 manifests (no streamed partition) still read.
 Version 3 added ``precision`` (each device's number format,
@@ -167,7 +168,15 @@ class PartitionArtifact:
     is None for a partition holding its weights in its library, else its streamed
     weights (taken as parameters after the inputs).  ``external`` is None, else the
     file of the weights its library does not hold (taken after every other parameter;
-    never set together with ``weights``).
+    never set together with ``weights``).  ``cuda_graph``: the library was built with
+    CUDA graphs (a GPU build; its first call of each function captures one); absent in
+    manifests before it was recorded, read as False.  ``slot_graphs``: a streamed partition
+    built for graphs (:func:`hetpart.compiler.extract.slot_graph_signature`): it takes
+    ``main_dps(*inputs, *outputs, *weights)`` (weights last, as external ones), and the
+    runtime keeps one VM per ring slot, so a graph replays only the slot it captured.
+    ``static_io``: built with every parameter fixed
+    (:func:`hetpart.compiler.extract.static_io_signature`): inputs and outputs captured too,
+    the runtime keeps one VM per distinct set of argument addresses.
     """
 
     name: str
@@ -184,6 +193,9 @@ class PartitionArtifact:
     dps: bool = False
     weights: WeightFile | None = None
     external: WeightFile | None = None
+    cuda_graph: bool = False
+    slot_graphs: bool = False
+    static_io: bool = False
     module: Any = field(default=None, repr=False, compare=False)
     # the external weights read into host memory once, shared by every CPU runner of this artifact
     host_weights: Any = field(default=None, repr=False, compare=False)

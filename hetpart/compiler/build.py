@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -36,9 +37,11 @@ from ..partitioner.plan import Plan
 from .artifact import CompiledModel, PartitionArtifact, WeightFile, sha256_of, target_json
 from . import external as external_weights_policy
 from .external import EXTERNAL_MIN_BYTES, WeightLifter, write_weight_file
-from .extract import PartitionProgram, extract, tensor_spec
+from .extract import PartitionProgram, extract, slot_graph_signature, static_io_signature, tensor_spec
 from .precision import lower_plan_weights, options_for, with_precision
 from .precision import resolve as precision_of
+
+log = logging.getLogger(__name__)
 
 
 def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False, cuda_arch: str | None = None,
@@ -193,7 +196,7 @@ class LibraryCache:
         import tvm_ffi
 
         return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
-                repr(options), program.dps, program.cuda_graph, external_weights)
+                repr(options), program.dps, program.cuda_graph, getattr(program, "static_io", False), external_weights)
 
     def find(self, key: tuple, program: PartitionProgram):
         import tvm_ffi
@@ -271,19 +274,25 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     it back (unless it is CUDA code and this machine has no GPU to load it on).  Its
     weights go to ``<name>.params.bin`` instead of the library when they exceed
     ``external_weights`` bytes (:mod:`.external`; never for a streamed partition)."""
-    lifter = (WeightLifter(program.name, external_weights)
-              if external_weights is not None and not program.weights else None)
+    static_io = bool(getattr(program, "static_io", False))
+    cuda_graph = spec.is_gpu and program.cuda_graph
     try:
-        executable = kernels.build(program.module, spec.tvm_target, cuda_graph=spec.is_gpu and program.cuda_graph,
-                                   tuning_db=default_database(spec.tvm_target), options=options, lift=lifter)
-        library = out_dir / f"{program.name}.so"
-        kernels.parallel_build.export_library(executable, str(library))  # objects written on threads
+        try:
+            lifter, library = _build_one(program, spec, out_dir, options, external_weights, static_io, cuda_graph)
+        except CompileError as exc:
+            if not static_io:
+                raise
+            # TVM's CUDA-graph rewrite over every parameter failed (a form hoist_static_storage does
+            # not cover): built as before instead, resident partitions with graphs, streamed without
+            log.warning("partition '%s': built without graphs over its inputs and outputs (%s)", program.name, exc)
+            static_io, cuda_graph = False, cuda_graph and not program.weights
+            lifter, library = _build_one(program, spec, out_dir, options, external_weights, static_io, cuda_graph)
     except HetpartError as exc:
         raise CompileError(f"partition '{program.name}' ({program.device}): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - export runs g++ and TVM; any failure is a compile failure
         raise CompileError(f"partition '{program.name}' ({program.device}) could not be exported: {exc}") from exc
     external = None
-    if lifter is not None and lifter.values:
+    if isinstance(lifter, WeightLifter) and lifter.values:
         external = write_weight_file(out_dir / f"{program.name}.params.bin", lifter.names, lifter.values,
                                      f"partition '{program.name}'")
     return PartitionArtifact(
@@ -297,11 +306,34 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         inputs=list(program.inputs),
         outputs=list(program.outputs),
         kernels=list(program.kernels),
+        cuda_graph=cuda_graph,
+        slot_graphs=program.slot_graphs,
+        static_io=static_io,
         sha256=sha256_of(library),
         simulated=spec.simulated,
         dps=program.dps,
         module=load_library(library, spec.device_type),
     )
+
+
+def _build_one(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Path, options: KernelOptions,
+               external_weights: int | None, static_io: bool, cuda_graph: bool):
+    """One build of :func:`build_partition`: ``(lifter, library path)``; the lifter holds
+    the external weights it took out (a WeightLifter), if any."""
+    lifter = (WeightLifter(program.name, external_weights)
+              if external_weights is not None and not program.weights else None)
+    if program.slot_graphs:  # streamed weights as fixed parameters, last (also when simulated: one convention)
+        lifter = slot_graph_signature(program)
+    if static_io and not program.weights:
+        # Every constant lifted out (bound once per runner): the runtime keeps a VM per set of
+        # argument addresses, and each VM would copy its library's constants to the GPU again.
+        lifter = WeightLifter(program.name, 0)
+    lift = static_io_signature(program, lifter) if static_io else lifter  # every parameter fixed
+    executable = kernels.build(program.module, spec.tvm_target, cuda_graph=cuda_graph,
+                               tuning_db=default_database(spec.tvm_target), options=options, lift=lift)
+    library = out_dir / f"{program.name}.so"
+    kernels.parallel_build.export_library(executable, str(library))  # objects written on threads
+    return lifter, library
 
 
 def _write_weights(program: PartitionProgram, out_dir: Path) -> WeightFile | None:

@@ -26,6 +26,26 @@ every constant argument of its kernels becomes a parameter after the inputs
 first use, and ``weights``/``weight_values`` hold their specs and values (the
 compiler writes the values to the artifact; the runtime streams them into the GPU).
 A resident partition's module is built exactly as before (no weight parameters).
+
+CUDA graphs (``PartitionProgram.cuda_graph``, what the GPU build is asked for).  TVM's
+``RewriteCUDAGraph`` captures the kernels of a function that read only its constants,
+its parameters past ``num_input`` and its own constant-size allocations; a kernel that
+reads a partition input or writes an output runs outside the graph.  The graph replays
+the pointers of its first call (``vm.builtin.cuda_graph.run_or_capture`` is keyed by
+the capture region, not by its arguments).  A resident partition of a plan that streams
+is built with graphs when :data:`STREAMING_CUDA_GRAPHS` is on: TVM captures in CUDA's
+global mode, which forbids other threads' CUDA calls meanwhile, so the runtime captures
+them in a serialized run when the session opens
+(:meth:`hetpart.runtime.Session._capture_graphs`).  A streamed partition's weights arrive
+in ring slot ``use % slots``; under :data:`STREAMED_CUDA_GRAPHS` it is built with graphs
+too, its weights made fixed parameters (:func:`slot_graph_signature`: after the outputs
+in ``main_dps``, ``num_input`` before them), and the runtime keeps one VM per ring slot,
+so each graph only ever replays the slot it captured.  Under :data:`STATIC_IO_CUDA_GRAPHS`
+every CUDA partition of static shapes in such a plan is built with all its parameters
+fixed (:func:`static_io_signature`: ``num_input = 0``), so the kernels reading its inputs
+and writing its outputs are captured too; the runtime keeps one VM per distinct set of
+argument addresses (handoff slot x state parity x ring slot), all captured when the session
+opens, and refuses a set it never captured (:mod:`hetpart.runtime.partition_runner`).
 """
 
 from __future__ import annotations
@@ -40,6 +60,29 @@ from ..errors import InternalError, PlanError
 from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec
 
 CALL_TIR = "relax.call_tir"
+
+STREAMING_CUDA_GRAPHS = True
+"""Resident CUDA partitions of a plan that streams weights are built with CUDA graphs
+(captured when the session opens, one partition at a time; 0 = before: none in such a
+plan, every kernel launched by the VM).  Streamed partitions: :data:`STREAMED_CUDA_GRAPHS`."""
+
+STREAMED_CUDA_GRAPHS = False
+"""Streamed CUDA partitions are built with CUDA graphs too (with :data:`STREAMING_CUDA_GRAPHS`):
+their weights fixed parameters, one VM (and graph) per ring slot at run time.  Off by default:
+TVM captures only kernels reading neither a partition input nor an output, and in a decode
+layer's streamed partition (llama_decode, built here for sm_90) that left 1 kernel of 16 (its
+softmax; the rest read the hidden state, cos/sin, the mask or the KV cache, or write the new
+cache), so a graph saves nothing there; a partition whose kernels mostly talk to each other
+(a whole encoder layer) would gain.  Correct either way (tests/test_runtime_streaming.py)."""
+
+STATIC_IO_CUDA_GRAPHS = True
+"""In a plan that streams (with :data:`STREAMING_CUDA_GRAPHS`), every CUDA partition whose
+inputs and outputs have static shapes, resident or streamed, is built with graphs and every
+parameter fixed (``num_input = 0``, :func:`static_io_signature`): TVM then captures the
+kernels that read the partition's inputs (hidden state, rope tables, mask, KV cache) or write
+its outputs, which otherwise launch one by one (~7-14 us each on the host, device step 115).
+The runtime calls each VM with one set of addresses only (0 = before: inputs and outputs
+not captured, streamed partitions per :data:`STREAMED_CUDA_GRAPHS`)."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +99,17 @@ class PartitionProgram:
     # streamed partitions only: the lifted constants, in parameter order
     weights: tuple[TensorSpec, ...] = ()
     weight_values: tuple = field(default=(), repr=False, compare=False)
-    # May a GPU build capture the partition as a CUDA graph?  Not when it streams
-    # (its weights arrive in a different slot each call, a graph replays the pointers
-    # it captured), and not in a plan that streams at all: TVM captures in CUDA's
-    # global mode, which forbids the copy stream's calls made meanwhile by another thread.
+    # May a GPU build capture the partition as a CUDA graph?  In a plan that streams,
+    # only under STREAMING_CUDA_GRAPHS, and a streamed partition only under
+    # STREAMED_CUDA_GRAPHS (the module docstring says why and how it is captured).
     cuda_graph: bool = True
+    # Every parameter fixed for TVM's graph rewrite (STATIC_IO_CUDA_GRAPHS; with cuda_graph)
+    static_io: bool = False
+
+    @property
+    def slot_graphs(self) -> bool:
+        """A streamed partition with graphs: built with :func:`slot_graph_signature`."""
+        return bool(self.weights) and self.cuda_graph
 
 
 @dataclass
@@ -103,8 +152,67 @@ def extract(graph, plan) -> list[PartitionProgram]:
     with _BLOCK_BUILDER_LOCK:
         programs = [_extract_one(graph, b, p) for p in plan.partitions]
     if plan.streamed:
-        programs = [replace(p, cuda_graph=False) for p in programs]
+        streamed = {p.name for p in plan.partitions if p.weights == "streamed"}
+        graphs = STREAMING_CUDA_GRAPHS
+        static = graphs and STATIC_IO_CUDA_GRAPHS
+        programs = [replace(p, cuda_graph=True, static_io=True) if static and _static_io_able(p)
+                    else p if graphs and (p.name not in streamed or STREAMED_CUDA_GRAPHS)
+                    else replace(p, cuda_graph=False) for p in programs]
     return programs
+
+
+def _static_io_able(program: PartitionProgram) -> bool:
+    """A CUDA partition (real or simulated) whose every input and output has a static shape."""
+    return program.device != "cpu" and all(
+        all(not isinstance(d, (str, bool)) for d in t.shape) for t in (*program.inputs, *program.outputs))
+
+
+def static_io_signature(program: PartitionProgram, inner=None):
+    """``mod -> mod`` for :func:`hetpart.kernels.build`'s ``lift`` hook, for a partition with
+    ``static_io``: ``inner`` (the lifter the partition would get otherwise, e.g.
+    :func:`slot_graph_signature` or an external-weight lifter) first, then ``num_input = 0``
+    on ``main`` and ``main_dps``, so TVM's CUDA-graph rewrite treats every parameter (inputs,
+    outputs, weights) as fixed.  Same computation and signature; the caller must call each
+    VM with one set of addresses only (:mod:`hetpart.runtime.partition_runner`)."""
+
+    def lift(mod: tvm.IRModule) -> tvm.IRModule:
+        mod = inner(mod) if inner is not None else mod
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+        for gv, func in mod.functions_items():
+            if gv.name_hint in (MAIN_FUNCTION, DPS_FUNCTION) and isinstance(func, relax.Function):
+                out[gv] = func.with_attr("num_input", 0)
+        return out
+
+    return lift
+
+
+def slot_graph_signature(program: PartitionProgram):
+    """``mod -> mod`` for :func:`hetpart.kernels.build`'s ``lift`` hook, for a streamed
+    partition with graphs: ``main(*inputs, *weights)`` gets ``num_input = len(inputs)``
+    and ``main_dps`` is reordered to ``main_dps(*inputs, *outputs, *weights)`` with
+    ``num_input = len(inputs) + len(outputs)``, so TVM's CUDA-graph rewrite treats the
+    weights (and only them) as fixed.  Applied after scheduling (weight prepacking reads
+    ``num_input`` too: it would pack the streamed weights).  Same computation; InternalError
+    if a function's parameters are not what extraction made."""
+    n_in, n_w, n_out = len(program.inputs), len(program.weights), len(program.outputs)
+
+    def lift(mod: tvm.IRModule) -> tvm.IRModule:
+        out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+        for gv, func in mod.functions_items():
+            name = gv.name_hint
+            if name not in (MAIN_FUNCTION, DPS_FUNCTION) or not isinstance(func, relax.Function):
+                continue
+            params = list(func.params)
+            n_dps = n_out if name == DPS_FUNCTION else 0
+            if len(params) != n_in + n_w + n_dps:
+                raise InternalError(f"{program.name}.{name} has {len(params)} parameters, expected "
+                                    f"{n_in} inputs, {n_w} weights and {n_dps} outputs")
+            order = params[:n_in] + params[n_in + n_w:] + params[n_in:n_in + n_w]
+            new = relax.Function(order, func.body, func.ret_ty, func.is_pure, func.attrs)
+            out[gv] = new.with_attr("num_input", n_in + n_dps)
+        return out
+
+    return lift
 
 
 # TVM's BlockBuilder keeps one process-wide stack of open builders: two threads

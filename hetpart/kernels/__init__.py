@@ -166,17 +166,103 @@ def build(
         config["tirx.use_async_copy"] = True
     elif is_cpu(target) and stack_tiles.ENABLED:
         tir_pipeline = stack_tiles.register()  # 1 KiB register tiles on the stack, not the workspace
+    relax_pipeline = "default"
     if is_gpu(target) and cuda_graph:
         config["relax.backend.use_cuda_graph"] = True
+        if target.kind.name == "cuda" and _all_parameters_fixed(mod):
+            relax_pipeline = _cuda_pipeline_with_hoisted_storage(target)
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
             if is_cpu(target):  # its kernels lowered and code-generated on several threads
                 return parallel_build.compile(mod, target, tir_pipeline=tir_pipeline)
-            return tvm.compile(mod, target, tir_pipeline=tir_pipeline)
+            return tvm.compile(mod, target, tir_pipeline=tir_pipeline, relax_pipeline=relax_pipeline)
     except Exception as exc:  # noqa: BLE001 - TVM raises many types; all mean "did not compile"
         culprit = _failing_function(mod, target)
         where = f"function '{culprit}'" if culprit else "the module"
         raise CompileError(f"TVM failed to compile {where} for {target.kind.name}: {_first_line(exc)}") from exc
+
+
+def _all_parameters_fixed(mod: tvm.IRModule) -> bool:
+    """Some Relax function has ``num_input = 0`` (every parameter fixed for the CUDA-graph
+    rewrite: :func:`hetpart.compiler.extract.static_io_signature`)."""
+    return any(isinstance(f, tvm.relax.Function) and f.attrs is not None and "num_input" in f.attrs
+               and int(f.attrs["num_input"]) == 0 for _, f in mod.functions_items())
+
+
+def _is_static_storage(binding) -> bool:
+    """``x = R.memory.alloc_storage(R.shape([constants]), ...)``: depends on nothing."""
+    value = getattr(binding, "value", None)
+    return (isinstance(binding, tvm.relax.VarBinding) and isinstance(value, tvm.relax.Call)
+            and value.op.same_as(tvm.ir.Op.get("relax.memory.alloc_storage"))
+            and isinstance(value.args[0], tvm.relax.ShapeExpr)
+            and all(isinstance(v, tvm.tirx.IntImm) for v in value.args[0].values))
+
+
+@tvm.transform.module_pass(opt_level=0, name="HoistStaticStorage")
+def hoist_static_storage(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Each constant-size ``alloc_storage`` binding moved to the front of its block.
+
+    Why: TVM 0.27's ``RewriteCUDAGraph`` emits a captured region's launch where the
+    region's first binding was and the cached storages where the first ``alloc_storage``
+    was; with every parameter fixed the region can begin at the function's first kernel,
+    before that allocation, and the VM codegen fails ("Var storage2 is not defined").
+    Such an allocation reads nothing, so it may move first: same program.  Likewise a
+    returned tuple of fixed tensors (``main_dps``'s outputs) is a static binding the region
+    swallows ("Var gv1 is not defined"): the function returns the tuple expression instead,
+    its fields followed through variable aliases (``lv61 = lv6_out``) to what they name."""
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.relax.Function) or not isinstance(func.body, tvm.relax.SeqExpr):
+            continue
+        blocks, moved, result = [], False, func.body.body
+        for block in func.body.blocks:
+            first = [b for b in block.bindings if _is_static_storage(b)]
+            rest = [b for b in block.bindings if not _is_static_storage(b)]
+            moved |= bool(first) and list(block.bindings)[:len(first)] != first
+            if rest and isinstance(rest[-1], tvm.relax.VarBinding) and rest[-1].var.same_as(result) and isinstance(
+                    rest[-1].value, tvm.relax.Tuple):
+                result, moved = rest.pop().value, True  # returned as is, not a binding a region takes
+            kind = tvm.relax.DataflowBlock if isinstance(block, tvm.relax.DataflowBlock) else tvm.relax.BindingBlock
+            blocks.append(kind(first + rest))
+        # through aliases (``lv61 = lv6_out``), which a region swallows too
+        alias = {b.var: b.value for blk in func.body.blocks for b in blk.bindings
+                 if isinstance(b, tvm.relax.VarBinding) and isinstance(b.value, tvm.relax.Var)}
+
+        def root(e):
+            nonlocal moved
+            while isinstance(e, tvm.relax.Var) and e in alias:
+                e, moved = alias[e], True
+            return e
+
+        result = tvm.relax.Tuple([root(f) for f in result.fields]) if isinstance(result, tvm.relax.Tuple) \
+            else root(result)
+        if moved:
+            body = tvm.relax.SeqExpr(blocks, result)
+            out[gv] = tvm.relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+    return out
+
+
+def _cuda_pipeline_with_hoisted_storage(target: Target):
+    """TVM's default CUDA pipeline with :func:`hoist_static_storage` between memory
+    planning and the CUDA-graph rewrite."""
+    from tvm import relax
+    from tvm.relax.backend.cuda import pipeline as cuda_backend
+
+    finalize = []
+    for p in cuda_backend.finalize_passes(target):
+        finalize.append(p)
+        if p.info.name == "StaticPlanBlockMemory":
+            finalize.append(hoist_static_storage)
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(
+                cuda_backend.library_dispatch_passes(target) + cuda_backend.legalize_passes(target)
+                + cuda_backend.dataflow_lower_passes(target) + finalize)(mod)
+
+    del relax
+    return pipeline
 
 
 def _failing_function(mod: tvm.IRModule, target: Target) -> str | None:

@@ -266,10 +266,13 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
     ctx.put(name, "cpu", dst, marker)
 
 
-def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
+def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer], fixed: bool = False) -> None:
     """Publish validated feeds (Buffers on "cpu" or "cuda"); host feeds read by the GPU
     are first copied into their pinned buffer (one ``feed_copies`` each), except those
-    of data-dependent shape, which have none and are copied to the GPU directly."""
+    of data-dependent shape, which have none and are copied to the GPU directly.
+    ``fixed`` (partitions with CUDA graphs over their inputs, ``static_io``): a caller's
+    device tensor is first copied (on the stream) into the slot's device buffer, so the
+    partitions read only buffers their graphs captured (PyTorch's static inputs)."""
     for name, given in feeds.items():
         route = ctx.routes[name]
         if given.side == "cpu" and route.crosses and not route.dynamic:
@@ -277,6 +280,13 @@ def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer]) -> None:
             np.copyto(pinned.array, given.array)
             ctx.stats.count("feed_copies")
             given = pinned
+        elif fixed and given.side == "cuda" and (name, "cuda") in ctx.slot.buffers:
+            dst = ctx.slot.buffers[(name, "cuda")]
+            if dst.ptr != given.ptr:
+                src = given
+                ctx.enqueue(lambda dst=dst, src=src: ctx.stream.copy(dst, src, "d2d"), f"d2d {name}", "copy")
+                ctx.stats.count("feed_copies")
+                given = dst
         publish(ctx, name, given.side, given)
 
 
@@ -302,8 +312,9 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         else:
             held: list = []
             reads: tuple = ()
+            weights: dict = {}
             if use is not None:  # weights: views of the ring slot their copy lands in
-                inputs = inputs + ctx.ring.acquire(use)
+                weights = {"streamed": ctx.ring.acquire(use), "slot": ctx.ring.slot_index(use)}
                 reads = (ctx.ring.slot_of(use),)
                 ctx.stats.count("weight_copies", art.weights.nbytes)
             if any(stage.runner.dynamic_outputs):
@@ -315,7 +326,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             else:
                 launch, handle = (lambda fn: ctx.stream.launch(fn, reads)), getattr(ctx.stream, "handle", 0)
             # launch runs ``call`` on this thread (enqueueing kernels) before returning
-            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle))  # noqa: E731
+            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle, **weights))  # noqa: E731
             if begun is not None:  # the launch alone, on the host's clock
                 call = _host_timed(ctx, f"launch {stage.name}", call)
             done = None

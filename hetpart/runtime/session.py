@@ -78,7 +78,7 @@ from .threads import pool_threads
 from .workers import Worker
 from .feeds import check_feeds, check_indices, stage_feeds
 from .state import DeviceState, check_single
-from .memory import aligned_empty, dtype_name
+from .memory import aligned_array, aligned_empty, dtype_name, is_static
 
 
 class Session:
@@ -187,6 +187,8 @@ class Session:
                 self._memory = PooledMemory(self._memory, self._model_name, check_quota(self._model_name, quota),
                                             reserved_bytes(compiled))
             self._start(slots, handoff, transfer_costs, bool(gpu_parts))
+            if self._needs_capture_run():
+                self._capture_graphs()
         except BaseException:
             self.close()
             raise
@@ -264,6 +266,8 @@ class Session:
         # and could be a view of that copy.
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
         self._inline_lock = threading.Lock()  # held by the inline run, if any
+        # partitions with graphs over their inputs read device feeds from the slot's buffers
+        self._fixed_feeds = any(getattr(a, "static_io", False) for a in self.compiled.partitions)
         # A CUDA partition's first call captures its CUDA graph, and the workspace TVM
         # hands a kernel during the capture comes from the *calling thread's* pool, baked
         # into the graph: captured on a caller's thread that later exits, a replay writes
@@ -272,6 +276,107 @@ class Session:
         # first run goes through the workers, whose leased threads never exit; inline
         # runs follow once one threaded run has completed.
         self._captured = not self.real_gpu
+
+    def _needs_capture_run(self) -> bool:
+        """Whether the session opens with :meth:`_capture_graphs`: on a GPU, in a plan that
+        streams weights, where some partition's library captures CUDA graphs
+        (:data:`hetpart.compiler.extract.STREAMING_CUDA_GRAPHS` at compile time), and feeds of
+        static shape (zeros can be made)."""
+        return (self.real_gpu and self._ring is not None and any(a.cuda_graph for a in self.compiled.partitions)
+                and all(is_static(s.shape) for s in self._feed_specs))
+
+    @property
+    def address_sets(self) -> dict[str, int]:
+        """Partition -> how many sets of argument addresses (VMs) it has met, for those
+        built with every parameter fixed (``static_io``)."""
+        return {st.name: st.runner.address_sets for st in self._stages if getattr(st.runner, "static_io", False)}
+
+    def _capture_graphs(self) -> None:
+        """Runs on zero feeds that call the partitions one at a time, each on its own
+        worker, so every CUDA graph is captured while no other thread makes a CUDA call.
+
+        Why: TVM captures a graph at a function's first call, in CUDA's global capture
+        mode, which forbids CUDA calls from any other thread meanwhile (the copy stream's
+        refills, the handoff copies and event waits of the other workers); a threaded first
+        run would make them.  Each task here starts only after the previous one returned;
+        the collector's work is done on this thread afterwards.  On the workers' leased
+        threads, as a first threaded run captured them (see ``_captured``).  A streamed
+        partition with graphs has a VM per ring slot (``slot_graphs``), each capturing at
+        its first call: as many runs as it takes every such partition to meet every slot
+        it will read (:meth:`~.weight_stream.WeightRing.capture_runs`).  A partition with
+        every parameter fixed (``static_io``) has a VM per set of argument addresses: the
+        runs then cover every handoff slot x state parity x ring phase (:meth:`_capture_keys`),
+        and its runner is sealed afterwards (a set of addresses never met raises).
+        In: nothing (the feeds are zeros of the model's input specs).  Out: the graphs
+        captured; the runs' outputs dropped, their state steps not applied (the state's
+        values and orientation restored), the ring's uses numbered as any run's.  Raises
+        RuntimeFailure if a partition failed."""
+        static = any(getattr(a, "static_io", False) for a in self.compiled.partitions)
+        slot_graphs = any(a.slot_graphs and a.cuda_graph for a in self.compiled.partitions) or static
+        ring_runs = self._ring.capture_runs() if slot_graphs and self._ring is not None else 1
+        if not static:
+            for _ in range(ring_runs):
+                self._serial_run(self._slots[0])
+        else:
+            saved = self._state.snapshot() if self._state is not None else None
+            try:
+                for slot, parity in self._capture_keys():
+                    if self._state is not None:
+                        self._state.orient(parity)
+                    for _ in range(ring_runs):
+                        self._serial_run(slot)
+            finally:
+                if saved is not None:
+                    self._state.restore(saved)
+            for stage in self._stages:
+                if getattr(stage.runner, "static_io", False):
+                    stage.runner.seal()
+        self.last_run_stats = None
+        self._captured = True
+
+    def _capture_keys(self) -> list:
+        """(handoff slot, state parity) pairs a run may meet: every slot's buffers with
+        each of the state's two orientations (a run's state buffers alternate, and a failed
+        step or a pipelined run breaks any lockstep with the slots)."""
+        parities = (0, 1) if self._state is not None else (0,)
+        return [(slot, parity) for slot in self._slots for parity in parities]
+
+    def _serial_run(self, slot: Slot) -> None:
+        """One run of :meth:`_capture_graphs` on handoff slot ``slot``: zero feeds, one
+        partition at a time."""
+        feeds = {s.name: aligned_array(s) for s in self._feed_specs}  # zeros
+        checked = self._checked(feeds)
+        with self._state_lock:
+            self._in_flight += 1
+        taken = [self._free.get() for _ in self._slots]  # nothing runs yet: every slot is free
+        for other in taken:
+            if other is not slot:
+                self._free.put(other)
+        ctx = None
+        try:
+            ctx = self._context(checked, slot, False)
+            with self._submit_lock:
+                self._reserve_weights(ctx)
+            executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
+        except BaseException:
+            self._abandon(ctx, slot)
+            raise
+        for stage in self._stages:  # topological order, one task at a time
+            returned = threading.Event()
+
+            def task(stage=stage, returned=returned):
+                try:
+                    executor.run_stage(ctx, stage)
+                finally:
+                    returned.set()
+
+            stage.worker.post(task)
+            returned.wait()
+        if self._state is not None:
+            self._state.end(ctx, ok=False)  # zeros are no step: the state stays as it was
+        self._complete(ctx)
+        if ctx.error is not None:
+            raise executor.failure(ctx, self._devices)
 
     @property
     def _model_name(self) -> str:
@@ -328,7 +433,7 @@ class Session:
             ctx = self._context(checked, slot, timed)
             with self._submit_lock:  # a run's tasks enter the queues together, in order
                 self._reserve_weights(ctx)
-                executor.publish_feeds(ctx, ctx.feeds)
+                executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
                 for stage in self._stages:
                     stage.worker.post(lambda st=stage: executor.run_stage(ctx, st))
                 self._collector.post(lambda: self._finish(ctx, future))
@@ -455,7 +560,7 @@ class Session:
                 ctx = self._context(checked, slot, timed)
                 with self._submit_lock:
                     self._reserve_weights(ctx)
-                executor.publish_feeds(ctx, ctx.feeds)
+                executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
             except BaseException:
                 self._abandon(ctx, slot)
                 raise

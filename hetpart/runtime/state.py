@@ -161,6 +161,7 @@ class DeviceState:
         self._buffers = {p.input: [self._allocate(p), self._allocate(p)] for p in self.pairs}
         self._turn = threading.Lock()  # held from a step's begin to its end
         self.steps = 0  # completed steps (swaps)
+        self.parity = 0  # which buffer of each pair is current: flips with every swap
         given = {self._pair(n).input for n in (initial or {})}
         # zeros where nothing is given: a device buffer starts uninitialised on a real GPU
         self.write({**{p.input: np.zeros(tuple(p.spec.shape), p.spec.dtype) for p in self.pairs
@@ -220,11 +221,33 @@ class DeviceState:
         ctx.holds_state = False
         try:
             if ok:
-                for pair in self._buffers.values():
-                    pair.reverse()
+                self._swap()
                 self.steps += 1
         finally:
             self._turn.release()
+
+    def _swap(self) -> None:
+        for pair in self._buffers.values():
+            pair.reverse()
+        self.parity ^= 1
+
+    def orient(self, parity: int) -> None:
+        """Between steps, make buffer ``parity`` of each pair the current one (no step;
+        the values are the buffers', so whatever the other buffer held is now current):
+        for the session's capture runs, which meet both orientations."""
+        with self._turn:
+            if parity != self.parity:
+                self._swap()
+
+    def snapshot(self) -> tuple:
+        """(parity, host copies of every current state) to :meth:`restore` later."""
+        return self.parity, {p.input: self.read(p.input) for p in self.pairs}
+
+    def restore(self, saved: tuple) -> None:
+        """Back to a :meth:`snapshot`: its orientation and its values."""
+        parity, values = saved
+        self.orient(parity)
+        self.write(values)
 
     # --- reading and writing between steps ---------------------------------------------
     def _pair(self, name: str) -> StatePair:

@@ -41,6 +41,7 @@ streams are asked to do, not at timing, so a missing wait is caught on every run
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -251,8 +252,17 @@ class WeightRing:
     def use_of(self, base: int, partition: str) -> int:
         return base + self.index[partition]
 
+    def slot_index(self, use: int) -> int:
+        """The ring slot use ``use`` reads (its copy lands in)."""
+        return use % self.n_slots
+
     def slot_of(self, use: int) -> Buffer:
-        return self.slots[use % self.n_slots]
+        return self.slots[self.slot_index(use)]
+
+    def capture_runs(self) -> int:
+        """Runs after which every streamed partition has been called with every slot it
+        will ever read: a partition's slot repeats after ``slots / gcd(per_run, slots)`` runs."""
+        return self.n_slots // math.gcd(self.per_run, self.n_slots) if self.per_run else 1
 
     def acquire(self, use: int) -> list:
         """Before the call of ``use``: wait (host) until its copy is enqueued, make the
