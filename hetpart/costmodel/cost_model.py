@@ -135,8 +135,11 @@ CUDA partitions, then p23..p27 on CUDA alone), traced with COPY_TO_GPU on and of
   (copy on: it enqueues the h2d copies first, each ~70 us of host time beside TVM's 16
   spinning pool workers) and the turn after the launch ~175 us (the ring's refill, three
   output markers), against ~65 us in p24..p26.
-The plan's sole copy-free entry, p23 (8 launched, after p22_cpu), costs 512 us against
-the 659 priced: the handoff grows with the crossing copies, priced here per entry.
+p23 (8 launched, after p22_cpu, its outputs read on CUDA: no way back to the CPU) costs
+512 us to p24's turn against the 658 priced: the handoff grows with the crossings (~70 us of
+host time an h2d copy, ~35 an output back), priced here per entry.  BERT-large's plans
+of today (22 one-kernel CPU partitions at 1/3) reprice +28..+68% over session 41's
+measurements with it, so it is off by default (:data:`hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH`).
 One host, one trace: not in any profile."""
 
 

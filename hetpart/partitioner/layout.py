@@ -31,10 +31,15 @@ handoff more (:func:`graphless_overheads`; ``problem.graphless`` =
 :meth:`hetpart.costmodel.CostModel.graphless_cuda`, fitted on device step 115's trace of
 llama_decode, bench/results/capped-launch-price.md).  Off (before): the profile's CUDA call +
 switch alone, as for a graph-captured partition.  Costs without the method (table costs)
-price such a partition as before either way.  Replaces session 46's flat
-``STREAMED_CUDA_HANDOFF`` (200 us a CUDA call + 130 us after a CPU partition), which repriced
-session 41's BERT-large streaming plans 21.97 / 27.54 / 30.09 ms against 13.74 / 16.53 /
-20.67 measured."""
+price such a partition as before either way.
+
+Off by default: on brings step 115's traced llama_decode run from -24% to -3% of its
+prediction (CPU spans calibrated; 14.9% -> 9.9% mean error over its rounds, calibrated by
+the rule's plan), but reprices today's BERT-large streaming plans (22 one-kernel CPU
+partitions at 1/3 and 1/4) 17.54 / 27.70 / 30.29 ms at 1/2, 1/3, 1/4, where session 41
+measured 13.74 / 16.53 / 20.67 (11.90 / 16.47 / 18.81 off).  Replaces session 46's flat
+``STREAMED_CUDA_HANDOFF`` (200 us a CUDA call + 130 us after a CPU partition: 21.97 / 27.54 /
+30.09 there)."""
 
 
 def cuda_graphs_off(groups) -> bool:
