@@ -132,6 +132,28 @@ def test_auto_copies_what_the_gpu_reads_and_maps_what_it_writes(cpu_gpu_cpu, mon
     assert (st_.h2d, st_.d2h, st_.mapped) == ((1, 0, 1) if on else (0, 0, 2))
 
 
+def test_auto_copies_every_crossing_to_the_gpu_once_as_the_partitioner_prices_it(gpu_cpu_gpu, monkeypatch):
+    """The partitioner prices a tensor the GPU reads from the host as one h2d copy
+    (Problem.flows' copy_s, whatever its size); under "auto" the runtime makes exactly that
+    copy for every CPU->GPU crossing -- the feed and the CPU partition's output -- even where
+    choose_mode, asked, would map it (a 1 s copy latency); GPU->CPU crossings still follow it."""
+    from hetpart.runtime import handoff
+
+    monkeypatch.setattr(handoff, "COPY_TO_GPU", True)
+    mapped_wins = TransferCosts(copy_latency_s=1.0)
+    assert choose_mode(1 << 20, mapped_wins) == "mapped"
+    routes = plan_routes(gpu_cpu_gpu, "auto", mapped_wins)
+    to_gpu = {n: r.mode for n, r in routes.items() if r.crosses and r.home == "cpu"}
+    to_host = {n: r.mode for n, r in routes.items() if r.crosses and r.home == "cuda"}
+    assert to_gpu == {"x": "copy", "t1": "copy"} and set(to_host.values()) == {"mapped"}
+    with Session(gpu_cpu_gpu, transfer_costs=mapped_wins) as s:
+        out = s.run(feeds(5))
+        st_ = s.last_run_stats
+    np.testing.assert_allclose(out["t2"], chain_reference(feeds(5)["x"], 3), rtol=1e-5, atol=1e-5)
+    assert (st_.h2d, st_.mapped) == (2, len(to_host))
+    assert all(st_.edge_for(n).copies == 1 for n in to_gpu)
+
+
 def test_gpu_feed_is_staged_once_into_pinned_memory(gpu_cpu_gpu):
     with Session(gpu_cpu_gpu, handoff="copy") as s:
         out = s.run(feeds(3))

@@ -150,8 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches set for the whole run: every contender's plan and every repricing")
     args = p.parse_args(argv)
-    if args.set:
-        _switched(args.set).__enter__()  # for the process's life: the run's defaults
+    held = _switched(args.set)  # held for main's life: a dropped one is collected at once and
+    held.__enter__()  # its generator's finally restores the switches (--set did nothing before)
 
     t0 = time.time()
     prep = capped.prepare(capped.workload(args.workload, None))

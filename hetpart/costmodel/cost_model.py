@@ -19,8 +19,10 @@
   partitioner charges it per boundary, :func:`hetpart.partitioner.layout.partition_overheads`).
   A profile older than it has none: :data:`DEFAULT_WAKE_S` stands in, and
   ``wake_origin(device)`` says so.
-* ``streamed_cuda_handoff()``: what a CUDA partition of a plan that streams weights pays
-  besides (:data:`STREAMED_CUDA_HANDOFF_S`, from a traced run; issue 19).
+* ``graphless_cuda()``: what a CUDA partition of a plan built without CUDA graphs costs on
+  the host (:data:`GRAPHLESS_CUDA_S`: a call, a launch per kernel, a handoff after a CPU
+  partition; issue 19, from a traced run); ``launches(kernel)``: kernels it launches (0 for
+  a view the build turns into a ``reshape``).
 * ``scaled(gpu=k, link=k)``: what-if -- every CUDA kernel k x slower, or the link's
   bandwidth k x narrower.
 * ``with_weight_bandwidth({"cpu": bytes_per_s})``: cold weights -- no kernel on a
@@ -63,6 +65,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..errors import ProfileError
 from . import profile_check
@@ -89,25 +92,55 @@ already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
 wake: 0."""
 
 
-STREAMED_CUDA_HANDOFF_S = (200e-6, 130e-6)
-"""(call, wake): seconds a CUDA partition of a plan that streams weights costs beyond its
-kernels and the profile's call + switch, and more again when it follows a CPU partition
-(:meth:`CostModel.streamed_cuda_handoff`; priced where :data:`hetpart.partitioner.layout.STREAMED_CUDA_HANDOFF`).
+class GraphlessCuda(NamedTuple):
+    """What a CUDA partition of a plan built without CUDA graphs costs on the host
+    (:data:`GRAPHLESS_CUDA_S`): ``call_s`` per partition call, ``launch_s`` per kernel it
+    launches, ``handoff_s`` more when it is entered from a CPU partition."""
 
-Issue 19, device step 109 (bench/results/capped-decode-trace.md): llama_decode at 1/2 on the
-H100 host, hetpart's interleaved plan (13 CPU partitions, 24 streamed one-GEMV CUDA
-partitions), traced.  Every CUDA partition's span -- a 46 MB GEMV predicted 17 us, a 4 us
-kernel 12 us -- measured 100-254 us (median 218 us over the 24 streamed ones), and a CUDA
-partition entered from a CPU partition started 130-145 us after it ended (median 134 us;
-predicted: a 5 us h2d copy).  A span is timed by CUDA events on an idle stream, so it holds
-the host's launch as well as the kernel: a plan that streams runs without CUDA graphs
-(compiler.extract), each partition is a Relax VM call from a Python worker thread woken by
-the CPU partition's event while the CPU pool's 16 workers spin on every core, and the GEMV
-reads its input vector through mapped host memory; the trace cannot tell these apart, the
-sum is what the partitioner trades against the copy stream.  The same plan repriced with
-them: 25.1 ms at that host's 111.8 GB/s (traced 26.2; 23.3 without), 30.1 at the other
-host's 71.5 (measured median 31.9; 24.8 without).  Not in any profile yet: one number for
-every host until a step measures it there."""
+    call_s: float
+    launch_s: float
+    handoff_s: float
+
+    def host_turn(self, launches: int) -> float:
+        """Seconds the host spends on one call launching ``launches`` kernels."""
+        return self.call_s + launches * self.launch_s
+
+
+GRAPHLESS_CUDA_S = GraphlessCuda(call_s=140e-6, launch_s=7.3e-6, handoff_s=440e-6)
+"""A CUDA partition of a plan without CUDA graphs (:meth:`CostModel.graphless_cuda`; priced
+where :data:`hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH`): the Relax VM launches its
+kernels one by one from a Python worker, so the partition lasts ``max(its kernels + the
+profile's overhead, call_s + launches * launch_s)``, and ``handoff_s`` more when a CPU
+partition runs before it (the CPU worker enqueueing the crossing copies, the CUDA worker's
+wake, the outputs' markers back; what the timeline's ~5 us copies leave unpriced).
+
+Issue 19, device step 115 (session 47, H100 host, TVM_NUM_THREADS=16, GEMV 42-60 GB/s):
+llama_decode at 1/2, hetpart's plan (11 CPU layers interleaved with 16-17-kernel streamed
+CUDA partitions, then p23..p27 on CUDA alone), traced with COPY_TO_GPU on and off
+(/work/dev47/115/traces-handoff; bench/results/capped-launch-price.md):
+
+* ``launch_s``: the 180-kernel tail p27 (171 launched: 9 are ``reshape`` views that
+  RewriteDataflowReshape turns into no kernel, :meth:`CostModel.launches`) spent
+  1272 / 1229 us in its VM call (copy on / off): 7.4 / 7.2 us a kernel.
+* ``call_s``: the host turn (``host pX``: inputs, ring, launch, refill enqueue, outputs)
+  less 7.3 us a launch, of the CUDA partitions that follow a CUDA one: p24 / p25 / p26
+  (4 / 3 / 2 kernels) 160 / 131 / 115 us (copy on), 180 / 153 / 132 (off): ~140 us.
+  Their GPU spans (86 / 94 / 27 us) end inside the turn: the host, not the GPU, sets the
+  pace; p27's GPU (2020 us, its kernels 1.7x the H200 profile's) outlasts its turn (1517).
+* ``handoff_s``: a CPU partition's end to the next CPU partition's start, around each of the
+  10 steady interleaved CUDA partitions (15-16 launched, predicted ~90 us of kernels):
+  median 729 us (copy on; 652-785) / 698 (off; 607-716), of which the model above
+  prices the turn (140 + 16 * 7.3 = 257 us) and the crossing copies (~21 us: 2 h2d, 3
+  d2h): 450 / 420 left.  The CPU worker's end to the CUDA worker's turn alone is ~200 us
+  (copy on: it enqueues the h2d copies first, each ~70 us of host time beside TVM's 16
+  spinning pool workers) and the turn after the launch ~175 us (the ring's refill, three
+  output markers), against ~65 us in p24..p26.
+p23 (8 launched, after p22_cpu, its outputs read on CUDA: no way back to the CPU) costs
+512 us to p24's turn against the 658 priced: the handoff grows with the crossings (~70 us of
+host time an h2d copy, ~35 an output back), priced here per entry.  BERT-large's plans
+of today (22 one-kernel CPU partitions at 1/3) reprice +28..+68% over session 41's
+measurements with it, so it is off by default (:data:`hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH`).
+One host, one trace: not in any profile."""
 
 
 GATHER_FLOOR_COUNTS_COPY = True
@@ -156,6 +189,7 @@ class CostModel:
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
         self._accesses: dict[str, str] = {}  # signature -> access pattern: analyse each once
+        self._launches: dict[str, int] = {}  # signature -> launches (0: a view): analyse each once
         if graph is not None:
             self.add_graph(graph)
 
@@ -382,11 +416,20 @@ class CostModel:
             return oh.wake_s
         return DEFAULT_WAKE_S.get(device, 0.0)
 
-    def streamed_cuda_handoff(self) -> tuple[float, float]:
-        """(call, wake) seconds a CUDA partition of a plan that streams weights pays beyond its
-        kernels and :meth:`partition_overhead` (the wake: when it follows a CPU partition):
-        :data:`STREAMED_CUDA_HANDOFF_S`, from a traced run."""
-        return STREAMED_CUDA_HANDOFF_S
+    def graphless_cuda(self) -> GraphlessCuda:
+        """What a CUDA partition of a plan without CUDA graphs costs on the host:
+        :data:`GRAPHLESS_CUDA_S`, from a traced run (not in any profile yet)."""
+        return GRAPHLESS_CUDA_S
+
+    def launches(self, kernel) -> int:
+        """Kernel launches one call of ``kernel`` makes: 0 when its PrimFunc (from a graph
+        given to :meth:`add_graph`) is a pure reshape, which the build's
+        ``RewriteDataflowReshape`` turns into a view (``R.reshape``, no kernel); else 1
+        (also where the PrimFunc is unknown).  Cached per signature."""
+        if kernel.signature not in self._launches:
+            graph = self._graph_of(kernel)
+            self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
+        return self._launches[kernel.signature]
 
     def wake_origin(self, device: str) -> str:
         """``"measured"`` or why :meth:`wake_cost` is a default."""
@@ -401,6 +444,7 @@ class CostModel:
                         link_scale=self.link_scale * link, weight_bandwidth=self.weight_bandwidth,
                         cache_bytes=self.cache_bytes, _checked=True)  # same profile, checked once
         out._graphs, out._rules, out._accesses = self._graphs, self._rules, self._accesses  # same profile
+        out._launches = self._launches
         out._graph_weights = self._graph_weights
         return out
 
@@ -443,6 +487,14 @@ def _checked_bandwidths(bandwidths: dict[str, float]) -> dict[str, float]:
                                f"got {value!r}")
         out[device] = v
     return out
+
+
+def _launches(func) -> int:
+    """0 for a PrimFunc the build rewrites into a view (TVM's ``has_reshape_pattern``, the
+    test ``RewriteDataflowReshape`` applies), else 1."""
+    from tvm import relax
+
+    return 0 if relax.analysis.has_reshape_pattern(func) else 1
 
 
 def _holds(graph, kernel) -> bool:

@@ -39,6 +39,15 @@ class Costs(Protocol):
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """Whether ``kernel`` can run on ``device``, and if not, why."""
 
+    def graphless_cuda(self) -> tuple[float, float, float]:
+        """``(call, launch, handoff)`` seconds of a CUDA partition run without CUDA graphs
+        (:func:`.layout.graphless_overheads`).  Optional: a Costs without it prices such a
+        partition as a graph-captured one (:func:`.problem.graphless_cuda`)."""
+
+    def launches(self, kernel) -> int:
+        """Kernel launches one call of ``kernel`` makes on the GPU (0: a view).  Optional:
+        every kernel launches once without it."""
+
     def copy_contention(self) -> tuple[float, float] | None:
         """``(cpu_read, h2d_copy)``: the share of its own rate the CPU's cold weight reads and
         a weight copy each keep while both run; None: not measured.  Optional: a Costs without

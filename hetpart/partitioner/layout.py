@@ -10,8 +10,10 @@ A partition's run time is its kernels plus :func:`partition_overheads` -- the on
 place that prices a partition besides its kernels: every partition pays its device's
 ``problem.overhead``, and one that starts after a partition on the other device also
 pays that device's ``problem.wake`` (the CPU thread pool asleep after the GPU's turn:
-:attr:`hetpart.costmodel.Overheads.wake_s`).  In a plan that streams weights each CUDA
-partition also pays ``problem.stream_handoff`` (switch :data:`STREAMED_CUDA_HANDOFF`).
+:attr:`hetpart.costmodel.Overheads.wake_s`).  In a plan built without CUDA graphs
+(:func:`cuda_graphs_off`) a CUDA partition lasts at least its host's kernel-by-kernel
+launch, and one entered from a CPU partition pays a handoff besides
+(:func:`graphless_overheads`, ``problem.graphless``; switch :data:`GRAPHLESS_CUDA_LAUNCH`).
 """
 
 from __future__ import annotations
@@ -22,17 +24,32 @@ from .grouping import Group, group_kernels
 from .problem import Assignment, Problem
 
 
-STREAMED_CUDA_HANDOFF = False
-"""On: in a plan that streams weights, each CUDA partition pays ``problem.stream_handoff``'s
-call and, entered from a CPU partition, its wake (:meth:`hetpart.costmodel.CostModel.streamed_cuda_handoff`:
-what a traced llama_decode run measured; issue 19, bench/results/capped-decode-trace.md).
-Off (the default): the profile's CUDA call + switch alone.  Off because the same term
-reprices today's BERT-large streaming plans from 11.90 / 16.47 / 18.81 ms to 21.97 / 27.54 /
-30.09 ms at 1/2, 1/3, 1/4 of its weights, where session 41 measured such plans at 13.74 /
-16.53 / 20.67 ms (predicted 14.24 / 17.17 / 19.90 without it): the ~200 us seen on llama_decode's
-one-GEMV CUDA partitions is not a cost every CUDA partition of a streaming plan pays.  Device
-step 113 times llama_decode with it on and off to find its real form.  Costs without the
-method (table costs) hand off for free either way."""
+GRAPHLESS_CUDA_LAUNCH = False
+"""On: in a plan built without CUDA graphs (:func:`cuda_graphs_off`) each CUDA partition lasts
+``max(kernels + overhead, call + launches * launch)`` and, entered from a CPU partition, a
+handoff more (:func:`graphless_overheads`; ``problem.graphless`` =
+:meth:`hetpart.costmodel.CostModel.graphless_cuda`, fitted on device step 115's trace of
+llama_decode, bench/results/capped-launch-price.md).  Off (before): the profile's CUDA call +
+switch alone, as for a graph-captured partition.  Costs without the method (table costs)
+price such a partition as before either way.
+
+Off by default: on brings step 115's traced llama_decode run from -24% to -3% of its
+prediction (CPU spans calibrated; 14.9% -> 9.9% mean error over its rounds, calibrated by
+the rule's plan), but reprices today's BERT-large streaming plans (22 one-kernel CPU
+partitions at 1/3 and 1/4) 17.54 / 27.70 / 30.29 ms at 1/2, 1/3, 1/4, where session 41
+measured 13.74 / 16.53 / 20.67 (11.90 / 16.47 / 18.81 off).  Replaces session 46's flat
+``STREAMED_CUDA_HANDOFF`` (200 us a CUDA call + 130 us after a CPU partition: 21.97 / 27.54 /
+30.09 there)."""
+
+
+def cuda_graphs_off(groups) -> bool:
+    """Whether the compiled plan of these partitions runs its CUDA partitions without CUDA
+    graphs -- the one place the partitioner decides it, and it must say what
+    :func:`hetpart.compiler.extract.extract` does: today a plan that streams any weights
+    builds no CUDA graph for any partition (TVM captures in CUDA's global mode, which
+    forbids the copy stream's calls meanwhile).  ``groups``: :class:`~.grouping.Group` s
+    after :func:`lay_out`'s clean-up (a streamed group without weights runs resident)."""
+    return any(g.streamed for g in groups)
 
 
 @dataclass(frozen=True)
@@ -90,14 +107,21 @@ def partition_overheads(problem: Problem, devices: list[str]) -> list[float]:
             for d, woke in zip(devices, _wakes(devices))]
 
 
-def streamed_handoffs(devices: list[str], overheads: list[float], call: float, wake: float) -> list[float]:
-    """``overheads`` (one per partition, in run order) with ``call`` added to each CUDA
-    partition's and ``wake`` besides to one whose predecessor in run order is a CPU partition
-    (not cyclic: the first partition follows the previous run's last, a handoff the trace
-    that measured these did not show).  Invariant: for ``call, wake >= 0`` no overhead
-    shrinks; CPU partitions keep theirs."""
-    return [o + (call + (wake if i and devices[i - 1] == "cpu" else 0.0) if d == "cuda" else 0.0)
-            for i, (d, o) in enumerate(zip(devices, overheads))]
+def graphless_overheads(devices: list[str], compute: list[float], overheads: list[float],
+                        launches: list[int], call: float, launch: float, handoff: float) -> list[float]:
+    """``overheads`` (one per partition, in run order) of a plan without CUDA graphs: a CUDA
+    partition's becomes what makes ``compute + overhead`` equal to ``max(compute + overhead,
+    call + launches * launch)`` (its host launching ``launches`` kernels one by one, which
+    the GPU cannot outrun), plus ``handoff`` when its predecessor in run order is a CPU
+    partition (not cyclic: the first partition follows the previous run's last, which the
+    trace that measured these did not show).  Invariant: for ``call, launch, handoff >= 0``
+    no overhead shrinks; CPU partitions keep theirs."""
+    out = []
+    for i, (d, c, o, n) in enumerate(zip(devices, compute, overheads, launches)):
+        if d == "cuda":
+            o = max(o, call + n * launch - c) + (handoff if i and devices[i - 1] == "cpu" else 0.0)
+        out.append(o)
+    return out
 
 
 def wake_count(devices: list[str], device: str = "cpu") -> int:
@@ -144,9 +168,12 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     weight_s = [problem.weight_copy_s(w) if g.streamed else 0.0 for g, w in zip(groups, weights)]
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     overheads = partition_overheads(problem, [g.device for g in groups])
-    if STREAMED_CUDA_HANDOFF and any(g.streamed for g in groups):
-        overheads = streamed_handoffs([g.device for g in groups], overheads, *problem.stream_handoff)
-    seconds = [problem.compute_s(a, g.kernels) + o for g, o in zip(groups, overheads)]
+    compute = [problem.compute_s(a, g.kernels) for g in groups]
+    if GRAPHLESS_CUDA_LAUNCH and any(problem.graphless) and cuda_graphs_off(groups):
+        launches = [sum(k not in problem.views for k in g.kernels) if g.device == "cuda" else 0 for g in groups]
+        overheads = graphless_overheads([g.device for g in groups], compute, overheads, launches,
+                                        *problem.graphless)
+    seconds = [c + o for c, o in zip(compute, overheads)]
     same, copies = flow_plan(problem, a) if flows is None else flows
     deps = [set() for _ in groups]
     for producer, consumer in same:

@@ -197,10 +197,18 @@ def units(problem: Problem, a: Assignment, slot: int, whole: bool) -> list[tuple
 
 
 def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: int, theta: float) -> Assignment:
-    """``a`` with the units of ``found`` the greedy streams (module docstring, step 3)."""
+    """``a`` with the units of ``found`` the greedy streams (module docstring, step 3).
+
+    The walk's seeds stream, so their CUDA partitions run without CUDA graphs: with
+    :data:`.layout.GRAPHLESS_CUDA_LAUNCH` a CUDA turn entered from the CPU pays the handoff,
+    a streamed unit lasts at least its host's launch (``call + launches * launch``,
+    :func:`.layout.graphless_overheads`), and a resident CUDA run pays ``call`` once and at
+    least ``launch`` a launching kernel (an estimate: the walk only proposes)."""
     out = dict(a)
     first = {u[0]: u for u in found}
     wake = problem.wake.get("cpu", 0.0)
+    graphless = layout.GRAPHLESS_CUDA_LAUNCH and any(problem.graphless)
+    call, launch, handoff = problem.graphless
     clock = copy_free = 0.0
     call_ends: list[float] = []
     prev, skip = None, set()
@@ -214,29 +222,31 @@ def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: i
             landed = start + problem.weight_copy_s(weights)
             gpu = sum(problem.seconds[m]["cuda"] for m in unit)
             cpu = sum(problem.seconds[m]["cpu"] for m in unit)
-            begin = max(clock + problem.overhead["cuda"] + _handoff(problem, prev), landed)
-            if begin - clock + gpu + wake <= theta * cpu:
+            if graphless:
+                turn = clock + (handoff if prev == "cpu" else 0.0)
+                host = call + launch * sum(m not in problem.views for m in unit)
+                end = max(turn + host, max(turn + problem.overhead["cuda"], landed) + gpu)
+                cost = end - clock
+            else:
+                begin = max(clock + problem.overhead["cuda"], landed)
+                end, cost = begin + gpu, begin - clock + gpu
+            if cost + wake <= theta * cpu:
                 out.update(dict.fromkeys(unit, STREAM))
                 skip.update(unit)
-                clock, copy_free, prev = begin + gpu, landed, "cuda"
+                clock, copy_free, prev = end, landed, "cuda"
                 call_ends.append(clock)
                 continue
         device = "cuda" if out[k] == STREAM else out[k]
         if device != prev:
             clock += problem.overhead[device] + (problem.wake.get(device, 0.0) if prev is not None else 0.0)
-            clock += _handoff(problem, prev) if device == "cuda" else 0.0
-        clock += problem.seconds[k][device]
+            if graphless and device == "cuda":
+                clock += call + (handoff if prev == "cpu" else 0.0)
+        seconds = problem.seconds[k][device]
+        if graphless and device == "cuda" and k not in problem.views:
+            seconds = max(seconds, launch)
+        clock += seconds
         prev = device
     return out
-
-
-def _handoff(problem: Problem, prev: str | None) -> float:
-    """What a CUDA call of a streaming plan costs beyond the profile's overhead after a
-    partition on ``prev`` (:data:`.layout.STREAMED_CUDA_HANDOFF`: the walk's seeds stream)."""
-    if not layout.STREAMED_CUDA_HANDOFF:
-        return 0.0
-    call, wake = problem.stream_handoff
-    return call + (wake if prev == "cpu" else 0.0)
 
 
 def _distinct(placements: list[Assignment]) -> list[Assignment]:

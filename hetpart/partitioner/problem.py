@@ -108,8 +108,9 @@ class Problem:
     # (:meth:`~hetpart.costmodel.CostModel.copy_contention`); None: not measured, no slowdown
     read_s: dict[str, float] = field(default_factory=dict)  # CPU kernel -> seconds of its cold weight
     # reads (its weight floor, at most its cost; only where ``contention`` is set)
-    stream_handoff: tuple[float, float] = (0.0, 0.0)  # (call, wake) a streaming plan's CUDA partition
-    # pays (:meth:`~hetpart.costmodel.CostModel.streamed_cuda_handoff`; :func:`.layout.streamed_handoffs`)
+    graphless: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (call, launch, handoff) seconds of a CUDA
+    # partition run without CUDA graphs (:meth:`~hetpart.costmodel.CostModel.graphless_cuda`; :func:`.layout.graphless_overheads`)
+    views: frozenset = frozenset()  # kernels that launch nothing (:meth:`~hetpart.costmodel.CostModel.launches` 0)
     step: dict[str, int] = field(init=False, repr=False)
     mates: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     reads: dict[str, list[int]] = field(init=False, repr=False)
@@ -223,7 +224,7 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
     return Problem(graph, costs, order, seconds, allowed, reasons, _flows(graph, costs, bound),
                    {d: float(costs.partition_overhead(d)) for d in DEVICES}, gpu_memory, stream_weights,
                    dict(state or {}), wake_costs(costs), same_device, contention, read_s,
-                   stream_handoff(costs))
+                   graphless_cuda(costs), _views(graph, costs, allowed))
 
 
 def _contention(graph, costs, seconds) -> tuple[tuple[float, float] | None, dict[str, float]]:
@@ -244,14 +245,24 @@ def _contention(graph, costs, seconds) -> tuple[tuple[float, float] | None, dict
     return contention, read_s
 
 
-def stream_handoff(costs) -> tuple[float, float]:
-    """``costs.streamed_cuda_handoff()``: (call, wake) seconds a CUDA partition of a plan
-    that streams pays besides its overhead; (0, 0) where ``costs`` has no such method."""
-    fn = getattr(costs, "streamed_cuda_handoff", None)
-    out = tuple(float(x) for x in fn()) if fn is not None else (0.0, 0.0)
-    if len(out) != 2 or not all(math.isfinite(x) and x >= 0 for x in out):
-        raise PlanError(f"the cost model gives the streamed CUDA handoff {out}; it must be two numbers >= 0")
+def graphless_cuda(costs) -> tuple[float, float, float]:
+    """``costs.graphless_cuda()``: (call, launch, handoff) seconds of a CUDA partition run
+    without CUDA graphs; (0, 0, 0) where ``costs`` has no such method (then such a partition
+    costs what a graph-captured one does)."""
+    fn = getattr(costs, "graphless_cuda", None)
+    out = tuple(float(x) for x in fn()) if fn is not None else (0.0, 0.0, 0.0)
+    if len(out) != 3 or not all(math.isfinite(x) and x >= 0 for x in out):
+        raise PlanError(f"the cost model gives the graph-less CUDA costs {out}; they must be three numbers >= 0")
     return out
+
+
+def _views(graph, costs, allowed) -> frozenset:
+    """The CUDA-able kernels ``costs.launches`` says launch nothing (views); empty where
+    ``costs`` has no such method."""
+    fn = getattr(costs, "launches", None)
+    if fn is None:
+        return frozenset()
+    return frozenset(k for k, can in allowed.items() if "cuda" in can and fn(graph.kernels[k]) == 0)
 
 
 def wake_costs(costs) -> dict[str, float]:
