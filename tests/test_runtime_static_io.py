@@ -27,6 +27,12 @@ from streaming_plans import plan_with_devices
 
 EXTRACT = importlib.import_module("hetpart.compiler.extract")  # the module (compiler.extract is its function)
 
+
+@pytest.fixture(autouse=True)
+def _switch_on(monkeypatch):
+    """The switch under test, on (its default is off since device step 116: see its docstring)."""
+    monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", True)
+
 # embedding etc. on the CPU, then four CUDA partitions: three streamed through two slots
 # (each meets both slots: two ring phases), the last (the tail) resident
 DEVICES = ["cpu", "cuda", "cuda", "cuda", "cuda"]
@@ -191,8 +197,10 @@ def test_unsealed_runners_key_vms_by_addresses():
 
 # --- on a GPU ---------------------------------------------------------------------------------
 @pytest.mark.cuda
+@pytest.mark.xfail(strict=True, reason="device step 116 (H100): the first call of a static-I/O build fails in TVM's VM "
+                   "with a write to its void register (reg 2^54); STATIC_IO_CUDA_GRAPHS is off until fixed")
 def test_static_io_graphs_step_a_streamed_decoder_right_on_gpu():
-    """STATIC_IO_CUDA_GRAPHS (the default) on the GPU: the small llama_decode, embedding on
+    """STATIC_IO_CUDA_GRAPHS on the GPU: the small llama_decode, embedding on
     the CPU, three streamed layer partitions through two ring slots and a resident tail,
     its KV caches bound on the GPU; the session captures every (handoff slot, parity, ring
     slot) set of addresses when it opens.  Eight steps (inline, submitted two at a time,

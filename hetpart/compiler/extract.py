@@ -75,14 +75,18 @@ softmax; the rest read the hidden state, cos/sin, the mask or the KV cache, or w
 cache), so a graph saves nothing there; a partition whose kernels mostly talk to each other
 (a whole encoder layer) would gain.  Correct either way (tests/test_runtime_streaming.py)."""
 
-STATIC_IO_CUDA_GRAPHS = True
+STATIC_IO_CUDA_GRAPHS = False
 """In a plan that streams (with :data:`STREAMING_CUDA_GRAPHS`), every CUDA partition whose
 inputs and outputs have static shapes, resident or streamed, is built with graphs and every
 parameter fixed (``num_input = 0``, :func:`static_io_signature`): TVM then captures the
 kernels that read the partition's inputs (hidden state, rope tables, mask, KV cache) or write
 its outputs, which otherwise launch one by one (~7-14 us each on the host, device step 115).
 The runtime calls each VM with one set of addresses only (0 = before: inputs and outputs
-not captured, streamed partitions per :data:`STREAMED_CUDA_GRAPHS`)."""
+not captured, streamed partitions per :data:`STREAMED_CUDA_GRAPHS`).  Off: on the H100 (device
+step 116, bench/results/capped-stream-graphs-nvidia-h100.md) every such build failed its first
+call inside TVM's VM ("Check failed: reg < frame->register_file.size() (18014398509481984 vs.
+19)": a write to the VM's void register), in tests/test_runtime_static_io.py's cuda test and in
+the llama_decode A/B alike."""
 
 
 @dataclass(frozen=True)
