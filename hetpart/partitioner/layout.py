@@ -45,9 +45,12 @@ measured 13.74 / 16.53 / 20.67 (11.90 / 16.47 / 18.81 off).  Replaces session 46
 def cuda_graphs_off(groups) -> bool:
     """Whether the compiled plan of these partitions runs its CUDA partitions without CUDA
     graphs -- the one place the partitioner decides it, and it must say what
-    :func:`hetpart.compiler.extract.extract` does: today a plan that streams any weights
-    builds no CUDA graph for any partition (TVM captures in CUDA's global mode, which
-    forbids the copy stream's calls meanwhile).  ``groups``: :class:`~.grouping.Group` s
+    :func:`hetpart.compiler.extract.extract` does.  A plan that streams any weights: its
+    streamed partitions have no graph (``extract.STREAMED_CUDA_GRAPHS`` off), and since
+    ``extract.STREAMING_CUDA_GRAPHS`` its resident ones capture only the kernels that read no
+    partition input and write no output (TVM's rule), the rest launched one by one; priced
+    here as graph-less, as step 115's fit saw them (every partition without a graph), a
+    bound for the resident ones.  ``groups``: :class:`~.grouping.Group` s
     after :func:`lay_out`'s clean-up (a streamed group without weights runs resident)."""
     return any(g.streamed for g in groups)
 
