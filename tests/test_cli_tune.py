@@ -180,7 +180,8 @@ def test_compiler_build_uses_default_database(monkeypatch, clean_env):
     monkeypatch.setattr(kernels, "build", _recording_build(calls))
     spec = resolve("cpu")
     db = _fake_db(tuning.default_database_dir(spec.tvm_target))
-    program = SimpleNamespace(module=None, name="p0", device="cpu", weights=(), slot_graphs=False)  # not streamed
+    program = SimpleNamespace(module=None, name="p0", device="cpu", weights=(), slot_graphs=False,
+                              static_io=False)  # not streamed
     with pytest.raises(CompileError):
         compiler_build.build_partition(program, spec, clean_env)
     assert len(calls) == 1

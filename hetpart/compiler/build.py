@@ -196,7 +196,7 @@ class LibraryCache:
         import tvm_ffi
 
         return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
-                repr(options), program.dps, program.cuda_graph, getattr(program, "static_io", False), external_weights)
+                repr(options), program.dps, program.cuda_graph, program.static_io, external_weights)
 
     def find(self, key: tuple, program: PartitionProgram):
         import tvm_ffi
@@ -274,7 +274,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     it back (unless it is CUDA code and this machine has no GPU to load it on).  Its
     weights go to ``<name>.params.bin`` instead of the library when they exceed
     ``external_weights`` bytes (:mod:`.external`; never for a streamed partition)."""
-    static_io = bool(getattr(program, "static_io", False))
+    static_io = program.static_io
     cuda_graph = spec.is_gpu and program.cuda_graph
     try:
         try:

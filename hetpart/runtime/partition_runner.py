@@ -85,7 +85,7 @@ class PartitionRunner:
         self._functions: dict[tuple[int, str], object] = {}
         self.slot_graphs = bool(artifact.slot_graphs)
         self._slot_weights: dict[int, int] = {}  # ring slot -> the first weight's address its VM saw
-        self.static_io = bool(getattr(artifact, "static_io", False))
+        self.static_io = artifact.static_io
         self._io_vms: dict[tuple, int] = {}  # static_io: argument addresses -> the VM (index) called with them
         self.sealed = False  # static_io: no new set of addresses (no new VM) accepted
         self._lock = threading.Lock()  # held while a thread is inside the VM
