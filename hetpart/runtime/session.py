@@ -267,7 +267,7 @@ class Session:
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
         self._inline_lock = threading.Lock()  # held by the inline run, if any
         # partitions with graphs over their inputs read device feeds from the slot's buffers
-        self._fixed_feeds = any(getattr(a, "static_io", False) for a in self.compiled.partitions)
+        self._fixed_feeds = any(a.static_io for a in self.compiled.partitions)
         # A CUDA partition's first call captures its CUDA graph, and the workspace TVM
         # hands a kernel during the capture comes from the *calling thread's* pool, baked
         # into the graph: captured on a caller's thread that later exits, a replay writes
@@ -289,7 +289,7 @@ class Session:
     def address_sets(self) -> dict[str, int]:
         """Partition -> how many sets of argument addresses (VMs) it has met, for those
         built with every parameter fixed (``static_io``)."""
-        return {st.name: st.runner.address_sets for st in self._stages if getattr(st.runner, "static_io", False)}
+        return {st.name: st.runner.address_sets for st in self._stages if st.runner.static_io}
 
     def _capture_graphs(self) -> None:
         """Runs on zero feeds that call the partitions one at a time, each on its own
@@ -311,7 +311,7 @@ class Session:
         captured; the runs' outputs dropped, their state steps not applied (the state's
         values and orientation restored), the ring's uses numbered as any run's.  Raises
         RuntimeFailure if a partition failed."""
-        static = any(getattr(a, "static_io", False) for a in self.compiled.partitions)
+        static = any(a.static_io for a in self.compiled.partitions)
         slot_graphs = any(a.slot_graphs and a.cuda_graph for a in self.compiled.partitions) or static
         ring_runs = self._ring.capture_runs() if slot_graphs and self._ring is not None else 1
         if not static:
@@ -329,7 +329,7 @@ class Session:
                 if saved is not None:
                     self._state.restore(saved)
             for stage in self._stages:
-                if getattr(stage.runner, "static_io", False):
+                if stage.runner.static_io:
                     stage.runner.seal()
         self.last_run_stats = None
         self._captured = True
