@@ -117,7 +117,7 @@ wake, the outputs' markers back; what the timeline's ~5 us copies leave unpriced
 Issue 19, device step 115 (session 47, H100 host, TVM_NUM_THREADS=16, GEMV 42-60 GB/s):
 llama_decode at 1/2, hetpart's plan (11 CPU layers interleaved with 16-17-kernel streamed
 CUDA partitions, then p23..p27 on CUDA alone), traced with COPY_TO_GPU on and off
-(/work/dev47/115/traces-handoff; bench/results/capped-launch-price.md):
+(bench/results/capped-copy-to-gpu-nvidia-h100.md; the fit: bench/results/capped-launch-price.md):
 
 * ``launch_s``: the 180-kernel tail p27 (171 launched: 9 are ``reshape`` views that
   RewriteDataflowReshape turns into no kernel, :meth:`CostModel.launches`) spent
