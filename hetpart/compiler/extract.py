@@ -86,7 +86,11 @@ not captured, streamed partitions per :data:`STREAMED_CUDA_GRAPHS`).  Off: on th
 step 116, bench/results/capped-stream-graphs-nvidia-h100.md) every such build failed its first
 call inside TVM's VM ("Check failed: reg < frame->register_file.size() (18014398509481984 vs.
 19)": a write to the VM's void register), in tests/test_runtime_static_io.py's cuda test and in
-the llama_decode A/B alike."""
+the llama_decode A/B alike.  Cause (reproduced on the CPU since): ``main_dps``'s captured region
+writes only parameters and returns ``R.Tuple()``, so the codegen sent its launch's result to the
+void register, where the capture function's ``Ret`` writes it; fixed by
+:func:`hetpart.kernels.keep_graph_launch_results`, to be confirmed on the GPU (device step 118)
+before this goes on."""
 
 
 @dataclass(frozen=True)

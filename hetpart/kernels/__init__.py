@@ -242,17 +242,77 @@ def hoist_static_storage(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
+#: Give a CUDA-graph launch whose captured region returns nothing a result register
+#: (:func:`keep_graph_launch_results`).  Off: TVM 0.27's VM fails the first call of every
+#: build with all parameters fixed (device step 116: a write to the void register).
+KEEP_GRAPH_LAUNCH_RESULTS = True
+
+_RUN_OR_CAPTURE = "vm.builtin.cuda_graph.run_or_capture"
+
+
+def _void_graph_launch(value) -> bool:
+    """``R.call_builtin_with_ctx("vm.builtin.cuda_graph.run_or_capture", ...)`` of type ``R.Tuple()``."""
+    return (isinstance(value, tvm.relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.call_builtin_with_ctx"))
+            and isinstance(value.args[0], tvm.relax.ExternFunc) and value.args[0].global_symbol == _RUN_OR_CAPTURE
+            and isinstance(value.ty, tvm.ir.TupleType) and len(value.ty.fields) == 0)
+
+
+@tvm.relax.expr_functor.mutator
+class _GraphLaunchResults(tvm.relax.PyExprMutator):
+    """Rebinds each void graph launch to an ``R.Object`` variable (uses remapped)."""
+
+    def visit_var_binding_(self, binding) -> None:
+        value = self.visit_expr(binding.value)
+        if not _void_graph_launch(value):
+            super().visit_var_binding_(binding)
+            return
+        value = self.builder_.normalize(tvm.relax.Call(value.op, value.args, value.attrs, [tvm.relax.ObjectType()]))
+        var = tvm.relax.Var(binding.var.name, tvm.relax.ObjectType())
+        self.builder_.emit_normalized(tvm.relax.VarBinding(var, value))
+        self.set_var_remap(binding.var, var)
+
+
+@tvm.transform.module_pass(opt_level=0, name="KeepGraphLaunchResults")
+def keep_graph_launch_results(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Each CUDA-graph launch whose captured region returns nothing (``R.Tuple()``) typed
+    ``R.Object`` instead, so the VM codegen gives its result a register.
+
+    Why: with every parameter fixed, ``main_dps``'s region writes only its parameters and
+    returns the empty tuple; the codegen then sends ``run_or_capture``'s result to the void
+    register, and on its first (capturing) call ``run_or_capture`` runs the capture function
+    as a VM closure whose frame takes the *calling instruction's* destination as its return
+    register, which ``Ret`` writes without checking (TVM 0.27 vm.cc ``WriteRegister``:
+    "Check failed: reg < frame->register_file.size() (2^54 vs. N)").  Same program: the
+    result (the empty tuple) is never read.  In: a module after ``RewriteCUDAGraph``; out:
+    no such launch of void type."""
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs, global_infos=mod.global_infos)
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.relax.Function) and isinstance(func.body, tvm.relax.SeqExpr) and any(
+                _void_graph_launch(getattr(b, "value", None)) for blk in func.body.blocks for b in blk.bindings):
+            out[gv] = _GraphLaunchResults(mod).visit_expr(func)
+    return out
+
+
+def static_graph_passes(finalize: list) -> list:
+    """``finalize`` (a Relax backend's finalization passes) with :func:`hoist_static_storage`
+    after ``StaticPlanBlockMemory`` and, under :data:`KEEP_GRAPH_LAUNCH_RESULTS`,
+    :func:`keep_graph_launch_results` after ``RewriteCUDAGraph``: the passes a build whose
+    parameters are all fixed needs around TVM's CUDA-graph rewrite.  Same order otherwise."""
+    out = []
+    for p in finalize:
+        out.append(p)
+        if p.info.name == "StaticPlanBlockMemory":
+            out.append(hoist_static_storage)
+        elif p.info.name == "RewriteCUDAGraph" and KEEP_GRAPH_LAUNCH_RESULTS:
+            out.append(keep_graph_launch_results)
+    return out
+
+
 def _cuda_pipeline_with_hoisted_storage(target: Target):
-    """TVM's default CUDA pipeline with :func:`hoist_static_storage` between memory
-    planning and the CUDA-graph rewrite."""
-    from tvm import relax
+    """TVM's default CUDA pipeline with :func:`static_graph_passes` in its finalization."""
     from tvm.relax.backend.cuda import pipeline as cuda_backend
 
-    finalize = []
-    for p in cuda_backend.finalize_passes(target):
-        finalize.append(p)
-        if p.info.name == "StaticPlanBlockMemory":
-            finalize.append(hoist_static_storage)
+    finalize = static_graph_passes(cuda_backend.finalize_passes(target))
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -261,7 +321,6 @@ def _cuda_pipeline_with_hoisted_storage(target: Target):
                 cuda_backend.library_dispatch_passes(target) + cuda_backend.legalize_passes(target)
                 + cuda_backend.dataflow_lower_passes(target) + finalize)(mod)
 
-    del relax
     return pipeline
 
 
