@@ -123,7 +123,7 @@ def test_dps_and_main_entry_points_both_take_the_weights_last(onnx_model, graph,
 def test_manifest_records_the_threshold_and_each_weights_file(graph, tmp_path):
     compiled = build(graph, "cpu-cuda-cpu", 0)
     manifest = json.loads((compiled.save(tmp_path / "m") / MANIFEST).read_text())
-    assert manifest["version"] == VERSION == 4
+    assert manifest["version"] == VERSION >= 4  # 4 added external weights
     assert manifest["external_min_bytes"] == 0
     for entry, p in zip(manifest["partitions"], compiled.plan.partitions):
         ext = entry["external"]

@@ -31,7 +31,7 @@ EXTRACT = importlib.import_module("hetpart.compiler.extract")  # the module (com
 
 @pytest.fixture(autouse=True)
 def _switch_on(monkeypatch):
-    """The switch under test, on (its default is off since device step 116: see its docstring)."""
+    """The switch under test, on (its default; set here so a run with it turned off still tests it)."""
     monkeypatch.setattr(EXTRACT, "STATIC_IO_CUDA_GRAPHS", True)
 
 # embedding etc. on the CPU, then four CUDA partitions: three streamed through two slots

@@ -66,9 +66,11 @@ from ..partitioner.plan import Plan
 from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
-VERSION = 4  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision;
-# 4: PartitionArtifact.external (resident weights in a .params.bin file) and external_min_bytes
-READS = (1, 2, 3, 4)  # 1 and 2 read as the default precision; 1-3 have no external weights
+VERSION = 5  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision;
+# 4: PartitionArtifact.external (resident weights in a .params.bin file) and external_min_bytes;
+# 5: PartitionArtifact.cuda_graph, slot_graphs, static_io (how a streaming plan's CUDA libraries were built)
+READS = (1, 2, 3, 4, 5)  # 1 and 2 read as the default precision; 1-3 have no external weights; 1-4 read
+# the graph flags as False (built before a streaming plan's libraries had graphs)
 WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
