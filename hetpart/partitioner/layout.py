@@ -39,7 +39,9 @@ the rule's plan), but reprices today's BERT-large streaming plans (22 one-kernel
 partitions at 1/3 and 1/4) 17.54 / 27.70 / 30.29 ms at 1/2, 1/3, 1/4, where session 41
 measured 13.74 / 16.53 / 20.67 (11.90 / 16.47 / 18.81 off).  Replaces session 46's flat
 ``STREAMED_CUDA_HANDOFF`` (200 us a CUDA call + 130 us after a CPU partition: 21.97 / 27.54 /
-30.09 there)."""
+30.09 there).  Device step 119 (bench/results/capped-stream-graphs-nvidia-h100.md): the plan
+llama_decode gets with it on (20 partitions) measured 1.06x the plan made without it (25.85
+against 24.32 ms), which it had priced 22.98 against 26.85: it stays off."""
 
 
 def cuda_graphs_off(groups) -> bool:
