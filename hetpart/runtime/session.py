@@ -352,15 +352,7 @@ class Session:
         for other in taken:
             if other is not slot:
                 self._free.put(other)
-        ctx = None
-        try:
-            ctx = self._context(checked, slot, False)
-            with self._submit_lock:
-                self._reserve_weights(ctx)
-            executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
-        except BaseException:
-            self._abandon(ctx, slot)
-            raise
+        ctx = self._open_run(checked, slot, False)
         for stage in self._stages:  # topological order, one task at a time
             returned = threading.Event()
 
@@ -537,6 +529,22 @@ class Session:
             seen.add(tensor)
         return out
 
+    def _open_run(self, checked, slot: Slot, timed: bool) -> RunContext:
+        """A run's context on ``slot`` with its streamed weights reserved and its feeds
+        published, for a run whose tasks the caller then runs itself (inline, or the
+        serial capture runs); on any failure the slot is given back (``_abandon``) and
+        the error raised."""
+        ctx = None
+        try:
+            ctx = self._context(checked, slot, timed)
+            with self._submit_lock:
+                self._reserve_weights(ctx)
+            executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
+        except BaseException:
+            self._abandon(ctx, slot)
+            raise
+        return ctx
+
     def _run_inline(self, feeds, timed: bool) -> tuple[dict[str, np.ndarray], RunContext] | None:
         """Run on the calling thread if the session is idle; None (nothing done) if it is not.
 
@@ -555,15 +563,7 @@ class Session:
             self._in_flight = 1
             self._inline_lock.acquire()  # free: only one run is ever inline
         try:
-            try:
-                ctx = None
-                ctx = self._context(checked, slot, timed)
-                with self._submit_lock:
-                    self._reserve_weights(ctx)
-                executor.publish_feeds(ctx, ctx.feeds, self._fixed_feeds)
-            except BaseException:
-                self._abandon(ctx, slot)
-                raise
+            ctx = self._open_run(checked, slot, timed)
             self.inline_runs += 1
             for stage in self._stages:  # topological order: each reads only what earlier ones made
                 executor.run_stage(ctx, stage)
