@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
 from onnx_cases import run_vm  # noqa: E402
+from tir_loops import loops_and_blocks  # noqa: E402
 
 
 def _model(batch: int, hw: int, pads: list[int], stride: int):
@@ -41,37 +42,9 @@ def _target(cores: int):
                                  if k in ("kind", "mcpu", "mtriple", "mattr", "keys")}, "num-cores": cores})
 
 
-def _loops_and_blocks(stmt) -> list:
-    """``(For, names of the blocks under it)`` for every loop of ``stmt``, outermost first."""
-    import tvm
-    from tvm import tirx
-
-    out = []
-
-    def visit(node) -> list[str]:
-        if isinstance(node, tirx.For):
-            at = len(out)
-            out.append(None)
-            names = visit(node.body)
-            out[at] = (node, names)
-            return names
-        if isinstance(node, tirx.SeqStmt):
-            return [n for s in node.seq for n in visit(s)]
-        if isinstance(node, tirx.IfThenElse):
-            return visit(node.then_case) + (visit(node.else_case) if node.else_case is not None else [])
-        if isinstance(node, tvm.s_tir.SBlockRealize):
-            return [node.block.name_hint] + visit(node.block.body)
-        if hasattr(node, "body"):
-            return visit(node.body)
-        return []
-
-    visit(stmt)
-    return out
-
-
 def _pad_loops(f) -> list:
     """The loops (outermost first) of ``f`` that hold a padding block and no conv update."""
-    return [(lp, names) for lp, names in _loops_and_blocks(f.body)
+    return [(lp, names) for lp, names in loops_and_blocks(f.body)
             if any(n.startswith("data_pad") for n in names) and not any(n.endswith("_update") for n in names)]
 
 

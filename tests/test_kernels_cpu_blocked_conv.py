@@ -21,6 +21,7 @@ import nchwc_ab  # noqa: E402
 from hetpart.kernels.analysis import CpuShape  # noqa: E402
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
 from onnx_cases import run_vm, update_unrolls  # noqa: E402
+from tir_loops import loops_and_blocks  # noqa: E402
 
 
 def _model(batch: int, hw: int = 14):
@@ -432,37 +433,11 @@ def test_batched_padding_is_computed_per_image(monkeypatch):
         f = next(f for gv, f in scheduled.functions_items()
                  if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint and "pad" in f.script())
         return any(2 == int(lp.extent) and any("pad" in n for n in names) and any(n.endswith("_update") for n in names)
-                   for lp, names in _loops_and_blocks(f.body))
+                   for lp, names in loops_and_blocks(f.body))
 
     assert batch_loop_holds_both()
     monkeypatch.setattr(cb, "BATCH_PADDING_PER_IMAGE", False)
     assert not batch_loop_holds_both()
-
-
-def _loops_and_blocks(stmt) -> list:
-    """``(For, names of the blocks under it)`` for every loop of ``stmt``."""
-    import tvm
-    from tvm import tirx
-
-    out = []
-
-    def visit(node) -> list[str]:
-        if isinstance(node, tirx.For):
-            names = visit(node.body)
-            out.append((node, names))
-            return names
-        if isinstance(node, tirx.SeqStmt):
-            return [n for s in node.seq for n in visit(s)]
-        if isinstance(node, tirx.IfThenElse):
-            return visit(node.then_case) + (visit(node.else_case) if node.else_case is not None else [])
-        if isinstance(node, tvm.s_tir.SBlockRealize):
-            return [node.block.name_hint] + visit(node.block.body)
-        if hasattr(node, "body"):
-            return visit(node.body)
-        return []
-
-    visit(stmt)
-    return out
 
 
 def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
@@ -478,7 +453,7 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     target = _cores_target(2)
     graph = load(_batched_model(), conv_block=16)
     f = _padded_conv(kernels.schedule(graph.module, target))
-    loops = _loops_and_blocks(f.body)
+    loops = loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
     assert len(parallel) == 1 and int(parallel[0][0].extent) == 2
     assert any("pad" in n for n in parallel[0][1]) and any(n.endswith("_update") for n in parallel[0][1])
@@ -521,7 +496,7 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     target = _cores_target(16)
     graph = load(_batched_model(), conv_block=16)
     f = _padded_conv(kernels.schedule(graph.module, target))
-    loops = _loops_and_blocks(f.body)
+    loops = loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
     batch_loop = [lp for lp, names in loops if lp.kind != tirx.ForKind.PARALLEL and int(lp.extent) == 2
                   and any("pad" in n for n in names) and any(n.endswith("_update") for n in names)]
@@ -661,7 +636,7 @@ def test_a_batched_weight_heavy_1x1_takes_the_plane_groups_per_image(on, monkeyp
     assert cb.ic_groups_of(conv, target) == (12 if on else None)
     scheduled = next(f for gv, f in kernels.schedule(graph.module, target).functions_items()
                      if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
-    parallel = [lp for lp, _ in _loops_and_blocks(scheduled.body) if lp.kind == tirx.ForKind.PARALLEL]
+    parallel = [lp for lp, _ in loops_and_blocks(scheduled.body) if lp.kind == tirx.ForKind.PARALLEL]
     if on:
         assert int(parallel[0].extent) == 4
     x = np.random.default_rng(5).standard_normal((2, 768, 8, 8)).astype(np.float32)
