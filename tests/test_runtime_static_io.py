@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from hetpart import compiler, importer, kernels, models
+from hetpart.kernels import static_graphs
 from hetpart.errors import InternalError
 from hetpart.runtime import Session
 
@@ -96,8 +97,8 @@ def test_a_layer_is_one_graph_with_every_parameter_fixed():
     """Built for sm_90 here (no GPU needed): with every parameter fixed, a decode layer's
     streamed partition launches no kernel outside a captured region in ``main_dps``
     (without: 0 captured of its 11 launches), and the tail likewise (TVM's rewrite needs
-    :func:`hetpart.kernels.hoist_static_storage` for it, else the VM codegen fails), each
-    launch's result in a register (:func:`hetpart.kernels.keep_graph_launch_results`)."""
+    :func:`hetpart.kernels.static_graphs.hoist_static_storage` for it, else the VM codegen fails), each
+    launch's result in a register (:func:`hetpart.kernels.static_graphs.keep_graph_launch_results`)."""
     from hetpart.compiler.extract import slot_graph_signature, static_io_signature
     from hetpart.targets import cuda_tvm_target
 
@@ -179,7 +180,7 @@ def _cpu_graph_builtins():
 
 def _cpu_build_with_graphs(mod):
     """``mod`` built for llvm through TVM's CPU pipeline with ``RewriteCUDAGraph`` after memory
-    planning and hetpart's passes around it (:func:`hetpart.kernels.static_graph_passes`)."""
+    planning and hetpart's passes around it (:func:`hetpart.kernels.static_graphs.static_graph_passes`)."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -196,7 +197,7 @@ def _cpu_build_with_graphs(mod):
         with target:
             return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
                                             + cpu.dataflow_lower_passes(target)
-                                            + kernels.static_graph_passes(finalize))(m)
+                                            + static_graphs.static_graph_passes(finalize))(m)
 
     with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": True}):
         return tvm.compile(mod, target, relax_pipeline=pipeline)
@@ -230,12 +231,12 @@ def test_a_launch_capturing_only_parameter_writes_runs_in_the_vm(monkeypatch, ke
     parameters launches a region returning nothing; the VM codegen sends that launch's
     result to the void register and the captured function's ``Ret`` writes it there on the
     first call ("Check failed: reg < frame->register_file.size()").  With
-    :func:`hetpart.kernels.keep_graph_launch_results` it has a register: first call
+    :func:`hetpart.kernels.static_graphs.keep_graph_launch_results` it has a register: first call
     (capture) and second (replay) right."""
     import tvm
     from tvm import relax
 
-    monkeypatch.setattr(kernels, "KEEP_GRAPH_LAUNCH_RESULTS", keep)
+    monkeypatch.setattr(static_graphs, "KEEP_GRAPH_LAUNCH_RESULTS", keep)
     ex = _cpu_build_with_graphs(_tiny_dps())
     launch = [ln for ln in ex.as_text().splitlines() if "cuda_graph.run_or_capture in:" in ln]
     assert len(launch) == 1 and launch[0].endswith("dst: %void") != keep, launch

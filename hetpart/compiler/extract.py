@@ -88,7 +88,7 @@ On the H100 (device steps 116 / 118-119, bench/results/capped-stream-graphs-nvid
 step 116's builds failed their first call in TVM's VM (a write to its void register:
 ``main_dps``'s captured region returns ``R.Tuple()``, the codegen sent the launch's result to
 the void register, the capture function's ``Ret`` wrote it); fixed by
-:func:`hetpart.kernels.keep_graph_launch_results`, and step 118's cuda tests passed with it.
+:func:`hetpart.kernels.static_graphs.keep_graph_launch_results`, and step 118's cuda tests passed with it.
 Step 119, llama_decode at 1/2: a 19-kernel layer partition's host launch 180-256 -> 40-72 us,
 the 145-kernel tail's 673 -> 79 us; the run 0.98x the same plan without (its CPU layers
 dominate): on, as the step's rule said (0.97-1.03x with the launches under 100 us)."""
