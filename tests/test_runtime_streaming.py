@@ -424,6 +424,122 @@ def test_hazard_checker_orders_by_event_waits():
     c.read("cuda", [200], "elsewhere")  # not a ring slot: not checked
 
 
+# --- chunked refills (weight_stream.CHUNKED_REFILLS) -----------------------------------
+def _host_buffer(array: np.ndarray, name: str):
+    from hetpart.compiler.artifact import TensorSpec
+    from hetpart.runtime.memory import Buffer
+
+    return Buffer(TensorSpec(name, array.shape, str(array.dtype)), "cpu", None, array.ctypes.data, array, pinned=True)
+
+
+@pytest.mark.parametrize("nbytes,chunk", [(10_007, 1_000), (10_000, 1_000), (999, 1_000), (1_000, 1_000),
+                                          (1, 7), (4_097, None)])
+def test_chunk_pairs_cover_the_copy_once_in_order(nbytes, chunk):
+    """Pieces of at most ``chunk`` bytes at the same offsets of both buffers, covering
+    every byte once (odd sizes, a copy smaller than a chunk, an exact multiple)."""
+    src = _host_buffer(np.arange(nbytes, dtype=np.uint64).astype(np.uint8), "src")
+    dst = _host_buffer(np.zeros(nbytes + 64, np.uint8)[:nbytes], "dst")
+    pairs = weight_stream.chunk_pairs(dst, src, chunk)
+    assert len(pairs) == (1 if chunk is None else -(-nbytes // chunk))
+    lo = 0
+    for d, s_ in pairs:
+        n = s_.nbytes
+        assert d.nbytes == n and (chunk is None or n <= chunk)
+        assert s_.ptr == src.ptr + lo and d.ptr == dst.ptr + lo
+        np.copyto(d.array, s_.array)
+        lo += n
+    assert lo == nbytes
+    np.testing.assert_array_equal(dst.array, src.array)
+
+
+def _engine_fill(nbytes: int, chunk, seed: int = 0, wait_for=None):
+    """One refill of ``nbytes`` random bytes into a checked ring slot by a CopyEngine on
+    checked simulated streams, then a read of the slot on the compute stream after
+    waiting for the marker ``wait_for`` picks (default: "landed"); returns the slot's bytes."""
+    from hetpart.runtime.weight_stream import CheckedStream, CopyEngine
+
+    checker = HazardChecker()
+    compute, copier = CheckedStream("cuda", checker), CheckedStream("copy", checker)
+    try:
+        slot = np.full(nbytes + 128, 0xAB, np.uint8)
+        checker.add_region(slot.ctypes.data, slot.nbytes)
+        src = _host_buffer(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8), "w")
+        dst = _host_buffer(slot[:nbytes], "slot")
+        engine = CopyEngine(compute, copier, chunk_bytes=chunk)
+        if wait_for is None:
+            _, landed = engine.fill(dst, src, None)
+        else:
+            landed = wait_for(engine, dst, src)
+        engine.before_read(landed)
+        compute.launch(lambda: None, reads=(dst,))
+        landed.synchronize()
+        assert (slot[nbytes:] == 0xAB).all()  # nothing past the weights written
+        return slot[:nbytes].copy(), src.array
+    finally:
+        compute.close()
+        copier.close()
+
+
+@pytest.mark.parametrize("nbytes,chunk", [(10_007, 1_000), (300, 1_000), (8_192, 4_096)])
+def test_a_chunked_refill_lands_the_same_bytes_as_one_copy(nbytes, chunk):
+    """The copy engine on checked simulated streams: chunked (odd sizes, a weight
+    smaller than a chunk) and unchunked refills land byte-identical, and the checker
+    accepts a read that waits for the refill's "landed" marker."""
+    chunked, src = _engine_fill(nbytes, chunk)
+    whole, _ = _engine_fill(nbytes, None)
+    np.testing.assert_array_equal(chunked, src)
+    np.testing.assert_array_equal(whole, chunked)
+
+
+def test_a_read_ordered_before_the_last_chunk_is_caught():
+    """A "landed" marker recorded after the first chunk rather than the last: the
+    checker sees the slot (every chunk's write counts on it) and raises on the read."""
+    def early(engine, dst, src):
+        pairs = weight_stream.chunk_pairs(dst, src, 1_000)
+        engine.copier.copy(*pairs[0], "h2d")
+        mid = engine.copier.record()
+        for d, s_ in pairs[1:]:
+            engine.copier.copy(d, s_, "h2d")
+        return mid
+
+    with pytest.raises(StreamHazard, match="not ordered"):
+        _engine_fill(5_001, 1_000, wait_for=early)
+
+
+def test_chunked_refills_in_a_session_match_unchunked(mlp, monkeypatch):
+    """The product's streaming schedule (checked streams) with CHUNKED_REFILLS on and an
+    odd chunk size smaller than some partitions' weights and larger than others':
+    more copies than refills, and outputs bit-identical to the switch off."""
+    _, graph = mlp
+    model = compiled(graph, streamed=True, slots=2)
+    sizes = sorted(p.weights.nbytes for p in model.partitions if p.weights is not None)
+    chunk = sizes[0] + 1 if sizes[0] + 1 < sizes[-1] else max(1, sizes[-1] // 3)
+    chunk += 1 - chunk % 2  # odd: no boundary on the packing's alignment
+    assert chunk < sizes[-1]
+    copies = []
+    copy = weight_stream.CheckedStream.copy
+
+    def counted(self, dst, src, kind):
+        if self.name == "copy":
+            copies.append(src.nbytes)
+        return copy(self, dst, src, kind)
+
+    monkeypatch.setattr(weight_stream.CheckedStream, "copy", counted)
+    out, n_copies = {}, {}
+    monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", chunk)
+    for on in (False, True):
+        monkeypatch.setattr(weight_stream, "CHUNKED_REFILLS", on)
+        copies.clear()
+        with Session(compiled(graph, streamed=True, slots=2)) as s:
+            assert s._ring.engine.chunk_bytes == (chunk if on else None)
+            out[on] = [s.run(feeds(graph, seed))["logits"] for seed in range(3)]
+        n_copies[on] = len(copies)
+        assert on is False or max(copies) <= chunk
+    assert n_copies[True] > n_copies[False] > 0
+    for a, b in zip(out[False], out[True]):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- a real GPU --------------------------------------------------------------------------
 @pytest.mark.cuda
 def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
@@ -457,6 +573,30 @@ def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
     assert all(c.end > c.start for c in copies)
     overlapping = [(c.name, k.name) for c in copies for k in calls if c.start < k.end and k.start < c.end]
     assert overlapping, f"no copy overlapped a partition: copies {copies}, calls {calls}"
+
+
+@pytest.mark.cuda
+def test_chunked_refills_on_gpu_match_one_copy(monkeypatch):
+    """On the GPU: CHUNKED_REFILLS with an odd chunk (16 MiB layers in 6 copies, the last
+    short) gives the same outputs, bit for bit, as one copy a refill, and as ONNX."""
+    from hetpart.kernels.options import KernelOptions
+
+    onnx_model = models.build("mlp", small=True, hidden=(2048,) * 3, in_features=2048, batch=16)
+    graph = importer.load(onnx_model)
+    devices = ["cuda"] * len(graph.topological_order())
+    streamed = compiler.compile(plan_with_devices(graph, devices, streamed=True, slots=2), progress=False,
+                                options=KernelOptions(tf32=False))
+    monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", 3_000_001)
+    out = {}
+    for on in (False, True):
+        monkeypatch.setattr(weight_stream, "CHUNKED_REFILLS", on)
+        with Session(streamed) as s:
+            assert s._ring.engine.chunk_bytes == (3_000_001 if on else None)
+            out[on] = [s.run(feeds(graph, seed))["logits"] for seed in range(3)]
+    for a, b in zip(out[False], out[True]):
+        np.testing.assert_array_equal(a, b)
+    f = feeds(graph, 0)
+    np.testing.assert_allclose(out[True][0], ReferenceEvaluator(onnx_model).run(None, f)[0], rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.cuda

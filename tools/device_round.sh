@@ -269,6 +269,43 @@ case "${1:-1}" in
      # drift is the layers'), leaving ~4e-3 to the run; the bf16 contender with TF32 on and off (HETPART_TF32=0:
      # activations not rounded to TF32 -- a decode step's M=1 products are bandwidth-bound, so off may cost nothing)
   BUDGET=540 RESERVE=40 timeout 580 bash tools/capped_round.sh bf16tf32 > "$OUT/logs/capped-bf16tf32-step.txt" 2>&1 ;;
+120)  # (BUDGET=590) issue 19, chunked ring refills (branch copy-chunks; weight_stream.CHUNKED_REFILLS, off, chunk
+     # REFILL_CHUNK_BYTES = 8 MiB).  bench/results/capped-decode-gap-s47.md: a CUDA partition's 8 KB input copy (compute
+     # stream) ended 4-6 us after the in-flight 46-92 MB weight refill (copy stream) landed, every time (8/8, 6/6, 3/3
+     # in three traces), ~1.6 ms a token on the fast host; likely one copy engine serving both streams' H2D in order.
+     # With the switch a refill is ceil(n / 8 MiB) cudaMemcpyAsync (~11 for 92 MB), its landed event after the last.
+     # (1) tools/copy_queue_probe.py: a 92 MB pinned copy through CopyEngine.fill (one copy; chunks of 4/8/16 MiB),
+     # 0.3 ms later two 8 KB copies on another stream: each small copy's end against the big one's landing, the big
+     # copy's time and the host's enqueue time.  (2) the cuda test of chunked refills (odd chunk, bit-identical to one
+     # copy).  (3) tools/capped_rules_ab.py llama_decode at 1/2, plans from .hold/plans119.tgz: 'hetpart' = step 115's
+     # plan (main's default plan, 14 streamed layers; its trace has the 1.6 ms), the switch on for the run (--set),
+     # 'hetpart before' = the same plan with it off (--session-before: CopyEngine reads it when a session opens),
+     # beside the llama.cpp-style rule, 3 rounds, one traced run each.  (4) with >= 220 s left, the same A/B on the
+     # launch-price plan (plans119's 'hetpart', GRAPHLESS_CUDA_LAUNCH set as in step 119; its refills are twice as large).
+     # Decides: CHUNKED_REFILLS on if (1)'s 8 MiB row has no small copy that waited (ends well before the landing,
+     # "waited: 0") and (2) passed and hetpart <= 0.97x 'hetpart before' in (3) (medians of the rounds); (1)'s big_ms
+     # and enqueue_us rows say what chunking costs (device, host) for the cost model.
+  BUDGET=590; sw=hetpart.runtime.weight_stream.CHUNKED_REFILLS
+  timeout 60 python3 tools/copy_queue_probe.py --chunks 0,4194304,8388608,16777216 --reps 20 \
+    --json "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-probe.txt" 2>&1
+  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_runtime_streaming.py \
+    -k chunked > "$OUT/pytest-chunked.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans120
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans120/hetpart.plan.json
+    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans120/
+  fi
+  ab() {  # ab NAME PLANS CONTENDERS [ARGS...]: the switch on for the run, off for 'hetpart before'
+    local name=$1 plans=$2 who=$3 left; shift 3
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -gt 330 ] && [ "$name" = chunks ] && left=330
+    [ "$left" -ge 150 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+      --profile bench/results/profile-capped-nvidia-h200.json --plans "$plans" --workload zoo:llama_decode --cap 1/2 \
+      --contenders "$who" --set $sw=1 --session-before $sw=0 "$@" --rounds 3 --trace "$OUT/traces-$name" \
+      --json "$OUT/capped-$name-ab.json" > "$OUT/capped-$name-ab.txt" 2>&1
+  }
+  ab chunks /tmp/plans120 "hetpart,llama.cpp-style rule"
+  [ $((BUDGET - SECONDS)) -ge 220 ] && ab chunks-graphless /tmp/plans119 hetpart \
+    --set hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"

@@ -180,7 +180,9 @@ class Problem:
         return device in self.allowed[k]
 
     def weight_copy_s(self, nbytes: int) -> float:
-        """Seconds to copy ``nbytes`` of weights from (pinned) host memory to the GPU."""
+        """Seconds to copy ``nbytes`` of weights from (pinned) host memory to the GPU
+        (one copy's latency: a refill in chunks, ``runtime.weight_stream.CHUNKED_REFILLS``,
+        is priced the same; its extra per-chunk cost is below noise, see there)."""
         return float(self.costs.transfer_cost(nbytes, HOST, "cuda")) if nbytes else 0.0
 
 

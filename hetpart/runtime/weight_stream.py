@@ -29,6 +29,14 @@ waits only for smaller ones and every worker takes its runs in order, this never
 deadlocks.  A use whose call fails or is skipped is still retired (the slot's next
 copy is enqueued after a marker on the compute stream), so later runs proceed.
 
+With :data:`CHUNKED_REFILLS` on, a refill is several copies of at most
+:data:`REFILL_CHUNK_BYTES` each, enqueued back to back on the copy stream
+(:func:`chunk_pairs`), its "landed" marker after the last: the same bytes land in the
+same place, and a small host-to-device copy on another stream (a partition's input)
+that the GPU's copy engine serves in issue order waits for one chunk, not the whole
+refill (bench/results/capped-decode-gap-s47.md: 8 KB inputs ended 4-6 us after the
+in-flight 46-92 MB refill landed, ~1.6 ms a token on llama_decode at 1/2).
+
 The copy engine is the same code for the GPU and simulation; only the streams differ.
 In simulation (``simulate=True``) both streams are :class:`CheckedStream`: simulated
 streams that share a :class:`HazardChecker`, which tracks happens-before between the
@@ -54,6 +62,22 @@ from .dlpack import tensor_view
 from .external_weights import read_exactly
 from .memory import Buffer, Memory
 from .streams import Marker, SimulatedStream, Stream
+
+
+CHUNKED_REFILLS = False
+"""Issue each ring refill as copies of at most :data:`REFILL_CHUNK_BYTES` (read when a
+session opens, :class:`CopyEngine`).  Off until device step 120 measures it: a refill
+of n bytes then costs ceil(n / chunk) ``cudaMemcpyAsync`` calls on the host's turn
+(~11 for llama_decode's 92 MB layer) instead of one.  Not priced apart: the planner
+prices a refill as one copy (``Problem.weight_copy_s``: the h2d fit's latency + bytes at
+link bandwidth), and the refill's enqueue is inside the profile's measured ``call_s``;
+the extra calls (~10 x a few us uncontended) and the chunks' back-to-back gaps on the
+device are below the turn's run-to-run spread (~550 us, 572-960), and step 120's probe
+times both (``enqueue_us``, ``big_ms``) in case they are not."""
+
+REFILL_CHUNK_BYTES = 8 << 20
+"""The largest copy of a chunked refill: at ~50 GB/s an 8 MiB chunk takes ~170 us,
+the most a small copy queued behind it waits."""
 
 
 class StreamHazard(InternalError):
@@ -87,10 +111,23 @@ class HazardChecker:
         self.lock = threading.RLock()
         self._clock: dict[str, dict[str, int]] = {}
         self._regions: dict[int, _Region] = {}
+        self._sizes: dict[int, int] = {}
 
-    def add_region(self, ptr: int) -> None:
+    def add_region(self, ptr: int, nbytes: int = 1) -> None:
+        """Track ``nbytes`` from ``ptr`` (a ring slot); an access anywhere inside
+        (a chunk of a refill) counts as one on the slot."""
         with self.lock:
             self._regions[int(ptr)] = _Region()
+            self._sizes[int(ptr)] = max(1, int(nbytes))
+
+    def _region(self, ptr: int) -> _Region | None:
+        ptr = int(ptr)
+        if ptr in self._regions:
+            return self._regions[ptr]
+        for base, size in self._sizes.items():  # a handful of slots: a scan is enough
+            if base <= ptr < base + size:
+                return self._regions[base]
+        return None
 
     def _tick(self, stream: str) -> dict[str, int]:
         clock = self._clock.setdefault(stream, {})
@@ -110,7 +147,7 @@ class HazardChecker:
             mine[s] = max(mine.get(s, 0), seq)
 
     def write(self, stream: str, ptr: int, what: str) -> None:
-        region = self._regions.get(int(ptr))
+        region = self._region(ptr)
         clock = self._tick(stream)
         if region is None:
             return
@@ -126,7 +163,7 @@ class HazardChecker:
     def read(self, stream: str, ptrs, what: str) -> None:
         clock = self._tick(stream)
         for ptr in ptrs:
-            region = self._regions.get(int(ptr))
+            region = self._region(ptr)
             if region is None:
                 continue
             w = region.last_write
@@ -175,24 +212,46 @@ class CheckedStream(SimulatedStream):
 
 
 # --- the copy engine ------------------------------------------------------------------
+_SWITCH = object()  # CopyEngine's chunk size: the module switches' when the engine is made
+
+
 class CopyEngine:
     """The two orderings streaming needs, on a compute stream and a copy stream.
 
     The same code drives CUDA streams (events, ``cudaStreamWaitEvent``,
-    ``cudaMemcpyAsync`` on the copy stream) and the simulated, checked ones."""
+    ``cudaMemcpyAsync`` on the copy stream) and the simulated, checked ones.
+    ``chunk_bytes``: the largest single copy of a fill (None: one copy); by default
+    :data:`REFILL_CHUNK_BYTES` if :data:`CHUNKED_REFILLS` is on when the engine is made."""
 
-    def __init__(self, compute: Stream, copier: Stream):
+    def __init__(self, compute: Stream, copier: Stream, chunk_bytes: int | None | object = _SWITCH):
         self.compute = compute
         self.copier = copier
+        if chunk_bytes is _SWITCH:
+            chunk_bytes = REFILL_CHUNK_BYTES if CHUNKED_REFILLS else None
+        if chunk_bytes is not None and int(chunk_bytes) <= 0:
+            raise InternalError(f"a refill chunk must be at least one byte, not {chunk_bytes}")
+        self.chunk_bytes = None if chunk_bytes is None else int(chunk_bytes)
+        # (dst ptr, src ptr, bytes) -> its chunks: a ring refills the same (slot, partition)
+        # pairs run after run, and cutting them anew cost ~3 us of host time a chunk
+        self._chunks: dict[tuple[int, int, int], list[tuple[Buffer, Buffer]]] = {}
 
     def fill(self, dst: Buffer, src: Buffer, after: Marker | None) -> tuple[Marker, Marker]:
         """Enqueue on the copy stream: wait for ``after`` (the marker after the slot's
-        last reader), then copy ``src`` into ``dst``; returns the markers before and
-        after the copy (the second: "landed")."""
+        last reader), then copy ``src`` into ``dst`` (in chunks of at most
+        ``chunk_bytes``, in order); returns the markers before the first copy and
+        after the last (the second: "landed")."""
         if after is not None:
             self.copier.wait(after)
         start = self.copier.record()
-        self.copier.copy(dst, src, "h2d")
+        if self.chunk_bytes is None or src.nbytes <= self.chunk_bytes:
+            self.copier.copy(dst, src, "h2d")
+        else:
+            key = (dst.ptr, src.ptr, src.nbytes)
+            pairs = self._chunks.get(key)
+            if pairs is None:
+                pairs = self._chunks[key] = chunk_pairs(dst, src, self.chunk_bytes)
+            for d, s in pairs:
+                self.copier.copy(d, s, "h2d")
         return start, self.copier.record()
 
     def before_read(self, landed: Marker) -> None:
@@ -201,6 +260,31 @@ class CopyEngine:
 
     def close(self) -> None:
         self.copier.close()
+        self._chunks.clear()
+
+
+def chunk_pairs(dst: Buffer, src: Buffer, chunk_bytes: int | None) -> list[tuple[Buffer, Buffer]]:
+    """``(dst, src)`` cut into consecutive byte ranges of at most ``chunk_bytes`` (the
+    last one shorter; None or a copy that fits: the pair itself).  Each piece is a
+    uint8 Buffer at the same offset of both: its ``ptr`` moved by the offset and, where
+    the Buffer has an array, a view of those bytes of it.  Invariant: the pieces cover
+    ``src.nbytes`` bytes exactly once, in address order."""
+    nbytes = src.nbytes
+    if dst.nbytes < nbytes:
+        raise InternalError(f"a copy of {nbytes} bytes into a buffer of {dst.nbytes}")
+    if chunk_bytes is None or nbytes <= chunk_bytes:
+        return [(dst, src)]
+    if any(b.array is not None and not b.array.flags.c_contiguous for b in (dst, src)):
+        raise InternalError("a chunked copy needs contiguous buffers (a view of a copy would be written)")
+    flat = [None if b.array is None else b.array.reshape(-1).view(np.uint8) for b in (dst, src)]
+    pairs = []
+    for lo in range(0, nbytes, chunk_bytes):
+        hi = min(lo + chunk_bytes, nbytes)
+        pairs.append(tuple(
+            Buffer(TensorSpec(f"{b.spec.name} [{lo}:{hi}]", (hi - lo,), "uint8"), b.side, None, b.ptr + lo,
+                   None if a is None else a[lo:hi], b.pinned)
+            for b, a in zip((dst, src), flat)))
+    return pairs
 
 
 @dataclass
@@ -229,7 +313,7 @@ class WeightRing:
         for slot in self.slots:
             checker = getattr(engine.copier, "checker", None)
             if checker is not None:
-                checker.add_region(slot.ptr)
+                checker.add_region(slot.ptr, slot_bytes)
         self._cond = threading.Condition()
         self._landed: dict[int, tuple[Marker, Marker]] = {}  # use -> (copy start, landed)
         self._extra: dict[int, Marker] = {}  # use -> marker recorded for a use that made no call
