@@ -32,8 +32,9 @@ def test_a_bad_cap_is_a_user_error(text):
 def test_the_limit_takes_the_best_placement():
     bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
     # 100 bytes of weights, 40 fit: 60 over the cap.  All-CPU 100/20 = 5; all streamed
-    # max(1, 60/10) = 6; best split: 50 on the CPU (2.5) + 10 streamed under 1 s of compute.
-    assert limit_s(1.0, 100, 40, bw) == pytest.approx(3.5)
+    # max(1, 60/10) = 6; best split: c on the CPU with the other 60 - c streamed beside the chain
+    # (c/20 + 1 s of compute): c/20 + 1 = (60 - c)/10 at c = 100/3, 8/3 s.
+    assert limit_s(1.0, 100, 40, bw) == pytest.approx(8 / 3)
     assert limit_s(1.0, 100, 100, bw) == pytest.approx(1.0)  # everything resident: compute
     assert limit_s(1.0, 100, 40, Bandwidths(None, 20.0)) == pytest.approx(5.0)  # no link known: all-CPU
     caps = [0, 20, 40, 60, 80, 100]
@@ -45,10 +46,11 @@ def test_the_bf16_limit_counts_the_bytes_the_gpu_holds_and_streams():
     bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
     # 100 float32 bytes, 50 as the GPU holds them in bf16, 40 fit: 10 streamed under 1 s of compute.
     assert limit_s(1.0, 100, 40, bw, gpu_weight_bytes=50) == pytest.approx(1.0)
-    assert limit_s(1.0, 100, 40, bw, gpu_weight_bytes=100) == limit_s(1.0, 100, 40, bw) == pytest.approx(3.5)
+    assert limit_s(1.0, 100, 40, bw, gpu_weight_bytes=100) == limit_s(1.0, 100, 40, bw) == pytest.approx(8 / 3)
     # No cap at all: 50 bf16 bytes over it; a bf16 byte left to the CPU is 2 float32 bytes read there:
-    # streaming 30 (3 s) with 20 GPU bytes = 40 CPU bytes (2 s) beats all-CPU (5 s) and all streamed (5 s).
-    assert limit_s(1.0, 100, 0, bw, gpu_weight_bytes=50) == pytest.approx(5.0)
+    # 20 GPU bytes = 40 CPU bytes (2 s) + 1 s of compute beside 30 streamed (3 s) beats all-CPU (5 s)
+    # and all streamed (5 s).
+    assert limit_s(1.0, 100, 0, bw, gpu_weight_bytes=50) == pytest.approx(3.0)
     for cap in (0, 20, 40, 60, 100):
         assert limit_s(1.0, 100, cap, bw, gpu_weight_bytes=50) <= limit_s(1.0, 100, cap, bw)
 
@@ -71,8 +73,25 @@ def test_a_v1_results_file_reads_as_float32(tmp_path):
                         "limit_ms": 0.5, "placement": "", "skipped": "", "note": ""}]}
     path.write_text(json.dumps(old))
     data = capped.load_results(path, "g")
-    assert data["version"] == capped.VERSION and data["records"][0]["precision"] == "fp32"
-    assert "| 0.50 | – |" in capped.markdown(data)  # the fp32 limit; no bf16 limit
+    r = data["records"][0]
+    assert data["version"] == capped.VERSION and r["precision"] == "fp32"
+    # a limit before version 6 is the old serial form (not a lower bound): kept apart, not shown
+    assert r["serial_limit_ms"] == 0.5 and r["limit_ms"] is None and r["serial_cpu_compute_limit_ms"] is None
+    assert "| w | 1 B | – | – |" in capped.markdown(data)  # no fp32 limit, no bf16 limit
+
+
+def test_the_limit_is_under_the_old_serial_form_and_a_plans_overlapped_chain():
+    """The stream runs beside the CPU's reads too (version 6): never above the old
+    ``c / cpu + max(gpu, s / h2d)``, and never above a placement's own overlapped time."""
+    bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
+    for gpu in (0.0, 0.5, 1.0, 4.0):
+        for cap in (0, 20, 40, 60, 80, 100):
+            over = 100 - cap
+            serial = min(c / 20 + max(gpu, (over - c) / 10) for c in range(over + 1))
+            overlapped = min(max(c / 20 + gpu, (over - c) / 10) for c in range(over + 1))
+            got = limit_s(gpu, 100, cap, bw)
+            assert got <= min(serial, 5.0) + 1e-12
+            assert got == pytest.approx(min(overlapped, 5.0), abs=0.05)  # the integer grid, within a step
 
 
 def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
@@ -448,9 +467,10 @@ def test_the_limit_counts_only_the_weights_a_step_reads():
     above the 11.2 ms the ORT-style rule ran in)."""
     bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
     assert limit_s(1.0, 100, 40, bw, read_share=1.0) == limit_s(1.0, 100, 40, bw)
-    # 60 over the cap, a quarter read: 15 bytes; 5 on the CPU (0.25 s) + 10 streamed under 1 s of compute
-    assert limit_s(1.0, 100, 40, bw, read_share=0.25) == pytest.approx(1.25)
-    assert limit_s(0.0, 100, 0, bw, read_share=0.25) == pytest.approx(25 / 20)  # all-CPU: 25 bytes read
+    # 60 over the cap, a quarter read: 15 bytes; c on the CPU: c/20 + 1 = (15 - c)/10 at c = 10/3
+    assert limit_s(1.0, 100, 40, bw, read_share=0.25) == pytest.approx(7 / 6)
+    # nothing fits, no compute: 25 bytes read, c/20 = (25 - c)/10 at c = 50/3 (all-CPU: 1.25 s)
+    assert limit_s(0.0, 100, 0, bw, read_share=0.25) == pytest.approx(5 / 6)
 
 
 def test_the_read_share_of_a_moe_is_its_chosen_experts():
@@ -604,10 +624,15 @@ def test_the_compute_limit_counts_a_compute_bound_cpu_kernel():
     bw = Bandwidths(h2d_bytes_per_s=10.0, cpu_bytes_per_s=20.0)
     # 60 bytes over the cap (40 of 100).  Matmuls: 20 bytes, 5x their read time on the CPU.
     matmuls = [(20, 20, 5 * 20 / 20.0, 0.25) for _ in range(4)]
-    assert limit_s(1.0, 100, 40, bw) == pytest.approx(3.5)  # 50 bytes on the CPU at 20 B/s
-    # CPU seconds per byte freed 0.25 against 0.1 streamed: everything over the cap streams.
-    assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) == pytest.approx(6.0)
+    assert limit_s(1.0, 100, 40, bw) == pytest.approx(8 / 3)  # 100/3 bytes on the CPU at 20 B/s
+    # A matmul moved adds 5 - 0.25 s to the chain and takes 2 s off the 6 s stream: the chain
+    # 1 + 4.75 x meets the stream 6 - 2 x at x = 5 / 6.75 (of one matmul), where the limit
+    # above (2.67 s) would read them at 20 B/s.
+    assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) == pytest.approx(1 + 4.75 * 5 / 6.75)
     gather = (20, 1, 0.01, 0.0)  # 20 bytes held, 1 read a step (0.05 s at 20 B/s), 0.01 s timed on the CPU
-    assert capped.compute_limit_s(1.0, 100, 40, bw, [*matmuls, gather]) == pytest.approx(0.05 + 40 / 10)
+    # the gather goes to the CPU (0.05 s of chain, 2 s off the stream), then matmuls as above:
+    # 1.05 + 4.75 x = 4 - 2 x
+    assert capped.compute_limit_s(1.0, 100, 40, bw, [*matmuls, gather]) == \
+        pytest.approx(1.05 + 4.75 * 2.95 / 6.75)
     # never below the issue's limit where no kernel is cheaper on the CPU than its bytes
     assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) >= limit_s(1.0, 80, 20, bw)

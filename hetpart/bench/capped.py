@@ -80,11 +80,12 @@ from ..partitioner.costs import cost_origin, give_graph
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
-SCHEMA, VERSION = "hetpart-capped", 5
+SCHEMA, VERSION = "hetpart-capped", 6
 # 2: Record.precision, Record.rel_error, the bf16 contender; 3: chain_bound_ms; 4: Record.predicted_kernels;
-# 5: Record.cpu_compute_limit_ms
-READS = (1, 2, 3, 4, 5)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
-# without a count of predicted kernels, before 5 without the CPU-compute limit (None: not counted)
+# 5: Record.cpu_compute_limit_ms; 6: both limits with the stream beside the CPU's reads (:func:`limit_s`)
+READS = (1, 2, 3, 4, 5, 6)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
+# without a count of predicted kernels, before 5 without the CPU-compute limit (None: not counted), before 6
+# with their limits kept as serial_limit_ms / serial_cpu_compute_limit_ms (the old form) and limit_ms None
 CONTENDERS = ("hetpart", "hetpart bf16", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
               "llama.cpp-style rule", "ORT-style rule")
 # Measured once per workload: their placement does not depend on the cap.
@@ -98,8 +99,8 @@ BF16_TOLERANCE = 2e-2
 right: the tolerance hetpart's precision is tested to (README, tests/test_compiler_precision.py)."""
 LIMIT = ("the best placement's time if every byte moved at the bandwidths measured (host-to-device in this run; "
          "the CPU's the faster of this run's torch sum and the profile's GEMV over cold weights): "
-         "GPU compute overlapped with streaming the weights over the cap (host-to-device), the CPU "
-         "reading the rest at its memory bandwidth, or the CPU reading all of them, counting only the "
+         "streaming the weights over the cap (host-to-device) beside a chain of the CPU reading the rest "
+         "at its memory bandwidth and the GPU computing, or the CPU reading all of them, counting only the "
          "weights a step reads (a MoE step its chosen experts'); a lower bound")
 # History: until branch big-weights a plan with a partition embedding over 4 GiB of weights
 # (LIBRARY_WEIGHT_LIMIT) was skipped before its build: the llama_decode all-CPU build (one
@@ -379,9 +380,15 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
 
     * all on the CPU: ``weight_bytes / cpu``;
     * the GPU computing everything with the weights over the cap split between
-      streaming (``s / h2d``, overlapped with compute) and the CPU (``c / cpu``,
-      not overlapped): ``c / cpu + max(gpu_compute_s, s / h2d)``, ``c + s = weights
-      - cap``, at its best split (an end or where streaming meets compute).
+      streaming (``s / h2d``) and the CPU (``c / cpu``): ``max(c / cpu + gpu_compute_s,
+      s / h2d)``, ``c + s = weights - cap``, at its best split (an end or where the two
+      meet).  The CPU's reads and the GPU's compute are one chain (a step's layers run
+      one after another), the copies run beside both.
+
+    Version 6 of the records: until then the stream ran beside the GPU's compute only,
+    ``c / cpu + max(gpu_compute_s, s / h2d)``, which is not a lower bound: hetpart's
+    timeline overlaps the copies with the CPU partitions too, and llama_decode at 1/2
+    was predicted under it (22.45 ms against 22.78; bench/results/capped-decode-gap-s47.md).
 
     ``gpu_weight_bytes``: the weights' bytes as the GPU holds and streams them (a
     low precision's, :func:`precision_weight_bytes`; default ``weight_bytes``, float32
@@ -404,10 +411,11 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
     gpu_bytes = weight_bytes if gpu_weight_bytes is None else gpu_weight_bytes
     per_gpu_byte = weight_bytes / gpu_bytes if gpu_bytes else 1.0  # CPU bytes per GPU byte left to the CPU
     over = share * max(0, gpu_bytes - cap_bytes)  # the bytes over the cap one step reads
-    splits = {0.0, float(over)}
-    splits.add(min(float(over), max(0.0, over - gpu_compute_s * bw.h2d_bytes_per_s)))
-    mixed = min(c * per_gpu_byte / bw.cpu_bytes_per_s + max(gpu_compute_s, (over - c) / bw.h2d_bytes_per_s)
-                for c in splits)
+    cpu_s, h2d_s = per_gpu_byte / bw.cpu_bytes_per_s, 1.0 / bw.h2d_bytes_per_s  # seconds a byte
+    # where the chain (rising with c) meets the stream (falling): the least of the max, else an end
+    meet = (over * h2d_s - gpu_compute_s) / (cpu_s + h2d_s)
+    splits = {0.0, float(over), min(float(over), max(0.0, meet))}
+    mixed = min(max(c * cpu_s + gpu_compute_s, (over - c) * h2d_s) for c in splits)
     return min(cpu_all, mixed)
 
 
@@ -422,11 +430,12 @@ def compute_limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw:
 
     ``kernels``: ``(weight bytes, bytes one step reads, CPU seconds, GPU seconds)`` each
     (a kernel the GPU cannot run: its CPU seconds twice).  Any fraction of each weighted
-    kernel may go to the CPU, so the value is the least ``T + max(G, S / h2d)`` of a
+    kernel may go to the CPU, so the value is the least ``max(T + G, S / h2d)`` of a
     linear programme (``T`` CPU seconds, ``G`` GPU compute left, ``S`` the read share of
-    the bytes still over the cap), found through its dual over the weight ``lam`` of
-    ``G`` against ``S / h2d`` (concave; ternary search, ``iterations`` steps).  Reduces
-    to :func:`limit_s` when a CPU kernel costs its bytes over ``cpu`` and no GPU seconds.
+    the bytes still over the cap; the chain and the stream beside it, as :func:`limit_s`
+    since version 6), found through its dual over the weight ``lam`` of ``T + G`` against
+    ``S / h2d`` (concave; ternary search, ``iterations`` steps).  Reduces to
+    :func:`limit_s` when a CPU kernel costs its bytes over ``cpu`` and no GPU seconds.
 
     Why (bench/results/capped-bert-limit.md): at sequence 128 BERT-large's CPU computes an
     FFN matmul in 1.0 ms, 5.7x its 16.8 MB's read at 95.8 GB/s; the limit's CPU term
@@ -442,7 +451,7 @@ def compute_limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw:
     moves = [(t, g, share * w / h2d) for (w, _, _, g), t in zip(kernels, cost) if w > 0]
 
     def dual(lam: float) -> float:
-        return lam * gpu_compute_s + (1 - lam) * over + sum(min(0.0, t - lam * g - (1 - lam) * s) for t, g, s in moves)
+        return lam * gpu_compute_s + (1 - lam) * over + sum(min(0.0, lam * (t - g) - (1 - lam) * s) for t, g, s in moves)
 
     lo, hi = 0.0, 1.0
     for _ in range(iterations):
@@ -1015,6 +1024,10 @@ def load_results(path: Path, gpu: str) -> dict:
         data = json.loads(path.read_text())
         if data.get("schema") == SCHEMA and data.get("version") in READS:
             for r in data["records"]:
+                if data["version"] < 6:  # the old limits, not lower bounds: kept under their own names
+                    r["serial_limit_ms"] = r.pop("limit_ms", None)
+                    r["serial_cpu_compute_limit_ms"] = r.pop("cpu_compute_limit_ms", None)
+                    r["limit_ms"] = None
                 r.setdefault("precision", "fp32")
                 r.setdefault("rel_error", None)
                 r.setdefault("chain_bound_ms", None)
