@@ -2,8 +2,8 @@
 limit and the chain bound.  No GPU.
 
 For each cap: the issue's limit (:func:`hetpart.bench.capped.limit_s` at ``--h2d-gbps`` /
-``--cpu-gbps``, with its own split: bytes streamed behind GPU compute, bytes left to the
-CPU at memory bandwidth), the same with the CPU's compute counted
+``--cpu-gbps``, with its own split: bytes streamed beside the chain of GPU compute and the
+CPU reading the rest at memory bandwidth), the same with the CPU's compute counted
 (:func:`hetpart.bench.capped.cpu_compute_limit_s`), the chain bound (:mod:`hetpart.partitioner.chain_bound`) at
 that link and at the cost model's, then hetpart's plan (``partition(..., gpu_memory=cap,
 stream_weights=True)``, or the placement read from ``--placements``) broken into the
@@ -95,13 +95,16 @@ def main(argv=None) -> int:
         problem = build_problem(prep.graph, costs, (), cap, True, state=capped.graph_state_pairs(prep.graph))
         share = capped.read_share(prep.graph)  # as the bench: only the bytes a step reads
         over = share * (prep.weight_bytes - cap)
-        streamed = min(over, compute * bw.h2d_bytes_per_s)
+        # the limit's split (float32): the CPU's reads + GPU compute meet the stream beside them
+        cpu_bytes = min(over, max(0.0, (over / bw.h2d_bytes_per_s - compute)
+                                  / (1 / bw.cpu_bytes_per_s + 1 / bw.h2d_bytes_per_s)))
+        streamed = over - cpu_bytes
         limit = capped.limit_s(compute, prep.weight_bytes, cap, bw, read_share=share)
         run, model = chain_bound(problem, bw.h2d_bytes_per_s), chain_bound(problem)
         with_cpu = capped.cpu_compute_limit_s(prep.graph, costs, cap, bw, compute, prep.weight_bytes, share)
-        print(f"\ncap {cap_text} ({cap / 1e6:.1f} MB): limit {limit * 1e3:.2f} ms (streams {streamed / 1e6:.0f} MB behind "
-              f"{compute * 1e3:.2f} ms of GPU compute, the CPU reads {(over - streamed) / 1e6:.0f} MB in "
-              f"{(over - streamed) / bw.cpu_bytes_per_s * 1e3:.2f} ms; read share {share:.3f}); limit + CPU compute "
+        print(f"\ncap {cap_text} ({cap / 1e6:.1f} MB): limit {limit * 1e3:.2f} ms (streams {streamed / 1e6:.0f} MB beside "
+              f"{compute * 1e3:.2f} ms of GPU compute and the CPU reading {cpu_bytes / 1e6:.0f} MB in "
+              f"{cpu_bytes / bw.cpu_bytes_per_s * 1e3:.2f} ms; read share {share:.3f}); limit + CPU compute "
               f"{with_cpu * 1e3:.2f} ms; chain bound {run.seconds * 1e3:.2f} ms at "
               f"{args.h2d_gbps} GB/s, {model.seconds * 1e3:.2f} ms at the cost model's {model.h2d_bytes_per_s / 1e9:.2f}")
         t0 = time.time()
