@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
-# In the order to run them (closing notes of session 46, "Left open: device steps in order"):
-#   111, 107 (issue 18, batch > 1), 114 (issue 19, BERT-large caps), 117 (issue 18, corpus CPU rows in NCHW16c),
+# In the order to run them (closing note of session 47, "Left open: device steps in order"):
+#   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
+#   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
 # cite them as "tools/device_round.sh N", so such an N here says so and runs it there.
@@ -269,6 +270,18 @@ case "${1:-1}" in
      # drift is the layers'), leaving ~4e-3 to the run; the bf16 contender with TF32 on and off (HETPART_TF32=0:
      # activations not rounded to TF32 -- a decode step's M=1 products are bandwidth-bound, so off may cost nothing)
   BUDGET=540 RESERVE=40 timeout 580 bash tools/capped_round.sh bf16tf32 > "$OUT/logs/capped-bf16tf32-step.txt" 2>&1 ;;
+121)  # (BUDGET=300) the cuda-marked tests of streaming plans with today's defaults: since session 47
+     # compiler.extract.STREAMING_CUDA_GRAPHS and STATIC_IO_CUDA_GRAPHS are on (every CUDA partition of a streaming
+     # plan built with every parameter fixed, a VM per buffer-address set; bench/results/capped-stream-graphs-nvidia-h100.md).
+     # Step 118 ran the static-I/O decoder test and the mixed resident/streamed test with it on (passed); these never
+     # ran with it on: streaming on the GPU against resident, the GPU GEMM between CPU partitions (streamed), external
+     # weights on a real GPU.  Carry the four test files (and hetpart/costmodel/recorded/h200.json, moved for room) as
+     # a .tgz.  Decides: all pass -> the switches' defaults stand; a failure with STATIC_IO on that passes with
+     # --set ...STATIC_IO_CUDA_GRAPHS=0 (rerun it that way) -> the switch goes off until fixed.
+  BUDGET=300; pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider -m cuda"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 120"
+  timeout $((BUDGET - 10)) $pt tests/test_runtime_streaming.py tests/test_runtime_static_io.py \
+    tests/test_kernels_prepack.py tests/test_compiler_external_weights.py > "$OUT/pytest-121.txt" 2>&1 ;;
 120)  # (BUDGET=590) issue 19, chunked ring refills (branch copy-chunks; weight_stream.CHUNKED_REFILLS, off, chunk
      # REFILL_CHUNK_BYTES = 8 MiB).  bench/results/capped-decode-gap-s47.md: a CUDA partition's 8 KB input copy (compute
      # stream) ended 4-6 us after the in-flight 46-92 MB weight refill (copy stream) landed, every time (8/8, 6/6, 3/3
