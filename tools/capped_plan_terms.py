@@ -96,8 +96,7 @@ def main(argv=None) -> int:
         share = capped.read_share(prep.graph)  # as the bench: only the bytes a step reads
         over = share * (prep.weight_bytes - cap)
         # the limit's split (float32): the CPU's reads + GPU compute meet the stream beside them
-        cpu_bytes = min(over, max(0.0, (over / bw.h2d_bytes_per_s - compute)
-                                  / (1 / bw.cpu_bytes_per_s + 1 / bw.h2d_bytes_per_s)))
+        cpu_bytes = capped.overlapped_cpu_bytes(over, compute, 1 / bw.cpu_bytes_per_s, 1 / bw.h2d_bytes_per_s)
         streamed = over - cpu_bytes
         limit = capped.limit_s(compute, prep.weight_bytes, cap, bw, read_share=share)
         run, model = chain_bound(problem, bw.h2d_bytes_per_s), chain_bound(problem)

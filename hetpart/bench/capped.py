@@ -412,11 +412,17 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
     per_gpu_byte = weight_bytes / gpu_bytes if gpu_bytes else 1.0  # CPU bytes per GPU byte left to the CPU
     over = share * max(0, gpu_bytes - cap_bytes)  # the bytes over the cap one step reads
     cpu_s, h2d_s = per_gpu_byte / bw.cpu_bytes_per_s, 1.0 / bw.h2d_bytes_per_s  # seconds a byte
-    # where the chain (rising with c) meets the stream (falling): the least of the max, else an end
+    c = overlapped_cpu_bytes(over, gpu_compute_s, cpu_s, h2d_s)
+    return min(cpu_all, max(c * cpu_s + gpu_compute_s, (over - c) * h2d_s))
+
+
+def overlapped_cpu_bytes(over: float, gpu_compute_s: float, cpu_s: float, h2d_s: float) -> float:
+    """The bytes (of ``over``, those over the cap) :func:`limit_s` leaves to the CPU, the
+    rest streamed: where the chain ``c * cpu_s + gpu_compute_s`` (rising with ``c``) meets
+    the stream ``(over - c) * h2d_s`` (falling), clamped to ``[0, over]`` -- the least of
+    their max, the max being convex.  ``cpu_s`` / ``h2d_s``: seconds a byte."""
     meet = (over * h2d_s - gpu_compute_s) / (cpu_s + h2d_s)
-    splits = {0.0, float(over), min(float(over), max(0.0, meet))}
-    mixed = min(max(c * cpu_s + gpu_compute_s, (over - c) * h2d_s) for c in splits)
-    return min(cpu_all, mixed)
+    return min(float(over), max(0.0, meet))
 
 
 def compute_limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwidths,
