@@ -64,26 +64,41 @@ def terms(problem, placement) -> dict:
                 cpu_partitions=sum(g.device == "cpu" for g in lay.groups), fits=e.fits)
 
 
-def main(argv=None) -> int:
+def add_workload_options(ap: argparse.ArgumentParser) -> None:
+    """``--workload`` (default the BERT-large twin), ``--caps``, ``--profile``, ``--cpu-gbps``:
+    what this tool and tools/plan_time.py plan with."""
+    ap.add_argument("--workload", default=BERT_LARGE_TWIN)
+    ap.add_argument("--caps", default="1/2,1/3,1/4")
+    ap.add_argument("--profile", default="hetpart/costmodel/recorded/h200.json")
+    ap.add_argument("--cpu-gbps", type=float, default=95.8, help="CPU weight reads (the limit's and the costs' floor)")
+
+
+def prepared_costs(args):
+    """``(capped.Prepared, CostModel)`` of those options: the workload imported, the profile's
+    costs with the CPU's weight reads at ``--cpu-gbps``."""
     from hetpart.bench import capped
     from hetpart.costmodel import CostModel, Profile
+
+    prep = capped.prepare(capped.workload(args.workload, None))
+    costs = CostModel(Profile.load(args.profile), graph=prep.graph).with_weight_bandwidth({"cpu": args.cpu_gbps * 1e9})
+    return prep, costs
+
+
+def main(argv=None) -> int:
+    from hetpart.bench import capped
     from hetpart.partitioner import partition
     from hetpart.partitioner.chain_bound import chain_bound
     from hetpart.partitioner.plan_report import placement_of
     from hetpart.partitioner.problem import build_problem
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workload", default=BERT_LARGE_TWIN)
-    ap.add_argument("--caps", default="1/2,1/3,1/4")
-    ap.add_argument("--profile", default="hetpart/costmodel/recorded/h200.json")
-    ap.add_argument("--cpu-gbps", type=float, default=95.8, help="CPU weight reads (the limit's and the costs' floor)")
+    add_workload_options(ap)
     ap.add_argument("--h2d-gbps", type=float, default=55.5, help="the limit's host-to-device bandwidth")
     ap.add_argument("--placements", default=None, help="JSON of --save: re-price these instead of planning")
     ap.add_argument("--save", default=None, help="write each cap's placement here (JSON)")
     args = ap.parse_args(argv)
 
-    prep = capped.prepare(capped.workload(args.workload, None))
-    costs = CostModel(Profile.load(args.profile), graph=prep.graph).with_weight_bandwidth({"cpu": args.cpu_gbps * 1e9})
+    prep, costs = prepared_costs(args)
     bw = capped.Bandwidths(args.h2d_gbps * 1e9, args.cpu_gbps * 1e9)
     compute = capped.gpu_compute_s(prep.graph, costs)
     given = json.load(open(args.placements)) if args.placements else {}

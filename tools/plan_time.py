@@ -18,7 +18,7 @@ import argparse
 import json
 import time
 
-BERT_LARGE_TWIN = "zoo:bert:layers=24,hidden=1024,heads=16,intermediate=4096"
+from capped_plan_terms import add_workload_options, prepared_costs  # tools/: the same workload and costs
 
 
 def compare(before: dict, after: dict) -> bool:
@@ -37,10 +37,7 @@ def compare(before: dict, after: dict) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workload", default=BERT_LARGE_TWIN)
-    ap.add_argument("--caps", default="1/2,1/3,1/4")
-    ap.add_argument("--profile", default="hetpart/costmodel/recorded/h200.json")
-    ap.add_argument("--cpu-gbps", type=float, default=95.8, help="CPU weight reads (as capped_plan_terms)")
+    add_workload_options(ap)
     ap.add_argument("--save", default=None)
     ap.add_argument("--compare", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args(argv)
@@ -48,12 +45,10 @@ def main(argv=None) -> int:
         return 0 if compare(*(json.load(open(p)) for p in args.compare)) else 1
 
     from hetpart.bench import capped
-    from hetpart.costmodel import CostModel, Profile
     from hetpart.partitioner import partition
     from hetpart.partitioner.plan_report import placement_of
 
-    prep = capped.prepare(capped.workload(args.workload, None))
-    costs = CostModel(Profile.load(args.profile), graph=prep.graph).with_weight_bandwidth({"cpu": args.cpu_gbps * 1e9})
+    prep, costs = prepared_costs(args)
     out = {}
     for cap_text in args.caps.split(","):
         cap = capped.parse_cap(cap_text, prep.weight_bytes)
