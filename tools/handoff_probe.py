@@ -69,14 +69,9 @@ def _med(values) -> float | None:
 
 def probe(session, feeds, runs: int, timed: int) -> dict:
     from hetpart.runtime import executor
+    from hetpart.runtime.overhead import run_seconds
 
-    for _ in range(10):
-        session.run(feeds)
-    walls = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(feeds)
-        walls.append(time.perf_counter() - t0)
+    walls = run_seconds(session, feeds, runs)
     gpu, launch, host, gap_in, gap_out, late, host_in = [], [], [], [], [], [], []
     session.profile = True
     try:

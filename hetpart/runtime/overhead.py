@@ -34,14 +34,21 @@ def median_run_seconds(devices: tuple[str, ...], simulate: bool, repeats: int = 
     model = chain(list(devices), shape, simulate=simulate)
     feeds = {"x": np.ones(shape, dtype="float32")}
     with Session(model) as s:
-        for _ in range(10):
-            s.run(feeds)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            s.run(feeds)
-            times.append(time.perf_counter() - t0)
+        times = run_seconds(s, feeds, repeats)
     return float(np.median(times))
+
+
+def run_seconds(session: Session, feeds: dict, repeats: int, warmup: int = 10) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``session.run(feeds)``, after ``warmup`` untimed
+    ones (the first calls load VMs and capture graphs)."""
+    for _ in range(warmup):
+        session.run(feeds)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(feeds)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def session_overheads(simulate: bool = False, repeats: int = 200) -> dict[str, float]:
