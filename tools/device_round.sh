@@ -12,6 +12,21 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+124)  # (BUDGET=420) issue 18, batch 32 at 16 threads: step 117 (session 48) measured zoo:resnet50 b32 1.41x ORT
+     # (266.2 / 188.7 ms) where per core it is 0.95x (session 45, Xeon) and session 45 measured 1.11-1.13x at 16
+     # threads, before rules/cpu_blocked_conv.BATCH_PLANE_GROUPS (step 111) and BATCH_GROUP_SPLIT (step 107) were
+     # merged on by per-core numbers alone.  (1) tools/nchwc_ab.py resnet50 b32, 16 threads, "before" = both
+     # switches off; (2) with what is left, the same at b8.  Decides: a switch goes off if before / NCHWc < 1.0 by
+     # more than the rounds' spread at either batch (then steps 111 / 107 split which of the two it is); if
+     # NCHWc / ORT stays >= 1.3 with both off too, the b32 gap is elsewhere (the next step: tools/cpu_layer_gap.py
+     # --block 16 --in-situ --wall at b32 names the layers).  Carry tools/nchwc_ab.py and tools/cpu_rule_ab.py.
+  BUDGET=420; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 250 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 2 --rounds 3 \
+    --before $sw.BATCH_PLANE_GROUPS=0 --before $sw.BATCH_GROUP_SPLIT=0 > "$OUT/blk-batch-both-resnet50-b32-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 90 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
+    --calls 3 --rounds 3 --before $sw.BATCH_PLANE_GROUPS=0 --before $sw.BATCH_GROUP_SPLIT=0 \
+    > "$OUT/blk-batch-both-resnet50-b8-t16.txt" 2>&1 ;;
 111)  # (BUDGET=590) issue 18 at batch > 1: the stride-1 1x1s in MLAS's pointwise order per image (branch
      # blk-batch-1x1, bench/results/cpu-batch-1x1-2core.md).  rules/cpu_blocked_conv.BATCH_PLANE_GROUPS: a batched
      # stride-1 1x1 on a plane <= 1024 pixels whose tile's weights pass 96 KiB takes PLANE_IC_GROUPS' plane schedule
