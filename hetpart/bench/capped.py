@@ -1143,7 +1143,8 @@ def markdown(results: dict) -> str:
     text = (f"# Bigger than the GPU: capped GPU memory ({results['schema']} v{results['version']}, "
             f"{results.get('gpu', '?')})\n\n"
             f"Median ms per inference. `limit ms`: {results['limit']}. Bandwidths measured: host-to-device "
-            f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
+            f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}"
+            f"{' (the last run: ' + runs[-1]['source'] + ')' if runs[-1].get('source') else ''}. "
             f"Costs: {runs[-1].get('costs', '?')}. {results.get('compute_limit', COMPUTE_LIMIT)}. "
             f"{results.get('chain', CHAIN)}. Written by `bench/capped.py`.\n\n")
     text += "\n".join(rows) + "\n"
