@@ -188,3 +188,44 @@ def test_cpu_arch_builds_the_cpu_code_for_another_machine(mlp_plan, compose, mak
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(TargetError, match="not a CPU LLVM knows"):
         compiler.compile(mlp_plan, simulate=True, cpu_arch="pentium9", progress=False)
+
+
+def _old_static_io_able_dims(shape) -> bool:
+    """compiler.extract._static_io_able's per-tensor test before artifact.static_shape."""
+    return all(not isinstance(d, (str, bool)) for d in shape)
+
+
+def _old_is_static(shape) -> bool:
+    """runtime.memory.is_static before artifact.static_shape."""
+    return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
+
+
+INT_DIM_SHAPES = [(), (0,), (1,), (4, 128, 64), (np.int64(3), 5), (np.int32(2), np.uint8(7)), (1, "n"), ("n", "m"),
+                  (True, 4), (4, False)]
+
+
+@pytest.mark.parametrize("shape", INT_DIM_SHAPES)
+def test_one_static_shape_test_agrees_with_both_old_ones_on_int_and_symbolic_dims(shape):
+    from hetpart.compiler.artifact import static_shape
+    from hetpart.runtime.memory import is_static
+
+    assert static_shape(shape) == is_static(shape) == _old_is_static(shape) == _old_static_io_able_dims(shape)
+
+
+@pytest.mark.parametrize("shape", [(None, 4), (4.0, 2), (np.float32(3),), (np.bool_(True),)])
+def test_a_dim_that_is_no_integer_is_not_static_for_compiler_or_runtime(shape):
+    """Where the two old tests differed (the compiler took these as static): now neither does;
+    a partition with such a dim is built without static I/O and the runtime sizes it per call."""
+    from types import SimpleNamespace
+
+    from hetpart.compiler.artifact import TensorSpec, static_shape
+    from hetpart.compiler.extract import _static_io_able
+    from hetpart.runtime.memory import is_static
+
+    assert _old_static_io_able_dims(shape) and not _old_is_static(shape) or isinstance(shape[0], np.bool_)
+    assert not static_shape(shape) and not is_static(shape)
+    program = SimpleNamespace(device="cuda", inputs=(TensorSpec("x", shape, "float32"),),
+                              outputs=(TensorSpec("y", (4,), "float32"),))
+    assert not _static_io_able(program)
+    program.inputs = (TensorSpec("x", (4, 2), "float32"),)
+    assert _static_io_able(program)

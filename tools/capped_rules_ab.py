@@ -31,6 +31,12 @@ contender's plan from ``DIR/<contender>.plan.json`` where one is there (planned 
 machine with the same code, profile and cap: llama_decode's hetpart plan costs a device run
 ~1-2 minutes), and writes the plans it makes there.
 
+``--json`` writes the rounds and a summary, and a ``meta`` block (workload, cap, GPU, date, the
+limit, each contender's plan prediction and what makes it a variant); the same run's records in
+the capped benchmark's schema (one a contender: the median of its rounds' medians, its plan's
+prediction, ``capped.limit_s`` with this profile; tools/capped_ab_records.py) are merged by key
+into ``--records PATH``, by default the ``capped-<gpu>.json`` beside ``--json``.
+
     python tools/capped_rules_ab.py --profile PROFILE [--rounds 5] [--simulate] [--before M.ATTR=V]
 """
 
@@ -130,6 +136,9 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-mib", type=int, default=1024)
     p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (a smoke test)")
     p.add_argument("--json", default=None)
+    p.add_argument("--records", default=None, metavar="PATH",
+                   help="merge this run's records (capped schema) into PATH by key (default: capped-<gpu>.json "
+                        "beside --json; none without --json or this)")
     p.add_argument("--trace", default=None, metavar="DIR",
                    help="after the rounds, one traced run per contender: DIR/<contender>.trace.json "
                         "(Chrome/Perfetto, the predicted timeline beside it)")
@@ -277,11 +286,76 @@ def main(argv=None) -> int:
                       "partitions": len(plan.partitions), "streamed_partitions": len(plan.streamed),
                       "streamed_bytes": plan.predicted.get("streamed_bytes", 0)}
         print(n, json.dumps(summary[n]), flush=True)
+    data = {"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps, "failed": failed}
+    if args.json or args.records:
+        try:
+            data["meta"] = run_meta(args, prep, cap, base, plans, profile_bps, rounds, variants)
+        except Exception as exc:  # noqa: BLE001 - the rounds are kept without it
+            print(f"meta: FAILED {type(exc).__name__}: {exc}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": rounds, "summary": summary, "profile_weight_read_Bps": profile_bps,
-                       "failed": failed}, f, indent=1)
+            json.dump(data, f, indent=1)
+    if "meta" in data:
+        records = _records_tool()
+        meta = data["meta"]
+        out = Path(args.records) if args.records else Path(args.json).with_name(f"capped-{meta['gpu']}.json")
+        source = records.source_of(args.json or "(no --json)", data, meta["date"])
+        records.fold(out, meta["gpu"], records.records_of(data, workload=meta["workload"], cap_bytes=cap,
+                                                          limit_ms=meta["limit_ms"], source=source),
+                     {"source": source, "bandwidths": meta["limit_bandwidths"], "costs": args.profile})
+        print(f"records merged into {out}", flush=True)
     return 0
+
+
+def _records_tool():
+    """tools/capped_ab_records.py (the A/B -> capped records conversion), imported."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import capped_ab_records
+
+    return capped_ab_records
+
+
+def variant_text(name: str, args, variants: dict[str, list[str]]) -> str:
+    """What contender ``name`` changes against hetpart ("" for a contender of
+    ``capped.CONTENDERS``): its ``--before`` / ``--session-before`` / ``--build-before``
+    switches (``hetpart before``) or its ``--variant`` switches."""
+    if name in variants:
+        return "hetpart's plan built with " + ", ".join(variants[name])
+    if name != BEFORE:
+        return ""
+    parts = [f"plan made with {', '.join(args.before)}" if args.before else "hetpart's plan"]
+    if args.session_before:
+        parts.append(f"session opened with {', '.join(args.session_before)}")
+    if args.build_before:
+        parts.append(f"built with {', '.join(args.build_before)}")
+    return "; ".join(parts)
+
+
+def run_meta(args, prep, cap: int, costs, plans: dict, profile_bps, rounds: list, variants: dict) -> dict:
+    """The ``meta`` block of ``--json``: what tools/capped_ab_records.py makes records of
+    (workload as the capped bench names it, cap, GPU slug, UTC date, the float32 limit by
+    ``capped.profile_limit_ms`` at the fastest CPU rate measured, each plan's prediction as
+    made and its variant text)."""
+    import datetime
+    from dataclasses import asdict
+
+    from hetpart.bench import capped, gpu_slug, machine
+    from hetpart.bench.harness import placement
+
+    rates = [row["gemv_gbps"] * 1e9 for row in rounds if row.get("gemv_gbps")] + ([profile_bps] if profile_bps else [])
+    limit_ms, bw = capped.profile_limit_ms(prep.graph, prep.weight_bytes, cap, costs, max(rates or [0.0]) or 1.0,
+                                           "the fastest GEMV rate of the rounds (or the profile's)")
+    return {"workload": capped.record_name(args.workload), "workload_arg": args.workload, "cap": args.cap,
+            "cap_bytes": cap, "weight_bytes": prep.weight_bytes,
+            "gpu": "simulated" if args.simulate else gpu_slug(machine()),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "profile": args.profile, "note": f"run with {', '.join(args.set)}" if args.set else "",
+            "limit_ms": limit_ms, "limit_bandwidths": asdict(bw),
+            "contenders": {n: {"predicted_ms": float(plan.predicted["latency_s"]) * 1e3,
+                               "placement": placement(plan), "variant": variant_text(n, args, variants)}
+                           for n, plan in plans.items()}}
 
 
 if __name__ == "__main__":

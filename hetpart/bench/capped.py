@@ -80,10 +80,11 @@ from ..partitioner.costs import cost_origin, give_graph
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
-SCHEMA, VERSION = "hetpart-capped", 6
+SCHEMA, VERSION = "hetpart-capped", 7
 # 2: Record.precision, Record.rel_error, the bf16 contender; 3: chain_bound_ms; 4: Record.predicted_kernels;
-# 5: Record.cpu_compute_limit_ms; 6: both limits with the stream beside the CPU's reads (:func:`limit_s`)
-READS = (1, 2, 3, 4, 5, 6)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
+# 5: Record.cpu_compute_limit_ms; 6: both limits with the stream beside the CPU's reads (:func:`limit_s`);
+# 7: Record.variant, Record.source, Record.host_gemv_gbps (records of tools/capped_rules_ab.py's interleaved A/Bs)
+READS = (1, 2, 3, 4, 5, 6, 7)  # version 1's records read as precision fp32, before 3 without a chain bound, before 4
 # without a count of predicted kernels, before 5 without the CPU-compute limit (None: not counted), before 6
 # with their limits kept as serial_limit_ms / serial_cpu_compute_limit_ms (the old form) and limit_ms None
 CONTENDERS = ("hetpart", "hetpart bf16", "hetpart all-CPU", "onnxruntime_cpu", "torch_cpu", "accelerate",
@@ -194,14 +195,22 @@ DLRM_SPEC = "zoo:dlrm:table_rows=1000000,num_tables=26"
 """DLRM at several GB: Criteo's 26 sparse features as tables of a million rows of 64
 floats (6.7 GB of float32), batch 256."""
 
+# The zoo workloads of issue 19: spec -> the name their records carry.
+NAMED_SPECS = {"zoo:llama_decode": "llama_decode", MOE_SPEC: "moe", DLRM_SPEC: "dlrm"}
 # The workloads of issue 19 by name; zoo:... specs are workloads too.
 NAMED = {
     "bert_large": lambda d: transformers_workload("bert_large", "bert_large_transformers", d),
     "llama_prefill": lambda d: transformers_workload("llama_prefill", "llama_1b_transformers", d),
-    "llama_decode": lambda d: zoo_workload("zoo:llama_decode", "llama_decode"),
-    "moe": lambda d: zoo_workload(MOE_SPEC, "moe"),
-    "dlrm": lambda d: zoo_workload(DLRM_SPEC, "dlrm"),
+    **{name: (lambda d, spec=spec, name=name: zoo_workload(spec, name)) for spec, name in NAMED_SPECS.items()},
 }
+
+
+def record_name(workload_arg: str) -> str:
+    """The ``workload`` a record of ``workload_arg`` (a name of :data:`NAMED` or a ``zoo:``
+    spec, as tools take it) carries: a spec of :data:`NAMED_SPECS` its name
+    (``zoo:llama_decode`` -> ``llama_decode``), so a tool's records meet the benchmark's
+    under one key; any other spec itself (as :func:`workload` names it)."""
+    return NAMED_SPECS.get(workload_arg.strip(), workload_arg.strip())
 
 
 def split_names(text: str) -> list[str]:
@@ -414,6 +423,22 @@ def limit_s(gpu_compute_s: float, weight_bytes: int, cap_bytes: int, bw: Bandwid
     cpu_s, h2d_s = per_gpu_byte / bw.cpu_bytes_per_s, 1.0 / bw.h2d_bytes_per_s  # seconds a byte
     c = overlapped_cpu_bytes(over, gpu_compute_s, cpu_s, h2d_s)
     return min(cpu_all, max(c * cpu_s + gpu_compute_s, (over - c) * h2d_s))
+
+
+def profile_limit_ms(graph, weight_bytes: int, cap_bytes: int, costs, cpu_bytes_per_s: float,
+                     how: str = "") -> tuple[float, Bandwidths]:
+    """``(ms, bandwidths)``: the float32 :func:`limit_s` of ``graph`` under ``cap_bytes``
+    where no torch measured the run's bandwidths (tools/capped_rules_ab.py): host-to-device
+    at the cost model's link (the profile's ``transfers``), the CPU's reads at the faster of
+    ``cpu_bytes_per_s`` (the run's fastest measured rate) and the profile's GEMV
+    (:func:`limit_bandwidths`), the GPU's compute :func:`gpu_compute_s` of ``costs``.  The
+    bench measures host-to-device with torch instead (:func:`measure_bandwidths`); both are
+    :func:`limit_s` of the same terms."""
+    h2d = (1 << 30) / costs.transfer_cost(1 << 30, "cpu", "cuda")
+    bw = limit_bandwidths(Bandwidths(h2d, float(cpu_bytes_per_s),
+                                     {"h2d": "the cost model's host-to-device link (the profile's)",
+                                      "cpu": how or "the run's fastest CPU read"}), costs)
+    return limit_s(gpu_compute_s(graph, costs), weight_bytes, cap_bytes, bw, None, read_share(graph)) * 1e3, bw
 
 
 def overlapped_cpu_bytes(over: float, gpu_compute_s: float, cpu_s: float, h2d_s: float) -> float:
@@ -675,6 +700,14 @@ class Record:
     chain_bound_ms: float | None = None  # float32 records: :func:`chain_bound_s` under the cap
     cpu_compute_limit_ms: float | None = None  # float32 records: :func:`cpu_compute_limit_s` under the cap
     predicted_kernels: int | None = None  # plans: kernels priced by prediction (not measured) where they run
+    # Version 7.  ``variant``: "" for a contender of :data:`CONTENDERS`; else what the record's plan or build
+    # changes against hetpart's (an A/B's "hetpart before", "hetpart graphs": switches), its name kept as the A/B
+    # named it.  ``source``: "" for this benchmark's run; else the run it came from (tools/capped_ab_records.py:
+    # "capped_rules_ab <file>, <date>, ...").  ``host_gemv_gbps``: an A/B run's median CPU weight-read rate (the
+    # compiler's GEMV over cold weights, measured between its rounds), None where not measured.
+    variant: str = ""
+    source: str = ""
+    host_gemv_gbps: float | None = None
 
     def key(self) -> tuple:
         return (self.workload, self.cap_bytes, self.contender)
@@ -1039,6 +1072,9 @@ def load_results(path: Path, gpu: str) -> dict:
                 r.setdefault("chain_bound_ms", None)
                 r.setdefault("cpu_compute_limit_ms", None)
                 r.setdefault("predicted_kernels", None)
+                r.setdefault("variant", "")
+                r.setdefault("source", "")
+                r.setdefault("host_gemv_gbps", None)
             data["version"] = VERSION
             data.setdefault("chain", CHAIN)
             data.setdefault("compute_limit", COMPUTE_LIMIT)
@@ -1107,7 +1143,8 @@ def markdown(results: dict) -> str:
     text = (f"# Bigger than the GPU: capped GPU memory ({results['schema']} v{results['version']}, "
             f"{results.get('gpu', '?')})\n\n"
             f"Median ms per inference. `limit ms`: {results['limit']}. Bandwidths measured: host-to-device "
-            f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}. "
+            f"{gbs(bw.get('h2d_bytes_per_s'))}, CPU memory read {gbs(bw.get('cpu_bytes_per_s'))}"
+            f"{' (the last run: ' + runs[-1]['source'] + ')' if runs[-1].get('source') else ''}. "
             f"Costs: {runs[-1].get('costs', '?')}. {results.get('compute_limit', COMPUTE_LIMIT)}. "
             f"{results.get('chain', CHAIN)}. Written by `bench/capped.py`.\n\n")
     text += "\n".join(rows) + "\n"
@@ -1124,6 +1161,32 @@ def markdown(results: dict) -> str:
                  "guesses; `--profile quick` measures them):\n\n" + "\n".join(f"* {g}" for g in guessed) + "\n")
     if notes:
         text += "\nSkipped:\n\n" + "\n".join(f"* {n}" for n in sorted(set(notes))) + "\n"
+    return text + _ab_notes(results["records"])
+
+
+def _ab_notes(records: list[dict]) -> str:
+    """The markdown of records from A/B runs (``source``) and of variants (not a column):
+    where each row's cells came from, and the variants' times beside them; "" without any."""
+    order = lambda r: (r["workload"], -r["cap_bytes"], r["contender"])  # noqa: E731
+    sourced = sorted((r for r in records if r.get("source") and r["contender"] in CONTENDERS), key=order)
+    variants = sorted((r for r in records if r["contender"] not in CONTENDERS), key=order)
+    if not sourced and not variants:
+        return ""
+    from ..importer.summary import human_bytes
+
+    def line(r: dict) -> str:
+        gemv = "" if r.get("host_gemv_gbps") is None else f", host GEMV {r['host_gemv_gbps']:.1f} GB/s"
+        return (f"* {r['workload']} @ {human_bytes(r['cap_bytes'])}, `{r['contender']}`: {_ms(r['ms'])} ms "
+                f"(predicted {_ms(r.get('predicted_ms'))}{gemv}); {r.get('source') or 'this benchmark'}"
+                + (f"; {r['note']}" if r.get("note") else ""))
+
+    text = ""
+    if sourced:
+        text += ("\nCells from interleaved A/B runs (tools/capped_rules_ab.py: the median of its rounds' medians, "
+                 "tools/capped_ab_records.py):\n\n" + "\n".join(line(r) for r in sourced) + "\n")
+    if variants:
+        text += ("\nVariants (not a column: hetpart with other switches, named as their A/B named them):\n\n"
+                 + "\n".join(line(r) + f"; variant: {r.get('variant') or '?'}" for r in variants) + "\n")
     return text
 
 

@@ -57,7 +57,7 @@ import tvm
 from tvm import relax
 
 from ..errors import InternalError, PlanError
-from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec
+from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec, static_shape
 
 CALL_TIR = "relax.call_tir"
 
@@ -172,8 +172,7 @@ def extract(graph, plan) -> list[PartitionProgram]:
 
 def _static_io_able(program: PartitionProgram) -> bool:
     """A CUDA partition (real or simulated) whose every input and output has a static shape."""
-    return program.device != "cpu" and all(
-        all(not isinstance(d, (str, bool)) for d in t.shape) for t in (*program.inputs, *program.outputs))
+    return program.device != "cpu" and all(static_shape(t.shape) for t in (*program.inputs, *program.outputs))
 
 
 def static_io_signature(program: PartitionProgram, inner=None):
