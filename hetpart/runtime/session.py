@@ -72,6 +72,7 @@ from .pool import PooledMemory, check_quota, reserved_bytes
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
+from . import weight_stream
 from .weight_stream import CheckedStream, CopyEngine, HazardChecker, WeightRing
 from . import cpu_share
 from .threads import pool_threads
@@ -211,12 +212,16 @@ class Session:
             self._epoch_host = getattr(self._epoch, "time", None) or time.perf_counter()
         check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         if streamed:
-            copier = CudaStream(self.spin_wait, self.priority) if self.real_gpu else CheckedStream("copy", checker)
+            # throttled refills: the copier thread waits for each chunk on the host, asleep
+            # (blocking events), not spinning a core the CPU partitions use
+            spin = self.spin_wait and not weight_stream.THROTTLED_REFILLS
+            copier = CudaStream(spin, self.priority) if self.real_gpu else CheckedStream("copy", checker)
+            engine = None
             try:
-                self._ring = WeightRing(self.compiled, self._memory, CopyEngine(self._stream, copier),
-                                        "cuda" if self.real_gpu else "cpu")
+                engine = CopyEngine(self._stream, copier)
+                self._ring = WeightRing(self.compiled, self._memory, engine, "cuda" if self.real_gpu else "cpu")
             except BaseException:
-                copier.close()
+                engine.close() if engine is not None else copier.close()
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         if self._state_request[0] is not None:  # outputs kept on their device as next run's inputs
@@ -354,6 +359,8 @@ class Session:
                 self._free.put(other)
         ctx = self._open_run(checked, slot, False)
         for stage in self._stages:  # topological order, one task at a time
+            if self._ring is not None:  # throttled refills: no copier-thread CUDA call during a capture
+                self._ring.engine.drain()
             returned = threading.Event()
 
             def task(stage=stage, returned=returned):
