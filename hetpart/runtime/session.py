@@ -247,6 +247,7 @@ class Session:
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
             self._stages.append(Stage(art, runner, worker))
         self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere) for i in range(slots)]
+        self._warm_kernel_copies()
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
             self._free.put(slot)
@@ -281,6 +282,22 @@ class Session:
         # first run goes through the workers, whose leased threads never exit; inline
         # runs follow once one threaded run has completed.
         self._captured = not self.real_gpu
+
+    def _warm_kernel_copies(self) -> None:
+        """Launch each kind of small-crossing copy kernel (:mod:`.small_copy`) once, now:
+        its first launch loads the CUDA module, which must not happen while another thread
+        captures a CUDA graph.  What it copies (a slot's unwritten buffers) is overwritten
+        before any partition reads it."""
+        seen = set()
+        for slot in self._slots:
+            for kernel in slot.kernel_copies.values():
+                if kernel.dtype not in seen:
+                    seen.add(kernel.dtype)
+                    self._stream.launch(kernel)
+        if seen:
+            done = self._stream.record()
+            done.synchronize()
+            done.release()
 
     def _needs_capture_run(self) -> bool:
         """Whether the session opens with :meth:`_capture_graphs`: on a GPU, in a plan that

@@ -65,6 +65,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -278,6 +279,7 @@ class CopyEngine:
         self._chunks: dict[tuple[int, int, int], list[tuple[Buffer, Buffer]]] = {}
         self._thread = None
         self.chunk_waits = 0  # host waits of the copier thread for a chunk to land (throttled)
+        self.copier_cpu_s = 0.0  # the copier thread's CPU time in its fills (throttled; host cost)
         if self.throttle is not None:
             from .workers import Worker  # a leased thread, like the session's workers
 
@@ -319,6 +321,7 @@ class CopyEngine:
         own = self.compute.record() if after is not None else None
 
         def job():
+            cpu = time.thread_time()
             try:
                 markers = self._fill_now(dst, src, own, self.throttle)
             except BaseException as e:  # noqa: BLE001 - reported to whoever waits for the fill
@@ -327,6 +330,7 @@ class CopyEngine:
             finally:
                 if own is not None:
                     own.release()  # its wait is enqueued (or never will be)
+                self.copier_cpu_s += time.thread_time() - cpu
             done(markers, None)
 
         self._thread.post(job)
