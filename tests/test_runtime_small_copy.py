@@ -145,6 +145,7 @@ def test_a_gpu_session_with_kernel_copies_matches_copies(monkeypatch):
         monkeypatch.setattr(small_copy, "SMALL_H2D_BY_KERNEL", on)
         with Session(model, slots=2) as s:
             out[on] = [s.run(f)["logits"] for f in batches] + [o["logits"] for o in s.run_pipelined(batches)]
+            s.run(batches[0])
             assert ({e.mode for e in s.last_run_stats.edges if e.direction == "h2d"} == {"kernel"}) == on
     for a, b in zip(out[False], out[True]):
         np.testing.assert_array_equal(a, b)

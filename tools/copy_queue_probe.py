@@ -47,9 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _spin(seconds: float) -> None:
+    """Wait ``seconds`` on the host clock, giving the GIL away at every turn: a throttled
+    engine's copier thread waking meanwhile would otherwise wait for a pure-Python spin
+    (up to the interpreter's 5 ms switch interval) and stretch the refill."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        pass
+        time.sleep(0)
 
 
 def probe(memory, compute, copier, big: int, small: int, chunk: int | None, reps: int, delay_s: float,
