@@ -3,6 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 47, "Left open: device steps in order"):
 #   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
+#   123 (issue 19, session 48: throttled refills / small copies by kernel, after 120's probe said chunks do not help),
 #   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
