@@ -78,6 +78,7 @@ from .dlpack import tensor_view
 from .external_weights import read_exactly
 from .memory import Buffer, Memory
 from .streams import Marker, SimulatedStream, Stream
+from .workers import Worker
 
 
 CHUNKED_REFILLS = False
@@ -280,9 +281,7 @@ class CopyEngine:
         self._thread = None
         self.chunk_waits = 0  # host waits of the copier thread for a chunk to land (throttled)
         self.copier_cpu_s = 0.0  # the copier thread's CPU time in its fills (throttled; host cost)
-        if self.throttle is not None:
-            from .workers import Worker  # a leased thread, like the session's workers
-
+        if self.throttle is not None:  # a leased thread, like the session's workers
             self._thread = Worker("copier")
 
     def fill(self, dst: Buffer, src: Buffer, after: Marker | None) -> tuple[Marker, Marker]:
