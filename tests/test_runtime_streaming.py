@@ -642,11 +642,14 @@ def test_a_throttled_refill_outlives_the_marker_it_was_given():
     try:
         after = compute.record()
         after.release = lambda: released.append(True)
-        got = threading.Event()
+        got, box = threading.Event(), []
         slot, src = np.zeros(1_000, np.uint8), np.arange(1_000).astype(np.uint8)
-        engine.submit(_host_buffer(slot, "slot"), _host_buffer(src, "w"), after, lambda m, e: got.set())
+        engine.submit(_host_buffer(slot, "slot"), _host_buffer(src, "w"), after,
+                      lambda m, e: (box.append((m, e)), got.set()))
         assert got.wait(10)
-        assert released == []  # the engine never releases the caller's marker
+        (_, landed), error = box[0]
+        assert error is None and released == []  # the engine never releases the caller's marker
+        landed.synchronize()  # submitted is not landed: the last chunk may still be in flight
         np.testing.assert_array_equal(slot, src)
     finally:
         engine.close()
