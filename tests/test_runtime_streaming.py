@@ -346,21 +346,28 @@ def test_close_frees_the_ring(mlp):
     assert s.buffer_bytes == 0 and live_views() == before
 
 
+@pytest.mark.parametrize("throttled", [False, True])
 @pytest.mark.parametrize("fault", ["call does not wait for its copy", "copy does not wait for the last reader"])
-def test_a_missing_event_wait_is_caught(mlp, monkeypatch, fault):
+def test_a_missing_event_wait_is_caught(mlp, monkeypatch, fault, throttled):
     """The product's schedule with one of its two event waits removed: the checking
-    streams raise instead of computing with weights that may not have landed."""
+    streams raise instead of computing with weights that may not have landed (also with
+    THROTTLED_REFILLS, where the copier thread meets the hazard and the reader reports it)."""
     _, graph = mlp
+    monkeypatch.setattr(weight_stream, "THROTTLED_REFILLS", throttled)
     if fault == "call does not wait for its copy":
         monkeypatch.setattr(weight_stream.CopyEngine, "before_read", lambda self, landed: None)
     else:
-        fill = weight_stream.CopyEngine.fill
-        monkeypatch.setattr(weight_stream.CopyEngine, "fill", lambda self, dst, src, after: fill(self, dst, src, None))
+        submit = weight_stream.CopyEngine.submit
+        monkeypatch.setattr(weight_stream.CopyEngine, "submit",
+                            lambda self, dst, src, after, done: submit(self, dst, src, None, done))
     with Session(compiled(graph, streamed=True, slots=2)) as s:
         with pytest.raises(RuntimeFailure) as info:
             for seed in range(2):
                 s.run(feeds(graph, seed))
-    assert isinstance(info.value.__cause__, StreamHazard)
+    cause = info.value.__cause__
+    while cause is not None and not isinstance(cause, StreamHazard):
+        cause = cause.__cause__
+    assert isinstance(cause, StreamHazard)
 
 
 def test_a_failed_run_does_not_stall_the_ring(mlp, monkeypatch):
@@ -452,7 +459,7 @@ def test_chunk_pairs_cover_the_copy_once_in_order(nbytes, chunk):
     np.testing.assert_array_equal(dst.array, src.array)
 
 
-def _engine_fill(nbytes: int, chunk, seed: int = 0, wait_for=None):
+def _engine_fill(nbytes: int, chunk, seed: int = 0, wait_for=None, throttle=None):
     """One refill of ``nbytes`` random bytes into a checked ring slot by a CopyEngine on
     checked simulated streams, then a read of the slot on the compute stream after
     waiting for the marker ``wait_for`` picks (default: "landed"); returns the slot's bytes."""
@@ -465,7 +472,7 @@ def _engine_fill(nbytes: int, chunk, seed: int = 0, wait_for=None):
         checker.add_region(slot.ctypes.data, slot.nbytes)
         src = _host_buffer(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8), "w")
         dst = _host_buffer(slot[:nbytes], "slot")
-        engine = CopyEngine(compute, copier, chunk_bytes=chunk)
+        engine = CopyEngine(compute, copier, chunk_bytes=chunk, throttle=throttle)
         if wait_for is None:
             _, landed = engine.fill(dst, src, None)
         else:
@@ -476,6 +483,8 @@ def _engine_fill(nbytes: int, chunk, seed: int = 0, wait_for=None):
         assert (slot[nbytes:] == 0xAB).all()  # nothing past the weights written
         return slot[:nbytes].copy(), src.array
     finally:
+        if throttle is not None:
+            engine.close()  # the copier thread, then the copy stream
         compute.close()
         copier.close()
 
@@ -540,6 +549,133 @@ def test_chunked_refills_in_a_session_match_unchunked(mlp, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+# --- throttled refills (weight_stream.THROTTLED_REFILLS) --------------------------------
+class _LoggedStream(weight_stream.CheckedStream):
+    """A checked simulated stream that logs, in host order, each copy it is asked for
+    (by destination offset), each marker recorded (with the copies before it) and each
+    host wait on one of its markers."""
+
+    def __init__(self, name, checker, log):
+        super().__init__(name, checker)
+        self.log, self.copies = log, 0
+
+    def copy(self, dst, src, kind):
+        self.copies += 1
+        self.log.append(("copy", self.name, dst.ptr))
+        super().copy(dst, src, kind)
+
+    def record(self):
+        m = super().record()
+        after, wait = self.copies, m.synchronize
+        self.log.append(("record", self.name, after))
+
+        def synchronize():
+            self.log.append(("sync", self.name, after))
+            wait()
+
+        m.synchronize = synchronize
+        return m
+
+
+@pytest.mark.parametrize("throttle", [1, 2])
+def test_a_throttled_refill_keeps_at_most_k_chunks_in_flight(throttle):
+    """Chunks go in address order; chunk i is submitted only after the host waited on the
+    marker after chunk i - K (so at most K are in flight); "landed" follows the last chunk,
+    the fill's wait for the slot's last reader precedes the first, and the bytes land as
+    one copy's (the checker accepts the read after "landed")."""
+    from hetpart.runtime.weight_stream import CopyEngine
+
+    log: list = []
+    checker = HazardChecker()
+    compute, copier = _LoggedStream("cuda", checker, log), _LoggedStream("copy", checker, log)
+    nbytes, chunk = 10_007, 1_000
+    slot = np.zeros(nbytes, np.uint8)
+    checker.add_region(slot.ctypes.data, nbytes)
+    src = _host_buffer(np.random.default_rng(3).integers(0, 256, nbytes, dtype=np.uint8), "w")
+    dst = _host_buffer(slot, "slot")
+    engine = CopyEngine(compute, copier, chunk_bytes=chunk, throttle=throttle)
+    try:
+        compute.launch(lambda: None, reads=())  # a "reader" before the refill
+        after = compute.record()
+        start, landed = engine.fill(dst, src, after)
+        filled = list(log)  # the fill's own operations (it returns once all are submitted)
+        engine.before_read(landed)
+        compute.launch(lambda: None, reads=(dst,))
+        landed.synchronize()
+        np.testing.assert_array_equal(slot, src.array)
+        copy_log = [e for e in filled if e[1] == "copy"]
+        copies = [e[2] - dst.ptr for e in copy_log if e[0] == "copy"]
+        assert copies == list(range(0, nbytes, chunk))  # 11 chunks, in address order
+        synced, submitted = 0, 0
+        for kind, _, n in copy_log:
+            if kind == "sync":
+                assert n == synced + 1  # the oldest chunk in flight, one at a time
+                synced = n
+            elif kind == "copy":
+                assert submitted - synced < throttle  # after this one: at most K in flight
+                submitted += 1
+        assert synced == len(copies) - throttle and engine.chunk_waits == synced
+        assert copy_log[-1] == ("record", "copy", len(copies))  # landed: after the last chunk
+        # the fill waited (on the device) for a compute marker of its own, recorded after ``after``
+        assert [e[0] for e in filled if e[1] == "cuda"][:2] == ["record", "record"]
+    finally:
+        engine.close()
+        compute.close()
+
+
+@pytest.mark.parametrize("nbytes,chunk,throttle", [(10_007, 1_000, 1), (10_007, 1_000, 2), (300, 1_000, 1),
+                                                   (2_000, 1_000, 2)])
+def test_a_throttled_refill_lands_the_same_bytes_as_one_copy(nbytes, chunk, throttle):
+    throttled, src = _engine_fill(nbytes, chunk, throttle=throttle)
+    np.testing.assert_array_equal(throttled, src)
+
+
+def test_a_throttled_refill_outlives_the_marker_it_was_given():
+    """The copier thread waits on a compute marker of its own: the caller's may be released
+    (its run ended) before the thread gets to the fill."""
+    from hetpart.runtime.weight_stream import CopyEngine
+
+    checker = HazardChecker()
+    compute, copier = weight_stream.CheckedStream("cuda", checker), weight_stream.CheckedStream("copy", checker)
+    engine = CopyEngine(compute, copier, chunk_bytes=100, throttle=1)
+    released = []
+    try:
+        after = compute.record()
+        after.release = lambda: released.append(True)
+        got, box = threading.Event(), []
+        slot, src = np.zeros(1_000, np.uint8), np.arange(1_000).astype(np.uint8)
+        engine.submit(_host_buffer(slot, "slot"), _host_buffer(src, "w"), after,
+                      lambda m, e: (box.append((m, e)), got.set()))
+        assert got.wait(10)
+        (_, landed), error = box[0]
+        assert error is None and released == []  # the engine never releases the caller's marker
+        landed.synchronize()  # submitted is not landed: the last chunk may still be in flight
+        np.testing.assert_array_equal(slot, src)
+    finally:
+        engine.close()
+        compute.close()
+
+
+def test_throttled_refills_in_a_session_match_unthrottled(mlp, monkeypatch):
+    """The product's schedule (checked streams, threaded and pipelined runs) with
+    THROTTLED_REFILLS on and an odd chunk smaller than the partitions' weights: the host
+    waited for chunks, and outputs are bit-identical to the switch off."""
+    _, graph = mlp
+    model = compiled(graph, streamed=True, slots=2)
+    sizes = sorted(p.weights.nbytes for p in model.partitions if p.weights is not None)
+    monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", max(1, sizes[0] // 5) | 1)
+    out = {}
+    batches = [feeds(graph, seed) for seed in range(4)]
+    for on in (False, True):
+        monkeypatch.setattr(weight_stream, "THROTTLED_REFILLS", on)
+        with Session(compiled(graph, streamed=True, slots=2), slots=2) as s:
+            assert s._ring.engine.throttle == (weight_stream.THROTTLE_IN_FLIGHT if on else None)
+            out[on] = [s.run(f)["logits"] for f in batches] + [o["logits"] for o in s.run_pipelined(batches)]
+            assert (s._ring.engine.chunk_waits > 0) == on
+    for a, b in zip(out[False], out[True]):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- a real GPU --------------------------------------------------------------------------
 @pytest.mark.cuda
 def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
@@ -597,6 +733,33 @@ def test_chunked_refills_on_gpu_match_one_copy(monkeypatch):
         np.testing.assert_array_equal(a, b)
     f = feeds(graph, 0)
     np.testing.assert_allclose(out[True][0], ReferenceEvaluator(onnx_model).run(None, f)[0], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.cuda
+def test_throttled_refills_on_gpu_match_one_copy(monkeypatch):
+    """On the GPU: THROTTLED_REFILLS (odd chunk: 16 MiB layers in 6 chunks, K = 1 and 2 in
+    flight) gives the same outputs, bit for bit, as one copy a refill, in runs and
+    pipelined runs (one build, three sessions)."""
+    from hetpart.kernels.options import KernelOptions
+
+    onnx_model = models.build("mlp", small=True, hidden=(2048,) * 3, in_features=2048, batch=16)
+    graph = importer.load(onnx_model)
+    devices = ["cuda"] * len(graph.topological_order())
+    streamed = compiler.compile(plan_with_devices(graph, devices, streamed=True, slots=2), progress=False,
+                                options=KernelOptions(tf32=False))
+    monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", 3_000_001)
+    out = {}
+    batches = [feeds(graph, seed) for seed in range(3)]
+    for throttle in (None, 1, 2):
+        monkeypatch.setattr(weight_stream, "THROTTLED_REFILLS", throttle is not None)
+        monkeypatch.setattr(weight_stream, "THROTTLE_IN_FLIGHT", throttle or 2)
+        with Session(streamed) as s:
+            assert s._ring.engine.throttle == throttle
+            out[throttle] = [s.run(f)["logits"] for f in batches] + [o["logits"] for o in s.run_pipelined(batches)]
+            assert (s._ring.engine.chunk_waits > 0) == (throttle is not None)
+    for throttle in (1, 2):
+        for a, b in zip(out[None], out[throttle]):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.cuda

@@ -3,6 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 47, "Left open: device steps in order"):
 #   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
+#   123 (issue 19, session 48: throttled refills / small copies by kernel, after 120's probe said chunks do not help),
 #   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
@@ -334,6 +335,59 @@ case "${1:-1}" in
   ab chunks /tmp/plans120 "hetpart,llama.cpp-style rule"
   [ $((BUDGET - SECONDS)) -ge 220 ] && ab chunks-graphless /tmp/plans119 hetpart \
     --set hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1 ;;
+123)  # (BUDGET=420) issue 19, the small input copy that waits for a weight refill: two remedies (branch copy-queue,
+     # bench/results/copy-queue-2core.md).  Step 120's probe (H100, session 48): chunks enqueued at once do not help --
+     # the copy engine serves submitted H2D copies in submission order across streams, so an 8 KB input copy submitted
+     # after the chunks still waits for all of them (waited 20/20 at every chunk size).  (a) weight_stream.THROTTLED_REFILLS
+     # (off; THROTTLE_IN_FLIGHT K): the refill's 8 MiB chunks submitted by the CopyEngine's copier thread, chunk i only
+     # once chunk i - K landed (blocking event wait), so a small copy waits <= K chunks (~170 us each).  (b)
+     # runtime.small_copy.SMALL_H2D_BY_KERNEL (off; <= 64 KiB): the CPU->GPU crossing copied by a TVM kernel on the
+     # compute stream reading the pinned buffer through its mapped pointer (SM loads, not the copy engine).
+     # (1) tools/copy_queue_probe.py, 92 MB + two 8 KB copies 0.3 ms later: one copy, 8 MiB chunks at once (step 120's
+     # rows), throttled K=1 / K=2 at 8 MiB, K=2 at 4 MiB, and the kernel copy: per row the small copies' duration and
+     # end against the landing, big_ms, the caller's enqueue, the copier thread's submit time and CPU time, bytes read
+     # back.  The better remedy = the row (throttled or kernel) with the least small-copy duration whose bytes are
+     # identical and whose big_ms <= 1.05x one copy's; written to copy-queue-choice.txt.  (2) the cuda tests of both
+     # (bit-identical to the plain copy).  (3) tools/capped_rules_ab.py llama_decode 1/2, plans from .hold/plans119.tgz
+     # as step 120 (its 'hetpart_before.plan.json' as 'hetpart'), the chosen switch on for 'hetpart' (--set) and off for
+     # 'hetpart before' (--session-before: both switches are read when a session opens), beside the llama.cpp-style
+     # rule, 3 rounds, one traced run each.
+     # Decides: a switch goes on if its probe row has "waited: 0 / 0" (the small copies end well before the landing),
+     # its bytes are identical, (2) passes and, for the chosen one, hetpart <= 0.97x 'hetpart before' in (3) (medians);
+     # the other remedy stays off unless the lead A/Bs it too (its probe row says whether it would pay).  (1)'s
+     # copier_cpu_us and big_ms say what throttling costs the host and the copy.
+  BUDGET=420; ws=hetpart.runtime.weight_stream; sc=hetpart.runtime.small_copy
+  timeout 90 python3 tools/copy_queue_probe.py --chunks 0,8388608 --throttle 1:8388608,2:8388608,2:4194304 \
+    --kernel --reps 20 --json "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-probe.txt" 2>&1
+  python3 - "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-choice.txt" 2>&1 <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["variants"]
+one = next(r for r in rows if r["chunk"] is None and not r["kernel"])
+ok = [r for r in rows if (r["throttle"] or r["kernel"]) and all(r["small_bytes_identical"])
+      and r["big_ms"] <= 1.05 * one["big_ms"]]
+best = min(ok, key=lambda r: max(r["small_us"]), default=None) or next(r for r in rows if r["kernel"])
+sw = "hetpart.runtime.small_copy.SMALL_H2D_BY_KERNEL" if best["kernel"] else \
+    "hetpart.runtime.weight_stream.THROTTLED_REFILLS"
+print(f"chosen: {best['label']} (small copies {max(best['small_us']):.1f} us, waited {best['waited']}, "
+      f"big {best['big_ms']:.3f} ms vs one copy {one['big_ms']:.3f})")
+print("SWITCH", sw, best["throttle"] or 2)
+PY
+  read -r _ sw k < <(grep '^SWITCH' "$OUT/copy-queue-choice.txt") || { sw=$sc.SMALL_H2D_BY_KERNEL; k=2; }
+  pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider -m cuda"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 80"
+  timeout 100 $pt tests/test_runtime_small_copy.py tests/test_runtime_streaming.py -k "kernel or throttled" \
+    > "$OUT/pytest-123.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans123
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans123/hetpart.plan.json
+    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans123/
+  fi
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 150 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans123 --workload zoo:llama_decode \
+    --cap 1/2 --contenders "hetpart,llama.cpp-style rule" --set "$sw=1" --set "$ws.THROTTLE_IN_FLIGHT=$k" \
+    --session-before "$sw=0" --rounds 3 --trace "$OUT/traces-copy-queue" --json "$OUT/capped-copy-queue-ab.json" \
+    > "$OUT/capped-copy-queue-ab.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"

@@ -232,9 +232,16 @@ def publish(ctx: RunContext, name: str, side: str, buf: Buffer) -> None:
 def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
     name = route.spec.name
     dst = ctx.transient(host, "cuda") if route.dynamic else ctx.slot.buffers[(name, "cuda")]
+    kernel = None if route.dynamic else ctx.slot.kernel_copies.get(name)
     if route.mode == "mapped":
         ctx.stats.count("mapped")
         ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
+    elif kernel is not None and host.ptr == ctx.slot.buffers[(name, "cpu")].ptr:
+        # a small crossing: a kernel reads the pinned buffer through its mapped pointer
+        # (.small_copy), on the stream, not queued behind the copy engine's refills
+        ctx.enqueue(lambda: ctx.stream.launch(kernel), f"h2d {name}", "copy")
+        ctx.stats.count("h2d", host.nbytes)
+        ctx.stats.edge(EdgeHandoff(name, "h2d", "kernel", host.nbytes, copies=1))
     else:
         ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "copy")
         ctx.stats.count("h2d", host.nbytes)

@@ -8,6 +8,10 @@ sides read it, and, when it crosses, the transfer *mode*:
 * ``"mapped"``: no copy at all; the GPU kernel reads (or writes) the pinned buffer
   through its mapped device pointer.
 
+A small ``"copy"`` crossing CPU->GPU may be copied by a kernel rather than the copy
+engine (:mod:`.small_copy`, off by default): the slot then holds its prepared
+:class:`~.small_copy.KernelCopy` (``Slot.kernel_copies``).
+
 :func:`choose_mode` picks between them from :class:`TransferCosts` (the transfer
 model): mapped access skips the copy's fixed cost but every kernel read crosses the
 bus, so it wins for small tensors only; under ``"auto"`` only GPU->CPU crossings are
@@ -36,6 +40,7 @@ from functools import cached_property
 
 from ..compiler.artifact import CompiledModel, TensorSpec
 from ..errors import HetpartError
+from . import small_copy
 from .memory import Buffer, Memory, host_buffer, is_static, nbytes_of
 
 MODES = ("auto", "copy", "mapped")
@@ -164,6 +169,8 @@ class Slot:
     fresh_outputs: frozenset = frozenset()
     # aligned copies of the caller's unaligned feeds, by input name, reused run after run
     staging: dict = field(default_factory=dict)
+    # small CPU->GPU crossings copied by a kernel (.small_copy), by tensor name
+    kernel_copies: dict = field(default_factory=dict)
 
     @classmethod
     def allocate(cls, index: int, routes: dict[str, Route], memory: Memory,
@@ -180,6 +187,9 @@ class Slot:
                 slot.buffers[(name, "cpu")] = host
                 gpu = memory.mapped(host) if r.mode == "mapped" else memory.device(r.spec)
                 slot.buffers[(name, "cuda")] = gpu
+                if "cuda" in r.sides and small_copy.uses_kernel(r.nbytes, r.home, r.mode, r.dynamic):
+                    slot.kernel_copies[name] = small_copy.prepare(
+                        gpu, memory.mapped(host), "cpu" if memory.simulated else "cuda")
             elif r.producer is None:
                 continue  # a feed read on the CPU only: the caller's own array, no buffer
             elif r.home == "cuda":
@@ -194,3 +204,6 @@ class Slot:
     def release(self) -> None:
         self.buffers.clear()
         self.staging.clear()
+        for k in self.kernel_copies.values():
+            k.release()
+        self.kernel_copies.clear()

@@ -72,6 +72,7 @@ from .pool import PooledMemory, check_quota, reserved_bytes
 from .partition_runner import PartitionRunner
 from .stats import RunStats
 from .streams import CudaStream, SimulatedStream, Stream
+from . import weight_stream
 from .weight_stream import CheckedStream, CopyEngine, HazardChecker, WeightRing
 from . import cpu_share
 from .threads import pool_threads
@@ -211,12 +212,16 @@ class Session:
             self._epoch_host = getattr(self._epoch, "time", None) or time.perf_counter()
         check_order(self.compiled, f"model '{self._model_name}'")  # a wrong order would hang a run
         if streamed:
-            copier = CudaStream(self.spin_wait, self.priority) if self.real_gpu else CheckedStream("copy", checker)
+            # throttled refills: the copier thread waits for each chunk on the host, asleep
+            # (blocking events), not spinning a core the CPU partitions use
+            spin = self.spin_wait and not weight_stream.THROTTLED_REFILLS
+            copier = CudaStream(spin, self.priority) if self.real_gpu else CheckedStream("copy", checker)
+            engine = None
             try:
-                self._ring = WeightRing(self.compiled, self._memory, CopyEngine(self._stream, copier),
-                                        "cuda" if self.real_gpu else "cpu")
+                engine = CopyEngine(self._stream, copier)
+                self._ring = WeightRing(self.compiled, self._memory, engine, "cuda" if self.real_gpu else "cpu")
             except BaseException:
-                copier.close()
+                engine.close() if engine is not None else copier.close()
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         if self._state_request[0] is not None:  # outputs kept on their device as next run's inputs
@@ -242,6 +247,7 @@ class Session:
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
             self._stages.append(Stage(art, runner, worker))
         self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere) for i in range(slots)]
+        self._warm_kernel_copies()
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
             self._free.put(slot)
@@ -276,6 +282,22 @@ class Session:
         # first run goes through the workers, whose leased threads never exit; inline
         # runs follow once one threaded run has completed.
         self._captured = not self.real_gpu
+
+    def _warm_kernel_copies(self) -> None:
+        """Launch each kind of small-crossing copy kernel (:mod:`.small_copy`) once, now:
+        its first launch loads the CUDA module, which must not happen while another thread
+        captures a CUDA graph.  What it copies (a slot's unwritten buffers) is overwritten
+        before any partition reads it."""
+        seen = set()
+        for slot in self._slots:
+            for kernel in slot.kernel_copies.values():
+                if kernel.dtype not in seen:
+                    seen.add(kernel.dtype)
+                    self._stream.launch(kernel)
+        if seen:
+            done = self._stream.record()
+            done.synchronize()
+            done.release()
 
     def _needs_capture_run(self) -> bool:
         """Whether the session opens with :meth:`_capture_graphs`: on a GPU, in a plan that
@@ -354,6 +376,8 @@ class Session:
                 self._free.put(other)
         ctx = self._open_run(checked, slot, False)
         for stage in self._stages:  # topological order, one task at a time
+            if self._ring is not None:  # throttled refills: no copier-thread CUDA call during a capture
+                self._ring.engine.drain()
             returned = threading.Event()
 
             def task(stage=stage, returned=returned):

@@ -23,7 +23,7 @@ class EdgeHandoff:
 
     tensor: str
     direction: str  # "h2d" | "d2h"
-    mode: str  # "copy" (one async copy) | "mapped" (zero-copy through the mapped pointer)
+    mode: str  # "copy" (one async copy) | "mapped" (zero-copy through the mapped pointer) | "kernel" (.small_copy)
     nbytes: int
     copies: int
     staging_copies: int = 0

@@ -37,6 +37,20 @@ that the GPU's copy engine serves in issue order waits for one chunk, not the wh
 refill (bench/results/capped-decode-gap-s47.md: 8 KB inputs ended 4-6 us after the
 in-flight 46-92 MB refill landed, ~1.6 ms a token on llama_decode at 1/2).
 
+With :data:`THROTTLED_REFILLS` on, a refill is cut the same way but submitted by the
+engine's own *copier thread* with at most :data:`THROTTLE_IN_FLIGHT` chunks in flight:
+chunk ``i`` is submitted only after chunk ``i - K`` has landed (the thread waits on that
+chunk's event), so a small copy submitted on another stream meanwhile waits for at most
+``K`` chunks.  Chunking alone does not do it (device step 120, H100: the copy engine
+serves submitted H2D copies in submission order across streams; a copy submitted after
+all the chunks waits for all of them).  The "landed" marker is recorded after the last
+chunk; the copy of use ``u + slots`` still waits (on the device) for the slot's last
+reader, through a marker the retiring thread records on the compute stream when it
+hands the refill over (the run's own marker may be released before the thread gets to
+it).  A reader's host thread waits until its refill's last chunk is submitted
+(:meth:`WeightRing.acquire`), i.e. until all but ``K`` chunks have landed: its
+launch then overlaps the last ``K`` chunks, not the whole refill.
+
 The copy engine is the same code for the GPU and simulation; only the streams differ.
 In simulation (``simulate=True``) both streams are :class:`CheckedStream`: simulated
 streams that share a :class:`HazardChecker`, which tracks happens-before between the
@@ -51,6 +65,8 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +78,7 @@ from .dlpack import tensor_view
 from .external_weights import read_exactly
 from .memory import Buffer, Memory
 from .streams import Marker, SimulatedStream, Stream
+from .workers import Worker
 
 
 CHUNKED_REFILLS = False
@@ -74,6 +91,22 @@ link bandwidth), and the refill's enqueue is inside the profile's measured ``cal
 the extra calls (~10 x a few us uncontended) and the chunks' back-to-back gaps on the
 device are below the turn's run-to-run spread (~550 us, 572-960), and step 120's probe
 times both (``enqueue_us``, ``big_ms``) in case they are not."""
+
+THROTTLED_REFILLS = False
+"""Submit each ring refill in chunks of :data:`REFILL_CHUNK_BYTES` from the engine's copier
+thread, at most :data:`THROTTLE_IN_FLIGHT` in flight (read when a session opens,
+:class:`CopyEngine`; see the module docstring).  Off until device step 123 decides it
+(tools/copy_queue_probe.py's throttle rows: the small copies no longer wait for the
+whole refill, ``big_ms`` within a few % of one copy; llama_decode 1/2 hetpart <= 0.97x
+before).  Host cost: one thread wake a chunk (a blocking event wait: the copy stream of a
+session with it on is made with blocking events) and the reader's host thread waiting
+for the refill's submission instead of only the device waiting for its landing."""
+
+THROTTLE_IN_FLIGHT = 2
+"""K: chunks of a throttled refill in flight at once.  1: a small copy waits at most one
+chunk, but the copy engine idles between chunks for the copier's wake-up and the next
+``cudaMemcpyAsync``; 2: the next chunk is queued while the thread wakes (no gap when a
+wake takes less than a chunk's ~170 us), a small copy waits up to two."""
 
 REFILL_CHUNK_BYTES = 8 << 20
 """The largest copy of a chunked refill: at ~50 GB/s an 8 MiB chunk takes ~170 us,
@@ -221,44 +254,140 @@ class CopyEngine:
     The same code drives CUDA streams (events, ``cudaStreamWaitEvent``,
     ``cudaMemcpyAsync`` on the copy stream) and the simulated, checked ones.
     ``chunk_bytes``: the largest single copy of a fill (None: one copy); by default
-    :data:`REFILL_CHUNK_BYTES` if :data:`CHUNKED_REFILLS` is on when the engine is made."""
+    :data:`REFILL_CHUNK_BYTES` if :data:`CHUNKED_REFILLS` or :data:`THROTTLED_REFILLS` is
+    on when the engine is made.  ``throttle``: at most this many chunks of a fill in
+    flight, submitted by the engine's copier thread (None: every chunk at once, on the
+    caller's thread); by default :data:`THROTTLE_IN_FLIGHT` if :data:`THROTTLED_REFILLS`
+    is on.  Invariant either way: a fill's chunks are copied in address order on the
+    copy stream, after its ``after`` marker, and its "landed" marker follows the last."""
 
-    def __init__(self, compute: Stream, copier: Stream, chunk_bytes: int | None | object = _SWITCH):
+    def __init__(self, compute: Stream, copier: Stream, chunk_bytes: int | None | object = _SWITCH,
+                 throttle: int | None | object = _SWITCH):
         self.compute = compute
         self.copier = copier
+        if throttle is _SWITCH:
+            throttle = THROTTLE_IN_FLIGHT if THROTTLED_REFILLS else None
         if chunk_bytes is _SWITCH:
-            chunk_bytes = REFILL_CHUNK_BYTES if CHUNKED_REFILLS else None
+            chunk_bytes = REFILL_CHUNK_BYTES if (CHUNKED_REFILLS or throttle is not None) else None
         if chunk_bytes is not None and int(chunk_bytes) <= 0:
             raise InternalError(f"a refill chunk must be at least one byte, not {chunk_bytes}")
+        if throttle is not None and int(throttle) <= 0:
+            raise InternalError(f"a throttled refill needs at least one chunk in flight, not {throttle}")
         self.chunk_bytes = None if chunk_bytes is None else int(chunk_bytes)
+        self.throttle = None if throttle is None else int(throttle)
         # (dst ptr, src ptr, bytes) -> its chunks: a ring refills the same (slot, partition)
         # pairs run after run, and cutting them anew cost ~3 us of host time a chunk
         self._chunks: dict[tuple[int, int, int], list[tuple[Buffer, Buffer]]] = {}
+        self._thread = None
+        self.chunk_waits = 0  # host waits of the copier thread for a chunk to land (throttled)
+        self.copier_cpu_s = 0.0  # the copier thread's CPU time in its fills (throttled; host cost)
+        if self.throttle is not None:  # a leased thread, like the session's workers
+            self._thread = Worker("copier")
 
     def fill(self, dst: Buffer, src: Buffer, after: Marker | None) -> tuple[Marker, Marker]:
         """Enqueue on the copy stream: wait for ``after`` (the marker after the slot's
         last reader), then copy ``src`` into ``dst`` (in chunks of at most
         ``chunk_bytes``, in order); returns the markers before the first copy and
-        after the last (the second: "landed")."""
+        after the last (the second: "landed").  Throttled: the copier thread submits
+        it and this waits until it has (see :meth:`submit`)."""
+        if self._thread is None:
+            return self._fill_now(dst, src, after, None)
+        box: list = []
+        got = threading.Event()
+        self.submit(dst, src, after, lambda markers, error: (box.append((markers, error)), got.set()))
+        got.wait()
+        markers, error = box[0]
+        if error is not None:
+            raise error
+        return markers
+
+    def submit(self, dst: Buffer, src: Buffer, after: Marker | None, done) -> None:
+        """:meth:`fill` handed over: ``done(markers, None)`` once every copy of it is
+        enqueued (``markers``: before the first copy, after the last), ``done(None,
+        error)`` if that failed.  Unthrottled: enqueued now and ``done`` called before
+        this returns (an error also raised).  Throttled: queued for the copier thread,
+        which calls ``done``; fills are submitted in the order of the calls.  ``after``
+        need only be valid until this returns: the throttled path waits on a marker of
+        its own, recorded now on the compute stream (after ``after``, in its order)."""
+        if self._thread is None:
+            try:
+                markers = self._fill_now(dst, src, after, None)
+            except BaseException as e:
+                done(None, e)
+                raise
+            done(markers, None)
+            return
+        own = self.compute.record() if after is not None else None
+
+        def job():
+            cpu = time.thread_time()
+            try:
+                markers = self._fill_now(dst, src, own, self.throttle)
+            except BaseException as e:  # noqa: BLE001 - reported to whoever waits for the fill
+                done(None, e)
+                return
+            finally:
+                if own is not None:
+                    own.release()  # its wait is enqueued (or never will be)
+                self.copier_cpu_s += time.thread_time() - cpu
+            done(markers, None)
+
+        self._thread.post(job)
+
+    def _fill_now(self, dst: Buffer, src: Buffer, after: Marker | None, in_flight: int | None):
+        """Enqueue the fill on this thread; ``in_flight``: submit chunk ``i`` only once chunk
+        ``i - in_flight`` has landed (this thread waits on its marker), None: all at once."""
         if after is not None:
             self.copier.wait(after)
         start = self.copier.record()
-        if self.chunk_bytes is None or src.nbytes <= self.chunk_bytes:
-            self.copier.copy(dst, src, "h2d")
-        else:
-            key = (dst.ptr, src.ptr, src.nbytes)
-            pairs = self._chunks.get(key)
-            if pairs is None:
-                pairs = self._chunks[key] = chunk_pairs(dst, src, self.chunk_bytes)
+        pairs = self._pairs(dst, src)
+        if in_flight is None or len(pairs) <= in_flight:
             for d, s in pairs:
                 self.copier.copy(d, s, "h2d")
+            return start, self.copier.record()
+        pending: deque = deque()  # (chunk, the marker after it) for chunks a later one waits for
+        try:
+            for i, (d, s) in enumerate(pairs):
+                if pending and pending[0][0] <= i - in_flight:
+                    m = pending.popleft()[1]
+                    m.synchronize()  # chunk i - in_flight landed: with this one, in_flight in flight
+                    m.release()
+                    self.chunk_waits += 1
+                self.copier.copy(d, s, "h2d")
+                if i + in_flight < len(pairs):  # chunk i + in_flight waits for this one
+                    pending.append((i, self.copier.record()))
+        finally:
+            for _, m in pending:
+                m.release()
         return start, self.copier.record()
+
+    def _pairs(self, dst: Buffer, src: Buffer) -> list[tuple[Buffer, Buffer]]:
+        if self.chunk_bytes is None or src.nbytes <= self.chunk_bytes:
+            return [(dst, src)]
+        key = (dst.ptr, src.ptr, src.nbytes)
+        pairs = self._chunks.get(key)
+        if pairs is None:
+            pairs = self._chunks[key] = chunk_pairs(dst, src, self.chunk_bytes)
+        return pairs
+
+    def drain(self) -> None:
+        """Return once every fill handed over so far is submitted (throttled: the copier
+        thread is idle; nothing to wait for otherwise).  The session calls it before each
+        task of a CUDA-graph capture run: a capture forbids CUDA calls from other threads."""
+        if self._thread is None:
+            return
+        idle = threading.Event()
+        self._thread.post(idle.set)
+        idle.wait()
 
     def before_read(self, landed: Marker) -> None:
         """Make the compute stream's next call wait until the copy behind ``landed`` has landed."""
         self.compute.wait(landed)
 
     def close(self) -> None:
+        """Submit what was handed over, stop the copier thread, drain and close the copy stream."""
+        if self._thread is not None:
+            self._thread.close()
         self.copier.close()
         self._chunks.clear()
 
@@ -349,8 +478,9 @@ class WeightRing:
         return self.n_slots // math.gcd(self.per_run, self.n_slots) if self.per_run else 1
 
     def acquire(self, use: int) -> list:
-        """Before the call of ``use``: wait (host) until its copy is enqueued, make the
-        compute stream wait for it to land; returns the weight tensors (views of the slot)."""
+        """Before the call of ``use``: wait (host) until its copy is enqueued (throttled:
+        its last chunk submitted), make the compute stream wait for it to land; returns
+        the weight tensors (views of the slot)."""
         _, landed = self._wait_enqueued(use)
         self.engine.before_read(landed)
         return self._views(use)
@@ -378,16 +508,15 @@ class WeightRing:
         nbytes = part.pinned.nbytes
         dst = Buffer(part.pinned.spec, slot.side, None, slot.ptr,
                      slot.array[:nbytes] if slot.array is not None else None)
-        try:
-            markers = self.engine.fill(dst, part.pinned, after)
-        except BaseException as e:
+        def done(markers, error) -> None:  # on this thread, or the engine's copier thread (throttled)
             with self._cond:
-                self._error = self._error or e
+                if error is not None:
+                    self._error = self._error or error
+                else:
+                    self._landed[use] = markers
                 self._cond.notify_all()
-            raise
-        with self._cond:
-            self._landed[use] = markers
-            self._cond.notify_all()
+
+        self.engine.submit(dst, part.pinned, after, done)
 
     def _views(self, use: int) -> list:
         part = self.parts[use % self.per_run]
