@@ -110,6 +110,14 @@ class Route:
     def _others(self) -> dict[str, frozenset]:
         return {s: self.sides - {s} for s in ("cpu", "cuda")}
 
+    def label(self, kind: str) -> str:
+        """The stream span's name of a ``kind`` operation (h2d/d2h/d2d/mapped) on this tensor."""
+        return self._labels[kind]
+
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        return {k: f"{k} {self.spec.name}" for k in ("h2d", "d2h", "d2d", "mapped")}
+
     @property
     def nbytes(self) -> int | None:
         """Bytes of the value; None for a data-dependent shape (known per run only)."""

@@ -1,0 +1,160 @@
+"""The host cost of a streaming plan's CPU->CUDA->CPU turn (issue 19, tools/turn_cost.py).
+
+What a run computes once per session instead of per call must equal the per-call
+computation it replaces; runs with fewer stream markers (executor.LEAN_MARKERS) must
+give the same results, and traced runs the same stream spans.  All in simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hetpart.runtime import Session, executor
+from hetpart.runtime.executor import RunContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import turn_cost  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An mlp cut cpu, cuda (streamed), cuda (streamed), cpu, ... 2 turns, simulated."""
+    args = argparse.Namespace(model="mlp", width=16, layers=2, cpu_kernels=2, cuda_parts=2, streamed="every",
+                              simulate=True)
+    return turn_cost.build(args)
+
+
+def _run(compiled, feeds, *, trace=None, lean=True, monkeypatch=None):
+    monkeypatch.setattr(executor, "LEAN_MARKERS", lean)
+    with Session(compiled) as s:
+        records = [0]
+        real = s._stream.record
+
+        def counted():
+            records[0] += 1
+            return real()
+
+        s._stream.record = counted
+        s.run(feeds)  # warm (the first run may be threaded)
+        records[0] = 0
+        out = s.run(feeds, trace=trace)
+        stats = s.last_run_stats
+    return out, stats, records[0]
+
+
+def test_stage_precomputed_fields_match_the_artifact(model):
+    compiled, _ = model
+    with Session(compiled) as s:
+        for stage in s._stages:
+            art = stage.artifact
+            assert stage.input_names == tuple(t.name for t in art.inputs)
+            assert stage.output_names == tuple(t.name for t in art.outputs)
+            assert stage.launches_in_order == any(stage.runner.dynamic_outputs)
+            assert stage.launch_label == f"launch {art.name}" and stage.host_label == f"host {art.name}"
+        for name, route in s.routes.items():
+            for kind in ("h2d", "d2h", "d2d", "mapped"):
+                assert route.label(kind) == f"{kind} {name}"
+
+
+def test_lean_markers_same_results_fewer_markers(model, monkeypatch):
+    compiled, feeds = model
+    lean, _, lean_records = _run(compiled, feeds, lean=True, monkeypatch=monkeypatch)
+    full, _, full_records = _run(compiled, feeds, lean=False, monkeypatch=monkeypatch)
+    assert lean.keys() == full.keys()
+    for k in lean:
+        np.testing.assert_array_equal(lean[k], full[k])
+    # per turn: no marker after the CPU->GPU copy, the mapped output read on the launch's
+    assert lean_records < full_records, (lean_records, full_records)
+
+
+def test_traced_runs_record_every_marker(model, monkeypatch, tmp_path):
+    """A traced run is the same with the switch on or off: the same stream spans."""
+    compiled, feeds = model
+    _, on, on_records = _run(compiled, feeds, trace=tmp_path / "on.json", lean=True, monkeypatch=monkeypatch)
+    _, off, off_records = _run(compiled, feeds, trace=tmp_path / "off.json", lean=False, monkeypatch=monkeypatch)
+    assert on_records == off_records
+
+    def names(stats):
+        return sorted((sp.track, sp.name) for sp in stats.spans)
+
+    assert names(on) == names(off)
+
+
+class _Marker:
+    def __init__(self, log):
+        self.log, self.synced = log, False
+
+    def synchronize(self):
+        self.synced = True
+        self.log.append("sync")
+
+    def release(self):
+        pass
+
+
+class _Stream:
+    def __init__(self):
+        self.log = []
+
+    def record(self):
+        self.log.append("record")
+        return _Marker(self.log)
+
+
+def _context(stream, timed=False):
+    from hetpart.runtime.handoff import Slot
+
+    return RunContext(0, {}, Slot(0), stream, stages=0, timed=timed)
+
+
+def test_an_unmarked_last_operation_is_waited_for_at_the_end(monkeypatch):
+    monkeypatch.setattr(executor, "LEAN_MARKERS", True)
+    stream = _Stream()
+    ctx = _context(stream)
+    assert ctx.enqueue(lambda: stream.log.append("copy"), "h2d x", "copy", mark=False) is None
+    ctx.wait_device_idle()
+    assert stream.log == ["copy", "record", "sync"]  # a fence recorded after it, then waited on
+    # a marked operation after it: its marker is the fence, nothing more is recorded
+    stream = _Stream()
+    ctx = _context(stream)
+    ctx.enqueue(lambda: stream.log.append("copy"), "h2d x", "copy", mark=False)
+    ctx.enqueue(lambda: stream.log.append("launch"), "p1", "partition")
+    ctx.wait_device_idle()
+    assert stream.log == ["copy", "launch", "record", "sync"]
+
+
+def test_timed_or_switched_off_every_operation_is_marked(monkeypatch):
+    for lean, timed, expect in ((True, True, ["record", "copy", "record"]), (False, False, ["copy", "record"])):
+        monkeypatch.setattr(executor, "LEAN_MARKERS", lean)
+        stream = _Stream()
+        ctx = _context(stream, timed=timed)
+        assert ctx.enqueue(lambda: stream.log.append("copy"), "h2d x", "copy", mark=False) is not None
+        assert stream.log == expect
+
+
+def test_unmarked_operations_from_two_threads_still_fence(monkeypatch):
+    """An unmarked op enqueued by another thread after the fence's record makes the end record one more."""
+    monkeypatch.setattr(executor, "LEAN_MARKERS", True)
+    stream = _Stream()
+    ctx = _context(stream)
+    ctx.enqueue(lambda: None, "p1", "partition")
+    t = threading.Thread(target=lambda: ctx.enqueue(lambda: stream.log.append("copy"), "h2d", "copy", mark=False))
+    t.start()
+    t.join()
+    ctx.wait_device_idle()
+    assert stream.log[-3:] == ["copy", "record", "sync"]
+
+
+def test_turn_cost_tool_runs(tmp_path):
+    out = tmp_path / "tc.json"
+    assert turn_cost.main(["--layers", "2", "--width", "16", "--cpu-kernels", "2", "--runs", "5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["result"]
+    assert result["turns"] == 2 and result["inline_runs"] > 0
+    assert result["host_per_turn_us"] > 0 and result["stream_calls_per_run"]["record"] > 0
