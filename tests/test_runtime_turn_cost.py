@@ -158,3 +158,88 @@ def test_turn_cost_tool_runs(tmp_path):
     result = json.loads(out.read_text())["result"]
     assert result["turns"] == 2 and result["inline_runs"] > 0
     assert result["host_per_turn_us"] > 0 and result["stream_calls_per_run"]["record"] > 0
+
+
+# --- cuda_api.DRIVER_CALLS: the turn's stream calls through libcuda (a stand-in lib here) ---
+class _FakeLib:
+    """libcuda's entry points used by cuda_api._Driver, recording their calls."""
+
+    def __init__(self, current=1, fail=0):
+        import ctypes
+
+        self.calls, self.current, self.fail = [], current, fail
+
+        def entry(name, result=None):
+            def f(*args):
+                self.calls.append((name, args))
+                return result() if result else self.fail
+            return f
+
+        def ctx_get_current(ptr):
+            self.calls.append(("cuCtxGetCurrent", ()))
+            ptr._obj.value = self.current
+            return 0
+
+        def error_string(code, out):
+            out._obj.value = b"an error"
+            return 0
+
+        for name in ("cuEventRecord", "cuStreamWaitEvent", "cuEventSynchronize", "cuMemcpyAsync"):
+            setattr(self, name, entry(name))
+        self.cuCtxGetCurrent = ctx_get_current
+        self.cuGetErrorString = error_string
+        self._ctypes = ctypes
+
+
+def _driver_on(monkeypatch, lib):
+    from hetpart.runtime import cuda_api
+
+    driver = cuda_api._Driver(lib)
+    monkeypatch.setattr(cuda_api, "_driver", lambda: driver)
+    monkeypatch.setattr(cuda_api, "DRIVER_CALLS", True)
+    return cuda_api
+
+
+def test_driver_calls_go_to_libcuda(monkeypatch):
+    lib = _FakeLib()
+    api = _driver_on(monkeypatch, lib)
+    api.event_record(11, 22)
+    api.stream_wait_event(22, 11)
+    api.event_synchronize(11)
+    api.memcpy_async(100, 200, 64, api.H2D, 22, pinned=True)
+    made = [c for c in lib.calls if c[0] != "cuCtxGetCurrent"]
+    assert made == [("cuEventRecord", (11, 22)), ("cuStreamWaitEvent", (22, 11, 0)), ("cuEventSynchronize", (11,)),
+                    ("cuMemcpyAsync", (100, 200, 64, 22))]
+    # the context is looked for once per thread
+    assert sum(c[0] == "cuCtxGetCurrent" for c in lib.calls) == 1
+
+
+def test_driver_errors_raise_as_the_bindings_do(monkeypatch):
+    from hetpart.errors import RuntimeFailure
+
+    api = _driver_on(monkeypatch, _FakeLib(fail=700))
+    with pytest.raises(api.CudaCallError, match="cuEventRecord failed: an error \\(700\\)"):
+        api.event_record(1, 2)
+    api = _driver_on(monkeypatch, _FakeLib(fail=2))
+    with pytest.raises(RuntimeFailure, match="ran out of memory in cuMemcpyAsync"):
+        api.memcpy_async(1, 2, 3, api.D2H, 4, pinned=True)
+
+
+def test_driver_calls_off_or_pageable_or_no_context_use_the_bindings(monkeypatch):
+    """Off, a pageable copy, or a thread with no context after the runtime's call: no libcuda call."""
+    from hetpart.runtime import cuda_api
+
+    lib = _FakeLib()
+    api = _driver_on(monkeypatch, lib)
+    used = []
+    monkeypatch.setattr(cuda_api, "cudart", lambda: used.append(1) or (_ for _ in ()).throw(RuntimeError("bindings")))
+    with pytest.raises(RuntimeError, match="bindings"):
+        api.memcpy_async(1, 2, 3, api.H2D, 4)  # pageable: not pinned
+    monkeypatch.setattr(cuda_api, "DRIVER_CALLS", False)
+    with pytest.raises(RuntimeError, match="bindings"):
+        api.event_record(1, 2)
+    lib = _FakeLib(current=0)  # no context, and the runtime's call cannot make one
+    api = _driver_on(monkeypatch, lib)
+    with pytest.raises(RuntimeError, match="bindings"):
+        api.event_synchronize(1)
+    assert not [c for c in lib.calls if c[0] != "cuCtxGetCurrent"]

@@ -415,84 +415,42 @@ def table(result: dict, compiled) -> str:
     return "\n".join(lines)
 
 
-def apply_sets(sets: list[str]) -> dict:
-    """``module.NAME=value`` switches set before the session opens (value: Python literal)."""
+def _parse_sets(sets: list[str]) -> dict:
+    """``module.NAME=value`` items -> {target: value} (value: a Python literal), checked."""
     import ast
 
-    done = {}
+    parsed = {}
     for item in sets:
         target, _, value = item.partition("=")
         module, _, attr = target.rpartition(".")
+        if not hasattr(importlib.import_module(module), attr):
+            raise SystemExit(f"--set/--before: {module} has no {attr}")
+        parsed[target] = ast.literal_eval(value)
+    return parsed
+
+
+def apply_sets(sets: dict) -> dict:
+    """Set the switches ``{module.NAME: value}``; returns their previous values."""
+    old = {}
+    for target, value in sets.items():
+        module, _, attr = target.rpartition(".")
         mod = importlib.import_module(module)
-        if not hasattr(mod, attr):
-            raise SystemExit(f"--set: {module} has no {attr}")
-        parsed = ast.literal_eval(value)
-        setattr(mod, attr, parsed)
-        done[target] = parsed
-    return done
+        old[target] = getattr(mod, attr)
+        setattr(mod, attr, value)
+    return old
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="mlp", choices=("mlp", "llama_decode"))
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--cpu-kernels", type=int, default=3)
-    p.add_argument("--cuda-parts", type=int, default=2)
-    p.add_argument("--streamed", default="every", choices=("every", "first", "none"))
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=1, help="measure this many times; medians of the medians")
-    p.add_argument("--simulate", action="store_true", help="CUDA partitions built for the CPU (default with no GPU)")
-    p.add_argument("--stream", default=None, choices=("null", "sim", "real"),
-                   help="null (simulation's default), sim, real (a GPU's)")
-    p.add_argument("--set", action="append", default=[], help="module.SWITCH=value before the session opens")
-    p.add_argument("--cprofile", type=int, default=0, help="also cProfile this many runs; print the top functions")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-
-    from hetpart.targets import cuda_available
-
-    if not args.simulate and not cuda_available():
-        args.simulate = True
-    if args.stream is None:
-        args.stream = "null" if args.simulate else "real"
-    sets = apply_sets(args.set)
-
-    from hetpart.bench import capped
-    from hetpart.runtime import Session
-
-    t0 = time.time()
-    compiled, feeds = build(args)
-    print(f"# compiled {len(compiled.partitions)} partitions ({turns_of(compiled)} turns, "
-          f"{sum(1 for a in compiled.partitions if a.weights is not None)} streamed) in {time.time() - t0:.0f} s; "
-          f"stream {args.stream}; set {sets or '-'}", flush=True)
-    results = []
-    for _ in range(args.repeats):
-        if args.model == "mlp":
-            session, step, note = Session(compiled), feeds, ""
-        else:
-            session, step, note = capped.open_stepping(compiled, feeds)
-        with session:
-            if args.stream == "null":
-                if not session.simulated:
-                    raise SystemExit("--stream null needs a simulated build")
-                use_now_streams(session)
-            results.append(measure(session, step, args.runs))
-            if args.cprofile:
-                import cProfile
-                import pstats
-
-                pr = cProfile.Profile()
-                pr.enable()
-                for _ in range(args.cprofile):
-                    session.run(step)
-                pr.disable()
-                pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+def summarize(results: list[dict]) -> dict:
+    """One side's result: the middle repeat's tables, medians of the repeats' totals."""
     med = statistics.median
-    result = dict(results[len(results) // 2])
+    result = dict(sorted(results, key=lambda r: r["host_per_turn_us"])[len(results) // 2])
     for key in ("run_wall_us", "run_cpu_us", "calls_us", "host_us", "host_per_turn_us", "host_cpu_per_turn_us"):
         result[key] = med(r[key] for r in results)
         result[key + "_all"] = [r[key] for r in results]
+    return result
+
+
+def report(result: dict, compiled, note: str) -> None:
     print(table(result, compiled))
     print(f"run {result['run_wall_us']:.1f} us wall, {result['run_cpu_us']:.1f} us CPU (calling thread); "
           f"VM calls {result['calls_us']:.1f}; host {result['host_us']:.1f} = "
@@ -505,9 +463,94 @@ def main(argv=None) -> int:
     gaps = result["turn_gaps_us"]
     if gaps:
         print("turn gaps (CPU call end -> next CPU call start, us): " + " ".join(f"{g:.0f}" for g in gaps))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mlp", choices=("mlp", "llama_decode"))
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--cpu-kernels", type=int, default=3)
+    p.add_argument("--cuda-parts", type=int, default=2)
+    p.add_argument("--streamed", default="every", choices=("every", "first", "none"))
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=1, help="measure this many times (per side); medians")
+    p.add_argument("--simulate", action="store_true", help="CUDA partitions built for the CPU (default with no GPU)")
+    p.add_argument("--stream", default=None, choices=("null", "sim", "real"),
+                   help="null (simulation's default), sim, real (a GPU's)")
+    p.add_argument("--set", action="append", default=[], help="module.SWITCH=value for every session (before the build)")
+    p.add_argument("--before", action="append", default=[],
+                   help="module.SWITCH=value: also measure a 'before' side with these set (same build; the "
+                        "sides alternate, a fresh session each)")
+    p.add_argument("--cprofile", type=int, default=0, help="also cProfile this many runs; print the top functions")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    from hetpart.targets import cuda_available
+
+    if not args.simulate and not cuda_available():
+        args.simulate = True
+    if args.stream is None:
+        args.stream = "null" if args.simulate else "real"
+    sets = _parse_sets(args.set)
+    before = _parse_sets(args.before)
+    apply_sets(sets)
+
+    from hetpart.bench import capped
+    from hetpart.runtime import Session
+
+    t0 = time.time()
+    compiled, feeds = build(args)
+    print(f"# compiled {len(compiled.partitions)} partitions ({turns_of(compiled)} turns, "
+          f"{sum(1 for a in compiled.partitions if a.weights is not None)} streamed) in {time.time() - t0:.0f} s; "
+          f"stream {args.stream}; set {sets or '-'}; before {before or '-'}", flush=True)
+    sides = {"after": {}, "before": before} if before else {"after": {}}
+    results: dict[str, list] = {side: [] for side in sides}
+    note = ""
+    for rep in range(args.repeats):
+        order = list(sides) if rep % 2 == 0 else list(reversed(sides))
+        for side in order:
+            old = apply_sets(sides[side])
+            try:
+                if args.model == "mlp":
+                    session, step, note = Session(compiled), feeds, ""
+                else:
+                    session, step, note = capped.open_stepping(compiled, feeds)
+                with session:
+                    if args.stream == "null":
+                        if not session.simulated:
+                            raise SystemExit("--stream null needs a simulated build")
+                        use_now_streams(session)
+                    results[side].append(measure(session, step, args.runs))
+                    if args.cprofile and side == "after" and rep == 0:
+                        import cProfile
+                        import pstats
+
+                        pr = cProfile.Profile()
+                        pr.enable()
+                        for _ in range(args.cprofile):
+                            session.run(step)
+                        pr.disable()
+                        pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+            finally:
+                apply_sets(old)
+    summary = {side: summarize(rs) for side, rs in results.items()}
+    for side, result in summary.items():
+        if len(summary) > 1:
+            print(f"\n== {side} {sides[side] or ''}")
+        report(result, compiled, note)
+    if before:
+        a, b = summary["after"], summary["before"]
+        print(f"\nhost / turn: after {a['host_per_turn_us']:.1f} us, before {b['host_per_turn_us']:.1f} us "
+              f"(after / before {a['host_per_turn_us'] / b['host_per_turn_us']:.3f}); run wall after / before "
+              f"{a['run_wall_us'] / b['run_wall_us']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "set": sets, "note": note, "result": result,
-                                               "repeats": results}, indent=1))
+        out = {"args": vars(args), "set": sets, "before": before, "note": note, "result": summary["after"],
+               "repeats": results["after"]}
+        if before:
+            out["result_before"] = summary["before"]
+            out["repeats_before"] = results["before"]
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 

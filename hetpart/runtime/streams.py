@@ -271,7 +271,9 @@ class CudaStream(Stream):
         last.release()
 
     def copy(self, dst, src, kind: str) -> None:
-        cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
+        # pageable host memory (a data-dependent shape's per-run buffer) keeps the runtime's call
+        pinned = (dst.side == "cuda" or dst.pinned) and (src.side == "cuda" or src.pinned)
+        cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle, pinned=pinned)
 
     def record(self) -> Marker:
         event = self._events.take()
