@@ -192,21 +192,23 @@ class _FakeLib:
 
 
 def _driver_on(monkeypatch, lib):
+    """cuda_api with DRIVER_CALLS on and ``lib`` as libcuda: (the module, the driver a stream gets)."""
     from hetpart.runtime import cuda_api
 
     driver = cuda_api._Driver(lib)
     monkeypatch.setattr(cuda_api, "_driver", lambda: driver)
     monkeypatch.setattr(cuda_api, "DRIVER_CALLS", True)
-    return cuda_api
+    return cuda_api, cuda_api.stream_driver()
 
 
 def test_driver_calls_go_to_libcuda(monkeypatch):
     lib = _FakeLib()
-    api = _driver_on(monkeypatch, lib)
-    api.event_record(11, 22)
-    api.stream_wait_event(22, 11)
-    api.event_synchronize(11)
-    api.memcpy_async(100, 200, 64, api.H2D, 22, pinned=True)
+    api, d = _driver_on(monkeypatch, lib)
+    assert d is not None
+    api.event_record(11, 22, d)
+    api.stream_wait_event(22, 11, d)
+    api.event_synchronize(11, d)
+    api.memcpy_async(100, 200, 64, api.H2D, 22, d)
     made = [c for c in lib.calls if c[0] != "cuCtxGetCurrent"]
     assert made == [("cuEventRecord", (11, 22)), ("cuStreamWaitEvent", (22, 11, 0)), ("cuEventSynchronize", (11,)),
                     ("cuMemcpyAsync", (100, 200, 64, 22))]
@@ -217,29 +219,30 @@ def test_driver_calls_go_to_libcuda(monkeypatch):
 def test_driver_errors_raise_as_the_bindings_do(monkeypatch):
     from hetpart.errors import RuntimeFailure
 
-    api = _driver_on(monkeypatch, _FakeLib(fail=700))
+    api, d = _driver_on(monkeypatch, _FakeLib(fail=700))
     with pytest.raises(api.CudaCallError, match="cuEventRecord failed: an error \\(700\\)"):
-        api.event_record(1, 2)
-    api = _driver_on(monkeypatch, _FakeLib(fail=2))
+        api.event_record(1, 2, d)
+    api, d = _driver_on(monkeypatch, _FakeLib(fail=2))
     with pytest.raises(RuntimeFailure, match="ran out of memory in cuMemcpyAsync"):
-        api.memcpy_async(1, 2, 3, api.D2H, 4, pinned=True)
+        api.memcpy_async(1, 2, 3, api.D2H, 4, d)
 
 
 def test_driver_calls_off_or_pageable_or_no_context_use_the_bindings(monkeypatch):
-    """Off, a pageable copy, or a thread with no context after the runtime's call: no libcuda call."""
+    """The switch off when the stream is made, no driver given (a pageable copy), or a thread
+    with no context after the runtime's call: no libcuda call."""
     from hetpart.runtime import cuda_api
 
     lib = _FakeLib()
-    api = _driver_on(monkeypatch, lib)
-    used = []
-    monkeypatch.setattr(cuda_api, "cudart", lambda: used.append(1) or (_ for _ in ()).throw(RuntimeError("bindings")))
+    api, d = _driver_on(monkeypatch, lib)
+    monkeypatch.setattr(cuda_api, "cudart", lambda: (_ for _ in ()).throw(RuntimeError("bindings")))
     with pytest.raises(RuntimeError, match="bindings"):
-        api.memcpy_async(1, 2, 3, api.H2D, 4)  # pageable: not pinned
+        api.memcpy_async(1, 2, 3, api.H2D, 4)  # pageable: the stream passes no driver
     monkeypatch.setattr(cuda_api, "DRIVER_CALLS", False)
+    assert cuda_api.stream_driver() is None
     with pytest.raises(RuntimeError, match="bindings"):
-        api.event_record(1, 2)
+        api.event_record(1, 2, cuda_api.stream_driver())
     lib = _FakeLib(current=0)  # no context, and the runtime's call cannot make one
-    api = _driver_on(monkeypatch, lib)
+    api, d = _driver_on(monkeypatch, lib)
     with pytest.raises(RuntimeError, match="bindings"):
-        api.event_synchronize(1)
+        api.event_synchronize(1, d)
     assert not [c for c in lib.calls if c[0] != "cuCtxGetCurrent"]

@@ -32,8 +32,10 @@ path (tools/turn_cost.py counts them), and the H100 trace's host turn (~550 us) 
 above its Python (~50 us on the dev box).  The handles are the same (a ``cudaStream_t``
 is a ``CUstream``, a ``cudaEvent_t`` a ``CUevent``) in the device's primary context,
 which the runtime makes current on a thread at its first call; a thread without a
-current context (or no libcuda) keeps the bindings.  Read at every call.  Off until
-device step 122 measures it (tools/turn_cost.py --before ...DRIVER_CALLS=False)."""
+current context (or no libcuda) keeps the bindings.  Read when a stream is made
+(:func:`stream_driver`, by :class:`~.streams.CudaStream`: a session's streams keep the
+switch as it was when the session opened).  Off until device step 122 measures it
+(tools/turn_cost.py --before ...DRIVER_CALLS=False)."""
 
 
 class CudaCallError(RuntimeFailure):
@@ -149,25 +151,29 @@ def _driver() -> _Driver | None:
         return None
 
 
-def _fast() -> _Driver | None:
-    """The driver when :data:`DRIVER_CALLS` is on and usable on this thread, else None."""
-    if not DRIVER_CALLS:
-        return None
-    d = _driver()
-    return d if d is not None and d.ready() else None
+def stream_driver() -> _Driver | None:
+    """What a stream made now passes as ``driver`` to the calls below: the libcuda entry
+    points if :data:`DRIVER_CALLS` is on and libcuda loads, else None (the bindings)."""
+    return _driver() if DRIVER_CALLS else None
 
 
-def event_record(event: int, stream: int) -> None:
-    d = _fast()
+def _fast(driver: _Driver | None) -> _Driver | None:
+    """``driver`` if given and usable on this thread (a current context), else None."""
+    return driver if driver is not None and driver.ready() else None
+
+
+def event_record(event: int, stream: int, driver: _Driver | None = None) -> None:
+    """Record ``event`` on ``stream`` (through ``driver``, :func:`stream_driver`, where usable)."""
+    d = _fast(driver)
     if d is not None:
         return d.check("cuEventRecord", d.event_record(event, stream))
     rt = cudart()
     _check("cudaEventRecord", rt.cudaEventRecord(rt.cudaEvent_t(event), rt.cudaStream_t(stream)))
 
 
-def event_synchronize(event: int) -> None:
+def event_synchronize(event: int, driver: _Driver | None = None) -> None:
     """Block the calling host thread (only it) until ``event`` has completed."""
-    d = _fast()
+    d = _fast(driver)
     if d is not None:
         return d.check("cuEventSynchronize", d.event_synchronize(event))
     rt = cudart()
@@ -186,22 +192,22 @@ def stream_synchronize(stream: int) -> None:
     _check("cudaStreamSynchronize", rt.cudaStreamSynchronize(rt.cudaStream_t(stream)))
 
 
-def stream_wait_event(stream: int, event: int) -> None:
+def stream_wait_event(stream: int, event: int, driver: _Driver | None = None) -> None:
     """Make ``stream`` wait (on the device, host not blocked) for ``event``."""
-    d = _fast()
+    d = _fast(driver)
     if d is not None:
         return d.check("cuStreamWaitEvent", d.stream_wait_event(stream, event, 0))
     rt = cudart()
     _check("cudaStreamWaitEvent", rt.cudaStreamWaitEvent(rt.cudaStream_t(stream), rt.cudaEvent_t(event), 0))
 
 
-def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int, pinned: bool = False) -> None:
+def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int, driver: _Driver | None = None) -> None:
     """Enqueue one copy of ``nbytes`` on ``stream``; ``kind`` is :data:`H2D`, :data:`D2H`, :data:`D2D` or :data:`ANY`.
-    ``pinned``: both ends are device or page-locked memory (a stream's handoff and ring
-    buffers), which :data:`DRIVER_CALLS` may copy with ``cuMemcpyAsync`` (the addresses
-    say the kind: unified addressing)."""
-    if pinned:
-        d = _fast()
+    ``driver`` (:func:`stream_driver`): only for a copy whose both ends are device or
+    page-locked memory (a stream's handoff and ring buffers), copied with ``cuMemcpyAsync``
+    (the addresses say the kind: unified addressing)."""
+    if driver is not None:
+        d = _fast(driver)
         if d is not None:
             return d.check("cuMemcpyAsync", d.memcpy_async(dst, src, nbytes, stream))
     rt = cudart()

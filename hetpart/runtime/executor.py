@@ -57,6 +57,7 @@ HOST_LAUNCH_SPANS = True
 # stream operation is still waited for at its end: a marker is recorded then if that
 # operation had none (RunContext.wait_device_idle).  Traced runs record every marker,
 # as before, so their traces are unchanged.  Off: every stream operation gets its own.
+# Read when a session opens (Session passes it to each run's RunContext).
 LEAN_MARKERS = True
 
 
@@ -112,8 +113,10 @@ class RunContext:
     """The state of one run; filled by the tasks of that run only."""
 
     def __init__(self, run_id: int, routes: dict[str, Route], slot: Slot, stream: Stream | None,
-                 stages: int, timed: bool, memory: Memory | None = None):
+                 stages: int, timed: bool, memory: Memory | None = None, lean: bool | None = None):
         self.run_id = run_id
+        # untimed and lean: markers only where something waits (LEAN_MARKERS, None: the switch now)
+        self.lean = (LEAN_MARKERS if lean is None else lean) and not timed
         self.routes = routes
         self.slot = slot
         self.stream = stream
@@ -204,7 +207,7 @@ class RunContext:
         """Enqueue ``op`` on the stream and return a marker placed right after it;
         ``mark=False`` (nothing waits on that marker): None and no marker in an untimed
         run under :data:`LEAN_MARKERS` (the run's end still waits for ``op``)."""
-        if not mark and not self.timed and LEAN_MARKERS:
+        if not mark and self.lean:
             op()
             with self._lock:  # after op: a fence recorded later is behind it in stream order
                 self._unmarked = True
@@ -310,7 +313,7 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer, written: Marker | No
         # a caller's device tensor is not our mapped buffer: it still needs one copy
         route = Route(route.spec, route.producer, route.home, route.sides, route.is_output, "copy")
     if route.mode == "mapped":
-        if written is not None and not ctx.timed and LEAN_MARKERS:
+        if written is not None and ctx.lean:
             marker = written  # the kernels wrote the mapped buffer before it: nothing to add
         else:
             marker = ctx.enqueue(lambda: None, route.label("mapped"), "copy")

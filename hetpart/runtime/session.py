@@ -266,6 +266,7 @@ class Session:
         # and could be a view of that copy.
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
         self._inline_lock = threading.Lock()  # held by the inline run, if any
+        self._lean_markers = executor.LEAN_MARKERS  # the switch as the session opened
         # partitions with graphs over their inputs read device feeds from the slot's buffers
         self._fixed_feeds = any(a.static_io for a in self.compiled.partitions)
         # A CUDA partition's first call captures its CUDA graph, and the workspace TVM
@@ -461,7 +462,7 @@ class Session:
                 return arr
         buffers, copies = stage_feeds(checked, self._inputs_by_name, staging=staging, direct=self._direct_feeds)
         ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
-                         timed or self.profile, self._memory)
+                         timed or self.profile, self._memory, self._lean_markers)
         for _ in range(copies):
             ctx.stats.count("feed_copies")
         ctx.feeds = buffers
