@@ -246,3 +246,28 @@ def test_driver_calls_off_or_pageable_or_no_context_use_the_bindings(monkeypatch
     with pytest.raises(RuntimeError, match="bindings"):
         api.event_synchronize(1, d)
     assert not [c for c in lib.calls if c[0] != "cuCtxGetCurrent"]
+
+
+def test_ring_fill_destinations_cached_equal_fresh_ones(model):
+    compiled, feeds = model
+    with Session(compiled) as s:
+        for _ in range(3):
+            s.run(feeds)
+        ring = s._ring
+        assert ring._dsts and len(ring._dsts) <= ring.per_run * ring.n_slots
+        for (k, si), dst in ring._dsts.items():
+            fresh = ring._destination(ring.parts[k], ring.slots[si])
+            assert (dst.spec, dst.side, dst.ptr, dst.nbytes) == (fresh.spec, fresh.side, fresh.ptr, fresh.nbytes)
+            assert np.shares_memory(dst.array, ring.slots[si].array) and dst.array.nbytes == fresh.array.nbytes
+
+
+def test_stats_crossed_is_count_and_edge():
+    from hetpart.runtime.stats import EdgeHandoff, RunStats
+
+    a, b = RunStats(), RunStats()
+    for kind, n in (("h2d", 64), ("d2h", 32), ("mapped", 0)):
+        edge = EdgeHandoff(f"t_{kind}", "h2d", "copy", n, copies=1)
+        a.crossed(kind, n, edge)
+        b.count(kind, n)
+        b.edge(edge)
+    assert a == b

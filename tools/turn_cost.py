@@ -368,10 +368,16 @@ def measure(session, feeds, runs: int, warmup: int = 10) -> dict:
         "host_per_turn_us": (med(wall) - med(call_wall)) / 1e3 / max(turns, 1),
         # the same from the calling thread's CPU time (a shared box: time another process ran is not counted)
         "host_cpu_per_turn_us": (med(cpu) - med(call_wall)) / 1e3 / max(turns, 1),
+        # the 10th percentiles (a shared box: the runs other processes slowed least)
+        "host_p10_per_turn_us": (_p10(wall) - _p10(call_wall)) / 1e3 / max(turns, 1),
         "stream_calls_per_run": {p: n for p, n in counts.items()},
         "turn_gaps_us": gap_med,  # per turn: CPU call end -> next CPU call start, host clock
         "phases_us": {f"{s}|{p}": v for (s, p), v in phases.items()},
     }
+
+
+def _p10(values) -> float:
+    return sorted(values)[len(values) // 10]
 
 
 def _turn_gaps(calls) -> list[int]:
@@ -444,22 +450,38 @@ def summarize(results: list[dict]) -> dict:
     """One side's result: the middle repeat's tables, medians of the repeats' totals."""
     med = statistics.median
     result = dict(sorted(results, key=lambda r: r["host_per_turn_us"])[len(results) // 2])
-    for key in ("run_wall_us", "run_cpu_us", "calls_us", "host_us", "host_per_turn_us", "host_cpu_per_turn_us"):
+    for key in ("run_wall_us", "run_cpu_us", "calls_us", "host_us", "host_per_turn_us", "host_cpu_per_turn_us",
+                "host_p10_per_turn_us"):
         result[key] = med(r[key] for r in results)
         result[key + "_all"] = [r[key] for r in results]
     return result
+
+
+def per_call_us(result: dict) -> dict[str, float]:
+    """Median host us of one stream operation of each kind: its phase's sum over the
+    stages of a run / its count in a run (a ``sync`` includes the wait for the GPU)."""
+    totals: dict[str, float] = defaultdict(float)
+    for key, v in result["phases_us"].items():
+        phase = key.split("|")[1]
+        if phase in result["stream_calls_per_run"]:
+            totals[phase] += v
+    return {k: totals[k] / n for k, n in result["stream_calls_per_run"].items() if n}
 
 
 def report(result: dict, compiled, note: str) -> None:
     print(table(result, compiled))
     print(f"run {result['run_wall_us']:.1f} us wall, {result['run_cpu_us']:.1f} us CPU (calling thread); "
           f"VM calls {result['calls_us']:.1f}; host {result['host_us']:.1f} = "
-          f"{result['host_per_turn_us']:.1f} us / turn (CPU time: {result['host_cpu_per_turn_us']:.1f}; "
+          f"{result['host_per_turn_us']:.1f} us / turn (CPU time: {result['host_cpu_per_turn_us']:.1f}, "
+          f"10th percentiles: {result['host_p10_per_turn_us']:.1f}; "
           f"{result['turns']} turns, {result['partitions']} partitions, {result['inline_runs']} runs inline); "
           f"{note or ''}")
     t = max(result["turns"], 1)
     print("stream operations per turn (CUDA runtime calls on a GPU): " + ", ".join(
         f"{k} {v / t:.2f}" for k, v in sorted(result["stream_calls_per_run"].items())))
+    each = per_call_us(result)
+    print("host us per stream operation (phase tables, wrappers included): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in sorted(each.items())))
     gaps = result["turn_gaps_us"]
     if gaps:
         print("turn gaps (CPU call end -> next CPU call start, us): " + " ".join(f"{g:.0f}" for g in gaps))
@@ -542,7 +564,8 @@ def main(argv=None) -> int:
     if before:
         a, b = summary["after"], summary["before"]
         print(f"\nhost / turn: after {a['host_per_turn_us']:.1f} us, before {b['host_per_turn_us']:.1f} us "
-              f"(after / before {a['host_per_turn_us'] / b['host_per_turn_us']:.3f}); run wall after / before "
+              f"(after / before {a['host_per_turn_us'] / b['host_per_turn_us']:.3f}; 10th percentiles "
+              f"{a['host_p10_per_turn_us']:.1f} / {b['host_p10_per_turn_us']:.1f}); run wall after / before "
               f"{a['run_wall_us'] / b['run_wall_us']:.3f}")
     if args.json:
         out = {"args": vars(args), "set": sets, "before": before, "note": note, "result": summary["after"],

@@ -290,12 +290,10 @@ def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
     name = route.spec.name
     dst = ctx.transient(host, "cuda") if route.dynamic else ctx.slot.buffers[(name, "cuda")]
     if route.mode == "mapped":
-        ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
+        ctx.stats.crossed("mapped", 0, EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
     else:  # its readers are on the same stream: no marker needed
         ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), route.label("h2d"), "copy", mark=False)
-        ctx.stats.count("h2d", host.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
+        ctx.stats.crossed("h2d", host.nbytes, EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
     ctx.put(name, "cuda", dst)
 
 
@@ -304,8 +302,7 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer, written: Marker | No
     if route.dynamic:  # no slot buffers: one copy into host memory of the actual size
         dst = ctx.transient(device, "cpu")
         marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), route.label("d2h"), "copy")
-        ctx.stats.count("d2h", device.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
+        ctx.stats.crossed("d2h", device.nbytes, EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
         ctx.put(name, "cpu", dst, marker)
         return
     dst = ctx.slot.buffers[(name, "cpu")]
@@ -317,12 +314,10 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer, written: Marker | No
             marker = written  # the kernels wrote the mapped buffer before it: nothing to add
         else:
             marker = ctx.enqueue(lambda: None, route.label("mapped"), "copy")
-        ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
+        ctx.stats.crossed("mapped", 0, EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
     else:
         marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), route.label("d2h"), "copy")
-        ctx.stats.count("d2h", device.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
+        ctx.stats.crossed("d2h", device.nbytes, EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
     ctx.put(name, "cpu", dst, marker)
 
 
