@@ -271,3 +271,42 @@ def test_stats_crossed_is_count_and_edge():
         b.count(kind, n)
         b.edge(edge)
     assert a == b
+
+
+@pytest.mark.cuda
+def test_driver_calls_and_lean_markers_on_gpu_same_results():
+    """On a real GPU: the streaming mlp's outputs, bit for bit, with cuda_api.DRIVER_CALLS and
+    executor.LEAN_MARKERS each on and off (a session keeps the switches it opened with), and
+    close to ONNX Runtime's reference; traced runs too."""
+    from onnx.reference import ReferenceEvaluator
+
+    from hetpart import models
+    from hetpart.runtime import cuda_api
+
+    args = argparse.Namespace(model="mlp", width=64, layers=2, cpu_kernels=2, cuda_parts=2, streamed="every",
+                              simulate=False)
+    compiled, feeds = turn_cost.build(args)
+    kernels = args.layers * (args.cpu_kernels + args.cuda_parts) + 1
+    onnx_model = models.build("mlp", in_features=64, hidden=(64,) * (kernels - 1), num_classes=64)
+    want = ReferenceEvaluator(onnx_model).run(None, feeds)[0]
+    got = {}
+    for driver in (False, True):
+        for lean in (False, True):
+            old = cuda_api.DRIVER_CALLS, executor.LEAN_MARKERS
+            cuda_api.DRIVER_CALLS, executor.LEAN_MARKERS = driver, lean
+            try:
+                s = Session(compiled)
+            finally:
+                cuda_api.DRIVER_CALLS, executor.LEAN_MARKERS = old
+            with s:
+                assert (s._stream._driver is not None) == driver
+                outs = [s.run(feeds)["logits"] for _ in range(4)]
+                outs.append(s.run(feeds, trace=None)["logits"])
+                s.profile = True
+                outs.append(s.run(feeds)["logits"])  # timed: every marker
+            got[(driver, lean)] = outs
+    first = got[(False, False)][0]
+    np.testing.assert_allclose(first, want, rtol=1e-3, atol=1e-3)
+    for key, outs in got.items():
+        for out in outs:
+            np.testing.assert_array_equal(out, first, err_msg=str(key))

@@ -3,6 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 47, "Left open: device steps in order"):
 #   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
+#   122 (issue 19, a turn's host cost: LEAN_MARKERS / DRIVER_CALLS),
 #   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
@@ -319,6 +320,45 @@ case "${1:-1}" in
   ab chunks /tmp/plans120 "hetpart,llama.cpp-style rule"
   [ $((BUDGET - SECONDS)) -ge 220 ] && ab chunks-graphless /tmp/plans119 hetpart \
     --set hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1 ;;
+122)  # (BUDGET=300) issue 19, the host cost of a streaming plan's CPU->CUDA->CPU turn (branch turn-cost,
+     # bench/results/turn-cost-2core.md).  Step 119's trace: ~550 us a turn on the H100 (11 a token, ~6 ms of ~24)
+     # where ~120 were predicted; offline (null streams) the runtime's Python is ~42-48 us a turn and a turn makes ~16-18
+     # CUDA runtime calls, so the rest is those calls, TVM's launch and the waits.  Two switches, read when a session
+     # opens: executor.LEAN_MARKERS (on): untimed runs record no marker after an input copy or a non-streamed launch,
+     # and a mapped output is read on its launch's marker (8 -> 6 event records a turn in the mlp; more in llama's
+     # turns: 2 input copies); cuda_api.DRIVER_CALLS (off until this step): event record / stream wait / event sync /
+     # pinned copies through libcuda with ctypes instead of cuda-bindings' wrappers.  (1) the cuda test: results bit
+     # for bit with each switch on and off; (2) tools/turn_cost.py on the GPU (mlp, 6 turns, 2 rounds a side, sides
+     # alternating): 'after' = both on, 'lean' = DRIVER_CALLS off, 'before' = both off -- host us a turn, the phase
+     # table, and the host us of one stream call of each kind (record / copy / wait / sync / launch); (3)
+     # tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS on
+     # (--set; only if (1) passed, else both sides without it) and 'hetpart before' = both off (--session-before),
+     # beside the rule, 3 rounds, one traced run each
+     # (the traces' host spans: 'host pN_cuda' and the CPU end -> next CPU start gaps against step 119's).
+     # Decides: DRIVER_CALLS goes on if (1) passes and (2)'s after/lean host a turn <= 0.9 (its per-call us says by how
+     # much a call got cheaper) and (3)'s hetpart <= 'hetpart before'; LEAN_MARKERS stays on if (1) passes and
+     # lean <= before in (2).  If (2)'s record/copy/wait calls cost ~2-5 us each and a turn is still ~10x the
+     # offline Python, the turn is TVM's launch and the waits (the phase table's launch / sync / call columns): the next
+     # lever is then the planner pricing turns (capped-decode-gap-s47.md section 4 (3)), not the runtime's calls.
+  BUDGET=300; drv=hetpart.runtime.cuda_api.DRIVER_CALLS; lean=hetpart.runtime.executor.LEAN_MARKERS
+  timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
+    > "$OUT/pytest-turn-cost.txt" 2>&1
+  # DRIVER_CALLS in (3) only where (1) passed; otherwise (3) A/Bs LEAN_MARKERS alone
+  on=(); grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
+    && on=(--set $drv=1 --session-before $drv=0)
+  timeout 75 python3 tools/turn_cost.py --layers 6 --runs 120 --repeats 2 --set $drv=True \
+    --variant "lean:$drv=False" --variant "before:$drv=False,$lean=False" \
+    --json "$OUT/turn-cost.json" > "$OUT/turn-cost.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans122
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans122/hetpart.plan.json
+    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans122/
+  fi
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans122 --workload zoo:llama_decode --cap 1/2 \
+    --contenders "hetpart,llama.cpp-style rule" "${on[@]}" --session-before $lean=0 \
+    --rounds 3 --trace "$OUT/traces-turn-cost" --json "$OUT/capped-turn-cost-ab.json" > "$OUT/capped-turn-cost-ab.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"

@@ -504,6 +504,8 @@ def main(argv=None) -> int:
     p.add_argument("--before", action="append", default=[],
                    help="module.SWITCH=value: also measure a 'before' side with these set (same build; the "
                         "sides alternate, a fresh session each)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:M.A=V[,M.A=V]",
+                   help="another side NAME with these switches set (as --before)")
     p.add_argument("--cprofile", type=int, default=0, help="also cProfile this many runs; print the top functions")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -526,12 +528,20 @@ def main(argv=None) -> int:
     print(f"# compiled {len(compiled.partitions)} partitions ({turns_of(compiled)} turns, "
           f"{sum(1 for a in compiled.partitions if a.weights is not None)} streamed) in {time.time() - t0:.0f} s; "
           f"stream {args.stream}; set {sets or '-'}; before {before or '-'}", flush=True)
-    sides = {"after": {}, "before": before} if before else {"after": {}}
+    sides = {"after": {}}
+    for v in args.variant:
+        vname, _, items = v.partition(":")
+        sides[vname.strip()] = _parse_sets([a for a in items.split(",") if a])
+    if before:
+        sides["before"] = before
     results: dict[str, list] = {side: [] for side in sides}
+    failed: dict[str, str] = {}
     note = ""
     for rep in range(args.repeats):
-        order = list(sides) if rep % 2 == 0 else list(reversed(sides))
+        order = list(sides) if rep % 2 == 0 else list(reversed(list(sides)))
         for side in order:
+            if side in failed:
+                continue
             old = apply_sets(sides[side])
             try:
                 if args.model == "mlp":
@@ -554,25 +564,28 @@ def main(argv=None) -> int:
                             session.run(step)
                         pr.disable()
                         pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+            except Exception as exc:  # noqa: BLE001 - reported; the other sides are still measured
+                failed[side] = f"{type(exc).__name__}: {exc}"
+                print(f"{side}: FAILED {failed[side]}", flush=True)
             finally:
                 apply_sets(old)
-    summary = {side: summarize(rs) for side, rs in results.items()}
+    summary = {side: summarize(rs) for side, rs in results.items() if rs}
     for side, result in summary.items():
         if len(summary) > 1:
             print(f"\n== {side} {sides[side] or ''}")
         report(result, compiled, note)
-    if before:
-        a, b = summary["after"], summary["before"]
-        print(f"\nhost / turn: after {a['host_per_turn_us']:.1f} us, before {b['host_per_turn_us']:.1f} us "
-              f"(after / before {a['host_per_turn_us'] / b['host_per_turn_us']:.3f}; 10th percentiles "
-              f"{a['host_p10_per_turn_us']:.1f} / {b['host_p10_per_turn_us']:.1f}); run wall after / before "
-              f"{a['run_wall_us'] / b['run_wall_us']:.3f}")
+    if len(summary) > 1:
+        print()
+        for side, r in summary.items():
+            print(f"{side:<12} host / turn {r['host_per_turn_us']:7.1f} us (10th percentiles {r['host_p10_per_turn_us']:7.1f}), "
+                  f"run wall {r['run_wall_us']:8.1f} us, VM calls {r['calls_us']:8.1f} us; "
+                  + ", ".join(f"{k} {v:.1f} us" for k, v in sorted(per_call_us(r).items())))
     if args.json:
-        out = {"args": vars(args), "set": sets, "before": before, "note": note, "result": summary["after"],
-               "repeats": results["after"]}
+        out = {"args": vars(args), "set": sets, "sides": {k: v for k, v in sides.items()}, "note": note,
+               "result": summary.get("after"), "repeats": results["after"],
+               "results": summary, "all_repeats": results, "failed": failed}
         if before:
-            out["result_before"] = summary["before"]
-            out["repeats_before"] = results["before"]
+            out["result_before"] = summary.get("before")
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
