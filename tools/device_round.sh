@@ -334,31 +334,40 @@ case "${1:-1}" in
      # tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS on
      # (--set; only if (1) passed, else both sides without it) and 'hetpart before' = both off (--session-before),
      # beside the rule, 3 rounds, one traced run each
-     # (the traces' host spans: 'host pN_cuda' and the CPU end -> next CPU start gaps against step 119's).
+     # (the traces' host spans: 'host pN_cuda' and the CPU end -> next CPU start gaps against step 119's; a traced
+     # run marks every operation, so the traces differ by DRIVER_CALLS only, the rounds by both); (4) with time
+     # left, (2)'s build again with TVM_THREAD_POOL_SPIN_COUNT=0 ('after' side only).
      # Decides: DRIVER_CALLS goes on if (1) passes and (2)'s after/lean host a turn <= 0.9 (its per-call us says by how
      # much a call got cheaper) and (3)'s hetpart <= 'hetpart before'; LEAN_MARKERS stays on if (1) passes and
      # lean <= before in (2).  If (2)'s record/copy/wait calls cost ~2-5 us each and a turn is still ~10x the
      # offline Python, the turn is TVM's launch and the waits (the phase table's launch / sync / call columns): the next
      # lever is then the planner pricing turns (capped-decode-gap-s47.md section 4 (3)), not the runtime's calls.
+     # (4)'s host a turn well under (2)'s 'after' (<= 0.8x) says the pool's spinning workers slow the host's
+     # calls: a short spin (or no spin) on streaming plans' CPU partitions is then worth an A/B on llama_decode.
   BUDGET=300; drv=hetpart.runtime.cuda_api.DRIVER_CALLS; lean=hetpart.runtime.executor.LEAN_MARKERS
   timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
     > "$OUT/pytest-turn-cost.txt" 2>&1
   # DRIVER_CALLS in (3) only where (1) passed; otherwise (3) A/Bs LEAN_MARKERS alone
-  on=(); grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
-    && on=(--set $drv=1 --session-before $drv=0)
-  timeout 75 python3 tools/turn_cost.py --layers 6 --runs 120 --repeats 2 --set $drv=True \
-    --variant "lean:$drv=False" --variant "before:$drv=False,$lean=False" \
+  on=(); dv=False; grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
+    && on=(--set $drv=1 --session-before $drv=0) && dv=True
+  timeout 70 python3 tools/turn_cost.py --layers 6 --runs 120 --repeats 2 --set $drv=$dv \
+    --variant "lean:$drv=False" --variant "before:$drv=False,$lean=False" --save /tmp/turn-cost-122 \
     --json "$OUT/turn-cost.json" > "$OUT/turn-cost.txt" 2>&1
   mkdir -p /tmp/plans119 /tmp/plans122
   if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
     cp /tmp/plans119/hetpart_before.plan.json /tmp/plans122/hetpart.plan.json
     cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans122/
   fi
-  left=$((BUDGET - SECONDS - 5))
+  left=$((BUDGET - SECONDS - 25))
   [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
     --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans122 --workload zoo:llama_decode --cap 1/2 \
     --contenders "hetpart,llama.cpp-style rule" "${on[@]}" --session-before $lean=0 \
-    --rounds 3 --trace "$OUT/traces-turn-cost" --json "$OUT/capped-turn-cost-ab.json" > "$OUT/capped-turn-cost-ab.txt" 2>&1 ;;
+    --rounds 3 --trace "$OUT/traces-turn-cost" --json "$OUT/capped-turn-cost-ab.json" > "$OUT/capped-turn-cost-ab.txt" 2>&1
+  # (4) the same build with TVM's idle pool workers not spinning (they sched_yield 300000 rounds after each CPU
+  # partition on every other core): a turn's host time against (2)'s 'after' says whether they slow the host's calls
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout "$left" python3 tools/turn_cost.py --layers 6 --runs 120 \
+    --set $drv=$dv --load /tmp/turn-cost-122 --json "$OUT/turn-cost-spin0.json" > "$OUT/turn-cost-spin0.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"

@@ -118,7 +118,18 @@ def build(args):
             feeds[name] = (np.zeros(t.shape, t.dtype) if "int" in str(t.dtype)
                            else rng.standard_normal(t.shape).astype(t.dtype))
         plan = turn_plan(graph, args.cpu_kernels, args.cuda_parts, args.streamed, args.layers)
+    load = getattr(args, "load", None)
+    if load and (Path(load) / "manifest.json").exists():  # the same options' build, saved by --save
+        from hetpart.compiler import load_compiled
+
+        return load_compiled(load), feeds
     compiled = compiler.compile(plan, graph, simulate=args.simulate, progress=False)
+    save = getattr(args, "save", None)
+    if save:
+        compiled.save(save)
+        from hetpart.compiler import load_compiled
+
+        compiled = load_compiled(save)  # saving moves the libraries: run what was saved
     return compiled, feeds
 
 
@@ -506,6 +517,9 @@ def main(argv=None) -> int:
                         "sides alternate, a fresh session each)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:M.A=V[,M.A=V]",
                    help="another side NAME with these switches set (as --before)")
+    p.add_argument("--save", default=None, metavar="DIR", help="save the build there (for --load)")
+    p.add_argument("--load", default=None, metavar="DIR",
+                   help="run the build saved there by --save with the same options (built if none is)")
     p.add_argument("--cprofile", type=int, default=0, help="also cProfile this many runs; print the top functions")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
