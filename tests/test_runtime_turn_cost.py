@@ -310,3 +310,112 @@ def test_driver_calls_and_lean_markers_on_gpu_same_results():
     for key, outs in got.items():
         for out in outs:
             np.testing.assert_array_equal(out, first, err_msg=str(key))
+
+
+# --- handoff.GROUPED_H2D: a CPU partition's GPU-bound outputs in one block, one copy -------
+@pytest.fixture(scope="module")
+def decode():
+    """The small llama_decode cut cpu / cuda / cuda (streamed), its CPU partitions with 2-3 outputs to the GPU."""
+    args = argparse.Namespace(model="llama_decode", width=16, layers=6, cpu_kernels=3, cuda_parts=2,
+                              streamed="every", simulate=True)
+    return turn_cost.build(args)
+
+
+def _stepping(compiled, feeds, monkeypatch, grouped):
+    from hetpart.bench import capped
+    from hetpart.runtime import handoff
+
+    monkeypatch.setattr(handoff, "GROUPED_H2D", grouped)
+    return capped.open_stepping(compiled, feeds)
+
+
+def test_grouped_outputs_views_lie_apart_in_their_blocks(decode, monkeypatch):
+    from hetpart.runtime.handoff import grouped_outputs
+    from hetpart.runtime.memory import ALIGNMENT
+
+    compiled, feeds = decode
+    s, _, _ = _stepping(compiled, feeds, monkeypatch, True)
+    with s:
+        want = grouped_outputs(s.routes, s.state.tensors if s.state else frozenset())
+        assert want, "the plan has a CPU partition with two outputs to the GPU"
+        for slot in s._slots:
+            assert {p: g.names for p, g in slot.groups.items()} == want
+            for g in slot.groups.values():
+                for side, block in (("cpu", g.host), ("cuda", g.device)):
+                    spans = []
+                    for name in g.names:
+                        view, route = slot.buffers[(name, side)], s.routes[name]
+                        assert (view.ptr - block.ptr) % ALIGNMENT == 0 and view.spec == route.spec
+                        assert view.ptr >= block.ptr and view.ptr + route.nbytes <= block.ptr + block.nbytes
+                        spans.append((view.ptr, view.ptr + route.nbytes))
+                    spans.sort()
+                    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # no overlap
+                    assert spans[-1][1] == block.ptr + block.nbytes  # the copy stops at the last byte used
+        for name, route in s.routes.items():  # what is grouped: CPU-made, copied to the GPU, static, not state
+            grouped = any(name in g.members for g in s._slots[0].groups.values())
+            if grouped:
+                assert route.home == "cpu" and route.mode == "copy" and "cuda" in route.sides and not route.dynamic
+
+
+def test_grouped_h2d_same_results_fewer_copies(decode, monkeypatch):
+    compiled, feeds = decode
+    got, copies = {}, {}
+    for grouped in (False, True):
+        s, step, _ = _stepping(compiled, feeds, monkeypatch, grouped)
+        with s:
+            n = [0]
+            real = s._stream.copy
+
+            def counted(dst, src, kind, real=real, n=n):
+                n[0] += kind == "h2d"
+                return real(dst, src, kind)
+
+            s._stream.copy = counted
+            got[grouped] = [s.run(step) for _ in range(3)]
+            stats = s.last_run_stats
+            copies[grouped] = n[0] / 3
+            counts = (stats.h2d, stats.bytes_h2d, sorted((e.tensor, e.copies) for e in stats.edges))
+            copies[(grouped, "stats")] = counts
+    for a, b in zip(got[False], got[True]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert copies[True] < copies[False]
+    assert copies[(True, "stats")] == copies[(False, "stats")]  # counted per tensor either way
+
+
+def test_a_group_whose_output_is_elsewhere_is_copied_tensor_by_tensor(decode, monkeypatch):
+    from hetpart.runtime.executor import _copy_group
+
+    compiled, feeds = decode
+    s, step, _ = _stepping(compiled, feeds, monkeypatch, True)
+    with s:
+        slot = s._slots[0]
+        producer, group = next(iter(slot.groups.items()))
+        stage = next(st for st in s._stages if st.name == producer)
+        ctx = RunContext(0, s.routes, slot, s._stream, 0, False)  # no stages: its end waits for the stream only
+        outputs = [slot.buffers.get((n, "cpu")) for n in stage.output_names]
+        assert _copy_group(ctx, stage, outputs) == group.members
+        elsewhere = [s._memory.pinned(b.spec) if b is not None else None for b in outputs]
+        assert _copy_group(ctx, stage, elsewhere) == frozenset()
+        ctx.wait_device_idle()
+
+
+@pytest.mark.cuda
+def test_grouped_h2d_on_gpu_same_results(monkeypatch):
+    """On a real GPU: the small llama_decode's steps (caches on device) bit for bit with
+    handoff.GROUPED_H2D on and off, with DRIVER_CALLS on."""
+    from hetpart.runtime import cuda_api
+
+    args = argparse.Namespace(model="llama_decode", width=16, layers=6, cpu_kernels=3, cuda_parts=2,
+                              streamed="every", simulate=False)
+    compiled, feeds = turn_cost.build(args)
+    monkeypatch.setattr(cuda_api, "DRIVER_CALLS", True)
+    got = {}
+    for grouped in (False, True):
+        s, step, _ = _stepping(compiled, feeds, monkeypatch, grouped)
+        with s:
+            assert bool(s._slots[0].groups) == grouped
+            got[grouped] = [s.run(step) for _ in range(3)]
+    for a, b in zip(got[False], got[True]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])

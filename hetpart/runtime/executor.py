@@ -273,26 +273,49 @@ class RunContext:
 
 
 # --- handoff -------------------------------------------------------------------------
-def publish(ctx: RunContext, name: str, side: str, buf: Buffer, written: Marker | None = None) -> None:
+def publish(ctx: RunContext, name: str, side: str, buf: Buffer, written: Marker | None = None,
+            copied: frozenset = frozenset()) -> None:
     """Make ``name`` (just produced on ``side`` into ``buf``) available on every side that reads it.
     ``written``: a stream marker after the GPU work that wrote ``buf`` (a partition's launch),
-    which a mapped output's host read may wait on instead of a marker of its own."""
+    which a mapped output's host read may wait on instead of a marker of its own.
+    ``copied``: tensors whose h2d copy is already enqueued (their producer's block,
+    :func:`_copy_group`)."""
     route = ctx.routes[name]
     ctx.put(name, side, buf)
     for other in route.others(side):
         if side == "cpu":
-            _to_gpu(ctx, route, buf)
+            _to_gpu(ctx, route, buf, name in copied)
         else:
             _to_host(ctx, route, buf, written)
 
 
-def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
+def _copy_group(ctx: RunContext, stage: Stage, outputs: list[Buffer]) -> frozenset:
+    """Enqueue the one h2d copy of a CPU partition's grouped outputs (:data:`.handoff.GROUPED_H2D`)
+    and return their names; nothing (empty) if the partition has no group or an output is not
+    in its slot view (a stand-in runner's own buffer: each is then copied alone, as before)."""
+    group = ctx.slot.groups.get(stage.name)
+    if group is None:
+        return frozenset()
+    held = dict(zip(stage.output_names, outputs))
+    buffers = ctx.slot.buffers
+    for name in group.names:
+        buf = held.get(name)
+        if buf is None or buf.ptr != buffers[(name, "cpu")].ptr:
+            return frozenset()
+    host, dev = group.host, group.device
+    ctx.enqueue(lambda: ctx.stream.copy(dev, host, "h2d"), group.label, "copy", mark=False)
+    return group.members
+
+
+def _to_gpu(ctx: RunContext, route: Route, host: Buffer, copied: bool = False) -> None:
+    """``copied``: the copy is enqueued already (a grouped block); counted as before."""
     name = route.spec.name
     dst = ctx.transient(host, "cuda") if route.dynamic else ctx.slot.buffers[(name, "cuda")]
     if route.mode == "mapped":
         ctx.stats.crossed("mapped", 0, EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
     else:  # its readers are on the same stream: no marker needed
-        ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), route.label("h2d"), "copy", mark=False)
+        if not copied:
+            ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), route.label("h2d"), "copy", mark=False)
         ctx.stats.crossed("h2d", host.nbytes, EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
     ctx.put(name, "cuda", dst)
 
@@ -364,10 +387,13 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         inputs = [get(n, side).tensor for n in stage.input_names]
         outputs = [output_buffer(n, side) for n in stage.output_names]
         done = None
+        copied: frozenset = frozenset()
         if side == "cpu":
             start = time.perf_counter()
             outputs = _held(stage.runner.call(inputs, outputs, ctx.stats), outputs)
             ctx.host_span(stage.track, stage.name, start, time.perf_counter())
+            if ctx.slot.groups:
+                copied = _copy_group(ctx, stage, outputs)
         else:
             held: list = []
             reads: tuple = ()
@@ -402,7 +428,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
                     ctx.ring.retire(retiring, done)
             outputs = _held(held[0] if held else None, outputs)
         for name, buf in zip(stage.output_names, outputs):
-            publish(ctx, name, side, buf, done)
+            publish(ctx, name, side, buf, done, copied)
         if begun is not None:
             ctx.stats.span(Span(HOST_TRACK, stage.host_label, begun, time.perf_counter(), "partition", ctx.run_id))
     except _Aborted:

@@ -65,6 +65,7 @@ from ..compiler.loader import artifact_kind, load_compiled
 from ..errors import NoGPUError, RuntimeFailure
 from ..targets import cuda_available
 from . import executor
+from . import handoff as handoff_rules
 from .executor import RunContext, Stage
 from .handoff import Slot, TransferCosts, plan_routes
 from .memory import CudaMemory, Memory, SimulatedMemory
@@ -241,7 +242,8 @@ class Session:
                 self.pool_threads_used[art.name] = None
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
             self._stages.append(Stage(art, runner, worker))
-        self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere) for i in range(slots)]
+        grouped = handoff_rules.GROUPED_H2D  # as the session opens
+        self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere, grouped) for i in range(slots)]
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
             self._free.put(slot)
