@@ -406,8 +406,8 @@ def test_grouped_h2d_on_gpu_same_results(monkeypatch):
     handoff.GROUPED_H2D on and off, with DRIVER_CALLS on."""
     from hetpart.runtime import cuda_api
 
-    args = argparse.Namespace(model="llama_decode", width=16, layers=6, cpu_kernels=3, cuda_parts=2,
-                              streamed="every", simulate=False)
+    args = argparse.Namespace(model="llama_decode", width=16, layers=2, cpu_kernels=3, cuda_parts=2,
+                              streamed="every", simulate=False)  # 7 partitions: p0_cpu's two outputs grouped
     compiled, feeds = turn_cost.build(args)
     monkeypatch.setattr(cuda_api, "DRIVER_CALLS", True)
     got = {}

@@ -3,7 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 47, "Left open: device steps in order"):
 #   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
-#   122 (issue 19, a turn's host cost: LEAN_MARKERS / DRIVER_CALLS),
+#   122 (issue 19, a turn's host cost: LEAN_MARKERS / DRIVER_CALLS / GROUPED_H2D),
 #   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
@@ -322,36 +322,39 @@ case "${1:-1}" in
     --set hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1 ;;
 122)  # (BUDGET=300) issue 19, the host cost of a streaming plan's CPU->CUDA->CPU turn (branch turn-cost,
      # bench/results/turn-cost-2core.md).  Step 119's trace: ~550 us a turn on the H100 (11 a token, ~6 ms of ~24)
-     # where ~120 were predicted; offline (null streams) the runtime's Python is ~42-48 us a turn and a turn makes ~16-18
-     # CUDA runtime calls, so the rest is those calls, TVM's launch and the waits.  Two switches, read when a session
-     # opens: executor.LEAN_MARKERS (on): untimed runs record no marker after an input copy or a non-streamed launch,
-     # and a mapped output is read on its launch's marker (8 -> 6 event records a turn in the mlp; more in llama's
-     # turns: 2 input copies); cuda_api.DRIVER_CALLS (off until this step): event record / stream wait / event sync /
-     # pinned copies through libcuda with ctypes instead of cuda-bindings' wrappers.  (1) the cuda test: results bit
-     # for bit with each switch on and off; (2) tools/turn_cost.py on the GPU (mlp, 6 turns, 2 rounds a side, sides
-     # alternating): 'after' = both on, 'lean' = DRIVER_CALLS off, 'before' = both off -- host us a turn, the phase
-     # table, and the host us of one stream call of each kind (record / copy / wait / sync / launch); (3)
-     # tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS on
-     # (--set; only if (1) passed, else both sides without it) and 'hetpart before' = both off (--session-before),
-     # beside the rule, 3 rounds, one traced run each
-     # (the traces' host spans: 'host pN_cuda' and the CPU end -> next CPU start gaps against step 119's; a traced
-     # run marks every operation, so the traces differ by DRIVER_CALLS only, the rounds by both); (4) with time
-     # left, (2)'s build again with TVM_THREAD_POOL_SPIN_COUNT=0 ('after' side only).
-     # Decides: DRIVER_CALLS goes on if (1) passes and (2)'s after/lean host a turn <= 0.9 (its per-call us says by how
-     # much a call got cheaper) and (3)'s hetpart <= 'hetpart before'; LEAN_MARKERS stays on if (1) passes and
-     # lean <= before in (2).  If (2)'s record/copy/wait calls cost ~2-5 us each and a turn is still ~10x the
-     # offline Python, the turn is TVM's launch and the waits (the phase table's launch / sync / call columns): the next
-     # lever is then the planner pricing turns (capped-decode-gap-s47.md section 4 (3)), not the runtime's calls.
-     # (4)'s host a turn well under (2)'s 'after' (<= 0.8x) says the pool's spinning workers slow the host's
-     # calls: a short spin (or no spin) on streaming plans' CPU partitions is then worth an A/B on llama_decode.
+     # where ~120 were predicted; offline (null streams) the runtime's Python is ~45-55 us a turn, and a turn makes
+     # ~15-18 CUDA runtime calls: the rest is those calls, TVM's launch and the waits.  Three switches, each read
+     # when a session opens: executor.LEAN_MARKERS (on): untimed runs record no marker after an input copy or a
+     # non-streamed launch, a mapped output is read on its launch's marker (records 7.5 -> 4.0 a turn in the small
+     # llama_decode); cuda_api.DRIVER_CALLS (off): event record / stream wait / event sync / pinned copies through
+     # libcuda with ctypes instead of cuda-bindings' wrappers; handoff.GROUPED_H2D (off): a CPU partition's outputs
+     # read on the GPU in one block, one copy (llama_decode's turns copy two 8 KB inputs; s47 saw the second wait
+     # ~1.6 ms a token behind the weight refill).  (1) the cuda tests: results bit for bit with each switch on and
+     # off; (2) tools/turn_cost.py on the GPU, the small llama_decode (6 turns, caches on device, 2 rounds a side,
+     # sides alternating): 'after' = all three on, 'ungrouped' = GROUPED_H2D off, 'lean' = only LEAN_MARKERS on,
+     # 'before' = all off -- host us a turn, the phase table per stage, the host us of one stream call of each kind;
+     # (3) tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS
+     # and GROUPED_H2D on (--set; only if (1) passed, else LEAN_MARKERS alone) against 'hetpart before' = all off
+     # (--session-before), the rule beside, 3 rounds, one traced run each (a traced run marks every operation: the
+     # traces differ by the other two switches; the s47 second-input-copy wait shows on their cuda stream tracks);
+     # (4) with time left, (2)'s build with TVM_THREAD_POOL_SPIN_COUNT=0 ('after' only).
+     # Decides (host us a turn in (2); neighbouring sides differ by one switch): DRIVER_CALLS on if (1) passes and
+     # 'ungrouped' / 'lean' <= 0.9; LEAN_MARKERS stays on if 'lean' / 'before' <= 1.0; GROUPED_H2D on if (1) passes,
+     # 'after' / 'ungrouped' <= 1.0 and (3)'s traces show a turn's input copy no longer waiting for the refill; all
+     # three only if (3)'s hetpart <= 'hetpart before' (round medians).  If (2)'s record / copy / wait calls cost a
+     # few us each and a turn is still ~10x the offline Python, the turn is TVM's launch and the waits (the launch /
+     # call / sync columns): the next lever is the planner pricing turns (s47 section 4 (3)).  (4)'s host a turn
+     # <= 0.8x (2)'s 'after' says TVM's spinning pool workers slow the host's calls.
   BUDGET=300; drv=hetpart.runtime.cuda_api.DRIVER_CALLS; lean=hetpart.runtime.executor.LEAN_MARKERS
-  timeout 60 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
+  grp=hetpart.runtime.handoff.GROUPED_H2D
+  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
     > "$OUT/pytest-turn-cost.txt" 2>&1
-  # DRIVER_CALLS in (3) only where (1) passed; otherwise (3) A/Bs LEAN_MARKERS alone
+  # DRIVER_CALLS and GROUPED_H2D on only where (1) passed; otherwise (2)-(4) measure LEAN_MARKERS alone
   on=(); dv=False; grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
-    && on=(--set $drv=1 --session-before $drv=0) && dv=True
-  timeout 70 python3 tools/turn_cost.py --layers 6 --runs 120 --repeats 2 --set $drv=$dv \
-    --variant "lean:$drv=False" --variant "before:$drv=False,$lean=False" --save /tmp/turn-cost-122 \
+    && on=(--set $drv=1 --set $grp=1 --session-before $drv=0 --session-before $grp=0) && dv=True
+  timeout 70 python3 tools/turn_cost.py --model llama_decode --layers 6 --runs 120 --repeats 2 --set $drv=$dv \
+    --set $grp=$dv --variant "ungrouped:$grp=False" --variant "lean:$drv=False,$grp=False" \
+    --variant "before:$drv=False,$grp=False,$lean=False" --save /tmp/turn-cost-122 \
     --json "$OUT/turn-cost.json" > "$OUT/turn-cost.txt" 2>&1
   mkdir -p /tmp/plans119 /tmp/plans122
   if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
@@ -366,8 +369,9 @@ case "${1:-1}" in
   # (4) the same build with TVM's idle pool workers not spinning (they sched_yield 300000 rounds after each CPU
   # partition on every other core): a turn's host time against (2)'s 'after' says whether they slow the host's calls
   left=$((BUDGET - SECONDS - 3))
-  [ "$left" -ge 15 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout "$left" python3 tools/turn_cost.py --layers 6 --runs 120 \
-    --set $drv=$dv --load /tmp/turn-cost-122 --json "$OUT/turn-cost-spin0.json" > "$OUT/turn-cost-spin0.txt" 2>&1 ;;
+  [ "$left" -ge 15 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout "$left" python3 tools/turn_cost.py --model llama_decode \
+    --layers 6 --runs 120 --set $drv=$dv --set $grp=$dv --load /tmp/turn-cost-122 --json "$OUT/turn-cost-spin0.json" \
+    > "$OUT/turn-cost-spin0.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"
