@@ -593,7 +593,8 @@ def main(argv=None) -> int:
         for side, r in summary.items():
             print(f"{side:<12} host / turn {r['host_per_turn_us']:7.1f} us (10th percentiles {r['host_p10_per_turn_us']:7.1f}), "
                   f"run wall {r['run_wall_us']:8.1f} us, VM calls {r['calls_us']:8.1f} us; "
-                  + ", ".join(f"{k} {v:.1f} us" for k, v in sorted(per_call_us(r).items())))
+                  + ", ".join(f"{k} {v:.1f} us x {r['stream_calls_per_run'][k] / max(r['turns'], 1):.2f}"
+                              for k, v in sorted(per_call_us(r).items())) + " a turn")
     if args.json:
         out = {"args": vars(args), "set": sets, "sides": {k: v for k, v in sides.items()}, "note": note,
                "result": summary.get("after"), "repeats": results["after"],
