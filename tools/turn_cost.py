@@ -31,12 +31,20 @@ Streams: on a GPU the session's own (``--stream real``, the default there).  In
 simulation ``--stream null`` (the default) replaces the session's simulated streams,
 after it opened, with ones that do each operation at once on the calling thread (a
 copy is a memcpy, a marker is reached when recorded): an inline run then is the
-product's host path minus the CUDA runtime calls, which are counted (``cuda calls``
-per turn: their price on a GPU is ~2-10 us each).  ``--stream sim`` keeps the
-simulated streams (thread hand-offs per operation: the simulation's, not a GPU's).
+product's host path minus the CUDA runtime calls, which are counted ("stream operations
+per turn"; on a GPU each is a CUDA call, its host us in the summary).  ``--stream sim`` keeps
+the simulated streams (thread hand-offs per operation: the simulation's, not a GPU's).
+
+Sides: ``--set M.A=V`` for every session; ``--before M.A=V`` and ``--variant "NAME:M.A=V,..."``
+add sides measured from the same build, a fresh session each, the sides alternating
+round by round (``--repeats`` rounds); switches a session reads when it opens.
+``--save DIR`` / ``--load DIR`` reuse a build in another process (e.g. under another
+``TVM_THREAD_POOL_SPIN_COUNT``).
 
     PYTHONPATH=. TVM_NUM_THREADS=1 python tools/turn_cost.py --layers 12 --json out.json
-    python tools/turn_cost.py --set hetpart.runtime.executor.FAST_TURNS=0   # a switch's "before"
+    python tools/turn_cost.py --repeats 5 --before hetpart.runtime.executor.LEAN_MARKERS=False
+    python tools/turn_cost.py --model llama_decode --layers 6 --set hetpart.runtime.handoff.GROUPED_H2D=True \
+        --variant "ungrouped:hetpart.runtime.handoff.GROUPED_H2D=False"
 """
 
 from __future__ import annotations
