@@ -4,6 +4,7 @@
 # In the order to run them (closing note of session 47, "Left open: device steps in order"):
 #   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
 #   123 (issue 19, session 48: throttled refills / small copies by kernel, after 120's probe said chunks do not help),
+#   122 (issue 19, a turn's host cost: LEAN_MARKERS / DRIVER_CALLS / GROUPED_H2D),
 #   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
 #   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
@@ -388,6 +389,58 @@ PY
     --cap 1/2 --contenders "hetpart,llama.cpp-style rule" --set "$sw=1" --set "$ws.THROTTLE_IN_FLIGHT=$k" \
     --session-before "$sw=0" --rounds 3 --trace "$OUT/traces-copy-queue" --json "$OUT/capped-copy-queue-ab.json" \
     > "$OUT/capped-copy-queue-ab.txt" 2>&1 ;;
+122)  # (BUDGET=300) issue 19, the host cost of a streaming plan's CPU->CUDA->CPU turn (branch turn-cost,
+     # bench/results/turn-cost-2core.md).  Step 119's trace: ~550 us a turn on the H100 (11 a token, ~6 ms of ~24)
+     # where ~120 were predicted; offline (null streams) the runtime's Python is ~45-55 us a turn, and a turn makes
+     # ~15-18 CUDA runtime calls: the rest is those calls, TVM's launch and the waits.  Three switches, each read
+     # when a session opens: executor.LEAN_MARKERS (on): untimed runs record no marker after an input copy or a
+     # non-streamed launch, a mapped output is read on its launch's marker (records 7.5 -> 4.0 a turn in the small
+     # llama_decode); cuda_api.DRIVER_CALLS (off): event record / stream wait / event sync / pinned copies through
+     # libcuda with ctypes instead of cuda-bindings' wrappers; handoff.GROUPED_H2D (off): a CPU partition's outputs
+     # read on the GPU in one block, one copy (llama_decode's turns copy two 8 KB inputs; s47 saw the second wait
+     # ~1.6 ms a token behind the weight refill).  (1) the cuda tests: results bit for bit with each switch on and
+     # off; (2) tools/turn_cost.py on the GPU, the small llama_decode (6 turns, caches on device, 2 rounds a side,
+     # sides alternating): 'after' = all three on, 'ungrouped' = GROUPED_H2D off, 'lean' = only LEAN_MARKERS on,
+     # 'before' = all off -- host us a turn, the phase table per stage, the host us of one stream call of each kind;
+     # (3) tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS
+     # and GROUPED_H2D on (--set; only if (1) passed, else LEAN_MARKERS alone) against 'hetpart before' = all off
+     # (--session-before), the rule beside, 3 rounds, one traced run each (a traced run marks every operation: the
+     # traces differ by the other two switches; the s47 second-input-copy wait shows on their cuda stream tracks);
+     # (4) with time left, (2)'s build with TVM_THREAD_POOL_SPIN_COUNT=0 ('after' only).
+     # Decides (host us a turn in (2); neighbouring sides differ by one switch): DRIVER_CALLS on if (1) passes and
+     # 'ungrouped' / 'lean' <= 0.9; LEAN_MARKERS stays on if 'lean' / 'before' <= 1.0; GROUPED_H2D on if (1) passes,
+     # 'after' / 'ungrouped' <= 1.0 and (3)'s traces show a turn's input copy no longer waiting for the refill; all
+     # three only if (3)'s hetpart <= 'hetpart before' (round medians).  If (2)'s record / copy / wait calls cost a
+     # few us each and a turn is still ~10x the offline Python, the turn is TVM's launch and the waits (the launch /
+     # call / sync columns): the next lever is the planner pricing turns (s47 section 4 (3)).  (4)'s host a turn
+     # <= 0.8x (2)'s 'after' says TVM's spinning pool workers slow the host's calls.
+  BUDGET=300; drv=hetpart.runtime.cuda_api.DRIVER_CALLS; lean=hetpart.runtime.executor.LEAN_MARKERS
+  grp=hetpart.runtime.handoff.GROUPED_H2D
+  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
+    > "$OUT/pytest-turn-cost.txt" 2>&1
+  # DRIVER_CALLS and GROUPED_H2D on only where (1) passed; otherwise (2)-(4) measure LEAN_MARKERS alone
+  on=(); dv=False; grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
+    && on=(--set $drv=1 --set $grp=1 --session-before $drv=0 --session-before $grp=0) && dv=True
+  timeout 70 python3 tools/turn_cost.py --model llama_decode --layers 6 --runs 120 --repeats 2 --set $drv=$dv \
+    --set $grp=$dv --variant "ungrouped:$grp=False" --variant "lean:$drv=False,$grp=False" \
+    --variant "before:$drv=False,$grp=False,$lean=False" --save /tmp/turn-cost-122 \
+    --json "$OUT/turn-cost.json" > "$OUT/turn-cost.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans122
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans122/hetpart.plan.json
+    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans122/
+  fi
+  left=$((BUDGET - SECONDS - 25))
+  [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans122 --workload zoo:llama_decode --cap 1/2 \
+    --contenders "hetpart,llama.cpp-style rule" "${on[@]}" --session-before $lean=0 \
+    --rounds 3 --trace "$OUT/traces-turn-cost" --json "$OUT/capped-turn-cost-ab.json" > "$OUT/capped-turn-cost-ab.txt" 2>&1
+  # (4) the same build with TVM's idle pool workers not spinning (they sched_yield 300000 rounds after each CPU
+  # partition on every other core): a turn's host time against (2)'s 'after' says whether they slow the host's calls
+  left=$((BUDGET - SECONDS - 3))
+  [ "$left" -ge 15 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout "$left" python3 tools/turn_cost.py --model llama_decode \
+    --layers 6 --runs 120 --set $drv=$dv --set $grp=$dv --load /tmp/turn-cost-122 --json "$OUT/turn-cost-spin0.json" \
+    > "$OUT/turn-cost-spin0.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"

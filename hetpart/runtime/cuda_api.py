@@ -13,11 +13,29 @@ depend on the bindings' wrapper types.
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from functools import lru_cache
 
 from ..errors import NoGPUError, RuntimeFailure
 
 H2D, D2H, D2D, ANY = "h2d", "d2h", "d2d", "default"  # ANY: let UVA decide (mapped memory)
+
+DRIVER_CALLS = False
+"""Make the four calls of every stream operation -- :func:`event_record`,
+:func:`stream_wait_event`, :func:`event_synchronize` and a stream's pinned/device
+:func:`memcpy_async` -- through the CUDA driver (libcuda's ``cuEventRecord``,
+``cuStreamWaitEvent``, ``cuEventSynchronize``, ``cuMemcpyAsync``) with ctypes instead of
+cuda-bindings' runtime wrappers (each builds handle objects and checks an enum in Python).
+Issue 19: a streaming plan's CPU->CUDA->CPU turn makes ~15-18 of them on its critical
+path (tools/turn_cost.py counts them), and the H100 trace's host turn (~550 us) is far
+above its Python (~50 us on the dev box).  The handles are the same (a ``cudaStream_t``
+is a ``CUstream``, a ``cudaEvent_t`` a ``CUevent``) in the device's primary context,
+which the runtime makes current on a thread at its first call; a thread without a
+current context (or no libcuda) keeps the bindings.  Read when a stream is made
+(:func:`stream_driver`, by :class:`~.streams.CudaStream`: a session's streams keep the
+switch as it was when the session opened).  Off until device step 122 measures it
+(tools/turn_cost.py --before ...DRIVER_CALLS=False)."""
 
 
 class CudaCallError(RuntimeFailure):
@@ -75,13 +93,89 @@ def event_destroy(event: int) -> None:
     _check("cudaEventDestroy", cudart().cudaEventDestroy(cudart().cudaEvent_t(event)))
 
 
-def event_record(event: int, stream: int) -> None:
+class _Driver:
+    """The driver entry points of :data:`DRIVER_CALLS` (ctypes, GIL released during a call)."""
+
+    def __init__(self, lib=None):
+        lib = lib if lib is not None else ctypes.CDLL("libcuda.so.1")
+        vp, c_int = ctypes.c_void_p, ctypes.c_int
+
+        def fn(name, *args):
+            f = getattr(lib, name)
+            f.argtypes, f.restype = list(args), c_int
+            return f
+
+        self.event_record = fn("cuEventRecord", vp, vp)
+        self.stream_wait_event = fn("cuStreamWaitEvent", vp, vp, ctypes.c_uint)
+        self.event_synchronize = fn("cuEventSynchronize", vp)
+        self.memcpy_async = fn("cuMemcpyAsync", ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t, vp)
+        self._ctx_get_current = fn("cuCtxGetCurrent", ctypes.POINTER(vp))
+        self._error_string = fn("cuGetErrorString", c_int, ctypes.POINTER(ctypes.c_char_p))
+        self._local = threading.local()
+
+    def ready(self) -> bool:
+        """Whether this thread has a current context (made once by a runtime call if not)."""
+        ok = getattr(self._local, "ok", None)
+        if ok is None:
+            ok = self._current()
+            if not ok:
+                try:
+                    cudart().cudaFree(0)  # the runtime makes the primary context current here
+                except Exception:  # noqa: BLE001 - then the bindings stay in use on this thread
+                    pass
+                ok = self._current()
+            self._local.ok = ok
+        return ok
+
+    def _current(self) -> bool:
+        ctx = ctypes.c_void_p()
+        return self._ctx_get_current(ctypes.byref(ctx)) == 0 and bool(ctx.value)
+
+    def check(self, call: str, code: int) -> None:
+        """Raise as :func:`_check` does for a driver status other than CUDA_SUCCESS."""
+        if code == 0:
+            return
+        text = ctypes.c_char_p()
+        self._error_string(code, ctypes.byref(text))
+        msg = text.value.decode() if text.value else "unknown error"
+        if code == 2:  # CUDA_ERROR_OUT_OF_MEMORY
+            raise RuntimeFailure(f"the GPU ran out of memory in {call} ({msg})")
+        raise CudaCallError(f"CUDA call {call} failed: {msg} ({code})")
+
+
+@lru_cache(maxsize=None)
+def _driver() -> _Driver | None:
+    try:
+        return _Driver()
+    except (OSError, AttributeError):
+        return None
+
+
+def stream_driver() -> _Driver | None:
+    """What a stream made now passes as ``driver`` to the calls below: the libcuda entry
+    points if :data:`DRIVER_CALLS` is on and libcuda loads, else None (the bindings)."""
+    return _driver() if DRIVER_CALLS else None
+
+
+def _fast(driver: _Driver | None) -> _Driver | None:
+    """``driver`` if given and usable on this thread (a current context), else None."""
+    return driver if driver is not None and driver.ready() else None
+
+
+def event_record(event: int, stream: int, driver: _Driver | None = None) -> None:
+    """Record ``event`` on ``stream`` (through ``driver``, :func:`stream_driver`, where usable)."""
+    d = _fast(driver)
+    if d is not None:
+        return d.check("cuEventRecord", d.event_record(event, stream))
     rt = cudart()
     _check("cudaEventRecord", rt.cudaEventRecord(rt.cudaEvent_t(event), rt.cudaStream_t(stream)))
 
 
-def event_synchronize(event: int) -> None:
+def event_synchronize(event: int, driver: _Driver | None = None) -> None:
     """Block the calling host thread (only it) until ``event`` has completed."""
+    d = _fast(driver)
+    if d is not None:
+        return d.check("cuEventSynchronize", d.event_synchronize(event))
     rt = cudart()
     _check("cudaEventSynchronize", rt.cudaEventSynchronize(rt.cudaEvent_t(event)))
 
@@ -98,14 +192,24 @@ def stream_synchronize(stream: int) -> None:
     _check("cudaStreamSynchronize", rt.cudaStreamSynchronize(rt.cudaStream_t(stream)))
 
 
-def stream_wait_event(stream: int, event: int) -> None:
+def stream_wait_event(stream: int, event: int, driver: _Driver | None = None) -> None:
     """Make ``stream`` wait (on the device, host not blocked) for ``event``."""
+    d = _fast(driver)
+    if d is not None:
+        return d.check("cuStreamWaitEvent", d.stream_wait_event(stream, event, 0))
     rt = cudart()
     _check("cudaStreamWaitEvent", rt.cudaStreamWaitEvent(rt.cudaStream_t(stream), rt.cudaEvent_t(event), 0))
 
 
-def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int) -> None:
-    """Enqueue one copy of ``nbytes`` on ``stream``; ``kind`` is :data:`H2D`, :data:`D2H`, :data:`D2D` or :data:`ANY`."""
+def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int, driver: _Driver | None = None) -> None:
+    """Enqueue one copy of ``nbytes`` on ``stream``; ``kind`` is :data:`H2D`, :data:`D2H`, :data:`D2D` or :data:`ANY`.
+    ``driver`` (:func:`stream_driver`): only for a copy whose both ends are device or
+    page-locked memory (a stream's handoff and ring buffers), copied with ``cuMemcpyAsync``
+    (the addresses say the kind: unified addressing)."""
+    if driver is not None:
+        d = _fast(driver)
+        if d is not None:
+            return d.check("cuMemcpyAsync", d.memcpy_async(dst, src, nbytes, stream))
     rt = cudart()
     kinds = rt.cudaMemcpyKind
     k = {H2D: kinds.cudaMemcpyHostToDevice, D2H: kinds.cudaMemcpyDeviceToHost,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -47,6 +48,17 @@ from .workers import Worker
 # a streaming plan's CUDA partition spans ~200 us on the H100 however small its
 # kernels, and these say how much of that the host spends launching it.
 HOST_LAUNCH_SPANS = True
+
+# Untimed runs record a stream marker only where something waits on it (issue 19: each is
+# a CUDA runtime call, several microseconds, on a CPU->CUDA->CPU turn's critical path):
+# none after a CPU->GPU input copy (its reader is on the same stream) or a non-streamed
+# partition's launch, and a mapped output's host read waits on the marker after the
+# launch that wrote it rather than on one recorded right after it.  The run's last
+# stream operation is still waited for at its end: a marker is recorded then if that
+# operation had none (RunContext.wait_device_idle).  Traced runs record every marker,
+# as before, so their traces are unchanged.  Off: every stream operation gets its own.
+# Read when a session opens (Session passes it to each run's RunContext).
+LEAN_MARKERS = True
 
 
 class _Aborted(Exception):
@@ -73,13 +85,38 @@ class Stage:
     def track(self) -> str:
         return f"cpu: {self.name}" if self.side == "cpu" else ""
 
+    # computed once (run_stage asks for them on every call; the artifact never changes)
+    @cached_property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.artifact.inputs)
+
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.artifact.outputs)
+
+    @cached_property
+    def launches_in_order(self) -> bool:
+        """A CUDA partition whose VM sizes outputs from values it reads on the host
+        (``Stream.launch_in_order``)."""
+        return any(self.runner.dynamic_outputs)
+
+    @cached_property
+    def launch_label(self) -> str:
+        return f"launch {self.name}"
+
+    @cached_property
+    def host_label(self) -> str:
+        return f"host {self.name}"
+
 
 class RunContext:
     """The state of one run; filled by the tasks of that run only."""
 
     def __init__(self, run_id: int, routes: dict[str, Route], slot: Slot, stream: Stream | None,
-                 stages: int, timed: bool, memory: Memory | None = None):
+                 stages: int, timed: bool, memory: Memory | None = None, lean: bool | None = None):
         self.run_id = run_id
+        # untimed and lean: markers only where something waits (LEAN_MARKERS, None: the switch now)
+        self.lean = (LEAN_MARKERS if lean is None else lean) and not timed
         self.routes = routes
         self.slot = slot
         self.stream = stream
@@ -106,6 +143,7 @@ class RunContext:
         self._stream_spans: list[tuple[str, str, Marker, Marker]] = []
         self._all_markers: list[Marker] = []
         self._fence: Marker | None = None
+        self._unmarked = False  # a stream operation without a marker was enqueued after the fence
         self._lock = threading.Lock()
         self._pending = stages
         self._stages_done: threading.Event | None = None
@@ -165,15 +203,26 @@ class RunContext:
         return self.memory.transient(like.spec, side)
 
     # --- stream operations of this run ----------------------------------------
-    def enqueue(self, op: Callable[[], None], label: str, category: str) -> Marker:
-        """Enqueue ``op`` on the stream and return a marker placed right after it."""
+    def enqueue(self, op: Callable[[], None], label: str, category: str, mark: bool = True) -> Marker | None:
+        """Enqueue ``op`` on the stream and return a marker placed right after it;
+        ``mark=False`` (nothing waits on that marker): None and no marker in an untimed
+        run under :data:`LEAN_MARKERS` (the run's end still waits for ``op``)."""
+        if not mark and self.lean:
+            op()
+            with self._lock:  # after op: a fence recorded later is behind it in stream order
+                self._unmarked = True
+            return None
         start = self.stream.record() if self.timed else None
         op()
         with self._lock:  # record+assign together: the fence is the latest in stream order
             end = self.stream.record()
             self._fence = end
-            self._all_markers.extend(m for m in (start, end) if m is not None)
-            if start is not None:
+            self._unmarked = False
+            if start is None:
+                self._all_markers.append(end)
+            else:
+                self._all_markers.append(start)
+                self._all_markers.append(end)
                 self._stream_spans.append((label, category, start, end))
         return end
 
@@ -204,8 +253,14 @@ class RunContext:
                 done = self._stages_done = self._stages_done or threading.Event()
         if done is not None:
             done.wait()
-        if self._fence is not None:
-            self._fence.synchronize()
+        with self._lock:
+            if self._unmarked:  # the run's last stream operation has no marker: one now
+                self._fence = self.stream.record()
+                self._all_markers.append(self._fence)
+                self._unmarked = False
+            fence = self._fence
+        if fence is not None:
+            fence.synchronize()
 
     def resolve_stream_spans(self, track: str, to_host: Callable[[Marker], float]) -> None:
         for label, category, start, end in self._stream_spans:
@@ -218,44 +273,66 @@ class RunContext:
 
 
 # --- handoff -------------------------------------------------------------------------
-def publish(ctx: RunContext, name: str, side: str, buf: Buffer) -> None:
-    """Make ``name`` (just produced on ``side`` into ``buf``) available on every side that reads it."""
+def publish(ctx: RunContext, name: str, side: str, buf: Buffer, written: Marker | None = None,
+            copied: frozenset = frozenset()) -> None:
+    """Make ``name`` (just produced on ``side`` into ``buf``) available on every side that reads it.
+    ``written``: a stream marker after the GPU work that wrote ``buf`` (a partition's launch),
+    which a mapped output's host read may wait on instead of a marker of its own.
+    ``copied``: tensors whose h2d copy is already enqueued (their producer's block,
+    :func:`_copy_group`)."""
     route = ctx.routes[name]
     ctx.put(name, side, buf)
     for other in route.others(side):
         if side == "cpu":
-            _to_gpu(ctx, route, buf)
+            _to_gpu(ctx, route, buf, name in copied)
         else:
-            _to_host(ctx, route, buf)
+            _to_host(ctx, route, buf, written)
 
 
-def _to_gpu(ctx: RunContext, route: Route, host: Buffer) -> None:
+def _copy_group(ctx: RunContext, stage: Stage, outputs: list[Buffer]) -> frozenset:
+    """Enqueue the one h2d copy of a CPU partition's grouped outputs (:data:`.handoff.GROUPED_H2D`)
+    and return their names; nothing (empty) if the partition has no group or an output is not
+    in its slot view (a stand-in runner's own buffer: each is then copied alone, as before)."""
+    group = ctx.slot.groups.get(stage.name)
+    if group is None:
+        return frozenset()
+    held = dict(zip(stage.output_names, outputs))
+    buffers = ctx.slot.buffers
+    for name in group.names:
+        buf = held.get(name)
+        if buf is None or buf.ptr != buffers[(name, "cpu")].ptr:
+            return frozenset()
+    host, dev = group.host, group.device
+    ctx.enqueue(lambda: ctx.stream.copy(dev, host, "h2d"), group.label, "copy", mark=False)
+    return group.members
+
+
+def _to_gpu(ctx: RunContext, route: Route, host: Buffer, copied: bool = False) -> None:
+    """``copied``: the copy is enqueued already (a grouped block); counted as before."""
     name = route.spec.name
     dst = ctx.transient(host, "cuda") if route.dynamic else ctx.slot.buffers[(name, "cuda")]
     kernel = None if route.dynamic else ctx.slot.kernel_copies.get(name)
     if route.mode == "mapped":
-        ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
-    elif kernel is not None and host.ptr == ctx.slot.buffers[(name, "cpu")].ptr:
+        ctx.stats.crossed("mapped", 0, EdgeHandoff(name, "h2d", "mapped", host.nbytes, copies=0))
+    elif not copied and kernel is not None and host.ptr == ctx.slot.buffers[(name, "cpu")].ptr:
         # a small crossing: a kernel reads the pinned buffer through its mapped pointer
-        # (.small_copy), on the stream, not queued behind the copy engine's refills
-        ctx.enqueue(lambda: ctx.stream.launch(kernel), f"h2d {name}", "copy")
-        ctx.stats.count("h2d", host.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "kernel", host.nbytes, copies=1))
-    else:
-        ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), f"h2d {name}", "copy")
-        ctx.stats.count("h2d", host.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
+        # (.small_copy), on the stream, not queued behind the copy engine's refills; its
+        # readers are on the same stream: no marker needed
+        ctx.enqueue(lambda: ctx.stream.launch(kernel), route.label("h2d"), "copy", mark=False)
+        ctx.stats.crossed("h2d", host.nbytes, EdgeHandoff(name, "h2d", "kernel", host.nbytes, copies=1))
+    else:  # its readers are on the same stream: no marker needed
+        if not copied:
+            ctx.enqueue(lambda: ctx.stream.copy(dst, host, "h2d"), route.label("h2d"), "copy", mark=False)
+        ctx.stats.crossed("h2d", host.nbytes, EdgeHandoff(name, "h2d", "copy", host.nbytes, copies=1))
     ctx.put(name, "cuda", dst)
 
 
-def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
+def _to_host(ctx: RunContext, route: Route, device: Buffer, written: Marker | None = None) -> None:
     name = route.spec.name
     if route.dynamic:  # no slot buffers: one copy into host memory of the actual size
         dst = ctx.transient(device, "cpu")
-        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "copy")
-        ctx.stats.count("d2h", device.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), route.label("d2h"), "copy")
+        ctx.stats.crossed("d2h", device.nbytes, EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
         ctx.put(name, "cpu", dst, marker)
         return
     dst = ctx.slot.buffers[(name, "cpu")]
@@ -263,13 +340,14 @@ def _to_host(ctx: RunContext, route: Route, device: Buffer) -> None:
         # a caller's device tensor is not our mapped buffer: it still needs one copy
         route = Route(route.spec, route.producer, route.home, route.sides, route.is_output, "copy")
     if route.mode == "mapped":
-        marker = ctx.enqueue(lambda: None, f"mapped {name}", "copy")
-        ctx.stats.count("mapped")
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
+        if written is not None and ctx.lean:
+            marker = written  # the kernels wrote the mapped buffer before it: nothing to add
+        else:
+            marker = ctx.enqueue(lambda: None, route.label("mapped"), "copy")
+        ctx.stats.crossed("mapped", 0, EdgeHandoff(name, "d2h", "mapped", device.nbytes, copies=0))
     else:
-        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), f"d2h {name}", "copy")
-        ctx.stats.count("d2h", device.nbytes)
-        ctx.stats.edge(EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
+        marker = ctx.enqueue(lambda: ctx.stream.copy(dst, device, "d2h"), route.label("d2h"), "copy")
+        ctx.stats.crossed("d2h", device.nbytes, EdgeHandoff(name, "d2h", "copy", device.nbytes, copies=1))
     ctx.put(name, "cpu", dst, marker)
 
 
@@ -291,7 +369,8 @@ def publish_feeds(ctx: RunContext, feeds: dict[str, Buffer], fixed: bool = False
             dst = ctx.slot.buffers[(name, "cuda")]
             if dst.ptr != given.ptr:
                 src = given
-                ctx.enqueue(lambda dst=dst, src=src: ctx.stream.copy(dst, src, "d2d"), f"d2d {name}", "copy")
+                ctx.enqueue(lambda dst=dst, src=src: ctx.stream.copy(dst, src, "d2d"), route.label("d2d"), "copy",
+                            mark=False)  # read on the same stream
                 ctx.stats.count("feed_copies")
                 given = dst
         publish(ctx, name, given.side, given)
@@ -305,17 +384,23 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     arguments; its use of the ring is retired exactly once, called or not, so the
     slot's next copy is enqueued (:mod:`.weight_stream`)."""
     art = stage.artifact
-    begun = time.perf_counter() if ctx.timed and HOST_LAUNCH_SPANS and stage.side != "cpu" else None
+    side = stage.side
+    begun = time.perf_counter() if ctx.timed and HOST_LAUNCH_SPANS and side != "cpu" else None
     use = ctx.ring.use_of(ctx.stream_base, art.name) if ctx.ring is not None and art.weights is not None else None
     try:
         if ctx.error is not None:
             raise _Aborted()
-        inputs = [ctx.get(t.name, stage.side).tensor for t in art.inputs]
-        outputs = [ctx.output_buffer(t.name, stage.side) for t in art.outputs]
-        if stage.side == "cpu":
+        get, output_buffer = ctx.get, ctx.output_buffer
+        inputs = [get(n, side).tensor for n in stage.input_names]
+        outputs = [output_buffer(n, side) for n in stage.output_names]
+        done = None
+        copied: frozenset = frozenset()
+        if side == "cpu":
             start = time.perf_counter()
             outputs = _held(stage.runner.call(inputs, outputs, ctx.stats), outputs)
             ctx.host_span(stage.track, stage.name, start, time.perf_counter())
+            if ctx.slot.groups:
+                copied = _copy_group(ctx, stage, outputs)
         else:
             held: list = []
             reads: tuple = ()
@@ -324,7 +409,9 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
                 weights = {"streamed": ctx.ring.acquire(use), "slot": ctx.ring.slot_index(use)}
                 reads = (ctx.ring.slot_of(use),)
                 ctx.stats.count("weight_copies", art.weights.nbytes)
-            if any(stage.runner.dynamic_outputs):
+            runner = stage.runner
+            in_order = stage.launches_in_order
+            if in_order:
                 # Its output shapes come from tensor values (e.g. NMS's selected count)
                 # that the VM reads on the host with copies outside our stream: it runs
                 # after our stream's work and on the default stream (handle 0), where
@@ -333,21 +420,24 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
             else:
                 launch, handle = (lambda fn: ctx.stream.launch(fn, reads)), getattr(ctx.stream, "handle", 0)
             # launch runs ``call`` on this thread (enqueueing kernels) before returning
-            call = lambda: held.append(stage.runner.call(inputs, outputs, ctx.stats, handle, **weights))  # noqa: E731
+            call = lambda: held.append(runner.call(inputs, outputs, ctx.stats, handle, **weights))  # noqa: E731
             if begun is not None:  # the launch alone, on the host's clock
-                call = _host_timed(ctx, f"launch {stage.name}", call)
-            done = None
+                call = _host_timed(ctx, stage.launch_label, call)
+            # a marker after the launch only where something waits on it: the ring's refill
+            # of this slot, or a host read of an output through mapped memory
+            routes = ctx.routes
+            mark = use is not None or in_order or any(routes[n].mode == "mapped" for n in stage.output_names)
             try:
-                done = ctx.enqueue(lambda: launch(call), stage.name, "partition")
+                done = ctx.enqueue(lambda: launch(call), stage.name, "partition", mark)
             finally:
                 if use is not None:  # refill the slot now: that copy overlaps what follows
                     retiring, use = use, None
                     ctx.ring.retire(retiring, done)
             outputs = _held(held[0] if held else None, outputs)
-        for spec, buf in zip(art.outputs, outputs):
-            publish(ctx, spec.name, stage.side, buf)
+        for name, buf in zip(stage.output_names, outputs):
+            publish(ctx, name, side, buf, done, copied)
         if begun is not None:
-            ctx.stats.span(Span(HOST_TRACK, f"host {stage.name}", begun, time.perf_counter(), "partition", ctx.run_id))
+            ctx.stats.span(Span(HOST_TRACK, stage.host_label, begun, time.perf_counter(), "partition", ctx.run_id))
     except _Aborted:
         pass
     except BaseException as e:  # noqa: BLE001 - every failure goes to the caller, named

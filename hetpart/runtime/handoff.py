@@ -41,7 +41,7 @@ from functools import cached_property
 from ..compiler.artifact import CompiledModel, TensorSpec
 from ..errors import HetpartError
 from . import small_copy
-from .memory import Buffer, Memory, host_buffer, is_static, nbytes_of
+from .memory import ALIGNMENT, Buffer, Memory, host_buffer, is_static, nbytes_of, view_of
 
 MODES = ("auto", "copy", "mapped")
 
@@ -53,6 +53,17 @@ MODES = ("auto", "copy", "mapped")
 # 17.5 us), launched long before its weights landed, so not the host's launch.  A copy
 # costs one cudaMemcpyAsync (~10 us); the partitioner prices every h2d crossing as one.
 COPY_TO_GPU = True
+
+# Issue 19: a CPU partition's outputs that a CUDA partition reads (copy mode, static shape,
+# no bound state) share one pinned block and one device block per slot, each tensor at its
+# own 64-byte-aligned offset, so the producer's handoff is ONE cudaMemcpyAsync (padding
+# included) instead of one per tensor (executor: the copy after the partition's call,
+# before any of them is published).  llama_decode at 1/2 copies two 8 KB activations per
+# CPU->CUDA turn: capped-decode-gap-s47.md saw the second wait ~1.6 ms behind an in-flight
+# weight refill while the first slipped in; one copy also saves a CUDA call a turn.  The
+# stats still count one h2d copy and edge per tensor.  Read when a session allocates its
+# slots (Session opens).  Off until device step 122 times it.
+GROUPED_H2D = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,14 @@ class Route:
     def _others(self) -> dict[str, frozenset]:
         return {s: self.sides - {s} for s in ("cpu", "cuda")}
 
+    def label(self, kind: str) -> str:
+        """The stream span's name of a ``kind`` operation (h2d/d2h/d2d/mapped) on this tensor."""
+        return self._labels[kind]
+
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        return {k: f"{k} {self.spec.name}" for k in ("h2d", "d2h", "d2d", "mapped")}
+
     @property
     def nbytes(self) -> int | None:
         """Bytes of the value; None for a data-dependent shape (known per run only)."""
@@ -155,6 +174,35 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
     return routes
 
 
+@dataclass(frozen=True)
+class CopyGroup:
+    """One CPU partition's outputs read on the GPU, in one pinned and one device block
+    (:data:`GROUPED_H2D`): ``names`` in block order, ``host`` / ``device`` the blocks
+    (copied whole: one copy), ``label`` the copy's stream span."""
+
+    producer: str
+    names: tuple[str, ...]
+    host: Buffer
+    device: Buffer
+    label: str
+
+    @cached_property
+    def members(self) -> frozenset:
+        return frozenset(self.names)
+
+
+def grouped_outputs(routes: dict[str, Route], elsewhere: frozenset = frozenset()) -> dict[str, tuple[str, ...]]:
+    """Producer -> its outputs that :data:`GROUPED_H2D` copies as one block: CPU-produced,
+    read on the GPU through a copy, of static shape, not bound state; only producers with
+    two or more (one tensor is one copy already), names in route order."""
+    by_producer: dict[str, list[str]] = {}
+    for name, r in routes.items():
+        if (r.producer is not None and r.home == "cpu" and r.mode == "copy" and "cuda" in r.sides
+                and not r.dynamic and name not in elsewhere):
+            by_producer.setdefault(r.producer, []).append(name)
+    return {p: tuple(names) for p, names in by_producer.items() if len(names) >= 2}
+
+
 @dataclass
 class Slot:
     """One run's buffers: ``buffers[(tensor, side)]``, allocated once and reused.
@@ -167,6 +215,8 @@ class Slot:
     index: int
     buffers: dict[tuple[str, str], Buffer] = field(default_factory=dict)
     fresh_outputs: frozenset = frozenset()
+    # GROUPED_H2D: producing CPU partition -> its outputs' shared blocks (one copy each run)
+    groups: dict[str, CopyGroup] = field(default_factory=dict)
     # aligned copies of the caller's unaligned feeds, by input name, reused run after run
     staging: dict = field(default_factory=dict)
     # small CPU->GPU crossings copied by a kernel (.small_copy), by tensor name
@@ -174,12 +224,19 @@ class Slot:
 
     @classmethod
     def allocate(cls, index: int, routes: dict[str, Route], memory: Memory,
-                 elsewhere: frozenset = frozenset()) -> "Slot":
+                 elsewhere: frozenset = frozenset(), grouped: bool = False) -> "Slot":
         """``elsewhere``: tensors whose producer writes into buffers held outside the
-        slot (bound state, :mod:`.state`): they get slot buffers only to cross."""
+        slot (bound state, :mod:`.state`): they get slot buffers only to cross.
+        ``grouped`` (:data:`GROUPED_H2D`): :func:`grouped_outputs` get views of one block
+        per producer on each side (``groups``)."""
         slot = cls(index)
         fresh = set()
+        if grouped:
+            for producer, names in grouped_outputs(routes, elsewhere).items():
+                slot.groups[producer] = slot._group(producer, names, routes, memory)
         for name, r in routes.items():
+            if (name, "cpu") in slot.buffers:
+                continue  # a view of its producer's block (grouped)
             if r.dynamic or (name in elsewhere and not r.crosses):
                 continue  # allocated per run, at its actual size; or held by the session's state
             if r.crosses:
@@ -201,8 +258,24 @@ class Slot:
         slot.fresh_outputs = frozenset(fresh)
         return slot
 
+    def _group(self, producer: str, names: tuple[str, ...], routes: dict[str, Route], memory: Memory) -> CopyGroup:
+        """One block per side for ``names``, each at a 64-byte-aligned offset; the views
+        go into ``buffers`` as any tensor's would."""
+        offsets, end = [], 0
+        for name in names:
+            offsets.append(end)
+            end = -(-(end + routes[name].nbytes) // ALIGNMENT) * ALIGNMENT
+        last = offsets[-1] + routes[names[-1]].nbytes  # the copy stops at the last byte used
+        spec = TensorSpec(f"{producer} outputs to cuda", (last,), "uint8")
+        host, device = memory.pinned(spec), memory.device(spec)
+        for name, offset in zip(names, offsets):
+            self.buffers[(name, "cpu")] = view_of(host, offset, routes[name].spec)
+            self.buffers[(name, "cuda")] = view_of(device, offset, routes[name].spec)
+        return CopyGroup(producer, names, host, device, "h2d " + "+".join(names))
+
     def release(self) -> None:
         self.buffers.clear()
+        self.groups.clear()
         self.staging.clear()
         for k in self.kernel_copies.values():
             k.release()

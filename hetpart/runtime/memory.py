@@ -172,6 +172,24 @@ def dtype_name(dtype: np.dtype) -> str:
     return name
 
 
+def view_of(block: Buffer, offset: int, spec: TensorSpec) -> Buffer:
+    """``spec``'s bytes at ``offset`` of ``block`` (a pinned or device Buffer of uint8), as a
+    Buffer of ``block``'s side and kind: its tensor on ``block``'s tensor's device, its array a
+    view where ``block`` has one.  ``block`` is kept alive by the view's tensor."""
+    _require_static(spec, "view a block")
+    nbytes = nbytes_of(spec.shape, spec.dtype)
+    if offset < 0 or offset + nbytes > block.nbytes:
+        raise InternalError(f"tensor '{spec.name}' ({nbytes} bytes at {offset}) outside a block of {block.nbytes}")
+    ptr = block.ptr + offset
+    on_gpu = block.tensor is not None and block.tensor.device.dlpack_device_type() == 2  # kDLCUDA
+    array = None
+    if block.array is not None:
+        array = block.array.reshape(-1).view(np.uint8)[offset:offset + nbytes].view(np_dtype(spec.dtype)).reshape(
+            tuple(spec.shape))
+    tensor = tensor_view(ptr, spec.shape, spec.dtype, device="cuda" if on_gpu else "cpu", owner=block)
+    return Buffer(spec, block.side, tensor, ptr, array, block.pinned)
+
+
 def host_buffer(spec: TensorSpec) -> Buffer:
     """Ordinary (pageable) host memory, for tensors that never cross to the GPU."""
     arr = aligned_array(spec)

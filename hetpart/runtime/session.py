@@ -65,6 +65,7 @@ from ..compiler.loader import artifact_kind, load_compiled
 from ..errors import NoGPUError, RuntimeFailure
 from ..targets import cuda_available
 from . import executor
+from . import handoff as handoff_rules
 from .executor import RunContext, Stage
 from .handoff import Slot, TransferCosts, plan_routes
 from .memory import CudaMemory, Memory, SimulatedMemory
@@ -246,7 +247,8 @@ class Session:
                 self.pool_threads_used[art.name] = None
                 worker.post(lambda n=art.name, w=worker: self.pool_threads_used.__setitem__(n, w.pool_size))
             self._stages.append(Stage(art, runner, worker))
-        self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere) for i in range(slots)]
+        grouped = handoff_rules.GROUPED_H2D  # as the session opens
+        self._slots = [Slot.allocate(i, self.routes, self._memory, elsewhere, grouped) for i in range(slots)]
         self._warm_kernel_copies()
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self._slots:
@@ -272,6 +274,7 @@ class Session:
         # and could be a view of that copy.
         self._reuse_feed_copies = not any(r.dynamic and r.producer is not None for r in self.routes.values())
         self._inline_lock = threading.Lock()  # held by the inline run, if any
+        self._lean_markers = executor.LEAN_MARKERS  # the switch as the session opened
         # partitions with graphs over their inputs read device feeds from the slot's buffers
         self._fixed_feeds = any(a.static_io for a in self.compiled.partitions)
         # A CUDA partition's first call captures its CUDA graph, and the workspace TVM
@@ -485,7 +488,7 @@ class Session:
                 return arr
         buffers, copies = stage_feeds(checked, self._inputs_by_name, staging=staging, direct=self._direct_feeds)
         ctx = RunContext(next(self._run_ids), self.routes, slot, self._stream, len(self._stages),
-                         timed or self.profile, self._memory)
+                         timed or self.profile, self._memory, self._lean_markers)
         for _ in range(copies):
             ctx.stats.count("feed_copies")
         ctx.feeds = buffers

@@ -65,6 +65,16 @@ class RunStats:
             elif kind == "weight_copies":
                 self.bytes_weights += nbytes
 
+    def crossed(self, kind: str, nbytes: int, handoff: EdgeHandoff) -> None:
+        """``count(kind, nbytes)`` and ``edge(handoff)`` under one lock (a handoff's two records)."""
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            if kind == "h2d":
+                self.bytes_h2d += nbytes
+            elif kind == "d2h":
+                self.bytes_d2h += nbytes
+            self.edges.append(handoff)
+
     def edge(self, handoff: EdgeHandoff) -> None:
         with self._lock:
             self.edges.append(handoff)

@@ -208,12 +208,13 @@ class EventPool:
 
 
 class _CudaMarker(Marker):
-    def __init__(self, event: int, pool: EventPool):
+    def __init__(self, event: int, pool: EventPool, driver=None):
         self.event = event
         self._pool = pool
+        self._driver = driver  # the stream's (cuda_api.stream_driver)
 
     def synchronize(self) -> None:
-        cuda_api.event_synchronize(self.event)
+        cuda_api.event_synchronize(self.event, self._driver)
 
     def seconds_since(self, earlier: "Marker") -> float:
         return cuda_api.event_elapsed_s(earlier.event, self.event)
@@ -239,6 +240,7 @@ class CudaStream(Stream):
         self.spin_wait = spin_wait
         cuda_api.cudart()  # fail early, with install advice, if cuda-bindings is missing
         self._events = EventPool(timing=True, blocking=not spin_wait)
+        self._driver = cuda_api.stream_driver()  # cuda_api.DRIVER_CALLS as the stream is made
         self._ffi = tvm_ffi
         self.device = tvm.cuda(0)
         # priority None: TVM's own (non-blocking) stream; else one at that priority (issue 20)
@@ -254,7 +256,7 @@ class CudaStream(Stream):
             fn()
 
     def wait(self, marker: Marker) -> None:
-        cuda_api.stream_wait_event(self.handle, marker.event)
+        cuda_api.stream_wait_event(self.handle, marker.event, self._driver)
 
     def launch_in_order(self, fn: Callable[[], None]) -> None:
         # Everything on the device's default stream, where TVM's own copies run (a value
@@ -271,12 +273,14 @@ class CudaStream(Stream):
         last.release()
 
     def copy(self, dst, src, kind: str) -> None:
-        cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle)
+        # pageable host memory (a data-dependent shape's per-run buffer) keeps the runtime's call
+        pinned = (dst.side == "cuda" or dst.pinned) and (src.side == "cuda" or src.pinned)
+        cuda_api.memcpy_async(dst.ptr, src.ptr, src.nbytes, kind, self.handle, self._driver if pinned else None)
 
     def record(self) -> Marker:
         event = self._events.take()
-        cuda_api.event_record(event, self.handle)
-        return _CudaMarker(event, self._events)
+        cuda_api.event_record(event, self.handle, self._driver)
+        return _CudaMarker(event, self._events, self._driver)
 
     def close(self) -> None:
         if self.handle:
