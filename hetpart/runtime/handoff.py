@@ -62,8 +62,11 @@ COPY_TO_GPU = True
 # CPU->CUDA turn: capped-decode-gap-s47.md saw the second wait ~1.6 ms behind an in-flight
 # weight refill while the first slipped in; one copy also saves a CUDA call a turn.  The
 # stats still count one h2d copy and edge per tensor.  Read when a session allocates its
-# slots (Session opens).  Off until device step 122 times it.
-GROUPED_H2D = False
+# slots (Session opens).  On since device step 122 (session 48, H100,
+# bench/results/turn-cost-nvidia-h100.md): host time a turn unchanged (98.5 vs 98.6 us), one copy
+# a turn where there were two, its cuda test bit for bit; the traced llama_decode's grouped input
+# copies take 17-39 us, none waiting for the refill in flight.
+GROUPED_H2D = True
 
 
 @dataclass(frozen=True)

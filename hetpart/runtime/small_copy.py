@@ -40,9 +40,12 @@ from .memory import Buffer
 SMALL_H2D_BY_KERNEL = False
 """Copy a static CPU->GPU crossing of at most :data:`SMALL_H2D_KERNEL_BYTES` with a copy
 kernel reading mapped host memory (read when a session allocates its handoff slots,
-:meth:`.handoff.Slot.allocate`).  Off until device step 123 decides it
-(tools/copy_queue_probe.py's kernel row: the small copies end before the refill lands;
-llama_decode 1/2 hetpart <= 0.97x before).  Costs one kernel launch (~3-5 us host)
+:meth:`.handoff.Slot.allocate`).  Off: device step 123 (session 48, H100,
+bench/results/copy-queue-nvidia-h100.md) found the kernel's small copies no longer wait
+for the refill (0 of 20, the refill's time unchanged; a copy waited 20 of 20) but
+llama_decode 1/2 measured 1.016x *without* it (21.49 vs 21.15 ms): in today's runs the
+input copies no longer queue behind a refill (17-39 us each in the traces), so there
+is nothing left for it to win.  Costs one kernel launch (~3-5 us host)
 where the copy cost one ``cudaMemcpyAsync``, and the kernel's PCIe read latency (~1-2 us
 for 8 KB, one wave of loads) on the device."""
 

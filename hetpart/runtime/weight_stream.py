@@ -32,10 +32,11 @@ copy is enqueued after a marker on the compute stream), so later runs proceed.
 With :data:`CHUNKED_REFILLS` on, a refill is several copies of at most
 :data:`REFILL_CHUNK_BYTES` each, enqueued back to back on the copy stream
 (:func:`chunk_pairs`), its "landed" marker after the last: the same bytes land in the
-same place, and a small host-to-device copy on another stream (a partition's input)
-that the GPU's copy engine serves in issue order waits for one chunk, not the whole
-refill (bench/results/capped-decode-gap-s47.md: 8 KB inputs ended 4-6 us after the
-in-flight 46-92 MB refill landed, ~1.6 ms a token on llama_decode at 1/2).
+same place.  It was meant to let a small host-to-device copy on another stream (a
+partition's input) wait for one chunk, not the whole refill
+(bench/results/capped-decode-gap-s47.md: 8 KB inputs ended 4-6 us after the in-flight
+46-92 MB refill landed); on the H100 it waits for every chunk submitted before it (device
+step 120), so it is off.
 
 With :data:`THROTTLED_REFILLS` on, a refill is cut the same way but submitted by the
 engine's own *copier thread* with at most :data:`THROTTLE_IN_FLIGHT` chunks in flight:
@@ -83,8 +84,10 @@ from .workers import Worker
 
 CHUNKED_REFILLS = False
 """Issue each ring refill as copies of at most :data:`REFILL_CHUNK_BYTES` (read when a
-session opens, :class:`CopyEngine`).  Off until device step 120 measures it: a refill
-of n bytes then costs ceil(n / chunk) ``cudaMemcpyAsync`` calls on the host's turn
+session opens, :class:`CopyEngine`).  Off: device step 120's probe (session 48, H100,
+bench/results/copy-chunks-2core.md) found a small copy on another stream still waits for
+every chunk submitted before it, so chunks enqueued at once change nothing.  A refill
+of n bytes costs ceil(n / chunk) ``cudaMemcpyAsync`` calls on the host's turn
 (~11 for llama_decode's 92 MB layer) instead of one.  Not priced apart: the planner
 prices a refill as one copy (``Problem.weight_copy_s``: the h2d fit's latency + bytes at
 link bandwidth), and the refill's enqueue is inside the profile's measured ``call_s``;
@@ -95,10 +98,10 @@ times both (``enqueue_us``, ``big_ms``) in case they are not."""
 THROTTLED_REFILLS = False
 """Submit each ring refill in chunks of :data:`REFILL_CHUNK_BYTES` from the engine's copier
 thread, at most :data:`THROTTLE_IN_FLIGHT` in flight (read when a session opens,
-:class:`CopyEngine`; see the module docstring).  Off until device step 123 decides it
-(tools/copy_queue_probe.py's throttle rows: the small copies no longer wait for the
-whole refill, ``big_ms`` within a few % of one copy; llama_decode 1/2 hetpart <= 0.97x
-before).  Host cost: one thread wake a chunk (a blocking event wait: the copy stream of a
+:class:`CopyEngine`; see the module docstring).  Off: device step 123 (session 48, H100,
+bench/results/copy-queue-nvidia-h100.md): with K = 1 a small copy no longer waits but the
+refill takes 1.26x as long (2.10 vs 1.67 ms for 92 MB); with K = 2 (8 or 4 MiB) it still
+waits for the whole refill (20 of 20), and llama_decode 1/2 measured 1.08x slower with it.  Host cost: one thread wake a chunk (a blocking event wait: the copy stream of a
 session with it on is made with blocking events) and the reader's host thread waiting
 for the refill's submission instead of only the device waiting for its landing."""
 
