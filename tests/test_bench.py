@@ -161,6 +161,8 @@ def test_spearman_of_agreeing_and_opposite_rankings():
 
 def test_gpu_slug():
     assert bench.gpu_slug({"gpu": "NVIDIA H200"}) == "nvidia-h200"
+    assert bench.gpu_slug({"gpu": "NVIDIA H100 80GB HBM3"}) == "nvidia-h100"  # the files' name on every host
+    assert bench.gpu_slug({"gpu": "NVIDIA A100-SXM4-40GB"}) == "nvidia-a100-sxm4"
     assert bench.gpu_slug({"gpu": "none"}) == "cpu-only"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import re
 import sys
 import time
 import traceback
@@ -43,11 +44,15 @@ def machine() -> dict:
 
 
 def gpu_slug(info: dict) -> str:
-    """File-name form of the GPU name: ``NVIDIA H200`` -> ``nvidia-h200`` (``cpu-only`` without one)."""
+    """File-name form of the GPU name: ``NVIDIA H200`` -> ``nvidia-h200`` (``cpu-only`` without one).
+
+    The memory size and kind a board's name may carry are dropped (``NVIDIA H100 80GB HBM3`` ->
+    ``nvidia-h100``), so one GPU's records from every host meet in one file."""
     name = info.get("gpu") or "none"
     if name == "none":
         return "cpu-only"
-    return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower()).split())
+    words = "".join(ch if ch.isalnum() else " " for ch in name.lower()).split()
+    return "-".join(w for w in words if not re.fullmatch(r"\d+gb|hbm\d*e?|gddr\d*x?", w))
 
 
 def run(workloads: list[Workload], options: Options, *, pairs: tuple[Pair, ...] = (), commands: list[str] = (),
