@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
-# In the order to run them (closing note of session 47, "Left open: device steps in order"):
-#   121 (the streaming-plan cuda tests with today's graph switches), 120 (issue 19, chunked refills),
-#   123 (issue 19, session 48: throttled refills / small copies by kernel, after 120's probe said chunks do not help),
-#   122 (issue 19, a turn's host cost: LEAN_MARKERS / DRIVER_CALLS / GROUPED_H2D),
-#   117 (issue 18, corpus CPU rows in NCHW16c), 114 (issue 19, BERT-large caps), 111, 107 (issue 18, batch > 1),
-#   79, 52 (profile re-recorded), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32), 56 (issue 19, bf16).
+# In the order to run them (closing note of session 48, "Left open: device steps in order"):
+#   125 (issue 19, the streamed layer partitions' GPU time: 230-390 us against 94 predicted), 114 (issue 19,
+#   BERT-large caps), 79, 52 (profile re-recorded), 111, 107 (issue 18, batch > 1: both switches together
+#   measured 0.97-0.99x on 16 threads in session 48), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32),
+#   56 (issue 19, bf16).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
 # cite them as "tools/device_round.sh N", so such an N here says so and runs it there.
 # Settings and helpers (OUT, BUDGET: default 540 s, EXPORTS, corpus, cnn_b1, blocked_ab, ...) are in
@@ -14,21 +13,6 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-124)  # (BUDGET=420) issue 18, batch 32 at 16 threads: step 117 (session 48) measured zoo:resnet50 b32 1.41x ORT
-     # (266.2 / 188.7 ms) where per core it is 0.95x (session 45, Xeon) and session 45 measured 1.11-1.13x at 16
-     # threads, before rules/cpu_blocked_conv.BATCH_PLANE_GROUPS (step 111) and BATCH_GROUP_SPLIT (step 107) were
-     # merged on by per-core numbers alone.  (1) tools/nchwc_ab.py resnet50 b32, 16 threads, "before" = both
-     # switches off; (2) with what is left, the same at b8.  Decides: a switch goes off if before / NCHWc < 1.0 by
-     # more than the rounds' spread at either batch (then steps 111 / 107 split which of the two it is); if
-     # NCHWc / ORT stays >= 1.3 with both off too, the b32 gap is elsewhere (the next step: tools/cpu_layer_gap.py
-     # --block 16 --in-situ --wall at b32 names the layers).  Carry tools/nchwc_ab.py and tools/cpu_rule_ab.py.
-  BUDGET=420; sw=hetpart.kernels.rules.cpu_blocked_conv
-  timeout 250 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 2 --rounds 3 \
-    --before $sw.BATCH_PLANE_GROUPS=0 --before $sw.BATCH_GROUP_SPLIT=0 > "$OUT/blk-batch-both-resnet50-b32-t16.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 90 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
-    --calls 3 --rounds 3 --before $sw.BATCH_PLANE_GROUPS=0 --before $sw.BATCH_GROUP_SPLIT=0 \
-    > "$OUT/blk-batch-both-resnet50-b8-t16.txt" 2>&1 ;;
 111)  # (BUDGET=590) issue 18 at batch > 1: the stride-1 1x1s in MLAS's pointwise order per image (branch
      # blk-batch-1x1, bench/results/cpu-batch-1x1-2core.md).  rules/cpu_blocked_conv.BATCH_PLANE_GROUPS: a batched
      # stride-1 1x1 on a plane <= 1024 pixels whose tile's weights pass 96 KiB takes PLANE_IC_GROUPS' plane schedule
@@ -101,33 +85,6 @@ case "${1:-1}" in
   BUDGET=590
   timeout $((BUDGET - 10)) python3 bench/capped.py --workloads bert_large --caps 1/2,1/3,1/4 --contenders hetpart \
     --budget $((BUDGET - 20)) --reserve 60 --out "$OUT/capped-bert-114.json" > "$OUT/capped-bert-114.txt" 2>&1 ;;
-117)  # (BUDGET=590) issue 18, the all-CPU corpus rows at 16 threads as the default all-CPU path builds them (NCHW16c on
-     # AVX-512: hetpart.importer.conv_layout.default_block), against ONNX Runtime on every core, in one call (branch
-     # cpu-gap, bench/results/cpu-pad-rows-2core.md).  The corpus CPU records in bench/results/corpus-nvidia-h*.json are
-     # stale (before the NCHW16c path); per core (dev VM, 1 thread, CPU time, today) every model is at or under ORT:
-     # densenet121 0.92 / 0.90 (b1 / b32), mobilenet_v2 0.97 / 0.98, googlenet 0.98, zoo:resnet50 1.01 (b1; 0.95 at b32
-     # on the Xeon, session 45), inception_v3 1.01 (session 45, Xeon).  (1) bench/corpus.py --devices cpu
-     # --cpu-conv-block 16 --time, b1: zoo:resnet50, densenet121, mobilenet_v2, googlenet, inception_v3 (torchvision
-     # exports; records say layout NCHW16c, peer onnxruntime_cpu, peer_ms ORT at physical_cores threads); (2) the same,
-     # zoo:resnet50 b32, into the same file; (3) with what is left, tools/nchwc_ab.py zoo:resnet50 b1 at 16 threads with
-     # cpu_blocked_conv.PADDING_ROWS=1 as the "before" side (off by default: the padding pass as rows, the column loop
-     # partitioned; per core 0.994 / 1.002 of off on the changed kernels, inside the noise).
-     # Decides: a row with hetpart_ms / peer_ms <= 1.00 meets issue 18 at 16 threads and replaces the stale record (its
-     # key has conv_block 16); a row over 1.0 that is <= 1.0 per core (all but resnet50 b1's 1.01) puts its gap in how
-     # the work spreads over 16 cores, not in the kernels -- the next step there is tools/cpu_layer_gap.py --in-situ
-     # --wall on that model.  PADDING_ROWS is turned on only if (3)'s before (on) / NCHWc (off) <= 0.98 (a gain past
-     # the 16-thread noise); else it stays off.
-  BUDGET=590; f="$OUT/corpus-cpu-nchw16c.json"
-  timeout 340 python3 bench/corpus.py --devices cpu --batches 1 --time --cpu-conv-block 16 --budget 320 \
-    --export-dir "$EXPORTS" --models zoo:resnet50,mobilenet_v2,googlenet,densenet121,inception_v3 \
-    --out "$f" > "$OUT/logs/corpus-cpu-b1-nchw16c.log" 2>&1
-  left=$((BUDGET - SECONDS - 110)); [ "$left" -gt 150 ] && left=150
-  [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 32 --time --cpu-conv-block 16 \
-    --budget $((left - 15)) --export-dir "$EXPORTS" --models zoo:resnet50 --skip-done "$f" --out "$f" \
-    > "$OUT/logs/corpus-cpu-b32-nchw16c.log" 2>&1
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 50 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --block 16 --threads 16 --calls 10 \
-    --rounds 3 --before hetpart.kernels.rules.cpu_blocked_conv.PADDING_ROWS=1 > "$OUT/pad-rows-resnet50-b1-t16.txt" 2>&1 ;;
 79)  # (BUDGET=590) issue 18 at batch 32 all-CPU, the corpus transformers (branch cpu-b32-text,
      # bench/results/cpu-b32-text-2core.md): they had CPU rows at batch 1 only.  On the 2-core AVX2 box, 1 thread, by
      # CPU time, the zoo's stand-ins (2 layers) were under ORT at b1/b8/b32 except a CLIP-text-like one (seq 77:
@@ -287,160 +244,6 @@ case "${1:-1}" in
      # drift is the layers'), leaving ~4e-3 to the run; the bf16 contender with TF32 on and off (HETPART_TF32=0:
      # activations not rounded to TF32 -- a decode step's M=1 products are bandwidth-bound, so off may cost nothing)
   BUDGET=540 RESERVE=40 timeout 580 bash tools/capped_round.sh bf16tf32 > "$OUT/logs/capped-bf16tf32-step.txt" 2>&1 ;;
-121)  # (BUDGET=300) the cuda-marked tests of streaming plans with today's defaults: since session 47
-     # compiler.extract.STREAMING_CUDA_GRAPHS and STATIC_IO_CUDA_GRAPHS are on (every CUDA partition of a streaming
-     # plan built with every parameter fixed, a VM per buffer-address set; bench/results/capped-stream-graphs-nvidia-h100.md).
-     # Step 118 ran the static-I/O decoder test and the mixed resident/streamed test with it on (passed); these never
-     # ran with it on: streaming on the GPU against resident, the GPU GEMM between CPU partitions (streamed), external
-     # weights on a real GPU.  Carry the four test files (and hetpart/costmodel/recorded/h200.json, moved for room) as
-     # a .tgz.  Decides: all pass -> the switches' defaults stand; a failure with STATIC_IO on that passes with
-     # --set ...STATIC_IO_CUDA_GRAPHS=0 (rerun it that way) -> the switch goes off until fixed.
-  BUDGET=300; pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider -m cuda"
-  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 120"
-  timeout $((BUDGET - 10)) $pt tests/test_runtime_streaming.py tests/test_runtime_static_io.py \
-    tests/test_kernels_prepack.py tests/test_compiler_external_weights.py > "$OUT/pytest-121.txt" 2>&1 ;;
-120)  # (BUDGET=590) issue 19, chunked ring refills (branch copy-chunks; weight_stream.CHUNKED_REFILLS, off, chunk
-     # REFILL_CHUNK_BYTES = 8 MiB).  bench/results/capped-decode-gap-s47.md: a CUDA partition's 8 KB input copy (compute
-     # stream) ended 4-6 us after the in-flight 46-92 MB weight refill (copy stream) landed, every time (8/8, 6/6, 3/3
-     # in three traces), ~1.6 ms a token on the fast host; likely one copy engine serving both streams' H2D in order.
-     # With the switch a refill is ceil(n / 8 MiB) cudaMemcpyAsync (~11 for 92 MB), its landed event after the last.
-     # (1) tools/copy_queue_probe.py: a 92 MB pinned copy through CopyEngine.fill (one copy; chunks of 4/8/16 MiB),
-     # 0.3 ms later two 8 KB copies on another stream: each small copy's end against the big one's landing, the big
-     # copy's time and the host's enqueue time.  (2) the cuda test of chunked refills (odd chunk, bit-identical to one
-     # copy).  (3) tools/capped_rules_ab.py llama_decode at 1/2, plans from .hold/plans119.tgz: 'hetpart' = step 115's
-     # plan (main's default plan, 14 streamed layers; its trace has the 1.6 ms), the switch on for the run (--set),
-     # 'hetpart before' = the same plan with it off (--session-before: CopyEngine reads it when a session opens),
-     # beside the llama.cpp-style rule, 3 rounds, one traced run each.  (4) with >= 220 s left, the same A/B on the
-     # launch-price plan (plans119's 'hetpart', GRAPHLESS_CUDA_LAUNCH set as in step 119; its refills are twice as large).
-     # Decides: CHUNKED_REFILLS on if (1)'s 8 MiB row has no small copy that waited (ends well before the landing,
-     # "waited: 0") and (2) passed and hetpart <= 0.97x 'hetpart before' in (3) (medians of the rounds); (1)'s big_ms
-     # and enqueue_us rows say what chunking costs (device, host) for the cost model.
-  BUDGET=590; sw=hetpart.runtime.weight_stream.CHUNKED_REFILLS
-  timeout 60 python3 tools/copy_queue_probe.py --chunks 0,4194304,8388608,16777216 --reps 20 \
-    --json "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-probe.txt" 2>&1
-  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_runtime_streaming.py \
-    -k chunked > "$OUT/pytest-chunked.txt" 2>&1
-  mkdir -p /tmp/plans119 /tmp/plans120
-  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
-    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans120/hetpart.plan.json
-    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans120/
-  fi
-  ab() {  # ab NAME PLANS CONTENDERS [ARGS...]: the switch on for the run, off for 'hetpart before'
-    local name=$1 plans=$2 who=$3 left; shift 3
-    left=$((BUDGET - SECONDS - 10)); [ "$left" -gt 330 ] && [ "$name" = chunks ] && left=330
-    [ "$left" -ge 150 ] && timeout "$left" python3 tools/capped_rules_ab.py \
-      --profile bench/results/profile-capped-nvidia-h200.json --plans "$plans" --workload zoo:llama_decode --cap 1/2 \
-      --contenders "$who" --set $sw=1 --session-before $sw=0 "$@" --rounds 3 --trace "$OUT/traces-$name" \
-      --json "$OUT/capped-$name-ab.json" > "$OUT/capped-$name-ab.txt" 2>&1
-  }
-  ab chunks /tmp/plans120 "hetpart,llama.cpp-style rule"
-  [ $((BUDGET - SECONDS)) -ge 220 ] && ab chunks-graphless /tmp/plans119 hetpart \
-    --set hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1 ;;
-123)  # (BUDGET=420) issue 19, the small input copy that waits for a weight refill: two remedies (branch copy-queue,
-     # bench/results/copy-queue-2core.md).  Step 120's probe (H100, session 48): chunks enqueued at once do not help --
-     # the copy engine serves submitted H2D copies in submission order across streams, so an 8 KB input copy submitted
-     # after the chunks still waits for all of them (waited 20/20 at every chunk size).  (a) weight_stream.THROTTLED_REFILLS
-     # (off; THROTTLE_IN_FLIGHT K): the refill's 8 MiB chunks submitted by the CopyEngine's copier thread, chunk i only
-     # once chunk i - K landed (blocking event wait), so a small copy waits <= K chunks (~170 us each).  (b)
-     # runtime.small_copy.SMALL_H2D_BY_KERNEL (off; <= 64 KiB): the CPU->GPU crossing copied by a TVM kernel on the
-     # compute stream reading the pinned buffer through its mapped pointer (SM loads, not the copy engine).
-     # (1) tools/copy_queue_probe.py, 92 MB + two 8 KB copies 0.3 ms later: one copy, 8 MiB chunks at once (step 120's
-     # rows), throttled K=1 / K=2 at 8 MiB, K=2 at 4 MiB, and the kernel copy: per row the small copies' duration and
-     # end against the landing, big_ms, the caller's enqueue, the copier thread's submit time and CPU time, bytes read
-     # back.  The better remedy = the row (throttled or kernel) with the least small-copy duration whose bytes are
-     # identical and whose big_ms <= 1.05x one copy's; written to copy-queue-choice.txt.  (2) the cuda tests of both
-     # (bit-identical to the plain copy).  (3) tools/capped_rules_ab.py llama_decode 1/2, plans from .hold/plans119.tgz
-     # as step 120 (its 'hetpart_before.plan.json' as 'hetpart'), the chosen switch on for 'hetpart' (--set) and off for
-     # 'hetpart before' (--session-before: both switches are read when a session opens), beside the llama.cpp-style
-     # rule, 3 rounds, one traced run each.
-     # Decides: a switch goes on if its probe row has "waited: 0 / 0" (the small copies end well before the landing),
-     # its bytes are identical, (2) passes and, for the chosen one, hetpart <= 0.97x 'hetpart before' in (3) (medians);
-     # the other remedy stays off unless the lead A/Bs it too (its probe row says whether it would pay).  (1)'s
-     # copier_cpu_us and big_ms say what throttling costs the host and the copy.
-  BUDGET=420; ws=hetpart.runtime.weight_stream; sc=hetpart.runtime.small_copy
-  timeout 90 python3 tools/copy_queue_probe.py --chunks 0,8388608 --throttle 1:8388608,2:8388608,2:4194304 \
-    --kernel --reps 20 --json "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-probe.txt" 2>&1
-  python3 - "$OUT/copy-queue-probe.json" > "$OUT/copy-queue-choice.txt" 2>&1 <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))["variants"]
-one = next(r for r in rows if r["chunk"] is None and not r["kernel"])
-ok = [r for r in rows if (r["throttle"] or r["kernel"]) and all(r["small_bytes_identical"])
-      and r["big_ms"] <= 1.05 * one["big_ms"]]
-best = min(ok, key=lambda r: max(r["small_us"]), default=None) or next(r for r in rows if r["kernel"])
-sw = "hetpart.runtime.small_copy.SMALL_H2D_BY_KERNEL" if best["kernel"] else \
-    "hetpart.runtime.weight_stream.THROTTLED_REFILLS"
-print(f"chosen: {best['label']} (small copies {max(best['small_us']):.1f} us, waited {best['waited']}, "
-      f"big {best['big_ms']:.3f} ms vs one copy {one['big_ms']:.3f})")
-print("SWITCH", sw, best["throttle"] or 2)
-PY
-  read -r _ sw k < <(grep '^SWITCH' "$OUT/copy-queue-choice.txt") || { sw=$sc.SMALL_H2D_BY_KERNEL; k=2; }
-  pt="python3 -m pytest -v -rfE --tb=short -p no:cacheprovider -m cuda"
-  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 80"
-  timeout 100 $pt tests/test_runtime_small_copy.py tests/test_runtime_streaming.py -k "kernel or throttled" \
-    > "$OUT/pytest-123.txt" 2>&1
-  mkdir -p /tmp/plans119 /tmp/plans123
-  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
-    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans123/hetpart.plan.json
-    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans123/
-  fi
-  left=$((BUDGET - SECONDS - 10))
-  [ "$left" -ge 150 ] && timeout "$left" python3 tools/capped_rules_ab.py \
-    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans123 --workload zoo:llama_decode \
-    --cap 1/2 --contenders "hetpart,llama.cpp-style rule" --set "$sw=1" --set "$ws.THROTTLE_IN_FLIGHT=$k" \
-    --session-before "$sw=0" --rounds 3 --trace "$OUT/traces-copy-queue" --json "$OUT/capped-copy-queue-ab.json" \
-    > "$OUT/capped-copy-queue-ab.txt" 2>&1 ;;
-122)  # (BUDGET=300) issue 19, the host cost of a streaming plan's CPU->CUDA->CPU turn (branch turn-cost,
-     # bench/results/turn-cost-2core.md).  Step 119's trace: ~550 us a turn on the H100 (11 a token, ~6 ms of ~24)
-     # where ~120 were predicted; offline (null streams) the runtime's Python is ~45-55 us a turn, and a turn makes
-     # ~15-18 CUDA runtime calls: the rest is those calls, TVM's launch and the waits.  Three switches, each read
-     # when a session opens: executor.LEAN_MARKERS (on): untimed runs record no marker after an input copy or a
-     # non-streamed launch, a mapped output is read on its launch's marker (records 7.5 -> 4.0 a turn in the small
-     # llama_decode); cuda_api.DRIVER_CALLS (off): event record / stream wait / event sync / pinned copies through
-     # libcuda with ctypes instead of cuda-bindings' wrappers; handoff.GROUPED_H2D (off): a CPU partition's outputs
-     # read on the GPU in one block, one copy (llama_decode's turns copy two 8 KB inputs; s47 saw the second wait
-     # ~1.6 ms a token behind the weight refill).  (1) the cuda tests: results bit for bit with each switch on and
-     # off; (2) tools/turn_cost.py on the GPU, the small llama_decode (6 turns, caches on device, 2 rounds a side,
-     # sides alternating): 'after' = all three on, 'ungrouped' = GROUPED_H2D off, 'lean' = only LEAN_MARKERS on,
-     # 'before' = all off -- host us a turn, the phase table per stage, the host us of one stream call of each kind;
-     # (3) tools/capped_rules_ab.py llama_decode at 1/2 (step 115's plan as 'hetpart', as step 120) with DRIVER_CALLS
-     # and GROUPED_H2D on (--set; only if (1) passed, else LEAN_MARKERS alone) against 'hetpart before' = all off
-     # (--session-before), the rule beside, 3 rounds, one traced run each (a traced run marks every operation: the
-     # traces differ by the other two switches; the s47 second-input-copy wait shows on their cuda stream tracks);
-     # (4) with time left, (2)'s build with TVM_THREAD_POOL_SPIN_COUNT=0 ('after' only).
-     # Decides (host us a turn in (2); neighbouring sides differ by one switch): DRIVER_CALLS on if (1) passes and
-     # 'ungrouped' / 'lean' <= 0.9; LEAN_MARKERS stays on if 'lean' / 'before' <= 1.0; GROUPED_H2D on if (1) passes,
-     # 'after' / 'ungrouped' <= 1.0 and (3)'s traces show a turn's input copy no longer waiting for the refill; all
-     # three only if (3)'s hetpart <= 'hetpart before' (round medians).  If (2)'s record / copy / wait calls cost a
-     # few us each and a turn is still ~10x the offline Python, the turn is TVM's launch and the waits (the launch /
-     # call / sync columns): the next lever is the planner pricing turns (s47 section 4 (3)).  (4)'s host a turn
-     # <= 0.8x (2)'s 'after' says TVM's spinning pool workers slow the host's calls.
-  BUDGET=300; drv=hetpart.runtime.cuda_api.DRIVER_CALLS; lean=hetpart.runtime.executor.LEAN_MARKERS
-  grp=hetpart.runtime.handoff.GROUPED_H2D
-  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_runtime_turn_cost.py \
-    > "$OUT/pytest-turn-cost.txt" 2>&1
-  # DRIVER_CALLS and GROUPED_H2D on only where (1) passed; otherwise (2)-(4) measure LEAN_MARKERS alone
-  on=(); dv=False; grep -q " passed" "$OUT/pytest-turn-cost.txt" && ! grep -q "failed\|error" "$OUT/pytest-turn-cost.txt" \
-    && on=(--set $drv=1 --set $grp=1 --session-before $drv=0 --session-before $grp=0) && dv=True
-  timeout 70 python3 tools/turn_cost.py --model llama_decode --layers 6 --runs 120 --repeats 2 --set $drv=$dv \
-    --set $grp=$dv --variant "ungrouped:$grp=False" --variant "lean:$drv=False,$grp=False" \
-    --variant "before:$drv=False,$grp=False,$lean=False" --save /tmp/turn-cost-122 \
-    --json "$OUT/turn-cost.json" > "$OUT/turn-cost.txt" 2>&1
-  mkdir -p /tmp/plans119 /tmp/plans122
-  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
-    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans122/hetpart.plan.json
-    cp /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans122/
-  fi
-  left=$((BUDGET - SECONDS - 25))
-  [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
-    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans122 --workload zoo:llama_decode --cap 1/2 \
-    --contenders "hetpart,llama.cpp-style rule" "${on[@]}" --session-before $lean=0 \
-    --rounds 3 --trace "$OUT/traces-turn-cost" --json "$OUT/capped-turn-cost-ab.json" > "$OUT/capped-turn-cost-ab.txt" 2>&1
-  # (4) the same build with TVM's idle pool workers not spinning (they sched_yield 300000 rounds after each CPU
-  # partition on every other core): a turn's host time against (2)'s 'after' says whether they slow the host's calls
-  left=$((BUDGET - SECONDS - 3))
-  [ "$left" -ge 15 ] && TVM_THREAD_POOL_SPIN_COUNT=0 timeout "$left" python3 tools/turn_cost.py --model llama_decode \
-    --layers 6 --runs 120 --set $drv=$dv --set $grp=$dv --load /tmp/turn-cost-122 --json "$OUT/turn-cost-spin0.json" \
-    > "$OUT/turn-cost-spin0.txt" 2>&1 ;;
 *)  # a step that has run: tools/device_steps_run.sh has it (an unknown step does nothing, as before)
   if [[ ${1:-1} =~ ^[0-9]+$ ]] && grep -qs "^${1:-1})" "$here/device_steps_run.sh"; then
     echo "step ${1:-1} has run: it is tools/device_steps_run.sh ${1:-1}; running that"
