@@ -155,7 +155,7 @@ def test_on_gpu_the_copied_crossing_gives_the_same_results_and_its_span(tmp_path
             spans = []
             for i in range(10):
                 s.run({"x": x}, trace=str(tmp_path / f"t{on}{i}.json"))
-                spans.append(s.last_run_stats.partition_seconds()["p1_cuda"])
+                spans.append(s.last_run_stats.partition_seconds().get("p1_cuda", float("nan")))
             mode = s.routes["lv1"].mode
         assert mode == ("copy" if on else "mapped")
         np.testing.assert_allclose(out["g"], g_ref, rtol=1e-4, atol=1e-5)
