@@ -13,6 +13,67 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+125)  # (BUDGET=300) issue 19, the ~84 MB streamed layer partitions of llama_decode at 1/2 that span 230-390 us on the
+     # GPU against 94 predicted (branch stream-gpu, bench/results/stream-gpu-partitions-2core.md).  Offline: their
+     # kernels are the resident build's (CUDA source identical) and their weights are read at HBM speed elsewhere
+     # (p24/p25, 63/92 MB, 60 us); what they have that the ~38 MB ones (126-135 us) lack is the gate GEMV (46 MB)
+     # reading the rms norm's output, which also goes to the CPU and so is a *mapped* GPU->CPU crossing: the norm
+     # writes it into pinned host memory and the GEMV reads it through PCIe once per thread block (352 x 8 KB), the
+     # read COPY_TO_GPU removed from the CPU->GPU side (step 115's probe: 292 -> 61 us).  handoff.COPY_GPU_CONTRACTION_READS
+     # (off): such a crossing (artifact's contraction_reads) is copied (device buffer + one d2h) instead.
+     # (1) the cuda test: a CPU GEMV, then softmax -> 46 MB GEMV on the GPU with the softmax also read by the CPU:
+     # results both ways = the unpartitioned build, the GPU partition's span each way ("STEP125" lines);
+     # (2) tools/capped_rules_ab.py llama_decode 1/2, step 115's plan from .hold/plans119.tgz as 'hetpart' (as step
+     # 122), the switch on (--set) against 'hetpart before' = off (--session-before), 3 rounds, one traced run each;
+     # (3) spans-125.txt: each CUDA partition's GPU span in both traces beside the plan's prediction, the d2h copies.
+     # Decides: the switch goes on if (1) passes and hetpart <= 0.97x 'hetpart before' (round medians) with the
+     # ~84 MB partitions' spans down to <= ~1.6x predicted (~150 us; the ~38 MB ones' ratio); then the ~2 ms a token
+     # was the mapped read.  If the spans drop but the run does not, the new d2h copies wait (their spans in (3):
+     # behind a refill on the copy engine?).  If the spans stay, the read is not the cause: the next measure is
+     # per-kernel GPU time of one such partition in situ (nsys / CUPTI) against the profile.
+  BUDGET=300; sw=hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS
+  pt="python3 -m pytest -v -s -rfE --tb=short -p no:cacheprovider -m cuda"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 80"
+  timeout 90 $pt tests/test_runtime_contraction_reads.py > "$OUT/pytest-125.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans125
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans125/hetpart.plan.json
+  fi
+  left=$((BUDGET - SECONDS - 15))
+  [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans125 --workload zoo:llama_decode --cap 1/2 \
+    --contenders hetpart --set $sw=1 --session-before $sw=0 --rounds 3 --trace "$OUT/traces-125" \
+    --json "$OUT/capped-125-ab.json" > "$OUT/capped-125-ab.txt" 2>&1
+  [ -f /tmp/plans125/hetpart.plan.json ] && timeout 10 python3 - "$OUT/traces-125" /tmp/plans125/hetpart.plan.json \
+    > "$OUT/spans-125.txt" 2>&1 <<'PY'
+import json, statistics, sys
+from pathlib import Path
+traces, plan = Path(sys.argv[1]), json.load(open(sys.argv[2]))
+parts = {p["name"]: p for p in plan["partitions"] if p["device"] == "cuda"}
+spans = {}
+for f in sorted(traces.glob("*.trace.json")):
+    ev = json.load(open(f)); ev = ev["traceEvents"] if isinstance(ev, dict) else ev
+    tid = next((e["tid"] for e in ev if e.get("ph") == "M" and e.get("pid") == 1 and e.get("name") == "thread_name"
+                and e["args"]["name"] == "cuda stream"), None)
+    xs = [e for e in ev if e.get("ph") == "X" and e.get("pid") == 1 and e.get("tid") == tid]
+    spans[f.name.replace(".trace.json", "")] = {e["name"]: e["dur"] for e in xs if e["name"] in parts}
+    d2h = [e for e in xs if e["name"].startswith("d2h")]
+    listed = ", ".join("%s %.0f" % (e["name"], e["dur"]) for e in d2h[:12])
+    print(f"{f.name}: d2h on the cuda stream {len(d2h)} ({listed})")
+who = sorted(spans)
+print(f"{'partition':10} {'MB':>6} {'pred us':>8} " + " ".join(f"{w:>16}" for w in who))
+for n, p in parts.items():
+    print(f"{n:10} {p['weight_bytes'] / 1e6:6.1f} {p['predicted_s'] * 1e6:8.0f} "
+          + " ".join(f"{spans[w].get(n, float('nan')):16.0f}" for w in who))
+for label, test in (("~84 MB streamed", lambda p: p["weights"] == "streamed" and p["weight_bytes"] > 80e6 and len(p["kernels"]) > 10),
+                    ("~38 MB streamed", lambda p: p["weights"] == "streamed" and 30e6 < p["weight_bytes"] < 40e6),
+                    ("all cuda", lambda p: True)):
+    names = [n for n, p in parts.items() if test(p)]
+    print(f"{label} ({len(names)}): " + "; ".join(
+        f"{w} median {statistics.median([spans[w][n] for n in names if n in spans[w]] or [float('nan')]):.0f} us"
+        f" sum {sum(spans[w].get(n, 0) for n in names):.0f}" for w in who))
+PY
+  ;;
 111)  # (BUDGET=590) issue 18 at batch > 1: the stride-1 1x1s in MLAS's pointwise order per image (branch
      # blk-batch-1x1, bench/results/cpu-batch-1x1-2core.md).  rules/cpu_blocked_conv.BATCH_PLANE_GROUPS: a batched
      # stride-1 1x1 on a plane <= 1024 pixels whose tile's weights pass 96 KiB takes PLANE_IC_GROUPS' plane schedule

@@ -68,10 +68,11 @@ from ..partitioner.plan import Plan
 from ..importer.op_graph import IndexLimits
 
 SCHEMA = "hetpart-artifact"
-VERSION = 5  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision;
+VERSION = 6  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin file); 3: precision;
 # 4: PartitionArtifact.external (resident weights in a .params.bin file) and external_min_bytes;
-# 5: PartitionArtifact.cuda_graph, slot_graphs, static_io (how a streaming plan's CUDA libraries were built)
-READS = (1, 2, 3, 4, 5)  # 1 and 2 read as the default precision; 1-3 have no external weights; 1-4 read
+# 5: PartitionArtifact.cuda_graph, slot_graphs, static_io (how a streaming plan's CUDA libraries were built);
+# 6: PartitionArtifact.contraction_reads (read as none before: the handoff then maps as it did)
+READS = (1, 2, 3, 4, 5, 6)  # 1 and 2 read as the default precision; 1-3 have no external weights; 1-4 read
 # the graph flags as False (built before a streaming plan's libraries had graphs)
 WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
@@ -198,6 +199,10 @@ class PartitionArtifact:
     ``static_io``: built with every parameter fixed
     (:func:`hetpart.compiler.extract.static_io_signature`): inputs and outputs captured too,
     the runtime keeps one VM per distinct set of argument addresses.
+    ``contraction_reads``: its inputs and outputs that a contraction kernel of it reads
+    (:func:`hetpart.compiler.extract.contraction_reads`); the handoff keeps them out of mapped
+    host memory (:data:`hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS`).  Absent before
+    version 6, read as none.
     """
 
     name: str
@@ -217,6 +222,7 @@ class PartitionArtifact:
     cuda_graph: bool = False
     slot_graphs: bool = False
     static_io: bool = False
+    contraction_reads: list[str] = field(default_factory=list)
     module: Any = field(default=None, repr=False, compare=False)
     # the external weights read into host memory once, shared by every CPU runner of this artifact
     host_weights: Any = field(default=None, repr=False, compare=False)

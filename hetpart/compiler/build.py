@@ -242,8 +242,8 @@ def _build_or_reuse(program, spec, out_dir: Path, options, cache: LibraryCache |
     library = out_dir / renamed[art.library]
     return dataclasses.replace(
         art, name=program.name, library=library.name, inputs=list(program.inputs), outputs=list(program.outputs),
-        kernels=list(program.kernels), module=load_library(library, spec.device_type),
-        weights=_renamed(art.weights, renamed), external=_renamed(art.external, renamed))
+        kernels=list(program.kernels), contraction_reads=list(program.contraction_reads),
+        module=load_library(library, spec.device_type), weights=_renamed(art.weights, renamed), external=_renamed(art.external, renamed))
 
 
 def _renamed(wf: WeightFile | None, renamed: dict) -> WeightFile | None:
@@ -306,6 +306,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
         inputs=list(program.inputs),
         outputs=list(program.outputs),
         kernels=list(program.kernels),
+        contraction_reads=list(program.contraction_reads),
         cuda_graph=cuda_graph,
         slot_graphs=program.slot_graphs,
         static_io=static_io,

@@ -61,6 +61,11 @@ from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec, static_shape
 
 CALL_TIR = "relax.call_tir"
 
+CONTRACTION_CLASSES = ("matmul", "conv2d")
+"""Op classes (:attr:`~hetpart.importer.op_graph.Kernel.op_class`) whose kernels read an
+operand many times over (a GEMV's thread blocks each read the whole input vector), which
+:func:`contraction_reads` records for the runtime's handoff."""
+
 STREAMING_CUDA_GRAPHS = True
 """Resident CUDA partitions of a plan that streams weights are built with CUDA graphs
 (captured when the session opens, one partition at a time; 0 = before: none in such a
@@ -114,6 +119,10 @@ class PartitionProgram:
     cuda_graph: bool = True
     # Every parameter fixed for TVM's graph rewrite (STATIC_IO_CUDA_GRAPHS; with cuda_graph)
     static_io: bool = False
+    # Boundary tensors (inputs or outputs) a contraction kernel of this partition reads
+    # (:func:`contraction_reads`): the runtime keeps such a tensor out of mapped host memory
+    # on a GPU (hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS)
+    contraction_reads: tuple[str, ...] = ()
 
     @property
     def slot_graphs(self) -> bool:
@@ -395,7 +404,22 @@ def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
         dps=dps,
         weights=weights,
         weight_values=tuple(const.value.numpy() for const in lifted),
+        contraction_reads=contraction_reads(graph, kernels, inputs, outputs),
     )
+
+
+def contraction_reads(graph, kernels, inputs, outputs) -> tuple[str, ...]:
+    """The partition's boundary tensors (``inputs`` or ``outputs``) that one of its
+    ``kernels`` of a :data:`CONTRACTION_CLASSES` class reads, in order of first read.
+
+    An output listed here is read again inside its own partition after its producer
+    wrote it: llama_decode's layer partition ends ``norm -> gate GEMV`` and the norm's
+    output also goes to the CPU, so a GPU->CPU handoff that maps it (written straight
+    into pinned host memory) makes the 46 MB GEMV read its 8 KB input vector through
+    PCIe once per thread block (bench/results/stream-gpu-partitions-2core.md)."""
+    boundary = set(inputs) | set(outputs)
+    return tuple(dict.fromkeys(t for kid in kernels if graph.kernels[kid].op_class in CONTRACTION_CLASSES
+                               for t in graph.kernels[kid].inputs if t in boundary))
 
 
 def _lift_weights(b: _ModelBindings, kernels, partition: str) -> dict:

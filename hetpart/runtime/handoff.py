@@ -54,6 +54,20 @@ MODES = ("auto", "copy", "mapped")
 # costs one cudaMemcpyAsync (~10 us); the partitioner prices every h2d crossing as one.
 COPY_TO_GPU = True
 
+# Under "auto", a GPU->CPU crossing that a contraction kernel on the GPU reads (its own
+# partition's, after its producer wrote it, or another CUDA partition's: the artifact's
+# ``contraction_reads``) is copied, not mapped (off: mapped by choose_mode, as before).  A
+# mapped GPU->CPU crossing lives in pinned host memory: its producer writes it there, and
+# every GPU kernel that reads it reads it through PCIe.  llama_decode's layer partitions at
+# 1/2 end ``rms norm -> gate GEMV`` and the norm's 8 KB output also goes to the CPU, so the
+# 46 MB gate GEMV read its input vector over PCIe once per thread block (352 x 8 KB): the
+# streamed ~84 MB partitions spanned 230-390 us on the H100 against 94 us predicted, the
+# ~38 MB ones without that GEMV 126-135 against 84 (bench/results/stream-gpu-partitions-2core.md;
+# the same read COPY_TO_GPU removed from a GEMV's CPU->GPU input, capped-copy-to-gpu-nvidia-h100.md:
+# 292 -> 61 us).  Cost: one d2h copy (cudaMemcpyAsync, ~5-10 us) per such tensor a run.  Read
+# when a session opens (plan_routes).  Off until device step 125 measures it.
+COPY_GPU_CONTRACTION_READS = False
+
 # Issue 19: a CPU partition's outputs that a CUDA partition reads (copy mode, static shape,
 # no bound state) share one pinned block and one device block per slot, each tensor at its
 # own 64-byte-aligned offset, so the producer's handoff is ONE cudaMemcpyAsync (padding
@@ -159,6 +173,7 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
     outputs = {t.name for t in compiled.outputs}
     for name in outputs:
         sides[name].add("cpu")
+    gpu_reread = gpu_contraction_reads(compiled) if COPY_GPU_CONTRACTION_READS else frozenset()
     routes = {}
     for name, (producer, side, spec) in home.items():
         crossing = bool(sides[name] - {side})
@@ -170,11 +185,20 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
                 picked = mode
             elif COPY_TO_GPU and side == "cpu":  # read by GPU kernels: copied
                 picked = "copy"
+            elif side != "cpu" and name in gpu_reread:  # a GPU contraction reads it: not through PCIe
+                picked = "copy"
             else:
                 picked = choose_mode(r.nbytes, costs)
             r = Route(spec, producer, side, r.sides, r.is_output, picked)
         routes[name] = r
     return routes
+
+
+def gpu_contraction_reads(compiled: CompiledModel) -> frozenset:
+    """Tensors a contraction kernel of a GPU partition reads (its ``contraction_reads``,
+    inputs or outputs; none for an artifact built before they were recorded)."""
+    return frozenset(t for p in compiled.partitions if p.device != "cpu"
+                     for t in getattr(p, "contraction_reads", None) or ())
 
 
 @dataclass(frozen=True)
