@@ -711,10 +711,9 @@ def test_streaming_on_gpu_matches_resident_and_overlaps(tmp_path):
     assert overlapping, f"no copy overlapped a partition: copies {copies}, calls {calls}"
 
 
-@pytest.mark.cuda
-def test_chunked_refills_on_gpu_match_one_copy(monkeypatch):
-    """On the GPU: CHUNKED_REFILLS with an odd chunk (16 MiB layers in 6 copies, the last
-    short) gives the same outputs, bit for bit, as one copy a refill, and as ONNX."""
+def _streamed_mlp_2048():
+    """``(onnx model, graph, compiled)``: an all-CUDA mlp of three 2048-wide (16 MiB) layers,
+    every layer streamed through a 2-slot ring, TF32 off (bit-for-bit comparisons)."""
     from hetpart.kernels.options import KernelOptions
 
     onnx_model = models.build("mlp", small=True, hidden=(2048,) * 3, in_features=2048, batch=16)
@@ -722,6 +721,14 @@ def test_chunked_refills_on_gpu_match_one_copy(monkeypatch):
     devices = ["cuda"] * len(graph.topological_order())
     streamed = compiler.compile(plan_with_devices(graph, devices, streamed=True, slots=2), progress=False,
                                 options=KernelOptions(tf32=False))
+    return onnx_model, graph, streamed
+
+
+@pytest.mark.cuda
+def test_chunked_refills_on_gpu_match_one_copy(monkeypatch):
+    """On the GPU: CHUNKED_REFILLS with an odd chunk (16 MiB layers in 6 copies, the last
+    short) gives the same outputs, bit for bit, as one copy a refill, and as ONNX."""
+    onnx_model, graph, streamed = _streamed_mlp_2048()
     monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", 3_000_001)
     out = {}
     for on in (False, True):
@@ -740,13 +747,7 @@ def test_throttled_refills_on_gpu_match_one_copy(monkeypatch):
     """On the GPU: THROTTLED_REFILLS (odd chunk: 16 MiB layers in 6 chunks, K = 1 and 2 in
     flight) gives the same outputs, bit for bit, as one copy a refill, in runs and
     pipelined runs (one build, three sessions)."""
-    from hetpart.kernels.options import KernelOptions
-
-    onnx_model = models.build("mlp", small=True, hidden=(2048,) * 3, in_features=2048, batch=16)
-    graph = importer.load(onnx_model)
-    devices = ["cuda"] * len(graph.topological_order())
-    streamed = compiler.compile(plan_with_devices(graph, devices, streamed=True, slots=2), progress=False,
-                                options=KernelOptions(tf32=False))
+    onnx_model, graph, streamed = _streamed_mlp_2048()
     monkeypatch.setattr(weight_stream, "REFILL_CHUNK_BYTES", 3_000_001)
     out = {}
     batches = [feeds(graph, seed) for seed in range(3)]

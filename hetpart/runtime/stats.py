@@ -57,23 +57,23 @@ class RunStats:
 
     def count(self, kind: str, nbytes: int = 0) -> None:
         with self._lock:
-            setattr(self, kind, getattr(self, kind) + 1)
-            if kind == "h2d":
-                self.bytes_h2d += nbytes
-            elif kind == "d2h":
-                self.bytes_d2h += nbytes
-            elif kind == "weight_copies":
-                self.bytes_weights += nbytes
+            self._counted(kind, nbytes)
 
     def crossed(self, kind: str, nbytes: int, handoff: EdgeHandoff) -> None:
         """``count(kind, nbytes)`` and ``edge(handoff)`` under one lock (a handoff's two records)."""
         with self._lock:
-            setattr(self, kind, getattr(self, kind) + 1)
-            if kind == "h2d":
-                self.bytes_h2d += nbytes
-            elif kind == "d2h":
-                self.bytes_d2h += nbytes
+            self._counted(kind, nbytes)
             self.edges.append(handoff)
+
+    def _counted(self, kind: str, nbytes: int) -> None:
+        """One more ``kind`` and its bytes (the caller holds the lock)."""
+        setattr(self, kind, getattr(self, kind) + 1)
+        if kind == "h2d":
+            self.bytes_h2d += nbytes
+        elif kind == "d2h":
+            self.bytes_d2h += nbytes
+        elif kind == "weight_copies":
+            self.bytes_weights += nbytes
 
     def edge(self, handoff: EdgeHandoff) -> None:
         with self._lock:
