@@ -197,8 +197,7 @@ def plan_routes(compiled: CompiledModel, mode: str = "auto", costs: TransferCost
 def gpu_contraction_reads(compiled: CompiledModel) -> frozenset:
     """Tensors a contraction kernel of a GPU partition reads (its ``contraction_reads``,
     inputs or outputs; none for an artifact built before they were recorded)."""
-    return frozenset(t for p in compiled.partitions if p.device != "cpu"
-                     for t in getattr(p, "contraction_reads", None) or ())
+    return frozenset(t for p in compiled.partitions if p.device != "cpu" for t in p.contraction_reads)
 
 
 @dataclass(frozen=True)
