@@ -101,9 +101,10 @@ thread, at most :data:`THROTTLE_IN_FLIGHT` in flight (read when a session opens,
 :class:`CopyEngine`; see the module docstring).  Off: device step 123 (session 48, H100,
 bench/results/copy-queue-nvidia-h100.md): with K = 1 a small copy no longer waits but the
 refill takes 1.26x as long (2.10 vs 1.67 ms for 92 MB); with K = 2 (8 or 4 MiB) it still
-waits for the whole refill (20 of 20), and llama_decode 1/2 measured 1.08x slower with it.  Host cost: one thread wake a chunk (a blocking event wait: the copy stream of a
-session with it on is made with blocking events) and the reader's host thread waiting
-for the refill's submission instead of only the device waiting for its landing."""
+waits for the whole refill (20 of 20), and llama_decode 1/2 measured 1.08x slower with it.
+Host cost: one thread wake a chunk (a blocking event wait: the copy stream of a session
+with it on is made with blocking events) and the reader's host thread waiting for the
+refill's submission instead of only the device waiting for its landing."""
 
 THROTTLE_IN_FLIGHT = 2
 """K: chunks of a throttled refill in flight at once.  1: a small copy waits at most one
