@@ -32,11 +32,14 @@ case "${1:-1}" in
      # each plan's CPU spans and turns against its own prediction, switch off and on, at the rounds' median GEMV and
      # 96.1 GB/s.
      # Decides: INLINE_TURNS goes on if hetpart <= 0.97x 'hetpart before' (round medians) and the new plan's
-     # |measured / predicted - 1| (on, (1)'s summary at the rounds' GEMV) is smaller than step 115's plan's off
-     # ((2)'s inline=0 line at that GEMV, or step 122's 19.30 ms at 136-149 GB/s); (2)'s turn errors say whether
+     # prediction errors with it on are smaller than step 115's plan's with it off, read at 96.1 GB/s in (2) (the CPU
+     # layer partitions' in-run rate in session 48's traces, 92.3 MB in ~950 us; at the GEMV sweep's ~140 both
+     # pricings put the chain behind the weight copies and the CPU spans 30% short -- (1)'s summary prices there):
+     # the median |error| of its CPU spans and of its turns (less GPU) in (2), and its whole-run
+     # |predicted / measured - 1| ((2)'s predicted ms against (1)'s median).  (2)'s turn errors also say whether
      # 130 / 7 us hold on a plan with other turns (the new plan's 38 + 46 MB calls).  If the new plan is not faster
-     # but the errors shrink, keep the switch for pricing and look at what its plan's extra CUDA calls cost (the
-     # streamed GPU spans still carry the mapped-read miss unless COPY_GPU_CONTRACTION_READS is on by then: say which).
+     # but the errors shrink, keep the switch for pricing and look at what its plan's extra CUDA calls cost.  The
+     # streamed GPU spans carry step 125's mapped-read miss unless COPY_GPU_CONTRACTION_READS is on by then: say which.
   BUDGET=300; sw=hetpart.costmodel.cost_model.INLINE_TURNS
   mkdir -p /tmp/plans119 /tmp/plans126
   if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
