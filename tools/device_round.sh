@@ -2,7 +2,8 @@
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 48, "Left open: device steps in order"):
-#   125 (issue 19, the streamed layer partitions' GPU time: 230-390 us against 94 predicted), 114 (issue 19,
+#   125 (issue 19, the streamed layer partitions' GPU time: 230-390 us against 94 predicted), 126 (issue 19, the
+#   planner pricing inline turns; after 125: its plans' streamed spans carry 125's miss otherwise), 114 (issue 19,
 #   BERT-large caps), 79, 52 (profile re-recorded), 111, 107 (issue 18, batch > 1: both switches together
 #   measured 0.97-0.99x on 16 threads in session 48), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32),
 #   56 (issue 19, bf16).
@@ -13,6 +14,54 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,
+     # bench/results/turn-price-2core.md).  cost_model.INLINE_TURNS (off): a CPU partition entered from CUDA pays a
+     # 7 us resume instead of the 200 us default CPU wake, a CUDA partition entered from the CPU pays 130 us of host
+     # pre-launch work (fitted on session 48's two traces of step 115's plan: the 166 us a turn costs beside its GPU
+     # time).  Offline, repriced on step 115's plan at 96.1 GB/s: CPU span median |error| 219-240 -> 26-47 us, a turn's
+     # non-GPU part 62-64 -> 5-18 us.  Planned with it on (at the profile's 90 GB/s), llama_decode at 1/2 becomes
+     # 36 partitions (11 CPU, 10 turns, 22 streamed, 956 MB streamed, a 3 x 46 MB ring) predicted 19.10 ms, where
+     # step 115's plan (28, 12 CPU, 11 turns, 14 streamed, 1003 MB, 2 x 92 MB) is predicted 20.38 off.
+     # Carry .hold/plans126.tgz, built from the new plan:
+     #   mkdir -p /tmp/p126 && cp /work/dev48/share/turn-price/on.plan.json /tmp/p126/hetpart.plan.json \
+     #     && tar czf .hold/plans126.tgz -C /tmp/p126 hetpart.plan.json
+     # and .hold/plans119.tgz (step 115's plan as hetpart_before, the rule's plan).
+     # (1) tools/capped_rules_ab.py llama_decode 1/2: 'hetpart' = the new plan, 'hetpart before' = step 115's plan
+     # (--before only names how it was made: the stored plan is read), the llama.cpp-style rule beside, 3 rounds, one
+     # traced run each, predictions repriced with the switch on (--set); (2) tools/turn_price.py on the two traces:
+     # each plan's CPU spans and turns against its own prediction, switch off and on, at the rounds' median GEMV and
+     # 96.1 GB/s.
+     # Decides: INLINE_TURNS goes on if hetpart <= 0.97x 'hetpart before' (round medians) and the new plan's
+     # prediction errors with it on are smaller than step 115's plan's with it off, read at 96.1 GB/s in (2) (the CPU
+     # layer partitions' in-run rate in session 48's traces, 92.3 MB in ~950 us; at the GEMV sweep's ~140 both
+     # pricings put the chain behind the weight copies and the CPU spans 30% short -- (1)'s summary prices there):
+     # the median |error| of its CPU spans and of its turns (less GPU) in (2), and its whole-run
+     # |predicted / measured - 1| ((2)'s predicted ms against (1)'s median).  (2)'s turn errors also say whether
+     # 130 / 7 us hold on a plan with other turns (the new plan's 38 + 46 MB calls).  If the new plan is not faster
+     # but the errors shrink, keep the switch for pricing and look at what its plan's extra CUDA calls cost.  The
+     # streamed GPU spans carry step 125's mapped-read miss unless COPY_GPU_CONTRACTION_READS is on by then: say which.
+  BUDGET=300; sw=hetpart.costmodel.cost_model.INLINE_TURNS
+  mkdir -p /tmp/plans119 /tmp/plans126
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans126/
+  fi
+  [ -f .hold/plans126.tgz ] && tar xzf .hold/plans126.tgz -C /tmp/plans126
+  if [ -f /tmp/plans126/hetpart.plan.json ] && [ -f /tmp/plans126/hetpart_before.plan.json ]; then
+    left=$((BUDGET - SECONDS - 70))
+    [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+      --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans126 --workload zoo:llama_decode \
+      --cap 1/2 --contenders "hetpart,hetpart before,llama.cpp-style rule" --before $sw=0 --set $sw=1 --rounds 3 \
+      --trace "$OUT/traces-126" --json "$OUT/capped-126-ab.json" > "$OUT/capped-126-ab.txt" 2>&1
+    gb=$(python3 -c "import json, statistics; r = json.load(open('$OUT/capped-126-ab.json'))['rounds']; \
+      print(round(statistics.median(x['gemv_gbps'] for x in r), 1))" 2>/dev/null || echo 140)
+    left=$((BUDGET - SECONDS - 3))
+    [ "$left" -ge 40 ] && [ -f "$OUT/traces-126/hetpart.trace.json" ] && timeout "$left" python3 tools/turn_price.py \
+      --plan /tmp/plans126/hetpart.plan.json --trace "$OUT/traces-126/hetpart.trace.json" \
+      --plan /tmp/plans126/hetpart_before.plan.json --trace "$OUT/traces-126/hetpart_before.trace.json" \
+      --cpu-gbps "$gb,96.1" --json "$OUT/turn-price-126.json" > "$OUT/turn-price-126.txt" 2>&1
+  else
+    echo "plans126.tgz / plans119.tgz not carried" > "$OUT/capped-126-ab.txt"
+  fi ;;
 125)  # (BUDGET=300) issue 19, the ~84 MB streamed layer partitions of llama_decode at 1/2 that span 230-390 us on the
      # GPU against 94 predicted (branch stream-gpu, bench/results/stream-gpu-partitions-2core.md).  Offline: their
      # kernels are the resident build's (CUDA source identical) and their weights are read at HBM speed elsewhere

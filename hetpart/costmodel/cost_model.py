@@ -19,6 +19,8 @@
   partitioner charges it per boundary, :func:`hetpart.partitioner.layout.partition_overheads`).
   A profile older than it has none: :data:`DEFAULT_WAKE_S` stands in, and
   ``wake_origin(device)`` says so.
+  With :data:`INLINE_TURNS` it is the inline run's turn instead (:data:`INLINE_TURN_S`:
+  a 7 us resume on the CPU, the host's pre-launch work on CUDA).
 * ``graphless_cuda()``: what a CUDA partition of a plan built without CUDA graphs costs on
   the host (:data:`GRAPHLESS_CUDA_S`: a call, a launch per kernel, a handoff after a CPU
   partition; issue 19, from a traced run); ``launches(kernel)``: kernels it launches (0 for
@@ -90,6 +92,49 @@ call of the wake kernel on the 2-core sandbox cost ~0.1-0.15 ms more than a hot 
 (bench/results/wake-cost.md).  200 us sits between the two; any value above ~40 us
 already prices that plan above the llama.cpp-style rule's.  A GPU has no pool to
 wake: 0."""
+
+
+INLINE_TURNS = False
+"""On: :meth:`CostModel.wake_cost` prices a device change as an *inline* run has it
+(:data:`INLINE_TURN_S`): a CPU partition entered from a CUDA one pays the CPU's resume, not
+a pool wake, and a CUDA partition entered from a CPU one pays the host's work before its
+GPU work starts.  Off (before): the profile's ``wake_s`` (or :data:`DEFAULT_WAKE_S`, 200 us
+on the CPU) and nothing on CUDA.  An inline run (``Session.run`` on an idle session, the
+default: the calling thread runs every stage) is what the latency objective and the
+capped benchmark time; a pipelined run through the worker threads may still wake them.
+Issue 19, device step 126 decides it (bench/results/turn-price-2core.md)."""
+
+
+class InlineTurn(NamedTuple):
+    """What a partition adds on an inline run when the one before it ran on the other
+    device (:data:`INLINE_TURN_S`; charged by :func:`hetpart.partitioner.layout.partition_overheads`
+    as the wake cost): ``cpu_s`` on a CPU partition after a CUDA one, ``cuda_s`` on a CUDA
+    partition after a CPU one."""
+
+    cpu_s: float
+    cuda_s: float
+
+    def get(self, device: str, default: float = 0.0) -> float:
+        return {"cpu": self.cpu_s, "cuda": self.cuda_s}.get(device, default)
+
+
+INLINE_TURN_S = InlineTurn(cpu_s=7e-6, cuda_s=130e-6)
+"""Fitted on session 48's traced inline run of llama_decode at 1/2 (step 115's plan, H100
+host, CUDA graphs on; /work/dev48/share/llama_decode_half_s48*.trace.json), host clock,
+the 8 steady turns p3..p17 of each of two traces:
+
+* ``cpu_s``: the next CPU partition starts ~7 us after its CUDA predecessor's GPU work
+  ends (the calling thread's wait returning); the CPU layer partitions measured 912-989 us
+  for 92.3 MB of weights, no 200 us wake in them.
+* ``cuda_s``: a turn's CPU end -> next CPU start less the CUDA partition's GPU time
+  (CUDA events) is 166 / 168 us (medians of the two traces): the CPU stage's tail (input
+  copies enqueued, outputs published) ~85 us, the host span start -> graph launch ~42,
+  launch start -> GPU start ~30 (the launch itself 35-40 us), GPU end -> CPU start ~7.
+  Less what the timeline already prices there (two 5 us input copies, three ~3.9 us output
+  copies, the CUDA call's 7.5 us overhead, ``cpu_s``): ~130 us.
+The turns whose input copy queues behind a weight copy (p19, p21: +300 us, the copy
+engine, capped-decode-gap-s47.md section 2) are not in it.  One host, two traces: not in
+any profile."""
 
 
 class GraphlessCuda(NamedTuple):
@@ -411,6 +456,8 @@ class CostModel:
         """Seconds a partition on ``device`` adds when it starts after a partition on
         another device: :attr:`Overheads.wake_s`, or :data:`DEFAULT_WAKE_S` where the
         profile did not measure it (:meth:`wake_origin` tells which)."""
+        if INLINE_TURNS:
+            return INLINE_TURN_S.get(device, 0.0)
         oh = self._overheads(device)
         if oh.wake_s is not None:
             return oh.wake_s
@@ -433,6 +480,9 @@ class CostModel:
 
     def wake_origin(self, device: str) -> str:
         """``"measured"`` or why :meth:`wake_cost` is a default."""
+        if INLINE_TURNS:
+            return (f"inline turns (INLINE_TURNS): {INLINE_TURN_S.get(device, 0.0) * 1e6:.0f} us, "
+                    "from a traced run, not the profile")
         if self._overheads(device).wake_s is not None:
             return "measured"
         return (f"not measured ({self._where()} is older than the wake cost): default "

@@ -203,7 +203,9 @@ def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: i
     :data:`.layout.GRAPHLESS_CUDA_LAUNCH` a CUDA turn entered from the CPU pays the handoff,
     a streamed unit lasts at least its host's launch (``call + launches * launch``,
     :func:`.layout.graphless_overheads`), and a resident CUDA run pays ``call`` once and at
-    least ``launch`` a launching kernel (an estimate: the walk only proposes)."""
+    least ``launch`` a launching kernel (an estimate: the walk only proposes).  Otherwise a
+    streamed unit entered from the CPU pays the CUDA wake (``problem.wake["cuda"]``: 0 unless
+    :data:`hetpart.costmodel.cost_model.INLINE_TURNS`), as :func:`.layout.partition_overheads` does."""
     out = dict(a)
     first = {u[0]: u for u in found}
     wake = problem.wake.get("cpu", 0.0)
@@ -228,7 +230,8 @@ def walk(problem: Problem, a: Assignment, found: list[tuple[str, ...]], slots: i
                 end = max(turn + host, max(turn + problem.overhead["cuda"], landed) + gpu)
                 cost = end - clock
             else:
-                begin = max(clock + problem.overhead["cuda"], landed)
+                entry = problem.wake.get("cuda", 0.0) if prev == "cpu" else 0.0  # 0 unless INLINE_TURNS
+                begin = max(clock + problem.overhead["cuda"] + entry, landed)
                 end, cost = begin + gpu, begin - clock + gpu
             if cost + wake <= theta * cpu:
                 out.update(dict.fromkeys(unit, STREAM))

@@ -1,0 +1,47 @@
+"""tools/turn_price.py: a trace's CPU spans and turns against a predicted timeline (issue 19)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "turn_price", Path(__file__).resolve().parents[1] / "tools" / "turn_price.py")
+turn_price = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(turn_price)
+
+
+def _trace(tmp_path) -> str:
+    """p0_cpu 0-1000, p1_cuda (GPU 100 us), p2_cpu 1250-2250: a turn of 250 us, 150 beside the GPU."""
+    meta = [{"ph": "M", "pid": 1, "tid": t, "name": "thread_name", "args": {"name": n}}
+            for t, n in ((1, "cpu: p0_cpu"), (2, "host: cuda calls"), (3, "cpu: p2_cpu"), (4, "cuda stream"))]
+    xs = [{"ph": "X", "pid": 1, "tid": 1, "name": "p0_cpu", "ts": 0.0, "dur": 1000.0},
+          {"ph": "X", "pid": 1, "tid": 2, "name": "host p1_cuda", "ts": 1080.0, "dur": 150.0},
+          {"ph": "X", "pid": 1, "tid": 4, "name": "p1_cuda", "ts": 1140.0, "dur": 100.0},
+          {"ph": "X", "pid": 1, "tid": 3, "name": "p2_cpu", "ts": 1250.0, "dur": 1000.0},
+          {"ph": "X", "pid": 2, "tid": 1, "name": "p0_cpu", "ts": 0.0, "dur": 1.0}]  # predicted: ignored
+    path = tmp_path / "t.trace.json"
+    path.write_text(json.dumps({"traceEvents": meta + xs}))
+    return str(path)
+
+
+def test_compare_reads_spans_and_the_turn_beside_the_gpu(tmp_path):
+    meas = turn_price.measured(_trace(tmp_path))
+    assert meas["cpu"] == {"p0_cpu": (0.0, 1000.0), "p2_cpu": (1250.0, 2250.0)} and meas["gpu"] == {"p1_cuda": 100.0}
+    # predicted: spans of 1100 (100 of it overhead) and a 120 us gap of which 90 are CUDA kernels
+    pred = {"cpu": [(0.0, 1100.0, 100.0), (1220.0, 2320.0, 100.0)], "turn_cuda": [90.0]}
+    c = turn_price.compare(meas, pred)
+    first = c["rows"][0]
+    assert first["gap"] == 250.0 and first["gap_less_gpu"] == 150.0
+    assert first["pred_gap_less_gpu"] == pytest.approx(30.0)
+    assert c["span_mae"] == pytest.approx(100.0)
+    assert c["turn_mae"] == pytest.approx(abs(30.0 + 100.0 - 150.0))  # the next span's overhead counts to the turn
+
+
+def test_a_trace_of_another_plan_is_refused(tmp_path):
+    meas = turn_price.measured(_trace(tmp_path))
+    with pytest.raises(SystemExit):
+        turn_price.compare(meas, {"cpu": [(0.0, 1.0, 0.0)], "turn_cuda": []})

@@ -1,0 +1,154 @@
+"""Issue 19 offline: a capped plan's predicted timeline against a traced run, turn by turn,
+with :data:`hetpart.costmodel.cost_model.INLINE_TURNS` off and on; optionally the plan made
+with each.  No GPU.
+
+For each ``--trace`` (a Chrome trace of an inline run of ``--plan``, or of the ``--plan`` in
+the same position where as many are given: tracks ``cpu: pN_cpu``,
+``host: cuda calls``, ``cuda stream``) and each switch setting: per CPU partition its span
+(predicted vs measured) and per turn (a CPU partition's end to the next CPU partition's
+start) the measured gap, the measured gap less its CUDA partitions' GPU time (CUDA events;
+the GPU's own miss is not a turn price) and the predicted gap less its CUDA kernels'
+predicted seconds; the median absolute errors.  Prices at ``--cpu-gbps`` (CPU weight reads,
+several: comma-separated).  ``--plan-dir DIR`` plans ``--workload`` at ``--cap`` with the
+switch off and on (``capped._plan_contender("hetpart", ...)``, as tools/capped_rules_ab.py
+plans it, at the profile's weight-read bandwidth) and writes ``DIR/{off,on}.plan.json``.
+Numbers of bench/results/turn-price-2core.md:
+
+    PYTHONPATH=. python tools/turn_price.py --plan /work/dev48/share/llama_decode_half_step115.plan.json \\
+        --trace /work/dev48/share/llama_decode_half_s48.trace.json --cpu-gbps 96.1,140 --plan-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def measured(path: str) -> dict:
+    """``{"cpu": {pN_cpu: (start, end)}, "gpu": {pN_cuda: seconds}}`` of a trace, us."""
+    t = json.load(open(path))
+    ev = [e for e in t["traceEvents"] if e["ph"] == "X" and e["pid"] == 1]
+    names = {e["tid"]: e["args"]["name"] for e in t["traceEvents"] if e.get("name") == "thread_name" and e["pid"] == 1}
+    cpu = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in ev if names[e["tid"]].startswith("cpu:")}
+    gpu = {e["name"]: e["dur"] for e in ev if names[e["tid"]] == "cuda stream" and e["name"].startswith("p")}
+    return {"cpu": cpu, "gpu": gpu}
+
+
+def predicted(problem, placement) -> dict:
+    """The sequential timeline of ``placement``: CPU partitions in run order as (start, end,
+    overhead) and per turn the CUDA kernels' seconds, us."""
+    from hetpart.partitioner.evaluate import evaluate
+    from hetpart.partitioner.timeline import simulate
+
+    lay = evaluate(problem, placement).layout
+    sched = [s for s in simulate(lay, "sequential") if s.task.kind == "partition"]
+    cpu, cuda_s, turns = [], 0.0, []
+    for s in sorted(sched, key=lambda s: s.start):
+        i = s.task.index
+        if lay.groups[i].device == "cpu":
+            if cpu:
+                turns.append(cuda_s)
+            cpu.append((s.start * 1e6, s.end * 1e6, lay.group_overhead[i] * 1e6))
+            cuda_s = 0.0
+        else:
+            cuda_s += (s.end - s.start - lay.group_overhead[i]) * 1e6
+    return {"cpu": cpu, "turn_cuda": turns, "partitions": len(lay.groups)}
+
+
+def compare(meas: dict, pred: dict) -> dict:
+    """Per CPU partition and per turn: measured vs predicted (us); median absolute errors."""
+    order = sorted(meas["cpu"], key=lambda n: meas["cpu"][n][0])
+    if len(order) != len(pred["cpu"]):
+        raise SystemExit(f"the trace has {len(order)} CPU partitions, the repriced plan {len(pred['cpu'])}: not this plan's trace")
+    rows, span_err, turn_err = [], [], []
+    for j, n in enumerate(order):
+        ms, me = meas["cpu"][n]
+        ps, pe, po = pred["cpu"][j]
+        row = {"cpu": n, "span": me - ms, "pred_span": pe - ps, "pred_overhead": po}
+        span_err.append(abs(row["pred_span"] - row["span"]))
+        if j + 1 < len(order):
+            k = int(n[1:].split("_")[0])
+            nxt = order[j + 1]
+            gpu = sum(v for g, v in meas["gpu"].items() if k < int(g[1:].split("_")[0]) < int(nxt[1:].split("_")[0]))
+            gap = meas["cpu"][nxt][0] - me
+            pgap = pred["cpu"][j + 1][0] - pe
+            row.update(gap=gap, gap_less_gpu=gap - gpu, pred_gap=pgap, pred_gap_less_gpu=pgap - pred["turn_cuda"][j],
+                       next_overhead=pred["cpu"][j + 1][2])
+            # the turn as the partitions and the gap price it: a CPU wake sits in the next span
+            turn_err.append(abs(row["pred_gap_less_gpu"] + pred["cpu"][j + 1][2] - (row["gap_less_gpu"])))
+        rows.append(row)
+    return {"rows": rows, "span_mae": statistics.median(span_err), "turn_mae": statistics.median(turn_err)}
+
+
+def main(argv=None) -> int:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cpu_rule_ab import switched
+
+    from hetpart.bench import capped
+    from hetpart.costmodel import CostModel, Profile
+    from hetpart.partitioner import Plan
+    from hetpart.partitioner.evaluate import evaluate
+    from hetpart.partitioner.plan_report import placement_of
+    from hetpart.partitioner.problem import build_problem
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", default="zoo:llama_decode")
+    ap.add_argument("--cap", default="1/2")
+    ap.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
+    ap.add_argument("--plan", action="append", required=True, help="one, or one per --trace (paired in order)")
+    ap.add_argument("--trace", action="append", default=[])
+    ap.add_argument("--cpu-gbps", default="96.1,140")
+    ap.add_argument("--plan-dir", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    prep = capped.prepare(capped.workload(args.workload, None))
+    cap = capped.parse_cap(args.cap, prep.weight_bytes)
+    print(f"imported in {time.time() - t0:.0f} s", flush=True)
+    base = CostModel(Profile.load(args.profile), graph=prep.graph)
+    # one plan and its traces, or as many plans as traces, paired in order
+    plans = args.plan if len(args.plan) == len(args.trace) else args.plan[:1] * len(args.trace)
+    placements = {p: placement_of(Plan.load(p, prep.graph)) for p in set(plans)}
+    traces = {t: measured(t) for t in args.trace}
+    out = {}
+    for on in (0, 1):
+        with switched([f"hetpart.costmodel.cost_model.INLINE_TURNS={on}"]):
+            for gb in args.cpu_gbps.split(","):
+                costs = base.with_weight_bandwidth({"cpu": float(gb) * 1e9})
+                problem = build_problem(prep.graph, costs, (), cap, True, state=capped.graph_state_pairs(prep.graph))
+                for plan_path, (t, meas) in zip(plans, traces.items()):
+                    placement = placements[plan_path]
+                    pred = predicted(problem, placement)
+                    total = evaluate(problem, placement).sequential_s * 1e3
+                    c = compare(meas, pred)
+                    key = f"inline={on} cpu={gb} {Path(plan_path).name} {Path(t).name}"
+                    out[key] = dict(c, predicted_ms=total, partitions=pred["partitions"])
+                    print(f"{key}: predicted {total:.2f} ms ({pred['partitions']} partitions); CPU span median abs err "
+                          f"{c['span_mae']:.0f} us, turn (less GPU) median abs err {c['turn_mae']:.0f} us", flush=True)
+                    for r in c["rows"]:
+                        print("   " + " ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+        if args.plan_dir:
+            t0 = time.time()
+            with switched([f"hetpart.costmodel.cost_model.INLINE_TURNS={on}"]):
+                bps = base.cold_weight_bandwidth("cpu") or 90e9
+                plan = capped._plan_contender("hetpart", prep, base.with_weight_bandwidth({"cpu": bps}), cap)
+            Path(args.plan_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(args.plan_dir) / f"{'on' if on else 'off'}.plan.json"
+            plan.save(path)
+            cpu_parts = sum(p.device == "cpu" for p in plan.partitions)
+            print(f"planned inline={on} in {time.time() - t0:.0f} s: {len(plan.partitions)} partitions ({cpu_parts} CPU, "
+                  f"{len(plan.streamed)} streamed), streamed {plan.predicted.get('streamed_bytes', 0) / 1e6:.0f} MB, "
+                  f"predicted {plan.predicted['latency_s'] * 1e3:.2f} ms at {bps / 1e9:.1f} GB/s -> {path}", flush=True)
+    if args.json:
+        json.dump(out, open(args.json, "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
