@@ -3,7 +3,8 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 48, "Left open: device steps in order"):
 #   125 (issue 19, the streamed layer partitions' GPU time: 230-390 us against 94 predicted), 126 (issue 19, the
-#   planner pricing inline turns; after 125: its plans' streamed spans carry 125's miss otherwise), 114 (issue 19,
+#   planner pricing inline turns; after 125: its plans' streamed spans carry 125's miss otherwise), 127 (issues
+#   18/19, llama_decode's CPU GEMVs' 16-thread GB/s with GEMV_PACKED_PARTS), 114 (issue 19,
 #   BERT-large caps), 79, 52 (profile re-recorded), 111, 107 (issue 18, batch > 1: both switches together
 #   measured 0.97-0.99x on 16 threads in session 48), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32),
 #   56 (issue 19, bf16).
@@ -62,6 +63,29 @@ case "${1:-1}" in
   else
     echo "plans126.tgz / plans119.tgz not carried" > "$OUT/capped-126-ab.txt"
   fi ;;
+127)  # (BUDGET=300) issues 18/19, llama_decode's CPU GEMVs read ~95-100 GB/s on 16 threads where the weight-read
+     # probe's GEMV reads 136-149 (branch cpu-gemv, bench/results/cpu-decode-gemv-2core.md).  Offline, per core (1
+     # thread, CPU time, cold weights): scheduled for 1 core every GEMV reads 15.8-16.5 GB/s = the probe; scheduled
+     # for 16 cores (run on 1 thread) each core's column part reads N/16 floats of every row, N apart: 512 B runs
+     # for q/o/down (N=2048) -> 10.7 GB/s, 64 B for k/v (N=256) -> 4.5, 1408 B for gate/up -> 12.3-13.0, probe
+     # (2 KB) 13.7.  cpu_matmul.GEMV_PACKED_PARTS (off) packs such a weight [part, k, column] at compile time: each
+     # part one contiguous stream -> 14.2-15.4 GB/s (probe 14.3), outputs bit-identical; a 3-layer all-CPU decode
+     # step 68.0 -> 58.6 ms (0.86x; ORT 76.6).  (1) tools/decode_gemv_gbs.py: one full-width layer's weight kernels
+     # + lm_head (32000) + the probe, 16 threads, wall time, switch on ('now') against off ('before') in turns;
+     # (2) tools/cpu_rule_ab.py: a 4-layer all-CPU llama_decode step (0.97 GB of weights, the llama.cpp-style
+     # rule's CPU partition in small) on 16 threads, on against off, ORT beside.
+     # Decides: the switch goes on if in (1) q/o/down/gate/up reach >= ~0.9x the probe's 'before' GB/s (today
+     # ~0.68x) and no kernel is slower, and (2) after/before <= ~0.90 (at ~140 GB/s the CPU partitions' 13.6 ms
+     # of a 23 ms token would be ~9.5 ms); then re-record the profile's weight_read_Bps (the probe is scheduled
+     # by the same rule and moves with it: row 'probe_gemv' of (1)).  If (1) rises but (2) does not, the in-model
+     # cost is elsewhere (kernel launch/fork-join, the attention and cache-write kernels): next is in-situ per
+     # kernel (tools/cpu_insitu_ab.py).  If (1) does not rise, short runs are not what limits 16 threads.
+  BUDGET=300; sw=hetpart.kernels.rules.cpu_matmul.GEMV_PACKED_PARTS
+  timeout 170 python3 tools/decode_gemv_gbs.py zoo:llama_decode:layers=1 --sweeps 7 --sweep-mb 512 \
+    --after $sw=1 --before $sw=0 --json "$OUT/gemv-gbs-127.json" > "$OUT/gemv-gbs-127.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:llama_decode:layers=4 --threads 16 \
+    --calls 10 --rounds 3 --after $sw=1 --before $sw=0 > "$OUT/decode-ab-127.txt" 2>&1 ;;
 125)  # (BUDGET=300) issue 19, the ~84 MB streamed layer partitions of llama_decode at 1/2 that span 230-390 us on the
      # GPU against 94 predicted (branch stream-gpu, bench/results/stream-gpu-partitions-2core.md).  Offline: their
      # kernels are the resident build's (CUDA source identical) and their weights are read at HBM speed elsewhere

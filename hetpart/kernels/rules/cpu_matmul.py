@@ -38,7 +38,8 @@ from ..analysis import (
 )
 from ..fast_exp import replace_exp
 from ..register_tile import (
-    MAX_ROWS_32_REGISTERS, MIN_ACCUMULATORS, make_plan, register_tile, thread_efficiency, tile_count, vec_candidates,
+    LAYOUT_REWRITE_PREPROC, MAX_ROWS_32_REGISTERS, MIN_ACCUMULATORS, make_plan, read_index, register_tile,
+    thread_efficiency, tile_count, vec_candidates,
 )
 
 
@@ -74,6 +75,17 @@ GEMV_MIN_WEIGHT_BYTES = 1 << 20
 """The least weight size for :data:`GEMV_ROW_STREAM`: smaller weights stay in the caches
 between runs, where the register tile's walk costs nothing."""
 
+
+GEMV_PACKED_PARTS = False
+"""Whether :func:`gemv_row_stream` reads a model weight (layout-free) packed into its column
+parts, ``[part, k, column in part]``, so that each core's part is ONE contiguous stream of
+``K x N / parts`` floats (packed once at compile time, :mod:`hetpart.kernels.weight_prepack`).
+Unpacked, a part reads ``N / parts`` floats of each row, ``N`` floats apart: on 16 cores
+512 B runs for llama_decode's N=2048 projections, 64 B for its k/v (N=256), short runs the
+prefetchers follow badly (1 thread over the 16-part schedule, cold weights: 10.7 GB/s for
+N=2048, 4.3 for N=256, 12.8 for the probe's N=8192; bench/results/cpu-decode-gemv-2core.md).
+Only where the parts are equal (``N`` a multiple of ``parts x lanes``) and there are several.
+False until device step 127 measures it on the 16-core host."""
 
 GEMV_ROWS = 8
 """Weight rows one pass of :func:`gemv_row_stream` takes together (each accumulator vector loaded
@@ -113,11 +125,18 @@ def gemv_row_stream(sch: s_tir.Schedule, mac, target: Target) -> s_tir.Schedule 
     vectors = n // lanes
     per = -(-vectors // max(1, min(shape.cores, vectors)))  # vectors of one part (the last may be short)
     parts = -(-vectors // per)
+    width = per * lanes
+    packed = (GEMV_PACKED_PARTS and parts > 1 and n == parts * width
+              and is_layout_free(sch.mod["main"], weight))
     try:
         s = sch.copy()
         main = mac.block
         wb = s.cache_write(main, 0, "global")
         fuse_epilogue(s, wb)
+        if packed:  # each part's columns of every row, one contiguous panel (GEMV_PACKED_PARTS)
+            pk = s.cache_read(main, read_index(s, main, weight), "global")
+            s.transform_layout(pk, ("write", 0), lambda kk, jj: [jj // width, kk, jj % width])
+            s.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)  # packed once, at compile time
         by = loop_of(s, main)
         unit = [by(iv.var) for iv in s.get(main).iter_vars if not iv.var.same_as(j) and not iv.var.same_as(k)]
         j_all, j_l = s.split(by(j), factors=[vectors, lanes])
