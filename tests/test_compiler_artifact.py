@@ -191,12 +191,12 @@ def test_cpu_arch_builds_the_cpu_code_for_another_machine(mlp_plan, compose, mak
 
 
 def _old_static_io_able_dims(shape) -> bool:
-    """compiler.extract._static_io_able's per-tensor test before artifact.static_shape."""
+    """compiler.extract._static_io_able's per-tensor test before contracts.shapes.static_shape."""
     return all(not isinstance(d, (str, bool)) for d in shape)
 
 
 def _old_is_static(shape) -> bool:
-    """runtime.memory.is_static before artifact.static_shape."""
+    """runtime.memory.is_static before contracts.shapes.static_shape."""
     return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
 
 
@@ -206,7 +206,7 @@ INT_DIM_SHAPES = [(), (0,), (1,), (4, 128, 64), (np.int64(3), 5), (np.int32(2), 
 
 @pytest.mark.parametrize("shape", INT_DIM_SHAPES)
 def test_one_static_shape_test_agrees_with_both_old_ones_on_int_and_symbolic_dims(shape):
-    from hetpart.compiler.artifact import static_shape
+    from hetpart.contracts.shapes import static_shape
     from hetpart.runtime.memory import is_static
 
     assert static_shape(shape) == is_static(shape) == _old_is_static(shape) == _old_static_io_able_dims(shape)
@@ -218,7 +218,8 @@ def test_a_dim_that_is_no_integer_is_not_static_for_compiler_or_runtime(shape):
     a partition with such a dim is built without static I/O and the runtime sizes it per call."""
     from types import SimpleNamespace
 
-    from hetpart.compiler.artifact import TensorSpec, static_shape
+    from hetpart.compiler.artifact import TensorSpec
+    from hetpart.contracts.shapes import static_shape
     from hetpart.compiler.extract import _static_io_able
     from hetpart.runtime.memory import is_static
 

@@ -59,8 +59,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..contracts.precision import DEFAULT as DEFAULT_PRECISION, Precision
 from ..errors import CompileError
 from ..kernels.options import DEFAULT, KernelOptions
@@ -83,23 +81,6 @@ MAIN_FUNCTION = "main"
 
 DPS_FUNCTION = "main_dps"
 """The destination-passing entry point (present when ``PartitionArtifact.dps``)."""
-
-
-def static_shape(shape) -> bool:
-    """True when every dim of ``shape`` is an integer (a Python ``int`` or a numpy integer,
-    not a ``bool``); the one test of a static shape for the compiler and the runtime
-    (:func:`hetpart.compiler.extract` fixing a CUDA partition's I/O addresses,
-    ``runtime.memory.is_static`` sizing buffers once).
-
-    Any other dim is not static.  A string is a symbolic dim (the op graph's data-dependent
-    dims, e.g. the boxes NonMaxSuppression keeps, and bucketed dims): its size is known only
-    per call, so the runtime allocates the tensor at run time and the compiler must not build
-    the partition with every parameter fixed.  Anything else (``None``, a float) has no size
-    either and reads the same way: the safe side for both (an unneeded run-time allocation, a
-    build without static I/O), never a buffer sized from a non-integer.  Until this helper the
-    compiler's test (``extract._static_io_able``) took every dim but a ``str`` or ``bool`` as
-    static; on integer and string dims the two always agreed."""
-    return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape)
 
 
 @dataclass(frozen=True)

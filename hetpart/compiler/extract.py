@@ -57,7 +57,8 @@ import tvm
 from tvm import relax
 
 from ..errors import InternalError, PlanError
-from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec, static_shape
+from ..contracts.shapes import static_shape
+from .artifact import DPS_FUNCTION, MAIN_FUNCTION, TensorSpec
 
 CALL_TIR = "relax.call_tir"
 

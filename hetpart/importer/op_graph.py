@@ -21,6 +21,7 @@ from typing import Iterator
 import networkx as nx
 import numpy as np
 
+from ..contracts.shapes import static_shape
 from ..errors import InternalError
 
 
@@ -50,7 +51,8 @@ class Tensor:
 
     @property
     def static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
+        """Every dim an integer (:func:`hetpart.contracts.shapes.static_shape`; a string dim is symbolic)."""
+        return static_shape(self.shape)
 
     @property
     def nbytes(self) -> int:

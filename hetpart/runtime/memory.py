@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import tvm_ffi
 
-from ..compiler.artifact import TensorSpec, static_shape
+from ..compiler.artifact import TensorSpec
+from ..contracts.shapes import static_shape
 from ..errors import InternalError, RuntimeFailure
 from . import cuda_api
 from .dlpack import tensor_view
@@ -43,7 +44,7 @@ ALIGNMENT = 64  # TVM kernels assume 64-byte aligned data
 
 
 def is_static(shape) -> bool:
-    """True when every dim of ``shape`` is an integer: :func:`hetpart.compiler.artifact.static_shape`
+    """True when every dim of ``shape`` is an integer: :func:`hetpart.contracts.shapes.static_shape`
     (the compiler's test too; a string dim is symbolic, sized per call)."""
     return static_shape(shape)
 
