@@ -38,16 +38,16 @@ def test_off_the_wake_is_the_profiles_or_the_default(h200, monkeypatch):
 def test_on_each_device_change_costs_the_inline_turn(h200, monkeypatch):
     monkeypatch.setattr(cm_mod, "INLINE_TURNS", True)
     turn = cm_mod.INLINE_TURN_S
-    assert wake_costs(h200) == {"cpu": turn.cpu_s, "cuda": turn.cuda_s}
-    assert 0 < turn.cpu_s < 20e-6 and 50e-6 < turn.cuda_s < 300e-6  # the traced run's scale
+    assert wake_costs(h200) == {"cpu": turn["cpu"], "cuda": turn["cuda"]}
+    assert 0 < turn["cpu"] < 20e-6 and 50e-6 < turn["cuda"] < 300e-6  # the traced run's scale
     assert "inline" in h200.wake_origin("cuda") and "inline" in h200.wake_origin("cpu")
     # the partitioner charges them per boundary, cyclically: CPU after CUDA, CUDA after CPU
     graph, costs = alternating_chain(4)
     problem = build_problem(graph, replace(costs, overhead_s={"cpu": 1.0, "cuda": 2.0}, wake_s=wake_costs(h200)))
     got = partition_overheads(problem, ["cpu", "cuda", "cuda", "cpu"])
-    assert got == pytest.approx([1.0, 2.0 + turn.cuda_s, 2.0, 1.0 + turn.cpu_s])
-    # an interleaved turn CPU -> CUDA -> CPU costs cuda_s + cpu_s, not the 200 us CPU wake
-    assert turn.cuda_s + turn.cpu_s < cm_mod.DEFAULT_WAKE_S["cpu"]
+    assert got == pytest.approx([1.0, 2.0 + turn["cuda"], 2.0, 1.0 + turn["cpu"]])
+    # an interleaved turn CPU -> CUDA -> CPU costs the two, not the 200 us CPU wake
+    assert turn["cuda"] + turn["cpu"] < cm_mod.DEFAULT_WAKE_S["cpu"]
 
 
 def test_the_switch_is_off_by_default():

@@ -105,33 +105,24 @@ capped benchmark time; a pipelined run through the worker threads may still wake
 Issue 19, device step 126 decides it (bench/results/turn-price-2core.md)."""
 
 
-class InlineTurn(NamedTuple):
-    """What a partition adds on an inline run when the one before it ran on the other
-    device (:data:`INLINE_TURN_S`; charged by :func:`hetpart.partitioner.layout.partition_overheads`
-    as the wake cost): ``cpu_s`` on a CPU partition after a CUDA one, ``cuda_s`` on a CUDA
-    partition after a CPU one."""
+INLINE_TURN_S = {"cpu": 7e-6, "cuda": 130e-6}
+"""What a partition adds on an inline run when the one before it ran on the other device,
+by its device (charged by :func:`hetpart.partitioner.layout.partition_overheads` as the wake
+cost, as :data:`DEFAULT_WAKE_S` is): ``"cpu"`` on a CPU partition after a CUDA one,
+``"cuda"`` on a CUDA partition after a CPU one.  Fitted on session 48's two traced inline
+runs of llama_decode at 1/2 (step 115's plan, H100 host, CUDA graphs on;
+bench/results/turn-cost-nvidia-h100.md, turn-price-2core.md), host clock, the 8 steady turns
+p3..p17 of each:
 
-    cpu_s: float
-    cuda_s: float
-
-    def get(self, device: str, default: float = 0.0) -> float:
-        return {"cpu": self.cpu_s, "cuda": self.cuda_s}.get(device, default)
-
-
-INLINE_TURN_S = InlineTurn(cpu_s=7e-6, cuda_s=130e-6)
-"""Fitted on session 48's traced inline run of llama_decode at 1/2 (step 115's plan, H100
-host, CUDA graphs on; /work/dev48/share/llama_decode_half_s48*.trace.json), host clock,
-the 8 steady turns p3..p17 of each of two traces:
-
-* ``cpu_s``: the next CPU partition starts ~7 us after its CUDA predecessor's GPU work
+* ``"cpu"``: the next CPU partition starts ~7 us after its CUDA predecessor's GPU work
   ends (the calling thread's wait returning); the CPU layer partitions measured 912-989 us
   for 92.3 MB of weights, no 200 us wake in them.
-* ``cuda_s``: a turn's CPU end -> next CPU start less the CUDA partition's GPU time
+* ``"cuda"``: a turn's CPU end -> next CPU start less the CUDA partition's GPU time
   (CUDA events) is 166 / 168 us (medians of the two traces): the CPU stage's tail (input
   copies enqueued, outputs published) ~85 us, the host span start -> graph launch ~42,
   launch start -> GPU start ~30 (the launch itself 35-40 us), GPU end -> CPU start ~7.
   Less what the timeline already prices there (two 5 us input copies, three ~3.9 us output
-  copies, the CUDA call's 7.5 us overhead, ``cpu_s``): ~130 us.
+  copies, the CUDA call's 7.5 us overhead, ``"cpu"``): ~130 us.
 The turns whose input copy queues behind a weight copy (p19, p21: +300 us, the copy
 engine, capped-decode-gap-s47.md section 2) are not in it.  One host, two traces: not in
 any profile."""
