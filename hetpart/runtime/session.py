@@ -222,7 +222,10 @@ class Session:
                 engine = CopyEngine(self._stream, copier)
                 self._ring = WeightRing(self.compiled, self._memory, engine, "cuda" if self.real_gpu else "cpu")
             except BaseException:
-                engine.close() if engine is not None else copier.close()
+                if engine is not None:  # it owns the copy stream (and its copier thread)
+                    engine.close()
+                else:
+                    copier.close()
                 raise
         self.routes = plan_routes(self.compiled, handoff, costs)
         if self._state_request[0] is not None:  # outputs kept on their device as next run's inputs
