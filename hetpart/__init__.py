@@ -40,6 +40,7 @@ from .errors import (
     StateError,
     SymbolicDimsError,
     TargetError,
+    TraceError,
     UnknownModelError,
     UnsupportedOpsError,
 )
@@ -77,8 +78,8 @@ _PUBLIC = {
 
 _ERRORS = ["HetpartError", "ModelLoadError", "ShapeError", "SymbolicDimsError", "NoBatchDimError", "UnsupportedOpsError",
            "UnknownModelError", "TargetError", "NoGPUError", "PrecisionError", "ProfileError", "PlanError", "CompileError",
-           "RuntimeFailure", "QuotaExceededError", "StateError", "ServingError", "BadRequestError", "ServerClosedError", "BatchError",
-           "InternalError"]
+           "TraceError", "RuntimeFailure", "QuotaExceededError", "StateError", "ServingError", "BadRequestError",
+           "ServerClosedError", "BatchError", "InternalError"]
 """Every exception class of :mod:`hetpart.errors`, importable as ``hetpart.<Name>``."""
 
 __all__ = [*_ERRORS, "__version__", *_PUBLIC]

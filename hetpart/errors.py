@@ -119,6 +119,11 @@ class CompileError(HetpartError):
     """A partition failed to compile, or a compiled artifact is missing or corrupt."""
 
 
+class TraceError(HetpartError):
+    """A trace file (:mod:`hetpart.contracts.trace`) is missing, not JSON, not a list of
+    trace events, or of another schema or version."""
+
+
 class RuntimeFailure(HetpartError):
     """Running a compiled model failed (bad feeds, a partition raised, out of memory).
 

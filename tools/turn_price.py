@@ -27,12 +27,13 @@ import time
 
 
 def measured(path: str) -> dict:
-    """``{"cpu": {pN_cpu: (start, end)}, "gpu": {pN_cuda: seconds}}`` of a trace, us."""
-    t = json.load(open(path))
-    ev = [e for e in t["traceEvents"] if e["ph"] == "X" and e["pid"] == 1]
-    names = {e["tid"]: e["args"]["name"] for e in t["traceEvents"] if e.get("name") == "thread_name" and e["pid"] == 1}
-    cpu = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in ev if names[e["tid"]].startswith("cpu:")}
-    gpu = {e["name"]: e["dur"] for e in ev if names[e["tid"]] == "cuda stream" and e["name"].startswith("p")}
+    """``{"cpu": {pN_cpu: (start, end)}, "gpu": {pN_cuda: seconds}}`` of a trace's measured
+    process (pid 1), us."""
+    from hetpart.contracts.trace import read_trace
+
+    ev = read_trace(path).of(1)
+    cpu = {s.name: (s.start_us, s.end_us) for s in ev if s.track.startswith("cpu:")}
+    gpu = {s.name: s.dur_us for s in ev if s.track == "cuda stream" and s.name.startswith("p")}
     return {"cpu": cpu, "gpu": gpu}
 
 

@@ -7,7 +7,8 @@ without running backwards through the pipeline.
   atomically (:func:`~.jsonfile.write_json`, :func:`~.jsonfile.read_json`,
   :func:`~.jsonfile.atomic_write_text`);
 * :mod:`.trace`: :class:`~.trace.Span` (a predicted or measured interval on a track)
-  and the one trace format (:func:`~.trace.write_trace`);
+  and the one trace format (:func:`~.trace.write_trace`, read back by
+  :func:`~.trace.read_trace`);
 * :mod:`.buckets`: shape buckets; :mod:`.batch_axes`: where the batch sits in a
   model's inputs and outputs (what a data-parallel split cuts and joins).
 """
@@ -15,6 +16,7 @@ without running backwards through the pipeline.
 from __future__ import annotations
 
 from .jsonfile import atomic_write_text, read_json, write_json
-from .trace import Process, Span, write_trace
+from .trace import Process, Span, Trace, TraceSpan, read_trace, write_trace
 
-__all__ = ["Process", "Span", "atomic_write_text", "read_json", "write_json", "write_trace"]
+__all__ = ["Process", "Span", "Trace", "TraceSpan", "atomic_write_text", "read_json", "read_trace", "write_json",
+           "write_trace"]

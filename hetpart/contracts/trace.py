@@ -16,15 +16,23 @@ chrome://tracing) with hetpart's header, layout:
 
 Trace viewers ignore the extra keys.  Version 2: one layout for both writers
 (version 1 had two, with the metadata in different places).
+
+:func:`read_trace` is the one reader of these files (tools, device steps, tests): a
+:class:`Trace` of :class:`TraceSpan` (microseconds, as written) with each span's track
+and process named from the metadata events.  It takes the ``{"traceEvents": [...]}``
+form and a bare list of events; a file with a ``"schema"`` header must be this schema
+at :data:`VERSION`, else :class:`~hetpart.errors.TraceError`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..errors import TraceError
 from .jsonfile import write_json
 
 SCHEMA = "hetpart-trace"
@@ -89,4 +97,118 @@ def write_trace(path: str | os.PathLike, processes: Sequence[Process], about: di
                                              "traceEvents": trace_events(processes, args_of)})
 
 
-__all__ = ["COPY", "PARTITION", "Process", "SCHEMA", "Span", "VERSION", "trace_events", "write_trace"]
+@dataclass(frozen=True)
+class TraceSpan:
+    """One complete event (``"ph": "X"``) of a trace file, as written: ``start_us`` its
+    ``ts`` and ``dur_us`` its ``dur`` (microseconds, unconverted), ``track`` its thread's
+    name ("" when no ``thread_name`` names it), ``kind`` its ``cat``, ``pid`` and
+    ``process`` its process's id and name ("" when unnamed)."""
+
+    name: str
+    track: str
+    start_us: float
+    dur_us: float
+    kind: str = ""
+    args: dict = field(default_factory=dict)
+    pid: int = 0
+    process: str = ""
+
+    @property
+    def end_us(self) -> float:
+        return self.start_us + self.dur_us
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A trace file read back: its complete events in file order, the process and track
+    names of its metadata events, its ``otherData`` (``about``; {} when absent) and its
+    header's version (None: a file without one, a bare list of events or a dict without
+    ``"schema"``).  Invariant: every span's track and process are named as the
+    metadata names its ``(pid, tid)`` and ``pid``."""
+
+    spans: tuple[TraceSpan, ...]
+    processes: dict[int, str]
+    tracks: dict[tuple[int, int], str]
+    about: dict = field(default_factory=dict)
+    version: int | None = None
+
+    def of(self, process: int | str | None = None) -> list[TraceSpan]:
+        """The spans of one process, by pid (int) or name (str); all for None."""
+        if process is None:
+            return list(self.spans)
+        if isinstance(process, str):
+            return [s for s in self.spans if s.process == process]
+        return [s for s in self.spans if s.pid == process]
+
+    def spans_on(self, track: str, process: int | str | None = None) -> list[TraceSpan]:
+        """The spans on the track named ``track`` (of ``process`` as :meth:`of` takes
+        it), in file order."""
+        return [s for s in self.of(process) if s.track == track]
+
+    def track_names(self, process: int | str | None = None) -> list[str]:
+        """The named tracks (of ``process`` as :meth:`of` takes it), in the order the
+        metadata lists them."""
+        def wanted(pid: int) -> bool:
+            if process is None:
+                return True
+            return self.processes.get(pid) == process if isinstance(process, str) else pid == process
+
+        return [name for (pid, _), name in self.tracks.items() if wanted(pid)]
+
+
+def parse_trace(doc, source: str = "the trace") -> Trace:
+    """The :class:`Trace` of a decoded trace document (``{"traceEvents": [...]}`` or a
+    bare list of events); ``source`` names it in a :class:`~hetpart.errors.TraceError`
+    (another schema or version, no event list, a complete event without name or ts)."""
+    about: dict = {}
+    version = None
+    if isinstance(doc, dict):
+        if "schema" in doc:
+            if doc["schema"] != SCHEMA:
+                raise TraceError(f"{source} is not a {SCHEMA} file (schema {doc['schema']!r})")
+            if doc.get("version") != VERSION:
+                raise TraceError(f"{source} is {SCHEMA} version {doc.get('version')!r}; "
+                                 f"this hetpart reads version {VERSION}")
+            version = VERSION
+        events, about = doc.get("traceEvents"), doc.get("otherData") or {}
+    else:
+        events = doc
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise TraceError(f"{source} holds no list of trace events (a list, or a dict with \"traceEvents\")")
+    processes: dict[int, str] = {}
+    tracks: dict[tuple[int, int], str] = {}
+    for e in events:
+        if e.get("ph", "M") == "M" and e.get("name") in ("process_name", "thread_name"):
+            name = (e.get("args") or {}).get("name", "")
+            if e["name"] == "process_name":
+                processes[e.get("pid", 0)] = name
+            else:
+                tracks[(e.get("pid", 0), e.get("tid", 0))] = name
+    spans = []
+    for e in events:
+        if e.get("ph") != "X":
+            continue
+        if "name" not in e or "ts" not in e:
+            raise TraceError(f"{source}: a complete event without a name or ts: {e}")
+        pid = e.get("pid", 0)
+        spans.append(TraceSpan(e["name"], tracks.get((pid, e.get("tid", 0)), ""), float(e["ts"]),
+                               float(e.get("dur", 0.0)), e.get("cat", ""), dict(e.get("args") or {}), pid,
+                               processes.get(pid, "")))
+    return Trace(tuple(spans), processes, tracks, dict(about), version)
+
+
+def read_trace(path: str | os.PathLike) -> Trace:
+    """The trace in ``path`` (:func:`parse_trace`); :class:`~hetpart.errors.TraceError`
+    naming the file when it is missing, not JSON, or not a trace of this version."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TraceError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TraceError(f"cannot read {path}: {exc}") from None
+    return parse_trace(doc, str(path))
+
+
+__all__ = ["COPY", "PARTITION", "Process", "SCHEMA", "Span", "Trace", "TraceSpan", "VERSION", "parse_trace",
+           "read_trace", "trace_events", "write_trace"]
