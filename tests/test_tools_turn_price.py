@@ -45,3 +45,24 @@ def test_a_trace_of_another_plan_is_refused(tmp_path):
     meas = turn_price.measured(_trace(tmp_path))
     with pytest.raises(SystemExit):
         turn_price.compare(meas, {"cpu": [(0.0, 1.0, 0.0)], "turn_cuda": []})
+
+
+def test_gpu_spans_lists_each_cuda_partition_per_trace(tmp_path):
+    """--gpu-spans (tools/device_round.sh 125): a CUDA partition's span on the cuda stream, nan where a trace
+    lacks it, the d2h copies on the stream, the streamed groups' medians."""
+    from hetpart.contracts.trace import Process, Span, write_trace
+
+    big = {"device": "cuda", "weights": "streamed", "weight_bytes": 84e6, "kernels": list(range(11)), "predicted_s": 9e-5}
+    plan = {"partitions": [dict(big, name="p1_cuda"), dict(big, name="p3_cuda", weight_bytes=38e6),
+                           {"name": "p2_cpu", "device": "cpu"}]}
+    for who, spans in (("a", [Span("cuda stream", "p1_cuda", 0.0, 3e-4), Span("cuda stream", "p3_cuda", 4e-4, 6e-4),
+                              Span("cuda stream", "d2h t9", 6e-4, 6.2e-4, kind="copy")]),
+                       ("b", [Span("cuda stream", "p1_cuda", 0.0, 1e-4), Span("cpu: p2_cpu", "p3_cuda", 0.0, 1.0)])):
+        write_trace(tmp_path / f"{who}.trace.json", [Process("measured", spans)], {})
+    lines = turn_price.gpu_spans(tmp_path, plan)
+    assert lines[0] == "a.trace.json: d2h on the cuda stream 1 (d2h t9 20)"
+    assert lines[1] == "b.trace.json: d2h on the cuda stream 0 ()"
+    assert lines[3].split() == ["p1_cuda", "84.0", "90", "300", "100"]
+    assert lines[4].split() == ["p3_cuda", "38.0", "90", "200", "nan"]  # b's p3_cuda is on a CPU track
+    assert lines[5] == "~84 MB streamed (1): a median 300 us sum 300; b median 100 us sum 100"
+    assert lines[6] == "~38 MB streamed (1): a median 200 us sum 200; b median nan us sum 0"

@@ -117,35 +117,8 @@ case "${1:-1}" in
     --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans125 --workload zoo:llama_decode --cap 1/2 \
     --contenders hetpart --set $sw=1 --session-before $sw=0 --rounds 3 --trace "$OUT/traces-125" \
     --json "$OUT/capped-125-ab.json" > "$OUT/capped-125-ab.txt" 2>&1
-  [ -f /tmp/plans125/hetpart.plan.json ] && timeout 10 python3 - "$OUT/traces-125" /tmp/plans125/hetpart.plan.json \
-    > "$OUT/spans-125.txt" 2>&1 <<'PY'
-import json, statistics, sys
-from pathlib import Path
-traces, plan = Path(sys.argv[1]), json.load(open(sys.argv[2]))
-parts = {p["name"]: p for p in plan["partitions"] if p["device"] == "cuda"}
-spans = {}
-for f in sorted(traces.glob("*.trace.json")):
-    ev = json.load(open(f)); ev = ev["traceEvents"] if isinstance(ev, dict) else ev
-    tid = next((e["tid"] for e in ev if e.get("ph") == "M" and e.get("pid") == 1 and e.get("name") == "thread_name"
-                and e["args"]["name"] == "cuda stream"), None)
-    xs = [e for e in ev if e.get("ph") == "X" and e.get("pid") == 1 and e.get("tid") == tid]
-    spans[f.name.replace(".trace.json", "")] = {e["name"]: e["dur"] for e in xs if e["name"] in parts}
-    d2h = [e for e in xs if e["name"].startswith("d2h")]
-    listed = ", ".join("%s %.0f" % (e["name"], e["dur"]) for e in d2h[:12])
-    print(f"{f.name}: d2h on the cuda stream {len(d2h)} ({listed})")
-who = sorted(spans)
-print(f"{'partition':10} {'MB':>6} {'pred us':>8} " + " ".join(f"{w:>16}" for w in who))
-for n, p in parts.items():
-    print(f"{n:10} {p['weight_bytes'] / 1e6:6.1f} {p['predicted_s'] * 1e6:8.0f} "
-          + " ".join(f"{spans[w].get(n, float('nan')):16.0f}" for w in who))
-for label, test in (("~84 MB streamed", lambda p: p["weights"] == "streamed" and p["weight_bytes"] > 80e6 and len(p["kernels"]) > 10),
-                    ("~38 MB streamed", lambda p: p["weights"] == "streamed" and 30e6 < p["weight_bytes"] < 40e6),
-                    ("all cuda", lambda p: True)):
-    names = [n for n, p in parts.items() if test(p)]
-    print(f"{label} ({len(names)}): " + "; ".join(
-        f"{w} median {statistics.median([spans[w][n] for n in names if n in spans[w]] or [float('nan')]):.0f} us"
-        f" sum {sum(spans[w].get(n, 0) for n in names):.0f}" for w in who))
-PY
+  [ -f /tmp/plans125/hetpart.plan.json ] && timeout 10 python3 tools/turn_price.py --gpu-spans "$OUT/traces-125" \
+    --plan /tmp/plans125/hetpart.plan.json > "$OUT/spans-125.txt" 2>&1
   ;;
 111)  # (BUDGET=590) issue 18 at batch > 1: the stride-1 1x1s in MLAS's pointwise order per image (branch
      # blk-batch-1x1, bench/results/cpu-batch-1x1-2core.md).  rules/cpu_blocked_conv.BATCH_PLANE_GROUPS: a batched

@@ -16,6 +16,11 @@ Numbers of bench/results/turn-price-2core.md:
 
     PYTHONPATH=. python tools/turn_price.py --plan /work/dev48/share/llama_decode_half_step115.plan.json \\
         --trace /work/dev48/share/llama_decode_half_s48.trace.json --cpu-gbps 96.1,140 --plan-dir DIR
+
+``--gpu-spans DIR`` (no model, no pricing; tools/device_round.sh 125): each CUDA partition of
+``--plan`` with its GPU span (the ``cuda stream`` track) in each ``DIR/*.trace.json`` beside its
+predicted seconds, the d2h copies on the stream, and the medians of the ~84 MB and ~38 MB
+streamed partitions' spans.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 
 def measured(path: str) -> dict:
@@ -35,6 +41,39 @@ def measured(path: str) -> dict:
     cpu = {s.name: (s.start_us, s.end_us) for s in ev if s.track.startswith("cpu:")}
     gpu = {s.name: s.dur_us for s in ev if s.track == "cuda stream" and s.name.startswith("p")}
     return {"cpu": cpu, "gpu": gpu}
+
+
+def gpu_spans(traces: Path, plan: dict) -> list[str]:
+    """The ``--gpu-spans`` report's lines: per trace in ``traces`` (sorted ``*.trace.json``)
+    the d2h spans on its measured (pid 1) ``cuda stream`` track; per CUDA partition of
+    ``plan`` (a plan file's JSON) its MB, predicted us and GPU span in each trace (nan:
+    not in it); the median and sum of the spans of the ~84 MB and ~38 MB streamed
+    partitions and of all, per trace, us."""
+    from hetpart.contracts.trace import read_trace
+
+    parts = {p["name"]: p for p in plan["partitions"] if p["device"] == "cuda"}
+    spans, lines = {}, []
+    for f in sorted(traces.glob("*.trace.json")):
+        xs = read_trace(f).spans_on("cuda stream", 1)
+        spans[f.name.replace(".trace.json", "")] = {s.name: s.dur_us for s in xs if s.name in parts}
+        d2h = [s for s in xs if s.name.startswith("d2h")]
+        listed = ", ".join("%s %.0f" % (s.name, s.dur_us) for s in d2h[:12])
+        lines.append(f"{f.name}: d2h on the cuda stream {len(d2h)} ({listed})")
+    who = sorted(spans)
+    lines.append(f"{'partition':10} {'MB':>6} {'pred us':>8} " + " ".join(f"{w:>16}" for w in who))
+    for n, p in parts.items():
+        lines.append(f"{n:10} {p['weight_bytes'] / 1e6:6.1f} {p['predicted_s'] * 1e6:8.0f} "
+                     + " ".join(f"{spans[w].get(n, float('nan')):16.0f}" for w in who))
+    groups = (("~84 MB streamed", lambda p: p["weights"] == "streamed" and p["weight_bytes"] > 80e6
+               and len(p["kernels"]) > 10),
+              ("~38 MB streamed", lambda p: p["weights"] == "streamed" and 30e6 < p["weight_bytes"] < 40e6),
+              ("all cuda", lambda p: True))
+    for label, test in groups:
+        names = [n for n, p in parts.items() if test(p)]
+        lines.append(f"{label} ({len(names)}): " + "; ".join(
+            f"{w} median {statistics.median([spans[w][n] for n in names if n in spans[w]] or [float('nan')]):.0f} us"
+            f" sum {sum(spans[w].get(n, 0) for n in names):.0f}" for w in who))
+    return lines
 
 
 def predicted(problem, placement) -> dict:
@@ -84,8 +123,23 @@ def compare(meas: dict, pred: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", default="zoo:llama_decode")
+    ap.add_argument("--cap", default="1/2")
+    ap.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
+    ap.add_argument("--plan", action="append", required=True, help="one, or one per --trace (paired in order)")
+    ap.add_argument("--trace", action="append", default=[])
+    ap.add_argument("--cpu-gbps", default="96.1,140")
+    ap.add_argument("--plan-dir", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--gpu-spans", default=None, metavar="DIR",
+                    help="only print the CUDA partitions' GPU spans in DIR/*.trace.json beside --plan's predictions")
+    args = ap.parse_args(argv)
+    if args.gpu_spans:
+        print("\n".join(gpu_spans(Path(args.gpu_spans), json.load(open(args.plan[0])))))
+        return 0
+
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu_rule_ab import switched
@@ -96,17 +150,6 @@ def main(argv=None) -> int:
     from hetpart.partitioner.evaluate import evaluate
     from hetpart.partitioner.plan_report import placement_of
     from hetpart.partitioner.problem import build_problem
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workload", default="zoo:llama_decode")
-    ap.add_argument("--cap", default="1/2")
-    ap.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
-    ap.add_argument("--plan", action="append", required=True, help="one, or one per --trace (paired in order)")
-    ap.add_argument("--trace", action="append", default=[])
-    ap.add_argument("--cpu-gbps", default="96.1,140")
-    ap.add_argument("--plan-dir", default=None)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
 
     t0 = time.time()
     prep = capped.prepare(capped.workload(args.workload, None))
