@@ -52,7 +52,8 @@ def test_gpu_spans_lists_each_cuda_partition_per_trace(tmp_path):
     lacks it, the d2h copies on the stream, the streamed groups' medians."""
     from hetpart.contracts.trace import Process, Span, write_trace
 
-    big = {"device": "cuda", "weights": "streamed", "weight_bytes": 84e6, "kernels": list(range(11)), "predicted_s": 9e-5}
+    big = {"device": "cuda", "weights": "streamed", "weight_bytes": 84e6, "kernels": list(range(11)),
+           "predicted_s": 9e-5}
     plan = {"partitions": [dict(big, name="p1_cuda"), dict(big, name="p3_cuda", weight_bytes=38e6),
                            {"name": "p2_cpu", "device": "cpu"}]}
     for who, spans in (("a", [Span("cuda stream", "p1_cuda", 0.0, 3e-4), Span("cuda stream", "p3_cuda", 4e-4, 6e-4),
