@@ -81,10 +81,9 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     """The benchmark of :func:`main`'s parsed ``args``: each model and quantisation, one record
     each, written as they finish; 0 when every record passes."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    from cpu_rule_ab import _set  # noqa: E402
+    from hetpart.bench.switches import apply_switches, parse_switches
 
-    _set(args.set)
+    apply_switches(parse_switches(args.set))  # for the whole run
 
     onnx_paths = dict(item.split("=", 1) for item in args.onnx)
     specs = list(onnx_paths) + [m for m in args.models.split(",") if m and not args.onnx]

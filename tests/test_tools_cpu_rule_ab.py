@@ -14,10 +14,8 @@ from hetpart.kernels import register_tile  # noqa: E402
 
 
 def test_switch_set_then_restored():
-    undo = cpu_rule_ab._set(["hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0"])
-    assert register_tile.BATCH_OUTSIDE_PANELS is False
-    for mod, attr, old in undo:
-        setattr(mod, attr, old)
+    with cpu_rule_ab.switched(["hetpart.kernels.register_tile.BATCH_OUTSIDE_PANELS=0"]):
+        assert register_tile.BATCH_OUTSIDE_PANELS is False
     assert register_tile.BATCH_OUTSIDE_PANELS is True
 
 
@@ -67,13 +65,13 @@ def test_after_and_cores_build_the_after_side_forced_for_a_target_of_n_cores(mon
     sides for that many cores: the split forced at 16 cores on mobilenet_v2's 7x7 projection
     changes its kernel (outputs equal to ORT's), where at 2 and the default margin it would not."""
     seen = []
-    real = cpu_rule_ab._set
+    real = cpu_rule_ab.switched
 
     def spy(assignments):
         seen.append((list(assignments), register_tile.SMALL_SPLIT_MARGIN))
         return real(assignments)
 
-    monkeypatch.setattr(cpu_rule_ab, "_set", spy)
+    monkeypatch.setattr(cpu_rule_ab, "switched", spy)
     r = cpu_rule_ab.ab("mb_proj_7add", 1, ["hetpart.kernels.register_tile.SMALL_SPLIT=0"], threads=1, calls=1,
                        rounds=1, cores=16, after=("hetpart.kernels.register_tile.SMALL_SPLIT_MARGIN=10",))
     assert [a for a, _ in seen] == [["hetpart.kernels.register_tile.SMALL_SPLIT=0"],

@@ -84,11 +84,8 @@ def plan_contender(name: str, prep, costs, cap: int, before: list[str]):
 
 
 def _switched(assignments: list[str]):
-    """``tools/cpu_rule_ab.switched``: those ``module.ATTR=value`` switches set for a block."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cpu_rule_ab import switched
+    """:func:`hetpart.bench.switches.switched`: those ``module.ATTR=value`` switches set for a block."""
+    from hetpart.bench.switches import switched
 
     return switched(assignments)
 

@@ -27,8 +27,6 @@ take ``batch=`` from ``--batch``; else an ONNX file.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# the one switch setter: ``with switched(["module.ATTR=value", ...]):`` (the tools that import it from here too)
+from hetpart.bench.switches import switched  # noqa: E402
 
 
 def _model(name: str, batch: int):
@@ -53,32 +54,6 @@ def _model(name: str, batch: int):
         return models.build(z[0], small=z[1], **z[2])
     m = onnx.load(name)  # a file: rebatched as the layers are (before, --batch was ignored for a file)
     return m if batch == 1 else with_batch(m, batch)
-
-
-def _set(assignments: list[str]) -> list[tuple[object, str, object]]:
-    """Apply ``module.ATTR=value`` assignments; return what to restore."""
-    undo = []
-    for a in assignments:
-        path, value = a.split("=", 1)
-        mod_name, attr = path.rsplit(".", 1)
-        mod = importlib.import_module(mod_name)
-        old = getattr(mod, attr)
-        new = type(old)(int(value)) if isinstance(old, (bool, int)) else type(old)(value)
-        setattr(mod, attr, new)
-        undo.append((mod, attr, old))
-    return undo
-
-
-@contextlib.contextmanager
-def switched(assignments):
-    """``with switched(["module.ATTR=value", ...]):`` those switches set (:func:`_set`) for
-    the block, restored after it however it ends."""
-    undo = _set(list(assignments))
-    try:
-        yield
-    finally:
-        for mod, attr, old in undo:
-            setattr(mod, attr, old)
 
 
 def _feeds(model, seed: int = 0) -> dict:

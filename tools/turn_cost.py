@@ -37,7 +37,8 @@ the simulated streams (thread hand-offs per operation: the simulation's, not a G
 
 Sides: ``--set M.A=V`` for every session; ``--before M.A=V`` and ``--variant "NAME:M.A=V,..."``
 add sides measured from the same build, a fresh session each, the sides alternating
-round by round (``--repeats`` rounds); switches a session reads when it opens.
+round by round (``--repeats`` rounds); switches a session reads when it opens.  Values as
+:mod:`hetpart.bench.switches` reads them (``0``/``1``/``True``/``False`` for a bool switch).
 ``--save DIR`` / ``--load DIR`` reuse a build in another process (e.g. under another
 ``TVM_THREAD_POOL_SPIN_COUNT``).
 
@@ -50,7 +51,6 @@ round by round (``--repeats`` rounds); switches a session reads when it opens.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import sys
@@ -440,31 +440,6 @@ def table(result: dict, compiled) -> str:
     return "\n".join(lines)
 
 
-def _parse_sets(sets: list[str]) -> dict:
-    """``module.NAME=value`` items -> {target: value} (value: a Python literal), checked."""
-    import ast
-
-    parsed = {}
-    for item in sets:
-        target, _, value = item.partition("=")
-        module, _, attr = target.rpartition(".")
-        if not hasattr(importlib.import_module(module), attr):
-            raise SystemExit(f"--set/--before: {module} has no {attr}")
-        parsed[target] = ast.literal_eval(value)
-    return parsed
-
-
-def apply_sets(sets: dict) -> dict:
-    """Set the switches ``{module.NAME: value}``; returns their previous values."""
-    old = {}
-    for target, value in sets.items():
-        module, _, attr = target.rpartition(".")
-        mod = importlib.import_module(module)
-        old[target] = getattr(mod, attr)
-        setattr(mod, attr, value)
-    return old
-
-
 def summarize(results: list[dict]) -> dict:
     """One side's result: the middle repeat's tables, medians of the repeats' totals."""
     med = statistics.median
@@ -532,15 +507,22 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
+    from hetpart.bench.switches import apply_switches, parse_switches
+    from hetpart.errors import HetpartError
     from hetpart.targets import cuda_available
 
     if not args.simulate and not cuda_available():
         args.simulate = True
     if args.stream is None:
         args.stream = "null" if args.simulate else "real"
-    sets = _parse_sets(args.set)
-    before = _parse_sets(args.before)
-    apply_sets(sets)
+    try:
+        sets = parse_switches(args.set)
+        before = parse_switches(args.before)
+        variants = {v.partition(":")[0].strip(): parse_switches([a for a in v.partition(":")[2].split(",") if a])
+                    for v in args.variant}
+    except HetpartError as exc:
+        raise SystemExit(f"--set/--before/--variant: {exc}") from None
+    apply_switches(sets)
 
     from hetpart.bench import capped
     from hetpart.runtime import Session
@@ -550,10 +532,7 @@ def main(argv=None) -> int:
     print(f"# compiled {len(compiled.partitions)} partitions ({turns_of(compiled)} turns, "
           f"{sum(1 for a in compiled.partitions if a.weights is not None)} streamed) in {time.time() - t0:.0f} s; "
           f"stream {args.stream}; set {sets or '-'}; before {before or '-'}", flush=True)
-    sides = {"after": {}}
-    for v in args.variant:
-        vname, _, items = v.partition(":")
-        sides[vname.strip()] = _parse_sets([a for a in items.split(",") if a])
+    sides = {"after": {}, **variants}
     if before:
         sides["before"] = before
     results: dict[str, list] = {side: [] for side in sides}
@@ -564,7 +543,7 @@ def main(argv=None) -> int:
         for side in order:
             if side in failed:
                 continue
-            old = apply_sets(sides[side])
+            old = apply_switches(sides[side])
             try:
                 if args.model == "mlp":
                     session, step, note = Session(compiled), feeds, ""
@@ -590,7 +569,7 @@ def main(argv=None) -> int:
                 failed[side] = f"{type(exc).__name__}: {exc}"
                 print(f"{side}: FAILED {failed[side]}", flush=True)
             finally:
-                apply_sets(old)
+                apply_switches(old)
     summary = {side: summarize(rs) for side, rs in results.items() if rs}
     for side, result in summary.items():
         if len(summary) > 1:

@@ -139,12 +139,8 @@ def main(argv=None) -> int:
         print("\n".join(gpu_spans(Path(args.gpu_spans), json.load(open(args.plan[0])))))
         return 0
 
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cpu_rule_ab import switched
-
     from hetpart.bench import capped
+    from hetpart.bench.switches import switched
     from hetpart.costmodel import CostModel, Profile
     from hetpart.partitioner import Plan
     from hetpart.partitioner.evaluate import evaluate
