@@ -42,7 +42,8 @@ a second way (``cpu-tail``: kernels fed only by CPU kernels, the detector's NMS 
 on the CPU; a model placed alike is shared) served as variant hetpart-cpu-tail;
 --hold-ms adds variants hetpart-hold<ms> (a partial batch waits while another batch of
 its model runs, :mod:`hetpart.serving.batcher`); --nospin-variant adds hetpart-nospin
-(host threads sleep while waiting for the GPU).  Every load point records ``resources``:
+(host threads sleep while waiting for the GPU); --combined-variant adds hetpart-all, all
+three at once.  Every load point records ``resources``:
 the process's cores busy and each CPU-sharing lane's busy fraction and wait per call (a
 line per contender in the .md).
 """
@@ -96,6 +97,9 @@ def parse(argv=None):
                         "partial batch while another batch of its model runs (hetpart.serving.batcher; default: none)")
     p.add_argument("--nospin-variant", action="store_true",
                    help="add a variant hetpart-nospin: sessions whose host threads sleep while waiting for the GPU")
+    p.add_argument("--combined-variant", action="store_true",
+                   help="add a variant hetpart-all with the other placement, the first --hold-ms and "
+                        "--nospin-variant's sessions at once")
     p.add_argument("--placement", default="forced",
                    help="comma-separated placements of every build (forced, cpu-tail: hetpart.bench.serve_models."
                         "PLACEMENTS): the first for every contender, each other one adding a variant "
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
                                               cpu_sharing=sharing,
                                               holds=tuple(float(h) / 1e3 for h in args.hold_ms.split(",") if h),
                                               no_spin=args.nospin_variant,
-                                              placed={p: [by[n] for n in models] for p, by in placed.items()})
+                                              placed={p: [by[n] for n in models] for p, by in placed.items()},
+                                              combined=args.combined_variant)
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,

@@ -774,7 +774,8 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
     """--placement forced,cpu-tail builds the detector twice (its NMS trim on the CPU the
     second time; a model placed alike is shared, not rebuilt) and serves it as variant
     hetpart-cpu-tail; --hold-ms and --nospin-variant add hetpart-hold<ms> and
-    hetpart-nospin; every answer of every variant is its own request's."""
+    hetpart-nospin, --combined-variant hetpart-all; every answer of every variant is its
+    own request's."""
     import runpy
 
     from hetpart.contracts import read_json
@@ -784,11 +785,12 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
     front["main"](["--small", "--simulate", "--scenarios", "detector+mlp", "--max-batch", "2", "--budget", "150",
                    "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "1000",
                    "--contenders", "hetpart,sequential", "--placement", "forced,cpu-tail", "--hold-ms", "5",
-                   "--nospin-variant", "--out", str(out)])
+                   "--nospin-variant", "--combined-variant", "--out", str(out)])
     body = read_json(out, serve.SCHEMA, serve.VERSION)
     rows = {r["contender"]: r for r in body["results"]}
-    assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "sequential"}
-    for name in ("hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail"):
+    assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "sequential"}
+    assert rows["hetpart-all"]["notes"] == ["variant of hetpart with all of: placement cpu-tail, hold 5 ms, no spinning"]
+    for name in ("hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all"):
         r = rows[name]
         assert r["variant"] and r["skipped"] is None and r["max_rate_per_s"] > 0, r
         assert r["lost"] == 0 == r["crossed"] and r["wrong"] == 0

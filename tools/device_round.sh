@@ -26,23 +26,23 @@ case "${1:-1}" in
      # placement, on the gate lane: GPU span of p0_cuda, the CPU partitions (NMS, TopK), the trim's turn, copies.
      # (2) bench/serve.py detector+resnet50: hetpart (forced, no hold, spinning) and sequential, with variants
      # hetpart-hold10 (batcher.HOLD_WHILE_BUSY's A/B), hetpart-nospin (Session spin_wait=False), hetpart-cpu-tail
-     # (forced_plan(cpu_tail=True)); every load point records cores busy and the gate lane's busy fraction and
-     # held/waited ms per call (the .md's "resources" lines).
+     # (forced_plan(cpu_tail=True)) and hetpart-all (the three at once); every load point records cores busy and
+     # the gate lane's busy fraction and held/waited ms per call (the .md's "resources" lines).
      # Decides: (a) lane-bound if hetpart's gate lane is >= ~70% busy at its first rate over the SLO with held ms per
      # call well above (1)'s NMS span per rows: then nospin goes on for served sessions if it is >= 1.1x hetpart's
      # max rate with less held time per call (spinning GPU waiters stalled the lane's fork-join), and NMS per image
      # is the next cost to cut (it never amortises: batching cannot raise the lane's ceiling).  (b) cpu-tail becomes
      # the bench's placement if >= 1.1x hetpart (and (1) shows the trim's turn in every forced run).  (c) hold's
-     # default becomes 10 ms if hetpart-hold10 is >= 1.1x hetpart with a larger mean batch.  Those that pass are
-     # combined in the next round (the goal is 1.5x sequential, ~700/s).  If none moves and the lane is not busy,
-     # the limit is GPU time: (1)'s p0_cuda span at b8 against resnet50's 4.4 ms says whether the detector's convs
-     # are the cost.
+     # default becomes 10 ms if hetpart-hold10 is >= 1.1x hetpart with a larger mean batch.  hetpart-all against
+     # 1.5x sequential (~700/s) says whether those together meet the goal; if it beats each alone, they add up.
+     # If none moves and the lane is not busy, the limit is GPU time: (1)'s p0_cuda span at b8 against resnet50's
+     # 4.4 ms says whether the detector's convs are the cost.
   BUDGET=590
-  timeout 150 python3 tools/detector_parts.py --batches 1,2,4,8 --runs 15 --json "$OUT/parts-128.json" \
+  timeout 120 python3 tools/detector_parts.py --batches 1,2,4,8 --runs 15 --json "$OUT/parts-128.json" \
     > "$OUT/logs/parts-128.txt" 2>&1
   left=$((BUDGET - SECONDS - 15))
   [ "$left" -ge 200 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
-    --contenders hetpart,sequential --placement forced,cpu-tail --hold-ms 10 --nospin-variant \
+    --contenders hetpart,sequential --placement forced,cpu-tail --hold-ms 10 --nospin-variant --combined-variant \
     --budget $((left - 15)) --window-s 1.5 --out "$OUT/serve-detector-nvidia-h200.json" \
     > "$OUT/logs/serve-detector-128.txt" 2>&1 ;;
 126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,

@@ -163,7 +163,8 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                batch_sizes: list[int] | None = None, pays: float = PAYS, instances: int = 2,
                freeze_heap: bool = True, variants: tuple[int, ...] = (),
                cpu_sharing: tuple[str, ...] = ("gate",), holds: tuple[float, ...] = (),
-               no_spin: bool = False, placed: dict[str, list[ServedModel]] | None = None) -> list[Contender]:
+               no_spin: bool = False, placed: dict[str, list[ServedModel]] | None = None,
+               combined: bool = False) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
     caller closes them) so scenarios sharing a model share its sessions; ``instances``:
     the batches of one model the two hetpart servers run at once; ``freeze_heap``: the
@@ -178,7 +179,9 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
     ``hetpart-nospin`` over sessions whose host threads sleep while they wait for the GPU
     (``Session(spin_wait=False)``: no waiter spins on a core the CPU lane's pool uses);
     ``placed``: per other placement (:data:`PLACEMENTS`) the same models built so, each
-    a variant ``hetpart-<placement>``.  Each model's
+    a variant ``hetpart-<placement>``; ``combined``: one more variant ``hetpart-all`` with
+    every one of those at once (the last placement, the first hold, no spinning where
+    ``no_spin``).  Each model's
     :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
     measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
@@ -211,6 +214,11 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                     session(m, None, sharing)  # at setup: warmed (the first: timed, its policy decided)
                 if no_spin:
                     session(m, None, main_sharing, spin=False)
+    combo = list(placed.values())[-1] if combined and placed else served
+    if combined and no_spin:
+        for m in combo:
+            if m.max_batch > 1:
+                session(m, None, main_sharing, spin=False)
 
     def server(batch_of, instances: int, gate: int | None, delay: float, sharing: str = main_sharing,
                members: list[ServedModel] = served, hold: float | None = None, spin: bool = True):
@@ -248,6 +256,12 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                            f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
                            for m in members if m.batching is not None)], variant=True)
              for name, members in (placed or {}).items()],
+           *([Contender("hetpart-all", server(bucketed, instances, None, max_delay, members=combo,
+                                              hold=holds[0] if holds else None, spin=not no_spin),
+                        notes=["variant of hetpart with all of: " + ", ".join(
+                            ([f"placement {list(placed)[-1]}"] if placed else [])
+                            + ([f"hold {holds[0] * 1e3:g} ms"] if holds else []) + (["no spinning"] if no_spin else []))],
+                        variant=True)] if combined else []),
            Contender("hetpart-no-batching", server(lambda m: 1, instances, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()
