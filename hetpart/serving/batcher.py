@@ -125,7 +125,10 @@ class Lane:
                 self._cond.wait()
             self._forming = True
             try:
-                return self._form()
+                batch = self._form()
+                if batch is not None:  # in flight from here, under the lock: a batch forming next sees it (hold)
+                    self._in_flight[threading.get_ident()] = batch
+                return batch
             finally:
                 self._forming = False
                 self._cond.notify_all()
@@ -201,11 +204,9 @@ class Lane:
     def _loop(self) -> None:
         me = threading.get_ident()
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch()  # registered in _in_flight already
             if batch is None:
                 return
-            with self._cond:
-                self._in_flight[me] = batch
             try:
                 self._run(batch)
             finally:
