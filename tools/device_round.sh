@@ -21,7 +21,7 @@ case "${1:-1}" in
      # CPU->GPU->CPU every run (b8: a 1.5 MB h2d of NMS rows, a data-dependent d2h); NMS costs the same per image at
      # every batch (1.19-1.38 ms CPU time per image on 1 thread, b1-b8); a fork-join NMS beside one spinning thread
      # took 2-3x its time (b1 p90 6x) on the 2-core box; sleeping stand-ins with the H200's setup timings and a
-     # shared GPU put hold (10 ms) at 1.19x the batcher's max rate, mean batch 2.75 -> 4.36.
+     # shared GPU put hold (10 ms) at 1.19-1.22x the batcher's max rate, mean batch 2.75-2.96 -> 4.36-5.34.
      # (1) tools/detector_parts.py: one detector run's spans per bucket build (1, 2, 4, 8), forced and cpu-tail
      # placement, on the gate lane: GPU span of p0_cuda, the CPU partitions (NMS, TopK), the trim's turn, copies.
      # (2) bench/serve.py detector+resnet50: hetpart (forced, no hold, spinning) and sequential, with variants
