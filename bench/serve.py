@@ -37,6 +37,15 @@ partitions running at once (:mod:`hetpart.runtime.cpu_share`: the first policy f
 every hetpart contender, each other one a variant hetpart-<policy>); the record says
 which ran (JSON ``cpu_sharing``: the policies, each one's lanes, their CPUs and pool
 sizes, and how often a CPU partition waited for a lane; a line in the .md).
+Issue 20's detector (branch serve-detector): --placement forced,cpu-tail builds every model
+a second way (``cpu-tail``: kernels fed only by CPU kernels, the detector's NMS trim, stay
+on the CPU; a model placed alike is shared) served as variant hetpart-cpu-tail;
+--hold-ms adds variants hetpart-hold<ms> (a partial batch waits while another batch of
+its model runs, :mod:`hetpart.serving.batcher`); --nospin-variant adds hetpart-nospin
+(host threads sleep while waiting for the GPU); --combined-variant adds hetpart-all, all
+three at once.  Every load point records ``resources``:
+the process's cores busy and each CPU-sharing lane's busy fraction and wait per call (a
+line per contender in the .md).
 """
 
 from __future__ import annotations
@@ -83,6 +92,18 @@ def parse(argv=None):
                    help="comma-separated CPU-sharing policies of hetpart's sessions (gate, split, split:N, none; "
                         "hetpart.runtime.cpu_share): the first for every hetpart contender, each other one adding "
                         "a variant hetpart-<policy> (an A/B in one run; default: %(default)s)")
+    p.add_argument("--hold-ms", default="",
+                   help="comma-separated hold times (ms), each adding a variant hetpart-hold<ms> whose batchers hold a "
+                        "partial batch while another batch of its model runs (hetpart.serving.batcher; default: none)")
+    p.add_argument("--nospin-variant", action="store_true",
+                   help="add a variant hetpart-nospin: sessions whose host threads sleep while waiting for the GPU")
+    p.add_argument("--combined-variant", action="store_true",
+                   help="add a variant hetpart-all with the other placement, the first --hold-ms and "
+                        "--nospin-variant's sessions at once")
+    p.add_argument("--placement", default="forced",
+                   help="comma-separated placements of every build (forced, cpu-tail: hetpart.bench.serve_models."
+                        "PLACEMENTS): the first for every contender, each other one adding a variant "
+                        "hetpart-<placement> over models built so (default: %(default)s)")
     p.add_argument("--contenders", default=None,
                    help="comma-separated contenders to run, e.g. hetpart,sequential (default: all; the speedup "
                         "is then over the best of those run)")
@@ -121,9 +142,15 @@ def main(argv=None) -> int:
     wanted = {c for c in args.contenders.split(",") if c} if args.contenders else None
     sharing = tuple(dict.fromkeys(cpu_share.parse(x).name for x in args.cpu_sharing.split(",") if x)) or ("gate",)
     names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
+    placements = [x for x in args.placement.split(",") if x] or ["forced"]
     with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
         served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
-                                                         simulate=args.simulate, work=Path(work), log=log)}
+                                                         simulate=args.simulate, work=Path(work), log=log,
+                                                         placement=placements[0])}
+        placed = {p: {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
+                                                             simulate=args.simulate, work=Path(work), log=log,
+                                                             placement=p, reuse=list(served.values()))}
+                  for p in placements[1:]}
     setup_s = time.monotonic() - start
     log(f"setup done in {setup_s:.0f} s")
     if setup_s > SETUP_SHARE * args.budget:
@@ -137,7 +164,11 @@ def main(argv=None) -> int:
                                               batch_sizes=explicit_sizes, pays=args.pays, instances=args.instances,
                                               freeze_heap=not args.no_freeze,
                                               variants=tuple(int(n) for n in args.variant_instances.split(",") if n),
-                                              cpu_sharing=sharing)
+                                              cpu_sharing=sharing,
+                                              holds=tuple(float(h) / 1e3 for h in args.hold_ms.split(",") if h),
+                                              no_spin=args.nospin_variant,
+                                              placed={p: [by[n] for n in models] for p, by in placed.items()},
+                                              combined=args.combined_variant)
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
@@ -159,7 +190,11 @@ def main(argv=None) -> int:
                 cpu_sharing={"hetpart": sharing[0], "variants": list(sharing[1:]), "shares": cpu_share.records()},
                 process=_process_threads(),
                 models={m.name: m.notes for m in served.values()},
-                batching={m.name: m.batching.record() for m in served.values() if m.batching is not None})
+                batching={m.name: m.batching.record() for m in served.values() if m.batching is not None},
+                placement=placements[0],
+                placed={p: {m.name: {"batching": m.batching.record() if m.batching is not None else None,
+                                     "plans": {str(b): _plan_shape(c) for b, c in sorted(m.compiled.items())}}
+                            for m in by.values()} for p, by in {placements[0]: served, **placed}.items()})
     out = Path(args.out or RESULTS / f"serve-{gpu_slug(info) if not args.simulate else 'simulated'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, serve.SCHEMA, serve.VERSION, body)
@@ -173,12 +208,21 @@ def main(argv=None) -> int:
               + f"; python {body['python']}; {body['process']['os_threads']} OS threads at the end "
               f"(TVM CPU pool size {body['process']['cpu_pool_size']} per calling thread)",
               "* CPU sharing (hetpart's sessions' CPU partitions): " + serve_report.cpu_sharing_line(body["cpu_sharing"]),
+              "* placement (per placement, model and build: its partitions, device:kernels): " + "; ".join(
+                  f"{p}: " + ", ".join(f"{n} b{b} {plan}" for n, rec in by.items() for b, plan in rec["plans"].items()
+                                       if b in ("1", "8"))
+                  for p, by in body["placed"].items()),
               f"* plot: {out.with_suffix('.svg').name}"]
     atomic_write_text(out.with_suffix(".md"), serve_report.markdown(body, header))
     atomic_write_text(out.with_suffix(".svg"), serve_report.svg(body))
     print(serve_report.markdown(body, header))
     log(f"wrote {out}, .md, .svg")
     return 0 if all(s["lost"] == 0 and s["crossed"] == 0 for s in body["scenarios"]) else 1
+
+
+def _plan_shape(compiled) -> str:
+    """A build's partitions in one word each, e.g. ``cuda:10 cpu:1 cuda:3 cpu:1``."""
+    return " ".join(f"{p.device}:{len(p.kernels)}" for p in compiled.plan.partitions)
 
 
 def _process_threads() -> dict:

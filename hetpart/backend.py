@@ -40,13 +40,20 @@ def _device(device: str) -> str:
     return DEVICES[key]
 
 
-def forced_plan(graph, device: str):
+def forced_plan(graph, device: str, cpu_tail: bool = False):
     """A plan of ``graph`` with every kernel on ``device`` where it can be built there.
 
     The device is forced by pins (one per kernel), so costs do not matter: a flat
     table stands in for the cost model (no profile is read) and carries the
     capability limits (:mod:`hetpart.kernels.capabilities`) so a kernel the device
     cannot build goes to the other one, as in every hetpart plan.
+
+    ``cpu_tail`` (``device`` "cuda" only): a kernel every input of which is made on the
+    CPU -- by a kernel CUDA cannot build, or by such a tail kernel -- stays on the CPU
+    too, so the plan does not go CPU -> GPU -> CPU for it (the zoo detector: the three
+    small kernels that trim NonMaxSuppression's rows to their count went to the GPU
+    and back, a data-dependent copy each way, every run; issue 20).  Model inputs and
+    weights do not count as made on the CPU.
     """
     from .kernels.capabilities import unsupported_reason
     from .partitioner import TableCosts, partition
@@ -60,8 +67,24 @@ def forced_plan(graph, device: str):
             if why is not None:
                 unsupported[(kernel.id, d)] = why
     costs = TableCosts(seconds, unsupported=unsupported, origin=f"hetpart.backend: every kernel on {device}")
-    pins = [f"{k.id}={device}" for k in graph.nodes if (k.id, device) not in unsupported]
+    tail = cpu_tail_kernels(graph, unsupported) if cpu_tail and device == "cuda" else set()
+    pins = [f"{k.id}={'cpu' if k.id in tail else device}" for k in graph.nodes if (k.id, device) not in unsupported]
     return partition(graph, objective="latency", cost_model=costs, pins=pins, progress=False)
+
+
+def cpu_tail_kernels(graph, unsupported) -> set[str]:
+    """The ids of the kernels :func:`forced_plan`'s ``cpu_tail`` keeps on the CPU:
+    buildable on CUDA, with at least one input, every input made by a kernel that is
+    not (``(kernel id, "cuda")`` in ``unsupported``) or by another such kernel."""
+    on_cpu = {kid for kid, dev in unsupported if dev == "cuda"}
+    tail: set[str] = set()
+    for k in graph.nodes:  # topological order: producers first
+        if k.id in on_cpu:
+            continue
+        producers = [graph.tensors[t].producer for t in k.inputs]
+        if producers and all(p is not None and (p in on_cpu or p in tail) for p in producers):
+            tail.add(k.id)
+    return tail
 
 
 class HetpartBackendRep(BackendRep):

@@ -72,3 +72,47 @@ def test_unique_outputs_keep_their_length_even_of_one(values):
     for got, want in zip(backend.run_model(model, [x]), ReferenceEvaluator(model).run(None, {"X": x})):
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+# --- forced_plan(cpu_tail=True): what only CPU kernels feed stays on the CPU (issue 20) -----
+
+
+def test_cpu_tail_keeps_nms_trim_on_the_cpu_and_changes_nothing_else():
+    """The detector's NMS is a CPU kernel; the three kernels that trim its rows to their
+    count read only its outputs: forced to CUDA they went CPU -> GPU -> CPU every run; with
+    cpu_tail they stay on the CPU.  Every other kernel keeps its forced device, and a model
+    without CPU-only kernels gets the same plan."""
+    import hetpart
+
+    graph = hetpart.load("zoo:detector:small")
+    forced, tail = backend.forced_plan(graph, "cuda"), backend.forced_plan(graph, "cuda", cpu_tail=True)
+    nms = next(k.id for k in graph.nodes if k.func.startswith("all_class_non_max_suppression"))
+    moved = {k for k in graph.kernels if forced.assignment[k] != tail.assignment[k]}
+    assert moved and all(forced.assignment[k] == "cuda" and tail.assignment[k] == "cpu" for k in moved)
+    assert all({graph.tensors[t].producer for t in graph.kernels[k].inputs} <= moved | {nms} for k in moved)
+    assert [p.device for p in tail.partitions].count("cuda") == 1
+    mlp = hetpart.load("zoo:mlp:small")
+    assert backend.forced_plan(mlp, "cuda", cpu_tail=True).assignment == backend.forced_plan(mlp, "cuda").assignment
+
+
+def test_cpu_tail_plan_of_the_detector_answers_as_onnx_runtime():
+    """Compiled (CUDA partitions simulated on the CPU) and run: boxes, scores and TopK
+    equal ONNX Runtime's, and NMS selects the same (batch, class, box) rows."""
+    import onnxruntime as ort
+
+    import hetpart
+    from hetpart import models
+
+    proto = models.build("detector", small=True, batch=2)
+    graph = hetpart.load("zoo:detector:small:batch=2")
+    compiled = hetpart.compile(backend.forced_plan(graph, "cuda", cpu_tail=True), graph, simulate=True,
+                               progress=False)
+    feeds = models.example_inputs(proto, seed=4)
+    ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in proto.graph.output], ref.run(None, feeds)))
+    with hetpart.Session(compiled) as s:
+        got = s.run(feeds)
+    for name in ("boxes", "scores", "topk_scores"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(got["topk_indices"], want["topk_indices"])
+    assert sorted(map(tuple, got["selected_indices"].tolist())) == sorted(map(tuple, want["selected_indices"].tolist()))

@@ -725,3 +725,78 @@ def test_a_variant_is_reported_but_never_the_best_other_and_the_report_has_the_t
     assert "hetpart-i1 tail at its best rate at 900/s" in md and "sequential tail" not in md
     assert "alone / beside other runs (requests): a 2.0 (10) / – (0)" in md
     assert "slowest 1% (1, mean 9.0 ms)" in md and "GC gen0 1x max 0.1 ms (5 objects frozen)" in md
+
+
+# --- what the process used per load point (resources), issue 20's detector ---------------
+
+
+def test_resources_between_two_snapshots_give_cores_busy_and_each_lanes_saturation():
+    a = {"wall": 10.0, "cpu": 5.0, "shares": {"gate": {"calls": 10, "busy_s": 1.0, "wait_s": 0.5, "lanes": [{}]}}}
+    b = {"wall": 12.0, "cpu": 9.0, "shares": {"gate": {"calls": 110, "busy_s": 2.5, "wait_s": 0.7, "lanes": [{}]},
+                                              "split:2": {"calls": 0, "busy_s": 0.0, "wait_s": 0.0,
+                                                          "lanes": [{}, {}]}}}
+    res = serve._resources(a, b)
+    assert res["wall_s"] == 2.0 and res["cores_busy"] == 2.0
+    assert list(res["lanes"]) == ["gate"]  # a share that ran no call in between is left out
+    gate = res["lanes"]["gate"]
+    assert gate["calls"] == 100 and gate["lane_busy"] == pytest.approx(0.75)
+    assert gate["busy_ms_per_call"] == pytest.approx(15.0) and gate["wait_ms_per_call"] == pytest.approx(2.0)
+
+
+def test_a_load_point_records_the_lanes_its_system_used_and_the_report_says_so():
+    """A runner whose every run takes the gate lane for 2 ms: the point's resources count
+    its calls and busy time; the report has a resources line per contender."""
+    from hetpart.runtime import cpu_share
+
+    share = cpu_share.share_for(cpu_share.GATE)
+
+    class OnLane(Sleepy):
+        def run(self, feeds):
+            share.run(lambda: time.sleep(0.002))
+            return super().run(feeds)
+
+    models = load_models()
+    with Server({"a": OnLane(4, 0.0), "b": Sleepy(4, 0.0)}, max_delay=0.001) as system:
+        references(system, models)
+        point = serve._point(system, models, 100.0, serve.SweepOptions(window_s=0.3, probe=False), seed=1)
+    lane = point.resources["lanes"]["gate"]
+    assert lane["calls"] >= 1 and lane["busy_ms_per_call"] >= 2.0 and 0 < lane["lane_busy"] <= 1.0
+    assert point.resources["cores_busy"] >= 0.0
+    result = serve.ContenderResult("s", ["a", "b"], "hetpart", 1e4, [point])
+    body = {"scenarios": [serve.summary("s", [result])], "results": [result.to_json()], "goal_speedup": 1.5}
+    md = serve_report.markdown(body)
+    assert f"hetpart resources (window and drain): best {point.rate_per_s:.0f}/s: " in md
+    assert "gate lane busy" in md and "ms waited per call" in md
+
+
+@pytest.mark.slow
+def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_variants(tmp_path):
+    """--placement forced,cpu-tail builds the detector twice (its NMS trim on the CPU the
+    second time; a model placed alike is shared, not rebuilt) and serves it as variant
+    hetpart-cpu-tail; --hold-ms and --nospin-variant add hetpart-hold<ms> and
+    hetpart-nospin, --combined-variant hetpart-all; every answer of every variant is its
+    own request's."""
+    import runpy
+
+    from hetpart.contracts import read_json
+
+    out = tmp_path / "serve.json"
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    front["main"](["--small", "--simulate", "--scenarios", "detector+mlp", "--max-batch", "2", "--budget", "150",
+                   "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "1000",
+                   "--contenders", "hetpart,sequential", "--placement", "forced,cpu-tail", "--hold-ms", "5",
+                   "--nospin-variant", "--combined-variant", "--out", str(out)])
+    body = read_json(out, serve.SCHEMA, serve.VERSION)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "sequential"}
+    assert rows["hetpart-all"]["notes"] == ["variant of hetpart with all of: placement cpu-tail, hold 5 ms, no spinning"]
+    for name in ("hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all"):
+        r = rows[name]
+        assert r["variant"] and r["skipped"] is None and r["max_rate_per_s"] > 0, r
+        assert r["lost"] == 0 == r["crossed"] and r["wrong"] == 0
+    assert body["placement"] == "forced"
+    forced, tail = body["placed"]["forced"]["detector"]["plans"], body["placed"]["cpu-tail"]["detector"]["plans"]
+    assert forced["1"].count("cuda") == 2 and tail["1"].count("cuda") == 1
+    assert body["placed"]["cpu-tail"]["mlp"]["plans"] == body["placed"]["forced"]["mlp"]["plans"]
+    md = out.with_suffix(".md").read_text()
+    assert "* placement (per placement, model and build" in md and "hetpart resources (window and drain)" in md

@@ -298,3 +298,29 @@ def test_a_caller_interrupted_while_waiting_for_a_lane_leaves_the_line():
     later.start()
     later.join(20)
     assert got == [7] and not share._waiting
+
+
+def test_a_share_sums_the_time_its_lanes_were_held_and_callers_waited():
+    """busy_s: each call's time on its lane (at least what the calls slept); wait_s: the
+    time callers spent in line (a call queued behind a 50 ms one waits about that long)."""
+    share = cpu_share.CpuShare(CpuSharing("gate", 1))
+    before = share.record()
+    assert before["busy_s"] == 0.0 and before["wait_s"] == 0.0
+    go = threading.Event()
+    first = threading.Thread(target=lambda: share.run(lambda: go.wait(30) and threading.Event().wait(0.05)))
+    first.start()
+    for _ in range(2000):
+        if share.calls == 1:
+            break
+        threading.Event().wait(0.001)
+    second = threading.Thread(target=lambda: share.run(lambda: threading.Event().wait(0.01)))
+    second.start()
+    for _ in range(2000):  # the second call is in line behind the first
+        if share.waited == 1:
+            break
+        threading.Event().wait(0.001)
+    go.set()
+    first.join(30), second.join(30)
+    rec = share.record()
+    assert rec["calls"] == 2 and rec["waited"] == 1
+    assert rec["busy_s"] >= 0.06 and rec["wait_s"] >= 0.05

@@ -502,3 +502,110 @@ def test_an_output_split_by_its_batch_column_reaches_each_request_renumbered():
         want = np.array([[r, c, pid * 10 + c] for c in (0, 1) for r in range(n)], dtype=np.int64)
         np.testing.assert_array_equal(res["sel"], want)
         np.testing.assert_array_equal(res["y"], np.full((n, 3), 2.0 * pid, np.float32))
+
+
+# --- holding a partial batch while another batch of its model runs (batcher hold) ----------
+
+
+class BlocksRowZero(Doubler):
+    """A Doubler whose runs holding row 0 wait for ``release`` (``started`` set when one begins)."""
+
+    def __init__(self, max_batch=8):
+        super().__init__(max_batch)
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def run(self, feeds):
+        if (feeds["x"][:, 0] == 0).any():
+            self.started.set()
+            assert self.release.wait(30)
+        return super().run(feeds)
+
+
+def test_a_partial_batch_is_held_while_another_batch_of_its_model_runs():
+    """Two instances, hold an hour: row 0 runs (blocked); rows 1-3 arrive meanwhile and the
+    free instance holds them as one batch until row 0's batch ends, then runs them together
+    (without hold it would have run row 1 alone at once)."""
+    runner = BlocksRowZero()
+    with Server(max_delay=0, hold=3600) as server:
+        server.add_model("m", runner, instances=2)
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        rest = [server.submit("m", row(i)) for i in (1, 2, 3)]
+        assert not any(f.done() for f in rest)
+        runner.release.set()
+        for i, fut in enumerate([first, *rest]):
+            expect_own(fut.result(30), i)
+    assert runner.batch_sizes == [1, 3]
+
+
+def test_a_held_batch_goes_when_its_hold_has_passed_though_the_other_still_runs():
+    runner = BlocksRowZero()
+    with Server(max_delay=0, hold=0.05) as server:
+        server.add_model("m", runner, instances=2)
+        first = server.submit("m", row(0))
+        assert runner.started.wait(30)
+        expect_own(server.submit("m", row(1)).result(30), 1)  # row 0's batch still blocked
+        assert not first.done()
+        runner.release.set()
+        expect_own(first.result(30), 0)
+    assert runner.batch_sizes == [1, 1]
+
+
+def test_hold_never_delays_a_lone_request_nor_a_single_instance_model():
+    with Server(max_delay=0, hold=3600) as server:
+        server.add_model("two", Doubler(), instances=2)
+        server.add_model("one", Blocking(), instances=1)
+        expect_own(server.submit("two", row(5)).result(timeout=60), 5)  # nothing else runs: not held
+        assert server._lane("one").hold == 0.0 and server._lane("two").hold == 3600
+
+
+def test_hold_defaults_to_the_module_switch_and_refuses_a_negative_value(monkeypatch):
+    from hetpart.serving import batcher
+
+    monkeypatch.setattr(batcher, "HOLD_WHILE_BUSY", 0.01)
+    with Server() as server:
+        server.add_model("m", Doubler(), instances=2)
+        server.add_model("n", Doubler(), instances=2, hold=0.5)
+        assert server._lane("m").hold == 0.01 and server._lane("n").hold == 0.5
+    with pytest.raises(hetpart.ServingError, match="hold"):
+        Server(hold=-1)
+
+
+def test_hammer_with_hold_every_response_is_its_own_and_none_is_dropped():
+    """12 threads x 150 requests, two models of three instances each, a 2 ms hold and a
+    runner that takes a little time: every answer is its own rows and every row ran once."""
+
+    class Slow(Doubler):
+        def run(self, feeds):
+            threading.Event().wait(0.0005)
+            return super().run(feeds)
+
+    runners = {"a": Slow(max_batch=8), "b": Slow(max_batch=4)}
+    threads, per_thread, failures = 12, 150, []
+    with Server(max_delay=0.001, hold=0.002) as server:
+        for name, r in runners.items():
+            server.add_model(name, r, instances=3)
+
+        def client(t):
+            rng = random.Random(t)
+            futures = []
+            for i in range(per_thread):
+                pid = t * 10_000 + i + 1
+                x = np.stack([np.arange(4, dtype=np.float64) + pid * 10 + r for r in range(rng.randint(1, 2))])
+                x[:, 0] = pid * 10 + np.arange(len(x))
+                futures.append((server.submit(rng.choice("ab"), {"x": x}), x))
+            for fut, x in futures:
+                out = fut.result(timeout=60)
+                if not np.array_equal(out["y"], 2 * x + 1):
+                    failures.append(f"thread {t}: payload {x[0, 0]} got someone else's answer")
+        pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        stats = server.stats()
+    assert not failures, failures[:5]
+    seen = runners["a"].rows_seen + runners["b"].rows_seen
+    assert len(seen) == len(set(seen)), "a row ran twice"
+    assert sum(s["completed"] for s in stats.values()) == threads * per_thread
+    assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 4

@@ -7,7 +7,7 @@
 #   18/19, llama_decode's CPU GEMVs' 16-thread GB/s with GEMV_PACKED_PARTS), 114 (issue 19,
 #   BERT-large caps), 79, 52 (profile re-recorded), 111, 107 (issue 18, batch > 1: both switches together
 #   measured 0.97-0.99x on 16 threads in session 48), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32),
-#   56 (issue 19, bf16).
+#   56 (issue 19, bf16).  128 (issue 20, the detector+resnet50 serving scenario; independent of the others).
 # Steps that have run live in tools/device_steps_run.sh, kept runnable to reproduce their results; results files
 # cite them as "tools/device_round.sh N", so such an N here says so and runs it there.
 # Settings and helpers (OUT, BUDGET: default 540 s, EXPORTS, corpus, cnn_b1, blocked_ab, ...) are in
@@ -15,6 +15,36 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+128)  # (BUDGET=590) issue 20, detector+resnet50 at 1.01x sequential (serve-share-nvidia-h200.md: 469/s, mean batch 1.28,
+     # detector run p99 18.7 ms alone / 41 beside; branch serve-detector, bench/results/serve-detector-2core.md).
+     # Offline: the bench's forced plan runs the detector as cuda:9 cpu:1 cuda:3 cpu:1 -- NMS's 3-kernel trim goes
+     # CPU->GPU->CPU every run (b8: a 1.5 MB h2d of NMS rows, a data-dependent d2h); NMS costs the same per image at
+     # every batch (1.19-1.38 ms CPU time per image on 1 thread, b1-b8); a fork-join NMS beside one spinning thread
+     # took 2-3x its time (b1 p90 6x) on the 2-core box; sleeping stand-ins with the H200's setup timings and a
+     # shared GPU put hold (10 ms) at 1.19-1.22x the batcher's max rate, mean batch 2.75-2.96 -> 4.36-5.34.
+     # (1) tools/detector_parts.py: one detector run's spans per bucket build (1, 2, 4, 8), forced and cpu-tail
+     # placement, on the gate lane: GPU span of p0_cuda, the CPU partitions (NMS, TopK), the trim's turn, copies.
+     # (2) bench/serve.py detector+resnet50: hetpart (forced, no hold, spinning) and sequential, with variants
+     # hetpart-hold10 (batcher.HOLD_WHILE_BUSY's A/B), hetpart-nospin (Session spin_wait=False), hetpart-cpu-tail
+     # (forced_plan(cpu_tail=True)) and hetpart-all (the three at once); every load point records cores busy and
+     # the gate lane's busy fraction and held/waited ms per call (the .md's "resources" lines).
+     # Decides: (a) lane-bound if hetpart's gate lane is >= ~70% busy at its first rate over the SLO with held ms per
+     # call well above (1)'s NMS span per rows: then nospin goes on for served sessions if it is >= 1.1x hetpart's
+     # max rate with less held time per call (spinning GPU waiters stalled the lane's fork-join), and NMS per image
+     # is the next cost to cut (it never amortises: batching cannot raise the lane's ceiling).  (b) cpu-tail becomes
+     # the bench's placement if >= 1.1x hetpart (and (1) shows the trim's turn in every forced run).  (c) hold's
+     # default becomes 10 ms if hetpart-hold10 is >= 1.1x hetpart with a larger mean batch.  hetpart-all against
+     # 1.5x sequential (~700/s) says whether those together meet the goal; if it beats each alone, they add up.
+     # If none moves and the lane is not busy, the limit is GPU time: (1)'s p0_cuda span at b8 against resnet50's
+     # 4.4 ms says whether the detector's convs are the cost.
+  BUDGET=590
+  timeout 120 python3 tools/detector_parts.py --batches 1,2,4,8 --runs 15 --json "$OUT/parts-128.json" \
+    > "$OUT/logs/parts-128.txt" 2>&1
+  left=$((BUDGET - SECONDS - 15))
+  [ "$left" -ge 200 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
+    --contenders hetpart,sequential --placement forced,cpu-tail --hold-ms 10 --nospin-variant --combined-variant \
+    --budget $((left - 15)) --window-s 1.5 --out "$OUT/serve-detector-nvidia-h200.json" \
+    > "$OUT/logs/serve-detector-128.txt" 2>&1 ;;
 126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,
      # bench/results/turn-price-2core.md).  cost_model.INLINE_TURNS (off): a CPU partition entered from CUDA pays a
      # 7 us resume instead of the 200 us default CPU wake, a CUDA partition entered from the CPU pays 130 us of host

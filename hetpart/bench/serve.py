@@ -257,13 +257,44 @@ def _sorted(points: list[RatePoint]) -> list[RatePoint]:
 
 def _point(system, models: list[LoadModel], rate: float, options: SweepOptions, seed: int) -> RatePoint:
     """One load point, with the system's mean batch over it where it counts batches."""
-    before = _batch_totals(system)
+    before, used = _batch_totals(system), _usage()
     point = offer_load(system, models, rate, options.window_s, seed=seed, drain_s=options.drain_s,
                        lost_after_s=options.lost_after_s, probe=options.probe)
     after = _batch_totals(system)
     if before and after and after[0] > before[0]:
         point.mean_batch_rows = (after[1] - before[1]) / (after[0] - before[0])
+    point.resources = _resources(used, _usage())
     return point
+
+
+def _usage() -> dict:
+    """Now: wall and process CPU seconds, and every CPU-sharing share's counters
+    (:func:`hetpart.runtime.cpu_share.records`; none imported: none)."""
+    import os
+    import sys
+
+    share = sys.modules.get("hetpart.runtime.cpu_share")
+    return {"wall": time.perf_counter(), "cpu": sum(os.times()[:2]),
+            "shares": share.records() if share is not None else {}}
+
+
+def _resources(a: dict, b: dict) -> dict:
+    """Between two :func:`_usage` snapshots (the window and its drain): ``cores_busy``
+    (process CPU seconds per wall second: spinning waiters and pools show here) and per
+    CPU-sharing policy that ran calls, ``lane_busy`` (the lanes' held time over wall x
+    lanes: 1.0 = saturated), ``wait_ms_per_call`` and ``calls``."""
+    wall = max(b["wall"] - a["wall"], 1e-9)
+    out: dict = {"wall_s": wall, "cores_busy": (b["cpu"] - a["cpu"]) / wall, "lanes": {}}
+    for name, rec in b["shares"].items():
+        old = a["shares"].get(name, {})
+        calls = rec.get("calls", 0) - old.get("calls", 0)
+        if calls <= 0:
+            continue
+        busy = rec.get("busy_s", 0.0) - old.get("busy_s", 0.0)
+        wait = rec.get("wait_s", 0.0) - old.get("wait_s", 0.0)
+        out["lanes"][name] = {"calls": calls, "lane_busy": busy / (wall * max(1, len(rec.get("lanes", [])))),
+                              "wait_ms_per_call": wait / calls * 1e3, "busy_ms_per_call": busy / calls * 1e3}
+    return out
 
 
 def _batch_totals(system) -> tuple[int, int] | None:

@@ -117,6 +117,9 @@ class RatePoint:
     # where the latency went (serve_tail.tail_record): phases, slowest 1 %, GC, wake lag;
     # None where the system stamps no request timing
     tail: dict | None = None
+    # what the process used over the window (serve._resources): cores busy (process CPU
+    # seconds per second), and the CPU-sharing lanes' busy fraction and wait per call
+    resources: dict | None = None
 
     def meets(self, slo_ms: float) -> bool:
         """Every request answered, correctly, and p99 under the SLO."""

@@ -47,6 +47,11 @@ from .serve import Contender
 from .serve_load import LoadModel
 
 TWIN = {"resnet50": "resnet50_torchvision", "bert": "bert_base_transformers"}
+PLACEMENTS = ("forced", "cpu-tail")
+"""How :func:`build` places each build: ``forced`` every kernel CUDA can build on CUDA
+(:func:`hetpart.backend.forced_plan`); ``cpu-tail`` the same, but kernels fed only by CPU
+kernels stay on the CPU (``forced_plan(cpu_tail=True)``: the detector's NMS trim no
+longer goes to the GPU and back)."""
 
 
 @dataclass
@@ -62,6 +67,7 @@ class ServedModel:
     notes: list[str] = field(default_factory=list)
     batch_columns: dict[str, int] = field(default_factory=dict)  # outputs split by a batch column (NMS)
     batching: BatchingPolicy | None = None  # the sizes hetpart batches it at (batching_policy)
+    placement: str = "forced"  # how its builds were placed (PLACEMENTS)
 
 
 def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
@@ -76,8 +82,12 @@ def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
 
 
 def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work: Path, pool: int = 8,
-          log=lambda _: None) -> list[ServedModel]:
-    """Export (twins), load and compile every model at batch 1 and ``max_batch``."""
+          log=lambda _: None, placement: str = "forced", reuse: list[ServedModel] | None = None) -> list[ServedModel]:
+    """Export (twins), load and compile every model at each of its :func:`batches`,
+    placed as ``placement`` says (:data:`PLACEMENTS`).  ``reuse``: models built already
+    (another placement's): a model whose plans come out the same is shared, not rebuilt."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement '{placement}' is not one of {', '.join(PLACEMENTS)}")
     import onnx
 
     import hetpart
@@ -87,7 +97,7 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
     torch_ok = _torch_cuda() is None and not simulate
     served, jobs = [], []
     for name in names:
-        m = ServedModel(name, max_batch)
+        m = ServedModel(name, max_batch, placement=placement)
         for batch in batches(max_batch):
             source, module, input_names, note = _sources(name, batch, small, torch_ok, work)
             if batch == 1:
@@ -102,11 +112,20 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
     # the imports one after another (TVM's ONNX import is not thread-safe), the
     # compiles in parallel (as hetpart.bench.builds does: TVM releases the GIL)
     jobs = [(m, batch, hetpart.load(source)) for m, batch, source in jobs]
+    plans = {(m.name, batch): forced_plan(graph, "cuda", cpu_tail=placement == "cpu-tail") for m, batch, graph in jobs}
+    before = {m.name: m for m in reuse or []}
+    same = {name for name, old in before.items()
+            if all(b in old.compiled and dict(old.compiled[b].plan.assignment) == dict(plans[(n, b)].assignment)
+                   for (n, b) in plans if n == name)}
+    if same:
+        log(f"placement {placement}: {', '.join(sorted(same))} placed as before (shared, not rebuilt)")
+        served = [before[m.name] if m.name in same else m for m in served]
+        jobs = [j for j in jobs if j[0].name not in same]
 
     def compile_one(job):
         m, batch, graph = job
-        compiled = hetpart.compile(forced_plan(graph, "cuda"), graph, simulate=simulate, progress=False)
-        log(f"compiled {m.name} b{batch} in {compiled.compile_seconds:.1f} s")
+        compiled = hetpart.compile(plans[(m.name, batch)], graph, simulate=simulate, progress=False)
+        log(f"compiled {m.name} b{batch} ({placement}) in {compiled.compile_seconds:.1f} s")
         return m, batch, compiled
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(jobs)))) as ex:
@@ -143,7 +162,9 @@ def batching_policy(session, payloads: list[dict], sizes, explicit_sizes=None,
 def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                batch_sizes: list[int] | None = None, pays: float = PAYS, instances: int = 2,
                freeze_heap: bool = True, variants: tuple[int, ...] = (),
-               cpu_sharing: tuple[str, ...] = ("gate",)) -> list[Contender]:
+               cpu_sharing: tuple[str, ...] = ("gate",), holds: tuple[float, ...] = (),
+               no_spin: bool = False, placed: dict[str, list[ServedModel]] | None = None,
+               combined: bool = False) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
     caller closes them) so scenarios sharing a model share its sessions; ``instances``:
     the batches of one model the two hetpart servers run at once; ``freeze_heap``: the
@@ -152,48 +173,65 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
     ``n`` instances (an A/B in one run; never the "best other"); ``cpu_sharing``: the
     sessions' CPU-sharing policies (:mod:`hetpart.runtime.cpu_share`), the first for
     every contender, each other one adding a variant ``hetpart-<policy>`` (its own
-    sessions, opened with that policy).  Each model's
+    sessions, opened with that policy); ``holds`` (seconds): per value a variant
+    ``hetpart-hold<ms>`` whose server holds partial batches while another batch of their
+    model runs (:mod:`hetpart.serving.batcher`, ``hold``); ``no_spin``: a variant
+    ``hetpart-nospin`` over sessions whose host threads sleep while they wait for the GPU
+    (``Session(spin_wait=False)``: no waiter spins on a core the CPU lane's pool uses);
+    ``placed``: per other placement (:data:`PLACEMENTS`) the same models built so, each
+    a variant ``hetpart-<placement>``; ``combined``: one more variant ``hetpart-all`` with
+    every one of those at once (the last placement, the first hold, no spinning where
+    ``no_spin``).  Each model's
     :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
     measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
 
     main_sharing = cpu_sharing[0]
 
-    def session(m: ServedModel, batch: int | None, sharing: str = main_sharing):
+    def session(m: ServedModel, batch: int | None, sharing: str = main_sharing, spin: bool = True):
         """The Session of ``m`` at ``batch`` under CPU-sharing policy ``sharing``; None:
         the bucketed one over all its builds (each bucket run first, so no load window
         pays for opening it, and timed: ``m.batching``)."""
-        key = (m.name, batch, sharing)
+        key = (m.name, batch, sharing, m.placement, spin)
         if key not in sessions:
             if batch is None:
                 sessions[key] = hetpart.Session(hetpart.bucket_batches(m.compiled, model=m.name,
                                                                        batch_columns=m.batch_columns),
-                                                cpu_sharing=sharing)
+                                                cpu_sharing=sharing, spin_wait=spin)
                 if m.batching is None:
                     m.batching = batching_policy(sessions[key], m.payloads, m.compiled, batch_sizes, pays)
                 else:  # another policy's sessions: opened and every bucket warmed at setup too
                     for b in sorted(m.compiled):
                         sessions[key].run(_rows(m.payloads, b))
             else:
-                sessions[key] = hetpart.Session(m.compiled[batch], cpu_sharing=sharing)
+                sessions[key] = hetpart.Session(m.compiled[batch], cpu_sharing=sharing, spin_wait=spin)
         return sessions[key]
 
-    for m in served:
-        if m.max_batch > 1:
-            for sharing in cpu_sharing:
-                session(m, None, sharing)  # at setup: warmed (the first: timed, its policy decided)
+    for members in [served, *(placed or {}).values()]:
+        for m in members:
+            if m.max_batch > 1:
+                for sharing in cpu_sharing:
+                    session(m, None, sharing)  # at setup: warmed (the first: timed, its policy decided)
+                if no_spin:
+                    session(m, None, main_sharing, spin=False)
+    combo = list(placed.values())[-1] if combined and placed else served
+    if combined and no_spin:
+        for m in combo:
+            if m.max_batch > 1:
+                session(m, None, main_sharing, spin=False)
 
-    def server(batch_of, instances: int, gate: int | None, delay: float, sharing: str = main_sharing):
+    def server(batch_of, instances: int, gate: int | None, delay: float, sharing: str = main_sharing,
+               members: list[ServedModel] = served, hold: float | None = None, spin: bool = True):
         def make():
-            s = Server(max_delay=delay, max_concurrent_batches=gate, freeze_heap=freeze_heap)
+            s = Server(max_delay=delay, max_concurrent_batches=gate, freeze_heap=freeze_heap, hold=hold)
             bucketed = {}
-            for m in served:
+            for m in members:
                 b = batch_of(m)  # None: the bucketed session, a runner as it is
-                runner = session(m, b, sharing) if b is None else SessionRunner(session(m, b, sharing))
+                runner = session(m, b, sharing, spin) if b is None else SessionRunner(session(m, b, sharing, spin))
                 s.add_model(m.name, runner, instances=instances, batching=m.batching if b is None else None)
                 if b is None:
                     bucketed[m.name] = runner
-            return BucketServer(s, bucketed, {m.name: m.batching for m in served}) if bucketed else s
+            return BucketServer(s, bucketed, {m.name: m.batching for m in members}) if bucketed else s
         return make
 
     kept = "; ".join(f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
@@ -207,6 +245,23 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
            *[Contender(f"hetpart-{sharing.replace(':', '')}", server(bucketed, instances, None, max_delay, sharing),
                        notes=[f"variant of hetpart with cpu sharing {sharing}"], variant=True)
              for sharing in cpu_sharing[1:]],
+           *[Contender(f"hetpart-hold{h * 1e3:g}", server(bucketed, instances, None, max_delay, hold=h),
+                       notes=[f"variant of hetpart holding a partial batch up to {h * 1e3:g} ms while another "
+                              "batch of its model runs"], variant=True) for h in holds],
+           *([Contender("hetpart-nospin", server(bucketed, instances, None, max_delay, spin=False),
+                        notes=["variant of hetpart whose sessions' host threads sleep while waiting for the GPU "
+                               "(spin_wait=False)"], variant=True)] if no_spin else []),
+           *[Contender(f"hetpart-{name}", server(bucketed, instances, None, max_delay, members=members),
+                       notes=[f"variant of hetpart with its models placed {name}: " + "; ".join(
+                           f"{m.name} {','.join(map(str, m.batching.sizes)) if m.batching.batches else 'unbatched'}"
+                           for m in members if m.batching is not None)], variant=True)
+             for name, members in (placed or {}).items()],
+           *([Contender("hetpart-all", server(bucketed, instances, None, max_delay, members=combo,
+                                              hold=holds[0] if holds else None, spin=not no_spin),
+                        notes=["variant of hetpart with all of: " + ", ".join(
+                            ([f"placement {list(placed)[-1]}"] if placed else [])
+                            + ([f"hold {holds[0] * 1e3:g} ms"] if holds else []) + (["no spinning"] if no_spin else []))],
+                        variant=True)] if combined else []),
            Contender("hetpart-no-batching", server(lambda m: 1, instances, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()

@@ -48,6 +48,7 @@ def markdown(body: dict, header: list[str] = ()) -> str:
             lines.append(matched_sentence(s["matched"]))
         lines += tail_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         lines += reference_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
+        lines += resource_sentences([r for r in body["results"] if r["scenario"] == s["scenario"]])
         if s.get("inexact"):
             lines.append(f"hetpart answered {s['inexact']} request(s) inexactly: its own answer but for a few "
                          f"sampled elements (at most {INEXACT_MAX_FRACTION:.0%}), e.g. a near-tie another build broke "
@@ -79,6 +80,34 @@ def tail_sentences(rows: list[dict]) -> list[str]:
             line = tail_line(point) if point else None
             if line:
                 lines.append(f"{r['contender']} tail {label} {line}.")
+    return lines
+
+
+def resource_sentences(rows: list[dict]) -> list[str]:
+    """Per contender, what the process used at its best rate and at the first rate over
+    the SLO (each point's ``resources``, :func:`~.serve._resources`): cores busy, and each
+    CPU-sharing lane's busy fraction and wait per call; none where not recorded."""
+    lines = []
+    for r in rows:
+        curve = [p for p in r.get("curve") or [] if p.get("resources")]
+        if not curve:
+            continue
+        best = r.get("max_rate_per_s") or 0.0
+        over = [p for p in curve if p["rate_per_s"] > best and (p.get("p99_ms") or 1e9) > r["slo_ms"]]
+        picks = [("best", next((p for p in curve if p["rate_per_s"] == best), None)),
+                 ("first over", min(over, key=lambda p: p["rate_per_s"]) if over else None)]
+        parts = []
+        for label, p in picks:
+            if p is None:
+                continue
+            res = p["resources"]
+            lanes = "; ".join(f"{name} lane busy {v['lane_busy']:.0%}, {v['busy_ms_per_call']:.2f} ms held "
+                              f"+ {v['wait_ms_per_call']:.2f} ms waited per call ({v['calls']} calls)"
+                              for name, v in (res.get("lanes") or {}).items())
+            parts.append(f"{label} {p['rate_per_s']:.0f}/s: {res['cores_busy']:.1f} cores busy"
+                         + (f", {lanes}" if lanes else ""))
+        if parts:
+            lines.append(f"{r['contender']} resources (window and drain): " + " | ".join(parts) + ".")
     return lines
 
 

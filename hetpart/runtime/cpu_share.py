@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -205,7 +206,10 @@ class CpuShare:
 
     :meth:`run` runs a call on a free lane (waiting for one in arrival order); counts
     ``calls``, ``waited`` (calls that found no lane free) and ``max_busy`` (most lanes
-    held at once, never above ``ways``) for tests and benchmark records."""
+    held at once, never above ``ways``) for tests and benchmark records, and sums
+    ``busy_s`` (seconds lanes were held, from a call taking its lane to giving it back:
+    over a window of load, busy_s / (window x ways) is how saturated the lanes were) and
+    ``wait_s`` (seconds callers waited for a lane)."""
 
     def __init__(self, sharing: CpuSharing, cpus=None):
         if sharing.policy == "none":
@@ -222,6 +226,8 @@ class CpuShare:
         self._waiting: deque = deque()  # tickets in arrival order
         self._last: dict[int, int] = {}  # caller thread id -> the lane it used last
         self.calls = self.waited = self.max_busy = 0
+        self.busy_s = self.wait_s = 0.0
+        self._held_since: dict[int, float] = {}  # lane index -> when its call took it
 
     @property
     def threads_per_lane(self) -> int:
@@ -238,6 +244,7 @@ class CpuShare:
 
     def _acquire(self) -> _Lane:
         me = threading.get_ident()
+        asked = time.perf_counter()
         with self._cond:
             ticket = object()
             self._waiting.append(ticket)
@@ -257,18 +264,23 @@ class CpuShare:
             self._last[me] = index
             self.calls += 1
             self.max_busy = max(self.max_busy, len(self.lanes) - len(self._free))
+            now = time.perf_counter()
+            self.wait_s += now - asked
+            self._held_since[index] = now
             self._cond.notify_all()  # the next in line may take another free lane
             return self.lanes[index]
 
     def _release(self, lane: _Lane) -> None:
         with self._cond:
+            self.busy_s += time.perf_counter() - self._held_since.pop(lane.index, time.perf_counter())
             self._free.add(lane.index)
             self._cond.notify_all()
 
     def record(self) -> dict:
         """What a benchmark records: the policy, each lane's CPUs and pool, the counters."""
         return {"policy": self.sharing.name, "lanes": [lane.describe() for lane in self.lanes],
-                "calls": self.calls, "waited": self.waited, "max_busy": self.max_busy}
+                "calls": self.calls, "waited": self.waited, "max_busy": self.max_busy,
+                "busy_s": self.busy_s, "wait_s": self.wait_s}
 
 
 _SHARES: dict[CpuSharing, CpuShare] = {}

@@ -9,6 +9,19 @@ alone right away; as load rises, requests queue while the runner is busy and bat
 grow with the load, and at high rates the batcher also waits up to ``max_delay`` to
 fill a batch.
 
+*Holding while busy* (``hold``, seconds; None: off, the default, :data:`HOLD_WHILE_BUSY`
+sets it for lanes not given one): a model served by several instances (batchers) runs a
+free instance's batch as soon as it is formed, so below saturation each instance takes
+what one arrival gap left in the queue -- batches of ~1 while every instance's run is in
+flight on the shared GPU and CPU lane (issue 20's detector+ResNet-50 at 469/s: mean
+batch 1.28, four runs in flight).  With ``hold`` a batch that is not full, formed while
+another batch of the same model is running, keeps waiting for company until it is full,
+no batch of the model runs any more, or ``hold`` has passed since its oldest request
+arrived: the queue then fills while the running batch ends and one larger run takes it
+(Triton's dynamic batcher gets the same from its preferred batch sizes and queue
+delay).  A batch formed while no batch of the model runs is not held (one lone request
+still goes at once).
+
 With a :class:`~.policy.BatchingPolicy` a batch fills up to the largest size the
 policy keeps, and runs only on a bucket build the policy keeps
 (:meth:`~.policy.BatchingPolicy.runs`): a batch whose rows would land on a dropped
@@ -40,7 +53,7 @@ from concurrent.futures import Future, InvalidStateError
 import numpy as np
 
 from ..contracts.buckets import rows_of_batch
-from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError
+from ..errors import BatchError, HetpartError, RuntimeFailure, ServerClosedError, ServingError
 from .gate import Gate
 from .policy import BatchingPolicy
 from .request import Request
@@ -48,12 +61,19 @@ from .stats import ModelStats, RunCount
 
 _GAP_WEIGHT = 0.2  # weight of the newest inter-arrival gap in the moving average
 
+HOLD_WHILE_BUSY: float | None = None
+"""The ``hold`` (seconds) of every :class:`Lane` not given one: a partial batch formed while
+another batch of its model runs waits up to this long (from its oldest arrival) for company
+(see the module docstring).  None: off, what the batcher did before (issue 20, branch
+serve-detector: its A/B is device step 128's ``hetpart-hold`` contender)."""
+
 
 class Lane:
     """The queue and batcher(s) of one model; ``instances`` batches may run at once."""
 
     def __init__(self, name: str, runner, *, max_delay: float, priority: int = 0, instances: int = 1,
-                 gate: Gate | None = None, policy: BatchingPolicy | None = None, running: RunCount | None = None):
+                 gate: Gate | None = None, policy: BatchingPolicy | None = None, running: RunCount | None = None,
+                 hold: float | None = None):
         self.name, self.runner, self.policy = name, runner, policy
         self.running = running if running is not None else RunCount()  # the server's batches running
         self.max_batch = int(runner.max_batch)  # the most rows a request (and a run) may carry
@@ -63,6 +83,11 @@ class Lane:
             max_delay = 0.0  # unbatched: nothing to wait for
         self.batch_columns = dict(getattr(runner, "batch_columns", None) or {})
         self.max_delay, self.priority, self.gate = max_delay, priority, gate
+        hold = HOLD_WHILE_BUSY if hold is None else hold
+        if hold is not None and hold < 0:
+            raise ServingError(f"model '{name}': hold must be >= 0 seconds, got {hold}")
+        # held only where another instance can be running and a batch can grow
+        self.hold = hold if hold and instances > 1 and self.fill > 1 else 0.0
         self.stats = ModelStats()
         self._cond = threading.Condition()
         self._queue: deque[Request] = deque()
@@ -100,7 +125,10 @@ class Lane:
                 self._cond.wait()
             self._forming = True
             try:
-                return self._form()
+                batch = self._form()
+                if batch is not None:  # in flight from here, under the lock: a batch forming next sees it (hold)
+                    self._in_flight[threading.get_ident()] = batch
+                return batch
             finally:
                 self._forming = False
                 self._cond.notify_all()
@@ -118,8 +146,13 @@ class Lane:
         batch, rows = [first], first.rows
         rows = self._take(batch, rows)
         deadline = first.arrival + self.max_delay
+        held = first.arrival + self.hold  # the hold's end (self.hold 0: none)
         while rows < self.fill and not self._stopping:
             now = time.perf_counter()
+            if self._in_flight and now < held:  # another batch of this model runs: wait for it or company
+                self._cond.wait(held - now)
+                rows = self._take(batch, rows)
+                continue
             expected = (self._last_arrival or now) + self._gap
             if now >= deadline or expected > deadline:
                 break
@@ -171,11 +204,9 @@ class Lane:
     def _loop(self) -> None:
         me = threading.get_ident()
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch()  # registered in _in_flight already
             if batch is None:
                 return
-            with self._cond:
-                self._in_flight[me] = batch
             try:
                 self._run(batch)
             finally:

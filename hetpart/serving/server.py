@@ -56,13 +56,19 @@ class Server:
     :class:`~hetpart.runtime.MultiSession` (each model by its name, at its priority:
     models of a joint plan, issue 20); ``max_delay`` (seconds) is the longest a request
     waits for others to join its batch; ``freeze_heap`` freezes the Python heap at the
-    first request (see the module docstring)."""
+    first request (see the module docstring); ``hold`` (seconds, None: the batcher's
+    :data:`~.batcher.HOLD_WHILE_BUSY`) is how long a partial batch formed while another
+    batch of its model runs may wait for company (:mod:`.batcher`; models with
+    ``instances`` > 1 only)."""
 
     def __init__(self, models: Mapping[str, Any] | None = None, *, max_delay: float = DEFAULT_MAX_DELAY,
-                 max_concurrent_batches: int | None = None, freeze_heap: bool = True):
+                 max_concurrent_batches: int | None = None, freeze_heap: bool = True,
+                 hold: float | None = None):
         if max_delay < 0:
             raise ServingError(f"max_delay must be >= 0 seconds, got {max_delay}")
-        self.max_delay = max_delay
+        if hold is not None and hold < 0:
+            raise ServingError(f"hold must be >= 0 seconds, got {hold}")
+        self.max_delay, self.hold = max_delay, hold
         self._gate = Gate(max_concurrent_batches) if max_concurrent_batches else None
         self._lanes: dict[str, Lane] = {}
         self._specs: dict[str, list | None] = {}
@@ -83,7 +89,7 @@ class Server:
 
     def add_model(self, name: str, runner: Any, *, max_batch: int | None = None, max_delay: float | None = None,
                   priority: int = 0, instances: int = 1, inputs=None, warm_up: bool = True,
-                  batching: BatchingPolicy | Sequence[int] | None = None) -> None:
+                  batching: BatchingPolicy | Sequence[int] | None = None, hold: float | None = None) -> None:
         """Serve ``runner`` (a :class:`~.runner.Runner` or a Session) as ``name``.
 
         ``max_batch`` caps the batch below the runner's own; ``max_delay`` overrides the
@@ -98,7 +104,7 @@ class Server:
         :func:`~.policy.measure`: only the bucket builds that pay; ``(1,)``: unbatched,
         no ``max_delay`` wait) or the user's own list of sizes, which is used as given
         (:func:`~.policy.explicit`); None: any size up to ``max_batch``.  Shown in
-        :meth:`stats` as ``batching``.
+        :meth:`stats` as ``batching``.  ``hold`` overrides the server's (see :class:`Server`).
         """
         if batching is not None and not isinstance(batching, BatchingPolicy):
             batching = explicit(batching)
@@ -117,7 +123,7 @@ class Server:
             self._specs[name] = row_specs(specs) if specs is not None else None
             self._lanes[name] = Lane(name, runner, max_delay=self.max_delay if max_delay is None else max_delay,
                                      priority=priority, instances=instances, gate=self._gate, policy=batching,
-                                     running=self._running)
+                                     running=self._running, hold=self.hold if hold is None else hold)
 
     @property
     def models(self) -> list[str]:
