@@ -37,12 +37,15 @@ case "${1:-1}" in
      # 1.5x sequential (~700/s) says whether those together meet the goal; if it beats each alone, they add up.
      # If none moves and the lane is not busy, the limit is GPU time: (1)'s p0_cuda span at b8 against resnet50's
      # 4.4 ms says whether the detector's convs are the cost.
-  BUDGET=590
-  timeout 120 python3 tools/detector_parts.py --batches 1,2,4,8 --runs 15 --json "$OUT/parts-128.json" \
+  # STEP_BUDGET < 450 (a short call): parts at b1/b8 only; hetpart, sequential, hetpart-hold10, hetpart-cpu-tail
+  BUDGET=${STEP_BUDGET:-590}; bs=1,2,4,8
+  variants="--placement forced,cpu-tail --hold-ms 10 --nospin-variant --combined-variant"
+  [ "$BUDGET" -lt 450 ] && variants="--placement forced,cpu-tail --hold-ms 10" && bs=1,8
+  timeout 120 python3 tools/detector_parts.py --batches $bs --runs 15 --json "$OUT/parts-128.json" \
     > "$OUT/logs/parts-128.txt" 2>&1
   left=$((BUDGET - SECONDS - 15))
   [ "$left" -ge 200 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
-    --contenders hetpart,sequential --placement forced,cpu-tail --hold-ms 10 --nospin-variant --combined-variant \
+    --contenders hetpart,sequential $variants \
     --budget $((left - 15)) --window-s 1.5 --out "$OUT/serve-detector-nvidia-h200.json" \
     > "$OUT/logs/serve-detector-128.txt" 2>&1 ;;
 126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,
