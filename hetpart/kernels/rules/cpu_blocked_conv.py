@@ -909,7 +909,7 @@ BATCH_PAD_IMAGE_GROUPS = False
 the whole padded batch over :data:`PAD_SHARE_BYTES`), whether the batch is padded in groups of ``k``
 images instead (:func:`pad_group_images`: the most images, ``k`` dividing ``n``, whose padded input
 still is :data:`PAD_SHARE_BYTES` a core or less): the batch loop split ``(n / k, k)``, the group's
-padding one parallel pass (its images, channel chunks and rows fused), its tiles one parallel loop
+padding one parallel pass (its images, rows and channel chunks fused), its tiles one parallel loop
 fused over ``(k, blocks, rows, columns)`` -- 2 fork-joins a group where per-image padding has 2 an
 image.  resnet50 at batch 32 on 16 cores: the 64 x 58 x 58 (3 convs) and 256 x 30 x 30 padded inputs
 in 2 groups of 16, the 128 x 58 x 58 in 4 of 8: 24 parallel regions where per-image padding has 320
@@ -1063,7 +1063,9 @@ def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel:
     """``pad`` computed under the batch loop ``image``: its channel-chunk and row loops fused
     (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised.  ``images``
     > 1 (:data:`BATCH_PAD_IMAGE_GROUPS`: ``image`` the outer loop of a group of that many): the
-    group's image, channel-chunk and row loops fused, the parallel loop."""
+    group's image, row and channel-chunk loops fused in that order, the parallel loop, so a core's
+    contiguous chunk of it is whole padded rows of its images -- the rows its tiles read where a
+    thread's tiles are part of an image (rows outside the block groups)."""
     sch.compute_at(pad, image, preserve_unit_loops=True)
     loops = sch.get_loops(pad)[1:]
     inner, width = loops[-1], const_extent(sch, loops[-1])
@@ -1073,7 +1075,11 @@ def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel:
         sch.vectorize(inner)
     elif width is not None and width < plan.lanes:
         sch.vectorize(inner)
-    rows = sch.fuse(*loops[:3 if images > 1 else 2])
+    if images > 1:
+        sch.reorder(loops[0], loops[2], loops[1])
+        rows = sch.fuse(loops[0], loops[2], loops[1])
+    else:
+        rows = sch.fuse(*loops[:2])
     if parallel:
         sch.parallel(rows)
 
