@@ -509,6 +509,35 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
 
 
+@pytest.mark.parametrize("groups", [True, False])
+def test_a_padded_batch_over_the_share_is_padded_in_image_groups(groups, monkeypatch):
+    """cpu_blocked_conv.BATCH_PAD_IMAGE_GROUPS: on a 16-core target the batch-4 3x3's padded batch
+    (4 x 32 x 16 x 16 floats, 128 KiB) over PAD_SHARE_BYTES (lowered to 4 KiB: 64 KiB for 16 cores)
+    is padded in 2 groups of 2 images (a serial loop of 2 around the padding and the tile, each
+    group's padding and tile parallel over its 2 images); switched off, per image (a serial loop
+    of 4).  Either way the build equals the unscheduled module's result."""
+    from tvm import relax, tirx
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, "BATCH_PAD_IMAGE_GROUPS", groups)
+    monkeypatch.setattr(cb, "PAD_SHARE_BYTES", 4 << 10)
+    target = _cores_target(16)
+    graph = load(_batched_model(batch=4), conv_block=16)
+    f = _padded_conv(kernels.schedule(graph.module, target))
+    loops = loops_and_blocks(f.body)
+    serial = [int(lp.extent) for lp, names in loops if lp.kind != tirx.ForKind.PARALLEL
+              and any("pad" in n for n in names) and any(n.endswith("_update") for n in names)]
+    assert serial[:1] == ([2] if groups else [4])
+    parallel = [(int(lp.extent), names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
+    pad_rows = next(e for e, names in parallel if any("pad" in n for n in names))
+    assert pad_rows == (2 * 2 * 16 if groups else 2)  # (images, chunks, rows) fused; per image the chunks
+    x = np.random.default_rng(5).standard_normal((4, 32, 14, 14)).astype(np.float32)
+    got = run_vm(kernels.build(graph.module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
 def test_the_padded_share_a_core_decides(monkeypatch):
     """pad_per_image_pays: per image only where the padded batch's bytes / cores exceed
     PAD_SHARE_BYTES, on targets of PAD_SHARE_MIN_CORES+ cores (resnet50 b8's 64 x 58 x 58 padded

@@ -4,7 +4,8 @@
 # In the order to run them (closing note of session 48, "Left open: device steps in order"):
 #   125 (issue 19, the streamed layer partitions' GPU time: 230-390 us against 94 predicted), 126 (issue 19, the
 #   planner pricing inline turns; after 125: its plans' streamed spans carry 125's miss otherwise), 127 (issues
-#   18/19, llama_decode's CPU GEMVs' 16-thread GB/s with GEMV_PACKED_PARTS), 114 (issue 19,
+#   18/19, llama_decode's CPU GEMVs' 16-thread GB/s with GEMV_PACKED_PARTS), 129 (issue 18, resnet50 b32 all-CPU:
+#   the padded convs' per-image fork-joins, both b32 tools on one host, the 16-thread layer view), 114 (issue 19,
 #   BERT-large caps), 79, 52 (profile re-recorded), 111, 107 (issue 18, batch > 1: both switches together
 #   measured 0.97-0.99x on 16 threads in session 48), 103, 97, 96, 98 (issue 18), 71 (issue 17, b32),
 #   56 (issue 19, bf16).  128 (issue 20, the detector+resnet50 serving scenario; independent of the others).
@@ -48,6 +49,49 @@ case "${1:-1}" in
     --contenders hetpart,sequential $variants \
     --budget $((left - 15)) --window-s 1.5 --out "$OUT/serve-detector-nvidia-h200.json" \
     > "$OUT/logs/serve-detector-128.txt" 2>&1 ;;
+129)  # (BUDGET=590) issue 18, zoo:resnet50 all-CPU NCHW16c at batch 32 on 16 threads: 1.11x ORT (tools/nchwc_ab.py,
+     # session 48) / 1.41x (bench/corpus.py, step 117, another host) where b8 is 0.944x (branch r50-b32,
+     # bench/results/r50-b32-2core.md).  Offline (dev VM, 1 thread, CPU time): the two tools build the same kernels
+     # (outputs identical) and time them alike (Session.run views the aligned numpy input in place); per core the
+     # 16-core b32 build is 1.03-1.06x ORT and its per-image time 1.03x b8's -- no layer scales badly with the batch
+     # beyond ~5%.  What b32 has and b8 does not on 16 cores: the 3 padded convs whose padded batch exceeds 1 MiB a
+     # core (64x58x58 x3, 128x58x58, 256x30x30) pad per image, 2 fork-joins an image: 320 of the run's 383 parallel
+     # regions (step 104 took 1065 -> 383 regions for 254.1 -> 242.5 ms, ~17 us a region).  New switch (off)
+     # cpu_blocked_conv.BATCH_PAD_IMAGE_GROUPS pads them in groups of 16 / 8 / 16 images whose share a core stays
+     # <= 1 MiB: 24 regions; b1, b8 and mobilenet_v2 build identical TIR (offline), googlenet / densenet121 change one
+     # conv at b32, inception_v3 one at b8.  Per core it costs 1.06-1.16x on the 3 convs (one thread pads a whole
+     # group; the whole run 1.000), which 16 threads do not pay (each core pads the rows its tiles read).
+     # (1) tools/nchwc_ab.py b32, 16 threads: NCHW / NCHW16c (off) / ORT / NCHW16c with the switch on ("before");
+     # (2) the same with BATCH_IMAGES_PARALLEL=1 as "before" (the existing alternative where n >= cores: each thread
+     # pads and tiles whole images, 1 fork-join a conv; never measured); (3) bench/corpus.py zoo:resnet50 b32 on this
+     # host (the corpus's ratio beside (1)'s, same machine); (4) tools/cpu_layer_gap.py b32 --block 16 --in-situ
+     # --wall at 16 threads (per layer against ORT's profile); (5) if time is left, the b8 row with the switch on
+     # (identical code: a noise check).
+     # Decides: BATCH_PAD_IMAGE_GROUPS goes on if (1)'s NCHWc/before >= 1.01 (on faster by 1%+) and (2)'s side is
+     # not faster still; BATCH_IMAGES_PARALLEL goes on instead if (2)'s NCHWc/before >= 1.01 and beats (1)'s (both
+     # may be on: the groups then serve n < cores only).  Neither >= 1.01: the fork-joins are not b32's gap; (4)'s
+     # layers whose 16-thread ratio exceeds their 1-thread one (the md's table) name it.  (3) against (1): corpus
+     # hetpart_ms / peer_ms within ~5% of (1)'s NCHWc/ORT = the 1.41 was the host; >= 1.25 while (1) says ~1.1 = a
+     # 16-thread method difference to chase (Session's inline pool vs nchwc_ab's leased one: compare the records).
+  BUDGET=590; sw=hetpart.kernels.rules.cpu_blocked_conv
+  timeout 220 python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 --calls 2 --rounds 3 \
+    --before $sw.BATCH_PAD_IMAGE_GROUPS=1 > "$OUT/r50-b32-pad-groups-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 220)); [ "$left" -gt 150 ] && left=150
+  [ "$left" -ge 80 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 32 --block 16 --threads 16 \
+    --calls 2 --rounds 3 --before $sw.BATCH_IMAGES_PARALLEL=1 > "$OUT/r50-b32-images-parallel-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 100)); [ "$left" -gt 120 ] && left=120
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py --devices cpu --batches 32 --time --cpu-conv-block 16 \
+    --budget $((left - 10)) --export-dir "$EXPORTS" --models zoo:resnet50 --out "$OUT/corpus-129.json" \
+    > "$OUT/logs/corpus-129.log" 2>&1
+  f=/tmp/resnet50-zoo-b32.onnx
+  [ -f "$f" ] || python3 -c "import onnx; from hetpart import models; \
+    z = models.parse_zoo_spec('zoo:resnet50:batch=32'); onnx.save(models.build(z[0], small=z[1], **z[2]), '$f')"
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -gt 120 ] && left=120
+  [ "$left" -ge 50 ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_layer_gap.py "$f" --block 16 --in-situ \
+    --wall --runs 5 --top 40 > "$OUT/r50-b32-layer-gap-t16.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 70 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
+    --calls 3 --rounds 3 --before $sw.BATCH_PAD_IMAGE_GROUPS=1 > "$OUT/r50-b8-pad-groups-t16.txt" 2>&1 ;;
 126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,
      # bench/results/turn-price-2core.md).  cost_model.INLINE_TURNS (off): a CPU partition entered from CUDA pays a
      # 7 us resume instead of the 200 us default CPU wake, a CUDA partition entered from the CPU pays 130 us of host

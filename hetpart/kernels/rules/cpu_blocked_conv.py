@@ -783,13 +783,17 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     chunks = mac.extents[conv.ic] // conv.ic_block
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
     pad = _per_image_padding(sch, mac, conv, shape)
-    image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
-    n_lp = by(conv.n) if conv.n is not None and image is None else None
+    group = pad_group_images(sch, pad, shape, mac.extents[conv.n]) if pad is not None else 1
+    if group > 1:  # BATCH_PAD_IMAGE_GROUPS: the padding per group of images, the group's images in the tile loop
+        image, n_lp = sch.split(by(conv.n), factors=[None, group])
+    else:
+        image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
+        n_lp = by(conv.n) if conv.n is not None and image is None else None
     oh_lp = by(conv.oh) if conv.oh is not None and not pixels and not plane else None
     rows_out = rows_outside_blocks(mac, conv)
     order = (n_lp, oh_lp, occ_o, ow_o) if rows_out else (n_lp, occ_o, oh_lp, ow_o)
     parts = 1
-    if n_lp is not None and occ_o is not None and not rows_out:  # BATCH_GROUP_SPLIT
+    if n_lp is not None and occ_o is not None and not rows_out and group == 1:  # BATCH_GROUP_SPLIT
         parts = group_split(mac, conv, plan, shape, _group_tiles(mac, conv, plan, shape))
         if parts > 1:
             part, occ_o = sch.split(occ_o, factors=[parts, None])
@@ -812,7 +816,8 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
             sch.annotate(tile, stack_tiles.TILE_PRAGMA, STACK_TILE_BYTES)
         sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
     if image is not None:
-        _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS and not images)
+        _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS and not images,
+                       images=group)
     for lp in inner:
         sch.unroll(lp)
     sch.vectorize(vec_i)
@@ -897,6 +902,38 @@ each region's work a thread is smaller with more cores, while on few cores per-i
 cache gain is what counts -- on the 2-core dev box's target (1 thread, CPU time, resnet50 b8) the
 share rule (then: the 256 x 16 x 16 and 512 x 9 x 9 padded batches in one pass) ran 1.028x per-image
 padding; the 16-core build on one thread 1.017x (all 16 padded convs in one pass)."""
+
+
+BATCH_PAD_IMAGE_GROUPS = False
+"""Where :data:`BATCH_PAD_SHARE_BY_CORES` leaves a padded batch to per-image padding (a core's share of
+the whole padded batch over :data:`PAD_SHARE_BYTES`), whether the batch is padded in groups of ``k``
+images instead (:func:`pad_group_images`: the most images, ``k`` dividing ``n``, whose padded input
+still is :data:`PAD_SHARE_BYTES` a core or less): the batch loop split ``(n / k, k)``, the group's
+padding one parallel pass (its images, rows and channel chunks fused), its tiles one parallel loop
+fused over ``(k, blocks, rows, columns)`` -- 2 fork-joins a group where per-image padding has 2 an
+image.  resnet50 at batch 32 on 16 cores: the 64 x 58 x 58 (3 convs) and 256 x 30 x 30 padded inputs
+in 2 groups of 16, the 128 x 58 x 58 in 4 of 8: 24 parallel regions where per-image padding has 320
+(1024 -> 383 regions, step 104, took b32 254.1 -> 242.5 ms at 16 threads: ~17 us a region).  Each
+core still pads about the rows its tiles read (TVM's contiguous static chunks over both loops), a
+share that fits its L2 as in the one-pass form.  Targets of fewer than :data:`PAD_SHARE_MIN_CORES`
+cores, batches padded in one pass, and :data:`BATCH_IMAGES_PARALLEL`'s convs are unchanged.  Off
+(the default) until ``tools/device_round.sh 129`` measures it at 16 threads; on one thread a
+16-core build pads each group's k images itself (bench/results/r50-b32-2core.md)."""
+
+
+def pad_group_images(sch: s_tir.Schedule, pad, shape: CpuShape, n: int) -> int:
+    """Images a padding pass of a batch of ``n`` covers where :func:`_per_image_padding` gave ``pad``
+    (:data:`BATCH_PAD_IMAGE_GROUPS`): the largest divisor ``k < n`` of ``n`` whose ``k`` padded images
+    are :data:`PAD_SHARE_BYTES` or less a core of ``shape.cores``; 1 (per image) where none is over 1,
+    the switch is off, the target has fewer than :data:`PAD_SHARE_MIN_CORES` cores or
+    :data:`BATCH_IMAGES_PARALLEL` runs the images in parallel (``n >= shape.cores``)."""
+    if not BATCH_PAD_IMAGE_GROUPS or not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
+        return 1
+    if BATCH_IMAGES_PARALLEL and n >= shape.cores:
+        return 1
+    image = buffer_bytes(sch.get(pad).writes[0].source) / max(1, n)
+    fits = [k for k in _divisors(n, n - 1) if k * image <= PAD_SHARE_BYTES * shape.cores]
+    return fits[-1] if fits else 1
 
 
 def _per_image_padding(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, shape: CpuShape):
@@ -1022,9 +1059,13 @@ def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
     return None
 
 
-def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel: bool) -> None:
+def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel: bool, images: int = 1) -> None:
     """``pad`` computed under the batch loop ``image``: its channel-chunk and row loops fused
-    (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised."""
+    (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised.  ``images``
+    > 1 (:data:`BATCH_PAD_IMAGE_GROUPS`: ``image`` the outer loop of a group of that many): the
+    group's image, row and channel-chunk loops fused in that order, the parallel loop, so a core's
+    contiguous chunk of it is whole padded rows of its images -- the rows its tiles read where a
+    thread's tiles are part of an image (rows outside the block groups)."""
     sch.compute_at(pad, image, preserve_unit_loops=True)
     loops = sch.get_loops(pad)[1:]
     inner, width = loops[-1], const_extent(sch, loops[-1])
@@ -1034,7 +1075,11 @@ def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel:
         sch.vectorize(inner)
     elif width is not None and width < plan.lanes:
         sch.vectorize(inner)
-    rows = sch.fuse(*loops[:2])
+    if images > 1:
+        sch.reorder(loops[0], loops[2], loops[1])
+        rows = sch.fuse(loops[0], loops[2], loops[1])
+    else:
+        rows = sch.fuse(*loops[:2])
     if parallel:
         sch.parallel(rows)
 
