@@ -32,18 +32,25 @@ def read_json(path: str | os.PathLike, schema: str, version: int, error: type[He
     :class:`HetpartError` subclass) names the file when it is missing, not JSON, or
     another schema or version."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"cannot read {path}: {exc}") from None
+    data = load_json(path, error)
     if not isinstance(data, dict) or data.get("schema") != schema:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise error(f"{path} is not a {schema} file (schema {found!r})")
     if data.get("version") != version:
         raise error(f"{path} is {schema} version {data.get('version')!r}; this hetpart reads version {version}")
     return data
+
+
+def load_json(path: str | os.PathLike, error: type[HetpartError] = HetpartError):
+    """The JSON value in ``path``, header unchecked (a document without one, e.g. a trace
+    in Chrome's list form); ``error`` names the file when it is missing or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"cannot read {path}: {exc}") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

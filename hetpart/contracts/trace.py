@@ -26,14 +26,13 @@ at :data:`VERSION`, else :class:`~hetpart.errors.TraceError`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import TraceError
-from .jsonfile import write_json
+from .jsonfile import load_json, write_json
 
 SCHEMA = "hetpart-trace"
 VERSION = 2
@@ -200,14 +199,7 @@ def parse_trace(doc, source: str = "the trace") -> Trace:
 def read_trace(path: str | os.PathLike) -> Trace:
     """The trace in ``path`` (:func:`parse_trace`); :class:`~hetpart.errors.TraceError`
     naming the file when it is missing, not JSON, or not a trace of this version."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TraceError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"cannot read {path}: {exc}") from None
-    return parse_trace(doc, str(path))
+    return parse_trace(load_json(path, TraceError), str(path))
 
 
 __all__ = ["COPY", "PARTITION", "Process", "SCHEMA", "Span", "Trace", "TraceSpan", "VERSION", "parse_trace",
