@@ -81,38 +81,47 @@ def queue_behind_busy(server, model: str, runner, queued: int) -> None:
         expect_own(fut.result(30), i)
 
 
+def _hammer(server, runners, threads: int, per_thread: int, max_rows: int) -> dict:
+    """``threads`` clients each submit ``per_thread`` requests of 1..``max_rows`` distinct
+    rows to model "a" or "b" of ``server`` (open) at random and check every answer holds
+    exactly its own rows; asserts none got another's and no row ran twice; returns the
+    server's stats."""
+    failures: list[str] = []
+
+    def client(t):
+        rng = random.Random(t)
+        futures = []
+        for i in range(per_thread):
+            pid = t * 10_000 + i + 1
+            rows = rng.randint(1, max_rows)
+            x = np.stack([np.arange(4, dtype=np.float64) + pid * 10 + r for r in range(rows)])
+            x[:, 0] = pid * 10 + np.arange(rows)
+            futures.append((server.submit(rng.choice("ab"), {"x": x}), x))
+        for fut, x in futures:
+            out = fut.result(timeout=60)
+            if not (np.array_equal(out["y"], 2 * x + 1) and np.array_equal(out["s"], x.sum(axis=1))):
+                failures.append(f"thread {t}: payload {x[0, 0]} got someone else's answer")
+    pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    assert not failures, failures[:5]
+    seen = runners["a"].rows_seen + runners["b"].rows_seen
+    assert len(seen) == len(set(seen)), "a row ran twice"
+    return server.stats()
+
+
 def test_hammer_every_response_is_its_own_requests():
     """16 threads x 200 requests over two models (one with three batchers), 1-3 rows
     each, distinct payloads: each answer holds exactly its own rows, and every row ran
     exactly once."""
     runners = {"a": Doubler(max_batch=8), "b": Doubler(max_batch=5)}
     threads, per_thread = 16, 200
-    failures: list[str] = []
     server = Server({"a": runners["a"]}, max_delay=0.001)
     server.add_model("b", runners["b"], instances=3)  # three batches of b may run at once
     with server:
-        def client(t):
-            rng = random.Random(t)
-            futures = []
-            for i in range(per_thread):
-                pid = t * 10_000 + i + 1
-                rows = rng.randint(1, 3)
-                x = np.stack([np.arange(4, dtype=np.float64) + pid * 10 + r for r in range(rows)])
-                x[:, 0] = pid * 10 + np.arange(rows)
-                futures.append((server.submit(rng.choice("ab"), {"x": x}), x))
-            for fut, x in futures:
-                out = fut.result(timeout=60)
-                if not (np.array_equal(out["y"], 2 * x + 1) and np.array_equal(out["s"], x.sum(axis=1))):
-                    failures.append(f"thread {t}: payload {x[0, 0]} got someone else's answer")
-        pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-        stats = server.stats()
-    assert not failures, failures[:5]
-    seen = runners["a"].rows_seen + runners["b"].rows_seen
-    assert len(seen) == len(set(seen)), "a row ran twice"
+        stats = _hammer(server, runners, threads, per_thread, max_rows=3)
     assert sum(s["completed"] for s in stats.values()) == threads * per_thread
     assert sum(s["submitted"] for s in stats.values()) == threads * per_thread
     assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 5
@@ -581,31 +590,10 @@ def test_hammer_with_hold_every_response_is_its_own_and_none_is_dropped():
             return super().run(feeds)
 
     runners = {"a": Slow(max_batch=8), "b": Slow(max_batch=4)}
-    threads, per_thread, failures = 12, 150, []
+    threads, per_thread = 12, 150
     with Server(max_delay=0.001, hold=0.002) as server:
         for name, r in runners.items():
             server.add_model(name, r, instances=3)
-
-        def client(t):
-            rng = random.Random(t)
-            futures = []
-            for i in range(per_thread):
-                pid = t * 10_000 + i + 1
-                x = np.stack([np.arange(4, dtype=np.float64) + pid * 10 + r for r in range(rng.randint(1, 2))])
-                x[:, 0] = pid * 10 + np.arange(len(x))
-                futures.append((server.submit(rng.choice("ab"), {"x": x}), x))
-            for fut, x in futures:
-                out = fut.result(timeout=60)
-                if not np.array_equal(out["y"], 2 * x + 1):
-                    failures.append(f"thread {t}: payload {x[0, 0]} got someone else's answer")
-        pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-        stats = server.stats()
-    assert not failures, failures[:5]
-    seen = runners["a"].rows_seen + runners["b"].rows_seen
-    assert len(seen) == len(set(seen)), "a row ran twice"
+        stats = _hammer(server, runners, threads, per_thread, max_rows=2)
     assert sum(s["completed"] for s in stats.values()) == threads * per_thread
     assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 4
