@@ -90,3 +90,22 @@ def test_a_maker_of_the_wrong_shape_is_an_internal_error():
     op = data_inputs.DataDependentOp("f", "bad", lambda specs, rng: [np.zeros((1,), np.float32)])
     with pytest.raises(InternalError, match="argument 0"):
         op.inputs((ArgSpec((2,), "float32"),), np.random.default_rng(0))
+
+
+class _Costs:
+    def __init__(self, predicted: bool):
+        self.predicted = predicted
+
+    def is_predicted(self, kernel, device):
+        return self.predicted
+
+    def kernel_cost(self, kernel, device):
+        return 9.9e-6
+
+
+def test_a_predicted_data_dependent_kernel_is_named_in_the_plan_notes(detections):
+    graph = detections[0]
+    assignment = {k.id: "cpu" for k in graph.nodes}
+    notes = data_inputs.predicted_notes(graph, assignment, _Costs(True))
+    assert len(notes) == 1 and "all_class_non_max_suppression" in notes[0] and "9.9 us" in notes[0]
+    assert data_inputs.predicted_notes(graph, assignment, _Costs(False)) == []

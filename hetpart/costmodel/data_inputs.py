@@ -17,6 +17,10 @@ lowering gives it; the op graph's ``kernel.func``).  A maker returns one array p
 in the specs' order, of the spec's shape and dtype (checked: :class:`~hetpart.errors.
 InternalError` otherwise); integer constants (``spec.value``) should be passed through.
 
+A plan whose profile never measured such a kernel prices it by the predictor, from static
+features that cannot see its data-dependent loops (the shipped H200 profile: NMS at 9.9 us
+where it runs ~0.27 ms): :func:`predicted_notes` names those kernels so ``partition`` says so.
+
 Invariant: a kernel not in the registry gets exactly the random inputs it got before
 (label :data:`RANDOM`); the label is recorded with every timing, so a profile says which
 timings came from representative inputs.
@@ -82,6 +86,19 @@ def register(func: str, label: str):
 def op_for(func: str) -> DataDependentOp | None:
     """The registered :class:`DataDependentOp` of a PrimFunc name, or None (random inputs)."""
     return REGISTRY.get(func)
+
+
+def predicted_notes(graph, assignment: dict, costs) -> list[str]:
+    """One line per kernel of ``assignment`` (kernel id -> device) that is registered here and
+    priced by prediction on its device (``costs.is_predicted``): its price, and how to measure it."""
+    notes = []
+    for kid, device in assignment.items():
+        kernel = graph.kernels[kid]
+        if op_for(kernel.func) is not None and costs.is_predicted(kernel, device):
+            notes.append(f"note: {kid} ({kernel.func}) on {device} is priced {costs.kernel_cost(kernel, device) * 1e6:.1f} us "
+                         f"by prediction: its work depends on its values, which static features do not see, "
+                         f"and the profile never timed it; `partition profile` times it on representative inputs")
+    return notes
 
 
 # --- NonMaxSuppression -----------------------------------------------------------
