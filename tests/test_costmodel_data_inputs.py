@@ -21,6 +21,14 @@ from hetpart.errors import InternalError
 from hetpart.targets import cpu_tvm_target
 
 QUICK = MeasureSettings(repeat=3, min_repeat_ms=5)
+
+
+def _one_thread(fn):
+    """``fn()`` on a leased thread whose TVM pool has 1 thread: a fork-join kernel timed on the
+    shared 2-core CI box moves by 2x when another job runs; one thread keeps both sides comparable."""
+    from hetpart.runtime.threads import call_leased
+
+    return call_leased("data_inputs test", fn, pool=1, role="cpu")
 SANE = 3.0
 """A representative timing is within this factor of the real one (9.9 us vs 1 ms is 100x)."""
 
@@ -52,8 +60,8 @@ def test_nms_is_timed_on_detections_within_a_sane_factor_of_real_inputs(detectio
     kmod = kernel_bench.single_kernel_module(graph, kernel)
     assert kmod.func == "all_class_non_max_suppression" and kernel_bench.inputs_label(kmod) == "detections"
     exe = kernel_bench.build_module(kmod.mod, cpu_tvm_target())
-    measured = kernel_bench.measure(kmod, exe, tvm.cpu(), QUICK).median_s
-    real = _direct_s(kmod, exe, boxes, scores)
+    measured, real = _one_thread(lambda: (kernel_bench.measure(kmod, exe, tvm.cpu(), QUICK).median_s,
+                                          _direct_s(kmod, exe, boxes, scores)))
     assert real / SANE < measured < real * SANE, (measured, real)
     assert measured > 100e-6  # 80 x 1200 boxes, 8000 kept: never a trivial path
 
@@ -61,12 +69,14 @@ def test_nms_is_timed_on_detections_within_a_sane_factor_of_real_inputs(detectio
 def test_profiled_nms_price_is_within_a_sane_factor_of_real_inputs(detections, tmp_path):
     """End to end: what ``partition profile`` records and the CostModel charges."""
     graph, kernel, boxes, scores = detections
-    prof = profile(graph, ("cpu",), tmp_path / "cpu.json", settings=QUICK, progress=False, jobs=1)
+    prof = _one_thread(lambda: profile(graph, ("cpu",), tmp_path / "cpu.json", settings=QUICK, progress=False,
+                                       jobs=1))
     rec = prof.record("cpu", kernel.signature)
     assert rec.ok and rec.inputs == "detections"
     price = CostModel(prof).kernel_cost(kernel, "cpu")
     kmod = kernel_bench.single_kernel_module(graph, kernel)
-    real = _direct_s(kmod, kernel_bench.build_module(kmod.mod, cpu_tvm_target()), boxes, scores)
+    exe = kernel_bench.build_module(kmod.mod, cpu_tvm_target())
+    real = _one_thread(lambda: _direct_s(kmod, exe, boxes, scores))
     assert real / SANE < price < real * SANE, (price, real)
 
 
