@@ -22,7 +22,7 @@ case "${1:-1}" in
      # 9.9 us (b1) / 42 us (b8): predicted from static features (a while loop's body counted once), never measured;
      # the profiler now times data-dependent kernels on representative inputs (hetpart.costmodel.data_inputs).
      # Offline (2-core VM): the kernel already runs one (image, class) pair per parallel task: 1 -> 2 threads
-     # 1.88-1.94x at b1, 1.97-2.09x at b8 (wall); 1 thread 0.94 ms b1 / 8.6 ms b8 (ORT 3.5 / 29 ms, serial).
+     # 1.88-2.08x at b1, 1.97-2.09x at b8 (wall); 1 thread 0.94 ms b1 / 8.6 ms b8 (ORT 3.5 / 29 ms, serial).
      # Step 21 on the H200 host: 0.525 ms at 8 threads, 0.269 at 16 -- per class ~4x the VM's 1-thread time, so
      # either this host's core is ~4x slower on the kernel or the split loses ~4x: never measured at 1 thread there.
      # (1) tools/nms_scaling.py b1/b2/b4/b8 at 1/2/4/8/16 threads: hetpart's kernel on the detector's own boxes and
