@@ -9,7 +9,9 @@ a parameter); :func:`build` compiles that with :func:`hetpart.kernels.build` -- 
 same schedules and pipeline the compiler uses, so what is measured is what runs;
 :func:`random_inputs` makes arguments (floats uniform in [0.1, 1): never zeros;
 integer tensors used as indices stay inside the dimension they index; integer
-constants keep their real values); :func:`time_executable` runs TVM's
+constants keep their real values; a kernel whose work depends on its values, e.g.
+NonMaxSuppression, gets representative ones instead: :mod:`.data_inputs`, whose label
+:func:`inputs_label` names for the profile); :func:`time_executable` runs TVM's
 ``time_evaluator`` after a warm-up call.
 
 The timing is of the whole one-kernel VM call, so it contains the fixed per-call
@@ -30,6 +32,7 @@ from tvm.ir import TensorLoad
 from ..errors import InternalError
 from ..kernels.options import DEFAULT, KernelOptions
 from ..kernels.weight_prepack import TRANSFORM_PARAMS
+from . import data_inputs
 from .profile_db import Timing
 
 FLOAT_LOW, FLOAT_HIGH = 0.1, 1.0
@@ -64,6 +67,7 @@ class KernelModule:
     mod: tvm.IRModule
     args: tuple[ArgSpec, ...]  # in ``main``'s parameter order: inputs, then weights
     num_inputs: int | None = None  # where the weights start (None: all are inputs)
+    func: str = ""  # the PrimFunc's name ("" for a packed library call): picks :mod:`.data_inputs`
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def single_kernel_module(graph, kernel) -> KernelModule:
     mod = bb.get()
     n_inputs = sum(not s.weight for s in specs)
     mod["main"] = mod["main"].with_attr("num_input", n_inputs)
-    return KernelModule(mod, tuple(specs[i] for i in order), n_inputs)
+    return KernelModule(mod, tuple(specs[i] for i in order), n_inputs, gvar.name_hint if gvar is not None else "")
 
 
 def index_bounds(prim) -> dict[int, int]:
@@ -214,8 +218,19 @@ def random_array(spec: ArgSpec, rng: np.random.Generator) -> np.ndarray:
 
 
 def random_inputs(kmod: KernelModule, dev, seed: int = 0) -> list:
+    """The arguments ``kmod`` is timed on, on ``dev``: :func:`random_array` per spec, or
+    for a kernel registered in :mod:`.data_inputs` its representative values."""
     rng = np.random.default_rng(seed)
-    return [tvm.runtime.tensor(random_array(s, rng), dev) for s in kmod.args]
+    op = data_inputs.op_for(kmod.func)
+    arrays = op.inputs(kmod.args, rng) if op is not None else [random_array(s, rng) for s in kmod.args]
+    return [tvm.runtime.tensor(a, dev) for a in arrays]
+
+
+def inputs_label(kmod: KernelModule) -> str:
+    """What :func:`random_inputs` feeds ``kmod``: :data:`.data_inputs.RANDOM` or the
+    registered op's label (recorded as :attr:`.profile_db.KernelRecord.inputs`)."""
+    op = data_inputs.op_for(kmod.func)
+    return op.label if op is not None else data_inputs.RANDOM
 
 
 def time_executable(executable, inputs: list, dev, settings: MeasureSettings, func: str = "main") -> Timing:

@@ -20,11 +20,12 @@ File layout (``"schema": "hetpart-profile"``, ``"version": 1``)::
                   not recorded); whether a model's CPU weights stay cached between
                   runs (:meth:`~.cost_model.CostModel.weights_stay_cached`)
 
-Version 1 gained the per-record keys ``rule`` and ``access``, the top-level
+Version 1 gained the per-record keys ``rule``, ``access`` and ``inputs``, the top-level
 ``gpu_memory_bytes`` and ``cpu_llc_bytes`` and the overheads' ``session_s``, ``wake_s``, ``weight_read_Bps``,
 ``contended_weight_read_Bps`` and ``contended_h2d_Bps``
 without a version bump: they are additive (older hetpart ignores them; a record without
-them loads with ``""``, "not recorded"; overheads without ``wake_s``,
+them loads with ``""``, "not recorded" -- for ``inputs``: timed on random values, as every
+kernel was before :mod:`.data_inputs`; overheads without ``wake_s``,
 ``weight_read_Bps`` or the contended ones load with None, "not measured"; a file without
 ``cpu_llc_bytes`` with None, "not recorded"),
 so files of either age load in both -- except that hetpart older than ``wake_s`` read
@@ -124,6 +125,7 @@ class KernelRecord:
     error: str = ""
     rule: str = ""
     access: str = ""
+    inputs: str = ""
 
     @property
     def ok(self) -> bool:
@@ -143,6 +145,7 @@ class KernelRecord:
     def to_json(self) -> dict:
         d = asdict(self.features)
         d.update(status=self.status, error=self.error, rule=self.rule, access=self.access,
+                 **({"inputs": self.inputs} if self.inputs else {}),
                  timing=asdict(self.timing) if self.timing else None)
         return d
 
@@ -152,7 +155,7 @@ class KernelRecord:
         feats = KernelFeatures(**{**asdict(feats), "ops": tuple(feats.ops)})
         timing = Timing(**d["timing"]) if d.get("timing") else None
         return cls(signature, feats, d["status"], timing, d.get("error", ""), str(d.get("rule", "")),
-                   str(d.get("access", "")))
+                   str(d.get("access", "")), str(d.get("inputs", "")))
 
 
 @dataclass(frozen=True)

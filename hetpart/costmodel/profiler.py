@@ -195,7 +195,7 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
                 rec = KernelRecord(kernel.signature, feats, "failed",
                                    error=f"unusable timing: {profile_check.problems_of_record(rec)[0]}")
         rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db, options),
-                      access=module_access(kmod.mod))
+                      access=module_access(kmod.mod), inputs=kernel_bench.inputs_label(kmod) if rec.ok else "")
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
         prof.save()

@@ -130,6 +130,10 @@ class Plan:
         report = [graph.summary(), "", _partitioner().render_plan(plan)]
         if args.explain:
             report += ["", _partitioner().explain(plan)]
+        if plan.costs is not None:
+            from ...costmodel.data_inputs import predicted_notes
+
+            report += predicted_notes(graph, plan.assignment, plan.costs)
         print("\n".join(report))
         if checked["out"] is not None:
             compiled = self._write(args, plan, graph, checked["out"], checked["options"])
