@@ -215,11 +215,13 @@ class Session:
         if streamed:
             # throttled refills: the copier thread waits for each chunk on the host, asleep
             # (blocking events), not spinning a core the CPU partitions use
-            spin = self.spin_wait and not weight_stream.THROTTLED_REFILLS
+            # (the switch read once: the engine's throttle and the copier's waiting agree)
+            throttle = weight_stream.THROTTLE_IN_FLIGHT if weight_stream.THROTTLED_REFILLS else None
+            spin = self.spin_wait and throttle is None
             copier = CudaStream(spin, self.priority) if self.real_gpu else CheckedStream("copy", checker)
             engine = None
             try:
-                engine = CopyEngine(self._stream, copier)
+                engine = CopyEngine(self._stream, copier, throttle=throttle)
                 self._ring = WeightRing(self.compiled, self._memory, engine, "cuda" if self.real_gpu else "cpu")
             except BaseException:
                 if engine is not None:  # it owns the copy stream (and its copier thread)
