@@ -65,8 +65,10 @@ COPY_TO_GPU = True
 # ~38 MB ones without that GEMV 126-135 against 84 (bench/results/stream-gpu-partitions-2core.md;
 # the same read COPY_TO_GPU removed from a GEMV's CPU->GPU input, capped-copy-to-gpu-nvidia-h100.md:
 # 292 -> 61 us).  Cost: one d2h copy (cudaMemcpyAsync, ~5-10 us) per such tensor a run.  Read
-# when a session opens (plan_routes).  Off until device step 125 measures it.
-COPY_GPU_CONTRACTION_READS = False
+# when a session opens (plan_routes).  On since device step 125 (session 49, H100,
+# bench/results/stream-gpu-partitions-nvidia-h100.md): llama_decode at 1/2 0.982x (faster in
+# all three paired rounds), the ~84 MB partitions' spans 155 -> 135 us.
+COPY_GPU_CONTRACTION_READS = True
 
 # Issue 19: a CPU partition's outputs that a CUDA partition reads (copy mode, static shape,
 # no bound state) share one pinned block and one device block per slot, each tensor at its
