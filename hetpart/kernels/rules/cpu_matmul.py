@@ -85,7 +85,9 @@ Unpacked, a part reads ``N / parts`` floats of each row, ``N`` floats apart: on 
 prefetchers follow badly (1 thread over the 16-part schedule, cold weights: 10.7 GB/s for
 N=2048, 4.3 for N=256, 12.8 for the probe's N=8192; bench/results/cpu-decode-gemv-2core.md).
 Only where the parts are equal (``N`` a multiple of ``parts x lanes``) and there are several.
-False until device step 127 measures it on the 16-core host."""
+Off: device step 127 (session 49, 16 threads, bench/results/cpu-decode-gemv-nvidia-h100.md)
+made five of llama_decode's eight layer GEMVs slower (0.76-0.97x; unpacked they read 118-180 GB/s
+there) and only the 2 MB k/v ones faster; the 4-layer step 0.98x."""
 
 GEMV_ROWS = 8
 """Weight rows one pass of :func:`gemv_row_stream` takes together (each accumulator vector loaded
