@@ -102,7 +102,8 @@ GPU work starts.  Off (before): the profile's ``wake_s`` (or :data:`DEFAULT_WAKE
 on the CPU) and nothing on CUDA.  An inline run (``Session.run`` on an idle session, the
 default: the calling thread runs every stage) is what the latency objective and the
 capped benchmark time; a pipelined run through the worker threads may still wake them.
-Issue 19, device step 126 decides it (bench/results/turn-price-2core.md)."""
+Issue 19.  Off: device step 126 (session 49, another H100 host, bench/results/turn-price-nvidia-h100.md)
+ran its plan no faster (0.994x) and its errors at that host's CPU rate 2-3x larger."""
 
 
 INLINE_TURN_S = {"cpu": 7e-6, "cuda": 130e-6}
