@@ -65,7 +65,8 @@ HOLD_WHILE_BUSY: float | None = None
 """The ``hold`` (seconds) of every :class:`Lane` not given one: a partial batch formed while
 another batch of its model runs waits up to this long (from its oldest arrival) for company
 (see the module docstring).  None: off, what the batcher did before (issue 20, branch
-serve-detector: its A/B is device step 128's ``hetpart-hold`` contender)."""
+serve-detector).  Off: device step 128 (H100, detector + ResNet-50) served 0.80x the rate
+with a 10 ms hold (bench/results/serve-detector-nvidia-h100.md)."""
 
 
 class Lane:
