@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device steps that have run (sessions up to 47), kept runnable to reproduce a result:
+# Device steps that have run (sessions up to 49), kept runnable to reproduce a result:
 #   source .tvmpack/unpack.sh && bash tools/device_steps_run.sh STEP     (or bash tools/device_round.sh STEP)
 # Their results are in bench/results/ (each file names its step as "tools/device_round.sh N") and in the
 # closing notes of the session that ran them.  Steps still to run are in tools/device_round.sh; settings and
@@ -1849,5 +1849,143 @@ PY
   [ "$left" -ge 90 ] && timeout "$left" python3 tools/nchwc_ab.py zoo:resnet50 --batch 8 --block 16 --threads 16 \
     --calls 3 --rounds 3 --before $sw.BATCH_PLANE_GROUPS=0 --before $sw.BATCH_GROUP_SPLIT=0 \
     > "$OUT/blk-batch-both-resnet50-b8-t16.txt" 2>&1 ;;
+125)  # (BUDGET=300) issue 19, the ~84 MB streamed layer partitions of llama_decode at 1/2 that span 230-390 us on the
+     # GPU against 94 predicted (branch stream-gpu, bench/results/stream-gpu-partitions-2core.md).  Offline: their
+     # kernels are the resident build's (CUDA source identical) and their weights are read at HBM speed elsewhere
+     # (p24/p25, 63/92 MB, 60 us); what they have that the ~38 MB ones (126-135 us) lack is the gate GEMV (46 MB)
+     # reading the rms norm's output, which also goes to the CPU and so is a *mapped* GPU->CPU crossing: the norm
+     # writes it into pinned host memory and the GEMV reads it through PCIe once per thread block (352 x 8 KB), the
+     # read COPY_TO_GPU removed from the CPU->GPU side (step 115's probe: 292 -> 61 us).  handoff.COPY_GPU_CONTRACTION_READS
+     # (off): such a crossing (artifact's contraction_reads) is copied (device buffer + one d2h) instead.
+     # (1) the cuda test: a CPU GEMV, then softmax -> 46 MB GEMV on the GPU with the softmax also read by the CPU:
+     # results both ways = the unpartitioned build, the GPU partition's span each way ("STEP125" lines);
+     # (2) tools/capped_rules_ab.py llama_decode 1/2, step 115's plan from .hold/plans119.tgz as 'hetpart' (as step
+     # 122), the switch on (--set) against 'hetpart before' = off (--session-before), 3 rounds, one traced run each;
+     # (3) spans-125.txt: each CUDA partition's GPU span in both traces beside the plan's prediction, the d2h copies.
+     # Decides: the switch goes on if (1) passes and hetpart <= 0.97x 'hetpart before' (round medians) with the
+     # ~84 MB partitions' spans down to <= ~1.6x predicted (~150 us; the ~38 MB ones' ratio); then the ~2 ms a token
+     # was the mapped read.  If the spans drop but the run does not, the new d2h copies wait (their spans in (3):
+     # behind a refill on the copy engine?).  If the spans stay, the read is not the cause: the next measure is
+     # per-kernel GPU time of one such partition in situ (nsys / CUPTI) against the profile.
+  BUDGET=300; sw=hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS
+  pt="python3 -m pytest -v -s -rfE --tb=short -p no:cacheprovider -m cuda"
+  python3 -c "import pytest_timeout" 2>/dev/null && pt="$pt --timeout 80"
+  timeout 90 $pt tests/test_runtime_contraction_reads.py > "$OUT/pytest-125.txt" 2>&1
+  mkdir -p /tmp/plans119 /tmp/plans125
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans125/hetpart.plan.json
+  fi
+  left=$((BUDGET - SECONDS - 15))
+  [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+    --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans125 --workload zoo:llama_decode --cap 1/2 \
+    --contenders hetpart --set $sw=1 --session-before $sw=0 --rounds 3 --trace "$OUT/traces-125" \
+    --json "$OUT/capped-125-ab.json" > "$OUT/capped-125-ab.txt" 2>&1
+  [ -f /tmp/plans125/hetpart.plan.json ] && timeout 10 python3 tools/turn_price.py --gpu-spans "$OUT/traces-125" \
+    --plan /tmp/plans125/hetpart.plan.json > "$OUT/spans-125.txt" 2>&1
+  ;;
+126)  # (BUDGET=300) issue 19, the planner pricing an inline run's turns as measured (branch turn-price,
+     # bench/results/turn-price-2core.md).  cost_model.INLINE_TURNS (off): a CPU partition entered from CUDA pays a
+     # 7 us resume instead of the 200 us default CPU wake, a CUDA partition entered from the CPU pays 130 us of host
+     # pre-launch work (fitted on session 48's two traces of step 115's plan: the 166 us a turn costs beside its GPU
+     # time).  Offline, repriced on step 115's plan at 96.1 GB/s: CPU span median |error| 219-240 -> 26-47 us, a turn's
+     # non-GPU part 62-64 -> 5-18 us.  Planned with it on (at the profile's 90 GB/s), llama_decode at 1/2 becomes
+     # 36 partitions (11 CPU, 10 turns, 22 streamed, 956 MB streamed, a 3 x 46 MB ring) predicted 19.10 ms, where
+     # step 115's plan (28, 12 CPU, 11 turns, 14 streamed, 1003 MB, 2 x 92 MB) is predicted 20.38 off.
+     # Carry .hold/plans126.tgz, built from the new plan:
+     #   mkdir -p /tmp/p126 && cp /work/dev48/share/turn-price/on.plan.json /tmp/p126/hetpart.plan.json \
+     #     && tar czf .hold/plans126.tgz -C /tmp/p126 hetpart.plan.json
+     # and .hold/plans119.tgz (step 115's plan as hetpart_before, the rule's plan).
+     # (1) tools/capped_rules_ab.py llama_decode 1/2: 'hetpart' = the new plan, 'hetpart before' = step 115's plan
+     # (--before only names how it was made: the stored plan is read), the llama.cpp-style rule beside, 3 rounds, one
+     # traced run each, predictions repriced with the switch on (--set); (2) tools/turn_price.py on the two traces:
+     # each plan's CPU spans and turns against its own prediction, switch off and on, at the rounds' median GEMV and
+     # 96.1 GB/s.
+     # Decides: INLINE_TURNS goes on if hetpart <= 0.97x 'hetpart before' (round medians) and the new plan's
+     # prediction errors with it on are smaller than step 115's plan's with it off, read at 96.1 GB/s in (2) (the CPU
+     # layer partitions' in-run rate in session 48's traces, 92.3 MB in ~950 us; at the GEMV sweep's ~140 both
+     # pricings put the chain behind the weight copies and the CPU spans 30% short -- (1)'s summary prices there):
+     # the median |error| of its CPU spans and of its turns (less GPU) in (2), and its whole-run
+     # |predicted / measured - 1| ((2)'s predicted ms against (1)'s median).  (2)'s turn errors also say whether
+     # 130 / 7 us hold on a plan with other turns (the new plan's 38 + 46 MB calls).  If the new plan is not faster
+     # but the errors shrink, keep the switch for pricing and look at what its plan's extra CUDA calls cost.  The
+     # streamed GPU spans carry step 125's mapped-read miss unless COPY_GPU_CONTRACTION_READS is on by then: say which.
+  BUDGET=300; sw=hetpart.costmodel.cost_model.INLINE_TURNS
+  mkdir -p /tmp/plans119 /tmp/plans126
+  if [ -f .hold/plans119.tgz ] && tar xzf .hold/plans119.tgz -C /tmp/plans119; then
+    cp /tmp/plans119/hetpart_before.plan.json /tmp/plans119/llamacpp-style_rule.plan.json /tmp/plans126/
+  fi
+  [ -f .hold/plans126.tgz ] && tar xzf .hold/plans126.tgz -C /tmp/plans126
+  if [ -f /tmp/plans126/hetpart.plan.json ] && [ -f /tmp/plans126/hetpart_before.plan.json ]; then
+    left=$((BUDGET - SECONDS - 70))
+    [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+      --profile bench/results/profile-capped-nvidia-h200.json --plans /tmp/plans126 --workload zoo:llama_decode \
+      --cap 1/2 --contenders "hetpart,hetpart before,llama.cpp-style rule" --before $sw=0 --set $sw=1 --rounds 3 \
+      --trace "$OUT/traces-126" --json "$OUT/capped-126-ab.json" > "$OUT/capped-126-ab.txt" 2>&1
+    gb=$(python3 -c "import json, statistics; r = json.load(open('$OUT/capped-126-ab.json'))['rounds']; \
+      print(round(statistics.median(x['gemv_gbps'] for x in r), 1))" 2>/dev/null || echo 140)
+    left=$((BUDGET - SECONDS - 3))
+    [ "$left" -ge 40 ] && [ -f "$OUT/traces-126/hetpart.trace.json" ] && timeout "$left" python3 tools/turn_price.py \
+      --plan /tmp/plans126/hetpart.plan.json --trace "$OUT/traces-126/hetpart.trace.json" \
+      --plan /tmp/plans126/hetpart_before.plan.json --trace "$OUT/traces-126/hetpart_before.trace.json" \
+      --cpu-gbps "$gb,96.1" --json "$OUT/turn-price-126.json" > "$OUT/turn-price-126.txt" 2>&1
+  else
+    echo "plans126.tgz / plans119.tgz not carried" > "$OUT/capped-126-ab.txt"
+  fi ;;
+127)  # (BUDGET=300) issues 18/19, llama_decode's CPU GEMVs read ~95-100 GB/s on 16 threads where the weight-read
+     # probe's GEMV reads 136-149 (branch cpu-gemv, bench/results/cpu-decode-gemv-2core.md).  Offline, per core (1
+     # thread, CPU time, cold weights): scheduled for 1 core every GEMV reads 15.8-16.5 GB/s = the probe; scheduled
+     # for 16 cores (run on 1 thread) each core's column part reads N/16 floats of every row, N apart: 512 B runs
+     # for q/o/down (N=2048) -> 10.7 GB/s, 64 B for k/v (N=256) -> 4.5, 1408 B for gate/up -> 12.3-13.0, probe
+     # (2 KB) 13.7.  cpu_matmul.GEMV_PACKED_PARTS (off) packs such a weight [part, k, column] at compile time: each
+     # part one contiguous stream -> 14.2-15.4 GB/s (probe 14.3), outputs bit-identical; a 3-layer all-CPU decode
+     # step 68.0 -> 58.6 ms (0.86x; ORT 76.6).  (1) tools/decode_gemv_gbs.py: one full-width layer's weight kernels
+     # + lm_head (32000) + the probe, 16 threads, wall time, switch on ('now') against off ('before') in turns;
+     # (2) tools/cpu_rule_ab.py: a 4-layer all-CPU llama_decode step (0.97 GB of weights, the llama.cpp-style
+     # rule's CPU partition in small) on 16 threads, on against off, ORT beside.
+     # Decides: the switch goes on if in (1) q/o/down/gate/up reach >= ~0.9x the probe's 'before' GB/s (today
+     # ~0.68x) and no kernel is slower, and (2) after/before <= ~0.90 (at ~140 GB/s the CPU partitions' 13.6 ms
+     # of a 23 ms token would be ~9.5 ms); then re-record the profile's weight_read_Bps (the probe is scheduled
+     # by the same rule and moves with it: row 'probe_gemv' of (1)).  If (1) rises but (2) does not, the in-model
+     # cost is elsewhere (kernel launch/fork-join, the attention and cache-write kernels): next is in-situ per
+     # kernel (tools/cpu_insitu_ab.py).  If (1) does not rise, short runs are not what limits 16 threads.
+  BUDGET=300; sw=hetpart.kernels.rules.cpu_matmul.GEMV_PACKED_PARTS
+  timeout 170 python3 tools/decode_gemv_gbs.py zoo:llama_decode:layers=1 --sweeps 7 --sweep-mb 512 \
+    --after $sw=1 --before $sw=0 --json "$OUT/gemv-gbs-127.json" > "$OUT/gemv-gbs-127.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:llama_decode:layers=4 --threads 16 \
+    --calls 10 --rounds 3 --after $sw=1 --before $sw=0 > "$OUT/decode-ab-127.txt" 2>&1 ;;
+128)  # (BUDGET=590) issue 20, detector+resnet50 at 1.01x sequential (serve-share-nvidia-h200.md: 469/s, mean batch 1.28,
+     # detector run p99 18.7 ms alone / 41 beside; branch serve-detector, bench/results/serve-detector-2core.md).
+     # Offline: the bench's forced plan runs the detector as cuda:9 cpu:1 cuda:3 cpu:1 -- NMS's 3-kernel trim goes
+     # CPU->GPU->CPU every run (b8: a 1.5 MB h2d of NMS rows, a data-dependent d2h); NMS costs the same per image at
+     # every batch (1.19-1.38 ms CPU time per image on 1 thread, b1-b8); a fork-join NMS beside one spinning thread
+     # took 2-3x its time (b1 p90 6x) on the 2-core box; sleeping stand-ins with the H200's setup timings and a
+     # shared GPU put hold (10 ms) at 1.19-1.22x the batcher's max rate, mean batch 2.75-2.96 -> 4.36-5.34.
+     # (1) tools/detector_parts.py: one detector run's spans per bucket build (1, 2, 4, 8), forced and cpu-tail
+     # placement, on the gate lane: GPU span of p0_cuda, the CPU partitions (NMS, TopK), the trim's turn, copies.
+     # (2) bench/serve.py detector+resnet50: hetpart (forced, no hold, spinning) and sequential, with variants
+     # hetpart-hold10 (batcher.HOLD_WHILE_BUSY's A/B), hetpart-nospin (Session spin_wait=False), hetpart-cpu-tail
+     # (forced_plan(cpu_tail=True)) and hetpart-all (the three at once); every load point records cores busy and
+     # the gate lane's busy fraction and held/waited ms per call (the .md's "resources" lines).
+     # Decides: (a) lane-bound if hetpart's gate lane is >= ~70% busy at its first rate over the SLO with held ms per
+     # call well above (1)'s NMS span per rows: then nospin goes on for served sessions if it is >= 1.1x hetpart's
+     # max rate with less held time per call (spinning GPU waiters stalled the lane's fork-join), and NMS per image
+     # is the next cost to cut (it never amortises: batching cannot raise the lane's ceiling).  (b) cpu-tail becomes
+     # the bench's placement if >= 1.1x hetpart (and (1) shows the trim's turn in every forced run).  (c) hold's
+     # default becomes 10 ms if hetpart-hold10 is >= 1.1x hetpart with a larger mean batch.  hetpart-all against
+     # 1.5x sequential (~700/s) says whether those together meet the goal; if it beats each alone, they add up.
+     # If none moves and the lane is not busy, the limit is GPU time: (1)'s p0_cuda span at b8 against resnet50's
+     # 4.4 ms says whether the detector's convs are the cost.
+  # STEP_BUDGET < 450 (a short call): parts at b1/b8 only; hetpart, sequential, hetpart-hold10, hetpart-cpu-tail
+  BUDGET=${STEP_BUDGET:-590}; bs=1,2,4,8
+  variants="--placement forced,cpu-tail --hold-ms 10 --nospin-variant --combined-variant"
+  [ "$BUDGET" -lt 450 ] && variants="--placement forced,cpu-tail --hold-ms 10" && bs=1,8
+  timeout 120 python3 tools/detector_parts.py --batches $bs --runs 15 --json "$OUT/parts-128.json" \
+    > "$OUT/logs/parts-128.txt" 2>&1
+  left=$((BUDGET - SECONDS - 15))
+  [ "$left" -ge 200 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
+    --contenders hetpart,sequential $variants \
+    --budget $((left - 15)) --window-s 1.5 --out "$OUT/serve-detector-nvidia-h200.json" \
+    > "$OUT/logs/serve-detector-128.txt" 2>&1 ;;
 esac
 pack_logs
