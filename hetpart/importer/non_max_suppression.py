@@ -316,8 +316,9 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                             size[0] = 0  # the round's boxes' indices, branch-free, then their keys
                             for i in range(N):
                                 heap[bc, size[0]] = T.Cast("int64", i)
-                                size[0] = size[0] + T.Select(tirx.all(coarse[bc, i] > lo[0],
-                                                                      coarse[bc, i] <= upper[0]), 1, 0)
+                                # lo < coarse <= upper as one unsigned compare (both differences fit an int32)
+                                size[0] = size[0] + T.Select(
+                                    T.Cast("uint32", coarse[bc, i] - lo[0] - 1) < T.Cast("uint32", upper[0] - lo[0]), 1, 0)
                             j[0] = 0
                             while j[0] < size[0]:
                                 heap[bc, j[0]] = sort_key(scores[b, c, heap[bc, j[0]]], heap[bc, j[0]])
