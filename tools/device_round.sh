@@ -22,8 +22,9 @@ case "${1:-1}" in
      # bench/results/nms-fast-2core.md).  non_max_suppression.SELECT_CANDIDATES (off by default) heaps only the boxes
      # above a bisected coarse-key threshold (a few more than are still to be kept per (image, class)) instead of
      # all 1200, and tests a popped box against all kept vectors with one or-reduction.  Offline (2-core VM, 1
-     # thread, CPU time, the detector's own inputs): NMS alone b1 0.91 -> 0.41 ms, b8 9.07 -> 3.84 ms (ORT 3.52 /
-     # 29.3); the whole detector b1 11.08 -> 10.27 ms (ORT 11.41), b8 97.5 -> 93.0 (ORT 92.5); rows equal to ORT's.
+     # thread, CPU time, the detector's own inputs): NMS alone b1 0.87-0.92 -> 0.39 ms, b8 8.5-8.9 -> 3.4 ms (ORT
+     # 3.4-3.5 / 28.6-29.2); whole detector b1 10.8-11.1 -> 10.1-10.3 ms (ORT 11.4-11.5), b8 97.5-100 -> 93.0-93.8
+     # (ORT 92.5-95.7); rows equal to ORT's.
      # (1) tools/nms_fast_ab.py b1/b8, 1 thread, CPU time, off/on/ORT in turns: the per-core gain on this Xeon.
      # (2) tools/nms_scaling.py b1/b8 at 1 and 16 threads, switch off then on (real, maker, random inputs; ORT beside).
      # (3) tools/cpu_rule_ab.py zoo:detector all-CPU b1 and b8 at 16 threads, off (before) / on (after), ORT beside.
