@@ -31,6 +31,11 @@ On one core of the 2-core dev machine, the zoo detector's NMS (80 classes x 1200
 boxes, 8000 kept): 1.85 ms with one kept box tested at a time, 0.69 ms now (ONNX
 Runtime 3.3 ms).
 
+With :data:`SELECT_CANDIDATES` (off by default), only a few more boxes than are still to be
+kept enter the heap, in rounds of descending coarse-key windows (bisected by vector counting
+passes), and a popped box's test ors every kept vector before one reduction: the zoo
+detector's NMS on one core 0.87-0.92 -> 0.39 ms (bench/results/nms-fast-2core.md).
+
 An absent ``score_threshold`` reaches the kernel as :data:`NO_SCORE_THRESHOLD`
 (:class:`NonMaxSuppressionConverter`): every box is a candidate, NaN scores included
 (ordered by their bits: above +inf, a negative NaN below -inf; ONNX Runtime leaves
@@ -162,9 +167,9 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             hits[0] = 0  # kept boxes that suppress it, in the vectors tested so far
             j[0] = 0
             if select:
-                # every kept vector tested, the lanes' hits or-ed, one horizontal sum at the end
-                # (most popped boxes are kept, so an early exit saves few vectors, while a sum
-                # per vector cost more than the test)
+                # every kept vector tested, the lanes' hits or-ed, one or-reduction at the end
+                # (vptestmd + kortestw; most popped boxes are kept, so an early exit saves few
+                # vectors, while a 16-lane sum per vector cost more than the test)
                 for lane in T.vectorized(LANES):
                     hit[lane] = 0
                 while j[0] < n_kept[0]:  # lanes past n_kept hold zero areas: they never suppress
