@@ -24,6 +24,9 @@ on a real payload stacked to the batch) fed to the detector's NMS node alone
     PYTHONPATH=. python3 tools/nms_scaling.py --batches 1,8 --threads 1,2 --json /tmp/nms.json
     PYTHONPATH=. python3 tools/nms_scaling.py --threads 1,2,4,8,16 --price \\
         --profile hetpart/costmodel/recorded/h200.json          # the GPU machine (step 130)
+
+``--set module.NAME=value`` (repeatable) builds hetpart's kernel with those switches set
+(:mod:`hetpart.bench.switches`), e.g. ``--set hetpart.importer.non_max_suppression.SELECT_CANDIDATES=1``.
 """
 
 from __future__ import annotations
@@ -73,12 +76,16 @@ def main(argv=None) -> int:
     p.add_argument("--patched", default=None, help="write the first --profile with the measured NMS records here")
     p.add_argument("--budget", type=float, default=1e9, help="seconds; later batches are skipped past it")
     p.add_argument("--json", default=None)
+    p.add_argument("--set", action="append", default=[], help="module.NAME=value switches for hetpart's build")
     args = p.parse_args(argv)
+    from hetpart.bench.switches import apply_switches, parse_switches
+
+    apply_switches(parse_switches(args.set))
     cfg = models.registry.entry("detector").full
     settings = MeasureSettings(repeat=7, min_repeat_ms=20)
     threads = [int(t) for t in args.threads.split(",")]
     t0, out = time.perf_counter(), []
-    print(f"target {cpu_tvm_target()}")
+    print(f"target {cpu_tvm_target()}" + (f"; switches {args.set}" if args.set else ""))
     for b in (int(x) for x in args.batches.split(",")):
         if time.perf_counter() - t0 > args.budget:
             print(f"b{b}: skipped (budget)")

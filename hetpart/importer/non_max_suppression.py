@@ -31,6 +31,11 @@ On one core of the 2-core dev machine, the zoo detector's NMS (80 classes x 1200
 boxes, 8000 kept): 1.85 ms with one kept box tested at a time, 0.69 ms now (ONNX
 Runtime 3.3 ms).
 
+With :data:`SELECT_CANDIDATES` (off by default), only a few more boxes than are still to be
+kept enter the heap, in rounds of descending coarse-key windows (bisected by vector counting
+passes), and a popped box's test ors every kept vector before one reduction: the zoo
+detector's NMS on one core 0.87-0.92 -> 0.39 ms (bench/results/nms-fast-2core.md).
+
 An absent ``score_threshold`` reaches the kernel as :data:`NO_SCORE_THRESHOLD`
 (:class:`NonMaxSuppressionConverter`): every box is a candidate, NaN scores included
 (ordered by their bits: above +inf, a negative NaN below -inf; ONNX Runtime leaves
@@ -56,10 +61,21 @@ from tvm.script import tirx as T
 OP = "relax.vision.all_class_non_max_suppression"
 FUNC_NAME = "all_class_non_max_suppression"
 INT32_MAX = 2**31 - 1
+NOT_CANDIDATE = -(2**30)
+"""The coarse key (:data:`SELECT_CANDIDATES`) of a box that is no candidate: below every candidate's
+(those lie in [-2**29, 2**29)).  Not INT32_MIN: TVM 0.27 compiled ``x == -2**31`` on int32 as false."""
+SLACK_DIV, SLACK_ADD, WINDOW_DIV = 8, 8, 2
+"""A round of :data:`SELECT_CANDIDATES` holds at least ``need + need // SLACK_DIV + SLACK_ADD`` boxes
+(``need``: boxes still to keep; more pop than are kept, the suppressed ones)."""
 LANES = 16
 """Kept boxes tested against a candidate at once (one AVX-512 vector of float32)."""
 NO_SCORE_THRESHOLD = float("nan")
 """The score threshold :class:`NonMaxSuppressionConverter` passes for an absent one: no filter."""
+SELECT_CANDIDATES = False
+"""Order only the boxes that can be popped: per (batch, class), a coarse key per box (one vector
+pass), a threshold bisected on it (vector counting passes) so that a few more boxes than are
+still to be kept lie above it, and only those go into the heap; another round below that
+threshold when they run out.  Off: every candidate box goes into the heap."""
 
 
 def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
@@ -73,6 +89,8 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
     KP = -(-max(K, 1) // LANES) * LANES  # kept boxes' rows padded to whole vectors
     iou_thr, score_thr = float(np.float32(iou_threshold)), float(np.float32(score_threshold))
     filter_scores = not np.isnan(score_thr)
+    select = SELECT_CANDIDATES and K > 0
+    NV = -(-N // LANES)  # vectors of coarse keys
 
     def candidate(score):
         return score > T.float32(score_thr) if filter_scores else tirx.const(True, "bool")
@@ -84,6 +102,14 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
         bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
         ordered = tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
         return tirx.Cast("int64", ordered) * T.int64(1 << 32) + tirx.Cast("int64", N - 1 - i)
+
+    def coarse_key(score, valid):
+        """An int32 in the sort key's order, coarser (a tie may join boxes the key orders):
+        the high word over 4, so every candidate's lies in [-2**29, 2**29) and differences of
+        two fit an int32; non-candidates, and padding (``valid`` false), get :data:`NOT_CANDIDATE`."""
+        bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
+        ordered = tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
+        return tirx.Select(tirx.all(valid, candidate(score)), tirx.shift_right(ordered, 2), T.int32(NOT_CANDIDATE))
 
     def box_of(key):
         return N - 1 - tirx.Cast("int32", tirx.bitwise_and(key, T.int64(0xFFFFFFFF)))
@@ -119,6 +145,75 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                 child[0] = size[0]
         heap[bc, hole[0]] = item[0]
 
+    @T.macro
+    def heapify(heap, bc, size, parent, hole, child, item):
+        """Make the first ``size`` keys of ``heap[bc]`` a max-heap: sift every parent down, last first."""
+        parent[0] = size[0] // 2
+        while parent[0] > 0:
+            parent[0] = parent[0] - 1
+            sift_down(heap, bc, size, hole, child, item, parent[0])
+
+    @T.macro
+    def pop_and_keep(heap, box, kept, kept_box, b, bc, size, hole, child, item, top, n_kept, j, hit, hits):
+        """Pop boxes in ONNX's order until ``K`` are kept or the heap is empty; keep each one
+        no kept box suppresses."""
+        while n_kept[0] < K and size[0] > 0:
+            top[0] = box_of(heap[bc, 0])
+            size[0] = size[0] - 1
+            heap[bc, 0] = heap[bc, size[0]]
+            sift_down(heap, bc, size, hole, child, item, 0)
+            # Test it against the boxes kept so far, a vector of them at a time
+            # (lanes past n_kept read padding and are masked off).
+            hits[0] = 0  # kept boxes that suppress it, in the vectors tested so far
+            j[0] = 0
+            if select:
+                # every kept vector tested, the lanes' hits or-ed, one or-reduction at the end
+                # (vptestmd + kortestw; most popped boxes are kept, so an early exit saves few
+                # vectors, while a 16-lane sum per vector cost more than the test)
+                for lane in T.vectorized(LANES):
+                    hit[lane] = 0
+                while j[0] < n_kept[0]:  # lanes past n_kept hold zero areas: they never suppress
+                    for lane in T.vectorized(LANES):
+                        hit[lane] = hit[lane] | T.Select(
+                            suppresses(box[b, top[0], 0], box[b, top[0], 1], box[b, top[0], 2],
+                                       box[b, top[0], 3], box[b, top[0], 4], kept_box, bc, j[0] + lane),
+                            1, 0)
+                    j[0] = j[0] + LANES
+                hits[0] = T.Cast("int32", T.call_llvm_pure_intrin(
+                    "bool", "llvm.vector.reduce.or", hit.vload([0], f"int32x{LANES}") != T.Broadcast(T.int32(0), LANES)))
+            else:
+                while j[0] < n_kept[0] and hits[0] == 0:
+                    for lane in T.vectorized(LANES):
+                        hit[lane] = T.Select(
+                            tirx.all(j[0] + lane < n_kept[0],
+                                     suppresses(box[b, top[0], 0], box[b, top[0], 1], box[b, top[0], 2],
+                                                box[b, top[0], 3], box[b, top[0], 4], kept_box, bc, j[0] + lane)),
+                            1, 0)
+                    for lane in T.unroll(LANES):
+                        hits[0] = hits[0] + hit[lane]
+                    j[0] = j[0] + LANES
+            if hits[0] == 0:
+                kept[bc, n_kept[0]] = top[0]
+                if n_kept[0] % LANES == 0:  # a new vector: its masked lanes hold zeros, not
+                    for f, lane in T.grid(5, LANES):  # stale bits (denormals slow some CPUs)
+                        kept_box[bc, f, n_kept[0] + lane] = T.float32(0)
+                for f in range(5):
+                    kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
+                n_kept[0] = n_kept[0] + 1
+
+    @T.macro
+    def count_between(coarse, bc, lo, hi, acc, total):
+        """``total[0]`` = how many of ``coarse[bc]`` lie in ``(lo, hi]`` (vector passes)."""
+        for lane in T.vectorized(LANES):
+            acc[lane] = 0
+        for v in range(NV):
+            for lane in T.vectorized(LANES):
+                acc[lane] = acc[lane] + T.Select(tirx.all(coarse[bc, v * LANES + lane] > lo,
+                                                          coarse[bc, v * LANES + lane] <= hi), 1, 0)
+        total[0] = 0
+        for lane in T.unroll(LANES):
+            total[0] = total[0] + acc[lane]
+
     @T.prim_func(private=True, s_tir=True)
     def nms(data: T.Buffer((T.int64(B), T.int64(N), T.int64(4)), "float32"),
             scores: T.Buffer((T.int64(B), T.int64(C), T.int64(N)), "float32"),
@@ -134,6 +229,7 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
             # the kept boxes' corners and areas, one row each (ymin, xmin, ymax, xmax, area),
             # so the suppression test reads them a vector at a time
             kept_box = T.sblock_alloc_buffer((BC, 5, KP), "float32")
+            coarse = T.sblock_alloc_buffer((BC, NV * LANES if select else 1), "int32")  # coarse keys, padded
             count = T.sblock_alloc_buffer((BC,), "int32")
             start = T.sblock_alloc_buffer((BC,), "int32")  # first output row of each (batch, class)
             offset = T.sblock_alloc_buffer((1,), "int32")
@@ -164,44 +260,89 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                     hit = T.alloc_buffer((LANES,), "int32")  # one vector of suppression tests
                     hits = T.alloc_buffer((1,), "int32")
 
-                    size[0] = 0
-                    for i in range(N):
-                        if candidate(scores[b, c, i]):
-                            heap[bc, size[0]] = sort_key(scores[b, c, i], i)
-                            size[0] = size[0] + 1
-                    parent[0] = size[0] // 2
-                    while parent[0] > 0:  # heapify: sift every parent down, last first
-                        parent[0] = parent[0] - 1
-                        sift_down(heap, bc, size, hole, child, item, parent[0])
                     n_kept[0] = 0
-                    while n_kept[0] < K and size[0] > 0:  # pop boxes in ONNX's order
-                        top[0] = box_of(heap[bc, 0])
-                        size[0] = size[0] - 1
-                        heap[bc, 0] = heap[bc, size[0]]
-                        sift_down(heap, bc, size, hole, child, item, 0)
-                        # Test it against the boxes kept so far, a vector of them at a time
-                        # (lanes past n_kept read padding and are masked off).
-                        hits[0] = 0  # kept boxes that suppress it, in the vectors tested so far
-                        j[0] = 0
-                        while j[0] < n_kept[0] and hits[0] == 0:
+                    if select:
+                        lo = T.alloc_buffer((1,), "int32")  # the round's boxes: coarse key in (lo, upper]
+                        upper = T.alloc_buffer((1,), "int32")
+                        floor = T.alloc_buffer((1,), "int32")
+                        hi = T.alloc_buffer((1,), "int32")
+                        mid = T.alloc_buffer((1,), "int32")
+                        n_lo = T.alloc_buffer((1,), "int32")  # boxes in (lo, upper]
+                        n_mid = T.alloc_buffer((1,), "int32")
+                        left = T.alloc_buffer((1,), "int32")  # candidates not yet in a round
+                        want = T.alloc_buffer((1,), "int32")  # boxes a round should hold at least
+                        acc = T.alloc_buffer((LANES,), "int32")
+                        vmax = T.alloc_buffer((LANES,), "int32")
+                        vmin = T.alloc_buffer((LANES,), "int32")
+                        # coarse keys: the sort key's score word halved (order kept, ties
+                        # added), non-candidates NOT_CANDIDATE; padding too
+                        for v in range(N // LANES):
                             for lane in T.vectorized(LANES):
-                                hit[lane] = T.Select(
-                                    tirx.all(j[0] + lane < n_kept[0],
-                                             suppresses(box[b, top[0], 0], box[b, top[0], 1], box[b, top[0], 2],
-                                                        box[b, top[0], 3], box[b, top[0], 4], kept_box, bc,
-                                                        j[0] + lane)),
-                                    1, 0)
-                            for lane in T.unroll(LANES):
-                                hits[0] = hits[0] + hit[lane]
-                            j[0] = j[0] + LANES
-                        if hits[0] == 0:
-                            kept[bc, n_kept[0]] = top[0]
-                            if n_kept[0] % LANES == 0:  # a new vector: its masked lanes hold zeros, not
-                                for f, lane in T.grid(5, LANES):  # stale bits (denormals slow some CPUs)
-                                    kept_box[bc, f, n_kept[0] + lane] = T.float32(0)
-                            for f in range(5):
-                                kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
-                            n_kept[0] = n_kept[0] + 1
+                                coarse[bc, v * LANES + lane] = coarse_key(scores[b, c, v * LANES + lane], True)
+                        if N % LANES != 0:  # the last, partial vector
+                            for lane in range(LANES):
+                                coarse[bc, N // LANES * LANES + lane] = coarse_key(
+                                    scores[b, c, T.min(N // LANES * LANES + lane, N - 1)],
+                                    N // LANES * LANES + lane < N)
+                        for lane in T.vectorized(LANES):
+                            vmax[lane] = T.int32(NOT_CANDIDATE)
+                            vmin[lane] = T.int32(INT32_MAX)
+                            acc[lane] = 0
+                        for v in range(NV):
+                            for lane in T.vectorized(LANES):
+                                vmax[lane] = T.max(vmax[lane], coarse[bc, v * LANES + lane])
+                                vmin[lane] = T.min(vmin[lane], T.Select(
+                                    coarse[bc, v * LANES + lane] == T.int32(NOT_CANDIDATE), T.int32(INT32_MAX),
+                                    coarse[bc, v * LANES + lane]))
+                                acc[lane] = acc[lane] + T.Select(
+                                    coarse[bc, v * LANES + lane] == T.int32(NOT_CANDIDATE), 0, 1)
+                        upper[0] = T.int32(NOT_CANDIDATE)
+                        lo[0] = T.int32(INT32_MAX)
+                        left[0] = 0
+                        for lane in T.unroll(LANES):
+                            upper[0] = T.max(upper[0], vmax[lane])
+                            lo[0] = T.min(lo[0], vmin[lane])
+                            left[0] = left[0] + acc[lane]
+                        floor[0] = lo[0] - 1  # below every candidate's coarse key, above NOT_CANDIDATE
+                        lo[0] = floor[0]
+                        while n_kept[0] < K and left[0] > 0:
+                            # the round: (lo, upper] with at least `want` boxes, at most 2x, unless ties
+                            want[0] = (K - n_kept[0]) + (K - n_kept[0]) // SLACK_DIV + SLACK_ADD
+                            n_lo[0] = left[0]
+                            hi[0] = upper[0]
+                            while n_lo[0] > want[0] + want[0] // WINDOW_DIV and hi[0] - lo[0] > 1:
+                                mid[0] = lo[0] + (hi[0] - lo[0]) // 2
+                                count_between(coarse, bc, mid[0], upper[0], acc, n_mid)
+                                if n_mid[0] >= want[0]:
+                                    lo[0] = mid[0]
+                                    n_lo[0] = n_mid[0]
+                                else:
+                                    hi[0] = mid[0]
+                            size[0] = 0  # the round's boxes' indices, branch-free, then their keys
+                            for i in range(N):
+                                heap[bc, size[0]] = T.Cast("int64", i)
+                                # lo < coarse <= upper as one unsigned compare (both differences fit an int32)
+                                size[0] = size[0] + T.Select(
+                                    T.Cast("uint32", coarse[bc, i] - lo[0] - 1) < T.Cast("uint32", upper[0] - lo[0]), 1, 0)
+                            j[0] = 0
+                            while j[0] < size[0]:
+                                heap[bc, j[0]] = sort_key(scores[b, c, heap[bc, j[0]]], heap[bc, j[0]])
+                                j[0] = j[0] + 1
+                            heapify(heap, bc, size, parent, hole, child, item)
+                            pop_and_keep(heap, box, kept, kept_box, b, bc, size, hole, child, item, top, n_kept,
+                                         j, hit, hits)
+                            left[0] = left[0] - n_lo[0]
+                            upper[0] = lo[0]
+                            lo[0] = floor[0]
+                    else:
+                        size[0] = 0
+                        for i in range(N):
+                            if candidate(scores[b, c, i]):
+                                heap[bc, size[0]] = sort_key(scores[b, c, i], i)
+                                size[0] = size[0] + 1
+                        heapify(heap, bc, size, parent, hole, child, item)
+                        pop_and_keep(heap, box, kept, kept_box, b, bc, size, hole, child, item, top, n_kept,
+                                     j, hit, hits)
                     count[bc] = n_kept[0]
                 offset[0] = 0  # each (batch, class)'s first row: the counts before it, summed
                 for bc in range(BC):
