@@ -37,3 +37,29 @@ def test_set_holds_while_the_run_imports_and_plans(monkeypatch):
     with pytest.raises(_Stop):
         capped_rules_ab.main(["--set", "hetpart.partitioner.layout.GRAPHLESS_CUDA_LAUNCH=1", "--plan-only"])
     assert seen == [True]
+
+
+def test_trace_runs_writes_one_file_a_run_and_skips_failed(tmp_path):
+    """--trace-runs: N traced runs a contender, the first under the name one run always had;
+    a failed contender gets none, a run that raises stops that contender only."""
+    ab = capped_rules_ab
+
+    class FakeSession:
+        def __init__(self, fail_at=None):
+            self.calls, self.fail_at = [], fail_at
+
+        def run(self, feeds, trace=None):
+            if self.fail_at is not None and len(self.calls) == self.fail_at:
+                raise RuntimeError("boom")
+            self.calls.append(trace)
+            Path(trace).write_text("{}")
+
+    ok, flaky, gone = FakeSession(), FakeSession(fail_at=1), FakeSession()
+    sessions = {"llama.cpp-style rule": (ok, {}), "hetpart": (flaky, {}), "hetpart before": (gone, {})}
+    written = ab.trace_runs(sessions, {"hetpart before": "build"}, tmp_path / "t", runs=3)
+    assert [p.name for p in written["llama.cpp-style rule"]] == [
+        "llamacpp-style_rule.trace.json", "llamacpp-style_rule.run1.trace.json", "llamacpp-style_rule.run2.trace.json"]
+    assert ok.calls == [str(p) for p in written["llama.cpp-style rule"]]
+    assert [p.name for p in written["hetpart"]] == ["hetpart.trace.json"]
+    assert "hetpart before" not in written and gone.calls == []
+    assert ab.trace_paths(tmp_path, "hetpart", 0) == [tmp_path / "hetpart.trace.json"]

@@ -67,3 +67,27 @@ def test_gpu_spans_lists_each_cuda_partition_per_trace(tmp_path):
     assert lines[4].split() == ["p3_cuda", "38.0", "90", "200", "nan"]  # b's p3_cuda is on a CPU track
     assert lines[5] == "~84 MB streamed (1): a median 300 us sum 300; b median 100 us sum 100"
     assert lines[6] == "~38 MB streamed (1): a median 200 us sum 200; b median nan us sum 0"
+
+
+def test_rates_replace_the_cpu_rates_and_the_link_in_a_copy():
+    """--rates: the profile's CPU weight-read rates and pinned h2d bandwidth replaced in a copy,
+    the loaded profile untouched; unknown keys and non-positive values refused."""
+    from hetpart.costmodel import CostModel, Profile
+
+    prof = Profile.load(Path(__file__).resolve().parents[1] / "bench/results/profile-capped-nvidia-h200.json")
+    before_cpu, before_fit = prof.overheads["cpu"], prof.transfers.fit("h2d", "pinned")
+    rates = turn_price.parse_rates("weight_read=140e9, contended_h2d=47e9,h2d=50.7e9")
+    assert rates == {"weight_read": 140e9, "contended_h2d": 47e9, "h2d": 50.7e9}
+    out = turn_price.with_rates(prof, rates)
+    assert out.overheads["cpu"].weight_read_Bps == 140e9 and out.overheads["cpu"].contended_h2d_Bps == 47e9
+    assert out.overheads["cpu"].call_s == before_cpu.call_s and out.overheads["cuda"] is prof.overheads["cuda"]
+    assert out.transfers.fit("h2d", "pinned").bandwidth_Bps == 50.7e9
+    assert out.transfers.fit("h2d", "pinned").latency_s == before_fit.latency_s
+    assert prof.overheads["cpu"] is before_cpu and prof.transfers.fit("h2d", "pinned") is before_fit
+    costs = CostModel(out)
+    assert costs.cold_weight_bandwidth("cpu") == 140e9
+    assert costs.transfer_cost(50_700_000, "cpu", "cuda") == pytest.approx(1e-3 + before_fit.latency_s)
+    assert turn_price.with_rates(prof, {}) is prof
+    for bad in ("bogus=1", "h2d=-1", "h2d=x"):
+        with pytest.raises(ValueError):
+            turn_price.parse_rates(bad)

@@ -98,6 +98,35 @@ def slug(name: str) -> str:
 _PROBLEMS: dict = {}
 
 
+def trace_paths(directory: Path, name: str, runs: int) -> list[Path]:
+    """Where ``runs`` traced runs of contender ``name`` go: ``<slug>.trace.json`` for the first
+    (the name one traced run always had), ``<slug>.run<i>.trace.json`` for run i = 1.."""
+    first = directory / f"{slug(name)}.trace.json"
+    return [first] + [directory / f"{slug(name)}.run{i}.trace.json" for i in range(1, max(1, runs))]
+
+
+def trace_runs(sessions: dict, failed: dict, directory: Path, runs: int = 1) -> dict[str, list[Path]]:
+    """``runs`` back-to-back traced runs of each open contender (``sessions``: name ->
+    (session, feeds)) not in ``failed``, written to :func:`trace_paths`; a contender whose
+    traced run raises is reported and its other runs skipped.  Returns the paths written
+    per contender."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for n, (session, feeds) in sessions.items():
+        if n in failed:
+            continue
+        written[n] = []
+        for path in trace_paths(directory, n, runs):
+            try:
+                session.run(feeds, trace=str(path))
+            except Exception as exc:  # noqa: BLE001 - reported, the others' traces still written
+                print(f"{n}: FAILED trace: {type(exc).__name__}: {exc}", flush=True)
+                break
+            written[n].append(path)
+        print(f"{n}: {len(written[n])} traced runs, {written[n][0] if written[n] else '-'} ...", flush=True)
+    return written
+
+
 def repriced_ms(plan, prep, costs, cap: int) -> float:
     """``plan``'s placement (streamed partitions as streamed) predicted under ``costs``
     (its latency objective's sequential timeline), in ms; one problem per ``costs``."""
@@ -139,6 +168,10 @@ def main(argv=None) -> int:
     p.add_argument("--trace", default=None, metavar="DIR",
                    help="after the rounds, one traced run per contender: DIR/<contender>.trace.json "
                         "(Chrome/Perfetto, the predicted timeline beside it)")
+    p.add_argument("--trace-runs", type=int, default=1, metavar="N",
+                   help="with --trace: N back-to-back traced runs per contender (the first "
+                        "DIR/<contender>.trace.json, then DIR/<contender>.run<i>.trace.json): one run after the "
+                        "rounds may be in another state than the timed loop (issue 19, rule-gap-nvidia-h100.md)")
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="switches for the contender 'hetpart before' (hetpart's plan made with them set)")
     p.add_argument("--session-before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
@@ -254,17 +287,7 @@ def main(argv=None) -> int:
             rounds.append(row)
             print(json.dumps(row), flush=True)
         if args.trace:
-            Path(args.trace).mkdir(parents=True, exist_ok=True)
-            for n, (session, feeds) in sessions.items():
-                if n in failed:
-                    continue
-                path = Path(args.trace) / f"{slug(n)}.trace.json"
-                try:
-                    session.run(feeds, trace=str(path))
-                except Exception as exc:  # noqa: BLE001 - reported, the others' traces still written
-                    print(f"{n}: FAILED trace: {type(exc).__name__}: {exc}", flush=True)
-                    continue
-                print(f"{n}: trace {path}", flush=True)
+            trace_runs(sessions, failed, Path(args.trace), args.trace_runs)
     finally:
         for n, (session, _) in sessions.items():
             try:

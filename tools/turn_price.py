@@ -17,6 +17,10 @@ Numbers of bench/results/turn-price-2core.md:
     PYTHONPATH=. python tools/turn_price.py --plan /work/dev48/share/llama_decode_half_step115.plan.json \\
         --trace /work/dev48/share/llama_decode_half_s48.trace.json --cpu-gbps 96.1,140 --plan-dir DIR
 
+``--rates weight_read=140e9,h2d=50.7e9`` prices (and ``--plan-dir`` plans) with the profile's CPU rates
+and pinned host-to-device bandwidth replaced (:func:`with_rates`; keys :data:`RATE_KEYS`): how
+bench/results/rule-gap-nvidia-h100.md repriced the rule and re-planned at a host's measured rates.
+
 ``--gpu-spans DIR`` (no model, no pricing; tools/device_round.sh 125): each CUDA partition of
 ``--plan`` with its GPU span (the ``cuda stream`` track) in each ``DIR/*.trace.json`` beside its
 predicted seconds, the d2h copies on the stream, and the medians of the ~84 MB and ~38 MB
@@ -30,6 +34,53 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+
+RATE_KEYS = {"weight_read": "weight_read_Bps", "contended_read": "contended_weight_read_Bps",
+             "contended_h2d": "contended_h2d_Bps", "h2d": None}
+"""``--rates`` keys: the CPU overheads' fields they replace (bytes per second); ``h2d`` the
+pinned host-to-device fit's bandwidth."""
+
+
+def parse_rates(text: str | None) -> dict[str, float]:
+    """``"weight_read=140e9,h2d=50.7e9"`` -> ``{"weight_read": 140e9, "h2d": 50.7e9}``; ValueError
+    naming a key not in :data:`RATE_KEYS` or a value that is not a positive number."""
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in RATE_KEYS:
+            raise ValueError(f"--rates: unknown key {key!r}; known: {', '.join(RATE_KEYS)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--rates: {key}={value!r} is not a number") from None
+        if not out[key] > 0:
+            raise ValueError(f"--rates: {key} must be > 0 bytes per second, got {value}")
+    return out
+
+
+def with_rates(profile, rates: dict[str, float]):
+    """A shallow copy of ``profile`` (a :class:`hetpart.costmodel.Profile`) whose CPU overheads
+    carry ``rates`` (:data:`RATE_KEYS`) and whose pinned h2d fit has bandwidth ``rates["h2d"]``
+    where given; ``profile`` itself is unchanged.  Empty ``rates``: ``profile``."""
+    import copy
+    import dataclasses
+
+    if not rates:
+        return profile
+    out = copy.copy(profile)
+    fields = {RATE_KEYS[k]: v for k, v in rates.items() if RATE_KEYS[k]}
+    if fields:
+        out.overheads = {**profile.overheads, "cpu": dataclasses.replace(profile.overheads["cpu"], **fields)}
+    if "h2d" in rates:
+        tm = copy.copy(profile.transfers)
+        fit = tm.fit("h2d", "pinned")
+        tm.fits = {**tm.fits, "h2d/pinned": dataclasses.replace(fit, bandwidth_Bps=rates["h2d"])}
+        out.transfers = tm
+    return out
 
 
 def measured(path: str) -> dict:
@@ -132,9 +183,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-gbps", default="96.1,140")
     ap.add_argument("--plan-dir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rates", default=None, metavar="KEY=BPS[,...]",
+                    help="replace the profile's CPU rates / pinned h2d bandwidth: " + ", ".join(RATE_KEYS))
     ap.add_argument("--gpu-spans", default=None, metavar="DIR",
                     help="only print the CUDA partitions' GPU spans in DIR/*.trace.json beside --plan's predictions")
     args = ap.parse_args(argv)
+    try:
+        rates = parse_rates(args.rates)  # before the model's import: a typo costs no minute
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.gpu_spans:
         print("\n".join(gpu_spans(Path(args.gpu_spans), json.load(open(args.plan[0])))))
         return 0
@@ -151,7 +208,7 @@ def main(argv=None) -> int:
     prep = capped.prepare(capped.workload(args.workload, None))
     cap = capped.parse_cap(args.cap, prep.weight_bytes)
     print(f"imported in {time.time() - t0:.0f} s", flush=True)
-    base = CostModel(Profile.load(args.profile), graph=prep.graph)
+    base = CostModel(with_rates(Profile.load(args.profile), rates), graph=prep.graph)
     # one plan and its traces, or as many plans as traces, paired in order
     plans = args.plan if len(args.plan) == len(args.trace) else args.plan[:1] * len(args.trace)
     placements = {p: placement_of(Plan.load(p, prep.graph)) for p in set(plans)}
