@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,7 +205,7 @@ def time_tensor_core_kernels(graph, cov: Coverage, *, arch: str = "sm_90", max_k
     the most flops (0: all), each timed on the GPU in ``tf32``, ``bf16`` and ``bf16
     unpacked`` (module doc)."""
     import tvm
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
 
     from hetpart.compiler.precision import options_for
     from hetpart.contracts.precision import Precision

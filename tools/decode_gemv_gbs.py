@@ -105,7 +105,7 @@ def run(spec: str, before: list[str], sweeps: int, sweep_mb: int, clock, only: s
     """One row per weight kernel of ``spec`` and the probe (see the module docstring)."""
     import tvm
 
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
     from hetpart import kernels
     from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target

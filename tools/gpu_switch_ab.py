@@ -73,7 +73,7 @@ def changed_kernels(graph, before: list[str]) -> list:
 
 
 def _build(kmod, before: list[str] | None):
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
 
     from hetpart.costmodel import kernel_bench
     from hetpart.kernels.options import resolve

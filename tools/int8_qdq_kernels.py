@@ -77,7 +77,7 @@ def category(kernel, func, first_conv: bool) -> str:
 
 def _vm_side(model, switches):
     """(executable, {symbol: category}) of ``model`` imported and built with ``switches``."""
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
 
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target

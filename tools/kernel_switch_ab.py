@@ -40,7 +40,7 @@ def _outputs(out) -> list[np.ndarray]:
 
 
 def _build(kmod, target, before: list[str]):
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
 
     from hetpart.costmodel import kernel_bench
 

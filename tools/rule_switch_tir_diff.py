@@ -36,7 +36,7 @@ def scripts(module, target, options=None) -> dict[str, str]:
 def scripts_both_ways(module, target, before: list[str], options=None) -> tuple[dict[str, str], dict[str, str]]:
     """``(now, before)``: :func:`scripts` with the switches as the checkout has them, then
     with ``before`` applied (restored after)."""
-    from cpu_rule_ab import switched
+    from hetpart.bench.switches import switched
 
     now = scripts(module, target, options)
     with switched(before):
