@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import nchwc_ab  # noqa: E402
 
 from hetpart.kernels.analysis import CpuShape  # noqa: E402
+from hetpart.kernels import blocked_conv_batch  # noqa: E402
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
 from onnx_cases import run_vm, update_unrolls  # noqa: E402
 from tir_loops import loops_and_blocks  # noqa: E402
@@ -549,12 +550,12 @@ def test_the_padded_share_a_core_decides(monkeypatch):
     pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
     sch = s_tir.Schedule(te.create_prim_func([x, pad]))
     blk = sch.get_sblock("data_pad")
-    assert cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 2))
-    assert not cb.pad_per_image_pays(sch, blk, CpuShape(512, 32, 16))
+    assert blocked_conv_batch.pad_per_image_pays(sch, blk, CpuShape(512, 32, 2))
+    assert not blocked_conv_batch.pad_per_image_pays(sch, blk, CpuShape(512, 32, 16))
     x = te.placeholder((8, 32, 9, 9, 16), name="x")  # resnet50 b8's 512 x 9 x 9: 1.3 MiB
     pad = te.compute(x.shape, lambda *i: x(*i) * 1.0, name="data_pad")
     sch = s_tir.Schedule(te.create_prim_func([x, pad]))
-    assert cb.pad_per_image_pays(sch, sch.get_sblock("data_pad"), CpuShape(512, 32, 2))  # PAD_SHARE_MIN_CORES
+    assert blocked_conv_batch.pad_per_image_pays(sch, sch.get_sblock("data_pad"), CpuShape(512, 32, 2))  # PAD_SHARE_MIN_CORES
 
 
 def _weight_heavy_model(batch: int = 8):
@@ -605,17 +606,17 @@ def test_a_weight_heavy_batch_splits_its_block_groups_outside_the_batch(split, m
 
 
 def test_the_group_split_model_on_resnet50s_7x7_stage():
-    """cpu_blocked_conv._thread_bytes on resnet50's 512 3x3 on 7x7 (16 groups of 2 blocks, 576 KiB
+    """blocked_conv_batch._thread_bytes on resnet50's 512 3x3 on 7x7 (16 groups of 2 blocks, 576 KiB
     of weights each, 162 KiB padded images, 7 row tiles an image and group) on 16 cores: batch-outer
     a core reads 8 groups' weights (half an image) at batch 8 and all 16 twice at batch 32; split in
     8 parts, 2 groups and the images it streams."""
     kib = 1024
     w, d = 576 * kib, 162 * kib
     cache = cb.GROUP_SPLIT_L2_BYTES
-    assert cb._thread_bytes(8, 16, 7, w, d, 16, 1, cache) == 8 * w + d
-    assert cb._thread_bytes(8, 16, 7, w, d, 16, 8, cache) == 2 * w + 4 * d
-    assert cb._thread_bytes(32, 16, 7, w, d, 16, 1, cache) == 32 * w + 2 * d
-    assert cb._thread_bytes(32, 16, 7, w, d, 16, 8, cache) == 2 * w + 16 * d
+    assert blocked_conv_batch._thread_bytes(8, 16, 7, w, d, 16, 1, cache) == 8 * w + d
+    assert blocked_conv_batch._thread_bytes(8, 16, 7, w, d, 16, 8, cache) == 2 * w + 4 * d
+    assert blocked_conv_batch._thread_bytes(32, 16, 7, w, d, 16, 1, cache) == 32 * w + 2 * d
+    assert blocked_conv_batch._thread_bytes(32, 16, 7, w, d, 16, 8, cache) == 2 * w + 16 * d
 
 
 def _assert_prefetch_stays_in_the_part(scheduled, parts: int) -> None:

@@ -40,6 +40,15 @@ outside the block groups), :data:`STACK_TILE` (the accumulators on the stack),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
 reorders, splits and caches -- every output is the same sum in the same order over the
 reduction as the unscheduled block, up to FMA contraction.
+
+The rule's entry point: it composes the recognition (:mod:`..blocked_conv_match`:
+:class:`BlockedConv`, :func:`blocked_conv`, :class:`BlockedPlan`), the register tile's plan
+(:func:`blocked_plan`, :func:`pressure`, :func:`spare_registers`), the tile schedules
+(:func:`blocked_tile` and its variants: plane groups, pixel tiles, rows outside the blocks, all
+blocks) and the batch side (:mod:`..blocked_conv_batch`: per-image / grouped padding, the block
+groups split outside the batch, the padding pass as rows).  Every switch of the three modules
+lives here, where tools and tests set it (``hetpart.kernels.rules.cpu_blocked_conv.NAME``); the
+other two read theirs from here at call time and hold no copy.
 """
 
 from __future__ import annotations
@@ -48,14 +57,18 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
-from tvm.sym.analyzer import Analyzer
 
 from ..analysis import (
     CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, buffer_bytes, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
 )
 from .. import ragged_rows, stack_tiles, weight_prefetch
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
+from ..blocked_conv_match import (  # recognition (PLAIN_INPUT stays here: module docstring)
+    BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, blocked_conv,
+)
+from ..blocked_conv_batch import (  # the batch side (its switches stay here: module docstring)
+    _pad_per_image, _padding_block, _per_image_padding, group_split, pad_group_images, padding_rows,
+)
 
 BLOCKED_TILE = True
 """Whether a channel-blocked convolution gets :func:`blocked_tile` (False: the generic
@@ -170,161 +183,11 @@ alone, as :data:`BATCH_FULL_REGISTERS`, 2 x 14 against 2 x 7/8): the 3x3s 0.87-0
 1.27x -- over a short reduction the 28-accumulator write-back and its epilogue weigh more."""
 
 
-@dataclass(frozen=True)
-class BlockedConv:
-    """The iterators of a channel-blocked convolution block (:func:`blocked_conv`).
-
-    ``n, oc_chunk, oh, ow, oc_block``: the output's five dims in order; ``ic``: the
-    reduction iterator read as ``ic // c`` and ``ic % c`` (``c`` = ``ic_block``); ``window``:
-    the other reduction iterators (``kh``, ``kw``); ``data``: the operand index (0/1) of the
-    windowed image, the weight the other."""
-
-    n: tirx.Var | None
-    oc_chunk: tirx.Var | None
-    oh: tirx.Var | None
-    ow: tirx.Var
-    oc_block: tirx.Var
-    ic: tirx.Var
-    ic_block: int
-    window: tuple
-    data: int
-
-
-@dataclass(frozen=True)
-class BlockedPlan:
-    """The tile of a :class:`BlockedConv`: ``blocks`` output-channel blocks (of ``vectors``
-    SIMD vectors of ``lanes`` each) by ``columns`` output columns."""
-
-    blocks: int
-    columns: int
-    vectors: int
-    lanes: int
-    plane: bool = False  # the columns run along the fused plane oh * ow (:data:`PLANE_1X1`)
-
-    @property
-    def accumulators(self) -> int:
-        return self.blocks * self.vectors * self.columns
-
-    def describe(self) -> str:
-        return (f"{self.blocks} oc blocks x {self.vectors}x{self.lanes} lanes x {self.columns} "
-                + ("plane pixels" if self.plane else "columns"))
-
-
-def _is(e, var) -> bool:
-    return isinstance(e, tirx.Var) and e.same_as(var)
-
-
-def _div_mod(e, kind) -> tuple | None:
-    """``(var, divisor)`` where ``e`` is ``var // divisor`` (``kind`` FloorDiv) or ``var %
-    divisor`` (FloorMod) of a constant divisor, else None."""
-    if isinstance(e, kind) and isinstance(e.a, tirx.Var) and isinstance(e.b, tirx.IntImm):
-        return e.a, int(e.b)
-    return None
-
-
-def _same(found, var, divisor: int) -> bool:
-    return found is not None and found[0].same_as(var) and found[1] == divisor
-
-
-def _unit(e) -> bool:
-    """An index the block's import folded to 0 (a dim of extent 1: batch 1, a 1x1 window)."""
-    return isinstance(e, tirx.IntImm) and int(e) == 0
-
-
-def _at(e, var) -> bool:
-    """Index ``e`` is ``var``, or 0 where ``var`` is None (a unit dim)."""
-    return _unit(e) if var is None else _is(e, var)
-
-
-def _channel_split(div, mod, mac: MacBlock) -> tuple | None:
-    """``(ic, c)`` where indices ``div``, ``mod`` are ``ic // c``, ``ic % c`` -- or ``0``,
-    ``ic`` (one block of input channels: ``c`` is ``ic``'s extent) -- else None."""
-    d, m = _div_mod(div, tirx.FloorDiv), _div_mod(mod, tirx.FloorMod)
-    if d is not None and m is not None and d[0].same_as(m[0]) and d[1] == m[1]:
-        return d
-    if _unit(div) and isinstance(mod, tirx.Var) and any(mod.same_as(r) for r in mac.reduce):
-        return mod, mac.extents[mod]
-    return None
-
-
-def _blocked_out(mac):
-    """``(n, chunk, oh, ow, lane)`` of a block whose output is ``[n, c // b, oh, ow, c % b]``
-    indexed by bare spatial iterators (``n``, ``chunk``, ``oh`` may be unit: None), else None
-    (``ow`` and ``lane`` must be iterators)."""
-    out = mac.out_indices
-    if len(out) != 5 or not all(isinstance(e, tirx.Var) or _unit(e) for e in out):
-        return None
-    its = tuple(e if isinstance(e, tirx.Var) else None for e in out)
-    return None if its[3] is None or its[4] is None else its
-
-
-def blocked_conv(mac: MacBlock) -> BlockedConv | None:
-    """The block as a channel-blocked convolution, or None (another block).  In: a
-    :class:`MacBlock`.  Out: its iterators, when its output is ``[n, oc_chunk, oh, ow,
-    oc_block]`` of bare spatial iterators (``n``, ``oc_chunk``, ``oh`` may be 0: a unit
-    dim, None in the result), one operand (the weight) ``[oc_chunk, ic // c, kh, kw, ic % c,
-    oc_block]`` and the other (the data) ``[n, ic // c, ., ., ic % c]`` whose two middle
-    indices read ``oh`` and ``ow``."""
-    out = _blocked_out(mac)
-    if out is None:
-        return None
-    n, occ, oh, ow, ocb = out
-    for data in (0, 1):
-        w_idx, d_idx = mac.operands[1 - data][1], mac.operands[data][1]
-        if PLAIN_INPUT and len(w_idx) == 5 and len(d_idx) == 4:
-            stem = _plain_input(mac, out, w_idx, d_idx, data)
-            if stem is not None:
-                return stem
-        if len(w_idx) != 6 or len(d_idx) != 5:
-            continue
-        split = _channel_split(w_idx[1], w_idx[4], mac)
-        if split is None or _channel_split(d_idx[1], d_idx[4], mac) is None:
-            continue
-        ic, c = split
-        d_split = _channel_split(d_idx[1], d_idx[4], mac)
-        if not (d_split[0].same_as(ic) and d_split[1] == c):
-            continue
-        if not (_at(w_idx[0], occ) and _is(w_idx[5], ocb) and _at(d_idx[0], n)):
-            continue
-        window = [e for e in w_idx[2:4] if not _unit(e)]
-        if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
-            continue
-        if not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)):
-            continue
-        if mac.extents[ic] % c or len(mac.reduce) != 1 + len(window):
-            continue
-        return BlockedConv(n, occ, oh, ow, ocb, ic, c, tuple(window), data)
-    return None
-
-
 PLAIN_INPUT = True
 """Whether a convolution from a plain ``NCHW`` image to a blocked output (``conv2d_NCHW_to_NCHWc``:
 the import's first conv of a 3-channel image, :mod:`hetpart.importer.conv_layout`) is read as a
-blocked one of one-channel input blocks (:func:`_plain_input`) and gets :func:`blocked_tile`,
+blocked one of one-channel input blocks (:func:`..blocked_conv_match._plain_input`) and gets :func:`blocked_tile`,
 rather than the generic tile (False; kept for A/B runs)."""
-
-
-def _plain_input(mac: MacBlock, out, w_idx, d_idx, data: int) -> BlockedConv | None:
-    """The :class:`BlockedConv` of a block whose weight is ``[oc_chunk, ic, kh, kw, oc_block]``
-    and data ``[n, ic, ., .]`` (plain input channels: blocks of one, ``ic_block`` 1) with the
-    same conditions on the rest as :func:`blocked_conv`, else None."""
-    n, occ, oh, ow, ocb = out
-    ic = w_idx[1]
-    if not (isinstance(ic, tirx.Var) and any(ic.same_as(r) for r in mac.reduce) and _is(d_idx[1], ic)):
-        return None
-    if not (_at(w_idx[0], occ) and _is(w_idx[4], ocb) and _at(d_idx[0], n)):
-        return None
-    window = [e for e in w_idx[2:4] if not _unit(e)]
-    if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
-        return None
-    if not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)) or len(mac.reduce) != 1 + len(window):
-        return None
-    return BlockedConv(n, occ, oh, ow, ocb, ic, 1, tuple(window), data)
-
-
-def _reads(e, var) -> bool:
-    """Whether index ``e`` uses ``var`` (``oh``, ``oh*s``, ``oh*s + kh``)."""
-    return any(u.same_as(var) for u in collect_vars_used_in_prim_expr(e))
 
 
 def _divisors(n: int, at_most: int) -> list[int]:
@@ -921,39 +784,6 @@ cores, batches padded in one pass, and :data:`BATCH_IMAGES_PARALLEL`'s convs are
 16-core build pads each group's k images itself (bench/results/r50-b32-2core.md)."""
 
 
-def pad_group_images(sch: s_tir.Schedule, pad, shape: CpuShape, n: int) -> int:
-    """Images a padding pass of a batch of ``n`` covers where :func:`_per_image_padding` gave ``pad``
-    (:data:`BATCH_PAD_IMAGE_GROUPS`): the largest divisor ``k < n`` of ``n`` whose ``k`` padded images
-    are :data:`PAD_SHARE_BYTES` or less a core of ``shape.cores``; 1 (per image) where none is over 1,
-    the switch is off, the target has fewer than :data:`PAD_SHARE_MIN_CORES` cores or
-    :data:`BATCH_IMAGES_PARALLEL` runs the images in parallel (``n >= shape.cores``)."""
-    if not BATCH_PAD_IMAGE_GROUPS or not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
-        return 1
-    if BATCH_IMAGES_PARALLEL and n >= shape.cores:
-        return 1
-    image = buffer_bytes(sch.get(pad).writes[0].source) / max(1, n)
-    fits = [k for k in _divisors(n, n - 1) if k * image <= PAD_SHARE_BYTES * shape.cores]
-    return fits[-1] if fits else 1
-
-
-def _per_image_padding(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, shape: CpuShape):
-    """The padding block :func:`blocked_tile` computes one image at a time
-    (:data:`BATCH_PADDING_PER_IMAGE`, where :func:`pad_per_image_pays`), or None: no batch, no
-    padding, or the whole batch padded in one pass (the tiles' loop then fused over the batch)."""
-    pad = _padding_of(sch, mac, conv) if BATCH_PADDING_PER_IMAGE and conv.n is not None else None
-    return pad if pad is not None and pad_per_image_pays(sch, pad, shape) else None
-
-
-def pad_per_image_pays(sch: s_tir.Schedule, pad, shape: CpuShape) -> bool:
-    """Whether ``pad`` (the conv's padding block, :func:`_padding_of`) is computed per image
-    under :data:`BATCH_PADDING_PER_IMAGE`: always where :data:`BATCH_PAD_SHARE_BY_CORES` is off,
-    or on a target of fewer than :data:`PAD_SHARE_MIN_CORES` cores, else where its buffer's bytes
-    / ``shape.cores`` exceed :data:`PAD_SHARE_BYTES`."""
-    if not BATCH_PAD_SHARE_BY_CORES or shape.cores < PAD_SHARE_MIN_CORES:
-        return True
-    return buffer_bytes(sch.get(pad).writes[0].source) > PAD_SHARE_BYTES * max(1, shape.cores)
-
-
 BATCH_GROUP_SPLIT = True
 """Whether a batched blocked conv whose batch is in its parallel tile loop (no per-image padding)
 on a target of :data:`GROUP_SPLIT_MIN_CORES` or more cores may run its block groups in ``p``
@@ -980,40 +810,6 @@ GROUP_SPLIT_MAX_RATIO = 0.75
 """The most modelled bytes, relative to the batch-outer loop's, a split must reach to be taken."""
 
 
-def _thread_bytes(n: int, groups: int, tiles: int, group_bytes: float, image_bytes: float, cores: int,
-                  parts: int, cache: int) -> float:
-    """Modelled bytes read into the busiest core's L2 by the tile loop ``(parts, n, groups /
-    parts, tiles)`` split into ``cores`` contiguous equal chunks (TVM's static schedule): each
-    ``(image, group)`` unit it touches reads that group's weights and that image's data unless
-    they are still in an LRU cache of ``cache`` bytes."""
-    from collections import OrderedDict
-
-    inner = groups // parts
-    total = parts * n * inner * tiles
-    chunk = -(-total // cores)
-    worst = 0.0
-    for t in range(cores):
-        lo, hi = t * chunk, min(total, (t + 1) * chunk)
-        if lo >= hi:
-            continue
-        lru: OrderedDict = OrderedDict()
-        held = miss = 0.0
-        for u in range(lo // tiles, (hi - 1) // tiles + 1):
-            outer, rest = divmod(u, n * inner)
-            image, g = divmod(rest, inner)
-            for key, size in ((("w", outer * inner + g), group_bytes), (("d", image), image_bytes)):
-                if key in lru:
-                    lru.move_to_end(key)
-                    continue
-                miss += size
-                lru[key] = size
-                held += size
-                while held > cache and len(lru) > 1:
-                    held -= lru.popitem(last=False)[1]
-        worst = max(worst, miss)
-    return worst
-
-
 def _group_tiles(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int:
     """Tiles of one image and block group in :func:`blocked_tile`'s loop: its rows (one where the
     pixels or the plane are fused: :func:`pixel_tiles`, ``plan.plane``) times its column tiles."""
@@ -1022,66 +818,6 @@ def _group_tiles(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: Cpu
     width = mac.extents[conv.ow] * (mac.extents[conv.oh] if fused else 1)
     rows = 1 if fused or conv.oh is None else mac.extents[conv.oh]
     return rows * -(-width // plan.columns)
-
-
-def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape, tiles: int) -> int:
-    """The block-group parts ``p`` of :data:`BATCH_GROUP_SPLIT` for ``conv``'s tile loop (``tiles``
-    tiles an image and block group), 1 for the batch-outer loop: switch off, no batch or one
-    image, no output-channel chunks, fewer than :data:`GROUP_SPLIT_MIN_CORES` target cores, a
-    group's weights plus an image over :data:`GROUP_SPLIT_L2_BYTES`, or no divisor of the group
-    count whose :func:`_thread_bytes` is :data:`GROUP_SPLIT_MAX_RATIO` of the batch-outer loop's
-    or less (else the least such, the fewest parts among equals)."""
-    if not BATCH_GROUP_SPLIT or conv.n is None or conv.oc_chunk is None or shape.cores < GROUP_SPLIT_MIN_CORES:
-        return 1
-    n = mac.extents[conv.n]
-    groups = mac.extents[conv.oc_chunk] // plan.blocks
-    if n < 2 or groups < 2 or tiles < 1:
-        return 1
-    group_bytes = buffer_bytes(mac.operands[1 - conv.data][0]) / groups
-    image_bytes = buffer_bytes(mac.operands[conv.data][0]) / n
-    if group_bytes + image_bytes > GROUP_SPLIT_L2_BYTES:
-        return 1
-    cost = [(_thread_bytes(n, groups, tiles, group_bytes, image_bytes, shape.cores, p, GROUP_SPLIT_L2_BYTES), p)
-            for p in _divisors(groups, groups)]
-    base = cost[0][0]
-    best = min(cost)
-    return best[1] if best[0] <= GROUP_SPLIT_MAX_RATIO * base else 1
-
-
-def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
-    """The root block that writes the conv's data operand (its padding), or None."""
-    buf = mac.operands[conv.data][0]
-    for blk in sch.get_producers(mac.block):
-        b = sch.get(blk)
-        if any(w.source.same_as(buf) for w in b.writes) and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == 5:
-            return blk
-    return None
-
-
-def _pad_per_image(sch: s_tir.Schedule, pad, image, plan: BlockedPlan, parallel: bool, images: int = 1) -> None:
-    """``pad`` computed under the batch loop ``image``: its channel-chunk and row loops fused
-    (parallel where the tile is), its channel block (the input's: 8 or 16) vectorised.  ``images``
-    > 1 (:data:`BATCH_PAD_IMAGE_GROUPS`: ``image`` the outer loop of a group of that many): the
-    group's image, row and channel-chunk loops fused in that order, the parallel loop, so a core's
-    contiguous chunk of it is whole padded rows of its images -- the rows its tiles read where a
-    thread's tiles are part of an image (rows outside the block groups)."""
-    sch.compute_at(pad, image, preserve_unit_loops=True)
-    loops = sch.get_loops(pad)[1:]
-    inner, width = loops[-1], const_extent(sch, loops[-1])
-    if width is not None and width % plan.lanes == 0:
-        if width > plan.lanes:
-            _, inner = sch.split(inner, factors=[width // plan.lanes, plan.lanes])
-        sch.vectorize(inner)
-    elif width is not None and width < plan.lanes:
-        sch.vectorize(inner)
-    if images > 1:
-        sch.reorder(loops[0], loops[2], loops[1])
-        rows = sch.fuse(loops[0], loops[2], loops[1])
-    else:
-        rows = sch.fuse(*loops[:2])
-    if parallel:
-        sch.parallel(rows)
 
 
 PADDING_ROWS = False
@@ -1097,64 +833,6 @@ of it; in whole runs the changed kernels sum 0.994 (resnet50) and 1.002 (googlen
 inside the noise, so off until device step 117's 16-thread A/B says otherwise.  What the pass costs
 is its traffic (the image read and the padded copy written), which only a conv that reads the
 unpadded image (MLAS's border kernels) removes."""
-
-
-def _padding_block(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
-    """The root block that writes ``conv``'s data operand from another buffer under a bound check
-    (a padding: ``if_then_else`` in its value), or None."""
-    buf = mac.operands[conv.data][0]
-    for blk in sch.get_producers(mac.block):
-        b = sch.get(blk)
-        if (any(w.source.same_as(buf) for w in b.writes) and isinstance(b.body, tirx.BufferStore)
-                and isinstance(b.body.value, tvm.ir.Call)
-                and str(getattr(b.body.value.op, "name", "")).endswith("if_then_else")):
-            return blk
-    return None
-
-
-def padding_rows(sch: s_tir.Schedule, pad, parallel: bool) -> bool:
-    """Schedule the padding block ``pad`` (:data:`PADDING_ROWS`): ``[n,] chunk, row`` fused (parallel
-    when ``parallel``), the column loop partitioned into left padding / interior / right padding,
-    the block's innermost loop (the channel block) vectorised.  In: a block whose loops are bound
-    one-to-one, in order, to its iterators and whose store indexes its output by them; the input read
-    at ``column - left``.  Out: True, or False with ``sch`` untouched (any other shape)."""
-    blk = sch.get(pad)
-    loops = sch.get_loops(pad)
-    store = blk.body
-    if len(loops) < 3 or len(loops) != len(blk.iter_vars):
-        return False
-    extents = [const_extent(sch, lp) for lp in loops]
-    if None in extents or any(not isinstance(iv.dom.extent, tirx.IntImm) or int(iv.dom.extent) != e
-                              for iv, e in zip(blk.iter_vars, extents)):
-        return False
-    ivs = [iv.var for iv in blk.iter_vars]
-    # the store's non-constant indices are the iterators in order (a unit batch folded to 0)
-    used = [e for e in store.indices if not (isinstance(e, tirx.IntImm) and int(e) == 0)]
-    if len(used) != len(ivs) or not all(isinstance(e, tirx.Var) and e.same_as(v) for e, v in zip(used, ivs)):
-        return False
-    width, lanes = extents[-2], extents[-1]
-    col = ivs[-2]
-    reads = [r for r in blk.reads if not r.source.same_as(store.buffer)]
-    if len(reads) != 1 or len(reads[0].region) != len(store.buffer.shape):
-        return False
-    src = reads[0].source
-    ana = Analyzer()
-    off = ana.simplify(reads[0].region[-2].min - col)
-    if not isinstance(off, tirx.IntImm):
-        return False
-    left, inner = -int(off), int(src.shape[-2])
-    right = width - left - inner
-    if left < 0 or right < 0 or inner <= 0 or int(src.shape[-1]) != lanes:
-        return False
-    *outer, cols, lane = loops
-    rows = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    if parallel:
-        sch.parallel(rows)
-    sch.vectorize(lane)
-    sizes = [n for n in (left, inner) if n > 0]
-    if right > 0 or len(sizes) > 1:
-        sch.loop_partition(cols, factors=(sizes + [None]) if right > 0 else (sizes[:-1] + [None]))
-    return True
 
 
 def _write_back(sch: s_tir.Schedule, wb, plan: BlockedPlan, under: int = 1) -> None:
