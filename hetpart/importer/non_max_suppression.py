@@ -95,21 +95,23 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
     def candidate(score):
         return score > T.float32(score_thr) if filter_scores else tirx.const(True, "bool")
 
+    def ordered_bits(score):
+        """The float32 score's bits made monotonic as a signed int32 (-0.0 taken as 0.0, as
+        float comparison does)."""
+        bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
+        return tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
+
     def sort_key(score, i):
         """An int64 that orders boxes as ONNX does: higher score first, then lower index.
-        High word: the float32 score's bits made monotonic as a signed int (-0.0 taken
-        as 0.0, as float comparison does); low word: ``N - 1 - i``."""
-        bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
-        ordered = tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
-        return tirx.Cast("int64", ordered) * T.int64(1 << 32) + tirx.Cast("int64", N - 1 - i)
+        High word: :func:`ordered_bits`; low word: ``N - 1 - i``."""
+        return tirx.Cast("int64", ordered_bits(score)) * T.int64(1 << 32) + tirx.Cast("int64", N - 1 - i)
 
     def coarse_key(score, valid):
         """An int32 in the sort key's order, coarser (a tie may join boxes the key orders):
         the high word over 4, so every candidate's lies in [-2**29, 2**29) and differences of
         two fit an int32; non-candidates, and padding (``valid`` false), get :data:`NOT_CANDIDATE`."""
-        bits = tirx.reinterpret("int32", tirx.Select(score == T.float32(0), T.float32(0), score))
-        ordered = tirx.Select(bits >= 0, bits, tirx.bitwise_xor(bits, T.int32(0x7FFFFFFF)))
-        return tirx.Select(tirx.all(valid, candidate(score)), tirx.shift_right(ordered, 2), T.int32(NOT_CANDIDATE))
+        return tirx.Select(tirx.all(valid, candidate(score)), tirx.shift_right(ordered_bits(score), 2),
+                           T.int32(NOT_CANDIDATE))
 
     def box_of(key):
         return N - 1 - tirx.Cast("int32", tirx.bitwise_and(key, T.int64(0xFFFFFFFF)))
