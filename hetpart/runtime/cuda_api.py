@@ -61,6 +61,14 @@ def cudart():
     return runtime
 
 
+def _failure(call: str, text: str, code: int, out_of_memory: bool) -> RuntimeFailure:
+    """The error a failed CUDA call raises (runtime or driver): out of memory is a
+    :class:`RuntimeFailure` the user can act on, anything else a :class:`CudaCallError`."""
+    if out_of_memory:
+        return RuntimeFailure(f"the GPU ran out of memory in {call} ({text})")
+    return CudaCallError(f"CUDA call {call} failed: {text} ({code})")
+
+
 def _check(call: str, result):
     """Unpack ``(err, *values)`` from a bindings call; raise on any error."""
     err, *values = result if isinstance(result, tuple) else (result,)
@@ -68,9 +76,7 @@ def _check(call: str, result):
     if err != rt.cudaError_t.cudaSuccess:
         _, msg = rt.cudaGetErrorString(err)
         text = msg.decode() if isinstance(msg, bytes) else str(msg)
-        if err == rt.cudaError_t.cudaErrorMemoryAllocation:
-            raise RuntimeFailure(f"the GPU ran out of memory in {call} ({text})")
-        raise CudaCallError(f"CUDA call {call} failed: {text} ({int(err)})")
+        raise _failure(call, text, int(err), err == rt.cudaError_t.cudaErrorMemoryAllocation)
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -140,9 +146,7 @@ class _Driver:
         text = ctypes.c_char_p()
         self._error_string(code, ctypes.byref(text))
         msg = text.value.decode() if text.value else "unknown error"
-        if code == 2:  # CUDA_ERROR_OUT_OF_MEMORY
-            raise RuntimeFailure(f"the GPU ran out of memory in {call} ({msg})")
-        raise CudaCallError(f"CUDA call {call} failed: {msg} ({code})")
+        raise _failure(call, msg, code, code == 2)  # 2: CUDA_ERROR_OUT_OF_MEMORY
 
 
 @lru_cache(maxsize=None)
@@ -208,10 +212,9 @@ def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int, driver
     ``driver`` (:func:`stream_driver`): only for a copy whose both ends are device or
     page-locked memory (a stream's handoff and ring buffers), copied with ``cuMemcpyAsync``
     (the addresses say the kind: unified addressing)."""
-    if driver is not None:
-        d = _fast(driver)
-        if d is not None:
-            return d.check("cuMemcpyAsync", d.memcpy_async(dst, src, nbytes, stream))
+    d = _fast(driver)
+    if d is not None:
+        return d.check("cuMemcpyAsync", d.memcpy_async(dst, src, nbytes, stream))
     rt = cudart()
     kinds = rt.cudaMemcpyKind
     k = {H2D: kinds.cudaMemcpyHostToDevice, D2H: kinds.cudaMemcpyDeviceToHost,
