@@ -26,22 +26,10 @@ from tvm import s_tir, tirx
 from tvm.sym.analyzer import Analyzer
 
 from .analysis import CpuShape, MacBlock, buffer_bytes, const_extent
+from .blocked_conv_match import cb  # the switches' module, read at call time
 
 if TYPE_CHECKING:
     from .blocked_conv_match import BlockedConv, BlockedPlan
-
-
-class _Owner:
-    """The switches' module, :mod:`.rules.cpu_blocked_conv`, read at call time (imported lazily: it
-    imports this module)."""
-
-    def __getattr__(self, name):
-        from .rules import cpu_blocked_conv
-
-        return getattr(cpu_blocked_conv, name)
-
-
-cb = _Owner()
 
 
 def pad_group_images(sch: s_tir.Schedule, pad, shape: CpuShape, n: int) -> int:

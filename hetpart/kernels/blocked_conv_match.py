@@ -25,7 +25,7 @@ from .analysis import MacBlock
 
 class _Owner:
     """The switches' module, :mod:`.rules.cpu_blocked_conv`, read at call time (imported lazily: it
-    imports this module)."""
+    imports this module); :mod:`.blocked_conv_batch` reads its switches through the same ``cb``."""
 
     def __getattr__(self, name):
         from .rules import cpu_blocked_conv
