@@ -214,11 +214,7 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                     session(m, None, sharing)  # at setup: warmed (the first: timed, its policy decided)
                 if no_spin:
                     session(m, None, main_sharing, spin=False)
-    combo = list(placed.values())[-1] if combined and placed else served
-    if combined and no_spin:
-        for m in combo:
-            if m.max_batch > 1:
-                session(m, None, main_sharing, spin=False)
+    combo = list(placed.values())[-1] if combined and placed else served  # its no-spin sessions: warmed above
 
     def server(batch_of, instances: int, gate: int | None, delay: float, sharing: str = main_sharing,
                members: list[ServedModel] = served, hold: float | None = None, spin: bool = True):
