@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
-# In the order to run them (closing note of session 49, "Left open: device steps in order"):
+# In the order to run them (closing note of session 49, "Left open: device steps in order"; 133 added in session 50):
 #   132 (issue 19, the re-planned llama_decode plan against the rule at measured rates; carry .hold/plans132.tgz),
-#   131 (issues 18/20, the CPU NMS with SELECT_CANDIDATES), 130 (issues 18/20, NMS per batch and thread count,
+#   131 (issues 18/20, the CPU NMS with SELECT_CANDIDATES), 133 (issue 17, the table at batch 1, TF32 and bf16), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
 #   tools on one host, the 16-thread layer view), 114 (issue 19, BERT-large caps), 79, 52 (profile re-recorded),
 #   111, 107 (issue 18, batch > 1: both switches together measured 0.97-0.99x on 16 threads in session 48), 103,
@@ -15,6 +15,19 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+133)  # (BUDGET=590) issue 17's table at batch 1, the issue's own models (EfficientNet-B0, ConvNeXt-T, MobileNetV3-L,
+     # DistilBERT, ViT-B/16, Whisper encoder) and ResNet-50, TF32 then bf16, against PyTorch with the forward in a
+     # CUDA graph (bench/corpus.py --time).  corpus-nvidia-h200.md's rows are from sessions 30-46 and half the
+     # issue's models have no time there (their compile ran past the stage's timeout or the call's budget).
+     # Decides nothing by itself: the closing note's before/after table, and which model is worst now.
+  BUDGET=590; m=efficientnet_b0,convnext_tiny,mobilenet_v3_large,distilbert,vit_b_16,whisper_encoder,resnet50
+  mkdir -p "$OUT/logs"
+  for prec in fp32 bf16; do
+    left=$((BUDGET - SECONDS - 10)); half=$left; [ "$prec" = fp32 ] && half=$((left / 2))
+    [ "$half" -ge 60 ] && timeout "$half" python3 bench/corpus.py --models "$m" --devices cuda --batches 1 --time \
+      --precision "$prec" --profile recorded --jobs 4 --timeout 240 --budget $((half - 15)) --export-dir "$EXPORTS" \
+      --out "$OUT/corpus-gpu-$prec-133.json" > "$OUT/logs/corpus-$prec-133.log" 2>&1
+  done ;;
 131)  # (BUDGET=300) issues 18/20, NonMaxSuppression's candidate selection (branch nms-fast,
      # bench/results/nms-fast-2core.md).  non_max_suppression.SELECT_CANDIDATES (off by default) heaps only the boxes
      # above a bisected coarse-key threshold (a few more than are still to be kept per (image, class)) instead of
