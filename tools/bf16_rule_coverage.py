@@ -187,7 +187,7 @@ def _all_cuda_plan(graph):
 
 
 # --- on the GPU: the tensor-core kernels timed -------------------------------------------------
-TENSOR_CORE_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK")
+TENSOR_CORE_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuTensorCoreConvSplitK")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ SERIAL_REGISTER_S = 1e-9
 """Seconds per serial store to a register (a multiply-add of a register tile): rough."""
 SERIAL_LIMIT = 2048
 SIMT_GEMM_FLOPS = 20e6
-TC_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK")
+TC_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuTensorCoreConvSplitK")
 MEMORY_SCOPES = ("global", "shared", "shared.dyn", "")
 """Storage scopes counted as memory (any other -- local, warp, fragments -- is registers)."""
 

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-TENSOR_CORE_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK")
+TENSOR_CORE_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuTensorCoreConvSplitK")
 
 _LOAD = r"\w+\[[^\]]*\]"
 _UPDATE = re.compile(rf"^(\s*{_LOAD} = {_LOAD} \+ )({_LOAD}) \* ({_LOAD})\s*$")

@@ -25,7 +25,7 @@ from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
 from .gpu_splitk_fine import GpuFineSplitK
-from .gpu_tensor_core import GpuTensorCoreGemm, GpuTensorCoreSplitK
+from .gpu_tensor_core import GpuTensorCoreConvSplitK, GpuTensorCoreGemm, GpuTensorCoreSplitK
 from .gpu_window import GpuWindowReduction
 
 
@@ -36,8 +36,8 @@ def cpu_rules() -> list:
 
 def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     """Rules for CUDA targets, hetpart's own built for ``options`` (TF32, split-K, SM count): hetpart's own GPU rules first
-    (at batch 1, matmuls no tensor-core tile grid fills split in K on the tensor cores,
-    :class:`.gpu_tensor_core.GpuTensorCoreSplitK`; split-K for convolutions
+    (at batch 1, matmuls and convolutions no tensor-core tile grid fills split in K on the tensor cores,
+    :class:`.gpu_tensor_core.GpuTensorCoreSplitK`, :class:`.gpu_tensor_core.GpuTensorCoreConvSplitK`; split-K for convolutions
     and matmuls whose output tiles cannot fill the GPU -- at batch 1 in chunks as short as
     48 of K where the ordinary split leaves half the SMs idle, :mod:`.gpu_splitk_fine` -- then conv2d as implicit
     GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
@@ -51,6 +51,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
         GpuTensorCoreSplitK(options),  # batch 1: matmuls no tile grid fills, K split on tensor cores
+        GpuTensorCoreConvSplitK(options),  # batch 1: convolutions no tile grid fills, the same
         GpuFineSplitK(options),  # batch 1: K in short chunks where split-K leaves half the SMs idle
         GpuSplitKGemm(options),
         GpuTensorCoreGemm(options),
@@ -73,6 +74,7 @@ def rule_name(rule) -> str:
 
 __all__ = [
     "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
-    "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSplitKGemm", "GpuTensorCoreGemm", "GpuTensorCoreSplitK",
+    "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSplitKGemm", "GpuTensorCoreConvSplitK", "GpuTensorCoreGemm",
+    "GpuTensorCoreSplitK",
     "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]

@@ -335,6 +335,97 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
                                transposed=False)
 
 
+CONV_SPLIT_B1 = True
+"""Give :class:`GpuTensorCoreConvSplitK` the batch-1 convolutions no tensor-core tile grid
+fills (issue 17, ``bench/results/gpu-r50-b1-static.md``).  False: they go to the SIMT
+split-K rules (:mod:`.gpu_splitk_fine`, :mod:`.gpu_splitk`) or dlight's ``Matmul``, as
+before -- the "before" of device step 134's A/B."""
+
+CONV_SPLIT_MAX_BATCH = 1
+"""Images up to which :class:`GpuTensorCoreConvSplitK` applies (batch 32's convolutions fill
+the tiles' grids and keep their measured schedules)."""
+
+CONV_SPLIT_MIN_SLICES = 4
+"""Least K slices (of ``Tile.k`` = 32) per chunk of a split batch-1 convolution (as
+:data:`MATMUL_SPLIT_MIN_SLICES`: the pipeline needs a few slices to overlap)."""
+
+CONV_SPLIT_MAX = 16
+"""Most chunks of a split batch-1 convolution (bounds the partials: S x M x N floats, at most
+2.4 MB for ResNet-50)."""
+
+CONV_BLOCK = "conv"
+"""How the name of a convolution's block (``relax.nn.conv2d`` legalized: ``conv2d_nchw``)
+begins: what :class:`GpuTensorCoreConvSplitK` applies to, 1x1 convolutions (plain GEMMs)
+included."""
+
+CONV_SPLIT_TILE = CONV_TILES[-1]
+"""The tile of a split batch-1 convolution: the smallest (32 x 64, 4 warps; also the
+smallest of :data:`MATMUL_TILES`, which a 1x1 convolution's plain GEMM would use)."""
+
+
+def conv_split_factor(batch: int, m: int, n: int, k: int, k_run: int, options: KernelOptions = DEFAULT) -> int:
+    """How many K chunks :class:`GpuTensorCoreConvSplitK` cuts a batch-1 convolution's
+    ``batch`` x (M x N x K) implicit GEMM into; 1: it declines.  Only where the smallest
+    tile's grid has fewer blocks than SMs (so :class:`GpuTensorCoreGemm` declines it too)
+    and ``options.split_k`` is not ``"off"``: chunks of whole slices, at least
+    :data:`CONV_SPLIT_MIN_SLICES` long, starting at a window offset (a multiple of
+    ``k_run``, the channels per offset, where ``k_run < k``: :func:`split_factor`'s
+    measured reason), at most :data:`CONV_SPLIT_MAX`; the smallest S that gives
+    :data:`SPLIT_K_BELOW_PER_SM` blocks per SM, else the largest allowed if it gives at
+    least one per SM.
+
+    ResNet-50 at batch 1 (132 SMs, 32 x 64 tiles): the 3x3 layers 56x56 / 28x28 / 14x14 /
+    7x7 (98 / 50 / 28 / 16 tiles) split 3 / 9 / 9 / 9; the 1x1 layers 2-16."""
+    sms = options.sm_count
+    tile = CONV_SPLIT_TILE
+    blocks = tile.blocks(batch, m, n)
+    if options.split_k == "off" or blocks >= MIN_BLOCKS_PER_SM * sms:
+        return 1
+    allowed = []
+    for s in range(2, CONV_SPLIT_MAX + 1):
+        chunk = k // s
+        if k % (s * tile.k) or chunk < CONV_SPLIT_MIN_SLICES * tile.k or (k_run < k and chunk % k_run):
+            continue
+        allowed.append(s)
+    if not allowed:
+        return 1
+    pick = next((s for s in allowed if blocks * s >= SPLIT_K_BELOW_PER_SM * sms), allowed[-1])
+    return pick if blocks * pick >= sms else 1
+
+
+class GpuTensorCoreConvSplitK(GpuTensorCoreGemm):
+    """Split-K on TF32 tensor cores for batch-1 float32 convolutions whose tile grid has
+    fewer blocks than SMs (:func:`conv_split_factor`).  ResNet-50 at batch 1: every 3x3
+    layer (98 tiles of 32 x 64 at 56x56 down to 16 at 7x7) and 23 of its 1x1 layers,
+    which the SIMT rules took before -- :mod:`.gpu_splitk`'s CUDA-core split (4325-4865
+    serial stores per thread; the H200 profile: 35-43 us per 3x3 layer, 231 MFLOP each,
+    ~6 TFLOP/s) or dlight's ``Matmul`` (98-112 blocks, 14-15 us per 103 MFLOP).  Each
+    chunk's tiles run as :class:`GpuTensorCoreGemm`'s, writing partial products
+    ``P[s, b, J, I]`` (the NCHW output's order: the sum kernel reads them along the
+    pixels), then a second kernel sums them through the fused epilogue.  Declines
+    matmuls (:class:`GpuTensorCoreSplitK`'s), batch > :data:`CONV_SPLIT_MAX_BATCH`, grids
+    a tile fills, K no allowed split cuts, and everything with :data:`CONV_SPLIT_B1` off."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
+        if not (CONV_SPLIT_B1 and self.options.tf32 and is_gpu(target) and target.kind.name == "cuda"
+                and _arch(target) >= MIN_ARCH):
+            return None
+        if not 1 <= _images(func) <= CONV_SPLIT_MAX_BATCH:
+            return None
+        gemm = as_normal_gemm(func, channels_last=True)
+        if gemm is None or not gemm.sch.get(gemm.block).name_hint.startswith(CONV_BLOCK):
+            return None  # matmuls are GpuTensorCoreSplitK's
+        sch, main, _, (batch, m, n, k), k_run = gemm
+        split = conv_split_factor(batch, m, n, k, k_run, self.options)
+        if split == 1:
+            return None
+        if consumer_chain(sch, main) is None and not inline_epilogue(sch, main):
+            return None
+        tile = CONV_SPLIT_TILE
+        return _schedule_split(sch, main, func, tile, tile.blocks(batch, m, n), split, self.options,
+                               transposed=True)
+
+
 SIDE_INPUTS_MIN_BATCH = 2
 """Leading output extent (a convolution's batch) from which an epilogue's side inputs
 are inlined (:func:`_inline_side_inputs`).  Batch 1 keeps the schedules measured there (issue 17:
