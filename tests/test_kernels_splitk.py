@@ -18,6 +18,7 @@ import tvm
 from tvm import relax, s_tir, tirx
 
 from hetpart import kernels
+from hetpart.bench.switches import switched
 from hetpart.importer.fusion import fuse
 from hetpart.kernels.rules import GpuSplitKGemm
 from hetpart.kernels.options import KernelOptions
@@ -134,10 +135,17 @@ def test_splitk_declines_what_should_not_split():
     assert _split(_conv_func(starved), KernelOptions(sm_count=8)) is None
 
 
+TC_CONV_SPLIT_OFF = ["hetpart.kernels.rules.gpu_tensor_core.CONV_SPLIT_B1=0"]
+"""With TF32 on, batch-1 convolutions no tensor-core tile fills are GpuTensorCoreConvSplitK's
+(tests/test_kernels_gpu_tc_conv_splitk.py); this rule keeps them with it off (and with TF32 off)."""
+
+
 def test_splitk_selected_and_built_for_sm90():
     mod, _ = _conv_module(1, 512, 7, 512)
-    assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuSplitKGemm"}
-    assert kernels.build(mod, SM90, cuda_graph=True) is not None
+    assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuTensorCoreConvSplitK"}
+    with switched(TC_CONV_SPLIT_OFF):
+        assert set(kernels.rules_applied(kernels.schedule(mod, SM90)).values()) == {"GpuSplitKGemm"}
+        assert kernels.build(mod, SM90, cuda_graph=True) is not None
 
 
 @pytest.mark.cuda
@@ -154,7 +162,9 @@ def test_splitk_correct_on_gpu(shape):
     want = want.numpy()
     dev = tvm.cuda(0)
     for graph in (False, True):
-        vm = relax.VirtualMachine(kernels.build(mod, cuda_tvm_target(), cuda_graph=graph), dev)
+        with switched(TC_CONV_SPLIT_OFF):  # this rule's kernels, not the tensor-core split's
+            exe = kernels.build(mod, cuda_tvm_target(), cuda_graph=graph)
+        vm = relax.VirtualMachine(exe, dev)
         got = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args]).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
 

@@ -48,3 +48,18 @@ def test_table_gives_least_round_range_and_total():
     text = ab.table("r50", rows)
     assert "| fused_conv2d16_add9_relu7 | 5 | 7.40 | 110.0 (110.0-112.0) | 80.0 (80.0-84.0) | 1.38 | 92 |" in text
     assert "| **total x count** | 5 | | 550.0 | 400.0 | 1.38 |" in text
+
+
+def test_whole_model_table_gives_least_round_range_and_ratio():
+    text = ab.whole_table("zoo:resnet50 batch 1", {"before_ms": [1.30, 1.32], "after_ms": [0.90, 0.95],
+                                                    "rel_diff": 2e-4})
+    assert "| 1.300 (1.300-1.320) | 0.900 (0.900-0.950) | 0.69 | 2.0e-04 |" in text
+
+
+def test_whole_model_compiles_every_kernel_for_the_gpu_with_the_switch_set(tmp_path):
+    import hetpart
+
+    where = ab._compile_all_gpu(_graph(), [f"{SWITCH}=0"], tmp_path / "before", cuda_arch="sm_90")
+    compiled = hetpart.load_compiled(where)
+    assert [p.device for p in compiled.partitions] == ["cuda"]
+    assert [t.name for t in compiled.inputs] == ["x"]

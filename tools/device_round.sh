@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
-# In the order to run them (closing note of session 49, "Left open: device steps in order"; 133 added in session 50):
-#   132 (issue 19, the re-planned llama_decode plan against the rule at measured rates; carry .hold/plans132.tgz),
+# In the order to run them (closing note of session 49, "Left open: device steps in order"; 133, 134 added in session 50):
+#   134 (issue 17, ResNet-50 b1's convolutions split in K on tensor cores: CONV_SPLIT_B1 A/B), 132 (issue 19, the re-planned llama_decode plan against the rule at measured rates; carry .hold/plans132.tgz),
 #   131 (issues 18/20, the CPU NMS with SELECT_CANDIDATES), 133 (issue 17, the table at batch 1, TF32 and bf16), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
 #   tools on one host, the 16-thread layer view), 114 (issue 19, BERT-large caps), 79, 52 (profile re-recorded),
@@ -15,6 +15,38 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+134)  # (BUDGET=590) issue 17, ResNet-50 at batch 1 on the GPU (branch gpu-r50, bench/results/gpu-r50-b1-static.md):
+     # 1.302 ms GPU-in against PyTorch's CUDA graph 0.860.  The H200 profile's kernels sum to 1.20 ms, 0.63 of it
+     # in the 16 3x3 convolutions (SIMT split-K, 35-43 us each for 231 MFLOP) and 0.47 in 26 1x1 launches on the
+     # SIMT split-K / dlight Matmul (14-28 us each): no tensor-core tile grid of theirs reached 132 blocks.
+     # gpu_tensor_core.CONV_SPLIT_B1 (on) gives those batch-1 convolutions GpuTensorCoreConvSplitK: 32x64 TF32
+     # tiles, K split 2-16 at window offsets (144-512 blocks), then the sum through the epilogue.
+     # (1) the rule's cuda tests against ORT, and the SIMT split-K's (switch off there);
+     # (2) zoo:resnet50 b1 whole, all on the GPU, GPU-in, switch off (before) / on, 5 alternating rounds;
+     # (3) the changed kernels alone, off / on, 3 rounds: zoo:resnet50, zoo:resnet18, zoo:convnext (its 2 downsample
+     #     convs) at b1 (EfficientNet-B0 / MobileNet-v3 unchanged: their pointwise grids stay under a block per SM);
+     # (4) the corpus's resnet50 b1 fp32 row against PyTorch's CUDA graph (switch on), --quiet-timing.
+     # Decides: keep CONV_SPLIT_B1 on if (1) passes and (2)'s after/before <= 0.9 with the rounds' ranges apart;
+     # (4)'s GPU-in x is issue 17's new ResNet-50 number.  Any kernel in (3) slower after than before (beyond its
+     # range) narrows the rule: a 3x3 at 7x7 (144 blocks, 16 slices a chunk) -> split finer than window offsets;
+     # a 1x1 split in 2 -> SPLIT_K_BELOW_PER_SM-style threshold on the un-split grid.  (2) >= 0.95: switch off,
+     # and (3) says which kernels lost.
+  BUDGET=590; sw=hetpart.kernels.rules.gpu_tensor_core.CONV_SPLIT_B1
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 \
+    tests/test_kernels_gpu_tc_conv_splitk.py tests/test_kernels_splitk.py > "$OUT/logs/cuda-tests-134.txt" 2>&1
+  cp "$OUT/logs/cuda-tests-134.txt" "$OUT/cuda-tests-134.txt"
+  left=$((BUDGET - SECONDS - 300))
+  [ "$left" -ge 60 ] && timeout $((left < 180 ? left : 180)) python3 tools/gpu_switch_ab.py zoo:resnet50 --batch 1 \
+    --before $sw=0 --whole --rounds 5 --calls 50 --out "$OUT/tc-conv-split-whole-134.json" \
+    > "$OUT/tc-conv-split-whole-134.txt" 2>&1
+  left=$((BUDGET - SECONDS - 130))
+  [ "$left" -ge 40 ] && timeout $((left < 200 ? left : 200)) python3 tools/gpu_switch_ab.py zoo:resnet50 zoo:resnet18 \
+    zoo:convnext --batch 1 --before $sw=0 --rounds 3 --out "$OUT/tc-conv-split-kernels-134.json" \
+    --md "$OUT/tc-conv-split-kernels-134.md" > "$OUT/logs/tc-conv-split-kernels-134.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --models resnet50 --devices cuda --batches 1 --time \
+    --quiet-timing --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-r50-b1-134.json" \
+    > "$OUT/logs/corpus-r50-b1-134.log" 2>&1 ;;
 133)  # (BUDGET=590) issue 17's table at batch 1, the issue's own models (EfficientNet-B0, ConvNeXt-T, MobileNetV3-L,
      # DistilBERT, ViT-B/16, Whisper encoder) and ResNet-50, TF32 then bf16, against PyTorch with the forward in a
      # CUDA graph (bench/corpus.py --time).  corpus-nvidia-h200.md's rows are from sessions 30-46 and half the

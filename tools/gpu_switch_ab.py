@@ -18,6 +18,15 @@ changed kernels, each times its occurrences.
     PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 32 \\
         --before hetpart.kernels.rules.gpu_tensor_core.REGISTER_PREFETCH=0 --rounds 3 --out ab.json
     PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 32 --before ... --list   # no GPU
+    PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 1 --before ... --whole --rounds 5
+
+``--whole`` (:func:`ab_whole`): the whole model instead, every kernel on the GPU, compiled
+twice (``hetpart.compile``, the switch as ``--before`` sets it / as the checkout has it),
+each opened as a :class:`hetpart.Session` and fed the same seeded inputs already on the
+GPU (the corpus's GPU-in boundary: ``bench/corpus.py``'s ``hetpart_device_ms``, outputs
+back to numpy), timed in ``--rounds`` alternating rounds of ``--calls`` calls (median ms
+per round); reported: each side's least round median and range, after/before, and the
+largest difference between the outputs relative to their magnitude.
 
 Models: ``zoo:NAME[:small][:key=value,...]`` or ONNX files (``--batch`` sets the zoo batch).
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,6 +127,69 @@ def ab(graph, before: list[str], rounds: int) -> list[Row]:
     return rows
 
 
+def _compile_all_gpu(graph, before: list[str] | None, where: Path, cuda_arch: str | None = None):
+    """``graph`` compiled with every kernel CUDA can build pinned to the GPU (the corpus's
+    all-CUDA build), the switches of ``before`` set while it compiles; saved in ``where``.
+    ``cuda_arch`` cross-compiles (a machine without a GPU; the tests)."""
+    import hetpart
+    from hetpart.bench.switches import switched
+    from hetpart.kernels.capabilities import unsupported_reason
+    from hetpart.kernels.options import resolve
+    from hetpart.partitioner import Pin
+
+    pins = [Pin(k, "cuda") for k, kern in graph.kernels.items() if unsupported_reason(kern, "cuda") is None]
+    with switched(before or []):
+        plan = hetpart.partition(graph, "latency", pins=pins, progress=False)
+        compiled = hetpart.compile(plan, graph, progress=False, cuda_arch=cuda_arch,
+                                   options=resolve(cuda_arch=cuda_arch) if cuda_arch else resolve())
+    compiled.save(where)
+    return where
+
+
+def ab_whole(graph, before: list[str], rounds: int, calls: int) -> dict:
+    """The whole model before/after (module doc, ``--whole``): ``{"before_ms": [...],
+    "after_ms": [...], "rel_diff": float}``, one median per round."""
+    import tempfile
+
+    import hetpart
+    import tvm
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {name: _compile_all_gpu(graph, b, Path(tmp) / name) for name, b in (("before", before), ("after", None))}
+        sessions = {name: hetpart.Session(d) for name, d in dirs.items()}
+        try:
+            feeds = {t.name: rng.standard_normal([int(d) for d in t.shape]).astype(t.dtype)
+                     for t in sessions["after"].compiled.inputs}
+            resident = {k: tvm.runtime.tensor(v, tvm.cuda(0)) for k, v in feeds.items()}
+            outs = {name: [np.asarray(o) for o in s.run(resident).values()] for name, s in sessions.items()}
+            times: dict[str, list[float]] = {"before": [], "after": []}
+            for _ in range(rounds):
+                for name, sess in sessions.items():
+                    sess.run(resident)
+                    per = []
+                    for _ in range(calls):
+                        t0 = time.perf_counter()
+                        sess.run(resident)
+                        per.append((time.perf_counter() - t0) * 1e3)
+                    times[name].append(float(np.median(per)))
+        finally:
+            for sess in sessions.values():
+                sess.close()
+    rel = max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+              for a, b in zip(outs["after"], outs["before"]))
+    return {"before_ms": times["before"], "after_ms": times["after"], "rel_diff": rel}
+
+
+def whole_table(title: str, result: dict) -> str:
+    """Markdown: the whole model before/after (least round median ms, range), after/before."""
+    b, a = result["before_ms"], result["after_ms"]
+    return "\n".join([f"### {title} (whole model, all on the GPU, GPU-in)", "",
+                      "| before ms | after ms | after/before | rel. diff |", "|--:|--:|--:|--:|",
+                      f"| {min(b):.3f} ({min(b):.3f}-{max(b):.3f}) | {min(a):.3f} ({min(a):.3f}-{max(a):.3f}) "
+                      f"| {min(a) / min(b):.2f} | {result['rel_diff']:.1e} |"])
+
+
 def table(title: str, rows: list[Row]) -> str:
     """Markdown: per changed kernel before/after (least round median, us; range), the total x count."""
     head = "| kernel | x | GFLOP | before us | after us | before/after | TFLOP/s after | rel. diff |"
@@ -146,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--before", action="append", required=True, help="module.ATTR=value (repeatable)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--list", action="store_true", help="only list the changed kernels (no GPU)")
+    ap.add_argument("--whole", action="store_true", help="time the whole model all on the GPU, not its kernels")
+    ap.add_argument("--calls", type=int, default=50, help="calls per round with --whole")
     ap.add_argument("--out", help="write the rows as JSON here")
     ap.add_argument("--md", help="append the tables to this markdown file")
     args = ap.parse_args(argv)
@@ -160,6 +235,12 @@ def main(argv=None) -> int:
         if args.list:
             for k in changed_kernels(graph, args.before):
                 print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
+            continue
+        if args.whole:
+            results[spec] = ab_whole(graph, args.before, args.rounds, args.calls)
+            texts.append(whole_table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout",
+                                     results[spec]))
+            print(texts[-1] + "\n", flush=True)
             continue
         rows = ab(graph, args.before, args.rounds)
         results[spec] = [asdict(r) for r in rows]
