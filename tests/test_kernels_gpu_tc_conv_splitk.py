@@ -2,7 +2,11 @@
 hetpart/kernels/rules/gpu_tensor_core.py): ResNet-50's layers at batch 1, whose 32 x 64 tile
 grids (16-112 tiles) leave most of 132 SMs idle, which the SIMT split-K rules took before.
 
-Without a GPU: the split factors of ResNet-50's batch-1 shapes (chunks at window offsets,
+Without a GPU: the scheduled functions compute on the CPU what the unscheduled ones do (within
+float32 rounding), with the tensor-core intrinsics emulated by plain loops of the same meaning
+(:func:`_emulated_intrinsics`: their own ``desc`` semantics, no TF32 rounding) and every thread loop
+serial -- tiling, window-offset chunks, partials in ``[s, b, J, I]`` and their sum through the
+epilogue all checked; the split factors of ResNet-50's batch-1 shapes (chunks at window offsets,
 at least 4 slices, a block per SM or two); what the rule leaves alone (batch 32, grids a
 tile fills, K too short to split, matmuls, the switch ``CONV_SPLIT_B1``, TF32 off, split-K
 off); its schedules of 3x3 (stride 1 and 2, 56x56 to 7x7) and 1x1 (stride 1 and 2, ReLU
@@ -21,6 +25,7 @@ import math
 import re
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import onnx
@@ -30,11 +35,14 @@ from tvm import s_tir, tirx
 
 from onnx_cases import cuda_source, model, onnxruntime_outputs, run_on
 from test_kernels_gpu_splitk_fine import _blocks
-from test_kernels_splitk import H200_LIMITS
+from test_kernels_splitk import H200_LIMITS, _run_cpu
+
+import tvm
 
 from hetpart import kernels, load
 from hetpart.bench.switches import switched
 from hetpart.kernels.options import KernelOptions
+from hetpart.kernels import tf32
 from hetpart.kernels.rules import GpuTensorCoreConvSplitK
 from hetpart.kernels.rules.gpu_tensor_core import CONV_SPLIT_TILE, conv_split_factor
 from hetpart.targets import cuda_tvm_target
@@ -145,6 +153,98 @@ def test_rule_is_chosen_and_builds_tf32_mma_with_vector_partial_stores():
     assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in source
     # Partials as [chunk, channel, pixel]: stored 4 pixels at a time, read along the pixels.
     assert re.search(r"\*\(float4\*\)\(\w*_rf_ptr \+", source)
+
+
+# --- the schedules' meaning on the CPU: tensor-core intrinsics emulated -------------------------------
+_EMULATED = {"load_a": "hetpart_test_emu_load_a", "load_b": "hetpart_test_emu_load_b",
+             "compute": "hetpart_test_emu_mma"}
+_emu_lock = threading.Lock()
+_emu_registered = False
+
+
+def _inverse_a(lane, r):
+    return lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2)
+
+
+def _inverse_b(lane, r):
+    return lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)
+
+
+def _emulated_intrinsics() -> dict[str, str]:
+    """tf32's intrinsic names, with the fragment loads and the MMA replaced by intrinsics of the
+    same ``desc`` whose impls are plain loops (no ``mma.sync``, no TF32 rounding, no lane
+    binding): tensorized by the same rule code, runnable on a CPU."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    from hetpart.kernels.tf32 import K, M, N, SCOPE, WARP, a_layout, b_layout, c_layout
+
+    def load_impl(rows, inverse):
+        regs = rows * K // WARP
+
+        @T.prim_func(s_tir=True)
+        def impl(a: T.handle, c: T.handle) -> None:
+            s0 = T.int32()
+            s1 = T.int32()
+            A = T.match_buffer(a, (rows, K), "float32", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+            C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
+            with T.sblock("root"):
+                T.reads(A[0:rows, 0:K])
+                T.writes(C[0:WARP, 0:regs])
+                for lane, r in T.grid(WARP, regs):
+                    row, col = T.meta_var(inverse(lane, r))
+                    C[lane, r] = A[row, col]
+
+        return impl
+
+    @T.prim_func(s_tir=True)
+    def mma_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:4], B[0:WARP, 0:4])
+            T.writes(C[0:WARP, 0:8])
+            for i, j, k in T.grid(M, N, K):
+                lc, rc = T.meta_var(c_layout(i, j))
+                la, ra = T.meta_var(a_layout(i, k))
+                lb, rb = T.meta_var(b_layout(j, k))
+                C[lc, rc] = C[lc, rc] + A[la, ra] * B[lb, rb]
+
+    global _emu_registered
+    names = tf32.intrinsics()
+    with _emu_lock:
+        if not _emu_registered:
+            TensorIntrin.register(_EMULATED["load_a"], tf32._load_intrin(M, a_layout, _inverse_a)[0],
+                                  load_impl(M, _inverse_a))
+            TensorIntrin.register(_EMULATED["load_b"], tf32._load_intrin(N, b_layout, _inverse_b)[0],
+                                  load_impl(N, _inverse_b))
+            TensorIntrin.register(_EMULATED["compute"], tf32._mma_intrin()[0], mma_impl)
+            _emu_registered = True
+    return {**names, **_EMULATED}
+
+
+def _serial_everywhere(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every thread loop serial, every buffer global and no loop or block
+    annotations (software pipelines, register stages): the same computation on a CPU."""
+    text = func.script()
+    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
+    text = re.sub(r', scope="(shared|local|shared\.dyn|warp)"', "", text).replace("private=True", "private=False")
+    text = re.sub(r", annotations=\{[^}]*\}", "", text)
+    text = re.sub(r"\n\s*T\.sblock_attr\(\{[^}]*\}\)", "", text)
+    return tvm.script.from_source(text)
+
+
+@pytest.mark.parametrize("case", list(LAYERS))
+def test_schedules_compute_what_the_unscheduled_functions_compute(case, monkeypatch):
+    func = _func(_conv(*LAYERS[case]))
+    names = _emulated_intrinsics()
+    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    sch = _apply(func)
+    assert sch is not None and "rfactor" in str(sch.trace)
+    want = _run_cpu(func)
+    got = _run_cpu(_serial_everywhere(sch.mod["main"]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
