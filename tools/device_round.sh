@@ -23,8 +23,9 @@ case "${1:-1}" in
      # tiles, K split 2-16 at window offsets (144-512 blocks), then the sum through the epilogue.
      # (1) the rule's cuda tests against ORT, and the SIMT split-K's (switch off there);
      # (2) zoo:resnet50 b1 whole, all on the GPU, GPU-in, switch off (before) / on, 5 alternating rounds;
-     # (3) the changed kernels alone, off / on, 3 rounds: zoo:resnet50, zoo:resnet18, zoo:convnext (its 2 downsample
-     #     convs) at b1 (EfficientNet-B0 / MobileNet-v3 unchanged: their pointwise grids stay under a block per SM);
+     # (3) the changed kernels alone, off / on, 3 rounds: zoo:resnet50 (22 functions), zoo:resnet18 (11), zoo:convnext
+     #     (its 2 downsample convs), zoo:detector (3) at b1 (EfficientNet-B0, MobileNet-v3, Swin-T unchanged: their
+     #     pointwise grids stay under a block per SM after any allowed split); the .txt has each kernel as it ends;
      # (4) the corpus's resnet50 b1 fp32 row against PyTorch's CUDA graph (switch on), --quiet-timing.
      # Decides: keep CONV_SPLIT_B1 on if (1) passes and (2)'s after/before <= 0.9 with the rounds' ranges apart;
      # (4)'s GPU-in x is issue 17's new ResNet-50 number.  Any kernel in (3) slower after than before (beyond its
@@ -41,8 +42,8 @@ case "${1:-1}" in
     > "$OUT/tc-conv-split-whole-134.txt" 2>&1
   left=$((BUDGET - SECONDS - 130))
   [ "$left" -ge 40 ] && timeout $((left < 200 ? left : 200)) python3 tools/gpu_switch_ab.py zoo:resnet50 zoo:resnet18 \
-    zoo:convnext --batch 1 --before $sw=0 --rounds 3 --out "$OUT/tc-conv-split-kernels-134.json" \
-    --md "$OUT/tc-conv-split-kernels-134.md" > "$OUT/logs/tc-conv-split-kernels-134.txt" 2>&1
+    zoo:convnext zoo:detector --batch 1 --before $sw=0 --rounds 3 --out "$OUT/tc-conv-split-kernels-134.json" \
+    > "$OUT/tc-conv-split-kernels-134.txt" 2>&1
   left=$((BUDGET - SECONDS - 10))
   [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --models resnet50 --devices cuda --batches 1 --time \
     --quiet-timing --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-r50-b1-134.json" \
