@@ -396,7 +396,7 @@ def conv_split_factor(batch: int, m: int, n: int, k: int, k_run: int, options: K
 class GpuTensorCoreConvSplitK(GpuTensorCoreGemm):
     """Split-K on TF32 tensor cores for batch-1 float32 convolutions whose tile grid has
     fewer blocks than SMs (:func:`conv_split_factor`).  ResNet-50 at batch 1: every 3x3
-    layer (98 tiles of 32 x 64 at 56x56 down to 16 at 7x7) and 23 of its 1x1 layers,
+    layer (98 tiles of 32 x 64 at 56x56 down to 16 at 7x7) and 25 of its 36 1x1 launches,
     which the SIMT rules took before -- :mod:`.gpu_splitk`'s CUDA-core split (4325-4865
     serial stores per thread; the H200 profile: 35-43 us per 3x3 layer, 231 MFLOP each,
     ~6 TFLOP/s) or dlight's ``Matmul`` (98-112 blocks, 14-15 us per 103 MFLOP).  Each
