@@ -44,7 +44,9 @@ transformer's projections at 128-197 tokens: 48-192 tiles of 32x64 on 132 SMs) i
 tile, K cut into :func:`matmul_split_factor` chunks, the same two kernels with the
 partials in the matmul's own order ``P[s, b, I, J]`` and the K loop always pipelined;
 it runs before the SIMT split-K rules (:mod:`.gpu_splitk`, :mod:`.gpu_splitk_fine`), which
-took these functions before.
+took these functions before.  :class:`GpuTensorCoreConvSplitK`, next, does the same for batch-1
+convolutions (3x3 and 1x1) whose smallest tile's grid is under a block per SM -- ResNet-50's layers at
+56x56 to 7x7 -- with chunks at window offsets (:func:`conv_split_factor`, :data:`CONV_SPLIT_B1`).
 
 Applies to float32 contractions whose grid fills the GPU (at least :data:`MIN_BLOCKS_PER_SM`
 blocks per SM of one of the tiles) -- smaller ones are split-K's or the SIMT rules' -- on targets with
@@ -350,8 +352,8 @@ CONV_SPLIT_MIN_SLICES = 4
 :data:`MATMUL_SPLIT_MIN_SLICES`: the pipeline needs a few slices to overlap)."""
 
 CONV_SPLIT_MAX = 16
-"""Most chunks of a split batch-1 convolution (bounds the partials: S x M x N floats, at most
-2.4 MB for ResNet-50)."""
+"""Most chunks of a split batch-1 convolution (bounds the partials: S x M x N floats of whole
+tiles, at most 4.2 MB for ResNet-50 -- its 1x1 1024 -> 2048 at 7x7 in 8 -- within the H200's L2)."""
 
 CONV_BLOCK = "conv"
 """How the name of a convolution's block (``relax.nn.conv2d`` legalized: ``conv2d_nchw``)
