@@ -20,6 +20,9 @@ changed kernels, each times its occurrences.
     PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 32 --before ... --list   # no GPU
 
 Models: ``zoo:NAME[:small][:key=value,...]`` or ONNX files (``--batch`` sets the zoo batch).
+``--precision bf16`` (or fp16, fp32; default tf32): the model built as ``hetpart.compile``
+builds it in that CUDA format (weights lowered to its storage on every kernel, its kernel
+options).
 """
 
 from __future__ import annotations
@@ -54,15 +57,34 @@ class Row:
         return min(self.before_us) / min(self.after_us)
 
 
-def changed_kernels(graph, before: list[str]) -> list:
-    """The distinct kernels of ``graph`` (one per signature, graph order) whose scheduled
-    TIR differs with ``before`` applied."""
+def options(precision: str = "tf32"):
+    """The build's kernel options for the CUDA ``precision`` (tf32, fp32, bf16, fp16)."""
+    from hetpart.compiler.precision import options_for
+    from hetpart.contracts.precision import Precision
+    from hetpart.kernels.options import resolve
+
+    return options_for(resolve(cuda_arch=ARCH), Precision(cuda=precision))
+
+
+def lowered(graph, precision: str = "tf32"):
+    """``graph`` with its weights in ``precision``'s storage on every kernel, as
+    :func:`hetpart.compiler.compile` builds an all-CUDA plan (tf32/fp32: unchanged)."""
+    from bf16_rule_coverage import _all_cuda_plan
+
+    from hetpart.compiler.precision import lower_plan_weights
+    from hetpart.contracts.precision import Precision
+
+    return lower_plan_weights(graph, _all_cuda_plan(graph), Precision(cuda=precision))
+
+
+def changed_kernels(graph, before: list[str], precision: str = "tf32") -> list:
+    """The distinct kernels of ``graph`` (one per signature, graph order; already
+    :func:`lowered`) whose scheduled TIR differs with ``before`` applied."""
     from rule_switch_tir_diff import scripts_both_ways
 
-    from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
-    after, old = scripts_both_ways(graph.module, cuda_tvm_target(ARCH), before, resolve(cuda_arch=ARCH))
+    after, old = scripts_both_ways(graph.module, cuda_tvm_target(ARCH), before, options(precision))
     out, seen = [], set()
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
         if k.signature in seen or k.func not in after or after[k.func] == old.get(k.func):
@@ -72,15 +94,14 @@ def changed_kernels(graph, before: list[str]) -> list:
     return out
 
 
-def _build(kmod, before: list[str] | None):
+def _build(kmod, before: list[str] | None, precision: str = "tf32"):
     from hetpart.bench.switches import switched
 
     from hetpart.costmodel import kernel_bench
-    from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
     with switched(before or []):
-        return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), resolve(cuda_arch=ARCH))
+        return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), options(precision))
 
 
 def _output(exe, inputs, dev) -> np.ndarray:
@@ -90,8 +111,9 @@ def _output(exe, inputs, dev) -> np.ndarray:
     return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
 
 
-def ab(graph, before: list[str], rounds: int) -> list[Row]:
-    """Each changed kernel of ``graph`` timed before/after (module doc)."""
+def ab(graph, before: list[str], rounds: int, precision: str = "tf32") -> list[Row]:
+    """Each changed kernel of ``graph`` (already :func:`lowered` to ``precision``) timed
+    before/after (module doc)."""
     import tvm
 
     from hetpart.costmodel import kernel_bench
@@ -99,9 +121,9 @@ def ab(graph, before: list[str], rounds: int) -> list[Row]:
     dev = tvm.cuda(0)
     settings = kernel_bench.MeasureSettings()
     rows = []
-    for k in changed_kernels(graph, before):
+    for k in changed_kernels(graph, before, precision):
         kmod = kernel_bench.single_kernel_module(graph, k)
-        exes = {"before": _build(kmod, before), "after": _build(kmod, None)}
+        exes = {"before": _build(kmod, before, precision), "after": _build(kmod, None, precision)}
         inputs = {name: kernel_bench.prepared_inputs(kmod, exe, dev, seed=0) for name, exe in exes.items()}
         times: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(rounds):
@@ -145,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1, help="batch of the zoo models (default 1)")
     ap.add_argument("--before", action="append", required=True, help="module.ATTR=value (repeatable)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", default="tf32", choices=("tf32", "fp32", "bf16", "fp16"),
+                    help="CUDA format to build in (weights lowered as hetpart.compile does; default tf32)")
     ap.add_argument("--list", action="store_true", help="only list the changed kernels (no GPU)")
     ap.add_argument("--out", help="write the rows as JSON here")
     ap.add_argument("--md", help="append the tables to this markdown file")
@@ -156,17 +180,18 @@ def main(argv=None) -> int:
             ap.error("timing needs a CUDA GPU (--list does not)")
     results, texts = {}, []
     for spec in args.models:
-        graph = load_model(spec, args.batch)
+        graph = lowered(load_model(spec, args.batch), args.precision)
         if args.list:
-            for k in changed_kernels(graph, args.before):
+            for k in changed_kernels(graph, args.before, args.precision):
                 print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
             continue
-        rows = ab(graph, args.before, args.rounds)
+        rows = ab(graph, args.before, args.rounds, args.precision)
         results[spec] = [asdict(r) for r in rows]
-        texts.append(table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout", rows))
+        texts.append(table(f"{spec} batch {args.batch} {args.precision}: {', '.join(args.before)} (before) vs the checkout",
+                           rows))
         print(texts[-1] + "\n", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"batch": args.batch, "before": args.before, "models": results}, indent=1))
+        Path(args.out).write_text(json.dumps({"batch": args.batch, "precision": args.precision, "before": args.before, "models": results}, indent=1))
     if args.md:
         with open(args.md, "a") as fh:
             fh.write("\n\n".join(texts) + "\n")
