@@ -13,8 +13,9 @@ per SM, not a convolution, not batch 32); the switches off give main's TIR; the 
 for a narrow weight (pad, pack in its dtype, widen inlined into the operand copy, the staged copy
 in the narrow dtype), built for the CPU, compute the projection (ONNX Runtime's float32 within
 issue 17's 2e-2; the unscheduled function's within float32 rounding); the kernels compile with
-nvcc without spilling.  With a GPU (``cuda`` mark): the projections and attention's ``P V`` built
-all-CUDA in TF32, bf16 and fp16 with both switches on match ONNX Runtime.
+nvcc without spilling.  With a GPU (``cuda`` mark): the projections built all-CUDA in TF32, bf16
+and fp16, and attention's scores ``Q K^T / 8`` in TF32, with both switches on, match ONNX Runtime
+(attention's ``P V``: tests/test_kernels_gpu_tc_splitk.py).
 """
 
 from __future__ import annotations
@@ -240,3 +241,19 @@ def test_projections_match_onnxruntime_on_gpu(case, fmt):
     want = onnxruntime_outputs(m, {"x": x})[0]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= (TF32_RTOL if fmt == "tf32" else REL_TOL), f"{case} {fmt}: max error {err:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_attention_scores_match_onnxruntime_on_gpu():
+    """ViT's ``Q K^T / 8`` (12 heads x 197 x 197, K = 64: 2 slices, a 3-stage pipeline's
+    prologue only) in TF32."""
+    from onnx_cases import relative_error_on_cuda
+
+    m = model([helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["y"])],
+              [("q", (1, 12, 197, 64), np.float32), ("kt", (1, 12, 64, 197), np.float32)],
+              [("y", (1, 12, 197, 197), np.float32)], {"scale": np.array(0.125, np.float32)})
+    rng = np.random.default_rng(5)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in (("q", (1, 12, 197, 64)), ("kt", (1, 12, 64, 197)))}
+    err = relative_error_on_cuda(m, feeds)
+    assert err < TF32_RTOL, f"max error {err:.2e} of the output's magnitude"
