@@ -41,7 +41,8 @@ case "${1:-1}" in
      # (2) the corpus vit_b_16 export, whole model all-CUDA, bf16 then tf32: both switches off (before) / on (after)
      #     / each alone off (tools/gpu_model_switch_ab.py, GPU-resident inputs as corpus's hetpart_device_ms);
      # (3) ViT's layer (zoo:bert:seq_len=197,layers=1) per changed kernel, off/on (gpu_switch_ab.py), bf16 + tf32;
-     # (4) the other batch-1 models DEEP_PIPELINE changes (zoo swin, convnext, gpt2) per kernel in tf32;
+     # (4) the other batch-1 models DEEP_PIPELINE changes per kernel in tf32 (zoo resnet50 4 kernels, efficientnet 3,
+     #     convnext 8, swin 20, gpt2 6; the log has each kernel as it is timed, the cap may cut the last);
      # (5) time left: vit_b_16's TF32 kernels on the GPU's clock beside PyTorch's (gpu_kernel_profile.py): which
      #     kernels hold the GPU-in gap that is left (the static view cannot time launches or latency chains).
      # Decides: keep WIDEN_IN_FRAGMENTS on if (1) passes and (2)'s bf16 after is below before by more than the rounds'
@@ -71,8 +72,8 @@ case "${1:-1}" in
       --precision $prec $sw --rounds 3 --md "$OUT/vit-layer-ab-135.md" > "$OUT/logs/vit-layer-ab-$prec.txt" 2>&1
   done
   left=$((BUDGET - SECONDS - 10))
-  [ "$left" -ge 30 ] && timeout $((left < 50 ? left : 50)) python3 tools/gpu_switch_ab.py zoo:swin zoo:convnext zoo:gpt2 \
-    $sw --rounds 3 --md "$OUT/others-ab-135.md" > "$OUT/logs/others-ab.txt" 2>&1
+  [ "$left" -ge 30 ] && timeout $((left < 50 ? left : 50)) python3 tools/gpu_switch_ab.py zoo:resnet50 zoo:efficientnet \
+    zoo:convnext zoo:swin zoo:gpt2 $sw --rounds 3 --md "$OUT/others-ab-135.md" > "$OUT/logs/others-ab.txt" 2>&1
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --runs 10 --export-dir "$EXPORTS" \
     --json "$OUT/kernels-vit-b1-135.json" --md "$OUT/gpu-b1-kernels-vit_b_16.md" > "$OUT/logs/kernel-profile-vit.txt" 2>&1 ;;
