@@ -64,7 +64,7 @@ case "${1:-1}" in
     left=$((BUDGET - SECONDS - 160)); cap=100; each=; [ "$prec" = bf16 ] && { left=$((left - 100)); cap=170; each=--each; }
     [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$vit" \
       --precision $prec $sw $each --rounds 5 --repeat 30 --out "$OUT/vit-e2e-ab-$prec-135.json" \
-      > "$OUT/vit-e2e-ab-$prec-135.txt" 2>&1
+      > "$OUT/logs/vit-e2e-ab-$prec-135.txt" 2>&1
   done
   for prec in bf16 tf32; do
     left=$((BUDGET - SECONDS - 60)); [ "$prec" = bf16 ] && left=$((left - 50))
