@@ -4,6 +4,9 @@ A model of two convolutions at batch 32 -- a 3x3 one at 14x14 (392 tiles: the re
 prefetch's) and a 1x1 one at 28x28 (its K loop ``cp.async``-pipelined) --: with
 ``REGISTER_PREFETCH=0`` as the before, only the first is listed; a switch to its current
 value lists none.  The table gives each kernel's least round, the range and the total x count.
+With ``--precision``: ViT's layer in bf16 lists the 4 weight-reading tensor-core functions
+``WIDEN_IN_FRAGMENTS`` changes, in tf32 none.  tools/gpu_model_switch_ab.py: its variants, and its
+build-and-time loop run on a simulated CUDA build.
 """
 
 from __future__ import annotations
@@ -63,3 +66,58 @@ def test_whole_model_compiles_every_kernel_for_the_gpu_with_the_switch_set(tmp_p
     compiled = hetpart.load_compiled(where)
     assert [p.device for p in compiled.partitions] == ["cuda"]
     assert [t.name for t in compiled.inputs] == ["x"]
+
+
+# --- --precision and tools/gpu_model_switch_ab.py ---------------------------------------------------
+TC = "hetpart.kernels.rules.gpu_tensor_core"
+
+
+def test_precision_lists_the_bf16_builds_changed_kernels(monkeypatch):
+    """ViT's layer in bf16: WIDEN_IN_FRAGMENTS=0 against it on (as ``--after`` sets it) changes
+    exactly the 4 weight-reading tensor-core functions; in tf32 it changes none."""
+    from bf16_rule_coverage import load_model
+    from hetpart.kernels.rules import gpu_tensor_core
+
+    monkeypatch.setattr(gpu_tensor_core, "WIDEN_IN_FRAGMENTS", True)
+
+    graph = load_model("zoo:bert:seq_len=197,layers=1", 1)
+    before = [f"{TC}.WIDEN_IN_FRAGMENTS=0"]
+    bf16 = ab.changed_kernels(ab.lowered(graph, "bf16"), before, "bf16")
+    assert sorted(k.func for k in bf16) == sorted(["fused_matmul_add2_bf16w", "fused_matmul_add2_add3_bf16w",
+                                                   "fused_matmul3_add4_divide_fast_erf_add5_multiply1_multiply2_bf16w",
+                                                   "fused_matmul4_add2_add3_bf16w"])
+    assert ab.changed_kernels(ab.lowered(graph, "tf32"), before, "tf32") == []
+
+
+def test_model_ab_variants_and_a_simulated_run(monkeypatch):
+    """gpu_model_switch_ab: the variants (all set, none, each alone), and its timing loop
+    run end to end on a simulated CUDA build (CPU tensors for the GPU's): every variant
+    timed each round, outputs equal (the CPU build of a CUDA partition ignores the rules)."""
+    import tvm
+
+    import gpu_model_switch_ab as mab
+    import hetpart
+    from bf16_rule_coverage import load_model
+
+    before = [f"{TC}.DEEP_PIPELINE=0", f"{TC}.WIDEN_IN_FRAGMENTS=0"]
+    sets = mab.variants(before, each=True)
+    assert sets == {"before": before, "after": [], "-DEEP_PIPELINE": before[:1], "-WIDEN_IN_FRAGMENTS": before[1:]}
+    assert list(mab.variants(before[:1], each=True)) == ["before", "after"]
+    real = hetpart.compile
+    monkeypatch.setattr(hetpart, "compile", lambda *a, **k: real(*a, **{**k, "simulate": True}))
+    monkeypatch.setattr(tvm, "cuda", tvm.cpu)
+    result = mab.ab(load_model("zoo:bert:small:layers=1", 1), "bf16", sets, rounds=2, repeat=2)
+    assert set(result) == set(sets)
+    assert all(len(r["ms"]) == 2 and r["rel_diff"] == 0.0 for r in result.values())
+    assert "| -DEEP_PIPELINE |" in mab.table("t", result)
+
+
+def test_after_sets_the_checkout_side_so_an_off_switch_is_ab_d_as_on(capsys):
+    """--after: WIDEN_IN_FRAGMENTS is off by default, so --before ...=0 alone changes no
+    kernel; with --after ...=1 the 4 weight-reading bf16 functions differ (--list, no GPU)."""
+    widen = f"{TC}.WIDEN_IN_FRAGMENTS"
+    common = ["zoo:bert:seq_len=197,layers=1", "--precision", "bf16", "--before", f"{widen}=0", "--list"]
+    assert ab.main(common) == 0
+    assert capsys.readouterr().out.strip() == ""
+    assert ab.main(common + ["--after", f"{widen}=1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4

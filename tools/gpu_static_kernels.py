@@ -130,13 +130,20 @@ def launch_shape(func) -> Launch:
     A function of several kernels (a thread-bound nest each, launched one after the
     other: split-K's partial products, then their sum): the grid and block of the
     kernel whose threads do the most serial work (split-K's first), ``kernels`` their
-    number, the serial stores summed over them."""
+    number, the serial stores summed over them.  A weight-layout rewrite
+    (:mod:`hetpart.kernels.weight_prepack`'s, run at compile time) is not counted."""
     from tvm import tirx
 
     kernels: list[dict] = []
     inside = [False]
 
+    from tvm import s_tir
+
+    from hetpart.kernels.register_tile import LAYOUT_REWRITE_PREPROC
+
     def walk(stmt, mult: int) -> tuple[int, int]:
+        if isinstance(stmt, s_tir.SBlock) and LAYOUT_REWRITE_PREPROC in stmt.annotations:
+            return 0, 0  # a weight packed once at compile time (weight_prepack), not per call
         if isinstance(stmt, tirx.BufferStore):
             return mult, (mult if stmt.buffer.scope() in MEMORY_SCOPES else 0)
         if isinstance(stmt, tirx.For):
@@ -273,9 +280,15 @@ def flags(rule: str, category: str, launch: Launch, outputs: int, flops: int, sm
 
 
 # --- the model --------------------------------------------------------------------------------
-def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_RATES) -> list[Row]:
+def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_RATES,
+            precision: str | None = None) -> list[Row]:
     """One :class:`Row` per distinct kernel signature of ``model`` (an ONNX ModelProto
-    or path), in graph order, ``count`` its occurrences."""
+    or path), in graph order, ``count`` its occurrences.  ``precision`` (a CUDA format:
+    tf32, fp32, bf16, fp16): build as :func:`hetpart.compiler.compile` does in it --
+    weights lowered to its storage on every kernel, its kernel options, weights marked
+    layout-free (so the tensor-core rules pack them at compile time); bytes then count
+    the stored weights.  None: the float32 graph with the default options, weights not
+    marked (the tool's tables before precisions)."""
     from tvm import tirx
 
     from hetpart import kernels, load
@@ -287,11 +300,23 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
     options = options or resolve(cuda_arch="sm_90")
     target = cuda_tvm_target("sm_90")
     graph = load(model)
-    scheduled = kernels.schedule(graph.module, target, options)
+    module = graph.module
+    if precision is not None:
+        from bf16_rule_coverage import _all_cuda_plan
+
+        from hetpart.compiler.precision import lower_plan_weights, options_for
+        from hetpart.contracts.precision import Precision
+        from hetpart.kernels import weight_prepack
+
+        prec = Precision(cuda=precision)
+        graph = lower_plan_weights(graph, _all_cuda_plan(graph), prec)
+        options = options_for(options, prec)
+        module = weight_prepack.mark_weights(graph.module)
+    scheduled = kernels.schedule(module, target, options)
     funcs = {gv.name_hint: f for gv, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc)}
     rna = {}
     if source:
-        exe = kernels.build(graph.module, target, cuda_graph=False, options=options)
+        exe = kernels.build(module, target, cuda_graph=False, options=options)
         rna = cvt_rna_by_function(kernels_in_source(cuda_source(exe)), funcs)
     counts = Counter(k.signature for k in graph.kernels.values())
     rows, seen = [], set()
@@ -363,6 +388,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-source", action="store_true", help="skip the CUDA build (no cvt.rna column)")
     ap.add_argument("--md", help="append the tables to this markdown file")
     ap.add_argument("--json", help="write the rows as JSON")
+    ap.add_argument("--precision", choices=("tf32", "fp32", "bf16", "fp16"),
+                    help="build as hetpart.compile does in this CUDA format (weights lowered and marked; analyse())")
     ap.add_argument("--rates", choices=("default", "h200"), default="default",
                     help="the machine the estimates assume (Rates): default, or h200 (BRIEF_RATES)")
     args = ap.parse_args(argv)
@@ -375,8 +402,9 @@ def main(argv=None) -> int:
         import onnx
 
         model = onnx.load(args.model)
-    rows = analyse(model, source=not args.no_source, rates=BRIEF_RATES if args.rates == "h200" else DEFAULT_RATES)
-    title = f"{args.model} batch {args.batch}"
+    rows = analyse(model, source=not args.no_source, rates=BRIEF_RATES if args.rates == "h200" else DEFAULT_RATES,
+                   precision=args.precision)
+    title = f"{args.model} batch {args.batch}" + (f" {args.precision}" if args.precision else "")
     text = summary(rows, title) + "\n\n" + table(rows, title) + "\n"
     print(text)
     if args.md:

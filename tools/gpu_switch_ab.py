@@ -29,6 +29,9 @@ per round); reported: each side's least round median and range, after/before, an
 largest difference between the outputs relative to their magnitude.
 
 Models: ``zoo:NAME[:small][:key=value,...]`` or ONNX files (``--batch`` sets the zoo batch).
+``--precision bf16`` (or fp16, fp32; default tf32): the model built as ``hetpart.compile``
+builds it in that CUDA format (weights lowered to its storage on every kernel, its kernel
+options).
 """
 
 from __future__ import annotations
@@ -64,15 +67,34 @@ class Row:
         return min(self.before_us) / min(self.after_us)
 
 
-def changed_kernels(graph, before: list[str]) -> list:
-    """The distinct kernels of ``graph`` (one per signature, graph order) whose scheduled
-    TIR differs with ``before`` applied."""
+def options(precision: str = "tf32"):
+    """The build's kernel options for the CUDA ``precision`` (tf32, fp32, bf16, fp16)."""
+    from hetpart.compiler.precision import options_for
+    from hetpart.contracts.precision import Precision
+    from hetpart.kernels.options import resolve
+
+    return options_for(resolve(cuda_arch=ARCH), Precision(cuda=precision))
+
+
+def lowered(graph, precision: str = "tf32"):
+    """``graph`` with its weights in ``precision``'s storage on every kernel, as
+    :func:`hetpart.compiler.compile` builds an all-CUDA plan (tf32/fp32: unchanged)."""
+    from bf16_rule_coverage import _all_cuda_plan
+
+    from hetpart.compiler.precision import lower_plan_weights
+    from hetpart.contracts.precision import Precision
+
+    return lower_plan_weights(graph, _all_cuda_plan(graph), Precision(cuda=precision))
+
+
+def changed_kernels(graph, before: list[str], precision: str = "tf32") -> list:
+    """The distinct kernels of ``graph`` (one per signature, graph order; already
+    :func:`lowered`) whose scheduled TIR differs with ``before`` applied."""
     from rule_switch_tir_diff import scripts_both_ways
 
-    from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
-    after, old = scripts_both_ways(graph.module, cuda_tvm_target(ARCH), before, resolve(cuda_arch=ARCH))
+    after, old = scripts_both_ways(graph.module, cuda_tvm_target(ARCH), before, options(precision))
     out, seen = [], set()
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
         if k.signature in seen or k.func not in after or after[k.func] == old.get(k.func):
@@ -82,15 +104,14 @@ def changed_kernels(graph, before: list[str]) -> list:
     return out
 
 
-def _build(kmod, before: list[str] | None):
+def _build(kmod, before: list[str] | None, precision: str = "tf32"):
     from hetpart.bench.switches import switched
 
     from hetpart.costmodel import kernel_bench
-    from hetpart.kernels.options import resolve
     from hetpart.targets import cuda_tvm_target
 
     with switched(before or []):
-        return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), resolve(cuda_arch=ARCH))
+        return kernel_bench.build_module(kmod.mod, cuda_tvm_target(ARCH), options(precision))
 
 
 def _output(exe, inputs, dev) -> np.ndarray:
@@ -100,8 +121,9 @@ def _output(exe, inputs, dev) -> np.ndarray:
     return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
 
 
-def ab(graph, before: list[str], rounds: int) -> list[Row]:
-    """Each changed kernel of ``graph`` timed before/after (module doc)."""
+def ab(graph, before: list[str], rounds: int, precision: str = "tf32") -> list[Row]:
+    """Each changed kernel of ``graph`` (already :func:`lowered` to ``precision``) timed
+    before/after (module doc)."""
     import tvm
 
     from hetpart.costmodel import kernel_bench
@@ -109,9 +131,9 @@ def ab(graph, before: list[str], rounds: int) -> list[Row]:
     dev = tvm.cuda(0)
     settings = kernel_bench.MeasureSettings()
     rows = []
-    for k in changed_kernels(graph, before):
+    for k in changed_kernels(graph, before, precision):
         kmod = kernel_bench.single_kernel_module(graph, k)
-        exes = {"before": _build(kmod, before), "after": _build(kmod, None)}
+        exes = {"before": _build(kmod, before, precision), "after": _build(kmod, None, precision)}
         inputs = {name: kernel_bench.prepared_inputs(kmod, exe, dev, seed=0) for name, exe in exes.items()}
         times: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(rounds):
@@ -217,7 +239,12 @@ def main(argv=None) -> int:
     ap.add_argument("models", nargs="+", help="zoo:NAME[:small][:key=value,...] or .onnx files")
     ap.add_argument("--batch", type=int, default=1, help="batch of the zoo models (default 1)")
     ap.add_argument("--before", action="append", required=True, help="module.ATTR=value (repeatable)")
+    ap.add_argument("--after", action="append", default=[],
+                    help="module.ATTR=value (repeatable): set on the 'after' side too, i.e. the checkout with "
+                         "these applied (a switch that is off by default A/B'd as on); --before overrides it")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", default="tf32", choices=("tf32", "fp32", "bf16", "fp16"),
+                    help="CUDA format to build in (weights lowered as hetpart.compile does; default tf32)")
     ap.add_argument("--list", action="store_true", help="only list the changed kernels (no GPU)")
     ap.add_argument("--whole", action="store_true", help="time the whole model all on the GPU, not its kernels")
     ap.add_argument("--calls", type=int, default=50, help="calls per round with --whole")
@@ -229,25 +256,30 @@ def main(argv=None) -> int:
 
         if not cuda_available():
             ap.error("timing needs a CUDA GPU (--list does not)")
-    results, texts = {}, []
-    for spec in args.models:
-        graph = load_model(spec, args.batch)
-        if args.list:
-            for k in changed_kernels(graph, args.before):
-                print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
-            continue
-        if args.whole:
-            results[spec] = ab_whole(graph, args.before, args.rounds, args.calls)
-            texts.append(whole_table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout",
-                                     results[spec]))
+    from hetpart.bench.switches import switched
+
+    with switched(args.after):  # "the checkout" below is the checkout with --after set
+        results, texts = {}, []
+        for spec in args.models:
+            graph = lowered(load_model(spec, args.batch), args.precision)
+            if args.list:
+                for k in changed_kernels(graph, args.before, args.precision):
+                    print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
+                continue
+            if args.whole:
+                results[spec] = ab_whole(graph, args.before, args.rounds, args.calls)
+                texts.append(whole_table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout",
+                                         results[spec]))
+                print(texts[-1] + "\n", flush=True)
+                continue
+            rows = ab(graph, args.before, args.rounds, args.precision)
+            results[spec] = [asdict(r) for r in rows]
+            texts.append(table(f"{spec} batch {args.batch} {args.precision}: {', '.join(args.before)} (before) vs the checkout",
+                               rows))
             print(texts[-1] + "\n", flush=True)
-            continue
-        rows = ab(graph, args.before, args.rounds)
-        results[spec] = [asdict(r) for r in rows]
-        texts.append(table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout", rows))
-        print(texts[-1] + "\n", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"batch": args.batch, "before": args.before, "models": results}, indent=1))
+        Path(args.out).write_text(json.dumps({"batch": args.batch, "precision": args.precision, "before": args.before,
+                                               "after": args.after, "models": results}, indent=1))
     if args.md:
         with open(args.md, "a") as fh:
             fh.write("\n\n".join(texts) + "\n")

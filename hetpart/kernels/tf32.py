@@ -42,8 +42,16 @@ NAMES = {
     "init": "hetpart_tf32_fill_16x16",
     "store": "hetpart_tf32_store_16x16_shared_dyn",
     "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
+    "load_b_bfloat16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_bf16",
+    "load_b_float16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_fp16",
 }
-"""Intrinsic names by role."""
+"""Intrinsic names by role.  ``load_b_<dtype>``: ``load_b`` from a tile staged in
+shared memory in that narrower dtype (a bf16/fp16-stored weight), each element widened
+to float32 as it is loaded -- exactly: a bf16 or fp16 value is a TF32 value (8 and 10
+mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding."""
+
+NARROW = ("bfloat16", "float16")
+"""Staged dtypes ``load_b`` has a widening variant for."""
 
 SCOPE = "shared.dyn"
 """Where operand tiles are staged and accumulators stored before the epilogue."""
@@ -108,6 +116,9 @@ def _register() -> None:
         lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2))))
     TensorIntrin.register(NAMES["load_b"], *_load_intrin(N, b_layout, lambda lane, r: (
         lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2))))
+    for narrow in NARROW:
+        TensorIntrin.register(NAMES[f"load_b_{narrow}"], *_load_intrin(N, b_layout, lambda lane, r: (
+            lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
     TensorIntrin.register(NAMES["store"], *_store_intrin(transposed=False))
@@ -192,17 +203,29 @@ def _store_intrin(transposed: bool):
     return desc, impl
 
 
-def _load_intrin(rows: int, layout, inverse):
+def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
     """(desc, impl) copying a ``rows`` x 8 shared-memory tile into a ``[32, 4]`` warp
     buffer by ``layout``; the impl has each lane load its 4 elements (``inverse``:
-    register -> tile coordinates)."""
+    register -> tile coordinates).  ``source``: the tile's dtype -- float32 (each
+    element rounded to TF32), or bfloat16/float16 (each widened to float32, exact)."""
     from tvm.script import tirx as T
+
+    if source == "float32":
+        def desc_value(x):
+            return x
+
+        impl_value = round_to_tf32
+    else:
+        def desc_value(x):
+            return T.Cast("float32", x)
+
+        impl_value = desc_value
 
     regs = rows * K // WARP
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (rows, K), "float32", align=64, offset_factor=1, scope=SCOPE)
+        A = T.match_buffer(a, (rows, K), source, align=64, offset_factor=1, scope=SCOPE)
         C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
             T.reads(A[0:rows, 0:K])
@@ -213,13 +236,13 @@ def _load_intrin(rows: int, layout, inverse):
                     lane, reg = T.meta_var(layout(vi, vk))
                     T.reads(A[vi, vk])
                     T.writes(C[lane, reg])
-                    C[lane, reg] = A[vi, vk]
+                    C[lane, reg] = desc_value(A[vi, vk])
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, c: T.handle) -> None:
         s0 = T.int32()
         s1 = T.int32()
-        A = T.match_buffer(a, (rows, K), "float32", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        A = T.match_buffer(a, (rows, K), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
         C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
             T.reads(A[0:rows, 0:K])
@@ -227,7 +250,7 @@ def _load_intrin(rows: int, layout, inverse):
             for lane in T.thread_binding(0, WARP, "threadIdx.x"):
                 for r in T.unroll(regs):
                     row, col = T.meta_var(inverse(lane, r))
-                    C[lane, r] = round_to_tf32(A[row, col])
+                    C[lane, r] = impl_value(A[row, col])
 
     return desc, impl
 

@@ -201,22 +201,27 @@ class GpuTensorCoreGemm(ScheduleRule):
 
 
 def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, split: int,
-                    options: KernelOptions, *, transposed: bool) -> s_tir.Schedule | None:
+                    options: KernelOptions, *, transposed: bool, images: int | None = None) -> s_tir.Schedule | None:
     """Pad ``main`` (normal form) to whole tiles, pack its weights and schedule it on
     ``tile`` (``blocks`` of them) -- with ``split`` > 1 as K chunks writing partial
     products ``P[s, b, J, I]`` (``transposed``: the order of a convolution's NCHW
     output) or ``P[s, b, I, J]`` (a matmul's: its K loop always software-pipelined --
     rows past M bounds-test whole 4-float copies, not the 4-byte ones of a padded
     convolution that :data:`PIPELINE_MAX_BLOCKS_PER_SM_PREDICATED` was measured on), then a
-    second kernel summing them through the epilogue.  None when a step does not apply."""
+    second kernel summing them through the epilogue.  ``images``: the batch the
+    pipeline depth is chosen for (:func:`pipeline_stages`; default the output's leading
+    extent).  None when a step does not apply."""
     sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
     _mark_weight_packs(sch, main, func)
+    stages = pipeline_stages(_images(func) if images is None else images, blocks * split, transposed,
+                             options.sm_count)
     if split == 1:
-        return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count) else None
+        return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count,
+                                stages=stages) else None
     chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
     partial = sch.rfactor(chunk, factor_axis=0)
     if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), options.sm_count,
-                     partials="transposed" if transposed else "plain", pipeline=not transposed):
+                     partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages):
         return None
     return sch if schedule_sum_epilogue(sch, main, partial) else None
 
@@ -334,7 +339,7 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
             return None
         tile = MATMUL_SPLIT_TILE
         return _schedule_split(sch, main, func, tile, tile.blocks(batch, m, n), split, self.options,
-                               transposed=False)
+                               transposed=False, images=1)  # token rows, not images: a batch-1 grid
 
 
 CONV_SPLIT_B1 = True
@@ -547,14 +552,16 @@ def _arch(target: Target) -> int:
 
 
 def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
-              partials: str = "", pipeline: bool = False) -> bool:
+              partials: str = "", pipeline: bool = False, stages: int = 2) -> bool:
     """Tile, stage and tensorize the normal-form block ``main`` (a grid of ``blocks``
     on ``sms`` SMs); False when a step
     TVM refuses leaves nothing usable (the caller then declines).  With ``partials``,
     ``main`` is a split-K block ``P[s, b, I, J] += ...``: its chunks run as more
     blocks; it writes the partials -- as ``[s, b, J, I]`` where ``partials`` is
     ``"transposed"``, as they are where ``"plain"`` -- and fuses no epilogue.  ``pipeline``:
-    software-pipeline the K loop whatever :func:`_pipelined` says."""
+    software-pipeline the K loop whatever :func:`_pipelined` says; ``stages``: the
+    pipeline's depth where it is one (:func:`pipeline_stages`: 2, or 3 -- copies two K
+    slices ahead of the MMAs, a shared-memory buffer per stage)."""
     if not partials:
         b, i, j, k = sch.get_loops(main)
     else:
@@ -578,11 +585,18 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     warp = sch.fuse(wi, wj)
     sch.bind(warp, "threadIdx.y")
 
-    staged = [_stage(sch, step, operand, ko, t.warps) for operand in (0, 1)]
+    narrow = _narrow_weight(sch, step, 1) if WIDEN_IN_FRAGMENTS else None
+    staged = [_stage(sch, step, operand, ko, t.warps) for operand in ((0,) if narrow else (0, 1))]
     a_frag = sch.cache_read(step, 0, "warp")
     b_frag = sch.cache_read(step, 1, "warp")
     sch.compute_at(a_frag, ki)
     sch.compute_at(b_frag, ki)
+    load_b = names["load_b"]
+    if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
+        widen, dtype = narrow
+        sch.compute_inline(widen)
+        staged.append(_stage(sch, b_frag, 0, ko, t.warps))
+        load_b = names[f"load_b_{dtype}"]
     out = _accumulators(sch, step, warp, partials)
     if out is None:
         return False
@@ -596,9 +610,9 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         _unroll_in_nvcc(sch, loop)
     init = sch.decompose_reduction(step, ko)
     if pipeline or _pipelined(sch, staged, blocks, sms):
-        # Stage 0 (both shared-memory copies, async) runs one K slice ahead of stage 1
-        # (the fragment loads and MMAs); TVM double-buffers the shared tiles.
-        sch.annotate(ko, "software_pipeline_stage", [0, 0, 1])
+        # Stage 0 (both shared-memory copies, async) runs stages - 1 K slices ahead of
+        # the last (the fragment loads and MMAs); TVM gives the shared tiles a buffer per stage.
+        sch.annotate(ko, "software_pipeline_stage", [0, 0, stages - 1])
         sch.annotate(ko, "software_pipeline_order", [0, 1, 2])
         sch.annotate(ko, "software_pipeline_async_stages", [0])
     elif _prefetches(t, blocks, sms, sch.get(ko).extent):
@@ -606,7 +620,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     acc_name = sch.get(acc).name_hint  # tensorizing replaces the block by ``<name>_o``
     try:
         _tensorize_tiles(sch, a_frag, 16, 8, names["load_a"])
-        _tensorize_tiles(sch, b_frag, 16, 8, names["load_b"])
+        _tensorize_tiles(sch, b_frag, 16, 8, load_b)
         _tensorize_tiles(sch, acc, 16, 16, names["store_cols" if rows else "store"])
         sch.tensorize(sch.get_loops(sch.get_child_blocks(init)[0])[-2], names["init"])
         sch.tensorize(sch.get_loops(frag)[-3], names["compute"])
@@ -764,6 +778,70 @@ def _prefetch_through_registers(sch: s_tir.Schedule, staged: list, ko) -> None:
         sch.annotate(block, MANIFEST_LOCAL_STAGE, 1)
     sch.annotate(ko, "software_pipeline_stage", [0, 1, 0, 1, 1])
     sch.annotate(ko, "software_pipeline_order", [2, 0, 3, 1, 4])
+
+
+DEEP_PIPELINE = False
+"""Off until device step 135 measures it (built and checked in session 50 without a GPU).
+Software-pipeline the K loop of a batch-1 plain matmul on a starved grid
+(:func:`pipeline_stages`) in 3 stages instead of 2: ``cp.async`` copies of slice k+2
+in flight while slice k is multiplied.  Such a grid (ViT/BERT's layers at 197 tokens:
+84-336 blocks of 4 warps on 132 SMs, 1-3 blocks per SM) has nothing else to run while a
+block waits, so a block's time is its K slices times what each exposes of a load
+latency; with 2 stages a slice's copies have one slice's MMAs (16 ``mma.sync`` per
+warp for the 32x64 tile) to hide behind, with 3 two.  False: 2 stages, as before
+(issue 17, ``bench/results/gpu-vit-b1-static.md``; device step 135 A/Bs it)."""
+
+DEEP_PIPELINE_STAGES = 3
+DEEP_PIPELINE_MAX_BLOCKS_PER_SM = 4
+"""Grids (blocks per SM) up to which :data:`DEEP_PIPELINE` applies: the starved grids of
+batch 1 (ViT's layers: 0.6-2.5 blocks per SM), not the batch-32 ones whose occupancy
+hides the latency (and whose 2-stage schedules were measured)."""
+
+
+def pipeline_stages(images: int, grid: int, transposed: bool, sms: int) -> int:
+    """The software pipeline's depth for a tensor-core kernel (where its K loop is
+    pipelined): :data:`DEEP_PIPELINE_STAGES` for a plain matmul (not a convolution's
+    ``transposed`` partials or output) whose output leads with at most
+    :data:`MATMUL_SPLIT_MAX_BATCH` images, or any split matmul's token rows (the caller's
+    ``images`` is then the tokens: counted as 1 by :class:`GpuTensorCoreSplitK`), on a grid
+    of at most :data:`DEEP_PIPELINE_MAX_BLOCKS_PER_SM` blocks per SM; else 2."""
+    if (DEEP_PIPELINE and not transposed and images <= MATMUL_SPLIT_MAX_BATCH
+            and grid <= DEEP_PIPELINE_MAX_BLOCKS_PER_SM * sms):
+        return DEEP_PIPELINE_STAGES
+    return 2
+
+
+WIDEN_IN_FRAGMENTS = False
+"""Off until device step 135 measures it (built and checked in session 50 without a GPU).
+Stage a bf16/fp16-stored weight (:func:`_pack_in_storage_dtype`'s packed copy) in shared
+memory in its own dtype -- a plain copy, so ``cp.async`` (8 bytes per 4 elements) in the
+pipeline like a float32 operand's -- and widen it as each warp loads its fragments
+(``tf32.NAMES["load_b_<dtype>"]``, exact).  Before (False), the staging copy widened
+it: a global load, a convert and a shared store per element, which cannot be an async
+copy; in the pipelined K loop each thread then waited out the load of slice k+1 before
+the MMAs of slice k -- one exposed load latency per K slice, the bf16 build's whole
+difference from the TF32 one (issue 17: ViT-B/16 at batch 1 1.85 ms in bf16 against
+1.50 in TF32 on the H200; 72 weight K slices per layer; ``bench/results/gpu-vit-b1-static.md``).
+Where it does not apply (a widened operand A; a weight not packed at compile time,
+``PACK_LOW_PRECISION`` off) the staging copy widens, as before."""
+
+
+def _narrow_weight(sch: s_tir.Schedule, step, operand: int):
+    """``(widen block, dtype)`` when ``step``'s ``operand`` is produced by one block that
+    only widens one bf16/fp16 buffer element by element (the packed weight of
+    :func:`_pack_in_storage_dtype`, same shape), for ``step`` alone; else None."""
+    buf = sch.get(step).reads[operand].source
+    prods = [p for p in sch.get_producers(step) if any(w.source.same_as(buf) for w in sch.get(p).writes)]
+    if len(prods) != 1:
+        return None
+    (widen,) = prods
+    blk = sch.get(widen)
+    reads = blk.reads
+    if len(reads) != 1 or str(reads[0].source.dtype) not in tf32.NARROW or not _is_widening(sch, widen):
+        return None
+    if [int(x) for x in reads[0].source.shape] != [int(x) for x in buf.shape]:
+        return None
+    return widen, str(reads[0].source.dtype)
 
 
 def _pipelined(sch: s_tir.Schedule, staged: list, blocks: int, sms: int) -> bool:

@@ -1,0 +1,161 @@
+"""End-to-end A/B of GPU rule switches: a whole model built all-CUDA with the switches as
+``--before`` sets them and as the checkout has them, timed on the GPU in alternating rounds.
+
+    PYTHONPATH=. python tools/gpu_model_switch_ab.py zoo:bert:seq_len=197 /tmp/corpus/vit_b_16-b1.onnx \\
+        --precision tf32,bf16 --before hetpart.kernels.rules.gpu_tensor_core.DEEP_PIPELINE=0 \\
+        --before hetpart.kernels.rules.gpu_tensor_core.WIDEN_IN_FRAGMENTS=0 --each --rounds 5
+
+Per model and CUDA precision (``--precision``: tf32, bf16, fp16, fp32), the variants: ``before``
+(every ``--before`` switch set), ``after`` (the checkout), and with ``--each`` one per
+``--before`` switch (that one alone set, ``-NAME``: the checkout without it).  Each variant is
+compiled with :func:`hetpart.compile` on a one-partition all-CUDA plan (the switches set
+only while it compiles: the rules read them at schedule time), opened as a
+:class:`~hetpart.runtime.Session`, and fed the same seeded inputs already on the GPU (TVM
+CUDA tensors: ``bench/corpus.py``'s ``hetpart_device_ms`` boundary, outputs back to numpy);
+the variants run in turns of ``--repeat`` calls for ``--rounds`` rounds.  Reported: per
+variant the least round median (ms) with the rounds' range, its ratio to ``before``, and
+the largest difference of its first output from ``before``'s relative to that output's
+magnitude.  A variant that fails to compile is reported as such, the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def variants(before: list[str], each: bool) -> dict[str, list[str]]:
+    """``{name: switches}``: ``before`` (all), ``after`` (none), with ``each`` ``-ATTR``
+    per switch (that one alone)."""
+    out = {"before": list(before), "after": []}
+    if each and len(before) > 1:
+        for item in before:
+            out["-" + item.split("=")[0].rsplit(".", 1)[-1]] = [item]
+    return out
+
+
+def build(graph, precision: str, switches: list[str]):
+    """``graph`` compiled all-CUDA in ``precision`` with ``switches`` set while it compiles."""
+    import hetpart
+    from bf16_rule_coverage import _all_cuda_plan
+
+    from hetpart.bench.switches import switched
+
+    with switched(switches):
+        return hetpart.compile(_all_cuda_plan(graph), graph, simulate=False, progress=False,
+                               precision=f"cuda={precision},cpu=fp32")
+
+
+def feeds(graph, seed: int = 0) -> dict:
+    """Seeded inputs for ``graph``'s inputs: standard normal floats, integers in [0, 100)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        shape = [int(d) for d in t.shape]
+        dtype = np.dtype(str(t.dtype))
+        out[name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                     else rng.integers(0, 100, shape).astype(dtype))
+    return out
+
+
+def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: int) -> dict:
+    """Each variant of ``sets`` built and timed (module doc): ``{name: {"ms": [...],
+    "rel_diff": x}}`` or ``{name: {"error": text}}``."""
+    import tvm
+
+    from hetpart.runtime import Session
+
+    sessions, result = {}, {}
+    for name, switches in sets.items():
+        t0 = time.perf_counter()
+        try:
+            sessions[name] = Session(build(graph, precision, switches))
+        except Exception as exc:  # noqa: BLE001 - a variant that does not build is a result
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(f"  built {name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    x = feeds(graph)
+    resident = {k: tvm.runtime.tensor(np.ascontiguousarray(v), tvm.cuda(0)) for k, v in x.items()}
+    outs = {n: list(s.run(resident).values())[0] for n, s in sessions.items()}
+    times: dict[str, list[float]] = {n: [] for n in sessions}
+    for _ in range(rounds):
+        for n, s in sessions.items():
+            s.run(resident)
+            calls = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                s.run(resident)
+                calls.append((time.perf_counter() - t0) * 1e3)
+            times[n].append(float(np.median(calls)))
+    ref = outs.get("before")
+    for n in sessions:
+        rel = (float(np.abs(outs[n] - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+               if ref is not None else float("nan"))
+        result[n] = {"ms": times[n], "rel_diff": rel}
+    for s in sessions.values():
+        s.close()
+    return result
+
+
+def table(title: str, result: dict) -> str:
+    lines = [f"### {title}", "", "| variant | ms (least round median) | rounds' range | / before | rel. diff to before |",
+             "|---|--:|--:|--:|--:|"]
+    base = min(result["before"]["ms"]) if "ms" in result.get("before", {}) else None
+    for n, r in result.items():
+        if "error" in r:
+            lines.append(f"| {n} | error: {r['error']} | | | |")
+            continue
+        least = min(r["ms"])
+        ratio = f"{least / base:.3f}" if base else "-"
+        lines.append(f"| {n} | {least:.3f} | {min(r['ms']):.3f}-{max(r['ms']):.3f} | {ratio} | {r['rel_diff']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from bf16_rule_coverage import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="zoo:NAME[:key=value,...] or .onnx files")
+    ap.add_argument("--batch", type=int, default=1, help="batch of the zoo models (default 1)")
+    ap.add_argument("--precision", default="tf32", help="comma list of CUDA formats (tf32, bf16, fp16, fp32)")
+    ap.add_argument("--before", action="append", required=True, help="module.ATTR=value (repeatable)")
+    ap.add_argument("--after", action="append", default=[],
+                    help="module.ATTR=value (repeatable): set on the 'after' side too, i.e. the checkout with "
+                         "these applied (a switch that is off by default A/B'd as on); --before overrides it")
+    ap.add_argument("--each", action="store_true", help="also a variant per --before switch alone")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=30, help="calls per round (their median is the round's)")
+    ap.add_argument("--out", help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    from hetpart.targets import cuda_available
+
+    if not cuda_available():
+        ap.error("needs a CUDA GPU")
+    sets = variants(args.before, args.each)
+    from hetpart.bench.switches import switched
+
+    with switched(args.after):  # "the checkout" below is the checkout with --after set
+        results = {}
+        for spec in args.models:
+            graph = load_model(spec, args.batch)
+            for prec in args.precision.split(","):
+                key = f"{spec} {prec}"
+                print(f"{key}:", flush=True)
+                results[key] = ab(graph, prec, sets, args.rounds, args.repeat)
+                print(table(f"{spec} batch {args.batch} {prec}", results[key]) + "\n", flush=True)
+                if args.out:
+                    Path(args.out).write_text(json.dumps({"before": args.before, "after": args.after, "results": results},
+                                                               indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
