@@ -31,10 +31,11 @@ On one core of the 2-core dev machine, the zoo detector's NMS (80 classes x 1200
 boxes, 8000 kept): 1.85 ms with one kept box tested at a time, 0.69 ms now (ONNX
 Runtime 3.3 ms).
 
-With :data:`SELECT_CANDIDATES` (off by default), only a few more boxes than are still to be
+With :data:`SELECT_CANDIDATES` (on by default since device step 131), only a few more boxes than are still to be
 kept enter the heap, in rounds of descending coarse-key windows (bisected by vector counting
 passes), and a popped box's test ors every kept vector before one reduction: the zoo
-detector's NMS on one core 0.87-0.92 -> 0.39 ms (bench/results/nms-fast-2core.md).
+detector's NMS on one core 0.87-0.92 -> 0.39 ms (bench/results/nms-fast-2core.md; on the H100
+host's Xeon 1.09 -> 0.46 ms, bench/results/nms-fast-nvidia-h100.md).
 
 An absent ``score_threshold`` reaches the kernel as :data:`NO_SCORE_THRESHOLD`
 (:class:`NonMaxSuppressionConverter`): every box is a candidate, NaN scores included
@@ -71,11 +72,14 @@ LANES = 16
 """Kept boxes tested against a candidate at once (one AVX-512 vector of float32)."""
 NO_SCORE_THRESHOLD = float("nan")
 """The score threshold :class:`NonMaxSuppressionConverter` passes for an absent one: no filter."""
-SELECT_CANDIDATES = False
+SELECT_CANDIDATES = True
 """Order only the boxes that can be popped: per (batch, class), a coarse key per box (one vector
 pass), a threshold bisected on it (vector counting passes) so that a few more boxes than are
 still to be kept lie above it, and only those go into the heap; another round below that
-threshold when they run out.  Off: every candidate box goes into the heap."""
+threshold when they run out.  Off: every candidate box goes into the heap.  Device step 131
+(H100 host's 16-core Xeon, the zoo detector's own boxes; bench/results/nms-fast-nvidia-h100.md):
+1 thread b1 1.09 -> 0.46 ms, b8 8.74 -> 3.99 (ORT 4.37 / 35.7); 16 threads b1 0.111 -> 0.083,
+b8 0.944 -> 0.460; the whole detector all-CPU 0.94x at b1 and b8, rows equal."""
 
 
 def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
