@@ -346,7 +346,10 @@ CONV_SPLIT_B1 = True
 """Give :class:`GpuTensorCoreConvSplitK` the batch-1 convolutions no tensor-core tile grid
 fills (issue 17, ``bench/results/gpu-r50-b1-static.md``).  False: they go to the SIMT
 split-K rules (:mod:`.gpu_splitk_fine`, :mod:`.gpu_splitk`) or dlight's ``Matmul``, as
-before -- the "before" of device step 134's A/B."""
+before -- the "before" of device step 134's A/B.  Measured there (H100, session 50;
+``bench/results/gpu-r50-b1-nvidia-h100.md``): zoo:resnet50 b1 all-GPU 1.303 -> 0.527 ms; each of
+the 41 changed launches 1.5-3.6x faster (ResNet-18, ConvNeXt's 2 and the detector's 3 too); the
+corpus ResNet-50 b1 TF32 0.58x PyTorch's CUDA graph (was 1.48-1.51x on the H200)."""
 
 CONV_SPLIT_MAX_BATCH = 1
 """Images up to which :class:`GpuTensorCoreConvSplitK` applies (batch 32's convolutions fill
