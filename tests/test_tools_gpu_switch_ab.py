@@ -59,11 +59,10 @@ def test_whole_model_table_gives_least_round_range_and_ratio():
     assert "| 1.300 (1.300-1.320) | 0.900 (0.900-0.950) | 0.69 | 2.0e-04 |" in text
 
 
-def test_whole_model_compiles_every_kernel_for_the_gpu_with_the_switch_set(tmp_path):
-    import hetpart
+def test_whole_model_compiles_every_kernel_for_the_gpu_with_the_switch_set():
+    import gpu_model_switch_ab as mab
 
-    where = ab._compile_all_gpu(_graph(), [f"{SWITCH}=0"], tmp_path / "before", cuda_arch="sm_90")
-    compiled = hetpart.load_compiled(where)
+    compiled = mab.build(_graph(), "tf32", [f"{SWITCH}=0"], cuda_arch="sm_90")
     assert [p.device for p in compiled.partitions] == ["cuda"]
     assert [t.name for t in compiled.inputs] == ["x"]
 

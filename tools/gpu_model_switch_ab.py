@@ -8,13 +8,13 @@
 Per model and CUDA precision (``--precision``: tf32, bf16, fp16, fp32), the variants: ``before``
 (every ``--before`` switch set), ``after`` (the checkout), and with ``--each`` one per
 ``--before`` switch (that one alone set, ``-NAME``: the checkout without it).  Each variant is
-compiled with :func:`hetpart.compile` on a one-partition all-CUDA plan (the switches set
-only while it compiles: the rules read them at schedule time), opened as a
+compiled all-CUDA by :func:`build` (the switches set only while it compiles: the rules read
+them at schedule time), opened as a
 :class:`~hetpart.runtime.Session`, and fed the same seeded inputs already on the GPU (TVM
 CUDA tensors: ``bench/corpus.py``'s ``hetpart_device_ms`` boundary, outputs back to numpy);
 the variants run in turns of ``--repeat`` calls for ``--rounds`` rounds.  Reported: per
 variant the least round median (ms) with the rounds' range, its ratio to ``before``, and
-the largest difference of its first output from ``before``'s relative to that output's
+the largest difference of its outputs from ``before``'s relative to each output's
 magnitude.  A variant that fails to compile is reported as such, the others still run.
 """
 
@@ -42,16 +42,27 @@ def variants(before: list[str], each: bool) -> dict[str, list[str]]:
     return out
 
 
-def build(graph, precision: str, switches: list[str]):
-    """``graph`` compiled all-CUDA in ``precision`` with ``switches`` set while it compiles."""
+def build(graph, precision: str, switches: list[str], cuda_arch: str | None = None):
+    """``graph`` compiled all-CUDA in ``precision`` with ``switches`` set while it compiles (the
+    rules read them at schedule time): one CUDA partition when CUDA builds every kernel (no
+    profile needed), else the latency plan with every kernel CUDA can build pinned there (the
+    corpus's all-CUDA build; e.g. the detector's NMS stays on the CPU).  ``cuda_arch``
+    cross-compiles (a machine without a GPU; the tests)."""
     import hetpart
     from bf16_rule_coverage import _all_cuda_plan
 
     from hetpart.bench.switches import switched
+    from hetpart.kernels.capabilities import unsupported_reason
+    from hetpart.kernels.options import resolve
+    from hetpart.partitioner import Pin
 
+    cuda_ok = [k for k, kern in graph.kernels.items() if unsupported_reason(kern, "cuda") is None]
     with switched(switches):
-        return hetpart.compile(_all_cuda_plan(graph), graph, simulate=False, progress=False,
-                               precision=f"cuda={precision},cpu=fp32")
+        plan = (_all_cuda_plan(graph) if len(cuda_ok) == len(graph.kernels) else
+                hetpart.partition(graph, "latency", pins=[Pin(k, "cuda") for k in cuda_ok], progress=False))
+        cross = {"cuda_arch": cuda_arch, "options": resolve(cuda_arch=cuda_arch)} if cuda_arch else {}
+        return hetpart.compile(plan, graph, simulate=False, progress=False, precision=f"cuda={precision},cpu=fp32",
+                               **cross)
 
 
 def feeds(graph, seed: int = 0) -> dict:
@@ -84,7 +95,7 @@ def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: i
         print(f"  built {name} in {time.perf_counter() - t0:.0f} s", flush=True)
     x = feeds(graph)
     resident = {k: tvm.runtime.tensor(np.ascontiguousarray(v), tvm.cuda(0)) for k, v in x.items()}
-    outs = {n: list(s.run(resident).values())[0] for n, s in sessions.items()}
+    outs = {n: [np.asarray(o) for o in s.run(resident).values()] for n, s in sessions.items()}
     times: dict[str, list[float]] = {n: [] for n in sessions}
     for _ in range(rounds):
         for n, s in sessions.items():
@@ -97,7 +108,7 @@ def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: i
             times[n].append(float(np.median(calls)))
     ref = outs.get("before")
     for n in sessions:
-        rel = (float(np.abs(outs[n] - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+        rel = (max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30)) for a, b in zip(outs[n], ref))
                if ref is not None else float("nan"))
         result[n] = {"ms": times[n], "rel_diff": rel}
     for s in sessions.values():

@@ -21,7 +21,7 @@ changed kernels, each times its occurrences.
     PYTHONPATH=. python tools/gpu_switch_ab.py zoo:resnet50 --batch 1 --before ... --whole --rounds 5
 
 ``--whole`` (:func:`ab_whole`): the whole model instead, every kernel on the GPU, compiled
-twice (``hetpart.compile``, the switch as ``--before`` sets it / as the checkout has it),
+twice (``tools/gpu_model_switch_ab.py``'s build: the switch as ``--before`` sets it / as the checkout has it),
 each opened as a :class:`hetpart.Session` and fed the same seeded inputs already on the
 GPU (the corpus's GPU-in boundary: ``bench/corpus.py``'s ``hetpart_device_ms``, outputs
 back to numpy), timed in ``--rounds`` alternating rounds of ``--calls`` calls (median ms
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -149,58 +148,18 @@ def ab(graph, before: list[str], rounds: int, precision: str = "tf32") -> list[R
     return rows
 
 
-def _compile_all_gpu(graph, before: list[str] | None, where: Path, cuda_arch: str | None = None):
-    """``graph`` compiled with every kernel CUDA can build pinned to the GPU (the corpus's
-    all-CUDA build), the switches of ``before`` set while it compiles; saved in ``where``.
-    ``cuda_arch`` cross-compiles (a machine without a GPU; the tests)."""
-    import hetpart
-    from hetpart.bench.switches import switched
-    from hetpart.kernels.capabilities import unsupported_reason
-    from hetpart.kernels.options import resolve
-    from hetpart.partitioner import Pin
-
-    pins = [Pin(k, "cuda") for k, kern in graph.kernels.items() if unsupported_reason(kern, "cuda") is None]
-    with switched(before or []):
-        plan = hetpart.partition(graph, "latency", pins=pins, progress=False)
-        compiled = hetpart.compile(plan, graph, progress=False, cuda_arch=cuda_arch,
-                                   options=resolve(cuda_arch=cuda_arch) if cuda_arch else resolve())
-    compiled.save(where)
-    return where
-
-
-def ab_whole(graph, before: list[str], rounds: int, calls: int) -> dict:
+def ab_whole(graph, before: list[str], rounds: int, calls: int, precision: str = "tf32") -> dict:
     """The whole model before/after (module doc, ``--whole``): ``{"before_ms": [...],
-    "after_ms": [...], "rel_diff": float}``, one median per round."""
-    import tempfile
+    "after_ms": [...], "rel_diff": float}``, one median per round -- ``gpu_model_switch_ab``'s
+    build and timing loop with its two plain variants."""
+    import gpu_model_switch_ab as mab
 
-    import hetpart
-    import tvm
-
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        dirs = {name: _compile_all_gpu(graph, b, Path(tmp) / name) for name, b in (("before", before), ("after", None))}
-        sessions = {name: hetpart.Session(d) for name, d in dirs.items()}
-        try:
-            feeds = {t.name: rng.standard_normal([int(d) for d in t.shape]).astype(t.dtype)
-                     for t in sessions["after"].compiled.inputs}
-            resident = {k: tvm.runtime.tensor(v, tvm.cuda(0)) for k, v in feeds.items()}
-            outs = {name: [np.asarray(o) for o in s.run(resident).values()] for name, s in sessions.items()}
-            times: dict[str, list[float]] = {"before": [], "after": []}
-            for _ in range(rounds):
-                for name, sess in sessions.items():
-                    sess.run(resident)
-                    per = []
-                    for _ in range(calls):
-                        t0 = time.perf_counter()
-                        sess.run(resident)
-                        per.append((time.perf_counter() - t0) * 1e3)
-                    times[name].append(float(np.median(per)))
-        finally:
-            for sess in sessions.values():
-                sess.close()
-    rel = max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
-              for a, b in zip(outs["after"], outs["before"]))
-    return {"before_ms": times["before"], "after_ms": times["after"], "rel_diff": rel}
+    result = mab.ab(graph, precision, mab.variants(before, each=False), rounds, calls)
+    failed = {n: r["error"] for n, r in result.items() if "error" in r}
+    if failed:
+        raise SystemExit(f"--whole: a variant did not build: {failed}")
+    return {"before_ms": result["before"]["ms"], "after_ms": result["after"]["ms"],
+            "rel_diff": result["after"]["rel_diff"]}
 
 
 def whole_table(title: str, result: dict) -> str:
@@ -261,16 +220,17 @@ def main(argv=None) -> int:
     with switched(args.after):  # "the checkout" below is the checkout with --after set
         results, texts = {}, []
         for spec in args.models:
+            if args.whole and not args.list:  # built by hetpart.compile in --precision, which lowers the weights itself
+                results[spec] = ab_whole(load_model(spec, args.batch), args.before, args.rounds, args.calls,
+                                         args.precision)
+                texts.append(whole_table(f"{spec} batch {args.batch} {args.precision}: {', '.join(args.before)} "
+                                         "(before) vs the checkout", results[spec]))
+                print(texts[-1] + "\n", flush=True)
+                continue
             graph = lowered(load_model(spec, args.batch), args.precision)
             if args.list:
                 for k in changed_kernels(graph, args.before, args.precision):
                     print(f"{spec}\t{k.func}\t{k.flops / 1e9:.2f} GFLOP")
-                continue
-            if args.whole:
-                results[spec] = ab_whole(graph, args.before, args.rounds, args.calls)
-                texts.append(whole_table(f"{spec} batch {args.batch}: {', '.join(args.before)} (before) vs the checkout",
-                                         results[spec]))
-                print(texts[-1] + "\n", flush=True)
                 continue
             rows = ab(graph, args.before, args.rounds, args.precision)
             results[spec] = [asdict(r) for r in rows]
