@@ -63,3 +63,21 @@ def test_trace_runs_writes_one_file_a_run_and_skips_failed(tmp_path):
     assert [p.name for p in written["hetpart"]] == ["hetpart.trace.json"]
     assert "hetpart before" not in written and gone.calls == []
     assert ab.trace_paths(tmp_path, "hetpart", 0) == [tmp_path / "hetpart.trace.json"]
+
+
+def test_round_order_alternate_and_rotate():
+    """--order: alternate keeps the middle contender second every round (the old order); rotate
+    puts each contender in each position twice over 2 x n rounds and after each other one."""
+    names = ["hetpart", "hetpart before", "llama.cpp-style rule"]
+    ro = capped_rules_ab.round_order
+    assert ro(names, 0) == names and ro(names, 1) == names[::-1] and ro(names, 2) == names
+    assert all(ro(names, r)[1] == "hetpart before" for r in range(4))
+    orders = [ro(names, r, "rotate") for r in range(6)]
+    assert all(sorted(o) == sorted(names) for o in orders)
+    for n in names:
+        assert sorted(o.index(n) for o in orders) == [0, 0, 1, 1, 2, 2]
+        after = {o[o.index(n) - 1] for o in orders if o.index(n) > 0}
+        assert after == set(names) - {n}
+    assert ro(names, 6, "rotate") == ro(names, 0, "rotate")
+    with pytest.raises(ValueError):
+        ro(names, 0, "random")

@@ -98,6 +98,23 @@ def slug(name: str) -> str:
 _PROBLEMS: dict = {}
 
 
+def round_order(names: list[str], r: int, how: str = "alternate") -> list[str]:
+    """The contenders' order in round ``r``: ``alternate`` (the default) ``names`` in even rounds and
+    reversed in odd ones -- with three contenders the middle one is always second and the others
+    always follow the GEMV probe or the middle one (step 132: a CPU-bound plan ran 3.4 ms slower first
+    than last, two rounds each); ``rotate`` the rotations of ``names`` and then of its reverse, one a
+    round (``2 * len(names)`` rounds put each contender in each position twice, after each other
+    contender at least once).  ValueError for another ``how``."""
+    if how == "alternate":
+        return list(names) if r % 2 == 0 else list(names)[::-1]
+    if how != "rotate":
+        raise ValueError(f"--order: {how!r} is not 'alternate' or 'rotate'")
+    n = len(names)
+    base = list(names) if (r // n) % 2 == 0 else list(names)[::-1]
+    k = r % n
+    return base[k:] + base[:k]
+
+
 def trace_paths(directory: Path, name: str, runs: int) -> list[Path]:
     """Where ``runs`` traced runs of contender ``name`` go: ``<slug>.trace.json`` for the first
     (the name one traced run always had), ``<slug>.run<i>.trace.json`` for run i = 1.."""
@@ -159,6 +176,9 @@ def main(argv=None) -> int:
     p.add_argument("--cap", default="1/2")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--contenders", default="llama.cpp-style rule,ORT-style rule")
+    p.add_argument("--order", default="alternate", choices=("alternate", "rotate"),
+                   help="the contenders' order a round (round_order): alternate (names, then reversed) or rotate "
+                        "(each contender in each position; use 2 x contenders rounds)")
     p.add_argument("--sweep-mib", type=int, default=1024)
     p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (a smoke test)")
     p.add_argument("--json", default=None)
@@ -269,7 +289,7 @@ def main(argv=None) -> int:
     rounds = []
     try:
         for r in range(args.rounds):
-            order = names if r % 2 == 0 else names[::-1]
+            order = round_order(names, r, args.order)
             row = {"round": r, "order": order}
             for n in order:
                 if n in failed:

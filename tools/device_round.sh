@@ -2,7 +2,9 @@
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 50):
-#   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 130 (issues 18/20, NMS per batch and thread count,
+#   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16),
+#   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
+#   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
 #   tools on one host, the 16-thread layer view), 114 (issue 19, BERT-large caps), 79, 52 (profile re-recorded),
 #   111, 107 (issue 18, batch > 1: both switches together measured 0.97-0.99x on 16 threads in session 48), 103,
@@ -63,40 +65,41 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --runs 10 --export-dir "$EXPORTS" \
     --json "$OUT/kernels-vit-b1-135.json" --md "$OUT/gpu-b1-kernels-vit_b_16.md" > "$OUT/logs/kernel-profile-vit.txt" 2>&1 ;;
-132)  # (BUDGET=300) issue 19, why the llama.cpp-style rule beat hetpart on step 126's host (branch rule-gap,
-     # bench/results/rule-gap-nvidia-h100.md).  Step 126: the rule 23.39 / 18.83 / 18.56 ms by round, its one traced
-     # run 24.60 (CPU span 22.46 ms: 2114 MB at 94 GB/s, as the cost model prices it at the rounds' GEMV, 24.36),
-     # hetpart's plans 20.1-20.5 and copy-bound (1003 MB streamed, the copy stream busy 19.8 ms of a run, 50.7 GB/s
-     # beside the CPU's reads where the profile's fit says 55.6).  No trace shows a long CPU partition reading
-     # faster per byte than a 1 ms one (85-101 GB/s all of them, no start cost): the rule's 18.6 ms rounds need
-     # ~140 GB/s that no traced run had.  Offline, priced at 140 GB/s CPU and a 50.7 GB/s link the three plans
-     # predict 18.98 / 21.06 / 20.22 (measured 18.7 / 20.3 / 20.3); planned so (INLINE_TURNS on), llama_decode at
-     # 1/2 becomes 27 partitions (9 CPU of ~20 kernels, 16 streamed, 705 MB): 15.71 ms at 140 GB/s, 19.87 at 100
-     # (the rule 18.98 / 24.88, step 115's plan 21.06 / 21.06).  Carry .hold/plans132.tgz (hetpart = that plan,
-     # hetpart_before = step 115's plan, the rule's; /work/dev49/rule-gap/plans132.tgz).
-     # (1) tools/contention_check.py --save into a copy of the capped profile: this host's GEMV alone / beside a
-     # pinned copy, the copy beside it.  (2) tools/capped_rules_ab.py, the three plans, 4 rounds, INLINE_TURNS on,
-     # priced with (1)'s profile, then 4 back-to-back traced runs each (--trace-runs).
-     # Decides: (a) the re-planned plan goes in (planner prices at a measured link + this host's CPU rate) if it is
-     # <= 0.95x the rule's and <= 0.95x step 115's plan's round medians; (b) the rule's traced runs' CPU spans: if
-     # run1..3 read ~140 GB/s and the first ~95, the rule's rounds are a warm state the single trace missed (then
-     # weight_read_Bps should be measured warm, back-to-back, as the rule reads); if all ~95 while its rounds are
-     # ~18.7 ms, the traces and the timed loop disagree (look at time_calls vs trace); (c) (1)'s contended_h2d over
-     # 55.6 near 0.91 confirms the link price; contended GEMV / alone < 0.8 would make the contention-priced plan
-     # (the rule plus one GPU GEMV, 4 partitions) the better one -- then replan offline with (1)'s profile.
+137)  # (BUDGET=300) issue 19, llama_decode at 1/2 (branch rule-gap-132, bench/results/rule-gap-nvidia-h100.md, "Step
+     # 132").  Step 132: the plan made at 140 GB/s ran 21.41 ms (rounds 18.95-24.13), step 115's plan 21.62
+     # (20.91-22.81), the rule 25.65 (24.12-27.54); its traces read 76-80 GB/s on hetpart's CPU partitions, 80-83
+     # on step 115's, 85-88 on the rule's (all in), copies 51.0-52.0 GB/s beside the CPU, CPU partitions 0.94x beside
+     # a refill where contention_check said 0.82x (copies 0.85x).  The two CPU-bound plans ran 1.7-3.4 ms slower
+     # first in a round (after the GEMV probe) than last: capped_rules_ab's alternating order keeps step 115's plan
+     # second every round, so order and plan were not apart.  Priced at the traced rates (95.2 GB/s weight read,
+     # 89.5 beside a copy, copies 51.5 beside the CPU) the three measure-predict within 1% (hetpart), -5.5%
+     # (step 115's), +1% (the rule); planned there (INLINE_TURNS on): 41 partitions, 16 CPU, 21 streamed, 940 MB,
+     # predicted 19.83 ms against step 115's plan's 20.44 (0.97x).  Carry .hold/plans137.tgz (hetpart = that plan,
+     # hetpart_before = step 115's plan, the rule's; /work/wt/rule-gap-132/.hold/plans137.tgz).
+     # (1) tools/contention_check.py --save into a copy of the capped profile (does 0.82x / 0.85x repeat?);
+     # (2) tools/capped_rules_ab.py, the three plans, 6 rounds in --order rotate (each plan twice in each position,
+     # after each other plan), INLINE_TURNS on, priced with (1)'s profile, then 4 back-to-back traced runs each.
+     # Decides: (a) position: a plan's rounds first vs last in the round (after the GEMV probe vs after another plan)
+     # apart by more than their spread -> the capped A/Bs need --order rotate (and the medians of steps 126/132 carry
+     # that bias: say by how much); (b) the traced-rates plan becomes what the capped profile plans at this host (the
+     # traced contention rates saved as contended_* fields of an H100 capped profile) if its round median is <= 0.95x
+     # step 115's plan's; 0.95-1.0x: step 115's plan stays, the rates are recorded for pricing only; (c) the goal:
+     # the rule's median over hetpart's (step 132: 1.20x, the planner's best at these rates ~1.3x: 1.5x is out of
+     # reach in float32 at this host's ~80-95 GB/s CPU reads).
   BUDGET=300; sw=hetpart.costmodel.cost_model.INLINE_TURNS
-  mkdir -p /tmp/plans132
-  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-132.json"
-  timeout 60 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-132.json" \
-    --json "$OUT/contention-132.json" > "$OUT/contention-132.txt" 2>&1
-  if [ -f .hold/plans132.tgz ] && tar xzf .hold/plans132.tgz -C /tmp/plans132; then
+  mkdir -p /tmp/plans137
+  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-137.json"
+  timeout 60 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-137.json" \
+    --json "$OUT/contention-137.json" > "$OUT/contention-137.txt" 2>&1
+  if [ -f .hold/plans137.tgz ] && tar xzf .hold/plans137.tgz -C /tmp/plans137; then
     left=$((BUDGET - SECONDS - 5))
     [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
-      --profile "$OUT/profile-132.json" --plans /tmp/plans132 --workload zoo:llama_decode --cap 1/2 \
-      --contenders "hetpart,hetpart before,llama.cpp-style rule" --before $sw=0 --set $sw=1 --rounds 4 \
-      --trace "$OUT/traces-132" --trace-runs 4 --json "$OUT/capped-132-ab.json" > "$OUT/capped-132-ab.txt" 2>&1
+      --profile "$OUT/profile-137.json" --plans /tmp/plans137 --workload zoo:llama_decode --cap 1/2 \
+      --contenders "hetpart,hetpart before,llama.cpp-style rule" --before $sw=0 --set $sw=1 --rounds 6 \
+      --order rotate --trace "$OUT/traces-137" --trace-runs 4 --json "$OUT/capped-137-ab.json" \
+      > "$OUT/capped-137-ab.txt" 2>&1
   else
-    echo "plans132.tgz not carried" > "$OUT/capped-132-ab.txt"
+    echo "plans137.tgz not carried" > "$OUT/capped-137-ab.txt"
   fi ;;
 130)  # (BUDGET=590) issues 18/20, the zoo detector's NonMaxSuppression per batch on 16 threads, and what the cost model
      # charges for it (branch nms-batch, bench/results/nms-batch-2core.md).  The shipped h200.json prices NMS at

@@ -2070,5 +2070,40 @@ PY
   [ "$left" -ge 90 ] && timeout "$left" python3 bench/corpus.py --models resnet50 --devices cuda --batches 1 --time \
     --quiet-timing --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-r50-b1-134.json" \
     > "$OUT/logs/corpus-r50-b1-134.log" 2>&1 ;;
+132)  # (BUDGET=300) issue 19, why the llama.cpp-style rule beat hetpart on step 126's host (branch rule-gap,
+     # bench/results/rule-gap-nvidia-h100.md).  Step 126: the rule 23.39 / 18.83 / 18.56 ms by round, its one traced
+     # run 24.60 (CPU span 22.46 ms: 2114 MB at 94 GB/s, as the cost model prices it at the rounds' GEMV, 24.36),
+     # hetpart's plans 20.1-20.5 and copy-bound (1003 MB streamed, the copy stream busy 19.8 ms of a run, 50.7 GB/s
+     # beside the CPU's reads where the profile's fit says 55.6).  No trace shows a long CPU partition reading
+     # faster per byte than a 1 ms one (85-101 GB/s all of them, no start cost): the rule's 18.6 ms rounds need
+     # ~140 GB/s that no traced run had.  Offline, priced at 140 GB/s CPU and a 50.7 GB/s link the three plans
+     # predict 18.98 / 21.06 / 20.22 (measured 18.7 / 20.3 / 20.3); planned so (INLINE_TURNS on), llama_decode at
+     # 1/2 becomes 27 partitions (9 CPU of ~20 kernels, 16 streamed, 705 MB): 15.71 ms at 140 GB/s, 19.87 at 100
+     # (the rule 18.98 / 24.88, step 115's plan 21.06 / 21.06).  Carry .hold/plans132.tgz (hetpart = that plan,
+     # hetpart_before = step 115's plan, the rule's; /work/dev49/rule-gap/plans132.tgz).
+     # (1) tools/contention_check.py --save into a copy of the capped profile: this host's GEMV alone / beside a
+     # pinned copy, the copy beside it.  (2) tools/capped_rules_ab.py, the three plans, 4 rounds, INLINE_TURNS on,
+     # priced with (1)'s profile, then 4 back-to-back traced runs each (--trace-runs).
+     # Decides: (a) the re-planned plan goes in (planner prices at a measured link + this host's CPU rate) if it is
+     # <= 0.95x the rule's and <= 0.95x step 115's plan's round medians; (b) the rule's traced runs' CPU spans: if
+     # run1..3 read ~140 GB/s and the first ~95, the rule's rounds are a warm state the single trace missed (then
+     # weight_read_Bps should be measured warm, back-to-back, as the rule reads); if all ~95 while its rounds are
+     # ~18.7 ms, the traces and the timed loop disagree (look at time_calls vs trace); (c) (1)'s contended_h2d over
+     # 55.6 near 0.91 confirms the link price; contended GEMV / alone < 0.8 would make the contention-priced plan
+     # (the rule plus one GPU GEMV, 4 partitions) the better one -- then replan offline with (1)'s profile.
+  BUDGET=300; sw=hetpart.costmodel.cost_model.INLINE_TURNS
+  mkdir -p /tmp/plans132
+  cp bench/results/profile-capped-nvidia-h200.json "$OUT/profile-132.json"
+  timeout 60 python3 tools/contention_check.py --rounds 3 --save "$OUT/profile-132.json" \
+    --json "$OUT/contention-132.json" > "$OUT/contention-132.txt" 2>&1
+  if [ -f .hold/plans132.tgz ] && tar xzf .hold/plans132.tgz -C /tmp/plans132; then
+    left=$((BUDGET - SECONDS - 5))
+    [ "$left" -ge 120 ] && timeout "$left" python3 tools/capped_rules_ab.py \
+      --profile "$OUT/profile-132.json" --plans /tmp/plans132 --workload zoo:llama_decode --cap 1/2 \
+      --contenders "hetpart,hetpart before,llama.cpp-style rule" --before $sw=0 --set $sw=1 --rounds 4 \
+      --trace "$OUT/traces-132" --trace-runs 4 --json "$OUT/capped-132-ab.json" > "$OUT/capped-132-ab.txt" 2>&1
+  else
+    echo "plans132.tgz not carried" > "$OUT/capped-132-ab.txt"
+  fi ;;
 esac
 pack_logs
