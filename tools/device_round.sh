@@ -75,7 +75,7 @@ case "${1:-1}" in
      # 89.5 beside a copy, copies 51.5 beside the CPU) the three measure-predict within 1% (hetpart), -5.5%
      # (step 115's), +1% (the rule); planned there (INLINE_TURNS on): 41 partitions, 16 CPU, 21 streamed, 940 MB,
      # predicted 19.83 ms against step 115's plan's 20.44 (0.97x).  Carry .hold/plans137.tgz (hetpart = that plan,
-     # hetpart_before = step 115's plan, the rule's; /work/wt/rule-gap-132/.hold/plans137.tgz).
+     # hetpart_before = step 115's plan, the rule's; /work/dev50/plans137.tgz).
      # (1) tools/contention_check.py --save into a copy of the capped profile (does 0.82x / 0.85x repeat?);
      # (2) tools/capped_rules_ab.py, the three plans, 6 rounds in --order rotate (each plan twice in each position,
      # after each other plan), INLINE_TURNS on, priced with (1)'s profile, then 4 back-to-back traced runs each.
