@@ -62,7 +62,10 @@ holds the half-size packed weight and shared memory its float32 values, exact in
 issue 17's coverage check, ``tools/bf16_rule_coverage.py``, the packing stopped at the
 widening and every call re-gathered the weight in the kernel's K order.)  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
-split K changes only the order of the additions.
+split K changes only the order of the additions.  With :data:`LOW_PRECISION_MMA` on, a
+contraction with such a weight instead multiplies in the weight's dtype (both operands
+rounded to it, the activation at its fragment load; m16n8k16 bf16/fp16 ``mma`` with
+float32 sums), as ``torch.autocast`` does.
 """
 
 from __future__ import annotations
