@@ -10,7 +10,9 @@ the narrow ``mma`` and no TF32 rounding or widening of either operand (switch on
 schedule, its three tensor-core intrinsics replaced by CPU loops of the same ``desc``
 (:func:`_emulated_intrinsics`), built for the CPU, computes exactly the narrow GEMM
 (activation and weight rounded to the dtype, float32 sums: numpy within float32 rounding)
-and ONNX Runtime's float32 result within issue 17's 2e-2 -- split-K and un-split; nvcc
+and ONNX Runtime's float32 result within issue 17's 2e-2 -- split-K and un-split matmuls, split-K and
+un-split (batch 2) convolutions (their im2col activation narrowed once: the unscheduled
+function on the bf16-rounded input); nvcc
 sm_90 compiles the kernels without spilling.  With a GPU (``cuda`` mark): the projections
 built all-CUDA in bf16 and fp16 with the switch on match ONNX Runtime within 2e-2.
 
@@ -324,3 +326,49 @@ def test_projections_match_onnxruntime_on_gpu(case, fmt, mma_on):
     want = onnxruntime_outputs(m, {"x": x})[0]
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= REL_TOL, f"{case} {fmt}: max error {err:.2e}"
+
+
+# name -> (cin, size, cout, k, stride, batch, SMs, rule): implicit-GEMM convolutions, the windowed
+# activation staged along its rows (NCHW), split-K at batch 1 and un-split at batch 2
+CONVS = {"3x3 64->64 8x8 split": (64, 8, 64, 3, 1, 1, 4, "ConvSplitK"),
+         "3x3 32->64 8x8 b2": (32, 8, 64, 3, 1, 2, 1, "Gemm")}
+
+
+@pytest.mark.parametrize("case", sorted(CONVS))
+def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeypatch):
+    """The same for a convolution: the scheduled function on input ``x`` equals the unscheduled
+    one (bf16 weights widened exactly, float32 sums) on ``x`` rounded to bf16 -- the activation
+    narrowed once, wherever the im2col gather puts each element -- and ONNX Runtime within 2e-2."""
+    from test_kernels_gpu_tc_conv_splitk import _conv
+
+    cin, size, cout, k, stride, batch, sms, rule = CONVS[case]
+    m = _conv(cin, size, cout, k, stride, False, batch=batch, seed=2)
+    graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
+    (func,) = [f for gv, f in weight_prepack.mark_weights(graph.module).functions_items()
+               if isinstance(f, tirx.PrimFunc) and "conv" in gv.name_hint]
+    names = _emulated_intrinsics()
+    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    with SM90:
+        sch = getattr(tc, f"GpuTensorCore{rule}")(KernelOptions(sm_count=sms)).apply(func, SM90)
+    assert sch is not None and "hetpart_test_emu_narrow_mma_compute_bfloat16" in str(sch.trace)
+    assert ("rfactor" in str(sch.trace)) == (rule == "ConvSplitK")
+
+    x = np.random.default_rng(5).standard_normal((batch, cin, size, size)).astype(np.float32)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+    def run(f, xin):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
+        params = [tvm.runtime.tensor(xin)]
+        for p in f.params[1:-1]:
+            src = inits["w"] if int(p.shape[0]) == cout and len(p.shape) == 4 and int(p.shape[1]) == cin \
+                else inits["b"].reshape([int(d) for d in p.shape])
+            params.append(tvm.runtime.tensor(lp.to_low(src, "bfloat16") if str(p.dtype) == "bfloat16" else src))
+        params.append(tvm.runtime.empty([int(d) for d in f.params[-1].shape], "float32"))
+        lib["main"](*params)
+        return params[-1].numpy()
+
+    got = run(_serial_everywhere(sch.mod["main"]), x)
+    narrow = run(func, lp.to_low(x, "bfloat16").astype(np.float32))
+    np.testing.assert_allclose(got, narrow, rtol=1e-5, atol=1e-5 * np.abs(narrow).max())
+    want = onnxruntime_outputs(m, {"x": x})[0]
+    assert float(np.abs(got - want).max() / np.abs(want).max()) <= 1e-2
