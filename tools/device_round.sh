@@ -74,15 +74,17 @@ case "${1:-1}" in
      # (1) cuda tests: the bf16/fp16 projections with the switch on vs ORT at 2e-2, the low-precision rules';
      # (2) the corpus exports whisper_encoder, vit_b_16, distilbert at batch 1, all-CUDA bf16: LOW_PRECISION_MMA off
      #     (before = today's bf16 build) vs on (after), tools/gpu_model_switch_ab.py, GPU-resident inputs (corpus's
-     #     hetpart_device_ms boundary); its "max diff" column is after's first output vs before's.
+     #     hetpart_device_ms boundary); its "max diff" column is after's first output vs before's;
+     # (3) time left: ViT's layer (zoo:bert:seq_len=197,layers=1) per changed kernel, bf16 off/on (gpu_switch_ab.py).
      # Decides: turn LOW_PRECISION_MMA on (default True) if (1) passes, each model's after is below before by more
      # than the rounds' spread, and after's diff vs before is <= 1e-2 (activation rounding adds ~sqrt(2)x the bf16
      # weight error; issue 17's bound is 2e-2 vs float32).  Expect after at or below the TF32 numbers above (GEMM
      # time roughly halved; what is left is attention, layernorm/softmax and launches).  A model slower after:
-     # read its log's per-variant rounds; the suspects are the 2-byte fragment loads (no ldmatrix yet) and the
-     # scalar f32->bf16 converts -- next: stage the activation narrowed (cvt in the staging copy, half the shared
-     # bytes) and load fragments with ldmatrix.  A diff > 1e-2: keep off, report the model.
-  BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core
+     # read its log's per-variant rounds and (3)'s per-kernel rows; the suspects are the A fragments' scalar work
+     # (PTX of ViT's qkv kernel: per 16x16 fragment and lane 8 ld.shared.f32 + 8 cvt.rn.bf16.f32, as many as TF32's
+     # loads + cvt.rna.tf32; the bf16 B fragments already load as 32-bit pairs) -- next: paired cvt.rn.bf16x2.f32
+     # (TVM's warp-memory lowering refuses a 2-lane store: an extern pack) or ldmatrix.  A diff > 1e-2: keep off.
+  BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1"
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
     tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-136.txt" 2>&1
@@ -92,11 +94,15 @@ case "${1:-1}" in
       Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
       > "$OUT/logs/export-$name.txt" 2>&1
     [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name.txt"; continue; }
-    left=$((BUDGET - SECONDS - 10)); cap=150
+    left=$((BUDGET - SECONDS - 70)); cap=$([ $name = whisper_encoder ] && echo 170 || echo 130)
     [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
-      --precision bf16 --before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1 --rounds 5 --repeat 30 \
+      --precision bf16 $sw --rounds 5 --repeat 30 \
       --out "$OUT/bf16-mma-ab-$name-136.json" > "$OUT/logs/bf16-mma-ab-$name-136.txt" 2>&1
-  done ;;
+  done
+  # (3) time left: ViT's layer per changed kernel (4: the 768x768 projections, FFN up + GELU, FFN down + residual)
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 --precision bf16 \
+    $sw --rounds 3 --md "$OUT/vit-layer-bf16-mma-136.md" > "$OUT/logs/vit-layer-bf16-mma-136.txt" 2>&1 ;;
 135)  # (BUDGET=590) issue 17, ViT-B/16 at batch 1 on the GPU (branch gpu-vit, bench/results/gpu-vit-b1-static.md).
      # Corpus (H200): TF32 1.506 ms GPU-in vs PyTorch's graph 1.035; bf16 1.849 vs 1.105 -- bf16 slower than TF32.
      # Static reading: a bf16 build runs the same rules, grids and TF32 mma as TF32, but its weight tile was widened
