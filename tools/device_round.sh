@@ -80,10 +80,10 @@ case "${1:-1}" in
      # than the rounds' spread, and after's diff vs before is <= 1e-2 (activation rounding adds ~sqrt(2)x the bf16
      # weight error; issue 17's bound is 2e-2 vs float32).  Expect after at or below the TF32 numbers above (GEMM
      # time roughly halved; what is left is attention, layernorm/softmax and launches).  A model slower after:
-     # read its log's per-variant rounds and (3)'s per-kernel rows; the suspects are the A fragments' scalar work
-     # (PTX of ViT's qkv kernel: per 16x16 fragment and lane 8 ld.shared.f32 + 8 cvt.rn.bf16.f32, as many as TF32's
-     # loads + cvt.rna.tf32; the bf16 B fragments already load as 32-bit pairs) -- next: paired cvt.rn.bf16x2.f32
-     # (TVM's warp-memory lowering refuses a 2-lane store: an extern pack) or ldmatrix.  A diff > 1e-2: keep off.
+     # read its log's per-variant rounds and (3)'s per-kernel rows (static SASS, bench/results/gpu-bf16-mma-static.md:
+     # ViT's qkv kernel 584 -> 296 instructions, HMMA 32 TF32 -> 16 BF16, no TF32 rounding; a slower kernel would
+     # point at latency, not issue: then a K slice of 64 for the bf16 tiles, half the pipeline's syncs, or
+     # ldmatrix for the B fragments).  A diff > 1e-2: keep off, report the model.
   BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1"
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
