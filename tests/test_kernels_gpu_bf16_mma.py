@@ -372,3 +372,15 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
     np.testing.assert_allclose(got, narrow, rtol=1e-5, atol=1e-5 * np.abs(narrow).max())
     want = onnxruntime_outputs(m, {"x": x})[0]
     assert float(np.abs(got - want).max() / np.abs(want).max()) <= 1e-2
+
+
+def test_convolutions_stay_tf32_where_their_switch_is_off(mma_on, monkeypatch):
+    from test_kernels_gpu_tc_conv_splitk import _conv
+
+    monkeypatch.setattr(tc, "LOW_PRECISION_MMA_CONVOLUTIONS", False)
+    m = _conv(64, 56, 64, 3, 1, False)  # ResNet-50 3x3 at 56x56, batch 1: split-K on the tensor cores
+    graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
+    src = cuda_source(kernels.build(weight_prepack.mark_weights(graph.module), SM90, cuda_graph=False))
+    assert "m16n8k8.row.col.f32.tf32.tf32" in src and "m16n8k16" not in src
+    proj = cuda_source(kernels.build(_module(_projection(64, 256, 256, False), "bfloat16"), SM90, cuda_graph=False))
+    assert "m16n8k16.row.col.f32.bf16" in proj, "matmuls keep the bf16 mma"

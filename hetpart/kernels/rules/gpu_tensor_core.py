@@ -572,7 +572,8 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         sch.reorder(chunk, b, i, j)
         b = sch.fuse(chunk, b)
     narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
-    mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA) else None  # the operands' dtype
+    mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
+        LOW_PRECISION_MMA_CONVOLUTIONS or not sch.get(main).name_hint.startswith(CONV_BLOCK))) else None
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
     i, fi = sch.split(i, [None, tf32.M])
     j, fj = sch.split(j, [None, tf32.N])
@@ -854,6 +855,12 @@ the float32 one by ~2^-9 sqrt(2) / sqrt(K)-averaged, a few 1e-3 of the output's
 magnitude, against issue 17's 2e-2 (TF32 rounded only the activation, to 11 bits).  A
 contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32.  False:
 TF32 with float32 activations, as before (the before of device step 136's A/B)."""
+
+
+LOW_PRECISION_MMA_CONVOLUTIONS = True
+"""With :data:`LOW_PRECISION_MMA` on, convolutions too (their implicit GEMMs, 1x1 included:
+ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers device step
+136 measures), convolutions TF32 as before -- the fallback if a CNN's kernels come out slower."""
 
 
 def _narrow_weight(sch: s_tir.Schedule, step, operand: int):
