@@ -2,7 +2,8 @@
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 50):
-#   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16),
+#   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
+#   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert),
 #   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
 #   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
@@ -65,6 +66,54 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --runs 10 --export-dir "$EXPORTS" \
     --json "$OUT/kernels-vit-b1-135.json" --md "$OUT/gpu-b1-kernels-vit_b_16.md" > "$OUT/logs/kernel-profile-vit.txt" 2>&1 ;;
+136)  # (BUDGET=590) issue 17, bf16 against PyTorch autocast-bf16 (branch gpu-bf16-mma, tests/test_kernels_gpu_bf16_mma.py).
+     # H100 b1 GPU-in (hetpart bf16 / PyTorch autocast-bf16 graph): whisper_encoder 2.097 / 0.829, vit_b_16 1.808 /
+     # 1.169, distilbert 0.741 / 0.609 -- hetpart's bf16 slower than its own TF32 (1.746, 1.525, 0.655): it stores
+     # the weights in bf16 but multiplies on TF32 tensor cores with float32 activations, where autocast runs bf16
+     # mma at 2x TF32's rate.  gpu_tensor_core.LOW_PRECISION_MMA (off by default) multiplies a bf16/fp16-weight
+     # contraction in the weight's dtype: weight staged by cp.async in bf16 (as WIDEN_IN_FRAGMENTS), activation
+     # tile staged in float32 and rounded to bf16 at the fragment load, mma.sync m16n8k16 bf16 with float32
+     # accumulators (a K slice of 32: 2 mma steps per fragment, not 4), epilogue in float32; attention's QK^T / PV
+     # (no weight) stay TF32.  Static: nvcc sm_90 no spills (ViT qkv 44 regs, ffn-up+GELU 66); CPU emulation of the
+     # schedule = the narrow GEMM, 2.0-2.4e-3 of ORT for one bf16 projection (weights-only bf16: 1.4-1.8e-3).
+     # (1) cuda tests: the bf16/fp16 projections with the switch on vs ORT at 2e-2, the low-precision rules';
+     # (2) the corpus exports whisper_encoder, vit_b_16, distilbert at batch 1, all-CUDA bf16: LOW_PRECISION_MMA off
+     #     (before = today's bf16 build) vs on (after), tools/gpu_model_switch_ab.py, GPU-resident inputs (corpus's
+     #     hetpart_device_ms boundary); its "max diff" column is after's first output vs before's;
+     # (3) time left: ViT's layer (zoo:bert:seq_len=197,layers=1) per changed kernel, bf16 off/on (gpu_switch_ab.py),
+     #     then zoo:resnet50's (the switch changes bf16 convolutions too).
+     # Decides: turn LOW_PRECISION_MMA on (default True) if (1) passes, each model's after is below before by more
+     # than the rounds' spread, and after's diff vs before is <= 1e-2 (activation rounding adds ~sqrt(2)x the bf16
+     # weight error; issue 17's bound is 2e-2 vs float32).  Expect after at or below the TF32 numbers above (GEMM
+     # time roughly halved; what is left is attention, layernorm/softmax and launches).  A model slower after:
+     # read its log's per-variant rounds and (3)'s per-kernel rows (static SASS, bench/results/gpu-bf16-mma-static.md:
+     # ViT's qkv kernel 584 -> 296 instructions, HMMA 32 TF32 -> 16 BF16, no TF32 rounding; a slower kernel would
+     # point at latency, not issue: then a K slice of 64 for the bf16 tiles, half the pipeline's syncs, or
+     # ldmatrix for the B fragments).  A diff > 1e-2: keep off, report the model.  A ResNet-50 convolution slower by
+     # > 5% in (3) while the transformers gain: on with LOW_PRECISION_MMA_CONVOLUTIONS off (matmuls only).
+  BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1"
+  mkdir -p "$OUT/logs"
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
+    tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-136.txt" 2>&1
+  for name in whisper_encoder vit_b_16 distilbert; do
+    f="$EXPORTS/$name-b1.onnx"
+    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
+      > "$OUT/logs/export-$name.txt" 2>&1
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name.txt"; continue; }
+    left=$((BUDGET - SECONDS - 70)); cap=$([ $name = whisper_encoder ] && echo 170 || echo 130)
+    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision bf16 $sw --rounds 5 --repeat 30 \
+      --out "$OUT/bf16-mma-ab-$name-136.json" > "$OUT/logs/bf16-mma-ab-$name-136.txt" 2>&1
+  done
+  # (3) time left: ViT's layer per changed kernel (4: the 768x768 projections, FFN up + GELU, FFN down + residual),
+  # then ResNet-50's at batch 1 (23 convolution kernels change; the log has each as it is timed)
+  left=$((BUDGET - SECONDS - 40))
+  [ "$left" -ge 30 ] && timeout $((left < 90 ? left : 90)) python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 \
+    --precision bf16 $sw --rounds 3 --md "$OUT/vit-layer-bf16-mma-136.md" > "$OUT/logs/vit-layer-bf16-mma-136.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 30 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:resnet50 --precision bf16 $sw --rounds 3 \
+    --md "$OUT/vit-layer-bf16-mma-136.md" > "$OUT/logs/resnet50-bf16-mma-136.txt" 2>&1 ;;
 137)  # (BUDGET=300) issue 19, llama_decode at 1/2 (branch rule-gap-132, bench/results/rule-gap-nvidia-h100.md, "Step
      # 132").  Step 132: the plan made at 140 GB/s ran 21.41 ms (rounds 18.95-24.13), step 115's plan 21.62
      # (20.91-22.81), the rule 25.65 (24.12-27.54); its traces read 76-80 GB/s on hetpart's CPU partitions, 80-83

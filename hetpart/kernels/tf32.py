@@ -44,6 +44,12 @@ NAMES = {
     "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
     "load_b_bfloat16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_bf16",
     "load_b_float16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_fp16",
+    "mma_load_a_bfloat16": "hetpart_bf16_load_a_16x16_shared_dyn_narrowing",
+    "mma_load_a_float16": "hetpart_fp16_load_a_16x16_shared_dyn_narrowing",
+    "mma_load_b_bfloat16": "hetpart_bf16_load_b_16x16_trans_shared_dyn",
+    "mma_load_b_float16": "hetpart_fp16_load_b_16x16_trans_shared_dyn",
+    "mma_compute_bfloat16": "hetpart_bf16_mma_16x16x16_trans",
+    "mma_compute_float16": "hetpart_fp16_mma_16x16x16_trans",
 }
 """Intrinsic names by role.  ``load_b_<dtype>``: ``load_b`` from a tile staged in
 shared memory in that narrower dtype (a bf16/fp16-stored weight), each element widened
@@ -52,6 +58,22 @@ mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rou
 
 NARROW = ("bfloat16", "float16")
 """Staged dtypes ``load_b`` has a widening variant for."""
+
+MMA_K = 16
+"""K of one ``mma_compute_<dtype>`` call: ``C[16x16] += A[16x16] * B[16x16]^T`` as two
+m16n8k16 ``mma.sync`` with bf16/fp16 operands and float32 accumulators (the storage-dtype
+path, ``gpu_tensor_core.LOW_PRECISION_MMA``).  Its fragments hold 8 narrow elements per
+lane (``[32, 8]`` warp buffers, 4 registers of two halves each): ``mma_load_a_<dtype>``
+loads a 16x16 float32 tile of A from shared memory, each element rounded to ``dtype``
+(round to nearest even, CUDA's ``__float2bfloat16`` / ``__float2half``) -- where the
+activations are narrowed, as ``torch.autocast`` does before its GEMMs;
+``mma_load_b_<dtype>`` copies a 16x16 tile of B (``[N, K]``) staged in ``dtype`` as it is
+(its description a widening to float32 and back, the form the schedule's inlined weight
+widening takes: exact).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
+``mma.m16n8k16`` with ``.bf16``/``.f16``), the accumulator's :func:`c_layout`."""
+
+MMA_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
+"""Narrow dtype -> the PTX operand type name TVM's ``ptx_mma`` takes."""
 
 SCOPE = "shared.dyn"
 """Where operand tiles are staged and accumulators stored before the epilogue."""
@@ -68,6 +90,20 @@ def a_layout(i, k):
 def b_layout(n, k):
     """(lane, register) holding element ``(n, k)`` of a 16x8 B tile given as [N, K]."""
     return 4 * (n % 8) + k % 4, 2 * (n // 8) + k // 4
+
+
+def mma_a_layout(i, k):
+    """(lane, register) holding element ``(i, k)`` of a 16x16 A tile in the m16n8k16
+    bf16/fp16 A fragment: lane ``4g+t`` holds rows ``g``, ``g+8`` at columns ``2t, 2t+1,
+    2t+8, 2t+9`` -- registers ``a0..a7`` (PTX ISA), the same map as :func:`c_layout`."""
+    return 4 * (i % 8) + (k % 8) // 2, 4 * (k // 8) + 2 * (i // 8) + k % 2
+
+
+def mma_b_layout(n, k):
+    """(lane, register) holding element ``(n, k)`` of a 16x16 B tile given as [N, K]: two
+    m16n8k16 B fragments (columns 0-7 in registers 0-3, 8-15 in 4-7), lane ``4g+t``
+    holding column ``g`` at ``k = 2t, 2t+1, 2t+8, 2t+9`` (``b0..b3``, PTX ISA)."""
+    return 4 * (n % 8) + (k % 8) // 2, 4 * (n // 8) + 2 * (k // 8) + k % 2
 
 
 def c_layout(i, j):
@@ -120,6 +156,10 @@ def _register() -> None:
         TensorIntrin.register(NAMES[f"load_b_{narrow}"], *_load_intrin(N, b_layout, lambda lane, r: (
             lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
+    for narrow in NARROW:
+        TensorIntrin.register(NAMES[f"mma_load_a_{narrow}"], *_narrow_load_intrin(mma_a_layout, "float32", narrow))
+        TensorIntrin.register(NAMES[f"mma_load_b_{narrow}"], *_narrow_load_intrin(mma_b_layout, narrow, narrow))
+        TensorIntrin.register(NAMES[f"mma_compute_{narrow}"], *_narrow_mma_intrin(narrow))
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
     TensorIntrin.register(NAMES["store"], *_store_intrin(transposed=False))
     TensorIntrin.register(NAMES["store_cols"], *_store_intrin(transposed=True))
@@ -296,6 +336,127 @@ def _mma_intrin():
                             "m16n8k8", "row", "col", "tf32", "tf32", "fp32",
                             A.data, A.elem_offset + lane * lift(4),
                             B.data, B.elem_offset + lane * lift(4) + half * lift(2),
+                            C.data, C.elem_offset + lane * lift(8) + half * lift(4),
+                            False, dtype="float32",
+                        )
+                    )
+
+    return desc, impl
+
+
+def _inverse(layout, lane: int, r: int) -> tuple[int, int]:
+    """Tile coordinates of register ``r`` of ``lane`` under a 16x16 ``layout``."""
+    for i in range(M):
+        for k in range(MMA_K):
+            if layout(i, k) == (lane, r):
+                return i, k
+    raise ValueError(f"no element at lane {lane}, register {r}")
+
+
+def _narrow_load_intrin(layout, source: str, dtype: str):
+    """(desc, impl) copying a 16x16 shared-memory tile of ``source`` dtype into a
+    ``[32, 8]`` warp buffer of ``dtype`` (bf16/fp16) by ``layout``.  ``source`` float32:
+    each element narrowed (``Cast``, round to nearest even); ``source == dtype``: the
+    description widens and narrows back (exact; the form of a weight whose widening the
+    schedule inlined into the fragment copy), the impl copies.  Each lane loads its 8
+    elements, unrolled, from the coordinates of a table (:func:`_inverse`)."""
+    from tvm.script import tirx as T
+
+    if source == "float32":
+        def desc_value(x):
+            return T.Cast(dtype, x)
+    else:
+        def desc_value(x):
+            return T.Cast(dtype, T.Cast("float32", x))
+
+    def impl_value(x):
+        return x if source == dtype else T.Cast(dtype, x)
+
+    regs = M * MMA_K // WARP
+    table = [[_inverse(layout, lane, r) for r in range(regs)] for lane in range(WARP)]
+    # (lane, r) -> (row, col) as closed forms (the layouts are affine in g, t and the bits of r)
+    rows = {mma_a_layout: lambda lane, r: lane // 4 + 8 * ((r // 2) % 2),
+            mma_b_layout: lambda lane, r: lane // 4 + 8 * (r // 4)}[layout]
+    cols = {mma_a_layout: lambda lane, r: 2 * (lane % 4) + r % 2 + 8 * (r // 4),
+            mma_b_layout: lambda lane, r: 2 * (lane % 4) + r % 2 + 8 * ((r // 2) % 2)}[layout]
+    for lane in range(WARP):  # the closed forms are the table
+        for r in range(regs):
+            assert (rows(lane, r), cols(lane, r)) == table[lane][r], (lane, r)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (M, MMA_K), source, align=64, offset_factor=1, scope=SCOPE)
+        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:M, 0:MMA_K])
+            T.writes(C[0:WARP, 0:regs])
+            for i, k in T.grid(M, MMA_K):
+                with T.sblock("load"):
+                    vi, vk = T.axis.remap("SS", [i, k])
+                    lane, reg = T.meta_var(layout(vi, vk))
+                    T.reads(A[vi, vk])
+                    T.writes(C[lane, reg])
+                    C[lane, reg] = desc_value(A[vi, vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (M, MMA_K), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:M, 0:MMA_K])
+            T.writes(C[0:WARP, 0:regs])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for r in T.unroll(regs):
+                    C[lane, r] = impl_value(A[rows(lane, r), cols(lane, r)])
+
+    return desc, impl
+
+
+def _narrow_mma_intrin(dtype: str):
+    """(desc, impl) of ``C[16x16] += A[16x16] * B[16x16]^T`` on ``dtype`` warp buffers
+    (products and sums in float32), the impl two ``mma.sync.m16n8k16`` with ``dtype``
+    operands and float32 accumulators (columns 0-7, then 8-15)."""
+    import tvm
+    from tvm.script import tirx as T
+
+    lift = tvm.runtime.convert
+    ptx = MMA_DTYPES[dtype]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:8], B[0:WARP, 0:8])
+            T.writes(C[0:WARP, 0:8])
+            for i, j, k in T.grid(M, N, MMA_K):
+                with T.sblock("C"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    lc, rc = T.meta_var(c_layout(vi, vj))
+                    la, ra = T.meta_var(mma_a_layout(vi, vk))
+                    lb, rb = T.meta_var(mma_b_layout(vj, vk))
+                    T.reads(C[lc, rc], A[la, ra], B[lb, rb])
+                    T.writes(C[lc, rc])
+                    C[lc, rc] = C[lc, rc] + T.Cast("float32", A[la, ra]) * T.Cast("float32", B[lb, rb])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
+        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:8], B[0:WARP, 0:8])
+            T.writes(C[0:WARP, 0:8])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for half in T.unroll(2):
+                    T.evaluate(
+                        T.ptx_legacy.mma(
+                            "m16n8k16", "row", "col", ptx, ptx, "fp32",
+                            A.data, A.elem_offset + lane * lift(8),
+                            B.data, B.elem_offset + lane * lift(8) + half * lift(4),
                             C.data, C.elem_offset + lane * lift(8) + half * lift(4),
                             False, dtype="float32",
                         )

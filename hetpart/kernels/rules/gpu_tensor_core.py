@@ -62,7 +62,10 @@ holds the half-size packed weight and shared memory its float32 values, exact in
 issue 17's coverage check, ``tools/bf16_rule_coverage.py``, the packing stopped at the
 widening and every call re-gathered the weight in the kernel's K order.)  Invariant: every output is the same sum
 over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); a
-split K changes only the order of the additions.
+split K changes only the order of the additions.  With :data:`LOW_PRECISION_MMA` on, a
+contraction with such a weight instead multiplies in the weight's dtype (both operands
+rounded to it, the activation at its fragment load; m16n8k16 bf16/fp16 ``mma`` with
+float32 sums), as ``torch.autocast`` does.
 """
 
 from __future__ import annotations
@@ -571,16 +574,20 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         b, i, j, chunk, k = sch.get_loops(main)
         sch.reorder(chunk, b, i, j)
         b = sch.fuse(chunk, b)
+    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
+    mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
+        LOW_PRECISION_MMA_CONVOLUTIONS or not sch.get(main).name_hint.startswith(CONV_BLOCK))) else None
+    kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
     i, fi = sch.split(i, [None, tf32.M])
     j, fj = sch.split(j, [None, tf32.N])
-    k, fk = sch.split(k, [None, tf32.K])
+    k, fk = sch.split(k, [None, kk])
     sch.reorder(i, j, k, fi, fj, fk)
     frag = main
     step = sch.blockize(fi)  # one 16x16x8 tensor-core step
 
     bi, wi, mi = sch.split(i, [None, t.warps_m, t.frags_m])
     bj, wj, mj = sch.split(j, [None, t.warps_n, t.frags_n])
-    ko, ki = sch.split(k, [None, t.k_frags])
+    ko, ki = sch.split(k, [None, t.k // kk])
     sch.reorder(b, bi, bj, wi, wj, ko, ki, mi, mj)
     sch.bind(b, "blockIdx.z")
     sch.bind(bi, "blockIdx.y")
@@ -588,25 +595,29 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     warp = sch.fuse(wi, wj)
     sch.bind(warp, "threadIdx.y")
 
-    narrow = _narrow_weight(sch, step, 1) if WIDEN_IN_FRAGMENTS else None
     staged = [_stage(sch, step, operand, ko, t.warps) for operand in ((0,) if narrow else (0, 1))]
     a_frag = sch.cache_read(step, 0, "warp")
     b_frag = sch.cache_read(step, 1, "warp")
     sch.compute_at(a_frag, ki)
     sch.compute_at(b_frag, ki)
-    load_b = names["load_b"]
+    load_a, load_b, compute = names["load_a"], names["load_b"], names["compute"]
     if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
         widen, dtype = narrow
         sch.compute_inline(widen)
         staged.append(_stage(sch, b_frag, 0, ko, t.warps))
         load_b = names[f"load_b_{dtype}"]
+    if mma:  # both fragments in the weight's dtype: A narrowed as it is loaded, B as staged
+        sch.unsafe_set_dtype(a_frag, 0, mma)
+        sch.unsafe_set_dtype(b_frag, 0, mma)
+        load_a, load_b, compute = (names[f"mma_{role}_{mma}"] for role in ("load_a", "load_b", "compute"))
+    a_map, b_map = (tf32.mma_a_layout, tf32.mma_b_layout) if mma else (tf32.a_layout, tf32.b_layout)
     out = _accumulators(sch, step, warp, partials)
     if out is None:
         return False
     acc, out_shared, rows = out
     # Each 16-row (A, C) / 16-column (B) fragment a [32 lanes, registers] block (tf32.*_layout).
-    sch.transform_layout(a_frag, ("write", 0), lambda b_, r, c: (b_, r // 16, c // 8, *tf32.a_layout(r % 16, c % 8)))
-    sch.transform_layout(b_frag, ("write", 0), lambda b_, r, c: (b_, r // 16, c // 8, *tf32.b_layout(r % 16, c % 8)))
+    sch.transform_layout(a_frag, ("write", 0), lambda b_, r, c: (b_, r // 16, c // kk, *a_map(r % 16, c % kk)))
+    sch.transform_layout(b_frag, ("write", 0), lambda b_, r, c: (b_, r // 16, c // kk, *b_map(r % 16, c % kk)))
     sch.transform_layout(acc, ("read", 0), lambda *ix: (*ix[:-2], ix[-2] // 16, ix[-1] // 16,
                                                         *tf32.c_layout(ix[-2] % 16, ix[-1] % 16)))
     for loop in (ki, mi, mj):
@@ -622,11 +633,11 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         _prefetch_through_registers(sch, staged, ko)
     acc_name = sch.get(acc).name_hint  # tensorizing replaces the block by ``<name>_o``
     try:
-        _tensorize_tiles(sch, a_frag, 16, 8, names["load_a"])
-        _tensorize_tiles(sch, b_frag, 16, 8, load_b)
+        _tensorize_tiles(sch, a_frag, 16, kk, load_a)
+        _tensorize_tiles(sch, b_frag, 16, kk, load_b)
         _tensorize_tiles(sch, acc, 16, 16, names["store_cols" if rows else "store"])
         sch.tensorize(sch.get_loops(sch.get_child_blocks(init)[0])[-2], names["init"])
-        sch.tensorize(sch.get_loops(frag)[-3], names["compute"])
+        sch.tensorize(sch.get_loops(frag)[-3], compute)
     except Exception:  # noqa: BLE001 - the step does not match the intrinsic: decline
         return False
     if rows:
@@ -827,6 +838,32 @@ difference from the TF32 one (issue 17: ViT-B/16 at batch 1 1.85 ms in bf16 agai
 1.50 in TF32 on the H200; 72 weight K slices per layer; ``bench/results/gpu-vit-b1-static.md``).
 Where it does not apply (a widened operand A; a weight not packed at compile time,
 ``PACK_LOW_PRECISION`` off) the staging copy widens, as before."""
+
+
+LOW_PRECISION_MMA = False
+"""Off until device step 136 measures it (built and checked in session 50 without a GPU).
+Where a contraction's weight is stored in bf16/fp16 (:func:`_narrow_weight`: the packed
+copy of :func:`_pack_in_storage_dtype`, widened by one block), multiply in that dtype:
+the weight staged in its own dtype (by ``cp.async``, as :data:`WIDEN_IN_FRAGMENTS` does,
+which this implies for such a weight) and copied into its fragments unchanged, the
+activation tile staged in float32 and rounded to the dtype as each warp loads its
+fragments (``tf32.NAMES["mma_load_a_<dtype>"]``), each 16x16x16 step two ``mma.sync``
+m16n8k16 bf16/fp16 with float32 accumulators (:data:`tf32.MMA_K`); accumulators,
+split-K partials and the epilogue unchanged, in float32.  What ``torch.autocast`` does
+(bf16 activations into bf16 GEMMs): twice the TF32 tensor-core rate and a third fewer
+instructions per K slice (a slice of 32 is 2 steps, not 4).  The numerics: each operand
+rounded once to the dtype (bf16: 8 significant bits, relative error <= 2^-9 each; fp16:
+11, <= 2^-12), products exact in float32, sums in float32 -- a bf16 GEMM's output off
+the float32 one by ~2^-9 sqrt(2) / sqrt(K)-averaged, a few 1e-3 of the output's
+magnitude, against issue 17's 2e-2 (TF32 rounded only the activation, to 11 bits).  A
+contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32.  False:
+TF32 with float32 activations, as before (the before of device step 136's A/B)."""
+
+
+LOW_PRECISION_MMA_CONVOLUTIONS = True
+"""With :data:`LOW_PRECISION_MMA` on, convolutions too (their implicit GEMMs, 1x1 included:
+ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers device step
+136 measures), convolutions TF32 as before -- the fallback if a CNN's kernels come out slower."""
 
 
 def _narrow_weight(sch: s_tir.Schedule, step, operand: int):
