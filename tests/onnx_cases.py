@@ -31,6 +31,16 @@ SPECIAL = np.array([-np.inf, -1e30, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, -1e-3, -
                     0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 1e30, np.inf, np.nan], dtype=np.float32)
 
 
+def erf_gelu(src: str, dst: str, inits: dict) -> list:
+    """The nodes of ``dst = 0.5 * src * (1 + erf(src / sqrt(2)))`` as a PyTorch/BERT export
+    writes it (Div, Erf, Add, Mul, Mul); its constants are added to ``inits``."""
+    inits.update(sqrt2=np.array(np.sqrt(2), np.float32), one=np.array(1, np.float32),
+                 half=np.array(0.5, np.float32))
+    return [helper.make_node("Div", [src, "sqrt2"], ["gelu_d"]), helper.make_node("Erf", ["gelu_d"], ["gelu_e"]),
+            helper.make_node("Add", ["gelu_e", "one"], ["gelu_e1"]), helper.make_node("Mul", [src, "gelu_e1"], ["gelu_g"]),
+            helper.make_node("Mul", ["gelu_g", "half"], [dst])]
+
+
 def special_values(n: int = 64, seed: int = 0) -> np.ndarray:
     """``n`` float32 values: :data:`SPECIAL` first, then uniform in [-3, 3]."""
     rng = np.random.default_rng(seed)

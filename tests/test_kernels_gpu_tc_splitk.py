@@ -33,7 +33,7 @@ import pytest
 from onnx import helper
 from tvm import s_tir, tirx
 
-from onnx_cases import cuda_source, model, onnxruntime_outputs, run_on
+from onnx_cases import cuda_source, erf_gelu, model, onnxruntime_outputs, run_on
 from test_kernels_gpu_splitk_fine import _blocks
 from test_kernels_splitk import H200_LIMITS
 
@@ -72,11 +72,7 @@ def _projection(batch: int, tokens: int, k: int, n: int, epilogue: str, seed: in
         nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
         inputs.append(("r", (batch, tokens, n), np.float32))
     elif epilogue == "gelu":
-        inits.update(sqrt2=np.array(math.sqrt(2), np.float32), one=np.array(1, np.float32),
-                     half=np.array(0.5, np.float32))
-        nodes += [helper.make_node("Div", ["c", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-                  helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["c", "e1"], ["g"]),
-                  helper.make_node("Mul", ["g", "half"], ["y"])]
+        nodes += erf_gelu("c", "y", inits)
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     return model(nodes, inputs, [("y", (batch, tokens, n), np.float32)], inits)

@@ -31,7 +31,7 @@ import tvm
 from onnx import helper
 from tvm import tirx
 
-from onnx_cases import cuda_source, model, onnxruntime_outputs
+from onnx_cases import cuda_source, erf_gelu, model, onnxruntime_outputs
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
@@ -56,11 +56,7 @@ def _projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0):
              "b": rng.standard_normal(n).astype(np.float32)}
     nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["c"])]
     if gelu:
-        inits.update(sqrt2=np.array(math.sqrt(2), np.float32), one=np.array(1, np.float32),
-                     half=np.array(0.5, np.float32))
-        nodes += [helper.make_node("Div", ["c", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
-                  helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["c", "e1"], ["g"]),
-                  helper.make_node("Mul", ["g", "half"], ["y"])]
+        nodes += erf_gelu("c", "y", inits)
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     return model(nodes, [("x", (1, tokens, k), np.float32)], [("y", (1, tokens, n), np.float32)], inits)
