@@ -6,7 +6,8 @@ Runtime and onnx.reference compute, on inputs with negatives and zeros, built fo
 three projections become one ``matmul`` (+ bias) kernel and the slices fuse into the head
 transposes (two kernels fewer than off); projections of other inputs, of another K, and a matmul
 read elsewhere too are handled; off, the import is unchanged.  The fused kernels, scheduled for
-sm_90, build to CUDA with the GEMM on tensor cores (``mma.sync``).
+sm_90, build to CUDA with the GEMM on tensor cores (``mma.sync``).  With a GPU (``cuda`` mark):
+the block all-CUDA in TF32 with the switch on against ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from onnx_cases import cuda_source, model, onnxruntime_outputs, reference, run_o
 
 from hetpart import importer, kernels
 from hetpart.importer import concat_projections as cp
-from hetpart.targets import cuda_tvm_target
+from hetpart.targets import cuda_available, cuda_tvm_target
 
 T, D, H = 64, 128, 4  # tokens, width, heads
 HD = D // H
@@ -137,3 +138,14 @@ def test_fused_kernels_build_for_sm90_on_tensor_cores(on):
     qkv = [p for p in parts if re.search(r"void (?:__launch_bounds__\(\d+\) )?fused_matmul_add_\w*kernel\(", p)]
     assert any("mma.sync" in p for p in qkv)  # the GEMM (a split-K sum kernel beside it, if split)
     assert len(set(re.findall(r"void (?:__launch_bounds__\(\d+\) )?(fused_strided_slice\w*)\(", src))) == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("bias_k", [False, True])
+def test_outputs_match_onnxruntime_on_gpu(on, bias_k):
+    """All-CUDA (TF32) with the switch on, against ONNX Runtime's float32."""
+    m, feeds = _attention(bias_k), _feeds()
+    got = run_on(m, "cuda", feeds, simulate=False)["y"]
+    want = onnxruntime_outputs(m, feeds)[0]
+    assert float(np.abs(got - want).max() / np.abs(want).max()) < 5e-3
