@@ -5,7 +5,7 @@ and transposed as HF exports them) imported with :data:`CONCAT_PROJECTIONS` on c
 Runtime and onnx.reference compute, on inputs with negatives and zeros, built for the CPU; the
 three projections become one ``matmul`` (+ bias) kernel and the slices fuse into the head
 transposes (two kernels fewer than off); projections of other inputs, of another K, and a matmul
-read elsewhere too are handled; off, the import is unchanged.  The fused kernels, scheduled for
+read elsewhere too are handled; no group where a slice would be a kernel of its own; off, the import is unchanged.  The fused kernels, scheduled for
 sm_90, build to CUDA with the GEMM on tensor cores (``mma.sync``).  With a GPU (``cuda`` mark):
 the block all-CUDA in TF32 with the switch on against ONNX Runtime.
 """
@@ -114,19 +114,33 @@ def test_off_leaves_the_import_unchanged():
 
 
 def test_groups_need_the_same_input_and_rows(on):
-    """Two projections of different K (or of different inputs) stay apart."""
+    """Projections of one input and K but different widths group (p: D, q: 2D, read by an add and
+    a relu); one of another K (c, read after q) does not."""
     rng = np.random.default_rng(0)
     inits = {"a": rng.standard_normal((D, D)).astype(np.float32),
              "b": rng.standard_normal((D, 2 * D)).astype(np.float32),
              "c": rng.standard_normal((2 * D, D)).astype(np.float32)}
     nodes = [helper.make_node("MatMul", ["x", "a"], ["p"]), helper.make_node("MatMul", ["x", "b"], ["q"]),
-             helper.make_node("MatMul", ["q", "c"], ["r"]), helper.make_node("Add", ["p", "r"], ["y"])]
+             helper.make_node("Relu", ["q"], ["qr"]), helper.make_node("MatMul", ["qr", "c"], ["r"]),
+             helper.make_node("Add", ["p", "r"], ["y"])]
     m = model(nodes, [("x", (1, T, D), np.float32)], [("y", (1, T, D), np.float32)], inits)
     ops = _kernel_ops(m)
-    assert any("strided_slice" in o for o in ops)  # a and b (same x, same K=D): one GEMM
+    assert sum("strided_slice" in o for o in ops) == 2 and sum("matmul" in o for o in ops) == 2
     x = _feeds()["x"]
     got = run_on(m, "cpu", {"x": x})["y"]
     np.testing.assert_allclose(got, onnxruntime_outputs(m, {"x": x})[0], rtol=1e-4, atol=1e-3)
+
+
+def test_no_group_where_a_slice_would_be_a_kernel_of_its_own(on):
+    """Projections that are model outputs, or read by a matmul, stay apart (a lone slice kernel
+    would add the launch the concatenation saves)."""
+    rng = np.random.default_rng(0)
+    inits = {n: rng.standard_normal((D, D)).astype(np.float32) for n in ("a", "b", "c")}
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["q"]), helper.make_node("MatMul", ["x", "b"], ["k"]),
+             helper.make_node("MatMul", ["x", "c"], ["v"]), helper.make_node("MatMul", ["v", "a"], ["w"])]
+    m = model(nodes, [("x", (1, T, D), np.float32)],
+              [("q", (1, T, D), np.float32), ("k", (1, T, D), np.float32), ("w", (1, T, D), np.float32)], inits)
+    assert not any("strided_slice" in o for o in _kernel_ops(m))
 
 
 def test_fused_kernels_build_for_sm90_on_tensor_cores(on):

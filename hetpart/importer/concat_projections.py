@@ -3,7 +3,8 @@
 In: a Relax module of high-level ops (``from_onnx``'s output, weights folded).  Out: the same
 module where two or more ``matmul(x, W_i)`` of the *same* ``x`` by 2-D constants ``W_i``
 (same dtype, same rows K), each optionally followed by its only use ``add(., b_i)`` with a
-constant ``b_i`` of shape ``[N_i]``, are one ``matmul(x, concat(W_i))`` (+ ``concat(b_i)``,
+constant ``b_i`` of shape ``[N_i]``, and the result read once by an injective or elementwise op
+(:data:`SLICE_FUSES_INTO`), are one ``matmul(x, concat(W_i))`` (+ ``concat(b_i)``,
 a missing bias as zeros) and one ``strided_slice`` of its last axis per projection.
 Invariant: every output is the same function of the inputs -- each column of a matmul is
 its own dot product, so the concatenated GEMM computes the same sums (in the same K order);
@@ -31,6 +32,11 @@ CONCAT_PROJECTIONS = False
 # at most this many columns in one concatenated weight (a guard against fusing unrelated wide
 # projections into one huge GEMM; QKV of a 4096-wide model is 12288)
 MAX_COLUMNS = 3 * 8192
+# ops a projection's only reader must be for it to join a group: injective / elementwise ops FuseOps
+# fuses the slice into (attention's head reshape, SwiGLU's activation and product, a scale)
+SLICE_FUSES_INTO = frozenset({
+    "relax.reshape", "relax.permute_dims", "relax.add", "relax.subtract", "relax.multiply", "relax.divide",
+    "relax.nn.silu", "relax.nn.gelu", "relax.sigmoid", "relax.tanh", "relax.nn.relu", "relax.astype"})
 
 
 def _const_2d(expr):
@@ -57,10 +63,13 @@ def _uses(func: relax.Function) -> dict:
 
 def _groups(func: relax.Function) -> list[list[dict]]:
     """The projection groups of ``func``: lists (in binding order, >= 2) of members
-    ``{"mm": matmul var, "out": var the rest reads, "w": weight, "b": bias or None}``."""
+    ``{"mm": matmul var, "out": var the rest reads, "w": weight, "b": bias or None}``.  A member's
+    ``out`` has one reader, an op of :data:`SLICE_FUSES_INTO` (its slice then fuses into that
+    kernel: a slice read by a matmul, or a model output, would be a kernel of its own)."""
     uses = _uses(func)
     by_input: dict = {}
     adds: dict = {}  # matmul var -> (add var, bias)
+    reader: dict = {}  # var -> op name of (one of) its readers
     for block in func.body.blocks:
         if not isinstance(block, relax.DataflowBlock):
             continue
@@ -69,6 +78,9 @@ def _groups(func: relax.Function) -> list[list[dict]]:
             if not (isinstance(b, relax.VarBinding) and isinstance(v, relax.Call)):
                 continue
             name = getattr(v.op, "name", "")
+            for a in v.args:
+                if isinstance(a, relax.Var):
+                    reader[a] = name
             if name == "relax.matmul" and isinstance(v.args[0], relax.Var) and _const_2d(v.args[1]) is not None:
                 if v.attrs.out_dtype and str(v.attrs.out_dtype) not in ("", "void"):
                     continue
@@ -86,6 +98,7 @@ def _groups(func: relax.Function) -> list[list[dict]]:
                 out, bias = adds[m["mm"]]
                 if bias.shape == (m["w"].shape[1],) and bias.dtype == m["w"].dtype:
                     m["out"], m["b"] = out, bias
+        members = [m for m in members if uses.get(m["out"], 0) == 1 and reader.get(m["out"]) in SLICE_FUSES_INTO]
         # same K rows and dtype; keep the largest such set
         key = lambda m: (m["w"].shape[0], str(m["w"].dtype))
         keys = [key(m) for m in members]
