@@ -114,6 +114,42 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 30 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:resnet50 --precision bf16 $sw --rounds 3 \
     --md "$OUT/vit-layer-bf16-mma-136.md" > "$OUT/logs/resnet50-bf16-mma-136.txt" 2>&1 ;;
+138)  # (BUDGET=590) issue 17, launches per transformer layer at batch 1 (branch gpu-tx-launches,
+     # bench/results/gpu-tx-launches-static.md).  H100 b1 TF32 GPU-in: vit_b_16 1.525 vs PyTorch graph 1.025,
+     # distilbert 0.655 vs 0.557, whisper_encoder 1.746 vs 1.574.  A zoo BERT/ViT layer launches 20 kernels; the Q,
+     # K, V projections (same LayerNorm input) were 3 split-K GEMMs = 6 launches.  concat_projections.
+     # CONCAT_PROJECTIONS (off by default; an importer switch: gpu_model_switch_ab re-imports per variant) makes
+     # same-input constant projections one GEMM (+ concatenated bias, zeros where one has none: Whisper's k_proj)
+     # whose column slices fuse into the head reshape/transpose kernels: 20 -> 16 launches a layer (sm_90 static,
+     # zoo:bert 197 and 128 tokens; est. -8 us a layer), but the 2304-wide GEMM splits K in 2 chunks of 12 slices
+     # where the 768-wide ones split in 4 of 6 (197 tokens; 128: 12 where 4) -- a longer latency chain per block.
+     # torchvision's vit_b_16 exports its in-projection already concatenated: expect no change there (the control).
+     # (1) cuda tests of the split-K/ViT projections with the switch on (the concatenated GEMM's shape class);
+     # (2) the corpus exports distilbert, whisper_encoder, vit_b_16 at batch 1, all-CUDA TF32: switch off (before)
+     #     vs on (after), tools/gpu_model_switch_ab.py, GPU-resident inputs; "max diff" = after's output vs before's.
+     # Decides: CONCAT_PROJECTIONS on (default True) if (1) passes, distilbert's and whisper_encoder's after are
+     # below before by more than the rounds' spread, vit_b_16's after within its spread of before, and each diff
+     # <= 1e-3 (TF32 sums in the same K order per column: expect ~1e-6).  A model slower after: the longer K chain
+     # outweighs the 4 launches -> keep off and report it (the fix would be the split factor for the wide GEMM:
+     # gpu_tensor_core.matmul_split_factor picks the smallest S reaching 2 blocks per SM; S=4 of 6 slices would
+     # keep the chain and 1008 blocks).  Expect ~4 x 2-3 us a layer: distilbert (6 layers) -0.04 to -0.07 ms,
+     # whisper_encoder (base: 6 layers, 1500 tokens; its GEMMs are larger, so less) -0.02 to -0.05 ms.
+  BUDGET=590; sw="--before hetpart.importer.concat_projections.CONCAT_PROJECTIONS=0 --after hetpart.importer.concat_projections.CONCAT_PROJECTIONS=1"
+  mkdir -p "$OUT/logs"
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_concat_projections.py \
+    tests/test_kernels_gpu_tc_splitk.py > "$OUT/logs/cuda-tests-138.txt" 2>&1
+  for name in distilbert whisper_encoder vit_b_16; do
+    f="$EXPORTS/$name-b1.onnx"
+    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
+      > "$OUT/logs/export-$name.txt" 2>&1
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name.txt"; continue; }
+    left=$((BUDGET - SECONDS - 10)); [ $name = distilbert ] && left=$((left - 250)); [ $name = whisper_encoder ] && left=$((left - 100))
+    cap=$([ $name = whisper_encoder ] && echo 170 || echo 130)
+    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision tf32 $sw --rounds 5 --repeat 30 \
+      --out "$OUT/concat-qkv-ab-$name-138.json" > "$OUT/logs/concat-qkv-ab-$name-138.txt" 2>&1
+  done ;;
 137)  # (BUDGET=300) issue 19, llama_decode at 1/2 (branch rule-gap-132, bench/results/rule-gap-nvidia-h100.md, "Step
      # 132").  Step 132: the plan made at 140 GB/s ran 21.41 ms (rounds 18.95-24.13), step 115's plan 21.62
      # (20.91-22.81), the rule 25.65 (24.12-27.54); its traces read 76-80 GB/s on hetpart's CPU partitions, 80-83

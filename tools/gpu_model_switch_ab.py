@@ -15,7 +15,8 @@ CUDA tensors: ``bench/corpus.py``'s ``hetpart_device_ms`` boundary, outputs back
 the variants run in turns of ``--repeat`` calls for ``--rounds`` rounds.  Reported: per
 variant the least round median (ms) with the rounds' range, its ratio to ``before``, and
 the largest difference of its outputs from ``before``'s relative to each output's
-magnitude.  A variant that fails to compile is reported as such, the others still run.
+magnitude.  A switch of the importer (``hetpart.importer.*``, read when the model is imported)
+re-imports the model per variant.  A variant that fails to compile is reported as such, the others still run.
 """
 
 from __future__ import annotations
@@ -78,18 +79,33 @@ def feeds(graph, seed: int = 0) -> dict:
     return out
 
 
-def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: int) -> dict:
+IMPORTER_SWITCHES = "hetpart.importer."
+"""A switch under this package is read at import (``importer.load``), not at schedule time: a
+variant that sets one is built from the model re-imported with it set (``ab``'s ``reload``)."""
+
+
+def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: int, reload=None) -> dict:
     """Each variant of ``sets`` built and timed (module doc): ``{name: {"ms": [...],
-    "rel_diff": x}}`` or ``{name: {"error": text}}``."""
+    "rel_diff": x}}`` or ``{name: {"error": text}}``.  ``reload`` (a no-argument callable
+    returning the graph): where some variant sets an importer switch
+    (:data:`IMPORTER_SWITCHES`), every variant is built from ``reload()`` called with its
+    switches set."""
     import tvm
 
+    from hetpart.bench.switches import switched
     from hetpart.runtime import Session
 
+    reimport = reload is not None and any(s.startswith(IMPORTER_SWITCHES) for sw in sets.values() for s in sw)
     sessions, result = {}, {}
     for name, switches in sets.items():
         t0 = time.perf_counter()
         try:
-            sessions[name] = Session(build(graph, precision, switches))
+            if reimport:
+                with switched(switches):
+                    variant_graph = reload()
+            else:
+                variant_graph = graph
+            sessions[name] = Session(build(variant_graph, precision, switches))
         except Exception as exc:  # noqa: BLE001 - a variant that does not build is a result
             result[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print(f"  built {name} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -160,7 +176,8 @@ def main(argv=None) -> int:
             for prec in args.precision.split(","):
                 key = f"{spec} {prec}"
                 print(f"{key}:", flush=True)
-                results[key] = ab(graph, prec, sets, args.rounds, args.repeat)
+                results[key] = ab(graph, prec, sets, args.rounds, args.repeat,
+                                  reload=lambda spec=spec: load_model(spec, args.batch))
                 print(table(f"{spec} batch {args.batch} {prec}", results[key]) + "\n", flush=True)
                 if args.out:
                     Path(args.out).write_text(json.dumps({"before": args.before, "after": args.after, "results": results},

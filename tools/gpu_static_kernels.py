@@ -3,6 +3,7 @@
     PYTHONPATH=. python tools/gpu_static_kernels.py zoo:efficientnet [--batch 1] [--md OUT.md] [--json OUT.json]
     PYTHONPATH=. python tools/gpu_static_kernels.py model.onnx [--no-source]
     PYTHONPATH=. python tools/gpu_static_kernels.py zoo:bert:seq_len=197 --rates h200  # a ViT-B/16-shaped layer stack
+    PYTHONPATH=. python tools/gpu_static_kernels.py zoo:bert --set hetpart.importer.concat_projections.CONCAT_PROJECTIONS=1
 
 For every fused kernel of the model's all-CUDA build (cross-compiled for sm_90 with
 the default :class:`~hetpart.kernels.options.KernelOptions`: TF32 on, split-K, 132
@@ -392,7 +393,18 @@ def main(argv=None) -> int:
                     help="build as hetpart.compile does in this CUDA format (weights lowered and marked; analyse())")
     ap.add_argument("--rates", choices=("default", "h200"), default="default",
                     help="the machine the estimates assume (Rates): default, or h200 (BRIEF_RATES)")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=0|1",
+                    help="set a module switch before the build (e.g. hetpart.importer.concat_projections."
+                         "CONCAT_PROJECTIONS=1); repeatable")
     args = ap.parse_args(argv)
+    for item in args.set:
+        import importlib
+
+        path, _, value = item.partition("=")
+        module, _, name = path.rpartition(".")
+        if not hasattr(importlib.import_module(module), name) or value not in ("0", "1"):
+            ap.error(f"--set {item}: not MODULE.NAME=0|1 of an existing switch")
+        setattr(importlib.import_module(module), name, value == "1")
     if args.model.startswith("zoo:"):
         from hetpart.models import build, parse_zoo_spec
 

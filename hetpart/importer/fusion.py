@@ -23,6 +23,7 @@ from tvm import relax
 from .accurate_math import accurate_math
 from . import constant_builds, conv_layout
 from .bit_shift import guard_shift_range
+from .concat_projections import concat_projections
 from .fake_quantize import float_fake_quantize
 from .qdq_conv import window_rows_2d
 from .fast_erf import fast_erf
@@ -89,7 +90,8 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     digits near 0 (:mod:`.accurate_math`); float16 matmuls, convolutions, softmaxes
     and sums accumulate in float32 (:mod:`.float16_accumulation`); a QDQ pair on an
     activation is computed in float (:mod:`.fake_quantize`); :mod:`.qdq_conv`'s im2col
-    (``take`` + reshape) is one 2-D compute (:func:`.qdq_conv.window_rows_2d`).  ``conv_block`` (None: NCHW):
+    (``take`` + reshape) is one 2-D compute (:func:`.qdq_conv.window_rows_2d`); projections of one
+    input by constant weights are one GEMM when :data:`.concat_projections.CONCAT_PROJECTIONS` is on.  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
     (:mod:`.conv_layout`)."""
     mod = window_rows_2d(float_fake_quantize(mod))  # qdq_conv's im2col: one 2-D gather
@@ -99,7 +101,7 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     # two kernels, the ReLU a whole extra pass.  CanonicalizeBindings reads ``y`` through.
     mod = _run(mod, ("FoldBatchnormToConv2D", "DecomposeOpsForInference", "CanonicalizeBindings"))
     # float16 first: the max its softmax emits is then made NaN/Inf-exact too
-    mod = accumulate_float16_in_float32(fast_erf(fold_weight_arithmetic(mod)))
+    mod = accumulate_float16_in_float32(fast_erf(concat_projections(fold_weight_arithmetic(mod))))
     if conv_block:
         mod = conv_layout.convert(mod, conv_block)
     return accurate_math(guard_shift_range(propagate_nan(mod)))
