@@ -3,7 +3,8 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # In the order to run them (closing note of session 50):
 #   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
-#   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert),
+#   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
+#   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
 #   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
 #   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
