@@ -243,6 +243,49 @@ def _store_intrin(transposed: bool):
     return desc, impl
 
 
+def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, desc_value, impl_value):
+    """(desc, impl) copying a ``rows`` x ``width`` shared-memory tile of ``source`` dtype into a
+    ``[32, rows * width / 32]`` warp buffer of ``dtype`` by ``layout`` (tile -> (lane, register));
+    the description converts each element by ``desc_value``, the impl has each lane load its
+    registers unrolled, from ``at(lane, r)`` (register -> tile coordinates), by ``impl_value``.
+    The one shape of every fragment load: TF32's (:func:`_load_intrin`) and the narrow
+    m16n8k16 ones (:func:`_narrow_load_intrin`)."""
+    from tvm.script import tirx as T
+
+    regs = rows * width // WARP
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE)
+        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:width])
+            T.writes(C[0:WARP, 0:regs])
+            for i, k in T.grid(rows, width):
+                with T.sblock("load"):
+                    vi, vk = T.axis.remap("SS", [i, k])
+                    lane, reg = T.meta_var(layout(vi, vk))
+                    T.reads(A[vi, vk])
+                    T.writes(C[lane, reg])
+                    C[lane, reg] = desc_value(A[vi, vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:rows, 0:width])
+            T.writes(C[0:WARP, 0:regs])
+            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
+                for r in T.unroll(regs):
+                    row, col = T.meta_var(at(lane, r))
+                    C[lane, r] = impl_value(A[row, col])
+
+    return desc, impl
+
+
 def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
     """(desc, impl) copying a ``rows`` x 8 shared-memory tile into a ``[32, 4]`` warp
     buffer by ``layout``; the impl has each lane load its 4 elements (``inverse``:
@@ -261,38 +304,7 @@ def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
 
         impl_value = desc_value
 
-    regs = rows * K // WARP
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (rows, K), source, align=64, offset_factor=1, scope=SCOPE)
-        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:rows, 0:K])
-            T.writes(C[0:WARP, 0:regs])
-            for i, k in T.grid(rows, K):
-                with T.sblock("load"):
-                    vi, vk = T.axis.remap("SS", [i, k])
-                    lane, reg = T.meta_var(layout(vi, vk))
-                    T.reads(A[vi, vk])
-                    T.writes(C[lane, reg])
-                    C[lane, reg] = desc_value(A[vi, vk])
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, c: T.handle) -> None:
-        s0 = T.int32()
-        s1 = T.int32()
-        A = T.match_buffer(a, (rows, K), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
-        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:rows, 0:K])
-            T.writes(C[0:WARP, 0:regs])
-            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
-                for r in T.unroll(regs):
-                    row, col = T.meta_var(inverse(lane, r))
-                    C[lane, r] = impl_value(A[row, col])
-
-    return desc, impl
+    return _fragment_load(rows, K, source, "float32", layout, inverse, desc_value, impl_value)
 
 
 def _mma_intrin():
@@ -383,35 +395,8 @@ def _narrow_load_intrin(layout, source: str, dtype: str):
         for r in range(regs):
             assert (rows(lane, r), cols(lane, r)) == table[lane][r], (lane, r)
 
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (M, MMA_K), source, align=64, offset_factor=1, scope=SCOPE)
-        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:M, 0:MMA_K])
-            T.writes(C[0:WARP, 0:regs])
-            for i, k in T.grid(M, MMA_K):
-                with T.sblock("load"):
-                    vi, vk = T.axis.remap("SS", [i, k])
-                    lane, reg = T.meta_var(layout(vi, vk))
-                    T.reads(A[vi, vk])
-                    T.writes(C[lane, reg])
-                    C[lane, reg] = desc_value(A[vi, vk])
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, c: T.handle) -> None:
-        s0 = T.int32()
-        s1 = T.int32()
-        A = T.match_buffer(a, (M, MMA_K), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
-        C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:M, 0:MMA_K])
-            T.writes(C[0:WARP, 0:regs])
-            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
-                for r in T.unroll(regs):
-                    C[lane, r] = impl_value(A[rows(lane, r), cols(lane, r)])
-
-    return desc, impl
+    return _fragment_load(M, MMA_K, source, dtype, layout, lambda lane, r: (rows(lane, r), cols(lane, r)),
+                          desc_value, impl_value)
 
 
 def _narrow_mma_intrin(dtype: str):
