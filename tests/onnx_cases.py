@@ -41,6 +41,24 @@ def erf_gelu(src: str, dst: str, inits: dict) -> list:
             helper.make_node("Mul", ["gelu_g", "half"], [dst])]
 
 
+VIT_PROJECTIONS = {"vit qkv 197": (197, 768, 768, False), "vit ffn-up 197 gelu": (197, 768, 3072, True)}
+"""name -> (tokens, k, n, gelu): ViT-B/16's projections at batch 1 (:func:`projection`'s arguments)."""
+
+
+def projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0) -> onnx.ModelProto:
+    """``y = x @ W + b`` on ``[1, tokens, k]`` (seeded weights scaled by 1/sqrt(k)), then the
+    erf GELU where asked: a transformer's projection as an export writes it."""
+    rng = np.random.default_rng(seed)
+    inits = {"w": (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32),
+             "b": rng.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["c"])]
+    if gelu:
+        nodes += erf_gelu("c", "y", inits)
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
+    return model(nodes, [("x", (1, tokens, k), np.float32)], [("y", (1, tokens, n), np.float32)], inits)
+
+
 def special_values(n: int = 64, seed: int = 0) -> np.ndarray:
     """``n`` float32 values: :data:`SPECIAL` first, then uniform in [-3, 3]."""
     rng = np.random.default_rng(seed)

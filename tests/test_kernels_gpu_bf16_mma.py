@@ -26,7 +26,6 @@ smaller.
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -35,10 +34,10 @@ import threading
 import numpy as np
 import pytest
 import tvm
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from tvm import tirx
 
-from onnx_cases import cuda_source, erf_gelu, model, onnxruntime_outputs
+from onnx_cases import VIT_PROJECTIONS, cuda_source, onnxruntime_outputs, projection
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
@@ -53,21 +52,7 @@ REL_TOL = 2e-2
 CTYPES = {"bfloat16": "nv_bfloat16", "float16": "half"}
 PTX = {"bfloat16": "bf16", "float16": "f16"}
 
-# name -> (tokens, k, n, gelu): ViT-B/16's projections at batch 1
-LAYERS = {"vit qkv 197": (197, 768, 768, False), "vit ffn-up 197 gelu": (197, 768, 3072, True)}
-
-
-def _projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0):
-    """``x @ W + b`` on ``[1, tokens, k]``, then the erf GELU where asked."""
-    rng = np.random.default_rng(seed)
-    inits = {"w": (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float32),
-             "b": rng.standard_normal(n).astype(np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["c"])]
-    if gelu:
-        nodes += erf_gelu("c", "y", inits)
-    else:
-        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
-    return model(nodes, [("x", (1, tokens, k), np.float32)], [("y", (1, tokens, n), np.float32)], inits)
+LAYERS = VIT_PROJECTIONS
 
 
 def _module(m, dtype: str | None):
@@ -124,7 +109,7 @@ def test_fragment_layouts_are_the_ptx_isa_ones():
 @pytest.mark.parametrize("dtype", sorted(CTYPES))
 @pytest.mark.parametrize("case", sorted(LAYERS))
 def test_narrow_mma_with_the_activation_narrowed_at_the_fragment_load(case, dtype, mma_on):
-    main = _main_kernel(cuda_source(kernels.build(_module(_projection(*LAYERS[case]), dtype), SM90,
+    main = _main_kernel(cuda_source(kernels.build(_module(projection(*LAYERS[case]), dtype), SM90,
                                                   cuda_graph=False)))
     ctype, ptx = CTYPES[dtype], PTX[dtype]
     assert f"mma.sync.aligned.m16n8k16.row.col.f32.{ptx}.{ptx}.f32" in main
@@ -141,14 +126,14 @@ def test_narrow_mma_with_the_activation_narrowed_at_the_fragment_load(case, dtyp
 @pytest.mark.parametrize("dtype", sorted(CTYPES))
 def test_switch_off_keeps_the_tf32_mma(dtype):
     assert tc.LOW_PRECISION_MMA is False, "off by default until device step 136"
-    main = _main_kernel(cuda_source(kernels.build(_module(_projection(*LAYERS["vit qkv 197"]), dtype), SM90,
+    main = _main_kernel(cuda_source(kernels.build(_module(projection(*LAYERS["vit qkv 197"]), dtype), SM90,
                                                   cuda_graph=False)))
     assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in main and "m16n8k16" not in main
     assert "__float_to_tf32(((float*)buf_dyn_shmem_ptr)" in main
 
 
 def test_float32_build_is_the_same_either_way(monkeypatch):
-    mod = _module(_projection(*LAYERS["vit qkv 197"]), None)
+    mod = _module(projection(*LAYERS["vit qkv 197"]), None)
     before = cuda_source(kernels.build(mod, SM90, cuda_graph=False))
     monkeypatch.setattr(tc, "LOW_PRECISION_MMA", True)
     assert cuda_source(kernels.build(mod, SM90, cuda_graph=False)) == before
@@ -159,7 +144,7 @@ def test_float32_build_is_the_same_either_way(monkeypatch):
 def test_kernels_compile_without_spilling(case, tmp_path, mma_on):
     from hetpart.kernels import cuda_compile
 
-    (tmp_path / "k.cu").write_text(cuda_source(kernels.build(_module(_projection(*LAYERS[case]), "bfloat16"),
+    (tmp_path / "k.cu").write_text(cuda_source(kernels.build(_module(projection(*LAYERS[case]), "bfloat16"),
                                                              SM90, cuda_graph=False)))
     cmd = cuda_compile.nvcc_command("90", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
     done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
@@ -263,7 +248,7 @@ SMALL = {"split 48x512x64": (48, 512, 64, 4), "short-k 48x128x64": (48, 128, 64,
 @pytest.mark.parametrize("case", sorted(SMALL))
 def test_schedule_computes_the_narrow_gemm_on_the_cpu(case, dtype, mma_on, monkeypatch):
     tokens, k, n, sms = SMALL[case]
-    m = _projection(tokens, k, n, False, seed=3)
+    m = projection(tokens, k, n, False, seed=3)
     func = _matmul_func(m, dtype)
     names = _emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
@@ -311,7 +296,7 @@ def test_projections_match_onnxruntime_on_gpu(case, fmt, mma_on):
 
     from onnx_cases import plan_all_on
 
-    m = _projection(*LAYERS[case])
+    m = projection(*LAYERS[case])
     graph = importer.load(m)
     compiled = compiler.compile(plan_all_on(graph, "cuda"), simulate=False, progress=False,
                                 precision=f"cuda={fmt}")
@@ -378,5 +363,5 @@ def test_convolutions_stay_tf32_where_their_switch_is_off(mma_on, monkeypatch):
     graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
     src = cuda_source(kernels.build(weight_prepack.mark_weights(graph.module), SM90, cuda_graph=False))
     assert "m16n8k8.row.col.f32.tf32.tf32" in src and "m16n8k16" not in src
-    proj = cuda_source(kernels.build(_module(_projection(64, 256, 256, False), "bfloat16"), SM90, cuda_graph=False))
+    proj = cuda_source(kernels.build(_module(projection(64, 256, 256, False), "bfloat16"), SM90, cuda_graph=False))
     assert "m16n8k16.row.col.f32.bf16" in proj, "matmuls keep the bf16 mma"

@@ -20,7 +20,6 @@ and fp16, and attention's scores ``Q K^T / 8`` in TF32, with both switches on, m
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ import tvm
 from onnx import helper
 from tvm import tirx
 
-from onnx_cases import cuda_source, erf_gelu, model, onnxruntime_outputs
+from onnx_cases import VIT_PROJECTIONS, cuda_source, model, onnxruntime_outputs, projection
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
@@ -45,27 +44,13 @@ REL_TOL = 2e-2
 TF32_RTOL = 5e-3
 CTYPES = {"bfloat16": "nv_bfloat16", "float16": "half"}
 
-# name -> (tokens, k, n, gelu): ViT-B/16's projections at batch 1
-LAYERS = {"vit qkv 197": (197, 768, 768, False), "vit ffn-up 197 gelu": (197, 768, 3072, True)}
-
-
-def _projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0):
-    """``x @ W + b`` on ``[1, tokens, k]``, then the erf GELU where asked."""
-    rng = np.random.default_rng(seed)
-    inits = {"w": (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float32),
-             "b": rng.standard_normal(n).astype(np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["c"])]
-    if gelu:
-        nodes += erf_gelu("c", "y", inits)
-    else:
-        nodes.append(helper.make_node("Identity", ["c"], ["y"]))
-    return model(nodes, [("x", (1, tokens, k), np.float32)], [("y", (1, tokens, n), np.float32)], inits)
+LAYERS = VIT_PROJECTIONS
 
 
 def _module(case: str, dtype: str | None):
     """The projection's fused module as the compiler schedules it: weights lowered to
     ``dtype`` (None: float32) and marked layout-free."""
-    graph = importer.load(_projection(*LAYERS[case]))
+    graph = importer.load(projection(*LAYERS[case]))
     if dtype is not None:
         graph = lp.lower_weights(graph, list(graph.kernels), dtype)
     return weight_prepack.mark_weights(graph.module)
@@ -171,7 +156,7 @@ def test_narrow_staging_steps_compute_the_projection_on_the_cpu(dtype):
     from hetpart.kernels.rules.gpu_gemm import as_normal_gemm
 
     tokens, k, n = 48, 64, 64
-    m = _projection(tokens, k, n, False, seed=3)
+    m = projection(tokens, k, n, False, seed=3)
     graph = importer.load(m)
     low = lp.lower_weights(graph, list(graph.kernels), dtype)
     (func,) = [f for gv, f in weight_prepack.mark_weights(low.module).functions_items()
@@ -234,7 +219,7 @@ def test_projections_match_onnxruntime_on_gpu(case, fmt):
 
     from onnx_cases import plan_all_on
 
-    m = _projection(*LAYERS[case])
+    m = projection(*LAYERS[case])
     graph = importer.load(m)
     compiled = compiler.compile(plan_all_on(graph, "cuda"), simulate=False, progress=False,
                                 precision=f"cuda={fmt}")
