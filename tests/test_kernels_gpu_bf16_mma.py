@@ -38,6 +38,7 @@ from onnx import numpy_helper
 from tvm import tirx
 
 from onnx_cases import VIT_PROJECTIONS, cuda_source, onnxruntime_outputs, projection
+from tir_loops import serial_everywhere
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
@@ -229,16 +230,6 @@ def _emulated_intrinsics() -> dict[str, str]:
     return {**names, **_EMULATED}
 
 
-def _serial_everywhere(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """``func`` with every thread loop serial, every buffer global and no loop or block
-    annotations (software pipelines, async copies): the same computation on a CPU."""
-    text = func.script()
-    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
-    text = re.sub(r', scope="(shared|local|shared\.dyn|warp)"', "", text).replace("private=True", "private=False")
-    text = re.sub(r", annotations=\{[^}]*\}", "", text)
-    text = re.sub(r"\n\s*T\.sblock_attr\(\{[^}]*\}\)", "", text)
-    return tvm.script.from_source(text)
-
 
 # name -> (tokens, k, n, SMs): a split-K projection (2 tiles on 4 "SMs": K cut in 4) and an un-split one
 SMALL = {"split 48x512x64": (48, 512, 64, 4), "short-k 48x128x64": (48, 128, 64, 132)}
@@ -264,7 +255,7 @@ def test_schedule_computes_the_narrow_gemm_on_the_cpu(case, dtype, mma_on, monke
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     w = lp.to_low(inits["w"], dtype)
     stored = {}  # the weight [k, n] and the bias [n], each in the dtype the function takes it in
-    lib = tvm.compile(tvm.IRModule({"main": _serial_everywhere(sch.mod["main"]).with_attr("global_symbol", "main")}),
+    lib = tvm.compile(tvm.IRModule({"main": serial_everywhere(sch.mod["main"]).with_attr("global_symbol", "main")}),
                       target="llvm")
     params = [tvm.runtime.tensor(x)]
     for p in func.params[1:-1]:
@@ -348,7 +339,7 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
         lib["main"](*params)
         return params[-1].numpy()
 
-    got = run(_serial_everywhere(sch.mod["main"]), x)
+    got = run(serial_everywhere(sch.mod["main"]), x)
     narrow = run(func, lp.to_low(x, "bfloat16").astype(np.float32))
     np.testing.assert_allclose(got, narrow, rtol=1e-5, atol=1e-5 * np.abs(narrow).max())
     want = onnxruntime_outputs(m, {"x": x})[0]

@@ -36,8 +36,7 @@ from tvm import s_tir, tirx
 from onnx_cases import cuda_source, model, onnxruntime_outputs, run_on
 from test_kernels_gpu_splitk_fine import _blocks
 from test_kernels_splitk import H200_LIMITS, _run_cpu
-
-import tvm
+from tir_loops import serial_everywhere
 
 from hetpart import kernels, load
 from hetpart.bench.switches import switched
@@ -224,16 +223,6 @@ def _emulated_intrinsics() -> dict[str, str]:
     return {**names, **_EMULATED}
 
 
-def _serial_everywhere(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """``func`` with every thread loop serial, every buffer global and no loop or block
-    annotations (software pipelines, register stages): the same computation on a CPU."""
-    text = func.script()
-    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
-    text = re.sub(r', scope="(shared|local|shared\.dyn|warp)"', "", text).replace("private=True", "private=False")
-    text = re.sub(r", annotations=\{[^}]*\}", "", text)
-    text = re.sub(r"\n\s*T\.sblock_attr\(\{[^}]*\}\)", "", text)
-    return tvm.script.from_source(text)
-
 
 @pytest.mark.parametrize("case", list(LAYERS))
 def test_schedules_compute_what_the_unscheduled_functions_compute(case, monkeypatch):
@@ -243,7 +232,7 @@ def test_schedules_compute_what_the_unscheduled_functions_compute(case, monkeypa
     sch = _apply(func)
     assert sch is not None and "rfactor" in str(sch.trace)
     want = _run_cpu(func)
-    got = _run_cpu(_serial_everywhere(sch.mod["main"]))
+    got = _run_cpu(serial_everywhere(sch.mod["main"]))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 

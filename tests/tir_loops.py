@@ -1,4 +1,5 @@
-"""Reading a scheduled PrimFunc's loop nest in tests: which blocks each loop holds."""
+"""Reading a scheduled PrimFunc's loop nest in tests (which blocks each loop holds), and
+running a GPU schedule's computation on the CPU (:func:`serial_everywhere`)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,19 @@ def loops_and_blocks(stmt) -> list:
 
     visit(stmt)
     return out
+
+
+def serial_everywhere(func):
+    """``func`` with every thread loop serial, every buffer global and no loop or block
+    annotations (software pipelines, register stages, async copies): the same computation
+    (TIR's meaning does not depend on them), runnable on a CPU."""
+    import re
+
+    import tvm
+
+    text = func.script()
+    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
+    text = re.sub(r', scope="(shared|local|shared\.dyn|warp)"', "", text).replace("private=True", "private=False")
+    text = re.sub(r", annotations=\{[^}]*\}", "", text)
+    text = re.sub(r"\n\s*T\.sblock_attr\(\{[^}]*\}\)", "", text)
+    return tvm.script.from_source(text)
