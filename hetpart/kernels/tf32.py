@@ -310,44 +310,54 @@ def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
 def _mma_intrin():
     """(desc, impl) of ``C[16x16] += A[16x8] * B[16x8]^T`` on warp buffers, the impl two
     ``mma.sync.m16n8k8`` TF32 instructions (columns 0-7, then 8-15)."""
+    return _mma("m16n8k8", "float32", "tf32", K, a_layout, b_layout, lambda x: x)
+
+
+def _mma(shape: str, dtype: str, ptx: str, depth: int, a_map, b_map, widen):
+    """(desc, impl) of ``C[16x16] += A[16 x depth] * B[16 x depth]^T`` on warp buffers (A, B of ``dtype``,
+    ``16 * depth / 32`` elements a lane by ``a_map`` / ``b_map``; C float32 by :func:`c_layout`),
+    each product ``widen(a) * widen(b)`` in float32; the impl two ``mma.sync`` of ``shape``
+    with ``ptx`` operands and float32 accumulators (C's columns 0-7, then 8-15).  The one shape
+    of TF32's (:func:`_mma_intrin`) and the narrow m16n8k16 ones (:func:`_narrow_mma_intrin`)."""
     import tvm
     from tvm.script import tirx as T
 
     lift = tvm.runtime.convert
+    regs = M * depth // WARP  # A's or B's elements a lane; each mma takes half of B's
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
-        B = T.match_buffer(b, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        A = T.match_buffer(a, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:4], B[0:WARP, 0:4])
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:regs], B[0:WARP, 0:regs])
             T.writes(C[0:WARP, 0:8])
-            for i, j, k in T.grid(M, N, K):
+            for i, j, k in T.grid(M, N, depth):
                 with T.sblock("C"):
                     vi, vj, vk = T.axis.remap("SSR", [i, j, k])
                     lc, rc = T.meta_var(c_layout(vi, vj))
-                    la, ra = T.meta_var(a_layout(vi, vk))
-                    lb, rb = T.meta_var(b_layout(vj, vk))
+                    la, ra = T.meta_var(a_map(vi, vk))
+                    lb, rb = T.meta_var(b_map(vj, vk))
                     T.reads(C[lc, rc], A[la, ra], B[lb, rb])
                     T.writes(C[lc, rc])
-                    C[lc, rc] = C[lc, rc] + A[la, ra] * B[lb, rb]
+                    C[lc, rc] = C[lc, rc] + widen(A[la, ra]) * widen(B[lb, rb])
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
-        B = T.match_buffer(b, (WARP, 4), "float32", align=64, offset_factor=1, scope="warp")
+        A = T.match_buffer(a, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
+        B = T.match_buffer(b, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:4], B[0:WARP, 0:4])
+            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:regs], B[0:WARP, 0:regs])
             T.writes(C[0:WARP, 0:8])
             for lane in T.thread_binding(0, WARP, "threadIdx.x"):
                 for half in T.unroll(2):
                     T.evaluate(
                         T.ptx_legacy.mma(
-                            "m16n8k8", "row", "col", "tf32", "tf32", "fp32",
-                            A.data, A.elem_offset + lane * lift(4),
-                            B.data, B.elem_offset + lane * lift(4) + half * lift(2),
+                            shape, "row", "col", ptx, ptx, "fp32",
+                            A.data, A.elem_offset + lane * lift(regs),
+                            B.data, B.elem_offset + lane * lift(regs) + half * lift(regs // 2),
                             C.data, C.elem_offset + lane * lift(8) + half * lift(4),
                             False, dtype="float32",
                         )
@@ -403,48 +413,7 @@ def _narrow_mma_intrin(dtype: str):
     """(desc, impl) of ``C[16x16] += A[16x16] * B[16x16]^T`` on ``dtype`` warp buffers
     (products and sums in float32), the impl two ``mma.sync.m16n8k16`` with ``dtype``
     operands and float32 accumulators (columns 0-7, then 8-15)."""
-    import tvm
     from tvm.script import tirx as T
 
-    lift = tvm.runtime.convert
-    ptx = MMA_DTYPES[dtype]
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-        B = T.match_buffer(b, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:8], B[0:WARP, 0:8])
-            T.writes(C[0:WARP, 0:8])
-            for i, j, k in T.grid(M, N, MMA_K):
-                with T.sblock("C"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    lc, rc = T.meta_var(c_layout(vi, vj))
-                    la, ra = T.meta_var(mma_a_layout(vi, vk))
-                    lb, rb = T.meta_var(mma_b_layout(vj, vk))
-                    T.reads(C[lc, rc], A[la, ra], B[lb, rb])
-                    T.writes(C[lc, rc])
-                    C[lc, rc] = C[lc, rc] + T.Cast("float32", A[la, ra]) * T.Cast("float32", B[lb, rb])
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-        B = T.match_buffer(b, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-        C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(C[0:WARP, 0:8], A[0:WARP, 0:8], B[0:WARP, 0:8])
-            T.writes(C[0:WARP, 0:8])
-            for lane in T.thread_binding(0, WARP, "threadIdx.x"):
-                for half in T.unroll(2):
-                    T.evaluate(
-                        T.ptx_legacy.mma(
-                            "m16n8k16", "row", "col", ptx, ptx, "fp32",
-                            A.data, A.elem_offset + lane * lift(8),
-                            B.data, B.elem_offset + lane * lift(8) + half * lift(4),
-                            C.data, C.elem_offset + lane * lift(8) + half * lift(4),
-                            False, dtype="float32",
-                        )
-                    )
-
-    return desc, impl
+    return _mma("m16n8k16", dtype, MMA_DTYPES[dtype], MMA_K, mma_a_layout, mma_b_layout,
+                lambda x: T.Cast("float32", x))
