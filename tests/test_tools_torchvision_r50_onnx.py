@@ -35,6 +35,8 @@ def test_fold_keeps_function_and_drops_bn():
     for n in convs:
         assert len(n.input) == 3
         assert [a.name for a in n.attribute] == ["dilations", "group", "kernel_shape", "pads", "strides"]
+    pool = next(n for n in tv.graph.node if n.op_type == "MaxPool")
+    assert {a.name for a in pool.attribute} >= {"ceil_mode", "dilations", "pads"}
     gemm = next(n for n in tv.graph.node if n.op_type == "Gemm")
     assert {a.name for a in gemm.attribute} >= {"alpha", "beta", "transB"}
     shape = [d.dim_value for d in zoo.graph.input[0].type.tensor_type.shape.dim]

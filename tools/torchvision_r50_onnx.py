@@ -6,7 +6,7 @@ Out: an ONNX model (opset 17) where every ``Conv -> BatchNormalization`` pair is
 with a bias (``W * gamma/sqrt(var+eps)`` per output channel, ``beta - mean*gamma/sqrt(var+eps)``),
 no BatchNormalization left; Conv nodes carry the attributes the exporter writes
 (``dilations``, ``group``, ``kernel_shape``, ``pads``, ``strides``); ``Gemm`` carries
-``alpha``, ``beta``, ``transB``; MaxPool 3x3 s2 pad 1, ``Add(branch, shortcut) -> Relu``,
+``alpha``, ``beta``, ``transB``; MaxPool 3x3 s2 pad 1 (``ceil_mode``, ``dilations`` explicit), ``Add(branch, shortcut) -> Relu``,
 GlobalAveragePool, Flatten are the zoo's already (the same as the export's).
 Invariant: the output equals the zoo model's up to float rounding of the fold.
 
@@ -62,6 +62,8 @@ def fold_bn_into_conv(model: onnx.ModelProto) -> onnx.ModelProto:
     for n in keep:
         if n.op_type == "Conv":
             _torch_conv_attrs(n, inits.get(n.input[1], new_inits.get(n.input[1])))
+        elif n.op_type == "MaxPool":
+            _torch_maxpool_attrs(n)
         elif n.op_type == "Gemm":
             have = {a.name for a in n.attribute}
             for name, v in (("alpha", 1.0), ("beta", 1.0)):
@@ -82,6 +84,16 @@ def _torch_conv_attrs(node: onnx.NodeProto, weight) -> None:
     kh, kw = (list(attrs["kernel_shape"]) if "kernel_shape" in attrs else list(weight.shape[2:]))
     full = {"dilations": list(attrs.get("dilations", [1, 1])), "group": int(attrs.get("group", 1)),
             "kernel_shape": [kh, kw], "pads": list(attrs.get("pads", [0, 0, 0, 0])),
+            "strides": list(attrs.get("strides", [1, 1]))}
+    del node.attribute[:]
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in full.items())
+
+
+def _torch_maxpool_attrs(node: onnx.NodeProto) -> None:
+    """MaxPool as the exporter writes it at opset 17: ceil_mode and dilations explicit."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    full = {"ceil_mode": int(attrs.get("ceil_mode", 0)), "dilations": list(attrs.get("dilations", [1, 1])),
+            "kernel_shape": list(attrs["kernel_shape"]), "pads": list(attrs.get("pads", [0, 0, 0, 0])),
             "strides": list(attrs.get("strides", [1, 1]))}
     del node.attribute[:]
     node.attribute.extend(helper.make_attribute(k, v) for k, v in full.items())
