@@ -5,6 +5,7 @@
 #   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
 #   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
 #   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
+#   139 (issue 18, torchvision resnet50 b1 all-CPU NCHW16c: the stale 1.60x ORT row re-measured beside zoo:resnet50),
 #   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
 #   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
 #   and its profiled price), 129 (issue 18, resnet50 b32 all-CPU: the padded convs' per-image fork-joins, both b32
@@ -18,6 +19,36 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+139)  # (BUDGET=590) issue 18, torchvision ResNet-50 b1 all-CPU NCHW16c against ONNX Runtime at 16 threads (branch
+     # cpu-r50-tv, bench/results/cpu-r50-torchvision-2core.md).  The corpus row (1.60x ORT, session 42) predates the
+     # blocked-conv rules; zoo:resnet50's (0.96x, step 117) does not, and step 117 never re-ran the torchvision export.
+     # Offline (2-core VM, no torch): the zoo model rewritten as torch.onnx.export writes it (BN folded into Conv
+     # biases, no BatchNormalization, full Conv/Gemm attributes, opset 17; tools/torchvision_r50_onnx.py) builds the
+     # same 28 kernels with the same rules and tiles, machine code identical symbol by symbol
+     # (tools/build_code_hash.py: all 71 asm hashes equal; the TIR differs only in Relax binding names), 1 thread
+     # CPU time 1.05x / 1.03x ORT, 1.03x / 1.02x in the other order (the same code: noise).  (1) bench/corpus.py b1 --cpu-conv-block 16 --time on
+     # the real export (resnet50) and zoo:resnet50 in one call; (2) tools/build_code_hash.py on the real export
+     # and the zoo model, block 16, diffed (tir/ keys differ by binding names alone offline: read asm/);
+     # (3) tools/nchwc_ab.py both at 16 threads, one process, --rules.
+     # Decides: (2) no asm/ key differs and (1)'s two rows within ~5% of each other -> the 1.60x was stale, the
+     # resnet50 row is replaced by (1)'s (the lead copies it into corpus-nvidia-h100.md).  An asm/ key differs ->
+     # the real export reaches another kernel than the replica (something torch writes that the replica lacks:
+     # look at those kernels' names in (3)'s rule lists).  Code identical but (1)'s rows apart by > 5% -> the
+     # difference is timing, not the build: (3)'s two NCHWc/ORT ratios in one process say whether it repeats.
+  BUDGET=590; f="$OUT/corpus-139.json"; tv="$EXPORTS/resnet50-b1.onnx"
+  timeout 330 python3 bench/corpus.py --devices cpu --batches 1 --time --cpu-conv-block 16 --budget 310 \
+    --export-dir "$EXPORTS" --models resnet50,zoo:resnet50 --out "$f" > "$OUT/logs/corpus-139.log" 2>&1
+  left=$((BUDGET - SECONDS - 110)); [ "$left" -gt 120 ] && left=120
+  command -v objdump > /dev/null || echo "no objdump on this host: (2) skipped" > "$OUT/r50-tv-hash-diff-139.txt"
+  command -v objdump > /dev/null && [ -f "$tv" ] && [ "$left" -ge 40 ] && timeout "$left" python3 \
+    tools/build_code_hash.py "$tv:block=16" \
+    zoo:resnet50:block=16 -o "$OUT/r50-tv-hash-139.json" > "$OUT/logs/r50-tv-hash-139.log" 2>&1
+  [ -f "$OUT/r50-tv-hash-139.json" ] && python3 -c "import json, sys; d = json.load(open(sys.argv[1])); \
+    a, b = d.values(); print('differ:', sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))" \
+    "$OUT/r50-tv-hash-139.json" > "$OUT/r50-tv-hash-diff-139.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ -f "$tv" ] && [ "$left" -ge 50 ] && timeout "$left" python3 tools/nchwc_ab.py "$tv" zoo:resnet50 --block 16 \
+    --threads 16 --calls 10 --rounds 3 --rules > "$OUT/r50-tv-nchwc-t16-139.txt" 2>&1 ;;
 135)  # (BUDGET=590) issue 17, ViT-B/16 at batch 1 on the GPU (branch gpu-vit, bench/results/gpu-vit-b1-static.md).
      # Corpus (H200): TF32 1.506 ms GPU-in vs PyTorch's graph 1.035; bf16 1.849 vs 1.105 -- bf16 slower than TF32.
      # Static reading: a bf16 build runs the same rules, grids and TF32 mma as TF32, but its weight tile was widened
