@@ -12,6 +12,7 @@ import device_preflight as pf  # noqa: E402
 STEP = '''12)  # a comment naming tools/only_in_a_comment.py, which the step does not run
   timeout 60 python3 tools/runs_fine.py --x > "$OUT/a.txt"
   python3 tools/needs_a_staged_away_helper.py
+  python3 tools/imports_late.py
   python3 -m pytest -q tests/test_gone.py
   tar xzf .hold/plans12.tgz -C /tmp ;;
 '''
@@ -21,6 +22,7 @@ def _tree(root: Path, profile: bool = True) -> None:
     (root / "tools").mkdir()
     (root / "tools" / "runs_fine.py").write_text("import json\n")
     (root / "tools" / "needs_a_staged_away_helper.py").write_text("import helper_moved_away_xyz\n")
+    (root / "tools" / "imports_late.py").write_text("def main():\n    import torch\n    from late_helper_xyz import f\n")
     if profile:
         (root / "bench" / "results").mkdir(parents=True)
         (root / "bench" / "results" / "profile-capped-nvidia-h200.json").write_text("{}")
@@ -31,11 +33,13 @@ def test_a_step_s_missing_files_failed_imports_and_carries_are_named(tmp_path):
     script = tmp_path / "round.sh"
     script.write_text("case $1 in\n" + STEP + "esac\n")
     found = pf.problems(pf.step_text(script, "12"), tmp_path)
-    assert len(found) == 3, found
+    assert len(found) == 4, found
     assert found[0].startswith("tests/test_gone.py: not in the tree")
-    assert found[1].startswith("tools/needs_a_staged_away_helper.py: does not import: ModuleNotFoundError")
-    assert "helper_moved_away_xyz" in found[1]
-    assert found[2].startswith(".hold/plans12.tgz: not here")
+    # the import inside main() that cost session 50 a call; torch is the GPU machine's
+    assert found[1] == "tools/imports_late.py: imports late_helper_xyz (inside a function), which is not here"
+    assert found[2].startswith("tools/needs_a_staged_away_helper.py: does not import: ModuleNotFoundError")
+    assert "helper_moved_away_xyz" in found[2]
+    assert found[3].startswith(".hold/plans12.tgz: not here")
     assert not any("only_in_a_comment" in line for line in found)
 
 

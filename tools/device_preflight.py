@@ -10,14 +10,16 @@ profile left out of the carry.  This reads each step's text in ``--script``, fin
 runs (``tools/*.py``, ``bench/*.py``, ``tests/test_*.py``) and the archives it expects
 (``.hold/*.tgz``), and checks here, without a GPU: each file exists, each Python file imports
 (tools with ``tools/`` and the repository root on the path, as the device runs them; tests
-with ``tests/``), and a cost-model profile is there (the shipped one, or the capped one
+with ``tests/``; the modules a file imports inside its functions found), and a cost-model profile is there (the shipped one, or the capped one
 ``tools/device_lib.sh`` falls back to).  Prints one line per problem; exit status 1 if any.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = re.compile(r"\b((?:tools|bench)/[\w.]+\.py|tests/test_\w+\.py)\b")
 ARCHIVES = re.compile(r"(\.hold/[\w.-]+\.tgz)")
 PROFILES = ("hetpart/costmodel/recorded/h200.json", "bench/results/profile-capped-nvidia-h200.json")
+DEVICE_ONLY = frozenset({"torch", "torchvision", "transformers", "timm", "accelerate", "cuda"})
+"""Modules the GPU machine's python has and this one may lack (the brief's list)."""
 
 
 def step_text(script: Path, step: str) -> str:
@@ -41,6 +45,20 @@ def _code(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
+def _nested_imports(path: Path) -> list[str]:
+    """Top-level module names ``path`` imports inside functions (run only when called, so
+    importing the file does not check them), less :data:`DEVICE_ONLY`."""
+    names = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return sorted(names - DEVICE_ONLY)
+
+
 def problems(text: str, root: Path = ROOT) -> list[str]:
     """What a step's (non-comment) ``text`` runs or reads that is missing or does not import
     under ``root``: one sentence each, empty when all is there."""
@@ -54,6 +72,8 @@ def problems(text: str, root: Path = ROOT) -> list[str]:
         sys.path[:0] = [str(root), str(folder)]
         try:
             importlib.import_module(path.stem)
+            out += [f"{rel}: imports {name} (inside a function), which is not here"
+                    for name in _nested_imports(path) if importlib.util.find_spec(name) is None]
         except Exception as exc:  # noqa: BLE001 - any import failure is what this reports
             out.append(f"{rel}: does not import: {type(exc).__name__}: {exc}")
         finally:
