@@ -5,7 +5,7 @@ In: a :class:`~.analysis.MacBlock` (the multiply-accumulate block of a fused con
 :func:`blocked_conv` -- a :class:`BlockedConv` (the block's iterators by role: output dims, the
 blocked reduction ``ic``, the window, which operand is the data), or None for another block;
 :class:`BlockedPlan` is the register tile :func:`.rules.cpu_blocked_conv.blocked_plan` chooses for it.
-The index predicates (``_is``, ``_unit``, ``_at``, ``_reads``, ``_blocked_out``) are shared with the
+The index predicates (``_is``, ``_unit``, ``_at``, ``_reads``, ``_window``, ``_blocked_out``) are shared with the
 rule's plan, tile and depthwise code.
 
 Invariant: reading only -- nothing here schedules or changes the block.  The one switch read here,
@@ -143,23 +143,22 @@ def blocked_conv(mac: MacBlock) -> BlockedConv | None:
                 return stem
         if len(w_idx) != 6 or len(d_idx) != 5:
             continue
-        split = _channel_split(w_idx[1], w_idx[4], mac)
-        if split is None or _channel_split(d_idx[1], d_idx[4], mac) is None:
+        split, d_split = _channel_split(w_idx[1], w_idx[4], mac), _channel_split(d_idx[1], d_idx[4], mac)
+        if split is None or d_split is None:
             continue
         ic, c = split
-        d_split = _channel_split(d_idx[1], d_idx[4], mac)
         if not (d_split[0].same_as(ic) and d_split[1] == c):
             continue
         if not (_at(w_idx[0], occ) and _is(w_idx[5], ocb) and _at(d_idx[0], n)):
             continue
-        window = [e for e in w_idx[2:4] if not _unit(e)]
-        if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+        window = _window(w_idx[2:4], mac)
+        if window is None:
             continue
         if not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)):
             continue
         if mac.extents[ic] % c or len(mac.reduce) != 1 + len(window):
             continue
-        return BlockedConv(n, occ, oh, ow, ocb, ic, c, tuple(window), data)
+        return BlockedConv(n, occ, oh, ow, ocb, ic, c, window, data)
     return None
 
 
@@ -173,12 +172,21 @@ def _plain_input(mac: MacBlock, out, w_idx, d_idx, data: int) -> BlockedConv | N
         return None
     if not (_at(w_idx[0], occ) and _is(w_idx[4], ocb) and _at(d_idx[0], n)):
         return None
-    window = [e for e in w_idx[2:4] if not _unit(e)]
-    if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+    window = _window(w_idx[2:4], mac)
+    if window is None:
         return None
     if not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)) or len(mac.reduce) != 1 + len(window):
         return None
-    return BlockedConv(n, occ, oh, ow, ocb, ic, 1, tuple(window), data)
+    return BlockedConv(n, occ, oh, ow, ocb, ic, 1, window, data)
+
+
+def _window(indices, mac: MacBlock) -> tuple | None:
+    """The window iterators among a weight's ``(kh, kw)`` ``indices`` (unit dims left out), or
+    None unless each is a bare reduction iterator of ``mac``."""
+    window = tuple(e for e in indices if not _unit(e))
+    if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+        return None
+    return window
 
 
 def _reads(e, var) -> bool:

@@ -64,7 +64,7 @@ from ..analysis import (
 from .. import ragged_rows, stack_tiles, weight_prefetch
 from ..register_tile import PARALLEL_MIN_MACS, mac_count
 from ..blocked_conv_match import (  # recognition (PLAIN_INPUT stays here: module docstring)
-    BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, blocked_conv,
+    BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, _window, blocked_conv,
 )
 from ..blocked_conv_batch import (  # the batch side (its switches stay here: module docstring)
     _pad_per_image, _padding_block, _per_image_padding, group_split, pad_group_images, padding_rows,
@@ -945,12 +945,12 @@ def blocked_depthwise(mac: MacBlock) -> BlockedDepthwise | None:
         if not (_at(w_idx[0], chunk) and _is(w_idx[3], lane) and _at(d_idx[0], n) and _at(d_idx[1], chunk)
                 and _is(d_idx[4], lane)):
             continue
-        window = [e for e in w_idx[1:3] if not _unit(e)]
-        if not all(isinstance(e, tirx.Var) and any(e.same_as(r) for r in mac.reduce) for e in window):
+        window = _window(w_idx[1:3], mac)
+        if window is None:
             continue
         if len(mac.reduce) != len(window) or not ((oh is None or _reads(d_idx[2], oh)) and _reads(d_idx[3], ow)):
             continue
-        return BlockedDepthwise(n, chunk, oh, ow, lane, tuple(window), data)
+        return BlockedDepthwise(n, chunk, oh, ow, lane, window, data)
     return None
 
 
