@@ -393,18 +393,17 @@ def main(argv=None) -> int:
                     help="build as hetpart.compile does in this CUDA format (weights lowered and marked; analyse())")
     ap.add_argument("--rates", choices=("default", "h200"), default="default",
                     help="the machine the estimates assume (Rates): default, or h200 (BRIEF_RATES)")
-    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=0|1",
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
                     help="set a module switch before the build (e.g. hetpart.importer.concat_projections."
-                         "CONCAT_PROJECTIONS=1); repeatable")
+                         "CONCAT_PROJECTIONS=1; hetpart.bench.switches' syntax); repeatable")
     args = ap.parse_args(argv)
-    for item in args.set:
-        import importlib
+    from hetpart.bench.switches import apply_switches, parse_switches
+    from hetpart.errors import HetpartError
 
-        path, _, value = item.partition("=")
-        module, _, name = path.rpartition(".")
-        if not hasattr(importlib.import_module(module), name) or value not in ("0", "1"):
-            ap.error(f"--set {item}: not MODULE.NAME=0|1 of an existing switch")
-        setattr(importlib.import_module(module), name, value == "1")
+    try:
+        apply_switches(parse_switches(args.set))
+    except HetpartError as exc:
+        ap.error(f"--set: {exc}")
     if args.model.startswith("zoo:"):
         from hetpart.models import build, parse_zoo_spec
 
