@@ -10,7 +10,7 @@ Per model and CUDA precision (``--precision``: tf32, bf16, fp16, fp32), the vari
 ``--before`` switch (that one alone set, ``-NAME``: the checkout without it).  Each variant is
 compiled all-CUDA by :func:`build` (the switches set only while it compiles: the rules read
 them at schedule time), opened as a
-:class:`~hetpart.runtime.Session`, and fed the same seeded inputs already on the GPU (TVM
+:class:`~hetpart.runtime.Session`, and fed the same seeded inputs (:func:`hetpart.runtime.random_feeds`) already on the GPU (TVM
 CUDA tensors: ``bench/corpus.py``'s ``hetpart_device_ms`` boundary, outputs back to numpy);
 the variants run in turns of ``--repeat`` calls for ``--rounds`` rounds.  Reported: per
 variant the least round median (ms) with the rounds' range, its ratio to ``before``, and
@@ -66,19 +66,6 @@ def build(graph, precision: str, switches: list[str], cuda_arch: str | None = No
                                **cross)
 
 
-def feeds(graph, seed: int = 0) -> dict:
-    """Seeded inputs for ``graph``'s inputs: standard normal floats, integers in [0, 100)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        shape = [int(d) for d in t.shape]
-        dtype = np.dtype(str(t.dtype))
-        out[name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                     else rng.integers(0, 100, shape).astype(dtype))
-    return out
-
-
 IMPORTER_SWITCHES = "hetpart.importer."
 """A switch under this package is read at import (``importer.load``), not at schedule time: a
 variant that sets one is built from the model re-imported with it set (``ab``'s ``reload``)."""
@@ -93,7 +80,7 @@ def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: i
     import tvm
 
     from hetpart.bench.switches import switched
-    from hetpart.runtime import Session
+    from hetpart.runtime import Session, random_feeds
 
     reimport = reload is not None and any(s.startswith(IMPORTER_SWITCHES) for sw in sets.values() for s in sw)
     sessions, result = {}, {}
@@ -109,7 +96,9 @@ def ab(graph, precision: str, sets: dict[str, list[str]], rounds: int, repeat: i
         except Exception as exc:  # noqa: BLE001 - a variant that does not build is a result
             result[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print(f"  built {name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    x = feeds(graph)
+    if not sessions:
+        return result
+    x = random_feeds(next(iter(sessions.values())).compiled.inputs)
     resident = {k: tvm.runtime.tensor(np.ascontiguousarray(v), tvm.cuda(0)) for k, v in x.items()}
     outs = {n: [np.asarray(o) for o in s.run(resident).values()] for n, s in sessions.items()}
     times: dict[str, list[float]] = {n: [] for n in sessions}
