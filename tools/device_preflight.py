@@ -59,6 +59,36 @@ def _nested_imports(path: Path) -> list[str]:
     return sorted(names - DEVICE_ONLY)
 
 
+def _is_under(file, root: Path) -> bool:
+    return file is not None and Path(file).resolve().is_relative_to(root.resolve())
+
+
+def _late_import_problems(rel: str, path: Path, root: Path) -> list[str]:
+    """The modules ``path`` imports inside functions, followed through this tree's own modules
+    (a helper a tool imports late may itself import a third that was staged away, which cost
+    session 51 a call): one sentence per module missing or failing to import."""
+    out, seen, todo = [], set(), [path]
+    while todo:
+        for name in _nested_imports(todo.pop()):
+            if name in seen:
+                continue
+            seen.add(name)
+            spec = importlib.util.find_spec(name)
+            if spec is None:
+                out.append(f"{rel}: imports {name} (inside a function), which is not here")
+                continue
+            if not _is_under(spec.origin, root):
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - any import failure is what this reports
+                out.append(f"{rel}: imports {name} (inside a function), which does not import: "
+                           f"{type(exc).__name__}: {exc}")
+                continue
+            todo.append(Path(spec.origin))
+    return out
+
+
 def problems(text: str, root: Path = ROOT) -> list[str]:
     """What a step's (non-comment) ``text`` runs or reads that is missing or does not import
     under ``root``: one sentence each, empty when all is there."""
@@ -70,15 +100,17 @@ def problems(text: str, root: Path = ROOT) -> list[str]:
             continue
         folder = path.parent
         sys.path[:0] = [str(root), str(folder)]
+        loaded = set(sys.modules)
         try:
             importlib.import_module(path.stem)
-            out += [f"{rel}: imports {name} (inside a function), which is not here"
-                    for name in _nested_imports(path) if importlib.util.find_spec(name) is None]
+            out += _late_import_problems(rel, path, root)
         except Exception as exc:  # noqa: BLE001 - any import failure is what this reports
             out.append(f"{rel}: does not import: {type(exc).__name__}: {exc}")
         finally:
             del sys.path[:2]
-            sys.modules.pop(path.stem, None)
+            for name in set(sys.modules) - loaded:  # this tree's modules, so the next step imports afresh
+                if _is_under(getattr(sys.modules[name], "__file__", None), root):
+                    sys.modules.pop(name, None)
     for rel in sorted(set(ARCHIVES.findall(code))):
         if not (root / rel).exists():
             out.append(f"{rel}: not here (a carry the step expects)")

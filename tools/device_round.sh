@@ -22,6 +22,38 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+142)  # (BUDGET=590) issue 17, steps 135 and 136 in one call (session 51 had one call left after two refusals):
+     # the three bf16/pipeline switches together on the corpus exports at batch 1, all-CUDA, GPU-resident inputs.
+     # Step 135's cuda tests ran in session 51 (21 passed, H100); its A/B parts failed on a staged-away import.
+     # (1) step 136's cuda tests (bf16/fp16 mma projections vs ORT at 2e-2);
+     # (2) vit_b_16 bf16: WIDEN_IN_FRAGMENTS, DEEP_PIPELINE, LOW_PRECISION_MMA all off (before) / all on (after) /
+     #     each alone off (--each: what each one adds);
+     # (3) vit_b_16 tf32: DEEP_PIPELINE off / on (the other two change nothing in TF32);
+     # (4) whisper_encoder, then distilbert, bf16: all three off / on.
+     # Decides, per switch (step 135's and 136's rules): on if its "-SWITCH" variant in (2) is slower than after by
+     # more than the rounds' spread, (1) passes, and no model in (4) is slower after; DEEP_PIPELINE also by (3).
+  BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; all=
+  for x in WIDEN_IN_FRAGMENTS DEEP_PIPELINE LOW_PRECISION_MMA; do all="$all --before $tc.$x=0 --after $tc.$x=1"; done
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
+    tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-142.txt" 2>&1
+  for name in vit_b_16 whisper_encoder distilbert; do
+    f="$EXPORTS/$name-b1.onnx"
+    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
+      > "$OUT/logs/export-$name.txt" 2>&1
+  done
+  vit="$EXPORTS/vit_b_16-b1.onnx"; left=$((BUDGET - SECONDS - 250))
+  [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout $((left < 200 ? left : 200)) python3 tools/gpu_model_switch_ab.py "$vit" \
+    --precision bf16 $all --each --rounds 5 --repeat 30 --out "$OUT/vit-bf16-ab-142.json" > "$OUT/logs/vit-bf16-142.txt" 2>&1
+  left=$((BUDGET - SECONDS - 160))
+  [ -f "$vit" ] && [ "$left" -ge 50 ] && timeout $((left < 80 ? left : 80)) python3 tools/gpu_model_switch_ab.py "$vit" \
+    --precision tf32 --before $tc.DEEP_PIPELINE=0 --after $tc.DEEP_PIPELINE=1 --rounds 5 --repeat 30 \
+    --out "$OUT/vit-tf32-ab-142.json" > "$OUT/logs/vit-tf32-142.txt" 2>&1
+  for name in whisper_encoder distilbert; do
+    f="$EXPORTS/$name-b1.onnx"; left=$((BUDGET - SECONDS - 5)); [ $name = whisper_encoder ] && left=$((left - 60))
+    [ -f "$f" ] && [ "$left" -ge 50 ] && timeout $((left < 120 ? left : 120)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/$name-bf16-ab-142.json" > "$OUT/logs/$name-bf16-142.txt" 2>&1
+  done ;;
 140)  # (BUDGET=590) issue 20, the two detector scenarios again now that the CPU NMS keeps candidates by a selection
      # (SELECT_CANDIDATES on since session 50: NMS 0.42-0.46x its old CPU time per core).  Last runs: detector+resnet50
      # hetpart 1.88x then 1.29x sequential (step 128, H100, the detector's run p99 26.7 ms alone / 40.0 beside, most of
