@@ -60,7 +60,8 @@ def _nested_imports(path: Path) -> list[str]:
 
 
 def _is_under(file, root: Path) -> bool:
-    return file is not None and Path(file).resolve().is_relative_to(root.resolve())
+    """``file`` (a module spec's origin: a path, "frozen", "built-in" or None) is a file of ``root``."""
+    return file is not None and Path(file).is_absolute() and Path(file).resolve().is_relative_to(root.resolve())
 
 
 def _late_import_problems(rel: str, path: Path, root: Path) -> list[str]:
@@ -100,7 +101,6 @@ def problems(text: str, root: Path = ROOT) -> list[str]:
             continue
         folder = path.parent
         sys.path[:0] = [str(root), str(folder)]
-        loaded = set(sys.modules)
         try:
             importlib.import_module(path.stem)
             out += _late_import_problems(rel, path, root)
@@ -108,9 +108,7 @@ def problems(text: str, root: Path = ROOT) -> list[str]:
             out.append(f"{rel}: does not import: {type(exc).__name__}: {exc}")
         finally:
             del sys.path[:2]
-            for name in set(sys.modules) - loaded:  # this tree's modules, so the next step imports afresh
-                if _is_under(getattr(sys.modules[name], "__file__", None), root):
-                    sys.modules.pop(name, None)
+            sys.modules.pop(path.stem, None)
     for rel in sorted(set(ARCHIVES.findall(code))):
         if not (root / rel).exists():
             out.append(f"{rel}: not here (a carry the step expects)")
