@@ -48,12 +48,12 @@ case "${1:-1}" in
      # tiles that fill the grid the least padded area per measured tile rate: those kernels go to 64x64 (4 warps),
      # half the MMAs (Whisper b32 P V: 113 -> 57 GFLOP a layer); the projections and Q K^T keep 128x128.
      # (1) cuda tests: P V at ViT's b32 and Whisper's shapes and a 1x1 conv into 16 channels (b32), switch on, vs ORT;
+     # (3, run second) per changed kernel, off/on (gpu_switch_ab.py --batch 32): ViT's and Whisper's layer (P V), then
+     #     zoo efficientnet, mobilenet, swin, resnet50 at b32 (1x1 convs into few channels; swin's window attention);
      # (2) the corpus exports at batch 32, all-CUDA bf16 (the issue's rows), GPU-resident inputs (corpus's
      #     hetpart_device_ms boundary; tools/gpu_model_switch_ab.py): whisper_encoder TILE_BY_PADDING off/on; vit_b_16
      #     TILE_BY_PADDING and LOW_PRECISION_MMA off/on/each (the lever the static view names for ViT's GEMMs at b32:
-     #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only);
-     # (3) per changed kernel, off/on (gpu_switch_ab.py --batch 32): ViT's and Whisper's layer (P V), then zoo
-     #     efficientnet, mobilenet, swin, resnet50 at b32 (the 1x1 convs into few channels; swin's window attention).
+     #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only).
      # Decides: turn TILE_BY_PADDING on (default True) if (1) passes, (3)'s changed matmuls are faster (expect P V
      # 1.3-1.5x: half the MMAs at ~0.72x the rate) and (2)'s whisper after < before by more than the rounds'
      # spread; a 1x1 conv slower by > 5% in (3): on with TILE_BY_PADDING_CONVOLUTIONS off.  (2)'s vit "before"
@@ -63,25 +63,29 @@ case "${1:-1}" in
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_tc_tile_padding.py \
     > "$OUT/logs/cuda-tests-141.txt" 2>&1
+  # (3) first (what decides the switch): the changed kernels alone, off/on
+  timeout 60 python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 \
+    zoo:bert:seq_len=1500,hidden=384,heads=6,intermediate=1536,layers=1 --batch 32 $sw --rounds 3 \
+    --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-layers-141.txt" 2>&1
+  timeout 100 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet zoo:swin zoo:resnet50 --batch 32 $sw \
+    --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-cnns-141.txt" 2>&1
+  # (2) the corpus exports at batch 32 (exported here if missing), whole model all-CUDA bf16, GPU-resident inputs
   for name in whisper_encoder vit_b_16; do
     f="$EXPORTS/$name-b32.onnx"
     [ -f "$f" ] || timeout 90 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
       Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 32, Path('$f'))" \
       > "$OUT/logs/export-$name-b32.txt" 2>&1
-    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b32.txt"; continue; }
-    left=$((BUDGET - SECONDS - 110)); cap=150; more=
-    [ $name = vit_b_16 ] && { cap=190; more="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1 --each"; }
-    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
-      --precision bf16 $sw $more --rounds 5 --repeat 20 \
-      --out "$OUT/b32-ab-$name-141.json" > "$OUT/logs/b32-ab-$name-141.txt" 2>&1
   done
-  left=$((BUDGET - SECONDS - 50))
-  [ "$left" -ge 30 ] && timeout $((left < 60 ? left : 60)) python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 \
-    zoo:bert:seq_len=1500,hidden=384,heads=6,intermediate=1536,layers=1 --batch 32 $sw --rounds 3 \
-    --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-layers-141.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 30 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet zoo:swin \
-    zoo:resnet50 --batch 32 $sw --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-cnns-141.txt" 2>&1 ;;
+  for name in whisper_encoder vit_b_16; do
+    f="$EXPORTS/$name-b32.onnx"
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b32.txt"; continue; }
+    left=$((BUDGET - SECONDS - 5)); cap=$left; more=
+    [ $name = whisper_encoder ] && { left=$((left - 160)); cap=130; }  # vit's 4 variants after it: 160 s
+    [ $name = vit_b_16 ] && more="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1 --each"
+    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision bf16 $sw $more --rounds 3 --repeat 20 \
+      --out "$OUT/b32-ab-$name-141.json" > "$OUT/logs/b32-ab-$name-141.txt" 2>&1
+  done ;;
 139)  # (BUDGET=590) issue 18, torchvision ResNet-50 b1 all-CPU NCHW16c against ONNX Runtime at 16 threads (branch
      # cpu-r50-tv, bench/results/cpu-r50-torchvision-2core.md).  The corpus row (1.60x ORT, session 42) predates the
      # blocked-conv rules; zoo:resnet50's (0.96x, step 117) does not, and step 117 never re-ran the torchvision export.
