@@ -53,10 +53,12 @@ case "${1:-1}" in
      # (2) the corpus exports at batch 32, all-CUDA bf16 (the issue's rows), GPU-resident inputs (corpus's
      #     hetpart_device_ms boundary; tools/gpu_model_switch_ab.py): whisper_encoder TILE_BY_PADDING off/on; vit_b_16
      #     TILE_BY_PADDING and LOW_PRECISION_MMA off/on/each (the lever the static view names for ViT's GEMMs at b32:
-     #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only).
+     #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only); (4) the b1 kernels it changes
+     #     (zoo swin 3 kernels x 2 launches, mobilenet 2, efficientnet 1).
      # Decides: turn TILE_BY_PADDING on (default True) if (1) passes, (3)'s changed matmuls are faster (expect P V
      # 1.3-1.5x: half the MMAs at ~0.72x the rate) and (2)'s whisper after < before by more than the rounds'
-     # spread; a 1x1 conv slower by > 5% in (3): on with TILE_BY_PADDING_CONVOLUTIONS off.  (2)'s vit "before"
+     # spread; a 1x1 conv slower by > 5% in (3)/(4): on with TILE_BY_PADDING_CONVOLUTIONS off (a b1 matmul slower
+     # by > 5% in (4): report it; the b32 gain decides).  (2)'s vit "before"
      # is today's b32 bf16 GPU-in against PyTorch's 5.52 ms: the table's row re-measured at one boundary; its
      # -LOW_PRECISION_MMA / after rows say what bf16 mma buys at b32 (the next round's lever if ViT stays > 2x).
   BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.TILE_BY_PADDING=0 --after $tc.TILE_BY_PADDING=1"
@@ -79,13 +81,17 @@ case "${1:-1}" in
   for name in whisper_encoder vit_b_16; do
     f="$EXPORTS/$name-b32.onnx"
     [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b32.txt"; continue; }
-    left=$((BUDGET - SECONDS - 5)); cap=$left; more=
+    left=$((BUDGET - SECONDS - 45)); cap=$left; more=  # 40 s for the batch-1 kernels after
     [ $name = whisper_encoder ] && { left=$((left - 160)); cap=130; }  # vit's 4 variants after it: 160 s
     [ $name = vit_b_16 ] && more="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1 --each"
     [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
       --precision bf16 $sw $more --rounds 3 --repeat 20 \
       --out "$OUT/b32-ab-$name-141.json" > "$OUT/logs/b32-ab-$name-141.txt" 2>&1
-  done ;;
+  done
+  # the batch-1 kernels the switch changes too (swin's window attention and stage-1 QKV, 1x1 convs into 16/64 ch)
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 20 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:swin zoo:mobilenet zoo:efficientnet --batch 1 \
+    $sw --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b1-kernels-141.txt" 2>&1 ;;
 139)  # (BUDGET=590) issue 18, torchvision ResNet-50 b1 all-CPU NCHW16c against ONNX Runtime at 16 threads (branch
      # cpu-r50-tv, bench/results/cpu-r50-torchvision-2core.md).  The corpus row (1.60x ORT, session 42) predates the
      # blocked-conv rules; zoo:resnet50's (0.96x, step 117) does not, and step 117 never re-ran the torchvision export.
