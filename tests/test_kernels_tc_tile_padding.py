@@ -7,13 +7,16 @@ channels, keeps 128 x 128 where it pads as little (``Q K^T``, the projections), 
 filling tile at batch 1, and gives None where no grid fills; the rule, scheduled for sm_90,
 launches the chosen grid (``P V``: 1536 blocks of 128 threads, not 768 of 256) with the switch
 on, the grid of before with it off, and keeps 1x1 convolutions at 128 x 128 with
-``TILE_BY_PADDING_CONVOLUTIONS`` off; the CUDA C builds.  With a GPU (``cuda`` mark): ``P V``
-at ViT's and Whisper's shapes and a 1x1 convolution into 16 channels at batch 32, switch on,
-match ONNX Runtime (CPU) within TF32's precision.
+``TILE_BY_PADDING_CONVOLUTIONS`` off; the CUDA C builds, and ptxas compiles ``P V``'s without
+spills.  With a GPU (``cuda`` mark): ``P V`` at ViT's and Whisper's shapes and a 1x1 convolution
+into 16 channels at batch 32, switch on, match ONNX Runtime (CPU) within TF32's precision.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,6 +150,21 @@ def test_conv1x1_keeps_its_tile_with_convolutions_off(padding_on, monkeypatch):
 def test_pv_on_builds_for_sm90(padding_on):
     source = cuda_source(kernels.build(load(_pv()).module, SM90, cuda_graph=False))
     assert "mma.sync" in source and "__launch_bounds__(128)" in source
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_pv_on_compiles_without_spilling(padding_on, tmp_path):
+    """The 64 x 64 ``P V`` kernel (ViT b32) under ptxas for sm_90: no spills, fewer registers than
+    the 128 x 128 one (122 there: 2 blocks of 8 warps per SM)."""
+    from hetpart.kernels import cuda_compile
+
+    (tmp_path / "k.cu").write_text(cuda_source(kernels.build(load(_pv()).module, SM90, cuda_graph=False)))
+    cmd = cuda_compile.nvcc_command("90", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+    regs = int(re.search(r"Used (\d+) registers", done.stderr).group(1))
+    assert regs <= 96, f"{regs} registers"
 
 
 # --- on the GPU ----------------------------------------------------------------------------------
