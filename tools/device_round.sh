@@ -54,23 +54,31 @@ case "${1:-1}" in
      #     hetpart_device_ms boundary; tools/gpu_model_switch_ab.py): whisper_encoder TILE_BY_PADDING off/on; vit_b_16
      #     TILE_BY_PADDING and LOW_PRECISION_MMA off/on/each (the lever the static view names for ViT's GEMMs at b32:
      #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only); (4) the b1 kernels it changes
-     #     (zoo swin 3 kernels x 2 launches, mobilenet 2, efficientnet 1).
+     #     (zoo swin 3 kernels x 2 launches, mobilenet 2, efficientnet 1).  Also gpu_small_contraction.SMALL_CONTRACTIONS
+     #     (off): squeeze-excite's first FC at b32 ([32, C] x [C, C/4] + SiLU/ReLU: dlight's Matmul on ONE block of 128
+     #     threads, up to 19328 serial stores each; EfficientNet 16 launches est. 318 us -> 32 us as a block per output,
+     #     1536 blocks for the largest; MobileNet-v3 4) -- per kernel off/on after (3), its cuda test in (1).
      # Decides: turn TILE_BY_PADDING on (default True) if (1) passes, (3)'s changed matmuls are faster (expect P V
      # 1.3-1.5x: half the MMAs at ~0.72x the rate) and (2)'s whisper after < before by more than the rounds'
      # spread; a 1x1 conv slower by > 5% in (3)/(4): on with TILE_BY_PADDING_CONVOLUTIONS off (a b1 matmul slower
-     # by > 5% in (4): report it; the b32 gain decides).  (2)'s vit "before"
+     # by > 5% in (4): report it; the b32 gain decides).  SMALL_CONTRACTIONS on if its test passes and the SE
+     # kernels are faster (expect several x: ~1 us of work on 1 SM -> all SMs).  (2)'s vit "before"
      # is today's b32 bf16 GPU-in against PyTorch's 5.52 ms: the table's row re-measured at one boundary; its
      # -LOW_PRECISION_MMA / after rows say what bf16 mma buys at b32 (the next round's lever if ViT stays > 2x).
   BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.TILE_BY_PADDING=0 --after $tc.TILE_BY_PADDING=1"
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_tc_tile_padding.py \
-    > "$OUT/logs/cuda-tests-141.txt" 2>&1
+    tests/test_kernels_gpu_small_contraction.py > "$OUT/logs/cuda-tests-141.txt" 2>&1
   # (3) first (what decides the switch): the changed kernels alone, off/on
   timeout 60 python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 \
     zoo:bert:seq_len=1500,hidden=384,heads=6,intermediate=1536,layers=1 --batch 32 $sw --rounds 3 \
     --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-layers-141.txt" 2>&1
-  timeout 100 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet zoo:swin zoo:resnet50 --batch 32 $sw \
+  timeout 90 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet zoo:swin zoo:resnet50 --batch 32 $sw \
     --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-cnns-141.txt" 2>&1
+  timeout 40 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet --batch 32 \
+    --before hetpart.kernels.rules.gpu_small_contraction.SMALL_CONTRACTIONS=0 \
+    --after hetpart.kernels.rules.gpu_small_contraction.SMALL_CONTRACTIONS=1 --rounds 3 \
+    --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-se-141.txt" 2>&1
   # (2) the corpus exports at batch 32 (exported here if missing), whole model all-CUDA bf16, GPU-resident inputs
   for name in whisper_encoder vit_b_16; do
     f="$EXPORTS/$name-b32.onnx"
