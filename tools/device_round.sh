@@ -3,11 +3,12 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the staged tree here: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 50; 140 added in session 51):
+# In the order to run them (closing note of session 50; 140, 141 added in session 51):
 #   140 (issue 20, the detector serving scenarios after the CPU NMS change),
 #   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
 #   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
 #   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
+#   141 (issue 17, batch 32: TILE_BY_PADDING A/B on the b32 vit_b_16 / whisper_encoder exports, LOW_PRECISION_MMA at b32),
 #   139 (issue 18, torchvision resnet50 b1 all-CPU NCHW16c: the stale 1.60x ORT row re-measured beside zoo:resnet50),
 #   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
 #   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
@@ -69,6 +70,68 @@ case "${1:-1}" in
   [ "$left" -ge 120 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
     --contenders hetpart,sequential --budget $((left - 15)) --window-s 1.5 \
     --out "$OUT/serve-det2-140.json" > "$OUT/logs/serve2-140.txt" 2>&1 ;;
+141)  # (BUDGET=590) issue 17, batch 32 on the GPU (branch gpu-b32, bench/results/gpu-b32-static.md).
+     # The b32 rows of corpus-nvidia-h200.md (vit_b_16 bf16 27.3 ms, whisper_encoder bf16 70.2, hetpart np->np against
+     # PyTorch's graph replay alone, measured 2026-12-03 before the bf16 weight packing) are stale and cross boundaries;
+     # statically every b32 GEMM of ViT/Whisper's layers is already on the tensor cores (GpuTensorCoreGemm, grids of
+     # 300-27648 blocks), but on 128x128 tiles, which pad attention's P V (N = head width 64) to 128 columns: ViT
+     # 38% of its MMAs useful, Whisper 49%, BERT-base 50%, Swin's 49x49 windows 10-15%; and EfficientNet/MobileNet/
+     # ResNet-50's 1x1 convs into 16-64 channels 12-50%.  gpu_tensor_core.TILE_BY_PADDING (off) picks among the
+     # tiles that fill the grid the least padded area per measured tile rate: those kernels go to 64x64 (4 warps),
+     # half the MMAs (Whisper b32 P V: 113 -> 57 GFLOP a layer); the projections and Q K^T keep 128x128.
+     # (1) cuda tests: P V at ViT's b32 and Whisper's shapes and a 1x1 conv into 16 channels (b32), switch on, vs ORT;
+     # (3, run second) per changed kernel, off/on (gpu_switch_ab.py --batch 32): ViT's and Whisper's layer (P V), then
+     #     zoo efficientnet, mobilenet, swin, resnet50 at b32 (1x1 convs into few channels; swin's window attention);
+     # (2) the corpus exports at batch 32, all-CUDA bf16 (the issue's rows), GPU-resident inputs (corpus's
+     #     hetpart_device_ms boundary; tools/gpu_model_switch_ab.py): whisper_encoder TILE_BY_PADDING off/on; vit_b_16
+     #     TILE_BY_PADDING and LOW_PRECISION_MMA off/on/each (the lever the static view names for ViT's GEMMs at b32:
+     #     bf16 weights multiplied on TF32 mma today; step 136 measures it at b1 only); (4) the b1 kernels it changes
+     #     (zoo swin 3 kernels x 2 launches, mobilenet 2, efficientnet 1).  Also gpu_small_contraction.SMALL_CONTRACTIONS
+     #     (off): squeeze-excite's first FC at b32 ([32, C] x [C, C/4] + SiLU/ReLU: dlight's Matmul on ONE block of 128
+     #     threads, up to 19328 serial stores each; EfficientNet 16 launches est. 318 us -> 32 us as a block per output,
+     #     1536 blocks for the largest; MobileNet-v3 4) -- per kernel off/on after (3), its cuda test in (1).
+     # Decides: turn TILE_BY_PADDING on (default True) if (1) passes, (3)'s changed matmuls are faster (expect P V
+     # 1.3-1.5x: half the MMAs at ~0.72x the rate) and (2)'s whisper after < before by more than the rounds'
+     # spread; a 1x1 conv slower by > 5% in (3)/(4): on with TILE_BY_PADDING_CONVOLUTIONS off (a b1 matmul slower
+     # by > 5% in (4): report it; the b32 gain decides).  SMALL_CONTRACTIONS on if its test passes and the SE
+     # kernels are faster (expect several x: ~1 us of work on 1 SM -> all SMs).  (2)'s vit "before"
+     # is today's b32 bf16 GPU-in against PyTorch's 5.52 ms: the table's row re-measured at one boundary; its
+     # -LOW_PRECISION_MMA / after rows say what bf16 mma buys at b32 (the next round's lever if ViT stays > 2x).
+  BUDGET=590; tc=hetpart.kernels.rules.gpu_tensor_core; sw="--before $tc.TILE_BY_PADDING=0 --after $tc.TILE_BY_PADDING=1"
+  mkdir -p "$OUT/logs"
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_tc_tile_padding.py \
+    tests/test_kernels_gpu_small_contraction.py > "$OUT/logs/cuda-tests-141.txt" 2>&1
+  # (3) first (what decides the switch): the changed kernels alone, off/on
+  timeout 60 python3 tools/gpu_switch_ab.py zoo:bert:seq_len=197,layers=1 \
+    zoo:bert:seq_len=1500,hidden=384,heads=6,intermediate=1536,layers=1 --batch 32 $sw --rounds 3 \
+    --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-layers-141.txt" 2>&1
+  timeout 90 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet zoo:swin zoo:resnet50 --batch 32 $sw \
+    --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-cnns-141.txt" 2>&1
+  timeout 40 python3 tools/gpu_switch_ab.py zoo:efficientnet zoo:mobilenet --batch 32 \
+    --before hetpart.kernels.rules.gpu_small_contraction.SMALL_CONTRACTIONS=0 \
+    --after hetpart.kernels.rules.gpu_small_contraction.SMALL_CONTRACTIONS=1 --rounds 3 \
+    --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-se-141.txt" 2>&1
+  # (2) the corpus exports at batch 32 (exported here if missing), whole model all-CUDA bf16, GPU-resident inputs
+  for name in whisper_encoder vit_b_16; do
+    f="$EXPORTS/$name-b32.onnx"
+    [ -f "$f" ] || timeout 90 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 32, Path('$f'))" \
+      > "$OUT/logs/export-$name-b32.txt" 2>&1
+  done
+  for name in whisper_encoder vit_b_16; do
+    f="$EXPORTS/$name-b32.onnx"
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b32.txt"; continue; }
+    left=$((BUDGET - SECONDS - 45)); cap=$left; more=  # 40 s for the batch-1 kernels after
+    [ $name = whisper_encoder ] && { left=$((left - 160)); cap=130; }  # vit's 4 variants after it: 160 s
+    [ $name = vit_b_16 ] && more="--before $tc.LOW_PRECISION_MMA=0 --after $tc.LOW_PRECISION_MMA=1 --each"
+    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision bf16 $sw $more --rounds 3 --repeat 20 \
+      --out "$OUT/b32-ab-$name-141.json" > "$OUT/logs/b32-ab-$name-141.txt" 2>&1
+  done
+  # the batch-1 kernels the switch changes too (swin's window attention and stage-1 QKV, 1x1 convs into 16/64 ch)
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 20 ] && timeout "$left" python3 tools/gpu_switch_ab.py zoo:swin zoo:mobilenet zoo:efficientnet --batch 1 \
+    $sw --rounds 3 --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b1-kernels-141.txt" 2>&1 ;;
 139)  # (BUDGET=590) issue 18, torchvision ResNet-50 b1 all-CPU NCHW16c against ONNX Runtime at 16 threads (branch
      # cpu-r50-tv, bench/results/cpu-r50-torchvision-2core.md).  The corpus row (1.60x ORT, session 42) predates the
      # blocked-conv rules; zoo:resnet50's (0.96x, step 117) does not, and step 117 never re-ran the torchvision export.

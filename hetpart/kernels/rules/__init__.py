@@ -24,6 +24,7 @@ from .gpu_gemv import GEMV
 from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_splitk import GpuSplitKGemm
+from .gpu_small_contraction import GpuSmallContraction
 from .gpu_splitk_fine import GpuFineSplitK
 from .gpu_tensor_core import GpuTensorCoreConvSplitK, GpuTensorCoreGemm, GpuTensorCoreSplitK
 from .gpu_window import GpuWindowReduction
@@ -40,8 +41,9 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     :class:`.gpu_tensor_core.GpuTensorCoreSplitK`, :class:`.gpu_tensor_core.GpuTensorCoreConvSplitK`; split-K for convolutions
     and matmuls whose output tiles cannot fill the GPU -- at batch 1 in chunks as short as
     48 of K where the ordinary split leaves half the SMs idle, :mod:`.gpu_splitk_fine` -- then conv2d as implicit
-    GEMM), then TVM's dlight GPU rules (the set TVM's default CUDA pipeline uses, plus
-    LowBatchGEMV), with hetpart's small-contraction-with-broadcast-epilogue rule
+    GEMM; with :data:`.gpu_small_contraction.SMALL_CONTRACTIONS` on, batched contractions of few outputs
+    as a block per output, :mod:`.gpu_small_contraction`), then TVM's dlight GPU rules (the set TVM's default
+    CUDA pipeline uses, plus LowBatchGEMV), with hetpart's small-contraction-with-broadcast-epilogue rule
     (squeeze-excite's FC and gate at batch 1, :mod:`.gpu_broadcast_epilogue`) before
     dlight's GEMV and its short-reduction rule (depthwise convolutions and
     pooling, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
@@ -56,6 +58,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         GpuSplitKGemm(options),
         GpuTensorCoreGemm(options),
         GpuConv2dImplicitGemm(),
+        GpuSmallContraction(),  # batch > 1, few outputs (SE's first FC): a block per output; off by default
         dl.gpu.Matmul(),
         GpuBroadcastEpilogue(),  # batch 1: squeeze-excite's FC + gate as reduce, then broadcast
         GEMV(),  # dlight's, declining schedules whose stages disagree on threads (gpu_gemv)
@@ -74,7 +77,6 @@ def rule_name(rule) -> str:
 
 __all__ = [
     "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
-    "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSplitKGemm", "GpuTensorCoreConvSplitK", "GpuTensorCoreGemm",
-    "GpuTensorCoreSplitK",
-    "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
+    "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSmallContraction", "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
+    "GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]

@@ -128,6 +128,31 @@ and 51-53 with 64x64); ResNet-50's batch-32 convolutions with 64x64 tiles of 4 w
 loads of the windowed operand; smaller tiles serve outputs too small for the first
 (ResNet-50's 7x7 layers)."""
 
+TILE_BY_PADDING = False
+"""Off until device step 141 measures it (built and checked in session 51 without a GPU).
+Choose a plain GEMM's tile (a matmul's; a 1x1 convolution's too with
+:data:`TILE_BY_PADDING_CONVOLUTIONS`) among the :data:`MATMUL_TILES` whose grid fills the GPU by
+the least padded output area per unit of the tile's measured rate (:func:`plain_tile`), not
+the first that fills it.  At batch 32 every grid fills with the first, 128 x 128, which pads
+a narrow output to 128 columns: attention's ``P V`` (N = the head width, 64: half the MMAs
+multiply padding; ViT-B/16 M = 197 -> 256 too, 38% of the executed MMAs useful; the Whisper
+encoder's 1500 x 64 per head, 49%) and the 1x1 convolutions into 16-64 channels
+(EfficientNet-B0's 16/24/40, ResNet-50's 64: 12-50%).  The 64 x 64 tile (4 warps) halves
+those MMAs where it fits N, at its measured ~0.72 of the 128 x 128 tile's rate.  False: the
+first tile that fills the grid, as before (issue 17's batch-32 analysis,
+``bench/results/gpu-b32-static.md``)."""
+
+TILE_BY_PADDING_CONVOLUTIONS = True
+"""With :data:`TILE_BY_PADDING` on, 1x1 convolutions (plain GEMMs too) as well; False: matmuls
+only -- the fallback if step 141 finds a convolution slower (their tiles were measured on
+ResNet-50, not on these channel counts)."""
+
+MATMUL_TILE_RATES = (72.0, 56.5, 52.0, 36.0)
+"""TFLOP/s of each of :data:`MATMUL_TILES` in the tile choice of :data:`TILE_BY_PADDING`: the
+first three measured on the H200 on BERT-base's batch-32 matmuls (midpoints of 61-83, 55-58,
+51-53: :data:`MATMUL_TILES`' note); the last (32 x 64) not measured there, taken at half the
+first's, so that it wins only where it saves more than half the MMAs."""
+
 WARP = 32
 VEC = 4
 
@@ -191,9 +216,13 @@ class GpuTensorCoreGemm(ScheduleRule):
         if gemm is None:
             return None
         sch, main, plain, (batch, m, n, k), k_run = gemm
-        tiles = MATMUL_TILES if plain else CONV_TILES
         min_blocks = MIN_BLOCKS_PER_SM * self.options.sm_count
-        tile = next((t for t in tiles if t.blocks(batch, m, n) >= min_blocks), None)
+        if plain and TILE_BY_PADDING and (TILE_BY_PADDING_CONVOLUTIONS
+                                          or not sch.get(main).name_hint.startswith(CONV_BLOCK)):
+            tile = plain_tile(batch, m, n, self.options.sm_count)
+        else:
+            tiles = MATMUL_TILES if plain else CONV_TILES
+            tile = next((t for t in tiles if t.blocks(batch, m, n) >= min_blocks), None)
         if tile is None:
             return None
         blocks = tile.blocks(batch, m, n)
@@ -201,6 +230,24 @@ class GpuTensorCoreGemm(ScheduleRule):
         if _images(func) >= SIDE_INPUTS_MIN_BATCH:
             _inline_side_inputs(sch, main)
         return _schedule_split(sch, main, func, tile, blocks, split, self.options, transposed=not plain)
+
+
+def padded_area(t: Tile, m: int, n: int) -> int:
+    """Output elements a grid of ``t`` computes for an M x N output (rows and columns
+    padded to whole tiles): what its MMAs cost, K and the batch being the same for every tile."""
+    return math.ceil(m / t.m) * t.m * math.ceil(n / t.n) * t.n
+
+
+def plain_tile(batch: int, m: int, n: int, sms: int) -> Tile | None:
+    """:data:`TILE_BY_PADDING`'s tile for a plain ``batch`` x (M x N) GEMM on ``sms`` SMs: of the
+    :data:`MATMUL_TILES` whose grid has :data:`MIN_BLOCKS_PER_SM` blocks per SM, the one of least
+    ``padded_area / rate`` (:data:`MATMUL_TILE_RATES`), the earlier on a tie; None if none fills.
+    ViT-B/16 at batch 32 (132 SMs): ``P V`` (384 x 197 x 64) -> 64 x 64; ``Q K^T`` (197 x 197) and
+    the projections (6304 x 768...) keep 128 x 128."""
+    filling = [(i, t) for i, t in enumerate(MATMUL_TILES) if t.blocks(batch, m, n) >= MIN_BLOCKS_PER_SM * sms]
+    if not filling:
+        return None
+    return min(filling, key=lambda it: (padded_area(it[1], m, n) / MATMUL_TILE_RATES[it[0]], it[0]))[1]
 
 
 def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, split: int,
