@@ -3,8 +3,8 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the staged tree here: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 50; 140, 141 added in session 51):
-#   140 (issue 20, the detector serving scenarios after the CPU NMS change),
+# In the order to run them (closing note of session 50; 141, 142 added in session 51, 140 ran):
+#   142 (issue 17: 135's A/B parts and 136 in one call),
 #   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
 #   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
 #   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
@@ -55,21 +55,6 @@ case "${1:-1}" in
     [ -f "$f" ] && [ "$left" -ge 50 ] && timeout $((left < 120 ? left : 120)) python3 tools/gpu_model_switch_ab.py "$f" \
       --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/$name-bf16-ab-142.json" > "$OUT/logs/$name-bf16-142.txt" 2>&1
   done ;;
-140)  # (BUDGET=590) issue 20, the two detector scenarios again now that the CPU NMS keeps candidates by a selection
-     # (SELECT_CANDIDATES on since session 50: NMS 0.42-0.46x its old CPU time per core).  Last runs: detector+resnet50
-     # hetpart 1.88x then 1.29x sequential (step 128, H100, the detector's run p99 26.7 ms alone / 40.0 beside, most of
-     # the slowest 1%); detector+resnet50+bert 0.91x (H200, 2026-12-03, before the gate and instances).
-     # (1) bench/serve.py, both detector scenarios, hetpart / hetpart-no-batching / sequential (torch-cuda-graphs has
-     #     no detector twin); (2) detector+resnet50 once more, hetpart / sequential, the run-to-run swing.
-     # Decides: nothing switches; the table goes into the closing note beside step 128's, both runs of (1)+(2).
-  BUDGET=590
-  timeout 400 python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
-    --contenders hetpart,hetpart-no-batching,sequential --budget 380 --window-s 1.5 \
-    --out "$OUT/serve-det-140.json" > "$OUT/logs/serve-140.txt" 2>&1
-  left=$((BUDGET - SECONDS - 10))
-  [ "$left" -ge 120 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
-    --contenders hetpart,sequential --budget $((left - 15)) --window-s 1.5 \
-    --out "$OUT/serve-det2-140.json" > "$OUT/logs/serve2-140.txt" 2>&1 ;;
 141)  # (BUDGET=590) issue 17, batch 32 on the GPU (branch gpu-b32, bench/results/gpu-b32-static.md).
      # The b32 rows of corpus-nvidia-h200.md (vit_b_16 bf16 27.3 ms, whisper_encoder bf16 70.2, hetpart np->np against
      # PyTorch's graph replay alone, measured 2026-12-03 before the bf16 weight packing) are stale and cross boundaries;

@@ -27,6 +27,22 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 14 --time-limit 120 \
     -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1
   ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
+140)  # (BUDGET=590) ran in session 51 (H100; bench/results/serve-det-140.md, serve-det2-140.md).
+     # Issue 20, the two detector scenarios again now that the CPU NMS keeps candidates by a selection
+     # (SELECT_CANDIDATES on since session 50: NMS 0.42-0.46x its old CPU time per core).  Last runs: detector+resnet50
+     # hetpart 1.88x then 1.29x sequential (step 128, H100, the detector's run p99 26.7 ms alone / 40.0 beside, most of
+     # the slowest 1%); detector+resnet50+bert 0.91x (H200, 2026-12-03, before the gate and instances).
+     # (1) bench/serve.py, both detector scenarios, hetpart / hetpart-no-batching / sequential (torch-cuda-graphs has
+     #     no detector twin); (2) detector+resnet50 once more, hetpart / sequential, the run-to-run swing.
+     # Decides: nothing switches; the table goes into the closing note beside step 128's, both runs of (1)+(2).
+  BUDGET=590
+  timeout 400 python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
+    --contenders hetpart,hetpart-no-batching,sequential --budget 380 --window-s 1.5 \
+    --out "$OUT/serve-det-140.json" > "$OUT/logs/serve-140.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 120 ] && timeout "$left" python3 bench/serve.py --scenarios detector+resnet50 \
+    --contenders hetpart,sequential --budget $((left - 15)) --window-s 1.5 \
+    --out "$OUT/serve-det2-140.json" > "$OUT/logs/serve2-140.txt" 2>&1 ;;
 4)  # everything still missing, in one call: the zoo's GPU disagreement located, the
     # CUDA test file that timed out, the torchvision corpus, TF32 off, a CUDA conformance sample
   timeout "$BUDGET" python3 tools/kernel_diff.py zoo:gpt2:small --top 10 > "$OUT/logs/diff-gpt2.txt" 2>&1 &
