@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import SPECIAL, model, onnxruntime_outputs, reference, run_on
+from onnx_cases import SPECIAL, model, onnxruntime_outputs, reference, run_on, torchvision_attention
 
 from hetpart import importer
 from hetpart.importer import constant_take as ct
@@ -80,46 +80,16 @@ def test_slice_fuses_into_the_reshape_after_it(monkeypatch):
 
 # --- torchvision's MultiheadAttention (packed in-projection), as ViT exports it -------------------
 L, B, E, H = 17, 1, 64, 4
-HD = E // H
 
 
-def _torchvision_attention(indices=(0, 1, 2), seed: int = 0):
-    """``F.multi_head_attention_forward`` with ``batch_first`` and a packed in-projection as
-    torch.onnx writes it: ``proj.unflatten(-1, (3, E)).unsqueeze(0).transpose(0, -2).squeeze(-2)``,
-    then ``q, k, v = proj[i]`` (Gather at ``indices``), per-head views and transposes, attention,
-    the out-projection."""
-    rng = np.random.default_rng(seed)
-    inits = {"w_in": (rng.standard_normal((E, 3 * E)) / np.sqrt(E)).astype(np.float32),
-             "b_in": rng.standard_normal(3 * E).astype(np.float32),
-             "w_out": (rng.standard_normal((E, E)) / np.sqrt(E)).astype(np.float32),
-             "b_out": rng.standard_normal(E).astype(np.float32),
-             "s_unflat": np.array([L, B, 3, E], np.int64), "ax0": np.array([0], np.int64),
-             "ax_m2": np.array([-2], np.int64), "s_heads": np.array([L, B * H, HD], np.int64),
-             "s_bhld": np.array([B, H, L, HD], np.int64), "s_flat": np.array([L * B, E], np.int64),
-             "s_lbe": np.array([L, B, E], np.int64), "scale": np.array(1 / np.sqrt(HD), np.float32)}
-    n = helper.make_node
-    nodes = [n("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
-             n("MatMul", ["xt", "w_in"], ["mm"]), n("Add", ["mm", "b_in"], ["proj"]),
-             n("Reshape", ["proj", "s_unflat"], ["unflat"]), n("Unsqueeze", ["unflat", "ax0"], ["u"]),
-             n("Transpose", ["u"], ["ut"], perm=[3, 1, 2, 0, 4]), n("Squeeze", ["ut", "ax_m2"], ["packed"])]
-    for name, i in zip("qkv", indices):
-        inits[f"i_{name}"] = np.array(i, np.int64)
-        nodes += [n("Gather", ["packed", f"i_{name}"], [name], axis=0),
-                  n("Reshape", [name, "s_heads"], [f"{name}_v"]),
-                  n("Transpose", [f"{name}_v"], [f"{name}_t"], perm=[1, 0, 2]),
-                  n("Reshape", [f"{name}_t", "s_bhld"], [f"{name}_h"])]
-    nodes += [n("Transpose", ["k_h"], ["k_ht"], perm=[0, 1, 3, 2]), n("MatMul", ["q_h", "k_ht"], ["s"]),
-              n("Mul", ["s", "scale"], ["s2"]), n("Softmax", ["s2"], ["p"], axis=-1),
-              n("MatMul", ["p", "v_h"], ["o"]), n("Transpose", ["o"], ["ot"], perm=[2, 0, 1, 3]),
-              n("Reshape", ["ot", "s_flat"], ["of"]), n("MatMul", ["of", "w_out"], ["om"]),
-              n("Add", ["om", "b_out"], ["oa"]), n("Reshape", ["oa", "s_lbe"], ["ov"]),
-              n("Transpose", ["ov"], ["y"], perm=[1, 0, 2])]
-    return model(nodes, [("x", (B, L, E), np.float32)], [("y", (B, L, E), np.float32)], inits)
+def _torchvision_attention(indices=(0, 1, 2), block: bool = False):
+    return torchvision_attention(L, E, H, indices, block=block)
 
 
-@pytest.mark.parametrize("indices", [(0, 1, 2), (-3, -2, -1)])
-def test_attention_split_matches_onnxruntime(indices):
-    m = _torchvision_attention(indices)
+@pytest.mark.parametrize("indices,block", [((0, 1, 2), False), ((-3, -2, -1), False), ((0, 1, 2), True)])
+def test_attention_split_matches_onnxruntime(indices, block):
+    """The attention alone (negative indices too), and a whole ViT encoder block."""
+    m = _torchvision_attention(indices, block)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, L, E)).astype(np.float32)
     x.flat[::5] = 0.0  # zeros, and negatives from the normal draw
