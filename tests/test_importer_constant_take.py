@@ -6,7 +6,8 @@ values bit for bit on inputs with negatives, both zeros, ±Inf and NaN.  torchvi
 MultiheadAttention split of the packed QKV projection (``proj[0], proj[1], proj[2]``) leaves no
 ``take`` kernel and three kernels fewer than with the switch off, and still matches ONNX Runtime.
 Left alone: an index out of range (index_guard's clip stays), a Gather of a shape, an index of
-several elements; off, the import is unchanged.
+several elements; off, the import is unchanged.  With a GPU (``cuda`` mark): the slices all-CUDA
+bit for bit, and the ViT encoder block all-CUDA (TF32) against ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import SPECIAL, model, onnxruntime_outputs, reference, run_on, torchvision_attention
+from onnx_cases import (SPECIAL, model, onnxruntime_outputs, reference, relative_error_on_cuda, run_on,
+                        torchvision_attention)
 
 from hetpart import importer
 from hetpart.importer import constant_take as ct
@@ -108,6 +110,23 @@ def test_attention_split_leaves_no_take_and_three_kernels_fewer(monkeypatch):
     assert len(after) == len(before) - 3
     # each slice fused into the head reshape/transpose that reads it
     assert sum("strided_slice" in ops and "transpose" in ops for ops in after) == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("index,axis", [CASES[1], CASES[5], CASES[-3]], ids=lambda v: str(np.asarray(v).tolist()))
+def test_slices_on_the_gpu_bit_for_bit(index, axis):
+    m, _ = _gather(index, axis, "transpose")
+    x = _special_input()
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    np.testing.assert_array_equal(got.view(np.int32), onnxruntime_outputs(m, {"x": x})[0].view(np.int32))
+
+
+@pytest.mark.cuda
+def test_vit_block_on_the_gpu_matches_onnxruntime():
+    m = _torchvision_attention(block=True)
+    x = np.random.default_rng(2).standard_normal((B, L, E)).astype(np.float32)
+    x.flat[::7] = 0.0
+    assert relative_error_on_cuda(m, {"x": x}) <= 1e-2  # TF32 contractions
 
 
 # --- left alone ---------------------------------------------------------------------------------
