@@ -11,6 +11,8 @@ with ``onnx.reference`` (imported by test modules: ``from onnx_cases import ...`
 * ``cuda_source(executable)``: its CUDA C, for structural checks of GPU rules;
 * ``fused_program(inputs, body)`` / ``run_vm(executable, arrays)``: a small Relax program
   fused as the importer fuses; a built module run on the CPU;
+* ``torchvision_attention(tokens, width, heads, ...)``: torchvision's MultiheadAttention with its
+  packed QKV split by ``Gather`` (a ViT encoder block with ``block=True``);
 * ``reference(model, feeds)``: ``onnx.reference.ReferenceEvaluator``'s outputs by name;
 * ``assert_matches(got, want)``: NaN exactly where the reference has NaN, ±Inf
   where it has ±Inf, otherwise close.
@@ -57,6 +59,63 @@ def projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0) -> onnx.M
     else:
         nodes.append(helper.make_node("Identity", ["c"], ["y"]))
     return model(nodes, [("x", (1, tokens, k), np.float32)], [("y", (1, tokens, n), np.float32)], inits)
+
+
+def torchvision_attention(tokens: int, width: int, heads: int, indices=(0, 1, 2), *, block: bool = False,
+                          seed: int = 0) -> onnx.ModelProto:
+    """``F.multi_head_attention_forward`` at batch 1 with ``batch_first`` and a packed in-projection as
+    torch.onnx writes it for torchvision's ViT: ``proj.unflatten(-1, (3, E)).unsqueeze(0)
+    .transpose(0, -2).squeeze(-2)``, then ``q, k, v = proj[i]`` (``Gather`` at the constant scalars
+    ``indices``), per-head views and transposes, attention, the out-projection; input and output
+    ``x``/``y`` of ``[1, tokens, width]``.  ``block``: the whole encoder block around it (LayerNorm,
+    attention, residual, LayerNorm, MLP of 4x width with the erf GELU, residual)."""
+    rng = np.random.default_rng(seed)
+    L, E, H = tokens, width, heads
+    hd = E // H
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    inits = {"w_in": w(E, 3 * E), "b_in": rng.standard_normal(3 * E).astype(np.float32), "w_out": w(E, E),
+             "b_out": rng.standard_normal(E).astype(np.float32),
+             "s_unflat": np.array([L, 1, 3, E], np.int64), "ax0": np.array([0], np.int64),
+             "ax_m2": np.array([-2], np.int64), "s_heads": np.array([L, H, hd], np.int64),
+             "s_bhld": np.array([1, H, L, hd], np.int64), "s_flat": np.array([L, E], np.int64),
+             "s_lbe": np.array([L, 1, E], np.int64), "scale": np.array(1 / np.sqrt(hd), np.float32)}
+    n = helper.make_node
+    src = "x"
+    nodes = []
+    if block:
+        inits.update(ln1_g=1 + 0.1 * rng.standard_normal(E).astype(np.float32),
+                     ln1_b=0.1 * rng.standard_normal(E).astype(np.float32),
+                     ln2_g=1 + 0.1 * rng.standard_normal(E).astype(np.float32),
+                     ln2_b=0.1 * rng.standard_normal(E).astype(np.float32),
+                     w_up=w(E, 4 * E), b_up=rng.standard_normal(4 * E).astype(np.float32), w_down=w(4 * E, E),
+                     b_down=rng.standard_normal(E).astype(np.float32))
+        nodes.append(n("LayerNormalization", ["x", "ln1_g", "ln1_b"], ["ln1"], axis=-1, epsilon=1e-6))
+        src = "ln1"
+    nodes += [n("Transpose", [src], ["xt"], perm=[1, 0, 2]),
+              n("MatMul", ["xt", "w_in"], ["mm"]), n("Add", ["mm", "b_in"], ["proj"]),
+              n("Reshape", ["proj", "s_unflat"], ["unflat"]), n("Unsqueeze", ["unflat", "ax0"], ["u"]),
+              n("Transpose", ["u"], ["ut"], perm=[3, 1, 2, 0, 4]), n("Squeeze", ["ut", "ax_m2"], ["packed"])]
+    for name, i in zip("qkv", indices):
+        inits[f"i_{name}"] = np.array(i, np.int64)
+        nodes += [n("Gather", ["packed", f"i_{name}"], [name], axis=0),
+                  n("Reshape", [name, "s_heads"], [f"{name}_v"]),
+                  n("Transpose", [f"{name}_v"], [f"{name}_t"], perm=[1, 0, 2]),
+                  n("Reshape", [f"{name}_t", "s_bhld"], [f"{name}_h"])]
+    att = "attn" if block else "y"
+    nodes += [n("Transpose", ["k_h"], ["k_ht"], perm=[0, 1, 3, 2]), n("MatMul", ["q_h", "k_ht"], ["s"]),
+              n("Mul", ["s", "scale"], ["s2"]), n("Softmax", ["s2"], ["p"], axis=-1),
+              n("MatMul", ["p", "v_h"], ["o"]), n("Transpose", ["o"], ["ot"], perm=[2, 0, 1, 3]),
+              n("Reshape", ["ot", "s_flat"], ["of"]), n("MatMul", ["of", "w_out"], ["om"]),
+              n("Add", ["om", "b_out"], ["oa"]), n("Reshape", ["oa", "s_lbe"], ["ov"]),
+              n("Transpose", ["ov"], [att], perm=[1, 0, 2])]
+    if block:
+        nodes += [n("Add", ["x", "attn"], ["r1"]),
+                  n("LayerNormalization", ["r1", "ln2_g", "ln2_b"], ["ln2"], axis=-1, epsilon=1e-6),
+                  n("MatMul", ["ln2", "w_up"], ["up_mm"]), n("Add", ["up_mm", "b_up"], ["up"])]
+        nodes += erf_gelu("up", "act", inits)
+        nodes += [n("MatMul", ["act", "w_down"], ["down_mm"]), n("Add", ["down_mm", "b_down"], ["down"]),
+                  n("Add", ["r1", "down"], ["y"])]
+    return model(nodes, [("x", (1, L, E), np.float32)], [("y", (1, L, E), np.float32)], inits)
 
 
 def special_values(n: int = 64, seed: int = 0) -> np.ndarray:

@@ -3,8 +3,9 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the staged tree here: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 50; 141, 142 added in session 51, 140 ran):
-#   142 (issue 17: 135's A/B parts and 136 in one call),
+# In the order to run them (closing note of session 50; 141-143 added in session 51, 140 ran):
+#   142 (issue 17: 135's A/B parts and 136 in one call), 143 (issue 17, ViT's q/k/v `take`s as slices: kernel count
+#   and SLICE_CONSTANT_TAKES A/B on vit_b_16 tf32/bf16 and zoo:swin),
 #   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
 #   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
 #   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
@@ -52,6 +53,52 @@ case "${1:-1}" in
   f="$EXPORTS/whisper_encoder-b1.onnx"; left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 50 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
     --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/whisper-bf16-ab-142.json" > "$OUT/logs/whisper-bf16-142.txt" 2>&1 ;;
+143)  # (BUDGET=590) issue 17, ViT-B/16 b1: torchvision's MultiheadAttention splits its packed QKV projection as
+     # q, k, v = proj[0], proj[1], proj[2] (ONNX Gather at a constant scalar index); hetpart ran those as 36 lone
+     # `take` kernels a forward (3 a layer, 1.7 us each on the H100; session 51's kernel profile: 258 kernels against
+     # PyTorch's 126), each followed by its head reshape/transpose as another kernel: TVM's take reads its index from
+     # a buffer, AnnotateTIROpPattern calls it opaque, FuseOps fuses nothing into it.  importer.constant_take
+     # (branch take-slice; SLICE_CONSTANT_TAKES, on by default: on the CPU outputs bit-identical before/after, not
+     # slower) makes a take of one constant row in range a strided_slice (+ squeeze) that fuses into the reshape/
+     # transpose after it: a torchvision-like ViT block 19 -> 16 CUDA kernels (sm_90 static), zoo:swin 238 -> 214.
+     # (1) cuda tests: the slices all-CUDA bit for bit against ORT, a ViT encoder block all-CUDA (TF32) against ORT;
+     # (2) the corpus vit_b_16 export's CUDA kernels off / on, static (gpu_static_kernels.py --set, no GPU time):
+     #     expect 36 fewer (every take gone), else the export's Gather differs from the tests' and (3) measures nothing;
+     # (3) vit_b_16 all-CUDA, tf32 then bf16: switch off (before) / on (after), tools/gpu_model_switch_ab.py (an
+     #     importer switch: re-imported per variant), GPU-resident inputs;
+     # (4) zoo:swin b1 tf32 off / on (the zoo model with the same split, 36 takes);
+     # (5) time left: vit_b_16's TF32 kernels on the GPU's clock with the switch on (gpu_kernel_profile.py --no-torch):
+     #     kernels per forward (expect 258 - 36 = 222) and what the reshape/transpose kernels now cost.
+     # Decides: SLICE_CONSTANT_TAKES stays on if (1) passes, (3)'s after is not above before by more than the rounds'
+     # spread in either precision (expect ~-0.06 ms of kernels plus their launch gaps on ~1.5 ms) and every max diff
+     # in (3)/(4) is 0 (a slice copies the take's bits; the rest is the same code).  A slower after or a diff: set it
+     # False and report the kernel (the fused slice-reshape-transpose under dlight's Fallback is the suspect).
+  BUDGET=590; sw=hetpart.importer.constant_take.SLICE_CONSTANT_TAKES; ab="--before $sw=0 --after $sw=1"
+  mkdir -p "$OUT/logs"
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_constant_take.py \
+    > "$OUT/logs/cuda-tests-143.txt" 2>&1
+  vit="$EXPORTS/vit_b_16-b1.onnx"
+  [ -f "$vit" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+    Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('vit_b_16', 1, Path('$vit'))" \
+    > "$OUT/logs/export-vit_b_16.txt" 2>&1
+  if [ -f "$vit" ]; then
+    for v in 0 1; do
+      timeout 60 python3 tools/gpu_static_kernels.py "$vit" --no-source --set $sw=$v --json "$OUT/vit-static-take$v-143.json" \
+        > "$OUT/logs/vit-static-take$v-143.txt" 2>&1
+    done
+    for prec in tf32 bf16; do
+      left=$((BUDGET - SECONDS - 10)); [ $prec = tf32 ] && left=$((left - 230)); [ $prec = bf16 ] && left=$((left - 80))
+      [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 tools/gpu_model_switch_ab.py "$vit" \
+        --precision $prec $ab --rounds 5 --repeat 30 --out "$OUT/vit-take-ab-$prec-143.json" \
+        > "$OUT/logs/vit-take-ab-$prec-143.txt" 2>&1
+    done
+  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16.txt"; fi
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 50 ] && timeout $((left < 80 ? left : 80)) python3 tools/gpu_model_switch_ab.py zoo:swin \
+    --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/swin-take-ab-tf32-143.json" > "$OUT/logs/swin-take-ab-143.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --no-torch --runs 10 \
+    --export-dir "$EXPORTS" --json "$OUT/kernels-vit-b1-143.json" > "$OUT/logs/kernel-profile-vit-143.txt" 2>&1 ;;
 141)  # (BUDGET=590) issue 17, batch 32 on the GPU (branch gpu-b32, bench/results/gpu-b32-static.md).
      # The b32 rows of corpus-nvidia-h200.md (vit_b_16 bf16 27.3 ms, whisper_encoder bf16 70.2, hetpart np->np against
      # PyTorch's graph replay alone, measured 2026-12-03 before the bf16 weight packing) are stale and cross boundaries;
