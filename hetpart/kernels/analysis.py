@@ -317,6 +317,44 @@ def _mac_from(sch: s_tir.Schedule, info: SBlockInfo) -> MacBlock | None:
 
 
 # --- shared schedule helpers ------------------------------------------------------
+@dataclass(frozen=True)
+class Contraction:
+    """A PrimFunc's one reduction block read as a contraction: ``spatial``, the static extents
+    of its data-parallel iterators in order (the batch first); ``terms``, the product of its
+    reduction extents."""
+
+    block: object  # the block's schedule handle
+    spatial: tuple[int, ...]
+    terms: int
+
+
+def _static_extent(iv) -> int | None:
+    return int(iv.dom.extent) if isinstance(iv.dom.extent, tirx.IntImm) else None
+
+
+def lone_contraction(sch: s_tir.Schedule) -> Contraction | None:
+    """The function's single reduction block when it is a contraction: static extents, only
+    data-parallel and reduction iterators, one write, and at least two distinct buffers read
+    besides the output (a norm's or a pool's reduction reads one).  None otherwise, or when
+    the function has no reduction or several."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    reductions = [b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
+    if len(reductions) != 1:
+        return None
+    block = sch.get(reductions[0])
+    ivs = block.iter_vars
+    if any(_static_extent(iv) is None for iv in ivs) or len(block.writes) != 1:
+        return None
+    if any(iv.iter_type not in (tirx.IterVar.DataPar, tirx.IterVar.CommReduce) for iv in ivs):
+        return None
+    out = block.writes[0].source
+    if len({r.source for r in block.reads if not r.source.same_as(out)}) < 2:
+        return None
+    spatial = tuple(_static_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.DataPar)
+    terms = math.prod(_static_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce)
+    return Contraction(reductions[0], spatial, terms)
+
+
 def consumer_chain(sch: s_tir.Schedule, block, *, static_extents: bool = False) -> list | None:
     """The blocks after ``block``, each the only consumer of the one before, ending at the
     function's output block (the write-back copies and the epilogue); None when the chain

@@ -44,7 +44,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import consumer_chain, is_gpu
+from ..analysis import consumer_chain, is_gpu, lone_contraction
 
 MAX_REDUCED = 4096
 """Most reduced values (batch x channels) the rule takes: one thread each."""
@@ -85,26 +85,12 @@ def _extent(iv) -> int | None:
 def _small_contraction(sch: s_tir.Schedule):
     """The function's one reduction block when it is a small contraction (module doc's
     conditions on it), else None."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    reductions = [b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
-    if len(reductions) != 1:
+    found = lone_contraction(sch)
+    if found is None or not found.spatial:
         return None
-    red = reductions[0]
-    block = sch.get(red)
-    ivs = block.iter_vars
-    if any(_extent(iv) is None for iv in ivs) or len(block.writes) != 1:
+    if found.spatial[0] > MAX_BATCH or math.prod(found.spatial) > MAX_REDUCED or found.terms > MAX_TERMS:
         return None
-    if any(iv.iter_type not in (tirx.IterVar.DataPar, tirx.IterVar.CommReduce) for iv in ivs):
-        return None
-    spatial = [_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.DataPar]
-    terms = math.prod(_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce)
-    if not spatial or spatial[0] > MAX_BATCH or math.prod(spatial) > MAX_REDUCED or terms > MAX_TERMS:
-        return None
-    out = block.writes[0].source
-    if len({r.source for r in block.reads if not r.source.same_as(out)}) < 2:
-        return None  # a norm's or a pool's reduction, not a contraction
-    return red
-
+    return found.block
 
 
 def _count(sch: s_tir.Schedule, blk) -> int:

@@ -31,7 +31,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
-from ..analysis import is_gpu
+from ..analysis import is_gpu, lone_contraction
 
 SMALL_CONTRACTIONS = False
 """Off until device step 141 measures it (built and checked in session 51 without a GPU).  False:
@@ -64,31 +64,14 @@ class GpuSmallContraction(ScheduleRule):
         return dl.gpu.GeneralReduction().apply(func, target, tunable)
 
 
-def _extent(iv) -> int | None:
-    return int(iv.dom.extent) if isinstance(iv.dom.extent, tirx.IntImm) else None
-
-
 def small_contraction(func: tirx.PrimFunc) -> bool:
     """Whether ``func`` is one this rule takes (the module doc's conditions)."""
-    sch = s_tir.Schedule(func)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    reductions = [b for b in blocks if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(b).iter_vars)]
-    if len(reductions) != 1:
+    found = lone_contraction(s_tir.Schedule(func))
+    if found is None or not found.spatial:
         return False
-    block = sch.get(reductions[0])
-    ivs = block.iter_vars
-    if any(_extent(iv) is None for iv in ivs) or len(block.writes) != 1:
+    reduced = math.prod(found.spatial)
+    if found.spatial[0] < MIN_BATCH or reduced > MAX_OUTPUTS or not MIN_TERMS <= found.terms <= MAX_TERMS:
         return False
-    if any(iv.iter_type not in (tirx.IterVar.DataPar, tirx.IterVar.CommReduce) for iv in ivs):
-        return False
-    spatial = [_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.DataPar]
-    terms = math.prod(_extent(iv) for iv in ivs if iv.iter_type == tirx.IterVar.CommReduce)
-    reduced = math.prod(spatial)
-    if not spatial or spatial[0] < MIN_BATCH or reduced > MAX_OUTPUTS or not MIN_TERMS <= terms <= MAX_TERMS:
-        return False
-    out = block.writes[0].source
-    if len({r.source for r in block.reads if not r.source.same_as(out)}) < 2:
-        return False  # a norm's or a pool's reduction, not a contraction
     shape = getattr(func.params[-1], "shape", None) or ()  # the output (the last parameter)
     return (len(shape) > 0 and all(isinstance(d, tirx.IntImm) for d in shape)
             and math.prod(int(d) for d in shape) == reduced)
