@@ -112,11 +112,12 @@ def test_model_ab_variants_and_a_simulated_run(monkeypatch):
 
 
 def test_after_sets_the_checkout_side_so_an_off_switch_is_ab_d_as_on(capsys):
-    """--after: WIDEN_IN_FRAGMENTS is off by default, so --before ...=0 alone changes no
-    kernel; with --after ...=1 the 4 weight-reading bf16 functions differ (--list, no GPU)."""
-    widen = f"{TC}.WIDEN_IN_FRAGMENTS"
-    common = ["zoo:bert:seq_len=197,layers=1", "--precision", "bf16", "--before", f"{widen}=0", "--list"]
+    """--after: DEEP_PIPELINE is off by default, so --before ...=0 alone changes no kernel;
+    with --after ...=1 the 6 batch-1 matmuls on starved grids differ (the 4 weight-reading
+    projections and attention's 2; --list, no GPU)."""
+    deep = f"{TC}.DEEP_PIPELINE"
+    common = ["zoo:bert:seq_len=197,layers=1", "--precision", "bf16", "--before", f"{deep}=0", "--list"]
     assert ab.main(common) == 0
     assert capsys.readouterr().out.strip() == ""
-    assert ab.main(common + ["--after", f"{widen}=1"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert ab.main(common + ["--after", f"{deep}=1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 6

@@ -3,13 +3,12 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the staged tree here: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 50; 141-143 added in session 51, 140 ran):
-#   142 (issue 17: 135's A/B parts and 136 in one call), 143 (issue 17, ViT's q/k/v `take`s as slices: kernel count
-#   and SLICE_CONSTANT_TAKES A/B on vit_b_16 tf32/bf16 and zoo:swin),
-#   135 (issue 17, ViT-B/16 b1: WIDEN_IN_FRAGMENTS and DEEP_PIPELINE A/B, TF32 and bf16), 136 (issue 17, bf16 GEMMs on
-#   bf16 tensor cores: LOW_PRECISION_MMA A/B on vit_b_16 / whisper_encoder / distilbert), 138 (issue 17, Q/K/V as one
+# In the order to run them (closing note of session 51; 140 and 142 ran, 142 deciding 135/136's switches):
+#   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
+#   141 (issue 17, batch 32: TILE_BY_PADDING, SMALL_CONTRACTIONS, LOW_PRECISION_MMA at b32),
+#   135, 136 (issue 17: their switches decided by 142 -- WIDEN_IN_FRAGMENTS on, the other two off; left: their
+#   per-kernel parts), 138 (issue 17, Q/K/V as one
 #   GEMM: CONCAT_PROJECTIONS A/B on distilbert / whisper_encoder, vit_b_16 the control),
-#   141 (issue 17, batch 32: TILE_BY_PADDING A/B on the b32 vit_b_16 / whisper_encoder exports, LOW_PRECISION_MMA at b32),
 #   139 (issue 18, torchvision resnet50 b1 all-CPU NCHW16c: the stale 1.60x ORT row re-measured beside zoo:resnet50),
 #   137 (issue 19, llama_decode at 1/2: the plan made at step 132's traced rates, rounds in rotated order; carry
 #   .hold/plans137.tgz), 130 (issues 18/20, NMS per batch and thread count,
@@ -24,35 +23,6 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-142)  # (BUDGET=480) issue 17, steps 135 and 136 in one call (session 51 had one short call left after refusals):
-     # the three bf16/pipeline switches together on the corpus exports at batch 1, all-CUDA, GPU-resident inputs.
-     # Step 135's cuda tests ran in session 51 (21 passed, H100); its A/B parts failed on a staged-away import.
-     # (1) step 136's cuda tests (bf16/fp16 mma projections vs ORT at 2e-2);
-     # (2) vit_b_16 bf16: WIDEN_IN_FRAGMENTS, DEEP_PIPELINE, LOW_PRECISION_MMA all off (before) / all on (after);
-     # (3) vit_b_16 tf32: DEEP_PIPELINE off / on (the other two change nothing in TF32);
-     # (4) whisper_encoder bf16: all three off / on.
-     # Decides: the three on together if (1) passes, (2) and (4) are faster after by more than the rounds' spread and
-     # their max diff is <= 1e-2; DEEP_PIPELINE by (3) in TF32.  Which switch gives what: steps 135/136 (--each).
-  BUDGET=480; tc=hetpart.kernels.rules.gpu_tensor_core; all=
-  for x in WIDEN_IN_FRAGMENTS DEEP_PIPELINE LOW_PRECISION_MMA; do all="$all --before $tc.$x=0 --after $tc.$x=1"; done
-  timeout 70 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
-    tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-142.txt" 2>&1
-  for name in vit_b_16 whisper_encoder; do
-    f="$EXPORTS/$name-b1.onnx"
-    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
-      > "$OUT/logs/export-$name.txt" 2>&1
-  done
-  vit="$EXPORTS/vit_b_16-b1.onnx"; left=$((BUDGET - SECONDS - 150))
-  [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 tools/gpu_model_switch_ab.py "$vit" \
-    --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/vit-bf16-ab-142.json" > "$OUT/logs/vit-bf16-142.txt" 2>&1
-  left=$((BUDGET - SECONDS - 90))
-  [ -f "$vit" ] && [ "$left" -ge 50 ] && timeout $((left < 100 ? left : 100)) python3 tools/gpu_model_switch_ab.py "$vit" \
-    --precision tf32 --before $tc.DEEP_PIPELINE=0 --after $tc.DEEP_PIPELINE=1 --rounds 5 --repeat 30 \
-    --out "$OUT/vit-tf32-ab-142.json" > "$OUT/logs/vit-tf32-142.txt" 2>&1
-  f="$EXPORTS/whisper_encoder-b1.onnx"; left=$((BUDGET - SECONDS - 5))
-  [ -f "$f" ] && [ "$left" -ge 50 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
-    --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/whisper-bf16-ab-142.json" > "$OUT/logs/whisper-bf16-142.txt" 2>&1 ;;
 143)  # (BUDGET=590) issue 17, ViT-B/16 b1: torchvision's MultiheadAttention splits its packed QKV projection as
      # q, k, v = proj[0], proj[1], proj[2] (ONNX Gather at a constant scalar index); hetpart ran those as 36 lone
      # `take` kernels a forward (3 a layer, 1.7 us each on the H100; session 51's kernel profile: 258 kernels against

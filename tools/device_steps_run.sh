@@ -27,6 +27,35 @@ case "${1:-1}" in
   timeout "$BUDGET" python3 bench/conformance.py --device CUDA --jobs 14 --time-limit 120 \
     -o "$OUT/conformance-cuda.json" > "$OUT/logs/conformance.log" 2>&1
   ;;  # cut off by BUDGET: $OUT/conformance-cuda.partial.jsonl holds the cases done
+142)  # (BUDGET=480; ran in session 51 with STEP_BUDGET=320, H100: bench/results/gpu-switches-142-nvidia-h100.md) issue 17, steps 135 and 136 in one call (session 51 had one short call left after refusals):
+     # the three bf16/pipeline switches together on the corpus exports at batch 1, all-CUDA, GPU-resident inputs.
+     # Step 135's cuda tests ran in session 51 (21 passed, H100); its A/B parts failed on a staged-away import.
+     # (1) step 136's cuda tests (bf16/fp16 mma projections vs ORT at 2e-2);
+     # (2) vit_b_16 bf16: WIDEN_IN_FRAGMENTS, DEEP_PIPELINE, LOW_PRECISION_MMA all off (before) / all on (after);
+     # (3) whisper_encoder bf16: all three off / on;
+     # (4) vit_b_16 tf32: DEEP_PIPELINE off / on (the other two change nothing in TF32).
+     # Decides: the three on together if (1) passes, (2) and (3) are faster after by more than the rounds' spread and
+     # their max diff is <= 1e-2; DEEP_PIPELINE by (4) in TF32.  Which switch gives what: steps 135/136 (--each).
+  BUDGET=${STEP_BUDGET:-480}; tc=hetpart.kernels.rules.gpu_tensor_core; all=  # STEP_BUDGET: a shorter call
+  for x in WIDEN_IN_FRAGMENTS DEEP_PIPELINE LOW_PRECISION_MMA; do all="$all --before $tc.$x=0 --after $tc.$x=1"; done
+  timeout 70 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
+    tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-142.txt" 2>&1
+  for name in vit_b_16 whisper_encoder; do
+    f="$EXPORTS/$name-b1.onnx"
+    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
+      > "$OUT/logs/export-$name.txt" 2>&1
+  done
+  vit="$EXPORTS/vit_b_16-b1.onnx"; left=$((BUDGET - SECONDS - 10))
+  [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 tools/gpu_model_switch_ab.py "$vit" \
+    --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/vit-bf16-ab-142.json" > "$OUT/logs/vit-bf16-142.txt" 2>&1
+  f="$EXPORTS/whisper_encoder-b1.onnx"; left=$((BUDGET - SECONDS - 10))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout $((left < 150 ? left : 150)) python3 tools/gpu_model_switch_ab.py "$f" \
+    --precision bf16 $all --rounds 5 --repeat 30 --out "$OUT/whisper-bf16-ab-142.json" > "$OUT/logs/whisper-bf16-142.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$vit" \
+    --precision tf32 --before $tc.DEEP_PIPELINE=0 --after $tc.DEEP_PIPELINE=1 --rounds 5 --repeat 30 \
+    --out "$OUT/vit-tf32-ab-142.json" > "$OUT/logs/vit-tf32-142.txt" 2>&1 ;;
 140)  # (BUDGET=590) ran in session 51 (H100; bench/results/serve-det-140.md, serve-det2-140.md).
      # Issue 20, the two detector scenarios again now that the CPU NMS keeps candidates by a selection
      # (SELECT_CANDIDATES on since session 50: NMS 0.42-0.46x its old CPU time per core).  Last runs: detector+resnet50

@@ -842,7 +842,9 @@ def _prefetch_through_registers(sch: s_tir.Schedule, staged: list, ko) -> None:
 
 
 DEEP_PIPELINE = False
-"""Off until device step 135 measures it (built and checked in session 50 without a GPU).
+"""Off: measured no better (device step 142, session 51, H100, ViT-B/16 batch 1 all-CUDA: TF32
+1.467 -> 1.483 ms with it on; bf16 with the other switches on, 1.604 without it against 1.612
+with).  The 2-stage loop's copies are not what these grids wait on.
 Software-pipeline the K loop of a batch-1 plain matmul on a starved grid
 (:func:`pipeline_stages`) in 3 stages instead of 2: ``cp.async`` copies of slice k+2
 in flight while slice k is multiplied.  Such a grid (ViT/BERT's layers at 197 tokens:
@@ -872,9 +874,10 @@ def pipeline_stages(images: int, grid: int, transposed: bool, sms: int) -> int:
     return 2
 
 
-WIDEN_IN_FRAGMENTS = False
-"""Off until device step 135 measures it (built and checked in session 50 without a GPU).
-Stage a bf16/fp16-stored weight (:func:`_pack_in_storage_dtype`'s packed copy) in shared
+WIDEN_IN_FRAGMENTS = True
+"""On since device step 142 (session 51, H100, batch 1 bf16, all-CUDA, GPU-resident inputs,
+least of 5 round medians): ViT-B/16 1.785 -> 1.611 ms, the Whisper encoder 2.006 -> 1.908,
+DistilBERT 0.743 -> 0.671; outputs identical to the widened-in-staging build.  Stage a bf16/fp16-stored weight (:func:`_pack_in_storage_dtype`'s packed copy) in shared
 memory in its own dtype -- a plain copy, so ``cp.async`` (8 bytes per 4 elements) in the
 pipeline like a float32 operand's -- and widen it as each warp loads its fragments
 (``tf32.NAMES["load_b_<dtype>"]``, exact).  Before (False), the staging copy widened
@@ -888,7 +891,10 @@ Where it does not apply (a widened operand A; a weight not packed at compile tim
 
 
 LOW_PRECISION_MMA = False
-"""Off until device step 136 measures it (built and checked in session 50 without a GPU).
+"""Off: measured no faster than :data:`WIDEN_IN_FRAGMENTS` alone (device step 142, session 51,
+H100, ViT-B/16 batch 1 bf16: 1.600 ms without it, 1.612 with, the switches' before 1.785; its
+output 4.6e-3 off the TF32-multiplied build's).  At batch 1 these GEMMs wait on memory, not on
+the tensor cores' rate; batch 32 (device step 141) is where its rate would show.
 Where a contraction's weight is stored in bf16/fp16 (:func:`_narrow_weight`: the packed
 copy of :func:`_pack_in_storage_dtype`, widened by one block), multiply in that dtype:
 the weight staged in its own dtype (by ``cp.async``, as :data:`WIDEN_IN_FRAGMENTS` does,
