@@ -80,6 +80,15 @@ def test_unknown_pin_lists_close_matches():
         resolve_pins(g, ["node_1=cpu", "fused_node_1=cuda"])
 
 
+def test_a_gather_pin_on_a_model_whose_gathers_became_slices_says_so():
+    """A constant-index Gather imports as a strided slice (importer.constant_take), so
+    ``--pin Gather=...`` can match nothing on a model that has Gathers: the error says why."""
+    g = make_graph({"node_0": (("strided_slice", "squeeze", "reshape"), ("x",))})
+    with pytest.raises(PlanError, match="imported as a slice.*pin it as Slice"):
+        resolve_pins(g, ["Gather=cpu"])
+    assert set(resolve_pins(g, ["Slice=cpu"])) == {"node_0"}
+
+
 def test_pin_to_a_device_the_kernel_cannot_use_is_an_error():
     g = make_graph(DIAMOND)
     costs = table(g, dict.fromkeys(g.kernels, 10), dict.fromkeys(g.kernels, 1),

@@ -97,6 +97,14 @@ def _put(table: dict[str, tuple[str, str]], kid: str, pin: Pin) -> None:
     table[kid] = (pin.device, f"pinned by --pin {pin}")
 
 
+IMPORTED_AS: dict[str, str] = {
+    "gather": "a Gather at one constant index is imported as a slice (hetpart.importer.constant_take): "
+              "pin it as Slice, or by its kernel id (--explain lists them)",
+}
+"""Why an ONNX op may be absent from a model that has it: the importer computes it as
+another op.  Said when a pin of that op matches nothing."""
+
+
 def _op_names(what: str) -> tuple[str, ...]:
     key = what.lower()
     return ONNX_TO_TVM.get(key, (key,))
@@ -113,5 +121,7 @@ def _no_match_message(graph, pin: Pin) -> str:
     candidates = [*graph.kernels, *tvm_ops, *onnx_ops]
     close = difflib.get_close_matches(pin.what.lower(), [c.lower() for c in candidates], n=5, cutoff=0.5)
     hint = f"close matches: {', '.join(close)}" if close else f"ops in this model: {', '.join(tvm_ops)}"
+    if pin.what.lower() in IMPORTED_AS:
+        hint = f"{IMPORTED_AS[pin.what.lower()]}; {hint}"
     return (f"--pin {pin}: no kernel of '{graph.name}' is named '{pin.what}' or uses that op; {hint}. "
             "Write a kernel id (node_17), an ONNX op type (Gather) or a TVM op name (take)")
