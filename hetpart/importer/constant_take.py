@@ -35,7 +35,8 @@ from tvm import relax
 
 from .relax_rewrite import rewrite_functions
 
-# module switch (device step 143 measures it on the GPU)
+# module switch; on: ViT-B/16 all-CUDA TF32 batch 1 1.571 -> 1.473 ms on an H100, outputs identical (device step
+# 142, session 51); device step 143 runs its cuda tests and zoo:swin on the GPU
 SLICE_CONSTANT_TAKES = True
 # the largest intermediate value the index evaluation folds (the frontend's index arithmetic is
 # a shape vector and scalars)
