@@ -146,6 +146,7 @@ def parse(argv=None):
         gates = [0]
     if any(n < 1 for n in gates):
         p.error(f"--gates takes slot counts >= 1, got '{args.gates}'")
+    args.gate_slots = tuple(gates)
     return args
 
 
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
                                               no_spin=args.nospin_variant,
                                               placed={p: [by[n] for n in models] for p, by in placed.items()},
                                               combined=args.combined_variant,
-                                              gates=tuple(int(n) for n in args.gates.split(",") if n))
+                                              gates=args.gate_slots)
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,
