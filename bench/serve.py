@@ -43,7 +43,12 @@ on the CPU; a model placed alike is shared) served as variant hetpart-cpu-tail;
 --hold-ms adds variants hetpart-hold<ms> (a partial batch waits while another batch of
 its model runs, :mod:`hetpart.serving.batcher`); --nospin-variant adds hetpart-nospin
 (host threads sleep while waiting for the GPU); --combined-variant adds hetpart-all, all
-three at once.  Every load point records ``resources``:
+three at once.  --gates 1 adds hetpart-gate1 (issue 20, branch serve-serial): hetpart's
+bucketed sessions, batching policy and max_delay behind a 1-slot gate across the models
+(``Server(max_concurrent_batches=1)``, one instance per model): sequential's one run at
+a time, which beat hetpart beside the detector's CPU partitions (step 140), with
+batching's amortisation; --gates n gives hetpart-gate<n> (n slots, min(--instances, n)
+instances per model).  Every load point records ``resources``:
 the process's cores busy and each CPU-sharing lane's busy fraction and wait per call (a
 line per contender in the .md).
 """
@@ -100,6 +105,10 @@ def parse(argv=None):
     p.add_argument("--combined-variant", action="store_true",
                    help="add a variant hetpart-all with the other placement, the first --hold-ms and "
                         "--nospin-variant's sessions at once")
+    p.add_argument("--gates", default="",
+                   help="comma-separated slot counts, each adding a variant hetpart-gate<n>: hetpart's batching with at "
+                        "most n batches running at once across the models (max_concurrent_batches=n), min(--instances, "
+                        "n) instance(s) per model; 1: one run at a time, as sequential, but batched (default: none)")
     p.add_argument("--placement", default="forced",
                    help="comma-separated placements of every build (forced, cpu-tail: hetpart.bench.serve_models."
                         "PLACEMENTS): the first for every contender, each other one adding a variant "
@@ -130,7 +139,15 @@ def parse(argv=None):
     p.add_argument("--small", action="store_true", help="zoo small models (smoke test, not the benchmark)")
     p.add_argument("--simulate", action="store_true", help="CUDA partitions on the CPU (no GPU needed)")
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/serve-<gpu>.json; .md and .svg beside)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        gates = [int(n) for n in args.gates.split(",") if n]
+    except ValueError:
+        gates = [0]
+    if any(n < 1 for n in gates):
+        p.error(f"--gates takes slot counts >= 1, got '{args.gates}'")
+    args.gate_slots = tuple(gates)
+    return args
 
 
 def main(argv=None) -> int:
@@ -168,7 +185,8 @@ def main(argv=None) -> int:
                                               holds=tuple(float(h) / 1e3 for h in args.hold_ms.split(",") if h),
                                               no_spin=args.nospin_variant,
                                               placed={p: [by[n] for n in models] for p, by in placed.items()},
-                                              combined=args.combined_variant)
+                                              combined=args.combined_variant,
+                                              gates=args.gate_slots)
             built.append(serve.Scenario("+".join(models), serve_models.load_models(members),
                                         [c for c in offered if wanted is None or c.name in wanted or c.variant], args.slo_ms))
         options = serve.SweepOptions(window_s=args.window_s, start_fraction=args.start_fraction, growth=args.growth,

@@ -803,3 +803,111 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
     assert body["placed"]["cpu-tail"]["mlp"]["plans"] == body["placed"]["forced"]["mlp"]["plans"]
     md = out.with_suffix(".md").read_text()
     assert "* placement (per placement, model and build" in md and "hetpart resources (window and drain)" in md
+
+
+# --- hetpart-gate<n>: batching behind a gate across models (issue 20, branch serve-serial) ----------------
+
+
+class Overlaps(Sleepy):
+    """Sleepy that counts how many runs of every Overlaps sharing ``live`` overlap (the most
+    at once in ``live["most"]``) and the rows of each of its runs."""
+
+    def __init__(self, max_batch, live, seconds=0.004):
+        super().__init__(max_batch, seconds)
+        self.live, self.rows = live, []
+
+    def run(self, feeds):
+        with self.live["lock"]:
+            self.live["now"] += 1
+            self.live["most"] = max(self.live["most"], self.live["now"])
+        try:
+            self.rows.append(feeds["x"].shape[0])
+            return super().run(feeds)
+        finally:
+            with self.live["lock"]:
+                self.live["now"] -= 1
+
+
+def gated_contenders(monkeypatch, gates):
+    """serve_models.contenders over two fake bucketed models (their sessions cached, so
+    nothing is compiled; batches 1, 2, 4 kept), PyTorch taken as absent."""
+    from hetpart.bench import serve_models
+    from hetpart.serving import policy
+
+    monkeypatch.setattr(serve_models, "_torch_cuda", lambda: "PyTorch not installed")
+    live = {"lock": threading.Lock(), "now": 0, "most": 0}
+    served, sessions = [], {}
+    for name in ("ga", "gb"):
+        served.append(serve_models.ServedModel(name, 4, batching=policy.explicit([1, 2, 4])))
+        sessions[(name, None, "gate", "forced", True)] = Overlaps(4, live)
+    return serve_models.contenders(served, max_delay=0.002, sessions=sessions, gates=gates), sessions, live
+
+
+def test_the_gate1_variant_batches_and_runs_one_batch_at_a_time_across_models(monkeypatch):
+    """--gates 1's hetpart-gate1: hetpart's bucketed runners and batching policy behind a
+    1-slot gate, one instance per model; under a load above one-at-a-time capacity (two
+    models, 4 ms a run, 500/s) no two runs ever overlap, batches grow past 1, and the
+    bench's checks find every answer its own (none lost, crossed or wrong)."""
+    offered, sessions, live = gated_contenders(monkeypatch, (1,))
+    by = {c.name: c for c in offered}
+    gate1 = by["hetpart-gate1"]
+    assert gate1.variant and not by["hetpart"].variant
+    assert gate1.notes == ["variant of hetpart with at most 1 batch(es) running at once across models "
+                           "(max_concurrent_batches=1), 1 instance(s) per model"]
+    system = gate1.make()
+    try:
+        # the bucketed runners at their policy's sizes
+        assert {m: s["batching"]["sizes"] for m, s in system.stats().items()} == {"ga": [1, 2, 4], "gb": [1, 2, 4]}
+        assert sorted(t.name for t in threading.enumerate() if t.name.startswith("hetpart-serve-g")) == \
+            ["hetpart-serve-ga-0", "hetpart-serve-gb-0"]  # one instance (batcher) per model
+        models = [LoadModel("ga", pool(seed=1)), LoadModel("gb", pool(seed=2))]
+        references(system, models)
+        point = offer_load(system, models, rate_per_s=500, window_s=0.3, seed=5)
+    finally:
+        system.close()
+    assert point.offered > 50
+    assert (point.completed, point.lost, point.crossed, point.wrong, point.failed) == (point.offered, 0, 0, 0, 0)
+    assert live["most"] == 1  # one run at a time, across both models
+    rows = [r for s in sessions.values() for r in s.rows]
+    assert max(rows) > 1 and sum(rows) > len(rows)  # and batched (all 500/s at one run at a time: ~2 rows a run)
+
+
+def test_gate_variants_only_when_asked_and_n_slots_take_at_most_n_instances(monkeypatch):
+    offered, _, _ = gated_contenders(monkeypatch, ())
+    assert not [c.name for c in offered if "gate" in c.name]  # the default run: unchanged
+    offered, _, _ = gated_contenders(monkeypatch, (1, 3))
+    by = {c.name: c for c in offered}
+    assert [n for n in by if n.startswith("hetpart-gate")] == ["hetpart-gate1", "hetpart-gate3"]
+    assert by["hetpart-gate3"].variant and by["hetpart-gate3"].notes == [
+        "variant of hetpart with at most 3 batch(es) running at once across models (max_concurrent_batches=3), "
+        "2 instance(s) per model"]  # hetpart's 2 instances: n caps them, never adds
+
+
+@pytest.mark.slow
+def test_the_front_end_serves_the_gate1_variant_with_the_detectors_cpu_partitions(tmp_path):
+    """bench/serve.py --gates 1 on the small detector (CPU partitions: NMS, TopK) and mlp,
+    CUDA simulated: hetpart-gate1 is built over the bucketed sessions (both batched at
+    1,2), runs no batch beside another at any rate, and every answer is its own."""
+    import runpy
+
+    from hetpart.contracts import read_json
+
+    out = tmp_path / "serve.json"
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    front["main"](["--small", "--simulate", "--scenarios", "detector+mlp", "--max-batch", "2", "--budget", "60",
+                   "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "10000", "--no-probe",
+                   "--batch-sizes", "1,2", "--contenders", "sequential", "--gates", "1", "--out", str(out)])
+    body = read_json(out, serve.SCHEMA, serve.VERSION)
+    rows = {r["contender"]: r for r in body["results"]}
+    assert set(rows) == {"hetpart-gate1", "sequential"}  # a variant runs beside the contenders named
+    r = rows["hetpart-gate1"]
+    assert r["variant"] and r["skipped"] is None and r["max_rate_per_s"] > 0, r
+    assert r["lost"] == 0 == r["crossed"] and r["wrong"] == 0
+    assert r["notes"] == ["variant of hetpart with at most 1 batch(es) running at once across models "
+                          "(max_concurrent_batches=1), 1 instance(s) per model"]
+    assert {m: b["sizes"] for m, b in body["batching"].items()} == {"detector": [1, 2], "mlp": [1, 2]}
+    for point in r["curve"]:  # the requests' runs: none ever had another batch running beside it
+        runs = point["tail"]["run_p99_ms_by_concurrency"]
+        assert runs["n_2+"] == 0 < runs["n_1"]
+    assert "| hetpart-gate1 |" in out.with_suffix(".md").read_text()
+    assert body["scenarios"][0]["best_other"] == "sequential"

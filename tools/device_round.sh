@@ -5,6 +5,7 @@
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (closing note of session 51; 140 and 142 ran, 142 deciding 135/136's switches):
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
+#   144 (issue 20, the detector scenarios with hetpart's batching behind a 1-slot gate across models: hetpart-gate1),
 #   141 (issue 17, batch 32: TILE_BY_PADDING, SMALL_CONTRACTIONS, LOW_PRECISION_MMA at b32),
 #   135, 136 (issue 17: their switches decided by 142 -- WIDEN_IN_FRAGMENTS on, the other two off; left: their
 #   per-kernel parts), 138 (issue 17, Q/K/V as one
@@ -69,6 +70,37 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --no-torch --runs 10 \
     --export-dir "$EXPORTS" --json "$OUT/kernels-vit-b1-143.json" > "$OUT/logs/kernel-profile-vit-143.txt" 2>&1 ;;
+144)  # (BUDGET=590) issue 20, serving several models: the detector scenarios with hetpart's batching behind a 1-slot
+     # gate across the models (branch serve-serial; bench/serve.py --gates 1, variant hetpart-gate1).  Step 140 (H100,
+     # bench/results/serve-det-140.md, serve-det2-140.md): `sequential` (Server(max_concurrent_batches=1), batch 1,
+     # one run at a time across all models) beat hetpart (2 instances a model, batching 1..8, no gate) on
+     # detector+resnet50 677/s vs 485 (0.72x), then lost 469 vs 511 (1.09x); detector+resnet50+bert hetpart 588,
+     # hetpart-no-batching 658, sequential 599.  Runs at once slow each other almost as much as they overlap (the
+     # detector's run p99 18 ms alone, 46 beside others; 15 of 16 cores busy: its NMS/TopK CPU partitions).
+     # hetpart-gate1 = hetpart's bucketed sessions, batching policy (builds 1,2,4,8 timed at setup) and max_delay,
+     # 1 instance a model, max_concurrent_batches=1: sequential's no-interference plus batching's amortisation
+     # (detector b8 0.46x a request's b1 cost, resnet50 b8 0.59x).
+     # (1) bench/serve.py, both detector scenarios, hetpart / hetpart-gate1 / sequential (torch-cuda-graphs has no
+     #     detector twin); (2) the same again with the time left (the rate swings run to run; detector+resnet50 alone
+     #     if too little is left for both).  Per scenario and run: max rate under the 50 ms p99 SLO, mean batch, the
+     #     tail line (run p99 alone / beside: beside should be empty for gate1 and sequential).
+     # Decides: hetpart-gate1 above both hetpart and sequential in both scenarios in both runs -> the "hetpart"
+     # contender runs it where a scenario's model has CPU partitions: serve_models.contenders gives "hetpart"
+     # server(bucketed, 1, 1, max_delay) (1 instance, gate 1) when any member's build has a cpu partition
+     # (m.compiled[1].plan.partitions), its note saying "1-slot gate across models", and hetpart-gate1 is dropped
+     # there; GPU-only scenarios (resnet50+bert) keep today's server; docs/SERVING.md's gate bullet says it was
+     # measured.  Above in one run only, or in one scenario only: the swing; the table goes into the closing note
+     # beside step 140's and nothing switches.  Below sequential in both: batching behind the gate does not pay
+     # (batches formed before the slot is free stay small: look at mean batch); nothing switches.
+  BUDGET=590
+  timeout 400 python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
+    --contenders hetpart,sequential --gates 1 --budget 380 --window-s 1.5 \
+    --out "$OUT/serve-gate-144.json" > "$OUT/logs/serve-144.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10)); sc=detector+resnet50,detector+resnet50+bert
+  [ "$left" -lt 200 ] && sc=detector+resnet50
+  [ "$left" -ge 120 ] && timeout "$left" python3 bench/serve.py --scenarios $sc \
+    --contenders hetpart,sequential --gates 1 --budget $((left - 15)) --window-s 1.5 \
+    --out "$OUT/serve-gate2-144.json" > "$OUT/logs/serve2-144.txt" 2>&1 ;;
 141)  # (BUDGET=590) issue 17, batch 32 on the GPU (branch gpu-b32, bench/results/gpu-b32-static.md).
      # The b32 rows of corpus-nvidia-h200.md (vit_b_16 bf16 27.3 ms, whisper_encoder bf16 70.2, hetpart np->np against
      # PyTorch's graph replay alone, measured 2026-12-03 before the bf16 weight packing) are stale and cross boundaries;

@@ -23,6 +23,11 @@ Contenders (:func:`contenders`):
 * ``hetpart-<policy>`` (``cpu_sharing``'s other policies, e.g. ``hetpart-split2``,
   ``hetpart-none``): the hetpart contender over sessions opened with that CPU-sharing
   policy (:mod:`hetpart.runtime.cpu_share`), a variant (never the best other);
+* ``hetpart-gate<n>`` (``gates``): the hetpart contender (its bucketed sessions, batching
+  policy and ``max_delay``) behind a gate of ``n`` slots across the models
+  (``Server(max_concurrent_batches=n)``, ``min(instances, n)`` instances per model: a
+  model never runs more than ``n`` batches at once); ``hetpart-gate1`` is sequential's
+  one-run-at-a-time with batching's amortisation, a variant;
 * ``hetpart-no-batching``: the same server over batch-1 sessions (``max_batch=1``);
 * ``sequential``: batch-1 sessions, one request at a time across all models in
   arrival order (``max_concurrent_batches=1``: one model after another);
@@ -164,7 +169,7 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                freeze_heap: bool = True, variants: tuple[int, ...] = (),
                cpu_sharing: tuple[str, ...] = ("gate",), holds: tuple[float, ...] = (),
                no_spin: bool = False, placed: dict[str, list[ServedModel]] | None = None,
-               combined: bool = False) -> list[Contender]:
+               combined: bool = False, gates: tuple[int, ...] = ()) -> list[Contender]:
     """The four contenders over ``served``; ``sessions`` caches the open Sessions (the
     caller closes them) so scenarios sharing a model share its sessions; ``instances``:
     the batches of one model the two hetpart servers run at once; ``freeze_heap``: the
@@ -181,7 +186,9 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
     ``placed``: per other placement (:data:`PLACEMENTS`) the same models built so, each
     a variant ``hetpart-<placement>``; ``combined``: one more variant ``hetpart-all`` with
     every one of those at once (the last placement, the first hold, no spinning where
-    ``no_spin``).  Each model's
+    ``no_spin``); ``gates``: per number ``n``, a variant ``hetpart-gate<n>`` whose server
+    runs at most ``n`` batches at once across its models (``max_concurrent_batches=n``),
+    each model with ``min(instances, n)`` instances.  Each model's
     :class:`~hetpart.serving.BatchingPolicy` is decided here, once (``m.batching``):
     measured (kept at ``pays``), or ``batch_sizes`` where the user gave them."""
     import hetpart
@@ -258,6 +265,10 @@ def contenders(served: list[ServedModel], *, max_delay: float, sessions: dict,
                             ([f"placement {list(placed)[-1]}"] if placed else [])
                             + ([f"hold {holds[0] * 1e3:g} ms"] if holds else []) + (["no spinning"] if no_spin else []))],
                         variant=True)] if combined else []),
+           *[Contender(f"hetpart-gate{n}", server(bucketed, min(instances, n), n, max_delay),
+                       notes=[f"variant of hetpart with at most {n} batch(es) running at once across models "
+                              f"(max_concurrent_batches={n}), {min(instances, n)} instance(s) per model"],
+                       variant=True) for n in gates],
            Contender("hetpart-no-batching", server(lambda m: 1, instances, None, 0.0)),
            Contender("sequential", server(lambda m: 1, 1, 1, 0.0), notes=["one request at a time across models"])]
     reason = _torch_cuda()
