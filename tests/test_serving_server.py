@@ -378,6 +378,32 @@ def test_one_slot_across_models_runs_one_batch_at_a_time():
     assert peak[0] == 1
 
 
+def test_a_batch_waiting_for_the_gate_takes_the_requests_queued_meanwhile():
+    """Behind a 1-slot gate, model b's batch (row 100) forms at once and waits while a's
+    run holds the slot; rows 101-103 queue meanwhile.  Once the slot is b's, they join
+    that batch: one run of 4 rows, each answer its own (without the top-up: runs of 1 and 3)."""
+    a, b = Blocking(), Doubler()
+    server = Server(max_delay=0.0, max_concurrent_batches=1)
+    server.add_model("a", a)
+    server.add_model("b", b)
+    with server:
+        first = server.submit("a", row(0))
+        assert a.started.wait(30)
+        waiting = server.submit("b", row(100))
+        lane = server._lane("b")
+        for _ in range(3000):  # until b's batcher holds its batch (formed, waiting for the gate)
+            with lane._cond:
+                if lane._in_flight:
+                    break
+            threading.Event().wait(0.001)
+        later = [server.submit("b", row(i)) for i in range(101, 104)]
+        a.release.set()
+        expect_own(first.result(30), 0)
+        for fut, i in zip([waiting, *later], range(100, 104)):
+            expect_own(fut.result(30), i)
+    assert b.batch_sizes == [4]
+
+
 def test_max_batch_below_the_runners_own_is_respected():
     runner = Blocking(max_batch=8)
     server = Server(max_delay=0)

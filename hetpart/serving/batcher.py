@@ -29,6 +29,10 @@ build gives its last requests back to the head of the queue until it does not (n
 below its first request: a request is never split).  A policy of ``(1,)`` serves the
 model unbatched: every request runs alone, with no wait.
 
+Behind the server's gate (``max_concurrent_batches``) a batch tops up once its slot is
+granted: requests of its kind queued while it waited join it (:meth:`Lane._top_up`), so a
+1-slot gate across models batches what arrived during the other models' runs.
+
 A batch's feeds are concatenated along dim 0, run, and each output is cut back into
 the requests' own rows (a single-request batch gets the runner's outputs as they
 are); an output the runner names in ``batch_columns`` (NonMaxSuppression's rows of
@@ -201,6 +205,24 @@ class Lane:
         self.stats.count("cancelled")
         return False
 
+    def _top_up(self, batch: list[Request], rows: int) -> int:
+        """After the gate's wait: requests of ``batch``'s kind queued meanwhile join it (up
+        to ``fill`` rows, trimmed to a build the policy keeps, marked running), unless
+        another batch of this model is forming (its company).  ``batch`` (the in-flight
+        list) grows in place; returns its rows.  Why: behind a 1-slot gate a batch formed
+        at once waits out the other models' runs while its queue fills; without this the
+        requests that arrived meanwhile went into the next batch, one more run behind."""
+        with self._cond:
+            if self._forming or rows >= self.fill or not self._queue:
+                return rows
+            had = len(batch)
+            rows = self._take(batch, rows)
+            self._trim(batch, rows)
+            joined = [r for r in batch[had:] if self._start(r)]
+            del batch[had:]
+            batch.extend(joined)
+            return sum(r.rows for r in batch)
+
     # --- running it --------------------------------------------------------------
     def _loop(self) -> None:
         me = threading.get_ident()
@@ -219,6 +241,7 @@ class Lane:
         rows = sum(r.rows for r in batch)
         if self.gate is not None:
             self.gate.acquire(self.priority, batch[0].arrival)
+            rows = self._top_up(batch, rows)
         concurrent = self.running.enter()
         start = time.perf_counter()
         for r in batch:
