@@ -127,6 +127,21 @@ def test_hammer_every_response_is_its_own_requests():
     assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 5
 
 
+@pytest.mark.parametrize("instances", [1, 3])
+def test_hammer_behind_a_one_slot_gate_tops_up_without_mixing(instances):
+    """The same hammer behind a 1-slot gate across the models (batches top up once their
+    slot is granted, :meth:`Lane._top_up`; with 3 batchers of b, one may be forming as
+    another tops up): every answer its own, every row once, no batch over its max."""
+    runners = {"a": Doubler(max_batch=8), "b": Doubler(max_batch=5)}
+    threads, per_thread = 8, 150
+    server = Server({"a": runners["a"]}, max_delay=0.001, max_concurrent_batches=1)
+    server.add_model("b", runners["b"], instances=instances)
+    with server:
+        stats = _hammer(server, runners, threads, per_thread, max_rows=3)
+    assert sum(s["completed"] for s in stats.values()) == threads * per_thread
+    assert max(runners["a"].batch_sizes) <= 8 and max(runners["b"].batch_sizes) <= 5
+
+
 def test_requests_queued_behind_a_busy_runner_are_batched_up_to_max_batch():
     runner = Blocking(max_batch=8)
     with Server({"m": runner}, max_delay=0) as server:
