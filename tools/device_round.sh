@@ -91,7 +91,8 @@ case "${1:-1}" in
      # there; GPU-only scenarios (resnet50+bert) keep today's server; docs/SERVING.md's gate bullet says it was
      # measured.  Above in one run only, or in one scenario only: the swing; the table goes into the closing note
      # beside step 140's and nothing switches.  Below sequential in both: batching behind the gate does not pay
-     # (batches formed before the slot is free stay small: look at mean batch); nothing switches.
+     # (batches top up with what queued while they waited for the slot, Lane._top_up: look at mean batch); nothing
+     # switches.
   BUDGET=590
   timeout 400 python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
     --contenders hetpart,sequential --gates 1 --budget 380 --window-s 1.5 \
