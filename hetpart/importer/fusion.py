@@ -25,6 +25,7 @@ from . import constant_builds, conv_layout
 from .bit_shift import guard_shift_range
 from .concat_projections import concat_projections
 from .constant_take import slice_constant_takes
+from .shared_layout import duplicate_shared_layout
 from .fake_quantize import float_fake_quantize
 from .qdq_conv import window_rows_2d
 from .fast_erf import fast_erf
@@ -93,11 +94,14 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     activation is computed in float (:mod:`.fake_quantize`); :mod:`.qdq_conv`'s im2col
     (``take`` + reshape) is one 2-D compute (:func:`.qdq_conv.window_rows_2d`); projections of one
     input by constant weights are one GEMM when :data:`.concat_projections.CONCAT_PROJECTIONS` is on; a
-    ``take`` of one constant row is a strided slice that fuses (:mod:`.constant_take`, first).  ``conv_block`` (None: NCHW):
+    ``take`` of one constant row is a strided slice that fuses (:mod:`.constant_take`, first), and a layout
+    chain read by several layout ops is copied per reader (:mod:`.shared_layout`, next).  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
     (:mod:`.conv_layout`)."""
     # a take of one constant row as a strided slice, which fuses (a take is an opaque kernel)
     mod = slice_constant_takes(mod)
+    # a layout chain read by several layout ops (the slices above): a copy per reader, each fuses into it
+    mod = duplicate_shared_layout(mod)
     mod = window_rows_2d(float_fake_quantize(mod))  # qdq_conv's im2col: one 2-D gather
     # DecomposeOpsForInference leaves a batch norm not after a convolution as
     # ``(y, mean, var)[0]``; FuseOps does not fuse across that tuple, so the norm and the
