@@ -6,6 +6,7 @@
 # In the order to run them (closing note of session 51; 140 and 142 ran, 142 deciding 135/136's switches):
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
 #   144 (issue 20, the detector scenarios with hetpart's batching behind a 1-slot gate across models: hetpart-gate1),
+#   145 (issue 17, ViT's packed-QKV re-layout copied into each q/k/v slice kernel: DUPLICATE_SHARED_LAYOUT A/B),
 #   141 (issue 17, batch 32: TILE_BY_PADDING, SMALL_CONTRACTIONS, LOW_PRECISION_MMA at b32),
 #   135, 136 (issue 17: their switches decided by 142 -- WIDEN_IN_FRAGMENTS on, the other two off; left: their
 #   per-kernel parts), 138 (issue 17, Q/K/V as one
@@ -70,6 +71,43 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --no-torch --runs 10 \
     --export-dir "$EXPORTS" --json "$OUT/kernels-vit-b1-143.json" > "$OUT/logs/kernel-profile-vit-143.txt" 2>&1 ;;
+145)  # (BUDGET=590) issue 17, ViT-B/16 b1 after step 143's slices: torchvision's MultiheadAttention re-lays its packed
+     # QKV projection out (reshape, unsqueeze, transpose, squeeze: ~1.8 MB) and the q, k, v slices read it; FuseOps
+     # keeps a producer of several readers in a kernel of its own, so every layer ran that copy alone (2.4 us + a
+     # launch gap, x12).  importer.shared_layout (branch layout-dup; DUPLICATE_SHARED_LAYOUT, on: on the CPU outputs
+     # bit-identical before/after) computes a layout chain read by 2-4 layout ops only once per reader: each copy
+     # fuses into its slice's kernel and reads only the third it needs.  ViT block 16 -> 15 kernels, zoo:swin:small
+     # 77 -> 73 (CPU import), no other zoo model's fused module changes.
+     # (1) cuda tests: the ViT block all-CUDA bit-identical to the switch off;
+     # (2) the corpus vit_b_16 export's CUDA kernels off / on, static (gpu_static_kernels.py --set, no GPU time):
+     #     expect 12 fewer (one a layer), else the export's re-layout differs from the tests' and (3) measures nothing;
+     # (3) vit_b_16 all-CUDA tf32: switch off (before) / on (after), tools/gpu_model_switch_ab.py, GPU-resident inputs;
+     # (4) zoo:swin b1 tf32 off / on.
+     # Decides: DUPLICATE_SHARED_LAYOUT stays on if (1) passes, (3)'s after is not above before by more than the
+     # rounds' spread (expect ~-0.04 ms: 12 x (2.4 us + ~1.5 us gap), less what the slice kernels' longer index
+     # arithmetic costs) and every max diff in (3)/(4) is 0 (copies move the same bits).  A slower after or a diff:
+     # set it False and report the slice kernels' times (gpu_kernel_profile.py).
+  BUDGET=590; sw=hetpart.importer.shared_layout.DUPLICATE_SHARED_LAYOUT; ab="--before $sw=0 --after $sw=1"
+  mkdir -p "$OUT/logs"
+  timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_shared_layout.py \
+    > "$OUT/logs/cuda-tests-145.txt" 2>&1
+  vit="$EXPORTS/vit_b_16-b1.onnx"
+  [ -f "$vit" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
+    Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('vit_b_16', 1, Path('$vit'))" \
+    > "$OUT/logs/export-vit_b_16.txt" 2>&1
+  if [ -f "$vit" ]; then
+    for v in 0 1; do
+      timeout 60 python3 tools/gpu_static_kernels.py "$vit" --no-source --set $sw=$v --json "$OUT/vit-static-dup$v-145.json" \
+        > "$OUT/logs/vit-static-dup$v-145.txt" 2>&1
+    done
+    left=$((BUDGET - SECONDS - 90))
+    [ "$left" -ge 60 ] && timeout $((left < 200 ? left : 200)) python3 tools/gpu_model_switch_ab.py "$vit" \
+      --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/vit-dup-ab-tf32-145.json" \
+      > "$OUT/logs/vit-dup-ab-tf32-145.txt" 2>&1
+  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16.txt"; fi
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 50 ] && timeout $((left < 80 ? left : 80)) python3 tools/gpu_model_switch_ab.py zoo:swin \
+    --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/swin-dup-ab-tf32-145.json" > "$OUT/logs/swin-dup-ab-145.txt" 2>&1 ;;
 144)  # (BUDGET=590) issue 20, serving several models: the detector scenarios with hetpart's batching behind a 1-slot
      # gate across the models (branch serve-serial; bench/serve.py --gates 1, variant hetpart-gate1).  Step 140 (H100,
      # bench/results/serve-det-140.md, serve-det2-140.md): `sequential` (Server(max_concurrent_batches=1), batch 1,
