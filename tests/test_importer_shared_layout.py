@@ -8,7 +8,8 @@ own any more.  torchvision's MultiheadAttention (the ViT encoder block) loses th
 re-lays the packed QKV projection out for its three slices: one kernel fewer, outputs
 bit-identical to the switch off.  Left alone: a chain also read by compute (an add), one of
 constants (FoldConstant would fold each copy: weights duplicated), one read by more than
-``MAX_COPIES`` readers; off, the import is unchanged.
+``MAX_COPIES`` readers; off, the import is unchanged.  With a GPU (``cuda`` mark): the ViT block
+all-CUDA bit-identical to the switch off.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from hetpart import importer
 from hetpart.importer import shared_layout as sl
 
 X = (4, 6, 5)
+
+
+@pytest.fixture(autouse=True)
+def _switched_on(monkeypatch):
+    """The pass on (its switch is off by default until the device A/B decides); tests turn it off."""
+    monkeypatch.setattr(sl, "DUPLICATE_SHARED_LAYOUT", True)
 
 
 def _special_input(shape=X, seed: int = 0) -> np.ndarray:
@@ -137,6 +144,17 @@ def test_vit_block_bit_identical_to_the_switch_off(monkeypatch):
     np.testing.assert_allclose(got, onnxruntime_outputs(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
     monkeypatch.setattr(sl, "DUPLICATE_SHARED_LAYOUT", False)
     np.testing.assert_array_equal(got.view(np.int32), run_on(m, "cpu", {"x": x})["y"].view(np.int32))
+
+
+@pytest.mark.cuda
+def test_vit_block_on_the_gpu_bit_identical_to_the_switch_off(monkeypatch):
+    """All-CUDA: the copies fused into the slice kernels move the same bits; the rest is the same code."""
+    m = torchvision_attention(L, E, H, block=True)
+    x = np.random.default_rng(2).standard_normal((1, L, E)).astype(np.float32)
+    x.flat[::7] = 0.0
+    got = run_on(m, "cuda", {"x": x}, simulate=False)["y"]
+    monkeypatch.setattr(sl, "DUPLICATE_SHARED_LAYOUT", False)
+    np.testing.assert_array_equal(got.view(np.int32), run_on(m, "cuda", {"x": x}, simulate=False)["y"].view(np.int32))
 
 
 # --- left alone ---------------------------------------------------------------------------------

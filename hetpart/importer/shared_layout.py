@@ -38,8 +38,10 @@ from tvm import relax
 
 from .relax_rewrite import rewrite_functions
 
-# module switch
-DUPLICATE_SHARED_LAYOUT = True
+# module switch; off until a device A/B decides (device step 145: vit_b_16 and zoo:swin tf32 off/on).  On the CPU,
+# session 51: outputs bit-identical; the torchvision ViT block (197x768) 13.96 -> 13.88 ms (2 threads), Swin's
+# window split-heads read by its q/k/v slices (64x49x288) 0.176 -> 0.114 ms, zoo:swin:small 0.132 -> 0.126 ms
+DUPLICATE_SHARED_LAYOUT = False
 # the most copies of one binding (its readers, each counted as many times as it is copied)
 MAX_COPIES = 4
 LAYOUT_OPS = frozenset({"relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze",
