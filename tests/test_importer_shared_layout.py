@@ -6,7 +6,8 @@ onnx.reference's and ONNX Runtime's values bit for bit on inputs with negatives,
 ±Inf and NaN, and the same bits as with the switch off; the shared chain is no kernel of its
 own any more.  torchvision's MultiheadAttention (the ViT encoder block) loses the kernel that
 re-lays the packed QKV projection out for its three slices: one kernel fewer, outputs
-bit-identical to the switch off.  Left alone: a chain also read by compute (an add), one of
+bit-identical to the switch off.  Left alone: a chain also read by compute (an add), slices
+concatenated again (Swin's roll: one kernel already), one of
 constants (FoldConstant would fold each copy: weights duplicated), one read by more than
 ``MAX_COPIES`` readers; off, the import is unchanged.  With a GPU (``cuda`` mark): the ViT block
 all-CUDA bit-identical to the switch off.
@@ -202,6 +203,17 @@ def test_a_chain_of_constants_stays_shared():
         bb.emit_func_output(out)
     script = sl.duplicate_shared_layout(bb.get()).script()
     assert script.count("R.permute_dims(x,") == 3
+
+
+def test_slices_concatenated_again_stay_shared():
+    """Swin's roll: two slices of one re-layout concatenated fuse with it into one kernel already."""
+    m, _ = _shared("transpose_reshape", 2, "none")
+    del m.graph.output[:]
+    m.graph.node.append(helper.make_node("Concat", ["y1", "y0"], ["z"], axis=1))
+    m.graph.output.append(helper.make_tensor_value_info("z", 1, [5, 24]))
+    mod = _relax_of(m)
+    assert sl.duplicate_shared_layout(mod) is mod
+    assert len(_kernel_ops(m)) == 1
 
 
 def test_more_readers_than_max_copies_stay_shared():

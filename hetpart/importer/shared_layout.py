@@ -52,6 +52,10 @@ def _op(e) -> str:
     return e.op.name if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else ""
 
 
+def _layout(binding) -> bool:
+    return isinstance(binding, relax.VarBinding) and _op(binding.value) in LAYOUT_OPS
+
+
 def _variable(func: relax.Function) -> set:
     """Vars of ``func`` whose value depends on a parameter (not computed from constants only)."""
     out = set(func.params)
@@ -68,24 +72,32 @@ def _copied(block, variable: set) -> set:
     bindings = [b for b in block.bindings if isinstance(b, relax.VarBinding)]
     readers: dict = {}
     for b in block.bindings:
-        value = b.value if isinstance(b, relax.VarBinding) else None
         for v in relax.analysis.free_vars(b.value):
-            readers.setdefault(v, []).append(b if value is not None and _op(value) in LAYOUT_OPS else None)
+            readers.setdefault(v, []).append(b)
     copies: dict = {}  # var -> how many times it is computed
     chosen: set = set()
     for b in reversed(bindings):
         users = readers.get(b.var, [])
         if (_op(b.value) not in LAYOUT_OPS or not isinstance(b.var, relax.DataflowVar) or not users
-                or any(u is None for u in users) or b.value.args[0] not in variable):
+                or not all(_layout(u) for u in users) or b.value.args[0] not in variable):
             copies[b.var] = 1
             continue
         n = sum(copies.get(u.var, 1) for u in users)
-        if 2 <= n <= MAX_COPIES:
+        if 2 <= n <= MAX_COPIES and not _rejoined(users, readers):
             chosen.add(b.var)
             copies[b.var] = n
         else:
             copies[b.var] = 1
     return chosen
+
+
+def _rejoined(users: list, readers: dict) -> bool:
+    """Whether ``users`` (several) are each read by one binding only, the same concatenate (Swin's
+    roll: two slices of the window re-layout concatenated): FuseOps puts them and the shared chain in one kernel
+    already; copies would only repeat the chain's index arithmetic in it."""
+    nexts = [readers.get(u.var, []) for u in users]
+    return (len(users) > 1 and all(len(r) == 1 for r in nexts) and len({id(r[0]) for r in nexts}) == 1
+            and isinstance(nexts[0][0], relax.VarBinding) and _op(nexts[0][0].value) == "relax.concat")
 
 
 @relax.expr_functor.mutator
