@@ -9,9 +9,10 @@ whole: a chain of 4 layout ops shared by 3 slices becomes 3 chains -- are 2 to
 per reader, just before it, and the shared binding is gone.  Left as they are: a value
 read by any other op (a matmul, an add, a tuple, ...) or returned from its block (the
 copies would not fuse; a reader of compute keeps the one shared kernel), a value more
-readers copy than :data:`MAX_COPIES`, and a chain whose data is a constant or computed
-from constants only (``FoldConstant`` would fold each copy to a constant of its own: the
-weights duplicated).  Invariant: every output is the same function of the inputs,
+readers copy than :data:`MAX_COPIES`, readers that one concatenate joins again (Swin's
+roll: FuseOps puts the chain, its slices and the concatenate in one kernel already), and a
+chain whose data is a constant or computed from constants only (``FoldConstant`` would fold
+each copy to a constant of its own: the weights duplicated).  Invariant: every output is the same function of the inputs,
 element for element: the copies move the same elements (no arithmetic), so NaN, ±Inf and
 -0.0 come through alike.
 
@@ -38,9 +39,11 @@ from tvm import relax
 
 from .relax_rewrite import rewrite_functions
 
-# module switch; off until a device A/B decides (device step 145: vit_b_16 and zoo:swin tf32 off/on).  On the CPU,
-# session 51: outputs bit-identical; the torchvision ViT block (197x768) 13.96 -> 13.88 ms (2 threads), Swin's
-# window split-heads read by its q/k/v slices (64x49x288) 0.176 -> 0.114 ms, zoo:swin:small 0.132 -> 0.126 ms
+# module switch; off until a device A/B decides (device step 145: vit_b_16 and zoo:swin tf32 off/on).  On the CPU
+# (2-core EPYC, 2 threads, tools/cpu_rule_ab.py, session 51), outputs bit-identical: the torchvision ViT block
+# (197x768) 1.00x in four A/Bs (13.87 -> 13.93, 13.96 -> 13.88 ms: the matmuls' noise), its layout kernels
+# 0.083 -> 0.058 ms (tools/cpu_kernel_profile.py); Swin's window split-heads read by q/k/v (64x49x288, 512x49x288)
+# 0.177 -> 0.116 and 3.84 -> 2.73 ms; zoo:swin:small 0.117 -> 0.113 ms
 DUPLICATE_SHARED_LAYOUT = False
 # the most copies of one binding (its readers, each counted as many times as it is copied)
 MAX_COPIES = 4
