@@ -13,8 +13,8 @@ readers copy than :data:`MAX_COPIES`, readers that one concatenate joins again (
 roll: FuseOps puts the chain, its slices and the concatenate in one kernel already), and a
 chain whose data is a constant or computed from constants only (``FoldConstant`` would fold
 each copy to a constant of its own: the weights duplicated).  Invariant: every output is the
-same function of the inputs, element for element: the copies move the same elements (no arithmetic), so NaN, ±Inf and
--0.0 come through alike.
+same function of the inputs, element for element: the copies move the same elements (no
+arithmetic), so NaN, ±Inf and -0.0 come through alike.
 
 Cost: a copy fused into its reader reads only the elements the reader's index map names:
 three slices of a ``[3, L, E]`` tensor each read a third of the chain's source, so the
