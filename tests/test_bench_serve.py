@@ -774,8 +774,9 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
     """--placement forced,cpu-tail builds the detector twice (its NMS trim on the CPU the
     second time; a model placed alike is shared, not rebuilt) and serves it as variant
     hetpart-cpu-tail; --hold-ms and --nospin-variant add hetpart-hold<ms> and
-    hetpart-nospin, --combined-variant hetpart-all; every answer of every variant is its
-    own request's."""
+    hetpart-nospin, --combined-variant hetpart-all, --gates 1 hetpart-gate1 (batching behind
+    a 1-slot gate across models: no batch ever runs beside another, with the detector's CPU
+    partitions); every answer of every variant is its own request's."""
     import runpy
 
     from hetpart.contracts import read_json
@@ -788,12 +789,18 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
     front["main"](["--small", "--simulate", "--scenarios", "detector+mlp", "--max-batch", "2", "--budget", "150",
                    "--window-s", "0.2", "--max-steps", "4", "--refine", "0", "--slo-ms", "10000",
                    "--contenders", "hetpart,sequential", "--placement", "forced,cpu-tail", "--hold-ms", "5",
-                   "--nospin-variant", "--combined-variant", "--out", str(out)])
+                   "--nospin-variant", "--combined-variant", "--gates", "1", "--out", str(out)])
     body = read_json(out, serve.SCHEMA, serve.VERSION)
     rows = {r["contender"]: r for r in body["results"]}
-    assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "sequential"}
+    assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "hetpart-gate1",
+                         "sequential"}
     assert rows["hetpart-all"]["notes"] == ["variant of hetpart with all of: placement cpu-tail, hold 5 ms, no spinning"]
-    for name in ("hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all"):
+    assert rows["hetpart-gate1"]["notes"] == ["variant of hetpart with at most 1 batch(es) running at once across "
+                                              "models (max_concurrent_batches=1), 1 instance(s) per model"]
+    for point in rows["hetpart-gate1"]["curve"]:  # the requests' runs: none ever had another batch beside it
+        runs = point["tail"]["run_p99_ms_by_concurrency"]
+        assert runs["n_2+"] == 0 < runs["n_1"]
+    for name in ("hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "hetpart-gate1"):
         r = rows[name]
         assert r["variant"] and r["skipped"] is None and r["max_rate_per_s"] > 0, r
         assert r["lost"] == 0 == r["crossed"] and r["wrong"] == 0
@@ -883,31 +890,3 @@ def test_gate_variants_only_when_asked_and_n_slots_take_at_most_n_instances(monk
         "2 instance(s) per model"]  # hetpart's 2 instances: n caps them, never adds
 
 
-@pytest.mark.slow
-def test_the_front_end_serves_the_gate1_variant_with_the_detectors_cpu_partitions(tmp_path):
-    """bench/serve.py --gates 1 on the small detector (CPU partitions: NMS, TopK) and mlp,
-    CUDA simulated: hetpart-gate1 is built over the bucketed sessions (both batched at
-    1,2), runs no batch beside another at any rate, and every answer is its own."""
-    import runpy
-
-    from hetpart.contracts import read_json
-
-    out = tmp_path / "serve.json"
-    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
-    front["main"](["--small", "--simulate", "--scenarios", "detector+mlp", "--max-batch", "2", "--budget", "60",
-                   "--window-s", "0.2", "--max-steps", "2", "--refine", "0", "--slo-ms", "10000", "--no-probe",
-                   "--batch-sizes", "1,2", "--contenders", "sequential", "--gates", "1", "--out", str(out)])
-    body = read_json(out, serve.SCHEMA, serve.VERSION)
-    rows = {r["contender"]: r for r in body["results"]}
-    assert set(rows) == {"hetpart-gate1", "sequential"}  # a variant runs beside the contenders named
-    r = rows["hetpart-gate1"]
-    assert r["variant"] and r["skipped"] is None and r["max_rate_per_s"] > 0, r
-    assert r["lost"] == 0 == r["crossed"] and r["wrong"] == 0
-    assert r["notes"] == ["variant of hetpart with at most 1 batch(es) running at once across models "
-                          "(max_concurrent_batches=1), 1 instance(s) per model"]
-    assert {m: b["sizes"] for m, b in body["batching"].items()} == {"detector": [1, 2], "mlp": [1, 2]}
-    for point in r["curve"]:  # the requests' runs: none ever had another batch running beside it
-        runs = point["tail"]["run_p99_ms_by_concurrency"]
-        assert runs["n_2+"] == 0 < runs["n_1"]
-    assert "| hetpart-gate1 |" in out.with_suffix(".md").read_text()
-    assert body["scenarios"][0]["best_other"] == "sequential"
