@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Stage a small working tree for a device call, and undo it.  The device tool carries the tracked and
+# untracked files (64 MiB in all, ~61 of them the .tvmpack): with the pack, the rest must stay under
+# ~2.83 MB (2.80 MB fitted in session 51, 2.89 did not).  Run in the repository root:
+#
+#   TESTS="test_a.py ..." TOOLS="x.py ..." BENCH="corpus.py ..." bash tools/device_stage.sh    # stage
+#   python tools/device_preflight.py STEP...    # every file the steps run is there and imports (rerun until ready)
+#   ... the device call(s) ...
+#   bash tools/device_stage.sh --restore        # everything back (bench/results as it was)
+#
+# Staged away into .hold/stash (git-excluded: add "/.hold/" to .git/info/exclude on a fresh clone, or the
+# stash itself is carried): bench/results (but the capped profile, copied back), docs, notebooks,
+# tools/device_steps_run.sh (STEPS_RUN=1 keeps it), every tests/test_*.py, tools/*.py and bench/*.py not
+# named in TESTS / TOOLS / BENCH (tools/device_preflight.py always stays), the test helper modules not
+# named in HELPERS (default: onnx_cases.py tir_loops.py; conftest.py always stays).  NOPROFILE=1 also moves
+# the shipped profile hetpart/costmodel/recorded/h200.json (tools/device_lib.sh then plans with the
+# capped one); EXTRA_OUT="path ..." moves more tracked files (e.g. README.md, hetpart/bench modules a
+# step does not import).  Session 51's kernel steps fitted at 2.76 MB with NOPROFILE=1 and
+# EXTRA_OUT="README.md hetpart/bench/capped.py hetpart/bench/cpu_layers.py hetpart/bench/int8.py
+# hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
+# hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
+set -euo pipefail
+S=.hold/stash
+[ -f tools/device_lib.sh ] || { echo "run in the repository root" >&2; exit 1; }
+if [ "${1:-}" = --restore ]; then
+  [ -d "$S" ] || { echo "nothing staged ($S absent)" >&2; exit 1; }
+  rm -rf bench/results
+  mv "$S/bench/results" bench/
+  for d in bench tests tools; do for f in "$S/$d"/*; do [ -e "$f" ] && mv "$f" "$d/"; done; done
+  for f in "$S/top"/*; do [ -e "$f" ] && mv "$f" .; done
+  [ -e "$S/h200.json" ] && mv "$S/h200.json" hetpart/costmodel/recorded/
+  if [ -d "$S/extra" ]; then (cd "$S/extra" && find . -type f) | while read -r f; do mv "$S/extra/$f" "$f"; done; fi
+  rm -rf "$S"
+  git status --short
+  exit 0
+fi
+[ -e "$S" ] && { echo "$S exists: bash tools/device_stage.sh --restore first" >&2; exit 1; }
+mkdir -p "$S/bench" "$S/tests" "$S/tools" "$S/top"
+keep() { case " $1 " in *" $2 "*) return 0;; esac; return 1; }
+mv bench/results "$S/bench/"
+mv docs notebooks "$S/top/"
+for f in tests/test_*.py; do keep "${TESTS:-}" "${f#tests/}" || mv "$f" "$S/tests/"; done
+[ -d tests/conformance ] && mv tests/conformance "$S/tests/"
+for f in tests/*.py; do b=${f#tests/}; case "$b" in test_*) continue;; esac
+  keep "${HELPERS:-onnx_cases.py tir_loops.py} conftest.py __init__.py" "$b" || mv "$f" "$S/tests/"; done
+[ -n "${STEPS_RUN:-}" ] || mv tools/device_steps_run.sh "$S/tools/"
+for f in tools/*.py; do keep "${TOOLS:-} device_preflight.py" "${f#tools/}" || mv "$f" "$S/tools/"; done
+for f in bench/*.py; do keep "${BENCH:-}" "${f#bench/}" || mv "$f" "$S/bench/"; done
+[ -n "${NOPROFILE:-}" ] && mv hetpart/costmodel/recorded/h200.json "$S/h200.json"
+for f in ${EXTRA_OUT:-}; do mkdir -p "$S/extra/$(dirname "$f")"; mv "$f" "$S/extra/$f"; done
+mkdir -p bench/results
+cp "$S/bench/results/profile-capped-nvidia-h200.json" bench/results/ 2>/dev/null || true
+bytes=$(git ls-files -co --exclude-standard | grep -v '^\.hold/' | while read -r f; do [ -f "$f" ] && echo "$f"; done \
+  | xargs cat | wc -c)
+echo "bytes to carry besides .tvmpack: $bytes (fits at or under ~2830000)"
