@@ -50,6 +50,6 @@ for f in bench/*.py; do keep "${BENCH:-}" "${f#bench/}" || mv "$f" "$S/bench/"; 
 for f in ${EXTRA_OUT:-}; do mkdir -p "$S/extra/$(dirname "$f")"; mv "$f" "$S/extra/$f"; done
 mkdir -p bench/results
 cp "$S/bench/results/profile-capped-nvidia-h200.json" bench/results/ 2>/dev/null || true
-bytes=$(git ls-files -co --exclude-standard | grep -v '^\.hold/' | while read -r f; do [ -f "$f" ] && echo "$f"; done \
-  | xargs cat | wc -c)
+bytes=$(git ls-files -co --exclude-standard | grep -v '^\.hold/' | while read -r f; do if [ -f "$f" ]; then echo "$f"; fi
+  done | xargs cat | wc -c)
 echo "bytes to carry besides .tvmpack: $bytes (fits at or under ~2830000)"
