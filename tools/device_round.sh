@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call, results under $OUT (the steps still to run; issue and branch in each step's comment):
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
-# Before the call, on the staged tree here: python tools/device_preflight.py STEP... (every file the step runs is
+# Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (closing note of session 51; 140 and 142 ran, 142 deciding 135/136's switches):
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
