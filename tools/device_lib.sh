@@ -17,6 +17,14 @@ corpus() {  # corpus NAME DEVICES MODELS [ENV...]: one stream, its own results f
   env "$@" timeout "$BUDGET" python3 bench/corpus.py --models "$models" --devices "$devices" --timeout 300 \
     --budget $((BUDGET - 30)) --export-dir "$EXPORTS" --out "$OUT/corpus-$name.json" > "$OUT/logs/corpus-$name.log" 2>&1
 }
+corpus_export() {  # corpus_export NAME BATCH [TIMEOUT]: the corpus's ONNX export of NAME at BATCH under $EXPORTS,
+                   # written once (log: $OUT/logs/export-NAME-bBATCH.txt); prints its path, absent if the export failed
+  local name=$1 batch=$2 f="$EXPORTS/$1-b$2.onnx"
+  [ -f "$f" ] || timeout "${3:-60}" python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; \
+    from pathlib import Path; Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', $batch, Path('$f'))" \
+    > "$OUT/logs/export-$name-b$batch.txt" 2>&1
+  echo "$f"
+}
 resnet50_b1() {  # the path of a resnet50 b1 ONNX file: the corpus's export if a step made one, else the zoo's
   local f="$EXPORTS/resnet50-b1.onnx"
   [ -f "$f" ] || { f=/tmp/resnet50-zoo.onnx; [ -f "$f" ] || python3 -c "import onnx; from hetpart import models; \

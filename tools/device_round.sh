@@ -49,10 +49,7 @@ case "${1:-1}" in
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_constant_take.py \
     > "$OUT/logs/cuda-tests-143.txt" 2>&1
-  vit="$EXPORTS/vit_b_16-b1.onnx"
-  [ -f "$vit" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-    Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('vit_b_16', 1, Path('$vit'))" \
-    > "$OUT/logs/export-vit_b_16.txt" 2>&1
+  vit=$(corpus_export vit_b_16 1)
   if [ -f "$vit" ]; then
     for v in 0 1; do
       timeout 60 python3 tools/gpu_static_kernels.py "$vit" --no-source --set $sw=$v --json "$OUT/vit-static-take$v-143.json" \
@@ -64,7 +61,7 @@ case "${1:-1}" in
         --precision $prec $ab --rounds 5 --repeat 30 --out "$OUT/vit-take-ab-$prec-143.json" \
         > "$OUT/logs/vit-take-ab-$prec-143.txt" 2>&1
     done
-  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16.txt"; fi
+  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16-b1.txt"; fi
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout $((left < 80 ? left : 80)) python3 tools/gpu_model_switch_ab.py zoo:swin \
     --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/swin-take-ab-tf32-143.json" > "$OUT/logs/swin-take-ab-143.txt" 2>&1
@@ -92,10 +89,7 @@ case "${1:-1}" in
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_shared_layout.py \
     > "$OUT/logs/cuda-tests-145.txt" 2>&1
-  vit="$EXPORTS/vit_b_16-b1.onnx"
-  [ -f "$vit" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-    Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('vit_b_16', 1, Path('$vit'))" \
-    > "$OUT/logs/export-vit_b_16.txt" 2>&1
+  vit=$(corpus_export vit_b_16 1)
   if [ -f "$vit" ]; then
     for v in 0 1; do
       timeout 60 python3 tools/gpu_static_kernels.py "$vit" --no-source --set $sw=$v --json "$OUT/vit-static-dup$v-145.json" \
@@ -105,7 +99,7 @@ case "${1:-1}" in
     [ "$left" -ge 60 ] && timeout $((left < 200 ? left : 200)) python3 tools/gpu_model_switch_ab.py "$vit" \
       --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/vit-dup-ab-tf32-145.json" \
       > "$OUT/logs/vit-dup-ab-tf32-145.txt" 2>&1
-  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16.txt"; fi
+  else echo "no export of vit_b_16" >> "$OUT/logs/export-vit_b_16-b1.txt"; fi
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 50 ] && timeout $((left < 80 ? left : 80)) python3 tools/gpu_model_switch_ab.py zoo:swin \
     --precision tf32 $ab --rounds 5 --repeat 30 --out "$OUT/swin-dup-ab-tf32-145.json" > "$OUT/logs/swin-dup-ab-145.txt" 2>&1 ;;
@@ -184,10 +178,7 @@ case "${1:-1}" in
     --md "$OUT/b32-kernels-141.md" > "$OUT/logs/b32-se-141.txt" 2>&1
   # (2) the corpus exports at batch 32 (exported here if missing), whole model all-CUDA bf16, GPU-resident inputs
   for name in whisper_encoder vit_b_16; do
-    f="$EXPORTS/$name-b32.onnx"
-    [ -f "$f" ] || timeout 90 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 32, Path('$f'))" \
-      > "$OUT/logs/export-$name-b32.txt" 2>&1
+    corpus_export $name 32 90 > /dev/null
   done
   for name in whisper_encoder vit_b_16; do
     f="$EXPORTS/$name-b32.onnx"
@@ -260,10 +251,7 @@ case "${1:-1}" in
   sw="--before $tc.DEEP_PIPELINE=0 --before $tc.WIDEN_IN_FRAGMENTS=0 --after $tc.DEEP_PIPELINE=1 --after $tc.WIDEN_IN_FRAGMENTS=1"
   timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_vit_b1.py \
     tests/test_kernels_gpu_tc_splitk.py tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests.txt" 2>&1
-  vit="$EXPORTS/vit_b_16-b1.onnx"
-  [ -f "$vit" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-    Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('vit_b_16', 1, Path('$vit'))" \
-    > "$OUT/logs/vit-export.txt" 2>&1
+  vit=$(corpus_export vit_b_16 1)
   [ -f "$vit" ] || vit=zoo:bert:seq_len=197  # no torch: ViT's layer stack (12 layers at 197 tokens)
   for prec in bf16 tf32; do  # tf32: WIDEN_IN_FRAGMENTS changes nothing there, so no per-switch variants
     left=$((BUDGET - SECONDS - 160)); cap=100; each=; [ "$prec" = bf16 ] && { left=$((left - 100)); cap=170; each=--each; }
@@ -312,11 +300,8 @@ case "${1:-1}" in
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_gpu_bf16_mma.py \
     tests/test_kernels_tensor_core_low_precision.py > "$OUT/logs/cuda-tests-136.txt" 2>&1
   for name in whisper_encoder vit_b_16 distilbert; do
-    f="$EXPORTS/$name-b1.onnx"
-    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
-      > "$OUT/logs/export-$name.txt" 2>&1
-    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name.txt"; continue; }
+    f=$(corpus_export $name 1)
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b1.txt"; continue; }
     left=$((BUDGET - SECONDS - 70)); cap=$([ $name = whisper_encoder ] && echo 170 || echo 130)
     [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
       --precision bf16 $sw --rounds 5 --repeat 30 \
@@ -355,11 +340,8 @@ case "${1:-1}" in
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_concat_projections.py \
     tests/test_kernels_gpu_tc_splitk.py > "$OUT/logs/cuda-tests-138.txt" 2>&1
   for name in distilbert whisper_encoder vit_b_16; do
-    f="$EXPORTS/$name-b1.onnx"
-    [ -f "$f" ] || timeout 60 python3 -c "import sys; sys.path.insert(0, 'bench'); import corpus; from pathlib import Path; \
-      Path('$EXPORTS').mkdir(parents=True, exist_ok=True); corpus.export('$name', 1, Path('$f'))" \
-      > "$OUT/logs/export-$name.txt" 2>&1
-    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name.txt"; continue; }
+    f=$(corpus_export $name 1)
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b1.txt"; continue; }
     left=$((BUDGET - SECONDS - 10)); [ $name = distilbert ] && left=$((left - 250)); [ $name = whisper_encoder ] && left=$((left - 100))
     cap=$([ $name = whisper_encoder ] && echo 170 || echo 130)
     [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
