@@ -125,6 +125,15 @@ def special_values(n: int = 64, seed: int = 0) -> np.ndarray:
     return np.concatenate([SPECIAL, rest])[:n]
 
 
+def special_tensor(shape, seed: int = 0) -> np.ndarray:
+    """Float32 ``shape`` holding every value of :data:`SPECIAL` (±Inf, NaN, ±0.0, negatives), the
+    rest standard normal draws, shuffled (a layout op's test then sees the specials everywhere)."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    flat = np.concatenate([SPECIAL, rng.standard_normal(max(0, n - SPECIAL.size)).astype(np.float32)])[:n]
+    return rng.permutation(flat).reshape(shape)
+
+
 def value_info(name: str, shape, dtype=np.float32):
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(shape))
 

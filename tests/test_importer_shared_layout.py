@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import SPECIAL, model, onnxruntime_outputs, reference, run_on, torchvision_attention
+from onnx_cases import model, onnxruntime_outputs, reference, run_on, special_tensor, torchvision_attention
 
 from hetpart import importer
 from hetpart.importer import shared_layout as sl
@@ -34,12 +34,7 @@ def _switched_on(monkeypatch):
 
 
 def _special_input(shape=X, seed: int = 0) -> np.ndarray:
-    """Float32 ``shape`` holding every value of :data:`SPECIAL` (±Inf, NaN, ±0.0, negatives), the
-    rest normal draws, shuffled."""
-    rng = np.random.default_rng(seed)
-    n = int(np.prod(shape))
-    flat = np.concatenate([SPECIAL, rng.standard_normal(max(0, n - SPECIAL.size)).astype(np.float32)])[:n]
-    return rng.permutation(flat).reshape(shape)
+    return special_tensor(shape, seed)
 
 
 def _shared(chain: str, parts: int, then: str, source: str = "x") -> tuple:
