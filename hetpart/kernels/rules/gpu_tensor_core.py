@@ -217,8 +217,7 @@ class GpuTensorCoreGemm(ScheduleRule):
             return None
         sch, main, plain, (batch, m, n, k), k_run = gemm
         min_blocks = MIN_BLOCKS_PER_SM * self.options.sm_count
-        if plain and TILE_BY_PADDING and (TILE_BY_PADDING_CONVOLUTIONS
-                                          or not sch.get(main).name_hint.startswith(CONV_BLOCK)):
+        if plain and TILE_BY_PADDING and (TILE_BY_PADDING_CONVOLUTIONS or not _is_convolution(sch, main)):
             tile = plain_tile(batch, m, n, self.options.sm_count)
         else:
             tiles = MATMUL_TILES if plain else CONV_TILES
@@ -418,6 +417,12 @@ CONV_BLOCK = "conv"
 begins: what :class:`GpuTensorCoreConvSplitK` applies to, 1x1 convolutions (plain GEMMs)
 included."""
 
+
+def _is_convolution(sch: s_tir.Schedule, block) -> bool:
+    """Whether ``block`` is a convolution's (named :data:`CONV_BLOCK`...), 1x1 ones included."""
+    return sch.get(block).name_hint.startswith(CONV_BLOCK)
+
+
 CONV_SPLIT_TILE = CONV_TILES[-1]
 """The tile of a split batch-1 convolution: the smallest (32 x 64, 4 warps; also the
 smallest of :data:`MATMUL_TILES`, which a 1x1 convolution's plain GEMM would use)."""
@@ -473,7 +478,7 @@ class GpuTensorCoreConvSplitK(GpuTensorCoreGemm):
         if not 1 <= _images(func) <= CONV_SPLIT_MAX_BATCH:
             return None
         gemm = as_normal_gemm(func, channels_last=True)
-        if gemm is None or not gemm.sch.get(gemm.block).name_hint.startswith(CONV_BLOCK):
+        if gemm is None or not _is_convolution(gemm.sch, gemm.block):
             return None  # matmuls are GpuTensorCoreSplitK's
         sch, main, _, (batch, m, n, k), k_run = gemm
         split = conv_split_factor(batch, m, n, k, k_run, self.options)
@@ -623,7 +628,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         b = sch.fuse(chunk, b)
     narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
     mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
-        LOW_PRECISION_MMA_CONVOLUTIONS or not sch.get(main).name_hint.startswith(CONV_BLOCK))) else None
+        LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
     i, fi = sch.split(i, [None, tf32.M])
     j, fj = sch.split(j, [None, tf32.N])
