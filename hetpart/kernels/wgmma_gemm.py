@@ -51,6 +51,15 @@ CHUNK = 8
 """bf16 elements per 16-byte row of a core matrix (one vector copy)."""
 ELEM_BYTES = 2
 TILE_N_CHOICES = (64, 128)
+PIPELINE_SCOPE = "shared.dyn"
+"""Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
+runtime raises the kernel's dynamic shared-memory limit at launch)."""
+TIR_PIPELINE = "tirx"
+"""TVM 0.27's lowering for hand-written TIRx kernels.  The default ("s_tir") pipeline's
+CompactBufferAllocation shrinks a buffer to the elements TIR sees indexed -- a cp.async
+writing 8 elements from one address, or wgmma reading through a descriptor, is invisible
+to it -- and its MergeSharedMemoryAllocations fails on ``buffer.data`` in a call; the
+"tirx" pipeline has neither (nor ThreadSync: every barrier here is written out)."""
 
 
 @dataclass(frozen=True)
@@ -127,85 +136,156 @@ def d_fragment(thread: int, i: int):
 
 
 # --- the kernel ----------------------------------------------------------------------
-def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, swapped_descriptor: bool = False) -> tvm.tirx.PrimFunc:
+def _chunk_row(c, tx):
+    """Tile row of 16-byte chunk ``c * 128 + tx`` (module doc: 8 consecutive chunks fill
+    one core matrix, so 8 consecutive threads write 128 contiguous bytes and read 16
+    bytes of 8 rows each)."""
+    idx = c * WARPGROUP + tx
+    return idx // (CORE_ROWS * (TILE_K // CHUNK)) * CORE_ROWS + idx % CORE_ROWS
+
+
+def _chunk_k(c, tx):
+    """First K (within the tile) of chunk ``c * 128 + tx``."""
+    return (c * WARPGROUP + tx) // CORE_ROWS % (TILE_K // CHUNK) * CHUNK
+
+
+def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
+               swapped_descriptor: bool = False) -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A: [m, k] bf16, B: [n, k] bf16, C: [m, n] float32)`` (module doc).
 
     ``bn``: N of one warpgroup's tile (64 or 128: the instruction m64n{bn}k16 and bn / 2
-    accumulator registers per thread).  ``swapped_descriptor``: see
+    accumulator registers per thread).  ``stages``: 1, the plain kernel (vector loads
+    and stores to shared memory, then the wgmmas); >= 2, a ``cp.async`` pipeline of that
+    many shared-memory buffers (tiles ``stages - 1`` ahead in flight while the wgmmas of
+    the current one run; dynamic shared memory).  ``swapped_descriptor``: see
     :func:`descriptor_fields`.  Raises ValueError for an unsupported shape.
     """
     shape = Shape(m, n, k, bn)
     shape.check()
+    if stages < 1:
+        raise ValueError(f"stages must be >= 1, got {stages}")
     grid_n, grid_m = shape.grid
     n_acc = bn // 2
     a_rows, b_rows = TILE_M, bn
+    a_size, b_size = a_rows * TILE_K, b_rows * TILE_K
     a_lbo, a_sbo = descriptor_fields(a_rows, swapped_descriptor)
     b_lbo, b_sbo = descriptor_fields(b_rows, swapped_descriptor)
     # descriptors advance in 16-byte units (their address field drops 4 bits)
     a_step, b_step = k_step_bytes(a_rows) // 16, k_step_bytes(b_rows) // 16
-    a_chunks, b_chunks = a_rows * TILE_K // CHUNK // WARPGROUP, b_rows * TILE_K // CHUNK // WARPGROUP
+    a_chunks, b_chunks = a_size // CHUNK // WARPGROUP, b_size // CHUNK // WARPGROUP
     k_tiles, k_steps = k // TILE_K, TILE_K // MMA_K
-    groups = TILE_K // CHUNK  # 16-byte K groups per row of a tile
-    mnemonic = f"wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16"
-    wgmma = T.ptx[mnemonic]
+    wgmma = T.ptx[f"wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16"]
 
-    # chunk c of a tile (thread t copies chunks t, t + 128, ...): row-in-core c % 8, K group
-    # (c / 8) % groups, core row block c / (8 * groups) -- so 8 consecutive threads write one
-    # whole core matrix (128 contiguous bytes: no bank conflicts) and read 16 bytes of 8 rows.
+    if stages == 1:
+        @T.prim_func
+        def main(A: T.Buffer((m, k), "bfloat16"), B: T.Buffer((n, k), "bfloat16"),
+                 C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", grid_n)
+            by = T.launch_thread("blockIdx.y", grid_m)
+            tx = T.launch_thread("threadIdx.x", WARPGROUP)
+            As = T.alloc_buffer((a_size,), "bfloat16", scope="shared", align=128)
+            Bs = T.alloc_buffer((b_size,), "bfloat16", scope="shared", align=128)
+            acc = T.alloc_buffer((n_acc,), "float32", scope="local")
+            desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+            desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+            for i in T.unroll(n_acc):
+                acc[i] = T.float32(0)
+            for ko in range(k_tiles):
+                for c in T.unroll(a_chunks):
+                    for v in T.vectorized(CHUNK):
+                        As[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx) + v, a_rows)] = T.if_then_else(
+                            by * TILE_M + _chunk_row(c, tx) < m,
+                            A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1), ko * TILE_K + _chunk_k(c, tx) + v],
+                            T.bfloat16(0))
+                for c in T.unroll(b_chunks):
+                    for v in T.vectorized(CHUNK):
+                        Bs[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx) + v, b_rows)] = \
+                            B[bx * bn + _chunk_row(c, tx), ko * TILE_K + _chunk_k(c, tx) + v]
+                T.ptx.fence.proxy.async_.shared__cta()
+                T.tvm_storage_sync("shared")
+                T.ptx.wgmma.fence.sync.aligned()
+                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
+                                                      a_lbo, a_sbo, 0)
+                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(Bs[0]),
+                                                      b_lbo, b_sbo, 0)
+                for kk in T.unroll(k_steps):
+                    wgmma(*[acc[i] for i in range(n_acc)],
+                          desc_a[0] + T.uint64(kk * a_step), desc_b[0] + T.uint64(kk * b_step),
+                          True, 1, 1, 0, 0)
+                T.ptx.wgmma.commit_group.sync.aligned()
+                T.ptx.wgmma.wait_group.sync.aligned(0)
+                T.tvm_storage_sync("shared")
+            for i in T.unroll(n_acc):
+                if by * TILE_M + d_fragment(tx, i)[0] < m:
+                    C[by * TILE_M + d_fragment(tx, i)[0], bx * bn + d_fragment(tx, i)[1]] = acc[i]
+
+        return main
+
+    prologue = min(stages - 1, k_tiles)
+    a_stage, b_stage = a_size * ELEM_BYTES // 16, b_size * ELEM_BYTES // 16  # descriptor units
+    cp_async = T.ptx["cp.async.cg.shared.global"]
+
+    b_base = stages * a_size  # S: the A tiles of every stage, then the B tiles
+
+    @T.macro
+    def load_tile(S, A, B, tile, stage, bx, by, tx):
+        # tile ``tile`` of K into buffer ``stage``: 16-byte cp.async per chunk; A's rows past
+        # M read a clamped (valid) address with src-size 0, which zero-fills the chunk
+        for c in T.unroll(a_chunks):
+            cp_async(T.address_of(S[stage * a_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx), a_rows)]),
+                     T.address_of(A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                    tile * TILE_K + _chunk_k(c, tx)]),
+                     16, T.Select(by * TILE_M + _chunk_row(c, tx) < m, T.uint32(16), T.uint32(0)))
+        for c in T.unroll(b_chunks):
+            cp_async(T.address_of(S[b_base + stage * b_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx), b_rows)]),
+                     T.address_of(B[bx * bn + _chunk_row(c, tx), tile * TILE_K + _chunk_k(c, tx)]),
+                     16, T.uint32(16))
+
     @T.prim_func
-    def main(A: T.Buffer((m, k), "bfloat16"), B: T.Buffer((n, k), "bfloat16"),
-             C: T.Buffer((m, n), "float32")):
+    def main_pipelined(A: T.Buffer((m, k), "bfloat16"), B: T.Buffer((n, k), "bfloat16"),
+                       C: T.Buffer((m, n), "float32")):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", grid_n)
         by = T.launch_thread("blockIdx.y", grid_m)
         tx = T.launch_thread("threadIdx.x", WARPGROUP)
-        As = T.alloc_buffer((a_rows * TILE_K,), "bfloat16", scope="shared", align=128)
-        Bs = T.alloc_buffer((b_rows * TILE_K,), "bfloat16", scope="shared", align=128)
+        S = T.alloc_buffer((stages * (a_size + b_size),), "bfloat16", scope=PIPELINE_SCOPE, align=128)
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
         desc_b = T.alloc_buffer((1,), "uint64", scope="local")
         for i in T.unroll(n_acc):
             acc[i] = T.float32(0)
+        # the descriptors of stage 0; later stages and k16 steps add to the address field
+        T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(S[0]), a_lbo, a_sbo, 0)
+        T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[b_base]),
+                                              b_lbo, b_sbo, 0)
+        for s in T.unroll(stages - 1):
+            if s < prologue:
+                load_tile(S, A, B, s, s, bx, by, tx)
+            T.ptx.cp.async_.commit_group()
         for ko in range(k_tiles):
-            for c in T.unroll(a_chunks):
-                for v in T.vectorized(CHUNK):
-                    As[smem_offset((c * WARPGROUP + tx) // (CORE_ROWS * groups) * CORE_ROWS
-                                   + (c * WARPGROUP + tx) % CORE_ROWS,
-                                   (c * WARPGROUP + tx) // CORE_ROWS % groups * CHUNK + v, a_rows)] = \
-                        T.if_then_else(
-                            by * TILE_M + (c * WARPGROUP + tx) // (CORE_ROWS * groups) * CORE_ROWS
-                            + (c * WARPGROUP + tx) % CORE_ROWS < m,
-                            A[T.min(by * TILE_M + (c * WARPGROUP + tx) // (CORE_ROWS * groups) * CORE_ROWS
-                                    + (c * WARPGROUP + tx) % CORE_ROWS, m - 1),
-                              ko * TILE_K + (c * WARPGROUP + tx) // CORE_ROWS % groups * CHUNK + v],
-                            T.bfloat16(0))
-            for c in T.unroll(b_chunks):
-                for v in T.vectorized(CHUNK):
-                    Bs[smem_offset((c * WARPGROUP + tx) // (CORE_ROWS * groups) * CORE_ROWS
-                                   + (c * WARPGROUP + tx) % CORE_ROWS,
-                                   (c * WARPGROUP + tx) // CORE_ROWS % groups * CHUNK + v, b_rows)] = \
-                        B[bx * bn + (c * WARPGROUP + tx) // (CORE_ROWS * groups) * CORE_ROWS
-                          + (c * WARPGROUP + tx) % CORE_ROWS,
-                          ko * TILE_K + (c * WARPGROUP + tx) // CORE_ROWS % groups * CHUNK + v]
+            # this thread's copies of tile ko have landed; after the barrier everyone's have,
+            # and every wgmma of tile ko - 1 is done (each thread waited for its own)
+            T.ptx.cp.async_.wait_group(stages - 2)
             T.ptx.fence.proxy.async_.shared__cta()
             T.tvm_storage_sync("shared")
             T.ptx.wgmma.fence.sync.aligned()
             for kk in T.unroll(k_steps):
-                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
-                                                      a_lbo, a_sbo, 0)
-                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(Bs[0]),
-                                                      b_lbo, b_sbo, 0)
                 wgmma(*[acc[i] for i in range(n_acc)],
-                      desc_a[0] + T.uint64(kk * a_step), desc_b[0] + T.uint64(kk * b_step),
+                      desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * a_step),
+                      desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * b_step),
                       True, 1, 1, 0, 0)
             T.ptx.wgmma.commit_group.sync.aligned()
+            # refill the buffer tile ko - 1 used (free: its wgmmas finished before the barrier)
+            if ko + stages - 1 < k_tiles:
+                load_tile(S, A, B, ko + stages - 1, (ko + stages - 1) % stages, bx, by, tx)
+            T.ptx.cp.async_.commit_group()
             T.ptx.wgmma.wait_group.sync.aligned(0)
-            T.tvm_storage_sync("shared")
         for i in T.unroll(n_acc):
             if by * TILE_M + d_fragment(tx, i)[0] < m:
                 C[by * TILE_M + d_fragment(tx, i)[0], bx * bn + d_fragment(tx, i)[1]] = acc[i]
 
-    return main
+    return main_pipelined
 
 
 def target(arch: str = "sm_90a") -> tvm.target.Target:
@@ -213,14 +293,15 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
     return tvm.target.Target({"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}})
 
 
-def build(m: int, n: int, k: int, bn: int = 128, *, swapped_descriptor: bool = False):
+def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False):
     """``tvm.compile`` of :func:`wgmma_gemm` for sm_90a (under the target, so hetpart's
     CUDA compile callback, where it runs, compiles for 90a too).  Returns the executable;
     its function ``main`` takes (A, B, C) tensors on the GPU."""
     tgt = target()
-    mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, swapped_descriptor=swapped_descriptor)})
+    mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages,
+                                                swapped_descriptor=swapped_descriptor)})
     with tgt:
-        return tvm.compile(mod, target=tgt)
+        return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
 
 def cuda_source(executable) -> str:
