@@ -1,0 +1,373 @@
+"""On a Hopper GPU: is the hand-written ``wgmma`` GEMM (:mod:`hetpart.kernels.wgmma_gemm`,
+issue 17 spike) right, and how fast is it against hetpart's ``mma.sync`` rule?
+
+    PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --json OUT.json        # ~60-90 s on an H100
+    PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --dry --json OUT.json  # no GPU: builds only
+
+Steps, each shape and variant caught on its own (a failure is recorded with its error and
+the probe goes on), the JSON rewritten after every step, anything left skipped (and listed)
+once ``--budget`` seconds have passed.  Order, most telling first: 1 (main variant),
+2 (three variants), 3 (bf16), 4 (three more variants), 5 (tf32), 6 (other variants):
+
+1. correctness: the test shapes (M in {64, 197}, N in {128, 768}, K in {64, 768}) with
+   the main variants, each run once on bf16 inputs (negatives, every 7th element zero,
+   C pre-filled with NaN) against numpy (float64 sums of the same bf16 values): max
+   |C - ref| / max |ref|; expected ~1e-6 (float32 sums), a layout error gives O(1).  If
+   the first one is wrong, the same shape with the descriptor's LBO/SBO exchanged
+   (``swapped_descriptor``) says whether the ISA reading of the two fields is the issue.
+2. ViT-B/16 at batch 1 (M = 197): qkv 2304x768, proj 768x768, fc1 3072x768, fc2 768x3072
+   (N x K), every variant (bn, stages): checked as in 1, then timed.  Two timings: ``raw``
+   (the kernel's host function called 50 times back to back, then a sync; median of 5)
+   and ``vm`` (the kernel called from a Relax VM ``main`` by
+   :func:`hetpart.costmodel.kernel_bench.time_executable`, median of repeats of >= 4 ms --
+   the same harness as the baseline, VM call overhead included in both).
+3. baseline: the same GEMM as an ONNX MatMul (x [1, 197, K] float32 @ W [K, N]) built by
+   :func:`hetpart.kernels.build` for sm_90 -- ``bf16`` (weights stored in bf16,
+   ``gpu_tensor_core.LOW_PRECISION_MMA`` on: bf16 ``mma.sync`` m16n8k16, what issue 17
+   compares) and ``tf32`` (the default build) -- timed by the same VM harness; its error
+   against numpy reported too (against the bf16-rounded product for bf16).
+
+Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
+"vit": [...], "baseline": [...], "skipped": [...], "elapsed_s"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TEST_SHAPES = [(m, n, k) for m in (64, 197) for n in (128, 768) for k in (64, 768)]
+VIT = {"qkv": (197, 2304, 768), "proj": (197, 768, 768), "fc1": (197, 3072, 768), "fc2": (197, 768, 3072)}
+"""name -> (M, N, K) of ViT-B/16's GEMMs at batch 1."""
+CHECK_VARIANTS = [(128, 3), (128, 1), (64, 2)]
+"""(bn, stages) checked on every test shape (the first in step 1, the others last)."""
+VIT_VARIANTS = [(128, 3), (64, 3), (128, 1), (128, 2), (128, 4), (64, 4)]
+"""(bn, stages) timed on the ViT shapes (the first three in step 2, the others in step 4)."""
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+
+
+def bf16_inputs(m: int, n: int, k: int, seed: int = 0):
+    """(A [m, k], B [n, k]) bf16 (ml_dtypes): normal values, B scaled by 1/sqrt(k), some zeros."""
+    from hetpart.importer.low_precision import to_low
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    a.flat[::7] = 0.0
+    b.flat[3::7] = 0.0
+    return to_low(a, "bfloat16"), to_low(b, "bfloat16")
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    if np.isnan(got).any():
+        return float("nan")
+    return float(np.abs(got.astype(np.float64) - want).max() / max(float(np.abs(want).max()), 1e-30))
+
+
+def tflops(m: int, n: int, k: int, ms: float) -> float:
+    return 2.0 * m * n * k / (ms * 1e-3) / 1e12
+
+
+# --- the wgmma kernel ------------------------------------------------------------------------
+def wgmma_vm_module(m: int, n: int, k: int, bn: int, stages: int, swapped: bool = False):
+    """A Relax module whose ``main(A, B)`` calls the wgmma PrimFunc once (``tirx.is_scheduled``
+    keeps the CUDA pipeline's dlight rules off it)."""
+    import tvm
+    from tvm import relax
+
+    from hetpart.kernels import wgmma_gemm as wg
+
+    prim = wg.wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped)
+    prim = prim.with_attr("global_symbol", "wgmma_gemm").with_attr("tirx.is_scheduled", True)
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType([m, k], "bfloat16"))
+    b = relax.Var("b", relax.TensorType([n, k], "bfloat16"))
+    gv = bb.add_func(prim, "wgmma_gemm")
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.call_tir(gv, [a, b], relax.TensorType([m, n], "float32")))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    tgt = wg.target()
+    with tgt:
+        return tvm.compile(mod, target=tgt, tir_pipeline=wg.TIR_PIPELINE)
+
+
+def check(m, n, k, bn, stages, dev, dry: bool, swapped: bool = False) -> dict:
+    """Build the kernel (in its Relax module: one compile serves both timings) and, with a
+    GPU, run it once against numpy.  The row keeps the executable and the GPU arguments
+    under ``_exe``/``_args`` for :func:`vit_row`."""
+    import tvm
+
+    from hetpart.kernels import wgmma_gemm as wg
+
+    row = {"m": m, "n": n, "k": k, "bn": bn, "stages": stages, "swapped_descriptor": swapped}
+    t0 = time.time()
+    try:
+        exe = wgmma_vm_module(m, n, k, bn, stages, swapped)
+        row["build_s"] = round(time.time() - t0, 2)
+        if dry:
+            row["wgmma_in_source"] = "wgmma.mma_async" in wg.cuda_source(exe)
+            return row
+        a, b = bf16_inputs(m, n, k)
+        args = [tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev),
+                tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)]
+        kernel = exe.jit().get_function("wgmma_gemm", query_imports=True)
+        kernel(*args)
+        dev.sync()
+        row["rel_err"] = rel_err(args[2].numpy(), a.astype(np.float64) @ b.astype(np.float64).T)
+        row["ok"] = bool(row["rel_err"] <= 1e-4)
+        row["_exe"], row["_kernel"], row["_args"] = exe, kernel, args
+    except Exception as e:  # noqa: BLE001 - one variant's failure is a result
+        row["error"] = _error(e)
+        row["traceback"] = traceback.format_exc()[-2000:]
+    return row
+
+
+def time_raw(kernel, args, dev, number: int = 50, repeat: int = 5) -> float:
+    """ms per call of the kernel's host function: ``number`` calls back to back, then a
+    sync; median of ``repeat`` (launches queue asynchronously, so a kernel longer than a
+    launch is timed by itself)."""
+    kernel(*args)
+    dev.sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            kernel(*args)
+        dev.sync()
+        times.append((time.perf_counter() - t0) / number)
+    return float(np.median(times)) * 1e3
+
+
+def time_vm(exe, inputs, dev) -> float:
+    from hetpart.costmodel import kernel_bench
+
+    return kernel_bench.time_executable(exe, inputs, dev, kernel_bench.MeasureSettings.quick()).median_s * 1e3
+
+
+def vit_row(name, m, n, k, bn, stages, dev, dry: bool) -> dict:
+    row = check(m, n, k, bn, stages, dev, dry)
+    row["shape"] = name
+    exe, kernel, args = row.pop("_exe", None), row.pop("_kernel", None), row.pop("_args", None)
+    if dry or "error" in row:
+        return row
+    try:
+        row["raw_ms"] = time_raw(kernel, args, dev)
+        row["raw_tflops"] = tflops(m, n, k, row["raw_ms"])
+        row["vm_ms"] = time_vm(exe, args[:2], dev)
+        row["vm_tflops"] = tflops(m, n, k, row["vm_ms"])
+    except Exception as e:  # noqa: BLE001
+        row["error"] = _error(e)
+        row["traceback"] = traceback.format_exc()[-2000:]
+    return row
+
+
+# --- hetpart's current rule --------------------------------------------------------------------
+def matmul_model(tokens: int, k: int, n: int, seed: int = 0):
+    """ONNX ``y = x @ W``: x [1, tokens, k] float32, W [k, n] (seeded, / sqrt(k))."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = (np.random.default_rng(seed).standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, n])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model, w
+
+
+def baseline_row(name, m, n, k, precision: str, dev, dry: bool) -> dict:
+    """hetpart's build of the GEMM (module doc, step 3), timed by the VM harness."""
+    import tvm
+
+    from hetpart import importer, kernels
+    from hetpart.importer import low_precision as lp
+    from hetpart.kernels import weight_prepack
+    from hetpart.kernels.rules import gpu_tensor_core as tc
+    from hetpart.targets import cuda_tvm_target
+
+    row = {"shape": name, "m": m, "n": n, "k": k, "precision": precision}
+    old = tc.LOW_PRECISION_MMA
+    t0 = time.time()
+    try:
+        model, w = matmul_model(m, k, n)
+        graph = importer.load(model)
+        if precision == "bf16":
+            graph = lp.lower_weights(graph, list(graph.kernels), "bfloat16")
+        tc.LOW_PRECISION_MMA = precision == "bf16"
+        exe = kernels.build(weight_prepack.mark_weights(graph.module), cuda_tvm_target("sm_90"), cuda_graph=False)
+        row["build_s"] = round(time.time() - t0, 2)
+        src = "".join(m_.inspect_source("cuda") for m_ in _cuda_modules(exe.mod))
+        row["mma"] = sorted({s for s in ("m16n8k16.row.col.f32.bf16", "m16n8k8.row.col.f32.tf32", "wgmma")
+                             if s in src})
+        row["kernels"] = src.count('extern "C" __global__') // 2
+        if dry:
+            return row
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((1, m, k)).astype(np.float32)
+        x.flat[::7] = 0.0
+        xt = tvm.runtime.tensor(x, dev)
+        row["vm_ms"] = time_vm(exe, [xt], dev)
+        row["vm_tflops"] = tflops(m, n, k, row["vm_ms"])
+        from tvm import relax
+
+        out = relax.VirtualMachine(exe, dev)["main"](xt)
+        got = (out.numpy() if hasattr(out, "numpy") else out[0].numpy()).reshape(m, n)
+        if precision == "bf16":
+            want = lp.to_low(x, "bfloat16").astype(np.float64).reshape(m, k) @ lp.to_low(w, "bfloat16").astype(np.float64)
+        else:
+            want = x.astype(np.float64).reshape(m, k) @ w.astype(np.float64)
+        row["rel_err"] = rel_err(got, want)
+    except Exception as e:  # noqa: BLE001
+        row["error"] = _error(e)
+        row["traceback"] = traceback.format_exc()[-2000:]
+    finally:
+        tc.LOW_PRECISION_MMA = old
+    return row
+
+
+def _cuda_modules(mod):
+    if mod.kind == "cuda":
+        yield mod
+    for sub in mod.imports:
+        yield from _cuda_modules(sub)
+
+
+# --- the run -----------------------------------------------------------------------------------
+def _line(row: dict) -> str:
+    head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
+                                                   "swapped_descriptor") if key in row)
+    parts = [head]
+    if "rel_err" in row:
+        parts.append(f"rel_err {row['rel_err']:.2e}")
+    for key in ("raw", "vm"):
+        if f"{key}_ms" in row:
+            parts.append(f"{key} {row[f'{key}_ms'] * 1e3:.1f} us ({row[f'{key}_tflops']:.1f} TFLOP/s)")
+    if "mma" in row:
+        parts.append(f"mma {row['mma']} kernels {row.get('kernels')}")
+    if "error" in row:
+        parts.append(f"ERROR {row['error']}")
+    return "  " + ", ".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the results here (rewritten after every step)")
+    ap.add_argument("--budget", type=float, default=85.0, help="seconds; later steps are skipped past it")
+    ap.add_argument("--dry", action="store_true", help="no GPU: build everything, run nothing")
+    args = ap.parse_args(argv)
+    start = time.time()
+    result = {"device": None, "correctness": [], "vit": [], "baseline": [], "skipped": [], "elapsed_s": 0.0}
+
+    def save():
+        result["elapsed_s"] = round(time.time() - start, 1)
+        if args.json:
+            clean = {key: ([{k: v for k, v in r.items() if not k.startswith("_")} for r in val]
+                           if isinstance(val, list) and val and isinstance(val[0], dict) else val)
+                     for key, val in result.items()}
+            Path(args.json).write_text(json.dumps(clean, indent=1, default=str))
+
+    def over(what: str) -> bool:
+        if time.time() - start > args.budget:
+            result["skipped"].append(what)
+            return True
+        return False
+
+    import tvm
+
+    import hetpart.kernels  # noqa: F401 - installs hetpart's CUDA compile callback (no fast math)
+
+    dev = tvm.cuda(0)
+    if not args.dry:
+        if not dev.exist:
+            result["device"] = "no CUDA GPU"
+            save()
+            print("no CUDA GPU (use --dry to build only)")
+            return 1
+        result["device"] = f"{dev.device_name} (compute {dev.compute_version}, {dev.multi_processor_count} SMs)"
+    else:
+        result["device"] = "dry run (no GPU)"
+    print(f"device: {result['device']}", flush=True)
+
+    def correctness(variants, label):
+        print(f"{label}. correctness on the test shapes, (bn, stages) in {variants}", flush=True)
+        for i, (m, n, k) in enumerate(TEST_SHAPES):
+            for bn, stages in variants:
+                if over(f"check {m}x{n}x{k} bn={bn} stages={stages}"):
+                    continue
+                row = {key: v for key, v in check(m, n, k, bn, stages, dev, args.dry).items() if key[0] != "_"}
+                result["correctness"].append(row)
+                print(_line(row), flush=True)
+                if i == 0 and not args.dry and not row.get("ok"):  # is it the LBO/SBO reading?
+                    alt = {key: v for key, v in check(m, n, k, bn, stages, dev, args.dry, swapped=True).items()
+                           if key[0] != "_"}
+                    result["correctness"].append(alt)
+                    print(_line(alt), flush=True)
+            save()
+
+    def vit(variants, label):
+        print(f"{label}. ViT-B/16 GEMMs (M=197), (bn, stages) in {variants}", flush=True)
+        for name, (m, n, k) in VIT.items():
+            for bn, stages in variants:
+                if over(f"vit {name} bn={bn} stages={stages}"):
+                    continue
+                row = vit_row(name, m, n, k, bn, stages, dev, args.dry)
+                result["vit"].append(row)
+                print(_line(row), flush=True)
+                save()
+
+    def baseline(precision, label):
+        print(f"{label}. hetpart's current rule on the same GEMMs, {precision}", flush=True)
+        for name, (m, n, k) in VIT.items():
+            if over(f"baseline {name} {precision}"):
+                continue
+            row = baseline_row(name, m, n, k, precision, dev, args.dry)
+            result["baseline"].append(row)
+            print(_line(row), flush=True)
+            save()
+
+    # the most telling first: a budget cut drops the tail
+    correctness(CHECK_VARIANTS[:1], "1")
+    vit(VIT_VARIANTS[:3], "2")
+    baseline("bf16", "3")
+    vit(VIT_VARIANTS[3:], "4")
+    baseline("tf32", "5")
+    correctness(CHECK_VARIANTS[1:], "6")
+
+    best = {}
+    for row in result["vit"]:
+        if "vm_ms" in row and row.get("ok") and (row["shape"] not in best or row["vm_ms"] < best[row["shape"]]["vm_ms"]):
+            best[row["shape"]] = row
+    if best:
+        print("best wgmma variant per shape (vm harness) vs hetpart bf16:", flush=True)
+        base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == "bf16" and "vm_ms" in r}
+        for name, row in best.items():
+            other = base.get(name)
+            vs = f", hetpart bf16 {other['vm_ms'] * 1e3:.1f} us -> {other['vm_ms'] / row['vm_ms']:.2f}x" if other else ""
+            print(f"  {name}: bn={row['bn']} stages={row['stages']} {row['vm_ms'] * 1e3:.1f} us "
+                  f"({row['vm_tflops']:.1f} TFLOP/s){vs}", flush=True)
+        result["best"] = {name: {key: row[key] for key in ("bn", "stages", "vm_ms", "vm_tflops", "raw_ms")}
+                          for name, row in best.items()}
+    save()
+    print(f"done in {result['elapsed_s']} s" + (f"; skipped {len(result['skipped'])} (budget)" if result["skipped"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
