@@ -18,10 +18,13 @@ The kernel (the simplest correct one first: one stage, no TMA, no pipelining):
   tiles from global to shared memory, into the *no-swizzle K-major canonical layout*
   (:func:`smem_offset`), then ``fence.proxy.async.shared::cta`` (generic-proxy writes
   made visible to the async proxy wgmma reads through) and ``__syncthreads``;
-* ``wgmma.fence``; four ``wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16``,
+* the accumulators pinned (:data:`PIN`: an empty ``asm volatile`` reading and writing each
+  register in place, CUTLASS's ``warpgroup_fence_operand``) so the compiler moves no
+  use of them across the asynchronous MMA; ``wgmma.fence``; four ``wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16``,
   A and B both from shared memory through matrix descriptors (:func:`descriptor_fields`),
   accumulating into ``bn / 2`` float32 registers per thread; ``wgmma.commit_group``;
-  ``wgmma.wait_group 0``; ``__syncthreads`` before the tiles are overwritten;
+  ``wgmma.wait_group 0``; the accumulators pinned again; ``__syncthreads`` before the
+  tiles are overwritten (the pipelined variant: module doc of :func:`wgmma_gemm`);
 * the accumulators stored by the D fragment layout (:func:`d_fragment`), rows >= M skipped.
 
 Invariant: the shared-memory layout, the descriptor's LBO/SBO and the fragment layout
@@ -54,6 +57,16 @@ TILE_N_CHOICES = (64, 128)
 PIPELINE_SCOPE = "shared.dyn"
 """Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
 runtime raises the kernel's dynamic shared-memory limit at launch)."""
+PIN = "hetpart_wgmma_pin"
+PIN_SOURCE = """
+__forceinline__ __device__ void hetpart_wgmma_pin(float& reg) {
+  asm volatile("" : "+f"(reg) :: "memory");
+}
+"""
+"""An empty ``asm volatile`` that reads and writes one accumulator register in place
+(CUTLASS's ``warpgroup_fence_operand``).  TVM 0.27's ``T.cuda.wgmma.noop_barrier`` does
+not build on a buffer element (its codegen reads ``reg.dtype``, which a TensorLoad no
+longer has), and its helper takes the register by value, which pins a copy."""
 TIR_PIPELINE = "tirx"
 """TVM 0.27's lowering for hand-written TIRx kernels.  The default ("s_tir") pipeline's
 CompactBufferAllocation shrinks a buffer to the elements TIR sees indexed -- a cp.async
@@ -204,6 +217,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                             B[bx * bn + _chunk_row(c, tx), ko * TILE_K + _chunk_k(c, tx) + v]
                 T.ptx.fence.proxy.async_.shared__cta()
                 T.tvm_storage_sync("shared")
+                for i in T.unroll(n_acc):
+                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
                 T.ptx.wgmma.fence.sync.aligned()
                 T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
                                                       a_lbo, a_sbo, 0)
@@ -215,6 +230,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                           True, 1, 1, 0, 0)
                 T.ptx.wgmma.commit_group.sync.aligned()
                 T.ptx.wgmma.wait_group.sync.aligned(0)
+                for i in T.unroll(n_acc):
+                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
                 T.tvm_storage_sync("shared")
             for i in T.unroll(n_acc):
                 if by * TILE_M + d_fragment(tx, i)[0] < m:
@@ -269,6 +286,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             T.ptx.cp.async_.wait_group(stages - 2)
             T.ptx.fence.proxy.async_.shared__cta()
             T.tvm_storage_sync("shared")
+            for i in T.unroll(n_acc):
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
             T.ptx.wgmma.fence.sync.aligned()
             for kk in T.unroll(k_steps):
                 wgmma(*[acc[i] for i in range(n_acc)],
@@ -281,6 +300,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                 load_tile(S, A, B, ko + stages - 1, (ko + stages - 1) % stages, bx, by, tx)
             T.ptx.cp.async_.commit_group()
             T.ptx.wgmma.wait_group.sync.aligned(0)
+            for i in T.unroll(n_acc):
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
         for i in T.unroll(n_acc):
             if by * TILE_M + d_fragment(tx, i)[0] < m:
                 C[by * TILE_M + d_fragment(tx, i)[0], bx * bn + d_fragment(tx, i)[1]] = acc[i]
