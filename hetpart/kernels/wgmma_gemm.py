@@ -9,7 +9,8 @@ In:  ``A[M, K]`` bfloat16 (row-major, K contiguous), ``B[N, K]`` bfloat16 (the w
      as ``[out, in]``, K contiguous: ``C = A @ B.T``).
 Out: ``C[M, N]`` float32 = sum over k of float(A[m, k]) * float(B[n, k]), float32 sums.
 
-The kernel (the simplest correct one first: one stage, no TMA, no pipelining):
+The kernel (``stages=1``: one stage, no TMA, no pipelining; ``stages>=2`` replaces the
+copies by a ``cp.async`` pipeline, see :func:`wgmma_gemm`):
 
 * one warpgroup (128 threads) per ``64 x bn`` tile of C (``bn`` 64 or 128: grid
   ``(N / bn, ceil(M / 64))``); M need not be a multiple of 64 (rows past M are
@@ -20,11 +21,11 @@ The kernel (the simplest correct one first: one stage, no TMA, no pipelining):
   made visible to the async proxy wgmma reads through) and ``__syncthreads``;
 * the accumulators pinned (:data:`PIN`: an empty ``asm volatile`` reading and writing each
   register in place, CUTLASS's ``warpgroup_fence_operand``) so the compiler moves no
-  use of them across the asynchronous MMA; ``wgmma.fence``; four ``wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16``,
-  A and B both from shared memory through matrix descriptors (:func:`descriptor_fields`),
+  use of them across the asynchronous MMA; ``wgmma.fence``; four
+  ``wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16``, A and B both from shared memory through matrix descriptors (:func:`descriptor_fields`),
   accumulating into ``bn / 2`` float32 registers per thread; ``wgmma.commit_group``;
   ``wgmma.wait_group 0``; the accumulators pinned again; ``__syncthreads`` before the
-  tiles are overwritten (the pipelined variant: module doc of :func:`wgmma_gemm`);
+  tiles are overwritten;
 * the accumulators stored by the D fragment layout (:func:`d_fragment`), rows >= M skipped.
 
 Invariant: the shared-memory layout, the descriptor's LBO/SBO and the fragment layout
