@@ -45,7 +45,7 @@ case "${1:-1}" in
      # spread in either precision (expect ~-0.06 ms of kernels plus their launch gaps on ~1.5 ms) and every max diff
      # in (3)/(4) is 0 (a slice copies the take's bits; the rest is the same code).  A slower after or a diff: set it
      # False and report the kernel (the fused slice-reshape-transpose under dlight's Fallback is the suspect).
-  BUDGET=590; sw=hetpart.importer.constant_take.SLICE_CONSTANT_TAKES; ab="--before $sw=0 --after $sw=1"
+  BUDGET=${STEP_BUDGET:-590}; sw=hetpart.importer.constant_take.SLICE_CONSTANT_TAKES; ab="--before $sw=0 --after $sw=1"
   mkdir -p "$OUT/logs"
   timeout 90 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_importer_constant_take.py \
     > "$OUT/logs/cuda-tests-143.txt" 2>&1
