@@ -126,9 +126,9 @@ case "${1:-1}" in
      # beside step 140's and nothing switches.  Below sequential in both: batching behind the gate does not pay
      # (batches top up with what queued while they waited for the slot, Lane._top_up: look at mean batch); nothing
      # switches.
-  BUDGET=590
-  timeout 400 python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
-    --contenders hetpart,sequential --gates 1 --budget 380 --window-s 1.5 \
+  BUDGET=${STEP_BUDGET:-590}; first=$((BUDGET - 210))
+  timeout $((first + 20)) python3 bench/serve.py --scenarios detector+resnet50,detector+resnet50+bert \
+    --contenders hetpart,sequential --gates 1 --budget $first --window-s 1.5 \
     --out "$OUT/serve-gate-144.json" > "$OUT/logs/serve-144.txt" 2>&1
   left=$((BUDGET - SECONDS - 10)); sc=detector+resnet50,detector+resnet50+bert
   [ "$left" -lt 200 ] && sc=detector+resnet50
