@@ -266,7 +266,7 @@ def test_tf32_geometry_is_the_isa_one():
     assert (TF32.mma_k, TF32.chunk, TF32.tile_k, TF32.elem_bytes) == (8, 4, 32, 4)
     assert TF32.instruction(128) == "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"
     assert not TF32.transpose_immediates, ".tf32 wgmma has no imm-trans (K-major only)"
-    assert lay.PRECISIONS["f32a"].a_converted and not TF32.a_converted
+    assert lay.PRECISIONS["f32a"].a_converted and lay.PRECISIONS["tf32r"].a_converted and not TF32.a_converted
     for name in lay.PRECISIONS:  # one step reads 32 bytes of K per row: the descriptor step is shared
         p = lay.PRECISIONS[name]
         assert p.mma_k * p.elem_bytes == lay.STEP_K_BYTES and p.tile_k * p.elem_bytes == lay.TILE_K_BYTES
@@ -314,10 +314,16 @@ def _gelu(y: np.ndarray) -> np.ndarray:
     return 0.5 * y * (1.0 + np.vectorize(erf)(y / np.sqrt(2.0)))
 
 
+def _a_as_staged(a: np.ndarray, precision: str) -> np.ndarray:
+    """A's values as the kernel stages them: f32a narrowed to bf16 (RNE), tf32r rounded to tf32
+    (RNA), else as given."""
+    return {"f32a": _bf16, "tf32r": _tf32}.get(precision, lambda x: np.asarray(x, np.float32))(a)
+
+
 def _reference(a, b, epilogue=None, bias=None, precision="bf16") -> np.ndarray:
-    """float64 GEMM of the operands as the tensor core sees them (f32a: A rounded to bf16),
-    then the epilogue."""
-    a64 = (_bf16(a) if precision == "f32a" else np.asarray(a, np.float32)).astype(np.float64)
+    """float64 GEMM of the operands as the tensor core sees them (:func:`_a_as_staged`), then
+    the epilogue."""
+    a64 = _a_as_staged(a, precision).astype(np.float64)
     out = a64 @ np.asarray(b, np.float32).astype(np.float64).T
     if epilogue is not None:
         out = out + bias.astype(np.float64)
@@ -344,7 +350,7 @@ def _simulate_as(a, b, bn, prec: lay.Precision, split=1, epilogue=None, bias=Non
                 for ko in range(s * k_tiles, (s + 1) * k_tiles):
                     at = np.zeros((64, tk))
                     rows = a[by * 64:(by + 1) * 64, ko * tk:(ko + 1) * tk]
-                    at[:rows.shape[0]] = _bf16(rows) if prec.a_converted else rows
+                    at[:rows.shape[0]] = _a_as_staged(rows, prec.name)
                     sa, sb = _staged_as(at, prec), _staged_as(b[bx * bn:(bx + 1) * bn, ko * tk:(ko + 1) * tk], prec)
                     for kk in range(tk // prec.mma_k):
                         oa = _isa_read(sa, kk * lay.k_step_bytes(64), *lay.descriptor_fields(64), 64, prec)
@@ -367,21 +373,22 @@ def _inputs(m, n, k, precision, seed=0):
     """(A, B, bias) in the precision's global dtypes, as float32 numpy arrays holding exactly
     the values the kernel receives: bf16 operands rounded to bf16, tf32 ones to tf32 (the
     tensor core reads a tf32 operand's float32 bits truncated; rounded inputs make the test
-    independent of that); f32a's A left float32 (the kernel's narrowing is under test)."""
+    independent of that); f32a's and tf32r's A left float32 (the kernel's narrowing or rounding
+    is under test), tf32r's B rounded (its contract: a weight rounded when packed)."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
     a.flat[::7] = 0.0
     b.flat[3::7] = 0.0
     bias = rng.standard_normal(n).astype(np.float32)
-    if precision == "tf32":
-        return _tf32(a), _tf32(b), bias
+    if precision in ("tf32", "tf32r"):
+        return (_tf32(a) if precision == "tf32" else a), _tf32(b), bias
     return (a if precision == "f32a" else _bf16(a)), _bf16(b), bias
 
 
 @pytest.mark.parametrize("precision,split,epilogue,k_tiles", [
     ("tf32", 1, None, 2), ("f32a", 1, None, 2), ("bf16", 2, None, 2), ("tf32", 3, "bias", 3),
-    ("f32a", 1, "bias_gelu", 1), ("f32a", 2, "bias_gelu", 2)])
+    ("f32a", 1, "bias_gelu", 1), ("f32a", 2, "bias_gelu", 2), ("tf32r", 1, None, 2), ("tf32r", 2, "bias", 2)])
 def test_simulated_variant_is_the_gemm(precision, split, epilogue, k_tiles):
     prec = lay.precision(precision)
     m, n, k = 70, 64, k_tiles * prec.tile_k
@@ -393,6 +400,12 @@ def test_simulated_variant_is_the_gemm(precision, split, epilogue, k_tiles):
         for s in range(split):
             want = _reference(a[:, s * ks:(s + 1) * ks], b[:, s * ks:(s + 1) * ks], precision=precision)
             np.testing.assert_allclose(part[s * m:(s + 1) * m], want, rtol=1e-9, atol=1e-9)
+
+
+def test_tf32_rounding_is_to_nearest_ties_away():
+    """The reference's tf32 rounding is cvt.rna's: 10 mantissa bits, ties away from zero."""
+    x = np.array([1 + 2 ** -11, -(1 + 2 ** -11), 1 + 2 ** -12, 1 + 3 * 2 ** -11], np.float32)
+    np.testing.assert_array_equal(_tf32(x), np.array([1 + 2 ** -10, -(1 + 2 ** -10), 1.0, 1 + 2 ** -9], np.float32))
 
 
 def test_f32a_narrowing_is_round_to_nearest_even():
@@ -427,7 +440,7 @@ NEW_VARIANTS = [  # (precision, bn, stages, split, epilogue): built, compiled, c
     ("tf32", 128, 1, 1, None), ("tf32", 128, 3, 1, None), ("tf32", 64, 2, 1, None),
     ("f32a", 128, 1, 1, None), ("f32a", 128, 3, 1, None), ("f32a", 64, 4, 1, "bias_gelu"),
     ("bf16", 128, 3, 6, None), ("f32a", 128, 3, 6, "bias_gelu"), ("tf32", 64, 3, 3, "bias"),
-    ("bf16", 128, 1, 1, "bias"),
+    ("bf16", 128, 1, 1, "bias"), ("tf32r", 128, 3, 1, None), ("tf32r", 128, 1, 1, None), ("tf32r", 128, 3, 6, "bias"),
 ]
 
 
@@ -457,7 +470,7 @@ def test_variant_builds_for_sm90a(precision, bn, stages, split, epilogue):
         want = loads * (b_chunks + (0 if prec.a_converted else a_chunks))
         assert gemm.count("tvm_builtin_ptx_cp_async_cg_src_size") == want
     if prec.a_converted:
-        assert "(nv_bfloat16)(" in gemm and "float4" in gemm
+        assert ("(nv_bfloat16)(" if precision == "f32a" else "hetpart_tf32_rna(") in gemm and "float4" in gemm
     assert ("erff(" in src) == (epilogue == "bias_gelu")
 
 
@@ -479,6 +492,11 @@ def test_variant_nvcc_compiles_for_sm90a_without_spilling(precision, bn, stages,
                        capture_output=True, check=True)
         text = ptx.read_text()
         assert "cvt.rn.bf16.f32" in text and "cvt.rz.bf16" not in text
+    if precision == "tf32r":  # A rounded to nearest, ties away
+        ptx = tmp_path / "k.ptx"
+        subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(tmp_path / "k.cu"), str(ptx)),
+                       capture_output=True, check=True)
+        assert "cvt.rna.tf32.f32" in ptx.read_text()
 
 
 def _run_variant(shape, precision, bn, stages, split, epilogue):

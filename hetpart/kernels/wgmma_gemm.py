@@ -77,6 +77,16 @@ __forceinline__ __device__ void hetpart_wgmma_pin(float& reg) {
 (CUTLASS's ``warpgroup_fence_operand``).  TVM 0.27's ``T.cuda.wgmma.noop_barrier`` does
 not build on a buffer element (its codegen reads ``reg.dtype``, which a TensorLoad no
 longer has), and its helper takes the register by value, which pins a copy."""
+TF32_RNA = "hetpart_tf32_rna"
+TF32_RNA_SOURCE = """
+__forceinline__ __device__ float hetpart_tf32_rna(float x) {
+  unsigned int r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+"""
+"""float32 -> the nearest tf32 value, ties away (``cvt.rna.tf32.f32``; its result is a
+float32 bit pattern with the low 13 mantissa bits zero), for the ``tf32r`` precision's A."""
 TIR_PIPELINE = "tirx"
 """TVM 0.27's lowering for hand-written TIRx kernels.  The default ("s_tir") pipeline's
 CompactBufferAllocation shrinks a buffer to the elements TIR sees indexed -- a cp.async
@@ -199,18 +209,37 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     half = ch // 2  # a converted A's chunk is read as two 16-byte halves (TVM's float32x8 is broken)
 
     @T.macro
+    def store_a_rounded(dst, base, A, tile, by, tx):
+        # A's tile ``tile`` into ``dst[base:]`` through registers (a_round): per chunk, one
+        # float4 load (rows past M as zeros), each element rounded (TF32_RNA), one float4 store
+        areg = T.alloc_buffer((ch,), "float32", scope="local")
+        for c in T.unroll(a_chunks):
+            for v in T.vectorized(ch):
+                areg[v] = T.if_then_else(by * TILE_M + _chunk_row(c, tx) < m,
+                                         A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                           tile * tile_k + _chunk_k(c, tx, ch) + v],
+                                         a_zero)
+            for v in T.unroll(ch):
+                areg[v] = T.cuda.func_call(TF32_RNA, areg[v], source_code=TF32_RNA_SOURCE, return_type="float32")
+            for v in T.vectorized(ch):
+                dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + v, a_rows, ch)] = areg[v]
+
+    @T.macro
     def store_a_narrowed(dst, base, A, tile, by, tx):
         # A's tile ``tile`` into ``dst[base:]`` through registers: per chunk, two float4 loads
         # (rows past M as zeros), each narrowed to bf16 (round to nearest even) and stored
-        for c in T.unroll(a_chunks):
-            for h in T.unroll(2):
-                for v in T.vectorized(half):
-                    dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + h * half + v, a_rows, ch)] = \
-                        T.Cast(s_dtype, T.if_then_else(
-                            by * TILE_M + _chunk_row(c, tx) < m,
-                            A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
-                              tile * tile_k + _chunk_k(c, tx, ch) + h * half + v],
-                            a_zero))
+        if prec.a_round is not None:
+            store_a_rounded(dst, base, A, tile, by, tx)
+        else:
+            for c in T.unroll(a_chunks):
+                for h in T.unroll(2):
+                    for v in T.vectorized(half):
+                        dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + h * half + v, a_rows, ch)] = \
+                            T.Cast(s_dtype, T.if_then_else(
+                                by * TILE_M + _chunk_row(c, tx) < m,
+                                A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                  tile * tile_k + _chunk_k(c, tx, ch) + h * half + v],
+                                a_zero))
 
     @T.macro
     def plain_body(A, B, C, bias, bx, by, bz, tx):

@@ -40,7 +40,10 @@ class Precision:
     dtype both are staged as (a global dtype other than ``smem`` is converted on the register
     path, not by ``cp.async``); ``mma_types``: the instruction's ``.dtype.atype.btype`` tail;
     ``mma_k``: its K; ``transpose_immediates``: whether the ss form takes imm-trans-a/b (the
-    16-bit types do; ``.tf32`` has none and is K-major only, ISA 9.7.17.5.1).
+    16-bit types do; ``.tf32`` has none and is K-major only, ISA 9.7.17.5.1); ``a_round``:
+    A rounded in its own type on the register path (``"tf32_rna"``: to the nearest tf32, ties
+    away, ``cvt.rna.tf32.f32``, as hetpart's TF32 ``mma.sync`` rule and cuBLAS do; the tensor
+    core would drop the low bits instead).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Precision:
     mma_types: str
     mma_k: int
     transpose_immediates: bool
+    a_round: str | None = None
 
     @property
     def elem_bytes(self) -> int:
@@ -67,8 +71,8 @@ class Precision:
 
     @property
     def a_converted(self) -> bool:
-        """A is narrowed on its way to shared memory (register path, not cp.async)."""
-        return self.a_global != self.smem
+        """A is narrowed or rounded on its way to shared memory (register path, not cp.async)."""
+        return self.a_global != self.smem or self.a_round is not None
 
     def instruction(self, bn: int) -> str:
         """The ``T.ptx`` key of the ss-form ``wgmma``, e.g. ``...m64n128k16.f32.bf16.bf16``."""
@@ -79,11 +83,13 @@ PRECISIONS = {
     "bf16": Precision("bf16", "bfloat16", "bfloat16", "bfloat16", "f32.bf16.bf16", 16, True),
     "tf32": Precision("tf32", "float32", "float32", "float32", "f32.tf32.tf32", 8, False),
     "f32a": Precision("f32a", "float32", "bfloat16", "bfloat16", "f32.bf16.bf16", 16, True),
+    "tf32r": Precision("tf32r", "float32", "float32", "float32", "f32.tf32.tf32", 8, False, "tf32_rna"),
 }
 """``bf16``: both operands bf16 (the first spike); ``tf32``: both float32, read by the tensor
 core as tf32 (hetpart's TF32 builds); ``f32a``: float32 A narrowed to bf16 (round to nearest
 even) on the way to shared memory, bf16 B (hetpart's bf16 builds: float32 activations, bf16
-weights)."""
+weights); ``tf32r``: ``tf32`` with A rounded to tf32 on the register path (B is expected to hold
+tf32 values already: a weight, rounded once when it is packed), hetpart's TF32 numerics."""
 BF16 = PRECISIONS["bf16"]
 
 
