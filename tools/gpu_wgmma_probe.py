@@ -34,7 +34,9 @@ is steps 1-6, the others are these; a group's baseline is built here if step 3/5
 7. ``tf32`` (float32 A and B, ``m64nNk8.f32.tf32.tf32``): correctness on the test shapes
    (inputs rounded to tf32 first; ``rel_err_unrounded`` is the same kernel on the raw float32
    inputs against their float64 product: the tensor core drops the low mantissa bits, where
-   hetpart's TF32 rule rounds), then the ViT shapes timed, against hetpart's ``tf32`` build.
+   hetpart's TF32 rule rounds), then the ViT shapes timed, against hetpart's ``tf32`` build;
+   then ``tf32r`` (A rounded ``cvt.rna`` on the register path, B pre-rounded: hetpart's TF32
+   numerics; ``rel_err_unrounded`` against the raw A) the same way.
 8. ``f32a`` (float32 A narrowed to bf16 on the way to shared memory, bf16 B: what hetpart's
    bf16 builds feed a GEMM): correctness, then the ViT shapes, against hetpart's ``bf16`` build
    (the same inputs and dtypes: the fair comparison of issue 17).
@@ -270,6 +272,7 @@ def _cuda_modules(mod):
 GROUPS = ("bf16", "tf32", "f32a", "splitk")
 """``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8 and 9."""
 TF32_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
+TF32R_VARIANTS = [(128, 3), (64, 3)]
 F32A_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
 """(bn, stages) of steps 7 and 8 on the ViT shapes (the first also on the test shapes)."""
 
@@ -277,8 +280,9 @@ F32A_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
 def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounded: bool = True):
     """(A, B, bias) as numpy arrays in the precision's global dtypes, and (A, B) as float64
     holding the values the tensor core multiplies: bf16 operands rounded to bf16 (ml_dtypes,
-    RNE); tf32 ones rounded to tf32 (cvt.rna) unless ``rounded`` is False; f32a's A float32
-    (the kernel narrows it: its float64 twin is the bf16 rounding)."""
+    RNE); tf32 ones rounded to tf32 (cvt.rna) unless ``rounded`` is False; f32a's and tf32r's
+    A float32 (the kernel narrows / rounds it: its float64 twin is the rounding), tf32r's B
+    rounded (a packed weight)."""
     from hetpart.importer.low_precision import to_low
 
     rng = np.random.default_rng(seed)
@@ -287,11 +291,15 @@ def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounde
     a.flat[::7] = 0.0
     b.flat[3::7] = 0.0
     bias = rng.standard_normal(n).astype(np.float32)
+    def tf32(x):
+        return ((x.view(np.uint32).astype(np.uint64) + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+
     if precision == "tf32":
         if rounded:
-            a, b = (((x.view(np.uint32).astype(np.uint64) + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
-                    for x in (a, b))
+            a, b = tf32(a), tf32(b)
         return (a, b, bias), (a.astype(np.float64), b.astype(np.float64))
+    if precision == "tf32r":
+        return (a, tf32(b), bias), (tf32(a).astype(np.float64), tf32(b).astype(np.float64))
     b16 = to_low(b, "bfloat16")
     a_dev = a if precision == "f32a" else to_low(a, "bfloat16")
     return (a_dev, b16, bias), (to_low(a, "bfloat16").astype(np.float64), b16.astype(np.float64))
@@ -355,6 +363,9 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
             rc, _ = run_once(tensors([ra, rb, rbias] if epilogue is not None else [ra, rb]))
             row["rel_err_unrounded"] = rel_err(
                 rc.numpy(), _with_epilogue(ra.astype(np.float64) @ rb.astype(np.float64).T, rbias, epilogue))
+        if precision == "tf32r":  # against the unrounded A (what hetpart's TF32 rule's error is)
+            row["rel_err_unrounded"] = rel_err(
+                c.numpy(), _with_epilogue(a.astype(np.float64) @ b64.T, bias, epilogue))
         if not timed or "error" in row:
             return row
 
@@ -495,16 +506,18 @@ def main(argv=None) -> int:
 
     from hetpart.kernels import wgmma_splitk as sk
 
-    for group, label, variants, base in (("tf32", "7", TF32_VARIANTS, "tf32"), ("f32a", "8", F32A_VARIANTS, "bf16")):
+    for group, label, precision, variants, base in (
+            ("tf32", "7", "tf32", TF32_VARIANTS, "tf32"), ("tf32", "7r", "tf32r", TF32R_VARIANTS, "tf32"),
+            ("f32a", "8", "f32a", F32A_VARIANTS, "bf16")):
         if group not in groups:
             continue
-        print(f"{label}. {group}: correctness on the test shapes (bn, stages) = {variants[0]}, then ViT-B/16 "
+        print(f"{label}. {precision}: correctness on the test shapes (bn, stages) = {variants[0]}, then ViT-B/16 "
               f"with {variants}", flush=True)
         for m, n, k in TEST_SHAPES:
-            variant(group, "test", m, n, k, group, *variants[0], timed=False)
+            variant(group, "test", m, n, k, precision, *variants[0], timed=False)
         for name, (m, n, k) in VIT.items():
             for bn, stages in variants:
-                variant(group, name, m, n, k, group, bn, stages)
+                variant(group, name, m, n, k, precision, bn, stages)
         need_baseline(base, f"{label}b")
     if "splitk" in groups:
         print("9. split-K (choose_split) on ViT-B/16, f32a and bf16; fc1 with the bias + GELU epilogue", flush=True)
