@@ -36,7 +36,7 @@ is steps 1-6, the others are these; a group's baseline is built here if step 3/5
    inputs against their float64 product: the tensor core drops the low mantissa bits, where
    hetpart's TF32 rule rounds), then the ViT shapes timed, against hetpart's ``tf32`` build;
    then ``tf32r`` (A rounded ``cvt.rna`` on the register path, B pre-rounded: hetpart's TF32
-   numerics; ``rel_err_unrounded`` against the raw A) the same way.
+   numerics; ``rel_err_unrounded`` against the raw float32 A and B) the same way.
 8. ``f32a`` (float32 A narrowed to bf16 on the way to shared memory, bf16 B: what hetpart's
    bf16 builds feed a GEMM): correctness, then the ViT shapes, against hetpart's ``bf16`` build
    (the same inputs and dtypes: the fair comparison of issue 17).
@@ -363,9 +363,10 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
             rc, _ = run_once(tensors([ra, rb, rbias] if epilogue is not None else [ra, rb]))
             row["rel_err_unrounded"] = rel_err(
                 rc.numpy(), _with_epilogue(ra.astype(np.float64) @ rb.astype(np.float64).T, rbias, epilogue))
-        if precision == "tf32r":  # against the unrounded A (what hetpart's TF32 rule's error is)
+        if precision == "tf32r":  # against the raw float32 A and B (hetpart's TF32 rule's error measure)
+            (ra, rb, _), _ = variant_inputs(m, n, k, "tf32", rounded=False)  # same seed: the unrounded twins
             row["rel_err_unrounded"] = rel_err(
-                c.numpy(), _with_epilogue(a.astype(np.float64) @ b64.T, bias, epilogue))
+                c.numpy(), _with_epilogue(ra.astype(np.float64) @ rb.astype(np.float64).T, bias, epilogue))
         if not timed or "error" in row:
             return row
 
