@@ -3,6 +3,8 @@ issue 17 spike) right, and how fast is it against hetpart's ``mma.sync`` rule?
 
     PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --json OUT.json        # ~60-90 s on an H100
     PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --dry --json OUT.json  # no GPU: builds only
+    PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --only tf32 --only f32a --only splitk --budget 300 --json OUT2.json
+                                                          # steps 7-9 only (after 1-6 the default budget is spent)
 
 Steps, each shape and variant caught on its own (a failure is recorded with its error and
 the probe goes on), the JSON rewritten after every step, anything left skipped (and listed)

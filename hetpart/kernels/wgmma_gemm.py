@@ -9,9 +9,10 @@ is :mod:`hetpart.kernels.wgmma_layout`; split-K's reduction is :mod:`hetpart.ker
 In:  ``A[M, K]`` (row-major, K contiguous), ``B[N, K]`` (the weight as ``[out, in]``, K
      contiguous: ``C = A @ B.T``), their dtypes by the precision
      (:data:`wgmma_layout.PRECISIONS`): ``bf16`` both bfloat16 (``m64nNk16.f32.bf16.bf16``),
-     ``tf32`` both float32 (``m64nNk8.f32.tf32.tf32``), ``f32a`` float32 A narrowed to bf16
-     (round to nearest even) on its way to shared memory and bfloat16 B; with an epilogue,
-     ``bias[N]`` float32.
+     ``tf32`` both float32 (``m64nNk8.f32.tf32.tf32``; the tensor core truncates them to tf32),
+     ``tf32r`` the same with A rounded to tf32 (``cvt.rna``) on its way to shared memory and B
+     expected to hold tf32 values, ``f32a`` float32 A narrowed to bf16 (round to nearest even)
+     on its way to shared memory and bfloat16 B; with an epilogue, ``bias[N]`` float32.
 Out: ``C[M, N]`` float32 = sum over k of A[m, k] * B[n, k] in the instruction's input type,
      float32 sums (then ``+ bias[n]``, then GELU, by the epilogue); with ``split > 1``, the
      partial sums ``P[s * M + m, n]`` of K slice s instead (``wgmma_splitk.reduce`` sums them).
@@ -51,7 +52,7 @@ import tvm
 from tvm.script import tirx as T
 
 from hetpart.kernels import wgmma_layout as lay
-from hetpart.kernels.wgmma_layout import (CORE_ROWS, TILE_M, TILE_N_CHOICES, WARPGROUP, d_fragment,
+from hetpart.kernels.wgmma_layout import (TILE_M, TILE_N_CHOICES, WARPGROUP, d_fragment,  # noqa: F401 - re-exported
                                           descriptor_fields, k_step_bytes, smem_offset)
 
 TILE_K = lay.BF16.tile_k
