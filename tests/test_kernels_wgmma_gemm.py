@@ -11,6 +11,12 @@ once; the whole kernel, simulated in numpy with those maps, is the GEMM; the Pri
 for sm_90a with ``wgmma.mma_async`` in its CUDA C and nvcc compiles it without spilling.
 With a GPU (``cuda`` mark): the kernel against numpy.
 
+The same for the other precisions (``tf32``: float32 operands read as tf32 by ``m64nNk8``,
+4 elements per 16-byte core-matrix row; ``f32a``: float32 A narrowed to bf16 on the register
+path, round to nearest even), split-K (the partials of each K slice, then the in-order
+reduction) and the epilogue (bias, bias + GELU erf form), from ``wgmma_layout`` and
+``wgmma_splitk``.
+
 Tolerance (GPU): the reference is float64 sums of the bf16-rounded inputs (bf16 products
 are exact in float32), so what differs is the float32 accumulation inside the tensor core:
 a few float32 ulps of the partial sums, ~ sqrt(K) * 2^-24 relative to the output's
@@ -213,3 +219,325 @@ def test_matches_numpy_on_gpu(shape, bn, stages):
     want = a.astype(np.float64) @ b.astype(np.float64).T
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= ISA_TOL, f"{shape} bn={bn} stages={stages}: max rel err {err:.2e}"
+
+
+# === the other precisions, split-K, the epilogue (wgmma_layout, wgmma_splitk) =================
+from hetpart.kernels import wgmma_layout as lay  # noqa: E402
+from hetpart.kernels import wgmma_splitk as sk  # noqa: E402
+
+TF32 = lay.PRECISIONS["tf32"]
+
+
+def _isa_read(smem: np.ndarray, start_bytes: int, lbo: int, sbo: int, rows: int, prec: lay.Precision) -> np.ndarray:
+    """The ``rows x mma_k`` operand of one wgmma step, read from ``smem`` (flat, elements of
+    ``prec.elem_bytes``) by ISA 9.7.17.5.1's no-swizzle K-major form, in bytes: element (r, k)
+    at ``start + (r // 8) * SBO + (r % 8) * 16 + (k // e) * LBO + (k % e) * size`` with ``e``
+    = 16 / size elements per core-matrix row (8 bf16, 4 tf32) -- independently of
+    :func:`lay.smem_offset`."""
+    size = prec.elem_bytes
+    per_row = 16 // size
+    out = np.empty((rows, prec.mma_k), smem.dtype)
+    for r in range(rows):
+        for k in range(prec.mma_k):
+            byte = start_bytes + (r // 8) * sbo * 16 + (r % 8) * 16 + (k // per_row) * lbo * 16 + (k % per_row) * size
+            assert byte % size == 0
+            out[r, k] = smem[byte // size]
+    return out
+
+
+def _staged_as(tile: np.ndarray, prec: lay.Precision) -> np.ndarray:
+    """:func:`_staged` for any precision: chunk c of thread t covers row :func:`lay.chunk_row`,
+    K :func:`lay.chunk_k` .. + chunk - 1 (16 bytes)."""
+    rows = tile.shape[0]
+    smem = np.full(rows * prec.tile_k, np.nan, np.float64)
+    seen = set()
+    for c in range(rows * prec.tile_k // prec.chunk // lay.WARPGROUP):
+        for t in range(lay.WARPGROUP):
+            r, k0 = lay.chunk_row(c, t), lay.chunk_k(c, t, prec.chunk)
+            assert (r, k0) not in seen, "a chunk copied twice"
+            seen.add((r, k0))
+            for v in range(prec.chunk):
+                smem[lay.smem_offset(r, k0 + v, rows, prec.chunk)] = tile[r, k0 + v]
+    assert len(seen) == rows * prec.tile_k // prec.chunk, "every chunk copied"
+    return smem
+
+
+def test_tf32_geometry_is_the_isa_one():
+    assert (TF32.mma_k, TF32.chunk, TF32.tile_k, TF32.elem_bytes) == (8, 4, 32, 4)
+    assert TF32.instruction(128) == "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"
+    assert not TF32.transpose_immediates, ".tf32 wgmma has no imm-trans (K-major only)"
+    assert lay.PRECISIONS["f32a"].a_converted and lay.PRECISIONS["tf32r"].a_converted and not TF32.a_converted
+    for name in lay.PRECISIONS:  # one step reads 32 bytes of K per row: the descriptor step is shared
+        p = lay.PRECISIONS[name]
+        assert p.mma_k * p.elem_bytes == lay.STEP_K_BYTES and p.tile_k * p.elem_bytes == lay.TILE_K_BYTES
+
+
+@pytest.mark.parametrize("rows", [64, 128])
+def test_tf32_staged_tile_reads_back_through_the_descriptor(rows):
+    tile = np.arange(rows * TF32.tile_k, dtype=np.float64).reshape(rows, TF32.tile_k)
+    smem = _staged_as(tile, TF32)
+    assert not np.isnan(smem).any()
+    lbo, sbo = lay.descriptor_fields(rows)
+    for kk in range(TF32.tile_k // TF32.mma_k):
+        got = _isa_read(smem, kk * lay.k_step_bytes(rows), lbo, sbo, rows, TF32)
+        np.testing.assert_array_equal(got, tile[:, kk * 8:(kk + 1) * 8])
+
+
+def test_bf16_layout_is_unchanged_by_the_generalisation():
+    """wgmma_layout's bf16 maps are the first spike's (its generated code must not change)."""
+    bf = lay.BF16
+    for r in range(0, 128, 5):
+        for k in range(64):
+            assert lay.smem_offset(r, k, 128) == ((k // 8) * 16 + r // 8) * 64 + (r % 8) * 8 + k % 8
+    for c in range(8):
+        for t in range(128):
+            i = c * 128 + t
+            assert (lay.chunk_row(c, t), lay.chunk_k(c, t)) == (i // 64 * 8 + i % 8, i // 8 % 8 * 8)
+    assert (bf.tile_k, bf.mma_k, bf.chunk) == (wg.TILE_K, wg.MMA_K, wg.CHUNK) == (64, 16, 8)
+
+
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to tf32 (10 mantissa bits, to nearest, ties away: cvt.rna)."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    from hetpart.importer.low_precision import to_low
+
+    return to_low(x, "bfloat16").astype(np.float32)
+
+
+def _gelu(y: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return 0.5 * y * (1.0 + np.vectorize(erf)(y / np.sqrt(2.0)))
+
+
+def _a_as_staged(a: np.ndarray, precision: str) -> np.ndarray:
+    """A's values as the kernel stages them: f32a narrowed to bf16 (RNE), tf32r rounded to tf32
+    (RNA), else as given."""
+    return {"f32a": _bf16, "tf32r": _tf32}.get(precision, lambda x: np.asarray(x, np.float32))(a)
+
+
+def _reference(a, b, epilogue=None, bias=None, precision="bf16") -> np.ndarray:
+    """float64 GEMM of the operands as the tensor core sees them (:func:`_a_as_staged`), then
+    the epilogue."""
+    a64 = _a_as_staged(a, precision).astype(np.float64)
+    out = a64 @ np.asarray(b, np.float32).astype(np.float64).T
+    if epilogue is not None:
+        out = out + bias.astype(np.float64)
+        if epilogue == "bias_gelu":
+            out = _gelu(out)
+    return out
+
+
+def _simulate_as(a, b, bn, prec: lay.Precision, split=1, epilogue=None, bias=None):
+    """The kernel in numpy for any precision and split (:func:`_simulate` generalised): A
+    staged as the kernel stages it (f32a: narrowed to bf16), each wgmma step's operands read
+    by :func:`_isa_read`, accumulators stored by :func:`lay.d_fragment` into ``P[s * M + m,
+    n]``; then, for split > 1, the slices summed in order (:func:`sk.reduce`) and the epilogue
+    applied (in the store when split == 1).  Returns (C, P or None)."""
+    m, k = a.shape
+    n = b.shape[0]
+    tk = prec.tile_k
+    k_tiles = k // tk // split
+    part = np.full((split * m, n), np.nan)
+    for s in range(split):
+        for by in range(-(-m // 64)):
+            for bx in range(n // bn):
+                acc = np.zeros((64, bn))
+                for ko in range(s * k_tiles, (s + 1) * k_tiles):
+                    at = np.zeros((64, tk))
+                    rows = a[by * 64:(by + 1) * 64, ko * tk:(ko + 1) * tk]
+                    at[:rows.shape[0]] = _a_as_staged(rows, prec.name)
+                    sa, sb = _staged_as(at, prec), _staged_as(b[bx * bn:(bx + 1) * bn, ko * tk:(ko + 1) * tk], prec)
+                    for kk in range(tk // prec.mma_k):
+                        oa = _isa_read(sa, kk * lay.k_step_bytes(64), *lay.descriptor_fields(64), 64, prec)
+                        ob = _isa_read(sb, kk * lay.k_step_bytes(bn), *lay.descriptor_fields(bn), bn, prec)
+                        acc += oa @ ob.T
+                for t in range(128):
+                    for i in range(bn // 2):
+                        r, c = lay.d_fragment(t, i)
+                        if by * 64 + r < m:
+                            part[s * m + by * 64 + r, bx * bn + c] = acc[r, c]
+    out = part.reshape(split, m, n).sum(axis=0)
+    if epilogue is not None:
+        out = out + bias
+        if epilogue == "bias_gelu":
+            out = _gelu(out)
+    return out, (part if split > 1 else None)
+
+
+def _inputs(m, n, k, precision, seed=0):
+    """(A, B, bias) in the precision's global dtypes, as float32 numpy arrays holding exactly
+    the values the kernel receives: bf16 operands rounded to bf16, tf32 ones to tf32 (the
+    tensor core reads a tf32 operand's float32 bits truncated; rounded inputs make the test
+    independent of that); f32a's and tf32r's A left float32 (the kernel's narrowing or rounding
+    is under test), tf32r's B rounded (its contract: a weight rounded when packed)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    a.flat[::7] = 0.0
+    b.flat[3::7] = 0.0
+    bias = rng.standard_normal(n).astype(np.float32)
+    if precision in ("tf32", "tf32r"):
+        return (_tf32(a) if precision == "tf32" else a), _tf32(b), bias
+    return (a if precision == "f32a" else _bf16(a)), _bf16(b), bias
+
+
+@pytest.mark.parametrize("precision,split,epilogue,k_tiles", [
+    ("tf32", 1, None, 2), ("f32a", 1, None, 2), ("bf16", 2, None, 2), ("tf32", 3, "bias", 3),
+    ("f32a", 1, "bias_gelu", 1), ("f32a", 2, "bias_gelu", 2), ("tf32r", 1, None, 2), ("tf32r", 2, "bias", 2)])
+def test_simulated_variant_is_the_gemm(precision, split, epilogue, k_tiles):
+    prec = lay.precision(precision)
+    m, n, k = 70, 64, k_tiles * prec.tile_k
+    a, b, bias = _inputs(m, n, k, precision)
+    got, part = _simulate_as(a, b, 64, prec, split, epilogue, bias)
+    np.testing.assert_allclose(got, _reference(a, b, epilogue, bias, precision), rtol=1e-9, atol=1e-9)
+    if part is not None:  # each slice's partial is that slice's GEMM
+        ks = k // split
+        for s in range(split):
+            want = _reference(a[:, s * ks:(s + 1) * ks], b[:, s * ks:(s + 1) * ks], precision=precision)
+            np.testing.assert_allclose(part[s * m:(s + 1) * m], want, rtol=1e-9, atol=1e-9)
+
+
+def test_tf32_rounding_is_to_nearest_ties_away():
+    """The reference's tf32 rounding is cvt.rna's: 10 mantissa bits, ties away from zero."""
+    x = np.array([1 + 2 ** -11, -(1 + 2 ** -11), 1 + 2 ** -12, 1 + 3 * 2 ** -11], np.float32)
+    np.testing.assert_array_equal(_tf32(x), np.array([1 + 2 ** -10, -(1 + 2 ** -10), 1.0, 1 + 2 ** -9], np.float32))
+
+
+def test_f32a_narrowing_is_round_to_nearest_even():
+    """The reference's bf16 rounding is RNE (ties to even), the kernel's cvt.rn.bf16.f32 too."""
+    x = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 1 + 2 ** -8 + 2 ** -20], np.float32)
+    np.testing.assert_array_equal(_bf16(x), np.array([1.0, 1 + 2 ** -6, -1.0, 1 + 2 ** -7], np.float32))
+
+
+def test_choose_split_fills_the_h100():
+    vit = {"qkv": (197, 2304, 768), "proj": (197, 768, 768), "fc1": (197, 3072, 768), "fc2": (197, 768, 3072)}
+    got = {name: sk.choose_split(*shape) for name, shape in vit.items()}
+    assert got == {"qkv": 2, "proj": 6, "fc1": 2, "fc2": 6}
+    for name, (m, n, k) in vit.items():
+        for bn in (64, 128):
+            for precision in lay.PRECISIONS:
+                s = sk.choose_split(m, n, k, bn, precision)
+                shape = wg.Shape(m, n, k, bn, lay.precision(precision).tile_k, s)
+                shape.check()
+                assert shape.ctas >= sk.H100_SMS, (name, bn, precision, s)
+    assert sk.choose_split(197, 768, 128) == 1, "two K tiles: no slice of two tiles can be cut"
+    assert sk.choose_split(4096, 4096, 768) == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(precision="fp8"), dict(split=5), dict(split=2, epilogue="bias"),
+                                    dict(epilogue="relu"), dict(split=0)])
+def test_unsupported_options_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        wg.wgmma_gemm(197, 768, 768, 128, stages=3, **kwargs)
+
+
+NEW_VARIANTS = [  # (precision, bn, stages, split, epilogue): built, compiled, checked on the GPU
+    ("tf32", 128, 1, 1, None), ("tf32", 128, 3, 1, None), ("tf32", 64, 2, 1, None),
+    ("f32a", 128, 1, 1, None), ("f32a", 128, 3, 1, None), ("f32a", 64, 4, 1, "bias_gelu"),
+    ("bf16", 128, 3, 6, None), ("f32a", 128, 3, 6, "bias_gelu"), ("tf32", 64, 3, 3, "bias"),
+    ("bf16", 128, 1, 1, "bias"), ("tf32r", 128, 3, 1, None), ("tf32r", 128, 1, 1, None), ("tf32r", 128, 3, 6, "bias"),
+]
+
+
+def _variant_source(precision, bn, stages, split, epilogue, shape=(197, 768, 768)) -> str:
+    try:
+        return wg.cuda_source(sk.build(*shape, bn, stages=stages, precision=precision, split=split, epilogue=epilogue))
+    except tvm.error.TVMError as e:
+        if "cuda" in str(e).lower() and "not enabled" in str(e).lower():
+            pytest.skip(f"TVM has no CUDA codegen here: {e}")
+        raise
+
+
+@pytest.mark.parametrize("precision,bn,stages,split,epilogue", NEW_VARIANTS)
+def test_variant_builds_for_sm90a(precision, bn, stages, split, epilogue):
+    prec = lay.precision(precision)
+    src = _variant_source(precision, bn, stages, split, epilogue)
+    assert prec.instruction(bn) in src
+    gemm = src[src.index('extern "C" __global__ void __launch_bounds__(128) wgmma_gemm_kernel('):]
+    gemm = gemm[gemm.index("{"):]
+    assert gemm.count("_mma_async_sync_aligned_m64n") == prec.tile_k // prec.mma_k, "four wgmmas per K tile"
+    assert ("blockIdx.z" in gemm) == (split > 1)
+    assert (sk.REDUCE_SYMBOL in src) == (split > 1)
+    if stages > 1:  # B always by cp.async, A unless narrowed through registers; unrolled chunks,
+        a_chunks, b_chunks = 64 // 16, bn // 16  # loads: the prologue's, the loop's (if it refills)
+        tiles = 768 // prec.tile_k // split
+        loads = min(stages - 1, tiles) + (tiles > stages - 1)
+        want = loads * (b_chunks + (0 if prec.a_converted else a_chunks))
+        assert gemm.count("tvm_builtin_ptx_cp_async_cg_src_size") == want
+    if prec.a_converted:
+        assert ("(nv_bfloat16)(" if precision == "f32a" else "hetpart_tf32_rna(") in gemm and "float4" in gemm
+    assert ("erff(" in src) == (epilogue == "bias_gelu")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("precision,bn,stages,split,epilogue", NEW_VARIANTS)
+def test_variant_nvcc_compiles_for_sm90a_without_spilling(precision, bn, stages, split, epilogue, tmp_path):
+    from hetpart.kernels import cuda_compile
+
+    (tmp_path / "k.cu").write_text(_variant_source(precision, bn, stages, split, epilogue))
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+    assert len(spills) == (2 if split > 1 else 1), "the GEMM (and the reduction)"
+    assert "serialized" not in done.stderr, "ptxas serialized the wgmmas"
+    if precision == "f32a":  # the narrowing is cvt.rn (round to nearest even)
+        ptx = tmp_path / "k.ptx"
+        subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(tmp_path / "k.cu"), str(ptx)),
+                       capture_output=True, check=True)
+        text = ptx.read_text()
+        assert "cvt.rn.bf16.f32" in text and "cvt.rz.bf16" not in text
+    if precision == "tf32r":  # A rounded to nearest, ties away
+        ptx = tmp_path / "k.ptx"
+        subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(tmp_path / "k.cu"), str(ptx)),
+                       capture_output=True, check=True)
+        assert "cvt.rna.tf32.f32" in ptx.read_text()
+
+
+def _run_variant(shape, precision, bn, stages, split, epilogue):
+    m, n, k = shape
+    a, b, bias = _inputs(m, n, k, precision)
+    prec = lay.precision(precision)
+    dev = tvm.cuda(0)
+    ex = sk.build(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue)
+
+    def on_gpu(x, dtype):
+        from hetpart.importer.low_precision import to_low
+
+        return tvm.runtime.tensor(to_low(x, dtype) if dtype == "bfloat16" else np.asarray(x, np.float32), dev)
+
+    ta, tb, tbias = on_gpu(a, prec.a_global), on_gpu(b, prec.b_global), on_gpu(bias, "float32")
+    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
+    extra = [tbias] if epilogue is not None else []
+    if split == 1:
+        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
+        part = None
+    else:
+        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
+        ex[sk.GEMM_SYMBOL](ta, tb, p)
+        ex[sk.REDUCE_SYMBOL](p, *extra, c)
+        part = p.numpy()
+    return a, b, bias, c.numpy(), part
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("precision,bn,stages,split,epilogue", NEW_VARIANTS)
+@pytest.mark.parametrize("shape", [(64, 128, 768), (197, 768, 768), (197, 128, 3072)])
+def test_variant_matches_numpy_on_gpu(shape, precision, bn, stages, split, epilogue):
+    a, b, bias, got, part = _run_variant(shape, precision, bn, stages, split, epilogue)
+    want = _reference(a, b, epilogue, bias, precision)
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err <= ISA_TOL, f"{shape} {precision} bn={bn} stages={stages} split={split} {epilogue}: {err:.2e}"
+    if part is not None:
+        m, k = a.shape
+        ks = k // split
+        for s in range(split):
+            ref = _reference(a[:, s * ks:(s + 1) * ks], b[:, s * ks:(s + 1) * ks], precision=precision)
+            e = float(np.abs(part[s * m:(s + 1) * m] - ref).max() / np.abs(ref).max())
+            assert e <= ISA_TOL, f"partial {s}: {e:.2e}"

@@ -3,6 +3,8 @@ issue 17 spike) right, and how fast is it against hetpart's ``mma.sync`` rule?
 
     PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --json OUT.json        # ~60-90 s on an H100
     PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --dry --json OUT.json  # no GPU: builds only
+    PYTHONPATH=. python3 tools/gpu_wgmma_probe.py --only tf32 --only f32a --only splitk --budget 300 --json OUT2.json
+                                                          # steps 7-9 only (after 1-6 the default budget is spent)
 
 Steps, each shape and variant caught on its own (a failure is recorded with its error and
 the probe goes on), the JSON rewritten after every step, anything left skipped (and listed)
@@ -27,8 +29,27 @@ once ``--budget`` seconds have passed.  Order, most telling first: 1 (main varia
    compares) and ``tf32`` (the default build) -- timed by the same VM harness; its error
    against numpy reported too (against the bf16-rounded product for bf16).
 
+Then the variants of the second spike (``wgmma_layout``/``wgmma_splitk``), each group after
+all of the above so the first part's results stay comparable (``--only`` picks groups: ``bf16``
+is steps 1-6, the others are these; a group's baseline is built here if step 3/5 did not run):
+
+7. ``tf32`` (float32 A and B, ``m64nNk8.f32.tf32.tf32``): correctness on the test shapes
+   (inputs rounded to tf32 first; ``rel_err_unrounded`` is the same kernel on the raw float32
+   inputs against their float64 product: the tensor core drops the low mantissa bits, where
+   hetpart's TF32 rule rounds), then the ViT shapes timed, against hetpart's ``tf32`` build;
+   then ``tf32r`` (A rounded ``cvt.rna`` on the register path, B pre-rounded: hetpart's TF32
+   numerics; ``rel_err_unrounded`` against the raw float32 A and B) the same way.
+8. ``f32a`` (float32 A narrowed to bf16 on the way to shared memory, bf16 B: what hetpart's
+   bf16 builds feed a GEMM): correctness, then the ViT shapes, against hetpart's ``bf16`` build
+   (the same inputs and dtypes: the fair comparison of issue 17).
+9. ``splitk``: every ViT shape with ``wgmma_splitk.choose_split``'s split (proj/fc2: 6 at
+   bn = 128), f32a and bf16, timed as the whole GEMM (partials + reduction; ``raw`` calls both
+   PrimFuncs), and fc1 with the bias + GELU epilogue (split 1 in the store, split 2 in the
+   reduction) to price the fusion.
+
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
-"vit": [...], "baseline": [...], "skipped": [...], "elapsed_s"}``.
+"vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
+(``variants``: the rows of steps 7-9, with ``precision``, ``split``, ``epilogue``, ``group``).
 """
 
 from __future__ import annotations
@@ -249,13 +270,131 @@ def _cuda_modules(mod):
         yield from _cuda_modules(sub)
 
 
+# --- the second spike's variants (steps 7-9) -------------------------------------------------
+GROUPS = ("bf16", "tf32", "f32a", "splitk")
+"""``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8 and 9."""
+TF32_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
+TF32R_VARIANTS = [(128, 3), (64, 3)]
+F32A_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
+"""(bn, stages) of steps 7 and 8 on the ViT shapes (the first also on the test shapes)."""
+
+
+def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounded: bool = True):
+    """(A, B, bias) as numpy arrays in the precision's global dtypes, and (A, B) as float64
+    holding the values the tensor core multiplies: bf16 operands rounded to bf16 (ml_dtypes,
+    RNE); tf32 ones rounded to tf32 (cvt.rna) unless ``rounded`` is False; f32a's and tf32r's
+    A float32 (the kernel narrows / rounds it: its float64 twin is the rounding), tf32r's B
+    rounded (a packed weight)."""
+    from hetpart.importer.low_precision import to_low
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    a.flat[::7] = 0.0
+    b.flat[3::7] = 0.0
+    bias = rng.standard_normal(n).astype(np.float32)
+    def tf32(x):
+        return ((x.view(np.uint32).astype(np.uint64) + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+
+    if precision == "tf32":
+        if rounded:
+            a, b = tf32(a), tf32(b)
+        return (a, b, bias), (a.astype(np.float64), b.astype(np.float64))
+    if precision == "tf32r":
+        return (a, tf32(b), bias), (tf32(a).astype(np.float64), tf32(b).astype(np.float64))
+    b16 = to_low(b, "bfloat16")
+    a_dev = a if precision == "f32a" else to_low(a, "bfloat16")
+    return (a_dev, b16, bias), (to_low(a, "bfloat16").astype(np.float64), b16.astype(np.float64))
+
+
+def _with_epilogue(c: np.ndarray, bias: np.ndarray, epilogue) -> np.ndarray:
+    if epilogue is None:
+        return c
+    from math import erf
+
+    y = c + bias.astype(np.float64)
+    return y if epilogue == "bias" else 0.5 * y * (1.0 + np.vectorize(erf)(y / np.sqrt(2.0)))
+
+
+def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, dry: bool,
+                timed: bool = True) -> dict:
+    """Build :func:`wgmma_splitk.build_relax` (one compile: the PrimFuncs for ``raw``, the VM
+    ``main`` for ``vm``), run it once against numpy (C pre-filled with NaN), then time it."""
+    import tvm
+
+    from hetpart.kernels import wgmma_gemm as wg
+    from hetpart.kernels import wgmma_splitk as sk
+
+    row = {"group": group, "shape": name, "m": m, "n": n, "k": k, "precision": precision, "bn": bn,
+           "stages": stages, "split": split, "epilogue": epilogue}
+    t0 = time.time()
+    try:
+        exe = sk.build_relax(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue)
+        row["build_s"] = round(time.time() - t0, 2)
+        if dry:
+            row["wgmma_in_source"] = "wgmma.mma_async" in wg.cuda_source(exe)
+            return row
+        lib = exe.jit()
+        gemm = lib.get_function(sk.GEMM_SYMBOL, query_imports=True)
+        reduction = lib.get_function(sk.REDUCE_SYMBOL, query_imports=True) if split > 1 else None
+
+        def tensors(arrays):
+            return [tvm.runtime.tensor(x, dev) for x in arrays]
+
+        def run_once(dev_args):
+            c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
+            bias = dev_args[2:] if epilogue is not None else []
+            if reduction is None:
+                call = (gemm, [*dev_args[:2], *bias, c])
+                calls = [call]
+            else:
+                part = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
+                calls = [(gemm, [*dev_args[:2], part]), (reduction, [part, *bias, c])]
+            for f, f_args in calls:
+                f(*f_args)
+            dev.sync()
+            return c, calls
+
+        (a, b, bias), (a64, b64) = variant_inputs(m, n, k, precision)
+        dev_args = tensors([a, b, bias] if epilogue is not None else [a, b])
+        c, calls = run_once(dev_args)
+        row["rel_err"] = rel_err(c.numpy(), _with_epilogue(a64 @ b64.T, bias, epilogue))
+        row["ok"] = bool(row["rel_err"] <= 1e-4)
+        if precision == "tf32":  # the raw float32 inputs, truncated by the tensor core
+            (ra, rb, rbias), _ = variant_inputs(m, n, k, precision, rounded=False)
+            rc, _ = run_once(tensors([ra, rb, rbias] if epilogue is not None else [ra, rb]))
+            row["rel_err_unrounded"] = rel_err(
+                rc.numpy(), _with_epilogue(ra.astype(np.float64) @ rb.astype(np.float64).T, rbias, epilogue))
+        if precision == "tf32r":  # against the raw float32 A and B (hetpart's TF32 rule's error measure)
+            (ra, rb, _), _ = variant_inputs(m, n, k, "tf32", rounded=False)  # same seed: the unrounded twins
+            row["rel_err_unrounded"] = rel_err(
+                c.numpy(), _with_epilogue(ra.astype(np.float64) @ rb.astype(np.float64).T, bias, epilogue))
+        if not timed or "error" in row:
+            return row
+
+        def kernel():
+            for f, f_args in calls:
+                f(*f_args)
+
+        row["raw_ms"] = time_raw(kernel, [], dev)
+        row["raw_tflops"] = tflops(m, n, k, row["raw_ms"])
+        row["vm_ms"] = time_vm(exe, dev_args, dev)
+        row["vm_tflops"] = tflops(m, n, k, row["vm_ms"])
+    except Exception as e:  # noqa: BLE001 - one variant's failure is a result
+        row["error"] = _error(e)
+        row["traceback"] = traceback.format_exc()[-2000:]
+    return row
+
+
 # --- the run -----------------------------------------------------------------------------------
 def _line(row: dict) -> str:
     head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
-                                                   "swapped_descriptor") if key in row)
+                                                   "swapped_descriptor", "split", "epilogue") if key in row)
     parts = [head]
     if "rel_err" in row:
         parts.append(f"rel_err {row['rel_err']:.2e}")
+    if "rel_err_unrounded" in row:
+        parts.append(f"unrounded {row['rel_err_unrounded']:.2e}")
     for key in ("raw", "vm"):
         if f"{key}_ms" in row:
             parts.append(f"{key} {row[f'{key}_ms'] * 1e3:.1f} us ({row[f'{key}_tflops']:.1f} TFLOP/s)")
@@ -271,9 +410,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here (rewritten after every step)")
     ap.add_argument("--budget", type=float, default=85.0, help="seconds; later steps are skipped past it")
     ap.add_argument("--dry", action="store_true", help="no GPU: build everything, run nothing")
+    ap.add_argument("--only", action="append", choices=GROUPS,
+                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk = 7/8/9")
     args = ap.parse_args(argv)
+    groups = set(args.only or GROUPS)
     start = time.time()
-    result = {"device": None, "correctness": [], "vit": [], "baseline": [], "skipped": [], "elapsed_s": 0.0}
+    result = {"device": None, "correctness": [], "vit": [], "baseline": [], "variants": [], "skipped": [],
+              "only": sorted(groups), "elapsed_s": 0.0}
 
     def save():
         result["elapsed_s"] = round(time.time() - start, 1)
@@ -343,17 +486,76 @@ def main(argv=None) -> int:
             save()
 
     # the most telling first: a budget cut drops the tail
-    correctness(CHECK_VARIANTS[:1], "1")
-    vit(VIT_VARIANTS[:3], "2")
-    baseline("bf16", "3")
-    vit(VIT_VARIANTS[3:], "4")
-    baseline("tf32", "5")
-    correctness(CHECK_VARIANTS[1:], "6")
+    if "bf16" in groups:
+        correctness(CHECK_VARIANTS[:1], "1")
+        vit(VIT_VARIANTS[:3], "2")
+        baseline("bf16", "3")
+        vit(VIT_VARIANTS[3:], "4")
+        baseline("tf32", "5")
+        correctness(CHECK_VARIANTS[1:], "6")
+
+    def variant(group, name, m, n, k, precision, bn, stages, split=1, epilogue=None, timed=True):
+        what = f"{group} {name} {precision} bn={bn} stages={stages} split={split} {epilogue or ''}".strip()
+        if over(what):
+            return
+        row = variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, args.dry, timed)
+        result["variants"].append(row)
+        print(_line(row), flush=True)
+        save()
+
+    def need_baseline(precision, label):
+        if not any(r.get("precision") == precision for r in result["baseline"]):
+            baseline(precision, label)
+
+    from hetpart.kernels import wgmma_splitk as sk
+
+    for group, label, precision, variants, base in (
+            ("tf32", "7", "tf32", TF32_VARIANTS, "tf32"), ("tf32", "7r", "tf32r", TF32R_VARIANTS, "tf32"),
+            ("f32a", "8", "f32a", F32A_VARIANTS, "bf16")):
+        if group not in groups:
+            continue
+        print(f"{label}. {precision}: correctness on the test shapes (bn, stages) = {variants[0]}, then ViT-B/16 "
+              f"with {variants}", flush=True)
+        for m, n, k in TEST_SHAPES:
+            variant(group, "test", m, n, k, precision, *variants[0], timed=False)
+        for name, (m, n, k) in VIT.items():
+            for bn, stages in variants:
+                variant(group, name, m, n, k, precision, bn, stages)
+        need_baseline(base, f"{label}b")
+    if "splitk" in groups:
+        print("9. split-K (choose_split) on ViT-B/16, f32a and bf16; fc1 with the bias + GELU epilogue", flush=True)
+        for name, (m, n, k) in VIT.items():
+            for precision, bn in (("f32a", 128), ("bf16", 128), ("f32a", 64)):
+                split = sk.choose_split(m, n, k, bn, precision)
+                if split > 1:
+                    variant("splitk", name, m, n, k, precision, bn, 3, split)
+        m, n, k = VIT["fc1"]
+        for split, epilogue in ((1, "bias_gelu"), (sk.choose_split(m, n, k), "bias_gelu"), (1, "bias")):
+            variant("splitk", "fc1", m, n, k, "f32a", 128, 3, split, epilogue)
+        need_baseline("bf16", "9b")
 
     best = {}
     for row in result["vit"]:
         if "vm_ms" in row and row.get("ok") and (row["shape"] not in best or row["vm_ms"] < best[row["shape"]]["vm_ms"]):
             best[row["shape"]] = row
+    for group, base_precision in (("tf32", "tf32"), ("f32a", "bf16"), ("splitk", "bf16")):
+        rows = [r for r in result["variants"] if r["group"] == group and r["shape"] in VIT and "vm_ms" in r
+                and r.get("ok") and r.get("epilogue") is None]
+        base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == base_precision and "vm_ms" in r}
+        if rows:
+            print(f"best {group} variant per shape (vm harness) vs hetpart {base_precision}:", flush=True)
+        for name in VIT:
+            cands = [r for r in rows if r["shape"] == name]
+            if not cands:
+                continue
+            row = min(cands, key=lambda r: r["vm_ms"])
+            other = base.get(name)
+            vs = (f", hetpart {base_precision} {other['vm_ms'] * 1e3:.1f} us -> {other['vm_ms'] / row['vm_ms']:.2f}x"
+                  if other else "")
+            print(f"  {name}: {row['precision']} bn={row['bn']} stages={row['stages']} split={row['split']} "
+                  f"{row['vm_ms'] * 1e3:.1f} us ({row['vm_tflops']:.1f} TFLOP/s){vs}", flush=True)
+            result.setdefault("best_variants", {}).setdefault(group, {})[name] = {
+                key: row[key] for key in ("precision", "bn", "stages", "split", "vm_ms", "vm_tflops", "raw_ms")}
     if best:
         print("best wgmma variant per shape (vm harness) vs hetpart bf16:", flush=True)
         base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == "bf16" and "vm_ms" in r}

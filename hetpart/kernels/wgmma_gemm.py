@@ -3,35 +3,45 @@
 Not wired into any build: :func:`wgmma_gemm` returns a standalone PrimFunc that
 ``tvm.compile`` turns into one CUDA kernel for ``sm_90a``; ``tools/gpu_wgmma_probe.py``
 times it against hetpart's ``mma.sync`` rule, ``bench/results/gpu-wgmma-spike.md``
-records what TVM 0.27 needed.
+records what TVM 0.27 needed.  The geometry (layouts, descriptors, fragments, precisions)
+is :mod:`hetpart.kernels.wgmma_layout`; split-K's reduction is :mod:`hetpart.kernels.wgmma_splitk`.
 
-In:  ``A[M, K]`` bfloat16 (row-major, K contiguous), ``B[N, K]`` bfloat16 (the weight
-     as ``[out, in]``, K contiguous: ``C = A @ B.T``).
-Out: ``C[M, N]`` float32 = sum over k of float(A[m, k]) * float(B[n, k]), float32 sums.
+In:  ``A[M, K]`` (row-major, K contiguous), ``B[N, K]`` (the weight as ``[out, in]``, K
+     contiguous: ``C = A @ B.T``), their dtypes by the precision
+     (:data:`wgmma_layout.PRECISIONS`): ``bf16`` both bfloat16 (``m64nNk16.f32.bf16.bf16``),
+     ``tf32`` both float32 (``m64nNk8.f32.tf32.tf32``; the tensor core truncates them to tf32),
+     ``tf32r`` the same with A rounded to tf32 (``cvt.rna``) on its way to shared memory and B
+     expected to hold tf32 values, ``f32a`` float32 A narrowed to bf16 (round to nearest even)
+     on its way to shared memory and bfloat16 B; with an epilogue, ``bias[N]`` float32.
+Out: ``C[M, N]`` float32 = sum over k of A[m, k] * B[n, k] in the instruction's input type,
+     float32 sums (then ``+ bias[n]``, then GELU, by the epilogue); with ``split > 1``, the
+     partial sums ``P[s * M + m, n]`` of K slice s instead (``wgmma_splitk.reduce`` sums them).
 
 The kernel (``stages=1``: one stage, no TMA, no pipelining; ``stages>=2`` replaces the
 copies by a ``cp.async`` pipeline, see :func:`wgmma_gemm`):
 
 * one warpgroup (128 threads) per ``64 x bn`` tile of C (``bn`` 64 or 128: grid
-  ``(N / bn, ceil(M / 64))``); M need not be a multiple of 64 (rows past M are
-  loaded as zeros and not stored); N % bn == 0 and K % 64 == 0 are required;
-* per 64-wide slice of K: each thread copies 16-byte chunks (8 bf16) of the A and B
-  tiles from global to shared memory, into the *no-swizzle K-major canonical layout*
-  (:func:`smem_offset`), then ``fence.proxy.async.shared::cta`` (generic-proxy writes
+  ``(N / bn, ceil(M / 64), split)``); M need not be a multiple of 64 (rows past M are
+  loaded as zeros and not stored); N % bn == 0 and K % (tile K * split) == 0 are required;
+* per tile of K (128 bytes per row: 64 bf16 or 32 tf32): each thread copies 16-byte chunks
+  of the A and B tiles from global to shared memory, into the *no-swizzle K-major canonical
+  layout* (:func:`smem_offset`), then ``fence.proxy.async.shared::cta`` (generic-proxy writes
   made visible to the async proxy wgmma reads through) and ``__syncthreads``;
 * the accumulators pinned (:data:`PIN`: an empty ``asm volatile`` reading and writing each
   register in place, CUTLASS's ``warpgroup_fence_operand``) so the compiler moves no
-  use of them across the asynchronous MMA; ``wgmma.fence``; four
-  ``wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16``, A and B both from shared memory through matrix descriptors (:func:`descriptor_fields`),
-  accumulating into ``bn / 2`` float32 registers per thread; ``wgmma.commit_group``;
-  ``wgmma.wait_group 0``; the accumulators pinned again; ``__syncthreads`` before the
-  tiles are overwritten;
-* the accumulators stored by the D fragment layout (:func:`d_fragment`), rows >= M skipped.
+  use of them across the asynchronous MMA; ``wgmma.fence``; four ``wgmma.mma_async``
+  (k16 bf16 / k8 tf32), A and B both from shared memory through matrix descriptors
+  (:func:`descriptor_fields`), accumulating into ``bn / 2`` float32 registers per thread;
+  ``wgmma.commit_group``; ``wgmma.wait_group 0``; the accumulators pinned again;
+  ``__syncthreads`` before the tiles are overwritten;
+* the accumulators stored by the D fragment layout (:func:`d_fragment`), rows >= M skipped,
+  through the epilogue where there is one.
 
 Invariant: the shared-memory layout, the descriptor's LBO/SBO and the fragment layout
 are the PTX ISA's (sections cited at each function); the CPU tests check the layout
 against the ISA's canonical form and the fragment map for coverage, the GPU test
-checks the numbers.
+checks the numbers.  The ``bf16`` kernels' CUDA C is that of the first spike (the
+probe's first results stay comparable).
 """
 
 from __future__ import annotations
@@ -41,20 +51,20 @@ from dataclasses import dataclass
 import tvm
 from tvm.script import tirx as T
 
-WARPGROUP = 128
-"""Threads of one warpgroup: four consecutive warps."""
-TILE_M = 64
-"""Rows of C per warpgroup: wgmma's M is always 64."""
-TILE_K = 64
-"""K elements staged in shared memory per step (four wgmma k16 instructions)."""
-MMA_K = 16
-"""wgmma's K for 16-bit inputs."""
-CORE_ROWS = 8
-"""A core matrix is 8 rows of 16 bytes (8 bf16): 128 contiguous bytes (ISA 9.7.17.5.1)."""
-CHUNK = 8
+from hetpart.kernels import wgmma_layout as lay
+from hetpart.kernels.wgmma_layout import (TILE_M, TILE_N_CHOICES, WARPGROUP, d_fragment,  # noqa: F401 - re-exported
+                                          descriptor_fields, k_step_bytes, smem_offset)
+
+TILE_K = lay.BF16.tile_k
+"""K elements of bf16 staged per step (four wgmma k16 instructions); tf32: ``PRECISIONS['tf32'].tile_k``."""
+MMA_K = lay.BF16.mma_k
+"""wgmma's K for 16-bit inputs (tf32: 8)."""
+CHUNK = lay.BF16.chunk
 """bf16 elements per 16-byte row of a core matrix (one vector copy)."""
-ELEM_BYTES = 2
-TILE_N_CHOICES = (64, 128)
+ELEM_BYTES = lay.BF16.elem_bytes
+EPILOGUES = (None, "bias", "bias_gelu")
+"""What the store (split 1) or the split-K reduction applies: nothing, ``+ bias[n]``, or
+``+ bias[n]`` then GELU in its erf form ``0.5 y (1 + erf(y / sqrt 2))`` (ONNX Gelu, default)."""
 PIPELINE_SCOPE = "shared.dyn"
 """Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
 runtime raises the kernel's dynamic shared-memory limit at launch)."""
@@ -68,6 +78,16 @@ __forceinline__ __device__ void hetpart_wgmma_pin(float& reg) {
 (CUTLASS's ``warpgroup_fence_operand``).  TVM 0.27's ``T.cuda.wgmma.noop_barrier`` does
 not build on a buffer element (its codegen reads ``reg.dtype``, which a TensorLoad no
 longer has), and its helper takes the register by value, which pins a copy."""
+TF32_RNA = "hetpart_tf32_rna"
+TF32_RNA_SOURCE = """
+__forceinline__ __device__ float hetpart_tf32_rna(float x) {
+  unsigned int r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+"""
+"""float32 -> the nearest tf32 value, ties away (``cvt.rna.tf32.f32``; its result is a
+float32 bit pattern with the low 13 mantissa bits zero), for the ``tf32r`` precision's A."""
 TIR_PIPELINE = "tirx"
 """TVM 0.27's lowering for hand-written TIRx kernels.  The default ("s_tir") pipeline's
 CompactBufferAllocation shrinks a buffer to the elements TIR sees indexed -- a cp.async
@@ -78,170 +98,198 @@ to it -- and its MergeSharedMemoryAllocations fails on ``buffer.data`` in a call
 
 @dataclass(frozen=True)
 class Shape:
-    """A GEMM's M, N, K and the N of one warpgroup's tile."""
+    """A GEMM's M, N, K, the N of one warpgroup's tile, the K elements of one staged tile
+    (64 bf16, 32 tf32) and the number of K slices (split-K)."""
 
     m: int
     n: int
     k: int
     bn: int = 128
+    tile_k: int = TILE_K
+    split: int = 1
 
     def check(self) -> None:
         """Raise ValueError unless the kernel supports this shape."""
         if self.bn not in TILE_N_CHOICES:
             raise ValueError(f"bn must be one of {TILE_N_CHOICES}, got {self.bn}")
-        if self.m < 1 or self.n % self.bn or self.k % TILE_K:
-            raise ValueError(f"need M >= 1, N % {self.bn} == 0 and K % {TILE_K} == 0; got "
-                             f"M={self.m} N={self.n} K={self.k}")
+        if self.split < 1:
+            raise ValueError(f"split must be >= 1, got {self.split}")
+        if self.m < 1 or self.n % self.bn or self.k % (self.tile_k * self.split):
+            raise ValueError(f"need M >= 1, N % {self.bn} == 0 and K % ({self.tile_k} * split {self.split}) "
+                             f"== 0; got M={self.m} N={self.n} K={self.k}")
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(blockIdx.x extent: N tiles, blockIdx.y extent: M tiles)."""
+        """(blockIdx.x extent: N tiles, blockIdx.y extent: M tiles); blockIdx.z: the split."""
         return self.n // self.bn, -(-self.m // TILE_M)
 
-
-# --- the layouts (pure Python: shared by the kernel and the CPU tests) ----------------
-def smem_offset(row: int, k: int, rows: int):
-    """Element offset of tile element (row, k) in the no-swizzle K-major layout of a
-    ``rows x TILE_K`` tile (works on ints and TIR expressions alike).
-
-    PTX ISA 9.7.17.5.1 (Shared Memory Matrix Layout), no swizzle ("interleave"), K-major:
-    the tile is a grid of core matrices of 8 rows x 16 bytes, each 128 contiguous bytes
-    (row r of a core matrix at byte 16 * r).  Here the core matrices of one 8-column
-    K group are consecutive along M/N (``rows / 8`` of them, 128 bytes apart), and the
-    K groups follow each other ``rows / 8 * 128`` bytes apart.  So, in the descriptor's
-    terms (ISA 9.7.17.5.1.2, Matrix Descriptor): the *leading* dimension byte offset
-    (LBO: between core matrices adjacent in K) is ``rows * 16`` bytes and the *stride*
-    dimension byte offset (SBO: between core matrices adjacent in M/N) is 128 bytes.
-    CUTLASS writes the same canonical form (``make_gmma_desc<Major::K>``, INTERLEAVE) as
-    ``((8, m), (T, 2k)) : ((1T, SBO), (1, LBO))`` in 16-byte units.
-    """
-    return ((k // CHUNK) * (rows // CORE_ROWS) + row // CORE_ROWS) * (CORE_ROWS * CHUNK) \
-        + (row % CORE_ROWS) * CHUNK + k % CHUNK
+    @property
+    def ctas(self) -> int:
+        """Thread blocks of one launch (all three grid axes)."""
+        return self.grid[0] * self.grid[1] * self.split
 
 
-def descriptor_fields(rows: int, swapped: bool = False) -> tuple[int, int]:
-    """(LBO, SBO) in the descriptor's 16-byte units for a ``rows``-row tile laid out by
-    :func:`smem_offset` (see there).  ``swapped``: the two exchanged -- a debugging
-    variant for the probe, should a GPU show the ISA's reading differs from ours."""
-    lbo, sbo = rows * 16 // 16, CORE_ROWS * 16 // 16
-    return (sbo, lbo) if swapped else (lbo, sbo)
+def epilogue_value(x, bias, col, epilogue):
+    """``x`` (a float32 TIR value of column ``col``) through the epilogue (:data:`EPILOGUES`);
+    ``bias`` the float32 ``[N]`` buffer (None without an epilogue)."""
+    if epilogue is None:
+        return x
+    y = x + bias[col]
+    if epilogue == "bias":
+        return y
+    return T.float32(0.5) * y * (T.float32(1.0) + T.erf(y * T.float32(0.7071067811865476)))
 
 
-def k_step_bytes(rows: int) -> int:
-    """Bytes from one wgmma k16 slice of a tile to the next: two K core-matrix groups."""
-    return (MMA_K // CHUNK) * rows * 16
-
-
-def d_fragment(thread: int, i: int):
-    """(row, col) in the 64 x N tile of accumulator register ``i`` of warpgroup thread
-    ``thread`` (ints or TIR expressions).
-
-    PTX ISA 9.7.17.5.1.1 (Register Fragments, the figure "WGMMA .m64nNk16 register
-    fragment layout for accumulator matrix D"): warp w = thread / 32 owns rows
-    16w..16w+15; within the warp the layout is mma.m16n8's C fragment repeated every 8
-    columns: lane l holds, for each 8-column block j = i / 4, d[4j], d[4j+1] at
-    (l / 4, 8j + 2 (l % 4) + {0, 1}) and d[4j+2], d[4j+3] at (l / 4 + 8, same columns).
-    (CUTLASS: ``CLayout_64xN = ((4,8,4),(2,2,N/8)) : ((128,1,16),(64,8,512))``.)
-    """
-    warp, lane = thread // 32, thread % 32
-    row = 16 * warp + lane // 4 + 8 * ((i // 2) % 2)
-    col = 8 * (i // 4) + 2 * (lane % 4) + i % 2
-    return row, col
+def _check_epilogue(epilogue) -> None:
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
 
 
 # --- the kernel ----------------------------------------------------------------------
 def _chunk_row(c, tx):
-    """Tile row of 16-byte chunk ``c * 128 + tx`` (module doc: 8 consecutive chunks fill
-    one core matrix, so 8 consecutive threads write 128 contiguous bytes and read 16
-    bytes of 8 rows each)."""
-    idx = c * WARPGROUP + tx
-    return idx // (CORE_ROWS * (TILE_K // CHUNK)) * CORE_ROWS + idx % CORE_ROWS
+    """:func:`wgmma_layout.chunk_row` (kept here for the tests of the first spike)."""
+    return lay.chunk_row(c, tx)
 
 
-def _chunk_k(c, tx):
-    """First K (within the tile) of chunk ``c * 128 + tx``."""
-    return (c * WARPGROUP + tx) // CORE_ROWS % (TILE_K // CHUNK) * CHUNK
+def _chunk_k(c, tx, chunk: int = CHUNK):
+    """:func:`wgmma_layout.chunk_k`."""
+    return lay.chunk_k(c, tx, chunk)
 
 
 def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
-               swapped_descriptor: bool = False) -> tvm.tirx.PrimFunc:
-    """The PrimFunc ``main(A: [m, k] bf16, B: [n, k] bf16, C: [m, n] float32)`` (module doc).
+               swapped_descriptor: bool = False, precision: str = "bf16", split: int = 1,
+               epilogue: str | None = None) -> tvm.tirx.PrimFunc:
+    """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
+    precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
+    ``main(A, B, bias, C)`` (``bias [n]`` float32); with ``split > 1``, ``main(A, B, P)``,
+    ``P [split * m, n]`` float32 the partial sums of each K slice (no epilogue here: the
+    reduction applies it).
 
-    ``bn``: N of one warpgroup's tile (64 or 128: the instruction m64n{bn}k16 and bn / 2
+    ``bn``: N of one warpgroup's tile (64 or 128: the instruction m64n{bn} and bn / 2
     accumulator registers per thread).  ``stages``: 1, the plain kernel (vector loads
     and stores to shared memory, then the wgmmas); >= 2, a ``cp.async`` pipeline of that
     many shared-memory buffers (tiles ``stages - 1`` ahead in flight while the wgmmas of
-    the current one run; dynamic shared memory).  ``swapped_descriptor``: see
-    :func:`descriptor_fields`.  Raises ValueError for an unsupported shape.
+    the current one run; dynamic shared memory); a converted A (``f32a``) is loaded,
+    narrowed and stored by the threads instead, at the same point of the pipeline.
+    ``swapped_descriptor``: see :func:`descriptor_fields`.  ``precision``: a key of
+    :data:`wgmma_layout.PRECISIONS`.  ``split``: K slices, one per ``blockIdx.z``.
+    ``epilogue``: one of :data:`EPILOGUES`.  Raises ValueError for an unsupported shape or
+    option.
     """
-    shape = Shape(m, n, k, bn)
+    prec = lay.precision(precision)
+    _check_epilogue(epilogue)
+    if split > 1 and epilogue is not None:
+        raise ValueError("with split > 1 the epilogue belongs to the reduction (wgmma_splitk.reduce)")
+    ch, tile_k = prec.chunk, prec.tile_k
+    shape = Shape(m, n, k, bn, tile_k, split)
     shape.check()
     if stages < 1:
         raise ValueError(f"stages must be >= 1, got {stages}")
     grid_n, grid_m = shape.grid
     n_acc = bn // 2
     a_rows, b_rows = TILE_M, bn
-    a_size, b_size = a_rows * TILE_K, b_rows * TILE_K
+    a_size, b_size = a_rows * tile_k, b_rows * tile_k
     a_lbo, a_sbo = descriptor_fields(a_rows, swapped_descriptor)
     b_lbo, b_sbo = descriptor_fields(b_rows, swapped_descriptor)
     # descriptors advance in 16-byte units (their address field drops 4 bits)
     a_step, b_step = k_step_bytes(a_rows) // 16, k_step_bytes(b_rows) // 16
-    a_chunks, b_chunks = a_size // CHUNK // WARPGROUP, b_size // CHUNK // WARPGROUP
-    k_tiles, k_steps = k // TILE_K, TILE_K // MMA_K
-    wgmma = T.ptx[f"wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16"]
+    a_chunks, b_chunks = a_size // ch // WARPGROUP, b_size // ch // WARPGROUP
+    k_tiles, k_steps = k // tile_k // split, tile_k // prec.mma_k
+    a_dtype, b_dtype, s_dtype = prec.a_global, prec.b_global, prec.smem
+    a_zero = tvm.tirx.const(0, a_dtype)
+    wgmma = T.ptx[prec.instruction(bn)]
+    trans = (0, 0) if prec.transpose_immediates else ()
 
-    if stages == 1:
-        @T.prim_func
-        def main(A: T.Buffer((m, k), "bfloat16"), B: T.Buffer((n, k), "bfloat16"),
-                 C: T.Buffer((m, n), "float32")):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            bx = T.launch_thread("blockIdx.x", grid_n)
-            by = T.launch_thread("blockIdx.y", grid_m)
-            tx = T.launch_thread("threadIdx.x", WARPGROUP)
-            As = T.alloc_buffer((a_size,), "bfloat16", scope="shared", align=128)
-            Bs = T.alloc_buffer((b_size,), "bfloat16", scope="shared", align=128)
-            acc = T.alloc_buffer((n_acc,), "float32", scope="local")
-            desc_a = T.alloc_buffer((1,), "uint64", scope="local")
-            desc_b = T.alloc_buffer((1,), "uint64", scope="local")
-            for i in T.unroll(n_acc):
-                acc[i] = T.float32(0)
-            for ko in range(k_tiles):
+    def tile_of(t, bz):
+        """Global K tile of this CTA's tile ``t`` (its K slice's first, past the split)."""
+        return t if bz is None else bz * k_tiles + t
+
+    def out_row(r, bz):
+        return r if bz is None else bz * m + r
+
+    half = ch // 2  # a converted A's chunk is read as two 16-byte halves (TVM's float32x8 is broken)
+
+    @T.macro
+    def store_a_rounded(dst, base, A, tile, by, tx):
+        # A's tile ``tile`` into ``dst[base:]`` through registers (a_round): per chunk, one
+        # float4 load (rows past M as zeros), each element rounded (TF32_RNA), one float4 store
+        areg = T.alloc_buffer((ch,), "float32", scope="local")
+        for c in T.unroll(a_chunks):
+            for v in T.vectorized(ch):
+                areg[v] = T.if_then_else(by * TILE_M + _chunk_row(c, tx) < m,
+                                         A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                           tile * tile_k + _chunk_k(c, tx, ch) + v],
+                                         a_zero)
+            for v in T.unroll(ch):
+                areg[v] = T.cuda.func_call(TF32_RNA, areg[v], source_code=TF32_RNA_SOURCE, return_type="float32")
+            for v in T.vectorized(ch):
+                dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + v, a_rows, ch)] = areg[v]
+
+    @T.macro
+    def store_a_narrowed(dst, base, A, tile, by, tx):
+        # A's tile ``tile`` into ``dst[base:]`` through registers: per chunk, two float4 loads
+        # (rows past M as zeros), each narrowed to bf16 (round to nearest even) and stored
+        if prec.a_round is not None:
+            store_a_rounded(dst, base, A, tile, by, tx)
+        else:
+            for c in T.unroll(a_chunks):
+                for h in T.unroll(2):
+                    for v in T.vectorized(half):
+                        dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + h * half + v, a_rows, ch)] = \
+                            T.Cast(s_dtype, T.if_then_else(
+                                by * TILE_M + _chunk_row(c, tx) < m,
+                                A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                  tile * tile_k + _chunk_k(c, tx, ch) + h * half + v],
+                                a_zero))
+
+    @T.macro
+    def plain_body(A, B, C, bias, bx, by, bz, tx):
+        As = T.alloc_buffer((a_size,), s_dtype, scope="shared", align=128)
+        Bs = T.alloc_buffer((b_size,), s_dtype, scope="shared", align=128)
+        acc = T.alloc_buffer((n_acc,), "float32", scope="local")
+        desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+        desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+        for i in T.unroll(n_acc):
+            acc[i] = T.float32(0)
+        for ko in range(k_tiles):
+            if prec.a_converted:
+                store_a_narrowed(As, 0, A, tile_of(ko, bz), by, tx)
+            else:
                 for c in T.unroll(a_chunks):
-                    for v in T.vectorized(CHUNK):
-                        As[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx) + v, a_rows)] = T.if_then_else(
+                    for v in T.vectorized(ch):
+                        As[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + v, a_rows, ch)] = T.if_then_else(
                             by * TILE_M + _chunk_row(c, tx) < m,
-                            A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1), ko * TILE_K + _chunk_k(c, tx) + v],
-                            T.bfloat16(0))
-                for c in T.unroll(b_chunks):
-                    for v in T.vectorized(CHUNK):
-                        Bs[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx) + v, b_rows)] = \
-                            B[bx * bn + _chunk_row(c, tx), ko * TILE_K + _chunk_k(c, tx) + v]
-                T.ptx.fence.proxy.async_.shared__cta()
-                T.tvm_storage_sync("shared")
-                for i in T.unroll(n_acc):
-                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
-                T.ptx.wgmma.fence.sync.aligned()
-                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
-                                                      a_lbo, a_sbo, 0)
-                T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(Bs[0]),
-                                                      b_lbo, b_sbo, 0)
-                for kk in T.unroll(k_steps):
-                    wgmma(*[acc[i] for i in range(n_acc)],
-                          desc_a[0] + T.uint64(kk * a_step), desc_b[0] + T.uint64(kk * b_step),
-                          True, 1, 1, 0, 0)
-                T.ptx.wgmma.commit_group.sync.aligned()
-                T.ptx.wgmma.wait_group.sync.aligned(0)
-                for i in T.unroll(n_acc):
-                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
-                T.tvm_storage_sync("shared")
+                            A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1), tile_of(ko, bz) * tile_k + _chunk_k(c, tx, ch) + v],
+                            a_zero)
+            for c in T.unroll(b_chunks):
+                for v in T.vectorized(ch):
+                    Bs[smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + v, b_rows, ch)] = \
+                        B[bx * bn + _chunk_row(c, tx), tile_of(ko, bz) * tile_k + _chunk_k(c, tx, ch) + v]
+            T.ptx.fence.proxy.async_.shared__cta()
+            T.tvm_storage_sync("shared")
             for i in T.unroll(n_acc):
-                if by * TILE_M + d_fragment(tx, i)[0] < m:
-                    C[by * TILE_M + d_fragment(tx, i)[0], bx * bn + d_fragment(tx, i)[1]] = acc[i]
-
-        return main
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            T.ptx.wgmma.fence.sync.aligned()
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
+                                                  a_lbo, a_sbo, 0)
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(Bs[0]),
+                                                  b_lbo, b_sbo, 0)
+            for kk in T.unroll(k_steps):
+                wgmma(*[acc[i] for i in range(n_acc)],
+                      desc_a[0] + T.uint64(kk * a_step), desc_b[0] + T.uint64(kk * b_step),
+                      True, 1, 1, *trans)
+            T.ptx.wgmma.commit_group.sync.aligned()
+            T.ptx.wgmma.wait_group.sync.aligned(0)
+            for i in T.unroll(n_acc):
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            T.tvm_storage_sync("shared")
+        for i in T.unroll(n_acc):
+            if by * TILE_M + d_fragment(tx, i)[0] < m:
+                C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
+                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
 
     prologue = min(stages - 1, k_tiles)
-    a_stage, b_stage = a_size * ELEM_BYTES // 16, b_size * ELEM_BYTES // 16  # descriptor units
+    a_stage, b_stage = a_size * prec.elem_bytes // 16, b_size * prec.elem_bytes // 16  # descriptor units
     cp_async = T.ptx["cp.async.cg.shared.global"]
 
     b_base = stages * a_size  # S: the A tiles of every stage, then the B tiles
@@ -249,25 +297,24 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     @T.macro
     def load_tile(S, A, B, tile, stage, bx, by, tx):
         # tile ``tile`` of K into buffer ``stage``: 16-byte cp.async per chunk; A's rows past
-        # M read a clamped (valid) address with src-size 0, which zero-fills the chunk
-        for c in T.unroll(a_chunks):
-            cp_async(T.address_of(S[stage * a_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx), a_rows)]),
-                     T.address_of(A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
-                                    tile * TILE_K + _chunk_k(c, tx)]),
-                     16, T.Select(by * TILE_M + _chunk_row(c, tx) < m, T.uint32(16), T.uint32(0)))
+        # M read a clamped (valid) address with src-size 0, which zero-fills the chunk; a
+        # converted A goes through registers (loaded, narrowed, stored 16 bytes per chunk)
+        if prec.a_converted:
+            store_a_narrowed(S, stage * a_size, A, tile, by, tx)
+        else:
+            for c in T.unroll(a_chunks):
+                cp_async(T.address_of(S[stage * a_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch), a_rows, ch)]),
+                         T.address_of(A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
+                                        tile * tile_k + _chunk_k(c, tx, ch)]),
+                         16, T.Select(by * TILE_M + _chunk_row(c, tx) < m, T.uint32(16), T.uint32(0)))
         for c in T.unroll(b_chunks):
-            cp_async(T.address_of(S[b_base + stage * b_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx), b_rows)]),
-                     T.address_of(B[bx * bn + _chunk_row(c, tx), tile * TILE_K + _chunk_k(c, tx)]),
+            cp_async(T.address_of(S[b_base + stage * b_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch), b_rows, ch)]),
+                     T.address_of(B[bx * bn + _chunk_row(c, tx), tile * tile_k + _chunk_k(c, tx, ch)]),
                      16, T.uint32(16))
 
-    @T.prim_func
-    def main_pipelined(A: T.Buffer((m, k), "bfloat16"), B: T.Buffer((n, k), "bfloat16"),
-                       C: T.Buffer((m, n), "float32")):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        bx = T.launch_thread("blockIdx.x", grid_n)
-        by = T.launch_thread("blockIdx.y", grid_m)
-        tx = T.launch_thread("threadIdx.x", WARPGROUP)
-        S = T.alloc_buffer((stages * (a_size + b_size),), "bfloat16", scope=PIPELINE_SCOPE, align=128)
+    @T.macro
+    def pipelined_body(A, B, C, bias, bx, by, bz, tx):
+        S = T.alloc_buffer((stages * (a_size + b_size),), s_dtype, scope=PIPELINE_SCOPE, align=128)
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
         desc_b = T.alloc_buffer((1,), "uint64", scope="local")
@@ -279,7 +326,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                               b_lbo, b_sbo, 0)
         for s in T.unroll(stages - 1):
             if s < prologue:
-                load_tile(S, A, B, s, s, bx, by, tx)
+                load_tile(S, A, B, tile_of(s, bz), s, bx, by, tx)
             T.ptx.cp.async_.commit_group()
         for ko in range(k_tiles):
             # this thread's copies of tile ko have landed; after the barrier everyone's have,
@@ -294,20 +341,57 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                 wgmma(*[acc[i] for i in range(n_acc)],
                       desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * a_step),
                       desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * b_step),
-                      True, 1, 1, 0, 0)
+                      True, 1, 1, *trans)
             T.ptx.wgmma.commit_group.sync.aligned()
             # refill the buffer tile ko - 1 used (free: its wgmmas finished before the barrier)
             if ko + stages - 1 < k_tiles:
-                load_tile(S, A, B, ko + stages - 1, (ko + stages - 1) % stages, bx, by, tx)
+                load_tile(S, A, B, tile_of(ko + stages - 1, bz), (ko + stages - 1) % stages, bx, by, tx)
             T.ptx.cp.async_.commit_group()
             T.ptx.wgmma.wait_group.sync.aligned(0)
             for i in T.unroll(n_acc):
                 T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
         for i in T.unroll(n_acc):
             if by * TILE_M + d_fragment(tx, i)[0] < m:
-                C[by * TILE_M + d_fragment(tx, i)[0], bx * bn + d_fragment(tx, i)[1]] = acc[i]
+                C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
+                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
 
-    return main_pipelined
+    body = plain_body if stages == 1 else pipelined_body
+
+    if split > 1:
+        @T.prim_func
+        def main_split(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
+                       P: T.Buffer((split * m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", grid_n)
+            by = T.launch_thread("blockIdx.y", grid_m)
+            bz = T.launch_thread("blockIdx.z", split)
+            tx = T.launch_thread("threadIdx.x", WARPGROUP)
+            body(A, B, P, None, bx, by, bz, tx)
+
+        return main_split
+
+    if epilogue is not None:
+        @T.prim_func
+        def main_epilogue(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
+                          bias: T.Buffer((n,), "float32"), C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", grid_n)
+            by = T.launch_thread("blockIdx.y", grid_m)
+            tx = T.launch_thread("threadIdx.x", WARPGROUP)
+            body(A, B, C, bias, bx, by, None, tx)
+
+        return main_epilogue
+
+    @T.prim_func
+    def main(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
+             C: T.Buffer((m, n), "float32")):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        bx = T.launch_thread("blockIdx.x", grid_n)
+        by = T.launch_thread("blockIdx.y", grid_m)
+        tx = T.launch_thread("threadIdx.x", WARPGROUP)
+        body(A, B, C, None, bx, by, None, tx)
+
+    return main
 
 
 def target(arch: str = "sm_90a") -> tvm.target.Target:
@@ -315,13 +399,14 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
     return tvm.target.Target({"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}})
 
 
-def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False):
-    """``tvm.compile`` of :func:`wgmma_gemm` for sm_90a (under the target, so hetpart's
-    CUDA compile callback, where it runs, compiles for 90a too).  Returns the executable;
-    its function ``main`` takes (A, B, C) tensors on the GPU."""
+def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False,
+          precision: str = "bf16", split: int = 1, epilogue: str | None = None):
+    """``tvm.compile`` of :func:`wgmma_gemm` (same options) for sm_90a (under the target, so
+    hetpart's CUDA compile callback, where it runs, compiles for 90a too).  Returns the
+    executable; its function ``main`` takes the PrimFunc's tensors on the GPU."""
     tgt = target()
-    mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages,
-                                                swapped_descriptor=swapped_descriptor)})
+    mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped_descriptor,
+                                           precision=precision, split=split, epilogue=epilogue)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
@@ -336,5 +421,5 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["Shape", "build", "cuda_source", "d_fragment", "descriptor_fields", "k_step_bytes",
-           "smem_offset", "target", "wgmma_gemm"]
+__all__ = ["EPILOGUES", "Shape", "build", "cuda_source", "d_fragment", "descriptor_fields", "epilogue_value",
+           "k_step_bytes", "smem_offset", "target", "wgmma_gemm"]
