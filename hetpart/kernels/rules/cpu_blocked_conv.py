@@ -125,11 +125,28 @@ store / reload of its accumulators.  With the tile on the stack (each kernel alo
 64-step ones on 56x56 1.00-1.01 (kept on 2 x 8)."""
 
 
+SHORT_SUMS_NARROW = False
+"""Whether :data:`FEWER_SPARE_WIDE` starts at :data:`SHORT_SUMS_MIN_STEPS` reduction steps rather
+than :data:`FEWER_SPARE_MIN_STEPS`: a 1x1 of 128-255 input channels on 32 registers keeps the
+3-spare tile (2 blocks x 7 columns, 14 accumulators) instead of 2 x 14 (28, pressure 31).  False:
+from 128, as before.  Measured (the znver4 AVX-512 dev box, 1 thread, CPU time, each kernel alone,
+NCHW16c, 3 calls x 3 rounds; bench/results/cpu-b32-dw-rows-2core.md): mobilenet_v2 b32 144->32 on
+28x28 0.77x, 192->32 + residual 0.94x, 192->64 on 14x14 0.95x; efficientnet_b0 b32 144->40 on
+28x28 0.83x; resnet50 b8 128->512 + residual + ReLU on 28x28 0.91x (the Xeon had measured 0.93x
+the other way at batch 1: :data:`FEWER_SPARE_MIN_STEPS`), its 7x7 stem (147 steps) 0.96x."""
+
+SHORT_SUMS_MIN_STEPS = 256
+"""The least reduction for :data:`FEWER_SPARE_WIDE` under :data:`SHORT_SUMS_NARROW` (384-step 1x1s
+kept 2 x 14: 384->64 / 384->96 on 14x14 measured 1.06-1.11x with 2 x 7 / 3 x 7)."""
+
+
 def spare_registers(shape: CpuShape, steps: int | None = None) -> int:
     """The vector registers a blocked conv tile of a ``steps``-long reduction (None: any)
     leaves free on ``shape``: :data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32
-    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps."""
-    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= FEWER_SPARE_MIN_STEPS)
+    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps
+    (:data:`SHORT_SUMS_MIN_STEPS` under :data:`SHORT_SUMS_NARROW`)."""
+    least = SHORT_SUMS_MIN_STEPS if SHORT_SUMS_NARROW else FEWER_SPARE_MIN_STEPS
+    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= least)
     return SPARE_REGISTERS_WIDE if wide else SPARE_REGISTERS
 
 
