@@ -20,6 +20,8 @@ On a machine shared with other jobs, ``--threads 1 --cpu-time`` times each call 
 calling thread's CPU time (TVM's pool of one and ORT's one intra-op thread both run on
 it): another job's time slices on the core are not counted, its use of the caches is.
 
+``--block N``: both sides imported channel-blocked (``load(model, conv_block=N)``).
+
 Layers are :data:`hetpart.bench.cpu_layers.LAYERS` (``with_batch``); ``zoo:`` specs
 take ``batch=`` from ``--batch``; else an ONNX file.
 """
@@ -90,7 +92,8 @@ def turns(sides, calls: int, rounds: int, clock) -> list[list[float]]:
 
 
 def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int,
-       clock=time.perf_counter, cores: int | None = None, after: tuple[str, ...] = ()) -> dict:
+       clock=time.perf_counter, cores: int | None = None, after: tuple[str, ...] = (),
+       block: int | None = None) -> dict:
     import tvm
     from tvm import relax
 
@@ -102,9 +105,9 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
     model = _model(name, batch)
     feeds = _feeds(model)
     with switched(before):
-        exe_before = kernels.build(load(model).module, cpu_tvm_target(cores))
+        exe_before = kernels.build(load(model, conv_block=block).module, cpu_tvm_target(cores))
     with switched(after):
-        exe_after = kernels.build(load(model).module, cpu_tvm_target(cores))
+        exe_after = kernels.build(load(model, conv_block=block).module, cpu_tvm_target(cores))
     session = ort_session(model, threads=threads)
     result: dict = {}
 
@@ -143,15 +146,18 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-time", action="store_true",
                    help="time each call by the calling thread's CPU time (needs --threads 1: both runtimes then run "
                         "on the calling thread), not wall time: another job's time slices on the core do not count")
+    p.add_argument("--block", type=int, default=None,
+                   help="both sides imported channel-blocked, load(model, conv_block=N) (NCHW{N}c; default NCHW)")
     a = p.parse_args(argv)
     if a.cpu_time and a.threads != 1:
         p.error("--cpu-time needs --threads 1")
     clock = time.thread_time if a.cpu_time else time.perf_counter
     print(f"{'model':<16}{'before ms':>26}{'after ms':>26}{'ORT ms':>26}{'b/ORT':>7}{'a/ORT':>7}{'a/b':>7}"
           f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds"
-          f"{', CPU time' if a.cpu_time else ''}{f', built for {a.cores} cores' if a.cores else ''})")
+          f"{', CPU time' if a.cpu_time else ''}{f', built for {a.cores} cores' if a.cores else ''}"
+          f"{f', NCHW{a.block}c' if a.block else ''})")
     for name in a.models:
-        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock, a.cores, tuple(a.after))
+        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock, a.cores, tuple(a.after), a.block)
         b, af, o = (min(x) for x in r["best"])
         print(f"{name:<16}{_fmt(r['best'][0]):>26}{_fmt(r['best'][1]):>26}{_fmt(r['best'][2]):>26}"
               f"{b / o:7.2f}{af / o:7.2f}{af / b:7.2f}{r['diff_ab']:10.2e}{r['err_ort']:10.2e}", flush=True)

@@ -16,6 +16,10 @@ kernels, each times its calls.
     PYTHONPATH=. python tools/kernel_switch_ab.py /tmp/mobilenet_v2.onnx zoo:resnet50 \\
         --before hetpart.kernels.ragged_rows.SHIFT_RAGGED_ROWS=0 --rounds 5
 
+A switch that is off by default is timed on with ``--before X=0 --after X=1`` (both named:
+the changed kernels are found under the after side's values); ``--block N`` imports the models
+channel-blocked (``load(model, conv_block=N)``).
+
 Models as tools/rule_switch_tir_diff.py takes them (a layer name, a zoo spec, an ONNX file).
 """
 
@@ -49,13 +53,17 @@ def _build(kmod, target, before: list[str]):
 
 
 def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[str] | None = None,
-               cores: int | None = None) -> list[dict]:
+               cores: int | None = None, after: tuple[str, ...] = (), block: int | None = None) -> list[dict]:
     """One row per changed kernel of ``model`` (or per kernel named in ``kernels``: a switch
     that acts past scheduling, e.g. the TIR pipeline's ``stack_tiles.ENABLED``, changes no
     scheduled TIR): name, calls, before/after least ms per round, max |before - after| of
-    the outputs."""
+    the outputs.  ``after``: assignments for the after side (a switch off by default, on;
+    ``before`` then sets the same switch to its default, explicitly); ``block``: the
+    channel-blocked import (``load(model, conv_block=block)``)."""
     import tvm
     from tvm import relax
+
+    from hetpart.bench.switches import switched
 
     from hetpart import load
     from hetpart.costmodel import kernel_bench
@@ -64,8 +72,9 @@ def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[
     from rule_switch_tir_diff import changed
 
     target = cpu_tvm_target(cores)
-    names = kernels if kernels else changed(model, target, before)[1]
-    graph = load(model)
+    with switched(after):
+        names = kernels if kernels else changed(model, target, before, block)[1]
+        graph = load(model, conv_block=block)
     uses = collections.Counter(k.func for k in graph.kernels.values())
     firsts = {}
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
@@ -75,7 +84,7 @@ def ab_kernels(model, before: list[str], calls: int, rounds: int, kernels: list[
         if name not in firsts:
             continue
         kmod = kernel_bench.single_kernel_module(graph, firsts[name])
-        exes = [_build(kmod, target, before), _build(kmod, target, [])]
+        exes = [_build(kmod, target, before), _build(kmod, target, list(after))]
         row = {"kernel": name, "calls": uses[name]}
 
         def body(kmod=kmod, exes=exes, row=row):
@@ -119,10 +128,13 @@ def main(argv=None) -> int:
                         "schedules timed per core)")
     p.add_argument("--kernels", default="", help="comma list of kernel functions to time (default: those whose "
                    "scheduled TIR the switch changes)")
+    p.add_argument("--after", action="append", default=[], help="module.ATTR=value for the after side")
+    p.add_argument("--block", type=int, default=None, help="the channel-blocked import, load(model, conv_block=N)")
     a = p.parse_args(argv)
     for spec in a.models:
         model = onnx.load(spec) if spec.endswith(".onnx") else _model(spec, 1)
-        rows = ab_kernels(model, a.before, a.calls, a.rounds, [k for k in a.kernels.split(",") if k], a.cores)
+        rows = ab_kernels(model, a.before, a.calls, a.rounds, [k for k in a.kernels.split(",") if k], a.cores,
+                          tuple(a.after), a.block)
         print(f"{spec}: {len(rows)} changed kernels (1 thread, CPU time, {a.calls} calls x {a.rounds} rounds)")
         tb = ta = 0.0
         for r in rows:

@@ -43,11 +43,12 @@ def scripts_both_ways(module, target, before: list[str], options=None) -> tuple[
         return now, scripts(module, target, options)
 
 
-def changed(model, target, before: list[str]) -> tuple[int, list[str]]:
-    """(kernels, the names of those whose TIR differs with ``before`` applied)."""
+def changed(model, target, before: list[str], block: int | None = None) -> tuple[int, list[str]]:
+    """(kernels, the names of those whose TIR differs with ``before`` applied; ``block``: the
+    channel-blocked import, ``load(model, conv_block=block)``)."""
     from hetpart import load
 
-    after, old = scripts_both_ways(load(model).module, target, before)
+    after, old = scripts_both_ways(load(model, conv_block=block).module, target, before)
     return len(after), sorted(k for k in after if after[k] != old.get(k))
 
 
@@ -62,12 +63,13 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+")
     p.add_argument("--before", action="append", default=[], help="module.ATTR=value (as cpu_rule_ab.py)")
     p.add_argument("--batch", type=int, default=1, help="batch of the layer rows and zoo specs (as cpu_rule_ab.py)")
+    p.add_argument("--block", type=int, default=None, help="the channel-blocked import, load(model, conv_block=N)")
     a = p.parse_args(argv)
     for spec in a.models:
         name, _, mcpu = spec.partition("@")
         target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 16}) if mcpu else cpu_tvm_target()
         model = onnx.load(name) if name.endswith(".onnx") else _model(name, a.batch)
-        n, diff = changed(model, target, a.before)
+        n, diff = changed(model, target, a.before, a.block)
         print(f"{spec} ({mcpu or 'host'}): {len(diff)} of {n} kernels differ{': ' if diff else ''}{' '.join(diff)}",
               flush=True)
     return 0

@@ -383,6 +383,10 @@ LAYERS = {
     "mn3_dw_112s2": lambda: _conv(64, 64, (112, 112), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=64),  # features.2
     "mn3_dw5_56s2": lambda: _conv(72, 72, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=72),  # features.4
     "mn3_dw_28s2": lambda: _conv(240, 240, (28, 28), (3, 3), (2, 2), pads=(1, 1, 1, 1), group=240),  # features.7
+    "mn3_dw5_28": lambda: _conv(120, 120, (28, 28), (5, 5), pads=(2, 2, 2, 2), group=120),  # features.5/6
+    "eff_dw5_28": lambda: _conv(240, 240, (28, 28), (5, 5), pads=(2, 2, 2, 2), group=240, relu=False),
+    "mn3_exp_14": lambda: _conv(112, 672, (14, 14), (1, 1)),  # features.11/12 expand (hard-swish in the model)
+    "mb_exp_14b": lambda: _conv(64, 384, (14, 14), (1, 1), relu6=True),  # mobilenet_v2's 64->384 expand
     "eff_dw5_56s2": lambda: _conv(144, 144, (56, 56), (5, 5), (2, 2), pads=(2, 2, 2, 2), group=144, relu=False),
     "mb_stem": lambda: _conv(3, 32, (224, 224), (3, 3), (2, 2), pads=(1, 1, 1, 1), relu6=True),
     "mb_proj_112": lambda: _conv(32, 16, (112, 112), (1, 1), relu=False),

@@ -66,6 +66,7 @@ class BlockedPlan:
     vectors: int
     lanes: int
     plane: bool = False  # the columns run along the fused plane oh * ow (:data:`PLANE_1X1`)
+    row_group: int = 1  # output rows of one parallel iteration (a depthwise tile: DEPTHWISE_ROW_GROUPS)
 
     @property
     def accumulators(self) -> int:

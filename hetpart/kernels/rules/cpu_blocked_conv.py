@@ -37,9 +37,9 @@ image and of the weight and ``R`` vector FMAs.
 Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
 :data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles), :data:`ROWS_OUTSIDE_BLOCKS` (large images' rows
 outside the block groups), :data:`STACK_TILE` (the accumulators on the stack),
-:data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`.  Invariant: only
-reorders, splits and caches -- every output is the same sum in the same order over the
-reduction as the unscheduled block, up to FMA contraction.
+:data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`, :data:`DEPTHWISE_ROW_GROUPS`
+(off).  Invariant: only reorders, splits and caches -- every output is the same sum in the same
+order over the reduction as the unscheduled block, up to FMA contraction.
 
 The rule's entry point: it composes the recognition (:mod:`..blocked_conv_match`:
 :class:`BlockedConv`, :func:`blocked_conv`, :class:`BlockedPlan`), the register tile's plan
@@ -62,7 +62,7 @@ from ..analysis import (
     CpuShape, MacBlock, PARALLEL_MIN_ELEMENTS, buffer_bytes, const_extent, fuse_epilogue, loop_of, parallel_vectorize,
 )
 from .. import ragged_rows, stack_tiles, weight_prefetch
-from ..register_tile import PARALLEL_MIN_MACS, mac_count
+from ..register_tile import PARALLEL_MIN_MACS, mac_count, thread_efficiency
 from ..blocked_conv_match import (  # recognition (PLAIN_INPUT stays here: module docstring)
     BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, _window, blocked_conv,
 )
@@ -125,11 +125,28 @@ store / reload of its accumulators.  With the tile on the stack (each kernel alo
 64-step ones on 56x56 1.00-1.01 (kept on 2 x 8)."""
 
 
+SHORT_SUMS_NARROW = False
+"""Whether :data:`FEWER_SPARE_WIDE` starts at :data:`SHORT_SUMS_MIN_STEPS` reduction steps rather
+than :data:`FEWER_SPARE_MIN_STEPS`: a 1x1 of 128-255 input channels on 32 registers keeps the
+3-spare tile (2 blocks x 7 columns, 14 accumulators) instead of 2 x 14 (28, pressure 31).  False:
+from 128, as before.  Measured (the znver4 AVX-512 dev box, 1 thread, CPU time, each kernel alone,
+NCHW16c, 3 calls x 3 rounds; bench/results/cpu-b32-dw-rows-2core.md): mobilenet_v2 b32 144->32 on
+28x28 0.77x, 192->32 + residual 0.94x, 192->64 on 14x14 0.95x; efficientnet_b0 b32 144->40 on
+28x28 0.83x; resnet50 b8 128->512 + residual + ReLU on 28x28 0.91x (the Xeon had measured 0.93x
+the other way at batch 1: :data:`FEWER_SPARE_MIN_STEPS`), its 7x7 stem (147 steps) 0.96x."""
+
+SHORT_SUMS_MIN_STEPS = 256
+"""The least reduction for :data:`FEWER_SPARE_WIDE` under :data:`SHORT_SUMS_NARROW` (384-step 1x1s
+kept 2 x 14: 384->64 / 384->96 on 14x14 measured 1.06-1.11x with 2 x 7 / 3 x 7)."""
+
+
 def spare_registers(shape: CpuShape, steps: int | None = None) -> int:
     """The vector registers a blocked conv tile of a ``steps``-long reduction (None: any)
     leaves free on ``shape``: :data:`SPARE_REGISTERS`, or :data:`SPARE_REGISTERS_WIDE` with 32
-    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps."""
-    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= FEWER_SPARE_MIN_STEPS)
+    under :data:`FEWER_SPARE_WIDE` from :data:`FEWER_SPARE_MIN_STEPS` steps
+    (:data:`SHORT_SUMS_MIN_STEPS` under :data:`SHORT_SUMS_NARROW`)."""
+    least = SHORT_SUMS_MIN_STEPS if SHORT_SUMS_NARROW else FEWER_SPARE_MIN_STEPS
+    wide = FEWER_SPARE_WIDE and shape.registers >= 32 and (steps is None or steps >= least)
     return SPARE_REGISTERS_WIDE if wide else SPARE_REGISTERS
 
 
@@ -966,13 +983,74 @@ def depthwise_plan(mac: MacBlock, conv: BlockedDepthwise, shape: CpuShape, lanes
     vectors = c // width
     cap = (shape.registers - SPARE_REGISTERS - vectors - 1) // vectors
     cols = _divisors(mac.extents[conv.ow], max(1, min(cap, MAX_DEPTHWISE_COLUMNS)))
-    return BlockedPlan(1, cols[-1], vectors, width)
+    return BlockedPlan(1, cols[-1], vectors, width, row_group=depthwise_row_group(mac, conv, shape.cores))
+
+
+DEPTHWISE_ROW_GROUPS = False
+"""Whether a depthwise tile whose padding is computed under its row loop
+(:data:`DEPTHWISE_PADDING_IN_ROWS`) runs ``R`` output rows per parallel iteration
+(:func:`depthwise_row_group`), the padding computed once for the group's ``(R - 1) * s + kh``
+input rows, instead of one output row per iteration, whose padding copied its ``kh`` input
+rows each time: every padded row copied ``kh / s`` times (3x for a stride-1 3x3) -- a load and
+a store per input vector, beside the tap's 9 FMAs per output vector.  False: one row per
+iteration, as before."""
+
+DEPTHWISE_ROW_GROUP_MAX = 8
+"""The most output rows of one :data:`DEPTHWISE_ROW_GROUPS` group (a divisor of the output
+height: 8 for 112 / 56 rows, 7 for 28 / 14 / 7)."""
+
+DEPTHWISE_ROW_GROUPS_STRIDED = False
+"""Whether :data:`DEPTHWISE_ROW_GROUPS` groups the rows of a strided depthwise conv too (its rows'
+windows overlap by ``kh - s`` rows only: 1 of 3 for a 3x3 stride 2).  Off: measured slower
+(mobilenet_v2 b32, NCHW16c, the stride-2 kernels alone 1.05-1.75x)."""
+
+DEPTHWISE_ROW_GROUP_MIN_WIDTH = 112
+"""The narrowest output row :data:`DEPTHWISE_ROW_GROUPS` groups.  Measured (mobilenet_v2 b32,
+NCHW16c, each kernel alone, 1 thread, CPU time): 32x112x112 3x3 in groups of 2 rows 0.85-0.88x;
+192x28x28 3x3 slower the larger the group (2 rows 1.15x, 4 rows 1.33x, 7 rows 1.47x), 144x56x56
+0.94-1.10x, 14x14 / 7x7 0.64-1.14x between runs: the grouping is kept to the 112-wide rows."""
+
+DEPTHWISE_ROW_GROUP_BYTES = 32 << 10
+"""The most bytes of padded input rows one :data:`DEPTHWISE_ROW_GROUPS` group copies (a core's
+L1 data cache: the group's padding is copied before its rows are read)."""
+
+
+def depthwise_row_group(mac: MacBlock, conv: BlockedDepthwise, cores: int) -> int:
+    """Output rows per parallel iteration of :func:`depthwise_tile`: the largest divisor of the
+    output height up to :data:`DEPTHWISE_ROW_GROUP_MAX` whose padded input rows fit
+    :data:`DEPTHWISE_ROW_GROUP_BYTES` and whose iterations (batch x channel blocks x height /
+    rows) split over ``cores`` threads as evenly as single rows do
+    (:func:`~..register_tile.thread_efficiency`); 1 with the switch off, no row iterator, rows
+    narrower than :data:`DEPTHWISE_ROW_GROUP_MIN_WIDTH` or a stride (:data:`DEPTHWISE_ROW_GROUPS_STRIDED`).
+    In: the block as :func:`blocked_depthwise` reads it; the stride from the padded image's
+    height.  Out: a divisor of the output height (the split then needs no bound check)."""
+    if not (DEPTHWISE_ROW_GROUPS and DEPTHWISE_PADDING_IN_ROWS) or conv.oh is None \
+            or mac.extents[conv.ow] < DEPTHWISE_ROW_GROUP_MIN_WIDTH:
+        return 1
+    height = mac.extents[conv.oh]
+    data = mac.operands[conv.data][0]  # the padded image [n, chunk, (oh - 1) * s + kh, ., lanes]
+    padded_h, padded_w = (int(d) for d in data.shape[2:4])
+    taps = mac.extents[conv.window[0]] if len(conv.window) == 2 else 1
+    stride = max(1, round((padded_h - taps) / (height - 1))) if height > 1 else 1
+    if stride != 1 and not DEPTHWISE_ROW_GROUPS_STRIDED:
+        return 1
+    row_bytes = padded_w * int(data.shape[4]) * data.dtype.bits // 8
+    others = 1
+    for v in (conv.n, conv.chunk):
+        if v is not None:
+            others *= mac.extents[v]
+    single = thread_efficiency(others * height, cores)
+    for rows in reversed(_divisors(height, DEPTHWISE_ROW_GROUP_MAX)):
+        if ((rows - 1) * stride + taps) * row_bytes <= DEPTHWISE_ROW_GROUP_BYTES \
+                and thread_efficiency(others * height // rows, cores) >= single:
+            return rows
+    return 1
 
 
 def depthwise_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedDepthwise, plan: BlockedPlan) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch``::
 
-        parallel fused(n, chunk, oh)
+        parallel fused(n, chunk, oh)      # oh / G and a serial G inside (DEPTHWISE_ROW_GROUPS)
           serial ow / R
             init   acc[R, c] = 0
             serial kh, kw                                  # the window's taps
@@ -987,8 +1065,12 @@ def depthwise_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedDepthwise, p
     ow_o, ow_i = sch.split(by(conv.ow), factors=[None, plan.columns])
     vec_o, vec_i = sch.split(by(conv.lane), factors=[plan.vectors, plan.lanes])
     rows = [by(v) for v in (conv.n, conv.chunk, conv.oh) if v is not None]
+    group = []
+    if plan.row_group > 1:  # DEPTHWISE_ROW_GROUPS: R rows per iteration, their padding once
+        rows[-1], oh_i = sch.split(rows[-1], factors=[None, plan.row_group])
+        group = [oh_i]
     reds = [by(v) for v in conv.window]
-    sch.reorder(*rows, ow_o, *reds, ow_i, vec_o, vec_i)
+    sch.reorder(*rows, *group, ow_o, *reds, ow_i, vec_o, vec_i)
     tile = (sch.fuse(*rows) if len(rows) > 1 else rows[0]) if rows else None
     if tile is not None and mac_count(mac) >= PARALLEL_MIN_MACS:
         sch.parallel(tile)
