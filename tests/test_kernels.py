@@ -139,12 +139,35 @@ def _heavy(mod):
     return next(iter(funcs.items()))
 
 
+_BUILDS: dict = {}
+"""Per test process: a case's fused module and inputs, and its builds, shared by the three
+tests below that build the same case for the same target (the host's unscheduled build is
+both rule tests' reference; a fixed CPU's scheduled build is what the build-only test
+inspects and the matching test runs)."""
+
+
+def _case(case: str):
+    """``(mod, args)`` of ``CASES[case]``, made once."""
+    if case not in _BUILDS:
+        _BUILDS[case] = _fused(*CASES[case][:2])
+    return _BUILDS[case]
+
+
+def _build(case: str, target, scheduled: bool = True):
+    """``kernels.build`` (hetpart's schedules) or, not ``scheduled``, ``tvm.compile`` (TVM's
+    unscheduled default pipeline) of the case's module for ``target``, built once."""
+    key = (case, str(target), scheduled)
+    if key not in _BUILDS:
+        mod, _ = _case(case)
+        _BUILDS[key] = kernels.build(mod, target) if scheduled else tvm.compile(mod, target)
+    return _BUILDS[key]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cpu_rule_matches_unscheduled(case, cpu):
-    inputs, body, _ = CASES[case]
-    mod, args = _fused(inputs, body)
-    want = run_vm(tvm.compile(mod, cpu), args)
-    got = run_vm(kernels.build(mod, cpu), args)
+    _, args = _case(case)
+    want = run_vm(_build(case, cpu, scheduled=False), args)
+    got = run_vm(_build(case, cpu), args)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
@@ -170,9 +193,7 @@ def test_cpu_rule_builds_for_either_vector_width(case, any_cpu):
     lowering on 16-lane CPUs ("VectorizeLoop before LiftStorageAlloc").  Building must
     run nothing built for ``any_cpu`` (the weight packing did: SIGILL on AVX2 hosts);
     no AVX-512 register in a build for an AVX2 CPU."""
-    inputs, body, _ = CASES[case]
-    mod, _ = _fused(inputs, body)
-    exe = kernels.build(mod, any_cpu)
+    exe = _build(case, any_cpu)
     asm = "".join(m.inspect_source("asm") for m in exe.mod._collect_dso_modules() if m.kind == "llvm")
     if "avx512f" not in _RUN_NEEDS[str(any_cpu.attrs["mcpu"])]:
         assert "zmm" not in asm  # (AVX-512 CPUs may still prefer 256-bit vectors: LLVM's prefer-256-bit)
@@ -187,10 +208,9 @@ def test_cpu_rule_for_either_vector_width_matches_unscheduled(case, any_cpu):
     if missing:
         pytest.skip(f"the host CPU lacks {', '.join(missing)}: code built for {any_cpu.attrs['mcpu']} "
                     "would die of SIGILL here")
-    inputs, body, _ = CASES[case]
-    mod, args = _fused(inputs, body)
-    want = run_vm(tvm.compile(mod, cpu_tvm_target()), args)
-    got = run_vm(kernels.build(mod, any_cpu), args)
+    _, args = _case(case)
+    want = run_vm(_build(case, cpu_tvm_target(), scheduled=False), args)
+    got = run_vm(_build(case, any_cpu), args)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
