@@ -1,0 +1,356 @@
+"""Which fused kernels the hand-written Hopper ``wgmma`` GEMM could replace (issue 17).
+
+In:  a fused PrimFunc (the importer's, weights marked by
+     :func:`~hetpart.kernels.weight_prepack.mark_weights`), the build's target and its
+     :class:`~hetpart.kernels.options.KernelOptions`.
+Out: :func:`match`: a :class:`WgmmaGemm` -- M, N, K, the kernel's precision, its epilogue,
+     how the weight is stored and which parameters are the activation, the weight and the
+     bias -- when the function is a dense layer ``y = epilogue(x[M, K] @ W + b)`` that
+     :func:`hetpart.kernels.wgmma_gemm.wgmma_gemm` (with :mod:`.wgmma_splitk`) computes;
+     None otherwise.
+Invariant: recognition only -- nothing here changes a module.  A match means: one
+multiply-accumulate block ``C[.., m, n] += A[.., m, k] * W[k, n]`` (or ``W[n, k]``) over
+static extents, A a float32 parameter that is not a weight, W a model weight (float32, or
+bf16 widened by one element-wise cast block: :mod:`hetpart.importer.low_precision`), then
+element-wise blocks whose value at each output is, for every probe value of the
+accumulator and the bias, the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
+so any export's spelling of bias + erf-GELU is recognised and a tanh-GELU or a ReLU is not).
+
+:data:`WGMMA_GEMM` (off) is the switch the substitution will read; :func:`match` itself
+answers whatever the switch says, so tests and tools can ask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+from tvm.ir import TensorLoad
+from tvm.target import Target
+
+from . import wgmma_layout as lay
+from .analysis import block_infos, find_mac, is_gpu, is_layout_free
+from .options import DEFAULT, KernelOptions
+
+WGMMA_GEMM = False
+"""Replace matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds
+(design: ``bench/results/gpu-wgmma-spike.md`` section 6).  Off: nothing reads a match, and
+every build is the one before this module existed."""
+
+ARCH = 90
+"""The only compute capability with ``wgmma`` (sm_90 / sm_90a; sm_100 has tcgen05 instead)."""
+
+EPILOGUE_TOL = 1e-5
+"""Largest difference (absolute, plus as much relative) between an evaluated epilogue and the
+reference one at a probe point: hetpart's erf is TVM's ``fast_erf`` (error below 5e-7,
+:mod:`hetpart.importer.fast_erf`), the reference here ``math.erf``."""
+
+PROBES = (-9.0, -3.5, -1.25, -0.5, -1e-3, 0.0, 0.375, 1.0, 2.5, 7.0)
+"""Accumulator and bias values the epilogue is evaluated at (every pair)."""
+
+
+@dataclass(frozen=True)
+class WgmmaGemm:
+    """A dense layer the ``wgmma`` kernel computes.
+
+    ``m``: rows (every dim of the output but the last, multiplied: tokens x batch); ``n``, ``k``;
+    ``precision``: a key of :data:`~hetpart.kernels.wgmma_layout.PRECISIONS` (``tf32r`` for a
+    TF32 build's float32 weight, ``f32a`` for a bf16-stored weight); ``epilogue``: one of
+    :data:`~hetpart.kernels.wgmma_gemm.EPILOGUES`; ``weight_layout``: ``"KN"`` (ONNX MatMul's
+    ``[K, N]``: transposed when packed) or ``"NK"`` (the kernel's own); ``activation``,
+    ``weight``, ``bias``: parameter positions (``bias`` None without one); ``weight_dtype``,
+    ``bias_dtype``: their stored dtypes (the kernel takes a float32 bias: a bf16 one is widened
+    when packed)."""
+
+    m: int
+    n: int
+    k: int
+    precision: str
+    epilogue: str | None
+    weight_layout: str
+    activation: int
+    weight: int
+    bias: int | None
+    weight_dtype: str
+    bias_dtype: str | None
+
+    @property
+    def bn(self) -> int:
+        """N of one warpgroup's tile: 128 where N allows, else 64."""
+        return 128 if self.n % 128 == 0 else 64
+
+
+def arch_of(target: Target) -> int:
+    """The compute capability in ``target``'s ``arch`` (``sm_90a`` -> 90; 0 when absent)."""
+    digits = "".join(ch for ch in str(target.attrs.get("arch", "") or "") if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def eligible_target(target: Target) -> bool:
+    """A CUDA target for compute capability 9.0 (the build must then compile for sm_90a)."""
+    return is_gpu(target) and target.kind.name == "cuda" and arch_of(target) == ARCH
+
+
+def match(func: tirx.PrimFunc, target: Target, options: KernelOptions = DEFAULT) -> WgmmaGemm | None:
+    """``func`` read as a dense layer the ``wgmma`` kernel computes (module doc), or None:
+    not an sm_90 CUDA target, not a dense layer of a weight, an epilogue other than none /
+    bias / bias + erf-GELU, a weight dtype with no kernel (fp16; float32 with TF32 off), or a
+    shape the kernel does not take (N % 64, K % the precision's K tile)."""
+    if not eligible_target(target):
+        return None
+    try:
+        sch = s_tir.Schedule(func)
+        infos = block_infos(sch)
+    except Exception:  # noqa: BLE001 - a function dlight cannot normalise is no dense layer
+        return None
+    if infos is None:
+        return None
+    mac = find_mac(sch, infos)
+    if mac is None or len(mac.reduce) != 1:
+        return None
+    blocks = [sch.get(i.block_rv) for i in infos]
+    at = next(i for i, b in enumerate(blocks) if b.same_as(sch.get(mac.block)))
+    widened = {}  # buffer a widen block writes -> the weight parameter it reads
+    for b in blocks[:at]:
+        src = _widened_weight(func, b)
+        if src is None:
+            return None
+        widened[b.writes[0].source] = src
+    operands = _operands(func, mac, widened)
+    if operands is None:
+        return None
+    (act, act_idx), (weight, weight_src, w_idx) = operands
+    k_var, spatial = mac.reduce[0], list(mac.spatial)
+    if not spatial:
+        return None
+    n_var = spatial[-1]
+    out_idx = list(mac.out_indices)
+    if not (_same_indices(act_idx[:-1], out_idx[:-1]) and _is(act_idx[-1], k_var) and _is(out_idx[-1], n_var)):
+        return None
+    if len(w_idx) != 2:
+        return None
+    if _is(w_idx[0], k_var) and _is(w_idx[1], n_var):
+        layout = "KN"
+    elif _is(w_idx[0], n_var) and _is(w_idx[1], k_var):
+        layout = "NK"
+    else:
+        return None
+    n, k = mac.extents[n_var], mac.extents[k_var]
+    m = math.prod(mac.extents[v] for v in spatial[:-1])
+    tail = blocks[at + 1:]
+    found = epilogue_of(func, mac.out, tail)
+    if found is None:
+        return None
+    epilogue, bias = found
+    w_dtype = str(weight_src.dtype)
+    precision = {"bfloat16": "f32a", "float32": "tf32r" if options.tf32 else None}.get(w_dtype)
+    if precision is None or n % 64 or n % 4 or k % lay.precision(precision).tile_k:
+        return None
+    return WgmmaGemm(m, n, k, precision, epilogue, layout, _position(func, act), _position(func, weight_src),
+                     _position(func, bias) if bias is not None else None, w_dtype,
+                     str(bias.dtype) if bias is not None else None)
+
+
+def _is(e, var) -> bool:
+    return isinstance(e, tirx.Var) and e.same_as(var)
+
+
+def _same_indices(a: list, b: list) -> bool:
+    """Index lists equal element by element (the same iterator, or equal constants)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if isinstance(x, tirx.Var) and isinstance(y, tirx.Var):
+            if not x.same_as(y):
+                return False
+        elif isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm):
+            if int(x) != int(y):
+                return False
+        else:
+            return False
+    return True
+
+
+def _param_buffer(func: tirx.PrimFunc, buf):
+    """``buf`` when it is one of ``func``'s parameter buffers, else None."""
+    return buf if any(b.same_as(buf) for b in func.params) else None
+
+
+def _widened_weight(func: tirx.PrimFunc, block):
+    """The weight parameter ``block`` widens (``out[i, j] = float32(W[i, j])``, W a
+    layout-free parameter), else None."""
+    body = block.body
+    if block.init is not None or not isinstance(body, tirx.BufferStore) or len(block.reads) != 1:
+        return None
+    if not (isinstance(body.value, tirx.Cast) and isinstance(body.value.value, TensorLoad)):
+        return None
+    load = body.value.value
+    src = _param_buffer(func, load.source)
+    if src is None or not is_layout_free(func, src):
+        return None
+    if str(body.buffer.dtype) != "float32" or not _same_indices(list(load.indices), list(body.indices)):
+        return None
+    return src
+
+
+def _position(func: tirx.PrimFunc, buf) -> int:
+    """The parameter position of ``func``'s parameter buffer ``buf``."""
+    return next(i for i, p in enumerate(func.params) if p.same_as(buf))
+
+
+def _operands(func, mac, widened):
+    """``((activation buffer, its indices), (weight buffer read, weight parameter, its
+    indices))`` of the multiply-accumulate, else None (two activations, two weights, or a
+    buffer computed in the function)."""
+    found_act, found_w = None, None
+    for buf, idx in mac.operands:
+        src = widened.get(buf)
+        if src is None:
+            src = _param_buffer(func, buf)
+            if src is None:
+                return None
+            if is_layout_free(func, src):
+                if str(src.dtype) != "float32":
+                    return None
+                found_w = (buf, src, idx) if found_w is None else False
+            else:
+                if str(src.dtype) != "float32":
+                    return None
+                found_act = (src, idx) if found_act is None else False
+        else:
+            found_w = (buf, src, idx) if found_w is None else False
+    if not found_act or not found_w or str(mac.out.dtype) != "float32":
+        return None
+    return found_act, found_w
+
+
+def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
+    """``(epilogue, bias parameter buffer or None)`` of the element-wise ``blocks`` after the
+    multiply-accumulate writing ``acc``, else None.
+
+    Each block must store at its own iterators, read only ``acc``, the blocks before it at
+    the same indices (element-wise), constants, and at most one 1-D weight (the bias) at the
+    last iterator; the last block (or ``acc`` with no blocks) must write ``func``'s output.
+    Its value is then evaluated at every pair of :data:`PROBES` (accumulator, bias) and
+    compared with ``acc`` (no epilogue), ``acc + bias`` and ``gelu(acc + bias)`` (erf form)."""
+    out_param = func.params[-1]
+    if not blocks:
+        return (None, None) if acc.same_as(out_param) else None
+    bias = []
+    local = {acc}
+
+    def check(e, store_idx) -> bool:
+        ok = [True]
+
+        def visit(x):
+            if True:
+                if any(x.source.same_as(b) for b in local):
+                    ok[0] &= _same_indices(list(x.indices), store_idx)
+                elif _param_buffer(func, x.source) is not None and len(x.indices) == 1 \
+                        and is_layout_free(func, x.source) and _is(x.indices[0], store_idx[-1]):
+                    if not any(x.source.same_as(b) for b in bias):
+                        bias.append(x.source)
+                else:
+                    ok[0] = False
+
+        tvm_ffi.structural_walk(e, (TensorLoad, visit), order="post")
+        return ok[0]
+
+    for b in blocks:
+        body = b.body
+        if b.init is not None or not isinstance(body, tirx.BufferStore):
+            return None
+        idx = list(body.indices)
+        named = [e for e in idx if not isinstance(e, tirx.IntImm)]
+        if not named or not _same_indices(named, [v.var for v in b.iter_vars]):
+            return None
+        if not check(body.value, idx):
+            return None
+        local.add(body.buffer)
+    if not blocks[-1].body.buffer.same_as(out_param) or len(bias) > 1:
+        return None
+    # every block writes a buffer of its own (no block rewrites a buffer read before)
+    if len({b.body.buffer for b in blocks}) != len(blocks):
+        return None
+    bias_buf = bias[0] if bias else None
+    got = {}
+    for a in PROBES:
+        for c in PROBES if bias_buf is not None else (0.0,):
+            env = {acc: a}
+            for b in blocks:
+                v = _eval(b.body.value, env, bias_buf, c)
+                if v is None:
+                    return None
+                env[b.body.buffer] = v
+            got[(a, c)] = env[blocks[-1].body.buffer]
+    refs = {"bias": lambda a, c: a + c, "bias_gelu": lambda a, c: _gelu(a + c)} if bias_buf is not None else {}
+    for name, ref in refs.items():
+        if all(_close(v, ref(a, c)) for (a, c), v in got.items()):
+            return name, bias_buf
+    return None
+
+
+def _gelu(y: float) -> float:
+    return 0.5 * y * (1.0 + math.erf(y / math.sqrt(2.0)))
+
+
+def _close(got: float, want: float) -> bool:
+    return not math.isnan(got) and abs(got - want) <= EPILOGUE_TOL * (1.0 + abs(want))
+
+
+def _eval(e, env: dict, bias, bias_value: float):
+    """The scalar value of the TIR expression ``e`` (float64 arithmetic; loads from
+    ``env`` by buffer, ``bias`` loads give ``bias_value``), or None for a node this
+    evaluator does not know (the epilogue is then not recognised)."""
+    ev = lambda x: _eval(x, env, bias, bias_value)  # noqa: E731
+    if isinstance(e, (tirx.FloatImm, tirx.IntImm)):
+        return float(e.value) if isinstance(e, tirx.FloatImm) else int(e.value)
+    if isinstance(e, TensorLoad):
+        if bias is not None and e.source.same_as(bias):
+            return bias_value
+        return next((v for b, v in env.items() if b.same_as(e.source)), None)
+    if isinstance(e, tirx.Cast):
+        v = ev(e.value)
+        if v is None:
+            return None
+        dt = str(e.ty) if hasattr(e, "ty") else str(e.dtype)
+        return float(v) if dt.startswith(("float", "bfloat")) else (int(v) if not isinstance(v, bool) else int(v))
+    binary = {tirx.Add: lambda x, y: x + y, tirx.Sub: lambda x, y: x - y, tirx.Mul: lambda x, y: x * y,
+              tirx.Div: lambda x, y: x / y, tirx.Min: min, tirx.Max: max, tirx.LT: lambda x, y: x < y,
+              tirx.LE: lambda x, y: x <= y, tirx.GT: lambda x, y: x > y, tirx.GE: lambda x, y: x >= y,
+              tirx.EQ: lambda x, y: x == y, tirx.NE: lambda x, y: x != y}
+    for cls, fn in binary.items():
+        if isinstance(e, cls):
+            x, y = ev(e.a), ev(e.b)
+            if x is None or y is None:
+                return None
+            try:
+                return fn(x, y)
+            except ZeroDivisionError:
+                return None
+    if isinstance(e, tirx.Select):
+        c = ev(e.condition)
+        return None if c is None else (ev(e.true_value) if c else ev(e.false_value))
+    if isinstance(e, tvm.ir.Call):
+        name = str(getattr(e.op, "name", ""))
+        args = [ev(a) for a in e.args]
+        if any(a is None for a in args):
+            return None
+        if name == "tirx.isnan" or name.endswith(".isnan"):
+            return math.isnan(args[0])
+        if name.endswith("if_then_else"):
+            return args[1] if args[0] else args[2]
+        if name.endswith(".erf"):
+            return math.erf(args[0])
+        if name.endswith(".tanh"):
+            return math.tanh(args[0])
+        if name.endswith(".exp"):
+            return math.exp(args[0]) if args[0] < 700 else math.inf
+        return None
+    return None
+
+
+__all__ = ["ARCH", "WGMMA_GEMM", "WgmmaGemm", "arch_of", "eligible_target", "epilogue_of", "match"]
