@@ -27,7 +27,7 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_compile, cuda_pipeline, parallel_build, stack_tiles, static_graphs, weight_prepack
+from . import cuda_compile, cuda_pipeline, parallel_build, stack_tiles, static_graphs, weight_prepack, wgmma_substitute
 from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
@@ -145,7 +145,8 @@ def build(
         from .tuning import apply_database
 
         mod = apply_database(mod, target, tuning_db)
-    mod = schedule(weight_prepack.mark_weights(mod), target, options)
+    # wgmma_match.WGMMA_GEMM (off): dense layers replaced by the hand-written wgmma GEMM first
+    mod = schedule(wgmma_substitute.substitute(weight_prepack.mark_weights(mod), target, options), target, options)
     if is_cpu(target):
         mod = weight_prepack.split_and_fold(mod, weight_prepack.packing_target(target))
     else:
@@ -171,8 +172,14 @@ def build(
         config["relax.backend.use_cuda_graph"] = True
         if target.kind.name == "cuda" and static_graphs.all_parameters_fixed(mod):
             relax_pipeline = static_graphs.relax_pipeline(target)
+    if wgmma_substitute.has_substituted(mod):  # only with wgmma_match.WGMMA_GEMM on
+        tir_pipeline = wgmma_substitute.mixed_pipeline("s_tir" if tir_pipeline == "default" else tir_pipeline)
+        target = wgmma_substitute.build_target(target)
     try:
         with tvm.transform.PassContext(opt_level=3, config=config):
+            if wgmma_substitute.has_substituted(mod):
+                with target:  # the CUDA compile callback reads sm_90a's "a" from the current target
+                    return tvm.compile(mod, target, tir_pipeline=tir_pipeline, relax_pipeline=relax_pipeline)
             if is_cpu(target):  # its kernels lowered and code-generated on several threads
                 return parallel_build.compile(mod, target, tir_pipeline=tir_pipeline)
             return tvm.compile(mod, target, tir_pipeline=tir_pipeline, relax_pipeline=relax_pipeline)

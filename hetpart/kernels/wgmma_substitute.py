@@ -1,0 +1,185 @@
+"""Replace dense layers by the hand-written Hopper ``wgmma`` GEMM (issue 17; off by default).
+
+In:  a fused module with weights marked (:func:`~.weight_prepack.mark_weights`), the build's
+     target and :class:`~.options.KernelOptions`.
+Out: :func:`substitute`: with :data:`.wgmma_match.WGMMA_GEMM` on and an sm_90 CUDA target,
+     the module in which every ``call_tir`` of a kernel :func:`.wgmma_match.match` accepts, whose
+     weight (and bias) are constants, calls the ``wgmma`` GEMM instead
+     (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction) on the
+     activation viewed as ``[M, K]``, the weight packed now as ``[N, K]`` (``tf32r``: float32
+     rounded to tf32, nearest, ties away; ``f32a``: its bf16 bits) and the bias widened to
+     float32, the result viewed back in the call's shape.  The module unchanged otherwise --
+     always with the switch off.  :func:`mixed_pipeline` / :func:`build_target`: the TIR
+     pipeline and target :func:`hetpart.kernels.build` compiles such a module with.
+Invariant: a substituted call computes the fused kernel's function (same shapes and dtypes
+in and out; numerics: :mod:`.wgmma_match`'s and the spike write-up's section 6); the new
+PrimFuncs carry ``tirx.is_scheduled`` (no rule touches them), ``hetpart.rule`` =
+:data:`RULE` and :data:`TIRX_ATTR` (compiled by TVM's ``tirx`` pipeline, everything else by
+the pipeline the build chose).  Design: ``bench/results/gpu-wgmma-spike.md`` section 6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.target import Target
+
+from . import wgmma_match as wm
+from . import wgmma_splitk as wsk
+from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module
+from .options import DEFAULT, KernelOptions
+
+RULE = "WgmmaGemm"
+"""``hetpart.rule`` of a substituted kernel (and its split-K reduction)."""
+TIRX_ATTR = "hetpart.tirx_pipeline"
+"""PrimFunc attribute: compile with TVM's ``tirx`` pipeline (hand-written, no blocks)."""
+STAGES = 3
+"""``cp.async`` pipeline depth (the probe's main variant; to be chosen from GPU numbers)."""
+MIXED_PREFIX = "hetpart_mixed_"
+
+
+def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> tvm.IRModule:
+    """``mod`` with the eligible dense layers calling the ``wgmma`` GEMM (module doc); ``mod``
+    itself (the same object) when the switch is off, the target not sm_90 or nothing matches."""
+    if not wm.WGMMA_GEMM or not wm.eligible_target(target):
+        return mod
+    matches = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
+            found = wm.match(func, target, options)
+            if found is not None and len(func.params) == 3 + (found.bias is not None):  # (x, w[, b], out)
+                matches[gv.name_hint] = found
+    if not matches:
+        return mod
+    rewriter = _Substituter(copy_module(mod), matches, options)
+    out = copy_module(mod)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            out[gv] = rewriter.visit_expr(func)
+    if not rewriter.added:
+        return mod
+    for gv, func in rewriter.builder_.get().functions_items():
+        if gv.name_hint in rewriter.added:
+            out[gv] = func
+    entries = [gv.name_hint for gv, f in out.functions_items() if isinstance(f, relax.Function)]
+    return relax.transform.DeadCodeElimination(entries)(out)
+
+
+def has_substituted(mod: tvm.IRModule) -> bool:
+    """True when a PrimFunc of ``mod`` asks for the ``tirx`` pipeline (:data:`TIRX_ATTR`)."""
+    return any(isinstance(f, tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get(TIRX_ATTR, False))
+               for _, f in mod.functions_items())
+
+
+def build_target(target: Target) -> Target:
+    """``target`` for ``sm_90a`` (wgmma is an arch-specific feature of compute 9.0)."""
+    conf = dict(target.export())
+    conf["arch"] = "sm_90a"
+    return Target(conf)
+
+
+def mixed_pipeline(base: str) -> str:
+    """Register (idempotent) and name a TIR pipeline: :data:`TIRX_ATTR` functions through
+    TVM's ``tirx`` pipeline, the others through ``base`` (a registered pipeline name), the
+    host/device finalisation ``base``'s."""
+    name = MIXED_PREFIX + base
+
+    def factory():
+        base_main, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline(base)
+        tirx_main, _, _ = tvm.tirx.get_tir_pipeline("tirx")
+
+        @tvm.transform.module_pass(opt_level=0, name="hetpart.MixedTIRPipeline")
+        def main(mod, _ctx):
+            marked = tvm.IRModule({gv: f for gv, f in mod.functions_items()
+                                   if isinstance(f, tirx.PrimFunc) and f.attrs is not None
+                                   and bool(f.attrs.get(TIRX_ATTR, False))})
+            rest = tvm.IRModule({gv: f for gv, f in mod.functions_items()
+                                 if not any(gv.same_as(g) for g in marked.get_global_vars())}, attrs=mod.attrs)
+            out = base_main(rest)
+            if len(marked.get_global_vars()):
+                out.update(tirx_main(marked))
+            return out
+
+        return main, finalize_host, finalize_device
+
+    tvm.tirx.compilation_pipeline.register_tir_pipeline(name, factory)
+    return name
+
+
+def pack_weight(w: np.ndarray, layout: str, precision: str) -> np.ndarray:
+    """The weight as the kernel reads it: ``[N, K]`` contiguous (``layout`` ``"KN"``
+    transposed), float32 rounded to tf32 for ``tf32r`` (:func:`round_tf32`), bf16 as is for
+    ``f32a``."""
+    w = np.ascontiguousarray(w.T if layout == "KN" else w)
+    return round_tf32(w) if precision == "tf32r" else w
+
+
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """float32 ``x`` rounded to the nearest tf32 value, ties away from zero (PTX's
+    ``cvt.rna.tf32.f32``: add half a unit of the 13 dropped bits to the magnitude, then drop
+    them); NaN stays NaN, infinities stay."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    finite = (bits & 0x7F800000) != 0x7F800000
+    rounded = np.where(finite, (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000), bits)
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+@relax.expr_functor.mutator
+class _Substituter(relax.PyExprMutator):
+    """See :func:`substitute`."""
+
+    def __init__(self, mod: tvm.IRModule, matches: dict, options: KernelOptions) -> None:
+        super().__init__(mod)
+        self._matches, self._options = matches, options
+        self.added: set[str] = set()
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+            return call
+        found = self._matches.get(call.args[0].name_hint)
+        if found is None:
+            return call
+        args = call.args[1]
+        args = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        weight = args[found.weight]
+        bias = args[found.bias] if found.bias is not None else None
+        if not isinstance(weight, tvm.ir.GenericConst) or (bias is not None and not isinstance(bias, tvm.ir.GenericConst)):
+            return call  # a weight passed as a parameter: not in this first wiring
+        m, n, k = found.m, found.n, found.k
+        split = wsk.choose_split(m, n, k, found.bn, found.precision, sms=self._options.sm_count)
+        gemm, reduction = self._kernels(call.args[0].name_hint, found, split)
+        bb = self.builder_
+        x = bb.emit(relax.op.reshape(args[found.activation], [m, k]))
+        w = relax.const(pack_weight(weight.value.numpy(), found.weight_layout, found.precision))
+        extra = [relax.const(bias.value.numpy().astype(np.float32))] if bias is not None else []
+        c_ty = relax.TensorType([m, n], "float32")
+        if split == 1:
+            c = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w, *extra]), c_ty))
+        else:
+            p = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w]), relax.TensorType([split * m, n], "float32")))
+            c = bb.emit(relax.call_tir(reduction, relax.Tuple([p, *extra]), c_ty))
+        return relax.op.reshape(c, call.ty_args[0].shape)
+
+    def _kernels(self, name: str, found: wm.WgmmaGemm, split: int):
+        """The GlobalVars of the GEMM (and reduction) replacing kernel ``name``, added once."""
+        prims = wsk.gemm_module(found.m, found.n, found.k, found.bn, stages=STAGES, precision=found.precision,
+                                split=split, epilogue=found.epilogue)
+        gvs = []
+        for symbol in (wsk.GEMM_SYMBOL, wsk.REDUCE_SYMBOL):
+            if symbol not in [gv.name_hint for gv in prims.get_global_vars()]:
+                gvs.append(None)
+                continue
+            new = f"{name}_wgmma" if symbol == wsk.GEMM_SYMBOL else f"{name}_wgmma_reduce"
+            func = (prims[symbol].without_attr("global_symbol").with_attr(RULE_ATTR, RULE)
+                    .with_attr(TIRX_ATTR, True))
+            existing = [gv for gv in self.builder_.get().get_global_vars() if gv.name_hint == new]
+            gv = existing[0] if existing else self.builder_.add_func(func, new)
+            gvs.append(gv)
+            self.added.add(gv.name_hint)
+        return gvs[0], gvs[1]
+
+
+__all__ = ["RULE", "TIRX_ATTR", "build_target", "has_substituted", "mixed_pipeline", "pack_weight", "round_tf32",
+           "substitute"]

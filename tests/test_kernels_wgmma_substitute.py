@@ -1,0 +1,101 @@
+"""``kernels.wgmma_substitute`` behind ``wgmma_match.WGMMA_GEMM``: ViT-sized dense layers built
+by ``kernels.build`` for sm_90 call the hand-written ``wgmma`` GEMM with the switch on, and
+are built exactly as before with it off.
+
+Without a GPU: the CUDA C cross-compiled for sm_90 (nvcc, sm_90a when substituted) holds
+``wgmma.mma_async`` of the build's precision (tf32 with the activation rounded by
+``cvt.rna``; bf16 for a bf16 build), split-K's reduction where ``choose_split`` splits; the
+Relax ``main`` calls the new kernels on reshaped views with the weight packed ``[N, K]``
+(tf32-rounded) and no call of the fused kernel left; off (and on for sm_80), the CUDA C is
+byte-identical to a build without the substitution step.  With a GPU (``cuda`` mark, for the
+lead): the same layers all-CUDA against ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from tvm import tirx
+
+from onnx_cases import VIT_PROJECTIONS, cuda_source, projection, relative_error_on_cuda
+
+from hetpart import importer, kernels
+from hetpart.importer import low_precision as lp
+from hetpart.kernels import weight_prepack, wgmma_match as wm, wgmma_substitute as ws
+from hetpart.targets import cuda_available, cuda_tvm_target
+
+SM90 = cuda_tvm_target("sm_90")
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+QKV = (197, 768, 2304, True)  # ViT-B/16's qkv shape, with the bias + GELU epilogue of fc1
+PROJ = (197, 768, 768, False)  # proj: 24 CTAs unsplit, split-K 6
+
+
+@pytest.fixture
+def wgmma_on(monkeypatch):
+    monkeypatch.setattr(wm, "WGMMA_GEMM", True)
+
+
+def _module(layer, dtype=None):
+    graph = importer.load(projection(*layer))
+    if dtype is not None:
+        graph = lp.lower_weights(graph, list(graph.kernels), dtype)
+    return graph.module
+
+
+def test_round_tf32_is_nearest_ties_away():
+    one = np.float32(1.0)
+    ulp = np.float32(2.0 ** -10)  # tf32's unit at 1
+    x = np.array([1 + 2.0 ** -11, -(1 + 2.0 ** -11), 1 + 2.0 ** -11 - 2.0 ** -23, 3.0, np.inf, -np.inf],
+                 np.float32)
+    got = ws.round_tf32(x)
+    np.testing.assert_array_equal(got, np.array([one + ulp, -(one + ulp), one, 3.0, np.inf, -np.inf], np.float32))
+    assert np.isnan(ws.round_tf32(np.array([np.nan], np.float32))[0])
+
+
+def test_off_returns_the_module_itself():
+    mod = weight_prepack.mark_weights(_module(QKV))
+    assert ws.substitute(mod, SM90) is mod
+
+
+def test_on_rewrites_main_with_a_packed_weight(wgmma_on):
+    mod = weight_prepack.mark_weights(_module(PROJ))
+    out = ws.substitute(mod, SM90)
+    names = sorted(gv.name_hint for gv, f in out.functions_items() if isinstance(f, tirx.PrimFunc))
+    assert names == ["fused_matmul_add_wgmma", "fused_matmul_add_wgmma_reduce"]  # split-K 6, fused kernel gone
+    text = out["main"].script(show_meta=False)
+    assert "R.reshape(x, R.shape([197, 768]))" in text and "(1182, 768)" in text  # partials: 6 x 197 rows
+    assert ws.has_substituted(out)
+    assert ws.substitute(mod, cuda_tvm_target("sm_80")) is mod
+
+
+@needs_nvcc
+@pytest.mark.parametrize("dtype,instruction", [(None, "m64n128k8.f32.tf32.tf32"), ("bfloat16", "m64n128k16.f32.bf16.bf16")])
+def test_on_the_sm90_build_runs_wgmma(wgmma_on, dtype, instruction):
+    src = cuda_source(kernels.build(_module(QKV, dtype), SM90, cuda_graph=False))
+    assert f"wgmma.mma_async.sync.aligned.{instruction}" in src
+    assert ("cvt.rna.tf32.f32" in src) == (dtype is None)
+    assert "mma.sync" not in src
+
+
+@needs_nvcc
+@pytest.mark.parametrize("layer", [QKV, PROJ])
+def test_off_the_build_is_byte_identical(monkeypatch, layer):
+    """Switch off: the CUDA C is the build's without the substitution step (main's code)."""
+    off = cuda_source(kernels.build(_module(layer), SM90, cuda_graph=False))
+    monkeypatch.setattr(ws, "substitute", lambda mod, target, options=None: mod)
+    assert cuda_source(kernels.build(_module(layer), SM90, cuda_graph=False)) == off
+    assert "wgmma" not in off
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", sorted(VIT_PROJECTIONS))
+def test_substituted_projections_match_onnxruntime_on_gpu(wgmma_on, case):
+    """TF32 (both operands rounded to nearest): within the TF32 rule's tolerance of ONNX Runtime."""
+    tokens, k, n, gelu = VIT_PROJECTIONS[case]
+    m = projection(tokens, k, n, gelu)
+    x = np.random.default_rng(1).standard_normal((1, tokens, k)).astype(np.float32)
+    err = relative_error_on_cuda(m, {"x": x})
+    assert err <= 1e-2, f"{case}: max error {err:.2e}"
