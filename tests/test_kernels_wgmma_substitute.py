@@ -65,7 +65,8 @@ def test_on_rewrites_main_with_a_packed_weight(wgmma_on):
     names = sorted(gv.name_hint for gv, f in out.functions_items() if isinstance(f, tirx.PrimFunc))
     assert names == ["fused_matmul_add_wgmma", "fused_matmul_add_wgmma_reduce"]  # split-K 6, fused kernel gone
     text = out["main"].script(show_meta=False)
-    assert "R.reshape(x, R.shape([197, 768]))" in text and "(1182, 768)" in text  # partials: 6 x 197 rows
+    assert 'R.call_pure_packed("vm.builtin.reshape", x, R.shape([197, 768])' in text  # views, no copy
+    assert "(1182, 768)" in text  # partials: 6 x 197 rows
     assert ws.has_substituted(out)
     assert ws.substitute(mod, cuda_tvm_target("sm_80")) is mod
 
@@ -77,6 +78,34 @@ def test_on_the_sm90_build_runs_wgmma(wgmma_on, dtype, instruction):
     assert f"wgmma.mma_async.sync.aligned.{instruction}" in src
     assert ("cvt.rna.tf32.f32" in src) == (dtype is None)
     assert "mma.sync" not in src
+
+
+def test_packing_a_weight_parameter_rounds_as_the_host_does():
+    """The cost model's one-call modules pass weights as parameters: packed by a TE kernel
+    (lifted into ``main_transform_params``) that must equal :func:`round_tf32`."""
+    import tvm
+    from tvm import te
+
+    w = te.placeholder((64, 32), "float32", name="w")
+    f = tvm.compile(te.create_prim_func([w, ws._round_tf32_te(w)]), target="llvm")
+    x = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    x.flat[:4] = [1 + 2.0 ** -11, -(1 + 2.0 ** -11), np.inf, 65504.0]
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    f(tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), ws.round_tf32(x))
+
+
+@needs_nvcc
+def test_the_cost_models_one_kernel_module_measures_the_wgmma_kernel(wgmma_on):
+    """measured == compiled: ``kernel_bench``'s module (weights as parameters) is substituted
+    too, its weight packed once in ``main_transform_params``."""
+    from hetpart.costmodel import kernel_bench
+
+    graph = importer.load(projection(*QKV))
+    kmod = kernel_bench.single_kernel_module(graph, next(iter(graph.kernels.values())))
+    exe = kernel_bench.build_module(kmod.mod, SM90)
+    src = cuda_source(exe)
+    assert "wgmma.mma_async" in src and "round_tf32" in src and "mma.sync" not in src
 
 
 @needs_nvcc

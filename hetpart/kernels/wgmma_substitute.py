@@ -59,11 +59,31 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
             out[gv] = rewriter.visit_expr(func)
     if not rewriter.added:
         return mod
-    for gv, func in rewriter.builder_.get().functions_items():
-        if gv.name_hint in rewriter.added:
+    present = {gv.name_hint for gv in out.get_global_vars()}
+    for gv, func in rewriter.builder_.get().functions_items():  # the kernels and the packing (emit_te)
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint not in present:
             out[gv] = func
-    entries = [gv.name_hint for gv, f in out.functions_items() if isinstance(f, relax.Function)]
-    return relax.transform.DeadCodeElimination(entries)(out)
+    called = _called(out)
+    for gv, _ in list(out.functions_items()):
+        if gv.name_hint in matches and gv.name_hint not in called:
+            del out[gv]  # replaced everywhere (DeadCodeElimination keeps a public one)
+    if rewriter.lifts:
+        out = relax.transform.LiftTransformParams()(out)
+    return out
+
+
+def _called(mod: tvm.IRModule) -> set[str]:
+    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin)."""
+    names: set[str] = set()
+
+    def visit(e):
+        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar):
+            names.add(e.args[0].name_hint)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return names
 
 
 def has_substituted(mod: tvm.IRModule) -> bool:
@@ -125,6 +145,26 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
+def _view(x, shape, dtype: str):
+    """``x`` reshaped as a view (``vm.builtin.reshape``): a Relax ``reshape`` of a function's
+    input or output stays a copy kernel (RewriteDataflowReshape skips those)."""
+    shape = shape if isinstance(shape, relax.ShapeExpr) else relax.ShapeExpr([tirx.IntImm("int64", int(d)) for d in shape])
+    return relax.op.call_pure_packed("vm.builtin.reshape", x, shape, ty_args=relax.TensorType(shape, dtype))
+
+
+def _round_tf32_te(w):
+    """TE of :func:`round_tf32` (the packing of a weight passed as a parameter)."""
+    from tvm import te
+
+    def one(*i):
+        bits = tirx.reinterpret("uint32", w(*i))
+        finite = (bits & tirx.const(0x7F800000, "uint32")) != tirx.const(0x7F800000, "uint32")
+        rounded = (bits + tirx.const(0x1000, "uint32")) & tirx.const(0xFFFFE000, "uint32")
+        return tirx.reinterpret("float32", tirx.Select(finite, rounded, bits))
+
+    return te.compute(w.shape, one, name="round_tf32")
+
+
 @relax.expr_functor.mutator
 class _Substituter(relax.PyExprMutator):
     """See :func:`substitute`."""
@@ -133,6 +173,7 @@ class _Substituter(relax.PyExprMutator):
         super().__init__(mod)
         self._matches, self._options = matches, options
         self.added: set[str] = set()
+        self.lifts = False  # a weight parameter packed by Relax bindings (to lift)
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -145,22 +186,44 @@ class _Substituter(relax.PyExprMutator):
         args = list(args.fields) if isinstance(args, relax.Tuple) else [args]
         weight = args[found.weight]
         bias = args[found.bias] if found.bias is not None else None
-        if not isinstance(weight, tvm.ir.GenericConst) or (bias is not None and not isinstance(bias, tvm.ir.GenericConst)):
-            return call  # a weight passed as a parameter: not in this first wiring
+        if not all(isinstance(a, (tvm.ir.GenericConst, relax.Var)) for a in (weight, bias) if a is not None):
+            return call
         m, n, k = found.m, found.n, found.k
         split = wsk.choose_split(m, n, k, found.bn, found.precision, sms=self._options.sm_count)
         gemm, reduction = self._kernels(call.args[0].name_hint, found, split)
         bb = self.builder_
-        x = bb.emit(relax.op.reshape(args[found.activation], [m, k]))
-        w = relax.const(pack_weight(weight.value.numpy(), found.weight_layout, found.precision))
-        extra = [relax.const(bias.value.numpy().astype(np.float32))] if bias is not None else []
+        x = bb.emit(_view(args[found.activation], [m, k], "float32"))
+        w = self._packed_weight(weight, found)
+        extra = [self._float32_bias(bias)] if bias is not None else []
         c_ty = relax.TensorType([m, n], "float32")
         if split == 1:
             c = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w, *extra]), c_ty))
         else:
             p = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w]), relax.TensorType([split * m, n], "float32")))
             c = bb.emit(relax.call_tir(reduction, relax.Tuple([p, *extra]), c_ty))
-        return relax.op.reshape(c, call.ty_args[0].shape)
+        return _view(c, call.ty_args[0].shape, "float32")
+
+    def _packed_weight(self, weight, found: wm.WgmmaGemm):
+        """The weight as the kernel reads it (:func:`pack_weight`): packed now when a constant;
+        when a parameter (the cost model's one-call modules pass weights so), the same packing as
+        Relax bindings on it alone, which ``LiftTransformParams`` moves into
+        ``main_transform_params`` (run once before the kernel is timed or called)."""
+        if isinstance(weight, tvm.ir.GenericConst):
+            return relax.const(pack_weight(weight.value.numpy(), found.weight_layout, found.precision))
+        bb = self.builder_
+        w = bb.emit(relax.op.permute_dims(weight, [1, 0])) if found.weight_layout == "KN" else weight
+        if found.precision == "tf32r":
+            w = bb.emit_te(_round_tf32_te, w, primfunc_name_hint="wgmma_round_tf32")
+        self.lifts = True
+        return w
+
+    def _float32_bias(self, bias):
+        if isinstance(bias, tvm.ir.GenericConst):
+            return relax.const(bias.value.numpy().astype(np.float32))
+        if str(bias.ty.dtype) == "float32":
+            return bias
+        self.lifts = True
+        return self.builder_.emit(relax.op.astype(bias, "float32"))
 
     def _kernels(self, name: str, found: wm.WgmmaGemm, split: int):
         """The GlobalVars of the GEMM (and reduction) replacing kernel ``name``, added once."""
