@@ -205,6 +205,10 @@ RULE_ATTR = "hetpart.rule"
 SCHEDULED_ATTR = "tirx.is_scheduled"
 """TVM's own mark of a scheduled PrimFunc: dlight and the default pipelines skip it."""
 
+HAND_WRITTEN_ATTR = "hetpart.tirx_pipeline"
+"""PrimFunc attribute of a hand-written kernel (no root block; :mod:`.wgmma_substitute`): TVM's
+``tirx`` pipeline compiles it, and block-level passes (SplitLayoutRewritePreproc) must not see it."""
+
 LAYOUT_FREE_ATTR = "layout_free_buffers"
 """PrimFunc attribute set by Relax's ``AttachAttrLayoutFreeBuffers``: the positions of
 the parameters bound to model constants (weights), whose layout a schedule may change."""

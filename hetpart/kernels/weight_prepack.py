@@ -35,7 +35,7 @@ from tvm import relax, s_tir, tirx
 
 from ..errors import CompileError
 from . import parallel_build
-from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, runs_on_host
+from .analysis import HAND_WRITTEN_ATTR, LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, runs_on_host
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
 PREPACK_SUFFIX = "_weight_prepack"
@@ -108,12 +108,25 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
     constant (``host``: the LLVM target that evaluates them); see the module doc."""
     if not _has_prepack_blocks(mod):
         return mod
+    hand = _hand_written(mod)  # no root block: the pass cannot read them (only with wgmma_match.WGMMA_GEMM)
+    if hand:
+        mod = copy_module(mod)
+        for gv in hand:
+            del mod[gv]
     mod = _unscheduled_prepacks(relax.transform.SplitLayoutRewritePreproc()(mod))
+    for gv, func in hand.items():
+        mod[gv] = func
     mod = _prepack_in_place_calls(mod)
     mod = _fold_constant_prepacks(mod, host)
     if any(_has_num_input(f) for _, f in mod.functions_items()):
         mod = relax.transform.LiftTransformParams()(mod)
     return relax.transform.DeadCodeElimination()(mod)
+
+
+def _hand_written(mod: tvm.IRModule) -> dict:
+    """``{GlobalVar: PrimFunc}`` of the hand-written kernels of ``mod`` (:data:`~.analysis.HAND_WRITTEN_ATTR`)."""
+    return {gv: f for gv, f in mod.functions_items()
+            if isinstance(f, tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get(HAND_WRITTEN_ATTR, False))}
 
 
 def _prepack_in_place_calls(mod: tvm.IRModule) -> tvm.IRModule:

@@ -27,12 +27,12 @@ from tvm.target import Target
 
 from . import wgmma_match as wm
 from . import wgmma_splitk as wsk
-from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module
+from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
 from .options import DEFAULT, KernelOptions
 
 RULE = "WgmmaGemm"
 """``hetpart.rule`` of a substituted kernel (and its split-K reduction)."""
-TIRX_ATTR = "hetpart.tirx_pipeline"
+TIRX_ATTR = HAND_WRITTEN_ATTR
 """PrimFunc attribute: compile with TVM's ``tirx`` pipeline (hand-written, no blocks)."""
 STAGES = 3
 """``cp.async`` pipeline depth (the probe's main variant; to be chosen from GPU numbers)."""
@@ -50,6 +50,8 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
             found = wm.match(func, target, options)
             if found is not None and len(func.params) == 3 + (found.bias is not None):  # (x, w[, b], out)
                 matches[gv.name_hint] = found
+    for name in _called(mod, "relax.call_tir_inplace"):
+        matches.pop(name, None)  # a partition's output kernel (main_dps): not in this first wiring
     if not matches:
         return mod
     rewriter = _Substituter(copy_module(mod), matches, options)
@@ -72,12 +74,14 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
     return out
 
 
-def _called(mod: tvm.IRModule) -> set[str]:
-    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin)."""
+def _called(mod: tvm.IRModule, op: str | None = None) -> set[str]:
+    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin; only
+    through the op named ``op`` when given)."""
     names: set[str] = set()
 
     def visit(e):
-        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar):
+        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar) \
+                and (op is None or (isinstance(e.op, tvm.ir.Op) and e.op.name == op)):
             names.add(e.args[0].name_hint)
 
     for _, func in mod.functions_items():
