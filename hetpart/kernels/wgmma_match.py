@@ -141,6 +141,9 @@ def match(func: tirx.PrimFunc, target: Target, options: KernelOptions = DEFAULT)
     n, k = mac.extents[n_var], mac.extents[k_var]
     m = math.prod(mac.extents[v] for v in spatial[:-1])
     tail = blocks[at + 1:]
+    if _dims(func.params[-1]) != _dims(mac.out) or any(
+            math.prod(_extent(iv) for iv in b.iter_vars) != m * n for b in tail):
+        return None  # the epilogue covers the product exactly, element for element
     found = epilogue_of(func, mac.out, tail)
     if found is None:
         return None
@@ -152,6 +155,14 @@ def match(func: tirx.PrimFunc, target: Target, options: KernelOptions = DEFAULT)
     return WgmmaGemm(m, n, k, precision, epilogue, layout, _position(func, act), _position(func, weight_src),
                      _position(func, bias) if bias is not None else None, w_dtype,
                      str(bias.dtype) if bias is not None else None)
+
+
+def _dims(buf) -> list:
+    return [int(d) if isinstance(d, tirx.IntImm) else None for d in buf.shape]
+
+
+def _extent(iv) -> int:
+    return int(iv.dom.extent) if isinstance(iv.dom.extent, tirx.IntImm) else -1
 
 
 def _is(e, var) -> bool:
@@ -245,16 +256,15 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
     def check(e, store_idx) -> bool:
         ok = [True]
 
-        def visit(x):
-            if True:
-                if any(x.source.same_as(b) for b in local):
-                    ok[0] &= _same_indices(list(x.indices), store_idx)
-                elif _param_buffer(func, x.source) is not None and len(x.indices) == 1 \
-                        and is_layout_free(func, x.source) and _is(x.indices[0], store_idx[-1]):
-                    if not any(x.source.same_as(b) for b in bias):
-                        bias.append(x.source)
-                else:
-                    ok[0] = False
+        def visit(x):  # every TensorLoad of the block's value
+            if any(x.source.same_as(b) for b in local):
+                ok[0] &= _same_indices(list(x.indices), store_idx)
+            elif _param_buffer(func, x.source) is not None and len(x.indices) == 1 \
+                    and is_layout_free(func, x.source) and _is(x.indices[0], store_idx[-1]):
+                if not any(x.source.same_as(b) for b in bias):
+                    bias.append(x.source)
+            else:
+                ok[0] = False
 
         tvm_ffi.structural_walk(e, (TensorLoad, visit), order="post")
         return ok[0]
