@@ -3,7 +3,10 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 51; 140 and 142 ran, 142 deciding 135/136's switches):
+# In the order to run them (closing note of session 52: no device time that session, every call refused;
+# session 51's order follows 146 and 147):
+#   146 (issue 17, Hopper wgmma GEMMs: the spike's probe, its cuda tests, ViT-B/16 with WGMMA_GEMM off / on),
+#   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
 #   144 (issue 20, the detector scenarios with hetpart's batching behind a 1-slot gate across models: hetpart-gate1),
 #   145 (issue 17, ViT's packed-QKV re-layout copied into each q/k/v slice kernel: DUPLICATE_SHARED_LAYOUT A/B),
@@ -25,6 +28,62 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+146)  # (BUDGET=590) issue 17, Hopper `wgmma` GEMMs (session 52, bench/results/gpu-wgmma-spike.md; nothing of it has
+     # run on a GPU).  hetpart's GEMMs at batch 1 run mma.sync at ~35 TFLOP/s against PyTorch's sm90 wgmma at ~93
+     # (ViT-B/16, bench/results/gpu-b1-kernels-vit_b_16.md).  kernels/wgmma_gemm.py: a hand-written TIR GEMM,
+     # one warpgroup per 64 x bn tile, A and B in shared memory (no swizzle) read by descriptors, bf16 / tf32 /
+     # tf32r (A rounded like tf32.py's) / f32a (f32 A narrowed to bf16), split-K (wgmma_splitk), epilogue bias /
+     # bias+GELU; kernels/wgmma_match + wgmma_substitute put it in place of a dense (+bias)(+GELU) kernel at build
+     # time behind wgmma_match.WGMMA_GEMM (off; off is byte-identical, kernel_code_hash 14/14).
+     # (1) tools/gpu_wgmma_probe.py: the bf16 kernel's correctness on the test shapes, then ViT's four GEMM shapes
+     #     timed against hetpart's bf16 mma.sync build (ms, TFLOP/s); if (1)'s correctness fails it retries with
+     #     LBO/SBO exchanged (the descriptor reading is the suspect); (2) the same for tf32 / tf32r, f32a and split-K
+     #     (--only); (3) cuda tests: the kernels against float64 numpy (C prefilled with NaN), the substituted ViT
+     #     MLP / dense+softmax against ORT in TF32 and bf16, the constant_take slices (never run on a GPU: step 143);
+     # (4) vit_b_16 all-CUDA, tf32 then bf16, WGMMA_GEMM off (before) / on (after), GPU-resident inputs.
+     # Decides: which variant (bn, stages, split) is fastest per shape, whether it beats mma.sync (expect 1.5-2.5x
+     # on the qkv/fc1 GEMMs if the no-swizzle layout reads shared memory without conflicts; proj/fc2 need
+     # split-K); WGMMA_GEMM goes on only if (3) passes, (4)'s after < before in both precisions with no diff above
+     # tolerance, and the partition-output caveat (the cost model measures a substituted kernel the compiler
+     # declines as call_tir_inplace: wgmma_substitute's doc) is fixed first.  Wrong results with both descriptor
+     # readings: the probe's failing shapes and the max error per tile row say where (rows past 64: SBO; K: LBO).
+  BUDGET=${STEP_BUDGET:-590}; sw=hetpart.kernels.wgmma_match.WGMMA_GEMM; mkdir -p "$OUT/logs"
+  timeout 100 python3 tools/gpu_wgmma_probe.py --json "$OUT/wgmma-146.json" > "$OUT/logs/wgmma-146.txt" 2>&1
+  timeout 130 python3 tools/gpu_wgmma_probe.py --only tf32 --only f32a --only splitk --budget 120 \
+    --json "$OUT/wgmma2-146.json" > "$OUT/logs/wgmma2-146.txt" 2>&1
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_kernels_wgmma_gemm.py \
+    tests/test_kernels_wgmma_substitute.py tests/test_importer_constant_take.py > "$OUT/logs/cuda-tests-146.txt" 2>&1
+  vit=$(corpus_export vit_b_16 1)
+  for prec in tf32 bf16; do
+    left=$((BUDGET - SECONDS - 10)); [ $prec = tf32 ] && left=$((left / 2))
+    [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$vit" \
+      --precision $prec --before $sw=0 --after $sw=1 --rounds 5 --repeat 30 --out "$OUT/vit-wgmma-ab-$prec-146.json" \
+      > "$OUT/logs/vit-wgmma-ab-$prec-146.txt" 2>&1
+  done ;;
+147)  # (BUDGET=590) issue 18, the depthwise nets all-CPU NCHW16c on the 16-core Xeon (session 52, branch cpu-b32-mnv3,
+     # bench/results/cpu-b32-dw-rows-2core.md).  On the dev box (znver4, AVX-512, 1 thread, CPU time) the blocked import
+     # runs mobilenet_v3_large 0.88-0.93x ORT, efficientnet_b0 0.85-0.99x, mobilenet_v2 0.97-1.03x at b8/b32 (NCHW:
+     # 1.16-1.42x); two switches, both off: cpu_blocked_conv.DEPTHWISE_ROW_GROUPS (a stride-1 depthwise on 112-wide
+     # rows runs a group of output rows per parallel iteration, its padding copied once: that kernel 0.84-0.91x, the
+     # models 0.94-1.00x) and SHORT_SUMS_NARROW (1x1s of 128-255 input channels keep the 2x7 tile on 32 registers:
+     # the changed kernels 0.77-0.95x, the models 0.98-1.00x; the Xeon measured the opposite at batch 1 once).
+     # (1) tools/cpu_rule_ab.py --block 16 --threads 16, DEPTHWISE_ROW_GROUPS off/on: zoo:mobilenet, zoo:efficientnet
+     #     and mobilenet_v2 (tools/mobilenet_v2_onnx.py) at b1, then zoo:mobilenet / zoo:efficientnet at b32;
+     # (2) the same for SHORT_SUMS_NARROW, plus zoo:resnet50 at b1 and b32 (the non-depthwise check).
+     # Decides: a switch goes on if no model is slower than the rounds' spread and one is faster.
+  BUDGET=${STEP_BUDGET:-590}; bc=hetpart.kernels.rules.cpu_blocked_conv; mkdir -p "$OUT/logs"
+  mnv2=$(cnn_b1 mobilenet_v2)
+  for sw in DEPTHWISE_ROW_GROUPS SHORT_SUMS_NARROW; do
+    models="zoo:mobilenet zoo:efficientnet $mnv2"; [ $sw = SHORT_SUMS_NARROW ] && models="$models zoo:resnet50"
+    for batch in 1 32; do
+      left=$((BUDGET - SECONDS - 5)); cap=$((left / 2)); [ $batch = 32 ] && cap=$left
+      [ $sw = DEPTHWISE_ROW_GROUPS ] && cap=$((cap / 2))
+      m=$models; [ $batch = 32 ] && m="zoo:mobilenet zoo:efficientnet"
+      [ $batch = 32 ] && [ $sw = SHORT_SUMS_NARROW ] && m="$m zoo:resnet50"
+      [ "$cap" -ge 40 ] && timeout "$cap" python3 tools/cpu_rule_ab.py $m --batch $batch --block 16 --threads 16 \
+        --before $bc.$sw=0 --after $bc.$sw=1 --calls 5 --rounds 3 > "$OUT/cpu-$sw-b$batch-147.txt" 2>&1
+    done
+  done ;;
 143)  # (BUDGET=590) issue 17, ViT-B/16 b1: torchvision's MultiheadAttention splits its packed QKV projection as
      # q, k, v = proj[0], proj[1], proj[2] (ONNX Gather at a constant scalar index); hetpart ran those as 36 lone
      # `take` kernels a forward (3 a layer, 1.7 us each on the H100; session 51's kernel profile: 258 kernels against
