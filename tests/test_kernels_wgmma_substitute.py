@@ -135,19 +135,67 @@ def _mlp():
     return model(nodes, [("x", (1, 197, 768), np.float32)], [("y", (1, 197, 768), np.float32)], inits)
 
 
-@needs_nvcc
-def test_a_compiled_partition_calls_wgmma_for_its_inner_layer(wgmma_on):
-    """Through ``compiler.compile`` (sm_90, no GPU): fc1 is substituted; fc2 produces the
-    partition's output, which ``main_dps`` writes in place -- declined in this first wiring."""
+def _compiled_library(model, monkeypatch) -> tuple[bytes, dict]:
+    """``model`` compiled all-CUDA for sm_90 (no GPU): its libraries' bytes, and the Relax
+    functions ``main`` / ``main_dps`` as the substitution left them (TVMScript)."""
     import glob
 
     from onnx_cases import plan_all_on
 
     from hetpart import compiler
 
-    cm = compiler.compile(plan_all_on(importer.load(_mlp()), "cuda"), cuda_arch="sm_90", progress=False, jobs=1)
-    data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
-    assert data.count(b"wgmma.mma_async") >= 1 and data.count(b"mma.sync") >= 1
+    scripts: dict = {}
+    real = ws.substitute
+
+    def spy(mod, target, options=ws.DEFAULT):
+        out = real(mod, target, options)
+        scripts.update((gv.name_hint, f.script(show_meta=False)) for gv, f in out.functions_items()
+                       if gv.name_hint in ("main", "main_dps"))
+        return out
+
+    monkeypatch.setattr(ws, "substitute", spy)
+    cm = compiler.compile(plan_all_on(importer.load(model), "cuda"), cuda_arch="sm_90", progress=False, jobs=1)
+    assert cm.partitions[0].dps  # main_dps writes the output in place
+    return b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so")), scripts
+
+
+@needs_nvcc
+def test_a_compiled_partition_calls_wgmma_for_both_layers(wgmma_on, monkeypatch):
+    """Through ``compiler.compile`` (sm_90, no GPU): fc1 and fc2 are substituted -- fc2, the
+    partition's output, in ``main_dps`` too (written in place): no ``mma.sync`` left."""
+    data, _ = _compiled_library(_mlp(), monkeypatch)
+    assert data.count(b"wgmma.mma_async") >= 1 and data.count(b"mma.sync") == 0
+
+
+# (tokens, k, n, bias + GELU): the partition's output by a split-K reduction (split 6) and by
+# the GEMM itself (split 1: 256 CTAs)
+LAST = [PROJ, (4096, 256, 1024, True)]
+
+
+@needs_nvcc
+@pytest.mark.parametrize("layer", LAST)
+def test_a_partition_output_layer_is_substituted_in_place(wgmma_on, monkeypatch, layer):
+    """measured == compiled for a partition's output kernel: ``main_dps`` calls its last wgmma
+    kernel (the reduction, or the GEMM at split 1) with ``call_tir_inplace`` on a ``[M, N]`` view
+    of the destination, the library holds no ``mma.sync``, and the cost model's one-kernel
+    module of the same kernel is substituted as well."""
+    from hetpart.costmodel import kernel_bench
+
+    from hetpart.kernels import wgmma_splitk
+
+    tokens, k, n, _ = layer
+    last = "_wgmma_reduce" if wgmma_splitk.choose_split(tokens, n, k, 128, "tf32r", sms=132) > 1 else "_wgmma"
+    data, scripts = _compiled_library(projection(*layer), monkeypatch)
+    assert b"wgmma.mma_async" in data and b"mma.sync" not in data
+    dps = scripts["main_dps"]
+    assert f'R.call_pure_packed("vm.builtin.reshape", gv_out, R.shape([{tokens}, {n}])' in dps
+    inplace = [line for line in dps.splitlines() if "R.call_tir_inplace(" in line]
+    assert len(inplace) == 1 and f"{last}, (" in inplace[0]
+    assert all("_wgmma" in line for line in dps.splitlines() if "R.call_tir" in line)  # the fused kernel gone
+    graph = importer.load(projection(*layer))
+    kmod = kernel_bench.single_kernel_module(graph, next(iter(graph.kernels.values())))
+    src = cuda_source(kernel_bench.build_module(kmod.mod, SM90))
+    assert "wgmma.mma_async" in src and "mma.sync" not in src
 
 
 def _dense_softmax():
@@ -165,12 +213,23 @@ def _dense_softmax():
     return model(nodes, [("x", (1, 197, 768), np.float32)], [("y", (1, 197, 2304), np.float32)], inits)
 
 
+def _proj_last():
+    """ViT's proj (197 x 768 -> 768, bias) alone: the partition's output, by split-K's reduction."""
+    return projection(*PROJ)
+
+
+def _fc1_last():
+    """A 4096 x 256 -> 1024 dense + bias + erf-GELU alone: the partition's output, by the GEMM (split 1)."""
+    return projection(*LAST[1])
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("fmt", [None, "bf16"])
-@pytest.mark.parametrize("make", [_mlp, _dense_softmax])
+@pytest.mark.parametrize("make", [_mlp, _dense_softmax, _proj_last, _fc1_last])
 def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
-    """On the GPU with the switch on: the build holds the wgmma kernel, and its output is within
+    """On the GPU with the switch on: the build holds the wgmma kernel (a partition output's
+    too: ``main_dps`` writes it in place), and its output is within
     1e-2 (TF32, both operands rounded) / 2e-2 (bf16 weights, issue 17's tolerance) of ONNX Runtime."""
     import glob
 
@@ -184,7 +243,8 @@ def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
                           precision=f"cuda={fmt}" if fmt else None)
     data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
     assert b"wgmma.mma_async" in data
-    x = np.random.default_rng(1).standard_normal((1, 197, 768)).astype(np.float32)
+    shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     with Session(cm) as s:
         got = s.run({"x": x})["y"]
     want = onnxruntime_outputs(m, {"x": x})[0]

@@ -4,11 +4,15 @@ In:  a fused module with weights marked (:func:`~.weight_prepack.mark_weights`),
      target and :class:`~.options.KernelOptions`.
 Out: :func:`substitute`: with :data:`.wgmma_match.WGMMA_GEMM` on and an sm_90 CUDA target,
      the module in which every ``call_tir`` of a kernel :func:`.wgmma_match.match` accepts, whose
-     weight (and bias) are constants, calls the ``wgmma`` GEMM instead
+     weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
      (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction) on the
      activation viewed as ``[M, K]``, the weight packed now as ``[N, K]`` (``tf32r``: float32
      rounded to tf32, nearest, ties away; ``f32a``: its bf16 bits) and the bias widened to
-     float32, the result viewed back in the call's shape.  The module unchanged otherwise --
+     float32, the result viewed back in the call's shape.  A ``call_tir_inplace`` of such a
+     kernel (a partition's output, written by ``main_dps``) is rewritten the same way, its last
+     kernel (split-K's reduction, or the GEMM at split 1) called in place on an ``[M, N]`` view
+     of the destination: ``main`` and ``main_dps`` -- and the cost model's one-kernel module,
+     which has no in-place call -- run the same kernels.  The module unchanged otherwise --
      always with the switch off.  :func:`mixed_pipeline` / :func:`build_target`: the TIR
      pipeline and target :func:`hetpart.kernels.build` compiles such a module with.
 Invariant: a substituted call computes the fused kernel's function (same shapes and dtypes
@@ -50,8 +54,6 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
             found = wm.match(func, target, options)
             if found is not None and len(func.params) == 3 + (found.bias is not None):  # (x, w[, b], out)
                 matches[gv.name_hint] = found
-    for name in _called(mod, "relax.call_tir_inplace"):
-        matches.pop(name, None)  # a partition's output kernel (main_dps): not in this first wiring
     if not matches:
         return mod
     rewriter = _Substituter(copy_module(mod), matches, options)
@@ -169,6 +171,26 @@ def _round_tf32_te(w):
     return te.compute(w.shape, one, name="round_tf32")
 
 
+def _destination(call, args: list):
+    """The buffer a ``call_tir_inplace`` writes its (single) output into -- a partition's
+    output, passed to ``main_dps`` -- or None (``call_tir``, or an output not in place)."""
+    if call.op.name != "relax.call_tir_inplace":
+        return None
+    index = int(call.attrs.inplace_indices[0])
+    return args[index] if index >= 0 else None
+
+
+def _last_call(bb, kernel, args: list, ty, dest):
+    """The call producing the ``[M, N]`` result: ``call_tir`` (a fresh tensor), or, with a
+    destination, ``call_tir_inplace`` writing into a ``[M, N]`` view of it -- so ``main_dps``
+    writes its output where the caller asked, as the replaced call did (the view shares the
+    destination's memory: ``vm.builtin.reshape``)."""
+    if dest is None:
+        return relax.call_tir(kernel, relax.Tuple(args), ty)
+    view = bb.emit(_view(dest, [int(d) for d in ty.shape.values], "float32"))
+    return relax.call_tir_inplace(kernel, relax.Tuple([*args, view]), [len(args)], ty)
+
+
 @relax.expr_functor.mutator
 class _Substituter(relax.PyExprMutator):
     """See :func:`substitute`."""
@@ -181,7 +203,7 @@ class _Substituter(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name in ("relax.call_tir", "relax.call_tir_inplace")):
             return call
         found = self._matches.get(call.args[0].name_hint)
         if found is None:
@@ -200,11 +222,12 @@ class _Substituter(relax.PyExprMutator):
         w = self._packed_weight(weight, found)
         extra = [self._float32_bias(bias)] if bias is not None else []
         c_ty = relax.TensorType([m, n], "float32")
+        dest = _destination(call, args)
         if split == 1:
-            c = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w, *extra]), c_ty))
+            c = bb.emit(_last_call(bb, gemm, [x, w, *extra], c_ty, dest))
         else:
             p = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w]), relax.TensorType([split * m, n], "float32")))
-            c = bb.emit(relax.call_tir(reduction, relax.Tuple([p, *extra]), c_ty))
+            c = bb.emit(_last_call(bb, reduction, [p, *extra], c_ty, dest))
         return _view(c, call.ty_args[0].shape, "float32")
 
     def _packed_weight(self, weight, found: wm.WgmmaGemm):
