@@ -35,6 +35,39 @@ def test_json_round_trip_and_validation():
         KernelOptions(sm_count=0)
 
 
+def test_wgmma_defaults_to_the_module_switch_when_made_and_is_recorded_only_when_on(monkeypatch):
+    """``wgmma``'s default is ``wgmma_match.WGMMA_GEMM`` when the options are made (the A/B tools
+    set the switch, then make options); off it is left out of the JSON (manifests and profiles as
+    before it existed); a file without it was built without it, whatever the switch says now."""
+    from hetpart.kernels import wgmma_match
+
+    assert wgmma_match.WGMMA_GEMM is False and DEFAULT.wgmma is False
+    assert "wgmma" not in DEFAULT.to_json() and DEFAULT.describe() == "tf32 on, split-K all, 132 SMs"
+    monkeypatch.setattr(wgmma_match, "WGMMA_GEMM", True)
+    on = KernelOptions()
+    assert on.wgmma and resolve(cuda_arch="sm_90").wgmma and not DEFAULT.wgmma
+    assert not resolve(cuda_arch="sm_90", wgmma=False).wgmma
+    assert on.to_json() == {**DEFAULT.to_json(), "wgmma": True} and on.describe().endswith(", wgmma on")
+    assert KernelOptions.from_json(json.loads(json.dumps(on.to_json()))) == on
+    assert KernelOptions.from_json(DEFAULT.to_json()) == DEFAULT  # an old file: wgmma off
+    assert KernelOptions.from_json(None) == DEFAULT
+    with pytest.raises(TargetError, match="wgmma"):
+        KernelOptions(wgmma=1)
+
+
+def test_a_profile_measured_with_wgmma_is_not_used_without_it():
+    """The profile's recorded options (its fingerprint of the code) differ with ``wgmma`` on and off,
+    and a profile measured with it on refuses a build with it off (and the reverse)."""
+    on, off = KernelOptions(wgmma=True), KernelOptions(wgmma=False)
+    assert on.to_json() != off.to_json() and on != off
+    for measured, planned in ((on, off), (off, on)):
+        prof = Profile(this_machine())
+        adopt_options(prof, measured)
+        assert recorded_options(prof.settings) == measured
+        with pytest.raises(ProfileError, match="kernel options"):
+            adopt_options(prof, planned)
+
+
 def test_sm_count_from_arch_when_cross_compiling():
     assert resolve(cuda_arch="sm_80").sm_count == 108
     assert resolve(cuda_arch="sm_90").sm_count == 132

@@ -165,4 +165,6 @@ def test_symbolic_tokens_are_not_eligible():
 
 
 def test_the_switch_is_off():
-    assert wm.WGMMA_GEMM is False
+    from hetpart.kernels.options import DEFAULT
+
+    assert wm.WGMMA_GEMM is False and DEFAULT.wgmma is False

@@ -24,6 +24,7 @@ from onnx_cases import cuda_source, projection
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
 from hetpart.kernels import weight_prepack, wgmma_match as wm, wgmma_substitute as ws
+from hetpart.kernels.options import DEFAULT, KernelOptions
 from hetpart.targets import cuda_available, cuda_tvm_target
 
 SM90 = cuda_tvm_target("sm_90")
@@ -34,7 +35,11 @@ PROJ = (197, 768, 768, False)  # proj: 24 CTAs unsplit, split-K 6
 
 @pytest.fixture
 def wgmma_on(monkeypatch):
+    """The module switch on, and the KernelOptions made after it (``wgmma`` True by default)."""
     monkeypatch.setattr(wm, "WGMMA_GEMM", True)
+    options = KernelOptions()
+    assert options.wgmma and not DEFAULT.wgmma  # DEFAULT: the source's switch, at import
+    return options
 
 
 def _module(layer, dtype=None):
@@ -61,20 +66,21 @@ def test_off_returns_the_module_itself():
 
 def test_on_rewrites_main_with_a_packed_weight(wgmma_on):
     mod = weight_prepack.mark_weights(_module(PROJ))
-    out = ws.substitute(mod, SM90)
+    assert ws.substitute(mod, SM90) is mod  # DEFAULT (made at import): off, whatever the switch says now
+    out = ws.substitute(mod, SM90, wgmma_on)
     names = sorted(gv.name_hint for gv, f in out.functions_items() if isinstance(f, tirx.PrimFunc))
     assert names == ["fused_matmul_add_wgmma", "fused_matmul_add_wgmma_reduce"]  # split-K 6, fused kernel gone
     text = out["main"].script(show_meta=False)
     assert 'R.call_pure_packed("vm.builtin.reshape", x, R.shape([197, 768])' in text  # views, no copy
     assert "(1182, 768)" in text  # partials: 6 x 197 rows
     assert ws.has_substituted(out)
-    assert ws.substitute(mod, cuda_tvm_target("sm_80")) is mod
+    assert ws.substitute(mod, cuda_tvm_target("sm_80"), wgmma_on) is mod
 
 
 @needs_nvcc
 @pytest.mark.parametrize("dtype,instruction", [(None, "m64n128k8.f32.tf32.tf32"), ("bfloat16", "m64n128k16.f32.bf16.bf16")])
 def test_on_the_sm90_build_runs_wgmma(wgmma_on, dtype, instruction):
-    src = cuda_source(kernels.build(_module(QKV, dtype), SM90, cuda_graph=False))
+    src = cuda_source(kernels.build(_module(QKV, dtype), SM90, cuda_graph=False, options=wgmma_on))
     assert f"wgmma.mma_async.sync.aligned.{instruction}" in src
     assert ("cvt.rna.tf32.f32" in src) == (dtype is None)
     assert "mma.sync" not in src
@@ -103,7 +109,7 @@ def test_the_cost_models_one_kernel_module_measures_the_wgmma_kernel(wgmma_on):
 
     graph = importer.load(projection(*QKV))
     kmod = kernel_bench.single_kernel_module(graph, next(iter(graph.kernels.values())))
-    exe = kernel_bench.build_module(kmod.mod, SM90)
+    exe = kernel_bench.build_module(kmod.mod, SM90, wgmma_on)
     src = cuda_source(exe)
     assert "wgmma.mma_async" in src and "round_tf32" in src and "mma.sync" not in src
 
@@ -135,7 +141,7 @@ def _mlp():
     return model(nodes, [("x", (1, 197, 768), np.float32)], [("y", (1, 197, 768), np.float32)], inits)
 
 
-def _compiled_library(model, monkeypatch) -> tuple[bytes, dict]:
+def _compiled_library(model, monkeypatch, options) -> tuple[bytes, dict]:
     """``model`` compiled all-CUDA for sm_90 (no GPU): its libraries' bytes, and the Relax
     functions ``main`` / ``main_dps`` as the substitution left them (TVMScript)."""
     import glob
@@ -154,7 +160,8 @@ def _compiled_library(model, monkeypatch) -> tuple[bytes, dict]:
         return out
 
     monkeypatch.setattr(ws, "substitute", spy)
-    cm = compiler.compile(plan_all_on(importer.load(model), "cuda"), cuda_arch="sm_90", progress=False, jobs=1)
+    cm = compiler.compile(plan_all_on(importer.load(model), "cuda"), cuda_arch="sm_90", progress=False, jobs=1,
+                          options=options)
     assert cm.partitions[0].dps  # main_dps writes the output in place
     return b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so")), scripts
 
@@ -163,7 +170,7 @@ def _compiled_library(model, monkeypatch) -> tuple[bytes, dict]:
 def test_a_compiled_partition_calls_wgmma_for_both_layers(wgmma_on, monkeypatch):
     """Through ``compiler.compile`` (sm_90, no GPU): fc1 and fc2 are substituted -- fc2, the
     partition's output, in ``main_dps`` too (written in place): no ``mma.sync`` left."""
-    data, _ = _compiled_library(_mlp(), monkeypatch)
+    data, _ = _compiled_library(_mlp(), monkeypatch, wgmma_on)
     assert data.count(b"wgmma.mma_async") >= 1 and data.count(b"mma.sync") == 0
 
 
@@ -185,7 +192,7 @@ def test_a_partition_output_layer_is_substituted_in_place(wgmma_on, monkeypatch,
 
     tokens, k, n, _ = layer
     last = "_wgmma_reduce" if wgmma_splitk.choose_split(tokens, n, k, 128, "tf32r", sms=132) > 1 else "_wgmma"
-    data, scripts = _compiled_library(projection(*layer), monkeypatch)
+    data, scripts = _compiled_library(projection(*layer), monkeypatch, wgmma_on)
     assert b"wgmma.mma_async" in data and b"mma.sync" not in data
     dps = scripts["main_dps"]
     assert f'R.call_pure_packed("vm.builtin.reshape", gv_out, R.shape([{tokens}, {n}])' in dps
@@ -194,7 +201,7 @@ def test_a_partition_output_layer_is_substituted_in_place(wgmma_on, monkeypatch,
     assert all("_wgmma" in line for line in dps.splitlines() if "R.call_tir" in line)  # the fused kernel gone
     graph = importer.load(projection(*layer))
     kmod = kernel_bench.single_kernel_module(graph, next(iter(graph.kernels.values())))
-    src = cuda_source(kernel_bench.build_module(kmod.mod, SM90))
+    src = cuda_source(kernel_bench.build_module(kmod.mod, SM90, wgmma_on))
     assert "wgmma.mma_async" in src and "mma.sync" not in src
 
 
@@ -240,7 +247,7 @@ def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
 
     m = make()
     cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
-                          precision=f"cuda={fmt}" if fmt else None)
+                          precision=f"cuda={fmt}" if fmt else None, options=wgmma_on)
     data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
     assert b"wgmma.mma_async" in data
     shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]

@@ -54,14 +54,17 @@ def build(graph, precision: str, switches: list[str], cuda_arch: str | None = No
 
     from hetpart.bench.switches import switched
     from hetpart.kernels.capabilities import unsupported_reason
-    from hetpart.kernels.options import resolve
+    from hetpart.kernels.options import KernelOptions, resolve
     from hetpart.partitioner import Pin
 
     cuda_ok = [k for k, kern in graph.kernels.items() if unsupported_reason(kern, "cuda") is None]
     with switched(switches):
         plan = (_all_cuda_plan(graph) if len(cuda_ok) == len(graph.kernels) else
                 hetpart.partition(graph, "latency", pins=[Pin(k, "cuda") for k in cuda_ok], progress=False))
-        cross = {"cuda_arch": cuda_arch, "options": resolve(cuda_arch=cuda_arch)} if cuda_arch else {}
+        # options made here, with the switches set: KernelOptions.wgmma's default is
+        # wgmma_match.WGMMA_GEMM now (DEFAULT, made at import, would not see a switch set)
+        cross = ({"cuda_arch": cuda_arch, "options": resolve(cuda_arch=cuda_arch)} if cuda_arch
+                 else {"options": KernelOptions()})
         return hetpart.compile(plan, graph, simulate=False, progress=False, precision=f"cuda={precision},cpu=fp32",
                                **cross)
 

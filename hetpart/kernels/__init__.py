@@ -145,7 +145,7 @@ def build(
         from .tuning import apply_database
 
         mod = apply_database(mod, target, tuning_db)
-    # wgmma_match.WGMMA_GEMM (off): dense layers replaced by the hand-written wgmma GEMM first
+    # options.wgmma (default wgmma_match.WGMMA_GEMM, off): dense layers replaced by the hand-written wgmma GEMM first
     mod = schedule(wgmma_substitute.substitute(weight_prepack.mark_weights(mod), target, options), target, options)
     if is_cpu(target):
         mod = weight_prepack.split_and_fold(mod, weight_prepack.packing_target(target))
@@ -172,7 +172,7 @@ def build(
         config["relax.backend.use_cuda_graph"] = True
         if target.kind.name == "cuda" and static_graphs.all_parameters_fixed(mod):
             relax_pipeline = static_graphs.relax_pipeline(target)
-    if wgmma_substitute.has_substituted(mod):  # only with wgmma_match.WGMMA_GEMM on
+    if wgmma_substitute.has_substituted(mod):  # only with options.wgmma on
         tir_pipeline = wgmma_substitute.mixed_pipeline("s_tir" if tir_pipeline == "default" else tir_pipeline)
         target = wgmma_substitute.build_target(target)
     try:

@@ -12,12 +12,16 @@ Only the CLI edge (:mod:`hetpart.cli`) reads the environment (``HETPART_TF32``,
 The options change GPU code only; a CPU build is the same whatever they say.
 
 Invariant: :data:`DEFAULT` builds exactly the code hetpart built before the options
-existed (TF32 on, split-K for convolutions and matmuls, an H200's 132 SMs).
+existed (TF32 on, split-K for convolutions and matmuls, an H200's 132 SMs, no ``wgmma``
+substitution while :data:`hetpart.kernels.wgmma_match.WGMMA_GEMM` is off).  An option added
+later is recorded (:meth:`KernelOptions.to_json`) only where it differs from what builds
+did before it existed, so files written with it at that value read back equal and
+manifests / profiles of such builds stay the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import TargetError
 
@@ -33,6 +37,20 @@ part per arch (V100, T4, A100, RTX A6000, L40S, H100/H200 SXM).  A default, not 
 fact about the GPU that will run the code: where it differs, pass ``--sm-count``."""
 
 
+def _wgmma_switch() -> bool:
+    """:data:`hetpart.kernels.wgmma_match.WGMMA_GEMM` now (the default of ``wgmma``; imported
+    here, not at the top: ``wgmma_match`` imports this module)."""
+    from . import wgmma_match
+
+    return bool(wgmma_match.WGMMA_GEMM)
+
+
+UNRECORDED = {"wgmma": False}
+"""Options added after files recorded options, and the value every build had before: a
+file without the key was built with it (:meth:`KernelOptions.from_json`), and
+:meth:`KernelOptions.to_json` leaves the key out at that value."""
+
+
 @dataclass(frozen=True)
 class KernelOptions:
     """Code-generation choices of one build (module docstring).
@@ -40,30 +58,40 @@ class KernelOptions:
     ``tf32``: float32 contractions on TF32 tensor cores (sm_80+) -- False keeps full
     float32 on CUDA cores.  ``split_k``: one of :data:`SPLIT_K_MODES`.  ``sm_count``:
     the GPU's streaming multiprocessors, which the GPU rules size their grids by.
+    ``wgmma``: dense layers on sm_90 replaced by the hand-written Hopper ``wgmma`` GEMM
+    (:mod:`.wgmma_substitute`); its default is :data:`.wgmma_match.WGMMA_GEMM` *when the
+    options are made* (so a tool that sets the module switch, then makes its options, builds
+    with it; :data:`DEFAULT`, made at import, has the switch's value in the source).
     """
 
     tf32: bool = True
     split_k: str = "all"
     sm_count: int = DEFAULT_SM_COUNT
+    wgmma: bool = field(default_factory=_wgmma_switch)
 
     def __post_init__(self):
         if self.split_k not in SPLIT_K_MODES:
             raise TargetError(f"split-K mode '{self.split_k}' is not one of {', '.join(SPLIT_K_MODES)}")
         if not isinstance(self.sm_count, int) or self.sm_count < 1:
             raise TargetError(f"SM count must be a positive integer, got {self.sm_count!r}")
+        if not isinstance(self.wgmma, bool):
+            raise TargetError(f"wgmma must be True or False, got {self.wgmma!r}")
 
     def describe(self) -> str:
-        """One line, e.g. ``tf32 on, split-K all, 132 SMs``."""
-        return f"tf32 {'on' if self.tf32 else 'off'}, split-K {self.split_k}, {self.sm_count} SMs"
+        """One line, e.g. ``tf32 on, split-K all, 132 SMs`` (``, wgmma on`` when it is)."""
+        return (f"tf32 {'on' if self.tf32 else 'off'}, split-K {self.split_k}, {self.sm_count} SMs"
+                + (", wgmma on" if self.wgmma else ""))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The options as a dict; a key of :data:`UNRECORDED` left out at its old value."""
+        return {k: v for k, v in asdict(self).items() if not (k in UNRECORDED and v == UNRECORDED[k])}
 
     @classmethod
     def from_json(cls, data: dict | None) -> "KernelOptions":
         """The options in ``data``; None or missing keys are the defaults (files written
-        before the options were recorded were built with :data:`DEFAULT`)."""
-        data = data or {}
+        before the options were recorded were built with :data:`DEFAULT`), a missing key of
+        :data:`UNRECORDED` its old value (not the module switch's value now)."""
+        data = {**UNRECORDED, **(data or {})}
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
@@ -88,14 +116,16 @@ def device_sm_count() -> int | None:
 
 
 def resolve(*, tf32: bool = True, split_k: str = "all", cuda_arch: str | None = None,
-            sm_count: int | None = None) -> KernelOptions:
+            sm_count: int | None = None, wgmma: bool | None = None) -> KernelOptions:
     """The options for a build: ``sm_count`` if given; else, cross-compiling for
-    ``cuda_arch``, that arch's default; else this machine's GPU's; else the default."""
+    ``cuda_arch``, that arch's default; else this machine's GPU's; else the default.
+    ``wgmma``: None is :data:`.wgmma_match.WGMMA_GEMM` now."""
     if sm_count is None:
         local = None if cuda_arch else device_sm_count()
         sm_count = local if local is not None else sm_count_for_arch(cuda_arch)
-    return KernelOptions(tf32=tf32, split_k=split_k, sm_count=sm_count)
+    return KernelOptions(tf32=tf32, split_k=split_k, sm_count=sm_count,
+                         wgmma=_wgmma_switch() if wgmma is None else wgmma)
 
 
-__all__ = ["DEFAULT", "DEFAULT_SM_COUNT", "KernelOptions", "SM_COUNT_BY_ARCH", "SPLIT_K_MODES",
+__all__ = ["DEFAULT", "DEFAULT_SM_COUNT", "KernelOptions", "SM_COUNT_BY_ARCH", "SPLIT_K_MODES", "UNRECORDED",
            "device_sm_count", "resolve", "sm_count_for_arch"]

@@ -108,7 +108,7 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
     constant (``host``: the LLVM target that evaluates them); see the module doc."""
     if not _has_prepack_blocks(mod):
         return mod
-    hand = _hand_written(mod)  # no root block: the pass cannot read them (only with wgmma_match.WGMMA_GEMM)
+    hand = _hand_written(mod)  # no root block: the pass cannot read them (only with options.wgmma)
     if hand:
         mod = copy_module(mod)
         for gv in hand:

@@ -16,8 +16,8 @@ element-wise blocks whose value at each output is, for every probe value of the
 accumulator and the bias, the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
 so any export's spelling of bias + erf-GELU is recognised and a tanh-GELU or a ReLU is not).
 
-:data:`WGMMA_GEMM` (off) is the switch the substitution will read; :func:`match` itself
-answers whatever the switch says, so tests and tools can ask.
+:data:`WGMMA_GEMM` (off) is the default of ``KernelOptions.wgmma``, which the substitution
+reads; :func:`match` itself answers whatever either says, so tests and tools can ask.
 """
 
 from __future__ import annotations
@@ -31,14 +31,17 @@ from tvm import s_tir, tirx
 from tvm.ir import TensorLoad
 from tvm.target import Target
 
-from . import wgmma_layout as lay
-from .analysis import block_infos, find_mac, is_gpu, is_layout_free
-from .options import DEFAULT, KernelOptions
-
 WGMMA_GEMM = False
-"""Replace matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds
-(design: ``bench/results/gpu-wgmma-spike.md`` section 6).  Off: nothing reads a match, and
-every build is the one before this module existed."""
+"""The default of :attr:`~hetpart.kernels.options.KernelOptions.wgmma` (read when a
+``KernelOptions`` is made, :data:`~hetpart.kernels.options.DEFAULT` at its import): replace
+matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds (design:
+``bench/results/gpu-wgmma-spike.md`` section 6).  Off: nothing reads a match, and every build
+is the one before this module existed.  Bound before the imports below: ``options`` reads it
+while it makes ``DEFAULT``, whichever of the two modules is imported first."""
+
+from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
+from . import wgmma_layout as lay  # noqa: E402
+from .analysis import block_infos, find_mac, is_gpu, is_layout_free  # noqa: E402
 
 ARCH = 90
 """The only compute capability with ``wgmma`` (sm_90 / sm_90a; sm_100 has tcgen05 instead)."""
@@ -94,11 +97,12 @@ def eligible_target(target: Target) -> bool:
     return is_gpu(target) and target.kind.name == "cuda" and arch_of(target) == ARCH
 
 
-def match(func: tirx.PrimFunc, target: Target, options: KernelOptions = DEFAULT) -> WgmmaGemm | None:
+def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions | None = None) -> WgmmaGemm | None:
     """``func`` read as a dense layer the ``wgmma`` kernel computes (module doc), or None:
     not an sm_90 CUDA target, not a dense layer of a weight, an epilogue other than none /
     bias / bias + erf-GELU, a weight dtype with no kernel (fp16; float32 with TF32 off), or a
     shape the kernel does not take (N % 64, K % the precision's K tile)."""
+    options = _options.DEFAULT if options is None else options
     if not eligible_target(target):
         return None
     try:

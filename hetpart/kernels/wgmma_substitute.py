@@ -2,7 +2,8 @@
 
 In:  a fused module with weights marked (:func:`~.weight_prepack.mark_weights`), the build's
      target and :class:`~.options.KernelOptions`.
-Out: :func:`substitute`: with :data:`.wgmma_match.WGMMA_GEMM` on and an sm_90 CUDA target,
+Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOptions`; its
+     default :data:`.wgmma_match.WGMMA_GEMM`) and an sm_90 CUDA target,
      the module in which every ``call_tir`` of a kernel :func:`.wgmma_match.match` accepts, whose
      weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
      (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction) on the
@@ -46,7 +47,7 @@ MIXED_PREFIX = "hetpart_mixed_"
 def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> tvm.IRModule:
     """``mod`` with the eligible dense layers calling the ``wgmma`` GEMM (module doc); ``mod``
     itself (the same object) when the switch is off, the target not sm_90 or nothing matches."""
-    if not wm.WGMMA_GEMM or not wm.eligible_target(target):
+    if not options.wgmma or not wm.eligible_target(target):
         return mod
     matches = {}
     for gv, func in mod.functions_items():
