@@ -46,9 +46,11 @@ probe's first results stay comparable).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import tvm
+from tvm import tirx
 from tvm.script import tirx as T
 
 from hetpart.kernels import wgmma_layout as lay
@@ -64,7 +66,8 @@ CHUNK = lay.BF16.chunk
 ELEM_BYTES = lay.BF16.elem_bytes
 EPILOGUES = (None, "bias", "bias_gelu")
 """What the store (split 1) or the split-K reduction applies: nothing, ``+ bias[n]``, or
-``+ bias[n]`` then GELU in its erf form ``0.5 y (1 + erf(y / sqrt 2))`` (ONNX Gelu, default)."""
+``+ bias[n]`` then GELU in its erf form ``0.5 y (1 + erf(y / sqrt 2))`` (ONNX Gelu, default),
+computed as hetpart's fused kernels compute it (:func:`gelu_value`)."""
 PIPELINE_SCOPE = "shared.dyn"
 """Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
 runtime raises the kernel's dynamic shared-memory limit at launch)."""
@@ -137,7 +140,56 @@ def epilogue_value(x, bias, col, epilogue):
     y = x + bias[col]
     if epilogue == "bias":
         return y
-    return T.float32(0.5) * y * (T.float32(1.0) + T.erf(y * T.float32(0.7071067811865476)))
+    return gelu_value(y)
+
+
+SQRT2_F32 = 1.4142135381698608
+"""float32(sqrt 2): the constant an export divides by (``Div(x, sqrt(2))``)."""
+
+
+def gelu_value(y):
+    """The erf-GELU of the float32 TIR value ``y`` as the kernels the ``wgmma`` GEMM replaces
+    compute it, operation for operation: the export's ``Div``/``Erf``/``Add``/``Mul``/``Mul``
+    (torch.onnx's ``nn.GELU``, BERT's and ViT's exports) with ``Erf`` as hetpart's importer
+    makes it (:mod:`hetpart.importer.fast_erf`: TVM's ``topi.fast_erf``, NaN passed through):
+    ``((where(isnan(d), d, fast_erf(d)) + 1) * y) * 0.5`` with ``d = y / float32(sqrt 2)``.
+    So for that spelling the substituted kernel's epilogue is bit-for-bit the fused kernel's
+    on the same accumulator (an export's other spelling -- ``x * 0.7071``, ONNX ``Gelu`` ->
+    ``relax.nn.gelu`` -- differs in the last bits; :mod:`.wgmma_match` accepts any within
+    1e-5).  ``y`` and ``d`` are bound once (``Let``): the expression reads each many times."""
+    yv, dv = tirx.Var("gelu_y", "float32"), tirx.Var("gelu_d", "float32")
+    erf = tirx.Select(tirx.isnan(dv), dv, fast_erf_value(dv))
+    body = (yv * (erf + tirx.FloatImm("float32", 1.0))) * tirx.FloatImm("float32", 0.5)
+    return tirx.Let(yv, y, tirx.Let(dv, yv / tirx.FloatImm("float32", SQRT2_F32), body))
+
+
+def fast_erf_value(v):
+    """TVM's ``topi.fast_erf`` of the float32 TIR value ``v``: the very expression
+    ``topi.fast_erf`` builds (read off it, each load of its input replaced by ``v``), so the two
+    cannot drift apart across TVM versions (a node kind it did not use before raises)."""
+    return _rebuild(_fast_erf_body(), v)
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_erf_body():
+    from tvm import te, topi
+
+    return topi.fast_erf(te.placeholder((1,), "float32", name="fast_erf_in")).op.body[0]
+
+
+_BINARY = ("Add", "Sub", "Mul", "Div", "Min", "Max")
+
+
+def _rebuild(e, v):
+    if isinstance(e, tvm.ir.TensorLoad) or (isinstance(e, tvm.ir.Call) and str(getattr(e.op, "name", "")) == "te.tensor_load"):
+        return v  # a load of the placeholder
+    if isinstance(e, tirx.FloatImm):
+        return e
+    for name in _BINARY:
+        cls = getattr(tirx, name)
+        if isinstance(e, cls):
+            return cls(_rebuild(e.a, v), _rebuild(e.b, v))
+    raise NotImplementedError(f"topi.fast_erf uses a {type(e).__name__}: extend wgmma_gemm._rebuild")
 
 
 def _check_epilogue(epilogue) -> None:
