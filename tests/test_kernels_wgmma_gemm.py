@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,10 @@ import tvm
 
 from hetpart.kernels import wgmma_gemm as wg
 from hetpart.targets import cuda_available
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from gpu_wgmma_probe import bf16_inputs  # noqa: E402  (the probe's inputs: negatives, every 7th zero)
+
 
 ISA_TOL = 1e-4
 """max |C - C_ref| / max |C_ref| on the GPU (module doc)."""
@@ -192,18 +198,6 @@ def test_nvcc_compiles_for_sm90a_without_spilling(bn, stages, tmp_path):
 
 
 # --- on the GPU ------------------------------------------------------------------------------
-def bf16_inputs(m: int, n: int, k: int, seed: int = 0):
-    """(A, B) as bf16 numpy arrays (ml_dtypes), negatives and every 7th element zero."""
-    from hetpart.importer.low_precision import to_low
-
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
-    a.flat[::7] = 0.0
-    b.flat[3::7] = 0.0
-    return to_low(a, "bfloat16"), to_low(b, "bfloat16")
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("bn,stages", VARIANTS)
