@@ -15,7 +15,15 @@
 # named in HELPERS (default: onnx_cases.py tir_loops.py; conftest.py always stays).  NOPROFILE=1 also moves
 # the shipped profile hetpart/costmodel/recorded/h200.json (tools/device_lib.sh then plans with the
 # capped one); EXTRA_OUT="path ..." moves more tracked files (e.g. README.md, hetpart/bench modules a
-# step does not import).  Session 51's kernel steps fitted at 2.76 MB with NOPROFILE=1 and
+# step does not import).
+# STEPS="146 147" keeps only those steps' cases in tools/device_round.sh (its other steps' comments are
+# ~48 KB; the whole file comes back on --restore).  Steps 146 + 147 (session 52: 2.77 MB, preflight ready):
+#   STEPS="146 147" TESTS="test_kernels_wgmma_gemm.py test_kernels_wgmma_substitute.py test_importer_constant_take.py"
+#   TOOLS="gpu_wgmma_probe.py gpu_model_switch_ab.py bf16_rule_coverage.py gpu_kernel_categories.py gpu_static_kernels.py
+#   cpu_rule_ab.py mobilenet_v2_onnx.py" BENCH=corpus.py NOPROFILE=1 EXTRA_OUT="README.md hetpart/bench/capped.py
+#   hetpart/bench/int8.py hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
+#   hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
+# Session 51's kernel steps fitted at 2.76 MB with NOPROFILE=1 and
 # EXTRA_OUT="README.md hetpart/bench/capped.py hetpart/bench/cpu_layers.py hetpart/bench/int8.py
 # hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
 # hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
@@ -48,6 +56,25 @@ for f in tools/*.py; do keep "${TOOLS:-} device_preflight.py" "${f#tools/}" || m
 for f in bench/*.py; do keep "${BENCH:-}" "${f#bench/}" || mv "$f" "$S/bench/"; done
 [ -n "${NOPROFILE:-}" ] && mv hetpart/costmodel/recorded/h200.json "$S/h200.json"
 for f in ${EXTRA_OUT:-}; do mkdir -p "$S/extra/$(dirname "$f")"; mv "$f" "$S/extra/$f"; done
+if [ -n "${STEPS:-}" ]; then  # device_round.sh with only the cases of STEPS (and its header, helpers and "*)")
+  mkdir -p "$S/extra/tools"; mv tools/device_round.sh "$S/extra/tools/device_round.sh"
+  python3 - "$S/extra/tools/device_round.sh" tools/device_round.sh $STEPS <<'PY'
+import re, sys
+src, dst, keep = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+lines = open(src).read().split("\n")
+start = next(i for i, l in enumerate(lines) if l.startswith("case "))
+end = max(i for i, l in enumerate(lines) if l.startswith("esac"))
+out, block = lines[:start + 1], []
+for line in lines[start + 1:end] + ["0)"]:  # a sentinel case closes the last block
+    if re.match(r"^([0-9]+|\*)\)", line) and block:
+        label = block[0].split(")", 1)[0]
+        if label == "*" or label in keep:
+            out += block
+        block = []
+    block.append(line)
+open(dst, "w").write("\n".join(out + lines[end:]))
+PY
+fi
 mkdir -p bench/results
 cp "$S/bench/results/profile-capped-nvidia-h200.json" bench/results/ 2>/dev/null || true
 bytes=$(git ls-files -co --exclude-standard | grep -v '^\.hold/' | while read -r f; do if [ -f "$f" ]; then echo "$f"; fi
