@@ -37,10 +37,11 @@ import pytest
 import tvm
 
 from hetpart.kernels import wgmma_gemm as wg
+from hetpart.kernels.wgmma_substitute import round_tf32
 from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from gpu_wgmma_probe import bf16_inputs  # noqa: E402  (the probe's inputs: negatives, every 7th zero)
+from gpu_wgmma_probe import bf16_inputs, variant_inputs  # noqa: E402  (the probe's inputs: negatives, every 7th zero)
 
 
 ISA_TOL = 1e-4
@@ -292,8 +293,7 @@ def test_bf16_layout_is_unchanged_by_the_generalisation():
 
 def _tf32(x: np.ndarray) -> np.ndarray:
     """float32 values rounded to tf32 (10 mantissa bits, to nearest, ties away: cvt.rna)."""
-    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return round_tf32(np.asarray(x, np.float32))
 
 
 def _bf16(x: np.ndarray) -> np.ndarray:
@@ -369,15 +369,7 @@ def _inputs(m, n, k, precision, seed=0):
     tensor core reads a tf32 operand's float32 bits truncated; rounded inputs make the test
     independent of that); f32a's and tf32r's A left float32 (the kernel's narrowing or rounding
     is under test), tf32r's B rounded (its contract: a weight rounded when packed)."""
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
-    a.flat[::7] = 0.0
-    b.flat[3::7] = 0.0
-    bias = rng.standard_normal(n).astype(np.float32)
-    if precision in ("tf32", "tf32r"):
-        return (_tf32(a) if precision == "tf32" else a), _tf32(b), bias
-    return (a if precision == "f32a" else _bf16(a)), _bf16(b), bias
+    return tuple(np.asarray(x, np.float32) for x in variant_inputs(m, n, k, precision, seed)[0])
 
 
 @pytest.mark.parametrize("precision,split,epilogue,k_tiles", [

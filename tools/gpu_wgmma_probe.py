@@ -79,15 +79,9 @@ def _error(e: BaseException) -> str:
 
 
 def bf16_inputs(m: int, n: int, k: int, seed: int = 0):
-    """(A [m, k], B [n, k]) bf16 (ml_dtypes): normal values, B scaled by 1/sqrt(k), some zeros."""
-    from hetpart.importer.low_precision import to_low
-
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
-    a.flat[::7] = 0.0
-    b.flat[3::7] = 0.0
-    return to_low(a, "bfloat16"), to_low(b, "bfloat16")
+    """(A [m, k], B [n, k]) bf16 (ml_dtypes): :func:`variant_inputs`'s bf16 operands (normal
+    values, B scaled by 1/sqrt(k), every 7th element zero)."""
+    return variant_inputs(m, n, k, "bf16", seed)[0][:2]
 
 
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
@@ -286,6 +280,7 @@ def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounde
     A float32 (the kernel narrows / rounds it: its float64 twin is the rounding), tf32r's B
     rounded (a packed weight)."""
     from hetpart.importer.low_precision import to_low
+    from hetpart.kernels.wgmma_substitute import round_tf32  # cvt.rna, as the packed weights are rounded
 
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((m, k)).astype(np.float32)
@@ -293,9 +288,7 @@ def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounde
     a.flat[::7] = 0.0
     b.flat[3::7] = 0.0
     bias = rng.standard_normal(n).astype(np.float32)
-    def tf32(x):
-        return ((x.view(np.uint32).astype(np.uint64) + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
-
+    tf32 = round_tf32
     if precision == "tf32":
         if rounded:
             a, b = tf32(a), tf32(b)
