@@ -118,6 +118,12 @@ def is_gpu(target: Target) -> bool:
     return "gpu" in [str(k) for k in target.keys]
 
 
+def arch_of(target: Target) -> int:
+    """The compute capability in ``target``'s ``arch`` (``sm_90a`` -> 90; 0 when absent)."""
+    digits = "".join(ch for ch in str(target.attrs.get("arch", "") or "") if ch.isdigit())
+    return int(digits) if digits else 0
+
+
 # --- the program ------------------------------------------------------------------
 def block_infos(sch: s_tir.Schedule) -> list[SBlockInfo] | None:
     """dlight's normal form of ``sch``'s function: one entry per block, loops 1:1 with
@@ -208,6 +214,11 @@ SCHEDULED_ATTR = "tirx.is_scheduled"
 HAND_WRITTEN_ATTR = "hetpart.tirx_pipeline"
 """PrimFunc attribute of a hand-written kernel (no root block; :mod:`.wgmma_substitute`): TVM's
 ``tirx`` pipeline compiles it, and block-level passes (SplitLayoutRewritePreproc) must not see it."""
+
+
+def is_hand_written(func) -> bool:
+    """``func`` is a PrimFunc marked :data:`HAND_WRITTEN_ATTR`."""
+    return isinstance(func, tirx.PrimFunc) and func.attrs is not None and bool(func.attrs.get(HAND_WRITTEN_ATTR, False))
 
 LAYOUT_FREE_ATTR = "layout_free_buffers"
 """PrimFunc attribute set by Relax's ``AttachAttrLayoutFreeBuffers``: the positions of

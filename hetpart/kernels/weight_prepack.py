@@ -35,7 +35,7 @@ from tvm import relax, s_tir, tirx
 
 from ..errors import CompileError
 from . import parallel_build
-from .analysis import HAND_WRITTEN_ATTR, LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, runs_on_host
+from .analysis import LAYOUT_FREE_ATTR, RULE_ATTR, SCHEDULED_ATTR, contains, copy_module, is_hand_written, runs_on_host
 from .register_tile import LAYOUT_REWRITE_PREPROC
 
 PREPACK_SUFFIX = "_weight_prepack"
@@ -124,9 +124,8 @@ def split_and_fold(mod: tvm.IRModule, host: tvm.target.Target) -> tvm.IRModule:
 
 
 def _hand_written(mod: tvm.IRModule) -> dict:
-    """``{GlobalVar: PrimFunc}`` of the hand-written kernels of ``mod`` (:data:`~.analysis.HAND_WRITTEN_ATTR`)."""
-    return {gv: f for gv, f in mod.functions_items()
-            if isinstance(f, tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get(HAND_WRITTEN_ATTR, False))}
+    """``{GlobalVar: PrimFunc}`` of the hand-written kernels of ``mod`` (:func:`~.analysis.is_hand_written`)."""
+    return {gv: f for gv, f in mod.functions_items() if is_hand_written(f)}
 
 
 def _prepack_in_place_calls(mod: tvm.IRModule) -> tvm.IRModule:

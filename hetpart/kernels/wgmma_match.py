@@ -41,7 +41,7 @@ while it makes ``DEFAULT``, whichever of the two modules is imported first."""
 
 from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
 from . import wgmma_layout as lay  # noqa: E402
-from .analysis import block_infos, find_mac, is_gpu, is_layout_free  # noqa: E402
+from .analysis import arch_of, block_infos, find_mac, is_gpu, is_layout_free  # noqa: E402
 
 ARCH = 90
 """The only compute capability with ``wgmma`` (sm_90 / sm_90a; sm_100 has tcgen05 instead)."""
@@ -84,12 +84,6 @@ class WgmmaGemm:
     def bn(self) -> int:
         """N of one warpgroup's tile: 128 where N allows, else 64."""
         return 128 if self.n % 128 == 0 else 64
-
-
-def arch_of(target: Target) -> int:
-    """The compute capability in ``target``'s ``arch`` (``sm_90a`` -> 90; 0 when absent)."""
-    digits = "".join(ch for ch in str(target.attrs.get("arch", "") or "") if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def eligible_target(target: Target) -> bool:

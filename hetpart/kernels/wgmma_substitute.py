@@ -32,7 +32,7 @@ from tvm.target import Target
 
 from . import wgmma_match as wm
 from . import wgmma_splitk as wsk
-from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
+from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module, is_hand_written
 from .options import DEFAULT, KernelOptions
 
 RULE = "WgmmaGemm"
@@ -77,14 +77,12 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
     return out
 
 
-def _called(mod: tvm.IRModule, op: str | None = None) -> set[str]:
-    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin; only
-    through the op named ``op`` when given)."""
+def _called(mod: tvm.IRModule) -> set[str]:
+    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin)."""
     names: set[str] = set()
 
     def visit(e):
-        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar) \
-                and (op is None or (isinstance(e.op, tvm.ir.Op) and e.op.name == op)):
+        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar):
             names.add(e.args[0].name_hint)
 
     for _, func in mod.functions_items():
@@ -95,8 +93,7 @@ def _called(mod: tvm.IRModule, op: str | None = None) -> set[str]:
 
 def has_substituted(mod: tvm.IRModule) -> bool:
     """True when a PrimFunc of ``mod`` asks for the ``tirx`` pipeline (:data:`TIRX_ATTR`)."""
-    return any(isinstance(f, tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get(TIRX_ATTR, False))
-               for _, f in mod.functions_items())
+    return any(is_hand_written(f) for _, f in mod.functions_items())
 
 
 def build_target(target: Target) -> Target:
@@ -118,9 +115,7 @@ def mixed_pipeline(base: str) -> str:
 
         @tvm.transform.module_pass(opt_level=0, name="hetpart.MixedTIRPipeline")
         def main(mod, _ctx):
-            marked = tvm.IRModule({gv: f for gv, f in mod.functions_items()
-                                   if isinstance(f, tirx.PrimFunc) and f.attrs is not None
-                                   and bool(f.attrs.get(TIRX_ATTR, False))})
+            marked = tvm.IRModule({gv: f for gv, f in mod.functions_items() if is_hand_written(f)})
             rest = tvm.IRModule({gv: f for gv, f in mod.functions_items()
                                  if not any(gv.same_as(g) for g in marked.get_global_vars())}, attrs=mod.attrs)
             out = base_main(rest)

@@ -80,7 +80,7 @@ from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from .. import access, tf32
-from ..analysis import consumer_chain, contains, is_gpu, is_layout_free
+from ..analysis import arch_of, consumer_chain, contains, is_gpu, is_layout_free
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
 from ..options import DEFAULT, KernelOptions
@@ -210,7 +210,7 @@ class GpuTensorCoreGemm(ScheduleRule):
         self.options = options
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
+        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and arch_of(target) >= MIN_ARCH):
             return None
         gemm = as_normal_gemm(func, channels_last=True)
         if gemm is None:
@@ -370,7 +370,7 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     K that neither splits nor is short, few rows), so those keep their rules."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and _arch(target) >= MIN_ARCH):
+        if not (self.options.tf32 and is_gpu(target) and target.kind.name == "cuda" and arch_of(target) >= MIN_ARCH):
             return None
         images = _images(func)
         if images < 1:
@@ -473,7 +473,7 @@ class GpuTensorCoreConvSplitK(GpuTensorCoreGemm):
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
         if not (CONV_SPLIT_B1 and self.options.tf32 and is_gpu(target) and target.kind.name == "cuda"
-                and _arch(target) >= MIN_ARCH):
+                and arch_of(target) >= MIN_ARCH):
             return None
         if not 1 <= _images(func) <= CONV_SPLIT_MAX_BATCH:
             return None
@@ -602,11 +602,6 @@ def _producer_chain(sch, main, operand):
             return out, None
         buf = reads[0].source
 
-
-def _arch(target: Target) -> int:
-    arch = str(target.attrs.get("arch", "") or "")
-    digits = "".join(ch for ch in arch if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
