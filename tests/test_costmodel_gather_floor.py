@@ -69,3 +69,54 @@ def test_cold_weight_traffic_is_at_most_twice_the_rows_and_zero_without_weights(
         traffic = cm.cold_weight_traffic(f)
         assert (traffic == 0) == (read == 0)
         assert read <= traffic <= (2 * read if f.op_class == "gather" else read)
+
+
+# --- the gather fused into its matmul (hetpart.importer.expert_matmul, switch on) ---------------
+@pytest.fixture(scope="module")
+def moe_fused():
+    """zoo:moe:small at one token (top-2 of 8 experts: a quarter of each table read), imported
+    with and without the expert gathers fused into their matmuls."""
+    from hetpart import importer, models
+    from hetpart.importer import expert_matmul as em
+
+    m = models.build("moe", small=True, seq_len=1)
+    graphs = {}
+    for on in (False, True):
+        em.FUSE_EXPERT_GATHER = on
+        try:
+            graphs[on] = importer.load(m)
+        finally:
+            em.FUSE_EXPERT_GATHER = False
+    return graphs
+
+
+def test_a_fused_expert_matmul_is_floored_at_its_rows_read_with_no_copy(tmp_path, moe_fused):
+    from hetpart.costmodel.kernel_shape import streamed_bytes, weight_bytes
+    from hetpart.importer.expert_matmul import OP
+
+    costs = _costs(tmp_path)
+    fused = [k for k in moe_fused[True].nodes if OP in k.ops]
+    assert len(fused) == 6
+    for k in fused:
+        f = KernelFeatures.of(k)
+        assert f.op_class == "matmul"
+        k_in = 32 if f.bytes_written == 2 * 48 * 4 else 48  # gate / up: hidden 32 -> 48; down: 48 -> 32
+        exact = 2 * (k.param_bytes // 8)  # 2 chosen experts' [K, N] of 8
+        rows = weight_bytes_read(f)
+        # the chosen two of eight experts' rows; a fused SwiGLU's FLOPs count as under 1/K more
+        assert exact <= rows <= exact * (1 + 1.5 / k_in) and rows < k.param_bytes
+        assert weight_bytes(f) == rows  # the predictor's weight feature: the rows too
+        assert cm.cold_weight_traffic(f) == rows  # no copy written
+        assert costs.weight_floor(k, "cpu") == pytest.approx(CPU.launch_s + rows / BW)
+        assert streamed_bytes(f) == f.bytes - k.param_bytes  # x, ids and the output: no table
+
+
+def test_fusing_keeps_the_graphs_param_bytes_and_reads_no_more_weight(moe_fused):
+    from hetpart.costmodel.kernel_shape import graph_weight_bytes
+
+    off, on = moe_fused[False], moe_fused[True]
+    assert sum(k.param_bytes for k in on.nodes) == sum(k.param_bytes for k in off.nodes)  # memory accounting
+    gathers = [k for k in off.nodes if k.op_class == "gather" and k.param_bytes == 8 * 32 * 48 * 4]
+    assert len(gathers) == 6
+    # the fused kernels read the rows the gathers read (a fused SwiGLU's FLOPs: a little over)
+    assert graph_weight_bytes(off) <= graph_weight_bytes(on) <= graph_weight_bytes(off) * 1.03

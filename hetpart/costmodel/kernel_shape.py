@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 from ..kernels.facts import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, STRIDED_PARALLEL_MIN_ELEMENTS, fitting_lanes
+from ..importer.expert_matmul import OP as GATHERED_MATMUL
 from .profile_db import KernelFeatures
 
 ELEMENT_BYTES = 4
@@ -45,16 +46,35 @@ def weight_bytes(f: KernelFeatures) -> int:
     it first, so its weights cost differently from the activations it streams.  Any
     other kernel reads its constants (a bias, an embedding table) like activations.
     """
-    return f.param_bytes if f.op_class in CONTRACTIONS else 0
+    return weight_bytes_read(f) if f.op_class in CONTRACTIONS else 0
 
 
 def weight_bytes_read(f: KernelFeatures) -> int:
     """Bytes of its weights (constants) a kernel reads per call: all of ``param_bytes``,
     except a gather, which reads only the rows it outputs (at most what it writes: a
-    MoE step gathers 2 of 8 experts' weights, a lookup a few rows of its table)."""
+    MoE step gathers 2 of 8 experts' weights, a lookup a few rows of its table), and a
+    matmul by gathered expert weights read in place (:func:`gathered_rows`)."""
     if f.op_class == "gather":
         return min(f.param_bytes, f.bytes_written)
+    if is_gathered_matmul(f):
+        return min(f.param_bytes, gathered_rows(f))
     return f.param_bytes
+
+
+def is_gathered_matmul(f: KernelFeatures) -> bool:
+    """Whether ``f`` is a matmul reading its weights' rows by index in place
+    (:mod:`hetpart.importer.expert_matmul`, the op :data:`GATHERED_MATMUL`)."""
+    return f.op_class == "matmul" and GATHERED_MATMUL in f.ops
+
+
+def gathered_rows(f: KernelFeatures) -> int:
+    """Weight bytes a gathered matmul's multiply-adds read: one weight element each, the
+    chosen expert's ``[K, N]`` once per row of ``x`` (``outputs * K`` elements, K from
+    :func:`reduction_length` rounded down: a fused epilogue's few FLOPs per output add
+    under 1% at zoo moe's K of 1024 / 2816).  Exact for one row per chosen expert (a MoE
+    step: ``x`` is ``[T, 1, 1, K]``); more rows count it again.  Invariant: 0 <= result;
+    the caller bounds it by ``param_bytes``."""
+    return ELEMENT_BYTES * outputs(f) * int(reduction_length(f))
 
 
 def graph_weight_bytes(graph) -> int:
@@ -74,7 +94,7 @@ def streamed_bytes(f: KernelFeatures) -> int:
     """
     if f.op_class == "gather":
         return f.bytes_written + min(f.bytes_read, f.bytes_written)
-    return f.bytes - weight_bytes(f)
+    return f.bytes - (f.param_bytes if f.op_class in CONTRACTIONS else 0)
 
 
 def reduction_length(f: KernelFeatures) -> float:

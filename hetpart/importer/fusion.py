@@ -25,6 +25,7 @@ from . import constant_builds, conv_layout
 from .bit_shift import guard_shift_range
 from .concat_projections import concat_projections
 from .constant_take import slice_constant_takes
+from .expert_matmul import fuse_expert_gather
 from .shared_layout import duplicate_shared_layout
 from .fake_quantize import float_fake_quantize
 from .qdq_conv import window_rows_2d
@@ -100,6 +101,8 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     (:mod:`.conv_layout`)."""
     # a take of one constant row as a strided slice, which fuses (a take is an opaque kernel)
     mod = slice_constant_takes(mod)
+    # a matmul by gathered expert weights reads them in place (behind FUSE_EXPERT_GATHER, off)
+    mod = fuse_expert_gather(mod)
     # a layout chain read by several layout ops (the slices above): a copy per reader, each fuses into it
     mod = duplicate_shared_layout(mod)
     mod = window_rows_2d(float_fake_quantize(mod))  # qdq_conv's im2col: one 2-D gather

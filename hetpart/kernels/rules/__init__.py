@@ -15,6 +15,7 @@ from tvm.s_tir import dlight as dl
 from ..options import DEFAULT, KernelOptions
 from .cpu_conv2d import CpuConv2d
 from .cpu_fallback import CpuFallback
+from .cpu_gathered_matmul import CpuGatheredMatmul
 from .cpu_int8_matmul import CpuInt8Matmul
 from .cpu_injective import CpuInjective
 from .cpu_matmul import CpuMatmul
@@ -32,7 +33,9 @@ from .gpu_window import GpuWindowReduction
 
 def cpu_rules() -> list:
     """Rules for LLVM (CPU) targets, most specific first."""
-    return [CpuConv2d(), CpuInt8Matmul(), CpuMatmul(), CpuReduction(), CpuInjective(), CpuFallback()]
+    # CpuGatheredMatmul first: it takes only hetpart.importer.expert_matmul's kernels (else the conv rule would)
+    return [CpuGatheredMatmul(), CpuConv2d(), CpuInt8Matmul(), CpuMatmul(), CpuReduction(), CpuInjective(),
+            CpuFallback()]
 
 
 def gpu_rules(options: KernelOptions = DEFAULT) -> list:
@@ -76,7 +79,7 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
+    "CpuConv2d", "CpuFallback", "CpuGatheredMatmul", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
     "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSmallContraction", "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
     "GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]
