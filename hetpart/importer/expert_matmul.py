@@ -23,11 +23,15 @@ Why: a MoE step (``zoo:moe``) gathers its chosen experts' weights ``[T, k, K, N]
 multiplies by them.  As two kernels the gather (opaque to ``FuseOps``: its index is read
 from a buffer) reads the chosen rows AND writes a full copy of them, which the matmul then
 reads again: 23 MB written per projection at one token, ~0.2-0.3 ms per CPU expert gather
-on the H200 host's Xeon (bench/results/capped-moe-pricing.md).  The fused PrimFunc is
-marked injective-epilogue fusable (``op_pattern`` kOutEWiseFusable), so FuseOps still
-fuses SwiGLU's activation into the gate projection.  The CPU schedules it with
+on the H200 host's Xeon (bench/results/capped-moe-pricing.md).  TVM's
+``AnnotateTIROpPattern`` calls the fused PrimFunc a reduction (kOutEWiseFusable: the index
+load does not make it opaque, as it does a lone take), so FuseOps still fuses SwiGLU's
+activation into the gate projection.  The CPU schedules it with
 :mod:`hetpart.kernels.rules.cpu_gathered_matmul`; the cost model prices it at the rows it
-reads (:func:`hetpart.costmodel.kernel_shape.weight_bytes_read`).
+reads (:func:`hetpart.costmodel.kernel_shape.weight_bytes_read`).  Measured all-CPU, one
+thread (bench/results/cpu-moe-gather-2core.md): zoo:moe at 4 of its 8 layers 50.8 -> 20.7 ms
+(ONNX Runtime 45.2), outputs identical.  On CUDA the kernels build but get dlight's generic
+schedules (no GPU rule for them yet).
 
 :data:`FUSE_EXPERT_GATHER` switches it (off: the import is as before, text for text).
 """
@@ -43,8 +47,6 @@ from .relax_rewrite import rewrite_functions
 FUSE_EXPERT_GATHER = False
 # the PrimFunc (and op) name of the fused kernel: the cost model and the CPU rule know it by it
 OP = "gathered_matmul"
-# TVM's OpPatternKind kOutEWiseFusable: element-wise ops after it fuse into its kernel
-_OUT_EWISE_FUSABLE = 4
 
 
 def _static(ty) -> list[int] | None:
@@ -124,14 +126,6 @@ class _GatheredMatmul(relax.PyExprMutator):
         return self.builder_.call_te(_compute(str(take.attrs.mode)), x, table, ids, primfunc_name_hint=OP)
 
 
-def _mark_fusable(mod: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with every :data:`OP` PrimFunc marked kOutEWiseFusable (its epilogue fuses)."""
-    for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(OP):
-            mod[gv] = func.with_attr("op_pattern", _OUT_EWISE_FUSABLE)
-    return mod
-
-
 def fuse_expert_gather(mod: tvm.IRModule) -> tvm.IRModule:
     """``mod`` with each gathered matmul as one kernel (module docstring); ``mod`` itself
     when :data:`FUSE_EXPERT_GATHER` is off or none qualifies."""
@@ -141,4 +135,4 @@ def fuse_expert_gather(mod: tvm.IRModule) -> tvm.IRModule:
     out = rewrite_functions(mod, mutator)
     if not mutator.changed:
         return mod
-    return _mark_fusable(relax.transform.DeadCodeElimination()(out))
+    return relax.transform.DeadCodeElimination()(out)  # the takes nothing reads now

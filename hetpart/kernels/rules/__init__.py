@@ -79,7 +79,8 @@ def rule_name(rule) -> str:
 
 
 __all__ = [
-    "CpuConv2d", "CpuFallback", "CpuGatheredMatmul", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction", "GpuBroadcastEpilogue",
+    "CpuConv2d", "CpuFallback", "CpuGatheredMatmul", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction",
+    "GpuBroadcastEpilogue",
     "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSmallContraction", "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
     "GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]
