@@ -90,3 +90,20 @@ def test_a_dense_matmul_is_not_the_rules(on):
               [("y", (1, F), np.float32)], {"w": _weights()["gate"][0]})
     mod = kernels.schedule(importer.load(m).module, cpu_tvm_target(16))
     assert "CpuGatheredMatmul" not in set(kernels.rules_applied(mod).values())
+
+
+@pytest.mark.parametrize("n,cores", [(80, 2), (48, 16), (20, 4)], ids=["short last part", "3 vectors", "4 lanes"])
+def test_column_parts_of_no_equal_size_and_narrow_vectors_equal_numpy(on, n, cores):
+    """One token, top-1 (a unit): the columns split into parts for the cores, the last one
+    short (80 = 5 vectors of 16 in parts of 3 and 2), or in 4-lane vectors (20)."""
+    k = 40
+    w = np.random.default_rng(7).standard_normal((3, k, n)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["w", "ids"], ["g"], axis=0), helper.make_node("MatMul", ["x", "g"], ["y"])]
+    m = model(nodes, [("x", (1, 1, 1, k), np.float32), ("ids", (1, 1), np.int64)],
+              [("y", (1, 1, 1, n), np.float32)], {"w": w})
+    mod = importer.load(m).module
+    assert "CpuGatheredMatmul" in set(kernels.rules_applied(kernels.schedule(mod, cpu_tvm_target(cores))).values())
+    x = np.random.default_rng(8).standard_normal((1, 1, 1, k)).astype(np.float32)
+    ids = np.array([[-1]], np.int64)
+    got = run_vm(kernels.build(mod, cpu_tvm_target(cores)), [x, ids])
+    np.testing.assert_allclose(got, x @ w[ids], rtol=1e-5, atol=1e-5)
