@@ -116,3 +116,4 @@ def test_small_moe_builds_for_cuda_sm90(on):
     graph = importer.load(models.build("moe", small=True))
     assert sum(em.OP in k.ops for k in graph.nodes) == 6
     assert kernels.build(graph.module, cuda_tvm_target("sm_90")) is not None
+

@@ -30,8 +30,8 @@ activation into the gate projection.  The CPU schedules it with
 :mod:`hetpart.kernels.rules.cpu_gathered_matmul`; the cost model prices it at the rows it
 reads (:func:`hetpart.costmodel.kernel_shape.weight_bytes_read`).  Measured all-CPU, one
 thread (bench/results/cpu-moe-gather-2core.md): zoo:moe at 4 of its 8 layers 50.8 -> 20.7 ms
-(ONNX Runtime 45.2), outputs identical.  On CUDA the kernels build but get dlight's generic
-schedules (no GPU rule for them yet).
+(ONNX Runtime 45.2), outputs identical.  On CUDA :mod:`hetpart.kernels.rules.gpu_gathered_gemv`
+schedules it (split-K over the chosen rows; built for sm_90, not yet run on a GPU).
 
 :data:`FUSE_EXPERT_GATHER` switches it (off: the import is as before, text for text).
 """

@@ -24,6 +24,7 @@ from .gpu_broadcast_epilogue import GpuBroadcastEpilogue
 from .gpu_gemv import GEMV
 from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
+from .gpu_gathered_gemv import GpuGatheredGemv
 from .gpu_splitk import GpuSplitKGemm
 from .gpu_small_contraction import GpuSmallContraction
 from .gpu_splitk_fine import GpuFineSplitK
@@ -55,6 +56,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
     score head (transpose, reshape, transpose, sigmoid) crashed the process."""
     return [
+        GpuGatheredGemv(),  # importer.expert_matmul's kernels only: split-K over the chosen rows
         GpuTensorCoreSplitK(options),  # batch 1: matmuls no tile grid fills, K split on tensor cores
         GpuTensorCoreConvSplitK(options),  # batch 1: convolutions no tile grid fills, the same
         GpuFineSplitK(options),  # batch 1: K in short chunks where split-K leaves half the SMs idle
@@ -80,7 +82,7 @@ def rule_name(rule) -> str:
 
 __all__ = [
     "CpuConv2d", "CpuFallback", "CpuGatheredMatmul", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction",
-    "GpuBroadcastEpilogue",
-    "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuSmallContraction", "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
+    "GpuBroadcastEpilogue", "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuGatheredGemv", "GpuSmallContraction",
+    "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
     "GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]

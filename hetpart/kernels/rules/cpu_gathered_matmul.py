@@ -36,7 +36,7 @@ ROWS = 8
 :data:`.cpu_matmul.GEMV_ROWS`."""
 
 
-def _has_block(func: tirx.PrimFunc, name: str) -> bool:
+def has_block(func: tirx.PrimFunc, name: str) -> bool:
     """Whether ``func`` has a block named ``name``."""
     try:
         s_tir.Schedule(func).get_sblock(name)
@@ -45,7 +45,7 @@ def _has_block(func: tirx.PrimFunc, name: str) -> bool:
     return True
 
 
-def _gathered(mac) -> tuple | None:
+def gathered(mac) -> tuple | None:
     """``(j, k)``: the column and reduction vars of ``mac`` when it reads ``x`` plainly and
     ``W[f(spatial), k, j]`` (module docstring); else None."""
     if len(mac.reduce) != 1 or not mac.is_plain(0) or mac.is_plain(1):
@@ -65,12 +65,12 @@ class CpuGatheredMatmul(ScheduleRule):
     """Row-streamed, parallel, vectorised gathered matmul (see the module docstring)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if not is_cpu(target) or not _has_block(func, OP):
+        if not is_cpu(target) or not has_block(func, OP):
             return None
         sch = s_tir.Schedule(replace_exp(func))  # a sigmoid epilogue as vector code
         try_inline_spatial(sch)
         mac = mac_of(sch)
-        found = _gathered(mac) if mac is not None else None
+        found = gathered(mac) if mac is not None else None
         return _row_stream(sch, mac, *found, target) if found else None
 
 
