@@ -60,6 +60,29 @@ case "${1:-1}" in
       --precision $prec --before $sw=0 --after $sw=1 --rounds 5 --repeat 30 --out "$OUT/vit-wgmma-ab-$prec-146.json" \
       > "$OUT/logs/vit-wgmma-ab-$prec-146.txt" 2>&1
   done ;;
+148)  # (BUDGET=560) session 53: what step 146 left, and issue 19's fused expert gather on the Xeon and the GPU.
+     # (1) cuda tests: importer.constant_take (on by default, never run on a GPU: step 146's pytest ran out of time in
+     #     wgmma_substitute's, 5 of its 8 failing before the cut), the new GpuGatheredGemv rule, then
+     #     wgmma_substitute's with tracebacks (the switch stays off: step 146 measured wgmma slower than mma.sync);
+     # (2) zoo:moe all-CPU at 16 threads, importer.expert_matmul.FUSE_EXPERT_GATHER off/on against ORT
+     #     (bench/results/cpu-moe-gather-2core.md: 4 layers, 1 thread, 50.8 -> 20.7 ms, ORT 45.2);
+     # (3) zoo:moe:layers=2 all-CUDA, the switch off/on (GpuGatheredGemv's values and speed against take + matmul);
+     # (4) step 147's DEPTHWISE_ROW_GROUPS at b1 with what is left.
+     # Decides: FUSE_EXPERT_GATHER goes on if (1)'s gathered-gemv test passes, (2) is faster at 16 threads and (3)
+     # is not slower with outputs within tolerance; otherwise on for the CPU only if (3) alone loses.
+  BUDGET=${STEP_BUDGET:-560}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
+  timeout 150 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
+    tests/test_importer_constant_take.py tests/test_kernels_gpu_gathered_gemv.py tests/test_kernels_wgmma_substitute.py \
+    > "$OUT/logs/cuda-tests-148.txt" 2>&1
+  timeout 200 python3 tools/cpu_rule_ab.py zoo:moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
+    > "$OUT/cpu-moe-148.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5)); cap=$((left * 2 / 3))
+  [ "$cap" -ge 40 ] && timeout "$cap" python3 tools/gpu_model_switch_ab.py zoo:moe:layers=2 --precision tf32 \
+    --before $em=0 --after $em=1 --rounds 5 --repeat 30 --out "$OUT/gpu-moe-148.json" > "$OUT/logs/gpu-moe-148.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5)); bc=hetpart.kernels.rules.cpu_blocked_conv
+  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:mobilenet zoo:efficientnet --batch 1 --block 16 \
+    --threads 16 --before $bc.DEPTHWISE_ROW_GROUPS=0 --after $bc.DEPTHWISE_ROW_GROUPS=1 --calls 5 --rounds 3 \
+    > "$OUT/cpu-DEPTHWISE_ROW_GROUPS-b1-148.txt" 2>&1 ;;
 147)  # (BUDGET=590) issue 18, the depthwise nets all-CPU NCHW16c on the 16-core Xeon (session 52, branch cpu-b32-mnv3,
      # bench/results/cpu-b32-dw-rows-2core.md).  On the dev box (znver4, AVX-512, 1 thread, CPU time) the blocked import
      # runs mobilenet_v3_large 0.88-0.93x ORT, efficientnet_b0 0.85-0.99x, mobilenet_v2 0.97-1.03x at b8/b32 (NCHW:
