@@ -36,7 +36,9 @@ WGMMA_GEMM = False
 ``KernelOptions`` is made, :data:`~hetpart.kernels.options.DEFAULT` at its import): replace
 matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds (design:
 ``bench/results/gpu-wgmma-spike.md`` section 6).  Off: nothing reads a match, and every build
-is the one before this module existed.  Bound before the imports below: ``options`` reads it
+is the one before this module existed.  Off because measured slower: on the H100 (step 146,
+spike write-up section 8) the kernel is correct but peaks at ~40 TFLOP/s like ``mma.sync``
+(ViT-B/16 whole model bf16 1.02x, tf32 1.32x the time).  Bound before the imports below: ``options`` reads it
 while it makes ``DEFAULT``, whichever of the two modules is imported first."""
 
 from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
