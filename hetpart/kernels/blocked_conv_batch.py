@@ -10,7 +10,7 @@ target's :class:`~.analysis.CpuShape`.  Out: decisions (:func:`pad_group_images`
 padding block (:func:`_pad_per_image`, :func:`padding_rows`) that
 :func:`.rules.cpu_blocked_conv.blocked_tile` composes.
 
-Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``BATCH_IMAGES_PARALLEL``,
+Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``PLAIN_PADDING_PER_IMAGE``, ``BATCH_IMAGES_PARALLEL``,
 ``BATCH_PAD_SHARE_BY_CORES``, ``PAD_SHARE_BYTES``, ``PAD_SHARE_MIN_CORES``, ``BATCH_PAD_IMAGE_GROUPS``,
 ``BATCH_GROUP_SPLIT``, ``GROUP_SPLIT_*``, ``PADDING_ROWS``) lives in :mod:`.rules.cpu_blocked_conv`
 only, where tools and tests set it, and is read from there at call time (``cb.NAME``): this module holds
@@ -124,12 +124,14 @@ def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuS
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
-    """The root block that writes the conv's data operand (its padding), or None."""
+    """The root block that writes the conv's data operand (its padding: 5 loops, or 4 for a plain
+    ``NCHW`` image with :data:`PLAIN_PADDING_PER_IMAGE`), or None."""
     buf = mac.operands[conv.data][0]
+    loops = (4, 5) if cb.PLAIN_PADDING_PER_IMAGE else (5,)
     for blk in sch.get_producers(mac.block):
         b = sch.get(blk)
         if any(w.source.same_as(buf) for w in b.writes) and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == 5:
+                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) in loops:
             return blk
     return None
 
