@@ -124,14 +124,15 @@ def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuS
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
-    """The root block that writes the conv's data operand (its padding: 5 loops, or 4 for a plain
-    ``NCHW`` image with :data:`PLAIN_PADDING_PER_IMAGE`), or None."""
+    """The root block that writes the conv's data operand (its padding: 5 loops; or a plain
+    ``NCHW`` image's, a 4-d buffer, with :data:`PLAIN_PADDING_PER_IMAGE`), or None."""
     buf = mac.operands[conv.data][0]
-    loops = (4, 5) if cb.PLAIN_PADDING_PER_IMAGE else (5,)
+    plain = cb.PLAIN_PADDING_PER_IMAGE and len(buf.shape) == 4
     for blk in sch.get_producers(mac.block):
         b = sch.get(blk)
         if any(w.source.same_as(buf) for w in b.writes) and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) in loops:
+                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == (
+                4 if plain else 5):
             return blk
     return None
 

@@ -426,8 +426,8 @@ def _strided_interior(spec: PoolSpec) -> tuple[int, int]:
 
 
 def blocked_strided_func(spec: PoolSpec) -> tirx.PrimFunc:
-    """The stride-2 pool of a blocked image (:data:`BLOCKED_STRIDED`): planes (image x channel
-    block) in parallel; an output row whose three input rows lie in the image computes its
+    """The stride-2 pool of a blocked image (:data:`BLOCKED_STRIDED`): output rows (of every image
+    and channel block) in parallel; an output row whose three input rows lie in the image computes its
     interior columns as a separable window along the row -- per output the column reductions
     (channel-block vectors, three rows each) of its window's middle and last input columns, the
     first one carried from the previous output -- and its border columns (and every column of a
@@ -465,33 +465,33 @@ def blocked_strided_func(spec: PoolSpec) -> tirx.PrimFunc:
             with T.sblock("separable_pool"):
                 T.reads()
                 T.writes()
-                for p in T.parallel(i64(N * C)):
-                    n = T.meta_var(p // i64(C))
-                    c = T.meta_var(p % i64(C))
+                for t in T.parallel(i64(N * C * OH)):  # output rows: enough tasks for the cores at batch 1
+                    n = T.meta_var(t // i64(C * OH))
+                    c = T.meta_var(t // i64(OH) % i64(C))
+                    h = T.meta_var(t % i64(OH))
+                    r0 = T.meta_var(h * i64(2) - i64(top))
                     prev = T.alloc_buffer((i64(L),), "float32")
                     acc = T.alloc_buffer((i64(L),), "float32")
-                    for h in range(i64(OH)):
-                        r0 = T.meta_var(h * i64(2) - i64(top))
-                        if i64(0) <= r0 and r0 + i64(2) < i64(H):
-                            for w in range(i64(lo)):
-                                clipped(x, y, acc, n, c, h, r0, w)
+                    if i64(0) <= r0 and r0 + i64(2) < i64(H):
+                        for w in range(i64(lo)):
+                            clipped(x, y, acc, n, c, h, r0, w)
+                        for l in T.vectorized(i64(L)):
+                            prev[l] = col(x, n, c, r0, i64(2 * lo - left), l)
+                        for w in range(i64(hi - lo)):
                             for l in T.vectorized(i64(L)):
-                                prev[l] = col(x, n, c, r0, i64(2 * lo - left), l)
-                            for w in range(i64(hi - lo)):
-                                for l in T.vectorized(i64(L)):
-                                    acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 1), l)
-                                for l in T.vectorized(i64(L)):
-                                    prev[l] = op(prev[l], acc[l])
-                                for l in T.vectorized(i64(L)):
-                                    acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 2), l)
-                                for l in T.vectorized(i64(L)):
-                                    y[n, c, h, w + i64(lo), l] = finish(op(prev[l], acc[l]))
-                                for l in T.vectorized(i64(L)):
-                                    prev[l] = acc[l]
-                            for w in range(i64(OW - hi)):
-                                clipped(x, y, acc, n, c, h, r0, w + i64(hi))
-                        else:  # a border row: every output from its window's elements in the image
-                            for w in range(i64(OW)):
-                                clipped(x, y, acc, n, c, h, r0, w)
+                                acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 1), l)
+                            for l in T.vectorized(i64(L)):
+                                prev[l] = op(prev[l], acc[l])
+                            for l in T.vectorized(i64(L)):
+                                acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 2), l)
+                            for l in T.vectorized(i64(L)):
+                                y[n, c, h, w + i64(lo), l] = finish(op(prev[l], acc[l]))
+                            for l in T.vectorized(i64(L)):
+                                prev[l] = acc[l]
+                        for w in range(i64(OW - hi)):
+                            clipped(x, y, acc, n, c, h, r0, w + i64(hi))
+                    else:  # a border row: every output from its window's elements in the image
+                        for w in range(i64(OW)):
+                            clipped(x, y, acc, n, c, h, r0, w)
 
     return pool
