@@ -9,6 +9,7 @@ ones (pad 0, one column and row past the image), an unpadded one -- is matched a
 * In a model (a 7x7 s2 stem + ReLU, or a 1x1 conv, then the pool, then a 1x1 conv): the build with
   the switch on equals the unscheduled module (legalised, no rule) and ONNX Runtime; switched off
   the pool is not matched (the window reduction of ``cpu_reduction``, as before).
+* An AveragePool 3x3 s2 pad 1 (count_include_pad=1) takes it too and matches (within rounding).
 * zoo:resnet50 (small, 16-channel stem) with the switch on matches ONNX Runtime.
 """
 
@@ -167,3 +168,32 @@ def test_resnet50_with_the_switch_matches_onnxruntime(monkeypatch):
     got = run_vm(kernels.build(graph.module, cpu_tvm_target()), [x])
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("hw", [15, 16])
+def test_a_strided_average_pool_equals_the_unscheduled_module(hw, monkeypatch):
+    """AveragePool 3x3 s2 pad 1 with ``count_include_pad=1`` (a divisor of 9 everywhere) of a blocked
+    image takes the strided window too (sums of the window's elements in the image / 9) and matches
+    the unscheduled module and ORT at batch 2 (sums in another order: within rounding)."""
+    import onnxruntime as ort
+    from tvm import relax
+
+    from hetpart import kernels, load
+    from hetpart.targets import cpu_tvm_target
+
+    model = _model(hw, 2, 1, 0, False)
+    model.graph.node[2].CopyFrom(helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                                                  pads=[1] * 4, count_include_pad=1))
+    monkeypatch.setattr(separable_pool, "BLOCKED_STRIDED", True)
+    graph = load(model, conv_block=16)
+    (pool,) = _pools(graph)
+    spec = separable_pool.match(pool)
+    assert spec is not None and spec.kind == "avg" and spec.stride == 2
+    x = _input(model)
+    target = cpu_tvm_target()
+    got = run_vm(kernels.build(graph.module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
