@@ -45,7 +45,8 @@ def _model(hw: int, batch: int, pad: int, ceil: int, stem: bool):
     a = (hw + 6 - 7) // 2 + 1 if stem else hw
     span = a + 2 * pad - 3
     out = (-(-span // 2) if ceil else span // 2) + 1
-    g = helper.make_graph(nodes, "strided_pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, ci, hw, hw])],
+    g = helper.make_graph(nodes, "strided_pool",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, ci, hw, hw])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 32, out, out])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
@@ -143,7 +144,8 @@ def test_stride_1_and_2x2_pools_are_not_taken_as_strided(monkeypatch):
 
     monkeypatch.setattr(separable_pool, "BLOCKED_STRIDED", True)
     m = _model(16, 1, 0, 1, False)
-    m.graph.node[2].CopyFrom(helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1))
+    m.graph.node[2].CopyFrom(helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2],
+                                              ceil_mode=1))
     assert separable_pool.match(_pools(load(m, conv_block=16))[0]) is None
     m.graph.node[2].CopyFrom(helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], pads=[1] * 4))
     m.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 16
@@ -166,7 +168,8 @@ def test_resnet50_with_the_switch_matches_onnxruntime(monkeypatch):
     assert any(separable_pool.match(f) is not None and separable_pool.match(f).stride == 2 for f in _pools(graph))
     x = _input(model)
     got = run_vm(kernels.build(graph.module, cpu_tvm_target()), [x])
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"input": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 

@@ -10,11 +10,12 @@ target's :class:`~.analysis.CpuShape`.  Out: decisions (:func:`pad_group_images`
 padding block (:func:`_pad_per_image`, :func:`padding_rows`) that
 :func:`.rules.cpu_blocked_conv.blocked_tile` composes.
 
-Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``PLAIN_PADDING_PER_IMAGE``, ``BATCH_IMAGES_PARALLEL``,
-``BATCH_PAD_SHARE_BY_CORES``, ``PAD_SHARE_BYTES``, ``PAD_SHARE_MIN_CORES``, ``BATCH_PAD_IMAGE_GROUPS``,
-``BATCH_GROUP_SPLIT``, ``GROUP_SPLIT_*``, ``PADDING_ROWS``) lives in :mod:`.rules.cpu_blocked_conv`
-only, where tools and tests set it, and is read from there at call time (``cb.NAME``): this module holds
-no copy.  The steps only place, fuse, split and vectorise loops: the padded values are unchanged.
+Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``PLAIN_PADDING_PER_IMAGE``,
+``BATCH_IMAGES_PARALLEL``, ``BATCH_PAD_SHARE_BY_CORES``, ``PAD_SHARE_BYTES``, ``PAD_SHARE_MIN_CORES``,
+``BATCH_PAD_IMAGE_GROUPS``, ``BATCH_GROUP_SPLIT``, ``GROUP_SPLIT_*``, ``PADDING_ROWS``) lives in
+:mod:`.rules.cpu_blocked_conv` only, where tools and tests set it, and is read from there at call time
+(``cb.NAME``): this module holds no copy.  The steps only place, fuse, split and vectorise loops: the
+padded values are unchanged.
 """
 
 from __future__ import annotations

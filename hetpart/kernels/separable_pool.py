@@ -380,9 +380,9 @@ def schedule(func: tirx.PrimFunc):
 BLOCKED_STRIDED = False
 """Whether a 3x3 stride-2 pool of a channel-blocked image, padded by 0 or 1 before (and
 ``ceil_mode``'s column / row after), is matched too and computed by :func:`blocked_strided_func`
-(resnet50's stem MaxPool 3x3 s2 pad 1 on 64 x 112 x 112, googlenet's four stride-2 ``ceil_mode``
+(resnet50's stem MaxPool 3x3 s2 pad 1 on 64 x 112 x 112, googlenet's three 3x3 stride-2 ``ceil_mode``
 MaxPools in ``load(model, conv_block=16)``): each output row's interior a separable window along
-the row, two column maxima a output carried in registers.  Off: the window reduction of
+the row, two column maxima an output, the third carried in a vector.  Off: the window reduction of
 :class:`~.rules.cpu_reduction.CpuReduction` (bench/results/cpu-r50-stem-2core.md)."""
 
 
@@ -431,8 +431,12 @@ def blocked_strided_func(spec: PoolSpec) -> tirx.PrimFunc:
     interior columns as a separable window along the row -- per output the column reductions
     (channel-block vectors, three rows each) of its window's middle and last input columns, the
     first one carried from the previous output -- and its border columns (and every column of a
-    border row) as the reduction of the window's input elements inside the image.  Six reads a
-    output in the interior, no bounds test in any inner loop; the padding never read."""
+    border row) as the reduction of the window's input elements inside the image.  Six reads an
+    output in the interior, no bounds test in any inner loop.
+
+    In: a stride-2 blocked :class:`PoolSpec` (:func:`_match_blocked_strided`).  Out: the PrimFunc
+    ``(x, y)``.  Invariant: every output is the max (sum divided by 9) of exactly its window's
+    elements inside the image, as :func:`separable_func`'s: the padding is never read."""
     N, C, H, W, L = spec.shape
     OH, OW = spec.out
     top, left = spec.pad_before
