@@ -26,7 +26,8 @@ least calls], ms; ``tools/cpu_rule_ab.py``'s method), and each build's max |diff
 ``--before MODULE.ATTR=VALUE`` adds a third side, the NCHWc build with that switch set
 (``tools/cpu_rule_ab.py``'s ``switched``), imported and built with it set (an import switch such as
 ``hetpart.importer.conv_layout.SHARED_TRANSFORMS=0`` too): the blocked tile against the generic
-one in one process.
+one in one process.  ``--after MODULE.ATTR=VALUE`` sets a switch for every side (a switch off by
+default timed on: ``--after X=1 --before X=0``; the third side's ``--before`` then overrides it).
 """
 
 from __future__ import annotations
@@ -297,7 +298,12 @@ def main(argv=None) -> int:
     p.add_argument("--before", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                    help="also time the NCHWc build with this switch set (repeatable), e.g. "
                         "hetpart.kernels.rules.cpu_blocked_conv.BLOCKED_TILE=0")
+    p.add_argument("--after", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                   help="set this switch for every side (repeatable; --before overrides it on the third), e.g. "
+                        "--after hetpart.kernels.separable_pool.BLOCKED_STRIDED=1 with --before ...=0")
     a = p.parse_args(argv)
+    from cpu_rule_ab import switched
+
     if a.cpu_time and a.threads != 1:
         p.error("--cpu-time needs --threads 1")
     clock = time.thread_time if a.cpu_time else time.perf_counter
@@ -324,8 +330,9 @@ def main(argv=None) -> int:
             if a.per_kernel:
                 _print_header(bool(a.before))
 
-        r = ab(name, a.batch, a.threads, a.calls, a.rounds, clock, a.block, a.rules, a.per_kernel, tuple(a.before),
-               on_model=on_model, on_row=_print_row, cores=a.cores)
+        with switched(tuple(a.after)):
+            r = ab(name, a.batch, a.threads, a.calls, a.rounds, clock, a.block, a.rules, a.per_kernel,
+                   tuple(a.before), on_model=on_model, on_row=_print_row, cores=a.cores)
         if "kernels" in r:
             _print_totals(r["kernels"])
     return 0

@@ -10,11 +10,12 @@ target's :class:`~.analysis.CpuShape`.  Out: decisions (:func:`pad_group_images`
 padding block (:func:`_pad_per_image`, :func:`padding_rows`) that
 :func:`.rules.cpu_blocked_conv.blocked_tile` composes.
 
-Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``BATCH_IMAGES_PARALLEL``,
-``BATCH_PAD_SHARE_BY_CORES``, ``PAD_SHARE_BYTES``, ``PAD_SHARE_MIN_CORES``, ``BATCH_PAD_IMAGE_GROUPS``,
-``BATCH_GROUP_SPLIT``, ``GROUP_SPLIT_*``, ``PADDING_ROWS``) lives in :mod:`.rules.cpu_blocked_conv`
-only, where tools and tests set it, and is read from there at call time (``cb.NAME``): this module holds
-no copy.  The steps only place, fuse, split and vectorise loops: the padded values are unchanged.
+Invariant: every switch these read (``BATCH_PADDING_PER_IMAGE``, ``PLAIN_PADDING_PER_IMAGE``,
+``BATCH_IMAGES_PARALLEL``, ``BATCH_PAD_SHARE_BY_CORES``, ``PAD_SHARE_BYTES``, ``PAD_SHARE_MIN_CORES``,
+``BATCH_PAD_IMAGE_GROUPS``, ``BATCH_GROUP_SPLIT``, ``GROUP_SPLIT_*``, ``PADDING_ROWS``) lives in
+:mod:`.rules.cpu_blocked_conv` only, where tools and tests set it, and is read from there at call time
+(``cb.NAME``): this module holds no copy.  The steps only place, fuse, split and vectorise loops: the
+padded values are unchanged.
 """
 
 from __future__ import annotations
@@ -124,12 +125,15 @@ def group_split(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuS
 
 
 def _padding_of(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv):
-    """The root block that writes the conv's data operand (its padding), or None."""
+    """The root block that writes the conv's data operand (its padding: 5 loops; or a plain
+    ``NCHW`` image's, a 4-d buffer, with :data:`PLAIN_PADDING_PER_IMAGE`), or None."""
     buf = mac.operands[conv.data][0]
+    plain = cb.PLAIN_PADDING_PER_IMAGE and len(buf.shape) == 4
     for blk in sch.get_producers(mac.block):
         b = sch.get(blk)
         if any(w.source.same_as(buf) for w in b.writes) and all(
-                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == 5:
+                iv.iter_type == tirx.IterVar.DataPar for iv in b.iter_vars) and len(sch.get_loops(blk)) == (
+                4 if plain else 5):
             return blk
     return None
 

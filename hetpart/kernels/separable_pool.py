@@ -184,7 +184,7 @@ def match(func: tirx.PrimFunc) -> PoolSpec | None:
     x, y = params
     shape, out = _const_shape(x), _const_shape(y)
     if BLOCKED and shape is not None and len(shape) == 5:
-        return _match_blocked(func, shape, out)
+        return _match_blocked(func, shape, out) or _match_blocked_strided(func, shape, out)
     if shape is None or out is None or len(shape) != 4 or out[:2] != shape[:2] or shape[2] < 2:
         return None
     blocks = _blocks(func)
@@ -369,4 +369,133 @@ def schedule(func: tirx.PrimFunc):
     spec = match(func)
     if spec is None:
         return None
-    return s_tir.Schedule(blocked_func(spec) if len(spec.shape) == 5 else separable_func(spec))
+    if len(spec.shape) == 5:
+        return s_tir.Schedule(blocked_func(spec) if spec.stride == 1 else blocked_strided_func(spec))
+    return s_tir.Schedule(separable_func(spec))
+
+
+# Below: the stride-2 blocked pool (BLOCKED_STRIDED), kept after the functions above so their
+# TVMScript line numbers (LLVM's debug locations) stay as they were.
+
+BLOCKED_STRIDED = False
+"""Whether a 3x3 stride-2 pool of a channel-blocked image, padded by 0 or 1 before (and
+``ceil_mode``'s column / row after), is matched too and computed by :func:`blocked_strided_func`
+(resnet50's stem MaxPool 3x3 s2 pad 1 on 64 x 112 x 112, googlenet's three 3x3 stride-2 ``ceil_mode``
+MaxPools in ``load(model, conv_block=16)``): each output row's interior a separable window along
+the row, two column maxima an output, the third carried in a vector.  Off: the window reduction of
+:class:`~.rules.cpu_reduction.CpuReduction` (bench/results/cpu-r50-stem-2core.md)."""
+
+
+def _match_blocked_strided(func: tirx.PrimFunc, shape, out) -> PoolSpec | None:
+    """:func:`match`'s stride-2 case for a blocked ``(N, C, H, W, c)`` image (:data:`BLOCKED_STRIDED`;
+    unpadded too, with :data:`UNPADDED`): a 3x3 window of stride 2, padded by 0 or 1 before on each
+    axis, every output's window inside the padded input and starting on or next to the image (no
+    window all padding), the last block writing the output; else None."""
+    if not BLOCKED_STRIDED or out is None or len(out) != 5 or out[:2] != shape[:2] or out[4] != shape[4]:
+        return None
+    blocks = _blocks(func)
+    names = [b.name_hint for b in blocks]
+    if UNPADDED and names and names[0] != "pad_temp":  # an unpadded pool reads x itself
+        names, blocks = ["pad_temp", *names], [None, *blocks]
+    kind_fill = _kind(names)
+    if kind_fill is None:
+        return None
+    kind, fill = kind_fill
+    x, y = func.params
+    pad, window = blocks[0], blocks[1]
+    padding = _padding(pad, x) if pad is not None else ((0, 0), fill)
+    stride = _window_stride(window, pad.writes[0].source if pad is not None else x)
+    if padding is None or padding[1] != fill or stride != 2:
+        return None
+    padded = _const_shape(pad.writes[0].source)[2:4] if pad is not None else shape[2:4]
+    for o, p, n, b in zip(out[2:4], padded, shape[2:4], padding[0]):
+        if b not in (0, 1) or (o - 1) * 2 + 3 > p or (o - 1) * 2 - b >= n:
+            return None
+    if not _writes_output(kind, blocks, y, out):
+        return None
+    return PoolSpec(shape, out[2:4], 2, padding[0], padded, kind, "float32")
+
+
+def _strided_interior(spec: PoolSpec) -> tuple[int, int]:
+    """``[lo, hi)``: the output columns of a stride-2 pool whose window's three columns lie in
+    the image (the others read padding on the left or past the right edge)."""
+    W, OW, left = spec.shape[3], spec.out[1], spec.pad_before[1]
+    lo = left  # 0 * 2 - 1 < 0 where padded on the left: output column 0 is a border one
+    hi = min(OW, (W - 3 + left) // 2 + 1)
+    return lo, max(lo, hi)
+
+
+def blocked_strided_func(spec: PoolSpec) -> tirx.PrimFunc:
+    """The stride-2 pool of a blocked image (:data:`BLOCKED_STRIDED`): output rows (of every image
+    and channel block) in parallel; an output row whose three input rows lie in the image computes its
+    interior columns as a separable window along the row -- per output the column reductions
+    (channel-block vectors, three rows each) of its window's middle and last input columns, the
+    first one carried from the previous output -- and its border columns (and every column of a
+    border row) as the reduction of the window's input elements inside the image.  Six reads an
+    output in the interior, no bounds test in any inner loop.
+
+    In: a stride-2 blocked :class:`PoolSpec` (:func:`_match_blocked_strided`).  Out: the PrimFunc
+    ``(x, y)``.  Invariant: every output is the max (sum divided by 9) of exactly its window's
+    elements inside the image, as :func:`separable_func`'s: the padding is never read."""
+    N, C, H, W, L = spec.shape
+    OH, OW = spec.out
+    top, left = spec.pad_before
+    lo, hi = _strided_interior(spec)
+    fill, op, finish = _window_ops(spec.kind)
+    i64 = T.int64
+
+    def col(x, n, c, r, w, l):
+        return op(op(x[n, c, r, w, l], x[n, c, r + i64(1), w, l]), x[n, c, r + i64(2), w, l])
+
+    @T.macro
+    def clipped(x, y, acc, n, c, h, r0, w):  # output (h, w) from its window's elements in the image
+        c0 = T.meta_var(w * i64(2) - i64(left))
+        for l in T.vectorized(i64(L)):
+            acc[l] = fill
+        for r in range(T.max(r0, i64(0)), T.min(r0 + i64(3), i64(H))):
+            for q in range(T.max(c0, i64(0)), T.min(c0 + i64(3), i64(W))):
+                for l in T.vectorized(i64(L)):
+                    acc[l] = op(acc[l], x[n, c, r, q, l])
+        for l in T.vectorized(i64(L)):
+            y[n, c, h, w, l] = finish(acc[l])
+
+    @T.prim_func(private=True, s_tir=True)
+    def pool(x: T.Buffer((i64(N), i64(C), i64(H), i64(W), i64(L)), "float32"),
+             y: T.Buffer((i64(N), i64(C), i64(OH), i64(OW), i64(L)), "float32")):
+        T.func_attr({"op_pattern": 4, "tirx.noalias": True, "tirx.is_scheduled": True})
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            with T.sblock("separable_pool"):
+                T.reads()
+                T.writes()
+                for t in T.parallel(i64(N * C * OH)):  # output rows: enough tasks for the cores at batch 1
+                    n = T.meta_var(t // i64(C * OH))
+                    c = T.meta_var(t // i64(OH) % i64(C))
+                    h = T.meta_var(t % i64(OH))
+                    r0 = T.meta_var(h * i64(2) - i64(top))
+                    prev = T.alloc_buffer((i64(L),), "float32")
+                    acc = T.alloc_buffer((i64(L),), "float32")
+                    if i64(0) <= r0 and r0 + i64(2) < i64(H):
+                        for w in range(i64(lo)):
+                            clipped(x, y, acc, n, c, h, r0, w)
+                        for l in T.vectorized(i64(L)):
+                            prev[l] = col(x, n, c, r0, i64(2 * lo - left), l)
+                        for w in range(i64(hi - lo)):
+                            for l in T.vectorized(i64(L)):
+                                acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 1), l)
+                            for l in T.vectorized(i64(L)):
+                                prev[l] = op(prev[l], acc[l])
+                            for l in T.vectorized(i64(L)):
+                                acc[l] = col(x, n, c, r0, (w + i64(lo)) * i64(2) - i64(left - 2), l)
+                            for l in T.vectorized(i64(L)):
+                                y[n, c, h, w + i64(lo), l] = finish(op(prev[l], acc[l]))
+                            for l in T.vectorized(i64(L)):
+                                prev[l] = acc[l]
+                        for w in range(i64(OW - hi)):
+                            clipped(x, y, acc, n, c, h, r0, w + i64(hi))
+                    else:  # a border row: every output from its window's elements in the image
+                        for w in range(i64(OW)):
+                            clipped(x, y, acc, n, c, h, r0, w)
+
+    return pool

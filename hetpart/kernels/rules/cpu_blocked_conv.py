@@ -747,6 +747,15 @@ it).  Measured (1 AVX-512 thread, CPU time, each conv alone, least of 5 x 3, res
 14.42 -> 13.46; 256 on 14x14 and 512 on 7x7 (their padded batches 2.1 and 1.3 MiB) unchanged."""
 
 
+PLAIN_PADDING_PER_IMAGE = False
+"""Whether :data:`BATCH_PADDING_PER_IMAGE` takes a stem's padding too: a batched conv from a plain
+``NCHW`` image (``conv2d_NCHW_to_NCHWc``, :data:`PLAIN_INPUT`; its padding block has 4 loops, not
+5) pads each image under the batch loop, right before that image's tiles (resnet50's 3 x 230 x 230
+padded image, 0.6 MiB, read from L2), not the whole batch in a pass before them (5 MiB at batch 8,
+written out to L3 and read back).  Off: the batch padded in one pass (before;
+bench/results/cpu-r50-stem-2core.md)."""
+
+
 BATCH_IMAGES_PARALLEL = False
 """Where :data:`BATCH_PADDING_PER_IMAGE` applies and the batch has at least as many images as the
 target has cores, whether the batch loop is the parallel one (each thread pads and tiles whole
