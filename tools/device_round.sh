@@ -63,7 +63,7 @@ case "${1:-1}" in
 148)  # (BUDGET=560) session 53: what step 146 left, and issue 19's fused expert gather on the Xeon and the GPU.
      # (1) cuda tests: importer.constant_take (on by default, never run on a GPU: step 146's pytest ran out of time in
      #     wgmma_substitute's, 5 of its 8 failing before the cut), the new GpuGatheredGemv rule, then
-     #     wgmma_substitute's with tracebacks (the switch stays off: step 146 measured wgmma slower than mma.sync);
+     #     the fused experts resident + streamed (test_capped_fused_expert), wgmma_substitute's with tracebacks (the switch stays off: step 146 measured wgmma slower than mma.sync);
      # (2) zoo:moe all-CPU at 16 threads, importer.expert_matmul.FUSE_EXPERT_GATHER off/on against ORT
      #     (bench/results/cpu-moe-gather-2core.md: 4 layers, 1 thread, 50.8 -> 20.7 ms, ORT 45.2);
      # (3) zoo:moe:layers=2 all-CUDA, the switch off/on (GpuGatheredGemv's values and speed against take + matmul);
@@ -72,7 +72,7 @@ case "${1:-1}" in
      # is not slower with outputs within tolerance; otherwise on for the CPU only if (3) alone loses.
   BUDGET=${STEP_BUDGET:-560}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
   timeout 150 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
-    tests/test_importer_constant_take.py tests/test_kernels_gpu_gathered_gemv.py tests/test_kernels_wgmma_substitute.py \
+    tests/test_importer_constant_take.py tests/test_kernels_gpu_gathered_gemv.py tests/test_capped_fused_expert.py tests/test_kernels_wgmma_substitute.py \
     > "$OUT/logs/cuda-tests-148.txt" 2>&1
   timeout 200 python3 tools/cpu_rule_ab.py zoo:moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
     > "$OUT/cpu-moe-148.txt" 2>&1
