@@ -38,7 +38,9 @@ def moe():
 
 @pytest.fixture(scope="module")
 def costs(moe):
-    prof = Profile.load("hetpart/costmodel/recorded/h200.json")
+    from hetpart.costmodel.locate import RECORDED_DIR
+
+    prof = Profile.load(RECORDED_DIR / "h200.json")  # the package's copy, wherever pytest runs
     return CostModel(prof, graph=moe[1], cache_bytes={"cpu": 0}).with_weight_bandwidth({"cpu": BW})
 
 

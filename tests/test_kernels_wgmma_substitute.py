@@ -172,6 +172,7 @@ def test_a_compiled_partition_calls_wgmma_for_both_layers(wgmma_on, monkeypatch)
     partition's output, in ``main_dps`` too (written in place): no ``mma.sync`` left."""
     data, _ = _compiled_library(_mlp(), monkeypatch, wgmma_on)
     assert data.count(b"wgmma.mma_async") >= 1 and data.count(b"mma.sync") == 0
+    assert b"_wgmma" in data  # the kernel names the GPU test (cubin, no PTX text) looks for
 
 
 # (tokens, k, n, bias + GELU): the partition's output by a split-K reduction (split 6) and by
@@ -249,7 +250,10 @@ def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
     cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
                           precision=f"cuda={fmt}" if fmt else None, options=wgmma_on)
     data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
-    assert b"wgmma.mma_async" in data
+    # on a GPU host the library embeds the kernels as a cubin, not PTX text (step 146 found the
+    # PTX assert failing there): the substituted kernels' names are in its function table
+    # either way; the PTX itself is checked by the sm_90 builds above, which run without a GPU
+    assert b"_wgmma" in data
     shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     with Session(cm) as s:

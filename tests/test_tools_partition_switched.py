@@ -21,9 +21,11 @@ def _kernels(out: str) -> int:
 
 
 def test_the_switch_holds_for_the_call_and_is_restored(capsys):
+    default = em.FUSE_EXPERT_GATHER
+    assert partition_switched.main(["--set", f"{SWITCH}=0", "--", "plan", "zoo:moe:small", "--summary-only"]) == 0
+    off = _kernels(capsys.readouterr().out)
+    assert em.FUSE_EXPERT_GATHER is default
     assert partition_switched.main(["--set", f"{SWITCH}=1", "--", "plan", "zoo:moe:small", "--summary-only"]) == 0
     on = _kernels(capsys.readouterr().out)
-    assert em.FUSE_EXPERT_GATHER is False
-    assert partition_switched.main(["plan", "zoo:moe:small", "--summary-only"]) == 0
-    off = _kernels(capsys.readouterr().out)
+    assert em.FUSE_EXPERT_GATHER is default
     assert (off, on) == (75, 69)  # 2 layers x 3 takes fused into their matmuls

@@ -71,10 +71,12 @@ case "${1:-1}" in
      # Decides: FUSE_EXPERT_GATHER goes on if (1)'s gathered-gemv test passes, (2) is faster at 16 threads and (3)
      # is not slower with outputs within tolerance; otherwise on for the CPU only if (3) alone loses.
   BUDGET=${STEP_BUDGET:-560}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
-  timeout 150 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
+  t=$((BUDGET * 45 / 100)); [ $t -gt 150 ] && t=150
+  timeout $t python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
     tests/test_importer_constant_take.py tests/test_kernels_gpu_gathered_gemv.py tests/test_capped_fused_expert.py tests/test_kernels_wgmma_substitute.py \
     > "$OUT/logs/cuda-tests-148.txt" 2>&1
-  timeout 200 python3 tools/cpu_rule_ab.py zoo:moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
+  moe=zoo:moe; t=$((BUDGET - SECONDS - 10)); [ $t -gt 200 ] && t=200; [ $t -lt 150 ] && moe=zoo:moe:layers=2
+  timeout $t python3 tools/cpu_rule_ab.py $moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
     > "$OUT/cpu-moe-148.txt" 2>&1
   left=$((BUDGET - SECONDS - 5)); cap=$((left * 2 / 3))
   [ "$cap" -ge 40 ] && timeout "$cap" python3 tools/gpu_model_switch_ab.py zoo:moe:layers=2 --precision tf32 \

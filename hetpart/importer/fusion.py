@@ -101,7 +101,7 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     (:mod:`.conv_layout`)."""
     # a take of one constant row as a strided slice, which fuses (a take is an opaque kernel)
     mod = slice_constant_takes(mod)
-    # a matmul by gathered expert weights reads them in place (behind FUSE_EXPERT_GATHER, off)
+    # a matmul by gathered expert weights reads them in place (FUSE_EXPERT_GATHER, on)
     mod = fuse_expert_gather(mod)
     # a layout chain read by several layout ops (the slices above): a copy per reader, each fuses into it
     mod = duplicate_shared_layout(mod)
