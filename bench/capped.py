@@ -35,6 +35,9 @@ and writes what it has; a second call with --skip-done goes on)::
     # float32 against bf16 weights (tools/device_round.sh 16)
     python bench/capped.py --workloads bert_large --caps 512MiB,1/2,1/3,1/4 --contenders "hetpart,hetpart bf16" \\
         --budget 500 --out $OUT/capped-bf16.json
+    # bf16 on the GPU, CPU weights float32 against bf16 (the opt-in contender, capped.OPT_IN)
+    python bench/capped.py --workloads zoo:moe,zoo:llama_decode --caps 1/2,1/4 \
+        --contenders "hetpart bf16,hetpart bf16 cpu-bf16" --budget 500 --out $OUT/capped-cpu-bf16.json
 
 DLRM at several GB: ``--workloads "zoo:dlrm:table_rows=2000000,num_tables=26"`` (13 GB).
 
@@ -108,9 +111,9 @@ def _contenders(text: str) -> tuple[str, ...]:
     if not text:
         return capped.CONTENDERS
     chosen = tuple(c.strip() for c in text.split(",") if c.strip())
-    unknown = [c for c in chosen if c not in capped.CONTENDERS]
+    unknown = [c for c in chosen if c not in capped.KNOWN]
     if unknown:
-        raise SystemExit(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(capped.CONTENDERS)}")
+        raise SystemExit(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(capped.KNOWN)}")
     return chosen
 
 
@@ -139,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", default=str(Path.home() / ".cache" / "hetpart" / "capped"),
                    help="cached ONNX exports of the transformers workloads")
     p.add_argument("--contenders", default="",
-                   help="comma list of contenders to run (default: all of " + ", ".join(capped.CONTENDERS) + ")")
+                   help="comma list of contenders to run (default: all of " + ", ".join(capped.CONTENDERS)
+                   + "; run only when named: " + ", ".join(capped.OPT_IN) + ")")
     p.add_argument("--budget", type=float, default=0, help="seconds for the whole call (0: no limit)")
     p.add_argument("--reserve", type=float, default=60,
                    help="seconds of --budget kept free: no contender starts after budget - reserve")

@@ -636,3 +636,42 @@ def test_the_compute_limit_counts_a_compute_bound_cpu_kernel():
         pytest.approx(1.05 + 4.75 * 2.95 / 6.75)
     # never below the issue's limit where no kernel is cheaper on the CPU than its bytes
     assert capped.compute_limit_s(1.0, 80, 20, bw, matmuls) >= limit_s(1.0, 80, 20, bw)
+
+
+def test_cpu_bf16_contender_is_opt_in_and_its_limit_counts_bf16_cpu_reads():
+    """``hetpart bf16 cpu-bf16`` runs only when named; its records' limit reads the CPU's
+    weights in bf16 too (``bf16 both``), ``hetpart bf16``'s in float32."""
+    assert "hetpart bf16 cpu-bf16" not in capped.CONTENDERS and "hetpart bf16 cpu-bf16" in capped.KNOWN
+    assert "hetpart bf16 cpu-bf16" not in Options().contenders
+    assert capped.precision_label("hetpart bf16 cpu-bf16") == "bf16 both"
+    assert capped.cpu_weight_bytes("bf16 both", 100, 50) == 50
+    assert capped.cpu_weight_bytes("bf16", 100, 50) == capped.cpu_weight_bytes("fp32", 100, 100) == 100
+    import runpy
+    from pathlib import Path
+
+    front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "capped.py"))
+    assert front["_contenders"]("hetpart bf16,hetpart bf16 cpu-bf16") == ("hetpart bf16", "hetpart bf16 cpu-bf16")
+    assert front["_contenders"]("") == capped.CONTENDERS
+
+
+@pytest.mark.slow  # two simulated builds of the MLP (~10 s)
+def test_cpu_bf16_contender_builds_apart_from_hetpart_bf16(tmp_path):
+    """Named, the CPU-bf16 contender gets a build of its own (never ``hetpart bf16``'s, whose
+    CPU weights are float32), is checked against ORT, and has its column and limit column."""
+    from hetpart import importer
+
+    costs = roofline_costs(importer.load("zoo:mlp"))
+    options = Options(settings=Settings.tiny(), cost_model=costs, simulate=True, bandwidth_bytes=1 << 20,
+                      contenders=("hetpart bf16", "hetpart bf16 cpu-bf16"))
+    items = list(capped.bench(["zoo:mlp"], ["1/4"], options, export_dir=None))
+    _, workload, bf16, both = items
+    assert (bf16.precision, both.precision) == ("bf16", "bf16 both")
+    assert workload["bf16_both_gpu_weight_bytes"] == workload["bf16_gpu_weight_bytes"]
+    assert "same placement" not in both.note and both.ms is not None, both
+    assert both.rel_error is not None and both.rel_error <= capped.BF16_TOLERANCE
+    assert 0 < both.limit_ms <= bf16.limit_ms
+    results = capped.new_results("simulated")
+    for item in items:
+        capped.add(results, item)
+    table = capped.markdown(results)
+    assert "| bf16 limit ms | bf16 both limit ms |" in table and "| hetpart bf16 cpu-bf16 |" in table

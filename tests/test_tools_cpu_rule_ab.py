@@ -92,3 +92,12 @@ def test_model_ratio_times_hetpart_and_ort_with_a_switch_restored():
     assert len(r["hetpart"]) == 2 and len(r["ort"]) == 2 and all(t > 0 for t in r["hetpart"] + r["ort"])
     assert r["err_ort"] < 1e-5
     assert analysis.BROADCAST_ROWS_PAST_SUFFIX is True
+
+
+def test_ab_precision_after_stores_the_after_sides_weights_in_bf16():
+    """``precisions=("fp32", "bf16")``: the after side's weights rounded to bfloat16 (outputs
+    differ a little), each side's error against ORT float32 reported; fp32 stays exact."""
+    r = cpu_rule_ab.ab("r50_1x1_56d", 1, [], threads=1, calls=1, rounds=1, precisions=("fp32", "bf16"))
+    assert len(r["best"]) == 3 and len(r["err_sides"]) == 2
+    assert r["err_sides"][0] < 1e-5 < r["err_sides"][1] < 2e-2
+    assert r["diff_ab"] > 0 and r["err_ort"] == r["err_sides"][1]

@@ -22,6 +22,13 @@ it): another job's time slices on the core are not counted, its use of the cache
 
 ``--block N``: both sides imported channel-blocked (``load(model, conv_block=N)``).
 
+``--precision-before FMT`` / ``--precision-after FMT`` (``fp32`` default, ``bf16``, ``fp16``): that
+side's weights stored in FMT as ``--precision cpu=FMT`` compiles them
+(:func:`hetpart.importer.low_precision.lower_weights` over every kernel); each side's error
+against ONNX Runtime float32 is printed (``err b`` / ``err a``).  A/B of the precision alone:
+
+    PYTHONPATH=. python tools/cpu_rule_ab.py zoo:moe:layers=1 --precision-after bf16 --threads 2
+
 Layers are :data:`hetpart.bench.cpu_layers.LAYERS` (``with_batch``); ``zoo:`` specs
 take ``batch=`` from ``--batch``; else an ONNX file.
 """
@@ -91,23 +98,37 @@ def turns(sides, calls: int, rounds: int, clock) -> list[list[float]]:
     return best
 
 
+def built(model, switches, cores: int | None, block: int | None, precision: str = "fp32"):
+    """``model`` imported (``conv_block=block``), its weights stored in the CPU format
+    ``precision`` (``fp32``: as they are), built for the CPU with ``switches`` set."""
+    from hetpart import kernels, load
+    from hetpart.contracts.precision import Precision
+    from hetpart.importer.low_precision import lower_weights
+    from hetpart.targets import cpu_tvm_target
+
+    with switched(switches):
+        graph = load(model, conv_block=block)
+        graph = lower_weights(graph, list(graph.kernels), Precision(cpu=precision).storage("cpu"))
+        return kernels.build(graph.module, cpu_tvm_target(cores))
+
+
 def ab(name: str, batch: int, before: list[str], threads: int, calls: int, rounds: int,
        clock=time.perf_counter, cores: int | None = None, after: tuple[str, ...] = (),
-       block: int | None = None) -> dict:
+       block: int | None = None, precisions: tuple[str, str] = ("fp32", "fp32")) -> dict:
+    """In: a model, the sides' switches and CPU weight formats (``precisions``: before, after).
+    Out: ``best`` (per side: before, after, ORT -- each round's least call, ms), ``diff_ab``
+    (max|before - after|), ``err_sides`` (each side's max|x - ORT| / max|ORT|) and ``err_ort``
+    (the larger)."""
     import tvm
     from tvm import relax
 
-    from hetpart import kernels, load
     from hetpart.bench.peers import ort_session
     from hetpart.runtime.threads import call_leased
-    from hetpart.targets import cpu_tvm_target
 
     model = _model(name, batch)
     feeds = _feeds(model)
-    with switched(before):
-        exe_before = kernels.build(load(model, conv_block=block).module, cpu_tvm_target(cores))
-    with switched(after):
-        exe_after = kernels.build(load(model, conv_block=block).module, cpu_tvm_target(cores))
+    exe_before = built(model, before, cores, block, precisions[0])
+    exe_after = built(model, after, cores, block, precisions[1])
     session = ort_session(model, threads=threads)
     result: dict = {}
 
@@ -119,7 +140,8 @@ def ab(name: str, batch: int, before: list[str], threads: int, calls: int, round
         o = [first_output(outs[0]), first_output(outs[1]), np.asarray(outs[2][0])]
         scale = float(np.abs(o[2]).max()) or 1.0
         result["diff_ab"] = float(np.abs(o[0] - o[1]).max())
-        result["err_ort"] = max(float(np.abs(x - o[2]).max()) / scale for x in o[:2])
+        result["err_sides"] = [float(np.abs(x - o[2]).max()) / scale for x in o[:2]]
+        result["err_ort"] = max(result["err_sides"])
         result["best"] = turns(sides, calls, rounds, clock)
 
     call_leased("cpu rule ab", body, pool=threads, role="cpu")
@@ -148,19 +170,24 @@ def main(argv=None) -> int:
                         "on the calling thread), not wall time: another job's time slices on the core do not count")
     p.add_argument("--block", type=int, default=None,
                    help="both sides imported channel-blocked, load(model, conv_block=N) (NCHW{N}c; default NCHW)")
+    for side in ("before", "after"):
+        p.add_argument(f"--precision-{side}", default="fp32", choices=("fp32", "bf16", "fp16"),
+                       help=f"the {side} side's CPU weight format (as --precision cpu=FMT)")
     a = p.parse_args(argv)
     if a.cpu_time and a.threads != 1:
         p.error("--cpu-time needs --threads 1")
     clock = time.thread_time if a.cpu_time else time.perf_counter
     print(f"{'model':<16}{'before ms':>26}{'after ms':>26}{'ORT ms':>26}{'b/ORT':>7}{'a/ORT':>7}{'a/b':>7}"
-          f"{'|b-a|':>10}{'err/ORT':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds"
+          f"{'|b-a|':>10}{'err b':>10}{'err a':>10}   (batch {a.batch}, {a.threads} threads, {a.calls} calls x {a.rounds} rounds"
           f"{', CPU time' if a.cpu_time else ''}{f', built for {a.cores} cores' if a.cores else ''}"
-          f"{f', NCHW{a.block}c' if a.block else ''})")
+          f"{f', NCHW{a.block}c' if a.block else ''}, weights {a.precision_before} / {a.precision_after})")
     for name in a.models:
-        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock, a.cores, tuple(a.after), a.block)
+        r = ab(name, a.batch, a.before, a.threads, a.calls, a.rounds, clock, a.cores, tuple(a.after), a.block,
+               (a.precision_before, a.precision_after))
         b, af, o = (min(x) for x in r["best"])
         print(f"{name:<16}{_fmt(r['best'][0]):>26}{_fmt(r['best'][1]):>26}{_fmt(r['best'][2]):>26}"
-              f"{b / o:7.2f}{af / o:7.2f}{af / b:7.2f}{r['diff_ab']:10.2e}{r['err_ort']:10.2e}", flush=True)
+              f"{b / o:7.2f}{af / o:7.2f}{af / b:7.2f}{r['diff_ab']:10.2e}{r['err_sides'][0]:10.2e}"
+              f"{r['err_sides'][1]:10.2e}", flush=True)
     return 0
 
 

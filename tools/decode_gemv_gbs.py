@@ -19,6 +19,18 @@ the process's CPU time (a shared box, 1 thread), else wall time.  Sweeps: the le
 switches set and the two builds' sweeps alternate (``--after``: switches set for the 'now'
 side).  ``--cores N`` schedules for N cores (the target's ``num-cores``): the 16-core host's
 column parts, run here on ``TVM_NUM_THREADS`` threads.
+
+``--precision bf16`` (or ``fp16``): each kernel is also built with its weights stored in that
+format as ``--precision cpu=bf16`` compiles it (:func:`hetpart.importer.low_precision.lower_weights`:
+the same kernel reading 2-byte weights, widened to float32 in its loads), with the 'now' side's
+switches, and swept in the same turns: its GB/s counts its own (half as many) weight bytes, ``x``
+is float32's time over its, ``rel`` is max|low - fp32| / max|fp32| of the two outputs (the same
+random values, the low side's rounded to its format).  A MoE expert kernel
+(:data:`hetpart.importer.expert_matmul.OP`) reads only the chosen experts' rows of its table:
+its GB/s counts those (the distinct ids of its random input, :func:`read_bytes`).
+
+    TVM_NUM_THREADS=1 PYTHONPATH=. python tools/decode_gemv_gbs.py --cpu-time --precision bf16
+    TVM_NUM_THREADS=1 PYTHONPATH=. python tools/decode_gemv_gbs.py zoo:moe:layers=1 --cpu-time --precision bf16
 """
 
 from __future__ import annotations
@@ -38,21 +50,48 @@ DEFAULT_SPEC = "zoo:llama_decode:layers=1,vocab=1000"
 MIN_WEIGHT_BYTES = 1 << 20
 
 
-def weight_kernels(spec: str):
-    """``[(kernel, KernelModule)]`` of the distinct kernels of ``spec`` holding >= 1 MB of weights."""
+def weight_kernels(spec: str, low: str | None = None):
+    """``[(kernel, KernelModule, weight bytes, low)]`` of the distinct matmul kernels of ``spec``
+    holding >= 1 MB of float32 weights (dense, or a MoE expert kernel); ``low``: None, or (with
+    ``low`` a storage dtype, ``bfloat16`` / ``float16``) ``(KernelModule, weight bytes)`` of the
+    same kernel with its weights stored in that dtype (:func:`lower_weights`)."""
     from hetpart import load, models
     from hetpart.costmodel import kernel_bench
+    from hetpart.importer.expert_matmul import OP
+    from hetpart.importer.low_precision import lower_weights
 
     name, small, cfg = models.parse_zoo_spec(spec)
     graph = load(models.build(name, small, **cfg))
+    lowered = lower_weights(graph, list(graph.kernels), low) if low else None
     out, seen = [], set()
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
         kmod = kernel_bench.single_kernel_module(graph, k)
-        wb = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in kmod.args if a.weight)
-        if wb >= MIN_WEIGHT_BYTES and k.signature not in seen and "matmul" in k.ops:
+        wb = weight_bytes(kmod)
+        if wb >= MIN_WEIGHT_BYTES and k.signature not in seen and ("matmul" in k.ops or OP in k.ops):
             seen.add(k.signature)
-            out.append((k, kmod, wb))
+            lk = kernel_bench.single_kernel_module(lowered, lowered.kernels[k.id]) if lowered is not None else None
+            out.append((k, kmod, wb, (lk, weight_bytes(lk)) if lk is not None else None))
     return out
+
+
+def weight_bytes(kmod) -> int:
+    """Bytes of ``kmod``'s weight arguments, in their dtypes (bfloat16: 2)."""
+    return sum(int(np.prod(a.shape)) * (2 if a.dtype == "bfloat16" else np.dtype(a.dtype).itemsize)
+               for a in kmod.args if a.weight)
+
+
+def read_bytes(ops: tuple, side: "Side", wb: int) -> int:
+    """The weight bytes one call of ``side`` reads: all ``wb``, or for a MoE expert kernel
+    (:data:`~hetpart.importer.expert_matmul.OP` in ``ops``) the rows its ids choose: ``wb`` x
+    distinct ids / the table's rows (its first weight's leading dim)."""
+    from hetpart.importer.expert_matmul import OP
+
+    if OP not in ops:
+        return wb
+    ids = [t.numpy() for t in side.inputs if "int" in str(t.dtype)]
+    table = next(s for s in side.specs if s.weight)
+    chosen = len(np.unique(np.concatenate([i.ravel() for i in ids]))) if ids else table.shape[0]
+    return wb * min(chosen, table.shape[0]) // table.shape[0]
 
 
 def probe_module():
@@ -77,7 +116,7 @@ class Side:
         self.f, self.dev = self.vm["main"], dev
         copies = max(2, -(-sweep_bytes // max(weight_bytes, 1)))
         rng = np.random.default_rng(0)
-        specs = kmod.args
+        specs = self.specs = kmod.args
         n = kmod.num_inputs if kmod.num_inputs is not None else len(specs)
         self.inputs = [tvm.runtime.tensor(kernel_bench.random_array(s, rng), dev) for s in specs[:n]]
         pack = self.vm[kernel_bench.TRANSFORM_PARAMS] if kernel_bench._has_function(
@@ -101,54 +140,70 @@ class Side:
 
 
 def run(spec: str, before: list[str], sweeps: int, sweep_mb: int, clock, only: str | None = None,
-        cores: int | None = None, after: list[str] = ()) -> list[dict]:
-    """One row per weight kernel of ``spec`` and the probe (see the module docstring)."""
+        cores: int | None = None, after: list[str] = (), low: str | None = None) -> list[dict]:
+    """One row per weight kernel of ``spec`` and the probe (see the module docstring); ``low``
+    (a storage dtype): each kernel's low-precision build is a side too (not the probe's)."""
     import tvm
 
-    from hetpart.bench.switches import switched
-    from hetpart import kernels
-    from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target
 
     target, dev = cpu_tvm_target(cores), tvm.cpu()
-    items = [(k.func, k.ops, kmod, wb) for k, kmod, wb in weight_kernels(spec)]
+    items = [(k.func, k.ops, kmod, wb, lk) for k, kmod, wb, lk in weight_kernels(spec, low)]
     pk, pwb = probe_module()
-    items.append(("probe_gemv", ("matmul",), pk, pwb))
+    items.append(("probe_gemv", ("matmul",), pk, pwb, None))
     rows = []
-    for func, ops, kmod, wb in items:
+    for func, ops, kmod, wb, lk in items:
         if only and only not in func:
             continue
-
-        def build():
-            ex = kernel_bench.build_module(kmod.mod, target)
-            sched = kernels.schedule(kmod.mod, target)
-            return ex, ",".join(sorted(set(kernels.rules_applied(sched).values()))) or "none"
-
-        with switched(after):
-            ex, rule = build()
-        sides = {"now": Side(kmod, ex, dev, sweep_mb << 20, wb)}
+        builds = {"now": (kmod, wb, after)}
         if before:
-            with switched(before):
-                ex_b, rule_b = build()
-            sides["before"] = Side(kmod, ex_b, dev, sweep_mb << 20, wb)
-        for s in sides.values():
-            s.sweep(clock)  # pages touched, pool awake
-        times = {name: [] for name in sides}
-        for _ in range(sweeps):
-            for name, s in sides.items():
-                times[name].append(s.sweep(clock))
-        row = {"kernel": func, "ops": "+".join(ops), "rule": rule, "weight_mb": wb / 1e6,
-               "shapes": [list(a.shape) for a in kmod.args]}
-        for name, ts in times.items():
-            row[f"{name}_us"] = min(ts) * 1e6
-            row[f"{name}_gbs"] = wb / min(ts) / 1e9
-        if before:
-            a, b = sides["now"].output(), sides["before"].output()
-            row["max_abs_diff"] = float(np.max(np.abs(a - b)))
+            builds["before"] = (kmod, wb, before)
+        if lk is not None:
+            builds["low"] = (lk[0], lk[1], after)
+        row = {"kernel": func, "ops": "+".join(ops), "weight_mb": wb / 1e6, "shapes": [list(a.shape) for a in kmod.args]}
+        row.update(_time_sides(builds, ops, target, dev, sweeps, sweep_mb << 20, clock))
         rows.append(row)
         print(describe(row), flush=True)
-        del sides
     return rows
+
+
+def _build(kmod, target, switches) -> tuple:
+    """``(executable, rules)`` of ``kmod`` built for ``target`` with ``switches`` set."""
+    from hetpart import kernels
+    from hetpart.bench.switches import switched
+    from hetpart.costmodel import kernel_bench
+
+    with switched(switches):
+        ex = kernel_bench.build_module(kmod.mod, target)
+        sched = kernels.schedule(kmod.mod, target)
+    return ex, ",".join(sorted(set(kernels.rules_applied(sched).values()))) or "none"
+
+
+def _time_sides(builds: dict, ops: tuple, target, dev, sweeps: int, sweep_bytes: int, clock) -> dict:
+    """In: ``{side: (KernelModule, weight bytes, switches)}`` ('now' first).  Out: the row's
+    ``rule``, per side ``<side>_us`` (least sweep) and ``<side>_gbs`` (bytes read / that), and
+    ``max_abs_diff`` (now vs before) / ``low_rel`` (low vs now, over max|now|) where those sides
+    exist.  The sides' sweeps alternate, after one unrecorded sweep each."""
+    sides, row, read = {}, {}, {}
+    for name, (kmod, wb, switches) in builds.items():
+        ex, rule = _build(kmod, target, switches)
+        row.setdefault("rule", rule)
+        sides[name] = Side(kmod, ex, dev, sweep_bytes, wb)
+        read[name] = read_bytes(ops, sides[name], wb)
+    for s in sides.values():
+        s.sweep(clock)  # pages touched, pool awake
+    times = {name: [] for name in sides}
+    for _ in range(sweeps):
+        for name, s in sides.items():
+            times[name].append(s.sweep(clock))
+    for name, ts in times.items():
+        row[f"{name}_us"], row[f"{name}_gbs"] = min(ts) * 1e6, read[name] / min(ts) / 1e9
+    now = sides["now"].output()
+    if "before" in sides:
+        row["max_abs_diff"] = float(np.max(np.abs(now - sides["before"].output())))
+    if "low" in sides:
+        row["low_rel"] = float(np.max(np.abs(sides["low"].output() - now)) / (np.max(np.abs(now)) or 1.0))
+    return row
 
 
 def describe(row: dict) -> str:
@@ -157,6 +212,9 @@ def describe(row: dict) -> str:
     if "before_us" in row:
         s += f" | before {row['before_us']:9.1f} us {row['before_gbs']:6.2f} GB/s  x{row['before_us'] / row['now_us']:.2f}" \
              f"  diff {row['max_abs_diff']:.2e}"
+    if "low_us" in row:
+        s += f" | low {row['low_us']:9.1f} us {row['low_gbs']:6.2f} GB/s  x{row['now_us'] / row['low_us']:.2f}" \
+             f"  rel {row['low_rel']:.2e}"
     return s
 
 
@@ -173,12 +231,17 @@ def main(argv=None) -> int:
                    "default this host's): 16 on a 2-core box runs the Xeon's 16 parts on TVM_NUM_THREADS")
     p.add_argument("--only", help="only kernels whose name contains this")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--precision", choices=("bf16", "fp16"),
+                   help="also each kernel with its weights stored in this format (the 'low' side)")
     a = p.parse_args(argv)
+    from hetpart.contracts.precision import STORAGE
+
     clock = time.process_time if a.cpu_time else time.perf_counter
-    rows = run(a.spec, a.before, a.sweeps, a.sweep_mb, clock, a.only, a.cores, a.after)
+    low = STORAGE[a.precision] if a.precision else None
+    rows = run(a.spec, a.before, a.sweeps, a.sweep_mb, clock, a.only, a.cores, a.after, low)
     if a.json:
         Path(a.json).write_text(json.dumps({"spec": a.spec, "before": a.before, "after": a.after, "cpu_time": a.cpu_time, "cores": a.cores,
-                                            "rows": rows}, indent=1))
+                                            "precision": a.precision, "rows": rows}, indent=1))
     return 0
 
 

@@ -16,6 +16,10 @@ records, per contender (the names are fixed; the table and the goals read them):
   :data:`BF16_TOLERANCE` of the largest reference value, as the precision's tests);
   its ``limit_ms`` is the physical limit with the bytes it holds and streams
   (:func:`precision_weight_bytes`);
+* ``hetpart bf16 cpu-bf16`` -- opt-in (:data:`OPT_IN`: run only when named): ``hetpart bf16``
+  with the CPU's weights in bfloat16 too (``cuda=bf16,cpu=bf16``), so the CPU kernels of weights
+  left off the GPU read half the bytes (precision label ``bf16 both``; its limit counts the
+  bf16 bytes on both devices);
 * ``hetpart all-CPU`` -- every kernel on the CPU (measured once per workload);
 * ``onnxruntime_cpu``, ``torch_cpu`` -- the peers (:mod:`.peers`) on the same model
   (once per workload);
@@ -94,7 +98,12 @@ CAP_FREE = ("hetpart all-CPU", "onnxruntime_cpu", "torch_cpu")
 DEFAULT_CAPS = ("1/2", "1/3", "1/4")
 # The precision (hetpart.contracts.precision) each hetpart contender plans and builds
 # with, by its record's label; every other contender is float32 ("fp32").
-PRECISIONS = {"hetpart bf16": ("bf16", "cuda=bf16,cpu=fp32")}
+PRECISIONS = {"hetpart bf16": ("bf16", "cuda=bf16,cpu=fp32"),
+              "hetpart bf16 cpu-bf16": ("bf16 both", "cuda=bf16,cpu=bf16")}
+OPT_IN = ("hetpart bf16 cpu-bf16",)
+"""Contenders run only when ``Options.contenders`` (``--contenders``) names them; a column of
+the table only where a record has them."""
+KNOWN = CONTENDERS + OPT_IN
 BF16_TOLERANCE = 2e-2
 """Largest ``max|hetpart - ORT| / max|ORT|`` over the outputs for a bf16 record to be
 right: the tolerance hetpart's precision is tested to (README, tests/test_compiler_precision.py)."""
@@ -695,7 +704,7 @@ class Record:
     placement: str = ""
     skipped: str = ""
     note: str = ""
-    precision: str = "fp32"  # the weights' format on the GPU: "fp32" (every contender but hetpart bf16) or "bf16"
+    precision: str = "fp32"  # PRECISIONS' label: "fp32" (float32 everywhere), "bf16" (GPU weights bf16), "bf16 both"
     rel_error: float | None = None  # max|out - ORT| / max|ORT| where checked (hetpart bf16)
     chain_bound_ms: float | None = None  # float32 records: :func:`chain_bound_s` under the cap
     cpu_compute_limit_ms: float | None = None  # float32 records: :func:`cpu_compute_limit_s` under the cap
@@ -779,6 +788,16 @@ class Builds:
             c.clear()
 
 
+def cpu_weight_bytes(label: str, weight_bytes: int, low_bytes: int) -> int:
+    """The weight bytes the CPU reads for records of precision ``label`` (:data:`PRECISIONS`):
+    ``low_bytes`` (the low format's, :func:`precision_weight_bytes`) where that precision
+    stores the CPU's weights low too, else ``weight_bytes`` (float32).  In: byte counts."""
+    from ..contracts.precision import coerce
+
+    text = next((t for lab, t in PRECISIONS.values() if lab == label), None)
+    return low_bytes if text is not None and coerce(text).cpu != "fp32" else weight_bytes
+
+
 def precision_label(contender: str) -> str:
     """``"bf16"`` for ``hetpart bf16``, ``"fp32"`` for every other contender."""
     return PRECISIONS[contender][0] if contender in PRECISIONS else "fp32"
@@ -789,7 +808,7 @@ def _time_plan(plan, name: str, prep: Prepared, builds: Builds, options: Options
     same as another contender's of the same precision) is measured once.  A low-precision
     contender's outputs are checked against ONNX Runtime's once per build:
     (seconds, note, relative error or None)."""
-    precision = precision_label(name)
+    precision = PRECISIONS[name][1] if name in PRECISIONS else "fp32"  # the build's formats, both devices
     build = builds.cache(precision).get(plan, name)
     key = (precision, build.name)
     if build.latency is None:
@@ -947,17 +966,18 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
         yield {"workload": name, "weight_bytes": prep.weight_bytes, "gpu_compute_ms": compute * 1e3,
                "kernels": len(prep.graph.kernels), "predicted_kernels": priced.predicted, "read_share": share,
                "cold_weight_Bps": floor, "cold_weight_from": cold_weight_bandwidth(costs, bw)[1] if floor else None,
-               **{f"{label}_gpu_weight_bytes": b for label, b in gpu_bytes.items() if label != "fp32"}}
+               **{f"{label.replace(' ', '_')}_gpu_weight_bytes": b for label, b in gpu_bytes.items() if label != "fp32"}}
         cap_free: dict[str, Record] = {}
         builds = Builds(prep.graph, options)
         for cap in cap_bytes:
-            limits = {label: limit_s(compute, prep.weight_bytes, cap, limit_bandwidths(bw, costs), b, share) * 1e3
+            limits = {label: limit_s(compute, cpu_weight_bytes(label, prep.weight_bytes, b), cap,
+                                     limit_bandwidths(bw, costs), b, share) * 1e3
                       for label, b in gpu_bytes.items()}
             limit = limits["fp32"]
             chain_ms = chain_bound_s(prep.graph, costs, cap, bw) * 1e3
             cpu_limit_ms = cpu_compute_limit_s(prep.graph, costs, cap, limit_bandwidths(bw, costs), compute,
                                                prep.weight_bytes, share) * 1e3
-            for contender in (c for c in CONTENDERS if c in options.contenders):
+            for contender in (c for c in KNOWN if c in options.contenders):
                 if (name, cap, contender) in done:
                     continue
                 if _late(options):
@@ -991,11 +1011,13 @@ def measure_kernels(graph, options: Options) -> None:
 
     quick, kopts = MeasureSettings.quick(), options.kernel_options or DEFAULT
     prof = profile(graph, ("cpu", "cuda"), options.profile, settings=quick, progress=options.progress, options=kopts)
-    for fmt in sorted({coerce(PRECISIONS[c][1]).storage("cuda") for c in options.contenders if c in PRECISIONS}):
+    wanted = {(d, coerce(PRECISIONS[c][1]).storage(d)) for c in options.contenders if c in PRECISIONS
+              for d in ("cuda", "cpu")}
+    for device, fmt in sorted(wanted):
         if fmt in LOW_DTYPES:
             low = lower_weights(graph, list(graph.kernels), fmt)
-            prof = profile(low, ("cuda",), prof, settings=quick, progress=options.progress, options=kopts,
-                           label=f"{graph.name}:cuda={LOW_DTYPES[fmt]}")
+            prof = profile(low, (device,), prof, settings=quick, progress=options.progress, options=kopts,
+                           label=f"{graph.name}:{device}={LOW_DTYPES[fmt]}")
     if prof.transfers is None:
         prof = open_profile(prof)
         prof.transfers = measure_transfers(progress=options.progress)
@@ -1106,7 +1128,7 @@ def save(path: Path, results: dict) -> None:
     atomic_write_text(path.with_suffix(".md"), markdown(results))
 
 
-LOW = tuple(label for label, _ in PRECISIONS.values())  # the low precisions, each with its limit column
+LOW = ("bf16",)  # the low precisions with a limit column in every table (an opt-in one's: where it has records)
 
 
 def markdown(results: dict) -> str:
@@ -1115,9 +1137,11 @@ def markdown(results: dict) -> str:
     float32 limit and each low precision's (``bf16 limit ms``)."""
     from ..importer.summary import human_bytes
 
-    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in LOW), "limit + CPU compute ms",
-            "chain bound ms", *CONTENDERS,
-            *(f"{c} predicted ms" for c in CONTENDERS if c == "hetpart" or c in PRECISIONS)]
+    shown = CONTENDERS + tuple(c for c in OPT_IN if any(r["contender"] == c for r in results["records"]))
+    low = LOW + tuple(dict.fromkeys(PRECISIONS[c][0] for c in shown if c in PRECISIONS and PRECISIONS[c][0] not in LOW))
+    head = ["workload", "cap", "limit ms", *(f"{p} limit ms" for p in low), "limit + CPU compute ms",
+            "chain bound ms", *shown,
+            *(f"{c} predicted ms" for c in shown if c == "hetpart" or c in PRECISIONS)]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     by_row: dict[tuple, dict] = {}
     for r in results["records"]:
@@ -1125,17 +1149,17 @@ def markdown(results: dict) -> str:
     notes = [f"{wl}: {info['skipped']}" for wl, info in results.get("workloads", {}).items() if info.get("skipped")]
     errors = []
     for (wl, cap), recs in sorted(by_row.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *LOW)),
+        cells = [wl, human_bytes(cap), *(_ms(_limit(recs, p)) for p in ("fp32", *low)),
                  *(_ms(next((r[f] for r in recs.values() if r.get(f) is not None), None))
                    for f in ("cpu_compute_limit_ms", "chain_bound_ms"))]
-        for c in CONTENDERS:
+        for c in shown:
             r = recs.get(c)
             cells.append("" if r is None else _ms(r["ms"]) + _wrong(r))
             if r is not None and r.get("skipped"):
                 notes.append(f"{wl} @ {human_bytes(cap)}, {c}: {r['skipped']}")
             if r is not None and r.get("rel_error") is not None:
                 errors.append(f"{wl} @ {human_bytes(cap)}, {c}: {r['rel_error']:.2e}")
-        cells += [_ms((recs.get(c) or {}).get("predicted_ms")) for c in CONTENDERS if c == "hetpart" or c in PRECISIONS]
+        cells += [_ms((recs.get(c) or {}).get("predicted_ms")) for c in shown if c == "hetpart" or c in PRECISIONS]
         rows.append("| " + " | ".join(cells) + " |")
     runs = results.get("runs") or [{}]
     bw = runs[-1].get("bandwidths") or {}
@@ -1169,7 +1193,7 @@ def _ab_notes(records: list[dict]) -> str:
     where each row's cells came from, and the variants' times beside them; "" without any."""
     order = lambda r: (r["workload"], -r["cap_bytes"], r["contender"])  # noqa: E731
     sourced = sorted((r for r in records if r.get("source") and r["contender"] in CONTENDERS), key=order)
-    variants = sorted((r for r in records if r["contender"] not in CONTENDERS), key=order)
+    variants = sorted((r for r in records if r["contender"] not in KNOWN), key=order)
     if not sourced and not variants:
         return ""
     from ..importer.summary import human_bytes
