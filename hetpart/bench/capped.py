@@ -799,7 +799,8 @@ def cpu_weight_bytes(label: str, weight_bytes: int, low_bytes: int) -> int:
 
 
 def precision_label(contender: str) -> str:
-    """``"bf16"`` for ``hetpart bf16``, ``"fp32"`` for every other contender."""
+    """The record label of ``contender``'s precision: ``"bf16"`` for ``hetpart bf16``, ``"bf16 both"``
+    for ``hetpart bf16 cpu-bf16`` (:data:`PRECISIONS`), ``"fp32"`` for every other contender."""
     return PRECISIONS[contender][0] if contender in PRECISIONS else "fp32"
 
 
