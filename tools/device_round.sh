@@ -3,9 +3,9 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 52: no device time that session, every call refused;
-# session 51's order follows 146 and 147):
-#   146 (issue 17, Hopper wgmma GEMMs: the spike's probe, its cuda tests, ViT-B/16 with WGMMA_GEMM off / on),
+# In the order to run them (closing note of session 53: 146 ran, 148 in a short form; session 51's order follows 147):
+#   149 (issue 19, zoo:moe's fused experts: the whole model on 16 threads, all-CUDA, cuda tests; capped bf16 with the
+#   CPU's weights bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
 #   144 (issue 20, the detector scenarios with hetpart's batching behind a 1-slot gate across models: hetpart-gate1),
@@ -28,63 +28,27 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-146)  # (BUDGET=590) issue 17, Hopper `wgmma` GEMMs (session 52, bench/results/gpu-wgmma-spike.md; nothing of it has
-     # run on a GPU).  hetpart's GEMMs at batch 1 run mma.sync at ~35 TFLOP/s against PyTorch's sm90 wgmma at ~93
-     # (ViT-B/16, bench/results/gpu-b1-kernels-vit_b_16.md).  kernels/wgmma_gemm.py: a hand-written TIR GEMM,
-     # one warpgroup per 64 x bn tile, A and B in shared memory (no swizzle) read by descriptors, bf16 / tf32 /
-     # tf32r (A rounded like tf32.py's) / f32a (f32 A narrowed to bf16), split-K (wgmma_splitk), epilogue bias /
-     # bias+GELU; kernels/wgmma_match + wgmma_substitute put it in place of a dense (+bias)(+GELU) kernel at build
-     # time behind wgmma_match.WGMMA_GEMM (off; off is byte-identical, kernel_code_hash 14/14).
-     # (1) tools/gpu_wgmma_probe.py: the bf16 kernel's correctness on the test shapes, then ViT's four GEMM shapes
-     #     timed against hetpart's bf16 mma.sync build (ms, TFLOP/s); if (1)'s correctness fails it retries with
-     #     LBO/SBO exchanged (the descriptor reading is the suspect); (2) the same for tf32 / tf32r, f32a and split-K
-     #     (--only); (3) cuda tests: the kernels against float64 numpy (C prefilled with NaN), the substituted ViT
-     #     MLP / dense+softmax against ORT in TF32 and bf16, the constant_take slices (never run on a GPU: step 143);
-     # (4) vit_b_16 all-CUDA, tf32 then bf16, WGMMA_GEMM off (before) / on (after), GPU-resident inputs.
-     # Decides: which variant (bn, stages, split) is fastest per shape, whether it beats mma.sync (expect 1.5-2.5x
-     # on the qkv/fc1 GEMMs if the no-swizzle layout reads shared memory without conflicts; proj/fc2 need
-     # split-K); WGMMA_GEMM goes on only if (3) passes, (4)'s after < before in both precisions with no diff above
-     # tolerance, and the partition-output caveat (the cost model measures a substituted kernel the compiler
-     # declines as call_tir_inplace: wgmma_substitute's doc) is fixed first.  Wrong results with both descriptor
-     # readings: the probe's failing shapes and the max error per tile row say where (rows past 64: SBO; K: LBO).
-  BUDGET=${STEP_BUDGET:-590}; sw=hetpart.kernels.wgmma_match.WGMMA_GEMM; mkdir -p "$OUT/logs"
-  timeout 100 python3 tools/gpu_wgmma_probe.py --json "$OUT/wgmma-146.json" > "$OUT/logs/wgmma-146.txt" 2>&1
-  timeout 130 python3 tools/gpu_wgmma_probe.py --only tf32 --only f32a --only splitk --budget 120 \
-    --json "$OUT/wgmma2-146.json" > "$OUT/logs/wgmma2-146.txt" 2>&1
-  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_kernels_wgmma_gemm.py \
-    tests/test_kernels_wgmma_substitute.py tests/test_importer_constant_take.py > "$OUT/logs/cuda-tests-146.txt" 2>&1
-  vit=$(corpus_export vit_b_16 1)
-  for prec in tf32 bf16; do
-    left=$((BUDGET - SECONDS - 10)); [ $prec = tf32 ] && left=$((left / 2))
-    [ -f "$vit" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$vit" \
-      --precision $prec --before $sw=0 --after $sw=1 --rounds 5 --repeat 30 --out "$OUT/vit-wgmma-ab-$prec-146.json" \
-      > "$OUT/logs/vit-wgmma-ab-$prec-146.txt" 2>&1
-  done ;;
-148)  # (BUDGET=560) session 53: what step 146 left, and issue 19's fused expert gather on the Xeon and the GPU.
-     # (1) cuda tests: importer.constant_take (on by default, never run on a GPU: step 146's pytest ran out of time in
-     #     wgmma_substitute's, 5 of its 8 failing before the cut), the new GpuGatheredGemv rule, then
-     #     the fused experts resident + streamed (test_capped_fused_expert), wgmma_substitute's with tracebacks (the switch stays off: step 146 measured wgmma slower than mma.sync);
-     # (2) zoo:moe all-CPU at 16 threads, importer.expert_matmul.FUSE_EXPERT_GATHER off/on against ORT
-     #     (bench/results/cpu-moe-gather-2core.md: 4 layers, 1 thread, 50.8 -> 20.7 ms, ORT 45.2);
-     # (3) zoo:moe:layers=2 all-CUDA, the switch off/on (GpuGatheredGemv's values and speed against take + matmul);
-     # (4) step 147's DEPTHWISE_ROW_GROUPS at b1 with what is left.
-     # Decides: FUSE_EXPERT_GATHER goes on if (1)'s gathered-gemv test passes, (2) is faster at 16 threads and (3)
-     # is not slower with outputs within tolerance; otherwise on for the CPU only if (3) alone loses.
-  BUDGET=${STEP_BUDGET:-560}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
-  t=$((BUDGET * 45 / 100)); [ $t -gt 150 ] && t=150
-  timeout $t python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
-    tests/test_importer_constant_take.py tests/test_kernels_gpu_gathered_gemv.py tests/test_capped_fused_expert.py tests/test_kernels_wgmma_substitute.py \
-    > "$OUT/logs/cuda-tests-148.txt" 2>&1
-  moe=zoo:moe; t=$((BUDGET - SECONDS - 10)); [ $t -gt 200 ] && t=200; [ $t -lt 150 ] && moe=zoo:moe:layers=2
-  timeout $t python3 tools/cpu_rule_ab.py $moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
-    > "$OUT/cpu-moe-148.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5)); cap=$((left * 2 / 3))
-  [ "$cap" -ge 40 ] && timeout "$cap" python3 tools/gpu_model_switch_ab.py zoo:moe:layers=2 --precision tf32 \
-    --before $em=0 --after $em=1 --rounds 5 --repeat 30 --out "$OUT/gpu-moe-148.json" > "$OUT/logs/gpu-moe-148.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5)); bc=hetpart.kernels.rules.cpu_blocked_conv
-  [ "$left" -ge 40 ] && timeout "$left" python3 tools/cpu_rule_ab.py zoo:mobilenet zoo:efficientnet --batch 1 --block 16 \
-    --threads 16 --before $bc.DEPTHWISE_ROW_GROUPS=0 --after $bc.DEPTHWISE_ROW_GROUPS=1 --calls 5 --rounds 3 \
-    > "$OUT/cpu-DEPTHWISE_ROW_GROUPS-b1-148.txt" 2>&1 ;;
+149)  # (BUDGET=590) issue 19, what step 148 (short form: 160 s) left, and bf16 weights on the CPU (session 53).
+     # FUSE_EXPERT_GATHER is on (step 148: zoo:moe:layers=2 all-CPU 16 threads 3.36 -> 1.50 ms, ORT 12.51;
+     # GpuGatheredGemv's values passed).  (1) cuda tests not run on a GPU yet: the fused experts resident +
+     # streamed against ORT, the wgmma substitute's ORT comparisons (its assert now reads kernel names);
+     # (2) zoo:moe (8 layers) all-CPU, the switch off/on, 16 threads; (3) zoo:moe:layers=2 all-CUDA off/on
+     # (GpuGatheredGemv's speed against take + matmul); (4) bench/capped.py on zoo:moe and zoo:llama_decode at
+     # 1/2, `hetpart bf16` against the opt-in `hetpart bf16 cpu-bf16` (cuda=bf16,cpu=bf16; dev box: a decode
+     # layer all-CPU 0.55-0.58x float32's time, bench/results/cpu-bf16-weights-2core.md).
+     # Decides: GpuGatheredGemv stays if (3) is not slower; cpu=bf16 becomes the bf16 capped contender's CPU
+     # format if (4)'s cpu-bf16 is faster on both workloads within 2e-2 of ORT.
+  BUDGET=${STEP_BUDGET:-590}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
+  timeout 120 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
+    tests/test_capped_fused_expert.py tests/test_kernels_wgmma_substitute.py > "$OUT/logs/cuda-tests-149.txt" 2>&1
+  timeout 150 python3 tools/cpu_rule_ab.py zoo:moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
+    > "$OUT/cpu-moe-149.txt" 2>&1
+  timeout 100 python3 tools/gpu_model_switch_ab.py zoo:moe:layers=2 --precision tf32 --before $em=0 --after $em=1 \
+    --rounds 5 --repeat 30 --out "$OUT/gpu-moe-149.json" > "$OUT/logs/gpu-moe-149.txt" 2>&1
+  left=$((BUDGET - SECONDS - 10))
+  [ "$left" -ge 60 ] && timeout "$left" python3 bench/capped.py --workloads zoo:moe,zoo:llama_decode --caps 1/2 \
+    --contenders "hetpart bf16,hetpart bf16 cpu-bf16" --budget $((left - 10)) --out "$OUT/capped-cpu-bf16-149.json" \
+    > "$OUT/logs/capped-cpu-bf16-149.txt" 2>&1 ;;
 147)  # (BUDGET=590) issue 18, the depthwise nets all-CPU NCHW16c on the 16-core Xeon (session 52, branch cpu-b32-mnv3,
      # bench/results/cpu-b32-dw-rows-2core.md).  On the dev box (znver4, AVX-512, 1 thread, CPU time) the blocked import
      # runs mobilenet_v3_large 0.88-0.93x ORT, efficientnet_b0 0.85-0.99x, mobilenet_v2 0.97-1.03x at b8/b32 (NCHW:
