@@ -280,3 +280,25 @@ def test_plans_alike_in_placement_but_not_in_partitions_get_their_own_builds(mon
     assert cache.get(joined, "latency").compiled is joined
     assert cache.get(split, "makespan").compiled is split
     assert cache.get(plan_from_assignment(graph, dict.fromkeys(order, "cpu")), "greedy").plan_name == "latency"
+
+
+def test_a_build_cache_keeps_precisions_of_one_placement_apart(monkeypatch, zoo_graph):
+    """Two plans of the same assignment and partitions in different number formats compile
+    to different libraries (bf16 weights): one must not be measured on the other's build
+    (``tools/capped_rules_ab.py`` shares one cache among its contenders)."""
+    import dataclasses
+
+    from conftest import plan_from_assignment
+
+    from hetpart.bench.builds import Build, BuildCache
+    from hetpart.contracts.precision import coerce
+
+    graph = zoo_graph("mlp")
+    order = graph.topological_order()
+    fp32 = plan_from_assignment(graph, dict.fromkeys(order, "cpu"))
+    bf16 = dataclasses.replace(plan_from_assignment(graph, dict.fromkeys(order, "cpu")),
+                               precision=coerce("cuda=bf16,cpu=bf16"))
+    cache = BuildCache(graph)
+    monkeypatch.setattr(cache, "_compile", lambda plan, name, build, jobs: Build(build, plan, 0.0, name))
+    assert cache.get(fp32, "fp32").compiled is fp32
+    assert cache.get(bf16, "bf16").compiled is bf16

@@ -41,10 +41,11 @@ def assignment_key(a: Assignment) -> tuple:
 
 
 def build_key(plan) -> tuple:
-    """Plans with equal keys compile to the same libraries: the same assignment *and*
-    the same partitions (an overlapping plan may split one device's kernels into more
-    partitions than the sequential plan of the same assignment)."""
-    return assignment_key(plan.assignment), tuple(tuple(p.kernels) for p in plan.partitions)
+    """Plans with equal keys compile to the same libraries: the same assignment, the
+    same partitions (an overlapping plan may split one device's kernels into more
+    partitions than the sequential plan of the same assignment) *and* the same number
+    formats (``plan.precision``: a bf16 plan of one placement stores other weights)."""
+    return assignment_key(plan.assignment), tuple(tuple(p.kernels) for p in plan.partitions), plan.precision
 
 
 def plan_for_assignment(problem: Problem, a: Assignment, objective: str = "latency"):
