@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_cases import run_vm
+from onnx_cases import onnxruntime_outputs, run_vm
 
 from hetpart.kernels import separable_pool
 
@@ -110,29 +110,21 @@ def test_the_strided_pool_alone_equals_the_unscheduled_pool(case, batch, monkeyp
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_model_with_the_switch_equals_the_unscheduled_module_and_onnxruntime(case, batch, monkeypatch):
-    import onnxruntime as ort
-    from tvm import relax
-
     from hetpart import kernels, load
     from hetpart.targets import cpu_tvm_target
 
     hw, pad, ceil, stem = CASES[case]
     model = _model(hw, batch, pad, ceil, stem)
     x = _input(model)
-    target = cpu_tvm_target()
     monkeypatch.setattr(separable_pool, "BLOCKED_STRIDED", True)
     graph = load(model, conv_block=16)
     (pool,) = _pools(graph)
     assert len(pool.params[0].ty.shape) == 5  # the pool reads the blocked image
     assert separable_pool.match(pool) is not None
     assert 'T.sblock("separable_pool")' in next(
-        f.script() for gv, f in kernels.schedule(graph.module, target).functions_items() if "pool" in gv.name_hint)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+        f.script() for gv, f in kernels.schedule(graph.module, cpu_tvm_target()).functions_items()
+        if "pool" in gv.name_hint)
+    _assert_equals_unscheduled_and_onnxruntime(graph, model, x)
     monkeypatch.setattr(separable_pool, "BLOCKED_STRIDED", False)
     assert separable_pool.match(pool) is None
 
@@ -178,11 +170,7 @@ def test_a_strided_average_pool_equals_the_unscheduled_module(hw, monkeypatch):
     """AveragePool 3x3 s2 pad 1 with ``count_include_pad=1`` (a divisor of 9 everywhere) of a blocked
     image takes the strided window too (sums of the window's elements in the image / 9) and matches
     the unscheduled module and ORT at batch 2 (sums in another order: within rounding)."""
-    import onnxruntime as ort
-    from tvm import relax
-
-    from hetpart import kernels, load
-    from hetpart.targets import cpu_tvm_target
+    from hetpart import load
 
     model = _model(hw, 2, 1, 0, False)
     model.graph.node[2].CopyFrom(helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
@@ -192,11 +180,21 @@ def test_a_strided_average_pool_equals_the_unscheduled_module(hw, monkeypatch):
     (pool,) = _pools(graph)
     spec = separable_pool.match(pool)
     assert spec is not None and spec.kind == "avg" and spec.stride == 2
-    x = _input(model)
+    _assert_equals_unscheduled_and_onnxruntime(graph, model, _input(model))
+
+
+def _assert_equals_unscheduled_and_onnxruntime(graph, model, x):
+    """``graph`` built by hetpart's rules on ``x`` (input ``"x"``) equals its unscheduled
+    (legalized) build within rounding and ONNX Runtime's output of ``model`` within 1e-4."""
+    from tvm import relax
+
+    from hetpart import kernels
+    from hetpart.targets import cpu_tvm_target
+
     target = cpu_tvm_target()
     got = run_vm(kernels.build(graph.module, target), [x])
     ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = onnxruntime_outputs(model, {"x": x})[0]
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
