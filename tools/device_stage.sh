@@ -32,12 +32,12 @@ S=.hold/stash
 [ -f tools/device_lib.sh ] || { echo "run in the repository root" >&2; exit 1; }
 if [ "${1:-}" = --restore ]; then
   [ -d "$S" ] || { echo "nothing staged ($S absent)" >&2; exit 1; }
-  rm -rf bench/results
-  mv "$S/bench/results" bench/
+  if [ -d "$S/bench/results" ]; then rm -rf bench/results; mv "$S/bench/results" bench/; fi
   for d in bench tests tools; do for f in "$S/$d"/*; do [ -e "$f" ] && mv "$f" "$d/"; done; done
   for f in "$S/top"/*; do [ -e "$f" ] && mv "$f" .; done
   [ -e "$S/h200.json" ] && mv "$S/h200.json" hetpart/costmodel/recorded/
-  if [ -d "$S/extra" ]; then (cd "$S/extra" && find . -type f) | while read -r f; do mv "$S/extra/$f" "$f"; done; fi
+  if [ -d "$S/extra" ]; then (cd "$S/extra" && find . -type f) | while read -r f; do
+    mkdir -p "$(dirname "$f")"; mv "$S/extra/$f" "$f"; done; fi
   rm -rf "$S"
   git status --short
   exit 0
