@@ -47,6 +47,17 @@ is steps 1-6, the others are these; a group's baseline is built here if step 3/5
    PrimFuncs), and fc1 with the bias + GELU epilogue (split 1 in the store, split 2 in the
    reduction) to price the fusion.
 
+Then the third spike's layouts (``--only swizzle``; :class:`wgmma_layout.PipelinePlan`), run by
+themselves (``--only swizzle --budget 170 --json OUT3.json``, ~2-3 min on an H100):
+
+10. ``swizzle``: the 128-byte swizzled layout (``swizzle=128b``) and two consumer warpgroups per
+    CTA (``consumers=2``: 128-row tiles, 256 threads), bn up to 256 (:data:`SWIZZLE_VARIANTS`):
+    the bf16 ones on the ViT shapes first (checked against float64 numpy as in 7-9, then timed),
+    hetpart's bf16 build, then every variant on two test shapes (M 64 and 197, untimed), then the
+    tf32 / f32a ones on the ViT shapes, hetpart's tf32 build, then split-K (``choose_split`` with
+    the variant's consumers) of proj / fc2 with the best-guess layout.  Rows carry ``swizzle``
+    and ``consumers``; the summary prints the best per shape against hetpart's build.
+
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
 (``variants``: the rows of steps 7-9, with ``precision``, ``split``, ``epilogue``, ``group``).
@@ -265,8 +276,16 @@ def _cuda_modules(mod):
 
 
 # --- the second spike's variants (steps 7-9) -------------------------------------------------
-GROUPS = ("bf16", "tf32", "f32a", "splitk")
-"""``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8 and 9."""
+GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle")
+"""``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8, 9 and 10 (``swizzle``
+is not in the default run: it has its own budget, see the module doc)."""
+DEFAULT_GROUPS = ("bf16", "tf32", "f32a", "splitk")
+SWIZZLE_VARIANTS = [  # (precision, bn, stages, swizzle, consumers); bf16 first (step 10's order)
+    ("bf16", 128, 4, "128b", 2), ("bf16", 128, 4, "128b", 1), ("bf16", 256, 3, "128b", 2), ("bf16", 128, 4, "none", 2),
+    ("bf16", 64, 4, "128b", 2),
+    ("tf32", 128, 3, "128b", 2), ("tf32", 256, 2, "128b", 2), ("f32a", 128, 4, "128b", 2), ("f32a", 256, 3, "128b", 2),
+]
+"""The third spike's layouts timed on the ViT shapes (step 10)."""
 TF32_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
 TF32R_VARIANTS = [(128, 3), (64, 3)]
 F32A_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
@@ -310,7 +329,7 @@ def _with_epilogue(c: np.ndarray, bias: np.ndarray, epilogue) -> np.ndarray:
 
 
 def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, dry: bool,
-                timed: bool = True) -> dict:
+                timed: bool = True, swizzle: str = "none", consumers: int = 1) -> dict:
     """Build :func:`wgmma_splitk.build_relax` (one compile: the PrimFuncs for ``raw``, the VM
     ``main`` for ``vm``), run it once against numpy (C pre-filled with NaN), then time it."""
     import tvm
@@ -320,9 +339,12 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
 
     row = {"group": group, "shape": name, "m": m, "n": n, "k": k, "precision": precision, "bn": bn,
            "stages": stages, "split": split, "epilogue": epilogue}
+    if swizzle != "none" or consumers != 1:
+        row.update(swizzle=swizzle, consumers=consumers)
     t0 = time.time()
     try:
-        exe = sk.build_relax(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue)
+        exe = sk.build_relax(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
+                             swizzle=swizzle, consumers=consumers)
         row["build_s"] = round(time.time() - t0, 2)
         if dry:
             row["wgmma_in_source"] = "wgmma.mma_async" in wg.cuda_source(exe)
@@ -382,7 +404,8 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
 # --- the run -----------------------------------------------------------------------------------
 def _line(row: dict) -> str:
     head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
-                                                   "swapped_descriptor", "split", "epilogue") if key in row)
+                                                   "swapped_descriptor", "split", "epilogue", "swizzle", "consumers")
+                    if key in row)
     parts = [head]
     if "rel_err" in row:
         parts.append(f"rel_err {row['rel_err']:.2e}")
@@ -404,9 +427,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=85.0, help="seconds; later steps are skipped past it")
     ap.add_argument("--dry", action="store_true", help="no GPU: build everything, run nothing")
     ap.add_argument("--only", action="append", choices=GROUPS,
-                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk = 7/8/9")
+                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk/swizzle = 7/8/9/10")
     args = ap.parse_args(argv)
-    groups = set(args.only or GROUPS)
+    groups = set(args.only or DEFAULT_GROUPS)
     start = time.time()
     result = {"device": None, "correctness": [], "vit": [], "baseline": [], "variants": [], "skipped": [],
               "only": sorted(groups), "elapsed_s": 0.0}
@@ -487,11 +510,14 @@ def main(argv=None) -> int:
         baseline("tf32", "5")
         correctness(CHECK_VARIANTS[1:], "6")
 
-    def variant(group, name, m, n, k, precision, bn, stages, split=1, epilogue=None, timed=True):
-        what = f"{group} {name} {precision} bn={bn} stages={stages} split={split} {epilogue or ''}".strip()
+    def variant(group, name, m, n, k, precision, bn, stages, split=1, epilogue=None, timed=True, swizzle="none",
+                consumers=1):
+        what = (f"{group} {name} {precision} bn={bn} stages={stages} split={split} {epilogue or ''} "
+                f"swizzle={swizzle} consumers={consumers}")
         if over(what):
             return
-        row = variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, args.dry, timed)
+        row = variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, args.dry, timed,
+                          swizzle, consumers)
         result["variants"].append(row)
         print(_line(row), flush=True)
         save()
@@ -526,14 +552,42 @@ def main(argv=None) -> int:
         for split, epilogue in ((1, "bias_gelu"), (sk.choose_split(m, n, k), "bias_gelu"), (1, "bias")):
             variant("splitk", "fc1", m, n, k, "f32a", 128, 3, split, epilogue)
         need_baseline("bf16", "9b")
+    if "swizzle" in groups:
+        bf16 = [v for v in SWIZZLE_VARIANTS if v[0] == "bf16"]
+        print(f"10. swizzled / two-consumer layouts (precision, bn, stages, swizzle, consumers): bf16 {bf16} "
+              "on ViT-B/16", flush=True)
+        for name, (m, n, k) in VIT.items():
+            for precision, bn, stages, swizzle, consumers in bf16:
+                variant("swizzle", name, m, n, k, precision, bn, stages, swizzle=swizzle, consumers=consumers)
+        need_baseline("bf16", "10b")
+        print("10c. every layout on two test shapes (untimed)", flush=True)
+        for m, n, k in ((64, 256, 64), (197, 768, 768)):
+            for precision, bn, stages, swizzle, consumers in SWIZZLE_VARIANTS:
+                variant("swizzle", "test", m, n, k, precision, bn, stages, timed=False, swizzle=swizzle,
+                        consumers=consumers)
+        print("10d. tf32 / f32a layouts on ViT-B/16", flush=True)
+        for name, (m, n, k) in VIT.items():
+            for precision, bn, stages, swizzle, consumers in SWIZZLE_VARIANTS:
+                if precision != "bf16":
+                    variant("swizzle", name, m, n, k, precision, bn, stages, swizzle=swizzle, consumers=consumers)
+        need_baseline("tf32", "10e")
+        print("10f. split-K (choose_split) of proj / fc2 with the swizzled two-consumer layout", flush=True)
+        for name in ("proj", "fc2"):
+            m, n, k = VIT[name]
+            for precision in ("bf16", "f32a"):
+                split = sk.choose_split(m, n, k, 128, precision, consumers=2)
+                if split > 1:
+                    variant("swizzle", name, m, n, k, precision, 128, 4, split, swizzle="128b", consumers=2)
 
     best = {}
     for row in result["vit"]:
         if "vm_ms" in row and row.get("ok") and (row["shape"] not in best or row["vm_ms"] < best[row["shape"]]["vm_ms"]):
             best[row["shape"]] = row
-    for group, base_precision in (("tf32", "tf32"), ("f32a", "bf16"), ("splitk", "bf16")):
+    summaries = [("tf32", "tf32", None), ("f32a", "bf16", None), ("splitk", "bf16", None),
+                 ("swizzle", "bf16", ("bf16", "f32a")), ("swizzle", "tf32", ("tf32",))]
+    for group, base_precision, precisions in summaries:
         rows = [r for r in result["variants"] if r["group"] == group and r["shape"] in VIT and "vm_ms" in r
-                and r.get("ok") and r.get("epilogue") is None]
+                and r.get("ok") and r.get("epilogue") is None and (precisions is None or r["precision"] in precisions)]
         base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == base_precision and "vm_ms" in r}
         if rows:
             print(f"best {group} variant per shape (vm harness) vs hetpart {base_precision}:", flush=True)
@@ -545,10 +599,13 @@ def main(argv=None) -> int:
             other = base.get(name)
             vs = (f", hetpart {base_precision} {other['vm_ms'] * 1e3:.1f} us -> {other['vm_ms'] / row['vm_ms']:.2f}x"
                   if other else "")
-            print(f"  {name}: {row['precision']} bn={row['bn']} stages={row['stages']} split={row['split']} "
+            layout = f" swizzle={row['swizzle']} consumers={row['consumers']}" if "swizzle" in row else ""
+            print(f"  {name}: {row['precision']} bn={row['bn']} stages={row['stages']} split={row['split']}{layout} "
                   f"{row['vm_ms'] * 1e3:.1f} us ({row['vm_tflops']:.1f} TFLOP/s){vs}", flush=True)
-            result.setdefault("best_variants", {}).setdefault(group, {})[name] = {
-                key: row[key] for key in ("precision", "bn", "stages", "split", "vm_ms", "vm_tflops", "raw_ms")}
+            key_group = group if precisions is None else f"{group}_{base_precision}"
+            result.setdefault("best_variants", {}).setdefault(key_group, {})[name] = {
+                key: row[key] for key in ("precision", "bn", "stages", "split", "swizzle", "consumers", "vm_ms",
+                                          "vm_tflops", "raw_ms") if key in row}
     if best:
         print("best wgmma variant per shape (vm harness) vs hetpart bf16:", flush=True)
         base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == "bf16" and "vm_ms" in r}

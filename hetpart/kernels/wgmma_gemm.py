@@ -37,6 +37,13 @@ copies by a ``cp.async`` pipeline, see :func:`wgmma_gemm`):
 * the accumulators stored by the D fragment layout (:func:`d_fragment`), rows >= M skipped,
   through the epilogue where there is one.
 
+The third spike's options of the pipeline (``stages >= 2``; defaults off, their code unchanged):
+``swizzle="128b"`` stages A and B in the 128-byte swizzled K-major layout (cp.async to
+XOR-swizzled addresses from a run-time 1024-byte boundary, descriptors of layout type
+SWIZZLE_128B, SBO 1024 bytes) and ``consumers=2`` runs two warpgroups per CTA on a 128-row tile
+(each its own m64 wgmmas over its half of A against the one B tile), ``bn`` up to 256; where
+everything lies is :class:`wgmma_layout.PipelinePlan`.
+
 Invariant: the shared-memory layout, the descriptor's LBO/SBO and the fragment layout
 are the PTX ISA's (sections cited at each function); the CPU tests check the layout
 against the ISA's canonical form and the fragment map for coverage, the GPU test
@@ -102,7 +109,8 @@ to it -- and its MergeSharedMemoryAllocations fails on ``buffer.data`` in a call
 @dataclass(frozen=True)
 class Shape:
     """A GEMM's M, N, K, the N of one warpgroup's tile, the K elements of one staged tile
-    (64 bf16, 32 tf32) and the number of K slices (split-K)."""
+    (64 bf16, 32 tf32), the number of K slices (split-K) and the M of one CTA's tile (64 per
+    consumer warpgroup)."""
 
     m: int
     n: int
@@ -110,6 +118,7 @@ class Shape:
     bn: int = 128
     tile_k: int = TILE_K
     split: int = 1
+    tile_m: int = TILE_M
 
     def check(self) -> None:
         """Raise ValueError unless the kernel supports this shape."""
@@ -124,7 +133,7 @@ class Shape:
     @property
     def grid(self) -> tuple[int, int]:
         """(blockIdx.x extent: N tiles, blockIdx.y extent: M tiles); blockIdx.z: the split."""
-        return self.n // self.bn, -(-self.m // TILE_M)
+        return self.n // self.bn, -(-self.m // self.tile_m)
 
     @property
     def ctas(self) -> int:
@@ -210,14 +219,14 @@ def _chunk_k(c, tx, chunk: int = CHUNK):
 
 def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                swapped_descriptor: bool = False, precision: str = "bf16", split: int = 1,
-               epilogue: str | None = None) -> tvm.tirx.PrimFunc:
+               epilogue: str | None = None, swizzle: str = "none", consumers: int = 1) -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
     precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
     ``main(A, B, bias, C)`` (``bias [n]`` float32); with ``split > 1``, ``main(A, B, P)``,
     ``P [split * m, n]`` float32 the partial sums of each K slice (no epilogue here: the
     reduction applies it).
 
-    ``bn``: N of one warpgroup's tile (64 or 128: the instruction m64n{bn} and bn / 2
+    ``bn``: N of one warpgroup's tile (64, 128 or 256: the instruction m64n{bn} and bn / 2
     accumulator registers per thread).  ``stages``: 1, the plain kernel (vector loads
     and stores to shared memory, then the wgmmas); >= 2, a ``cp.async`` pipeline of that
     many shared-memory buffers (tiles ``stages - 1`` ahead in flight while the wgmmas of
@@ -225,18 +234,26 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     narrowed and stored by the threads instead, at the same point of the pipeline.
     ``swapped_descriptor``: see :func:`descriptor_fields`.  ``precision``: a key of
     :data:`wgmma_layout.PRECISIONS`.  ``split``: K slices, one per ``blockIdx.z``.
-    ``epilogue``: one of :data:`EPILOGUES`.  Raises ValueError for an unsupported shape or
-    option.
+    ``epilogue``: one of :data:`EPILOGUES`.  ``swizzle`` (:data:`wgmma_layout.SWIZZLES`):
+    ``128b`` stages A and B in the 128-byte swizzled layout (cp.async to swizzled addresses,
+    row-major copy map, descriptors of layout type SWIZZLE_128B; the tiles start at a run-time
+    1024-byte boundary of the dynamic shared memory).  ``consumers``: 2 runs two warpgroups
+    (256 threads) per CTA on a 128-row tile, warpgroup w's wgmmas reading A rows 64w.. against
+    the one B tile.  Both need ``stages >= 2`` (the pipeline; :class:`wgmma_layout.PipelinePlan`
+    says where everything is).  Raises ValueError for an unsupported shape or option.
     """
     prec = lay.precision(precision)
     _check_epilogue(epilogue)
     if split > 1 and epilogue is not None:
         raise ValueError("with split > 1 the epilogue belongs to the reduction (wgmma_splitk.reduce)")
     ch, tile_k = prec.chunk, prec.tile_k
-    shape = Shape(m, n, k, bn, tile_k, split)
+    plan = lay.PipelinePlan(prec, bn, max(stages, 1), swizzle, consumers, swapped_descriptor)
+    shape = Shape(m, n, k, bn, tile_k, split, plan.a_rows)
     shape.check()
     if stages < 1:
         raise ValueError(f"stages must be >= 1, got {stages}")
+    if (swizzle != "none" or consumers != 1) and stages < 2:
+        raise ValueError("swizzle and consumers are options of the cp.async pipeline: need stages >= 2")
     grid_n, grid_m = shape.grid
     n_acc = bn // 2
     a_rows, b_rows = TILE_M, bn
@@ -341,44 +358,104 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
 
     prologue = min(stages - 1, k_tiles)
-    a_stage, b_stage = a_size * prec.elem_bytes // 16, b_size * prec.elem_bytes // 16  # descriptor units
+    a_stage, b_stage = plan.a_stage, plan.b_stage  # descriptor units
     cp_async = T.ptx["cp.async.cg.shared.global"]
+    threads, tile_m = plan.threads, plan.a_rows
+    if plan.consumers == 1 and swizzle == "none":  # the first spike's expressions (its code unchanged)
+        p_row, p_k = _chunk_row, (lambda c, tx: _chunk_k(c, tx, ch))
+        a_off = b_off = None
+    else:
+        p_row, p_k = plan.copy_row, plan.copy_k
+        a_off, b_off = plan.a_offset, plan.b_offset
+    p_a_lbo, p_a_sbo = plan.a_fields
+    p_b_lbo, p_b_sbo = plan.b_fields
+    p_a_step, p_b_step = plan.a_step, plan.b_step
 
-    b_base = stages * a_size  # S: the A tiles of every stage, then the B tiles
+    b_base = stages * a_size  # S: the A tiles of every stage, then the B tiles (== plan.b_base)
+    # the plan's layout (a_off set): tile sizes, offsets, descriptor steps all from ``plan``
+    p_a_size, p_b_size, p_b_base = plan.a_size, plan.b_size, plan.b_base
+
+    def fragment_row(tx, i):
+        return lay.cta_fragment(tx, i, plan.consumers)[0]
+
+    def fragment_col(tx, i):
+        return lay.cta_fragment(tx, i, plan.consumers)[1]
 
     @T.macro
-    def load_tile(S, A, B, tile, stage, bx, by, tx):
+    def store_a_plan(dst, base, A, tile, by, tx):
+        # store_a_narrowed for the plan's layout and copy map (swizzled / two consumers)
+        if prec.a_round is not None:
+            areg = T.alloc_buffer((ch,), "float32", scope="local")
+            for c in T.unroll(plan.a_chunks):
+                for v in T.vectorized(ch):
+                    areg[v] = T.if_then_else(
+                        by * tile_m + p_row(c, tx) < m,
+                        A[T.min(by * tile_m + p_row(c, tx), m - 1), tile * tile_k + p_k(c, tx) + v], a_zero)
+                for v in T.unroll(ch):
+                    areg[v] = T.cuda.func_call(TF32_RNA, areg[v], source_code=TF32_RNA_SOURCE, return_type="float32")
+                for v in T.vectorized(ch):
+                    dst[base + a_off(p_row(c, tx), p_k(c, tx) + v)] = areg[v]
+        else:
+            for c in T.unroll(plan.a_chunks):
+                for h in T.unroll(2):
+                    for v in T.vectorized(half):
+                        dst[base + a_off(p_row(c, tx), p_k(c, tx) + h * half + v)] = T.Cast(s_dtype, T.if_then_else(
+                            by * tile_m + p_row(c, tx) < m,
+                            A[T.min(by * tile_m + p_row(c, tx), m - 1), tile * tile_k + p_k(c, tx) + h * half + v],
+                            a_zero))
+
+    @T.macro
+    def load_tile(S, A, B, tile, stage, bx, by, tx, pad):
         # tile ``tile`` of K into buffer ``stage``: 16-byte cp.async per chunk; A's rows past
         # M read a clamped (valid) address with src-size 0, which zero-fills the chunk; a
         # converted A goes through registers (loaded, narrowed, stored 16 bytes per chunk)
         if prec.a_converted:
-            store_a_narrowed(S, stage * a_size, A, tile, by, tx)
-        else:
+            if a_off is None:
+                store_a_narrowed(S, stage * a_size, A, tile, by, tx)
+            else:
+                store_a_plan(S, pad + stage * p_a_size, A, tile, by, tx)
+        elif a_off is None:
             for c in T.unroll(a_chunks):
                 cp_async(T.address_of(S[stage * a_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch), a_rows, ch)]),
                          T.address_of(A[T.min(by * TILE_M + _chunk_row(c, tx), m - 1),
                                         tile * tile_k + _chunk_k(c, tx, ch)]),
                          16, T.Select(by * TILE_M + _chunk_row(c, tx) < m, T.uint32(16), T.uint32(0)))
-        for c in T.unroll(b_chunks):
-            cp_async(T.address_of(S[b_base + stage * b_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch), b_rows, ch)]),
-                     T.address_of(B[bx * bn + _chunk_row(c, tx), tile * tile_k + _chunk_k(c, tx, ch)]),
-                     16, T.uint32(16))
+        else:
+            for c in T.unroll(plan.a_chunks):
+                cp_async(T.address_of(S[pad + stage * p_a_size + a_off(p_row(c, tx), p_k(c, tx))]),
+                         T.address_of(A[T.min(by * tile_m + p_row(c, tx), m - 1), tile * tile_k + p_k(c, tx)]),
+                         16, T.Select(by * tile_m + p_row(c, tx) < m, T.uint32(16), T.uint32(0)))
+        if b_off is None:
+            for c in T.unroll(b_chunks):
+                cp_async(T.address_of(S[b_base + stage * b_size + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch), b_rows, ch)]),
+                         T.address_of(B[bx * bn + _chunk_row(c, tx), tile * tile_k + _chunk_k(c, tx, ch)]),
+                         16, T.uint32(16))
+        else:
+            for c in T.unroll(plan.b_chunks):
+                cp_async(T.address_of(S[pad + p_b_base + stage * p_b_size + b_off(p_row(c, tx), p_k(c, tx))]),
+                         T.address_of(B[bx * bn + p_row(c, tx), tile * tile_k + p_k(c, tx)]),
+                         16, T.uint32(16))
 
     @T.macro
-    def pipelined_body(A, B, C, bias, bx, by, bz, tx):
-        S = T.alloc_buffer((stages * (a_size + b_size),), s_dtype, scope=PIPELINE_SCOPE, align=128)
+    def pipelined_core(S, A, B, C, bias, bx, by, bz, tx, pad, wg_units):
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
         desc_b = T.alloc_buffer((1,), "uint64", scope="local")
         for i in T.unroll(n_acc):
             acc[i] = T.float32(0)
         # the descriptors of stage 0; later stages and k16 steps add to the address field
-        T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(S[0]), a_lbo, a_sbo, 0)
-        T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[b_base]),
-                                              b_lbo, b_sbo, 0)
+        if a_off is None:
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(S[0]), a_lbo, a_sbo, 0)
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[b_base]),
+                                                  b_lbo, b_sbo, 0)
+        else:
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(S[pad]), p_a_lbo, p_a_sbo,
+                                                  plan.tvm_swizzle)
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[pad + p_b_base]),
+                                                  p_b_lbo, p_b_sbo, plan.tvm_swizzle)
         for s in T.unroll(stages - 1):
             if s < prologue:
-                load_tile(S, A, B, tile_of(s, bz), s, bx, by, tx)
+                load_tile(S, A, B, tile_of(s, bz), s, bx, by, tx, pad)
             T.ptx.cp.async_.commit_group()
         for ko in range(k_tiles):
             # this thread's copies of tile ko have landed; after the barrier everyone's have,
@@ -390,22 +467,49 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                 T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
             T.ptx.wgmma.fence.sync.aligned()
             for kk in T.unroll(k_steps):
-                wgmma(*[acc[i] for i in range(n_acc)],
-                      desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * a_step),
-                      desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * b_step),
-                      True, 1, 1, *trans)
+                if a_off is None:
+                    wgmma(*[acc[i] for i in range(n_acc)],
+                          desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * a_step),
+                          desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * b_step),
+                          True, 1, 1, *trans)
+                else:
+                    wgmma(*[acc[i] for i in range(n_acc)],
+                          desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * p_a_step + wg_units),
+                          desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * p_b_step),
+                          True, 1, 1, *trans)
             T.ptx.wgmma.commit_group.sync.aligned()
             # refill the buffer tile ko - 1 used (free: its wgmmas finished before the barrier)
             if ko + stages - 1 < k_tiles:
-                load_tile(S, A, B, tile_of(ko + stages - 1, bz), (ko + stages - 1) % stages, bx, by, tx)
+                load_tile(S, A, B, tile_of(ko + stages - 1, bz), (ko + stages - 1) % stages, bx, by, tx, pad)
             T.ptx.cp.async_.commit_group()
             T.ptx.wgmma.wait_group.sync.aligned(0)
             for i in T.unroll(n_acc):
                 T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
-        for i in T.unroll(n_acc):
-            if by * TILE_M + d_fragment(tx, i)[0] < m:
-                C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
+        if a_off is None:
+            for i in T.unroll(n_acc):
+                if by * TILE_M + d_fragment(tx, i)[0] < m:
+                    C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
+                        epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
+        else:
+            for i in T.unroll(n_acc):
+                if by * tile_m + fragment_row(tx, i) < m:
+                    C[out_row(by * tile_m + fragment_row(tx, i), bz), bx * bn + fragment_col(tx, i)] = \
+                        epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue)
+
+    @T.macro
+    def pipelined_body(A, B, C, bias, bx, by, bz, tx):
+        S = T.alloc_buffer((plan.smem_elems if a_off is not None else stages * (a_size + b_size),), s_dtype,
+                           scope=PIPELINE_SCOPE, align=128)
+        if a_off is None:
+            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, 0, 0)
+        elif plan.aligned:
+            pad = T.cuda.func_call(lay.ALIGN_PAD, T.address_of(S[0]), source_code=lay.ALIGN_PAD_SOURCE,
+                                   return_type="int32") // prec.elem_bytes
+            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, pad,
+                           tx // WARPGROUP * plan.a_warpgroup if plan.consumers > 1 else 0)
+        else:
+            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, 0,
+                           tx // WARPGROUP * plan.a_warpgroup if plan.consumers > 1 else 0)
 
     body = plain_body if stages == 1 else pipelined_body
 
@@ -417,7 +521,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             bz = T.launch_thread("blockIdx.z", split)
-            tx = T.launch_thread("threadIdx.x", WARPGROUP)
+            tx = T.launch_thread("threadIdx.x", threads)
             body(A, B, P, None, bx, by, bz, tx)
 
         return main_split
@@ -429,7 +533,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
-            tx = T.launch_thread("threadIdx.x", WARPGROUP)
+            tx = T.launch_thread("threadIdx.x", threads)
             body(A, B, C, bias, bx, by, None, tx)
 
         return main_epilogue
@@ -440,7 +544,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", grid_n)
         by = T.launch_thread("blockIdx.y", grid_m)
-        tx = T.launch_thread("threadIdx.x", WARPGROUP)
+        tx = T.launch_thread("threadIdx.x", threads)
         body(A, B, C, None, bx, by, None, tx)
 
     return main
@@ -452,13 +556,15 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
 
 
 def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False,
-          precision: str = "bf16", split: int = 1, epilogue: str | None = None):
+          precision: str = "bf16", split: int = 1, epilogue: str | None = None, swizzle: str = "none",
+          consumers: int = 1):
     """``tvm.compile`` of :func:`wgmma_gemm` (same options) for sm_90a (under the target, so
     hetpart's CUDA compile callback, where it runs, compiles for 90a too).  Returns the
     executable; its function ``main`` takes the PrimFunc's tensors on the GPU."""
     tgt = target()
     mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped_descriptor,
-                                           precision=precision, split=split, epilogue=epilogue)})
+                                           precision=precision, split=split, epilogue=epilogue,
+                                           swizzle=swizzle, consumers=consumers)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 

@@ -35,13 +35,15 @@ GEMM_SYMBOL = "wgmma_gemm"
 REDUCE_SYMBOL = "wgmma_splitk_reduce"
 
 
-def choose_split(m: int, n: int, k: int, bn: int = 128, precision: str = "bf16", sms: int = H100_SMS) -> int:
+def choose_split(m: int, n: int, k: int, bn: int = 128, precision: str = "bf16", sms: int = H100_SMS,
+                 consumers: int = 1) -> int:
     """The fewest K slices (a divisor of the K tiles, each slice >= :data:`MIN_TILES_PER_SLICE`
     tiles, at most :data:`MAX_SPLIT`) whose launch has at least ``sms`` CTAs; 1 if the GEMM
     alone has that many; else the largest allowed.  ViT-B/16 at M = 197, bn = 128, bf16: proj
-    (768 x 768, 24 CTAs) and fc2 (768 x 3072, 24) get 6 (144 CTAs), qkv (72) 2, fc1 (96) 2."""
+    (768 x 768, 24 CTAs) and fc2 (768 x 3072, 24) get 6 (144 CTAs), qkv (72) 2, fc1 (96) 2.
+    ``consumers``: warpgroups per CTA (2: 128-row tiles, half the CTAs)."""
     prec = lay.precision(precision)
-    shape = wg.Shape(m, n, k, bn, prec.tile_k)
+    shape = wg.Shape(m, n, k, bn, prec.tile_k, 1, lay.TILE_M * consumers)
     shape.check()
     ctas, k_tiles = shape.ctas, k // prec.tile_k
     allowed = [s for s in range(1, MAX_SPLIT + 1) if k_tiles % s == 0 and (s == 1 or k_tiles // s >= MIN_TILES_PER_SLICE)]
@@ -104,15 +106,17 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
 
 
 def gemm_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
-                split: int = 1, epilogue: str | None = None) -> tvm.IRModule:
+                split: int = 1, epilogue: str | None = None, swizzle: str = "none",
+                consumers: int = 1) -> tvm.IRModule:
     """The PrimFuncs of one GEMM (module doc), named :data:`GEMM_SYMBOL` and (``split > 1``)
     :data:`REDUCE_SYMBOL`, each with ``tirx.is_scheduled``: call the GEMM with (A, B[, bias], C)
     when ``split == 1``, else (A, B, P) then the reduction with (P[, bias], C)."""
     funcs = {}
+    layout = {"swizzle": swizzle, "consumers": consumers}  # wgmma_gemm's layout options (defaults: the first spike's)
     if split == 1:
-        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, epilogue=epilogue)
+        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, epilogue=epilogue, **layout)
     else:
-        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, split=split)
+        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, split=split, **layout)
         funcs[REDUCE_SYMBOL] = reduce(m, n, split, epilogue)
     return tvm.IRModule({name: f.with_attr("global_symbol", name).with_attr("tirx.is_scheduled", True)
                          for name, f in funcs.items()})
@@ -126,13 +130,15 @@ def build(m: int, n: int, k: int, bn: int = 128, **options):
 
 
 def relax_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
-                 split: int = 1, epilogue: str | None = None) -> tvm.IRModule:
+                 split: int = 1, epilogue: str | None = None, swizzle: str = "none",
+                 consumers: int = 1) -> tvm.IRModule:
     """A Relax module whose ``main(A, B[, bias])`` returns ``C [m, n]`` float32 through
     :func:`gemm_module`'s PrimFuncs (``call_tir`` each; the partials a VM temporary)."""
     from tvm import relax
 
     prec = lay.precision(precision)
-    prims = gemm_module(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue)
+    prims = gemm_module(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
+                        swizzle=swizzle, consumers=consumers)
     bb = relax.BlockBuilder()
     a = relax.Var("a", relax.TensorType([m, k], prec.a_global))
     b = relax.Var("b", relax.TensorType([n, k], prec.b_global))
