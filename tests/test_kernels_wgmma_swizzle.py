@@ -351,7 +351,8 @@ def test_generated_code_follows_the_plan(precision, bn, stages, swizzle, consume
     """The CUDA C does what the emulation above checked: each prologue ``cp.async`` of stage s
     copies global (row, k0) of K tile s to ``pad + stage offset + plan offset (row, k0)``, every
     chunk of both tiles once; each wgmma's descriptor adds ``stage * a_stage + kk * a_step +
-    w * a_warpgroup`` (B: no warpgroup term) for K tile ``ko`` in stage ``ko % stages``."""
+    w * a_warpgroup`` (B: no warpgroup term) for K tile ``ko`` in stage ``ko % stages``; accumulator
+    i of thread tx is stored to C at :func:`wgmma_layout.cta_fragment`."""
     plan = lay.PipelinePlan(lay.precision(precision), bn, stages, swizzle, consumers)
     prec = plan.precision
     m, n, k = 197, 768, 768
@@ -392,6 +393,11 @@ def test_generated_code_follows_the_plan(precision, bn, stages, swizzle, consume
                 w = tx // lay.WARPGROUP if op == "a" else 0
                 step = plan.a_step if op == "a" else plan.b_step
                 assert got == [ko % stages * base + kk * step + w * plan.a_warpgroup for kk in range(steps)]
+    stores = re.findall(r"C_ptr\[([^\]]*)\] = acc_ptr\[(\d+)\];", loop)
+    assert sorted(int(i) for _, i in stores) == list(range(bn // 2))
+    for index, i in stores:
+        for tx in range(plan.threads):
+            assert divmod(_c_eval(index, tx=tx, bx=0, by=0), n) == lay.cta_fragment(tx, int(i), consumers)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
