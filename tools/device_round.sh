@@ -4,6 +4,7 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (closing note of session 53: 146 ran, 148 in a short form; session 51's order follows 147):
+#   150 (issue 17, the wgmma GEMM's swizzled / two-warpgroup variants: cuda tests and probe),
 #   149 (issue 19, zoo:moe's fused experts: the whole model on 16 threads, all-CUDA, cuda tests; capped bf16 with the
 #   CPU's weights bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
@@ -28,6 +29,16 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+150)  # (BUDGET=330) issue 17, the wgmma GEMM's 128B-swizzled shared memory and two consumer warpgroups (session 54,
+     # branch wgmma-swizzle; bench/results/gpu-wgmma-spike.md section 9): never run on a GPU.  (1) their cuda tests
+     # against float64 numpy (12 variants x 3 shapes); (2) the probe's step 10 (ViT-B/16's four GEMMs, 9 layouts,
+     # against hetpart's bf16/tf32 mma.sync builds).  Decides: whether either lever lifts the ~40 TFLOP/s ceiling.
+  BUDGET=${STEP_BUDGET:-330}; mkdir -p "$OUT/logs"
+  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_kernels_wgmma_swizzle.py \
+    > "$OUT/logs/cuda-tests-swizzle-150.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_wgmma_probe.py --only swizzle --budget $((left - 20)) \
+    --json "$OUT/gpu-wgmma-swizzle-150.json" > "$OUT/logs/wgmma-swizzle-150.txt" 2>&1 ;;
 149)  # (BUDGET=590) issue 19, what step 148 (short form: 160 s) left, and bf16 weights on the CPU (session 53).
      # FUSE_EXPERT_GATHER is on (step 148: zoo:moe:layers=2 all-CPU 16 threads 3.36 -> 1.50 ms, ORT 12.51;
      # GpuGatheredGemv's values passed).  (1) cuda tests not run on a GPU yet: the fused experts resident +
