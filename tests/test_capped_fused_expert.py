@@ -9,6 +9,8 @@ plan compiled (in simulation; ``-m cuda`` on a GPU) and run against ONNX Runtime
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,10 @@ def moe():
 def costs(moe):
     from hetpart.costmodel.locate import RECORDED_DIR
 
-    prof = Profile.load(RECORDED_DIR / "h200.json")  # the package's copy, wherever pytest runs
+    path = RECORDED_DIR / "h200.json"  # the package's copy, wherever pytest runs
+    if not path.exists():  # a device call that left it out to fit its carry brings the capped profile instead
+        path = Path(__file__).resolve().parents[1] / "bench" / "results" / "profile-capped-nvidia-h200.json"
+    prof = Profile.load(path)
     return CostModel(prof, graph=moe[1], cache_bytes={"cpu": 0}).with_weight_bandwidth({"cpu": BW})
 
 
