@@ -17,6 +17,10 @@ recorded profile and the CPU's cold weight reads at ``--cpu-gbps``:
   kernels' choices (cpu / cuda resident / mapped; the cap held with mapped tables left out,
   :func:`fits`) from hetpart's placement and from "all on CUDA, the tables that fit resident
   (first ones first), the rest mapped" (:func:`all_gpu_seed`);
+* ``hetpart, MAPPED_WEIGHTS on``: hetpart's own planner with the mapped choice
+  (:data:`hetpart.partitioner.streaming.MAPPED_WEIGHTS`), priced by ``CostModel.mapped_cost``
+  (the rows at the profile's pinned host-to-device fit) with mapped reads and weight copies
+  taking the link in turns;
 * ``split (concurrent)``: hetpart's placement with each CPU expert-table kernel's rows shared
   between the CPU and a mapped CUDA kernel running at the same time, each taking the share
   that makes them end together: the kernel priced ``rows / (cpu + mapped) + --join-us`` (the
@@ -180,6 +184,15 @@ def main(argv=None) -> int:
             if name != "hetpart":
                 continue
             t1 = time.time()
+            from hetpart.bench.switches import switched
+            from hetpart.partitioner.choice import MAPPED
+
+            with switched(["hetpart.partitioner.streaming.MAPPED_WEIGHTS=1"]):
+                on = capped._plan_contender(name, prep, costs, cap)
+            placed = placement_of(on)
+            rows.append(dict(row="hetpart, MAPPED_WEIGHTS on", cap=cap_text, ms=on.predicted["latency_s"] * 1e3,
+                             experts=counts(placed, experts), mapped_kernels=sum(d == MAPPED for d in placed.values()),
+                             gpu_MB=on.predicted["gpu_memory"]["total"] / 1e6, plan_s=round(time.time() - t1, 1)))
             ends = []
             for label, start in (("from hetpart's plan", placement), ("from all-GPU + mapped", all_gpu_seed(problem, experts))):
                 s0, total0, _ = priced(problem, start, mapped_s)
