@@ -21,6 +21,8 @@ Each is timed with its weight
 * ``mapped``: in pinned host memory (``cudaHostAlloc``, mapped) bound through its mapped
   device pointer (:meth:`hetpart.runtime.memory.CudaMemory.mapped`): the kernel reads it
   over PCIe, each row it reads crossing once;
+* ``mapped_wc``: the same in write-combined pinned memory (``cudaHostAllocWriteCombined``: not
+  cached on the host, which the weights never need; the GPU's reads of it may go faster);
 * ``copied``: in pinned host memory, copied whole into one device buffer on the kernel's
   stream before each call (today's streaming: ``runtime.weight_stream``'s refill), the copy
   timed with the call.
@@ -47,8 +49,8 @@ for CI; its times mean nothing.  ``--small``: narrow widths (CI).  Without a GPU
 
 JSON (``--json``): ``{"schema": "hetpart-mapped-weights-probe", "version": 1, "device",
 "simulated", "settings", "kernels": [{"name", "spec", "kernel", "func", "rule",
-"weight_bytes", "read_bytes", "ids", "modes": {"resident" | "mapped" | "copied": {"us",
-"gbs", "samples_us", ["copy_gbs"]}}, "equal", "max_abs_diff": {"mapped", "copied"},
+"weight_bytes", "read_bytes", "ids", "modes": {"resident" | "mapped" | "mapped_wc" | "copied":
+{"us", "gbs", "samples_us", ["copy_gbs"]}}, "equal", "max_abs_diff": {"mapped", "mapped_wc", "copied"},
 "ref_rel_err"}], "elapsed_s"}``.  Results: bench/results/capped-mapped-weights.md.
 """
 
@@ -66,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SCHEMA = "hetpart-mapped-weights-probe"
 VERSION = 1
-MODES = ("resident", "mapped", "copied")
+MODES = ("resident", "mapped", "mapped_wc", "copied")
 
 MOE_SPEC = "zoo:moe:layers=1,vocab=1000"
 """One full-width layer of zoo moe: its expert projections are the 8-layer model's."""
@@ -225,6 +227,7 @@ class Backend:
         self.simulated = simulate
         self.memory = SimulatedMemory() if simulate else CudaMemory()
         self.dev = tvm.cpu(0) if simulate else tvm.cuda(0)
+        self._wc: list[int] = []  # write-combined pinned buffers (freed by close)
 
     def resident(self, arr: np.ndarray):
         import tvm
@@ -241,6 +244,21 @@ class Backend:
     def mapped(self, buf):
         """A tensor the kernel reads ``buf``'s pinned bytes through (zero copy)."""
         return self.memory.mapped(buf).tensor
+
+    def mapped_wc(self, arr: np.ndarray):
+        """A ``cuda`` tensor over a write-combined mapped pinned copy of ``arr`` (simulated: a
+        host copy, as :meth:`mapped` has it)."""
+        if self.simulated:
+            return self.mapped(self.pinned(arr, "write-combined"))
+        import ctypes
+
+        from hetpart.runtime import cuda_api
+        from hetpart.runtime.dlpack import tensor_view
+
+        ptr = cuda_api.host_alloc(max(arr.nbytes, 1), mapped=True, write_combined=True)
+        self._wc.append(ptr)
+        ctypes.memmove(ptr, np.ascontiguousarray(arr).ctypes.data, arr.nbytes)  # written once, never read here
+        return tensor_view(cuda_api.host_device_pointer(ptr), arr.shape, str(arr.dtype), device="cuda", owner=self)
 
     def slot(self, arr: np.ndarray, name: str):
         from hetpart.compiler.artifact import TensorSpec
@@ -268,6 +286,12 @@ class Backend:
 
     def close(self) -> None:
         self.memory.close()
+        if self._wc:
+            from hetpart.runtime import cuda_api
+
+            for ptr in self._wc:
+                cuda_api.host_free(ptr)
+            self._wc = []
 
 
 def probe(case: Case, backend: Backend, target, copies: int, calls: int, sweeps: int, seed: int = 0) -> dict:
@@ -284,6 +308,7 @@ def probe(case: Case, backend: Backend, target, copies: int, calls: int, sweeps:
     resident = [backend.resident(w) for w in packed_many]
     pinned_many = [backend.pinned(w, f"{case.name} weight {i}") for i, w in enumerate(packed_many)]
     mapped = [backend.mapped(b) for b in pinned_many]
+    mapped_wc = [backend.mapped_wc(w) for w in packed_many]
     pinned = [[backend.pinned(w, f"{case.name} copy {c} weight {i}") for i, w in enumerate(ws)]
               for c, ws in enumerate(packed)]
     slots = [backend.slot(w, f"{case.name} slot {i}") for i, w in enumerate(packed[0])]
@@ -301,7 +326,8 @@ def probe(case: Case, backend: Backend, target, copies: int, calls: int, sweeps:
                 one(*ins, *[s.tensor for s in slots])
         return run, copies
 
-    timed = {"resident": sweep_many(resident), "mapped": sweep_many(mapped), "copied": sweep_copied()}
+    timed = {"resident": sweep_many(resident), "mapped": sweep_many(mapped), "mapped_wc": sweep_many(mapped_wc),
+             "copied": sweep_copied()}
     samples = {m: [] for m in MODES}
     for m, (run, _) in timed.items():  # one unrecorded sweep each: lazy loads, pages touched
         run()
@@ -326,7 +352,8 @@ def probe(case: Case, backend: Backend, target, copies: int, calls: int, sweeps:
         return (r[0] if len(r) == 1 else r).numpy()
 
     res = out([backend.resident(w) for w in packed[0]])
-    got = {"mapped": out([backend.mapped(b) for b in pinned[0]])}
+    got = {"mapped": out([backend.mapped(b) for b in pinned[0]]),
+           "mapped_wc": out([backend.mapped_wc(w) for w in packed[0]])}
     for dst, src in zip(slots, pinned[0]):
         backend.copy(dst, src)
     got["copied"] = out([s.tensor for s in slots])
