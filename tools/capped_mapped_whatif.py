@@ -194,7 +194,8 @@ def main(argv=None) -> int:
                              experts=counts(placed, experts), mapped_kernels=sum(d == MAPPED for d in placed.values()),
                              gpu_MB=on.predicted["gpu_memory"]["total"] / 1e6, plan_s=round(time.time() - t1, 1)))
             ends = []
-            for label, start in (("from hetpart's plan", placement), ("from all-GPU + mapped", all_gpu_seed(problem, experts))):
+            starts = (("from hetpart's plan", placement), ("from all-GPU + mapped", all_gpu_seed(problem, experts)))
+            for label, start in starts:
                 s0, total0, _ = priced(problem, start, mapped_s)
                 best, best_s = search(problem, start, experts, mapped_s)
                 _, total, e = priced(problem, best, mapped_s)

@@ -42,6 +42,8 @@ numpy (``ref_rel_err``: max |out - ref| / max |ref|, float64 reference), inputs 
 negatives and zeros.  The kernels are built without CUDA graphs (a graph would replay the
 first call's weight pointers).
 
+``--set module.ATTR=value`` holds a hetpart switch for the whole probe (a rule's constant, e.g.
+``hetpart.kernels.rules.gpu_gathered_gemv.COLUMNS=32``: wider rows a warp over PCIe).
 ``--simulate``: the CPU target and :class:`~hetpart.runtime.memory.SimulatedMemory` (a mapped
 view is the host buffer itself, a copy ``np.copyto``): the whole probe but the CUDA calls,
 for CI; its times mean nothing.  ``--small``: narrow widths (CI).  Without a GPU and without
@@ -75,7 +77,8 @@ MOE_SPEC = "zoo:moe:layers=1,vocab=1000"
 DECODE_SPEC = "zoo:llama_decode:layers=1,vocab=1000"
 """One full-width layer of zoo llama_decode: its MLP GEMVs are the 22-layer model's."""
 SMALL = {"moe_expert": "zoo:moe:layers=1,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=100",
-         "decode_gemv": "zoo:llama_decode:layers=1,hidden=64,heads=4,kv_heads=2,intermediate=160,cache_len=16,vocab=100"}
+         "decode_gemv": "zoo:llama_decode:layers=1,hidden=64,heads=4,kv_heads=2,intermediate=160,cache_len=16,"
+                        "vocab=100"}
 """``--small``: the same kernels at narrow widths (CI)."""
 
 
@@ -368,7 +371,8 @@ def probe(case: Case, backend: Backend, target, copies: int, calls: int, sweeps:
 
 def describe(row: dict) -> str:
     m = row["modes"]
-    s = f"{row['name']:<12} {row['rule']:<16} {row['weight_bytes'] / 1e6:6.1f} MB (reads {row['read_bytes'] / 1e6:5.1f})"
+    s = (f"{row['name']:<12} {row['rule']:<16} {row['weight_bytes'] / 1e6:6.1f} MB "
+         f"(reads {row['read_bytes'] / 1e6:5.1f})")
     for mode in MODES:
         s += f" | {mode} {m[mode]['us']:8.1f} us {m[mode]['gbs']:7.1f} GB/s"
     return s + f" | copy {m['copied']['copy_gbs']:.1f} GB/s | equal {row['equal']} ref {row['ref_rel_err']:.1e}"
@@ -386,13 +390,18 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", type=int, default=32, help="calls per VM call (resident, mapped)")
     ap.add_argument("--sweeps", type=int, default=5)
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--set", dest="switches", action="append", default=[], metavar="module.ATTR=value",
+                    help="a hetpart switch held for the whole probe (repeatable), e.g. "
+                         "hetpart.kernels.rules.gpu_gathered_gemv.COLUMNS=32")
     ap.add_argument("--build-only", action="store_true",
                     help="no GPU needed: build each kernel's modules for --arch and print its rule")
     args = ap.parse_args(argv)
+    from hetpart.bench.switches import switched
     from hetpart.errors import HetpartError
 
     try:
-        return _run(args)
+        with switched(args.switches):
+            return _run(args)
     except HetpartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -446,7 +455,7 @@ def build_only(args) -> int:
 
 
 def _write(write_json, args, backend, rows, t0) -> None:
-    settings = {k: getattr(args, k) for k in ("copies", "calls", "sweeps", "arch", "small")}
+    settings = {k: getattr(args, k) for k in ("copies", "calls", "sweeps", "arch", "small", "switches")}
     write_json(args.json, SCHEMA, VERSION, {"device": backend.name(), "simulated": backend.simulated,
                                             "settings": settings, "kernels": rows,
                                             "elapsed_s": round(time.time() - t0, 1)})
