@@ -123,3 +123,24 @@ def test_a_model_without_mapped_partitions_writes_its_manifest_as_before(moe, tm
     manifest = json.loads((compiled.save(tmp_path / "plain") / "manifest.json").read_text())
     assert manifest["version"] == VERSION == 6
     assert all("mapped" not in p for p in manifest["partitions"])
+
+
+def test_mapped_cost_is_the_rows_a_call_reads_in_the_cuda_format(moe):
+    """``CostModel.mapped_cost``: the kernel's CUDA cost or its rows at the pinned H2D fit; under
+    a bf16 CUDA precision, the bf16 kernel's (``PrecisionCosts.mapped_cost``)."""
+    from hetpart.contracts.precision import parse
+    from hetpart.costmodel.kernel_shape import weight_bytes_read
+    from hetpart.costmodel.profile_db import KernelFeatures
+    from hetpart.partitioner.precision_costs import with_precision
+
+    _, graph, costs = moe
+    k = next(kern for kern in graph.kernels.values() if OP in kern.func)
+    fit = costs.profile.transfers.fit("h2d", "pinned")
+    rows = weight_bytes_read(KernelFeatures.of(k))
+    assert rows * 4 == pytest.approx(k.param_bytes, rel=0.05)  # 2 of 8 experts
+    assert costs.mapped_cost(k) == pytest.approx(max(costs.kernel_cost(k, "cuda"),
+                                                     fit.latency_s + rows / fit.bandwidth_Bps))
+    low = with_precision(costs, graph, parse("cuda=bf16"))
+    built = low.lowered["cuda"][k.id]
+    assert built.param_bytes * 2 == k.param_bytes
+    assert low.mapped_cost(k) == pytest.approx(costs.mapped_cost(built))

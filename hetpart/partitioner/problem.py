@@ -28,7 +28,7 @@ from ..errors import InternalError, PlanError
 from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
 from .choice import MAPPED, STREAM, device_of
-from .costs import Costs, give_graph
+from .costs import Costs, give_graph, mapped_cost
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
 from .same_device import SameDevice, check_tied, groups as same_device_groups, hold
@@ -190,16 +190,13 @@ class Problem:
 
     def mapped_extra_s(self, k: str) -> float:
         """Seconds kernel ``k`` adds on CUDA with its weights mapped (:data:`MAPPED`) over its
-        resident cost ``seconds[k]["cuda"]``: the cost model's ``mapped_cost`` where it has one
-        (:meth:`hetpart.costmodel.CostModel.mapped_cost`: the bytes a call reads, at the
-        pinned host-to-device rate), else all of its weights copied (:meth:`weight_copy_s`);
-        never negative.  Cached per kernel."""
+        resident cost ``seconds[k]["cuda"]``: :func:`.costs.mapped_cost` (the cost model's: the
+        bytes a call reads at the pinned host-to-device rate; a table's: all its weights over
+        the link); never negative.  Cached per kernel."""
         extra = self._mapped_extra.get(k)
         if extra is None:
-            kernel, resident = self.graph.kernels[k], self.seconds[k]["cuda"]
-            price = getattr(self.costs, "mapped_cost", None)
-            cost = price(kernel) if price is not None else resident + self.weight_copy_s(kernel.param_bytes)
-            extra = self._mapped_extra[k] = max(0.0, float(cost) - resident)
+            resident = self.seconds[k]["cuda"]
+            extra = self._mapped_extra[k] = max(0.0, mapped_cost(self.costs, self.graph.kernels[k]) - resident)
         return extra
 
     def weight_copy_s(self, nbytes: int) -> float:
