@@ -70,7 +70,8 @@ VERSION = 6  # 2: PartitionArtifact.weights (streamed weights in a .weights.bin 
 # 4: PartitionArtifact.external (resident weights in a .params.bin file) and external_min_bytes;
 # 5: PartitionArtifact.cuda_graph, slot_graphs, static_io (how a streaming plan's CUDA libraries were built);
 # 6: PartitionArtifact.contraction_reads (read as none before: the handoff then maps as it did)
-READS = (1, 2, 3, 4, 5, 6)  # 1 and 2 read as the default precision; 1-3 have no external weights; 1-4 read
+MAPPED_VERSION = 7  # 7: PartitionArtifact.mapped; written (with the key) only by a model with a mapped partition
+READS = (1, 2, 3, 4, 5, 6, 7)  # 1 and 2 read as the default precision; 1-3 have no external weights; 1-4 read
 # the graph flags as False (built before a streaming plan's libraries had graphs)
 WEIGHT_ALIGNMENT = 64  # byte alignment of each weight in a packed buffer (what TVM kernels assume)
 MANIFEST = "manifest.json"
@@ -183,7 +184,11 @@ class PartitionArtifact:
     ``contraction_reads``: its inputs and outputs that a contraction kernel of it reads
     (:func:`hetpart.compiler.extract.contraction_reads`); the handoff keeps them out of mapped
     host memory (:data:`hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS`).  Absent before
-    version 6, read as none.
+    version 6, read as none.  ``mapped``: a CUDA partition the plan maps the weights of
+    (``Partition.weights == "mapped"``): every weight in its ``external`` file, which the
+    runtime reads into mapped pinned host memory and the kernels read in place
+    (:mod:`hetpart.runtime.external_weights`), never copied to the GPU.  Written (and the
+    manifest as version 7) only where True; absent, read as False.
     """
 
     name: str
@@ -204,12 +209,14 @@ class PartitionArtifact:
     slot_graphs: bool = False
     static_io: bool = False
     contraction_reads: list[str] = field(default_factory=list)
+    mapped: bool = False
     module: Any = field(default=None, repr=False, compare=False)
     # the external weights read into host memory once, shared by every CPU runner of this artifact
     host_weights: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("module", "host_weights")}
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("module", "host_weights") and (f.name != "mapped" or self.mapped)}
         d["inputs"] = [t.to_json() for t in self.inputs]
         d["outputs"] = [t.to_json() for t in self.outputs]
         d["weights"] = self.weights.to_json() if self.weights is not None else None
@@ -294,7 +301,7 @@ class CompiledModel:
 
         return {
             "schema": SCHEMA,
-            "version": VERSION,
+            "version": MAPPED_VERSION if any(p.mapped for p in self.partitions) else VERSION,
             "hetpart": __version__,
             "tvm": tvm.__version__,
             "model": self.model,

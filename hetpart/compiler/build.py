@@ -196,7 +196,7 @@ class LibraryCache:
         import tvm_ffi
 
         return (tvm_ffi.structural_hash(program.module), json.dumps(target_json(spec.tvm_target), sort_keys=True),
-                repr(options), program.dps, program.cuda_graph, program.static_io, external_weights)
+                repr(options), program.dps, program.cuda_graph, program.static_io, external_weights, program.mapped)
 
     def find(self, key: tuple, program: PartitionProgram):
         import tvm_ffi
@@ -298,6 +298,7 @@ def build_partition(program: PartitionProgram, spec: targets.TargetSpec, out_dir
     return PartitionArtifact(
         weights=_write_weights(program, out_dir),
         external=external,
+        mapped=program.mapped and external is not None,
         name=program.name,
         device=program.device,
         device_type=spec.device_type,
@@ -325,9 +326,10 @@ def _build_one(program: PartitionProgram, spec: targets.TargetSpec, out_dir: Pat
               if external_weights is not None and not program.weights else None)
     if program.slot_graphs:  # streamed weights as fixed parameters, last (also when simulated: one convention)
         lifter = slot_graph_signature(program)
-    if static_io and not program.weights:
+    if (static_io or program.mapped) and not program.weights:
         # Every constant lifted out (bound once per runner): the runtime keeps a VM per set of
-        # argument addresses, and each VM would copy its library's constants to the GPU again.
+        # argument addresses, and each VM would copy its library's constants to the GPU again;
+        # a mapped partition's are read in place from pinned host memory (external_weights).
         lifter = WeightLifter(program.name, 0)
     lift = static_io_signature(program, lifter) if static_io else lifter  # every parameter fixed
     executable = kernels.build(program.module, spec.tvm_target, cuda_graph=cuda_graph,

@@ -124,6 +124,9 @@ class PartitionProgram:
     # (:func:`contraction_reads`): the runtime keeps such a tensor out of mapped host memory
     # on a GPU (hetpart.runtime.handoff.COPY_GPU_CONTRACTION_READS)
     contraction_reads: tuple[str, ...] = ()
+    # The plan maps its weights (Partition.weights "mapped"): built with every constant
+    # external (:mod:`.external`), bound from mapped pinned host memory by the runtime
+    mapped: bool = False
 
     @property
     def slot_graphs(self) -> bool:
@@ -406,6 +409,7 @@ def _extract_one(graph, b: _ModelBindings, partition) -> PartitionProgram:
         weights=weights,
         weight_values=tuple(const.value.numpy() for const in lifted),
         contraction_reads=contraction_reads(graph, kernels, inputs, outputs),
+        mapped=partition.weights == "mapped",
     )
 
 

@@ -340,6 +340,16 @@ class CostModel:
             raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
         return max(cost, self.weight_floor(kernel, device)) * self._scale(device)
 
+    def mapped_cost(self, kernel) -> float:
+        """Seconds per call of ``kernel`` on CUDA with its weights read in place from mapped
+        pinned host memory (:data:`hetpart.partitioner.choice.MAPPED`): its CUDA cost, or the
+        bytes it reads (:func:`.kernel_shape.weight_bytes_read`: a gather only its rows) at the
+        pinned host-to-device fit (:meth:`transfer_cost`: its latency standing for the launch),
+        whichever is more.  Assumes a kernel's mapped reads go at the copy engine's rate
+        (tools/gpu_mapped_weights_probe.py measures them)."""
+        read = weight_bytes_read(KernelFeatures.of(kernel))
+        return max(self.kernel_cost(kernel, "cuda"), self.transfer_cost(read, "cpu", "cuda"))
+
     def weight_floor(self, kernel, device: str) -> float:
         """The least a call of ``kernel`` on ``device`` can cost with its weights cold:
         one launch plus the weight bytes it reads (:func:`.kernel_shape.weight_bytes_read`:

@@ -72,6 +72,17 @@ def give_graph(costs, graph) -> None:
         add(graph)
 
 
+def mapped_cost(costs, kernel) -> float:
+    """Seconds per call of ``kernel`` on CUDA with its weights read in place from mapped pinned
+    host memory (:data:`.choice.MAPPED`): ``costs.mapped_cost`` where it has one
+    (:meth:`hetpart.costmodel.CostModel.mapped_cost`), else its CUDA cost plus all of its
+    weights over the link (a table of costs: every weight byte read once)."""
+    own = getattr(costs, "mapped_cost", None)
+    if own is not None:
+        return float(own(kernel))
+    return float(costs.kernel_cost(kernel, "cuda")) + float(costs.transfer_cost(kernel.param_bytes, "cpu", "cuda"))
+
+
 def cost_origin(costs) -> str:
     """A human string saying where ``costs`` come from (their profile's origin)."""
     for holder in (costs, getattr(costs, "profile", None)):

@@ -12,7 +12,9 @@ sequential latency (least ring memory on ties).  A larger slot trades GPU memory
 fewer streamed partitions, each a call with its own overhead: BERT-large at a quarter
 of its weights had ~230 partitions whose overheads were 39% of its predicted
 latency.  A placement without streamed weights is evaluated as before streaming
-existed.
+existed.  Kernels placed :data:`~.choice.MAPPED` run in CUDA groups of their own at their
+mapped cost (:meth:`~.problem.Problem.mapped_extra_s`), their weights neither resident
+(out of the memory's ``params``) nor in the ring.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from .grouping import group_parts
 from .layout import Layout, flow_plan, lay_out
 from .gpu_memory import GpuMemory, gpu_memory
-from .problem import STREAM, Assignment, Problem, split
+from .problem import MAPPED, STREAM, Assignment, Problem, mapped_of, split
 from .timeline import end_time, pipeline_period, sequential_end_times
 
 SLOT_CHOICES = (1, 2, 3, 4)
@@ -42,6 +44,7 @@ class Evaluation:
     memory: GpuMemory
     fits: bool  # under the GPU memory cap (True when there is none)
     streamed: frozenset = frozenset()  # kernels placed STREAM (weights streamed into the ring)
+    mapped: frozenset = frozenset()  # kernels placed MAPPED (weights read in place from pinned host memory)
 
     @property
     def makespan_s(self) -> float:
@@ -54,8 +57,11 @@ class Evaluation:
 
     @property
     def placement(self) -> Assignment:
-        """The placement evaluated: the layout's devices, STREAM for streamed kernels."""
+        """The placement evaluated: the layout's devices, STREAM for streamed kernels, MAPPED for
+        mapped ones."""
         a = self.layout.assignment
+        if self.mapped:
+            return {k: STREAM if k in self.streamed else MAPPED if k in self.mapped else d for k, d in a.items()}
         return {k: STREAM if k in self.streamed else d for k, d in a.items()} if self.streamed else a
 
 
@@ -63,13 +69,14 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
     """All predictions of ``placement``, on maximal partitions; with ``overlap``, on whichever
     of maximal and level-split partitions (:func:`~.grouping.group_kernels`) overlaps better."""
     a, streamed = split(placement)
+    mapped = mapped_of(placement) if a is not placement else frozenset()
     kernels = problem.graph.kernels
     slot = max((kernels[k].param_bytes for k in streamed), default=0)
     if not slot:  # nothing to stream: resident weights, as without streaming
-        return _resident(problem, a, overlap, streamed)
-    base = gpu_memory(problem, a, streamed)
+        return _resident(problem, a, overlap, streamed, mapped)
+    base = gpu_memory(problem, a, streamed | mapped)
     best = None
-    for layout, size in _ring_layouts(problem, a, streamed, slot, overlap):
+    for layout, size in _ring_layouts(problem, a, streamed, slot, overlap, mapped):
         n = len(layout.streamed_groups)
         counts = [s for s in SLOT_CHOICES if s <= max(n, 1)]
         for slots, seq in zip(counts, sequential_end_times(layout, counts)):
@@ -81,21 +88,22 @@ def evaluate(problem: Problem, placement: Assignment, overlap: bool = False) -> 
             if best is None or key < best[0]:
                 best = (key, ringed, seq, span, mem, fits)
     _, ringed, seq, span, mem, fits = best
-    return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed)
+    return Evaluation(ringed, seq, span, pipeline_period(ringed), mem, fits, streamed, mapped)
 
 
-def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest: int, overlap: bool):
+def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest: int, overlap: bool,
+                  mapped: frozenset = frozenset()):
     """(layout, slot bytes) for each slot size of :data:`SLOT_MULTIPLES` (a multiple that
     merges no further streamed partitions than a smaller one is skipped), maximal
     partitions and, with ``overlap``, level-split ones too."""
     seen = set()
     levels = (False, True) if overlap else (False,)
-    parts = {by_level: group_parts(problem, a, by_level, streamed) for by_level in levels}  # slot-size free
+    parts = {by_level: group_parts(problem, a, by_level, streamed, mapped) for by_level in levels}  # slot-size free
     flows = flow_plan(problem, a)  # partition free
     for mult in SLOT_MULTIPLES:
         size = largest * mult
         for by_level in levels:
-            layout = lay_out(problem, a, by_level, streamed, size, parts[by_level], flows)
+            layout = lay_out(problem, a, by_level, streamed, size, parts[by_level], flows, mapped)
             shape = (by_level, len(layout.groups))
             if mult > 1 and shape in seen:
                 continue
@@ -103,15 +111,16 @@ def _ring_layouts(problem: Problem, a: Assignment, streamed: frozenset, largest:
             yield layout, size
 
 
-def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozenset) -> Evaluation:
-    layout = lay_out(problem, a)
+def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozenset,
+              mapped: frozenset = frozenset()) -> Evaluation:
+    layout = lay_out(problem, a, mapped=mapped)
     makespan = end_time(layout, "parallel")
     if overlap:
-        split_layout = lay_out(problem, a, by_level=True)
+        split_layout = lay_out(problem, a, by_level=True, mapped=mapped)
         split_makespan = end_time(split_layout, "parallel")
         if len(split_layout.groups) > len(layout.groups) and split_makespan < makespan:
             layout, makespan = split_layout, split_makespan
-    mem = gpu_memory(problem, a)
+    mem = gpu_memory(problem, a, mapped)
     return Evaluation(
         layout=layout,
         sequential_s=end_time(layout, "sequential"),
@@ -120,4 +129,5 @@ def _resident(problem: Problem, a: Assignment, overlap: bool, streamed: frozense
         memory=mem,
         fits=problem.gpu_memory is None or mem.total <= problem.gpu_memory,
         streamed=streamed,
+        mapped=mapped,
     )

@@ -16,7 +16,9 @@ Kernels whose weights are streamed (:mod:`.streaming`) are grouped apart from CU
 kernels whose weights are resident (as if on a third device), and a streamed group is
 cut, in topological order, into partitions whose weights fit one slot of the stream
 ring (``slot_bytes``).  Cutting a group into runs of a topological order closes no
-cycle: every edge between the runs points forward.
+cycle: every edge between the runs points forward.  Kernels whose weights are mapped
+(:data:`~.choice.MAPPED`) are grouped apart likewise (a partition's weights are all of one
+kind), and never cut: they need no slot.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .problem import Assignment, Problem
 
 STREAM_LABEL = "cuda-streamed"
 """The grouping label of a CUDA kernel whose weights are streamed."""
+MAPPED_LABEL = "cuda-mapped"
+"""The grouping label of a CUDA kernel whose weights are mapped."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,11 @@ class Group:
     device: str
     kernels: tuple[str, ...]
     streamed: bool = False  # a CUDA group whose weights are streamed into the ring
+    mapped: bool = False  # a CUDA group whose weights stay in pinned host memory, read in place
 
 
 def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-                  slot_bytes: int = 0, parts: dict[str, int] | None = None) -> list[Group]:
+                  slot_bytes: int = 0, parts: dict[str, int] | None = None, mapped=frozenset()) -> list[Group]:
     """The partitions of ``a`` (see module docstring for the invariants); the kernels in
     ``streamed`` (CUDA ones) form streamed groups of at most ``slot_bytes`` of weights.
 
@@ -52,24 +57,29 @@ def group_kernels(problem: Problem, a: Assignment, by_level: bool = False, strea
 
     ``parts``: :func:`group_parts` of the same ``a``, ``by_level`` and ``streamed``, computed
     once by a caller that lays one placement out at several slot sizes (they cut only the
-    streamed parts; the same groups as without it).
+    streamed parts; the same groups as without it).  ``mapped``: CUDA kernels whose weights
+    are mapped, grouped apart (``Group.mapped``); pass the same to :func:`group_parts`.
     """
-    labels = _labels(a, streamed)
+    labels = _labels(a, streamed, mapped)
     if parts is None:
-        parts = group_parts(problem, a, by_level, streamed)
+        parts = group_parts(problem, a, by_level, streamed, mapped)
     groups = _ordered_groups(problem, labels, _fit_slots(problem, labels, parts, slot_bytes if streamed else 0))
-    if streamed:
-        return [Group("cuda", g.kernels, True) if g.device == STREAM_LABEL else g for g in groups]
+    if streamed or mapped:
+        return [Group("cuda", g.kernels, True) if g.device == STREAM_LABEL
+                else Group("cuda", g.kernels, mapped=True) if g.device == MAPPED_LABEL else g for g in groups]
     return groups
 
 
-def group_parts(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset()) -> dict[str, int]:
+def group_parts(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
+                mapped=frozenset()) -> dict[str, int]:
     """Kernel -> part id of :func:`group_kernels` before streamed parts are cut to slots
     (independent of the slot size)."""
-    return _parts(problem, _labels(a, streamed), by_level)
+    return _parts(problem, _labels(a, streamed, mapped), by_level)
 
 
-def _labels(a: Assignment, streamed) -> Assignment:
+def _labels(a: Assignment, streamed, mapped=frozenset()) -> Assignment:
+    if mapped:
+        return {k: STREAM_LABEL if k in streamed else MAPPED_LABEL if k in mapped else d for k, d in a.items()}
     return {k: STREAM_LABEL if k in streamed else d for k, d in a.items()} if streamed else a
 
 

@@ -155,17 +155,24 @@ def flow_plan(problem: Problem, a: Assignment) -> tuple[list[tuple[str, str]], l
     return same, copies
 
 
+def mapped_extra_s(problem: Problem, group: Group) -> float:
+    """Seconds a mapped group's kernels add over their resident cost (0 for any other group)."""
+    return sum(problem.mapped_extra_s(k) for k in group.kernels) if group.mapped else 0.0
+
+
 def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=frozenset(),
-            slot_bytes: int = 0, parts: dict[str, int] | None = None, flows=None) -> Layout:
+            slot_bytes: int = 0, parts: dict[str, int] | None = None, flows=None, mapped=frozenset()) -> Layout:
     """Partitions (see :func:`group_kernels`) and copies of ``a``; ``a`` must respect pins (checked).
 
     ``streamed``: CUDA kernels whose weights are streamed, in groups of at most
     ``slot_bytes``; the ring's slot count is set later (``stream_slots``, 0 here).
     ``parts``: :func:`~.grouping.group_parts` of the same ``a``, ``by_level`` and
     ``streamed`` where the caller has it (one placement at several slot sizes); ``flows``:
-    :func:`flow_plan` of the same ``a``, likewise."""
+    :func:`flow_plan` of the same ``a``, likewise.  ``mapped``: CUDA kernels whose weights
+    are mapped (:data:`~.choice.MAPPED`): in groups of their own, no weight copy, each
+    costing :meth:`Problem.mapped_extra_s` more than resident (in the group's compute)."""
     problem.check(a)
-    groups = group_kernels(problem, a, by_level, streamed, slot_bytes, parts)
+    groups = group_kernels(problem, a, by_level, streamed, slot_bytes, parts, mapped)
     kernels = problem.graph.kernels
     weights = [sum(kernels[k].param_bytes for k in g.kernels) for g in groups]
     # A streamed group without constants has nothing to copy: it runs as a resident one.
@@ -174,6 +181,8 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     where = {k: i for i, g in enumerate(groups) for k in g.kernels}
     overheads = partition_overheads(problem, [g.device for g in groups])
     compute = [problem.compute_s(a, g.kernels) for g in groups]
+    if mapped:
+        compute = [c + (mapped_extra_s(problem, g) if g.mapped else 0.0) for c, g in zip(compute, groups)]
     if GRAPHLESS_CUDA_LAUNCH and any(problem.graphless) and cuda_graphs_off(groups):
         launches = [sum(k not in problem.views for k in g.kernels) if g.device == "cuda" else 0 for g in groups]
         overheads = graphless_overheads([g.device for g in groups], compute, overheads, launches,

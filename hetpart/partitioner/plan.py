@@ -6,7 +6,8 @@ each :class:`Cut`), and to disk as JSON (``"schema": "hetpart-plan"``) that load
 equal (:meth:`Plan.save`, :meth:`Plan.load`).  The op graph and the cost model a
 plan was made from ride along in memory only.  ``state`` holds the device-resident
 state pairs (model output -> model input) the plan was priced with
-(:mod:`.state`); a plan with state is written as version 4, one without as version 3.
+(:mod:`.state`); a plan with state is written as version 4, one without as version 3; a plan with a
+``"mapped"`` partition as version 5 (a reader before it refuses it by its version).
 
 Times are seconds, sizes bytes.  ``predicted`` holds:
 
@@ -41,8 +42,9 @@ from .costs import Costs
 SCHEMA = "hetpart-plan"
 VERSION = 3  # 2: Partition.weights / weight_bytes, Plan.stream_slots / stream_slot_bytes; 3: Plan.precision
 STATE_VERSION = 4  # 4: Plan.state; written only by a plan with state, so a plan without stays version 3
-READS = (1, 2, 3, 4)  # version 1 reads as all weights resident; 1 and 2 as the default precision; < 4 no state
-WEIGHTS = ("resident", "streamed")
+MAPPED_VERSION = 5  # 5: Partition.weights "mapped"; written only by a plan with a mapped partition
+READS = (1, 2, 3, 4, 5)  # version 1 reads as all weights resident; 1 and 2 as the default precision; < 4 no state
+WEIGHTS = ("resident", "streamed", "mapped")
 
 
 @dataclass
@@ -57,8 +59,11 @@ class Partition:
     the GPU once, when the session opens) or ``"streamed"`` (held once in pinned host
     memory and copied into one of the plan's ring slots on a copy stream ahead of each
     call; the call waits for its copy, and a slot is refilled only after the call that
-    read it has finished).  ``weight_bytes`` is the size of those constants; a streamed
-    partition's must fit one slot.  CPU partitions are always ``"resident"``.
+    read it has finished) or ``"mapped"`` (held once in pinned host memory and read by the
+    kernels in place, through its mapped device pointer: no GPU memory, no copy; each byte
+    a call reads crosses the link; :data:`.streaming.MAPPED_WEIGHTS`).  ``weight_bytes`` is
+    the size of those constants; a streamed partition's must fit one slot.  CPU partitions
+    are always ``"resident"``.
     """
 
     name: str
@@ -126,6 +131,11 @@ class Plan:
         """The partitions whose weights are streamed, in run order."""
         return [p for p in self.partitions if p.weights == "streamed"]
 
+    @property
+    def mapped(self) -> list[Partition]:
+        """The partitions whose weights are mapped (read in place from pinned host memory), in run order."""
+        return [p for p in self.partitions if p.weights == "mapped"]
+
     def partition_of(self, kernel_id: str) -> Partition:
         for p in self.partitions:
             if kernel_id in p.kernels:
@@ -139,7 +149,8 @@ class Plan:
 
     # --- JSON --------------------------------------------------------------------
     def to_json(self) -> dict:
-        out = {"schema": SCHEMA, "version": STATE_VERSION if self.state else VERSION}
+        version = MAPPED_VERSION if self.mapped else STATE_VERSION if self.state else VERSION
+        out = {"schema": SCHEMA, "version": version}
         for f in fields(self):
             if f.name not in ("graph", "costs") and (f.name != "state" or self.state):
                 out[f.name] = _plain(getattr(self, f.name))
@@ -214,10 +225,14 @@ def _state(value) -> dict[str, str]:
 
 
 def _check_streaming(plan: "Plan") -> None:
-    """PlanError unless streamed partitions are CUDA ones that fit a slot of the ring."""
+    """PlanError unless streamed partitions are CUDA ones that fit a slot of the ring and
+    mapped ones are CUDA ones."""
     for p in plan.partitions:
         if p.weights not in WEIGHTS:
             raise PlanError(f"partition {p.name}: weights {p.weights!r} is not one of {', '.join(WEIGHTS)}")
+        if p.weights == "mapped" and p.device != "cuda":
+            raise PlanError(f"partition {p.name} maps its weights on {p.device}; only a CUDA partition reads "
+                            "mapped host memory; make the plan again")
         if p.weights == "streamed" and (p.device != "cuda" or p.weight_bytes > plan.stream_slot_bytes
                                         or plan.stream_slots < 1):
             raise PlanError(f"partition {p.name} streams {p.weight_bytes} bytes of weights on {p.device}, but the "

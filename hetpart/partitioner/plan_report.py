@@ -16,7 +16,7 @@ from ..importer.summary import human_bytes
 from .evaluate import Evaluation
 from .objectives import OBJECTIVES
 from .plan import Plan
-from .problem import STREAM, Problem, build_problem, other
+from .problem import MAPPED, STREAM, Problem, build_problem, other
 from .same_device import refuse_split, tie_move
 from .state import resolve_state
 
@@ -278,9 +278,11 @@ def problem_of(plan: Plan) -> Problem:
 
 
 def placement_of(plan: Plan) -> dict:
-    """The plan's placement: its assignment, with STREAM for kernels of streamed partitions."""
+    """The plan's placement: its assignment, with STREAM for kernels of streamed partitions
+    and MAPPED for kernels of mapped ones."""
     streamed = {k for p in plan.streamed for k in p.kernels}
-    return {k: STREAM if k in streamed else d for k, d in plan.assignment.items()}
+    mapped = {k for p in plan.mapped for k in p.kernels}
+    return {k: STREAM if k in streamed else MAPPED if k in mapped else d for k, d in plan.assignment.items()}
 
 
 def _streaming_lines(problem: Problem, plan: Plan, obj, here: Evaluation) -> list[str]:

@@ -11,7 +11,7 @@ from ..errors import PlanError, option
 from .baselines import BASELINES
 from .costs import cost_origin, give_graph
 from .evaluate import Evaluation
-from .layout import wake_count
+from .layout import mapped_extra_s, wake_count
 from .objectives import OBJECTIVES, Objective
 from .capacity import default_cap
 from .plan import Cut, Partition, Plan, Span
@@ -127,11 +127,11 @@ def _partition(problem: Problem, e: Evaluation, g: int, name: str) -> Partition:
                           if tensors[t].producer not in inside)
     made = [t for k in group.kernels for t in problem.graph.kernels[k].outputs]
     writes = [t for t in made if tensors[t].is_output or any(c not in inside for c in tensors[t].consumers)]
-    compute = problem.compute_s(e.layout.assignment, group.kernels)
+    compute = problem.compute_s(e.layout.assignment, group.kernels) + mapped_extra_s(problem, group)
     return Partition(name, group.device, list(group.kernels), e.layout.group_seconds[g], compute,
                      e.layout.group_overhead[g], list(reads), writes,
                      sum(tensors[t].nbytes for t in reads), sum(tensors[t].nbytes for t in writes),
-                     "streamed" if group.streamed else "resident",
+                     "streamed" if group.streamed else "mapped" if group.mapped else "resident",
                      e.layout.weight_bytes[g] if group.device == "cuda" else 0)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..contracts.precision import DEVICES, Precision
 from ..importer.low_precision import LOW_DTYPES, lower_weights
-from .costs import give_graph
+from .costs import give_graph, mapped_cost
 
 
 class PrecisionCosts:
@@ -44,6 +44,10 @@ class PrecisionCosts:
 
     def transfer_cost(self, nbytes: int, src: str, dst: str) -> float:
         return self.costs.transfer_cost(nbytes, src, dst)
+
+    def mapped_cost(self, kernel) -> float:
+        """The CUDA build's kernel (its weights in the CUDA format) read from mapped host memory."""
+        return mapped_cost(self.costs, self._as_built(kernel, "cuda"))
 
     def partition_overhead(self, device: str) -> float:
         return self.costs.partition_overhead(device)

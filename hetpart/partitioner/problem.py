@@ -5,7 +5,9 @@ tensor's transfer, applies capability limits and user pins, and returns a
 :class:`Problem` that every algorithm works on.  An *assignment* is a plain
 ``dict[kernel id, device]``.  A *placement* is an assignment that may also say
 :data:`STREAM` for a kernel: on CUDA, its weights streamed from pinned host memory
-(:mod:`.streaming`); :func:`split` turns it into an assignment and the streamed set.
+(:mod:`.streaming`), or :data:`MAPPED`: on CUDA, its weights read in place from pinned host
+memory; :func:`split` turns it into an assignment and the streamed set, :func:`mapped_of`
+gives the mapped set.
 
 The host is the CPU: model inputs start in host memory and model outputs must end
 there, so an input read on CUDA costs a host-to-device copy and an output made on
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from ..errors import InternalError, PlanError
 from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
-from .choice import STREAM, device_of
-from .costs import Costs, give_graph
+from .choice import MAPPED, STREAM, device_of
+from .costs import Costs, give_graph, mapped_cost
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
 from .same_device import SameDevice, check_tied, groups as same_device_groups, hold
@@ -38,11 +40,17 @@ Assignment = dict[str, str]
 
 
 def split(a: Assignment) -> tuple[Assignment, frozenset]:
-    """(device per kernel, the kernels whose weights are streamed) of placement ``a``."""
+    """(device per kernel, the kernels whose weights are streamed) of placement ``a``;
+    ``a`` itself where it holds neither :data:`STREAM` nor :data:`MAPPED`."""
     streamed = frozenset(k for k, d in a.items() if d == STREAM)
-    if not streamed:
+    if not streamed and MAPPED not in a.values():
         return a, streamed
     return {k: device_of(d) for k, d in a.items()}, streamed
+
+
+def mapped_of(a: Assignment) -> frozenset:
+    """The kernels placement ``a`` runs on CUDA with their weights mapped (:data:`MAPPED`)."""
+    return frozenset(k for k, d in a.items() if d == MAPPED)
 
 
 def other(device: str) -> str:
@@ -116,6 +124,7 @@ class Problem:
     reads: dict[str, list[int]] = field(init=False, repr=False)
     writes: dict[str, list[int]] = field(init=False, repr=False)
     edges: list[tuple[str, str]] = field(init=False, repr=False)
+    _mapped_extra: dict[str, float] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self):
         self.step = {k: i for i, k in enumerate(self.order)}
@@ -178,6 +187,17 @@ class Problem:
 
     def movable(self, k: str, device: str) -> bool:
         return device in self.allowed[k]
+
+    def mapped_extra_s(self, k: str) -> float:
+        """Seconds kernel ``k`` adds on CUDA with its weights mapped (:data:`MAPPED`) over its
+        resident cost ``seconds[k]["cuda"]``: :func:`.costs.mapped_cost` (the cost model's: the
+        bytes a call reads at the pinned host-to-device rate; a table's: all its weights over
+        the link); never negative.  Cached per kernel."""
+        extra = self._mapped_extra.get(k)
+        if extra is None:
+            resident = self.seconds[k]["cuda"]
+            extra = self._mapped_extra[k] = max(0.0, mapped_cost(self.costs, self.graph.kernels[k]) - resident)
+        return extra
 
     def weight_copy_s(self, nbytes: int) -> float:
         """Seconds to copy ``nbytes`` of weights from (pinned) host memory to the GPU

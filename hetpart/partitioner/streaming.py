@@ -36,6 +36,12 @@ copies beside them) under the cap:
   the H200 profile was planned at 14.6 ms while both rules' plans were predicted at
   13.4-13.5 ms: bench/results/capped-predictions.md.)
 
+With :data:`MAPPED_WEIGHTS` on, a weighted kernel that may run on CUDA has a fourth
+choice, :data:`~.choice.MAPPED`: on CUDA with its weights left in pinned host memory and
+read by the kernel through their mapped device pointer (no ring slot, no copy; priced at
+the bytes a call reads over the link: :meth:`~.problem.Problem.mapped_extra_s`), offered
+to the exhaustive search and the local search's moves like the others.
+
 Whether a weight-heavy kernel is better streamed or run on the CPU is decided only by
 the costs (its CPU time against its CUDA time plus the part of its copy that compute
 does not hide): e.g. an LLM decode step reads each weight once, and a CPU reading
@@ -53,9 +59,18 @@ from . import overlap
 from .evaluate import Evaluation, evaluate
 from .gpu_memory import gpu_memory
 from .mincut import solve_min_cut
-from .problem import STREAM, Assignment, Problem
+from .problem import MAPPED, STREAM, Assignment, Problem
 from .search import _better
 from .same_device import split_groups, tie, tie_move
+
+MAPPED_WEIGHTS = False
+"""Offer :data:`~.choice.MAPPED` (weights read in place from mapped pinned host memory) as a
+choice of every weighted kernel that may run on CUDA (read on each :func:`place`).  Off:
+priced on the recorded profile, a mapped expert projection of zoo moe costs 0.42 ms against
+0.24 ms on the CPU, so the planner picks none at 1/2 or 1/3 (bench/results/capped-mapped-weights.md),
+and mapped reads are not measured yet (tools/gpu_mapped_weights_probe.py).  A plan's mapped
+partitions compile with every weight external (``PartitionArtifact.mapped``) and the runtime
+binds them from mapped pinned host memory (:mod:`hetpart.runtime.external_weights`)."""
 
 EXACT_PLACEMENTS = 243
 SEARCH_BUDGET = 300
@@ -76,9 +91,14 @@ unconstrained cut's CUDA kernels (a slot fits the largest kernel streamed in it)
 
 
 def choices(problem: Problem, k: str) -> tuple[str, ...]:
-    """What kernel ``k`` may be: its allowed devices, and STREAM where CUDA is allowed."""
+    """What kernel ``k`` may be: its allowed devices, and STREAM where CUDA is allowed (and
+    MAPPED too for a kernel with weights, under :data:`MAPPED_WEIGHTS`)."""
     allowed = problem.allowed[k]
-    return allowed + ((STREAM,) if "cuda" in allowed else ())
+    if "cuda" not in allowed:
+        return allowed
+    if MAPPED_WEIGHTS and problem.graph.kernels[k].param_bytes > 0:
+        return allowed + (STREAM, MAPPED)
+    return allowed + (STREAM,)
 
 
 def key(e: Evaluation) -> tuple:
@@ -274,8 +294,8 @@ def moves(problem: Problem, e: Evaluation):
     p = e.placement
     groups = sorted(e.layout.groups, key=lambda g: (len(g.kernels), problem.step[g.kernels[0]]))
     for g in groups:
-        here = STREAM if g.streamed else g.device
-        for there in ("cpu", "cuda", STREAM):
+        here = STREAM if g.streamed else MAPPED if g.mapped else g.device
+        for there in ("cpu", "cuda", STREAM, MAPPED) if MAPPED_WEIGHTS else ("cpu", "cuda", STREAM):
             if there == here:
                 continue
             move = {k: there for k in g.kernels if there in choices(problem, k)}

@@ -12,6 +12,13 @@ Weight copy ``i`` (of the ``i``-th streamed partition) starts once copy ``i - 1`
 done and the call of streamed partition ``i - stream_slots`` (the last reader of its
 slot) has finished; streamed partition ``i`` waits for copy ``i``.
 
+Mapped weights (:data:`~.choice.MAPPED`): a mapped partition reads its weights over the
+same link during its call (its seconds hold those reads), so it and the weight copies take
+the link in turns, in task order: a mapped partition waits for the weight copies made
+before it, and a weight copy made after a mapped partition waits for it.  (Conservative:
+its kernels' own GPU time overlaps no copy either.)  A layout with a mapped group is
+timed through the task list (:func:`_schedule`), never :func:`sequential_ends`.
+
 * ``sequential``: one task at a time (partitions run one after another; each copy
   right after the partition that makes it), except weight copies, which run on
   their track beside it under the rules above.  Its end is the ``latency`` objective.
@@ -88,10 +95,11 @@ def tasks(layout: Layout) -> list[Task]:
     frees = {streamed[i - slots]: streamed[i] for i in range(slots, len(streamed))}  # group -> next in its slot
     position = {g: i for i, g in enumerate(streamed)}
     last_weights: list[int] = []
+    last_mapped: list[int] = []  # the latest mapped partition's position: the link's last reader
 
     def add_weights(g):
         deps = tuple(last_weights[-1:]) + ((done_group[streamed[position[g] - slots]],)
-                                           if position[g] >= slots else ())
+                                           if position[g] >= slots else ()) + tuple(last_mapped[-1:])
         out.append(Task("weights", g, WEIGHTS_TRACK, layout.weight_seconds[g], tuple(sorted(deps))))
         last_weights.append(len(out) - 1)
         copy_pos[g].append(len(out) - 1)
@@ -112,9 +120,12 @@ def tasks(layout: Layout) -> list[Task]:
         if t.src is not None:
             by_src.setdefault(t.src, []).append(j)
     for i, g in enumerate(layout.groups):
-        deps = tuple(sorted(copy_pos[i] + [done_group[d] for d in layout.deps[i]]))
+        link = last_weights[-1:] if g.mapped else []  # a mapped call reads over the link after the copies
+        deps = tuple(sorted(copy_pos[i] + [done_group[d] for d in layout.deps[i]] + link))
         out.append(Task("partition", i, g.device, layout.group_seconds[i], deps))
         done_group[i] = len(out) - 1
+        if g.mapped:
+            last_mapped.append(done_group[i])
         for j in by_src.get(i, ()):
             add_copy(j, layout.transfers[j])
         if i in frees:
@@ -131,7 +142,7 @@ def simulate(layout: Layout, mode: str) -> list[Scheduled]:
 def end_time(layout: Layout, mode: str) -> float:
     """``finish(simulate(layout, mode))``, the same number, without building the
     :class:`Scheduled` list (what a search comparing candidates needs)."""
-    if mode == "sequential" and FAST_SEQUENTIAL and not _contended(layout):
+    if mode == "sequential" and FAST_SEQUENTIAL and not _contended(layout) and not _mapped(layout):
         return _sequential_end(layout)
     return max(_schedule(layout, mode)[3], default=0.0)
 
@@ -150,11 +161,16 @@ def _contended(layout: Layout) -> bool:
         and any(layout.weight_seconds)
 
 
+def _mapped(layout: Layout) -> bool:
+    """Whether a group reads mapped weights over the link (timed through :func:`_schedule`)."""
+    return any(g.mapped for g in layout.groups)
+
+
 def sequential_end_times(layout: Layout, slot_counts) -> list[float]:
     """``[end_time(replace(layout, stream_slots=s), "sequential") for s in slot_counts]``
     (what :func:`~.evaluate.evaluate` prices per ring size), through :func:`sequential_ends`
     where :data:`FAST_SEQUENTIAL` allows."""
-    if FAST_SEQUENTIAL and not _contended(layout):
+    if FAST_SEQUENTIAL and not _contended(layout) and not _mapped(layout):
         return sequential_ends(layout, slot_counts)
     return [end_time(replace(layout, stream_slots=s), "sequential") for s in slot_counts]
 

@@ -222,10 +222,14 @@ def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: int, driver
     _check("cudaMemcpyAsync", rt.cudaMemcpyAsync(dst, src, nbytes, k, rt.cudaStream_t(stream)))
 
 
-def host_alloc(nbytes: int, mapped: bool = True) -> int:
-    """Page-locked host memory (``cudaHostAlloc``), mapped into the device address space."""
+def host_alloc(nbytes: int, mapped: bool = True, write_combined: bool = False) -> int:
+    """Page-locked host memory (``cudaHostAlloc``), mapped into the device address space;
+    ``write_combined``: not cached on the host (fast for the GPU to read over PCIe, very slow
+    for the CPU to read: tools/gpu_mapped_weights_probe.py's ``mapped_wc``)."""
     rt = cudart()
     flags = rt.cudaHostAllocPortable | (rt.cudaHostAllocMapped if mapped else 0)
+    if write_combined:
+        flags |= rt.cudaHostAllocWriteCombined
     return _handle(_check(f"cudaHostAlloc({nbytes} bytes)", rt.cudaHostAlloc(max(nbytes, 1), flags)))
 
 

@@ -23,6 +23,13 @@ passes after every other argument on each call.
   outside the session's quota arena, where the VM put the constants it uploaded:
   :func:`hetpart.runtime.pool.reserved_bytes` counts them the same way.  One device
   copy per runner (session), as each VM uploaded its own constants.
+* mapped CUDA partitions (``artifact.mapped``; a plan's ``weights="mapped"``): the file is
+  read once into page-locked host memory allocated mapped (``cudaHostAlloc``), and the
+  tensors are ``cuda`` views at its mapped device pointer: the kernels read the weights in
+  place over PCIe on every call, nothing is copied to the GPU or held there.  One pinned
+  buffer per runner, freed when the last view goes (:class:`_PinnedHost`).  Simulated, a
+  mapped partition runs on the CPU and binds as any CPU partition (a mapped view there is
+  the host memory itself, as :class:`hetpart.runtime.memory.SimulatedMemory` has it).
 
 Invariant: the views keep their owner (the host buffer, or the device buffer) alive for
 as long as TVM holds them; the offsets are multiples of 64 bytes (what TVM's kernels
@@ -62,6 +69,10 @@ def bind(artifact: PartitionArtifact, directory: Path | None) -> list:
             host = artifact.host_weights
         base = host.ctypes.data
         return [tensor_view(base + t.offset, t.shape, t.dtype, device="cpu", owner=host) for t in wf.tensors]
+    if artifact.mapped:
+        host = _PinnedHost(path, wf.nbytes, artifact.name)
+        return [tensor_view(host.device_ptr + t.offset, t.shape, t.dtype, device="cuda", owner=host)
+                for t in wf.tensors]
     import tvm
 
     mapped = _mapped(path, wf.nbytes, artifact.name)
@@ -71,6 +82,37 @@ def bind(artifact: PartitionArtifact, directory: Path | None) -> list:
     del mapped
     base = int(device.data_ptr())
     return [tensor_view(base + t.offset, t.shape, t.dtype, device="cuda", owner=device) for t in wf.tensors]
+
+
+class _PinnedHost:
+    """A weights file read into mapped page-locked host memory (``device_ptr``: the address
+    the GPU reads it at); the memory is freed when this object goes (its views own it)."""
+
+    def __init__(self, path: Path, nbytes: int, partition: str):
+        import ctypes
+
+        from . import cuda_api
+
+        self._free = cuda_api.host_free
+        self.ptr = cuda_api.host_alloc(max(nbytes, 1), mapped=True)
+        try:
+            view = memoryview((ctypes.c_uint8 * max(nbytes, 1)).from_address(self.ptr)).cast("B")[:nbytes]
+            read_exactly(path, view, partition)
+            self.device_ptr = cuda_api.host_device_pointer(self.ptr)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.ptr:
+            ptr, self.ptr = self.ptr, 0
+            self._free(ptr)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the CUDA runtime may be gone
+            pass
 
 
 def _read(path: Path, nbytes: int, partition: str) -> np.ndarray:
