@@ -4,7 +4,8 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (closing note of session 53: 146 ran, 148 in a short form; session 51's order follows 147):
-#   150 (issue 17, the wgmma GEMM's swizzled / two-warpgroup variants: cuda tests and probe),
+#   150 (issue 17, the wgmma GEMM's swizzled / two-warpgroup variants: cuda tests and probe), 151 (issue 19,
+#   weights read through mapped host memory: probe and cuda tests),
 #   149 (issue 19, zoo:moe's fused experts: the whole model on 16 threads, all-CUDA, cuda tests; capped bf16 with the
 #   CPU's weights bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
@@ -29,6 +30,23 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+151)  # (BUDGET=220) issue 19, weights read by the GPU kernel through mapped pinned host memory (session 54, branch
+     # mapped-experts; bench/results/capped-mapped-weights.md): nothing measured yet.  (1) the probe: zoo:moe's
+     # GpuGatheredGemv (92 MB table, reads 23 MB) and a llama_decode GEMV (46 MB) with the weight resident, mapped,
+     # mapped write-combined, and copied whole before each call; us and GB/s of bytes read, values checked;
+     # (2) the same for the moe expert at COLUMNS=32; (3) the cuda tests of the probe and of mapped weights in a
+     # session against ONNX Runtime.  Decides: whether mapped reads reach the profile's 55.6 GB/s pinned H2D rate
+     # (the price MAPPED_WEIGHTS assumes) and whether write-combined memory reads faster.
+  BUDGET=${STEP_BUDGET:-220}; mkdir -p "$OUT/logs"
+  timeout 90 python3 tools/gpu_mapped_weights_probe.py --json "$OUT/mapped-weights-probe-151.json" \
+    > "$OUT/logs/mapped-weights-probe-151.txt" 2>&1
+  timeout 50 python3 tools/gpu_mapped_weights_probe.py --only moe_expert \
+    --set hetpart.kernels.rules.gpu_gathered_gemv.COLUMNS=32 --json "$OUT/mapped-weights-probe-c32-151.json" \
+    > "$OUT/logs/mapped-weights-probe-c32-151.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 30 ] && timeout "$left" python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
+    tests/test_tools_gpu_mapped_weights_probe.py tests/test_runtime_mapped_weights.py \
+    > "$OUT/logs/cuda-tests-mapped-151.txt" 2>&1 ;;
 150)  # (BUDGET=330) issue 17, the wgmma GEMM's 128B-swizzled shared memory and two consumer warpgroups (session 54,
      # branch wgmma-swizzle; bench/results/gpu-wgmma-spike.md section 9): never run on a GPU.  (1) their cuda tests
      # against float64 numpy (12 variants x 3 shapes); (2) the probe's step 10 (ViT-B/16's four GEMMs, 9 layouts,
