@@ -355,3 +355,18 @@ def projection_error_on_gpu(tokens: int, k: int, n: int, gelu: bool, fmt: str) -
         got = list(s.run({"x": x}).values())[0]
     want = onnxruntime_outputs(m, {"x": x})[0]
     return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def shipped_profile():
+    """The package's recorded cost-model profile (``hetpart/costmodel/recorded/h200.json``), or,
+    where a device call left it out to fit its carry, the capped profile ``bench/results`` brings
+    instead (``tools/device_stage.sh`` NOPROFILE=1)."""
+    from pathlib import Path
+
+    from hetpart.costmodel import Profile
+    from hetpart.costmodel.locate import RECORDED_DIR
+
+    path = RECORDED_DIR / "h200.json"
+    if not path.exists():
+        path = Path(__file__).resolve().parents[1] / "bench" / "results" / "profile-capped-nvidia-h200.json"
+    return Profile.load(path)

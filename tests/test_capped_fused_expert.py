@@ -9,14 +9,13 @@ plan compiled (in simulation; ``-m cuda`` on a GPU) and run against ONNX Runtime
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from hetpart import compiler, importer, models
 from hetpart.bench.switches import switched
-from hetpart.costmodel import CostModel, Profile
+from hetpart.costmodel import CostModel
+from onnx_cases import shipped_profile
 from hetpart.costmodel.kernel_shape import weight_bytes_read
 from hetpart.costmodel.profile_db import KernelFeatures
 from hetpart.importer.expert_matmul import OP
@@ -40,12 +39,7 @@ def moe():
 
 @pytest.fixture(scope="module")
 def costs(moe):
-    from hetpart.costmodel.locate import RECORDED_DIR
-
-    path = RECORDED_DIR / "h200.json"  # the package's copy, wherever pytest runs
-    if not path.exists():  # a device call that left it out to fit its carry brings the capped profile instead
-        path = Path(__file__).resolve().parents[1] / "bench" / "results" / "profile-capped-nvidia-h200.json"
-    prof = Profile.load(path)
+    prof = shipped_profile()
     return CostModel(prof, graph=moe[1], cache_bytes={"cpu": 0}).with_weight_bandwidth({"cpu": BW})
 
 

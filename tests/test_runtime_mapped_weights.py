@@ -22,7 +22,8 @@ import pytest
 from hetpart import compiler, importer, models
 from hetpart.bench.switches import switched
 from hetpart.compiler.artifact import MAPPED_VERSION, VERSION
-from hetpart.costmodel import CostModel, Profile
+from hetpart.costmodel import CostModel
+from onnx_cases import shipped_profile
 from hetpart.importer.expert_matmul import OP
 from hetpart.partitioner import plan_for_assignment
 from hetpart.partitioner.choice import MAPPED
@@ -37,9 +38,7 @@ def moe():
     model = models.build("moe", small=True, seq_len=1)
     with switched([SWITCH]):
         graph = importer.load(model)
-    from hetpart.costmodel.locate import RECORDED_DIR
-
-    costs = CostModel(Profile.load(RECORDED_DIR / "h200.json"), graph=graph)
+    costs = CostModel(shipped_profile(), graph=graph)
     return model, graph, costs
 
 
