@@ -12,7 +12,8 @@ kernels of one partition on a device that computes in bfloat16).  Out
 are stored in bfloat16: the writer's kernel ends in a rounding ``astype`` (round to
 nearest even) of its float32 result, the reader's widens the element to float32 as it
 reads it (FuseTIR of TVM's ``astype`` into the kernels, as
-:mod:`~hetpart.importer.low_precision` widens weights).  The softmax itself computes in
+:mod:`~hetpart.importer.low_precision` widens weights; a contraction reading one is marked
+:data:`NARROW_ACTIVATION_ATTR`, so the tensor-core rule stages it in bf16 by ``cp.async``).  The softmax itself computes in
 float32 (max, exponentials, their sum, the division); the contractions accumulate in
 float32.  At Whisper's 1500 tokens a layer's scores are ``[6, 1500, 1500]``: 54 MB
 written, read, written and read again in float32, half that in bfloat16.
@@ -48,6 +49,11 @@ STORE_SCORES_BF16 = False
 """Store softmax's input and output in bfloat16 in a ``cuda=bf16`` build (module
 docstring).  Off: device A/B pending (``tools/gpu_model_switch_ab.py ... --precision bf16
 --before hetpart.importer.low_precision_scores.STORE_SCORES_BF16=0 --after ...=1``)."""
+
+NARROW_ACTIVATION_ATTR = "hetpart.narrow_activation"
+"""Function attribute of a retyped kernel that reads a contraction operand in bfloat16:
+the tensor-core rule stages that operand in bfloat16 by ``cp.async`` and widens it in the
+fragment loads (:func:`hetpart.kernels.rules.gpu_tensor_core._narrow_activation`)."""
 
 DTYPE = "bfloat16"
 SUFFIX = "bf16s"
@@ -123,7 +129,8 @@ def retyped_kernel(kernel: tvm.tirx.PrimFunc, call: relax.Call, widen: tuple[int
     prims = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     if len(prims) != 1:
         raise InternalError(f"FuseTIR left {len(prims)} PrimFuncs retyping one kernel")
-    return _inline_casts(prims[0])
+    func = _inline_casts(prims[0])
+    return func.with_attr(NARROW_ACTIVATION_ATTR, 1) if widen else func
 
 
 def _cast(x: te.Tensor, dtype: str) -> te.Tensor:
@@ -132,8 +139,9 @@ def _cast(x: te.Tensor, dtype: str) -> te.Tensor:
 
 def _inline_casts(func):
     """``func`` with its cast blocks inlined where TIR allows: a widening into its
-    readers, except a contraction's (it stays a block: the tensor-core rules stage
-    the operand widened), the final rounding into the block computing the value it rounds."""
+    readers, except a contraction's (it stays a block: the tensor-core rule, seeing
+    :data:`NARROW_ACTIVATION_ATTR`, stages the operand in bf16 and widens it in the
+    fragment loads), the final rounding into the block computing the value it rounds."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -263,4 +271,4 @@ def _rebuild_main(main: relax.Function, binding_var: dict, new_calls: dict) -> r
     return relax.Function(main.params, relax.SeqExpr(blocks, body), main.ret_ty, main.is_pure, main.attrs)
 
 
-__all__ = ["DTYPE", "Edge", "STORE_SCORES_BF16", "lower_scores", "retyped_kernel", "score_edges"]
+__all__ = ["DTYPE", "NARROW_ACTIVATION_ATTR", "Edge", "STORE_SCORES_BF16", "lower_scores", "retyped_kernel", "score_edges"]
