@@ -87,12 +87,14 @@ def score_edges(graph, group) -> list[Edge]:
 
     for kid in sorted(group, key=lambda k: kernels[k].index):
         k = kernels[kid]
-        if k.op_class != "softmax" or len(k.inputs) != 1 or len(k.outputs) != 1:
+        if k.op_class != "softmax" or len(k.outputs) != 1:
             continue
-        src, dst = k.inputs[0], k.outputs[0]
-        producer = graph.tensors[src].producer
-        if producer is not None and kernels[producer].op_class in CONTRACTIONS and eligible(src, (kid,)):
-            out[src] = Edge(src, producer, (kid,))
+        dst = k.outputs[0]
+        for src in k.inputs:  # the scores (a mask or bias fused in is another input: left as it is)
+            producer = graph.tensors[src].producer
+            if (graph.tensors[src].shape == graph.tensors[dst].shape and producer is not None
+                    and kernels[producer].op_class in CONTRACTIONS and eligible(src, (kid,))):
+                out[src] = Edge(src, producer, (kid,))
         readers = graph.tensors[dst].consumers
         if readers and all(kernels[c].op_class in CONTRACTIONS for c in readers) and eligible(dst, readers):
             out[dst] = Edge(dst, kid, tuple(readers))
