@@ -70,7 +70,7 @@ def table(title: str, names: list[str], results: list[tuple[dict, dict]]) -> str
             totals[i][1] += row.estimate_us * r.count
             cells.append(f"{ins} -> {outs} | {row.bytes / 1e6:.1f} | {row.rule} | {row.estimate_us:.1f}")
         lines.append(f"| {r.func} | {r.count} | " + " | ".join(cells) + " |")
-    lines.append("| **total (x count)** | | " + " | ".join(f" | **{mb:.0f}** | | **{us:.0f}**" for mb, us in totals) + " |")
+    lines.append("| **total (x count)** | | " + " | ".join(f" | **{mb:.1f}** | | **{us:.0f}**" for mb, us in totals) + " |")
     return "\n".join(lines)
 
 
