@@ -44,6 +44,8 @@ NAMES = {
     "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
     "load_b_bfloat16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_bf16",
     "load_b_float16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_fp16",
+    "load_a_bfloat16": "hetpart_tf32_load_a_16x8_shared_dyn_from_bf16",
+    "load_a_float16": "hetpart_tf32_load_a_16x8_shared_dyn_from_fp16",
     "mma_load_a_bfloat16": "hetpart_bf16_load_a_16x16_shared_dyn_narrowing",
     "mma_load_a_float16": "hetpart_fp16_load_a_16x16_shared_dyn_narrowing",
     "mma_load_b_bfloat16": "hetpart_bf16_load_b_16x16_trans_shared_dyn",
@@ -54,7 +56,9 @@ NAMES = {
 """Intrinsic names by role.  ``load_b_<dtype>``: ``load_b`` from a tile staged in
 shared memory in that narrower dtype (a bf16/fp16-stored weight), each element widened
 to float32 as it is loaded -- exactly: a bf16 or fp16 value is a TF32 value (8 and 10
-mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding."""
+mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding.
+``load_a_<dtype>``: likewise for an A tile staged in that dtype (an activation stored
+narrow between kernels: ``importer.low_precision_scores``' probabilities)."""
 
 NARROW = ("bfloat16", "float16")
 """Staged dtypes ``load_b`` has a widening variant for."""
@@ -155,6 +159,8 @@ def _register() -> None:
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"load_b_{narrow}"], *_load_intrin(N, b_layout, lambda lane, r: (
             lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow))
+        TensorIntrin.register(NAMES[f"load_a_{narrow}"], *_load_intrin(M, a_layout, lambda lane, r: (
+            lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2)), source=narrow))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}"], *_narrow_load_intrin(mma_a_layout, "float32", narrow))

@@ -84,6 +84,7 @@ from ..analysis import arch_of, consumer_chain, contains, is_gpu, is_layout_free
 from ..register_tile import LAYOUT_REWRITE_PREPROC
 from .gpu_gemm import as_normal_gemm, inline_producers
 from ..options import DEFAULT, KernelOptions
+from ...importer.low_precision_scores import NARROW_ACTIVATION_ATTR
 from .gpu_splitk import inline_epilogue, schedule_sum_epilogue
 
 
@@ -262,17 +263,19 @@ def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, sp
     extent).  None when a step does not apply."""
     sch.pad_einsum(main, [1, tile.m, tile.n, tile.k * split])
     _mark_weight_packs(sch, main, func)
+    narrowed = _narrow_activation(sch, main, func)
+    done = (lambda s: _fold_narrow_round_trips(s)) if narrowed else (lambda s: s)
     stages = pipeline_stages(_images(func) if images is None else images, blocks * split, transposed,
                              options.sm_count)
     if split == 1:
-        return sch if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count,
-                                stages=stages) else None
+        return done(sch) if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count,
+                                      stages=stages) else None
     chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
     partial = sch.rfactor(chunk, factor_axis=0)
     if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), options.sm_count,
                      partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages):
         return None
-    return sch if schedule_sum_epilogue(sch, main, partial) else None
+    return done(sch) if schedule_sum_epilogue(sch, main, partial) else None
 
 
 MATMUL_SPLIT_MAX_BATCH = 1
@@ -557,6 +560,59 @@ def _mark_weight_packs(sch, main, func) -> None:
         sch.annotate(chain[0], LAYOUT_REWRITE_PREPROC, 1)
 
 
+def _narrow_activation(sch, main, func) -> bool:
+    """For a function with ``NARROW_ACTIVATION_ATTR`` (set by
+    :mod:`hetpart.importer.low_precision_scores` on the kernels it retypes, only there: an
+    activation stored in bf16/fp16 between kernels): ``main``'s operand 0, a narrow
+    input widened by a block (``widen``) then reindexed/padded (``chain``), as the chain
+    computed in the input's dtype and one widening block after it -- the form
+    :func:`_narrow_weight` finds (the weight's :func:`_pack_in_storage_dtype`, not packed at
+    compile time: the chain is inlined into the staging copy, per call); :func:`_schedule`
+    then stages it in its own dtype (``cp.async``, half the bytes) and widens it in the
+    fragment loads (``tf32.NAMES["load_a_<dtype>"]``), as :data:`WIDEN_IN_FRAGMENTS` does a
+    weight.  Without the attribute (every other kernel) nothing changes.  True when it applied:
+    the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
+    if func.attrs is None or NARROW_ACTIVATION_ATTR not in func.attrs:
+        return False
+    chain, widen = _producer_chain(sch, main, 0)
+    if not chain or widen is None or not _is_widening(sch, widen):
+        return False
+    dtype = str(sch.get(widen).reads[0].source.dtype)
+    if dtype not in tf32.NARROW:
+        return False
+    for blk in reversed(chain[1:]):
+        sch.compute_inline(blk)
+    _pack_in_storage_dtype(sch, chain[0], widen, dtype)
+    return True
+
+
+def _fold_narrow_round_trips(sch: s_tir.Schedule) -> s_tir.Schedule:
+    """``sch``'s function with each narrow -> float32 -> narrow round trip dropped (exact:
+    bf16/fp16 values are float32 values): ``Cast(d, Cast(f32, x))`` -> ``x`` and, the
+    padded staging copy of :func:`_narrow_activation`, ``Cast(d, if_then_else(c, Cast(f32,
+    x), 0))`` -> ``if_then_else(c, x, d(0))`` -- a plain predicated copy, which TVM's
+    ``InjectPTXAsyncCopy`` turns into ``cp.async``."""
+    import tvm_ffi
+
+    def dtype(e) -> str:
+        return str(e.ty)
+
+    def fold(cast):
+        target, value = dtype(cast), cast.value
+        if target not in tf32.NARROW:
+            return cast
+        if isinstance(value, tirx.Cast) and dtype(value.value) == target:
+            return value.value
+        if (isinstance(value, tvm.ir.Call) and getattr(value.op, "name", "") == IF_THEN_ELSE
+                and isinstance(value.args[1], tirx.Cast) and dtype(value.args[1].value) == target
+                and isinstance(value.args[2], tirx.FloatImm) and float(value.args[2].value) == 0.0):
+            return tirx.if_then_else(value.args[0], value.args[1].value, tirx.const(0, target))
+        return cast
+
+    func = sch.mod["main"]
+    return s_tir.Schedule(func.with_body(tvm_ffi.structural_map(func.body, (tirx.Cast, fold))))
+
+
 def _is_widening(sch, block) -> bool:
     """Whether ``block`` only converts its one input element by element (its body a
     store of a ``Cast`` of a load) for one consumer: the form storing its input in its
@@ -624,6 +680,9 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
     mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
         LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
+    attrs = sch.mod["main"].attrs
+    narrow_a = (_narrow_weight(sch, main, 0) if attrs is not None and NARROW_ACTIVATION_ATTR in attrs
+                and not mma else None)
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
     i, fi = sch.split(i, [None, tf32.M])
     j, fj = sch.split(j, [None, tf32.N])
@@ -642,12 +701,17 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     warp = sch.fuse(wi, wj)
     sch.bind(warp, "threadIdx.y")
 
-    staged = [_stage(sch, step, operand, ko, t.warps) for operand in ((0,) if narrow else (0, 1))]
+    staged = [_stage(sch, step, operand, ko, t.warps)
+              for operand in (0, 1) if not (operand == 0 and narrow_a) and not (operand == 1 and narrow)]
     a_frag = sch.cache_read(step, 0, "warp")
     b_frag = sch.cache_read(step, 1, "warp")
     sch.compute_at(a_frag, ki)
     sch.compute_at(b_frag, ki)
     load_a, load_b, compute = names["load_a"], names["load_b"], names["compute"]
+    if narrow_a is not None:  # an activation stored narrow: staged in its dtype, widened in the fragment load
+        sch.compute_inline(narrow_a[0])
+        staged.insert(0, _stage(sch, a_frag, 0, ko, t.warps))
+        load_a = names[f"load_a_{narrow_a[1]}"]
     if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
         widen, dtype = narrow
         sch.compute_inline(widen)
