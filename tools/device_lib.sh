@@ -58,7 +58,9 @@ blocked_ab() {  # blocked_ab PREFIX "NAME:CAP ..." [ARGS...]: tools/nchwc_ab.py 
 pack_logs() {  # the device tool returns at most 8 files: the logs and any traces-*/ folders travel as one archive
   local extra
   extra=$(cd "$OUT" && ls -d traces-* 2>/dev/null)
-  tar -C "$OUT" -czf "$OUT/logs.tgz" logs $extra && rm -rf "$OUT/logs" ${extra:+$(printf "$OUT/%s " $extra)}
+  local name=logs n=1  # a second step in the same call packs logs-2.tgz, not over the first's
+  while [ -e "$OUT/$name.tgz" ]; do n=$((n + 1)); name=logs-$n; done
+  tar -C "$OUT" -czf "$OUT/$name.tgz" logs $extra && rm -rf "$OUT/logs" ${extra:+$(printf "$OUT/%s " $extra)}
   ls -la "$OUT"
 }
 mkdir -p "$OUT/logs"

@@ -3,11 +3,8 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (closing note of session 53: 146 ran, 148 in a short form; session 51's order follows 147):
-#   150 (issue 17, the wgmma GEMM's swizzled / two-warpgroup variants: cuda tests and probe), 151 (issue 19,
-#   weights read through mapped host memory: probe and cuda tests),
-#   149 (issue 19, zoo:moe's fused experts: the whole model on 16 threads, all-CUDA, cuda tests; capped bf16 with the
-#   CPU's weights bf16 too),
+# In the order to run them (session 54 ran 150, 151 and 149 but its capped llama_decode part; session 51's order
+# follows 147):
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
 #   144 (issue 20, the detector scenarios with hetpart's batching behind a 1-slot gate across models: hetpart-gate1),
@@ -30,54 +27,6 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-151)  # (BUDGET=220) issue 19, weights read by the GPU kernel through mapped pinned host memory (session 54, branch
-     # mapped-experts; bench/results/capped-mapped-weights.md): nothing measured yet.  (1) the probe: zoo:moe's
-     # GpuGatheredGemv (92 MB table, reads 23 MB) and a llama_decode GEMV (46 MB) with the weight resident, mapped,
-     # mapped write-combined, and copied whole before each call; us and GB/s of bytes read, values checked;
-     # (2) the same for the moe expert at COLUMNS=32; (3) the cuda tests of the probe and of mapped weights in a
-     # session against ONNX Runtime.  Decides: whether mapped reads reach the profile's 55.6 GB/s pinned H2D rate
-     # (the price MAPPED_WEIGHTS assumes) and whether write-combined memory reads faster.
-  BUDGET=${STEP_BUDGET:-220}; mkdir -p "$OUT/logs"
-  timeout 90 python3 tools/gpu_mapped_weights_probe.py --json "$OUT/mapped-weights-probe-151.json" \
-    > "$OUT/logs/mapped-weights-probe-151.txt" 2>&1
-  timeout 50 python3 tools/gpu_mapped_weights_probe.py --only moe_expert \
-    --set hetpart.kernels.rules.gpu_gathered_gemv.COLUMNS=32 --json "$OUT/mapped-weights-probe-c32-151.json" \
-    > "$OUT/logs/mapped-weights-probe-c32-151.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 30 ] && timeout "$left" python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
-    tests/test_tools_gpu_mapped_weights_probe.py tests/test_runtime_mapped_weights.py \
-    > "$OUT/logs/cuda-tests-mapped-151.txt" 2>&1 ;;
-150)  # (BUDGET=330) issue 17, the wgmma GEMM's 128B-swizzled shared memory and two consumer warpgroups (session 54,
-     # branch wgmma-swizzle; bench/results/gpu-wgmma-spike.md section 9): never run on a GPU.  (1) their cuda tests
-     # against float64 numpy (12 variants x 3 shapes); (2) the probe's step 10 (ViT-B/16's four GEMMs, 9 layouts,
-     # against hetpart's bf16/tf32 mma.sync builds).  Decides: whether either lever lifts the ~40 TFLOP/s ceiling.
-  BUDGET=${STEP_BUDGET:-330}; mkdir -p "$OUT/logs"
-  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 90 tests/test_kernels_wgmma_swizzle.py \
-    > "$OUT/logs/cuda-tests-swizzle-150.txt" 2>&1
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_wgmma_probe.py --only swizzle --budget $((left - 20)) \
-    --json "$OUT/gpu-wgmma-swizzle-150.json" > "$OUT/logs/wgmma-swizzle-150.txt" 2>&1 ;;
-149)  # (BUDGET=590) issue 19, what step 148 (short form: 160 s) left, and bf16 weights on the CPU (session 53).
-     # FUSE_EXPERT_GATHER is on (step 148: zoo:moe:layers=2 all-CPU 16 threads 3.36 -> 1.50 ms, ORT 12.51;
-     # GpuGatheredGemv's values passed).  (1) cuda tests not run on a GPU yet: the fused experts resident +
-     # streamed against ORT, the wgmma substitute's ORT comparisons (its assert now reads kernel names);
-     # (2) zoo:moe (8 layers) all-CPU, the switch off/on, 16 threads; (3) zoo:moe:layers=2 all-CUDA off/on
-     # (GpuGatheredGemv's speed against take + matmul); (4) bench/capped.py on zoo:moe and zoo:llama_decode at
-     # 1/2, `hetpart bf16` against the opt-in `hetpart bf16 cpu-bf16` (cuda=bf16,cpu=bf16; dev box: a decode
-     # layer all-CPU 0.55-0.58x float32's time, bench/results/cpu-bf16-weights-2core.md).
-     # Decides: GpuGatheredGemv stays if (3) is not slower; cpu=bf16 becomes the bf16 capped contender's CPU
-     # format if (4)'s cpu-bf16 is faster on both workloads within 2e-2 of ORT.
-  BUDGET=${STEP_BUDGET:-590}; em=hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER; mkdir -p "$OUT/logs"
-  timeout 120 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --timeout 60 --tb=short \
-    tests/test_capped_fused_expert.py tests/test_kernels_wgmma_substitute.py > "$OUT/logs/cuda-tests-149.txt" 2>&1
-  timeout 150 python3 tools/cpu_rule_ab.py zoo:moe --before $em=0 --after $em=1 --threads 16 --calls 10 --rounds 3 \
-    > "$OUT/cpu-moe-149.txt" 2>&1
-  timeout 100 python3 tools/gpu_model_switch_ab.py zoo:moe:layers=2 --precision tf32 --before $em=0 --after $em=1 \
-    --rounds 5 --repeat 30 --out "$OUT/gpu-moe-149.json" > "$OUT/logs/gpu-moe-149.txt" 2>&1
-  left=$((BUDGET - SECONDS - 10))
-  [ "$left" -ge 60 ] && timeout "$left" python3 bench/capped.py --workloads zoo:moe,zoo:llama_decode --caps 1/2 \
-    --contenders "hetpart bf16,hetpart bf16 cpu-bf16" --budget $((left - 10)) --out "$OUT/capped-cpu-bf16-149.json" \
-    > "$OUT/logs/capped-cpu-bf16-149.txt" 2>&1 ;;
 147)  # (BUDGET=590) issue 18, the depthwise nets all-CPU NCHW16c on the 16-core Xeon (session 52, branch cpu-b32-mnv3,
      # bench/results/cpu-b32-dw-rows-2core.md).  On the dev box (znver4, AVX-512, 1 thread, CPU time) the blocked import
      # runs mobilenet_v3_large 0.88-0.93x ORT, efficientnet_b0 0.85-0.99x, mobilenet_v2 0.97-1.03x at b8/b32 (NCHW:
