@@ -675,3 +675,29 @@ def test_cpu_bf16_contender_builds_apart_from_hetpart_bf16(tmp_path):
         capped.add(results, item)
     table = capped.markdown(results)
     assert "| bf16 limit ms | bf16 both limit ms |" in table and "| hetpart bf16 cpu-bf16 |" in table
+
+
+@pytest.mark.parametrize("contender", ["llama.cpp-style rule bf16", "ORT-style rule bf16"])
+def test_bf16_rules_place_bf16_bytes_and_record_the_precision(contender):
+    """The memory rules at bf16 (opt-in): the cap holds twice the float32 rule's weights when
+    they are bf16 on the GPU, and the plan records ``cuda=bf16,cpu=bf16`` so compile() builds it so."""
+    from types import SimpleNamespace
+
+    from hetpart import importer
+    from hetpart.contracts.precision import coerce
+
+    assert contender in capped.OPT_IN and contender not in Options().contenders
+    assert capped.precision_label(contender) == "bf16 both"
+    graph = importer.load("zoo:mlp")
+    costs = roofline_costs(graph)
+    fp32_rule = capped.RULE_OF[contender]
+    weights = sum(k.param_bytes for k in graph.kernels.values())
+    cap = weights // 2
+    fp32 = capped._plan_contender(fp32_rule, SimpleNamespace(graph=graph), costs, cap)
+    low = capped._plan_contender(contender, SimpleNamespace(graph=graph), costs, cap)
+    def gpu_weights(plan) -> int:
+        return sum(graph.kernels[k].param_bytes for k, d in plan.assignment.items() if d == "cuda")
+
+    assert low.precision == coerce("cuda=bf16,cpu=bf16") and fp32.precision != low.precision
+    assert gpu_weights(fp32) <= cap < gpu_weights(low)  # float32 bytes: the bf16 rule holds more
+    assert gpu_weights(low) // 2 <= cap  # ... and its bf16 bytes fit

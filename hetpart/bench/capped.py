@@ -20,6 +20,9 @@ records, per contender (the names are fixed; the table and the goals read them):
   with the CPU's weights in bfloat16 too (``cuda=bf16,cpu=bf16``), so the CPU kernels of weights
   left off the GPU read half the bytes (precision label ``bf16 both``; its limit counts the
   bf16 bytes on both devices);
+* ``llama.cpp-style rule bf16``, ``ORT-style rule bf16`` -- opt-in: the memory rules below placing
+  and running the ``bf16 both`` weights (``cuda=bf16,cpu=bf16``), the rules hetpart's bf16 contenders
+  are measured against at the same bytes (llama.cpp and ONNX Runtime run low-precision weights too);
 * ``hetpart all-CPU`` -- every kernel on the CPU (measured once per workload);
 * ``onnxruntime_cpu``, ``torch_cpu`` -- the peers (:mod:`.peers`) on the same model
   (once per workload);
@@ -99,8 +102,12 @@ DEFAULT_CAPS = ("1/2", "1/3", "1/4")
 # The precision (hetpart.contracts.precision) each hetpart contender plans and builds
 # with, by its record's label; every other contender is float32 ("fp32").
 PRECISIONS = {"hetpart bf16": ("bf16", "cuda=bf16,cpu=fp32"),
-              "hetpart bf16 cpu-bf16": ("bf16 both", "cuda=bf16,cpu=bf16")}
-OPT_IN = ("hetpart bf16 cpu-bf16",)
+              "hetpart bf16 cpu-bf16": ("bf16 both", "cuda=bf16,cpu=bf16"),
+              "llama.cpp-style rule bf16": ("bf16 both", "cuda=bf16,cpu=bf16"),
+              "ORT-style rule bf16": ("bf16 both", "cuda=bf16,cpu=bf16")}
+# The memory rules at a low precision: the rule of :data:`RULE_OF` placing bf16 weight bytes.
+RULE_OF = {"llama.cpp-style rule bf16": "llama.cpp-style rule", "ORT-style rule bf16": "ORT-style rule"}
+OPT_IN = ("hetpart bf16 cpu-bf16", "llama.cpp-style rule bf16", "ORT-style rule bf16")
 """Contenders run only when ``Options.contenders`` (``--contenders``) names them; a column of
 the table only where a record has them."""
 KNOWN = CONTENDERS + OPT_IN
@@ -754,6 +761,8 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
         if name == "hetpart":
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
                              stream_weights=True, state=state)  # weights that do not fit may stream
+        if name in RULE_OF:
+            return _rule_plan_at(RULE_OF[name], PRECISIONS[name][1], prep, costs, cap, state)
         if name in PRECISIONS:  # the plan records its precision; compile() builds with it
             return partition(prep.graph, "latency", cost_model=costs, gpu_memory=cap, progress=False,
                              stream_weights=True, precision=PRECISIONS[name][1], state=state)
@@ -764,6 +773,28 @@ def _plan_contender(name: str, prep: Prepared, costs, cap: int):
         return plan_for_assignment(problem, a)
     except PlanError as exc:
         raise Skip(f"no plan: {exc}") from None
+
+
+def _rule_plan_at(rule: str, precision: str, prep: Prepared, costs, cap: int, state):
+    """The Plan memory rule ``rule`` makes for ``prep.graph`` with its weights in ``precision``
+    (the weight bytes and kernel prices that precision gives, as :func:`hetpart.partition` plans
+    with them), recording the precision so compile() builds with it.  Skip if nothing fits."""
+    from ..contracts.precision import coerce
+    from ..importer.low_precision import with_weight_bytes
+    from ..partitioner import plan_for_assignment
+    from ..partitioner.memory_rules import RULES
+    from ..partitioner.precision_costs import with_precision
+    from ..partitioner.problem import build_problem
+
+    p = coerce(precision)
+    graph = with_weight_bytes(prep.graph, p.storage("cuda"))
+    problem = build_problem(graph, with_precision(costs, prep.graph, p), (), cap, state=state)
+    a = RULES[rule](problem)
+    if a is None:
+        raise Skip(f"{rule} at {precision}: nothing fits under the cap")
+    plan = plan_for_assignment(problem, a)
+    plan.precision = p
+    return plan
 
 
 class Builds:
