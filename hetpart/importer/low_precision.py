@@ -118,17 +118,25 @@ def widened_kernel(kernel: tvm.tirx.PrimFunc, call: relax.Call, positions: tuple
                     wide.append(bb.emit_te(_widen, p, primfunc_name_hint="widen") if i in positions else p)
                 out = bb.emit_output(relax.call_tir(kernel_gv, wide, out_ty))
             bb.emit_func_output(out)
-        gv = bb.get().get_global_var("widened")
-        outer = [relax.Var(f"x{i}", p.ty) for i, p in enumerate(params)]
-        with bb.function("main", outer):
-            with bb.dataflow():
-                r = bb.emit_output(relax.Call(gv, outer))
-            bb.emit_func_output(r)
-        fused = relax.transform.FuseTIR()(bb.get())
+        prim = fuse_primitive(bb, "widened", params, "widening")
+    return _inline_elementwise_widening(prim)
+
+
+def fuse_primitive(bb: relax.BlockBuilder, name: str, params: list, what: str) -> tvm.tirx.PrimFunc:
+    """The one PrimFunc FuseTIR makes of primitive Relax function ``name`` in ``bb`` (taking
+    ``params``), called from a ``main`` of its own.  Call it holding the block-builder lock.
+    InternalError (naming ``what`` the wrapper does: "widening") if FuseTIR leaves other than one."""
+    gv = bb.get().get_global_var(name)
+    outer = [relax.Var(f"x{i}", p.ty) for i, p in enumerate(params)]
+    with bb.function("main", outer):
+        with bb.dataflow():
+            r = bb.emit_output(relax.Call(gv, outer))
+        bb.emit_func_output(r)
+    fused = relax.transform.FuseTIR()(bb.get())
     prims = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     if len(prims) != 1:
-        raise InternalError(f"FuseTIR left {len(prims)} PrimFuncs widening one kernel")
-    return _inline_elementwise_widening(prims[0])
+        raise InternalError(f"FuseTIR left {len(prims)} PrimFuncs {what} one kernel")
+    return prims[0]
 
 
 def _inline_elementwise_widening(func):

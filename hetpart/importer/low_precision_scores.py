@@ -43,7 +43,7 @@ import tvm_ffi
 from tvm import relax, te
 
 from ..errors import InternalError
-from .low_precision import _BLOCK_BUILDER_LOCK, _callees, _is_call_tir, kernel_calls
+from .low_precision import _BLOCK_BUILDER_LOCK, _callees, _is_call_tir, fuse_primitive, kernel_calls
 
 STORE_SCORES_BF16 = False
 """Store softmax's input and output in bfloat16 in a ``cuda=bf16`` build (module
@@ -121,17 +121,8 @@ def retyped_kernel(kernel: tvm.tirx.PrimFunc, call: relax.Call, widen: tuple[int
                     y = bb.emit_te(_cast, y, DTYPE, primfunc_name_hint="narrow")
                 out = bb.emit_output(y)
             bb.emit_func_output(out)
-        gv = bb.get().get_global_var("retyped")
-        outer = [relax.Var(f"x{i}", p.ty) for i, p in enumerate(params)]
-        with bb.function("main", outer):
-            with bb.dataflow():
-                r = bb.emit_output(relax.Call(gv, outer))
-            bb.emit_func_output(r)
-        fused = relax.transform.FuseTIR()(bb.get())
-    prims = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    if len(prims) != 1:
-        raise InternalError(f"FuseTIR left {len(prims)} PrimFuncs retyping one kernel")
-    func = _inline_casts(prims[0])
+        prim = fuse_primitive(bb, "retyped", params, "retyping")
+    func = _inline_casts(prim)
     return func.with_attr(NARROW_ACTIVATION_ATTR, 1) if widen else func
 
 
