@@ -701,3 +701,21 @@ def test_bf16_rules_place_bf16_bytes_and_record_the_precision(contender):
     assert low.precision == coerce("cuda=bf16,cpu=bf16") and fp32.precision != low.precision
     assert gpu_weights(fp32) <= cap < gpu_weights(low)  # float32 bytes: the bf16 rule holds more
     assert gpu_weights(low) // 2 <= cap  # ... and its bf16 bytes fit
+
+
+def test_a_measuring_run_plans_with_the_profile_it_measured_into(tmp_path, monkeypatch):
+    """``$HETPART_PROFILE`` naming another profile must not hide what measure_kernels wrote into
+    this machine's own (step 149 planned moe on predictions so): measured, the run plans with it."""
+    from hetpart.costmodel import Profile
+    from hetpart.costmodel.fingerprint import this_machine
+    from hetpart.costmodel.locate import ENV_PROFILE, RECORDED_DIR, default_profile_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv(ENV_PROFILE, str(RECORDED_DIR / "h200.json"))
+    own = Profile(this_machine(), path=default_profile_path())
+    own.save()
+    options = Options(measure=True)
+    recorded = Profile.load(RECORDED_DIR / "h200.json").fingerprint
+    assert options.costs().profile.fingerprint == recorded  # before measuring: as the environment says
+    # measured: this machine's CPU (on a GPU-less one, the recorded GPU's numbers complete it)
+    assert options.costs(measured=True).profile.fingerprint.cpu_model == this_machine().cpu_model != recorded.cpu_model

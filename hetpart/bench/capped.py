@@ -692,11 +692,18 @@ class Options:
     contenders: tuple[str, ...] = CONTENDERS  # which to run (a subset keeps a short call short)
     kernel_options: object = None  # KernelOptions of every build and measurement (None: the default)
 
-    def costs(self):
+    def costs(self, measured: bool = False):
+        """The cost model the run plans with; ``measured``: after :func:`measure_kernels` wrote
+        this machine's own profile (``profile`` None), that profile, whatever ``$HETPART_PROFILE``
+        names (else the measurements would go unused: session 54's step 149 planned moe on 260 of
+        261 predicted kernels so)."""
         if self.cost_model is not None:
             return self.cost_model
+        from ..costmodel.locate import default_profile_path
         from ..partitioner.planning import cost_model_for
 
+        if measured and self.profile is None:
+            return cost_model_for(default_profile_path())
         return cost_model_for(self.profile)
 
 
@@ -983,7 +990,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
             continue
         if options.measure:
             measure_kernels(prep.graph, options)
-            costs = cold_weight_costs(options.costs(), bw, options)
+            costs = cold_weight_costs(options.costs(measured=True), bw, options)
         give_graph(costs, prep.graph)
         priced = coverage(prep.graph, costs)
         compute = gpu_compute_s(prep.graph, costs)
