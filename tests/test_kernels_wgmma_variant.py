@@ -5,13 +5,14 @@ The rule (device step 150, H100, ``bench/results/gpu-wgmma-swizzle-150-nvidia-h1
 K >= 4 N; ``f32a`` (A float32) the same at bn 128, split where K >= N; ``tf32r`` the first
 spike's variant unchanged.  Checked here for the dense layers of ViT-B/16 (M 197), DistilBERT
 (M 128) and Whisper's encoder (M 1500, d 384), that every chosen variant builds (shape, shared
-memory), that it is the measured best on ViT's shapes, and that a matched layer with a bf16 A is
-the ``bf16`` family.  No GPU needed.
+memory; with nvcc, compiled without spills), that it is the measured best on ViT's shapes, and that
+a matched layer with a bf16 A is the ``bf16`` family (and is substituted on a bf16 view).  No GPU needed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,29 @@ def test_the_substitution_feeds_a_bf16_activation_as_is(monkeypatch):
     assert "fused_matmul_add_bf16a" not in [g.name_hint for g in out.get_global_vars()]
     want = wsk.gemm_module(197, 128, 64, 64, epilogue="bias", **wv.choose(197, 128, 64, "bf16").gemm_options())
     assert tvm_ffi.structural_equal(gemm.body, want[wsk.GEMM_SYMBOL].body, map_free_vars=True)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("m,n,k,precision,epilogue", [(197, 3072, 768, "f32a", "bias_gelu"),
+                                                       (197, 2304, 768, "bf16", "bias_gelu"),
+                                                       (197, 768, 3072, "f32a", "bias")])
+def test_chosen_variants_compile_without_spilling(m, n, k, precision, epilogue, tmp_path):
+    """ptxas (sm_90a) spills nothing and serialises no wgmma in the chosen variants with the
+    epilogues the models fuse (fc1's bias + GELU in the store; fc2's split-K reduction)."""
+    import re
+    import subprocess
+
+    from hetpart.kernels import cuda_compile
+
+    v = wv.choose(m, n, k, precision)
+    tgt = wg.target()
+    with tgt:
+        ex = tvm.compile(wsk.gemm_module(m, n, k, v.bn, epilogue=epilogue, **v.gemm_options()), target=tgt,
+                         tir_pipeline=wg.TIR_PIPELINE)
+    cu = tmp_path / "k.cu"
+    cu.write_text(wg.cuda_source(ex))
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(cu), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+    assert "serialized" not in done.stderr
