@@ -4,7 +4,9 @@ are built exactly as before with it off.
 
 Without a GPU: the CUDA C cross-compiled for sm_90 (nvcc, sm_90a when substituted) holds
 ``wgmma.mma_async`` of the build's precision (tf32 with the activation rounded by
-``cvt.rna``; bf16 for a bf16 build), split-K's reduction where ``choose_split`` splits; the
+``cvt.rna``; bf16 for a bf16 build), split-K's reduction where ``choose_split`` splits, and
+the layout :func:`~hetpart.kernels.wgmma_variant.choose` picks (a bf16 build: 128B-swizzled
+descriptors, two consumer warpgroups; a TF32 build: the first spike's unswizzled one); the
 Relax ``main`` calls the new kernels on reshaped views with the weight packed ``[N, K]``
 (tf32-rounded) and no call of the fused kernel left; off (and on for sm_80), the CUDA C is
 byte-identical to a build without the substitution step.  With a GPU (``cuda`` mark, for the
@@ -13,6 +15,7 @@ lead): the same layers all-CUDA against ONNX Runtime.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -23,7 +26,8 @@ from onnx_cases import cuda_source, projection
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
-from hetpart.kernels import weight_prepack, wgmma_match as wm, wgmma_substitute as ws
+from hetpart.kernels import weight_prepack, wgmma_layout as lay, wgmma_match as wm, wgmma_substitute as ws
+from hetpart.kernels import wgmma_variant as wv
 from hetpart.kernels.options import DEFAULT, KernelOptions
 from hetpart.targets import cuda_available, cuda_tvm_target
 
@@ -84,6 +88,57 @@ def test_on_the_sm90_build_runs_wgmma(wgmma_on, dtype, instruction):
     assert f"wgmma.mma_async.sync.aligned.{instruction}" in src
     assert ("cvt.rna.tf32.f32" in src) == (dtype is None)
     assert "mma.sync" not in src
+    # the layout wgmma_variant.choose picks: bf16 (f32a) 128B-swizzled, two consumers; tf32 as before
+    swizzled = dtype is not None
+    descriptors = _descriptors(src)
+    want = [SWIZZLE_128B_FIELDS if swizzled else (d[0], 8, 0) for d in descriptors]  # unswizzled: LBO rows x 16 B
+    assert descriptors and descriptors == want, descriptors
+    assert (lay.ALIGN_PAD in src) == swizzled
+    assert _gemm_threads(src) == {256 if swizzled else 128}
+
+
+_PLAN_128B = lay.PipelinePlan(lay.precision("f32a"), 128, 4, "128b", 2)
+SWIZZLE_128B_FIELDS = (*_PLAN_128B.a_fields, _PLAN_128B.tvm_swizzle)
+"""(LBO, SBO, TVM's swizzle code) of every swizzled descriptor: (1, 64, 3)."""
+
+
+def _descriptors(src: str) -> list[tuple[int, int, int]]:
+    """(LBO, SBO, swizzle) of every ``encode_matrix_descriptor`` call in the CUDA C ``src``."""
+    return [tuple(map(int, c)) for c in re.findall(r"ptx_wgmma_encode_matrix_descriptor\(.*, (\d+), (\d+), (\d+)\);",
+                                                     src)]
+
+
+def _gemm_threads(src: str) -> set[int]:
+    """The ``__launch_bounds__`` of the substituted GEMM kernels (not split-K's reductions)."""
+    return {int(t) for t, name in re.findall(r"__launch_bounds__\((\d+)\) (\w+)", src)
+            if name.endswith("_wgmma_kernel")}
+
+
+def test_swizzled_fields_are_the_isas():
+    assert SWIZZLE_128B_FIELDS == (1, 64, 3)  # LBO 1 (unused), SBO 1024 bytes, TVM's SWIZZLE_128B
+
+
+@needs_nvcc
+def test_a_bf16_mlp_gets_the_rules_variants(wgmma_on):
+    """ViT's MLP in a bf16 build (float32 activations: the ``f32a`` family): fc1 (3072 x 768,
+    bias + GELU) unsplit and fc2 (768 x 3072) split 8, both bn 128, two consumers, 128B swizzle,
+    4 stages -- what :func:`wgmma_variant.choose` says -- in ``main`` and in the CUDA C."""
+    assert wv.choose(197, 3072, 768, "f32a") == wv.Variant("f32a", 128, 4, "128b", 2, 1)
+    assert wv.choose(197, 768, 3072, "f32a") == wv.Variant("f32a", 128, 4, "128b", 2, 8)
+    graph = importer.load(_mlp())
+    graph = lp.lower_weights(graph, list(graph.kernels), "bfloat16")
+    out = ws.substitute(weight_prepack.mark_weights(graph.module), SM90, wgmma_on)
+    text = out["main"].script(show_meta=False)
+    assert "(1576, 768)" in text  # fc2's partials: 8 x 197 rows
+    names = sorted(gv.name_hint for gv, f in out.functions_items() if isinstance(f, tirx.PrimFunc))
+    assert [n.rsplit("_bf16w_", 1)[-1] for n in names] == ["wgmma", "wgmma_reduce", "wgmma"], names
+    src = cuda_source(kernels.build(graph.module, SM90, cuda_graph=False, options=wgmma_on))
+    descriptors = _descriptors(src)
+    assert descriptors and set(descriptors) == {SWIZZLE_128B_FIELDS}
+    plan = lay.PipelinePlan(lay.precision("f32a"), 128, 4, "128b", 2)
+    assert f"(pad_ptr[0] + {plan.b_base})" in src  # B's tiles after the four stages of 128-row A tiles
+    assert _gemm_threads(src) == {256}
+    assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16" in src and "mma.sync" not in src
 
 
 def test_packing_a_weight_parameter_rounds_as_the_host_does():
@@ -124,21 +179,22 @@ def test_off_the_build_is_byte_identical(monkeypatch, layer):
     assert "wgmma" not in off
 
 
-def _mlp():
-    """ViT's MLP block at batch 1: fc1 (768 -> 3072) + bias + erf-GELU, fc2 (3072 -> 768) + bias."""
+def _mlp(tokens: int = 197, d: int = 768, ff: int = 3072, scales: tuple = (30, 60)):
+    """A transformer's MLP block at batch 1 (default ViT's): fc1 (d -> ff) + bias + erf-GELU,
+    fc2 (ff -> d) + bias; the weights standard normal over ``scales``."""
     from onnx import helper
 
     from onnx_cases import erf_gelu, model
 
     rng = np.random.default_rng(0)
-    inits = {"w1": rng.standard_normal((768, 3072)).astype(np.float32) / 30,
-             "b1": rng.standard_normal(3072).astype(np.float32),
-             "w2": rng.standard_normal((3072, 768)).astype(np.float32) / 60,
-             "b2": rng.standard_normal(768).astype(np.float32)}
+    inits = {"w1": rng.standard_normal((d, ff)).astype(np.float32) / np.float32(scales[0]),
+             "b1": rng.standard_normal(ff).astype(np.float32),
+             "w2": rng.standard_normal((ff, d)).astype(np.float32) / np.float32(scales[1]),
+             "b2": rng.standard_normal(d).astype(np.float32)}
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["h"])]
     nodes += erf_gelu("h", "g", inits)
     nodes += [helper.make_node("MatMul", ["g", "w2"], ["m2"]), helper.make_node("Add", ["m2", "b2"], ["y"])]
-    return model(nodes, [("x", (1, 197, 768), np.float32)], [("y", (1, 197, 768), np.float32)], inits)
+    return model(nodes, [("x", (1, tokens, d), np.float32)], [("y", (1, tokens, d), np.float32)], inits)
 
 
 def _compiled_library(model, monkeypatch, options) -> tuple[bytes, dict]:
@@ -226,6 +282,17 @@ def _proj_last():
     return projection(*PROJ)
 
 
+def _whisper_mlp():
+    """Whisper's encoder MLP (corpus ``whisper_encoder``: 1500 tokens, 384 -> 1536 -> 384): in a bf16
+    build fc1 unsplit, fc2 split 4 (K = 4 N), bn 128, two consumers, 128B swizzle."""
+    return _mlp(1500, 384, 1536, (20, 80))
+
+
+def _distilbert_proj():
+    """DistilBERT's attention output projection (128 tokens, 768 -> 768, bias; split 6 in bf16)."""
+    return projection(128, 768, 768, False)
+
+
 def _fc1_last():
     """A 4096 x 256 -> 1024 dense + bias + erf-GELU alone: the partition's output, by the GEMM (split 1)."""
     return projection(*LAST[1])
@@ -234,10 +301,11 @@ def _fc1_last():
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("fmt", [None, "bf16"])
-@pytest.mark.parametrize("make", [_mlp, _dense_softmax, _proj_last, _fc1_last])
+@pytest.mark.parametrize("make", [_mlp, _dense_softmax, _proj_last, _fc1_last, _whisper_mlp, _distilbert_proj])
 def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
     """On the GPU with the switch on: the build holds the wgmma kernel (a partition output's
-    too: ``main_dps`` writes it in place), and its output is within
+    too: ``main_dps`` writes it in place; bf16: :func:`wgmma_variant.choose`'s 128B-swizzled
+    two-consumer variants, split-K where K >= N), and its output is within
     1e-2 (TF32, both operands rounded) / 2e-2 (bf16 weights, issue 17's tolerance) of ONNX Runtime."""
     import glob
 

@@ -58,6 +58,14 @@ themselves (``--only swizzle --budget 170 --json OUT3.json``, ~2-3 min on an H10
     the variant's consumers) of proj / fc2 with the best-guess layout.  Rows carry ``swizzle``
     and ``consumers``; the summary prints the best per shape against hetpart's build.
 
+Then the substitution's own choice (``--only rule``, ~1 min on an H100; device step 152):
+
+11. ``rule``: per ViT shape the variant :func:`hetpart.kernels.wgmma_variant.choose` picks for
+    ``bf16`` and for ``f32a`` (what ``WGMMA_GEMM`` builds into a model), then (group ``f32a64``) the
+    f32a variants step 150 did not time: bn 64, two consumers, 128B swizzle, 4 stages, unsplit and,
+    where K >= N, at ``choose_split``'s split for bn 64; hetpart's bf16 build.  Summaries (and
+    ``best_variants``) ``rule_bf16``, ``rule_f32a`` and ``f32a64``.
+
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
 (``variants``: the rows of steps 7-9, with ``precision``, ``split``, ``epilogue``, ``group``).
@@ -276,9 +284,9 @@ def _cuda_modules(mod):
 
 
 # --- the second spike's variants (steps 7-9) -------------------------------------------------
-GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle")
-"""``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8, 9 and 10 (``swizzle``
-is not in the default run: it has its own budget, see the module doc)."""
+GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle", "rule")
+"""``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8, 9, 10 and 11 (``swizzle``
+and ``rule`` are not in the default run: each has its own budget, see the module doc)."""
 DEFAULT_GROUPS = ("bf16", "tf32", "f32a", "splitk")
 SWIZZLE_VARIANTS = [  # (precision, bn, stages, swizzle, consumers); bf16 first (step 10's order)
     ("bf16", 128, 4, "128b", 2), ("bf16", 128, 4, "128b", 1), ("bf16", 256, 3, "128b", 2), ("bf16", 128, 4, "none", 2),
@@ -427,7 +435,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=85.0, help="seconds; later steps are skipped past it")
     ap.add_argument("--dry", action="store_true", help="no GPU: build everything, run nothing")
     ap.add_argument("--only", action="append", choices=GROUPS,
-                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk/swizzle = 7/8/9/10")
+                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk/swizzle/rule = "
+                         "7/8/9/10/11")
     args = ap.parse_args(argv)
     groups = set(args.only or DEFAULT_GROUPS)
     start = time.time()
@@ -579,13 +588,32 @@ def main(argv=None) -> int:
                 if split > 1:
                     variant("swizzle", name, m, n, k, precision, 128, 4, split, swizzle="128b", consumers=2)
 
+    if "rule" in groups:
+        from hetpart.kernels import wgmma_variant as wv
+
+        print("11. the substitution's rule (wgmma_variant.choose) on ViT-B/16, bf16 and f32a; then f32a at bn 64, "
+              "two consumers", flush=True)
+        for name, (m, n, k) in VIT.items():
+            for precision in wv.FAMILIES:
+                v = wv.choose(m, n, k, precision)
+                variant("rule", name, m, n, k, precision, v.bn, v.stages, v.split, swizzle=v.swizzle,
+                        consumers=v.consumers)
+        for name, (m, n, k) in VIT.items():
+            splits = [1] + ([sk.choose_split(m, n, k, 64, "f32a", consumers=wv.CONSUMERS)] if k >= n else [])
+            for split in dict.fromkeys(splits):
+                variant("f32a64", name, m, n, k, "f32a", 64, wv.STAGES, split, swizzle=wv.SWIZZLE,
+                        consumers=wv.CONSUMERS)
+        need_baseline("bf16", "11b")
+
     best = {}
     for row in result["vit"]:
         if "vm_ms" in row and row.get("ok") and (row["shape"] not in best or row["vm_ms"] < best[row["shape"]]["vm_ms"]):
             best[row["shape"]] = row
     summaries = [("tf32", "tf32", None), ("f32a", "bf16", None), ("splitk", "bf16", None),
-                 ("swizzle", "bf16", ("bf16", "f32a")), ("swizzle", "tf32", ("tf32",))]
-    for group, base_precision, precisions in summaries:
+                 ("swizzle", "bf16", ("bf16", "f32a")), ("swizzle", "tf32", ("tf32",)),
+                 ("rule", "bf16", ("bf16",), "rule_bf16"), ("rule", "bf16", ("f32a",), "rule_f32a"),
+                 ("f32a64", "bf16", None)]
+    for group, base_precision, precisions, *key in summaries:
         rows = [r for r in result["variants"] if r["group"] == group and r["shape"] in VIT and "vm_ms" in r
                 and r.get("ok") and r.get("epilogue") is None and (precisions is None or r["precision"] in precisions)]
         base = {r["shape"]: r for r in result["baseline"] if r.get("precision") == base_precision and "vm_ms" in r}
@@ -602,7 +630,7 @@ def main(argv=None) -> int:
             layout = f" swizzle={row['swizzle']} consumers={row['consumers']}" if "swizzle" in row else ""
             print(f"  {name}: {row['precision']} bn={row['bn']} stages={row['stages']} split={row['split']}{layout} "
                   f"{row['vm_ms'] * 1e3:.1f} us ({row['vm_tflops']:.1f} TFLOP/s){vs}", flush=True)
-            key_group = group if precisions is None else f"{group}_{base_precision}"
+            key_group = key[0] if key else group if precisions is None else f"{group}_{base_precision}"
             result.setdefault("best_variants", {}).setdefault(key_group, {})[name] = {
                 key: row[key] for key in ("precision", "bn", "stages", "split", "swizzle", "consumers", "vm_ms",
                                           "vm_tflops", "raw_ms") if key in row}

@@ -10,7 +10,8 @@ Out: :func:`match`: a :class:`WgmmaGemm` -- M, N, K, the kernel's precision, its
      None otherwise.
 Invariant: recognition only -- nothing here changes a module.  A match means: one
 multiply-accumulate block ``C[.., m, n] += A[.., m, k] * W[k, n]`` (or ``W[n, k]``) over
-static extents, A a float32 parameter that is not a weight, W a model weight (float32, or
+static extents, A a parameter that is not a weight (float32, or bf16 widened by one
+element-wise cast block when W is bf16 too), W a model weight (float32, or
 bf16 widened by one element-wise cast block: :mod:`hetpart.importer.low_precision`), then
 element-wise blocks whose value at each output is, for every probe value of the
 accumulator and the bias, the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
@@ -38,11 +39,15 @@ matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds (desi
 ``bench/results/gpu-wgmma-spike.md`` section 6).  Off: nothing reads a match, and every build
 is the one before this module existed.  Off because measured slower: on the H100 (step 146,
 spike write-up section 8) the kernel is correct but peaks at ~40 TFLOP/s like ``mma.sync``
-(ViT-B/16 whole model bf16 1.02x, tf32 1.32x the time).  Bound before the imports below: ``options`` reads it
+(ViT-B/16 whole model bf16 1.02x, tf32 1.32x the time).  Since step 150 (128B swizzle, two consumer
+warpgroups: 1.08-1.48x ``mma.sync`` on three of ViT's four GEMMs with a float32 A) a bf16 build substitutes
+:func:`.wgmma_variant.choose`'s variants; still off until device step 152's whole-model A/B (spike write-up
+section 10).  Bound before the imports below: ``options`` reads it
 while it makes ``DEFAULT``, whichever of the two modules is imported first."""
 
 from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
 from . import wgmma_layout as lay  # noqa: E402
+from . import wgmma_variant as wv  # noqa: E402
 from .analysis import arch_of, block_infos, find_mac, is_gpu, is_layout_free  # noqa: E402
 
 ARCH = 90
@@ -63,12 +68,13 @@ class WgmmaGemm:
 
     ``m``: rows (every dim of the output but the last, multiplied: tokens x batch); ``n``, ``k``;
     ``precision``: a key of :data:`~hetpart.kernels.wgmma_layout.PRECISIONS` (``tf32r`` for a
-    TF32 build's float32 weight, ``f32a`` for a bf16-stored weight); ``epilogue``: one of
+    TF32 build's float32 weight; for a bf16-stored weight the family of A's dtype,
+    :func:`.wgmma_variant.family`: ``f32a`` for a float32 A, ``bf16`` for a bf16 one); ``epilogue``: one of
     :data:`~hetpart.kernels.wgmma_gemm.EPILOGUES`; ``weight_layout``: ``"KN"`` (ONNX MatMul's
     ``[K, N]``: transposed when packed) or ``"NK"`` (the kernel's own); ``activation``,
     ``weight``, ``bias``: parameter positions (``bias`` None without one); ``weight_dtype``,
     ``bias_dtype``: their stored dtypes (the kernel takes a float32 bias: a bf16 one is widened
-    when packed)."""
+    when packed); ``activation_dtype``: A's stored dtype (a bf16 A is the kernel's A as is)."""
 
     m: int
     n: int
@@ -81,10 +87,12 @@ class WgmmaGemm:
     bias: int | None
     weight_dtype: str
     bias_dtype: str | None
+    activation_dtype: str = "float32"
 
     @property
     def bn(self) -> int:
-        """N of one warpgroup's tile: 128 where N allows, else 64."""
+        """N of one warpgroup's tile of the first spike's variant: 128 where N allows, else 64
+        (the substitution's own choice is :func:`.wgmma_variant.choose`)."""
         return 128 if self.n % 128 == 0 else 64
 
 
@@ -113,9 +121,9 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
         return None
     blocks = [sch.get(i.block_rv) for i in infos]
     at = next(i for i, b in enumerate(blocks) if b.same_as(sch.get(mac.block)))
-    widened = {}  # buffer a widen block writes -> the weight parameter it reads
+    widened = {}  # buffer a widen block writes -> the parameter it reads (a weight, or a bf16 A)
     for b in blocks[:at]:
-        src = _widened_weight(func, b)
+        src = _widened_param(func, b)
         if src is None:
             return None
         widened[b.writes[0].source] = src
@@ -148,13 +156,15 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
     if found is None:
         return None
     epilogue, bias = found
-    w_dtype = str(weight_src.dtype)
-    precision = {"bfloat16": "f32a", "float32": "tf32r" if options.tf32 else None}.get(w_dtype)
+    w_dtype, a_dtype = str(weight_src.dtype), str(act.dtype)
+    precision = {"bfloat16": wv.family(a_dtype), "float32": "tf32r" if options.tf32 else None}.get(w_dtype)
+    if a_dtype != "float32" and precision != "bf16":
+        return None  # a bf16 A needs a bf16 weight (no kernel takes bf16 A with float32 B)
     if precision is None or n % 64 or n % 4 or k % lay.precision(precision).tile_k:
         return None
     return WgmmaGemm(m, n, k, precision, epilogue, layout, _position(func, act), _position(func, weight_src),
                      _position(func, bias) if bias is not None else None, w_dtype,
-                     str(bias.dtype) if bias is not None else None)
+                     str(bias.dtype) if bias is not None else None, a_dtype)
 
 
 def _dims(buf) -> list:
@@ -190,9 +200,9 @@ def _param_buffer(func: tirx.PrimFunc, buf):
     return buf if any(b.same_as(buf) for b in func.params) else None
 
 
-def _widened_weight(func: tirx.PrimFunc, block):
-    """The weight parameter ``block`` widens (``out[i, j] = float32(W[i, j])``, W a
-    layout-free parameter), else None."""
+def _widened_param(func: tirx.PrimFunc, block):
+    """The parameter ``block`` widens to float32 element for element: a layout-free one (a
+    weight), or a bfloat16 one that is not (an activation stored in bf16), else None."""
     body = block.body
     if block.init is not None or not isinstance(body, tirx.BufferStore) or len(block.reads) != 1:
         return None
@@ -200,7 +210,7 @@ def _widened_weight(func: tirx.PrimFunc, block):
         return None
     load = body.value.value
     src = _param_buffer(func, load.source)
-    if src is None or not is_layout_free(func, src):
+    if src is None or not (is_layout_free(func, src) or str(src.dtype) == "bfloat16"):
         return None
     if str(body.buffer.dtype) != "float32" or not _same_indices(list(load.indices), list(body.indices)):
         return None
@@ -231,8 +241,10 @@ def _operands(func, mac, widened):
                 if str(src.dtype) != "float32":
                     return None
                 found_act = (src, idx) if found_act is None else False
-        else:
+        elif is_layout_free(func, src):
             found_w = (buf, src, idx) if found_w is None else False
+        else:  # a bf16 activation, widened
+            found_act = (src, idx) if found_act is None else False
     if not found_act or not found_w or str(mac.out.dtype) != "float32":
         return None
     return found_act, found_w

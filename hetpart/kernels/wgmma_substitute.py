@@ -6,9 +6,11 @@ Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOpti
      default :data:`.wgmma_match.WGMMA_GEMM`) and an sm_90 CUDA target,
      the module in which every ``call_tir`` of a kernel :func:`.wgmma_match.match` accepts, whose
      weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
-     (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction) on the
-     activation viewed as ``[M, K]``, the weight packed now as ``[N, K]`` (``tf32r``: float32
-     rounded to tf32, nearest, ties away; ``f32a``: its bf16 bits) and the bias widened to
+     (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction; its layout
+     -- bn, stages, 128B swizzle, consumer warpgroups, split -- :func:`.wgmma_variant.choose`'s
+     for the match's M, N, K and precision) on the activation viewed as ``[M, K]``, the weight
+     packed now as ``[N, K]`` (``tf32r``: float32 rounded to tf32, nearest, ties away;
+     ``f32a`` / ``bf16``: its bf16 bits) and the bias widened to
      float32, the result viewed back in the call's shape.  A ``call_tir_inplace`` of such a
      kernel (a partition's output, written by ``main_dps``) is rewritten the same way, its last
      kernel (split-K's reduction, or the GEMM at split 1) called in place on an ``[M, N]`` view
@@ -32,6 +34,7 @@ from tvm.target import Target
 
 from . import wgmma_match as wm
 from . import wgmma_splitk as wsk
+from . import wgmma_variant as wv
 from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module, is_hand_written
 from .options import DEFAULT, KernelOptions
 
@@ -39,8 +42,6 @@ RULE = "WgmmaGemm"
 """``hetpart.rule`` of a substituted kernel (and its split-K reduction)."""
 TIRX_ATTR = HAND_WRITTEN_ATTR
 """PrimFunc attribute: compile with TVM's ``tirx`` pipeline (hand-written, no blocks)."""
-STAGES = 3
-"""``cp.async`` pipeline depth (the probe's main variant; to be chosen from GPU numbers)."""
 MIXED_PREFIX = "hetpart_mixed_"
 
 
@@ -211,10 +212,11 @@ class _Substituter(relax.PyExprMutator):
         if not all(isinstance(a, (tvm.ir.GenericConst, relax.Var)) for a in (weight, bias) if a is not None):
             return call
         m, n, k = found.m, found.n, found.k
-        split = wsk.choose_split(m, n, k, found.bn, found.precision, sms=self._options.sm_count)
-        gemm, reduction = self._kernels(call.args[0].name_hint, found, split)
+        variant = wv.choose(m, n, k, found.precision, sms=self._options.sm_count)
+        split = variant.split
+        gemm, reduction = self._kernels(call.args[0].name_hint, found, variant)
         bb = self.builder_
-        x = bb.emit(_view(args[found.activation], [m, k], "float32"))
+        x = bb.emit(_view(args[found.activation], [m, k], found.activation_dtype))
         w = self._packed_weight(weight, found)
         extra = [self._float32_bias(bias)] if bias is not None else []
         c_ty = relax.TensorType([m, n], "float32")
@@ -248,10 +250,10 @@ class _Substituter(relax.PyExprMutator):
         self.lifts = True
         return self.builder_.emit(relax.op.astype(bias, "float32"))
 
-    def _kernels(self, name: str, found: wm.WgmmaGemm, split: int):
+    def _kernels(self, name: str, found: wm.WgmmaGemm, variant: wv.Variant):
         """The GlobalVars of the GEMM (and reduction) replacing kernel ``name``, added once."""
-        prims = wsk.gemm_module(found.m, found.n, found.k, found.bn, stages=STAGES, precision=found.precision,
-                                split=split, epilogue=found.epilogue)
+        prims = wsk.gemm_module(found.m, found.n, found.k, variant.bn, epilogue=found.epilogue,
+                                **variant.gemm_options())
         gvs = []
         for symbol in (wsk.GEMM_SYMBOL, wsk.REDUCE_SYMBOL):
             if symbol not in [gv.name_hint for gv in prims.get_global_vars()]:

@@ -1,0 +1,112 @@
+"""Which ``wgmma`` GEMM variant replaces a matched dense layer (issue 17): the rule read off the H100.
+
+In:  a matched GEMM's M, N, K and precision (:attr:`.wgmma_match.WgmmaGemm.precision`: ``bf16``
+     when the kernel's A input is already bfloat16, ``f32a`` when it is float32 and the weight
+     bf16 -- :func:`family` -- ``tf32r`` for a TF32 build's float32 weight), and the SMs the
+     launch should fill.
+Out: :func:`choose`, a :class:`Variant` -- ``bn``, ``stages``, ``swizzle``, ``consumers``,
+     ``split`` -- the options :func:`.wgmma_splitk.gemm_module` builds the replacement with.
+Invariant: every variant returned builds for the shape (``N % bn == 0``, ``K`` a multiple of
+the precision's K tile times ``split``: :func:`.wgmma_splitk.choose_split` picks only such
+splits) and is one whose layout device step 150 checked against float64 numpy on the H100
+(``tests/test_kernels_wgmma_swizzle.py``'s cuda tests, 36/36).  ``tf32r`` keeps the first
+spike's variant (:data:`TF32_STAGES`, no swizzle, one consumer): step 150's swizzled TF32
+kernels were no faster than hetpart's ``mma.sync`` ones, so a TF32 build substitutes exactly
+what it did before this module.
+
+The measurement (``bench/results/gpu-wgmma-swizzle-150-nvidia-h100.json``, spike write-up
+section 10): ViT-B/16's four GEMMs at M = 197, us through the VM harness, against hetpart's
+bf16 ``mma.sync`` build (qkv 18.36, proj 10.47, fc1 21.08, fc2 24.27):
+
+* 128-byte swizzle always: the unswizzled two-consumer kernels were 1.9-2.5x slower than the
+  swizzled ones (qkv 25.35 vs 13.12, fc2 72.94 vs 28.77 at bn 128); stages 4 (the deepest
+  timed at bn <= 128); bn 256 was 1.3-1.7x slower than bn 128 everywhere.
+* ``bf16`` (A bf16): two consumers at bn 64 is the fastest layout for qkv / proj / fc1 (8.16,
+  7.66, 8.79 us: 85 / 30 / 106 TFLOP/s); for fc2 (K = 4 N) bn 128 with
+  :func:`~.wgmma_splitk.choose_split`'s 8 slices is (14.34 us, against 20.60 at bn 64 unsplit).
+  proj (K = N) is faster unsplit at bn 64 (7.66) than split 6 at bn 128 (11.21), so only
+  K >= :data:`BF16_SPLIT_K_OVER_N` x N splits.
+* ``f32a`` (A float32, narrowed to bf16 in the kernel): only bn 128 / 256 were timed (bn 64
+  with two consumers was not: ``tools/gpu_wgmma_probe.py --only f32a64`` measures it next);
+  bn 128 two consumers: qkv 16.98, fc1 16.85 unsplit; proj 16.82 unsplit but 11.81 at split
+  6, fc2 47.34 unsplit but 16.41 at split 8 -- so K >= :data:`F32A_SPLIT_K_OVER_N` x N (proj
+  too) splits.  proj stays slower than ``mma.sync`` (11.81 vs 10.47 us); the others 1.08-1.48x
+  faster.  Whether the whole model gains is device step 152's A/B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import wgmma_splitk as wsk
+
+SWIZZLE = "128b"
+"""The shared-memory layout of every ``bf16`` / ``f32a`` variant (module doc)."""
+STAGES = 4
+"""``cp.async`` pipeline depth of the ``bf16`` / ``f32a`` variants (the timed one at bn <= 128)."""
+CONSUMERS = 2
+"""Warpgroups per CTA of the ``bf16`` / ``f32a`` variants (128-row tiles)."""
+BF16_SPLIT_K_OVER_N = 4
+"""``bf16``: K / N from which the GEMM is split (fc2's 4: split 8 at bn 128, 14.34 us vs 20.60
+unsplit at bn 64; proj's 1: unsplit at bn 64, 7.66 us vs 11.21 split)."""
+F32A_SPLIT_K_OVER_N = 1
+"""``f32a``: K / N from which the GEMM is split (proj's 1: 11.81 us split 6 vs 16.82 unsplit;
+qkv / fc1, K / N 1/3 and 1/4, were timed unsplit only)."""
+TF32_STAGES = 3
+"""``tf32r``'s pipeline depth: the first spike's substitution, unchanged (no swizzle, one consumer)."""
+FAMILIES = ("bf16", "f32a")
+"""The variant families of a bf16 build, by A's dtype (:func:`family`)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The layout options of one substituted GEMM (:func:`.wgmma_splitk.gemm_module`'s)."""
+
+    precision: str
+    bn: int
+    stages: int
+    swizzle: str
+    consumers: int
+    split: int
+
+    def gemm_options(self) -> dict:
+        """``gemm_module`` keyword arguments (``bn`` passed by position)."""
+        return {"stages": self.stages, "precision": self.precision, "split": self.split,
+                "swizzle": self.swizzle, "consumers": self.consumers}
+
+
+def family(a_dtype: str) -> str:
+    """The variant family of a GEMM with a bf16 weight: ``bf16`` when its A input is bfloat16
+    already (staged by ``cp.async`` as is), ``f32a`` otherwise (float32 A, narrowed to bf16 on the
+    register path).  hetpart's ``cuda=bf16`` builds store only weights in bf16, so their dense
+    layers are ``f32a``."""
+    return "bf16" if str(a_dtype) == "bfloat16" else "f32a"
+
+
+def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> Variant:
+    """The variant replacing an ``m x n x k`` GEMM of ``precision`` (module doc; N % 64 == 0).
+
+    ``bf16``: 128B swizzle, 4 stages, 2 consumers; K >= 4 N: bn 128 (64 where N % 128) and
+    :func:`~.wgmma_splitk.choose_split`'s split for it, else bn 64 unsplit.
+    ``f32a``: 128B swizzle, 4 stages, 2 consumers, bn 128 (64 where N % 128); K >= N:
+    ``choose_split``'s split, else unsplit.
+    ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
+    swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
+    Raises ValueError for another precision or N % 64 != 0."""
+    if n % 64:
+        raise ValueError(f"N must be a multiple of 64, got {n}")
+    wide = 128 if n % 128 == 0 else 64
+    if precision in ("tf32r", "tf32"):
+        return Variant(precision, wide, TF32_STAGES, "none", 1,
+                       wsk.choose_split(m, n, k, wide, precision, sms=sms))
+    if precision not in FAMILIES:
+        raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
+    over = BF16_SPLIT_K_OVER_N if precision == "bf16" else F32A_SPLIT_K_OVER_N
+    splits = k >= over * n
+    bn = wide if (precision == "f32a" or splits) else 64
+    split = wsk.choose_split(m, n, k, bn, precision, sms=sms, consumers=CONSUMERS) if splits else 1
+    return Variant(precision, bn, STAGES, SWIZZLE, CONSUMERS, split)
+
+
+__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "STAGES", "SWIZZLE", "TF32_STAGES",
+           "Variant", "choose", "family"]
