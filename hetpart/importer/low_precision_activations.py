@@ -115,7 +115,8 @@ def _output_vars(graph, calls, group) -> dict:
 def _reads_as_a(module, call, var) -> bool:
     """Whether the ``call_tir`` ``call`` passes ``var`` once, to a buffer its PrimFunc reads in
     one block only, a contraction taking it as the left factor of its product, with a
-    bf16 weight among the call's constant arguments and :data:`MIN_ROWS` rows."""
+    bf16 weight among the call's constant arguments and :data:`MIN_ROWS` rows (static
+    shapes only)."""
     if not _is_call_tir(call) or len(call.args) != 2:
         return False
     args = list(call.args[1].fields)
@@ -140,9 +141,10 @@ def _reads_as_a(module, call, var) -> bool:
     product = readers[0].body.value.b
     if not (_loads(product.a, buf) and not _loads(product.b, buf)):
         return False
-    k_extent = math.prod(int(iv.dom.extent) for iv in readers[0].iter_vars
-                         if iv.iter_type != tvm.tirx.IterVar.DataPar)
-    return math.prod(int(d) for d in buf.shape) // max(k_extent, 1) >= MIN_ROWS
+    extents = [iv.dom.extent for iv in readers[0].iter_vars if iv.iter_type != tvm.tirx.IterVar.DataPar]
+    if not all(isinstance(d, tvm.tirx.IntImm) for d in (*extents, *buf.shape)):
+        return False  # a symbolic extent: rows unknown, left float32
+    return math.prod(int(d) for d in buf.shape) // max(math.prod(int(d) for d in extents), 1) >= MIN_ROWS
 
 
 def _loads(expr, buf) -> bool:
