@@ -427,3 +427,12 @@ def test_bf16_mma_cuda_stages_a_by_cp_async(switch_on, monkeypatch):
     assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src
     assert re.search(r"ptx_cp_async\w*_8_2_2\(buf_dyn_shmem_ptr, [^;]*a0_ptr", src), "A not staged by cp.async in bf16"
     assert "(nv_bfloat16)((float*)buf_dyn_shmem_ptr)" not in src  # no float32 staging narrowed at the load
+
+
+def test_cpu_partitions_in_bf16_are_left(switch_on):
+    """``cpu=bf16``: the CPU partition's weights are bf16, its activations stay float32."""
+    graph = load(vit_layer())
+    plan = all_on(graph, "cpu")
+    lowered = lower_plan_weights(graph, plan, Precision(cpu="bf16", cuda="bf16"))
+    assert any(k.func.endswith("bf16w") for k in lowered.kernels.values())
+    assert not _narrowed(lowered)

@@ -41,8 +41,10 @@ bf16 than with A narrowed in the kernel (bench/results/gpu-wgmma-swizzle-150-nvi
 ``torch.autocast`` likewise feeds its GEMMs bf16 activations.
 
 Switch: :data:`STORE_GEMM_INPUTS_BF16` (off: the compiler never calls this; generated
-code unchanged).  Only edges inside one group are changed: partition boundaries and the
-model's inputs and outputs keep their dtypes.  With
+code unchanged); :func:`hetpart.compiler.precision.lower_plan_weights` passes it the bf16
+CUDA partitions only (a ``cpu=bf16`` partition keeps float32 activations: the CPU rules
+stage no bf16 operand).  Only edges inside one group are changed: partition boundaries and
+the model's inputs and outputs keep their dtypes.  With
 :data:`~hetpart.importer.low_precision_scores.STORE_SCORES_BF16` on as well, the score
 pass runs first; its tensors are bf16 already and are not this pass's.
 
