@@ -27,3 +27,27 @@ def test_side_by_side_shows_the_scores_switch(capsys, tmp_path):
     assert "bf16/f32 -> f32" in rows["matmul2"]
     totals = [float(c.strip("* ")) for c in rows["**total (x count)**"].split("|")[2:] if c.strip().startswith("**")]
     assert totals[4] < totals[2] <= totals[0]  # MB: bf16 + switch < bf16 (weights) <= tf32
+
+
+def test_side_by_side_shows_the_gemm_inputs_switch(capsys):
+    """``bf16:acts`` (the short name of ``STORE_GEMM_INPUTS_BF16=1``) and ``bf16:acts,scores``: the
+    merge-heads copy and fc1 (+ GELU) write bf16, the out-projection and fc2 read it; the kernels and
+    their rules are the same; the MB fall in that order."""
+    assert sbs.parse_variant("bf16:acts,scores")[1] == [sbs.SHORTHANDS["acts"], SWITCH]
+    assert sbs.main(["zoo:bert:small:layers=1,seq_len=128", "--variant", "bf16", "--variant", "bf16:acts",
+                     "--variant", "bf16:acts,scores"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    merge = next(r for k, r in rows.items() if k.startswith("fused_transpose") and "reshape" in k)
+    assert merge.count("f32 -> bf16") == 2
+    fc1 = next(r for k, r in rows.items() if "erf" in k)
+    assert fc1.count("f32 -> bf16") == 2
+    out_proj = next(r for k, r in rows.items() if k.startswith("fused_matmul") and "add3" in k)
+    assert out_proj.count("bf16/f32 -> f32") == 2
+    for r in rows.values():  # the same rule in each variant
+        cells = [c.strip() for c in r.split("|")]
+        if cells[1].startswith("**"):
+            continue
+        assert cells[5] == cells[9] == cells[13], r
+    totals = [float(c.strip("* ")) for c in rows["**total (x count)**"].split("|")[2:] if c.strip().startswith("**")]
+    assert totals[4] < totals[2] < totals[0]  # MB: + acts, scores < + acts < bf16

@@ -5,9 +5,14 @@
         --variant tf32 --variant bf16 \\
         --variant bf16:hetpart.importer.low_precision_scores.STORE_SCORES_BF16=1 [--rates h200] [--md OUT.md]
 
+    # the bf16 activation switches by their short names (:data:`SHORTHANDS`), alone and together:
+    PYTHONPATH=. python tools/gpu_precision_side_by_side.py zoo:bert:layers=1,seq_len=128 \\
+        --variant bf16 --variant bf16:acts --variant bf16:acts,scores
+
 Each ``--variant PRECISION[:MODULE.NAME=VALUE,...]`` is one all-CUDA build for sm_90 as
 :func:`hetpart.compiler.compile` makes it in that CUDA format (weights lowered, its kernel
-options; :func:`gpu_static_kernels.analyse`), its switches set while it is built.  Per
+options; :func:`gpu_static_kernels.analyse`), its switches set while it is built (a switch
+may be given by its short name, :data:`SHORTHANDS`: ``acts``, ``scores``).  Per
 kernel (graph order, one row per distinct kernel of the first variant, ``x`` its
 occurrences): the ops fused, then per variant the input / output dtypes, MB read + written
 (weights included), the rule and the estimate (``gpu_static_kernels``' ``est.``: rough, it
@@ -29,9 +34,16 @@ from gpu_static_kernels import BRIEF_RATES, DEFAULT_RATES, analyse  # noqa: E402
 SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int64": "i64", "int32": "i32", "bool": "b"}
 
 
+SHORTHANDS = {
+    "scores": "hetpart.importer.low_precision_scores.STORE_SCORES_BF16=1",
+    "acts": "hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16=1",
+}
+"""Short names of the bf16 activation switches a ``--variant`` may give instead of ``MODULE.NAME=VALUE``."""
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     precision, _, sets = text.partition(":")
-    return precision, [s for s in sets.split(",") if s]
+    return precision, [SHORTHANDS.get(s, s) for s in sets.split(",") if s]
 
 
 def run_variant(model, precision: str, sets: list[str], rates) -> tuple[dict, dict]:

@@ -17,7 +17,7 @@ import dataclasses
 
 from ..contracts.precision import DEFAULT, DEVICES, Precision
 from ..errors import PlanError
-from ..importer import low_precision_scores
+from ..importer import low_precision_activations, low_precision_scores
 from ..importer.low_precision import lower_weights, param_bytes
 from ..kernels.options import KernelOptions
 
@@ -25,7 +25,9 @@ from ..kernels.options import KernelOptions
 def lower_plan_weights(graph, plan, precision: Precision):
     """``graph`` with each kernel's weights in the format of the device ``plan`` runs it on
     (and, with ``low_precision_scores.STORE_SCORES_BF16``, attention's scores and
-    probabilities inside each bfloat16 partition stored in bfloat16)."""
+    probabilities inside each bfloat16 partition stored in bfloat16; with
+    ``low_precision_activations.STORE_GEMM_INPUTS_BF16``, the activations only weight
+    GEMMs read in each bfloat16 CUDA partition, after the scores)."""
     for device in DEVICES:
         dtype = precision.storage(device)
         kernels = [k for p in plan.partitions if p.device == device for k in p.kernels]
@@ -34,6 +36,10 @@ def lower_plan_weights(graph, plan, precision: Precision):
     if low_precision_scores.STORE_SCORES_BF16:  # read at call time: a switch set after import counts
         groups = [p.kernels for p in plan.partitions if precision.storage(p.device) == low_precision_scores.DTYPE]
         graph = low_precision_scores.lower_scores(graph, groups)
+    if low_precision_activations.STORE_GEMM_INPUTS_BF16:  # CUDA partitions only: the CPU rules stage no bf16 A
+        groups = [p.kernels for p in plan.partitions
+                  if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
+        graph = low_precision_activations.lower_gemm_inputs(graph, groups)
     return graph
 
 

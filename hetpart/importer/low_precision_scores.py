@@ -123,7 +123,8 @@ def retyped_kernel(kernel: tvm.tirx.PrimFunc, call: relax.Call, widen: tuple[int
             bb.emit_func_output(out)
         prim = fuse_primitive(bb, "retyped", params, "retyping")
     func = _inline_casts(prim)
-    return func.with_attr(NARROW_ACTIVATION_ATTR, 1) if widen else func
+    marked = kernel.attrs is not None and NARROW_ACTIVATION_ATTR in kernel.attrs
+    return func.with_attr(NARROW_ACTIVATION_ATTR, 1) if widen or marked else func
 
 
 def _cast(x: te.Tensor, dtype: str) -> te.Tensor:
@@ -162,7 +163,16 @@ def _is_contraction(block) -> bool:
 def lower_scores(graph, groups):
     """``graph`` with the :func:`score_edges` of each group of kernel ids stored in
     bfloat16 (module docstring); ``graph`` itself is unchanged."""
-    edges = [e for g in groups for e in score_edges(graph, g)]
+    return lower_edges(graph, [e for g in groups for e in score_edges(graph, g)])
+
+
+def lower_edges(graph, edges, suffix: str = SUFFIX):
+    """``graph`` with each tensor of ``edges`` stored in bfloat16: its producer's kernel
+    rounds its float32 result (``narrow``), each consumer's widens it as it reads it, the
+    retyped PrimFuncs named ``<func>_<suffix>``; ``graph`` itself is unchanged.  Each
+    edge's tensor is a float32 activation, the one output of its producer, read by
+    its consumers only (the callers' edge finders check it).  A kernel already marked
+    :data:`NARROW_ACTIVATION_ATTR` (retyped by an earlier call) keeps the mark."""
     if not edges:
         return graph
     calls = kernel_calls(graph)
@@ -190,7 +200,7 @@ def lower_scores(graph, groups):
         key = (call.args[0].name_hint, positions, kid in narrow)
         if key not in funcs:
             prim = retyped_kernel(graph.module[call.args[0]], call, positions, kid in narrow)
-            funcs[key] = (bb.add_func(prim, f"{call.args[0].name_hint}_{SUFFIX}"),
+            funcs[key] = (bb.add_func(prim, f"{call.args[0].name_hint}_{suffix}"),
                           f"{tvm_ffi.structural_hash(prim):016x}")
         gv, signature = funcs[key]
         out_ty = call.ty_args[0]
@@ -264,4 +274,5 @@ def _rebuild_main(main: relax.Function, binding_var: dict, new_calls: dict) -> r
     return relax.Function(main.params, relax.SeqExpr(blocks, body), main.ret_ty, main.is_pure, main.attrs)
 
 
-__all__ = ["DTYPE", "NARROW_ACTIVATION_ATTR", "Edge", "STORE_SCORES_BF16", "lower_scores", "retyped_kernel", "score_edges"]
+__all__ = ["DTYPE", "NARROW_ACTIVATION_ATTR", "Edge", "STORE_SCORES_BF16", "lower_edges", "lower_scores",
+           "retyped_kernel", "score_edges"]

@@ -48,6 +48,8 @@ NAMES = {
     "load_a_float16": "hetpart_tf32_load_a_16x8_shared_dyn_from_fp16",
     "mma_load_a_bfloat16": "hetpart_bf16_load_a_16x16_shared_dyn_narrowing",
     "mma_load_a_float16": "hetpart_fp16_load_a_16x16_shared_dyn_narrowing",
+    "mma_load_a_bfloat16_staged": "hetpart_bf16_load_a_16x16_shared_dyn",
+    "mma_load_a_float16_staged": "hetpart_fp16_load_a_16x16_shared_dyn",
     "mma_load_b_bfloat16": "hetpart_bf16_load_b_16x16_trans_shared_dyn",
     "mma_load_b_float16": "hetpart_fp16_load_b_16x16_trans_shared_dyn",
     "mma_compute_bfloat16": "hetpart_bf16_mma_16x16x16_trans",
@@ -71,6 +73,9 @@ lane (``[32, 8]`` warp buffers, 4 registers of two halves each): ``mma_load_a_<d
 loads a 16x16 float32 tile of A from shared memory, each element rounded to ``dtype``
 (round to nearest even, CUDA's ``__float2bfloat16`` / ``__float2half``) -- where the
 activations are narrowed, as ``torch.autocast`` does before its GEMMs;
+``mma_load_a_<dtype>_staged`` copies a 16x16 tile of A staged in ``dtype`` as it is (an
+activation stored narrow between kernels, :mod:`hetpart.importer.low_precision_activations`;
+its description a widening and narrowing back, as ``mma_load_b_<dtype>``'s);
 ``mma_load_b_<dtype>`` copies a 16x16 tile of B (``[N, K]``) staged in ``dtype`` as it is
 (its description a widening to float32 and back, the form the schedule's inlined weight
 widening takes: exact).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
@@ -165,6 +170,7 @@ def _register() -> None:
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}"], *_narrow_load_intrin(mma_a_layout, "float32", narrow))
         TensorIntrin.register(NAMES[f"mma_load_b_{narrow}"], *_narrow_load_intrin(mma_b_layout, narrow, narrow))
+        TensorIntrin.register(NAMES[f"mma_load_a_{narrow}_staged"], *_narrow_load_intrin(mma_a_layout, narrow, narrow))
         TensorIntrin.register(NAMES[f"mma_compute_{narrow}"], *_narrow_mma_intrin(narrow))
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
     TensorIntrin.register(NAMES["store"], *_store_intrin(transposed=False))

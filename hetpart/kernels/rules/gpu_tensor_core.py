@@ -682,7 +682,9 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
     attrs = sch.mod["main"].attrs
     narrow_a = (_narrow_weight(sch, main, 0) if attrs is not None and NARROW_ACTIVATION_ATTR in attrs
-                and not mma else None)
+                else None)
+    if mma and narrow_a is not None and narrow_a[1] != mma:
+        narrow_a = None  # an fp16 activation into a bf16 MMA (or the reverse): staged widened, narrowed as loaded
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
     i, fi = sch.split(i, [None, tf32.M])
     j, fj = sch.split(j, [None, tf32.N])
@@ -717,10 +719,12 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         sch.compute_inline(widen)
         staged.append(_stage(sch, b_frag, 0, ko, t.warps))
         load_b = names[f"load_b_{dtype}"]
-    if mma:  # both fragments in the weight's dtype: A narrowed as it is loaded, B as staged
+    if mma:  # both fragments in the weight's dtype: A narrowed as loaded (copied if stored narrow), B as staged
         sch.unsafe_set_dtype(a_frag, 0, mma)
         sch.unsafe_set_dtype(b_frag, 0, mma)
         load_a, load_b, compute = (names[f"mma_{role}_{mma}"] for role in ("load_a", "load_b", "compute"))
+        if narrow_a is not None:
+            load_a = names[f"mma_load_a_{mma}_staged"]
     a_map, b_map = (tf32.mma_a_layout, tf32.mma_b_layout) if mma else (tf32.a_layout, tf32.b_layout)
     out = _accumulators(sch, step, warp, partials)
     if out is None:
