@@ -7,6 +7,7 @@
 # follows 147):
 #   152 (issue 17, the wgmma GEMM's swizzled variants in whole models: WGMMA_GEMM off/on on vit_b_16, distilbert,
 #   whisper_encoder bf16; cuda tests; the rule's picks in the probe),
+#   154 (issue 17, bf16 activations and attention scores: STORE_GEMM_INPUTS_BF16 / STORE_SCORES_BF16 cuda tests, A/Bs),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -62,6 +63,27 @@ case "${1:-1}" in
   left=$((BUDGET - SECONDS - 5))
   [ "$left" -ge 40 ] && timeout "$left" python3 tools/gpu_wgmma_probe.py --only rule --budget $((left - 15)) \
     --json "$OUT/gpu-wgmma-rule-152.json" > "$OUT/logs/wgmma-rule-152.txt" 2>&1 ;;
+154)  # (BUDGET=560) issue 17, bf16 activations (session 54, bench/results/gpu-bf16-acts-static.md, gpu-whisper-bf16-static.md):
+     # `cuda=bf16` kept every activation float32; two switches, both off and never run on a GPU, store bf16 where only
+     # GEMMs read: low_precision_activations.STORE_GEMM_INPUTS_BF16 (LayerNorm / GELU / attention-context outputs
+     # that only weight GEMMs read, written bf16 by their producer) and low_precision_scores.STORE_SCORES_BF16
+     # (attention's scores and probabilities bf16).  Static: Whisper-shaped layer 302.5 -> 176.1 MB moved, ViT-B
+     # 43.4 -> 34.9.  (1) the cuda tests of both (against ONNX Runtime at 2e-2); (2) per model, four builds (both
+     # off, both on, each alone: --each) on vit_b_16, whisper_encoder, distilbert at bf16.
+     # Decides: each switch goes on if its cuda test passes and it is faster than the rounds' spread on one model
+     # and slower on none.  (The wgmma substitute does not yet match GEMMs whose A the first switch makes bf16.)
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
+  timeout 150 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
+    tests/test_importer_low_precision_activations.py tests/test_importer_low_precision_scores.py \
+    > "$OUT/logs/cuda-tests-154.txt" 2>&1
+  for name in whisper_encoder vit_b_16 distilbert; do
+    left=$((BUDGET - SECONDS - 10)); [ "$left" -ge 60 ] || break
+    f=$(corpus_export $name 1 120)
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 --before $S=0 \
+      --after $A=1 --after $S=1 --each --rounds 5 --repeat 30 --out "$OUT/acts-bf16-ab-$name-154.json" \
+      > "$OUT/logs/acts-bf16-ab-$name-154.txt" 2>&1
+  done ;;
 153)  # (BUDGET=590) issue 19 at bf16 (session 54): step 149 measured zoo:moe at 1/2 with bf16 weights on both devices
      # at 1.69 ms (bf16 limit 1.20; CPU weights float32: 2.07), but the memory rules ran only in float32, so
      # "1.5x the better rule" compared unlike bytes.  The rules now have opt-in bf16 forms (capped.RULE_OF:
