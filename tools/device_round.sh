@@ -44,12 +44,17 @@ case "${1:-1}" in
      # Decides: WGMMA_GEMM goes on (its bf16 substitution) if (1) passes, (2)'s after is below before by more than
      # the rounds' spread on at least two models and above it on none, each rel. diff <= 2e-2 (step 146: 3.9e-3);
      # else stays off with the per-model numbers recorded.  (3): whether f32a should take bn 64 (a rule change,
-     # re-A/B'd).  Step 146's unswizzled kernels made vit_b_16 bf16 1.598 -> 1.628 ms (slower).  Expect little: a
-     # GEMM fused with its residual add (fc2; BERT's attention output) is not substituted, so per ViT layer qkv, proj,
+     # re-A/B'd).  Step 146's unswizzled kernels made vit_b_16 bf16 1.598 -> 1.628 ms (slower).  Since branch
+     # wgmma-residual a GEMM fused with its residual add (ViT's fc2, 1.48x in step 150; BERT/DistilBERT's attention
+     # output and fc2) is substituted too (epilogue (acc + bias) + r, in split-K's reduction where split): (1b) its cuda
+     # tests, tests/test_kernels_wgmma_residual.py (the kernels alone against numpy, a fc2-with-residual layer and a
+     # torchvision-like ViT block against ONNX Runtime, TF32 and bf16); without them per ViT layer only qkv, proj,
      # fc1 (~4 us saved a layer), per DistilBERT layer q/k/v at proj's 0.89x and fc1 (section 10).
   BUDGET=${STEP_BUDGET:-540}; sw=hetpart.kernels.wgmma_match.WGMMA_GEMM; mkdir -p "$OUT/logs"
   timeout 110 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_wgmma_substitute.py \
     > "$OUT/logs/cuda-tests-wgmma-152.txt" 2>&1
+  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 50 tests/test_kernels_wgmma_residual.py \
+    > "$OUT/logs/cuda-tests-wgmma-residual-152.txt" 2>&1
   for name in vit_b_16 distilbert whisper_encoder; do
     f=$(corpus_export $name 1 90)
     [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b1.txt"; continue; }

@@ -12,9 +12,10 @@ In:  ``A[M, K]`` (row-major, K contiguous), ``B[N, K]`` (the weight as ``[out, i
      ``tf32`` both float32 (``m64nNk8.f32.tf32.tf32``; the tensor core truncates them to tf32),
      ``tf32r`` the same with A rounded to tf32 (``cvt.rna``) on its way to shared memory and B
      expected to hold tf32 values, ``f32a`` float32 A narrowed to bf16 (round to nearest even)
-     on its way to shared memory and bfloat16 B; with an epilogue, ``bias[N]`` float32.
+     on its way to shared memory and bfloat16 B; with a bias epilogue, ``bias[N]`` float32;
+     with a residual one, ``R[M, N]`` float32 (read at the stored element: :data:`EPILOGUES`).
 Out: ``C[M, N]`` float32 = sum over k of A[m, k] * B[n, k] in the instruction's input type,
-     float32 sums (then ``+ bias[n]``, then GELU, by the epilogue); with ``split > 1``, the
+     float32 sums (then ``+ bias[n]``, then GELU or ``+ R[m, n]``, by the epilogue); with ``split > 1``, the
      partial sums ``P[s * M + m, n]`` of K slice s instead (``wgmma_splitk.reduce`` sums them).
 
 The kernel (``stages=1``: one stage, no TMA, no pipelining; ``stages>=2`` replaces the
@@ -71,10 +72,16 @@ MMA_K = lay.BF16.mma_k
 CHUNK = lay.BF16.chunk
 """bf16 elements per 16-byte row of a core matrix (one vector copy)."""
 ELEM_BYTES = lay.BF16.elem_bytes
-EPILOGUES = (None, "bias", "bias_gelu")
-"""What the store (split 1) or the split-K reduction applies: nothing, ``+ bias[n]``, or
+EPILOGUES = (None, "bias", "bias_gelu", "bias_residual", "residual")
+"""What the store (split 1) or the split-K reduction applies: nothing, ``+ bias[n]``,
 ``+ bias[n]`` then GELU in its erf form ``0.5 y (1 + erf(y / sqrt 2))`` (ONNX Gelu, default),
-computed as hetpart's fused kernels compute it (:func:`gelu_value`)."""
+computed as hetpart's fused kernels compute it (:func:`gelu_value`), ``(+ bias[n]) + R[m, n]``
+or ``+ R[m, n]`` (:data:`RESIDUAL_EPILOGUES`: a residual ``R [M, N]`` float32 read at the
+store's own indices, added once, last)."""
+BIAS_EPILOGUES = ("bias", "bias_gelu", "bias_residual")
+"""The epilogues that read ``bias [N]``."""
+RESIDUAL_EPILOGUES = ("bias_residual", "residual")
+"""The epilogues that read a residual ``R [M, N]`` (a kernel parameter after the bias)."""
 PIPELINE_SCOPE = "shared.dyn"
 """Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
 runtime raises the kernel's dynamic shared-memory limit at launch)."""
@@ -141,12 +148,16 @@ class Shape:
         return self.grid[0] * self.grid[1] * self.split
 
 
-def epilogue_value(x, bias, col, epilogue):
-    """``x`` (a float32 TIR value of column ``col``) through the epilogue (:data:`EPILOGUES`);
-    ``bias`` the float32 ``[N]`` buffer (None without an epilogue)."""
+def epilogue_value(x, bias, col, epilogue, residual=None, row=None):
+    """``x`` (a float32 TIR value of output ``[row, col]``) through the epilogue
+    (:data:`EPILOGUES`); ``bias`` the float32 ``[N]`` buffer (None when the epilogue reads
+    none), ``residual`` the float32 ``[M, N]`` one (read at ``[row, col]``, the store's
+    indices; None when the epilogue reads none)."""
     if epilogue is None:
         return x
-    y = x + bias[col]
+    y = x + bias[col] if epilogue in BIAS_EPILOGUES else x
+    if epilogue in RESIDUAL_EPILOGUES:
+        return y + residual[row, col]
     if epilogue == "bias":
         return y
     return gelu_value(y)
@@ -222,7 +233,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                epilogue: str | None = None, swizzle: str = "none", consumers: int = 1) -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
     precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
-    ``main(A, B, bias, C)`` (``bias [n]`` float32); with ``split > 1``, ``main(A, B, P)``,
+    ``main(A, B, bias, C)`` (``bias [n]`` float32; a residual epilogue: ``main(A, B[, bias], R, C)``,
+    ``R [m, n]`` float32); with ``split > 1``, ``main(A, B, P)``,
     ``P [split * m, n]`` float32 the partial sums of each K slice (no epilogue here: the
     reduction applies it).
 
@@ -312,7 +324,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                 a_zero))
 
     @T.macro
-    def plain_body(A, B, C, bias, bx, by, bz, tx):
+    def plain_body(A, B, C, bias, R, bx, by, bz, tx):
         As = T.alloc_buffer((a_size,), s_dtype, scope="shared", align=128)
         Bs = T.alloc_buffer((b_size,), s_dtype, scope="shared", align=128)
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
@@ -355,7 +367,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         for i in T.unroll(n_acc):
             if by * TILE_M + d_fragment(tx, i)[0] < m:
                 C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
+                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
+                                   R, by * TILE_M + d_fragment(tx, i)[0])
 
     prologue = min(stages - 1, k_tiles)
     a_stage, b_stage = plan.a_stage, plan.b_stage  # descriptor units
@@ -437,7 +450,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                          16, T.uint32(16))
 
     @T.macro
-    def pipelined_core(S, A, B, C, bias, bx, by, bz, tx, pad, wg_units):
+    def pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, pad, wg_units):
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
         desc_b = T.alloc_buffer((1,), "uint64", scope="local")
@@ -489,26 +502,28 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             for i in T.unroll(n_acc):
                 if by * TILE_M + d_fragment(tx, i)[0] < m:
                     C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                        epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue)
+                        epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
+                                   R, by * TILE_M + d_fragment(tx, i)[0])
         else:
             for i in T.unroll(n_acc):
                 if by * tile_m + fragment_row(tx, i) < m:
                     C[out_row(by * tile_m + fragment_row(tx, i), bz), bx * bn + fragment_col(tx, i)] = \
-                        epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue)
+                        epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue,
+                                       R, by * tile_m + fragment_row(tx, i))
 
     @T.macro
-    def pipelined_body(A, B, C, bias, bx, by, bz, tx):
+    def pipelined_body(A, B, C, bias, R, bx, by, bz, tx):
         S = T.alloc_buffer((plan.smem_elems if a_off is not None else stages * (a_size + b_size),), s_dtype,
                            scope=PIPELINE_SCOPE, align=128)
         if a_off is None:
-            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, 0, 0)
+            pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, 0, 0)
         elif plan.aligned:
             pad = T.cuda.func_call(lay.ALIGN_PAD, T.address_of(S[0]), source_code=lay.ALIGN_PAD_SOURCE,
                                    return_type="int32") // prec.elem_bytes
-            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, pad,
+            pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, pad,
                            tx // WARPGROUP * plan.a_warpgroup if plan.consumers > 1 else 0)
         else:
-            pipelined_core(S, A, B, C, bias, bx, by, bz, tx, 0,
+            pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, 0,
                            tx // WARPGROUP * plan.a_warpgroup if plan.consumers > 1 else 0)
 
     body = plain_body if stages == 1 else pipelined_body
@@ -522,9 +537,34 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             by = T.launch_thread("blockIdx.y", grid_m)
             bz = T.launch_thread("blockIdx.z", split)
             tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, P, None, bx, by, bz, tx)
+            body(A, B, P, None, None, bx, by, bz, tx)
 
         return main_split
+
+    if epilogue == "residual":
+        @T.prim_func
+        def main_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
+                          R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", grid_n)
+            by = T.launch_thread("blockIdx.y", grid_m)
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(A, B, C, None, R, bx, by, None, tx)
+
+        return main_residual
+
+    if epilogue == "bias_residual":
+        @T.prim_func
+        def main_bias_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
+                               bias: T.Buffer((n,), "float32"), R: T.Buffer((m, n), "float32"),
+                               C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", grid_n)
+            by = T.launch_thread("blockIdx.y", grid_m)
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(A, B, C, bias, R, bx, by, None, tx)
+
+        return main_bias_residual
 
     if epilogue is not None:
         @T.prim_func
@@ -534,7 +574,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, C, bias, bx, by, None, tx)
+            body(A, B, C, bias, None, bx, by, None, tx)
 
         return main_epilogue
 
@@ -545,7 +585,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         bx = T.launch_thread("blockIdx.x", grid_n)
         by = T.launch_thread("blockIdx.y", grid_m)
         tx = T.launch_thread("threadIdx.x", threads)
-        body(A, B, C, None, bx, by, None, tx)
+        body(A, B, C, None, None, bx, by, None, tx)
 
     return main
 
@@ -579,5 +619,5 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["EPILOGUES", "Shape", "build", "cuda_source", "d_fragment", "descriptor_fields", "epilogue_value",
-           "k_step_bytes", "smem_offset", "target", "wgmma_gemm"]
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "RESIDUAL_EPILOGUES", "Shape", "build", "cuda_source", "d_fragment",
+           "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "target", "wgmma_gemm"]

@@ -4,8 +4,9 @@ In:  a fused PrimFunc (the importer's, weights marked by
      :func:`~hetpart.kernels.weight_prepack.mark_weights`), the build's target and its
      :class:`~hetpart.kernels.options.KernelOptions`.
 Out: :func:`match`: a :class:`WgmmaGemm` -- M, N, K, the kernel's precision, its epilogue,
-     how the weight is stored and which parameters are the activation, the weight and the
-     bias -- when the function is a dense layer ``y = epilogue(x[M, K] @ W + b)`` that
+     how the weight is stored and which parameters are the activation, the weight, the
+     bias and the residual -- when the function is a dense layer ``y = epilogue(x[M, K] @ W + b)``
+     (or ``(x @ W (+ b)) + r``, ``r`` an activation of y's shape) that
      :func:`hetpart.kernels.wgmma_gemm.wgmma_gemm` (with :mod:`.wgmma_splitk`) computes;
      None otherwise.
 Invariant: recognition only -- nothing here changes a module.  A match means: one
@@ -14,7 +15,8 @@ static extents, A a parameter that is not a weight (float32, or bf16 widened by 
 element-wise cast block when W is bf16 too), W a model weight (float32, or
 bf16 widened by one element-wise cast block: :mod:`hetpart.importer.low_precision`), then
 element-wise blocks whose value at each output is, for every probe value of the
-accumulator and the bias, the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
+accumulator and the bias (and the residual: a float32 activation of the output's shape read at
+the store's own indices), the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
 so any export's spelling of bias + erf-GELU is recognised and a tanh-GELU or a ReLU is not).
 
 :data:`WGMMA_GEMM` (off) is the default of ``KernelOptions.wgmma``, which the substitution
@@ -74,7 +76,9 @@ class WgmmaGemm:
     ``[K, N]``: transposed when packed) or ``"NK"`` (the kernel's own); ``activation``,
     ``weight``, ``bias``: parameter positions (``bias`` None without one); ``weight_dtype``,
     ``bias_dtype``: their stored dtypes (the kernel takes a float32 bias: a bf16 one is widened
-    when packed); ``activation_dtype``: A's stored dtype (a bf16 A is the kernel's A as is)."""
+    when packed); ``activation_dtype``: A's stored dtype (a bf16 A is the kernel's A as is);
+    ``residual``: the position of the float32 activation of the output's shape that a
+    ``bias_residual`` / ``residual`` epilogue adds at the store's indices (None otherwise)."""
 
     m: int
     n: int
@@ -88,6 +92,7 @@ class WgmmaGemm:
     weight_dtype: str
     bias_dtype: str | None
     activation_dtype: str = "float32"
+    residual: int | None = None
 
     @property
     def bn(self) -> int:
@@ -104,7 +109,7 @@ def eligible_target(target: Target) -> bool:
 def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions | None = None) -> WgmmaGemm | None:
     """``func`` read as a dense layer the ``wgmma`` kernel computes (module doc), or None:
     not an sm_90 CUDA target, not a dense layer of a weight, an epilogue other than none /
-    bias / bias + erf-GELU, a weight dtype with no kernel (fp16; float32 with TF32 off), or a
+    bias / bias + erf-GELU / (bias +) residual, a weight dtype with no kernel (fp16; float32 with TF32 off), or a
     shape the kernel does not take (N % 64, K % the precision's K tile)."""
     options = _options.DEFAULT if options is None else options
     if not eligible_target(target):
@@ -155,7 +160,7 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
     found = epilogue_of(func, mac.out, tail)
     if found is None:
         return None
-    epilogue, bias = found
+    epilogue, bias, residual = found
     w_dtype, a_dtype = str(weight_src.dtype), str(act.dtype)
     precision = {"bfloat16": wv.family(a_dtype), "float32": "tf32r" if options.tf32 else None}.get(w_dtype)
     if a_dtype != "float32" and precision != "bf16":
@@ -164,7 +169,8 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
         return None
     return WgmmaGemm(m, n, k, precision, epilogue, layout, _position(func, act), _position(func, weight_src),
                      _position(func, bias) if bias is not None else None, w_dtype,
-                     str(bias.dtype) if bias is not None else None, a_dtype)
+                     str(bias.dtype) if bias is not None else None, a_dtype,
+                     _position(func, residual) if residual is not None else None)
 
 
 def _dims(buf) -> list:
@@ -251,19 +257,23 @@ def _operands(func, mac, widened):
 
 
 def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
-    """``(epilogue, bias parameter buffer or None)`` of the element-wise ``blocks`` after the
-    multiply-accumulate writing ``acc``, else None.
+    """``(epilogue, bias parameter buffer or None, residual parameter buffer or None)`` of the
+    element-wise ``blocks`` after the multiply-accumulate writing ``acc``, else None.
 
     Each block must store at its own iterators, read only ``acc``, the blocks before it at
-    the same indices (element-wise), constants, and at most one 1-D weight (the bias) at the
-    last iterator; the last block (or ``acc`` with no blocks) must write ``func``'s output.
-    Its value is then evaluated at every pair of :data:`PROBES` (accumulator, bias) and
-    compared with ``acc`` (no epilogue), ``acc + bias`` and ``gelu(acc + bias)`` (erf form)."""
+    the same indices (element-wise), constants, at most one 1-D weight (the bias) at the
+    last iterator, and at most one float32 parameter that is not a weight, of the output's
+    shape, read at exactly the store's indices (the residual: not transposed, not broadcast);
+    the last block (or ``acc`` with no blocks) must write ``func``'s output.
+    Its value is then evaluated at every pair of :data:`PROBES` (accumulator, bias; with a
+    residual every triple) and compared with ``acc`` (no epilogue), ``acc + bias``,
+    ``gelu(acc + bias)`` (erf form), ``(acc + bias) + residual`` and ``acc + residual``."""
     out_param = func.params[-1]
     if not blocks:
-        return (None, None) if acc.same_as(out_param) else None
-    bias = []
+        return (None, None, None) if acc.same_as(out_param) else None
+    bias, residual = [], []
     local = {acc}
+    out_dims = _dims(out_param)
 
     def check(e, store_idx) -> bool:
         ok = [True]
@@ -275,6 +285,12 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
                     and is_layout_free(func, x.source) and _is(x.indices[0], store_idx[-1]):
                 if not any(x.source.same_as(b) for b in bias):
                     bias.append(x.source)
+            elif _param_buffer(func, x.source) is not None and not is_layout_free(func, x.source) \
+                    and not x.source.same_as(out_param) and str(x.source.dtype) == "float32" \
+                    and _dims(x.source) == out_dims and None not in out_dims \
+                    and _same_indices(list(x.indices), store_idx):
+                if not any(x.source.same_as(b) for b in residual):
+                    residual.append(x.source)
             else:
                 ok[0] = False
 
@@ -292,26 +308,38 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
         if not check(body.value, idx):
             return None
         local.add(body.buffer)
-    if not blocks[-1].body.buffer.same_as(out_param) or len(bias) > 1:
+    if not blocks[-1].body.buffer.same_as(out_param) or len(bias) > 1 or len(residual) > 1:
         return None
+    if residual and len(blocks[-1].body.indices) != len(out_dims):
+        return None  # the store's indices (read at) are the output's own
     # every block writes a buffer of its own (no block rewrites a buffer read before)
     if len({b.body.buffer for b in blocks}) != len(blocks):
         return None
     bias_buf = bias[0] if bias else None
+    res_buf = residual[0] if residual else None
     got = {}
     for a in PROBES:
         for c in PROBES if bias_buf is not None else (0.0,):
-            env = {acc: a}
-            for b in blocks:
-                v = _eval(b.body.value, env, bias_buf, c)
-                if v is None:
-                    return None
-                env[b.body.buffer] = v
-            got[(a, c)] = env[blocks[-1].body.buffer]
-    refs = {"bias": lambda a, c: a + c, "bias_gelu": lambda a, c: _gelu(a + c)} if bias_buf is not None else {}
+            for r in PROBES if res_buf is not None else (0.0,):
+                env = {acc: a}
+                if res_buf is not None:
+                    env[res_buf] = r
+                for b in blocks:
+                    v = _eval(b.body.value, env, bias_buf, c)
+                    if v is None:
+                        return None
+                    env[b.body.buffer] = v
+                got[(a, c, r)] = env[blocks[-1].body.buffer]
+    if res_buf is not None:
+        refs = {"bias_residual": lambda a, c, r: (a + c) + r} if bias_buf is not None else \
+            {"residual": lambda a, c, r: a + r}
+    elif bias_buf is not None:
+        refs = {"bias": lambda a, c, r: a + c, "bias_gelu": lambda a, c, r: _gelu(a + c)}
+    else:
+        refs = {}
     for name, ref in refs.items():
-        if all(_close(v, ref(a, c)) for (a, c), v in got.items()):
-            return name, bias_buf
+        if all(_close(v, ref(a, c, r)) for (a, c, r), v in got.items()):
+            return name, bias_buf, res_buf
     return None
 
 

@@ -3,7 +3,8 @@
 In:  a GEMM (M, N, K), the kernel's options (:func:`wgmma_gemm.wgmma_gemm`: ``bn``, ``stages``,
      ``precision``) and an epilogue (:data:`wgmma_gemm.EPILOGUES`).
 Out: :func:`choose_split`, the K slices that give a launch at least one CTA per SM;
-     :func:`reduce`, the PrimFunc ``C[m, n] = epilogue(sum over s of P[s * M + m, n])`` (the
+     :func:`reduce`, the PrimFunc ``C[m, n] = epilogue(sum over s of P[s * M + m, n])`` (a residual
+     epilogue reads ``R[m, n]`` once, after the sum; the
      slices summed in order s = 0, 1, ..., so the result is deterministic: no atomics);
      :func:`gemm_module`, the PrimFuncs one GEMM runs, in call order (the GEMM alone for
      ``split == 1``, its epilogue in the store; else the partial GEMM then the reduction);
@@ -51,8 +52,10 @@ def choose_split(m: int, n: int, k: int, bn: int = 128, precision: str = "bf16",
 
 
 def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.PrimFunc:
-    """The PrimFunc ``main(P, C)`` (``main(P, bias, C)`` with an epilogue): ``P [split * m, n]``
-    float32 partial sums, ``C [m, n]`` float32, ``bias [n]`` float32 (module doc).  One thread
+    """The PrimFunc ``main(P, C)`` (``main(P, bias, C)`` with a bias epilogue; a residual one:
+    ``main(P[, bias], R, C)``): ``P [split * m, n]`` float32 partial sums, ``C [m, n]`` float32,
+    ``bias [n]`` float32, ``R [m, n]`` float32 (module doc; the residual added once, after the
+    slices are summed, at the store's own indices).  One thread
     per 4 consecutive elements of a row (float4 loads of each slice, then the epilogue, then a
     float4 store).  Raises ValueError for N % 4 != 0, split < 1 or an unknown epilogue."""
     if epilogue not in wg.EPILOGUES:
@@ -71,7 +74,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
         return (bx * threads + tx) % per_row * vec
 
     @T.macro
-    def body(P, bias, C, bx, tx):
+    def body(P, bias, R, C, bx, tx):
         acc = T.alloc_buffer((vec,), "float32", scope="local")
         if bx * threads + tx < items:
             for v in T.vectorized(vec):
@@ -80,7 +83,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
                 for v in T.vectorized(vec):
                     acc[v] = acc[v] + P[(s + 1) * m + row(bx, tx), col(bx, tx) + v]
             for v in T.unroll(vec):
-                acc[v] = wg.epilogue_value(acc[v], bias, col(bx, tx) + v, epilogue)
+                acc[v] = wg.epilogue_value(acc[v], bias, col(bx, tx) + v, epilogue, R, row(bx, tx))
             for v in T.vectorized(vec):
                 C[row(bx, tx), col(bx, tx) + v] = acc[v]
 
@@ -90,9 +93,31 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", blocks)
             tx = T.launch_thread("threadIdx.x", threads)
-            body(P, None, C, bx, tx)
+            body(P, None, None, C, bx, tx)
 
         return main
+
+    if epilogue == "residual":
+        @T.prim_func
+        def main_residual(P: T.Buffer((split * m, n), "float32"), R: T.Buffer((m, n), "float32"),
+                          C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", blocks)
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(P, None, R, C, bx, tx)
+
+        return main_residual
+
+    if epilogue == "bias_residual":
+        @T.prim_func
+        def main_bias_residual(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
+                               R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), "float32")):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            bx = T.launch_thread("blockIdx.x", blocks)
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(P, bias, R, C, bx, tx)
+
+        return main_bias_residual
 
     @T.prim_func
     def main_bias(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
@@ -100,7 +125,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", blocks)
         tx = T.launch_thread("threadIdx.x", threads)
-        body(P, bias, C, bx, tx)
+        body(P, bias, None, C, bx, tx)
 
     return main_bias
 
@@ -109,8 +134,8 @@ def gemm_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, preci
                 split: int = 1, epilogue: str | None = None, swizzle: str = "none",
                 consumers: int = 1) -> tvm.IRModule:
     """The PrimFuncs of one GEMM (module doc), named :data:`GEMM_SYMBOL` and (``split > 1``)
-    :data:`REDUCE_SYMBOL`, each with ``tirx.is_scheduled``: call the GEMM with (A, B[, bias], C)
-    when ``split == 1``, else (A, B, P) then the reduction with (P[, bias], C)."""
+    :data:`REDUCE_SYMBOL`, each with ``tirx.is_scheduled``: call the GEMM with (A, B[, bias][, R], C)
+    when ``split == 1``, else (A, B, P) then the reduction with (P[, bias][, R], C)."""
     funcs = {}
     layout = {"swizzle": swizzle, "consumers": consumers}  # wgmma_gemm's layout options (defaults: the first spike's)
     if split == 1:
@@ -132,7 +157,7 @@ def build(m: int, n: int, k: int, bn: int = 128, **options):
 def relax_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
                  split: int = 1, epilogue: str | None = None, swizzle: str = "none",
                  consumers: int = 1) -> tvm.IRModule:
-    """A Relax module whose ``main(A, B[, bias])`` returns ``C [m, n]`` float32 through
+    """A Relax module whose ``main(A, B[, bias][, residual])`` returns ``C [m, n]`` float32 through
     :func:`gemm_module`'s PrimFuncs (``call_tir`` each; the partials a VM temporary)."""
     from tvm import relax
 
@@ -143,10 +168,12 @@ def relax_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, prec
     a = relax.Var("a", relax.TensorType([m, k], prec.a_global))
     b = relax.Var("b", relax.TensorType([n, k], prec.b_global))
     params = [a, b]
-    bias = None
-    if epilogue is not None:
-        bias = relax.Var("bias", relax.TensorType([n], "float32"))
-        params.append(bias)
+    extra = []  # the epilogue's operands: bias, residual (the kernel's order)
+    if epilogue in wg.BIAS_EPILOGUES:
+        extra.append(relax.Var("bias", relax.TensorType([n], "float32")))
+    if epilogue in wg.RESIDUAL_EPILOGUES:
+        extra.append(relax.Var("residual", relax.TensorType([m, n], "float32")))
+    params += extra
     gemm = bb.add_func(prims[GEMM_SYMBOL], GEMM_SYMBOL)
     reduction = bb.add_func(prims[REDUCE_SYMBOL], REDUCE_SYMBOL) if split > 1 else None
     with bb.function("main", params):
@@ -155,7 +182,7 @@ def relax_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, prec
                 out = bb.emit_output(relax.call_tir(gemm, params, relax.TensorType([m, n], "float32")))
             else:
                 part = bb.emit(relax.call_tir(gemm, [a, b], relax.TensorType([split * m, n], "float32")))
-                out = bb.emit_output(relax.call_tir(reduction, [part, *([bias] if bias is not None else [])],
+                out = bb.emit_output(relax.call_tir(reduction, [part, *extra],
                                                     relax.TensorType([m, n], "float32")))
         bb.emit_func_output(out)
     return bb.get()

@@ -10,8 +10,9 @@ Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOpti
      -- bn, stages, 128B swizzle, consumer warpgroups, split -- :func:`.wgmma_variant.choose`'s
      for the match's M, N, K and precision) on the activation viewed as ``[M, K]``, the weight
      packed now as ``[N, K]`` (``tf32r``: float32 rounded to tf32, nearest, ties away;
-     ``f32a`` / ``bf16``: its bf16 bits) and the bias widened to
-     float32, the result viewed back in the call's shape.  A ``call_tir_inplace`` of such a
+     ``f32a`` / ``bf16``: its bf16 bits), the bias widened to float32 and a residual
+     (a ``bias_residual`` / ``residual`` epilogue) viewed as ``[M, N]``, the result viewed
+     back in the call's shape.  A ``call_tir_inplace`` of such a
      kernel (a partition's output, written by ``main_dps``) is rewritten the same way, its last
      kernel (split-K's reduction, or the GEMM at split 1) called in place on an ``[M, N]`` view
      of the destination: ``main`` and ``main_dps`` -- and the cost model's one-kernel module,
@@ -54,7 +55,8 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
             found = wm.match(func, target, options)
-            if found is not None and len(func.params) == 3 + (found.bias is not None):  # (x, w[, b], out)
+            # (x, w[, b][, r], out)
+            if found is not None and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
                 matches[gv.name_hint] = found
     if not matches:
         return mod
@@ -219,6 +221,8 @@ class _Substituter(relax.PyExprMutator):
         x = bb.emit(_view(args[found.activation], [m, k], found.activation_dtype))
         w = self._packed_weight(weight, found)
         extra = [self._float32_bias(bias)] if bias is not None else []
+        if found.residual is not None:  # float32, the output's shape: viewed as [M, N]
+            extra.append(bb.emit(_view(args[found.residual], [m, n], "float32")))
         c_ty = relax.TensorType([m, n], "float32")
         dest = _destination(call, args)
         if split == 1:
