@@ -181,7 +181,7 @@ def test_compiler_build_uses_default_database(monkeypatch, clean_env):
     spec = resolve("cpu")
     db = _fake_db(tuning.default_database_dir(spec.tvm_target))
     program = SimpleNamespace(module=None, name="p0", device="cpu", weights=(), slot_graphs=False,
-                              static_io=False)  # not streamed
+                              static_io=False, mapped=False)  # not streamed, not mapped
     with pytest.raises(CompileError):
         compiler_build.build_partition(program, spec, clean_env)
     assert len(calls) == 1
