@@ -159,7 +159,8 @@ def test_a_float32_a_with_a_bf16_output_is_f32a_and_the_next_gemm_bf16(both_on):
     """Both switches on: the chain's first GEMM (A a float32 input) is ``f32a`` with no epilogue and a
     bf16 output stored by the wgmma GEMM (unsplit: K < N), the second ``bf16`` with a float32 one."""
     mod = weight_prepack.mark_weights(_chain_module().module)
-    found = {gv.name_hint: wm.match(f, SM90, both_on) for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    found = {gv.name_hint: wm.match(f, SM90, both_on)
+             for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     got = sorted((g.precision, g.activation_dtype, g.out_dtype, g.epilogue) for g in found.values() if g is not None)
     assert got == [("bf16", "bfloat16", "float32", None), ("f32a", "float32", "bfloat16", None)]
     out = ws.substitute(mod, SM90, both_on)
@@ -173,7 +174,8 @@ def test_a_split_gemm_without_an_epilogue_operand_keeps_its_kernel(both_on):
     the partials alone, which Relax's RewriteDataflowReshape cannot inspect (a function without
     blocks): the fused kernel is kept (matched, not substituted); the second (``bf16``, unsplit) is."""
     mod = weight_prepack.mark_weights(_chain_module(768).module)
-    found = {gv.name_hint: wm.match(f, SM90, both_on) for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    found = {gv.name_hint: wm.match(f, SM90, both_on)
+             for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     (first,) = [name for name, g in found.items() if g is not None and g.precision == "f32a"]
     assert wv.choose(TOKENS, 768, 768, "f32a").split > 1
     names = {gv.name_hint for gv, _ in ws.substitute(mod, SM90, both_on).functions_items()}

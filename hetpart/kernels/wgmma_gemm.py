@@ -646,5 +646,6 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "RESIDUAL_EPILOGUES", "Shape", "build", "cuda_source", "d_fragment",
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "RESIDUAL_EPILOGUES",
+           "Shape", "build", "cuda_source", "d_fragment",
            "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "stored_value", "target", "wgmma_gemm"]
