@@ -7,7 +7,8 @@
 # follows 147):
 #   152 (issue 17, the wgmma GEMM's swizzled variants in whole models: WGMMA_GEMM off/on on vit_b_16, distilbert,
 #   whisper_encoder bf16; cuda tests; the rule's picks in the probe),
-#   154 (issue 17, bf16 activations and attention scores: STORE_GEMM_INPUTS_BF16 / STORE_SCORES_BF16 cuda tests, A/Bs),
+#   154 (issue 17, bf16 activations and attention scores: STORE_GEMM_INPUTS_BF16 / STORE_SCORES_BF16 cuda tests, A/Bs;
+#   the three-switch A/B with WGMMA_GEMM on top),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -73,21 +74,37 @@ case "${1:-1}" in
      # GEMMs read: low_precision_activations.STORE_GEMM_INPUTS_BF16 (LayerNorm / GELU / attention-context outputs
      # that only weight GEMMs read, written bf16 by their producer) and low_precision_scores.STORE_SCORES_BF16
      # (attention's scores and probabilities bf16).  Static: Whisper-shaped layer 302.5 -> 176.1 MB moved, ViT-B
-     # 43.4 -> 34.9.  (1) the cuda tests of both (against ONNX Runtime at 2e-2); (2) per model, four builds (both
-     # off, both on, each alone: --each) on vit_b_16, whisper_encoder, distilbert at bf16.
-     # Decides: each switch goes on if its cuda test passes and it is faster than the rounds' spread on one model
-     # and slower on none.  (The wgmma substitute does not yet match GEMMs whose A the first switch makes bf16.)
+     # 43.4 -> 34.9.  (1) the cuda tests of both (against ONNX Runtime at 2e-2), and of the wgmma GEMM with bf16
+     # activations (tests/test_kernels_wgmma_bf16_acts.py: ViT block, all three switches on); (2) per model, four
+     # builds (both off, both on, each alone: --each) on whisper_encoder, vit_b_16, distilbert at bf16 (time kept
+     # for (3)); (3) the three-switch combination: with both bf16 switches on, wgmma_match.WGMMA_GEMM off -> on
+     # (two builds; the wgmma substitute now takes a bf16 A as the `bf16` family -- ViT qkv 8.16 / fc1 8.79 us
+     # against f32a's 16.98 / 16.85 on the H100 -- and stores bf16 where the output is narrowed) on vit_b_16, then
+     # whisper_encoder if time is left (distilbert dropped).
+     # Decides: each bf16 switch goes on if its cuda test passes and it is faster than the rounds' spread on one
+     # model and slower on none; (3): whether WGMMA_GEMM goes on together with them (same rule, on top of both).
   BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
   A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
-  timeout 150 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
+  W=hetpart.kernels.wgmma_match.WGMMA_GEMM
+  timeout 180 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
     tests/test_importer_low_precision_activations.py tests/test_importer_low_precision_scores.py \
+    tests/test_kernels_wgmma_bf16_acts.py \
     > "$OUT/logs/cuda-tests-154.txt" 2>&1
   for name in whisper_encoder vit_b_16 distilbert; do
-    left=$((BUDGET - SECONDS - 10)); [ "$left" -ge 60 ] || break
+    left=$((BUDGET - SECONDS - 10 - 130)); [ "$left" -ge 60 ] || break  # 130 s kept for (3) on vit_b_16
     f=$(corpus_export $name 1 120)
     timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 --before $S=0 \
       --after $A=1 --after $S=1 --each --rounds 5 --repeat 30 --out "$OUT/acts-bf16-ab-$name-154.json" \
       > "$OUT/logs/acts-bf16-ab-$name-154.txt" 2>&1
+  done
+  for name in vit_b_16 whisper_encoder; do  # (3): before = A, S on; after = A, S, W on
+    [ $((BUDGET - SECONDS - 5)) -ge 60 ] || break
+    f=$(corpus_export $name 1 120)  # (exported by (2) unless it stopped before this model)
+    left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] || break
+    cap=$([ $name = whisper_encoder ] && echo 140 || echo 125)
+    timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+      --after $A=1 --after $S=1 --after $W=1 --before $W=0 --rounds 5 --repeat 30 \
+      --out "$OUT/acts-wgmma-ab-$name-154.json" > "$OUT/logs/acts-wgmma-ab-$name-154.txt" 2>&1
   done ;;
 153)  # (BUDGET=590) issue 19 at bf16 (session 54): step 149 measured zoo:moe at 1/2 with bf16 weights on both devices
      # at 1.69 ms (bf16 limit 1.20; CPU weights float32: 2.07), but the memory rules ran only in float32, so

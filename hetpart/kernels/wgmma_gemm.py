@@ -15,8 +15,9 @@ In:  ``A[M, K]`` (row-major, K contiguous), ``B[N, K]`` (the weight as ``[out, i
      on its way to shared memory and bfloat16 B; with a bias epilogue, ``bias[N]`` float32;
      with a residual one, ``R[M, N]`` float32 (read at the stored element: :data:`EPILOGUES`).
 Out: ``C[M, N]`` float32 = sum over k of A[m, k] * B[n, k] in the instruction's input type,
-     float32 sums (then ``+ bias[n]``, then GELU or ``+ R[m, n]``, by the epilogue); with ``split > 1``, the
-     partial sums ``P[s * M + m, n]`` of K slice s instead (``wgmma_splitk.reduce`` sums them).
+     float32 sums (then ``+ bias[n]``, then GELU or ``+ R[m, n]``, by the epilogue); ``out_dtype``
+     bfloat16: ``C`` bf16, each value rounded to nearest even in the store; with ``split > 1``, the
+     float32 partial sums ``P[s * M + m, n]`` of K slice s instead (``wgmma_splitk.reduce`` sums them).
 
 The kernel (``stages=1``: one stage, no TMA, no pipelining; ``stages>=2`` replaces the
 copies by a ``cp.async`` pipeline, see :func:`wgmma_gemm`):
@@ -212,6 +213,24 @@ def _rebuild(e, v):
     raise NotImplementedError(f"topi.fast_erf uses a {type(e).__name__}: extend wgmma_gemm._rebuild")
 
 
+OUT_DTYPES = ("float32", "bfloat16")
+"""``C``'s dtypes: float32, or bfloat16 rounded to nearest even in the store (an output read
+only as another GEMM's A: :mod:`hetpart.importer.low_precision_activations`)."""
+
+
+def stored_value(out_dtype: str):
+    """The function a store applies to its float32 value: the identity for float32 (the code
+    of every earlier kernel unchanged), a cast (round to nearest even) for bfloat16."""
+    if out_dtype == "float32":
+        return lambda v: v
+    return lambda v: tirx.Cast(out_dtype, v)
+
+
+def _check_out_dtype(out_dtype) -> None:
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+
+
 def _check_epilogue(epilogue) -> None:
     if epilogue not in EPILOGUES:
         raise ValueError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
@@ -230,7 +249,8 @@ def _chunk_k(c, tx, chunk: int = CHUNK):
 
 def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                swapped_descriptor: bool = False, precision: str = "bf16", split: int = 1,
-               epilogue: str | None = None, swizzle: str = "none", consumers: int = 1) -> tvm.tirx.PrimFunc:
+               epilogue: str | None = None, swizzle: str = "none", consumers: int = 1,
+               out_dtype: str = "float32") -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
     precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
     ``main(A, B, bias, C)`` (``bias [n]`` float32; a residual epilogue: ``main(A, B[, bias], R, C)``,
@@ -252,10 +272,17 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     1024-byte boundary of the dynamic shared memory).  ``consumers``: 2 runs two warpgroups
     (256 threads) per CTA on a 128-row tile, warpgroup w's wgmmas reading A rows 64w.. against
     the one B tile.  Both need ``stages >= 2`` (the pipeline; :class:`wgmma_layout.PipelinePlan`
-    says where everything is).  Raises ValueError for an unsupported shape or option.
+    says where everything is).  ``out_dtype`` (:data:`OUT_DTYPES`): ``C``'s dtype; ``bfloat16``
+    rounds each stored value (after the epilogue) to nearest even (``split == 1`` only: a split's
+    reduction stores, :func:`wgmma_splitk.reduce`).  Raises ValueError for an unsupported shape
+    or option.
     """
     prec = lay.precision(precision)
     _check_epilogue(epilogue)
+    _check_out_dtype(out_dtype)
+    if split > 1 and out_dtype != "float32":
+        raise ValueError("with split > 1 the partial sums are float32: the reduction narrows (wgmma_splitk.reduce)")
+    stored = stored_value(out_dtype)
     if split > 1 and epilogue is not None:
         raise ValueError("with split > 1 the epilogue belongs to the reduction (wgmma_splitk.reduce)")
     ch, tile_k = prec.chunk, prec.tile_k
@@ -367,8 +394,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         for i in T.unroll(n_acc):
             if by * TILE_M + d_fragment(tx, i)[0] < m:
                 C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                    epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
-                                   R, by * TILE_M + d_fragment(tx, i)[0])
+                    stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
+                                          R, by * TILE_M + d_fragment(tx, i)[0]))
 
     prologue = min(stages - 1, k_tiles)
     a_stage, b_stage = plan.a_stage, plan.b_stage  # descriptor units
@@ -502,14 +529,14 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             for i in T.unroll(n_acc):
                 if by * TILE_M + d_fragment(tx, i)[0] < m:
                     C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                        epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
-                                   R, by * TILE_M + d_fragment(tx, i)[0])
+                        stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
+                                              R, by * TILE_M + d_fragment(tx, i)[0]))
         else:
             for i in T.unroll(n_acc):
                 if by * tile_m + fragment_row(tx, i) < m:
                     C[out_row(by * tile_m + fragment_row(tx, i), bz), bx * bn + fragment_col(tx, i)] = \
-                        epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue,
-                                       R, by * tile_m + fragment_row(tx, i))
+                        stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue,
+                                              R, by * tile_m + fragment_row(tx, i)))
 
     @T.macro
     def pipelined_body(A, B, C, bias, R, bx, by, bz, tx):
@@ -544,7 +571,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     if epilogue == "residual":
         @T.prim_func
         def main_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
-                          R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), "float32")):
+                          R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
@@ -557,7 +584,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         @T.prim_func
         def main_bias_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                                bias: T.Buffer((n,), "float32"), R: T.Buffer((m, n), "float32"),
-                               C: T.Buffer((m, n), "float32")):
+                               C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
@@ -569,7 +596,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     if epilogue is not None:
         @T.prim_func
         def main_epilogue(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
-                          bias: T.Buffer((n,), "float32"), C: T.Buffer((m, n), "float32")):
+                          bias: T.Buffer((n,), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
@@ -580,7 +607,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
 
     @T.prim_func
     def main(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
-             C: T.Buffer((m, n), "float32")):
+             C: T.Buffer((m, n), out_dtype)):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", grid_n)
         by = T.launch_thread("blockIdx.y", grid_m)
@@ -597,14 +624,14 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
 
 def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False,
           precision: str = "bf16", split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-          consumers: int = 1):
+          consumers: int = 1, out_dtype: str = "float32"):
     """``tvm.compile`` of :func:`wgmma_gemm` (same options) for sm_90a (under the target, so
     hetpart's CUDA compile callback, where it runs, compiles for 90a too).  Returns the
     executable; its function ``main`` takes the PrimFunc's tensors on the GPU."""
     tgt = target()
     mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped_descriptor,
                                            precision=precision, split=split, epilogue=epilogue,
-                                           swizzle=swizzle, consumers=consumers)})
+                                           swizzle=swizzle, consumers=consumers, out_dtype=out_dtype)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
@@ -619,5 +646,6 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "RESIDUAL_EPILOGUES", "Shape", "build", "cuda_source", "d_fragment",
-           "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "target", "wgmma_gemm"]
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "RESIDUAL_EPILOGUES",
+           "Shape", "build", "cuda_source", "d_fragment",
+           "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "stored_value", "target", "wgmma_gemm"]

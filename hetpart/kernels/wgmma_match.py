@@ -18,6 +18,9 @@ element-wise blocks whose value at each output is, for every probe value of the
 accumulator and the bias (and the residual: a float32 activation of the output's shape read at
 the store's own indices), the epilogue's (:func:`epilogue_of`: evaluated, not pattern-matched,
 so any export's spelling of bias + erf-GELU is recognised and a tanh-GELU or a ReLU is not).
+The output is float32, or bfloat16 when the last store's outermost node is the cast to it (the
+producer's rounding of :mod:`hetpart.importer.low_precision_activations`; no other narrowing):
+:attr:`WgmmaGemm.out_dtype`, which the kernel's store (or split-K's reduction) repeats.
 
 :data:`WGMMA_GEMM` (off) is the default of ``KernelOptions.wgmma``, which the substitution
 reads; :func:`match` itself answers whatever either says, so tests and tools can ask.
@@ -60,6 +63,10 @@ EPILOGUE_TOL = 1e-5
 reference one at a probe point: hetpart's erf is TVM's ``fast_erf`` (error below 5e-7,
 :mod:`hetpart.importer.fast_erf`), the reference here ``math.erf``."""
 
+OUT_DTYPES = ("float32", "bfloat16")
+"""Output dtypes the kernel stores: float32, or bfloat16 rounded (nearest even) in the last
+store -- the only narrowing :func:`epilogue_of` accepts (a cast to bf16 elsewhere is declined)."""
+
 PROBES = (-9.0, -3.5, -1.25, -0.5, -1e-3, 0.0, 0.375, 1.0, 2.5, 7.0)
 """Accumulator and bias values the epilogue is evaluated at (every pair)."""
 
@@ -78,7 +85,10 @@ class WgmmaGemm:
     ``bias_dtype``: their stored dtypes (the kernel takes a float32 bias: a bf16 one is widened
     when packed); ``activation_dtype``: A's stored dtype (a bf16 A is the kernel's A as is);
     ``residual``: the position of the float32 activation of the output's shape that a
-    ``bias_residual`` / ``residual`` epilogue adds at the store's indices (None otherwise)."""
+    ``bias_residual`` / ``residual`` epilogue adds at the store's indices (None otherwise);
+    ``out_dtype``: the output's stored dtype -- ``bfloat16`` when the fused kernel rounds its
+    last store to bf16 (:mod:`hetpart.importer.low_precision_activations`: an output read only
+    as another GEMM's A), which the kernel's store (or split-K's reduction) then does too."""
 
     m: int
     n: int
@@ -93,6 +103,7 @@ class WgmmaGemm:
     bias_dtype: str | None
     activation_dtype: str = "float32"
     residual: int | None = None
+    out_dtype: str = "float32"
 
     @property
     def bn(self) -> int:
@@ -161,6 +172,9 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
     if found is None:
         return None
     epilogue, bias, residual = found
+    out_dtype = str(func.params[-1].dtype)
+    if out_dtype not in OUT_DTYPES:
+        return None
     w_dtype, a_dtype = str(weight_src.dtype), str(act.dtype)
     precision = {"bfloat16": wv.family(a_dtype), "float32": "tf32r" if options.tf32 else None}.get(w_dtype)
     if a_dtype != "float32" and precision != "bf16":
@@ -170,7 +184,7 @@ def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions |
     return WgmmaGemm(m, n, k, precision, epilogue, layout, _position(func, act), _position(func, weight_src),
                      _position(func, bias) if bias is not None else None, w_dtype,
                      str(bias.dtype) if bias is not None else None, a_dtype,
-                     _position(func, residual) if residual is not None else None)
+                     _position(func, residual) if residual is not None else None, out_dtype)
 
 
 def _dims(buf) -> list:
@@ -267,7 +281,9 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
     the last block (or ``acc`` with no blocks) must write ``func``'s output.
     Its value is then evaluated at every pair of :data:`PROBES` (accumulator, bias; with a
     residual every triple) and compared with ``acc`` (no epilogue), ``acc + bias``,
-    ``gelu(acc + bias)`` (erf form), ``(acc + bias) + residual`` and ``acc + residual``."""
+    ``gelu(acc + bias)`` (erf form), ``(acc + bias) + residual`` and ``acc + residual`` -- and, for
+    a bfloat16 output (the last store's cast, :func:`_narrowing_only_last`), ``acc`` itself (no
+    epilogue: the product rounded in the store)."""
     out_param = func.params[-1]
     if not blocks:
         return (None, None, None) if acc.same_as(out_param) else None
@@ -312,6 +328,8 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
         return None
     if residual and len(blocks[-1].body.indices) != len(out_dims):
         return None  # the store's indices (read at) are the output's own
+    if not _narrowing_only_last(blocks, out_param):
+        return None
     # every block writes a buffer of its own (no block rewrites a buffer read before)
     if len({b.body.buffer for b in blocks}) != len(blocks):
         return None
@@ -335,12 +353,38 @@ def epilogue_of(func: tirx.PrimFunc, acc, blocks: list):
             {"residual": lambda a, c, r: a + r}
     elif bias_buf is not None:
         refs = {"bias": lambda a, c, r: a + c, "bias_gelu": lambda a, c, r: _gelu(a + c)}
+    elif str(out_param.dtype) == "bfloat16":  # no epilogue, the product rounded in the store
+        refs = {None: lambda a, c, r: a}
     else:
         refs = {}
     for name, ref in refs.items():
         if all(_close(v, ref(a, c, r)) for (a, c, r), v in got.items()):
             return name, bias_buf, res_buf
     return None
+
+
+def _narrowing_only_last(blocks: list, out_param) -> bool:
+    """No block's value narrows (a cast to a floating type other than float32), except the last one's,
+    whose outermost node may be the cast to the output's bfloat16 (the rounding of the final
+    store, which the kernel's store repeats; :func:`_eval` reads casts as the identity)."""
+    narrow = []
+
+    def visit(x):
+        if _dtype(x) not in ("float32", "bool") and not _dtype(x).startswith(("int", "uint")):
+            narrow.append(x)
+
+    for b in blocks:
+        tvm_ffi.structural_walk(b.body.value, (tirx.Cast, visit), order="post")
+    last = blocks[-1].body.value
+    if not narrow:
+        return True
+    return (len(narrow) == 1 and narrow[0].same_as(last) and str(out_param.dtype) == "bfloat16"
+            and _dtype(last) == "bfloat16" and _dtype(last.value) == "float32")
+
+
+def _dtype(e) -> str:
+    """The dtype of a TIR expression (``ty`` in this TVM, ``dtype`` in older ones)."""
+    return str(e.ty) if hasattr(e, "ty") else str(e.dtype)
 
 
 def _gelu(y: float) -> float:
@@ -403,4 +447,4 @@ def _eval(e, env: dict, bias, bias_value: float):
     return None
 
 
-__all__ = ["ARCH", "WGMMA_GEMM", "WgmmaGemm", "arch_of", "eligible_target", "epilogue_of", "match"]
+__all__ = ["ARCH", "OUT_DTYPES", "WGMMA_GEMM", "WgmmaGemm", "arch_of", "eligible_target", "epilogue_of", "match"]

@@ -4,7 +4,7 @@ In:  a GEMM (M, N, K), the kernel's options (:func:`wgmma_gemm.wgmma_gemm`: ``bn
      ``precision``) and an epilogue (:data:`wgmma_gemm.EPILOGUES`).
 Out: :func:`choose_split`, the K slices that give a launch at least one CTA per SM;
      :func:`reduce`, the PrimFunc ``C[m, n] = epilogue(sum over s of P[s * M + m, n])`` (a residual
-     epilogue reads ``R[m, n]`` once, after the sum; the
+     epilogue reads ``R[m, n]`` once, after the sum; ``C`` float32, or bf16 rounded in the store; the
      slices summed in order s = 0, 1, ..., so the result is deterministic: no atomics);
      :func:`gemm_module`, the PrimFuncs one GEMM runs, in call order (the GEMM alone for
      ``split == 1``, its epilogue in the store; else the partial GEMM then the reduction);
@@ -51,13 +51,17 @@ def choose_split(m: int, n: int, k: int, bn: int = 128, precision: str = "bf16",
     return next((s for s in allowed if ctas * s >= sms), allowed[-1])
 
 
-def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.PrimFunc:
+def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: str = "float32") -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(P, C)`` (``main(P, bias, C)`` with a bias epilogue; a residual one:
     ``main(P[, bias], R, C)``): ``P [split * m, n]`` float32 partial sums, ``C [m, n]`` float32,
     ``bias [n]`` float32, ``R [m, n]`` float32 (module doc; the residual added once, after the
     slices are summed, at the store's own indices).  One thread
     per 4 consecutive elements of a row (float4 loads of each slice, then the epilogue, then a
-    float4 store).  Raises ValueError for N % 4 != 0, split < 1 or an unknown epilogue."""
+    float4 store; ``out_dtype`` bfloat16: ``C`` bf16, each value rounded to nearest even after the
+    epilogue, four stored at once).  Raises ValueError for N % 4 != 0, split < 1, an unknown
+    epilogue or out dtype."""
+    wg._check_out_dtype(out_dtype)
+    stored = wg.stored_value(out_dtype)
     if epilogue not in wg.EPILOGUES:
         raise ValueError(f"epilogue must be one of {wg.EPILOGUES}, got {epilogue!r}")
     if split < 1 or m < 1 or n % REDUCE_VEC:
@@ -85,11 +89,11 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
             for v in T.unroll(vec):
                 acc[v] = wg.epilogue_value(acc[v], bias, col(bx, tx) + v, epilogue, R, row(bx, tx))
             for v in T.vectorized(vec):
-                C[row(bx, tx), col(bx, tx) + v] = acc[v]
+                C[row(bx, tx), col(bx, tx) + v] = stored(acc[v])
 
     if epilogue is None:
         @T.prim_func
-        def main(P: T.Buffer((split * m, n), "float32"), C: T.Buffer((m, n), "float32")):
+        def main(P: T.Buffer((split * m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", blocks)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -100,7 +104,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
     if epilogue == "residual":
         @T.prim_func
         def main_residual(P: T.Buffer((split * m, n), "float32"), R: T.Buffer((m, n), "float32"),
-                          C: T.Buffer((m, n), "float32")):
+                          C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", blocks)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -111,7 +115,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
     if epilogue == "bias_residual":
         @T.prim_func
         def main_bias_residual(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
-                               R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), "float32")):
+                               R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             bx = T.launch_thread("blockIdx.x", blocks)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -121,7 +125,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
 
     @T.prim_func
     def main_bias(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
-                  C: T.Buffer((m, n), "float32")):
+                  C: T.Buffer((m, n), out_dtype)):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", blocks)
         tx = T.launch_thread("threadIdx.x", threads)
@@ -132,17 +136,19 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None) -> tvm.tirx.
 
 def gemm_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
                 split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-                consumers: int = 1) -> tvm.IRModule:
+                consumers: int = 1, out_dtype: str = "float32") -> tvm.IRModule:
     """The PrimFuncs of one GEMM (module doc), named :data:`GEMM_SYMBOL` and (``split > 1``)
     :data:`REDUCE_SYMBOL`, each with ``tirx.is_scheduled``: call the GEMM with (A, B[, bias][, R], C)
-    when ``split == 1``, else (A, B, P) then the reduction with (P[, bias][, R], C)."""
+    when ``split == 1``, else (A, B, P) then the reduction with (P[, bias][, R], C); ``C`` of
+    ``out_dtype`` (bfloat16: the last kernel's store rounds)."""
     funcs = {}
     layout = {"swizzle": swizzle, "consumers": consumers}  # wgmma_gemm's layout options (defaults: the first spike's)
     if split == 1:
-        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, epilogue=epilogue, **layout)
+        funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, epilogue=epilogue,
+                                           out_dtype=out_dtype, **layout)
     else:
         funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, split=split, **layout)
-        funcs[REDUCE_SYMBOL] = reduce(m, n, split, epilogue)
+        funcs[REDUCE_SYMBOL] = reduce(m, n, split, epilogue, out_dtype)
     return tvm.IRModule({name: f.with_attr("global_symbol", name).with_attr("tirx.is_scheduled", True)
                          for name, f in funcs.items()})
 

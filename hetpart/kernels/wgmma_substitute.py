@@ -12,11 +12,16 @@ Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOpti
      packed now as ``[N, K]`` (``tf32r``: float32 rounded to tf32, nearest, ties away;
      ``f32a`` / ``bf16``: its bf16 bits), the bias widened to float32 and a residual
      (a ``bias_residual`` / ``residual`` epilogue) viewed as ``[M, N]``, the result viewed
-     back in the call's shape.  A ``call_tir_inplace`` of such a
+     back in the call's shape (of the call's dtype: a bf16 A is passed as is, the ``bf16``
+     family; an output the fused kernel rounds to bf16 is stored bf16 by the GEMM or, split,
+     its reduction: ``out_dtype``).  A ``call_tir_inplace`` of such a
      kernel (a partition's output, written by ``main_dps``) is rewritten the same way, its last
      kernel (split-K's reduction, or the GEMM at split 1) called in place on an ``[M, N]`` view
      of the destination: ``main`` and ``main_dps`` -- and the cost model's one-kernel module,
-     which has no in-place call -- run the same kernels.  The module unchanged otherwise --
+     which has no in-place call -- run the same kernels.  A split GEMM with no bias and no residual
+     (its reduction a ``call_tir`` of the partials alone, which Relax's RewriteDataflowReshape
+     cannot inspect in a function without blocks) keeps its fused kernel unless written in
+     place.  The module unchanged otherwise --
      always with the switch off.  :func:`mixed_pipeline` / :func:`build_target`: the TIR
      pipeline and target :func:`hetpart.kernels.build` compiles such a module with.
 Invariant: a substituted call computes the fused kernel's function (same shapes and dtypes
@@ -150,6 +155,12 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
+def _out(found: wm.WgmmaGemm) -> dict:
+    """``gemm_module``'s ``out_dtype`` argument where the output is narrowed (none otherwise: the
+    float32 kernels built exactly as before)."""
+    return {} if found.out_dtype == "float32" else {"out_dtype": found.out_dtype}
+
+
 def _view(x, shape, dtype: str):
     """``x`` reshaped as a view (``vm.builtin.reshape``): a Relax ``reshape`` of a function's
     input or output stays a copy kernel (RewriteDataflowReshape skips those)."""
@@ -186,7 +197,7 @@ def _last_call(bb, kernel, args: list, ty, dest):
     destination's memory: ``vm.builtin.reshape``)."""
     if dest is None:
         return relax.call_tir(kernel, relax.Tuple(args), ty)
-    view = bb.emit(_view(dest, [int(d) for d in ty.shape.values], "float32"))
+    view = bb.emit(_view(dest, [int(d) for d in ty.shape.values], str(ty.dtype)))
     return relax.call_tir_inplace(kernel, relax.Tuple([*args, view]), [len(args)], ty)
 
 
@@ -216,6 +227,12 @@ class _Substituter(relax.PyExprMutator):
         m, n, k = found.m, found.n, found.k
         variant = wv.choose(m, n, k, found.precision, sms=self._options.sm_count)
         split = variant.split
+        dest = _destination(call, args)
+        if split > 1 and bias is None and found.residual is None and dest is None:
+            # the reduction would be a call_tir of the partials alone: Relax's RewriteDataflowReshape
+            # asks HasReshapePattern about such a call, which fails on a function without blocks
+            # (TVM 0.27) -- the fused kernel is kept
+            return call
         gemm, reduction = self._kernels(call.args[0].name_hint, found, variant)
         bb = self.builder_
         x = bb.emit(_view(args[found.activation], [m, k], found.activation_dtype))
@@ -223,14 +240,13 @@ class _Substituter(relax.PyExprMutator):
         extra = [self._float32_bias(bias)] if bias is not None else []
         if found.residual is not None:  # float32, the output's shape: viewed as [M, N]
             extra.append(bb.emit(_view(args[found.residual], [m, n], "float32")))
-        c_ty = relax.TensorType([m, n], "float32")
-        dest = _destination(call, args)
+        c_ty = relax.TensorType([m, n], found.out_dtype)  # bfloat16: the last kernel's store rounds
         if split == 1:
             c = bb.emit(_last_call(bb, gemm, [x, w, *extra], c_ty, dest))
         else:
             p = bb.emit(relax.call_tir(gemm, relax.Tuple([x, w]), relax.TensorType([split * m, n], "float32")))
             c = bb.emit(_last_call(bb, reduction, [p, *extra], c_ty, dest))
-        return _view(c, call.ty_args[0].shape, "float32")
+        return _view(c, call.ty_args[0].shape, found.out_dtype)
 
     def _packed_weight(self, weight, found: wm.WgmmaGemm):
         """The weight as the kernel reads it (:func:`pack_weight`): packed now when a constant;
@@ -257,7 +273,7 @@ class _Substituter(relax.PyExprMutator):
     def _kernels(self, name: str, found: wm.WgmmaGemm, variant: wv.Variant):
         """The GlobalVars of the GEMM (and reduction) replacing kernel ``name``, added once."""
         prims = wsk.gemm_module(found.m, found.n, found.k, variant.bn, epilogue=found.epilogue,
-                                **variant.gemm_options())
+                                **variant.gemm_options(), **_out(found))
         gvs = []
         for symbol in (wsk.GEMM_SYMBOL, wsk.REDUCE_SYMBOL):
             if symbol not in [gv.name_hint for gv in prims.get_global_vars()]:
