@@ -84,13 +84,13 @@ def moe_fused():
     from hetpart.importer import expert_matmul as em
 
     m = models.build("moe", small=True, seq_len=1)
-    graphs = {}
+    graphs, was = {}, em.FUSE_EXPERT_GATHER
     for on in (False, True):
         em.FUSE_EXPERT_GATHER = on
         try:
             graphs[on] = importer.load(m)
-        finally:
-            em.FUSE_EXPERT_GATHER = False
+        finally:  # as it was: the switch is on by default, and later tests in this process read it
+            em.FUSE_EXPERT_GATHER = was
     return graphs
 
 
