@@ -370,3 +370,27 @@ def shipped_profile():
     if not path.exists():
         path = Path(__file__).resolve().parents[1] / "bench" / "results" / "profile-capped-nvidia-h200.json"
     return Profile.load(path)
+
+
+def wgmma_error_on_gpu(m: onnx.ModelProto, precision: str | None, options) -> float:
+    """``m`` compiled all-CUDA with kernel ``options`` (a wgmma switch on) and ``precision``, run on
+    the GPU on standard-normal inputs: its output ``y``'s max |hetpart - ONNX Runtime| / max |ORT|.
+    Asserts the build holds substituted ``_wgmma`` kernels: on a GPU host the library embeds them
+    as a cubin, not PTX text (step 146 found a PTX assert failing there), but their names are in
+    its function table either way."""
+    import glob
+
+    from hetpart import compiler, importer
+    from hetpart.runtime import Session
+
+    cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
+                          precision=precision, options=options)
+    data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
+    assert b"_wgmma" in data
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in m.graph.input}
+    with Session(cm) as s:
+        got = s.run(feeds)["y"]
+    want = onnxruntime_outputs(m, feeds)[0]
+    return float(np.abs(got - want).max() / np.abs(want).max())

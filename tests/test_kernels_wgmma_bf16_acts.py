@@ -267,23 +267,7 @@ def test_the_chain_builds(both_on, hidden):
 def test_the_block_matches_onnxruntime_on_gpu(both_on):
     """All-CUDA bf16, both switches on: the build holds the wgmma kernels and its output is within
     2e-2 (relative to max |y|) of ONNX Runtime float32."""
-    import glob
+    from onnx_cases import wgmma_error_on_gpu
 
-    from onnx_cases import onnxruntime_outputs
-
-    from hetpart import compiler
-    from hetpart.runtime import Session
-
-    m = _vit_block()
-    cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
-                          precision="cuda=bf16", options=both_on)
-    data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
-    assert b"_wgmma" in data
-    rng = np.random.default_rng(1)
-    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-             for i in m.graph.input}
-    with Session(cm) as s:
-        got = s.run(feeds)["y"]
-    want = onnxruntime_outputs(m, feeds)[0]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    err = wgmma_error_on_gpu(_vit_block(), "cuda=bf16", both_on)
     assert err <= 2e-2, f"max error {err:.2e}"

@@ -409,25 +409,9 @@ def test_a_partition_output_with_a_residual_is_substituted_in_place(wgmma_on, mo
 def test_residual_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
     """On the GPU with the switch on: the build holds the substituted kernels (fc2 with its
     residual) and its output is within 1e-2 (TF32) / 2e-2 (bf16 weights) of ONNX Runtime."""
-    import glob
+    from onnx_cases import wgmma_error_on_gpu
 
-    from onnx_cases import onnxruntime_outputs, plan_all_on
-
-    from hetpart import compiler
-    from hetpart.runtime import Session
-
-    m = make()
-    cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
-                          precision=f"cuda={fmt}" if fmt else None, options=wgmma_on)
-    data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
-    assert b"_wgmma" in data
-    rng = np.random.default_rng(1)
-    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-             for i in m.graph.input}
-    with Session(cm) as s:
-        got = s.run(feeds)["y"]
-    want = onnxruntime_outputs(m, feeds)[0]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    err = wgmma_error_on_gpu(make(), f"cuda={fmt}" if fmt else None, wgmma_on)
     assert err <= (2e-2 if fmt else 1e-2), f"{make.__name__} {fmt}: max error {err:.2e}"
 
 

@@ -307,25 +307,7 @@ def test_substituted_layers_match_onnxruntime_on_gpu(wgmma_on, make, fmt):
     too: ``main_dps`` writes it in place; bf16: :func:`wgmma_variant.choose`'s 128B-swizzled
     two-consumer variants, split-K where K >= N), and its output is within
     1e-2 (TF32, both operands rounded) / 2e-2 (bf16 weights, issue 17's tolerance) of ONNX Runtime."""
-    import glob
+    from onnx_cases import wgmma_error_on_gpu
 
-    from onnx_cases import onnxruntime_outputs, plan_all_on
-
-    from hetpart import compiler
-    from hetpart.runtime import Session
-
-    m = make()
-    cm = compiler.compile(plan_all_on(importer.load(m), "cuda"), simulate=False, progress=False,
-                          precision=f"cuda={fmt}" if fmt else None, options=wgmma_on)
-    data = b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so"))
-    # on a GPU host the library embeds the kernels as a cubin, not PTX text (step 146 found the
-    # PTX assert failing there): the substituted kernels' names are in its function table
-    # either way; the PTX itself is checked by the sm_90 builds above, which run without a GPU
-    assert b"_wgmma" in data
-    shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    with Session(cm) as s:
-        got = s.run({"x": x})["y"]
-    want = onnxruntime_outputs(m, {"x": x})[0]
-    err = float(np.abs(got - want).max() / np.abs(want).max())
+    err = wgmma_error_on_gpu(make(), f"cuda={fmt}" if fmt else None, wgmma_on)
     assert err <= (2e-2 if fmt else 1e-2), f"{make.__name__} {fmt}: max error {err:.2e}"
