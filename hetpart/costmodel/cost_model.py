@@ -345,8 +345,9 @@ class CostModel:
         pinned host memory (:data:`hetpart.partitioner.choice.MAPPED`): its CUDA cost, or the
         bytes it reads (:func:`.kernel_shape.weight_bytes_read`: a gather only its rows) at the
         pinned host-to-device fit (:meth:`transfer_cost`: its latency standing for the launch),
-        whichever is more.  Assumes a kernel's mapped reads go at the copy engine's rate
-        (tools/gpu_mapped_weights_probe.py measures them)."""
+        whichever is more.  Assumes a kernel's mapped reads go at the copy engine's rate; measured
+        (tools/gpu_mapped_weights_probe.py, H100) they go at 42-50 GB/s against the copy's ~54:
+        10-25% optimistic (bench/results/capped-mapped-weights.md)."""
         read = weight_bytes_read(KernelFeatures.of(kernel))
         return max(self.kernel_cost(kernel, "cuda"), self.transfer_cost(read, "cpu", "cuda"))
 

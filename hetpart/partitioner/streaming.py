@@ -67,8 +67,9 @@ MAPPED_WEIGHTS = False
 """Offer :data:`~.choice.MAPPED` (weights read in place from mapped pinned host memory) as a
 choice of every weighted kernel that may run on CUDA (read on each :func:`place`).  Off:
 priced on the recorded profile, a mapped expert projection of zoo moe costs 0.42 ms against
-0.24 ms on the CPU, so the planner picks none at 1/2 or 1/3 (bench/results/capped-mapped-weights.md),
-and mapped reads are not measured yet (tools/gpu_mapped_weights_probe.py).  A plan's mapped
+0.24 ms on the CPU, so the planner picks none at 1/2 or 1/3 (bench/results/capped-mapped-weights.md);
+measured on an H100 (device step 151), mapped reads run at 42-50 GB/s, below the copy fit this
+prices them at, so the CPU's lead is larger still.  A plan's mapped
 partitions compile with every weight external (``PartitionArtifact.mapped``) and the runtime
 binds them from mapped pinned host memory (:mod:`hetpart.runtime.external_weights`)."""
 
