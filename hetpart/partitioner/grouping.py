@@ -78,9 +78,9 @@ def group_parts(problem: Problem, a: Assignment, by_level: bool = False, streame
 
 
 def _labels(a: Assignment, streamed, mapped=frozenset()) -> Assignment:
-    if mapped:
-        return {k: STREAM_LABEL if k in streamed else MAPPED_LABEL if k in mapped else d for k, d in a.items()}
-    return {k: STREAM_LABEL if k in streamed else d for k, d in a.items()} if streamed else a
+    if not streamed and not mapped:
+        return a
+    return {k: STREAM_LABEL if k in streamed else MAPPED_LABEL if k in mapped else d for k, d in a.items()}
 
 
 def _parts(problem: Problem, a: Assignment, by_level: bool) -> dict[str, int]:

@@ -182,7 +182,7 @@ def lay_out(problem: Problem, a: Assignment, by_level: bool = False, streamed=fr
     overheads = partition_overheads(problem, [g.device for g in groups])
     compute = [problem.compute_s(a, g.kernels) for g in groups]
     if mapped:
-        compute = [c + (mapped_extra_s(problem, g) if g.mapped else 0.0) for c, g in zip(compute, groups)]
+        compute = [c + mapped_extra_s(problem, g) for c, g in zip(compute, groups)]
     if GRAPHLESS_CUDA_LAUNCH and any(problem.graphless) and cuda_graphs_off(groups):
         launches = [sum(k not in problem.views for k in g.kernels) if g.device == "cuda" else 0 for g in groups]
         overheads = graphless_overheads([g.device for g in groups], compute, overheads, launches,
