@@ -228,15 +228,7 @@ def test_rule_stages_bf16_a_of_a_projection(switch_on, monkeypatch):
     args = [a] + [rng.standard_normal(s).astype(np.float32) if str(p.dtype) == "float32"
                   else lp.to_low(rng.standard_normal(s).astype(np.float32), "bfloat16")
                   for s, p in zip(shapes[1:-1], func.params[1:-1])]
-    ref = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
-    lib = tvm.compile(tvm.IRModule({"main": serial_everywhere(sch.mod["main"]).with_attr("global_symbol", "main")}),
-                      target="llvm")
-    outs = []
-    for f in (ref, lib):
-        tensors = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty(shapes[-1], "float32")]
-        f["main"](*tensors)
-        outs.append(tensors[-1].numpy())
-    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-4 * np.abs(outs[0]).max())
+    _assert_schedule_keeps_values(func, sch, args, shapes[-1])
 
 
 def test_cuda_stages_bf16_a_by_cp_async(switch_on):
@@ -403,15 +395,7 @@ def test_bf16_mma_path_copies_the_bf16_a(switch_on, monkeypatch):
     args = [lp.to_low(rng.standard_normal(s).astype(np.float32), "bfloat16") if str(p.dtype) == "bfloat16"
             else rng.standard_normal(s).astype(np.float32) for s, p in zip(shapes[:-1], func.params[:-1])]
     args[0][0, :3] = 0
-    ref = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
-    lib = tvm.compile(tvm.IRModule({"main": serial_everywhere(sch.mod["main"]).with_attr("global_symbol", "main")}),
-                      target="llvm")
-    outs = []
-    for f in (ref, lib):
-        tensors = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty(shapes[-1], "float32")]
-        f["main"](*tensors)
-        outs.append(tensors[-1].numpy())
-    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-4 * np.abs(outs[0]).max())
+    _assert_schedule_keeps_values(func, sch, args, shapes[-1])
 
 
 def test_bf16_mma_cuda_stages_a_by_cp_async(switch_on, monkeypatch):
@@ -436,3 +420,15 @@ def test_cpu_partitions_in_bf16_are_left(switch_on):
     lowered = lower_plan_weights(graph, plan, Precision(cpu="bf16", cuda="bf16"))
     assert any(k.func.endswith("bf16w") for k in lowered.kernels.values())
     assert not _narrowed(lowered)
+
+
+def _assert_schedule_keeps_values(func, sch, args, out_shape) -> None:
+    """``func`` unscheduled and as ``sch`` scheduled it (its GPU intrinsics emulated, its loops
+    serial), both built for the CPU and run on ``args``: the same float32 ``out_shape`` result."""
+    outs = []
+    for f in (func, serial_everywhere(sch.mod["main"])):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
+        tensors = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty(out_shape, "float32")]
+        lib["main"](*tensors)
+        outs.append(tensors[-1].numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-4 * np.abs(outs[0]).max())
