@@ -1,5 +1,5 @@
 """hetpart.importer.low_precision_activations: the activations only weight GEMMs read stored
-in bfloat16 inside a ``cuda=bf16`` partition (``STORE_GEMM_INPUTS_BF16``, off by default).
+in bfloat16 inside a ``cuda=bf16`` partition (``STORE_GEMM_INPUTS_BF16``, on by default).
 
 The graph tests read the lowered op graph (kernels, tensor dtypes, bytes) of a post-LN BERT
 layer (the zoo's) and a pre-LN ViT-like layer; the rule tests schedule a projection that
@@ -25,6 +25,7 @@ from hetpart.contracts.precision import Precision
 from hetpart.importer import low_precision as lp
 from hetpart.importer import low_precision_activations as lpa
 from hetpart.importer import low_precision_scores as lps
+from hetpart.kernels import wgmma_match as wm
 from hetpart.kernels import tf32
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_tensor_core as tc
@@ -37,6 +38,15 @@ from onnx_cases import cuda_source
 from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
 from test_kernels_tc_narrow_activation import _emulated
 from tir_loops import serial_everywhere
+
+
+@pytest.fixture(autouse=True)
+def _switches_off(monkeypatch):
+    """Every bf16 switch at its value before device step 155 turned them on (off): each test turns on
+    the ones it is about, so what it asserts is that switch's doing alone."""
+    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
+    monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
+    monkeypatch.setattr(wm, "WGMMA_BF16", False)
 
 BF16 = Precision(cuda="bf16")
 SM90 = cuda_tvm_target("sm_90")
@@ -101,9 +111,8 @@ def _check_edges(before, lowered, narrowed) -> int:
     return sum(k.bytes_read + k.bytes_written for k in lowered.kernels.values())
 
 
-def test_off_by_default_changes_nothing(zoo_graph):
-    graph = zoo_graph("bert")
-    assert lpa.STORE_GEMM_INPUTS_BF16 is False
+def test_switched_off_changes_nothing(zoo_graph):
+    graph = zoo_graph("bert")  # (the switches off: _switches_off)
     lowered = _lowered(graph)
     assert not any(k.func.endswith(lpa.SUFFIX) for k in lowered.kernels.values())
     assert lps.DTYPE not in {t.dtype for t in lowered.tensors.values()}

@@ -1,5 +1,5 @@
 """hetpart.importer.low_precision_scores: attention's scores and probabilities stored in
-bfloat16 inside a ``cuda=bf16`` partition (``STORE_SCORES_BF16``, off by default).
+bfloat16 inside a ``cuda=bf16`` partition (``STORE_SCORES_BF16``, on by default).
 
 The graph tests read the lowered op graph (kernels, tensor dtypes, bytes); the
 correctness test runs the CUDA partition in simulation (built for the CPU) against ONNX
@@ -14,11 +14,22 @@ import pytest
 from hetpart import compiler
 from hetpart.compiler.precision import lower_plan_weights
 from hetpart.contracts.precision import Precision
+from hetpart.importer import low_precision_activations as lpa
 from hetpart.importer import low_precision_scores as lps
+from hetpart.kernels import wgmma_match as wm
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment, random_feeds, run_composed
 from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
+
+
+@pytest.fixture(autouse=True)
+def _switches_off(monkeypatch):
+    """Every bf16 switch at its value before device step 155 turned them on (off): each test turns on
+    the ones it is about, so what it asserts is that switch's doing alone."""
+    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
+    monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
+    monkeypatch.setattr(wm, "WGMMA_BF16", False)
 
 BF16 = Precision(cuda="bf16")
 
@@ -32,9 +43,8 @@ def _lowered(graph, plan=None):
     return lower_plan_weights(graph, plan or all_on(graph, "cuda"), BF16)
 
 
-def test_off_by_default_changes_nothing(zoo_graph):
-    graph = zoo_graph("bert")
-    assert lps.STORE_SCORES_BF16 is False
+def test_switched_off_changes_nothing(zoo_graph):
+    graph = zoo_graph("bert")  # (the switches off: _switches_off)
     lowered = _lowered(graph)
     assert not any(k.func.endswith(lps.SUFFIX) for k in lowered.kernels.values())
     assert lps.DTYPE not in {t.dtype for t in lowered.tensors.values()}

@@ -101,6 +101,44 @@ def test_float32_activations_match_the_f32a_family(monkeypatch):
         {("f32a", "float32", "float32")}
 
 
+def _substituted_layers(mod) -> list[str]:
+    """The names of ``mod``'s kernels that are ``wgmma`` GEMMs (split-K's reductions left out)."""
+    return sorted(gv.name_hint for gv, f in mod.functions_items()
+                  if isinstance(f, tirx.PrimFunc) and gv.name_hint.endswith("_wgmma"))
+
+
+def test_a_bf16_build_substitutes_the_bf16_family_by_default(monkeypatch):
+    """With ``KernelOptions.wgmma`` off (every build's default), :data:`wgmma_match.WGMMA_BF16` (on)
+    substitutes the four bf16-A projections of a ViT block with bf16 activations, and
+    :data:`wgmma_match.WGMMA_F32A` (off) none of them with float32 activations, until it is on."""
+    monkeypatch.setattr(wm, "WGMMA_BF16", True)
+    monkeypatch.setattr(wm, "WGMMA_F32A", False)
+    options = KernelOptions(wgmma=False)
+    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", True)
+    assert len(_substituted_layers(ws.substitute(weight_prepack.mark_weights(_lowered().module), SM90, options))) == 4
+    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
+    f32a = weight_prepack.mark_weights(_lowered().module)
+    assert ws.substitute(f32a, SM90, options) is f32a
+    monkeypatch.setattr(wm, "WGMMA_F32A", True)
+    assert len(_substituted_layers(ws.substitute(f32a, SM90, options))) == 4
+    monkeypatch.setattr(wm, "WGMMA_BF16", False)
+    monkeypatch.setattr(wm, "WGMMA_F32A", False)
+    assert ws.substitute(f32a, SM90, options) is f32a
+
+
+def test_a_gemm_of_one_tile_of_rows_is_left_by_the_family_switches(monkeypatch):
+    """128 tokens (DistilBERT's): one 128-row tile, measured slower substituted -- the switches leave
+    it (``wgmma_match.ONE_TILE_ROWS``); ``KernelOptions.wgmma`` still substitutes it."""
+    monkeypatch.setattr(wm, "WGMMA_BF16", True)
+    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", True)
+    graph = importer.load(torchvision_attention(wm.ONE_TILE_ROWS, 768, 12, block=True))
+    mod = weight_prepack.mark_weights(lower_plan_weights(graph, plan_all_on(graph, "cuda"),
+                                                         Precision(cuda="bf16")).module)
+    assert {g.precision for _, g in _matched(mod, KernelOptions(wgmma=True)).values()} == {"bf16"}
+    assert ws.substitute(mod, SM90, KernelOptions(wgmma=False)) is mod
+    assert len(_substituted_layers(ws.substitute(mod, SM90, KernelOptions(wgmma=True)))) == 4
+
+
 def test_a_rounding_before_the_last_store_is_not_matched(both_on):
     mod = weight_prepack.mark_weights(_lowered().module)
     kernel, _ = _matched(mod, both_on)["fc1"]

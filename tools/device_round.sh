@@ -3,12 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (session 54 ran 150, 151 and 149 but its capped llama_decode part; session 51's order
-# follows 147):
-#   152 (issue 17, the wgmma GEMM's swizzled variants in whole models: WGMMA_GEMM off/on on vit_b_16, distilbert,
-#   whisper_encoder bf16; cuda tests; the rule's picks in the probe),
-#   154 (issue 17, bf16 activations and attention scores: STORE_GEMM_INPUTS_BF16 / STORE_SCORES_BF16 cuda tests, A/Bs;
-#   the three-switch A/B with WGMMA_GEMM on top),
+# In the order to run them (session 55 ran 152, 154, 155, 156 and 157; session 51's order follows 147):
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -32,80 +27,6 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-152)  # (BUDGET=540) issue 17, the wgmma GEMM in whole models (session 54, branch wgmma-model; bench/results/gpu-wgmma-spike.md
-     # section 10).  Step 150 (H100): the 128B-swizzled two-consumer wgmma GEMMs ran ViT-B/16's GEMMs 1.37-2.40x as fast
-     # as hetpart's bf16 mma.sync with a bf16 A, 1.08-1.48x with a float32 A narrowed in the kernel (f32a: what a hetpart
-     # bf16 build feeds a dense layer; proj 0.89x).  wgmma_variant.choose now picks each substituted layer's variant
-     # (f32a: bn 128, 2 consumers, 4 stages, 128B swizzle, split-K where K >= N; TF32's substitution unchanged).
-     # (1) cuda tests: the substituted layers (ViT MLP, qkv + softmax, proj, a fc1-like output layer, Whisper's MLP at
-     #     1500 tokens, DistilBERT's proj) against ONNX Runtime in TF32 and bf16; (2) the corpus exports vit_b_16,
-     #     distilbert, whisper_encoder at batch 1, all-CUDA bf16, WGMMA_GEMM off (before) / on (after),
-     #     tools/gpu_model_switch_ab.py, GPU-resident inputs; (3) the probe's step 11 with what is left: the rule's
-     #     picks and the untimed f32a bn 64 two-consumer variants on ViT's shapes, against hetpart's bf16 build.
-     # Decides: WGMMA_GEMM goes on (its bf16 substitution) if (1) passes, (2)'s after is below before by more than
-     # the rounds' spread on at least two models and above it on none, each rel. diff <= 2e-2 (step 146: 3.9e-3);
-     # else stays off with the per-model numbers recorded.  (3): whether f32a should take bn 64 (a rule change,
-     # re-A/B'd).  Step 146's unswizzled kernels made vit_b_16 bf16 1.598 -> 1.628 ms (slower).  Since branch
-     # wgmma-residual a GEMM fused with its residual add (ViT's fc2, 1.48x in step 150; BERT/DistilBERT's attention
-     # output and fc2) is substituted too (epilogue (acc + bias) + r, in split-K's reduction where split): (1b) its cuda
-     # tests, tests/test_kernels_wgmma_residual.py (the kernels alone against numpy, a fc2-with-residual layer and a
-     # torchvision-like ViT block against ONNX Runtime, TF32 and bf16); without them per ViT layer only qkv, proj,
-     # fc1 (~4 us saved a layer), per DistilBERT layer q/k/v at proj's 0.89x and fc1 (section 10).
-  BUDGET=${STEP_BUDGET:-540}; sw=hetpart.kernels.wgmma_match.WGMMA_GEMM; mkdir -p "$OUT/logs"
-  timeout 110 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_wgmma_substitute.py \
-    > "$OUT/logs/cuda-tests-wgmma-152.txt" 2>&1
-  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 50 tests/test_kernels_wgmma_residual.py \
-    > "$OUT/logs/cuda-tests-wgmma-residual-152.txt" 2>&1
-  for name in vit_b_16 distilbert whisper_encoder; do
-    f=$(corpus_export $name 1 90)
-    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b1.txt"; continue; }
-    # what is left, less 60 s for each model after this one ((3) gets what the three leave)
-    left=$((BUDGET - SECONDS - 5)); [ $name = vit_b_16 ] && left=$((left - 120)); [ $name = distilbert ] && left=$((left - 60))
-    cap=$([ $name = whisper_encoder ] && echo 130 || echo 110)
-    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
-      --precision bf16 --before $sw=0 --after $sw=1 --rounds 5 --repeat 30 \
-      --out "$OUT/wgmma-ab-$name-152.json" > "$OUT/logs/wgmma-ab-$name-152.txt" 2>&1
-  done
-  left=$((BUDGET - SECONDS - 5))
-  [ "$left" -ge 40 ] && timeout "$left" python3 tools/gpu_wgmma_probe.py --only rule --budget $((left - 15)) \
-    --json "$OUT/gpu-wgmma-rule-152.json" > "$OUT/logs/wgmma-rule-152.txt" 2>&1 ;;
-154)  # (BUDGET=560) issue 17, bf16 activations (session 54, bench/results/gpu-bf16-acts-static.md, gpu-whisper-bf16-static.md):
-     # `cuda=bf16` kept every activation float32; two switches, both off and never run on a GPU, store bf16 where only
-     # GEMMs read: low_precision_activations.STORE_GEMM_INPUTS_BF16 (LayerNorm / GELU / attention-context outputs
-     # that only weight GEMMs read, written bf16 by their producer) and low_precision_scores.STORE_SCORES_BF16
-     # (attention's scores and probabilities bf16).  Static: Whisper-shaped layer 302.5 -> 176.1 MB moved, ViT-B
-     # 43.4 -> 34.9.  (1) the cuda tests of both (against ONNX Runtime at 2e-2), and of the wgmma GEMM with bf16
-     # activations (tests/test_kernels_wgmma_bf16_acts.py: ViT block, all three switches on); (2) per model, four
-     # builds (both off, both on, each alone: --each) on whisper_encoder, vit_b_16, distilbert at bf16 (time kept
-     # for (3)); (3) the three-switch combination: with both bf16 switches on, wgmma_match.WGMMA_GEMM off -> on
-     # (two builds; the wgmma substitute now takes a bf16 A as the `bf16` family -- ViT qkv 8.16 / fc1 8.79 us
-     # against f32a's 16.98 / 16.85 on the H100 -- and stores bf16 where the output is narrowed) on vit_b_16, then
-     # whisper_encoder if time is left (distilbert dropped).
-     # Decides: each bf16 switch goes on if its cuda test passes and it is faster than the rounds' spread on one
-     # model and slower on none; (3): whether WGMMA_GEMM goes on together with them (same rule, on top of both).
-  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
-  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
-  W=hetpart.kernels.wgmma_match.WGMMA_GEMM
-  timeout 180 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
-    tests/test_importer_low_precision_activations.py tests/test_importer_low_precision_scores.py \
-    tests/test_kernels_wgmma_bf16_acts.py \
-    > "$OUT/logs/cuda-tests-154.txt" 2>&1
-  for name in whisper_encoder vit_b_16 distilbert; do
-    left=$((BUDGET - SECONDS - 10 - 130)); [ "$left" -ge 60 ] || break  # 130 s kept for (3) on vit_b_16
-    f=$(corpus_export $name 1 120)
-    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 --before $S=0 \
-      --after $A=1 --after $S=1 --each --rounds 5 --repeat 30 --out "$OUT/acts-bf16-ab-$name-154.json" \
-      > "$OUT/logs/acts-bf16-ab-$name-154.txt" 2>&1
-  done
-  for name in vit_b_16 whisper_encoder; do  # (3): before = A, S on; after = A, S, W on
-    [ $((BUDGET - SECONDS - 5)) -ge 60 ] || break
-    f=$(corpus_export $name 1 120)  # (exported by (2) unless it stopped before this model)
-    left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] || break
-    cap=$([ $name = whisper_encoder ] && echo 140 || echo 125)
-    timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-      --after $A=1 --after $S=1 --after $W=1 --before $W=0 --rounds 5 --repeat 30 \
-      --out "$OUT/acts-wgmma-ab-$name-154.json" > "$OUT/logs/acts-wgmma-ab-$name-154.txt" 2>&1
-  done ;;
 153)  # (BUDGET=590) issue 19 at bf16 (session 54): step 149 measured zoo:moe at 1/2 with bf16 weights on both devices
      # at 1.69 ms (bf16 limit 1.20; CPU weights float32: 2.07), but the memory rules ran only in float32, so
      # "1.5x the better rule" compared unlike bytes.  The rules now have opt-in bf16 forms (capped.RULE_OF:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device steps that have run (sessions up to 53), kept runnable to reproduce a result:
+# Device steps that have run (sessions up to 55), kept runnable to reproduce a result:
 #   source .tvmpack/unpack.sh && bash tools/device_steps_run.sh STEP     (or bash tools/device_round.sh STEP)
 # Their results are in bench/results/ (each file names its step as "tools/device_round.sh N") and in the
 # closing notes of the session that ran them.  Steps still to run are in tools/device_round.sh; settings and
@@ -8,6 +8,139 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+157)  # ran in session 55 (H100, STEP_BUDGET=290; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=300) issue 17, the bf16 defaults at batch 32 on distilbert (M = 4096: its GEMMs substituted; b32 2.40x
+     # PyTorch in step 156) and whisper_encoder (0.80x): the A/B of the three, each alone off (--each), as time allows.
+     # Decides: whether the defaults hold at b32 on the two (no slower than the rounds' spread).
+  BUDGET=${STEP_BUDGET:-300}; mkdir -p "$OUT/logs"
+  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
+  W=hetpart.kernels.wgmma_match.WGMMA_BF16
+  for name in distilbert whisper_encoder; do
+    f=$(corpus_export $name 32 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 60 ] || break
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 --before $S=0 \
+      --before $W=0 --each --rounds 3 --repeat 10 --out "$OUT/defaults-ab-$name-b32-157.json" \
+      > "$OUT/logs/defaults-ab-$name-b32-157.txt" 2>&1
+  done ;;
+156)  # ran in session 55 (H100, STEP_BUDGET=520; gpu-bf16-defaults-nvidia-h100.md, corpus-nvidia-h100.json); (BUDGET=520) issue 17, batch 32 with the bf16 defaults of step 155 (session 55): STORE_GEMM_INPUTS_BF16,
+     # STORE_SCORES_BF16 and the wgmma bf16 family on (above one 128-row tile: wgmma_match.ONE_TILE_ROWS, so
+     # distilbert at b1 builds as step 155's -WGMMA_BF16 variant, 0.663 ms).  Never run at b32: vit_b_16 bf16 b32 was
+     # 27.3 ms against PyTorch's 5.5 (H200, session 44).  (1) corpus rows, bf16, b32: vit_b_16, distilbert,
+     # whisper_encoder, and distilbert b1 again; (2) the A/B of the three defaults on vit_b_16 b32 (--each).
+     # Decides: whether the defaults hold at b32 (no slower than the rounds' spread), else a rule by rows.
+  BUDGET=${STEP_BUDGET:-520}; mkdir -p "$OUT/logs"
+  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
+  W=hetpart.kernels.wgmma_match.WGMMA_BF16
+  timeout 330 python3 bench/corpus.py --models vit_b_16,distilbert,whisper_encoder --devices cuda --batches 32,1 --time \
+    --precision bf16 --budget 310 --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-156.json" > "$OUT/logs/corpus-bf16-156.log" 2>&1
+  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $A=0 --before $S=0 --before $W=0 --each --rounds 3 --repeat 10 --out "$OUT/defaults-ab-vit_b_16-b32-156.json" \
+    > "$OUT/logs/defaults-ab-vit_b_16-b32-156.txt" 2>&1
+  ;;
+155)  # ran in session 55 (H100, STEP_BUDGET=530; the staged tree had no tests/test_kernels_wgmma_bf16_acts.py, so (4) ran tests/test_compiler_precision.py alone; the rule ONE_TILE_ROWS came after it; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=540) issue 17, the bf16 defaults after steps 152 / 154 (session 55): STORE_GEMM_INPUTS_BF16 and
+     # STORE_SCORES_BF16 on, and the wgmma GEMM's `bf16` family (A bf16) substituted in every bf16 build
+     # (wgmma_match.WGMMA_BF16 on; its `f32a` family behind WGMMA_F32A, off: step 152 distilbert 0.68 -> 0.88 ms with
+     # every match f32a; TF32 builds unchanged).  (1) the corpus's table row for vit_b_16, whisper_encoder, distilbert
+     # at batch 1, bf16, against PyTorch's CUDA graph under autocast (session 50: 1.54x, 2.35x, 1.12x);
+     # (2) the A/B of the three defaults, each alone off too (--each), distilbert first (never measured with all on);
+     # (3) WGMMA_F32A on top of the defaults, distilbert then vit_b_16 as time allows; first (4), the cuda tests of
+     # whole bf16 models and layers against ONNX Runtime with the new defaults.
+     # Decides: each default stays on if it is no slower than the rounds' spread on any model (else off for the
+     # model family that lost, with the numbers recorded); WGMMA_F32A goes on if (3) is faster on both and (4) passes.
+  BUDGET=${STEP_BUDGET:-540}; mkdir -p "$OUT/logs"
+  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
+  W=hetpart.kernels.wgmma_match.WGMMA_BF16; F=hetpart.kernels.wgmma_match.WGMMA_F32A
+  timeout 120 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
+    tests/test_compiler_precision.py \
+    > "$OUT/logs/cuda-tests-precision-155.txt" 2>&1
+  timeout 190 python3 bench/corpus.py --models vit_b_16,whisper_encoder,distilbert --devices cuda --batches 1 --time \
+    --precision bf16 --budget 170 --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-155.json" > "$OUT/logs/corpus-bf16-155.log" 2>&1
+  for name in distilbert whisper_encoder vit_b_16; do
+    f=$(corpus_export $name 1 90); [ -f "$f" ] || continue
+    left=$((BUDGET - SECONDS - 70)); [ "$left" -ge 50 ] || break  # 70 s kept for (3)
+    timeout $((left < 100 ? left : 100)) python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 \
+      --before $S=0 --before $W=0 --each --rounds 5 --repeat 30 --out "$OUT/defaults-ab-$name-155.json" \
+      > "$OUT/logs/defaults-ab-$name-155.txt" 2>&1
+  done
+  for name in distilbert vit_b_16; do
+    f=$(corpus_export $name 1 90); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 40 ] || break
+    timeout $((left < 60 ? left : 60)) python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $F=0 \
+      --after $F=1 --rounds 5 --repeat 30 --out "$OUT/f32a-ab-$name-155.json" > "$OUT/logs/f32a-ab-$name-155.txt" 2>&1
+  done
+  ;;
+154)  # ran in session 55 (H100, STEP_BUDGET=560; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=560) issue 17, bf16 activations (session 54, bench/results/gpu-bf16-acts-static.md, gpu-whisper-bf16-static.md):
+     # `cuda=bf16` kept every activation float32; two switches, both off and never run on a GPU, store bf16 where only
+     # GEMMs read: low_precision_activations.STORE_GEMM_INPUTS_BF16 (LayerNorm / GELU / attention-context outputs
+     # that only weight GEMMs read, written bf16 by their producer) and low_precision_scores.STORE_SCORES_BF16
+     # (attention's scores and probabilities bf16).  Static: Whisper-shaped layer 302.5 -> 176.1 MB moved, ViT-B
+     # 43.4 -> 34.9.  (1) the cuda tests of both (against ONNX Runtime at 2e-2), and of the wgmma GEMM with bf16
+     # activations (tests/test_kernels_wgmma_bf16_acts.py: ViT block, all three switches on); (2) per model, four
+     # builds (both off, both on, each alone: --each) on whisper_encoder, vit_b_16, distilbert at bf16 (time kept
+     # for (3)); (3) the three-switch combination: with both bf16 switches on, wgmma_match.WGMMA_GEMM off -> on
+     # (two builds; the wgmma substitute now takes a bf16 A as the `bf16` family -- ViT qkv 8.16 / fc1 8.79 us
+     # against f32a's 16.98 / 16.85 on the H100 -- and stores bf16 where the output is narrowed) on vit_b_16, then
+     # whisper_encoder if time is left (distilbert dropped).
+     # Decides: each bf16 switch goes on if its cuda test passes and it is faster than the rounds' spread on one
+     # model and slower on none; (3): whether WGMMA_GEMM goes on together with them (same rule, on top of both).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  A=hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16; S=hetpart.importer.low_precision_scores.STORE_SCORES_BF16
+  W=hetpart.kernels.wgmma_match.WGMMA_GEMM
+  timeout 180 python3 -m pytest -m cuda -q -rA -p no:cacheprovider --tb=short \
+    tests/test_importer_low_precision_activations.py tests/test_importer_low_precision_scores.py \
+    tests/test_kernels_wgmma_bf16_acts.py \
+    > "$OUT/logs/cuda-tests-154.txt" 2>&1
+  for name in whisper_encoder vit_b_16 distilbert; do
+    left=$((BUDGET - SECONDS - 10 - 130)); [ "$left" -ge 60 ] || break  # 130 s kept for (3) on vit_b_16
+    f=$(corpus_export $name 1 120)
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $A=0 --before $S=0 \
+      --after $A=1 --after $S=1 --each --rounds 5 --repeat 30 --out "$OUT/acts-bf16-ab-$name-154.json" \
+      > "$OUT/logs/acts-bf16-ab-$name-154.txt" 2>&1
+  done
+  for name in vit_b_16 whisper_encoder; do  # (3): before = A, S on; after = A, S, W on
+    [ $((BUDGET - SECONDS - 5)) -ge 60 ] || break
+    f=$(corpus_export $name 1 120)  # (exported by (2) unless it stopped before this model)
+    left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] || break
+    cap=$([ $name = whisper_encoder ] && echo 140 || echo 125)
+    timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+      --after $A=1 --after $S=1 --after $W=1 --before $W=0 --rounds 5 --repeat 30 \
+      --out "$OUT/acts-wgmma-ab-$name-154.json" > "$OUT/logs/acts-wgmma-ab-$name-154.txt" 2>&1
+  done ;;
+152)  # ran in session 55 (H100, STEP_BUDGET=540; gpu-bf16-defaults-nvidia-h100.md, gpu-wgmma-rule-152-nvidia-h100.json); (BUDGET=540) issue 17, the wgmma GEMM in whole models (session 54, branch wgmma-model; bench/results/gpu-wgmma-spike.md
+     # section 10).  Step 150 (H100): the 128B-swizzled two-consumer wgmma GEMMs ran ViT-B/16's GEMMs 1.37-2.40x as fast
+     # as hetpart's bf16 mma.sync with a bf16 A, 1.08-1.48x with a float32 A narrowed in the kernel (f32a: what a hetpart
+     # bf16 build feeds a dense layer; proj 0.89x).  wgmma_variant.choose now picks each substituted layer's variant
+     # (f32a: bn 128, 2 consumers, 4 stages, 128B swizzle, split-K where K >= N; TF32's substitution unchanged).
+     # (1) cuda tests: the substituted layers (ViT MLP, qkv + softmax, proj, a fc1-like output layer, Whisper's MLP at
+     #     1500 tokens, DistilBERT's proj) against ONNX Runtime in TF32 and bf16; (2) the corpus exports vit_b_16,
+     #     distilbert, whisper_encoder at batch 1, all-CUDA bf16, WGMMA_GEMM off (before) / on (after),
+     #     tools/gpu_model_switch_ab.py, GPU-resident inputs; (3) the probe's step 11 with what is left: the rule's
+     #     picks and the untimed f32a bn 64 two-consumer variants on ViT's shapes, against hetpart's bf16 build.
+     # Decides: WGMMA_GEMM goes on (its bf16 substitution) if (1) passes, (2)'s after is below before by more than
+     # the rounds' spread on at least two models and above it on none, each rel. diff <= 2e-2 (step 146: 3.9e-3);
+     # else stays off with the per-model numbers recorded.  (3): whether f32a should take bn 64 (a rule change,
+     # re-A/B'd).  Step 146's unswizzled kernels made vit_b_16 bf16 1.598 -> 1.628 ms (slower).  Since branch
+     # wgmma-residual a GEMM fused with its residual add (ViT's fc2, 1.48x in step 150; BERT/DistilBERT's attention
+     # output and fc2) is substituted too (epilogue (acc + bias) + r, in split-K's reduction where split): (1b) its cuda
+     # tests, tests/test_kernels_wgmma_residual.py (the kernels alone against numpy, a fc2-with-residual layer and a
+     # torchvision-like ViT block against ONNX Runtime, TF32 and bf16); without them per ViT layer only qkv, proj,
+     # fc1 (~4 us saved a layer), per DistilBERT layer q/k/v at proj's 0.89x and fc1 (section 10).
+  BUDGET=${STEP_BUDGET:-540}; sw=hetpart.kernels.wgmma_match.WGMMA_GEMM; mkdir -p "$OUT/logs"
+  timeout 110 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 60 tests/test_kernels_wgmma_substitute.py \
+    > "$OUT/logs/cuda-tests-wgmma-152.txt" 2>&1
+  timeout 80 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 50 tests/test_kernels_wgmma_residual.py \
+    > "$OUT/logs/cuda-tests-wgmma-residual-152.txt" 2>&1
+  for name in vit_b_16 distilbert whisper_encoder; do
+    f=$(corpus_export $name 1 90)
+    [ -f "$f" ] || { echo "no export of $name" >> "$OUT/logs/export-$name-b1.txt"; continue; }
+    # what is left, less 60 s for each model after this one ((3) gets what the three leave)
+    left=$((BUDGET - SECONDS - 5)); [ $name = vit_b_16 ] && left=$((left - 120)); [ $name = distilbert ] && left=$((left - 60))
+    cap=$([ $name = whisper_encoder ] && echo 130 || echo 110)
+    [ "$left" -ge 60 ] && timeout $((left < cap ? left : cap)) python3 tools/gpu_model_switch_ab.py "$f" \
+      --precision bf16 --before $sw=0 --after $sw=1 --rounds 5 --repeat 30 \
+      --out "$OUT/wgmma-ab-$name-152.json" > "$OUT/logs/wgmma-ab-$name-152.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 5))
+  [ "$left" -ge 40 ] && timeout "$left" python3 tools/gpu_wgmma_probe.py --only rule --budget $((left - 15)) \
+    --json "$OUT/gpu-wgmma-rule-152.json" > "$OUT/logs/wgmma-rule-152.txt" 2>&1 ;;
 151)  # ran in session 54 (H100, STEP_BUDGET=210; capped-mapped-weights.md); (BUDGET=220) issue 19, weights read by the GPU kernel through mapped pinned host memory (session 54, branch
      # mapped-experts; bench/results/capped-mapped-weights.md): nothing measured yet.  (1) the probe: zoo:moe's
      # GpuGatheredGemv (92 MB table, reads 23 MB) and a llama_decode GEMV (46 MB) with the weight resident, mapped,

@@ -40,9 +40,9 @@ float32, and hetpart's wgmma GEMM runs ViT's projections 2x faster with A alread
 bf16 than with A narrowed in the kernel (bench/results/gpu-wgmma-swizzle-150-nvidia-h100.json);
 ``torch.autocast`` likewise feeds its GEMMs bf16 activations.
 
-Switch: :data:`STORE_GEMM_INPUTS_BF16` (off: the compiler never calls this; generated
-code unchanged); :func:`hetpart.compiler.precision.lower_plan_weights` passes it the bf16
-CUDA partitions only (a ``cpu=bf16`` partition keeps float32 activations: the CPU rules
+Switch: :data:`STORE_GEMM_INPUTS_BF16` (on since device step 155; off: the compiler never
+calls this, generated code as before it); :func:`hetpart.compiler.precision.lower_plan_weights`
+passes it the bf16 CUDA partitions only (a ``cpu=bf16`` partition keeps float32 activations: the CPU rules
 stage no bf16 operand).  Only edges inside one group are changed: partition boundaries and
 the model's inputs and outputs keep their dtypes.  With
 :data:`~hetpart.importer.low_precision_scores.STORE_SCORES_BF16` on as well, the score
@@ -66,10 +66,14 @@ from tvm.ir import TensorLoad
 from .low_precision import _is_call_tir, kernel_calls
 from .low_precision_scores import DTYPE, Edge, _binding_vars, _is_contraction, lower_edges
 
-STORE_GEMM_INPUTS_BF16 = False
+STORE_GEMM_INPUTS_BF16 = True
 """Store weight GEMMs' A inputs in bfloat16 in a ``cuda=bf16`` build (module docstring).
-Off: device A/B pending (``tools/gpu_model_switch_ab.py MODEL --precision bf16 --before
-hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16=0 --after ...=1``)."""
+On since device step 155 (H100, all-CUDA bf16, ``bench/results/gpu-bf16-defaults-nvidia-h100.md``):
+alone, whisper_encoder 1.95 -> 1.91 ms at batch 1, vit_b_16 and distilbert within the rounds' spread; it is
+what lets the ``wgmma`` GEMM's bf16 family (:data:`hetpart.kernels.wgmma_match.WGMMA_BF16`) take the
+projections: all three on, vit_b_16 1.592 -> 1.199 (b1) and 21.29 -> 11.05 (b32), whisper_encoder 1.960 ->
+1.518 and 51.48 -> 43.56.  A/B: ``tools/gpu_model_switch_ab.py MODEL --precision bf16 --before
+hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16=0``."""
 
 SUFFIX = "bf16a"
 """Suffix of the retyped kernels' PrimFuncs (the score pass's is ``bf16s``)."""

@@ -24,8 +24,8 @@ the four passes over the scores are most of them (bench/results/gpu-whisper-bf16
 ``torch.autocast`` likewise keeps its bf16 matmul's scores in bf16 (softmax reads
 them in float32 math).
 
-Switch: :data:`STORE_SCORES_BF16` (off: the compiler never calls this; generated code
-unchanged).  Only edges inside one group are changed, so partition boundaries and the
+Switch: :data:`STORE_SCORES_BF16` (on since device step 155; off: the compiler never calls
+this, generated code as before it).  Only edges inside one group are changed, so partition boundaries and the
 model's inputs and outputs keep their dtypes.
 
 Invariant: the graph computes the float32 graph's function with those tensors rounded
@@ -45,10 +45,12 @@ from tvm import relax, te
 from ..errors import InternalError
 from .low_precision import _BLOCK_BUILDER_LOCK, _callees, _is_call_tir, fuse_primitive, kernel_calls
 
-STORE_SCORES_BF16 = False
+STORE_SCORES_BF16 = True
 """Store softmax's input and output in bfloat16 in a ``cuda=bf16`` build (module
-docstring).  Off: device A/B pending (``tools/gpu_model_switch_ab.py ... --precision bf16
---before hetpart.importer.low_precision_scores.STORE_SCORES_BF16=0 --after ...=1``)."""
+docstring).  On since device step 155 (H100, all-CUDA bf16,
+``bench/results/gpu-bf16-defaults-nvidia-h100.md``): whisper_encoder 1.95 -> 1.84 ms alone at batch 1
+(1,500-token scores), 1.619 -> 1.518 on top of the other two defaults; vit_b_16 and distilbert within
+the rounds' spread at batch 1 and 32.  A/B: ``tools/gpu_model_switch_ab.py ... --precision bf16 --before hetpart.importer.low_precision_scores.STORE_SCORES_BF16=0``."""
 
 NARROW_ACTIVATION_ATTR = "hetpart.narrow_activation"
 """Function attribute of a retyped kernel that reads a contraction operand in bfloat16:

@@ -45,10 +45,25 @@ matching dense layers by the hand-written ``wgmma`` kernel on sm_90 builds (desi
 is the one before this module existed.  Off because measured slower: on the H100 (step 146,
 spike write-up section 8) the kernel is correct but peaks at ~40 TFLOP/s like ``mma.sync``
 (ViT-B/16 whole model bf16 1.02x, tf32 1.32x the time).  Since step 150 (128B swizzle, two consumer
-warpgroups: 1.08-1.48x ``mma.sync`` on three of ViT's four GEMMs with a float32 A) a bf16 build substitutes
-:func:`.wgmma_variant.choose`'s variants; still off until device step 152's whole-model A/B (spike write-up
-section 10).  Bound before the imports below: ``options`` reads it
+warpgroups) a bf16 build substitutes :func:`.wgmma_variant.choose`'s variants -- by default through
+:data:`WGMMA_BF16` alone (step 155); this switch stays off because it also substitutes every ``f32a``
+and TF32 match (step 152: distilbert bf16 0.68 -> 0.88 ms; TF32's kernels no faster than ``mma.sync``)
+and would change what profiles record.  Bound before the imports below: ``options`` reads it
 while it makes ``DEFAULT``, whichever of the two modules is imported first."""
+
+WGMMA_BF16 = True
+"""Substitute a ``bf16``-family match (its A input bfloat16 already: a bf16 build with
+:data:`hetpart.importer.low_precision_activations.STORE_GEMM_INPUTS_BF16`) whatever
+``KernelOptions.wgmma`` says -- a rule of bf16 builds, not an option: TF32 and float32 builds
+are untouched.  On since device step 155 (H100, ``bench/results/gpu-bf16-defaults-nvidia-h100.md``):
+with both bf16-activation switches, vit_b_16 bf16 1.592 -> 1.199 ms at batch 1 and 21.29 -> 11.05 at
+32, whisper_encoder 1.960 -> 1.518 and 51.48 -> 43.56, distilbert b32 7.74 -> 6.81 (b1: see
+:data:`ONE_TILE_ROWS`)."""
+WGMMA_F32A = False
+"""Substitute an ``f32a``-family match (A float32, narrowed to bf16 in the kernel) whatever
+``KernelOptions.wgmma`` says.  Off: measured slower in a whole model (device steps 152 and 155, H100:
+distilbert bf16 0.68 -> 0.88 ms with every match ``f32a``; on top of the defaults distilbert 0.702 ->
+0.851, vit_b_16 1.219 -> 1.226)."""
 
 from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
 from . import wgmma_layout as lay  # noqa: E402
@@ -115,6 +130,24 @@ class WgmmaGemm:
 def eligible_target(target: Target) -> bool:
     """A CUDA target for compute capability 9.0 (the build must then compile for sm_90a)."""
     return is_gpu(target) and target.kind.name == "cuda" and arch_of(target) == ARCH
+
+
+ONE_TILE_ROWS = 64 * wv.CONSUMERS
+"""Rows of one CTA's tile in the ``bf16`` / ``f32a`` variants.  A GEMM with no more rows than that
+(DistilBERT at 128 tokens) stays on ``mma.sync`` by the family switches: its grid is half of a
+197-row one's, and every such model measured slower substituted (device step 155, H100: distilbert
+bf16 0.663 -> 0.707 ms with its bf16-family GEMMs substituted; step 152: 0.68 -> 0.88 with all
+``f32a``), while every model at M >= 197 gained (vit_b_16, whisper_encoder)."""
+
+
+def substituted(found: "WgmmaGemm", options: _options.KernelOptions) -> bool:
+    """Whether a build with ``options`` replaces the match ``found``: every match with
+    ``options.wgmma``; else a ``bf16`` one with :data:`WGMMA_BF16` on, an ``f32a`` one with
+    :data:`WGMMA_F32A` on (read now, so a tool that sets them builds with them), each only
+    above :data:`ONE_TILE_ROWS` rows."""
+    if options.wgmma:
+        return True
+    return found.m > ONE_TILE_ROWS and {"bf16": WGMMA_BF16, "f32a": WGMMA_F32A}.get(found.precision, False)
 
 
 def match(func: tirx.PrimFunc, target: Target, options: _options.KernelOptions | None = None) -> WgmmaGemm | None:
@@ -447,4 +480,5 @@ def _eval(e, env: dict, bias, bias_value: float):
     return None
 
 
-__all__ = ["ARCH", "OUT_DTYPES", "WGMMA_GEMM", "WgmmaGemm", "arch_of", "eligible_target", "epilogue_of", "match"]
+__all__ = ["ARCH", "ONE_TILE_ROWS", "OUT_DTYPES", "WGMMA_BF16", "WGMMA_F32A", "WGMMA_GEMM", "WgmmaGemm", "arch_of",
+           "eligible_target", "epilogue_of", "match", "substituted"]

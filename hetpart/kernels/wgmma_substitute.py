@@ -2,9 +2,11 @@
 
 In:  a fused module with weights marked (:func:`~.weight_prepack.mark_weights`), the build's
      target and :class:`~.options.KernelOptions`.
-Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOptions`; its
-     default :data:`.wgmma_match.WGMMA_GEMM`) and an sm_90 CUDA target,
-     the module in which every ``call_tir`` of a kernel :func:`.wgmma_match.match` accepts, whose
+Out: :func:`substitute`: for an sm_90 CUDA target, the module in which every ``call_tir`` of a
+     kernel :func:`.wgmma_match.match` accepts and :func:`.wgmma_match.substituted` takes (all with
+     ``options.wgmma`` on -- :class:`~.options.KernelOptions`, default
+     :data:`.wgmma_match.WGMMA_GEMM`, off; else a bf16 build's ``bf16``-family matches above one
+     128-row tile, :data:`.wgmma_match.WGMMA_BF16`, on), whose
      weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
      (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction; its layout
      -- bn, stages, 128B swizzle, consumer warpgroups, split -- :func:`.wgmma_variant.choose`'s
@@ -21,9 +23,9 @@ Out: :func:`substitute`: with ``options.wgmma`` on (:class:`~.options.KernelOpti
      which has no in-place call -- run the same kernels.  A split GEMM with no bias and no residual
      (its reduction a ``call_tir`` of the partials alone, which Relax's RewriteDataflowReshape
      cannot inspect in a function without blocks) keeps its fused kernel unless written in
-     place.  The module unchanged otherwise --
-     always with the switch off.  :func:`mixed_pipeline` / :func:`build_target`: the TIR
-     pipeline and target :func:`hetpart.kernels.build` compiles such a module with.
+     place.  The module unchanged otherwise -- always with the switches off, and for TF32 and
+     float32 builds while ``options.wgmma`` is.  :func:`mixed_pipeline` / :func:`build_target`: the
+     TIR pipeline and target :func:`hetpart.kernels.build` compiles such a module with.
 Invariant: a substituted call computes the fused kernel's function (same shapes and dtypes
 in and out; numerics: :mod:`.wgmma_match`'s and the spike write-up's section 6); the new
 PrimFuncs carry ``tirx.is_scheduled`` (no rule touches them), ``hetpart.rule`` =
@@ -53,15 +55,15 @@ MIXED_PREFIX = "hetpart_mixed_"
 
 def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> tvm.IRModule:
     """``mod`` with the eligible dense layers calling the ``wgmma`` GEMM (module doc); ``mod``
-    itself (the same object) when the switch is off, the target not sm_90 or nothing matches."""
-    if not options.wgmma or not wm.eligible_target(target):
+    itself (the same object) when the switches are off, the target not sm_90 or nothing is taken."""
+    if not (options.wgmma or wm.WGMMA_BF16 or wm.WGMMA_F32A) or not wm.eligible_target(target):
         return mod
     matches = {}
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
             found = wm.match(func, target, options)
             # (x, w[, b][, r], out)
-            if found is not None and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
+            if found is not None and wm.substituted(found, options) and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
                 matches[gv.name_hint] = found
     if not matches:
         return mod
