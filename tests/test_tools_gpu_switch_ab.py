@@ -75,9 +75,13 @@ def test_precision_lists_the_bf16_builds_changed_kernels(monkeypatch):
     """ViT's layer in bf16: WIDEN_IN_FRAGMENTS=0 against it on (as ``--after`` sets it) changes
     exactly the 4 weight-reading tensor-core functions; in tf32 it changes none."""
     from bf16_rule_coverage import load_model
+    from hetpart.importer import low_precision_activations, low_precision_scores
     from hetpart.kernels.rules import gpu_tensor_core
 
     monkeypatch.setattr(gpu_tensor_core, "WIDEN_IN_FRAGMENTS", True)
+    # float32 activations (the build this test was written for): the bf16 ones rename and retype kernels
+    monkeypatch.setattr(low_precision_activations, "STORE_GEMM_INPUTS_BF16", False)
+    monkeypatch.setattr(low_precision_scores, "STORE_SCORES_BF16", False)
 
     graph = load_model("zoo:bert:seq_len=197,layers=1", 1)
     before = [f"{TC}.WIDEN_IN_FRAGMENTS=0"]
