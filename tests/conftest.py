@@ -63,6 +63,17 @@ def _zoo_onnx(name: str):
     return models.build(name, small=True)
 
 
+@pytest.fixture
+def without_wgmma(monkeypatch):
+    """sm_90 builds without the hand-written ``wgmma`` GEMM (its family switches off, on by default
+    since device steps 155 / 158): for the tests of the ``mma.sync`` tensor-core rule, which still
+    builds every GEMM of at most 128 rows and every GPU before Hopper."""
+    from hetpart.kernels import wgmma_match
+
+    monkeypatch.setattr(wgmma_match, "WGMMA_BF16", False)
+    monkeypatch.setattr(wgmma_match, "WGMMA_F32A", False)
+
+
 @pytest.fixture(scope="session")
 def zoo_graph():
     """``zoo_graph(name) -> OpGraph`` of the small zoo model ``name`` (cached)."""

@@ -123,7 +123,8 @@ def test_tensor_core_rule_takes_bf16_weights_and_keeps_them_bf16():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None and not cuda_compile.nvrtc_available(),
                     reason="no CUDA compiler (nvcc or NVRTC) on this machine")
-def test_bf16_tensor_core_kernel_compiles_for_sm90():
+def test_bf16_tensor_core_kernel_compiles_for_sm90(without_wgmma):
+    """The mma.sync rule's bf16 kernel (the wgmma GEMM, built for sm_90a, has its own tests)."""
     graph, _ = _gemm()
     low = lp.lower_weights(graph, list(graph.kernels), "bfloat16")
     ex = kernels.build(low.module, cuda_tvm_target("sm_90"), cuda_graph=False)

@@ -30,6 +30,7 @@ def _switches_off(monkeypatch):
     monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
     monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
     monkeypatch.setattr(wm, "WGMMA_BF16", False)
+    monkeypatch.setattr(wm, "WGMMA_F32A", False)
 
 BF16 = Precision(cuda="bf16")
 

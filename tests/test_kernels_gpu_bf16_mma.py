@@ -47,6 +47,8 @@ from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_available, cuda_tvm_target
 
+pytestmark = pytest.mark.usefixtures("without_wgmma")  # the mma.sync rule's code, on sm_90 too
+
 SM90 = cuda_tvm_target("sm_90")
 REL_TOL = 2e-2
 """Issue 17's tolerance for bf16/fp16 builds."""

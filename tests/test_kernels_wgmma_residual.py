@@ -347,10 +347,10 @@ def _bf16_module(m):
     return weight_prepack.mark_weights(graph.module)
 
 
-def test_a_vit_block_has_fc2_replaced_with_the_residual(wgmma_on):
+def test_a_vit_block_has_fc2_replaced_with_the_residual(wgmma_on, without_wgmma):
     """ViT's encoder block in a bf16 build: fc2 (fused with the second residual add) calls the
     wgmma GEMM (split 8) and its reduction with (partials, bias, residual viewed [197, 768]);
-    no call of the fused kernel is left; switch off, the module itself."""
+    no call of the fused kernel is left; switches off, the module itself."""
     mod = _bf16_module(_vit_block())
     found = {gv.name_hint: wm.match(f, SM90, wgmma_on) for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     fc2 = [name for name, g in found.items() if g is not None and g.residual is not None]

@@ -3,8 +3,7 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (session 55 ran 152, 154, 155, 156 and 157; session 51's order follows 147):
-#   158 (issue 17, the wgmma f32a family at batch 32: WGMMA_F32A A/B on distilbert, vit_b_16),
+# In the order to run them (session 55 ran 152, 154, 155, 156, 157 and 158; session 51's order follows 147):
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -28,18 +27,6 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-158)  # (BUDGET=200) issue 17, the wgmma GEMM's f32a family (A float32, narrowed in the kernel) at batch 32 (session 55):
-     # WGMMA_F32A stays off on b1 evidence (step 155: distilbert 0.702 -> 0.851 ms at M = 128).  At b32 a post-LN
-     # model's q/k/v and fc1 read a LayerNorm output the residual reads too, so it stays float32 and those GEMMs
-     # stay on mma.sync (4 of 6 per layer); with the f32a family above one 128-row tile they would be wgmma.
-     # (1) distilbert b32 bf16, defaults against defaults + WGMMA_F32A; (2) vit_b_16 b32 the same if time is left.
-     # Decides: WGMMA_F32A on if faster on distilbert b32 beyond the rounds' spread and no slower on vit_b_16.
-  BUDGET=${STEP_BUDGET:-200}; mkdir -p "$OUT/logs"; F=hetpart.kernels.wgmma_match.WGMMA_F32A
-  for name in distilbert vit_b_16; do
-    f=$(corpus_export $name 32 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 50 ] || break
-    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $F=0 --after $F=1 \
-      --rounds 3 --repeat 10 --out "$OUT/f32a-ab-$name-b32-158.json" > "$OUT/logs/f32a-ab-$name-b32-158.txt" 2>&1
-  done ;;
 153)  # (BUDGET=590) issue 19 at bf16 (session 54): step 149 measured zoo:moe at 1/2 with bf16 weights on both devices
      # at 1.69 ms (bf16 limit 1.20; CPU weights float32: 2.07), but the memory rules ran only in float32, so
      # "1.5x the better rule" compared unlike bytes.  The rules now have opt-in bf16 forms (capped.RULE_OF:

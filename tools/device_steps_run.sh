@@ -8,6 +8,18 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+158)  # ran in session 55 (H100, STEP_BUDGET=170; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=200) issue 17, the wgmma GEMM's f32a family (A float32, narrowed in the kernel) at batch 32 (session 55):
+     # WGMMA_F32A stays off on b1 evidence (step 155: distilbert 0.702 -> 0.851 ms at M = 128).  At b32 a post-LN
+     # model's q/k/v and fc1 read a LayerNorm output the residual reads too, so it stays float32 and those GEMMs
+     # stay on mma.sync (4 of 6 per layer); with the f32a family above one 128-row tile they would be wgmma.
+     # (1) distilbert b32 bf16, defaults against defaults + WGMMA_F32A; (2) vit_b_16 b32 the same if time is left.
+     # Decides: WGMMA_F32A on if faster on distilbert b32 beyond the rounds' spread and no slower on vit_b_16.
+  BUDGET=${STEP_BUDGET:-200}; mkdir -p "$OUT/logs"; F=hetpart.kernels.wgmma_match.WGMMA_F32A
+  for name in distilbert vit_b_16; do
+    f=$(corpus_export $name 32 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 50 ] || break
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $F=0 --after $F=1 \
+      --rounds 3 --repeat 10 --out "$OUT/f32a-ab-$name-b32-158.json" > "$OUT/logs/f32a-ab-$name-b32-158.txt" 2>&1
+  done ;;
 157)  # ran in session 55 (H100, STEP_BUDGET=290; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=300) issue 17, the bf16 defaults at batch 32 on distilbert (M = 4096: its GEMMs substituted; b32 2.40x
      # PyTorch in step 156) and whisper_encoder (0.80x): the A/B of the three, each alone off (--each), as time allows.
      # Decides: whether the defaults hold at b32 on the two (no slower than the rounds' spread).

@@ -59,11 +59,15 @@ are untouched.  On since device step 155 (H100, ``bench/results/gpu-bf16-default
 with both bf16-activation switches, vit_b_16 bf16 1.592 -> 1.199 ms at batch 1 and 21.29 -> 11.05 at
 32, whisper_encoder 1.960 -> 1.518 and 51.48 -> 43.56, distilbert b32 7.74 -> 6.81 (b1: see
 :data:`ONE_TILE_ROWS`)."""
-WGMMA_F32A = False
-"""Substitute an ``f32a``-family match (A float32, narrowed to bf16 in the kernel) whatever
-``KernelOptions.wgmma`` says.  Off: measured slower in a whole model (device steps 152 and 155, H100:
-distilbert bf16 0.68 -> 0.88 ms with every match ``f32a``; on top of the defaults distilbert 0.702 ->
-0.851, vit_b_16 1.219 -> 1.226)."""
+WGMMA_F32A = True
+"""Substitute an ``f32a``-family match (A float32, narrowed to bf16 in the kernel: a post-LN model's
+q/k/v and fc1, whose LayerNorm output the residual reads too) whatever ``KernelOptions.wgmma`` says,
+above :data:`ONE_TILE_ROWS` rows like the ``bf16`` family.  On since device step 158 (H100,
+``bench/results/gpu-bf16-defaults-nvidia-h100.md``): distilbert bf16 b32 6.39 -> 5.20 ms on top of the
+other defaults, vit_b_16 b32 the same build (no ``f32a`` match: every projection's A is bf16).  At
+M = 128 it lost (steps 152 / 155: distilbert b1 0.68 -> 0.88 ms, 0.702 -> 0.851), which
+:data:`ONE_TILE_ROWS` leaves; at M = 197 alone it gained (step 152: vit_b_16 b1 1.604 -> 1.487,
+whisper_encoder 1.936 -> 1.780)."""
 
 from . import options as _options  # noqa: E402  (a module: DEFAULT read at call time, see above)
 from . import wgmma_layout as lay  # noqa: E402

@@ -5,8 +5,8 @@ In:  a fused module with weights marked (:func:`~.weight_prepack.mark_weights`),
 Out: :func:`substitute`: for an sm_90 CUDA target, the module in which every ``call_tir`` of a
      kernel :func:`.wgmma_match.match` accepts and :func:`.wgmma_match.substituted` takes (all with
      ``options.wgmma`` on -- :class:`~.options.KernelOptions`, default
-     :data:`.wgmma_match.WGMMA_GEMM`, off; else a bf16 build's ``bf16``-family matches above one
-     128-row tile, :data:`.wgmma_match.WGMMA_BF16`, on), whose
+     :data:`.wgmma_match.WGMMA_GEMM`, off; else a bf16 build's ``bf16``- and ``f32a``-family
+     matches above one 128-row tile, :data:`.wgmma_match.WGMMA_BF16` / ``WGMMA_F32A``, on), whose
      weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
      (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction; its layout
      -- bn, stages, 128B swizzle, consumer warpgroups, split -- :func:`.wgmma_variant.choose`'s
