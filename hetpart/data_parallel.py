@@ -141,8 +141,7 @@ class SidePlanner:
             from .partitioner import partition
 
             graph = self.source.graph(rows)
-            if hasattr(self.costs, "add_graph"):
-                self.costs.add_graph(graph)
+            self.costs.add_graph(graph)
             pins = [f"{k.id}={device}" for k in graph.nodes if self.costs.supports(k, device)[0]]
             try:
                 self.plans[key] = partition(graph, cost_model=self.costs, pins=pins, gpu_memory=self.gpu_memory,

@@ -76,6 +76,12 @@ class PerByteCosts:
     def supports(self, kernel, device):
         return True, ""
 
+    def add_graph(self, graph):
+        return self
+
+    def mapped_cost(self, kernel):
+        return self.kernel_cost(kernel, "cuda") + self.transfer_cost(kernel.param_bytes, "cpu", "cuda")
+
 
 EVEN = PerByteCosts(cuda=1e-6, cpu=1e-6)      # equal devices: halves pay
 CPU_SLOW = PerByteCosts(cuda=1e-6, cpu=1e-3)  # the CPU 1000x slower: no split

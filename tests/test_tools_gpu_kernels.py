@@ -346,10 +346,54 @@ def test_kernels_in_source_reads_launch_bounds_and_tf32_rounding():
            'extern "C" __global__ void __launch_bounds__(128) k_prepacked_kernel(float* a) {\n'
            '  b[0] = nvcuda::wmma::__float_to_tf32(a[0]);\n}\n')
     found = static.kernels_in_source(src)
-    assert found == {"f_kernel": {"threads": 128, "cvt_rna": True}, "g_kernel": {"threads": 256, "cvt_rna": False},
-                     "g_kernel_1": {"threads": None, "cvt_rna": False},
-                     "k_prepacked_kernel": {"threads": 128, "cvt_rna": True}}
+    assert found == {"f_kernel": {"threads": 128, "cvt_rna": True, "mma": set()},
+                     "g_kernel": {"threads": 256, "cvt_rna": False, "mma": set()},
+                     "g_kernel_1": {"threads": None, "cvt_rna": False, "mma": set()},
+                     "k_prepacked_kernel": {"threads": 128, "cvt_rna": True, "mma": set()}}
     assert static.cvt_rna_by_function(found, ["f", "g", "h", "k"]) == {"f": True, "g": False, "h": None, "k": True}
+
+
+def test_kernels_in_source_reads_the_tensor_core_instruction():
+    """``mma.sync`` by its A type, ``wgmma`` by its PTX; a function of several kernels lists each kind once,
+    one with none runs on CUDA cores, one with no kernel in the source is left out."""
+    src = ('extern "C" __global__ void f_kernel(float* a) {\n'
+           '  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0}, {%1};" : : );\n}\n'
+           'extern "C" __global__ void f_kernel_1(float* a) { a[0] = 1; }\n'
+           'extern "C" __global__ void g_kernel(float* a) {\n'
+           '  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0}, {%1};" : : );\n}\n'
+           'extern "C" __global__ void w_kernel(float* a) {\n'
+           '  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0}, %1, %2;" : : );\n}\n'
+           'extern "C" __global__ void e_kernel(float* a) { a[0] = 2; }\n')
+    found = static.kernels_in_source(src)
+    assert found["f_kernel"]["mma"] == {"mma.sync tf32"} and found["g_kernel"]["mma"] == {"mma.sync bf16"}
+    assert found["w_kernel"]["mma"] == {"wgmma"}
+    assert static.instruction_by_function(found, ["f", "g", "w", "e", "h"]) == {
+        "f": "mma.sync tf32", "g": "mma.sync bf16", "w": "wgmma", "e": static.CUDA_CORES}
+
+
+def _dense_layer(rows: int, k: int = 256, n: int = 256):
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+                          "dense", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, rows, k])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, rows, n])], [w, b])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def test_a_bf16_dense_layer_above_one_tile_is_the_wgmma_gemm():
+    """With the bf16 defaults (``WGMMA_F32A``: a float32 A narrowed in the kernel) a 197-row dense layer is
+    replaced by the wgmma GEMM: rule and instruction say so, the launch is ``wgmma_variant.choose``'s (bn 128,
+    two 128-row CTA tiles, 256 threads, K >= N: ``choose_split``'s split and its reduction); 128 rows stay on
+    ``mma.sync`` (``ONE_TILE_ROWS``)."""
+    from hetpart.kernels import wgmma_variant as wv
+
+    (row,) = static.analyse(_dense_layer(197), source=False, precision="bf16")
+    v = wv.choose(197, 256, 256, "f32a")
+    assert row.rule == static.WGMMA_RULE and row.instruction == "wgmma f32a" and row.weights == 2  # W and b
+    assert (row.grid, row.block, row.kernels) == (256 // v.bn * 2 * v.split, 256, 2 if v.split > 1 else 1)
+    (row,) = static.analyse(_dense_layer(128), source=False, precision="bf16")
+    assert row.rule != static.WGMMA_RULE and row.instruction == "mma.sync"
 
 
 def test_tensor_core_kernels_round_to_tf32_in_the_cuda_source():

@@ -13,8 +13,11 @@ of the ``threadIdx`` ones; a function of several kernels shows the largest of ea
 the stores each thread executes (:func:`serial_stores`: the serial trip counts of the
 loops around each store, multiplied, summed over stores -- the work one thread does
 in sequence), whether its CUDA C has ``cvt.rna`` (the TF32 rounding of tensor-core
-operands), its category (``tools/gpu_kernel_categories.py``), bytes and flops, and
-two time estimates:
+operands), the tensor-core instruction it issues (``mma.sync <A type>`` read from the CUDA
+C, ``CUDA cores`` when none; a dense layer the build replaces by the hand-written Hopper
+GEMM -- :mod:`hetpart.kernels.wgmma_substitute`, a bf16 build's default above one 128-row
+tile -- is ``wgmma <family>`` with rule ``WgmmaGemm`` and the variant's launch), its
+category (``tools/gpu_kernel_categories.py``), bytes and flops, and two time estimates:
 
 * ``roofline``: max(bytes / :data:`HBM_BPS`, flops / peak) with peak
   :data:`TC_FLOPS` for tensor-core rules, :data:`SIMT_FLOPS` otherwise, never under
@@ -70,7 +73,10 @@ SERIAL_REGISTER_S = 1e-9
 """Seconds per serial store to a register (a multiply-add of a register tile): rough."""
 SERIAL_LIMIT = 2048
 SIMT_GEMM_FLOPS = 20e6
-TC_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuTensorCoreConvSplitK")
+WGMMA_RULE = "WgmmaGemm"
+"""``hetpart.rule`` of a dense layer :mod:`hetpart.kernels.wgmma_substitute` replaces
+(:data:`hetpart.kernels.wgmma_substitute.RULE`; the tool reads the substitution, see :func:`analyse`)."""
+TC_RULES = ("GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuTensorCoreConvSplitK", WGMMA_RULE)
 MEMORY_SCOPES = ("global", "shared", "shared.dyn", "")
 """Storage scopes counted as memory (any other -- local, warp, fragments -- is registers)."""
 
@@ -107,6 +113,8 @@ class Row:
     roofline_us: float
     estimate_us: float
     flags: list
+    instruction: str = "-"  # wgmma <family> (bf16, f32a), else :func:`instruction_by_function`'s, else mma.sync or CUDA cores
+    weights: int = 0  # constant arguments (weight, bias): a dense layer's matmul has some, attention's products none
 
 
 # --- launch shape from TIR --------------------------------------------------------------------
@@ -182,20 +190,40 @@ def launch_shape(func) -> Launch:
 TF32_ROUNDING = ("cvt.rna", "__float_to_tf32")
 """How TVM's CUDA C rounds to TF32: PTX inline, or the wmma helper (``cvt.rna.tf32.f32``)."""
 _KERNEL_RE = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(')
+_MMA_RE = re.compile(r"mma\.sync\.aligned\.m\d+n\d+k\d+\.row\.col\.f32\.(\w+?)\.")
+WGMMA_PTX = "wgmma.mma_async"
+CUDA_CORES = "CUDA cores"
 
 
 def kernels_in_source(source: str) -> dict[str, dict]:
-    """``{kernel name: {"threads": launch bound or None, "cvt_rna": bool}}`` from TVM's
-    CUDA C (each ``__global__`` definition's text up to the next one)."""
+    """``{kernel name: {"threads": launch bound or None, "cvt_rna": bool, "mma": set}}`` from TVM's
+    CUDA C (each ``__global__`` definition's text up to the next one); ``mma``: the tensor-core
+    instructions it issues, ``"wgmma"`` or ``"mma.sync <A type>"`` (``bf16``, ``tf32``, ``f16``)."""
     found = list(_KERNEL_RE.finditer(source))
     out: dict[str, dict] = {}
     for i, m in enumerate(found):
         end = found[i + 1].start() if i + 1 < len(found) else len(source)
         body = source[m.end():end]
-        entry = out.setdefault(m.group(2), {"threads": None, "cvt_rna": False})
+        entry = out.setdefault(m.group(2), {"threads": None, "cvt_rna": False, "mma": set()})
         if m.group(1):
             entry["threads"] = int(m.group(1))
         entry["cvt_rna"] = entry["cvt_rna"] or any(m in body for m in TF32_ROUNDING)
+        entry["mma"] |= {f"mma.sync {t}" for t in _MMA_RE.findall(body)}
+        if WGMMA_PTX in body:
+            entry["mma"].add("wgmma")
+    return out
+
+
+def instruction_by_function(source_kernels: dict[str, dict], funcs) -> dict[str, str]:
+    """Per PrimFunc name (its kernels as :func:`cvt_rna_by_function` finds them): the
+    tensor-core instruction its kernels issue (several joined by ``+``), :data:`CUDA_CORES`
+    when none does; functions with no kernel in the source are left out."""
+    out = {}
+    for f in funcs:
+        mine = [v for k, v in source_kernels.items() if k == f or re.fullmatch(kernel_name_pattern(f), k)]
+        if mine:
+            kinds = sorted(set().union(*(v.get("mma", set()) for v in mine)))
+            out[f] = "+".join(kinds) or CUDA_CORES
     return out
 
 
@@ -280,6 +308,36 @@ def flags(rule: str, category: str, launch: Launch, outputs: int, flops: int, sm
     return out
 
 
+def wgmma_launch(found, sm_count: int) -> Launch:
+    """The launch of the ``wgmma`` GEMM replacing the match ``found`` (a
+    :class:`hetpart.kernels.wgmma_match.WgmmaGemm`): :func:`hetpart.kernels.wgmma_variant.choose`'s
+    variant -- grid N / bn x ceil(M / (64 x consumers)) x split, 128 threads per consumer
+    warpgroup, a second kernel (the reduction) when split -- and each thread's serial stores
+    taken as its share of the output tile (the accumulators it writes)."""
+    from hetpart.kernels import wgmma_variant as wv
+
+    v = wv.choose(found.m, found.n, found.k, found.precision, sms=sm_count)
+    tile_m = 64 * v.consumers
+    grid = (found.n // v.bn) * -(-found.m // tile_m) * v.split
+    threads = 128 * v.consumers
+    per_thread = tile_m * v.bn // threads
+    return Launch(grid, threads, per_thread, per_thread, 2 if v.split > 1 else 1, grid)
+
+
+def replaced_by_wgmma(module, target, options) -> dict:
+    """``{PrimFunc name: WgmmaGemm}`` of the kernels :func:`hetpart.kernels.build` replaces by the
+    hand-written ``wgmma`` GEMM (:mod:`hetpart.kernels.wgmma_substitute`: with the bf16 defaults,
+    a bf16 build's dense layers above one 128-row tile on sm_90): those it takes whose PrimFunc
+    the substituted module no longer has."""
+    from hetpart.kernels import wgmma_substitute
+
+    taken = wgmma_substitute.taken(module, target, options)
+    if not taken:
+        return {}
+    left = {gv.name_hint for gv in wgmma_substitute.substitute(module, target, options).get_global_vars()}
+    return {name: found for name, found in taken.items() if name not in left}
+
+
 # --- the model --------------------------------------------------------------------------------
 def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_RATES,
             precision: str | None = None) -> list[Row]:
@@ -289,7 +347,11 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
     weights lowered to its storage on every kernel, its kernel options, weights marked
     layout-free (so the tensor-core rules pack them at compile time); bytes then count
     the stored weights.  None: the float32 graph with the default options, weights not
-    marked (the tool's tables before precisions)."""
+    marked (the tool's tables before precisions).  A kernel the build replaces by the
+    hand-written ``wgmma`` GEMM (:func:`replaced_by_wgmma`) gets rule :data:`WGMMA_RULE` and
+    :func:`wgmma_launch`'s shape and instruction ``wgmma <family>`` (``bf16``: A stored bf16; ``f32a``:
+    a float32 A narrowed in the kernel); the others' instruction is read from the CUDA C (``source``),
+    else ``mma.sync`` for the tensor-core rules, :data:`CUDA_CORES`."""
     from tvm import tirx
 
     from hetpart import kernels, load
@@ -313,12 +375,15 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
         graph = lower_plan_weights(graph, _all_cuda_plan(graph), prec)
         options = options_for(options, prec)
         module = weight_prepack.mark_weights(graph.module)
+    wgmma = replaced_by_wgmma(module, target, options)
     scheduled = kernels.schedule(module, target, options)
     funcs = {gv.name_hint: f for gv, f in scheduled.functions_items() if isinstance(f, tirx.PrimFunc)}
-    rna = {}
+    rna, instr = {}, {}
     if source:
         exe = kernels.build(module, target, cuda_graph=False, options=options)
-        rna = cvt_rna_by_function(kernels_in_source(cuda_source(exe)), funcs)
+        found = kernels_in_source(cuda_source(exe))
+        rna = cvt_rna_by_function(found, funcs)
+        instr = instruction_by_function(found, funcs)
     counts = Counter(k.signature for k in graph.kernels.values())
     rows, seen = [], set()
     for k in sorted(graph.kernels.values(), key=lambda k: k.index):
@@ -328,6 +393,10 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
         func = funcs[k.func]
         rule = str(func.attrs[RULE_ATTR]) if func.attrs is not None and RULE_ATTR in func.attrs else "-"
         launch = launch_shape(func)
+        if k.func in wgmma:
+            rule, launch = WGMMA_RULE, wgmma_launch(wgmma[k.func], options.sm_count)
+        ins = (f"wgmma {wgmma[k.func].precision}" if k.func in wgmma else
+               instr.get(k.func, "mma.sync" if rule in TC_RULES else CUDA_CORES))
         kmod = kernel_bench.single_kernel_module(graph, k)
         weights = [a.shape for a in kmod.args if a.weight]
         shapes = [graph.tensors[t].shape for t in k.inputs]
@@ -336,8 +405,10 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
         nbytes = int(k.bytes_read + k.bytes_written)
         roof, est = estimates(rule, launch, outputs, nbytes, int(k.flops), options.sm_count, rates)
         rows.append(Row(k.id, k.func, counts[k.signature], category, rule, launch.grid, launch.block,
-                        launch.serial, launch.serial_memory, launch.kernels, outputs, rna.get(k.func), nbytes, int(k.flops), roof * 1e6, est * 1e6,
-                        flags(rule, category, launch, outputs, int(k.flops), options.sm_count, options.tf32)))
+                        launch.serial, launch.serial_memory, launch.kernels, outputs,
+                        None if k.func in wgmma else rna.get(k.func), nbytes, int(k.flops), roof * 1e6, est * 1e6,
+                        flags(rule, category, launch, outputs, int(k.flops), options.sm_count, options.tf32),
+                        ins, len(weights)))
     return rows
 
 
@@ -345,19 +416,20 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
 # --- report -----------------------------------------------------------------------------------
 def table(rows: list[Row], title: str) -> str:
     lines = [f"### {title}", "",
-             "| kernel | x | category | rule | launches | grid | block | serial/thr (mem) | outputs | cvt.rna | MB | MFLOP | "
-             "roofline us | est. us | flags |",
-             "|---|--:|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|---|"]
+             "| kernel | x | category | rule | instruction | launches | grid | block | serial/thr (mem) | outputs | cvt.rna | "
+             "MB | MFLOP | roofline us | est. us | flags |",
+             "|---|--:|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|---|"]
     for r in rows:
         rna = "-" if r.cvt_rna is None else ("yes" if r.cvt_rna else "no")
-        lines.append(f"| {r.func} | {r.count} | {r.category} | {r.rule} | {r.kernels} | {r.grid} | {r.block} | {r.serial} ({r.serial_memory}) | "
+        lines.append(f"| {r.func} | {r.count} | {r.category} | {r.rule} | {r.instruction} | {r.kernels} | {r.grid} | "
+                     f"{r.block} | {r.serial} ({r.serial_memory}) | "
                      f"{r.outputs} | {rna} | {r.bytes / 1e6:.2f} | {r.flops / 1e6:.1f} | {r.roofline_us:.1f} | "
                      f"{r.estimate_us:.1f} | {' '.join(r.flags)} |")
     return "\n".join(lines)
 
 
 def summary(rows: list[Row], title: str) -> str:
-    """Per category and per rule: kernels, roofline and schedule estimates (x count)."""
+    """Per category, per instruction and per rule: kernels, roofline and schedule estimates (x count)."""
     lines = [f"### {title}: per category", "",
              "| category | kernels | roofline us | est. us | flagged kernels |", "|---|--:|--:|--:|--:|"]
     cats: dict[str, list] = {}
@@ -372,6 +444,13 @@ def summary(rows: list[Row], title: str) -> str:
         tot = [tot[0] + n, tot[1] + roof, tot[2] + est, tot[3] + flagged]
         lines.append(f"| {cat} | {n} | {roof:.0f} | {est:.0f} | {flagged} |")
     lines.append(f"| **total** | {tot[0]} | {tot[1]:.0f} | {tot[2]:.0f} | {tot[3]} |")
+    lines += ["", "| instruction | kernels | MB | GFLOP | est. us |", "|---|--:|--:|--:|--:|"]
+    instrs: dict[str, list] = {}
+    for r in rows:
+        instrs.setdefault(r.instruction, []).append(r)
+    for ins, rs in sorted(instrs.items(), key=lambda kv: -sum(r.estimate_us * r.count for r in kv[1])):
+        lines.append(f"| {ins} | {sum(r.count for r in rs)} | {sum(r.bytes * r.count for r in rs) / 1e6:.1f} | "
+                     f"{sum(r.flops * r.count for r in rs) / 1e9:.2f} | {sum(r.estimate_us * r.count for r in rs):.0f} |")
     lines += ["", "| rule | kernels | grid < SMs | est. us |", "|---|--:|--:|--:|"]
     rules: dict[str, list] = {}
     for r in rows:

@@ -83,7 +83,7 @@ import numpy as np
 
 from ..errors import HetpartError
 from ..kernels.options import DEFAULT
-from ..partitioner.costs import cost_origin, give_graph
+from ..partitioner.costs import cost_origin
 from .builds import BuildCache
 from .timing import Settings, time_calls
 
@@ -991,7 +991,7 @@ def bench(names: list[str], caps: list[str], options: Options, export_dir: Path,
         if options.measure:
             measure_kernels(prep.graph, options)
             costs = cold_weight_costs(options.costs(measured=True), bw, options)
-        give_graph(costs, prep.graph)
+        costs.add_graph(prep.graph)
         priced = coverage(prep.graph, costs)
         compute = gpu_compute_s(prep.graph, costs)
         share = read_share(prep.graph)

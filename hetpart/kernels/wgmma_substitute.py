@@ -56,15 +56,7 @@ MIXED_PREFIX = "hetpart_mixed_"
 def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> tvm.IRModule:
     """``mod`` with the eligible dense layers calling the ``wgmma`` GEMM (module doc); ``mod``
     itself (the same object) when the switches are off, the target not sm_90 or nothing is taken."""
-    if not (options.wgmma or wm.WGMMA_BF16 or wm.WGMMA_F32A) or not wm.eligible_target(target):
-        return mod
-    matches = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
-            found = wm.match(func, target, options)
-            # (x, w[, b][, r], out)
-            if found is not None and wm.substituted(found, options) and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
-                matches[gv.name_hint] = found
+    matches = taken(mod, target, options)
     if not matches:
         return mod
     rewriter = _Substituter(copy_module(mod), matches, options)
@@ -85,6 +77,24 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
     if rewriter.lifts:
         out = relax.transform.LiftTransformParams()(out)
     return out
+
+
+def taken(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -> dict[str, wm.WgmmaGemm]:
+    """``{PrimFunc name: match}`` of the fused kernels of ``mod`` that :func:`substitute` takes with the
+    same ``target`` and ``options`` (empty when the switches are off or the target is not sm_90);
+    recognition only -- ``mod`` unchanged.  A taken kernel may still be kept where the rewrite
+    cannot replace its call (module doc: a split GEMM with no bias and no residual, not in place):
+    the PrimFuncs :func:`substitute`'s result no longer has are the ones replaced."""
+    if not (options.wgmma or wm.WGMMA_BF16 or wm.WGMMA_F32A) or not wm.eligible_target(target):
+        return {}
+    matches = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
+            found = wm.match(func, target, options)
+            # (x, w[, b][, r], out)
+            if found is not None and wm.substituted(found, options) and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
+                matches[gv.name_hint] = found
+    return matches
 
 
 def _called(mod: tvm.IRModule) -> set[str]:

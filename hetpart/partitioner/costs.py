@@ -59,28 +59,15 @@ class Costs(Protocol):
         gives rates."""
 
     def add_graph(self, graph) -> object:
-        """The op graph whose kernels will be asked about.  Optional: a Costs without it
-        needs none (:func:`give_graph`)."""
+        """The op graph whose kernels will be asked about; returns the costs.  The cost model
+        (``CostModel.add_graph``) predicts its unmeasured kernels with their schedule rule and
+        bounds by its weights whether a kernel's stay cached; a table of costs ignores it."""
 
-
-def give_graph(costs, graph) -> None:
-    """Give ``graph`` to ``costs`` where it takes graphs (``CostModel.add_graph``: its
-    unmeasured kernels are predicted with their schedule rule, and its weights bound
-    whether a kernel's stay cached); a table of costs takes none."""
-    add = getattr(costs, "add_graph", None)
-    if add is not None:
-        add(graph)
-
-
-def mapped_cost(costs, kernel) -> float:
-    """Seconds per call of ``kernel`` on CUDA with its weights read in place from mapped pinned
-    host memory (:data:`.choice.MAPPED`): ``costs.mapped_cost`` where it has one
-    (:meth:`hetpart.costmodel.CostModel.mapped_cost`), else its CUDA cost plus all of its
-    weights over the link (a table of costs: every weight byte read once)."""
-    own = getattr(costs, "mapped_cost", None)
-    if own is not None:
-        return float(own(kernel))
-    return float(costs.kernel_cost(kernel, "cuda")) + float(costs.transfer_cost(kernel.param_bytes, "cpu", "cuda"))
+    def mapped_cost(self, kernel) -> float:
+        """Seconds per call of ``kernel`` on CUDA with its weights read in place from mapped pinned
+        host memory (:data:`.choice.MAPPED`): the cost model's the bytes a call reads at the pinned
+        host-to-device rate (:meth:`hetpart.costmodel.CostModel.mapped_cost`); a table's its CUDA
+        cost plus all of its weights over the link (:meth:`TableCosts.mapped_cost`)."""
 
 
 def cost_origin(costs) -> str:
@@ -129,6 +116,14 @@ class TableCosts:
 
     def wake_cost(self, device: str) -> float:
         return float(self.wake_s.get(device, 0.0))
+
+    def add_graph(self, graph) -> "TableCosts":
+        """The table itself: a table of costs needs no graph."""
+        return self
+
+    def mapped_cost(self, kernel) -> float:
+        """``kernel``'s CUDA cost plus all of its weights over the link (every weight byte read once)."""
+        return self.kernel_cost(kernel, "cuda") + self.transfer_cost(kernel.param_bytes, "cpu", "cuda")
 
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         if (kernel.id, device) in self.unsupported:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import PlanError, option
 from .baselines import BASELINES
-from .costs import cost_origin, give_graph
+from .costs import cost_origin
 from .evaluate import Evaluation
 from .layout import mapped_extra_s, wake_count
 from .objectives import OBJECTIVES, Objective
@@ -65,7 +65,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
-    give_graph(costs, graph)
+    costs.add_graph(graph)
     if gpu_memory is None:  # never plan more onto the GPU than it has
         gpu_memory = default_cap(costs)
     costs = priced_in(costs, graph, precision)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from ..contracts.precision import DEVICES, Precision
 from ..importer.low_precision import LOW_DTYPES, lower_weights
-from .costs import give_graph, mapped_cost
 
 
 class PrecisionCosts:
@@ -47,7 +46,12 @@ class PrecisionCosts:
 
     def mapped_cost(self, kernel) -> float:
         """The CUDA build's kernel (its weights in the CUDA format) read from mapped host memory."""
-        return mapped_cost(self.costs, self._as_built(kernel, "cuda"))
+        return float(self.costs.mapped_cost(self._as_built(kernel, "cuda")))
+
+    def add_graph(self, graph) -> "PrecisionCosts":
+        """``graph`` given to the costs behind (their kernels as asked about here are looked up there)."""
+        self.costs.add_graph(graph)
+        return self
 
     def partition_overhead(self, device: str) -> float:
         return self.costs.partition_overhead(device)
@@ -71,7 +75,7 @@ def with_precision(costs, graph, precision: Precision):
         if dtype not in LOW_DTYPES:
             continue
         low = lower_weights(graph, list(graph.kernels), dtype)
-        give_graph(costs, low)  # the cost model finds the widened PrimFuncs' rules there
+        costs.add_graph(low)  # the cost model finds the widened PrimFuncs' rules there
         lowered[device] = {k: v for k, v in low.kernels.items() if v is not graph.kernels[k]}
     return PrecisionCosts(costs, lowered) if lowered else costs
 

@@ -28,7 +28,7 @@ from ..errors import InternalError, PlanError
 from ..importer.op_graph import OpGraph
 from ..targets import DEVICES
 from .choice import MAPPED, STREAM, device_of
-from .costs import Costs, give_graph, mapped_cost
+from .costs import Costs
 from .pins import resolve_pins
 from .state import NONE as NO_STATE, BoundState, resolve_state
 from .same_device import SameDevice, check_tied, groups as same_device_groups, hold
@@ -190,13 +190,13 @@ class Problem:
 
     def mapped_extra_s(self, k: str) -> float:
         """Seconds kernel ``k`` adds on CUDA with its weights mapped (:data:`MAPPED`) over its
-        resident cost ``seconds[k]["cuda"]``: :func:`.costs.mapped_cost` (the cost model's: the
+        resident cost ``seconds[k]["cuda"]``: :meth:`.costs.Costs.mapped_cost` (the cost model's: the
         bytes a call reads at the pinned host-to-device rate; a table's: all its weights over
         the link); never negative.  Cached per kernel."""
         extra = self._mapped_extra.get(k)
         if extra is None:
             resident = self.seconds[k]["cuda"]
-            extra = self._mapped_extra[k] = max(0.0, mapped_cost(self.costs, self.graph.kernels[k]) - resident)
+            extra = self._mapped_extra[k] = max(0.0, float(self.costs.mapped_cost(self.graph.kernels[k])) - resident)
         return extra
 
     def weight_copy_s(self, nbytes: int) -> float:
@@ -214,7 +214,7 @@ def build_problem(graph, costs, pins=(), gpu_memory: int | None = None, stream_w
     pin, a bad state pair (``state``: ``{model output: model input}``, :mod:`.state`) or
     a pair whose writer and readers pins and capabilities hold on different devices."""
     bound = resolve_state(graph, state)
-    give_graph(costs, graph)
+    costs.add_graph(graph)
     order = tuple(graph.topological_order())
     pinned = resolve_pins(graph, pins)
     seconds, allowed, reasons = {}, {}, {}

@@ -560,6 +560,12 @@ def _mark_weight_packs(sch, main, func) -> None:
         sch.annotate(chain[0], LAYOUT_REWRITE_PREPROC, 1)
 
 
+def _narrows_activation(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` carries ``NARROW_ACTIVATION_ATTR`` (its operand 0 a bf16/fp16 activation
+    stored narrow between kernels: :mod:`hetpart.importer.low_precision_scores`)."""
+    return func.attrs is not None and NARROW_ACTIVATION_ATTR in func.attrs
+
+
 def _narrow_activation(sch, main, func) -> bool:
     """For a function with ``NARROW_ACTIVATION_ATTR`` (set by
     :mod:`hetpart.importer.low_precision_scores` on the kernels it retypes, only there: an
@@ -572,7 +578,7 @@ def _narrow_activation(sch, main, func) -> bool:
     fragment loads (``tf32.NAMES["load_a_<dtype>"]``), as :data:`WIDEN_IN_FRAGMENTS` does a
     weight.  Without the attribute (every other kernel) nothing changes.  True when it applied:
     the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
-    if func.attrs is None or NARROW_ACTIVATION_ATTR not in func.attrs:
+    if not _narrows_activation(func):
         return False
     chain, widen = _producer_chain(sch, main, 0)
     if not chain or widen is None or not _is_widening(sch, widen):
@@ -680,9 +686,7 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
     mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
         LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
-    attrs = sch.mod["main"].attrs
-    narrow_a = (_narrow_weight(sch, main, 0) if attrs is not None and NARROW_ACTIVATION_ATTR in attrs
-                else None)
+    narrow_a = _narrow_weight(sch, main, 0) if _narrows_activation(sch.mod["main"]) else None
     if mma and narrow_a is not None and narrow_a[1] != mma:
         narrow_a = None  # an fp16 activation into a bf16 MMA (or the reverse): staged widened, narrowed as loaded
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
