@@ -91,10 +91,14 @@ def taken(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc) and not (func.attrs is not None and func.attrs.get(SCHEDULED_ATTR, False)):
             found = wm.match(func, target, options)
-            # (x, w[, b][, r], out)
-            if found is not None and wm.substituted(found, options) and len(func.params) == 3 + (found.bias is not None) + (found.residual is not None):
+            if found is not None and wm.substituted(found, options) and len(func.params) == _arity(found):
                 matches[gv.name_hint] = found
     return matches
+
+
+def _arity(found: wm.WgmmaGemm) -> int:
+    """The parameters a kernel computing ``found`` alone has: (x, w[, b][, r], out)."""
+    return 3 + (found.bias is not None) + (found.residual is not None)
 
 
 def _called(mod: tvm.IRModule) -> set[str]:
