@@ -20,7 +20,7 @@ from onnx import helper
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 
 from hetpart.kernels.rules import cpu_conv2d
-from test_kernels_wide_tiles import _target
+from cpu_tile_cases import mcpu_target
 
 
 def _conv(c_in, c_out, h, w, *, stride=1, bias=False, relu=False, batch=1, seed=0):
@@ -67,7 +67,7 @@ def test_matches_onnxruntime_and_the_reference(case):
 
 
 def _scheduled(m, mcpu: str = "haswell") -> str:
-    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuConv2d")
     return func.script()
 
 

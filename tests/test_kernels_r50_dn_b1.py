@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import matches_onnxruntime, mcpu_target, scheduled
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 from test_kernels_channels_inner_window import _scheduled as _conv_scheduled
-from test_kernels_wide_tiles import _matches_onnxruntime, _scheduled, _target
 
 from hetpart.kernels.rules import cpu_conv2d, cpu_matmul, cpu_reduction
 
@@ -64,12 +64,12 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _padded(m, mcpu: str) -> bool:
     """Whether the 1x1 conv's plane is padded to whole vectors (``_ragged_plane``)."""
-    return "reindex_pad" in _scheduled(m, mcpu).script()
+    return "reindex_pad" in scheduled(m, mcpu).script()
 
 
 def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
@@ -79,7 +79,7 @@ def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     m = _conv(256, 512, 7)
     assert _padded(m, "haswell")
-    assert "T.int64(64)" in _scheduled(m, "haswell").script()
+    assert "T.int64(64)" in scheduled(m, "haswell").script()
     assert not _padded(m, "skylake-avx512")
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_B1_RESIDUAL", False)
     assert not _padded(m, "haswell")
@@ -90,10 +90,10 @@ def test_narrow_or_residual_free_7x7_unchanged(monkeypatch):
     residual keep the weight tile; the same schedules with the switch off."""
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     ms = [_conv(256, 256, 7), _conv(256, 512, 7, epilogue="relu")]
-    after = [_scheduled(m, "haswell").script() for m in ms]
+    after = [scheduled(m, "haswell").script() for m in ms]
     assert not any("reindex_pad" in s for s in after)
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_B1_RESIDUAL", False)
-    assert [_scheduled(m, "haswell").script() for m in ms] == after
+    assert [scheduled(m, "haswell").script() for m in ms] == after
 
 
 def _channels_inner(script: str, c: int, hw: int) -> bool:
@@ -150,7 +150,7 @@ def test_strided_pools_match_onnxruntime_and_the_reference(case):
 
 
 def _pool_scheduled(m, mcpu: str = "haswell") -> str:
-    func = scheduled_by(m, _target(mcpu), "CpuReduction")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuReduction")
     return func.script()
 
 

@@ -26,9 +26,9 @@ import pytest
 import tvm
 from onnx import helper
 
+from cpu_tile_cases import scheduled, tile_shape, update_chains
 from onnx_cases import assert_matches, block_nests, model, onnxruntime_outputs, reference, run_on, scheduled_by
 from test_kernels_rows_32_registers import _as_32_registers
-from test_kernels_wide_tiles import _scheduled, _tile, _update_chains
 
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import host_triple
@@ -113,22 +113,22 @@ def test_7x7_reads_its_image_channels_inner(mcpu, tile, monkeypatch):
     the image's own rows (AVX2: or the padded plane with the residual) and no such copy."""
     for ic, oc, epilogue in [(2048, 512, "relu"), (512, 2048, "add_relu")]:
         m = _conv(ic, oc, 7, epilogue)
-        func = _scheduled(m, mcpu)
+        func = scheduled(m, mcpu)
         assert _copy_shape(func) == (49, ic), func.script()
-        assert _tile(func) == tile
+        assert tile_shape(func) == tile
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
-    func = _scheduled(_conv(2048, 512, 7), mcpu)
+    func = scheduled(_conv(2048, 512, 7), mcpu)
     assert _copy(func) is None
-    assert _tile(func)[0] == 7
+    assert tile_shape(func)[0] == 7
 
 
 @pytest.mark.parametrize("ic,oc,hw", [(160, 512, 7), (512, 128, 14), (512, 64, 8)],
                          ids=["K = 160 under the bound", "14-wide rows", "8-wide rows (whole vectors)"])
 def test_other_1x1_unchanged(ic, oc, hw, monkeypatch):
     m = _conv(ic, oc, hw)
-    after = _scheduled(m, "haswell").script()
+    after = scheduled(m, "haswell").script()
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
-    assert _scheduled(m, "haswell").script() == after
+    assert scheduled(m, "haswell").script() == after
 
 
 def _target16(mcpu: str, cores: int):
@@ -152,24 +152,24 @@ def test_plane_tiles_take_6_ragged_rows_with_16_registers(ic, oc, hw, monkeypatc
     """The plane tile (two 8-lane plane vectors) holds 6 output-channel rows on AVX2 (the last
     tile ragged), 4 with the switch off; AVX-512's tiles do not change."""
     m = _conv(ic, oc, hw)
-    assert _tile(_scheduled(m, "haswell")) == (6, 2, 8)
-    avx512 = _scheduled(m, "skylake-avx512").script()
+    assert tile_shape(scheduled(m, "haswell")) == (6, 2, 8)
+    avx512 = scheduled(m, "skylake-avx512").script()
     monkeypatch.setattr(cpu_matmul, "PLANE_RAGGED_ROWS", False)
-    assert _tile(_scheduled(m, "haswell")) == (4, 2, 8)
-    assert _scheduled(m, "skylake-avx512").script() == avx512
+    assert tile_shape(scheduled(m, "haswell")) == (4, 2, 8)
+    assert scheduled(m, "skylake-avx512").script() == avx512
 
 
 def test_plane_rows_keep_a_divisor_of_10_accumulators_or_little_padding():
     """40 channels keep 5 rows (10 accumulators); 32 would pad to 36 (12%, past 1/16): 4 rows."""
-    assert _tile(_scheduled(_conv(512, 40, 28), "haswell"))[0] == 5
-    assert _tile(_scheduled(_conv(512, 32, 28), "haswell"))[0] == 4
+    assert tile_shape(scheduled(_conv(512, 40, 28), "haswell"))[0] == 5
+    assert tile_shape(scheduled(_conv(512, 32, 28), "haswell"))[0] == 4
 
 
 def _rows_of_chains(func) -> list[int]:
     """The unrolled row loop's extent around each ``*_update`` block (of a split ragged tile, the
     whole tiles' branch)."""
     out = []
-    for loops, _ in _update_chains(func):
+    for loops, _ in update_chains(func):
         unrolled = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.UNROLLED]
         out.append(int(unrolled[0].extent))
     return out
@@ -182,12 +182,12 @@ def test_13_rows_on_32_registers_with_the_switch(monkeypatch):
     m = _conv(2048, 512, 7)
     target = _target16("sapphirerapids", 16)
     assert _rows_of_chains(scheduled_by(m, target, "CpuMatmul")) == [7]
-    avx2 = _scheduled(m, "haswell").script()
+    avx2 = scheduled(m, "haswell").script()
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS_32", True)
     func = scheduled_by(m, target, "CpuMatmul")
     assert _rows_of_chains(func) == [13]
     assert "T.int64(13) + T.int64(13) <= T.int64(49)" in func.script()  # the whole tiles' branch
-    assert _scheduled(m, "haswell").script() == avx2
+    assert scheduled(m, "haswell").script() == avx2
 
 
 @pytest.mark.parametrize("case", ["1x1 256->80 on 7x7 + relu (channels inner, 10 row tiles)",

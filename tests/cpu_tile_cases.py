@@ -1,0 +1,133 @@
+"""Small CPU convolutions built, scheduled and run for explicit x86 targets, and the register
+tiles read back from their scheduled TIR (shared by the CPU tile tests: ``from cpu_tile_cases import ...``).
+
+* ``conv(ic, oc, hw, k, stride, pad, epilogue, batch)``: a seeded Conv (+ bias) model, then
+  ReLU, a residual Add (input ``r``) or nothing;
+* ``mcpu_target(mcpu)``: an LLVM target for this host's triple with that ``-mcpu`` (2 cores);
+* ``random_feeds(m)`` / ``build_and_run(m, feeds, target)`` / ``matches_onnxruntime(m, case)``:
+  seeded inputs; the all-CPU build run once; hetpart's output against ONNX Runtime's;
+* ``host_has_avx2()``: whether this host can run an AVX2 build;
+* ``scheduled(m, mcpu)``: the CpuMatmul / CpuConv2d PrimFunc scheduled for that ``-mcpu``;
+* ``update_chains(func)`` / ``tile_shape(func)`` / ``tile_rows(func)``: the loops around each
+  ``*_update`` block; the ``(rows, vectors, lanes)`` register tile; its rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import tvm
+from onnx import helper
+from tvm import relax
+
+from onnx_cases import assert_matches, model, onnxruntime_outputs, scheduled_by
+
+from hetpart import kernels, load
+from hetpart.targets import cpu_tvm_target, host_triple
+
+
+def conv(ic, oc, hw, k=1, stride=1, pad=0, epilogue="relu", batch=1):
+    """Conv ``k x k`` (+ bias) on ``[batch, ic, hw, hw]``, then ReLU, a residual Add
+    (input ``r``) or nothing."""
+    rng = np.random.default_rng(ic * 1000 + oc + k)
+    w = (rng.standard_normal((oc, ic, k, k)) / np.sqrt(ic * k * k)).astype(np.float32)
+    b = (rng.standard_normal(oc) * 0.5).astype(np.float32)
+    o = (hw + 2 * pad - k) // stride + 1
+    inputs = [("x", (batch, ic, hw, hw), np.float32)]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride, stride],
+                            pads=[pad] * 4)
+    if epilogue == "relu":
+        tail = [helper.make_node("Relu", ["c"], ["y"])]
+    elif epilogue == "add":
+        tail = [helper.make_node("Add", ["c", "r"], ["y"])]
+        inputs.append(("r", (batch, oc, o, o), np.float32))
+    else:
+        tail = [helper.make_node("Identity", ["c"], ["y"])]
+    return model([node] + tail, inputs, [("y", [batch, oc, o, o], np.float32)], {"w": w, "b": b}, opset=13)
+
+
+def mcpu_target(mcpu: str) -> tvm.target.Target:
+    """An LLVM target for this host's triple with ``-mcpu=mcpu`` and 2 cores."""
+    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 2})
+
+
+def random_feeds(m: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs of ``m`` (standard normal x 3, every 7th element zero)."""
+    rng = np.random.default_rng(7)
+    feeds = {}
+    for i in m.graph.input:
+        a = (rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]) * 3).astype(np.float32)
+        a.flat[::7] = 0.0
+        feeds[i.name] = a
+    return feeds
+
+
+def build_and_run(m: onnx.ModelProto, feeds: dict, target: tvm.target.Target) -> np.ndarray:
+    """The all-CPU module built by :func:`hetpart.kernels.build` for ``target``, run once."""
+    vm = relax.VirtualMachine(kernels.build(load(m).module, target), tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(feeds[i.name]) for i in m.graph.input])
+    return out.numpy()
+
+
+def matches_onnxruntime(m, case: str) -> None:
+    """``m`` built by hetpart for this CPU gives ONNX Runtime's output (a ReLU case's
+    output must hold both zeros and positives, so the clamp is exercised)."""
+    feeds = random_feeds(m)
+    (want,) = onnxruntime_outputs(m, feeds)
+    if "relu" in case:
+        assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
+    got = build_and_run(m, feeds, cpu_tvm_target())
+    assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
+
+
+def host_has_avx2() -> bool:
+    """Whether ``/proc/cpuinfo`` lists AVX2 (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return False
+
+
+def scheduled(m: onnx.ModelProto, mcpu: str):
+    """The CpuMatmul or CpuConv2d PrimFunc that ``m`` fuses into, scheduled for ``mcpu_target(mcpu)``."""
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuMatmul", "CpuConv2d")
+    return func
+
+
+def update_chains(func) -> list[tuple[list, object]]:
+    """Per ``*_update`` block of ``func`` (a multiply-accumulate's): ``(the loops around
+    it, outermost first; its SBlockRealize)``."""
+    chains = []
+
+    def walk(stmt, loops):
+        if isinstance(stmt, tvm.tirx.For):
+            walk(stmt.body, loops + [stmt])
+        elif isinstance(stmt, tvm.s_tir.SBlockRealize):
+            if stmt.block.name_hint.endswith("_update"):
+                chains.append((loops, stmt))
+            walk(stmt.block.body, loops)
+        elif isinstance(stmt, tvm.tirx.SeqStmt):
+            for s in stmt.seq:
+                walk(s, loops)
+        elif isinstance(stmt, tvm.tirx.IfThenElse):  # a split ragged row tile (ragged_rows)
+            walk(stmt.then_case, loops)
+        elif hasattr(stmt, "body"):
+            walk(stmt.body, loops)
+
+    walk(func.body, [])
+    return chains
+
+
+def tile_shape(func) -> tuple[int, int, int]:
+    """``(rows, vectors, lanes)`` of the multiply-accumulate's register tile: the two
+    unrolled loops and the vectorised one around the ``*_update`` block."""
+    ((loops, _),) = update_chains(func)
+    unrolled = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.UNROLLED]
+    assert loops[-1].kind == tvm.tirx.ForKind.VECTORIZED and len(unrolled) == 2, func.script()
+    return int(unrolled[0].extent), int(unrolled[1].extent), int(loops[-1].extent)
+
+
+def tile_rows(func) -> int:
+    """The rows of :func:`tile_shape`'s register tile."""
+    return tile_shape(func)[0]
