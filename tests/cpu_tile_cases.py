@@ -3,7 +3,11 @@ tiles read back from their scheduled TIR (shared by the CPU tile tests: ``from c
 
 * ``conv(ic, oc, hw, k, stride, pad, epilogue, batch)``: a seeded Conv (+ bias) model, then
   ReLU, a residual Add (input ``r``) or nothing;
+* ``matmul(m, k, n, epilogue)``: a seeded ``[m, k] @ [k, n]`` + bias model, then ReLU or a
+  residual Add;
 * ``mcpu_target(mcpu)``: an LLVM target for this host's triple with that ``-mcpu`` (2 cores);
+  ``avx512_target(cores)``: ``sapphirerapids`` (32 vector registers) at ``cores`` cores;
+* ``as_32_registers(monkeypatch)``: the conv and matmul rules see this host with 32 registers;
 * ``random_feeds(m)`` / ``build_and_run(m, feeds, target)`` / ``matches_onnxruntime(m, case)``:
   seeded inputs; the all-CPU build run once; hetpart's output against ONNX Runtime's;
 * ``host_has_avx2()``: whether this host can run an AVX2 build;
@@ -14,6 +18,8 @@ tiles read back from their scheduled TIR (shared by the CPU tile tests: ``from c
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import tvm
@@ -23,6 +29,7 @@ from tvm import relax
 from onnx_cases import assert_matches, model, onnxruntime_outputs, scheduled_by
 
 from hetpart import kernels, load
+from hetpart.kernels.rules import cpu_conv2d, cpu_matmul
 from hetpart.targets import cpu_tvm_target, host_triple
 
 
@@ -46,9 +53,36 @@ def conv(ic, oc, hw, k=1, stride=1, pad=0, epilogue="relu", batch=1):
     return model([node] + tail, inputs, [("y", [batch, oc, o, o], np.float32)], {"w": w, "b": b}, opset=13)
 
 
+def matmul(m: int, k: int, n: int, epilogue: str = "relu") -> onnx.ModelProto:
+    """``[m, k] @ [k, n]`` (a constant weight) + bias, then ReLU or a residual Add."""
+    rng = np.random.default_rng(m * 7 + k + n)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = (rng.standard_normal(n) * 0.5).astype(np.float32)
+    inputs = [("x", (m, k), np.float32)]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["c"])]
+    if epilogue == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
+        inputs.append(("r", (m, n), np.float32))
+    return model(nodes, inputs, [("y", [m, n], np.float32)], {"w": w, "b": b}, opset=13)
+
+
 def mcpu_target(mcpu: str) -> tvm.target.Target:
     """An LLVM target for this host's triple with ``-mcpu=mcpu`` and 2 cores."""
     return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 2})
+
+
+def avx512_target(cores: int = 16) -> tvm.target.Target:
+    """An LLVM ``sapphirerapids`` target (AVX-512: 32 vector registers) for this host's triple at ``cores`` cores."""
+    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": cores})
+
+
+def as_32_registers(monkeypatch) -> None:
+    """The conv and matmul rules see this host's target with 32 vector registers."""
+    for rule in (cpu_conv2d, cpu_matmul):
+        real = rule.cpu_shape
+        monkeypatch.setattr(rule, "cpu_shape", lambda t, real=real: dataclasses.replace(real(t), registers=32))
 
 
 def random_feeds(m: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -18,10 +18,9 @@ import pytest
 import tvm
 from onnx import helper
 
-from cpu_tile_cases import scheduled, tile_shape, update_chains
+from cpu_tile_cases import as_32_registers, scheduled, tile_shape, update_chains
 from onnx_cases import model, scheduled_by
 from test_kernels_r50_late import matches_onnxruntime_and_the_reference
-from test_kernels_rows_32_registers import _as_32_registers
 
 from hetpart.kernels.rules import cpu_conv2d
 from hetpart.targets import cpu_tvm_target
@@ -114,7 +113,7 @@ def test_rows_32_takes_13_plane_rows_on_avx512(ic, oc, hw, stride, monkeypatch):
 @pytest.mark.parametrize("case", [c for c in CASES if "7x7 +" in c or "s2 on 14x14" in c])
 def test_rows_32_tiles_match_onnxruntime(case, monkeypatch):
     """The 13-row tiles, built here with the rules told 32 registers, against ORT."""
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_ROWS_32", True)
     func = scheduled_by(CASES[case](), cpu_tvm_target(), "CpuConv2d")
     assert _fused(func) and _row_tiles(func)[0] == 13, func.script()

@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 import tvm
 
+from cpu_tile_cases import as_32_registers
 from onnx_cases import scheduled_by
 from test_kernels_r50_late import _conv, matches_onnxruntime_and_the_reference
-from test_kernels_rows_32_registers import _as_32_registers
 
 from hetpart.kernels import register_tile
 from hetpart.kernels.rules import cpu_matmul
@@ -37,7 +37,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime_and_the_reference(case, monkeypatch):
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     matches_onnxruntime_and_the_reference(CASES[case](), case)
 
 

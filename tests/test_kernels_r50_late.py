@@ -26,9 +26,8 @@ import pytest
 import tvm
 from onnx import helper
 
-from cpu_tile_cases import scheduled, tile_shape, update_chains
+from cpu_tile_cases import as_32_registers, scheduled, tile_shape, update_chains
 from onnx_cases import assert_matches, block_nests, model, onnxruntime_outputs, reference, run_on, scheduled_by
-from test_kernels_rows_32_registers import _as_32_registers
 
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import host_triple
@@ -195,6 +194,6 @@ def test_13_rows_on_32_registers_with_the_switch(monkeypatch):
 def test_13_row_tiles_match_onnxruntime(case, monkeypatch):
     """The 13-row tile and its split ragged tile, built on this host with the rules told it has
     32 registers (this host's lanes; LLVM spills what does not fit, the sums are the same)."""
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS_32", True)
     test_matches_onnxruntime_and_the_reference(case)

@@ -18,9 +18,8 @@ import onnx
 import pytest
 import tvm
 
-from cpu_tile_cases import build_and_run, conv, random_feeds, tile_shape
+from cpu_tile_cases import avx512_target, build_and_run, conv, matmul, random_feeds, tile_shape
 from onnx_cases import assert_matches, onnxruntime_outputs, reference
-from test_kernels_rows_32_registers import _avx512, _matmul
 
 from hetpart import kernels, load
 from hetpart.kernels import register_tile, weight_prepack
@@ -60,15 +59,15 @@ def test_the_split_pays_only_with_few_tiles_a_core():
 ])
 def test_one_vector_panels_where_the_loop_splits_unevenly(case, cores, vectors):
     ic, oc, hw, k, pad = case
-    assert _vectors(conv(ic, oc, hw, k=k, pad=pad), _avx512(cores)) == vectors
+    assert _vectors(conv(ic, oc, hw, k=k, pad=pad), avx512_target(cores)) == vectors
 
 
 def test_the_switch_off_keeps_two_vectors(monkeypatch):
     """Fails without the rule: densenet121's 7x7 3x3 conv keeps 2 vectors."""
     m = conv(128, 32, 7, k=3, pad=1)
-    assert _vectors(m, _avx512(16)) == 1
+    assert _vectors(m, avx512_target(16)) == 1
     monkeypatch.setattr(register_tile, "SMALL_SPLIT", False)
-    assert _vectors(m, _avx512(16)) == 2
+    assert _vectors(m, avx512_target(16)) == 2
 
 
 # One panel of two vectors with this host's lanes: 16 channels with AVX2's 8, 32 on an
@@ -80,7 +79,7 @@ CASES = {
     "3x3 128->2 vectors on 6x6 + relu": lambda: conv(128, _OC, 6, k=3, pad=1),
     "1x1 992->2 vectors on 7x7 + add": lambda: conv(992, _OC, 7, epilogue="add"),
     "3x3 64->2 vectors s2 on 12x12 -> 6x6": lambda: conv(64, _OC, 12, k=3, stride=2, pad=1, epilogue="none"),
-    "[7, 256] @ [256, 2 vectors] + relu": lambda: _matmul(7, 256, _OC),
+    "[7, 256] @ [256, 2 vectors] + relu": lambda: matmul(7, 256, _OC),
 }
 
 
