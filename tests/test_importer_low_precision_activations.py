@@ -35,7 +35,7 @@ from hetpart.targets import cuda_available, cuda_tvm_target
 
 from conftest import plan_from_assignment, run_composed
 from onnx_cases import cuda_source
-from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
+from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
 from test_kernels_tc_narrow_activation import _emulated
 from tir_loops import serial_everywhere
 

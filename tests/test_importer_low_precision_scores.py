@@ -20,7 +20,7 @@ from hetpart.kernels import wgmma_match as wm
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment, random_feeds, run_composed
-from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
+from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_tvm_target
 
 from onnx_cases import cuda_source
-from test_compiler_precision import all_on
+from precision_cases import all_on
 from test_kernels_gpu_tc_conv_splitk import _emulated_intrinsics as _tf32_emulated, _inverse_a
 from tir_loops import serial_everywhere
 
