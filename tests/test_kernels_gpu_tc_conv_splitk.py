@@ -33,9 +33,8 @@ import pytest
 from onnx import helper
 from tvm import s_tir, tirx
 
+from gpu_schedule_cases import H200_LIMITS, grid_blocks, run_cpu
 from onnx_cases import cuda_source, model, onnxruntime_outputs, run_on
-from test_kernels_gpu_splitk_fine import _blocks
-from test_kernels_splitk import H200_LIMITS, _run_cpu
 from tir_loops import serial_everywhere
 
 from hetpart import kernels, load
@@ -138,7 +137,7 @@ def test_layers_split_on_tensor_cores_in_two_verified_kernels(case):
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
     out = (size + 2 * (k // 2) - k) // stride + 1
     m, kk = out * out, cin * k * k
-    partials, summed = _blocks(scheduled)
+    partials, summed = grid_blocks(scheduled)
     tiles = CONV_SPLIT_TILE.blocks(1, m, cout)
     assert partials == tiles * conv_split_factor(1, m, cout, kk, cin if k > 1 else kk)
     assert partials >= 132 and summed * 256 >= m * cout
@@ -231,8 +230,8 @@ def test_schedules_compute_what_the_unscheduled_functions_compute(case, monkeypa
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     sch = _apply(func)
     assert sch is not None and "rfactor" in str(sch.trace)
-    want = _run_cpu(func)
-    got = _run_cpu(serial_everywhere(sch.mod["main"]))
+    want = run_cpu(func)
+    got = run_cpu(serial_everywhere(sch.mod["main"]))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
