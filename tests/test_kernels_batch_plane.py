@@ -67,10 +67,10 @@ def test_256_input_channels_go_to_the_channels_inner_copy_not_the_batch_plane(mo
     """320->128 on a batch of 8 7x7 planes: both rules apply; the channels-inner copy
     (``cpu_matmul._channels_inner_rows``, ``[n, 49, ic]``) was measured 0.83-0.93x the batch
     plane's time at batch 8 on sums this long, so it takes the conv; with it off, the batch plane."""
-    from test_kernels_r50_late import _copy_shape
+    from r50_cases import copy_shape
 
     m = conv(320, 128, 7, batch=8)
     func = scheduled(m, "haswell")
-    assert not _batch_plane(func, 400) and _copy_shape(func) == (8, 49, 320), func.script()
+    assert not _batch_plane(func, 400) and copy_shape(func) == (8, 49, 320), func.script()
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     assert _batch_plane(scheduled(m, "haswell"), 400)

@@ -20,7 +20,7 @@ from onnx import helper
 
 from cpu_tile_cases import as_32_registers, scheduled, tile_shape, update_chains
 from onnx_cases import model, scheduled_by
-from test_kernels_r50_late import matches_onnxruntime_and_the_reference
+from r50_cases import matches_onnxruntime_and_the_reference
 
 from hetpart.kernels.rules import cpu_conv2d
 from hetpart.targets import cpu_tvm_target
