@@ -301,10 +301,10 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
     """The same for a convolution: the scheduled function on input ``x`` equals the unscheduled
     one (bf16 weights widened exactly, float32 sums) on ``x`` rounded to bf16 -- the activation
     narrowed once, wherever the im2col gather puts each element -- and ONNX Runtime within 2e-2."""
-    from test_kernels_gpu_tc_conv_splitk import _conv
+    from tensor_core_cases import conv_relu
 
     cin, size, cout, k, stride, batch, sms, rule = CONVS[case]
-    m = _conv(cin, size, cout, k, stride, False, batch=batch, seed=2)
+    m = conv_relu(cin, size, cout, k, stride, False, batch=batch, seed=2)
     graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
     (func,) = [f for gv, f in weight_prepack.mark_weights(graph.module).functions_items()
                if isinstance(f, tirx.PrimFunc) and "conv" in gv.name_hint]
@@ -337,10 +337,10 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
 
 
 def test_convolutions_stay_tf32_where_their_switch_is_off(mma_on, monkeypatch):
-    from test_kernels_gpu_tc_conv_splitk import _conv
+    from tensor_core_cases import conv_relu
 
     monkeypatch.setattr(tc, "LOW_PRECISION_MMA_CONVOLUTIONS", False)
-    m = _conv(64, 56, 64, 3, 1, False)  # ResNet-50 3x3 at 56x56, batch 1: split-K on the tensor cores
+    m = conv_relu(64, 56, 64, 3, 1, False)  # ResNet-50 3x3 at 56x56, batch 1: split-K on the tensor cores
     graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
     src = cuda_source(kernels.build(weight_prepack.mark_weights(graph.module), SM90, cuda_graph=False))
     assert "m16n8k8.row.col.f32.tf32.tf32" in src and "m16n8k16" not in src

@@ -29,7 +29,7 @@ from hetpart.targets import cuda_tvm_target
 
 from onnx_cases import cuda_source
 from precision_cases import all_on
-from test_kernels_gpu_tc_conv_splitk import _emulated_intrinsics as _tf32_emulated, _inverse_a
+from tensor_core_cases import tf32_emulated_intrinsics as _tf32_emulated, tf32_inverse_a
 from tir_loops import serial_everywhere
 
 SM90 = cuda_tvm_target("sm_90")
@@ -76,12 +76,12 @@ def _emulated() -> dict[str, str]:
             T.reads(A[0:M, 0:K])
             T.writes(C[0:WARP, 0:regs])
             for lane, r in T.grid(WARP, regs):
-                row, col = T.meta_var(_inverse_a(lane, r))
+                row, col = T.meta_var(tf32_inverse_a(lane, r))
                 C[lane, r] = T.Cast("float32", A[row, col])
 
     with _lock:
         if not _registered:
-            TensorIntrin.register(_EMU, tf32._load_intrin(M, tf32.a_layout, _inverse_a, source="bfloat16")[0], impl)
+            TensorIntrin.register(_EMU, tf32._load_intrin(M, tf32.a_layout, tf32_inverse_a, source="bfloat16")[0], impl)
             _registered = True
     return {**names, "load_a_bfloat16": _EMU}
 
