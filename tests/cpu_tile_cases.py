@@ -13,7 +13,9 @@ tiles read back from their scheduled TIR (shared by the CPU tile tests: ``from c
 * ``host_has_avx2()``: whether this host can run an AVX2 build;
 * ``scheduled(m, mcpu)``: the CpuMatmul / CpuConv2d PrimFunc scheduled for that ``-mcpu``;
 * ``update_chains(func)`` / ``tile_shape(func)`` / ``tile_rows(func)``: the loops around each
-  ``*_update`` block; the ``(rows, vectors, lanes)`` register tile; its rows.
+  ``*_update`` block; the ``(rows, vectors, lanes)`` register tile; its rows;
+* ``indices_along_tile_loop(func, dims, steps)`` / ``constant_values(exprs)``: the update block's
+  iterators along the parallel tile loop; their values as ints.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import dataclasses
 import numpy as np
 import onnx
 import tvm
+import tvm_ffi
 from onnx import helper
 from tvm import relax
+from tvm.sym.analyzer import Analyzer
 
 from onnx_cases import assert_matches, model, onnxruntime_outputs, scheduled_by
 
@@ -165,3 +169,42 @@ def tile_shape(func) -> tuple[int, int, int]:
 def tile_rows(func) -> int:
     """The rows of :func:`tile_shape`'s register tile."""
     return tile_shape(func)[0]
+
+
+def _update_in_parallel_loop(func):
+    """``(parallel loop, update block realize)`` of the multiply-accumulate's tile."""
+    ((loops, realize),) = update_chains(func)
+    parallel = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.PARALLEL]
+    assert parallel, func.script()
+    return parallel[-1], realize
+
+
+def constant_values(exprs) -> list[int]:
+    """The constants of ``exprs``; the other loops' variables set to 0 where one is left."""
+    vals = []
+    for e in exprs:
+        if isinstance(e, tvm.tirx.IntImm):
+            vals.append(int(e.value))
+        else:
+            raise AssertionError(f"binding not constant along the tile loop: {e}")
+    return vals
+
+
+def indices_along_tile_loop(func, dims, steps: int | None = None) -> list[list]:
+    """For each block iterator in ``dims``, its value (simplified) at each of the first
+    ``steps`` iterations (all when None) of the parallel tile loop around the update
+    block, every loop inside that one at 0."""
+    par, realize = _update_in_parallel_loop(func)
+    inner = []
+    tvm_ffi.structural_walk(par.body, (tvm.tirx.For, lambda f: inner.append(f.loop_var)))
+    out = []
+    for dim in dims:
+        vals = []
+        for f in range(int(par.extent) if steps is None else steps):
+            a = Analyzer()
+            a.bind(par.loop_var, f)
+            for v in inner:
+                a.bind(v, 0)
+            vals.append(a.simplify(realize.iter_values[dim]))
+        out.append(vals)
+    return out

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
-import tvm_ffi
 from onnx import helper
-from tvm.sym.analyzer import Analyzer
 
-from cpu_tile_cases import conv, matches_onnxruntime, scheduled, tile_shape, update_chains
+from cpu_tile_cases import constant_values, conv, indices_along_tile_loop, matches_onnxruntime, scheduled, tile_shape
 from onnx_cases import model
 
 from hetpart.kernels import register_tile
@@ -55,51 +52,12 @@ def test_batched_tiles_match_onnxruntime(case, monkeypatch):
     matches_onnxruntime(m, case)
 
 
-def _update_in_parallel_loop(func):
-    """``(parallel loop, update block realize)`` of the multiply-accumulate's tile."""
-    ((loops, realize),) = update_chains(func)
-    parallel = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.PARALLEL]
-    assert parallel, func.script()
-    return parallel[-1], realize
-
-
-def _values(exprs) -> list[int]:
-    """The constants of ``exprs``; the other loops' variables set to 0 where one is left."""
-    vals = []
-    for e in exprs:
-        if isinstance(e, tvm.tirx.IntImm):
-            vals.append(int(e.value))
-        else:
-            raise AssertionError(f"binding not constant along the tile loop: {e}")
-    return vals
-
-
-def indices_along_tile_loop(func, dims, steps: int | None = None) -> list[list]:
-    """For each block iterator in ``dims``, its value (simplified) at each of the first
-    ``steps`` iterations (all when None) of the parallel tile loop around the update
-    block, every loop inside that one at 0."""
-    par, realize = _update_in_parallel_loop(func)
-    inner = []
-    tvm_ffi.structural_walk(par.body, (tvm.tirx.For, lambda f: inner.append(f.loop_var)))
-    out = []
-    for dim in dims:
-        vals = []
-        for f in range(int(par.extent) if steps is None else steps):
-            a = Analyzer()
-            a.bind(par.loop_var, f)
-            for v in inner:
-                a.bind(v, 0)
-            vals.append(a.simplify(realize.iter_values[dim]))
-        out.append(vals)
-    return out
-
-
 def _tile_order(func) -> tuple[list[int], list[int]]:
     """(image index, output-channel index) of the update block along the tile loop
     (iterators 0 and 1 of an NCHW conv's / a ``[b, m, n]`` matmul's block: ``n, oc`` /
     ``b, m``)."""
     images, channels = indices_along_tile_loop(func, (0, 1))
-    return _values(images), _values(channels)
+    return constant_values(images), constant_values(channels)
 
 
 def _images_bytes(m) -> int:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpu_tile_cases import build_and_run, conv, random_feeds, scheduled
+from cpu_tile_cases import build_and_run, conv, indices_along_tile_loop, random_feeds, scheduled
 from onnx_cases import assert_matches, onnxruntime_outputs
-from test_kernels_batch_order import indices_along_tile_loop
 
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import cpu_tvm_target

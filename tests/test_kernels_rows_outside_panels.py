@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from cpu_tile_cases import matches_onnxruntime, scheduled
+from cpu_tile_cases import constant_values, indices_along_tile_loop, matches_onnxruntime, scheduled
 from onnx_cases import model
-from test_kernels_batch_order import _values, indices_along_tile_loop
 
 from hetpart.kernels import register_tile
 
@@ -56,7 +55,7 @@ def _order(m, mcpu="haswell"):
     """(output-channel index, image row) of the update block along the tile loop (block
     iterators 0 and 1 of a batch-1 NCHW conv: ``oc, h``, the unit batch dropped)."""
     channels, rows = indices_along_tile_loop(scheduled(m, mcpu), (0, 1))
-    return _values(channels), _values(rows)
+    return constant_values(channels), constant_values(rows)
 
 
 @pytest.mark.parametrize("case", list(CASES))
