@@ -192,7 +192,7 @@ def test_partitioned_plan_compiles_in_its_precision(zoo_graph, zoo_onnx):
     ``cuda=fp32`` builds without TF32."""
     from hetpart.partitioner import partition
 
-    from test_partitioner_models import mlp_favouring_gpu
+    from partition_graphs import mlp_favouring_gpu
 
     graph = zoo_graph("mlp")
     plan = partition(graph, cost_model=mlp_favouring_gpu(graph), progress=False, precision="cuda=bf16")
