@@ -12,6 +12,7 @@ tiles read back from their scheduled TIR (shared by the CPU tile tests: ``from c
   seeded inputs; the all-CPU build run once; hetpart's output against ONNX Runtime's;
 * ``host_has_avx2()``: whether this host can run an AVX2 build;
 * ``scheduled(m, mcpu)``: the CpuMatmul / CpuConv2d PrimFunc scheduled for that ``-mcpu``;
+  ``conv2d_script(m, mcpu)``: the script of the CpuConv2d one;
 * ``update_chains(func)`` / ``tile_shape(func)`` / ``tile_rows(func)``: the loops around each
   ``*_update`` block; the ``(rows, vectors, lanes)`` register tile; its rows;
 * ``indices_along_tile_loop(func, dims, steps)`` / ``constant_values(exprs)``: the update block's
@@ -131,6 +132,12 @@ def scheduled(m: onnx.ModelProto, mcpu: str):
     """The CpuMatmul or CpuConv2d PrimFunc that ``m`` fuses into, scheduled for ``mcpu_target(mcpu)``."""
     func = scheduled_by(m, mcpu_target(mcpu), "CpuMatmul", "CpuConv2d")
     return func
+
+
+def conv2d_script(m, mcpu: str = "haswell") -> str:
+    """The TVMScript of ``m``'s CpuConv2d PrimFunc scheduled for ``mcpu_target(mcpu)``."""
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuConv2d")
+    return func.script()
 
 
 def update_chains(func) -> list[tuple[list, object]]:

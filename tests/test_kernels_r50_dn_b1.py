@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from cpu_tile_cases import matches_onnxruntime, mcpu_target, scheduled
+from cpu_tile_cases import conv2d_script, matches_onnxruntime, mcpu_target, scheduled
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
-from test_kernels_channels_inner_window import _scheduled as _conv_scheduled
 
 from hetpart.kernels.rules import cpu_conv2d, cpu_matmul, cpu_reduction
 
@@ -105,19 +104,19 @@ def _channels_inner(script: str, c: int, hw: int) -> bool:
 @pytest.mark.parametrize("oc,hw", [(256, 7), (512, 7), (256, 14)])
 def test_wide_3x3_reads_channels_innermost(mcpu, oc, hw, monkeypatch):
     m = _conv(256, oc, hw, k=3, epilogue="relu")
-    assert _channels_inner(_conv_scheduled(m, mcpu), 256, hw)
+    assert _channels_inner(conv2d_script(m, mcpu), 256, hw)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WIDE", False)
-    assert not _channels_inner(_conv_scheduled(m, mcpu), 256, hw)
+    assert not _channels_inner(conv2d_script(m, mcpu), 256, hw)
 
 
 @pytest.mark.parametrize("ic,oc,hw", [(192, 192, 14), (256, 640, 7), (256, 256, 5)],
                          ids=["192 output channels", "640 output channels", "5x5 plane"])
 def test_other_3x3_unchanged(ic, oc, hw, monkeypatch):
     m = _conv(ic, oc, hw, k=3, epilogue="relu")
-    after = _conv_scheduled(m)
+    after = conv2d_script(m)
     assert not _channels_inner(after, ic, hw)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WIDE", False)
-    assert _conv_scheduled(m) == after
+    assert conv2d_script(m) == after
 
 
 def _pool(op, c, hw, k=2, stride=2, pad=0):
