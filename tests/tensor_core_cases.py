@@ -8,7 +8,9 @@
 * ``narrow_emulated_intrinsics()``: the same with the narrow (bf16 / fp16) fragment loads and MMA
   emulated, the activation's narrowing kept;
 * ``bf16_activation_emulated_intrinsics()``: the tf32 emulation plus ``load_a_bfloat16``'s (a bf16
-  activation widened in fragments).
+  activation widened in fragments);
+* ``compiled_cuda_library(model, monkeypatch, options)``: ``model`` compiled all-CUDA for sm_90 (no
+  GPU needed): its libraries' bytes and the wgmma substitution's ``main`` / ``main_dps``.
 """
 
 from __future__ import annotations
@@ -223,3 +225,29 @@ def bf16_activation_emulated_intrinsics() -> dict[str, str]:
             TensorIntrin.register(_BF16_LOAD_EMU, tf32._load_intrin(M, tf32.a_layout, tf32_inverse_a, source="bfloat16")[0], impl)
             _bf16_load_registered = True
     return {**names, "load_a_bfloat16": _BF16_LOAD_EMU}
+
+
+def compiled_cuda_library(model, monkeypatch, options) -> tuple[bytes, dict]:
+    """``model`` compiled all-CUDA for sm_90 (no GPU): its libraries' bytes, and the Relax
+    functions ``main`` / ``main_dps`` as the substitution left them (TVMScript)."""
+    import glob
+
+    from onnx_cases import plan_all_on
+
+    from hetpart import compiler, importer
+    from hetpart.kernels import wgmma_substitute as ws
+
+    scripts: dict = {}
+    real = ws.substitute
+
+    def spy(mod, target, options=ws.DEFAULT):
+        out = real(mod, target, options)
+        scripts.update((gv.name_hint, f.script(show_meta=False)) for gv, f in out.functions_items()
+                       if gv.name_hint in ("main", "main_dps"))
+        return out
+
+    monkeypatch.setattr(ws, "substitute", spy)
+    cm = compiler.compile(plan_all_on(importer.load(model), "cuda"), cuda_arch="sm_90", progress=False, jobs=1,
+                          options=options)
+    assert cm.partitions[0].dps  # main_dps writes the output in place
+    return b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so")), scripts
