@@ -254,17 +254,17 @@ def test_parallel_prepares_write_every_record_in_item_order(cuda_run):
 @pytest.fixture(scope="module")
 def cpu_convs_run(corpus, tmp_path_factory):
     """One timed CPU corpus run of an ONNX file (``--onnx``, the 4-conv model of
-    test_kernels_cpu_blocked_conv), NCHW: the results file and the export directory.
+    blocked_conv_cases, test_kernels_cpu_blocked_conv's), NCHW: the results file and the export directory.
     test_an_onnx_file_is_timed_against_onnxruntime_on_that_file checks its timing; the
     blocked test adds its NCHW8c record to a copy (each had run an NCHW build of its own)."""
     import onnx
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_kernels_cpu_blocked_conv import _model
+    from blocked_conv_cases import four_conv_model
 
     tmp = tmp_path_factory.mktemp("corpus-cpu")
     path, out, exports = tmp / "convs.onnx", tmp / "corpus.json", tmp / "exports"
-    onnx.save(_model(1, 7), str(path))
+    onnx.save(four_conv_model(1, 7), str(path))
     assert corpus.main(["--onnx", f"convs={path}", "--devices", "cpu", "--time", "--repeat", "2", "--out", str(out),
                         "--export-dir", str(exports)]) == 0
     return path, out, exports

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_kernels_cpu_blocked_conv import _model  # noqa: E402
+from blocked_conv_cases import four_conv_model  # noqa: E402
 
 from hetpart.cli.main import main  # noqa: E402
 
@@ -27,7 +27,7 @@ def cli(capsys, *argv):
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "blocked.onnx"
-    onnx.save(_model(1, 7), str(path))
+    onnx.save(four_conv_model(1, 7), str(path))
     return path
 
 
@@ -99,7 +99,7 @@ def test_the_default_block_needs_avx512_a_convolution_and_the_switch(monkeypatch
     from hetpart import load
     from hetpart.importer import conv_layout
 
-    conv, mlp = load(_model(1, 7)), load("zoo:mlp:small")
+    conv, mlp = load(four_conv_model(1, 7)), load("zoo:mlp:small")
     monkeypatch.setattr(conv_layout, "host_block", lambda target=None: 16)
     assert conv_layout.default_block(conv) == 16 and conv_layout.default_block(mlp) is None
     monkeypatch.setattr(conv_layout, "DEFAULT_ON_AVX512", False)

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from hetpart.cli.main import main
-from test_runtime_data_parallel import split_model
+from data_parallel_cases import split_model
 
 
 def cli(capsys, *argv):

@@ -3,7 +3,7 @@
 of the loaded model) a DataParallelSession whose outputs are ONNX Runtime's; a
 directory of any other kind is a typed error naming what was expected.
 
-The split is made on stub costs (tests/test_runtime_data_parallel.py); the GPU side
+The split is made on stub costs (tests/data_parallel_cases.py); the GPU side
 runs in simulation.
 """
 
@@ -19,7 +19,7 @@ from hetpart.compiler.data_parallel import DataParallelModel
 from hetpart.compiler.loader import artifact_kind
 from hetpart.data_parallel import plan_data_parallel
 from hetpart.runtime.data_parallel_session import DataParallelSession
-from test_runtime_data_parallel import EVEN, TOL, _onnxruntime, feeds, split_model
+from data_parallel_cases import EVEN, TOL, feeds, onnxruntime_by_name, split_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_session_of_a_data_parallel_artifact_is_a_data_parallel_session(saved, h
     with hetpart.Session(arg) as s:
         assert isinstance(s, DataParallelSession) and s.split == [("cuda", 8), ("cpu", 8)]
         got = s.run(feed)
-    want = _onnxruntime(split_model(), feed)
+    want = onnxruntime_by_name(split_model(), feed)
     for name in ("y", "yt"):
         np.testing.assert_allclose(got[name], want[name], **TOL)
 
@@ -57,7 +57,7 @@ def test_session_of_a_plain_artifact_directory_is_a_session(saved):
     with hetpart.Session(saved / "cpu") as s:
         assert type(s) is hetpart.Session
         got = s.run(feed)
-    np.testing.assert_allclose(got["y"], _onnxruntime(split_model(), feed)["y"], **TOL)
+    np.testing.assert_allclose(got["y"], onnxruntime_by_name(split_model(), feed)["y"], **TOL)
 
 
 def test_a_directory_of_another_kind_is_a_typed_error(saved, tmp_path):

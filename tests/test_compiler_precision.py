@@ -20,16 +20,13 @@ import numpy as np
 import pytest
 
 from hetpart import compiler, importer, models
-from hetpart.bench.peers import ort_session
 from hetpart.contracts.precision import DEFAULT, Precision
 from hetpart.errors import PlanError
 from hetpart.importer.low_precision import param_bytes
 
 from conftest import random_feeds, run_composed
+from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
 from streaming_plans import plan_with_devices
-
-REL_TOL = 2e-2
-"""Issue 17: relative error against float32 at most 2e-2 on every corpus model."""
 
 INDEX_AGREEMENT = 0.95
 """Integer outputs (the detector's NMS box indices) are chosen by comparing scores:
@@ -49,25 +46,6 @@ CASES = [pytest.param(fmt, m, marks=() if m in FAST else pytest.mark.slow)
          for fmt in ("bf16", "fp16") for m in models.names() if fmt == "bf16" or m in FP16]
 """Measured (small zoo, seed 0, 2026-12-03): largest relative error bf16 8.4e-3 (bert),
 fp16 1.6e-3 (t5enc); float32 itself 8.6e-7."""
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max |want| (0 for an all-zero reference matched exactly)."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    scale = np.abs(want).max() if want.size else 0.0
-    diff = np.abs(got - want).max() if want.size else 0.0
-    return float(diff / scale) if scale > 0 else float(diff)
-
-
-def ort_outputs(onnx_model, feeds):
-    sess = ort_session(onnx_model)
-    return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
-
-
-def all_on(graph, device: str, name: str = "precision"):
-    from conftest import plan_from_assignment
-
-    return plan_from_assignment(graph, {k: device for k in graph.kernels}, name)
 
 
 def _check_against_ort(onnx_model, graph, compiled, seed=0):
@@ -214,7 +192,7 @@ def test_partitioned_plan_compiles_in_its_precision(zoo_graph, zoo_onnx):
     ``cuda=fp32`` builds without TF32."""
     from hetpart.partitioner import partition
 
-    from test_partitioner_models import mlp_favouring_gpu
+    from partition_graphs import mlp_favouring_gpu
 
     graph = zoo_graph("mlp")
     plan = partition(graph, cost_model=mlp_favouring_gpu(graph), progress=False, precision="cuda=bf16")

@@ -23,7 +23,7 @@ from hetpart.partitioner.grouping import Group
 from hetpart.partitioner.layout import Layout
 from hetpart.partitioner.problem import STREAM, build_problem
 
-from test_partitioner_overlap import decode_chain, decode_costs, half_cap, plan
+from chain_cases import decode_chain, decode_costs, half_cap, plan
 
 MS = 1e-3
 

@@ -18,8 +18,7 @@ from hetpart.partitioner import overlap
 from hetpart.partitioner.layout import partition_overheads
 from hetpart.partitioner.memory_rules import RULES
 from hetpart.partitioner.problem import STREAM, build_problem, wake_costs
-from test_partitioner_overlap import decode_chain, decode_costs, half_cap
-from test_partitioner_wake import alternating_chain
+from chain_cases import alternating_chain, decode_chain, decode_costs, half_cap
 
 H200 = Path(__file__).resolve().parents[1] / "bench/results/profile-capped-nvidia-h200.json"
 

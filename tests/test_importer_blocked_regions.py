@@ -9,50 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-
-def _small_densenet():
-    rng = np.random.default_rng(5)
-    nodes, inits = [], []
-
-    def const(a, name):
-        inits.append(numpy_helper.from_array(np.asarray(a, np.float32), name))
-        return name
-
-    def conv(x, ci, co, k, name, pad=0, stride=1, bias=True):
-        w = const(rng.standard_normal((co, ci, k, k)) / np.sqrt(ci * k * k), f"{name}_w")
-        ins = [x, w] + ([const(rng.standard_normal(co) * 0.1, f"{name}_b")] if bias else [])
-        nodes.append(helper.make_node("Conv", ins, [name], pads=[pad] * 4, strides=[stride] * 2, kernel_shape=[k, k]))
-        return name
-
-    def bn_relu(x, c, name):
-        ps = [const(rng.uniform(-1.5, 1.5, c), f"{name}_s"), const(rng.standard_normal(c) * 0.1, f"{name}_b"),
-              const(rng.standard_normal(c) * 0.1, f"{name}_m"), const(rng.uniform(0.5, 1.5, c), f"{name}_v")]
-        nodes.append(helper.make_node("BatchNormalization", [x, *ps], [f"{name}_bn"], epsilon=1e-5))
-        nodes.append(helper.make_node("Relu", [f"{name}_bn"], [f"{name}_r"]))
-        return f"{name}_r"
-
-    def relu(x):
-        nodes.append(helper.make_node("Relu", [x], [f"{x}_r"]))
-        return f"{x}_r"
-
-    nodes.append(helper.make_node("MaxPool", [relu(conv("x", 3, 16, 3, "stem", pad=1))], ["p"],
-                                  kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
-    feats = ["p"]
-    for i in range(2):
-        c = 16 + 8 * i
-        if len(feats) > 1:
-            nodes.append(helper.make_node("Concat", feats, [f"cat{i}"], axis=1))
-        h = relu(conv(bn_relu(f"cat{i}" if len(feats) > 1 else "p", c, f"n{i}"), c, 16, 1, f"b{i}"))
-        feats.append(conv(h, 16, 8, 3, f"g{i}", pad=1, bias=False))
-    nodes.append(helper.make_node("Concat", feats, ["cat2"], axis=1))
-    t = conv(bn_relu("cat2", 32, "t"), 32, 16, 1, "tr", bias=False)
-    nodes.append(helper.make_node("AveragePool", [t], ["avg"], kernel_shape=[2, 2], strides=[2, 2]))
-    nodes.append(helper.make_node("Identity", [bn_relu("avg", 16, "n5")], ["y"]))
-    g = helper.make_graph(nodes, "small_densenet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 4, 4])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+from blocked_conv_cases import small_densenet
 
 
 def _transforms(graph) -> int:
@@ -70,7 +28,7 @@ def test_the_dense_block_stays_blocked(monkeypatch, widen, transforms):
     monkeypatch.setattr(conv_layout, "FUSED_TRANSFORMS", False)
     monkeypatch.setattr(blocked_sink, "BLOCKED_DEPTHWISE", False)  # the widening alone (with it: 1, the stem blocked)
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", widen)
-    graph = hetpart.load(_small_densenet(), conv_block=8)
+    graph = hetpart.load(small_densenet(), conv_block=8)
     assert _transforms(graph) == transforms, [k.func for k in graph.kernels.values()]
     ops = " ".join(" ".join(k.ops) for k in graph.kernels.values())
     assert ops.count("conv2d_NCHWc") == 5  # every conv but the 3-channel stem
@@ -90,7 +48,7 @@ def test_the_blocked_build_matches_ort_and_the_reference(monkeypatch, plan_for, 
 
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", widen)
     monkeypatch.setattr(cpu_injective, "BLOCKED_CONCAT_VECTORS", vectors)
-    model = _small_densenet()
+    model = small_densenet()
     graph = hetpart.load(model, conv_block=8)
     cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
     x = np.random.default_rng(8).standard_normal((1, 3, 16, 16)).astype(np.float32)
@@ -114,7 +72,7 @@ def test_a_blocked_concat_keeps_its_channel_block_as_vectors():
     from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target
 
-    graph = hetpart.load(_small_densenet(), conv_block=8)
+    graph = hetpart.load(small_densenet(), conv_block=8)
     cats = [k for k in graph.kernels.values() if "concatenate" in k.ops]
     assert len(cats) == 2
     for k in cats:

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_kernels_cpu_blocked_conv import _model  # noqa: E402
+from blocked_conv_cases import four_conv_model  # noqa: E402
 
 from hetpart.errors import ModelLoadError, PlanError  # noqa: E402
 
@@ -24,7 +24,7 @@ def test_conv_block_compiles_for_the_cpu_and_matches_ort(plan_for, compose, tmp_
     import hetpart
     from hetpart import compiler
 
-    model = _model(2, 7)
+    model = four_conv_model(2, 7)
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]
     assert graph.conv_block == 8
@@ -47,14 +47,14 @@ def test_conv_block_refuses_gpu_partitions_and_bad_blocks(plan_for):
     import hetpart
     from hetpart import compiler
 
-    graph = hetpart.load(_model(1, 7), conv_block=8)
+    graph = hetpart.load(four_conv_model(1, 7), conv_block=8)
     order = graph.topological_order()
     plan = plan_for(graph, {k: ("cuda" if k == order[-1] else "cpu") for k in order})
     with pytest.raises(PlanError, match="conv_block=8"):
         compiler.compile(plan, simulate=True, progress=False)
     for bad in (4, 12, True, "8"):
         with pytest.raises(ModelLoadError, match="conv_block"):
-            hetpart.load(_model(1, 7), conv_block=bad)
+            hetpart.load(four_conv_model(1, 7), conv_block=bad)
 
 
 def _dense_block():

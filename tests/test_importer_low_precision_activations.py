@@ -35,8 +35,8 @@ from hetpart.targets import cuda_available, cuda_tvm_target
 
 from conftest import plan_from_assignment, run_composed
 from onnx_cases import cuda_source
-from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
-from test_kernels_tc_narrow_activation import _emulated
+from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
+from tensor_core_cases import bf16_activation_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 
@@ -184,9 +184,9 @@ def test_transformers_attention_form(switch_on):
     """transformers' eager export (the corpus's Whisper / DistilBERT form: q scaled after its
     projection, ``K^T`` a Transpose node): the merged heads, read by the out-projection alone,
     are stored in bf16; the model's input (x) is not an edge."""
-    from test_importer_low_precision_scores import _hf_attention
+    from precision_cases import hf_attention
 
-    m = _hf_attention(seq=48)
+    m = hf_attention(seq=48)
     graph = load(m)
     assert lpa.gemm_input_edges(graph, graph.kernels) == []  # weights still float32: no bf16 GEMM
     lowered = _lowered(graph)
@@ -222,7 +222,7 @@ def test_rule_stages_bf16_a_of_a_projection(switch_on, monkeypatch):
     fragment loads (``load_a_bfloat16``); emulated on the CPU it computes A @ W + bias + residual."""
     lowered, k = _projection(load(bert_layer(hidden=128)))
     func = _marked(lowered, k)
-    names = _emulated()
+    names = bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions()).apply(func, SM90)
@@ -358,10 +358,10 @@ def _emulated_mma() -> dict[str, str]:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    from test_kernels_gpu_bf16_mma import _emulated_intrinsics
+    from tensor_core_cases import narrow_emulated_intrinsics
 
     global _emu_registered
-    names = _emulated_intrinsics()
+    names = narrow_emulated_intrinsics()
     M, K, WARP, SCOPE = tf32.M, tf32.MMA_K, tf32.WARP, tf32.SCOPE
 
     @T.prim_func(s_tir=True)

@@ -20,7 +20,7 @@ from hetpart.kernels import wgmma_match as wm
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment, random_feeds, run_composed
-from test_compiler_precision import REL_TOL, all_on, ort_outputs, relative_error
+from precision_cases import REL_TOL, all_on, hf_attention, ort_outputs, relative_error
 
 
 @pytest.fixture(autouse=True)
@@ -126,56 +126,11 @@ def test_matches_onnxruntime_on_gpu(zoo_onnx, switch_on):
     _check(load(whisperish), whisperish, simulate=False)
 
 
-def _hf_attention(seq=24, width=32, heads=2):
-    """Whisper's encoder self-attention as transformers' eager export spells it: q scaled
-    after its projection, k without bias, ``K^T`` a Transpose node, Softmax(axis=-1)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    d = width // heads
-    inits, nodes = [], []
-
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def proj(name, bias=True):
-        w = const(f"{name}.w", (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32))
-        nodes.append(helper.make_node("MatMul", ["x", w], [f"{name}.mm"]))
-        if not bias:
-            return f"{name}.mm"
-        b = const(f"{name}.b", (0.1 * rng.standard_normal(width)).astype(np.float32))
-        nodes.append(helper.make_node("Add", [f"{name}.mm", b], [f"{name}.y"]))
-        return f"{name}.y"
-
-    shape = const("heads_shape", np.array([1, seq, heads, d], np.int64))
-
-    def split(t, name):
-        nodes.append(helper.make_node("Reshape", [t, shape], [f"{name}.r"]))
-        nodes.append(helper.make_node("Transpose", [f"{name}.r"], [f"{name}.t"], perm=[0, 2, 1, 3]))
-        return f"{name}.t"
-
-    nodes.append(helper.make_node("Mul", [proj("q"), const("scaling", np.array(d ** -0.5, np.float32))], ["q.s"]))
-    q, k, v = split("q.s", "q"), split(proj("k", bias=False), "k"), split(proj("v"), "v")
-    nodes += [helper.make_node("Transpose", [k], ["kT"], perm=[0, 1, 3, 2]),
-              helper.make_node("MatMul", [q, "kT"], ["scores"]),
-              helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
-              helper.make_node("MatMul", ["probs", v], ["ctx"]),
-              helper.make_node("Transpose", ["ctx"], ["ctx.t"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["ctx.t", const("merge_shape", np.array([1, seq, width], np.int64))],
-                               ["ctx.m"])]
-    w = const("o.w", (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32))
-    nodes.append(helper.make_node("MatMul", ["ctx.m", w], ["y"]))
-    graph = helper.make_graph(nodes, "hf_attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, width])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-
-
 def test_transformers_attention_form(switch_on):
     """The form of the corpus's Whisper export: both edges found, outputs within 2e-2 of ORT."""
     from hetpart import load
 
-    m = _hf_attention()
+    m = hf_attention()
     graph = load(m)
     (edge_in, edge_out) = lps.score_edges(graph, graph.kernels)
     assert graph.kernels[edge_in.consumers[0]].op_class == "softmax" and edge_out.producer == edge_in.consumers[0]

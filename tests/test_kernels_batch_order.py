@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
-import tvm_ffi
 from onnx import helper
-from tvm.sym.analyzer import Analyzer
 
+from cpu_tile_cases import constant_values, conv, indices_along_tile_loop, matches_onnxruntime, scheduled, tile_shape
 from onnx_cases import model
-from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled, _tile, _update_chains
 
 from hetpart.kernels import register_tile
 from hetpart.kernels.rules import cpu_matmul
@@ -40,10 +37,10 @@ def _matmul(b, m, k, n):
 
 
 CASES = {
-    "1x1 256->32 on 14x14 + relu, batch 3": lambda: _conv(256, 32, 14, batch=3),
-    "1x1 512->32 on 7x7 + add, batch 3": lambda: _conv(512, 32, 7, epilogue="add", batch=3),
-    "1x1 64->32 s2 28x28 -> 14x14, batch 3": lambda: _conv(64, 32, 28, stride=2, epilogue="none", batch=3),
-    "3x3 32->64 on 14x14 + relu, batch 3": lambda: _conv(32, 64, 14, k=3, pad=1, batch=3),
+    "1x1 256->32 on 14x14 + relu, batch 3": lambda: conv(256, 32, 14, batch=3),
+    "1x1 512->32 on 7x7 + add, batch 3": lambda: conv(512, 32, 7, epilogue="add", batch=3),
+    "1x1 64->32 s2 28x28 -> 14x14, batch 3": lambda: conv(64, 32, 28, stride=2, epilogue="none", batch=3),
+    "3x3 32->64 on 14x14 + relu, batch 3": lambda: conv(32, 64, 14, k=3, pad=1, batch=3),
     "[3, 24, 64] @ [64, 48] + relu": lambda: _matmul(3, 24, 64, 48),
 }
 
@@ -52,46 +49,7 @@ CASES = {
 def test_batched_tiles_match_onnxruntime(case, monkeypatch):
     m = CASES[case]()
     monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 1.5))
-    _matches_onnxruntime(m, case)
-
-
-def _update_in_parallel_loop(func):
-    """``(parallel loop, update block realize)`` of the multiply-accumulate's tile."""
-    ((loops, realize),) = _update_chains(func)
-    parallel = [lp for lp in loops if lp.kind == tvm.tirx.ForKind.PARALLEL]
-    assert parallel, func.script()
-    return parallel[-1], realize
-
-
-def _values(exprs) -> list[int]:
-    """The constants of ``exprs``; the other loops' variables set to 0 where one is left."""
-    vals = []
-    for e in exprs:
-        if isinstance(e, tvm.tirx.IntImm):
-            vals.append(int(e.value))
-        else:
-            raise AssertionError(f"binding not constant along the tile loop: {e}")
-    return vals
-
-
-def indices_along_tile_loop(func, dims, steps: int | None = None) -> list[list]:
-    """For each block iterator in ``dims``, its value (simplified) at each of the first
-    ``steps`` iterations (all when None) of the parallel tile loop around the update
-    block, every loop inside that one at 0."""
-    par, realize = _update_in_parallel_loop(func)
-    inner = []
-    tvm_ffi.structural_walk(par.body, (tvm.tirx.For, lambda f: inner.append(f.loop_var)))
-    out = []
-    for dim in dims:
-        vals = []
-        for f in range(int(par.extent) if steps is None else steps):
-            a = Analyzer()
-            a.bind(par.loop_var, f)
-            for v in inner:
-                a.bind(v, 0)
-            vals.append(a.simplify(realize.iter_values[dim]))
-        out.append(vals)
-    return out
+    matches_onnxruntime(m, case)
 
 
 def _tile_order(func) -> tuple[list[int], list[int]]:
@@ -99,7 +57,7 @@ def _tile_order(func) -> tuple[list[int], list[int]]:
     (iterators 0 and 1 of an NCHW conv's / a ``[b, m, n]`` matmul's block: ``n, oc`` /
     ``b, m``)."""
     images, channels = indices_along_tile_loop(func, (0, 1))
-    return _values(images), _values(channels)
+    return constant_values(images), constant_values(channels)
 
 
 def _images_bytes(m) -> int:
@@ -121,7 +79,7 @@ def test_batch_loop_is_outside_the_weight_panels(case, mcpu, read, monkeypatch):
     image: ``cpu_conv2d.subsampled_1x1``.)"""
     m = CASES[case]()
     monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) / read * 1.5))
-    image, channel = _tile_order(_scheduled(m, mcpu))
+    image, channel = _tile_order(scheduled(m, mcpu))
     assert image == sorted(image) and image[0] == 0 and image[-1] == 2, image
     per_image = [channel[i] for i in range(len(image)) if image[i] == 0]
     assert len(set(per_image)) > 1, "every panel within one image's tiles"
@@ -130,9 +88,9 @@ def test_batch_loop_is_outside_the_weight_panels(case, mcpu, read, monkeypatch):
 def test_images_in_groups_that_fit(monkeypatch):
     """Four images, two fitting the group size: the tile loop runs groups of two images
     (0-1 then 2-3), every panel over a group's images before the next group."""
-    m = _conv(256, 32, 14, batch=4)
+    m = conv(256, 32, 14, batch=4)
     monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", int(_images_bytes(m) * 2.5))
-    image, channel = _tile_order(_scheduled(m, "haswell"))
+    image, channel = _tile_order(scheduled(m, "haswell"))
     groups = [i // 2 for i in image]
     assert groups == sorted(groups) and set(image[: len(image) // 2]) == {0, 1}, image
     assert len(set(channel[: len(image) // 2])) > 1, "every panel within the first group"
@@ -142,53 +100,53 @@ def test_batched_matmul_rows_outside_the_weight_panels(monkeypatch):
     """``[3, 24, 64] @ [64, 48]``: the batch (block iterator 0) outermost in the tile loop."""
     m = CASES["[3, 24, 64] @ [64, 48] + relu"]()
     monkeypatch.setattr(register_tile, "BATCH_GROUP_BYTES", 24 * 64 * 4)
-    image, _ = _tile_order(_scheduled(m, "haswell"))
+    image, _ = _tile_order(scheduled(m, "haswell"))
     assert image == sorted(image) and image[-1] == 2, image
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(256, 32, 14), lambda: _conv(256, 32, 14, batch=3)],
+@pytest.mark.parametrize("m", [lambda: conv(256, 32, 14), lambda: conv(256, 32, 14, batch=3)],
                          ids=["batch 1", "batch 3 that fits"])
 def test_schedule_unchanged_where_the_batch_fits(m, monkeypatch):
     """At batch 1, or where the batch's images fit :data:`BATCH_GROUP_BYTES`, the scheduled
     TIR is the one of the order before (the switch off)."""
     model_ = m()
-    after = _scheduled(model_, "haswell").script()
+    after = scheduled(model_, "haswell").script()
     monkeypatch.setattr(register_tile, "BATCH_OUTSIDE_PANELS", False)
-    assert _scheduled(model_, "haswell").script() == after
+    assert scheduled(model_, "haswell").script() == after
 
 
 # --- a batch of 14x14 images: 1x1 convs on the padded plane (cpu_matmul._ragged_plane) ---
 
 PLANE_CASES = {
-    "1x1 256->32 on 14x14 + relu, batch 2": lambda: _conv(256, 32, 14, batch=2),
-    "1x1 256->48 on 14x14 + add, batch 3": lambda: _conv(256, 48, 14, epilogue="add", batch=3),
-    "1x1 256->40 on 17x17, batch 2": lambda: _conv(256, 40, 17, epilogue="none", batch=2),
+    "1x1 256->32 on 14x14 + relu, batch 2": lambda: conv(256, 32, 14, batch=2),
+    "1x1 256->48 on 14x14 + add, batch 3": lambda: conv(256, 48, 14, epilogue="add", batch=3),
+    "1x1 256->40 on 17x17, batch 2": lambda: conv(256, 40, 17, epilogue="none", batch=2),
 }
 
 
 @pytest.mark.parametrize("case", list(PLANE_CASES))
 def test_padded_plane_matches_onnxruntime(case):
     m = PLANE_CASES[case]()
-    _matches_onnxruntime(m, case)
+    matches_onnxruntime(m, case)
 
 
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
 def test_batched_14x14_plane_is_padded_and_tiled_along_it(mcpu):
     """196 pixels -> 208 (8 lanes) or 224 (16): the image copied zero-padded, the tile two
     full vectors along the plane (before: the weight tile, output-channel vectors)."""
-    func = _scheduled(PLANE_CASES["1x1 256->32 on 14x14 + relu, batch 2"](), mcpu)
+    func = scheduled(PLANE_CASES["1x1 256->32 on 14x14 + relu, batch 2"](), mcpu)
     script = func.script()
     lanes = 8 if mcpu == "haswell" else 16
     assert "reindex_pad" in script and f"T.int64({-(-196 // (2 * lanes)) * 2 * lanes})" in script, script
     assert "layout_rewrite_preproc" not in script, "the weight is broadcast, not packed into panels"
-    assert _tile(func)[1:] == (2, lanes)
+    assert tile_shape(func)[1:] == (2, lanes)
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(512, 32, 7, batch=2), lambda: _conv(96, 32, 14, batch=2)],
+@pytest.mark.parametrize("m", [lambda: conv(512, 32, 7, batch=2), lambda: conv(96, 32, 14, batch=2)],
                          ids=["7x7: 49 -> 64 is too much padding", "a sum of 96 is too short"])
 def test_plane_not_padded_past_the_waste_bound(m):
     """(Batch 1 is padded too since RAGGED_PLANE_MIN_BATCH = 1: test_kernels_plane_batch1.py.)"""
-    assert "reindex_pad" not in _scheduled(m(), "haswell").script()
+    assert "reindex_pad" not in scheduled(m(), "haswell").script()
 
 
 def test_7x7_plane_padded_where_the_epilogue_adds_a_residual(monkeypatch):
@@ -197,5 +155,5 @@ def test_7x7_plane_padded_where_the_epilogue_adds_a_residual(monkeypatch):
     residual as a gather per 16 channels); the same conv with a ReLU keeps the weight tile.
     (The channels-inner 7x7 plane, which takes both first since, off: test_kernels_r50_late.py.)"""
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
-    assert "reindex_pad" in _scheduled(_conv(512, 32, 7, epilogue="add", batch=2), "haswell").script()
-    assert "reindex_pad" not in _scheduled(_conv(512, 32, 7, epilogue="relu", batch=2), "haswell").script()
+    assert "reindex_pad" in scheduled(conv(512, 32, 7, epilogue="add", batch=2), "haswell").script()
+    assert "reindex_pad" not in scheduled(conv(512, 32, 7, epilogue="relu", batch=2), "haswell").script()

@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import pytest
 
-from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled
+from cpu_tile_cases import conv, matches_onnxruntime, scheduled
 
 from hetpart.kernels.rules import cpu_matmul
 
 CASES = {
-    "1x1 32->40 on 7x7 + relu, batch 8 (392 -> 400 pixels)": lambda: _conv(32, 40, 7, batch=8),
-    "1x1 48->24 on 7x7 + add, batch 4 (196 -> 208)": lambda: _conv(48, 24, 7, epilogue="add", batch=4),
-    "1x1 16->24 on 7x7, no epilogue, batch 32 (1568: unpadded)": lambda: _conv(16, 24, 7, epilogue="none", batch=32),
-    "1x1 24->16 on 7x7 + add, batch 32": lambda: _conv(24, 16, 7, epilogue="add", batch=32),
+    "1x1 32->40 on 7x7 + relu, batch 8 (392 -> 400 pixels)": lambda: conv(32, 40, 7, batch=8),
+    "1x1 48->24 on 7x7 + add, batch 4 (196 -> 208)": lambda: conv(48, 24, 7, epilogue="add", batch=4),
+    "1x1 16->24 on 7x7, no epilogue, batch 32 (1568: unpadded)": lambda: conv(16, 24, 7, epilogue="none", batch=32),
+    "1x1 24->16 on 7x7 + add, batch 32": lambda: conv(24, 16, 7, epilogue="add", batch=32),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_batch_planes_match_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _batch_plane(func, pixels: int) -> bool:
@@ -46,31 +46,31 @@ def _batch_plane(func, pixels: int) -> bool:
     (64, 40, 7, 8, 400), (192, 128, 7, 8, 400), (64, 24, 7, 4, 208), (64, 40, 7, 32, 1568),
 ])
 def test_batch_plane_taken_and_switch_restores_the_tile(ic, oc, hw, batch, pixels, monkeypatch):
-    m = _conv(ic, oc, hw, batch=batch)
-    assert _batch_plane(_scheduled(m, "haswell"), pixels), _scheduled(m, "haswell").script()
+    m = conv(ic, oc, hw, batch=batch)
+    assert _batch_plane(scheduled(m, "haswell"), pixels), scheduled(m, "haswell").script()
     monkeypatch.setattr(cpu_matmul, "BATCH_PLANE", False)
-    assert not _batch_plane(_scheduled(m, "haswell"), pixels)
+    assert not _batch_plane(scheduled(m, "haswell"), pixels)
 
 
 def test_batch_1_small_batches_and_14x14_planes_unchanged(monkeypatch):
     """Batch 1, batch 2 of 7x7 (98 -> 112 pixels: 14% padding) and 14x14 planes (over a short sum:
     the weight tile; over 256+ input channels: padded per image, 196 -> 208) schedule as with the
     switch off."""
-    ms = [_conv(64, 40, 7), _conv(96, 24, 7, epilogue="add", batch=2), _conv(32, 40, 14, batch=4),
-          _conv(256, 32, 14, batch=8)]
-    after = [_scheduled(m, "haswell").script() for m in ms]
+    ms = [conv(64, 40, 7), conv(96, 24, 7, epilogue="add", batch=2), conv(32, 40, 14, batch=4),
+          conv(256, 32, 14, batch=8)]
+    after = [scheduled(m, "haswell").script() for m in ms]
     monkeypatch.setattr(cpu_matmul, "BATCH_PLANE", False)
-    assert [_scheduled(m, "haswell").script() for m in ms] == after
+    assert [scheduled(m, "haswell").script() for m in ms] == after
 
 
 def test_256_input_channels_go_to_the_channels_inner_copy_not_the_batch_plane(monkeypatch):
     """320->128 on a batch of 8 7x7 planes: both rules apply; the channels-inner copy
     (``cpu_matmul._channels_inner_rows``, ``[n, 49, ic]``) was measured 0.83-0.93x the batch
     plane's time at batch 8 on sums this long, so it takes the conv; with it off, the batch plane."""
-    from test_kernels_r50_late import _copy_shape
+    from r50_cases import copy_shape
 
-    m = _conv(320, 128, 7, batch=8)
-    func = _scheduled(m, "haswell")
-    assert not _batch_plane(func, 400) and _copy_shape(func) == (8, 49, 320), func.script()
+    m = conv(320, 128, 7, batch=8)
+    func = scheduled(m, "haswell")
+    assert not _batch_plane(func, 400) and copy_shape(func) == (8, 49, 320), func.script()
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
-    assert _batch_plane(_scheduled(m, "haswell"), 400)
+    assert _batch_plane(scheduled(m, "haswell"), 400)

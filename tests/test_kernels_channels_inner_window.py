@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
+from cpu_tile_cases import conv2d_script
+from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on
 
 from hetpart.kernels.rules import cpu_conv2d
-from test_kernels_wide_tiles import _target
 
 
 def _conv(c_in, c_out, h, w, *, stride=1, bias=False, relu=False, batch=1, seed=0):
@@ -66,20 +66,15 @@ def test_matches_onnxruntime_and_the_reference(case):
     assert_matches(got, reference(m, feeds)["y"], rtol=1e-4, atol=1e-5, what=case)
 
 
-def _scheduled(m, mcpu: str = "haswell") -> str:
-    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
-    return func.script()
-
-
 CHANNELS_INNER = "pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64(30), T.int64(30), T.int64(128)))"
 
 
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
 def test_growth_conv_reads_channels_innermost(mcpu, monkeypatch):
     m = _conv(128, 32, 28, 28)
-    assert CHANNELS_INNER in _scheduled(m, mcpu)
+    assert CHANNELS_INNER in conv2d_script(m, mcpu)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WINDOW", False)
-    assert CHANNELS_INNER not in _scheduled(m, mcpu)
+    assert CHANNELS_INNER not in conv2d_script(m, mcpu)
 
 
 @pytest.mark.parametrize("m", [lambda: _conv(128, 32, 14, 14), lambda: _conv(32, 32, 14, 14, batch=4), lambda: _conv(16, 160, 28, 28),
@@ -87,6 +82,6 @@ def test_growth_conv_reads_channels_innermost(mcpu, monkeypatch):
                          ids=["14x14 plane", "14x14 planes, batch 4", "160 output channels", "stride 2", "3 input channels"])
 def test_other_convs_unchanged(m, monkeypatch):
     model_ = m()
-    after = _scheduled(model_)
+    after = conv2d_script(model_)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WINDOW", False)
-    assert _scheduled(model_) == after
+    assert conv2d_script(model_) == after

@@ -20,8 +20,8 @@ import tvm
 import tvm_ffi
 from onnx import helper
 
+from cpu_tile_cases import conv, matches_onnxruntime, scheduled, update_chains
 from onnx_cases import model
-from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled, _update_chains
 
 from hetpart import kernels, load
 from hetpart.kernels import weight_prepack
@@ -45,10 +45,10 @@ def _strided(ic, oc, hw, strides, batch=1, pads=(0, 0, 0, 0), epilogue="relu"):
 
 
 CASES = {
-    "1x1 s2 256->32, 14x14 -> 7x7 (output-channel tile)": lambda: _conv(256, 32, 14, stride=2, epilogue="none"),
+    "1x1 s2 256->32, 14x14 -> 7x7 (output-channel tile)": lambda: conv(256, 32, 14, stride=2, epilogue="none"),
     "1x1 s2 256->32, 28x28 -> 14x14 + relu, batch 2 (padded plane)":
-        lambda: _conv(256, 32, 28, stride=2, batch=2),
-    "1x1 s2 64->48, 56x56 -> 28x28 + add, batch 3": lambda: _conv(64, 48, 56, stride=2, epilogue="add", batch=3),
+        lambda: conv(256, 32, 28, stride=2, batch=2),
+    "1x1 s2 64->48, 56x56 -> 28x28 + add, batch 3": lambda: conv(64, 48, 56, stride=2, epilogue="add", batch=3),
     "1x1 s3 64->32, 21x21 -> 7x7 + relu": lambda: _strided(64, 32, 21, (3, 3)),
     "1x1 s(2,1) 64->32, 16x16 -> 8x16 + relu, batch 2": lambda: _strided(64, 32, 16, (2, 1), batch=2),
     "1x1 s2 pad 1 64->32, 14x14 -> 8x8 + relu": lambda: _strided(64, 32, 14, (2, 2), pads=(1, 1, 1, 1)),
@@ -57,7 +57,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_subsampled_1x1_matches_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _strided_index(e) -> bool:
@@ -75,7 +75,7 @@ def _copy_shape(func) -> list[int] | None:
 
 
 def _update_loads(func) -> list:
-    ((_, realize),) = _update_chains(func)
+    ((_, realize),) = update_chains(func)
     loads = []
     tvm_ffi.structural_walk(realize.block.body, (tvm.ir.TensorLoad, loads.append))
     return loads
@@ -85,8 +85,8 @@ def _update_loads(func) -> list:
 def test_multiply_accumulate_reads_the_copy_with_unit_stride(mcpu):
     """No load of the tile's update is strided (before: ``x[n, k, oh*2, ow*2]``, a new cache
     line per broadcast scalar)."""
-    for m in (_conv(256, 32, 14, stride=2, epilogue="none"), _conv(256, 32, 28, stride=2, batch=2)):
-        func = _scheduled(m, mcpu)
+    for m in (conv(256, 32, 14, stride=2, epilogue="none"), conv(256, 32, 28, stride=2, batch=2)):
+        func = scheduled(m, mcpu)
         loads = _update_loads(func)
         assert loads and not any(_strided_index(i) for ld in loads for i in ld.indices), func.script()
 
@@ -95,8 +95,8 @@ def test_copy_laid_out_for_the_tile_that_reads_it():
     """Channels innermost (``[n, oh, ow, ic]``, batch 1 squeezed) for the output-channel tile,
     whose step reads one scalar per output column; the image's own layout for the padded
     plane tile (a batch of 14x14 outputs), whose step reads vectors along the plane."""
-    assert _copy_shape(_scheduled(_conv(256, 32, 14, stride=2, epilogue="none"), "haswell")) == [7, 7, 256]
-    plane = _scheduled(_conv(256, 32, 28, stride=2, batch=2), "haswell")
+    assert _copy_shape(scheduled(conv(256, 32, 14, stride=2, epilogue="none"), "haswell")) == [7, 7, 256]
+    plane = scheduled(conv(256, 32, 28, stride=2, batch=2), "haswell")
     assert _copy_shape(plane) == [2, 256, 14, 14]
     assert "reindex_pad" in plane.script(), "then padded to whole vectors (cpu_matmul._ragged_plane)"
 
@@ -107,7 +107,7 @@ def test_copy_parallel_on_16_cores():
     injective schedule's 256 Ki: a 512x14x14 copy (100 Ki) at batch 1."""
     target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "skylake-avx512",
                                 "num-cores": 16})
-    mod = kernels.schedule(weight_prepack.mark_weights(load(_conv(512, 32, 28, stride=2, epilogue="none")).module),
+    mod = kernels.schedule(weight_prepack.mark_weights(load(conv(512, 32, 28, stride=2, epilogue="none")).module),
                            target)
     (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
                and str(f.attrs.get(kernels.RULE_ATTR, "")) == "CpuConv2d"]
@@ -117,13 +117,13 @@ def test_copy_parallel_on_16_cores():
 
 
 @pytest.mark.parametrize("m", [
-    lambda: _conv(64, 32, 14, k=3, stride=2, pad=1),
-    lambda: _conv(256, 32, 14, epilogue="none"),
+    lambda: conv(64, 32, 14, k=3, stride=2, pad=1),
+    lambda: conv(256, 32, 14, epilogue="none"),
     lambda: _strided(64, 32, 14, (1, 1)),
 ], ids=["3x3 stride 2: a window", "1x1 stride 1", "1x1 strides (1, 1)"])
 def test_other_convs_unchanged(m, monkeypatch):
     model_ = m()
-    after = _scheduled(model_, "haswell").script()
+    after = scheduled(model_, "haswell").script()
     monkeypatch.setattr(cpu_conv2d, "SUBSAMPLE_STRIDED_1X1", False)
-    assert _scheduled(model_, "haswell").script() == after
+    assert scheduled(model_, "haswell").script() == after
 

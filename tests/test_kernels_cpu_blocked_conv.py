@@ -21,31 +21,9 @@ import nchwc_ab  # noqa: E402
 from hetpart.kernels.analysis import CpuShape  # noqa: E402
 from hetpart.kernels import blocked_conv_batch  # noqa: E402
 from hetpart.kernels.rules import cpu_blocked_conv as cb  # noqa: E402
+from blocked_conv_cases import four_conv_model  # noqa: E402
 from onnx_cases import run_vm, update_unrolls  # noqa: E402
 from tir_loops import loops_and_blocks  # noqa: E402
-
-
-def _model(batch: int, hw: int = 14):
-    """x[b, 8, hw, hw] -> 3x3 pad 1 8->16 + relu -> 1x1 16->16 + add(3x3 out) + relu
-    -> 3x3 stride 2 pad 1 16->16 -> 1x1 stride 2 16->16 + relu."""
-    rng = np.random.default_rng(5)
-    shapes = {"w1": (16, 8, 3, 3), "w2": (16, 16, 1, 1), "w3": (16, 16, 3, 3), "w4": (16, 16, 1, 1)}
-    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n) for n, s in shapes.items()]
-    inits += [numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), f"b{i}") for i in range(1, 5)]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
-        helper.make_node("Add", ["c2", "r1"], ["a2"]),
-        helper.make_node("Relu", ["a2"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("Conv", ["c3", "w4", "b4"], ["c4"], strides=[2, 2]),
-        helper.make_node("Relu", ["c4"], ["y"]),
-    ]
-    out = -(-(-(-hw // 2)) // 2)
-    g = helper.make_graph(nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8, hw, hw])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 16, out, out])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("batch,hw", [(1, 14), (2, 7)])
@@ -61,7 +39,7 @@ def test_blocked_convs_take_the_tile_and_match_ort(batch, hw, monkeypatch):
 
     if batch > 1:
         monkeypatch.setattr(cb, "PARALLEL_MIN_ELEMENTS", 1)
-    model = _model(batch, hw)
+    model = four_conv_model(batch, hw)
     with nchwc_ab.nchwc_import(8):
         graph = load(model)
     target = cpu_tvm_target()

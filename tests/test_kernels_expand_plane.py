@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import conv, matches_onnxruntime, scheduled
 from onnx_cases import model
-from test_kernels_wide_tiles import _conv, _matches_onnxruntime, _scheduled
 
 from hetpart.kernels.rules import cpu_matmul
 
@@ -37,24 +37,24 @@ def _conv_silu(ic, oc, hw, batch):
 
 
 CASES = {
-    "1x1 64->384 on 14x14 + relu, batch 2": lambda: _conv(64, 384, 14, batch=2),
+    "1x1 64->384 on 14x14 + relu, batch 2": lambda: conv(64, 384, 14, batch=2),
     "1x1 80->480 on 14x14 + silu, batch 3": lambda: _conv_silu(80, 480, 14, batch=3),
-    "1x1 64->256 on 14x14, no epilogue, batch 2": lambda: _conv(64, 256, 14, epilogue="none", batch=2),
+    "1x1 64->256 on 14x14, no epilogue, batch 2": lambda: conv(64, 256, 14, epilogue="none", batch=2),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_expansions_match_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _padded_plane(m) -> bool:
-    script = _scheduled(m, "haswell").script()
+    script = scheduled(m, "haswell").script()
     return "reindex_pad" in script and "T.int64(208)" in script and "layout_rewrite_preproc" not in script
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(64, 384, 14, batch=2), lambda: _conv_silu(112, 672, 14, batch=2),
-                               lambda: _conv(96, 576, 14, epilogue="none", batch=4)],
+@pytest.mark.parametrize("m", [lambda: conv(64, 384, 14, batch=2), lambda: _conv_silu(112, 672, 14, batch=2),
+                               lambda: conv(96, 576, 14, epilogue="none", batch=4)],
                          ids=["64->384 b2", "112->672 + silu b2", "96->576 b4"])
 def test_expansion_padded_and_switch_restores_the_weight_tile(m, monkeypatch):
     assert _padded_plane(m())
@@ -62,8 +62,8 @@ def test_expansion_padded_and_switch_restores_the_weight_tile(m, monkeypatch):
     assert not _padded_plane(m())
 
 
-@pytest.mark.parametrize("m", [lambda: _conv(64, 384, 14), lambda: _conv(48, 288, 14, batch=2),
-                               lambda: _conv(96, 256, 14, batch=2)],
+@pytest.mark.parametrize("m", [lambda: conv(64, 384, 14), lambda: conv(48, 288, 14, batch=2),
+                               lambda: conv(96, 256, 14, batch=2)],
                          ids=["batch 1", "48 input channels", "96->256: under 4x"])
 def test_not_taken(m):
     assert not _padded_plane(m())

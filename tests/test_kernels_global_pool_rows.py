@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import matches_onnxruntime, mcpu_target
 from onnx_cases import model, scheduled_by
-from test_kernels_wide_tiles import _matches_onnxruntime, _target
 
 from hetpart.kernels.rules import cpu_reduction
 
@@ -57,20 +57,20 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_global_pools_match_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def test_max_pool_of_negative_rows_matches_onnxruntime():
     """Every element below 0 (and rows not whole vectors): the guarded step must combine -inf."""
     import onnxruntime as ort
 
-    from test_kernels_wide_tiles import _run
+    from cpu_tile_cases import build_and_run
     from hetpart.targets import cpu_tvm_target
 
     m = _pool((2, 16, 7, 7), op="GlobalMaxPool")
     x = -1.0 - np.random.default_rng(3).random((2, 16, 7, 7)).astype(np.float32)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_array_equal(_run(m, {"x": x}, cpu_tvm_target()), want)
+    np.testing.assert_array_equal(build_and_run(m, {"x": x}, cpu_tvm_target()), want)
 
 
 def _rows(func) -> bool:
@@ -86,10 +86,10 @@ def _rows(func) -> bool:
                                            ((2, 24, 10, 10), "ReduceMean", [2, 3])])
 def test_rows_taken_and_switch_restores_the_channel_vectors(shape, op, axes, monkeypatch):
     m = _pool(shape, op=op, axes=axes)
-    func = scheduled_by(m, _target("haswell"), "CpuReduction")
+    func = scheduled_by(m, mcpu_target("haswell"), "CpuReduction")
     assert _rows(func), func.script()
     monkeypatch.setattr(cpu_reduction, "GLOBAL_POOL_ROWS", False)
-    assert not _rows(scheduled_by(m, _target("haswell"), "CpuReduction"))
+    assert not _rows(scheduled_by(m, mcpu_target("haswell"), "CpuReduction"))
 
 
 @pytest.mark.parametrize("case", ["mean over channels", "max"])
@@ -98,9 +98,9 @@ def test_not_taken_schedules_unchanged(case, monkeypatch):
     pool (its NaN-propagating select is no combiner ``rfactor`` takes) keep their schedules."""
     m = (_pool((2, 32, 14, 14), op="ReduceMean", axes=[1]) if case == "mean over channels"
          else _pool((2, 24, 7, 7), op="GlobalMaxPool"))
-    after = scheduled_by(m, _target("haswell"), "CpuReduction").script()
+    after = scheduled_by(m, mcpu_target("haswell"), "CpuReduction").script()
     monkeypatch.setattr(cpu_reduction, "GLOBAL_POOL_ROWS", False)
-    assert scheduled_by(m, _target("haswell"), "CpuReduction").script() == after
+    assert scheduled_by(m, mcpu_target("haswell"), "CpuReduction").script() == after
 
 
 def test_lone_sum_over_h_w_takes_the_rows_and_matches_onnxruntime():
@@ -108,5 +108,5 @@ def test_lone_sum_over_h_w_takes_the_rows_and_matches_onnxruntime():
     combine block's own spatial loops."""
     m = model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], [("x", (2, 24, 7, 7), np.float32)],
               [("y", [2, 24, 1, 1], np.float32)], {"axes": np.array([2, 3], np.int64)}, opset=13)
-    assert _rows(scheduled_by(m, _target("haswell"), "CpuReduction"))
-    _matches_onnxruntime(m, "ReduceSum over h, w")
+    assert _rows(scheduled_by(m, mcpu_target("haswell"), "CpuReduction"))
+    matches_onnxruntime(m, "ReduceSum over h, w")

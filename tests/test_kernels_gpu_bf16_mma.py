@@ -8,7 +8,7 @@ projections (197 tokens, 768 -> 768 split-K, 768 -> 3072 + GELU) in a bf16/fp16 
 the narrow ``mma`` and no TF32 rounding or widening of either operand (switch on), the TF32
 ``mma`` as before (switch off; a float32 build is the same either way); the rule's whole
 schedule, its three tensor-core intrinsics replaced by CPU loops of the same ``desc``
-(:func:`_emulated_intrinsics`), built for the CPU, computes exactly the narrow GEMM
+(:func:`narrow_emulated_intrinsics`), built for the CPU, computes exactly the narrow GEMM
 (activation and weight rounded to the dtype, float32 sums: numpy within float32 rounding)
 and ONNX Runtime's float32 result within issue 17's 2e-2 -- split-K and un-split matmuls, split-K and
 un-split (batch 2) convolutions (their im2col activation narrowed once: the unscheduled
@@ -29,7 +29,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
@@ -38,6 +37,7 @@ from onnx import numpy_helper
 from tvm import tirx
 
 from onnx_cases import VIT_PROJECTIONS, cuda_source, onnxruntime_outputs, projection
+from tensor_core_cases import narrow_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 from hetpart import importer, kernels
@@ -156,83 +156,6 @@ def test_kernels_compile_without_spilling(case, tmp_path, mma_on):
 
 
 # --- the schedule's numerics on the CPU: the narrow intrinsics emulated -----------------------
-_EMULATED = {f"{role}_{dtype}": f"hetpart_test_emu_narrow_{role}_{dtype}"
-             for role in ("mma_load_a", "mma_load_b", "mma_compute") for dtype in tf32.NARROW}
-_emu_lock = threading.Lock()
-_emu_registered = False
-
-
-def _emulated_intrinsics() -> dict[str, str]:
-    """tf32's intrinsic names, the narrow fragment loads and MMA replaced by intrinsics of the
-    same ``desc`` (:mod:`hetpart.kernels.tf32`'s) whose impls are plain loops over (lane,
-    register) -- the narrowing ``Cast`` of the activation kept, no ``mma.sync``, no lane
-    binding: tensorized by the same rule code, runnable on a CPU."""
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    M, K, WARP, SCOPE = tf32.M, tf32.MMA_K, tf32.WARP, tf32.SCOPE
-
-    def narrowed(x, source, dtype):
-        """``x`` rounded to ``dtype``.  bf16 by bits (round to nearest even, what CUDA's
-        ``cvt.rn.bf16.f32`` does; finite values): TVM's CPU build legalizes an intermediate
-        bf16 buffer to float32 storage, so a plain ``Cast`` would keep every bit."""
-        if source != "float32" or dtype != "bfloat16":
-            return T.Cast(dtype, x)
-        bits = T.reinterpret("uint32", x)
-        up = bits + T.uint32(0x7FFF) + ((bits >> T.uint32(16)) & T.uint32(1))
-        return T.Cast(dtype, T.reinterpret("float32", up & T.uint32(0xFFFF0000)))
-
-    def load_impl(layout, source, dtype):
-        @T.prim_func(s_tir=True)
-        def impl(a: T.handle, c: T.handle) -> None:
-            s0 = T.int32()
-            s1 = T.int32()
-            A = T.match_buffer(a, (M, K), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
-            C = T.match_buffer(c, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-            with T.sblock("root"):
-                T.reads(A[0:M, 0:K])
-                T.writes(C[0:WARP, 0:8])
-                for i, k in T.grid(M, K):  # every element to its (lane, register)
-                    lane, r = T.meta_var(layout(i, k))
-                    C[lane, r] = narrowed(A[i, k], source, dtype)
-
-        return impl
-
-    def mma_impl(dtype):
-        @T.prim_func(s_tir=True)
-        def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-            B = T.match_buffer(b, (WARP, 8), dtype, align=64, offset_factor=1, scope="warp")
-            C = T.match_buffer(c, (WARP, 8), "float32", align=64, offset_factor=1, scope="warp")
-            with T.sblock("root"):
-                T.reads(C[0:WARP, 0:8], A[0:WARP, 0:8], B[0:WARP, 0:8])
-                T.writes(C[0:WARP, 0:8])
-                for i, j, k in T.grid(M, M, K):
-                    lc, rc = T.meta_var(tf32.c_layout(i, j))
-                    la, ra = T.meta_var(tf32.mma_a_layout(i, k))
-                    lb, rb = T.meta_var(tf32.mma_b_layout(j, k))
-                    C[lc, rc] = C[lc, rc] + T.Cast("float32", A[la, ra]) * T.Cast("float32", B[lb, rb])
-
-        return impl
-
-    global _emu_registered
-    names = tf32.intrinsics()
-    with _emu_lock:
-        if not _emu_registered:
-            for dtype in tf32.NARROW:
-                TensorIntrin.register(_EMULATED[f"mma_load_a_{dtype}"],
-                                      tf32._narrow_load_intrin(tf32.mma_a_layout, "float32", dtype)[0],
-                                      load_impl(tf32.mma_a_layout, "float32", dtype))
-                TensorIntrin.register(_EMULATED[f"mma_load_b_{dtype}"],
-                                      tf32._narrow_load_intrin(tf32.mma_b_layout, dtype, dtype)[0],
-                                      load_impl(tf32.mma_b_layout, dtype, dtype))
-                TensorIntrin.register(_EMULATED[f"mma_compute_{dtype}"], tf32._narrow_mma_intrin(dtype)[0],
-                                      mma_impl(dtype))
-            _emu_registered = True
-    return {**names, **_EMULATED}
-
-
-
 # name -> (tokens, k, n, SMs): a split-K projection (2 tiles on 4 "SMs": K cut in 4) and an un-split one
 SMALL = {"split 48x512x64": (48, 512, 64, 4), "short-k 48x128x64": (48, 128, 64, 132)}
 
@@ -243,7 +166,7 @@ def test_schedule_computes_the_narrow_gemm_on_the_cpu(case, dtype, mma_on, monke
     tokens, k, n, sms = SMALL[case]
     m = projection(tokens, k, n, False, seed=3)
     func = _matmul_func(m, dtype)
-    names = _emulated_intrinsics()
+    names = narrow_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions(sm_count=sms)).apply(func, SM90)
@@ -301,14 +224,14 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
     """The same for a convolution: the scheduled function on input ``x`` equals the unscheduled
     one (bf16 weights widened exactly, float32 sums) on ``x`` rounded to bf16 -- the activation
     narrowed once, wherever the im2col gather puts each element -- and ONNX Runtime within 2e-2."""
-    from test_kernels_gpu_tc_conv_splitk import _conv
+    from tensor_core_cases import conv_relu
 
     cin, size, cout, k, stride, batch, sms, rule = CONVS[case]
-    m = _conv(cin, size, cout, k, stride, False, batch=batch, seed=2)
+    m = conv_relu(cin, size, cout, k, stride, False, batch=batch, seed=2)
     graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
     (func,) = [f for gv, f in weight_prepack.mark_weights(graph.module).functions_items()
                if isinstance(f, tirx.PrimFunc) and "conv" in gv.name_hint]
-    names = _emulated_intrinsics()
+    names = narrow_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     with SM90:
         sch = getattr(tc, f"GpuTensorCore{rule}")(KernelOptions(sm_count=sms)).apply(func, SM90)
@@ -337,10 +260,10 @@ def test_conv_schedule_computes_the_narrow_conv_on_the_cpu(case, mma_on, monkeyp
 
 
 def test_convolutions_stay_tf32_where_their_switch_is_off(mma_on, monkeypatch):
-    from test_kernels_gpu_tc_conv_splitk import _conv
+    from tensor_core_cases import conv_relu
 
     monkeypatch.setattr(tc, "LOW_PRECISION_MMA_CONVOLUTIONS", False)
-    m = _conv(64, 56, 64, 3, 1, False)  # ResNet-50 3x3 at 56x56, batch 1: split-K on the tensor cores
+    m = conv_relu(64, 56, 64, 3, 1, False)  # ResNet-50 3x3 at 56x56, batch 1: split-K on the tensor cores
     graph = lp.lower_weights(importer.load(m), list(importer.load(m).kernels), "bfloat16")
     src = cuda_source(kernels.build(weight_prepack.mark_weights(graph.module), SM90, cuda_graph=False))
     assert "m16n8k8.row.col.f32.tf32.tf32" in src and "m16n8k16" not in src

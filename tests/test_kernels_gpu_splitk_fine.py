@@ -21,12 +21,11 @@ import math
 import numpy as np
 import onnx
 import pytest
-import tvm_ffi
 from onnx import helper, numpy_helper
 from tvm import s_tir, tirx
 
+from gpu_schedule_cases import H200_LIMITS, grid_blocks, run_cpu, serial
 from onnx_cases import assert_matches, onnxruntime_outputs, run_on
-from test_kernels_splitk import H200_LIMITS, _run_cpu, _serial
 
 from hetpart import kernels, load
 from hetpart.kernels.analysis import RULE_ATTR
@@ -75,22 +74,6 @@ def _func(m: onnx.ModelProto) -> tirx.PrimFunc:
     return funcs[0]
 
 
-def _blocks(func: tirx.PrimFunc) -> list[int]:
-    """The grid (product of blockIdx extents) of each kernel of a scheduled function."""
-    grids, cur = [], {}
-
-    def visit(loop):
-        tag = str(loop.thread_binding.thread_tag) if loop.thread_binding is not None else ""
-        if tag.startswith("blockIdx"):
-            if tag in cur:  # a second kernel starts
-                grids.append(math.prod(cur.values()))
-                cur.clear()
-            cur[tag] = int(loop.extent)
-
-    tvm_ffi.structural_walk(func.body, (tirx.For, visit), order="pre")
-    return grids + ([math.prod(cur.values())] if cur else [])
-
-
 def test_split_factors_of_the_corpus_layers():
     # (M, N, K) -> S; the un-split 32x64 grid and split-K's (gpu_splitk) in the comment
     assert fine_split_factor(196, 80, 480) == 10  # 14 blocks; split-K: none -> 140
@@ -128,10 +111,10 @@ def test_batch_1_layers_get_a_grid_of_a_block_per_sm_and_compute_the_same(case):
     assert sch is not None
     scheduled = sch.mod["main"]
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
-    partials, epilogue_grid = _blocks(scheduled)
+    partials, epilogue_grid = grid_blocks(scheduled)
     assert partials >= min(72, DEFAULT_SM_COUNT) and epilogue_grid >= 1
-    want = _run_cpu(func)
-    got = _run_cpu(_serial(scheduled))
+    want = run_cpu(func)
+    got = run_cpu(serial(scheduled))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 

@@ -33,9 +33,8 @@ import pytest
 from onnx import helper
 from tvm import s_tir, tirx
 
+from gpu_schedule_cases import H200_LIMITS, grid_blocks
 from onnx_cases import cuda_source, erf_gelu, model, onnxruntime_outputs, run_on
-from test_kernels_gpu_splitk_fine import _blocks
-from test_kernels_splitk import H200_LIMITS
 
 from hetpart import kernels, load
 from hetpart.kernels.options import KernelOptions
@@ -159,7 +158,7 @@ def test_attention_pv_at_batch_1_runs_unsplit_on_tensor_cores(case):
     scheduled = sch.mod["main"]
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
     heads, tokens, dim = ATTENTION[case]
-    assert _blocks(scheduled) == [heads * math.ceil(tokens / 32) * math.ceil(dim / 64)]  # one kernel, no partials
+    assert grid_blocks(scheduled) == [heads * math.ceil(tokens / 32) * math.ceil(dim / 64)]  # one kernel, no partials
     assert "mma.sync.aligned.m16n8k8" in cuda_source(kernels.build(load(m).module, SM90, cuda_graph=False))
 
 
@@ -171,7 +170,7 @@ def test_batch_1_projections_split_on_tensor_cores_with_a_block_per_sm(case):
     assert sch is not None
     scheduled = sch.mod["main"]
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
-    partials, summed = _blocks(scheduled)
+    partials, summed = grid_blocks(scheduled)
     tile = MATMUL_SPLIT_TILE
     assert partials == math.ceil(tokens / tile.m) * math.ceil(n / tile.n) * matmul_split_factor(1, tokens, n, k)
     assert partials >= 132 and summed * 256 >= tokens * n

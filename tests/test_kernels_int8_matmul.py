@@ -17,60 +17,29 @@ import tvm
 from tvm import relax
 
 from host_isa import host_has, is_x86
+from int8_cases import RNG, check_exact_on_host, int8_matmul, scheduled_rule, target_4_cores, x86_asm
 
 from hetpart import kernels
-from hetpart.importer.fusion import fuse
 from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
-from hetpart.targets import cpu_tvm_target, host_triple
-
-RNG = np.random.default_rng(3)
-
-
-def _target(mcpu: str):
-    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
-
-
-def _int8_matmul(a_shape, n: int, atype="uint8", btype="int8"):
-    """Fused module of ``float(A @ W) * 0.5`` (W a constant) and (A, W)."""
-    k = a_shape[-1]
-    w = RNG.integers(np.iinfo(btype).min, np.iinfo(btype).max, (k, n)).astype(btype)
-    bb = relax.BlockBuilder()
-    a = relax.Var("a", relax.TensorType(a_shape, atype))
-    with bb.function("main", [a]):
-        with bb.dataflow():
-            mm = bb.emit(relax.op.matmul(a, relax.const(w), out_dtype="int32"))
-            out = bb.emit_output(relax.op.multiply(relax.op.astype(mm, "float32"), relax.const(0.5, "float32")))
-        bb.emit_func_output(out)
-    return fuse(bb.get()), w
-
-
-def _asm(exe) -> str:
-    """The x86 assembly of a built executable's LLVM modules (inspected, not run)."""
-    return "".join(m.inspect_source("asm") for m in exe.mod._collect_dso_modules() if m.kind == "llvm")
-
-
-def _rule(mod, target) -> str:
-    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
-    return str(kernels.schedule_primfunc(func, target).attrs[kernels.RULE_ATTR])
-
+from hetpart.targets import cpu_tvm_target
 
 SHAPES = [((64, 256), 128), ((5, 64), 48), ((2, 7, 32), 32), ((1, 768), 256)]
 
 
 @pytest.mark.parametrize("a_shape,n", SHAPES)
 def test_vnni_rule_takes_uint8_by_int8_matmuls_and_builds(a_shape, n):
-    mod, _ = _int8_matmul(a_shape, n)
-    assert _rule(mod, _target("cascadelake")) == "CpuInt8Matmul"
-    assert "vpdpbusd" in _asm(kernels.build(mod, _target("cascadelake")))
-    assert _rule(mod, _target("skylake-avx512")) == "CpuMatmul"  # no VNNI
-    assert "vpdpbusd" not in _asm(kernels.build(mod, _target("skylake-avx512")))
+    mod, _ = int8_matmul(a_shape, n)
+    assert scheduled_rule(mod, target_4_cores("cascadelake")) == "CpuInt8Matmul"
+    assert "vpdpbusd" in x86_asm(kernels.build(mod, target_4_cores("cascadelake")))
+    assert scheduled_rule(mod, target_4_cores("skylake-avx512")) == "CpuMatmul"  # no VNNI
+    assert "vpdpbusd" not in x86_asm(kernels.build(mod, target_4_cores("skylake-avx512")))
 
 
 @pytest.mark.parametrize("a_shape,n,atype", [((8, 30), 32, "uint8"), ((8, 32), 40, "uint8"), ((8, 32), 32, "int8")])
 def test_vnni_rule_declines_other_shapes_and_types(a_shape, n, atype):
     """k not a multiple of 4, n not of 16, a signed activation: the generic rule."""
-    mod, _ = _int8_matmul(a_shape, n, atype=atype)
-    assert _rule(mod, _target("cascadelake")) == "CpuMatmul"
+    mod, _ = int8_matmul(a_shape, n, atype=atype)
+    assert scheduled_rule(mod, target_4_cores("cascadelake")) == "CpuMatmul"
 
 
 @pytest.mark.skipif(not has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI (or LLVM < 21)")
@@ -92,10 +61,10 @@ def test_host_target_takes_the_vnni_rule_only_where_the_host_has_vnni(a_shape, n
     target = cpu_tvm_target()
     vnni = host_has("avx512_vnni") and codegen.llvm_version_major() >= 21
     assert has_vnni(target) is vnni
-    mod, w = _int8_matmul(a_shape, n)
-    assert _rule(mod, target) == ("CpuInt8Matmul" if vnni else "CpuMatmul")
+    mod, w = int8_matmul(a_shape, n)
+    assert scheduled_rule(mod, target) == ("CpuInt8Matmul" if vnni else "CpuMatmul")
     exe = kernels.build(mod, target)
-    asm = _asm(exe)
+    asm = x86_asm(exe)
     from hetpart.kernels.rules.cpu_int8_matmul import _amx_shape_fits, amx_ready
 
     amx = vnni and amx_ready(target) and _amx_shape_fits(a_shape, n)
@@ -109,15 +78,3 @@ def test_host_target_takes_the_vnni_rule_only_where_the_host_has_vnni(a_shape, n
     np.testing.assert_array_equal(got, (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5))
 
 
-def check_exact_on_host(a_shape, n: int, rng) -> None:
-    """The VNNI rule takes the ``a_shape`` x ``n`` matmul on this host and its result
-    equals numpy's int64 product (scaled by the model's 0.5), the largest products included."""
-    mod, w = _int8_matmul(a_shape, n)
-    target = cpu_tvm_target()
-    assert _rule(mod, target) == "CpuInt8Matmul"
-    vm = relax.VirtualMachine(kernels.build(mod, target), tvm.cpu())
-    a = rng.integers(0, 256, a_shape).astype("uint8")
-    a.flat[:4] = 255  # the largest products: 255 * -128
-    got = vm["main"](tvm.runtime.tensor(a)).numpy()
-    want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * np.float32(0.5)
-    np.testing.assert_array_equal(got, want)

@@ -19,7 +19,7 @@ from tvm import relax
 from hetpart import kernels
 from hetpart.kernels.rules import cpu_int8_matmul as rule
 from hetpart.targets import cpu_tvm_target, host_triple
-from test_kernels_int8_matmul import _asm, _int8_matmul, _rule
+from int8_cases import int8_matmul, scheduled_rule, x86_asm
 
 RNG = np.random.default_rng(94)
 SPR = {"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": 4}
@@ -37,25 +37,25 @@ def granted(monkeypatch):
 def test_amx_where_whole_blocks(granted, a_shape, n, amx):
     """AMX for 32-column blocks with k % 64 == 0 and at least 32 rows (padded up to whole
     32-row blocks: 48, 77); VNNI otherwise (16 rows, k 96, 48 columns, one row)."""
-    mod, _ = _int8_matmul(a_shape, n)
+    mod, _ = int8_matmul(a_shape, n)
     target = tvm.target.Target(SPR)
-    assert _rule(mod, target) == "CpuInt8Matmul"
-    asm = _asm(kernels.build(mod, target))
+    assert scheduled_rule(mod, target) == "CpuInt8Matmul"
+    asm = x86_asm(kernels.build(mod, target))
     assert ("tdpbusd" in asm.replace("vpdpbusd", "")) is amx
     assert ("vpdpbusd" in asm) is not amx
 
 
 def test_switch_off_is_vnni(granted, monkeypatch):
     monkeypatch.setattr(rule, "AMX_INT8", False)
-    mod, _ = _int8_matmul((64, 256), 128)
-    asm = _asm(kernels.build(mod, tvm.target.Target(SPR)))
+    mod, _ = int8_matmul((64, 256), 128)
+    asm = x86_asm(kernels.build(mod, tvm.target.Target(SPR)))
     assert "vpdpbusd" in asm and "tdpbusd" not in asm.replace("vpdpbusd", "")
 
 
 def test_row_padding_switch_off_is_vnni(granted, monkeypatch):
     monkeypatch.setattr(rule, "AMX_PAD_ROWS", False)
-    mod, _ = _int8_matmul((77, 128), 64)
-    asm = _asm(kernels.build(mod, tvm.target.Target(SPR)))
+    mod, _ = int8_matmul((77, 128), 64)
+    asm = x86_asm(kernels.build(mod, tvm.target.Target(SPR)))
     assert "vpdpbusd" in asm and "tdpbusd" not in asm.replace("vpdpbusd", "")
 
 
@@ -68,10 +68,10 @@ def test_no_amx_without_the_feature(granted):
 @pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((1, 32, 128), 96), ((3, 64, 192), 64), ((128, 768), 64),
                                        ((77, 256), 64), ((1, 197, 128), 96), ((2, 40, 64), 32)])
 def test_amx_matmul_is_exact_on_the_host(a_shape, n):
-    mod, w = _int8_matmul(a_shape, n)
+    mod, w = int8_matmul(a_shape, n)
     target = cpu_tvm_target()
     exe = kernels.build(mod, target)
-    assert "tdpbusd" in _asm(exe).replace("vpdpbusd", "")
+    assert "tdpbusd" in x86_asm(exe).replace("vpdpbusd", "")
     a = RNG.integers(0, 256, a_shape).astype("uint8")
     a.flat[:64] = 255  # the largest products: 255 * -128
     got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(a)).numpy()

@@ -29,8 +29,8 @@ from hetpart.models import save
 from hetpart.models.gpt2 import gelu_new
 from hetpart.models.graph_builder import GraphBuilder
 from hetpart.targets import cpu_tvm_target
+from int8_cases import target_4_cores
 from onnx_cases import plan_all_on
-from test_kernels_int8_matmul import _target
 
 quantization = pytest.importorskip("onnxruntime.quantization")
 
@@ -80,14 +80,14 @@ def _float_buffers(func) -> list[str]:
 
 def test_gpt2_gelu_epilogue_has_no_libm_pow_or_tanh(tmp_path):
     q = _quantized("tanh", tmp_path)
-    func = _int8_kernel(hetpart.load(q), _target("cascadelake"))
+    func = _int8_kernel(hetpart.load(q), target_4_cores("cascadelake"))
     assert _calls(func, "tirx.pow") == 0 and _calls(func, "tirx.tanh") == 0
     assert _float_buffers(func) == []
 
 
 def test_bert_gelu_epilogue_is_one_write_back(tmp_path):
     q = _quantized("erf", tmp_path)
-    func = _int8_kernel(hetpart.load(q), _target("cascadelake"))
+    func = _int8_kernel(hetpart.load(q), target_4_cores("cascadelake"))
     assert _float_buffers(func) == []
 
 

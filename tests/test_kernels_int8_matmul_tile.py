@@ -14,7 +14,7 @@ import tvm
 from hetpart import kernels
 from hetpart.kernels.rules.cpu_int8_matmul import has_vnni
 from hetpart.targets import cpu_tvm_target
-from test_kernels_int8_matmul import _int8_matmul, _rule, _target, check_exact_on_host
+from int8_cases import check_exact_on_host, int8_matmul, scheduled_rule, target_4_cores
 
 RNG = np.random.default_rng(31)
 
@@ -36,9 +36,9 @@ TILES = [(((128, 768), 768), (8, 3)), (((24, 96), 96), (8, 3)), (((12, 64), 80),
 
 @pytest.mark.parametrize("case,tile", TILES, ids=str)
 def test_register_tile(case, tile):
-    mod, _ = _int8_matmul(*case)
-    target = _target("cascadelake")
-    assert _rule(mod, target) == "CpuInt8Matmul"
+    mod, _ = int8_matmul(*case)
+    target = target_4_cores("cascadelake")
+    assert scheduled_rule(mod, target) == "CpuInt8Matmul"
     assert _tile(mod, target) == tile
 
 
@@ -53,9 +53,9 @@ def test_odd_rows_are_padded_to_the_full_tile(monkeypatch):
     with the switch off the 1-row tile (about 11x slower on [77, 768] x [768, 768])."""
     from hetpart.kernels.rules import cpu_int8_matmul as rule
 
-    mod, _ = _int8_matmul((77, 64), 48)
-    target = _target("cascadelake")
-    assert _rule(mod, target) == "CpuInt8Matmul"
+    mod, _ = int8_matmul((77, 64), 48)
+    target = target_4_cores("cascadelake")
+    assert scheduled_rule(mod, target) == "CpuInt8Matmul"
     assert _tile(mod, target) == (8, 3)
     monkeypatch.setattr(rule, "VNNI_PAD_ROWS", False)
     assert _tile(mod, target) == (1, 3)

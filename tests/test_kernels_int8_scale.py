@@ -25,7 +25,7 @@ from hetpart.kernels.rules import cpu_injective
 from hetpart.kernels.rules import cpu_int8_matmul as rule
 from hetpart.kernels.rules.cpu_injective import CpuInjective
 from hetpart.targets import cpu_tvm_target, host_triple
-from test_kernels_int8_matmul import _int8_matmul
+from int8_cases import int8_matmul
 
 F32 = np.float32
 
@@ -82,7 +82,7 @@ def test_rows_transpose_is_split_over_the_cores(monkeypatch, split):
 def test_padding_copy_runs_in_parallel(monkeypatch, on):
     monkeypatch.setattr(rule, "_tile_permission", lambda: True)  # build only: the SPR schedule on any host
     monkeypatch.setattr(rule, "PARALLEL_PAD", on)
-    mod, _ = _int8_matmul((100, 640), 64)
+    mod, _ = int8_matmul((100, 640), 64)
     target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": 16})
     func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
     done = kernels.schedule_primfunc(func, target)
@@ -93,7 +93,7 @@ def test_padding_copy_runs_in_parallel(monkeypatch, on):
 @pytest.mark.skipif(not rule.has_vnni(cpu_tvm_target()), reason="the host has no AVX-512 VNNI")
 def test_padded_matmul_is_exact_on_the_host(monkeypatch):
     monkeypatch.setattr(rule, "PARALLEL_PAD", True)
-    mod, w = _int8_matmul((100, 640), 64)
+    mod, w = int8_matmul((100, 640), 64)
     exe = kernels.build(mod, cpu_tvm_target(16))
     a = np.random.default_rng(5).integers(0, 256, (100, 640)).astype("uint8")
     a.flat[:64] = 255

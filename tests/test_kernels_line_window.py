@@ -21,7 +21,7 @@ from onnx import helper
 from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on, scheduled_by
 
 from hetpart.kernels.rules import cpu_conv2d
-from test_kernels_wide_tiles import _target
+from cpu_tile_cases import mcpu_target
 
 
 def _conv(c_in, c_out, hw, k, pads):
@@ -57,7 +57,7 @@ def test_line_window_matches_onnxruntime(case):
 
 
 def _pad_shape(m, mcpu="haswell"):
-    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuConv2d")
     line = [ln for ln in func.script().splitlines() if "pad_temp = T.sblock_alloc_buffer" in ln]
     return [int(d) for d in re.findall(r"T.int64\((\d+)\)", line[0])] if line else None
 

@@ -22,7 +22,7 @@ from tvm import tirx
 
 from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, reference
-from test_kernels_ragged_tiles import _feeds, _graph, _hetpart, _linear, _scores
+from ragged_cases import attention_scores, graph_model, linear, run_all_cpu, seeded_feeds
 
 from hetpart import kernels, load
 from hetpart.bench.cpu_layers import LAYERS
@@ -62,7 +62,7 @@ def _packed(func, lanes: int) -> bool:
 
 def _scheduled(cpu: str):
     target, lanes = width_target(cpu)
-    return kernels.schedule(load(_scores(2, 200, 16)).module, target)["fused_matmul_multiply"], lanes
+    return kernels.schedule(load(attention_scores(2, 200, 16)).module, target)["fused_matmul_multiply"], lanes
 
 
 @pytest.mark.parametrize("cpu", WIDTH_TARGETS)
@@ -83,8 +83,8 @@ def test_whisper_size_takes_the_order_at_the_shipped_bound(cpu):
     """At the shipped bounds whisper-tiny's scores (9 MB a head) take it, ViT's (155 KB)
     not; on AVX2 and AVX-512 (K^T 64 x 1504 floats, 376 KiB: every panel in one chunk)."""
     target, lanes = width_target(cpu)
-    big = kernels.schedule(load(_scores(2, 1500, 64)).module, target)["fused_matmul_multiply"]
-    vit = kernels.schedule(load(_scores(2, 197, 64)).module, target)["fused_matmul_multiply"]
+    big = kernels.schedule(load(attention_scores(2, 1500, 64)).module, target)["fused_matmul_multiply"]
+    vit = kernels.schedule(load(attention_scores(2, 197, 64)).module, target)["fused_matmul_multiply"]
     assert _divides(_row_binding(big)) and _packed(big, lanes)
     assert not _divides(_row_binding(vit))
     pv = kernels.schedule(load(_pv(2, 1500, 64)).module, target)["matmul"]
@@ -95,15 +95,15 @@ def test_whisper_size_takes_the_order_at_the_shipped_bound(cpu):
 
 def _pv(heads, seq, dim):
     """``P @ V`` of an attention: ``[1, heads, seq, seq] @ [1, heads, seq, dim]``."""
-    return _graph([helper.make_node("MatMul", ["x", "v"], ["y"])], {"x": [1, heads, seq, seq], "v": [1, heads, seq, dim]},
+    return graph_model([helper.make_node("MatMul", ["x", "v"], ["y"])], {"x": [1, heads, seq, seq], "v": [1, heads, seq, dim]},
                   [1, heads, seq, dim], {})
 
 
 @pytest.mark.parametrize("special", [False, True])
 def test_chunked_p_at_v_matches_onnxruntime(special, small_bound):
     m = _pv(2, 120, 16)
-    feeds = _feeds(m, special)
-    got = _hetpart(m, feeds)
+    feeds = seeded_feeds(m, special)
+    got = run_all_cpu(m, feeds)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert_matches(got, want, rtol=1e-4, atol=1e-5, what="vs ONNX Runtime")
     assert_matches(got, reference(m, feeds)["y"], rtol=1e-4, atol=1e-5, what="vs onnx.reference")
@@ -112,9 +112,9 @@ def test_chunked_p_at_v_matches_onnxruntime(special, small_bound):
 @pytest.mark.parametrize("special", [False, True])
 @pytest.mark.parametrize("heads,seq,dim", [(2, 200, 16), (1, 197, 64), (3, 64, 8)])
 def test_chunked_scores_match_onnxruntime(heads, seq, dim, special, small_bound):
-    m = _scores(heads, seq, dim)
-    feeds = _feeds(m, special)
-    got = _hetpart(m, feeds)
+    m = attention_scores(heads, seq, dim)
+    feeds = seeded_feeds(m, special)
+    got = run_all_cpu(m, feeds)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert_matches(got, want, rtol=1e-4, atol=1e-5, what="vs ONNX Runtime")
     assert_matches(got, reference(m, feeds)["y"], rtol=1e-4, atol=1e-5, what="vs onnx.reference")
@@ -129,7 +129,7 @@ def _scripts(m, target) -> str:
 def test_a_weight_keeps_its_order(case, small_bound, monkeypatch):
     """A projection and a 1x1 conv (a model weight among the operands) are scheduled as
     before: the order is for products of activations only."""
-    m = _linear(197, 64, 80) if case == "linear" else LAYERS["mb_exp_112"]()
+    m = linear(197, 64, 80) if case == "linear" else LAYERS["mb_exp_112"]()
     target = width_target("haswell")[0]
     after = _scripts(m, target)
     monkeypatch.setattr(register_tile, "ROWS_OUTSIDE_PANELS", False)

@@ -19,8 +19,8 @@ import pytest
 import tvm
 from onnx import helper
 
+from cpu_tile_cases import build_and_run
 from onnx_cases import model, onnxruntime_outputs, single_cpu_kernel
-from test_kernels_wide_tiles import _run
 
 from hetpart.kernels.rules import cpu_injective
 from hetpart.targets import cpu_tvm_target
@@ -77,7 +77,7 @@ def test_permuted_rows_match_onnxruntime(case, monkeypatch):
     m = CASES[case]()
     feeds = _feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
-    got = _run(m, feeds, cpu_tvm_target())
+    got = build_and_run(m, feeds, cpu_tvm_target())
     assert (want == 0).any() and (want < 0).any()
     np.testing.assert_array_equal(got, want)
 
@@ -131,6 +131,6 @@ def test_other_nests_keep_their_schedule(case, monkeypatch):
 
 
 def _avx2() -> tvm.target.Target:
-    from test_kernels_wide_tiles import _target
+    from cpu_tile_cases import mcpu_target
 
-    return _target("haswell")
+    return mcpu_target("haswell")

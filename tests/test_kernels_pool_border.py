@@ -21,7 +21,7 @@ from onnx import helper
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
 
 from hetpart.kernels.rules import cpu_reduction
-from test_kernels_wide_tiles import _target
+from cpu_tile_cases import mcpu_target
 
 
 def _pool(c, hw, k=3, stride=2, pad=1, ceil=0, batch=1):
@@ -63,7 +63,7 @@ def test_padded_max_pool_matches_onnxruntime_and_the_reference(case):
 
 
 def _scheduled(m, mcpu: str = "haswell"):
-    func = scheduled_by(m, _target(mcpu), "CpuReduction")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuReduction")
     return func.script()
 
 

@@ -18,10 +18,9 @@ import pytest
 import tvm
 from onnx import helper
 
+from cpu_tile_cases import as_32_registers, scheduled, tile_shape, update_chains
 from onnx_cases import model, scheduled_by
-from test_kernels_r50_late import matches_onnxruntime_and_the_reference
-from test_kernels_rows_32_registers import _as_32_registers
-from test_kernels_wide_tiles import _scheduled, _tile, _update_chains
+from r50_cases import matches_onnxruntime_and_the_reference
 
 from hetpart.kernels.rules import cpu_conv2d
 from hetpart.targets import cpu_tvm_target
@@ -74,11 +73,11 @@ def test_7_wide_3x3_takes_5_plane_rows_on_avx2(ic, oc, hw, stride, monkeypatch):
     """resnet50's 512->512 3x3s: 5 rows x 2 vectors of 8 over the fused plane (before: the
     output's own 7 columns as 4 + 3); with the switch off, 4 rows on the image's rows."""
     m = _conv(ic, oc, hw, stride)
-    func = _scheduled(m, "haswell")
-    assert _fused(func) and _tile(func) == (5, 2, 8), func.script()
+    func = scheduled(m, "haswell")
+    assert _fused(func) and tile_shape(func) == (5, 2, 8), func.script()
     monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_PLANE", False)
-    func = _scheduled(m, "haswell")
-    assert not _fused(func) and _tile(func) == (4, 2, 8)
+    func = scheduled(m, "haswell")
+    assert not _fused(func) and tile_shape(func) == (4, 2, 8)
 
 
 def test_avx512_and_other_widths_unchanged(monkeypatch):
@@ -86,16 +85,16 @@ def test_avx512_and_other_widths_unchanged(monkeypatch):
     nor a 14-wide (5 + 5 + 4) or a 5-wide (5 rows) output on AVX2."""
     cases = [(_conv(512, 512, 7), "skylake-avx512"), (_conv(256, 256, 14), "haswell"),
              (_conv(64, 32, 5), "haswell")]
-    after = [_scheduled(m, mcpu).script() for m, mcpu in cases]
+    after = [scheduled(m, mcpu).script() for m, mcpu in cases]
     monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_PLANE", False)
-    assert [_scheduled(m, mcpu).script() for m, mcpu in cases] == after
+    assert [scheduled(m, mcpu).script() for m, mcpu in cases] == after
 
 
 def _row_tiles(func) -> list[int]:
     """The unrolled row count of each multiply-accumulate nest (not the split-off ragged tile's
     ``*_update_ragged``: the same count under a constant predicate)."""
     return [int([lp for lp in loops if lp.kind == tvm.tirx.ForKind.UNROLLED][0].extent)
-            for loops, _ in _update_chains(func)]
+            for loops, _ in update_chains(func)]
 
 
 @pytest.mark.parametrize("ic,oc,hw,stride", [(512, 512, 7, 1), (512, 512, 14, 2)],
@@ -104,17 +103,17 @@ def test_rows_32_takes_13_plane_rows_on_avx512(ic, oc, hw, stride, monkeypatch):
     """``FUSED_WINDOW_ROWS_32`` (off by default): on AVX-512 the fused plane's 13 rows x 2 x 16
     (49 = 3 x 13 + 10, the ragged tile split off); AVX2 unchanged by it."""
     m = _conv(ic, oc, hw, stride)
-    avx2 = _scheduled(m, "haswell").script()
+    avx2 = scheduled(m, "haswell").script()
     monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_ROWS_32", True)
-    func = _scheduled(m, "skylake-avx512")
+    func = scheduled(m, "skylake-avx512")
     assert _fused(func) and _row_tiles(func) == [13] and "_update_ragged" in func.script(), func.script()
-    assert _scheduled(m, "haswell").script() == avx2
+    assert scheduled(m, "haswell").script() == avx2
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "7x7 +" in c or "s2 on 14x14" in c])
 def test_rows_32_tiles_match_onnxruntime(case, monkeypatch):
     """The 13-row tiles, built here with the rules told 32 registers, against ORT."""
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     monkeypatch.setattr(cpu_conv2d, "FUSED_WINDOW_ROWS_32", True)
     func = scheduled_by(CASES[case](), cpu_tvm_target(), "CpuConv2d")
     assert _fused(func) and _row_tiles(func)[0] == 13, func.script()

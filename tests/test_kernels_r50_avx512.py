@@ -20,24 +20,24 @@ from __future__ import annotations
 import pytest
 import tvm
 
+from cpu_tile_cases import as_32_registers
 from onnx_cases import scheduled_by
-from test_kernels_r50_late import _conv, matches_onnxruntime_and_the_reference
-from test_kernels_rows_32_registers import _as_32_registers
+from r50_cases import conv1x1, matches_onnxruntime_and_the_reference
 
 from hetpart.kernels import register_tile
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import host_triple
 
 CASES = {
-    "1x1 32->64 on 32x32 + residual + relu (chunked plane)": lambda: _conv(32, 64, 32, "add_relu"),
-    "1x1 32->48 on 16x16, bias alone (chunked plane, 8 tiles)": lambda: _conv(32, 48, 16, "none"),
-    "1x1 128->64 on 32x32 + relu (image rows outside the panels)": lambda: _conv(128, 64, 32),
+    "1x1 32->64 on 32x32 + residual + relu (chunked plane)": lambda: conv1x1(32, 64, 32, "add_relu"),
+    "1x1 32->48 on 16x16, bias alone (chunked plane, 8 tiles)": lambda: conv1x1(32, 48, 16, "none"),
+    "1x1 128->64 on 32x32 + relu (image rows outside the panels)": lambda: conv1x1(128, 64, 32),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime_and_the_reference(case, monkeypatch):
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     matches_onnxruntime_and_the_reference(CASES[case](), case)
 
 
@@ -47,10 +47,10 @@ def _script(m, mcpu: str) -> str:
 
 
 @pytest.mark.parametrize("module,switch,m", [
-    (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(64, 256, 56, "add_relu")),
-    (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(64, 256, 56, "none")),
-    (cpu_matmul, "PLANE_CHUNK_B1", lambda: _conv(256, 1024, 14, "add_relu")),
-    (register_tile, "IMAGE_ROWS_WIDTH_IN_PIXELS", lambda: _conv(256, 64, 56)),
+    (cpu_matmul, "PLANE_CHUNK_B1", lambda: conv1x1(64, 256, 56, "add_relu")),
+    (cpu_matmul, "PLANE_CHUNK_B1", lambda: conv1x1(64, 256, 56, "none")),
+    (cpu_matmul, "PLANE_CHUNK_B1", lambda: conv1x1(256, 1024, 14, "add_relu")),
+    (register_tile, "IMAGE_ROWS_WIDTH_IN_PIXELS", lambda: conv1x1(256, 64, 56)),
 ])
 def test_the_switch_changes_avx512_alone(module, switch, m, monkeypatch):
     """resnet50's 64->256 on 56x56 (+ residual + ReLU; the projection), 256->1024 on 14x14 +
@@ -66,7 +66,7 @@ def test_no_chunks_at_batch_2_on_a_short_plane_or_few_channels():
     """The batch-1 chunk leaves batch 2 (its own rule: a residual, RESIDUAL_CHUNK_MIN_BATCH), a
     plane of fewer than PLANE_CHUNK_B1_MIN_TILES vector tiles (10x10: 100 pixels) and fewer than
     PLANE_CHUNK_B1_MIN_CHANNELS output channels (mobilenet_v2's 96->24 on 56x56) alone."""
-    for m in (_conv(64, 256, 56, "none", batch=2), _conv(64, 128, 10, "none"), _conv(96, 24, 56, "none")):
+    for m in (conv1x1(64, 256, 56, "none", batch=2), conv1x1(64, 128, 10, "none"), conv1x1(96, 24, 56, "none")):
         on = _script(m, "skylake-avx512")
         cpu_matmul.PLANE_CHUNK_B1 = False
         try:

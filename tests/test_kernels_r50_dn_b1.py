@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import conv2d_script, matches_onnxruntime, mcpu_target, scheduled
 from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, run_on, scheduled_by
-from test_kernels_channels_inner_window import _scheduled as _conv_scheduled
-from test_kernels_wide_tiles import _matches_onnxruntime, _scheduled, _target
 
 from hetpart.kernels.rules import cpu_conv2d, cpu_matmul, cpu_reduction
 
@@ -64,12 +63,12 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _padded(m, mcpu: str) -> bool:
     """Whether the 1x1 conv's plane is padded to whole vectors (``_ragged_plane``)."""
-    return "reindex_pad" in _scheduled(m, mcpu).script()
+    return "reindex_pad" in scheduled(m, mcpu).script()
 
 
 def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
@@ -79,7 +78,7 @@ def test_7x7_residual_plane_padded_with_8_lanes(monkeypatch):
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     m = _conv(256, 512, 7)
     assert _padded(m, "haswell")
-    assert "T.int64(64)" in _scheduled(m, "haswell").script()
+    assert "T.int64(64)" in scheduled(m, "haswell").script()
     assert not _padded(m, "skylake-avx512")
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_B1_RESIDUAL", False)
     assert not _padded(m, "haswell")
@@ -90,10 +89,10 @@ def test_narrow_or_residual_free_7x7_unchanged(monkeypatch):
     residual keep the weight tile; the same schedules with the switch off."""
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
     ms = [_conv(256, 256, 7), _conv(256, 512, 7, epilogue="relu")]
-    after = [_scheduled(m, "haswell").script() for m in ms]
+    after = [scheduled(m, "haswell").script() for m in ms]
     assert not any("reindex_pad" in s for s in after)
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_B1_RESIDUAL", False)
-    assert [_scheduled(m, "haswell").script() for m in ms] == after
+    assert [scheduled(m, "haswell").script() for m in ms] == after
 
 
 def _channels_inner(script: str, c: int, hw: int) -> bool:
@@ -105,19 +104,19 @@ def _channels_inner(script: str, c: int, hw: int) -> bool:
 @pytest.mark.parametrize("oc,hw", [(256, 7), (512, 7), (256, 14)])
 def test_wide_3x3_reads_channels_innermost(mcpu, oc, hw, monkeypatch):
     m = _conv(256, oc, hw, k=3, epilogue="relu")
-    assert _channels_inner(_conv_scheduled(m, mcpu), 256, hw)
+    assert _channels_inner(conv2d_script(m, mcpu), 256, hw)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WIDE", False)
-    assert not _channels_inner(_conv_scheduled(m, mcpu), 256, hw)
+    assert not _channels_inner(conv2d_script(m, mcpu), 256, hw)
 
 
 @pytest.mark.parametrize("ic,oc,hw", [(192, 192, 14), (256, 640, 7), (256, 256, 5)],
                          ids=["192 output channels", "640 output channels", "5x5 plane"])
 def test_other_3x3_unchanged(ic, oc, hw, monkeypatch):
     m = _conv(ic, oc, hw, k=3, epilogue="relu")
-    after = _conv_scheduled(m)
+    after = conv2d_script(m)
     assert not _channels_inner(after, ic, hw)
     monkeypatch.setattr(cpu_conv2d, "CHANNELS_INNER_WIDE", False)
-    assert _conv_scheduled(m) == after
+    assert conv2d_script(m) == after
 
 
 def _pool(op, c, hw, k=2, stride=2, pad=0):
@@ -150,7 +149,7 @@ def test_strided_pools_match_onnxruntime_and_the_reference(case):
 
 
 def _pool_scheduled(m, mcpu: str = "haswell") -> str:
-    func = scheduled_by(m, _target(mcpu), "CpuReduction")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuReduction")
     return func.script()
 
 

@@ -21,7 +21,7 @@ from tvm import tirx
 
 from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, reference
-from test_kernels_ragged_tiles import _feeds, _hetpart, _scores
+from ragged_cases import attention_scores, run_all_cpu, seeded_feeds
 
 from hetpart import kernels, load
 from hetpart.kernels import ragged_copy
@@ -29,7 +29,7 @@ from hetpart.kernels import ragged_copy
 
 def _scheduled(seq: int, cpu: str):
     target, lanes = width_target(cpu)
-    func = kernels.schedule(load(_scores(2, seq, 16)).module, target)["fused_matmul_multiply"]
+    func = kernels.schedule(load(attention_scores(2, seq, 16)).module, target)["fused_matmul_multiply"]
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
     return func, lanes
 
@@ -66,9 +66,9 @@ def test_whole_panels_copy_back_in_vectors(seq, cpu):
 @pytest.mark.parametrize("seq", [33, 47, 100, 197])
 @pytest.mark.parametrize("special", [False, True])
 def test_split_copy_back_matches_onnxruntime(seq, special):
-    m = _scores(2, seq, 16)
-    feeds = _feeds(m, special=special)
-    got = _hetpart(m, feeds)
+    m = attention_scores(2, seq, 16)
+    feeds = seeded_feeds(m, special=special)
+    got = run_all_cpu(m, feeds)
     if special:
         want = reference(m, feeds)["y"]
         assert np.isnan(want).any() and np.isinf(want).any(), "the case must exercise both"

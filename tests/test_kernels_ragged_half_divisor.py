@@ -15,7 +15,7 @@ from onnx import helper
 from onnx_cases import assert_matches, model, onnxruntime_outputs, run_on, scheduled_by
 
 from hetpart.kernels import register_tile
-from test_kernels_wide_tiles import _target
+from cpu_tile_cases import mcpu_target
 
 
 def _conv(c_in=4, c_out=16, h=5, w=149, pads=(0, 0, 0, 0)):
@@ -51,7 +51,7 @@ def test_row_counts(monkeypatch):
 
 
 def _script(m, mcpu):
-    func = scheduled_by(m, _target(mcpu), "CpuConv2d")
+    func = scheduled_by(m, mcpu_target(mcpu), "CpuConv2d")
     return func.script()
 
 

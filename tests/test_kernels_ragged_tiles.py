@@ -21,24 +21,16 @@ import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from host_isa import WIDTH_TARGETS, width_target
 from onnx_cases import assert_matches, reference
+from ragged_cases import attention_scores, graph_model, linear, run_all_cpu, seeded_feeds
 
 from hetpart import kernels, load
-from hetpart.backend import forced_plan
 from hetpart.kernels import weight_prepack
 from hetpart.kernels.register_tile import _row_count
 from hetpart.targets import cpu_tvm_target
-
-
-def _graph(nodes, inputs, output, inits):
-    g = helper.make_graph(
-        nodes, "ragged", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, output)],
-        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _conv(c_in, c_out, hw, k, pads, seed=0):
@@ -48,56 +40,20 @@ def _conv(c_in, c_out, hw, k, pads, seed=0):
     oh, ow = hw[0] + pads[0] + pads[2] - k[0] + 1, hw[1] + pads[1] + pads[3] - k[1] + 1
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(k), pads=list(pads)),
              helper.make_node("Relu", ["c"], ["y"])]
-    return _graph(nodes, {"x": [1, c_in, *hw]}, [1, c_out, oh, ow], {"w": w, "b": b})
-
-
-def _linear(m, k, n, seed=0):
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    b = rng.standard_normal(n).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["y"])]
-    return _graph(nodes, {"x": [1, m, k]}, [1, m, n], {"w": w, "b": b})
-
-
-def _scores(heads, seq, dim):
-    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
-             helper.make_node("MatMul", ["x", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["y"])]
-    shp = [1, heads, seq, dim]
-    return _graph(nodes, {"x": shp, "k": shp}, [1, heads, seq, seq],
-                  {"scale": np.array(1 / np.sqrt(dim), np.float32)})
+    return graph_model(nodes, {"x": [1, c_in, *hw]}, [1, c_out, oh, ow], {"w": w, "b": b})
 
 
 CASES = {
-    "linear 197x64 @ 64x80": lambda: _linear(197, 64, 80),
-    "linear 37x48 @ 48x64": lambda: _linear(37, 48, 64),
-    "scores 3x197x32": lambda: _scores(3, 197, 32),
-    "scores 2x197x64": lambda: _scores(2, 197, 64),
-    "scores 2x37x16": lambda: _scores(2, 37, 16),
-    "scores 2x100x16": lambda: _scores(2, 100, 16),
+    "linear 197x64 @ 64x80": lambda: linear(197, 64, 80),
+    "linear 37x48 @ 48x64": lambda: linear(37, 48, 64),
+    "scores 3x197x32": lambda: attention_scores(3, 197, 32),
+    "scores 2x197x64": lambda: attention_scores(2, 197, 64),
+    "scores 2x37x16": lambda: attention_scores(2, 37, 16),
+    "scores 2x100x16": lambda: attention_scores(2, 100, 16),
     "conv 1x7 17x17": lambda: _conv(24, 32, (17, 17), (1, 7), (0, 3, 0, 3)),
     "conv 7x1 17x17": lambda: _conv(24, 48, (17, 17), (7, 1), (3, 0, 3, 0)),
     "conv 3x3 73x73": lambda: _conv(8, 32, (73, 73), (3, 3), (0, 0, 0, 0)),
 }
-
-
-def _feeds(m: onnx.ModelProto, special: bool = False) -> dict:
-    rng = np.random.default_rng(1)
-    out = {}
-    for i in m.graph.input:
-        x = rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
-        x.flat[::7] = 0.0
-        if special:
-            x.flat[[3, x.size // 2, x.size - 1]] = [np.nan, np.inf, -np.inf]
-        out[i.name] = x
-    return out
-
-
-def _hetpart(m: onnx.ModelProto, feeds: dict) -> np.ndarray:
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run(feeds)["y"]
 
 
 def _rules(m: onnx.ModelProto) -> dict[str, str]:
@@ -107,8 +63,8 @@ def _rules(m: onnx.ModelProto) -> dict[str, str]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_ragged_tiles_match_onnxruntime(case):
     m = CASES[case]()
-    feeds = _feeds(m)
-    got = _hetpart(m, feeds)
+    feeds = seeded_feeds(m)
+    got = run_all_cpu(m, feeds)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
@@ -118,8 +74,8 @@ def test_ragged_tiles_nan_and_inf_as_the_reference(case):
     """A NaN or infinity in a row or column reaches exactly that row's or column's
     outputs (inf - inf within a dot product is NaN in any order)."""
     m = CASES[case]()
-    feeds = _feeds(m, special=True)
-    got = _hetpart(m, feeds)
+    feeds = seeded_feeds(m, special=True)
+    got = run_all_cpu(m, feeds)
     want = reference(m, feeds)["y"]
     assert np.isnan(want).any() and np.isinf(want).any(), "the case must exercise both"
     finite = np.abs(want[np.isfinite(want)])
@@ -173,7 +129,7 @@ def test_narrow_vectors_are_padded_to_full_ones(tokens, cpu):
     target, lanes = width_target(cpu)
     if lanes not in NARROW[tokens]:
         pytest.skip(f"no padding written down for {lanes}-lane float32 vectors")
-    mod = kernels.schedule(load(_scores(2, tokens, 16)).module, target)
+    mod = kernels.schedule(load(attention_scores(2, tokens, 16)).module, target)
     func = mod["fused_matmul_multiply"]
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuMatmul"
     blocks = []
@@ -217,7 +173,7 @@ def test_padded_operand_copy_runs_in_parallel_on_many_cores():
 
     cpu = next(iter(FIXED_CPU_LANES))
     target, _ = width_target(cpu, cores=16)
-    func = kernels.schedule(load(_scores(12, 197, 64)).module, target)["fused_matmul_multiply"]
+    func = kernels.schedule(load(attention_scores(12, 197, 64)).module, target)["fused_matmul_multiply"]
     blocks = []
     tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")
     params = list(func.params)
@@ -238,7 +194,7 @@ def _blocks_under(loop) -> list:
 
 def _transpose(heads, seq, dim):
     nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2])]
-    return _graph(nodes, {"x": [1, heads, seq, dim]}, [1, heads, dim, seq], {})
+    return graph_model(nodes, {"x": [1, heads, seq, dim]}, [1, heads, dim, seq], {})
 
 
 @pytest.mark.parametrize("shape", [(3, 197, 32), (2, 37, 24), (2, 100, 16)])
@@ -248,8 +204,8 @@ def test_ragged_transpose_matches_onnxruntime(shape, special):
     lanes), the ragged last tile included: exactly ORT's values, NaN and +-inf where
     they were (a transpose moves, never computes)."""
     m = _transpose(*shape)
-    feeds = _feeds(m, special=special)
-    got = _hetpart(m, feeds)
+    feeds = seeded_feeds(m, special=special)
+    got = run_all_cpu(m, feeds)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_array_equal(got, want)
 
@@ -271,7 +227,7 @@ def test_ragged_transpose_is_tiled(cpu):
 def test_weights_are_not_padded():
     """A weight's ragged dim (marked as kernels.build marks it) keeps its narrow
     vectors, packed once at compile time, rather than a padded copy per call."""
-    mod = kernels.schedule(weight_prepack.mark_weights(load(_linear(6, 32, 100)).module), cpu_tvm_target())
+    mod = kernels.schedule(weight_prepack.mark_weights(load(linear(6, 32, 100)).module), cpu_tvm_target())
     func = next(f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
     blocks = []
     tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append), order="pre")

@@ -14,16 +14,15 @@ attention, a fully masked row), +inf and NaN, for lengths 197, 1500, 17, 1 and 6
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
 from onnx import helper
 
 from onnx_cases import assert_matches, model, reference
+from softmax_cases import all_cpu_output, ort_output, special_rows
 
 from hetpart import kernels, load
-from hetpart.backend import forced_plan
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.analysis import cpu_shape
 from hetpart.kernels.rules import cpu_reduction
@@ -31,44 +30,14 @@ from hetpart.kernels.rules.cpu_reduction import CpuReduction
 from hetpart.targets import cpu_tvm_target, host_triple
 
 
-def _rows(n: int, count: int = 12, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((count, n)) * 4).astype(np.float32)
-    x[1] = 0.0
-    x[2, ::2] = -30.0                      # negatives
-    x[3, ::3] = -np.inf                    # masked attention
-    x[4] = -np.inf                         # a fully masked row (NaN in ORT)
-    x[5, n // 2] = np.nan
-    x[6, n - 1] = np.nan                   # in the tail of a row that is not whole vectors
-    x[7, n - 1] = np.inf
-    x[8, :] = -np.inf
-    x[8, n - 1] = 3.0                      # the one unmasked entry in the tail
-    x[9, n - 1] = 50.0                     # the row's max in the tail
-    x[10, 0] = 50.0                        # ... in the first vector
-    x[11] = np.linspace(-200, 0, n)        # exp underflows
-    return x
-
-
-def _hetpart(m, x):
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run({"x": x})["y"]
-
-
-def _ort(m, feeds):
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-
-
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("n", [197, 1500, 17, 1, 64, 256])
 def test_softmax_of_ragged_rows_matches_onnxruntime(op, n):
     shape = (1, 2, 6, n)
-    x = _rows(n).reshape(shape)
+    x = special_rows(n).reshape(shape)
     m = softmax_model(op, shape)
-    got = _hetpart(m, x)
-    assert_matches(got, _ort(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
+    got = all_cpu_output(m, x)
+    assert_matches(got, ort_output(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
     if op == "Softmax":
         with np.errstate(all="ignore"):
             want = reference(m, {"x": x})["y"]
@@ -87,7 +56,7 @@ def test_layer_norm_of_ragged_rows_matches_onnxruntime(n):
     x[1] = 0.0
     x[2, n - 1] = 40.0
     x[3, 0] = np.nan
-    assert_matches(_hetpart(m, x), _ort(m, {"x": x}), rtol=1e-4, atol=1e-4, what=f"LayerNorm n={n}")
+    assert_matches(all_cpu_output(m, x), ort_output(m, {"x": x}), rtol=1e-4, atol=1e-4, what=f"LayerNorm n={n}")
 
 
 def _partials_updates(n: int, op: str = "Softmax"):

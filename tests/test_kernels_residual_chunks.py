@@ -15,16 +15,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cpu_tile_cases import build_and_run, conv, indices_along_tile_loop, random_feeds, scheduled
 from onnx_cases import assert_matches, onnxruntime_outputs
-from test_kernels_batch_order import indices_along_tile_loop
-from test_kernels_wide_tiles import _conv, _feeds, _run, _scheduled
 
 from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import cpu_tvm_target
 
 CASES = {
-    "1x1 64->48 on 56x56 + add, batch 2 (fused plane)": lambda: _conv(64, 48, 56, epilogue="add", batch=2),
-    "1x1 256->32 on 14x14 + add, batch 2 (padded plane)": lambda: _conv(256, 32, 14, epilogue="add", batch=2),
+    "1x1 64->48 on 56x56 + add, batch 2 (fused plane)": lambda: conv(64, 48, 56, epilogue="add", batch=2),
+    "1x1 256->32 on 14x14 + add, batch 2 (padded plane)": lambda: conv(256, 32, 14, epilogue="add", batch=2),
 }
 
 
@@ -33,9 +32,9 @@ CASES = {
 def test_residual_chunks_match_onnxruntime(case, chunk, monkeypatch):
     monkeypatch.setattr(cpu_matmul, "RESIDUAL_CHUNK_TILES", chunk)
     m = CASES[case]()
-    feeds = _feeds(m)
+    feeds = random_feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
-    got = _run(m, feeds, cpu_tvm_target())
+    got = build_and_run(m, feeds, cpu_tvm_target())
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=f"{case}, chunk {chunk}")
 
 
@@ -51,17 +50,17 @@ def test_row_tiles_run_within_a_chunk_of_the_plane():
     divisor up to 16): the first 14 tiles of the parallel loop are one row tile's (6 output
     channels) over 14 plane tiles, then the next row tile's over the same 14; before, one
     plane tile's over every row tile (8 for 48 channels)."""
-    oc, px = _order(_scheduled(CASES["1x1 64->48 on 56x56 + add, batch 2 (fused plane)"](), "haswell"), 15)
+    oc, px = _order(scheduled(CASES["1x1 64->48 on 56x56 + add, batch 2 (fused plane)"](), "haswell"), 15)
     assert oc == [0] * 14 + [6] and px == [16 * i for i in range(14)] + [0], (oc, px)
 
 
 @pytest.mark.parametrize("m", [
-    lambda: _conv(64, 48, 56, epilogue="add"),
-    lambda: _conv(64, 48, 56, epilogue="relu", batch=2),
-    lambda: _conv(512, 32, 7, epilogue="add", batch=2),
+    lambda: conv(64, 48, 56, epilogue="add"),
+    lambda: conv(64, 48, 56, epilogue="relu", batch=2),
+    lambda: conv(512, 32, 7, epilogue="add", batch=2),
 ], ids=["batch 1", "no residual", "7x7: 4 tiles"])
 def test_no_chunks_at_batch_1_without_a_residual_nor_on_few_tiles(m, monkeypatch):
     model_ = m()
-    after = _scheduled(model_, "haswell").script()
+    after = scheduled(model_, "haswell").script()
     monkeypatch.setattr(cpu_matmul, "RESIDUAL_CHUNK_TILES", 1)
-    assert _scheduled(model_, "haswell").script() == after
+    assert scheduled(model_, "haswell").script() == after

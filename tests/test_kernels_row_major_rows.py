@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import build_and_run, conv, host_has_avx2, mcpu_target, random_feeds, scheduled, tile_rows
 from onnx_cases import assert_matches, model, onnxruntime_outputs
-from test_kernels_wide_tiles import _conv, _feeds, _host_has_avx2, _run, _scheduled, _target, _tile_rows
 
 from hetpart.kernels import register_tile
 from hetpart.kernels.rules import cpu_matmul
@@ -60,13 +60,13 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("mcpu", ["haswell", "host"])
 def test_row_major_tiles_match_onnxruntime(case, mcpu):
-    if mcpu == "haswell" and not _host_has_avx2():
+    if mcpu == "haswell" and not host_has_avx2():
         pytest.skip("an AVX2 build needs an AVX2 host to run")
     m = CASES[case]()
-    feeds = _feeds(m)
+    feeds = random_feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
     assert (want < 0).any() and (want > 0).any()
-    got = _run(m, feeds, cpu_tvm_target() if mcpu == "host" else _target(mcpu))
+    got = build_and_run(m, feeds, cpu_tvm_target() if mcpu == "host" else mcpu_target(mcpu))
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=f"{case} ({mcpu})")
 
 
@@ -74,19 +74,19 @@ def test_row_major_matmul_keeps_default_rows_on_avx2(monkeypatch):
     """49 rows on AVX2: the default (ragged) row count, as with no wide rows at all, not the 7
     the wide rows took; AVX-512 keeps its 7 (register_tile._rows_for_32_registers)."""
     m = _linear()
-    rows = _tile_rows(_scheduled(m, "haswell"))
-    assert _tile_rows(_scheduled(m, "skylake-avx512")) == 7
+    rows = tile_rows(scheduled(m, "haswell"))
+    assert tile_rows(scheduled(m, "skylake-avx512")) == 7
     monkeypatch.setattr(register_tile, "WIDE_ROWS_MIN_REDUCTION", 10**9)
-    assert rows == _tile_rows(_scheduled(m, "haswell")) < 7
+    assert rows == tile_rows(scheduled(m, "haswell")) < 7
 
 
 def test_switch_on_restores_wide_rows(monkeypatch):
     monkeypatch.setattr(register_tile, "WIDE_ROWS_ROW_MAJOR", True)
-    assert _tile_rows(_scheduled(_linear(), "haswell")) == 7
+    assert tile_rows(scheduled(_linear(), "haswell")) == 7
 
 
 def test_transposed_write_back_keeps_wide_rows(monkeypatch):
     """A 1x1 conv on 7x7 (rows along the plane, the tile written back transposed): 7 rows (its
     channels-inner plane, cpu_matmul.CHANNELS_INNER_ROWS, off: test_kernels_r50_late.py)."""
     monkeypatch.setattr(cpu_matmul, "CHANNELS_INNER_ROWS", False)
-    assert _tile_rows(_scheduled(_conv(512, 32, 7), "haswell")) == 7
+    assert tile_rows(scheduled(conv(512, 32, 7), "haswell")) == 7

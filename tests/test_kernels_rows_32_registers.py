@@ -13,20 +13,17 @@ LLVM spills what does not fit, the sums are the same), inputs with negatives and
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnx
 import pytest
 import tvm
-from onnx import helper
 
-from onnx_cases import assert_matches, model, onnxruntime_outputs, reference
-from test_kernels_wide_tiles import _conv, _feeds, _run, _tile
+from cpu_tile_cases import as_32_registers, avx512_target, build_and_run, conv, matmul, random_feeds, tile_shape
+from onnx_cases import assert_matches, onnxruntime_outputs, reference
 
 from hetpart import kernels, load
 from hetpart.kernels import register_tile, weight_prepack
-from hetpart.kernels.rules import cpu_conv2d, cpu_matmul
+from hetpart.kernels.rules import cpu_matmul
 from hetpart.targets import host_cpu_name, host_triple
 
 
@@ -37,10 +34,6 @@ def _weight_tile(monkeypatch):
     first (:func:`test_the_plane_tile_takes_14x14_first_at_batch_1`); here it is held to
     batch 2 as before it, so the same shapes exercise the row choice."""
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 2)
-
-
-def _avx512(cores: int = 16) -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids", "num-cores": cores})
 
 
 def _host() -> tvm.target.Target:
@@ -54,22 +47,7 @@ def _rows(m: onnx.ModelProto, target: tvm.target.Target) -> int:
     mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), target)
     (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
                and str(f.attrs.get(kernels.RULE_ATTR, "")) in ("CpuMatmul", "CpuConv2d")]
-    return _tile(func)[0]
-
-
-def _matmul(m: int, k: int, n: int, epilogue: str = "relu") -> onnx.ModelProto:
-    """``[m, k] @ [k, n]`` (a constant weight) + bias, then ReLU or a residual Add."""
-    rng = np.random.default_rng(m * 7 + k + n)
-    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    b = (rng.standard_normal(n) * 0.5).astype(np.float32)
-    inputs = [("x", (m, k), np.float32)]
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["c"])]
-    if epilogue == "relu":
-        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
-    else:
-        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
-        inputs.append(("r", (m, n), np.float32))
-    return model(nodes, inputs, [("y", [m, n], np.float32)], {"w": w, "b": b}, opset=13)
+    return tile_shape(func)[0]
 
 
 @pytest.mark.parametrize("case,rows", [
@@ -82,15 +60,15 @@ def _matmul(m: int, k: int, n: int, epilogue: str = "relu") -> onnx.ModelProto:
 ])
 def test_one_loop_reductions_take_up_to_14_rows_on_avx512(case, rows):
     ic, oc, hw = case
-    assert _rows(_conv(ic, oc, hw), _avx512()) == rows
+    assert _rows(conv(ic, oc, hw), avx512_target()) == rows
 
 
 def test_windowed_conv_and_the_switch_off_keep_the_rows(monkeypatch):
     """A 3x3 window keeps 7 rows (28 accumulators spilled beside its indices); with
     ROWS_32_REGISTERS off a 1x1 conv is back at 7 (fails without the rule)."""
-    assert _rows(_conv(256, 32, 14, k=3, pad=1), _avx512()) == 7
+    assert _rows(conv(256, 32, 14, k=3, pad=1), avx512_target()) == 7
     monkeypatch.setattr(register_tile, "ROWS_32_REGISTERS", False)
-    assert _rows(_conv(1024, 256, 14), _avx512()) == 7
+    assert _rows(conv(1024, 256, 14), avx512_target()) == 7
 
 
 def test_rows_widen_only_where_the_tiles_split_as_evenly_over_the_cores():
@@ -100,36 +78,29 @@ def test_rows_widen_only_where_the_tiles_split_as_evenly_over_the_cores():
     assert register_tile.thread_efficiency(224, 48) == pytest.approx(224 / 240)
     assert register_tile.thread_efficiency(112, 48) == pytest.approx(112 / 144)
     assert register_tile.thread_efficiency(112, 16) == 1.0
-    m = _conv(1024, 256, 14)
-    assert _rows(m, _avx512(16)) == 14
-    assert _rows(m, _avx512(48)) == 7
-
-
-def _as_32_registers(monkeypatch) -> None:
-    """The conv and matmul rules see this host's target with 32 vector registers."""
-    for rule in (cpu_conv2d, cpu_matmul):
-        real = rule.cpu_shape
-        monkeypatch.setattr(rule, "cpu_shape", lambda t, real=real: dataclasses.replace(real(t), registers=32))
+    m = conv(1024, 256, 14)
+    assert _rows(m, avx512_target(16)) == 14
+    assert _rows(m, avx512_target(48)) == 7
 
 
 CASES = {
-    "1x1 256->32 on 14x14 + relu": lambda: _conv(256, 32, 14),
-    "1x1 512->64 on 28x28 + add, batch 2": lambda: _conv(512, 64, 28, epilogue="add", batch=2),
-    "1x1 256->32 s2 28x28 -> 14x14": lambda: _conv(256, 32, 28, stride=2, epilogue="none"),
-    "[28, 512] @ [512, 32] + add": lambda: _matmul(28, 512, 32, epilogue="add"),
+    "1x1 256->32 on 14x14 + relu": lambda: conv(256, 32, 14),
+    "1x1 512->64 on 28x28 + add, batch 2": lambda: conv(512, 64, 28, epilogue="add", batch=2),
+    "1x1 256->32 s2 28x28 -> 14x14": lambda: conv(256, 32, 28, stride=2, epilogue="none"),
+    "[28, 512] @ [512, 32] + add": lambda: matmul(28, 512, 32, epilogue="add"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_wide_rows_match_onnxruntime_and_the_reference(case, monkeypatch):
-    _as_32_registers(monkeypatch)
+    as_32_registers(monkeypatch)
     m = CASES[case]()
     assert _rows(m, _host()) == 14, "the 14-row tile is the one tested"
-    feeds = _feeds(m)
+    feeds = random_feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
     if "relu" in case:
         assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    got = _run(m, feeds, _host())
+    got = build_and_run(m, feeds, _host())
     tol = dict(rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
     assert_matches(got, want, what=f"{case} against ONNX Runtime", **tol)
     (ref,) = reference(m, feeds).values()
@@ -162,7 +133,7 @@ def _fma_blocks_stack_moves(asm: str) -> tuple[int, int]:
 def test_the_14_row_tile_keeps_its_accumulators_in_registers():
     """Built for sapphirerapids: the 1x1 conv's reduction loop holds the 14 x 2 FMAs and
     no vector move to the stack (a 3x3 window beside them spilled 46-73 a loop)."""
-    fmas, spills = _fma_blocks_stack_moves(_asm(_conv(1024, 256, 14), _avx512()))
+    fmas, spills = _fma_blocks_stack_moves(_asm(conv(1024, 256, 14), avx512_target()))
     assert fmas >= 28 and spills == 0, (fmas, spills)
 
 
@@ -171,5 +142,5 @@ def test_the_plane_tile_takes_14x14_first_at_batch_1(monkeypatch):
     tile (8 rows of the padded 224-wide plane), not the 14-row weight tile; a 28x28 one
     keeps the weight tile's 14 rows on AVX-512 (the plane's long sums are AVX2's only)."""
     monkeypatch.setattr(cpu_matmul, "RAGGED_PLANE_MIN_BATCH", 1)
-    assert _rows(_conv(1024, 256, 14), _avx512()) == 8
-    assert _rows(_conv(512, 64, 28), _avx512()) == 14
+    assert _rows(conv(1024, 256, 14), avx512_target()) == 8
+    assert _rows(conv(512, 64, 28), avx512_target()) == 14

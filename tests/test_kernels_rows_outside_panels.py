@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from cpu_tile_cases import constant_values, indices_along_tile_loop, matches_onnxruntime, scheduled
 from onnx_cases import model
-from test_kernels_batch_order import _values, indices_along_tile_loop
-from test_kernels_wide_tiles import _matches_onnxruntime, _scheduled
 
 from hetpart.kernels import register_tile
 
@@ -49,14 +48,14 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_rows_outside_panels_match_onnxruntime(case):
-    _matches_onnxruntime(CASES[case](), case)
+    matches_onnxruntime(CASES[case](), case)
 
 
 def _order(m, mcpu="haswell"):
     """(output-channel index, image row) of the update block along the tile loop (block
     iterators 0 and 1 of a batch-1 NCHW conv: ``oc, h``, the unit batch dropped)."""
-    channels, rows = indices_along_tile_loop(_scheduled(m, mcpu), (0, 1))
-    return _values(channels), _values(rows)
+    channels, rows = indices_along_tile_loop(scheduled(m, mcpu), (0, 1))
+    return constant_values(channels), constant_values(rows)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -85,6 +84,6 @@ def test_avx512_panels_need_rows_of_twice_their_channels():
 ], ids=["14 wide", "one panel", "weight past the bound"])
 def test_order_unchanged(m, monkeypatch):
     model_ = m()
-    after = _scheduled(model_, "haswell").script()
+    after = scheduled(model_, "haswell").script()
     monkeypatch.setattr(register_tile, "IMAGE_ROWS_OUTSIDE_PANELS", False)
-    assert _scheduled(model_, "haswell").script() == after
+    assert scheduled(model_, "haswell").script() == after

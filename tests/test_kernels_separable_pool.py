@@ -26,7 +26,7 @@ from onnx_cases import assert_matches, model, onnxruntime_outputs, reference, ru
 from hetpart import kernels, load
 from hetpart.kernels import separable_pool, weight_prepack
 from hetpart.kernels.rules import cpu_reduction
-from test_kernels_wide_tiles import _target
+from cpu_tile_cases import mcpu_target
 
 
 def _pool(op, c, hw, k=3, stride=1, pad=1, ceil=0, batch=1, include_pad=1, relu=False):
@@ -100,7 +100,7 @@ def test_separable_pool_matches_onnxruntime_and_the_reference(case):
 
 
 def _rule_and_script(m):
-    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), _target("haswell"))
+    mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), mcpu_target("haswell"))
     (func,) = [f for f in mod.functions.values() if hasattr(f, "attrs") and f.attrs is not None
                and kernels.RULE_ATTR in f.attrs]
     return str(func.attrs[kernels.RULE_ATTR]), func.script()

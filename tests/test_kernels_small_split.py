@@ -18,9 +18,8 @@ import onnx
 import pytest
 import tvm
 
+from cpu_tile_cases import avx512_target, build_and_run, conv, matmul, random_feeds, tile_shape
 from onnx_cases import assert_matches, onnxruntime_outputs, reference
-from test_kernels_rows_32_registers import _avx512, _matmul
-from test_kernels_wide_tiles import _conv, _feeds, _run, _tile
 
 from hetpart import kernels, load
 from hetpart.kernels import register_tile, weight_prepack
@@ -38,7 +37,7 @@ def _vectors(m: onnx.ModelProto, target: tvm.target.Target) -> int:
     mod = kernels.schedule(weight_prepack.mark_weights(load(m).module), target)
     (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
                and str(f.attrs.get(kernels.RULE_ATTR, "")) in ("CpuMatmul", "CpuConv2d")]
-    return _tile(func)[1]
+    return tile_shape(func)[1]
 
 
 def test_the_split_pays_only_with_few_tiles_a_core():
@@ -60,15 +59,15 @@ def test_the_split_pays_only_with_few_tiles_a_core():
 ])
 def test_one_vector_panels_where_the_loop_splits_unevenly(case, cores, vectors):
     ic, oc, hw, k, pad = case
-    assert _vectors(_conv(ic, oc, hw, k=k, pad=pad), _avx512(cores)) == vectors
+    assert _vectors(conv(ic, oc, hw, k=k, pad=pad), avx512_target(cores)) == vectors
 
 
 def test_the_switch_off_keeps_two_vectors(monkeypatch):
     """Fails without the rule: densenet121's 7x7 3x3 conv keeps 2 vectors."""
-    m = _conv(128, 32, 7, k=3, pad=1)
-    assert _vectors(m, _avx512(16)) == 1
+    m = conv(128, 32, 7, k=3, pad=1)
+    assert _vectors(m, avx512_target(16)) == 1
     monkeypatch.setattr(register_tile, "SMALL_SPLIT", False)
-    assert _vectors(m, _avx512(16)) == 2
+    assert _vectors(m, avx512_target(16)) == 2
 
 
 # One panel of two vectors with this host's lanes: 16 channels with AVX2's 8, 32 on an
@@ -77,10 +76,10 @@ def test_the_switch_off_keeps_two_vectors(monkeypatch):
 _OC = 2 * cpu_shape(_host(16)).lanes("float32")
 
 CASES = {
-    "3x3 128->2 vectors on 6x6 + relu": lambda: _conv(128, _OC, 6, k=3, pad=1),
-    "1x1 992->2 vectors on 7x7 + add": lambda: _conv(992, _OC, 7, epilogue="add"),
-    "3x3 64->2 vectors s2 on 12x12 -> 6x6": lambda: _conv(64, _OC, 12, k=3, stride=2, pad=1, epilogue="none"),
-    "[7, 256] @ [256, 2 vectors] + relu": lambda: _matmul(7, 256, _OC),
+    "3x3 128->2 vectors on 6x6 + relu": lambda: conv(128, _OC, 6, k=3, pad=1),
+    "1x1 992->2 vectors on 7x7 + add": lambda: conv(992, _OC, 7, epilogue="add"),
+    "3x3 64->2 vectors s2 on 12x12 -> 6x6": lambda: conv(64, _OC, 12, k=3, stride=2, pad=1, epilogue="none"),
+    "[7, 256] @ [256, 2 vectors] + relu": lambda: matmul(7, 256, _OC),
 }
 
 
@@ -92,11 +91,11 @@ def test_one_vector_panels_match_onnxruntime_and_the_reference(case, monkeypatch
     m = CASES[case]()
     target = _host(16)
     assert _vectors(m, target) == 1, "the one-vector tile is the one tested"
-    feeds = _feeds(m)
+    feeds = random_feeds(m)
     (want,) = onnxruntime_outputs(m, feeds)
     if "relu" in case:
         assert (want == 0).any() and (want > 0).any(), "the clamp is exercised"
-    got = _run(m, feeds, target)
+    got = build_and_run(m, feeds, target)
     tol = dict(rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
     assert_matches(got, want, what=f"{case} against ONNX Runtime", **tol)
     (ref,) = reference(m, feeds).values()

@@ -18,8 +18,7 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-from test_kernels_reduction_tail import _rows
-from test_kernels_softmax_tail import WIDTHS, _loops, _scheduled, _shifts, softmax_matches_references
+from softmax_cases import WIDTHS, for_loops, scheduled_reduction, shift_lefts, softmax_matches_references, special_rows
 
 from hetpart.kernels.rules import cpu_reduction, softmax_fold
 from hetpart.runtime import executor, memory
@@ -35,7 +34,7 @@ def _data(n: int) -> np.ndarray:
                     -rng.uniform(80.0, 90.0, n), 1.0 + rng.integers(0, 2, n) * 2.0 ** -23,
                     rng.standard_normal(n) * 1e4, -np.abs(rng.standard_normal(n)) * 60.0 - 1.0]).astype(np.float32)
     big[2, n // 3] = 0.0
-    return np.concatenate([_rows(n), big]).reshape(1, 1, 18, n)
+    return np.concatenate([special_rows(n), big]).reshape(1, 1, 18, n)
 
 
 def _check(n: int) -> None:
@@ -54,20 +53,20 @@ def test_sum_partials_compute_and_store_the_exps(n, mcpu):
         pytest.skip("no row partials under two vectors: nothing to fold")
     if n % lanes == 0 and n < cpu_reduction.FOLD_MIN_WHOLE_VECTORS * lanes:
         pytest.skip("short rows of whole vectors are not folded")
-    func = _scheduled(n, mcpu)
+    func = scheduled_reduction(n, mcpu)
     blocks = []
     tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append))
     out = next(b.body.buffer for b in blocks if b.name_hint == "T_softmax_norm")  # the scaling pass
     updates, exp_only = [], []
-    for lp in _loops(func):
+    for lp in for_loops(func):
         if not isinstance(lp.body, tvm.s_tir.SBlockRealize):
             continue
         block = lp.body.block
         if "expsum_rf_update" in block.name_hint:
             updates.append(block)
-        elif _shifts(block.body) > 0 and not block.name_hint.endswith("_scope"):
+        elif shift_lefts(block.body) > 0 and not block.name_hint.endswith("_scope"):
             exp_only.append(int(lp.extent))
-    whole = [b for b in updates if _shifts(b.body) > 0]
+    whole = [b for b in updates if shift_lefts(b.body) > 0]
     assert len(whole) == 1, func.script()
     assert any(w.source.same_as(out) for w in whole[0].writes), func.script()
     assert sum(exp_only) <= (lanes if n % lanes else 0), (exp_only, func.script())
@@ -78,9 +77,9 @@ def test_folded_sum_is_one_chain(n):
     """The folded sum keeps one vector of partials (its adds wait on the exps; two exps
     in flight and two accumulators spilled AVX2's registers), the max keeps two over long
     rows (cpu_reduction.PARTIAL_CHAINS)."""
-    func = _scheduled(n, "haswell")
+    func = scheduled_reduction(n, "haswell")
     widths = {}
-    for lp in _loops(func):
+    for lp in for_loops(func):
         if lp.kind == tirx.ForKind.VECTORIZED and isinstance(lp.body, tvm.s_tir.SBlockRealize):
             name = lp.body.block.name_hint
             if "_rf_update" in name:
@@ -94,9 +93,9 @@ def test_not_folded(n, op, monkeypatch):
     """Log-softmax sums its exps inside the reduction (no exp pass); softmax over rows of
     fewer than 32 whole vectors (BERT's 128: 1.01x slower folded) is not folded: both
     scheduled the same with the fold on and off."""
-    on = _scheduled(n, "haswell", op).script()
+    on = scheduled_reduction(n, "haswell", op).script()
     monkeypatch.setattr(cpu_reduction, "FOLD_SUM_INTO_EXP", False)
-    assert _scheduled(n, "haswell", op).script() == on
+    assert scheduled_reduction(n, "haswell", op).script() == on
 
 
 @pytest.mark.parametrize("n", [197, 512, 1500, 23, 9])

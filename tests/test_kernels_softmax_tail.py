@@ -20,28 +20,11 @@ import tvm_ffi
 from tvm import tirx
 
 from onnx_cases import assert_matches, reference
-from test_kernels_reduction_tail import _hetpart, _ort, _rows
+from softmax_cases import (WIDTHS, all_cpu_output, for_loops, ort_output, scheduled_reduction, shift_lefts,
+                           softmax_matches_references, special_rows)
 
-from hetpart import load
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.rules import cpu_reduction
-from hetpart.kernels.rules.cpu_reduction import CpuReduction
-from hetpart.targets import host_triple
-
-WIDTHS = {"haswell": 8, "skylake-avx512": 16}
-
-
-def _scheduled(n: int, mcpu: str, op: str = "Softmax"):
-    graph = load(softmax_model(op, (4, n)))
-    func = next(f for f in graph.module.functions.values() if isinstance(f, tirx.PrimFunc))
-    target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 4})
-    return CpuReduction().apply(func, target).mod["main"]
-
-
-def _loops(func) -> list:
-    loops = []
-    tvm_ffi.structural_walk(func.body, (tirx.For, loops.append), order="pre")
-    return loops
 
 
 def _calls(expr, name: str) -> int:
@@ -62,9 +45,9 @@ def test_exp_tail_is_one_vector(n, mcpu, monkeypatch):
     lanes = WIDTHS[mcpu]
     if n % lanes == 0 or n < lanes:
         pytest.skip("no tail at this width")
-    func = _scheduled(n, mcpu)
-    exp_loops = [lp for lp in _loops(func) if isinstance(lp.body, tvm.s_tir.SBlockRealize)
-                 and _shifts(lp.body.block.body) > 0]
+    func = scheduled_reduction(n, mcpu)
+    exp_loops = [lp for lp in for_loops(func) if isinstance(lp.body, tvm.s_tir.SBlockRealize)
+                 and shift_lefts(lp.body.block.body) > 0]
     extents = sorted((int(lp.extent), lp.kind == tirx.ForKind.VECTORIZED) for lp in exp_loops)
     assert extents == sorted([(n - n % lanes, False), (lanes, True)]), (extents, func.script())
     tail = next(lp for lp in exp_loops if lp.kind == tirx.ForKind.VECTORIZED).body.block
@@ -72,7 +55,7 @@ def test_exp_tail_is_one_vector(n, mcpu, monkeypatch):
 
 
 def test_rows_of_whole_vectors_have_no_tail():
-    func = _scheduled(128, "haswell")
+    func = scheduled_reduction(128, "haswell")
     blocks = []
     tvm_ffi.structural_walk(func.body, (tvm.s_tir.SBlock, blocks.append))
     assert not any("row_tail" in b.name_hint for b in blocks), func.script()
@@ -82,7 +65,7 @@ def test_rows_of_whole_vectors_have_no_tail():
 def test_softmax_scales_by_the_reciprocal_of_the_sum(n):
     """The last pass multiplies by ``1 / sum`` (one division per row, hoisted by LLVM);
     before, it divided every element by the sum."""
-    func = _scheduled(n, "haswell")
+    func = scheduled_reduction(n, "haswell")
     divs = []
     tvm_ffi.structural_walk(func.body, (tirx.Div, divs.append))
     by_sum = [d for d in divs if isinstance(d.b, tvm.ir.TensorLoad) and "expsum" in d.b.source.name]
@@ -96,21 +79,14 @@ def test_softmax_with_a_vector_tail_matches_onnxruntime(op, n):
     """Tails of 1 and 7 (and 5) elements, special values in them (``_rows``: NaN, +inf,
     the row's max, the one unmasked entry in the last element)."""
     shape = (1, 2, 6, n)
-    x = _rows(n).reshape(shape)
+    x = special_rows(n).reshape(shape)
     m = softmax_model(op, shape)
-    got = _hetpart(m, x)
-    assert_matches(got, _ort(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
+    got = all_cpu_output(m, x)
+    assert_matches(got, ort_output(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
     if op == "Softmax":  # onnx.reference's LogSoftmax is log(softmax): -inf where exp underflows
         with np.errstate(all="ignore"):
             want = reference(m, {"x": x})["y"]
         assert_matches(got, want, what=f"{op} n={n} vs onnx.reference")
-
-
-def _shifts(expr) -> int:
-    """Shifts left in ``expr`` (each ``fast_exp`` builds its power of 2 with one or two)."""
-    found = []
-    tvm_ffi.structural_walk(expr, (type(tirx.shift_left(tirx.Var("a", "int32"), 1)), found.append))
-    return len(found)
 
 
 def _has_overflow_clamp(func) -> bool:
@@ -126,11 +102,11 @@ def test_softmax_exp_is_the_short_form(n, mcpu):
     (197) and over whole vectors (128: before, the full ``fast_exp``), is
     ``fast_exp._below_max_exp`` (cpu_reduction.row_max_exps): no clamp at ln(FLT_MAX), no
     ``floor``, no NaN select.  Log-softmax (its exp inside the sum) keeps the full one."""
-    func = _scheduled(n, mcpu)
+    func = scheduled_reduction(n, mcpu)
     assert not _has_overflow_clamp(func), func.script()
     assert _calls(func.body, "tirx.floor") == 0 and _calls(func.body, "tirx.isnan") == 0, func.script()
-    assert _shifts(func.body) > 0, func.script()
-    assert _has_overflow_clamp(_scheduled(n, mcpu, "LogSoftmax"))
+    assert shift_lefts(func.body) > 0, func.script()
+    assert _has_overflow_clamp(scheduled_reduction(n, mcpu, "LogSoftmax"))
 
 
 @pytest.mark.parametrize("n", [128, 197, 1500])
@@ -146,16 +122,6 @@ def test_short_exp_softmax_of_large_magnitudes_matches_onnxruntime(n):
                     -rng.uniform(80.0, 90.0, n), 1.0 + rng.integers(0, 2, n) * 2.0 ** -23,
                     rng.standard_normal(n) * 1e4, -np.abs(rng.standard_normal(n)) * 60.0]).astype(np.float32)
     big[2, 7] = 0.0
-    softmax_matches_references(np.concatenate([_rows(n), big]).reshape(1, 1, 18, n))
+    softmax_matches_references(np.concatenate([special_rows(n), big]).reshape(1, 1, 18, n))
 
 
-def softmax_matches_references(x: np.ndarray) -> None:
-    """hetpart's all-CPU Softmax over the last axis of ``x`` gives ONNX Runtime's and
-    onnx.reference's answers."""
-    n = x.shape[-1]
-    m = softmax_model("Softmax", x.shape)
-    got = _hetpart(m, x)
-    assert_matches(got, _ort(m, {"x": x}), what=f"n={n} vs ONNX Runtime")
-    with np.errstate(all="ignore"):
-        want = reference(m, {"x": x})["y"]
-    assert_matches(got, want, what=f"n={n} vs onnx.reference")

@@ -10,12 +10,12 @@ with TF32 off (the tensor-core split-K takes it otherwise), ONNX Runtime's.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import tvm
 from tvm import relax, s_tir, tirx
+
+from gpu_schedule_cases import H200_LIMITS, run_cpu, serial
 
 from hetpart import kernels
 from hetpart.bench.switches import switched
@@ -27,14 +27,6 @@ from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
 
 op = relax.op
 SM90 = cuda_tvm_target("sm_90")
-# What an H200 allows a block (TVM's verifier checks the scheduled function against it).
-H200_LIMITS = {
-    "max_shared_memory_per_block": 48 * 1024, "max_threads_per_block": 1024, "max_thread_x": 1024,
-    "max_thread_y": 1024, "max_thread_z": 64, "max_local_memory_per_block": 2**31 - 1, "max_vthread": 8,
-    "max_vector_bytes": 16,
-}
-
-
 def _conv_module(batch, cin, size, cout, k=3, stride=1, residual=False, seed=0):
     """Fused ``relu(conv(x, w) + b [+ r])`` (padding k//2) and random inputs."""
     rng = np.random.default_rng(seed)
@@ -65,26 +57,6 @@ def _conv_func(mod) -> tirx.PrimFunc:
 def _split(func, options=KernelOptions()):
     with SM90:
         return GpuSplitKGemm(options).apply(func, SM90)
-
-
-def _serial(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """``func`` with every thread-bound loop serial and every buffer global: the same
-    computation (TIR's meaning does not depend on the binding), runnable on a CPU."""
-    text = func.script()
-    text = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"(, annotations=\{[^}]*\})?\)', r"T.serial(\1)", text)
-    text = re.sub(r', scope="(shared|local)"', "", text).replace("private=True", "private=False")
-    return tvm.script.from_source(text)
-
-
-def _run_cpu(func: tirx.PrimFunc, seed: int = 1) -> np.ndarray:
-    """Output of ``func`` (its last parameter) on the CPU for random inputs (weights are
-    parameters of the PrimFunc too; the same ``seed`` gives the same inputs)."""
-    lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=cpu_tvm_target())
-    rng = np.random.default_rng(seed)
-    tensors = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype("float32"))
-               for p in func.params]
-    lib(*tensors)
-    return tensors[-1].numpy()
 
 
 # (batch, cin, size, cout, k, stride, residual): ResNet-50's late 3x3 layers at batch 1
@@ -118,8 +90,8 @@ def test_splitk_schedule_verifies_and_matches_unscheduled(case):
     text = scheduled.script()
     assert 'thread="blockIdx.z"' in text and 'scope="shared"' in text
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
-    want = _run_cpu(func)
-    got = _run_cpu(_serial(scheduled))
+    want = run_cpu(func)
+    got = run_cpu(serial(scheduled))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
@@ -205,8 +177,8 @@ def test_splitk_takes_a_gelu_epilogue_and_computes_the_same():
     scheduled = sch.mod["main"]
     assert 'thread="blockIdx.z"' in scheduled.script()
     assert s_tir.analysis.verify_gpu_code(scheduled, H200_LIMITS)
-    want = _run_cpu(func)
-    got = _run_cpu(_serial(scheduled))
+    want = run_cpu(func)
+    got = run_cpu(serial(scheduled))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 

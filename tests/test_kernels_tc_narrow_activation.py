@@ -11,7 +11,6 @@ attribute dropped stages P widened, as before)."""
 from __future__ import annotations
 
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -28,16 +27,11 @@ from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_tvm_target
 
 from onnx_cases import cuda_source
-from test_compiler_precision import all_on
-from test_kernels_gpu_tc_conv_splitk import _emulated_intrinsics as _tf32_emulated, _inverse_a
+from precision_cases import all_on
+from tensor_core_cases import bf16_activation_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 SM90 = cuda_tvm_target("sm_90")
-_EMU = "hetpart_test_emu_load_a_from_bf16"
-_lock = threading.Lock()
-_registered = False
-
-
 @pytest.fixture(scope="module")
 def pv():
     """(graph, P V kernel) of a 1-layer BERT at Whisper's width (6 heads of 64), 128 tokens,
@@ -56,41 +50,11 @@ def pv():
     return lowered, lowered.kernels[kid]
 
 
-def _emulated() -> dict[str, str]:
-    """The TF32 emulation of test_kernels_gpu_tc_conv_splitk plus ``load_a_bfloat16``'s."""
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    global _registered
-    names = _tf32_emulated()
-    M, K, WARP, SCOPE = tf32.M, tf32.K, tf32.WARP, tf32.SCOPE
-    regs = M * K // WARP
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, c: T.handle) -> None:
-        s0 = T.int32()
-        s1 = T.int32()
-        A = T.match_buffer(a, (M, K), "bfloat16", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
-        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:M, 0:K])
-            T.writes(C[0:WARP, 0:regs])
-            for lane, r in T.grid(WARP, regs):
-                row, col = T.meta_var(_inverse_a(lane, r))
-                C[lane, r] = T.Cast("float32", A[row, col])
-
-    with _lock:
-        if not _registered:
-            TensorIntrin.register(_EMU, tf32._load_intrin(M, tf32.a_layout, _inverse_a, source="bfloat16")[0], impl)
-            _registered = True
-    return {**names, "load_a_bfloat16": _EMU}
-
-
 def test_rule_stages_the_bf16_operand_and_widens_it_in_fragments(pv, monkeypatch):
     graph, k = pv
     func = graph.module[k.func]
     assert func.attrs[lps.NARROW_ACTIVATION_ATTR] == 1
-    names = _emulated()
+    names = bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions()).apply(func, SM90)  # short K at batch 1: un-split

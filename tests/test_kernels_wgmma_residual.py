@@ -387,9 +387,9 @@ def test_a_partition_output_with_a_residual_is_substituted_in_place(wgmma_on, mo
     """Through ``compiler.compile`` (TF32, sm_90, no GPU): the fc2-with-residual layer is the
     partition's output; ``main`` and ``main_dps`` call the reduction (split 6) with the residual
     input viewed ``[197, 768]``, ``main_dps`` in place on its destination; no ``mma.sync`` left."""
-    from test_kernels_wgmma_substitute import _compiled_library
+    from tensor_core_cases import compiled_cuda_library
 
-    data, scripts = _compiled_library(_residual_layer(), monkeypatch, wgmma_on)
+    data, scripts = compiled_cuda_library(_residual_layer(), monkeypatch, wgmma_on)
     assert b"wgmma.mma_async" in data and b"mma.sync" not in data
     for name in ("main", "main_dps"):
         text = scripts[name]

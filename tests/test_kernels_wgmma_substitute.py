@@ -23,6 +23,7 @@ import pytest
 from tvm import tirx
 
 from onnx_cases import cuda_source, projection
+from tensor_core_cases import compiled_cuda_library
 
 from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
@@ -197,36 +198,11 @@ def _mlp(tokens: int = 197, d: int = 768, ff: int = 3072, scales: tuple = (30, 6
     return model(nodes, [("x", (1, tokens, d), np.float32)], [("y", (1, tokens, d), np.float32)], inits)
 
 
-def _compiled_library(model, monkeypatch, options) -> tuple[bytes, dict]:
-    """``model`` compiled all-CUDA for sm_90 (no GPU): its libraries' bytes, and the Relax
-    functions ``main`` / ``main_dps`` as the substitution left them (TVMScript)."""
-    import glob
-
-    from onnx_cases import plan_all_on
-
-    from hetpart import compiler
-
-    scripts: dict = {}
-    real = ws.substitute
-
-    def spy(mod, target, options=ws.DEFAULT):
-        out = real(mod, target, options)
-        scripts.update((gv.name_hint, f.script(show_meta=False)) for gv, f in out.functions_items()
-                       if gv.name_hint in ("main", "main_dps"))
-        return out
-
-    monkeypatch.setattr(ws, "substitute", spy)
-    cm = compiler.compile(plan_all_on(importer.load(model), "cuda"), cuda_arch="sm_90", progress=False, jobs=1,
-                          options=options)
-    assert cm.partitions[0].dps  # main_dps writes the output in place
-    return b"".join(open(p, "rb").read() for p in glob.glob(str(cm.directory) + "/*.so")), scripts
-
-
 @needs_nvcc
 def test_a_compiled_partition_calls_wgmma_for_both_layers(wgmma_on, monkeypatch):
     """Through ``compiler.compile`` (sm_90, no GPU): fc1 and fc2 are substituted -- fc2, the
     partition's output, in ``main_dps`` too (written in place): no ``mma.sync`` left."""
-    data, _ = _compiled_library(_mlp(), monkeypatch, wgmma_on)
+    data, _ = compiled_cuda_library(_mlp(), monkeypatch, wgmma_on)
     assert data.count(b"wgmma.mma_async") >= 1 and data.count(b"mma.sync") == 0
     assert b"_wgmma" in data  # the kernel names the GPU test (cubin, no PTX text) looks for
 
@@ -249,7 +225,7 @@ def test_a_partition_output_layer_is_substituted_in_place(wgmma_on, monkeypatch,
 
     tokens, k, n, _ = layer
     last = "_wgmma_reduce" if wgmma_splitk.choose_split(tokens, n, k, 128, "tf32r", sms=132) > 1 else "_wgmma"
-    data, scripts = _compiled_library(projection(*layer), monkeypatch, wgmma_on)
+    data, scripts = compiled_cuda_library(projection(*layer), monkeypatch, wgmma_on)
     assert b"wgmma.mma_async" in data and b"mma.sync" not in data
     dps = scripts["main_dps"]
     assert f'R.call_pure_packed("vm.builtin.reshape", gv_out, R.shape([{tokens}, {n}])' in dps

@@ -10,8 +10,8 @@ import hetpart.partitioner
 from hetpart.costmodel import CostModel
 from hetpart.partitioner import cost_model_for, partition
 from hetpart.together import partition_together
-from test_runtime_data_parallel import split_model
-from test_together_planning import models_of, plannable
+from data_parallel_cases import split_model
+from partition_graphs import models_of, plannable
 
 
 def test_it_is_what_partition_prices_with_by_default():

@@ -11,7 +11,9 @@ import pytest
 
 from hetpart import importer
 from hetpart.costmodel import CostModel, resolve_profile
-from hetpart.partitioner import TableCosts, partition
+from hetpart.partitioner import partition
+
+from partition_graphs import mlp_favouring_gpu
 
 _load = importer.load
 
@@ -19,14 +21,6 @@ _load = importer.load
 def recorded_cost_model():
     """The real cost model on the default profile: here (no GPU) the recorded H200 one."""
     return CostModel(resolve_profile(None))
-
-
-def mlp_favouring_gpu(graph):
-    """Costs where CUDA wins GEMMs (10x) and lookups (2x) and ties on glue kernels."""
-    us = {"matmul": (50, 5), "gather": (8, 4)}
-    seconds = {k.id: dict(zip(("cpu", "cuda"), (s * 1e-6 for s in us.get(k.op_class, (3, 3)))))
-               for k in graph.nodes}
-    return TableCosts(seconds, link_bytes_per_s=12e9, link_latency_s=2e-6)
 
 
 # --- DLRM: a cap below the embedding tables ------------------------------------------------------------

@@ -13,41 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetpart.importer.op_graph import OpGraph
-from hetpart.partitioner import TableCosts, overlap, partition
+from hetpart.partitioner import overlap, partition
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.memory_rules import RULES
 from hetpart.partitioner.problem import STREAM, build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
-from streaming_plans import chain
+from chain_cases import MiB, decode_chain, decode_costs, half_cap, plan
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
-MiB = 2**20
-# one decoder layer as a chain: norm, q, k, v, attention (no weights), o, norm, gate, up, down
-LAYER = [8192, 16 * MiB, 2 * MiB, 2 * MiB, 0, 16 * MiB, 8192, 44 * MiB, 44 * MiB, 44 * MiB]
-
-
-def decode_chain(layers: int = 6) -> OpGraph:
-    """A decode step as a chain of ``layers`` LLaMA-shaped layers (float32 weights, an
-    8 KiB activation between kernels)."""
-    return chain(LAYER * layers, act=2048, name="decode-chain", period=len(LAYER))
-
-
-def decode_costs(graph: OpGraph, wake_s: float = 200e-6) -> TableCosts:
-    seconds = {k.id: {"cpu": 3e-6 + k.param_bytes / 95.5e9, "cuda": 5e-6 + k.param_bytes / 3e12}
-               for k in graph.nodes}
-    return TableCosts(seconds, link_bytes_per_s=55e9, link_latency_s=5e-6,
-                      overhead_s={"cpu": 2e-6, "cuda": 7e-6}, wake_s={"cpu": wake_s})
-
-
-def half_cap(graph: OpGraph) -> int:
-    return sum(k.param_bytes for k in graph.nodes) // 2
-
-
-def plan(graph, costs, cap, monkeypatch=None, seeds: bool = True):
-    if monkeypatch is not None:
-        monkeypatch.setattr(overlap, "OVERLAP_SEEDS", seeds)
-    return partition(graph, cost_model=costs, gpu_memory=cap, progress=False, stream_weights=True)
 
 
 def test_decode_interleaves_cpu_reads_with_weight_copies(monkeypatch):

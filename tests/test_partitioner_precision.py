@@ -15,7 +15,7 @@ from hetpart.contracts.precision import DEFAULT, Precision
 from hetpart.importer.low_precision import param_bytes
 from hetpart.partitioner import Plan, partition
 
-from test_partitioner_models import mlp_favouring_gpu
+from partition_graphs import mlp_favouring_gpu
 
 
 def _dlrm():

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from hetpart.partitioner import Partition, explain, partition
 from hetpart.partitioner.plan_report import _partition_table, _versus, kernel_ranges
-from test_partitioner_units import DIAMOND, US, make_graph, table
+from partition_graphs import DIAMOND, US, make_graph, table
 
 SECONDS = r"([+-][\d.]+ (?:us|ms|s)|0|-)"
 

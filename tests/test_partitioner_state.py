@@ -17,7 +17,7 @@ from hetpart.partitioner.costs import TableCosts
 from hetpart.partitioner.mincut import solve_min_cut
 from hetpart.partitioner.problem import build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
-from test_partitioner_units import US, make_graph, table
+from partition_graphs import US, make_graph, table
 
 CACHE_PAIR = {"present.0.key": "past.0.key"}
 

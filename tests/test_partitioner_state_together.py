@@ -25,7 +25,7 @@ from hetpart.partitioner import explain, partition, render_plan
 from hetpart.partitioner.costs import TableCosts
 from hetpart.partitioner.random_cases import CaseShape, random_case
 from hetpart.runtime.state import resolve_pairs
-from test_partitioner_units import US, make_graph, table
+from partition_graphs import US, make_graph, table
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None)
 FAST, SLOW = 1 * US, 2000 * US

@@ -8,47 +8,13 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from hetpart.errors import PlanError
-from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
-from hetpart.partitioner import OBJECTIVES, Pin, Plan, TableCosts, explain, objective, parse_pins, partition
+from hetpart.partitioner import OBJECTIVES, Pin, Plan, explain, objective, parse_pins, partition
 from hetpart.partitioner import render_plan, write_svg, write_trace
 from hetpart.partitioner.gpu_memory import gpu_memory
 from hetpart.partitioner.pins import resolve_pins
 from hetpart.partitioner.problem import build_problem
 
-US = 1e-6
-
-
-def make_graph(spec: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], sizes=None, params=None,
-               outputs=("out",), name="g") -> OpGraph:
-    """``spec[kernel] = (ops, input tensors)``; kernel i writes tensor ``t_<kernel>``, the last one "out".
-
-    Tensor "x" is the model input.  ``sizes`` gives element counts (float32), default 1000.
-    """
-    sizes, params = sizes or {}, params or {}
-    ids = list(spec)
-    out_of = {k: ("out" if k == ids[-1] else f"t_{k}") for k in ids}
-    readers: dict[str, list[str]] = {"x": []}
-    for k in ids:
-        readers[out_of[k]] = []
-    for k, (_, ins) in spec.items():
-        for t in ins:
-            readers[t].append(k)
-    producer = {out_of[k]: k for k in ids}
-    tensors = {t: Tensor(t, (sizes.get(t, 1000),), "float32", producer.get(t), tuple(r), t == "x", t in outputs)
-               for t, r in readers.items()}
-    kernels = {k: Kernel(k, f"fused_{k}", ops, "injective", tuple(ins), (out_of[k],), 0, 0, 0,
-                         params.get(k, 0), f"sig_{k}", i)
-               for i, (k, (ops, ins)) in enumerate(spec.items())}
-    return OpGraph(name, kernels, tensors, ("x",), tuple(outputs))
-
-
-def table(graph, cpu_us, cuda_us, **kw) -> TableCosts:
-    return TableCosts({k: {"cpu": cpu_us[k] * US, "cuda": cuda_us[k] * US} for k in graph.kernels}, **kw)
-
-
-# A diamond: node_0 -> (node_1, node_2) -> node_3.
-DIAMOND = {"node_0": (("conv2d", "relu"), ("x",)), "node_1": (("take",), ("t_node_0",)),
-           "node_2": (("matmul", "add"), ("t_node_0",)), "node_3": (("add",), ("t_node_1", "t_node_2"))}
+from partition_graphs import DIAMOND, US, make_graph, table
 
 
 # --- pins ---------------------------------------------------------------------------------

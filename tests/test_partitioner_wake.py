@@ -9,30 +9,13 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetpart.importer.op_graph import Kernel, OpGraph, Tensor
-from hetpart.partitioner import TableCosts, partition
+from hetpart.partitioner import partition
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.layout import partition_overheads, wake_count
 from hetpart.partitioner.problem import build_problem
 from hetpart.partitioner.random_cases import CaseShape, random_case
 
-US = 1e-6
-
-
-def alternating_chain(n: int = 8) -> tuple[OpGraph, TableCosts]:
-    """x -> node_0 -> ... -> node_{n-1} -> out; even kernels 100 us on the CPU and 150 on
-    CUDA, odd ones the other way round; tensors of 1000 floats (a copy ~10 us)."""
-    ids = [f"node_{i}" for i in range(n)]
-    names = ["x"] + [f"t_{k}" for k in ids[:-1]] + ["out"]
-    tensors = {t: Tensor(t, (1000,), "float32", None if i == 0 else ids[i - 1],
-                         (ids[i],) if i < n else (), i == 0, i == n)
-               for i, t in enumerate(names)}
-    kernels = {k: Kernel(k, f"fused_{k}", ("add",), "injective", (names[i],), (names[i + 1],), 0, 0, 0, 0,
-                         f"sig_{k}", i) for i, k in enumerate(ids)}
-    graph = OpGraph("alternating", kernels, tensors, ("x",), ("out",))
-    seconds = {k: ({"cpu": 100 * US, "cuda": 150 * US} if i % 2 == 0 else {"cpu": 150 * US, "cuda": 100 * US})
-               for i, k in enumerate(ids)}
-    return graph, TableCosts(seconds)
+from chain_cases import US, alternating_chain
 
 
 def boundaries_into_cpu(plan) -> int:

@@ -2,7 +2,7 @@
 on the whole batch; the planning entry points on stub costs; typed errors for models without
 a batch dim.
 
-Models are hand-built here (seeded weights): ``x [batch, 8]`` with a shared ``scale [1, 4]``
+Models are hand-built (tests/data_parallel_cases.py, seeded weights): ``x [batch, 8]`` with a shared ``scale [1, 4]``
 input (no batch axis: both sides get it whole), outputs ``y [batch, 4]`` and ``yt [4, batch]``
 (the batch on axis 1: merged along it).  Costs are stubs (seconds per byte a kernel touches),
 so which split is chosen is decided by the test, not by this machine's profile.
@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import hetpart
 from hetpart.compiler.data_parallel import DataParallelModel
@@ -24,75 +23,9 @@ from hetpart.data_parallel import explain_data_parallel, partition_data_parallel
 from hetpart.partitioner.data_parallel_plan import DataParallelPlan
 from hetpart.runtime.data_parallel_session import DataParallelSession
 
-TOL = dict(rtol=1e-5, atol=1e-6)
+from data_parallel_cases import EVEN, PerByteCosts, TOL, compile_split, feeds, onnxruntime_by_name, split_model
 
-
-def split_model(batch="batch") -> onnx.ModelProto:
-    rng = np.random.default_rng(0)
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["h"]),
-             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Mul", ["r", "scale"], ["y"]),
-             helper.make_node("Transpose", ["y"], ["yt"], perm=[1, 0])]
-    graph = helper.make_graph(
-        nodes, "dp_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8]),
-         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4]),
-         helper.make_tensor_value_info("yt", TensorProto.FLOAT, [4, batch])],
-        [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W"),
-         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def feeds(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Negatives, exact zeros (whole rows and single entries) and a negative scale."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 8)).astype(np.float32)
-    x[::3] = 0.0
-    x[:, 2] = 0.0
-    return {"x": x, "scale": np.array([[1.5, -2.0, 0.0, 0.25]], np.float32)}
-
-
-class PerByteCosts:
-    """Stub costs: a kernel costs ``per_byte[device]`` seconds per byte it reads and writes;
-    a copy 1 us plus 1 ns per byte."""
-
-    origin = "stub costs per byte"
-
-    def __init__(self, cuda: float, cpu: float):
-        self.per_byte = {"cuda": cuda, "cpu": cpu}
-
-    def kernel_cost(self, kernel, device):
-        return self.per_byte[device] * (kernel.bytes_read + kernel.bytes_written)
-
-    def is_predicted(self, kernel, device):
-        return False
-
-    def transfer_cost(self, nbytes, src, dst):
-        return 0.0 if src == dst else 1e-6 + nbytes * 1e-9
-
-    def partition_overhead(self, device):
-        return 0.0
-
-    def supports(self, kernel, device):
-        return True, ""
-
-    def add_graph(self, graph):
-        return self
-
-    def mapped_cost(self, kernel):
-        return self.kernel_cost(kernel, "cuda") + self.transfer_cost(kernel.param_bytes, "cpu", "cuda")
-
-
-EVEN = PerByteCosts(cuda=1e-6, cpu=1e-6)      # equal devices: halves pay
 CPU_SLOW = PerByteCosts(cuda=1e-6, cpu=1e-3)  # the CPU 1000x slower: no split
-
-
-def _onnxruntime(model, feed):
-    pytest.importorskip("onnxruntime")
-    from hetpart.bench.peers import ort_session
-
-    sess = ort_session(model)
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
 
 
 # --- planning (no compile) ------------------------------------------------------------------
@@ -162,9 +95,7 @@ def test_an_output_without_a_batch_axis_is_refused():
 # --- running (compiles) ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def split_build():
-    dp = plan_data_parallel(split_model(), 16, cost_model=EVEN)
-    assert dp.split
-    return hetpart.compile_data_parallel(dp, simulate=True)
+    return compile_split()
 
 
 def test_split_run_equals_onnxruntime_on_the_whole_batch(split_build):
@@ -173,7 +104,7 @@ def test_split_run_equals_onnxruntime_on_the_whole_batch(split_build):
         for seed in (1, 2):
             feed = feeds(16, seed)
             got = s.run(feed)
-            want = _onnxruntime(split_model(), feed)
+            want = onnxruntime_by_name(split_model(), feed)
             assert got["y"].shape == (16, 4) and got["yt"].shape == (4, 16)
             for name in ("y", "yt"):
                 np.testing.assert_allclose(got[name], want[name], **TOL)
@@ -209,7 +140,7 @@ def test_save_and_load_round_trip(split_build, tmp_path):
     feed = feeds(16, 4)
     with DataParallelSession(loaded) as s:
         got = s.run(feed)
-    np.testing.assert_allclose(got["y"], _onnxruntime(split_model(), feed)["y"], **TOL)
+    np.testing.assert_allclose(got["y"], onnxruntime_by_name(split_model(), feed)["y"], **TOL)
 
 
 def test_one_sided_plan_runs_one_build():
@@ -220,7 +151,7 @@ def test_one_sided_plan_runs_one_build():
     feed = feeds(8, 5)
     with DataParallelSession(model) as s:
         got = s.run(feed)
-    np.testing.assert_allclose(got["yt"], _onnxruntime(split_model(), feed)["yt"], **TOL)
+    np.testing.assert_allclose(got["yt"], onnxruntime_by_name(split_model(), feed)["yt"], **TOL)
 
 
 def test_a_plan_read_from_json_compiles_with_the_model_given(split_build, tmp_path):
@@ -231,4 +162,4 @@ def test_a_plan_read_from_json_compiles_with_the_model_given(split_build, tmp_pa
     model = hetpart.compile_data_parallel(plan, model=split_model(), simulate=True)
     feed = feeds(16, 6)
     with DataParallelSession(model) as s:
-        np.testing.assert_allclose(s.run(feed)["y"], _onnxruntime(split_model(), feed)["y"], **TOL)
+        np.testing.assert_allclose(s.run(feed)["y"], onnxruntime_by_name(split_model(), feed)["y"], **TOL)

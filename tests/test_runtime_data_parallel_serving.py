@@ -3,7 +3,7 @@ padded to its share and cut back, checked against ONNX Runtime on the real rows 
 behind a Server, a many-thread hammer where every answer is its own request's rows
 (ONNX Runtime's answer for exactly them) and no request is lost.
 
-GPU sides run in simulation; costs are stubs (tests/test_runtime_data_parallel.py), so
+GPU sides run in simulation; costs are stubs (tests/data_parallel_cases.py), so
 the split is decided by the test, not this machine's profile.  No test asserts a duration.
 """
 
@@ -21,8 +21,7 @@ import hetpart
 from hetpart.data_parallel import plan_data_parallel
 from hetpart.runtime.data_parallel_session import DataParallelSession
 from hetpart.serving import Server
-# split_build: the split model's build, the fixture test_runtime_data_parallel defines (one definition)
-from test_runtime_data_parallel import EVEN, TOL, feeds, split_build, split_model  # noqa: F401
+from data_parallel_cases import EVEN, TOL, compile_split, feeds, split_model
 
 B = 8
 
@@ -66,6 +65,12 @@ class Reference:
     def __call__(self, feed):
         with self.lock:
             return dict(zip(self.names, self.session.run(None, feed)))
+
+
+@pytest.fixture(scope="module")
+def split_build():
+    """The split model's build (:func:`data_parallel_cases.compile_split`, as test_runtime_data_parallel's)."""
+    return compile_split()
 
 
 @pytest.fixture(scope="module")

@@ -7,67 +7,31 @@ back by hand, for compiled ONNX graphs.  Never hetpart itself."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 
 from hetpart.compiler.artifact import CompiledModel, TensorSpec
 from hetpart.errors import RuntimeFailure, StateError
 from hetpart.runtime import Session
 from hetpart.runtime.synthetic import build_partition, plan_of
+from state_cases import (N, STEPS, attention_plan, ort_steps, state_inputs, step_partition, synthetic_state_model,
+                         tensor_specs)
 from state_models import CACHE, D, cache_step_model
-
-N = (4, 8)
-STEPS = 5
-
-
-def _specs(*names):
-    return [TensorSpec(n, N, "float32") for n in names]
-
-
-def _step_partition(name, device, inp, past, y, present, simulate=True):
-    """y = 2 * past + x, present = past + x (a running sum: every step's state matters)."""
-    from tvm import te
-
-    return build_partition(name, device, [inp, past], [y, present], lambda i: [
-        te.compute(N, lambda r, s: i[1][r, s] * 2 + i[0][r, s], name="y"),
-        te.compute(N, lambda r, s: i[1][r, s] + i[0][r, s], name="present")], simulate=simulate)
-
-
-def _model(step_device: str, reader: str | None = None, simulate: bool = True) -> CompiledModel:
-    """One partition on ``step_device`` (x, past -> y, present); with ``reader``, a second
-    partition on that device reads y (z = y + 1), so y crosses whatever the state does."""
-    from tvm import te
-
-    x, past, y, present, z = _specs("x", "past", "y", "present", "z")
-    parts = [_step_partition("step", step_device, x, past, y, present, simulate)]
-    outputs = [y, present]
-    if reader is not None:
-        parts.append(build_partition("reader", reader, [y], [z],
-                                     lambda i: [te.compute(N, lambda r, s: i[0][r, s] + 1, name="z")],
-                                     simulate=simulate))
-        outputs = [z, present]
-    return CompiledModel(plan_of("state", parts), parts, [x, past], outputs)
-
-
-def _inputs(seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(N).astype("float32"), [rng.standard_normal(N).astype("float32") for _ in range(STEPS)]
 
 
 @pytest.fixture(scope="module")
 def on_gpu():
-    return _model("cuda", reader="cpu")
+    return synthetic_state_model("cuda", reader="cpu")
 
 
 @pytest.fixture(scope="module")
 def on_cpu():
-    return _model("cpu", reader="cuda")
+    return synthetic_state_model("cpu", reader="cuda")
 
 
 @pytest.mark.parametrize("which", ["on_gpu", "on_cpu"])
 def test_bound_steps_equal_steps_fed_back_through_numpy(request, which):
     model = request.getfixturevalue(which)
-    init, xs = _inputs(1)
+    init, xs = state_inputs(1)
     with Session(model) as plain:  # the state fed back by hand
         state, want = init, []
         for x in xs:
@@ -88,7 +52,7 @@ def test_bound_steps_equal_steps_fed_back_through_numpy(request, which):
 def test_no_host_copy_of_the_state_per_step(on_gpu):
     """The state never crosses: per step only x goes up and y comes down, the state's
     two device buffers swap (the same two addresses, step after step)."""
-    init, xs = _inputs(2)
+    init, xs = state_inputs(2)
     with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}, handoff="copy") as plain_ptrs:
         first = plain_ptrs.state.buffer_ptrs("past")
         for k, x in enumerate(xs):
@@ -105,7 +69,7 @@ def test_no_host_copy_of_the_state_per_step(on_gpu):
 
 def test_without_state_the_cache_crosses_every_step(on_gpu):
     """The counter the previous test reads does see a state fed back through numpy."""
-    init, xs = _inputs(2)
+    init, xs = state_inputs(2)
     with Session(on_gpu, handoff="copy") as s:
         s.run({"x": xs[0], "past": init})
         assert {e.tensor for e in s.last_run_stats.edges} == {"x", "past", "y", "present"}
@@ -123,7 +87,7 @@ def test_state_buffers_are_allocated_once_not_per_slot(on_gpu):
 
 
 def test_submitted_steps_run_one_after_the_other(on_gpu):
-    init, xs = _inputs(3)
+    init, xs = state_inputs(3)
     with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
         futures = [s.submit({"x": x}) for x in xs]
         got = [f.result()["z"] for f in futures]
@@ -134,7 +98,7 @@ def test_submitted_steps_run_one_after_the_other(on_gpu):
 
 
 def test_write_state_restarts(on_gpu):
-    init, xs = _inputs(4)
+    init, xs = state_inputs(4)
     with Session(on_gpu, state={"present": "past"}) as s:
         np.testing.assert_array_equal(s.read_state("past"), 0)  # zeros until written
         s.write_state({"past": init})
@@ -147,7 +111,7 @@ def test_write_state_restarts(on_gpu):
 def test_a_failed_step_leaves_the_state_as_it_was(on_gpu):
     """The step's partition writes its outputs, then fails: the state is not advanced,
     and the next step reads the state from before the failed one."""
-    init, xs = _inputs(5)
+    init, xs = state_inputs(5)
     with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
         runner = next(st.runner for st in s._stages if st.name == "step")
         real = runner.call
@@ -169,7 +133,7 @@ def test_the_capture_run_leaves_the_state_as_it_was(on_gpu, monkeypatch):
     """The run a session opens with to capture CUDA graphs (Session._capture_graphs,
     forced here) is no step: the state and the step count stay, later steps are right."""
     monkeypatch.setattr(Session, "_needs_capture_run", lambda self: True)
-    init, xs = _inputs(7)
+    init, xs = state_inputs(7)
     with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
         assert s.state.steps == 0 and s.last_run_stats is None
         np.testing.assert_array_equal(s.read_state("past"), init)
@@ -182,12 +146,12 @@ def test_a_partition_without_dps_stages_its_state_on_its_own_device():
     (``staging``), and still never crosses."""
     from tvm import te
 
-    x, past, y, present = _specs("x", "past", "y", "present")
+    x, past, y, present = tensor_specs("x", "past", "y", "present")
     step = build_partition("step", "cuda", [x, past], [y, present], lambda i: [
         te.compute(N, lambda r, s: i[1][r, s] * 2 + i[0][r, s], name="y"),
         te.compute(N, lambda r, s: i[1][r, s] + i[0][r, s], name="present")], dps=False)
     model = CompiledModel(plan_of("no_dps", [step]), [step], [x, past], [y, present])
-    init, xs = _inputs(6)
+    init, xs = state_inputs(6)
     with Session(model, state={"present": "past"}, initial_state={"past": init}, handoff="copy") as s:
         state = init
         for x_k in xs:
@@ -198,7 +162,7 @@ def test_a_partition_without_dps_stages_its_state_on_its_own_device():
 
 def test_state_buffers_come_from_the_quota(on_gpu):
     """With a quota the two device buffers of the state are carved from its arena."""
-    init, xs = _inputs(7)
+    init, xs = state_inputs(7)
     state_bytes = init.nbytes
     with Session(on_gpu, quota=1 << 20, handoff="copy") as plain:
         fed_back = plain.pool.in_use
@@ -216,7 +180,7 @@ def test_steps_from_several_threads_each_read_the_state_of_the_one_before(on_gpu
     consistent with some order of the steps."""
     import threading
 
-    init, xs = _inputs(8)
+    init, xs = state_inputs(8)
     got = {}
     with Session(on_gpu, state={"present": "past"}, initial_state={"past": init}) as s:
         def step(k):
@@ -274,7 +238,7 @@ def _mismatched() -> CompiledModel:
     from tvm import te
 
     x = TensorSpec("x", (2, 8), "float32")
-    past, y, present = _specs("past", "y", "present")
+    past, y, present = tensor_specs("past", "y", "present")
     part = build_partition("step", "cuda", [past], [y, present], lambda i: [
         te.compute(N, lambda r, s: i[0][r, s] * 2, name="y"), te.compute(N, lambda r, s: i[0][r, s], name="present")])
     extra = build_partition("x_reader", "cuda", [x], [TensorSpec("w", (2, 8), "float32")],
@@ -287,10 +251,10 @@ def test_a_state_across_devices_is_refused_naming_the_partitions():
     """present is made on the GPU but past is read on the CPU: refused, with advice."""
     from tvm import te
 
-    x, past, y, present, h = _specs("x", "past", "y", "present", "h")
+    x, past, y, present, h = tensor_specs("x", "past", "y", "present", "h")
     reader = build_partition("host_reader", "cpu", [past, x], [h], lambda i: [
         te.compute(N, lambda r, s: i[0][r, s] + i[1][r, s], name="h")])
-    step = _step_partition("gpu_step", "cuda", h, x, y, present)
+    step = step_partition("gpu_step", "cuda", h, x, y, present)
     model = CompiledModel(plan_of("split", [reader, step]), [reader, step], [x, past], [y, present])
     with pytest.raises(StateError) as e:
         Session(model, state={"present": "past"})
@@ -300,20 +264,6 @@ def test_a_state_across_devices_is_refused_naming_the_partitions():
 
 
 # --- compiled ONNX graphs against ONNX Runtime ----------------------------------------------
-def _ort_steps(model: onnx.ModelProto, steps: list[dict], pairs: dict[str, str], state: dict) -> list[dict]:
-    """ONNX Runtime's N steps, each bound output fed back as its input through numpy."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    state, results = dict(state), []
-    for feeds in steps:
-        out = dict(zip(names, sess.run(None, {**feeds, **state})))
-        results.append(out)
-        state = {pairs_in: out[o] for o, pairs_in in pairs.items()}
-    return results
-
-
 def _gpu_plan(graph, plan_for):
     from hetpart.kernels.capabilities import unsupported_reason
 
@@ -333,7 +283,7 @@ def test_compiled_cache_steps_equal_onnx_runtime(plan_for):
     steps = [{"x": rng.standard_normal((1, D)).astype(np.float32), "position": np.array([k], np.int64)}
              for k in range(STEPS)]
     init = rng.standard_normal((1, CACHE, D)).astype(np.float32)
-    want = _ort_steps(model, steps, {"present": "past"}, {"past": init})
+    want = ort_steps(model, steps, {"present": "past"}, {"past": init})
     with Session(compiled, state={"present": "past"}, initial_state={"past": init}) as s:
         for k, feeds in enumerate(steps):
             got = s.run(feeds)
@@ -341,20 +291,6 @@ def test_compiled_cache_steps_equal_onnx_runtime(plan_for):
             assert "past" not in {e.tensor for e in s.last_run_stats.edges}
             assert "present" not in {e.tensor for e in s.last_run_stats.edges}
         np.testing.assert_allclose(s.read_state("past"), want[-1]["present"], rtol=1e-4, atol=1e-5)
-
-
-ATTENTION = ("where1", "matmul2", "transpose3_reshape4", "softmax", "matmul3")
-"""What the small llama_decode's attention kernels are called once fused: the cache
-writes (rotary + Where), the grouped scores (``K @ Q_g^T``: the importer's
-grouped_query_attention reads the un-repeated caches, so no head-repeat kernels),
-their scale and mask, softmax, the grouped context."""
-
-
-def attention_plan(graph, plan_for):
-    """Attention on the GPU, everything else on the CPU: issue 19's plan, the caches'
-    producers and readers all on the GPU, the cut twice per layer."""
-    return plan_for(graph, {k: "cuda" if any(a in kernel.func for a in ATTENTION) else "cpu"
-                            for k, kernel in graph.kernels.items()})
 
 
 @pytest.mark.slow
@@ -372,7 +308,7 @@ def test_llama_decode_steps_equal_onnx_runtime(plan_for):
     feeds = models.example_inputs(model, seed=3)
     init = {p: feeds[p] for p in pairs.values()}
     steps = [{"input_ids": np.array([[5 + k]], np.int64), "position": np.array([k], np.int64)} for k in range(4)]
-    want = _ort_steps(model, steps, pairs, init)
+    want = ort_steps(model, steps, pairs, init)
     cache = set(pairs.values()) | {t.name for n, t in zip(compiled.model_output_names, compiled.outputs) if n in pairs}
     with Session(compiled, state=pairs, initial_state=init) as s:
         for k, step in enumerate(steps):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from test_runtime_state import STEPS, _inputs, _model, _ort_steps, attention_plan
+from state_cases import STEPS, attention_plan, ort_steps, state_inputs, synthetic_state_model
 
 pytestmark = pytest.mark.cuda  # tests/conftest.py skips these with "no CUDA GPU" where there is none
 
@@ -23,8 +23,8 @@ def test_bound_state_on_gpu_equals_fed_back_and_never_crosses(quota):
     steps equal N steps fed back; read_state/write_state go through cudaMemcpy."""
     from hetpart.runtime import Session
 
-    model = _model("cuda", reader="cpu", simulate=False)
-    init, xs = _inputs(11)
+    model = synthetic_state_model("cuda", reader="cpu", simulate=False)
+    init, xs = state_inputs(11)
     with Session(model, handoff="copy") as plain:
         state, want = init, []
         for x in xs:
@@ -58,7 +58,7 @@ def test_llama_decode_bound_caches_on_gpu_equal_onnx_runtime(plan_for):
     feeds = models.example_inputs(model, seed=3)
     init = {p: feeds[p] for p in pairs.values()}
     steps = [{"input_ids": np.array([[5 + k]], np.int64), "position": np.array([k], np.int64)} for k in range(8)]
-    want = _ort_steps(model, steps, pairs, init)
+    want = ort_steps(model, steps, pairs, init)
     with Session(compiled, state=pairs, initial_state=init) as s:
         start = time.perf_counter()
         for k, step in enumerate(steps):

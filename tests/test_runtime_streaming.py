@@ -792,7 +792,7 @@ def test_an_overlap_plan_of_llama_decode_steps_like_onnx_runtime():
     steps in simulation equal ONNX Runtime's four steps (a hazard on the ring would raise
     StreamHazard), and every step copies each streamed partition's weights once."""
     from hetpart.partitioner import TableCosts, partition
-    from test_runtime_state import _ort_steps
+    from state_cases import ort_steps
 
     model = models.build("llama_decode", small=True)
     graph = importer.load(model)
@@ -809,7 +809,7 @@ def test_an_overlap_plan_of_llama_decode_steps_like_onnx_runtime():
     feeds = models.example_inputs(model, seed=3)
     init = {p: feeds[p] for p in pairs.values()}
     steps = [{"input_ids": np.array([[5 + k]], np.int64), "position": np.array([k], np.int64)} for k in range(4)]
-    want = _ort_steps(model, steps, pairs, init)
+    want = ort_steps(model, steps, pairs, init)
     with Session(compiled_plan, state=pairs, initial_state=init) as s:
         for k, step in enumerate(steps):
             got = s.run(step)

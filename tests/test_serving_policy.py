@@ -13,7 +13,7 @@ import pytest
 
 from hetpart.errors import ServingError
 from hetpart.serving import BatchingPolicy, Server, policy
-from test_serving_server import Blocking, Doubler, expect_own, queue_behind_busy, row
+from serving_runners import Blocking, Doubler, expect_own, queue_behind_busy, row
 
 LINEAR = {1: 0.010, 2: 0.020, 4: 0.041, 8: 0.083}  # a detector: every build costs per image what b1 does
 CHEAP = {1: 0.004, 2: 0.0045, 4: 0.005, 8: 0.007}  # a ResNet: batching is nearly free

@@ -17,7 +17,7 @@ from hetpart.serving import Server, heap
 from hetpart.serving.request import PHASES, Request, RequestTiming
 
 from isolated import assert_clean, run_isolated
-from test_serving_server import Blocking, Doubler, expect_own, row
+from serving_runners import Blocking, Doubler, expect_own, row
 
 
 @pytest.fixture(autouse=True)

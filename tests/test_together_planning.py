@@ -23,25 +23,12 @@ from hypothesis import strategies as st
 import hetpart
 from hetpart.errors import PlanError
 from hetpart.partitioner import partition
-from hetpart.partitioner.random_cases import CaseShape, random_case
+from hetpart.partitioner.random_cases import random_case
 from hetpart.together import JointPlan, partition_together
 from gpu_memory_reference import gpu_bytes, plan_gpu_bytes
+from partition_graphs import TOGETHER_SHAPE, models_of, plannable
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None, max_examples=25)
-SHAPE = CaseShape(kernels=5, max_elements=1 << 12, max_param_bytes=1 << 14, unsupported_share=0.15)
-
-
-def models_of(seed: int, n: int):
-    """``n`` random tiny models: ({name: graph}, {name: costs})."""
-    cases = {f"m{i}": random_case(seed + 7919 * i, SHAPE) for i in range(n)}
-    return {k: g for k, (g, _) in cases.items()}, {k: c for k, (_, c) in cases.items()}
-
-
-def plannable(graphs, costs) -> bool:
-    for g, c in zip(graphs.values(), costs.values()):
-        if any(not any(c.supports(k, d)[0] for d in ("cpu", "cuda")) for k in g.kernels.values()):
-            return False
-    return True
 
 
 def floor_by_brute_force(graph, costs) -> int:
@@ -291,7 +278,7 @@ def test_a_higher_priority_wins_the_memory_both_want():
     """Two copies of one model, a cap that fits one fast plan and one slow one but not
     two fast ones: the model of higher priority gets the fast plan, whichever it is."""
     for seed in range(300):
-        (g, c) = random_case(seed, SHAPE)
+        (g, c) = random_case(seed, TOGETHER_SHAPE)
         if not plannable({"a": g}, {"a": c}):
             continue
         fast = partition(g, cost_model=c, gpu_memory=1 << 40, progress=False, stream_weights=False)

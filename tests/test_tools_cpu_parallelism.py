@@ -72,9 +72,9 @@ def test_analyse_schedules_for_the_cpu_named():
     """``mcpu`` schedules for that CPU (built, not run): a 1x1 512->64 conv on 28x28 at
     16 cores on sapphirerapids is 2 panels of 32 channels x 56 tiles of 14 rows
     (register_tile._rows_for_32_registers), recorded as the kernel's tile."""
-    from test_kernels_wide_tiles import _conv
+    from cpu_tile_cases import conv
 
-    ((kp, count),) = [r for r in cpu_parallelism.analyse(_conv(512, 64, 28), 16, "sapphirerapids")
+    ((kp, count),) = [r for r in cpu_parallelism.analyse(conv(512, 64, 28), 16, "sapphirerapids")
                       if r[0].rule in ("CpuConv2d", "CpuMatmul")]
     assert (kp.tile, kp.main_extent, count) == ("14x2x16", 2 * 56, 1)
     assert kp.efficiency(16) == 1.0

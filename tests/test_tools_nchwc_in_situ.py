@@ -13,13 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nchwc_in_situ  # noqa: E402
-from test_importer_blocked_regions import _small_densenet  # noqa: E402
+from blocked_conv_cases import small_densenet  # noqa: E402
 
 
 def test_kinds_and_conv_pairs_are_printed(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TVM_NUM_THREADS", "1")
     path = tmp_path / "small_densenet.onnx"
-    onnx.save(_small_densenet(), str(path))
+    onnx.save(small_densenet(), str(path))
     assert nchwc_in_situ.main([str(path), "--runs", "1"]) == 0
     out = capsys.readouterr().out
     for kind in ("concat (+BN-ReLU)", "conv 1x1", "conv 3x3", "layout_transform", "pool"):

@@ -48,9 +48,9 @@ def test_lost_ms_counts_every_occurrence():
 def test_rows_of_a_small_blocked_model():
     """Static per-core guesses; the blocked build's convs are there (this small, some run serial: E = 1)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_importer_blocked_regions import _small_densenet
+    from blocked_conv_cases import small_densenet
 
-    rows = parallel_audit.rows_of(_small_densenet(), 8, 16, measure=False, calls=1, rounds=1, gflops=100, gbs=10)
+    rows = parallel_audit.rows_of(small_densenet(), 8, 16, measure=False, calls=1, rounds=1, gflops=100, gbs=10)
     convs = [r for r in rows if "conv2d_NCHWc" in r.kp.name]
     assert convs and all(r.t1_ms > 0 and r.kp.main_extent >= 1 for r in convs)
     assert all(r.kp.main_extent == 1 for r in rows if r.kp.serial_share == 1.0)
