@@ -12,7 +12,8 @@
 # stash itself is carried): bench/results (but the capped profile, copied back), docs, notebooks,
 # tools/device_steps_run.sh (STEPS_RUN=1 keeps it), every tests/test_*.py, tools/*.py and bench/*.py not
 # named in TESTS / TOOLS / BENCH (tools/device_preflight.py always stays), the test helper modules not
-# named in HELPERS (default: onnx_cases.py tir_loops.py; conftest.py always stays).  NOPROFILE=1 also moves
+# named in HELPERS (default: onnx_cases.py tir_loops.py) or imported by a kept test or by conftest.py (which
+# always stays).  NOPROFILE=1 also moves
 # the shipped profile hetpart/costmodel/recorded/h200.json (tools/device_lib.sh then plans with the
 # capped one); EXTRA_OUT="path ..." moves more tracked files (e.g. README.md, hetpart/bench modules a
 # step does not import).
@@ -60,8 +61,22 @@ mv bench/results "$S/bench/"
 mv docs notebooks "$S/top/"
 for f in tests/test_*.py; do keep "${TESTS:-}" "${f#tests/}" || mv "$f" "$S/tests/"; done
 [ -d tests/conformance ] && mv tests/conformance "$S/tests/"
+# the helper modules the kept tests (and conftest) import, at any depth, stay as well as HELPERS
+NEEDED=$(python3 - <<'PY'
+import pathlib, re
+tests = pathlib.Path("tests")
+helpers = {p.stem for p in tests.glob("*.py") if not p.name.startswith("test_")}
+todo, seen = [p for p in tests.glob("*.py") if p.name.startswith("test_") or p.name == "conftest.py"], set()
+while todo:
+    for name in re.findall(r"^\s*(?:from|import) (\w+)", todo.pop().read_text(), re.M):
+        if name in helpers and name not in seen:
+            seen.add(name)
+            todo.append(tests / f"{name}.py")
+print(" ".join(f"{n}.py" for n in sorted(seen)))
+PY
+)
 for f in tests/*.py; do b=${f#tests/}; case "$b" in test_*) continue;; esac
-  keep "${HELPERS:-onnx_cases.py tir_loops.py} conftest.py __init__.py" "$b" || mv "$f" "$S/tests/"; done
+  keep "${HELPERS:-onnx_cases.py tir_loops.py} $NEEDED conftest.py __init__.py" "$b" || mv "$f" "$S/tests/"; done
 [ -n "${STEPS_RUN:-}" ] || mv tools/device_steps_run.sh "$S/tools/"
 for f in tools/*.py; do keep "${TOOLS:-} device_preflight.py" "${f#tools/}" || mv "$f" "$S/tools/"; done
 for f in bench/*.py; do keep "${BENCH:-}" "${f#bench/}" || mv "$f" "$S/bench/"; done
