@@ -74,6 +74,16 @@ def without_wgmma(monkeypatch):
     monkeypatch.setattr(wgmma_match, "WGMMA_F32A", False)
 
 
+@pytest.fixture
+def bf16_switches_off(monkeypatch, without_wgmma):
+    """Every switch of a ``cuda=bf16`` build at its value before device step 155 turned them on (off):
+    float32 activations and scores, no ``wgmma`` GEMM -- for tests that turn on the one they are about."""
+    from hetpart.importer import low_precision_activations, low_precision_scores
+
+    monkeypatch.setattr(low_precision_activations, "STORE_GEMM_INPUTS_BF16", False)
+    monkeypatch.setattr(low_precision_scores, "STORE_SCORES_BF16", False)
+
+
 @pytest.fixture(scope="session")
 def zoo_graph():
     """``zoo_graph(name) -> OpGraph`` of the small zoo model ``name`` (cached)."""

@@ -25,7 +25,6 @@ from hetpart.contracts.precision import Precision
 from hetpart.importer import low_precision as lp
 from hetpart.importer import low_precision_activations as lpa
 from hetpart.importer import low_precision_scores as lps
-from hetpart.kernels import wgmma_match as wm
 from hetpart.kernels import tf32
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_tensor_core as tc
@@ -40,14 +39,7 @@ from tensor_core_cases import bf16_activation_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 
-@pytest.fixture(autouse=True)
-def _switches_off(monkeypatch):
-    """Every bf16 switch at its value before device step 155 turned them on (off): each test turns on
-    the ones it is about, so what it asserts is that switch's doing alone."""
-    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
-    monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_F32A", False)
+pytestmark = pytest.mark.usefixtures("bf16_switches_off")  # each test turns on what it is about
 
 BF16 = Precision(cuda="bf16")
 SM90 = cuda_tvm_target("sm_90")
@@ -113,7 +105,7 @@ def _check_edges(before, lowered, narrowed) -> int:
 
 
 def test_switched_off_changes_nothing(zoo_graph):
-    graph = zoo_graph("bert")  # (the switches off: _switches_off)
+    graph = zoo_graph("bert")  # (the switches off: bf16_switches_off)
     lowered = _lowered(graph)
     assert not any(k.func.endswith(lpa.SUFFIX) for k in lowered.kernels.values())
     assert lps.DTYPE not in {t.dtype for t in lowered.tensors.values()}

@@ -14,23 +14,14 @@ import pytest
 from hetpart import compiler
 from hetpart.compiler.precision import lower_plan_weights
 from hetpart.contracts.precision import Precision
-from hetpart.importer import low_precision_activations as lpa
 from hetpart.importer import low_precision_scores as lps
-from hetpart.kernels import wgmma_match as wm
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment, random_feeds, run_composed
 from precision_cases import REL_TOL, all_on, hf_attention, ort_outputs, relative_error
 
 
-@pytest.fixture(autouse=True)
-def _switches_off(monkeypatch):
-    """Every bf16 switch at its value before device step 155 turned them on (off): each test turns on
-    the ones it is about, so what it asserts is that switch's doing alone."""
-    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
-    monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_F32A", False)
+pytestmark = pytest.mark.usefixtures("bf16_switches_off")  # each test turns on what it is about
 
 BF16 = Precision(cuda="bf16")
 
@@ -45,7 +36,7 @@ def _lowered(graph, plan=None):
 
 
 def test_switched_off_changes_nothing(zoo_graph):
-    graph = zoo_graph("bert")  # (the switches off: _switches_off)
+    graph = zoo_graph("bert")  # (the switches off: bf16_switches_off)
     lowered = _lowered(graph)
     assert not any(k.func.endswith(lps.SUFFIX) for k in lowered.kernels.values())
     assert lps.DTYPE not in {t.dtype for t in lowered.tensors.values()}

@@ -12,15 +12,14 @@ NaN exactly where ONNX Runtime has NaN, infinities where it has them.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tvm
 import tvm_ffi
 
 from onnx_cases import assert_matches, reference
+from softmax_cases import all_cpu_output, ort_output
 
 from hetpart import kernels, load
-from hetpart.backend import forced_plan
 from hetpart.bench.cpu_softmax import softmax_model
 from hetpart.kernels.fast_exp import has_exp
 from hetpart.targets import cpu_tvm_target
@@ -45,26 +44,14 @@ def _rows(n: int, count: int = 12, seed: int = 0) -> np.ndarray:
     return x
 
 
-def _hetpart(m, x):
-    import hetpart
-
-    graph = load(m)
-    with hetpart.Session(hetpart.compile(forced_plan(graph, "cpu"), graph, progress=False)) as s:
-        return s.run({"x": x})["y"]
-
-
-def _ort(m, x):
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("shape", [(12, 128), (2, 6, 64), (12, 40), (12, 30), (12, 16), (12, 197), (2, 6, 77), (12, 33)])
 def test_softmax_matches_onnxruntime(op, shape):
     n = shape[-1]
     x = _rows(n, count=int(np.prod(shape[:-1]))).reshape(shape)
     m = softmax_model(op, shape)
-    got = _hetpart(m, x)
-    assert_matches(got, _ort(m, x), what=f"{op} {shape} vs ONNX Runtime")
+    got = all_cpu_output(m, x)
+    assert_matches(got, ort_output(m, {"x": x}), what=f"{op} {shape} vs ONNX Runtime")
     if op == "Softmax":
         with np.errstate(all="ignore"):
             want = reference(m, {"x": x})["y"]
@@ -77,7 +64,7 @@ def test_log_softmax_of_moderate_rows_matches_the_reference(op):
     underflows), so it is compared on rows where that does not happen."""
     x = (np.random.default_rng(1).standard_normal((6, 48)) * 3).astype(np.float32)
     m = softmax_model(op, x.shape)
-    assert_matches(_hetpart(m, x), reference(m, {"x": x})["y"], what=f"{op} vs onnx.reference")
+    assert_matches(all_cpu_output(m, x), reference(m, {"x": x})["y"], what=f"{op} vs onnx.reference")
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
@@ -114,7 +101,7 @@ def test_softmax_over_a_leading_axis_matches_onnxruntime(op, shape, axis):
     would be overwritten)."""
     x = (np.random.default_rng(2).standard_normal(shape) * 4).astype(np.float32)
     m = softmax_model(op, shape, axis=axis)
-    assert_matches(_hetpart(m, x), _ort(m, x), what=f"{op} {shape} axis {axis}")
+    assert_matches(all_cpu_output(m, x), ort_output(m, {"x": x}), what=f"{op} {shape} axis {axis}")
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])

@@ -13,21 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import gpu_precision_side_by_side as sbs  # noqa: E402
 import pytest  # noqa: E402
 
-from hetpart.importer import low_precision_activations as lpa  # noqa: E402
-from hetpart.importer import low_precision_scores as lps  # noqa: E402
-from hetpart.kernels import wgmma_match as wm  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _switches_off(monkeypatch):
-    """Every bf16 switch at its value before device step 155 turned them on (off): the variants turn on
-    what they name, so "bf16" is the build before them."""
-    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", False)
-    monkeypatch.setattr(lps, "STORE_SCORES_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_BF16", False)
-    monkeypatch.setattr(wm, "WGMMA_F32A", False)
-
-
+pytestmark = pytest.mark.usefixtures("bf16_switches_off")  # "bf16" is the build before them; a variant turns on
 SWITCH = "hetpart.importer.low_precision_scores.STORE_SCORES_BF16=1"
 
 
