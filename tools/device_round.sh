@@ -4,6 +4,7 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 55 ran 152, 154, 155, 156, 157 and 158; session 51's order follows 147):
+#   159 (issue 17: whisper b1 bf16 per kernel beside PyTorch; bf16 b32 and TF32 b1 corpus rows after the defaults),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -27,6 +28,25 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
+     # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
+     # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a
+     # fused attention kernel is next; (2) the corpus rows the defaults changed and nobody re-measured: bf16 b32 of
+     # distilbert (after the f32a half), bert, roberta, gpt2 and the CNNs at b32 bf16 (their dense layers above one
+     # tile are wgmma now), as the budget allows; (3) the TF32 b1 rows of vit_b_16 / distilbert / whisper_encoder
+     # (unchanged by the defaults; last measured in session 50, step 142's slices since).
+     # Staged as tools/device_stage.sh's header says (session 55: 2.80 MB, preflight ready).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  f=$(corpus_export whisper_encoder 1 120)
+  [ -f "$f" ] && timeout 170 python3 tools/gpu_kernel_profile.py whisper_encoder --precision bf16 --export-dir "$EXPORTS" \
+    --runs 20 --top 25 --json "$OUT/kernel-profile-whisper-bf16-159.json" --md "$OUT/kernel-profile-whisper-bf16-159.md" \
+    > "$OUT/logs/kernel-profile-whisper-bf16-159.txt" 2>&1
+  left=$((BUDGET - SECONDS - 130)); [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py \
+    --models distilbert,bert,roberta,gpt2,resnet50,efficientnet_b0 --devices cuda --batches 32 --time --precision bf16 \
+    --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-b32-159.json" > "$OUT/logs/corpus-bf16-b32-159.log" 2>&1
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] && timeout "$left" python3 bench/corpus.py \
+    --models vit_b_16,distilbert,whisper_encoder --devices cuda --batches 1 --time --budget $((left - 10)) \
+    --export-dir "$EXPORTS" --out "$OUT/corpus-tf32-159.json" > "$OUT/logs/corpus-tf32-159.log" 2>&1 ;;
 153)  # (BUDGET=590) issue 19 at bf16 (session 54): step 149 measured zoo:moe at 1/2 with bf16 weights on both devices
      # at 1.69 ms (bf16 limit 1.20; CPU weights float32: 2.07), but the memory rules ran only in float32, so
      # "1.5x the better rule" compared unlike bytes.  The rules now have opt-in bf16 forms (capped.RULE_OF:

@@ -24,13 +24,8 @@
 #   cpu_rule_ab.py mobilenet_v2_onnx.py" BENCH=corpus.py NOPROFILE=1 EXTRA_OUT="README.md hetpart/bench/capped.py
 #   hetpart/bench/int8.py hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
 #   hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
-# Steps 152 + 154 (session 54: 2.81 MB, preflight ready; the bf16 tests import helpers from other test modules):
-#   NOPROFILE=1 STEPS="152 154" TESTS="test_kernels_wgmma_residual.py test_kernels_wgmma_substitute.py
-#   test_importer_low_precision_activations.py test_importer_low_precision_scores.py test_kernels_wgmma_bf16_acts.py
-#   test_compiler_precision.py test_kernels_tc_narrow_activation.py test_kernels_gpu_tc_conv_splitk.py
-#   test_kernels_gpu_splitk_fine.py test_kernels_splitk.py test_kernels_gpu_bf16_mma.py"
-#   HELPERS="onnx_cases.py tir_loops.py streaming_plans.py" TOOLS="gpu_model_switch_ab.py gpu_wgmma_probe.py
-#   bf16_rule_coverage.py gpu_static_kernels.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="README.md
+# Step 159 (session 55: 2.80 MB, preflight ready, the shipped profile kept):
+#   STEPS="159" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="README.md
 #   hetpart/bench/capped.py hetpart/bench/cpu_layers.py hetpart/bench/int8.py hetpart/bench/decode_twin.py
 #   hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py
 #   hetpart/bench/conformance.py hetpart/bench/serve*.py hetpart/serving hetpart/together hetpart/data_parallel.py
