@@ -32,7 +32,7 @@ from hetpart.models.bert import BertConfig, _self_attention
 from hetpart.models.graph_builder import GraphBuilder
 from hetpart.targets import cuda_available, cuda_tvm_target
 
-from conftest import plan_from_assignment, run_composed
+from conftest import plan_from_assignment, random_feeds, run_composed
 from onnx_cases import cuda_source
 from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
 from tensor_core_cases import bf16_activation_emulated_intrinsics
@@ -261,18 +261,13 @@ def _check(model, feeds, simulate: bool):
 
 
 def _feeds(model, seed=0):
-    """Standard normal inputs (negatives), a tenth of them exactly zero; token ids in range."""
-    rng = np.random.default_rng(seed)
-    graph = load(model)
-    feeds = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if np.issubdtype(np.dtype(t.dtype), np.integer):
-            feeds[name] = rng.integers(0, 10, size=t.shape).astype(t.dtype)
-        else:
-            x = rng.standard_normal(t.shape).astype(t.dtype)
-            x[rng.random(t.shape) < 0.1] = 0
-            feeds[name] = x
+    """conftest's ``random_feeds`` (standard normal: negatives; token ids in range) with a tenth
+    of each float input set exactly to zero."""
+    feeds = random_feeds(load(model), seed)
+    zeros = np.random.default_rng(seed + 1)
+    for x in feeds.values():
+        if np.issubdtype(x.dtype, np.floating):
+            x[zeros.random(x.shape) < 0.1] = 0
     return feeds
 
 
