@@ -91,6 +91,33 @@ def test_narrow_n_takes_bn_64_and_bad_input_raises():
         wv.choose(197, 768, 768, "fp16")
 
 
+# ViT-B/16 at batch 32 (M = 32 x 197) and Whisper's encoder's narrow N at 8 x 1500 rows
+LARGE = [(6304, 2304, 768), (6304, 768, 768), (6304, 3072, 768), (6304, 768, 3072), (12000, 384, 384)]
+
+
+def test_large_m_rule_is_off_by_default():
+    assert wv.LARGE_M_ROWS == 0
+    assert wv.choose(6304, 768, 3072, "bf16") == wv.Variant("bf16", 128, 4, "128b", 2, 1)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "f32a"])
+@pytest.mark.parametrize("m,n,k", LARGE)
+@pytest.mark.parametrize("bn", [256, 128])
+def test_large_m_rule_takes_the_widest_tile_that_divides_n(monkeypatch, precision, m, n, k, bn):
+    """With the switch set: M from LARGE_M_ROWS up gets bn (or 128 where N % bn), unsplit, a layout
+    that fits; a batch-1 M keeps the measured rule."""
+    small = wv.choose(197, n, k, precision)
+    monkeypatch.setattr(wv, "LARGE_M_ROWS", 1024)
+    monkeypatch.setattr(wv, "LARGE_M_BN", bn)
+    v = wv.choose(m, n, k, precision)
+    want_bn = bn if n % bn == 0 else 128
+    assert v == wv.Variant(precision, want_bn, wv.LARGE_M_STAGES if want_bn == 256 else wv.STAGES, "128b", 2, 1)
+    plan = lay.PipelinePlan(lay.precision(precision), v.bn, v.stages, v.swizzle, v.consumers)
+    wg.Shape(m, n, k, v.bn, plan.precision.tile_k, v.split, plan.a_rows).check()
+    assert plan.smem_elems * plan.precision.elem_bytes <= SHARED_MEMORY
+    assert wv.choose(197, n, k, precision) == small
+
+
 def test_family_is_a_dtype():
     assert wv.family("bfloat16") == "bf16" and wv.family("float32") == "f32a"
 
@@ -215,15 +242,20 @@ def test_the_substitution_feeds_a_bf16_activation_as_is(monkeypatch):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
 @pytest.mark.parametrize("m,n,k,precision,epilogue", [(197, 3072, 768, "f32a", "bias_gelu"),
                                                        (197, 2304, 768, "bf16", "bias_gelu"),
-                                                       (197, 768, 3072, "f32a", "bias")])
-def test_chosen_variants_compile_without_spilling(m, n, k, precision, epilogue, tmp_path):
+                                                       (197, 768, 3072, "f32a", "bias"),
+                                                       (6304, 3072, 768, "bf16", "bias_gelu"),
+                                                       (6304, 3072, 768, "f32a", "bias_gelu"),
+                                                       (6304, 768, 3072, "bf16", "bias_residual")])
+def test_chosen_variants_compile_without_spilling(m, n, k, precision, epilogue, tmp_path, monkeypatch):
     """ptxas (sm_90a) spills nothing and serialises no wgmma in the chosen variants with the
-    epilogues the models fuse (fc1's bias + GELU in the store; fc2's split-K reduction)."""
+    epilogues the models fuse (fc1's bias + GELU in the store; fc2's split-K reduction); at
+    M = 6304, the large-M rule's bn-256 tiles (128 float32 accumulators a thread)."""
     import re
     import subprocess
 
     from hetpart.kernels import cuda_compile
 
+    monkeypatch.setattr(wv, "LARGE_M_ROWS", 1024)
     v = wv.choose(m, n, k, precision)
     tgt = wg.target()
     with tgt:

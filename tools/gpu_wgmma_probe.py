@@ -66,6 +66,16 @@ Then the substitution's own choice (``--only rule``, ~1 min on an H100; device s
     where K >= N, at ``choose_split``'s split for bn 64; hetpart's bf16 build.  Summaries (and
     ``best_variants``) ``rule_bf16``, ``rule_f32a`` and ``f32a64``.
 
+Then batch 32 (``--only large``, ~2-3 min on an H100; device step 160):
+
+12. ``large``: ViT-B/16's four GEMMs at batch 32 (M = 6304, :data:`LARGE`), each layout of
+    :data:`LARGE_VARIANTS` (bf16 and f32a, 128B swizzle, two consumers, unsplit: at this M every
+    launch has waves of CTAs, so ``choose_split`` gives 1 and the rule's own pick is among them,
+    marked ``rule``), checked against float64 numpy and timed; beside them cuBLAS through PyTorch
+    (``torch.nn.functional.linear`` on bf16 tensors, CUDA events over 50 back-to-back calls,
+    median of 5: the rate a user's PyTorch gets), row ``cublas``.  Decides
+    :data:`hetpart.kernels.wgmma_variant.LARGE_M_BN`; summary ``best_variants["large"]``.
+
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
 (``variants``: the rows of steps 7-9, with ``precision``, ``split``, ``epilogue``, ``group``).
@@ -284,7 +294,7 @@ def _cuda_modules(mod):
 
 
 # --- the second spike's variants (steps 7-9) -------------------------------------------------
-GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle", "rule")
+GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle", "rule", "large")
 """``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8, 9, 10 and 11 (``swizzle``
 and ``rule`` are not in the default run: each has its own budget, see the module doc)."""
 DEFAULT_GROUPS = ("bf16", "tf32", "f32a", "splitk")
@@ -298,6 +308,10 @@ TF32_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
 TF32R_VARIANTS = [(128, 3), (64, 3)]
 F32A_VARIANTS = [(128, 3), (64, 3), (128, 4), (128, 1)]
 """(bn, stages) of steps 7 and 8 on the ViT shapes (the first also on the test shapes)."""
+LARGE = {name: (32 * m, n, k) for name, (m, n, k) in VIT.items()}
+"""ViT-B/16's GEMMs at batch 32 (step 12)."""
+LARGE_VARIANTS = [("bf16", 64, 4), ("bf16", 128, 4), ("bf16", 256, 3), ("f32a", 128, 4), ("f32a", 256, 3)]
+"""(precision, bn, stages) timed at batch 32, 128B swizzle, two consumers, unsplit (step 12)."""
 
 
 def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounded: bool = True):
@@ -409,6 +423,32 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
     return row
 
 
+def cublas_row(name: str, m: int, n: int, k: int) -> dict:
+    """cuBLAS's time for ``A[m, k] @ B[n, k].T`` in bf16 through PyTorch (the peer's GEMM): CUDA
+    events around 50 back-to-back ``F.linear`` calls, median of 5 repeats; or the error."""
+    row = {"group": "large", "shape": name, "m": m, "n": n, "k": k, "precision": "cublas_bf16"}
+    try:
+        import torch
+
+        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        torch.nn.functional.linear(a, b)
+        times = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(50):
+                torch.nn.functional.linear(a, b)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 50)
+        row["raw_ms"] = float(np.median(times))
+        row["raw_tflops"] = tflops(m, n, k, row["raw_ms"])
+    except Exception as e:  # noqa: BLE001 - no torch is a result too
+        row["error"] = _error(e)
+    return row
+
+
 # --- the run -----------------------------------------------------------------------------------
 def _line(row: dict) -> str:
     head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
@@ -427,6 +467,28 @@ def _line(row: dict) -> str:
     if "error" in row:
         parts.append(f"ERROR {row['error']}")
     return "  " + ", ".join(parts)
+
+
+def _large_summary(result: dict) -> None:
+    """Print and record (``best_variants["large"]``) per batch-32 shape and precision family the
+    fastest layout (raw timing: cuBLAS has no VM harness) against cuBLAS and the rule's pick."""
+    rows = [r for r in result["variants"] if r.get("group") == "large" and "raw_ms" in r]
+    print("batch 32: best layout per shape and family (raw) vs cuBLAS bf16 and the rule:", flush=True)
+    for name in LARGE:
+        cublas = next((r for r in rows if r["shape"] == name and r["precision"] == "cublas_bf16"), None)
+        for precision in ("bf16", "f32a"):
+            cands = [r for r in rows if r["shape"] == name and r["precision"] == precision and r.get("ok")]
+            if not cands:
+                continue
+            best = min(cands, key=lambda r: r["raw_ms"])
+            rule = next((r for r in cands if r.get("rule")), None)
+            vs = f", cuBLAS {cublas['raw_ms'] * 1e3:.1f} us -> {best['raw_ms'] / cublas['raw_ms']:.2f}x" if cublas else ""
+            vs += f", rule bn={rule['bn']} {rule['raw_ms'] * 1e3:.1f} us" if rule else ""
+            print(f"  {name} {precision}: bn={best['bn']} stages={best['stages']} {best['raw_ms'] * 1e3:.1f} us "
+                  f"({best['raw_tflops']:.1f} TFLOP/s){vs}", flush=True)
+            result.setdefault("best_variants", {}).setdefault("large", {})[f"{name}_{precision}"] = {
+                "bn": best["bn"], "stages": best["stages"], "raw_ms": best["raw_ms"],
+                "cublas_ms": cublas["raw_ms"] if cublas else None, "rule_ms": rule["raw_ms"] if rule else None}
 
 
 def main(argv=None) -> int:
@@ -604,6 +666,24 @@ def main(argv=None) -> int:
                 variant("f32a64", name, m, n, k, "f32a", 64, wv.STAGES, split, swizzle=wv.SWIZZLE,
                         consumers=wv.CONSUMERS)
         need_baseline("bf16", "11b")
+
+    if "large" in groups:
+        from hetpart.kernels import wgmma_variant as wv
+
+        print(f"12. batch 32 (M = 6304): (precision, bn, stages) in {LARGE_VARIANTS}, 128B swizzle, two consumers, "
+              "unsplit; cuBLAS (PyTorch, bf16) beside them", flush=True)
+        for name, (m, n, k) in LARGE.items():
+            if not args.dry:
+                row = cublas_row(name, m, n, k)
+                result["variants"].append(row)
+                print(_line(row), flush=True)
+            for precision, bn, stages in LARGE_VARIANTS:
+                if n % bn == 0:
+                    variant("large", name, m, n, k, precision, bn, stages, swizzle="128b", consumers=2)
+                    if result["variants"] and result["variants"][-1].get("bn") == bn:
+                        rule = wv.choose(m, n, k, precision)
+                        result["variants"][-1]["rule"] = (rule.bn, rule.stages, rule.split) == (bn, stages, 1)
+        _large_summary(result)
 
     best = {}
     for row in result["vit"]:

@@ -54,6 +54,18 @@ F32A_SPLIT_K_OVER_N = 1
 qkv / fc1, K / N 1/3 and 1/4, were timed unsplit only)."""
 TF32_STAGES = 3
 """``tf32r``'s pipeline depth: the first spike's substitution, unchanged (no swizzle, one consumer)."""
+LARGE_M_ROWS = 0
+"""From this many rows (M) up, a ``bf16`` / ``f32a`` GEMM takes :data:`LARGE_M_BN`-wide tiles
+unsplit; 0 (the default): off, every GEMM chosen as below.  Why a switch: the variants above
+were timed at ViT's M = 197 (batch 1), where few CTAs exist and bn 256 lost 1.3-1.7x; at batch 32
+(M = 6304) every launch has many waves of CTAs and a wider tile reads each A tile fewer times.
+``tools/gpu_wgmma_probe.py --only large`` times the layouts at M = 6304 beside cuBLAS; device
+step 160 A/Bs the whole model with this set to decide it."""
+LARGE_M_BN = 256
+"""The tile N of :data:`LARGE_M_ROWS`' GEMMs (128 or 256; N % it must be 0, else bn 128 / 64)."""
+LARGE_M_STAGES = 3
+"""Pipeline depth of a bn-256 tile (four stages of a 128 x 256 tile pass the shared-memory limit);
+bn 128 keeps :data:`STAGES`."""
 FAMILIES = ("bf16", "f32a")
 """The variant families of a bf16 build, by A's dtype (:func:`family`)."""
 
@@ -90,6 +102,7 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     :func:`~.wgmma_splitk.choose_split`'s split for it, else bn 64 unsplit.
     ``f32a``: 128B swizzle, 4 stages, 2 consumers, bn 128 (64 where N % 128); K >= N:
     ``choose_split``'s split, else unsplit.
+    With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (``bf16`` / ``f32a``).
     ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
     swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
     Raises ValueError for another precision or N % 64 != 0."""
@@ -101,6 +114,8 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
                        wsk.choose_split(m, n, k, wide, precision, sms=sms))
     if precision not in FAMILIES:
         raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
+    if LARGE_M_ROWS and m >= LARGE_M_ROWS:
+        return _large_m(m, n, k, precision)
     over = BF16_SPLIT_K_OVER_N if precision == "bf16" else F32A_SPLIT_K_OVER_N
     splits = k >= over * n
     bn = wide if (precision == "f32a" or splits) else 64
@@ -108,5 +123,13 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     return Variant(precision, bn, STAGES, SWIZZLE, CONSUMERS, split)
 
 
-__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "STAGES", "SWIZZLE", "TF32_STAGES",
-           "Variant", "choose", "family"]
+def _large_m(m: int, n: int, k: int, precision: str) -> Variant:
+    """:data:`LARGE_M_ROWS`' variant: the widest of :data:`LARGE_M_BN`, 128, 64 that divides N,
+    unsplit (M this large fills the SMs many times over)."""
+    bn = next(b for b in (LARGE_M_BN, 128, 64) if b <= LARGE_M_BN and n % b == 0)
+    stages = LARGE_M_STAGES if bn == 256 else STAGES
+    return Variant(precision, bn, stages, SWIZZLE, CONSUMERS, 1)
+
+
+__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "LARGE_M_BN", "LARGE_M_ROWS",
+           "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "choose", "family"]
