@@ -74,7 +74,7 @@ TC = "hetpart.kernels.rules.gpu_tensor_core"
 def test_precision_lists_the_bf16_builds_changed_kernels(monkeypatch):
     """ViT's layer in bf16: WIDEN_IN_FRAGMENTS=0 against it on (as ``--after`` sets it) changes
     exactly the 4 weight-reading tensor-core functions; in tf32 it changes none."""
-    from bf16_rule_coverage import load_model
+    from model_spec import load_model
     from hetpart.importer import low_precision_activations, low_precision_scores
     from hetpart.kernels.rules import gpu_tensor_core
 
@@ -100,7 +100,7 @@ def test_model_ab_variants_and_a_simulated_run(monkeypatch):
 
     import gpu_model_switch_ab as mab
     import hetpart
-    from bf16_rule_coverage import load_model
+    from model_spec import load_model
 
     before = [f"{TC}.DEEP_PIPELINE=0", f"{TC}.WIDEN_IN_FRAGMENTS=0"]
     sets = mab.variants(before, each=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_static_kernels import launch_shape  # noqa: E402
+from model_spec import all_cuda_plan, load_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def coverage(graph, precision: str, *, arch: str = "sm_90") -> Coverage:
     from hetpart.targets import cuda_tvm_target
 
     prec = Precision(cuda=precision)
-    plan = _all_cuda_plan(graph)
+    plan = all_cuda_plan(graph)
     lowered = lower_plan_weights(graph, plan, prec)
     options = options_for(resolve(cuda_arch=arch), prec)
     scheduled = kernels.schedule(weight_prepack.mark_weights(lowered.module), cuda_tvm_target(arch), options)
@@ -175,15 +176,6 @@ def coverage(graph, precision: str, *, arch: str = "sm_90") -> Coverage:
         out.rows.append(KernelRow(k.id, k.func, rule, launch.kernels, launch.grid, launch.block,
                                   cast_launches(func), is_prepacked(func)))
     return out
-
-
-def _all_cuda_plan(graph):
-    from hetpart.partitioner import Partition, Plan
-
-    kids = list(graph.topological_order())
-    return Plan(model=graph.name, objective="coverage", assignment={k: "cuda" for k in kids},
-                partitions=[Partition("p0_cuda", "cuda", kids)], cuts=[], timeline=[], predicted={},
-                profile_origin="coverage", graph=graph)
 
 
 # --- on the GPU: the tensor-core kernels timed -------------------------------------------------
@@ -296,18 +288,6 @@ def table(title: str, covs: list[Coverage], all_kernels: bool = False) -> str:
                              f"{'yes' if r.prepacked else 'no'}")
             lines.append(f"| {k} | {base[k].func} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def load_model(spec: str, batch: int):
-    """The op graph of ``spec`` (``zoo:NAME[:small][:key=value,...]`` or an ONNX path) at ``batch``."""
-    import hetpart
-
-    if spec.startswith("zoo:"):
-        from hetpart.models import build, parse_zoo_spec
-
-        name, small, cfg = parse_zoo_spec(spec)
-        return hetpart.load(build(name, small, **{**cfg, "batch": batch}))
-    return hetpart.load(spec)
 
 
 def main(argv=None) -> int:

@@ -50,7 +50,7 @@ def build(graph, precision: str, switches: list[str], cuda_arch: str | None = No
     corpus's all-CUDA build; e.g. the detector's NMS stays on the CPU).  ``cuda_arch``
     cross-compiles (a machine without a GPU; the tests)."""
     import hetpart
-    from bf16_rule_coverage import _all_cuda_plan
+    from model_spec import all_cuda_plan
 
     from hetpart.bench.switches import switched
     from hetpart.kernels.capabilities import unsupported_reason
@@ -59,7 +59,7 @@ def build(graph, precision: str, switches: list[str], cuda_arch: str | None = No
 
     cuda_ok = [k for k, kern in graph.kernels.items() if unsupported_reason(kern, "cuda") is None]
     with switched(switches):
-        plan = (_all_cuda_plan(graph) if len(cuda_ok) == len(graph.kernels) else
+        plan = (all_cuda_plan(graph) if len(cuda_ok) == len(graph.kernels) else
                 hetpart.partition(graph, "latency", pins=[Pin(k, "cuda") for k in cuda_ok], progress=False))
         # options made here, with the switches set: KernelOptions.wgmma's default is
         # wgmma_match.WGMMA_GEMM now (DEFAULT, made at import, would not see a switch set)
@@ -139,7 +139,7 @@ def table(title: str, result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from bf16_rule_coverage import load_model
+    from model_spec import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="zoo:NAME[:key=value,...] or .onnx files")

@@ -48,7 +48,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def run_variant(model, precision: str, sets: list[str], rates) -> tuple[dict, dict]:
     """``({kernel id: Row}, {kernel id: (input dtypes, output dtypes)})`` of one build."""
-    from bf16_rule_coverage import _all_cuda_plan
+    from model_spec import all_cuda_plan
 
     from hetpart import load
     from hetpart.bench.switches import switched
@@ -58,7 +58,7 @@ def run_variant(model, precision: str, sets: list[str], rates) -> tuple[dict, di
     with switched(sets):
         rows = {r.id: r for r in analyse(model, source=False, rates=rates, precision=precision)}
         graph = load(model)
-        graph = lower_plan_weights(graph, _all_cuda_plan(graph), Precision(cuda=precision))
+        graph = lower_plan_weights(graph, all_cuda_plan(graph), Precision(cuda=precision))
     dtypes = {k.id: ("/".join(SHORT.get(graph.tensors[t].dtype, graph.tensors[t].dtype) for t in k.inputs),
                      "/".join(SHORT.get(graph.tensors[t].dtype, graph.tensors[t].dtype) for t in k.outputs))
               for k in graph.kernels.values()}

@@ -365,14 +365,14 @@ def analyse(model, *, source: bool = True, options=None, rates: Rates = DEFAULT_
     graph = load(model)
     module = graph.module
     if precision is not None:
-        from bf16_rule_coverage import _all_cuda_plan
+        from model_spec import all_cuda_plan
 
         from hetpart.compiler.precision import lower_plan_weights, options_for
         from hetpart.contracts.precision import Precision
         from hetpart.kernels import weight_prepack
 
         prec = Precision(cuda=precision)
-        graph = lower_plan_weights(graph, _all_cuda_plan(graph), prec)
+        graph = lower_plan_weights(graph, all_cuda_plan(graph), prec)
         options = options_for(options, prec)
         module = weight_prepack.mark_weights(graph.module)
     wgmma = replaced_by_wgmma(module, target, options)

@@ -78,12 +78,12 @@ def options(precision: str = "tf32"):
 def lowered(graph, precision: str = "tf32"):
     """``graph`` with its weights in ``precision``'s storage on every kernel, as
     :func:`hetpart.compiler.compile` builds an all-CUDA plan (tf32/fp32: unchanged)."""
-    from bf16_rule_coverage import _all_cuda_plan
+    from model_spec import all_cuda_plan
 
     from hetpart.compiler.precision import lower_plan_weights
     from hetpart.contracts.precision import Precision
 
-    return lower_plan_weights(graph, _all_cuda_plan(graph), Precision(cuda=precision))
+    return lower_plan_weights(graph, all_cuda_plan(graph), Precision(cuda=precision))
 
 
 def changed_kernels(graph, before: list[str], precision: str = "tf32") -> list:
@@ -192,7 +192,7 @@ def table(title: str, rows: list[Row]) -> str:
 
 
 def main(argv=None) -> int:
-    from bf16_rule_coverage import load_model
+    from model_spec import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="zoo:NAME[:small][:key=value,...] or .onnx files")
