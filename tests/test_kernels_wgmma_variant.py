@@ -95,6 +95,14 @@ def test_narrow_n_takes_bn_64_and_bad_input_raises():
 LARGE = [(6304, 2304, 768), (6304, 768, 768), (6304, 3072, 768), (6304, 768, 3072), (12000, 384, 384)]
 
 
+def test_large_m_rule_leaves_families_it_does_not_name(monkeypatch):
+    """Step 160: bf16 lost with wider tiles; the switch set changes f32a only."""
+    rule = {p: wv.choose(6304, 3072, 768, p) for p in wv.FAMILIES}
+    monkeypatch.setattr(wv, "LARGE_M_ROWS", 1024)
+    assert wv.choose(6304, 3072, 768, "bf16") == rule["bf16"]
+    assert wv.choose(6304, 3072, 768, "f32a") == wv.Variant("f32a", 256, 3, "128b", 2, 1) != rule["f32a"]
+
+
 def test_large_m_rule_is_off_by_default():
     assert wv.LARGE_M_ROWS == 0
     assert wv.choose(6304, 768, 3072, "bf16") == wv.Variant("bf16", 128, 4, "128b", 2, 1)
@@ -109,6 +117,7 @@ def test_large_m_rule_takes_the_widest_tile_that_divides_n(monkeypatch, precisio
     small = wv.choose(197, n, k, precision)
     monkeypatch.setattr(wv, "LARGE_M_ROWS", 1024)
     monkeypatch.setattr(wv, "LARGE_M_BN", bn)
+    monkeypatch.setattr(wv, "LARGE_M_FAMILIES", ("bf16", "f32a"))
     v = wv.choose(m, n, k, precision)
     want_bn = bn if n % bn == 0 else 128
     assert v == wv.Variant(precision, want_bn, wv.LARGE_M_STAGES if want_bn == 256 else wv.STAGES, "128b", 2, 1)

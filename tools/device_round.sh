@@ -4,8 +4,8 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 55 ran 152, 154, 155, 156, 157 and 158; session 51's order follows 147):
-#   160 (issue 17, batch 32: the wgmma layouts at M = 6304 beside cuBLAS, then the large-M rule A/B),
-#   159 (issue 17: whisper b1 bf16 per kernel beside PyTorch; bf16 b32 and TF32 b1 corpus rows after the defaults),
+#   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
+#   159 (issue 17, its part 2: bf16 b32 corpus rows; parts 1 and 3 ran with 160 in session 56: whisper b1 bf16 per kernel beside PyTorch; bf16 b32 and TF32 b1 corpus rows after the defaults),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -29,6 +29,22 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+161)  # (BUDGET=400) issue 17 at batch 32 after step 160 (session 56): f32a GEMMs at M = 6304 were 1.3-1.6x faster at
+     # bn 256 than the rule's bn 128, bf16 ones fastest as the rule has them (wgmma_variant.LARGE_M_FAMILIES = f32a).
+     # (1) distilbert b32 bf16 (post-LN: 24 of 36 GEMMs f32a) A/B of LARGE_M_ROWS=1024; (2) where ViT-B/16 b32 bf16's
+     # time goes, per kernel beside PyTorch (its GEMMs at the probe's rates are ~3.9 of 10.9 ms: the static
+     # inventory's 80 % was priced at 95 TFLOP/s, step 160 measured 207-325).
+     # Decides: LARGE_M_ROWS on if distilbert b32 is faster than the rounds' spread; the next b32 lever.
+  BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
+  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 200))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-161.json" \
+    > "$OUT/logs/large-m-ab-distilbert-b32-161.txt" 2>&1
+  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --batch 32 \
+    --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-vit-b32-bf16-161.json" \
+    --md "$OUT/kernel-profile-vit-b32-bf16-161.md" > "$OUT/logs/kernel-profile-vit-b32-bf16-161.txt" 2>&1 ;;
 160)  # (BUDGET=390) issue 17 at batch 32: session 55 left ViT-B/16 b32 bf16 at 1.69x PyTorch (11.05 ms), >= 80 % of it
      # the wgmma GEMMs, whose layout rule (wgmma_variant.choose) was timed only at M = 197.  (1) the probe's group 12
      # (tools/gpu_wgmma_probe.py --only large): ViT's four GEMMs at M = 6304, bf16 / f32a at bn 64 / 128 / 256

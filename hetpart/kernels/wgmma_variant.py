@@ -55,17 +55,22 @@ qkv / fc1, K / N 1/3 and 1/4, were timed unsplit only)."""
 TF32_STAGES = 3
 """``tf32r``'s pipeline depth: the first spike's substitution, unchanged (no swizzle, one consumer)."""
 LARGE_M_ROWS = 0
-"""From this many rows (M) up, a ``bf16`` / ``f32a`` GEMM takes :data:`LARGE_M_BN`-wide tiles
-unsplit; 0 (the default): off, every GEMM chosen as below.  Why a switch: the variants above
-were timed at ViT's M = 197 (batch 1), where few CTAs exist and bn 256 lost 1.3-1.7x; at batch 32
-(M = 6304) every launch has many waves of CTAs and a wider tile reads each A tile fewer times.
-``tools/gpu_wgmma_probe.py --only large`` times the layouts at M = 6304 beside cuBLAS; device
-step 160 A/Bs the whole model with this set to decide it."""
+"""From this many rows (M) up, a GEMM of a :data:`LARGE_M_FAMILIES` family takes :data:`LARGE_M_BN`-wide
+tiles unsplit; 0 (the default): off, every GEMM chosen as below.  The variants above were timed at
+ViT's M = 197 (batch 1); device step 160 (H100, ``bench/results/gpu-wgmma-large-160-nvidia-h100.json``,
+``tools/gpu_wgmma_probe.py --only large``) timed ViT's four GEMMs at batch 32 (M = 6304): ``f32a`` at
+bn 256 (3 stages) took 117.8 / 55.6 / 151.0 / 146.1 us (qkv / proj / fc1 / fc2) against the rule's
+bn 128: 162.2 / 73.5 / 206.9 / 229.6 (1.3-1.6x: the in-kernel narrowing of A is paid once per A tile,
+and a wider tile reads each A tile half as often); ``bf16`` was fastest at the rule's own bn 64 (fc2:
+128) and slower at 128 / 256 (86.1 / 96.2 / 99.3 us on qkv).  cuBLAS bf16 (PyTorch) did the same four
+in 36.9 / 14.1 / 46.0 / 40.3 us: the bf16 kernel runs at 35-45 % of it."""
 LARGE_M_BN = 256
-"""The tile N of :data:`LARGE_M_ROWS`' GEMMs (128 or 256; N % it must be 0, else bn 128 / 64)."""
+"""The tile N of :data:`LARGE_M_ROWS`' GEMMs (128 or 256; where N % it != 0, 128, else 64)."""
 LARGE_M_STAGES = 3
 """Pipeline depth of a bn-256 tile (four stages of a 128 x 256 tile pass the shared-memory limit);
 bn 128 keeps :data:`STAGES`."""
+LARGE_M_FAMILIES = ("f32a",)
+"""The families :data:`LARGE_M_ROWS` applies to (``bf16`` lost with wider tiles at M = 6304)."""
 FAMILIES = ("bf16", "f32a")
 """The variant families of a bf16 build, by A's dtype (:func:`family`)."""
 
@@ -102,7 +107,7 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     :func:`~.wgmma_splitk.choose_split`'s split for it, else bn 64 unsplit.
     ``f32a``: 128B swizzle, 4 stages, 2 consumers, bn 128 (64 where N % 128); K >= N:
     ``choose_split``'s split, else unsplit.
-    With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (``bf16`` / ``f32a``).
+    With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (:data:`LARGE_M_FAMILIES`).
     ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
     swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
     Raises ValueError for another precision or N % 64 != 0."""
@@ -114,7 +119,7 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
                        wsk.choose_split(m, n, k, wide, precision, sms=sms))
     if precision not in FAMILIES:
         raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
-    if LARGE_M_ROWS and m >= LARGE_M_ROWS:
+    if LARGE_M_ROWS and m >= LARGE_M_ROWS and precision in LARGE_M_FAMILIES:
         return _large_m(m, n, k, precision)
     over = BF16_SPLIT_K_OVER_N if precision == "bf16" else F32A_SPLIT_K_OVER_N
     splits = k >= over * n
@@ -131,5 +136,5 @@ def _large_m(m: int, n: int, k: int, precision: str) -> Variant:
     return Variant(precision, bn, stages, SWIZZLE, CONSUMERS, 1)
 
 
-__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "LARGE_M_BN", "LARGE_M_ROWS",
-           "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "choose", "family"]
+__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "LARGE_M_BN", "LARGE_M_FAMILIES",
+           "LARGE_M_ROWS", "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "choose", "family"]
