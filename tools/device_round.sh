@@ -3,9 +3,10 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (session 55 ran 152, 154, 155, 156, 157 and 158; session 51's order follows 147):
+# In the order to run them (session 56 ran 160 and part of 159; session 51's order follows 147):
 #   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
-#   159 (issue 17, its part 2: bf16 b32 corpus rows; parts 1 and 3 ran with 160 in session 56: whisper b1 bf16 per kernel beside PyTorch; bf16 b32 and TF32 b1 corpus rows after the defaults),
+#   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
+#   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
 #   147 (issue 18, the blocked depthwise nets on 16 threads: DEPTHWISE_ROW_GROUPS, SHORT_SUMS_NARROW),
 #   143 (issue 17, ViT's q/k/v `take`s as slices: its cuda tests, kernel count, zoo:swin; vit_b_16 tf32 ran in 142),
@@ -45,29 +46,6 @@ case "${1:-1}" in
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --batch 32 \
     --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-vit-b32-bf16-161.json" \
     --md "$OUT/kernel-profile-vit-b32-bf16-161.md" > "$OUT/logs/kernel-profile-vit-b32-bf16-161.txt" 2>&1 ;;
-160)  # (BUDGET=390) issue 17 at batch 32: session 55 left ViT-B/16 b32 bf16 at 1.69x PyTorch (11.05 ms), >= 80 % of it
-     # the wgmma GEMMs, whose layout rule (wgmma_variant.choose) was timed only at M = 197.  (1) the probe's group 12
-     # (tools/gpu_wgmma_probe.py --only large): ViT's four GEMMs at M = 6304, bf16 / f32a at bn 64 / 128 / 256
-     # beside cuBLAS bf16 through PyTorch; (2) the bn whose bf16 total over the four is least (256 if the probe
-     # failed: then no A/B) set as wgmma_variant.LARGE_M_BN with LARGE_M_ROWS=1024, A/B'd on vit_b_16 then
-     # distilbert at b32 bf16 (tools/gpu_model_switch_ab.py, GPU-in boundary).
-     # Decides: LARGE_M_ROWS on (at the probe's bn) if the models are faster than the rounds' spread.
-  BUDGET=${STEP_BUDGET:-390}; mkdir -p "$OUT/logs"
-  timeout 200 python3 tools/gpu_wgmma_probe.py --only large --budget 170 --json "$OUT/wgmma-large-160.json" \
-    > "$OUT/logs/wgmma-large-160.txt" 2>&1
-  bn=$(python3 -c "import json, collections; r = json.load(open('$OUT/wgmma-large-160.json'))['variants']; \
-    t = collections.defaultdict(float); n = collections.Counter(); \
-    [(t.__setitem__(x['bn'], t[x['bn']] + x['raw_ms']), n.update([x['bn']])) for x in r \
-     if x.get('precision') == 'bf16' and x.get('ok') and 'raw_ms' in x]; \
-    print(min((b for b in t if n[b] == 4), key=t.get))" 2>>"$OUT/logs/wgmma-large-160.txt")
-  echo "LARGE_M_BN=$bn" >> "$OUT/logs/wgmma-large-160.txt"
-  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS; B=hetpart.kernels.wgmma_variant.LARGE_M_BN
-  [ -n "$bn" ] && for name in vit_b_16 distilbert; do
-    f=$(corpus_export $name 32 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 60 ] || break
-    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $L=0 --after $L=1024 \
-      --after $B=$bn --rounds 3 --repeat 10 --out "$OUT/large-m-ab-$name-b32-160.json" \
-      > "$OUT/logs/large-m-ab-$name-b32-160.txt" 2>&1
-  done ;;
 159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
      # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
      # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a

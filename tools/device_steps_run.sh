@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device steps that have run (sessions up to 55), kept runnable to reproduce a result:
+# Device steps that have run (sessions up to 56), kept runnable to reproduce a result:
 #   source .tvmpack/unpack.sh && bash tools/device_steps_run.sh STEP     (or bash tools/device_round.sh STEP)
 # Their results are in bench/results/ (each file names its step as "tools/device_round.sh N") and in the
 # closing notes of the session that ran them.  Steps still to run are in tools/device_round.sh; settings and
@@ -8,6 +8,29 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+160)  # ran in session 56 (H100, STEP_BUDGET=360; gpu-b32-gemm-whisper-profile-s56-nvidia-h100.md); (BUDGET=390) issue 17 at batch 32: session 55 left ViT-B/16 b32 bf16 at 1.69x PyTorch (11.05 ms), >= 80 % of it
+     # the wgmma GEMMs, whose layout rule (wgmma_variant.choose) was timed only at M = 197.  (1) the probe's group 12
+     # (tools/gpu_wgmma_probe.py --only large): ViT's four GEMMs at M = 6304, bf16 / f32a at bn 64 / 128 / 256
+     # beside cuBLAS bf16 through PyTorch; (2) the bn whose bf16 total over the four is least (256 if the probe
+     # failed: then no A/B) set as wgmma_variant.LARGE_M_BN with LARGE_M_ROWS=1024, A/B'd on vit_b_16 then
+     # distilbert at b32 bf16 (tools/gpu_model_switch_ab.py, GPU-in boundary).
+     # Decides: LARGE_M_ROWS on (at the probe's bn) if the models are faster than the rounds' spread.
+  BUDGET=${STEP_BUDGET:-390}; mkdir -p "$OUT/logs"
+  timeout 200 python3 tools/gpu_wgmma_probe.py --only large --budget 170 --json "$OUT/wgmma-large-160.json" \
+    > "$OUT/logs/wgmma-large-160.txt" 2>&1
+  bn=$(python3 -c "import json, collections; r = json.load(open('$OUT/wgmma-large-160.json'))['variants']; \
+    t = collections.defaultdict(float); n = collections.Counter(); \
+    [(t.__setitem__(x['bn'], t[x['bn']] + x['raw_ms']), n.update([x['bn']])) for x in r \
+     if x.get('precision') == 'bf16' and x.get('ok') and 'raw_ms' in x]; \
+    print(min((b for b in t if n[b] == 4), key=t.get))" 2>>"$OUT/logs/wgmma-large-160.txt")
+  echo "LARGE_M_BN=$bn" >> "$OUT/logs/wgmma-large-160.txt"
+  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS; B=hetpart.kernels.wgmma_variant.LARGE_M_BN
+  [ -n "$bn" ] && for name in vit_b_16 distilbert; do
+    f=$(corpus_export $name 32 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 60 ] || break
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $L=0 --after $L=1024 \
+      --after $B=$bn --rounds 3 --repeat 10 --out "$OUT/large-m-ab-$name-b32-160.json" \
+      > "$OUT/logs/large-m-ab-$name-b32-160.txt" 2>&1
+  done ;;
 158)  # ran in session 55 (H100, STEP_BUDGET=170; gpu-bf16-defaults-nvidia-h100.md); (BUDGET=200) issue 17, the wgmma GEMM's f32a family (A float32, narrowed in the kernel) at batch 32 (session 55):
      # WGMMA_F32A stays off on b1 evidence (step 155: distilbert 0.702 -> 0.851 ms at M = 128).  At b32 a post-LN
      # model's q/k/v and fc1 read a LayerNorm output the residual reads too, so it stays float32 and those GEMMs
