@@ -269,11 +269,12 @@ def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, sp
                              options.sm_count)
     if split == 1:
         return done(sch) if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count,
-                                      stages=stages) else None
+                                      stages=stages, activations=narrowed) else None
     chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
     partial = sch.rfactor(chunk, factor_axis=0)
     if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), options.sm_count,
-                     partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages):
+                     partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages,
+                     activations=narrowed):
         return None
     return done(sch) if schedule_sum_epilogue(sch, main, partial) else None
 
@@ -566,29 +567,39 @@ def _narrows_activation(func: tirx.PrimFunc) -> bool:
     return func.attrs is not None and NARROW_ACTIVATION_ATTR in func.attrs
 
 
-def _narrow_activation(sch, main, func) -> bool:
-    """For a function with ``NARROW_ACTIVATION_ATTR`` (set by
-    :mod:`hetpart.importer.low_precision_scores` on the kernels it retypes, only there: an
-    activation stored in bf16/fp16 between kernels): ``main``'s operand 0, a narrow
-    input widened by a block (``widen``) then reindexed/padded (``chain``), as the chain
-    computed in the input's dtype and one widening block after it -- the form
-    :func:`_narrow_weight` finds (the weight's :func:`_pack_in_storage_dtype`, not packed at
-    compile time: the chain is inlined into the staging copy, per call); :func:`_schedule`
-    then stages it in its own dtype (``cp.async``, half the bytes) and widens it in the
-    fragment loads (``tf32.NAMES["load_a_<dtype>"]``), as :data:`WIDEN_IN_FRAGMENTS` does a
-    weight.  Without the attribute (every other kernel) nothing changes.  True when it applied:
-    the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
+def _narrow_activation(sch, main, func) -> tuple[int, ...]:
+    """For a function with ``NARROW_ACTIVATION_ATTR`` (set by the importer's
+    :mod:`~hetpart.importer.low_precision_scores` mechanics on the kernels it retypes, only
+    there: an activation stored in bf16/fp16 between kernels): each of ``main``'s operands 0
+    and 1 that is such an input (:func:`_pack_activation`; operand 1 only where it is not a
+    model weight: attention's K^T or V, :mod:`hetpart.importer.low_precision_attention`).
+    :func:`_schedule` then stages operand 0 in its own dtype (``cp.async``, half the bytes)
+    and widens it in the fragment loads (``tf32.NAMES["load_a_<dtype>"]``), and operand 1 as
+    it does a narrow weight (:data:`WIDEN_IN_FRAGMENTS`).  Without the attribute (every
+    other kernel) nothing changes.  Returns the operands narrowed, ``()`` for none; where
+    any was, the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
     if not _narrows_activation(func):
-        return False
-    chain, widen = _producer_chain(sch, main, 0)
+        return ()
+    return tuple(operand for operand in (0, 1) if _pack_activation(sch, main, func, operand))
+
+
+def _pack_activation(sch, main, func, operand: int) -> bool:
+    """In: ``main``'s read ``operand``, produced by a narrow input widened by a block
+    (``widen``) then reindexed/padded (``chain``).  Out: the chain as one block computed in
+    the input's dtype and one widening block after it -- the form :func:`_narrow_weight`
+    finds (the weight's :func:`_pack_in_storage_dtype`, not packed at compile time: the
+    chain is inlined into the staging copy, per call).  True when it applied; a refusal
+    leaves the schedule as it was.  Operand 1 is left where its input is a model weight
+    (:func:`_mark_weight_packs`' or, without :data:`PACK_LOW_PRECISION`, gathered as before)."""
+    chain, widen = _producer_chain(sch, main, operand)
     if not chain or widen is None or not _is_widening(sch, widen):
         return False
-    dtype = str(sch.get(widen).reads[0].source.dtype)
-    if dtype not in tf32.NARROW:
+    source = sch.get(widen).reads[0].source
+    if str(source.dtype) not in tf32.NARROW or (operand == 1 and is_layout_free(func, source)):
         return False
     for blk in reversed(chain[1:]):
         sch.compute_inline(blk)
-    _pack_in_storage_dtype(sch, chain[0], widen, dtype)
+    _pack_in_storage_dtype(sch, chain[0], widen, str(source.dtype))
     return True
 
 
@@ -667,7 +678,7 @@ def _producer_chain(sch, main, operand):
 
 
 def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
-              partials: str = "", pipeline: bool = False, stages: int = 2) -> bool:
+              partials: str = "", pipeline: bool = False, stages: int = 2, activations: tuple = ()) -> bool:
     """Tile, stage and tensorize the normal-form block ``main`` (a grid of ``blocks``
     on ``sms`` SMs); False when a step
     TVM refuses leaves nothing usable (the caller then declines).  With ``partials``,
@@ -676,17 +687,18 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     ``"transposed"``, as they are where ``"plain"`` -- and fuses no epilogue.  ``pipeline``:
     software-pipeline the K loop whatever :func:`_pipelined` says; ``stages``: the
     pipeline's depth where it is one (:func:`pipeline_stages`: 2, or 3 -- copies two K
-    slices ahead of the MMAs, a shared-memory buffer per stage)."""
+    slices ahead of the MMAs, a shared-memory buffer per stage); ``activations``: the operands
+    :func:`_narrow_activation` found stored narrow (the MMA's dtype: :func:`_mma_dtype`)."""
     if not partials:
         b, i, j, k = sch.get_loops(main)
     else:
         b, i, j, chunk, k = sch.get_loops(main)
         sch.reorder(chunk, b, i, j)
         b = sch.fuse(chunk, b)
-    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
-    mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
-        LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
+    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA or (
+        LOW_PRECISION_ATTENTION_MMA and 1 in activations)) else None
     narrow_a = _narrow_weight(sch, main, 0) if _narrows_activation(sch.mod["main"]) else None
+    mma = _mma_dtype(sch, main, narrow, narrow_a, activations)
     if mma and narrow_a is not None and narrow_a[1] != mma:
         narrow_a = None  # an fp16 activation into a bf16 MMA (or the reverse): staged widened, narrowed as loaded
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
@@ -989,6 +1001,38 @@ LOW_PRECISION_MMA_CONVOLUTIONS = True
 """With :data:`LOW_PRECISION_MMA` on, convolutions too (their implicit GEMMs, 1x1 included:
 ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers device step
 136 measures), convolutions TF32 as before -- the fallback if a CNN's kernels come out slower."""
+
+
+LOW_PRECISION_ATTENTION_MMA = False
+"""Off until a device step measures it (built in session 56 without a GPU).  Where both operands
+of a contraction are activations stored in bf16/fp16 between kernels (attention's ``Q K^T`` and
+``P V`` with :data:`hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16`, and
+:data:`~hetpart.importer.low_precision_scores.STORE_SCORES_BF16` for ``P``), multiply in that
+dtype: :data:`LOW_PRECISION_MMA`'s fragment path (both operands staged in their dtype by the
+staging copy, copied into the fragments unchanged, m16n8k16 ``mma.sync`` with float32
+accumulators), as ``torch.autocast`` multiplies attention.  Exact on the stored values: the
+operands were rounded once, by their producers; products exact in float32, sums float32.
+False: such a contraction widens its operands in the fragment loads and multiplies in TF32 --
+exact too on bf16 values, at half the tensor-core rate."""
+
+
+def _mma_dtype(sch: s_tir.Schedule, main, narrow, narrow_a, activations: tuple) -> str | None:
+    """The dtype ``main``'s tensor-core steps multiply in (None: TF32).  In: ``narrow`` /
+    ``narrow_a``, :func:`_narrow_weight`'s answer for operand 1 / 0 (None: float32);
+    ``activations``, the operands stored narrow between kernels (:func:`_narrow_activation`).
+    Out: with operand 1 an activation (attention's ``Q K^T``, ``P V``), both operands' dtype
+    where operand 0 is one of the same dtype and :data:`LOW_PRECISION_ATTENTION_MMA` is on;
+    with operand 1 a narrow weight, its dtype where :data:`LOW_PRECISION_MMA` is on
+    (convolutions: :data:`LOW_PRECISION_MMA_CONVOLUTIONS`).  Invariant: with both switches off,
+    None."""
+    if narrow is None:
+        return None
+    if 1 in activations:
+        both = 0 in activations and narrow_a is not None and narrow_a[1] == narrow[1]
+        return narrow[1] if LOW_PRECISION_ATTENTION_MMA and both else None
+    if LOW_PRECISION_MMA and (LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main)):
+        return narrow[1]
+    return None
 
 
 def _narrow_weight(sch: s_tir.Schedule, step, operand: int):
