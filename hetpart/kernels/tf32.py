@@ -52,6 +52,8 @@ NAMES = {
     "mma_load_a_float16_staged": "hetpart_fp16_load_a_16x16_shared_dyn",
     "mma_load_b_bfloat16": "hetpart_bf16_load_b_16x16_trans_shared_dyn",
     "mma_load_b_float16": "hetpart_fp16_load_b_16x16_trans_shared_dyn",
+    "mma_load_b_bfloat16_kmajor": "hetpart_bf16_load_b_16x16_shared_dyn",
+    "mma_load_b_float16_kmajor": "hetpart_fp16_load_b_16x16_shared_dyn",
     "mma_compute_bfloat16": "hetpart_bf16_mma_16x16x16_trans",
     "mma_compute_float16": "hetpart_fp16_mma_16x16x16_trans",
 }
@@ -78,7 +80,9 @@ activation stored narrow between kernels, :mod:`hetpart.importer.low_precision_a
 its description a widening and narrowing back, as ``mma_load_b_<dtype>``'s);
 ``mma_load_b_<dtype>`` copies a 16x16 tile of B (``[N, K]``) staged in ``dtype`` as it is
 (its description a widening to float32 and back, the form the schedule's inlined weight
-widening takes: exact).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
+widening takes: exact); ``mma_load_b_<dtype>_kmajor`` the same from a tile staged K-major
+(``[K, N]``: an activation B contiguous along N in memory -- attention's ``K^T`` and ``V`` --
+copied into shared memory in whole vectors, ``gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA``).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
 ``mma.m16n8k16`` with ``.bf16``/``.f16``), the accumulator's :func:`c_layout`."""
 
 MMA_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
@@ -170,6 +174,8 @@ def _register() -> None:
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}"], *_narrow_load_intrin(mma_a_layout, "float32", narrow))
         TensorIntrin.register(NAMES[f"mma_load_b_{narrow}"], *_narrow_load_intrin(mma_b_layout, narrow, narrow))
+        TensorIntrin.register(NAMES[f"mma_load_b_{narrow}_kmajor"],
+                              *_narrow_load_intrin(mma_b_layout, narrow, narrow, kmajor=True))
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}_staged"], *_narrow_load_intrin(mma_a_layout, narrow, narrow))
         TensorIntrin.register(NAMES[f"mma_compute_{narrow}"], *_narrow_mma_intrin(narrow))
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
@@ -255,45 +261,51 @@ def _store_intrin(transposed: bool):
     return desc, impl
 
 
-def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, desc_value, impl_value):
+def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, desc_value, impl_value,
+                   kmajor: bool = False):
     """(desc, impl) copying a ``rows`` x ``width`` shared-memory tile of ``source`` dtype into a
     ``[32, rows * width / 32]`` warp buffer of ``dtype`` by ``layout`` (tile -> (lane, register));
     the description converts each element by ``desc_value``, the impl has each lane load its
     registers unrolled, from ``at(lane, r)`` (register -> tile coordinates), by ``impl_value``.
-    The one shape of every fragment load: TF32's (:func:`_load_intrin`) and the narrow
-    m16n8k16 ones (:func:`_narrow_load_intrin`)."""
+    With ``kmajor`` the shared tile is stored transposed (``width`` x ``rows``: element
+    ``(i, k)`` at ``[k, i]``).  The one shape of every fragment load: TF32's
+    (:func:`_load_intrin`) and the narrow m16n8k16 ones (:func:`_narrow_load_intrin`)."""
     from tvm.script import tirx as T
 
     regs = rows * width // WARP
+    shape = (width, rows) if kmajor else (rows, width)
+
+    def element(x, i, k):
+        return x[k, i] if kmajor else x[i, k]
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE)
+        A = T.match_buffer(a, shape, source, align=64, offset_factor=1, scope=SCOPE)
         C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(A[0:rows, 0:width])
+            T.reads(A[0:shape[0], 0:shape[1]])
             T.writes(C[0:WARP, 0:regs])
             for i, k in T.grid(rows, width):
                 with T.sblock("load"):
                     vi, vk = T.axis.remap("SS", [i, k])
                     lane, reg = T.meta_var(layout(vi, vk))
-                    T.reads(A[vi, vk])
+                    T.reads(element(A, vi, vk))
                     T.writes(C[lane, reg])
-                    C[lane, reg] = desc_value(A[vi, vk])
+                    C[lane, reg] = desc_value(element(A, vi, vk))
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, c: T.handle) -> None:
         s0 = T.int32()
         s1 = T.int32()
-        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        A = T.match_buffer(a, shape, source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
         C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(A[0:rows, 0:width])
+            T.reads(A[0:shape[0], 0:shape[1]])
             T.writes(C[0:WARP, 0:regs])
             for lane in T.thread_binding(0, WARP, "threadIdx.x"):
                 for r in T.unroll(regs):
                     row, col = T.meta_var(at(lane, r))
-                    C[lane, r] = impl_value(A[row, col])
+                    C[lane, r] = impl_value(element(A, row, col))
 
     return desc, impl
 
@@ -387,13 +399,14 @@ def _inverse(layout, lane: int, r: int) -> tuple[int, int]:
     raise ValueError(f"no element at lane {lane}, register {r}")
 
 
-def _narrow_load_intrin(layout, source: str, dtype: str):
+def _narrow_load_intrin(layout, source: str, dtype: str, kmajor: bool = False):
     """(desc, impl) copying a 16x16 shared-memory tile of ``source`` dtype into a
     ``[32, 8]`` warp buffer of ``dtype`` (bf16/fp16) by ``layout``.  ``source`` float32:
     each element narrowed (``Cast``, round to nearest even); ``source == dtype``: the
     description widens and narrows back (exact; the form of a weight whose widening the
     schedule inlined into the fragment copy), the impl copies.  Each lane loads its 8
-    elements, unrolled, from the coordinates of a table (:func:`_inverse`)."""
+    elements, unrolled, from the coordinates of a table (:func:`_inverse`).  ``kmajor``: the
+    tile staged transposed (:func:`_fragment_load`)."""
     from tvm.script import tirx as T
 
     if source == "float32":
@@ -418,7 +431,7 @@ def _narrow_load_intrin(layout, source: str, dtype: str):
             assert (rows(lane, r), cols(lane, r)) == table[lane][r], (lane, r)
 
     return _fragment_load(M, MMA_K, source, dtype, layout, lambda lane, r: (rows(lane, r), cols(lane, r)),
-                          desc_value, impl_value)
+                          desc_value, impl_value, kmajor)
 
 
 def _narrow_mma_intrin(dtype: str):

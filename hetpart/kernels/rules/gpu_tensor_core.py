@@ -65,7 +65,10 @@ over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); 
 split K changes only the order of the additions.  With :data:`LOW_PRECISION_MMA` on, a
 contraction with such a weight instead multiplies in the weight's dtype (both operands
 rounded to it, the activation at its fragment load; m16n8k16 bf16/fp16 ``mma`` with
-float32 sums), as ``torch.autocast`` does.
+float32 sums), as ``torch.autocast`` does; with :data:`LOW_PRECISION_ATTENTION_MMA`, a contraction
+of two activations stored in bf16 between kernels (attention's ``Q K^T`` and ``P V``,
+:mod:`hetpart.importer.low_precision_attention`) likewise, its B (``K^T``, ``V``: contiguous along
+N) staged K-major in whole vectors (:func:`_stage_kmajor`).
 """
 
 from __future__ import annotations
@@ -562,8 +565,8 @@ def _mark_weight_packs(sch, main, func) -> None:
 
 
 def _narrows_activation(func: tirx.PrimFunc) -> bool:
-    """Whether ``func`` carries ``NARROW_ACTIVATION_ATTR`` (its operand 0 a bf16/fp16 activation
-    stored narrow between kernels: :mod:`hetpart.importer.low_precision_scores`)."""
+    """Whether ``func`` carries ``NARROW_ACTIVATION_ATTR`` (an operand a bf16/fp16 activation stored
+    narrow between kernels: :mod:`hetpart.importer.low_precision_scores`' mechanics)."""
     return func.attrs is not None and NARROW_ACTIVATION_ATTR in func.attrs
 
 
@@ -730,10 +733,15 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         sch.compute_inline(narrow_a[0])
         staged.insert(0, _stage(sch, a_frag, 0, ko, t.warps))
         load_a = names[f"load_a_{narrow_a[1]}"]
+    kmajor = False
     if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
         widen, dtype = narrow
         sch.compute_inline(widen)
-        staged.append(_stage(sch, b_frag, 0, ko, t.warps))
+        if mma and 1 in activations:  # attention's K^T / V: N-contiguous, staged K-major in whole vectors
+            b_staged, kmajor = _stage_kmajor(sch, b_frag, 0, ko, t.warps)
+            staged.append(b_staged)
+        else:
+            staged.append(_stage(sch, b_frag, 0, ko, t.warps))
         load_b = names[f"load_b_{dtype}"]
     if mma:  # both fragments in the weight's dtype: A narrowed as loaded (copied if stored narrow), B as staged
         sch.unsafe_set_dtype(a_frag, 0, mma)
@@ -741,6 +749,8 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         load_a, load_b, compute = (names[f"mma_{role}_{mma}"] for role in ("load_a", "load_b", "compute"))
         if narrow_a is not None:
             load_a = names[f"mma_load_a_{mma}_staged"]
+        if kmajor:
+            load_b = names[f"mma_load_b_{mma}_kmajor"]
     a_map, b_map = (tf32.mma_a_layout, tf32.mma_b_layout) if mma else (tf32.a_layout, tf32.b_layout)
     out = _accumulators(sch, step, warp, partials)
     if out is None:
@@ -808,23 +818,59 @@ def _stage(sch: s_tir.Schedule, block, operand: int, at, warps: int):
     where K is contiguous in memory; else, where the rows are, a warp takes 8 rows x
     4 K per step (:func:`_along_rows`): 32-byte runs of global memory per 8 lanes, and
     the 36-float row pitch puts its 32 stores in 32 banks."""
-    staged = sch.cache_read(block, operand, tf32.SCOPE)
-    sch.compute_at(staged, at)
-    inline_producers(sch, staged)
+    staged = _staging_copy(sch, block, operand, at)
     r, k = sch.get_loops(staged)[-2:]
-    if _along_rows(sch, staged, warps):
-        ro, r8 = sch.split(r, [None, ROW_LANES])
-        ko, kk = sch.split(k, [None, WARP // ROW_LANES])
-        sch.reorder(ko, ro, kk, r8)
-        tx = sch.fuse(kk, r8)
-        _, ty = sch.split(sch.fuse(ko, ro), [None, warps])
-    else:
-        _, ty, tx, vec = sch.split(sch.fuse(r, k), [None, warps, WARP, VEC])
-        sch.vectorize(vec)
+    if not _along_rows(sch, staged, warps):
+        _spread_in_vectors(sch, staged, r, k, warps)
+        return staged
+    ro, r8 = sch.split(r, [None, ROW_LANES])
+    ko, kk = sch.split(k, [None, WARP // ROW_LANES])
+    sch.reorder(ko, ro, kk, r8)
+    tx = sch.fuse(kk, r8)
+    _, ty = sch.split(sch.fuse(ko, ro), [None, warps])
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     sch.storage_align(staged, 0, axis=-2, factor=32, offset=VEC)
     return staged
+
+
+def _spread_in_vectors(sch: s_tir.Schedule, staged, outer, inner, warps: int) -> None:
+    """Spread the staging copy ``staged`` (loops ``outer``, ``inner``: ``inner`` contiguous in
+    memory and in the shared buffer) over the block's threads, VEC elements each, its rows
+    padded against bank conflicts (VEC elements past a multiple of 32)."""
+    _, ty, tx, vec = sch.split(sch.fuse(outer, inner), [None, warps, WARP, VEC])
+    sch.vectorize(vec)
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.storage_align(staged, 0, axis=-2, factor=32, offset=VEC)
+
+
+def _staging_copy(sch: s_tir.Schedule, block, operand: int, at):
+    """The shared-memory copy of ``block``'s ``operand`` slice for one iteration of ``at``,
+    its producers inlined (it loads the function's inputs); its loops not yet spread over threads."""
+    staged = sch.cache_read(block, operand, tf32.SCOPE)
+    sch.compute_at(staged, at)
+    inline_producers(sch, staged)
+    return staged
+
+
+def _stage_kmajor(sch: s_tir.Schedule, block, operand: int, at, warps: int):
+    """``(staged, kmajor)``: in: ``block``'s ``operand`` an ``[N, K]`` B slice.  Where
+    :func:`_stage` would stage it along its rows (N contiguous in memory, K not: attention's
+    ``K^T`` and ``V``; in a narrow dtype one element per lane, which ``cp.async`` cannot
+    copy), it is stored K-major (``[K, N]``, rows padded as :func:`_stage` pads them) and
+    copied VEC elements per thread along N, whole vectors in memory and in shared memory;
+    ``kmajor`` True -- its fragments then load by ``tf32.NAMES["mma_load_b_<dtype>_kmajor"]``.
+    Else staged as :func:`_stage` does (``kmajor`` False)."""
+    staged = _staging_copy(sch, block, operand, at)
+    r, k = sch.get_loops(staged)[-2:]
+    kmajor = _along_rows(sch, staged, warps)
+    if kmajor:
+        sch.transform_layout(staged, ("write", 0), lambda *ix: (*ix[:-2], ix[-1], ix[-2]))
+        sch.reorder(k, r)
+        r, k = k, r  # the copy walks N innermost
+    _spread_in_vectors(sch, staged, r, k, warps)
+    return staged, kmajor
 
 
 ROW_LANES = 8
@@ -993,7 +1039,8 @@ rounded once to the dtype (bf16: 8 significant bits, relative error <= 2^-9 each
 11, <= 2^-12), products exact in float32, sums in float32 -- a bf16 GEMM's output off
 the float32 one by ~2^-9 sqrt(2) / sqrt(K)-averaged, a few 1e-3 of the output's
 magnitude, against issue 17's 2e-2 (TF32 rounded only the activation, to 11 bits).  A
-contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32.  False:
+contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32 (its two bf16
+activations: :data:`LOW_PRECISION_ATTENTION_MMA`).  False:
 TF32 with float32 activations, as before (the before of device step 136's A/B)."""
 
 
