@@ -17,8 +17,9 @@ projection) ends in a rounding ``astype`` fused into the block writing the resul
 contraction widens it as it reads it and is marked
 :data:`~hetpart.importer.low_precision_scores.NARROW_ACTIVATION_ATTR` -- the mechanics of
 :func:`~hetpart.importer.low_precision_scores.lower_edges`: no kernel added, kernel ids,
-order and edges unchanged.  With :mod:`.low_precision_scores` on as well, ``P`` is bf16
-already, so ``P V`` then reads both operands in bf16, like ``Q K^T``: what
+order and edges unchanged.  ``P`` (the softmax's output, read by ``P V`` alone) is such a
+tensor too: bf16 already where :mod:`.low_precision_scores` is on (that pass runs first), stored
+by this one where it is off.  So ``P V`` reads both operands in bf16, like ``Q K^T``: what
 :data:`hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA` multiplies in
 bf16 ``mma.sync`` (m16n8k16, float32 sums), as ``torch.autocast`` does.
 

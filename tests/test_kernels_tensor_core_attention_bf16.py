@@ -1,0 +1,139 @@
+"""gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA (off by default): attention's batched matmuls, both
+operands activations stored in bf16 (``low_precision_attention.STORE_ATTENTION_OPERANDS_BF16``,
+P by the score pass), multiply in bf16 ``mma.sync`` m16n8k16 with float32 accumulators.
+
+Without a GPU: the sm_90 CUDA C of the ``Q K^T`` and ``P V`` kernels of a BERT layer at Whisper's
+widths (6 heads of 64, 384 tokens) issues the bf16 MMA with both switches on and the TF32 one
+otherwise, stages both operands in bf16 by ``cp.async``, and compiles (nvcc, sm_90) without
+spilling; the rule's schedule, its intrinsics emulated and built for the CPU, computes the
+kernels' function.  The GPU run is ``test_importer_low_precision_attention``'s ``cuda`` test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tvm
+
+from hetpart import load, models
+from hetpart.compiler.precision import lower_plan_weights
+from hetpart.contracts.precision import Precision
+from hetpart.importer import low_precision as lp
+from hetpart.importer import low_precision_attention as lpq
+from hetpart.kernels import tf32
+from hetpart.kernels.options import KernelOptions
+from hetpart.kernels.rules import gpu_tensor_core as tc
+from hetpart.targets import cuda_tvm_target
+
+from onnx_cases import cuda_source
+from precision_cases import all_on
+from tensor_core_cases import bf16_mma_staged_emulated_intrinsics
+from tir_loops import serial_everywhere
+
+SM90 = cuda_tvm_target("sm_90")
+BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+TF32_MMA = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"
+
+
+def _bmms(seq_len: int, hidden: int, heads: int, storage: bool):
+    """``(lowered graph, [Q K^T kernel, P V kernel])`` of the zoo's BERT layer lowered for an
+    all-CUDA ``cuda=bf16`` build (default switches; Q, K, V in bf16 with ``storage``)."""
+    graph = load(models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
+                              intermediate=4 * hidden, vocab=1000))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", storage)
+        lowered = lower_plan_weights(graph, all_on(graph, "cuda"), Precision(cuda="bf16"))
+    bmms = [k for k in lowered.kernels.values() if k.op_class == "matmul" and len(k.inputs) == 2 and not k.param_bytes]
+    assert len(bmms) == 2
+    return lowered, bmms
+
+
+def _sources(storage: bool, mma: bool, monkeypatch) -> list[str]:
+    """The sm_90 CUDA C of the two bmm kernels at Whisper's widths (384 tokens)."""
+    from hetpart.costmodel import kernel_bench
+    from hetpart.kernels import options
+
+    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
+    lowered, bmms = _bmms(384, 384, 6, storage)
+    opts = options.resolve(cuda_arch="sm_90")
+    return [cuda_source(kernel_bench.build_module(kernel_bench.single_kernel_module(lowered, k).mod, SM90, opts))
+            for k in bmms]
+
+
+@pytest.mark.parametrize("storage, mma", [(True, True), (True, False), (False, True), (False, False)])
+def test_sm90_bmms_multiply_in_bf16_with_both_switches(storage, mma, monkeypatch):
+    """Both switches: every MMA of ``Q K^T`` and ``P V`` is the bf16 m16n8k16 one, both operands
+    copied into shared memory in bf16 (8-byte ``cp.async``, no float32 staging; B -- ``K^T``, ``V``,
+    contiguous along N -- stored K-major); any switch off: TF32 (storage alone: the bf16 operands
+    widened exactly in the fragment loads)."""
+    for src in _sources(storage, mma, monkeypatch):
+        kinds = set(re.findall(r"mma\.sync\.aligned\.[\w.]+", src))
+        assert kinds == ({BF16_MMA} if storage and mma else {TF32_MMA}), kinds
+        if storage and mma:  # both staged in bf16, 4 elements per cp.async (B K-major: tf32's ``_kmajor`` load)
+            assert re.search(r"ptx_cp_async\w*_8_2_2\(buf_dyn_shmem_ptr, [^;]*a0_ptr", src), "operand 0 not in bf16"
+            assert re.search(r"ptx_cp_async\w*_8_2_2\(buf_dyn_shmem_ptr, [^;]*a1_ptr", src), "operand 1 not in bf16"
+            assert "(nv_bfloat16)((float*)buf_dyn_shmem_ptr)" not in src  # no float32 staging narrowed at the load
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_sm90_bf16_bmms_compile_without_spilling(tmp_path, monkeypatch):
+    from hetpart.kernels import cuda_compile
+
+    for i, src in enumerate(_sources(True, True, monkeypatch)):
+        (tmp_path / f"k{i}.cu").write_text(src)
+        cmd = cuda_compile.nvcc_command("90", "cubin", str(tmp_path / f"k{i}.cu"), str(tmp_path / f"k{i}.cubin"))
+        done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+        spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+        assert spills and set(spills) == {"0"}, done.stderr
+
+
+def _value(shape, dtype, rng):
+    """Standard normal (negatives), a tenth exactly zero, rounded to bf16 where ``dtype`` is."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.1] = 0
+    return lp.to_low(x, "bfloat16") if dtype == "bfloat16" else x
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["qk", "pv"])
+def test_emulated_bf16_schedule_computes_the_bmm(which, monkeypatch):
+    """The rule's bf16 schedule of ``Q K^T`` / ``P V`` (BERT layer, 128 tokens, 2 heads of 64, on 8
+    "SMs" so that the grid fills), the MMA and fragment loads emulated by plain loops, built for
+    the CPU: the unscheduled kernel's result (float32 sums of exact bf16 products; a bf16 output
+    within one rounding)."""
+    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
+    lowered, bmms = _bmms(128, 128, 2, storage=True)
+    func = lowered.module[bmms[which].func]
+    names = bf16_mma_staged_emulated_intrinsics()
+    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    kmajor = []
+    stage_kmajor = tc._stage_kmajor
+
+    def recorded(*args):
+        staged, done = stage_kmajor(*args)
+        kmajor.append(done)
+        return staged, done
+
+    monkeypatch.setattr(tc, "_stage_kmajor", recorded)
+    opts = KernelOptions(sm_count=8)
+    with SM90:
+        sch = tc.GpuTensorCoreGemm(opts).apply(func, SM90) or tc.GpuTensorCoreSplitK(opts).apply(func, SM90)
+    assert sch is not None
+    assert kmajor and all(kmajor), "B (K^T / V, contiguous along N) not staged K-major"
+    script = sch.mod["main"].script()
+    assert 'bfloat16", scope="warp"' in script  # both fragments bf16
+    rng = np.random.default_rng(7 + which)
+    args = [_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
+    out = func.params[-1]
+    results = []
+    for f in (func, serial_everywhere(sch.mod["main"])):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
+        tensors = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype))]
+        lib["main"](*tensors)
+        results.append(np.asarray(tensors[-1].numpy(), np.float32))
+    want, got = results
+    rtol = 1e-5 if str(out.dtype) == "float32" else 2 ** -7  # a bf16 output: one rounding either way
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
