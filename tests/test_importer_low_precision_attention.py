@@ -123,7 +123,8 @@ def test_alone_without_the_other_switches(bf16_switches_off):
     assert {n for n, t in lowered.tensors.items() if t.dtype == lps.DTYPE} == narrowed
     qk, pv = _bmms(graph)
     assert narrowed == set(qk.inputs) | set(pv.inputs)
-    assert sorted(graph.kernels[graph.tensors[n].producer].op_class for n in narrowed) == ["injective"] * 3 + ["softmax"]
+    classes = sorted(graph.kernels[graph.tensors[n].producer].op_class for n in narrowed)
+    assert classes == ["injective"] * 3 + ["softmax"]
     assert not any(k.func.endswith((lpa.SUFFIX, lps.SUFFIX)) for k in lowered.kernels.values())
     _check_invariants(before, lowered, narrowed)
     assert not any(k.func.endswith((lpa.SUFFIX, lps.SUFFIX)) for k in lowered.kernels.values())

@@ -98,14 +98,16 @@ def _value(shape, dtype, rng):
     return lp.to_low(x, "bfloat16") if dtype == "bfloat16" else x
 
 
+@pytest.mark.parametrize("tokens", [128, 100])
 @pytest.mark.parametrize("which", [0, 1], ids=["qk", "pv"])
-def test_emulated_bf16_schedule_computes_the_bmm(which, monkeypatch):
-    """The rule's bf16 schedule of ``Q K^T`` / ``P V`` (BERT layer, 128 tokens, 2 heads of 64, on 8
-    "SMs" so that the grid fills), the MMA and fragment loads emulated by plain loops, built for
-    the CPU: the unscheduled kernel's result (float32 sums of exact bf16 products; a bf16 output
+def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, monkeypatch):
+    """The rule's bf16 schedule of ``Q K^T`` / ``P V`` (BERT layer, 2 heads of 64, 128 tokens and
+    100 -- rows, columns and ``P V``'s K padded to whole tiles, the copies predicated -- on 8 "SMs"
+    so that the grid fills), the MMA and fragment loads emulated by plain loops, built for the
+    CPU: the unscheduled kernel's result (float32 sums of exact bf16 products; a bf16 output
     within one rounding)."""
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
-    lowered, bmms = _bmms(128, 128, 2, storage=True)
+    lowered, bmms = _bmms(tokens, 128, 2, storage=True)
     func = lowered.module[bmms[which].func]
     names = bf16_mma_staged_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
@@ -131,7 +133,8 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, monkeypatch):
     results = []
     for f in (func, serial_everywhere(sch.mod["main"])):
         lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
-        tensors = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype))]
+        tensors = [tvm.runtime.tensor(x) for x in args]
+        tensors.append(tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype)))
         lib["main"](*tensors)
         results.append(np.asarray(tensors[-1].numpy(), np.float32))
     want, got = results

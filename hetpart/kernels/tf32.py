@@ -82,7 +82,8 @@ its description a widening and narrowing back, as ``mma_load_b_<dtype>``'s);
 (its description a widening to float32 and back, the form the schedule's inlined weight
 widening takes: exact); ``mma_load_b_<dtype>_kmajor`` the same from a tile staged K-major
 (``[K, N]``: an activation B contiguous along N in memory -- attention's ``K^T`` and ``V`` --
-copied into shared memory in whole vectors, ``gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA``).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
+copied into shared memory in whole vectors, ``gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA``).
+Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
 ``mma.m16n8k16`` with ``.bf16``/``.f16``), the accumulator's :func:`c_layout`."""
 
 MMA_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
