@@ -31,7 +31,7 @@ from hetpart.targets import cuda_tvm_target
 
 from onnx_cases import cuda_source
 from precision_cases import all_on
-from tensor_core_cases import bf16_mma_staged_emulated_intrinsics
+from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 SM90 = cuda_tvm_target("sm_90")
@@ -66,16 +66,17 @@ def _sources(storage: bool, mma: bool, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("storage, mma", [(True, True), (True, False), (False, True), (False, False)])
 def test_sm90_bmms_multiply_in_bf16_with_both_switches(storage, mma, monkeypatch):
-    """Both switches: every MMA of ``Q K^T`` and ``P V`` is the bf16 m16n8k16 one, both operands
-    copied into shared memory in bf16 (8-byte ``cp.async``, no float32 staging; B -- ``K^T``, ``V``,
-    contiguous along N -- stored K-major); any switch off: TF32 (storage alone: the bf16 operands
-    widened exactly in the fragment loads)."""
+    """Both switches: every MMA of ``Q K^T`` and ``P V`` is the bf16 m16n8k16 one; any switch off:
+    TF32.  With the storage switch (alone: the bf16 operands widened exactly in the fragment
+    loads) both operands are copied into shared memory in bf16 by 8-byte ``cp.async`` -- B
+    (``K^T``, ``V``: contiguous along N) stored K-major, not one 2-byte element per lane."""
     for src in _sources(storage, mma, monkeypatch):
         kinds = set(re.findall(r"mma\.sync\.aligned\.[\w.]+", src))
         assert kinds == ({BF16_MMA} if storage and mma else {TF32_MMA}), kinds
-        if storage and mma:  # both staged in bf16, 4 elements per cp.async (B K-major: tf32's ``_kmajor`` load)
+        if storage:  # both staged in bf16, 4 elements per cp.async (B K-major: tf32's ``_kmajor`` loads)
             assert re.search(r"ptx_cp_async\w*_8_2_2\(buf_dyn_shmem_ptr, [^;]*a0_ptr", src), "operand 0 not in bf16"
             assert re.search(r"ptx_cp_async\w*_8_2_2\(buf_dyn_shmem_ptr, [^;]*a1_ptr", src), "operand 1 not in bf16"
+            assert not re.search(r"a1_ptr\[", src), "operand 1 loaded element by element"
             assert "(nv_bfloat16)((float*)buf_dyn_shmem_ptr)" not in src  # no float32 staging narrowed at the load
 
 
@@ -98,18 +99,20 @@ def _value(shape, dtype, rng):
     return lp.to_low(x, "bfloat16") if dtype == "bfloat16" else x
 
 
+@pytest.mark.parametrize("mma", [True, False], ids=["bf16-mma", "tf32"])
 @pytest.mark.parametrize("tokens", [128, 100])
 @pytest.mark.parametrize("which", [0, 1], ids=["qk", "pv"])
-def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, monkeypatch):
+def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch):
     """The rule's bf16 schedule of ``Q K^T`` / ``P V`` (BERT layer, 2 heads of 64, 128 tokens and
     100 -- rows, columns and ``P V``'s K padded to whole tiles, the copies predicated -- on 8 "SMs"
     so that the grid fills), the MMA and fragment loads emulated by plain loops, built for the
     CPU: the unscheduled kernel's result (float32 sums of exact bf16 products; a bf16 output
-    within one rounding)."""
-    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
+    within one rounding).  ``mma`` False: the storage switch alone (TF32 fragments, bf16 widened
+    in the loads)."""
+    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
     lowered, bmms = _bmms(tokens, 128, 2, storage=True)
     func = lowered.module[bmms[which].func]
-    names = bf16_mma_staged_emulated_intrinsics()
+    names = bf16_mma_staged_emulated_intrinsics() if mma else bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     kmajor = []
     stage_kmajor = tc._stage_kmajor
@@ -125,8 +128,7 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, monkeypatch):
         sch = tc.GpuTensorCoreGemm(opts).apply(func, SM90) or tc.GpuTensorCoreSplitK(opts).apply(func, SM90)
     assert sch is not None
     assert kmajor and all(kmajor), "B (K^T / V, contiguous along N) not staged K-major"
-    script = sch.mod["main"].script()
-    assert 'bfloat16", scope="warp"' in script  # both fragments bf16
+    assert ('bfloat16", scope="warp"' in sch.mod["main"].script()) == mma  # bf16 fragments
     rng = np.random.default_rng(7 + which)
     args = [_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
     out = func.params[-1]

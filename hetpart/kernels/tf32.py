@@ -44,6 +44,8 @@ NAMES = {
     "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
     "load_b_bfloat16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_bf16",
     "load_b_float16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_fp16",
+    "load_b_bfloat16_kmajor": "hetpart_tf32_load_b_16x8_shared_dyn_from_bf16",
+    "load_b_float16_kmajor": "hetpart_tf32_load_b_16x8_shared_dyn_from_fp16",
     "load_a_bfloat16": "hetpart_tf32_load_a_16x8_shared_dyn_from_bf16",
     "load_a_float16": "hetpart_tf32_load_a_16x8_shared_dyn_from_fp16",
     "mma_load_a_bfloat16": "hetpart_bf16_load_a_16x16_shared_dyn_narrowing",
@@ -60,7 +62,9 @@ NAMES = {
 """Intrinsic names by role.  ``load_b_<dtype>``: ``load_b`` from a tile staged in
 shared memory in that narrower dtype (a bf16/fp16-stored weight), each element widened
 to float32 as it is loaded -- exactly: a bf16 or fp16 value is a TF32 value (8 and 10
-mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding.
+mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding;
+``load_b_<dtype>_kmajor`` the same from a tile staged K-major (``[K, N]``: attention's ``K^T``
+and ``V`` stored narrow, contiguous along N, :func:`_fragment_load`).
 ``load_a_<dtype>``: likewise for an A tile staged in that dtype (an activation stored
 narrow between kernels: ``importer.low_precision_scores``' probabilities)."""
 
@@ -169,6 +173,8 @@ def _register() -> None:
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"load_b_{narrow}"], *_load_intrin(N, b_layout, lambda lane, r: (
             lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow))
+        TensorIntrin.register(NAMES[f"load_b_{narrow}_kmajor"], *_load_intrin(N, b_layout, lambda lane, r: (
+            lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow, kmajor=True))
         TensorIntrin.register(NAMES[f"load_a_{narrow}"], *_load_intrin(M, a_layout, lambda lane, r: (
             lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2)), source=narrow))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
@@ -311,11 +317,12 @@ def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, d
     return desc, impl
 
 
-def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
+def _load_intrin(rows: int, layout, inverse, source: str = "float32", kmajor: bool = False):
     """(desc, impl) copying a ``rows`` x 8 shared-memory tile into a ``[32, 4]`` warp
     buffer by ``layout``; the impl has each lane load its 4 elements (``inverse``:
     register -> tile coordinates).  ``source``: the tile's dtype -- float32 (each
-    element rounded to TF32), or bfloat16/float16 (each widened to float32, exact)."""
+    element rounded to TF32), or bfloat16/float16 (each widened to float32, exact).
+    ``kmajor``: the tile staged transposed (:func:`_fragment_load`)."""
     from tvm.script import tirx as T
 
     if source == "float32":
@@ -329,7 +336,7 @@ def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
 
         impl_value = desc_value
 
-    return _fragment_load(rows, K, source, "float32", layout, inverse, desc_value, impl_value)
+    return _fragment_load(rows, K, source, "float32", layout, inverse, desc_value, impl_value, kmajor)
 
 
 def _mma_intrin():

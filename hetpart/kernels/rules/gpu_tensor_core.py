@@ -578,7 +578,8 @@ def _narrow_activation(sch, main, func) -> tuple[int, ...]:
     model weight: attention's K^T or V, :mod:`hetpart.importer.low_precision_attention`).
     :func:`_schedule` then stages operand 0 in its own dtype (``cp.async``, half the bytes)
     and widens it in the fragment loads (``tf32.NAMES["load_a_<dtype>"]``), and operand 1 as
-    it does a narrow weight (:data:`WIDEN_IN_FRAGMENTS`).  Without the attribute (every
+    it does a narrow weight (:data:`WIDEN_IN_FRAGMENTS`), K-major where it is contiguous along N
+    (:func:`_stage_kmajor`).  Without the attribute (every
     other kernel) nothing changes.  Returns the operands narrowed, ``()`` for none; where
     any was, the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
     if not _narrows_activation(func):
@@ -737,12 +738,12 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
         widen, dtype = narrow
         sch.compute_inline(widen)
-        if mma and 1 in activations:  # attention's K^T / V: N-contiguous, staged K-major in whole vectors
+        if 1 in activations:  # attention's K^T / V: N-contiguous, staged K-major in whole vectors
             b_staged, kmajor = _stage_kmajor(sch, b_frag, 0, ko, t.warps)
             staged.append(b_staged)
         else:
             staged.append(_stage(sch, b_frag, 0, ko, t.warps))
-        load_b = names[f"load_b_{dtype}"]
+        load_b = names[f"load_b_{dtype}_kmajor" if kmajor else f"load_b_{dtype}"]
     if mma:  # both fragments in the weight's dtype: A narrowed as loaded (copied if stored narrow), B as staged
         sch.unsafe_set_dtype(a_frag, 0, mma)
         sch.unsafe_set_dtype(b_frag, 0, mma)
@@ -860,7 +861,8 @@ def _stage_kmajor(sch: s_tir.Schedule, block, operand: int, at, warps: int):
     ``K^T`` and ``V``; in a narrow dtype one element per lane, which ``cp.async`` cannot
     copy), it is stored K-major (``[K, N]``, rows padded as :func:`_stage` pads them) and
     copied VEC elements per thread along N, whole vectors in memory and in shared memory;
-    ``kmajor`` True -- its fragments then load by ``tf32.NAMES["mma_load_b_<dtype>_kmajor"]``.
+    ``kmajor`` True -- its fragments then load by ``tf32.NAMES["load_b_<dtype>_kmajor"]`` (TF32)
+    or ``["mma_load_b_<dtype>_kmajor"]`` (:data:`LOW_PRECISION_ATTENTION_MMA`).
     Else staged as :func:`_stage` does (``kmajor`` False)."""
     staged = _staging_copy(sch, block, operand, at)
     r, k = sch.get_loops(staged)[-2:]
