@@ -142,3 +142,29 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch
     want, got = results
     rtol = 1e-5 if str(out.dtype) == "float32" else 2 ** -7  # a bf16 output: one rounding either way
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+def test_sm90_layer_builds_with_both_switches(tmp_path, monkeypatch):
+    """The whole BERT layer at Whisper's widths (384 tokens) built for sm_90 with both switches:
+    nvcc compiles the module (sm_90a) without spilling; exactly the two bmm kernels issue the
+    bf16 MMA, no kernel the TF32 one any more, the weight GEMMs' ``wgmma`` kernels as they were."""
+    from hetpart import kernels
+    from hetpart.kernels import cuda_compile
+
+    lowered, _ = _bmms(384, 384, 6, storage=False)
+    plain = cuda_source(kernels.build(lowered.module, SM90, cuda_graph=False))
+    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
+    lowered, bmms = _bmms(384, 384, 6, storage=True)
+    src = cuda_source(kernels.build(lowered.module, SM90, cuda_graph=False))
+    bodies = [part for part in src.split('extern "C" __global__ void')[1:] if "{" in part.split(";")[0]]
+    bf16 = [b for b in bodies if BF16_MMA in b]
+    names = [re.search(r"(\w+)\(", re.sub(r"__launch_bounds__\(\d+\)", "", b)).group(1) for b in bf16]
+    assert len(bf16) == len(bmms) and all(any(n.startswith(k.func) for n in names) for k in bmms), names
+    assert TF32_MMA in plain and TF32_MMA not in src  # in this layer only the bmms were mma.sync TF32 kernels
+    assert src.count("wgmma.mma_async") == plain.count("wgmma.mma_async")  # the weight GEMMs' kernels as they were
+    (tmp_path / "k.cu").write_text(src)  # sm_90a: the wgmma GEMMs (the bf16 build's default)
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
