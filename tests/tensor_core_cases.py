@@ -7,8 +7,10 @@
   schedule runs on a CPU; ``tf32_inverse_a(lane, r)``: the A fragment's element of a lane's register;
 * ``narrow_emulated_intrinsics()``: the same with the narrow (bf16 / fp16) fragment loads and MMA
   emulated, the activation's narrowing kept;
-* ``bf16_activation_emulated_intrinsics()``: the tf32 emulation plus ``load_a_bfloat16``'s (a bf16
-  activation widened in fragments);
+* ``bf16_activation_emulated_intrinsics()``: the tf32 emulation plus ``load_a_bfloat16``'s and
+  ``load_b_bfloat16_kmajor``'s (a bf16 activation widened in fragments);
+* ``bf16_mma_staged_emulated_intrinsics()``: the narrow emulation plus ``mma_load_a_bfloat16_staged``'s
+  (a bf16 operand staged in bf16, copied into bf16 fragments);
 * ``compiled_cuda_library(model, monkeypatch, options)``: ``model`` compiled all-CUDA for sm_90 (no
   GPU needed): its libraries' bytes and the wgmma substitution's ``main`` / ``main_dps``.
 """
@@ -193,18 +195,20 @@ def narrow_emulated_intrinsics() -> dict[str, str]:
 
 
 _BF16_LOAD_EMU = "hetpart_test_emu_load_a_from_bf16"
+_BF16_LOAD_B_KMAJOR_EMU = "hetpart_test_emu_load_b_from_bf16_kmajor"
 _bf16_load_lock = threading.Lock()
 _bf16_load_registered = False
 
 
 def bf16_activation_emulated_intrinsics() -> dict[str, str]:
-    """The TF32 emulation (:func:`tf32_emulated_intrinsics`) plus ``load_a_bfloat16``'s."""
+    """The TF32 emulation (:func:`tf32_emulated_intrinsics`) plus ``load_a_bfloat16``'s and
+    ``load_b_bfloat16_kmajor``'s (B staged K-major in bf16)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
     global _bf16_load_registered
     names = tf32_emulated_intrinsics()
-    M, K, WARP, SCOPE = tf32.M, tf32.K, tf32.WARP, tf32.SCOPE
+    M, N, K, WARP, SCOPE = tf32.M, tf32.N, tf32.K, tf32.WARP, tf32.SCOPE
     regs = M * K // WARP
 
     @T.prim_func(s_tir=True)
@@ -220,11 +224,80 @@ def bf16_activation_emulated_intrinsics() -> dict[str, str]:
                 row, col = T.meta_var(tf32_inverse_a(lane, r))
                 C[lane, r] = T.Cast("float32", A[row, col])
 
+    @T.prim_func(s_tir=True)
+    def impl_b_kmajor(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (K, N), "bfloat16", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, regs), "float32", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:K, 0:N])
+            T.writes(C[0:WARP, 0:regs])
+            for lane, r in T.grid(WARP, regs):
+                row, col = T.meta_var(_tf32_inverse_b(lane, r))
+                C[lane, r] = T.Cast("float32", A[col, row])
+
     with _bf16_load_lock:
         if not _bf16_load_registered:
             TensorIntrin.register(_BF16_LOAD_EMU, tf32._load_intrin(M, tf32.a_layout, tf32_inverse_a, source="bfloat16")[0], impl)
+            TensorIntrin.register(_BF16_LOAD_B_KMAJOR_EMU, tf32._load_intrin(
+                N, tf32.b_layout, _tf32_inverse_b, source="bfloat16", kmajor=True)[0], impl_b_kmajor)
             _bf16_load_registered = True
-    return {**names, "load_a_bfloat16": _BF16_LOAD_EMU}
+    return {**names, "load_a_bfloat16": _BF16_LOAD_EMU, "load_b_bfloat16_kmajor": _BF16_LOAD_B_KMAJOR_EMU}
+
+
+_BF16_MMA_STAGED_EMU = "hetpart_test_emu_mma_load_a_bfloat16_staged"
+_BF16_MMA_KMAJOR_EMU = "hetpart_test_emu_mma_load_b_bfloat16_kmajor"
+_bf16_mma_staged_lock = threading.Lock()
+_bf16_mma_staged_registered = False
+
+
+def bf16_mma_staged_emulated_intrinsics() -> dict[str, str]:
+    """:func:`narrow_emulated_intrinsics` plus ``mma_load_a_bfloat16_staged`` (a bf16 operand staged in
+    bf16, copied into bf16 fragments: the same description as tf32's, its impl a plain loop) and
+    ``mma_load_b_bfloat16_kmajor`` (likewise, B staged K-major)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    global _bf16_mma_staged_registered
+    names = narrow_emulated_intrinsics()
+    M, K, WARP, SCOPE = tf32.M, tf32.MMA_K, tf32.WARP, tf32.SCOPE
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (M, K), "bfloat16", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, 8), "bfloat16", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:M, 0:K])
+            T.writes(C[0:WARP, 0:8])
+            for i, k in T.grid(M, K):
+                lane, r = T.meta_var(tf32.mma_a_layout(i, k))
+                C[lane, r] = A[i, k]
+
+    @T.prim_func(s_tir=True)
+    def impl_kmajor(a: T.handle, c: T.handle) -> None:
+        s0 = T.int32()
+        s1 = T.int32()
+        A = T.match_buffer(a, (K, M), "bfloat16", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        C = T.match_buffer(c, (WARP, 8), "bfloat16", align=64, offset_factor=1, scope="warp")
+        with T.sblock("root"):
+            T.reads(A[0:K, 0:M])
+            T.writes(C[0:WARP, 0:8])
+            for i, k in T.grid(M, K):
+                lane, r = T.meta_var(tf32.mma_b_layout(i, k))
+                C[lane, r] = A[k, i]
+
+    with _bf16_mma_staged_lock:
+        if not _bf16_mma_staged_registered:
+            narrow_load = tf32._narrow_load_intrin
+            TensorIntrin.register(_BF16_MMA_STAGED_EMU, narrow_load(tf32.mma_a_layout, "bfloat16", "bfloat16")[0], impl)
+            TensorIntrin.register(_BF16_MMA_KMAJOR_EMU,
+                                  narrow_load(tf32.mma_b_layout, "bfloat16", "bfloat16", kmajor=True)[0], impl_kmajor)
+            _bf16_mma_staged_registered = True
+    return {**names, "mma_load_a_bfloat16_staged": _BF16_MMA_STAGED_EMU,
+            "mma_load_b_bfloat16_kmajor": _BF16_MMA_KMAJOR_EMU}
 
 
 def compiled_cuda_library(model, monkeypatch, options) -> tuple[bytes, dict]:

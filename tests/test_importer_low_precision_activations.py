@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
@@ -35,7 +34,7 @@ from hetpart.targets import cuda_available, cuda_tvm_target
 from conftest import plan_from_assignment, random_feeds, run_composed
 from onnx_cases import cuda_source
 from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
-from tensor_core_cases import bf16_activation_emulated_intrinsics
+from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
 
@@ -334,44 +333,6 @@ def test_sm90_build_compiles_and_keeps_gemms_on_tensor_cores(tmp_path, monkeypat
 
 
 # --- gpu_tensor_core.LOW_PRECISION_MMA (off by default): bf16 A copied into bf16 fragments ---
-_EMU_STAGED = "hetpart_test_emu_mma_load_a_bfloat16_staged"
-_emu_lock = threading.Lock()
-_emu_registered = False
-
-
-def _emulated_mma() -> dict[str, str]:
-    """test_kernels_gpu_bf16_mma's emulated narrow intrinsics plus ``mma_load_a_bfloat16_staged``
-    (the same description as tf32's, its impl a plain loop)."""
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    from tensor_core_cases import narrow_emulated_intrinsics
-
-    global _emu_registered
-    names = narrow_emulated_intrinsics()
-    M, K, WARP, SCOPE = tf32.M, tf32.MMA_K, tf32.WARP, tf32.SCOPE
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, c: T.handle) -> None:
-        s0 = T.int32()
-        s1 = T.int32()
-        A = T.match_buffer(a, (M, K), "bfloat16", align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
-        C = T.match_buffer(c, (WARP, 8), "bfloat16", align=64, offset_factor=1, scope="warp")
-        with T.sblock("root"):
-            T.reads(A[0:M, 0:K])
-            T.writes(C[0:WARP, 0:8])
-            for i, k in T.grid(M, K):
-                lane, r = T.meta_var(tf32.mma_a_layout(i, k))
-                C[lane, r] = A[i, k]
-
-    with _emu_lock:
-        if not _emu_registered:
-            TensorIntrin.register(_EMU_STAGED, tf32._narrow_load_intrin(tf32.mma_a_layout, "bfloat16", "bfloat16")[0],
-                                  impl)
-            _emu_registered = True
-    return {**names, "mma_load_a_bfloat16_staged": _EMU_STAGED}
-
-
 def test_bf16_mma_path_copies_the_bf16_a(switch_on, monkeypatch):
     """With ``LOW_PRECISION_MMA``: A staged in bf16 and copied into the bf16 fragments as it is
     (``mma_load_a_bfloat16_staged``; before, widened to float32 in shared memory and narrowed
@@ -379,7 +340,7 @@ def test_bf16_mma_path_copies_the_bf16_a(switch_on, monkeypatch):
     monkeypatch.setattr(tc, "LOW_PRECISION_MMA", True)
     lowered, k = _projection(load(bert_layer(hidden=128)))
     func = _marked(lowered, k)
-    names = _emulated_mma()
+    names = bf16_mma_staged_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions()).apply(func, SM90)

@@ -17,7 +17,7 @@ import dataclasses
 
 from ..contracts.precision import DEFAULT, DEVICES, Precision
 from ..errors import PlanError
-from ..importer import low_precision_activations, low_precision_scores
+from ..importer import low_precision_activations, low_precision_attention, low_precision_scores
 from ..importer.low_precision import lower_weights, param_bytes
 from ..kernels.options import KernelOptions
 
@@ -27,7 +27,9 @@ def lower_plan_weights(graph, plan, precision: Precision):
     (and, with ``low_precision_scores.STORE_SCORES_BF16``, attention's scores and
     probabilities inside each bfloat16 partition stored in bfloat16; with
     ``low_precision_activations.STORE_GEMM_INPUTS_BF16``, the activations only weight
-    GEMMs read in each bfloat16 CUDA partition, after the scores)."""
+    GEMMs read in each bfloat16 CUDA partition, after the scores; with
+    ``low_precision_attention.STORE_ATTENTION_OPERANDS_BF16``, attention's Q, K and V in each
+    bfloat16 CUDA partition, last)."""
     for device in DEVICES:
         dtype = precision.storage(device)
         kernels = [k for p in plan.partitions if p.device == device for k in p.kernels]
@@ -40,6 +42,10 @@ def lower_plan_weights(graph, plan, precision: Precision):
         groups = [p.kernels for p in plan.partitions
                   if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
         graph = low_precision_activations.lower_gemm_inputs(graph, groups)
+    if low_precision_attention.STORE_ATTENTION_OPERANDS_BF16:  # CUDA partitions only, as the GEMM inputs
+        groups = [p.kernels for p in plan.partitions
+                  if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
+        graph = low_precision_attention.lower_attention_operands(graph, groups)
     return graph
 
 

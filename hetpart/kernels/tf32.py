@@ -44,6 +44,8 @@ NAMES = {
     "store_cols": "hetpart_tf32_store_16x16_shared_dyn_trans",
     "load_b_bfloat16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_bf16",
     "load_b_float16": "hetpart_tf32_load_b_16x8_trans_shared_dyn_from_fp16",
+    "load_b_bfloat16_kmajor": "hetpart_tf32_load_b_16x8_shared_dyn_from_bf16",
+    "load_b_float16_kmajor": "hetpart_tf32_load_b_16x8_shared_dyn_from_fp16",
     "load_a_bfloat16": "hetpart_tf32_load_a_16x8_shared_dyn_from_bf16",
     "load_a_float16": "hetpart_tf32_load_a_16x8_shared_dyn_from_fp16",
     "mma_load_a_bfloat16": "hetpart_bf16_load_a_16x16_shared_dyn_narrowing",
@@ -52,13 +54,17 @@ NAMES = {
     "mma_load_a_float16_staged": "hetpart_fp16_load_a_16x16_shared_dyn",
     "mma_load_b_bfloat16": "hetpart_bf16_load_b_16x16_trans_shared_dyn",
     "mma_load_b_float16": "hetpart_fp16_load_b_16x16_trans_shared_dyn",
+    "mma_load_b_bfloat16_kmajor": "hetpart_bf16_load_b_16x16_shared_dyn",
+    "mma_load_b_float16_kmajor": "hetpart_fp16_load_b_16x16_shared_dyn",
     "mma_compute_bfloat16": "hetpart_bf16_mma_16x16x16_trans",
     "mma_compute_float16": "hetpart_fp16_mma_16x16x16_trans",
 }
 """Intrinsic names by role.  ``load_b_<dtype>``: ``load_b`` from a tile staged in
 shared memory in that narrower dtype (a bf16/fp16-stored weight), each element widened
 to float32 as it is loaded -- exactly: a bf16 or fp16 value is a TF32 value (8 and 10
-mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding.
+mantissa bits, TF32 keeps 10; fp16's exponent range inside float32's), so no rounding;
+``load_b_<dtype>_kmajor`` the same from a tile staged K-major (``[K, N]``: attention's ``K^T``
+and ``V`` stored narrow, contiguous along N, :func:`_fragment_load`).
 ``load_a_<dtype>``: likewise for an A tile staged in that dtype (an activation stored
 narrow between kernels: ``importer.low_precision_scores``' probabilities)."""
 
@@ -78,7 +84,10 @@ activation stored narrow between kernels, :mod:`hetpart.importer.low_precision_a
 its description a widening and narrowing back, as ``mma_load_b_<dtype>``'s);
 ``mma_load_b_<dtype>`` copies a 16x16 tile of B (``[N, K]``) staged in ``dtype`` as it is
 (its description a widening to float32 and back, the form the schedule's inlined weight
-widening takes: exact).  Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
+widening takes: exact); ``mma_load_b_<dtype>_kmajor`` the same from a tile staged K-major
+(``[K, N]``: an activation B contiguous along N in memory -- attention's ``K^T`` and ``V`` --
+copied into shared memory in whole vectors, ``gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA``).
+Layouts: :func:`mma_a_layout`, :func:`mma_b_layout` (PTX ISA,
 ``mma.m16n8k16`` with ``.bf16``/``.f16``), the accumulator's :func:`c_layout`."""
 
 MMA_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
@@ -164,12 +173,16 @@ def _register() -> None:
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"load_b_{narrow}"], *_load_intrin(N, b_layout, lambda lane, r: (
             lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow))
+        TensorIntrin.register(NAMES[f"load_b_{narrow}_kmajor"], *_load_intrin(N, b_layout, lambda lane, r: (
+            lane // 4 + 8 * (r // 2), lane % 4 + 4 * (r % 2)), source=narrow, kmajor=True))
         TensorIntrin.register(NAMES[f"load_a_{narrow}"], *_load_intrin(M, a_layout, lambda lane, r: (
             lane // 4 + 8 * (r % 2), lane % 4 + 4 * (r // 2)), source=narrow))
     TensorIntrin.register(NAMES["compute"], *_mma_intrin())
     for narrow in NARROW:
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}"], *_narrow_load_intrin(mma_a_layout, "float32", narrow))
         TensorIntrin.register(NAMES[f"mma_load_b_{narrow}"], *_narrow_load_intrin(mma_b_layout, narrow, narrow))
+        TensorIntrin.register(NAMES[f"mma_load_b_{narrow}_kmajor"],
+                              *_narrow_load_intrin(mma_b_layout, narrow, narrow, kmajor=True))
         TensorIntrin.register(NAMES[f"mma_load_a_{narrow}_staged"], *_narrow_load_intrin(mma_a_layout, narrow, narrow))
         TensorIntrin.register(NAMES[f"mma_compute_{narrow}"], *_narrow_mma_intrin(narrow))
     TensorIntrin.register(NAMES["init"], *_fill_intrin())
@@ -255,54 +268,61 @@ def _store_intrin(transposed: bool):
     return desc, impl
 
 
-def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, desc_value, impl_value):
+def _fragment_load(rows: int, width: int, source: str, dtype: str, layout, at, desc_value, impl_value,
+                   kmajor: bool = False):
     """(desc, impl) copying a ``rows`` x ``width`` shared-memory tile of ``source`` dtype into a
     ``[32, rows * width / 32]`` warp buffer of ``dtype`` by ``layout`` (tile -> (lane, register));
     the description converts each element by ``desc_value``, the impl has each lane load its
     registers unrolled, from ``at(lane, r)`` (register -> tile coordinates), by ``impl_value``.
-    The one shape of every fragment load: TF32's (:func:`_load_intrin`) and the narrow
-    m16n8k16 ones (:func:`_narrow_load_intrin`)."""
+    With ``kmajor`` the shared tile is stored transposed (``width`` x ``rows``: element
+    ``(i, k)`` at ``[k, i]``).  The one shape of every fragment load: TF32's
+    (:func:`_load_intrin`) and the narrow m16n8k16 ones (:func:`_narrow_load_intrin`)."""
     from tvm.script import tirx as T
 
     regs = rows * width // WARP
+    shape = (width, rows) if kmajor else (rows, width)
+
+    def element(x, i, k):
+        return x[k, i] if kmajor else x[i, k]
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE)
+        A = T.match_buffer(a, shape, source, align=64, offset_factor=1, scope=SCOPE)
         C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(A[0:rows, 0:width])
+            T.reads(A[0:shape[0], 0:shape[1]])
             T.writes(C[0:WARP, 0:regs])
             for i, k in T.grid(rows, width):
                 with T.sblock("load"):
                     vi, vk = T.axis.remap("SS", [i, k])
                     lane, reg = T.meta_var(layout(vi, vk))
-                    T.reads(A[vi, vk])
+                    T.reads(element(A, vi, vk))
                     T.writes(C[lane, reg])
-                    C[lane, reg] = desc_value(A[vi, vk])
+                    C[lane, reg] = desc_value(element(A, vi, vk))
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, c: T.handle) -> None:
         s0 = T.int32()
         s1 = T.int32()
-        A = T.match_buffer(a, (rows, width), source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
+        A = T.match_buffer(a, shape, source, align=64, offset_factor=1, scope=SCOPE, strides=[s0, s1])
         C = T.match_buffer(c, (WARP, regs), dtype, align=64, offset_factor=1, scope="warp")
         with T.sblock("root"):
-            T.reads(A[0:rows, 0:width])
+            T.reads(A[0:shape[0], 0:shape[1]])
             T.writes(C[0:WARP, 0:regs])
             for lane in T.thread_binding(0, WARP, "threadIdx.x"):
                 for r in T.unroll(regs):
                     row, col = T.meta_var(at(lane, r))
-                    C[lane, r] = impl_value(A[row, col])
+                    C[lane, r] = impl_value(element(A, row, col))
 
     return desc, impl
 
 
-def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
+def _load_intrin(rows: int, layout, inverse, source: str = "float32", kmajor: bool = False):
     """(desc, impl) copying a ``rows`` x 8 shared-memory tile into a ``[32, 4]`` warp
     buffer by ``layout``; the impl has each lane load its 4 elements (``inverse``:
     register -> tile coordinates).  ``source``: the tile's dtype -- float32 (each
-    element rounded to TF32), or bfloat16/float16 (each widened to float32, exact)."""
+    element rounded to TF32), or bfloat16/float16 (each widened to float32, exact).
+    ``kmajor``: the tile staged transposed (:func:`_fragment_load`)."""
     from tvm.script import tirx as T
 
     if source == "float32":
@@ -316,7 +336,7 @@ def _load_intrin(rows: int, layout, inverse, source: str = "float32"):
 
         impl_value = desc_value
 
-    return _fragment_load(rows, K, source, "float32", layout, inverse, desc_value, impl_value)
+    return _fragment_load(rows, K, source, "float32", layout, inverse, desc_value, impl_value, kmajor)
 
 
 def _mma_intrin():
@@ -387,13 +407,14 @@ def _inverse(layout, lane: int, r: int) -> tuple[int, int]:
     raise ValueError(f"no element at lane {lane}, register {r}")
 
 
-def _narrow_load_intrin(layout, source: str, dtype: str):
+def _narrow_load_intrin(layout, source: str, dtype: str, kmajor: bool = False):
     """(desc, impl) copying a 16x16 shared-memory tile of ``source`` dtype into a
     ``[32, 8]`` warp buffer of ``dtype`` (bf16/fp16) by ``layout``.  ``source`` float32:
     each element narrowed (``Cast``, round to nearest even); ``source == dtype``: the
     description widens and narrows back (exact; the form of a weight whose widening the
     schedule inlined into the fragment copy), the impl copies.  Each lane loads its 8
-    elements, unrolled, from the coordinates of a table (:func:`_inverse`)."""
+    elements, unrolled, from the coordinates of a table (:func:`_inverse`).  ``kmajor``: the
+    tile staged transposed (:func:`_fragment_load`)."""
     from tvm.script import tirx as T
 
     if source == "float32":
@@ -418,7 +439,7 @@ def _narrow_load_intrin(layout, source: str, dtype: str):
             assert (rows(lane, r), cols(lane, r)) == table[lane][r], (lane, r)
 
     return _fragment_load(M, MMA_K, source, dtype, layout, lambda lane, r: (rows(lane, r), cols(lane, r)),
-                          desc_value, impl_value)
+                          desc_value, impl_value, kmajor)
 
 
 def _narrow_mma_intrin(dtype: str):

@@ -65,7 +65,10 @@ over K, of products of TF32-rounded operands (see :mod:`hetpart.kernels.tf32`); 
 split K changes only the order of the additions.  With :data:`LOW_PRECISION_MMA` on, a
 contraction with such a weight instead multiplies in the weight's dtype (both operands
 rounded to it, the activation at its fragment load; m16n8k16 bf16/fp16 ``mma`` with
-float32 sums), as ``torch.autocast`` does.
+float32 sums), as ``torch.autocast`` does; with :data:`LOW_PRECISION_ATTENTION_MMA`, a contraction
+of two activations stored in bf16 between kernels (attention's ``Q K^T`` and ``P V``,
+:mod:`hetpart.importer.low_precision_attention`) likewise, its B (``K^T``, ``V``: contiguous along
+N) staged K-major in whole vectors (:func:`_stage_kmajor`).
 """
 
 from __future__ import annotations
@@ -269,11 +272,12 @@ def _schedule_split(sch: s_tir.Schedule, main, func, tile: Tile, blocks: int, sp
                              options.sm_count)
     if split == 1:
         return done(sch) if _schedule(sch, main, tile, blocks, tf32.intrinsics(), options.sm_count,
-                                      stages=stages) else None
+                                      stages=stages, activations=narrowed) else None
     chunk, _ = sch.split(sch.get_loops(main)[-1], [split, None])
     partial = sch.rfactor(chunk, factor_axis=0)
     if not _schedule(sch, partial, tile, blocks * split, tf32.intrinsics(), options.sm_count,
-                     partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages):
+                     partials="transposed" if transposed else "plain", pipeline=not transposed, stages=stages,
+                     activations=narrowed):
         return None
     return done(sch) if schedule_sum_epilogue(sch, main, partial) else None
 
@@ -561,34 +565,45 @@ def _mark_weight_packs(sch, main, func) -> None:
 
 
 def _narrows_activation(func: tirx.PrimFunc) -> bool:
-    """Whether ``func`` carries ``NARROW_ACTIVATION_ATTR`` (its operand 0 a bf16/fp16 activation
-    stored narrow between kernels: :mod:`hetpart.importer.low_precision_scores`)."""
+    """Whether ``func`` carries ``NARROW_ACTIVATION_ATTR`` (an operand a bf16/fp16 activation stored
+    narrow between kernels: :mod:`hetpart.importer.low_precision_scores`' mechanics)."""
     return func.attrs is not None and NARROW_ACTIVATION_ATTR in func.attrs
 
 
-def _narrow_activation(sch, main, func) -> bool:
-    """For a function with ``NARROW_ACTIVATION_ATTR`` (set by
-    :mod:`hetpart.importer.low_precision_scores` on the kernels it retypes, only there: an
-    activation stored in bf16/fp16 between kernels): ``main``'s operand 0, a narrow
-    input widened by a block (``widen``) then reindexed/padded (``chain``), as the chain
-    computed in the input's dtype and one widening block after it -- the form
-    :func:`_narrow_weight` finds (the weight's :func:`_pack_in_storage_dtype`, not packed at
-    compile time: the chain is inlined into the staging copy, per call); :func:`_schedule`
-    then stages it in its own dtype (``cp.async``, half the bytes) and widens it in the
-    fragment loads (``tf32.NAMES["load_a_<dtype>"]``), as :data:`WIDEN_IN_FRAGMENTS` does a
-    weight.  Without the attribute (every other kernel) nothing changes.  True when it applied:
-    the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
+def _narrow_activation(sch, main, func) -> tuple[int, ...]:
+    """For a function with ``NARROW_ACTIVATION_ATTR`` (set by the importer's
+    :mod:`~hetpart.importer.low_precision_scores` mechanics on the kernels it retypes, only
+    there: an activation stored in bf16/fp16 between kernels): each of ``main``'s operands 0
+    and 1 that is such an input (:func:`_pack_activation`; operand 1 only where it is not a
+    model weight: attention's K^T or V, :mod:`hetpart.importer.low_precision_attention`).
+    :func:`_schedule` then stages operand 0 in its own dtype (``cp.async``, half the bytes)
+    and widens it in the fragment loads (``tf32.NAMES["load_a_<dtype>"]``), and operand 1 as
+    it does a narrow weight (:data:`WIDEN_IN_FRAGMENTS`), K-major where it is contiguous along N
+    (:func:`_stage_kmajor`).  Without the attribute (every
+    other kernel) nothing changes.  Returns the operands narrowed, ``()`` for none; where
+    any was, the scheduled function then goes through :func:`_fold_narrow_round_trips`."""
     if not _narrows_activation(func):
-        return False
-    chain, widen = _producer_chain(sch, main, 0)
+        return ()
+    return tuple(operand for operand in (0, 1) if _pack_activation(sch, main, func, operand))
+
+
+def _pack_activation(sch, main, func, operand: int) -> bool:
+    """In: ``main``'s read ``operand``, produced by a narrow input widened by a block
+    (``widen``) then reindexed/padded (``chain``).  Out: the chain as one block computed in
+    the input's dtype and one widening block after it -- the form :func:`_narrow_weight`
+    finds (the weight's :func:`_pack_in_storage_dtype`, not packed at compile time: the
+    chain is inlined into the staging copy, per call).  True when it applied; a refusal
+    leaves the schedule as it was.  Operand 1 is left where its input is a model weight
+    (:func:`_mark_weight_packs`' or, without :data:`PACK_LOW_PRECISION`, gathered as before)."""
+    chain, widen = _producer_chain(sch, main, operand)
     if not chain or widen is None or not _is_widening(sch, widen):
         return False
-    dtype = str(sch.get(widen).reads[0].source.dtype)
-    if dtype not in tf32.NARROW:
+    source = sch.get(widen).reads[0].source
+    if str(source.dtype) not in tf32.NARROW or (operand == 1 and is_layout_free(func, source)):
         return False
     for blk in reversed(chain[1:]):
         sch.compute_inline(blk)
-    _pack_in_storage_dtype(sch, chain[0], widen, dtype)
+    _pack_in_storage_dtype(sch, chain[0], widen, str(source.dtype))
     return True
 
 
@@ -667,7 +682,7 @@ def _producer_chain(sch, main, operand):
 
 
 def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, str], sms: int, *,
-              partials: str = "", pipeline: bool = False, stages: int = 2) -> bool:
+              partials: str = "", pipeline: bool = False, stages: int = 2, activations: tuple = ()) -> bool:
     """Tile, stage and tensorize the normal-form block ``main`` (a grid of ``blocks``
     on ``sms`` SMs); False when a step
     TVM refuses leaves nothing usable (the caller then declines).  With ``partials``,
@@ -676,17 +691,18 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
     ``"transposed"``, as they are where ``"plain"`` -- and fuses no epilogue.  ``pipeline``:
     software-pipeline the K loop whatever :func:`_pipelined` says; ``stages``: the
     pipeline's depth where it is one (:func:`pipeline_stages`: 2, or 3 -- copies two K
-    slices ahead of the MMAs, a shared-memory buffer per stage)."""
+    slices ahead of the MMAs, a shared-memory buffer per stage); ``activations``: the operands
+    :func:`_narrow_activation` found stored narrow (the MMA's dtype: :func:`_mma_dtype`)."""
     if not partials:
         b, i, j, k = sch.get_loops(main)
     else:
         b, i, j, chunk, k = sch.get_loops(main)
         sch.reorder(chunk, b, i, j)
         b = sch.fuse(chunk, b)
-    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA) else None
-    mma = narrow[1] if (narrow is not None and LOW_PRECISION_MMA and (
-        LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main))) else None
+    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA or (
+        LOW_PRECISION_ATTENTION_MMA and 1 in activations)) else None
     narrow_a = _narrow_weight(sch, main, 0) if _narrows_activation(sch.mod["main"]) else None
+    mma = _mma_dtype(sch, main, narrow, narrow_a, activations)
     if mma and narrow_a is not None and narrow_a[1] != mma:
         narrow_a = None  # an fp16 activation into a bf16 MMA (or the reverse): staged widened, narrowed as loaded
     kk = tf32.MMA_K if mma else tf32.K  # K of one tensor-core step
@@ -718,17 +734,24 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         sch.compute_inline(narrow_a[0])
         staged.insert(0, _stage(sch, a_frag, 0, ko, t.warps))
         load_a = names[f"load_a_{narrow_a[1]}"]
+    kmajor = False
     if narrow is not None:  # the fragment load widens; the weight is staged in its own dtype
         widen, dtype = narrow
         sch.compute_inline(widen)
-        staged.append(_stage(sch, b_frag, 0, ko, t.warps))
-        load_b = names[f"load_b_{dtype}"]
+        if 1 in activations:  # attention's K^T / V: N-contiguous, staged K-major in whole vectors
+            b_staged, kmajor = _stage_kmajor(sch, b_frag, 0, ko, t.warps)
+            staged.append(b_staged)
+        else:
+            staged.append(_stage(sch, b_frag, 0, ko, t.warps))
+        load_b = names[f"load_b_{dtype}_kmajor" if kmajor else f"load_b_{dtype}"]
     if mma:  # both fragments in the weight's dtype: A narrowed as loaded (copied if stored narrow), B as staged
         sch.unsafe_set_dtype(a_frag, 0, mma)
         sch.unsafe_set_dtype(b_frag, 0, mma)
         load_a, load_b, compute = (names[f"mma_{role}_{mma}"] for role in ("load_a", "load_b", "compute"))
         if narrow_a is not None:
             load_a = names[f"mma_load_a_{mma}_staged"]
+        if kmajor:
+            load_b = names[f"mma_load_b_{mma}_kmajor"]
     a_map, b_map = (tf32.mma_a_layout, tf32.mma_b_layout) if mma else (tf32.a_layout, tf32.b_layout)
     out = _accumulators(sch, step, warp, partials)
     if out is None:
@@ -796,23 +819,60 @@ def _stage(sch: s_tir.Schedule, block, operand: int, at, warps: int):
     where K is contiguous in memory; else, where the rows are, a warp takes 8 rows x
     4 K per step (:func:`_along_rows`): 32-byte runs of global memory per 8 lanes, and
     the 36-float row pitch puts its 32 stores in 32 banks."""
-    staged = sch.cache_read(block, operand, tf32.SCOPE)
-    sch.compute_at(staged, at)
-    inline_producers(sch, staged)
+    staged = _staging_copy(sch, block, operand, at)
     r, k = sch.get_loops(staged)[-2:]
-    if _along_rows(sch, staged, warps):
-        ro, r8 = sch.split(r, [None, ROW_LANES])
-        ko, kk = sch.split(k, [None, WARP // ROW_LANES])
-        sch.reorder(ko, ro, kk, r8)
-        tx = sch.fuse(kk, r8)
-        _, ty = sch.split(sch.fuse(ko, ro), [None, warps])
-    else:
-        _, ty, tx, vec = sch.split(sch.fuse(r, k), [None, warps, WARP, VEC])
-        sch.vectorize(vec)
+    if not _along_rows(sch, staged, warps):
+        _spread_in_vectors(sch, staged, r, k, warps)
+        return staged
+    ro, r8 = sch.split(r, [None, ROW_LANES])
+    ko, kk = sch.split(k, [None, WARP // ROW_LANES])
+    sch.reorder(ko, ro, kk, r8)
+    tx = sch.fuse(kk, r8)
+    _, ty = sch.split(sch.fuse(ko, ro), [None, warps])
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     sch.storage_align(staged, 0, axis=-2, factor=32, offset=VEC)
     return staged
+
+
+def _spread_in_vectors(sch: s_tir.Schedule, staged, outer, inner, warps: int) -> None:
+    """Spread the staging copy ``staged`` (loops ``outer``, ``inner``: ``inner`` contiguous in
+    memory and in the shared buffer) over the block's threads, VEC elements each, its rows
+    padded against bank conflicts (VEC elements past a multiple of 32)."""
+    _, ty, tx, vec = sch.split(sch.fuse(outer, inner), [None, warps, WARP, VEC])
+    sch.vectorize(vec)
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.storage_align(staged, 0, axis=-2, factor=32, offset=VEC)
+
+
+def _staging_copy(sch: s_tir.Schedule, block, operand: int, at):
+    """The shared-memory copy of ``block``'s ``operand`` slice for one iteration of ``at``,
+    its producers inlined (it loads the function's inputs); its loops not yet spread over threads."""
+    staged = sch.cache_read(block, operand, tf32.SCOPE)
+    sch.compute_at(staged, at)
+    inline_producers(sch, staged)
+    return staged
+
+
+def _stage_kmajor(sch: s_tir.Schedule, block, operand: int, at, warps: int):
+    """``(staged, kmajor)``: in: ``block``'s ``operand`` an ``[N, K]`` B slice.  Where
+    :func:`_stage` would stage it along its rows (N contiguous in memory, K not: attention's
+    ``K^T`` and ``V``; in a narrow dtype one element per lane, which ``cp.async`` cannot
+    copy), it is stored K-major (``[K, N]``, rows padded as :func:`_stage` pads them) and
+    copied VEC elements per thread along N, whole vectors in memory and in shared memory;
+    ``kmajor`` True -- its fragments then load by ``tf32.NAMES["load_b_<dtype>_kmajor"]`` (TF32)
+    or ``["mma_load_b_<dtype>_kmajor"]`` (:data:`LOW_PRECISION_ATTENTION_MMA`).
+    Else staged as :func:`_stage` does (``kmajor`` False)."""
+    staged = _staging_copy(sch, block, operand, at)
+    r, k = sch.get_loops(staged)[-2:]
+    kmajor = _along_rows(sch, staged, warps)
+    if kmajor:
+        sch.transform_layout(staged, ("write", 0), lambda *ix: (*ix[:-2], ix[-1], ix[-2]))
+        sch.reorder(k, r)
+        r, k = k, r  # the copy walks N innermost
+    _spread_in_vectors(sch, staged, r, k, warps)
+    return staged, kmajor
 
 
 ROW_LANES = 8
@@ -981,7 +1041,8 @@ rounded once to the dtype (bf16: 8 significant bits, relative error <= 2^-9 each
 11, <= 2^-12), products exact in float32, sums in float32 -- a bf16 GEMM's output off
 the float32 one by ~2^-9 sqrt(2) / sqrt(K)-averaged, a few 1e-3 of the output's
 magnitude, against issue 17's 2e-2 (TF32 rounded only the activation, to 11 bits).  A
-contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32.  False:
+contraction without such a weight (attention's ``Q K^T``, ``P V``) stays TF32 (its two bf16
+activations: :data:`LOW_PRECISION_ATTENTION_MMA`).  False:
 TF32 with float32 activations, as before (the before of device step 136's A/B)."""
 
 
@@ -989,6 +1050,38 @@ LOW_PRECISION_MMA_CONVOLUTIONS = True
 """With :data:`LOW_PRECISION_MMA` on, convolutions too (their implicit GEMMs, 1x1 included:
 ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers device step
 136 measures), convolutions TF32 as before -- the fallback if a CNN's kernels come out slower."""
+
+
+LOW_PRECISION_ATTENTION_MMA = False
+"""Off until a device step measures it (built in session 56 without a GPU).  Where both operands
+of a contraction are activations stored in bf16/fp16 between kernels (attention's ``Q K^T`` and
+``P V`` with :data:`hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16`, and
+:data:`~hetpart.importer.low_precision_scores.STORE_SCORES_BF16` for ``P``), multiply in that
+dtype: :data:`LOW_PRECISION_MMA`'s fragment path (both operands staged in their dtype by the
+staging copy, copied into the fragments unchanged, m16n8k16 ``mma.sync`` with float32
+accumulators), as ``torch.autocast`` multiplies attention.  Exact on the stored values: the
+operands were rounded once, by their producers; products exact in float32, sums float32.
+False: such a contraction widens its operands in the fragment loads and multiplies in TF32 --
+exact too on bf16 values, at half the tensor-core rate."""
+
+
+def _mma_dtype(sch: s_tir.Schedule, main, narrow, narrow_a, activations: tuple) -> str | None:
+    """The dtype ``main``'s tensor-core steps multiply in (None: TF32).  In: ``narrow`` /
+    ``narrow_a``, :func:`_narrow_weight`'s answer for operand 1 / 0 (None: float32);
+    ``activations``, the operands stored narrow between kernels (:func:`_narrow_activation`).
+    Out: with operand 1 an activation (attention's ``Q K^T``, ``P V``), both operands' dtype
+    where operand 0 is one of the same dtype and :data:`LOW_PRECISION_ATTENTION_MMA` is on;
+    with operand 1 a narrow weight, its dtype where :data:`LOW_PRECISION_MMA` is on
+    (convolutions: :data:`LOW_PRECISION_MMA_CONVOLUTIONS`).  Invariant: with both switches off,
+    None."""
+    if narrow is None:
+        return None
+    if 1 in activations:
+        both = 0 in activations and narrow_a is not None and narrow_a[1] == narrow[1]
+        return narrow[1] if LOW_PRECISION_ATTENTION_MMA and both else None
+    if LOW_PRECISION_MMA and (LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main)):
+        return narrow[1]
+    return None
 
 
 def _narrow_weight(sch: s_tir.Schedule, step, operand: int):

@@ -1,0 +1,122 @@
+"""Store the operands of attention's batched matmuls (Q, K, V) in bfloat16 between kernels.
+
+In: an :class:`~hetpart.importer.OpGraph` and groups of kernel ids (each group the kernels
+of one bfloat16 CUDA partition), after :mod:`.low_precision_scores` and
+:mod:`.low_precision_activations`.  Out (:func:`lower_attention_operands`): the same
+kernels, where each tensor ``T`` of a group (:func:`attention_operand_edges`) that
+
+* is a float32 activation, the one output of a kernel of the group, not a model input or
+  output, and
+* is read only by kernels of the group that are activation x activation contractions --
+  a ``matmul`` kernel none of whose arguments is a model weight (a constant of two or more
+  dimensions), in whose PrimFunc ``T``'s buffer is read by the contraction block alone, as
+  one factor of its product (attention's ``Q K^T`` reads Q and K^T, its ``P V`` reads V),
+
+is stored in bfloat16: its producer (usually the head-split reshape/transpose copy after a
+projection) ends in a rounding ``astype`` fused into the block writing the result, and each
+contraction widens it as it reads it and is marked
+:data:`~hetpart.importer.low_precision_scores.NARROW_ACTIVATION_ATTR` -- the mechanics of
+:func:`~hetpart.importer.low_precision_scores.lower_edges`: no kernel added, kernel ids,
+order and edges unchanged.  ``P`` (the softmax's output, read by ``P V`` alone) is such a
+tensor too: bf16 already where :mod:`.low_precision_scores` is on (that pass runs first), stored
+by this one where it is off.  So ``P V`` reads both operands in bf16, like ``Q K^T``: what
+:data:`hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA` multiplies in
+bf16 ``mma.sync`` (m16n8k16, float32 sums), as ``torch.autocast`` does.
+
+Why: ``cuda=bf16`` stores weights, weight GEMMs' inputs and the scores in bf16; Q, K and V
+stay float32 (their producers' outputs are read by the bmms only, which
+:mod:`.low_precision_activations` leaves: no bf16 weight), so attention's bmms move float32
+operands and multiply in TF32 (``bench/results/gpu-bf16-remaining-static.md``: half the
+Whisper encoder's priced GPU time at batch 1).
+
+Switch: :data:`STORE_ATTENTION_OPERANDS_BF16` (off; off: the compiler never calls this,
+generated code as before it).  :func:`hetpart.compiler.precision.lower_plan_weights` passes
+it the bf16 CUDA partitions only.  Only edges inside one group change.
+
+Invariant: the graph computes the previous graph's function with those tensors rounded to
+bfloat16 once each; kernel ids, order and edges are unchanged; each changed tensor's
+``dtype`` is ``bfloat16`` and its kernels' ``bytes_read`` / ``bytes_written`` count it so.
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import s_tir
+
+from .low_precision import _is_call_tir, kernel_calls
+from .low_precision_activations import _loads, _output_vars
+from .low_precision_scores import Edge, _is_contraction, lower_edges
+
+STORE_ATTENTION_OPERANDS_BF16 = False
+"""Store attention's Q, K and V in bfloat16 in a ``cuda=bf16`` build (module docstring).  Off
+until a device step measures it; A/B: ``tools/gpu_model_switch_ab.py MODEL --precision bf16
+--before hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16=0 --after
+...=1`` (with :data:`hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA`
+the bmms multiply in bf16)."""
+
+SUFFIX = "bf16q"
+"""Suffix of the retyped kernels' PrimFuncs (the score pass's is ``bf16s``, the GEMM-input
+pass's ``bf16a``)."""
+
+CONTRACTIONS = ("matmul",)
+"""Op classes whose kernels may read Q, K or V in bf16."""
+
+
+def attention_operand_edges(graph, group) -> list[Edge]:
+    """The tensors of ``graph`` that :func:`lower_attention_operands` stores in bfloat16 for
+    one group of kernel ids (module docstring), in graph order of their producers."""
+    group = set(group)
+    kernels = graph.kernels
+    calls = kernel_calls(graph)
+    var_of = _output_vars(graph, calls, group)
+    out = []
+    for name, t in graph.tensors.items():
+        if (t.is_output or t.is_input or t.dtype != "float32" or t.producer not in group or not t.consumers
+                or len(kernels[t.producer].outputs) != 1 or t.producer not in var_of):
+            continue
+        readers = tuple(dict.fromkeys(t.consumers))
+        if all(c in group and kernels[c].op_class in CONTRACTIONS
+               and _reads_as_factor(graph.module, calls[c], var_of[t.producer]) for c in readers):
+            out.append(Edge(name, t.producer, readers))
+    return sorted(out, key=lambda e: kernels[e.producer].index)
+
+
+def lower_attention_operands(graph, groups):
+    """``graph`` with the :func:`attention_operand_edges` of each group of kernel ids stored
+    in bfloat16 (module docstring); ``graph`` itself is unchanged."""
+    return lower_edges(graph, [e for g in groups for e in attention_operand_edges(graph, g)], SUFFIX)
+
+
+def _reads_as_factor(module, call, var) -> bool:
+    """Whether the ``call_tir`` ``call`` passes ``var`` once, to a buffer its PrimFunc reads in
+    one block only, a contraction taking it as one factor of its product, and passes no model
+    weight (a constant of two or more dimensions: a weight GEMM is
+    :mod:`.low_precision_activations`')."""
+    if not _is_call_tir(call) or len(call.args) != 2:
+        return False
+    args = list(call.args[1].fields)
+    positions = [i for i, a in enumerate(args) if a.same_as(var)]
+    if len(positions) != 1:
+        return False
+    if any(isinstance(a, tvm.ir.GenericConst) and len(a.ty.shape) >= 2 for a in args):
+        return False
+    func = module[call.args[0]]
+    if not isinstance(func, tvm.tirx.PrimFunc):
+        return False
+    buf = func.params[positions[0]]
+    readers = []
+
+    def visit(block):
+        if any(r.source.same_as(buf) for r in block.reads):
+            readers.append(block)
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
+    if len(readers) != 1 or not _is_contraction(readers[0]):
+        return False
+    product = readers[0].body.value.b
+    return _loads(product.a, buf) != _loads(product.b, buf)
+
+
+__all__ = ["CONTRACTIONS", "STORE_ATTENTION_OPERANDS_BF16", "SUFFIX", "attention_operand_edges",
+           "lower_attention_operands"]

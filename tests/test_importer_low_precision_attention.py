@@ -1,0 +1,213 @@
+"""hetpart.importer.low_precision_attention: attention's Q, K and V stored in bfloat16 inside a
+``cuda=bf16`` partition (``STORE_ATTENTION_OPERANDS_BF16``, off by default).
+
+The graph tests read the lowered op graph (kernels, edges, tensor dtypes, bytes) of the zoo's
+BERT layer and of transformers' eager attention export; the correctness tests run the CUDA
+partition in simulation (built for the CPU) against ONNX Runtime's float32; the ``cuda``-marked
+one runs it on the GPU (the lead's device step), the bmms multiplying in bf16
+(``gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA``).  The tensor-core rule's side is
+``test_kernels_tensor_core_attention_bf16``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hetpart import compiler, load, models
+from hetpart.compiler.precision import lower_plan_weights
+from hetpart.contracts.precision import Precision
+from hetpart.importer import low_precision_activations as lpa
+from hetpart.importer import low_precision_attention as lpq
+from hetpart.importer import low_precision_scores as lps
+from hetpart.kernels.rules import gpu_tensor_core as tc
+from hetpart.targets import cuda_available
+
+from conftest import plan_from_assignment, random_feeds, run_composed
+from precision_cases import REL_TOL, all_on, hf_attention, ort_outputs, relative_error
+
+BF16 = Precision(cuda="bf16")
+
+
+@pytest.fixture
+def switch_on(monkeypatch):
+    monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
+
+
+def bert_layer(seq_len=128, hidden=64, heads=2, intermediate=256):
+    """The zoo's BERT (post-LN), one layer."""
+    return models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
+                        intermediate=intermediate, vocab=1000)
+
+
+def _lowered(graph, plan=None, precision=BF16):
+    return lower_plan_weights(graph, plan or all_on(graph, "cuda"), precision)
+
+
+def _switched(graph, plan=None, precision=BF16):
+    """``(before, lowered, narrowed)``: ``graph`` lowered with the switch off and on, and the
+    names of the tensors the switch stored in bf16."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", False)
+        before = _lowered(graph, plan, precision)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
+        lowered = _lowered(graph, plan, precision)
+    narrowed = {n for n, t in lowered.tensors.items() if t.dtype != before.tensors[n].dtype}
+    assert all(lowered.tensors[n].dtype == lps.DTYPE for n in narrowed)
+    return before, lowered, narrowed
+
+
+def _bmms(graph):
+    """The activation x activation matmul kernels (attention's ``Q K^T``, ``P V``), in graph order."""
+    return [k for k in graph.kernels.values()
+            if k.op_class == "matmul" and all(graph.tensors[t].producer for t in k.inputs) and len(k.inputs) == 2
+            and not k.param_bytes]
+
+
+def _check_invariants(before, lowered, narrowed) -> None:
+    """Kernel ids, order and edges as ``before`` (the graph lowered with the switch off); each
+    narrowed tensor's producer writes bf16, each reader is a contraction marked
+    ``NARROW_ACTIVATION_ATTR`` taking it as a bf16 parameter; bytes counted at 2 an element."""
+    assert list(lowered.kernels) == list(before.kernels)
+    for kid, k in lowered.kernels.items():
+        assert (k.inputs, k.outputs, k.index) == (before.kernels[kid].inputs, before.kernels[kid].outputs,
+                                                   before.kernels[kid].index)
+    for n, t in before.tensors.items():
+        assert lowered.tensors[n].consumers == t.consumers and lowered.tensors[n].producer == t.producer
+    for n in narrowed:
+        t = before.tensors[n]
+        prod = lowered.kernels[t.producer]
+        assert str(lowered.module[prod.func].params[-1].dtype) == lps.DTYPE
+        assert prod.bytes_written == before.kernels[t.producer].bytes_written - t.nbytes // 2
+        for c in t.consumers:
+            k = lowered.kernels[c]
+            func = lowered.module[k.func]
+            assert k.op_class == "matmul" and func.attrs[lps.NARROW_ACTIVATION_ATTR] == 1
+            assert str(func.params[k.inputs.index(n)].dtype) == lps.DTYPE
+            read = sum(before.tensors[i].nbytes // 2 for i in k.inputs if i in narrowed)
+            assert k.bytes_read == before.kernels[c].bytes_read - read
+
+
+def test_switched_off_changes_nothing(zoo_graph):
+    graph = zoo_graph("bert")
+    lowered = _lowered(graph)
+    assert not any(k.func.endswith(lpq.SUFFIX) for k in lowered.kernels.values())
+
+
+def test_bert_layer_q_k_v():
+    """The zoo's BERT layer (defaults: scores and GEMM inputs in bf16 too): Q, K^T and V -- the
+    outputs of the three head-split copies after the projections -- are stored in bf16; both
+    bmms then read both operands in bf16 (P from the score pass).  Nothing else changes."""
+    graph = load(bert_layer())
+    before, lowered, narrowed = _switched(graph)
+    assert len(narrowed) == 3
+    assert {graph.kernels[graph.tensors[n].producer].op_class for n in narrowed} == {"injective"}
+    qk, pv = _bmms(graph)
+    assert set(graph.kernels[qk.id].inputs) | {graph.kernels[pv.id].inputs[1]} == narrowed
+    for k in (qk, pv):
+        func = lowered.module[lowered.kernels[k.id].func]
+        assert [str(p.dtype) for p in func.params[:2]] == [lps.DTYPE, lps.DTYPE]
+    _check_invariants(before, lowered, narrowed)
+    total = sum(k.bytes_read + k.bytes_written for k in lowered.kernels.values())
+    saved = sum(graph.tensors[n].nbytes // 2 * 2 for n in narrowed)  # written once, read once
+    assert total == sum(k.bytes_read + k.bytes_written for k in before.kernels.values()) - saved
+
+
+def test_alone_without_the_other_switches(bf16_switches_off):
+    """With the score and GEMM-input passes off: the same three tensors and P (the softmax's
+    output, read by ``P V`` alone), so both bmms still read both operands in bf16; the scores
+    (a softmax's input) and everything else stay float32."""
+    graph = load(bert_layer())
+    before, lowered, narrowed = _switched(graph)
+    assert {n for n, t in lowered.tensors.items() if t.dtype == lps.DTYPE} == narrowed
+    qk, pv = _bmms(graph)
+    assert narrowed == set(qk.inputs) | set(pv.inputs)
+    classes = sorted(graph.kernels[graph.tensors[n].producer].op_class for n in narrowed)
+    assert classes == ["injective"] * 3 + ["softmax"]
+    assert not any(k.func.endswith((lpa.SUFFIX, lps.SUFFIX)) for k in lowered.kernels.values())
+    _check_invariants(before, lowered, narrowed)
+    assert not any(k.func.endswith((lpa.SUFFIX, lps.SUFFIX)) for k in lowered.kernels.values())
+
+
+def test_transformers_attention_form():
+    """transformers' eager export (Whisper / DistilBERT: q scaled after its projection, ``K^T`` a
+    Transpose node fused into k's head-split copy): the same three tensors; the model's input
+    and the merged heads (a weight GEMM's A: the GEMM-input pass's) are not this pass's."""
+    graph = load(hf_attention(seq=48))
+    before, lowered, narrowed = _switched(graph)
+    _check_invariants(before, lowered, narrowed)
+    assert sorted(graph.tensors[n].shape for n in narrowed) == [(1, 2, 16, 48), (1, 2, 48, 16), (1, 2, 48, 16)]
+    qk, pv = _bmms(graph)
+    assert set(qk.inputs) | {pv.inputs[1]} == narrowed
+
+
+def test_only_edges_inside_one_partition():
+    """A head-split copy in the CPU partition before the bmms keeps its float32 output; the
+    copies inside the CUDA partition are narrowed."""
+    graph = load(bert_layer())
+    qk, _ = _bmms(graph)
+    q_copy = graph.tensors[qk.inputs[0]].producer
+    order = list(graph.topological_order())
+    cut = order.index(q_copy) + 1
+    assignment = {k: ("cpu" if i < cut else "cuda") for i, k in enumerate(order)}
+    _, lowered, narrowed = _switched(graph, plan_from_assignment(graph, assignment))
+    assert lowered.tensors[qk.inputs[0]].dtype == "float32"
+    assert len(narrowed) == 2
+
+
+def test_cpu_partitions_in_bf16_are_left():
+    """``cpu=bf16``: the CPU partition's weights are bf16, Q, K and V stay float32."""
+    graph = load(bert_layer())
+    _, lowered, narrowed = _switched(graph, all_on(graph, "cpu"), Precision(cpu="bf16", cuda="bf16"))
+    assert any(k.func.endswith("bf16w") for k in lowered.kernels.values())
+    assert not narrowed
+
+
+def _feeds(model, seed=0):
+    """conftest's ``random_feeds`` (standard normal: negatives; token ids in range) with a tenth
+    of each float input set exactly to zero."""
+    feeds = random_feeds(load(model), seed)
+    zeros = np.random.default_rng(seed + 1)
+    for x in feeds.values():
+        if np.issubdtype(x.dtype, np.floating):
+            x[zeros.random(x.shape) < 0.1] = 0
+    return feeds
+
+
+def _check(model, feeds, simulate: bool):
+    graph = load(model)
+    compiled = compiler.compile(all_on(graph, "cuda"), simulate=simulate, progress=False, precision="cuda=bf16")
+    got = run_composed(compiled, feeds)
+    for g, w in zip(got, ort_outputs(model, feeds)):
+        assert relative_error(g, w) <= REL_TOL, f"relative error {relative_error(g, w):.3g}"
+    return got
+
+
+@pytest.mark.parametrize("which", ["bert", "hf", "whisper"])
+def test_matches_onnxruntime_in_simulation(which, monkeypatch):
+    """Within 2e-2 of ORT float32, switch off and on (it changes the outputs): the zoo's BERT
+    layer at 128 tokens, transformers' attention form, Whisper's encoder widths (6 heads of 64)."""
+    model = {"bert": lambda: bert_layer(),
+             "hf": lambda: hf_attention(seq=64, width=64, heads=2),
+             "whisper": lambda: bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536)}[which]()
+    feeds = _feeds(model)
+    before = _check(model, feeds, simulate=True)
+    monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
+    after = _check(model, feeds, simulate=True)
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU: the bf16 attention kernels run on the device only")
+def test_matches_onnxruntime_on_gpu(switch_on, monkeypatch):
+    """All-CUDA bf16 with Q, K, V stored bf16, the bmms in TF32 and then in bf16 ``mma.sync``
+    (``LOW_PRECISION_ATTENTION_MMA``), within 2e-2 of ORT float32: the BERT layer, transformers'
+    attention form and Whisper's encoder layer at 384 tokens."""
+    models_ = [bert_layer(), hf_attention(seq=256, width=384, heads=6),
+               bert_layer(seq_len=384, hidden=384, heads=6, intermediate=1536)]
+    for m in models_:
+        _check(m, _feeds(m), simulate=False)
+    monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
+    for m in models_:
+        _check(m, _feeds(m), simulate=False)
