@@ -4,6 +4,7 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 56 ran 160 and part of 159; session 51's order follows 147):
+#   162 (issue 17: attention's bmms in bf16, cuda test + whisper / vit b1 A/B; distilbert b32 f32a bn 256 A/B),
 #   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
@@ -30,6 +31,31 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+162)  # (BUDGET=400) issue 17, attention's two batched matmuls in bf16 (session 56, branch attn-bf16): step 159 put 55 % of
+     # whisper_encoder b1 bf16's kernel time in attention (P V 81.8 us, Q K^T 47.6, softmax 28.1 a layer), its bmms
+     # multiplying in TF32 with Q/K/V stored float32.  Two switches, off: low_precision_attention.
+     # STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16, K^T / V staged K-major by cp.async) and
+     # gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA (both-narrow contractions multiply in bf16 m16n8k16).
+     # (1) their cuda test (BERT layer, transformers' form, Whisper's layer at 384 tokens against ORT within 2e-2);
+     # (2) whisper_encoder b1 bf16 A/B, both off -> both on; (3) vit_b_16 b1 the same; (4) step 161's distilbert b32
+     # f32a A/B (LARGE_M_ROWS) with what is left.
+     # Decides: both on if (1) passes and whisper is faster beyond the rounds' spread, vit no slower.
+  BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
+  S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
+  M=hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA
+  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 80 tests/test_importer_low_precision_attention.py \
+    > "$OUT/logs/attn-bf16-cuda-tests-162.txt" 2>&1
+  for name in whisper_encoder vit_b_16; do
+    f=$(corpus_export $name 1 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 60 ] || break
+    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $S=0 --before $M=0 \
+      --after $S=1 --after $M=1 --rounds 3 --repeat 20 --out "$OUT/attn-bf16-ab-$name-b1-162.json" \
+      > "$OUT/logs/attn-bf16-ab-$name-b1-162.txt" 2>&1
+  done
+  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-162.json" \
+    > "$OUT/logs/large-m-ab-distilbert-b32-162.txt" 2>&1 ;;
 161)  # (BUDGET=400) issue 17 at batch 32 after step 160 (session 56): f32a GEMMs at M = 6304 were 1.3-1.6x faster at
      # bn 256 than the rule's bn 128, bf16 ones fastest as the rule has them (wgmma_variant.LARGE_M_FAMILIES = f32a).
      # (1) distilbert b32 bf16 (post-LN: 24 of 36 GEMMs f32a) A/B of LARGE_M_ROWS=1024; (2) where ViT-B/16 b32 bf16's
