@@ -1,0 +1,310 @@
+"""Fused multi-head attention forward as a hand-written TIR PrimFunc (issue 17, spike 1).
+
+Not wired into any build: :func:`flash_attention` returns a standalone PrimFunc that
+``tvm.compile`` (``tir_pipeline="tirx"``, as :mod:`.wgmma_gemm`) turns into one CUDA kernel
+for sm_80 or later (``mma.sync`` bf16 exists from sm_80; the H100 runs it as it is);
+``tools/gpu_flash_probe.py`` checks and times it against PyTorch's SDPA.  The geometry
+(fragments, ldmatrix addresses, shared-memory swizzle, copy map) is :mod:`.flash_layout`.
+
+In:  ``Q, K, V [batch, heads, seq, 64]`` bfloat16 (the layout hetpart's head-split
+     transposes produce; each ``[seq, 64]`` head contiguous), a float ``scale`` (default
+     ``1 / sqrt(64)``).
+Out: ``O [batch, heads, seq, 64]`` = ``softmax(scale * Q K^T) V`` per (batch, head),
+     non-causal, no mask; ``out_dtype`` bfloat16 (round to nearest even in the store) or float32.
+
+The kernel (FlashAttention-2's loop): one CTA of 4 warps (128 threads) per (64-query
+tile, head, batch) -- grid ``(ceil(seq / 64), heads, batch)``; warp ``w`` owns query rows
+``16 w .. 16 w + 15`` of the tile:
+
+* ``cp.async`` (16 bytes, ``.cg``) copies the Q tile and the first K and V tiles into
+  shared memory (swizzled [64, 64] tiles, :func:`flash_layout.smem_offset`); rows past
+  ``seq`` are zero-filled (src-size 0 from a clamped address), so no NaN enters an MMA;
+  then each warp loads its Q rows' A fragments once (``ldmatrix.x4``, 16 b32 registers);
+* per key tile ``t`` of 64 (double-buffered: tile ``t + 1``'s K and V copies are issued
+  before tile ``t`` is computed; ``cp.async.wait_group 1`` + ``__syncthreads`` before, a
+  ``__syncthreads`` after, so the buffer is free when it is refilled):
+  S = Q K^T as 8 n8 tiles x 4 k16 steps of ``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``
+  (K's B fragments by ``ldmatrix.x4``, 32 float32 scores per thread); keys ``>= seq`` set to
+  ``-inf``; scores times ``scale * log2(e)``; per row (each thread holds two rows, a quad of
+  four threads one row's 64 scores) the tile max by two ``__shfl_xor_sync``, ``m_new =
+  max(m, tile max)``, ``alpha = 2^(m - m_new)``, ``l *= alpha``, ``O *= alpha``,
+  ``P = 2^(S - m_new)`` (``ex2.approx``), ``l +=`` this thread's part of the row sum (float32,
+  before P's rounding); P rounded to bf16 (nearest even) and packed straight from the
+  accumulators into A fragments (C's layout is A's: :func:`flash_layout.p_register`);
+  ``O += P V`` (V's B fragments by ``ldmatrix.x4.trans``; 32 float32 accumulators);
+* ``l`` summed over the quad, ``O / l`` stored, rows ``>= seq`` skipped.
+
+Invariant: every key tile holds at least one key ``< seq``, so ``m_new`` is finite after the
+first tile (``alpha = 2^-inf = 0`` there) and no row sees ``-inf - -inf``.  The numpy model of
+this exact order (tiles, float32 running max / sum, bf16 P) is the test's
+:func:`tests.test_kernels_flash_attention.emulate`; fragment and address maps are checked
+against the PTX ISA there too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm.script import tirx as T
+
+from hetpart.kernels import flash_layout as fl
+from hetpart.kernels.wgmma_gemm import TIR_PIPELINE, cuda_source  # noqa: F401 - re-exported
+
+OUT_DTYPES = ("bfloat16", "float32")
+LOG2E = 1.4426950408889634
+MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+LDMATRIX = "ldmatrix.sync.aligned.m8n8.x4.shared.b16"
+LDMATRIX_T = "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"
+CP_ASYNC = "cp.async.cg.shared.global"
+
+QUAD_MAX, QUAD_SUM, PACK, EX2 = "hetpart_quad_max", "hetpart_quad_sum", "hetpart_pack_bf16x2", "hetpart_ex2"
+HELPERS = {
+    QUAD_MAX: """
+__forceinline__ __device__ float hetpart_quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+""",
+    QUAD_SUM: """
+__forceinline__ __device__ float hetpart_quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+""",
+    PACK: """
+__forceinline__ __device__ unsigned int hetpart_pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned int*>(&v);
+}
+""",
+    EX2: """
+__forceinline__ __device__ float hetpart_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+""",
+}
+"""CUDA helpers by name: quad reductions (the four threads of an accumulator row: lanes
+differing in bits 0-1), two floats -> one b32 of bf16 (``lo`` in the low half: the lower
+column, the ISA's order; round to nearest even), and ``2^x`` by ``ex2.approx.ftz.f32``
+(``2^-inf = +0``).  TVM emits each source once per kernel, keyed by the name."""
+
+
+def _call(name, *args, dtype="float32"):
+    return T.cuda.func_call(name, *args, source_code=HELPERS[name], return_type=dtype)
+
+
+def check(batch: int, heads: int, seq: int, head_dim: int, out_dtype: str) -> None:
+    """Raise ValueError unless the kernel supports this shape and output dtype."""
+    if head_dim != fl.HEAD_DIM:
+        raise ValueError(f"head_dim must be {fl.HEAD_DIM}, got {head_dim}")
+    if min(batch, heads, seq) < 1:
+        raise ValueError(f"need batch, heads, seq >= 1; got {batch}, {heads}, {seq}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+
+
+def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *,
+                    scale: float | None = None, out_dtype: str = "bfloat16") -> tvm.tirx.PrimFunc:
+    """The PrimFunc ``main(Q, K, V, O)`` of the module doc for these static sizes."""
+    check(batch, heads, seq, head_dim, out_dtype)
+    scale_log2 = (1.0 / math.sqrt(head_dim) if scale is None else scale) * LOG2E
+    shape = (batch, heads, seq, head_dim)
+    body = _body(seq, scale_log2, out_dtype)
+
+    @T.prim_func
+    def main(Q: T.Buffer(shape, "bfloat16"), K: T.Buffer(shape, "bfloat16"), V: T.Buffer(shape, "bfloat16"),
+             O: T.Buffer(shape, out_dtype)):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
+        by = T.launch_thread("blockIdx.y", heads)
+        bz = T.launch_thread("blockIdx.z", batch)
+        tx = T.launch_thread("threadIdx.x", fl.THREADS)
+        body(Q, K, V, O, bx, by, bz, tx)
+
+    return main
+
+
+def _copies(seq):
+    """The macro issuing one 64 x 64 tile's cp.async copies (rows >= seq zero-filled)."""
+    cp_async = T.ptx[CP_ASYNC]
+
+    @T.macro
+    def load_tile(dst, base, src, bz, by, row0, tx):
+        for c in T.unroll(fl.COPY_CHUNKS):
+            cp_async(T.address_of(dst[base + fl.smem_offset(fl.copy_row_col(c, tx)[0], fl.copy_row_col(c, tx)[1])]),
+                     T.address_of(src[bz, by, T.min(row0 + fl.copy_row_col(c, tx)[0], seq - 1),
+                                      fl.copy_row_col(c, tx)[1]]),
+                     16, T.Select(row0 + fl.copy_row_col(c, tx)[0] < seq, T.uint32(16), T.uint32(0)))
+
+    return load_tile
+
+
+def _scores():
+    """The macro S = Q K^T of one key tile for one warp (``s`` 32 float32, zeroed first)."""
+    ldsm, mma = T.ptx[LDMATRIX], T.ptx[MMA]
+
+    @T.macro
+    def scores(s, qf, kf, Ks, kbase, lane):
+        for i in T.unroll(fl.S_TILES * 4):
+            s[i] = T.float32(0)
+        for j in T.unroll(fl.S_TILES):
+            for p in T.unroll(fl.D_STEPS // 2):
+                ldsm(kf[0], kf[1], kf[2], kf[3],
+                     T.address_of(Ks[kbase + fl.smem_offset(fl.k_ldmatrix_row_col(lane, j, p)[0],
+                                                            fl.k_ldmatrix_row_col(lane, j, p)[1])]))
+                for h in T.unroll(2):
+                    mma(s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3],
+                        qf[4 * (2 * p + h)], qf[4 * (2 * p + h) + 1], qf[4 * (2 * p + h) + 2], qf[4 * (2 * p + h) + 3],
+                        kf[2 * h], kf[2 * h + 1],
+                        s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3])
+
+    return scores
+
+
+def _softmax_step(seq, scale_log2):
+    """The macro of one tile's online softmax for one thread's two rows: mask, scale,
+    running max ``m``, rescale of ``l`` and ``o``, ``s`` replaced by P (float32)."""
+    neg_inf = tvm.tirx.const(float("-inf"), "float32")
+    masked = seq % fl.TILE_KV != 0
+
+    @T.macro
+    def softmax_step(s, o, m, l, mx, alpha, t, lane):
+        for j in T.unroll(fl.S_TILES):
+            for c in T.unroll(4):
+                if masked:
+                    s[4 * j + c] = T.Select(t * fl.TILE_KV + j * 8 + fl.c_fragment(lane, c)[1] < seq,
+                                            s[4 * j + c] * T.float32(scale_log2), neg_inf)
+                else:
+                    s[4 * j + c] = s[4 * j + c] * T.float32(scale_log2)
+        for r in T.unroll(2):
+            mx[r] = m[r]
+            for j in T.unroll(fl.S_TILES):
+                for h in T.unroll(2):
+                    mx[r] = T.max(mx[r], s[4 * j + 2 * r + h])
+            mx[r] = _call(QUAD_MAX, mx[r])
+            alpha[r] = _call(EX2, m[r] - mx[r])
+            m[r] = mx[r]
+            l[r] = l[r] * alpha[r]
+            for j in T.unroll(fl.D_TILES):
+                for h in T.unroll(2):
+                    o[4 * j + 2 * r + h] = o[4 * j + 2 * r + h] * alpha[r]
+            for j in T.unroll(fl.S_TILES):
+                for h in T.unroll(2):
+                    s[4 * j + 2 * r + h] = _call(EX2, s[4 * j + 2 * r + h] - m[r])
+                    l[r] = l[r] + s[4 * j + 2 * r + h]
+
+    return softmax_step
+
+
+def _accumulate():
+    """The macro O += P V of one key tile for one warp (P packed to bf16 first)."""
+    ldsm_t, mma = T.ptx[LDMATRIX_T], T.ptx[MMA]
+
+    @T.macro
+    def accumulate(o, s, pf, vf, Vs, vbase, lane):
+        for k in T.unroll(fl.KV_STEPS):
+            for j in T.unroll(4):
+                pf[4 * k + j] = _call(PACK, s[4 * fl.p_register(k, j)[0] + fl.p_register(k, j)[1]],
+                                      s[4 * fl.p_register(k, j)[0] + fl.p_register(k, j)[1] + 1], dtype="uint32")
+        for k in T.unroll(fl.KV_STEPS):
+            for p in T.unroll(fl.D_TILES // 2):
+                ldsm_t(vf[0], vf[1], vf[2], vf[3],
+                       T.address_of(Vs[vbase + fl.smem_offset(fl.v_ldmatrix_row_col(lane, k, p)[0],
+                                                              fl.v_ldmatrix_row_col(lane, k, p)[1])]))
+                for h in T.unroll(2):
+                    mma(o[4 * (2 * p + h)], o[4 * (2 * p + h) + 1], o[4 * (2 * p + h) + 2], o[4 * (2 * p + h) + 3],
+                        pf[4 * k], pf[4 * k + 1], pf[4 * k + 2], pf[4 * k + 3],
+                        vf[2 * h], vf[2 * h + 1],
+                        o[4 * (2 * p + h)], o[4 * (2 * p + h) + 1], o[4 * (2 * p + h) + 2], o[4 * (2 * p + h) + 3])
+
+    return accumulate
+
+
+def _store(seq, out_dtype):
+    """The macro normalising ``o`` by the quad-summed ``l`` and storing rows ``< seq``."""
+
+    @T.macro
+    def store(O, o, l, bx, by, bz, warp, lane):
+        for r in T.unroll(2):
+            l[r] = _call(QUAD_SUM, l[r])
+        for j in T.unroll(fl.D_TILES):
+            for c in T.unroll(4):
+                if bx * fl.TILE_Q + warp * 16 + fl.c_fragment(lane, c)[0] < seq:
+                    O[bz, by, bx * fl.TILE_Q + warp * 16 + fl.c_fragment(lane, c)[0], j * 8 + fl.c_fragment(lane, c)[1]] = \
+                        T.Cast(out_dtype, o[4 * j + c] / l[c // 2])
+
+    return store
+
+
+def _body(seq, scale_log2, out_dtype):
+    load_tile, scores, accumulate = _copies(seq), _scores(), _accumulate()
+    softmax_step, store = _softmax_step(seq, scale_log2), _store(seq, out_dtype)
+    ldsm = T.ptx[LDMATRIX]
+    n_kv, tile = fl.kv_tiles(seq), fl.TILE_ELEMS
+
+    @T.macro
+    def body(Q, K, V, O, bx, by, bz, tx):
+        Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
+        Ks = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
+        Vs = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
+        qf = T.alloc_buffer((4 * fl.D_STEPS,), "uint32", scope="local")
+        kf = T.alloc_buffer((4,), "uint32", scope="local")
+        vf = T.alloc_buffer((4,), "uint32", scope="local")
+        pf = T.alloc_buffer((4 * fl.KV_STEPS,), "uint32", scope="local")
+        s = T.alloc_buffer((4 * fl.S_TILES,), "float32", scope="local")
+        o = T.alloc_buffer((4 * fl.D_TILES,), "float32", scope="local")
+        m = T.alloc_buffer((2,), "float32", scope="local")
+        l = T.alloc_buffer((2,), "float32", scope="local")
+        mx = T.alloc_buffer((2,), "float32", scope="local")
+        alpha = T.alloc_buffer((2,), "float32", scope="local")
+        for i in T.unroll(4 * fl.D_TILES):
+            o[i] = T.float32(0)
+        for r in T.unroll(2):
+            m[r] = T.float32("-inf")
+            l[r] = T.float32(0)
+        load_tile(Qs, 0, Q, bz, by, bx * fl.TILE_Q, tx)
+        T.ptx.cp.async_.commit_group()
+        load_tile(Ks, 0, K, bz, by, 0, tx)
+        load_tile(Vs, 0, V, bz, by, 0, tx)
+        T.ptx.cp.async_.commit_group()
+        T.ptx.cp.async_.wait_group(1)
+        T.tvm_storage_sync("shared")
+        for d in T.unroll(fl.D_STEPS):
+            ldsm(qf[4 * d], qf[4 * d + 1], qf[4 * d + 2], qf[4 * d + 3],
+                 T.address_of(Qs[fl.smem_offset(fl.q_ldmatrix_row_col(tx // 32, tx % 32, d)[0],
+                                                fl.q_ldmatrix_row_col(tx // 32, tx % 32, d)[1])]))
+        for t in range(n_kv):
+            if t + 1 < n_kv:
+                load_tile(Ks, (t + 1) % 2 * tile, K, bz, by, (t + 1) * fl.TILE_KV, tx)
+                load_tile(Vs, (t + 1) % 2 * tile, V, bz, by, (t + 1) * fl.TILE_KV, tx)
+            T.ptx.cp.async_.commit_group()
+            T.ptx.cp.async_.wait_group(1)
+            T.tvm_storage_sync("shared")
+            scores(s, qf, kf, Ks, t % 2 * tile, tx % 32)
+            softmax_step(s, o, m, l, mx, alpha, t, tx % 32)
+            accumulate(o, s, pf, vf, Vs, t % 2 * tile, tx % 32)
+            T.tvm_storage_sync("shared")
+        store(O, o, l, bx, by, bz, tx // 32, tx % 32)
+
+    return body
+
+
+def target(arch: str = "sm_90a") -> tvm.target.Target:
+    """A CUDA target for the kernel (``sm_80`` or later: ``mma.sync`` bf16, ``cp.async``, ``ldmatrix``)."""
+    return tvm.target.Target({"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}})
+
+
+def build(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *, scale: float | None = None,
+          out_dtype: str = "bfloat16", arch: str = "sm_90a"):
+    """``tvm.compile`` of :func:`flash_attention` (same options) for ``arch``; the executable's
+    function ``main(Q, K, V, O)`` takes tensors on the GPU."""
+    tgt = target(arch)
+    mod = tvm.IRModule({"main": flash_attention(batch, heads, seq, head_dim, scale=scale, out_dtype=out_dtype)})
+    with tgt:
+        return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
+
+
+__all__ = ["LOG2E", "OUT_DTYPES", "build", "check", "cuda_source", "flash_attention", "target"]

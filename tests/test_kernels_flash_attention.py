@@ -1,0 +1,310 @@
+"""The fused attention kernel (:mod:`hetpart.kernels.flash_attention`, issue 17 spike 1).
+
+Without a GPU: the geometry of :mod:`hetpart.kernels.flash_layout` against the PTX ISA's
+``mma.m16n8k16`` fragment maps (written out here independently) and ``ldmatrix``'s result
+(every element owned exactly once; every ldmatrix address map composed with the ISA's
+result gives the fragment the next mma expects; the swizzle conflict-free); the PrimFunc
+builds for sm_90a and sm_80 with the bf16 mma, ldmatrix and cp.async in its CUDA C; nvcc
+compiles it without spills; a numpy model of the kernel's exact tile loop (:func:`emulate`:
+64-key tiles, float32 running max / sum, ``2^x``, P rounded to bf16 before P V) against
+float64 attention.  On a GPU (``cuda`` mark): the kernel against float64 at Whisper's and
+ViT's shapes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from hetpart.kernels import flash_attention as fa
+from hetpart.kernels import flash_layout as fl
+from hetpart.targets import cuda_available
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from gpu_flash_probe import attention_inputs, reference, rel_err  # noqa: E402
+
+GPU_TOL = 2e-2
+"""max |O - ref| / max |ref| on the GPU (bf16 P and O: ~5e-3 expected)."""
+LANES = range(32)
+
+
+# --- the ISA's m16n8k16 fragments, written out independently ----------------------------
+def isa_a(lane, i):
+    """PTX ISA 9.7.13.4.8, A (16 x 16, .bf16): row = groupID for a0, a1, a4, a5, else
+    groupID + 8; col = threadID_in_group * 2 + (i & 1) for a0..a3, else + 8."""
+    group, tig = lane >> 2, lane % 4
+    row = group if i in (0, 1, 4, 5) else group + 8
+    col = tig * 2 + (i & 1) + (8 if i >= 4 else 0)
+    return row, col
+
+
+def isa_b(lane, i):
+    """B (16 x 8): row (k) = threadID_in_group * 2 + (i & 1) for b0, b1, else + 8; col = groupID."""
+    return (lane % 4) * 2 + (i & 1) + (8 if i >= 2 else 0), lane >> 2
+
+
+def isa_c(lane, i):
+    """C/D (16 x 8, f32): row = groupID for c0, c1, else + 8; col = threadID_in_group * 2 + (i & 1)."""
+    return (lane >> 2) + (8 if i >= 2 else 0), (lane % 4) * 2 + (i & 1)
+
+
+@pytest.mark.parametrize("ours,isa,n,shape", [(fl.a_fragment, isa_a, 8, (16, 16)),
+                                              (fl.b_fragment, isa_b, 4, (16, 8)),
+                                              (fl.c_fragment, isa_c, 4, (16, 8))])
+def test_fragments_are_the_isa_and_cover_once(ours, isa, n, shape):
+    owned = {}
+    for lane in LANES:
+        for i in range(n):
+            pos = ours(lane, i)
+            assert pos == isa(lane, i), (lane, i)
+            assert pos not in owned, f"{pos} owned by {owned[pos]} and {(lane, i)}"
+            owned[pos] = (lane, i)
+    assert set(owned) == {(r, c) for r in range(shape[0]) for c in range(shape[1])}
+
+
+def _ldmatrix_gets(addr, lane, m, h, trans=False):
+    """(row, col) of the tile that ``lane`` receives as half ``h`` of register ``m`` of an
+    ``ldmatrix.x4``: matrix m's row r is addressed by lane 8 m + r (``addr(lane)`` gives the
+    tile row and first column); the ISA's result picks (r, c) of that matrix."""
+    r, c = fl.ldmatrix_element(lane, h, trans)
+    row, col = addr(8 * m + r)
+    return row, col + c
+
+
+def test_ldmatrix_element_is_the_isa():
+    """ISA 9.7.13.4.15: lane l holds row l / 4, columns 2 (l % 4) and +1 (``.trans``: exchanged)."""
+    seen = {(fl.ldmatrix_element(lane, h)) for lane in LANES for h in range(2)}
+    assert seen == {(r, c) for r in range(8) for c in range(8)}
+    assert fl.ldmatrix_element(5, 1) == (1, 3) and fl.ldmatrix_element(5, 1, trans=True) == (3, 1)
+
+
+@pytest.mark.parametrize("warp", range(fl.WARPS))
+@pytest.mark.parametrize("step", range(fl.D_STEPS))
+def test_q_ldmatrix_gives_the_a_fragment(warp, step):
+    for lane in LANES:
+        for m in range(4):
+            for h in range(2):
+                got = _ldmatrix_gets(lambda ln: fl.q_ldmatrix_row_col(warp, ln, step), lane, m, h)
+                r, c = isa_a(lane, 2 * m + h)
+                assert got == (warp * 16 + r, step * 16 + c), (lane, m, h)
+
+
+@pytest.mark.parametrize("s_tile", range(fl.S_TILES))
+@pytest.mark.parametrize("pair", range(fl.D_STEPS // 2))
+def test_k_ldmatrix_gives_the_b_fragments(s_tile, pair):
+    """Register m: b_{2(m%2)}, b_{2(m%2)+1} of d-step 2 pair + m // 2; B[k = d, n = key] = K[key, d]."""
+    for lane in LANES:
+        for m in range(4):
+            for h in range(2):
+                key, d = _ldmatrix_gets(lambda ln: fl.k_ldmatrix_row_col(ln, s_tile, pair), lane, m, h)
+                kk, n = isa_b(lane, 2 * (m % 2) + h)
+                assert (key, d) == (s_tile * 8 + n, (2 * pair + m // 2) * 16 + kk), (lane, m, h)
+
+
+@pytest.mark.parametrize("step", range(fl.KV_STEPS))
+@pytest.mark.parametrize("pair", range(fl.D_TILES // 2))
+def test_v_ldmatrix_trans_gives_the_b_fragments(step, pair):
+    """Register m: b_{2(m%2)}, b_{2(m%2)+1} of output tile 2 pair + m // 2; B[k = key, n = d] = V[key, d]."""
+    for lane in LANES:
+        for m in range(4):
+            for h in range(2):
+                key, d = _ldmatrix_gets(lambda ln: fl.v_ldmatrix_row_col(ln, step, pair), lane, m, h, trans=True)
+                kk, n = isa_b(lane, 2 * (m % 2) + h)
+                assert (key, d) == (step * 16 + kk, (2 * pair + m // 2) * 8 + n), (lane, m, h)
+
+
+@pytest.mark.parametrize("step", range(fl.KV_STEPS))
+def test_p_registers_are_the_a_fragment(step):
+    """The scores a thread packs into A register j (c, c + 1 of score tile s) sit where the A
+    fragment of key step ``step`` wants a_{2j}, a_{2j+1}."""
+    for lane in LANES:
+        for j in range(4):
+            s_tile, c = fl.p_register(step, j)
+            for h in range(2):
+                row, col = isa_c(lane, c + h)
+                r, k = isa_a(lane, 2 * j + h)
+                assert (row, s_tile * 8 + col) == (r, step * 16 + k), (lane, j, h)
+
+
+def test_smem_offset_is_a_chunk_preserving_bijection():
+    offs = [fl.smem_offset(r, c) for r in range(fl.TILE_Q) for c in range(fl.HEAD_DIM)]
+    assert sorted(offs) == list(range(fl.TILE_ELEMS))
+    for r in range(fl.TILE_Q):
+        for c0 in range(0, fl.HEAD_DIM, fl.CHUNK):
+            base = fl.smem_offset(r, c0)
+            assert base % fl.CHUNK == 0
+            assert [fl.smem_offset(r, c0 + e) for e in range(fl.CHUNK)] == list(range(base, base + fl.CHUNK))
+
+
+def _conflict_free(addr):
+    """Each 8x8 matrix's eight row addresses (lanes 8m..8m+7) cover all eight 16-byte bank groups."""
+    for m in range(4):
+        groups = {(fl.smem_offset(*addr(8 * m + r)) * 2 // 16) % 8 for r in range(8)}
+        assert len(groups) == 8, (m, groups)
+
+
+def test_ldmatrix_addresses_are_bank_conflict_free():
+    for warp in range(fl.WARPS):
+        for step in range(fl.D_STEPS):
+            _conflict_free(lambda ln: fl.q_ldmatrix_row_col(warp, ln, step))
+    for s_tile in range(fl.S_TILES):
+        for pair in range(fl.D_STEPS // 2):
+            _conflict_free(lambda ln: fl.k_ldmatrix_row_col(ln, s_tile, pair))
+    for step in range(fl.KV_STEPS):
+        for pair in range(fl.D_TILES // 2):
+            _conflict_free(lambda ln: fl.v_ldmatrix_row_col(ln, step, pair))
+
+
+def test_copy_map_covers_each_chunk_once():
+    chunks = [fl.copy_row_col(c, tx) for c in range(fl.COPY_CHUNKS) for tx in range(fl.THREADS)]
+    assert sorted(chunks) == [(r, c) for r in range(fl.TILE_Q) for c in range(0, fl.HEAD_DIM, fl.CHUNK)]
+
+
+# --- a numpy model of the kernel's loop ------------------------------------------------
+def _bf16(x):
+    return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+
+
+def _padded(x, rows):
+    pad = rows - x.shape[2]
+    return np.pad(x.astype(np.float32), ((0, 0), (0, 0), (0, pad), (0, 0)))
+
+
+def _emulate_tile(qt, kp, vp, seq, c):
+    """O (float32, unnormalised) and l of one 64-row Q tile, key tile by key tile."""
+    rows = qt.shape[:-1]
+    m = np.full(rows, -np.inf, np.float32)
+    l = np.zeros(rows, np.float32)
+    o = np.zeros(qt.shape, np.float32)
+    for t in range(fl.kv_tiles(seq)):
+        keys = slice(t * fl.TILE_KV, (t + 1) * fl.TILE_KV)
+        s = np.einsum("bhqd,bhkd->bhqk", qt.astype(np.float64), kp[:, :, keys]).astype(np.float32)
+        valid = t * fl.TILE_KV + np.arange(fl.TILE_KV) < seq
+        s = np.where(valid, s * c, np.float32(-np.inf)).astype(np.float32)
+        mx = np.maximum(m, s.max(-1))
+        alpha = np.exp2(m - mx)
+        m = mx
+        l, o = l * alpha, o * alpha[..., None]
+        p = np.exp2(s - m[..., None]).astype(np.float32)
+        l = (l + p.sum(-1, dtype=np.float32)).astype(np.float32)
+        o = (o + np.einsum("bhqk,bhkd->bhqd", _bf16(p).astype(np.float64), vp[:, :, keys])).astype(np.float32)
+    return o, l
+
+
+def emulate(q, k, v, scale=None, out_dtype="bfloat16"):
+    """The kernel's arithmetic in numpy: per 64-row Q tile, per 64-key tile (K, V zero-padded
+    past seq as cp.async zero-fills), float32 scores times ``float32(scale * log2 e)``, keys
+    >= seq at -inf, running max / sum / rescale in float32, ``2^x``, P rounded to bf16 for P V
+    (float32 accumulation), O / l, rounded to ``out_dtype``.  (Summation order inside an mma
+    and across a quad is not modelled: float32 rounding only.)"""
+    b, h, seq, d = q.shape
+    c = np.float32((1.0 / np.sqrt(d) if scale is None else scale) * fa.LOG2E)
+    kp, vp = _padded(k, fl.kv_tiles(seq) * fl.TILE_KV), _padded(v, fl.kv_tiles(seq) * fl.TILE_KV)
+    qp = _padded(q, fl.q_tiles(seq) * fl.TILE_Q)
+    out = np.empty(qp.shape, np.float32)
+    for i in range(fl.q_tiles(seq)):
+        rows = slice(i * fl.TILE_Q, (i + 1) * fl.TILE_Q)
+        o, l = _emulate_tile(qp[:, :, rows], kp, vp, seq, c)
+        out[:, :, rows] = o / l[..., None]
+    out = out[:, :, :seq]
+    return _bf16(out) if out_dtype == "bfloat16" else out
+
+
+@pytest.mark.parametrize("dims", [(1, 2, 200, 64), (2, 1, 64, 64), (1, 1, 1, 64), (1, 3, 130, 64)])
+@pytest.mark.parametrize("out_dtype", fa.OUT_DTYPES)
+def test_emulated_kernel_matches_float64_attention(dims, out_dtype):
+    q, k, v = attention_inputs(*dims)
+    want = reference(q, k, v)
+    got = emulate(q, k, v, out_dtype=out_dtype)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert rel_err(got, want) <= 1e-2
+
+
+def test_emulated_kernel_survives_scores_past_float32_exp():
+    """Scores far past exp's float32 range (|s| ~ 1e3): the running max keeps every 2^x <= 1."""
+    q, k, v = attention_inputs(1, 2, 150, 64, seed=3)
+    q = (q.astype(np.float32) * 20).astype(ml_dtypes.bfloat16)
+    raw = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float32), k.astype(np.float32)) / 8
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(raw.max())), "the case must overflow a one-pass float32 softmax"
+    want = reference(q, k, v)
+    got = emulate(q, k, v, out_dtype="float32")
+    assert np.isfinite(got).all() and rel_err(got, want) <= 1e-2
+
+
+def test_emulated_custom_scale():
+    q, k, v = attention_inputs(1, 1, 70, 64, seed=1)
+    assert rel_err(emulate(q, k, v, scale=0.05, out_dtype="float32"), reference(q, k, v, 0.05)) <= 1e-2
+
+
+# --- the PrimFunc and its CUDA C ---------------------------------------------------------
+def test_rejects_unsupported():
+    with pytest.raises(ValueError, match="head_dim"):
+        fa.flash_attention(1, 1, 64, 128)
+    with pytest.raises(ValueError, match="out_dtype"):
+        fa.flash_attention(1, 1, 64, out_dtype="float16")
+    with pytest.raises(ValueError, match="seq"):
+        fa.flash_attention(1, 1, 0)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """CUDA C by (arch, seq, out_dtype)."""
+    cases = [("sm_90a", 1500, "bfloat16"), ("sm_80", 1500, "bfloat16"), ("sm_90a", 197, "float32")]
+    return {case: fa.cuda_source(fa.build(1, 6, case[1], out_dtype=case[2], arch=case[0])) for case in cases}
+
+
+def test_cuda_source_has_the_instructions(sources):
+    for case, src in sources.items():
+        assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") == 1, case  # the helper
+        assert src.count("tvm_builtin_ptx_mma_sync_aligned_m16n8k16") == 1 + 64, case  # 32 Q K^T, 32 P V
+        assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in src
+        assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in src
+        assert "cp.async.cg.shared.global" in src and "cp.async.wait_group 1" in src
+        assert "__shfl_xor_sync" in src and "ex2.approx.ftz.f32" in src
+        assert "__launch_bounds__(128)" in src, case
+
+
+def test_tails_are_masked_only_when_needed(sources):
+    assert "CUDART_INF_F" in sources[("sm_90a", 1500, "bfloat16")]  # 1500 % 64 != 0: masked keys
+    whole = fa.cuda_source(fa.build(1, 1, 128))
+    assert whole.count("-CUDART_INF_F") == 2  # only the running max's start (m, both rows)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("arch,seq,out_dtype", [("90a", 1500, "bfloat16"), ("80", 1500, "bfloat16"),
+                                                ("90a", 197, "float32")])
+def test_compiles_without_spilling(arch, seq, out_dtype, sources, tmp_path):
+    import re
+
+    from hetpart.kernels import cuda_compile
+
+    src = sources[("sm_90a" if arch == "90a" else "sm_80", seq, out_dtype)]
+    cu = tmp_path / "k.cu"
+    cu.write_text(src)
+    cmd = cuda_compile.nvcc_command(arch, "cubin", str(cu), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+    regs = [int(r) for r in re.findall(r"Used (\d+) registers", done.stderr)]
+    assert regs and max(regs) <= 168, done.stderr  # 3 CTAs of 128 threads fit an SM's 64K registers
+
+
+# --- on the GPU ----------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dims", [(1, 6, 1500, 64), (1, 12, 197, 64), (2, 3, 77, 64)])
+@pytest.mark.parametrize("out_dtype", fa.OUT_DTYPES)
+def test_matches_float64_on_gpu(dims, out_dtype):
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(*dims)
+    got, _ = run_kernel(fa.build(*dims, out_dtype=out_dtype), q, k, v, out_dtype)
+    err = rel_err(got, reference(q, k, v))
+    assert err <= GPU_TOL, f"{dims} {out_dtype}: max rel err {err:.2e}"
