@@ -243,6 +243,133 @@ def test_emulated_custom_scale():
     assert rel_err(emulate(q, k, v, scale=0.05, out_dtype="float32"), reference(q, k, v, 0.05)) <= 1e-2
 
 
+# --- a register-level model: the macros' fragments, register for register ----------------
+_L = np.arange(32)
+
+
+def _isa_index(isa, n):
+    """(rows, cols) index arrays [n, 32] of an ISA fragment map (element i, lane)."""
+    pos = np.array([[isa(lane, i) for lane in range(32)] for i in range(n)])
+    return pos[..., 0], pos[..., 1]
+
+
+_A_IDX, _B_IDX, _C_IDX = _isa_index(isa_a, 8), _isa_index(isa_b, 4), _isa_index(isa_c, 4)
+
+
+def _ldsm(smem, base, addr, trans=False):
+    """``ldmatrix.x4`` of one warp: registers [4, 32 lanes, 2 halves] from the flat tile
+    ``smem``; matrix m's row r is the row lane 8 m + r addresses (``addr(lanes)``)."""
+    out = np.empty((4, 32, 2), np.float32)
+    for m in range(4):
+        for h in range(2):
+            r, c = fl.ldmatrix_element(_L, h, trans)
+            row, col = addr(8 * m + r)
+            out[m, :, h] = smem[base + fl.smem_offset(row, col) + c]
+    return out
+
+
+def _mma(acc, a, b):
+    """``mma.m16n8k16`` of one warp by the ISA's maps: acc [32, 4] += A (4 regs) B (2 regs)."""
+    A, B, C = np.zeros((16, 16)), np.zeros((16, 8)), np.zeros((16, 8))
+    A[_A_IDX] = np.stack([a[i // 2, :, i % 2] for i in range(8)])
+    B[_B_IDX] = np.stack([b[i // 2, :, i % 2] for i in range(4)])
+    C[_C_IDX] = acc.T
+    return (A @ B + C).astype(np.float32)[_C_IDX].T
+
+
+def _quad(x, op):
+    """``op`` over each quad of lanes (x [32]), broadcast back."""
+    return np.repeat(op(x.reshape(8, 4), axis=1), 4).astype(np.float32)
+
+
+def _stage(x, row0, seq):
+    """A [64, 64] tile of ``x`` [seq, 64] (float32) as cp.async leaves it: swizzled, zero-filled."""
+    smem = np.zeros(fl.TILE_ELEMS, np.float32)
+    for c in range(fl.COPY_CHUNKS):
+        for tx in range(fl.THREADS):
+            r, col = fl.copy_row_col(c, tx)
+            if row0 + r < seq:
+                smem[fl.smem_offset(r, col):fl.smem_offset(r, col) + fl.CHUNK] = x[row0 + r, col:col + fl.CHUNK]
+    return smem
+
+
+def _warp_softmax(s, o, m, l, t, seq, c):
+    """softmax_step of one warp: s [8 tiles, 32, 4], o [8, 32, 4], m / l [2, 32]."""
+    key = t * fl.TILE_KV + np.arange(fl.S_TILES)[:, None, None] * 8 + np.stack([isa_c(_L, i)[1] for i in range(4)], -1)
+    s = np.where(key < seq, s * c, np.float32(-np.inf)).astype(np.float32)
+    for r in range(2):
+        mx = _quad(np.maximum(m[r], s[:, :, 2 * r:2 * r + 2].max(axis=(0, 2))), np.max)
+        alpha = np.exp2(m[r] - mx)
+        m[r], l[r] = mx, l[r] * alpha
+        o[:, :, 2 * r:2 * r + 2] *= alpha[None, :, None]
+        s[:, :, 2 * r:2 * r + 2] = np.exp2(s[:, :, 2 * r:2 * r + 2] - mx[None, :, None])
+        l[r] = l[r] + s[:, :, 2 * r:2 * r + 2].sum(axis=(0, 2), dtype=np.float32)
+    return s
+
+
+def _warp_tile(qf, ks, vs, s_o_m_l, t, seq, c):
+    """One key tile of one warp (macros scores, softmax_step, accumulate)."""
+    o, m, l = s_o_m_l
+    s = np.zeros((fl.S_TILES, 32, 4), np.float32)
+    for j in range(fl.S_TILES):
+        for p in range(fl.D_STEPS // 2):
+            kf = _ldsm(ks, 0, lambda ln: fl.k_ldmatrix_row_col(ln, j, p))
+            for h in range(2):
+                s[j] = _mma(s[j], qf[2 * p + h], kf[2 * h:2 * h + 2])
+    s = _warp_softmax(s, o, m, l, t, seq, c)
+    pf = np.empty((fl.KV_STEPS, 4, 32, 2), np.float32)
+    for k in range(fl.KV_STEPS):
+        for j in range(4):
+            tile, col = fl.p_register(k, j)
+            pf[k, j] = _bf16(s[tile, :, col:col + 2])
+    for k in range(fl.KV_STEPS):
+        for p in range(fl.D_TILES // 2):
+            vf = _ldsm(vs, 0, lambda ln: fl.v_ldmatrix_row_col(ln, k, p), trans=True)
+            for h in range(2):
+                o[2 * p + h] = _mma(o[2 * p + h], pf[k], vf[2 * h:2 * h + 2])
+
+
+def simulate(q, k, v, out_dtype="float32"):
+    """The kernel, warp by warp and register by register, for one (batch, head): ``q, k, v``
+    [seq, 64]; the Q / K / V tiles staged as the copies stage them, fragments loaded as the
+    macros load them, multiplied by the ISA's fragment maps (this file's, not flash_layout's)."""
+    seq = q.shape[0]
+    c = np.float32(fa.LOG2E / 8)
+    q, k, v = (x.astype(np.float32) for x in (q, k, v))
+    out = np.full((seq, fl.HEAD_DIM), np.nan, np.float32)
+    for bx in range(fl.q_tiles(seq)):
+        qs = _stage(q, bx * fl.TILE_Q, seq)
+        for w in range(fl.WARPS):
+            qf = np.stack([_ldsm(qs, 0, lambda ln: fl.q_ldmatrix_row_col(w, ln, d)) for d in range(fl.D_STEPS)])
+            state = (np.zeros((fl.D_TILES, 32, 4), np.float32), np.full((2, 32), -np.inf, np.float32),
+                     np.zeros((2, 32), np.float32))
+            for t in range(fl.kv_tiles(seq)):
+                _warp_tile(qf, _stage(k, t * fl.TILE_KV, seq), _stage(v, t * fl.TILE_KV, seq), state, t, seq, c)
+            o, _, l = state
+            l = np.stack([_quad(l[r], np.sum) for r in range(2)])
+            for j in range(fl.D_TILES):
+                for i in range(4):
+                    row, col = bx * fl.TILE_Q + w * 16 + isa_c(_L, i)[0], j * 8 + isa_c(_L, i)[1]
+                    keep = row < seq
+                    out[row[keep], col[keep]] = (o[j, :, i] / l[i // 2])[keep]
+    return _bf16(out) if out_dtype == "bfloat16" else out
+
+
+@pytest.mark.parametrize("seq", [130, 64, 5])
+def test_register_level_model_is_attention(seq):
+    """The macros' register choices (which Q / K / V / P registers feed which mma) compose to
+    attention: the register-level model matches the tile-level one and float64 (rows past seq
+    unwritten would leave NaN)."""
+    q, k, v = attention_inputs(1, 2, seq, 64, seed=seq)
+    want = reference(q, k, v)
+    tile = emulate(q, k, v, out_dtype="float32")
+    for head in range(2):
+        got = simulate(q[0, head], k[0, head], v[0, head])
+        assert not np.isnan(got).any()
+        assert rel_err(got, tile[0, head].astype(np.float64)) <= 1e-3
+        assert rel_err(got, want[0, head]) <= 1e-2
+
+
 # --- the PrimFunc and its CUDA C ---------------------------------------------------------
 def test_rejects_unsupported():
     with pytest.raises(ValueError, match="head_dim"):
@@ -275,6 +402,133 @@ def test_tails_are_masked_only_when_needed(sources):
     assert "CUDART_INF_F" in sources[("sm_90a", 1500, "bfloat16")]  # 1500 % 64 != 0: masked keys
     whole = fa.cuda_source(fa.build(1, 1, 128))
     assert whole.count("-CUDART_INF_F") == 2  # only the running max's start (m, both rows)
+
+
+# --- the generated CUDA C, replayed against the layout ----------------------------------------
+REPLAY = (2, 2, 130)
+"""(batch, heads, seq) of the replayed kernel: two key / query tiles and a tail."""
+_TX = range(fl.THREADS)
+
+
+def _c_eval(expr: str, **env) -> int:
+    """An index expression of TVM's CUDA C (fully parenthesised: C and Python agree) at ``env``."""
+    for name in ("threadIdx.x", "blockIdx.x", "blockIdx.y", "blockIdx.z"):
+        expr = expr.replace(f"((int){name})", name.replace(".", "_"))
+    return eval(expr.replace("(uint)", ""), {"min": min, "__builtins__": {}}, env)  # noqa: S307 - our codegen's text
+
+
+def _env(tx, t=0):
+    return {"threadIdx_x": tx, "blockIdx_x": 1, "blockIdx_y": 1, "blockIdx_z": 1, "t": t}
+
+
+@pytest.fixture(scope="module")
+def replay_source():
+    src = fa.cuda_source(fa.build(*REPLAY))
+    return src[src.index("main_kernel(nv_bfloat16* __restrict__ K_ptr, nv_bfloat16* __restrict__ O_ptr, "
+                         "nv_bfloat16* __restrict__ Q_ptr, nv_bfloat16* __restrict__ V_ptr) {"):]
+
+
+def _expected_ldmatrix():
+    """(trans, registers, first register, tile, offset(tx, t)) of every ldmatrix, in the macros' order."""
+    q = [(False, "qf", 4 * d, "Qs", lambda tx, t, d=d: fl.smem_offset(*fl.q_ldmatrix_row_col(tx // 32, tx % 32, d)))
+         for d in range(fl.D_STEPS)]
+    k = [(False, "kf", 0, "Ks", lambda tx, t, j=j, p=p: t % 2 * fl.TILE_ELEMS
+          + fl.smem_offset(*fl.k_ldmatrix_row_col(tx % 32, j, p)))
+         for j in range(fl.S_TILES) for p in range(fl.D_STEPS // 2)]
+    v = [(True, "vf", 0, "Vs", lambda tx, t, k=k, p=p: t % 2 * fl.TILE_ELEMS
+          + fl.smem_offset(*fl.v_ldmatrix_row_col(tx % 32, k, p)))
+         for k in range(fl.KV_STEPS) for p in range(fl.D_TILES // 2)]
+    return q + k + v
+
+
+def test_generated_ldmatrix_addresses_are_the_layouts(replay_source):
+    import re
+
+    found = re.findall(r"ldmatrix_sync_aligned_m8n8_x4(_trans)?_shared_b16\((\w+)_ptr\[(\d+)\], [^;]*?"
+                       r"cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\)\);", replay_source)
+    want = _expected_ldmatrix()
+    assert len(found) == len(want)
+    for (trans, reg, first, tile, expr), (w_trans, w_reg, w_first, w_tile, offset) in zip(found, want):
+        assert (bool(trans), reg, int(first), tile) == (w_trans, w_reg, w_first, w_tile)
+        for t in (0, 1):
+            assert [_c_eval(expr, **_env(tx, t)) for tx in _TX] == [offset(tx, t) for tx in _TX], (reg, first, expr)
+
+
+def _expected_mma():
+    def regs(name, first, n):
+        return [f"{name}_ptr[{first + i}]" for i in range(n)]
+
+    out = []
+    for j in range(fl.S_TILES):
+        for p in range(fl.D_STEPS // 2):
+            for h in range(2):
+                out.append(regs("s", 4 * j, 4) + regs("qf", 4 * (2 * p + h), 4) + regs("kf", 2 * h, 2) + regs("s", 4 * j, 4))
+    for k in range(fl.KV_STEPS):
+        for p in range(fl.D_TILES // 2):
+            for h in range(2):
+                o = 4 * (2 * p + h)
+                out.append(regs("o", o, 4) + regs("pf", 4 * k, 4) + regs("vf", 2 * h, 2) + regs("o", o, 4))
+    return out
+
+
+def test_generated_mma_operands_are_the_models(replay_source):
+    """Which registers feed which mma: exactly those :func:`simulate` multiplies."""
+    import re
+
+    found = re.findall(r"mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32\((s_ptr[^;]*|o_ptr[^;]*)\);", replay_source)
+    assert [f.split(", ") for f in found] == _expected_mma()
+
+
+def test_generated_packing_masking_and_store(replay_source):
+    import re
+
+    packs = re.findall(r"pf_ptr\[(\d+)\] = hetpart_pack_bf16x2\(s_ptr\[(\d+)\], s_ptr\[(\d+)\]\);", replay_source)
+    assert [tuple(map(int, p)) for p in packs] == [
+        (4 * k + j, 4 * fl.p_register(k, j)[0] + fl.p_register(k, j)[1], 4 * fl.p_register(k, j)[0] + fl.p_register(k, j)[1] + 1)
+        for k in range(fl.KV_STEPS) for j in range(4)]
+    seq, heads = REPLAY[2], REPLAY[1]
+    masks = re.findall(r"s_ptr\[(\d+)\] = \((.+) \? \(s_ptr\[\d+\] \* [^?]* : -CUDART_INF_F\);", replay_source)
+    assert len(masks) == 4 * fl.S_TILES
+    for n, cond in masks:
+        j, i = divmod(int(n), 4)
+        for t in range(fl.kv_tiles(seq)):
+            assert [bool(_c_eval(cond, **_env(tx, t))) for tx in _TX] == \
+                [t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1] < seq for tx in _TX]
+    stores = re.findall(r"if \((.+)\) \{\n\s*O_ptr\[([^\]]+)\] = \(\(nv_bfloat16\)\(o_ptr\[(\d+)\] / l_ptr\[(\d+)\]\)\);",
+                        replay_source)
+    assert len(stores) == 4 * fl.D_TILES
+    for guard, index, n, r in stores:
+        j, i = divmod(int(n), 4)
+        assert int(r) == i // 2
+        for tx in _TX:
+            row = fl.TILE_Q + (tx // 32) * 16 + fl.c_fragment(tx % 32, i)[0]  # blockIdx.x 1
+            assert bool(_c_eval(guard, **_env(tx))) == (row < seq)
+            assert _c_eval(index, **_env(tx)) == ((1 * heads + 1) * seq + row) * fl.HEAD_DIM + 8 * j + fl.c_fragment(tx % 32, i)[1]
+
+
+def test_generated_copies_are_the_copy_map(replay_source):
+    """Every cp.async: the swizzled destination, the clamped source row, src-size 0 past seq."""
+    import re
+
+    seq, heads = REPLAY[2], REPLAY[1]
+    found = re.findall(r"cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\), \(&\((\w)_ptr\[([^\]]+)\]\)\), "
+                       r"\((.+) \? \(uint\)16 : \(uint\)0\)\);|cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\), "
+                       r"\(&\((\w)_ptr\[([^\]]+)\]\)\), \(uint\)16\);", replay_source)
+    plan = [("Q", lambda t: fl.TILE_Q, 0)] + [(x, lambda t: 0, 0) for x in "KV"] + \
+        [(x, lambda t: (t + 1) * fl.TILE_KV, 1) for x in "KV"]
+    assert len(found) == len(plan) * fl.COPY_CHUNKS
+    for n, hit in enumerate(found):
+        name, row0, stage = plan[n // fl.COPY_CHUNKS]
+        c = n % fl.COPY_CHUNKS
+        dst_tile, dst, src_buf, src, cond = hit[:5] if hit[0] else (hit[5], hit[6], hit[7], hit[8], None)
+        assert (dst_tile, src_buf) == (name + "s", name)
+        for t in (0, 1) if stage else (0,):
+            for tx in _TX:
+                r, col = fl.copy_row_col(c, tx)
+                base = (t + stage) % 2 * fl.TILE_ELEMS if name != "Q" else 0
+                assert _c_eval(dst, **_env(tx, t)) == base + fl.smem_offset(r, col)
+                assert _c_eval(src, **_env(tx, t)) == ((1 * heads + 1) * seq + min(row0(t) + r, seq - 1)) * fl.HEAD_DIM + col
+                assert (True if cond is None else bool(_c_eval(cond, **_env(tx, t)))) == (row0(t) + r < seq)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")

@@ -35,10 +35,14 @@ tile, head, batch) -- grid ``(ceil(seq / 64), heads, batch)``; warp ``w`` owns q
 * ``l`` summed over the quad, ``O / l`` stored, rows ``>= seq`` skipped.
 
 Invariant: every key tile holds at least one key ``< seq``, so ``m_new`` is finite after the
-first tile (``alpha = 2^-inf = 0`` there) and no row sees ``-inf - -inf``.  The numpy model of
-this exact order (tiles, float32 running max / sum, bf16 P) is the test's
-:func:`tests.test_kernels_flash_attention.emulate`; fragment and address maps are checked
-against the PTX ISA there too.
+first tile (``alpha = 2^-inf = 0`` there) and no row sees ``-inf - -inf``.  The CPU tests
+(``tests/test_kernels_flash_attention.py``) check, without a GPU: the fragment and ldmatrix
+maps of :mod:`.flash_layout` against the PTX ISA; a numpy model of this exact order (tiles,
+float32 running max / sum, bf16 P: ``emulate``) and a register-level one (the macros'
+fragments, register for register: ``simulate``) against float64 attention; and the generated
+CUDA C itself (every ldmatrix / cp.async address, mma operand list, P packing, key mask and
+store evaluated per thread) against those maps.  ptxas (nvcc 13, ``-Xptxas -v``): 154
+registers on sm_90a, 148 on sm_80, no spills, 40 KB static shared memory.
 """
 
 from __future__ import annotations
@@ -111,11 +115,11 @@ def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DI
     """The PrimFunc ``main(Q, K, V, O)`` of the module doc for these static sizes."""
     check(batch, heads, seq, head_dim, out_dtype)
     scale_log2 = (1.0 / math.sqrt(head_dim) if scale is None else scale) * LOG2E
-    shape = (batch, heads, seq, head_dim)
+    shape, bf16 = (batch, heads, seq, head_dim), "bfloat16"
     body = _body(seq, scale_log2, out_dtype)
 
     @T.prim_func
-    def main(Q: T.Buffer(shape, "bfloat16"), K: T.Buffer(shape, "bfloat16"), V: T.Buffer(shape, "bfloat16"),
+    def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
              O: T.Buffer(shape, out_dtype)):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
