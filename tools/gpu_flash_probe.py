@@ -147,7 +147,8 @@ def probe_shape(name: str, dims, dry: bool) -> dict:
             row["rel_err_bf16" if dt == "bfloat16" else "rel_err_f32"] = rel_err(got, want)
         _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16")
         dev = tvm.cuda(0)
-        call = lambda: exs["bfloat16"]["main"](*args)  # noqa: E731
+        fn = exs["bfloat16"]["main"]
+        call = lambda: fn(*args)  # noqa: E731
         call()
         dev.sync()
         row["ms_wall"] = _median_wall(call, dev.sync)
