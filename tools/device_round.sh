@@ -39,8 +39,14 @@ case "${1:-1}" in
      # (1) their cuda test (BERT layer, transformers' form, Whisper's layer at 384 tokens against ORT within 2e-2);
      # (2) whisper_encoder b1 bf16 A/B, both off -> both on; (3) vit_b_16 b1 the same; (4) step 161's distilbert b32
      # f32a A/B (LARGE_M_ROWS) with what is left.
+     # (0), first: the fused attention spike's probe (branch flash-attn): right against float64, and its speed beside SDPA.
      # Decides: both on if (1) passes and whisper is faster beyond the rounds' spread, vit no slower.
   BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
+  # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): checked and timed against
+  # PyTorch's SDPA at Whisper's and ViT's shapes, then its cuda tests
+  timeout 150 python3 tools/gpu_flash_probe.py --json "$OUT/flash-probe-162.json" > "$OUT/logs/flash-probe-162.txt" 2>&1
+  timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py -k gpu \
+    >> "$OUT/logs/flash-probe-162.txt" 2>&1
   S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
   M=hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA
   timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 80 tests/test_importer_low_precision_attention.py \
