@@ -413,7 +413,10 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     kernel sums them through the fused epilogue -- one that reads the sum twice
     (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).  A matmul
     too short in K to split whose grid stays under a block per SM runs un-split on the
-    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).
+    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).  With
+    :data:`SPLIT_LONG_K_BMM` a batched contraction of long K whose grid is under
+    :data:`LONG_K_BLOCKS_PER_SM` blocks per SM is split too (:func:`long_k_split_factor`:
+    attention's ``P V`` at 1500 tokens).
     Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH` --
     an output leading with more than that and M under
     :data:`MATMUL_SPLIT_MIN_TOKEN_ROWS` --, grids the smallest tile fills twice over,
