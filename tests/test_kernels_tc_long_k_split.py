@@ -89,20 +89,24 @@ def _value(shape, dtype, rng):
 
 
 @pytest.mark.parametrize("storage, mma", SWITCHES)
-def test_emulated_split_computes_the_bmm(storage, mma, monkeypatch):
-    """``P V`` of a BERT layer (2 heads of 64, 200 tokens: K = 200, 7 slices, padded to 3 chunks of
-    3; rows padded too) on 8 "SMs", the long-K thresholds lowered so that it splits, the MMA and
-    fragment loads emulated, built for the CPU: the unscheduled kernel's result."""
+@pytest.mark.parametrize("shape", ["whisper", "small"])
+def test_emulated_split_computes_the_bmm(shape, storage, mma, monkeypatch):
+    """``P V``, the MMA and fragment loads emulated, built for the CPU: the unscheduled kernel's
+    result.  ``whisper``: 6 heads x 1500 x 64 x 1500 on 132 SMs as the build has it (S = 2, K
+    padded to 1536, rows to 1504); ``small``: a BERT layer of 2 heads of 64 at 200 tokens (K = 200,
+    7 slices, padded to 3 chunks of 3) on 8 "SMs", the long-K thresholds lowered so that it splits."""
     monkeypatch.setattr(tc, "SPLIT_LONG_K_BMM", True)
-    monkeypatch.setattr(tc, "LONG_K_MIN_SLICES", 4)
-    monkeypatch.setattr(tc, "LONG_K_MIN_CHUNK_SLICES", 2)
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
-    lowered, bmms = attention_bf16._bmms(200, 128, 2, storage)
+    if shape == "small":
+        monkeypatch.setattr(tc, "LONG_K_MIN_SLICES", 4)
+        monkeypatch.setattr(tc, "LONG_K_MIN_CHUNK_SLICES", 2)
+    tokens, hidden, heads, opts, split = ((1500, 384, 6, KernelOptions(), 2) if shape == "whisper" else
+                                          (200, 128, 2, KernelOptions(sm_count=8), 3))
+    lowered, bmms = attention_bf16._bmms(tokens, hidden, heads, storage)
     func = lowered.module[bmms[1].func]
     names = bf16_mma_staged_emulated_intrinsics() if mma else bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
-    opts = KernelOptions(sm_count=8)
-    assert tc.long_k_split_factor(2, 200, 64, 200, opts) == 3
+    assert tc.long_k_split_factor(heads, tokens, 64, tokens, opts) == split
     with SM90:
         sch = tc.GpuTensorCoreSplitK(opts).apply(func, SM90)
     assert sch is not None and launch_shape(sch.mod["main"]).kernels == 2
