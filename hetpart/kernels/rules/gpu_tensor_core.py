@@ -359,6 +359,49 @@ def short_k_unsplit(batch: int, m: int, n: int, k: int, options: KernelOptions =
             and tile.blocks(batch, m, n) < MIN_BLOCKS_PER_SM * options.sm_count)
 
 
+SPLIT_LONG_K_BMM = False
+"""Off until a device A/B measures it (session 56, issue 17; built and checked without a GPU).
+Give :class:`GpuTensorCoreSplitK` the batched contractions of long K that
+:func:`matmul_split_factor` leaves alone because its smallest tile's grid already has two blocks
+per SM (:func:`long_k_split_factor`): attention's ``P V`` at 1500 tokens (the Whisper encoder,
+6 heads: ``[6, 1500, 1500] x [6, 1500, 64]``) went to :class:`GpuTensorCoreGemm`'s 64 x 128 tile,
+144 blocks of 8 warps, each looping over all 47 K slices with half its columns padding
+(81.8 us against ``Q K^T``'s 47.6 at equal flops, device step 159); with this on, 32 x 64 tiles
+(N = 64 exactly) split in K: 282 x 2 = 564 blocks of 4 warps, 24 slices each, then the sum
+kernel.  False: those keep :class:`GpuTensorCoreGemm`'s schedule, byte-identical to before."""
+
+LONG_K_MIN_SLICES = 32
+"""K slices (of ``Tile.k`` = 32: K >= 1024) from which :data:`SPLIT_LONG_K_BMM` splits: shorter,
+each block's serial loop is short anyway (ViT-B/16's ``P V``, K = 197, stays un-split)."""
+
+LONG_K_BLOCKS_PER_SM = 4
+"""Blocks per SM the split of :data:`SPLIT_LONG_K_BMM` aims for (the smallest S reaching it):
+a grid under it with a long K is split; 4 takes Whisper's ``P V`` to 564 blocks (S = 2, the
+partials 4.6 MB), 8 to 1128 (S = 4, 9.2 MB) -- an A/B knob."""
+
+LONG_K_MIN_CHUNK_SLICES = 8
+"""Least K slices per chunk of a long-K split (K padded to S whole chunks)."""
+
+
+def long_k_split_factor(batch: int, m: int, n: int, k: int, options: KernelOptions = DEFAULT) -> int:
+    """How many K chunks :data:`SPLIT_LONG_K_BMM` cuts a batched (``batch`` > 1: heads) M x N x K
+    contraction into; 1: none (the switch off, ``options.split_k`` not ``"all"``, M under
+    :data:`MATMUL_SPLIT_MIN_ROWS`, K under :data:`LONG_K_MIN_SLICES` slices, or the smallest
+    tile's grid at :data:`LONG_K_BLOCKS_PER_SM` blocks per SM already).  Out: the smallest S in
+    2..:data:`MATMUL_SPLIT_MAX` whose grid reaches :data:`LONG_K_BLOCKS_PER_SM` blocks per SM with
+    chunks of at least :data:`LONG_K_MIN_CHUNK_SLICES` slices, else the largest such S.
+    Invariant: K is padded to S whole chunks by :func:`_schedule_split` (S need not divide the
+    slices: Whisper's 47), the padding's products zero."""
+    tile = MATMUL_SPLIT_TILE
+    blocks, slices = tile.blocks(batch, m, n), math.ceil(k / tile.k)
+    target = LONG_K_BLOCKS_PER_SM * options.sm_count
+    if (not SPLIT_LONG_K_BMM or options.split_k != "all" or batch < 2 or m < MATMUL_SPLIT_MIN_ROWS
+            or slices < LONG_K_MIN_SLICES or blocks >= target):
+        return 1
+    allowed = [s for s in range(2, MATMUL_SPLIT_MAX + 1) if slices // s >= LONG_K_MIN_CHUNK_SLICES]
+    return next((s for s in allowed if blocks * s >= target), allowed[-1] if allowed else 1)
+
+
 class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     """Split-K on TF32 tensor cores for batch-1 float32 matmuls whose tile grid has
     under two blocks per SM (transformer projections at 128-197 tokens: 48-84 tiles of
@@ -370,7 +413,10 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
     kernel sums them through the fused epilogue -- one that reads the sum twice
     (GELU) is inlined into a chain first (:func:`.gpu_splitk.inline_epilogue`).  A matmul
     too short in K to split whose grid stays under a block per SM runs un-split on the
-    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).
+    same tile, epilogue fused (:func:`short_k_unsplit`: attention's ``P V``).  With
+    :data:`SPLIT_LONG_K_BMM` a batched contraction of long K whose grid is under
+    :data:`LONG_K_BLOCKS_PER_SM` blocks per SM is split too (:func:`long_k_split_factor`:
+    attention's ``P V`` at 1500 tokens).
     Declines everything else (convolutions, batch > :data:`MATMUL_SPLIT_MAX_BATCH` --
     an output leading with more than that and M under
     :data:`MATMUL_SPLIT_MIN_TOKEN_ROWS` --, grids the smallest tile fills twice over,
@@ -389,6 +435,8 @@ class GpuTensorCoreSplitK(GpuTensorCoreGemm):
         if images > MATMUL_SPLIT_MAX_BATCH and m < MATMUL_SPLIT_MIN_TOKEN_ROWS:
             return None
         split = matmul_split_factor(batch, m, n, k, self.options)
+        if split == 1:
+            split = long_k_split_factor(batch, m, n, k, self.options)
         if split == 1 and not short_k_unsplit(batch, m, n, k, self.options):
             return None
         if split > 1 and consumer_chain(sch, main) is None and not inline_epilogue(sch, main):
