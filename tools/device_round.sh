@@ -4,8 +4,9 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 56 ran 160 and part of 159; session 51's order follows 147):
-#   162 (issue 17: attention's bmms in bf16, cuda test + whisper / vit b1 A/B; distilbert b32 f32a bn 256 A/B),
+#   162 (issue 17, whisper b1 attention: the fused attention spike's probe; the bf16-bmm and P V split-K switches' A/B),
 #   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
+#   then the attention switches each alone on whisper_encoder and vit_b_16 b1 (162's A/B with --each),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -31,37 +32,29 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-162)  # (BUDGET=400) issue 17, attention's two batched matmuls in bf16 (session 56, branch attn-bf16): step 159 put 55 % of
-     # whisper_encoder b1 bf16's kernel time in attention (P V 81.8 us, Q K^T 47.6, softmax 28.1 a layer), its bmms
-     # multiplying in TF32 with Q/K/V stored float32.  Two switches, off: low_precision_attention.
-     # STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16, K^T / V staged K-major by cp.async) and
-     # gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA (both-narrow contractions multiply in bf16 m16n8k16).
-     # (1) their cuda test (BERT layer, transformers' form, Whisper's layer at 384 tokens against ORT within 2e-2);
-     # (2) whisper_encoder b1 bf16 A/B, both off -> both on; (3) vit_b_16 b1 the same; (4) step 161's distilbert b32
-     # f32a A/B (LARGE_M_ROWS) with what is left.
-     # (0), first: the fused attention spike's probe (branch flash-attn): right against float64, and its speed beside SDPA.
-     # Decides: both on if (1) passes and whisper is faster beyond the rounds' spread, vit no slower.
-  BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
-  # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): checked and timed against
-  # PyTorch's SDPA at Whisper's and ViT's shapes, then its cuda tests
-  timeout 150 python3 tools/gpu_flash_probe.py --json "$OUT/flash-probe-162.json" > "$OUT/logs/flash-probe-162.txt" 2>&1
-  timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py -k gpu \
+162)  # (BUDGET=230) issue 17, whisper_encoder b1 bf16's attention (55 % of its kernel time in step 159: P V 81.8 us, Q K^T
+     # 47.6, softmax 28.1 a layer; PyTorch's fused SDPA 18.7), three offline branches of session 56, none run on a GPU:
+     # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): tools/gpu_flash_probe.py checks
+     # it against float64 and times it beside PyTorch's SDPA at Whisper's and ViT's shapes, then its cuda tests;
+     # (1) whisper_encoder b1 bf16 A/B, all off -> all on, of the three switches (all off by default):
+     # low_precision_attention.STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16), gpu_tensor_core.
+     # LOW_PRECISION_ATTENTION_MMA (both-narrow contractions in bf16 m16n8k16) and gpu_tensor_core.SPLIT_LONG_K_BMM
+     # (P V split over its 1,500 keys: 144 -> 564 CTAs); (2) with time left, their cuda tests against ORT.
+     # Decides: whether the spike is right and how far from SDPA (the next session wires it or tunes it); whether the
+     # switches pay on whisper (then each alone, and vit_b_16 as the control, next).
+  BUDGET=${STEP_BUDGET:-230}; mkdir -p "$OUT/logs"
+  timeout 120 python3 tools/gpu_flash_probe.py --json "$OUT/flash-probe-162.json" > "$OUT/logs/flash-probe-162.txt" 2>&1
+  timeout 60 python3 -m pytest -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py -k gpu \
     >> "$OUT/logs/flash-probe-162.txt" 2>&1
   S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
   M=hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA
-  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 80 tests/test_importer_low_precision_attention.py \
-    > "$OUT/logs/attn-bf16-cuda-tests-162.txt" 2>&1
-  for name in whisper_encoder vit_b_16; do
-    f=$(corpus_export $name 1 120); left=$((BUDGET - SECONDS - 5)); [ -f "$f" ] && [ "$left" -ge 60 ] || break
-    timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $S=0 --before $M=0 \
-      --after $S=1 --after $M=1 --rounds 3 --repeat 20 --out "$OUT/attn-bf16-ab-$name-b1-162.json" \
-      > "$OUT/logs/attn-bf16-ab-$name-b1-162.txt" 2>&1
-  done
-  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
-  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
+  K=hetpart.kernels.rules.gpu_tensor_core.SPLIT_LONG_K_BMM
+  f=$(corpus_export whisper_encoder 1 120); left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-162.json" \
-    > "$OUT/logs/large-m-ab-distilbert-b32-162.txt" 2>&1 ;;
+    --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
+    --out "$OUT/attn-ab-whisper-b1-162.json" > "$OUT/logs/attn-ab-whisper-b1-162.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rf -p no:cacheprovider \
+    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1 ;;
 161)  # (BUDGET=400) issue 17 at batch 32 after step 160 (session 56): f32a GEMMs at M = 6304 were 1.3-1.6x faster at
      # bn 256 than the rule's bn 128, bf16 ones fastest as the rule has them (wgmma_variant.LARGE_M_FAMILIES = f32a).
      # (1) distilbert b32 bf16 (post-LN: 24 of 36 GEMMs f32a) A/B of LARGE_M_ROWS=1024; (2) where ViT-B/16 b32 bf16's
