@@ -26,7 +26,7 @@ from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_rules, gpu_tensor_core as tc
 from hetpart.targets import cuda_available, cuda_tvm_target
 
-import test_kernels_tensor_core_attention_bf16 as attention_bf16
+from attention_cases import attention_bmms, bf16_value
 from onnx_cases import cuda_source
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
@@ -44,7 +44,7 @@ def _schedules(on: bool, storage: bool, mma: bool, monkeypatch, **shape):
     """``[(rule name, Launch)]`` of the layer's ``Q K^T`` and ``P V`` under the GPU rules (sm_90)."""
     monkeypatch.setattr(tc, "SPLIT_LONG_K_BMM", on)
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
-    lowered, bmms = attention_bf16._bmms(shape["seq_len"], shape["hidden"], shape["heads"], storage)
+    lowered, bmms = attention_bmms(shape["seq_len"], shape["hidden"], shape["heads"], storage)
     out = []
     for kernel in bmms:
         func = lowered.module[kernel.func]
@@ -85,7 +85,7 @@ def test_split_factor_cases(monkeypatch):
 
 
 def _value(shape, dtype, rng):
-    return attention_bf16._value(shape, dtype, rng)
+    return bf16_value(shape, dtype, rng)
 
 
 @pytest.mark.parametrize("storage, mma", SWITCHES)
@@ -102,7 +102,7 @@ def test_emulated_split_computes_the_bmm(shape, storage, mma, monkeypatch):
         monkeypatch.setattr(tc, "LONG_K_MIN_CHUNK_SLICES", 2)
     tokens, hidden, heads, opts, split = ((1500, 384, 6, KernelOptions(), 2) if shape == "whisper" else
                                           (200, 128, 2, KernelOptions(sm_count=8), 3))
-    lowered, bmms = attention_bf16._bmms(tokens, hidden, heads, storage)
+    lowered, bmms = attention_bmms(tokens, hidden, heads, storage)
     func = lowered.module[bmms[1].func]
     names = bf16_mma_staged_emulated_intrinsics() if mma else bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
@@ -134,7 +134,7 @@ def test_sm90a_split_pv_compiles_without_spilling(storage, mma, tmp_path, monkey
 
     monkeypatch.setattr(tc, "SPLIT_LONG_K_BMM", True)
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
-    lowered, bmms = attention_bf16._bmms(1500, 384, 6, storage)
+    lowered, bmms = attention_bmms(1500, 384, 6, storage)
     built = kernel_bench.build_module(kernel_bench.single_kernel_module(lowered, bmms[1]).mod, SM90,
                                       options.resolve(cuda_arch="sm_90"))
     src = cuda_source(built)

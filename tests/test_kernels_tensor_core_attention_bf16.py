@@ -19,18 +19,13 @@ import numpy as np
 import pytest
 import tvm
 
-from hetpart import load, models
-from hetpart.compiler.precision import lower_plan_weights
-from hetpart.contracts.precision import Precision
-from hetpart.importer import low_precision as lp
-from hetpart.importer import low_precision_attention as lpq
 from hetpart.kernels import tf32
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_tvm_target
 
+from attention_cases import attention_bmms, bf16_value
 from onnx_cases import cuda_source
-from precision_cases import all_on
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
@@ -39,26 +34,13 @@ BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
 TF32_MMA = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"
 
 
-def _bmms(seq_len: int, hidden: int, heads: int, storage: bool):
-    """``(lowered graph, [Q K^T kernel, P V kernel])`` of the zoo's BERT layer lowered for an
-    all-CUDA ``cuda=bf16`` build (default switches; Q, K, V in bf16 with ``storage``)."""
-    graph = load(models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
-                              intermediate=4 * hidden, vocab=1000))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", storage)
-        lowered = lower_plan_weights(graph, all_on(graph, "cuda"), Precision(cuda="bf16"))
-    bmms = [k for k in lowered.kernels.values() if k.op_class == "matmul" and len(k.inputs) == 2 and not k.param_bytes]
-    assert len(bmms) == 2
-    return lowered, bmms
-
-
 def _sources(storage: bool, mma: bool, monkeypatch) -> list[str]:
     """The sm_90 CUDA C of the two bmm kernels at Whisper's widths (384 tokens)."""
     from hetpart.costmodel import kernel_bench
     from hetpart.kernels import options
 
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
-    lowered, bmms = _bmms(384, 384, 6, storage)
+    lowered, bmms = attention_bmms(384, 384, 6, storage)
     opts = options.resolve(cuda_arch="sm_90")
     return [cuda_source(kernel_bench.build_module(kernel_bench.single_kernel_module(lowered, k).mod, SM90, opts))
             for k in bmms]
@@ -92,13 +74,6 @@ def test_sm90_bf16_bmms_compile_without_spilling(tmp_path, monkeypatch):
         assert spills and set(spills) == {"0"}, done.stderr
 
 
-def _value(shape, dtype, rng):
-    """Standard normal (negatives), a tenth exactly zero, rounded to bf16 where ``dtype`` is."""
-    x = rng.standard_normal(shape).astype(np.float32)
-    x[rng.random(shape) < 0.1] = 0
-    return lp.to_low(x, "bfloat16") if dtype == "bfloat16" else x
-
-
 @pytest.mark.parametrize("mma", [True, False], ids=["bf16-mma", "tf32"])
 @pytest.mark.parametrize("tokens", [128, 100])
 @pytest.mark.parametrize("which", [0, 1], ids=["qk", "pv"])
@@ -110,7 +85,7 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch
     within one rounding).  ``mma`` False: the storage switch alone (TF32 fragments, bf16 widened
     in the loads)."""
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", mma)
-    lowered, bmms = _bmms(tokens, 128, 2, storage=True)
+    lowered, bmms = attention_bmms(tokens, 128, 2, storage=True)
     func = lowered.module[bmms[which].func]
     names = bf16_mma_staged_emulated_intrinsics() if mma else bf16_activation_emulated_intrinsics()
     monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
@@ -130,7 +105,7 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch
     assert kmajor and all(kmajor), "B (K^T / V, contiguous along N) not staged K-major"
     assert ('bfloat16", scope="warp"' in sch.mod["main"].script()) == mma  # bf16 fragments
     rng = np.random.default_rng(7 + which)
-    args = [_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
+    args = [bf16_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
     out = func.params[-1]
     results = []
     for f in (func, serial_everywhere(sch.mod["main"])):
@@ -152,10 +127,10 @@ def test_sm90_layer_builds_with_both_switches(tmp_path, monkeypatch):
     from hetpart import kernels
     from hetpart.kernels import cuda_compile
 
-    lowered, _ = _bmms(384, 384, 6, storage=False)
+    lowered, _ = attention_bmms(384, 384, 6, storage=False)
     plain = cuda_source(kernels.build(lowered.module, SM90, cuda_graph=False))
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
-    lowered, bmms = _bmms(384, 384, 6, storage=True)
+    lowered, bmms = attention_bmms(384, 384, 6, storage=True)
     src = cuda_source(kernels.build(lowered.module, SM90, cuda_graph=False))
     bodies = [part for part in src.split('extern "C" __global__ void')[1:] if "{" in part.split(";")[0]]
     bf16 = [b for b in bodies if BF16_MMA in b]
