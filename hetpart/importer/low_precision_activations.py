@@ -123,17 +123,35 @@ def _reads_as_a(module, call, var) -> bool:
     one block only, a contraction taking it as the left factor of its product, with a
     bf16 weight among the call's constant arguments and :data:`MIN_ROWS` rows (static
     shapes only)."""
-    if not _is_call_tir(call) or len(call.args) != 2:
+    found = contraction_reading(module, call, var)
+    if found is None:
         return False
+    args, buf, block = found
+    if not any(isinstance(a, tvm.ir.GenericConst) and str(a.ty.dtype) == DTYPE for a in args):
+        return False
+    product = block.body.value.b
+    if not (_loads(product.a, buf) and not _loads(product.b, buf)):
+        return False
+    extents = [iv.dom.extent for iv in block.iter_vars if iv.iter_type != tvm.tirx.IterVar.DataPar]
+    if not all(isinstance(d, tvm.tirx.IntImm) for d in (*extents, *buf.shape)):
+        return False  # a symbolic extent: rows unknown, left float32
+    return math.prod(int(d) for d in buf.shape) // max(math.prod(int(d) for d in extents), 1) >= MIN_ROWS
+
+
+def contraction_reading(module, call, var):
+    """``(call's arguments, the PrimFunc's buffer, the block)`` when the ``call_tir`` ``call``
+    passes ``var`` once, to a buffer its PrimFunc reads in one block only, a contraction
+    (:func:`~.low_precision_scores._is_contraction`); else None.  The common test of this pass
+    and :mod:`.low_precision_attention`, which then ask which factor it is and what else is passed."""
+    if not _is_call_tir(call) or len(call.args) != 2:
+        return None
     args = list(call.args[1].fields)
     positions = [i for i, a in enumerate(args) if a.same_as(var)]
     if len(positions) != 1:
-        return False
-    if not any(isinstance(a, tvm.ir.GenericConst) and str(a.ty.dtype) == DTYPE for a in args):
-        return False
+        return None
     func = module[call.args[0]]
     if not isinstance(func, tvm.tirx.PrimFunc):
-        return False
+        return None
     buf = func.params[positions[0]]
     readers = []
 
@@ -143,14 +161,8 @@ def _reads_as_a(module, call, var) -> bool:
 
     tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
     if len(readers) != 1 or not _is_contraction(readers[0]):
-        return False
-    product = readers[0].body.value.b
-    if not (_loads(product.a, buf) and not _loads(product.b, buf)):
-        return False
-    extents = [iv.dom.extent for iv in readers[0].iter_vars if iv.iter_type != tvm.tirx.IterVar.DataPar]
-    if not all(isinstance(d, tvm.tirx.IntImm) for d in (*extents, *buf.shape)):
-        return False  # a symbolic extent: rows unknown, left float32
-    return math.prod(int(d) for d in buf.shape) // max(math.prod(int(d) for d in extents), 1) >= MIN_ROWS
+        return None
+    return args, buf, readers[0]
 
 
 def _loads(expr, buf) -> bool:

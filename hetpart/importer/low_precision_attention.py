@@ -41,12 +41,10 @@ bfloat16 once each; kernel ids, order and edges are unchanged; each changed tens
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
-from tvm import s_tir
 
-from .low_precision import _is_call_tir, kernel_calls
-from .low_precision_activations import _loads, _output_vars
-from .low_precision_scores import Edge, _is_contraction, lower_edges
+from .low_precision import kernel_calls
+from .low_precision_activations import _loads, _output_vars, contraction_reading
+from .low_precision_scores import Edge, lower_edges
 
 STORE_ATTENTION_OPERANDS_BF16 = False
 """Store attention's Q, K and V in bfloat16 in a ``cuda=bf16`` build (module docstring).  Off
@@ -93,28 +91,13 @@ def _reads_as_factor(module, call, var) -> bool:
     one block only, a contraction taking it as one factor of its product, and passes no model
     weight (a constant of two or more dimensions: a weight GEMM is
     :mod:`.low_precision_activations`')."""
-    if not _is_call_tir(call) or len(call.args) != 2:
+    found = contraction_reading(module, call, var)
+    if found is None:
         return False
-    args = list(call.args[1].fields)
-    positions = [i for i, a in enumerate(args) if a.same_as(var)]
-    if len(positions) != 1:
-        return False
+    args, buf, block = found
     if any(isinstance(a, tvm.ir.GenericConst) and len(a.ty.shape) >= 2 for a in args):
         return False
-    func = module[call.args[0]]
-    if not isinstance(func, tvm.tirx.PrimFunc):
-        return False
-    buf = func.params[positions[0]]
-    readers = []
-
-    def visit(block):
-        if any(r.source.same_as(buf) for r in block.reads):
-            readers.append(block)
-
-    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
-    if len(readers) != 1 or not _is_contraction(readers[0]):
-        return False
-    product = readers[0].body.value.b
+    product = block.body.value.b
     return _loads(product.a, buf) != _loads(product.b, buf)
 
 
