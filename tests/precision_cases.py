@@ -6,7 +6,11 @@ import ...``; issue 17):
 * ``ort_outputs(onnx_model, feeds)``: ONNX Runtime's outputs on the float32 model, in output order;
 * ``all_on(graph, device, name)``: the hand plan of every kernel on ``device``;
 * ``hf_attention(seq, width, heads)``: Whisper's encoder self-attention as transformers' eager
-  export spells it (the low-precision scores' pattern).
+  export spells it (the low-precision scores' pattern);
+* ``bert_layer(...)``: the zoo's BERT (post-LN), one layer;
+* ``feeds_with_zeros(model, seed)``: conftest's ``random_feeds`` with a tenth of each float input zero;
+* ``bf16_matches_ort(model, feeds, simulate)``: an all-CUDA ``cuda=bf16`` build's outputs, asserted
+  within ``REL_TOL`` of ONNX Runtime's float32 ones.
 """
 
 from __future__ import annotations
@@ -83,3 +87,42 @@ def hf_attention(seq=24, width=32, heads=2):
     graph = helper.make_graph(nodes, "hf_attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, width])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def bert_layer(seq_len=128, hidden=64, heads=2, intermediate=256):
+    """The zoo's BERT (post-LN), one layer."""
+    from hetpart import models
+
+    return models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
+                        intermediate=intermediate, vocab=1000)
+
+
+def feeds_with_zeros(model, seed=0):
+    """conftest's ``random_feeds`` (standard normal: negatives; token ids in range) with a tenth
+    of each float input set exactly to zero."""
+    from hetpart import load
+
+    from conftest import random_feeds
+
+    feeds = random_feeds(load(model), seed)
+    zeros = np.random.default_rng(seed + 1)
+    for x in feeds.values():
+        if np.issubdtype(x.dtype, np.floating):
+            x[zeros.random(x.shape) < 0.1] = 0
+    return feeds
+
+
+def bf16_matches_ort(model, feeds, simulate: bool):
+    """``model`` compiled all-CUDA with ``cuda=bf16`` (``simulate``: built for the CPU) and run on
+    ``feeds``; asserts each output within :data:`REL_TOL` of ONNX Runtime's float32 one and
+    returns the outputs."""
+    from hetpart import compiler, load
+
+    from conftest import run_composed
+
+    graph = load(model)
+    compiled = compiler.compile(all_on(graph, "cuda"), simulate=simulate, progress=False, precision="cuda=bf16")
+    got = run_composed(compiled, feeds)
+    for g, w in zip(got, ort_outputs(model, feeds)):
+        assert relative_error(g, w) <= REL_TOL, f"relative error {relative_error(g, w):.3g}"
+    return got

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tvm
 
-from hetpart import compiler, load, models
+from hetpart import load
 from hetpart.compiler.precision import lower_plan_weights
 from hetpart.contracts.precision import Precision
 from hetpart.importer import low_precision as lp
@@ -31,9 +31,9 @@ from hetpart.models.bert import BertConfig, _self_attention
 from hetpart.models.graph_builder import GraphBuilder
 from hetpart.targets import cuda_available, cuda_tvm_target
 
-from conftest import plan_from_assignment, random_feeds, run_composed
+from conftest import plan_from_assignment
 from onnx_cases import cuda_source
-from precision_cases import REL_TOL, all_on, ort_outputs, relative_error
+from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
@@ -49,10 +49,6 @@ def switch_on(monkeypatch):
     monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", True)
 
 
-def bert_layer(seq_len=128, hidden=64, heads=2, intermediate=256):
-    """The zoo's BERT (post-LN), one layer."""
-    return models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
-                        intermediate=intermediate, vocab=1000)
 
 
 def vit_layer(seq=64, hidden=64, heads=2, mlp=256):
@@ -184,7 +180,7 @@ def test_transformers_attention_form(switch_on):
     (name,) = _narrowed(lowered)
     (reader,) = graph.tensors[name].consumers
     assert graph.kernels[reader].op_class == "matmul" and graph.tensors[name].shape == (1, 48, 32)
-    _check(m, _feeds(m), simulate=True)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=True)
 
 
 def _projection(graph):
@@ -250,24 +246,8 @@ def test_cuda_stages_bf16_a_by_cp_async(switch_on):
     assert "nv_bfloat16" in src
 
 
-def _check(model, feeds, simulate: bool):
-    graph = load(model)
-    compiled = compiler.compile(all_on(graph, "cuda"), simulate=simulate, progress=False, precision="cuda=bf16")
-    got = run_composed(compiled, feeds)
-    for g, w in zip(got, ort_outputs(model, feeds)):
-        assert relative_error(g, w) <= REL_TOL, f"relative error {relative_error(g, w):.3g}"
-    return got
 
 
-def _feeds(model, seed=0):
-    """conftest's ``random_feeds`` (standard normal: negatives; token ids in range) with a tenth
-    of each float input set exactly to zero."""
-    feeds = random_feeds(load(model), seed)
-    zeros = np.random.default_rng(seed + 1)
-    for x in feeds.values():
-        if np.issubdtype(x.dtype, np.floating):
-            x[zeros.random(x.shape) < 0.1] = 0
-    return feeds
 
 
 @pytest.mark.parametrize("which", ["bert", "vit", "whisper"])
@@ -278,10 +258,10 @@ def test_matches_onnxruntime_in_simulation(which, monkeypatch):
     model = {"bert": lambda: bert_layer(),
              "vit": lambda: vit_layer(),
              "whisper": lambda: bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536)}[which]()
-    feeds = _feeds(model)
-    before = _check(model, feeds, simulate=True)
+    feeds = feeds_with_zeros(model)
+    before = bf16_matches_ort(model, feeds, simulate=True)
     monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", True)
-    after = _check(model, feeds, simulate=True)
+    after = bf16_matches_ort(model, feeds, simulate=True)
     assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
 
 
@@ -293,10 +273,10 @@ def test_matches_onnxruntime_on_gpu(switch_on, monkeypatch):
     models_ = [bert_layer(), vit_layer(seq=197, hidden=256, heads=4, mlp=1024),
                bert_layer(seq_len=384, hidden=384, heads=6, intermediate=1536)]
     for m in models_:
-        _check(m, _feeds(m), simulate=False)
+        bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
     monkeypatch.setattr(lps, "STORE_SCORES_BF16", True)
     for m in models_:
-        _check(m, _feeds(m), simulate=False)
+        bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
 
 
 def _kernel_bodies(src: str) -> dict[str, str]:

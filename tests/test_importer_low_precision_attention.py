@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hetpart import compiler, load, models
+from hetpart import load
 from hetpart.compiler.precision import lower_plan_weights
 from hetpart.contracts.precision import Precision
 from hetpart.importer import low_precision_activations as lpa
@@ -23,8 +23,8 @@ from hetpart.importer import low_precision_scores as lps
 from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_available
 
-from conftest import plan_from_assignment, random_feeds, run_composed
-from precision_cases import REL_TOL, all_on, hf_attention, ort_outputs, relative_error
+from conftest import plan_from_assignment
+from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, hf_attention
 
 BF16 = Precision(cuda="bf16")
 
@@ -34,10 +34,6 @@ def switch_on(monkeypatch):
     monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
 
 
-def bert_layer(seq_len=128, hidden=64, heads=2, intermediate=256):
-    """The zoo's BERT (post-LN), one layer."""
-    return models.build("bert", True, layers=1, batch=1, seq_len=seq_len, hidden=hidden, heads=heads,
-                        intermediate=intermediate, vocab=1000)
 
 
 def _lowered(graph, plan=None, precision=BF16):
@@ -164,24 +160,8 @@ def test_cpu_partitions_in_bf16_are_left():
     assert not narrowed
 
 
-def _feeds(model, seed=0):
-    """conftest's ``random_feeds`` (standard normal: negatives; token ids in range) with a tenth
-    of each float input set exactly to zero."""
-    feeds = random_feeds(load(model), seed)
-    zeros = np.random.default_rng(seed + 1)
-    for x in feeds.values():
-        if np.issubdtype(x.dtype, np.floating):
-            x[zeros.random(x.shape) < 0.1] = 0
-    return feeds
 
 
-def _check(model, feeds, simulate: bool):
-    graph = load(model)
-    compiled = compiler.compile(all_on(graph, "cuda"), simulate=simulate, progress=False, precision="cuda=bf16")
-    got = run_composed(compiled, feeds)
-    for g, w in zip(got, ort_outputs(model, feeds)):
-        assert relative_error(g, w) <= REL_TOL, f"relative error {relative_error(g, w):.3g}"
-    return got
 
 
 @pytest.mark.parametrize("which", ["bert", "hf", "whisper"])
@@ -191,10 +171,10 @@ def test_matches_onnxruntime_in_simulation(which, monkeypatch):
     model = {"bert": lambda: bert_layer(),
              "hf": lambda: hf_attention(seq=64, width=64, heads=2),
              "whisper": lambda: bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536)}[which]()
-    feeds = _feeds(model)
-    before = _check(model, feeds, simulate=True)
+    feeds = feeds_with_zeros(model)
+    before = bf16_matches_ort(model, feeds, simulate=True)
     monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
-    after = _check(model, feeds, simulate=True)
+    after = bf16_matches_ort(model, feeds, simulate=True)
     assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
 
 
@@ -207,7 +187,7 @@ def test_matches_onnxruntime_on_gpu(switch_on, monkeypatch):
     models_ = [bert_layer(), hf_attention(seq=256, width=384, heads=6),
                bert_layer(seq_len=384, hidden=384, heads=6, intermediate=1536)]
     for m in models_:
-        _check(m, _feeds(m), simulate=False)
+        bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
     for m in models_:
-        _check(m, _feeds(m), simulate=False)
+        bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
