@@ -17,19 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tvm
 
 from hetpart.kernels import options, tf32
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_rules, gpu_tensor_core as tc
 from hetpart.targets import cuda_available, cuda_tvm_target
 
-from attention_cases import attention_bmms, bf16_value
+from attention_cases import assert_schedule_computes_kernel, attention_bmms
 from onnx_cases import cuda_source
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
-from tir_loops import serial_everywhere
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_static_kernels import launch_shape  # noqa: E402
@@ -84,10 +81,6 @@ def test_split_factor_cases(monkeypatch):
     assert tc.long_k_split_factor(*pv) == 4
 
 
-def _value(shape, dtype, rng):
-    return bf16_value(shape, dtype, rng)
-
-
 @pytest.mark.parametrize("storage, mma", SWITCHES)
 @pytest.mark.parametrize("shape", ["whisper", "small"])
 def test_emulated_split_computes_the_bmm(shape, storage, mma, monkeypatch):
@@ -110,19 +103,7 @@ def test_emulated_split_computes_the_bmm(shape, storage, mma, monkeypatch):
     with SM90:
         sch = tc.GpuTensorCoreSplitK(opts).apply(func, SM90)
     assert sch is not None and launch_shape(sch.mod["main"]).kernels == 2
-    rng = np.random.default_rng(11)
-    args = [_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
-    out = func.params[-1]
-    results = []
-    for f in (func, serial_everywhere(sch.mod["main"])):
-        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
-        tensors = [tvm.runtime.tensor(x) for x in args]
-        tensors.append(tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype)))
-        lib["main"](*tensors)
-        results.append(np.asarray(tensors[-1].numpy(), np.float32))
-    want, got = results
-    rtol = 1e-5 if str(out.dtype) == "float32" else 2 ** -7
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    assert_schedule_computes_kernel(func, sch.mod["main"], 11)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")

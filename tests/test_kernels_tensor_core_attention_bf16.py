@@ -15,19 +15,16 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
-import tvm
 
 from hetpart.kernels import tf32
 from hetpart.kernels.options import KernelOptions
 from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_tvm_target
 
-from attention_cases import attention_bmms, bf16_value
+from attention_cases import assert_schedule_computes_kernel, attention_bmms
 from onnx_cases import cuda_source
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
-from tir_loops import serial_everywhere
 
 SM90 = cuda_tvm_target("sm_90")
 BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
@@ -104,19 +101,7 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch
     assert sch is not None
     assert kmajor and all(kmajor), "B (K^T / V, contiguous along N) not staged K-major"
     assert ('bfloat16", scope="warp"' in sch.mod["main"].script()) == mma  # bf16 fragments
-    rng = np.random.default_rng(7 + which)
-    args = [bf16_value([int(d) for d in p.shape], str(p.dtype), rng) for p in func.params[:-1]]
-    out = func.params[-1]
-    results = []
-    for f in (func, serial_everywhere(sch.mod["main"])):
-        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target="llvm")
-        tensors = [tvm.runtime.tensor(x) for x in args]
-        tensors.append(tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype)))
-        lib["main"](*tensors)
-        results.append(np.asarray(tensors[-1].numpy(), np.float32))
-    want, got = results
-    rtol = 1e-5 if str(out.dtype) == "float32" else 2 ** -7  # a bf16 output: one rounding either way
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    assert_schedule_computes_kernel(func, sch.mod["main"], 7 + which)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
