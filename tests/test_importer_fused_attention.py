@@ -1,0 +1,154 @@
+"""``hetpart.importer.fused_attention``: attention's Q K^T / softmax / P V as one kernel (issue 17).
+
+Attention blocks as HF and torchvision export them (scores scaled by ``Mul``, by ``Div``, or Q
+pre-scaled with no scale on the scores; heads reshaped and transposed; head dim 64) import with
+:data:`FUSE_ATTENTION` on as one ``attention`` kernel where there were three, and compute what ONNX
+Runtime computes within 1e-4 on inputs with negatives and zeros, built for the CPU (the legalised
+kernel is exact math).  A masked block, head dim 32 and a score read twice are left alone; off, the
+import is untouched (the same module object).  The bf16 importer passes find nothing in the fused kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from onnx_cases import model, onnxruntime_outputs, run_on, torchvision_attention
+
+from hetpart import importer
+from hetpart.importer import fused_attention as fa
+
+T = 40  # tokens
+
+
+def _attention(scale: str = "mul", heads: int = 2, hd: int = 64, mask: bool = False, extra_use: bool = False,
+               seed: int = 0):
+    """``x [1, T, heads*hd]`` -> Q, K, V projections (K without bias) -> heads -> attention -> out proj.
+    ``scale``: "mul" (scores * c), "div" (scores / sqrt(hd)), "pre" (Q * c, scores unscaled);
+    ``mask``: an additive mask input ``m [1, 1, T, T]`` on the scores; ``extra_use``: the scores
+    are a model output too."""
+    rng = np.random.default_rng(seed)
+    d = heads * hd
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    inits = {"wq": w(d, d), "wk": w(d, d), "wv": w(d, d), "wo": w(d, d),
+             "bq": rng.standard_normal(d).astype(np.float32), "bv": rng.standard_normal(d).astype(np.float32),
+             "shape": np.array([1, T, heads, hd], np.int64), "back": np.array([1, T, d], np.int64),
+             "c": np.array(hd ** -0.5, np.float32), "root": np.array(hd ** 0.5, np.float32)}
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "wq"], ["q_mm"]), n("Add", ["q_mm", "bq"], ["q0"]),
+             n("MatMul", ["x", "wk"], ["k"]), n("MatMul", ["x", "wv"], ["v_mm"]), n("Add", ["v_mm", "bv"], ["v"])]
+    q = "q0"
+    if scale == "pre":
+        nodes.append(n("Mul", ["q0", "c"], ["q"]))
+        q = "q"
+    for name, src, perm in (("qh", q, [0, 2, 1, 3]), ("kh", "k", [0, 2, 1, 3]), ("vh", "v", [0, 2, 1, 3])):
+        nodes += [n("Reshape", [src, "shape"], [name + "_r"]), n("Transpose", [name + "_r"], [name], perm=perm)]
+    nodes += [n("Transpose", ["kh"], ["khT"], perm=[0, 1, 3, 2]), n("MatMul", ["qh", "khT"], ["s"])]
+    s = "s"
+    if scale in ("mul", "div"):
+        nodes.append(n("Mul" if scale == "mul" else "Div", ["s", "c" if scale == "mul" else "root"], ["s2"]))
+        s = "s2"
+    inputs, outputs = [("x", (1, T, d), np.float32)], [("y", (1, T, d), np.float32)]
+    if mask:
+        nodes.append(n("Add", [s, "m"], ["sm"]))
+        inputs.append(("m", (1, 1, T, T), np.float32))
+        s = "sm"
+    if extra_use:
+        outputs.append(("s", (1, heads, T, T), np.float32))
+    nodes += [n("Softmax", [s], ["p"], axis=-1), n("MatMul", ["p", "vh"], ["o"]),
+              n("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), n("Reshape", ["ot", "back"], ["a"]),
+              n("MatMul", ["a", "wo"], ["y"])]
+    return model(nodes, inputs, outputs, inits)
+
+
+def _feeds(d: int, seed: int = 1, mask: bool = False) -> dict:
+    """x with negatives and zeros (every 5th element, one whole token); a 0/-1e4 mask."""
+    rng = np.random.default_rng(seed)
+    x = (2 * rng.standard_normal((1, T, d))).astype(np.float32)
+    x.flat[::5] = 0.0
+    x[0, 3] = 0.0
+    feeds = {"x": x}
+    if mask:
+        feeds["m"] = np.where(rng.random((1, 1, T, T)) < 0.2, -1e4, 0.0).astype(np.float32)
+    return feeds
+
+
+@pytest.fixture
+def on(monkeypatch):
+    monkeypatch.setattr(fa, "FUSE_ATTENTION", True)
+
+
+def _ops(m) -> list[tuple[str, ...]]:
+    return [k.ops for k in importer.load(m).kernels.values()]
+
+
+def _attention_kernels(ops) -> tuple[int, int]:
+    """(kernels that are exactly ``attention``, kernels with a softmax)."""
+    return sum(o == ("attention",) for o in ops), sum("softmax" in o for o in ops)
+
+
+@pytest.mark.parametrize("scale", ["mul", "div", "pre"])
+def test_three_kernels_become_one(monkeypatch, scale):
+    m = _attention(scale)
+    before = _ops(m)
+    monkeypatch.setattr(fa, "FUSE_ATTENTION", True)
+    after = _ops(m)
+    assert _attention_kernels(before) == (0, 1)
+    assert _attention_kernels(after) == (1, 0)
+    assert sum("matmul" in o for o in before) - sum("matmul" in o for o in after) == 2  # Q K^T, P V
+    # the permutes into and out of [b, s, h, d] fuse into the head transposes: no kernel more
+    assert len(after) == len(before) - 2
+
+
+def test_torchvision_form(monkeypatch):
+    """torchvision's ViT attention (packed in-projection, Gather per Q/K/V, per-head views)."""
+    m = torchvision_attention(T, 128, 2)
+    before = _ops(m)
+    monkeypatch.setattr(fa, "FUSE_ATTENTION", True)
+    after = _ops(m)
+    assert _attention_kernels(after) == (1, 0) and len(after) == len(before) - 2
+
+
+@pytest.mark.parametrize("kw", [dict(mask=True), dict(hd=32, heads=4), dict(extra_use=True)],
+                         ids=["masked", "head_dim_32", "scores_read_twice"])
+def test_other_blocks_left_alone(on, kw):
+    assert _attention_kernels(_ops(_attention(**kw))) == (0, 1)
+
+
+def test_off_leaves_the_import_unchanged():
+    from hetpart.importer.onnx_source import read_model
+    from hetpart.importer.relax_import import to_relax
+
+    assert not fa.FUSE_ATTENTION
+    relax_mod = to_relax(read_model(_attention(), None))
+    assert fa.fuse_attention(relax_mod) is relax_mod
+
+
+@pytest.mark.parametrize("scale", ["mul", "div", "pre"])
+def test_outputs_match_onnxruntime_on_cpu(on, scale):
+    m, feeds = _attention(scale), _feeds(128)
+    assert _attention_kernels(_ops(m)) == (1, 0)
+    got = run_on(m, "cpu", feeds)["y"]
+    np.testing.assert_allclose(got, onnxruntime_outputs(m, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_masked_block_still_matches_onnxruntime(on):
+    m, feeds = _attention(mask=True), _feeds(128, mask=True)
+    got = run_on(m, "cpu", feeds)["y"]
+    np.testing.assert_allclose(got, onnxruntime_outputs(m, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_importer_passes_find_nothing_in_the_fused_kernel(on):
+    """The scores no longer exist: the bf16 passes' edge finders return no edge touching the
+    attention kernel (they look for softmax kernels and ``matmul`` contractions)."""
+    from hetpart.importer import low_precision_activations as lpa
+    from hetpart.importer import low_precision_attention as lpt
+    from hetpart.importer import low_precision_scores as lps
+
+    graph = importer.load(_attention())
+    group = list(graph.kernels)
+    att = next(k for k, kern in graph.kernels.items() if kern.ops == ("attention",))
+    assert lps.score_edges(graph, group) == []
+    for edges in (lpt.attention_operand_edges(graph, group), lpa.gemm_input_edges(graph, group)):
+        assert all(att != e.producer and att not in e.consumers for e in edges), edges
