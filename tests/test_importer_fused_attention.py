@@ -6,28 +6,45 @@ pre-scaled with no scale on the scores; heads reshaped and transposed; head dim 
 Runtime computes within 1e-4 on inputs with negatives and zeros, built for the CPU (the legalised
 kernel is exact math).  A masked block, head dim 32 and a score read twice are left alone; off, the
 import is untouched (the same module object).  The bf16 importer passes find nothing in the fused kernel.
+
+With a ``cuda=bf16`` all-CUDA plan the attention kernel is marked (:mod:`hetpart.importer.low_precision_flash`)
+and the sm_90 build calls the flash kernel (its bf16 ``mma.sync`` and ``ldmatrix`` in the CUDA C; nvcc
+compiles it for sm_90a without spills); a TF32 sm_90, an sm_80 bf16 and a CPU build keep the legalised
+kernel.  With a GPU (``cuda`` mark): whisper-shaped attention (1500 tokens, 6 heads of 64) all-CUDA bf16
+against ONNX Runtime within 2e-2.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
+import tvm
 from onnx import helper
 
 from onnx_cases import model, onnxruntime_outputs, run_on, torchvision_attention
 
-from hetpart import importer
+from hetpart import importer, kernels
+from hetpart.compiler.precision import lower_plan_weights
+from hetpart.contracts.precision import Precision
 from hetpart.importer import fused_attention as fa
+from hetpart.importer import low_precision_flash as lpf
+from hetpart.kernels import flash_substitute
+from hetpart.targets import cuda_available, cuda_tvm_target
 
 T = 40  # tokens
 
 
 def _attention(scale: str = "mul", heads: int = 2, hd: int = 64, mask: bool = False, extra_use: bool = False,
-               seed: int = 0):
+               seed: int = 0, tokens: int = T):
     """``x [1, T, heads*hd]`` -> Q, K, V projections (K without bias) -> heads -> attention -> out proj.
     ``scale``: "mul" (scores * c), "div" (scores / sqrt(hd)), "pre" (Q * c, scores unscaled);
     ``mask``: an additive mask input ``m [1, 1, T, T]`` on the scores; ``extra_use``: the scores
-    are a model output too."""
+    are a model output too; ``tokens``: T."""
+    T = tokens
     rng = np.random.default_rng(seed)
     d = heads * hd
     w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
@@ -62,8 +79,9 @@ def _attention(scale: str = "mul", heads: int = 2, hd: int = 64, mask: bool = Fa
     return model(nodes, inputs, outputs, inits)
 
 
-def _feeds(d: int, seed: int = 1, mask: bool = False) -> dict:
+def _feeds(d: int, seed: int = 1, mask: bool = False, tokens: int = T) -> dict:
     """x with negatives and zeros (every 5th element, one whole token); a 0/-1e4 mask."""
+    T = tokens
     rng = np.random.default_rng(seed)
     x = (2 * rng.standard_normal((1, T, d))).astype(np.float32)
     x.flat[::5] = 0.0
@@ -152,3 +170,92 @@ def test_bf16_importer_passes_find_nothing_in_the_fused_kernel(on):
     assert lps.score_edges(graph, group) == []
     for edges in (lpt.attention_operand_edges(graph, group), lpa.gemm_input_edges(graph, group)):
         assert all(att != e.producer and att not in e.consumers for e in edges), edges
+
+
+# --- the flash kernel in sm_90 bf16 builds ---
+BF16 = Precision(cuda="bf16")
+
+
+def _cuda_source(m, precision=BF16, arch: str = "sm_90") -> str:
+    """CUDA C of ``m``'s all-CUDA build for ``arch`` with ``precision`` (None: float32 / TF32)."""
+    from onnx_cases import cuda_source
+    from precision_cases import all_on
+
+    graph = importer.load(m)
+    if precision is not None:
+        graph = lower_plan_weights(graph, all_on(graph, "cuda"), precision)
+    return cuda_source(kernels.build(graph.module, cuda_tvm_target(arch), cuda_graph=False))
+
+
+def _flash_marked(graph) -> list[str]:
+    """Names of the PrimFuncs of ``graph.module`` carrying the flash mark."""
+    return [gv.name_hint for gv, f in graph.module.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and lpf.FLASH_ATTR in f.attrs]
+
+
+def test_marked_only_in_bf16_cuda_partitions(on):
+    from precision_cases import all_on
+
+    graph = importer.load(_attention())
+    marked = lower_plan_weights(graph, all_on(graph, "cuda"), BF16)
+    att = next(k for k in marked.kernels.values() if k.ops == ("attention",))
+    assert _flash_marked(marked) == [att.func]
+    assert att.signature != graph.kernels[att.id].signature  # a float32 profile is not taken for it
+    assert _flash_marked(lower_plan_weights(graph, all_on(graph, "cuda"), Precision())) == []
+    assert _flash_marked(lower_plan_weights(graph, all_on(graph, "cpu"), Precision(cpu="bf16"))) == []
+
+
+def test_mark_finds_nothing_without_the_switch():
+    graph = importer.load(_attention())
+    assert lpf.mark_flash(graph, [list(graph.kernels)]) is graph
+    assert flash_substitute.substitute(graph.module, cuda_tvm_target("sm_90")) is graph.module
+
+
+def test_sm90_bf16_build_runs_the_flash_kernel(on, tmp_path):
+    src = _cuda_source(_attention())
+    assert re.search(r"void (?:__launch_bounds__\(\d+\) )?attention_flash_kernel\(", src)
+    assert not re.search(r"void (?:__launch_bounds__\(\d+\) )?attention_kernel\w*\(", src)  # the legalised one
+    assert "mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32" in src and "ldmatrix" in src
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc")
+    from hetpart.kernels import cuda_compile
+
+    (tmp_path / "k.cu").write_text(src)
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+
+
+@pytest.mark.parametrize("precision,arch", [(None, "sm_90"), (BF16, "sm_80")], ids=["tf32_sm90", "bf16_sm80"])
+def test_other_cuda_builds_keep_the_legalised_kernel(on, precision, arch):
+    src = _cuda_source(_attention(), precision, arch)
+    assert "attention_flash" not in src and re.search(r"void (?:__launch_bounds__\(\d+\) )?attention_kernel\(", src)
+
+
+def test_cpu_target_ignores_the_mark(on):
+    from precision_cases import all_on
+    from hetpart.targets import cpu_tvm_target
+
+    graph = importer.load(_attention())
+    marked = lower_plan_weights(graph, all_on(graph, "cuda"), BF16)
+    assert flash_substitute.substitute(marked.module, cpu_tvm_target()) is marked.module
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_whisper_shaped_attention_on_gpu_bf16(on):
+    """1500 tokens, 6 heads of 64 (Whisper's encoder), all-CUDA bf16 with the switch on (the flash
+    kernel on an H100), against ONNX Runtime's float32 within 2e-2 relative to its largest output."""
+    from hetpart import compiler
+    from hetpart.runtime import Session
+    from precision_cases import all_on
+
+    m, feeds = _attention("mul", heads=6, tokens=1500), _feeds(384, tokens=1500)
+    graph = importer.load(m)
+    assert any(k.ops == ("attention",) for k in graph.kernels.values())
+    compiled = compiler.compile(all_on(graph, "cuda"), simulate=False, progress=False, precision="cuda=bf16")
+    with Session(compiled) as s:
+        got = s.run(feeds)["y"]
+    want = onnxruntime_outputs(m, feeds)[0]
+    assert float(np.abs(got - want).max() / np.abs(want).max()) < 2e-2
