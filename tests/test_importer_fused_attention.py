@@ -259,3 +259,12 @@ def test_whisper_shaped_attention_on_gpu_bf16(on):
         got = s.run(feeds)["y"]
     want = onnxruntime_outputs(m, feeds)[0]
     assert float(np.abs(got - want).max() / np.abs(want).max()) < 2e-2
+
+
+@pytest.mark.parametrize("scale,want", [("mul", 0.125), ("div", 0.125), ("pre", 1.0)])
+def test_flash_kernel_gets_the_scores_scale(on, scale, want):
+    """The scale the substitution reads from the legalised kernel (``* c``, ``/ sqrt(d)`` as ``* 1/sqrt(d)``,
+    none when Q was scaled before)."""
+    graph = importer.load(_attention(scale))
+    att = next(k for k in graph.kernels.values() if k.ops == ("attention",))
+    assert flash_substitute._scale(graph.module[att.func]) == pytest.approx(want, rel=1e-7)

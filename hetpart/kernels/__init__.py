@@ -27,7 +27,8 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_compile, cuda_pipeline, flash_substitute, parallel_build, stack_tiles, static_graphs, weight_prepack, wgmma_substitute
+from . import (cuda_compile, cuda_pipeline, flash_substitute, parallel_build, stack_tiles, static_graphs, weight_prepack,
+               wgmma_substitute)
 from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
