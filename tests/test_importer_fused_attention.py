@@ -268,3 +268,19 @@ def test_flash_kernel_gets_the_scores_scale(on, scale, want):
     graph = importer.load(_attention(scale))
     att = next(k for k in graph.kernels.values() if k.ops == ("attention",))
     assert flash_substitute._scale(graph.module[att.func]) == pytest.approx(want, rel=1e-7)
+
+
+def test_bf16_plan_in_simulation_matches_onnxruntime(on):
+    """The marked graph of an all-CUDA ``cuda=bf16`` plan, built for the CPU (simulation: the mark
+    is ignored, the legalised kernel runs), within 2e-2 of ONNX Runtime's float32."""
+    from hetpart import compiler
+    from hetpart.runtime import Session
+    from precision_cases import all_on
+
+    m, feeds = _attention("div"), _feeds(128)
+    graph = importer.load(m)
+    compiled = compiler.compile(all_on(graph, "cuda"), simulate=True, progress=False, precision="cuda=bf16")
+    with Session(compiled) as s:
+        got = s.run(feeds)["y"]
+    want = onnxruntime_outputs(m, feeds)[0]
+    assert float(np.abs(got - want).max() / np.abs(want).max()) < 2e-2
