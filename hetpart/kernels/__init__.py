@@ -27,7 +27,8 @@ from tvm.target import Target
 
 from ..errors import CompileError
 from .analysis import RULE_ATTR, SCHEDULED_ATTR, copy_module, is_cpu, is_gpu
-from . import cuda_compile, cuda_pipeline, parallel_build, stack_tiles, static_graphs, weight_prepack, wgmma_substitute
+from . import (cuda_compile, cuda_pipeline, flash_substitute, parallel_build, stack_tiles, static_graphs, weight_prepack,
+               wgmma_substitute)
 from .cuda_bool_vectors import unvectorize_bool_access
 from .options import DEFAULT, KernelOptions
 from .rules import cpu_rules, gpu_rules, rule_name
@@ -146,7 +147,9 @@ def build(
 
         mod = apply_database(mod, target, tuning_db)
     # options.wgmma (default wgmma_match.WGMMA_GEMM, off): dense layers replaced by the hand-written wgmma GEMM first
-    mod = schedule(wgmma_substitute.substitute(weight_prepack.mark_weights(mod), target, options), target, options)
+    # and attention kernels a bf16 CUDA partition marked (low_precision_flash) by the flash kernel on sm_90
+    mod = wgmma_substitute.substitute(weight_prepack.mark_weights(mod), target, options)
+    mod = schedule(flash_substitute.substitute(mod, target), target, options)
     if is_cpu(target):
         mod = weight_prepack.split_and_fold(mod, weight_prepack.packing_target(target))
     else:
