@@ -89,6 +89,14 @@ narrowed: a tensor-core tile's 32 (``gpu_tensor_core.MATMUL_SPLIT_MIN_ROWS``).""
 def gemm_input_edges(graph, group) -> list[Edge]:
     """The tensors of ``graph`` that :func:`lower_gemm_inputs` stores in bfloat16 for one
     group of kernel ids (module docstring), in graph order of their producers."""
+    return narrowable_edges(graph, group, GEMMS, _reads_as_a)
+
+
+def narrowable_edges(graph, group, op_classes, reads) -> list[Edge]:
+    """The float32 activations of one group of kernel ids -- each the one output of a kernel of
+    the group, not a model input or output -- whose every reader is a kernel of the group of one
+    of ``op_classes`` for which ``reads(module, call, var)`` holds; in graph order of their
+    producers.  The shared walk of this pass and :mod:`.low_precision_attention`."""
     group = set(group)
     kernels = graph.kernels
     calls = kernel_calls(graph)
@@ -99,7 +107,7 @@ def gemm_input_edges(graph, group) -> list[Edge]:
                 or len(kernels[t.producer].outputs) != 1 or t.producer not in var_of):
             continue
         readers = tuple(dict.fromkeys(t.consumers))
-        if all(c in group and kernels[c].op_class in GEMMS and _reads_as_a(graph.module, calls[c], var_of[t.producer])
+        if all(c in group and kernels[c].op_class in op_classes and reads(graph.module, calls[c], var_of[t.producer])
                for c in readers):
             out.append(Edge(name, t.producer, readers))
     return sorted(out, key=lambda e: kernels[e.producer].index)

@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import tvm
 
-from .low_precision import kernel_calls
-from .low_precision_activations import _loads, _output_vars, contraction_reading
+from .low_precision_activations import _loads, contraction_reading, narrowable_edges
 from .low_precision_scores import Edge, lower_edges
 
 STORE_ATTENTION_OPERANDS_BF16 = False
@@ -64,20 +63,7 @@ CONTRACTIONS = ("matmul",)
 def attention_operand_edges(graph, group) -> list[Edge]:
     """The tensors of ``graph`` that :func:`lower_attention_operands` stores in bfloat16 for
     one group of kernel ids (module docstring), in graph order of their producers."""
-    group = set(group)
-    kernels = graph.kernels
-    calls = kernel_calls(graph)
-    var_of = _output_vars(graph, calls, group)
-    out = []
-    for name, t in graph.tensors.items():
-        if (t.is_output or t.is_input or t.dtype != "float32" or t.producer not in group or not t.consumers
-                or len(kernels[t.producer].outputs) != 1 or t.producer not in var_of):
-            continue
-        readers = tuple(dict.fromkeys(t.consumers))
-        if all(c in group and kernels[c].op_class in CONTRACTIONS
-               and _reads_as_factor(graph.module, calls[c], var_of[t.producer]) for c in readers):
-            out.append(Edge(name, t.producer, readers))
-    return sorted(out, key=lambda e: kernels[e.producer].index)
+    return narrowable_edges(graph, group, CONTRACTIONS, _reads_as_factor)
 
 
 def lower_attention_operands(graph, groups):
