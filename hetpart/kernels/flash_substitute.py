@@ -29,8 +29,8 @@ from ..importer.low_precision_flash import FLASH_ATTR
 from . import flash_attention as fa
 from . import flash_layout as fl
 from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
+from .call_substitution import rewrite_calls
 from .wgmma_match import eligible_target
-from .wgmma_substitute import _called
 
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""
@@ -42,22 +42,8 @@ def substitute(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     marked = {gv.name_hint: _scale(f) for gv, f in mod.functions_items() if _marked(f)}
     if not marked or not eligible_target(target):
         return mod
-    rewriter = _Substituter(copy_module(mod), marked)
-    out = copy_module(mod)
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            out[gv] = rewriter.visit_expr(func)
-    if not rewriter.added:
-        return mod
-    present = {gv.name_hint for gv in out.get_global_vars()}
-    for gv, func in rewriter.builder_.get().functions_items():
-        if isinstance(func, tirx.PrimFunc) and gv.name_hint not in present:
-            out[gv] = func
-    called = _called(out)
-    for gv, _ in list(out.functions_items()):
-        if gv.name_hint in marked and gv.name_hint not in called:
-            del out[gv]  # replaced everywhere
-    return out
+    out = rewrite_calls(mod, _Substituter(copy_module(mod), marked), marked)
+    return mod if out is None else out
 
 
 def _marked(func) -> bool:

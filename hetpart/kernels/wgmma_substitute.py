@@ -43,6 +43,7 @@ from tvm.target import Target
 from . import wgmma_match as wm
 from . import wgmma_splitk as wsk
 from . import wgmma_variant as wv
+from .call_substitution import rewrite_calls
 from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module, is_hand_written
 from .options import DEFAULT, KernelOptions
 
@@ -60,20 +61,9 @@ def substitute(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAU
     if not matches:
         return mod
     rewriter = _Substituter(copy_module(mod), matches, options)
-    out = copy_module(mod)
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            out[gv] = rewriter.visit_expr(func)
-    if not rewriter.added:
+    out = rewrite_calls(mod, rewriter, matches)
+    if out is None:
         return mod
-    present = {gv.name_hint for gv in out.get_global_vars()}
-    for gv, func in rewriter.builder_.get().functions_items():  # the kernels and the packing (emit_te)
-        if isinstance(func, tirx.PrimFunc) and gv.name_hint not in present:
-            out[gv] = func
-    called = _called(out)
-    for gv, _ in list(out.functions_items()):
-        if gv.name_hint in matches and gv.name_hint not in called:
-            del out[gv]  # replaced everywhere (DeadCodeElimination keeps a public one)
     if rewriter.lifts:
         out = relax.transform.LiftTransformParams()(out)
     return out
@@ -99,20 +89,6 @@ def taken(mod: tvm.IRModule, target: Target, options: KernelOptions = DEFAULT) -
 def _arity(found: wm.WgmmaGemm) -> int:
     """The parameters a kernel computing ``found`` alone has: (x, w[, b][, r], out)."""
     return 3 + (found.bias is not None) + (found.residual is not None)
-
-
-def _called(mod: tvm.IRModule) -> set[str]:
-    """Names of the functions some Relax function of ``mod`` calls (``call_tir`` and kin)."""
-    names: set[str] = set()
-
-    def visit(e):
-        if isinstance(e, relax.Call) and e.args and isinstance(e.args[0], tvm.ir.GlobalVar):
-            names.add(e.args[0].name_hint)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, visit)
-    return names
 
 
 def has_substituted(mod: tvm.IRModule) -> bool:
