@@ -27,6 +27,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .relax_rewrite import var_reads
+
 # module switch (device step 138 decides; off until measured)
 CONCAT_PROJECTIONS = False
 # at most this many columns in one concatenated weight (a guard against fusing unrelated wide
@@ -46,27 +48,12 @@ def _const_2d(expr):
     return None
 
 
-def _uses(func: relax.Function) -> dict:
-    """Var -> number of places it is read (binding values and the function's result)."""
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            counts[e] = counts.get(e, 0) + 1
-
-    for block in func.body.blocks:
-        for b in block.bindings:
-            relax.analysis.post_order_visit(b.value, visit)
-    relax.analysis.post_order_visit(func.body.body, visit)
-    return counts
-
-
 def _groups(func: relax.Function) -> list[list[dict]]:
     """The projection groups of ``func``: lists (in binding order, >= 2) of members
     ``{"mm": matmul var, "out": var the rest reads, "w": weight, "b": bias or None}``.  A member's
     ``out`` has one reader, an op of :data:`SLICE_FUSES_INTO` (its slice then fuses into that
     kernel: a slice read by a matmul, or a model output, would be a kernel of its own)."""
-    uses = _uses(func)
+    uses = var_reads(func)
     by_input: dict = {}
     adds: dict = {}  # matmul var -> (add var, bias)
     reader: dict = {}  # var -> op name of (one of) its readers

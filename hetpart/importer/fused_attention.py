@@ -38,6 +38,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from .relax_rewrite import var_reads
+
 FUSE_ATTENTION = False
 """Rewrite attention blocks into one ``R.nn.attention`` (module docstring).  Off until the
 device A/B (``tools/gpu_model_switch_ab.py``) decides; read at import time."""
@@ -122,18 +124,7 @@ def _eligible(q, kt, v, probs) -> bool:
 def _use_counts(func: relax.Function) -> dict:
     """Bound value (the Call a dataflow var is bound to) -> times its var is read."""
     value_of = {b.var: b.value for blk in func.body.blocks for b in blk.bindings}
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var) and e in value_of:
-            key = value_of[e]
-            counts[key] = counts.get(key, 0) + 1
-
-    for blk in func.body.blocks:
-        for b in blk.bindings:
-            relax.analysis.post_order_visit(b.value, visit)
-    relax.analysis.post_order_visit(func.body.body, visit)
-    return counts
+    return {value_of[v]: n for v, n in var_reads(func).items() if v in value_of}
 
 
 def _static_shape(expr) -> list[int] | None:
