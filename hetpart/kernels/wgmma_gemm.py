@@ -644,7 +644,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             T.tvm_storage_sync("shared")
             if tx < WARPGROUP:
                 # the producer warpgroup: fewer registers; one thread issues every stage's loads
-                T.ptx[f"setmaxnreg.dec.sync.aligned.u32"](wgmma_ws.PRODUCER_REGS)
+                T.ptx["setmaxnreg.dec.sync.aligned.u32"](wgmma_ws.PRODUCER_REGS)
                 if tx == 0:
                     for ko in range(k_tiles):
                         # stage ko % stages is free once both consumers released its last use
@@ -661,7 +661,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                             T.reinterpret(T.handle().ty, T.address_of(tma_b)),
                             tile_of(ko, bz) * tile_k, bx * bn, bar(full, ko % stages))
             else:
-                T.ptx[f"setmaxnreg.inc.sync.aligned.u32"](wgmma_ws.CONSUMER_REGS)
+                T.ptx["setmaxnreg.inc.sync.aligned.u32"](wgmma_ws.CONSUMER_REGS)
                 ws_consumer(S, full, empty, C, bias, R, bx, by, bz, tx - WARPGROUP, pad)
 
         body = ws_body

@@ -45,7 +45,6 @@ CONSUMER_REGS = 232
 (``65536 / 384`` rounded down to 8) for the increase to find its registers in the CTA's pool."""
 TMA_SWIZZLE_128B = 3
 """``CU_TENSOR_MAP_SWIZZLE_128B`` (CUtensorMapSwizzle: 0 none, 1 32B, 2 64B, 3 128B)."""
-REQUIRED = {"stages": ">= 2", "swizzle": "128b", "consumers": 2}
 
 
 def check_options(prec, stages: int, swizzle: str, consumers: int) -> None:
