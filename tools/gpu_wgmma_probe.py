@@ -75,6 +75,8 @@ Then batch 32 (``--only large``, ~2-3 min on an H100; device step 160):
     (``torch.nn.functional.linear`` on bf16 tensors, CUDA events over 50 back-to-back calls,
     median of 5: the rate a user's PyTorch gets), row ``cublas``.  Decides
     :data:`hetpart.kernels.wgmma_variant.LARGE_M_BN`; summary ``best_variants["large"]``.
+    12w: the warp-specialised spike (``producer="warp"``, :data:`LARGE_WS_VARIANTS`: a TMA producer
+    warpgroup and full / empty mbarriers, :mod:`hetpart.kernels.wgmma_ws`), rows ``producer=warp``.
 
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
@@ -312,6 +314,9 @@ LARGE = {name: (32 * m, n, k) for name, (m, n, k) in VIT.items()}
 """ViT-B/16's GEMMs at batch 32 (step 12)."""
 LARGE_VARIANTS = [("bf16", 64, 4), ("bf16", 128, 4), ("bf16", 256, 3), ("f32a", 128, 4), ("f32a", 256, 3)]
 """(precision, bn, stages) timed at batch 32, 128B swizzle, two consumers, unsplit (step 12)."""
+LARGE_WS_VARIANTS = [("bf16", 128, 4), ("bf16", 128, 6), ("bf16", 256, 4)]
+"""(precision, bn, stages) of the warp-specialised spike (``producer="warp"``: a TMA producer
+warpgroup, mbarriers; :mod:`hetpart.kernels.wgmma_ws`) timed beside them at batch 32 (step 12w)."""
 
 
 def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounded: bool = True):
@@ -351,7 +356,7 @@ def _with_epilogue(c: np.ndarray, bias: np.ndarray, epilogue) -> np.ndarray:
 
 
 def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, dry: bool,
-                timed: bool = True, swizzle: str = "none", consumers: int = 1) -> dict:
+                timed: bool = True, swizzle: str = "none", consumers: int = 1, producer: str = "threads") -> dict:
     """Build :func:`wgmma_splitk.build_relax` (one compile: the PrimFuncs for ``raw``, the VM
     ``main`` for ``vm``), run it once against numpy (C pre-filled with NaN), then time it."""
     import tvm
@@ -363,10 +368,12 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
            "stages": stages, "split": split, "epilogue": epilogue}
     if swizzle != "none" or consumers != 1:
         row.update(swizzle=swizzle, consumers=consumers)
+    if producer != "threads":
+        row["producer"] = producer
     t0 = time.time()
     try:
         exe = sk.build_relax(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
-                             swizzle=swizzle, consumers=consumers)
+                             swizzle=swizzle, consumers=consumers, producer=producer)
         row["build_s"] = round(time.time() - t0, 2)
         if dry:
             row["wgmma_in_source"] = "wgmma.mma_async" in wg.cuda_source(exe)
@@ -452,7 +459,8 @@ def cublas_row(name: str, m: int, n: int, k: int) -> dict:
 # --- the run -----------------------------------------------------------------------------------
 def _line(row: dict) -> str:
     head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
-                                                   "swapped_descriptor", "split", "epilogue", "swizzle", "consumers")
+                                                   "swapped_descriptor", "split", "epilogue", "swizzle", "consumers",
+                                                   "producer")
                     if key in row)
     parts = [head]
     if "rel_err" in row:
@@ -484,10 +492,16 @@ def _large_summary(result: dict) -> None:
             rule = next((r for r in cands if r.get("rule")), None)
             vs = f", cuBLAS {cublas['raw_ms'] * 1e3:.1f} us -> {best['raw_ms'] / cublas['raw_ms']:.2f}x" if cublas else ""
             vs += f", rule bn={rule['bn']} {rule['raw_ms'] * 1e3:.1f} us" if rule else ""
-            print(f"  {name} {precision}: bn={best['bn']} stages={best['stages']} {best['raw_ms'] * 1e3:.1f} us "
+            ws = [r for r in cands if r.get("producer") == "warp"]
+            if ws:  # the warp-specialised spike's best (12w)
+                w = min(ws, key=lambda r: r["raw_ms"])
+                vs += f", producer=warp bn={w['bn']} stages={w['stages']} {w['raw_ms'] * 1e3:.1f} us"
+            print(f"  {name} {precision}: bn={best['bn']} stages={best['stages']}"
+                  f"{' producer=warp' if best.get('producer') else ''} {best['raw_ms'] * 1e3:.1f} us "
                   f"({best['raw_tflops']:.1f} TFLOP/s){vs}", flush=True)
             result.setdefault("best_variants", {}).setdefault("large", {})[f"{name}_{precision}"] = {
-                "bn": best["bn"], "stages": best["stages"], "raw_ms": best["raw_ms"],
+                "bn": best["bn"], "stages": best["stages"], "producer": best.get("producer", "threads"),
+                "raw_ms": best["raw_ms"],
                 "cublas_ms": cublas["raw_ms"] if cublas else None, "rule_ms": rule["raw_ms"] if rule else None}
 
 
@@ -582,13 +596,13 @@ def main(argv=None) -> int:
         correctness(CHECK_VARIANTS[1:], "6")
 
     def variant(group, name, m, n, k, precision, bn, stages, split=1, epilogue=None, timed=True, swizzle="none",
-                consumers=1):
+                consumers=1, producer="threads"):
         what = (f"{group} {name} {precision} bn={bn} stages={stages} split={split} {epilogue or ''} "
-                f"swizzle={swizzle} consumers={consumers}")
+                f"swizzle={swizzle} consumers={consumers}" + (f" producer={producer}" if producer != "threads" else ""))
         if over(what):
             return
         row = variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, args.dry, timed,
-                          swizzle, consumers)
+                          swizzle, consumers, producer)
         result["variants"].append(row)
         print(_line(row), flush=True)
         save()
@@ -683,6 +697,10 @@ def main(argv=None) -> int:
                     if result["variants"] and result["variants"][-1].get("bn") == bn:
                         rule = wv.choose(m, n, k, precision)
                         result["variants"][-1]["rule"] = (rule.bn, rule.stages, rule.split) == (bn, stages, 1)
+            for precision, bn, stages in LARGE_WS_VARIANTS:  # 12w: the warp-specialised spike beside them
+                if n % bn == 0:
+                    variant("large", name, m, n, k, precision, bn, stages, swizzle="128b", consumers=2,
+                            producer="warp")
         _large_summary(result)
 
     best = {}

@@ -63,6 +63,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from hetpart.kernels import wgmma_layout as lay
+from hetpart.kernels import wgmma_ws
 from hetpart.kernels.wgmma_layout import (TILE_M, TILE_N_CHOICES, WARPGROUP, d_fragment,  # noqa: F401 - re-exported
                                           descriptor_fields, k_step_bytes, smem_offset)
 
@@ -83,6 +84,9 @@ BIAS_EPILOGUES = ("bias", "bias_gelu", "bias_residual")
 """The epilogues that read ``bias [N]``."""
 RESIDUAL_EPILOGUES = ("bias_residual", "residual")
 """The epilogues that read a residual ``R [M, N]`` (a kernel parameter after the bias)."""
+PRODUCERS = wgmma_ws.PRODUCERS
+"""Who loads the pipeline's tiles: ``threads`` (the consumers, cp.async) or ``warp`` (a producer
+warpgroup, TMA + mbarriers: :mod:`hetpart.kernels.wgmma_ws`)."""
 PIPELINE_SCOPE = "shared.dyn"
 """Shared memory of the pipelined kernel: dynamic (several stages pass 48 KB; TVM's CUDA
 runtime raises the kernel's dynamic shared-memory limit at launch)."""
@@ -250,7 +254,7 @@ def _chunk_k(c, tx, chunk: int = CHUNK):
 def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                swapped_descriptor: bool = False, precision: str = "bf16", split: int = 1,
                epilogue: str | None = None, swizzle: str = "none", consumers: int = 1,
-               out_dtype: str = "float32") -> tvm.tirx.PrimFunc:
+               out_dtype: str = "float32", producer: str = "threads") -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
     precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
     ``main(A, B, bias, C)`` (``bias [n]`` float32; a residual epilogue: ``main(A, B[, bias], R, C)``,
@@ -275,9 +279,17 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     says where everything is).  ``out_dtype`` (:data:`OUT_DTYPES`): ``C``'s dtype; ``bfloat16``
     rounds each stored value (after the epilogue) to nearest even (``split == 1`` only: a split's
     reduction stores, :func:`wgmma_splitk.reduce`).  Raises ValueError for an unsupported shape
-    or option.
+    or option.  ``producer`` (:data:`PRODUCERS`): ``threads`` (default) the consumers issue the
+    loads themselves; ``warp`` the warp-specialised spike (:mod:`hetpart.kernels.wgmma_ws`: a
+    producer warpgroup filling the stages by TMA, full / empty mbarriers; needs ``stages >= 2``,
+    ``swizzle="128b"``, ``consumers=2`` and a precision copied as is: ``bf16`` or ``tf32``).
     """
     prec = lay.precision(precision)
+    if producer not in PRODUCERS:
+        raise ValueError(f"producer must be one of {PRODUCERS}, got {producer!r}")
+    ws = producer == "warp"
+    if ws:
+        wgmma_ws.check_options(prec, stages, swizzle, consumers)
     _check_epilogue(epilogue)
     _check_out_dtype(out_dtype)
     if split > 1 and out_dtype != "float32":
@@ -554,12 +566,113 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                            tx // WARPGROUP * plan.a_warpgroup if plan.consumers > 1 else 0)
 
     body = plain_body if stages == 1 else pipelined_body
+    if ws:  # the warp-specialised spike (wgmma_ws): a producer warpgroup before the consumers
+        threads = wgmma_ws.threads(plan)
+        tma_a, tma_b = wgmma_ws.tensor_map_vars()
+        box_a, box_b = wgmma_ws.boxes(plan)
+        full_bytes = wgmma_ws.stage_bytes(plan)
+
+        @T.macro
+        def prelude(A, B):
+            # host side, before the launch: the CUtensorMaps of A [m, k] and B [n, k] (128B
+            # swizzle, boxes of one stage's tiles; rows past M read as zeros)
+            T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tma_a)
+            T.tensormap_encode_tiled(tma_a, A.data, k, m, k * prec.elem_bytes, box_a[0], box_a[1], 1, 1,
+                                     descriptor_dtype=s_dtype, rank=2, interleave=0,
+                                     swizzle=wgmma_ws.TMA_SWIZZLE_128B, l2_promotion=2, oob_fill=0,
+                                     force_cu_dtype=-1)
+            T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tma_b)
+            T.tensormap_encode_tiled(tma_b, B.data, k, n, k * prec.elem_bytes, box_b[0], box_b[1], 1, 1,
+                                     descriptor_dtype=s_dtype, rank=2, interleave=0,
+                                     swizzle=wgmma_ws.TMA_SWIZZLE_128B, l2_promotion=2, oob_fill=0,
+                                     force_cu_dtype=-1)
+
+        def bar(buf, i):
+            return T.cuda.cvta_generic_to_shared(T.address_of(buf[i]))
+
+        @T.macro
+        def ws_consumer(S, full, empty, C, bias, R, bx, by, bz, ctx, pad):
+            # consumer warpgroup ctx // 128: the wgmmas of pipelined_core, fed by the full barriers
+            acc = T.alloc_buffer((n_acc,), "float32", scope="local")
+            desc_a = T.alloc_buffer((1,), "uint64", scope="local")
+            desc_b = T.alloc_buffer((1,), "uint64", scope="local")
+            for i in T.unroll(n_acc):
+                acc[i] = T.float32(0)
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(S[pad]), p_a_lbo, p_a_sbo,
+                                                  plan.tvm_swizzle)
+            T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[pad + p_b_base]),
+                                                  p_b_lbo, p_b_sbo, plan.tvm_swizzle)
+            for ko in range(k_tiles):
+                T.cuda.mbarrier_wait(T.address_of(full[ko % stages]), ko // stages % 2)
+                for i in T.unroll(n_acc):
+                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+                T.ptx.wgmma.fence.sync.aligned()
+                for kk in T.unroll(k_steps):
+                    wgmma(*[acc[i] for i in range(n_acc)],
+                          desc_a[0] + T.Cast("uint64", ko % stages * a_stage + kk * p_a_step
+                                             + ctx // WARPGROUP * plan.a_warpgroup),
+                          desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * p_b_step),
+                          True, 1, 1, *trans)
+                T.ptx.wgmma.commit_group.sync.aligned()
+                # tile ko - 1's wgmmas are done (at most this one in flight): release its stage
+                T.ptx.wgmma.wait_group.sync.aligned(1)
+                for i in T.unroll(n_acc):
+                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+                if ko > 0 and ctx % WARPGROUP == 0:
+                    T.ptx["mbarrier.arrive.shared::cta.b64"](bar(empty, (ko - 1) % stages))
+            T.ptx.wgmma.wait_group.sync.aligned(0)
+            for i in T.unroll(n_acc):
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            for i in T.unroll(n_acc):
+                if by * tile_m + fragment_row(ctx, i) < m:
+                    C[out_row(by * tile_m + fragment_row(ctx, i), bz), bx * bn + fragment_col(ctx, i)] = \
+                        stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
+                                              R, by * tile_m + fragment_row(ctx, i)))
+
+        @T.macro
+        def ws_body(A, B, C, bias, R, bx, by, bz, tx):
+            S = T.alloc_buffer((plan.smem_elems,), s_dtype, scope=PIPELINE_SCOPE, align=128)
+            full = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
+            empty = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
+            pad = T.cuda.func_call(lay.ALIGN_PAD, T.address_of(S[0]), source_code=lay.ALIGN_PAD_SOURCE,
+                                   return_type="int32") // prec.elem_bytes
+            if tx == 0:
+                for s in T.unroll(stages):
+                    T.ptx["mbarrier.init.shared::cta.b64"](bar(full, s), T.uint32(1))
+                    T.ptx["mbarrier.init.shared::cta.b64"](bar(empty, s), T.uint32(plan.consumers))
+                T.ptx.fence("mbarrier_init", "release", "cluster", "")
+            T.tvm_storage_sync("shared")
+            if tx < WARPGROUP:
+                # the producer warpgroup: fewer registers; one thread issues every stage's loads
+                T.ptx["setmaxnreg.dec.sync.aligned.u32"](wgmma_ws.PRODUCER_REGS)
+                if tx == 0:
+                    for ko in range(k_tiles):
+                        # stage ko % stages is free once both consumers released its last use
+                        # (the first round passes at once: parity 1 of a fresh barrier)
+                        T.cuda.mbarrier_wait(T.address_of(empty[ko % stages]), (ko // stages + 1) % 2)
+                        T.ptx["mbarrier.arrive.expect_tx.shared::cta.b64"](bar(full, ko % stages),
+                                                                          T.uint32(full_bytes))
+                        T.ptx["cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"](
+                            T.cuda.cvta_generic_to_shared(T.address_of(S[pad + ko % stages * p_a_size])),
+                            T.reinterpret(T.handle().ty, T.address_of(tma_a)),
+                            tile_of(ko, bz) * tile_k, by * tile_m, bar(full, ko % stages))
+                        T.ptx["cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"](
+                            T.cuda.cvta_generic_to_shared(T.address_of(S[pad + p_b_base + ko % stages * p_b_size])),
+                            T.reinterpret(T.handle().ty, T.address_of(tma_b)),
+                            tile_of(ko, bz) * tile_k, bx * bn, bar(full, ko % stages))
+            else:
+                T.ptx["setmaxnreg.inc.sync.aligned.u32"](wgmma_ws.CONSUMER_REGS)
+                ws_consumer(S, full, empty, C, bias, R, bx, by, bz, tx - WARPGROUP, pad)
+
+        body = ws_body
 
     if split > 1:
         @T.prim_func
         def main_split(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                        P: T.Buffer((split * m, n), "float32")):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            if ws:
+                prelude(A, B)
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             bz = T.launch_thread("blockIdx.z", split)
@@ -573,6 +686,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         def main_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                           R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            if ws:
+                prelude(A, B)
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -586,6 +701,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                bias: T.Buffer((n,), "float32"), R: T.Buffer((m, n), "float32"),
                                C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            if ws:
+                prelude(A, B)
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -598,6 +715,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         def main_epilogue(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                           bias: T.Buffer((n,), "float32"), C: T.Buffer((m, n), out_dtype)):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            if ws:
+                prelude(A, B)
             bx = T.launch_thread("blockIdx.x", grid_n)
             by = T.launch_thread("blockIdx.y", grid_m)
             tx = T.launch_thread("threadIdx.x", threads)
@@ -609,6 +728,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     def main(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
              C: T.Buffer((m, n), out_dtype)):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        if ws:
+            prelude(A, B)
         bx = T.launch_thread("blockIdx.x", grid_n)
         by = T.launch_thread("blockIdx.y", grid_m)
         tx = T.launch_thread("threadIdx.x", threads)
@@ -624,14 +745,15 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
 
 def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False,
           precision: str = "bf16", split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-          consumers: int = 1, out_dtype: str = "float32"):
+          consumers: int = 1, out_dtype: str = "float32", producer: str = "threads"):
     """``tvm.compile`` of :func:`wgmma_gemm` (same options) for sm_90a (under the target, so
     hetpart's CUDA compile callback, where it runs, compiles for 90a too).  Returns the
     executable; its function ``main`` takes the PrimFunc's tensors on the GPU."""
     tgt = target()
     mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped_descriptor,
                                            precision=precision, split=split, epilogue=epilogue,
-                                           swizzle=swizzle, consumers=consumers, out_dtype=out_dtype)})
+                                           swizzle=swizzle, consumers=consumers, out_dtype=out_dtype,
+                                           producer=producer)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
@@ -646,6 +768,6 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "RESIDUAL_EPILOGUES",
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "PRODUCERS", "RESIDUAL_EPILOGUES",
            "Shape", "build", "cuda_source", "d_fragment",
            "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "stored_value", "target", "wgmma_gemm"]
