@@ -5,6 +5,7 @@
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 56 ran 160 and part of 159; session 51's order follows 147):
 #   162 (issue 17, whisper b1 attention: the fused attention spike's probe; the bf16-bmm and P V split-K switches' A/B),
+#   163 (issue 17, batch 32: the warp-specialised TMA wgmma variant's cuda tests and probe; distilbert's f32a A/B),
 #   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
 #   then the attention switches each alone on whisper_encoder and vit_b_16 b1 (162's A/B with --each),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
@@ -32,6 +33,22 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+163)  # (BUDGET=330) issue 17 at batch 32, the wgmma GEMM's warp-specialised variant (session 56, spike: wgmma_ws.py,
+     # producer="warp": a TMA producer warpgroup with mbarriers, two consumer warpgroups, setmaxnreg; built and
+     # nvcc-clean offline, never run).  Step 160: the cp.async kernel runs ViT b32's GEMMs at 35-45 % of cuBLAS.
+     # (1) its cuda tests (float64 numpy checks incl. M = 6304 x 768 x 3072); (2) the probe's group 12 with the
+     # producer=warp rows beside the cp.async ones and cuBLAS; (3) step 161's distilbert b32 LARGE_M_ROWS A/B.
+     # Decides: whether TMA + warp specialisation closes the b32 GEMM gap (then a variant rule for it).
+  BUDGET=${STEP_BUDGET:-330}; mkdir -p "$OUT/logs"
+  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 80 tests/test_kernels_wgmma_ws.py \
+    > "$OUT/logs/wgmma-ws-cuda-tests-163.txt" 2>&1
+  timeout 150 python3 tools/gpu_wgmma_probe.py --only large --budget 130 --json "$OUT/wgmma-large-ws-163.json" \
+    > "$OUT/logs/wgmma-large-ws-163.txt" 2>&1
+  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-163.json" \
+    > "$OUT/logs/large-m-ab-distilbert-b32-163.txt" 2>&1 ;;
 162)  # (BUDGET=480) issue 17, whisper_encoder b1 bf16's attention (55 % of its kernel time in step 159: P V 81.8 us, Q K^T
      # 47.6, softmax 28.1 a layer; PyTorch's fused SDPA 18.7), three offline branches of session 56, none run on a GPU:
      # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): tools/gpu_flash_probe.py checks
@@ -40,7 +57,9 @@ case "${1:-1}" in
      # low_precision_attention.STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16), gpu_tensor_core.
      # LOW_PRECISION_ATTENTION_MMA (both-narrow contractions in bf16 m16n8k16) and gpu_tensor_core.SPLIT_LONG_K_BMM
      # (P V split over its 1,500 keys: 144 -> 564 CTAs); (2) with time left, their cuda tests against ORT.
-     # (3) vit_b_16 b1 the same A/B (the control: its P V is not split, its attention is 8 % of the time).
+     # (2b) whisper b1 A/B of importer.fused_attention.FUSE_ATTENTION (off): attention as one kernel, the flash kernel
+     # on sm_90 bf16 (kernels.flash_substitute); (3) vit_b_16 b1 the first A/B (the control: its P V is not split,
+     # its attention is 8 % of the time).
      # Session 56 staged it (see tools/device_stage.sh's header) but got no machine: four refused starts.
      # Decides: whether the spike is right and how far from SDPA (the next session wires it or tunes it); whether the
      # switches pay on whisper (then each alone, --each, next).
@@ -55,8 +74,13 @@ case "${1:-1}" in
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
     --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
     --out "$OUT/attn-ab-whisper-b1-162.json" > "$OUT/logs/attn-ab-whisper-b1-162.txt" 2>&1
+  F=hetpart.importer.fused_attention.FUSE_ATTENTION
+  left=$((BUDGET - SECONDS - 200)); [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
+    --precision bf16 --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/flash-ab-whisper-b1-162.json" \
+    > "$OUT/logs/flash-ab-whisper-b1-162.txt" 2>&1
   left=$((BUDGET - SECONDS - 120)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rf -p no:cacheprovider \
-    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1
+    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py tests/test_importer_fused_attention.py \
+    > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1
   f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
     --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
