@@ -1,12 +1,15 @@
 """Attention cases shared by the bf16 attention tests: the two batched matmuls of a BERT layer lowered
 for an all-CUDA ``cuda=bf16`` build, the inputs their emulated schedules are fed, and the check that
-an emulated schedule computes what the unscheduled kernel does."""
+an emulated schedule computes what the unscheduled kernel does; ``onnx_attention`` /
+``attention_feeds``: an ONNX attention block as HF and torchvision export it (scale by Mul, Div or
+on Q; optional mask, head dim, a second reader of the scores) and its inputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import tvm
+from onnx import helper
 
 from hetpart import load, models
 from hetpart.compiler.precision import lower_plan_weights
@@ -14,6 +17,7 @@ from hetpart.contracts.precision import Precision
 from hetpart.importer import low_precision as lp
 from hetpart.importer import low_precision_attention as lpq
 
+from onnx_cases import model
 from precision_cases import all_on
 from tir_loops import serial_everywhere
 
@@ -55,3 +59,60 @@ def assert_schedule_computes_kernel(func, scheduled, seed: int) -> None:
     want, got = results
     rtol = 1e-5 if str(out.dtype) == "float32" else 2 ** -7  # a bf16 output: one rounding either way
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+T = 40  # onnx_attention's default tokens
+
+
+def onnx_attention(scale: str = "mul", heads: int = 2, hd: int = 64, mask: bool = False, extra_use: bool = False,
+               seed: int = 0, tokens: int = T):
+    """``x [1, T, heads*hd]`` -> Q, K, V projections (K without bias) -> heads -> attention -> out proj.
+    ``scale``: "mul" (scores * c), "div" (scores / sqrt(hd)), "pre" (Q * c, scores unscaled);
+    ``mask``: an additive mask input ``m [1, 1, T, T]`` on the scores; ``extra_use``: the scores
+    are a model output too; ``tokens``: T."""
+    T = tokens
+    rng = np.random.default_rng(seed)
+    d = heads * hd
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    inits = {"wq": w(d, d), "wk": w(d, d), "wv": w(d, d), "wo": w(d, d),
+             "bq": rng.standard_normal(d).astype(np.float32), "bv": rng.standard_normal(d).astype(np.float32),
+             "shape": np.array([1, T, heads, hd], np.int64), "back": np.array([1, T, d], np.int64),
+             "c": np.array(hd ** -0.5, np.float32), "root": np.array(hd ** 0.5, np.float32)}
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "wq"], ["q_mm"]), n("Add", ["q_mm", "bq"], ["q0"]),
+             n("MatMul", ["x", "wk"], ["k"]), n("MatMul", ["x", "wv"], ["v_mm"]), n("Add", ["v_mm", "bv"], ["v"])]
+    q = "q0"
+    if scale == "pre":
+        nodes.append(n("Mul", ["q0", "c"], ["q"]))
+        q = "q"
+    for name, src, perm in (("qh", q, [0, 2, 1, 3]), ("kh", "k", [0, 2, 1, 3]), ("vh", "v", [0, 2, 1, 3])):
+        nodes += [n("Reshape", [src, "shape"], [name + "_r"]), n("Transpose", [name + "_r"], [name], perm=perm)]
+    nodes += [n("Transpose", ["kh"], ["khT"], perm=[0, 1, 3, 2]), n("MatMul", ["qh", "khT"], ["s"])]
+    s = "s"
+    if scale in ("mul", "div"):
+        nodes.append(n("Mul" if scale == "mul" else "Div", ["s", "c" if scale == "mul" else "root"], ["s2"]))
+        s = "s2"
+    inputs, outputs = [("x", (1, T, d), np.float32)], [("y", (1, T, d), np.float32)]
+    if mask:
+        nodes.append(n("Add", [s, "m"], ["sm"]))
+        inputs.append(("m", (1, 1, T, T), np.float32))
+        s = "sm"
+    if extra_use:
+        outputs.append(("s", (1, heads, T, T), np.float32))
+    nodes += [n("Softmax", [s], ["p"], axis=-1), n("MatMul", ["p", "vh"], ["o"]),
+              n("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), n("Reshape", ["ot", "back"], ["a"]),
+              n("MatMul", ["a", "wo"], ["y"])]
+    return model(nodes, inputs, outputs, inits)
+
+
+def attention_feeds(d: int, seed: int = 1, mask: bool = False, tokens: int = T) -> dict:
+    """x with negatives and zeros (every 5th element, one whole token); a 0/-1e4 mask."""
+    T = tokens
+    rng = np.random.default_rng(seed)
+    x = (2 * rng.standard_normal((1, T, d))).astype(np.float32)
+    x.flat[::5] = 0.0
+    x[0, 3] = 0.0
+    feeds = {"x": x}
+    if mask:
+        feeds["m"] = np.where(rng.random((1, 1, T, T)) < 0.2, -1e4, 0.0).astype(np.float32)
+    return feeds

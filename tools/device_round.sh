@@ -57,7 +57,7 @@ case "${1:-1}" in
      # low_precision_attention.STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16), gpu_tensor_core.
      # LOW_PRECISION_ATTENTION_MMA (both-narrow contractions in bf16 m16n8k16) and gpu_tensor_core.SPLIT_LONG_K_BMM
      # (P V split over its 1,500 keys: 144 -> 564 CTAs); (2) with time left, their cuda tests against ORT.
-     # (2b) whisper b1 A/B of importer.fused_attention.FUSE_ATTENTION (off): attention as one kernel, the flash kernel
+     # (2b) whisper b1 A/B of kernels.flash_substitute.FLASH_ATTENTION (off): bf16 CUDA attention triples as the flash kernel
      # on sm_90 bf16 (kernels.flash_substitute); (3) vit_b_16 b1 the first A/B (the control: its P V is not split,
      # its attention is 8 % of the time).
      # Session 56 staged it (see tools/device_stage.sh's header) but got no machine: four refused starts.
@@ -74,12 +74,12 @@ case "${1:-1}" in
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
     --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
     --out "$OUT/attn-ab-whisper-b1-162.json" > "$OUT/logs/attn-ab-whisper-b1-162.txt" 2>&1
-  F=hetpart.importer.fused_attention.FUSE_ATTENTION
+  F=hetpart.kernels.flash_substitute.FLASH_ATTENTION
   left=$((BUDGET - SECONDS - 200)); [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
     --precision bf16 --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/flash-ab-whisper-b1-162.json" \
     > "$OUT/logs/flash-ab-whisper-b1-162.txt" 2>&1
   left=$((BUDGET - SECONDS - 120)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rf -p no:cacheprovider \
-    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py tests/test_importer_fused_attention.py \
+    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py tests/test_kernels_flash_substitute.py \
     > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1
   f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \

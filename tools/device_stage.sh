@@ -26,7 +26,7 @@
 #   hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
 # Step 162 (session 56: 2.73 MB, preflight ready; NOPROFILE: all-CUDA builds need none):
 #   NOPROFILE=1 STEPS="162" TESTS="test_importer_low_precision_attention.py test_kernels_flash_attention.py
-#   test_kernels_tc_long_k_split.py test_importer_fused_attention.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py
+#   test_kernels_tc_long_k_split.py test_kernels_flash_substitute.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py
 #   gpu_static_kernels.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" where EXTRA is step 159's.
 # Step 163: NOPROFILE=1 STEPS="163" TESTS="test_kernels_wgmma_ws.py" TOOLS="gpu_wgmma_probe.py gpu_model_switch_ab.py
 #   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA".

@@ -17,8 +17,9 @@ import dataclasses
 
 from ..contracts.precision import DEFAULT, DEVICES, Precision
 from ..errors import PlanError
-from ..importer import low_precision_activations, low_precision_attention, low_precision_flash, low_precision_scores
+from ..importer import flash_triples, low_precision_activations, low_precision_attention, low_precision_scores
 from ..importer.low_precision import lower_weights, param_bytes
+from ..kernels import flash_substitute
 from ..kernels.options import KernelOptions
 
 
@@ -29,8 +30,9 @@ def lower_plan_weights(graph, plan, precision: Precision):
     ``low_precision_activations.STORE_GEMM_INPUTS_BF16``, the activations only weight
     GEMMs read in each bfloat16 CUDA partition, after the scores; with
     ``low_precision_attention.STORE_ATTENTION_OPERANDS_BF16``, attention's Q, K and V in each
-    bfloat16 CUDA partition; then the fused attention kernels of each bfloat16 CUDA partition
-    marked for the flash kernel, :mod:`~hetpart.importer.low_precision_flash`)."""
+    bfloat16 CUDA partition; last, with ``kernels.flash_substitute.FLASH_ATTENTION``, the attention
+    triples -- Q K^T, softmax, P V -- of each bfloat16 CUDA partition marked for the flash kernel,
+    :mod:`~hetpart.importer.flash_triples`)."""
     for device in DEVICES:
         dtype = precision.storage(device)
         kernels = [k for p in plan.partitions if p.device == device for k in p.kernels]
@@ -47,9 +49,10 @@ def lower_plan_weights(graph, plan, precision: Precision):
         groups = [p.kernels for p in plan.partitions
                   if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
         graph = low_precision_attention.lower_attention_operands(graph, groups)
-    # fused attention kernels (importer.fused_attention, off by default) of bf16 CUDA partitions: the flash kernel
-    groups = [p.kernels for p in plan.partitions if p.device == "cuda" and precision.storage(p.device) == "bfloat16"]
-    return low_precision_flash.mark_flash(graph, groups)
+    if flash_substitute.FLASH_ATTENTION:  # read at call time; CUDA bf16 partitions only (sm_90 decides at build)
+        groups = [p.kernels for p in plan.partitions if p.device == "cuda" and precision.storage(p.device) == "bfloat16"]
+        graph = flash_triples.mark_triples(graph, groups)
+    return graph
 
 
 def options_for(options: KernelOptions, precision: Precision) -> KernelOptions:

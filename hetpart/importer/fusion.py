@@ -30,7 +30,6 @@ from .shared_layout import duplicate_shared_layout
 from .fake_quantize import float_fake_quantize
 from .qdq_conv import window_rows_2d
 from .fast_erf import fast_erf
-from .fused_attention import fuse_attention
 from .float16_accumulation import accumulate_float16_in_float32
 from .fold_constants import fold_weight_arithmetic
 from .nan_semantics import propagate_nan
@@ -99,11 +98,8 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     ``take`` of one constant row is a strided slice that fuses (:mod:`.constant_take`, first), and a layout
     chain read by several layout ops is copied per reader (:mod:`.shared_layout`, next).  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
-    (:mod:`.conv_layout`).  With :data:`.fused_attention.FUSE_ATTENTION` on, an unmasked attention block is
-    one ``R.nn.attention`` first (:mod:`.fused_attention`)."""
-    # attention's Q K^T / softmax / P V as one R.nn.attention (FUSE_ATTENTION, off), before NaN semantics
-    # rewrites the softmax
-    mod = slice_constant_takes(fuse_attention(mod))
+    (:mod:`.conv_layout`)."""
+    mod = slice_constant_takes(mod)
     # a matmul by gathered expert weights reads them in place (FUSE_EXPERT_GATHER, on)
     mod = fuse_expert_gather(mod)
     # a layout chain read by several layout ops (the slices above): a copy per reader, each fuses into it

@@ -147,7 +147,7 @@ def build(
 
         mod = apply_database(mod, target, tuning_db)
     # options.wgmma (default wgmma_match.WGMMA_GEMM, off): dense layers replaced by the hand-written wgmma GEMM first
-    # and attention kernels a bf16 CUDA partition marked (low_precision_flash) by the flash kernel on sm_90
+    # and attention triples a bf16 CUDA partition marked (importer.flash_triples) by the flash kernel on sm_90
     mod = wgmma_substitute.substitute(weight_prepack.mark_weights(mod), target, options)
     mod = schedule(flash_substitute.substitute(mod, target), target, options)
     if is_cpu(target):

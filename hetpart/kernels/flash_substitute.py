@@ -1,19 +1,28 @@
-"""Run marked attention kernels as the hand-written flash kernel on sm_90 (issue 17).
+"""Run marked attention triples as the hand-written flash kernel on sm_90 (issue 17).
 
-In:  a fused module, the build's target.  A kernel qualifies when its PrimFunc carries
-     :data:`hetpart.importer.low_precision_flash.FLASH_ATTR` (an ``attention`` kernel of a
-     bf16 CUDA partition, :mod:`hetpart.importer.fused_attention`), its call is a ``call_tir``
-     of ``Q [b, s, h, 64]``, ``K [b, s, h, 64]``, ``V [b, s, h, 64]`` float32 (self-attention:
-     one sequence length) returning ``[b, s, h, 64]`` float32.
-Out: :func:`substitute`: for an sm_90 CUDA target, the module in which each such call is
-     three narrowing transposes (``[b, s, h, d]`` float32 -> ``[b, h, s, d]`` bfloat16, round to
-     nearest even; injective kernels the GPU rules schedule), the flash kernel
-     (:func:`.flash_attention.flash_attention`, ``out_dtype`` float32, the scale read from the
-     legalised kernel) and a transpose back to ``[b, s, h, d]``.  ``mod`` itself (the same
+In:  a fused module, the build's target.  Its PrimFuncs may carry
+     :data:`hetpart.importer.flash_triples.FLASH_ATTR` (set by
+     :func:`~hetpart.importer.flash_triples.mark_triples` in a bf16 CUDA partition when
+     :data:`FLASH_ATTENTION` is on): roles ``scores`` (``Q K^T`` [scaled], the scale in
+     :data:`~hetpart.importer.flash_triples.SCALE_ATTR`), ``softmax``, ``values`` (``P V``).
+     A *chain* in a Relax dataflow block is three bindings
+
+         s = call_tir(scores, (Q, KT))    # Q [b,h,n,64], KT [b,h,64,n] float32 or bfloat16
+         p = call_tir(softmax, (s,))      # s read here only
+         o = call_tir(values, (p, V))     # p read here only; V [b,h,n,64], o [b,h,n,64] float32
+
+Out: :func:`substitute`: for an sm_90 CUDA target, the module in which each chain is
+     ``o = flash(Q', K', V')`` (:func:`.flash_attention.flash_attention`, ``out_dtype``
+     float32, the marked scale): ``Q'``, ``V'`` are ``Q``, ``V`` rounded to bfloat16 (round to
+     nearest even; a bfloat16 input is passed as it is), ``K'`` is ``KT`` transposed to
+     ``[b,h,n,64]`` in the same narrowing kernel (a float32 K^T needs its narrowing pass anyway,
+     so reading K^T in the flash kernel itself would save no pass); ``s`` and ``p`` are gone and
+     a marked PrimFunc no Relax function calls any more is removed.  ``mod`` itself (the same
      object) for any other target or when nothing is marked -- CPU, TF32 and non-sm_90 builds
-     run the legalised kernel as it is.
-Invariant: a substituted call computes the attention kernel's function with Q, K, V and the
-probabilities rounded to bf16 (accumulation in float32; the flash module's numerics).  The flash
+     run the three kernels as they are.
+Invariant: a substituted chain computes ``softmax(scale * Q K^T) V`` with Q, K, V and the
+probabilities rounded to bf16 (accumulation in float32; the flash module's numerics); a chain
+whose ``s`` or ``p`` is read elsewhere, or whose shapes differ, is left as it is.  The flash
 PrimFunc carries ``tirx.is_scheduled``, ``hetpart.rule`` = :data:`RULE` and the hand-written
 mark, so :mod:`.wgmma_substitute`'s mixed pipeline and sm_90a target compile it.
 """
@@ -21,115 +30,157 @@ mark, so :mod:`.wgmma_substitute`'s mixed pipeline and sm_90a target compile it.
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import relax, te, tirx
 from tvm.target import Target
 
-from ..importer.low_precision_flash import FLASH_ATTR
+from ..importer.flash_triples import FLASH_ATTR, SCALE_ATTR
+from ..importer.relax_rewrite import var_reads
 from . import flash_attention as fa
 from . import flash_layout as fl
 from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
 from .call_substitution import rewrite_calls
 from .wgmma_match import eligible_target
 
+FLASH_ATTENTION = False
+"""Mark attention triples of bf16 CUDA partitions for the flash kernel
+(:func:`hetpart.compiler.precision.lower_plan_weights`, read at call time).  Off until the device
+A/B decides: ``tools/gpu_model_switch_ab.py ... --precision bf16 --before
+hetpart.kernels.flash_substitute.FLASH_ATTENTION=0 --after hetpart.kernels.flash_substitute.FLASH_ATTENTION=1``.
+Off, nothing is marked and this module returns every module unchanged."""
+
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""
 
 
 def substitute(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """``mod`` with its marked attention calls running the flash kernel (module doc); ``mod``
+    """``mod`` with its marked attention chains running the flash kernel (module doc); ``mod``
     itself when the target is not sm_90 CUDA or nothing qualifies."""
-    marked = {gv.name_hint: _scale(f) for gv, f in mod.functions_items() if _marked(f)}
-    if not marked or not eligible_target(target):
+    roles = {gv.name_hint: _role(f) for gv, f in mod.functions_items() if _role(f) is not None}
+    if not roles or not eligible_target(target):
         return mod
-    out = rewrite_calls(mod, _Substituter(copy_module(mod), marked), marked)
+    chains = {}
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            chains.update(_chains(func, roles))
+    if not chains:
+        return mod
+    out = rewrite_calls(mod, _Substituter(copy_module(mod), chains), set(roles))
     return mod if out is None else out
 
 
-def _marked(func) -> bool:
-    """``func`` is a PrimFunc carrying :data:`FLASH_ATTR`."""
-    return isinstance(func, tirx.PrimFunc) and func.attrs is not None and bool(func.attrs.get(FLASH_ATTR, False))
-
-
-def _scale(func: tirx.PrimFunc) -> float:
-    """The factor the legalised attention kernel multiplies its scores by (TVM's ``_te_attention``
-    with a scale: one ``p * FloatImm``); 1.0 when it has none."""
-    found: list[float] = []
-
-    def visit(node):
-        if isinstance(node, tirx.Mul):
-            for side in (node.a, node.b):
-                if isinstance(side, tirx.FloatImm):
-                    found.append(float(side.value))
-
-    tvm_ffi.structural_walk(func.body, (tirx.Mul, visit), order="post")
-    return found[0] if found else 1.0
-
-
-def _shapes(call) -> tuple[int, int, int] | None:
-    """(b, s, h) when ``call`` is a qualifying ``call_tir`` (module doc), else None."""
-    if getattr(call.op, "name", None) != "relax.call_tir" or not isinstance(call.args[1], relax.Tuple):
+def _role(func) -> tuple[str, float] | None:
+    """(role, scale) of a marked PrimFunc, None for any other function."""
+    if not isinstance(func, tirx.PrimFunc) or func.attrs is None or FLASH_ATTR not in func.attrs:
         return None
-    args = list(call.args[1].fields)
-    types = [a.ty for a in args] + [call.ty_args[0]]
-    if len(args) != 3 or not all(isinstance(t, relax.TensorType) and t.dtype == "float32" for t in types):
+    scale = func.attrs.get(SCALE_ATTR, None)
+    return str(func.attrs[FLASH_ATTR]), (float(scale.value) if scale is not None else 1.0)
+
+
+def _callee(value, roles, role):
+    """The callee name when ``value`` is a ``call_tir`` of a PrimFunc marked ``role``, else None."""
+    if not isinstance(value, relax.Call) or getattr(value.op, "name", None) != "relax.call_tir":
+        return None
+    if not isinstance(value.args[0], tvm.ir.GlobalVar) or not isinstance(value.args[1], relax.Tuple):
+        return None
+    name = value.args[0].name_hint
+    return name if name in roles and roles[name][0] == role else None
+
+
+def _dims(x) -> tuple[int, ...] | None:
+    ty = x.ty if isinstance(x, relax.Expr) else x
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
     try:
-        dims = {tuple(int(d) for d in t.shape.values) for t in types}
+        return tuple(int(d) for d in ty.shape.values)
     except (TypeError, AttributeError):
         return None
-    if len(dims) != 1:
-        return None
-    (shape,) = dims
-    return (shape[0], shape[1], shape[2]) if len(shape) == 4 and shape[3] == fl.HEAD_DIM else None
 
 
-def _to_bhsd_bf16(x: te.Tensor) -> te.Tensor:
-    """``[b, s, h, d]`` float32 -> ``[b, h, s, d]`` bfloat16 (round to nearest even)."""
-    b, s, h, d = x.shape
-    return te.compute((b, h, s, d), lambda i, j, k, m: x[i, k, j, m].astype("bfloat16"), name="flash_in")
+def _chains(func: relax.Function, roles: dict) -> dict:
+    """``{o var: (s var, p var, Q, KT, V, (b, h, n), scale)}`` for the chains of ``func``."""
+    value_of = {b.var: b.value for blk in func.body.blocks if isinstance(blk, relax.DataflowBlock)
+                for b in blk.bindings if isinstance(b, relax.VarBinding)}
+    reads = var_reads(func)
+    out = {}
+    for o, value in value_of.items():
+        if _callee(value, roles, "values") is None:
+            continue
+        p, v = value.args[1].fields if len(value.args[1].fields) == 2 else (None, None)
+        if p is None or reads.get(p, 0) != 1 or _callee(value_of.get(p), roles, "softmax") is None:
+            continue
+        (s,) = value_of[p].args[1].fields if len(value_of[p].args[1].fields) == 1 else (None,)
+        scores = _callee(value_of.get(s), roles, "scores") if s is not None else None
+        if scores is None or reads.get(s, 0) != 1 or len(value_of[s].args[1].fields) != 2:
+            continue
+        q, kt = value_of[s].args[1].fields
+        dq, dk, dv, do = _dims(q), _dims(kt), _dims(v), _dims(value.ty_args[0])
+        if dq is None or len(dq) != 4:
+            continue
+        b, h, n, d = dq
+        if (d != fl.HEAD_DIM or dk != (b, h, d, n) or dv != dq or do != dq
+                or value.ty_args[0].dtype != "float32"
+                or any(x.ty.dtype not in ("float32", "bfloat16") for x in (q, kt, v))):
+            continue
+        out[o] = (s, p, q, kt, v, (b, h, n), roles[scores][1])
+    return out
 
 
-def _to_bshd(o: te.Tensor) -> te.Tensor:
-    """``[b, h, s, d]`` -> ``[b, s, h, d]`` (same dtype)."""
-    b, h, s, d = o.shape
-    return te.compute((b, s, h, d), lambda i, k, j, m: o[i, j, k, m], name="flash_out")
+def _narrow(x: te.Tensor) -> te.Tensor:
+    """``[b, h, n, d]`` -> the same in bfloat16 (round to nearest even)."""
+    return te.compute(x.shape, lambda *i: x(*i).astype("bfloat16"), name="flash_in")
+
+
+def _narrow_transposed(kt: te.Tensor) -> te.Tensor:
+    """``K^T [b, h, d, n]`` -> ``K [b, h, n, d]`` bfloat16 (round to nearest even)."""
+    b, h, d, n = kt.shape
+    return te.compute((b, h, n, d), lambda i, j, k, m: kt[i, j, m, k].astype("bfloat16"), name="flash_in")
 
 
 @relax.expr_functor.mutator
 class _Substituter(relax.PyExprMutator):
-    """See :func:`substitute`; ``marked``: ``{PrimFunc name: scale}``."""
+    """See :func:`substitute`; ``chains``: :func:`_chains`' entries of every function."""
 
-    def __init__(self, mod: tvm.IRModule, marked: dict) -> None:
+    def __init__(self, mod: tvm.IRModule, chains: dict) -> None:
         super().__init__(mod)
-        self._marked = marked
+        self._chains = chains
+        self._drop = {x for c in chains.values() for x in c[:2]}
         self.added: set[str] = set()
 
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        name = call.args[0].name_hint if call.args and isinstance(call.args[0], tvm.ir.GlobalVar) else None
-        shape = _shapes(call) if name in self._marked else None
-        if shape is None:
-            return call
-        b, s, h = shape
+    def visit_var_binding_(self, binding):
+        if binding.var in self._drop:
+            return
+        chain = self._chains.get(binding.var)
+        if chain is None:
+            super().visit_var_binding_(binding)
+            return
+        _, _, q, kt, v, (b, h, n), scale = chain
         bb = self.builder_
-        q, k, v = (bb.emit_te(_to_bhsd_bf16, a, primfunc_name_hint="flash_in") for a in call.args[1].fields)
-        kernel = self._kernel(name, b, h, s)
-        o = bb.emit(relax.call_tir(kernel, relax.Tuple([q, k, v]),
-                                   relax.TensorType([b, h, s, fl.HEAD_DIM], "float32")))
-        return bb.call_te(_to_bshd, o, primfunc_name_hint="flash_out")
+        q, kt, v = (self.visit_expr(x) for x in (q, kt, v))
+        q = q if q.ty.dtype == "bfloat16" else bb.emit_te(_narrow, q, primfunc_name_hint="flash_in")
+        k = bb.emit_te(_narrow_transposed, kt, primfunc_name_hint="flash_in")
+        v = v if v.ty.dtype == "bfloat16" else bb.emit_te(_narrow, v, primfunc_name_hint="flash_in")
+        call = relax.call_tir(self._kernel(b, h, n, scale), relax.Tuple([q, k, v]),
+                              relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
+        bb.emit_normalized(relax.VarBinding(binding.var, bb.normalize(call)))
 
-    def _kernel(self, name: str, b: int, h: int, s: int):
-        """The GlobalVar of the flash kernel replacing ``name``, added once."""
-        new = f"{name}_flash"
+    def _kernel(self, b: int, h: int, n: int, scale: float):
+        """The GlobalVar of the flash kernel for these sizes and scale, added once."""
+        new = f"flash_attention_b{b}_h{h}_n{n}_{_scale_tag(scale)}"
         existing = [gv for gv in self.builder_.get().get_global_vars() if gv.name_hint == new]
         if existing:
             return existing[0]
-        func = (fa.flash_attention(b, h, s, scale=self._marked[name], out_dtype="float32")
+        func = (fa.flash_attention(b, h, n, scale=scale, out_dtype="float32")
                 .without_attr("global_symbol").with_attr(RULE_ATTR, RULE).with_attr(HAND_WRITTEN_ATTR, True)
                 .with_attr(SCHEDULED_ATTR, True))
         self.added.add(new)
         return self.builder_.add_func(func, new)
 
 
-__all__ = ["RULE", "substitute"]
+def _scale_tag(scale: float) -> str:
+    """A name-safe tag of ``scale`` (its float32 bits)."""
+    import struct
+
+    return f"s{struct.unpack('<I', struct.pack('<f', scale))[0]:08x}"
+
+
+__all__ = ["FLASH_ATTENTION", "RULE", "substitute"]

@@ -1,0 +1,140 @@
+"""``hetpart.kernels.flash_substitute``: a marked attention triple runs as the flash kernel on sm_90.
+
+With ``FLASH_ATTENTION`` on, the sm_90 CUDA C of an all-CUDA ``cuda=bf16`` BERT layer calls the
+flash kernel and holds none of the three attention kernels' bodies (Q K^T, softmax, P V); nvcc
+compiles it for sm_90a without spills.  Q and V are narrowed to bf16 (passed as they are when
+already bf16), K^T narrowed and transposed in one kernel.  A TF32 sm_90, a bf16 sm_80 and a CPU
+build of the marked module are the module itself.  Off, nothing is marked and the build is
+main's (``/tmp/bf16_src_hash.py``, ``tools/kernel_code_hash.py --compare``: see the report).
+With a GPU (``cuda`` mark): Whisper-shaped BERT layer (1500 tokens, 6 heads of 64) all-CUDA bf16
+against ONNX Runtime within 2e-2.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from attention_cases import onnx_attention
+from onnx_cases import cuda_source
+from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
+
+from hetpart import importer, kernels
+from hetpart.compiler.precision import lower_plan_weights
+from hetpart.contracts.precision import Precision
+from hetpart.importer import low_precision_attention as lpq
+from hetpart.kernels import flash_substitute
+from hetpart.targets import cpu_tvm_target, cuda_available, cuda_tvm_target
+
+BF16 = Precision(cuda="bf16")
+KERNEL = r"void (?:__launch_bounds__\(\d+\) )?{}\("
+
+
+@pytest.fixture
+def on(monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", True)
+
+
+def _lowered(m, precision=BF16):
+    graph = importer.load(m)
+    return graph, lower_plan_weights(graph, all_on(graph, "cuda"), precision)
+
+
+def _triple_funcs(graph) -> list[str]:
+    """PrimFunc names of the Q K^T, softmax and P V kernels of ``graph``'s one attention block."""
+    sm = next(k for k in graph.kernels.values() if k.op_class == "softmax")
+    (pv,) = graph.tensors[sm.outputs[0]].consumers
+    return [graph.kernels[graph.tensors[sm.inputs[0]].producer].func, sm.func, graph.kernels[pv].func]
+
+
+def test_sm90_bf16_bert_layer_runs_the_flash_kernel(on, tmp_path):
+    _, low = _lowered(bert_layer(seq_len=384, hidden=384, heads=6, intermediate=1536))
+    funcs = _triple_funcs(low)
+    src = cuda_source(kernels.build(low.module, cuda_tvm_target("sm_90"), cuda_graph=False))
+    assert re.search(KERNEL.format(r"flash_attention_b1_h6_n384_\w+_kernel"), src)
+    for f in funcs:  # none of the three kernels' bodies
+        assert not re.search(KERNEL.format(re.escape(f) + r"\w*_kernel"), src), f
+    assert "mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32" in src and "ldmatrix" in src
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc")
+    from hetpart.kernels import cuda_compile
+
+    (tmp_path / "k.cu").write_text(src)
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+
+
+def test_chain_becomes_narrowing_and_one_flash_call(on):
+    _, low = _lowered(onnx_attention())
+    funcs = _triple_funcs(low)
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    names = {gv.name_hint for gv in out.get_global_vars()}
+    assert not names & set(funcs)  # the three kernels removed: nothing calls them
+    main = out["main"].script()
+    assert main.count("flash_attention_b1_h2_n40_") == 1 and main.count("flash_in") == 3
+    calls = lambda mod: mod["main"].script().count("R.call_tir(")  # noqa: E731
+    assert calls(out) == calls(low.module) - 3 + 4  # three kernels -> three narrowings and the flash kernel
+
+
+def test_bf16_q_and_v_are_passed_as_they_are(on, monkeypatch):
+    monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
+    _, low = _lowered(onnx_attention())
+    main = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))["main"].script()
+    assert main.count("flash_attention_b1_h2_n40_") == 1
+    assert len(re.findall(r"R\.call_tir\(flash_in\w*,", main)) == 1  # K^T's transpose only
+
+
+@pytest.mark.parametrize("target", [cuda_tvm_target("sm_80"), cpu_tvm_target()], ids=["sm80", "cpu"])
+def test_other_targets_ignore_the_marks(on, target):
+    _, low = _lowered(onnx_attention())
+    assert flash_substitute.substitute(low.module, target) is low.module
+
+
+def test_tf32_sm90_build_has_nothing_marked(on):
+    _, low = _lowered(onnx_attention(), Precision())
+    assert flash_substitute.substitute(low.module, cuda_tvm_target("sm_90")) is low.module
+
+
+def test_off_substitutes_nothing():
+    assert not flash_substitute.FLASH_ATTENTION
+    _, low = _lowered(onnx_attention())
+    assert flash_substitute.substitute(low.module, cuda_tvm_target("sm_90")) is low.module
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_whisper_shaped_layer_on_gpu_bf16(on):
+    """1500 tokens, 6 heads of 64 (Whisper's encoder), the flash kernel on an H100, against ONNX
+    Runtime's float32 within 2e-2 (``bf16_matches_ort``)."""
+    m = bert_layer(seq_len=1500, hidden=384, heads=6, intermediate=1536)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
+
+
+def test_compile_cross_sm90_runs_the_flash_kernel(on, monkeypatch):
+    """Through ``compiler.compile`` (cross-compiled for sm_90, all-CUDA ``cuda=bf16``): the partition
+    module handed to the build still carries the marks, and the substitution rewrites its chain."""
+    from hetpart import compiler
+    from precision_cases import hf_attention
+
+    real, seen = flash_substitute.substitute, []
+
+    def spy(mod, target):
+        out = real(mod, target)
+        seen.append(sorted(gv.name_hint for gv in out.get_global_vars() if gv.name_hint.startswith("flash_attention")))
+        return out
+
+    monkeypatch.setattr(flash_substitute, "substitute", spy)
+    graph = importer.load(hf_attention(seq=64, width=384, heads=6))
+    compiler.compile(all_on(graph, "cuda"), cuda_arch="sm_90", progress=False, jobs=1, precision="cuda=bf16")
+    assert seen and all(len(names) == 1 for names in seen), seen
+
+
+def test_marked_plan_in_simulation_matches_onnxruntime(on):
+    """Simulation builds for the CPU: the marks are ignored and the three kernels compute, within 2e-2."""
+    m = bert_layer(seq_len=64, hidden=128, heads=2, intermediate=256)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=True)
