@@ -10,7 +10,9 @@ import ...``; issue 17):
 * ``bert_layer(...)``: the zoo's BERT (post-LN), one layer;
 * ``feeds_with_zeros(model, seed)``: conftest's ``random_feeds`` with a tenth of each float input zero;
 * ``bf16_matches_ort(model, feeds, simulate)``: an all-CUDA ``cuda=bf16`` build's outputs, asserted
-  within ``REL_TOL`` of ONNX Runtime's float32 ones.
+  within ``REL_TOL`` of ONNX Runtime's float32 ones;
+* ``switch_keeps_bf16_within_tolerance(model, monkeypatch, module, name)``: that, in simulation, with
+  the module switch off and then on, and the switch changing the outputs.
 """
 
 from __future__ import annotations
@@ -126,3 +128,13 @@ def bf16_matches_ort(model, feeds, simulate: bool):
     for g, w in zip(got, ort_outputs(model, feeds)):
         assert relative_error(g, w) <= REL_TOL, f"relative error {relative_error(g, w):.3g}"
     return got
+
+
+def switch_keeps_bf16_within_tolerance(model, monkeypatch, module, name: str) -> None:
+    """:func:`bf16_matches_ort` in simulation on :func:`feeds_with_zeros`, with ``module.name`` as it is
+    and then True; asserts the switch changed the outputs (a switch that does nothing proves nothing)."""
+    feeds = feeds_with_zeros(model)
+    before = bf16_matches_ort(model, feeds, simulate=True)
+    monkeypatch.setattr(module, name, True)
+    after = bf16_matches_ort(model, feeds, simulate=True)
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"

@@ -33,7 +33,7 @@ from hetpart.targets import cuda_available, cuda_tvm_target
 
 from conftest import plan_from_assignment
 from onnx_cases import cuda_source
-from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
+from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, switch_keeps_bf16_within_tolerance
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
@@ -258,11 +258,7 @@ def test_matches_onnxruntime_in_simulation(which, monkeypatch):
     model = {"bert": lambda: bert_layer(),
              "vit": lambda: vit_layer(),
              "whisper": lambda: bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536)}[which]()
-    feeds = feeds_with_zeros(model)
-    before = bf16_matches_ort(model, feeds, simulate=True)
-    monkeypatch.setattr(lpa, "STORE_GEMM_INPUTS_BF16", True)
-    after = bf16_matches_ort(model, feeds, simulate=True)
-    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
+    switch_keeps_bf16_within_tolerance(model, monkeypatch, lpa, "STORE_GEMM_INPUTS_BF16")
 
 
 @pytest.mark.cuda

@@ -11,7 +11,6 @@ one runs it on the GPU (the lead's device step), the bmms multiplying in bf16
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from hetpart import load
@@ -24,7 +23,8 @@ from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment
-from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, hf_attention
+from precision_cases import (all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, hf_attention,
+                              switch_keeps_bf16_within_tolerance)
 
 BF16 = Precision(cuda="bf16")
 
@@ -171,11 +171,7 @@ def test_matches_onnxruntime_in_simulation(which, monkeypatch):
     model = {"bert": lambda: bert_layer(),
              "hf": lambda: hf_attention(seq=64, width=64, heads=2),
              "whisper": lambda: bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536)}[which]()
-    feeds = feeds_with_zeros(model)
-    before = bf16_matches_ort(model, feeds, simulate=True)
-    monkeypatch.setattr(lpq, "STORE_ATTENTION_OPERANDS_BF16", True)
-    after = bf16_matches_ort(model, feeds, simulate=True)
-    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
+    switch_keeps_bf16_within_tolerance(model, monkeypatch, lpq, "STORE_ATTENTION_OPERANDS_BF16")
 
 
 @pytest.mark.cuda
