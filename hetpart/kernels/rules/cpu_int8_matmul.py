@@ -66,42 +66,45 @@ whose import parses every target's intrinsics: ~20 s) with the operand types LLV
 21+ gives ``vpdpbusd`` (``<64 x i8>``; TVM's ``<16 x i32>`` fails to verify there)."""
 
 
-@T.prim_func(s_tir=True)
-def _dot_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+@lru_cache(maxsize=None)
+def vnni_intrin() -> str:
+    """:data:`INTRIN`, registered on first use (parsing its two TVMScript functions at import cost
+    every process that imports the rules -- each CLI run, each build subprocess -- ~0.3 s)."""
+    @T.prim_func(s_tir=True)
+    def _dot_desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
+    @T.prim_func(s_tir=True)
+    def _dot_vnni(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_u8x4 = A.vload([0], "uint8x4")
+            a_i32 = T.reinterpret(a_u8x4, dtype="int32")
+            a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
+            b_i8x64 = B.vload([0, 0], dtype="int8x64")
+            c_i32x16 = C.vload([0], dtype="int32x16")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c_i32x16, a_u8x64, b_i8x64,
+                dtype="int32x16")
 
-@T.prim_func(s_tir=True)
-def _dot_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a_u8x4 = A.vload([0], "uint8x4")
-        a_i32 = T.reinterpret(a_u8x4, dtype="int32")
-        a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
-        b_i8x64 = B.vload([0, 0], dtype="int8x64")
-        c_i32x16 = C.vload([0], dtype="int32x16")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c_i32x16, a_u8x64, b_i8x64,
-            dtype="int32x16")
-
-
-TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
+    TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
+    return INTRIN
 
 
 AMX_INT8 = True
@@ -361,7 +364,7 @@ def _schedule(sch, func, mac, i, j, k) -> None:
         sch.unroll(loop)
     init = sch.decompose_reduction(main, k0)
     done = {sch.get(b).name_hint for b in (main, wb, init, pk)}
-    sch.tensorize(j2, INTRIN)
+    sch.tensorize(j2, vnni_intrin())
     init_loops = sch.get_loops(init)
     sch.vectorize(init_loops[-1])
     wb_loops = [lp for lp in sch.get_loops(wb)[1:]]
