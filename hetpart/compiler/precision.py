@@ -38,20 +38,17 @@ def lower_plan_weights(graph, plan, precision: Precision):
         kernels = [k for p in plan.partitions if p.device == device for k in p.kernels]
         if kernels and dtype != "float32":
             graph = lower_weights(graph, kernels, dtype)
-    if low_precision_scores.STORE_SCORES_BF16:  # read at call time: a switch set after import counts
-        groups = [p.kernels for p in plan.partitions if precision.storage(p.device) == low_precision_scores.DTYPE]
-        graph = low_precision_scores.lower_scores(graph, groups)
-    if low_precision_activations.STORE_GEMM_INPUTS_BF16:  # CUDA partitions only: the CPU rules stage no bf16 A
-        groups = [p.kernels for p in plan.partitions
-                  if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
-        graph = low_precision_activations.lower_gemm_inputs(graph, groups)
-    if low_precision_attention.STORE_ATTENTION_OPERANDS_BF16:  # CUDA partitions only, as the GEMM inputs
-        groups = [p.kernels for p in plan.partitions
-                  if p.device == "cuda" and precision.storage(p.device) == low_precision_scores.DTYPE]
-        graph = low_precision_attention.lower_attention_operands(graph, groups)
-    if flash_substitute.FLASH_ATTENTION:  # read at call time; CUDA bf16 partitions only (sm_90 decides at build)
-        groups = [p.kernels for p in plan.partitions if p.device == "cuda" and precision.storage(p.device) == "bfloat16"]
-        graph = flash_triples.mark_triples(graph, groups)
+    bf16 = [p for p in plan.partitions if precision.storage(p.device) == low_precision_scores.DTYPE]
+    cuda_bf16 = [p.kernels for p in bf16 if p.device == "cuda"]  # the passes below: the CPU rules stage no bf16 operand
+    # each switch read at call time: one set after import counts
+    if low_precision_scores.STORE_SCORES_BF16:
+        graph = low_precision_scores.lower_scores(graph, [p.kernels for p in bf16])
+    if low_precision_activations.STORE_GEMM_INPUTS_BF16:
+        graph = low_precision_activations.lower_gemm_inputs(graph, cuda_bf16)
+    if low_precision_attention.STORE_ATTENTION_OPERANDS_BF16:
+        graph = low_precision_attention.lower_attention_operands(graph, cuda_bf16)
+    if flash_substitute.FLASH_ATTENTION:  # sm_90 decides at build (kernels.flash_substitute)
+        graph = flash_triples.mark_triples(graph, cuda_bf16)
     return graph
 
 

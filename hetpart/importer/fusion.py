@@ -99,6 +99,7 @@ def prepare_for_inference(mod: tvm.IRModule, conv_block: int | None = None) -> t
     chain read by several layout ops is copied per reader (:mod:`.shared_layout`, next).  ``conv_block`` (None: NCHW):
     convolutions converted to ``NCHW{conv_block}c`` after the folding, before NaN semantics
     (:mod:`.conv_layout`)."""
+    # a take of one constant row as a strided slice, which fuses (a take is an opaque kernel)
     mod = slice_constant_takes(mod)
     # a matmul by gathered expert weights reads them in place (FUSE_EXPERT_GATHER, on)
     mod = fuse_expert_gather(mod)
