@@ -43,6 +43,23 @@ def test_compile_options_have_no_fast_math_and_keep_tvms_other_flags():
     assert tvm_macros <= set(nvrtc) and tvm_macros <= set(nvcc), tvm_macros - set(nvrtc) - set(nvcc)
 
 
+def test_nvrtc_source_defines_the_tensor_map_type_only_where_code_names_it():
+    """NVRTC does not read cuda.h: a TMA kernel's ``CUtensorMap`` parameters get cuda.h's layout (as
+    TVM's own NVRTC path gives them, a drift check against its source); any other code is compiled
+    exactly as before (prelude, then the code)."""
+    import tvm.support.nvcc as tvm_nvcc
+
+    plain = 'extern "C" __global__ void k(float* x) { x[0] = INFINITY; }'
+    assert cuda_compile.nvrtc_source(plain) == cuda_compile._NVRTC_PRELUDE + plain  # noqa: SLF001
+    tma = 'extern "C" __global__ void k(float* x, const __grid_constant__ CUtensorMap tma_a) {}'
+    src = cuda_compile.nvrtc_source(tma)
+    assert src.endswith(tma) and src.index("struct alignas(64) CUtensorMap_st {") < src.index(tma)
+    assert "unsigned long long opaque[16];" in src and "typedef struct CUtensorMap_st CUtensorMap;" in src
+    tvm_text = Path(tvm_nvcc.__file__).read_text()
+    assert all(line in tvm_text for line in ("struct alignas(64) CUtensorMap_st", "unsigned long long opaque[16]",
+                                             "typedef struct CUtensorMap_st CUtensorMap;"))
+
+
 def test_tvms_cuda_compile_callback_is_hetparts():
     import hetpart.kernels  # noqa: F401 - installs the callback
 

@@ -312,8 +312,9 @@ def wgmma_launch(found, sm_count: int) -> Launch:
     """The launch of the ``wgmma`` GEMM replacing the match ``found`` (a
     :class:`hetpart.kernels.wgmma_match.WgmmaGemm`): :func:`hetpart.kernels.wgmma_variant.choose`'s
     variant -- grid N / bn x ceil(M / (64 x consumers)) x split, 128 threads per consumer
-    warpgroup, a second kernel (the reduction) when split -- and each thread's serial stores
-    taken as its share of the output tile (the accumulators it writes)."""
+    warpgroup (and one producer warpgroup more for ``producer="warp"``), a second kernel (the
+    reduction) when split -- and each consumer thread's serial stores taken as its share of the
+    output tile (the accumulators it writes)."""
     from hetpart.kernels import wgmma_variant as wv
 
     v = wv.choose(found.m, found.n, found.k, found.precision, sms=sm_count)
@@ -321,6 +322,8 @@ def wgmma_launch(found, sm_count: int) -> Launch:
     grid = (found.n // v.bn) * -(-found.m // tile_m) * v.split
     threads = 128 * v.consumers
     per_thread = tile_m * v.bn // threads
+    if v.producer == "warp":  # the producer warpgroup (wgmma_ws) stores nothing
+        threads += 128
     return Launch(grid, threads, per_thread, per_thread, 2 if v.split > 1 else 1, grid)
 
 

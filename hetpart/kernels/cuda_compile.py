@@ -63,6 +63,15 @@ _NVRTC_PRELUDE = """#include <cuda/std/limits>
 #define NAN (::cuda::std::numeric_limits<float>::quiet_NaN())
 #endif
 """
+# NVRTC: cuda.h (host-side; the generated code includes it only outside __CUDACC_RTC__) is not read,
+# so a TMA kernel's ``const __grid_constant__ CUtensorMap`` parameter names an undefined type.  cuda.h's
+# layout (64-byte aligned, 128 bytes), as TVM's own NVRTC path defines it (tvm.support.nvcc); the tag,
+# not the alias, is defined, so CCCL's forward declaration ``struct CUtensorMap_st;`` still agrees.
+_NVRTC_TENSOR_MAP = """struct alignas(64) CUtensorMap_st {
+  unsigned long long opaque[16];
+};
+typedef struct CUtensorMap_st CUtensorMap;
+"""
 
 _registered = None  # the tvm_ffi.Function this module registered
 
@@ -157,12 +166,19 @@ def include_dirs(root: Path) -> list[str]:
     return [str(d) for d in found]
 
 
+def nvrtc_source(code: str) -> str:
+    """What NVRTC compiles for TVM's CUDA C ``code``: the prelude (INFINITY / NAN), cuda.h's
+    ``CUtensorMap`` where ``code`` names it (a TMA kernel's parameters: :mod:`.wgmma_ws`), then
+    ``code``.  Code that names no tensor map gets exactly the prelude and itself, as before."""
+    return _NVRTC_PRELUDE + (_NVRTC_TENSOR_MAP if "CUtensorMap" in code else "") + code
+
+
 def _nvrtc(code: str, arch: str, fmt: str) -> bytes:
     from cuda.bindings import nvrtc
 
     prefix = "compute_" if fmt == "ptx" else "sm_"
     options = [o.encode() for o in nvrtc_options(prefix + arch, include_dirs(cuda_root()))]
-    err, prog = nvrtc.nvrtcCreateProgram((_NVRTC_PRELUDE + code).encode(), b"hetpart_kernels.cu", 0, None, None)
+    err, prog = nvrtc.nvrtcCreateProgram(nvrtc_source(code).encode(), b"hetpart_kernels.cu", 0, None, None)
     _nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
     try:
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)

@@ -9,7 +9,8 @@ Out: :func:`substitute`: for an sm_90 CUDA target, the module in which every ``c
      matches above one 128-row tile, :data:`.wgmma_match.WGMMA_BF16` / ``WGMMA_F32A``, on), whose
      weight (and bias) are constants or parameters, calls the ``wgmma`` GEMM instead
      (:func:`.wgmma_splitk.gemm_module`: the GEMM, and for split-K its reduction; its layout
-     -- bn, stages, 128B swizzle, consumer warpgroups, split -- :func:`.wgmma_variant.choose`'s
+     -- bn, stages, 128B swizzle, consumer warpgroups, split, and with
+     :data:`.wgmma_variant.WARP_PRODUCER_ROWS` set the producer -- :func:`.wgmma_variant.choose`'s
      for the match's M, N, K and precision) on the activation viewed as ``[M, K]``, the weight
      packed now as ``[N, K]`` (``tf32r``: float32 rounded to tf32, nearest, ties away;
      ``f32a`` / ``bf16``: its bf16 bits), the bias widened to float32 and a residual

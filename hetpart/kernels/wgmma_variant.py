@@ -5,14 +5,15 @@ In:  a matched GEMM's M, N, K and precision (:attr:`.wgmma_match.WgmmaGemm.preci
      bf16 -- :func:`family` -- ``tf32r`` for a TF32 build's float32 weight), and the SMs the
      launch should fill.
 Out: :func:`choose`, a :class:`Variant` -- ``bn``, ``stages``, ``swizzle``, ``consumers``,
-     ``split`` -- the options :func:`.wgmma_splitk.gemm_module` builds the replacement with.
+     ``split``, ``producer`` -- the options :func:`.wgmma_splitk.gemm_module` builds the replacement with.
 Invariant: every variant returned builds for the shape (``N % bn == 0``, ``K`` a multiple of
 the precision's K tile times ``split``: :func:`.wgmma_splitk.choose_split` picks only such
 splits) and is one whose layout device step 150 checked against float64 numpy on the H100
-(``tests/test_kernels_wgmma_swizzle.py``'s cuda tests, 36/36).  ``tf32r`` keeps the first
-spike's variant (:data:`TF32_STAGES`, no swizzle, one consumer): step 150's swizzled TF32
-kernels were no faster than hetpart's ``mma.sync`` ones, so a TF32 build substitutes exactly
-what it did before this module.
+(``tests/test_kernels_wgmma_swizzle.py``'s cuda tests, 36/36) -- except, with :data:`WARP_PRODUCER_ROWS`
+set, the warp-specialised variant (``tests/test_kernels_wgmma_ws.py``'s cuda tests, not yet run on a GPU).
+``tf32r`` keeps the first spike's variant (:data:`TF32_STAGES`, no swizzle, one consumer): step 150's
+swizzled TF32 kernels were no faster than hetpart's ``mma.sync`` ones, so a TF32 build substitutes
+exactly what it did before this module.
 
 The measurement (``bench/results/gpu-wgmma-swizzle-150-nvidia-h100.json``, spike write-up
 section 10): ViT-B/16's four GEMMs at M = 197, us through the VM harness, against hetpart's
@@ -71,6 +72,24 @@ LARGE_M_STAGES = 3
 bn 128 keeps :data:`STAGES`."""
 LARGE_M_FAMILIES = ("f32a",)
 """The families :data:`LARGE_M_ROWS` applies to (``bf16`` lost with wider tiles at M = 6304)."""
+WARP_PRODUCER_ROWS = 0
+"""From this many rows (M) up, a ``bf16``-family GEMM takes the warp-specialised variant
+(``producer="warp"``, :mod:`.wgmma_ws`: a producer warpgroup filling the stages by TMA and mbarriers,
+two consumer warpgroups) -- :func:`_warp_producer`; 0 (the default): off, every GEMM chosen as below
+and built with the cp.async pipeline (``gemm_options`` then has no ``producer`` key: the code of
+before).  Why: at ViT-B/16 batch 32 (M = 6304) the cp.async ``bf16`` kernel runs at 35-45 % of cuBLAS
+(:data:`LARGE_M_ROWS`' measurement); CUTLASS's sm90 kernels hand the loads to a producer warpgroup (TMA)
+so the consumers issue only wgmmas -- whether that closes the gap here is the A/B's question.  Only
+``bf16``: the kernel copies A as it is (``f32a`` narrows A on the register path, ``tf32r`` rounds it:
+:func:`.wgmma_ws.check_options` refuses both).  Not yet run on a GPU: A/B ``tools/gpu_model_switch_ab.py MODEL --precision bf16 --before
+hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS=0 --after hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS=1024``."""
+WARP_PRODUCER_BN = 128
+"""The tile N of a :data:`WARP_PRODUCER_ROWS` GEMM (where N % it != 0, 128, else 64): a ``128 x 128`` tile, 64
+accumulators per consumer thread (of the 232 registers ``setmaxnreg`` gives it); 256 (the wgmma_ws
+tests' other compiled layout, 128 accumulators) is a switch value to A/B, not the default."""
+WARP_PRODUCER_STAGES = 4
+"""Pipeline depth of a :data:`WARP_PRODUCER_ROWS` GEMM: 4 stages of a ``128 x 128`` tile's A and B
+(32 KiB each, 128 KiB; bn 256: 192 KiB, still within an H100 CTA's 227 KiB)."""
 FAMILIES = ("bf16", "f32a")
 """The variant families of a bf16 build, by A's dtype (:func:`family`)."""
 
@@ -85,11 +104,16 @@ class Variant:
     swizzle: str
     consumers: int
     split: int
+    producer: str = "threads"
 
     def gemm_options(self) -> dict:
-        """``gemm_module`` keyword arguments (``bn`` passed by position)."""
-        return {"stages": self.stages, "precision": self.precision, "split": self.split,
-                "swizzle": self.swizzle, "consumers": self.consumers}
+        """``gemm_module`` keyword arguments (``bn`` passed by position); ``producer`` only when it
+        is ``warp`` (the default's options -- and so its module -- are exactly those of before)."""
+        options = {"stages": self.stages, "precision": self.precision, "split": self.split,
+                   "swizzle": self.swizzle, "consumers": self.consumers}
+        if self.producer != "threads":
+            options["producer"] = self.producer
+        return options
 
 
 def family(a_dtype: str) -> str:
@@ -107,6 +131,7 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     :func:`~.wgmma_splitk.choose_split`'s split for it, else bn 64 unsplit.
     ``f32a``: 128B swizzle, 4 stages, 2 consumers, bn 128 (64 where N % 128); K >= N:
     ``choose_split``'s split, else unsplit.
+    With :data:`WARP_PRODUCER_ROWS` set and M at least that, ``bf16``: :func:`_warp_producer`.
     With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (:data:`LARGE_M_FAMILIES`).
     ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
     swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
@@ -119,6 +144,8 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
                        wsk.choose_split(m, n, k, wide, precision, sms=sms))
     if precision not in FAMILIES:
         raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
+    if WARP_PRODUCER_ROWS and m >= WARP_PRODUCER_ROWS and precision == "bf16":
+        return _warp_producer(n)
     if LARGE_M_ROWS and m >= LARGE_M_ROWS and precision in LARGE_M_FAMILIES:
         return _large_m(m, n, k, precision)
     over = BF16_SPLIT_K_OVER_N if precision == "bf16" else F32A_SPLIT_K_OVER_N
@@ -136,5 +163,19 @@ def _large_m(m: int, n: int, k: int, precision: str) -> Variant:
     return Variant(precision, bn, stages, SWIZZLE, CONSUMERS, 1)
 
 
+def _warp_producer(n: int) -> Variant:
+    """:data:`WARP_PRODUCER_ROWS`' variant of a ``bf16`` GEMM: ``producer="warp"`` with the options
+    :func:`.wgmma_ws.check_options` requires (128B swizzle, two consumers, stages >= 2) --
+    the widest of :data:`WARP_PRODUCER_BN`, 128, 64 that divides N, :data:`WARP_PRODUCER_STAGES` -- and
+    unsplit: the
+    kernel's split-K path (a TMA map over the whole K, each slice's tiles from ``blockIdx.z``) has
+    been neither compiled by a test nor run, and M this large fills the SMs without it (ViT-B/16 at
+    M = 6304: 300 to 1200 CTAs of 128 x 128 on 132 SMs; a threshold near 1024 rows leaves an N = 768
+    GEMM 48 CTAs, which is the A/B's to weigh)."""
+    bn = next(b for b in (WARP_PRODUCER_BN, 128, 64) if b <= WARP_PRODUCER_BN and n % b == 0)
+    return Variant("bf16", bn, WARP_PRODUCER_STAGES, SWIZZLE, CONSUMERS, 1, "warp")
+
+
 __all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "LARGE_M_BN", "LARGE_M_FAMILIES",
-           "LARGE_M_ROWS", "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "choose", "family"]
+           "LARGE_M_ROWS", "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "WARP_PRODUCER_BN",
+           "WARP_PRODUCER_ROWS", "WARP_PRODUCER_STAGES", "choose", "family"]

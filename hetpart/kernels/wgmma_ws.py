@@ -1,5 +1,8 @@
 """The warp-specialised variant of the Hopper ``wgmma`` GEMM (issue 17, batch-32 spike; off by default).
 
+A model build reaches it only through :data:`hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS` (0: off):
+from that many rows up a ``bf16``-family GEMM is substituted with ``producer="warp"``.
+
 :func:`hetpart.kernels.wgmma_gemm.wgmma_gemm` with ``producer="warp"`` builds, instead of the
 cp.async pipeline its consumer warpgroups issue themselves, CUTLASS's sm90 "warp-specialised"
 structure:
