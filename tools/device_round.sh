@@ -33,17 +33,25 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-163)  # (BUDGET=330) issue 17 at batch 32, the wgmma GEMM's warp-specialised variant (session 56, spike: wgmma_ws.py,
+163)  # (BUDGET=540) issue 17 at batch 32, the wgmma GEMM's warp-specialised variant (session 56, spike: wgmma_ws.py,
      # producer="warp": a TMA producer warpgroup with mbarriers, two consumer warpgroups, setmaxnreg; built and
      # nvcc-clean offline, never run).  Step 160: the cp.async kernel runs ViT b32's GEMMs at 35-45 % of cuBLAS.
-     # (1) its cuda tests (float64 numpy checks incl. M = 6304 x 768 x 3072); (2) the probe's group 12 with the
-     # producer=warp rows beside the cp.async ones and cuBLAS; (3) step 161's distilbert b32 LARGE_M_ROWS A/B.
-     # Decides: whether TMA + warp specialisation closes the b32 GEMM gap (then a variant rule for it).
-  BUDGET=${STEP_BUDGET:-330}; mkdir -p "$OUT/logs"
-  timeout 100 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 80 tests/test_kernels_wgmma_ws.py \
-    > "$OUT/logs/wgmma-ws-cuda-tests-163.txt" 2>&1
+     # Session 57 wired it into model builds (wgmma_variant.WARP_PRODUCER_ROWS, off; bf16-family GEMMs from that
+     # many rows, bn 128, 4 stages, unsplit) and found every TMA kernel failed NVRTC (CUtensorMap undefined; fixed).
+     # (1) its cuda tests (float64 numpy checks incl. M = 6304 x 768 x 3072) and the rule's; (2) the probe's group 12
+     # with the producer=warp rows beside the cp.async ones and cuBLAS; (3) ViT-B/16 b32 bf16 A/B of
+     # WARP_PRODUCER_ROWS=1024 (all four GEMMs bf16 family: pre-LN); (4) step 161's distilbert b32 LARGE_M_ROWS A/B.
+     # Decides: whether TMA + warp specialisation closes the b32 GEMM gap (then the switch on).
+  BUDGET=${STEP_BUDGET:-540}; mkdir -p "$OUT/logs"
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 100 tests/test_kernels_wgmma_ws.py \
+    tests/test_kernels_wgmma_warp_rule.py > "$OUT/logs/wgmma-ws-cuda-tests-163.txt" 2>&1
   timeout 150 python3 tools/gpu_wgmma_probe.py --only large --budget 130 --json "$OUT/wgmma-large-ws-163.json" \
     > "$OUT/logs/wgmma-large-ws-163.txt" 2>&1
+  W=hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS
+  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 100))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $W=0 --after $W=1024 --rounds 3 --repeat 10 --out "$OUT/ws-ab-vit-b32-163.json" \
+    > "$OUT/logs/ws-ab-vit-b32-163.txt" 2>&1
   L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
   f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \

@@ -28,7 +28,7 @@
 #   NOPROFILE=1 STEPS="162" TESTS="test_importer_low_precision_attention.py test_kernels_flash_attention.py
 #   test_kernels_tc_long_k_split.py test_kernels_flash_substitute.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py
 #   gpu_static_kernels.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" where EXTRA is step 159's.
-# Step 163: NOPROFILE=1 STEPS="163" TESTS="test_kernels_wgmma_ws.py" TOOLS="gpu_wgmma_probe.py gpu_model_switch_ab.py
+# Step 163: NOPROFILE=1 STEPS="163" TESTS="test_kernels_wgmma_ws.py test_kernels_wgmma_warp_rule.py" TOOLS="gpu_wgmma_probe.py gpu_model_switch_ab.py
 #   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA".
 # Step 161: STEPS="161" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py gpu_model_switch_ab.py
 #   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" (session 56: 2.78 MB with the profile kept).
