@@ -12,7 +12,9 @@ import ...``; issue 17):
 * ``bf16_matches_ort(model, feeds, simulate)``: an all-CUDA ``cuda=bf16`` build's outputs, asserted
   within ``REL_TOL`` of ONNX Runtime's float32 ones;
 * ``switch_keeps_bf16_within_tolerance(model, monkeypatch, module, name)``: that, in simulation, with
-  the module switch off and then on, and the switch changing the outputs.
+  the module switch off and then on, and the switch changing the outputs;
+* ``assert_narrowed(before, lowered, narrowed)``: the invariants every activation-narrowing pass
+  keeps (kernels as before; producers write, contractions read, the narrowed tensors in bf16).
 """
 
 from __future__ import annotations
@@ -138,3 +140,23 @@ def switch_keeps_bf16_within_tolerance(model, monkeypatch, module, name: str) ->
     monkeypatch.setattr(module, name, True)
     after = bf16_matches_ort(model, feeds, simulate=True)
     assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the switch changed nothing"
+
+
+def assert_narrowed(before, lowered, narrowed) -> None:
+    """The invariants of an activation-narrowing pass (``before``: the graph lowered without it):
+    kernel ids and order as before; each narrowed tensor's producer writes it in bf16 (its
+    PrimFunc's output buffer) and counts it at 2 bytes an element; each reader is a contraction
+    marked ``NARROW_ACTIVATION_ATTR`` taking it as a bf16 parameter."""
+    from hetpart.importer import low_precision_scores as lps
+
+    assert list(lowered.kernels) == list(before.kernels)
+    for n in narrowed:
+        t = before.tensors[n]
+        prod = lowered.kernels[t.producer]
+        assert str(lowered.module[prod.func].params[-1].dtype) == lps.DTYPE, n
+        assert prod.bytes_written == before.kernels[t.producer].bytes_written - t.nbytes // 2, n
+        for c in t.consumers:
+            k = lowered.kernels[c]
+            func = lowered.module[k.func]
+            assert k.op_class == "matmul" and func.attrs[lps.NARROW_ACTIVATION_ATTR] == 1, (n, c)
+            assert str(func.params[k.inputs.index(n)].dtype) == lps.DTYPE, (n, c)

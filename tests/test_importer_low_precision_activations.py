@@ -33,7 +33,8 @@ from hetpart.targets import cuda_available, cuda_tvm_target
 
 from conftest import plan_from_assignment
 from onnx_cases import cuda_source
-from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, switch_keeps_bf16_within_tolerance
+from precision_cases import (all_on, assert_narrowed, bert_layer, bf16_matches_ort, feeds_with_zeros,
+                             switch_keeps_bf16_within_tolerance)
 from tensor_core_cases import bf16_activation_emulated_intrinsics, bf16_mma_staged_emulated_intrinsics
 from tir_loops import serial_everywhere
 
@@ -79,22 +80,16 @@ def _producer_classes(graph, names):
 
 
 def _check_edges(before, lowered, narrowed) -> int:
-    """Kernels unchanged in number and order (``before``: the graph with only its weights
-    lowered); each narrowed tensor's producer writes bf16 (its PrimFunc's output buffer
-    bf16) and each reader is a weight GEMM marked to stage A in bf16, reading a bf16
-    buffer; both count the tensor at 2 bytes an element.  Returns the bytes moved."""
-    assert list(lowered.kernels) == list(before.kernels)
+    """:func:`precision_cases.assert_narrowed` (``before``: the graph with only its weights
+    lowered), and: each producer is this pass's (``SUFFIX``), each reader a weight GEMM whose
+    weight is bf16.  Returns the bytes moved."""
+    assert_narrowed(before, lowered, narrowed)
     for n in narrowed:
         t = before.tensors[n]
-        prod = lowered.kernels[t.producer]
-        assert prod.func.endswith(lpa.SUFFIX)
-        assert str(lowered.module[prod.func].params[-1].dtype) == lps.DTYPE
-        assert prod.bytes_written == before.kernels[t.producer].bytes_written - t.nbytes // 2
+        assert lowered.kernels[t.producer].func.endswith(lpa.SUFFIX)
         for c in t.consumers:
             k = lowered.kernels[c]
             func = lowered.module[k.func]
-            assert k.op_class == "matmul" and func.attrs[lps.NARROW_ACTIVATION_ATTR] == 1
-            assert str(func.params[k.inputs.index(n)].dtype) == lps.DTYPE
             assert any(str(p.dtype) == lps.DTYPE for p in func.params[len(k.inputs):-1])  # the bf16 weight
     return sum(k.bytes_read + k.bytes_written for k in lowered.kernels.values())
 

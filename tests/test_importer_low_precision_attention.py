@@ -23,7 +23,7 @@ from hetpart.kernels.rules import gpu_tensor_core as tc
 from hetpart.targets import cuda_available
 
 from conftest import plan_from_assignment
-from precision_cases import (all_on, bert_layer, bf16_matches_ort, feeds_with_zeros, hf_attention,
+from precision_cases import (all_on, assert_narrowed, bert_layer, bf16_matches_ort, feeds_with_zeros, hf_attention,
                               switch_keeps_bf16_within_tolerance)
 
 BF16 = Precision(cuda="bf16")
@@ -62,27 +62,17 @@ def _bmms(graph):
 
 
 def _check_invariants(before, lowered, narrowed) -> None:
-    """Kernel ids, order and edges as ``before`` (the graph lowered with the switch off); each
-    narrowed tensor's producer writes bf16, each reader is a contraction marked
-    ``NARROW_ACTIVATION_ATTR`` taking it as a bf16 parameter; bytes counted at 2 an element."""
-    assert list(lowered.kernels) == list(before.kernels)
+    """:func:`precision_cases.assert_narrowed`, and: kernel edges as ``before`` (the graph lowered
+    with the switch off); each reader's bytes count its narrowed inputs at 2 an element."""
+    assert_narrowed(before, lowered, narrowed)
     for kid, k in lowered.kernels.items():
         assert (k.inputs, k.outputs, k.index) == (before.kernels[kid].inputs, before.kernels[kid].outputs,
                                                    before.kernels[kid].index)
     for n, t in before.tensors.items():
         assert lowered.tensors[n].consumers == t.consumers and lowered.tensors[n].producer == t.producer
-    for n in narrowed:
-        t = before.tensors[n]
-        prod = lowered.kernels[t.producer]
-        assert str(lowered.module[prod.func].params[-1].dtype) == lps.DTYPE
-        assert prod.bytes_written == before.kernels[t.producer].bytes_written - t.nbytes // 2
-        for c in t.consumers:
-            k = lowered.kernels[c]
-            func = lowered.module[k.func]
-            assert k.op_class == "matmul" and func.attrs[lps.NARROW_ACTIVATION_ATTR] == 1
-            assert str(func.params[k.inputs.index(n)].dtype) == lps.DTYPE
-            read = sum(before.tensors[i].nbytes // 2 for i in k.inputs if i in narrowed)
-            assert k.bytes_read == before.kernels[c].bytes_read - read
+    for c in {c for n in narrowed for c in before.tensors[n].consumers}:
+        read = sum(before.tensors[i].nbytes // 2 for i in lowered.kernels[c].inputs if i in narrowed)
+        assert lowered.kernels[c].bytes_read == before.kernels[c].bytes_read - read
 
 
 def test_switched_off_changes_nothing(zoo_graph):
