@@ -77,11 +77,14 @@ def without_wgmma(monkeypatch):
 @pytest.fixture
 def bf16_switches_off(monkeypatch, without_wgmma):
     """Every switch of a ``cuda=bf16`` build at its value before device step 155 turned them on (off):
-    float32 activations and scores, no ``wgmma`` GEMM -- for tests that turn on the one they are about."""
+    float32 activations and scores, no ``wgmma`` GEMM, no flash attention -- for tests that turn on the
+    one they are about."""
     from hetpart.importer import low_precision_activations, low_precision_scores
+    from hetpart.kernels import flash_substitute
 
     monkeypatch.setattr(low_precision_activations, "STORE_GEMM_INPUTS_BF16", False)
     monkeypatch.setattr(low_precision_scores, "STORE_SCORES_BF16", False)
+    monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", False)
 
 
 @pytest.fixture(scope="session")

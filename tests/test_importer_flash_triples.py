@@ -136,7 +136,11 @@ def test_op_graph_unchanged_but_for_signatures(on):
         assert tvm_ffi.structural_equal(bare, g)
 
 
-def test_off_marks_nothing():
-    assert not flash_substitute.FLASH_ATTENTION
+def test_on_by_default():
+    assert flash_substitute.FLASH_ATTENTION  # since device steps 162/164 (the switch's docstring)
+
+
+def test_off_marks_nothing(monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", False)
     graph = importer.load(onnx_attention())
     assert _marks(lower_plan_weights(graph, all_on(graph, "cuda"), BF16)) == {}

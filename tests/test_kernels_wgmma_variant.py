@@ -97,14 +97,19 @@ LARGE = [(6304, 2304, 768), (6304, 768, 768), (6304, 3072, 768), (6304, 768, 307
 
 def test_large_m_rule_leaves_families_it_does_not_name(monkeypatch):
     """Step 160: bf16 lost with wider tiles; the switch set changes f32a only."""
+    monkeypatch.setattr(wv, "LARGE_M_ROWS", 0)
     rule = {p: wv.choose(6304, 3072, 768, p) for p in wv.FAMILIES}
     monkeypatch.setattr(wv, "LARGE_M_ROWS", 1024)
     assert wv.choose(6304, 3072, 768, "bf16") == rule["bf16"]
     assert wv.choose(6304, 3072, 768, "f32a") == wv.Variant("f32a", 256, 3, "128b", 2, 1) != rule["f32a"]
 
 
-def test_large_m_rule_is_off_by_default():
-    assert wv.LARGE_M_ROWS == 0
+def test_large_m_rule_is_on_from_4096_rows_by_default():
+    """On since step 163 (distilbert b32 bf16, M = 4096: 4.96 -> 4.65 ms): f32a GEMMs from 4096 rows
+    take bn 256 unsplit; bf16 and fewer rows (Whisper b1's 1500) keep the measured rule."""
+    assert wv.LARGE_M_ROWS == 4096
+    assert wv.choose(4096, 768, 3072, "f32a") == wv.Variant("f32a", 256, 3, "128b", 2, 1)
+    assert wv.choose(1500, 384, 384, "f32a") == wv.Variant("f32a", 128, 4, "128b", 2, 3)
     assert wv.choose(6304, 768, 3072, "bf16") == wv.Variant("bf16", 128, 4, "128b", 2, 1)
 
 

@@ -3,11 +3,8 @@
 #   source .tvmpack/unpack.sh && bash tools/device_round.sh STEP
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
-# In the order to run them (session 56 ran 160 and part of 159; session 51's order follows 147):
-#   162 (issue 17, whisper b1 attention: the fused attention spike's probe; the bf16-bmm and P V split-K switches' A/B),
-#   163 (issue 17, batch 32: the warp-specialised TMA wgmma variant's cuda tests and probe; distilbert's f32a A/B),
-#   161 (issue 17, batch 32: distilbert's f32a GEMMs at bn 256 A/B; ViT b32 per kernel beside PyTorch),
-#   then the attention switches each alone on whisper_encoder and vit_b_16 b1 (162's A/B with --each),
+# In the order to run them (session 57 ran 162, 163 and 164; session 51's order follows 147):
+#   161 (issue 17, batch 32: distilbert and ViT b32 bf16 per kernel beside PyTorch, flash on),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -33,78 +30,17 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
-163)  # (BUDGET=540) issue 17 at batch 32, the wgmma GEMM's warp-specialised variant (session 56, spike: wgmma_ws.py,
-     # producer="warp": a TMA producer warpgroup with mbarriers, two consumer warpgroups, setmaxnreg; built and
-     # nvcc-clean offline, never run).  Step 160: the cp.async kernel runs ViT b32's GEMMs at 35-45 % of cuBLAS.
-     # Session 57 wired it into model builds (wgmma_variant.WARP_PRODUCER_ROWS, off; bf16-family GEMMs from that
-     # many rows, bn 128, 4 stages, unsplit) and found every TMA kernel failed NVRTC (CUtensorMap undefined; fixed).
-     # (1) its cuda tests (float64 numpy checks incl. M = 6304 x 768 x 3072) and the rule's; (2) the probe's group 12
-     # with the producer=warp rows beside the cp.async ones and cuBLAS; (3) ViT-B/16 b32 bf16 A/B of
-     # WARP_PRODUCER_ROWS=1024 (all four GEMMs bf16 family: pre-LN); (4) step 161's distilbert b32 LARGE_M_ROWS A/B.
-     # Decides: whether TMA + warp specialisation closes the b32 GEMM gap (then the switch on).
-  BUDGET=${STEP_BUDGET:-540}; mkdir -p "$OUT/logs"
-  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 100 tests/test_kernels_wgmma_ws.py \
-    tests/test_kernels_wgmma_warp_rule.py > "$OUT/logs/wgmma-ws-cuda-tests-163.txt" 2>&1
-  timeout 150 python3 tools/gpu_wgmma_probe.py --only large --budget 130 --json "$OUT/wgmma-large-ws-163.json" \
-    > "$OUT/logs/wgmma-large-ws-163.txt" 2>&1
-  W=hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS
-  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 100))
-  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $W=0 --after $W=1024 --rounds 3 --repeat 10 --out "$OUT/ws-ab-vit-b32-163.json" \
-    > "$OUT/logs/ws-ab-vit-b32-163.txt" 2>&1
-  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
-  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
-  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-163.json" \
-    > "$OUT/logs/large-m-ab-distilbert-b32-163.txt" 2>&1 ;;
-162)  # (BUDGET=480) issue 17, whisper_encoder b1 bf16's attention (55 % of its kernel time in step 159: P V 81.8 us, Q K^T
-     # 47.6, softmax 28.1 a layer; PyTorch's fused SDPA 18.7), three offline branches of session 56, none run on a GPU:
-     # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): tools/gpu_flash_probe.py checks
-     # it against float64 and times it beside PyTorch's SDPA at Whisper's and ViT's shapes, then its cuda tests;
-     # (1) whisper_encoder b1 bf16 A/B, all off -> all on, of the three switches (all off by default):
-     # low_precision_attention.STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16), gpu_tensor_core.
-     # LOW_PRECISION_ATTENTION_MMA (both-narrow contractions in bf16 m16n8k16) and gpu_tensor_core.SPLIT_LONG_K_BMM
-     # (P V split over its 1,500 keys: 144 -> 564 CTAs); (2) with time left, their cuda tests against ORT.
-     # (2b) whisper b1 A/B of kernels.flash_substitute.FLASH_ATTENTION (off): bf16 CUDA attention triples as the flash kernel
-     # on sm_90 bf16 (kernels.flash_substitute); (3) vit_b_16 b1 the first A/B (the control: its P V is not split,
-     # its attention is 8 % of the time).
-     # Session 56 staged it (see tools/device_stage.sh's header) but got no machine: four refused starts.
-     # Decides: whether the spike is right and how far from SDPA (the next session wires it or tunes it); whether the
-     # switches pay on whisper (then each alone, --each, next).
-  BUDGET=${STEP_BUDGET:-480}; mkdir -p "$OUT/logs"
-  timeout 120 python3 tools/gpu_flash_probe.py --json "$OUT/flash-probe-162.json" > "$OUT/logs/flash-probe-162.txt" 2>&1
-  timeout 60 python3 -m pytest -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py -k gpu \
-    >> "$OUT/logs/flash-probe-162.txt" 2>&1
-  S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
-  M=hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA
-  K=hetpart.kernels.rules.gpu_tensor_core.SPLIT_LONG_K_BMM
-  f=$(corpus_export whisper_encoder 1 120); left=$((BUDGET - SECONDS - 5))
-  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
-    --out "$OUT/attn-ab-whisper-b1-162.json" > "$OUT/logs/attn-ab-whisper-b1-162.txt" 2>&1
-  F=hetpart.kernels.flash_substitute.FLASH_ATTENTION
-  left=$((BUDGET - SECONDS - 200)); [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
-    --precision bf16 --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/flash-ab-whisper-b1-162.json" \
-    > "$OUT/logs/flash-ab-whisper-b1-162.txt" 2>&1
-  left=$((BUDGET - SECONDS - 120)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rf -p no:cacheprovider \
-    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py tests/test_kernels_flash_substitute.py \
-    > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1
-  f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
-  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
-    --out "$OUT/attn-ab-vit-b1-162.json" > "$OUT/logs/attn-ab-vit-b1-162.txt" 2>&1 ;;
-161)  # (BUDGET=400) issue 17 at batch 32 after step 160 (session 56): f32a GEMMs at M = 6304 were 1.3-1.6x faster at
-     # bn 256 than the rule's bn 128, bf16 ones fastest as the rule has them (wgmma_variant.LARGE_M_FAMILIES = f32a).
-     # (1) distilbert b32 bf16 (post-LN: 24 of 36 GEMMs f32a) A/B of LARGE_M_ROWS=1024; (2) where ViT-B/16 b32 bf16's
-     # time goes, per kernel beside PyTorch (its GEMMs at the probe's rates are ~3.9 of 10.9 ms: the static
-     # inventory's 80 % was priced at 95 TFLOP/s, step 160 measured 207-325).
-     # Decides: LARGE_M_ROWS on if distilbert b32 is faster than the rounds' spread; the next b32 lever.
+161)  # (BUDGET=400) issue 17 at batch 32, where the time goes now, per kernel beside PyTorch (tools/gpu_kernel_profile.py):
+     # session 57 turned flash attention on (vit_b_16 b32 bf16 10.85 -> 8.45 ms GPU-in, 1.34x PyTorch) and the
+     # large-M f32a rule (distilbert b32 bf16 2.09x, the worst corpus row); step 163 found the warp-specialised GEMM
+     # no faster than the cp.async one but on fc2, so the GEMMs' 40-55 % of cuBLAS is in the consumers.
+     # (1) distilbert b32 bf16 per kernel (its attention is masked: no flash); (2) vit_b_16 b32 bf16 per kernel.
+     # Decides: the next b32 lever (GEMM consumers, masked flash, the LayerNorm / GELU / copies).
   BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
-  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
   f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 200))
-  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
-    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-161.json" \
-    > "$OUT/logs/large-m-ab-distilbert-b32-161.txt" 2>&1
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py distilbert --batch 32 \
+    --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-distilbert-b32-bf16-161.json" \
+    --md "$OUT/kernel-profile-distilbert-b32-bf16-161.md" > "$OUT/logs/kernel-profile-distilbert-b32-bf16-161.txt" 2>&1
   f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 5))
   [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --batch 32 \
     --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-vit-b32-bf16-161.json" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device steps that have run (sessions up to 56), kept runnable to reproduce a result:
+# Device steps that have run (sessions up to 57), kept runnable to reproduce a result:
 #   source .tvmpack/unpack.sh && bash tools/device_steps_run.sh STEP     (or bash tools/device_round.sh STEP)
 # Their results are in bench/results/ (each file names its step as "tools/device_round.sh N") and in the
 # closing notes of the session that ran them.  Steps still to run are in tools/device_round.sh; settings and
@@ -8,6 +8,84 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+164)  # ran in session 57 by hand on step 163's warm machine (H100; gpu-flash-attention-162-nvidia-h100.md, corpus-nvidia-h100.json):
+     # issue 17, the corpus rows with the defaults steps 162/163 decided (FLASH_ATTENTION on, LARGE_M_ROWS at 1024:
+     # set here by sed on the machine's copy, the defaults being off then), then three flash A/Bs: distilbert b1
+     # (masked attention: nothing substituted), whisper b1 STORE_ATTENTION_OPERANDS_BF16 with flash on, vit_b_16 b1.
+     # Needs steps 162/163's exports in $EXPORTS (whisper_encoder / distilbert / vit_b_16 at b1 and b32).
+  BUDGET=${STEP_BUDGET:-500}; mkdir -p "$OUT/logs"
+  sed -i 's/^FLASH_ATTENTION = False/FLASH_ATTENTION = True/' hetpart/kernels/flash_substitute.py
+  sed -i 's/^LARGE_M_ROWS = 0/LARGE_M_ROWS = 1024/' hetpart/kernels/wgmma_variant.py
+  timeout 400 python3 bench/corpus.py --models whisper_encoder,distilbert,vit_b_16 --devices cuda --batches 1,32 --time \
+    --precision bf16 --budget 385 --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-flash-164.json" > "$OUT/logs/corpus-164.log" 2>&1
+  F=hetpart.kernels.flash_substitute.FLASH_ATTENTION
+  S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
+  timeout 200 python3 tools/gpu_model_switch_ab.py "$EXPORTS/distilbert-b1.onnx" --precision bf16 --before $F=0 --after $F=1 \
+    --rounds 3 --repeat 20 --out "$OUT/flash-ab-distilbert-b1-164.json" > "$OUT/logs/flash-ab-164.txt" 2>&1
+  timeout 170 python3 tools/gpu_model_switch_ab.py "$EXPORTS/whisper_encoder-b1.onnx" --precision bf16 --before $F=1 \
+    --after $F=1 --after $S=1 --rounds 3 --repeat 20 --out "$OUT/flash-s-ab-whisper-b1-164.json" >> "$OUT/logs/flash-ab-164.txt" 2>&1
+  timeout 60 python3 tools/gpu_model_switch_ab.py "$EXPORTS/vit_b_16-b1.onnx" --precision bf16 --before $F=0 --after $F=1 \
+    --rounds 3 --repeat 20 --out "$OUT/flash-ab-vit-b1-164.json" >> "$OUT/logs/flash-ab-164.txt" 2>&1 ;;
+163)  # ran in session 57 (H100, STEP_BUDGET=500; gpu-flash-attention-162-nvidia-h100.md); (BUDGET=540) issue 17 at batch 32, the wgmma GEMM's warp-specialised variant (session 56, spike: wgmma_ws.py,
+     # producer="warp": a TMA producer warpgroup with mbarriers, two consumer warpgroups, setmaxnreg; built and
+     # nvcc-clean offline, never run).  Step 160: the cp.async kernel runs ViT b32's GEMMs at 35-45 % of cuBLAS.
+     # Session 57 wired it into model builds (wgmma_variant.WARP_PRODUCER_ROWS, off; bf16-family GEMMs from that
+     # many rows, bn 128, 4 stages, unsplit) and found every TMA kernel failed NVRTC (CUtensorMap undefined; fixed).
+     # (1) its cuda tests (float64 numpy checks incl. M = 6304 x 768 x 3072) and the rule's; (2) the probe's group 12
+     # with the producer=warp rows beside the cp.async ones and cuBLAS; (3) ViT-B/16 b32 bf16 A/B of
+     # WARP_PRODUCER_ROWS=1024 (all four GEMMs bf16 family: pre-LN); (4) step 161's distilbert b32 LARGE_M_ROWS A/B.
+     # Decides: whether TMA + warp specialisation closes the b32 GEMM gap (then the switch on).
+  BUDGET=${STEP_BUDGET:-540}; mkdir -p "$OUT/logs"
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 100 tests/test_kernels_wgmma_ws.py \
+    tests/test_kernels_wgmma_warp_rule.py > "$OUT/logs/wgmma-ws-cuda-tests-163.txt" 2>&1
+  timeout 150 python3 tools/gpu_wgmma_probe.py --only large --budget 130 --json "$OUT/wgmma-large-ws-163.json" \
+    > "$OUT/logs/wgmma-large-ws-163.txt" 2>&1
+  W=hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS
+  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 100))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $W=0 --after $W=1024 --rounds 3 --repeat 10 --out "$OUT/ws-ab-vit-b32-163.json" \
+    > "$OUT/logs/ws-ab-vit-b32-163.txt" 2>&1
+  L=hetpart.kernels.wgmma_variant.LARGE_M_ROWS
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --after $L=1024 --rounds 3 --repeat 10 --out "$OUT/large-m-ab-distilbert-b32-163.json" \
+    > "$OUT/logs/large-m-ab-distilbert-b32-163.txt" 2>&1 ;;
+162)  # ran in session 57 (H100, STEP_BUDGET=480; gpu-flash-attention-162-nvidia-h100.md); (BUDGET=480) issue 17, whisper_encoder b1 bf16's attention (55 % of its kernel time in step 159: P V 81.8 us, Q K^T
+     # 47.6, softmax 28.1 a layer; PyTorch's fused SDPA 18.7), three offline branches of session 56, none run on a GPU:
+     # (0) the fused attention spike (hetpart/kernels/flash_attention.py, standalone): tools/gpu_flash_probe.py checks
+     # it against float64 and times it beside PyTorch's SDPA at Whisper's and ViT's shapes, then its cuda tests;
+     # (1) whisper_encoder b1 bf16 A/B, all off -> all on, of the three switches (all off by default):
+     # low_precision_attention.STORE_ATTENTION_OPERANDS_BF16 (Q, K^T, V stored bf16), gpu_tensor_core.
+     # LOW_PRECISION_ATTENTION_MMA (both-narrow contractions in bf16 m16n8k16) and gpu_tensor_core.SPLIT_LONG_K_BMM
+     # (P V split over its 1,500 keys: 144 -> 564 CTAs); (2) with time left, their cuda tests against ORT.
+     # (2b) whisper b1 A/B of kernels.flash_substitute.FLASH_ATTENTION (off): bf16 CUDA attention triples as the flash kernel
+     # on sm_90 bf16 (kernels.flash_substitute); (3) vit_b_16 b1 the first A/B (the control: its P V is not split,
+     # its attention is 8 % of the time).
+     # Session 56 staged it (see tools/device_stage.sh's header) but got no machine: four refused starts.
+     # Decides: whether the spike is right and how far from SDPA (the next session wires it or tunes it); whether the
+     # switches pay on whisper (then each alone, --each, next).
+  BUDGET=${STEP_BUDGET:-480}; mkdir -p "$OUT/logs"
+  timeout 120 python3 tools/gpu_flash_probe.py --json "$OUT/flash-probe-162.json" > "$OUT/logs/flash-probe-162.txt" 2>&1
+  timeout 60 python3 -m pytest -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py -k gpu \
+    >> "$OUT/logs/flash-probe-162.txt" 2>&1
+  S=hetpart.importer.low_precision_attention.STORE_ATTENTION_OPERANDS_BF16
+  M=hetpart.kernels.rules.gpu_tensor_core.LOW_PRECISION_ATTENTION_MMA
+  K=hetpart.kernels.rules.gpu_tensor_core.SPLIT_LONG_K_BMM
+  f=$(corpus_export whisper_encoder 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
+    --out "$OUT/attn-ab-whisper-b1-162.json" > "$OUT/logs/attn-ab-whisper-b1-162.txt" 2>&1
+  F=hetpart.kernels.flash_substitute.FLASH_ATTENTION
+  left=$((BUDGET - SECONDS - 200)); [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" \
+    --precision bf16 --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/flash-ab-whisper-b1-162.json" \
+    > "$OUT/logs/flash-ab-whisper-b1-162.txt" 2>&1
+  left=$((BUDGET - SECONDS - 120)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -m cuda -q -rf -p no:cacheprovider \
+    tests/test_importer_low_precision_attention.py tests/test_kernels_tc_long_k_split.py tests/test_kernels_flash_substitute.py \
+    > "$OUT/logs/attn-cuda-tests-162.txt" 2>&1
+  f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $S=0 --before $M=0 --before $K=0 --after $S=1 --after $M=1 --after $K=1 --rounds 3 --repeat 20 \
+    --out "$OUT/attn-ab-vit-b1-162.json" > "$OUT/logs/attn-ab-vit-b1-162.txt" 2>&1 ;;
 160)  # ran in session 56 (H100, STEP_BUDGET=360; gpu-b32-gemm-whisper-profile-s56-nvidia-h100.md); (BUDGET=390) issue 17 at batch 32: session 55 left ViT-B/16 b32 bf16 at 1.69x PyTorch (11.05 ms), >= 80 % of it
      # the wgmma GEMMs, whose layout rule (wgmma_variant.choose) was timed only at M = 197.  (1) the probe's group 12
      # (tools/gpu_wgmma_probe.py --only large): ViT's four GEMMs at M = 6304, bf16 / f32a at bn 64 / 128 / 256

@@ -41,12 +41,14 @@ from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
 from .call_substitution import rewrite_calls
 from .wgmma_match import eligible_target
 
-FLASH_ATTENTION = False
+FLASH_ATTENTION = True
 """Mark attention triples of bf16 CUDA partitions for the flash kernel
-(:func:`hetpart.compiler.precision.lower_plan_weights`, read at call time).  Off until the device
-A/B decides: ``tools/gpu_model_switch_ab.py ... --precision bf16 --before
-hetpart.kernels.flash_substitute.FLASH_ATTENTION=0 --after hetpart.kernels.flash_substitute.FLASH_ATTENTION=1``.
-Off, nothing is marked and this module returns every module unchanged."""
+(:func:`hetpart.compiler.precision.lower_plan_weights`, read at call time).  On since device steps
+162/164 (session 57, H100; ``bench/results/gpu-flash-attention-162-nvidia-h100.md``): whisper_encoder
+b1 bf16 1.54 -> 1.07 ms, vit_b_16 b1 1.24 -> 1.12 ms (``tools/gpu_model_switch_ab.py ... --precision
+bf16 --before hetpart.kernels.flash_substitute.FLASH_ATTENTION=0 --after ...=1``), vit_b_16 b32
+10.85 -> 8.45 ms GPU-in in the corpus beside PyTorch; its cuda tests against float64 passed.  Off,
+nothing is marked and this module returns every module unchanged."""
 
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""

@@ -55,16 +55,21 @@ F32A_SPLIT_K_OVER_N = 1
 qkv / fc1, K / N 1/3 and 1/4, were timed unsplit only)."""
 TF32_STAGES = 3
 """``tf32r``'s pipeline depth: the first spike's substitution, unchanged (no swizzle, one consumer)."""
-LARGE_M_ROWS = 0
+LARGE_M_ROWS = 4096
 """From this many rows (M) up, a GEMM of a :data:`LARGE_M_FAMILIES` family takes :data:`LARGE_M_BN`-wide
-tiles unsplit; 0 (the default): off, every GEMM chosen as below.  The variants above were timed at
+tiles unsplit; 0: off, every GEMM chosen as below.  The variants above were timed at
 ViT's M = 197 (batch 1); device step 160 (H100, ``bench/results/gpu-wgmma-large-160-nvidia-h100.json``,
 ``tools/gpu_wgmma_probe.py --only large``) timed ViT's four GEMMs at batch 32 (M = 6304): ``f32a`` at
 bn 256 (3 stages) took 117.8 / 55.6 / 151.0 / 146.1 us (qkv / proj / fc1 / fc2) against the rule's
 bn 128: 162.2 / 73.5 / 206.9 / 229.6 (1.3-1.6x: the in-kernel narrowing of A is paid once per A tile,
 and a wider tile reads each A tile half as often); ``bf16`` was fastest at the rule's own bn 64 (fc2:
 128) and slower at 128 / 256 (86.1 / 96.2 / 99.3 us on qkv).  cuBLAS bf16 (PyTorch) did the same four
-in 36.9 / 14.1 / 46.0 / 40.3 us: the bf16 kernel runs at 35-45 % of it."""
+in 36.9 / 14.1 / 46.0 / 40.3 us: the bf16 kernel runs at 35-45 % of it.  On since device step 163
+(session 57): distilbert b32 bf16 (M = 4096; 24 of 36 GEMMs ``f32a``) 4.96 -> 4.65 ms with the switch at
+1024 (rounds 4.96-5.61 before, 4.65-4.77 after; ``bench/results/gpu-flash-attention-162-nvidia-h100.md``).
+4096, not the A/B's 1024: the measured Ms were 4096 and 6304; between them nothing was timed, and an
+unsplit grid at, e.g., Whisper b1's M = 1500, N = 384 would be 36 CTAs on 132 SMs where the split rule
+fills them."""
 LARGE_M_BN = 256
 """The tile N of :data:`LARGE_M_ROWS`' GEMMs (128 or 256; where N % it != 0, 128, else 64)."""
 LARGE_M_STAGES = 3
@@ -81,8 +86,11 @@ before).  Why: at ViT-B/16 batch 32 (M = 6304) the cp.async ``bf16`` kernel runs
 (:data:`LARGE_M_ROWS`' measurement); CUTLASS's sm90 kernels hand the loads to a producer warpgroup (TMA)
 so the consumers issue only wgmmas -- whether that closes the gap here is the A/B's question.  Only
 ``bf16``: the kernel copies A as it is (``f32a`` narrows A on the register path, ``tf32r`` rounds it:
-:func:`.wgmma_ws.check_options` refuses both).  Not yet run on a GPU: A/B ``tools/gpu_model_switch_ab.py MODEL --precision bf16 --before
-hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS=0 --after hetpart.kernels.wgmma_variant.WARP_PRODUCER_ROWS=1024``."""
+:func:`.wgmma_ws.check_options` refuses both).  Device step 163 (session 57, H100): its cuda tests passed
+(12/12 against float64 numpy); at M = 6304 it matched the cp.async kernel on qkv / proj / fc1 (85.3 / 36.4 /
+110.2 us at 6 stages against 86.7 / 36.1 / 111.2) and was faster on fc2 only (74.6 us against 92.2; cuBLAS
+40.9), so the loads were not the gap; ViT-B/16 b32 bf16 A/B at 1024 rows: 10.97 -> 10.99 ms (no change).
+Stays off (``bench/results/gpu-flash-attention-162-nvidia-h100.md``)."""
 WARP_PRODUCER_BN = 128
 """The tile N of a :data:`WARP_PRODUCER_ROWS` GEMM (where N % it != 0, 128, else 64): a ``128 x 128`` tile, 64
 accumulators per consumer thread (of the 232 registers ``setmaxnreg`` gives it); 256 (the wgmma_ws
