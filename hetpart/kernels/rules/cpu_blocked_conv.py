@@ -38,7 +38,7 @@ Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
 :data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles), :data:`ROWS_OUTSIDE_BLOCKS` (large images' rows
 outside the block groups), :data:`STACK_TILE` (the accumulators on the stack),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`, :data:`DEPTHWISE_ROW_GROUPS`
-(off).  Invariant: only reorders, splits and caches -- every output is the same sum in the same
+(off), :data:`BATCH_IMAGE_PAIRS` (off: a pair of images in a 7-wide tile).  Invariant: only reorders, splits and caches -- every output is the same sum in the same
 order over the reduction as the unscheduled block, up to FMA contraction.
 
 The rule's entry point: it composes the recognition (:mod:`..blocked_conv_match`:
@@ -624,6 +624,47 @@ def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
     return None if plan is None else plane_ic_groups(mac, conv, plan, shape)
 
 
+BATCH_IMAGE_PAIRS = False
+"""Whether a batched blocked conv on a narrow image (output width at most :data:`IMAGE_PAIRS_MAX_WIDTH`,
+resnet50's 7x7 stage: 512 3x3, 512 3x3 s2, 512->2048 1x1 + residual, 1024->2048 1x1 s2) whose row
+tile is the whole row (``2 blocks x 7 columns``, 14 of 32 registers' accumulators) holds a *pair of
+images* in its register tile -- ``2 images x 2 blocks x 7 columns``, 28 accumulators, pressure 31 --
+so each weight vector loaded feeds 14 FMAs, not 7, and a block group's weights are streamed once per
+two images.  The batch loop is split ``(n / 2, 2)``: the outer half in the tile loop (or, where the
+conv pads per image, the padding computed per pair under it), the pair the tile's outermost unrolled
+loop (under :data:`BATCH_GROUP_SPLIT` the parts keep their count, each a run of pairs).  Only where the
+batch is even, the target has 32 vector registers, the doubled tile fits (:func:`pressure` within the
+:func:`_spare` budget), the plan is no pixel / plane tile, no rows-outside tile and not
+:data:`BATCH_PAD_IMAGE_GROUPS`'s.  Why: a 7-wide row tile issues 2 weight loads and 14 broadcast
+FMAs a step; on a core of two 512-bit FMA pipes and two 512-bit load ports (the Xeon) 16 loads a 7-cycle
+step are the bound, the pair's 30 loads a 14-cycle step about not (as :data:`PIXEL_TILES`' 2 x 14
+pixels for the 1x1s of 960+ inputs: 0.88-0.90 alone on the Xeon dev VM).  On the znver4 dev box (one
+512-bit FMA a cycle) the kernels are FMA-bound either way: 0.99-1.04 alone at b32
+(bench/results/cpu-r50-b32-s57-2core.md).  Off (the default): one image per tile, as before; the
+sums are the same in the same order either way."""
+
+IMAGE_PAIRS_MAX_WIDTH = 7
+"""The widest output row :data:`BATCH_IMAGE_PAIRS` takes."""
+
+
+def image_pairs(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int:
+    """Images of one register tile under :data:`BATCH_IMAGE_PAIRS`: 2 where it applies to ``conv``'s
+    ``plan`` on ``shape``, else 1."""
+    if not BATCH_IMAGE_PAIRS or conv.n is None or conv.oh is None or shape.registers < 32 or plan.plane:
+        return 1
+    n, ow = mac.extents[conv.n], mac.extents[conv.ow]
+    if n < 2 or n % 2 or ow > IMAGE_PAIRS_MAX_WIDTH or plan.columns != ow:
+        return 1
+    steps = mac.extents[conv.ic]
+    for v in conv.window:
+        steps *= mac.extents[v]
+    if pressure(plan.blocks, plan.vectors, 2 * plan.columns) > shape.registers - _spare(mac, conv, shape, steps):
+        return 1
+    if pixel_tiles(mac, conv, shape) or rows_outside_blocks(mac, conv):
+        return 1
+    return 2
+
+
 def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> None:
     """Apply ``plan`` to ``conv``'s block in ``sch`` (the nest of the module docstring);
     other root blocks (the padding, an epilogue that did not fuse) get the injective
@@ -664,8 +705,13 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     ic_o, ic_i = (sch.split(by(conv.ic), factors=[chunks, conv.ic_block]) if chunks > 1 else (None, by(conv.ic)))
     pad = _per_image_padding(sch, mac, conv, shape)
     group = pad_group_images(sch, pad, shape, mac.extents[conv.n]) if pad is not None else 1
+    pair = 1 if pixels or plane or group > 1 else image_pairs(mac, conv, plan, shape)
+    n_i = None
     if group > 1:  # BATCH_PAD_IMAGE_GROUPS: the padding per group of images, the group's images in the tile loop
         image, n_lp = sch.split(by(conv.n), factors=[None, group])
+    elif pair > 1:  # BATCH_IMAGE_PAIRS: a pair of images in the register tile (the padding, if per image, per pair)
+        n_o, n_i = sch.split(by(conv.n), factors=[None, pair])
+        image, n_lp = (n_o, None) if pad is not None else (None, n_o)
     else:
         image = by(conv.n) if pad is not None else None  # the padding computed per image, under this loop
         n_lp = by(conv.n) if conv.n is not None and image is None else None
@@ -681,11 +727,13 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
     outer = [lp for lp in order if lp is not None]
     reds = [lp for lp in (ic_o, *(by(v) for v in conv.window), ic_i) if lp is not None]
     inner = [lp for lp in ((ow_i, occ_i, vec_o) if columns_outer(plan) else (occ_i, ow_i, vec_o)) if lp is not None]
+    if n_i is not None:  # the pair's images outermost in the tile: each weight vector feeds both images' columns
+        inner = [n_i, *inner]
     sch.reorder(*([image] if image is not None else []), *outer, *reds, *inner, vec_i)
     prefetch = _prefetch_shape(sch, mac, conv, order, occ_o, ic_o)
     tile = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     if prefetch is not None:  # under BATCH_GROUP_SPLIT: the groups in parts of `groups`, a part `n` images long
-        span = prefetch[0] * prefetch[1] * (mac.extents[conv.n] if parts > 1 else 0)
+        span = prefetch[0] * prefetch[1] * (mac.extents[conv.n] // pair if parts > 1 else 0)
         weight_prefetch.mark(sch, tile, reds, mac.operands[1 - conv.data][0], *prefetch, cores=shape.cores,
                              parts=parts, span=span)
     images = image is not None and BATCH_IMAGES_PARALLEL and mac.extents[conv.n] >= shape.cores
@@ -697,7 +745,7 @@ def blocked_tile(sch: s_tir.Schedule, mac: MacBlock, conv: BlockedConv, plan: Bl
         sch.reverse_compute_at(wb, tile, preserve_unit_loops=True)
     if image is not None:
         _pad_per_image(sch, pad, image, plan, parallel=mac_count(mac) >= PARALLEL_MIN_MACS and not images,
-                       images=group)
+                       images=max(group, pair))
     for lp in inner:
         sch.unroll(lp)
     sch.vectorize(vec_i)

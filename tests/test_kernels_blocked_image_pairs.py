@@ -1,0 +1,153 @@
+"""kernels.rules.cpu_blocked_conv.BATCH_IMAGE_PAIRS (off by default): on a 32-register CPU a batched
+channel-blocked conv on a 7-wide image whose row tile is the whole row (2 blocks x 7 columns) holds
+a pair of images in its register tile (2 x 2 x 7, 28 accumulators).  The build with the switch on
+matches the build with it off bit for bit and ONNX Runtime on inputs with negatives and zeros (a
+stride-2 1x1, a padded 3x3 + ReLU and a 1x1 + residual, each on 7x7 outputs); the tiles take the
+pair with it and not without; odd batches, batch 1, 16-register targets and short reductions keep
+one image a tile; built for sapphirerapids the paired tile's FMA loop keeps its accumulators in
+registers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hetpart.kernels.rules import cpu_blocked_conv as cb
+from onnx_cases import update_unrolls
+
+SWITCH = "BATCH_IMAGE_PAIRS"
+
+
+def _model(batch: int):
+    """x[b, 128, 14, 14] -> 1x1 s2 128->64 (+ bias) = s -> 3x3 64->128 pad 1 + ReLU -> 1x1 128->64
+    (+ bias) + s -> y[b, 64, 7, 7]: resnet50's 7x7-stage kinds (strided 1x1, padded 3x3, 1x1 with
+    a residual) at a small width."""
+    rng = np.random.default_rng(5)
+    shapes = {"wa": (64, 128, 1, 1), "wb": (128, 64, 3, 3), "wc": (64, 128, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(s[1] * s[2] * s[3])).astype(np.float32), n)
+             for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n) for n, s in shapes.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "bwa"], ["s"], strides=[2, 2]),
+        helper.make_node("Conv", ["s", "wb", "bwb"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "wc", "bwc"], ["p"]),
+        helper.make_node("Add", ["p", "s"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 128, 14, 14])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 64, 7, 7])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _input(batch: int) -> np.ndarray:
+    x = np.random.default_rng(batch).standard_normal((batch, 128, 14, 14)).astype(np.float32)
+    x.reshape(-1)[::5] = 0.0  # zeros beside the negatives
+    return x
+
+
+def _schedule(model, target, on: bool, monkeypatch) -> dict[str, list[int]]:
+    """Each blocked conv's unrolled update extents, the switch ``on`` or off."""
+    from tvm import tirx
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, SWITCH, on)
+    scheduled = kernels.schedule(load(model, conv_block=16).module, target)
+    return {gv.name_hint: update_unrolls(f) for gv, f in scheduled.functions_items()
+            if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint}
+
+
+def _run(model, x, target, on: bool, monkeypatch) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    from hetpart import kernels, load
+
+    monkeypatch.setattr(cb, SWITCH, on)
+    vm = relax.VirtualMachine(kernels.build(load(model, conv_block=16).module, target), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _avx512(cores: int = 2):
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": cores})
+
+
+@pytest.mark.parametrize("batch", [2, 4])
+def test_image_pairs_match_and_take_the_pair(batch, monkeypatch):
+    import onnxruntime as ort
+
+    from hetpart.targets import cpu_tvm_target
+
+    model = _model(batch)
+    off, on = _schedule(model, _avx512(), False, monkeypatch), _schedule(model, _avx512(), True, monkeypatch)
+    assert sorted(off.values()) == [[2, 7]] * 3  # one image a tile: 2 blocks x 7 columns
+    assert sorted(on.values()) == [[2, 2, 7]] * 3  # the pair: 2 images x 2 blocks x 7 columns
+    x = _input(batch)
+    host = cpu_tvm_target()
+    outs = [_run(model, x, host, flag, monkeypatch) for flag in (False, True)]
+    np.testing.assert_array_equal(outs[1], outs[0])  # the same sums in the same order
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert (want < 0).any() and (want > 0).any()
+    np.testing.assert_allclose(outs[1], want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_image_pairs_on_a_16_core_target_under_the_group_split(monkeypatch):
+    """On 16 cores (the Xeon's target) the pair also applies where BATCH_GROUP_SPLIT splits the block
+    groups; the build (run here on this host's threads) equals the switch-off build."""
+    model = _model(4)
+    on = _schedule(model, _avx512(16), True, monkeypatch)
+    assert sorted(on.values()) == [[2, 2, 7]] * 3
+    x = _input(4)
+    outs = [_run(model, x, _avx512(16), flag, monkeypatch) for flag in (False, True)] if _host_has_avx512() else []
+    if outs:
+        np.testing.assert_array_equal(outs[1], outs[0])
+
+
+def _host_has_avx512() -> bool:
+    try:
+        return "avx512f" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batch_1_and_odd_batches_keep_one_image_a_tile(batch, monkeypatch):
+    model = _model(batch)
+    assert _schedule(model, _avx512(), True, monkeypatch) == _schedule(model, _avx512(), False, monkeypatch)
+
+
+def test_16_registers_keep_one_image_a_tile(monkeypatch):
+    import tvm
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    model = _model(2)
+    assert _schedule(model, avx2, True, monkeypatch) == _schedule(model, avx2, False, monkeypatch)
+
+
+def test_the_paired_tile_keeps_its_accumulators_in_registers(monkeypatch):
+    """Built for sapphirerapids: the paired 3x3's FMA blocks hold its 28 FMAs a step and no vector
+    move to the stack."""
+    import tvm
+
+    from hetpart import kernels, load
+
+    def walk(mod):
+        yield mod
+        for sub in mod.imports:
+            yield from walk(sub)
+
+    monkeypatch.setattr(cb, SWITCH, True)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
+    exe = kernels.build(load(_model(2), conv_block=16).module, target)
+    asm = "\n".join(mod.inspect_source("asm") for mod in walk(exe.mod) if mod.kind == "llvm")
+    fmas = spills = 0
+    for block in asm.split("\n.LBB"):
+        if "vfmadd" not in block:
+            continue
+        lines = block.split("\n")
+        fmas += sum("vfmadd" in ln for ln in lines)
+        spills += sum("zmm" in ln and ("(%rsp)" in ln or "(%rbp)" in ln) for ln in lines)
+    assert fmas >= 28 and spills == 0, (fmas, spills)
