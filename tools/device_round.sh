@@ -5,6 +5,7 @@
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 57 ran 162, 163 and 164; session 51's order follows 147):
 #   161 (issue 17, batch 32: distilbert and ViT b32 bf16 per kernel beside PyTorch, flash on),
+#   165 (issue 18, resnet50 b32 on 16 threads: BATCH_IMAGE_PAIRS A/B; TOOLS="nchwc_ab.py cpu_insitu_ab.py" + deps),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -30,6 +31,20 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+165)  # (BUDGET=420) issue 18 at batch 32 (session 57, branch cpub32): on one znver4 core zoo:resnet50 NCHW16c b32 is level
+     # with ORT (1.01x; bench/results/cpu-r50-b32-s57-2core.md), so the Xeon's 1.11-1.41x is in the 16-thread run.
+     # cpu_blocked_conv.BATCH_IMAGE_PAIRS (off): the 7x7 stage's row tiles hold two images (14 FMAs a weight load,
+     # for the Xeon's two 512-bit FMA pipes); 4 of resnet50's 28 kernels change, bit-identical outputs.
+     # (1) nchwc_ab at 16 threads b32 then b8 (model vs ORT, switch off/on); (2) in situ, the changed kernels.
+     # Decides: on if the changed kernels <= 0.97 and the model <= 1.00 of before at both batches.
+  BUDGET=${STEP_BUDGET:-420}; mkdir -p "$OUT/logs"
+  P=hetpart.kernels.rules.cpu_blocked_conv.BATCH_IMAGE_PAIRS
+  for B in 32 8; do left=$((BUDGET - SECONDS - 100)); [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py \
+    zoo:resnet50 --block 16 --threads 16 --batch $B --calls 3 --rounds 5 --before $P=0 --after $P=1 \
+    > "$OUT/logs/image-pairs-ab-b$B-165.txt" 2>&1; done
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_insitu_ab.py \
+    zoo:resnet50 --block 16 --batch 32 --wall --runs 20 --rounds 2 --before $P=0 --after $P=1 \
+    > "$OUT/logs/image-pairs-insitu-b32-165.txt" 2>&1 ;;
 161)  # (BUDGET=400) issue 17 at batch 32, where the time goes now, per kernel beside PyTorch (tools/gpu_kernel_profile.py):
      # session 57 turned flash attention on (vit_b_16 b32 bf16 10.85 -> 8.45 ms GPU-in, 1.34x PyTorch) and the
      # large-M f32a rule (distilbert b32 bf16 2.09x, the worst corpus row); step 163 found the warp-specialised GEMM
