@@ -26,6 +26,7 @@ pre-filled with NaN, so an element the kernel fails to write fails the test.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -42,6 +43,9 @@ from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_wgmma_probe import bf16_inputs, variant_inputs  # noqa: E402  (the probe's inputs: negatives, every 7th zero)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nvcc_cases import cubin_and_ptx  # noqa: E402
 
 
 ISA_TOL = 1e-4
@@ -163,6 +167,7 @@ def test_unsupported_shapes_are_refused(shape):
 
 
 # --- the CUDA C ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # the build test and the nvcc test read each variant's source: one TVM build
 def _source(m, n, k, bn, stages) -> str:
     try:
         return wg.cuda_source(wg.build(m, n, k, bn, stages=stages))
@@ -430,6 +435,7 @@ NEW_VARIANTS = [  # (precision, bn, stages, split, epilogue): built, compiled, c
 ]
 
 
+@functools.lru_cache(maxsize=None)  # the build test and the nvcc test read each variant's source: one TVM build
 def _variant_source(precision, bn, stages, split, epilogue, shape=(197, 768, 768)) -> str:
     try:
         return wg.cuda_source(sk.build(*shape, bn, stages=stages, precision=precision, split=split, epilogue=epilogue))
@@ -464,26 +470,16 @@ def test_variant_builds_for_sm90a(precision, bn, stages, split, epilogue):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
 @pytest.mark.parametrize("precision,bn,stages,split,epilogue", NEW_VARIANTS)
 def test_variant_nvcc_compiles_for_sm90a_without_spilling(precision, bn, stages, split, epilogue, tmp_path):
-    from hetpart.kernels import cuda_compile
-
     (tmp_path / "k.cu").write_text(_variant_source(precision, bn, stages, split, epilogue))
-    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
+    report, ptx = cubin_and_ptx(tmp_path / "k.cu", "90a")  # the PTX nvcc made on the way to this cubin
+    spills = re.findall(r"(\d+) bytes spill stores", report)
+    assert spills and set(spills) == {"0"}, report
     assert len(spills) == (2 if split > 1 else 1), "the GEMM (and the reduction)"
-    assert "serialized" not in done.stderr, "ptxas serialized the wgmmas"
+    assert "serialized" not in report, "ptxas serialized the wgmmas"
     if precision == "f32a":  # the narrowing is cvt.rn (round to nearest even)
-        ptx = tmp_path / "k.ptx"
-        subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(tmp_path / "k.cu"), str(ptx)),
-                       capture_output=True, check=True)
-        text = ptx.read_text()
-        assert "cvt.rn.bf16.f32" in text and "cvt.rz.bf16" not in text
+        assert "cvt.rn.bf16.f32" in ptx and "cvt.rz.bf16" not in ptx
     if precision == "tf32r":  # A rounded to nearest, ties away
-        ptx = tmp_path / "k.ptx"
-        subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(tmp_path / "k.cu"), str(ptx)),
-                       capture_output=True, check=True)
-        assert "cvt.rna.tf32.f32" in ptx.read_text()
+        assert "cvt.rna.tf32.f32" in ptx
 
 
 def _run_variant(shape, precision, bn, stages, split, epilogue):

@@ -28,6 +28,7 @@ With a GPU (``cuda`` mark): each variant against float64 numpy (tolerance as
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -45,6 +46,9 @@ from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_wgmma_probe import _with_epilogue, variant_inputs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nvcc_cases import cubin_and_ptx  # noqa: E402
 
 ISA_TOL = 1e-4
 
@@ -294,6 +298,7 @@ def test_unsupported_layout_options_are_refused(kwargs):
 
 
 # --- the CUDA C and PTX ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # three tests read each layout's source: one TVM build
 def _source(precision, bn, stages, swizzle, consumers, split=1, epilogue=None, shape=(197, 768, 768)) -> str:
     try:
         return wg.cuda_source(sk.build(*shape, bn, stages=stages, precision=precision, split=split,
@@ -329,13 +334,22 @@ _NAMES = {"((int)threadIdx.x)": "tx", "((int)blockIdx.x)": "bx", "((int)blockIdx
           "(uint64_t)": ""}
 
 
+@functools.lru_cache(maxsize=None)
+def _c_code(expr: str):
+    """``expr`` with :data:`_NAMES` applied, checked to be an integer index expression, compiled
+    once (the checks below evaluate each expression for every thread): (code, names, text)."""
+    for c_name, name in _NAMES.items():
+        expr = expr.replace(c_name, name)
+    assert re.fullmatch(r"[\w ()+*&^%<>,]*", expr), expr
+    return compile(expr, "<cuda index>", "eval"), frozenset(re.findall(r"[a-z_]\w*", expr)), expr
+
+
 def _c_eval(expr: str, **env) -> int:
     """A fully parenthesised CUDA C integer index expression of TVM's codegen (``+ * >> & ^ %``,
     ``min``; non-negative, so C's ``%`` is Python's) at the given variables."""
-    for c_name, name in _NAMES.items():
-        expr = expr.replace(c_name, name)
-    assert re.fullmatch(r"[\w ()+*&^%<>,]*", expr) and set(re.findall(r"[a-z_]\w*", expr)) <= {*env, "min"}, expr
-    return eval(expr, {"__builtins__": {}}, {"min": min, **env})  # noqa: S307 - checked above
+    code, names, text = _c_code(expr)
+    assert names <= {*env, "min"}, text
+    return eval(code, {"__builtins__": {}}, {"min": min, **env})  # noqa: S307 - checked above
 
 
 def _balanced(expr: str) -> str:
@@ -404,19 +418,13 @@ def test_generated_code_follows_the_plan(precision, bn, stages, swizzle, consume
 @pytest.mark.parametrize("precision,bn,stages,swizzle,consumers", LAYOUTS)
 def test_nvcc_compiles_without_spilling_and_the_ptx_has_the_layout(precision, bn, stages, swizzle, consumers,
                                                                    tmp_path):
-    from hetpart.kernels import cuda_compile
-
     plan = lay.PipelinePlan(lay.precision(precision), bn, stages, swizzle, consumers)
     cu = tmp_path / "k.cu"
     cu.write_text(_source(precision, bn, stages, swizzle, consumers))
-    cmd = cuda_compile.nvcc_command("90a", "cubin", str(cu), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
-    assert "serialized" not in done.stderr, "ptxas serialized the wgmmas"
-    ptx = tmp_path / "k.ptx"
-    subprocess.run(cuda_compile.nvcc_command("90a", "ptx", str(cu), str(ptx)), capture_output=True, check=True)
-    text = ptx.read_text()
+    report, text = cubin_and_ptx(cu, "90a")  # the PTX nvcc made on the way to this cubin
+    spills = re.findall(r"(\d+) bytes spill stores", report)
+    assert spills and set(spills) == {"0"}, report
+    assert "serialized" not in report, "ptxas serialized the wgmmas"
     steps = plan.precision.tile_k // plan.precision.mma_k
     count = text.count(plan.precision.instruction(bn))  # a K tile's wgmmas (nvcc may unroll the loop)
     assert count >= steps and count % steps == 0, count
