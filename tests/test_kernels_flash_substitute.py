@@ -214,18 +214,20 @@ def test_masked_layer_on_gpu_bf16(masked_on, style, batch, seq, heads):
     bf16_matches_ort(m, masked_feeds(batch, seq, heads * 64, full_pad_row=batch > 1), simulate=False)
 
 
-def _gpt2(seq=128):
+def _gpt2(seq=128, layers=1):
     from hetpart import models
 
-    return models.build("gpt2", True, layers=1, batch=1, seq_len=seq, hidden=128, heads=2, vocab=1000)
+    return models.build("gpt2", True, layers=layers, batch=1, seq_len=seq, hidden=128, heads=2, vocab=1000)
 
 
 def test_gpt2_causal_where_becomes_a_query_by_key_bias(masked_on):
     """The zoo's GPT-2 (``Where(causal, scores, lowest)``, the constant mask ``[1, 1, s, s]``): the
-    bias is ``[1, 1, s, s]`` (it varies over queries, not over batch or heads)."""
-    _, low = _lowered(_gpt2())
+    bias is ``[1, 1, s, s]`` (it varies over queries, not over batch or heads); its three layers
+    read the same mask, so one ``flash_bias`` call feeds the three flash calls."""
+    _, low = _lowered(_gpt2(layers=3))
     main = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))["main"].script()
-    assert main.count("flash_attention_b1_h2_n128_") == 1 and "_bias1x1x128x128," in main
+    flash = re.findall(r"R\.call_tir\(flash_attention_b1_h2_n128_\w+_bias1x1x128x128, \(\w+, \w+, \w+, (\w+)\)", main)
+    assert len(flash) == 3 and len(set(flash)) == 1 and main.count("R.call_tir(flash_bias") == 1
 
 
 @pytest.mark.cuda

@@ -39,6 +39,7 @@ mark, so :mod:`.wgmma_substitute`'s mixed pipeline and sm_90a target compile it.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax, te, tirx
 from tvm.target import Target
 
@@ -191,7 +192,16 @@ class _Substituter(relax.PyExprMutator):
         super().__init__(mod)
         self._chains = chains
         self._drop = {x for c in chains.values() for x in c[:2]}
+        self._biases: list = []  # (bias PrimFunc, its arguments, var) emitted in the current block
         self.added: set[str] = set()
+
+    def visit_dataflow_block_(self, block):
+        self._biases = []  # a dataflow var is not visible outside its block
+        return super().visit_dataflow_block_(block)
+
+    def visit_binding_block_(self, block):
+        self._biases = []
+        return super().visit_binding_block_(block)
 
     def visit_var_binding_(self, binding):
         if binding.var in self._drop:
@@ -212,11 +222,22 @@ class _Substituter(relax.PyExprMutator):
                                   relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
         else:
             form, args = bias
-            bias_args = [self.visit_expr(x) for x in args]
-            mask = bb.emit_te(lambda *ts: flash_bias.bias_te(form, ts), *bias_args, primfunc_name_hint="flash_bias")
+            mask = self._bias(form, [self.visit_expr(x) for x in args])
             call = relax.call_tir(self._kernel(b, h, n, scale, form.bias_shape), relax.Tuple([q, k, v, mask]),
                                   relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
         bb.emit_normalized(relax.VarBinding(binding.var, bb.normalize(call)))
+
+    def _bias(self, form, args):
+        """The bias var of ``form`` on ``args``: one emitted earlier in this block on the same
+        arguments (every layer of a model reads the same mask) or a new ``flash_bias`` call."""
+        ins = [te.placeholder([int(d) for d in a.ty.shape.values], a.ty.dtype, f"b{i}") for i, a in enumerate(args)]
+        func = te.create_prim_func([*ins, flash_bias.bias_te(form, ins)])
+        for f, prev, var in self._biases:
+            if tvm_ffi.structural_equal(f, func) and all(tvm_ffi.structural_equal(a, b) for a, b in zip(prev, args)):
+                return var
+        var = self.builder_.emit_te(lambda *ts: flash_bias.bias_te(form, ts), *args, primfunc_name_hint="flash_bias")
+        self._biases.append((func, list(args), var))
+        return var
 
     def _kernel(self, b: int, h: int, n: int, scale: float, bias_shape=None):
         """The GlobalVar of the flash kernel for these sizes and scale (and bias shape), added once."""
