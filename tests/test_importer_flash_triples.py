@@ -6,6 +6,9 @@ partition (their roles, the scores' scale); a CPU partition, a TF32 build, a tri
 partitions, a masked block, head dim 32 and a score read twice stay unmarked.  The op graph is the
 same graph either way (ids, ops, edges, tensors, costs' inputs): only the three PrimFuncs' attributes
 and their kernels' signatures differ.  Off, ``lower_plan_weights`` returns what it returned before.
+With ``FLASH_MASKED_ATTENTION`` too, the masked exports' triples (DistilBERT's ``Where``, BERT's
+additive mask) are marked, their scores kernel with ``BIAS_ATTR``; without it they stay unmarked,
+and the unmasked marks are the same either way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import dataclasses
 import pytest
 import tvm_ffi
 
-from attention_cases import onnx_attention
+from attention_cases import masked_attention, onnx_attention
 from conftest import plan_from_assignment
 from precision_cases import all_on, bert_layer, hf_attention
 
@@ -143,4 +146,43 @@ def test_on_by_default():
 def test_off_marks_nothing(monkeypatch):
     monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", False)
     graph = importer.load(onnx_attention())
+    assert _marks(lower_plan_weights(graph, all_on(graph, "cuda"), BF16)) == {}
+
+
+# --- masked triples (FLASH_MASKED_ATTENTION) ----------------------------------------------------
+@pytest.fixture
+def masked_on(on, monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", True)
+
+
+@pytest.mark.parametrize("style", ["where", "add"])
+def test_masked_exports_unmarked_by_default(on, style):
+    """FLASH_ATTENTION alone: a masked block stays unmarked (what main does)."""
+    assert not flash_substitute.FLASH_MASKED_ATTENTION
+    graph = importer.load(masked_attention(style, batch=2))
+    assert _marks(lower_plan_weights(graph, all_on(graph, "cuda"), BF16)) == {}
+
+
+@pytest.mark.parametrize("style,scale", [("where", 1.0), ("add", 0.125)])
+def test_masked_exports_marked(masked_on, style, scale):
+    graph = importer.load(masked_attention(style, batch=2))
+    low = lower_plan_weights(graph, all_on(graph, "cuda"), BF16)
+    qk, sm, pv = _triple(low)
+    assert _marks(low) == {qk: ("scores", scale), sm: ("softmax", None), pv: ("values", None)}
+    assert low.module[low.kernels[qk].func].attrs[ft.BIAS_ATTR] == 1
+    assert all(ft.BIAS_ATTR not in (low.module[low.kernels[k].func].attrs or {}) for k in (sm, pv))
+    assert list(low.kernels) == list(graph.kernels)  # the mask kernel stays; nothing added or removed
+
+
+def test_masked_switch_keeps_unmasked_marks(on, monkeypatch):
+    graph = importer.load(bert_layer(seq_len=128, hidden=384, heads=6, intermediate=1536))
+    plain = _marks(lower_plan_weights(graph, all_on(graph, "cuda"), BF16))
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", True)
+    marked = lower_plan_weights(graph, all_on(graph, "cuda"), BF16)
+    assert _marks(marked) == plain and len(plain) == 3
+    assert all(ft.BIAS_ATTR not in (marked.module[marked.kernels[k].func].attrs or {}) for k in plain)
+
+
+def test_masked_head_dim_32_unmarked(masked_on):
+    graph = importer.load(masked_attention("add", hd=32))
     assert _marks(lower_plan_weights(graph, all_on(graph, "cuda"), BF16)) == {}

@@ -9,6 +9,12 @@ compiles it without spills; a numpy model of the kernel's exact tile loop (:func
 64-key tiles, float32 running max / sum, ``2^x``, P rounded to bf16 before P V) against
 float64 attention.  On a GPU (``cuda`` mark): the kernel against float64 at Whisper's and
 ViT's shapes.
+
+The bias path (``bias_shape``): the numpy model with the bias (key padding crossing a tile,
+a first key tile all masked, a fully masked row, ``-inf`` entries, negative and zero biases,
+broadcast over batch / heads / queries) against float64 attention with the bias added; the
+register-level model with the bias read per register; the generated CUDA C's bias index per
+thread; nvcc without spills; on a GPU, against float64 at DistilBERT's and an odd shape.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from hetpart.kernels import flash_layout as fl
 from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from gpu_flash_probe import attention_inputs, reference, rel_err  # noqa: E402
+from gpu_flash_probe import attention_inputs, key_padding_bias, reference, rel_err  # noqa: E402
 
+LOWEST = np.float32(np.finfo(np.float32).min)
 GPU_TOL = 2e-2
 """max |O - ref| / max |ref| on the GPU (bf16 P and O: ~5e-3 expected)."""
 LANES = range(32)
@@ -176,8 +183,9 @@ def _padded(x, rows):
     return np.pad(x.astype(np.float32), ((0, 0), (0, 0), (0, pad), (0, 0)))
 
 
-def _emulate_tile(qt, kp, vp, seq, c):
-    """O (float32, unnormalised) and l of one 64-row Q tile, key tile by key tile."""
+def _emulate_tile(qt, kp, vp, seq, c, bt=None):
+    """O (float32, unnormalised) and l of one 64-row Q tile, key tile by key tile; ``bt``: the
+    tile's rows of the bias (float32, keys padded), added as the biased kernel adds it."""
     rows = qt.shape[:-1]
     m = np.full(rows, -np.inf, np.float32)
     l = np.zeros(rows, np.float32)
@@ -186,7 +194,12 @@ def _emulate_tile(qt, kp, vp, seq, c):
         keys = slice(t * fl.TILE_KV, (t + 1) * fl.TILE_KV)
         s = np.einsum("bhqd,bhkd->bhqk", qt.astype(np.float64), kp[:, :, keys]).astype(np.float32)
         valid = t * fl.TILE_KV + np.arange(fl.TILE_KV) < seq
-        s = np.where(valid, s * c, np.float32(-np.inf)).astype(np.float32)
+        if bt is None:
+            s = np.where(valid, s * c, np.float32(-np.inf)).astype(np.float32)
+        else:
+            with np.errstate(over="ignore"):
+                biased = np.maximum(s * c + bt[..., keys] * np.float32(fa.LOG2E), LOWEST).astype(np.float32)
+            s = np.where(valid, biased, np.float32(-np.inf)).astype(np.float32)
         mx = np.maximum(m, s.max(-1))
         alpha = np.exp2(m - mx)
         m = mx
@@ -197,20 +210,27 @@ def _emulate_tile(qt, kp, vp, seq, c):
     return o, l
 
 
-def emulate(q, k, v, scale=None, out_dtype="bfloat16"):
+def emulate(q, k, v, scale=None, out_dtype="bfloat16", bias=None):
     """The kernel's arithmetic in numpy: per 64-row Q tile, per 64-key tile (K, V zero-padded
     past seq as cp.async zero-fills), float32 scores times ``float32(scale * log2 e)``, keys
     >= seq at -inf, running max / sum / rescale in float32, ``2^x``, P rounded to bf16 for P V
     (float32 accumulation), O / l, rounded to ``out_dtype``.  (Summation order inside an mma
-    and across a quad is not modelled: float32 rounding only.)"""
+    and across a quad is not modelled: float32 rounding only.)  ``bias`` (float32, broadcast
+    to ``[b, h, seq, seq]``): each score ``max(s * c + bias * log2 e, -FLT_MAX)``, the biased
+    kernel's order."""
     b, h, seq, d = q.shape
     c = np.float32((1.0 / np.sqrt(d) if scale is None else scale) * fa.LOG2E)
     kp, vp = _padded(k, fl.kv_tiles(seq) * fl.TILE_KV), _padded(v, fl.kv_tiles(seq) * fl.TILE_KV)
     qp = _padded(q, fl.q_tiles(seq) * fl.TILE_Q)
+    bp = None
+    if bias is not None:
+        full = np.broadcast_to(np.asarray(bias, np.float32), (b, h, seq, seq))
+        bp = np.zeros((b, h, qp.shape[2], kp.shape[2]), np.float32)
+        bp[:, :, :seq, :seq] = full
     out = np.empty(qp.shape, np.float32)
     for i in range(fl.q_tiles(seq)):
         rows = slice(i * fl.TILE_Q, (i + 1) * fl.TILE_Q)
-        o, l = _emulate_tile(qp[:, :, rows], kp, vp, seq, c)
+        o, l = _emulate_tile(qp[:, :, rows], kp, vp, seq, c, None if bp is None else bp[:, :, rows])
         out[:, :, rows] = o / l[..., None]
     out = out[:, :, :seq]
     return _bf16(out) if out_dtype == "bfloat16" else out
@@ -293,10 +313,18 @@ def _stage(x, row0, seq):
     return smem
 
 
-def _warp_softmax(s, o, m, l, t, seq, c):
-    """softmax_step of one warp: s [8 tiles, 32, 4], o [8, 32, 4], m / l [2, 32]."""
+def _warp_softmax(s, o, m, l, t, seq, c, bias=None, row0=0):
+    """softmax_step of one warp: s [8 tiles, 32, 4], o [8, 32, 4], m / l [2, 32]; ``bias`` [seq, seq]
+    of this (batch, head), read per register at (row0 + C row, key), both clamped to seq - 1."""
     key = t * fl.TILE_KV + np.arange(fl.S_TILES)[:, None, None] * 8 + np.stack([isa_c(_L, i)[1] for i in range(4)], -1)
-    s = np.where(key < seq, s * c, np.float32(-np.inf)).astype(np.float32)
+    if bias is None:
+        s = np.where(key < seq, s * c, np.float32(-np.inf)).astype(np.float32)
+    else:
+        row = row0 + np.stack([isa_c(_L, i)[0] for i in range(4)], -1)[None]
+        b = bias[np.minimum(row, seq - 1), np.minimum(key, seq - 1)]
+        with np.errstate(over="ignore"):
+            biased = np.maximum(s * c + b * np.float32(fa.LOG2E), LOWEST).astype(np.float32)
+        s = np.where(key < seq, biased, np.float32(-np.inf)).astype(np.float32)
     for r in range(2):
         mx = _quad(np.maximum(m[r], s[:, :, 2 * r:2 * r + 2].max(axis=(0, 2))), np.max)
         alpha = np.exp2(m[r] - mx)
@@ -307,7 +335,7 @@ def _warp_softmax(s, o, m, l, t, seq, c):
     return s
 
 
-def _warp_tile(qf, ks, vs, s_o_m_l, t, seq, c):
+def _warp_tile(qf, ks, vs, s_o_m_l, t, seq, c, bias=None, row0=0):
     """One key tile of one warp (macros scores, softmax_step, accumulate)."""
     o, m, l = s_o_m_l
     s = np.zeros((fl.S_TILES, 32, 4), np.float32)
@@ -316,7 +344,7 @@ def _warp_tile(qf, ks, vs, s_o_m_l, t, seq, c):
             kf = _ldsm(ks, 0, lambda ln: fl.k_ldmatrix_row_col(ln, j, p))
             for h in range(2):
                 s[j] = _mma(s[j], qf[2 * p + h], kf[2 * h:2 * h + 2])
-    s = _warp_softmax(s, o, m, l, t, seq, c)
+    s = _warp_softmax(s, o, m, l, t, seq, c, bias, row0)
     pf = np.empty((fl.KV_STEPS, 4, 32, 2), np.float32)
     for k in range(fl.KV_STEPS):
         for j in range(4):
@@ -329,10 +357,11 @@ def _warp_tile(qf, ks, vs, s_o_m_l, t, seq, c):
                 o[2 * p + h] = _mma(o[2 * p + h], pf[k], vf[2 * h:2 * h + 2])
 
 
-def simulate(q, k, v, out_dtype="float32"):
+def simulate(q, k, v, out_dtype="float32", bias=None):
     """The kernel, warp by warp and register by register, for one (batch, head): ``q, k, v``
     [seq, 64]; the Q / K / V tiles staged as the copies stage them, fragments loaded as the
-    macros load them, multiplied by the ISA's fragment maps (this file's, not flash_layout's)."""
+    macros load them, multiplied by the ISA's fragment maps (this file's, not flash_layout's);
+    ``bias`` [seq, seq] float32: the biased kernel."""
     seq = q.shape[0]
     c = np.float32(fa.LOG2E / 8)
     q, k, v = (x.astype(np.float32) for x in (q, k, v))
@@ -344,7 +373,8 @@ def simulate(q, k, v, out_dtype="float32"):
             state = (np.zeros((fl.D_TILES, 32, 4), np.float32), np.full((2, 32), -np.inf, np.float32),
                      np.zeros((2, 32), np.float32))
             for t in range(fl.kv_tiles(seq)):
-                _warp_tile(qf, _stage(k, t * fl.TILE_KV, seq), _stage(v, t * fl.TILE_KV, seq), state, t, seq, c)
+                _warp_tile(qf, _stage(k, t * fl.TILE_KV, seq), _stage(v, t * fl.TILE_KV, seq), state, t, seq, c,
+                           bias, bx * fl.TILE_Q + w * 16)
             o, _, l = state
             l = np.stack([_quad(l[r], np.sum) for r in range(2)])
             for j in range(fl.D_TILES):
@@ -562,3 +592,152 @@ def test_matches_float64_on_gpu(dims, out_dtype):
     got, _ = run_kernel(fa.build(*dims, out_dtype=out_dtype), q, k, v, out_dtype)
     err = rel_err(got, reference(q, k, v))
     assert err <= GPU_TOL, f"{dims} {out_dtype}: max rel err {err:.2e}"
+
+
+# --- the bias path ---------------------------------------------------------------------------
+def _bias_cases(b, h, seq, seed=0):
+    """Biases of the masked exports' forms, float32: ``padding`` [b, 1, 1, s] (finfo.min on a tail
+    crossing a tile, on the whole first key tile of another row: left padding); ``causal``
+    [1, 1, s, s] (finfo.min above the diagonal); ``dense`` [b, h, s, s] (normal: negatives, a
+    fifth exactly zero); ``neg_inf`` [b, 1, s, s] (-inf on a random fifth, never a whole row)."""
+    rng = np.random.default_rng(seed)
+    low = np.finfo(np.float32).min
+    pad = key_padding_bias(b, seq)
+    if b > 1:
+        pad[1, ..., :min(seq - 1, fl.TILE_KV)] = low
+    causal = np.where(np.triu(np.ones((seq, seq), bool), 1), low, 0).astype(np.float32)[None, None]
+    dense = rng.standard_normal((b, h, seq, seq)).astype(np.float32)
+    dense[rng.random(dense.shape) < 0.2] = 0
+    neg = np.where(rng.random((b, 1, seq, seq)) < 0.2, -np.inf, 0).astype(np.float32)
+    neg[..., 0] = 0
+    return {"padding": pad, "causal": causal, "dense": dense, "neg_inf": neg}
+
+
+@pytest.mark.parametrize("dims", [(2, 2, 130, 64), (3, 1, 64, 64), (2, 1, 5, 64)])
+@pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
+def test_emulated_bias_matches_float64_attention(dims, case):
+    q, k, v = attention_inputs(*dims)
+    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
+    got = emulate(q, k, v, out_dtype="float32", bias=bias)
+    assert got.shape == q.shape and np.isfinite(got).all()
+    assert rel_err(got, reference(q, k, v, bias=bias)) <= 1e-2
+
+
+def test_emulated_fully_masked_row_is_the_reference_uniform_row():
+    """A query row whose keys are all finfo.min (two tiles): the reference softmax is uniform over
+    the keys, so O is the mean of V; the kernel's clamp gives the same.  An all -inf row: the
+    reference is NaN; the kernel gives the same uniform row (finite)."""
+    q, k, v = attention_inputs(1, 1, 100, 64, seed=2)
+    bias = np.zeros((1, 1, 100, 100), np.float32)
+    bias[0, 0, 7] = np.finfo(np.float32).min
+    want = reference(q, k, v, bias=bias)
+    assert np.allclose(want[0, 0, 7], v[0, 0].astype(np.float64).mean(0))
+    got = emulate(q, k, v, out_dtype="float32", bias=bias)
+    assert np.isfinite(got).all() and rel_err(got, want) <= 1e-2
+    bias[0, 0, 7] = -np.inf
+    got_inf = emulate(q, k, v, out_dtype="float32", bias=bias)
+    assert np.isfinite(got_inf).all() and np.allclose(got_inf, got)
+
+
+def test_emulated_zero_bias_is_the_unbiased_kernel():
+    q, k, v = attention_inputs(1, 2, 130, 64, seed=4)
+    zero = np.zeros((1, 1, 1, 130), np.float32)
+    assert np.array_equal(emulate(q, k, v, out_dtype="float32", bias=zero), emulate(q, k, v, out_dtype="float32"))
+
+
+@pytest.mark.parametrize("seq", [130, 5])
+@pytest.mark.parametrize("case", ["padding", "causal", "dense"])
+def test_register_level_model_with_bias_is_attention(seq, case):
+    q, k, v = attention_inputs(2, 1, seq, 64, seed=5)
+    bias = np.broadcast_to(_bias_cases(2, 1, seq)[case], (2, 1, seq, seq))[1, 0]
+    got = simulate(q[1, 0], k[1, 0], v[1, 0], bias=np.ascontiguousarray(bias))
+    want = reference(q[1:, :1], k[1:, :1], v[1:, :1], bias=bias)[0, 0]
+    assert np.isfinite(got).all() and rel_err(got, want) <= 1e-2
+
+
+def test_rejects_unsupported_bias_shapes():
+    for bad in [(2, 1, 1, 129), (3, 1, 1, 130), (1, 2, 1, 130), (1, 1, 2, 130), (1, 1, 130)]:
+        with pytest.raises(ValueError):
+            fa.flash_attention(2, 1, 130, bias_shape=bad)
+
+
+BIAS_REPLAY = {"padding": (2, 1, 1, 130), "per_head_query": (2, 2, 130, 130), "shared": (1, 1, 130, 130)}
+
+
+@pytest.fixture(scope="module")
+def bias_sources():
+    return {name: fa.cuda_source(fa.build(*REPLAY, bias_shape=shape)) for name, shape in BIAS_REPLAY.items()}
+
+
+@pytest.mark.parametrize("name", list(BIAS_REPLAY))
+def test_generated_bias_reads_are_the_model(name, bias_sources):
+    """Every score's bias load, per thread and key tile: the flat index of B at (batch 1 or 0, head 1
+    or 0, query row or 0, key), the row and key clamped to seq - 1 -- what :func:`simulate` reads."""
+    import re
+
+    src = bias_sources[name]
+    assert "main_kernel(float* __restrict__ B_ptr, nv_bfloat16* __restrict__ K_ptr" in src
+    bb, bh, bq, seq = BIAS_REPLAY[name]
+    found = re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+    assert len(found) == 4 * fl.S_TILES
+    for n, expr in found:
+        j, i = divmod(int(n), 4)
+        for t in range(fl.kv_tiles(seq)):
+            for tx in _TX:
+                row = min(fl.TILE_Q + (tx // 32) * 16 + fl.c_fragment(tx % 32, i)[0], seq - 1)  # blockIdx.x 1
+                key = min(t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1], seq - 1)
+                want = (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+                assert _c_eval(expr, **_env(tx, t)) == want, (n, t, tx, expr)
+
+
+def test_unbiased_source_has_no_bias(sources):
+    assert all("B_ptr" not in src for src in sources.values())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("arch,dims,bias_shape", [("90a", (1, 12, 128), (1, 1, 1, 128)),
+                                                  ("90a", (32, 12, 128), (32, 1, 1, 128)),
+                                                  ("90a", (2, 6, 1500), (2, 6, 1500, 1500)),
+                                                  ("80", (1, 6, 1500), (1, 1, 1500, 1500))])
+def test_biased_kernel_compiles_without_spilling(arch, dims, bias_shape, tmp_path):
+    import re
+
+    from hetpart.kernels import cuda_compile
+
+    src = fa.cuda_source(fa.build(*dims, out_dtype="float32", bias_shape=bias_shape,
+                                  arch="sm_90a" if arch == "90a" else "sm_80"))
+    cu = tmp_path / "k.cu"
+    cu.write_text(src)
+    cmd = cuda_compile.nvcc_command(arch, "cubin", str(cu), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+    regs = [int(r) for r in re.findall(r"Used (\d+) registers", done.stderr)]
+    assert regs and max(regs) <= 168, done.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dims", [(1, 12, 128, 64), (32, 12, 128, 64), (3, 3, 77, 64), (2, 2, 130, 64)])
+@pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
+def test_biased_kernel_matches_float64_on_gpu(dims, case):
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(*dims)
+    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
+    got, _ = run_kernel(fa.build(*dims, out_dtype="float32", bias_shape=bias.shape), q, k, v, "float32", bias)
+    err = rel_err(got, reference(q, k, v, bias=bias))
+    assert err <= GPU_TOL, f"{dims} {case}: max rel err {err:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_biased_kernel_fully_masked_row_on_gpu():
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(2, 2, 130, 64, seed=6)
+    bias = np.zeros((2, 1, 130, 130), np.float32)
+    bias[1, 0, 3] = np.finfo(np.float32).min
+    got, _ = run_kernel(fa.build(2, 2, 130, out_dtype="float32", bias_shape=bias.shape), q, k, v, "float32", bias)
+    want = reference(q, k, v, bias=bias)
+    assert np.isfinite(got).all() and rel_err(got, want) <= GPU_TOL

@@ -8,6 +8,12 @@ build of the marked module are the module itself.  Off, nothing is marked and th
 main's (``/tmp/bf16_src_hash.py``, ``tools/kernel_code_hash.py --compare``: see the report).
 With a GPU (``cuda`` mark): Whisper-shaped BERT layer (1500 tokens, 6 heads of 64) all-CUDA bf16
 against ONNX Runtime within 2e-2.
+
+``FLASH_MASKED_ATTENTION``: a DistilBERT (``Where``) and a BERT (additive) masked export's chain
+becomes the three narrowings, one ``flash_bias`` kernel (``[b, 1, 1, s]``) and the biased flash
+call; GPT-2's causal ``Where`` a ``[1, 1, s, s]`` bias; a ``-1e4`` fill is left; off, masked chains
+are left; the sm_90 build compiles without spills.  On a GPU: the masked exports (padding per batch
+row, a fully padded row) and a GPT-2 layer against ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import subprocess
 
 import pytest
 
-from attention_cases import onnx_attention
+from attention_cases import masked_attention, masked_feeds, onnx_attention
 from onnx_cases import cuda_source
 from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
 
@@ -138,3 +144,94 @@ def test_marked_plan_in_simulation_matches_onnxruntime(on):
     """Simulation builds for the CPU: the marks are ignored and the three kernels compute, within 2e-2."""
     m = bert_layer(seq_len=64, hidden=128, heads=2, intermediate=256)
     bf16_matches_ort(m, feeds_with_zeros(m), simulate=True)
+
+
+# --- masked chains (FLASH_MASKED_ATTENTION) -----------------------------------------------------
+@pytest.fixture
+def masked_on(on, monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", True)
+
+
+@pytest.mark.parametrize("style", ["where", "add"])
+def test_masked_chain_becomes_bias_and_flash_call(masked_on, style):
+    """The scores, softmax and P V kernels go; the mask kernel stays; one ``flash_bias`` kernel
+    (``[b, 1, 1, s]`` float32, from the scores kernel's mask inputs) feeds the biased flash kernel."""
+    _, low = _lowered(masked_attention(style, batch=2, seq=100))
+    funcs = _triple_funcs(low)
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    assert not {gv.name_hint for gv in out.get_global_vars()} & set(funcs)
+    main = out["main"].script()
+    assert len(re.findall(r"flash_attention_b2_h2_n100_s\w+_bias2x1x1x100, \(\w+, \w+, \w+, \w+\)", main)) == 1
+    assert main.count("R.call_tir(flash_bias") == 1 and "R.Tensor((2, 1, 1, 100), dtype=\"float32\")" in main
+    calls = lambda mod: mod["main"].script().count("R.call_tir(")  # noqa: E731
+    assert calls(out) == calls(low.module) - 3 + 5  # three kernels -> three narrowings, the bias, flash
+
+
+def test_masked_chain_with_a_small_fill_is_left(masked_on):
+    """``Where(mask, -1e4, scores)``: not a mask the additive form reproduces (a fully masked row
+    would differ), so the marked kernels stay as they are."""
+    _, low = _lowered(masked_attention("where", fill=-1e4))
+    assert flash_substitute.substitute(low.module, cuda_tvm_target("sm_90")) is low.module
+
+
+def test_masked_off_leaves_masked_chains():
+    _, low = _lowered(masked_attention("where"))
+    assert flash_substitute.substitute(low.module, cuda_tvm_target("sm_90")) is low.module
+
+
+def test_sm90_bf16_masked_build_compiles(masked_on, tmp_path):
+    _, low = _lowered(masked_attention("add", batch=2, seq=128, heads=12))
+    src = cuda_source(kernels.build(low.module, cuda_tvm_target("sm_90"), cuda_graph=False))
+    assert re.search(KERNEL.format(r"flash_attention_b2_h12_n128_\w+_bias2x1x1x128_kernel"), src)
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc")
+    from hetpart.kernels import cuda_compile
+
+    (tmp_path / "k.cu").write_text(src)
+    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
+    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert spills and set(spills) == {"0"}, done.stderr
+
+
+@pytest.mark.parametrize("style", ["where", "add"])
+def test_masked_plan_in_simulation_matches_onnxruntime(masked_on, style):
+    """Simulation (CPU): the marks ignored, the three kernels compute, within 2e-2.  (No fully padded
+    row here: the unsubstituted chain stores the scores in bf16, where finfo.min rounds to -inf, and
+    an all -inf row's softmax is NaN; the flash kernel keeps such a row finite: the GPU test.)"""
+    m = masked_attention(style, batch=3, seq=70)
+    bf16_matches_ort(m, masked_feeds(3, 70), simulate=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("style", ["where", "add"])
+@pytest.mark.parametrize("batch,seq,heads", [(1, 128, 12), (4, 130, 2)])
+def test_masked_layer_on_gpu_bf16(masked_on, style, batch, seq, heads):
+    """DistilBERT / BERT-shaped masked attention all-CUDA bf16 on the GPU (the biased flash kernel)
+    against ONNX Runtime's float32 within 2e-2: padding per batch row and a fully padded row."""
+    m = masked_attention(style, batch=batch, seq=seq, heads=heads)
+    bf16_matches_ort(m, masked_feeds(batch, seq, heads * 64, full_pad_row=batch > 1), simulate=False)
+
+
+def _gpt2(seq=128, layers=1):
+    from hetpart import models
+
+    return models.build("gpt2", True, layers=layers, batch=1, seq_len=seq, hidden=128, heads=2, vocab=1000)
+
+
+def test_gpt2_causal_where_becomes_a_query_by_key_bias(masked_on):
+    """The zoo's GPT-2 (``Where(causal, scores, lowest)``, the constant mask ``[1, 1, s, s]``): the
+    bias is ``[1, 1, s, s]`` (it varies over queries, not over batch or heads); its three layers
+    read the same mask, so one ``flash_bias`` call feeds the three flash calls."""
+    _, low = _lowered(_gpt2(layers=3))
+    main = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))["main"].script()
+    flash = re.findall(r"R\.call_tir\(flash_attention_b1_h2_n128_\w+_bias1x1x128x128, \(\w+, \w+, \w+, (\w+)\)", main)
+    assert len(flash) == 3 and len(set(flash)) == 1 and main.count("R.call_tir(flash_bias") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_gpt2_layer_on_gpu_bf16(masked_on):
+    m = _gpt2(seq=200)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)

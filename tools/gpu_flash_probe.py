@@ -3,6 +3,7 @@ spike 1) right, and how fast is it against PyTorch's ``scaled_dot_product_attent
 
     PYTHONPATH=. python3 tools/gpu_flash_probe.py --json OUT.json        # ~30 s on an H100
     PYTHONPATH=. python3 tools/gpu_flash_probe.py --dry --json OUT.json  # no GPU: builds only
+    PYTHONPATH=. python3 tools/gpu_flash_probe.py --masked --json OUT.json  # the bias path
 
 Per shape of :data:`SHAPES` (Whisper's encoder and ViT-B/16 at batch 1, plus a short odd
 sequence), each caught on its own (a failure is recorded with its error):
@@ -19,7 +20,13 @@ sequence), each caught on its own (a failure is recorded with its error):
    (``[b, h, s, d]``, PyTorch's pick of backend: cuDNN / flash on an H100), timed the same
    way (CUDA events, 50 calls, median of 5), and its error against the reference.
 
-JSON: ``{"device", "rows": [{"shape", "b", "h", "s", "d", "rel_err_bf16", "rel_err_f32",
+``--masked``: the shapes of :data:`MASKED_SHAPES` through the biased kernel
+(``bias_shape [b, 1, 1, s]``: a key-padding mask, :func:`key_padding_bias`, as BERT / DistilBERT
+exports add it -- ``finfo(float32).min`` on padded keys, batch row ``i`` padding its last
+``17 i mod s`` keys); the reference adds the same bias in float64, and PyTorch's SDPA gets the
+boolean ``attn_mask [b, 1, 1, s]`` (True: attend) of the same padding (transformers' SDPA path).
+
+JSON: ``{"device", "masked", "rows": [{"shape", "b", "h", "s", "d", "rel_err_bf16", "rel_err_f32",
 "ms", "ms_wall", "torch_ms", "torch_rel_err", "speedup_vs_torch", "error"?}], "elapsed_s"}``.
 """
 
@@ -38,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHAPES = {"whisper": (1, 6, 1500, 64), "vit": (1, 12, 197, 64), "odd": (2, 3, 77, 64)}
 """name -> (batch, heads, seq, head_dim): Whisper-base's encoder and ViT-B/16 at batch 1,
 and a sequence shorter than one tile (two batches)."""
+MASKED_SHAPES = {"distilbert_b1": (1, 12, 128, 64), "distilbert_b32": (32, 12, 128, 64), "odd": (3, 3, 77, 64)}
+"""name -> (batch, heads, seq, head_dim) of ``--masked``: DistilBERT / BERT-base at 128 tokens,
+batch 1 and 32, and a sequence shorter than one tile."""
 REPEATS, CALLS = 5, 50
 
 
@@ -62,11 +72,25 @@ def attention_inputs(b: int, h: int, s: int, d: int = 64, seed: int = 0):
     return tuple(out)
 
 
-def reference(q, k, v, scale: float | None = None) -> np.ndarray:
-    """``softmax(scale * Q K^T) V`` in float64 (``scale`` default ``1 / sqrt(d)``)."""
+def key_padding_bias(b: int, s: int) -> np.ndarray:
+    """``[b, 1, 1, s]`` float32: 0 on kept keys, ``finfo(float32).min`` on batch row ``i``'s last
+    ``17 i mod s`` keys (row 0 keeps every key)."""
+    bias = np.zeros((b, 1, 1, s), np.float32)
+    for i in range(b):
+        pad = (17 * i) % s
+        if pad:
+            bias[i, ..., s - pad:] = np.finfo(np.float32).min
+    return bias
+
+
+def reference(q, k, v, scale: float | None = None, bias=None) -> np.ndarray:
+    """``softmax(scale * Q K^T [+ bias]) V`` in float64 (``scale`` default ``1 / sqrt(d)``; ``bias``
+    broadcast to the scores)."""
     q, k, v = (x.astype(np.float64) for x in (q, k, v))
     scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
     s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    if bias is not None:
+        s = s + np.asarray(bias, np.float64)
     p = np.exp(s - s.max(-1, keepdims=True))
     return np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v)
 
@@ -105,47 +129,54 @@ def _median_wall(fn, sync) -> float:
     return float(np.median(times))
 
 
-def run_kernel(ex, q, k, v, out_dtype: str):
-    """The kernel once on the GPU; O (pre-filled with NaN) as float64 numpy."""
+def run_kernel(ex, q, k, v, out_dtype: str, bias=None):
+    """The kernel once on the GPU (``bias``: the biased kernel's float32 ``B``); O (pre-filled
+    with NaN) as float64 numpy."""
     import ml_dtypes
     import tvm
 
     dev = tvm.cuda(0)
     fill = np.full(q.shape, np.nan, ml_dtypes.bfloat16 if out_dtype == "bfloat16" else np.float32)
-    args = [tvm.runtime.tensor(x, dev) for x in (q, k, v, fill)]
+    ins = (q, k, v) if bias is None else (q, k, v, np.ascontiguousarray(bias, np.float32))
+    args = [tvm.runtime.tensor(x, dev) for x in (*ins, fill)]
     ex["main"](*args)
-    return args[3].numpy().astype(np.float64), args
+    return args[-1].numpy().astype(np.float64), args
 
 
-def torch_row(q, k, v, want) -> dict:
-    """PyTorch SDPA on the same bf16 values: time (CUDA events) and error."""
+def torch_row(q, k, v, want, bias=None) -> dict:
+    """PyTorch SDPA on the same bf16 values (``bias``: its kept keys as a boolean ``attn_mask``):
+    time (CUDA events) and error."""
     import torch
 
     qt, kt, vt = (torch.from_numpy(x.view(np.int16)).view(torch.bfloat16).cuda() for x in (q, k, v))
-    out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
-    ms = _median_events(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt))
+    mask = None if bias is None else torch.from_numpy(np.asarray(bias) > np.finfo(np.float32).min / 2).cuda()
+    out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+    ms = _median_events(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask))
     return {"torch_ms": ms, "torch_rel_err": rel_err(out.float().cpu().numpy(), want)}
 
 
-def probe_shape(name: str, dims, dry: bool) -> dict:
-    """One row of the JSON (module doc) for ``dims`` = (b, h, s, d)."""
+def probe_shape(name: str, dims, dry: bool, masked: bool = False) -> dict:
+    """One row of the JSON (module doc) for ``dims`` = (b, h, s, d); ``masked``: the biased kernel
+    with :func:`key_padding_bias`."""
     from hetpart.kernels import flash_attention as fa
 
     b, h, s, d = dims
     row = {"shape": name, "b": b, "h": h, "s": s, "d": d}
+    bias = key_padding_bias(b, s) if masked else None
     try:
-        exs = {dt: fa.build(b, h, s, d, out_dtype=dt) for dt in fa.OUT_DTYPES}
+        exs = {dt: fa.build(b, h, s, d, out_dtype=dt, bias_shape=None if bias is None else bias.shape)
+               for dt in fa.OUT_DTYPES}
         row["built"] = True
         if dry:
             return row
         import tvm
 
         q, k, v = attention_inputs(b, h, s, d)
-        want = reference(q, k, v)
+        want = reference(q, k, v, bias=bias)
         for dt, ex in exs.items():
-            got, args = run_kernel(ex, q, k, v, dt)
+            got, args = run_kernel(ex, q, k, v, dt, bias)
             row["rel_err_bf16" if dt == "bfloat16" else "rel_err_f32"] = rel_err(got, want)
-        _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16")
+        _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16", bias)
         dev = tvm.cuda(0)
         fn = exs["bfloat16"]["main"]
         call = lambda: fn(*args)  # noqa: E731
@@ -153,7 +184,7 @@ def probe_shape(name: str, dims, dry: bool) -> dict:
         dev.sync()
         row["ms_wall"] = _median_wall(call, dev.sync)
         row["ms"] = _median_events(call)
-        row.update(torch_row(q, k, v, want))
+        row.update(torch_row(q, k, v, want, bias))
         row["speedup_vs_torch"] = row["torch_ms"] / row["ms"]
     except Exception as e:  # noqa: BLE001 - recorded, the probe goes on
         row["error"] = _error(e)
@@ -175,11 +206,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--dry", action="store_true", help="no GPU: build every kernel, run nothing")
+    ap.add_argument("--masked", action="store_true", help="the biased kernel on MASKED_SHAPES (key padding)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    out = {"device": _device(args.dry), "rows": []}
-    for name, dims in SHAPES.items():
-        row = probe_shape(name, dims, args.dry)
+    out = {"device": _device(args.dry), "masked": args.masked, "rows": []}
+    for name, dims in (MASKED_SHAPES if args.masked else SHAPES).items():
+        row = probe_shape(name, dims, args.dry, args.masked)
         out["rows"].append(row)
         print(json.dumps(row), flush=True)
         out["elapsed_s"] = round(time.time() - t0, 1)

@@ -48,7 +48,7 @@ def lower_plan_weights(graph, plan, precision: Precision):
     if low_precision_attention.STORE_ATTENTION_OPERANDS_BF16:
         graph = low_precision_attention.lower_attention_operands(graph, cuda_bf16)
     if flash_substitute.FLASH_ATTENTION:  # sm_90 decides at build (kernels.flash_substitute)
-        graph = flash_triples.mark_triples(graph, cuda_bf16)
+        graph = flash_triples.mark_triples(graph, cuda_bf16, masked=flash_substitute.FLASH_MASKED_ATTENTION)
     return graph
 
 

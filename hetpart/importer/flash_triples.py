@@ -23,6 +23,13 @@ Invariant: kernel ids, order, edges, tensors and the generated code of every tar
 (an attribute is all that is added).  A triple whose PrimFuncs some other kernel of the graph
 also calls (a CPU partition's identical layer, a softmax of the same shape elsewhere) is not
 marked, so no kernel outside a marked triple sees a mark.
+
+``masked=True`` (:data:`hetpart.kernels.flash_substitute.FLASH_MASKED_ATTENTION`) also marks a
+*masked* triple: its scores kernel has the mask or bias fused in -- ``S = scale * Q K^T + bias`` or
+``Where(mask, fill, scale * Q K^T)`` with any further inputs (the mask) and constants, the form
+:func:`hetpart.importer.flash_bias.scores_form` reads -- and carries :data:`BIAS_ATTR` too (the
+kernel that makes the mask stays; the substitution computes the broadcast bias from its inputs).
+``masked=False`` marks exactly what it did before the flag existed.
 """
 
 from __future__ import annotations
@@ -33,10 +40,14 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 
+from .flash_bias import scores_form
+
 FLASH_ATTR = "hetpart.flash_attention"
 """PrimFunc attribute: the role of the kernel in a flash triple (one of :data:`ROLES`)."""
 SCALE_ATTR = "hetpart.flash_scale"
 """PrimFunc attribute of the ``scores`` kernel: the factor its ``Q K^T`` is multiplied by."""
+BIAS_ATTR = "hetpart.flash_bias"
+"""PrimFunc attribute of a masked triple's ``scores`` kernel (1): its mask / bias goes into the flash kernel."""
 ROLES = ("scores", "softmax", "values")
 HEAD_DIM = 64
 """The flash kernel's head dim (:data:`hetpart.kernels.flash_layout.HEAD_DIM`)."""
@@ -51,11 +62,13 @@ class Triple:
     softmax: str
     values: str
     scale: float
+    masked: bool = False
 
 
-def flash_triples(graph, group) -> list[Triple]:
+def flash_triples(graph, group, masked: bool = False) -> list[Triple]:
     """The triples of one group of kernel ids (module docstring), in graph order; their
-    PrimFuncs not yet checked for sharing (:func:`mark_triples` does)."""
+    PrimFuncs not yet checked for sharing (:func:`mark_triples` does); with ``masked`` also the
+    masked ones."""
     group = set(group)
     kernels, tensors = graph.kernels, graph.tensors
     out = []
@@ -69,32 +82,63 @@ def flash_triples(graph, group) -> list[Triple]:
             continue
         pv_id = p.consumers[0]
         qk, pv = kernels[qk_id], kernels[pv_id]
-        if (pv_id not in group or qk.ops not in _SCORE_OPS or pv.ops != ("matmul",) or qk.param_bytes
+        form = None
+        if masked and pv_id in group and "matmul" in qk.ops and qk.ops not in _SCORE_OPS:
+            form = scores_form(graph.module[qk.func])
+            qk_inputs = _q_kt(tensors, qk.inputs, form) if form is not None else None
+            if qk_inputs is None or pv.ops != ("matmul",) or pv.param_bytes or len(pv.inputs) != 2 or len(
+                    qk.outputs) != 1 or len(pv.outputs) != 1 or pv.inputs[0] != p.name:
+                continue
+        elif (pv_id not in group or qk.ops not in _SCORE_OPS or pv.ops != ("matmul",) or qk.param_bytes
                 or pv.param_bytes or len(qk.inputs) != 2 or len(pv.inputs) != 2 or len(qk.outputs) != 1
                 or len(pv.outputs) != 1 or pv.inputs[0] != p.name):
             continue
-        shapes = [_shape(tensors[t]) for t in (*qk.inputs, s.name, p.name, pv.inputs[1], pv.outputs[0])]
+        else:
+            qk_inputs = tuple(qk.inputs)
+        shapes = [_shape(tensors[t]) for t in (*qk_inputs, s.name, p.name, pv.inputs[1], pv.outputs[0])]
         if any(x is None or len(x) != 4 for x in shapes):
             continue
         (q, kt, ss, pp, v, o) = shapes
         b, h, n = q[0], q[1], q[2]
         if not (q == [b, h, n, HEAD_DIM] and kt == [b, h, HEAD_DIM, n] and ss == pp == [b, h, n, n]
                 and v == o == [b, h, n, HEAD_DIM] and tensors[pv.outputs[0]].dtype == "float32"
-                and all(tensors[t].dtype in ("float32", "bfloat16") for t in (*qk.inputs, pv.inputs[1]))):
+                and all(tensors[t].dtype in ("float32", "bfloat16") for t in (*qk_inputs, pv.inputs[1]))):
             continue
-        scale = _scale(graph.module[qk.func])
+        scale = _scale(graph.module[qk.func]) if form is None else form.scale
         if scale is None or not _softmax_over_last_axis(graph.module[sm.func]):
             continue
-        out.append(Triple(qk_id, kid, pv_id, scale))
+        out.append(Triple(qk_id, kid, pv_id, scale, form is not None))
     return out
 
 
-def mark_triples(graph, groups):
-    """``graph`` with the triples of ``groups`` marked (module docstring)."""
-    triples = [t for g in groups for t in flash_triples(graph, g)]
+def _q_kt(tensors, inputs, form) -> tuple[str, str] | None:
+    """The Q and K^T tensors among a masked scores kernel's ``inputs``: the one input of Q's and of
+    K^T's parameter shape (None unless each is one)."""
+    out = []
+    for i in (form.q, form.kt):
+        want = _shape_of(form.buffers[i].shape)
+        hits = [t for t in inputs if _shape(tensors[t]) == want]
+        if len(hits) != 1:
+            return None
+        out.append(hits[0])
+    return None if out[0] == out[1] else (out[0], out[1])
+
+
+def _shape_of(dims) -> list[int] | None:
+    try:
+        return [int(d) for d in dims]
+    except (TypeError, ValueError):
+        return None
+
+
+def mark_triples(graph, groups, masked: bool = False):
+    """``graph`` with the triples of ``groups`` marked (module docstring; ``masked``: the masked
+    triples too)."""
+    triples = [t for g in groups for t in flash_triples(graph, g, masked)]
     kernels = graph.kernels
     roles: dict[str, tuple[str, float]] = {}  # PrimFunc name -> (role, scale)
     members = set()
+    biased = {kernels[t.scores].func for t in triples if t.masked}
     for t in triples:
         for role, kid in zip(ROLES, (t.scores, t.softmax, t.values)):
             roles.setdefault(kernels[kid].func, (role, t.scale))
@@ -118,6 +162,8 @@ def mark_triples(graph, groups):
         marked = module[gv].with_attr(FLASH_ATTR, role)
         if role == "scores":
             marked = marked.with_attr(SCALE_ATTR, tirx.FloatImm("float32", scale))
+        if name in biased:
+            marked = marked.with_attr(BIAS_ATTR, tirx.IntImm("int32", 1))
         module[gv] = marked
         signatures[name] = f"{tvm_ffi.structural_hash(marked):016x}"
     new = {kid: dataclasses.replace(k, signature=signatures[k.func]) if k.func in signatures else k
@@ -171,4 +217,4 @@ def _softmax_over_last_axis(func) -> bool:
     return len(ok) == 1 and ok[0]
 
 
-__all__ = ["FLASH_ATTR", "ROLES", "SCALE_ATTR", "Triple", "flash_triples", "mark_triples"]
+__all__ = ["BIAS_ATTR", "FLASH_ATTR", "ROLES", "SCALE_ATTR", "Triple", "flash_triples", "mark_triples"]

@@ -12,6 +12,18 @@ In:  ``Q, K, V [batch, heads, seq, 64]`` bfloat16 (the layout hetpart's head-spl
 Out: ``O [batch, heads, seq, 64]`` = ``softmax(scale * Q K^T) V`` per (batch, head),
      non-causal, no mask; ``out_dtype`` bfloat16 (round to nearest even in the store) or float32.
 
+The bias path (``bias_shape``, :mod:`.flash_substitute`'s masked triples): a fourth input
+``B [1|batch, 1|heads, 1|seq, seq]`` float32 (a key-padding mask ``[b, 1, 1, s]``, a causal or
+relative bias ``[1, 1, s, s]``, ...), ``O = softmax(scale * Q K^T + B) V``: each score becomes
+``max(s * scale * log2(e) + B * log2(e), -FLT_MAX)`` before the online softmax, ``B`` read from
+global memory at the score's (batch, head, query, key), a size-1 axis at 0, query and key
+clamped to ``seq - 1``.  The clamp keeps every score finite (``finfo.min * log2(e)`` overflows to
+``-inf``, so does a ``-inf`` bias): a row whose keys are all masked is the uniform row the
+reference softmax of ``finfo.min`` scores gives (for an all ``-inf`` row the reference is NaN, the
+kernel still the uniform row), a key tile all masked leaves ``m`` finite, and the first tile's
+invariant below holds as it is.  Without ``bias_shape`` the PrimFunc is the unmasked one,
+unchanged (same macros, the bias branch not taken).
+
 The kernel (FlashAttention-2's loop): one CTA of 4 warps (128 threads) per (64-query
 tile, head, batch) -- grid ``(ceil(seq / 64), heads, batch)``; warp ``w`` owns query rows
 ``16 w .. 16 w + 15`` of the tile:
@@ -110,12 +122,27 @@ def check(batch: int, heads: int, seq: int, head_dim: int, out_dtype: str) -> No
         raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
 
 
+def check_bias(batch: int, heads: int, seq: int, bias_shape) -> tuple[int, int, int, int]:
+    """``bias_shape`` as a tuple of ints; ValueError unless it is ``[1|batch, 1|heads, 1|seq, seq]``."""
+    shape = tuple(int(d) for d in bias_shape)
+    if (len(shape) != 4 or shape[0] not in (1, batch) or shape[1] not in (1, heads) or shape[2] not in (1, seq)
+            or shape[3] != seq):
+        raise ValueError(f"bias shape must be [1|{batch}, 1|{heads}, 1|{seq}, {seq}], got {list(shape)}")
+    return shape
+
+
 def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *,
-                    scale: float | None = None, out_dtype: str = "bfloat16") -> tvm.tirx.PrimFunc:
-    """The PrimFunc ``main(Q, K, V, O)`` of the module doc for these static sizes."""
+                    scale: float | None = None, out_dtype: str = "bfloat16",
+                    bias_shape=None) -> tvm.tirx.PrimFunc:
+    """The PrimFunc ``main(Q, K, V, O)`` of the module doc for these static sizes; with
+    ``bias_shape`` (``[1|batch, 1|heads, 1|seq, seq]``, :func:`check_bias`) ``main(Q, K, V, B, O)``:
+    ``O = softmax(scale * Q K^T + B) V``, ``B`` float32 broadcast over its size-1 axes (module doc:
+    the bias path).  Without ``bias_shape`` the PrimFunc is the unmasked kernel's, unchanged."""
     check(batch, heads, seq, head_dim, out_dtype)
     scale_log2 = (1.0 / math.sqrt(head_dim) if scale is None else scale) * LOG2E
     shape, bf16 = (batch, heads, seq, head_dim), "bfloat16"
+    if bias_shape is not None:
+        return _biased(shape, check_bias(batch, heads, seq, bias_shape), scale_log2, out_dtype)
     body = _body(seq, scale_log2, out_dtype)
 
     @T.prim_func
@@ -127,6 +154,25 @@ def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DI
         bz = T.launch_thread("blockIdx.z", batch)
         tx = T.launch_thread("threadIdx.x", fl.THREADS)
         body(Q, K, V, O, bx, by, bz, tx)
+
+    return main
+
+
+def _biased(shape, bias_shape, scale_log2, out_dtype):
+    """:func:`flash_attention` with an additive float32 bias ``B`` of ``bias_shape``."""
+    batch, heads, seq, _ = shape
+    bf16, f32 = "bfloat16", "float32"
+    body = _body(seq, scale_log2, out_dtype, bias_shape)
+
+    @T.prim_func
+    def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
+             B: T.Buffer(bias_shape, f32), O: T.Buffer(shape, out_dtype)):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
+        by = T.launch_thread("blockIdx.y", heads)
+        bz = T.launch_thread("blockIdx.z", batch)
+        tx = T.launch_thread("threadIdx.x", fl.THREADS)
+        body(Q, K, V, O, bx, by, bz, tx, B)
 
     return main
 
@@ -168,17 +214,36 @@ def _scores():
     return scores
 
 
-def _softmax_step(seq, scale_log2):
+def _softmax_step(seq, scale_log2, bias_shape=None):
     """The macro of one tile's online softmax for one thread's two rows: mask, scale,
-    running max ``m``, rescale of ``l`` and ``o``, ``s`` replaced by P (float32)."""
+    running max ``m``, rescale of ``l`` and ``o``, ``s`` replaced by P (float32).  With
+    ``bias_shape``: each score ``max(s * scale_log2 + B[...] * log2(e), -FLT_MAX)``: clamped to
+    ``-FLT_MAX`` (a ``finfo.min`` bias times log2(e) overflows to ``-inf``; clamped, a
+    fully masked row stays finite: the reference softmax's uniform row), ``B`` read at the
+    (batch, head, query, key) of the score, size-1 axes at 0, the query row and key clamped to
+    ``seq - 1`` (rows / keys past ``seq`` are skipped / ``-inf``)."""
     neg_inf = tvm.tirx.const(float("-inf"), "float32")
+    lowest = tvm.tirx.const(-3.4028234663852886e38, "float32")
     masked = seq % fl.TILE_KV != 0
+    biased = bias_shape is not None
+    bb, bh, bq = (bias_shape[0] > 1, bias_shape[1] > 1, bias_shape[2] > 1) if biased else (False, False, False)
+
+    def bias_at(B, bz, by, row, key):  # B's element of a score: size-1 axes at 0, row and key clamped
+        return B[bz if bb else 0, by if bh else 0, T.min(row, seq - 1) if bq else 0, T.min(key, seq - 1)]
 
     @T.macro
-    def softmax_step(s, o, m, l, mx, alpha, t, lane):
+    def softmax_step(s, o, m, l, mx, alpha, t, lane, B, bx, by, bz, warp):
         for j in T.unroll(fl.S_TILES):
             for c in T.unroll(4):
-                if masked:
+                if biased:
+                    s[4 * j + c] = T.max(
+                        s[4 * j + c] * T.float32(scale_log2)
+                        + bias_at(B, bz, by, bx * fl.TILE_Q + warp * 16 + fl.c_fragment(lane, c)[0],
+                                  t * fl.TILE_KV + j * 8 + fl.c_fragment(lane, c)[1]) * T.float32(LOG2E), lowest)
+                    if masked:
+                        s[4 * j + c] = T.Select(t * fl.TILE_KV + j * 8 + fl.c_fragment(lane, c)[1] < seq,
+                                                s[4 * j + c], neg_inf)
+                elif masked:
                     s[4 * j + c] = T.Select(t * fl.TILE_KV + j * 8 + fl.c_fragment(lane, c)[1] < seq,
                                             s[4 * j + c] * T.float32(scale_log2), neg_inf)
                 else:
@@ -243,14 +308,14 @@ def _store(seq, out_dtype):
     return store
 
 
-def _body(seq, scale_log2, out_dtype):
+def _body(seq, scale_log2, out_dtype, bias_shape=None):
     load_tile, scores, accumulate = _copies(seq), _scores(), _accumulate()
-    softmax_step, store = _softmax_step(seq, scale_log2), _store(seq, out_dtype)
+    softmax_step, store = _softmax_step(seq, scale_log2, bias_shape), _store(seq, out_dtype)
     ldsm = T.ptx[LDMATRIX]
     n_kv, tile = fl.kv_tiles(seq), fl.TILE_ELEMS
 
     @T.macro
-    def body(Q, K, V, O, bx, by, bz, tx):
+    def body(Q, K, V, O, bx, by, bz, tx, B=None):
         Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
         Ks = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
         Vs = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
@@ -288,7 +353,7 @@ def _body(seq, scale_log2, out_dtype):
             T.ptx.cp.async_.wait_group(1)
             T.tvm_storage_sync("shared")
             scores(s, qf, kf, Ks, t % 2 * tile, tx % 32)
-            softmax_step(s, o, m, l, mx, alpha, t, tx % 32)
+            softmax_step(s, o, m, l, mx, alpha, t, tx % 32, B, bx, by, bz, tx // 32)
             accumulate(o, s, pf, vf, Vs, t % 2 * tile, tx % 32)
             T.tvm_storage_sync("shared")
         store(O, o, l, bx, by, bz, tx // 32, tx % 32)
@@ -302,13 +367,14 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
 
 
 def build(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *, scale: float | None = None,
-          out_dtype: str = "bfloat16", arch: str = "sm_90a"):
+          out_dtype: str = "bfloat16", arch: str = "sm_90a", bias_shape=None):
     """``tvm.compile`` of :func:`flash_attention` (same options) for ``arch``; the executable's
-    function ``main(Q, K, V, O)`` takes tensors on the GPU."""
+    function ``main(Q, K, V, O)`` (``main(Q, K, V, B, O)`` with ``bias_shape``) takes tensors on the GPU."""
     tgt = target(arch)
-    mod = tvm.IRModule({"main": flash_attention(batch, heads, seq, head_dim, scale=scale, out_dtype=out_dtype)})
+    mod = tvm.IRModule({"main": flash_attention(batch, heads, seq, head_dim, scale=scale, out_dtype=out_dtype,
+                                                bias_shape=bias_shape)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
 
-__all__ = ["LOG2E", "OUT_DTYPES", "build", "check", "cuda_source", "flash_attention", "target"]
+__all__ = ["LOG2E", "OUT_DTYPES", "build", "check", "check_bias", "cuda_source", "flash_attention", "target"]

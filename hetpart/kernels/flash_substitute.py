@@ -20,6 +20,15 @@ Out: :func:`substitute`: for an sm_90 CUDA target, the module in which each chai
      a marked PrimFunc no Relax function calls any more is removed.  ``mod`` itself (the same
      object) for any other target or when nothing is marked -- CPU, TF32 and non-sm_90 builds
      run the three kernels as they are.
+     A *masked* chain (its scores PrimFunc also carries
+     :data:`~hetpart.importer.flash_triples.BIAS_ATTR`, :data:`FLASH_MASKED_ATTENTION`): ``s =
+     call_tir(scores, (..., Q, ..., KT, ..., mask inputs, constants))`` read as ``scale * Q K^T +
+     bias`` by :func:`hetpart.importer.flash_bias.scores_form`; it becomes the same narrowings, one
+     ``flash_bias`` kernel (:func:`~hetpart.importer.flash_bias.bias_te`: the float32 bias
+     ``[1|b, 1|h, 1|n, n]`` from the scores call's other arguments) and ``o = flash(Q', K', V',
+     bias)`` (the biased kernel); a Select fill that is not a constant at most
+     :data:`~hetpart.importer.flash_bias.LOWEST_FILL`, or a kernel no longer of the form, leaves the
+     chain as it is.
 Invariant: a substituted chain computes ``softmax(scale * Q K^T) V`` with Q, K, V and the
 probabilities rounded to bf16 (accumulation in float32; the flash module's numerics); a chain
 whose ``s`` or ``p`` is read elsewhere, or whose shapes differ, is left as it is.  The flash
@@ -30,10 +39,12 @@ mark, so :mod:`.wgmma_substitute`'s mixed pipeline and sm_90a target compile it.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax, te, tirx
 from tvm.target import Target
 
-from ..importer.flash_triples import FLASH_ATTR, SCALE_ATTR
+from ..importer import flash_bias
+from ..importer.flash_triples import BIAS_ATTR, FLASH_ATTR, SCALE_ATTR
 from ..importer.relax_rewrite import var_reads
 from . import flash_attention as fa
 from . import flash_layout as fl
@@ -50,6 +61,15 @@ bf16 --before hetpart.kernels.flash_substitute.FLASH_ATTENTION=0 --after ...=1``
 10.85 -> 8.45 ms GPU-in in the corpus beside PyTorch; its cuda tests against float64 passed.  Off,
 nothing is marked and this module returns every module unchanged."""
 
+FLASH_MASKED_ATTENTION = False
+"""With :data:`FLASH_ATTENTION`, also mark and substitute *masked* attention triples (the mask or
+additive bias fused into the scores kernel: transformers' eager BERT / RoBERTa / DistilBERT /
+GPT-2 exports; :mod:`hetpart.importer.flash_bias`): the flash kernel then takes the broadcast
+float32 bias (``[1|b, 1|h, 1|n, n]``, one small kernel computing it from the mask) as a fourth
+input.  Off until the device A/B decides (``tools/gpu_model_switch_ab.py distilbert-b1.onnx
+--precision bf16 --before ...FLASH_ATTENTION=1,...FLASH_MASKED_ATTENTION=0 --after ...=1``); off,
+every build is what it was before the flag."""
+
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""
 
@@ -60,10 +80,12 @@ def substitute(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     roles = {gv.name_hint: _role(f) for gv, f in mod.functions_items() if _role(f) is not None}
     if not roles or not eligible_target(target):
         return mod
+    forms = {gv.name_hint: flash_bias.scores_form(f) for gv, f in mod.functions_items()
+             if gv.name_hint in roles and f.attrs is not None and BIAS_ATTR in f.attrs}
     chains = {}
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            chains.update(_chains(func, roles))
+            chains.update(_chains(func, roles, forms))
     if not chains:
         return mod
     out = rewrite_calls(mod, _Substituter(copy_module(mod), chains), set(roles))
@@ -98,8 +120,10 @@ def _dims(x) -> tuple[int, ...] | None:
         return None
 
 
-def _chains(func: relax.Function, roles: dict) -> dict:
-    """``{o var: (s var, p var, Q, KT, V, (b, h, n), scale)}`` for the chains of ``func``."""
+def _chains(func: relax.Function, roles: dict, forms: dict) -> dict:
+    """``{o var: (s var, p var, Q, KT, V, (b, h, n), scale[, (form, bias args)])}`` for the chains of
+    ``func``; the bias entry for a masked scores kernel (``forms``: its :func:`~hetpart.importer.
+    flash_bias.scores_form`, None when it is not of that form: the chain is left as it is)."""
     value_of = {b.var: b.value for blk in func.body.blocks if isinstance(blk, relax.DataflowBlock)
                 for b in blk.bindings if isinstance(b, relax.VarBinding)}
     reads = var_reads(func)
@@ -112,9 +136,18 @@ def _chains(func: relax.Function, roles: dict) -> dict:
             continue
         (s,) = value_of[p].args[1].fields if len(value_of[p].args[1].fields) == 1 else (None,)
         scores = _callee(value_of.get(s), roles, "scores") if s is not None else None
-        if scores is None or reads.get(s, 0) != 1 or len(value_of[s].args[1].fields) != 2:
+        if scores is None or reads.get(s, 0) != 1:
             continue
-        q, kt = value_of[s].args[1].fields
+        bias = None
+        if scores in forms:
+            bias = _bias_args(forms[scores], value_of[s].args[1].fields)
+            if bias is None:
+                continue
+            q, kt = value_of[s].args[1].fields[forms[scores].q], value_of[s].args[1].fields[forms[scores].kt]
+        elif len(value_of[s].args[1].fields) != 2:
+            continue
+        else:
+            q, kt = value_of[s].args[1].fields
         dq, dk, dv, do = _dims(q), _dims(kt), _dims(v), _dims(value.ty_args[0])
         if dq is None or len(dq) != 4:
             continue
@@ -123,8 +156,23 @@ def _chains(func: relax.Function, roles: dict) -> dict:
                 or value.ty_args[0].dtype != "float32"
                 or any(x.ty.dtype not in ("float32", "bfloat16") for x in (q, kt, v))):
             continue
-        out[o] = (s, p, q, kt, v, (b, h, n), roles[scores][1])
+        out[o] = (s, p, q, kt, v, (b, h, n), roles[scores][1]) + ((bias,) if bias is not None else ())
     return out
+
+
+def _bias_args(form, args):
+    """``(form, the call's arguments the bias reads)`` of a masked scores call, None when the form is
+    unknown, the arguments do not match its parameters or a Select fill is not a constant at most
+    :data:`~hetpart.importer.flash_bias.LOWEST_FILL`."""
+    if form is None or len(args) != len(form.buffers) - 1:
+        return None
+    if form.fill_param is not None:
+        fill = args[form.fill_param]
+        if not isinstance(fill, tvm.ir.GenericConst) or fill.value.numpy().shape != ():
+            return None
+        if not float(fill.value.numpy()) <= flash_bias.LOWEST_FILL:
+            return None
+    return form, tuple(args[i] for i in form.bias_params)
 
 
 def _narrow(x: te.Tensor) -> te.Tensor:
@@ -146,7 +194,16 @@ class _Substituter(relax.PyExprMutator):
         super().__init__(mod)
         self._chains = chains
         self._drop = {x for c in chains.values() for x in c[:2]}
+        self._biases: list = []  # (bias PrimFunc, its arguments, var) emitted in the current block
         self.added: set[str] = set()
+
+    def visit_dataflow_block_(self, block):
+        self._biases = []  # a dataflow var is not visible outside its block
+        return super().visit_dataflow_block_(block)
+
+    def visit_binding_block_(self, block):
+        self._biases = []
+        return super().visit_binding_block_(block)
 
     def visit_var_binding_(self, binding):
         if binding.var in self._drop:
@@ -155,23 +212,44 @@ class _Substituter(relax.PyExprMutator):
         if chain is None:
             super().visit_var_binding_(binding)
             return
-        _, _, q, kt, v, (b, h, n), scale = chain
+        _, _, q, kt, v, (b, h, n), scale = chain[:7]
+        bias = chain[7] if len(chain) > 7 else None
         bb = self.builder_
         q, kt, v = (self.visit_expr(x) for x in (q, kt, v))
         q = q if q.ty.dtype == "bfloat16" else bb.emit_te(_narrow, q, primfunc_name_hint="flash_in")
         k = bb.emit_te(_narrow_transposed, kt, primfunc_name_hint="flash_in")
         v = v if v.ty.dtype == "bfloat16" else bb.emit_te(_narrow, v, primfunc_name_hint="flash_in")
-        call = relax.call_tir(self._kernel(b, h, n, scale), relax.Tuple([q, k, v]),
-                              relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
+        if bias is None:
+            call = relax.call_tir(self._kernel(b, h, n, scale), relax.Tuple([q, k, v]),
+                                  relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
+        else:
+            form, args = bias
+            mask = self._bias(form, [self.visit_expr(x) for x in args])
+            call = relax.call_tir(self._kernel(b, h, n, scale, form.bias_shape), relax.Tuple([q, k, v, mask]),
+                                  relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
         bb.emit_normalized(relax.VarBinding(binding.var, bb.normalize(call)))
 
-    def _kernel(self, b: int, h: int, n: int, scale: float):
-        """The GlobalVar of the flash kernel for these sizes and scale, added once."""
+    def _bias(self, form, args):
+        """The bias var of ``form`` on ``args``: one emitted earlier in this block on the same
+        arguments (every layer of a model reads the same mask) or a new ``flash_bias`` call."""
+        ins = [te.placeholder([int(d) for d in a.ty.shape.values], a.ty.dtype, f"b{i}") for i, a in enumerate(args)]
+        func = te.create_prim_func([*ins, flash_bias.bias_te(form, ins)])
+        for f, prev, var in self._biases:
+            if tvm_ffi.structural_equal(f, func) and all(tvm_ffi.structural_equal(a, b) for a, b in zip(prev, args)):
+                return var
+        var = self.builder_.emit_te(lambda *ts: flash_bias.bias_te(form, ts), *args, primfunc_name_hint="flash_bias")
+        self._biases.append((func, list(args), var))
+        return var
+
+    def _kernel(self, b: int, h: int, n: int, scale: float, bias_shape=None):
+        """The GlobalVar of the flash kernel for these sizes and scale (and bias shape), added once."""
         new = f"flash_attention_b{b}_h{h}_n{n}_{_scale_tag(scale)}"
+        if bias_shape is not None:
+            new += "_bias" + "x".join(str(d) for d in bias_shape)
         existing = [gv for gv in self.builder_.get().get_global_vars() if gv.name_hint == new]
         if existing:
             return existing[0]
-        func = (fa.flash_attention(b, h, n, scale=scale, out_dtype="float32")
+        func = (fa.flash_attention(b, h, n, scale=scale, out_dtype="float32", bias_shape=bias_shape)
                 .without_attr("global_symbol").with_attr(RULE_ATTR, RULE).with_attr(HAND_WRITTEN_ATTR, True)
                 .with_attr(SCHEDULED_ATTR, True))
         self.added.add(new)
@@ -185,4 +263,4 @@ def _scale_tag(scale: float) -> str:
     return f"s{struct.unpack('<I', struct.pack('<f', scale))[0]:08x}"
 
 
-__all__ = ["FLASH_ATTENTION", "RULE", "substitute"]
+__all__ = ["FLASH_ATTENTION", "FLASH_MASKED_ATTENTION", "RULE", "substitute"]
