@@ -78,6 +78,7 @@ def test_marked_triple_is_priced_by_the_sum_rule(on, layer):
     feats = flash_cost.chain_features(marked, roles["values"])
     assert [f.func for f, _ in feats] == ["flash_in_q", "flash_in_kt", "flash_in_v", "flash_attention"]
     assert feats[-1][0].flops == 4 * 6 * 256 * 256 * 64
+    assert [cm.launches(roles[r]) for r in ROLES] == [0, 0, 4]  # a CUDA partition without graphs launches these
     # the CPU prices the marked kernels as themselves
     plain = lower_weights(layer, list(layer.kernels), "bfloat16")
     cm0 = CostModel(_profile()).add_graph(plain)
@@ -182,6 +183,20 @@ def test_profiler_times_a_marked_values_kernel_as_its_chain(on, layer):
         assert flash == "" and kmod.func == roles["values"].func  # the kernel alone, as before
     kmod, flash = kernel_bench.bench_module(marked, roles["scores"], cuda_tvm_target("sm_90"))
     assert flash == "" and kmod.func == roles["scores"].func
+
+
+def test_the_chain_builds_for_sm90_as_narrowing_and_flash(on, layer):
+    """``kernel_bench.build_module`` (the profiler's build, :func:`hetpart.kernels.build`) of the chain
+    module, cross-compiled for sm_90: the narrowing kernels and the flash kernel, nothing else."""
+    import re
+
+    from onnx_cases import cuda_source
+
+    marked = priced_graph(layer, "cuda", "bfloat16")
+    kmod, _ = kernel_bench.bench_module(marked, _roles(marked)["values"], cuda_tvm_target("sm_90"))
+    src = cuda_source(kernel_bench.build_module(kmod.mod, cuda_tvm_target("sm_90")))
+    names = set(re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", src))
+    assert names == {"flash_attention_b1_h6_n256_s3e000000_kernel", "flash_in_kernel", "flash_in1_kernel"}
 
 
 @pytest.mark.cuda

@@ -529,10 +529,17 @@ class CostModel:
         """Kernel launches one call of ``kernel`` makes: 0 when its PrimFunc (from a graph
         given to :meth:`add_graph`) is a pure reshape, which the build's
         ``RewriteDataflowReshape`` turns into a view (``R.reshape``, no kernel); else 1
-        (also where the PrimFunc is unknown).  Cached per signature."""
+        (also where the PrimFunc is unknown).  Cached per signature.  A flash triple on a
+        target that substitutes it (:mod:`.flash_cost`): ``scores`` / ``softmax`` 0, ``values`` the
+        chain's kernels (narrowing and flash)."""
         if kernel.signature not in self._launches:
             graph = self._graph_of(kernel)
-            self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
+            role = self._flash_role(kernel, "cuda")
+            if role is not None:
+                self._launches[kernel.signature] = (len(flash_cost.chain_features(graph, kernel)) if role == "values"
+                                                    else 0)
+            else:
+                self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
         return self._launches[kernel.signature]
 
     def wake_origin(self, device: str) -> str:

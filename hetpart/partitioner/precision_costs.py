@@ -57,6 +57,11 @@ class PrecisionCosts:
         """The CUDA build's kernel (its weights in the CUDA format) read from mapped host memory."""
         return float(self.costs.mapped_cost(self._as_built(kernel, "cuda")))
 
+    def launches(self, kernel) -> int:
+        """Kernel launches of the CUDA build's kernel (a flash triple's: :mod:`hetpart.costmodel.flash_cost`)."""
+        launches = getattr(self.costs, "launches", None)
+        return int(launches(self._as_built(kernel, "cuda"))) if launches is not None else 1
+
     def add_graph(self, graph) -> "PrecisionCosts":
         """``graph`` given to the costs behind (their kernels as asked about here are looked up there)."""
         self.costs.add_graph(graph)
