@@ -11,6 +11,7 @@ Measured on the user's own machine, kept in one JSON profile per machine:
     locate           where profiles live; which one a plan uses (resolve_profile)
     profiler         profile(graph): measure what is missing, resumable
     predictor        per-op-class fits for kernels never measured; held-out accuracy
+    flash_cost       a flash-marked attention triple priced as the chain that runs (sum rule)
     cost_model       CostModel: the numbers the partitioner asks for
 
 Typical use::

@@ -9,7 +9,9 @@
   for the profile's recorded target -- no GPU needed -- when the CostModel was
   given the kernel's op graph; else ``""`` and the predictor uses its class fit)
   and its access pattern (:meth:`CostModel.access_of`: recorded, or read off its
-  PrimFunc the same way; :mod:`.access_pattern`).
+  PrimFunc the same way; :mod:`.access_pattern`).  A flash-marked attention triple on a
+  CUDA target that runs it as the flash kernel (sm_90) is priced by :mod:`.flash_cost`'s
+  sum rule: ``scores`` and ``softmax`` 0, ``values`` the whole substituted chain.
 * ``transfer_cost(n, src, dst)``: the pinned-memory fit (the runtime hands tensors
   over through pinned buffers); 0 on the same device.
 * ``partition_overhead(device)``: calling a partition, the host switch after it and
@@ -70,7 +72,7 @@ import math
 from typing import NamedTuple
 
 from ..errors import ProfileError
-from . import profile_check
+from . import flash_cost, profile_check
 from .predictor import Predictor
 from .profile_db import KernelFeatures, Overheads, Profile
 from .access_pattern import kernel_access
@@ -227,6 +229,8 @@ class CostModel:
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
         self._accesses: dict[str, str] = {}  # signature -> access pattern: analyse each once
         self._launches: dict[str, int] = {}  # signature -> launches (0: a view): analyse each once
+        self._flash_targets: dict[str, bool] = {}  # target JSON -> whether it runs flash chains
+        self._flash_roles: dict[str, str | None] = {}  # signature -> flash role (None: unmarked or unknown)
         if graph is not None:
             self.add_graph(graph)
 
@@ -300,9 +304,57 @@ class CostModel:
         return self._predictors[device]
 
     def is_predicted(self, kernel, device: str) -> bool:
-        """True when ``kernel_cost`` for this kernel comes from the predictor, not a measurement."""
+        """True when ``kernel_cost`` for this kernel comes from the predictor, not a measurement
+        (a flash triple's ``scores`` and ``softmax`` are priced by the sum rule, not predicted;
+        its ``values`` is measured only by a chain record: :mod:`.flash_cost`)."""
+        flash = self._flash_role(kernel, device)
         rec = self.profile.record(device, kernel.signature)
+        if flash is not None:
+            return flash == "values" and not (rec is not None and rec.flash == flash_cost.CHAIN)
         return rec is None or rec.status == "dynamic"
+
+    def _flash_role(self, kernel, device: str) -> str | None:
+        """The flash role of ``kernel`` where the profile's ``device`` target runs marked triples as
+        the flash kernel (:func:`.flash_cost.substitutes`), else None: priced as itself."""
+        if device not in GPU_DEVICES:
+            return None
+        target = self.profile.targets.get(device, "")
+        if target not in self._flash_targets:
+            self._flash_targets[target] = flash_cost.substitutes(target)
+        if not self._flash_targets[target]:
+            return None
+        if kernel.signature not in self._flash_roles:  # the signature hashes the mark: cached per signature
+            graph = self._graph_of(kernel)
+            if graph is None:  # not known yet (add_graph may bring it): priced as itself
+                return None
+            marked = flash_cost.role(graph, kernel)
+            if marked is not None and marked[0] == "values" and flash_cost.triple_of(graph, kernel) is None:
+                marked = None
+            self._flash_roles[kernel.signature] = marked[0] if marked is not None else None
+        return self._flash_roles[kernel.signature]
+
+    def _flash_cost(self, kernel, device: str) -> float:
+        """The sum rule (:mod:`.flash_cost`): ``scores`` / ``softmax`` 0, ``values`` its chain --
+        the chain record's cost, else the predicted cost of each kernel the chain launches."""
+        if self._flash_role(kernel, device) != "values":
+            return 0.0
+        rec = self.profile.record(device, kernel.signature)
+        if rec is not None and rec.flash == flash_cost.CHAIN:
+            if rec.ok:
+                return rec.cost(self._overheads(device)) * self._scale(device)
+            if rec.failed:
+                return math.inf
+        if not self.predict:
+            raise ProfileError(f"{kernel.id} (flash attention chain of {kernel.func}) has no measurement on "
+                               f"{device} in {self._where()}; run `partition profile MODEL` or allow prediction")
+        predictor, launch = self._predictor(device), self._overheads(device).launch_s
+        try:
+            cost = sum(flash_cost.predicted_flash_s(f, launch) if rule == flash_cost.FLASH_RULE
+                       else predictor.predict(f, rule) for f, rule in flash_cost.chain_features(self._graph_of(kernel),
+                                                                                                kernel))
+        except ProfileError as exc:
+            raise ProfileError(f"cannot cost {kernel.id} ({kernel.func}) on {device}: {exc}") from None
+        return cost * self._scale(device)
 
     def supports(self, kernel, device: str) -> tuple[bool, str]:
         """``(False, reason)`` when the profile records that the kernel failed on ``device``."""
@@ -324,6 +376,8 @@ class CostModel:
         """
         if not self.supports(kernel, device)[0]:
             return math.inf
+        if self._flash_role(kernel, device) is not None:
+            return self._flash_cost(kernel, device)
         oh = self._overheads(device)
         rec = self.profile.record(device, kernel.signature)
         if rec is not None and rec.ok:
@@ -475,10 +529,17 @@ class CostModel:
         """Kernel launches one call of ``kernel`` makes: 0 when its PrimFunc (from a graph
         given to :meth:`add_graph`) is a pure reshape, which the build's
         ``RewriteDataflowReshape`` turns into a view (``R.reshape``, no kernel); else 1
-        (also where the PrimFunc is unknown).  Cached per signature."""
+        (also where the PrimFunc is unknown).  Cached per signature.  A flash triple on a
+        target that substitutes it (:mod:`.flash_cost`): ``scores`` / ``softmax`` 0, ``values`` the
+        chain's kernels (narrowing and flash)."""
         if kernel.signature not in self._launches:
             graph = self._graph_of(kernel)
-            self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
+            role = self._flash_role(kernel, "cuda")
+            if role is not None:
+                self._launches[kernel.signature] = (len(flash_cost.chain_features(graph, kernel)) if role == "values"
+                                                    else 0)
+            else:
+                self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
         return self._launches[kernel.signature]
 
     def wake_origin(self, device: str) -> str:

@@ -169,6 +169,22 @@ def single_kernel_module(graph, kernel) -> KernelModule:
     return KernelModule(mod, tuple(specs[i] for i in order), n_inputs, gvar.name_hint if gvar is not None else "")
 
 
+def bench_module(graph, kernel, target) -> tuple[KernelModule, str]:
+    """The module the profiler times for ``kernel`` built for ``target``, and the record's
+    ``flash`` (:attr:`.profile_db.KernelRecord.flash`): for a flash-marked ``values`` kernel on a
+    target that runs marked chains as the flash kernel, its whole chain
+    (:func:`.flash_cost.chain_module`; :data:`.flash_cost.CHAIN`), so the profile holds what
+    runs; for every other kernel :func:`single_kernel_module` and ``""``."""
+    from . import flash_cost
+
+    marked = flash_cost.role(graph, kernel)
+    if marked is not None and marked[0] == "values" and flash_cost.substitutes(target):
+        chain = flash_cost.chain_module(graph, kernel)
+        if chain is not None:
+            return chain, flash_cost.CHAIN
+    return single_kernel_module(graph, kernel), ""
+
+
 def index_bounds(prim) -> dict[int, int]:
     """Parameter position -> the smallest extent any integer parameter indexes directly.
 

@@ -279,11 +279,14 @@ def accesses(profile: Profile, device: str) -> dict[str, str]:
 
 
 def samples(profile: Profile, device: str) -> list[tuple[str, KernelFeatures, float]]:
-    """``(signature, features, measured cost)`` of every successfully measured kernel on ``device``."""
+    """``(signature, features, measured cost)`` of every successfully measured kernel on ``device``;
+    not a flash chain's record (:attr:`.profile_db.KernelRecord.flash`: its timing is three kernels'
+    work under one kernel's features)."""
     oh = profile.overheads.get(device)
     if oh is None:
         return []
-    return [(s, r.features, r.cost(oh)) for s, r in sorted(profile.kernels.get(device, {}).items()) if r.ok]
+    return [(s, r.features, r.cost(oh)) for s, r in sorted(profile.kernels.get(device, {}).items())
+            if r.ok and not r.flash]
 
 
 def log_space_fit(x: np.ndarray, y: np.ndarray, iters: int = 100, sample_weight: np.ndarray | None = None,

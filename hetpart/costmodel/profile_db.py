@@ -30,7 +30,11 @@ kernel was before :mod:`.data_inputs`; overheads without ``wake_s``,
 ``cpu_llc_bytes`` with None, "not recorded"),
 so files of either age load in both -- except that hetpart older than ``wake_s`` read
 overheads with every key they hold (fixed here: :meth:`Overheads.from_json` ignores
-unknown keys), so it calls a file with ``wake_s`` malformed.
+unknown keys), so it calls a file with ``wake_s`` malformed.  The per-record key ``flash``
+(:data:`.flash_cost.CHAIN`: a flash-marked ``values`` kernel timed as its whole substituted
+attention chain, :mod:`.flash_cost`) is additive the same way, written only where set: such a
+record's signature is a marked PrimFunc's, which only a graph marked by a hetpart that knows the
+key asks about (an older one would still fit its predictor on it, as one more matmul).
 
 Invariants: a file is replaced only atomically (:func:`hetpart.contracts.jsonfile.atomic_write_text`),
 under a lock, merged with what another process saved meanwhile (no measurement is
@@ -115,7 +119,10 @@ class KernelRecord:
     this device (``hetpart.rule``, e.g. ``CpuMatmul``; ``"tuned"``), ``""`` where it
     was not recorded (older profiles) or no rule applies.  ``access`` is how the
     kernel's PrimFunc reads its inputs (:mod:`.access_pattern`: ``"contiguous"``,
-    ``"strided"``), ``""`` where it was not recorded or cannot be told.
+    ``"strided"``), ``""`` where it was not recorded or cannot be told.  ``flash`` is
+    :data:`.flash_cost.CHAIN` for a flash-marked ``values`` kernel whose timing is its whole
+    substituted attention chain (narrowing kernels + the flash kernel; :mod:`.flash_cost`), ``""``
+    for every other record: the predictor never fits on a chain record.
     """
 
     signature: str
@@ -126,6 +133,7 @@ class KernelRecord:
     rule: str = ""
     access: str = ""
     inputs: str = ""
+    flash: str = ""
 
     @property
     def ok(self) -> bool:
@@ -146,6 +154,7 @@ class KernelRecord:
         d = asdict(self.features)
         d.update(status=self.status, error=self.error, rule=self.rule, access=self.access,
                  **({"inputs": self.inputs} if self.inputs else {}),
+                 **({"flash": self.flash} if self.flash else {}),
                  timing=asdict(self.timing) if self.timing else None)
         return d
 
@@ -155,7 +164,7 @@ class KernelRecord:
         feats = KernelFeatures(**{**asdict(feats), "ops": tuple(feats.ops)})
         timing = Timing(**d["timing"]) if d.get("timing") else None
         return cls(signature, feats, d["status"], timing, d.get("error", ""), str(d.get("rule", "")),
-                   str(d.get("access", "")), str(d.get("inputs", "")))
+                   str(d.get("access", "")), str(d.get("inputs", "")), str(d.get("flash", "")))
 
 
 @dataclass(frozen=True)

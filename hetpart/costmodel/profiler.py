@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..errors import ProfileError
 from ..kernels.tuning import default_database
 from ..targets import num_cores, resolve
-from . import kernel_bench, profile_check
+from . import flash_cost, kernel_bench, profile_check
 from .build_pool import BuildFailed, BuildPool, error_line
 from ..kernels.options import DEFAULT, KernelOptions
 from .fingerprint import OPTIONS_KEY, check_options, this_machine
@@ -178,7 +178,9 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
                                                 access=kernel_access(graph, kernel)))
         bar.update(1)
     chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
-    kmods = [kernel_bench.single_kernel_module(graph, k) for k in chunk]  # a failure here is a hetpart bug
+    benched = [kernel_bench.bench_module(graph, k, spec.tvm_target) for k in chunk]  # a failure here is a hetpart bug
+    kmods = [km for km, _ in benched]
+    chains = {k.signature for k, (_, flash) in zip(chunk, benched) if flash}
     built = pool.build_all([km.mod for km in kmods], spec.tvm_target, options)
     tuning_db = default_database(spec.tvm_target)  # what the build applied before the rules
     failed = 0
@@ -196,6 +198,8 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
                                    error=f"unusable timing: {profile_check.problems_of_record(rec)[0]}")
         rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db, options),
                       access=module_access(kmod.mod), inputs=kernel_bench.inputs_label(kmod) if rec.ok else "")
+        if kernel.signature in chains:  # a flash chain (several PrimFuncs): timed as the flash kernel's chain
+            rec = replace(rec, rule=flash_cost.FLASH_RULE, access="", flash=flash_cost.CHAIN)
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
         prof.save()

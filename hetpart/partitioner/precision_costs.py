@@ -10,8 +10,17 @@ profile has no measurement of it, the cost model predicts it from its own featur
 and schedule rule, its weight bytes halved).  Other devices, transfers and overheads
 are priced as before.
 
+With :data:`hetpart.kernels.flash_substitute.FLASH_ATTENTION` on, a ``cuda=bf16`` device's
+kernels are priced with the attention triples the compiler would mark if the whole graph ran
+in one bf16 CUDA partition marked too (:func:`priced_graph`,
+:func:`hetpart.importer.flash_triples.mark_triples`): the cost model prices such a triple as the
+flash chain that runs on sm_90 (:mod:`hetpart.costmodel.flash_cost`'s sum rule: ``scores`` and
+``softmax`` 0, ``values`` the chain).  The planner's costs are per kernel, so a plan that splits a
+triple across devices or partitions (the compiler then marks nothing and runs three kernels) is
+priced as if the CUDA part of it ran fused: optimistic for that plan only.
+
 Invariant: with the default precision (or no low format on any device) the costs
-come back unchanged.
+come back unchanged; with ``FLASH_ATTENTION`` off, as before it.
 """
 
 from __future__ import annotations
@@ -48,6 +57,11 @@ class PrecisionCosts:
         """The CUDA build's kernel (its weights in the CUDA format) read from mapped host memory."""
         return float(self.costs.mapped_cost(self._as_built(kernel, "cuda")))
 
+    def launches(self, kernel) -> int:
+        """Kernel launches of the CUDA build's kernel (a flash triple's: :mod:`hetpart.costmodel.flash_cost`)."""
+        launches = getattr(self.costs, "launches", None)
+        return int(launches(self._as_built(kernel, "cuda"))) if launches is not None else 1
+
     def add_graph(self, graph) -> "PrecisionCosts":
         """``graph`` given to the costs behind (their kernels as asked about here are looked up there)."""
         self.costs.add_graph(graph)
@@ -67,6 +81,21 @@ class PrecisionCosts:
         return getattr(self.costs, name)
 
 
+def priced_graph(graph, device: str, dtype: str):
+    """``graph`` as the cost model prices it on ``device`` stored in ``dtype`` (a low format):
+    every kernel's weights in ``dtype``; on a ``bfloat16`` CUDA device with
+    ``FLASH_ATTENTION`` on, also its attention triples marked as one bf16 CUDA partition of
+    all kernels would have them (module docstring).  ``partition profile --precision``
+    measures this graph, so the planner finds what was measured."""
+    from ..importer import flash_triples, low_precision_scores
+    from ..kernels import flash_substitute
+
+    low = lower_weights(graph, list(graph.kernels), dtype)
+    if device == "cuda" and dtype == low_precision_scores.DTYPE and flash_substitute.FLASH_ATTENTION:
+        low = flash_triples.mark_triples(low, [list(low.kernels)])
+    return low
+
+
 def with_precision(costs, graph, precision: Precision):
     """``costs`` pricing ``graph``'s kernels in ``precision`` (module docstring)."""
     lowered = {}
@@ -74,10 +103,10 @@ def with_precision(costs, graph, precision: Precision):
         dtype = precision.storage(device)
         if dtype not in LOW_DTYPES:
             continue
-        low = lower_weights(graph, list(graph.kernels), dtype)
+        low = priced_graph(graph, device, dtype)
         costs.add_graph(low)  # the cost model finds the widened PrimFuncs' rules there
         lowered[device] = {k: v for k, v in low.kernels.items() if v is not graph.kernels[k]}
     return PrecisionCosts(costs, lowered) if lowered else costs
 
 
-__all__ = ["PrecisionCosts", "with_precision"]
+__all__ = ["PrecisionCosts", "priced_graph", "with_precision"]

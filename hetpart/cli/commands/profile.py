@@ -108,14 +108,15 @@ class ProfileCommand:
         """Measure ``graph`` on ``devices``; a device of a bf16/fp16 format measures the
         graph with its weights in that format (other kernels, listed apart in the profile)."""
         from ...costmodel import profile
-        from ...importer.low_precision import LOW_DTYPES, lower_weights
+        from ...importer.low_precision import LOW_DTYPES
+        from ...partitioner.precision_costs import priced_graph
 
         seconds = 0.0
         plain = [d for d in devices if args.precision.storage(d) not in LOW_DTYPES]
         runs = [(graph, tuple(plain), None)] if plain else []
         for d in devices:
             if d not in plain:
-                low = lower_weights(graph, list(graph.kernels), args.precision.storage(d))
+                low = priced_graph(graph, d, args.precision.storage(d))  # what the planner prices
                 runs.append((low, (d,), f"{graph.name}:{d}={args.precision.of(d)}"))
         for g, devs, label in runs:
             rep = profile(g, devs, path, settings=settings, pool=pool, retry_failed=args.retry_failed,

@@ -1,0 +1,156 @@
+"""What a flash-marked attention triple costs on CUDA: the substituted chain, priced once (issue 17).
+
+In: an op graph some of whose kernels :func:`hetpart.importer.flash_triples.mark_triples`
+marked (:data:`~hetpart.importer.flash_triples.FLASH_ATTR` = ``scores`` / ``softmax`` /
+``values`` on their PrimFuncs), a kernel of it, the CUDA target it would be built for.
+Out:
+
+* :func:`role`: ``(role, scale)`` of a marked kernel, None for any other;
+* :func:`substitutes`: whether a target runs marked chains as the flash kernel
+  (:mod:`hetpart.kernels.flash_substitute`: sm_90 CUDA);
+* :func:`chain_module`: for a ``values`` kernel, a module whose ``main(Q, KT, V)`` calls its
+  triple's three marked PrimFuncs once each -- :func:`hetpart.kernels.build` then substitutes the
+  chain exactly as in a model (narrowing kernels + the flash kernel), so
+  :mod:`.kernel_bench` times what runs and the profile records it under the ``values``
+  kernel's signature (:data:`CHAIN` in :attr:`.profile_db.KernelRecord.flash`);
+* :func:`chain_features`: the kernels of the substituted chain (the narrowing kernels, the flash
+  kernel: reads Q, K, V once in bf16, writes O once in float32, ``4 b h n^2 64`` FLOPs) for the
+  predictor, where nothing was measured.
+
+Invariant (the sum rule): on a target that substitutes, the three kernels of a marked triple
+cost together what the substituted chain costs: ``scores`` and ``softmax`` 0, ``values`` the
+chain (its :data:`CHAIN` record, else the sum of :func:`chain_features`' predictions: the
+narrowing kernels by the predictor, the flash kernel by :func:`predicted_flash_s`).  A
+triple is marked only when all three kernels lie in one bf16 CUDA partition and nothing else
+calls their PrimFuncs (:mod:`~hetpart.importer.flash_triples`), so the zero never stands for a
+kernel that runs.  Any other target ignores the marks: each kernel is priced as itself.  With
+``FLASH_ATTENTION`` off nothing is marked and nothing here applies.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, tirx
+
+from ..importer.flash_triples import FLASH_ATTR, HEAD_DIM, SCALE_ATTR
+from .profile_db import KernelFeatures
+
+CHAIN = "chain"
+""":attr:`.profile_db.KernelRecord.flash` of a ``values`` kernel timed as its whole substituted chain."""
+
+FLASH_RULE = "FlashAttention"
+"""The flash kernel's schedule rule (:data:`hetpart.kernels.flash_substitute.RULE`)."""
+
+
+def role(graph, kernel) -> tuple[str, float] | None:
+    """``(role, scale)`` of ``kernel`` when its PrimFunc in ``graph`` carries a flash mark, else None."""
+    try:
+        func = graph.module[kernel.func]
+    except (KeyError, ValueError, AttributeError):
+        return None
+    if not isinstance(func, tirx.PrimFunc) or func.attrs is None or FLASH_ATTR not in func.attrs:
+        return None
+    scale = func.attrs.get(SCALE_ATTR, None)
+    return str(func.attrs[FLASH_ATTR]), (float(scale.value) if scale is not None else 1.0)
+
+
+def substitutes(target) -> bool:
+    """True when a build for ``target`` (a Target or its JSON) runs marked chains as the flash kernel."""
+    from ..kernels.wgmma_match import eligible_target
+
+    if not target:
+        return False
+    try:
+        return eligible_target(target if isinstance(target, tvm.target.Target) else tvm.target.Target(target))
+    except Exception:  # noqa: BLE001 - a target this TVM cannot parse substitutes nothing
+        return False
+
+
+def triple_of(graph, values) -> tuple | None:
+    """``(scores, softmax, values)`` kernels of the marked ``values`` kernel, None if the chain is not whole."""
+    kernels, tensors = graph.kernels, graph.tensors
+    sm_id = tensors[values.inputs[0]].producer if values.inputs else None
+    sm = kernels.get(sm_id) if sm_id is not None else None
+    qk_id = tensors[sm.inputs[0]].producer if sm is not None and sm.inputs else None
+    qk = kernels.get(qk_id) if qk_id is not None else None
+    if qk is None or (role(graph, sm) or ("",))[0] != "softmax" or (role(graph, qk) or ("",))[0] != "scores":
+        return None
+    return qk, sm, values
+
+
+def _operands(graph, values):
+    """``(Q, KT, V)`` tensors of a whole marked chain."""
+    qk, _, pv = triple_of(graph, values)
+    return graph.tensors[qk.inputs[0]], graph.tensors[qk.inputs[1]], graph.tensors[pv.inputs[1]]
+
+
+def chain_module(graph, values):
+    """A :class:`.kernel_bench.KernelModule` whose ``main(Q, KT, V)`` runs ``values``' marked chain
+    (module docstring); None when ``values`` is not the ``values`` kernel of a whole chain."""
+    from .kernel_bench import ArgSpec, KernelModule
+
+    if (role(graph, values) or ("",))[0] != "values" or triple_of(graph, values) is None:
+        return None
+    qk, sm, pv = triple_of(graph, values)
+    q, kt, v = _operands(graph, values)
+    specs = tuple(ArgSpec(tuple(int(d) for d in t.shape), str(t.dtype)) for t in (q, kt, v))
+    params = [relax.Var(n, relax.TensorType(list(s.shape), s.dtype)) for n, s in zip(("q", "kt", "v"), specs)]
+    bb = relax.BlockBuilder()
+    gvs = {k.func: bb.add_func(graph.module[k.func], k.func) for k in (qk, sm, pv)}
+
+    def ty(name):
+        t = graph.tensors[name]
+        return relax.TensorType([int(d) for d in t.shape], str(t.dtype))
+
+    with bb.function("main", params):
+        with bb.dataflow():
+            s = bb.emit(relax.call_tir(gvs[qk.func], relax.Tuple(params[:2]), ty(qk.outputs[0])))
+            p = bb.emit(relax.call_tir(gvs[sm.func], relax.Tuple([s]), ty(sm.outputs[0])))
+            o = bb.emit_output(relax.call_tir(gvs[pv.func], relax.Tuple([p, params[2]]), ty(pv.outputs[0])))
+        bb.emit_func_output(o)
+    mod = bb.get()
+    mod["main"] = mod["main"].with_attr("num_input", 3)
+    return KernelModule(mod, specs, 3, pv.func)
+
+
+FLASH_FLOPS_PER_S = 1.0e14
+"""The flash kernel's effective rate on sm_90 where nothing measured it (:func:`predicted_flash_s`).
+
+From the H100's whisper_encoder bf16 b1 (6 heads of 64, 1500 tokens, 4 layers): the three kernels
+of a triple ran 81.8 + 47.6 + 28.1 = 157.5 us a layer (bench/results/kernel-profile-whisper-bf16-159-nvidia-h100.md),
+and the flash switch's A/B took the forward from 1.54 to 1.07 ms, ~117 us a layer: the chain ~40 us,
+of it ~10 us the three narrowing passes, for ``4 * 6 * 1500^2 * 64`` = 3.46 GFLOP: ~1.1e14 FLOP/s
+(cuDNN's SDPA: 18.7 us).  One shape, one host: an order of magnitude, not a fit -- the device test
+``tests/test_costmodel_flash.py::test_gpu_chain_is_measured_under_values`` prints the measured rate.
+The predictor's matmul fit would price it at the float32 GEMMs' rate (the recorded H200 profile:
+60 us for this kernel, the chain above the three kernels it replaces)."""
+
+
+def predicted_flash_s(features: KernelFeatures, launch_s: float) -> float:
+    """Seconds of one flash kernel of ``features`` (:func:`chain_features`' last) where nothing
+    measured it: one launch plus its FLOPs at :data:`FLASH_FLOPS_PER_S`."""
+    return launch_s + features.flops / FLASH_FLOPS_PER_S
+
+
+def chain_features(graph, values) -> list[tuple[KernelFeatures, str]]:
+    """``(features, rule)`` of each kernel the substituted chain of ``values`` launches:
+    a narrowing of Q and of V where they are float32 and K^T narrowed and transposed (rule
+    ``""``: the predictor's injective fit prices them), then the flash kernel (rule
+    :data:`FLASH_RULE`, :func:`predicted_flash_s`; an attention-shaped ``matmul``: ``4 b h n^2 64``
+    FLOPs, Q, K, V read once in bf16, O written once in float32)."""
+    q, kt, v = _operands(graph, values)
+    b, h, n = (int(d) for d in q.shape[:3])
+    elems = b * h * n * HEAD_DIM
+    out = []
+    for name, t in (("q", q), ("kt", kt), ("v", v)):
+        if name == "kt" or str(t.dtype) != "bfloat16":
+            out.append((KernelFeatures("injective", ("astype",), f"flash_in_{name}", 0, int(t.nbytes), 2 * elems, 0),
+                        ""))
+    flops = 4 * b * h * n * n * HEAD_DIM
+    out.append((KernelFeatures("matmul", ("flash_attention",), "flash_attention", flops, 3 * 2 * elems, 4 * elems, 0),
+                FLASH_RULE))
+    return out
+
+
+__all__ = ["CHAIN", "FLASH_FLOPS_PER_S", "FLASH_RULE", "chain_features", "chain_module", "predicted_flash_s", "role",
+           "substitutes", "triple_of"]
