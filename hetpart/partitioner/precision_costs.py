@@ -92,6 +92,8 @@ def priced_graph(graph, device: str, dtype: str):
 
     low = lower_weights(graph, list(graph.kernels), dtype)
     if device == "cuda" and dtype == low_precision_scores.DTYPE and flash_substitute.FLASH_ATTENTION:
+        # unmasked triples only: costmodel.flash_cost builds a chain of (Q, K^T, V); a masked triple
+        # (FLASH_MASKED_ATTENTION) is priced as its three kernels until the chain takes the mask's inputs
         low = flash_triples.mark_triples(low, [list(low.kernels)])
     return low
 
