@@ -4,6 +4,7 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 57 ran 162, 163 and 164; session 51's order follows 147):
+#   166 (issue 17: masked flash attention's cuda tests, probe and distilbert / bert A/Bs; the flash chain's price),
 #   161 (issue 17, batch 32: distilbert and ViT b32 bf16 per kernel beside PyTorch, flash on),
 #   165 (issue 18, resnet50 b32 on 16 threads: BATCH_IMAGE_PAIRS A/B; TOOLS="nchwc_ab.py cpu_insitu_ab.py" + deps),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
@@ -31,6 +32,39 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+166)  # (BUDGET=560) issue 17, session 57's offline branches after flash went on (none run on a GPU):
+     # (0) flashmask57: flash_substitute.FLASH_MASKED_ATTENTION (off) -- masked attention (DistilBERT's Where, BERT's
+     # additive (1 - mask) * min, GPT-2's causal Where) as the flash kernel with a float32 bias [1|b,1|h,1|n,n];
+     # how many triples the real distilbert export gets marked (expect 6), its cuda tests (float64 and ORT, a fully
+     # masked row), the probe's --masked rows beside SDPA with a boolean attn_mask;
+     # (1) distilbert b1 and b32 bf16 A/B of it (DistilBERT b1 1.13x, b32 2.09x PyTorch in step 164), then bert b1;
+     # (2) flashcost57: the flash chain measured under the values kernel (tests/test_costmodel_flash.py's GPU test
+     # prints the chain's us and TFLOP/s beside costmodel.flash_cost.FLASH_FLOPS_PER_S's prediction).
+     # Decides: FLASH_MASKED_ATTENTION on; FLASH_FLOPS_PER_S from the measured chain.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  FM=hetpart.kernels.flash_substitute.FLASH_MASKED_ATTENTION
+  f=$(corpus_export distilbert 1 120)
+  [ -f "$f" ] && timeout 60 env PYTHONPATH=.:tests:$PYTHONPATH python3 -c "import sys; from hetpart import importer; \
+    from hetpart.kernels import flash_substitute as fs; fs.FLASH_ATTENTION = fs.FLASH_MASKED_ATTENTION = True; \
+    from precision_cases import all_on; from hetpart.compiler.precision import lower_plan_weights; \
+    from hetpart.contracts.precision import Precision; g = importer.load(sys.argv[1]); \
+    low = lower_plan_weights(g, all_on(g, 'cuda'), Precision(cuda='bf16')); \
+    print('masked triples marked:', sum('hetpart.flash_bias' in (low.module[k.func].attrs or {}) for k in low.kernels.values()))" \
+    "$f" > "$OUT/logs/flash-masked-marked-166.txt" 2>&1
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py \
+    tests/test_kernels_flash_substitute.py > "$OUT/logs/flash-masked-cuda-tests-166.txt" 2>&1
+  timeout 90 python3 tools/gpu_flash_probe.py --masked --json "$OUT/flash-masked-probe-166.json" \
+    > "$OUT/logs/flash-masked-probe-166.txt" 2>&1
+  f32=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 150))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" "$f32" --precision bf16 \
+    --before $FM=0 --after $FM=1 --rounds 3 --repeat 20 --out "$OUT/flash-masked-ab-distilbert-166.json" \
+    > "$OUT/logs/flash-masked-ab-distilbert-166.txt" 2>&1
+  left=$((BUDGET - SECONDS - 70)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -s -p no:cacheprovider \
+    tests/test_costmodel_flash.py::test_gpu_chain_is_measured_under_values > "$OUT/logs/flash-cost-166.txt" 2>&1
+  f=$(corpus_export bert 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $FM=0 --after $FM=1 --rounds 3 --repeat 20 --out "$OUT/flash-masked-ab-bert-b1-166.json" \
+    > "$OUT/logs/flash-masked-ab-bert-b1-166.txt" 2>&1 ;;
 165)  # (BUDGET=420) issue 18 at batch 32 (session 57, branch cpub32): on one znver4 core zoo:resnet50 NCHW16c b32 is level
      # with ORT (1.01x; bench/results/cpu-r50-b32-s57-2core.md), so the Xeon's 1.11-1.41x is in the 16-thread run.
      # cpu_blocked_conv.BATCH_IMAGE_PAIRS (off): the 7x7 stage's row tiles hold two images (14 FMAs a weight load,
