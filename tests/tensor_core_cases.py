@@ -2,6 +2,10 @@
 
 * ``conv_relu(cin, size, cout, k, stride, residual, batch, seed)``: a seeded Conv (bias, pads
   k // 2) then ReLU, or a residual add and ReLU;
+* ``conv1d_gelu(cin, frames, cout, stride, seed)`` / ``whisper_conv_front(mels, frames, width, seed)``:
+  the Whisper encoder's front end built in code -- a seeded Conv1d (k3, pad 1, bias) then erf-GELU as
+  transformers' export spells it; the front end two of them (stride 1, then stride 2: 80 -> 384
+  channels on 3000 frames, then 1500 at full size);
 * ``tf32_emulated_intrinsics()``: tf32's intrinsic names with the fragment loads and the MMA
   replaced by plain-loop intrinsics of the same ``desc`` (registered once), so a tensorized
   schedule runs on a CPU; ``tf32_inverse_a(lane, r)``: the A fragment's element of a lane's register;
@@ -46,6 +50,45 @@ def conv_relu(cin: int, size: int, cout: int, k: int, stride: int, residual: boo
     else:
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
     return model(nodes, inputs, [("y", (batch, cout, out, out), np.float32)], inits)
+
+
+def _gelu_nodes(x: str, y: str, tag: str, inits: dict) -> list:
+    """``y = x * (1 + erf(x / sqrt 2)) / 2`` as transformers' ONNX export spells GELU."""
+    inits.update({f"sqrt2{tag}": np.array(math.sqrt(2.0), np.float32), f"one{tag}": np.array(1.0, np.float32),
+                  f"half{tag}": np.array(0.5, np.float32)})
+    return [helper.make_node("Div", [x, f"sqrt2{tag}"], [f"d{tag}"]),
+            helper.make_node("Erf", [f"d{tag}"], [f"e{tag}"]),
+            helper.make_node("Add", [f"e{tag}", f"one{tag}"], [f"a{tag}"]),
+            helper.make_node("Mul", [x, f"a{tag}"], [f"m{tag}"]),
+            helper.make_node("Mul", [f"m{tag}", f"half{tag}"], [y])]
+
+
+def _conv1d_gelu_nodes(x: str, y: str, cin: int, cout: int, stride: int, tag: str, rng, inits: dict) -> list:
+    inits[f"w{tag}"] = (rng.standard_normal((cout, cin, 3)) / math.sqrt(cin * 3)).astype(np.float32)
+    inits[f"b{tag}"] = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    conv = helper.make_node("Conv", [x, f"w{tag}", f"b{tag}"], [f"c{tag}"], kernel_shape=[3], pads=[1, 1],
+                            strides=[stride])
+    return [conv] + _gelu_nodes(f"c{tag}", y, tag, inits)
+
+
+def conv1d_gelu(cin: int, frames: int, cout: int, stride: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """One Whisper front-end layer at batch 1: Conv1d ``cin -> cout`` (k3, pad 1, ``stride``, bias)
+    on ``frames`` frames, then erf-GELU."""
+    rng, inits = np.random.default_rng(seed), {}
+    out = (frames - 1) // stride + 1
+    nodes = _conv1d_gelu_nodes("x", "y", cin, cout, stride, "1", rng, inits)
+    return model(nodes, [("x", (1, cin, frames), np.float32)], [("y", (1, cout, out), np.float32)], inits)
+
+
+def whisper_conv_front(mels: int = 80, frames: int = 3000, width: int = 384, seed: int = 0) -> onnx.ModelProto:
+    """The Whisper encoder's convolutional front end at batch 1 (defaults: whisper-tiny's shapes):
+    Conv1d ``mels -> width`` k3 pad 1 + GELU, then Conv1d ``width -> width`` k3 stride 2 pad 1 +
+    GELU (``frames`` -> ``(frames + 1) // 2``)."""
+    rng, inits = np.random.default_rng(seed), {}
+    nodes = (_conv1d_gelu_nodes("x", "g1", mels, width, 1, "1", rng, inits)
+             + _conv1d_gelu_nodes("g1", "y", width, width, 2, "2", rng, inits))
+    return model(nodes, [("x", (1, mels, frames), np.float32)],
+                 [("y", (1, width, (frames - 1) // 2 + 1), np.float32)], inits)
 
 
 _EMULATED = {"load_a": "hetpart_test_emu_load_a", "load_b": "hetpart_test_emu_load_b",

@@ -226,6 +226,8 @@ class GpuTensorCoreGemm(ScheduleRule):
         else:
             tiles = MATMUL_TILES if plain else CONV_TILES
             tile = next((t for t in tiles if t.blocks(batch, m, n) >= min_blocks), None)
+            if tile is not None and not plain and _images(func) == 1:
+                tile = conv_b1_tile(tile, batch, m, n, self.options.sm_count)
         if tile is None:
             return None
         blocks = tile.blocks(batch, m, n)
@@ -233,6 +235,31 @@ class GpuTensorCoreGemm(ScheduleRule):
         if _images(func) >= SIDE_INPUTS_MIN_BATCH:
             _inline_side_inputs(sch, main)
         return _schedule_split(sch, main, func, tile, blocks, split, self.options, transposed=not plain)
+
+
+CONV_B1_SMALL_TILE = False
+"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+Run a batch-1 windowed convolution (k > 1) whose first filling tile of :data:`CONV_TILES` (64 x 64)
+gives under :data:`CONV_B1_SMALL_TILE_BLOCKS_PER_SM` blocks per SM on the smallest (32 x 64:
+twice the blocks, each warp half the MMAs and half the staged A per K slice) -- the Whisper
+encoder's stride-1 front-end Conv1d 80 -> 384 on 3000 frames (45.9 us at device step 159, roofline
+~2.1): 282 blocks of 4 warps (2-3 per SM, 8-12 warps) whose K loop is issue-bound (per slice and
+warp ~600 instructions for 32 ``mma.sync``: 16 predicated scalar loads of the windowed input, a
+``/`` and ``%`` by 80 each, shared stores, TF32 conversions) become 564 (4-5 per SM, 16-20 warps)
+to hide those latencies.  False: the first filling tile, as before."""
+
+CONV_B1_SMALL_TILE_BLOCKS_PER_SM = 4
+"""Blocks per SM of the first tile's grid under which :data:`CONV_B1_SMALL_TILE` takes the smallest."""
+
+
+def conv_b1_tile(tile: Tile, batch: int, m: int, n: int, sms: int) -> Tile:
+    """:data:`CONV_B1_SMALL_TILE`'s tile for a batch-1 windowed convolution's ``batch`` x (M x N)
+    implicit GEMM whose first filling tile is ``tile``: the smallest of :data:`CONV_TILES` where the
+    switch is on and ``tile``'s grid is under :data:`CONV_B1_SMALL_TILE_BLOCKS_PER_SM` blocks per SM
+    of ``sms``; else ``tile``."""
+    if CONV_B1_SMALL_TILE and tile.blocks(batch, m, n) < CONV_B1_SMALL_TILE_BLOCKS_PER_SM * sms:
+        return CONV_TILES[-1]
+    return tile
 
 
 def padded_area(t: Tile, m: int, n: int) -> int:
@@ -483,6 +510,31 @@ CONV_SPLIT_TILE = CONV_TILES[-1]
 smallest of :data:`MATMUL_TILES`, which a 1x1 convolution's plain GEMM would use)."""
 
 
+CONV_SPLIT_PARTIAL_WAVES = False
+"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+Let :class:`GpuTensorCoreConvSplitK` split a batch-1 convolution of long K whose smallest tile's
+grid already has a block per SM but under :data:`CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM`
+(:func:`conv_split_factor`).  The Whisper encoder's second front-end convolution (Conv1d 384 -> 384,
+k3, stride 2, 3000 -> 1500 frames, bf16 weights; device step 159: 68.6 us, roofline ~4.6) went to
+:class:`GpuTensorCoreGemm`'s 64 x 64 tile: 144 blocks of 4 warps on 132 SMs (12 SMs run two,
+one after the other or side by side: 8 warps), each looping over all 36 K slices, each slice 16
+predicated 4-byte ``cp.async`` per thread whose window index takes a ``%`` and a ``/`` -- an
+issue-bound loop with 1-2 warps per scheduler to hide its latencies.  With this on: 32 x 64
+tiles, K in 3 chunks of one window offset each (12 slices): 282 x 3 = 846 blocks (6.4 per SM),
+then the sum kernel through the GELU epilogue (partials 6.9 MB, in L2).  False: those keep
+:class:`GpuTensorCoreGemm`'s schedule, byte-identical to before."""
+
+CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM = 4
+"""Blocks (of the 32 x 64 tile) per SM under which :data:`CONV_SPLIT_PARTIAL_WAVES` splits, and
+the grid its split aims for (the smallest allowed S reaching it, else the largest allowed):
+Whisper's stride-2 front-end convolution, 282 tiles -> S = 3 (S = 2 would start a chunk
+mid-window); its stride-1 one (564 tiles, K = 240) is left alone -- an A/B knob."""
+
+CONV_SPLIT_PARTIAL_WAVES_MIN_SLICES = 16
+"""K slices (of ``Tile.k`` = 32) from which :data:`CONV_SPLIT_PARTIAL_WAVES` splits: a short K's
+blocks finish fast anyway, and its partials would cost more than the split gives."""
+
+
 def conv_split_factor(batch: int, m: int, n: int, k: int, k_run: int, options: KernelOptions = DEFAULT) -> int:
     """How many K chunks :class:`GpuTensorCoreConvSplitK` cuts a batch-1 convolution's
     ``batch`` x (M x N x K) implicit GEMM into; 1: it declines.  Only where the smallest
@@ -495,22 +547,47 @@ def conv_split_factor(batch: int, m: int, n: int, k: int, k_run: int, options: K
     least one per SM.
 
     ResNet-50 at batch 1 (132 SMs, 32 x 64 tiles): the 3x3 layers 56x56 / 28x28 / 14x14 /
-    7x7 (98 / 50 / 28 / 16 tiles) split 3 / 9 / 9 / 9; the 1x1 layers 2-16."""
+    7x7 (98 / 50 / 28 / 16 tiles) split 3 / 9 / 9 / 9; the 1x1 layers 2-16.
+
+    With :data:`CONV_SPLIT_PARTIAL_WAVES` on, a grid of a block per SM or more but under
+    :data:`CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM` with K of at least
+    :data:`CONV_SPLIT_PARTIAL_WAVES_MIN_SLICES` slices is split too (:func:`_partial_waves_split`)."""
     sms = options.sm_count
     tile = CONV_SPLIT_TILE
     blocks = tile.blocks(batch, m, n)
-    if options.split_k == "off" or blocks >= MIN_BLOCKS_PER_SM * sms:
+    if options.split_k == "off":
         return 1
-    allowed = []
-    for s in range(2, CONV_SPLIT_MAX + 1):
-        chunk = k // s
-        if k % (s * tile.k) or chunk < CONV_SPLIT_MIN_SLICES * tile.k or (k_run < k and chunk % k_run):
-            continue
-        allowed.append(s)
+    if blocks >= MIN_BLOCKS_PER_SM * sms:
+        return _partial_waves_split(blocks, k, k_run, sms) if CONV_SPLIT_PARTIAL_WAVES else 1
+    allowed = _conv_chunkings(k, k_run)
     if not allowed:
         return 1
     pick = next((s for s in allowed if blocks * s >= SPLIT_K_BELOW_PER_SM * sms), allowed[-1])
     return pick if blocks * pick >= sms else 1
+
+
+def _conv_chunkings(k: int, k_run: int) -> list[int]:
+    """The chunk counts S (2..:data:`CONV_SPLIT_MAX`) a convolution's K may be cut into: whole
+    slices of :data:`CONV_SPLIT_TILE`, at least :data:`CONV_SPLIT_MIN_SLICES` per chunk, each
+    starting at a window offset (a multiple of ``k_run`` where ``k_run < k``)."""
+    slice_k = CONV_SPLIT_TILE.k
+    return [s for s in range(2, CONV_SPLIT_MAX + 1)
+            if not (k % (s * slice_k) or k // s < CONV_SPLIT_MIN_SLICES * slice_k
+                    or (k_run < k and (k // s) % k_run))]
+
+
+def _partial_waves_split(blocks: int, k: int, k_run: int, sms: int) -> int:
+    """:data:`CONV_SPLIT_PARTIAL_WAVES`' chunk count for a grid of ``blocks`` 32 x 64 tiles on
+    ``sms`` SMs (at least one per SM): 1 where the grid has
+    :data:`CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM` per SM or K is under
+    :data:`CONV_SPLIT_PARTIAL_WAVES_MIN_SLICES` slices or no chunking is allowed
+    (:func:`_conv_chunkings`); else the smallest allowed S whose grid reaches that many per SM,
+    else the largest allowed.  Whisper's stride-2 front end (282 tiles, K = 3 x 384): 3."""
+    target = CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM * sms
+    if blocks >= target or math.ceil(k / CONV_SPLIT_TILE.k) < CONV_SPLIT_PARTIAL_WAVES_MIN_SLICES:
+        return 1
+    allowed = _conv_chunkings(k, k_run)
+    return next((s for s in allowed if blocks * s >= target), allowed[-1]) if allowed else 1
 
 
 class GpuTensorCoreConvSplitK(GpuTensorCoreGemm):
@@ -747,8 +824,9 @@ def _schedule(sch: s_tir.Schedule, main, t: Tile, blocks: int, names: dict[str, 
         b, i, j, chunk, k = sch.get_loops(main)
         sch.reorder(chunk, b, i, j)
         b = sch.fuse(chunk, b)
-    narrow = _narrow_weight(sch, main, 1) if (WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA or (
-        LOW_PRECISION_ATTENTION_MMA and 1 in activations)) else None
+    narrow = _narrow_weight(sch, main, 1) if (
+        WIDEN_IN_FRAGMENTS or LOW_PRECISION_MMA or LOW_PRECISION_MMA_CONVOLUTIONS_ONLY
+        or (LOW_PRECISION_ATTENTION_MMA and 1 in activations)) else None
     narrow_a = _narrow_weight(sch, main, 0) if _narrows_activation(sch.mod["main"]) else None
     mma = _mma_dtype(sch, main, narrow, narrow_a, activations)
     if mma and narrow_a is not None and narrow_a[1] != mma:
@@ -1100,6 +1178,19 @@ ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers
 136 measures), convolutions TF32 as before -- the fallback if a CNN's kernels come out slower."""
 
 
+LOW_PRECISION_MMA_CONVOLUTIONS_ONLY = False
+"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+Multiply the convolutions with a bf16/fp16 weight in that dtype (:data:`LOW_PRECISION_MMA`'s
+fragment path) with :data:`LOW_PRECISION_MMA` itself off, the matmuls staying TF32 -- so that an
+A/B isolates the convolutions.  The Whisper encoder's front end (Conv1d 80 -> 384 and 384 -> 384
+k3, 45.9 + 68.6 us at device step 159) is issue-bound, not bandwidth-bound: per K slice of 32 each
+warp of its TF32 kernel converts its 64 A-fragment floats one ``cvt.rna.tf32`` each, widens 64
+bf16 B values, and issues 16 m16n8k8 ``mma.sync``; in bf16 the A values are rounded two to a
+``cvt.rn.bf16x2``, B is copied unchanged, and 8 m16n8k16 ``mma.sync`` do the slice.  Numerics:
+:data:`LOW_PRECISION_MMA`'s (the activation rounded to bf16, ~2^-9 relative, within issue 17's
+2e-2).  False: those convolutions multiply in TF32, as before."""
+
+
 LOW_PRECISION_ATTENTION_MMA = False
 """Off until a device step measures it (built in session 56 without a GPU).  Where both operands
 of a contraction are activations stored in bf16/fp16 between kernels (attention's ``Q K^T`` and
@@ -1120,14 +1211,17 @@ def _mma_dtype(sch: s_tir.Schedule, main, narrow, narrow_a, activations: tuple) 
     Out: with operand 1 an activation (attention's ``Q K^T``, ``P V``), both operands' dtype
     where operand 0 is one of the same dtype and :data:`LOW_PRECISION_ATTENTION_MMA` is on;
     with operand 1 a narrow weight, its dtype where :data:`LOW_PRECISION_MMA` is on
-    (convolutions: :data:`LOW_PRECISION_MMA_CONVOLUTIONS`).  Invariant: with both switches off,
-    None."""
+    (convolutions: :data:`LOW_PRECISION_MMA_CONVOLUTIONS`), or with operand 1 a narrow weight of
+    a convolution, its dtype where :data:`LOW_PRECISION_MMA_CONVOLUTIONS_ONLY` is on.  Invariant:
+    with the three switches off, None."""
     if narrow is None:
         return None
     if 1 in activations:
         both = 0 in activations and narrow_a is not None and narrow_a[1] == narrow[1]
         return narrow[1] if LOW_PRECISION_ATTENTION_MMA and both else None
     if LOW_PRECISION_MMA and (LOW_PRECISION_MMA_CONVOLUTIONS or not _is_convolution(sch, main)):
+        return narrow[1]
+    if LOW_PRECISION_MMA_CONVOLUTIONS_ONLY and _is_convolution(sch, main):
         return narrow[1]
     return None
 
