@@ -132,22 +132,11 @@ def test_the_paired_tile_keeps_its_accumulators_in_registers(monkeypatch):
     move to the stack."""
     import tvm
 
-    from hetpart import kernels, load
+    from asm_cases import fma_blocks_stack_moves, llvm_asm
 
-    def walk(mod):
-        yield mod
-        for sub in mod.imports:
-            yield from walk(sub)
+    from hetpart import kernels, load
 
     monkeypatch.setattr(cb, SWITCH, True)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
-    exe = kernels.build(load(_model(2), conv_block=16).module, target)
-    asm = "\n".join(mod.inspect_source("asm") for mod in walk(exe.mod) if mod.kind == "llvm")
-    fmas = spills = 0
-    for block in asm.split("\n.LBB"):
-        if "vfmadd" not in block:
-            continue
-        lines = block.split("\n")
-        fmas += sum("vfmadd" in ln for ln in lines)
-        spills += sum("zmm" in ln and ("(%rsp)" in ln or "(%rbp)" in ln) for ln in lines)
+    fmas, spills = fma_blocks_stack_moves(llvm_asm(kernels.build(load(_model(2), conv_block=16).module, target)))
     assert fmas >= 28 and spills == 0, (fmas, spills)

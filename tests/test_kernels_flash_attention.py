@@ -565,11 +565,16 @@ def test_generated_copies_are_the_copy_map(replay_source):
 @pytest.mark.parametrize("arch,seq,out_dtype", [("90a", 1500, "bfloat16"), ("80", 1500, "bfloat16"),
                                                 ("90a", 197, "float32")])
 def test_compiles_without_spilling(arch, seq, out_dtype, sources, tmp_path):
+    _assert_fits_without_spilling(sources[("sm_90a" if arch == "90a" else "sm_80", seq, out_dtype)], arch, tmp_path)
+
+
+def _assert_fits_without_spilling(src: str, arch: str, tmp_path) -> None:
+    """nvcc (``-Xptxas -v``) compiles ``src`` for ``arch`` without spills in at most 168 registers
+    a thread (3 CTAs of 128 threads fit an SM's 64K registers)."""
     import re
 
     from hetpart.kernels import cuda_compile
 
-    src = sources[("sm_90a" if arch == "90a" else "sm_80", seq, out_dtype)]
     cu = tmp_path / "k.cu"
     cu.write_text(src)
     cmd = cuda_compile.nvcc_command(arch, "cubin", str(cu), str(tmp_path / "k.cubin"))
@@ -577,7 +582,7 @@ def test_compiles_without_spilling(arch, seq, out_dtype, sources, tmp_path):
     spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
     assert spills and set(spills) == {"0"}, done.stderr
     regs = [int(r) for r in re.findall(r"Used (\d+) registers", done.stderr)]
-    assert regs and max(regs) <= 168, done.stderr  # 3 CTAs of 128 threads fit an SM's 64K registers
+    assert regs and max(regs) <= 168, done.stderr
 
 
 # --- on the GPU ----------------------------------------------------------------------------
@@ -700,20 +705,9 @@ def test_unbiased_source_has_no_bias(sources):
                                                   ("90a", (2, 6, 1500), (2, 6, 1500, 1500)),
                                                   ("80", (1, 6, 1500), (1, 1, 1500, 1500))])
 def test_biased_kernel_compiles_without_spilling(arch, dims, bias_shape, tmp_path):
-    import re
-
-    from hetpart.kernels import cuda_compile
-
     src = fa.cuda_source(fa.build(*dims, out_dtype="float32", bias_shape=bias_shape,
                                   arch="sm_90a" if arch == "90a" else "sm_80"))
-    cu = tmp_path / "k.cu"
-    cu.write_text(src)
-    cmd = cuda_compile.nvcc_command(arch, "cubin", str(cu), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
-    regs = [int(r) for r in re.findall(r"Used (\d+) registers", done.stderr)]
-    assert regs and max(regs) <= 168, done.stderr
+    _assert_fits_without_spilling(src, arch, tmp_path)
 
 
 @pytest.mark.cuda

@@ -18,6 +18,7 @@ import onnx
 import pytest
 import tvm
 
+from asm_cases import fma_blocks_stack_moves, llvm_asm
 from cpu_tile_cases import as_32_registers, avx512_target, build_and_run, conv, matmul, random_feeds, tile_shape
 from onnx_cases import assert_matches, onnxruntime_outputs, reference
 
@@ -109,31 +110,13 @@ def test_wide_rows_match_onnxruntime_and_the_reference(case, monkeypatch):
 
 def _asm(m: onnx.ModelProto, target: tvm.target.Target) -> str:
     """The assembly of ``m``'s build for ``target`` (cross-built: not run here)."""
-    def walk(mod):
-        yield mod
-        for sub in mod.imports:
-            yield from walk(sub)
-
-    exe = kernels.build(load(m).module, target)
-    return "\n".join(mod.inspect_source("asm") for mod in walk(exe.mod) if mod.kind == "llvm")
-
-
-def _fma_blocks_stack_moves(asm: str) -> tuple[int, int]:
-    """``(FMAs, vector moves to or from the stack)`` in the basic blocks that hold FMAs."""
-    fmas = spills = 0
-    for block in asm.split("\n.LBB"):
-        if "vfmadd" not in block:
-            continue
-        lines = block.split("\n")
-        fmas += sum("vfmadd" in ln for ln in lines)
-        spills += sum("mm" in ln and ("(%rsp)" in ln or "(%rbp)" in ln) for ln in lines)
-    return fmas, spills
+    return llvm_asm(kernels.build(load(m).module, target))
 
 
 def test_the_14_row_tile_keeps_its_accumulators_in_registers():
     """Built for sapphirerapids: the 1x1 conv's reduction loop holds the 14 x 2 FMAs and
     no vector move to the stack (a 3x3 window beside them spilled 46-73 a loop)."""
-    fmas, spills = _fma_blocks_stack_moves(_asm(conv(1024, 256, 14), avx512_target()))
+    fmas, spills = fma_blocks_stack_moves(_asm(conv(1024, 256, 14), avx512_target()))
     assert fmas >= 28 and spills == 0, (fmas, spills)
 
 
