@@ -20,13 +20,14 @@ thread; nvcc without spills; on a GPU, against float64 at DistilBERT's and an od
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
+
+from nvcc_cases import assert_no_spills
 
 from hetpart.kernels import flash_attention as fa
 from hetpart.kernels import flash_layout as fl
@@ -569,20 +570,8 @@ def test_compiles_without_spilling(arch, seq, out_dtype, sources, tmp_path):
 
 
 def _assert_fits_without_spilling(src: str, arch: str, tmp_path) -> None:
-    """nvcc (``-Xptxas -v``) compiles ``src`` for ``arch`` without spills in at most 168 registers
-    a thread (3 CTAs of 128 threads fit an SM's 64K registers)."""
-    import re
-
-    from hetpart.kernels import cuda_compile
-
-    cu = tmp_path / "k.cu"
-    cu.write_text(src)
-    cmd = cuda_compile.nvcc_command(arch, "cubin", str(cu), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
-    regs = [int(r) for r in re.findall(r"Used (\d+) registers", done.stderr)]
-    assert regs and max(regs) <= 168, done.stderr
+    """No spills in at most 168 registers a thread (3 CTAs of 128 threads fit an SM's 64K registers)."""
+    assert_no_spills(src, arch, tmp_path, max_registers=168)
 
 
 # --- on the GPU ----------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import pytest
 
 from attention_cases import masked_attention, masked_feeds, onnx_attention
+from nvcc_cases import assert_no_spills
 from onnx_cases import cuda_source
 from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
 
@@ -66,13 +66,7 @@ def test_sm90_bf16_bert_layer_runs_the_flash_kernel(on, tmp_path):
     assert "mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32" in src and "ldmatrix" in src
     if shutil.which("nvcc") is None:
         pytest.skip("no nvcc")
-    from hetpart.kernels import cuda_compile
-
-    (tmp_path / "k.cu").write_text(src)
-    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
+    assert_no_spills(src, "90a", tmp_path)
 
 
 def test_chain_becomes_narrowing_and_one_flash_call(on):
@@ -185,13 +179,7 @@ def test_sm90_bf16_masked_build_compiles(masked_on, tmp_path):
     assert re.search(KERNEL.format(r"flash_attention_b2_h12_n128_\w+_bias2x1x1x128_kernel"), src)
     if shutil.which("nvcc") is None:
         pytest.skip("no nvcc")
-    from hetpart.kernels import cuda_compile
-
-    (tmp_path / "k.cu").write_text(src)
-    cmd = cuda_compile.nvcc_command("90a", "cubin", str(tmp_path / "k.cu"), str(tmp_path / "k.cubin"))
-    done = subprocess.run([*cmd, "-Xptxas", "-v"], capture_output=True, text=True, check=True)
-    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
-    assert spills and set(spills) == {"0"}, done.stderr
+    assert_no_spills(src, "90a", tmp_path)
 
 
 @pytest.mark.parametrize("style", ["where", "add"])
