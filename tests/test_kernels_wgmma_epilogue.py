@@ -201,6 +201,19 @@ def test_nvcc_compiles_without_spilling(precision, bn, stages, n, k, options, tm
     assert "serialized" not in done.stderr, "ptxas serialized the wgmmas"
 
 
+# --- the probe's rows (tools/gpu_wgmma_probe.py --only large, step 12e) ------------------------------------
+def test_probe_rows_build_dry():
+    import gpu_wgmma_probe as probe
+
+    assert all(inflight or store != "scalar" for *_, inflight, store in probe.LARGE_EPI_VARIANTS)
+    m, n, k = probe.LARGE["fc2"]
+    for precision, bn, stages, inflight, store in probe.LARGE_EPI_VARIANTS:
+        row = probe.variant_row("large", "fc2", m, n, k, precision, bn, stages, 1, None, None, True, True,
+                                "128b", 2, "threads", inflight, store)
+        assert "error" not in row and row["wgmma_in_source"], row
+        assert row.get("inflight", 0) == inflight and row.get("store", "scalar") == store
+
+
 # --- the switches ----------------------------------------------------------------------------------------
 def test_switches_are_off_and_the_default_options_unchanged():
     assert wv.INFLIGHT_ROWS == 0 and wv.PAIR_STORE_ROWS == 0

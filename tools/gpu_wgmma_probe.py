@@ -319,11 +319,11 @@ LARGE = {name: (32 * m, n, k) for name, (m, n, k) in VIT.items()}
 LARGE_VARIANTS = [("bf16", 64, 4), ("bf16", 128, 4), ("bf16", 256, 3), ("f32a", 128, 4), ("f32a", 256, 3)]
 """(precision, bn, stages) timed at batch 32, 128B swizzle, two consumers, unsplit (step 12)."""
 LARGE_EPI_VARIANTS = [("bf16", 64, 4, 1, "scalar"), ("bf16", 64, 4, 0, "pairs"), ("bf16", 64, 5, 1, "pairs"),
-                      ("bf16", 128, 5, 1, "pairs"), ("f32a", 256, 4, 1, "pairs")]
+                      ("bf16", 128, 5, 1, "pairs"), ("bf16", 256, 4, 1, "pairs"), ("f32a", 256, 4, 1, "pairs")]
 """(precision, bn, stages, inflight, store) of the batch-32 spike's options (step 12e, 128B swizzle, two
 consumers, unsplit): (a) alone and (b) alone against the rule's ``bf16`` bn 64 / 4 stages, then both at one
-stage more (``inflight=1`` keeps ``stages - 2`` tiles of loads in flight), at bn 128, and on ``f32a``'s bn 256
-(its rule's 3 stages would leave one)."""
+stage more (``inflight=1`` keeps ``stages - 2`` tiles of loads in flight), at bn 128, at bn 256 (CUTLASS's
+128 x 256 tile; 4 stages, 193 KiB) and on ``f32a``'s bn 256 (its rule's 3 stages would leave one)."""
 LARGE_WS_VARIANTS = [("bf16", 128, 4), ("bf16", 128, 6), ("bf16", 256, 4)]
 """(precision, bn, stages) of the warp-specialised spike (``producer="warp"``: a TMA producer
 warpgroup, mbarriers; :mod:`hetpart.kernels.wgmma_ws`) timed beside them at batch 32 (step 12w)."""
