@@ -55,7 +55,7 @@ def test_schedule_is_hazard_free(stages, inflight):
         with pytest.raises(ValueError):
             sch.Schedule(stages, inflight, 4)
         return
-    for k_tiles in range(1, 14):
+    for k_tiles in range(0, 14):
         s = sch.Schedule(stages, inflight, k_tiles)
         sch.check(s.program(), k_tiles)
 

@@ -48,8 +48,8 @@ class Schedule:
             raise ValueError(f"inflight must be one of {INFLIGHTS}, got {self.inflight}")
         if self.stages < 2 + self.inflight:
             raise ValueError(f"inflight={self.inflight} needs stages >= {2 + self.inflight}, got {self.stages}")
-        if self.k_tiles < 1:
-            raise ValueError(f"k_tiles must be >= 1, got {self.k_tiles}")
+        if self.k_tiles < 0:
+            raise ValueError(f"k_tiles must be >= 0, got {self.k_tiles}")
 
     @property
     def lead(self) -> int:
