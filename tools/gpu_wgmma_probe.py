@@ -77,6 +77,10 @@ Then batch 32 (``--only large``, ~2-3 min on an H100; device step 160):
     :data:`hetpart.kernels.wgmma_variant.LARGE_M_BN`; summary ``best_variants["large"]``.
     12w: the warp-specialised spike (``producer="warp"``, :data:`LARGE_WS_VARIANTS`: a TMA producer
     warpgroup and full / empty mbarriers, :mod:`hetpart.kernels.wgmma_ws`), rows ``producer=warp``.
+    12e: the batch-32 spike's main-loop and epilogue options (:data:`LARGE_EPI_VARIANTS`): ``inflight=1``
+    (``wgmma.wait_group 1``, one K tile's wgmmas left in flight: :mod:`hetpart.kernels.wgmma_schedule`)
+    and ``store=pairs`` (8-byte stores of the D fragment's column pairs), rows ``inflight=1`` / ``store=pairs``;
+    compare each with the cp.async row of the same precision, bn and stages above it.
 
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
@@ -314,6 +318,12 @@ LARGE = {name: (32 * m, n, k) for name, (m, n, k) in VIT.items()}
 """ViT-B/16's GEMMs at batch 32 (step 12)."""
 LARGE_VARIANTS = [("bf16", 64, 4), ("bf16", 128, 4), ("bf16", 256, 3), ("f32a", 128, 4), ("f32a", 256, 3)]
 """(precision, bn, stages) timed at batch 32, 128B swizzle, two consumers, unsplit (step 12)."""
+LARGE_EPI_VARIANTS = [("bf16", 64, 4, 1, "scalar"), ("bf16", 64, 4, 0, "pairs"), ("bf16", 64, 5, 1, "pairs"),
+                      ("bf16", 128, 5, 1, "pairs"), ("bf16", 256, 4, 1, "pairs"), ("f32a", 256, 4, 1, "pairs")]
+"""(precision, bn, stages, inflight, store) of the batch-32 spike's options (step 12e, 128B swizzle, two
+consumers, unsplit): (a) alone and (b) alone against the rule's ``bf16`` bn 64 / 4 stages, then both at one
+stage more (``inflight=1`` keeps ``stages - 2`` tiles of loads in flight), at bn 128, at bn 256 (CUTLASS's
+128 x 256 tile; 4 stages, 193 KiB) and on ``f32a``'s bn 256 (its rule's 3 stages would leave one)."""
 LARGE_WS_VARIANTS = [("bf16", 128, 4), ("bf16", 128, 6), ("bf16", 256, 4)]
 """(precision, bn, stages) of the warp-specialised spike (``producer="warp"``: a TMA producer
 warpgroup, mbarriers; :mod:`hetpart.kernels.wgmma_ws`) timed beside them at batch 32 (step 12w)."""
@@ -356,7 +366,8 @@ def _with_epilogue(c: np.ndarray, bias: np.ndarray, epilogue) -> np.ndarray:
 
 
 def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, dry: bool,
-                timed: bool = True, swizzle: str = "none", consumers: int = 1, producer: str = "threads") -> dict:
+                timed: bool = True, swizzle: str = "none", consumers: int = 1, producer: str = "threads",
+                inflight: int = 0, store: str = "scalar") -> dict:
     """Build :func:`wgmma_splitk.build_relax` (one compile: the PrimFuncs for ``raw``, the VM
     ``main`` for ``vm``), run it once against numpy (C pre-filled with NaN), then time it."""
     import tvm
@@ -370,10 +381,16 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
         row.update(swizzle=swizzle, consumers=consumers)
     if producer != "threads":
         row["producer"] = producer
+    spike = {}  # the batch-32 spike's options, only where set (12e)
+    if inflight:
+        spike["inflight"] = inflight
+    if store != "scalar":
+        spike["store"] = store
+    row.update(spike)
     t0 = time.time()
     try:
         exe = sk.build_relax(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
-                             swizzle=swizzle, consumers=consumers, producer=producer)
+                             swizzle=swizzle, consumers=consumers, producer=producer, **spike)
         row["build_s"] = round(time.time() - t0, 2)
         if dry:
             row["wgmma_in_source"] = "wgmma.mma_async" in wg.cuda_source(exe)
@@ -460,7 +477,7 @@ def cublas_row(name: str, m: int, n: int, k: int) -> dict:
 def _line(row: dict) -> str:
     head = " ".join(f"{key}={row[key]}" for key in ("shape", "precision", "m", "n", "k", "bn", "stages",
                                                    "swapped_descriptor", "split", "epilogue", "swizzle", "consumers",
-                                                   "producer")
+                                                   "producer", "inflight", "store")
                     if key in row)
     parts = [head]
     if "rel_err" in row:
@@ -496,11 +513,19 @@ def _large_summary(result: dict) -> None:
             if ws:  # the warp-specialised spike's best (12w)
                 w = min(ws, key=lambda r: r["raw_ms"])
                 vs += f", producer=warp bn={w['bn']} stages={w['stages']} {w['raw_ms'] * 1e3:.1f} us"
+            spike = [r for r in cands if r.get("inflight") or r.get("store")]
+            if spike:  # the main-loop / store spike's best (12e)
+                e = min(spike, key=lambda r: r["raw_ms"])
+                vs += (f", spike bn={e['bn']} stages={e['stages']} inflight={e.get('inflight', 0)} "
+                       f"store={e.get('store', 'scalar')} {e['raw_ms'] * 1e3:.1f} us")
             print(f"  {name} {precision}: bn={best['bn']} stages={best['stages']}"
-                  f"{' producer=warp' if best.get('producer') else ''} {best['raw_ms'] * 1e3:.1f} us "
+                  f"{' producer=warp' if best.get('producer') else ''}"
+                  f"{' inflight=1' if best.get('inflight') else ''}"
+                  f"{' store=' + best['store'] if best.get('store') else ''} {best['raw_ms'] * 1e3:.1f} us "
                   f"({best['raw_tflops']:.1f} TFLOP/s){vs}", flush=True)
             result.setdefault("best_variants", {}).setdefault("large", {})[f"{name}_{precision}"] = {
                 "bn": best["bn"], "stages": best["stages"], "producer": best.get("producer", "threads"),
+                "inflight": best.get("inflight", 0), "store": best.get("store", "scalar"),
                 "raw_ms": best["raw_ms"],
                 "cublas_ms": cublas["raw_ms"] if cublas else None, "rule_ms": rule["raw_ms"] if rule else None}
 
@@ -596,13 +621,14 @@ def main(argv=None) -> int:
         correctness(CHECK_VARIANTS[1:], "6")
 
     def variant(group, name, m, n, k, precision, bn, stages, split=1, epilogue=None, timed=True, swizzle="none",
-                consumers=1, producer="threads"):
+                consumers=1, producer="threads", inflight=0, store="scalar"):
         what = (f"{group} {name} {precision} bn={bn} stages={stages} split={split} {epilogue or ''} "
-                f"swizzle={swizzle} consumers={consumers}" + (f" producer={producer}" if producer != "threads" else ""))
+                f"swizzle={swizzle} consumers={consumers}" + (f" producer={producer}" if producer != "threads" else "")
+                + (f" inflight={inflight}" if inflight else "") + (f" store={store}" if store != "scalar" else ""))
         if over(what):
             return
         row = variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, dev, args.dry, timed,
-                          swizzle, consumers, producer)
+                          swizzle, consumers, producer, inflight, store)
         result["variants"].append(row)
         print(_line(row), flush=True)
         save()
@@ -701,6 +727,10 @@ def main(argv=None) -> int:
                 if n % bn == 0:
                     variant("large", name, m, n, k, precision, bn, stages, swizzle="128b", consumers=2,
                             producer="warp")
+            for precision, bn, stages, inflight, store in LARGE_EPI_VARIANTS:  # 12e: the main-loop / store spike
+                if n % bn == 0:
+                    variant("large", name, m, n, k, precision, bn, stages, swizzle="128b", consumers=2,
+                            inflight=inflight, store=store)
         _large_summary(result)
 
     best = {}

@@ -46,6 +46,12 @@ SWIZZLE_128B, SBO 1024 bytes) and ``consumers=2`` runs two warpgroups per CTA on
 (each its own m64 wgmmas over its half of A against the one B tile), ``bn`` up to 256; where
 everything lies is :class:`wgmma_layout.PipelinePlan`.
 
+The batch-32 spike's options (defaults off, their code unchanged): ``inflight=1`` ends each K tile with
+``wgmma.wait_group 1`` instead of 0 (one tile's wgmmas run while the next tile's are issued; the refill
+one stage later: :mod:`hetpart.kernels.wgmma_schedule`, whose model checks the stage-release order) and
+``store="pairs"`` stores the D fragment's column pairs as one 8-byte ``float2`` (bf16: ``nv_bfloat162``)
+each (:data:`STORES`).
+
 Invariant: the shared-memory layout, the descriptor's LBO/SBO and the fragment layout
 are the PTX ISA's (sections cited at each function); the CPU tests check the layout
 against the ISA's canonical form and the fragment map for coverage, the GPU test
@@ -63,6 +69,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from hetpart.kernels import wgmma_layout as lay
+from hetpart.kernels import wgmma_schedule
 from hetpart.kernels import wgmma_ws
 from hetpart.kernels.wgmma_layout import (TILE_M, TILE_N_CHOICES, WARPGROUP, d_fragment,  # noqa: F401 - re-exported
                                           descriptor_fields, k_step_bytes, smem_offset)
@@ -217,6 +224,31 @@ def _rebuild(e, v):
     raise NotImplementedError(f"topi.fast_erf uses a {type(e).__name__}: extend wgmma_gemm._rebuild")
 
 
+STORES = ("scalar", "pairs")
+"""How the pipelined kernel stores its accumulators: ``scalar`` (the default, every earlier kernel's
+code) one 4-byte (bf16: 2-byte) store per register straight from the D fragment layout -- a warp's
+instruction writes 8 rows x 4 threads with an 8-byte stride, half of each 32-byte sector; ``pairs``
+the fragment's column pairs ``acc[2j], acc[2j + 1]`` (columns ``c, c + 1``, ``c`` even:
+:func:`wgmma_layout.d_fragment`) as one 8-byte ``float2`` (bf16: one 4-byte ``nv_bfloat162``) store,
+each row's 32 bytes whole (:data:`PAIR_STORE`)."""
+PAIR_STORE = {"float32": "hetpart_st2_f32", "bfloat16": "hetpart_st2_bf16"}
+"""The helper storing two adjacent values of C's dtype (:data:`PAIR_STORE_SOURCE`)."""
+PAIR_STORE_SOURCE = {"float32": """
+__forceinline__ __device__ void hetpart_st2_f32(float* p, float a, float b) {
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
+""", "bfloat16": """
+__forceinline__ __device__ void hetpart_st2_bf16(nv_bfloat16* p, nv_bfloat16 a, nv_bfloat16 b) {
+  nv_bfloat162 v;
+  v.x = a;
+  v.y = b;
+  *reinterpret_cast<nv_bfloat162*>(p) = v;
+}
+"""}
+"""Both take the address of the even column (8-byte aligned for float32, 4 for bf16: N is a multiple
+of 64 and the column even) and the two values already in C's dtype (the rounding is the scalar
+store's ``Cast``)."""
+
 OUT_DTYPES = ("float32", "bfloat16")
 """``C``'s dtypes: float32, or bfloat16 rounded to nearest even in the store (an output read
 only as another GEMM's A: :mod:`hetpart.importer.low_precision_activations`)."""
@@ -254,7 +286,8 @@ def _chunk_k(c, tx, chunk: int = CHUNK):
 def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                swapped_descriptor: bool = False, precision: str = "bf16", split: int = 1,
                epilogue: str | None = None, swizzle: str = "none", consumers: int = 1,
-               out_dtype: str = "float32", producer: str = "threads") -> tvm.tirx.PrimFunc:
+               out_dtype: str = "float32", producer: str = "threads", inflight: int = 0,
+               store: str = "scalar") -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(A, B, C)`` (module doc): ``A [m, k]``, ``B [n, k]`` of the
     precision's dtypes, ``C [m, n]`` float32; with an epilogue and ``split == 1``,
     ``main(A, B, bias, C)`` (``bias [n]`` float32; a residual epilogue: ``main(A, B[, bias], R, C)``,
@@ -283,8 +316,22 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     loads themselves; ``warp`` the warp-specialised spike (:mod:`hetpart.kernels.wgmma_ws`: a
     producer warpgroup filling the stages by TMA, full / empty mbarriers; needs ``stages >= 2``,
     ``swizzle="128b"``, ``consumers=2`` and a precision copied as is: ``bf16`` or ``tf32``).
+    ``inflight`` (:data:`wgmma_schedule.INFLIGHTS`; the cp.async pipeline only): 0 (default) every K
+    tile ends with ``wgmma.wait_group 0``; 1 with ``wgmma.wait_group 1`` (one tile's wgmmas still run
+    while the next tile's are issued; the refill goes into the stage of tile ``ko - 2``, so
+    ``stages - 2`` tiles are in flight: :class:`wgmma_schedule.Schedule`, needs ``stages >= 3``).
+    ``store`` (:data:`STORES`; ``stages >= 2``): ``scalar`` (default) or ``pairs`` (8-byte stores of
+    the fragment's column pairs).
     """
     prec = lay.precision(precision)
+    if store not in STORES:
+        raise ValueError(f"store must be one of {STORES}, got {store!r}")
+    if inflight and producer != "threads":
+        raise ValueError("inflight is an option of the cp.async pipeline (producer='warp' keeps one tile in flight)")
+    if store != "scalar" and stages < 2:
+        raise ValueError("store='pairs' is an option of the pipelined kernels: need stages >= 2")
+    if inflight and stages < 2:
+        raise ValueError("inflight is an option of the cp.async pipeline: need stages >= 2")
     if producer not in PRODUCERS:
         raise ValueError(f"producer must be one of {PRODUCERS}, got {producer!r}")
     ws = producer == "warp"
@@ -409,7 +456,8 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
                                           R, by * TILE_M + d_fragment(tx, i)[0]))
 
-    prologue = min(stages - 1, k_tiles)
+    sched = wgmma_schedule.Schedule(stages, inflight, k_tiles) if stages >= 2 else None
+    pair_store, pair_store_source = PAIR_STORE[out_dtype], PAIR_STORE_SOURCE[out_dtype]
     a_stage, b_stage = plan.a_stage, plan.b_stage  # descriptor units
     cp_async = T.ptx["cp.async.cg.shared.global"]
     threads, tile_m = plan.threads, plan.a_rows
@@ -489,6 +537,22 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                          16, T.uint32(16))
 
     @T.macro
+    def pair_epilogue(acc, C, bias, R, bx, by, bz, ctx):
+        # store="pairs": acc[2j], acc[2j + 1] lie at columns c, c + 1 (c even) of one row: one
+        # 8-byte (bf16: 4-byte) store of both, each through the epilogue and C's dtype as before
+        for j in T.unroll(n_acc // 2):
+            if by * tile_m + fragment_row(ctx, 2 * j) < m:
+                T.cuda.func_call(
+                    pair_store,
+                    T.address_of(C[out_row(by * tile_m + fragment_row(ctx, 2 * j), bz),
+                                   bx * bn + fragment_col(ctx, 2 * j)]),
+                    stored(epilogue_value(acc[2 * j], bias, bx * bn + fragment_col(ctx, 2 * j), epilogue,
+                                          R, by * tile_m + fragment_row(ctx, 2 * j))),
+                    stored(epilogue_value(acc[2 * j + 1], bias, bx * bn + fragment_col(ctx, 2 * j) + 1, epilogue,
+                                          R, by * tile_m + fragment_row(ctx, 2 * j))),
+                    source_code=pair_store_source)
+
+    @T.macro
     def pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, pad, wg_units):
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
@@ -505,14 +569,15 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                                   plan.tvm_swizzle)
             T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_b[0]), T.address_of(S[pad + p_b_base]),
                                                   p_b_lbo, p_b_sbo, plan.tvm_swizzle)
-        for s in T.unroll(stages - 1):
-            if s < prologue:
+        # the schedule's numbers (wgmma_schedule; inflight 0: stages - 1, its prologue, stages - 2, 0)
+        for s in T.unroll(sched.prologue_groups):
+            if s < sched.prologue:
                 load_tile(S, A, B, tile_of(s, bz), s, bx, by, tx, pad)
             T.ptx.cp.async_.commit_group()
         for ko in range(k_tiles):
             # this thread's copies of tile ko have landed; after the barrier everyone's have,
-            # and every wgmma of tile ko - 1 is done (each thread waited for its own)
-            T.ptx.cp.async_.wait_group(stages - 2)
+            # and every wgmma of tile ko - 1 (inflight 1: ko - 2) is done (each thread waited for its own)
+            T.ptx.cp.async_.wait_group(sched.cp_wait)
             T.ptx.fence.proxy.async_.shared__cta()
             T.tvm_storage_sync("shared")
             for i in T.unroll(n_acc):
@@ -530,14 +595,26 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                           desc_b[0] + T.Cast("uint64", ko % stages * b_stage + kk * p_b_step),
                           True, 1, 1, *trans)
             T.ptx.wgmma.commit_group.sync.aligned()
-            # refill the buffer tile ko - 1 used (free: its wgmmas finished before the barrier)
-            if ko + stages - 1 < k_tiles:
-                load_tile(S, A, B, tile_of(ko + stages - 1, bz), (ko + stages - 1) % stages, bx, by, tx, pad)
+            if inflight == 0:
+                # refill the buffer tile ko - 1 used (free: its wgmmas finished before the barrier)
+                if ko + stages - 1 < k_tiles:
+                    load_tile(S, A, B, tile_of(ko + stages - 1, bz), (ko + stages - 1) % stages, bx, by, tx, pad)
+            else:
+                # refill the buffer tile ko - 2 used (free: every thread passed tile ko - 1's
+                # wait_group 1 before the barrier; tile ko - 1's wgmmas may still read theirs)
+                if ko + sched.lead < k_tiles:
+                    load_tile(S, A, B, tile_of(ko + sched.lead, bz), (ko + sched.lead) % stages, bx, by, tx, pad)
             T.ptx.cp.async_.commit_group()
+            T.ptx.wgmma.wait_group.sync.aligned(sched.mma_wait)
+            for i in T.unroll(n_acc):
+                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+        if inflight != 0:
             T.ptx.wgmma.wait_group.sync.aligned(0)
             for i in T.unroll(n_acc):
                 T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
-        if a_off is None:
+        if store == "pairs":
+            pair_epilogue(acc, C, bias, R, bx, by, bz, tx)
+        elif a_off is None:
             for i in T.unroll(n_acc):
                 if by * TILE_M + d_fragment(tx, i)[0] < m:
                     C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
@@ -623,11 +700,14 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             T.ptx.wgmma.wait_group.sync.aligned(0)
             for i in T.unroll(n_acc):
                 T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
-            for i in T.unroll(n_acc):
-                if by * tile_m + fragment_row(ctx, i) < m:
-                    C[out_row(by * tile_m + fragment_row(ctx, i), bz), bx * bn + fragment_col(ctx, i)] = \
-                        stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
-                                              R, by * tile_m + fragment_row(ctx, i)))
+            if store == "pairs":
+                pair_epilogue(acc, C, bias, R, bx, by, bz, ctx)
+            else:
+                for i in T.unroll(n_acc):
+                    if by * tile_m + fragment_row(ctx, i) < m:
+                        C[out_row(by * tile_m + fragment_row(ctx, i), bz), bx * bn + fragment_col(ctx, i)] = \
+                            stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
+                                                  R, by * tile_m + fragment_row(ctx, i)))
 
         @T.macro
         def ws_body(A, B, C, bias, R, bx, by, bz, tx):
@@ -745,7 +825,8 @@ def target(arch: str = "sm_90a") -> tvm.target.Target:
 
 def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_descriptor: bool = False,
           precision: str = "bf16", split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-          consumers: int = 1, out_dtype: str = "float32", producer: str = "threads"):
+          consumers: int = 1, out_dtype: str = "float32", producer: str = "threads", inflight: int = 0,
+          store: str = "scalar"):
     """``tvm.compile`` of :func:`wgmma_gemm` (same options) for sm_90a (under the target, so
     hetpart's CUDA compile callback, where it runs, compiles for 90a too).  Returns the
     executable; its function ``main`` takes the PrimFunc's tensors on the GPU."""
@@ -753,7 +834,7 @@ def build(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1, swapped_des
     mod = tvm.IRModule({"main": wgmma_gemm(m, n, k, bn, stages=stages, swapped_descriptor=swapped_descriptor,
                                            precision=precision, split=split, epilogue=epilogue,
                                            swizzle=swizzle, consumers=consumers, out_dtype=out_dtype,
-                                           producer=producer)})
+                                           producer=producer, inflight=inflight, store=store)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 
@@ -768,6 +849,6 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "PRODUCERS", "RESIDUAL_EPILOGUES",
-           "Shape", "build", "cuda_source", "d_fragment",
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "PAIR_STORE", "PAIR_STORE_SOURCE", "PRODUCERS",
+           "RESIDUAL_EPILOGUES", "STORES", "Shape", "build", "cuda_source", "d_fragment",
            "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "stored_value", "target", "wgmma_gemm"]

@@ -136,14 +136,17 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
 
 def gemm_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
                 split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-                consumers: int = 1, out_dtype: str = "float32", producer: str = "threads") -> tvm.IRModule:
+                consumers: int = 1, out_dtype: str = "float32", producer: str = "threads", inflight: int = 0,
+                store: str = "scalar") -> tvm.IRModule:
     """The PrimFuncs of one GEMM (module doc), named :data:`GEMM_SYMBOL` and (``split > 1``)
     :data:`REDUCE_SYMBOL`, each with ``tirx.is_scheduled``: call the GEMM with (A, B[, bias][, R], C)
     when ``split == 1``, else (A, B, P) then the reduction with (P[, bias][, R], C); ``C`` of
-    ``out_dtype`` (bfloat16: the last kernel's store rounds)."""
+    ``out_dtype`` (bfloat16: the last kernel's store rounds).  ``inflight`` / ``store``: the batch-32
+    spike's options of :func:`.wgmma_gemm.wgmma_gemm` (defaults: the code of before)."""
     funcs = {}
     # wgmma_gemm's layout options (defaults: the first spike's; producer="warp": wgmma_ws's spike)
-    layout = {"swizzle": swizzle, "consumers": consumers, "producer": producer}
+    layout = {"swizzle": swizzle, "consumers": consumers, "producer": producer, "inflight": inflight,
+              "store": store}
     if split == 1:
         funcs[GEMM_SYMBOL] = wg.wgmma_gemm(m, n, k, bn, stages=stages, precision=precision, epilogue=epilogue,
                                            out_dtype=out_dtype, **layout)
@@ -163,14 +166,15 @@ def build(m: int, n: int, k: int, bn: int = 128, **options):
 
 def relax_module(m: int, n: int, k: int, bn: int = 128, *, stages: int = 3, precision: str = "bf16",
                  split: int = 1, epilogue: str | None = None, swizzle: str = "none",
-                 consumers: int = 1, producer: str = "threads") -> tvm.IRModule:
+                 consumers: int = 1, producer: str = "threads", inflight: int = 0,
+                 store: str = "scalar") -> tvm.IRModule:
     """A Relax module whose ``main(A, B[, bias][, residual])`` returns ``C [m, n]`` float32 through
     :func:`gemm_module`'s PrimFuncs (``call_tir`` each; the partials a VM temporary)."""
     from tvm import relax
 
     prec = lay.precision(precision)
     prims = gemm_module(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
-                        swizzle=swizzle, consumers=consumers, producer=producer)
+                        swizzle=swizzle, consumers=consumers, producer=producer, inflight=inflight, store=store)
     bb = relax.BlockBuilder()
     a = relax.Var("a", relax.TensorType([m, k], prec.a_global))
     b = relax.Var("b", relax.TensorType([n, k], prec.b_global))

@@ -5,7 +5,8 @@ In:  a matched GEMM's M, N, K and precision (:attr:`.wgmma_match.WgmmaGemm.preci
      bf16 -- :func:`family` -- ``tf32r`` for a TF32 build's float32 weight), and the SMs the
      launch should fill.
 Out: :func:`choose`, a :class:`Variant` -- ``bn``, ``stages``, ``swizzle``, ``consumers``,
-     ``split``, ``producer`` -- the options :func:`.wgmma_splitk.gemm_module` builds the replacement with.
+     ``split``, ``producer``, ``inflight``, ``store`` -- the options :func:`.wgmma_splitk.gemm_module`
+     builds the replacement with.
 Invariant: every variant returned builds for the shape (``N % bn == 0``, ``K`` a multiple of
 the precision's K tile times ``split``: :func:`.wgmma_splitk.choose_split` picks only such
 splits) and is one whose layout device step 150 checked against float64 numpy on the H100
@@ -37,7 +38,7 @@ bf16 ``mma.sync`` build (qkv 18.36, proj 10.47, fc1 21.08, fc2 24.27):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import wgmma_splitk as wsk
 
@@ -98,6 +99,19 @@ tests' other compiled layout, 128 accumulators) is a switch value to A/B, not th
 WARP_PRODUCER_STAGES = 4
 """Pipeline depth of a :data:`WARP_PRODUCER_ROWS` GEMM: 4 stages of a ``128 x 128`` tile's A and B
 (32 KiB each, 128 KiB; bn 256: 192 KiB, still within an H100 CTA's 227 KiB)."""
+INFLIGHT_ROWS = 0
+"""From this many rows (M) up, a ``bf16`` / ``f32a`` GEMM built with the cp.async pipeline keeps one K
+tile's wgmmas in flight (``inflight=1``: ``wgmma.wait_group 1`` instead of 0 at the end of each K tile, the
+refill one stage later -- :mod:`.wgmma_schedule`); 0 (the default): off, ``gemm_options`` has no
+``inflight`` key (the code of before).  Why: at M = 6304 the cp.async kernel drains the tensor cores every
+K tile (issue 17's batch-32 spike, suspect (a)); CUTLASS keeps ``K_PIPE_MMAS = 1``.  Not yet run on a GPU:
+``tests/test_kernels_wgmma_epilogue.py``'s cuda tests and ``tools/gpu_wgmma_probe.py --only large``'s
+``inflight=1`` rows decide it.  Not for ``producer="warp"`` (it already waits for 1)."""
+PAIR_STORE_ROWS = 0
+"""From this many rows (M) up, a ``bf16`` / ``f32a`` GEMM stores its accumulators as column pairs
+(``store="pairs"``: one 8-byte float2 / 4-byte bf16x2 store per two registers instead of two scalar ones,
+each warp instruction writing whole 32-byte sectors -- :data:`.wgmma_gemm.STORES`); 0 (the default): off,
+``gemm_options`` has no ``store`` key.  Issue 17's batch-32 spike, suspect (b); not yet run on a GPU."""
 FAMILIES = ("bf16", "f32a")
 """The variant families of a bf16 build, by A's dtype (:func:`family`)."""
 
@@ -113,14 +127,21 @@ class Variant:
     consumers: int
     split: int
     producer: str = "threads"
+    inflight: int = 0
+    store: str = "scalar"
 
     def gemm_options(self) -> dict:
-        """``gemm_module`` keyword arguments (``bn`` passed by position); ``producer`` only when it
-        is ``warp`` (the default's options -- and so its module -- are exactly those of before)."""
+        """``gemm_module`` keyword arguments (``bn`` passed by position); ``producer``, ``inflight``,
+        ``store`` only where they differ from the defaults (``threads``, 0, ``scalar``: the default's
+        options -- and so its module -- are exactly those of before)."""
         options = {"stages": self.stages, "precision": self.precision, "split": self.split,
                    "swizzle": self.swizzle, "consumers": self.consumers}
         if self.producer != "threads":
             options["producer"] = self.producer
+        if self.inflight:
+            options["inflight"] = self.inflight
+        if self.store != "scalar":
+            options["store"] = self.store
         return options
 
 
@@ -141,6 +162,7 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     ``choose_split``'s split, else unsplit.
     With :data:`WARP_PRODUCER_ROWS` set and M at least that, ``bf16``: :func:`_warp_producer`.
     With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (:data:`LARGE_M_FAMILIES`).
+    Then, for ``bf16`` / ``f32a``, :data:`INFLIGHT_ROWS` and :data:`PAIR_STORE_ROWS` (off by default).
     ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
     swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
     Raises ValueError for another precision or N % 64 != 0."""
@@ -152,6 +174,11 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
                        wsk.choose_split(m, n, k, wide, precision, sms=sms))
     if precision not in FAMILIES:
         raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
+    return _batch32_spike(m, _family_variant(m, n, k, precision, wide, sms))
+
+
+def _family_variant(m: int, n: int, k: int, precision: str, wide: int, sms: int) -> Variant:
+    """:func:`choose` for the ``bf16`` / ``f32a`` families before :func:`_batch32_spike`."""
     if WARP_PRODUCER_ROWS and m >= WARP_PRODUCER_ROWS and precision == "bf16":
         return _warp_producer(n)
     if LARGE_M_ROWS and m >= LARGE_M_ROWS and precision in LARGE_M_FAMILIES:
@@ -161,6 +188,16 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     bn = wide if (precision == "f32a" or splits) else 64
     split = wsk.choose_split(m, n, k, bn, precision, sms=sms, consumers=CONSUMERS) if splits else 1
     return Variant(precision, bn, STAGES, SWIZZLE, CONSUMERS, split)
+
+
+def _batch32_spike(m: int, variant: Variant) -> Variant:
+    """``variant`` with :data:`INFLIGHT_ROWS`' ``inflight=1`` (the cp.async pipeline of >= 3 stages
+    only) and :data:`PAIR_STORE_ROWS`' ``store="pairs"`` where M reaches them (both 0: unchanged)."""
+    if INFLIGHT_ROWS and m >= INFLIGHT_ROWS and variant.producer == "threads" and variant.stages >= 3:
+        variant = replace(variant, inflight=1)
+    if PAIR_STORE_ROWS and m >= PAIR_STORE_ROWS:
+        variant = replace(variant, store="pairs")
+    return variant
 
 
 def _large_m(m: int, n: int, k: int, precision: str) -> Variant:
@@ -184,6 +221,7 @@ def _warp_producer(n: int) -> Variant:
     return Variant("bf16", bn, WARP_PRODUCER_STAGES, SWIZZLE, CONSUMERS, 1, "warp")
 
 
-__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "LARGE_M_BN", "LARGE_M_FAMILIES",
-           "LARGE_M_ROWS", "LARGE_M_STAGES", "STAGES", "SWIZZLE", "TF32_STAGES", "Variant", "WARP_PRODUCER_BN",
-           "WARP_PRODUCER_ROWS", "WARP_PRODUCER_STAGES", "choose", "family"]
+__all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "INFLIGHT_ROWS", "LARGE_M_BN",
+           "LARGE_M_FAMILIES", "LARGE_M_ROWS", "LARGE_M_STAGES", "PAIR_STORE_ROWS", "STAGES", "SWIZZLE",
+           "TF32_STAGES", "Variant", "WARP_PRODUCER_BN", "WARP_PRODUCER_ROWS", "WARP_PRODUCER_STAGES", "choose",
+           "family"]
