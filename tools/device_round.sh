@@ -5,6 +5,7 @@
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 57 ran 162, 163 and 164; session 51's order follows 147):
 #   166 (issue 17: masked flash attention's cuda tests, probe and distilbert / bert A/Bs; the flash chain's price),
+#   167 (issue 17: the wgmma GEMM's inflight / pair-store variants' cuda tests and probe; whisper's conv front A/B),
 #   161 (issue 17, batch 32: distilbert and ViT b32 bf16 per kernel beside PyTorch, flash on),
 #   165 (issue 18, resnet50 b32 on 16 threads: BATCH_IMAGE_PAIRS A/B; TOOLS="nchwc_ab.py cpu_insitu_ab.py" + deps),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
@@ -32,6 +33,26 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+167)  # (BUDGET=560) issue 17, two offline branches of session 57 (none run on a GPU):
+     # (1) wgmmaepi57: the wgmma GEMM's consumers -- inflight=1 (one K tile of wgmmas kept in flight: wait_group 1, the
+     # refill one stage later; wgmma_variant.INFLIGHT_ROWS, off) and store="pairs" (float2 / bf16x2 stores of the
+     # fragment's column pairs: PAIR_STORE_ROWS, off); its cuda tests (float64, and bit-equal to the default kernel)
+     # and the probe's --only large group with the new rows (step 163: the rule's kernels 40-55 % of cuBLAS at M = 6304);
+     # (2) conv1d57: whisper_encoder b1 bf16's two frontend convs (45.9 + 68.6 us, 15-20x off roofline, issue-bound):
+     # gpu_tensor_core.CONV_SPLIT_PARTIAL_WAVES, CONV_B1_SMALL_TILE, LOW_PRECISION_MMA_CONVOLUTIONS_ONLY (all off)
+     # A/B, all off -> all on and each alone (--each); bench/results/gpu-whisper-conv-front-static-s57.md.
+     # Decides: the GEMM variants' rows (a model A/B next if one wins); the conv switches on.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  timeout 200 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 150 tests/test_kernels_wgmma_epilogue.py \
+    > "$OUT/logs/wgmma-epi-cuda-tests-167.txt" 2>&1
+  timeout 200 python3 tools/gpu_wgmma_probe.py --only large --budget 170 --json "$OUT/wgmma-large-epi-167.json" \
+    > "$OUT/logs/wgmma-large-epi-167.txt" 2>&1
+  P=hetpart.kernels.rules.gpu_tensor_core
+  f=$(corpus_export whisper_encoder 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $P.CONV_SPLIT_PARTIAL_WAVES=0 --before $P.CONV_B1_SMALL_TILE=0 --before $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=0 \
+    --after $P.CONV_SPLIT_PARTIAL_WAVES=1 --after $P.CONV_B1_SMALL_TILE=1 --after $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=1 \
+    --each --rounds 3 --repeat 20 --out "$OUT/conv-front-ab-whisper-b1-167.json" > "$OUT/logs/conv-front-ab-167.txt" 2>&1 ;;
 166)  # (BUDGET=560) issue 17, session 57's offline branches after flash went on (none run on a GPU):
      # (0) flashmask57: flash_substitute.FLASH_MASKED_ATTENTION (off) -- masked attention (DistilBERT's Where, BERT's
      # additive (1 - mask) * min, GPT-2's causal Where) as the flash kernel with a float32 bias [1|b,1|h,1|n,n];

@@ -34,6 +34,9 @@
 #   test_kernels_flash_substitute.py test_costmodel_flash.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py"
 #   HELPERS="onnx_cases.py tir_loops.py precision_cases.py attention_cases.py" BENCH=corpus.py
 #   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
+# Step 167 (session 57: 2.78 MB, preflight ready): NOPROFILE=1 STEPS="167" TESTS="test_kernels_wgmma_epilogue.py"
+#   TOOLS="gpu_model_switch_ab.py model_spec.py gpu_wgmma_probe.py" BENCH=corpus.py
+#   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
 # Step 161: STEPS="161" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py gpu_model_switch_ab.py
 #   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" (session 56: 2.78 MB with the profile kept).
 # Step 159 (session 55: 2.80 MB, preflight ready, the shipped profile kept):
