@@ -108,10 +108,12 @@ def test_emulated_bf16_schedule_computes_the_bmm(which, tokens, mma, monkeypatch
 def test_sm90_layer_builds_with_both_switches(tmp_path, monkeypatch):
     """The whole BERT layer at Whisper's widths (384 tokens) built for sm_90 with both switches:
     nvcc compiles the module (sm_90a) without spilling; exactly the two bmm kernels issue the
-    bf16 MMA, no kernel the TF32 one any more, the weight GEMMs' ``wgmma`` kernels as they were."""
+    bf16 MMA, no kernel the TF32 one any more, the weight GEMMs' ``wgmma`` kernels as they were.
+    Flash attention off: on sm_90 it would replace the bmms this is about."""
     from hetpart import kernels
-    from hetpart.kernels import cuda_compile
+    from hetpart.kernels import cuda_compile, flash_substitute
 
+    monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", False)
     lowered, _ = attention_bmms(384, 384, 6, storage=False)
     plain = cuda_source(kernels.build(lowered.module, SM90, cuda_graph=False))
     monkeypatch.setattr(tc, "LOW_PRECISION_ATTENTION_MMA", True)
