@@ -553,6 +553,15 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     source_code=pair_store_source)
 
     @T.macro
+    def scalar_epilogue(acc, C, bias, R, bx, by, bz, ctx):
+        # the default store: each accumulator through the epilogue and C's dtype, one store each
+        for i in T.unroll(n_acc):
+            if by * tile_m + fragment_row(ctx, i) < m:
+                C[out_row(by * tile_m + fragment_row(ctx, i), bz), bx * bn + fragment_col(ctx, i)] = \
+                    stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
+                                          R, by * tile_m + fragment_row(ctx, i)))
+
+    @T.macro
     def pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, pad, wg_units):
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
@@ -621,11 +630,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                         stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
                                               R, by * TILE_M + d_fragment(tx, i)[0]))
         else:
-            for i in T.unroll(n_acc):
-                if by * tile_m + fragment_row(tx, i) < m:
-                    C[out_row(by * tile_m + fragment_row(tx, i), bz), bx * bn + fragment_col(tx, i)] = \
-                        stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(tx, i), epilogue,
-                                              R, by * tile_m + fragment_row(tx, i)))
+            scalar_epilogue(acc, C, bias, R, bx, by, bz, tx)
 
     @T.macro
     def pipelined_body(A, B, C, bias, R, bx, by, bz, tx):
@@ -703,11 +708,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             if store == "pairs":
                 pair_epilogue(acc, C, bias, R, bx, by, bz, ctx)
             else:
-                for i in T.unroll(n_acc):
-                    if by * tile_m + fragment_row(ctx, i) < m:
-                        C[out_row(by * tile_m + fragment_row(ctx, i), bz), bx * bn + fragment_col(ctx, i)] = \
-                            stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
-                                                  R, by * tile_m + fragment_row(ctx, i)))
+                scalar_epilogue(acc, C, bias, R, bx, by, bz, ctx)
 
         @T.macro
         def ws_body(A, B, C, bias, R, bx, by, bz, tx):
