@@ -38,6 +38,8 @@ mark, so :mod:`.wgmma_substitute`'s mixed pipeline and sm_90a target compile it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tvm
 import tvm_ffi
 from tvm import relax, te, tirx
@@ -120,10 +122,25 @@ def _dims(x) -> tuple[int, ...] | None:
         return None
 
 
+class _Chain(NamedTuple):
+    """One chain to substitute: the ``s`` and ``p`` vars its bindings drop, the operands, sizes and
+    scale of the flash call, and for a masked chain ``(form, the scores call's arguments the bias
+    reads)`` (:func:`_bias_args`), None for an unmasked one."""
+
+    s: relax.Var
+    p: relax.Var
+    q: relax.Expr
+    kt: relax.Expr
+    v: relax.Expr
+    dims: tuple[int, int, int]
+    scale: float
+    bias: tuple | None = None
+
+
 def _chains(func: relax.Function, roles: dict, forms: dict) -> dict:
-    """``{o var: (s var, p var, Q, KT, V, (b, h, n), scale[, (form, bias args)])}`` for the chains of
-    ``func``; the bias entry for a masked scores kernel (``forms``: its :func:`~hetpart.importer.
-    flash_bias.scores_form`, None when it is not of that form: the chain is left as it is)."""
+    """``{o var: _Chain}`` for the chains of ``func``; a masked scores kernel's chain carries its bias
+    (``forms``: its :func:`~hetpart.importer.flash_bias.scores_form`, None when it is not of that
+    form: the chain is left as it is)."""
     value_of = {b.var: b.value for blk in func.body.blocks if isinstance(blk, relax.DataflowBlock)
                 for b in blk.bindings if isinstance(b, relax.VarBinding)}
     reads = var_reads(func)
@@ -156,7 +173,7 @@ def _chains(func: relax.Function, roles: dict, forms: dict) -> dict:
                 or value.ty_args[0].dtype != "float32"
                 or any(x.ty.dtype not in ("float32", "bfloat16") for x in (q, kt, v))):
             continue
-        out[o] = (s, p, q, kt, v, (b, h, n), roles[scores][1]) + ((bias,) if bias is not None else ())
+        out[o] = _Chain(s, p, q, kt, v, (b, h, n), roles[scores][1], bias)
     return out
 
 
@@ -193,7 +210,7 @@ class _Substituter(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, chains: dict) -> None:
         super().__init__(mod)
         self._chains = chains
-        self._drop = {x for c in chains.values() for x in c[:2]}
+        self._drop = {x for c in chains.values() for x in (c.s, c.p)}
         self._biases: list = []  # (bias PrimFunc, its arguments, var) emitted in the current block
         self.added: set[str] = set()
 
@@ -212,21 +229,19 @@ class _Substituter(relax.PyExprMutator):
         if chain is None:
             super().visit_var_binding_(binding)
             return
-        _, _, q, kt, v, (b, h, n), scale = chain[:7]
-        bias = chain[7] if len(chain) > 7 else None
+        b, h, n = chain.dims
         bb = self.builder_
-        q, kt, v = (self.visit_expr(x) for x in (q, kt, v))
+        q, kt, v = (self.visit_expr(x) for x in (chain.q, chain.kt, chain.v))
         q = q if q.ty.dtype == "bfloat16" else bb.emit_te(_narrow, q, primfunc_name_hint="flash_in")
         k = bb.emit_te(_narrow_transposed, kt, primfunc_name_hint="flash_in")
         v = v if v.ty.dtype == "bfloat16" else bb.emit_te(_narrow, v, primfunc_name_hint="flash_in")
-        if bias is None:
-            call = relax.call_tir(self._kernel(b, h, n, scale), relax.Tuple([q, k, v]),
-                                  relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
-        else:
-            form, args = bias
-            mask = self._bias(form, [self.visit_expr(x) for x in args])
-            call = relax.call_tir(self._kernel(b, h, n, scale, form.bias_shape), relax.Tuple([q, k, v, mask]),
-                                  relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
+        inputs, bias_shape = [q, k, v], None
+        if chain.bias is not None:
+            form, args = chain.bias
+            inputs.append(self._bias(form, [self.visit_expr(x) for x in args]))
+            bias_shape = form.bias_shape
+        call = relax.call_tir(self._kernel(b, h, n, chain.scale, bias_shape), relax.Tuple(inputs),
+                              relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
         bb.emit_normalized(relax.VarBinding(binding.var, bb.normalize(call)))
 
     def _bias(self, form, args):
