@@ -85,6 +85,7 @@ def bf16_switches_off(monkeypatch, without_wgmma):
     monkeypatch.setattr(low_precision_activations, "STORE_GEMM_INPUTS_BF16", False)
     monkeypatch.setattr(low_precision_scores, "STORE_SCORES_BF16", False)
     monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", False)
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", False)
 
 
 @pytest.fixture(scope="session")

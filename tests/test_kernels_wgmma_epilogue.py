@@ -215,11 +215,15 @@ def test_probe_rows_build_dry():
 
 
 # --- the switches ----------------------------------------------------------------------------------------
-def test_switches_are_off_and_the_default_options_unchanged():
-    assert wv.INFLIGHT_ROWS == 0 and wv.PAIR_STORE_ROWS == 0
+def test_inflight_off_and_pair_store_from_its_rows():
+    """INFLIGHT_ROWS off (slower on qkv in step 167); PAIR_STORE_ROWS on from 192 rows (steps 167-169):
+    below it, and for tf32r, the options are exactly the scalar store's."""
+    assert wv.INFLIGHT_ROWS == 0 and wv.PAIR_STORE_ROWS == 192
     for m, n, k, p in [(M_B32, 768, 3072, "bf16"), (M_B32, 2304, 768, "f32a"), (197, 768, 768, "bf16")]:
         options = wv.choose(m, n, k, p).gemm_options()
-        assert "inflight" not in options and "store" not in options
+        assert "inflight" not in options and options["store"] == "pairs"
+    for m, n, k, p in [(128, 768, 768, "bf16"), (128, 3072, 768, "f32a"), (M_B32, 768, 768, "tf32r")]:
+        assert "store" not in wv.choose(m, n, k, p).gemm_options()
 
 
 def test_switches_reach_the_options(monkeypatch):

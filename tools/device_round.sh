@@ -53,6 +53,19 @@ case "${1:-1}" in
     --before $P.CONV_SPLIT_PARTIAL_WAVES=0 --before $P.CONV_B1_SMALL_TILE=0 --before $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=0 \
     --after $P.CONV_SPLIT_PARTIAL_WAVES=1 --after $P.CONV_B1_SMALL_TILE=1 --after $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=1 \
     --each --rounds 3 --repeat 20 --out "$OUT/conv-front-ab-whisper-b1-167.json" > "$OUT/logs/conv-front-ab-167.txt" 2>&1 ;;
+168)  # (BUDGET=560) issue 17 after steps 166/167 (session 58): FLASH_MASKED_ATTENTION on (distilbert b32 4.88 -> 4.52 ms,
+     # b1 and bert b1 level) and wgmma_variant.PAIR_STORE_ROWS at 4096 (probe at M = 6304: bf16 qkv 86.0 -> 59.1 us,
+     # proj 35.7 -> 25.3, fc1 110.2 -> 76.0, fc2 91.5 -> 82.4), both now the defaults in the code.
+     # (1) ViT-B/16 b1 bf16 A/B of PAIR_STORE_ROWS=1 (M = 197: does the pair store pay below 4096 rows too?);
+     # (2) the corpus's bf16 rows of whisper_encoder / distilbert / vit_b_16 at b1 and b32 against PyTorch (graph, autocast).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  P=hetpart.kernels.wgmma_variant.PAIR_STORE_ROWS
+  f=$(corpus_export vit_b_16 1 120)
+  [ -f "$f" ] && timeout 100 python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $P=4096 --after $P=1 \
+    --rounds 3 --repeat 20 --out "$OUT/pairs-ab-vit-b1-168.json" > "$OUT/logs/pairs-ab-vit-b1-168.txt" 2>&1
+  left=$((BUDGET - SECONDS - 15)); [ "$left" -ge 120 ] && timeout "$left" python3 bench/corpus.py \
+    --models distilbert,vit_b_16,whisper_encoder --devices cuda --batches 32,1 --time --precision bf16 \
+    --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-168.json" > "$OUT/logs/corpus-168.log" 2>&1 ;;
 166)  # (BUDGET=560) issue 17, session 57's offline branches after flash went on (none run on a GPU):
      # (0) flashmask57: flash_substitute.FLASH_MASKED_ATTENTION (off) -- masked attention (DistilBERT's Where, BERT's
      # additive (1 - mask) * min, GPT-2's causal Where) as the flash kernel with a float32 bias [1|b,1|h,1|n,n];

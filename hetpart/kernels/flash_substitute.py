@@ -63,14 +63,17 @@ bf16 --before hetpart.kernels.flash_substitute.FLASH_ATTENTION=0 --after ...=1``
 10.85 -> 8.45 ms GPU-in in the corpus beside PyTorch; its cuda tests against float64 passed.  Off,
 nothing is marked and this module returns every module unchanged."""
 
-FLASH_MASKED_ATTENTION = False
+FLASH_MASKED_ATTENTION = True
 """With :data:`FLASH_ATTENTION`, also mark and substitute *masked* attention triples (the mask or
 additive bias fused into the scores kernel: transformers' eager BERT / RoBERTa / DistilBERT /
 GPT-2 exports; :mod:`hetpart.importer.flash_bias`): the flash kernel then takes the broadcast
 float32 bias (``[1|b, 1|h, 1|n, n]``, one small kernel computing it from the mask) as a fourth
-input.  Off until the device A/B decides (``tools/gpu_model_switch_ab.py distilbert-b1.onnx
---precision bf16 --before ...FLASH_ATTENTION=1,...FLASH_MASKED_ATTENTION=0 --after ...=1``); off,
-every build is what it was before the flag."""
+input.  On since device step 166 (session 58, H100; ``bench/results/gpu-steps-165-169-nvidia-h100.md``):
+the real DistilBERT export gets its 6 masked triples marked; its cuda tests (float64 and ORT, a fully
+masked row) passed; ``tools/gpu_model_switch_ab.py ... --precision bf16 --before
+...FLASH_MASKED_ATTENTION=0 --after ...=1``: distilbert b32 4.875 -> 4.515 ms, distilbert b1 0.671 ->
+0.677 and bert b1 1.229 -> 1.235 (inside the rounds' spread); the kernel beside SDPA with a boolean mask:
+9.1 against 43.8 us (b1), 23.9 against 45.7 (b32).  Off, every build is what it was before the flag."""
 
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""

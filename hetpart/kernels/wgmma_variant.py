@@ -107,11 +107,18 @@ refill one stage later -- :mod:`.wgmma_schedule`); 0 (the default): off, ``gemm_
 K tile (issue 17's batch-32 spike, suspect (a)); CUTLASS keeps ``K_PIPE_MMAS = 1``.  Not yet run on a GPU:
 ``tests/test_kernels_wgmma_epilogue.py``'s cuda tests and ``tools/gpu_wgmma_probe.py --only large``'s
 ``inflight=1`` rows decide it.  Not for ``producer="warp"`` (it already waits for 1)."""
-PAIR_STORE_ROWS = 0
+PAIR_STORE_ROWS = 192
 """From this many rows (M) up, a ``bf16`` / ``f32a`` GEMM stores its accumulators as column pairs
 (``store="pairs"``: one 8-byte float2 / 4-byte bf16x2 store per two registers instead of two scalar ones,
-each warp instruction writing whole 32-byte sectors -- :data:`.wgmma_gemm.STORES`); 0 (the default): off,
-``gemm_options`` has no ``store`` key.  Issue 17's batch-32 spike, suspect (b); not yet run on a GPU."""
+each warp instruction writing whole 32-byte sectors -- :data:`.wgmma_gemm.STORES`); 0: off,
+``gemm_options`` has no ``store`` key.  Issue 17's batch-32 spike, suspect (b).  Device step 167
+(session 58, H100; ``bench/results/gpu-steps-165-169-nvidia-h100.md``): its cuda tests passed (24, against
+numpy and the scalar store); ViT-B/16 b32's GEMMs (M = 6304, ``bf16``, bn 64, 4 stages) 86.0 / 35.7 /
+110.2 / 91.5 us (qkv / proj / fc1 / fc2) -> 59.1 / 25.3 / 76.0 / 82.4 with the pair store alone
+(``inflight=1`` alone was slower: 91.2 on qkv).  Whole models, bf16, least round median (step 168/169):
+vit_b_16 b1 (M = 197) 1.185 -> 1.079 ms, whisper_encoder b1 (M = 1500) 1.102 -> 1.043; distilbert b1
+(M = 128) 0.692 -> 0.728 with overlapping rounds (0.69-0.84 / 0.73-0.84) -- so the threshold sits
+between 128 and 197 rows until a smaller M is shown to gain."""
 FAMILIES = ("bf16", "f32a")
 """The variant families of a bf16 build, by A's dtype (:func:`family`)."""
 
