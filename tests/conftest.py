@@ -88,6 +88,16 @@ def bf16_switches_off(monkeypatch, without_wgmma):
     monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", False)
 
 
+@pytest.fixture
+def scalar_store(monkeypatch):
+    """``wgmma_variant.PAIR_STORE_ROWS`` off (its value before device step 167): the wgmma GEMMs store
+    their accumulators one by one -- for tests of the layout rule, which pin whole variants; the pair
+    store has its own tests (``test_kernels_wgmma_epilogue.py``)."""
+    from hetpart.kernels import wgmma_variant
+
+    monkeypatch.setattr(wgmma_variant, "PAIR_STORE_ROWS", 0)
+
+
 @pytest.fixture(scope="session")
 def zoo_graph():
     """``zoo_graph(name) -> OpGraph`` of the small zoo model ``name`` (cached)."""

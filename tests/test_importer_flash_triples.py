@@ -34,7 +34,9 @@ BF16 = Precision(cuda="bf16")
 
 @pytest.fixture
 def on(monkeypatch):
+    """FLASH_ATTENTION alone: unmasked triples only (``masked_on`` adds the masked ones)."""
     monkeypatch.setattr(flash_substitute, "FLASH_ATTENTION", True)
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", False)
 
 
 def _marks(graph) -> dict[str, tuple]:

@@ -120,7 +120,7 @@ def test_swizzled_fields_are_the_isas():
 
 
 @needs_nvcc
-def test_a_bf16_mlp_gets_the_rules_variants(wgmma_on):
+def test_a_bf16_mlp_gets_the_rules_variants(wgmma_on, scalar_store):
     """ViT's MLP in a bf16 build (float32 activations: the ``f32a`` family): fc1 (3072 x 768,
     bias + GELU) unsplit and fc2 (768 x 3072) split 8, both bn 128, two consumers, 128B swizzle,
     4 stages -- what :func:`wgmma_variant.choose` says -- in ``main`` and in the CUDA C."""

@@ -29,6 +29,8 @@ from hetpart.kernels import wgmma_splitk as wsk
 from hetpart.kernels import wgmma_variant as wv
 from hetpart.targets import cuda_tvm_target
 
+pytestmark = pytest.mark.usefixtures("scalar_store")  # these pin the layout rule's variants
+
 SM90 = cuda_tvm_target("sm_90")
 RESULTS = Path(__file__).resolve().parents[1] / "bench/results/gpu-wgmma-swizzle-150-nvidia-h100.json"
 SHARED_MEMORY = 227 * 1024

@@ -45,6 +45,8 @@ from hetpart.kernels import wgmma_ws
 from hetpart.kernels.options import KernelOptions
 from hetpart.targets import cuda_tvm_target
 
+pytestmark = pytest.mark.usefixtures("scalar_store")  # these pin the layout rule's variants
+
 SM90 = cuda_tvm_target("sm_90")
 SHARED_MEMORY = 227 * 1024
 # ViT-B/16 at batch 32 and Whisper's encoder (d 384) at batch 8: M, N, K of every dense layer
