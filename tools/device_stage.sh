@@ -24,21 +24,6 @@
 #   cpu_rule_ab.py mobilenet_v2_onnx.py" BENCH=corpus.py NOPROFILE=1 EXTRA_OUT="README.md hetpart/bench/capped.py
 #   hetpart/bench/int8.py hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
 #   hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
-# Step 162 (session 56: 2.73 MB, preflight ready; NOPROFILE: all-CUDA builds need none):
-#   NOPROFILE=1 STEPS="162" TESTS="test_importer_low_precision_attention.py test_kernels_flash_attention.py
-#   test_kernels_tc_long_k_split.py test_kernels_flash_substitute.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py
-#   gpu_static_kernels.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" where EXTRA is step 159's.
-# Step 163: NOPROFILE=1 STEPS="163" TESTS="test_kernels_wgmma_ws.py test_kernels_wgmma_warp_rule.py" TOOLS="gpu_wgmma_probe.py gpu_model_switch_ab.py
-#   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA".
-# Step 166 (session 57: 2.79 MB, preflight ready): NOPROFILE=1 STEPS="166" TESTS="test_kernels_flash_attention.py
-#   test_kernels_flash_substitute.py test_costmodel_flash.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_flash_probe.py"
-#   HELPERS="onnx_cases.py tir_loops.py precision_cases.py attention_cases.py" BENCH=corpus.py
-#   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
-# Step 167 (session 57: 2.78 MB, preflight ready): NOPROFILE=1 STEPS="167" TESTS="test_kernels_wgmma_epilogue.py"
-#   TOOLS="gpu_model_switch_ab.py model_spec.py gpu_wgmma_probe.py" BENCH=corpus.py
-#   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
-# Step 161: STEPS="161" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py gpu_model_switch_ab.py
-#   model_spec.py" BENCH=corpus.py EXTRA_OUT="$EXTRA" (session 56: 2.78 MB with the profile kept).
 # Step 159 (session 55: 2.80 MB, preflight ready, the shipped profile kept):
 #   STEPS="159" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="README.md
 #   hetpart/bench/capped.py hetpart/bench/cpu_layers.py hetpart/bench/int8.py hetpart/bench/decode_twin.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device steps that have run (sessions up to 57), kept runnable to reproduce a result:
+# Device steps that have run (sessions up to 58), kept runnable to reproduce a result:
 #   source .tvmpack/unpack.sh && bash tools/device_steps_run.sh STEP     (or bash tools/device_round.sh STEP)
 # Their results are in bench/results/ (each file names its step as "tools/device_round.sh N") and in the
 # closing notes of the session that ran them.  Steps still to run are in tools/device_round.sh; settings and
@@ -8,6 +8,101 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+168)  # ran in session 58 (H100, STEP_BUDGET=520; gpu-steps-165-169-nvidia-h100.md, corpus-nvidia-h100.json); step 169, by hand on its warm machine: gpu_model_switch_ab whisper_encoder-b1 and distilbert-b1 PAIR_STORE_ROWS=4096 vs 1 (pairs-ab-b1-169.json); (BUDGET=560) issue 17 after steps 166/167 (session 58): FLASH_MASKED_ATTENTION on (distilbert b32 4.88 -> 4.52 ms,
+     # b1 and bert b1 level) and wgmma_variant.PAIR_STORE_ROWS at 4096 (probe at M = 6304: bf16 qkv 86.0 -> 59.1 us,
+     # proj 35.7 -> 25.3, fc1 110.2 -> 76.0, fc2 91.5 -> 82.4), both now the defaults in the code.
+     # (1) ViT-B/16 b1 bf16 A/B of PAIR_STORE_ROWS=1 (M = 197: does the pair store pay below 4096 rows too?);
+     # (2) the corpus's bf16 rows of whisper_encoder / distilbert / vit_b_16 at b1 and b32 against PyTorch (graph, autocast).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  P=hetpart.kernels.wgmma_variant.PAIR_STORE_ROWS
+  f=$(corpus_export vit_b_16 1 120)
+  [ -f "$f" ] && timeout 100 python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 --before $P=4096 --after $P=1 \
+    --rounds 3 --repeat 20 --out "$OUT/pairs-ab-vit-b1-168.json" > "$OUT/logs/pairs-ab-vit-b1-168.txt" 2>&1
+  left=$((BUDGET - SECONDS - 15)); [ "$left" -ge 120 ] && timeout "$left" python3 bench/corpus.py \
+    --models distilbert,vit_b_16,whisper_encoder --devices cuda --batches 32,1 --time --precision bf16 \
+    --budget $((left - 15)) --export-dir "$EXPORTS" --out "$OUT/corpus-bf16-168.json" > "$OUT/logs/corpus-168.log" 2>&1 ;;
+167)  # ran in session 58 (H100, STEP_BUDGET=560; gpu-steps-165-169-nvidia-h100.md); (BUDGET=560) issue 17, two offline branches of session 57 (none run on a GPU):
+     # (1) wgmmaepi57: the wgmma GEMM's consumers -- inflight=1 (one K tile of wgmmas kept in flight: wait_group 1, the
+     # refill one stage later; wgmma_variant.INFLIGHT_ROWS, off) and store="pairs" (float2 / bf16x2 stores of the
+     # fragment's column pairs: PAIR_STORE_ROWS, off); its cuda tests (float64, and bit-equal to the default kernel)
+     # and the probe's --only large group with the new rows (step 163: the rule's kernels 40-55 % of cuBLAS at M = 6304);
+     # (2) conv1d57: whisper_encoder b1 bf16's two frontend convs (45.9 + 68.6 us, 15-20x off roofline, issue-bound):
+     # gpu_tensor_core.CONV_SPLIT_PARTIAL_WAVES, CONV_B1_SMALL_TILE, LOW_PRECISION_MMA_CONVOLUTIONS_ONLY (all off)
+     # A/B, all off -> all on and each alone (--each); bench/results/gpu-whisper-conv-front-static-s57.md.
+     # Decides: the GEMM variants' rows (a model A/B next if one wins); the conv switches on.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  timeout 200 python3 -m pytest -m cuda -q -rf -p no:cacheprovider --timeout 150 tests/test_kernels_wgmma_epilogue.py \
+    > "$OUT/logs/wgmma-epi-cuda-tests-167.txt" 2>&1
+  timeout 200 python3 tools/gpu_wgmma_probe.py --only large --budget 170 --json "$OUT/wgmma-large-epi-167.json" \
+    > "$OUT/logs/wgmma-large-epi-167.txt" 2>&1
+  P=hetpart.kernels.rules.gpu_tensor_core
+  f=$(corpus_export whisper_encoder 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $P.CONV_SPLIT_PARTIAL_WAVES=0 --before $P.CONV_B1_SMALL_TILE=0 --before $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=0 \
+    --after $P.CONV_SPLIT_PARTIAL_WAVES=1 --after $P.CONV_B1_SMALL_TILE=1 --after $P.LOW_PRECISION_MMA_CONVOLUTIONS_ONLY=1 \
+    --each --rounds 3 --repeat 20 --out "$OUT/conv-front-ab-whisper-b1-167.json" > "$OUT/logs/conv-front-ab-167.txt" 2>&1 ;;
+166)  # ran in session 58 (H100, STEP_BUDGET=560, NOPROFILE: its flash-cost test found no profile; gpu-steps-165-169-nvidia-h100.md); (BUDGET=560) issue 17, session 57's offline branches after flash went on (none run on a GPU):
+     # (0) flashmask57: flash_substitute.FLASH_MASKED_ATTENTION (off) -- masked attention (DistilBERT's Where, BERT's
+     # additive (1 - mask) * min, GPT-2's causal Where) as the flash kernel with a float32 bias [1|b,1|h,1|n,n];
+     # how many triples the real distilbert export gets marked (expect 6), its cuda tests (float64 and ORT, a fully
+     # masked row), the probe's --masked rows beside SDPA with a boolean attn_mask;
+     # (1) distilbert b1 and b32 bf16 A/B of it (DistilBERT b1 1.13x, b32 2.09x PyTorch in step 164), then bert b1;
+     # (2) flashcost57: the flash chain measured under the values kernel (tests/test_costmodel_flash.py's GPU test
+     # prints the chain's us and TFLOP/s beside costmodel.flash_cost.FLASH_FLOPS_PER_S's prediction).
+     # Decides: FLASH_MASKED_ATTENTION on; FLASH_FLOPS_PER_S from the measured chain.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  FM=hetpart.kernels.flash_substitute.FLASH_MASKED_ATTENTION
+  f=$(corpus_export distilbert 1 120)
+  [ -f "$f" ] && timeout 60 env PYTHONPATH=.:tests:$PYTHONPATH python3 -c "import sys; from hetpart import importer; \
+    from hetpart.kernels import flash_substitute as fs; fs.FLASH_ATTENTION = fs.FLASH_MASKED_ATTENTION = True; \
+    from precision_cases import all_on; from hetpart.compiler.precision import lower_plan_weights; \
+    from hetpart.contracts.precision import Precision; g = importer.load(sys.argv[1]); \
+    low = lower_plan_weights(g, all_on(g, 'cuda'), Precision(cuda='bf16')); \
+    print('masked triples marked:', sum('hetpart.flash_bias' in (low.module[k.func].attrs or {}) for k in low.kernels.values()))" \
+    "$f" > "$OUT/logs/flash-masked-marked-166.txt" 2>&1
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py \
+    tests/test_kernels_flash_substitute.py > "$OUT/logs/flash-masked-cuda-tests-166.txt" 2>&1
+  timeout 90 python3 tools/gpu_flash_probe.py --masked --json "$OUT/flash-masked-probe-166.json" \
+    > "$OUT/logs/flash-masked-probe-166.txt" 2>&1
+  f32=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 150))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" "$f32" --precision bf16 \
+    --before $FM=0 --after $FM=1 --rounds 3 --repeat 20 --out "$OUT/flash-masked-ab-distilbert-166.json" \
+    > "$OUT/logs/flash-masked-ab-distilbert-166.txt" 2>&1
+  left=$((BUDGET - SECONDS - 70)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -s -p no:cacheprovider \
+    tests/test_costmodel_flash.py::test_gpu_chain_is_measured_under_values > "$OUT/logs/flash-cost-166.txt" 2>&1
+  f=$(corpus_export bert 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $FM=0 --after $FM=1 --rounds 3 --repeat 20 --out "$OUT/flash-masked-ab-bert-b1-166.json" \
+    > "$OUT/logs/flash-masked-ab-bert-b1-166.txt" 2>&1 ;;
+165)  # ran in session 58 (H100 host, STEP_BUDGET=420; gpu-steps-165-169-nvidia-h100.md); (BUDGET=420) issue 18 at batch 32 (session 57, branch cpub32): on one znver4 core zoo:resnet50 NCHW16c b32 is level
+     # with ORT (1.01x; bench/results/cpu-r50-b32-s57-2core.md), so the Xeon's 1.11-1.41x is in the 16-thread run.
+     # cpu_blocked_conv.BATCH_IMAGE_PAIRS (off): the 7x7 stage's row tiles hold two images (14 FMAs a weight load,
+     # for the Xeon's two 512-bit FMA pipes); 4 of resnet50's 28 kernels change, bit-identical outputs.
+     # (1) nchwc_ab at 16 threads b32 then b8 (model vs ORT, switch off/on); (2) in situ, the changed kernels.
+     # Decides: on if the changed kernels <= 0.97 and the model <= 1.00 of before at both batches.
+  BUDGET=${STEP_BUDGET:-420}; mkdir -p "$OUT/logs"
+  P=hetpart.kernels.rules.cpu_blocked_conv.BATCH_IMAGE_PAIRS
+  for B in 32 8; do left=$((BUDGET - SECONDS - 100)); [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py \
+    zoo:resnet50 --block 16 --threads 16 --batch $B --calls 3 --rounds 5 --before $P=0 --after $P=1 \
+    > "$OUT/logs/image-pairs-ab-b$B-165.txt" 2>&1; done
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_insitu_ab.py \
+    zoo:resnet50 --block 16 --batch 32 --wall --runs 20 --rounds 2 --before $P=0 --after $P=1 \
+    > "$OUT/logs/image-pairs-insitu-b32-165.txt" 2>&1 ;;
+161)  # ran in session 58 (H100, STEP_BUDGET=400; gpu-kernel-profile-*-b32-bf16-161-nvidia-h100.md); (BUDGET=400) issue 17 at batch 32, where the time goes now, per kernel beside PyTorch (tools/gpu_kernel_profile.py):
+     # session 57 turned flash attention on (vit_b_16 b32 bf16 10.85 -> 8.45 ms GPU-in, 1.34x PyTorch) and the
+     # large-M f32a rule (distilbert b32 bf16 2.09x, the worst corpus row); step 163 found the warp-specialised GEMM
+     # no faster than the cp.async one but on fc2, so the GEMMs' 40-55 % of cuBLAS is in the consumers.
+     # (1) distilbert b32 bf16 per kernel (its attention is masked: no flash); (2) vit_b_16 b32 bf16 per kernel.
+     # Decides: the next b32 lever (GEMM consumers, masked flash, the LayerNorm / GELU / copies).
+  BUDGET=${STEP_BUDGET:-400}; mkdir -p "$OUT/logs"
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 200))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py distilbert --batch 32 \
+    --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-distilbert-b32-bf16-161.json" \
+    --md "$OUT/kernel-profile-distilbert-b32-bf16-161.md" > "$OUT/logs/kernel-profile-distilbert-b32-bf16-161.txt" 2>&1
+  f=$(corpus_export vit_b_16 32 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --batch 32 \
+    --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-vit-b32-bf16-161.json" \
+    --md "$OUT/kernel-profile-vit-b32-bf16-161.md" > "$OUT/logs/kernel-profile-vit-b32-bf16-161.txt" 2>&1 ;;
 164)  # ran in session 57 by hand on step 163's warm machine (H100; gpu-flash-attention-162-nvidia-h100.md, corpus-nvidia-h100.json):
      # issue 17, the corpus rows with the defaults steps 162/163 decided (FLASH_ATTENTION on, LARGE_M_ROWS at 1024:
      # set here by sed on the machine's copy, the defaults being off then), then three flash A/Bs: distilbert b1

@@ -640,8 +640,12 @@ FMAs a step; on a core of two 512-bit FMA pipes and two 512-bit load ports (the 
 step are the bound, the pair's 30 loads a 14-cycle step about not (as :data:`PIXEL_TILES`' 2 x 14
 pixels for the 1x1s of 960+ inputs: 0.88-0.90 alone on the Xeon dev VM).  On the znver4 dev box (one
 512-bit FMA a cycle) the kernels are FMA-bound either way: 0.99-1.04 alone at b32
-(bench/results/cpu-r50-b32-s57-2core.md).  Off (the default): one image per tile, as before; the
-sums are the same in the same order either way."""
+(bench/results/cpu-r50-b32-s57-2core.md).  Device step 165 (session 58, the H100 host's Xeon, 16
+threads; bench/results/gpu-steps-165-169-nvidia-h100.md): in situ at b32 the 3x3 @7x7 kernel 16.12 ->
+12.03 ms and the 1x1 512->2048 10.30 -> 8.87, the two stride-2 kernels 1.02 / 0.97, the whole run 265.1 ->
+262.7 ms; the model at b32 285.4 -> 237.7 ms (ORT 217.6) but at b8 64.8 -> 70.7 (ORT 61.8), both inside
+wide rounds.  The rule (every changed kernel <= 0.97, the model <= 1.00 at both batches) is not met: off
+(the default), one image per tile, as before; the sums are the same in the same order either way."""
 
 IMAGE_PAIRS_MAX_WIDTH = 7
 """The widest output row :data:`BATCH_IMAGE_PAIRS` takes."""

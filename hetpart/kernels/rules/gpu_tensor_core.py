@@ -238,7 +238,10 @@ class GpuTensorCoreGemm(ScheduleRule):
 
 
 CONV_B1_SMALL_TILE = False
-"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+"""Off: measured no gain (built in session 57, issue 17).
+Device step 167 (session 58, H100; bench/results/gpu-steps-165-169-nvidia-h100.md): whisper_encoder
+b1 bf16 with all three conv-front switches on 1.136 -> 1.118 ms, rounds overlapping (1.136-1.148 /
+1.118-1.157); with this one removed from the three, within 1 %: no gain outside the spread, so off.
 Run a batch-1 windowed convolution (k > 1) whose first filling tile of :data:`CONV_TILES` (64 x 64)
 gives under :data:`CONV_B1_SMALL_TILE_BLOCKS_PER_SM` blocks per SM on the smallest (32 x 64:
 twice the blocks, each warp half the MMAs and half the staged A per K slice) -- the Whisper
@@ -511,7 +514,10 @@ smallest of :data:`MATMUL_TILES`, which a 1x1 convolution's plain GEMM would use
 
 
 CONV_SPLIT_PARTIAL_WAVES = False
-"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+"""Off: measured no gain (built in session 57, issue 17).
+Device step 167 (session 58, H100; bench/results/gpu-steps-165-169-nvidia-h100.md): whisper_encoder
+b1 bf16 with all three conv-front switches on 1.136 -> 1.118 ms, rounds overlapping (1.136-1.148 /
+1.118-1.157); with this one removed from the three, within 1 %: no gain outside the spread, so off.
 Let :class:`GpuTensorCoreConvSplitK` split a batch-1 convolution of long K whose smallest tile's
 grid already has a block per SM but under :data:`CONV_SPLIT_PARTIAL_WAVES_BLOCKS_PER_SM`
 (:func:`conv_split_factor`).  The Whisper encoder's second front-end convolution (Conv1d 384 -> 384,
@@ -1179,7 +1185,10 @@ ResNet-50 at batch 1 in bf16, 23 kernels); False: matmuls only (the transformers
 
 
 LOW_PRECISION_MMA_CONVOLUTIONS_ONLY = False
-"""Off until a device A/B measures it (session 57, issue 17; built and checked without a GPU).
+"""Off: measured no gain (built in session 57, issue 17).
+Device step 167 (session 58, H100; bench/results/gpu-steps-165-169-nvidia-h100.md): whisper_encoder
+b1 bf16 with all three conv-front switches on 1.136 -> 1.118 ms, rounds overlapping (1.136-1.148 /
+1.118-1.157); with this one removed from the three, within 1 %: no gain outside the spread, so off.
 Multiply the convolutions with a bf16/fp16 weight in that dtype (:data:`LOW_PRECISION_MMA`'s
 fragment path) with :data:`LOW_PRECISION_MMA` itself off, the matmuls staying TF32 -- so that an
 A/B isolates the convolutions.  The Whisper encoder's front end (Conv1d 80 -> 384 and 384 -> 384
