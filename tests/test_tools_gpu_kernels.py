@@ -262,6 +262,21 @@ def test_torch_times_per_category_and_the_table():
     assert text.index("depthwise conv") < text.index("squeeze-excite")  # by hetpart time
 
 
+def test_top_table_keeps_a_long_names_tail():
+    """Device step 161's tables cut names at 70 characters, so the wgmma fc1 + GELU GEMM read as the TVM
+    kernel it replaced: a long name keeps its head and its tail (``_wgmma_kernel``), 70 characters in all."""
+    wgmma = "fused_matmul4_add5_divide_fast_erf_add6_multiply2_multiply3_bf16w_bf16a_wgmma_kernel"
+    short = "fused_matmul5_add7_add4_bf16w_bf16a_wgmma_kernel"
+    assert prof.short_name(short) == short
+    got = prof.short_name(wgmma)
+    assert len(got) == prof.NAME_WIDTH and got.startswith("fused_matmul4_add5_divide_fast_erf")
+    assert got.endswith("_bf16w_bf16a_wgmma_kernel"[-prof.NAME_TAIL:]) and "..." in got
+    text = prof.top_table([prof.KernelTime(wgmma, "other", 132.6, 12), prof.KernelTime(short, "other", 94.2, 12)],
+                          5, "t")
+    assert f"| {got} | other |  | 12 | 132.6 | 1591.2 |" in text
+    assert text.index(got) < text.index(short)  # by total time
+
+
 def test_parse_chain_skips_other_ranges():
     assert prof.parse_chain(["ProfilerStep", "hp|Conv2d|conv", "aten::conv2d", "hp|BatchNorm2d|norm"]) == [
         ("Conv2d", "conv"), ("BatchNorm2d", "norm")]

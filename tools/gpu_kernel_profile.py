@@ -481,10 +481,28 @@ def category_table(het: list[KernelTime], peer: list[KernelTime], title: str) ->
     return "\n".join(lines)
 
 
+NAME_WIDTH = 70
+"""Characters of a kernel's name in :func:`top_table`; a longer name keeps its head and its tail."""
+NAME_TAIL = 24
+"""Characters of a long name's tail that :func:`short_name` keeps: a substituted kernel's suffix
+(``_bf16a_wgmma_kernel``, ``_flash_in_kernel_1``) says what ran -- cut off, the wgmma fc1 + GELU GEMM
+(``fused_matmul4_add5_divide_fast_erf_add6_multiply2_multiply3_bf16w_bf16a_wgmma_kernel``) read as
+the TVM kernel it replaced (device step 161's tables)."""
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """``name`` itself when at most ``width`` characters, else its head, ``...`` and its last
+    :data:`NAME_TAIL` characters, ``width`` in all."""
+    if len(name) <= width:
+        return name
+    return name[:width - NAME_TAIL - 3] + "..." + name[-NAME_TAIL:]
+
+
 def top_table(rows: list[KernelTime], top: int, title: str) -> str:
     lines = [f"### {title}", "", "| kernel | category | rule | x | us each | us total |", "|---|---|---|--:|--:|--:|"]
     for r in sorted(rows, key=lambda r: -r.total_us)[:top]:
-        lines.append(f"| {r.name[:70]} | {r.category} | {r.rule} | {r.count:g} | {r.us:.1f} | {r.total_us:.1f} |")
+        lines.append(f"| {short_name(r.name)} | {r.category} | {r.rule} | {r.count:g} | {r.us:.1f} | "
+                     f"{r.total_us:.1f} |")
     return "\n".join(lines)
 
 

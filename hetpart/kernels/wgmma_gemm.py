@@ -84,7 +84,8 @@ ELEM_BYTES = lay.BF16.elem_bytes
 EPILOGUES = (None, "bias", "bias_gelu", "bias_residual", "residual")
 """What the store (split 1) or the split-K reduction applies: nothing, ``+ bias[n]``,
 ``+ bias[n]`` then GELU in its erf form ``0.5 y (1 + erf(y / sqrt 2))`` (ONNX Gelu, default),
-computed as hetpart's fused kernels compute it (:func:`gelu_value`), ``(+ bias[n]) + R[m, n]``
+computed as hetpart's fused kernels compute it (:func:`gelu_value`; within a few ulps of it with
+:data:`GELU_FAST_DIVIDE`), ``(+ bias[n]) + R[m, n]``
 or ``+ R[m, n]`` (:data:`RESIDUAL_EPILOGUES`: a residual ``R [M, N]`` float32 read at the
 store's own indices, added once, last)."""
 BIAS_EPILOGUES = ("bias", "bias_gelu", "bias_residual")
@@ -177,9 +178,39 @@ def epilogue_value(x, bias, col, epilogue, residual=None, row=None):
 
 SQRT2_F32 = 1.4142135381698608
 """float32(sqrt 2): the constant an export divides by (``Div(x, sqrt(2))``)."""
+INV_SQRT2_F32 = 0.7071067690849304
+"""float32(1 / sqrt 2): what :data:`GELU_FAST_DIVIDE`'s GELU multiplies by instead."""
+
+GELU_FAST_DIVIDE = False
+"""Compute the ``bias_gelu`` epilogue's two float32 divisions cheaply (read by :func:`gelu_value` when a
+kernel is built, so a tool that sets it builds with it): ``y / float32(sqrt 2)`` as
+``y * float32(1 / sqrt 2)`` (:data:`INV_SQRT2_F32`; within one ulp of the quotient) and ``fast_erf``'s
+rational ``p / q`` as ``__fdividef(p, q)`` (PTX ``div.approx.f32``: ``MUFU.RCP`` and a multiply, within 2
+ulp; ``q`` lies in [-2.4, -0.0142], far from the range where ``__fdividef`` gives 0).  Off (the default):
+the epilogue is bit for bit the fused kernel's (hetpart builds with IEEE division, ``div.rn.f32``: a
+reciprocal, four FMAs, a range check and a slow-path branch each -- 64 of them per thread of a 128 x 64
+tile), the code of before.
+Why: device step 161's ViT-B/16 b32 bf16 profile (H100) has the fc1 + GELU wgmma GEMM (``bf16``, bn 64,
+M = 6304, bf16 store) at 132.6 us against 110.2 for the same GEMM with no epilogue and a float32 store
+(step 167's probe), while qkv's bias + bf16 store cost ~5 us over its probe (90.8 vs 86.0): the GELU's
+~16 us is the epilogue's arithmetic, not a missing substitution -- the profile's table had cut the kernel's
+name before ``_bf16a_wgmma_kernel`` (``tools/gpu_kernel_profile.py``'s ``short_name`` keeps it now).  That
+kernel's PTX has 1145 instructions against 409 with the bias alone (32 values a thread, 64 ``div.rn.f32``),
+its sm_90a cubin 45.4 KB against 16.9; with the switch 31.5 KB (``div.approx.f32``, no spills either way):
+on the step-161 numbers perhaps 5-8 us of fc1's ~130, x 12 layers.  On, the GELU is within
+1e-6 (1 + |y|) of the fused kernel's and no less accurate against float64 (``tests/test_kernels_wgmma_gelu.py``);
+stored as bf16 the two agree but for rare one-ulp ties where y >= -3 (below, the output is the residue of
+``1 + erf``, a few 1e-7 wide in both).  :mod:`.wgmma_match` compares the *fused* kernel's epilogue with
+``math.erf``'s (``EPILOGUE_TOL``), unchanged.
+Decides it (H100; 12 fc1 GEMMs of ViT, 6 of DistilBERT):
+``tools/gpu_model_switch_ab.py vit_b_16-b32.onnx --precision bf16
+--before hetpart.kernels.wgmma_gemm.GELU_FAST_DIVIDE=0 --after hetpart.kernels.wgmma_gemm.GELU_FAST_DIVIDE=1``
+(and distilbert b32), after ``tests/test_kernels_wgmma_gelu.py``'s cuda tests."""
+FAST_DIVIDE = "__fdividef"
+"""CUDA's approximate float32 division (:data:`GELU_FAST_DIVIDE`)."""
 
 
-def gelu_value(y):
+def gelu_value(y, fast: bool | None = None):
     """The erf-GELU of the float32 TIR value ``y`` as the kernels the ``wgmma`` GEMM replaces
     compute it, operation for operation: the export's ``Div``/``Erf``/``Add``/``Mul``/``Mul``
     (torch.onnx's ``nn.GELU``, BERT's and ViT's exports) with ``Erf`` as hetpart's importer
@@ -188,18 +219,23 @@ def gelu_value(y):
     So for that spelling the substituted kernel's epilogue is bit-for-bit the fused kernel's
     on the same accumulator (an export's other spelling -- ``x * 0.7071``, ONNX ``Gelu`` ->
     ``relax.nn.gelu`` -- differs in the last bits; :mod:`.wgmma_match` accepts any within
-    1e-5).  ``y`` and ``d`` are bound once (``Let``): the expression reads each many times."""
+    1e-5).  ``y`` and ``d`` are bound once (``Let``): the expression reads each many times.
+    ``fast`` (default :data:`GELU_FAST_DIVIDE`, read now): ``d = y * float32(1 / sqrt 2)`` and
+    ``fast_erf``'s quotient by :data:`FAST_DIVIDE` -- within a few ulps, no longer bit for bit."""
+    fast = GELU_FAST_DIVIDE if fast is None else fast
     yv, dv = tirx.Var("gelu_y", "float32"), tirx.Var("gelu_d", "float32")
-    erf = tirx.Select(tirx.isnan(dv), dv, fast_erf_value(dv))
+    erf = tirx.Select(tirx.isnan(dv), dv, fast_erf_value(dv, fast))
     body = (yv * (erf + tirx.FloatImm("float32", 1.0))) * tirx.FloatImm("float32", 0.5)
-    return tirx.Let(yv, y, tirx.Let(dv, yv / tirx.FloatImm("float32", SQRT2_F32), body))
+    d = yv * tirx.FloatImm("float32", INV_SQRT2_F32) if fast else yv / tirx.FloatImm("float32", SQRT2_F32)
+    return tirx.Let(yv, y, tirx.Let(dv, d, body))
 
 
-def fast_erf_value(v):
+def fast_erf_value(v, fast: bool = False):
     """TVM's ``topi.fast_erf`` of the float32 TIR value ``v``: the very expression
     ``topi.fast_erf`` builds (read off it, each load of its input replaced by ``v``), so the two
-    cannot drift apart across TVM versions (a node kind it did not use before raises)."""
-    return _rebuild(_fast_erf_body(), v)
+    cannot drift apart across TVM versions (a node kind it did not use before raises); ``fast``:
+    each division of it (the one ``p / q``) as :data:`FAST_DIVIDE`."""
+    return _rebuild(_fast_erf_body(), v, fast)
 
 
 @functools.lru_cache(maxsize=1)
@@ -212,7 +248,7 @@ def _fast_erf_body():
 _BINARY = ("Add", "Sub", "Mul", "Div", "Min", "Max")
 
 
-def _rebuild(e, v):
+def _rebuild(e, v, fast: bool = False):
     if isinstance(e, tvm.ir.TensorLoad) or (isinstance(e, tvm.ir.Call) and str(getattr(e.op, "name", "")) == "te.tensor_load"):
         return v  # a load of the placeholder
     if isinstance(e, tirx.FloatImm):
@@ -220,7 +256,10 @@ def _rebuild(e, v):
     for name in _BINARY:
         cls = getattr(tirx, name)
         if isinstance(e, cls):
-            return cls(_rebuild(e.a, v), _rebuild(e.b, v))
+            a, b = _rebuild(e.a, v, fast), _rebuild(e.b, v, fast)
+            if fast and cls is tirx.Div:
+                return tirx.call_pure_extern("float32", FAST_DIVIDE, a, b)
+            return cls(a, b)
     raise NotImplementedError(f"topi.fast_erf uses a {type(e).__name__}: extend wgmma_gemm._rebuild")
 
 
@@ -850,6 +889,7 @@ def cuda_source(executable) -> str:
     return walk(executable.mod if hasattr(executable, "mod") else executable)
 
 
-__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "OUT_DTYPES", "PAIR_STORE", "PAIR_STORE_SOURCE", "PRODUCERS",
-           "RESIDUAL_EPILOGUES", "STORES", "Shape", "build", "cuda_source", "d_fragment",
-           "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset", "stored_value", "target", "wgmma_gemm"]
+__all__ = ["BIAS_EPILOGUES", "EPILOGUES", "FAST_DIVIDE", "GELU_FAST_DIVIDE", "INV_SQRT2_F32", "OUT_DTYPES",
+           "PAIR_STORE", "PAIR_STORE_SOURCE", "PRODUCERS", "RESIDUAL_EPILOGUES", "STORES", "Shape", "build",
+           "cuda_source", "d_fragment", "descriptor_fields", "epilogue_value", "k_step_bytes", "smem_offset",
+           "stored_value", "target", "wgmma_gemm"]
