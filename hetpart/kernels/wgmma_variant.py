@@ -95,11 +95,11 @@ TF32_PAIR_STORE_ROWS = 0
 (``store="pairs"``, :data:`.wgmma_gemm.STORES`: one 8-byte ``float2`` per two float32 accumulators, each warp
 instruction writing whole 32-byte sectors); 0 (the default): off, ``gemm_options`` has no ``store`` key (the code
 of before).  What :data:`PAIR_STORE_ROWS` does for ``bf16`` / ``f32a`` (step 167: ViT b32's GEMMs 1.1-1.45x
-faster; whole models at b1 1.09x / 1.06x): the D fragment of an ``m64nNk8`` tf32 wgmma is that of ``k16``, float32
+faster; whole models at b1 1.10x / 1.06x): the D fragment of an ``m64nNk8`` tf32 wgmma is that of ``k16``, float32
 either way, so the pairs are the same; the epilogues need nothing more -- bias, bias + GELU and the residual are
 applied to each of the two values at its own column (``epilogue_value``), and split-K's partial sums ``P [split *
 M, N]`` are float32 rows of N % 64 == 0 columns, so every pair is 8-byte aligned; the reduction reads them as
-before.  Bit for bit the scalar store's values (the cuda tests check it).  A TF32 build substitutes a ``tf32r``
+before.  Bit for bit the scalar store's values (the cuda tests check it; not yet run on a GPU).  A TF32 build substitutes a ``tf32r``
 match only with ``KernelOptions.wgmma`` on (:data:`.wgmma_match.WGMMA_GEMM`, off): the whole-model A/B turns it on
 on both sides -- ``tools/gpu_model_switch_ab.py vit_b_16-b1.onnx --precision tf32`` (the default precision,
 ``cuda=tf32``: TF32 on; ``--precision fp32`` turns TF32 off and no float32 weight matches at all) ``--before
@@ -274,7 +274,7 @@ def smem_bytes(precision: str, bn: int, stages: int, swizzle: str, consumers: in
 def fitting_stages(precision: str, bn: int, stages: int, swizzle: str, consumers: int,
                    limit: int = SHARED_MEMORY_BYTES) -> int:
     """``stages``, or the deepest pipeline below it whose :func:`smem_bytes` fits ``limit`` (at least 2: the
-    pipeline's least depth; ValueError if not even that fits)."""
+    pipeline's least depth, so a ``stages`` of 1 comes back 2; ValueError if not even 2 fit)."""
     for depth in range(max(stages, 2), 1, -1):
         if smem_bytes(precision, bn, depth, swizzle, consumers) <= limit:
             return depth
