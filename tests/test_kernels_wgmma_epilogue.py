@@ -7,8 +7,11 @@ CUDA C has the schedule's immediates and refill stage; the pair store's map (eac
 columns c and c + 1 with c even, the tile covered once); the CUDA C stores through the pair helpers only;
 nvcc compiles without spills or serialised wgmmas; the switches of :mod:`wgmma_variant` are off and reach
 ``gemm_options`` when set.  The defaults' CUDA C is pinned by the other wgmma test files and
-``tools/kernel_code_hash.py``.
-With a GPU (``cuda`` mark): against float64 numpy, and bit for bit against the default kernel.
+``tools/kernel_code_hash.py``.  (c) the TF32 family's switches (``wgmma_variant.TF32_*``: pair store, 128B swizzle,
+two consumers, bn, deeper pipelines cut to the shared memory): off, the options of before; set, they reach the
+options, the modules build (split-K's partials in pairs too), nvcc spills nothing.
+With a GPU (``cuda`` mark): against float64 numpy, and bit for bit against the default kernel (tf32r: against the
+scalar store of the same layout, every epilogue, split-K through its reduction).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_wgmma_probe import _with_epilogue, variant_inputs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nvcc_cases import cubin_and_ptx  # noqa: E402
 
 M_B32 = 6304
 PIPE = dict(swizzle="128b", consumers=2)
@@ -298,3 +304,222 @@ def test_pair_store_epilogues_match_the_scalar_store_on_gpu(epilogue, out_dtype)
     assert not np.isnan(np.asarray(got, np.float64)).any()
     assert np.array_equal(np.asarray(got).view(np.uint16) if out_dtype != "float32" else got,
                           np.asarray(base).view(np.uint16) if out_dtype != "float32" else base)
+
+
+# --- (c) the TF32 family's options (wgmma_variant.TF32_*; all at the first spike's variant by default) ----------
+TF32_SHAPES = [(197, 2304, 768), (197, 768, 768), (197, 3072, 768), (197, 768, 3072), (128, 768, 768),
+               (1500, 384, 384), (1500, 384, 1536), (M_B32, 768, 3072), (197, 192, 768)]
+"""ViT-B/16 b1, DistilBERT b1, Whisper's encoder b1, ViT b32, and an N that 128 does not divide."""
+TF32_SWITCHES = dict(TF32_SWIZZLE="128b", TF32_CONSUMERS=2, TF32_STAGES=6, TF32_PAIR_STORE_ROWS=192)
+"""The switches' candidate values (the probe's ``--only tf32x`` rows and the model A/B decide)."""
+
+
+@pytest.mark.parametrize("m,n,k", TF32_SHAPES)
+@pytest.mark.parametrize("precision", ["tf32r", "tf32"])
+def test_tf32_switches_default_to_the_first_spikes_options(precision, m, n, k):
+    """Off: the options -- and so the module the substitution builds -- are exactly those of before."""
+    assert (wv.TF32_SWIZZLE, wv.TF32_CONSUMERS, wv.TF32_BN, wv.TF32_STAGES, wv.TF32_PAIR_STORE_ROWS) == \
+        ("none", 1, 128, 3, 0)
+    bn = 128 if n % 128 == 0 else 64
+    v = wv.choose(m, n, k, precision)
+    assert (v.bn, v.gemm_options()) == (bn, {"stages": 3, "precision": precision, "split": sk.choose_split(
+        m, n, k, bn, precision), "swizzle": "none", "consumers": 1})
+
+
+def _switched(monkeypatch, **values):
+    for name, value in values.items():
+        monkeypatch.setattr(wv, name, value)
+
+
+@pytest.mark.parametrize("m,n,k", TF32_SHAPES)
+def test_tf32_switches_reach_the_options(monkeypatch, m, n, k):
+    families = {p: wv.choose(m, n, k, p) for p in wv.FAMILIES}
+    _switched(monkeypatch, **TF32_SWITCHES)
+    v = wv.choose(m, n, k, "tf32r")
+    bn = 128 if n % 128 == 0 else 64
+    assert v == wv.Variant("tf32r", bn, 6, "128b", 2, sk.choose_split(m, n, k, bn, "tf32r", consumers=2),
+                           store="pairs" if m >= 192 else "scalar")
+    options = v.gemm_options()
+    assert options["swizzle"] == "128b" and options["consumers"] == 2 and options["stages"] == 6
+    assert options.get("store", "scalar") == ("pairs" if m >= 192 else "scalar") and "inflight" not in options
+    assert {p: wv.choose(m, n, k, p) for p in wv.FAMILIES} == families  # the bf16 families keep their own rule
+
+
+def test_tf32_switches_one_at_a_time(monkeypatch):
+    m, n, k = 197, 768, 3072
+    old = wv.choose(m, n, k, "tf32r")
+    for name, value in TF32_SWITCHES.items():
+        with monkeypatch.context() as mp:
+            mp.setattr(wv, name, value)
+            v = wv.choose(m, n, k, "tf32r")
+            changed = {f for f in ("stages", "swizzle", "consumers", "store", "split") if getattr(v, f) != getattr(old, f)}
+            want = {"TF32_SWIZZLE": {"swizzle"}, "TF32_CONSUMERS": {"consumers", "split"}, "TF32_STAGES": {"stages"},
+                    "TF32_PAIR_STORE_ROWS": {"store"}}[name]
+            assert changed == want, (name, v, old)
+    monkeypatch.setattr(wv, "TF32_BN", 64)
+    assert wv.choose(m, n, k, "tf32r").bn == 64 and wv.choose(m, 192, k, "tf32r").bn == 64
+    monkeypatch.setattr(wv, "TF32_BN", 256)
+    assert wv.choose(m, 768, k, "tf32r").bn == 256 and wv.choose(m, 384, k, "tf32r").bn == 128
+
+
+@pytest.mark.parametrize("swizzle,consumers,bn,deepest", [("none", 1, 128, 9), ("128b", 2, 128, 7), ("128b", 2, 64, 9),
+                                                          ("128b", 2, 256, 4), ("none", 1, 64, 13)])
+def test_tf32_stages_are_cut_to_the_shared_memory(monkeypatch, swizzle, consumers, bn, deepest):
+    """One stage: (64 * consumers + bn) rows x 128 bytes (+ 1 KiB pad swizzled); an H100 CTA has 227 KiB."""
+    _switched(monkeypatch, TF32_SWIZZLE=swizzle, TF32_CONSUMERS=consumers, TF32_BN=bn, TF32_STAGES=13)
+    v = wv.choose(M_B32, 768 if bn < 256 else 1536, 768, "tf32r")
+    assert v.stages == deepest
+    per_stage = (64 * consumers + bn) * 128
+    assert wv.smem_bytes("tf32r", bn, deepest, swizzle, consumers) == deepest * per_stage + (1024 if swizzle == "128b" else 0)
+    assert wv.smem_bytes("tf32r", bn, deepest, swizzle, consumers) <= wv.SHARED_MEMORY_BYTES
+    if deepest < 13:
+        assert wv.smem_bytes("tf32r", bn, deepest + 1, swizzle, consumers) > wv.SHARED_MEMORY_BYTES
+    with pytest.raises(ValueError):
+        wv.fitting_stages("tf32r", 256, 3, "128b", 2, limit=1024)
+
+
+@pytest.mark.parametrize("m,n,k,epilogue", [(197, 3072, 768, "bias_gelu"), (197, 768, 3072, "bias"),
+                                            (1500, 384, 384, "bias_residual"), (M_B32, 768, 768, "residual")])
+def test_tf32_switched_variants_build_valid_modules(monkeypatch, m, n, k, epilogue):
+    """What the substitution would call: the GEMM (epilogue in its pair store at split 1) or the partials GEMM and
+    the reduction (split > 1), each a PrimFunc that builds, the partials stored in pairs too."""
+    _switched(monkeypatch, **TF32_SWITCHES)
+    v = wv.choose(m, n, k, "tf32r")
+    mod = sk.gemm_module(m, n, k, v.bn, epilogue=epilogue, **v.gemm_options())
+    assert isinstance(mod[sk.GEMM_SYMBOL], tvm.tirx.PrimFunc)
+    assert (sk.REDUCE_SYMBOL in [g.name_hint for g in mod.get_global_vars()]) == (v.split > 1)
+    src = wg.cuda_source(sk.build(m, n, k, v.bn, epilogue=epilogue, **v.gemm_options()))
+    kernel = src[src.index("void __launch_bounds__(256) wgmma_gemm_kernel("):]
+    kernel = kernel[kernel.index("{"):].split('extern "C" __global__')[0]  # the GEMM (not split-K's reduction)
+    out = "P_ptr" if v.split > 1 else "C_ptr"
+    assert kernel.count(f"hetpart_st2_f32((&({out}[") == v.bn // 4
+    assert not re.search(rf"\b{out}\[[^\]]*\]\s*=", kernel)
+    assert lay.precision("tf32r").instruction(v.bn) in src and "hetpart_tf32_rna(" in kernel
+
+
+@pytest.mark.parametrize("bn,stages,swizzle,consumers,epilogue", [(128, 3, "none", 1, "bias_gelu"),
+                                                                  (128, 6, "128b", 2, "bias_residual"),
+                                                                  (64, 6, "128b", 2, None)])
+def test_tf32_pair_store_source(bn, stages, swizzle, consumers, epilogue):
+    """The pair store on tf32r layouts: n_acc / 2 float2 stores a thread, none scalar; the scalar store of the same
+    layout stores every register (the default's code, :func:`wgmma_gemm.scalar_epilogue`)."""
+    opts = dict(precision="tf32r", swizzle=swizzle, consumers=consumers, epilogue=epilogue)
+    pairs = _kernel(wg.cuda_source(wg.build(197, 768, 768, bn, stages=stages, store="pairs", **opts)))
+    assert pairs.count("hetpart_st2_f32((&(C_ptr[") == bn // 4
+    assert not re.search(r"\bC_ptr\[[^\]]*\]\s*=", pairs)
+    scalar = _kernel(wg.cuda_source(wg.build(197, 768, 768, bn, stages=stages, **opts)))
+    assert "hetpart_st2_f32" not in scalar and len(re.findall(r"\bC_ptr\[[^\]]*\]\s*=", scalar)) == bn // 2
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("m,n,k,bn,stages,swizzle,consumers,split,epilogue", [
+    (197, 3072, 768, 128, 6, "128b", 2, 1, "bias_gelu"),
+    (197, 768, 3072, 128, 7, "128b", 2, 8, None),
+    (1500, 384, 384, 128, 4, "128b", 2, 1, "bias_residual"),
+    (197, 2304, 768, 64, 6, "128b", 2, 1, "bias"),
+    (197, 768, 768, 128, 5, "none", 1, 6, None),
+    (M_B32, 3072, 768, 128, 3, "none", 1, 1, "bias_gelu"),
+])
+def test_tf32_variants_compile_without_spilling(m, n, k, bn, stages, swizzle, consumers, split, epilogue, tmp_path):
+    """ptxas (sm_90a): no spills, no serialised wgmma, the k8 tf32 wgmmas in the PTX, in the pair-store layouts
+    the switches build (the deepest that fits at 7 stages; split-K partials; the old layout with pairs)."""
+    cu = tmp_path / "k.cu"
+    cu.write_text(wg.cuda_source(sk.build(m, n, k, bn, stages=stages, precision="tf32r", split=split,
+                                          epilogue=epilogue if split == 1 else None, swizzle=swizzle,
+                                          consumers=consumers, store="pairs")))
+    report, ptx = cubin_and_ptx(cu, "90a")
+    spills = re.findall(r"(\d+) bytes spill stores", report)
+    assert spills and set(spills) == {"0"}, report
+    assert "serialized" not in report, "ptxas serialized the wgmmas"
+    assert ptx.count(lay.precision("tf32r").instruction(bn)) >= 4
+    assert "st.global.v2.f32" in ptx
+
+
+def test_probe_tf32x_rows():
+    """Step 13's rows: the rule's (today's variant) marked, every layout valid for the shape, splits for their tile."""
+    import gpu_wgmma_probe as probe
+
+    for name, (m, n, k) in probe.TF32X_SHAPES.items():
+        rows = probe.tf32x_rows(m, n, k)
+        assert sum(r["rule"] for r in rows) == 1
+        for r in rows:
+            assert n % r["bn"] == 0 and k % (32 * r["split"]) == 0
+            assert wv.smem_bytes(r["precision"], r["bn"], r["stages"], r["swizzle"], r["consumers"]) <= \
+                wv.SHARED_MEMORY_BYTES
+    m, n, k = probe.TF32X_SHAPES["proj"]
+    for r in probe.tf32x_rows(m, n, k)[1:2]:  # the pair store alone: builds dry
+        opts = {key: v for key, v in r.items() if key != "rule"}
+        row = probe.variant_row("tf32x", "proj", m, n, k, opts.pop("precision"), opts.pop("bn"), opts.pop("stages"),
+                                opts.pop("split"), None, None, True, True, opts["swizzle"], opts["consumers"],
+                                "threads", 0, opts["store"])
+        assert "error" not in row and row["wgmma_in_source"] and row["store"] == "pairs", row
+
+
+# --- (c) on the GPU ----------------------------------------------------------------------------------------------
+TF32_GPU_CASES = [(128, 3, "none", 1), (128, 5, "none", 1), (128, 4, "128b", 2), (128, 6, "128b", 2),
+                  (64, 6, "128b", 2), (128, 7, "128b", 2)]
+"""(bn, stages, swizzle, consumers) of the tf32r layouts the switches build (the old one first)."""
+
+
+def _run_tf32(m, n, k, bn, stages, swizzle, consumers, split, epilogue=None, res=None, store="scalar"):
+    """C of the tf32r GEMM module (its GEMM, and split > 1 its reduction) on variant_inputs' operands."""
+    (a, b, bias), _ = variant_inputs(m, n, k, "tf32r")
+    dev = tvm.cuda(0)
+    ex = sk.build(m, n, k, bn, stages=stages, precision="tf32r", split=split, epilogue=epilogue, swizzle=swizzle,
+                  consumers=consumers, store=store)
+    ta, tb = tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev)
+    extra = ([tvm.runtime.tensor(bias, dev)] if epilogue in wg.BIAS_EPILOGUES else []) + \
+        ([tvm.runtime.tensor(res, dev)] if epilogue in wg.RESIDUAL_EPILOGUES else [])
+    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
+    if split == 1:
+        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
+    else:
+        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
+        ex[sk.GEMM_SYMBOL](ta, tb, p)
+        ex[sk.REDUCE_SYMBOL](p, *extra, c)
+    return c.numpy()
+
+
+def _reference(m, n, k, epilogue, res):
+    """float64 ``epilogue(A @ B.T)`` of the tf32-rounded operands (residual added last)."""
+    (_, _, bias), (a64, b64) = variant_inputs(m, n, k, "tf32r")
+    c = a64 @ b64.T
+    if epilogue in ("bias", "bias_gelu"):
+        return _with_epilogue(c, bias, epilogue)
+    if epilogue == "bias_residual":
+        c = c + bias.astype(np.float64)
+    return c + res.astype(np.float64) if epilogue in wg.RESIDUAL_EPILOGUES else c
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("case", TF32_GPU_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("shape", [(197, 768, 768), (197, 768, 3072), (M_B32, 2304, 768)])
+def test_tf32_layouts_match_numpy_and_the_scalar_store_on_gpu(shape, case):
+    """Against float64 numpy of the tf32-rounded operands (the kernel rounds A by cvt.rna, B is packed rounded),
+    at the split the rule would take; the pair store bit for bit the scalar store's result."""
+    m, n, k = shape
+    bn, stages, swizzle, consumers = case
+    split = sk.choose_split(m, n, k, bn, "tf32r", consumers=consumers)
+    got = _run_tf32(m, n, k, bn, stages, swizzle, consumers, split, store="pairs")
+    want = _reference(m, n, k, None, None)
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err <= 1e-4, f"{shape} {case} split {split}: max rel err {err:.2e}"
+    assert np.array_equal(got, _run_tf32(m, n, k, bn, stages, swizzle, consumers, split)), "pairs differ from scalar"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("epilogue,split", [("bias_gelu", 1), ("bias_residual", 1), ("residual", 1), ("bias", 1),
+                                            ("bias_gelu", 3), ("bias_residual", 6)])
+def test_tf32_pair_store_epilogues_on_gpu(epilogue, split):
+    """The epilogues in the pair store (split 1) or the reduction after pair-stored partials (split > 1): float64
+    numpy, and bit for bit the scalar store's."""
+    m, n, k = 197, 3072, 768
+    res = np.random.default_rng(2).standard_normal((m, n)).astype(np.float32)
+    got = _run_tf32(m, n, k, 128, 6, "128b", 2, split, epilogue, res, store="pairs")
+    want = _reference(m, n, k, epilogue, res)
+    assert not np.isnan(got).any()
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err <= 1e-4, f"{epilogue} split {split}: max rel err {err:.2e}"
+    assert np.array_equal(got, _run_tf32(m, n, k, 128, 6, "128b", 2, split, epilogue, res))

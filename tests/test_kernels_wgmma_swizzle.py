@@ -56,8 +56,9 @@ LAYOUTS = [  # (precision, bn, stages, swizzle, consumers): the tile shapes adde
     ("bf16", 128, 3, "128b", 1), ("bf16", 64, 2, "128b", 1), ("bf16", 128, 4, "128b", 2),
     ("bf16", 256, 3, "128b", 2), ("bf16", 128, 4, "none", 2), ("bf16", 256, 2, "none", 2),
     ("tf32", 128, 3, "128b", 2), ("tf32", 64, 4, "128b", 1), ("f32a", 128, 4, "128b", 2),
-    ("tf32r", 256, 2, "128b", 2),
+    ("tf32r", 256, 2, "128b", 2), ("tf32r", 128, 7, "128b", 2),
 ]
+"""The last: ``wgmma_variant.TF32_*``'s deepest tf32r layout that fits an H100 CTA (7 x 32 KiB + the 1 KiB pad)."""
 SHARED_BASES = (0, 16, 400, 1024 + 1008, 3 * 1024 + 128)
 """Shared-window addresses of the dynamic buffer the emulation tries (the kernel pads to 1024)."""
 

@@ -82,6 +82,16 @@ Then batch 32 (``--only large``, ~2-3 min on an H100; device step 160):
     and ``store=pairs`` (8-byte stores of the D fragment's column pairs), rows ``inflight=1`` / ``store=pairs``;
     compare each with the cp.async row of the same precision, bn and stages above it.
 
+Then the TF32 family's layouts (``--only tf32x``, ~3-4 min on an H100; ``--budget 300``):
+
+13. ``tf32x``: ViT-B/16's four GEMMs at batch 1 (M = 197) then batch 32 (M = 6304), each with cuBLAS TF32 through
+    PyTorch (float32 tensors, ``allow_tf32``; row ``cublas_tf32``), hetpart's TF32 build (``mma.sync``, what a TF32
+    build runs today: ``WGMMA_GEMM`` is off) and the ``tf32r`` layouts of :data:`TF32X_VARIANTS` -- the rule's
+    (:func:`hetpart.kernels.wgmma_variant.choose` with the ``TF32_*`` switches at their defaults, marked ``rule``),
+    then the pair store, deeper pipelines, 128B swizzle with two consumers and bn 64 (the ``TF32_*`` switches'
+    values), each at ``choose_split``'s split for its tile and consumers, checked against float64 numpy and timed.
+    Decides the ``TF32_*`` switches; summary ``best_variants["tf32x"]`` (raw times: cuBLAS has no VM harness).
+
 Printed: one line per result (ms, TFLOP/s); JSON: ``{"device", "correctness": [...],
 "vit": [...], "baseline": [...], "variants": [...], "skipped": [...], "elapsed_s"}``
 (``variants``: the rows of steps 7-9, with ``precision``, ``split``, ``epilogue``, ``group``).
@@ -300,7 +310,7 @@ def _cuda_modules(mod):
 
 
 # --- the second spike's variants (steps 7-9) -------------------------------------------------
-GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle", "rule", "large")
+GROUPS = ("bf16", "tf32", "f32a", "splitk", "swizzle", "rule", "large", "tf32x")
 """``--only`` choices: ``bf16`` the steps 1-6 above, the others steps 7, 8, 9, 10 and 11 (``swizzle``
 and ``rule`` are not in the default run: each has its own budget, see the module doc)."""
 DEFAULT_GROUPS = ("bf16", "tf32", "f32a", "splitk")
@@ -327,6 +337,17 @@ stage more (``inflight=1`` keeps ``stages - 2`` tiles of loads in flight), at bn
 LARGE_WS_VARIANTS = [("bf16", 128, 4), ("bf16", 128, 6), ("bf16", 256, 4)]
 """(precision, bn, stages) of the warp-specialised spike (``producer="warp"``: a TMA producer
 warpgroup, mbarriers; :mod:`hetpart.kernels.wgmma_ws`) timed beside them at batch 32 (step 12w)."""
+TF32X_VARIANTS = [("tf32r", 128, 3, "none", 1, "scalar"), ("tf32r", 128, 3, "none", 1, "pairs"),
+                  ("tf32r", 128, 5, "none", 1, "pairs"), ("tf32r", 128, 4, "128b", 2, "scalar"),
+                  ("tf32r", 128, 4, "128b", 2, "pairs"), ("tf32r", 128, 6, "128b", 2, "pairs"),
+                  ("tf32r", 64, 6, "128b", 2, "pairs"), ("tf32", 128, 6, "128b", 2, "pairs")]
+"""(precision, bn, stages, swizzle, consumers, store) of step 13, each at ``choose_split``'s split for its tile and
+consumers (what :func:`hetpart.kernels.wgmma_variant.choose` builds with the ``TF32_*`` switches so set): the first
+spike's variant (the rule today), (1) the pair store alone, (3) a deeper pipeline of that layout (5 stages, 120
+KiB), (2) 128B swizzle and two consumers at 4 stages, with the pair store, at 6 stages, at bn 64; last ``tf32``
+(A by cp.async, truncated by the tensor core) at the same layout: the price of ``tf32r``'s register path."""
+TF32X_SHAPES = {**VIT, **{f"{name}_b32": mnk for name, mnk in LARGE.items()}}
+"""Step 13's shapes: ViT-B/16's GEMMs at batch 1 (the corpus rows issue 17 compares), then at batch 32."""
 
 
 def variant_inputs(m: int, n: int, k: int, precision: str, seed: int = 0, rounded: bool = True):
@@ -447,25 +468,33 @@ def variant_row(group, name, m, n, k, precision, bn, stages, split, epilogue, de
     return row
 
 
-def cublas_row(name: str, m: int, n: int, k: int) -> dict:
-    """cuBLAS's time for ``A[m, k] @ B[n, k].T`` in bf16 through PyTorch (the peer's GEMM): CUDA
-    events around 50 back-to-back ``F.linear`` calls, median of 5 repeats; or the error."""
-    row = {"group": "large", "shape": name, "m": m, "n": n, "k": k, "precision": "cublas_bf16"}
+def cublas_row(name: str, m: int, n: int, k: int, dtype: str = "bf16", group: str = "large") -> dict:
+    """cuBLAS's time for ``A[m, k] @ B[n, k].T`` through PyTorch (the peer's GEMM): ``dtype`` ``bf16``
+    (bfloat16 tensors) or ``tf32`` (float32 tensors, ``torch.backends.cuda.matmul.allow_tf32`` on while timed:
+    what PyTorch runs with TF32 on); CUDA events around 50 back-to-back ``F.linear`` calls, median of 5
+    repeats; or the error.  Row ``precision`` ``cublas_<dtype>``."""
+    row = {"group": group, "shape": name, "m": m, "n": n, "k": k, "precision": f"cublas_{dtype}"}
     try:
         import torch
 
-        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-        torch.nn.functional.linear(a, b)
-        times = []
-        for _ in range(5):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(50):
-                torch.nn.functional.linear(a, b)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 50)
+        tdtype = {"bf16": torch.bfloat16, "tf32": torch.float32}[dtype]
+        old_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32" or old_tf32
+        try:
+            a = torch.randn(m, k, device="cuda", dtype=tdtype)
+            b = torch.randn(n, k, device="cuda", dtype=tdtype)
+            torch.nn.functional.linear(a, b)
+            times = []
+            for _ in range(5):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(50):
+                    torch.nn.functional.linear(a, b)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 50)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old_tf32
         row["raw_ms"] = float(np.median(times))
         row["raw_tflops"] = tflops(m, n, k, row["raw_ms"])
     except Exception as e:  # noqa: BLE001 - no torch is a result too
@@ -530,14 +559,59 @@ def _large_summary(result: dict) -> None:
                 "cublas_ms": cublas["raw_ms"] if cublas else None, "rule_ms": rule["raw_ms"] if rule else None}
 
 
+def tf32x_rows(m: int, n: int, k: int) -> list[dict]:
+    """Step 13's layouts for one shape: :data:`TF32X_VARIANTS` that tile N, each with ``choose_split``'s split for
+    its tile and consumers, as ``variant()`` keyword arguments; ``rule`` True on the one
+    :func:`hetpart.kernels.wgmma_variant.choose` picks now (its ``TF32_*`` switches as they are)."""
+    from hetpart.kernels import wgmma_splitk as sk
+    from hetpart.kernels import wgmma_variant as wv
+
+    rule = wv.choose(m, n, k, "tf32r")
+    rows = []
+    for precision, bn, stages, swizzle, consumers, store in TF32X_VARIANTS:
+        if n % bn:
+            continue
+        split = sk.choose_split(m, n, k, bn, precision, consumers=consumers)
+        mine = wv.Variant(precision, bn, stages, swizzle, consumers, split, store=store)
+        rows.append(dict(precision=precision, bn=bn, stages=stages, split=split, swizzle=swizzle,
+                         consumers=consumers, store=store, rule=mine == rule))
+    return rows
+
+
+def _tf32x_summary(result: dict) -> None:
+    """Print and record (``best_variants["tf32x"]``) per step-13 shape the fastest ``tf32r`` layout (raw timing)
+    beside the rule's row, hetpart's TF32 ``mma.sync`` build (vm) and cuBLAS TF32 (raw)."""
+    rows = [r for r in result["variants"] if r.get("group") == "tf32x" and "raw_ms" in r]
+    base = {(r["m"], r["n"], r["k"]): r for r in result["baseline"] if r.get("precision") == "tf32" and "vm_ms" in r}
+    print("tf32: best layout per shape (raw) vs the rule, hetpart's TF32 mma.sync (vm) and cuBLAS TF32:", flush=True)
+    for name, (m, n, k) in TF32X_SHAPES.items():
+        mine = [r for r in rows if r["shape"] == name and r["precision"] == "tf32r" and r.get("ok")]
+        cublas = next((r for r in rows if r["shape"] == name and r["precision"] == "cublas_tf32"), None)
+        rule = next((r for r in mine if r.get("rule")), None)
+        if not mine:
+            continue
+        best = min(mine, key=lambda r: r["raw_ms"])
+        mma = base.get((m, n, k))
+        print(f"  {name}: bn={best['bn']} stages={best['stages']} split={best['split']} swizzle={best.get('swizzle', 'none')} "
+              f"consumers={best.get('consumers', 1)} store={best.get('store', 'scalar')} {best['raw_ms'] * 1e3:.1f} us"
+              + (f", rule {rule['raw_ms'] * 1e3:.1f}" if rule else "")
+              + (f", mma.sync {mma['vm_ms'] * 1e3:.1f} (vm)" if mma else "")
+              + (f", cuBLAS {cublas['raw_ms'] * 1e3:.1f}" if cublas else ""), flush=True)
+        result.setdefault("best_variants", {}).setdefault("tf32x", {})[name] = {
+            key: best.get(key) for key in ("bn", "stages", "split", "swizzle", "consumers", "store", "raw_ms", "vm_ms")}
+        result["best_variants"]["tf32x"][name].update(
+            rule_ms=rule["raw_ms"] if rule else None, mma_sync_vm_ms=mma["vm_ms"] if mma else None,
+            cublas_ms=cublas["raw_ms"] if cublas else None)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the results here (rewritten after every step)")
     ap.add_argument("--budget", type=float, default=85.0, help="seconds; later steps are skipped past it")
     ap.add_argument("--dry", action="store_true", help="no GPU: build everything, run nothing")
     ap.add_argument("--only", action="append", choices=GROUPS,
-                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk/swizzle/rule = "
-                         "7/8/9/10/11")
+                    help="run only these groups (repeatable): bf16 = steps 1-6, tf32/f32a/splitk/swizzle/rule/large/"
+                         "tf32x = 7/8/9/10/11/12/13")
     args = ap.parse_args(argv)
     groups = set(args.only or DEFAULT_GROUPS)
     start = time.time()
@@ -732,6 +806,27 @@ def main(argv=None) -> int:
                     variant("large", name, m, n, k, precision, bn, stages, swizzle="128b", consumers=2,
                             inflight=inflight, store=store)
         _large_summary(result)
+
+    if "tf32x" in groups:
+        print(f"13. tf32r layouts (precision, bn, stages, swizzle, consumers, store) in {TF32X_VARIANTS} on ViT-B/16 "
+              "at M = 197 then 6304; cuBLAS TF32 and hetpart's TF32 build beside them", flush=True)
+        for name, (m, n, k) in TF32X_SHAPES.items():
+            if not args.dry and not over(f"tf32x cublas {name}"):
+                row = cublas_row(name, m, n, k, "tf32", "tf32x")
+                result["variants"].append(row)
+                print(_line(row), flush=True)
+            for opts in tf32x_rows(m, n, k):
+                rule = opts.pop("rule")
+                before = len(result["variants"])
+                variant("tf32x", name, m, n, k, **opts)
+                if len(result["variants"]) > before:
+                    result["variants"][-1]["rule"] = rule
+            if not over(f"baseline {name} tf32"):
+                row = baseline_row(name, m, n, k, "tf32", dev, args.dry)
+                result["baseline"].append(row)
+                print(_line(row), flush=True)
+            save()
+        _tf32x_summary(result)
 
     best = {}
     for row in result["vit"]:

@@ -14,7 +14,10 @@ splits) and is one whose layout device step 150 checked against float64 numpy on
 set, the warp-specialised variant (``tests/test_kernels_wgmma_ws.py``'s cuda tests, not yet run on a GPU).
 ``tf32r`` keeps the first spike's variant (:data:`TF32_STAGES`, no swizzle, one consumer): step 150's
 swizzled TF32 kernels were no faster than hetpart's ``mma.sync`` ones, so a TF32 build substitutes
-exactly what it did before this module.
+exactly what it did before this module.  The ``TF32_*`` switches (all at the old variant by default:
+:data:`TF32_SWIZZLE`, :data:`TF32_CONSUMERS`, :data:`TF32_BN`, :data:`TF32_STAGES`, :data:`TF32_PAIR_STORE_ROWS`)
+give ``tf32r`` the ``bf16`` families' options -- their layouts are the cuda tests' of
+``tests/test_kernels_wgmma_epilogue.py`` (tf32r rows; not yet run on a GPU).
 
 The measurement (``bench/results/gpu-wgmma-swizzle-150-nvidia-h100.json``, spike write-up
 section 10): ViT-B/16's four GEMMs at M = 197, us through the VM harness, against hetpart's
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import wgmma_layout as lay
 from . import wgmma_splitk as wsk
 
 SWIZZLE = "128b"
@@ -55,7 +59,55 @@ F32A_SPLIT_K_OVER_N = 1
 """``f32a``: K / N from which the GEMM is split (proj's 1: 11.81 us split 6 vs 16.82 unsplit;
 qkv / fc1, K / N 1/3 and 1/4, were timed unsplit only)."""
 TF32_STAGES = 3
-"""``tf32r``'s pipeline depth: the first spike's substitution, unchanged (no swizzle, one consumer)."""
+"""``tf32r`` / ``tf32``'s pipeline depth (the first spike's 3; a switch: :func:`_tf32_variant` takes the deepest of
+it and what fits :data:`SHARED_MEMORY_BYTES`).  Why deeper: a TF32 K tile is 32 floats (128 bytes a row, as bf16's
+64), so a stage holds half the K of a bf16 stage and the pipeline runs dry twice as fast per flop; one stage of the
+default layout (64 + 128 rows x 128 B) is 24 KiB, of the swizzled two-consumer one (128 + 128 rows) 32 KiB -- so
+the first fits 9 stages in an H100 CTA, the second 7 (with the 1 KiB swizzle pad).  Decided by
+``tools/gpu_wgmma_probe.py --only tf32x`` (rows at 4-6 stages beside 3)."""
+TF32_SWIZZLE = "none"
+"""The shared-memory layout of a ``tf32r`` / ``tf32`` variant: ``none`` (the default: the first spike's
+variant, the code of before) or ``128b`` -- the layout the ``bf16`` / ``f32a`` families took in step 150.  It
+carries over to 4-byte elements unchanged because every map of :mod:`.wgmma_layout` is one in bytes: the
+128-byte swizzle permutes the 16-byte chunks of each 128-byte row of a 1024-byte atom (CUTLASS's
+``Swizzle<3, 4, 3>`` on byte addresses, ``Layout_K_SW128_Atom<T> = upcast<sizeof_bits<T>>`` of one 8 x 1024-bit
+atom: 8 x 64 bf16 or 8 x 32 tf32), a staged K tile is one 128-byte row (32 floats), a ``k8`` tf32 wgmma reads
+32 bytes of K per row (as a ``k16`` bf16 one), so the descriptor's K step is the same 2 units inside the atom
+and its SBO the same 1024 bytes; tf32 is K-major only (no transpose immediates), which is the only layout the
+kernel stages.  Checked: ``tests/test_kernels_wgmma_swizzle.py``'s emulation of the shared memory (tf32 and
+tf32r layouts: every element a wgmma reads is the element the loader wrote), and on the H100 in step 150
+(``tf32`` bn 128 / 256 two consumers 128b against float64 numpy, 2e-6; ``tf32r`` bn 256 in the cuda tests).
+Why it was left off then: unsplit, the swizzled ``tf32`` kernels beat ``mma.sync`` on qkv / fc1 (18.69 / 18.56
+us against 22.60 / 22.00) but lost on proj / fc2 (18.21 / 53.59 against 11.42 / 25.95) -- shapes where the rule
+splits K (:func:`_tf32_variant`: ``choose_split`` with the variant's consumers), which step 150 did not time for
+tf32.  Decided by the probe's ``--only tf32x`` rows and the model A/B (:data:`TF32_PAIR_STORE_ROWS`' doc)."""
+TF32_CONSUMERS = 1
+"""Consumer warpgroups per CTA of a ``tf32r`` / ``tf32`` variant: 1 (the default, the code of before) or 2
+(128-row tiles, 256 threads: each warpgroup's m64 wgmmas against the one B tile, half the B traffic per row of
+C).  Meant with :data:`TF32_SWIZZLE` ``128b`` (step 150: unswizzled two-consumer ``bf16`` kernels were 1.9-2.5x
+slower than swizzled ones); ``choose_split`` counts the CTAs of 128-row tiles."""
+TF32_BN = 128
+"""The widest tile N a ``tf32r`` / ``tf32`` variant takes (of 64 / 128 / 256, the widest that divides N and is
+at most this): 128 (the default: 128, or 64 where N % 128 -- the code of before); 64 the ``bf16`` family's
+unsplit choice with two consumers (step 150), to A/B."""
+TF32_PAIR_STORE_ROWS = 0
+"""From this many rows (M) up, a ``tf32r`` / ``tf32`` GEMM stores its accumulators as column pairs
+(``store="pairs"``, :data:`.wgmma_gemm.STORES`: one 8-byte ``float2`` per two float32 accumulators, each warp
+instruction writing whole 32-byte sectors); 0 (the default): off, ``gemm_options`` has no ``store`` key (the code
+of before).  What :data:`PAIR_STORE_ROWS` does for ``bf16`` / ``f32a`` (step 167: ViT b32's GEMMs 1.1-1.45x
+faster; whole models at b1 1.10x / 1.06x): the D fragment of an ``m64nNk8`` tf32 wgmma is that of ``k16``, float32
+either way, so the pairs are the same; the epilogues need nothing more -- bias, bias + GELU and the residual are
+applied to each of the two values at its own column (``epilogue_value``), and split-K's partial sums ``P [split *
+M, N]`` are float32 rows of N % 64 == 0 columns, so every pair is 8-byte aligned; the reduction reads them as
+before.  Bit for bit the scalar store's values (the cuda tests check it; not yet run on a GPU).  A TF32 build substitutes a ``tf32r``
+match only with ``KernelOptions.wgmma`` on (:data:`.wgmma_match.WGMMA_GEMM`, off): the whole-model A/B turns it on
+on both sides -- ``tools/gpu_model_switch_ab.py vit_b_16-b1.onnx --precision tf32`` (the default precision,
+``cuda=tf32``: TF32 on; ``--precision fp32`` turns TF32 off and no float32 weight matches at all) ``--before
+TF32_...=old --after WGMMA_GEMM=1 --after TF32_...=new`` against the same with the old values, and
+``--before WGMMA_GEMM=0`` for today's ``mma.sync`` build."""
+SHARED_MEMORY_BYTES = 227 * 1024
+"""Dynamic shared memory one H100 CTA may have (``cudaDevAttrMaxSharedMemoryPerBlockOptin``): the deepest
+pipeline :data:`TF32_STAGES` may ask for is cut to fit it (:func:`fitting_stages`)."""
 LARGE_M_ROWS = 4096
 """From this many rows (M) up, a GEMM of a :data:`LARGE_M_FAMILIES` family takes :data:`LARGE_M_BN`-wide
 tiles unsplit; 0: off, every GEMM chosen as below.  The variants above were timed at
@@ -170,15 +222,15 @@ def choose(m: int, n: int, k: int, precision: str, sms: int = wsk.H100_SMS) -> V
     With :data:`WARP_PRODUCER_ROWS` set and M at least that, ``bf16``: :func:`_warp_producer`.
     With :data:`LARGE_M_ROWS` set and M at least that: :func:`_large_m` (:data:`LARGE_M_FAMILIES`).
     Then, for ``bf16`` / ``f32a``, :data:`INFLIGHT_ROWS` and :data:`PAIR_STORE_ROWS` (off by default).
-    ``tf32r`` / ``tf32``: the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
-    swizzle, one consumer, ``choose_split``'s split (what the substitution built before).
+    ``tf32r`` / ``tf32``: by default the first spike's variant -- bn 128 (64 where N % 128), 3 stages, no
+    swizzle, one consumer, ``choose_split``'s split (what the substitution built before); the ``TF32_*``
+    switches change it (:func:`_tf32_variant`).
     Raises ValueError for another precision or N % 64 != 0."""
     if n % 64:
         raise ValueError(f"N must be a multiple of 64, got {n}")
     wide = 128 if n % 128 == 0 else 64
     if precision in ("tf32r", "tf32"):
-        return Variant(precision, wide, TF32_STAGES, "none", 1,
-                       wsk.choose_split(m, n, k, wide, precision, sms=sms))
+        return _tf32_variant(m, n, k, precision, sms)
     if precision not in FAMILIES:
         raise ValueError(f"precision must be one of {FAMILIES + ('tf32r', 'tf32')}, got {precision!r}")
     return _batch32_spike(m, _family_variant(m, n, k, precision, wide, sms))
@@ -195,6 +247,38 @@ def _family_variant(m: int, n: int, k: int, precision: str, wide: int, sms: int)
     bn = wide if (precision == "f32a" or splits) else 64
     split = wsk.choose_split(m, n, k, bn, precision, sms=sms, consumers=CONSUMERS) if splits else 1
     return Variant(precision, bn, STAGES, SWIZZLE, CONSUMERS, split)
+
+
+def _tf32_variant(m: int, n: int, k: int, precision: str, sms: int) -> Variant:
+    """:func:`choose` for ``tf32r`` / ``tf32``: the widest of 256 / 128 / 64 at most :data:`TF32_BN` that divides
+    N, :data:`TF32_STAGES` (cut to what fits: :func:`fitting_stages`), :data:`TF32_SWIZZLE`,
+    :data:`TF32_CONSUMERS`, ``choose_split``'s split for those CTAs, and from :data:`TF32_PAIR_STORE_ROWS` rows the
+    pair store.  With every switch at its default, exactly the first spike's variant (``choose_split`` of one
+    consumer is its default)."""
+    bn = next(b for b in (256, 128, 64) if b <= TF32_BN and n % b == 0)
+    stages = fitting_stages(precision, bn, TF32_STAGES, TF32_SWIZZLE, TF32_CONSUMERS)
+    split = wsk.choose_split(m, n, k, bn, precision, sms=sms, consumers=TF32_CONSUMERS)
+    variant = Variant(precision, bn, stages, TF32_SWIZZLE, TF32_CONSUMERS, split)
+    if TF32_PAIR_STORE_ROWS and m >= TF32_PAIR_STORE_ROWS:
+        variant = replace(variant, store="pairs")
+    return variant
+
+
+def smem_bytes(precision: str, bn: int, stages: int, swizzle: str, consumers: int) -> int:
+    """Dynamic shared memory of the cp.async pipeline with these options (:class:`.wgmma_layout.PipelinePlan`:
+    every stage's A and B tiles, and a swizzled layout's 1 KiB alignment pad)."""
+    plan = lay.PipelinePlan(lay.precision(precision), bn, stages, swizzle, consumers)
+    return plan.smem_elems * plan.precision.elem_bytes
+
+
+def fitting_stages(precision: str, bn: int, stages: int, swizzle: str, consumers: int,
+                   limit: int = SHARED_MEMORY_BYTES) -> int:
+    """``stages``, or the deepest pipeline below it whose :func:`smem_bytes` fits ``limit`` (at least 2: the
+    pipeline's least depth, so a ``stages`` of 1 comes back 2; ValueError if not even 2 fit)."""
+    for depth in range(max(stages, 2), 1, -1):
+        if smem_bytes(precision, bn, depth, swizzle, consumers) <= limit:
+            return depth
+    raise ValueError(f"no pipeline of {precision} bn {bn} {swizzle} x{consumers} fits {limit} bytes")
 
 
 def _batch32_spike(m: int, variant: Variant) -> Variant:
@@ -229,6 +313,7 @@ def _warp_producer(n: int) -> Variant:
 
 
 __all__ = ["BF16_SPLIT_K_OVER_N", "CONSUMERS", "F32A_SPLIT_K_OVER_N", "FAMILIES", "INFLIGHT_ROWS", "LARGE_M_BN",
-           "LARGE_M_FAMILIES", "LARGE_M_ROWS", "LARGE_M_STAGES", "PAIR_STORE_ROWS", "STAGES", "SWIZZLE",
-           "TF32_STAGES", "Variant", "WARP_PRODUCER_BN", "WARP_PRODUCER_ROWS", "WARP_PRODUCER_STAGES", "choose",
-           "family"]
+           "LARGE_M_FAMILIES", "LARGE_M_ROWS", "LARGE_M_STAGES", "PAIR_STORE_ROWS", "SHARED_MEMORY_BYTES", "STAGES",
+           "SWIZZLE", "TF32_BN", "TF32_CONSUMERS", "TF32_PAIR_STORE_ROWS", "TF32_STAGES", "TF32_SWIZZLE", "Variant",
+           "WARP_PRODUCER_BN", "WARP_PRODUCER_ROWS", "WARP_PRODUCER_STAGES", "choose", "family", "fitting_stages",
+           "smem_bytes"]
