@@ -4,6 +4,8 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 58 ran 161, 165-169; session 51's order follows 147):
+#   170 (issue 17: GELU_FAST_DIVIDE's cuda tests and b32 A/Bs; the flash chain's price; ViT b32 per kernel again),
+#   171 (issue 17, TF32: the tf32r family with swizzle / two consumers / pair store, probe and b1 A/Bs),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -29,6 +31,49 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+170)  # (BUDGET=560) issue 17 (session 58, branch gelu58, offline): step 161's "fc1 + GELU not substituted" was its
+     # table cutting names at 70 chars (it is ..._bf16w_bf16a_wgmma_kernel; gpu_kernel_profile.short_name keeps the
+     # tail now). Its bias_gelu epilogue costs ~16 us at M = 6304 (132.6 in the model vs 110.2 in the probe without
+     # an epilogue): two IEEE divisions per value. (1) tests/test_kernels_wgmma_gelu.py's cuda tests; (2)
+     # wgmma_gemm.GELU_FAST_DIVIDE A/B on vit_b_16 and distilbert b32 bf16; (3) the flash chain's price
+     # (tests/test_costmodel_flash.py's GPU test: stage WITHOUT NOPROFILE, it loads the recorded profile);
+     # (4) ViT b32 bf16 per kernel again (pair store on since step 168). Decides: GELU_FAST_DIVIDE on if both gain.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_wgmma_gelu.py \
+    > "$OUT/logs/wgmma-gelu-cuda-tests-170.txt" 2>&1
+  G=hetpart.kernels.wgmma_gemm.GELU_FAST_DIVIDE
+  for m in vit_b_16 distilbert; do
+    f=$(corpus_export $m 32 120); left=$(((BUDGET - SECONDS - 200) / 2))
+    [ -f "$f" ] && [ "$left" -ge 90 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+      --before $G=0 --after $G=1 --rounds 3 --repeat 10 --out "$OUT/gelu-ab-$m-b32-170.json" \
+      > "$OUT/logs/gelu-ab-$m-b32-170.txt" 2>&1
+  done
+  left=$((BUDGET - SECONDS - 130)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -s -p no:cacheprovider \
+    tests/test_costmodel_flash.py::test_gpu_chain_is_measured_under_values > "$OUT/logs/flash-cost-170.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 \
+    --batch 32 --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 25 --json "$OUT/kernel-profile-vit-b32-bf16-170.json" \
+    --md "$OUT/kernel-profile-vit-b32-bf16-170.md" > "$OUT/logs/kernel-profile-vit-b32-170.txt" 2>&1 ;;
+171)  # (BUDGET=560) issue 17, TF32 (session 58, branch tf32pairs58, none run on a GPU): the wgmma GEMM's tf32r family with
+     # the bf16 families' options, each a wgmma_variant switch at the old variant by default -- TF32_PAIR_STORE_ROWS
+     # (float2 stores), TF32_SWIZZLE=128b + TF32_CONSUMERS=2, TF32_STAGES (cut to 227 KiB: 7 at 128b x2 bn 128), TF32_BN.
+     # A TF32 build substitutes tf32r only with wgmma_match.WGMMA_GEMM on (off today: the corpus TF32 rows are mma.sync).
+     # (1) cuda tests (tf32r layouts vs float64, pairs bit-equal to scalar, epilogues, split-K, 7 stages);
+     # (2) probe --only tf32x: ViT GEMMs at M 197 / 6304, tf32r layouts beside cuBLAS TF32 and hetpart's mma.sync;
+     # (3) vit_b_16 b1 then whisper_encoder b1 --precision tf32 (the corpus's TF32 build): mma.sync (WGMMA_GEMM=0)
+     #     against wgmma with the new TF32 options.
+     # Decides: the TF32_* values (from (2)); whether a TF32 build substitutes tf32r at all (a wgmma_match switch).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider -k tf32 \
+    tests/test_kernels_wgmma_epilogue.py tests/test_kernels_wgmma_swizzle.py > "$OUT/logs/wgmma-tf32-cuda-tests-171.txt" 2>&1
+  timeout 200 python3 tools/gpu_wgmma_probe.py --only tf32x --budget 170 --json "$OUT/wgmma-tf32x-171.json" \
+    > "$OUT/logs/wgmma-tf32x-171.txt" 2>&1
+  V=hetpart.kernels.wgmma_variant; W=hetpart.kernels.wgmma_match.WGMMA_GEMM
+  OLD="--before $W=0 --before $V.TF32_SWIZZLE=none --before $V.TF32_CONSUMERS=1 --before $V.TF32_STAGES=3 --before $V.TF32_PAIR_STORE_ROWS=0"
+  NEW="--after $W=1 --after $V.TF32_SWIZZLE=128b --after $V.TF32_CONSUMERS=2 --after $V.TF32_STAGES=6 --after $V.TF32_PAIR_STORE_ROWS=192"
+  for mdl in vit_b_16 whisper_encoder; do f=$(corpus_export $mdl 1 120); left=$((BUDGET - SECONDS - 5))
+    [ -f "$f" ] && [ "$left" -ge 90 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision tf32 \
+      $OLD $NEW --rounds 3 --repeat 20 --out "$OUT/tf32-wgmma-ab-$mdl-b1-171.json" \
+      > "$OUT/logs/tf32-wgmma-ab-$mdl-b1-171.txt" 2>&1; done ;;
 159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
      # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
      # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a
