@@ -24,6 +24,17 @@
 #   cpu_rule_ab.py mobilenet_v2_onnx.py" BENCH=corpus.py NOPROFILE=1 EXTRA_OUT="README.md hetpart/bench/capped.py
 #   hetpart/bench/int8.py hetpart/bench/decode_twin.py hetpart/bench/data_parallel.py hetpart/bench/cpu_nms.py
 #   hetpart/bench/cpu_pool.py hetpart/bench/cpu_softmax.py hetpart/bench/conformance.py hetpart/bench/serve*.py".
+# Step 170 (session 58: 2.83 MB, preflight ready; then, to fit, mv tools/device_stage.sh tools/device_preflight.py
+#   .hold/stash/extra/tools/ and move them back before --restore): NOPROFILE=1 STEPS="170"
+#   TESTS="test_kernels_wgmma_gelu.py test_costmodel_flash.py" TOOLS="gpu_model_switch_ab.py model_spec.py
+#   gpu_wgmma_probe.py" HELPERS="onnx_cases.py tir_loops.py precision_cases.py attention_cases.py nvcc_cases.py
+#   asm_cases.py" BENCH=corpus.py EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
+# Step 171 (session 58: 2.84 MB, preflight ready; the same two files moved out after preflight): NOPROFILE=1
+#   STEPS="171" TESTS="test_kernels_wgmma_epilogue.py test_kernels_wgmma_swizzle.py" TOOLS="gpu_model_switch_ab.py
+#   model_spec.py gpu_wgmma_probe.py" HELPERS="onnx_cases.py tir_loops.py" BENCH=corpus.py
+#   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
+# Step 165 (session 58) also needed TOOLS "rule_switch_tir_diff.py cpu_rule_ab.py cpu_layer_gap.py
+#   cpu_kernel_profile.py" and hetpart/bench/{kernel_table,cpu_layers}.py kept (out of $EXTRA).
 # Step 159 (session 55: 2.80 MB, preflight ready, the shipped profile kept):
 #   STEPS="159" TESTS="" TOOLS="gpu_kernel_profile.py gpu_kernel_categories.py" BENCH=corpus.py EXTRA_OUT="README.md
 #   hetpart/bench/capped.py hetpart/bench/cpu_layers.py hetpart/bench/int8.py hetpart/bench/decode_twin.py
