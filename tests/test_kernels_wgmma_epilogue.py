@@ -30,6 +30,7 @@ from hetpart.kernels import wgmma_gemm as wg
 from hetpart.kernels import wgmma_layout as lay
 from hetpart.kernels import wgmma_schedule as sch
 from hetpart.kernels import wgmma_splitk as sk
+from gemm_runs import run_on_gpu
 from hetpart.kernels import wgmma_variant as wv
 from hetpart.targets import cuda_available
 
@@ -470,14 +471,7 @@ def _run_tf32(m, n, k, bn, stages, swizzle, consumers, split, epilogue=None, res
     ta, tb = tvm.runtime.tensor(a, dev), tvm.runtime.tensor(b, dev)
     extra = ([tvm.runtime.tensor(bias, dev)] if epilogue in wg.BIAS_EPILOGUES else []) + \
         ([tvm.runtime.tensor(res, dev)] if epilogue in wg.RESIDUAL_EPILOGUES else [])
-    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
-    if split == 1:
-        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
-    else:
-        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
-        ex[sk.GEMM_SYMBOL](ta, tb, p)
-        ex[sk.REDUCE_SYMBOL](p, *extra, c)
-    return c.numpy()
+    return run_on_gpu(ex, dev, ta, tb, extra, m, n, split)[0]
 
 
 def _reference(m, n, k, epilogue, res):

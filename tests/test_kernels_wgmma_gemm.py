@@ -224,6 +224,7 @@ def test_matches_numpy_on_gpu(shape, bn, stages):
 # === the other precisions, split-K, the epilogue (wgmma_layout, wgmma_splitk) =================
 from hetpart.kernels import wgmma_layout as lay  # noqa: E402
 from hetpart.kernels import wgmma_splitk as sk  # noqa: E402
+from gemm_runs import run_on_gpu  # noqa: E402
 
 TF32 = lay.PRECISIONS["tf32"]
 
@@ -495,17 +496,9 @@ def _run_variant(shape, precision, bn, stages, split, epilogue):
         return tvm.runtime.tensor(to_low(x, dtype) if dtype == "bfloat16" else np.asarray(x, np.float32), dev)
 
     ta, tb, tbias = on_gpu(a, prec.a_global), on_gpu(b, prec.b_global), on_gpu(bias, "float32")
-    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
     extra = [tbias] if epilogue is not None else []
-    if split == 1:
-        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
-        part = None
-    else:
-        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
-        ex[sk.GEMM_SYMBOL](ta, tb, p)
-        ex[sk.REDUCE_SYMBOL](p, *extra, c)
-        part = p.numpy()
-    return a, b, bias, c.numpy(), part
+    got, part = run_on_gpu(ex, dev, ta, tb, extra, m, n, split)
+    return a, b, bias, got, part
 
 
 @pytest.mark.cuda

@@ -42,6 +42,7 @@ from hetpart import importer, kernels
 from hetpart.importer import low_precision as lp
 from hetpart.kernels import weight_prepack, wgmma_gemm as wg, wgmma_layout as lay, wgmma_match as wm
 from hetpart.kernels import wgmma_splitk as sk, wgmma_substitute as ws, wgmma_variant as wv
+from gemm_runs import run_on_gpu
 from hetpart.kernels.options import DEFAULT, KernelOptions
 from hetpart.targets import cuda_available, cuda_tvm_target
 
@@ -436,13 +437,7 @@ def test_residual_kernels_match_numpy_on_gpu(split, epilogue):
                   consumers=2)
     ta, tb, tbias, tres = (tvm.runtime.tensor(x, dev) for x in (a, b, bias, res))
     extra = [tbias, tres] if epilogue == "bias_residual" else [tres]
-    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
-    if split == 1:
-        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
-    else:
-        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
-        ex[sk.GEMM_SYMBOL](ta, tb, p)
-        ex[sk.REDUCE_SYMBOL](p, *extra, c)
+    got, _ = run_on_gpu(ex, dev, ta, tb, extra, m, n, split)
     want = a64 @ b64.T + (bias.astype(np.float64) if epilogue == "bias_residual" else 0.0) + res
-    err = float(np.abs(c.numpy() - want).max() / np.abs(want).max())
+    err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= 1e-4, f"split {split} {epilogue}: max rel err {err:.2e}"

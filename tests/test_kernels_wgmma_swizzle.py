@@ -42,6 +42,7 @@ import tvm
 from hetpart.kernels import wgmma_gemm as wg
 from hetpart.kernels import wgmma_layout as lay
 from hetpart.kernels import wgmma_splitk as sk
+from gemm_runs import run_on_gpu
 from hetpart.targets import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -457,15 +458,8 @@ def test_matches_numpy_on_gpu(shape, case):
     ex = sk.build(m, n, k, bn, stages=stages, precision=precision, split=split, epilogue=epilogue,
                   swizzle=swizzle, consumers=consumers)
     ta, tb, tbias = (tvm.runtime.tensor(x, dev) for x in (a, b, bias))
-    c = tvm.runtime.tensor(np.full((m, n), np.nan, np.float32), dev)
     extra = [tbias] if epilogue is not None else []
-    if split == 1:
-        ex[sk.GEMM_SYMBOL](ta, tb, *extra, c)
-    else:
-        p = tvm.runtime.tensor(np.full((split * m, n), np.nan, np.float32), dev)
-        ex[sk.GEMM_SYMBOL](ta, tb, p)
-        ex[sk.REDUCE_SYMBOL](p, *extra, c)
-    got = c.numpy()
+    got, _ = run_on_gpu(ex, dev, ta, tb, extra, m, n, split)
     want = _with_epilogue(a64 @ b64.T, bias, epilogue)
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= ISA_TOL, f"{shape} {case}: max rel err {err:.2e}"
