@@ -1024,3 +1024,26 @@ def test_split_biased_kernel_fully_masked_row_on_gpu(seq):
     got, _ = run_kernel(ex, q, k, v, "float32", bias)
     want = reference(q, k, v, bias=bias)
     assert np.isfinite(got).all() and rel_err(got, want) <= GPU_TOL
+
+
+@pytest.mark.parametrize("name", list(BIAS_REPLAY))
+def test_split_generated_bias_reads_are_the_model(name):
+    """The split kernel's bias loads: as the unsplit kernel's at key tile ``2 i + g`` and query row
+    ``16 (w % 4) ..`` (both groups the same rows)."""
+    import re
+
+    src = fa.cuda_source(fa.build(*REPLAY, bias_shape=BIAS_REPLAY[name], key_split=True))
+    bb, bh, bq, seq = BIAS_REPLAY[name]
+    found = re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+    assert len(found) == 4 * fl.S_TILES
+    for n, expr in found:
+        j, i = divmod(int(n), 4)
+        for step in range(fl.split_steps(seq)):
+            for tx in _TX2:
+                t = fl.split_tile(step, tx // fl.THREADS)
+                if t >= fl.kv_tiles(seq):
+                    continue  # skipped by the guard
+                row = min(fl.TILE_Q + (tx // 32 % fl.WARPS) * 16 + fl.c_fragment(tx % 32, i)[0], seq - 1)
+                key = min(t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1], seq - 1)
+                want = (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+                assert _c_eval(expr, **_env2(tx, step)) == want, (n, step, tx, expr)
