@@ -15,6 +15,13 @@ a first key tile all masked, a fully masked row, ``-inf`` entries, negative and 
 broadcast over batch / heads / queries) against float64 attention with the bias added; the
 register-level model with the bias read per register; the generated CUDA C's bias index per
 thread; nvcc without spills; on a GPU, against float64 at DistilBERT's and an odd shape.
+
+The key split (``key_split=True``): the numpy model in the split order (group ``g`` over tiles
+``2 i + g``, the log-sum-exp merge; a group without a tile) against float64, with and without the
+bias; the generated CUDA C replayed (each group's copies into its own buffer, ldmatrix addresses,
+the key mask at tile ``2 i + g``, the skip guards, the merge buffer's slots, group 0's store); nvcc
+without spills in <= 128 registers and 44 KB of static shared memory; on a GPU against float64
+(1500, 197, 130, 77, 64, 5 tokens; the biased cases and a fully masked row).
 """
 
 from __future__ import annotations
@@ -184,14 +191,15 @@ def _padded(x, rows):
     return np.pad(x.astype(np.float32), ((0, 0), (0, 0), (0, pad), (0, 0)))
 
 
-def _emulate_tile(qt, kp, vp, seq, c, bt=None):
-    """O (float32, unnormalised) and l of one 64-row Q tile, key tile by key tile; ``bt``: the
-    tile's rows of the bias (float32, keys padded), added as the biased kernel adds it."""
+def _emulate_tile(qt, kp, vp, seq, c, bt=None, tiles=None):
+    """O (float32, unnormalised), l and m of one 64-row Q tile, key tile by key tile (``tiles``:
+    these key tiles in this order, default all); ``bt``: the tile's rows of the bias (float32,
+    keys padded), added as the biased kernel adds it.  No tile: m = -inf, l = 0, O = 0."""
     rows = qt.shape[:-1]
     m = np.full(rows, -np.inf, np.float32)
     l = np.zeros(rows, np.float32)
     o = np.zeros(qt.shape, np.float32)
-    for t in range(fl.kv_tiles(seq)):
+    for t in range(fl.kv_tiles(seq)) if tiles is None else tiles:
         keys = slice(t * fl.TILE_KV, (t + 1) * fl.TILE_KV)
         s = np.einsum("bhqd,bhkd->bhqk", qt.astype(np.float64), kp[:, :, keys]).astype(np.float32)
         valid = t * fl.TILE_KV + np.arange(fl.TILE_KV) < seq
@@ -208,17 +216,35 @@ def _emulate_tile(qt, kp, vp, seq, c, bt=None):
         p = np.exp2(s - m[..., None]).astype(np.float32)
         l = (l + p.sum(-1, dtype=np.float32)).astype(np.float32)
         o = (o + np.einsum("bhqk,bhkd->bhqd", _bf16(p).astype(np.float64), vp[:, :, keys])).astype(np.float32)
-    return o, l
+    return o, l, m
 
 
-def emulate(q, k, v, scale=None, out_dtype="bfloat16", bias=None):
+def _split_tiles(seq, group):
+    """The key tiles of ``group`` in the key-split kernel's order (:func:`fl.split_tile`, those
+    ``< kv_tiles``)."""
+    return [t for t in (fl.split_tile(i, group) for i in range(fl.split_steps(seq))) if t < fl.kv_tiles(seq)]
+
+
+def _merge(parts):
+    """The split kernel's merge of the groups' (O, l, m), float32: ``m = max``, each part times
+    ``2^(m_g - m)`` (``2^-inf = 0``: a group without a key tile adds nothing)."""
+    (o, l, m), (o1, l1, m1) = parts
+    mx = np.maximum(m, m1)
+    a0, a1 = np.exp2(m - mx), np.exp2(m1 - mx)
+    l = (l * a0 + l1 * a1).astype(np.float32)
+    o = (o * a0[..., None] + o1 * a1[..., None]).astype(np.float32)
+    return o, l, mx
+
+
+def emulate(q, k, v, scale=None, out_dtype="bfloat16", bias=None, key_split=False):
     """The kernel's arithmetic in numpy: per 64-row Q tile, per 64-key tile (K, V zero-padded
     past seq as cp.async zero-fills), float32 scores times ``float32(scale * log2 e)``, keys
     >= seq at -inf, running max / sum / rescale in float32, ``2^x``, P rounded to bf16 for P V
     (float32 accumulation), O / l, rounded to ``out_dtype``.  (Summation order inside an mma
     and across a quad is not modelled: float32 rounding only.)  ``bias`` (float32, broadcast
     to ``[b, h, seq, seq]``): each score ``max(s * c + bias * log2 e, -FLT_MAX)``, the biased
-    kernel's order."""
+    kernel's order.  ``key_split``: the key-split kernel's order -- group ``g`` over tiles
+    ``2 i + g`` (:func:`_split_tiles`), then :func:`_merge`."""
     b, h, seq, d = q.shape
     c = np.float32((1.0 / np.sqrt(d) if scale is None else scale) * fa.LOG2E)
     kp, vp = _padded(k, fl.kv_tiles(seq) * fl.TILE_KV), _padded(v, fl.kv_tiles(seq) * fl.TILE_KV)
@@ -231,7 +257,12 @@ def emulate(q, k, v, scale=None, out_dtype="bfloat16", bias=None):
     out = np.empty(qp.shape, np.float32)
     for i in range(fl.q_tiles(seq)):
         rows = slice(i * fl.TILE_Q, (i + 1) * fl.TILE_Q)
-        o, l = _emulate_tile(qp[:, :, rows], kp, vp, seq, c, None if bp is None else bp[:, :, rows])
+        bt = None if bp is None else bp[:, :, rows]
+        if key_split:
+            o, l, _ = _merge([_emulate_tile(qp[:, :, rows], kp, vp, seq, c, bt, _split_tiles(seq, g))
+                              for g in range(fl.SPLIT_GROUPS)])
+        else:
+            o, l, _ = _emulate_tile(qp[:, :, rows], kp, vp, seq, c, bt)
         out[:, :, rows] = o / l[..., None]
     out = out[:, :, :seq]
     return _bf16(out) if out_dtype == "bfloat16" else out
@@ -262,6 +293,58 @@ def test_emulated_kernel_survives_scores_past_float32_exp():
 def test_emulated_custom_scale():
     q, k, v = attention_inputs(1, 1, 70, 64, seed=1)
     assert rel_err(emulate(q, k, v, scale=0.05, out_dtype="float32"), reference(q, k, v, 0.05)) <= 1e-2
+
+
+# --- the key split (flash_attention(key_split=True)) -----------------------------------------
+def test_split_tiles_cover_each_key_tile_once():
+    for seq in (1, 64, 65, 77, 130, 197, 1500):
+        tiles = [_split_tiles(seq, g) for g in range(fl.SPLIT_GROUPS)]
+        assert sorted(tiles[0] + tiles[1]) == list(range(fl.kv_tiles(seq))), seq
+        assert tiles[0] and 0 <= len(tiles[0]) - len(tiles[1]) <= 1, seq  # group 0 always has tile 0
+        assert fl.split_steps(seq) == len(tiles[0])
+
+
+@pytest.mark.parametrize("dims", [(1, 2, 200, 64), (2, 1, 64, 64), (1, 1, 1, 64), (1, 3, 130, 64),
+                                  (1, 2, 1500, 64), (1, 2, 77, 64)])
+@pytest.mark.parametrize("out_dtype", fa.OUT_DTYPES)
+def test_emulated_split_kernel_matches_float64_attention(dims, out_dtype):
+    """Group 1 has no key tile at seq <= 64 (m = -inf there): the merge gives group 0's result."""
+    q, k, v = attention_inputs(*dims)
+    got = emulate(q, k, v, out_dtype=out_dtype, key_split=True)
+    assert got.shape == q.shape and np.isfinite(got).all()
+    assert rel_err(got, reference(q, k, v)) <= 1e-2
+    if dims[2] <= fl.TILE_KV:
+        assert np.array_equal(got, emulate(q, k, v, out_dtype=out_dtype))
+
+
+def test_emulated_split_kernel_survives_scores_past_float32_exp():
+    q, k, v = attention_inputs(1, 2, 150, 64, seed=3)
+    q = (q.astype(np.float32) * 20).astype(ml_dtypes.bfloat16)
+    got = emulate(q, k, v, out_dtype="float32", key_split=True)
+    assert np.isfinite(got).all() and rel_err(got, reference(q, k, v)) <= 1e-2
+
+
+@pytest.mark.parametrize("dims", [(2, 2, 130, 64), (3, 1, 64, 64), (2, 1, 5, 64), (2, 1, 200, 64)])
+@pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
+def test_emulated_split_bias_matches_float64_attention(dims, case):
+    """Incl. a whole key tile masked for a row (padding's batch row 1: group 0's first tile) and
+    causal rows whose group-1 tiles are all finfo.min."""
+    q, k, v = attention_inputs(*dims)
+    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
+    got = emulate(q, k, v, out_dtype="float32", bias=bias, key_split=True)
+    assert got.shape == q.shape and np.isfinite(got).all()
+    assert rel_err(got, reference(q, k, v, bias=bias)) <= 1e-2
+
+
+def test_emulated_split_fully_masked_row_is_the_reference_uniform_row():
+    q, k, v = attention_inputs(1, 1, 200, 64, seed=2)
+    bias = np.zeros((1, 1, 200, 200), np.float32)
+    bias[0, 0, 7] = np.finfo(np.float32).min
+    want = reference(q, k, v, bias=bias)
+    got = emulate(q, k, v, out_dtype="float32", bias=bias, key_split=True)
+    assert np.isfinite(got).all() and rel_err(got, want) <= 1e-2
+    bias[0, 0, 7] = -np.inf
+    assert np.allclose(emulate(q, k, v, out_dtype="float32", bias=bias, key_split=True), got)
 
 
 # --- a register-level model: the macros' fragments, register for register ----------------
@@ -724,3 +807,243 @@ def test_biased_kernel_fully_masked_row_on_gpu():
     got, _ = run_kernel(fa.build(2, 2, 130, out_dtype="float32", bias_shape=bias.shape), q, k, v, "float32", bias)
     want = reference(q, k, v, bias=bias)
     assert np.isfinite(got).all() and rel_err(got, want) <= GPU_TOL
+
+
+# --- the key-split kernel's CUDA C (flash_attention(key_split=True)) ---------------------------
+_TX2 = range(fl.SPLIT_THREADS)
+SPLIT_SMEM = 45056
+"""Static shared memory of the split kernel: Q 8 KB, each group's K and V 8 KB each (32 KB), the
+merge buffer 4 KB -- under the 48 KB a kernel gets without opting into dynamic shared memory."""
+
+
+def _env2(tx, i=0):
+    return {"threadIdx_x": tx, "blockIdx_x": 1, "blockIdx_y": 1, "blockIdx_z": 1, "i": i}
+
+
+@pytest.fixture(scope="module")
+def split_sources():
+    """CUDA C of the split kernel by (arch, batch, heads, seq, out_dtype, bias_shape)."""
+    cases = [("sm_90a", 1, 6, 1500, "bfloat16", None), ("sm_80", 1, 6, 1500, "bfloat16", None),
+             ("sm_90a", 2, 3, 77, "float32", None), ("sm_90a", 2, 2, 130, "float32", (2, 1, 130, 130)),
+             ("sm_90a", 1, 12, 128, "float32", (1, 1, 1, 128))]
+    return {c: fa.cuda_source(fa.build(*c[1:4], out_dtype=c[4], arch=c[0], bias_shape=c[5], key_split=True))
+            for c in cases}
+
+
+def test_split_source_has_the_instructions(split_sources):
+    for case, src in split_sources.items():
+        assert src.count("tvm_builtin_ptx_mma_sync_aligned_m16n8k16") == 1 + 64, case  # one group's macros
+        assert "__launch_bounds__(256)" in src and "float X_ptr[1024]" in src, case
+        assert "nv_bfloat16 Ks_ptr[8192]" in src and "nv_bfloat16 Vs_ptr[8192]" in src, case
+        assert "cp.async.wait_group 1" in src and "ex2.approx.ftz.f32" in src, case
+
+
+def test_key_split_off_is_the_unsplit_primfunc():
+    import tvm_ffi
+
+    for kw in ({}, {"bias_shape": (1, 1, 1, 130)}):
+        assert tvm_ffi.structural_equal(fa.flash_attention(1, 2, 130, key_split=False, **kw),
+                                        fa.flash_attention(1, 2, 130, **kw))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc")
+@pytest.mark.parametrize("n", range(5))
+def test_split_compiles_without_spilling_in_static_smem(n, split_sources, tmp_path):
+    """No spills, at most 128 registers a thread (two CTAs of 256 threads fit an SM's 64K), 44 KB
+    of static shared memory."""
+    import re
+
+    from nvcc_cases import cubin_and_ptx
+
+    case = list(split_sources)[n]
+    cu = tmp_path / "k.cu"
+    cu.write_text(split_sources[case])
+    report, _ = cubin_and_ptx(cu, case[0][3:])
+    assert set(re.findall(r"(\d+) bytes spill stores", report)) == {"0"}, report
+    (regs, smem), = re.findall(r"Used (\d+) registers, .*?(\d+) bytes smem", report)
+    assert int(regs) <= 128 and int(smem) == SPLIT_SMEM <= 48 * 1024, report
+
+
+@pytest.fixture(scope="module")
+def split_replay_source():
+    src = fa.cuda_source(fa.build(*REPLAY, key_split=True))
+    return src[src.index("main_kernel(nv_bfloat16* __restrict__ K_ptr, nv_bfloat16* __restrict__ O_ptr, "
+                         "nv_bfloat16* __restrict__ Q_ptr, nv_bfloat16* __restrict__ V_ptr) {"):]
+
+
+def test_split_generated_copies_are_the_copy_map(split_replay_source):
+    """Q by group 0 (``tx < 128``); each group's K and V tile ``2 i + g`` into its own buffer
+    (``g * 4096``), the copy map of the group's thread ``tx % 128``; rows past seq zero-filled
+    (group 1's absent last tile at an odd tile count: all of it)."""
+    import re
+
+    seq, heads = REPLAY[2], REPLAY[1]
+    found = re.findall(r"cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\), \(&\((\w)_ptr\[([^\]]+)\]\)\), "
+                       r"\((.+) \? \(uint\)16 : \(uint\)0\)\);|cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\), "
+                       r"\(&\((\w)_ptr\[([^\]]+)\]\)\), \(uint\)(16|0)\);", split_replay_source)
+    plan = [("Q", lambda tx, i: fl.TILE_Q)] + \
+        [(x, lambda tx, i: fl.split_tile(0, tx // fl.THREADS) * fl.TILE_KV) for x in "KV"] + \
+        [("K", lambda tx, i: fl.split_tile(i + 1, tx // fl.THREADS) * fl.TILE_KV)] + \
+        [("V", lambda tx, i: fl.split_tile(i + 1, tx // fl.THREADS) * fl.TILE_KV)]
+    assert len(found) == len(plan) * fl.COPY_CHUNKS
+    for n, hit in enumerate(found):
+        name, row0 = plan[n // fl.COPY_CHUNKS]
+        c = n % fl.COPY_CHUNKS
+        dst_tile, dst, src_buf, src, cond = hit[:5] if hit[0] else (hit[5], hit[6], hit[7], hit[8], hit[9] == "16")
+        assert (dst_tile, src_buf) == (name + "s", name)
+        for i in range(fl.split_steps(seq) - 1):
+            for tx in range(fl.THREADS) if name == "Q" else _TX2:
+                r, col = fl.copy_row_col(c, tx % fl.THREADS)
+                base = 0 if name == "Q" else tx // fl.THREADS * fl.TILE_ELEMS
+                assert _c_eval(dst, **_env2(tx, i)) == base + fl.smem_offset(r, col)
+                want = ((1 * heads + 1) * seq + min(row0(tx, i) + r, seq - 1)) * fl.HEAD_DIM + col
+                assert _c_eval(src, **_env2(tx, i)) == want
+                # a constant src-size where TVM proved it: 16 (always inside), 0 (always past seq)
+                valid = cond if isinstance(cond, bool) else bool(_c_eval(cond, **_env2(tx, i)))
+                assert valid == (row0(tx, i) + r < seq)
+
+
+def test_split_generated_ldmatrix_addresses_are_the_layouts(split_replay_source):
+    """Q's fragments of warp ``w % 4`` (both groups the same rows); K and V from the group's buffer."""
+    import re
+
+    found = re.findall(r"ldmatrix_sync_aligned_m8n8_x4(_trans)?_shared_b16\((\w+)_ptr\[(\d+)\], [^;]*?"
+                       r"cvta_generic_to_shared\(\(&\((\w+)_ptr\[([^\]]+)\]\)\)\)\);", split_replay_source)
+    q = [(False, "qf", 4 * d, "Qs", lambda tx, d=d: fl.smem_offset(*fl.q_ldmatrix_row_col(tx // 32 % fl.WARPS,
+                                                                                             tx % 32, d)))
+         for d in range(fl.D_STEPS)]
+    k = [(False, "kf", 0, "Ks", lambda tx, j=j, p=p: tx // fl.THREADS * fl.TILE_ELEMS
+          + fl.smem_offset(*fl.k_ldmatrix_row_col(tx % 32, j, p)))
+         for j in range(fl.S_TILES) for p in range(fl.D_STEPS // 2)]
+    v = [(True, "vf", 0, "Vs", lambda tx, k=k, p=p: tx // fl.THREADS * fl.TILE_ELEMS
+          + fl.smem_offset(*fl.v_ldmatrix_row_col(tx % 32, k, p)))
+         for k in range(fl.KV_STEPS) for p in range(fl.D_TILES // 2)]
+    want = q + k + v
+    assert len(found) == len(want)
+    for (trans, reg, first, tile, expr), (w_trans, w_reg, w_first, w_tile, offset) in zip(found, want):
+        assert (bool(trans), reg, int(first), tile) == (w_trans, w_reg, w_first, w_tile)
+        assert [_c_eval(expr, **_env2(tx)) for tx in _TX2] == [offset(tx) for tx in _TX2], (reg, first, expr)
+
+
+def test_split_generated_masks_guards_merge_and_store(split_replay_source):
+    """The key mask at tile ``2 i + g``; Q K^T, softmax and P V skipped where that tile is past the
+    last (three guards); group 1's (m, l) and O written to the merge buffer at its thread ``tx - 128``,
+    read by group 0's thread ``tx``; the store by group 0 only, its rows as the unsplit kernel's."""
+    import re
+
+    src, (seq, heads) = split_replay_source, (REPLAY[2], REPLAY[1])
+    steps = range(fl.split_steps(seq))
+    masks = re.findall(r"s_ptr\[(\d+)\] = \((.+) \? \(s_ptr\[\d+\] \* [^?]* : -CUDART_INF_F\);", src)
+    assert len(masks) == 4 * fl.S_TILES
+    for n, cond in masks:
+        j, c = divmod(int(n), 4)
+        for i in steps:
+            for tx in _TX2:
+                t = fl.split_tile(i, tx // fl.THREADS)
+                if t < fl.kv_tiles(seq):
+                    assert bool(_c_eval(cond, **_env2(tx, i))) == \
+                        (t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, c)[1] < seq)
+    merge = src[src.index("if (128 <= ((int)threadIdx.x)) {"):]
+    loop = src[src.index("for (int i = 0;"):src.index("if (128 <= ((int)threadIdx.x)) {")]
+    guards = re.findall(r"\n    if \((.+)\) \{", loop)
+    assert len(guards) == 5  # Q K^T, K's next copy, softmax, P V, V's next copy
+    for n, guard in enumerate(guards):
+        for i in steps:
+            for tx in _TX2:
+                want = i + 1 < len(steps) if n in (1, 4) else fl.split_tile(i, tx // fl.THREADS) < fl.kv_tiles(seq)
+                assert bool(_c_eval(guard, **_env2(tx, i))) == want, (n, guard)
+    writes = re.findall(r"X_ptr\[([^\]]+)\] = (\w+)_ptr\[(\d+)\];", merge)
+    reads = re.findall(r"[^ ] X_ptr\[([^\]]+)\]|\(X_ptr\[([^\]]+)\]", merge)
+    reads = [a or b for a, b in reads]
+    assert len(writes) == 4 + 4 * fl.D_TILES
+    for expr, reg, n in writes:  # slot: m 0-1, l 2-3, O's MERGE_CHUNK-th part 0..7
+        slot = {"m": int(n), "l": 2 + int(n)}.get(reg, int(n) % fl.MERGE_CHUNK)
+        assert _c_eval(expr, **_env2(fl.THREADS)) == slot * fl.THREADS, (expr, reg, n)
+        assert sorted(_c_eval(expr, **_env2(tx)) % fl.THREADS for tx in range(fl.THREADS, fl.SPLIT_THREADS)) == \
+            list(range(fl.THREADS))
+        assert all(_c_eval(expr, **_env2(tx)) // fl.THREADS < fl.MERGE_CHUNK for tx in range(fl.THREADS, 256))
+    for expr in reads:
+        assert all(_c_eval(expr, **_env2(tx)) % fl.THREADS == tx for tx in range(fl.THREADS)), expr
+    stores = re.findall(r"if \((.+)\) \{\n\s*O_ptr\[([^\]]+)\] = \(\(nv_bfloat16\)\(o_ptr\[(\d+)\] / l_ptr\[(\d+)\]\)\);",
+                        src)
+    assert len(stores) == 4 * fl.D_TILES and "if (((int)threadIdx.x) < 128) {" in src[src.rindex("X_ptr["):]
+    assert len(reads) == 4 + 2 + 4 * fl.D_TILES  # m (twice: the max and group 1's factor), l, O
+    for guard, index, n, r in stores:
+        j, c = divmod(int(n), 4)
+        assert int(r) == c // 2
+        for tx in range(fl.THREADS):
+            row = fl.TILE_Q + (tx // 32) * 16 + fl.c_fragment(tx % 32, c)[0]  # blockIdx.x 1
+            assert bool(_c_eval(guard, **_env2(tx))) == (row < seq)
+            assert _c_eval(index, **_env2(tx)) == ((1 * heads + 1) * seq + row) * fl.HEAD_DIM + 8 * j + \
+                fl.c_fragment(tx % 32, c)[1]
+
+
+# --- the key-split kernel on the GPU ---------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dims", [(1, 6, 1500, 64), (1, 12, 197, 64), (2, 3, 77, 64), (2, 2, 130, 64),
+                                  (1, 2, 64, 64), (1, 2, 5, 64)])
+@pytest.mark.parametrize("out_dtype", fa.OUT_DTYPES)
+def test_split_matches_float64_on_gpu(dims, out_dtype):
+    """Incl. seq <= 64 (group 1 without a key tile: its m stays -inf) and odd tile counts (130: 3)."""
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(*dims)
+    got, _ = run_kernel(fa.build(*dims, out_dtype=out_dtype, key_split=True), q, k, v, out_dtype)
+    assert np.isfinite(got).all()
+    err = rel_err(got, reference(q, k, v))
+    assert err <= GPU_TOL, f"{dims} {out_dtype}: max rel err {err:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dims", [(1, 6, 1500, 64), (1, 12, 128, 64), (3, 3, 77, 64), (2, 2, 130, 64)])
+@pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
+def test_split_biased_kernel_matches_float64_on_gpu(dims, case):
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(*dims)
+    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
+    ex = fa.build(*dims, out_dtype="float32", bias_shape=bias.shape, key_split=True)
+    got, _ = run_kernel(ex, q, k, v, "float32", bias)
+    err = rel_err(got, reference(q, k, v, bias=bias))
+    assert np.isfinite(got).all() and err <= GPU_TOL, f"{dims} {case}: max rel err {err:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("seq", [130, 1500])
+def test_split_biased_kernel_fully_masked_row_on_gpu(seq):
+    """A row all finfo.min: each group's m is -FLT_MAX-scaled, finite; the merge gives the uniform row."""
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(2, 2, seq, 64, seed=6)
+    bias = np.zeros((2, 1, seq, seq), np.float32)
+    bias[1, 0, 3] = np.finfo(np.float32).min
+    ex = fa.build(2, 2, seq, out_dtype="float32", bias_shape=bias.shape, key_split=True)
+    got, _ = run_kernel(ex, q, k, v, "float32", bias)
+    want = reference(q, k, v, bias=bias)
+    assert np.isfinite(got).all() and rel_err(got, want) <= GPU_TOL
+
+
+@pytest.mark.parametrize("name", list(BIAS_REPLAY))
+def test_split_generated_bias_reads_are_the_model(name):
+    """The split kernel's bias loads: as the unsplit kernel's at key tile ``2 i + g`` and query row
+    ``16 (w % 4) ..`` (both groups the same rows)."""
+    import re
+
+    src = fa.cuda_source(fa.build(*REPLAY, bias_shape=BIAS_REPLAY[name], key_split=True))
+    bb, bh, bq, seq = BIAS_REPLAY[name]
+    found = re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+    assert len(found) == 4 * fl.S_TILES
+    for n, expr in found:
+        j, i = divmod(int(n), 4)
+        for step in range(fl.split_steps(seq)):
+            for tx in _TX2:
+                t = fl.split_tile(step, tx // fl.THREADS)
+                if t >= fl.kv_tiles(seq):
+                    continue  # skipped by the guard
+                row = min(fl.TILE_Q + (tx // 32 % fl.WARPS) * 16 + fl.c_fragment(tx % 32, i)[0], seq - 1)
+                key = min(t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1], seq - 1)
+                want = (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+                assert _c_eval(expr, **_env2(tx, step)) == want, (n, step, tx, expr)

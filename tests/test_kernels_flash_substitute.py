@@ -106,6 +106,35 @@ def test_off_substitutes_nothing(monkeypatch):
     assert flash_substitute.substitute(low.module, cuda_tvm_target("sm_90")) is low.module
 
 
+def test_key_split_switch(monkeypatch):
+    """Off (0, the default) nothing is split; on, a grid under the switch with two key tiles or more."""
+    assert flash_substitute.FLASH_KEY_SPLIT_MAX_CTAS == 0 and not flash_substitute.key_split(1, 6, 1500)
+    monkeypatch.setattr(flash_substitute, "FLASH_KEY_SPLIT_MAX_CTAS", 145)
+    assert flash_substitute.key_split(1, 6, 1500)  # 24 x 6 = 144 CTAs
+    assert not flash_substitute.key_split(1, 12, 1500) and not flash_substitute.key_split(1, 2, 64)
+
+
+@pytest.mark.parametrize("split", [0, 1000])
+def test_key_split_chain_runs_the_split_kernel(on, monkeypatch, split):
+    monkeypatch.setattr(flash_substitute, "FLASH_KEY_SPLIT_MAX_CTAS", split)
+    _, low = _lowered(onnx_attention(tokens=130))
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    (name,) = [gv.name_hint for gv in out.get_global_vars() if gv.name_hint.startswith("flash_attention")]
+    assert name.endswith("_ks") == bool(split)
+    threads = out[name].script().count("T.launch_thread(\"threadIdx.x\", 256)")
+    assert threads == (1 if split else 0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_whisper_shaped_layer_key_split_on_gpu_bf16(on, monkeypatch):
+    """The Whisper-shaped layer with ``FLASH_KEY_SPLIT_MAX_CTAS`` on (144 CTAs < 145: the key-split
+    kernel) against ONNX Runtime."""
+    monkeypatch.setattr(flash_substitute, "FLASH_KEY_SPLIT_MAX_CTAS", 145)
+    m = bert_layer(seq_len=1500, hidden=384, heads=6, intermediate=1536)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 def test_whisper_shaped_layer_on_gpu_bf16(on):

@@ -4,6 +4,7 @@ spike 1) right, and how fast is it against PyTorch's ``scaled_dot_product_attent
     PYTHONPATH=. python3 tools/gpu_flash_probe.py --json OUT.json        # ~30 s on an H100
     PYTHONPATH=. python3 tools/gpu_flash_probe.py --dry --json OUT.json  # no GPU: builds only
     PYTHONPATH=. python3 tools/gpu_flash_probe.py --masked --json OUT.json  # the bias path
+    PYTHONPATH=. python3 tools/gpu_flash_probe.py --key-split --json OUT.json  # + the key-split kernel
 
 Per shape of :data:`SHAPES` (Whisper's encoder and ViT-B/16 at batch 1, plus a short odd
 sequence), each caught on its own (a failure is recorded with its error):
@@ -26,8 +27,14 @@ exports add it -- ``finfo(float32).min`` on padded keys, batch row ``i`` padding
 ``17 i mod s`` keys); the reference adds the same bias in float64, and PyTorch's SDPA gets the
 boolean ``attn_mask [b, 1, 1, s]`` (True: attend) of the same padding (transformers' SDPA path).
 
-JSON: ``{"device", "masked", "rows": [{"shape", "b", "h", "s", "d", "rel_err_bf16", "rel_err_f32",
-"ms", "ms_wall", "torch_ms", "torch_rel_err", "speedup_vs_torch", "error"?}], "elapsed_s"}``.
+``--key-split``: each row also runs the key-split kernel (``flash_attention(key_split=True)``: 8 warps
+a CTA, two warp groups over alternate key tiles, merged at the end) on the same inputs: ``ks_rel_err_bf16``,
+``ks_rel_err_f32``, ``ks_ms`` (CUDA events, as ``ms``), ``ks_speedup_vs_unsplit`` (``ms / ks_ms``),
+``ks_speedup_vs_torch``, and ``ks_error`` if it failed (the unsplit numbers stand).
+
+JSON: ``{"device", "masked", "key_split", "rows": [{"shape", "b", "h", "s", "d", "rel_err_bf16",
+"rel_err_f32", "ms", "ms_wall", "torch_ms", "torch_rel_err", "speedup_vs_torch", "ks_*"?, "error"?}],
+"elapsed_s"}``.
 """
 
 from __future__ import annotations
@@ -155,9 +162,9 @@ def torch_row(q, k, v, want, bias=None) -> dict:
     return {"torch_ms": ms, "torch_rel_err": rel_err(out.float().cpu().numpy(), want)}
 
 
-def probe_shape(name: str, dims, dry: bool, masked: bool = False) -> dict:
+def probe_shape(name: str, dims, dry: bool, masked: bool = False, key_split: bool = False) -> dict:
     """One row of the JSON (module doc) for ``dims`` = (b, h, s, d); ``masked``: the biased kernel
-    with :func:`key_padding_bias`."""
+    with :func:`key_padding_bias`; ``key_split``: the key-split kernel's ``ks_*`` beside it."""
     from hetpart.kernels import flash_attention as fa
 
     b, h, s, d = dims
@@ -168,7 +175,7 @@ def probe_shape(name: str, dims, dry: bool, masked: bool = False) -> dict:
                for dt in fa.OUT_DTYPES}
         row["built"] = True
         if dry:
-            return row
+            return {**row, **(_split_row(dims, dry, bias, row) if key_split else {})}
         import tvm
 
         q, k, v = attention_inputs(b, h, s, d)
@@ -188,7 +195,39 @@ def probe_shape(name: str, dims, dry: bool, masked: bool = False) -> dict:
         row["speedup_vs_torch"] = row["torch_ms"] / row["ms"]
     except Exception as e:  # noqa: BLE001 - recorded, the probe goes on
         row["error"] = _error(e)
+        return row
+    if key_split:
+        row.update(_split_row(dims, dry, bias, row))
     return row
+
+
+def _split_row(dims, dry: bool, bias, row: dict) -> dict:
+    """The ``ks_*`` entries of a row: the key-split kernel on the same inputs (module doc)."""
+    from hetpart.kernels import flash_attention as fa
+
+    b, h, s, d = dims
+    out = {}
+    try:
+        exs = {dt: fa.build(b, h, s, d, out_dtype=dt, bias_shape=None if bias is None else bias.shape,
+                            key_split=True) for dt in fa.OUT_DTYPES}
+        out["ks_built"] = True
+        if dry:
+            return out
+        q, k, v = attention_inputs(b, h, s, d)
+        want = reference(q, k, v, bias=bias)
+        for dt, ex in exs.items():
+            got, _ = run_kernel(ex, q, k, v, dt, bias)
+            out["ks_rel_err_bf16" if dt == "bfloat16" else "ks_rel_err_f32"] = rel_err(got, want)
+        _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16", bias)
+        fn = exs["bfloat16"]["main"]
+        call = lambda: fn(*args)  # noqa: E731
+        call()
+        out["ks_ms"] = _median_events(call)
+        out["ks_speedup_vs_unsplit"] = row["ms"] / out["ks_ms"]
+        out["ks_speedup_vs_torch"] = row["torch_ms"] / out["ks_ms"]
+    except Exception as e:  # noqa: BLE001 - recorded, the probe goes on
+        out["ks_error"] = _error(e)
+    return out
 
 
 def _device(dry: bool) -> str:
@@ -207,17 +246,18 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--dry", action="store_true", help="no GPU: build every kernel, run nothing")
     ap.add_argument("--masked", action="store_true", help="the biased kernel on MASKED_SHAPES (key padding)")
+    ap.add_argument("--key-split", action="store_true", help="also the key-split kernel (ks_* of each row)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    out = {"device": _device(args.dry), "masked": args.masked, "rows": []}
+    out = {"device": _device(args.dry), "masked": args.masked, "key_split": args.key_split, "rows": []}
     for name, dims in (MASKED_SHAPES if args.masked else SHAPES).items():
-        row = probe_shape(name, dims, args.dry, args.masked)
+        row = probe_shape(name, dims, args.dry, args.masked, args.key_split)
         out["rows"].append(row)
         print(json.dumps(row), flush=True)
         out["elapsed_s"] = round(time.time() - t0, 1)
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
-    return 1 if any("error" in r for r in out["rows"]) else 0
+    return 1 if any("error" in r or "ks_error" in r for r in out["rows"]) else 0
 
 
 if __name__ == "__main__":

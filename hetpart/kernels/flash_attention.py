@@ -55,6 +55,35 @@ fragments, register for register: ``simulate``) against float64 attention; and t
 CUDA C itself (every ldmatrix / cp.async address, mma operand list, P packing, key mask and
 store evaluated per thread) against those maps.  ptxas (nvcc 13, ``-Xptxas -v``): 154
 registers on sm_90a, 148 on sm_80, no spills, 40 KB static shared memory.
+
+The key split (``key_split=True``; :data:`.flash_substitute.FLASH_KEY_SPLIT_MAX_CTAS`, off by
+default): the same grid, 8 warps (256 threads) a CTA -- two warp groups ``g = tx // 128``, each
+the four warps above on the same 64 query rows (warp ``w`` of a group rows ``16 (w % 4) ..``), group
+``g`` running the loop over key tiles ``2 i + g`` (:func:`flash_layout.split_tile`: interleaved, so
+one step's two tiles are one contiguous block of 128 keys and only the last step holds a partial or
+absent tile) with its own ``m``, ``l``, ``O``.  A CTA walks ``ceil(n_kv / 2)`` steps instead of
+``n_kv`` (Whisper b1: 12 instead of 24, 8 warps a CTA instead of 4), for latency-bound small grids.
+
+* Shared memory (static, 44 KB <= 48 KB): Q 8 KB (copied by group 0, read by both), each group's
+  K and V tile single-buffered (4 x 8 KB), a 4 KB float32 merge buffer.  Double-buffering both
+  groups would take 72 KB (dynamic shared memory); instead K's and V's copies are pipelined
+  against each other: per step, ``wait_group 1`` + barrier (K(i) in), Q K^T, barrier (every
+  warp done with K), K(i+1)'s copies issued, the softmax, ``wait_group 1`` + barrier (V(i) in),
+  P V, barrier, V(i+1)'s copies issued -- K's copy overlaps the softmax and P V, V's the next
+  Q K^T and softmax.  Every thread commits a (possibly empty) group at each point, so the
+  ``wait_group 1`` count holds for both groups.
+* A group whose tile ``2 i + g >= n_kv`` (group 1 at the last step of an odd tile count; at
+  ``seq <= 64`` every step) skips that step's Q K^T, softmax and P V (a warp-uniform branch; the
+  barriers stay outside it; the copy is zero-filled).  Group 0 always has tile 0, so its ``m`` is
+  finite; group 1's may stay ``-inf`` (no tile), ``l = 0``, ``O = 0``.  The invariant above holds
+  per group: every tile a group computes holds a key ``< seq``.
+* The merge (the log-sum-exp one): group 1 writes its ``m`` and per-thread ``l`` partial (thread
+  ``tx`` holds the same rows and columns as group 0's thread ``tx - 128``) to the merge buffer;
+  group 0 takes ``m' = max(m0, m1)``, ``a0 = 2^(m0 - m')``, ``a1 = 2^(m1 - m')`` (``2^-inf = 0``:
+  a group without a tile adds nothing, no NaN as ``m'`` is finite), ``l = l0 a0 + l1 a1``, ``O = O0 a0``;
+  then ``O += O1 a1`` in four passes of 8 accumulators; group 0 stores ``O / l`` (quad-summed ``l``) as
+  above.  The bias path is unchanged (a score's bias is read at its own (query, key)).
+  ptxas (nvcc 13): 128 registers, no spills, 45056 bytes static shared memory (sm_90a and sm_80).
 """
 
 from __future__ import annotations
@@ -133,17 +162,20 @@ def check_bias(batch: int, heads: int, seq: int, bias_shape) -> tuple[int, int, 
 
 def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *,
                     scale: float | None = None, out_dtype: str = "bfloat16",
-                    bias_shape=None) -> tvm.tirx.PrimFunc:
+                    bias_shape=None, key_split: bool = False) -> tvm.tirx.PrimFunc:
     """The PrimFunc ``main(Q, K, V, O)`` of the module doc for these static sizes; with
     ``bias_shape`` (``[1|batch, 1|heads, 1|seq, seq]``, :func:`check_bias`) ``main(Q, K, V, B, O)``:
     ``O = softmax(scale * Q K^T + B) V``, ``B`` float32 broadcast over its size-1 axes (module doc:
-    the bias path).  Without ``bias_shape`` the PrimFunc is the unmasked kernel's, unchanged."""
+    the bias path).  Without ``bias_shape`` the PrimFunc is the unmasked kernel's, unchanged.
+    ``key_split``: the same function computed by the key-split CTA of 256 threads (module doc:
+    the key split); off, the PrimFunc is the unsplit one, unchanged."""
     check(batch, heads, seq, head_dim, out_dtype)
     scale_log2 = (1.0 / math.sqrt(head_dim) if scale is None else scale) * LOG2E
     shape, bf16 = (batch, heads, seq, head_dim), "bfloat16"
+    threads = fl.SPLIT_THREADS if key_split else fl.THREADS
     if bias_shape is not None:
-        return _biased(shape, check_bias(batch, heads, seq, bias_shape), scale_log2, out_dtype)
-    body = _body(seq, scale_log2, out_dtype)
+        return _biased(shape, check_bias(batch, heads, seq, bias_shape), scale_log2, out_dtype, key_split)
+    body = (_split_body if key_split else _body)(seq, scale_log2, out_dtype)
 
     @T.prim_func
     def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
@@ -152,17 +184,18 @@ def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DI
         bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
         by = T.launch_thread("blockIdx.y", heads)
         bz = T.launch_thread("blockIdx.z", batch)
-        tx = T.launch_thread("threadIdx.x", fl.THREADS)
+        tx = T.launch_thread("threadIdx.x", threads)
         body(Q, K, V, O, bx, by, bz, tx)
 
     return main
 
 
-def _biased(shape, bias_shape, scale_log2, out_dtype):
+def _biased(shape, bias_shape, scale_log2, out_dtype, key_split=False):
     """:func:`flash_attention` with an additive float32 bias ``B`` of ``bias_shape``."""
     batch, heads, seq, _ = shape
     bf16, f32 = "bfloat16", "float32"
-    body = _body(seq, scale_log2, out_dtype, bias_shape)
+    body = (_split_body if key_split else _body)(seq, scale_log2, out_dtype, bias_shape)
+    threads = fl.SPLIT_THREADS if key_split else fl.THREADS
 
     @T.prim_func
     def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
@@ -171,7 +204,7 @@ def _biased(shape, bias_shape, scale_log2, out_dtype):
         bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
         by = T.launch_thread("blockIdx.y", heads)
         bz = T.launch_thread("blockIdx.z", batch)
-        tx = T.launch_thread("threadIdx.x", fl.THREADS)
+        tx = T.launch_thread("threadIdx.x", threads)
         body(Q, K, V, O, bx, by, bz, tx, B)
 
     return main
@@ -361,18 +394,112 @@ def _body(seq, scale_log2, out_dtype, bias_shape=None):
     return body
 
 
+def _split_body(seq, scale_log2, out_dtype, bias_shape=None):
+    """The key-split CTA's body (module doc: the key split): 256 threads, group ``g = tx // 128``
+    over key tiles ``2 i + g``; K and V single-buffered per group, K's next copy issued once
+    every warp's Q K^T has read K, V's once every P V has read V; the (m, l, O) merge."""
+    load_tile, scores, accumulate = _copies(seq), _scores(), _accumulate()
+    softmax_step, store = _softmax_step(seq, scale_log2, bias_shape), _store(seq, out_dtype)
+    ldsm = T.ptx[LDMATRIX]
+    n_kv, steps, tile, nt = fl.kv_tiles(seq), fl.split_steps(seq), fl.TILE_ELEMS, fl.THREADS
+    groups, chunk = fl.SPLIT_GROUPS, fl.MERGE_CHUNK
+
+    @T.macro
+    def body(Q, K, V, O, bx, by, bz, tx, B=None):
+        Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
+        Ks = T.alloc_buffer((groups * tile,), "bfloat16", scope="shared", align=128)
+        Vs = T.alloc_buffer((groups * tile,), "bfloat16", scope="shared", align=128)
+        X = T.alloc_buffer((chunk * nt,), "float32", scope="shared", align=128)
+        qf = T.alloc_buffer((4 * fl.D_STEPS,), "uint32", scope="local")
+        kf = T.alloc_buffer((4,), "uint32", scope="local")
+        vf = T.alloc_buffer((4,), "uint32", scope="local")
+        pf = T.alloc_buffer((4 * fl.KV_STEPS,), "uint32", scope="local")
+        s = T.alloc_buffer((4 * fl.S_TILES,), "float32", scope="local")
+        o = T.alloc_buffer((4 * fl.D_TILES,), "float32", scope="local")
+        m = T.alloc_buffer((2,), "float32", scope="local")
+        l = T.alloc_buffer((2,), "float32", scope="local")
+        mx = T.alloc_buffer((2,), "float32", scope="local")
+        alpha = T.alloc_buffer((2,), "float32", scope="local")
+        for i in T.unroll(4 * fl.D_TILES):
+            o[i] = T.float32(0)
+        for r in T.unroll(2):
+            m[r] = T.float32("-inf")
+            l[r] = T.float32(0)
+        if tx < nt:
+            load_tile(Qs, 0, Q, bz, by, bx * fl.TILE_Q, tx % nt)
+        load_tile(Ks, tx // nt * tile, K, bz, by, fl.split_tile(0, tx // nt) * fl.TILE_KV, tx % nt)
+        T.ptx.cp.async_.commit_group()
+        load_tile(Vs, tx // nt * tile, V, bz, by, fl.split_tile(0, tx // nt) * fl.TILE_KV, tx % nt)
+        T.ptx.cp.async_.commit_group()
+        T.ptx.cp.async_.wait_group(1)
+        T.tvm_storage_sync("shared")
+        for d in T.unroll(fl.D_STEPS):
+            ldsm(qf[4 * d], qf[4 * d + 1], qf[4 * d + 2], qf[4 * d + 3],
+                 T.address_of(Qs[fl.smem_offset(fl.q_ldmatrix_row_col(tx // 32 % fl.WARPS, tx % 32, d)[0],
+                                                fl.q_ldmatrix_row_col(tx // 32 % fl.WARPS, tx % 32, d)[1])]))
+        for i in range(steps):
+            # outstanding: K(i), V(i) -> K(i) has landed
+            T.ptx.cp.async_.wait_group(1)
+            T.tvm_storage_sync("shared")
+            if fl.split_tile(i, tx // nt) < n_kv:
+                scores(s, qf, kf, Ks, tx // nt * tile, tx % 32)
+            T.tvm_storage_sync("shared")
+            if i + 1 < steps:
+                load_tile(Ks, tx // nt * tile, K, bz, by, fl.split_tile(i + 1, tx // nt) * fl.TILE_KV, tx % nt)
+            T.ptx.cp.async_.commit_group()
+            if fl.split_tile(i, tx // nt) < n_kv:
+                softmax_step(s, o, m, l, mx, alpha, fl.split_tile(i, tx // nt), tx % 32, B, bx, by, bz,
+                             tx // 32 % fl.WARPS)
+            # outstanding: V(i), K(i + 1) -> V(i) has landed
+            T.ptx.cp.async_.wait_group(1)
+            T.tvm_storage_sync("shared")
+            if fl.split_tile(i, tx // nt) < n_kv:
+                accumulate(o, s, pf, vf, Vs, tx // nt * tile, tx % 32)
+            T.tvm_storage_sync("shared")
+            if i + 1 < steps:
+                load_tile(Vs, tx // nt * tile, V, bz, by, fl.split_tile(i + 1, tx // nt) * fl.TILE_KV, tx % nt)
+            T.ptx.cp.async_.commit_group()
+        # the merge: group 1's (m, l) then its O, MERGE_CHUNK accumulators a pass, through X
+        if tx >= nt:
+            for r in T.unroll(2):
+                X[r * nt + tx % nt] = m[r]
+                X[(2 + r) * nt + tx % nt] = l[r]
+        T.tvm_storage_sync("shared")
+        if tx < nt:
+            for r in T.unroll(2):
+                mx[r] = T.max(m[r], X[r * nt + tx])
+                alpha[r] = _call(EX2, m[r] - mx[r])
+                m[r] = _call(EX2, X[r * nt + tx] - mx[r])  # group 1's factor (2^-inf = 0: no key tile)
+                l[r] = l[r] * alpha[r] + X[(2 + r) * nt + tx] * m[r]
+            for j in T.unroll(4 * fl.D_TILES):
+                o[j] = o[j] * alpha[j % 4 // 2]
+        for p in T.unroll(4 * fl.D_TILES // chunk):
+            T.tvm_storage_sync("shared")
+            if tx >= nt:
+                for c in T.unroll(chunk):
+                    X[c * nt + tx % nt] = o[p * chunk + c]
+            T.tvm_storage_sync("shared")
+            if tx < nt:
+                for c in T.unroll(chunk):
+                    o[p * chunk + c] = o[p * chunk + c] + X[c * nt + tx] * m[c % 4 // 2]
+        if tx < nt:
+            store(O, o, l, bx, by, bz, tx // 32, tx % 32)
+
+    return body
+
+
 def target(arch: str = "sm_90a") -> tvm.target.Target:
     """A CUDA target for the kernel (``sm_80`` or later: ``mma.sync`` bf16, ``cp.async``, ``ldmatrix``)."""
     return tvm.target.Target({"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}})
 
 
 def build(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DIM, *, scale: float | None = None,
-          out_dtype: str = "bfloat16", arch: str = "sm_90a", bias_shape=None):
+          out_dtype: str = "bfloat16", arch: str = "sm_90a", bias_shape=None, key_split: bool = False):
     """``tvm.compile`` of :func:`flash_attention` (same options) for ``arch``; the executable's
     function ``main(Q, K, V, O)`` (``main(Q, K, V, B, O)`` with ``bias_shape``) takes tensors on the GPU."""
     tgt = target(arch)
     mod = tvm.IRModule({"main": flash_attention(batch, heads, seq, head_dim, scale=scale, out_dtype=out_dtype,
-                                                bias_shape=bias_shape)})
+                                                bias_shape=bias_shape, key_split=key_split)})
     with tgt:
         return tvm.compile(mod, target=tgt, tir_pipeline=TIR_PIPELINE)
 

@@ -137,7 +137,34 @@ def kv_tiles(seq: int) -> int:
     return -(-seq // TILE_KV)
 
 
+# --- the key-split variant (:func:`.flash_attention.flash_attention` ``key_split=True``) ---------
+SPLIT_GROUPS = 2
+"""Warp groups of a key-split CTA: each is the unsplit kernel's four warps (the same 64 query
+rows, warp ``w`` of a group rows ``16 w ..``) running the key loop over its own key tiles."""
+SPLIT_THREADS = SPLIT_GROUPS * THREADS
+"""Threads of a key-split CTA (256): group ``g`` is threads ``128 g .. 128 g + 127``."""
+MERGE_CHUNK = 8
+"""float32 accumulators a thread of group 1 hands group 0 per merge pass (through a
+``[MERGE_CHUNK, THREADS]`` float32 shared buffer, 4 KB: the split kernel's shared memory stays
+static, 40 + 4 = 44 KB <= 48 KB)."""
+
+
+def split_tile(step, group):
+    """The key tile group ``group`` handles at step ``step`` of the split loop: interleaved,
+    ``2 step + group`` -- one step's two tiles are one contiguous block of 128 keys, the
+    groups' tile counts differ by at most one (the last step's group 1 when the tile count is
+    odd) and only the last step holds a partial or absent tile."""
+    return SPLIT_GROUPS * step + group
+
+
+def split_steps(seq: int) -> int:
+    """Steps of the split key loop: ``ceil(kv_tiles / 2)``; a step's tile ``>= kv_tiles(seq)``
+    (group 1's, odd tile counts) is skipped by that group (copied zero-filled, not computed)."""
+    return -(-kv_tiles(seq) // SPLIT_GROUPS)
+
+
 __all__ = ["CHUNK", "COPY_CHUNKS", "D_STEPS", "D_TILES", "HEAD_DIM", "KV_STEPS", "S_TILES", "THREADS",
            "TILE_KV", "TILE_Q", "WARPS", "a_fragment", "b_fragment", "c_fragment", "copy_row_col",
            "k_ldmatrix_row_col", "kv_tiles", "ldmatrix_element", "p_register", "q_ldmatrix_row_col",
-           "q_tiles", "smem_offset", "v_ldmatrix_row_col"]
+           "q_tiles", "smem_offset", "v_ldmatrix_row_col", "MERGE_CHUNK", "SPLIT_GROUPS", "SPLIT_THREADS",
+           "split_steps", "split_tile"]

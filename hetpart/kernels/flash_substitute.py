@@ -75,6 +75,14 @@ masked row) passed; ``tools/gpu_model_switch_ab.py ... --precision bf16 --before
 0.677 and bert b1 1.229 -> 1.235 (inside the rounds' spread); the kernel beside SDPA with a boolean mask:
 9.1 against 43.8 us (b1), 23.9 against 45.7 (b32).  Off, every build is what it was before the flag."""
 
+FLASH_KEY_SPLIT_MAX_CTAS = 0
+"""A substituted flash kernel whose grid (``ceil(n / 64) * h * b`` CTAs) has fewer CTAs than this
+and at least two key tiles runs the key-split variant (:func:`.flash_attention.flash_attention`
+``key_split=True``: 8 warps a CTA, two warp groups over alternate key tiles, merged at the end) --
+for latency-bound small grids (Whisper's encoder at b1: 144 CTAs on 132 SMs, 33.3 us against SDPA's
+20.5 on an H100).  0 (off, the default): every kernel is the unsplit one and the generated code is
+what it was before the switch.  Not yet run on a GPU (issue 17; :func:`key_split`)."""
+
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""
 
@@ -95,6 +103,12 @@ def substitute(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
         return mod
     out = rewrite_calls(mod, _Substituter(copy_module(mod), chains), set(roles))
     return mod if out is None else out
+
+
+def key_split(b: int, h: int, n: int) -> bool:
+    """Whether the flash kernel of these sizes runs key-split (:data:`FLASH_KEY_SPLIT_MAX_CTAS`,
+    read at call time): fewer CTAs than the switch and more than one key tile."""
+    return fl.kv_tiles(n) > 1 and fl.q_tiles(n) * h * b < FLASH_KEY_SPLIT_MAX_CTAS
 
 
 def _role(func) -> tuple[str, float] | None:
@@ -264,10 +278,14 @@ class _Substituter(relax.PyExprMutator):
         new = f"flash_attention_b{b}_h{h}_n{n}_{_scale_tag(scale)}"
         if bias_shape is not None:
             new += "_bias" + "x".join(str(d) for d in bias_shape)
+        split = key_split(b, h, n)
+        if split:
+            new += "_ks"
         existing = [gv for gv in self.builder_.get().get_global_vars() if gv.name_hint == new]
         if existing:
             return existing[0]
-        func = (fa.flash_attention(b, h, n, scale=scale, out_dtype="float32", bias_shape=bias_shape)
+        func = (fa.flash_attention(b, h, n, scale=scale, out_dtype="float32", bias_shape=bias_shape,
+                                   key_split=split)
                 .without_attr("global_symbol").with_attr(RULE_ATTR, RULE).with_attr(HAND_WRITTEN_ATTR, True)
                 .with_attr(SCHEDULED_ATTR, True))
         self.added.add(new)
@@ -281,4 +299,5 @@ def _scale_tag(scale: float) -> str:
     return f"s{struct.unpack('<I', struct.pack('<f', scale))[0]:08x}"
 
 
-__all__ = ["FLASH_ATTENTION", "FLASH_MASKED_ATTENTION", "RULE", "substitute"]
+__all__ = ["FLASH_ATTENTION", "FLASH_KEY_SPLIT_MAX_CTAS", "FLASH_MASKED_ATTENTION", "RULE", "key_split",
+           "substitute"]
