@@ -6,6 +6,7 @@
 # In the order to run them (session 58 ran 161, 165-169; session 51's order follows 147):
 #   170 (issue 17: GELU_FAST_DIVIDE's cuda tests and b32 A/Bs; the flash chain's price),
 #   171 (issue 17, TF32: the tf32r family with swizzle / two consumers / pair store, probe and b1 A/Bs),
+#   172 (issue 17: the flash kernel's in-CTA key split for few-CTA grids: cuda tests, probe, whisper / vit b1 A/B),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -73,6 +74,25 @@ case "${1:-1}" in
     [ -f "$f" ] && [ "$left" -ge 90 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision tf32 \
       $OLD $NEW --rounds 3 --repeat 20 --out "$OUT/tf32-wgmma-ab-$mdl-b1-171.json" \
       > "$OUT/logs/tf32-wgmma-ab-$mdl-b1-171.txt" 2>&1; done ;;
+172)  # (BUDGET=560) issue 17 (session 58, branch flashsplit58, never run on a GPU): flash_attention(key_split=True) -- 8
+     # warps a CTA, two warp groups over key tiles 2i+g, LSE merge, 44 KB static smem (flash_substitute.
+     # FLASH_KEY_SPLIT_MAX_CTAS, 0 = off). Why: Whisper b1's attention is 24 x 6 = 144 CTAs of 4 warps on 132 SMs,
+     # 33.3 us against SDPA's 20.5 (step 162). (0) its cuda tests vs float64 (1500/197/130/77/64/5 tokens, biased,
+     # fully masked row) and the Whisper-shaped layer vs ORT with the switch on; (1) the probe's ks_* rows beside the
+     # unsplit kernel and SDPA, unmasked and --masked; (2) whisper_encoder and vit_b_16 b1 bf16 A/B of the switch at 200
+     # (whisper 144 CTAs, vit 48). Decides: FLASH_KEY_SPLIT_MAX_CTAS (a threshold if ks_ms < ms and the A/B agrees).
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  KS=hetpart.kernels.flash_substitute.FLASH_KEY_SPLIT_MAX_CTAS
+  timeout 200 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_flash_attention.py \
+    tests/test_kernels_flash_substitute.py -k split > "$OUT/logs/flash-split-cuda-tests-172.txt" 2>&1
+  timeout 120 python3 tools/gpu_flash_probe.py --key-split --json "$OUT/flash-split-probe-172.json" \
+    > "$OUT/logs/flash-split-probe-172.txt" 2>&1
+  timeout 60 python3 tools/gpu_flash_probe.py --key-split --masked --json "$OUT/flash-split-masked-probe-172.json" \
+    > "$OUT/logs/flash-split-masked-probe-172.txt" 2>&1
+  fw=$(corpus_export whisper_encoder 1 120); fv=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$fw" ] && [ -f "$fv" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$fw" "$fv" \
+    --precision bf16 --before $KS=0 --after $KS=200 --rounds 3 --repeat 20 \
+    --out "$OUT/flash-split-ab-172.json" > "$OUT/logs/flash-split-ab-172.txt" 2>&1 ;;
 159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
      # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
      # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a
