@@ -8,7 +8,11 @@ kernels predicted plus the flash kernel's FLOPs at ``FLASH_FLOPS_PER_S``.  A cha
 trains the predictor.  On any other target the marks are ignored (each kernel as itself); off,
 nothing is marked and every price and plan is what it was.  The profiler times a marked ``values``
 kernel on sm_90 as its whole chain (``kernel_bench.bench_module``, built through the compiler's
-``flash_substitute``).  With a GPU (``cuda`` mark, sm_90): the chain measured under ``values``.
+``flash_substitute``).  With ``FLASH_MASKED_ATTENTION`` on, a masked triple (DistilBERT's ``Where``,
+BERT's additive mask, GPT-2's causal ``Where``) is marked and priced the same way: its chain module
+takes the scores kernel's mask inputs (``main(Q, KT, V, mask)``, an integer mask drawn 0 / 1) and
+builds to the bias kernel and the biased flash kernel; its features list the bias kernel.  With a
+GPU (``cuda`` mark, sm_90): the chain measured under ``values``, unmasked and masked.
 """
 
 from __future__ import annotations
@@ -234,3 +238,141 @@ def test_gpu_chain_is_measured_under_values(on, tmp_path):
           f"the three kernels {unfused * 1e6:.1f} us, predicted chain (recorded profile, "
           f"FLASH_FLOPS_PER_S {flash_cost.FLASH_FLOPS_PER_S:.1e}) {predicted * 1e6:.1f} us")
     assert 0 < fused < unfused
+
+
+# --- masked triples (FLASH_MASKED_ATTENTION) ------------------------------------------------------
+@pytest.fixture
+def masked_on(on, monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", True)
+
+
+@pytest.fixture(scope="module", params=["where", "add"])
+def masked_layer(request):
+    """DistilBERT's ``Where(mask, min, Q K^T)`` / BERT's ``Q K^T / c + (1 - mask) * min``, batch 2,
+    100 tokens, 2 heads of 64 (``attention_mask [2, 100]`` int64)."""
+    from attention_cases import masked_attention
+
+    return request.param, importer.load(masked_attention(request.param, batch=2, seq=100))
+
+
+def test_a_masked_triple_is_marked_with_the_switch_only(on, masked_layer, monkeypatch):
+    _, graph = masked_layer
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", False)
+    assert not _roles(priced_graph(graph, "cuda", "bfloat16"))  # off: three kernels, each priced as itself
+    monkeypatch.setattr(flash_substitute, "FLASH_MASKED_ATTENTION", True)  # read at call time
+    assert sorted(_roles(priced_graph(graph, "cuda", "bfloat16"))) == ["scores", "softmax", "values"]
+
+
+def test_the_masked_chain_module_takes_the_mask_and_builds_the_biased_flash_kernel(masked_on, masked_layer):
+    """``main(Q, KT, V, mask)``: the scores call's mask input once more (DistilBERT: the
+    ``[2, 1, 1, 100]`` bool the mask kernel makes; BERT: the int64 ``attention_mask``, drawn 0 / 1),
+    its constants (the fill) kept; built for sm_90: the narrowings, one ``flash_bias`` kernel and the
+    biased flash kernel, none of the three marked kernels."""
+    import re
+
+    import numpy as np
+
+    from onnx_cases import cuda_source
+
+    style, graph = masked_layer
+    marked = priced_graph(graph, "cuda", "bfloat16")
+    roles = _roles(marked)
+    kmod, flash = kernel_bench.bench_module(marked, roles["values"], cuda_tvm_target("sm_90"))
+    assert flash == flash_cost.CHAIN
+    mask = ((2, 1, 1, 100), "bool") if style == "where" else ((2, 100), "int64")
+    assert [(a.shape, a.dtype) for a in kmod.args] == [((2, 2, 100, 64), "float32"), ((2, 2, 64, 100), "float32"),
+                                                       ((2, 2, 100, 64), "float32"), mask]
+    assert kmod.num_inputs == 4 and int(kmod.mod["main"].attrs["num_input"]) == 4
+    assert len(kmod.mod["main"].params) == 4 and not any(a.weight for a in kmod.args)
+    values = np.concatenate([kernel_bench.random_array(kmod.args[3], np.random.default_rng(s)).ravel().astype(np.int64)
+                             for s in range(3)])
+    assert set(values.tolist()) == {0, 1}  # a valid mask: keep / pad
+    src = cuda_source(kernel_bench.build_module(kmod.mod, cuda_tvm_target("sm_90")))
+    names = set(re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", src))
+    flash_names = [n for n in names if re.fullmatch(r"flash_attention_b2_h2_n100_s\w+_bias2x1x1x100_kernel", n)]
+    assert len(flash_names) == 1
+    assert names == {flash_names[0], "flash_bias_kernel", "flash_in_kernel", "flash_in1_kernel"}
+
+
+def test_a_masked_triple_is_priced_by_the_sum_rule(masked_on, masked_layer):
+    """``scores`` and ``softmax`` 0, ``values`` the chain's predicted cost; the chain lists the bias
+    kernel (reads the mask, writes the float32 ``[2, 1, 1, 100]`` bias) and the flash kernel reads it."""
+    style, graph = masked_layer
+    marked = priced_graph(graph, "cuda", "bfloat16")
+    roles = _roles(marked)
+    cm = CostModel(_profile()).add_graph(marked)
+    assert cm.kernel_cost(roles["scores"], "cuda") == cm.kernel_cost(roles["softmax"], "cuda") == 0.0
+    assert cm.is_predicted(roles["values"], "cuda") and not cm.is_predicted(roles["scores"], "cuda")
+    launch = cm.profile.overheads["cuda"].launch_s
+    chain = flash_cost.chain_features(marked, roles["values"])
+    assert [f.func for f, _ in chain] == ["flash_in_q", "flash_in_kt", "flash_in_v", "flash_bias", "flash_attention"]
+    bias, fa = chain[-2][0], chain[-1][0]
+    assert chain[-2][1] == "" and bias.op_class == "injective" and bias.bytes_written == 4 * 2 * 100
+    # DistilBERT: the bool [2, 1, 1, 100] mask and the 0-d fill; BERT: the int64 [2, 100] mask
+    assert bias.bytes_read == (2 * 100 + 4 if style == "where" else 8 * 2 * 100)
+    assert fa.flops == 4 * 2 * 2 * 100 * 100 * 64 and fa.bytes_read == 3 * 2 * (2 * 2 * 100 * 64) + 4 * 2 * 100
+    want = sum(flash_cost.predicted_flash_s(f, launch) if rule == flash_cost.FLASH_RULE
+               else cm._predictor("cuda").predict(f, rule) for f, rule in chain)
+    assert cm.kernel_cost(roles["values"], "cuda") == pytest.approx(want, rel=1e-12)
+    assert sum(cm.kernel_cost(roles[r], "cuda") for r in ROLES) == pytest.approx(want, rel=1e-12)
+    assert [cm.launches(roles[r]) for r in ROLES] == [0, 0, 5]
+    # the planner's costs: the masked triple priced as the chain
+    costs = with_precision(CostModel(_profile()).add_graph(graph), graph, BF16)
+    assert costs.kernel_cost(graph.kernels[roles["softmax"].id], "cuda") == 0.0
+    assert costs.kernel_cost(graph.kernels[roles["values"].id], "cuda") == pytest.approx(want, rel=1e-12)
+
+
+def test_gpt2s_constant_causal_mask_stays_a_constant_of_the_chain(masked_on):
+    """GPT-2's ``Where(causal, Q K^T, lowest)``: mask and fill are constants, so ``main(Q, KT, V)``
+    (they stay in the scores call, as in the model) and the bias is ``[1, 1, n, n]``."""
+    from hetpart import models
+
+    graph = importer.load(models.build("gpt2", True, layers=1, batch=1, seq_len=128, hidden=128, heads=2,
+                                       vocab=1000))
+    marked = priced_graph(graph, "cuda", "bfloat16")
+    values = _roles(marked)["values"]
+    kmod, _ = kernel_bench.bench_module(marked, values, cuda_tvm_target("sm_90"))
+    assert len(kmod.args) == kmod.num_inputs == 3
+    built = flash_substitute.substitute(kmod.mod, cuda_tvm_target("sm_90"))
+    assert any(gv.name_hint.endswith("_bias1x1x128x128") for gv in built.get_global_vars())
+    bias = flash_cost.chain_features(marked, values)[-2][0]
+    assert bias.func == "flash_bias" and bias.bytes_written == 4 * 128 * 128
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("style", ["where", "add"])
+def test_gpu_masked_chain_is_measured_under_values(masked_on, style, tmp_path):
+    """DistilBERT / BERT-base-shaped masked attention (batch 8, 128 tokens, 12 heads of 64), all-CUDA
+    bf16, on sm_90: the profiler records the ``values`` kernel as its masked chain (narrowings, the
+    bias kernel, the biased flash kernel; timed on a random 0 / 1 mask) and the cost model prices the
+    triple at it.  Prints the chain beside the three kernels it replaces (no order asserted: at b1
+    the masked switch's A/B was within its spread)."""
+    from attention_cases import masked_attention
+
+    from hetpart.costmodel import profile
+    from hetpart.costmodel.kernel_bench import MeasureSettings, build_module, measure, single_kernel_module
+    from hetpart.targets import resolve
+
+    spec = resolve("cuda")
+    if not flash_cost.substitutes(spec.tvm_target):
+        pytest.skip(f"{spec.tvm_target} does not run the flash kernel (sm_90 only)")
+    graph = importer.load(masked_attention(style, batch=8, seq=128, heads=12))
+    marked = priced_graph(graph, "cuda", "bfloat16")
+    roles = _roles(marked)
+    settings = MeasureSettings.quick()
+    prof = profile(marked, ("cuda",), tmp_path / "p.json", settings=settings, progress=False)
+    rec = prof.record("cuda", roles["values"].signature)
+    assert rec is not None and rec.ok and rec.flash == flash_cost.CHAIN and rec.rule == flash_cost.FLASH_RULE
+    cm = CostModel(prof).add_graph(marked)
+    fused = sum(cm.kernel_cost(k, "cuda") for k in roles.values())
+    assert fused == pytest.approx(rec.cost(prof.overheads["cuda"])) and fused > 0
+    plain = lower_weights(graph, list(graph.kernels), "bfloat16")
+    oh, unfused = prof.overheads["cuda"], 0.0
+    for k in roles.values():
+        kmod = single_kernel_module(plain, plain.kernels[k.id])
+        t = measure(kmod, build_module(kmod.mod, spec.tvm_target), spec.device(), settings)
+        unfused += max(t.median_s - oh.empty_s, 0.0) + oh.launch_s
+    predicted = CostModel(_profile()).add_graph(marked).kernel_cost(roles["values"], "cuda")
+    print(f"{style}: masked flash chain {fused * 1e6:.1f} us, the three kernels {unfused * 1e6:.1f} us, "
+          f"predicted chain (recorded profile) {predicted * 1e6:.1f} us")

@@ -2,29 +2,37 @@
 
 In: an op graph some of whose kernels :func:`hetpart.importer.flash_triples.mark_triples`
 marked (:data:`~hetpart.importer.flash_triples.FLASH_ATTR` = ``scores`` / ``softmax`` /
-``values`` on their PrimFuncs), a kernel of it, the CUDA target it would be built for.
+``values`` on their PrimFuncs; a *masked* triple's scores kernel, with the mask or bias fused in,
+also :data:`~hetpart.importer.flash_triples.BIAS_ATTR`), a kernel of it, the CUDA target it would
+be built for.
 Out:
 
 * :func:`role`: ``(role, scale)`` of a marked kernel, None for any other;
 * :func:`substitutes`: whether a target runs marked chains as the flash kernel
   (:mod:`hetpart.kernels.flash_substitute`: sm_90 CUDA);
-* :func:`chain_module`: for a ``values`` kernel, a module whose ``main(Q, KT, V)`` calls its
-  triple's three marked PrimFuncs once each -- :func:`hetpart.kernels.build` then substitutes the
-  chain exactly as in a model (narrowing kernels + the flash kernel), so
+* :func:`chain_module`: for a ``values`` kernel, a module whose ``main(Q, KT, V, *mask inputs)``
+  calls its triple's three marked PrimFuncs once each (a masked scores kernel's other tensor
+  arguments -- the mask -- are further parameters, its constants stay constants as in the model)
+  -- :func:`hetpart.kernels.build` then substitutes the chain exactly as in a model (narrowing
+  kernels, for a masked chain the ``flash_bias`` kernel, the flash kernel), so
   :mod:`.kernel_bench` times what runs and the profile records it under the ``values``
   kernel's signature (:data:`CHAIN` in :attr:`.profile_db.KernelRecord.flash`);
-* :func:`chain_features`: the kernels of the substituted chain (the narrowing kernels, the flash
-  kernel: reads Q, K, V once in bf16, writes O once in float32, ``4 b h n^2 64`` FLOPs) for the
-  predictor, where nothing was measured.
+* :func:`chain_features`: the kernels of the substituted chain (the narrowing kernels; for a
+  masked chain the bias kernel: reads the mask, writes the float32 bias
+  ``[1|b, 1|h, 1|n, n]`` of :attr:`hetpart.importer.flash_bias.ScoresForm.bias_shape`; the flash
+  kernel: reads Q, K, V once in bf16 and the bias once, writes O once in float32,
+  ``4 b h n^2 64`` FLOPs) for the predictor, where nothing was measured.
 
 Invariant (the sum rule): on a target that substitutes, the three kernels of a marked triple
 cost together what the substituted chain costs: ``scores`` and ``softmax`` 0, ``values`` the
 chain (its :data:`CHAIN` record, else the sum of :func:`chain_features`' predictions: the
-narrowing kernels by the predictor, the flash kernel by :func:`predicted_flash_s`).  A
+narrowing and bias kernels by the predictor, the flash kernel by :func:`predicted_flash_s`).  A
 triple is marked only when all three kernels lie in one bf16 CUDA partition and nothing else
 calls their PrimFuncs (:mod:`~hetpart.importer.flash_triples`), so the zero never stands for a
-kernel that runs.  Any other target ignores the marks: each kernel is priced as itself.  With
-``FLASH_ATTENTION`` off nothing is marked and nothing here applies.
+kernel that runs.  Each masked chain is priced with its own bias kernel, where a model's build
+emits one per dataflow block for layers reading the same mask (an over-count of one small
+kernel per further layer).  Any other target ignores the marks: each kernel is priced as itself.
+With ``FLASH_ATTENTION`` off nothing is marked and nothing here applies.
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 
-from ..importer.flash_triples import FLASH_ATTR, HEAD_DIM, SCALE_ATTR
+from ..errors import InternalError
+from ..importer.flash_bias import scores_form
+from ..importer.flash_triples import BIAS_ATTR, FLASH_ATTR, HEAD_DIM, SCALE_ATTR, q_kt_inputs
+from ..importer.op_graph import dtype_bytes
 from .profile_db import KernelFeatures
 
 CHAIN = "chain"
@@ -40,6 +51,10 @@ CHAIN = "chain"
 
 FLASH_RULE = "FlashAttention"
 """The flash kernel's schedule rule (:data:`hetpart.kernels.flash_substitute.RULE`)."""
+
+MASK_INT_HIGH = 2
+"""An integer mask input of a chain module is drawn from ``[0, MASK_INT_HIGH)``: 0 / 1, a valid
+key-padding mask (a value of 8 would make BERT's ``(1 - mask) * finfo.min`` overflow)."""
 
 
 def role(graph, kernel) -> tuple[str, float] | None:
@@ -78,23 +93,85 @@ def triple_of(graph, values) -> tuple | None:
     return qk, sm, values
 
 
+_FORMS: dict[str, object] = {}
+"""Scores kernel signature (the marked PrimFunc's structural hash) -> its :func:`scores_form`."""
+
+
+def _form(graph, qk):
+    """The :class:`~hetpart.importer.flash_bias.ScoresForm` of a masked (``BIAS_ATTR``) scores
+    kernel, None for an unmasked one or one not of the form; cached per signature (a bounded cache:
+    :func:`scores_form` inlines the kernel's blocks, and the cost model asks per pricing)."""
+    if not _masked(graph, qk):
+        return None
+    if qk.signature not in _FORMS:
+        if len(_FORMS) > 256:
+            _FORMS.clear()
+        _FORMS[qk.signature] = scores_form(graph.module[qk.func])
+    return _FORMS[qk.signature]
+
+
+def _masked(graph, qk) -> bool:
+    """Whether the scores kernel ``qk`` is a masked triple's (carries ``BIAS_ATTR``)."""
+    func = graph.module[qk.func]
+    return func.attrs is not None and BIAS_ATTR in func.attrs
+
+
 def _operands(graph, values):
-    """``(Q, KT, V)`` tensors of a whole marked chain."""
+    """``(Q, KT, V)`` tensors of a whole marked chain (None for a masked one whose scores kernel
+    is not of the form)."""
     qk, _, pv = triple_of(graph, values)
-    return graph.tensors[qk.inputs[0]], graph.tensors[qk.inputs[1]], graph.tensors[pv.inputs[1]]
+    if _masked(graph, qk):
+        form = _form(graph, qk)
+        q_kt = q_kt_inputs(graph.tensors, qk.inputs, form) if form is not None else None
+        if q_kt is None:
+            return None
+        q, kt = q_kt
+    else:
+        q, kt = qk.inputs[0], qk.inputs[1]
+    return graph.tensors[q], graph.tensors[kt], graph.tensors[pv.inputs[1]]
 
 
 def chain_module(graph, values):
-    """A :class:`.kernel_bench.KernelModule` whose ``main(Q, KT, V)`` runs ``values``' marked chain
-    (module docstring); None when ``values`` is not the ``values`` kernel of a whole chain."""
-    from .kernel_bench import ArgSpec, KernelModule
+    """A :class:`.kernel_bench.KernelModule` whose ``main(Q, KT, V, *mask inputs)`` runs ``values``'
+    marked chain (module docstring): the mask inputs are the scores call's tensor arguments other
+    than Q and K^T, once each, in call order (``num_input`` counts them; an integer one is drawn
+    from ``[0, MASK_INT_HIGH)`` unless it indexes, a bool one 0 / 1), the call's constants stay
+    constants (a Select fill must, for the substitution to read it); None when ``values`` is not
+    the ``values`` kernel of a whole chain."""
+    from tvm.ir import GenericConst
+
+    from .kernel_bench import ArgSpec, KernelModule, _binding_of, _flat_args, index_bounds
 
     if (role(graph, values) or ("",))[0] != "values" or triple_of(graph, values) is None:
         return None
     qk, sm, pv = triple_of(graph, values)
-    q, kt, v = _operands(graph, values)
-    specs = tuple(ArgSpec(tuple(int(d) for d in t.shape), str(t.dtype)) for t in (q, kt, v))
-    params = [relax.Var(n, relax.TensorType(list(s.shape), s.dtype)) for n, s in zip(("q", "kt", "v"), specs)]
+    form = _form(graph, qk)
+    s_args = _flat_args(_binding_of(graph, qk).value)[0]
+    if _masked(graph, qk):
+        if form is None or len(s_args) != len(form.buffers) - 1:
+            return None
+        iq, ik = form.q, form.kt
+    elif len(s_args) != 2:
+        return None
+    else:
+        iq, ik = 0, 1
+    v_arg = _flat_args(_binding_of(graph, pv).value)[0][1]
+    bounds = index_bounds(graph.module[qk.func]) if form is not None else {}
+
+    def spec(x, i=None):
+        dtype = str(x.ty.dtype)
+        bound = (bounds.get(i, MASK_INT_HIGH) if i is not None else None) if "int" in dtype else None
+        return ArgSpec(tuple(int(d) for d in x.ty.shape.values), dtype, None, bound)
+
+    extras = []  # (position in the scores call, the argument) of the mask inputs, each var once
+    for i, a in enumerate(s_args):
+        if i not in (iq, ik) and not isinstance(a, GenericConst) and not any(a.same_as(x) for _, x in extras):
+            extras.append((i, a))
+    specs = (spec(s_args[iq]), spec(s_args[ik]), spec(v_arg), *(spec(a, i) for i, a in extras))
+    names = ("q", "kt", "v", *(f"mask{j}" for j in range(len(extras))))
+    params = [relax.Var(n, relax.TensorType(list(s.shape), s.dtype)) for n, s in zip(names, specs)]
+    by_arg = [(s_args[iq], params[0]), (s_args[ik], params[1]), *((a, p) for (_, a), p in zip(extras, params[3:]))]
+    scores_args = [a if isinstance(a, GenericConst) else next(p for x, p in by_arg if x.same_as(a)) for a in s_args]
     bb = relax.BlockBuilder()
     gvs = {k.func: bb.add_func(graph.module[k.func], k.func) for k in (qk, sm, pv)}
 
@@ -104,13 +181,13 @@ def chain_module(graph, values):
 
     with bb.function("main", params):
         with bb.dataflow():
-            s = bb.emit(relax.call_tir(gvs[qk.func], relax.Tuple(params[:2]), ty(qk.outputs[0])))
+            s = bb.emit(relax.call_tir(gvs[qk.func], relax.Tuple(scores_args), ty(qk.outputs[0])))
             p = bb.emit(relax.call_tir(gvs[sm.func], relax.Tuple([s]), ty(sm.outputs[0])))
             o = bb.emit_output(relax.call_tir(gvs[pv.func], relax.Tuple([p, params[2]]), ty(pv.outputs[0])))
         bb.emit_func_output(o)
     mod = bb.get()
-    mod["main"] = mod["main"].with_attr("num_input", 3)
-    return KernelModule(mod, specs, 3, pv.func)
+    mod["main"] = mod["main"].with_attr("num_input", len(params))
+    return KernelModule(mod, specs, len(params), pv.func)
 
 
 FLASH_FLOPS_PER_S = 1.0e14
@@ -133,12 +210,18 @@ def predicted_flash_s(features: KernelFeatures, launch_s: float) -> float:
 
 
 def chain_features(graph, values) -> list[tuple[KernelFeatures, str]]:
-    """``(features, rule)`` of each kernel the substituted chain of ``values`` launches:
-    a narrowing of Q and of V where they are float32 and K^T narrowed and transposed (rule
-    ``""``: the predictor's injective fit prices them), then the flash kernel (rule
-    :data:`FLASH_RULE`, :func:`predicted_flash_s`; an attention-shaped ``matmul``: ``4 b h n^2 64``
-    FLOPs, Q, K, V read once in bf16, O written once in float32)."""
-    q, kt, v = _operands(graph, values)
+    """``(features, rule)`` of each kernel the substituted chain of ``values`` launches, in launch
+    order: a narrowing of Q and of V where they are float32 and K^T narrowed and transposed (rule
+    ``""``: the predictor's injective fit prices them); for a masked chain the ``flash_bias`` kernel
+    (rule ``""``, injective: reads the scores kernel's bias parameters -- the mask, a fill --
+    writes the float32 bias of :attr:`~hetpart.importer.flash_bias.ScoresForm.bias_shape`); then
+    the flash kernel (rule :data:`FLASH_RULE`, :func:`predicted_flash_s`; an attention-shaped
+    ``matmul``: ``4 b h n^2 64`` FLOPs, Q, K, V read once in bf16 and the bias once, O written once
+    in float32)."""
+    operands = _operands(graph, values)
+    if operands is None:  # mark_triples marks a masked triple only where its scores kernel is of the form
+        raise InternalError(f"{values.id} ({values.func}): its masked scores kernel is not of the flash bias form")
+    q, kt, v = operands
     b, h, n = (int(d) for d in q.shape[:3])
     elems = b * h * n * HEAD_DIM
     out = []
@@ -146,11 +229,24 @@ def chain_features(graph, values) -> list[tuple[KernelFeatures, str]]:
         if name == "kt" or str(t.dtype) != "bfloat16":
             out.append((KernelFeatures("injective", ("astype",), f"flash_in_{name}", 0, int(t.nbytes), 2 * elems, 0),
                         ""))
+    form = _form(graph, triple_of(graph, values)[0])
+    bias_bytes = 0
+    if form is not None:
+        bias_bytes = 4 * form.bias_shape[0] * form.bias_shape[1] * form.bias_shape[2] * form.bias_shape[3]
+        mask_bytes = sum(_buffer_bytes(form.buffers[i]) for i in form.bias_params)
+        out.append((KernelFeatures("injective", ("flash_bias",), "flash_bias", 0, mask_bytes, bias_bytes, 0), ""))
     flops = 4 * b * h * n * n * HEAD_DIM
-    out.append((KernelFeatures("matmul", ("flash_attention",), "flash_attention", flops, 3 * 2 * elems, 4 * elems, 0),
-                FLASH_RULE))
+    out.append((KernelFeatures("matmul", ("flash_attention",), "flash_attention", flops, 3 * 2 * elems + bias_bytes,
+                               4 * elems, 0), FLASH_RULE))
     return out
 
 
-__all__ = ["CHAIN", "FLASH_FLOPS_PER_S", "FLASH_RULE", "chain_features", "chain_module", "predicted_flash_s", "role",
-           "substitutes", "triple_of"]
+def _buffer_bytes(buf) -> int:
+    n = 1
+    for d in buf.shape:
+        n *= int(d)
+    return n * dtype_bytes(str(buf.dtype))
+
+
+__all__ = ["CHAIN", "FLASH_FLOPS_PER_S", "FLASH_RULE", "MASK_INT_HIGH", "chain_features", "chain_module",
+           "predicted_flash_s", "role", "substitutes", "triple_of"]

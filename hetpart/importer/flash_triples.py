@@ -85,7 +85,7 @@ def flash_triples(graph, group, masked: bool = False) -> list[Triple]:
         form = None
         if masked and pv_id in group and "matmul" in qk.ops and qk.ops not in _SCORE_OPS:
             form = scores_form(graph.module[qk.func])
-            qk_inputs = _q_kt(tensors, qk.inputs, form) if form is not None else None
+            qk_inputs = q_kt_inputs(tensors, qk.inputs, form) if form is not None else None
             if qk_inputs is None or pv.ops != ("matmul",) or pv.param_bytes or len(pv.inputs) != 2 or len(
                     qk.outputs) != 1 or len(pv.outputs) != 1 or pv.inputs[0] != p.name:
                 continue
@@ -111,9 +111,10 @@ def flash_triples(graph, group, masked: bool = False) -> list[Triple]:
     return out
 
 
-def _q_kt(tensors, inputs, form) -> tuple[str, str] | None:
-    """The Q and K^T tensors among a masked scores kernel's ``inputs``: the one input of Q's and of
-    K^T's parameter shape (None unless each is one)."""
+def q_kt_inputs(tensors, inputs, form) -> tuple[str, str] | None:
+    """The Q and K^T tensors among a masked scores kernel's ``inputs`` (``form``: its
+    :func:`~hetpart.importer.flash_bias.scores_form`): the one input of Q's and of K^T's parameter
+    shape (None unless each is one)."""
     out = []
     for i in (form.q, form.kt):
         want = _shape_of(form.buffers[i].shape)
@@ -217,4 +218,4 @@ def _softmax_over_last_axis(func) -> bool:
     return len(ok) == 1 and ok[0]
 
 
-__all__ = ["BIAS_ATTR", "FLASH_ATTR", "ROLES", "SCALE_ATTR", "Triple", "flash_triples", "mark_triples"]
+__all__ = ["BIAS_ATTR", "FLASH_ATTR", "ROLES", "SCALE_ATTR", "Triple", "flash_triples", "mark_triples", "q_kt_inputs"]

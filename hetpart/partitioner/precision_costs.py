@@ -13,14 +13,17 @@ are priced as before.
 With :data:`hetpart.kernels.flash_substitute.FLASH_ATTENTION` on, a ``cuda=bf16`` device's
 kernels are priced with the attention triples the compiler would mark if the whole graph ran
 in one bf16 CUDA partition marked too (:func:`priced_graph`,
-:func:`hetpart.importer.flash_triples.mark_triples`): the cost model prices such a triple as the
-flash chain that runs on sm_90 (:mod:`hetpart.costmodel.flash_cost`'s sum rule: ``scores`` and
-``softmax`` 0, ``values`` the chain).  The planner's costs are per kernel, so a plan that splits a
-triple across devices or partitions (the compiler then marks nothing and runs three kernels) is
-priced as if the CUDA part of it ran fused: optimistic for that plan only.
+:func:`hetpart.importer.flash_triples.mark_triples`; masked ones -- the mask or bias fused into the
+scores kernel -- as well where :data:`~hetpart.kernels.flash_substitute.FLASH_MASKED_ATTENTION` is
+on): the cost model prices such a triple as the flash chain that runs on sm_90
+(:mod:`hetpart.costmodel.flash_cost`'s sum rule: ``scores`` and ``softmax`` 0, ``values`` the chain).
+The planner's costs are per kernel, so a plan that splits a triple across devices or partitions
+(the compiler then marks nothing and runs three kernels) is priced as if the CUDA part of it ran
+fused: optimistic for that plan only.
 
 Invariant: with the default precision (or no low format on any device) the costs
-come back unchanged; with ``FLASH_ATTENTION`` off, as before it.
+come back unchanged; with ``FLASH_ATTENTION`` off, as before it (with only
+``FLASH_MASKED_ATTENTION`` off, masked triples as before it).
 """
 
 from __future__ import annotations
@@ -85,16 +88,17 @@ def priced_graph(graph, device: str, dtype: str):
     """``graph`` as the cost model prices it on ``device`` stored in ``dtype`` (a low format):
     every kernel's weights in ``dtype``; on a ``bfloat16`` CUDA device with
     ``FLASH_ATTENTION`` on, also its attention triples marked as one bf16 CUDA partition of
-    all kernels would have them (module docstring).  ``partition profile --precision``
+    all kernels would have them -- the masked ones too with ``FLASH_MASKED_ATTENTION`` on, both
+    switches read at call time (module docstring).  ``partition profile --precision``
     measures this graph, so the planner finds what was measured."""
     from ..importer import flash_triples, low_precision_scores
     from ..kernels import flash_substitute
 
     low = lower_weights(graph, list(graph.kernels), dtype)
     if device == "cuda" and dtype == low_precision_scores.DTYPE and flash_substitute.FLASH_ATTENTION:
-        # unmasked triples only: costmodel.flash_cost builds a chain of (Q, K^T, V); a masked triple
-        # (FLASH_MASKED_ATTENTION) is priced as its three kernels until the chain takes the mask's inputs
-        low = flash_triples.mark_triples(low, [list(low.kernels)])
+        # masked triples too where the compiler marks them (FLASH_MASKED_ATTENTION, read now): their
+        # chain module takes the mask inputs and prices the bias kernel (costmodel.flash_cost)
+        low = flash_triples.mark_triples(low, [list(low.kernels)], masked=flash_substitute.FLASH_MASKED_ATTENTION)
     return low
 
 
