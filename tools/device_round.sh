@@ -37,7 +37,7 @@ case "${1:-1}" in
      # tail now). Its bias_gelu epilogue costs ~16 us at M = 6304 (132.6 in the model vs 110.2 in the probe without
      # an epilogue): two IEEE divisions per value. (1) tests/test_kernels_wgmma_gelu.py's cuda tests; (2)
      # wgmma_gemm.GELU_FAST_DIVIDE A/B on vit_b_16 and distilbert b32 bf16; (3) the flash chain's price
-     # (tests/test_costmodel_flash.py's GPU test; it loads a recorded profile: staged with NOPROFILE the step copies
+     # (tests/test_costmodel_flash.py's GPU tests, the masked chains' too; they load a recorded profile: staged with NOPROFILE the step copies
      # the capped H200 profile there, as step 166's run lacked one);
      # Decides: GELU_FAST_DIVIDE on if both gain.
   BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
@@ -52,7 +52,7 @@ case "${1:-1}" in
   done
   R=hetpart/costmodel/recorded; ls $R/*.json > /dev/null 2>&1 || cp bench/results/profile-capped-nvidia-h200.json $R/h200.json
   left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 40 ] && timeout "$left" python3 -m pytest -q -s -p no:cacheprovider \
-    tests/test_costmodel_flash.py::test_gpu_chain_is_measured_under_values > "$OUT/logs/flash-cost-170.txt" 2>&1 ;;
+    tests/test_costmodel_flash.py -k "test_gpu_" > "$OUT/logs/flash-cost-170.txt" 2>&1 ;;
 171)  # (BUDGET=560) issue 17, TF32 (session 58, branch tf32pairs58, none run on a GPU): the wgmma GEMM's tf32r family with
      # the bf16 families' options, each a wgmma_variant switch at the old variant by default -- TF32_PAIR_STORE_ROWS
      # (float2 stores), TF32_SWIZZLE=128b + TF32_CONSUMERS=2, TF32_STAGES (cut to 227 KiB: 7 at 128b x2 bn 128), TF32_BN.
