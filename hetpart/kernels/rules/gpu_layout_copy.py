@@ -316,10 +316,11 @@ def _vector(sch: s_tir.Schedule, blk, plan: Plan) -> s_tir.Schedule:
 
 def _tile(sch: s_tir.Schedule, blk, plan: Plan) -> s_tir.Schedule | None:
     """The tiled transpose: a block per ``TILE x TILE`` tile of (``plan.axis``, innermost), the
-    moved input's tile staged in shared memory with padded rows; None when TVM's region of the
-    tile is larger than the tile."""
+    moved input's tile staged in shared memory with padded rows (an axis shorter than ``TILE``
+    predicated); None when TVM's region of the tile is larger than the tile."""
     loops = sch.get_loops(blk)
     last = len(loops) - 1
+    tile = math.prod(min(TILE, int(sch.get(loops[k]).extent)) for k in (plan.axis, last))  # a short axis: its extent
     a_out, a_in = sch.split(loops[plan.axis], [None, TILE])
     n_out, n_in = sch.split(loops[last], [None, TILE])
     others = [lp for k, lp in enumerate(loops) if k not in (plan.axis, last)]
@@ -334,7 +335,7 @@ def _tile(sch: s_tir.Schedule, blk, plan: Plan) -> s_tir.Schedule | None:
     sch.compute_at(cache, bx)
     staged = sch.get_loops(cache)[1:]
     extents = [sch.get(lp).extent for lp in staged]
-    if not all(isinstance(e, tirx.IntImm) for e in extents) or math.prod(int(e) for e in extents) != TILE * TILE:
+    if not all(isinstance(e, tirx.IntImm) for e in extents) or math.prod(int(e) for e in extents) != tile:
         return None  # the region is not the tile: an index TVM's analysis could not bound
     fused = sch.fuse(*staged) if len(staged) > 1 else staged[0]
     _, ty, tx = sch.split(fused, [None, TILE_ROWS, TILE])
