@@ -8,7 +8,8 @@ Without a GPU: the recogniser takes small ONNX graphs shaped like the exports' h
 bf16 narrowings flash attention and the activation pass add, each as the plan it should be
 (``vector`` where the input's innermost axis is the output's, ``tile`` where it is another), and
 declines element-wise kernels, a pure cast, a reduction, a gather, a concatenation, a matmul, a
-transpose into a 3-wide innermost axis and an int64 transpose; with the switch off every function is ``Fallback``'s as
+transpose into a 3-wide innermost axis, an int64 transpose and a slice whose vectors would be
+misaligned (``access.run_kind``'s proofs: aligned runs, broadcasts; ``access.steps_along``); with the switch off every function is ``Fallback``'s as
 before; the scheduled functions, run serially on the CPU (``llvm``), give the unscheduled
 function's bits exactly on inputs with ±0, ±Inf, NaN and negatives (a multiply-add epilogue:
 ``Fallback``'s, see :data:`MULTIPLY_ADD`), and ``Fallback``'s schedule's bits in every case; their CUDA C compiles with
@@ -246,6 +247,49 @@ def test_declines_other_kernels(case):
     assert funcs
     for func in funcs:
         assert glc.match(func) is None
+
+
+def _unaligned_slice():
+    """``y[i, j] = x[i, j + 1]`` over rows of 65: each row's run starts one float past a 16-byte
+    boundary, so no vector load is aligned -- and the input's innermost axis is the output's."""
+    x = te.placeholder((4, 65), "float32", name="x")
+    return te.create_prim_func([x, te.compute((4, 64), lambda i, j: x[i, j + 1] * 2.0, name="y")])
+
+
+def test_declines_a_copy_whose_vectors_would_be_misaligned():
+    assert glc.match(_unaligned_slice()) is None
+
+
+def _block(func):
+    sch, blk = glc._single_block(func)
+    return sch.get(blk)
+
+
+def test_run_kind_proves_aligned_runs_and_broadcasts():
+    from hetpart.kernels import access
+
+    block = _block(_func(vit_head_merge()))
+    inner = block.iter_vars[-1].var
+    loads = glc._loads(block.body.value)
+    assert {access.run_kind(block, ld, inner, 4) for ld in loads} == {"run"}  # x and the moved [L*B, E]
+    assert access.run_kind(block, block.body, inner, 4) == "run"
+    assert access.run_kind(block, block.body, inner, 3) is None  # 64 is no multiple of 3
+    bias = _block(_func(_elementwise()))
+    (b,) = [ld for ld in glc._loads(bias.body.value) if len(ld.indices) == 1]
+    assert access.run_kind(bias, b, bias.iter_vars[0].var, 4) == "still"  # b[k] along the batch
+    slice_ = _block(_unaligned_slice())
+    (ld,) = glc._loads(slice_.body.value)
+    assert access.run_kind(slice_, ld, slice_.iter_vars[-1].var, 2) is None
+
+
+def test_steps_along_finds_the_transposed_inputs_axis():
+    from hetpart.kernels import access
+
+    block = _block(_func(bert_heads((0, 2, 3, 1))))  # y[b, h, d, s] = x[b, s, h * 64 + d]
+    (ld,) = glc._loads(block.body.value)
+    ivs = block.iter_vars
+    assert access.steps_along(block, ld, ivs[2].var, 4) == [1, 1, 1]  # d: contiguous
+    assert access.steps_along(block, ld, ivs[3].var, 3) == [128, 128]  # s: a row of the input per step
 
 
 # --- the schedule ----------------------------------------------------------------------------------
