@@ -4,18 +4,21 @@ dlight ``Fallback`` scalar copies): layout copies as vectorised copies or tiled 
 
 Without a GPU: the recogniser takes small ONNX graphs shaped like the exports' head split / merge
 (torchvision's ViT: ``Reshape, Unsqueeze, Transpose, Squeeze``; ``Reshape, Transpose, Add``; the
-``Gather``-ed K heads transposed and scaled; BERT's ``Reshape, Transpose`` both ways) and the
-bf16 narrowings flash attention and the activation pass add, each as the plan it should be
-(``vector`` where the input's innermost axis is the output's, ``tile`` where it is another), and
-declines element-wise kernels, a pure cast, a reduction, a gather, a concatenation, a matmul, a
-transpose into a 3-wide innermost axis, an int64 transpose and a slice whose vectors would be
-misaligned (``access.run_kind``'s proofs: aligned runs, broadcasts; ``access.steps_along``); with the switch off every function is ``Fallback``'s as
+``Gather``-ed K heads transposed and scaled; BERT's ``Reshape, Transpose`` both ways; batch 1, a
+half-wide tile, a multiply-add epilogue) and the bf16 narrowings flash attention and the
+activation pass add, each as the plan it should be (``vector`` where the input's innermost axis is
+the output's, ``tile`` where it is another), and declines element-wise kernels, a pure cast, a
+reduction, a gather, a concatenation, a matmul, a transpose into a 3-wide innermost axis, an int64
+transpose and a slice whose vectors would be misaligned (``access.run_kind``'s proofs: aligned
+runs, broadcasts; ``access.steps_along``); with the switch off every function is ``Fallback``'s as
 before; the scheduled functions, run serially on the CPU (``llvm``), give the unscheduled
-function's bits exactly on inputs with ±0, ±Inf, NaN and negatives (a multiply-add epilogue:
-``Fallback``'s, see :data:`MULTIPLY_ADD`), and ``Fallback``'s schedule's bits in every case; their CUDA C compiles with
-nvcc for sm_90a (no spills); a ViT-style block builds all-CUDA in bf16 with the switch on, the rule
-taking the head split and merge.  With a GPU (``cuda`` mark): the layout copies equal numpy's
-exactly.
+function's bits exactly on inputs with ±0, ±Inf, NaN and negatives (but a multiply-add epilogue,
+:data:`MULTIPLY_ADD`), and ``Fallback``'s schedule's bits in every case; their CUDA C is the plan
+(a padded shared tile and a barrier, or 16-byte vectors) and compiles with nvcc for sm_90a (no
+spills); a ViT-style block builds all-CUDA in bf16 with the switch on, the rule taking the head
+split and merge, the three slices of the packed qkv and the bf16 narrowings but the pure casts.
+With a GPU (``cuda`` mark): the float32 layout copies equal numpy's exactly; the bf16 ones numpy's
+values and the CPU's bits.
 """
 
 from __future__ import annotations
