@@ -458,3 +458,62 @@ def test_bf16_layout_copies_on_gpu_equal_numpy_and_the_cpu_bits(switch_on, case)
     got = args[-1].numpy()
     np.testing.assert_array_equal(np.ascontiguousarray(got).view(np.uint8), want_bits)
     np.testing.assert_array_equal(got.astype(np.float32), FUNCS_NUMPY[case](arrays[0]).astype(np.float32))
+
+
+# --- VECTOR_ELEMENTWISE: element-wise functions (a cast) as vector copies too ---------------------------
+def _flash_q_narrowing():
+    """flash attention's Q / V narrowing (``flash_substitute._narrow``): a pure cast to bf16."""
+    return _pure_cast()
+
+
+ELEMENTWISE = {
+    "flash Q narrowing (cast)": (_flash_q_narrowing, 4),
+    "element-wise add of a bias": (lambda: _func(_elementwise()), 4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ELEMENTWISE))
+def test_elementwise_only_with_its_switch(monkeypatch, case):
+    build, lanes = ELEMENTWISE[case]
+    assert glc.match(build()) is None  # off: not a layout copy
+    monkeypatch.setattr(glc, "VECTOR_ELEMENTWISE", True)
+    found = glc.match(build())
+    assert found is not None and (found[2].kind, found[2].lanes) == ("vector", lanes)
+
+
+@pytest.mark.parametrize("case", sorted(ELEMENTWISE))
+def test_elementwise_vector_copy_gives_the_same_bits_and_compiles(switch_on, monkeypatch, case, tmp_path):
+    monkeypatch.setattr(glc, "VECTOR_ELEMENTWISE", True)
+    build, _ = ELEMENTWISE[case]
+    func = build()
+    arrays = _inputs(func, seed=9)
+    sched = _scheduled(build)
+    np.testing.assert_array_equal(_run_cpu(serial_everywhere(sched), arrays), _run_cpu(func, arrays))
+    src = _cuda_c(sched)
+    assert "*(float4*)" in src
+    if shutil.which("nvcc"):
+        from nvcc_cases import assert_no_spills
+
+        assert_no_spills(src, "90a", tmp_path)
+
+
+def test_elementwise_switch_keeps_other_kernels(monkeypatch):
+    """Still no reductions, gathers, selects, integer kernels or misaligned vectors."""
+    monkeypatch.setattr(glc, "VECTOR_ELEMENTWISE", True)
+    for case in ("softmax", "embedding gather", "concat", "matmul", "int64 head split"):
+        for func in OTHERS[case]():
+            assert glc.match(func) is None, case
+    assert glc.match(_unaligned_slice()) is None
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(ELEMENTWISE))
+def test_leaves_the_function_it_schedules_as_it_was(switch_on, monkeypatch, case):
+    """The rule schedules a copy: the caller's PrimFunc is unchanged (a schedule of the simplified
+    module once mutated a single-block function in place)."""
+    monkeypatch.setattr(glc, "VECTOR_ELEMENTWISE", True)
+    build = CASES[case][0] if case in CASES else ELEMENTWISE[case][0]
+    func = build()
+    before = func.script()
+    assert str(kernels.schedule_primfunc(func, SM90).attrs[RULE_ATTR]) == "GpuLayoutCopy"
+    assert func.script() == before
+    tvm.ir.assert_structural_equal(func, build())

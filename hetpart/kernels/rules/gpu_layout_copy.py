@@ -41,7 +41,8 @@ returns None and stays dlight's ``Fallback``.  Before scheduling, the inlined bl
 simplified with the iterators' ranges (``s_tir.transform.StmtSimplify``: an inlined reshape's
 ``floordiv``/``floormod`` chains), so TVM's region analysis bounds the tile.
 
-Switch: :data:`LAYOUT_COPY` (off: the rule returns None, every function scheduled as before).
+Switch: :data:`LAYOUT_COPY` (off: the rule returns None, every function scheduled as before); with
+it, :data:`VECTOR_ELEMENTWISE` (off) takes element-wise functions (a cast) as ``vector`` copies too.
 
 Invariant: every output element is the same expression of the same input elements (a copy, the
 same cast and epilogue arithmetic per element); only the loop nest, the threads and the staging
@@ -50,6 +51,7 @@ through shared memory change.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -68,6 +70,16 @@ LAYOUT_COPY = False
 hetpart.kernels.rules.gpu_layout_copy.LAYOUT_COPY=0 --after hetpart.kernels.rules.gpu_layout_copy.LAYOUT_COPY=1``
 (and DistilBERT b32 the same).  False: these functions stay dlight's ``Fallback`` (a 1024-thread
 block of scalar copies), generated code as before the rule existed."""
+
+VECTOR_ELEMENTWISE = False
+"""With :data:`LAYOUT_COPY`, also element-wise functions of the same form but without a moved input
+(every load laid out as the output or broadcast: a cast -- flash attention's Q and V narrowings,
+``flash_in``, 15 us x 24 per ViT-B/16 b32 bf16 forward on the H100 -- an add of a table) as the
+``vector`` plan, the first load along the output's innermost axis taking the moved input's place.
+Off until measured: ``tools/gpu_model_switch_ab.py vit_b_16-b32.onnx --precision bf16 --before
+...gpu_layout_copy.LAYOUT_COPY=0 --before ...VECTOR_ELEMENTWISE=0 --after ...LAYOUT_COPY=1 --after
+...VECTOR_ELEMENTWISE=1 --each`` (its ``-VECTOR_ELEMENTWISE`` variant: layout copies alone).  Off,
+those functions stay ``Fallback``'s."""
 
 THREADS = 256
 """Threads per block of a ``vector`` copy, one group of lanes each."""
@@ -141,6 +153,8 @@ def match(func: tirx.PrimFunc):
     lanes = _lanes(block, moved)
     if lanes > 1:
         return sch, blk, Plan("vector", lanes=lanes, moved=moved.source)
+    if _laid_out_as_output(moved, [iv.var for iv in block.iter_vars]):
+        return None  # element-wise (VECTOR_ELEMENTWISE): no transposed tile to make
     axis = _tile_axis(block, moved)
     if axis is None:
         return None
@@ -153,7 +167,9 @@ def _single_block(func: tirx.PrimFunc):
     and the indices simplified, when one spatial block of static extents is left whose loops bind
     its iterators in order and whose body stores the function's output at its iterators (a unit
     iterator may be the constant 0 in both); else None."""
-    sch = s_tir.Schedule(func)
+    # A deep copy: the simplified module's schedule below would otherwise mutate statements it
+    # shares with ``func`` in place (seen with TVM 0.27: a single-block function came back scheduled).
+    sch = s_tir.Schedule(copy.deepcopy(func))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
     if not blocks:
@@ -205,6 +221,8 @@ def _moved_load(sch: s_tir.Schedule, blk):
     loads = _loads(value)
     ivars = [iv.var for iv in block.iter_vars]
     moved = [ld for ld in loads if not _laid_out_as_output(ld, ivars)]
+    if not moved and VECTOR_ELEMENTWISE:  # element-wise: the first load along the output's innermost axis
+        moved = [ld for ld in loads if ld.indices and ld.indices[-1].same_as(ivars[-1])][:1]
     if len(moved) != 1:
         return None
     found = moved[0]
