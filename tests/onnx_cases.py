@@ -62,23 +62,23 @@ def projection(tokens: int, k: int, n: int, gelu: bool, seed: int = 0) -> onnx.M
 
 
 def torchvision_attention(tokens: int, width: int, heads: int, indices=(0, 1, 2), *, block: bool = False,
-                          seed: int = 0) -> onnx.ModelProto:
-    """``F.multi_head_attention_forward`` at batch 1 with ``batch_first`` and a packed in-projection as
+                          seed: int = 0, batch: int = 1) -> onnx.ModelProto:
+    """``F.multi_head_attention_forward`` at batch ``batch`` (default 1) with ``batch_first`` and a packed in-projection as
     torch.onnx writes it for torchvision's ViT: ``proj.unflatten(-1, (3, E)).unsqueeze(0)
     .transpose(0, -2).squeeze(-2)``, then ``q, k, v = proj[i]`` (``Gather`` at the constant scalars
     ``indices``), per-head views and transposes, attention, the out-projection; input and output
-    ``x``/``y`` of ``[1, tokens, width]``.  ``block``: the whole encoder block around it (LayerNorm,
+    ``x``/``y`` of ``[batch, tokens, width]``.  ``block``: the whole encoder block around it (LayerNorm,
     attention, residual, LayerNorm, MLP of 4x width with the erf GELU, residual)."""
     rng = np.random.default_rng(seed)
-    L, E, H = tokens, width, heads
+    L, E, H, B = tokens, width, heads, batch
     hd = E // H
     w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
     inits = {"w_in": w(E, 3 * E), "b_in": rng.standard_normal(3 * E).astype(np.float32), "w_out": w(E, E),
              "b_out": rng.standard_normal(E).astype(np.float32),
-             "s_unflat": np.array([L, 1, 3, E], np.int64), "ax0": np.array([0], np.int64),
-             "ax_m2": np.array([-2], np.int64), "s_heads": np.array([L, H, hd], np.int64),
-             "s_bhld": np.array([1, H, L, hd], np.int64), "s_flat": np.array([L, E], np.int64),
-             "s_lbe": np.array([L, 1, E], np.int64), "scale": np.array(1 / np.sqrt(hd), np.float32)}
+             "s_unflat": np.array([L, B, 3, E], np.int64), "ax0": np.array([0], np.int64),
+             "ax_m2": np.array([-2], np.int64), "s_heads": np.array([L, B * H, hd], np.int64),
+             "s_bhld": np.array([B, H, L, hd], np.int64), "s_flat": np.array([L * B, E], np.int64),
+             "s_lbe": np.array([L, B, E], np.int64), "scale": np.array(1 / np.sqrt(hd), np.float32)}
     n = helper.make_node
     src = "x"
     nodes = []
@@ -115,7 +115,7 @@ def torchvision_attention(tokens: int, width: int, heads: int, indices=(0, 1, 2)
         nodes += erf_gelu("up", "act", inits)
         nodes += [n("MatMul", ["act", "w_down"], ["down_mm"]), n("Add", ["down_mm", "b_down"], ["down"]),
                   n("Add", ["r1", "down"], ["y"])]
-    return model(nodes, [("x", (1, L, E), np.float32)], [("y", (1, L, E), np.float32)], inits)
+    return model(nodes, [("x", (B, L, E), np.float32)], [("y", (B, L, E), np.float32)], inits)
 
 
 def special_values(n: int = 64, seed: int = 0) -> np.ndarray:

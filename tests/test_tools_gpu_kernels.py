@@ -197,6 +197,36 @@ def test_main_reads_hetpart_side_from_a_trace(tmp_path, precision):
 
 
 
+@pytest.mark.parametrize("on", [False, True])
+def test_main_sets_switches_for_the_rules_it_reads(tmp_path, monkeypatch, on):
+    """``--set`` (an off-by-default GPU rule switched on): the rule column is the switched build's
+    (BERT's head splits ``gpu_layout_copy``'s; scheduled for sm_90 here, without a GPU), the
+    switch restored afterwards."""
+    import json
+
+    scheduled = prof.scheduled_rules
+    monkeypatch.setattr(prof, "scheduled_rules", lambda graph, arch=None: scheduled(graph, "sm_90"))
+    from hetpart import load
+    from hetpart.kernels.rules import gpu_layout_copy
+    from hetpart.models import build
+
+    name = "zoo:bert:small"
+    path = tmp_path / "zoo_bert_small-b1.onnx"
+    onnx.save(build("bert", small=True), str(path))
+    kernels = prof.hetpart_kernel_list(prof.lowered(load(str(path)), "fp32"))
+    events = [_x("kernel", f"{func}_kernel", 1010.0 + 5 * i, 2.0) for i, (_, func, _, _) in enumerate(kernels)]
+    events.append(_x("user_annotation", prof.FORWARD, 1000.0, 20.0 + 5 * len(events), pid=1, tid=1))
+    trace = tmp_path / "t.json"
+    trace.write_text(json.dumps({"traceEvents": events}))
+    out = tmp_path / "k.json"
+    switch = [f"--set=hetpart.kernels.rules.gpu_layout_copy.LAYOUT_COPY={int(on)}"]
+    assert prof.main([name, "--export-dir", str(tmp_path), "--trace", str(trace), "--no-torch", "--json", str(out),
+                      *switch]) == 0
+    rules = {r["rule"] for r in json.loads(out.read_text())["hetpart"]}
+    assert ("GpuLayoutCopy" in rules) == on
+    assert gpu_layout_copy.LAYOUT_COPY is False
+
+
 def test_rules_of_a_graph_scheduled_for_sm90():
     """Without a profile the rule column comes from scheduling the graph as the build does."""
     from hetpart import load

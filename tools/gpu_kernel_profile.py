@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tools/gpu_kernel_profile.py efficientnet_b0 [--batch 1] [--runs 20]
         [--precision fp32|bf16|fp16] [--export-dir DIR] [--profile P.json] [--trace T.json]
-        [--keep-trace T.json] [--top 15] [--json OUT.json] [--md OUT.md]
+        [--keep-trace T.json] [--top 15] [--json OUT.json] [--md OUT.md] [--set MODULE.NAME=VALUE ...]
 
 hetpart side: the model's ONNX export (``bench/corpus.py``'s, cached in
 ``--export-dir``) built all-CUDA as the corpus builds it and run through a
@@ -34,6 +34,9 @@ and a kernel's category is read from the chain of those around its launch
 ``bench/corpus.py --precision`` makes it (weights stored in that format, its kernels
 named ``<func>_bf16w``), PyTorch's forward under ``torch.autocast`` to that type, as
 the corpus peer runs it; rules from scheduling the lowered graph.
+
+``--set MODULE.NAME=VALUE`` (repeatable; :mod:`hetpart.bench.switches`' syntax): module switches set
+while hetpart's side is built and its rules read (e.g. an off-by-default GPU rule, to see its kernels).
 
 Prints (and with ``--md`` appends) the per-category table -- hetpart us, PyTorch us,
 ratio, kernel counts -- the forward's breakdown, then both sides' top kernels.
@@ -333,14 +336,15 @@ def trace_hetpart(model: str, batch: int, export_dir: Path, build_dir: Path, run
 
 
 def run_hetpart_trace(model: str, batch: int, export_dir: Path, runs: int, trace_path: Path,
-                      precision: str = "fp32") -> None:
-    """:func:`trace_hetpart` in a subprocess (this process keeps torch's side apart)."""
+                      precision: str = "fp32", switches: list[str] = ()) -> None:
+    """:func:`trace_hetpart` in a subprocess (this process keeps torch's side apart), with the
+    module ``switches`` (``MODULE.NAME=VALUE``) set there."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hp-trace-") as build:
         cmd = [sys.executable, str(Path(__file__).resolve()), model, "--batch", str(batch),
                "--export-dir", str(export_dir), "--runs", str(runs), "--trace-worker", str(trace_path),
-               "--build-dir", build, "--precision", precision]
+               "--build-dir", build, "--precision", precision, *(f"--set={item}" for item in switches)]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env=env)
@@ -527,9 +531,19 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-trace", default=None, help="copy the recorded hetpart trace here")
     ap.add_argument("--json", help="write both sides' rows as JSON")
     ap.add_argument("--md", help="append the tables to this markdown file")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
+                    help="a module switch set while hetpart's side is built and its rules read (repeatable)")
     ap.add_argument("--trace-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--build-dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from hetpart.bench.switches import switched
+
+    with switched(args.set):
+        return _run(args)
+
+
+def _run(args) -> int:
+    """:func:`main` with its switches set."""
     export_dir = Path(args.export_dir)
     if args.trace_worker:
         trace_hetpart(args.model, args.batch, export_dir, Path(args.build_dir), args.runs, Path(args.trace_worker),
@@ -552,7 +566,7 @@ def main(argv=None) -> int:
     suffix = "" if args.precision == "fp32" else f".{args.precision}"
     trace_path = Path(args.trace) if args.trace else export_dir / f"{onnx_path.stem}{suffix}.hetpart-trace.json"
     if not args.trace:
-        run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path, args.precision)
+        run_hetpart_trace(args.model, args.batch, export_dir, args.runs, trace_path, args.precision, args.set)
     if args.keep_trace:
         Path(args.keep_trace).write_bytes(trace_path.read_bytes())
     events = trace_events(json.loads(trace_path.read_text()))

@@ -15,11 +15,13 @@ index, a dynamic shape) are left out.
 read moves per step; how many steps it stays contiguous), :func:`moves_by` whether every
 read moves by one given stride at every step; :func:`write_strides_along`
 asks it of the block's writes, and :func:`writes_in_runs` whether every aligned group
-of steps writes consecutive elements (proved, not sampled, with TVM's arithmetic).
+of steps writes consecutive elements (proved, not sampled, with TVM's arithmetic);
+:func:`run_kind` proves the same of one load or store, aligned, or that it stays put
+(a broadcast), and :func:`steps_along` evaluates one access's steps.
 
 Used by the CPU injective rule (a strided copy is parallelised earlier), the GPU
 tensor-core rule (which way to stage an operand slice, which way to write out the
-result) and the cost model
+result), the GPU layout-copy rule (vector lanes, the transposed tile's axis) and the cost model
 (:mod:`hetpart.costmodel.access_pattern`, a predictor feature).
 """
 
@@ -103,6 +105,53 @@ def writes_in_runs(block, var, group: int) -> bool:
         if not _is_zero(analyzer(None).simplify(moved - start - v)):
             return False
     return True
+
+
+def run_kind(block, access, var, group: int) -> str | None:
+    """How the load or store ``access`` of ``block`` moves while the iterator ``var`` steps
+    through each aligned group ``group*g .. group*g + group-1`` (proved with TVM's arithmetic
+    over every value of the other iterators, as :func:`writes_in_runs`): ``"still"`` when its
+    offset does not change (a broadcast: one value for the group), ``"run"`` when it moves by one
+    element per step from an offset that is a multiple of ``group`` (the lanes of one aligned
+    vector), None otherwise, when unproven, or when ``var``'s extent is not a multiple of
+    ``group``."""
+    target = next((iv for iv in block.iter_vars if iv.var.same_as(var)), None)
+    if target is None or _extent(target) is None or _extent(target) % group:
+        return None
+    others = [iv for iv in block.iter_vars if not iv.var.same_as(var)]
+    dtype = str(target.dom.extent.ty)
+    g, v = tirx.Var("g", dtype), tirx.Var("v", dtype)
+
+    def analyzer(value):
+        a = Analyzer()
+        for iv in others:
+            a.bind(iv.var, iv.dom)
+        a.bind(g, Range(0, _extent(target) // group))
+        a.bind(v, Range(0, group))
+        if value is not None:
+            a.bind(var, value)
+        return a
+
+    flat = _flat_expr(access)
+    moved = analyzer(g * group + v).simplify(flat)
+    start = analyzer(g * group).simplify(flat)
+    step = analyzer(None).simplify(moved - start)
+    if _is_zero(step):
+        return "still"
+    if not _is_zero(analyzer(None).simplify(step - v)):
+        return None
+    aligned = analyzer(None).simplify(tirx.FloorMod(start, tirx.IntImm(str(start.ty), group)))
+    return "run" if _is_zero(aligned) else None
+
+
+def steps_along(block, access, var, count: int) -> list[int]:
+    """The changes of the load or store ``access``'s flat offset over the first ``count``
+    steps of the iterator ``var`` from 0 (the other iterators held at the middle of their
+    ranges): ``[1] * (count - 1)`` for a contiguous run.  :class:`Unknown` for an index this
+    module cannot evaluate."""
+    env = _at_middle(block)
+    offsets = [_offset(access, _with(env, var, x)) for x in range(count)]
+    return [b - a for a, b in zip(offsets, offsets[1:])]
 
 
 def _is_zero(expr) -> bool:

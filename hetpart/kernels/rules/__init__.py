@@ -22,6 +22,7 @@ from .cpu_matmul import CpuMatmul
 from .cpu_reduction import CpuReduction
 from .gpu_broadcast_epilogue import GpuBroadcastEpilogue
 from .gpu_gemv import GEMV
+from .gpu_layout_copy import GpuLayoutCopy
 from .gpu_reduction import Reduction
 from .gpu_conv2d import GpuConv2dImplicitGemm
 from .gpu_gathered_gemv import GpuGatheredGemv
@@ -51,6 +52,9 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
     (squeeze-excite's FC and gate at batch 1, :mod:`.gpu_broadcast_epilogue`) before
     dlight's GEMV and its short-reduction rule (depthwise convolutions and
     pooling, :mod:`.gpu_window`) before dlight's ``GeneralReduction``,
+    with :data:`.gpu_layout_copy.LAYOUT_COPY` on (off by default) layout copies -- transposes,
+    reshapes, slices of one input with an element-wise epilogue -- as vectorised copies or tiled
+    transposes (:mod:`.gpu_layout_copy`),
     ending with dlight's catch-all Fallback.
 
     Not dlight's Transpose rule: on the H200 the kernel it made for the detector's
@@ -71,6 +75,7 @@ def gpu_rules(options: KernelOptions = DEFAULT) -> list:
         Reduction(),  # dlight's, epilogue hand-off fixed (gpu_reduction)
         GpuWindowReduction(options),  # depthwise conv / pooling: a thread per output
         dl.gpu.GeneralReduction(),
+        GpuLayoutCopy(),  # transposes / reshapes of one input: vector copy or tiled transpose; off by default
         dl.gpu.Fallback(),
     ]
 
@@ -82,7 +87,8 @@ def rule_name(rule) -> str:
 
 __all__ = [
     "CpuConv2d", "CpuFallback", "CpuGatheredMatmul", "CpuInjective", "CpuInt8Matmul", "CpuMatmul", "CpuReduction",
-    "GpuBroadcastEpilogue", "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuGatheredGemv", "GpuSmallContraction",
+    "GpuBroadcastEpilogue", "GpuConv2dImplicitGemm", "GpuFineSplitK", "GpuGatheredGemv", "GpuLayoutCopy",
+    "GpuSmallContraction",
     "GpuSplitKGemm", "GpuTensorCoreConvSplitK",
     "GpuTensorCoreGemm", "GpuTensorCoreSplitK", "GpuWindowReduction", "cpu_rules", "gpu_rules", "rule_name",
 ]
