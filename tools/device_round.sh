@@ -4,6 +4,7 @@
 # Before the call, on the tree staged by tools/device_stage.sh: python tools/device_preflight.py STEP... (every file the step runs is
 # there and imports, its carried archives are, and a cost-model profile is).
 # In the order to run them (session 58 ran 161, 165-169; session 51's order follows 147):
+#   173 (issue 17: layout copies (head split / merge, K^T slices) as vector copies and tiled transposes; b32 A/Bs),
 #   170 (issue 17: GELU_FAST_DIVIDE's cuda tests and b32 A/Bs; the flash chain's price),
 #   171 (issue 17, TF32: the tf32r family with swizzle / two consumers / pair store, probe and b1 A/Bs),
 #   172 (issue 17: the flash kernel's in-CTA key split for few-CTA grids: cuda tests, probe, whisper / vit b1 A/B),
@@ -32,6 +33,34 @@
 here=$(dirname "${BASH_SOURCE[0]}")
 . "$here/device_lib.sh"
 case "${1:-1}" in
+173)  # (BUDGET=560) issue 17 (session 58, branch transpose58; offline only: nvcc sm_90a, CPU bits): gpu_layout_copy.LAYOUT_COPY
+     # (off) -- layout copies as float4 copies / 32x32 padded-shared tiled transposes instead of dlight's Fallback (step 161:
+     # vit b32 head split 68.2 us x 12 (float32, 58 MB each way: ~40 us at the bandwidth), merge 26.7 x 12, K^T slice +
+     # flash_in pairs 22-30 x 12; distilbert K^T split 19.2 x 6), and VECTOR_ELEMENTWISE (off; flash's Q/V narrowing casts,
+     # 15 us x 24 in vit b32). (1) its cuda tests; (2) vit_b_16 b32 and distilbert b32 bf16 A/B --each
+     # (-VECTOR_ELEMENTWISE = layout copies alone, -LAYOUT_COPY = before again, a noise check); (3) vit_b_16 b1;
+     # (4) vit b32 per kernel with both on. Decides: LAYOUT_COPY (and VECTOR_ELEMENTWISE) on.
+  BUDGET=${STEP_BUDGET:-560}; mkdir -p "$OUT/logs"
+  G=hetpart.kernels.rules.gpu_layout_copy; L=$G.LAYOUT_COPY; V=$G.VECTOR_ELEMENTWISE
+  timeout 120 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_gpu_layout_copy.py \
+    > "$OUT/logs/layout-copy-cuda-tests-173.txt" 2>&1
+  f=$(corpus_export vit_b_16 32 150); left=$((BUDGET - SECONDS - 330))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --before $V=0 --after $L=1 --after $V=1 --each --rounds 3 --repeat 20 \
+    --out "$OUT/layout-copy-ab-vit-b32-173.json" > "$OUT/logs/layout-copy-ab-vit-b32-173.txt" 2>&1
+  f=$(corpus_export distilbert 32 120); left=$((BUDGET - SECONDS - 200))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --before $V=0 --after $L=1 --after $V=1 --each --rounds 3 --repeat 20 \
+    --out "$OUT/layout-copy-ab-distilbert-b32-173.json" > "$OUT/logs/layout-copy-ab-distilbert-b32-173.txt" 2>&1
+  f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 130))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $L=0 --before $V=0 --after $L=1 --after $V=1 --rounds 3 --repeat 20 \
+    --out "$OUT/layout-copy-ab-vit-b1-173.json" > "$OUT/logs/layout-copy-ab-vit-b1-173.txt" 2>&1
+  f=$(corpus_export vit_b_16 32 60); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_kernel_profile.py vit_b_16 --batch 32 \
+    --precision bf16 --export-dir "$EXPORTS" --runs 10 --top 30 --set $L=1 --set $V=1 \
+    --json "$OUT/kernel-profile-vit-b32-bf16-layout-173.json" --md "$OUT/kernel-profile-vit-b32-bf16-layout-173.md" \
+    > "$OUT/logs/kernel-profile-vit-b32-bf16-layout-173.txt" 2>&1 ;;
 170)  # (BUDGET=560) issue 17 (session 58, branch gelu58, offline): step 161's "fc1 + GELU not substituted" was its
      # table cutting names at 70 chars (it is ..._bf16w_bf16a_wgmma_kernel; gpu_kernel_profile.short_name keeps the
      # tail now). Its bias_gelu epilogue costs ~16 us at M = 6304 (132.6 in the model vs 110.2 in the probe without
