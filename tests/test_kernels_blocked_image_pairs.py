@@ -161,12 +161,14 @@ def _r50_stage(batch: int):
         helper.make_node("Conv", ["x", "w1", "bw1"], ["c1"]), helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "bw2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "bw3"], ["c3"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("Conv", ["r2", "w3", "bw3"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
         helper.make_node("Conv", ["r3", "w4", "bw4"], ["c4"]),
         helper.make_node("Conv", ["x", "wd", "bwd"], ["d"], strides=[2, 2]),
         helper.make_node("Add", ["c4", "d"], ["y"]),
     ]
-    g = helper.make_graph(nodes, "r50_7x7", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1024, 14, 14])],
+    g = helper.make_graph(nodes, "r50_7x7",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1024, 14, 14])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2048, 7, 7])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
