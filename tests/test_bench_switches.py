@@ -81,3 +81,13 @@ def test_a_real_rule_switch_reads_as_the_device_steps_write_it():
         assert register_tile.BATCH_OUTSIDE_PANELS is False
     assert register_tile.BATCH_OUTSIDE_PANELS is True
     assert switches.__all__ == ["apply_switches", "parse_switches", "switched"]
+
+
+@pytest.mark.parametrize("text, value", [("1", (1,)), ("1,", (1,)), ("(1,)", (1,)), ("1,2", (1, 2)),
+                                         ("[2, 4]", (2, 4)), ("()", ())])
+def test_a_tuple_switch_takes_one_value_as_a_one_tuple(mod, text, value):
+    """A tuple switch (cpu_blocked_conv.IMAGE_PAIRS_STRIDES) takes a bare value as a one-tuple and a
+    list as a tuple: ``--after ...IMAGE_PAIRS_STRIDES=1`` sets (1,), not the int 1."""
+    assert parse_switches([f"fake_switches.SIZES={text}"]) == {"fake_switches.SIZES": value}
+    name = "hetpart.kernels.rules.cpu_blocked_conv.IMAGE_PAIRS_STRIDES"
+    assert parse_switches([f"{name}={text}"]) == {name: value}

@@ -14,8 +14,9 @@ manager they use.
 Value syntax (one for every tool): a Python literal (``ast.literal_eval``), or bare text
 for a str switch, converted to the type of the switch's current value: a bool from
 ``0``/``1``/``True``/``False`` (any int: nonzero is True), an int from an int, a float from
-an int or a float (or ``inf``/``nan``), a str as written (quotes optional).  A switch whose
-value is None or of another type (a tuple, a dict) takes the literal as it is; ``None`` is
+an int or a float (or ``inf``/``nan``), a str as written (quotes optional), a tuple from a
+tuple or a list (``1,2``, ``(1, 2)``, ``[1, 2]``) or a bare scalar as a one-tuple (``1``: ``(1,)``).
+A switch whose value is None or of another type (a dict) takes the literal as it is; ``None`` is
 taken by any switch.  Anything else is a :class:`~hetpart.errors.HetpartError` naming the
 item.
 """
@@ -53,6 +54,11 @@ def _value(item: str, old, text: str):
     elif isinstance(old, int):
         if isinstance(lit, int) and not isinstance(lit, bool):
             return lit
+    elif isinstance(old, tuple):
+        if isinstance(lit, (tuple, list)):
+            return tuple(lit)
+        if isinstance(lit, (int, float, str)):
+            return (lit,)
     elif isinstance(old, float):
         if isinstance(lit, (int, float)) and not isinstance(lit, bool):
             return float(lit)
@@ -61,7 +67,8 @@ def _value(item: str, old, text: str):
     elif lit is not _NOT_A_LITERAL:
         return lit
     raise HetpartError(f"switch {item!r}: {text!r} is no value for a {type(old).__name__} switch "
-                       "(a bool takes 0/1/True/False, an int an integer, a float a number)")
+                       "(a bool takes 0/1/True/False, an int an integer, a float a number, a tuple a "
+                       "tuple, a list or one value)")
 
 
 def parse_switches(items: Iterable[str]) -> dict[str, object]:

@@ -4,7 +4,8 @@ the records its tile is planned with.
 In: a :class:`~.analysis.MacBlock` (the multiply-accumulate block of a fused conv PrimFunc).  Out:
 :func:`blocked_conv` -- a :class:`BlockedConv` (the block's iterators by role: output dims, the
 blocked reduction ``ic``, the window, which operand is the data), or None for another block;
-:class:`BlockedPlan` is the register tile :func:`.rules.cpu_blocked_conv.blocked_plan` chooses for it.
+:class:`BlockedPlan` is the register tile :func:`.rules.cpu_blocked_conv.blocked_plan` chooses for it;
+:func:`conv_strides` reads a recognised conv's stride from its data index.
 The index predicates (``_is``, ``_unit``, ``_at``, ``_reads``, ``_window``, ``_blocked_out``) are shared with the
 rule's plan, tile and depthwise code.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm.sym
 from tvm import tirx
 from tvm.s_tir.dlight.analysis.common_analysis import collect_vars_used_in_prim_expr
 
@@ -161,6 +163,21 @@ def blocked_conv(mac: MacBlock) -> BlockedConv | None:
             continue
         return BlockedConv(n, occ, oh, ow, ocb, ic, c, window, data)
     return None
+
+
+def conv_strides(mac: MacBlock, conv: BlockedConv) -> tuple[int | None, int | None]:
+    """The stride of ``conv`` along its output rows and columns: the coefficient of ``oh`` in the
+    data's row index and of ``ow`` in its column index (``oh*s + kh``: ``s``).  In: a block
+    :func:`blocked_conv` recognised and its result.  Out: ``(row, column)``; the row None where
+    ``oh`` is a unit dim, either None where its index is not linear in the iterator with a
+    constant step."""
+    d_idx = mac.operands[conv.data][1]
+
+    def step(e, var):
+        coef = tvm.sym.detect_linear_equation(e, [var])
+        return int(coef[0]) if len(coef) == 2 and isinstance(coef[0], tirx.IntImm) else None
+
+    return (None if conv.oh is None else step(d_idx[2], conv.oh)), step(d_idx[3], conv.ow)
 
 
 def _plain_input(mac: MacBlock, out, w_idx, d_idx, data: int) -> BlockedConv | None:

@@ -38,7 +38,8 @@ Switches: :data:`BLOCKED_TILE` (False: the generic tile, kept for A/B runs),
 :data:`FEWER_SPARE_WIDE` (AVX-512's wider tiles), :data:`ROWS_OUTSIDE_BLOCKS` (large images' rows
 outside the block groups), :data:`STACK_TILE` (the accumulators on the stack),
 :data:`BLOCKED_DEPTHWISE_TILE`, :data:`DEPTHWISE_PADDING_IN_ROWS`, :data:`DEPTHWISE_ROW_GROUPS`
-(off), :data:`BATCH_IMAGE_PAIRS` (off: a pair of images in a 7-wide tile).  Invariant: only reorders, splits and caches -- every output is the same sum in the same
+(off), :data:`BATCH_IMAGE_PAIRS` (off: a pair of images in a 7-wide tile; the strides it takes:
+:data:`IMAGE_PAIRS_STRIDES`).  Invariant: only reorders, splits and caches -- every output is the same sum in the same
 order over the reduction as the unscheduled block, up to FMA contraction.
 
 The rule's entry point: it composes the recognition (:mod:`..blocked_conv_match`:
@@ -64,7 +65,7 @@ from ..analysis import (
 from .. import ragged_rows, stack_tiles, weight_prefetch
 from ..register_tile import PARALLEL_MIN_MACS, mac_count, thread_efficiency
 from ..blocked_conv_match import (  # recognition (PLAIN_INPUT stays here: module docstring)
-    BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, _window, blocked_conv,
+    BlockedConv, BlockedPlan, _at, _blocked_out, _is, _reads, _unit, _window, blocked_conv, conv_strides,
 )
 from ..blocked_conv_batch import (  # the batch side (its switches stay here: module docstring)
     _pad_per_image, _padding_block, _per_image_padding, group_split, pad_group_images, padding_rows,
@@ -645,15 +646,27 @@ threads; bench/results/gpu-steps-165-169-nvidia-h100.md): in situ at b32 the 3x3
 12.03 ms and the 1x1 512->2048 10.30 -> 8.87, the two stride-2 kernels 1.02 / 0.97, the whole run 265.1 ->
 262.7 ms; the model at b32 285.4 -> 237.7 ms (ORT 217.6) but at b8 64.8 -> 70.7 (ORT 61.8), both inside
 wide rounds.  The rule (every changed kernel <= 0.97, the model <= 1.00 at both batches) is not met: off
-(the default), one image per tile, as before; the sums are the same in the same order either way."""
+(the default), one image per tile, as before; the sums are the same in the same order either way.
+:data:`IMAGE_PAIRS_STRIDES` restricts it to some strides (``(1,)``: the two stride-1 kernels that gained)."""
 
 IMAGE_PAIRS_MAX_WIDTH = 7
 """The widest output row :data:`BATCH_IMAGE_PAIRS` takes."""
 
+IMAGE_PAIRS_STRIDES = (1, 2)
+"""The strides whose convs :data:`BATCH_IMAGE_PAIRS` takes: a conv pairs only where its stride along
+the output columns and along the rows (:func:`~..blocked_conv_match.conv_strides`; None, an index not
+linear in the iterator, is in no tuple) are both in this tuple.  ``(1, 2)`` (the default): resnet50's
+7x7 stage in full, as :data:`BATCH_IMAGE_PAIRS` alone (a pairable conv of another stride -- none in
+resnet50 or tools/kernel_code_hash.py's cases -- would now keep one image a tile).  ``(1,)``: its two
+stride-1 kernels only (the 3x3 and the 1x1 512->2048), the ones device step 165 found faster (0.75 /
+0.86 in situ at b32), not the two stride-2 ones (1.02 / 0.97) -- the A/B of device step 173
+(``--after ...IMAGE_PAIRS_STRIDES=1``: the switch parser takes a bare value as a one-tuple).  Read
+only with :data:`BATCH_IMAGE_PAIRS` on."""
+
 
 def image_pairs(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuShape) -> int:
     """Images of one register tile under :data:`BATCH_IMAGE_PAIRS`: 2 where it applies to ``conv``'s
-    ``plan`` on ``shape``, else 1."""
+    ``plan`` on ``shape`` and ``conv``'s strides are in :data:`IMAGE_PAIRS_STRIDES`, else 1."""
     if not BATCH_IMAGE_PAIRS or conv.n is None or conv.oh is None or shape.registers < 32 or plan.plane:
         return 1
     n, ow = mac.extents[conv.n], mac.extents[conv.ow]
@@ -665,6 +678,8 @@ def image_pairs(mac: MacBlock, conv: BlockedConv, plan: BlockedPlan, shape: CpuS
     if pressure(plan.blocks, plan.vectors, 2 * plan.columns) > shape.registers - _spare(mac, conv, shape, steps):
         return 1
     if pixel_tiles(mac, conv, shape) or rows_outside_blocks(mac, conv):
+        return 1
+    if any(s not in IMAGE_PAIRS_STRIDES for s in conv_strides(mac, conv)):  # oh is no unit dim here
         return 1
     return 2
 
@@ -951,6 +966,20 @@ def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
         return None
     shape = cpu_shape(target)
     return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+
+
+def image_pairs_of(func: tirx.PrimFunc, target) -> int | None:
+    """:func:`image_pairs` of ``func``'s tile on ``target`` (before :data:`BATCH_PAD_IMAGE_GROUPS`,
+    which takes precedence in :func:`blocked_tile`) where it is a channel-blocked convolution, else
+    None.  For tools and tests."""
+    from ..analysis import cpu_shape
+
+    _, mac, conv = _read(func)
+    if conv is None:
+        return None
+    shape = cpu_shape(target)
+    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    return None if plan is None else image_pairs(mac, conv, plan, shape)
 
 
 def group_split_of(func: tirx.PrimFunc, target) -> int | None:
