@@ -8,6 +8,7 @@
 #   170 (issue 17: GELU_FAST_DIVIDE's cuda tests and b32 A/Bs; the flash chain's price),
 #   171 (issue 17, TF32: the tf32r family with swizzle / two consumers / pair store, probe and b1 A/Bs),
 #   172 (issue 17: the flash kernel's in-CTA key split for few-CTA grids: cuda tests, probe, whisper / vit b1 A/B),
+#   174 (issue 18: BATCH_IMAGE_PAIRS for stride-1 convolutions only, resnet50 b32 / b8 on 16 threads),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -122,6 +123,23 @@ case "${1:-1}" in
   [ -f "$fw" ] && [ -f "$fv" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$fw" "$fv" \
     --precision bf16 --before $KS=0 --after $KS=200 --rounds 3 --repeat 20 \
     --out "$OUT/flash-split-ab-172.json" > "$OUT/logs/flash-split-ab-172.txt" 2>&1 ;;
+174)  # (BUDGET=420) issue 18 (session 58, branch pairs158, offline): step 165's BATCH_IMAGE_PAIRS restricted to stride 1 --
+     # cpu_blocked_conv.IMAGE_PAIRS_STRIDES (default (1, 2): all four 7x7-stage kernels, as step 165; (1,): the 3x3 512 s1
+     # and the 1x1 512->2048, which gained in step 165's in situ b32 (0.75 / 0.86), not the two stride-2 ones (1.02 / 0.97)).
+     # (1) nchwc_ab at 16 threads b32 then b8 (model vs ORT; the NCHWc side stride-1 pairs, the third side pairs off);
+     # (2) in situ at b32 (2 of 28 kernels change); (3) the image-pairs tests on the Xeon (bit-equal builds, +-Inf/NaN).
+     # Decides: BATCH_IMAGE_PAIRS on with IMAGE_PAIRS_STRIDES=(1,) if the two kernels <= 0.97 and the model <= 1.00 of
+     # before at both batches.
+  BUDGET=${STEP_BUDGET:-420}; mkdir -p "$OUT/logs"
+  P=hetpart.kernels.rules.cpu_blocked_conv
+  for B in 32 8; do left=$((BUDGET - SECONDS - 130)); [ "$left" -ge 60 ] && timeout "$left" python3 tools/nchwc_ab.py \
+    zoo:resnet50 --block 16 --threads 16 --batch $B --calls 3 --rounds 5 --before $P.BATCH_IMAGE_PAIRS=0 \
+    --after $P.BATCH_IMAGE_PAIRS=1 --after $P.IMAGE_PAIRS_STRIDES=1 > "$OUT/logs/image-pairs-s1-ab-b$B-174.txt" 2>&1; done
+  left=$((BUDGET - SECONDS - 35)); [ "$left" -ge 60 ] && TVM_NUM_THREADS=16 timeout "$left" python3 tools/cpu_insitu_ab.py \
+    zoo:resnet50 --block 16 --batch 32 --wall --runs 20 --rounds 2 --before $P.BATCH_IMAGE_PAIRS=0 \
+    --after $P.BATCH_IMAGE_PAIRS=1 --after $P.IMAGE_PAIRS_STRIDES=1 > "$OUT/logs/image-pairs-s1-insitu-b32-174.txt" 2>&1
+  left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 25 ] && timeout "$left" python3 -m pytest -q -rf -p no:cacheprovider \
+    tests/test_kernels_blocked_image_pairs.py > "$OUT/logs/image-pairs-tests-174.txt" 2>&1 ;;
 159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
      # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
      # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a
