@@ -14,6 +14,12 @@ becomes the three narrowings, one ``flash_bias`` kernel (``[b, 1, 1, s]``) and t
 call; GPT-2's causal ``Where`` a ``[1, 1, s, s]`` bias; a ``-1e4`` fill is left; off, masked chains
 are left; the sm_90 build compiles without spills.  On a GPU: the masked exports (padding per batch
 row, a fully padded row) and a GPT-2 layer against ONNX Runtime.
+
+``FUSE_K_NARROWING`` (off by default): the ViT-style layer's K^T copy and the K narrowing become one
+``flash_in_k`` call (one call fewer, the copy gone; DistilBERT-style masked too); the fused PrimFunc
+alone on the CPU gives the copy-then-narrowing's bf16 bits on +-Inf, NaN, +-0 and negatives; the
+sm_90 build compiles with nvcc for sm_90a without spills; a copy read elsewhere or not a layout copy
+is left (and then the module is the switch-off one).  On a GPU: the ViT-style layer against ORT.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from __future__ import annotations
 import re
 import shutil
 
+import numpy as np
 import pytest
+import tvm
+import tvm_ffi
+from tvm import te
 
 from attention_cases import masked_attention, masked_feeds, onnx_attention
 from nvcc_cases import assert_no_spills
-from onnx_cases import cuda_source
+from onnx_cases import cuda_source, special_tensor, torchvision_attention
 from precision_cases import all_on, bert_layer, bf16_matches_ort, feeds_with_zeros
 
 from hetpart import importer, kernels
@@ -252,4 +262,141 @@ def test_gpt2_causal_where_becomes_a_query_by_key_bias(masked_on):
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 def test_gpt2_layer_on_gpu_bf16(masked_on):
     m = _gpt2(seq=200)
+    bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)
+
+
+# --- K^T's layout copy fused into the K narrowing (FUSE_K_NARROWING) ------------------------------
+VIT_KT = "fused_strided_slice1_squeeze1_reshape1_transpose2_reshape2_transpose3"  # K^T of the ViT-style layer
+
+
+@pytest.fixture
+def fuse_k(on, monkeypatch):
+    monkeypatch.setattr(flash_substitute, "FUSE_K_NARROWING", True)
+
+
+def _vit(batch=1):
+    return _lowered(torchvision_attention(70, 128, 2, batch=batch))[1]
+
+
+def _calls(mod) -> list[str]:
+    return re.findall(r"R\.call_tir\((\w+),", mod["main"].script())
+
+
+def test_fuse_k_narrowing_is_off_by_default():
+    assert flash_substitute.FUSE_K_NARROWING is False
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fuse_k_vit_layer_has_one_kernel_fewer_on_the_k_path(on, monkeypatch, batch):
+    """ViT-style layer: K^T's slice / head split and the K narrowing become one ``flash_in_k`` call
+    reading the head split's output; the copy is gone from the module.  Off: as before."""
+    low = _vit(batch)
+    off = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    monkeypatch.setattr(flash_substitute, "FUSE_K_NARROWING", True)
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    assert VIT_KT in _calls(off) and VIT_KT not in _calls(out)
+    assert VIT_KT not in {gv.name_hint for gv in out.get_global_vars()}
+    assert len(_calls(out)) == len(_calls(off)) - 1 and _calls(out).count("flash_in_k") == 1
+    assert sum(c.startswith("flash_in") for c in _calls(out)) == 3  # Q, V narrowings and the fused K
+
+
+def _run_llvm(func, args):
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = func.params[-1]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    tensors.append(tvm.runtime.empty([int(d) for d in out.shape], str(out.dtype)))
+    lib["main"](*tensors)
+    return tensors[-1].numpy()
+
+
+def _k_copy_name(mod) -> str:
+    """The K^T layout copy of ``mod``'s one chain (:func:`flash_substitute._chains` with the module)."""
+    roles = {gv.name_hint: flash_substitute._role(f) for gv, f in mod.functions_items()
+             if flash_substitute._role(f) is not None}
+    forms = {n: flash_substitute.flash_bias.scores_form(mod[n]) for n in roles
+             if flash_substitute.BIAS_ATTR in mod[n].attrs}
+    (chain,) = flash_substitute._chains(mod["main"], roles, forms, mod).values()
+    return chain.k_copy[0]
+
+
+@pytest.mark.parametrize("style", ["vit", "distilbert"])
+def test_fused_k_is_bit_identical_to_copy_then_narrowing(style):
+    """The fused PrimFunc (llvm, alone) against the copy then the narrowing on a tensor holding
+    negatives, +-0, +-Inf and NaN: the same bf16 bits everywhere."""
+    low = _vit(2).module if style == "vit" else _lowered(masked_attention("where", batch=2, seq=70))[1].module
+    copy = low[_k_copy_name(low)]
+    x = special_tensor([int(d) for d in copy.params[0].shape], seed=3)
+    assert np.isnan(x).any() and np.isinf(x).any() and (x < 0).any() and (x == 0).any()
+    kt = _run_llvm(copy, [x])
+    ph = te.placeholder(kt.shape, "float32", "kt")
+    narrow = te.create_prim_func([ph, flash_substitute._narrow_transposed(ph)])
+    want = _run_llvm(narrow, [kt])
+    got = _run_llvm(flash_substitute.fused_k(copy), [x])
+    assert got.shape == want.shape == (2, 2, 70, 64)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_fuse_k_sm90_build_compiles(fuse_k, tmp_path):
+    src = cuda_source(kernels.build(_vit(2).module, cuda_tvm_target("sm_90"), cuda_graph=False))
+    assert re.search(KERNEL.format(r"flash_in_k\w*_kernel"), src)
+    assert not re.search(KERNEL.format(re.escape(VIT_KT) + r"\w*_kernel"), src)
+    assert re.search(KERNEL.format(r"flash_attention_b2_h2_n70_\w+_kernel"), src)
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc")
+    assert_no_spills(src, "90a", tmp_path)
+
+
+def test_fuse_k_masked_distilbert_style(masked_on, fuse_k):
+    """DistilBERT-style: K^T's head split (a reshape and transpose of the K projection) fuses too."""
+    _, low = _lowered(masked_attention("where", batch=2, seq=100))
+    off_calls = len(_calls(low.module))
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    assert _calls(out).count("flash_in_k") == 1
+    assert len(_calls(out)) == off_calls - 3 + 5 - 1
+
+
+def test_fuse_k_leaves_a_copy_with_another_consumer(fuse_k, monkeypatch):
+    """K^T read by another call too: the copy stays and the narrowing is the plain ``flash_in``."""
+    from hetpart.importer import relax_rewrite
+
+    real = relax_rewrite.var_reads
+    low = _vit()
+    kt_var = next(b.var for b in low.module["main"].body.blocks[0].bindings
+                  if isinstance(b.value.args[0], type(low.module.get_global_var(VIT_KT)))
+                  and b.value.args[0].name_hint == VIT_KT)
+    monkeypatch.setattr(flash_substitute, "var_reads",
+                        lambda func: {v: n + (v.same_as(kt_var)) for v, n in real(func).items()})
+    out = flash_substitute.substitute(low.module, cuda_tvm_target("sm_90"))
+    assert VIT_KT in _calls(out) and "flash_in_k" not in _calls(out)
+
+
+def test_fuse_k_leaves_a_copy_that_is_not_a_layout_copy(fuse_k, monkeypatch):
+    low = _vit().module
+    want = flash_substitute.substitute(low, cuda_tvm_target("sm_90"))
+    assert VIT_KT not in _calls(want)
+    monkeypatch.setattr(flash_substitute, "_layout_copy", lambda func: False)
+    out = flash_substitute.substitute(low, cuda_tvm_target("sm_90"))
+    assert VIT_KT in _calls(out) and "flash_in_k" not in _calls(out) and len(_calls(out)) == len(_calls(want)) + 1
+    monkeypatch.setattr(flash_substitute, "FUSE_K_NARROWING", False)
+    assert tvm_ffi.structural_equal(out, flash_substitute.substitute(low, cuda_tvm_target("sm_90")))
+
+
+def test_layout_copy_detection():
+    """A copy of slices, reshapes and transposes is one; a cast (the narrowing), a computing kernel
+    (the scores) are not -- the chain is then left to the plain narrowing."""
+    low = _vit().module
+    assert flash_substitute._layout_copy(low[VIT_KT])
+    ph = te.placeholder((1, 2, 64, 70), "float32", "kt")
+    assert not flash_substitute._layout_copy(te.create_prim_func([ph, flash_substitute._narrow_transposed(ph)]))
+    scores = next(f for gv, f in low.functions_items() if gv.name_hint.startswith("fused_matmul"))
+    assert not flash_substitute._layout_copy(scores)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fuse_k_vit_layer_on_gpu_bf16(fuse_k, batch):
+    """The ViT-style layer (``torchvision_attention``, 197 tokens, 2 heads of 64) all-CUDA bf16 with
+    the fused K narrowing, against ONNX Runtime within 2e-2 (inputs with zeros)."""
+    m = torchvision_attention(197, 128, 2, batch=batch)
     bf16_matches_ort(m, feeds_with_zeros(m), simulate=False)

@@ -20,6 +20,11 @@ Out: :func:`substitute`: for an sm_90 CUDA target, the module in which each chai
      a marked PrimFunc no Relax function calls any more is removed.  ``mod`` itself (the same
      object) for any other target or when nothing is marked -- CPU, TF32 and non-sm_90 builds
      run the three kernels as they are.
+     With :data:`FUSE_K_NARROWING`, a chain whose ``KT`` is a dataflow var read by the scores call
+     only and bound to ``call_tir(copy, (x,))``, ``copy`` a pure layout copy (:func:`_layout_copy`),
+     gets ``K'`` from ONE ``flash_in_k`` kernel reading ``x`` (:func:`fused_k`: the copy's blocks
+     inlined into the narrowing) instead of ``copy`` then the narrowing; ``copy`` is removed where
+     nothing calls it any more.
      A *masked* chain (its scores PrimFunc also carries
      :data:`~hetpart.importer.flash_triples.BIAS_ATTR`, :data:`FLASH_MASKED_ATTENTION`): ``s =
      call_tir(scores, (..., Q, ..., KT, ..., mask inputs, constants))`` read as ``scale * Q K^T +
@@ -42,9 +47,10 @@ from typing import NamedTuple
 
 import tvm
 import tvm_ffi
-from tvm import relax, te, tirx
+from tvm import relax, s_tir, te, tirx
 from tvm.target import Target
 
+from ..errors import CompileError
 from ..importer import flash_bias
 from ..importer.flash_triples import BIAS_ATTR, FLASH_ATTR, SCALE_ATTR
 from ..importer.relax_rewrite import var_reads
@@ -52,6 +58,7 @@ from . import flash_attention as fa
 from . import flash_layout as fl
 from .analysis import HAND_WRITTEN_ATTR, RULE_ATTR, SCHEDULED_ATTR, copy_module
 from .call_substitution import rewrite_calls
+from .tir_expr import substitute as substitute_vars
 from .wgmma_match import eligible_target
 
 FLASH_ATTENTION = True
@@ -83,6 +90,17 @@ for latency-bound small grids (Whisper's encoder at b1: 144 CTAs on 132 SMs, 33.
 20.5 on an H100).  0 (off, the default): every kernel is the unsplit one and the generated code is
 what it was before the switch.  Not yet run on a GPU (issue 17; :func:`key_split`)."""
 
+FUSE_K_NARROWING = False
+"""With :data:`FLASH_ATTENTION`: a substituted chain whose K^T is made by a pure layout copy of one
+tensor (:func:`_layout_copy`) read by the scores kernel only computes K bf16 ``[b, h, n, 64]`` in one
+kernel straight from the copy's input (:func:`fused_k`) -- one layout kernel a layer fewer on the K
+path (ViT-B/16 b32 bf16 on the H100: the K^T slice ~30 us then ``flash_in`` ~22 us, x 12 layers;
+``bench/results/gpu-kernel-profile-vit-b32-bf16-161-nvidia-h100.md``).  Same K bf16 bit for bit (the
+same float32 element, the same round-to-nearest-even cast).  Off (the default) until a device A/B
+(``tools/gpu_model_switch_ab.py vit_b_16-b32.onnx --precision bf16 --before
+hetpart.kernels.flash_substitute.FUSE_K_NARROWING=0 --after ...=1``); off, every build is what it
+was before the switch (session 58)."""
+
 RULE = "FlashAttention"
 """``hetpart.rule`` of a substituted flash kernel."""
 
@@ -98,10 +116,11 @@ def substitute(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     chains = {}
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            chains.update(_chains(func, roles, forms))
+            chains.update(_chains(func, roles, forms, mod if FUSE_K_NARROWING else None))
     if not chains:
         return mod
-    out = rewrite_calls(mod, _Substituter(copy_module(mod), chains), set(roles))
+    copies = {c.k_copy[0] for c in chains.values() if c.k_copy is not None}
+    out = rewrite_calls(mod, _Substituter(copy_module(mod), chains), set(roles) | copies)
     return mod if out is None else out
 
 
@@ -152,15 +171,18 @@ class _Chain(NamedTuple):
     dims: tuple[int, int, int]
     scale: float
     bias: tuple | None = None
+    k_copy: tuple | None = None  # (copy name, its input, the K^T var, fused_k(copy)): FUSE_K_NARROWING
 
 
-def _chains(func: relax.Function, roles: dict, forms: dict) -> dict:
+def _chains(func: relax.Function, roles: dict, forms: dict, mod: tvm.IRModule | None = None) -> dict:
     """``{o var: _Chain}`` for the chains of ``func``; a masked scores kernel's chain carries its bias
     (``forms``: its :func:`~hetpart.importer.flash_bias.scores_form`, None when it is not of that
-    form: the chain is left as it is)."""
+    form: the chain is left as it is).  With ``mod`` (:data:`FUSE_K_NARROWING`), a chain whose K^T
+    is a layout copy's output read by the scores call only carries ``k_copy`` (:func:`_k_copy`)."""
     value_of = {b.var: b.value for blk in func.body.blocks if isinstance(blk, relax.DataflowBlock)
                 for b in blk.bindings if isinstance(b, relax.VarBinding)}
     reads = var_reads(func)
+    block_of = {b.var: i for i, blk in enumerate(func.body.blocks) for b in blk.bindings}  # K^T's copy: o's block
     out = {}
     for o, value in value_of.items():
         if _callee(value, roles, "values") is None:
@@ -190,8 +212,79 @@ def _chains(func: relax.Function, roles: dict, forms: dict) -> dict:
                 or value.ty_args[0].dtype != "float32"
                 or any(x.ty.dtype not in ("float32", "bfloat16") for x in (q, kt, v))):
             continue
-        out[o] = _Chain(s, p, q, kt, v, (b, h, n), roles[scores][1], bias)
+        k_copy = _k_copy(kt, value_of, reads, mod) if mod is not None and block_of.get(kt) == block_of[o] else None
+        out[o] = _Chain(s, p, q, kt, v, (b, h, n), roles[scores][1], bias, k_copy)
     return out
+
+
+def _k_copy(kt, value_of: dict, reads: dict, mod: tvm.IRModule):
+    """``(copy name, its input, kt, fused_k(copy))`` when ``kt`` is bound in a dataflow block to
+    ``call_tir(copy, (x,))``, read once (by the scores call), ``copy`` a :func:`_layout_copy` whose
+    blocks inline (:func:`fused_k`); else None."""
+    value = value_of.get(kt)
+    if reads.get(kt, 0) != 1 or not isinstance(value, relax.Call):
+        return None
+    if getattr(value.op, "name", None) != "relax.call_tir" or not isinstance(value.args[0], tvm.ir.GlobalVar):
+        return None
+    if not isinstance(value.args[1], relax.Tuple) or len(value.args[1].fields) != 1:
+        return None
+    name = value.args[0].name_hint
+    if name not in {gv.name_hint for gv in mod.get_global_vars()} or not _layout_copy(mod[name]):
+        return None
+    try:
+        return name, value.args[1].fields[0], kt, fused_k(mod[name])
+    except CompileError:
+        return None
+
+
+def _layout_copy(func) -> bool:
+    """Whether ``func`` is a pure layout copy of one tensor: two parameters (in, out), no attribute
+    but ``s_tir`` and ``tirx.noalias``, a root block whose body is loop nests of blocks, each block spatial (no
+    reduction, no init) and storing a plain load (``out[...] = in'[...]``: no arithmetic, no cast)."""
+    if not isinstance(func, tirx.PrimFunc) or len(func.params) != 2:
+        return False
+    if func.attrs is not None and set(func.attrs.keys()) - {"s_tir", "tirx.noalias"}:
+        return False
+    realize = func.body
+    if not isinstance(realize, s_tir.SBlockRealize) or realize.block.init is not None:
+        return False
+    nests = realize.block.body.seq if isinstance(realize.block.body, tirx.SeqStmt) else [realize.block.body]
+    count = 0
+    for nest in nests:
+        while isinstance(nest, tirx.For):
+            nest = nest.body
+        if not isinstance(nest, s_tir.SBlockRealize):
+            return False
+        blk = nest.block
+        if (blk.init is not None or len(blk.alloc_buffers) or any(int(iv.iter_type) != 0 for iv in blk.iter_vars)
+                or not isinstance(blk.body, tirx.BufferStore) or not isinstance(blk.body.value, tvm.ir.TensorLoad)):
+            return False
+        count += 1
+    return count > 0
+
+
+def fused_k(copy: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``K [b, h, n, d]`` bfloat16 straight from a :func:`_layout_copy` ``copy``'s input (``copy``
+    writes ``K^T [b, h, d, n]``): the narrowing of :func:`_narrow_transposed` with every block of
+    ``copy`` inlined into it -- one block, ``K[i, j, k, m] = bf16(x[f(i, j, m, k)])``, the copy's index
+    map composed with the transpose.  Params ``(x, K)``; :class:`~hetpart.errors.CompileError` if a
+    block does not inline."""
+    x, kt = copy.params
+    ph = te.placeholder(kt.shape, kt.dtype, "kt")
+    narrow = te.create_prim_func([ph, _narrow_transposed(ph)])
+    n_kt, k = narrow.params
+    root = copy.body.block
+    body = tirx.SeqStmt([root.body, substitute_vars(narrow.body.block.body, [(n_kt, kt)])])
+    joined = s_tir.SBlock([], [], [], "root", body, alloc_buffers=[*root.alloc_buffers, kt])
+    func = tirx.PrimFunc([x, k], s_tir.SBlockRealize([], True, joined), attrs=narrow.attrs)
+    func = func.without_attr("global_symbol")
+    try:
+        sch = s_tir.Schedule(func)
+        for blk in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
+            sch.compute_inline(blk)
+    except tvm.error.TVMError as err:
+        raise CompileError(f"flash K narrowing: the layout copy does not inline ({err})") from err
+    return sch.mod["main"]
 
 
 def _bias_args(form, args):
@@ -227,7 +320,8 @@ class _Substituter(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, chains: dict) -> None:
         super().__init__(mod)
         self._chains = chains
-        self._drop = {x for c in chains.values() for x in (c.s, c.p)}
+        self._drop = {x for c in chains.values() for x in (c.s, c.p)} | {
+            c.k_copy[2] for c in chains.values() if c.k_copy is not None}
         self._biases: list = []  # (bias PrimFunc, its arguments, var) emitted in the current block
         self.added: set[str] = set()
 
@@ -250,7 +344,10 @@ class _Substituter(relax.PyExprMutator):
         bb = self.builder_
         q, kt, v = (self.visit_expr(x) for x in (chain.q, chain.kt, chain.v))
         q = q if q.ty.dtype == "bfloat16" else bb.emit_te(_narrow, q, primfunc_name_hint="flash_in")
-        k = bb.emit_te(_narrow_transposed, kt, primfunc_name_hint="flash_in")
+        if chain.k_copy is None:
+            k = bb.emit_te(_narrow_transposed, kt, primfunc_name_hint="flash_in")
+        else:
+            k = self._fused_k(chain.k_copy[3], chain.k_copy[1])
         v = v if v.ty.dtype == "bfloat16" else bb.emit_te(_narrow, v, primfunc_name_hint="flash_in")
         inputs, bias_shape = [q, k, v], None
         if chain.bias is not None:
@@ -260,6 +357,14 @@ class _Substituter(relax.PyExprMutator):
         call = relax.call_tir(self._kernel(b, h, n, chain.scale, bias_shape), relax.Tuple(inputs),
                               relax.TensorType([b, h, n, fl.HEAD_DIM], "float32"))
         bb.emit_normalized(relax.VarBinding(binding.var, bb.normalize(call)))
+
+    def _fused_k(self, func: tirx.PrimFunc, x):
+        """The K bf16 var of ``func`` (:func:`fused_k`) on ``x`` (the layout copy's input)."""
+        out = func.params[1]
+        gv = self.builder_.add_func(func, "flash_in_k")
+        self.added.add(gv.name_hint)
+        ty = relax.TensorType([int(d) for d in out.shape], out.dtype)
+        return self.builder_.emit(relax.call_tir(gv, relax.Tuple([self.visit_expr(x)]), ty))
 
     def _bias(self, form, args):
         """The bias var of ``form`` on ``args``: one emitted earlier in this block on the same
@@ -299,5 +404,5 @@ def _scale_tag(scale: float) -> str:
     return f"s{struct.unpack('<I', struct.pack('<f', scale))[0]:08x}"
 
 
-__all__ = ["FLASH_ATTENTION", "FLASH_KEY_SPLIT_MAX_CTAS", "FLASH_MASKED_ATTENTION", "RULE", "key_split",
-           "substitute"]
+__all__ = ["FLASH_ATTENTION", "FLASH_KEY_SPLIT_MAX_CTAS", "FLASH_MASKED_ATTENTION", "FUSE_K_NARROWING", "RULE",
+           "fused_k", "key_split", "substitute"]
