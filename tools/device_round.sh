@@ -9,6 +9,7 @@
 #   171 (issue 17, TF32: the tf32r family with swizzle / two consumers / pair store, probe and b1 A/Bs),
 #   172 (issue 17: the flash kernel's in-CTA key split for few-CTA grids: cuda tests, probe, whisper / vit b1 A/B),
 #   174 (issue 18: BATCH_IMAGE_PAIRS for stride-1 convolutions only, resnet50 b32 / b8 on 16 threads),
+#   175 (issue 17: K^T's layout copy and the flash K narrowing as one kernel; vit b32 / b1 A/B),
 #   159 (issue 17, its part 2 only: the bf16 b32 corpus rows after the defaults; parts 1 (whisper b1 bf16 per
 #   kernel) and 3 (TF32 b1 rows) ran with 160 in session 56 -- run it as STEP 159 with the profile skipped),
 #   153 (issue 19, capped moe / llama_decode with the memory rules at bf16 too),
@@ -140,6 +141,30 @@ case "${1:-1}" in
     --after $P.BATCH_IMAGE_PAIRS=1 --after $P.IMAGE_PAIRS_STRIDES=1 > "$OUT/logs/image-pairs-s1-insitu-b32-174.txt" 2>&1
   left=$((BUDGET - SECONDS - 5)); [ "$left" -ge 25 ] && timeout "$left" python3 -m pytest -q -rf -p no:cacheprovider \
     tests/test_kernels_blocked_image_pairs.py > "$OUT/logs/image-pairs-tests-174.txt" 2>&1 ;;
+175)  # (BUDGET=420) issue 17 (session 58, branch kfuse58, offline): flash_substitute.FUSE_K_NARROWING (off) -- K^T's layout
+     # copy + the flash_in narrowing as one flash_in_k kernel (vit b32 step 161: ~30 + ~22 us x 12 per forward on the K
+     # path). (0) whether it fires on the real ViT export (12 flash_in_k calls expected at b32); (1) its cuda tests
+     # (ViT-style layer against ORT); (2) vit_b_16 b32 and b1 bf16 A/B (outputs bit-identical: K bf16 is the same).
+     # Decides: FUSE_K_NARROWING on (then flash_cost.chain_features must drop the copy and the K narrowing).
+  BUDGET=${STEP_BUDGET:-420}; mkdir -p "$OUT/logs"; F=hetpart.kernels.flash_substitute.FUSE_K_NARROWING
+  f=$(corpus_export vit_b_16 32 150)
+  [ -f "$f" ] && timeout 120 env PYTHONPATH=.:tests:$PYTHONPATH python3 -c "import re, sys; from hetpart import importer; \
+    from hetpart.compiler.precision import lower_plan_weights; from hetpart.contracts.precision import Precision; \
+    from hetpart.kernels import flash_substitute as fs; from hetpart.targets import cuda_tvm_target; \
+    from precision_cases import all_on; g = importer.load(sys.argv[1]); \
+    low = lower_plan_weights(g, all_on(g, 'cuda'), Precision(cuda='bf16')); fs.FUSE_K_NARROWING = True; \
+    calls = re.findall(r'R\.call_tir\(([\w.]+),', fs.substitute(low.module, cuda_tvm_target('sm_90'))['main'].script()); \
+    print('flash_in_k calls:', sum(c.split('.')[-1].startswith('flash_in_k') for c in calls), '(12 expected)')" "$f" > "$OUT/logs/fuse-k-fires-vit-b32-175.txt" 2>&1
+  timeout 150 python3 -m pytest -m cuda -q -rf -p no:cacheprovider tests/test_kernels_flash_substitute.py -k "fuse_k" \
+    > "$OUT/logs/fuse-k-cuda-tests-175.txt" 2>&1
+  left=$((BUDGET - SECONDS - 150))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/fuse-k-ab-vit-b32-175.json" \
+    > "$OUT/logs/fuse-k-ab-vit-b32-175.txt" 2>&1
+  f=$(corpus_export vit_b_16 1 120); left=$((BUDGET - SECONDS - 5))
+  [ -f "$f" ] && [ "$left" -ge 60 ] && timeout "$left" python3 tools/gpu_model_switch_ab.py "$f" --precision bf16 \
+    --before $F=0 --after $F=1 --rounds 3 --repeat 20 --out "$OUT/fuse-k-ab-vit-b1-175.json" \
+    > "$OUT/logs/fuse-k-ab-vit-b1-175.txt" 2>&1 ;;
 159)  # (BUDGET=560) issue 17 after session 55's bf16 defaults (bench/results/gpu-bf16-defaults-nvidia-h100.md, the static
      # inventory gpu-bf16-remaining-static.md): (1) where whisper_encoder b1 bf16's time goes, per kernel beside
      # PyTorch's (tools/gpu_kernel_profile.py; the inventory says attention ~40 %, unmeasured) -- decides whether a

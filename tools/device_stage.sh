@@ -45,6 +45,9 @@
 #   TOOLS="nchwc_ab.py cpu_insitu_ab.py rule_switch_tir_diff.py cpu_rule_ab.py cpu_layer_gap.py cpu_kernel_profile.py"
 #   HELPERS="onnx_cases.py tir_loops.py asm_cases.py" BENCH="" EXTRA_OUT="$EXTRA (less hetpart/bench/kernel_table.py and
 #   hetpart/bench/cpu_layers.py) tools/capped_round.sh tools/device_validate.sh".
+# Step 175 (session 58: 2.82 MB, preflight ready): NOPROFILE=1 STEPS="175" TESTS="test_kernels_flash_substitute.py"
+#   TOOLS="gpu_model_switch_ab.py model_spec.py" HELPERS="onnx_cases.py tir_loops.py precision_cases.py attention_cases.py"
+#   BENCH=corpus.py EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
 # Step 165 (session 58) also needed TOOLS "rule_switch_tir_diff.py cpu_rule_ab.py cpu_layer_gap.py
 #   cpu_kernel_profile.py" and hetpart/bench/{kernel_table,cpu_layers}.py kept (out of $EXTRA).
 # Step 159 (session 55: 2.80 MB, preflight ready, the shipped profile kept):
