@@ -5,7 +5,7 @@ flash kernel and holds none of the three attention kernels' bodies (Q K^T, softm
 compiles it for sm_90a without spills.  Q and V are narrowed to bf16 (passed as they are when
 already bf16), K^T narrowed and transposed in one kernel.  A TF32 sm_90, a bf16 sm_80 and a CPU
 build of the marked module are the module itself.  Off, nothing is marked and the build is
-main's (``/tmp/bf16_src_hash.py``, ``tools/kernel_code_hash.py --compare``: see the report).
+main's (``tools/kernel_code_hash.py --compare``).
 With a GPU (``cuda`` mark): Whisper-shaped BERT layer (1500 tokens, 6 heads of 64) all-CUDA bf16
 against ONNX Runtime within 2e-2.
 

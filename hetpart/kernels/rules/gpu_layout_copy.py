@@ -3,8 +3,8 @@ an element-wise epilogue (a cast, an add of a tensor laid out as the output or b
 a multiply by a constant) -- as a vectorised copy or as the classic tiled transpose through
 shared memory.
 
-Why (issue 17; H100, ViT-B/16 batch 32 bf16, ``/work/.device/3/kernel-profile-vit-b32-bf16-161.md``,
-DistilBERT's in ``kernel-profile-distilbert-b32-bf16-161.md``): dlight's ``Fallback``, the rule
+Why (issue 17; H100, ViT-B/16 batch 32 bf16, ``bench/results/gpu-kernel-profile-vit-b32-bf16-161-nvidia-h100.md``,
+DistilBERT's in ``gpu-kernel-profile-distilbert-b32-bf16-161-nvidia-h100.md``): dlight's ``Fallback``, the rule
 these functions reached, gives every output element a thread of a 1024-thread block, one 4-byte
 load each, whatever the input's layout.  ViT's head split ``fused_reshape1_expand_dims_transpose2_squeeze``
 (the qkv projection ``[197, 32, 2304]`` float32 to ``[3, 197, 32, 768]``: 58 MB read and 58 MB
