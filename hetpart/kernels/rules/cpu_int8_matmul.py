@@ -37,6 +37,7 @@ Declines (None) anything else; :class:`~.cpu_matmul.CpuMatmul` then takes it.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import tvm
@@ -266,7 +267,12 @@ class CpuInt8Matmul(ScheduleRule):
             return None
         schedules = ([_schedule_amx] if amx_ready(target) else []) + [_schedule]
         for schedule in schedules:
-            sch = s_tir.Schedule(replace_exp(_integer_powers(func)))
+            # A deep copy per try: the rewritten function shares ``func``'s statements (its body
+            # itself when there is no power or exp to rewrite), and scheduling it changed them in
+            # place -- the caller's function came back renamed and its next rule (or this loop's
+            # next schedule, after a failed AMX try) saw the change (tests/test_kernels_rules_no_mutation.py).
+            own = copy.deepcopy(func)
+            sch = s_tir.Schedule(replace_exp(_integer_powers(own)))
             _inline_epilogue(sch)
             mac = mac_of(sch)
             shape = _shape(mac)
@@ -275,7 +281,7 @@ class CpuInt8Matmul(ScheduleRule):
             if schedule is _schedule_amx and not _amx_fits(mac, *shape):
                 continue
             try:
-                schedule(sch, func, mac, *shape)
+                schedule(sch, own, mac, *shape)
             except Exception:  # noqa: BLE001 - a form tensorize does not match: the next schedule, else the generic rule
                 continue
             return sch
