@@ -79,9 +79,59 @@ def writes_in_runs(block, var, group: int) -> bool:
     (so ``group`` lanes of a vector store are consecutive); False when TVM's
     arithmetic analyzer cannot prove it (an NCHW output whose images hold a pixel count
     ``group`` does not divide)."""
+    groups = _aligned_groups(block, var, group)
+    if groups is None:
+        return False
+    motion, simplify, v = groups
+    for store in _writes(block):
+        moved, start = motion(store)
+        if not _is_zero(simplify(moved - start - v)):
+            return False
+    return True
+
+
+def run_kind(block, access, var, group: int) -> str | None:
+    """How the load or store ``access`` of ``block`` moves while the iterator ``var`` steps
+    through each aligned group ``group*g .. group*g + group-1`` (proved with TVM's arithmetic
+    over every value of the other iterators, as :func:`writes_in_runs`): ``"still"`` when its
+    offset does not change (a broadcast: one value for the group), ``"run"`` when it moves by one
+    element per step from an offset that is a multiple of ``group`` (the lanes of one aligned
+    vector), None otherwise, when unproven, or when ``var``'s extent is not a multiple of
+    ``group``."""
+    groups = _aligned_groups(block, var, group)
+    if groups is None:
+        return None
+    motion, simplify, v = groups
+    moved, start = motion(access)
+    step = simplify(moved - start)
+    if _is_zero(step):
+        return "still"
+    if not _is_zero(simplify(step - v)):
+        return None
+    aligned = simplify(tirx.FloorMod(start, tirx.IntImm(str(start.ty), group)))
+    return "run" if _is_zero(aligned) else None
+
+
+def steps_along(block, access, var, count: int) -> list[int]:
+    """The changes of the load or store ``access``'s flat offset over the first ``count``
+    steps of the iterator ``var`` from 0 (the other iterators held at the middle of their
+    ranges): ``[1] * (count - 1)`` for a contiguous run.  :class:`Unknown` for an index this
+    module cannot evaluate."""
+    env = _at_middle(block)
+    offsets = [_offset(access, _with(env, var, x)) for x in range(count)]
+    return [b - a for a, b in zip(offsets, offsets[1:])]
+
+
+def _aligned_groups(block, var, group: int):
+    """What :func:`writes_in_runs` and :func:`run_kind` prove with, for the iterator ``var`` of
+    ``block`` stepping through each aligned group ``group*g .. group*g + group-1``: ``(motion,
+    simplify, v)`` -- ``motion(access)`` the access's flat offset at ``group*g + v`` and at
+    ``group*g``, each simplified knowing every iterator's range; ``simplify`` an expression over
+    those ranges; ``v`` the step within the group.  None when ``var`` is not an iterator of
+    ``block`` or its extent is not a multiple of ``group``."""
     target = next((iv for iv in block.iter_vars if iv.var.same_as(var)), None)
     if target is None or _extent(target) is None or _extent(target) % group:
-        return False
+        return None
     others = [iv for iv in block.iter_vars if not iv.var.same_as(var)]
     dtype = str(target.dom.extent.ty)
     g, v = tirx.Var("g", dtype), tirx.Var("v", dtype)
@@ -98,60 +148,11 @@ def writes_in_runs(block, var, group: int) -> bool:
             a.bind(var, value)
         return a
 
-    for store in _writes(block):
-        flat = _flat_expr(store)
-        moved = analyzer(g * group + v).simplify(flat)
-        start = analyzer(g * group).simplify(flat)
-        if not _is_zero(analyzer(None).simplify(moved - start - v)):
-            return False
-    return True
+    def motion(access):
+        flat = _flat_expr(access)
+        return analyzer(g * group + v).simplify(flat), analyzer(g * group).simplify(flat)
 
-
-def run_kind(block, access, var, group: int) -> str | None:
-    """How the load or store ``access`` of ``block`` moves while the iterator ``var`` steps
-    through each aligned group ``group*g .. group*g + group-1`` (proved with TVM's arithmetic
-    over every value of the other iterators, as :func:`writes_in_runs`): ``"still"`` when its
-    offset does not change (a broadcast: one value for the group), ``"run"`` when it moves by one
-    element per step from an offset that is a multiple of ``group`` (the lanes of one aligned
-    vector), None otherwise, when unproven, or when ``var``'s extent is not a multiple of
-    ``group``."""
-    target = next((iv for iv in block.iter_vars if iv.var.same_as(var)), None)
-    if target is None or _extent(target) is None or _extent(target) % group:
-        return None
-    others = [iv for iv in block.iter_vars if not iv.var.same_as(var)]
-    dtype = str(target.dom.extent.ty)
-    g, v = tirx.Var("g", dtype), tirx.Var("v", dtype)
-
-    def analyzer(value):
-        a = Analyzer()
-        for iv in others:
-            a.bind(iv.var, iv.dom)
-        a.bind(g, Range(0, _extent(target) // group))
-        a.bind(v, Range(0, group))
-        if value is not None:
-            a.bind(var, value)
-        return a
-
-    flat = _flat_expr(access)
-    moved = analyzer(g * group + v).simplify(flat)
-    start = analyzer(g * group).simplify(flat)
-    step = analyzer(None).simplify(moved - start)
-    if _is_zero(step):
-        return "still"
-    if not _is_zero(analyzer(None).simplify(step - v)):
-        return None
-    aligned = analyzer(None).simplify(tirx.FloorMod(start, tirx.IntImm(str(start.ty), group)))
-    return "run" if _is_zero(aligned) else None
-
-
-def steps_along(block, access, var, count: int) -> list[int]:
-    """The changes of the load or store ``access``'s flat offset over the first ``count``
-    steps of the iterator ``var`` from 0 (the other iterators held at the middle of their
-    ranges): ``[1] * (count - 1)`` for a contiguous run.  :class:`Unknown` for an index this
-    module cannot evaluate."""
-    env = _at_middle(block)
-    offsets = [_offset(access, _with(env, var, x)) for x in range(count)]
-    return [b - a for a, b in zip(offsets, offsets[1:])]
+    return motion, (lambda expr: analyzer(None).simplify(expr)), v
 
 
 def _is_zero(expr) -> bool:
