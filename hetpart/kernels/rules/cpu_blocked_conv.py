@@ -55,6 +55,7 @@ other two read theirs from here at call time and hold no copy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import tvm
 from tvm import s_tir, tirx
@@ -615,14 +616,10 @@ def plane_kx1(mac: MacBlock, conv: BlockedConv) -> bool:
 def ic_groups_of(func: tirx.PrimFunc, target) -> int | None:
     """:func:`plane_ic_groups` of ``func``'s tile on ``target`` where it is a channel-blocked
     convolution taking :func:`plane_groups_tile`, else None.  For tools and tests."""
-    from ..analysis import cpu_shape
-
-    _, mac, conv = _read(func)
-    if conv is None:
+    read = _planned(func, target)
+    if read is None or read.plan is None:
         return None
-    shape = cpu_shape(target)
-    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
-    return None if plan is None else plane_ic_groups(mac, conv, plan, shape)
+    return plane_ic_groups(read.mac, read.conv, read.plan, read.shape)
 
 
 BATCH_IMAGE_PAIRS = False
@@ -956,30 +953,44 @@ def _read(func: tirx.PrimFunc):
     return sch, mac, (blocked_conv(mac) if mac is not None else None)
 
 
-def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
-    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
-    channel-blocked convolution (:func:`blocked_conv`), else None.  For tools and tests."""
+class _Planned(NamedTuple):
+    """:func:`_read` of a channel-blocked convolution with the tile :func:`blocked_plan` gives it."""
+
+    sch: s_tir.Schedule
+    mac: MacBlock
+    conv: BlockedConv
+    shape: CpuShape
+    plan: BlockedPlan | None
+
+
+def _planned(func: tirx.PrimFunc, target) -> _Planned | None:
+    """``func`` read (:func:`_read`) and planned on ``target`` where it is a channel-blocked
+    convolution (``plan`` None where :func:`blocked_plan` gives none), else None: what the
+    ``*_of`` helpers for tools and tests start from."""
     from ..analysis import cpu_shape
 
-    _, mac, conv = _read(func)
+    sch, mac, conv = _read(func)
     if conv is None:
         return None
     shape = cpu_shape(target)
-    return blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    return _Planned(sch, mac, conv, shape, blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype))))
+
+
+def plan_of(func: tirx.PrimFunc, target) -> BlockedPlan | None:
+    """The tile :class:`.cpu_conv2d.CpuConv2d` gives ``func`` on ``target`` where it is a
+    channel-blocked convolution (:func:`blocked_conv`), else None.  For tools and tests."""
+    read = _planned(func, target)
+    return None if read is None else read.plan
 
 
 def image_pairs_of(func: tirx.PrimFunc, target) -> int | None:
     """:func:`image_pairs` of ``func``'s tile on ``target`` (before :data:`BATCH_PAD_IMAGE_GROUPS`,
     which takes precedence in :func:`blocked_tile`) where it is a channel-blocked convolution, else
     None.  For tools and tests."""
-    from ..analysis import cpu_shape
-
-    _, mac, conv = _read(func)
-    if conv is None:
+    read = _planned(func, target)
+    if read is None or read.plan is None:
         return None
-    shape = cpu_shape(target)
-    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
-    return None if plan is None else image_pairs(mac, conv, plan, shape)
+    return image_pairs(read.mac, read.conv, read.plan, read.shape)
 
 
 def group_split_of(func: tirx.PrimFunc, target) -> int | None:
@@ -987,13 +998,10 @@ def group_split_of(func: tirx.PrimFunc, target) -> int | None:
     batch-outer, as where the batch is not in the tile loop -- per-image padding, rows outside
     the block groups) where it is a channel-blocked convolution tiled by :func:`blocked_tile`,
     else None.  For tools and tests."""
-    from ..analysis import cpu_shape
-
-    sch, mac, conv = _read(func)
-    if conv is None or conv.oc_chunk is None:
+    read = _planned(func, target)
+    if read is None or read.conv.oc_chunk is None:
         return None
-    shape = cpu_shape(target)
-    plan = blocked_plan(mac, conv, shape, shape.lanes(str(mac.out.dtype)))
+    sch, mac, conv, shape, plan = read
     if plan is None or (plan.plane and plane_ic_groups(mac, conv, plan, shape) is not None):
         return None
     if conv.n is None or rows_outside_blocks(mac, conv) or _per_image_padding(sch, mac, conv, shape) is not None:
