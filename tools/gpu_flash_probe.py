@@ -165,29 +165,19 @@ def torch_row(q, k, v, want, bias=None) -> dict:
 def probe_shape(name: str, dims, dry: bool, masked: bool = False, key_split: bool = False) -> dict:
     """One row of the JSON (module doc) for ``dims`` = (b, h, s, d); ``masked``: the biased kernel
     with :func:`key_padding_bias`; ``key_split``: the key-split kernel's ``ks_*`` beside it."""
-    from hetpart.kernels import flash_attention as fa
-
     b, h, s, d = dims
     row = {"shape": name, "b": b, "h": h, "s": s, "d": d}
     bias = key_padding_bias(b, s) if masked else None
     try:
-        exs = {dt: fa.build(b, h, s, d, out_dtype=dt, bias_shape=None if bias is None else bias.shape)
-               for dt in fa.OUT_DTYPES}
+        exs = _kernels(dims, bias)
         row["built"] = True
         if dry:
             return {**row, **(_split_row(dims, dry, bias, row) if key_split else {})}
         import tvm
 
-        q, k, v = attention_inputs(b, h, s, d)
-        want = reference(q, k, v, bias=bias)
-        for dt, ex in exs.items():
-            got, args = run_kernel(ex, q, k, v, dt, bias)
-            row["rel_err_bf16" if dt == "bfloat16" else "rel_err_f32"] = rel_err(got, want)
-        _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16", bias)
+        errors, call, (q, k, v, want) = _checked(exs, dims, bias)
+        row.update(errors)
         dev = tvm.cuda(0)
-        fn = exs["bfloat16"]["main"]
-        call = lambda: fn(*args)  # noqa: E731
-        call()
         dev.sync()
         row["ms_wall"] = _median_wall(call, dev.sync)
         row["ms"] = _median_events(call)
@@ -201,27 +191,41 @@ def probe_shape(name: str, dims, dry: bool, masked: bool = False, key_split: boo
     return row
 
 
-def _split_row(dims, dry: bool, bias, row: dict) -> dict:
-    """The ``ks_*`` entries of a row: the key-split kernel on the same inputs (module doc)."""
+def _kernels(dims, bias, key_split: bool = False) -> dict:
+    """``{out dtype: built flash kernel}`` of ``dims`` = (b, h, s, d), biased where ``bias`` is given."""
     from hetpart.kernels import flash_attention as fa
 
-    b, h, s, d = dims
+    return {dt: fa.build(*dims, out_dtype=dt, bias_shape=None if bias is None else bias.shape, key_split=key_split)
+            for dt in fa.OUT_DTYPES}
+
+
+def _checked(exs: dict, dims, bias):
+    """Each kernel of ``exs`` (:func:`_kernels`) run on :func:`attention_inputs` and checked against the
+    float64 reference: ``(errors, call, (q, k, v, want))`` -- ``errors`` keyed ``rel_err_bf16`` /
+    ``rel_err_f32``, ``call`` the bf16 kernel on its arguments, called once already (warm)."""
+    q, k, v = attention_inputs(*dims)
+    want = reference(q, k, v, bias=bias)
+    errors = {}
+    for dt, ex in exs.items():
+        got, _ = run_kernel(ex, q, k, v, dt, bias)
+        errors["rel_err_bf16" if dt == "bfloat16" else "rel_err_f32"] = rel_err(got, want)
+    _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16", bias)
+    fn = exs["bfloat16"]["main"]
+    call = lambda: fn(*args)  # noqa: E731
+    call()
+    return errors, call, (q, k, v, want)
+
+
+def _split_row(dims, dry: bool, bias, row: dict) -> dict:
+    """The ``ks_*`` entries of a row: the key-split kernel on the same inputs (module doc)."""
     out = {}
     try:
-        exs = {dt: fa.build(b, h, s, d, out_dtype=dt, bias_shape=None if bias is None else bias.shape,
-                            key_split=True) for dt in fa.OUT_DTYPES}
+        exs = _kernels(dims, bias, key_split=True)
         out["ks_built"] = True
         if dry:
             return out
-        q, k, v = attention_inputs(b, h, s, d)
-        want = reference(q, k, v, bias=bias)
-        for dt, ex in exs.items():
-            got, _ = run_kernel(ex, q, k, v, dt, bias)
-            out["ks_rel_err_bf16" if dt == "bfloat16" else "ks_rel_err_f32"] = rel_err(got, want)
-        _, args = run_kernel(exs["bfloat16"], q, k, v, "bfloat16", bias)
-        fn = exs["bfloat16"]["main"]
-        call = lambda: fn(*args)  # noqa: E731
-        call()
+        errors, call, _ = _checked(exs, dims, bias)
+        out.update({f"ks_{name}": err for name, err in errors.items()})
         out["ks_ms"] = _median_events(call)
         out["ks_speedup_vs_unsplit"] = row["ms"] / out["ks_ms"]
         out["ks_speedup_vs_torch"] = row["torch_ms"] / out["ks_ms"]
