@@ -203,12 +203,12 @@ def test_the_chain_builds_for_sm90_as_narrowing_and_flash(on, layer):
     assert names == {"flash_attention_b1_h6_n256_s3e000000_kernel", "flash_in_kernel", "flash_in1_kernel"}
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
-def test_gpu_chain_is_measured_under_values(on, tmp_path):
-    """Whisper-shaped (1500 tokens, 6 heads of 64), all-CUDA bf16, on sm_90: the profiler records the
-    ``values`` kernel as its chain, the cost model prices the triple at it, and the chain runs
-    faster than the three kernels it replaces (each timed alone, as the profiler times them)."""
+def _chain_on_gpu(graph, tmp_path):
+    """On this machine's CUDA device (skips unless it runs the flash kernel), ``graph`` priced as a
+    bf16 CUDA build: the profiler records its ``values`` kernel as the chain and the cost model prices
+    the triple at that record.  Returns ``(fused, unfused, predicted)`` seconds: the triple as priced,
+    its three kernels each timed alone (as the profiler times them), and the chain the recorded
+    profile predicts."""
     from hetpart.costmodel import profile
     from hetpart.costmodel.kernel_bench import MeasureSettings, build_module, measure, single_kernel_module
     from hetpart.targets import resolve
@@ -216,7 +216,6 @@ def test_gpu_chain_is_measured_under_values(on, tmp_path):
     spec = resolve("cuda")
     if not flash_cost.substitutes(spec.tvm_target):
         pytest.skip(f"{spec.tvm_target} does not run the flash kernel (sm_90 only)")
-    graph = importer.load(bert_layer(seq_len=1500, hidden=384, heads=6, intermediate=1536))
     marked = priced_graph(graph, "cuda", "bfloat16")
     roles = _roles(marked)
     settings = MeasureSettings.quick()
@@ -232,8 +231,19 @@ def test_gpu_chain_is_measured_under_values(on, tmp_path):
         kmod = single_kernel_module(plain, plain.kernels[k.id])
         t = measure(kmod, build_module(kmod.mod, spec.tvm_target), spec.device(), settings)
         unfused += max(t.median_s - oh.empty_s, 0.0) + oh.launch_s
-    flops = 4 * 6 * 1500 * 1500 * 64
     predicted = CostModel(_profile()).add_graph(marked).kernel_cost(roles["values"], "cuda")
+    return fused, unfused, predicted
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
+def test_gpu_chain_is_measured_under_values(on, tmp_path):
+    """Whisper-shaped (1500 tokens, 6 heads of 64), all-CUDA bf16, on sm_90: the profiler records the
+    ``values`` kernel as its chain, the cost model prices the triple at it, and the chain runs
+    faster than the three kernels it replaces (each timed alone, as the profiler times them)."""
+    graph = importer.load(bert_layer(seq_len=1500, hidden=384, heads=6, intermediate=1536))
+    fused, unfused, predicted = _chain_on_gpu(graph, tmp_path)
+    flops = 4 * 6 * 1500 * 1500 * 64
     print(f"flash chain {fused * 1e6:.1f} us ({flops / fused / 1e12:.0f} TFLOP/s with its narrowing), "
           f"the three kernels {unfused * 1e6:.1f} us, predicted chain (recorded profile, "
           f"FLASH_FLOPS_PER_S {flash_cost.FLASH_FLOPS_PER_S:.1e}) {predicted * 1e6:.1f} us")
@@ -350,29 +360,8 @@ def test_gpu_masked_chain_is_measured_under_values(masked_on, style, tmp_path):
     the masked switch's A/B was within its spread)."""
     from attention_cases import masked_attention
 
-    from hetpart.costmodel import profile
-    from hetpart.costmodel.kernel_bench import MeasureSettings, build_module, measure, single_kernel_module
-    from hetpart.targets import resolve
-
-    spec = resolve("cuda")
-    if not flash_cost.substitutes(spec.tvm_target):
-        pytest.skip(f"{spec.tvm_target} does not run the flash kernel (sm_90 only)")
     graph = importer.load(masked_attention(style, batch=8, seq=128, heads=12))
-    marked = priced_graph(graph, "cuda", "bfloat16")
-    roles = _roles(marked)
-    settings = MeasureSettings.quick()
-    prof = profile(marked, ("cuda",), tmp_path / "p.json", settings=settings, progress=False)
-    rec = prof.record("cuda", roles["values"].signature)
-    assert rec is not None and rec.ok and rec.flash == flash_cost.CHAIN and rec.rule == flash_cost.FLASH_RULE
-    cm = CostModel(prof).add_graph(marked)
-    fused = sum(cm.kernel_cost(k, "cuda") for k in roles.values())
-    assert fused == pytest.approx(rec.cost(prof.overheads["cuda"])) and fused > 0
-    plain = lower_weights(graph, list(graph.kernels), "bfloat16")
-    oh, unfused = prof.overheads["cuda"], 0.0
-    for k in roles.values():
-        kmod = single_kernel_module(plain, plain.kernels[k.id])
-        t = measure(kmod, build_module(kmod.mod, spec.tvm_target), spec.device(), settings)
-        unfused += max(t.median_s - oh.empty_s, 0.0) + oh.launch_s
-    predicted = CostModel(_profile()).add_graph(marked).kernel_cost(roles["values"], "cuda")
+    fused, unfused, predicted = _chain_on_gpu(graph, tmp_path)
+    assert fused > 0
     print(f"{style}: masked flash chain {fused * 1e6:.1f} us, the three kernels {unfused * 1e6:.1f} us, "
           f"predicted chain (recorded profile) {predicted * 1e6:.1f} us")

@@ -782,17 +782,24 @@ def test_biased_kernel_compiles_without_spilling(arch, dims, bias_shape, tmp_pat
     _assert_fits_without_spilling(src, arch, tmp_path)
 
 
+def _biased_on_gpu(dims, case, key_split: bool = False):
+    """``(O, its relative error against the float64 reference)`` of the biased float32-output kernel
+    of ``dims`` on the GPU, on :func:`attention_inputs` and :func:`_bias_cases`' ``case``."""
+    from gpu_flash_probe import run_kernel
+
+    q, k, v = attention_inputs(*dims)
+    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
+    ex = fa.build(*dims, out_dtype="float32", bias_shape=bias.shape, key_split=key_split)
+    got, _ = run_kernel(ex, q, k, v, "float32", bias)
+    return got, rel_err(got, reference(q, k, v, bias=bias))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU")
 @pytest.mark.parametrize("dims", [(1, 12, 128, 64), (32, 12, 128, 64), (3, 3, 77, 64), (2, 2, 130, 64)])
 @pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
 def test_biased_kernel_matches_float64_on_gpu(dims, case):
-    from gpu_flash_probe import run_kernel
-
-    q, k, v = attention_inputs(*dims)
-    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
-    got, _ = run_kernel(fa.build(*dims, out_dtype="float32", bias_shape=bias.shape), q, k, v, "float32", bias)
-    err = rel_err(got, reference(q, k, v, bias=bias))
+    _, err = _biased_on_gpu(dims, case)
     assert err <= GPU_TOL, f"{dims} {case}: max rel err {err:.2e}"
 
 
@@ -1000,13 +1007,7 @@ def test_split_matches_float64_on_gpu(dims, out_dtype):
 @pytest.mark.parametrize("dims", [(1, 6, 1500, 64), (1, 12, 128, 64), (3, 3, 77, 64), (2, 2, 130, 64)])
 @pytest.mark.parametrize("case", ["padding", "causal", "dense", "neg_inf"])
 def test_split_biased_kernel_matches_float64_on_gpu(dims, case):
-    from gpu_flash_probe import run_kernel
-
-    q, k, v = attention_inputs(*dims)
-    bias = _bias_cases(dims[0], dims[1], dims[2])[case]
-    ex = fa.build(*dims, out_dtype="float32", bias_shape=bias.shape, key_split=True)
-    got, _ = run_kernel(ex, q, k, v, "float32", bias)
-    err = rel_err(got, reference(q, k, v, bias=bias))
+    got, err = _biased_on_gpu(dims, case, key_split=True)
     assert np.isfinite(got).all() and err <= GPU_TOL, f"{dims} {case}: max rel err {err:.2e}"
 
 
