@@ -746,16 +746,28 @@ def bias_sources():
     return {name: fa.cuda_source(fa.build(*REPLAY, bias_shape=shape)) for name, shape in BIAS_REPLAY.items()}
 
 
+def _bias_loads(src: str) -> list:
+    """``(score register, B's index expression)`` of every bias load in the kernel's CUDA C."""
+    import re
+
+    return re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+
+
+def _bias_index(bias_shape, row: int, key: int) -> int:
+    """The flat index of B ``[bb, bh, bq, seq]`` the model reads at batch 1 (or 0), head 1 (or 0),
+    query ``row`` (or 0) and ``key``."""
+    bb, bh, bq, seq = bias_shape
+    return (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+
+
 @pytest.mark.parametrize("name", list(BIAS_REPLAY))
 def test_generated_bias_reads_are_the_model(name, bias_sources):
     """Every score's bias load, per thread and key tile: the flat index of B at (batch 1 or 0, head 1
     or 0, query row or 0, key), the row and key clamped to seq - 1 -- what :func:`simulate` reads."""
-    import re
-
     src = bias_sources[name]
     assert "main_kernel(float* __restrict__ B_ptr, nv_bfloat16* __restrict__ K_ptr" in src
-    bb, bh, bq, seq = BIAS_REPLAY[name]
-    found = re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+    seq = BIAS_REPLAY[name][3]
+    found = _bias_loads(src)
     assert len(found) == 4 * fl.S_TILES
     for n, expr in found:
         j, i = divmod(int(n), 4)
@@ -763,7 +775,7 @@ def test_generated_bias_reads_are_the_model(name, bias_sources):
             for tx in _TX:
                 row = min(fl.TILE_Q + (tx // 32) * 16 + fl.c_fragment(tx % 32, i)[0], seq - 1)  # blockIdx.x 1
                 key = min(t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1], seq - 1)
-                want = (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+                want = _bias_index(BIAS_REPLAY[name], row, key)
                 assert _c_eval(expr, **_env(tx, t)) == want, (n, t, tx, expr)
 
 
@@ -1031,11 +1043,9 @@ def test_split_biased_kernel_fully_masked_row_on_gpu(seq):
 def test_split_generated_bias_reads_are_the_model(name):
     """The split kernel's bias loads: as the unsplit kernel's at key tile ``2 i + g`` and query row
     ``16 (w % 4) ..`` (both groups the same rows)."""
-    import re
-
     src = fa.cuda_source(fa.build(*REPLAY, bias_shape=BIAS_REPLAY[name], key_split=True))
-    bb, bh, bq, seq = BIAS_REPLAY[name]
-    found = re.findall(r"s_ptr\[(\d+)\] = max\(\(\(s_ptr\[\d+\] \* [^)]*\) \+ \(B_ptr\[(.+?)\] \* ", src)
+    seq = BIAS_REPLAY[name][3]
+    found = _bias_loads(src)
     assert len(found) == 4 * fl.S_TILES
     for n, expr in found:
         j, i = divmod(int(n), 4)
@@ -1046,5 +1056,5 @@ def test_split_generated_bias_reads_are_the_model(name):
                     continue  # skipped by the guard
                 row = min(fl.TILE_Q + (tx // 32 % fl.WARPS) * 16 + fl.c_fragment(tx % 32, i)[0], seq - 1)
                 key = min(t * fl.TILE_KV + 8 * j + fl.c_fragment(tx % 32, i)[1], seq - 1)
-                want = (((1 if bb > 1 else 0) * bh + (1 if bh > 1 else 0)) * bq + (row if bq > 1 else 0)) * seq + key
+                want = _bias_index(BIAS_REPLAY[name], row, key)
                 assert _c_eval(expr, **_env2(tx, step)) == want, (n, step, tx, expr)
