@@ -3,7 +3,9 @@
 With ``FLASH_ATTENTION`` on, the planner prices a ``cuda=bf16`` device's kernels with the attention
 triples marked (``precision_costs.priced_graph``); on a profile whose CUDA target is sm_90 the cost
 model prices a marked triple by the sum rule: ``scores`` and ``softmax`` 0, ``values`` the
-substituted chain -- its chain record (``flash == "chain"``) where measured, else the narrowing
+substituted chain -- its chain record (``flash == "chain"``, under the chain's signature: its three
+kernels', so a masked and an unmasked chain whose ``values`` kernels share a signature are two
+records) where measured, else the narrowing
 kernels predicted plus the flash kernel's FLOPs at ``FLASH_FLOPS_PER_S``.  A chain record never
 trains the predictor.  On any other target the marks are ignored (each kernel as itself); off,
 nothing is marked and every price and plan is what it was.  The profiler times a marked ``values``
@@ -12,7 +14,7 @@ kernel on sm_90 as its whole chain (``kernel_bench.bench_module``, built through
 BERT's additive mask, GPT-2's causal ``Where``) is marked and priced the same way: its chain module
 takes the scores kernel's mask inputs (``main(Q, KT, V, mask)``, an integer mask drawn 0 / 1) and
 builds to the bias kernel and the biased flash kernel; its features list the bias kernel.  With a
-GPU (``cuda`` mark, sm_90): the chain measured under ``values``, unmasked and masked.
+GPU (``cuda`` mark, sm_90): the chain measured under its chain signature, unmasked and masked.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def test_a_measured_chain_prices_the_triple_and_trains_nothing(on, layer):
     prof = _profile()
     before = samples(prof, "cuda")
     raw = 40e-6 + prof.overheads["cuda"].empty_s
-    prof.add_kernel("cuda", KernelRecord(values.signature, KernelFeatures.of(values), "ok", Timing(raw, raw, raw, 5),
+    chain = flash_cost.chain_signature(marked, values)
+    prof.add_kernel("cuda", KernelRecord(chain, KernelFeatures.of(values), "ok", Timing(raw, raw, raw, 5),
                                          rule=flash_cost.FLASH_RULE, flash=flash_cost.CHAIN))
     assert samples(prof, "cuda") == before  # the chain's timing is not the matmul's
     cm = CostModel(prof).add_graph(marked)
@@ -104,14 +107,15 @@ def test_a_measured_chain_prices_the_triple_and_trains_nothing(on, layer):
     assert sum(cm.kernel_cost(k, "cuda") for k in _roles(marked).values()) == pytest.approx(want)
     assert not cm.is_predicted(values, "cuda")
     # a chain record that failed to build: the triple cannot run on CUDA
-    prof.add_kernel("cuda", KernelRecord(values.signature, KernelFeatures.of(values), "failed", error="x",
-                                         flash=flash_cost.CHAIN))
+    prof.add_kernel("cuda", KernelRecord(chain, KernelFeatures.of(values), "failed", error="x", flash=flash_cost.CHAIN))
     assert CostModel(prof).add_graph(marked).kernel_cost(values, "cuda") == float("inf")
 
 
 def test_the_chain_record_round_trips_and_old_records_load(tmp_path, on, layer):
-    values = _roles(priced_graph(layer, "cuda", "bfloat16"))["values"]
-    rec = KernelRecord(values.signature, KernelFeatures.of(values), "ok", Timing(1e-4, 1e-4, 1e-4, 5),
+    marked = priced_graph(layer, "cuda", "bfloat16")
+    values = _roles(marked)["values"]
+    rec = KernelRecord(flash_cost.chain_signature(marked, values), KernelFeatures.of(values), "ok",
+                       Timing(1e-4, 1e-4, 1e-4, 5),
                        rule=flash_cost.FLASH_RULE, flash=flash_cost.CHAIN)
     assert KernelRecord.from_json(rec.signature, json.loads(json.dumps(rec.to_json()))) == rec
     plain = dataclasses.replace(rec, flash="")
@@ -220,7 +224,7 @@ def _chain_on_gpu(graph, tmp_path):
     roles = _roles(marked)
     settings = MeasureSettings.quick()
     prof = profile(marked, ("cuda",), tmp_path / "p.json", settings=settings, progress=False)
-    rec = prof.record("cuda", roles["values"].signature)
+    rec = prof.record("cuda", flash_cost.chain_signature(marked, roles["values"]))
     assert rec is not None and rec.ok and rec.flash == flash_cost.CHAIN and rec.rule == flash_cost.FLASH_RULE
     cm = CostModel(prof).add_graph(marked)
     fused = sum(cm.kernel_cost(k, "cuda") for k in roles.values())
@@ -365,3 +369,81 @@ def test_gpu_masked_chain_is_measured_under_values(masked_on, style, tmp_path):
     assert fused > 0
     print(f"{style}: masked flash chain {fused * 1e6:.1f} us, the three kernels {unfused * 1e6:.1f} us, "
           f"predicted chain (recorded profile) {predicted * 1e6:.1f} us")
+
+
+# --- chain records: one per chain, not per values kernel (a masked and an unmasked chain) ---------
+@pytest.fixture(scope="module")
+def twins():
+    """BERT's masked attention and an unmasked block (scores ``* c``), both batch 1, 2 heads of 64,
+    100 tokens: their ``values`` kernels (``P V``) share a signature, their scores kernels do not."""
+    from attention_cases import masked_attention, onnx_attention
+
+    return importer.load(masked_attention("add", batch=1, seq=100)), importer.load(onnx_attention("mul", tokens=100))
+
+
+def _record_chain(graph, prof, seconds: float, monkeypatch) -> None:
+    """What the profiler records for ``graph``'s ``values`` kernel on sm_90 (its chain), timed at
+    ``seconds``: its ``_measure_chunk`` with the build and the timing faked (no GPU here)."""
+    from types import SimpleNamespace
+
+    from hetpart.costmodel import profiler
+    from hetpart.costmodel.kernel_bench import MeasureSettings
+    from hetpart.kernels.options import DEFAULT
+
+    monkeypatch.setattr(kernel_bench, "measure", lambda *a, **k: Timing(seconds, seconds, seconds, 5))
+    spec = SimpleNamespace(name="cuda", tvm_target=cuda_tvm_target("sm_90"), device=lambda: None)
+    pool = SimpleNamespace(build_all=lambda mods, target, options: [object()] * len(mods))
+    profiler._measure_chunk(graph, [_roles(graph)["values"]], spec, prof, MeasureSettings.quick(), pool,
+                            SimpleNamespace(update=lambda n: None), DEFAULT)
+
+
+def test_a_chain_record_prices_only_its_own_chain(masked_on, twins, tmp_path, monkeypatch):
+    """The profiler's chain record of the unmasked block does not price the masked one, whose ``values``
+    kernel has the same signature (it is predicted, with its bias kernel), and vice versa: each chain
+    has its own record, its own price and its own launch count."""
+    from hetpart.costmodel import profiler
+
+    masked, plain = (priced_graph(g, "cuda", "bfloat16") for g in twins)
+    vm, vp = _roles(masked)["values"], _roles(plain)["values"]
+    assert vm.signature == vp.signature  # the collision this guards against
+    prof = _profile()
+    prof.path = tmp_path / "p.json"
+    empty, launch = prof.overheads["cuda"].empty_s, prof.overheads["cuda"].launch_s
+    predicted = CostModel(_profile()).add_graph(masked).kernel_cost(vm, "cuda")
+    _record_chain(plain, prof, empty + 40e-6, monkeypatch)
+    cm = CostModel(prof).add_graph(masked)
+    assert cm.is_predicted(vm, "cuda") and cm.kernel_cost(vm, "cuda") == pytest.approx(predicted, rel=1e-12)
+    assert CostModel(prof).add_graph(plain).kernel_cost(vp, "cuda") == pytest.approx(40e-6 + launch)
+    sig = profiler.flash_cost.record_signature
+
+    def missing(graph):
+        return {k.id for k in profiler._distinct_missing(graph, prof, "cuda", cuda_tvm_target("sm_90"))}
+
+    assert vm.id in missing(masked) and vp.id not in missing(plain)  # the masked chain is still to measure
+    assert sig(masked, vm, cuda_tvm_target("sm_90")) != sig(plain, vp, cuda_tvm_target("sm_90"))
+    _record_chain(masked, prof, empty + 70e-6, monkeypatch)
+    for graph, values, want, launches in ((masked, vm, 70e-6, 5), (plain, vp, 40e-6, 4)):
+        cm = CostModel(prof).add_graph(graph)
+        assert not cm.is_predicted(values, "cuda") and cm.kernel_cost(values, "cuda") == pytest.approx(want + launch)
+        assert values.id not in missing(graph)
+    both = CostModel(prof).add_graph(masked).add_graph(plain)  # one cost model, both chains (ids differ)
+    assert [both.launches(vm), both.launches(vp)] == [5, 4]
+    # sm_80 runs the values kernel alone: recorded under its own signature, as before
+    assert sig(masked, vm, cuda_tvm_target("sm_80")) == vm.signature
+
+
+def test_an_old_chain_record_prices_no_chain(masked_on, twins):
+    """A chain record of a hetpart that kept it under the ``values`` kernel's own signature (which
+    masked and unmasked chains share) is ignored: both chains are predicted, neither is unsupported."""
+    masked, plain = (priced_graph(g, "cuda", "bfloat16") for g in twins)
+    values = _roles(plain)["values"]
+    for status, timing in (("ok", Timing(40e-6, 40e-6, 40e-6, 5)), ("failed", None)):
+        prof = _profile()
+        prof.add_kernel("cuda", KernelRecord(values.signature, KernelFeatures.of(values), status, timing,
+                                             error="x" if timing is None else "", rule=flash_cost.FLASH_RULE,
+                                             flash=flash_cost.CHAIN))
+        for graph in (masked, plain):
+            v = _roles(graph)["values"]
+            got = CostModel(prof).add_graph(graph)
+            assert got.supports(v, "cuda")[0] and got.is_predicted(v, "cuda")
+            assert got.kernel_cost(v, "cuda") == CostModel(_profile()).add_graph(graph).kernel_cost(v, "cuda")

@@ -228,7 +228,7 @@ class CostModel:
         self._graphs: list = []  # op graphs whose modules hold the PrimFuncs of kernels asked about
         self._rules: dict[tuple[str, str], str] = {}  # (device, signature) -> rule: schedule each once
         self._accesses: dict[str, str] = {}  # signature -> access pattern: analyse each once
-        self._launches: dict[str, int] = {}  # signature -> launches (0: a view): analyse each once
+        self._launches: dict[str, int] = {}  # signature (a flash chain's) -> launches (0: a view): analyse each once
         self._flash_targets: dict[str, bool] = {}  # target JSON -> whether it runs flash chains
         self._flash_roles: dict[str, str | None] = {}  # signature -> flash role (None: unmarked or unknown)
         if graph is not None:
@@ -269,8 +269,11 @@ class CostModel:
 
     def _graph_of(self, kernel):
         """The graph given to :meth:`add_graph` that holds ``kernel`` (same id and
-        signature, so its module has the PrimFunc), or None."""
-        return next((g for g in self._graphs if _holds(g, kernel)), None)
+        signature, so its module has the PrimFunc), or None; of several, the first whose kernel
+        equals ``kernel`` (its tensors too: two models' ``node_8`` may share a signature, not the
+        flash chain its inputs come from), else the first."""
+        held = [g for g in self._graphs if _holds(g, kernel)]
+        return next((g for g in held if g.kernels[kernel.id] == kernel), held[0] if held else None)
 
     def _scheduled_rule(self, kernel, device: str) -> str:
         target = self.profile.targets.get(device)
@@ -308,7 +311,7 @@ class CostModel:
         (a flash triple's ``scores`` and ``softmax`` are priced by the sum rule, not predicted;
         its ``values`` is measured only by a chain record: :mod:`.flash_cost`)."""
         flash = self._flash_role(kernel, device)
-        rec = self.profile.record(device, kernel.signature)
+        rec = self._record(kernel, device)
         if flash is not None:
             return flash == "values" and not (rec is not None and rec.flash == flash_cost.CHAIN)
         return rec is None or rec.status == "dynamic"
@@ -333,12 +336,29 @@ class CostModel:
             self._flash_roles[kernel.signature] = marked[0] if marked is not None else None
         return self._flash_roles[kernel.signature]
 
+    def _record(self, kernel, device: str):
+        """The :class:`.profile_db.KernelRecord` ``kernel`` is priced by on ``device``: for the
+        ``values`` kernel of a flash chain the chain's record (:func:`.flash_cost.chain_signature`:
+        a masked and an unmasked chain whose ``values`` kernels share a signature have one each; an
+        older hetpart's chain record at the ``values`` kernel's own signature is never read), else
+        the record under its own signature; None where there is none."""
+        if self._flash_role(kernel, device) != "values":
+            return self.profile.record(device, kernel.signature)
+        chain = self._chain_of(kernel)
+        return self.profile.record(device, chain) if chain is not None else None
+
+    def _chain_of(self, kernel) -> str | None:
+        """:func:`.flash_cost.chain_signature` of ``kernel`` in the graph that holds it (None: not
+        the ``values`` kernel of a whole chain there, or no graph given holds it)."""
+        graph = self._graph_of(kernel)
+        return flash_cost.chain_signature(graph, kernel) if graph is not None else None
+
     def _flash_cost(self, kernel, device: str) -> float:
         """The sum rule (:mod:`.flash_cost`): ``scores`` / ``softmax`` 0, ``values`` its chain --
         the chain record's cost, else the predicted cost of each kernel the chain launches."""
         if self._flash_role(kernel, device) != "values":
             return 0.0
-        rec = self.profile.record(device, kernel.signature)
+        rec = self._record(kernel, device)
         if rec is not None and rec.flash == flash_cost.CHAIN:
             if rec.ok:
                 return rec.cost(self._overheads(device)) * self._scale(device)
@@ -363,7 +383,7 @@ class CostModel:
         reason = unsupported_reason(kernel, device)
         if reason:
             return False, f"{kernel.id} ({kernel.func}) on {device}: {reason}"
-        rec = self.profile.record(device, kernel.signature)
+        rec = self._record(kernel, device)
         if rec is not None and rec.failed:
             return False, f"{kernel.id} ({kernel.func}) on {device}: {rec.error}"
         return True, ""
@@ -531,16 +551,16 @@ class CostModel:
         ``RewriteDataflowReshape`` turns into a view (``R.reshape``, no kernel); else 1
         (also where the PrimFunc is unknown).  Cached per signature.  A flash triple on a
         target that substitutes it (:mod:`.flash_cost`): ``scores`` / ``softmax`` 0, ``values`` the
-        chain's kernels (narrowing and flash)."""
-        if kernel.signature not in self._launches:
+        chain's kernels (narrowing, a masked chain's bias kernel, flash; cached per chain signature)."""
+        role = self._flash_role(kernel, "cuda")
+        key = (self._chain_of(kernel) if role == "values" else None) or kernel.signature
+        if key not in self._launches:
             graph = self._graph_of(kernel)
-            role = self._flash_role(kernel, "cuda")
             if role is not None:
-                self._launches[kernel.signature] = (len(flash_cost.chain_features(graph, kernel)) if role == "values"
-                                                    else 0)
+                self._launches[key] = len(flash_cost.chain_features(graph, kernel)) if role == "values" else 0
             else:
-                self._launches[kernel.signature] = 1 if graph is None else _launches(graph.module[kernel.func])
-        return self._launches[kernel.signature]
+                self._launches[key] = 1 if graph is None else _launches(graph.module[kernel.func])
+        return self._launches[key]
 
     def wake_origin(self, device: str) -> str:
         """``"measured"`` or why :meth:`wake_cost` is a default."""

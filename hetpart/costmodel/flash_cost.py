@@ -15,8 +15,12 @@ Out:
   arguments -- the mask -- are further parameters, its constants stay constants as in the model)
   -- :func:`hetpart.kernels.build` then substitutes the chain exactly as in a model (narrowing
   kernels, for a masked chain the ``flash_bias`` kernel, the flash kernel), so
-  :mod:`.kernel_bench` times what runs and the profile records it under the ``values``
-  kernel's signature (:data:`CHAIN` in :attr:`.profile_db.KernelRecord.flash`);
+  :mod:`.kernel_bench` times what runs and the profile records it (:data:`CHAIN` in
+  :attr:`.profile_db.KernelRecord.flash`) under the chain's signature;
+* :func:`chain_signature`: that signature, its triple's three kernel signatures (a masked and an
+  unmasked chain, or two mask forms, whose ``values`` kernels share a signature differ in their
+  scores kernels); :func:`record_signature`: the signature any kernel's record has in a profile
+  for a target (the chain's for a ``values`` kernel where the target substitutes, else its own);
 * :func:`chain_features`: the kernels of the substituted chain (the narrowing kernels; for a
   masked chain the bias kernel: reads the mask, writes the float32 bias
   ``[1|b, 1|h, 1|n, n]`` of :attr:`hetpart.importer.flash_bias.ScoresForm.bias_shape`; the flash
@@ -25,13 +29,17 @@ Out:
 
 Invariant (the sum rule): on a target that substitutes, the three kernels of a marked triple
 cost together what the substituted chain costs: ``scores`` and ``softmax`` 0, ``values`` the
-chain (its :data:`CHAIN` record, else the sum of :func:`chain_features`' predictions: the
-narrowing and bias kernels by the predictor, the flash kernel by :func:`predicted_flash_s`).  A
-triple is marked only when all three kernels lie in one bf16 CUDA partition and nothing else
-calls their PrimFuncs (:mod:`~hetpart.importer.flash_triples`), so the zero never stands for a
-kernel that runs.  Each masked chain is priced with its own bias kernel, where a model's build
-emits one per dataflow block for layers reading the same mask (an over-count of one small
-kernel per further layer).  Any other target ignores the marks: each kernel is priced as itself.
+chain (its :data:`CHAIN` record under :func:`chain_signature`, else the sum of
+:func:`chain_features`' predictions: the narrowing and bias kernels by the predictor, the flash
+kernel by :func:`predicted_flash_s`).  A triple is marked only when all three kernels lie in one
+bf16 CUDA partition and nothing else calls their PrimFuncs
+(:mod:`~hetpart.importer.flash_triples`), so the zero never stands for a kernel that runs.  Each
+masked chain is priced with its own bias kernel, where a model's build emits one per dataflow
+block for layers reading the same mask (an over-count of one small kernel per further layer).
+A chain record of an older hetpart, kept under the ``values`` kernel's own signature (which a
+masked and an unmasked chain can share), is ignored: nothing reads a chain at a kernel's own
+signature, so that chain is predicted until profiled again (then under its chain signature).
+Any other target ignores the marks: each kernel is priced as itself.
 With ``FLASH_ATTENTION`` off nothing is marked and nothing here applies.
 """
 
@@ -47,7 +55,8 @@ from ..importer.op_graph import dtype_bytes
 from .profile_db import KernelFeatures
 
 CHAIN = "chain"
-""":attr:`.profile_db.KernelRecord.flash` of a ``values`` kernel timed as its whole substituted chain."""
+""":attr:`.profile_db.KernelRecord.flash` of a ``values`` kernel timed as its whole substituted chain
+(the record's signature: :func:`chain_signature`); also the prefix of that signature."""
 
 FLASH_RULE = "FlashAttention"
 """The flash kernel's schedule rule (:data:`hetpart.kernels.flash_substitute.RULE`)."""
@@ -91,6 +100,35 @@ def triple_of(graph, values) -> tuple | None:
     if qk is None or (role(graph, sm) or ("",))[0] != "softmax" or (role(graph, qk) or ("",))[0] != "scores":
         return None
     return qk, sm, values
+
+
+def chain_signature(graph, values) -> str | None:
+    """The signature a profile keeps the chain record of ``values`` under:
+    ``chain-<scores>-<softmax>-<values>``, the signatures of its triple's kernels.
+
+    In: a graph, a kernel of it.  Out: that string, None when ``values`` is not the ``values``
+    kernel of a whole marked chain (:func:`triple_of`).  Invariant: two chains share it only when
+    their three marked PrimFuncs are structurally equal -- the scores kernel's signature hashes
+    whether the chain is masked (``BIAS_ATTR``), its mask form and mask parameters and its scale --
+    so a masked and an unmasked chain whose ``values`` kernels share a signature (BERT with a mask,
+    a ViT, same ``b, h, n``) keep two records; and it never equals a kernel's signature (a hex
+    structural hash).  The mask's and fill's values (constants of the scores call) are not in it:
+    they change what the chain computes, not what it costs."""
+    if (role(graph, values) or ("",))[0] != "values":
+        return None
+    triple = triple_of(graph, values)
+    return None if triple is None else "-".join((CHAIN, *(k.signature for k in triple)))
+
+
+def record_signature(graph, kernel, target) -> str:
+    """The signature of ``kernel``'s record in a profile of a device built for ``target`` (a Target
+    or its JSON): :func:`chain_signature` for the ``values`` kernel of a whole marked chain where
+    ``target`` substitutes (:func:`substitutes`; the profiler times it as its chain), else
+    ``kernel.signature``.  What the profiler writes and the cost model reads (where
+    :func:`chain_module` cannot make the chain, the profiler times the kernel alone and records it
+    there without :data:`CHAIN`: the cost model predicts that chain)."""
+    chain = chain_signature(graph, kernel)
+    return chain if chain is not None and substitutes(target) else kernel.signature
 
 
 _FORMS: dict[str, object] = {}
@@ -249,4 +287,4 @@ def _buffer_bytes(buf) -> int:
 
 
 __all__ = ["CHAIN", "FLASH_FLOPS_PER_S", "FLASH_RULE", "MASK_INT_HIGH", "chain_features", "chain_module",
-           "predicted_flash_s", "role", "substitutes", "triple_of"]
+           "chain_signature", "predicted_flash_s", "record_signature", "role", "substitutes", "triple_of"]

@@ -33,8 +33,12 @@ overheads with every key they hold (fixed here: :meth:`Overheads.from_json` igno
 unknown keys), so it calls a file with ``wake_s`` malformed.  The per-record key ``flash``
 (:data:`.flash_cost.CHAIN`: a flash-marked ``values`` kernel timed as its whole substituted
 attention chain, :mod:`.flash_cost`) is additive the same way, written only where set: such a
-record's signature is a marked PrimFunc's, which only a graph marked by a hetpart that knows the
-key asks about (an older one would still fit its predictor on it, as one more matmul).
+record's signature is its chain's (:func:`.flash_cost.chain_signature`, ``chain-<scores>-<softmax>-
+<values>``), which only a hetpart that knows the key asks about (an older one would still fit its
+predictor on it, as one more matmul).  Chain records first lived under the ``values`` kernel's own
+signature, which a masked and an unmasked chain can share; such a record still loads, and nothing
+reads it as a chain's price (that chain is predicted until profiled again): the key moved, the
+version did not.
 
 Invariants: a file is replaced only atomically (:func:`hetpart.contracts.jsonfile.atomic_write_text`),
 under a lock, merged with what another process saved meanwhile (no measurement is
@@ -121,8 +125,9 @@ class KernelRecord:
     kernel's PrimFunc reads its inputs (:mod:`.access_pattern`: ``"contiguous"``,
     ``"strided"``), ``""`` where it was not recorded or cannot be told.  ``flash`` is
     :data:`.flash_cost.CHAIN` for a flash-marked ``values`` kernel whose timing is its whole
-    substituted attention chain (narrowing kernels + the flash kernel; :mod:`.flash_cost`), ``""``
-    for every other record: the predictor never fits on a chain record.
+    substituted attention chain (narrowing kernels + the flash kernel; :mod:`.flash_cost`; its
+    ``signature`` is the chain's, :func:`.flash_cost.chain_signature`), ``""`` for every other
+    record: the predictor never fits on a chain record.
     """
 
     signature: str

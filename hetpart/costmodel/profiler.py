@@ -137,14 +137,16 @@ def ensure_weight_read(prof: Profile) -> bool:
     return True
 
 
-def _distinct_missing(graph, prof: Profile, device: str, retry_failed: bool = False) -> list:
-    """One kernel per signature that ``prof`` lacks on ``device`` (or recorded as failed, if retrying)."""
+def _distinct_missing(graph, prof: Profile, device: str, target, retry_failed: bool = False) -> list:
+    """One kernel per record signature (:func:`.flash_cost.record_signature` for ``target``: a flash
+    chain's own, else the kernel's) that ``prof`` lacks on ``device`` (or recorded as failed, if retrying)."""
     seen, out = set(), []
     for k in graph.nodes:
-        rec = prof.record(device, k.signature)
-        if k.signature in seen or (rec is not None and not (retry_failed and rec.failed)):
+        key = flash_cost.record_signature(graph, k, target)
+        rec = prof.record(device, key)
+        if key in seen or (rec is not None and not (retry_failed and rec.failed)):
             continue
-        seen.add(k.signature)
+        seen.add(key)
         out.append(k)
     return out
 
@@ -163,9 +165,10 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
     and every record its access pattern (:mod:`.access_pattern`: from the PrimFunc
     alone, so also for a kernel that failed)."""
     dev = spec.device()
+    keys = {k.id: flash_cost.record_signature(graph, k, spec.tvm_target) for k in chunk}  # what each is recorded as
     dynamic = [k for k in chunk if is_dynamic(graph, k)]
     for kernel in dynamic:
-        prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "dynamic",
+        prof.add_kernel(spec.name, KernelRecord(keys[kernel.id], KernelFeatures.of(kernel), "dynamic",
                                                 error="data-dependent shapes: not measurable alone; cost predicted",
                                                 rule=kernel_rule(graph, kernel, spec.tvm_target, options),
                                                 access=kernel_access(graph, kernel)))
@@ -173,32 +176,31 @@ def _measure_chunk(graph, chunk, spec, prof, settings, pool, bar, options: Kerne
     chunk = [k for k in chunk if k not in dynamic]
     for kernel in [k for k in chunk if unsupported_reason(k, spec.name)]:
         # Known not to build there; trying can crash the process (see kernels.capabilities).
-        prof.add_kernel(spec.name, KernelRecord(kernel.signature, KernelFeatures.of(kernel), "failed",
+        prof.add_kernel(spec.name, KernelRecord(keys[kernel.id], KernelFeatures.of(kernel), "failed",
                                                 error=unsupported_reason(kernel, spec.name),
                                                 access=kernel_access(graph, kernel)))
         bar.update(1)
     chunk = [k for k in chunk if not unsupported_reason(k, spec.name)]
     benched = [kernel_bench.bench_module(graph, k, spec.tvm_target) for k in chunk]  # a failure here is a hetpart bug
     kmods = [km for km, _ in benched]
-    chains = {k.signature for k, (_, flash) in zip(chunk, benched) if flash}
     built = pool.build_all([km.mod for km in kmods], spec.tvm_target, options)
     tuning_db = default_database(spec.tvm_target)  # what the build applied before the rules
     failed = 0
-    for kernel, kmod, exe in zip(chunk, kmods, built):
-        feats = KernelFeatures.of(kernel)
+    for kernel, (kmod, flash), exe in zip(chunk, benched, built):
+        feats, key = KernelFeatures.of(kernel), keys[kernel.id]
         if isinstance(exe, BuildFailed):
-            rec = KernelRecord(kernel.signature, feats, "failed", error=f"build failed: {exe}")
+            rec = KernelRecord(key, feats, "failed", error=f"build failed: {exe}")
         else:
             try:
-                rec = KernelRecord(kernel.signature, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
+                rec = KernelRecord(key, feats, "ok", kernel_bench.measure(kmod, exe, dev, settings))
             except Exception as exc:  # noqa: BLE001 - a kernel that crashes at run time cannot run here
-                rec = KernelRecord(kernel.signature, feats, "failed", error=f"run failed: {error_line(exc)}")
+                rec = KernelRecord(key, feats, "failed", error=f"run failed: {error_line(exc)}")
             if profile_check.problems_of_record(rec):  # e.g. a NaN time: never stored as a measurement
-                rec = KernelRecord(kernel.signature, feats, "failed",
+                rec = KernelRecord(key, feats, "failed",
                                    error=f"unusable timing: {profile_check.problems_of_record(rec)[0]}")
         rec = replace(rec, rule=module_rule(kmod.mod, spec.tvm_target, tuning_db, options),
                       access=module_access(kmod.mod), inputs=kernel_bench.inputs_label(kmod) if rec.ok else "")
-        if kernel.signature in chains:  # a flash chain (several PrimFuncs): timed as the flash kernel's chain
+        if flash:  # a flash chain (several PrimFuncs; under its chain signature): timed as the flash kernel's chain
             rec = replace(rec, rule=flash_cost.FLASH_RULE, access="", flash=flash_cost.CHAIN)
         failed += not rec.ok
         prof.add_kernel(spec.name, rec)
@@ -238,7 +240,8 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     kernel_bench.kernel_builder()  # fail now, not per kernel, if the build is missing
     specs = [resolve(d) for d in targets]
     # no more workers than builds: the pool starts every worker up front (BuildPool.start)
-    builds = sum(len(_distinct_missing(graph, prof, s.name, retry_failed)) + len(CHAIN_LENGTHS) for s in specs)
+    builds = sum(len(_distinct_missing(graph, prof, s.name, s.tvm_target, retry_failed)) + len(CHAIN_LENGTHS)
+                 for s in specs)
     jobs = max(1, min(jobs or num_cores(), builds))
     chunk = chunk or max(4 * jobs, 16)
     measured, reused, failed = {}, {}, {}
@@ -250,8 +253,9 @@ def profile(graph, targets=("cpu", "cuda"), profile=None, *, settings: MeasureSe
     try:
         for spec in specs:
             ensure_overheads(prof, spec, settings, pool)
-            todo = _distinct_missing(graph, prof, spec.name, retry_failed)
-            reused[spec.name] = len({k.signature for k in graph.nodes}) - len(todo)
+            todo = _distinct_missing(graph, prof, spec.name, spec.tvm_target, retry_failed)
+            keys = {flash_cost.record_signature(graph, k, spec.tvm_target) for k in graph.nodes}
+            reused[spec.name] = len(keys) - len(todo)
             failed[spec.name] = 0
             with tqdm(total=len(todo), desc=f"{graph.name} on {spec.name}", unit="kernel",
                       file=sys.stderr, disable=(None if progress is None else not progress)) as bar:
