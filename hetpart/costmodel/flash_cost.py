@@ -45,6 +45,9 @@ With ``FLASH_ATTENTION`` off nothing is marked and nothing here applies.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
+
 import tvm
 from tvm import relax, tirx
 
@@ -131,21 +134,27 @@ def record_signature(graph, kernel, target) -> str:
     return chain if chain is not None and substitutes(target) else kernel.signature
 
 
-_FORMS: dict[str, object] = {}
-"""Scores kernel signature (the marked PrimFunc's structural hash) -> its :func:`scores_form`."""
+@dataclass(frozen=True)
+class _Scores:
+    """A scores kernel's PrimFunc, equal and hashed by its signature (the key of :func:`_form_of`)."""
+
+    signature: str
+    func: object = field(compare=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _form_of(scores: _Scores):
+    """:func:`scores_form` of ``scores.func``, once per signature among the last 256 asked (it inlines
+    the kernel's blocks, and the cost model asks per pricing)."""
+    return scores_form(scores.func)
 
 
 def _form(graph, qk):
     """The :class:`~hetpart.importer.flash_bias.ScoresForm` of a masked (``BIAS_ATTR``) scores
-    kernel, None for an unmasked one or one not of the form; cached per signature (a bounded cache:
-    :func:`scores_form` inlines the kernel's blocks, and the cost model asks per pricing)."""
+    kernel, None for an unmasked one or one not of the form (:func:`_form_of`: cached per signature)."""
     if not _masked(graph, qk):
         return None
-    if qk.signature not in _FORMS:
-        if len(_FORMS) > 256:
-            _FORMS.clear()
-        _FORMS[qk.signature] = scores_form(graph.module[qk.func])
-    return _FORMS[qk.signature]
+    return _form_of(_Scores(qk.signature, graph.module[qk.func]))
 
 
 def _masked(graph, qk) -> bool:
