@@ -416,6 +416,22 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     half = ch // 2  # a converted A's chunk is read as two 16-byte halves (TVM's float32x8 is broken)
 
     @T.macro
+    def pin(acc):
+        # every accumulator pinned in place (PIN): no use of one moves across an asynchronous wgmma
+        for i in T.unroll(n_acc):
+            T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+
+    @T.macro
+    def warpgroup_store(acc, C, bias, R, bx, by, bz, tx):
+        # the one-warpgroup tile's scalar store (the first spike's code): each accumulator at its
+        # D fragment place (rows >= M skipped), through the epilogue and C's dtype
+        for i in T.unroll(n_acc):
+            if by * TILE_M + d_fragment(tx, i)[0] < m:
+                C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
+                    stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
+                                          R, by * TILE_M + d_fragment(tx, i)[0]))
+
+    @T.macro
     def store_a_rounded(dst, base, A, tile, by, tx):
         # A's tile ``tile`` into ``dst[base:]`` through registers (a_round): per chunk, one
         # float4 load (rows past M as zeros), each element rounded (TF32_RNA), one float4 store
@@ -473,8 +489,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                         B[bx * bn + _chunk_row(c, tx), tile_of(ko, bz) * tile_k + _chunk_k(c, tx, ch) + v]
             T.ptx.fence.proxy.async_.shared__cta()
             T.tvm_storage_sync("shared")
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
             T.ptx.wgmma.fence.sync.aligned()
             T.cuda.wgmma.encode_matrix_descriptor(T.address_of(desc_a[0]), T.address_of(As[0]),
                                                   a_lbo, a_sbo, 0)
@@ -486,14 +501,9 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                       True, 1, 1, *trans)
             T.ptx.wgmma.commit_group.sync.aligned()
             T.ptx.wgmma.wait_group.sync.aligned(0)
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
             T.tvm_storage_sync("shared")
-        for i in T.unroll(n_acc):
-            if by * TILE_M + d_fragment(tx, i)[0] < m:
-                C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                    stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
-                                          R, by * TILE_M + d_fragment(tx, i)[0]))
+        warpgroup_store(acc, C, bias, R, bx, by, bz, tx)
 
     sched = wgmma_schedule.Schedule(stages, inflight, k_tiles) if stages >= 2 else None
     pair_store, pair_store_source = PAIR_STORE[out_dtype], PAIR_STORE_SOURCE[out_dtype]
@@ -628,8 +638,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             T.ptx.cp.async_.wait_group(sched.cp_wait)
             T.ptx.fence.proxy.async_.shared__cta()
             T.tvm_storage_sync("shared")
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
             T.ptx.wgmma.fence.sync.aligned()
             for kk in T.unroll(k_steps):
                 if a_off is None:
@@ -654,20 +663,14 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     load_tile(S, A, B, tile_of(ko + sched.lead, bz), (ko + sched.lead) % stages, bx, by, tx, pad)
             T.ptx.cp.async_.commit_group()
             T.ptx.wgmma.wait_group.sync.aligned(sched.mma_wait)
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
         if inflight != 0:
             T.ptx.wgmma.wait_group.sync.aligned(0)
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
         if store == "pairs":
             pair_epilogue(acc, C, bias, R, bx, by, bz, tx)
         elif a_off is None:
-            for i in T.unroll(n_acc):
-                if by * TILE_M + d_fragment(tx, i)[0] < m:
-                    C[out_row(by * TILE_M + d_fragment(tx, i)[0], bz), bx * bn + d_fragment(tx, i)[1]] = \
-                        stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
-                                              R, by * TILE_M + d_fragment(tx, i)[0]))
+            warpgroup_store(acc, C, bias, R, bx, by, bz, tx)
         else:
             scalar_epilogue(acc, C, bias, R, bx, by, bz, tx)
 
@@ -725,8 +728,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                                   p_b_lbo, p_b_sbo, plan.tvm_swizzle)
             for ko in range(k_tiles):
                 T.cuda.mbarrier_wait(T.address_of(full[ko % stages]), ko // stages % 2)
-                for i in T.unroll(n_acc):
-                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+                pin(acc)
                 T.ptx.wgmma.fence.sync.aligned()
                 for kk in T.unroll(k_steps):
                     wgmma(*[acc[i] for i in range(n_acc)],
@@ -737,13 +739,11 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                 T.ptx.wgmma.commit_group.sync.aligned()
                 # tile ko - 1's wgmmas are done (at most this one in flight): release its stage
                 T.ptx.wgmma.wait_group.sync.aligned(1)
-                for i in T.unroll(n_acc):
-                    T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+                pin(acc)
                 if ko > 0 and ctx % WARPGROUP == 0:
                     T.ptx["mbarrier.arrive.shared::cta.b64"](bar(empty, (ko - 1) % stages))
             T.ptx.wgmma.wait_group.sync.aligned(0)
-            for i in T.unroll(n_acc):
-                T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
+            pin(acc)
             if store == "pairs":
                 pair_epilogue(acc, C, bias, R, bx, by, bz, ctx)
             else:
@@ -786,18 +786,28 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
 
         body = ws_body
 
+    @T.macro
+    def launched(A, B, C, bias, R):
+        # every entry's code after its signature: the host prelude (ws), the grid (blockIdx.z:
+        # the K slice, split > 1 only), the body; the entries differ only in their parameters
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        if ws:
+            prelude(A, B)
+        bx = T.launch_thread("blockIdx.x", grid_n)
+        by = T.launch_thread("blockIdx.y", grid_m)
+        if split > 1:
+            bz = T.launch_thread("blockIdx.z", split)
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(A, B, C, bias, R, bx, by, bz, tx)
+        else:
+            tx = T.launch_thread("threadIdx.x", threads)
+            body(A, B, C, bias, R, bx, by, None, tx)
+
     if split > 1:
         @T.prim_func
         def main_split(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                        P: T.Buffer((split * m, n), "float32")):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            if ws:
-                prelude(A, B)
-            bx = T.launch_thread("blockIdx.x", grid_n)
-            by = T.launch_thread("blockIdx.y", grid_m)
-            bz = T.launch_thread("blockIdx.z", split)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, P, None, None, bx, by, bz, tx)
+            launched(A, B, P, None, None)
 
         return main_split
 
@@ -805,13 +815,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         @T.prim_func
         def main_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                           R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            if ws:
-                prelude(A, B)
-            bx = T.launch_thread("blockIdx.x", grid_n)
-            by = T.launch_thread("blockIdx.y", grid_m)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, C, None, R, bx, by, None, tx)
+            launched(A, B, C, None, R)
 
         return main_residual
 
@@ -820,13 +824,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         def main_bias_residual(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                                bias: T.Buffer((n,), "float32"), R: T.Buffer((m, n), "float32"),
                                C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            if ws:
-                prelude(A, B)
-            bx = T.launch_thread("blockIdx.x", grid_n)
-            by = T.launch_thread("blockIdx.y", grid_m)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, C, bias, R, bx, by, None, tx)
+            launched(A, B, C, bias, R)
 
         return main_bias_residual
 
@@ -834,26 +832,14 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         @T.prim_func
         def main_epilogue(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
                           bias: T.Buffer((n,), "float32"), C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            if ws:
-                prelude(A, B)
-            bx = T.launch_thread("blockIdx.x", grid_n)
-            by = T.launch_thread("blockIdx.y", grid_m)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(A, B, C, bias, None, bx, by, None, tx)
+            launched(A, B, C, bias, None)
 
         return main_epilogue
 
     @T.prim_func
     def main(A: T.Buffer((m, k), a_dtype), B: T.Buffer((n, k), b_dtype),
              C: T.Buffer((m, n), out_dtype)):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        if ws:
-            prelude(A, B)
-        bx = T.launch_thread("blockIdx.x", grid_n)
-        by = T.launch_thread("blockIdx.y", grid_m)
-        tx = T.launch_thread("threadIdx.x", threads)
-        body(A, B, C, None, None, bx, by, None, tx)
+        launched(A, B, C, None, None)
 
     return main
 
