@@ -91,13 +91,18 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
             for v in T.vectorized(vec):
                 C[row(bx, tx), col(bx, tx) + v] = stored(acc[v])
 
+    @T.macro
+    def launched(P, bias, R, C):
+        # every entry's code after its signature (the entries differ only in their parameters)
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        bx = T.launch_thread("blockIdx.x", blocks)
+        tx = T.launch_thread("threadIdx.x", threads)
+        body(P, bias, R, C, bx, tx)
+
     if epilogue is None:
         @T.prim_func
         def main(P: T.Buffer((split * m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            bx = T.launch_thread("blockIdx.x", blocks)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(P, None, None, C, bx, tx)
+            launched(P, None, None, C)
 
         return main
 
@@ -105,10 +110,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
         @T.prim_func
         def main_residual(P: T.Buffer((split * m, n), "float32"), R: T.Buffer((m, n), "float32"),
                           C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            bx = T.launch_thread("blockIdx.x", blocks)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(P, None, R, C, bx, tx)
+            launched(P, None, R, C)
 
         return main_residual
 
@@ -116,20 +118,14 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
         @T.prim_func
         def main_bias_residual(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
                                R: T.Buffer((m, n), "float32"), C: T.Buffer((m, n), out_dtype)):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            bx = T.launch_thread("blockIdx.x", blocks)
-            tx = T.launch_thread("threadIdx.x", threads)
-            body(P, bias, R, C, bx, tx)
+            launched(P, bias, R, C)
 
         return main_bias_residual
 
     @T.prim_func
     def main_bias(P: T.Buffer((split * m, n), "float32"), bias: T.Buffer((n,), "float32"),
                   C: T.Buffer((m, n), out_dtype)):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        bx = T.launch_thread("blockIdx.x", blocks)
-        tx = T.launch_thread("threadIdx.x", threads)
-        body(P, bias, None, C, bx, tx)
+        launched(P, bias, None, C)
 
     return main_bias
 
