@@ -175,31 +175,40 @@ def flash_attention(batch: int, heads: int, seq: int, head_dim: int = fl.HEAD_DI
     threads = fl.SPLIT_THREADS if key_split else fl.THREADS
     if bias_shape is not None:
         return _biased(shape, check_bias(batch, heads, seq, bias_shape), scale_log2, out_dtype, key_split)
-    body = (_split_body if key_split else _body)(seq, scale_log2, out_dtype)
+    launched = _launched((_split_body if key_split else _body)(seq, scale_log2, out_dtype), shape, threads)
 
     @T.prim_func
     def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
              O: T.Buffer(shape, out_dtype)):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
-        by = T.launch_thread("blockIdx.y", heads)
-        bz = T.launch_thread("blockIdx.z", batch)
-        tx = T.launch_thread("threadIdx.x", threads)
-        body(Q, K, V, O, bx, by, bz, tx)
+        launched(Q, K, V, O, None)
 
     return main
 
 
 def _biased(shape, bias_shape, scale_log2, out_dtype, key_split=False):
     """:func:`flash_attention` with an additive float32 bias ``B`` of ``bias_shape``."""
-    batch, heads, seq, _ = shape
+    seq = shape[2]
     bf16, f32 = "bfloat16", "float32"
     body = (_split_body if key_split else _body)(seq, scale_log2, out_dtype, bias_shape)
-    threads = fl.SPLIT_THREADS if key_split else fl.THREADS
+    launched = _launched(body, shape, fl.SPLIT_THREADS if key_split else fl.THREADS)
 
     @T.prim_func
     def main(Q: T.Buffer(shape, bf16), K: T.Buffer(shape, bf16), V: T.Buffer(shape, bf16),
              B: T.Buffer(bias_shape, f32), O: T.Buffer(shape, out_dtype)):
+        launched(Q, K, V, O, B)
+
+    return main
+
+
+def _launched(body, shape, threads):
+    """The macro ``launched(Q, K, V, O, B)`` each entry PrimFunc runs after its signature (the
+    entries differ only in their parameters): the function's attributes, the grid (``blockIdx``
+    x: query tiles, y: heads, z: batch of ``shape``; ``threads`` a CTA) and ``body`` (``B`` the
+    bias buffer, None without one)."""
+    batch, heads, seq, _ = shape
+
+    @T.macro
+    def launched(Q, K, V, O, B):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
         by = T.launch_thread("blockIdx.y", heads)
@@ -207,7 +216,7 @@ def _biased(shape, bias_shape, scale_log2, out_dtype, key_split=False):
         tx = T.launch_thread("threadIdx.x", threads)
         body(Q, K, V, O, bx, by, bz, tx, B)
 
-    return main
+    return launched
 
 
 def _copies(seq):
@@ -341,8 +350,37 @@ def _store(seq, out_dtype):
     return store
 
 
+def _registers():
+    """One thread's registers of a flash body, allocated here (an ``AllocBuffer`` each, emitted
+    where a TVMScript body calls this, in this order): ``(qf, kf, vf, pf, s, o, m, l, mx, alpha)``
+    -- Q's, K's, V's and P's ldmatrix fragments (uint32), the scores ``s`` and the output ``o``
+    (float32 accumulators), the running max ``m`` and sum ``l`` of two rows, the new max ``mx`` and
+    the rescale ``alpha``.  Unpack it into those names: the parser names each buffer by its target."""
+    return (T.alloc_buffer((4 * fl.D_STEPS,), "uint32", scope="local"),
+            T.alloc_buffer((4,), "uint32", scope="local"),
+            T.alloc_buffer((4,), "uint32", scope="local"),
+            T.alloc_buffer((4 * fl.KV_STEPS,), "uint32", scope="local"),
+            T.alloc_buffer((4 * fl.S_TILES,), "float32", scope="local"),
+            T.alloc_buffer((4 * fl.D_TILES,), "float32", scope="local"),
+            *(T.alloc_buffer((2,), "float32", scope="local") for _ in range(4)))  # m, l, mx, alpha
+
+
+def _start():
+    """The macro starting a thread's softmax state: ``o`` zero, each row's max ``m`` -inf, sum ``l`` 0."""
+
+    @T.macro
+    def start(o, m, l):
+        for i in T.unroll(4 * fl.D_TILES):
+            o[i] = T.float32(0)
+        for r in T.unroll(2):
+            m[r] = T.float32("-inf")
+            l[r] = T.float32(0)
+
+    return start
+
+
 def _body(seq, scale_log2, out_dtype, bias_shape=None):
-    load_tile, scores, accumulate = _copies(seq), _scores(), _accumulate()
+    load_tile, scores, accumulate, start = _copies(seq), _scores(), _accumulate(), _start()
     softmax_step, store = _softmax_step(seq, scale_log2, bias_shape), _store(seq, out_dtype)
     ldsm = T.ptx[LDMATRIX]
     n_kv, tile = fl.kv_tiles(seq), fl.TILE_ELEMS
@@ -352,21 +390,8 @@ def _body(seq, scale_log2, out_dtype, bias_shape=None):
         Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
         Ks = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
         Vs = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
-        qf = T.alloc_buffer((4 * fl.D_STEPS,), "uint32", scope="local")
-        kf = T.alloc_buffer((4,), "uint32", scope="local")
-        vf = T.alloc_buffer((4,), "uint32", scope="local")
-        pf = T.alloc_buffer((4 * fl.KV_STEPS,), "uint32", scope="local")
-        s = T.alloc_buffer((4 * fl.S_TILES,), "float32", scope="local")
-        o = T.alloc_buffer((4 * fl.D_TILES,), "float32", scope="local")
-        m = T.alloc_buffer((2,), "float32", scope="local")
-        l = T.alloc_buffer((2,), "float32", scope="local")
-        mx = T.alloc_buffer((2,), "float32", scope="local")
-        alpha = T.alloc_buffer((2,), "float32", scope="local")
-        for i in T.unroll(4 * fl.D_TILES):
-            o[i] = T.float32(0)
-        for r in T.unroll(2):
-            m[r] = T.float32("-inf")
-            l[r] = T.float32(0)
+        qf, kf, vf, pf, s, o, m, l, mx, alpha = _registers()
+        start(o, m, l)
         load_tile(Qs, 0, Q, bz, by, bx * fl.TILE_Q, tx)
         T.ptx.cp.async_.commit_group()
         load_tile(Ks, 0, K, bz, by, 0, tx)
@@ -398,7 +423,7 @@ def _split_body(seq, scale_log2, out_dtype, bias_shape=None):
     """The key-split CTA's body (module doc: the key split): 256 threads, group ``g = tx // 128``
     over key tiles ``2 i + g``; K and V single-buffered per group, K's next copy issued once
     every warp's Q K^T has read K, V's once every P V has read V; the (m, l, O) merge."""
-    load_tile, scores, accumulate = _copies(seq), _scores(), _accumulate()
+    load_tile, scores, accumulate, start = _copies(seq), _scores(), _accumulate(), _start()
     softmax_step, store = _softmax_step(seq, scale_log2, bias_shape), _store(seq, out_dtype)
     ldsm = T.ptx[LDMATRIX]
     n_kv, steps, tile, nt = fl.kv_tiles(seq), fl.split_steps(seq), fl.TILE_ELEMS, fl.THREADS
@@ -410,21 +435,8 @@ def _split_body(seq, scale_log2, out_dtype, bias_shape=None):
         Ks = T.alloc_buffer((groups * tile,), "bfloat16", scope="shared", align=128)
         Vs = T.alloc_buffer((groups * tile,), "bfloat16", scope="shared", align=128)
         X = T.alloc_buffer((chunk * nt,), "float32", scope="shared", align=128)
-        qf = T.alloc_buffer((4 * fl.D_STEPS,), "uint32", scope="local")
-        kf = T.alloc_buffer((4,), "uint32", scope="local")
-        vf = T.alloc_buffer((4,), "uint32", scope="local")
-        pf = T.alloc_buffer((4 * fl.KV_STEPS,), "uint32", scope="local")
-        s = T.alloc_buffer((4 * fl.S_TILES,), "float32", scope="local")
-        o = T.alloc_buffer((4 * fl.D_TILES,), "float32", scope="local")
-        m = T.alloc_buffer((2,), "float32", scope="local")
-        l = T.alloc_buffer((2,), "float32", scope="local")
-        mx = T.alloc_buffer((2,), "float32", scope="local")
-        alpha = T.alloc_buffer((2,), "float32", scope="local")
-        for i in T.unroll(4 * fl.D_TILES):
-            o[i] = T.float32(0)
-        for r in T.unroll(2):
-            m[r] = T.float32("-inf")
-            l[r] = T.float32(0)
+        qf, kf, vf, pf, s, o, m, l, mx, alpha = _registers()
+        start(o, m, l)
         if tx < nt:
             load_tile(Qs, 0, Q, bz, by, bx * fl.TILE_Q, tx % nt)
         load_tile(Ks, tx // nt * tile, K, bz, by, fl.split_tile(0, tx // nt) * fl.TILE_KV, tx % nt)
