@@ -324,6 +324,45 @@ def _fit(extent: int, choices) -> int:
     return next((c for c in choices if extent % c == 0), 1)
 
 
+def _pack_b(sch, func, main, b_buf):
+    """B's read by block ``main`` through a packed copy ``[j/16, k/4, 16, 4]`` (a weight's
+    packing marked for compile time: :data:`LAYOUT_REWRITE_PREPROC`); returns the copy's block.
+    The VNNI and the AMX schedule's B alike (a 16-column panel is an AMX B tile's rows)."""
+    read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
+    pk = sch.cache_read(main, read, "global")
+    sch.transform_layout(pk, ("write", 0),
+                         lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
+    if is_layout_free(func, b_buf):
+        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
+    return pk
+
+
+def _write_back(sch, main, padded: bool):
+    """The block writing ``main``'s int32 result out, the element-wise epilogue inlined into it
+    (a block that is not element-wise stays a root block).  ``padded`` (rows padded by
+    ``pad_einsum``): pad_einsum's copy-back of the real rows is the write-back (a cache of the
+    padded block would write the padding rows out too once the copy-back is inlined into it);
+    else a ``cache_write`` of ``main``."""
+    wb = sch.get_consumers(main)[0] if padded else sch.cache_write(main, 0, "global")
+    while len(sch.get_consumers(wb)) == 1:
+        try:
+            sch.reverse_compute_inline(sch.get_consumers(wb)[0])
+        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
+            break
+    return wb
+
+
+def _loop_of(sch, main, order):
+    """``v -> `` the loop of ``main`` over its iterator var ``v`` (``order``: the block's vars, in
+    its loops' order), as the loops are now."""
+    loops = sch.get_loops(main)
+
+    def by(v):
+        return loops[next(n for n, var in enumerate(order) if var.same_as(v))]
+
+    return by
+
+
 def _schedule(sch, func, mac, i, j, k) -> None:
     main = mac.block
     b_buf = mac.operands[1][0]
@@ -332,24 +371,8 @@ def _schedule(sch, func, mac, i, j, k) -> None:
     padded = VNNI_PAD_ROWS and i is not None and rows == 1 and mac.extents[i] > ROWS[0]
     if padded:  # rows up to a multiple of the widest register tile (VNNI_PAD_ROWS)
         sch.pad_einsum(main, [ROWS[0] if v.same_as(i) else 1 for v in order])
-    read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
-    pk = sch.cache_read(main, read, "global")
-    sch.transform_layout(pk, ("write", 0),
-                         lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
-    if is_layout_free(func, b_buf):
-        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
-
-    wb = sch.get_consumers(main)[0] if padded else sch.cache_write(main, 0, "global")  # see _schedule_amx
-    while len(sch.get_consumers(wb)) == 1:  # the element-wise epilogue into the write-back
-        try:
-            sch.reverse_compute_inline(sch.get_consumers(wb)[0])
-        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
-            break
-
-    loops = sch.get_loops(main)
-
-    def by(v):
-        return loops[next(n for n, var in enumerate(order) if var.same_as(v))]
+    pk, wb = _pack_b(sch, func, main, b_buf), _write_back(sch, main, padded)
+    by = _loop_of(sch, main, order)
 
     vecs = _fit(mac.extents[j] // LANES, VECS)
     j0, j1, j2 = sch.split(by(j), factors=[None, vecs, LANES])
@@ -431,24 +454,8 @@ def _schedule_amx(sch, func, mac, i, j, k) -> None:
     padded = mac.extents[i] % MT != 0
     if padded:  # rows up to a whole number of blocks (AMX_PAD_ROWS): A copied into zero rows, C cut back
         sch.pad_einsum(main, [MT if v.same_as(i) else 1 for v in order])
-    read = next(n for n, r in enumerate(sch.get(main).reads) if r.source.same_as(b_buf))
-    pk = sch.cache_read(main, read, "global")
-    sch.transform_layout(pk, ("write", 0),
-                         lambda kk, jj: [jj // LANES, kk // DEPTH, jj % LANES, kk % DEPTH])
-    if is_layout_free(func, b_buf):
-        sch.annotate(pk, LAYOUT_REWRITE_PREPROC, 1)
-    # padded: pad_einsum's copy-back of the real rows is the write-back (a cache of the padded
-    # block would write the padding rows out too once the copy-back is inlined into it)
-    wb = sch.get_consumers(main)[0] if padded else sch.cache_write(main, 0, "global")
-    while len(sch.get_consumers(wb)) == 1:
-        try:
-            sch.reverse_compute_inline(sch.get_consumers(wb)[0])
-        except Exception:  # noqa: BLE001 - not element-wise: stays a root block
-            break
-    loops = sch.get_loops(main)
-
-    def by(v):
-        return loops[next(n for n, var in enumerate(order) if var.same_as(v))]
+    pk, wb = _pack_b(sch, func, main, b_buf), _write_back(sch, main, padded)
+    by = _loop_of(sch, main, order)
 
     j0, j1 = sch.split(by(j), factors=[None, NT])
     i0, i1 = sch.split(by(i), factors=[None, MT])
