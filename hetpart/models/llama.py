@@ -52,11 +52,7 @@ SMALL = LlamaConfig(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, 
 def build_llama(cfg: LlamaConfig, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
     _validate(cfg)
     b = GraphBuilder("llama", seed)
-    ids = b.input("input_ids", (batch, cfg.seq_len), dtype="int64", index_limit=cfg.vocab)
-    table = b.weight("embed_tokens.weight", (cfg.vocab, cfg.hidden), EMBEDDING_STD)
-    x = b.op("Gather", [table, ids], "embed_tokens", axis=0)
-    cos, sin = rotary_tables(b, "rotary_emb", cfg.seq_len, cfg.hidden // cfg.heads, cfg.rope_theta)
-    mask = causal_mask(b, "causal_mask", cfg.seq_len)
+    x, cos, sin, mask = decoder_inputs(b, cfg, batch)
     for i in range(cfg.layers):
         x = _decoder_layer(b, x, f"layers.{i}", cfg, batch, cos, sin, mask)
     x = rms_norm(b, x, "norm", cfg.hidden)
@@ -64,6 +60,20 @@ def build_llama(cfg: LlamaConfig, batch: int = 1, seed: int = 0) -> onnx.ModelPr
 
 
 # --- pieces shared with other decoders (t5 uses rms_norm) -----------------------------------
+def decoder_inputs(b: GraphBuilder, cfg, batch: int) -> tuple[str, str, str, str]:
+    """What a LLaMA-style decoder's layers read (llama, moe): the graph input ``input_ids
+    [batch, seq_len]`` int64 and its embedding ``x [batch, seq_len, hidden]``, the rotary tables
+    ``cos``, ``sin`` (:func:`rotary_tables`) and the causal mask (:func:`causal_mask`), as
+    ``(x, cos, sin, mask)``.  ``cfg``: any config with ``vocab``, ``hidden``, ``heads``,
+    ``seq_len`` and ``rope_theta`` (:class:`LlamaConfig`, ``MoEConfig``)."""
+    ids = b.input("input_ids", (batch, cfg.seq_len), dtype="int64", index_limit=cfg.vocab)
+    table = b.weight("embed_tokens.weight", (cfg.vocab, cfg.hidden), EMBEDDING_STD)
+    x = b.op("Gather", [table, ids], "embed_tokens", axis=0)
+    cos, sin = rotary_tables(b, "rotary_emb", cfg.seq_len, cfg.hidden // cfg.heads, cfg.rope_theta)
+    mask = causal_mask(b, "causal_mask", cfg.seq_len)
+    return x, cos, sin, mask
+
+
 def rms_norm(b: GraphBuilder, x: str, name: str, dim: int, eps: float = 1e-6) -> str:
     """``x * rsqrt(mean(x**2) + eps) * weight`` as exported: the square is ``Pow(x, 2)``."""
     sq = b.op("Pow", [x, b.const("const.two_f", 2.0)], f"{name}.pow")

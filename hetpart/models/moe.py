@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import onnx
 
 from hetpart.models.graph_builder import GraphBuilder
-from hetpart.models.llama import EMBEDDING_STD, LlamaConfig, _attention, causal_mask, projection, rms_norm, \
-    rotary_tables
+from hetpart.models.llama import LlamaConfig, _attention, decoder_inputs, projection, rms_norm
 from hetpart.models.llama import _validate as _validate_llama
 from hetpart.models.registry import check, register
 
@@ -63,11 +62,7 @@ def build_moe(cfg: MoEConfig, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
     _validate(cfg)
     llama = cfg.llama()
     b = GraphBuilder("moe", seed)
-    ids = b.input("input_ids", (batch, cfg.seq_len), dtype="int64", index_limit=cfg.vocab)
-    table = b.weight("embed_tokens.weight", (cfg.vocab, cfg.hidden), EMBEDDING_STD)
-    x = b.op("Gather", [table, ids], "embed_tokens", axis=0)
-    cos, sin = rotary_tables(b, "rotary_emb", cfg.seq_len, cfg.hidden // cfg.heads, cfg.rope_theta)
-    mask = causal_mask(b, "causal_mask", cfg.seq_len)
+    x, cos, sin, mask = decoder_inputs(b, cfg, batch)
     for i in range(cfg.layers):
         name = f"layers.{i}"
         h = rms_norm(b, x, f"{name}.input_layernorm", cfg.hidden)
