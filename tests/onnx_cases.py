@@ -187,16 +187,17 @@ def run_on(m, device: str, feeds: dict, *, simulate: bool = True,
         return s.run(feeds)
 
 
-def single_cpu_kernel(m: onnx.ModelProto, target=None):
-    """The one scheduled CPU PrimFunc ``m`` fuses into (asserting it is one: the op and
-    its epilogue in one kernel), to read the schedule a rule gave it (for ``target``,
-    by default the host's)."""
+def single_cpu_kernel(m, target=None):
+    """The one scheduled CPU PrimFunc ``m`` (a model, or its op graph as :func:`compile_on`)
+    fuses into (asserting it is one: the op and its epilogue in one kernel), to read the
+    schedule a rule gave it (for ``target``, by default the host's)."""
     import tvm
 
     from hetpart import importer, kernels
     from hetpart.targets import cpu_tvm_target
 
-    mod = kernels.schedule(importer.load(m).module, target or cpu_tvm_target())
+    graph = m if isinstance(m, importer.OpGraph) else importer.load(m)
+    mod = kernels.schedule(graph.module, target or cpu_tvm_target())
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
     return funcs[0]
