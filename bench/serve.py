@@ -160,14 +160,20 @@ def main(argv=None) -> int:
     sharing = tuple(dict.fromkeys(cpu_share.parse(x).name for x in args.cpu_sharing.split(",") if x)) or ("gate",)
     names = sorted({n for s in scenarios for n in s}, key=lambda n: [n for s in scenarios for n in s].index(n))
     placements = [x for x in args.placement.split(",") if x] or ["forced"]
+    from hetpart.compiler import LibraryCache
+
+    libraries = LibraryCache()  # a partition two placements share is built once
     with tempfile.TemporaryDirectory(prefix="hetpart-serve-") as work:
         served = {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
                                                          simulate=args.simulate, work=Path(work), log=log,
-                                                         placement=placements[0])}
+                                                         placement=placements[0], library_cache=libraries)}
         placed = {p: {m.name: m for m in serve_models.build(names, max_batch=args.max_batch, small=args.small,
                                                              simulate=args.simulate, work=Path(work), log=log,
-                                                             placement=p, reuse=list(served.values()))}
+                                                             placement=p, reuse=list(served.values()),
+                                                             library_cache=libraries)}
                   for p in placements[1:]}
+    if libraries.hits:
+        log(f"{libraries.hits} partition(s) of a later placement reused a library built before")
     setup_s = time.monotonic() - start
     log(f"setup done in {setup_s:.0f} s")
     if setup_s > SETUP_SHARE * args.budget:

@@ -164,37 +164,40 @@ def plan_all_on(graph, device: str):
                 predicted={}, profile_origin="test", graph=graph)
 
 
-def compile_on(m: onnx.ModelProto, device: str, *, simulate: bool, options=None):
-    """``m`` imported and compiled with every kernel on ``device``; ``options`` (a
-    :class:`~hetpart.kernels.options.KernelOptions`, e.g. TF32 off) default to the build's."""
+def compile_on(m, device: str, *, simulate: bool, options=None):
+    """``m`` (an ``onnx.ModelProto``, or the :class:`~hetpart.importer.OpGraph` a test imported
+    already, e.g. to read its kernels: not imported twice) compiled with every kernel on
+    ``device``; ``options`` (a :class:`~hetpart.kernels.options.KernelOptions`, e.g. TF32 off)
+    default to the build's."""
     from hetpart import compiler, importer
     from hetpart.kernels.options import DEFAULT
 
-    graph = importer.load(m)
+    graph = m if isinstance(m, importer.OpGraph) else importer.load(m)
     return compiler.compile(plan_all_on(graph, device), simulate=simulate, progress=False,
                             options=options or DEFAULT)
 
 
-def run_on(m: onnx.ModelProto, device: str, feeds: dict, *, simulate: bool = True,
+def run_on(m, device: str, feeds: dict, *, simulate: bool = True,
            options=None) -> dict[str, np.ndarray]:
-    """``m`` run with every kernel on ``device``: ``{output name: array}`` (``options``:
-    as :func:`compile_on`)."""
+    """``m`` (a model or its op graph, as :func:`compile_on`) run with every kernel on ``device``:
+    ``{output name: array}`` (``options``: as :func:`compile_on`)."""
     from hetpart.runtime import Session
 
     with Session(compile_on(m, device, simulate=simulate, options=options)) as s:
         return s.run(feeds)
 
 
-def single_cpu_kernel(m: onnx.ModelProto, target=None):
-    """The one scheduled CPU PrimFunc ``m`` fuses into (asserting it is one: the op and
-    its epilogue in one kernel), to read the schedule a rule gave it (for ``target``,
-    by default the host's)."""
+def single_cpu_kernel(m, target=None):
+    """The one scheduled CPU PrimFunc ``m`` (a model, or its op graph as :func:`compile_on`)
+    fuses into (asserting it is one: the op and its epilogue in one kernel), to read the
+    schedule a rule gave it (for ``target``, by default the host's)."""
     import tvm
 
     from hetpart import importer, kernels
     from hetpart.targets import cpu_tvm_target
 
-    mod = kernels.schedule(importer.load(m).module, target or cpu_tvm_target())
+    graph = m if isinstance(m, importer.OpGraph) else importer.load(m)
+    mod = kernels.schedule(graph.module, target or cpu_tvm_target())
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
     return funcs[0]

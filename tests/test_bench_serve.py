@@ -6,6 +6,7 @@ SVG).  No assertion depends on how fast this machine is."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -773,9 +774,10 @@ def test_a_load_point_records_the_lanes_its_system_used_and_the_report_says_so()
 
 
 @pytest.mark.slow
-def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_variants(tmp_path):
+def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_variants(tmp_path, capsys):
     """--placement forced,cpu-tail builds the detector twice (its NMS trim on the CPU the
-    second time; a model placed alike is shared, not rebuilt) and serves it as variant
+    second time; a model placed alike is shared, not rebuilt; a partition placed alike reuses
+    the first placement's library, not rebuilt) and serves it as variant
     hetpart-cpu-tail; --hold-ms and --nospin-variant add hetpart-hold<ms> and
     hetpart-nospin, --combined-variant hetpart-all, --gates 1 hetpart-gate1 (batching behind
     a 1-slot gate across models: no batch ever runs beside another, with the detector's CPU
@@ -796,6 +798,7 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
                    "--window-s", "0.2", "--max-steps", "2", "--max-growth", "1.4", "--refine", "0", "--slo-ms", "10000",
                    "--contenders", "hetpart,sequential", "--placement", "forced,cpu-tail", "--hold-ms", "5",
                    "--nospin-variant", "--combined-variant", "--gates", "1", "--out", str(out)])
+    assert re.search(r"\] [1-9]\d* partition\(s\) of a later placement reused a library", capsys.readouterr().err)
     body = read_json(out, serve.SCHEMA, serve.VERSION)
     rows = {r["contender"]: r for r in body["results"]}
     assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "hetpart-gate1",

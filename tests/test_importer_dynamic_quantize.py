@@ -15,13 +15,15 @@ as ONNX's ReduceMax does).  With an infinity, ``y`` is compared where ``x`` is f
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import helper
 
 from host_isa import WIDTH_TARGETS, width_target
-from onnx_cases import model, reference, run_on
+from onnx_cases import compile_on, model, reference
 
 F32, U8 = np.float32, np.uint8
 RNG = np.random.default_rng(1811)
@@ -32,10 +34,22 @@ def _model(shape):
                  [("y", shape, U8), ("s", (), F32), ("z", (), U8)], opset=13)
 
 
-def _all(m, x):
+@lru_cache(maxsize=None)
+def _compiled(shape):
+    """The CPU build of ``_model(shape)``, once per shape: the tests of a shape differ only in
+    the values they feed it (a Session per run, as ``run_on``)."""
+    return compile_on(_model(shape), "cpu", simulate=False)
+
+
+def _all(shape, x):
+    from hetpart.runtime import Session
+
+    m = _model(shape)
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     want_ort = dict(zip(["y", "s", "z"], sess.run(None, {"x": x})))
-    return run_on(m, "cpu", {"x": x}, simulate=False), want_ort, reference(m, {"x": x})
+    with Session(_compiled(shape)) as s:
+        got = s.run({"x": x})
+    return got, want_ort, reference(m, {"x": x})
 
 
 def _values(kind: str, shape) -> np.ndarray:
@@ -60,7 +74,7 @@ SHAPES = [(2, 8, 32), (1, 4, 48), (3, 10), (7,), (2, 5, 33)]
 @pytest.mark.parametrize("kind", ["normal", "positive", "negative", "with-zeros", "first", "last"])
 def test_matches_onnxruntime_and_reference(shape, kind):
     x = _values(kind, shape)
-    got, want, ref = _all(_model(shape), x)
+    got, want, ref = _all(shape, x)
     for name in ("y", "s", "z"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} vs ONNX Runtime")
         np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{name} vs onnx.reference")
@@ -69,7 +83,7 @@ def test_matches_onnxruntime_and_reference(shape, kind):
 def test_all_zeros_has_onnxruntime_scale_and_zero_y():
     """ONNX Runtime's scale 1 (the formula's 0 would make ``y`` NaN / 0)."""
     x = np.zeros((2, 8, 32), F32)
-    got, want, ref = _all(_model(x.shape), x)
+    got, want, ref = _all(x.shape, x)
     np.testing.assert_array_equal(got["s"], want["s"])
     for name in ("y", "z"):
         np.testing.assert_array_equal(got[name], want[name])
@@ -83,7 +97,7 @@ def test_infinity(sign, where):
     x = RNG.standard_normal((2, 8, 32)).astype(F32)
     x.reshape(-1)[where] = sign * np.inf
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        got, want, ref = _all(_model(x.shape), x)
+        got, want, ref = _all(x.shape, x)
     finite = np.isfinite(x)
     for other, who in ((want, "ONNX Runtime"), (ref, "onnx.reference")):
         np.testing.assert_array_equal(got["s"], other["s"], err_msg=who)
@@ -97,7 +111,7 @@ def test_nan_gives_nan_scale_as_the_reference(where):
     x = RNG.standard_normal((2, 8, 32)).astype(F32)
     x.reshape(-1)[where] = np.nan
     with np.errstate(invalid="ignore"):
-        got, _, ref = _all(_model(x.shape), x)
+        got, _, ref = _all(x.shape, x)
     assert np.isnan(got["s"]) and np.isnan(ref["s"])
     np.testing.assert_array_equal(got["z"], ref["z"])
 

@@ -84,6 +84,12 @@ def _kernel_ops(m):
     return [k.ops for k in load(m).nodes]
 
 
+def _ops_and_graph(m):
+    """``m``'s kernels' ops and its op graph (run_on takes it: the model is imported once)."""
+    graph = load(m)
+    return [k.ops for k in graph.nodes], graph
+
+
 CASES = [  # c, o, hw, k, stride, pad, qtype, zp, per_channel
     (8, 16, 6, 1, 1, 0, np.int8, -5, False),
     (8, 32, 5, 1, 1, 0, np.uint8, 131, True),
@@ -99,10 +105,10 @@ CASES = [  # c, o, hw, k, stride, pad, qtype, zp, per_channel
 def test_qdq_conv_is_the_exact_integer_conv(monkeypatch, c, o, hw, k, stride, pad, qtype, zp, per_channel):
     monkeypatch.setattr(qdq_conv, "MIN_DEPTH", 4)
     m, x, out, inits = _case(c, o, hw, k, stride, pad, qtype, zp, per_channel)
-    ops = _kernel_ops(m)
+    ops, graph = _ops_and_graph(m)
     assert not any("conv2d" in kernel for kernel in ops), ops
     assert any("matmul" in kernel for kernel in ops), ops
-    got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
+    got = run_on(graph, "cpu", {"x": x}, simulate=False)[out]
     want = _exact(inits, x, k, stride, pad, bias=True)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))
 
@@ -140,10 +146,10 @@ def test_padded_channels_and_the_window_rows(monkeypatch, rows_2d):
     monkeypatch.setattr(qdq_conv, "PAD_CHANNELS", True)
     monkeypatch.setattr(qdq_conv, "WINDOW_ROWS_2D", rows_2d)
     m, x, out, inits = _case(3, 16, 11, 7, 2, 3, np.int8, -7, True)
-    ops = _kernel_ops(m)
+    ops, graph = _ops_and_graph(m)
     assert not any("conv2d" in kernel for kernel in ops), ops
     assert any("window_rows" in kernel for kernel in ops) == rows_2d, ops
-    got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
+    got = run_on(graph, "cpu", {"x": x}, simulate=False)[out]
     want = _exact(inits, x, 7, 2, 3, bias=True)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))
 
@@ -156,8 +162,8 @@ def test_window_padding_read_in_the_gather(monkeypatch, in_gather):
     monkeypatch.setattr(qdq_conv, "WINDOW_PAD_IN_GATHER", in_gather)
     for stride, qtype, zp in ((1, np.int8, -9), (2, np.uint8, 140)):
         m, x, out, inits = _case(8, 16, 7, 3, stride, 1, qtype, zp, True)
-        ops = _kernel_ops(m)
+        ops, graph = _ops_and_graph(m)
         assert any("concatenate" in kernel for kernel in ops) is not in_gather, ops
-        got = run_on(m, "cpu", {"x": x}, simulate=False)[out]
+        got = run_on(graph, "cpu", {"x": x}, simulate=False)[out]
         want = _exact(inits, x, 3, stride, 1, bias=True)
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 * float(np.abs(want).max()))

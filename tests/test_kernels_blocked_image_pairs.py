@@ -48,14 +48,28 @@ def _input(batch: int) -> np.ndarray:
     return x
 
 
+_GRAPHS: dict[bytes, object] = {}
+
+
+def _blocked(model):
+    """``load(model, conv_block=16)``, once per model: the switches this file turns are read when
+    scheduling, not when importing, so every test of a model schedules and builds the same import."""
+    from hetpart import load
+
+    key = model.SerializeToString()
+    if key not in _GRAPHS:
+        _GRAPHS[key] = load(model, conv_block=16)
+    return _GRAPHS[key]
+
+
 def _schedule(model, target, on: bool, monkeypatch) -> dict[str, list[int]]:
     """Each blocked conv's unrolled update extents, the switch ``on`` or off."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, SWITCH, on)
-    scheduled = kernels.schedule(load(model, conv_block=16).module, target)
+    scheduled = kernels.schedule(_blocked(model).module, target)
     return {gv.name_hint: update_unrolls(f) for gv, f in scheduled.functions_items()
             if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint}
 
@@ -64,10 +78,10 @@ def _run(model, x, target, on: bool, monkeypatch) -> np.ndarray:
     import tvm
     from tvm import relax
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, SWITCH, on)
-    vm = relax.VirtualMachine(kernels.build(load(model, conv_block=16).module, target), tvm.cpu())
+    vm = relax.VirtualMachine(kernels.build(_blocked(model).module, target), tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
@@ -136,11 +150,11 @@ def test_the_paired_tile_keeps_its_accumulators_in_registers(monkeypatch):
 
     from asm_cases import fma_blocks_stack_moves, llvm_asm
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, SWITCH, True)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
-    fmas, spills = fma_blocks_stack_moves(llvm_asm(kernels.build(load(_model(2), conv_block=16).module, target)))
+    fmas, spills = fma_blocks_stack_moves(llvm_asm(kernels.build(_blocked(_model(2)).module, target)))
     assert fmas >= 28 and spills == 0, (fmas, spills)
 
 
@@ -178,13 +192,12 @@ def _pairs_by_stride(model, target, strides, monkeypatch) -> list[tuple]:
     BATCH_IMAGE_PAIRS on and IMAGE_PAIRS_STRIDES ``strides``, sorted."""
     from tvm import tirx
 
-    from hetpart import load
     from hetpart.kernels.blocked_conv_match import conv_strides
 
     monkeypatch.setattr(cb, SWITCH, True)
     monkeypatch.setattr(cb, STRIDES, strides)
     out = []
-    for gv, f in load(model, conv_block=16).module.functions_items():
+    for gv, f in _blocked(model).module.functions_items():
         if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint:
             _, mac, conv = cb._read(f)
             if mac.extents[conv.ow] == 7:

@@ -15,6 +15,8 @@ the same in hetpart and the reference, but ORT sums it in another order and its 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,7 +25,7 @@ import tvm
 import tvm_ffi
 from onnx import helper, numpy_helper
 
-from onnx_cases import assert_matches, run_on, single_cpu_kernel, reference
+from onnx_cases import assert_matches, compile_on, single_cpu_kernel, reference
 
 from hetpart import kernels
 
@@ -86,15 +88,33 @@ def _input(c: int, hw: int, special: bool = False) -> np.ndarray:
     return x
 
 
-def _hetpart(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    return run_on(m, "cpu", {"x": x})["y"]
+@lru_cache(maxsize=None)
+def _graph(case: str):
+    """``CASES[case]``'s op graph, imported once for every test that schedules or builds it."""
+    from hetpart import importer
+
+    return importer.load(_model(*CASES[case]))
+
+
+@lru_cache(maxsize=None)
+def _compiled(case: str):
+    """``CASES[case]``'s (simulated-target) CPU build, once: the value tests differ only in their inputs."""
+    return compile_on(_graph(case), "cpu", simulate=True)
+
+
+def _hetpart(case: str, x: np.ndarray) -> np.ndarray:
+    """``CASES[case]`` run on ``x`` (a Session of its own, as ``run_on``)."""
+    from hetpart.runtime import Session
+
+    with Session(_compiled(case)) as s:
+        return s.run({"x": x})["y"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_depthwise_matches_onnxruntime(case):
     c, hw, k, stride, epilogue = CASES[case]
     m, x = _model(c, hw, k, stride, epilogue), _input(c, hw)
-    got = _hetpart(m, x)
+    got = _hetpart(case, x)
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
@@ -106,7 +126,7 @@ def test_depthwise_nan_and_inf_as_the_reference(case):
     ``-inf * 0 = NaN`` there too; ORT's clamped sigmoid makes it -inf, so not ORT)."""
     c, hw, k, stride, epilogue = CASES[case]
     m, x = _model(c, hw, k, stride, epilogue), _input(c, hw, special=True)
-    got = _hetpart(m, x)
+    got = _hetpart(case, x)
     want = reference(m, {"x": x})["y"]
     assert np.isnan(want).any() and np.isinf(want).any(), "the case must exercise both"
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.nanmax(np.abs(want[np.isfinite(want)]))), what=case)
@@ -117,7 +137,7 @@ def test_depthwise_is_one_parallel_nest_per_channel(case):
     """The padding, the window sum and the epilogue all run inside one parallel loop over
     the channels (before: four passes over the whole tensor on one thread; 5x5 and 7x7
     windows on 28/56-wide images: a row-less register tile of ``ow`` vectors, 1.6-2x slower)."""
-    func = single_cpu_kernel(_model(*CASES[case]))
+    func = single_cpu_kernel(_graph(case))
     assert str(func.attrs[kernels.RULE_ATTR]) == "CpuConv2d"
     fors = []
     tvm_ffi.structural_walk(func.body, (tvm.tirx.For, fors.append), order="pre")
@@ -149,7 +169,7 @@ def test_depthwise_write_back_vectors_are_contiguous(case):
     """No explicit vector indexes the output plane through ``f // ow`` / ``f % ow`` of a
     fused loop: TVM does not fold them back and emits a gather and a scatter per vector
     (mobilenet_v2's 112x112 depthwise + ReLU6 ran 6x slower that way)."""
-    func = single_cpu_kernel(_model(*CASES[case]))
+    func = single_cpu_kernel(_graph(case))
     divmods = []
     for idx in _vector_indices(func):
         tvm_ffi.structural_walk(idx, (tvm.tirx.FloorDiv, divmods.append))
@@ -201,7 +221,7 @@ def test_depthwise_rows_sum_in_registers(case, cpu):
     from host_isa import width_target
 
     target, _ = width_target(cpu)
-    func = single_cpu_kernel(_model(*CASES[case]), target)
+    func = single_cpu_kernel(_graph(case), target)
     loops = _update_loops(func)
     want = REGISTER_ROWS[case][cpu]
     inner = loops[-1]
@@ -235,7 +255,7 @@ def test_depthwise_stride2_vector_steps(case, cpu):
     from host_isa import width_target
 
     target, _ = width_target(cpu)
-    func = single_cpu_kernel(_model(*CASES[case]), target)
+    func = single_cpu_kernel(_graph(case), target)
     loops = _update_loops(func)
     want = STRIDE2_STEPS[case][cpu]
     k = CASES[case][2]

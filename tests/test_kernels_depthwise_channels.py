@@ -20,6 +20,8 @@ Tolerances as tests/test_kernels_depthwise.py (ORT sums the window in another or
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -28,6 +30,7 @@ import tvm
 import tvm_ffi
 from onnx import helper
 
+from hetpart import importer
 from host_isa import WIDTH_TARGETS, host_f32_lanes, width_target
 from onnx_cases import assert_matches, model, run_on, single_cpu_kernel
 
@@ -76,15 +79,16 @@ def _input(n, c, hw) -> np.ndarray:
 def test_channel_vectors_match_onnxruntime(case):
     spec = CASES[case]
     m, x = _model(*spec), _input(*spec[:3])
-    assert _vectorises_channels(m), "the case must take the channel-vector schedule"
-    got = run_on(m, "cpu", {"x": x})["y"]
+    graph = importer.load(m)  # imported once: scheduled here, compiled by run_on
+    assert _vectorises_channels(graph), "the case must take the channel-vector schedule"
+    got = run_on(graph, "cpu", {"x": x})["y"]
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert (want < 0).any() or spec[-1] != "none", "negative outputs exercised"
     assert_matches(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), what=case)
 
 
 def _vectorises_channels(m, target=None) -> bool:
-    """Whether the window's update block sits in an explicitly vectorised loop along the
+    """(``m``: a model or its op graph.)  Whether the window's update block sits in an explicitly vectorised loop along the
     channels (channel vectors: its accumulator laid out channel-inner, ``[.., c // L, oh,
     ow, c % L]``; channel rows vectorise along the row, if at all:
     cpu_depthwise.REGISTER_ROWS), scheduled for ``target`` (the host's by default)."""
@@ -129,4 +133,10 @@ def test_which_depthwise_shapes_take_channel_vectors(shape, vectors, cpu):
     target, lanes = width_target(cpu)
     if lanes not in vectors:
         pytest.skip(f"no decisions written down for {lanes}-lane float32 vectors")
-    assert _vectorises_channels(_model(*shape, "relu6"), target) is vectors[lanes]
+    assert _vectorises_channels(_decision_graph(shape), target) is vectors[lanes]
+
+
+@lru_cache(maxsize=None)
+def _decision_graph(shape):
+    """The op graph of a decision's model (relu6), imported once for the targets it is scheduled for."""
+    return importer.load(_model(*shape, "relu6"))

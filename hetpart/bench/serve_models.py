@@ -87,10 +87,15 @@ def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
 
 
 def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work: Path, pool: int = 8,
-          log=lambda _: None, placement: str = "forced", reuse: list[ServedModel] | None = None) -> list[ServedModel]:
+          log=lambda _: None, placement: str = "forced", reuse: list[ServedModel] | None = None,
+          library_cache=None) -> list[ServedModel]:
     """Export (twins), load and compile every model at each of its :func:`batches`,
     placed as ``placement`` says (:data:`PLACEMENTS`).  ``reuse``: models built already
-    (another placement's): a model whose plans come out the same is shared, not rebuilt."""
+    (another placement's): a model whose plans come out the same is shared, not rebuilt.
+    ``library_cache`` (a :class:`hetpart.compiler.LibraryCache`, shared by the builds of
+    every placement): a partition built before for another placement (same module,
+    target and options: a part of the detector that ``cpu-tail`` places as ``forced``
+    does) gets a copy of that library instead of a build."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement '{placement}' is not one of {', '.join(PLACEMENTS)}")
     import onnx
@@ -129,7 +134,8 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
 
     def compile_one(job):
         m, batch, graph = job
-        compiled = hetpart.compile(plans[(m.name, batch)], graph, simulate=simulate, progress=False)
+        compiled = hetpart.compile(plans[(m.name, batch)], graph, simulate=simulate, progress=False,
+                                   library_cache=library_cache)
         log(f"compiled {m.name} b{batch} ({placement}) in {compiled.compile_seconds:.1f} s")
         return m, batch, compiled
 
