@@ -80,6 +80,22 @@ def _dense_block():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def _all_cpu_matches_ort(model, graph, plan_for, compose) -> None:
+    """``graph`` (``model``'s dense block imported blocked) compiled all on the CPU matches ONNX
+    Runtime on a seeded input with every 7th value zero (tolerance 1e-4, relative to the output's
+    largest magnitude for atol)."""
+    import onnxruntime as ort
+
+    from hetpart import compiler
+
+    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = compose(cm, {graph.inputs[0]: x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
 def test_a_tensor_two_consumers_need_in_nchw_is_converted_once(monkeypatch):
     """g1 (NCHW8c, a blocked conv's output) feeds two NCHW concats: one transform back, not
     one per consumer (conv_layout.SHARED_TRANSFORMS; transforms left unfused to count them)."""
@@ -98,10 +114,7 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
     """conv_layout.FUSED_TRANSFORMS: the ReLU and the concat + ReLU before a blocked conv write
     NCHW8c themselves, the last concat reads g2 blocked; only g1's transform back (two
     consumers) runs alone.  The build matches ORT on inputs with negatives and zeros."""
-    import onnxruntime as ort
-
     import hetpart
-    from hetpart import compiler
     from hetpart.importer import blocked_regions, blocked_sink
 
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
@@ -111,34 +124,21 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
     funcs = [k.func for k in graph.kernels.values()]
     assert sum(f.startswith("te_layout_transform") for f in funcs) == 1, funcs
     assert sum(f.startswith("fused_") and "layout_transform" in f for f in funcs) == 3, funcs
-    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
-    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
-    x.reshape(-1)[::7] = 0.0
-    got = compose(cm, {graph.inputs[0]: x})[0]
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    _all_cpu_matches_ort(model, graph, plan_for, compose)
 
 
 def test_a_dense_block_runs_blocked_from_its_stem(plan_for, compose):
     """blocked_sink.BLOCKED_STEM + the concats of sink_blocked: the 3-channel 3x3 stem writes
     NCHW8c, the concats and their ReLUs run blocked, so the only transform is the output's
     (densenet121's first dense block stayed NCHW before, 14 transforms).  Matches ORT."""
-    import onnxruntime as ort
-
     import hetpart
-    from hetpart import compiler
 
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]
     assert sum("layout_transform" in f for f in funcs) == 1, funcs
     assert any("conv2d_NCHW_to_NCHWc" in f for f in funcs) and any("concatenate" in f for f in funcs)
-    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
-    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
-    x.reshape(-1)[::7] = 0.0
-    got = compose(cm, {graph.inputs[0]: x})[0]
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    _all_cpu_matches_ort(model, graph, plan_for, compose)
 
 
 def test_the_host_block_is_the_cpus_float_lanes():
