@@ -4,13 +4,33 @@ import ...``):
 * ``four_conv_model(batch, hw)``: four convs with a residual add (test_kernels_cpu_blocked_conv,
   the ``--conv-block`` CLI and importer tests, the corpus benchmark's ``--onnx`` test);
 * ``small_densenet()``: a small densenet (test_importer_blocked_regions and the
-  nchwc_in_situ / parallel_audit tool tests).
+  nchwc_in_situ / parallel_audit tool tests);
+* ``relu6_conv_inits(rng, shapes)`` / ``conv(x, w, y)``: the seeded weights, biases and ReLU6
+  bounds of a conv model and its biased Conv node (the depthwise models of
+  test_kernels_cpu_blocked_depthwise and test_kernels_blocked_dw_row_groups).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
+
+
+def relu6_conv_inits(rng, shapes: dict) -> list:
+    """Inputs: a numpy Generator and ``{weight name: shape}``.  Output: the initializers of a conv
+    model: per name its weight (standard normal x 0.4), then per name its bias ``b<name>``
+    (standard normal, ``shape[0]``), then the ReLU6 Clip bounds ``lo`` = 0 and ``hi`` = 6 (as
+    torch exports them); ``rng`` drawn in that order."""
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n) for n, s in shapes.items()]
+    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+              numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    return inits
+
+
+def conv(x: str, w: str, y: str, **kw):
+    """The Conv node ``y = conv(x, w) + b<w>`` (the bias named as :func:`relu6_conv_inits` names it)."""
+    return helper.make_node("Conv", [x, w, "b" + w], [y], **kw)
 
 
 def four_conv_model(batch: int, hw: int = 14):

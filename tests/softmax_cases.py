@@ -1,10 +1,11 @@
 """Softmax / reduction rows and schedules shared by the CPU reduction-rule tests
-(test_kernels_reduction_tail, _softmax_tail, _softmax_fold: ``from softmax_cases import ...``):
+(test_kernels_reduction_tail, _softmax, _softmax_row, _softmax_tail, _softmax_fold: ``from softmax_cases import ...``):
 
 * ``special_rows(n, count, seed)``: rows of ``n`` with every special case (masks, NaN, Inf, tails);
 * ``all_cpu_output(m, x)`` / ``ort_output(m, feeds)``: hetpart's all-CPU output "y" / ONNX Runtime's;
-* ``softmax_matches_references(x)``: hetpart's all-CPU Softmax of ``x`` against ONNX Runtime and
-  onnx.reference;
+* ``softmax_matches_references(x, op)``: hetpart's all-CPU Softmax (LogSoftmax) of ``x`` against
+  ONNX Runtime and onnx.reference (ONNX Runtime alone);
+* ``fused_softmax(rows, n)``: a fused Relax softmax over ``[rows, n]`` and its PrimFunc;
 * ``WIDTHS``; ``scheduled_reduction(n, mcpu, op)``: the CpuReduction schedule for that ``-mcpu``;
   ``for_loops(func)`` / ``shift_lefts(expr)``: its loops / the shifts left (``fast_exp``'s) in an expression.
 """
@@ -86,13 +87,32 @@ def shift_lefts(expr) -> int:
     return len(found)
 
 
-def softmax_matches_references(x: np.ndarray) -> None:
-    """hetpart's all-CPU Softmax over the last axis of ``x`` gives ONNX Runtime's and
-    onnx.reference's answers."""
-    n = x.shape[-1]
-    m = softmax_model("Softmax", x.shape)
+def softmax_matches_references(x: np.ndarray, op: str = "Softmax", what: str | None = None) -> None:
+    """hetpart's all-CPU ``op`` (Softmax or LogSoftmax) over the last axis of ``x`` gives ONNX
+    Runtime's answer and, for Softmax, onnx.reference's (its LogSoftmax is ``log(softmax)``: -inf
+    where the softmax underflows).  ``what`` labels the failures (default ``n=<row length>``)."""
+    what = what or f"n={x.shape[-1]}"
+    m = softmax_model(op, x.shape)
     got = all_cpu_output(m, x)
-    assert_matches(got, ort_output(m, {"x": x}), what=f"n={n} vs ONNX Runtime")
-    with np.errstate(all="ignore"):
-        want = reference(m, {"x": x})["y"]
-    assert_matches(got, want, what=f"n={n} vs onnx.reference")
+    assert_matches(got, ort_output(m, {"x": x}), what=f"{what} vs ONNX Runtime")
+    if op == "Softmax":
+        with np.errstate(all="ignore"):
+            want = reference(m, {"x": x})["y"]
+        assert_matches(got, want, what=f"{what} vs onnx.reference")
+
+
+def fused_softmax(rows: int, n: int):
+    """Output: ``(func, mod)``: a Relax softmax over the last axis of a ``[rows, n]`` float32 input,
+    fused (``importer.fusion.fuse``) into ``mod``, and its one PrimFunc ``func``."""
+    from tvm import relax
+
+    from hetpart.importer.fusion import fuse
+
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((rows, n), "float32"))
+    with bb.function("main", [a]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.softmax(a, axis=-1))
+        bb.emit_func_output(out)
+    mod = fuse(bb.get())
+    return next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)), mod

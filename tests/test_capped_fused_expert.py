@@ -12,29 +12,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hetpart import compiler, importer, models
-from hetpart.bench.switches import switched
+from hetpart import compiler, models
 from hetpart.costmodel import CostModel
+from moe_cases import TABLE, fused_experts, fused_moe
 from onnx_cases import shipped_profile
 from hetpart.costmodel.kernel_shape import weight_bytes_read
 from hetpart.costmodel.profile_db import KernelFeatures
-from hetpart.importer.expert_matmul import OP
 from hetpart.partitioner import plan_for_assignment
 from hetpart.partitioner.evaluate import evaluate
 from hetpart.partitioner.problem import STREAM, build_problem
 
-SWITCH = "hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER=1"
 BW = 95.5e9
-TABLE = 8 * 32 * 48 * 4  # zoo:moe:small: 8 experts of [hidden 32, 48] float32
 
 
 @pytest.fixture(scope="module")
 def moe():
     """zoo:moe:small at one token (top-2 of 8: a step reads a quarter of each table)."""
-    model = models.build("moe", small=True, seq_len=1)
-    with switched([SWITCH]):
-        graph = importer.load(model)
-    return model, graph
+    return fused_moe()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def costs(moe):
 
 
 def _fused(graph) -> list[str]:
-    out = [k for k, kern in graph.kernels.items() if OP in kern.func]
+    out = fused_experts(graph)
     assert len(out) == 6 and all(graph.kernels[k].param_bytes == TABLE for k in out), "2 layers x 3 projections"
     return out
 

@@ -102,21 +102,14 @@ def test_library_with_another_hash(copy_of):
         compiler.load_compiled(copy_of)
 
 
-def test_another_schema(copy_of):
-    _edit_manifest(copy_of, schema="hetpart-profile")
-    with pytest.raises(CompileError, match="not a hetpart compiled model"):
-        compiler.load_compiled(copy_of)
-
-
-def test_another_format_version(copy_of):
-    _edit_manifest(copy_of, version=max(READS) + 1)  # a version this hetpart does not read
-    with pytest.raises(CompileError, match="format version"):
-        compiler.load_compiled(copy_of)
-
-
-def test_another_tvm_version(copy_of):
-    _edit_manifest(copy_of, tvm="0.1.0")
-    with pytest.raises(CompileError, match="compiled with TVM 0.1.0"):
+@pytest.mark.parametrize("field,value,match", [
+    ("schema", "hetpart-profile", "not a hetpart compiled model"),
+    ("version", max(READS) + 1, "format version"),  # a version this hetpart does not read
+    ("tvm", "0.1.0", "compiled with TVM 0.1.0"),
+], ids=["another_schema", "another_format_version", "another_tvm_version"])
+def test_a_manifest_field_it_does_not_read(copy_of, field, value, match):
+    _edit_manifest(copy_of, **{field: value})
+    with pytest.raises(CompileError, match=match):
         compiler.load_compiled(copy_of)
 
 

@@ -18,11 +18,28 @@ from blocked_conv_cases import four_conv_model  # noqa: E402
 from hetpart.errors import ModelLoadError, PlanError  # noqa: E402
 
 
-def test_conv_block_compiles_for_the_cpu_and_matches_ort(plan_for, compose, tmp_path):
+def _all_cpu(graph, plan_for):
+    """``graph`` compiled with every kernel on the CPU."""
+    from hetpart import compiler
+
+    return compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+
+
+def _matches_ort(model, graph, cm, compose, shape: tuple, seed: int) -> None:
+    """``cm`` (``graph``, ``model`` imported blocked, compiled) matches ONNX Runtime on a seeded
+    standard normal input of ``shape`` with every 7th value zero (rtol 1e-4; atol 1e-4 of the
+    output's largest magnitude)."""
     import onnxruntime as ort
 
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    got = compose(cm, {graph.inputs[0]: x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_conv_block_compiles_for_the_cpu_and_matches_ort(plan_for, compose, tmp_path):
     import hetpart
-    from hetpart import compiler
 
     model = four_conv_model(2, 7)
     graph = hetpart.load(model, conv_block=8)
@@ -33,14 +50,10 @@ def test_conv_block_compiles_for_the_cpu_and_matches_ort(plan_for, compose, tmp_
     plain = hetpart.load(model)
     assert plain.conv_block is None and not any("NCHWc" in k.func or "layout" in k.func for k in plain.kernels.values())
 
-    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
+    cm = _all_cpu(graph, plan_for)
     assert cm.conv_block == 8 and cm.manifest()["conv_block"] == 8
     assert hetpart.load_compiled(cm.save(tmp_path / "c")).conv_block == 8
-    x = np.random.default_rng(2).standard_normal((2, 8, 7, 7)).astype(np.float32)
-    x.reshape(-1)[::7] = 0.0
-    got = compose(cm, {graph.inputs[0]: x})[0]
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    _matches_ort(model, graph, cm, compose, (2, 8, 7, 7), seed=2)
 
 
 def test_conv_block_refuses_gpu_partitions_and_bad_blocks(plan_for):
@@ -98,10 +111,7 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
     """conv_layout.FUSED_TRANSFORMS: the ReLU and the concat + ReLU before a blocked conv write
     NCHW8c themselves, the last concat reads g2 blocked; only g1's transform back (two
     consumers) runs alone.  The build matches ORT on inputs with negatives and zeros."""
-    import onnxruntime as ort
-
     import hetpart
-    from hetpart import compiler
     from hetpart.importer import blocked_regions, blocked_sink
 
     monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", False)  # ConvertLayout's transforms as it leaves them
@@ -111,34 +121,21 @@ def test_layout_transforms_fuse_with_their_injective_neighbours(plan_for, compos
     funcs = [k.func for k in graph.kernels.values()]
     assert sum(f.startswith("te_layout_transform") for f in funcs) == 1, funcs
     assert sum(f.startswith("fused_") and "layout_transform" in f for f in funcs) == 3, funcs
-    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
-    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
-    x.reshape(-1)[::7] = 0.0
-    got = compose(cm, {graph.inputs[0]: x})[0]
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    _matches_ort(model, graph, _all_cpu(graph, plan_for), compose, (1, 3, 7, 7), seed=4)
 
 
 def test_a_dense_block_runs_blocked_from_its_stem(plan_for, compose):
     """blocked_sink.BLOCKED_STEM + the concats of sink_blocked: the 3-channel 3x3 stem writes
     NCHW8c, the concats and their ReLUs run blocked, so the only transform is the output's
     (densenet121's first dense block stayed NCHW before, 14 transforms).  Matches ORT."""
-    import onnxruntime as ort
-
     import hetpart
-    from hetpart import compiler
 
     model = _dense_block()
     graph = hetpart.load(model, conv_block=8)
     funcs = [k.func for k in graph.kernels.values()]
     assert sum("layout_transform" in f for f in funcs) == 1, funcs
     assert any("conv2d_NCHW_to_NCHWc" in f for f in funcs) and any("concatenate" in f for f in funcs)
-    cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
-    x = np.random.default_rng(4).standard_normal((1, 3, 7, 7)).astype(np.float32)
-    x.reshape(-1)[::7] = 0.0
-    got = compose(cm, {graph.inputs[0]: x})[0]
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    _matches_ort(model, graph, _all_cpu(graph, plan_for), compose, (1, 3, 7, 7), seed=4)
 
 
 def test_the_host_block_is_the_cpus_float_lanes():

@@ -193,6 +193,16 @@ def _marked(lowered, k):
     return weight_prepack.mark_weights(lowered.module)[k.func]
 
 
+def _emulated_projection(monkeypatch, emulated_intrinsics):
+    """The projection of a 128-wide BERT layer (:func:`_projection`, :func:`_marked`), with
+    ``tf32.intrinsics`` answering ``emulated_intrinsics()``'s names (plain-loop intrinsics: the
+    tensor-core schedule runnable on the CPU)."""
+    func = _marked(*_projection(load(bert_layer(hidden=128))))
+    names = emulated_intrinsics()
+    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    return func
+
+
 def _staged_dtypes(script: str) -> list[str]:
     """Dtypes of the shared-memory buffers of a scheduled function (float32 unless named)."""
     allocs = re.findall(r'sblock_alloc_buffer\(\(.*?\)\)(?:, "(\w+)")?, scope="shared\.dyn"\)', script)
@@ -202,10 +212,7 @@ def _staged_dtypes(script: str) -> list[str]:
 def test_rule_stages_bf16_a_of_a_projection(switch_on, monkeypatch):
     """The tensor-core rule (split K at batch 1) stages the bf16 A in bf16 and widens it in the
     fragment loads (``load_a_bfloat16``); emulated on the CPU it computes A @ W + bias + residual."""
-    lowered, k = _projection(load(bert_layer(hidden=128)))
-    func = _marked(lowered, k)
-    names = bf16_activation_emulated_intrinsics()
-    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    func = _emulated_projection(monkeypatch, bf16_activation_emulated_intrinsics)
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions()).apply(func, SM90)
         if sch is None:
@@ -309,10 +316,7 @@ def test_bf16_mma_path_copies_the_bf16_a(switch_on, monkeypatch):
     (``mma_load_a_bfloat16_staged``; before, widened to float32 in shared memory and narrowed
     back in the fragment load); emulated on the CPU it computes the kernel's function."""
     monkeypatch.setattr(tc, "LOW_PRECISION_MMA", True)
-    lowered, k = _projection(load(bert_layer(hidden=128)))
-    func = _marked(lowered, k)
-    names = bf16_mma_staged_emulated_intrinsics()
-    monkeypatch.setattr(tf32, "intrinsics", lambda: dict(names))
+    func = _emulated_projection(monkeypatch, bf16_mma_staged_emulated_intrinsics)
     with SM90:
         sch = tc.GpuTensorCoreSplitK(KernelOptions()).apply(func, SM90)
     assert sch is not None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from hetpart.kernels.rules import cpu_blocked_conv as cb
+from blocked_conv_cases import conv, relu6_conv_inits
 from onnx_cases import special_tensor
 from tir_loops import loops_and_blocks
 
@@ -25,14 +26,7 @@ def _model(batch: int, hw: int, channels: int = 16):
     rng = np.random.default_rng(5)
     c = channels
     shapes = {"w0": (c, c, 1, 1), "w1": (c, 1, 3, 3), "w2": (c, 1, 3, 3), "w3": (c, 1, 3, 3), "w4": (c, c, 1, 1)}
-    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n) for n, s in shapes.items()]
-    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n) for n, s in shapes.items()]
-    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-              numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
-
-    def conv(x, w, y, **kw):
-        return helper.make_node("Conv", [x, w, "b" + w], [y], **kw)
-
+    inits = relu6_conv_inits(rng, shapes)
     nodes = [
         conv("x", "w0", "c0"), helper.make_node("Clip", ["c0", "lo", "hi"], ["r0"]),
         conv("r0", "w1", "c1", group=c, pads=[1, 1, 1, 1]), helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),

@@ -26,6 +26,33 @@ from onnx_cases import run_vm, update_unrolls  # noqa: E402
 from tir_loops import loops_and_blocks  # noqa: E402
 
 
+def _matches_compiled(module, target, x, mixed_signs: bool = False) -> None:
+    """``module`` built by hetpart's schedules (``kernels.build``) gives ``tvm.compile``'s
+    unscheduled answer on ``x`` (rtol 1e-5; atol 1e-5 of its largest magnitude); with
+    ``mixed_signs`` that answer holds zeros and positives (the relu'd output has both)."""
+    import tvm
+
+    from hetpart import kernels
+
+    got = run_vm(kernels.build(module, target), [x])
+    want = run_vm(tvm.compile(module, target), [x])
+    if mixed_signs:
+        assert (want == 0).any() and (want > 0).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _matches_legalized(module, target, x) -> None:
+    """``module`` built by hetpart's schedules gives the legalized, unscheduled build's answer
+    (``relax.build`` after ``LegalizeOps``) on ``x`` (rtol 1e-5; atol 1e-5 of its largest magnitude)."""
+    from tvm import relax
+
+    from hetpart import kernels
+
+    got = run_vm(kernels.build(module, target), [x])
+    ref = run_vm(relax.build(relax.transform.LegalizeOps()(module), target), [x])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+
+
 @pytest.mark.parametrize("batch,hw", [(1, 14), (2, 7)])
 def test_blocked_convs_take_the_tile_and_match_ort(batch, hw, monkeypatch):
     """At batch 2 the root blocks beside the tile take the parallel path of the injective
@@ -161,10 +188,7 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
 
     x = np.random.default_rng(2).standard_normal((1, 32, 14, 14)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
-    got = run_vm(kernels.build(graph.module, cpu_tvm_target()), [x])
-    want = run_vm(tvm.compile(graph.module, cpu_tvm_target()), [x])
-    assert (want == 0).any() and (want > 0).any()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    _matches_compiled(graph.module, cpu_tvm_target(), x, mixed_signs=True)
 
 
 def _model_1x1(ci: int, co: int, hw: int):
@@ -183,10 +207,9 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     bound is 1.5 MiB) into a 64 KiB 1x1 weight runs its rows
     outside the block groups and matches the module built unscheduled; a 0.4 MiB image (64
     channels) keeps the groups outside; with the switch off neither does."""
-    import tvm
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import load
     from hetpart.targets import cpu_tvm_target
 
     def conv_func(graph):
@@ -199,10 +222,7 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     x = np.random.default_rng(3).standard_normal((1, 256, 40, 40)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
     target = cpu_tvm_target()
-    got = run_vm(kernels.build(big.module, target), [x])
-    want = run_vm(tvm.compile(big.module, target), [x])
-    assert (want == 0).any() and (want > 0).any()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    _matches_compiled(big.module, target, x, mixed_signs=True)
     monkeypatch.setattr(cb, "ROWS_OUTSIDE_BLOCKS", False)
     assert cb.rows_outside_of(conv_func(big)) is False
 
@@ -241,7 +261,6 @@ def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
     the store contiguous; before: the pixels vectorised, the stores scattered); the module built
     with it matches the unscheduled build (test_avx512_tiles_of_14_columns_... runs the whole
     module too); with the switch off the plain schedule."""
-    import tvm
     from tvm import tirx
 
     from hetpart import kernels, load
@@ -263,9 +282,7 @@ def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
     inner = innermost(graph.module)
     assert inner.kind == tirx.ForKind.VECTORIZED and int(inner.extent) == min(16, cpu_shape_lanes(target))
     x = np.random.default_rng(4).standard_normal((1, 32, 14, 14)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    want = run_vm(tvm.compile(graph.module, target), [x])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    _matches_compiled(graph.module, target, x)
     monkeypatch.setattr(cpu_injective, "BLOCKING_TRANSFORM_VECTORS", False)
     assert "fused" in str(innermost(graph.module).loop_var)  # the plain schedule: pixels fused
 
@@ -307,10 +324,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
     x = np.random.default_rng(6).standard_normal((batch, 1024, 7, 7)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
     target = cpu_tvm_target()
-    got = run_vm(kernels.build(graph.module, target), [x])
-    want = run_vm(tvm.compile(graph.module, target), [x])
-    assert (want == 0).any() and (want > 0).any()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    _matches_compiled(graph.module, target, x, mixed_signs=True)
     monkeypatch.setattr(cb, "PIXEL_TILES", False)
     plan = cb.plan_of(graph.module[name], avx512)
     assert (plan.blocks, plan.columns) == (2, 7)
@@ -423,7 +437,7 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     """cpu_blocked_conv.BATCH_IMAGES_PARALLEL (off by default): on a target of 2 cores, batch 2,
     the padded conv's batch loop is its one parallel loop (holding the padding and the tile),
     and the build equals the unscheduled module's result."""
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
 
@@ -437,10 +451,7 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     assert len(parallel) == 1 and int(parallel[0][0].extent) == 2
     assert any("pad" in n for n in parallel[0][1]) and any(n.endswith("_update") for n in parallel[0][1])
     x = np.random.default_rng(3).standard_normal((2, 32, 14, 14)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    plain = relax.build(relax.transform.LegalizeOps()(graph.module), target)
-    ref = run_vm(plain, [x])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    _matches_legalized(graph.module, target, x)
 
 
 def _cores_target(cores: int):
@@ -467,7 +478,7 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     its tile is one parallel loop fused over the batch (2 x 14 rows; no serial batch loop around
     it); switched off, per image (a serial loop of 2 around the pad and a parallel loop of 14).
     Either way the build equals the unscheduled module's result."""
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
 
@@ -483,9 +494,7 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     tile = next(lp for lp, names in parallel if any(n.endswith("_update") for n in names))
     assert int(tile.extent) == (2 * 14 if share else 14)  # (n, rows) fused: the batch in the one loop
     x = np.random.default_rng(4).standard_normal((2, 32, 14, 14)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    _matches_legalized(graph.module, target, x)
 
 
 @pytest.mark.parametrize("groups", [True, False])
@@ -495,7 +504,7 @@ def test_a_padded_batch_over_the_share_is_padded_in_image_groups(groups, monkeyp
     is padded in 2 groups of 2 images (a serial loop of 2 around the padding and the tile, each
     group's padding and tile parallel over its 2 images); switched off, per image (a serial loop
     of 4).  Either way the build equals the unscheduled module's result."""
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
 
@@ -512,9 +521,7 @@ def test_a_padded_batch_over_the_share_is_padded_in_image_groups(groups, monkeyp
     pad_rows = next(e for e, names in parallel if any("pad" in n for n in names))
     assert pad_rows == (2 * 2 * 16 if groups else 2)  # (images, chunks, rows) fused; per image the chunks
     x = np.random.default_rng(5).standard_normal((4, 32, 14, 14)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    _matches_legalized(graph.module, target, x)
 
 
 def test_the_padded_share_a_core_decides(monkeypatch):
@@ -556,7 +563,7 @@ def test_a_weight_heavy_batch_splits_its_block_groups_outside_the_batch(split, m
     cores, or switched off, batch-outer (1).  Either way the build equals the unscheduled result."""
     import tvm
     import tvm_ffi
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
 
@@ -578,9 +585,7 @@ def test_a_weight_heavy_batch_splits_its_block_groups_outside_the_batch(split, m
     if parts > 1:
         _assert_prefetch_stays_in_the_part(scheduled, parts)
     x = np.random.default_rng(12).standard_normal((8, 256, 4, 4)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    _matches_legalized(graph.module, target, x)
 
 
 def test_the_group_split_model_on_resnet50s_7x7_stage():
@@ -629,7 +634,7 @@ def test_a_batched_weight_heavy_1x1_takes_the_plane_groups_per_image(on, monkeyp
     2-core target takes PLANE_IC_GROUPS' plane schedule per image (ic_groups_of 12 chunks a group; one
     parallel loop of 2 images x 2 block groups); switched off, the batched row tile (None).  Either
     way the build equals the unscheduled module's result."""
-    from tvm import relax, tirx
+    from tvm import tirx
 
     from hetpart import kernels, load
 
@@ -648,6 +653,4 @@ def test_a_batched_weight_heavy_1x1_takes_the_plane_groups_per_image(on, monkeyp
     if on:
         assert int(parallel[0].extent) == 4
     x = np.random.default_rng(5).standard_normal((2, 768, 8, 8)).astype(np.float32)
-    got = run_vm(kernels.build(graph.module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(graph.module), target), [x])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    _matches_legalized(graph.module, target, x)

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hetpart.importer import blocked_sink
 from hetpart.kernels.rules import cpu_blocked_conv as cb
+from blocked_conv_cases import conv, relu6_conv_inits
 from onnx_cases import update_unrolls
 
 
@@ -22,14 +23,7 @@ def _model(batch: int, hw: int):
     rng = np.random.default_rng(3)
     shapes = {"w0": (16, 16, 1, 1), "w1": (16, 1, 3, 3), "w2": (16, 1, 5, 5), "f1": (8, 16, 1, 1),
               "f2": (16, 8, 1, 1), "w3": (16, 1, 7, 7), "w4": (16, 16, 1, 1)}
-    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n) for n, s in shapes.items()]
-    inits += [numpy_helper.from_array(rng.standard_normal(s[0]).astype(np.float32), "b" + n) for n, s in shapes.items()]
-    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-              numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
-
-    def conv(x, w, y, **kw):
-        return helper.make_node("Conv", [x, w, "b" + w], [y], **kw)
-
+    inits = relu6_conv_inits(rng, shapes)
     nodes = [
         conv("x", "w0", "c0"), helper.make_node("Clip", ["c0", "lo", "hi"], ["r0"]),
         conv("r0", "w1", "c1", group=16, pads=[1, 1, 1, 1]), helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),

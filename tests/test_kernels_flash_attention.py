@@ -47,6 +47,8 @@ LOWEST = np.float32(np.finfo(np.float32).min)
 GPU_TOL = 2e-2
 """max |O - ref| / max |ref| on the GPU (bf16 P and O: ~5e-3 expected)."""
 LANES = range(32)
+X4_REGISTERS = [(lane, m, h) for lane in LANES for m in range(4) for h in range(2)]
+"""(lane, register m, half h) of every value an ``ldmatrix.x4`` delivers."""
 
 
 # --- the ISA's m16n8k16 fragments, written out independently ----------------------------
@@ -102,36 +104,30 @@ def test_ldmatrix_element_is_the_isa():
 @pytest.mark.parametrize("warp", range(fl.WARPS))
 @pytest.mark.parametrize("step", range(fl.D_STEPS))
 def test_q_ldmatrix_gives_the_a_fragment(warp, step):
-    for lane in LANES:
-        for m in range(4):
-            for h in range(2):
-                got = _ldmatrix_gets(lambda ln: fl.q_ldmatrix_row_col(warp, ln, step), lane, m, h)
-                r, c = isa_a(lane, 2 * m + h)
-                assert got == (warp * 16 + r, step * 16 + c), (lane, m, h)
+    for lane, m, h in X4_REGISTERS:
+        got = _ldmatrix_gets(lambda ln: fl.q_ldmatrix_row_col(warp, ln, step), lane, m, h)
+        r, c = isa_a(lane, 2 * m + h)
+        assert got == (warp * 16 + r, step * 16 + c), (lane, m, h)
 
 
 @pytest.mark.parametrize("s_tile", range(fl.S_TILES))
 @pytest.mark.parametrize("pair", range(fl.D_STEPS // 2))
 def test_k_ldmatrix_gives_the_b_fragments(s_tile, pair):
     """Register m: b_{2(m%2)}, b_{2(m%2)+1} of d-step 2 pair + m // 2; B[k = d, n = key] = K[key, d]."""
-    for lane in LANES:
-        for m in range(4):
-            for h in range(2):
-                key, d = _ldmatrix_gets(lambda ln: fl.k_ldmatrix_row_col(ln, s_tile, pair), lane, m, h)
-                kk, n = isa_b(lane, 2 * (m % 2) + h)
-                assert (key, d) == (s_tile * 8 + n, (2 * pair + m // 2) * 16 + kk), (lane, m, h)
+    for lane, m, h in X4_REGISTERS:
+        key, d = _ldmatrix_gets(lambda ln: fl.k_ldmatrix_row_col(ln, s_tile, pair), lane, m, h)
+        kk, n = isa_b(lane, 2 * (m % 2) + h)
+        assert (key, d) == (s_tile * 8 + n, (2 * pair + m // 2) * 16 + kk), (lane, m, h)
 
 
 @pytest.mark.parametrize("step", range(fl.KV_STEPS))
 @pytest.mark.parametrize("pair", range(fl.D_TILES // 2))
 def test_v_ldmatrix_trans_gives_the_b_fragments(step, pair):
     """Register m: b_{2(m%2)}, b_{2(m%2)+1} of output tile 2 pair + m // 2; B[k = key, n = d] = V[key, d]."""
-    for lane in LANES:
-        for m in range(4):
-            for h in range(2):
-                key, d = _ldmatrix_gets(lambda ln: fl.v_ldmatrix_row_col(ln, step, pair), lane, m, h, trans=True)
-                kk, n = isa_b(lane, 2 * (m % 2) + h)
-                assert (key, d) == (step * 16 + kk, (2 * pair + m // 2) * 8 + n), (lane, m, h)
+    for lane, m, h in X4_REGISTERS:
+        key, d = _ldmatrix_gets(lambda ln: fl.v_ldmatrix_row_col(ln, step, pair), lane, m, h, trans=True)
+        kk, n = isa_b(lane, 2 * (m % 2) + h)
+        assert (key, d) == (step * 16 + kk, (2 * pair + m // 2) * 8 + n), (lane, m, h)
 
 
 @pytest.mark.parametrize("step", range(fl.KV_STEPS))

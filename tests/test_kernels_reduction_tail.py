@@ -19,8 +19,8 @@ import tvm
 import tvm_ffi
 from onnx import helper
 
-from onnx_cases import assert_matches, model, reference
-from softmax_cases import all_cpu_output, ort_output, special_rows
+from onnx_cases import assert_matches, model
+from softmax_cases import all_cpu_output, fused_softmax, ort_output, softmax_matches_references, special_rows
 
 from hetpart import kernels, load
 from hetpart.bench.cpu_softmax import softmax_model
@@ -33,15 +33,7 @@ from hetpart.targets import cpu_tvm_target, host_triple
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("n", [197, 1500, 17, 1, 64, 256])
 def test_softmax_of_ragged_rows_matches_onnxruntime(op, n):
-    shape = (1, 2, 6, n)
-    x = special_rows(n).reshape(shape)
-    m = softmax_model(op, shape)
-    got = all_cpu_output(m, x)
-    assert_matches(got, ort_output(m, {"x": x}), what=f"{op} n={n} vs ONNX Runtime")
-    if op == "Softmax":
-        with np.errstate(all="ignore"):
-            want = reference(m, {"x": x})["y"]
-        assert_matches(got, want, what=f"{op} n={n} vs onnx.reference")
+    softmax_matches_references(special_rows(n).reshape(1, 2, 6, n), op, what=f"{op} n={n}")
 
 
 @pytest.mark.parametrize("n", [197, 1500, 17, 64, 384, 768])
@@ -125,18 +117,7 @@ def test_whole_vector_rows_need_no_tail():
 @pytest.mark.parametrize("n", [197, 1500])
 def test_ragged_rows_build_for_avx2_and_avx512(n, mcpu):
     """Build only (the host may lack AVX-512)."""
-    from tvm import relax
-
-    from hetpart.importer.fusion import fuse
-
     target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 16})
-    bb = relax.BlockBuilder()
-    a = relax.Var("a", relax.TensorType((3, n), "float32"))
-    with bb.function("main", [a]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.softmax(a, axis=-1))
-        bb.emit_func_output(out)
-    mod = fuse(bb.get())
-    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    func, mod = fused_softmax(3, n)
     assert str(kernels.schedule_primfunc(func, target).attrs[kernels.RULE_ATTR]) == "CpuReduction"
     kernels.build(mod, target)

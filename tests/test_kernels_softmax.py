@@ -17,7 +17,7 @@ import tvm
 import tvm_ffi
 
 from onnx_cases import assert_matches, reference
-from softmax_cases import all_cpu_output, ort_output
+from softmax_cases import all_cpu_output, ort_output, softmax_matches_references
 
 from hetpart import kernels, load
 from hetpart.bench.cpu_softmax import softmax_model
@@ -47,15 +47,8 @@ def _rows(n: int, count: int = 12, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("shape", [(12, 128), (2, 6, 64), (12, 40), (12, 30), (12, 16), (12, 197), (2, 6, 77), (12, 33)])
 def test_softmax_matches_onnxruntime(op, shape):
-    n = shape[-1]
-    x = _rows(n, count=int(np.prod(shape[:-1]))).reshape(shape)
-    m = softmax_model(op, shape)
-    got = all_cpu_output(m, x)
-    assert_matches(got, ort_output(m, {"x": x}), what=f"{op} {shape} vs ONNX Runtime")
-    if op == "Softmax":
-        with np.errstate(all="ignore"):
-            want = reference(m, {"x": x})["y"]
-        assert_matches(got, want, what=f"{op} {shape} vs onnx.reference")
+    x = _rows(shape[-1], count=int(np.prod(shape[:-1]))).reshape(shape)
+    softmax_matches_references(x, op, what=f"{op} {shape}")
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])

@@ -15,12 +15,11 @@ import onnxruntime as ort
 import pytest
 import tvm
 from onnx import helper
-from tvm import relax
 
 from onnx_cases import model
+from softmax_cases import fused_softmax
 
 from hetpart import kernels
-from hetpart.importer.fusion import fuse
 from hetpart.targets import host_triple
 
 
@@ -43,23 +42,12 @@ def test_single_row_softmax_matches_onnxruntime(n):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
-def _softmax_func(n: int):
-    bb = relax.BlockBuilder()
-    a = relax.Var("a", relax.TensorType((1, n), "float32"))
-    with bb.function("main", [a]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.softmax(a, axis=-1))
-        bb.emit_func_output(out)
-    mod = fuse(bb.get())
-    return next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)), mod
-
-
 @pytest.mark.parametrize("mcpu", ["haswell", "skylake-avx512"])
 @pytest.mark.parametrize("n", [4, 8, 16, 1000])
 def test_single_row_softmax_is_scheduled_by_the_reduction_rule(n, mcpu):
     """Build only (the host may lack AVX-512): the reduction rule schedules the row and
     TVM builds it, for rows as wide as one vector and wider."""
     target = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": 16})
-    func, mod = _softmax_func(n)
+    func, mod = fused_softmax(1, n)
     assert str(kernels.schedule_primfunc(func, target).attrs[kernels.RULE_ATTR]) == "CpuReduction"
     kernels.build(mod, target)

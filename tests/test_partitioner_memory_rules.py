@@ -29,15 +29,23 @@ def _respects(problem, a):
     assert gpu_memory(problem, a).total <= problem.gpu_memory
 
 
-@pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
-def test_llama_cpp_rule_fits_and_is_the_largest_gpu_suffix(share):
+def _rule_plans(rule, share: float):
+    """``(problem, assignment)`` per seed of SEEDS where ``rule`` places ``_problem(seed, share)``,
+    each checked by :func:`_respects`; where it places none, the problem cannot fit at all (the
+    least GPU placement breaks the cap) -- both asserted here."""
     for seed in SEEDS:
         problem = _problem(seed, share)
-        a = llama_cpp_rule(problem)
+        a = rule(problem)
         if a is None:
             assert not fits(problem, least_gpu(problem))
             continue
         _respects(problem, a)
+        yield problem, a
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
+def test_llama_cpp_rule_fits_and_is_the_largest_gpu_suffix(share):
+    for problem, a in _rule_plans(llama_cpp_rule, share):
         stack = layers(problem)
         movable = [[k for k in layer if len(problem.allowed[k]) == 2] for layer in stack]
         cpu_layers = [i for i, layer in enumerate(movable) if any(a[k] == "cpu" for k in layer)]
@@ -53,13 +61,7 @@ def test_llama_cpp_rule_fits_and_is_the_largest_gpu_suffix(share):
 
 @pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
 def test_ort_rule_fills_the_gpu_in_order_until_the_cap(share):
-    for seed in SEEDS:
-        problem = _problem(seed, share)
-        a = ort_rule(problem)
-        if a is None:
-            assert not fits(problem, least_gpu(problem))
-            continue
-        _respects(problem, a)
+    for problem, a in _rule_plans(ort_rule, share):
         movable = [k for k in problem.order if len(problem.allowed[k]) == 2]
         on_gpu = [a[k] == "cuda" for k in movable]
         n = on_gpu.index(False) if False in on_gpu else len(on_gpu)

@@ -19,31 +19,25 @@ import json
 import numpy as np
 import pytest
 
-from hetpart import compiler, importer, models
-from hetpart.bench.switches import switched
+from hetpart import compiler, models
 from hetpart.compiler.artifact import MAPPED_VERSION, VERSION
 from hetpart.costmodel import CostModel
+from moe_cases import TABLE, fused_experts, fused_moe
 from onnx_cases import shipped_profile
-from hetpart.importer.expert_matmul import OP
 from hetpart.partitioner import plan_for_assignment
 from hetpart.partitioner.choice import MAPPED
 from hetpart.partitioner.problem import STREAM, build_problem
 
-SWITCH = "hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER=1"
-TABLE = 8 * 32 * 48 * 4  # zoo:moe:small: 8 experts of [hidden 32, 48] float32
-
 
 @pytest.fixture(scope="module")
 def moe():
-    model = models.build("moe", small=True, seq_len=1)
-    with switched([SWITCH]):
-        graph = importer.load(model)
+    model, graph = fused_moe()
     costs = CostModel(shipped_profile(), graph=graph)
     return model, graph, costs
 
 
 def _plan(graph, costs):
-    fused = [k for k, kern in graph.kernels.items() if OP in kern.func]
+    fused = fused_experts(graph)
     assert len(fused) == 6
     problem = build_problem(graph, costs, (), None, stream_weights=True)
     placement = {k: "cuda" if "cuda" in problem.allowed[k] else "cpu" for k in problem.order}
@@ -133,7 +127,7 @@ def test_mapped_cost_is_the_rows_a_call_reads_in_the_cuda_format(moe):
     from hetpart.partitioner.precision_costs import with_precision
 
     _, graph, costs = moe
-    k = next(kern for kern in graph.kernels.values() if OP in kern.func)
+    k = graph.kernels[fused_experts(graph)[0]]
     fit = costs.profile.transfers.fit("h2d", "pinned")
     rows = weight_bytes_read(KernelFeatures.of(k))
     assert rows * 4 == pytest.approx(k.param_bytes, rel=0.05)  # 2 of 8 experts

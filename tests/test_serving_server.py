@@ -244,12 +244,19 @@ def test_a_cancelled_request_is_not_run():
 
 
 # --- shutdown -----------------------------------------------------------------------
-def test_close_answers_every_pending_request():
+def _stuck_server(queued: int):
+    """A Server (no delay) over a Blocking runner (batches of 4) whose first request, row 0, has
+    started and is held until ``runner.release``, with ``queued`` more (rows 1..queued) submitted
+    behind it.  Output: ``(runner, server, first future, the queued futures)``."""
     runner = Blocking(max_batch=4)
     server = Server({"m": runner}, max_delay=0)
     first = server.submit("m", row(0))
     assert runner.started.wait(30)
-    pending = [server.submit("m", row(i)) for i in range(1, 10)]
+    return runner, server, first, [server.submit("m", row(i)) for i in range(1, queued + 1)]
+
+
+def test_close_answers_every_pending_request():
+    runner, server, first, pending = _stuck_server(9)
     closer = threading.Thread(target=server.close)
     closer.start()
     runner.release.set()
@@ -262,11 +269,7 @@ def test_close_answers_every_pending_request():
 
 
 def test_close_with_a_timeout_rejects_what_it_cannot_answer():
-    runner = Blocking(max_batch=4)
-    server = Server({"m": runner}, max_delay=0)
-    first = server.submit("m", row(0))
-    assert runner.started.wait(30)
-    pending = [server.submit("m", row(i)) for i in range(1, 10)]
+    runner, server, first, pending = _stuck_server(9)
     assert server.close(timeout=0.05) is False  # the runner is stuck: nothing more can finish
     for fut in [first] + pending:
         assert fut.done()
@@ -277,11 +280,7 @@ def test_close_with_a_timeout_rejects_what_it_cannot_answer():
 
 
 def test_close_without_drain_rejects_the_queue_and_finishes_the_running_batch():
-    runner = Blocking(max_batch=4)
-    server = Server({"m": runner}, max_delay=0)
-    first = server.submit("m", row(0))
-    assert runner.started.wait(30)
-    queued = [server.submit("m", row(i)) for i in range(1, 5)]
+    runner, server, first, queued = _stuck_server(4)
     closer = threading.Thread(target=server.close, kwargs={"drain": False})
     closer.start()
     for fut in queued:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_static_kernels import launch_shape  # noqa: E402
 from model_spec import all_cuda_plan, load_model  # noqa: E402
+from tool_output import append_md  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -317,9 +318,7 @@ def main(argv=None) -> int:
             rows = time_tensor_core_kernels(graph, coverage(graph, "tf32"), max_kernels=args.max_kernels)
             texts.append(timing_table(f"{spec} batch {args.batch}", rows))
             print(texts[-1] + "\n", flush=True)
-    if args.md:
-        with open(args.md, "a") as fh:
-            fh.write("\n\n".join(texts) + "\n")
+    append_md(args.md, texts)
     return 0
 
 

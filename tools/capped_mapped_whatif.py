@@ -32,7 +32,6 @@ Out: one line per row, and ``--json``.  Results: bench/results/capped-mapped-wei
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -40,7 +39,8 @@ import os
 import sys
 import time
 
-CONTENDERS = ("hetpart", "llama.cpp-style rule", "ORT-style rule")
+from tool_output import save_json
+
 SEARCH_BUDGET = 400
 
 
@@ -134,23 +134,16 @@ def counts(placement: dict, experts: list[str]) -> str:
 
 def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(__file__))
-    from capped_moe_fused_plans import CAPS, expert_kernels, expert_table_bytes
+    from capped_moe_fused_plans import CAPS, expert_kernels, expert_table_bytes, plan_parser
 
     from hetpart.bench import capped
     from hetpart.costmodel import CostModel, Profile
     from hetpart.partitioner.plan_report import placement_of
     from hetpart.partitioner.problem import build_problem
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", default="zoo:moe")
-    p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
-    p.add_argument("--cpu-gbps", type=float, default=95.5, help="the CPU's cold weight reads (the floor)")
-    p.add_argument("--h2d-gbps", type=float, default=55.5, help="the limit's host-to-device bandwidth")
+    p = plan_parser(__doc__)
     p.add_argument("--mapped-gbps", type=float, default=55.5, help="a mapped kernel's reads over PCIe")
     p.add_argument("--join-us", type=float, default=15.0, help="split: the GPU share's launch and wait")
-    p.add_argument("--caps", default="1/2,1/3")
-    p.add_argument("--contenders", default=",".join(CONTENDERS))
-    p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -214,9 +207,7 @@ def main(argv=None) -> int:
         for r in rows:
             print(json.dumps(r), flush=True)
         out += rows
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save_json(args.json, out)
     return 0
 
 

@@ -26,9 +26,27 @@ import os
 import sys
 import time
 
+from tool_output import save_json
+
 SWITCH = "hetpart.importer.expert_matmul.FUSE_EXPERT_GATHER"
 CAPS = {"1/2": 1280477904, "1/3": 853651936}  # bench/results/capped-nvidia-h200.json's caps (bytes)
 CONTENDERS = ("hetpart", "llama.cpp-style rule", "ORT-style rule")
+
+
+def plan_parser(doc: str) -> argparse.ArgumentParser:
+    """Input: a tool's module docstring (its first paragraph the description).  Output: the
+    parser of the options the zoo:moe capped-plan what-ifs share (this tool and
+    ``capped_mapped_whatif``): ``--workload``, ``--profile``, ``--cpu-gbps``, ``--h2d-gbps``,
+    ``--caps``, ``--contenders`` and ``--json``; the tool adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--workload", default="zoo:moe")
+    p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
+    p.add_argument("--cpu-gbps", type=float, default=95.5, help="the CPU's cold weight reads (the floor)")
+    p.add_argument("--h2d-gbps", type=float, default=55.5, help="the limit's host-to-device bandwidth")
+    p.add_argument("--caps", default="1/2,1/3")
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--json", default=None)
+    return p
 
 
 def expert_table_bytes(graph) -> int:
@@ -100,15 +118,8 @@ def main(argv=None) -> int:
     from hetpart.bench.switches import switched
     from hetpart.costmodel import CostModel, Profile
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workload", default="zoo:moe")
-    p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
-    p.add_argument("--cpu-gbps", type=float, default=95.5, help="the CPU's cold weight reads (the floor)")
-    p.add_argument("--h2d-gbps", type=float, default=55.5, help="the limit's host-to-device bandwidth")
-    p.add_argument("--caps", default="1/2,1/3")
+    p = plan_parser(__doc__)
     p.add_argument("--switch", default="0,1", help="the switch's values to plan with")
-    p.add_argument("--contenders", default=",".join(CONTENDERS))
-    p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     profile = Profile.load(args.profile)
     out = []
@@ -146,9 +157,7 @@ def main(argv=None) -> int:
                 print(json.dumps(row), flush=True)
                 out.append(row)
         del prep, g, costs
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save_json(args.json, out)
     return 0
 
 

@@ -11,9 +11,10 @@ Results: bench/results/capped-moe-pricing.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+from tool_output import save_json
 
 MEASURED = {  # bench/results/capped-nvidia-h200.json (2026-12-04, pre-ec998ec plans for hetpart)
     1280477904: {"hetpart": 20.52, "ORT-style rule": 11.21, "llama.cpp-style rule": 12.45, "hetpart all-CPU": 17.42},
@@ -45,9 +46,7 @@ def main(argv=None) -> int:
                                  ["ORT-style rule", "llama.cpp-style rule", "hetpart all-CPU"], measured, hetpart=True):
                     r.update(cap=cap, gather_copy=switch)
                     out.append(r)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save_json(args.json, out)
     return 0
 
 

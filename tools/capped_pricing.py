@@ -19,6 +19,8 @@ import argparse
 import json
 import time
 
+from tool_output import save_json
+
 
 def terms(plan, costs, graph) -> dict:
     """The plan's predicted terms (ms; bytes for ``cpu_weight_bytes``); see the module docstring."""
@@ -93,15 +95,24 @@ def rows(prep, profile, cap: int, bandwidths: list[float | None], contenders: li
     return out
 
 
-def main(argv=None) -> int:
-    from hetpart.bench import capped
-    from hetpart.costmodel import Profile
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def recorded_run_parser(doc: str) -> argparse.ArgumentParser:
+    """Input: a tool's module docstring (its first paragraph the description).  Output: the
+    parser of the options that price one recorded capped run again (this tool and
+    ``wake_predictions``): ``--profile``, ``--results`` (the run's JSON), ``--workload`` and
+    ``--cap`` (bytes), their defaults the H200 llama_decode run; the tool adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
     p.add_argument("--results", default="bench/results/capped-ticks-nvidia-h200.json")
     p.add_argument("--workload", default="zoo:llama_decode")
     p.add_argument("--cap", type=int, default=2200106522)
+    return p
+
+
+def main(argv=None) -> int:
+    from hetpart.bench import capped
+    from hetpart.costmodel import Profile
+
+    p = recorded_run_parser(__doc__)
     p.add_argument("--cpu-gbps", default="run,89,95,99", help="GB/s, comma list; 'run': the results' torch sum, "
                    "'profile': the profile's weight_read_Bps, 'hot': no floor")
     p.add_argument("--contenders", default="llama.cpp-style rule,ORT-style rule")
@@ -123,9 +134,7 @@ def main(argv=None) -> int:
     print(f"imported {args.workload}: {len(prep.graph.kernels)} kernels in {time.time() - t0:.0f} s", flush=True)
     table = rows(prep, profile, args.cap, bandwidths, [c for c in args.contenders.split(",") if c],
                  measured, args.hetpart)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(table, f, indent=1)
+    save_json(args.json, table)
     return 0
 
 

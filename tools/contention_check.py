@@ -15,15 +15,15 @@ GPU it says so and exits 0, saving nothing.
 from __future__ import annotations
 
 import argparse
-import json
-import time
+
+from tool_output import save_json
+from weight_read_check import built_gemv
 
 
 def main(argv=None) -> int:
     import tvm
 
     from hetpart.costmodel.contention_bench import WINDOW_S, measure_contention
-    from hetpart.costmodel.weight_read_bench import build_gemv
     from hetpart.errors import NoGPUError, ProfileError
     from hetpart.targets import cpu_tvm_target
 
@@ -35,9 +35,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     target = cpu_tvm_target()
-    t0 = time.time()
-    ex = build_gemv(target)
-    print(f"threads {tvm.runtime.num_threads()}, target {target}, GEMV built in {time.time() - t0:.1f} s", flush=True)
+    ex = built_gemv(target)
     try:
         s = measure_contention(target, tvm.cpu(), rounds=args.rounds, window_s=args.window_s, executable=ex)
     except (NoGPUError, ProfileError) as exc:
@@ -62,8 +60,7 @@ def main(argv=None) -> int:
     if args.json:
         from dataclasses import asdict
 
-        with open(args.json, "w") as f:
-            json.dump(asdict(s), f, indent=1)
+        save_json(args.json, asdict(s))
     return 0
 
 

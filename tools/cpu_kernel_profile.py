@@ -45,6 +45,21 @@ def conv_category(weight_shape, in_shape) -> str:
     return "conv"
 
 
+def kernels_timed_once(graph, time_kernel):
+    """Inputs: an imported ``graph`` and ``time_kernel(kmod) -> seconds`` (``kmod`` a kernel
+    alone, ``kernel_bench.single_kernel_module``).  Yields ``(kernel, kmod, seconds)`` per kernel
+    in index order; invariant: each distinct signature is timed once, the later kernels of that
+    signature share its seconds."""
+    from hetpart.costmodel import kernel_bench
+
+    timed: dict[str, float] = {}
+    for k in sorted(graph.kernels.values(), key=lambda k: k.index):
+        kmod = kernel_bench.single_kernel_module(graph, k)
+        if k.signature not in timed:
+            timed[k.signature] = time_kernel(kmod)
+        yield k, kmod, timed[k.signature]
+
+
 def hetpart_kernels(model, quick: bool) -> list[dict]:
     """One row per kernel of ``model``'s all-CPU graph: id, func, category, seconds
     (the distinct kernels timed once, then shared by equal signatures)."""
@@ -57,13 +72,9 @@ def hetpart_kernels(model, quick: bool) -> list[dict]:
     graph = load(model)
     settings = kernel_bench.MeasureSettings.quick() if quick else kernel_bench.MeasureSettings()
     target, dev = cpu_tvm_target(), tvm.cpu()
-    timed: dict[str, float] = {}
     rows = []
-    for k in sorted(graph.kernels.values(), key=lambda k: k.index):
-        kmod = kernel_bench.single_kernel_module(graph, k)
-        if k.signature not in timed:
-            ex = kernel_bench.build_module(kmod.mod, target)
-            timed[k.signature] = kernel_bench.measure(kmod, ex, dev, settings).min_s
+    for k, kmod, seconds in kernels_timed_once(graph, lambda kmod: kernel_bench.measure(
+            kmod, kernel_bench.build_module(kmod.mod, target), dev, settings).min_s):
         shapes = [graph.tensors[t].shape for t in k.inputs]
         weights = [a.shape for a in kmod.args if a.weight and len(a.shape) == 4]
         if "conv2d" in k.ops and weights:
@@ -74,7 +85,7 @@ def hetpart_kernels(model, quick: bool) -> list[dict]:
             cat = "pool"
         else:
             cat = "elementwise/other"
-        rows.append({"id": k.id, "func": k.func, "cat": cat, "s": timed[k.signature], "shape": shapes[0]})
+        rows.append({"id": k.id, "func": k.func, "cat": cat, "s": seconds, "shape": shapes[0]})
     return rows
 
 

@@ -139,6 +139,7 @@ def hetpart_keyed(model, calls: int, graph=None, block: int | None = None) -> li
     ``calls`` 0: keys only, no timing); ``block``: the channel-blocked import
     (``load(model, conv_block=block)``), its 5-d shapes keyed as their NCHW ones."""
     import tvm
+    from cpu_kernel_profile import kernels_timed_once
 
     from hetpart import load
     from hetpart.costmodel import kernel_bench
@@ -146,13 +147,9 @@ def hetpart_keyed(model, calls: int, graph=None, block: int | None = None) -> li
 
     graph = graph or load(model, conv_block=block)
     target, dev = cpu_tvm_target(), tvm.cpu()
-    timed: dict[str, float] = {}
     rows = []
-    for k in sorted(graph.kernels.values(), key=lambda k: k.index):
-        kmod = kernel_bench.single_kernel_module(graph, k)
-        if k.signature not in timed:
-            timed[k.signature] = 0.0 if not calls else _least_cpu_time(
-                kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)
+    for k, kmod, seconds in kernels_timed_once(graph, lambda kmod: 0.0 if not calls else _least_cpu_time(
+            kmod, kernel_bench.build_module(kmod.mod, target), dev, calls)):
         xs = [_nchw(graph.tensors[t].shape) for t in k.inputs]
         y = _nchw(graph.tensors[k.outputs[0]].shape)
         w4 = [a.shape for a in kmod.args if a.weight and len(a.shape) in (4, 6)]
@@ -174,7 +171,7 @@ def hetpart_keyed(model, calls: int, graph=None, block: int | None = None) -> li
             key = "Gemm"
         else:
             key = "+".join(k.ops[:3])
-        rows.append((key, k.func, timed[k.signature]))
+        rows.append((key, k.func, seconds))
     return rows
 
 

@@ -47,6 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tool_output import append_md  # noqa: E402
+
 ARCH = "sm_90"
 
 
@@ -240,9 +242,7 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"batch": args.batch, "precision": args.precision, "before": args.before,
                                                "after": args.after, "models": results}, indent=1))
-    if args.md:
-        with open(args.md, "a") as fh:
-            fh.write("\n\n".join(texts) + "\n")
+    append_md(args.md, texts)
     return 0
 
 

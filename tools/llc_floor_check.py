@@ -22,6 +22,8 @@ import os
 import statistics
 import time
 
+from tool_output import save_json
+
 
 def predictions(graph, prof) -> dict:
     """The all-CPU plan's predicted latency (s) under each pricing, and that plan."""
@@ -137,9 +139,7 @@ def main(argv=None) -> int:
                                   "rounds": [x * 1e3 for x in m]} for kind, m in medians.items()},
            "load_avg": os.getloadavg()}
     print(json.dumps(row, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(row, f, indent=1)
+    save_json(args.json, row)
     return 0
 
 

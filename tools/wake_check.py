@@ -16,9 +16,10 @@ profile's CPU overheads (``wake_s``), the number the cost model charges.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import replace
+
+from tool_output import save_json
 
 
 def main(argv=None) -> int:
@@ -64,9 +65,7 @@ def main(argv=None) -> int:
             prof.overheads["cpu"] = replace(prof.overheads["cpu"], wake_s=wake)
             prof.save()
             print(f"recorded cpu wake_s = {wake * 1e6:.1f} us in {args.save}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    save_json(args.json, out)
     return 0
 
 

@@ -12,10 +12,12 @@ that run's ``predicted ms``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
+
+from capped_pricing import recorded_run_parser
+from tool_output import save_json
 
 
 def costs_with_wake(profile, wake_ms):
@@ -33,11 +35,7 @@ def main(argv=None) -> int:
     from hetpart.costmodel import Profile
     from hetpart.partitioner.plan_report import placement_of
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="bench/results/profile-capped-nvidia-h200.json")
-    p.add_argument("--results", default="bench/results/capped-ticks-nvidia-h200.json")
-    p.add_argument("--workload", default="zoo:llama_decode")
-    p.add_argument("--cap", type=int, default=2200106522)
+    p = recorded_run_parser(__doc__)
     p.add_argument("--wakes", default="none,0,0.1,0.3,0.5", help="ms; none: the profile's own (absent: 0)")
     p.add_argument("--contenders", default="hetpart,llama.cpp-style rule,ORT-style rule")
     p.add_argument("--cpu-gbps", default="", help="CPU weight-read bandwidths to price with, GB/s, comma list "
@@ -84,9 +82,7 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             row["placement"] = placement_of(plan)
             rows.append(row)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([{k: v for k, v in r.items() if k != "placement"} for r in rows], f, indent=1)
+    save_json(args.json, [{k: v for k, v in r.items() if k != "placement"} for r in rows])
     return 0
 
 

@@ -13,16 +13,31 @@ overheads (``weight_read_Bps``), what ``bench/capped.py --profile quick`` would 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+
+from tool_output import save_json
+
+
+def built_gemv(target):
+    """Input: the CPU's TVM ``target``.  Output: the compiler's weight-read GEMV built for it
+    (``weight_read_bench.build_gemv``), after printing the thread count, the target and the
+    build's seconds (the line this check and ``contention_check`` start with)."""
+    import tvm
+
+    from hetpart.costmodel.weight_read_bench import build_gemv
+
+    t0 = time.time()
+    ex = build_gemv(target)
+    print(f"threads {tvm.runtime.num_threads()}, target {target}, GEMV built in {time.time() - t0:.1f} s", flush=True)
+    return ex
 
 
 def main(argv=None) -> int:
     import tvm
 
     from hetpart.bench.capped import _cpu_read
-    from hetpart.costmodel.weight_read_bench import SWEEP_BYTES, build_gemv, measure_weight_read
+    from hetpart.costmodel.weight_read_bench import SWEEP_BYTES, measure_weight_read
     from hetpart.targets import cpu_tvm_target
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,9 +49,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     target = cpu_tvm_target()
-    t0 = time.time()
-    ex = build_gemv(target)
-    print(f"threads {tvm.runtime.num_threads()}, target {target}, GEMV built in {time.time() - t0:.1f} s", flush=True)
+    ex = built_gemv(target)
     rows = []
     for r in range(args.rounds):
         s = measure_weight_read(target, tvm.cpu(), sweep_bytes=args.sweep_mib << 20, executable=ex)
@@ -61,9 +74,7 @@ def main(argv=None) -> int:
         prof.overheads["cpu"] = replace(prof.overheads["cpu"], weight_read_Bps=median)
         prof.save()
         print(f"saved weight_read_Bps {median:.4g} into {args.save}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rounds": rows, "median_gemv_Bps": median}, f, indent=1)
+    save_json(args.json, {"rounds": rows, "median_gemv_Bps": median})
     return 0
 
 
