@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hetpart.cli.main import main
+from hetpart.importer.onnx_source import read_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "zoo:mlp:small"
@@ -51,6 +53,17 @@ def test_bad_arguments_fail_before_any_report(capsys, tmp_path, argv, words):
     for w in words:
         assert w in err
     assert not (tmp_path / "out").exists()
+
+
+def test_report_names_the_output_by_its_onnx_name(capsys):
+    """The summary and the transfers table call the model's output by its ONNX name,
+    never by TVM Relax's name for it (``gv``)."""
+    (output,) = [o.name for o in read_model(MODEL).model.graph.output]
+    rc, out, err = cli(capsys, MODEL, "--pin", "node_2=cuda")  # the output crosses to the host
+    assert rc == 0, err
+    assert re.search(rf"^outputs: {re.escape(output)} \[", out, re.M), out
+    assert re.search(rf"^  {re.escape(output)} +p0_cuda +output \(host\)", out, re.M), out
+    assert not re.search(r"\bgv\b", out), out
 
 
 def test_out_that_is_an_existing_file_is_a_user_error(capsys, tmp_path):

@@ -44,14 +44,14 @@ def _constants(mod) -> list[np.ndarray]:
 
 
 def test_signatures_of_a_two_way_cut(zoo_graph, plan_for):
-    g = zoo_graph("mlp")  # node_0 -> node_1 -> node_2, tensors lv, lv1, gv
+    g = zoo_graph("mlp")  # node_0 -> node_1 -> node_2, tensors lv, lv1, logits (the ONNX output name)
     a, b = extract(g, plan_for(g, {"node_0": "cpu", "node_1": "cuda", "node_2": "cuda"}))
     assert (a.name, a.device, a.kernels) == ("p0_cpu", "cpu", ("node_0",))
     assert (_names(a.inputs), _names(a.outputs)) == (["input"], ["lv"])
-    assert (_names(b.inputs), _names(b.outputs)) == (["lv"], ["gv"])
+    assert (_names(b.inputs), _names(b.outputs)) == (["lv"], ["logits"])
     assert _params(a.module[MAIN_FUNCTION]) == ["input"]
     assert _params(b.module[MAIN_FUNCTION]) == ["lv"]
-    assert _params(b.module[DPS_FUNCTION]) == ["lv", "gv.out"]
+    assert _params(b.module[DPS_FUNCTION]) == ["lv", "logits.out"]
     assert a.inputs[0].shape == (1, 32) and a.inputs[0].dtype == "float32"
     # each module carries exactly the PrimFuncs its kernels call
     assert _prim_funcs(a.module) == {g.kernels["node_0"].func}

@@ -116,6 +116,20 @@ def _check_invariants(graph, model):
             assert t.nbytes == int(np.prod(dims)) * elem
     for k in graph.nodes:
         assert k.bytes_read >= k.param_bytes >= 0 and k.bytes_written > 0 and k.flops >= 0
+    _check_output_names(graph, model)
+
+
+def _check_output_names(graph, model):
+    """A kernel's tensor holding a model output is named as the model names it (the
+    first name where it holds several), and the summary shows that name."""
+    names = [o.name for o in model.graph.output]
+    assert graph.model_output_names == tuple(names)
+    for i, (t, name) in enumerate(zip(graph.outputs, names)):
+        if graph.tensors[t].producer is not None and t not in graph.outputs[:i]:
+            assert t == name
+    shown = graph.summary().splitlines()[2]
+    assert shown.startswith("outputs: ") and "gv" not in shown.replace(",", " ").split(), shown
+    assert all(f" {t} [" in shown for t in graph.outputs), shown
 
 
 @pytest.mark.parametrize("name", [n if n not in ("swin", "resnet50") else pytest.param(n, marks=pytest.mark.slow)
@@ -126,6 +140,23 @@ def test_every_small_zoo_model_imports(name):
     assert len(graph) > 0
     _check_invariants(graph, model)
     assert graph.summary().startswith(f"model {graph.name}")
+
+
+def test_output_tensors_take_the_model_output_names_where_they_can():
+    """``y`` passes the input through (the tensor keeps the input's name), ``same`` is
+    one tensor with ``probs`` (named by the first), ``lv`` is the Relax var name of
+    another tensor (kept, so tensor names stay unique)."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], ["probs"], axis=-1),
+             helper.make_node("Identity", ["probs"], ["same"]), helper.make_node("Identity", ["x"], ["y"]),
+             helper.make_node("Neg", ["probs"], ["lv"])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("probs", "same", "y", "lv")]
+    m = helper.make_model(helper.make_graph(nodes, "names", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                                            outs), opset_imports=[helper.make_opsetid("", 17)])
+    g = load(m)
+    g.validate()
+    assert g.model_output_names == ("probs", "same", "y", "lv")
+    assert g.outputs[:3] == ("probs", "probs", "x")
+    assert "lv" in g.tensors and g.outputs[3] != "lv" and g.tensors[g.outputs[3]].is_output
 
 
 def test_symbolic_batch_is_fixed_by_shapes():

@@ -136,8 +136,9 @@ class OpGraph:
     ``relax_module`` the unfused import, kept so stages that need TVM's
     original program (e.g. a single-target reference build) have it.
     ``output_names[i]`` is the name the ONNX model gives output ``i`` (``outputs[i]``
-    is the tensor that holds it, a Relax var name such as ``lv74``); empty for a
-    graph not imported from ONNX, whose outputs are called by their tensor names.
+    is the tensor that holds it: named so too, unless it is a model input or holds an
+    earlier output, or the name is another tensor's); empty for a graph not imported
+    from ONNX, whose outputs are called by their tensor names.
     ``index_limits``: the valid values of each model input used as indices.
     ``conv_block``: the channel block its convolutions were imported in (``NCHW{c}c``,
     :mod:`hetpart.importer.conv_layout`; all-CPU builds only), None for NCHW.

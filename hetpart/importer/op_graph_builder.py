@@ -11,6 +11,8 @@ from the kernel that computes a tensor to the kernel that reads it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import tvm
 import tvm_ffi
 from tvm import relax
@@ -232,10 +234,40 @@ def _named_outputs(b: _Builder, body, model_names) -> tuple[list[str], list[str]
     return outputs, names
 
 
+def _output_renames(b: _Builder, outputs: list[str], names: list[str]) -> dict[str, str]:
+    """Tensor name -> the model's name of the output it holds, for the tensors that can
+    take it: produced by a kernel (a model input keeps its own name), named once (the
+    first name where the model returns one tensor under several), and the name not
+    already another tensor's.  Users read tensor names (summary, plan, transfers), so
+    an output shows under its ONNX name rather than a Relax var name such as ``gv``."""
+    renames: dict[str, str] = {}
+    for t, n in zip(outputs, names):
+        if t in renames or n in renames.values() or b.tensors[t]["is_input"]:
+            continue
+        if n == t or n not in b.tensors:
+            renames[t] = n
+    return {t: n for t, n in renames.items() if t != n}
+
+
+def _rename_tensors(b: _Builder, renames: dict[str, str]) -> None:
+    """Rename tensors ``old -> new`` everywhere the builder holds them (the tensor
+    table, kernels' inputs and outputs); ``new`` names are unused."""
+    if not renames:
+        return
+    b.tensors = {renames.get(t, t): dict(d, name=renames.get(t, t)) for t, d in b.tensors.items()}
+    b.kernels = {
+        kid: dataclasses.replace(k, inputs=tuple(renames.get(t, t) for t in k.inputs),
+                                 outputs=tuple(renames.get(t, t) for t in k.outputs))
+        for kid, k in b.kernels.items()
+    }
+
+
 def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[str, ...]], relax_module=None,
                    output_names=None) -> OpGraph:
     """The :class:`OpGraph` of the fused module ``fused`` (see module docstring);
-    ``output_names`` are the model's names of ``main``'s return values, in order."""
+    ``output_names`` are the model's names of ``main``'s return values, in order.
+    The tensor holding an output is named as the model names it where it can be
+    (:func:`_output_renames`); ``OpGraph.output_names`` still maps every output."""
     main = fused["main"]
     b = _Builder(fused, fused_ops)
     b.add_inputs(main)
@@ -245,6 +277,9 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
             b.add_binding(index, binding.var, binding.value)
             index += 1
     outputs, names = _named_outputs(b, main.body.body, output_names)
+    renames = _output_renames(b, outputs, names)
+    _rename_tensors(b, renames)
+    outputs = [renames.get(t, t) for t in outputs]
     for t in outputs:
         b.tensors[t]["is_output"] = True
     tensors = {
