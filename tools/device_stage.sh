@@ -37,9 +37,9 @@
 #   STEPS="172" TESTS="test_kernels_flash_attention.py test_kernels_flash_substitute.py" TOOLS="gpu_model_switch_ab.py
 #   model_spec.py gpu_flash_probe.py" HELPERS="onnx_cases.py tir_loops.py precision_cases.py attention_cases.py"
 #   BENCH=corpus.py EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
-# Step 173 (session 58: 2.84 MB, preflight ready; the same two files moved out after preflight): NOPROFILE=1
-#   STEPS="173" TESTS="test_kernels_gpu_layout_copy.py" TOOLS="gpu_model_switch_ab.py model_spec.py gpu_kernel_profile.py
-#   gpu_kernel_categories.py" HELPERS="onnx_cases.py tir_loops.py" BENCH=corpus.py
+# Step 173 (session 59's second form, without the profile: re-stage and preflight; the first form was 2.85 MB with
+#   the same two files moved out after preflight): NOPROFILE=1 STEPS="173" TESTS="test_kernels_gpu_layout_copy.py"
+#   TOOLS="gpu_model_switch_ab.py model_spec.py" HELPERS="onnx_cases.py tir_loops.py" BENCH=corpus.py
 #   EXTRA_OUT="$EXTRA tools/capped_round.sh tools/device_validate.sh".
 # Step 174 (session 58: 2.82 MB, preflight ready): NOPROFILE=1 STEPS="174" TESTS="test_kernels_blocked_image_pairs.py"
 #   TOOLS="nchwc_ab.py cpu_insitu_ab.py rule_switch_tir_diff.py cpu_rule_ab.py cpu_layer_gap.py cpu_kernel_profile.py"
