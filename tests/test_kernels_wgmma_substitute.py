@@ -229,7 +229,7 @@ def test_a_partition_output_layer_is_substituted_in_place(wgmma_on, monkeypatch,
     data, scripts = compiled_cuda_library(projection(*layer), monkeypatch, wgmma_on)
     assert b"wgmma.mma_async" in data and b"mma.sync" not in data
     dps = scripts["main_dps"]
-    assert f'R.call_pure_packed("vm.builtin.reshape", gv_out, R.shape([{tokens}, {n}])' in dps
+    assert f'R.call_pure_packed("vm.builtin.reshape", y_out, R.shape([{tokens}, {n}])' in dps
     inplace = [line for line in dps.splitlines() if "R.call_tir_inplace(" in line]
     assert len(inplace) == 1 and f"{last}, (" in inplace[0]
     assert all("_wgmma" in line for line in dps.splitlines() if "R.call_tir" in line)  # the fused kernel gone

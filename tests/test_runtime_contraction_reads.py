@@ -40,7 +40,8 @@ def _model():
 
 @pytest.fixture(scope="module")
 def graph():
-    return importer.load(_model())  # node_0 matmul -> lv, node_1 softmax -> lv1, node_2 matmul -> lv2, node_3 softmax -> lv3
+    # node_0 matmul -> lv, node_1 softmax -> lv1, node_2 matmul -> g, node_3 softmax -> s (outputs: the model's names)
+    return importer.load(_model())
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_extract_records_what_a_contraction_reads(graph, plan_for):
     matmul; the CPU partitions record none (their reads never cross to the GPU)."""
     programs = {p.name: p for p in extract(graph, plan_for(graph, ASSIGNMENT))}
     cuda = programs["p1_cuda"]
-    assert [t.name for t in cuda.outputs] == ["lv1", "lv2"]
+    assert [t.name for t in cuda.outputs] == ["lv1", "g"]
     assert cuda.contraction_reads == ("lv1",)
     assert programs["p0_cpu"].contraction_reads == ("x",)  # recorded, unused: a CPU partition's
     assert programs["p2_cpu"].contraction_reads == ()
@@ -61,7 +62,7 @@ def test_extract_records_what_a_contraction_reads(graph, plan_for):
 
 @pytest.mark.parametrize("on", [True, False])
 def test_reread_crossing_is_copied_and_results_are_unchanged(compiled, graph, reference_tvm, monkeypatch, on):
-    """On: ``lv1`` (read by the GEMV) is copied to the host, ``lv2`` (written once) still
+    """On: ``lv1`` (read by the GEMV) is copied to the host, ``g`` (written once) still
     mapped; off: both mapped, as before.  Results the unpartitioned build's either way."""
     monkeypatch.setattr(handoff, "COPY_GPU_CONTRACTION_READS", on)
     assert compiled.partition("p1_cuda").contraction_reads == ["lv1"]
@@ -70,7 +71,7 @@ def test_reread_crossing_is_copied_and_results_are_unchanged(compiled, graph, re
         out = s.run({"x": x})
         stats = s.last_run_stats
         modes = {n: r.mode for n, r in s.routes.items() if r.crosses and r.home == "cuda"}
-    assert modes == {"lv1": "copy" if on else "mapped", "lv2": "mapped"}
+    assert modes == {"lv1": "copy" if on else "mapped", "g": "mapped"}
     assert stats.edge_for("lv1").mode == modes["lv1"]
     g_ref, s_ref = reference_tvm(graph, {"x": x})
     np.testing.assert_allclose(out["g"], g_ref, rtol=1e-5, atol=1e-5)
