@@ -164,16 +164,22 @@ def plan_all_on(graph, device: str):
                 predicted={}, profile_origin="test", graph=graph)
 
 
+def _op_graph(m):
+    """``m``'s op graph: ``m`` itself where a test imported it already, else ``m`` imported."""
+    from hetpart import importer
+
+    return m if isinstance(m, importer.OpGraph) else importer.load(m)
+
+
 def compile_on(m, device: str, *, simulate: bool, options=None):
     """``m`` (an ``onnx.ModelProto``, or the :class:`~hetpart.importer.OpGraph` a test imported
     already, e.g. to read its kernels: not imported twice) compiled with every kernel on
     ``device``; ``options`` (a :class:`~hetpart.kernels.options.KernelOptions`, e.g. TF32 off)
     default to the build's."""
-    from hetpart import compiler, importer
+    from hetpart import compiler
     from hetpart.kernels.options import DEFAULT
 
-    graph = m if isinstance(m, importer.OpGraph) else importer.load(m)
-    return compiler.compile(plan_all_on(graph, device), simulate=simulate, progress=False,
+    return compiler.compile(plan_all_on(_op_graph(m), device), simulate=simulate, progress=False,
                             options=options or DEFAULT)
 
 
@@ -193,11 +199,10 @@ def single_cpu_kernel(m, target=None):
     schedule a rule gave it (for ``target``, by default the host's)."""
     import tvm
 
-    from hetpart import importer, kernels
+    from hetpart import kernels
     from hetpart.targets import cpu_tvm_target
 
-    graph = m if isinstance(m, importer.OpGraph) else importer.load(m)
-    mod = kernels.schedule(graph.module, target or cpu_tvm_target())
+    mod = kernels.schedule(_op_graph(m).module, target or cpu_tvm_target())
     funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(funcs) == 1, "the op and its epilogue are one fused kernel"
     return funcs[0]
