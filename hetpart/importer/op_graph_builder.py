@@ -296,6 +296,6 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
     }
     inputs = tuple(p.name for p in main.params)
     graph = OpGraph(name, b.kernels, tensors, inputs, tuple(outputs), module=fused, relax_module=relax_module,
-                    output_names=tuple(names))
+                    output_names=tuple(names), relax_names={new: old for old, new in renames.items()})
     graph.validate()
     return graph
