@@ -175,3 +175,30 @@ def test_a_plan_saved_with_relax_output_names_reads_under_the_onnx_names(tmp_pat
     assert [c.tensor for c in alone.cuts if not c.readers] == [old]
     assert alone.assignment == plan.assignment and [p.kernels for p in alone.partitions] == [
         p.kernels for p in plan.partitions]
+
+
+def test_an_old_plan_where_an_output_took_an_internal_tensors_name_reads_under_the_new_names(tmp_path):
+    """The model names its output as Relax named an internal tensor (``lv``): the plan file
+    of an older hetpart calls the internal tensor ``lv`` and the output another Relax name;
+    loaded with the graph, both read under the graph's names at once (no name taken twice)."""
+    from hetpart import importer
+    from hetpart.partitioner import Plan
+
+    def chain(out):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])
+        y = helper.make_tensor_value_info(out, TensorProto.FLOAT, [4, 8])
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], [out], axis=-1)]
+        return helper.make_model(helper.make_graph(nodes, "names", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+    plain = importer.load(chain("y"))
+    first, last = plain.topological_order()[0], plain.topological_order()[-1]
+    (internal,) = plain.kernels[first].outputs
+    graph = importer.load(chain(internal))
+    assert graph.outputs == (internal,)
+    relax = {t: _relax_name(graph, t) for t in graph.tensors if graph.tensors[t].producer}
+    assert relax[internal] != internal and relax[graph.kernels[first].outputs[0]] == internal
+    costs = table(graph, dict.fromkeys(graph.kernels, 10), dict.fromkeys(graph.kernels, 10))
+    plan = partition(graph, cost_model=costs, pins=[f"{first}=cpu", f"{last}=cuda"], progress=False)
+    assert {c.tensor for c in plan.cuts} == {graph.kernels[first].outputs[0], internal}
+    loaded = Plan.load(_old_plan_file(plan, tmp_path / "old.json", relax), graph)
+    assert loaded == plan
