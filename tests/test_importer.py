@@ -145,7 +145,7 @@ def test_every_small_zoo_model_imports(name):
 def test_output_tensors_take_the_model_output_names_where_they_can():
     """``y`` passes the input through (the tensor keeps the input's name), ``same`` is
     one tensor with ``probs`` (named by the first), ``lv`` is the Relax var name of
-    another tensor (kept, so tensor names stay unique)."""
+    another tensor (the output takes it; that tensor moves to a fresh name)."""
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], ["probs"], axis=-1),
              helper.make_node("Identity", ["probs"], ["same"]), helper.make_node("Identity", ["x"], ["y"]),
              helper.make_node("Neg", ["probs"], ["lv"])]
@@ -155,8 +155,27 @@ def test_output_tensors_take_the_model_output_names_where_they_can():
     g = load(m)
     g.validate()
     assert g.model_output_names == ("probs", "same", "y", "lv")
-    assert g.outputs[:3] == ("probs", "probs", "x")
-    assert "lv" in g.tensors and g.outputs[3] != "lv" and g.tensors[g.outputs[3]].is_output
+    assert g.outputs == ("probs", "probs", "x", "lv") and g.tensors["lv"].is_output
+    (moved,) = [t for t, old in g.relax_names.items() if old == "lv"]
+    assert not g.tensors[moved].is_output and moved not in g.relax_names.values()
+    assert g.tensors[moved].producer == g.topological_order()[0]  # the Relu's tensor, Relax's lv
+
+
+def test_outputs_named_as_each_others_relax_tensors_swap_names():
+    """Outputs named as Relax named each other's tensors take the names without a fresh
+    one: the renames apply at once."""
+    def two(names):
+        nodes = [helper.make_node("Relu", ["x"], [names[0]]), helper.make_node("Neg", ["x"], [names[1]])]
+        outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in names]
+        return helper.make_model(helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                                 [2, 4])], outs),
+                                 opset_imports=[helper.make_opsetid("", 17)])
+
+    plain = load(two(("a", "b")))
+    relax = [plain.relax_names[t] for t in plain.outputs]
+    g = load(two(tuple(reversed(relax))))
+    g.validate()
+    assert g.outputs == tuple(reversed(relax)) and set(g.tensors) == {"x", *relax}
 
 
 def test_symbolic_batch_is_fixed_by_shapes():

@@ -115,3 +115,90 @@ def test_where_is_an_elementwise_kernel_not_a_sort(tmp_path):
     graph = importer.load(str(path))
     classes = {k.op_class for k in graph.nodes if any("where" in op for op in k.ops)}
     assert classes == {"injective"}
+
+
+def _relax_name(graph, tensor: str) -> str:
+    """The Relax var name the fused module binds ``tensor``'s producer to (what plans made
+    before session 59 called the tensor)."""
+    kernel = graph.kernels[graph.tensors[tensor].producer]
+    bindings = [b for block in graph.module["main"].body.blocks for b in block.bindings]
+    return bindings[kernel.index].var.name
+
+
+def _old_plan_file(plan, path, renames: dict[str, str]):
+    """``plan`` saved with its tensors called ``renames[name]`` (as an old hetpart wrote it)."""
+    import json
+
+    d = plan.to_json()
+    for p in d["partitions"]:
+        p["inputs"] = [renames.get(t, t) for t in p["inputs"]]
+        p["outputs"] = [renames.get(t, t) for t in p["outputs"]]
+    for c in d["cuts"]:
+        c["tensor"] = renames.get(c["tensor"], c["tensor"])
+    for s in d["timeline"]:
+        if s["kind"] == "copy":
+            s["name"] = " ".join(renames.get(w, w) for w in s["name"].split(" "))
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_a_plan_saved_with_relax_output_names_reads_under_the_onnx_names(tmp_path):
+    """A plan file made before the importer named outputs by their ONNX names holds the
+    Relax name (``gv``); loaded with its graph, it reports (transfers, explain) and equals
+    the plan made now: same devices and kernels, the graph's tensor names.  Loaded alone,
+    the file cannot say what ``gv`` stood for, and keeps it."""
+    from hetpart import importer
+    from hetpart.partitioner import Plan, render_plan
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 8])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], ["logits"], axis=-1)]
+    model = helper.make_model(helper.make_graph(nodes, "names", [x], [out]), opset_imports=[helper.make_opsetid("", 17)])
+    graph = importer.load(model)
+    assert graph.outputs == ("logits",)
+    old = _relax_name(graph, "logits")
+    assert old != "logits" and old not in graph.tensors
+    first, last = graph.topological_order()[0], graph.topological_order()[-1]
+    costs = table(graph, dict.fromkeys(graph.kernels, 10), dict.fromkeys(graph.kernels, 10))
+    plan = partition(graph, cost_model=costs, pins=[f"{first}=cpu", f"{last}=cuda"], progress=False)
+    assert any(c.tensor == "logits" for c in plan.cuts)  # the output crosses to the host
+    path = _old_plan_file(plan, tmp_path / "old.json", {"logits": old})
+    assert old in path.read_text()
+
+    loaded = Plan.load(path, graph)
+    assert loaded == plan
+    for text in (render_plan(loaded), explain(loaded)):
+        assert not re.search(rf"\b{re.escape(old)}\b", text), text
+    assert re.search(r"^  logits +p1_cuda +output \(host\)", render_plan(loaded), re.M)
+    assert Plan.load(plan.save(tmp_path / "new.json"), graph) == plan  # a plan with the graph's names: as saved
+    alone = Plan.load(path)
+    assert [c.tensor for c in alone.cuts if not c.readers] == [old]
+    assert alone.assignment == plan.assignment and [p.kernels for p in alone.partitions] == [
+        p.kernels for p in plan.partitions]
+
+
+def test_an_old_plan_where_an_output_took_an_internal_tensors_name_reads_under_the_new_names(tmp_path):
+    """The model names its output as Relax named an internal tensor (``lv``): the plan file
+    of an older hetpart calls the internal tensor ``lv`` and the output another Relax name;
+    loaded with the graph, both read under the graph's names at once (no name taken twice)."""
+    from hetpart import importer
+    from hetpart.partitioner import Plan
+
+    def chain(out):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])
+        y = helper.make_tensor_value_info(out, TensorProto.FLOAT, [4, 8])
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], [out], axis=-1)]
+        return helper.make_model(helper.make_graph(nodes, "names", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+
+    plain = importer.load(chain("y"))
+    first, last = plain.topological_order()[0], plain.topological_order()[-1]
+    (internal,) = plain.kernels[first].outputs
+    graph = importer.load(chain(internal))
+    assert graph.outputs == (internal,)
+    relax = {t: _relax_name(graph, t) for t in graph.tensors if graph.tensors[t].producer}
+    assert relax[internal] != internal and relax[graph.kernels[first].outputs[0]] == internal
+    costs = table(graph, dict.fromkeys(graph.kernels, 10), dict.fromkeys(graph.kernels, 10))
+    plan = partition(graph, cost_model=costs, pins=[f"{first}=cpu", f"{last}=cuda"], progress=False)
+    assert {c.tensor for c in plan.cuts} == {graph.kernels[first].outputs[0], internal}
+    loaded = Plan.load(_old_plan_file(plan, tmp_path / "old.json", relax), graph)
+    assert loaded == plan

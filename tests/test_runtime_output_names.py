@@ -15,6 +15,7 @@ from onnx import helper
 from onnx_cases import compile_on, model
 
 from hetpart import compiler, importer
+from hetpart.partitioner import Plan
 from hetpart.runtime import MultiSession, Session
 
 
@@ -95,3 +96,43 @@ def test_scalar_of_the_wrong_dtype_is_a_clear_error():
     with Session(compile_on(m, "cpu", simulate=True)) as s:
         with pytest.raises(RuntimeFailure, match="'s' has dtype float64"):
             s.run({"x": np.zeros(4, np.float32), "s": 1.5})
+
+
+def _named_outputs_model(names):
+    """x -> r = Relu(x) -> probs = Softmax(r) -> Neg: outputs ``probs`` and the Neg, named ``names``."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], [names[0]], axis=-1),
+             helper.make_node("Neg", [names[0]], [names[1]])]
+    return model(nodes, [("x", [2, 8], np.float32)], [(n, [2, 8], np.float32) for n in names])
+
+
+def test_an_output_named_like_an_internal_relax_tensor_takes_its_onnx_name(tmp_path):
+    """The model names an output as Relax names an internal tensor (``lv``): the output's
+    tensor takes the name and the internal tensor a fresh one, so every output shows under
+    its ONNX name; a plan that splits at the internal tensor compiles, its manifest and
+    ``Session.run`` keyed by the model's names, values as onnxruntime's."""
+    plain = importer.load(_named_outputs_model(("probs", "neg")))
+    internal = [t.name for t in plain.tensors.values() if not t.is_input and not t.is_output]
+    clash = internal[0]  # a Relax var name such as lv
+    m = _named_outputs_model(("probs", clash))
+    graph = importer.load(m)
+    graph.validate()
+    assert graph.outputs == graph.model_output_names == ("probs", clash)
+    renamed = {t: old for t, old in graph.relax_names.items() if old == clash}
+    assert len(renamed) == 1 and not graph.tensors[next(iter(renamed))].is_output
+    assert len(graph.tensors) == len(plain.tensors)
+    first = graph.topological_order()[0]
+    assert set(graph.kernels[first].outputs) == set(renamed)  # the Relu's tensor moved
+    plan = Plan.by_hand(graph, {k: "cpu" if k == first else "cuda" for k in graph.kernels})
+    compiled = compiler.compile(plan, simulate=True, progress=False)
+    assert compiled.model_output_names == ["probs", clash]
+    assert [t.name for t in compiled.outputs] == ["probs", clash]
+    crossing = {t.name for p in compiled.partitions for t in p.inputs} - set(graph.inputs)
+    assert crossing == set(renamed)
+    x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
+    want = _ort(m, {"x": x})
+    for art in (compiled, compiler.load_compiled(compiled.save(tmp_path / "art"))):
+        with Session(art) as s:
+            got = s.run({"x": x})
+        assert list(got) == ["probs", clash]
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6, err_msg=name)

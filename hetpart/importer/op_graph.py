@@ -137,8 +137,13 @@ class OpGraph:
     original program (e.g. a single-target reference build) have it.
     ``output_names[i]`` is the name the ONNX model gives output ``i`` (``outputs[i]``
     is the tensor that holds it: named so too, unless it is a model input or holds an
-    earlier output, or the name is another tensor's); empty for a graph not imported
-    from ONNX, whose outputs are called by their tensor names.
+    earlier output, or the name is a model input's; an internal tensor Relax gave the
+    name moves to a fresh one); empty for a graph not imported from ONNX, whose outputs
+    are called by their tensor names.
+    ``relax_names``: tensor name -> the Relax var name it had, for each tensor the
+    importer renamed (a model output named as the model names it, or an internal tensor
+    whose name an output took): a plan made before names its tensors so
+    (:meth:`hetpart.partitioner.Plan.load` reads it under the graph's names).
     ``index_limits``: the valid values of each model input used as indices.
     ``conv_block``: the channel block its convolutions were imported in (``NCHW{c}c``,
     :mod:`hetpart.importer.conv_layout`; all-CPU builds only), None for NCHW.
@@ -152,6 +157,7 @@ class OpGraph:
     module: object = field(repr=False, default=None)
     relax_module: object = field(repr=False, default=None)
     output_names: tuple[str, ...] = ()
+    relax_names: dict[str, str] = field(default_factory=dict, repr=False)
     # model inputs used as indices -> their valid values (see importer.index_guard)
     index_limits: dict[str, IndexLimits] = field(default_factory=dict, repr=False)
     conv_block: int | None = None

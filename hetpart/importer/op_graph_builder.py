@@ -235,18 +235,36 @@ def _named_outputs(b: _Builder, body, model_names) -> tuple[list[str], list[str]
 
 
 def _output_renames(b: _Builder, outputs: list[str], names: list[str]) -> dict[str, str]:
-    """Tensor name -> the model's name of the output it holds, for the tensors that can
-    take it: produced by a kernel (a model input keeps its own name), named once (the
-    first name where the model returns one tensor under several), and the name not
-    already another tensor's.  Users read tensor names (summary, plan, transfers), so
-    an output shows under its ONNX name rather than a Relax var name such as ``gv``."""
+    """Tensor name -> new name, so that each tensor holding a model output takes the
+    model's name for it: every tensor produced by a kernel (a model input keeps its own
+    name), named once (the first name where the model returns one tensor under several;
+    the first tensor where several outputs share a name), unless the name is a model
+    input's.  A tensor that already has a name an output takes (an internal tensor
+    Relax called ``lv`` where the model names an output ``lv``) moves to a fresh name
+    (:func:`_fresh_name`).  Users read tensor names (summary, plan, transfers), so an
+    output shows under its ONNX name rather than a Relax var name such as ``gv``.
+    Invariant: the renamed tensor names are unique."""
     renames: dict[str, str] = {}
     for t, n in zip(outputs, names):
-        if t in renames or n in renames.values() or b.tensors[t]["is_input"]:
+        taken_by_input = n in b.tensors and b.tensors[n]["is_input"]
+        if t in renames or n in renames.values() or b.tensors[t]["is_input"] or (taken_by_input and n != t):
             continue
-        if n == t or n not in b.tensors:
-            renames[t] = n
+        renames[t] = n
+    claimed = set(renames.values())
+    used = set(b.tensors) | claimed | set(names)
+    for t in b.tensors:
+        if t in claimed and t not in renames:  # its name goes to an output: it takes another
+            renames[t] = _fresh_name(t, used)
+            used.add(renames[t])
     return {t: n for t, n in renames.items() if t != n}
+
+
+def _fresh_name(name: str, used: set[str]) -> str:
+    """``name_1``, ``name_2``, ...: the first not in ``used``."""
+    i = 1
+    while f"{name}_{i}" in used:
+        i += 1
+    return f"{name}_{i}"
 
 
 def _rename_tensors(b: _Builder, renames: dict[str, str]) -> None:
@@ -267,7 +285,8 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
     """The :class:`OpGraph` of the fused module ``fused`` (see module docstring);
     ``output_names`` are the model's names of ``main``'s return values, in order.
     The tensor holding an output is named as the model names it where it can be
-    (:func:`_output_renames`); ``OpGraph.output_names`` still maps every output."""
+    (:func:`_output_renames`); ``OpGraph.output_names`` still maps every output and
+    ``OpGraph.relax_names`` every renamed tensor to its Relax name."""
     main = fused["main"]
     b = _Builder(fused, fused_ops)
     b.add_inputs(main)
@@ -296,6 +315,6 @@ def build_op_graph(name: str, fused: tvm.IRModule, fused_ops: dict[str, tuple[st
     }
     inputs = tuple(p.name for p in main.params)
     graph = OpGraph(name, b.kernels, tensors, inputs, tuple(outputs), module=fused, relax_module=relax_module,
-                    output_names=tuple(names))
+                    output_names=tuple(names), relax_names={new: old for old, new in renames.items()})
     graph.validate()
     return graph

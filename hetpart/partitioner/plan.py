@@ -9,6 +9,12 @@ state pairs (model output -> model input) the plan was priced with
 (:mod:`.state`); a plan with state is written as version 4, one without as version 3; a plan with a
 ``"mapped"`` partition as version 5 (a reader before it refuses it by its version).
 
+Tensor names (partitions' ``inputs``/``outputs``, cuts, copy spans) are the op graph's.
+A plan made before the importer named model outputs by their ONNX names (session 59)
+holds Relax's names (``gv``); loaded with its graph, it reads under the graph's names
+(:func:`graph_tensor_names`; its devices and kernels unchanged).  Without a graph the
+file alone cannot say which ONNX name a Relax name stood for: it keeps them.
+
 Times are seconds, sizes bytes.  ``predicted`` holds:
 
 * ``latency_s``: one inference under the plan's objective (partitions one after
@@ -180,6 +186,8 @@ class Plan:
             raise PlanError(f"this plan was made for a different model or input shapes than '{graph.name}' "
                             f"({len(plan.assignment)} kernels planned, {len(graph.kernels)} in the model)")
         _check_streaming(plan)
+        if graph is not None:
+            graph_tensor_names(plan, graph)
         return plan
 
     def save(self, path) -> Path:
@@ -214,6 +222,29 @@ class Plan:
                 parts.append(Partition(f"p{len(parts)}_{device}", device, [kid]))
         return cls(model=graph.name, objective=objective, assignment=dict(assignment), partitions=parts, cuts=[],
                    timeline=[], predicted={}, profile_origin=origin, graph=graph)
+
+
+def graph_tensor_names(plan: "Plan", graph: OpGraph) -> None:
+    """Rename, in place, the tensors of a ``plan`` made before its ``graph``'s importer
+    renamed tensors (``graph.relax_names``: a model output's tensor took its ONNX name):
+    partitions' inputs and outputs, cuts and copy spans then use the graph's names.
+
+    Such a plan is told by a partition listing an output its kernels do not make
+    under the graph's names; a plan that uses them already is left alone.  Only names
+    change: devices, kernels and numbers are the plan's, and compiling reads kernels
+    (the graph's names) only, so the build is the same."""
+    old = {relax: t for t, relax in graph.relax_names.items()}
+    made = [{o for k in p.kernels for o in graph.kernels[k].outputs} for p in plan.partitions]
+    if not old or all(set(p.outputs) <= m for p, m in zip(plan.partitions, made)):
+        return
+    for p in plan.partitions:
+        p.inputs = [old.get(t, t) for t in p.inputs]
+        p.outputs = [old.get(t, t) for t in p.outputs]
+    for c in plan.cuts:
+        c.tensor = old.get(c.tensor, c.tensor)
+    for s in plan.timeline:
+        if s.kind == "copy" and s.name.startswith("copy "):
+            s.name = "copy " + old.get(s.name[len("copy "):], s.name[len("copy "):])
 
 
 def _state(value) -> dict[str, str]:
