@@ -302,3 +302,27 @@ def test_a_build_cache_keeps_precisions_of_one_placement_apart(monkeypatch, zoo_
     monkeypatch.setattr(cache, "_compile", lambda plan, name, build, jobs: Build(build, plan, 0.0, name))
     assert cache.get(fp32, "fp32").compiled is fp32
     assert cache.get(bf16, "bf16").compiled is bf16
+
+
+def test_the_package_imports_its_public_names_on_first_use_and_peers_needs_no_tvm():
+    """``hetpart.bench``'s names come from their modules when first used; ``peers`` (the
+    ONNX Runtime session a corpus prepare worker opens) imports no TVM, which the harness's
+    importer would (~1.3 CPU-s per such process).  A fresh interpreter: what was imported
+    is the point."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import hetpart.bench.peers; assert 'tvm' not in sys.modules, 'tvm imported'; "
+            "from hetpart.bench import Options, run, gpu_slug; from hetpart import bench; "
+            "assert bench.Settings.__module__ == 'hetpart.bench.timing' and callable(run) and Options")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr
+    assert sorted(bench.__all__) == sorted(["OBJECTIVES", "BenchReport", "Options", "Pair", "Settings", "Workload",
+                                            "bench_workload", "gpu_slug", "machine", "render_markdown", "run",
+                                            "write"])
+    with pytest.raises(AttributeError):
+        bench.no_such_name

@@ -5,6 +5,7 @@ the results file and its table.  The GPU run is bench/capped.py on the GPU machi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import json
 import time
@@ -17,6 +18,14 @@ from hetpart.bench.capped import Bandwidths, Options, Record, Workload, limit_s,
 from hetpart.bench.timing import Settings
 from hetpart.errors import HetpartError
 from hetpart.partitioner.random_cases import roofline_costs
+
+
+@functools.lru_cache(maxsize=None)
+def _graph(spec: str):
+    """``importer.load(spec)`` of a zoo spec, once for the file (no test here changes a graph)."""
+    from hetpart import importer
+
+    return importer.load(spec)
 
 
 @pytest.mark.parametrize("text, want", [("1/2", 500), ("1/3", 333), ("0.25", 250), ("512MiB", 512 << 20),
@@ -58,9 +67,8 @@ def test_the_bf16_limit_counts_the_bytes_the_gpu_holds_and_streams():
 
 
 def test_precision_weight_bytes_are_the_graphs_accounting():
-    from hetpart import importer
 
-    graph = importer.load("zoo:mlp:small")
+    graph = _graph("zoo:mlp:small")
     w = capped.initializer_bytes(capped.prepare(Workload("mlp", "zoo:mlp:small")).onnx_model)
     assert capped.precision_weight_bytes(graph, w, "cuda=fp32") == w
     assert capped.precision_weight_bytes(graph, w, "cuda=tf32,cpu=fp32") == w
@@ -113,9 +121,8 @@ def test_a_bf16_record_over_the_tolerance_is_marked_wrong():
 def bf16_run():
     """hetpart and hetpart bf16 on the zoo MLP (23 MB of weights: big enough for the
     GPU under roofline costs) under half its weights, simulated."""
-    from hetpart import importer
 
-    costs = roofline_costs(importer.load("zoo:mlp"))
+    costs = roofline_costs(_graph("zoo:mlp"))
     options = Options(settings=Settings.tiny(), cost_model=costs, simulate=True, bandwidth_bytes=1 << 20,
                       contenders=("hetpart", "hetpart bf16"))
     return list(capped.bench(["zoo:mlp"], ["1/2"], options, export_dir=None))
@@ -155,9 +162,8 @@ def test_the_front_end_runs_bf16_simulated_and_renders_both(tmp_path):
 @pytest.fixture(scope="module")
 def mlp_run():
     """Every item bench() yields for zoo:mlp:small under two caps, simulated."""
-    from hetpart import importer
 
-    costs = roofline_costs(importer.load("zoo:mlp:small"))
+    costs = roofline_costs(_graph("zoo:mlp:small"))
     options = Options(settings=Settings.tiny(), cost_model=costs, simulate=True, bandwidth_bytes=1 << 20)
     return list(capped.bench(["zoo:mlp:small"], ["1/2", "1/4"], options, export_dir=None))
 
@@ -217,9 +223,8 @@ def test_the_deadline_stops_before_any_workload():
 
 
 def roofline_costs_for_mlp():
-    from hetpart import importer
 
-    return roofline_costs(importer.load("zoo:mlp:small"))
+    return roofline_costs(_graph("zoo:mlp:small"))
 
 
 @pytest.mark.slow  # the simulated run compiles four placements (~7 s)
@@ -300,10 +305,9 @@ def test_a_workload_that_cannot_run_here_is_skipped_and_the_next_runs(tmp_path):
 def test_a_low_precision_contender_has_its_own_cuda_kernels_measured(monkeypatch):
     """bf16 builds are other kernels (weights stored in bf16); unmeasured, the cost model
     only predicted them, and BERT-large's bf16 plans ran 15-20% over their prediction."""
-    import hetpart
     import hetpart.costmodel as costmodel
 
-    graph = hetpart.load("zoo:mlp:small")
+    graph = _graph("zoo:mlp:small")
     calls = []
 
     class Measured:  # what profile() returns: a profile that has the link already
@@ -338,9 +342,8 @@ def test_kernels_priced_by_prediction_are_counted_and_shown(tmp_path):
     """A workload the profile has not measured must not be planned on guesses silently:
     the header counts its predicted kernels per device, each plan's record its own, and
     the table lists the workload under the predicted kernels."""
-    from hetpart import importer
 
-    graph = importer.load("zoo:mlp:small")
+    graph = _graph("zoo:mlp:small")
     matmuls = sum(k.op_class == "matmul" for k in graph.nodes)
     options = Options(settings=Settings.tiny(), cost_model=GuessedCosts(graph), simulate=True,
                       bandwidth_bytes=1 << 20, contenders=("hetpart all-CPU",))
@@ -357,9 +360,8 @@ def test_kernels_priced_by_prediction_are_counted_and_shown(tmp_path):
 
 
 def test_coverage_says_measured_where_nothing_is_predicted():
-    from hetpart import importer
 
-    graph = importer.load("zoo:mlp:small")
+    graph = _graph("zoo:mlp:small")
     cov = capped.coverage(graph, roofline_costs(graph))
     assert cov.predicted == {"cpu": 0, "cuda": 0} and cov.describe() == "cpu measured; cuda measured"
 
@@ -412,11 +414,10 @@ def test_a_partition_over_the_external_threshold_is_built_and_timed(monkeypatch)
     over 4 GiB was: the llama_decode all-CPU library of 4.4 GB crashed LoadFromFile): the
     benchmark's builds keep a partition's weights over the compiler's threshold in a file
     beside its library (hetpart.compiler.external), here forced low so the small model's do."""
-    from hetpart import importer
     from hetpart.compiler import external
 
     monkeypatch.setattr(external, "EXTERNAL_MIN_BYTES", 1024)
-    graph = importer.load("zoo:mlp:small")
+    graph = _graph("zoo:mlp:small")
     costs = roofline_costs(graph)
     prep = capped.prepare(Workload("mlp", "zoo:mlp:small"))
     assert not hasattr(capped, "oversized_partition")
@@ -476,10 +477,9 @@ def test_the_limit_counts_only_the_weights_a_step_reads():
 
 
 def test_the_read_share_of_a_moe_is_its_chosen_experts():
-    from hetpart import importer
 
-    moe = importer.load("zoo:moe:small")  # 8 experts, top-2, 4 tokens: a gather row per token and choice
-    dense = importer.load("zoo:mlp:small")
+    moe = _graph("zoo:moe:small")  # 8 experts, top-2, 4 tokens: a gather row per token and choice
+    dense = _graph("zoo:mlp:small")
     assert capped.read_share(dense) == 1.0
     gathers = [k for k in moe.nodes if k.op_class == "gather" and k.param_bytes]
     assert gathers and capped.read_share(moe) < 1.0
@@ -660,9 +660,8 @@ def test_cpu_bf16_contender_is_opt_in_and_its_limit_counts_bf16_cpu_reads():
 def test_cpu_bf16_contender_builds_apart_from_hetpart_bf16(tmp_path):
     """Named, the CPU-bf16 contender gets a build of its own (never ``hetpart bf16``'s, whose
     CPU weights are float32), is checked against ORT, and has its column and limit column."""
-    from hetpart import importer
 
-    costs = roofline_costs(importer.load("zoo:mlp"))
+    costs = roofline_costs(_graph("zoo:mlp"))
     options = Options(settings=Settings.tiny(), cost_model=costs, simulate=True, bandwidth_bytes=1 << 20,
                       contenders=("hetpart bf16", "hetpart bf16 cpu-bf16"))
     items = list(capped.bench(["zoo:mlp"], ["1/4"], options, export_dir=None))
@@ -685,12 +684,11 @@ def test_bf16_rules_place_bf16_bytes_and_record_the_precision(contender):
     they are bf16 on the GPU, and the plan records ``cuda=bf16,cpu=bf16`` so compile() builds it so."""
     from types import SimpleNamespace
 
-    from hetpart import importer
     from hetpart.contracts.precision import coerce
 
     assert contender in capped.OPT_IN and contender not in Options().contenders
     assert capped.precision_label(contender) == "bf16 both"
-    graph = importer.load("zoo:mlp")
+    graph = _graph("zoo:mlp")
     costs = roofline_costs(graph)
     fp32_rule = capped.RULE_OF[contender]
     weights = sum(k.param_bytes for k in graph.kernels.values())

@@ -774,20 +774,24 @@ def test_a_load_point_records_the_lanes_its_system_used_and_the_report_says_so()
 
 
 @pytest.mark.slow
-def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_variants(tmp_path, capsys):
+def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_variants(tmp_path, capsys, monkeypatch):
     """--placement forced,cpu-tail builds the detector twice (its NMS trim on the CPU the
     second time; a model placed alike is shared, not rebuilt; a partition placed alike reuses
-    the first placement's library, not rebuilt) and serves it as variant
+    the first placement's library, not rebuilt; each model and batch imported once, for
+    both placements) and serves it as variant
     hetpart-cpu-tail; --hold-ms and --nospin-variant add hetpart-hold<ms> and
     hetpart-nospin, --combined-variant hetpart-all, --gates 1 hetpart-gate1 (batching behind
     a 1-slot gate across models: no batch ever runs beside another, with the detector's CPU
     partitions); every answer of every variant is its own request's."""
     import runpy
 
+    import hetpart
     from hetpart.contracts import read_json
 
     out = tmp_path / "serve.json"
     front = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "serve.py"))
+    loaded, load = [], hetpart.load
+    monkeypatch.setattr(hetpart, "load", lambda source, *a, **k: loaded.append(source) or load(source, *a, **k))
     # A loose SLO: this test is about the variants being built and served right, and under the suite's
     # parallel load a simulated variant's p99 can miss a 1 s SLO at both of 2 rates (CI, session 50:
     # hetpart-all at 0/s while its siblings served 280-1160/s); a 10 s one is met at every rate (the
@@ -799,6 +803,7 @@ def test_the_front_end_builds_a_second_placement_and_adds_hold_and_nospin_varian
                    "--contenders", "hetpart,sequential", "--placement", "forced,cpu-tail", "--hold-ms", "5",
                    "--nospin-variant", "--combined-variant", "--gates", "1", "--out", str(out)])
     assert re.search(r"\] [1-9]\d* partition\(s\) of a later placement reused a library", capsys.readouterr().err)
+    assert sorted(loaded) == sorted(set(loaded)) and len(loaded) == 4  # 2 models x 2 batches, imported once
     body = read_json(out, serve.SCHEMA, serve.VERSION)
     rows = {r["contender"]: r for r in body["results"]}
     assert set(rows) == {"hetpart", "hetpart-hold5", "hetpart-nospin", "hetpart-cpu-tail", "hetpart-all", "hetpart-gate1",

@@ -157,3 +157,17 @@ def test_rounds_of_the_fewest_boxes(name, monkeypatch):
     boxes, scores, max_out, iou, score = CASES[name]
     np.testing.assert_array_equal(_run(boxes, scores, max_out, iou, score, select=True),
                                   _reference(boxes, scores, max_out, iou, score))
+
+
+def test_a_kernel_is_parsed_once_per_form_and_settings(monkeypatch):
+    """``nms_primfunc`` hands back the kernel it parsed for the same sizes, thresholds (a NaN
+    one too) and settings -- the same as a fresh parse --, and parses anew when a setting
+    the kernel reads changes (the switch and the slack, as the tests above set them)."""
+    import tvm_ffi
+
+    a = nms.nms_primfunc(1, 40, 2, 10, 0.5, nms.NO_SCORE_THRESHOLD)
+    assert nms.nms_primfunc(1, 40, 2, 10, 0.5, float("nan")) is a
+    assert tvm_ffi.structural_equal(a, nms._nms_primfunc(1, 40, 2, 10, 0.5, nms.NO_SCORE_THRESHOLD))
+    assert nms.nms_primfunc(1, 40, 2, 10, 0.5, 0.1) is not a
+    monkeypatch.setattr(nms, "SELECT_CANDIDATES", not nms.SELECT_CANDIDATES)
+    assert not tvm_ffi.structural_equal(nms.nms_primfunc(1, 40, 2, 10, 0.5, nms.NO_SCORE_THRESHOLD), a)

@@ -117,3 +117,16 @@ def test_the_detector_topk_is_hetparts_kernel():
     (topk,) = [k for k in graph.nodes if "topk" in k.ops]
     assert topk.func.startswith("topk") and topk.op_class == "sort"
     assert "T.parallel" in topk_primfunc([4, 7], 1, 3, True, "int64").script()
+
+
+def test_a_kernel_is_parsed_once_per_form():
+    """``topk_primfunc`` hands back the kernel it parsed for the same form (the shape a list
+    or a tuple), the same as a fresh parse; another form is another kernel."""
+    import tvm_ffi
+
+    from hetpart.importer import top_k
+
+    a = topk_primfunc([4, 7], 1, 3, True, "int64")
+    assert topk_primfunc((4, 7), 1, 3, True, "int64") is a
+    assert tvm_ffi.structural_equal(a, top_k._topk_primfunc([4, 7], 1, 3, True, "int64"))
+    assert not tvm_ffi.structural_equal(topk_primfunc([4, 7], 1, 3, False, "int64"), a)

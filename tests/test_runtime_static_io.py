@@ -15,6 +15,7 @@ streamed, for several steps on a GPU against onnx.reference:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 
 import numpy as np
@@ -40,7 +41,10 @@ def _switch_on(monkeypatch):
 DEVICES = ["cpu", "cuda", "cuda", "cuda", "cuda"]
 
 
+@functools.lru_cache(maxsize=1)
 def _llama():
+    """The small llama_decode, its import and its state pairs: built once for the file (nothing
+    here changes a model or a graph; each test plans and extracts its own)."""
     model = models.build("llama_decode", small=True)
     pairs = {o.name: o.name.replace("present.", "past.") for o in model.graph.output if o.name.startswith("present.")}
     return model, importer.load(model), pairs

@@ -20,11 +20,23 @@ Typical use::
     bench.write(report, "bench.json", "bench.md")
 """
 
-from .harness import OBJECTIVES, Options, Workload, bench_workload
-from .render import render_markdown, write
-from .results import BenchReport
-from .suite import Pair, gpu_slug, machine, run
-from .timing import Settings
+from __future__ import annotations
 
-__all__ = ["OBJECTIVES", "BenchReport", "Options", "Pair", "Settings", "Workload", "bench_workload", "gpu_slug",
-           "machine", "render_markdown", "run", "write"]
+import importlib
+
+_PUBLIC = {
+    "OBJECTIVES": "harness", "Options": "harness", "Workload": "harness", "bench_workload": "harness",
+    "render_markdown": "render", "write": "render", "BenchReport": "results",
+    "Pair": "suite", "gpu_slug": "suite", "machine": "suite", "run": "suite", "Settings": "timing",
+}
+"""Public name -> the module defining it, imported on first use (as :mod:`hetpart`'s own names):
+a submodule that needs no TVM (``peers``' ONNX Runtime session, ``serve_load``) is imported
+without ``harness``' importer and TVM."""
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'hetpart.bench' has no attribute '{name}'")

@@ -73,6 +73,7 @@ class ServedModel:
     batch_columns: dict[str, int] = field(default_factory=dict)  # outputs split by a batch column (NMS)
     batching: BatchingPolicy | None = None  # the sizes hetpart batches it at (batching_policy)
     placement: str = "forced"  # how its builds were placed (PLACEMENTS)
+    graphs: dict[str, object] = field(default_factory=dict, repr=False)  # source -> its import (hetpart.load)
 
 
 def _sources(name: str, batch: int, small: bool, torch_ok: bool, work: Path):
@@ -92,6 +93,9 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
     """Export (twins), load and compile every model at each of its :func:`batches`,
     placed as ``placement`` says (:data:`PLACEMENTS`).  ``reuse``: models built already
     (another placement's): a model whose plans come out the same is shared, not rebuilt.
+    A source ``reuse``'s models imported already is not imported again: its graph
+    (:attr:`ServedModel.graphs`) is planned as this placement says (planning and
+    compiling never change a graph).
     ``library_cache`` (a :class:`hetpart.compiler.LibraryCache`, shared by the builds of
     every placement): a partition built before for another placement (same module,
     target and options: a part of the detector that ``cpu-tail`` places as ``forced``
@@ -121,9 +125,12 @@ def build(names: list[str], *, max_batch: int, small: bool, simulate: bool, work
 
     # the imports one after another (TVM's ONNX import is not thread-safe), the
     # compiles in parallel (as hetpart.bench.builds does: TVM releases the GIL)
-    jobs = [(m, batch, hetpart.load(source)) for m, batch, source in jobs]
-    plans = {(m.name, batch): forced_plan(graph, "cuda", cpu_tail=placement == "cpu-tail") for m, batch, graph in jobs}
     before = {m.name: m for m in reuse or []}
+    imported = {source: graph for m in before.values() for source, graph in m.graphs.items()}
+    for m, _, source in jobs:
+        m.graphs[source] = imported[source] = imported.get(source) or hetpart.load(source)
+    jobs = [(m, batch, m.graphs[source]) for m, batch, source in jobs]
+    plans = {(m.name, batch): forced_plan(graph, "cuda", cpu_tail=placement == "cpu-tail") for m, batch, graph in jobs}
     same = {name for name, old in before.items()
             if all(b in old.compiled and dict(old.compiled[b].plan.assignment) == dict(plans[(n, b)].assignment)
                    for (n, b) in plans if n == name)}

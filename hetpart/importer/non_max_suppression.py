@@ -82,12 +82,12 @@ threshold when they run out.  Off: every candidate box goes into the heap.  Devi
 b8 0.944 -> 0.460; the whole detector all-CPU 0.94x at b1 and b8, rows equal."""
 
 
-def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
-                 score_threshold: float) -> tirx.PrimFunc:
-    """The NMS kernel for static sizes: ``(boxes[B,N,4], scores[B,C,N]) -> (rows[B*C*keep, 3]
-    int64, count[1] int64)``; rows past ``count`` are unspecified.  ``keep`` is
-    ``min(max_output_boxes_per_class, N)`` (0 selects nothing).  A NaN ``score_threshold``
-    (:data:`NO_SCORE_THRESHOLD`) filters no box out, as ONNX without that input."""
+def _nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
+                  score_threshold: float) -> tirx.PrimFunc:
+    """:func:`nms_primfunc`'s parse, every time it is called.  It stays where the kernel's
+    TVMScript always was, its docstring as many lines as before: the script's line numbers
+    are the kernel's source locations (LLVM's debug locations), so the generated code stays
+    as it was."""
     B, N, C, K = batch, boxes, classes, keep
     BC = B * C
     KP = -(-max(K, 1) // LANES) * LANES  # kept boxes' rows padded to whole vectors
@@ -363,6 +363,29 @@ def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold:
                             rows[T.Cast("int64", start[bc] + k), 2] = T.Cast("int64", kept[bc, k])
 
     return nms
+
+
+_BUILT: dict[tuple, tirx.PrimFunc] = {}
+"""The kernels :func:`nms_primfunc` parsed, by their sizes, thresholds and the module's settings."""
+
+
+def nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold: float,
+                 score_threshold: float) -> tirx.PrimFunc:
+    """The NMS kernel for static sizes: ``(boxes[B,N,4], scores[B,C,N]) -> (rows[B*C*keep, 3]
+    int64, count[1] int64)``; rows past ``count`` are unspecified.  ``keep`` is
+    ``min(max_output_boxes_per_class, N)`` (0 selects nothing).  A NaN ``score_threshold``
+    (:data:`NO_SCORE_THRESHOLD`) filters no box out, as ONNX without that input.
+
+    Parsed once per process for each distinct sizes, float32 thresholds and module settings
+    (:data:`SELECT_CANDIDATES`, :data:`LANES`, the slack and window divisors,
+    :data:`NOT_CANDIDATE`): the TVMScript parse took ~0.7 s of each detector import, and a
+    PrimFunc is immutable, so every import of the same NMS shares one."""
+    key = (int(batch), int(boxes), int(classes), int(keep), np.float32(iou_threshold).tobytes(),
+           np.float32(score_threshold).tobytes(), SELECT_CANDIDATES, LANES, SLACK_DIV, SLACK_ADD, WINDOW_DIV,
+           NOT_CANDIDATE, INT32_MAX)
+    if key not in _BUILT:
+        _BUILT[key] = _nms_primfunc(batch, boxes, classes, keep, iou_threshold, score_threshold)
+    return _BUILT[key]
 
 
 class NonMaxSuppressionConverter:

@@ -36,12 +36,12 @@ FUNC_NAME = "topk"
 INT32_MAX = 2**31 - 1
 
 
-def topk_primfunc(shape: list[int], axis: int, k: int, largest: bool, index_dtype: str) -> tirx.PrimFunc:
-    """The kernel for a float32 input of ``shape``: ``(data) -> (values, indices)``, both
-    of ``shape`` with ``k`` along ``axis``, in output order (``largest`` first, else
-    smallest first; NaN ranks highest).  Rows are walked as ``[outer, n, inner]`` (``n``
-    along ``axis``), indexing the buffers in their own shapes, so no reshape kernel
-    surrounds it."""
+def _topk_primfunc(shape: list[int], axis: int, k: int, largest: bool, index_dtype: str) -> tirx.PrimFunc:
+    """:func:`topk_primfunc`'s parse, every time it is called.  It stays where the kernel's
+    TVMScript always was, its docstring as many lines as before: the script's line numbers
+    are the kernel's source locations (LLVM's debug locations), so the generated code stays
+    as it was (a PrimFunc of ``shape``,
+    ``axis``, ``k``, ``largest`` and ``index_dtype``)."""
     O, N, I, K = _product(shape[:axis]), shape[axis], _product(shape[axis + 1:]), k  # noqa: E741
     R = O * I
     in_dims = tuple(tirx.IntImm("int64", d) for d in shape)
@@ -127,6 +127,23 @@ def topk_primfunc(shape: list[int], axis: int, k: int, largest: bool, index_dtyp
                         sift_down(heap, r, size, hole, child, item, 0)
 
     return topk
+
+
+_BUILT: dict[tuple, tirx.PrimFunc] = {}
+"""The kernels :func:`topk_primfunc` parsed, by their form."""
+
+
+def topk_primfunc(shape: list[int], axis: int, k: int, largest: bool, index_dtype: str) -> tirx.PrimFunc:
+    """The kernel for a float32 input of ``shape``: ``(data) -> (values, indices)``, both
+    of ``shape`` with ``k`` along ``axis``, in output order (``largest`` first, else
+    smallest first; NaN ranks highest).  Rows are walked as ``[outer, n, inner]`` (``n``
+    along ``axis``), indexing the buffers in their own shapes, so no reshape kernel
+    surrounds it.  Parsed once per process for each distinct form (a PrimFunc is
+    immutable: every import of the same TopK shares it)."""
+    key = (tuple(int(d) for d in shape), int(axis), int(k), bool(largest), str(index_dtype), INT32_MAX)
+    if key not in _BUILT:
+        _BUILT[key] = _topk_primfunc(list(shape), axis, k, largest, index_dtype)
+    return _BUILT[key]
 
 
 def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
