@@ -7,10 +7,29 @@ unscheduled reference, with the switches on and off."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
 from blocked_conv_cases import small_densenet
+
+
+@lru_cache(maxsize=None)
+def _imported(widen: bool):
+    """``(model, its NCHW8c import with WIDEN_BLOCKED = widen)``, imported once per setting: the
+    build tests of both concat-vector settings and the concat test read the same import
+    (``BLOCKED_CONCAT_VECTORS`` is read when scheduling, not when importing)."""
+    import hetpart
+    from hetpart.importer import blocked_regions
+
+    old = blocked_regions.WIDEN_BLOCKED
+    blocked_regions.WIDEN_BLOCKED = widen
+    try:
+        model = small_densenet()
+        return model, hetpart.load(model, conv_block=8)
+    finally:
+        blocked_regions.WIDEN_BLOCKED = old
 
 
 def _transforms(graph) -> int:
@@ -38,18 +57,15 @@ def test_the_dense_block_stays_blocked(monkeypatch, widen, transforms):
 def test_the_blocked_build_matches_ort_and_the_reference(monkeypatch, plan_for, compose, widen, vectors):
     """On inputs with negatives and zeros (BN scales of both signs), every switch setting."""
     import onnxruntime as ort
+    import tvm
+    from tvm import relax
 
-    import hetpart
-    from hetpart import compiler
-    from hetpart.importer import blocked_regions
+    from hetpart import compiler, kernels
     from hetpart.kernels.rules import cpu_injective
+    from hetpart.targets import cpu_tvm_target
 
-    from conftest import run_reference_tvm
-
-    monkeypatch.setattr(blocked_regions, "WIDEN_BLOCKED", widen)
     monkeypatch.setattr(cpu_injective, "BLOCKED_CONCAT_VECTORS", vectors)
-    model = small_densenet()
-    graph = hetpart.load(model, conv_block=8)
+    model, graph = _imported(widen)
     cm = compiler.compile(plan_for(graph, {k: "cpu" for k in graph.kernels}), progress=False)
     x = np.random.default_rng(8).standard_normal((1, 3, 16, 16)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
@@ -57,7 +73,10 @@ def test_the_blocked_build_matches_ort_and_the_reference(monkeypatch, plan_for, 
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
-    ref = run_reference_tvm(graph, {graph.inputs[0]: x})[0]
+    # the whole module built as one, with this test's switches (conftest's run_reference_tvm keeps
+    # one build per import, which the two concat-vector settings share)
+    ref = relax.VirtualMachine(kernels.build(graph.module, cpu_tvm_target()), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
 
 
@@ -67,12 +86,11 @@ def test_a_blocked_concat_keeps_its_channel_block_as_vectors():
     into the plane (where LLVM ran it scalar: ``i % 8`` parameter indices)."""
     import tvm
 
-    import hetpart
     from hetpart import kernels
     from hetpart.costmodel import kernel_bench
     from hetpart.targets import cpu_tvm_target
 
-    graph = hetpart.load(small_densenet(), conv_block=8)
+    graph = _imported(True)[1]
     cats = [k for k in graph.kernels.values() if "concatenate" in k.ops]
     assert len(cats) == 2
     for k in cats:

@@ -10,6 +10,8 @@ needed).  Off: the import is unchanged.  bench/results/cpu-moe-gather-2core.md h
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 from onnx import helper
@@ -48,6 +50,19 @@ def _ops(m) -> list[tuple[str, ...]]:
     return [k.ops for k in importer.load(m).kernels.values()]
 
 
+@lru_cache(maxsize=None)
+def _small_moe():
+    """``(zoo:moe:small, its import with the switch on)``, imported once for the tests that read,
+    run or build it (the switch is read at import only: the graph holds its effect)."""
+    old = em.FUSE_EXPERT_GATHER
+    em.FUSE_EXPERT_GATHER = True
+    try:
+        m = models.build("moe", small=True)
+        return m, importer.load(m)
+    finally:
+        em.FUSE_EXPERT_GATHER = old
+
+
 IDS = {"last and repeated": np.array([[E - 1, E - 1], [0, 2], [E - 1, 0]], np.int64),
        "negative": np.array([[-1, -E], [-2, 3], [0, -3]], np.int64)}
 
@@ -57,26 +72,26 @@ IDS = {"last and repeated": np.array([[E - 1, E - 1], [0, 2], [E - 1, 0]], np.in
 def test_unit_graph_matches_onnxruntime_and_reference(on, name, x_shape):
     ids = IDS[name]
     m = _expert_matmul(ids.shape, x_shape)
-    ops = _ops(m)  # and the frontend's where(ids < 0, ids + E, ids), a kernel either way
+    graph = importer.load(m)  # imported once: its kernels read here, compiled by run_on
+    ops = [k.ops for k in graph.kernels.values()]  # and the frontend's where(ids < 0, ids + E, ids), a kernel either way
     assert ops.count((em.OP,)) == 1 and not any("take" in o or "matmul" in o for o in ops if o != (em.OP,))
     feeds = {"x": _x(x_shape), "ids": ids}
-    got = run_on(m, "cpu", feeds)["y"]
+    got = run_on(graph, "cpu", feeds)["y"]
     for want in (onnxruntime_outputs(m, feeds)[0], reference(m, feeds)["y"]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_small_moe_matches_onnxruntime_and_reference(on):
-    m = models.build("moe", small=True)
-    assert any(em.OP in ops for ops in _ops(m))
+    m, graph = _small_moe()
+    assert any(em.OP in k.ops for k in graph.kernels.values())
     feeds = models.example_inputs(m, seed=0)
-    got = run_on(m, "cpu", feeds)["logits"]
+    got = run_on(graph, "cpu", feeds)["logits"]
     np.testing.assert_allclose(got, onnxruntime_outputs(m, feeds)[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got, reference(m, feeds)["logits"], rtol=1e-4, atol=1e-5)
 
 
 def test_small_moe_has_no_expert_take_kernel_and_six_kernels_fewer(on, monkeypatch):
-    m = models.build("moe", small=True)
-    after = importer.load(m)
+    m, after = _small_moe()
     monkeypatch.setattr(em, "FUSE_EXPERT_GATHER", False)
     before = importer.load(m)
     table = 8 * 32 * 48 * 4  # one stacked expert weight of the small config
@@ -113,7 +128,7 @@ def test_small_moe_builds_for_cuda_sm90(on):
     from hetpart import kernels
     from hetpart.targets import cuda_tvm_target
 
-    graph = importer.load(models.build("moe", small=True))
+    graph = _small_moe()[1]
     assert sum(em.OP in k.ops for k in graph.nodes) == 6
     assert kernels.build(graph.module, cuda_tvm_target("sm_90")) is not None
 

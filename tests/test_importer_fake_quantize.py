@@ -63,12 +63,13 @@ def test_qdq_pairs_after_a_conv_and_around_an_add_are_float_and_exact(qtype, zp)
              *_qdq("a", "s3", "z")]
     m = model(nodes, [("x", (1, 4, 8, 8), F32)], [("a_dq", (1, 4, 8, 8), F32)],
               {"w": w, "s1": s1, "s2": s2, "s3": s3, "z": np.asarray(zp, dtype=qtype)}, opset=13)
-    kernel_ops = [k.ops for k in load(m).nodes]
+    graph = load(m)  # imported once: its kernels read here, compiled by run_on
+    kernel_ops = [k.ops for k in graph.nodes]
     assert not any({"quantize", "dequantize"} & set(ops) for ops in kernel_ops), kernel_ops
     assert sum(ops.count("fake_quantize") for ops in kernel_ops) == 3, kernel_ops
     x = _hard_values((1, 4, 8, 8), float(s2), zp, qtype)
     x[~np.isfinite(x)] = 0.0  # inf - inf in the conv: NaN, which ORT's QuantizeLinear and TVM's map apart
-    got = run_on(m, "cpu", {"x": x}, simulate=False)["a_dq"]
+    got = run_on(graph, "cpu", {"x": x}, simulate=False)["a_dq"]
     np.testing.assert_array_equal(got, _ort(m, {"x": x})["a_dq"])
 
 
@@ -92,11 +93,12 @@ def test_pairs_it_cannot_take_stay_integer_and_match():
     m = model(nodes, [("x", (2, 4, 5), F32)], [("y", (2, 4, 5), F32)],
               {"pc": per_channel, "zc": np.zeros(4, np.int8), "s": F32(0.04), "s2": F32(0.08),
                "z": np.int8(-2)}, opset=13)
-    ops = {op for k in load(m).nodes for op in k.ops}
+    graph = load(m)
+    ops = {op for k in graph.nodes for op in k.ops}
     assert "fake_quantize" not in ops and {"quantize", "dequantize"} <= ops, ops
     x = _hard_values((2, 4, 5), 0.01, 0, np.int8)
     x[~np.isfinite(x)] = 0.0  # ORT's per-axis kernel and TVM's disagree on the infinities' int8
-    np.testing.assert_array_equal(run_on(m, "cpu", {"x": x}, simulate=False)["y"], _ort(m, {"x": x})["y"])
+    np.testing.assert_array_equal(run_on(graph, "cpu", {"x": x}, simulate=False)["y"], _ort(m, {"x": x})["y"])
 
 
 def test_the_switch_turns_the_rewrite_off_and_both_agree_even_on_nan(monkeypatch):
@@ -109,8 +111,9 @@ def test_the_switch_turns_the_rewrite_off_and_both_agree_even_on_nan(monkeypatch
     x[0, -4:] = np.nan
     on = run_on(m, "cpu", {"x": x}, simulate=False)["x_dq"]
     monkeypatch.setattr(fake_quantize, "FLOAT_FAKE_QUANT", False)
-    assert {op for k in load(m).nodes for op in k.ops} == {"quantize", "dequantize"}
-    np.testing.assert_array_equal(on, run_on(m, "cpu", {"x": x}, simulate=False)["x_dq"])
+    off = load(m)
+    assert {op for k in off.nodes for op in k.ops} == {"quantize", "dequantize"}
+    np.testing.assert_array_equal(on, run_on(off, "cpu", {"x": x}, simulate=False)["x_dq"])
 
 
 @pytest.mark.cuda

@@ -185,11 +185,11 @@ def test_the_cases_mean_something(results):
     assert len(got["identical_boxes"]) == 8  # each box once per class: its copies suppressed (IoU 1)
 
 
-def test_flop_estimate_of_the_nms_kernel_is_bounded():
+def test_flop_estimate_of_the_nms_kernel_is_bounded(zoo_graph):
     """The op graph's ``flops`` (TVM's estimate, a cost-model feature) counts a ``for`` loop
     of data-dependent extent as 2**32 iterations: the kernel keeps such loops ``while``
     loops, so the estimate stays near a few operations per box and class."""
-    graph = hetpart.load("zoo:detector:small")
+    graph = zoo_graph("detector")  # the session's import of zoo:detector:small
     (nms,) = [k for k in graph.nodes if k.func.startswith("all_class_non_max_suppression")]
     boxes, classes = 128, 4  # the small detector's
     assert 0 < nms.flops < 100 * boxes * classes

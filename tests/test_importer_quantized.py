@@ -183,7 +183,7 @@ def test_qdq_matmul_and_gemm_run_as_integer_contractions():
     assert len(contractions) == 2
     assert all(_accumulator_dtype(graph.module[k.func]) == "int32" for k in contractions)
     x = RNG.uniform(-6, 6, (4, 32)).astype(F32)
-    got = run_on(m, "cpu", {"x": x}, simulate=False)["y"]
+    got = run_on(graph, "cpu", {"x": x}, simulate=False)["y"]  # the import above, compiled
     if ort_integer_exact(U8, I8):
         np.testing.assert_allclose(got, _ort(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, reference(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)

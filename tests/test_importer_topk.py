@@ -110,10 +110,10 @@ def test_the_cases_mean_something(results):
     assert len(np.unique(got["ties_largest.values"][0])) < 10
 
 
-def test_the_detector_topk_is_hetparts_kernel():
+def test_the_detector_topk_is_hetparts_kernel(zoo_graph):
     """The zoo detector's TopK is a TIR kernel of the op graph (class ``sort``), not TVM's
     runtime builtin, and its kernel is a parallel loop over rows."""
-    graph = hetpart.load("zoo:detector:small")
+    graph = zoo_graph("detector")  # the session's import of zoo:detector:small
     (topk,) = [k for k in graph.nodes if "topk" in k.ops]
     assert topk.func.startswith("topk") and topk.op_class == "sort"
     assert "T.parallel" in topk_primfunc([4, 7], 1, 3, True, "int64").script()

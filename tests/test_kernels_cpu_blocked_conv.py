@@ -26,16 +26,44 @@ from onnx_cases import run_vm, update_unrolls  # noqa: E402
 from tir_loops import loops_and_blocks  # noqa: E402
 
 
+_IMPORTS: dict[bytes, object] = {}
+_UNSCHEDULED: dict[tuple, object] = {}
+
+
+def _load16(model):
+    """``load(model, conv_block=16)``, once per model: the switches this file turns are
+    ``cpu_blocked_conv``'s and ``cpu_injective``'s, read when scheduling, not when importing, so
+    every test of a model schedules and builds the same import."""
+    from hetpart import load
+
+    key = model.SerializeToString()
+    if key not in _IMPORTS:
+        _IMPORTS[key] = load(model, conv_block=16)
+    return _IMPORTS[key]
+
+
+def _unscheduled(kind: str, module, target):
+    """``module`` built without hetpart's schedules for ``target`` (``kind`` ``"compile"``:
+    ``tvm.compile``; ``"legalized"``: ``relax.build`` after ``LegalizeOps``), once per import
+    and target: no switch of this file reaches it, so the tests of a switch on and off share it."""
+    import tvm
+    from tvm import relax
+
+    key = (kind, id(module), str(target))
+    if key not in _UNSCHEDULED:
+        _UNSCHEDULED[key] = (module, tvm.compile(module, target) if kind == "compile"
+                             else relax.build(relax.transform.LegalizeOps()(module), target))
+    return _UNSCHEDULED[key][1]
+
+
 def _matches_compiled(module, target, x, mixed_signs: bool = False) -> None:
     """``module`` built by hetpart's schedules (``kernels.build``) gives ``tvm.compile``'s
     unscheduled answer on ``x`` (rtol 1e-5; atol 1e-5 of its largest magnitude); with
     ``mixed_signs`` that answer holds zeros and positives (the relu'd output has both)."""
-    import tvm
-
     from hetpart import kernels
 
     got = run_vm(kernels.build(module, target), [x])
-    want = run_vm(tvm.compile(module, target), [x])
+    want = run_vm(_unscheduled("compile", module, target), [x])
     if mixed_signs:
         assert (want == 0).any() and (want > 0).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
@@ -44,12 +72,10 @@ def _matches_compiled(module, target, x, mixed_signs: bool = False) -> None:
 def _matches_legalized(module, target, x) -> None:
     """``module`` built by hetpart's schedules gives the legalized, unscheduled build's answer
     (``relax.build`` after ``LegalizeOps``) on ``x`` (rtol 1e-5; atol 1e-5 of its largest magnitude)."""
-    from tvm import relax
-
     from hetpart import kernels
 
     got = run_vm(kernels.build(module, target), [x])
-    ref = run_vm(relax.build(relax.transform.LegalizeOps()(module), target), [x])
+    ref = run_vm(_unscheduled("legalized", module, target), [x])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
 
 
@@ -171,10 +197,10 @@ def test_avx512_tiles_of_14_columns_match_the_unscheduled_build():
     import tvm
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.targets import cpu_tvm_target, host_triple
 
-    graph = load(_model16(), conv_block=16)
+    graph = _load16(_model16())
     avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
     scheduled = kernels.schedule(graph.module, avx512)
     convs = [(gv.name_hint, f) for gv, f in scheduled.functions_items()
@@ -209,7 +235,6 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
     channels) keeps the groups outside; with the switch off neither does."""
     from tvm import tirx
 
-    from hetpart import load
     from hetpart.targets import cpu_tvm_target
 
     def conv_func(graph):
@@ -217,7 +242,7 @@ def test_large_images_run_rows_outside_the_block_groups_and_match_the_unschedule
                 if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
         return f
 
-    big, small = load(_model_1x1(256, 64, 40), conv_block=16), load(_model_1x1(64, 64, 40), conv_block=16)
+    big, small = _load16(_model_1x1(256, 64, 40)), _load16(_model_1x1(64, 64, 40))
     assert cb.rows_outside_of(conv_func(big)) is True and cb.rows_outside_of(conv_func(small)) is False
     x = np.random.default_rng(3).standard_normal((1, 256, 40, 40)).astype(np.float32)
     x.reshape(-1)[::7] = 0.0
@@ -235,14 +260,14 @@ def test_the_accumulator_tile_is_on_the_stack(monkeypatch):
     import tvm
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.kernels import stack_tiles
     from hetpart.targets import host_triple
 
     avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
 
     def workspaces() -> int:
-        graph = load(_model16(), conv_block=16)
+        graph = _load16(_model16())
         (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
                       if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint
                       and cb.plan_of(graph.module[gv.name_hint], avx512).columns == 14]
@@ -263,11 +288,11 @@ def test_the_nchw_to_blocked_transform_runs_in_the_output_order(monkeypatch):
     module too); with the switch off the plain schedule."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.kernels.rules import cpu_injective
     from hetpart.targets import cpu_tvm_target
 
-    graph = load(_model16(), conv_block=16)
+    graph = _load16(_model16())
     target = cpu_tvm_target()
 
     def innermost(mod):
@@ -303,7 +328,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
     import tvm
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.targets import cpu_tvm_target, host_triple
 
     if batch > 1:
@@ -313,7 +338,7 @@ def test_7x7_1x1s_tile_pixels_and_match_the_unscheduled_build(batch, monkeypatch
         from hetpart.bench.cpu_layers import with_batch
 
         m = with_batch(m, batch)
-    graph = load(m, conv_block=16)
+    graph = _load16(m)
     avx512 = tvm.target.Target({"kind": "llvm", "mtriple": host_triple(), "mcpu": "sapphirerapids"})
     (name, f), = [(gv.name_hint, f) for gv, f in kernels.schedule(graph.module, avx512).functions_items()
                   if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint]
@@ -386,13 +411,13 @@ def test_batched_full_register_tile_matches_the_unscheduled_result(monkeypatch):
     import onnxruntime as ort
     from tvm import relax
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.kernels.analysis import cpu_shape
     from hetpart.targets import cpu_tvm_target
 
     monkeypatch.setattr(cb, "FULL_REGISTERS_MIN_REDUCTION", 0)
     model = _batched_model()
-    graph = load(model, conv_block=16)
+    graph = _load16(model)
     target = cpu_tvm_target()
     if cpu_shape(target).registers >= 32:
         plans = [cb.plan_of(f, target) for gv, f in graph.module.functions_items() if "conv2d_NCHWc" in gv.name_hint]
@@ -414,11 +439,11 @@ def test_batched_padding_is_computed_per_image(monkeypatch):
     off, the padding is a pass of its own before the tile (no loop holds both)."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
     from hetpart.targets import cpu_tvm_target
 
     monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", False)  # its small padded batch: per image regardless
-    graph = load(_batched_model(), conv_block=16)
+    graph = _load16(_batched_model())
     target = cpu_tvm_target()
 
     def batch_loop_holds_both() -> bool:
@@ -439,12 +464,12 @@ def test_batched_images_in_parallel_match_the_unscheduled_result(monkeypatch):
     and the build equals the unscheduled module's result."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, "BATCH_IMAGES_PARALLEL", True)
     monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", False)  # its small padded batch: per image regardless
     target = _cores_target(2)
-    graph = load(_batched_model(), conv_block=16)
+    graph = _load16(_batched_model())
     f = _padded_conv(kernels.schedule(graph.module, target))
     loops = loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
@@ -480,11 +505,11 @@ def test_a_small_padded_batch_is_padded_in_one_pass_on_16_cores(share, monkeypat
     Either way the build equals the unscheduled module's result."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, "BATCH_PAD_SHARE_BY_CORES", share)
     target = _cores_target(16)
-    graph = load(_batched_model(), conv_block=16)
+    graph = _load16(_batched_model())
     f = _padded_conv(kernels.schedule(graph.module, target))
     loops = loops_and_blocks(f.body)
     parallel = [(lp, names) for lp, names in loops if lp.kind == tirx.ForKind.PARALLEL]
@@ -506,12 +531,12 @@ def test_a_padded_batch_over_the_share_is_padded_in_image_groups(groups, monkeyp
     of 4).  Either way the build equals the unscheduled module's result."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, "BATCH_PAD_IMAGE_GROUPS", groups)
     monkeypatch.setattr(cb, "PAD_SHARE_BYTES", 4 << 10)
     target = _cores_target(16)
-    graph = load(_batched_model(batch=4), conv_block=16)
+    graph = _load16(_batched_model(batch=4))
     f = _padded_conv(kernels.schedule(graph.module, target))
     loops = loops_and_blocks(f.body)
     serial = [int(lp.extent) for lp, names in loops if lp.kind != tirx.ForKind.PARALLEL
@@ -565,11 +590,11 @@ def test_a_weight_heavy_batch_splits_its_block_groups_outside_the_batch(split, m
     import tvm_ffi
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, "BATCH_GROUP_SPLIT", split)
     target = _cores_target(8)
-    graph = load(_weight_heavy_model(), conv_block=16)
+    graph = _load16(_weight_heavy_model())
     conv = next(f for gv, f in graph.module.functions_items()
                 if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
     parts = cb.group_split_of(conv, target)
@@ -636,14 +661,14 @@ def test_a_batched_weight_heavy_1x1_takes_the_plane_groups_per_image(on, monkeyp
     way the build equals the unscheduled module's result."""
     from tvm import tirx
 
-    from hetpart import kernels, load
+    from hetpart import kernels
 
     monkeypatch.setattr(cb, "BATCH_PLANE_GROUPS", on)
     target = _cores_target(2)
     m = _model_1x1(768, 64, 8)
     for vi in (*m.graph.input, *m.graph.output):
         vi.type.tensor_type.shape.dim[0].dim_value = 2
-    graph = load(m, conv_block=16)
+    graph = _load16(m)
     conv = next(f for gv, f in graph.module.functions_items()
                 if isinstance(f, tirx.PrimFunc) and "conv2d_NCHWc" in gv.name_hint)
     assert cb.ic_groups_of(conv, target) == (12 if on else None)

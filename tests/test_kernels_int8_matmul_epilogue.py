@@ -151,3 +151,38 @@ def test_the_int8_rule_leaves_float_kernels_untouched(tmp_path):
     matmul = lambda g: g.module[next(k.func for k in g.nodes if k.op_class == "matmul")]  # noqa: E731
     assert not cpu_int8_matmul._reads_uint8(matmul(floats))
     assert cpu_int8_matmul._reads_uint8(matmul(quant))
+
+
+def test_the_int8_rule_declines_an_elementwise_int8_kernel_before_inlining_it(monkeypatch):
+    """An int8 kernel with no reduction (opset 21's blocked Quantize/DequantizeLinear) is
+    declined before :func:`_inline_epilogue`: inlined into one block its expression repeats
+    its ``isnan``/``max`` arms, and dlight's normal form of that took seconds to find no
+    multiply-accumulate.  A matmul still reaches the inlining (and the rule)."""
+    from onnx import helper
+
+    from hetpart.kernels.rules import cpu_int8_matmul
+    from onnx_cases import model
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1, block_size=2),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], axis=1, block_size=2)]
+    m = model(nodes, [("x", (4, 5), np.float32), ("s", (4, 3), np.float32), ("z", (4, 3), np.int8)],
+              [("q", (4, 5), np.int8), ("d", (4, 5), np.float32)], opset=21)
+    graph = load(m)
+    funcs = [graph.module[k.func] for k in graph.nodes]
+    assert funcs and all(cpu_int8_matmul._reads_uint8(f) for f in funcs)
+    assert not any(cpu_int8_matmul._reduces(f) for f in funcs)
+    target = target_4_cores("cascadelake")
+    assert has_vnni(target)
+
+    def inlined(sch):
+        raise AssertionError("an elementwise kernel was inlined")
+
+    monkeypatch.setattr(cpu_int8_matmul, "_inline_epilogue", inlined)
+    assert all(cpu_int8_matmul.CpuInt8Matmul().apply(f, target) is None for f in funcs)
+    w = np.arange(64 * 32).reshape(64, 32).astype(np.int8)
+    mmi = load(model([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], [("a", (16, 64), np.uint8)],
+                     [("y", (16, 32), np.int32)], {"w": w}, opset=13))
+    mm = mmi.module[next(k.func for k in mmi.nodes if k.op_class == "matmul")]
+    assert cpu_int8_matmul._reduces(mm)
+    with pytest.raises(AssertionError, match="inlined"):
+        cpu_int8_matmul.CpuInt8Matmul().apply(mm, target)

@@ -44,11 +44,11 @@ def test_dlrm_cap_below_tables_keeps_gathers_on_cpu_and_mlps_on_cuda():
 
 # --- the CLI ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys):
+def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys, zoo_graph):
     from hetpart.cli.main import main
     from hetpart.partitioner import Plan, planning
 
-    graph = _load("zoo:dlrm:small")
+    graph = zoo_graph("dlrm")  # the session's import of zoo:dlrm:small
     monkeypatch.setattr(planning, "cost_model_for", lambda profile=None: mlp_favouring_gpu(graph))
     out = tmp_path / "out"
     rc = main(["zoo:dlrm:small", "--pin", "Gather=cpu", "--explain", "-o", str(out)])
@@ -63,11 +63,11 @@ def test_cli_partition_writes_plan_svg_and_trace(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_cli_reports_bad_pin_as_user_error(monkeypatch, capsys):
+def test_cli_reports_bad_pin_as_user_error(monkeypatch, capsys, zoo_graph):
     from hetpart.cli.main import main
     from hetpart.partitioner import planning
 
-    graph = _load("zoo:dlrm:small")
+    graph = zoo_graph("dlrm")
     monkeypatch.setattr(planning, "cost_model_for", lambda profile=None: mlp_favouring_gpu(graph))
     assert main(["zoo:dlrm:small", "--pin", "Gathr=cpu"]) == 1
     assert "close matches" in capsys.readouterr().err
@@ -80,9 +80,9 @@ ZOO_CASES = [n if n in _FAST_ZOO else pytest.param(n, marks=pytest.mark.slow) fo
 
 
 @pytest.mark.parametrize("name", ZOO_CASES)
-def test_zoo_small_plan_beats_or_ties_every_baseline(name):
+def test_zoo_small_plan_beats_or_ties_every_baseline(name, zoo_graph):
     costs = recorded_cost_model()
-    graph = _load(f"zoo:{name}:small")
+    graph = zoo_graph(name)  # importer.load(f"zoo:{name}:small"), once a session
     for objective in ("latency", "makespan", "throughput"):
         plan = partition(graph, objective, cost_model=costs, progress=False)
         best = plan.best_baseline()

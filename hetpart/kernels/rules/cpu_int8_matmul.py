@@ -263,7 +263,7 @@ class CpuInt8Matmul(ScheduleRule):
     """VNNI-tensorized uint8 x int8 matmul (see the module docstring)."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False) -> s_tir.Schedule | None:
-        if not is_cpu(target) or not has_vnni(target) or not _reads_uint8(func):
+        if not is_cpu(target) or not has_vnni(target) or not _reads_uint8(func) or not _reduces(func):
             return None
         schedules = ([_schedule_amx] if amx_ready(target) else []) + [_schedule]
         for schedule in schedules:
@@ -295,6 +295,17 @@ def _reads_uint8(func: tirx.PrimFunc) -> bool:
     went with an intermittent heap corruption in a float BERT build (1 in 8 runs of
     test_runtime_indices' bert case, "malloc(): unaligned fastbin chunk"; none in 32 with this check; the cause inside the rewrite is not found)."""
     return contains(func.body, tvm.ir.Expr, lambda e: str(getattr(e, "dtype", "")) in ("uint8", "int8"))
+
+
+def _reduces(func: tirx.PrimFunc) -> bool:
+    """Whether some block of ``func`` has an iterator that is not data-parallel: a function
+    without one has no multiply-accumulate to find, before or after :func:`_inline_epilogue`
+    (inlining spatial blocks makes no reduction), so the rule declines it without inlining.
+    Inlining first cost seconds on an int8 elementwise kernel: opset 21's blocked
+    QuantizeLinear inlined into one block whose expression repeats its ``isnan``/``max``
+    arms, and dlight's normal form of it took 4 s (its decline is the same either way)."""
+    return contains(func.body, s_tir.SBlock,
+                    lambda b: any(iv.iter_type != tirx.IterVar.DataPar for iv in b.iter_vars))
 
 
 def _shape(mac):
