@@ -59,6 +59,8 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.script import tirx as T
 
+from hetpart.kernels.tir_macro import macro
+
 OP = "relax.vision.all_class_non_max_suppression"
 FUNC_NAME = "all_class_non_max_suppression"
 INT32_MAX = 2**31 - 1
@@ -133,7 +135,7 @@ def _nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold
                         kept_box[bc, 4, j] > T.float32(0), union > T.float32(0),
                         inter / union > T.float32(iou_thr))
 
-    @T.macro
+    @macro
     def sift_down(heap, bc, size, hole, child, item, start):
         """Move ``heap[bc, start]`` down below the larger keys of the first ``size`` (a max-heap)."""
         hole[0] = start
@@ -151,7 +153,7 @@ def _nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold
                 child[0] = size[0]
         heap[bc, hole[0]] = item[0]
 
-    @T.macro
+    @macro
     def heapify(heap, bc, size, parent, hole, child, item):
         """Make the first ``size`` keys of ``heap[bc]`` a max-heap: sift every parent down, last first."""
         parent[0] = size[0] // 2
@@ -159,7 +161,7 @@ def _nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold
             parent[0] = parent[0] - 1
             sift_down(heap, bc, size, hole, child, item, parent[0])
 
-    @T.macro
+    @macro
     def pop_and_keep(heap, box, kept, kept_box, b, bc, size, hole, child, item, top, n_kept, j, hit, hits):
         """Pop boxes in ONNX's order until ``K`` are kept or the heap is empty; keep each one
         no kept box suppresses."""
@@ -207,7 +209,7 @@ def _nms_primfunc(batch: int, boxes: int, classes: int, keep: int, iou_threshold
                     kept_box[bc, f, n_kept[0]] = box[b, top[0], f]
                 n_kept[0] = n_kept[0] + 1
 
-    @T.macro
+    @macro
     def count_between(coarse, bc, lo, hi, acc, total):
         """``total[0]`` = how many of ``coarse[bc]`` lie in ``(lo, hi]`` (vector passes)."""
         for lane in T.vectorized(LANES):

@@ -31,6 +31,8 @@ from __future__ import annotations
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from hetpart.kernels.tir_macro import macro
+
 OP = "relax.topk"
 FUNC_NAME = "topk"
 INT32_MAX = 2**31 - 1
@@ -70,7 +72,7 @@ def _topk_primfunc(shape: list[int], axis: int, k: int, largest: bool, index_dty
     def index_of(key_value):
         return N - 1 - tirx.Cast("int32", tirx.bitwise_and(key_value, T.int64(0xFFFFFFFF)))
 
-    @T.macro
+    @macro
     def sift_down(heap, r, size, hole, child, item, start):
         """Move ``heap[r, start]`` down below the smaller keys of the first ``size`` (a min-heap)."""
         hole[0] = start

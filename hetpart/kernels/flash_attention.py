@@ -93,6 +93,8 @@ import math
 import tvm
 from tvm.script import tirx as T
 
+from hetpart.kernels.tir_macro import macro
+
 from hetpart.kernels import flash_layout as fl
 from hetpart.kernels.wgmma_gemm import TIR_PIPELINE, cuda_source  # noqa: F401 - re-exported
 
@@ -207,7 +209,7 @@ def _launched(body, shape, threads):
     bias buffer, None without one)."""
     batch, heads, seq, _ = shape
 
-    @T.macro
+    @macro
     def launched(Q, K, V, O, B):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         bx = T.launch_thread("blockIdx.x", fl.q_tiles(seq))
@@ -223,7 +225,7 @@ def _copies(seq):
     """The macro issuing one 64 x 64 tile's cp.async copies (rows >= seq zero-filled)."""
     cp_async = T.ptx[CP_ASYNC]
 
-    @T.macro
+    @macro
     def load_tile(dst, base, src, bz, by, row0, tx):
         for c in T.unroll(fl.COPY_CHUNKS):
             cp_async(T.address_of(dst[base + fl.smem_offset(fl.copy_row_col(c, tx)[0], fl.copy_row_col(c, tx)[1])]),
@@ -238,7 +240,7 @@ def _scores():
     """The macro S = Q K^T of one key tile for one warp (``s`` 32 float32, zeroed first)."""
     ldsm, mma = T.ptx[LDMATRIX], T.ptx[MMA]
 
-    @T.macro
+    @macro
     def scores(s, qf, kf, Ks, kbase, lane):
         for i in T.unroll(fl.S_TILES * 4):
             s[i] = T.float32(0)
@@ -273,7 +275,7 @@ def _softmax_step(seq, scale_log2, bias_shape=None):
     def bias_at(B, bz, by, row, key):  # B's element of a score: size-1 axes at 0, row and key clamped
         return B[bz if bb else 0, by if bh else 0, T.min(row, seq - 1) if bq else 0, T.min(key, seq - 1)]
 
-    @T.macro
+    @macro
     def softmax_step(s, o, m, l, mx, alpha, t, lane, B, bx, by, bz, warp):
         for j in T.unroll(fl.S_TILES):
             for c in T.unroll(4):
@@ -314,7 +316,7 @@ def _accumulate():
     """The macro O += P V of one key tile for one warp (P packed to bf16 first)."""
     ldsm_t, mma = T.ptx[LDMATRIX_T], T.ptx[MMA]
 
-    @T.macro
+    @macro
     def accumulate(o, s, pf, vf, Vs, vbase, lane):
         for k in T.unroll(fl.KV_STEPS):
             for j in T.unroll(4):
@@ -337,7 +339,7 @@ def _accumulate():
 def _store(seq, out_dtype):
     """The macro normalising ``o`` by the quad-summed ``l`` and storing rows ``< seq``."""
 
-    @T.macro
+    @macro
     def store(O, o, l, bx, by, bz, warp, lane):
         for r in T.unroll(2):
             l[r] = _call(QUAD_SUM, l[r])
@@ -368,7 +370,7 @@ def _registers():
 def _start():
     """The macro starting a thread's softmax state: ``o`` zero, each row's max ``m`` -inf, sum ``l`` 0."""
 
-    @T.macro
+    @macro
     def start(o, m, l):
         for i in T.unroll(4 * fl.D_TILES):
             o[i] = T.float32(0)
@@ -385,7 +387,7 @@ def _body(seq, scale_log2, out_dtype, bias_shape=None):
     ldsm = T.ptx[LDMATRIX]
     n_kv, tile = fl.kv_tiles(seq), fl.TILE_ELEMS
 
-    @T.macro
+    @macro
     def body(Q, K, V, O, bx, by, bz, tx, B=None):
         Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
         Ks = T.alloc_buffer((2 * tile,), "bfloat16", scope="shared", align=128)
@@ -429,7 +431,7 @@ def _split_body(seq, scale_log2, out_dtype, bias_shape=None):
     n_kv, steps, tile, nt = fl.kv_tiles(seq), fl.split_steps(seq), fl.TILE_ELEMS, fl.THREADS
     groups, chunk = fl.SPLIT_GROUPS, fl.MERGE_CHUNK
 
-    @T.macro
+    @macro
     def body(Q, K, V, O, bx, by, bz, tx, B=None):
         Qs = T.alloc_buffer((tile,), "bfloat16", scope="shared", align=128)
         Ks = T.alloc_buffer((groups * tile,), "bfloat16", scope="shared", align=128)

@@ -24,8 +24,7 @@ Invariant: every output is the max (sum divided by 9) of exactly the input eleme
 window that lie inside the image -- MaxPool's padding is never read, so an all ``-inf``
 window gives ``-inf`` as ONNX defines (the unscheduled function started from the least
 float and gave ``-3.4e38`` there); sums are taken columns first (within rounding of the
-row-major window sum).
-"""
+row-major window sum)."""
 
 from __future__ import annotations
 
@@ -38,6 +37,7 @@ from tvm.script import tirx as T
 from tvm.sym.analyzer import Analyzer
 
 from .tir_expr import substitute
+from .tir_macro import macro
 
 UNPADDED = True
 """Whether an unpadded 3x3 pool (inception_v3's stride-2 MaxPools, which read the input itself:
@@ -447,7 +447,7 @@ def blocked_strided_func(spec: PoolSpec) -> tirx.PrimFunc:
     def col(x, n, c, r, w, l):
         return op(op(x[n, c, r, w, l], x[n, c, r + i64(1), w, l]), x[n, c, r + i64(2), w, l])
 
-    @T.macro
+    @macro
     def clipped(x, y, acc, n, c, h, r0, w):  # output (h, w) from its window's elements in the image
         c0 = T.meta_var(w * i64(2) - i64(left))
         for l in T.vectorized(i64(L)):

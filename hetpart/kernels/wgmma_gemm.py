@@ -68,6 +68,8 @@ import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
+from hetpart.kernels.tir_macro import macro
+
 from hetpart.kernels import wgmma_layout as lay
 from hetpart.kernels import wgmma_schedule
 from hetpart.kernels import wgmma_ws
@@ -415,13 +417,13 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
 
     half = ch // 2  # a converted A's chunk is read as two 16-byte halves (TVM's float32x8 is broken)
 
-    @T.macro
+    @macro
     def pin(acc):
         # every accumulator pinned in place (PIN): no use of one moves across an asynchronous wgmma
         for i in T.unroll(n_acc):
             T.cuda.func_call(PIN, acc[i], source_code=PIN_SOURCE)
 
-    @T.macro
+    @macro
     def warpgroup_store(acc, C, bias, R, bx, by, bz, tx):
         # the one-warpgroup tile's scalar store (the first spike's code): each accumulator at its
         # D fragment place (rows >= M skipped), through the epilogue and C's dtype
@@ -431,7 +433,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     stored(epilogue_value(acc[i], bias, bx * bn + d_fragment(tx, i)[1], epilogue,
                                           R, by * TILE_M + d_fragment(tx, i)[0]))
 
-    @T.macro
+    @macro
     def store_a_rounded(dst, base, A, tile, by, tx):
         # A's tile ``tile`` into ``dst[base:]`` through registers (a_round): per chunk, one
         # float4 load (rows past M as zeros), each element rounded (TF32_RNA), one float4 store
@@ -447,7 +449,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             for v in T.vectorized(ch):
                 dst[base + smem_offset(_chunk_row(c, tx), _chunk_k(c, tx, ch) + v, a_rows, ch)] = areg[v]
 
-    @T.macro
+    @macro
     def store_a_narrowed(dst, base, A, tile, by, tx):
         # A's tile ``tile`` into ``dst[base:]`` through registers: per chunk, two float4 loads
         # (rows past M as zeros), each narrowed to bf16 (round to nearest even) and stored
@@ -464,7 +466,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                   tile * tile_k + _chunk_k(c, tx, ch) + h * half + v],
                                 a_zero))
 
-    @T.macro
+    @macro
     def plain_body(A, B, C, bias, R, bx, by, bz, tx):
         As = T.alloc_buffer((a_size,), s_dtype, scope="shared", align=128)
         Bs = T.alloc_buffer((b_size,), s_dtype, scope="shared", align=128)
@@ -530,7 +532,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
     def fragment_col(tx, i):
         return lay.cta_fragment(tx, i, plan.consumers)[1]
 
-    @T.macro
+    @macro
     def store_a_plan(dst, base, A, tile, by, tx):
         # store_a_narrowed for the plan's layout and copy map (swizzled / two consumers)
         if prec.a_round is not None:
@@ -553,7 +555,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                             A[T.min(by * tile_m + p_row(c, tx), m - 1), tile * tile_k + p_k(c, tx) + h * half + v],
                             a_zero))
 
-    @T.macro
+    @macro
     def load_tile(S, A, B, tile, stage, bx, by, tx, pad):
         # tile ``tile`` of K into buffer ``stage``: 16-byte cp.async per chunk; A's rows past
         # M read a clamped (valid) address with src-size 0, which zero-fills the chunk; a
@@ -585,7 +587,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                          T.address_of(B[bx * bn + p_row(c, tx), tile * tile_k + p_k(c, tx)]),
                          16, T.uint32(16))
 
-    @T.macro
+    @macro
     def pair_epilogue(acc, C, bias, R, bx, by, bz, ctx):
         # store="pairs": acc[2j], acc[2j + 1] lie at columns c, c + 1 (c even) of one row: one
         # 8-byte (bf16: 4-byte) store of both, each through the epilogue and C's dtype as before
@@ -601,7 +603,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                                           R, by * tile_m + fragment_row(ctx, 2 * j))),
                     source_code=pair_store_source)
 
-    @T.macro
+    @macro
     def scalar_epilogue(acc, C, bias, R, bx, by, bz, ctx):
         # the default store: each accumulator through the epilogue and C's dtype, one store each
         for i in T.unroll(n_acc):
@@ -610,7 +612,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
                     stored(epilogue_value(acc[i], bias, bx * bn + fragment_col(ctx, i), epilogue,
                                           R, by * tile_m + fragment_row(ctx, i)))
 
-    @T.macro
+    @macro
     def pipelined_core(S, A, B, C, bias, R, bx, by, bz, tx, pad, wg_units):
         acc = T.alloc_buffer((n_acc,), "float32", scope="local")
         desc_a = T.alloc_buffer((1,), "uint64", scope="local")
@@ -674,7 +676,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         else:
             scalar_epilogue(acc, C, bias, R, bx, by, bz, tx)
 
-    @T.macro
+    @macro
     def pipelined_body(A, B, C, bias, R, bx, by, bz, tx):
         S = T.alloc_buffer((plan.smem_elems if a_off is not None else stages * (a_size + b_size),), s_dtype,
                            scope=PIPELINE_SCOPE, align=128)
@@ -696,7 +698,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         box_a, box_b = wgmma_ws.boxes(plan)
         full_bytes = wgmma_ws.stage_bytes(plan)
 
-        @T.macro
+        @macro
         def prelude(A, B):
             # host side, before the launch: the CUtensorMaps of A [m, k] and B [n, k] (128B
             # swizzle, boxes of one stage's tiles; rows past M read as zeros)
@@ -714,7 +716,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
         def bar(buf, i):
             return T.cuda.cvta_generic_to_shared(T.address_of(buf[i]))
 
-        @T.macro
+        @macro
         def ws_consumer(S, full, empty, C, bias, R, bx, by, bz, ctx, pad):
             # consumer warpgroup ctx // 128: the wgmmas of pipelined_core, fed by the full barriers
             acc = T.alloc_buffer((n_acc,), "float32", scope="local")
@@ -749,7 +751,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
             else:
                 scalar_epilogue(acc, C, bias, R, bx, by, bz, ctx)
 
-        @T.macro
+        @macro
         def ws_body(A, B, C, bias, R, bx, by, bz, tx):
             S = T.alloc_buffer((plan.smem_elems,), s_dtype, scope=PIPELINE_SCOPE, align=128)
             full = T.alloc_buffer((stages,), "uint64", scope="shared", align=8)
@@ -786,7 +788,7 @@ def wgmma_gemm(m: int, n: int, k: int, bn: int = 128, *, stages: int = 1,
 
         body = ws_body
 
-    @T.macro
+    @macro
     def launched(A, B, C, bias, R):
         # every entry's code after its signature: the host prelude (ws), the grid (blockIdx.z:
         # the K slice, split > 1 only), the body; the entries differ only in their parameters

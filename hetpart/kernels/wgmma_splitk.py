@@ -20,6 +20,8 @@ from __future__ import annotations
 import tvm
 from tvm.script import tirx as T
 
+from hetpart.kernels.tir_macro import macro
+
 from hetpart.kernels import wgmma_gemm as wg
 from hetpart.kernels import wgmma_layout as lay
 
@@ -77,7 +79,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
     def col(bx, tx):
         return (bx * threads + tx) % per_row * vec
 
-    @T.macro
+    @macro
     def body(P, bias, R, C, bx, tx):
         acc = T.alloc_buffer((vec,), "float32", scope="local")
         if bx * threads + tx < items:
@@ -91,7 +93,7 @@ def reduce(m: int, n: int, split: int, epilogue: str | None = None, out_dtype: s
             for v in T.vectorized(vec):
                 C[row(bx, tx), col(bx, tx) + v] = stored(acc[v])
 
-    @T.macro
+    @macro
     def launched(P, bias, R, C):
         # every entry's code after its signature (the entries differ only in their parameters)
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
