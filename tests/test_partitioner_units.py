@@ -210,6 +210,12 @@ def test_unknown_objective_lists_choices():
         partition(g, "speed", cost_model=table(g, dict.fromkeys(g.kernels, 1), dict.fromkeys(g.kernels, 1)))
 
 
+def test_a_model_file_instead_of_its_graph_says_to_load_it_first(tmp_path):
+    for model in ("model.onnx", tmp_path / "model.onnx", "zoo:mlp:small"):
+        with pytest.raises(PlanError, match=r"import the model first.*hetpart\.load\(model\)"):
+            partition(model)
+
+
 def test_a_new_objective_is_one_decorated_function():
     @objective("all_on_cpu_test", metric="sequential_s", timeline="sequential")
     def everything_on_cpu(problem, progress=False):

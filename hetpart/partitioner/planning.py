@@ -7,6 +7,8 @@ baselines, all from :func:`~.evaluate.evaluate`).
 
 from __future__ import annotations
 
+import os
+
 from ..errors import PlanError, option
 from .baselines import BASELINES
 from .costs import cost_origin
@@ -54,6 +56,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     from ..importer.low_precision import with_weight_bytes
     from .precision_costs import with_precision as priced_in
 
+    _require_graph(graph)
     precision = coerce(precision)
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
@@ -75,6 +78,17 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     plan = make_plan(problem, obj, obj.solve(problem, progress))
     plan.precision = precision
     return plan
+
+
+def _require_graph(graph) -> None:
+    """PlanError unless ``graph`` is an op graph: a model file, zoo spec or ModelProto
+    is imported first (``hetpart.load``), and the message says so."""
+    from ..importer.op_graph import OpGraph
+
+    if not isinstance(graph, OpGraph):
+        what = f"{graph!r}" if isinstance(graph, (str, os.PathLike)) else f"a {type(graph).__name__}"
+        raise PlanError(f"partition places the kernels of an op graph, and got {what}: import the model first, "
+                        "graph = hetpart.load(model), then hetpart.partition(graph)")
 
 
 def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:
