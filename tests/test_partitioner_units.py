@@ -144,6 +144,14 @@ def test_infeasible_cap_is_reported_with_numbers():
         partition(g, cost_model=costs, pins=["node_2=cuda"], gpu_memory=2**20, progress=False)
 
 
+@pytest.mark.parametrize("cap", ["512MB", "4GiB", True, [1]])
+def test_a_gpu_memory_that_is_no_byte_count_is_a_plan_error(cap):
+    g = make_graph(DIAMOND)
+    costs = table(g, dict.fromkeys(g.kernels, 100), dict.fromkeys(g.kernels, 1))
+    with pytest.raises(PlanError, match=r"gpu_memory.*bytes.*2\*\*30"):
+        partition(g, cost_model=costs, gpu_memory=cap, progress=False)
+
+
 def test_cap_moves_the_heavy_kernel_and_reports_all_cuda_infeasible():
     g = make_graph(DIAMOND, params={"node_1": 50_000_000})
     costs = table(g, dict.fromkeys(g.kernels, 1000), dict.fromkeys(g.kernels, 10))

@@ -7,6 +7,7 @@ baselines, all from :func:`~.evaluate.evaluate`).
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from ..errors import PlanError, option
@@ -65,6 +66,9 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state ({pairs}) reads "
                         "what the previous step wrote (the runtime runs such steps one at a time); plan it with "
                         "objective 'latency' or 'makespan', or leave state= out to pipeline it")
+    if gpu_memory is not None and (isinstance(gpu_memory, bool) or not isinstance(gpu_memory, numbers.Real)):
+        raise PlanError(f"{option('gpu_memory')} is a number of bytes, e.g. 4 * 2**30 for 4 GiB; "
+                        f"got {type(gpu_memory).__name__} {gpu_memory!r}")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
