@@ -25,6 +25,12 @@ def test_parse_pins_accepts_ops_and_nodes_and_rejects_junk():
             parse_pins([bad])
 
 
+def test_one_pin_given_alone_is_one_pin_not_its_letters():
+    assert parse_pins("Gather=cpu") == parse_pins(Pin("Gather", "cpu")) == (Pin("Gather", "cpu"),)
+    g = make_graph(DIAMOND)
+    assert resolve_pins(g, "Gather=cpu") == {"node_1": ("cpu", "pinned by --pin Gather=cpu")}
+
+
 def test_resolve_pins_onnx_and_tvm_names_and_node_pins_win():
     g = make_graph(DIAMOND)
     assert resolve_pins(g, ["Gather=cpu"]) == {"node_1": ("cpu", "pinned by --pin Gather=cpu")}

@@ -53,7 +53,10 @@ class Pin:
 
 
 def parse_pins(items) -> tuple[Pin, ...]:
-    """``["Gather=cpu", "node_17=cuda"]`` -> pins; PlanError on a malformed item."""
+    """``["Gather=cpu", "node_17=cuda"]`` (or one pin alone, ``"Gather=cpu"``) -> pins;
+    PlanError on a malformed item."""
+    if isinstance(items, (str, Pin)):
+        items = [items]  # one pin, not a sequence of one-letter items
     pins = []
     for item in items or ():
         if isinstance(item, Pin):
