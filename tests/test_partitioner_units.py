@@ -48,6 +48,10 @@ def test_unknown_pin_lists_close_matches():
         resolve_pins(g, ["Gathr=cpu"])
     with pytest.raises(PlanError, match="node_1"):
         resolve_pins(g, ["node_11=cpu"])
+    with pytest.raises(PlanError, match="close matches") as e:  # 'matmul' is a TVM op and an ONNX op
+        resolve_pins(g, ["mm=cpu"])
+    close = str(e.value).split("close matches: ")[1].split(".")[0].split(", ")
+    assert "matmul" in close and len(close) == len(set(close)), close
     with pytest.raises(PlanError, match="pinned to both"):
         resolve_pins(g, ["node_1=cpu", "fused_node_1=cuda"])
 
