@@ -353,6 +353,24 @@ def test_non_positive_shape_dims_are_a_shape_error_naming_the_argument(dims):
     assert "--shape" not in str(info.value) and "--shape" in info.value.cli_message()
 
 
+@pytest.mark.parametrize("dims", [np.array([1, 32]), [np.int64(1), 32], (1, 32)])
+def test_shape_dims_may_be_numpy_integers_or_a_tuple(dims):
+    from hetpart import load
+
+    assert load("zoo:mlp:small", shapes={"input": dims}).tensors["input"].shape == (1, 32)
+
+
+@pytest.mark.parametrize("shapes, words", [({"input": "1,32"}, "'1,32'; give its dims as a list"),
+                                           ({"input": 1}, "is 1; give its dims as a list"),
+                                           ([1, 32], "maps each input's name to its dims")])
+def test_shapes_that_are_no_dims_are_a_shape_error_naming_the_input(shapes, words):
+    from hetpart import ShapeError, load
+
+    with pytest.raises(ShapeError, match=r"^shapes ") as info:
+        load("zoo:mlp:small", shapes=shapes)
+    assert words in str(info.value)
+
+
 def test_a_zero_size_input_dim_is_static_not_symbolic():
     # onnx's CastLike tests pass their type as an empty tensor (shape [0]); a dim of 0
     # is a real (empty) dim, not a symbolic one that would need --shape
