@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError, option
 from . import preflight
 from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
@@ -207,13 +207,14 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
     dims = _symbolic_dims(model)
     unknown = sorted(set(shapes) - set(dims))
     if unknown:
-        raise ShapeError(f"{origin}: --shape names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
+        raise ShapeError(f"{origin}: {option('shape')} names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
     # a dim of 0 is a real (empty) dim, static; only unnamed/named/negative dims are symbolic
     missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x < 0 for x in d)}
     if missing:
-        hint = " ".join(f"--shape {n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}" for n, d in missing.items())
-        raise SymbolicDimsError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. "
-                                f"{hint}, or build shape buckets (hetpart.compile_buckets; the CLI does without "
+        hint = "; ".join(f"{n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}"
+                         for n, d in missing.items())
+        raise SymbolicDimsError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; fix them "
+                                f"with {option('shape')} (e.g. {hint}), or build shape buckets (hetpart.compile_buckets; the CLI does without "
                                 "--shape)")
     if not shapes:
         return model
@@ -225,10 +226,10 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
         want = list(shapes[inp.name])
         have = dims[inp.name]
         if len(want) != len(have):
-            raise ShapeError(f"{origin}: input '{inp.name}' has rank {len(have)}, --shape gives {len(want)} dims")
+            raise ShapeError(f"{origin}: input '{inp.name}' has rank {len(have)}, {option('shape')} gives {len(want)} dims")
         for d, (w, h) in zip(inp.type.tensor_type.shape.dim, zip(want, have)):
             if isinstance(h, int) and h > 0 and h != w:
-                raise ShapeError(f"{origin}: input '{inp.name}' is {have}; --shape {want} changes a fixed dim")
+                raise ShapeError(f"{origin}: input '{inp.name}' is {have}; {option('shape')} {want} changes a fixed dim")
             d.Clear()
             d.dim_value = int(w)
     return fixed
