@@ -133,6 +133,12 @@ def test_missing_manifest_or_directory(copy_of, tmp_path):
         compiler.load_compiled(copy_of)
     with pytest.raises(CompileError, match="does not exist"):
         compiler.load_compiled(tmp_path / "nowhere")
+    # a plan written without --compile, and a file of the artifact named instead of its directory
+    with pytest.raises(CompileError, match="holds a plan .plan.json. but no compiled artifact.*--compile"):
+        compiler.load_compiled(copy_of)
+    with pytest.raises(CompileError, match=f"is a file.*directory.*{copy_of}") as info:
+        compiler.load_compiled(copy_of / PLAN)
+    assert "does not exist" not in str(info.value)
 
 
 def test_missing_plan(copy_of):

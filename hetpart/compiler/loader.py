@@ -195,9 +195,24 @@ def _read_plan(root: Path) -> Plan:
         raise CompileError(f"plan {root / PLAN} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
 
 
+def _missing_hint(path: Path) -> str:
+    """Why ``path`` (a file of an artifact) is not there, where the directory says more:
+    it does not exist, it is a file (an artifact's file named instead of its directory),
+    or it holds only a plan (``partition MODEL -o DIR`` without ``--compile``)."""
+    where = path.parent
+    if where.is_file():
+        return (f" ({where} is a file; load_compiled and Session take the directory a compiled model was saved to, "
+                f"e.g. {where.parent})")
+    if not where.is_dir():
+        return f" (the directory {where} does not exist)"
+    if path.name != PLAN and (where / PLAN).is_file():
+        return f" (it holds a plan ({PLAN}) but no compiled artifact: it was written without --compile)"
+    return ""
+
+
 def _read_json(path: Path, *, what: str):
     if not path.is_file():
-        hint = "" if path.parent.is_dir() else f" (the directory {path.parent} does not exist)"
+        hint = _missing_hint(path)
         raise CompileError(f"no compiled model at {path.parent}: its {what} {path.name} is missing{hint}; {RECOMPILE}")
     try:
         return json.loads(path.read_text())
