@@ -247,6 +247,10 @@ def test_closed_session_refuses_to_run(cpu_gpu_cpu):
     s.close()
     with pytest.raises(RuntimeFailure, match="closed"):
         s.run(feeds())
+    s.close()  # closing twice is harmless
+    with pytest.raises(RuntimeFailure, match="closed"):  # a `with` block on it fails at once, not at its first run
+        with s:
+            pass
 
 
 # --- concurrency and pipelining -----------------------------------------------------------

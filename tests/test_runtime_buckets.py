@@ -111,6 +111,16 @@ def test_a_feed_larger_than_the_largest_bucket_is_a_shape_error(session):
 
 
 @slow
+def test_a_closed_bucketed_session_refuses_a_with_block(bucketed):
+    s = hetpart.Session(bucketed)
+    s.close()
+    s.close()  # closing twice is harmless
+    with pytest.raises(hetpart.RuntimeFailure, match="closed"):
+        with s:
+            pass
+
+
+@slow
 def test_inputs_that_disagree_on_a_dim_are_refused(session):
     bad = dict(feeds(2), s=np.ones((3, 1), np.float32))
     with pytest.raises(hetpart.RuntimeFailure, match="dim 'batch' is 2 in one input and 3"):

@@ -208,6 +208,8 @@ class BucketedSession:
         return self._closed
 
     def __enter__(self) -> "BucketedSession":
+        if self._closed:  # `with` after close() fails here, not at its first run
+            raise RuntimeFailure("this session is closed; create a new Session to run again")
         return self
 
     def __exit__(self, *exc) -> None:
