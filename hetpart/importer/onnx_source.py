@@ -99,12 +99,38 @@ def _resolve(model) -> ModelSource:
     if path.is_dir():
         raise ModelLoadError(f"{spec}: is a directory, expected an .onnx file")
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise ModelLoadError(f"{spec}: not a readable ONNX model (truncated or not ONNX?): {exc}") from None
+    _load_external_data(proto, path, spec)
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
     return ModelSource(proto, path.stem, spec)
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path, spec: str) -> None:
+    """Read the weights ``proto`` keeps in external data files (next to ``path``) into it;
+    ModelLoadError naming the files when one is missing, short or unreadable."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    files = sorted({e.value for t in _initializers(proto.graph) if uses_external_data(t)
+                    for e in t.external_data if e.key == "location"})
+    if not files:
+        return
+    try:
+        load_external_data_for_model(proto, str(path.parent))
+    except (onnx.checker.ValidationError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{spec}: the weights it keeps in external data ({', '.join(files)}) cannot be "
+                             f"read: {exc}; keep those files next to the model, whole, as it was exported") from None
+
+
+def _initializers(graph: onnx.GraphProto):
+    """Every initializer of ``graph`` and of the subgraphs its nodes hold (If/Loop bodies)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _initializers(sub)
 
 
 def _check(source: ModelSource) -> None:
