@@ -93,11 +93,7 @@ def _resolve(model) -> ModelSource:
     if parsed is not None:
         name, small, cfg = parsed
         return ModelSource(build(name, small=small, **cfg), name + ("_small" if small else ""), spec)
-    path = Path(spec)
-    if not path.exists():
-        raise ModelLoadError(f"{spec}: no such file (built-in models are named 'zoo:NAME'; see `partition zoo`)")
-    if path.is_dir():
-        raise ModelLoadError(f"{spec}: is a directory, expected an .onnx file")
+    path = _model_file(spec)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
@@ -106,6 +102,26 @@ def _resolve(model) -> ModelSource:
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
     return ModelSource(proto, path.stem, spec)
+
+
+def check_spec(model) -> None:
+    """The checks of reading ``model`` that cost nothing, made before any work (the
+    ``partition bench`` command's MODELs): a ``zoo:`` spec names a model and keys of
+    the zoo, a path names a file.  UnknownModelError or ModelLoadError otherwise."""
+    from ..models import parse_zoo_spec
+
+    if isinstance(model, (str, os.PathLike)) and parse_zoo_spec(str(model)) is None:
+        _model_file(str(model))
+
+
+def _model_file(spec: str) -> Path:
+    """``spec`` as the path of a file; ModelLoadError when nothing or a directory is there."""
+    path = Path(spec)
+    if not path.exists():
+        raise ModelLoadError(f"{spec}: no such file (built-in models are named 'zoo:NAME'; see `partition zoo`)")
+    if path.is_dir():
+        raise ModelLoadError(f"{spec}: is a directory, expected an .onnx file")
+    return path
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path, spec: str) -> None:
