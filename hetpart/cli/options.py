@@ -22,6 +22,9 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
     shapes: dict[str, list[int]] = {}
     for item in items:
         name, sep, dims = item.partition("=")
+        if name in shapes and sep:
+            raise ShapeError(f"--shape names input '{name}' twice ({','.join(map(str, shapes[name]))} and {dims}); "
+                             "give each input one shape")
         try:
             if not sep or not name:
                 raise ValueError
