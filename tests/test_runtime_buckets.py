@@ -128,6 +128,20 @@ def test_inputs_that_disagree_on_a_dim_are_refused(session):
 
 
 @slow
+@pytest.mark.parametrize("change, words", [
+    ({"x": np.ones((3, 9), np.float32)}, "input 'x' has shape [3, 9], the model expects ['batch', 8]"),
+    ({"x": np.ones((3,), np.float32)}, "input 'x' has shape [3], the model expects ['batch', 8]"),
+    ({"x": None}, "missing input(s) 'x'"),
+])
+def test_bad_feeds_are_described_as_fed_not_as_padded(session, change, words):
+    bad = {**feeds(3), **change}
+    bad = {k: v for k, v in bad.items() if v is not None}
+    with pytest.raises(hetpart.RuntimeFailure) as info:
+        session.run(bad)
+    assert words in str(info.value) and "[4, 8]" not in str(info.value), str(info.value)
+
+
+@slow
 def test_many_threads_get_their_own_rows(session):
     """Runs of different sizes at once land in different buckets; each caller gets its own result."""
     errors = []
