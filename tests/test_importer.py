@@ -142,6 +142,14 @@ def test_every_small_zoo_model_imports(name):
     assert graph.summary().startswith(f"model {graph.name}")
 
 
+def test_the_summary_of_a_one_kernel_model_has_no_empty_tensor_table():
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "one",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    lines = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).summary().splitlines()
+    assert lines[-1] == "no tensor passes between kernels (each kernel reads only inputs and weights)", lines
+
+
 def test_output_tensors_take_the_model_output_names_where_they_can():
     """``y`` passes the input through (the tensor keeps the input's name), ``same`` is
     one tensor with ``probs`` (named by the first), ``lv`` is the Relax var name of
