@@ -154,6 +154,18 @@ def test_compile_needs_a_graph(mlp_plan):
         compiler.compile(bare, simulate=True, progress=False)
 
 
+@pytest.mark.parametrize("arguments, words", [
+    (lambda plan, graph: (graph, plan), "the plan first, then its graph"),
+    (lambda plan, graph: ("out/plan.json", graph), "got str (a plan file is read with hetpart.partitioner.Plan.load"),
+    (lambda plan, graph: (None, graph), "takes a plan (hetpart.partition(graph)), got NoneType"),
+    (lambda plan, graph: (plan, "model.onnx"), "the op graph the plan was made of (hetpart.load(model)), got str"),
+])
+def test_compile_arguments_of_the_wrong_kind_say_what_to_pass(mlp_plan, arguments, words):
+    with pytest.raises(CompileError) as info:
+        compiler.compile(*arguments(mlp_plan, mlp_plan.graph), simulate=True, progress=False)
+    assert words in str(info.value), str(info.value)
+
+
 def test_compile_rejects_a_plan_for_another_model(mlp_plan, zoo_graph):
     with pytest.raises(PlanError):
         compiler.compile(mlp_plan, zoo_graph("dlrm"), simulate=True, progress=False)
