@@ -33,6 +33,14 @@ def saved(mlp_plan, tmp_path_factory):
     return cm, cm.save(tmp_path_factory.mktemp("artifact") / "mlp")
 
 
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_save_where_a_file_is_is_a_compile_error_naming_the_path(saved, tmp_path, where):
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(CompileError, match=f"cannot save the compiled model to {tmp_path / where}: .*directory"):
+        saved[0].save(tmp_path / where)
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 @pytest.fixture
 def copy_of(saved, tmp_path):
     """A fresh copy of the saved artifact directory, to damage."""
@@ -133,6 +141,8 @@ def test_missing_manifest_or_directory(copy_of, tmp_path):
         compiler.load_compiled(copy_of)
     with pytest.raises(CompileError, match="does not exist"):
         compiler.load_compiled(tmp_path / "nowhere")
+    with pytest.raises(CompileError, match="the directory a compiled model was saved to.*got NoneType"):
+        compiler.load_compiled(None)
     # a plan written without --compile, and a file of the artifact named instead of its directory
     with pytest.raises(CompileError, match="holds a plan .plan.json. but no compiled artifact.*--compile"):
         compiler.load_compiled(copy_of)

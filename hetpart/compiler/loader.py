@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from ..errors import CompileError
@@ -71,6 +72,9 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
     With ``load_modules=False`` the files are checked but no library is loaded
     (``module`` stays None), e.g. to inspect a CUDA artifact on a machine without a GPU.
     """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise CompileError(f"load_compiled takes the directory a compiled model was saved to (compiled.save(DIR), "
+                           f"`partition MODEL -o DIR --compile`), got {type(directory).__name__}")
     root = Path(directory)
     kind = artifact_kind(root)
     if kind == "bucketed":
