@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 import hetpart
-from hetpart.errors import HetpartError, ModelLoadError, ShapeError
+from hetpart.errors import ModelLoadError, ShapeError
 
 
 def mlp(zoo_onnx) -> onnx.ModelProto:
