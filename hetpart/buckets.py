@@ -60,7 +60,7 @@ def plan_buckets(model, buckets: dict[str, list[int]] | None = None, *,
     from .importer.symbolic import bucket_shapes, bucket_spec
 
     source = importer.read_source(model)  # read once: a zoo model is built once, a file parsed once
-    spec = bucket_spec(source.model, buckets, shapes)
+    spec = bucket_spec(source, buckets, shapes)
     for sizes in spec.grid():
         graph = importer.load(source, bucket_shapes(source.model, spec, sizes, shapes))
         _check_outputs(graph, spec, sizes)

@@ -69,7 +69,7 @@ class BatchSource:
             raise NoBatchDimError(f"{self.origin}: every input has a fixed shape, so there is no batch dim to split; "
                                   "give the model a symbolic dim at axis 0 (a dim_param such as 'batch') or use a "
                                   "zoo spec (zoo:NAME:batch=N)")
-        spec = bucket_spec(self._source.model, {"batch": [1]}, self.shapes)
+        spec = bucket_spec(self._source, {"batch": [1]}, self.shapes)
         if not spec.batch:
             raise NoBatchDimError(f"{self.origin}: the inputs have no common symbolic dim at axis 0 to split the "
                                   f"batch along; fix the other dims with {option('shape')}")

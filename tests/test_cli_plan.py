@@ -35,6 +35,10 @@ def test_non_positive_dims_are_rejected(capsys, shape):
 @pytest.mark.parametrize("argv, words", [
     (["--gpu-memory", "lots"], ["'lots' is not a size"]),
     (["--gpu-memory=-4GiB"], ["--gpu-memory", "positive"]),
+    (["--gpu-memory", "inf"], ["'inf' is not a size"]),
+    (["--shape", "input=1,32", "--shape", "input=2,32"], ["--shape", "'input' twice", "1,32", "2,32"]),
+    (["--gpu-memory", "infGiB"], ["'infGiB' is not a size"]),
+    (["--gpu-memory", "nanMiB"], ["'nanMiB' is not a size"]),
     (["--pin", "Gather"], ["--pin 'Gather'"]),
     (["--pin", "Gather=tpu"], ["unknown device 'tpu'"]),
     (["--pin", "NoSuchOp=cpu"], ["--pin NoSuchOp=cpu", "no kernel"]),

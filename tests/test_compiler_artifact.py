@@ -33,6 +33,14 @@ def saved(mlp_plan, tmp_path_factory):
     return cm, cm.save(tmp_path_factory.mktemp("artifact") / "mlp")
 
 
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_save_where_a_file_is_is_a_compile_error_naming_the_path(saved, tmp_path, where):
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(CompileError, match=f"cannot save the compiled model to {tmp_path / where}: .*directory"):
+        saved[0].save(tmp_path / where)
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 @pytest.fixture
 def copy_of(saved, tmp_path):
     """A fresh copy of the saved artifact directory, to damage."""
@@ -133,6 +141,14 @@ def test_missing_manifest_or_directory(copy_of, tmp_path):
         compiler.load_compiled(copy_of)
     with pytest.raises(CompileError, match="does not exist"):
         compiler.load_compiled(tmp_path / "nowhere")
+    with pytest.raises(CompileError, match="the directory a compiled model was saved to.*got NoneType"):
+        compiler.load_compiled(None)
+    # a plan written without --compile, and a file of the artifact named instead of its directory
+    with pytest.raises(CompileError, match="holds a plan .plan.json. but no compiled artifact.*--compile"):
+        compiler.load_compiled(copy_of)
+    with pytest.raises(CompileError, match=f"is a file.*directory.*{copy_of}") as info:
+        compiler.load_compiled(copy_of / PLAN)
+    assert "does not exist" not in str(info.value)
 
 
 def test_missing_plan(copy_of):
@@ -146,6 +162,18 @@ def test_compile_needs_a_graph(mlp_plan):
     bare = Plan.from_json(mlp_plan.to_json())
     with pytest.raises(CompileError, match="no op graph"):
         compiler.compile(bare, simulate=True, progress=False)
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (lambda plan, graph: (graph, plan), "the plan first, then its graph"),
+    (lambda plan, graph: ("out/plan.json", graph), "got str (a plan file is read with hetpart.partitioner.Plan.load"),
+    (lambda plan, graph: (None, graph), "takes a plan (hetpart.partition(graph)), got NoneType"),
+    (lambda plan, graph: (plan, "model.onnx"), "the op graph the plan was made of (hetpart.load(model)), got str"),
+])
+def test_compile_arguments_of_the_wrong_kind_say_what_to_pass(mlp_plan, arguments, words):
+    with pytest.raises(CompileError) as info:
+        compiler.compile(*arguments(mlp_plan, mlp_plan.graph), simulate=True, progress=False)
+    assert words in str(info.value), str(info.value)
 
 
 def test_compile_rejects_a_plan_for_another_model(mlp_plan, zoo_graph):

@@ -18,6 +18,7 @@ from tvm import relax
 from hetpart import importer
 from hetpart.compiler import DPS_FUNCTION, MAIN_FUNCTION, extract, extract_partitions
 from hetpart.errors import PlanError
+from hetpart.partitioner import partition
 
 
 def _names(specs):
@@ -128,6 +129,23 @@ def test_invalid_plans_are_rejected(zoo_graph, plan_for, mutate, message):
     mutate(plan.partitions)
     with pytest.raises(PlanError, match=message):
         extract(g, plan)
+
+
+def _relu_model(name: str):
+    graph = helper.make_graph([helper.make_node("Relu", [name], ["y"])], f"relu_{name}",
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_plan_of_another_model_is_rejected_even_where_its_kernel_ids_fit():
+    """Both graphs have one kernel, node_0: the plan's boundary tensors tell them apart."""
+    mine, other = importer.load(_relu_model("x")), importer.load(_relu_model("a"))
+    plan = partition(other, progress=False)  # a real plan: its partitions name their inputs and outputs
+    assert [p.kernels for p in plan.partitions] == [["node_0"]] and mine.kernels.keys() == {"node_0"}
+    extract(other, plan)  # fits its own graph
+    with pytest.raises(PlanError, match=r"plan of model 'relu_a'.*'relu_x'.*'a'.*hetpart\.partition"):
+        extract(mine, plan)
 
 
 PROPERTY_MODELS = ["mlp", "dlrm", "detector", "bert", "resnet18"]

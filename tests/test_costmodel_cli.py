@@ -64,3 +64,12 @@ def test_corrupt_profile_is_a_one_line_error_naming_it(tmp_path, capsys):
 def test_profile_without_model_or_transfer_is_a_usage_error(capsys):
     assert main(["profile"]) == 1
     assert "--transfer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [(["--held-out", "model"], ["--held-out", "add --eval"]),
+                                         (["--eval", "zoo:mlp:small"], ["--eval", "MODEL", "zoo:mlp:small"])])
+def test_costmodel_options_that_would_be_ignored_are_usage_errors(capsys, argv, words):
+    assert main(["costmodel", *argv]) == 1  # checked before the profile is even read
+    out, err = capsys.readouterr()
+    assert err.startswith("partition: error:") and err.count("\n") == 1 and not out, (out, err)
+    assert all(w in err for w in words), err

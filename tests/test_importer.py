@@ -142,6 +142,14 @@ def test_every_small_zoo_model_imports(name):
     assert graph.summary().startswith(f"model {graph.name}")
 
 
+def test_the_summary_of_a_one_kernel_model_has_no_empty_tensor_table():
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "one",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    lines = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).summary().splitlines()
+    assert lines[-1] == "no tensor passes between kernels (each kernel reads only inputs and weights)", lines
+
+
 def test_output_tensors_take_the_model_output_names_where_they_can():
     """``y`` passes the input through (the tensor keeps the input's name), ``same`` is
     one tensor with ``probs`` (named by the first), ``lv`` is the Relax var name of
@@ -228,14 +236,16 @@ def test_shape_inference_failure():
 
 
 def test_symbolic_dims_without_shape():
-    with pytest.raises(ShapeError, match="--shape x=\\?,3,8,8"):
+    with pytest.raises(ShapeError, match="x=\\?,3,8,8") as info:
         load(conv_mlp())
+    assert "shapes (e.g. x=" in str(info.value) and "--shape (e.g. x=" in info.value.cli_message()
 
 
 def test_bad_shape_overrides():
-    with pytest.raises(ShapeError, match="unknown input"):
+    with pytest.raises(ShapeError, match=": shapes names unknown input") as info:  # the API's argument
         load(conv_mlp(), shapes={"nope": [1]})
-    with pytest.raises(ShapeError, match="rank"):
+    assert "--shape names unknown input" in info.value.cli_message()  # the CLI's flag
+    with pytest.raises(ShapeError, match="rank 4, shapes gives 3"):
         load(conv_mlp(), shapes={"x": [1, 3, 8]})
     with pytest.raises(ShapeError, match="fixed dim"):
         load(conv_mlp(), shapes={"x": [1, 4, 8, 8]})
@@ -351,6 +361,24 @@ def test_non_positive_shape_dims_are_a_shape_error_naming_the_argument(dims):
     with pytest.raises(ShapeError, match=r"^shapes for input .input. is \[.*positive") as info:
         load("zoo:mlp:small", shapes={"input": dims})
     assert "--shape" not in str(info.value) and "--shape" in info.value.cli_message()
+
+
+@pytest.mark.parametrize("dims", [np.array([1, 32]), [np.int64(1), 32], (1, 32)])
+def test_shape_dims_may_be_numpy_integers_or_a_tuple(dims):
+    from hetpart import load
+
+    assert load("zoo:mlp:small", shapes={"input": dims}).tensors["input"].shape == (1, 32)
+
+
+@pytest.mark.parametrize("shapes, words", [({"input": "1,32"}, "'1,32'; give its dims as a list"),
+                                           ({"input": 1}, "is 1; give its dims as a list"),
+                                           ([1, 32], "maps each input's name to its dims")])
+def test_shapes_that_are_no_dims_are_a_shape_error_naming_the_input(shapes, words):
+    from hetpart import ShapeError, load
+
+    with pytest.raises(ShapeError, match=r"^shapes ") as info:
+        load("zoo:mlp:small", shapes=shapes)
+    assert words in str(info.value)
 
 
 def test_a_zero_size_input_dim_is_static_not_symbolic():

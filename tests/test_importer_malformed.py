@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 import hetpart
-from hetpart.errors import HetpartError, ModelLoadError, ShapeError
+from hetpart.errors import ModelLoadError, ShapeError
 
 
 def mlp(zoo_onnx) -> onnx.ModelProto:
@@ -117,3 +116,20 @@ def test_an_output_of_unknown_element_type_names_the_output(zoo_onnx):
     model.graph.output[0].type.tensor_type.elem_type = 99
     with pytest.raises(ModelLoadError, match=r"graph output 'logits' has an undefined or unknown element type"):
         hetpart.load(model)
+
+
+@pytest.mark.parametrize("damage", [None, "missing", "truncated"])
+def test_external_weights_that_cannot_be_read_name_the_file(zoo_onnx, tmp_path, damage):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(zoo_onnx), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="mlp.weights", size_threshold=0)
+    weights = tmp_path / "mlp.weights"
+    if damage is None:  # whole: read as the model's own weights
+        assert hetpart.load(str(path)).param_bytes == hetpart.load(mlp(zoo_onnx)).param_bytes > 0
+        return
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:16])
+    with pytest.raises(ModelLoadError, match=f"^{path}: .*external data.*mlp.weights"):
+        hetpart.load(str(path))

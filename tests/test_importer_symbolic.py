@@ -3,12 +3,14 @@ output axes follow them (from ONNX's symbolic shapes); every undecidable case a 
 
 from __future__ import annotations
 
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from bucket_models import batch_model, seq_model
 from hetpart.contracts.buckets import DEFAULT_BATCH_SIZES
 from hetpart.errors import ShapeError
+from hetpart.importer import read_source
 from hetpart.importer.symbolic import bucket_shapes, bucket_spec, has_symbolic_dims, symbolic_dims
 
 
@@ -45,6 +47,14 @@ def test_an_input_fixed_by_shapes_is_not_bucketed():
 def test_a_bucket_for_no_dim_of_the_model_is_refused():
     with pytest.raises(ShapeError, match="'?tokens'?.*batch"):
         bucket_spec(batch_model(), {"tokens": [1, 2]})
+
+
+def test_a_refusal_names_the_file_the_model_was_read_from(tmp_path):
+    path = tmp_path / "seq.onnx"
+    onnx.save(seq_model(), str(path))
+    with pytest.raises(ShapeError) as e:
+        bucket_spec(read_source(str(path)))  # as the CLI and compile_buckets read it: once
+    assert str(e.value).startswith(f"{path}: ")
 
 
 def test_an_unnamed_symbolic_dim_is_refused():

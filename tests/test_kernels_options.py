@@ -31,8 +31,9 @@ def test_json_round_trip_and_validation():
     assert KernelOptions.from_json(json.loads(json.dumps(opts.to_json()))) == opts
     with pytest.raises(TargetError, match="split-K mode"):
         KernelOptions(split_k="sometimes")
-    with pytest.raises(TargetError, match="SM count"):
+    with pytest.raises(TargetError, match="^sm_count: the GPU's SM count") as info:
         KernelOptions(sm_count=0)
+    assert info.value.cli_message().startswith("--sm-count: ")  # the CLI names its flag
 
 
 def test_wgmma_defaults_to_the_module_switch_when_made_and_is_recorded_only_when_on(monkeypatch):

@@ -25,6 +25,12 @@ def test_parse_pins_accepts_ops_and_nodes_and_rejects_junk():
             parse_pins([bad])
 
 
+def test_one_pin_given_alone_is_one_pin_not_its_letters():
+    assert parse_pins("Gather=cpu") == parse_pins(Pin("Gather", "cpu")) == (Pin("Gather", "cpu"),)
+    g = make_graph(DIAMOND)
+    assert resolve_pins(g, "Gather=cpu") == {"node_1": ("cpu", "pinned by --pin Gather=cpu")}
+
+
 def test_resolve_pins_onnx_and_tvm_names_and_node_pins_win():
     g = make_graph(DIAMOND)
     assert resolve_pins(g, ["Gather=cpu"]) == {"node_1": ("cpu", "pinned by --pin Gather=cpu")}
@@ -42,6 +48,10 @@ def test_unknown_pin_lists_close_matches():
         resolve_pins(g, ["Gathr=cpu"])
     with pytest.raises(PlanError, match="node_1"):
         resolve_pins(g, ["node_11=cpu"])
+    with pytest.raises(PlanError, match="close matches") as e:  # 'matmul' is a TVM op and an ONNX op
+        resolve_pins(g, ["mm=cpu"])
+    close = str(e.value).split("close matches: ")[1].split(".")[0].split(", ")
+    assert "matmul" in close and len(close) == len(set(close)), close
     with pytest.raises(PlanError, match="pinned to both"):
         resolve_pins(g, ["node_1=cpu", "fused_node_1=cuda"])
 
@@ -144,6 +154,14 @@ def test_infeasible_cap_is_reported_with_numbers():
         partition(g, cost_model=costs, pins=["node_2=cuda"], gpu_memory=2**20, progress=False)
 
 
+@pytest.mark.parametrize("cap", ["512MB", "4GiB", True, [1]])
+def test_a_gpu_memory_that_is_no_byte_count_is_a_plan_error(cap):
+    g = make_graph(DIAMOND)
+    costs = table(g, dict.fromkeys(g.kernels, 100), dict.fromkeys(g.kernels, 1))
+    with pytest.raises(PlanError, match=r"gpu_memory.*bytes.*2\*\*30"):
+        partition(g, cost_model=costs, gpu_memory=cap, progress=False)
+
+
 def test_cap_moves_the_heavy_kernel_and_reports_all_cuda_infeasible():
     g = make_graph(DIAMOND, params={"node_1": 50_000_000})
     costs = table(g, dict.fromkeys(g.kernels, 1000), dict.fromkeys(g.kernels, 10))
@@ -208,6 +226,12 @@ def test_unknown_objective_lists_choices():
     g = make_graph(DIAMOND)
     with pytest.raises(PlanError, match="latency, makespan, throughput"):
         partition(g, "speed", cost_model=table(g, dict.fromkeys(g.kernels, 1), dict.fromkeys(g.kernels, 1)))
+
+
+def test_a_model_file_instead_of_its_graph_says_to_load_it_first(tmp_path):
+    for model in ("model.onnx", tmp_path / "model.onnx", "zoo:mlp:small"):
+        with pytest.raises(PlanError, match=r"import the model first.*hetpart\.load\(model\)"):
+            partition(model)
 
 
 def test_a_new_objective_is_one_decorated_function():

@@ -247,6 +247,10 @@ def test_closed_session_refuses_to_run(cpu_gpu_cpu):
     s.close()
     with pytest.raises(RuntimeFailure, match="closed"):
         s.run(feeds())
+    s.close()  # closing twice is harmless
+    with pytest.raises(RuntimeFailure, match="closed"):  # a `with` block on it fails at once, not at its first run
+        with s:
+            pass
 
 
 # --- concurrency and pipelining -----------------------------------------------------------
@@ -572,6 +576,10 @@ def test_pool_threads_policy_reserves_cores_only_next_to_a_gpu():
     assert pool_threads(16, has_gpu=True, default=16, cpus=16) is None
     with pytest.raises(RuntimeFailure, match="at least 1"):
         pool_threads(0, has_gpu=True)
+    for bad in ("4", 2.5, True):
+        with pytest.raises(RuntimeFailure, match=f"cpu_threads is a number of threads .* got {type(bad).__name__}"):
+            pool_threads(bad, has_gpu=True)
+    assert pool_threads(np.int64(6), has_gpu=False, default=16, cpus=16) == 6
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity API")

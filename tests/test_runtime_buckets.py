@@ -111,10 +111,34 @@ def test_a_feed_larger_than_the_largest_bucket_is_a_shape_error(session):
 
 
 @slow
+def test_a_closed_bucketed_session_refuses_a_with_block(bucketed):
+    s = hetpart.Session(bucketed)
+    s.close()
+    s.close()  # closing twice is harmless
+    with pytest.raises(hetpart.RuntimeFailure, match="closed"):
+        with s:
+            pass
+
+
+@slow
 def test_inputs_that_disagree_on_a_dim_are_refused(session):
     bad = dict(feeds(2), s=np.ones((3, 1), np.float32))
     with pytest.raises(hetpart.RuntimeFailure, match="dim 'batch' is 2 in one input and 3"):
         session.run(bad)
+
+
+@slow
+@pytest.mark.parametrize("change, words", [
+    ({"x": np.ones((3, 9), np.float32)}, "input 'x' has shape [3, 9], the model expects ['batch', 8]"),
+    ({"x": np.ones((3,), np.float32)}, "input 'x' has shape [3], the model expects ['batch', 8]"),
+    ({"x": None}, "missing input(s) 'x'"),
+])
+def test_bad_feeds_are_described_as_fed_not_as_padded(session, change, words):
+    bad = {**feeds(3), **change}
+    bad = {k: v for k, v in bad.items() if v is not None}
+    with pytest.raises(hetpart.RuntimeFailure) as info:
+        session.run(bad)
+    assert words in str(info.value) and "[4, 8]" not in str(info.value), str(info.value)
 
 
 @slow

@@ -28,7 +28,7 @@ def run_buckets(command, args, checked) -> int:
     from ..importer.symbolic import bucket_spec
 
     source = read_source(args.model)
-    spec = bucket_spec(source.model, checked["buckets"] or None, checked["shapes"])
+    spec = bucket_spec(source, checked["buckets"] or None, checked["shapes"])
     grid = spec.grid()
     print(_header(args.model, spec, len(grid)))
     if args.summary_only:

@@ -7,7 +7,9 @@ anything else is a bug in hetpart: its traceback is printed and the exit code is
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from ..errors import HetpartError
@@ -40,24 +42,61 @@ def main(argv: list[str] | None = None) -> int:
     cls = COMMANDS[name]
     args = make_parser(cls).parse_args(rest)
     log = TvmLog(default_path(), "partition " + " ".join(argv))
+    watch = _CtrlC()
     try:
-        if args.verbose:
-            return int(cls().run(args) or 0)
-        with log:
-            return int(cls().run(args) or 0)
+        with watch:
+            if args.verbose:
+                return int(cls().run(args) or 0)
+            with log:
+                return int(cls().run(args) or 0)
     except HetpartError as exc:
+        if watch.pressed:  # an error made of the interrupt (the importer's "TVM cannot lower ...")
+            return _interrupted()
         print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return _closed_pipe()
     except KeyboardInterrupt:
-        print("partition: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
+        if watch.pressed:  # Ctrl-C inside TVM's C++ comes back through its FFI as a bare RuntimeError
+            return _interrupted()
         traceback.print_exc()
         print("partition: internal error (a bug in hetpart); please report it with the traceback above"
               + (f" and TVM's log of this run ({log.path})" if log.wrote else ""), file=sys.stderr)
         return 2
+
+
+class _CtrlC:
+    """While active (in the main thread), SIGINT still raises KeyboardInterrupt but also
+    sets ``pressed``: TVM hands an interrupt inside its C++ back as a bare RuntimeError
+    (and the importer turns that into a ModelLoadError), which must not be reported as
+    a bug or a model problem.  (:class:`hetpart.kernels.tuning._InterruptWatch` does the
+    same around a tuning search.)"""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        self.pressed = True
+        signal.default_int_handler(signum, frame)
+
+    def __enter__(self) -> "_CtrlC":
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _interrupted() -> int:
+    print("partition: interrupted", file=sys.stderr)
+    return 130
 
 
 def _closed_pipe() -> int:

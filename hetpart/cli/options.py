@@ -22,6 +22,9 @@ def parse_shapes(items: list[str]) -> dict[str, list[int]]:
     shapes: dict[str, list[int]] = {}
     for item in items:
         name, sep, dims = item.partition("=")
+        if name in shapes and sep:
+            raise ShapeError(f"--shape names input '{name}' twice ({','.join(map(str, shapes[name]))} and {dims}); "
+                             "give each input one shape")
         try:
             if not sep or not name:
                 raise ValueError
@@ -159,16 +162,15 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_bytes(text: str) -> int:
-    """'4GiB', '512MB', '1e9' -> bytes."""
+    """'4GiB', '512MB', '1e9' -> bytes (HetpartError for anything else, 'inf' and 'nan' included)."""
     units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
     t = text.strip().lower().replace(" ", "")
-    for u, mult in units.items():
+    number, mult = t, 1
+    for u, m in units.items():
         if t.endswith(u):
-            try:
-                return int(float(t[: -len(u)]) * mult)
-            except ValueError:
-                break
+            number, mult = t[: -len(u)], m
+            break
     try:
-        return int(float(t))
-    except ValueError:
+        return int(float(number) * mult)
+    except (ValueError, OverflowError):  # not a number, nan, or inf
         raise HetpartError(f"'{text}' is not a size; write e.g. 4GiB, 512MiB or 2e9") from None

@@ -323,7 +323,11 @@ class CompiledModel:
         """Write the artifact directory (libraries, ``plan.json``, then ``manifest.json``
         last, so a directory with a manifest is complete).  Returns the directory."""
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there or above it, no permission
+            raise CompileError(f"cannot save the compiled model to {out}: {exc.strerror or exc}; name a new or "
+                               "empty directory (save writes its files into one)") from None
         for p in self.partitions:
             src = self.library_path(p)
             dst = confined(out, p.library, f"library of partition '{p.name}'")

@@ -76,6 +76,7 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
     :class:`~hetpart.errors.CompileError` naming the partition (and function)
     that failed to build.
     """
+    _check_arguments(plan, graph)
     graph = graph if graph is not None else plan.graph
     if graph is None:
         raise CompileError("the plan carries no op graph; pass the graph: compile(plan, graph)")
@@ -109,6 +110,20 @@ def compile(plan: Plan, graph: OpGraph | None = None, *, simulate: bool = False,
         conv_block=graph.conv_block,
         _staging=staging,
     )
+
+
+def _check_arguments(plan, graph) -> None:
+    """CompileError, saying what to pass, unless ``plan`` is a Plan and ``graph`` an
+    OpGraph or None (the arguments swapped, a plan file's path, a model file's path)."""
+    if isinstance(plan, OpGraph) and isinstance(graph, Plan):
+        raise CompileError("compile takes the plan first, then its graph: compile(plan, graph)")
+    if not isinstance(plan, Plan):
+        hint = (" (a plan file is read with hetpart.partitioner.Plan.load(path, graph))"
+                if isinstance(plan, (str, Path)) else "")
+        raise CompileError(f"compile takes a plan (hetpart.partition(graph)), got {type(plan).__name__}{hint}")
+    if graph is not None and not isinstance(graph, OpGraph):
+        raise CompileError(f"compile's graph is the op graph the plan was made of (hetpart.load(model)), "
+                           f"got {type(graph).__name__}")
 
 
 def _cpu_only_layout(graph: OpGraph, programs: list[PartitionProgram]) -> None:

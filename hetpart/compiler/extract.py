@@ -246,6 +246,7 @@ def check_plan(graph, plan, b: _ModelBindings | None = None) -> None:
     """:class:`PlanError` unless every kernel of ``graph`` is in exactly one partition
     and partitions come in an order where each reads only what earlier ones wrote."""
     b = b or read_bindings(graph)
+    _same_tensors(graph, plan)
     seen: dict[str, str] = {}
     for p in plan.partitions:
         for kid in p.kernels:
@@ -266,6 +267,20 @@ def check_plan(graph, plan, b: _ModelBindings | None = None) -> None:
                     f"partitions must be listed in a topological order"
                 )
         available.update(t for kid in p.kernels for t in graph.kernels[kid].outputs)
+
+
+def _same_tensors(graph, plan) -> None:
+    """PlanError when a partition of ``plan`` reads or writes a tensor ``graph`` does not
+    have: a plan made of another model (its kernel ids, node_0 ..., may all fit).  The
+    names TVM gave tensors before the importer renamed them (``graph.relax_names``, an
+    older plan file's) are the graph's too."""
+    known = set(graph.tensors) | set(getattr(graph, "relax_names", {}).values())
+    for p in plan.partitions:
+        foreign = [t for t in (*p.inputs, *p.outputs) if t not in known]
+        if foreign:
+            raise PlanError(f"this is a plan of model '{plan.model}', and it does not fit '{graph.name}': partition "
+                            f"'{p.name}' reads or writes tensor(s) {', '.join(map(repr, foreign[:3]))}, which the "
+                            "graph does not have; make the plan of this graph, hetpart.partition(graph)")
 
 
 # --- boundaries ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from ..errors import CompileError
@@ -71,6 +72,9 @@ def load_compiled(directory, *, load_modules: bool = True) -> CompiledModel | Bu
     With ``load_modules=False`` the files are checked but no library is loaded
     (``module`` stays None), e.g. to inspect a CUDA artifact on a machine without a GPU.
     """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise CompileError(f"load_compiled takes the directory a compiled model was saved to (compiled.save(DIR), "
+                           f"`partition MODEL -o DIR --compile`), got {type(directory).__name__}")
     root = Path(directory)
     kind = artifact_kind(root)
     if kind == "bucketed":
@@ -195,9 +199,24 @@ def _read_plan(root: Path) -> Plan:
         raise CompileError(f"plan {root / PLAN} is malformed ({type(exc).__name__}: {exc}); {RECOMPILE}") from exc
 
 
+def _missing_hint(path: Path) -> str:
+    """Why ``path`` (a file of an artifact) is not there, where the directory says more:
+    it does not exist, it is a file (an artifact's file named instead of its directory),
+    or it holds only a plan (``partition MODEL -o DIR`` without ``--compile``)."""
+    where = path.parent
+    if where.is_file():
+        return (f" ({where} is a file; load_compiled and Session take the directory a compiled model was saved to, "
+                f"e.g. {where.parent})")
+    if not where.is_dir():
+        return f" (the directory {where} does not exist)"
+    if path.name != PLAN and (where / PLAN).is_file():
+        return f" (it holds a plan ({PLAN}) but no compiled artifact: it was written without --compile)"
+    return ""
+
+
 def _read_json(path: Path, *, what: str):
     if not path.is_file():
-        hint = "" if path.parent.is_dir() else f" (the directory {path.parent} does not exist)"
+        hint = _missing_hint(path)
         raise CompileError(f"no compiled model at {path.parent}: its {what} {path.name} is missing{hint}; {RECOMPILE}")
     try:
         return json.loads(path.read_text())

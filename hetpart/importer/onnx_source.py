@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError
+from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError, option
 from . import preflight
 from .blocked_quantization import blocked_quantization
 from .expand_functions import expand_functions
@@ -93,18 +93,60 @@ def _resolve(model) -> ModelSource:
     if parsed is not None:
         name, small, cfg = parsed
         return ModelSource(build(name, small=small, **cfg), name + ("_small" if small else ""), spec)
+    path = _model_file(spec)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{spec}: not a readable ONNX model (truncated or not ONNX?): {exc}") from None
+    _load_external_data(proto, path, spec)
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
+    return ModelSource(proto, path.stem, spec)
+
+
+def check_spec(model) -> None:
+    """The checks of reading ``model`` that cost nothing, made before any work (the
+    ``partition bench`` command's MODELs): a ``zoo:`` spec names a model and keys of
+    the zoo, a path names a file.  UnknownModelError or ModelLoadError otherwise."""
+    from ..models import parse_zoo_spec
+
+    if isinstance(model, (str, os.PathLike)) and parse_zoo_spec(str(model)) is None:
+        _model_file(str(model))
+
+
+def _model_file(spec: str) -> Path:
+    """``spec`` as the path of a file; ModelLoadError when nothing or a directory is there."""
     path = Path(spec)
     if not path.exists():
         raise ModelLoadError(f"{spec}: no such file (built-in models are named 'zoo:NAME'; see `partition zoo`)")
     if path.is_dir():
         raise ModelLoadError(f"{spec}: is a directory, expected an .onnx file")
+    return path
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path, spec: str) -> None:
+    """Read the weights ``proto`` keeps in external data files (next to ``path``) into it;
+    ModelLoadError naming the files when one is missing, short or unreadable."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    files = sorted({e.value for t in _initializers(proto.graph) if uses_external_data(t)
+                    for e in t.external_data if e.key == "location"})
+    if not files:
+        return
     try:
-        proto = onnx.load(str(path))
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelLoadError(f"{spec}: not a readable ONNX model (truncated or not ONNX?): {exc}") from None
-    if not proto.graph.node and not proto.graph.output:
-        raise ModelLoadError(f"{spec}: not a readable ONNX model (the file parsed to an empty graph)")
-    return ModelSource(proto, path.stem, spec)
+        load_external_data_for_model(proto, str(path.parent))
+    except (onnx.checker.ValidationError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{spec}: the weights it keeps in external data ({', '.join(files)}) cannot be "
+                             f"read: {exc}; keep those files next to the model, whole, as it was exported") from None
+
+
+def _initializers(graph: onnx.GraphProto):
+    """Every initializer of ``graph`` and of the subgraphs its nodes hold (If/Loop bodies)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _initializers(sub)
 
 
 def _check(source: ModelSource) -> None:
@@ -207,13 +249,14 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
     dims = _symbolic_dims(model)
     unknown = sorted(set(shapes) - set(dims))
     if unknown:
-        raise ShapeError(f"{origin}: --shape names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
+        raise ShapeError(f"{origin}: {option('shape')} names unknown input(s) {unknown}; the inputs are {sorted(dims)}")
     # a dim of 0 is a real (empty) dim, static; only unnamed/named/negative dims are symbolic
     missing = {n: d for n, d in dims.items() if n not in shapes and any(not isinstance(x, int) or x < 0 for x in d)}
     if missing:
-        hint = " ".join(f"--shape {n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}" for n, d in missing.items())
-        raise SymbolicDimsError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; pass e.g. "
-                                f"{hint}, or build shape buckets (hetpart.compile_buckets; the CLI does without "
+        hint = "; ".join(f"{n}={','.join(str(x) if isinstance(x, int) and x > 0 else '?' for x in d)}"
+                         for n, d in missing.items())
+        raise SymbolicDimsError(f"{origin}: input(s) with symbolic dims need a fixed shape: {missing}; fix them "
+                                f"with {option('shape')} (e.g. {hint}), or build shape buckets (hetpart.compile_buckets; the CLI does without "
                                 "--shape)")
     if not shapes:
         return model
@@ -225,10 +268,10 @@ def _fix_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]], origin: st
         want = list(shapes[inp.name])
         have = dims[inp.name]
         if len(want) != len(have):
-            raise ShapeError(f"{origin}: input '{inp.name}' has rank {len(have)}, --shape gives {len(want)} dims")
+            raise ShapeError(f"{origin}: input '{inp.name}' has rank {len(have)}, {option('shape')} gives {len(want)} dims")
         for d, (w, h) in zip(inp.type.tensor_type.shape.dim, zip(want, have)):
             if isinstance(h, int) and h > 0 and h != w:
-                raise ShapeError(f"{origin}: input '{inp.name}' is {have}; --shape {want} changes a fixed dim")
+                raise ShapeError(f"{origin}: input '{inp.name}' is {have}; {option('shape')} {want} changes a fixed dim")
             d.Clear()
             d.dim_value = int(w)
     return fixed

@@ -7,7 +7,9 @@ Out: an :class:`OpGraph` whose ``module`` is the fused Relax module and whose
 
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections.abc import Iterable, Mapping
 
 import tvm
 from tvm import relax, tirx
@@ -102,13 +104,27 @@ def _dtype_name(elem_type: int) -> str:
         return ""
 
 
-def _check_dims(shapes) -> None:
-    """Every fixed dim is a positive integer (0 or -1 would plan negative FLOPs)."""
-    for name, dims in (shapes or {}).items():
-        if any(not isinstance(d, int) or d <= 0 for d in dims):
+def _check_dims(shapes) -> dict[str, list[int]] | None:
+    """``shapes`` with every dim a Python int: each input's dims a sequence (a list, a
+    tuple, a numpy array or shape) of positive integers, numpy integers included;
+    ShapeError naming the input otherwise (0 or -1 would plan negative FLOPs)."""
+    if shapes is None:
+        return None
+    if not isinstance(shapes, Mapping):
+        raise ShapeError(f"{option('shape')} maps each input's name to its dims, e.g. {{'x': [1, 3, 224, 224]}}; "
+                         f"got {type(shapes).__name__}")
+    out = {}
+    for name, dims in shapes.items():
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable):
+            raise ShapeError(f"{option('shape')} for input '{name}' is {dims!r}; give its dims as a list of "
+                             f"positive integers, e.g. {{'{name}': [1, 3, 224, 224]}}")
+        dims = list(dims)
+        if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d <= 0 for d in dims):
             given = ",".join(str(d) for d in dims)
             raise ShapeError(f"{option('shape')} for input '{name}' is [{given}]; every dim must be a "
                              "positive integer")
+        out[name] = [int(d) for d in dims]
+    return out
 
 
 def load(model, shapes: dict[str, list[int]] | None = None, *, conv_block: int | None = None) -> OpGraph:
@@ -120,7 +136,7 @@ def load(model, shapes: dict[str, list[int]] | None = None, *, conv_block: int |
     (:mod:`.conv_layout`), recorded as ``graph.conv_block``.  Raises a
     :class:`~hetpart.errors.HetpartError` subclass for any problem with the model.
     """
-    _check_dims(shapes)
+    shapes = _check_dims(shapes)
     conv_block = conv_layout.check_block(conv_block)
     source = read_model(model, shapes)
     relax_mod, limits = guard_indices(to_relax(source))

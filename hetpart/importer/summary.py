@@ -47,8 +47,9 @@ def render_summary(g: OpGraph, top: int = 5) -> str:
             f"{cls:<10} {len(ks):>7} {len({k.signature for k in ks}):>8} "
             f"{human_flops(sum(k.flops for k in ks)):>14} {human_bytes(sum(k.param_bytes for k in ks)):>11}"
         )
-    lines += ["", f"largest tensors between kernels (top {top}):"]
     inner = [t for t in g.tensors.values() if t.producer is not None and t.consumers]
+    lines += ["", f"largest tensors between kernels (top {top}):" if inner
+              else "no tensor passes between kernels (each kernel reads only inputs and weights)"]
     for t in sorted(inner, key=lambda t: -t.nbytes)[:top]:
         lines.append(f"  {t.name:<12} {human_bytes(t.nbytes):>10}  {list(t.shape)} {t.dtype}  {t.producer} -> {', '.join(t.consumers)}")
     return "\n".join(lines)

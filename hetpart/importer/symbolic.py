@@ -20,7 +20,7 @@ import onnx
 
 from ..contracts.buckets import BATCH, DEFAULT_BATCH_SIZES, BucketSpec
 from ..errors import ShapeError, option
-from .onnx_source import read_source
+from .onnx_source import ModelSource, read_source
 from .onnx_types import skeleton
 
 
@@ -83,6 +83,9 @@ def _proto(model) -> onnx.ModelProto:
 
 
 def _origin(model) -> str:
+    """Where ``model`` came from, for messages: a ModelSource's file or zoo spec."""
+    if isinstance(model, ModelSource):
+        return model.origin
     return "<in-memory model>" if isinstance(model, onnx.ModelProto) else str(model)
 
 

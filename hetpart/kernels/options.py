@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import TargetError
+from ..errors import TargetError, option
 
 SPLIT_K_MODES = ("off", "conv", "all")
 """``off``: never split K; ``conv``: convolutions only; ``all``: convolutions and matmuls."""
@@ -73,7 +73,8 @@ class KernelOptions:
         if self.split_k not in SPLIT_K_MODES:
             raise TargetError(f"split-K mode '{self.split_k}' is not one of {', '.join(SPLIT_K_MODES)}")
         if not isinstance(self.sm_count, int) or self.sm_count < 1:
-            raise TargetError(f"SM count must be a positive integer, got {self.sm_count!r}")
+            raise TargetError(f"{option('sm_count')}: the GPU's SM count must be a positive integer (e.g. 132 on "
+                              f"an H100 SXM), got {self.sm_count!r}")
         if not isinstance(self.wgmma, bool):
             raise TargetError(f"wgmma must be True or False, got {self.wgmma!r}")
 

@@ -53,7 +53,10 @@ class Pin:
 
 
 def parse_pins(items) -> tuple[Pin, ...]:
-    """``["Gather=cpu", "node_17=cuda"]`` -> pins; PlanError on a malformed item."""
+    """``["Gather=cpu", "node_17=cuda"]`` (or one pin alone, ``"Gather=cpu"``) -> pins;
+    PlanError on a malformed item."""
+    if isinstance(items, (str, Pin)):
+        items = [items]  # one pin, not a sequence of one-letter items
     pins = []
     for item in items or ():
         if isinstance(item, Pin):
@@ -118,8 +121,8 @@ def _matches_op(ops, what: str) -> bool:
 def _no_match_message(graph, pin: Pin) -> str:
     tvm_ops = sorted({op for k in graph.nodes for op in k.ops})
     onnx_ops = sorted(name for name, tvm in ONNX_TO_TVM.items() if set(tvm) & set(tvm_ops))
-    candidates = [*graph.kernels, *tvm_ops, *onnx_ops]
-    close = difflib.get_close_matches(pin.what.lower(), [c.lower() for c in candidates], n=5, cutoff=0.5)
+    candidates = list(dict.fromkeys(c.lower() for c in (*graph.kernels, *tvm_ops, *onnx_ops)))
+    close = difflib.get_close_matches(pin.what.lower(), candidates, n=5, cutoff=0.5)
     hint = f"close matches: {', '.join(close)}" if close else f"ops in this model: {', '.join(tvm_ops)}"
     if pin.what.lower() in IMPORTED_AS:
         hint = f"{IMPORTED_AS[pin.what.lower()]}; {hint}"

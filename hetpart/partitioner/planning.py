@@ -7,6 +7,9 @@ baselines, all from :func:`~.evaluate.evaluate`).
 
 from __future__ import annotations
 
+import numbers
+import os
+
 from ..errors import PlanError, option
 from .baselines import BASELINES
 from .costs import cost_origin
@@ -54,6 +57,7 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     from ..importer.low_precision import with_weight_bytes
     from .precision_costs import with_precision as priced_in
 
+    _require_graph(graph)
     precision = coerce(precision)
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective '{objective}'; choose one of: {', '.join(OBJECTIVES)}")
@@ -62,6 +66,9 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
         raise PlanError(f"objective '{objective}' pipelines inferences, but a step with state ({pairs}) reads "
                         "what the previous step wrote (the runtime runs such steps one at a time); plan it with "
                         "objective 'latency' or 'makespan', or leave state= out to pipeline it")
+    if gpu_memory is not None and (isinstance(gpu_memory, bool) or not isinstance(gpu_memory, numbers.Real)):
+        raise PlanError(f"{option('gpu_memory')} is a number of bytes, e.g. 4 * 2**30 for 4 GiB; "
+                        f"got {type(gpu_memory).__name__} {gpu_memory!r}")
     if gpu_memory is not None and gpu_memory < 0:
         raise PlanError(f"{option('gpu_memory')} must be positive, got {gpu_memory} bytes")
     costs = cost_model if cost_model is not None else cost_model_for(profile)
@@ -75,6 +82,17 @@ def partition(graph, objective: str = "latency", profile=None, gpu_memory: int |
     plan = make_plan(problem, obj, obj.solve(problem, progress))
     plan.precision = precision
     return plan
+
+
+def _require_graph(graph) -> None:
+    """PlanError unless ``graph`` is an op graph: a model file, zoo spec or ModelProto
+    is imported first (``hetpart.load``), and the message says so."""
+    from ..importer.op_graph import OpGraph
+
+    if not isinstance(graph, OpGraph):
+        what = f"{graph!r}" if isinstance(graph, (str, os.PathLike)) else f"a {type(graph).__name__}"
+        raise PlanError(f"partition places the kernels of an op graph, and got {what}: import the model first, "
+                        "graph = hetpart.load(model), then hetpart.partition(graph)")
 
 
 def make_plan(problem: Problem, obj: Objective, a: Assignment) -> Plan:

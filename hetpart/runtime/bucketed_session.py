@@ -39,7 +39,7 @@ import numpy as np
 from ..compiler.bucketed import Bucket, BucketedModel
 from ..contracts.buckets import bucket_label, rows_of_batch
 from ..errors import RuntimeFailure
-from .feeds import zero_feeds
+from .feeds import check_feeds, zero_feeds
 from .session import Session
 
 
@@ -113,6 +113,9 @@ class BucketedSession:
     def _prepare(self, feeds):
         """(the bucket's session, the padded feeds, the feed's sizes, the bucket's sizes)."""
         arrays = self._arrays(feeds)
+        # names, ranks, fixed dims and dtypes checked against the model's symbolic inputs, so a
+        # mistake is reported as the caller fed it, not as the bucket's padded feed
+        check_feeds(arrays, self.model.inputs, gpu=True)
         actual = self._actual_sizes(arrays)
         sizes = self.spec.choose(actual)
         self.last_bucket = dict(sizes)
@@ -208,6 +211,8 @@ class BucketedSession:
         return self._closed
 
     def __enter__(self) -> "BucketedSession":
+        if self._closed:  # `with` after close() fails here, not at its first run
+            raise RuntimeFailure("this session is closed; create a new Session to run again")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -712,6 +712,7 @@ class Session:
         return self._memory.live_bytes
 
     def __enter__(self) -> "Session":
+        self._check_open()  # `with session:` after close() fails here, not at its first run
         return self
 
     def __exit__(self, *exc) -> None:

@@ -40,6 +40,7 @@ serial kernel, or a machine where TVM already uses half the CPUs, is left alone.
 
 from __future__ import annotations
 
+import numbers
 import os
 import queue
 import sys
@@ -81,6 +82,10 @@ def pool_threads(requested: int | None, *, has_gpu: bool, default: int | None = 
     and None when that is not smaller than ``default`` (nothing to change)."""
     default = pool_size() if default is None else default
     if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, numbers.Integral):
+            raise RuntimeFailure(f"cpu_threads is a number of threads (an int such as 4), got "
+                                 f"{type(requested).__name__} {requested!r}")
+        requested = int(requested)
         if requested < 1:
             raise RuntimeFailure(f"cpu_threads must be at least 1, got {requested}")
         return None if requested == default else requested

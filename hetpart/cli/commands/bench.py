@@ -102,6 +102,10 @@ def _check(args) -> None:
     from ... import targets
     from ...errors import NoGPUError
 
+    from ...importer.onnx_source import check_spec
+
+    for model in args.model:  # a mistyped path or zoo name fails now, not as a note in the report
+        check_spec(model)
     check_cuda_arch(args.cuda_arch)
     for name in args.objective:
         check_objective(name)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ...errors import HetpartError
 from ..options import add_profile_options, parse_shapes
 from ..registry import register
 
@@ -33,18 +34,20 @@ class CostModelCommand:
                        help="fix an input's shape, e.g. --shape input=1,3,224,224 (repeatable)")
         add_profile_options(parser)
         parser.add_argument("--eval", action="store_true", help="report held-out predictor accuracy")
-        parser.add_argument("--held-out", choices=("shape", "model"), default="shape",
+        parser.add_argument("--held-out", choices=("shape", "model"), default=None,
                             help="with --eval: leave out one kernel shape (default) or one whole model at a time")
 
     def run(self, args) -> int:
         from ...costmodel import CostModel, resolve_profile
         from ...costmodel.predictor import evaluate, render_eval
 
+        _check(args)
         prof = resolve_profile(args.profile)
         print(f"profile: {prof.origin}")
         if args.eval:
-            print(f"held out: one {args.held_out} at a time")
-            print(render_eval(evaluate(prof, by=args.held_out)))
+            held_out = args.held_out or "shape"
+            print(f"held out: one {held_out} at a time")
+            print(render_eval(evaluate(prof, by=held_out)))
         elif args.model:
             self._model_costs(CostModel(prof), args)
         else:
@@ -65,6 +68,16 @@ class CostModelCommand:
                 cells.append(f"{cost * 1e6:11.1f}{'p' if cm.is_predicted(k, d) else ' '}")
             print(f"{k.id:<9} {k.op_class:<10} {k.func[:40]:<40} " + " ".join(cells))
         print("(p) predicted, not measured")
+
+
+def _check(args) -> None:
+    """Refuse, before any work, an option the chosen mode would ignore: --held-out
+    without --eval, or a MODEL with --eval (which rates the profile, not a model)."""
+    if args.held_out and not args.eval:
+        raise HetpartError(f"--held-out {args.held_out} chooses what --eval leaves out; add --eval")
+    if args.eval and args.model:
+        raise HetpartError(f"--eval rates the profile's predictor on every kernel it measured, not one model; "
+                           f"drop MODEL ({args.model}), or drop --eval to see what MODEL's kernels cost")
 
 
 def _wake_text(device: str, oh) -> str:
