@@ -274,7 +274,7 @@ def _same_tensors(graph, plan) -> None:
     have: a plan made of another model (its kernel ids, node_0 ..., may all fit).  The
     names TVM gave tensors before the importer renamed them (``graph.relax_names``, an
     older plan file's) are the graph's too."""
-    known = set(graph.tensors) | set(getattr(graph, "relax_names", {}).values())
+    known = set(graph.tensors) | set(graph.relax_names.values())
     for p in plan.partitions:
         foreign = [t for t in (*p.inputs, *p.outputs) if t not in known]
         if foreign:

@@ -41,7 +41,7 @@ def expand_functions(model: onnx.ModelProto) -> onnx.ModelProto:
         if expanded is None:
             break
         out = expanded
-    if any(_scalar_constant(n) for g in _graphs(out.graph) for n in g.node):
+    if any(_scalar_constant(n) for g in all_graphs(out.graph) for n in g.node):
         if out is model:  # never edit the caller's model
             out = onnx.ModelProto()
             out.CopyFrom(model)
@@ -59,15 +59,15 @@ _SCALAR_CONSTANTS = {
 None: 1-d).  Function bodies use them (``Constant <value_float = @alpha>``)."""
 
 
-def _graphs(graph: onnx.GraphProto):
+def all_graphs(graph: onnx.GraphProto):
     """``graph`` and every subgraph (If/Loop bodies) in it."""
     yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
+                yield from all_graphs(attr.g)
             for sub in attr.graphs:
-                yield from _graphs(sub)
+                yield from all_graphs(sub)
 
 
 def _scalar_constant(node: onnx.NodeProto) -> bool:
@@ -78,7 +78,7 @@ def _scalar_constant(node: onnx.NodeProto) -> bool:
 def _constants_as_tensors(graph: onnx.GraphProto) -> None:
     """Rewrite ``Constant(value_float=x)`` and kin as ``Constant(value=tensor)``: the
     same value in the form TVM reads."""
-    for node in (n for g in _graphs(graph) for n in g.node):
+    for node in (n for g in all_graphs(graph) for n in g.node):
         if not _scalar_constant(node):
             continue
         attr = node.attribute[0]

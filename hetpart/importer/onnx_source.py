@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from ..errors import ModelLoadError, ShapeError, SymbolicDimsError, UnsupportedOpsError, option
 from . import preflight
 from .blocked_quantization import blocked_quantization
-from .expand_functions import expand_functions
+from .expand_functions import all_graphs, expand_functions
 from .grouped_query_attention import group_query_attention
 from .inference_dropout import inference_dropout
 from .integer_ops import CONVERTERS as INTEGER_CONVERTERS
@@ -129,7 +129,7 @@ def _load_external_data(proto: onnx.ModelProto, path: Path, spec: str) -> None:
     ModelLoadError naming the files when one is missing, short or unreadable."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-    files = sorted({e.value for t in _initializers(proto.graph) if uses_external_data(t)
+    files = sorted({e.value for g in all_graphs(proto.graph) for t in g.initializer if uses_external_data(t)
                     for e in t.external_data if e.key == "location"})
     if not files:
         return
@@ -138,15 +138,6 @@ def _load_external_data(proto: onnx.ModelProto, path: Path, spec: str) -> None:
     except (onnx.checker.ValidationError, ValueError, OSError) as exc:
         raise ModelLoadError(f"{spec}: the weights it keeps in external data ({', '.join(files)}) cannot be "
                              f"read: {exc}; keep those files next to the model, whole, as it was exported") from None
-
-
-def _initializers(graph: onnx.GraphProto):
-    """Every initializer of ``graph`` and of the subgraphs its nodes hold (If/Loop bodies)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _initializers(sub)
 
 
 def _check(source: ModelSource) -> None:
