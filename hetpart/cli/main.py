@@ -7,12 +7,11 @@ anything else is a bug in hetpart: its traceback is printed and the exit code is
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import traceback
 
 from ..errors import HetpartError
+from ..interrupts import InterruptWatch
 from . import commands  # noqa: F401  (registers every subcommand)
 from .registry import COMMANDS, DEFAULT, make_parser, summary
 from .tvm_log import TvmLog, default_path
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     cls = COMMANDS[name]
     args = make_parser(cls).parse_args(rest)
     log = TvmLog(default_path(), "partition " + " ".join(argv))
-    watch = _CtrlC()
+    watch = InterruptWatch(only_over_default=True)
     try:
         with watch:
             if args.verbose:
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             with log:
                 return int(cls().run(args) or 0)
     except HetpartError as exc:
-        if watch.pressed:  # an error made of the interrupt (the importer's "TVM cannot lower ...")
+        if watch.interrupted:  # an error made of the interrupt (the importer's "TVM cannot lower ...")
             return _interrupted()
         print(f"partition: error: {exc.cli_message()}", file=sys.stderr)
         return 1
@@ -59,39 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except Exception:  # noqa: BLE001 - every other exception is a hetpart bug
-        if watch.pressed:  # Ctrl-C inside TVM's C++ comes back through its FFI as a bare RuntimeError
+        if watch.interrupted:  # Ctrl-C inside TVM's C++ comes back through its FFI as a bare RuntimeError
             return _interrupted()
         traceback.print_exc()
         print("partition: internal error (a bug in hetpart); please report it with the traceback above"
               + (f" and TVM's log of this run ({log.path})" if log.wrote else ""), file=sys.stderr)
         return 2
-
-
-class _CtrlC:
-    """While active (in the main thread), SIGINT still raises KeyboardInterrupt but also
-    sets ``pressed``: TVM hands an interrupt inside its C++ back as a bare RuntimeError
-    (and the importer turns that into a ModelLoadError), which must not be reported as
-    a bug or a model problem.  (:class:`hetpart.kernels.tuning._InterruptWatch` does the
-    same around a tuning search.)"""
-
-    def __init__(self) -> None:
-        self.pressed = False
-        self._old = None
-
-    def _handler(self, signum, frame):
-        self.pressed = True
-        signal.default_int_handler(signum, frame)
-
-    def __enter__(self) -> "_CtrlC":
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 def _interrupted() -> int:

@@ -28,15 +28,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import signal
 import sys
-import threading
 
 import tvm
 from tvm import tirx
 from tvm.target import Target
 
 from ..errors import HetpartError
+from ..interrupts import InterruptWatch
 from .analysis import copy_module
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def tune(
     per_task = max(1, -(-int(trials) // max(1, len(todo))))
     if progress:
         print(f"tuning {len(todo)} kernels for {target.kind.name}, {trials} trials -> {work_dir}", file=sys.stderr)
-    with _InterruptWatch() as watch:
+    with InterruptWatch() as watch:
         try:
             ms.relax_integration.tune_relax(
                 mod,
@@ -133,29 +132,6 @@ def tune(
     if watch.interrupted and progress:
         print("tuning interrupted; keeping the records measured so far", file=sys.stderr)
     return count_records(work_dir)
-
-
-class _InterruptWatch:
-    """While active, SIGINT still raises KeyboardInterrupt but also sets
-    ``interrupted`` (only in the main thread; elsewhere signals cannot be watched)."""
-
-    def __init__(self):
-        self.interrupted = False
-        self._old = None
-
-    def _handler(self, signum, frame):
-        self.interrupted = True
-        signal.default_int_handler(signum, frame)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 def _build_candidate(mod, target, _params):
